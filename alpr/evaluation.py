@@ -1,0 +1,191 @@
+"""`alpr eval`: accuracy and speed on folders of real photographs with ground truth, in the
+OpenALPR benchmark layout (`NAME.txt` beside each image) or as plate crops (`groundtruth.csv`)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from common.config import Settings
+from common.errors import InputError
+from common.types import PlateRead
+from detector_worker.core import PlateDetector
+from ocr_worker.core import PlateReader
+from ocr_worker.formats import load_regions
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    plate: str
+    box_xyxy: tuple[float, float, float, float] | None  # None for a crop: the image is the plate
+
+
+@dataclass
+class Tally:
+    """Running counts for one dataset folder."""
+
+    n: int = 0
+    detected_iou50: int = 0
+    detected_iou30: int = 0
+    exact_top1: int = 0
+    exact_topn: int = 0
+    wrong_above_threshold: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "detect": 0.0, "ocr": 0.0})
+
+    def as_dict(self, crops: bool) -> dict[str, object]:
+        n = max(self.n, 1)
+        total = sum(self.seconds.values())
+        return {
+            "n": self.n,
+            "detection_recall_iou50": None if crops else round(self.detected_iou50 / n, 4),
+            "detection_recall_iou30": None if crops else round(self.detected_iou30 / n, 4),
+            "exact_top1": round(self.exact_top1 / n, 4),
+            "exact_topn": round(self.exact_topn / n, 4),
+            "wrong_above_threshold": round(self.wrong_above_threshold / n, 4),
+            "ms_per_image": round(1000 * total / n, 2),
+            "ms_per_stage": {k: round(1000 * v / n, 2) for k, v in self.seconds.items()},
+        }
+
+
+def load_samples(folder: Path) -> tuple[list[Sample], bool]:
+    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes."""
+    truth = folder / "groundtruth.csv"
+    if truth.is_file():
+        with truth.open(newline="") as handle:
+            rows = [row for row in csv.reader(handle) if len(row) >= 3]
+        return [Sample(folder / r[0], r[2].strip().upper(), None) for r in rows], True
+    samples = []
+    for label in sorted(folder.glob("*.txt")):
+        for line in label.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) < 6:
+                continue
+            x, y, w, h = (float(v) for v in parts[1:5])
+            samples.append(Sample(folder / parts[0], parts[5].strip().upper(), (x, y, x + w, y + h)))
+    return samples, False
+
+
+def dataset_folders(root: Path) -> list[Path]:
+    """`root` itself when it holds ground truth, else its sub-folders that do."""
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} does not exist")
+    def has_truth(p: Path) -> bool:
+        return (p / "groundtruth.csv").is_file() or any(p.glob("*.txt"))
+    if has_truth(root):
+        return [root]
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and has_truth(p))
+    if not folders:
+        raise InputError(f"{root} holds no ground truth (NAME.txt beside images, or groundtruth.csv)")
+    return folders
+
+
+def region_for(folder: Path, default: str) -> str:
+    """The plate region a folder's name announces (us, eu, br), else the configured one."""
+    return folder.name if folder.name in load_regions() else default
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_read(reads: list[PlateRead]) -> PlateRead | None:
+    """The read a user would take from the image: format-matching reads first, then confidence."""
+    readable = [r for r in reads if r.best is not None]
+    if not readable:
+        return None
+    return max(readable, key=lambda r: (r.best.matches_format if r.best else False, r.confidence))
+
+
+def evaluate_folder(
+    folder: Path, detector: PlateDetector | None, reader: PlateReader, min_confidence: float
+) -> tuple[Tally, bool]:
+    samples, crops = load_samples(folder)
+    if not samples:
+        raise InputError(f"{folder} holds no samples")
+    if not crops and detector is None:
+        raise ValueError("scene folders need a detector")
+    tally = Tally()
+    for sample, reads, timings in _run(samples, crops, detector, reader):
+        tally.n += 1
+        for stage, seconds in timings.items():
+            tally.seconds[stage] += seconds
+        if sample.box_xyxy is not None:
+            overlap = max((iou(r.box_xyxy, sample.box_xyxy) for r in reads), default=0.0)
+            tally.detected_iou50 += overlap >= 0.5
+            tally.detected_iou30 += overlap >= 0.3
+        top = best_read(reads)
+        correct = top is not None and top.text == sample.plate
+        tally.exact_top1 += correct
+        tally.exact_topn += any(c.text == sample.plate for r in reads for c in r.candidates)
+        tally.wrong_above_threshold += top is not None and not correct and top.confidence >= min_confidence
+    return tally, crops
+
+
+def _run(
+    samples: list[Sample], crops: bool, detector: PlateDetector | None, reader: PlateReader
+) -> Iterator[tuple[Sample, list[PlateRead], dict[str, float]]]:
+    for sample in samples:
+        start = time.perf_counter()
+        image = cv2.imread(str(sample.image))
+        loaded = time.perf_counter()
+        if image is None:
+            raise InputError(f"cannot decode image {sample.image}")
+        if crops:
+            candidates = reader.read(image)
+            h, w = image.shape[:2]
+            reads = [PlateRead((0.0, 0.0, float(w), float(h)), 1.0, tuple(candidates))]
+            yield sample, reads, {"load": loaded - start, "detect": 0.0, "ocr": time.perf_counter() - loaded}
+            continue
+        assert detector is not None
+        detections = detector.detect([image])[0]
+        detected = time.perf_counter()
+        reads = reader.read_plates(image, detections)
+        yield sample, reads, {"load": loaded - start, "detect": detected - loaded, "ocr": time.perf_counter() - detected}
+
+
+def evaluate(root: Path, settings: Settings, build_detector, build_reader) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+    """Metrics per dataset folder under `root`, keyed by folder name."""
+    folders = dataset_folders(root)
+    detector = None
+    results: dict[str, dict[str, object]] = {}
+    for folder in folders:
+        reader = build_reader(settings, region_for(folder, settings.ocr_region))
+        if detector is None and not (folder / "groundtruth.csv").is_file():
+            detector = build_detector(settings)
+        tally, crops = evaluate_folder(folder, detector, reader, settings.ocr_min_confidence)
+        results[folder.name] = tally.as_dict(crops)
+    return results
+
+
+def summary(results: dict[str, dict[str, object]]) -> dict[str, object]:
+    """One object with the metrics over every folder (weighted by n) and each folder's own."""
+    total = sum(int(r["n"]) for r in results.values())  # type: ignore[call-overload]
+    def weighted(key: str) -> float | None:
+        values = [(r[key], r["n"]) for r in results.values() if r[key] is not None]
+        if not values:
+            return None
+        return round(float(np.sum([float(v) * int(n) for v, n in values])) / max(1, sum(int(n) for _, n in values)), 4)  # type: ignore[call-overload]
+    keys = ["detection_recall_iou50", "detection_recall_iou30", "exact_top1", "exact_topn", "wrong_above_threshold", "ms_per_image"]
+    out: dict[str, object] = {"n": total, **{k: weighted(k) for k in keys}}
+    out["ms_per_stage"] = {
+        stage: weighted_stage(results, stage) for stage in ("load", "detect", "ocr")
+    }
+    out["subsets"] = results
+    return out
+
+
+def weighted_stage(results: dict[str, dict[str, object]], stage: str) -> float:
+    total = sum(int(r["n"]) for r in results.values())  # type: ignore[call-overload]
+    return round(sum(r["ms_per_stage"][stage] * int(r["n"]) for r in results.values()) / max(total, 1), 2)  # type: ignore[index,call-overload]

@@ -1,0 +1,1 @@
+"""Shared pieces of every role: defaults, config, the types that cross stages, the plate log."""

@@ -1,0 +1,65 @@
+"""The one typed configuration: `ALPR_*` environment variables (and command-line overrides),
+validated at start. A misspelt variable or a bad value fails with a message naming it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common import defaults
+from common.errors import ConfigError
+
+ENV_PREFIX = "ALPR_"
+
+
+def default_model_dir() -> Path:
+    """Where `alpr setup` puts the detector weights: $XDG_DATA_HOME/alpr/models or ~/.local/share/alpr/models."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "alpr" / "models"
+
+
+class Settings(BaseModel):
+    """Every setting of every role. Environment variable: ALPR_ + the field name in capitals."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_dir: Path = Field(default_factory=default_model_dir, description="Folder of the detector weights.")
+    detector_weights: Path | None = Field(None, description="Your own YOLO weights (.pt or .onnx) instead of the bundled ones.")
+    detector_backend: Literal["onnx", "torch"] = Field(defaults.DETECTOR_BACKEND, description="Detector runtime.")
+    detector_device: str = Field(defaults.DETECTOR_DEVICE, pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda:N.")
+    detector_imgsz: int = Field(defaults.DETECTOR_IMGSZ, ge=128, le=4096, multiple_of=32, description="Letterbox size.")
+    detector_confidence: float = Field(defaults.DETECTOR_CONFIDENCE, gt=0, lt=1, description="Lowest box confidence.")
+    detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
+    detector_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per core.")
+    ocr_engine: Literal["ppocr", "tesseract"] = Field(defaults.OCR_ENGINE, description="OCR engine.")
+    ocr_region: str = Field(defaults.OCR_REGION, description="Plate-format region (us, eu, br, ...).")
+    ocr_max_candidates: int = Field(defaults.OCR_MAX_CANDIDATES, ge=1, le=20, description="Candidates per plate.")
+    ocr_min_confidence: float = Field(defaults.OCR_MIN_CONFIDENCE, ge=0, le=1, description="Confidence of a trusted read.")
+    redact_method: Literal["blur", "pixelate"] = Field(defaults.REDACT_METHOD, description="How plates are hidden.")
+    database_url: str | None = Field(None, description="postgresql://... to log reads to Postgres instead of SQLite.")
+    sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
+    sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=240, description="Frames sampled per second of video.")
+    datasets_dir: Path = Field(Path(defaults.DATASETS_DIR), description="Evaluation photographs.")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ALPR_* variables, then non-None `overrides` (command-line flags) on top."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for key, value in environ.items():
+            if key.startswith(ENV_PREFIX) and value != "":
+                name = key[len(ENV_PREFIX) :].lower()
+                if name not in cls.model_fields:
+                    raise ConfigError(f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}")
+                values[name] = value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,129 @@
+"""Detector inference backends, chosen by config key: `onnx` (ONNX Runtime, no torch at run time)
+and `torch` (ultralytics). Each maps a batch of BGR frames to boxes in the frames' own pixels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from common.types import FloatArray
+
+NMS_IOU = 0.7
+"""IoU above which overlapping plate boxes are merged (ultralytics' default)."""
+
+STRIDE = 32
+"""The network's largest stride: letterboxed sides are padded to a multiple of it."""
+
+RawBoxes = tuple[FloatArray, FloatArray]
+
+
+class DetectorBackend(Protocol):
+    def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
+        """Boxes (N, 4) xyxy and confidences (N,) per frame, highest confidence first."""
+        ...
+
+
+def _letterbox_shape(frames: Sequence[np.ndarray], imgsz: int) -> tuple[int, int]:
+    """Smallest (height, width), multiples of STRIDE, that hold every frame scaled to `imgsz`."""
+    height = width = 0
+    for frame in frames:
+        h, w = frame.shape[:2]
+        ratio = imgsz / max(h, w)
+        height = max(height, round(h * ratio))
+        width = max(width, round(w * ratio))
+    return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+
+
+class OnnxBackend:
+    """YOLOv8 exported to ONNX with dynamic batch and size, pre- and post-processing in numpy."""
+
+    def __init__(self, weights: Path, device: str, imgsz: int, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            index = device.partition(":")[2] or "0"
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))  # type: ignore[arg-type]
+        self.session = ort.InferenceSession(str(weights), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.imgsz = imgsz
+
+    def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
+        height, width = _letterbox_shape(frames, self.imgsz)
+        batch = np.full((len(frames), height, width, 3), 114, np.uint8)
+        placements = []
+        for index, frame in enumerate(frames):
+            h, w = frame.shape[:2]
+            ratio = min(height / h, width / w, self.imgsz / max(h, w))
+            new_w, new_h = round(w * ratio), round(h * ratio)
+            top, left = (height - new_h) // 2, (width - new_w) // 2
+            batch[index, top : top + new_h, left : left + new_w] = cv2.resize(
+                frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR
+            )
+            placements.append((ratio, left, top))
+        tensor = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        output = self.session.run(None, {self.input_name: tensor})[0]
+        return [
+            _decode(prediction, confidence, max_det, placement, frame.shape[:2])
+            for prediction, placement, frame in zip(output, placements, frames)
+        ]
+
+
+def _decode(
+    prediction: np.ndarray,
+    confidence: float,
+    max_det: int,
+    placement: tuple[float, int, int],
+    frame_hw: tuple[int, ...],
+) -> RawBoxes:
+    """One image's raw (4 + classes, anchors) output to NMS-filtered boxes in frame pixels."""
+    scores = prediction[4:].max(axis=0)
+    keep = scores >= confidence
+    if not keep.any():
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    cx, cy, w, h = prediction[:4, keep]
+    scores = scores[keep]
+    xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
+    chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), confidence, NMS_IOU, top_k=max_det)
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)[:max_det]
+    ratio, left, top = placement
+    xyxy = xywh[chosen].copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    xyxy[:, [0, 2]] = ((xyxy[:, [0, 2]] - left) / ratio).clip(0, frame_hw[1])
+    xyxy[:, [1, 3]] = ((xyxy[:, [1, 3]] - top) / ratio).clip(0, frame_hw[0])
+    return xyxy.astype(np.float32), scores[chosen].astype(np.float32)
+
+
+class TorchBackend:
+    """The ultralytics YOLO runtime on PyTorch (CPU or CUDA)."""
+
+    def __init__(self, weights: Path, device: str, imgsz: int, threads: int) -> None:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        import torch
+        from ultralytics import YOLO
+
+        torch.set_num_threads(threads)
+        self.model = YOLO(str(weights), task="detect")
+        self.device = device
+        self.imgsz = imgsz
+
+    def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
+        results = self.model.predict(
+            list(frames), imgsz=self.imgsz, conf=confidence, iou=NMS_IOU, device=self.device,
+            max_det=max_det, verbose=False,
+        )
+        out = []
+        for result in results:
+            boxes = result.boxes
+            out.append((boxes.xyxy.cpu().numpy().astype(np.float32), boxes.conf.cpu().numpy().astype(np.float32)))
+        return out
+
+
+BACKENDS: dict[str, type[OnnxBackend] | type[TorchBackend]] = {"onnx": OnnxBackend, "torch": TorchBackend}
+"""Backends by the config key that selects them."""

@@ -1,0 +1,77 @@
+"""The detector core: `PlateDetector.detect(frames) -> plates per frame`, batching and ROI filtering.
+Knows nothing of Redis or jobs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from common import defaults
+from common.errors import ConfigError, InputError
+from common.types import PlateDetections
+from detector_worker.backends import BACKENDS, DetectorBackend
+from detector_worker.weights import resolve_weights
+
+Polygon = Sequence[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How the detector runs; see common/defaults.py for what each default means."""
+
+    model_dir: Path
+    weights: Path | None = None
+    backend: str = defaults.DETECTOR_BACKEND
+    device: str = defaults.DETECTOR_DEVICE
+    imgsz: int = defaults.DETECTOR_IMGSZ
+    confidence: float = defaults.DETECTOR_CONFIDENCE
+    max_plates_per_frame: int = defaults.DETECTOR_MAX_PLATES_PER_FRAME
+    batch_size: int = defaults.DETECTOR_BATCH_SIZE
+    threads: int = 0  # 0: one per core
+
+
+class PlateDetector:
+    """Finds licence plates in batches of BGR frames."""
+
+    def __init__(self, settings: DetectorSettings) -> None:
+        if settings.backend not in BACKENDS:
+            raise ConfigError(f"detector backend must be one of {sorted(BACKENDS)}, got {settings.backend!r}")
+        weights = resolve_weights(settings.backend, settings.model_dir, settings.weights)
+        threads = settings.threads or os.cpu_count() or 1
+        self.settings = settings
+        self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
+
+    def detect(
+        self, frames: Sequence[np.ndarray], rois: Sequence[Polygon | None] | None = None
+    ) -> list[PlateDetections]:
+        """Plates in each frame, highest confidence first; with `rois`, only boxes centred inside."""
+        for index, frame in enumerate(frames):
+            if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
+                shape = getattr(frame, "shape", type(frame).__name__)
+                raise InputError(f"frame {index} must be an HxWx3 BGR image, but got {shape}")
+        rois = rois if rois is not None else [None] * len(frames)
+        if len(rois) != len(frames):
+            raise ValueError(f"got {len(rois)} regions of interest for {len(frames)} frames")
+        out: list[PlateDetections] = []
+        step = max(1, self.settings.batch_size)
+        for start in range(0, len(frames), step):
+            chunk = frames[start : start + step]
+            raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
+            for (xyxy, conf), roi in zip(raw, rois[start : start + step]):
+                out.append(filter_by_roi(PlateDetections(xyxy, conf), roi))
+        return out
+
+
+def filter_by_roi(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
+    """Keep the boxes whose centre lies inside the polygon (all of them when there is none)."""
+    if roi is None or len(detections) == 0:
+        return detections
+    contour = np.asarray(roi, np.float32).reshape(-1, 1, 2)
+    centres = (detections.xyxy[:, :2] + detections.xyxy[:, 2:]) / 2
+    inside = np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
+    return PlateDetections(detections.xyxy[inside], detections.confidence[inside])

@@ -1,0 +1,1 @@
+"""OCR role: reads plate crops (`PlateReader.read`) with a chosen engine, then applies plate formats."""

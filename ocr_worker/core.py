@@ -1,0 +1,106 @@
+"""The OCR core: `PlateReader.read(crop) -> candidates` and `read_plates(frame, detections)`.
+Prepares the crop for the chosen engine, recognises it, then ranks readings by plate format.
+Knows nothing of Redis or jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from common import defaults
+from common.errors import ConfigError, InputError
+from common.types import PlateCandidate, PlateDetections, PlateRead
+from ocr_worker import preprocess
+from ocr_worker.formats import CharChoices, rank_candidates, region_formats
+
+ENGINES = ("ppocr", "tesseract")
+"""OCR engines by the config key that selects them."""
+
+TESSERACT_HEIGHT = 96
+"""Height, in pixels, plate crops are scaled to before Tesseract reads them."""
+
+BAND_SEARCH_HEIGHT = 100
+"""Height, in pixels, crops are scaled to while looking for the main line of characters."""
+
+MIN_CROP_PIXELS = 4
+"""Crops narrower or shorter than this are not read."""
+
+
+@dataclass(frozen=True)
+class OcrSettings:
+    """How plates are read; see common/defaults.py for what each default means."""
+
+    engine: str = defaults.OCR_ENGINE
+    region: str = defaults.OCR_REGION
+    max_candidates: int = defaults.OCR_MAX_CANDIDATES
+    crop_margin: float = defaults.OCR_CROP_MARGIN
+    threads: int = 1
+
+
+class PlateReader:
+    """Reads plate crops into ranked candidates with the configured engine and region."""
+
+    def __init__(self, settings: OcrSettings) -> None:
+        if settings.engine not in ENGINES:
+            raise ConfigError(f"OCR engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
+        self.settings = settings
+        self.formats = region_formats(settings.region)
+        if settings.engine == "ppocr":
+            from ocr_worker.ppocr_engine import PpocrEngine
+
+            self._ppocr = PpocrEngine(threads=settings.threads)
+        else:
+            from ocr_worker.tesseract_engine import TesseractEngine
+
+            self._tesseract = TesseractEngine()
+
+    def read(self, crop_bgr: np.ndarray) -> list[PlateCandidate]:
+        """Candidates for one plate crop, best first (empty when nothing legible)."""
+        return self.read_batch([crop_bgr])[0]
+
+    def read_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[list[PlateCandidate]]:
+        for index, crop in enumerate(crops_bgr):
+            if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
+                raise InputError(f"plate crop {index} must be a non-empty image, but got {getattr(crop, 'shape', crop)!r}")
+        legible = [i for i, c in enumerate(crops_bgr) if min(c.shape[:2]) >= MIN_CROP_PIXELS]
+        choices: dict[int, CharChoices] = {}
+        if self.settings.engine == "ppocr":
+            prepared = [self._for_ppocr(crops_bgr[i]) for i in legible]
+            choices = dict(zip(legible, self._ppocr.recognize_batch(prepared)))
+        else:
+            choices = {i: self._tesseract.recognize(self._for_tesseract(crops_bgr[i])) for i in legible}
+        return [
+            rank_candidates(choices[i], self.formats, self.settings.max_candidates) if i in choices else []
+            for i in range(len(crops_bgr))
+        ]
+
+    def read_plates(self, frame: np.ndarray, detections: PlateDetections) -> list[PlateRead]:
+        """Crop every detected plate (with the configured margin) from the frame and read it."""
+        boxes = list(detections.boxes())
+        crops = [preprocess.crop_with_margin(frame, box, self.settings.crop_margin) for box, _ in boxes]
+        kept = [i for i, crop in enumerate(crops) if crop.size]
+        results = dict(zip(kept, self.read_batch([crops[i] for i in kept])))
+        return [
+            PlateRead(box, confidence, tuple(results.get(i, [])))
+            for i, (box, confidence) in enumerate(boxes)
+        ]
+
+    @staticmethod
+    def _for_ppocr(crop: np.ndarray) -> np.ndarray:
+        image = preprocess.upscale_to_height(crop, BAND_SEARCH_HEIGHT)
+        gray = preprocess.to_gray(image)
+        image = preprocess.rotate(image, preprocess.deskew_angle(gray))
+        band = preprocess.text_band(preprocess.to_gray(image))
+        if band is None:
+            return image
+        x1, y1, x2, y2 = band
+        return image[y1:y2, x1:x2]
+
+    @staticmethod
+    def _for_tesseract(crop: np.ndarray) -> np.ndarray:
+        gray = preprocess.upscale_to_height(preprocess.to_gray(crop), TESSERACT_HEIGHT)
+        gray = preprocess.rotate(preprocess.denoise(gray), preprocess.deskew_angle(gray))
+        binary = preprocess.binarize(gray)
+        return np.pad(binary, 10, constant_values=255)

@@ -1,0 +1,161 @@
+"""Plate formats per region (loaded from plate_formats.yaml) and the step that turns an engine's
+per-character choices into ranked candidates: k-best readings, template-constrained readings with
+letter/digit confusion correction, and a penalty for readings that fit no known format."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Sequence
+
+import yaml
+
+from common.errors import ConfigError
+from common.types import PlateCandidate
+
+CharChoices = Sequence[Sequence[tuple[str, float]]]
+"""Per character position, the engine's alternatives (character, probability), best first."""
+
+LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+DIGITS = frozenset("0123456789")
+CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
+
+TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "U": "0", "I": "1", "L": "1", "T": "1", "Z": "2", "A": "4", "S": "5", "G": "6", "B": "8"}
+"""Letters that are read in place of a digit they resemble."""
+
+TO_LETTER = {"0": "O", "1": "I", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
+"""Digits that are read in place of a letter they resemble."""
+
+CONFUSION_PROBABILITY_FACTOR = 0.3
+"""A character swapped through the confusion tables keeps this share of its probability."""
+
+MIN_PROBABILITY = 1e-4
+"""Floor under character probabilities before taking logarithms."""
+
+
+@dataclass(frozen=True)
+class RegionFormats:
+    """One region's plate templates and length limits."""
+
+    name: str
+    templates: dict[str, str]
+    min_length: int
+    max_length: int
+    unmatched_log_penalty: float
+
+    def match(self, text: str) -> str | None:
+        """The template `text` fits, if any."""
+        for template in self.templates:
+            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template)):
+                return template
+        return None
+
+
+@cache
+def load_regions() -> dict[str, RegionFormats]:
+    """All regions of the bundled plate_formats.yaml, validated."""
+    raw = yaml.safe_load(resources.files("ocr_worker").joinpath("plate_formats.yaml").read_text())
+    regions = {}
+    for name, spec in raw.items():
+        templates = {str(t): str(d or "") for t, d in (spec.get("templates") or {}).items()}
+        for template in templates:
+            if not template or set(template) - set(CLASSES):
+                raise ConfigError(f"plate_formats.yaml: region {name}: template {template!r} may use only L, D and A")
+        regions[name] = RegionFormats(
+            name=name,
+            templates=templates,
+            min_length=int(spec["min_length"]),
+            max_length=int(spec["max_length"]),
+            unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
+        )
+    return regions
+
+
+def region_formats(name: str) -> RegionFormats:
+    regions = load_regions()
+    if name not in regions:
+        raise ConfigError(f"unknown plate region {name!r}; known: {', '.join(sorted(regions))}")
+    return regions[name]
+
+
+def _log(p: float) -> float:
+    return math.log(max(p, MIN_PROBABILITY))
+
+
+def k_best(choices: CharChoices, k: int) -> list[tuple[str, float]]:
+    """The k most probable strings (text, log-probability) when positions are independent."""
+    if not choices or any(not alts for alts in choices):
+        return []
+    start = tuple(0 for _ in choices)
+    heap = [(-sum(_log(alts[0][1]) for alts in choices), start)]
+    seen = {start}
+    out = []
+    while heap and len(out) < k:
+        neg, picks = heapq.heappop(heap)
+        out.append(("".join(choices[i][j][0] for i, j in enumerate(picks)), -neg))
+        for i, j in enumerate(picks):
+            if j + 1 < len(choices[i]):
+                nxt = picks[:i] + (j + 1,) + picks[i + 1 :]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    delta = _log(choices[i][j + 1][1]) - _log(choices[i][j][1])
+                    heapq.heappush(heap, (neg - delta, nxt))
+    return out
+
+
+def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] | None:
+    """The most probable string that fits `template`, swapping confusable characters where needed."""
+    if len(choices) != len(template):
+        return None
+    chars, logp = [], 0.0
+    for alts, kind in zip(choices, template):
+        allowed = CLASSES[kind]
+        pick = next(((c, p) for c, p in alts if c in allowed), None)
+        if pick is None:
+            top, p = alts[0]
+            swapped = TO_DIGIT.get(top) if kind == "D" else TO_LETTER.get(top)
+            if swapped is None:
+                return None
+            pick = (swapped, p * CONFUSION_PROBABILITY_FACTOR)
+        chars.append(pick[0])
+        logp += _log(pick[1])
+    return "".join(chars), logp
+
+
+def _trimmed(choices: CharChoices) -> list[tuple[CharChoices, float]]:
+    """The choices without their first or last character, with the log-cost of calling it spurious."""
+    if len(choices) < 3:
+        return []
+    return [(choices[1:], _log(1 - choices[0][0][1])), (choices[:-1], _log(1 - choices[-1][0][1]))]
+
+
+def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[PlateCandidate]:
+    """Ranked candidate readings: best first, each with a confidence in [0, 1] and its format."""
+    scored: dict[str, float] = {}
+
+    def offer(text: str, logp: float) -> None:
+        if text and logp > scored.get(text, -math.inf):
+            scored[text] = logp
+
+    for text, logp in k_best(choices, max(limit * 2, 4)):
+        offer(text, logp)
+    variants = [(choices, 0.0), *_trimmed(choices)]
+    for template in region.templates:
+        for variant, cost in variants:
+            found = constrained_best(variant, template)
+            if found:
+                offer(found[0], found[1] + cost)
+    ranked = []
+    for text, logp in scored.items():
+        template = region.match(text)
+        if template is None:
+            logp -= region.unmatched_log_penalty
+        if not region.min_length <= len(text) <= region.max_length:
+            logp -= 2 * region.unmatched_log_penalty + 1.0
+        confidence = math.exp(logp / max(len(text), 1))
+        ranked.append(PlateCandidate(text, round(min(1.0, confidence), 4), template))
+    ranked.sort(key=lambda c: c.confidence, reverse=True)
+    return ranked[:limit]

@@ -1,0 +1,94 @@
+"""The `ppocr` OCR engine: the PP-OCRv4 text recogniser shipped inside `rapidocr-onnxruntime`, run
+directly through ONNX Runtime with CTC decoding restricted to plate characters."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from common.errors import ConfigError
+from ocr_worker.formats import CharChoices, DIGITS, LETTERS
+
+INPUT_HEIGHT = 48
+"""The recogniser's input height in pixels."""
+
+MIN_INPUT_WIDTH = 320
+"""Inputs narrower than this are padded on the right, as PaddleOCR does."""
+
+MAX_INPUT_WIDTH = 960
+"""Inputs wider than this are squeezed."""
+
+ALTERNATIVES = 3
+"""Alternatives kept per character position."""
+
+PLATE_ALPHABET = sorted(LETTERS | DIGITS)
+
+
+def bundled_model_path() -> Path:
+    """The recogniser ONNX file inside the installed rapidocr-onnxruntime, found without importing it."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("rapidocr-onnxruntime is not installed; it carries the PP-OCRv4 recogniser")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+    if not path.is_file():
+        raise ConfigError(f"the PP-OCRv4 recogniser is missing at {path}")
+    return path
+
+
+class PpocrEngine:
+    """Recognises one line of plate text, giving per-character alternatives with probabilities."""
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        path = model_path or bundled_model_path()
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        characters = self.session.get_modelmeta().custom_metadata_map["character"].splitlines()
+        vocabulary = ["<blank>", *characters, " "]
+        # Columns of each plate character, upper and lower case merged.
+        self.columns = [
+            [i for i, c in enumerate(vocabulary) if c.upper() == symbol and c.isascii()] for symbol in PLATE_ALPHABET
+        ]
+
+    def recognize(self, crop_bgr: np.ndarray) -> CharChoices:
+        return self.recognize_batch([crop_bgr])[0]
+
+    def recognize_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[CharChoices]:
+        if not crops_bgr:
+            return []
+        widths = [min(MAX_INPUT_WIDTH, max(1, math.ceil(INPUT_HEIGHT * c.shape[1] / max(c.shape[0], 1)))) for c in crops_bgr]
+        batch = np.zeros((len(crops_bgr), 3, INPUT_HEIGHT, max(MIN_INPUT_WIDTH, *widths)), np.float32)
+        for index, (crop, width) in enumerate(zip(crops_bgr, widths)):
+            image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+            resized = cv2.resize(image, (width, INPUT_HEIGHT)).astype(np.float32)
+            batch[index, :, :, :width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
+        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        return [self._decode(p) for p in probabilities]
+
+    def _decode(self, probabilities: np.ndarray) -> CharChoices:
+        """Greedy CTC decoding where any non-plate symbol counts as a blank."""
+        plate = np.stack([probabilities[:, cols].sum(axis=1) for cols in self.columns], axis=1)
+        blank = 1.0 - plate.sum(axis=1)
+        best = plate.argmax(axis=1)
+        emitting = plate[np.arange(len(best)), best] > blank
+        choices: list[list[tuple[str, float]]] = []
+        run_start = None
+        for t in range(len(best) + 1):
+            same_run = run_start is not None and t < len(best) and emitting[t] and best[t] == best[run_start]
+            if same_run:
+                continue
+            if run_start is not None:
+                peak = run_start + int(plate[run_start:t, best[run_start]].argmax())
+                order = np.argsort(plate[peak])[::-1][:ALTERNATIVES]
+                choices.append([(PLATE_ALPHABET[i], float(plate[peak, i])) for i in order])
+            run_start = t if t < len(best) and emitting[t] else None
+        return choices

@@ -1,0 +1,122 @@
+"""Image preparation for plate OCR: crop with a margin, grayscale, bilateral filter, upscale,
+deskew and binarise. Pure functions on numpy images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from common.types import BoxXYXY
+
+
+def crop_with_margin(frame: np.ndarray, box_xyxy: BoxXYXY, margin: float) -> np.ndarray:
+    """The box grown by `margin` (a fraction of its width and height) on each side, clipped to the frame."""
+    height, width = frame.shape[:2]
+    x1, y1, x2, y2 = box_xyxy
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    left, top = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
+    right, bottom = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
+    return frame[top:bottom, left:right]
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def upscale_to_height(image: np.ndarray, height: int) -> np.ndarray:
+    """Resize (up or down) so the image is `height` pixels tall, keeping its aspect ratio."""
+    h, w = image.shape[:2]
+    if h == height:
+        return image
+    width = max(1, round(w * height / h))
+    interpolation = cv2.INTER_CUBIC if height > h else cv2.INTER_AREA
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def denoise(gray: np.ndarray) -> np.ndarray:
+    """Bilateral filter: smooths noise, keeps character edges (the original design's step)."""
+    return cv2.bilateralFilter(gray, 9, 40, 9)
+
+
+def binarize(gray: np.ndarray) -> np.ndarray:
+    """Otsu threshold, returned as dark characters on a white background."""
+    _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    h, w = binary.shape
+    border = np.concatenate([binary[0], binary[-1], binary[:, 0], binary[:, -1]])
+    centre = binary[h // 4 : 3 * h // 4, w // 8 : 7 * w // 8]
+    # The plate's background is the majority colour of the centre band; characters are the rest.
+    if centre.size and centre.mean() < 127 and border.mean() < 200:
+        binary = 255 - binary
+    return binary
+
+
+def deskew_angle(gray: np.ndarray, max_degrees: float = 15.0) -> float:
+    """Tilt of the plate's text, in degrees, from the long edges in the crop (0 when unsure)."""
+    edges = cv2.Canny(gray, 50, 150)
+    h, w = gray.shape
+    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=max(10, w // 4), minLineLength=w // 2, maxLineGap=w // 20)
+    if lines is None:
+        return 0.0
+    angles = []
+    for x1, y1, x2, y2 in lines.reshape(-1, 4):
+        angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
+        if abs(angle) <= max_degrees:
+            angles.append(angle)
+    return float(np.median(angles)) if angles else 0.0
+
+
+def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """Rotate about the centre, filling with the border's colour."""
+    if abs(degrees) < 0.5:
+        return image
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _character_boxes(binary: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (x, y, w, h) of components shaped like plate characters (white on black)."""
+    height, width = binary.shape
+    count, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    boxes = []
+    for x, y, w, h, area in stats[1:count]:
+        if not 0.2 * height <= h <= 0.95 * height or w > 0.3 * width or w > 1.5 * h:
+            continue
+        if area < 0.15 * w * h or x == 0 or x + w >= width:
+            continue
+        boxes.append((int(x), int(y), int(w), int(h)))
+    return boxes
+
+
+def _aligned_row(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """The largest group of boxes of similar height on one horizontal line."""
+    best: list[tuple[int, int, int, int]] = []
+    for _, y0, _, h0 in boxes:
+        centre = y0 + h0 / 2
+        row = [b for b in boxes if abs(b[3] - h0) <= 0.2 * h0 and abs(b[1] + b[3] / 2 - centre) <= 0.25 * h0]
+        if len(row) > len(best) or (len(row) == len(best) and row and best and h0 > best[0][3]):
+            best = row
+    return best
+
+
+def text_band(gray: np.ndarray, min_characters: int = 3) -> tuple[int, int, int, int] | None:
+    """The box (x1, y1, x2, y2) around the plate's main line of characters, leaving out state names,
+    slogans and frames; None when no such line is found. Tries dark-on-light and light-on-dark."""
+    height, width = gray.shape
+    best: list[tuple[int, int, int, int]] = []
+    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
+    block = max(3, (height // 2) | 1)
+    for mode in (cv2.THRESH_BINARY_INV, cv2.THRESH_BINARY):
+        binary = cv2.adaptiveThreshold(blurred, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 5)
+        row = _aligned_row(_character_boxes(binary))
+        if len(row) > len(best):
+            best = row
+    if len(best) < min_characters:
+        return None
+    top = min(b[1] for b in best)
+    bottom = max(b[1] + b[3] for b in best)
+    left = min(b[0] for b in best)
+    right = max(b[0] + b[2] for b in best)
+    pad_y = round(0.15 * (bottom - top))
+    pad_x = round(0.5 * (bottom - top))
+    return max(0, left - pad_x), max(0, top - pad_y), min(width, right + pad_x), min(height, bottom + pad_y)

@@ -1,0 +1,63 @@
+"""The `tesseract` OCR engine: Tesseract's LSTM through its C API (tesserocr), one line, plate
+characters only, with per-symbol alternatives. No process is started per plate."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+
+from common.errors import ConfigError
+from ocr_worker.formats import CharChoices, DIGITS, LETTERS
+
+WHITELIST = "".join(sorted(LETTERS | DIGITS))
+
+
+def find_tessdata() -> str:
+    """Tesseract's language folder: $TESSDATA_PREFIX, else Debian's /usr/share/tesseract-ocr/*/tessdata."""
+    candidates = [os.environ.get("TESSDATA_PREFIX", ""), *sorted(glob.glob("/usr/share/tesseract-ocr/*/tessdata"))]
+    for folder in candidates:
+        if folder and os.path.isfile(os.path.join(folder, "eng.traineddata")):
+            return folder
+    raise ConfigError("Tesseract's eng.traineddata was not found; install tesseract-ocr or set TESSDATA_PREFIX")
+
+
+class TesseractEngine:
+    """Reads a binarised plate line with Tesseract; one API object, reused for every plate."""
+
+    def __init__(self, tessdata: str | None = None) -> None:
+        from tesserocr import OEM, PSM, PyTessBaseAPI
+
+        self.api = PyTessBaseAPI(path=tessdata or find_tessdata(), lang="eng", psm=PSM.SINGLE_LINE, oem=OEM.LSTM_ONLY)
+        self.api.SetVariable("tessedit_char_whitelist", WHITELIST)
+        self.api.SetVariable("lstm_choice_mode", "2")
+        self.api.SetVariable("load_system_dawg", "0")
+        self.api.SetVariable("load_freq_dawg", "0")
+
+    def recognize(self, binary: np.ndarray) -> CharChoices:
+        from tesserocr import RIL, iterate_level
+
+        image = np.ascontiguousarray(binary, dtype=np.uint8)
+        height, width = image.shape[:2]
+        self.api.SetImageBytes(image.tobytes(), width, height, 1, width)
+        self.api.Recognize()
+        choices: list[list[tuple[str, float]]] = []
+        iterator = self.api.GetIterator()
+        if iterator is None:
+            return choices
+        for symbol in iterate_level(iterator, RIL.SYMBOL):
+            text = (symbol.GetUTF8Text(RIL.SYMBOL) or "").strip().upper()
+            if len(text) != 1 or text not in WHITELIST:
+                continue
+            alternatives = {text: symbol.Confidence(RIL.SYMBOL) / 100.0}
+            for choice in symbol.GetChoiceIterator():
+                char = (choice.GetUTF8Text() or "").strip().upper()
+                if len(char) == 1 and char in WHITELIST and char not in alternatives:
+                    alternatives[char] = choice.Confidence() / 100.0
+            ranked = sorted(alternatives.items(), key=lambda item: item[1], reverse=True)
+            choices.append([(c, max(0.0, min(1.0, p))) for c, p in ranked])
+        return choices
+
+    def close(self) -> None:
+        self.api.End()
