@@ -29,7 +29,7 @@ TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "U": "0", "I": "1", "L": "1", "T": "1"
 TO_LETTER = {"0": "O", "1": "I", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
 """Digits that are read in place of a letter they resemble."""
 
-CONFUSION_PROBABILITY_FACTOR = 0.3
+CONFUSION_PROBABILITY_FACTOR = 0.5
 """A character swapped through the confusion tables keeps this share of its probability."""
 
 MIN_PROBABILITY = 1e-4
@@ -107,33 +107,40 @@ def k_best(choices: CharChoices, k: int) -> list[tuple[str, float]]:
 
 
 def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] | None:
-    """The most probable string that fits `template`, swapping confusable characters where needed."""
+    """The most probable string that fits `template`: per position the likelier of the best allowed
+    alternative and the top character swapped through the confusion tables (O/0, I/1, B/8, ...)."""
     if len(choices) != len(template):
         return None
     chars, logp = [], 0.0
     for alts, kind in zip(choices, template):
         allowed = CLASSES[kind]
-        pick = next(((c, p) for c, p in alts if c in allowed), None)
-        if pick is None:
-            top, p = alts[0]
-            swapped = TO_DIGIT.get(top) if kind == "D" else TO_LETTER.get(top)
-            if swapped is None:
-                return None
-            pick = (swapped, p * CONFUSION_PROBABILITY_FACTOR)
-        chars.append(pick[0])
-        logp += _log(pick[1])
+        options = [(c, p) for c, p in alts if c in allowed]
+        top, p_top = alts[0]
+        swapped = TO_DIGIT.get(top) if kind == "D" else TO_LETTER.get(top)
+        if swapped is not None:
+            options.append((swapped, p_top * CONFUSION_PROBABILITY_FACTOR))
+        if not options:
+            return None
+        char, p = max(options, key=lambda option: option[1])
+        chars.append(char)
+        logp += _log(p)
     return "".join(chars), logp
 
 
-def _trimmed(choices: CharChoices) -> list[tuple[CharChoices, float]]:
-    """The choices without their first or last character, with the log-cost of calling it spurious."""
+def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
+    """The choices less one character (a seal, sticker or frame edge read as a character), with the
+    log-cost of calling that character spurious: small when the engine was unsure of it."""
     if len(choices) < 3:
         return []
-    return [(choices[1:], _log(1 - choices[0][0][1])), (choices[:-1], _log(1 - choices[-1][0][1]))]
+    return [
+        ([*choices[:i], *choices[i + 1 :]], _log(1 - choices[i][0][1]))
+        for i in range(len(choices))
+    ]
 
 
 def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[PlateCandidate]:
-    """Ranked candidate readings: best first, each with a confidence in [0, 1] and its format."""
+    """Ranked candidate readings, best first. The score is the reading's log-probability less the
+    region's penalties; the confidence is its per-character geometric mean, in [0, 1]."""
     scored: dict[str, float] = {}
 
     def offer(text: str, logp: float) -> None:
@@ -142,7 +149,7 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
 
     for text, logp in k_best(choices, max(limit * 2, 4)):
         offer(text, logp)
-    variants = [(choices, 0.0), *_trimmed(choices)]
+    variants = [(choices, 0.0), *_without_one(choices)]
     for template in region.templates:
         for variant, cost in variants:
             found = constrained_best(variant, template)
@@ -155,7 +162,7 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
             logp -= 2 * region.unmatched_log_penalty + 1.0
-        confidence = math.exp(logp / max(len(text), 1))
-        ranked.append(PlateCandidate(text, round(min(1.0, confidence), 4), template))
-    ranked.sort(key=lambda c: c.confidence, reverse=True)
-    return ranked[:limit]
+        confidence = min(1.0, math.exp(logp / len(text)))
+        ranked.append((logp, PlateCandidate(text, round(confidence, 4), template)))
+    ranked.sort(key=lambda item: item[0], reverse=True)
+    return [candidate for _, candidate in ranked[:limit]]
