@@ -100,7 +100,7 @@ def _aligned_row(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int,
 
 
 def text_band(gray: np.ndarray, min_characters: int = 3) -> tuple[int, int, int, int] | None:
-    """The box (x1, y1, x2, y2) around the plate's main line of characters, leaving out state names,
+    """The band (x1, y1, x2, y2) of the plate's main line of characters, leaving out state names,
     slogans and frames; None when no such line is found. Tries dark-on-light and light-on-dark."""
     height, width = gray.shape
     best: list[tuple[int, int, int, int]] = []
@@ -115,8 +115,7 @@ def text_band(gray: np.ndarray, min_characters: int = 3) -> tuple[int, int, int,
         return None
     top = min(b[1] for b in best)
     bottom = max(b[1] + b[3] for b in best)
-    left = min(b[0] for b in best)
-    right = max(b[0] + b[2] for b in best)
     pad_y = round(0.15 * (bottom - top))
-    pad_x = round(0.5 * (bottom - top))
-    return max(0, left - pad_x), max(0, top - pad_y), min(width, right + pad_x), min(height, bottom + pad_y)
+    # The full width is kept: touching characters can fail the shape test, and the recogniser
+    # copes with side margins far better than with lost characters.
+    return 0, max(0, top - pad_y), width, min(height, bottom + pad_y)

@@ -1,0 +1,110 @@
+"""The `alpr` command: setup, demo-clip, run, eval, export. Bad input and bad settings end with a
+one-line message and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from common.config import Settings
+from common.errors import AlprError
+
+EXIT_ERROR = 2
+DEMO_CLIP = Path("demo/clip.mp4")
+"""Where `alpr demo-clip` writes by default."""
+
+
+def parse_roi(text: str) -> list[tuple[float, float]]:
+    """'x,y x,y x,y ...' (at least three points) to a polygon."""
+    try:
+        points = [tuple(float(v) for v in pair.split(",")) for pair in text.split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"region of interest must be 'x,y x,y x,y ...', got {text!r}") from None
+    if len(points) < 3 or any(len(p) != 2 for p in points):
+        raise argparse.ArgumentTypeError(f"region of interest needs at least three x,y points, got {text!r}")
+    return [(p[0], p[1]) for p in points]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alpr", description="Licence-plate recognition: detect, read, redact, log.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    setup = sub.add_parser("setup", help="put the detector weights in place and export them to ONNX")
+    setup.add_argument("--model-dir", type=Path)
+
+    clip = sub.add_parser("demo-clip", help="write a synthetic traffic clip with known plates")
+    clip.add_argument("output", nargs="?", type=Path, default=DEMO_CLIP)
+
+    run = sub.add_parser("run", help="detect, read and redact plates in a video, image folder or stream URL")
+    run.add_argument("source", help="video file, image folder or rtsp/http URL")
+    run.add_argument("--camera-id", help="camera id logged with each read (default: the source's name)")
+    run.add_argument("--out", type=Path, default=Path("out"), help="folder for the redacted video or frames")
+    run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")
+    run.add_argument("--roi", type=parse_roi, help="region of interest polygon: 'x,y x,y x,y ...'")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_engine_flags(run)
+    _add_log_flags(run)
+
+    evaluate = sub.add_parser("eval", help="accuracy and speed on photographs with ground truth")
+    evaluate.add_argument("dataset", type=Path, help="folder in OpenALPR benchmark layout, or of such folders")
+    evaluate.add_argument("--json", type=Path, dest="json_path", help="also write the metrics to this file")
+    _add_engine_flags(evaluate)
+
+    export = sub.add_parser("export", help="write the logged reads to CSV")
+    export.add_argument("--csv", type=Path, required=True, dest="csv_path")
+    _add_log_flags(export)
+    return parser
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", dest="ocr_engine", choices=("ppocr", "tesseract"))
+    parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
+    parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
+    parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
+    parser.add_argument("--imgsz", dest="detector_imgsz", type=int)
+    parser.add_argument("--weights", dest="detector_weights", type=Path, help="your own YOLO weights")
+    parser.add_argument("--model-dir", type=Path)
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="postgresql://... (default: SQLite)")
+    parser.add_argument("--sqlite", dest="sqlite_path", type=Path, help="SQLite file of the reads")
+
+
+SETTING_FLAGS = (
+    "model_dir", "ocr_engine", "ocr_region", "detector_backend", "detector_device", "detector_imgsz",
+    "detector_weights", "database_url", "sqlite_path", "sample_fps",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
+        from alpr import commands
+
+        return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
+    except AlprError as error:
+        print(f"alpr: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("alpr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
+        if type(error).__module__.startswith(("psycopg", "sqlite3")) or isinstance(error, OSError):
+            print(f"alpr: error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

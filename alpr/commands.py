@@ -1,0 +1,100 @@
+"""What each `alpr` subcommand does, given its parsed arguments and the validated Settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.config import Settings
+from common.errors import InputError
+from common.plate_log import export_csv, open_plate_log
+
+
+def setup(args: argparse.Namespace, settings: Settings) -> int:
+    from detector_worker.weights import install_models
+
+    torch_path, onnx_path = install_models(settings.model_dir)
+    print(f"detector weights: {torch_path}\nONNX export:      {onnx_path}")
+    return 0
+
+
+def demo_clip(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr.democlip import make_clip
+
+    truth = make_clip(args.output)
+    print(f"wrote {args.output} with plates {', '.join(truth['plates'])}")  # type: ignore[arg-type]
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from alpr.standalone import Pipeline, RunSummary
+    from alpr.wiring import build_detector, build_reader
+    from ingest.sources import open_source
+
+    source = open_source(args.source, settings.sample_fps)
+    camera_id = args.camera_id or Path(args.source.rstrip("/")).stem or "camera"
+    detector, reader = build_detector(settings), build_reader(settings)
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path)
+    pipeline = Pipeline(detector, reader, plate_log, settings.redact_method, settings.ocr_min_confidence, args.roi)
+    bar = tqdm(total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True)
+
+    def on_frame(summary: RunSummary) -> None:
+        bar.update(1)
+        bar.set_postfix(plates=summary.plates_detected, fps=f"{summary.frames_per_second:.1f}")
+
+    try:
+        summary = pipeline.run(source, camera_id, args.out, on_frame)
+    finally:
+        bar.close()
+        plate_log.close()
+    where = settings.database_url and "Postgres" or str(settings.sqlite_path)
+    print(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
+          f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}")
+    if summary.output:
+        print(f"redacted output: {summary.output}")
+    for failure in summary.failures:
+        print(f"warning: {failure}")
+    plates = summary.distinct_plates(min_sightings=2)
+    one_offs = len(summary.sightings) - len(plates)
+    if plates:
+        print(f"\n{'plate':<10} {'frames':>6} {'best conf':>9} {'first s':>8} {'last s':>7}")
+        for p in plates:
+            print(f"{p.text:<10} {p.sightings:>6} {p.best_confidence:>9.3f} {p.first_s:>8.1f} {p.last_s:>7.1f}")
+    else:
+        print("no plate read with trusted confidence in two or more frames")
+    if one_offs:
+        print(f"({one_offs} texts read in a single frame only are in the log, not shown)")
+    return 0
+
+
+def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
+    from alpr.evaluation import evaluate, summary
+    from alpr.wiring import build_detector, build_reader
+
+    results = evaluate(args.dataset, settings, build_detector, build_reader)
+    header = f"{'set':<16} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} {'ms/img':>7}"
+    print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}")
+    print(header)
+    for name, r in results.items():
+        det50 = "-" if r["detection_recall_iou50"] is None else f"{r['detection_recall_iou50']:.3f}"
+        det30 = "-" if r["detection_recall_iou30"] is None else f"{r['detection_recall_iou30']:.3f}"
+        print(f"{name:<16} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} {r['exact_topn']:>6.3f} "
+              f"{r['wrong_above_threshold']:>9.3f} {r['ms_per_image']:>7.1f}")
+    if args.json_path:
+        args.json_path.write_text(json.dumps({"engine": settings.ocr_engine, **summary(results)}, indent=2))
+    return 0
+
+
+def export(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.database_url and not settings.sqlite_path.is_file():
+        raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path)
+    try:
+        count = export_csv(plate_log, args.csv_path)
+    finally:
+        plate_log.close()
+    print(f"wrote {count} reads to {args.csv_path}")
+    return 0

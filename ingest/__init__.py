@@ -1,0 +1,1 @@
+"""Ingest role: opens camera sources (video files, image folders, stream URLs) and samples frames."""
