@@ -18,7 +18,7 @@ from ocr_worker.formats import CharChoices, rank_candidates, region_formats
 ENGINES = ("ppocr", "tesseract")
 """OCR engines by the config key that selects them."""
 
-TESSERACT_HEIGHT = 96
+TESSERACT_HEIGHT = 64
 """Height, in pixels, plate crops are scaled to before Tesseract reads them."""
 
 BAND_SEARCH_HEIGHT = 100
@@ -88,19 +88,22 @@ class PlateReader:
         ]
 
     @staticmethod
-    def _for_ppocr(crop: np.ndarray) -> np.ndarray:
+    def _main_line(crop: np.ndarray) -> np.ndarray:
+        """The crop scaled, deskewed and cut down to its main line of characters (when one is found)."""
         image = preprocess.upscale_to_height(crop, BAND_SEARCH_HEIGHT)
-        gray = preprocess.to_gray(image)
-        image = preprocess.rotate(image, preprocess.deskew_angle(gray))
+        image = preprocess.rotate(image, preprocess.deskew_angle(preprocess.to_gray(image)))
         band = preprocess.text_band(preprocess.to_gray(image))
         if band is None:
             return image
         x1, y1, x2, y2 = band
         return image[y1:y2, x1:x2]
 
-    @staticmethod
-    def _for_tesseract(crop: np.ndarray) -> np.ndarray:
-        gray = preprocess.upscale_to_height(preprocess.to_gray(crop), TESSERACT_HEIGHT)
-        gray = preprocess.rotate(preprocess.denoise(gray), preprocess.deskew_angle(gray))
-        binary = preprocess.binarize(gray)
-        return np.pad(binary, 10, constant_values=255)
+    def _for_ppocr(self, crop: np.ndarray) -> np.ndarray:
+        return self._main_line(crop)
+
+    def _for_tesseract(self, crop: np.ndarray) -> np.ndarray:
+        """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the main line,
+        scaled to a height Tesseract reads well and framed in white."""
+        gray = preprocess.upscale_to_height(preprocess.to_gray(self._main_line(crop)), TESSERACT_HEIGHT)
+        binary = preprocess.binarize(preprocess.denoise(gray))
+        return np.pad(binary, 12, constant_values=255)

@@ -47,7 +47,10 @@ class TesseractEngine:
         if iterator is None:
             return choices
         for symbol in iterate_level(iterator, RIL.SYMBOL):
-            text = (symbol.GetUTF8Text(RIL.SYMBOL) or "").strip().upper()
+            try:
+                text = (symbol.GetUTF8Text(RIL.SYMBOL) or "").strip().upper()
+            except RuntimeError:  # tesserocr's way of saying "empty symbol"
+                continue
             if len(text) != 1 or text not in WHITELIST:
                 continue
             alternatives = {text: symbol.Confidence(RIL.SYMBOL) / 100.0}
@@ -56,7 +59,11 @@ class TesseractEngine:
                 if len(char) == 1 and char in WHITELIST and char not in alternatives:
                     alternatives[char] = choice.Confidence() / 100.0
             ranked = sorted(alternatives.items(), key=lambda item: item[1], reverse=True)
-            choices.append([(c, max(0.0, min(1.0, p))) for c, p in ranked])
+            # Tesseract's confidences are certainties, not probabilities: its chosen symbol is the
+            # likeliest by construction, so it maps to [0.5, 1] and the alternatives below it.
+            top, *rest = [max(0.0, min(1.0, p)) for _, p in ranked]
+            probabilities = [0.5 + 0.5 * top, *(0.5 * p for p in rest)]
+            choices.append([(c, p) for (c, _), p in zip(ranked, probabilities)])
         return choices
 
     def close(self) -> None:

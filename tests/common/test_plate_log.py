@@ -1,0 +1,50 @@
+import csv
+from datetime import datetime, timezone
+
+import pytest
+
+from common.plate_log import FrameInfo, PostgresPlateLog, SqlitePlateLog, export_csv
+from common.types import PlateCandidate, PlateRead
+
+FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+READS = [
+    PlateRead((10, 20, 110, 60), 0.9, (PlateCandidate("KPX4721", 0.97, "LLLDDDD"), PlateCandidate("KPX472I", 0.2))),
+    PlateRead((200, 20, 300, 60), 0.4, ()),  # detected, nothing legible: not a read
+    PlateRead((400, 20, 500, 60), 0.7, (PlateCandidate("AB12", 0.6),)),
+]
+
+
+def check_log(log, tmp_path):
+    assert log.record(FRAME, READS) == 2
+    assert log.record(FRAME, READS) == 0  # the same frame again adds nothing
+    rows = list(log.reads())
+    assert [r["plate_text"] for r in rows] == ["KPX4721", "AB12"]
+    assert rows[0]["format_match"] is True and rows[1]["format_match"] is False
+    assert rows[0]["plate_index"] == 0 and rows[1]["plate_index"] == 2
+    assert "KPX472I" in rows[0]["candidates"]
+    assert export_csv(log, tmp_path / "reads.csv") == 2
+    with (tmp_path / "reads.csv").open() as handle:
+        exported = list(csv.DictReader(handle))
+    assert exported[0]["camera_id"] == "cam-1" and exported[0]["captured_at"].startswith("2026-01-02T03:04:05")
+
+
+def test_sqlite_log_is_idempotent_and_exports(tmp_path):
+    log = SqlitePlateLog(tmp_path / "reads.sqlite")
+    try:
+        check_log(log, tmp_path)
+    finally:
+        log.close()
+
+
+def test_postgres_log_is_idempotent_and_exports(tmp_path, postgres_url):
+    log = PostgresPlateLog(postgres_url)
+    try:
+        check_log(log, tmp_path)
+    finally:
+        log.close()
+
+
+def test_postgres_unreachable_is_an_error():
+    psycopg = pytest.importorskip("psycopg")
+    with pytest.raises(psycopg.OperationalError):
+        PostgresPlateLog("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real detector and OCR, the synthetic demo clip, the evaluation photographs
+(found through ALPR_DATASETS_DIR, default ../shared/datasets; tests skip clearly without them) and a
+private schema on the real Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from alpr.democlip import make_clip
+from alpr.wiring import build_detector, build_reader
+from common.config import Settings
+from detector_worker.core import PlateDetector
+from detector_worker.weights import install_models
+from ocr_worker.core import PlateReader
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    loaded = Settings.load()
+    install_models(loaded.model_dir)
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def detector(settings: Settings) -> PlateDetector:
+    return build_detector(settings)
+
+
+@pytest.fixture(scope="session")
+def reader_us(settings: Settings) -> PlateReader:
+    return build_reader(settings, "us")
+
+
+@pytest.fixture(scope="session")
+def datasets_dir(settings: Settings) -> Path:
+    path = settings.datasets_dir if settings.datasets_dir.is_absolute() else REPO / settings.datasets_dir
+    if not (path / "openalpr-endtoend").is_dir():
+        pytest.skip(f"evaluation photographs not found at {path} (set ALPR_DATASETS_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    make_clip(path)
+    return path, json.loads(path.with_suffix(".mp4.json").read_text())
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the real Postgres (ALPR_TEST_DATABASE_URL, default this machine's `test`)."""
+    psycopg = pytest.importorskip("psycopg")
+    base = os.environ.get("ALPR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no Postgres at {base}: {error}")
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"DROP SCHEMA {schema} CASCADE")

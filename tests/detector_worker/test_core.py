@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from common.errors import ConfigError, InputError
+from common.types import PlateDetections
+from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi
+from tests.helpers import clip_frames, iou, scene_samples
+
+
+def test_finds_plates_in_real_photos(detector, datasets_dir):
+    for region in ("us", "eu", "br"):
+        samples = scene_samples(datasets_dir, region, 12)
+        images = [cv2.imread(str(s.image)) for s in samples]
+        found = detector.detect(images)
+        hits = sum(any(iou(box, s.box_xyxy) >= 0.3 for box, _ in d.boxes()) for d, s in zip(found, samples))
+        assert hits >= 11, f"{region}: plates found in {hits} of 12 photos"
+
+
+def test_finds_the_demo_clip_plates(detector, demo_clip):
+    path, truth = demo_clip
+    wanted = {b["frame_index"]: b for b in truth["boxes"] if b["frame_index"] % 5 == 0}
+    frames = clip_frames(path, set(wanted))
+    found = detector.detect([frames[i] for i in sorted(frames)])
+    hits = sum(
+        any(iou(box, tuple(wanted[i]["box_xyxy"])) >= 0.5 for box, _ in d.boxes())
+        for i, d in zip(sorted(frames), found)
+    )
+    assert hits >= 0.9 * len(frames), f"plates found in {hits} of {len(frames)} frames"
+
+
+def test_batch_matches_single_frames_and_torch_backend(detector, settings, datasets_dir):
+    images = [cv2.imread(str(s.image)) for s in scene_samples(datasets_dir, "eu", 3)]
+    batched = detector.detect(images)
+    single = [detector.detect([image])[0] for image in images]
+    torch_detector = PlateDetector(DetectorSettings(model_dir=settings.model_dir, backend="torch"))
+    by_torch = torch_detector.detect(images)
+    for a, b, c in zip(batched, single, by_torch):
+        assert iou(next(a.boxes())[0], next(b.boxes())[0]) > 0.9
+        assert iou(next(a.boxes())[0], next(c.boxes())[0]) > 0.8
+
+
+def test_region_of_interest_drops_plates_outside(detector, datasets_dir):
+    sample = scene_samples(datasets_dir, "br", 1)[0]
+    image = cv2.imread(str(sample.image))
+    x1, y1, x2, y2 = sample.box_xyxy
+    around = [(x1 - 20, y1 - 20), (x2 + 20, y1 - 20), (x2 + 20, y2 + 20), (x1 - 20, y2 + 20)]
+    elsewhere = [(0, 0), (50, 0), (50, 50), (0, 50)]
+    inside, outside = detector.detect([image, image], [around, elsewhere])
+    assert len(inside) >= 1 and len(outside) == 0
+
+
+@pytest.mark.parametrize(
+    ("roi", "kept"),
+    [(None, 2), ([(0, 0), (100, 0), (100, 100), (0, 100)], 1), ([(500, 500), (600, 500), (600, 600)], 0)],
+)
+def test_filter_by_roi_uses_box_centres(roi, kept):
+    detections = PlateDetections(np.array([[10, 10, 30, 20], [200, 200, 260, 230]], np.float32), np.array([0.9, 0.8], np.float32))
+    assert len(filter_by_roi(detections, roi)) == kept
+    assert len(filter_by_roi(PlateDetections.empty(), roi)) == 0
+
+
+@pytest.mark.parametrize("frame", [np.zeros((10, 10), np.uint8), np.zeros((0, 0, 3), np.uint8), "not an image"])
+def test_bad_frames_are_input_errors(detector, frame):
+    with pytest.raises(InputError, match="frame 0 must be an HxWx3 BGR image"):
+        detector.detect([frame])
+
+
+def test_missing_weights_are_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="alpr setup"):
+        PlateDetector(DetectorSettings(model_dir=tmp_path))
+    with pytest.raises(ConfigError, match="do not exist"):
+        PlateDetector(DetectorSettings(model_dir=tmp_path, weights=Path(tmp_path / "mine.pt")))

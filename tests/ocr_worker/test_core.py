@@ -1,0 +1,88 @@
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from alpr.democlip import draw_plate
+from common.config import Settings
+from common.errors import ConfigError, InputError
+from common.types import PlateDetections
+from ocr_worker.core import OcrSettings, PlateReader
+
+PLATES = ("KPX4721", "7ABC284", "GHT2093")
+
+
+@pytest.fixture(scope="module")
+def tesseract_reader() -> PlateReader:
+    return PlateReader(OcrSettings(engine="tesseract", region="us"))
+
+
+def real_crops(datasets_dir, count):
+    folder = datasets_dir / "openalpr-plates"
+    with (folder / "groundtruth.csv").open() as handle:
+        rows = [r for r in csv.reader(handle) if len(r) >= 3][:count]
+    return [(cv2.imread(str(folder / r[0])), r[2]) for r in rows]
+
+
+def test_ppocr_reads_real_plate_crops(reader_us, datasets_dir):
+    crops = real_crops(datasets_dir, 60)
+    exact = sum(reader_us.read(image)[0].text == plate for image, plate in crops if reader_us.read(image))
+    assert exact >= 0.5 * len(crops), f"{exact} of {len(crops)} read exactly"
+
+
+def test_tesseract_reads_real_plate_crops(tesseract_reader, datasets_dir):
+    crops = real_crops(datasets_dir, 60)
+    exact = sum(bool(c) and c[0].text == plate for c, (_, plate) in ((tesseract_reader.read(i), (i, p)) for i, p in crops))
+    assert exact >= 0.1 * len(crops), f"{exact} of {len(crops)} read exactly"
+
+
+@pytest.mark.parametrize("plate", PLATES)
+@pytest.mark.parametrize("engine", ["ppocr", "tesseract"])
+def test_both_engines_read_a_clean_plate(plate, engine, reader_us, tesseract_reader):
+    reader = reader_us if engine == "ppocr" else tesseract_reader
+    image = cv2.resize(draw_plate(plate), (208, 104), interpolation=cv2.INTER_AREA)
+    candidates = reader.read(image)
+    if engine == "ppocr":  # the default engine reads it outright; Tesseract has it among its candidates
+        assert candidates[0].text == plate and candidates[0].matches_format
+        assert candidates[0].confidence > 0.5
+    else:
+        assert plate in [c.text for c in candidates]
+
+
+def test_candidates_are_ranked_and_limited(reader_us):
+    candidates = reader_us.read(cv2.resize(draw_plate("KPX4721"), (160, 80)))
+    assert 1 <= len(candidates) <= reader_us.settings.max_candidates
+    assert [c.confidence for c in candidates] == sorted((c.confidence for c in candidates), reverse=True) or candidates[0].matches_format
+
+
+def test_read_plates_crops_each_box(reader_us):
+    frame = np.full((400, 900, 3), 90, np.uint8)
+    frame[100:204, 50:258] = cv2.resize(draw_plate("GHT2093"), (208, 104), interpolation=cv2.INTER_AREA)
+    frame[250:354, 600:808] = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
+    boxes = PlateDetections(np.array([[50, 100, 258, 204], [600, 250, 808, 354]], np.float32), np.array([0.9, 0.8], np.float32))
+    reads = reader_us.read_plates(frame, boxes)
+    assert [r.text for r in reads] == ["GHT2093", "7ABC284"]
+    assert reads[1].detection_confidence == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("crop", [np.zeros((0, 0, 3), np.uint8), None, np.zeros((5,), np.uint8)])
+def test_bad_crops_are_input_errors(reader_us, crop):
+    with pytest.raises(InputError, match="plate crop 0 must be a non-empty image"):
+        reader_us.read(crop)
+
+
+def test_tiny_or_blank_crops_give_no_candidates(reader_us):
+    assert reader_us.read(np.zeros((2, 2, 3), np.uint8)) == []
+    assert reader_us.read(np.full((40, 80, 3), 255, np.uint8)) == []
+
+
+def test_unknown_engine_or_region_is_a_config_error():
+    with pytest.raises(ConfigError, match="OCR engine must be one of"):
+        PlateReader(OcrSettings(engine="easyocr"))
+    with pytest.raises(ConfigError, match="unknown plate region"):
+        PlateReader(OcrSettings(region="mars"))
+
+
+def test_default_engine_is_ppocr():
+    assert Settings.load({}).ocr_engine == "ppocr"

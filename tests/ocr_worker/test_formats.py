@@ -1,0 +1,60 @@
+import pytest
+
+from common.errors import ConfigError
+from ocr_worker.formats import constrained_best, k_best, load_regions, rank_candidates, region_formats
+
+
+def sure(text, p=0.99):
+    """Choices where each character is read with probability p and nothing else is likely."""
+    return [[(c, p)] for c in text]
+
+
+@pytest.mark.parametrize(
+    ("choices", "template", "expected"),
+    [
+        (sure("ABC1234"), "LLLDDDD", "ABC1234"),
+        (sure("A8C1234"), "LLLDDDD", "ABC1234"),  # 8 where a letter must be: B
+        (sure("ABCI23O"), "LLLDDDD", "ABC1230"),  # I and O where digits must be
+        (sure("ABC123"), "LLLDDDD", None),  # wrong length
+        (sure("ABC12X4"), "LLLDDDD", None),  # X has no digit look-alike
+        ([[("0", 0.6), ("O", 0.3)], *sure("BC1234")], "LLLDDDD", "OBC1234"),  # the engine's own alternative
+    ],
+)
+def test_constrained_best(choices, template, expected):
+    found = constrained_best(choices, template)
+    assert (found[0] if found else None) == expected
+
+
+def test_k_best_orders_by_probability():
+    choices = [[("A", 0.9), ("4", 0.1)], [("B", 0.6), ("8", 0.4)]]
+    assert [t for t, _ in k_best(choices, 4)] == ["AB", "A8", "4B", "48"]
+    assert k_best([], 3) == []
+
+
+def test_format_correction_beats_a_raw_reading_that_fits_no_format():
+    ranked = rank_candidates(sure("PP587A0"), region_formats("eu"), 5)
+    assert ranked[0].text == "PP587AO" and ranked[0].format_name == "LLDDDLL"
+
+
+def test_an_unsure_extra_character_is_dropped():
+    choices = [*sure("1T4"), [("8", 0.75), ("3", 0.02)], *sure("3213")]  # a sticker between the groups
+    ranked = rank_candidates(choices, region_formats("eu"), 5)
+    assert ranked[0].text == "1T43213"
+
+
+def test_a_sure_reading_is_kept_and_confidences_are_ordered():
+    ranked = rank_candidates(sure("KPX4721", 0.995), region_formats("us"), 5)
+    assert ranked[0].text == "KPX4721" and ranked[0].matches_format
+    assert all(0 <= c.confidence <= 1 for c in ranked)
+    assert len(ranked) <= 5
+
+
+def test_brazil_accepts_both_formats():
+    br = region_formats("br")
+    assert br.match("ABC1234") == "LLLDDDD" and br.match("ABC1D23") == "LLLDLDD" and br.match("AB12345") is None
+
+
+def test_regions_are_loaded_and_unknown_ones_rejected():
+    assert {"us", "eu", "br"} <= set(load_regions())
+    with pytest.raises(ConfigError, match="unknown plate region 'xx'"):
+        region_formats("xx")
