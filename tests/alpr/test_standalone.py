@@ -1,0 +1,112 @@
+"""The standalone pipeline end to end through the `alpr` command, on the synthetic clip."""
+
+import json
+import sqlite3
+
+import cv2
+import pytest
+
+from alpr.cli import main
+from ocr_worker.core import OcrSettings, PlateReader
+from tests.helpers import iou
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_clip, tmp_path_factory, settings):
+    path, truth = demo_clip
+    out = tmp_path_factory.mktemp("run")
+    code = main(["run", str(path), "--out", str(out / "redacted"), "--sqlite", str(out / "reads.sqlite"),
+                 "--camera-id", "gate-3", "--no-progress", "--model-dir", str(settings.model_dir)])
+    assert code == 0
+    return out, truth
+
+
+def test_known_plates_are_logged(demo_run):
+    out, truth = demo_run
+    with sqlite3.connect(out / "reads.sqlite") as db:
+        rows = db.execute("SELECT plate_text, confidence, format_match, camera_id, frame_index FROM plate_reads").fetchall()
+    counts = {}
+    for text, confidence, matched, camera, _ in rows:
+        assert camera == "gate-3"
+        if matched and confidence >= 0.5:
+            counts[text] = counts.get(text, 0) + 1
+    top = sorted(counts, key=counts.get, reverse=True)[: len(truth["plates"])]
+    assert sorted(top) == sorted(truth["plates"]), counts
+    assert all(counts[p] >= 8 for p in truth["plates"])  # each car is in view for 20 sampled frames
+
+
+def test_redacted_video_hides_the_plates(demo_run, settings):
+    out, truth = demo_run
+    capture = cv2.VideoCapture(str(out / "redacted" / "redacted.mp4"))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == len(truth["boxes"]) // 2
+    reader = PlateReader(OcrSettings(region="us"))
+    boxes = {b["frame_index"]: b for b in truth["boxes"]}
+    readable = 0
+    for sampled, frame in enumerate(frames[::4]):
+        box = boxes[sampled * 8]
+        x1, y1, x2, y2 = (int(v) for v in box["box_xyxy"])
+        if any(c.text == box["plate"] for c in reader.read(frame[y1:y2, x1:x2])):
+            readable += 1
+    assert readable == 0
+
+
+def test_export_csv_from_the_run(demo_run, tmp_path):
+    out, _ = demo_run
+    assert main(["export", "--csv", str(tmp_path / "reads.csv"), "--sqlite", str(out / "reads.sqlite")]) == 0
+    lines = (tmp_path / "reads.csv").read_text().splitlines()
+    assert lines[0].startswith("camera_id,frame_id,frame_index,frame_time_s,captured_at,plate_index,plate_text")
+    assert len(lines) > 20
+    candidates = json.loads(next(__import__("csv").DictReader(lines))["candidates"])
+    assert candidates and {"text", "confidence", "format"} <= set(candidates[0])
+
+
+def test_image_folder_writes_redacted_frames(datasets_dir, tmp_path, settings, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for sample in sorted((datasets_dir / "openalpr-endtoend" / "br").glob("*.jpg"))[:3]:
+        (folder / sample.name).write_bytes(sample.read_bytes())
+    code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--sqlite", str(tmp_path / "r.sqlite"),
+                 "--region", "br", "--no-progress", "--model-dir", str(settings.model_dir)])
+    assert code == 0
+    assert len(list((tmp_path / "out" / "redacted_frames").glob("*.jpg"))) == 3
+    assert "3 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "{tmp}/missing.mp4"], "does not exist"),
+        (["run", "{tmp}/empty_dir"], "holds no images"),
+        (["run", "{tmp}/corrupt.mp4"], "cannot open video|no frame could be decoded"),
+        (["run", "rtsp://127.0.0.1:9/cam"], "cannot connect to stream"),
+        (["run", "{tmp}/corrupt.mp4", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"], "cannot open video"),
+        (["export", "--csv", "{tmp}/x.csv", "--sqlite", "{tmp}/none.sqlite"], "no reads to export"),
+        (["export", "--csv", "{tmp}/x.csv", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"], "OperationalError"),
+        (["eval", "{tmp}/missing"], "does not exist"),
+        (["eval", "{tmp}/empty_dir"], "holds no ground truth"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path, capsys, settings):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 4000)
+    code = main([a.format(tmp=tmp_path) for a in args] + ["--model-dir", str(settings.model_dir)] * (args[0] != "export"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("alpr: error:"), err
+    assert __import__("re").search(message, err[0]), err[0]
+
+
+def test_bad_setting_is_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("ALPR_DETECTOR_BACKEND", "tensorrt")
+    assert main(["export", "--csv", "x.csv"]) == 2
+    assert "ALPR_DETECTOR_BACKEND" in capsys.readouterr().err
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and iou((0, 0, 1, 1), (5, 5, 6, 6)) == 0.0
