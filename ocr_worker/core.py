@@ -105,5 +105,5 @@ class PlateReader:
         """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the main line,
         scaled to a height Tesseract reads well and framed in white."""
         gray = preprocess.upscale_to_height(preprocess.to_gray(self._main_line(crop)), TESSERACT_HEIGHT)
-        binary = preprocess.binarize(preprocess.denoise(gray))
+        binary = preprocess.clear_border(preprocess.binarize(preprocess.denoise(gray)))
         return np.pad(binary, 12, constant_values=255)

@@ -119,3 +119,16 @@ def text_band(gray: np.ndarray, min_characters: int = 3) -> tuple[int, int, int,
     # The full width is kept: touching characters can fail the shape test, and the recogniser
     # copes with side margins far better than with lost characters.
     return 0, max(0, top - pad_y), width, min(height, bottom + pad_y)
+
+
+def clear_border(binary: np.ndarray) -> np.ndarray:
+    """Dark-on-white binary image with every dark blob that touches the edge turned white: plate
+    frames, country strips and the car around the plate, which Tesseract would read as characters."""
+    height, width = binary.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(255 - binary, connectivity=8)
+    x, y, w, h = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    touching = (x == 0) | (y == 0) | (x + w >= width) | (y + h >= height)
+    touching[0] = False  # label 0 is the white background
+    out = binary.copy()
+    out[touching[labels]] = 255
+    return out

@@ -37,13 +37,9 @@ def test_tesseract_reads_real_plate_crops(tesseract_reader, datasets_dir):
     assert exact >= 0.1 * len(crops), f"{exact} of {len(crops)} read exactly"
 
 
-TESSERACT_MISS = pytest.mark.xfail(strict=True, reason="Tesseract reads the 1 beside the plate's border as 2")
-
-
 @pytest.mark.parametrize(
     ("engine", "plate"),
-    [("ppocr", p) for p in PLATES]
-    + [("tesseract", "7ABC284"), ("tesseract", "GHT2093"), pytest.param("tesseract", "KPX4721", marks=TESSERACT_MISS)],
+    [(engine, plate) for engine in ("ppocr", "tesseract") for plate in PLATES],
 )
 def test_both_engines_read_a_clean_plate(engine, plate, reader_us, tesseract_reader):
     reader = reader_us if engine == "ppocr" else tesseract_reader
