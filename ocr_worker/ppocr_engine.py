@@ -17,8 +17,8 @@ from ocr_worker.formats import CharChoices, DIGITS, LETTERS
 INPUT_HEIGHT = 48
 """The recogniser's input height in pixels."""
 
-MIN_INPUT_WIDTH = 320
-"""Inputs narrower than this are padded on the right, as PaddleOCR does."""
+MIN_INPUT_WIDTH = 96
+"""Inputs narrower than this are padded on the right (PaddleOCR pads to 320; plates need far less)."""
 
 MAX_INPUT_WIDTH = 960
 """Inputs wider than this are squeezed."""

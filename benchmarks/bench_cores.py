@@ -1,0 +1,99 @@
+"""Speed of each core on this machine, measured side by side in one run: detector ms per frame
+(ONNX Runtime vs torch, single and batched), OCR ms per plate (PP-OCRv4, Tesseract through its C API,
+and pytesseract, which starts a process per call), redactor ms per frame, and frames/s of `alpr run`
+on the synthetic clip.
+
+    .venv/bin/python benchmarks/bench_cores.py [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from alpr.democlip import make_clip
+from alpr.standalone import Pipeline
+from alpr.wiring import build_detector, build_reader
+from common.config import Settings
+from common.plate_log import SqlitePlateLog
+from detector_worker.core import DetectorSettings, PlateDetector
+from detector_worker.weights import install_models
+from ingest.sources import open_source
+from ocr_worker import preprocess
+from ocr_worker.core import OcrSettings, PlateReader
+from redactor_worker.core import redact
+
+
+def best_ms(work: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time of `repeat` runs, in ms (the least disturbed by the rest of the machine)."""
+    work()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=16, help="frames per detector measurement")
+    args = parser.parse_args()
+    settings = Settings.load()
+    install_models(settings.model_dir)
+    work = Path(tempfile.mkdtemp(prefix="alpr-bench-"))
+    clip = work / "clip.mp4"
+    truth = make_clip(clip)
+    frames = [f.image for f in open_source(str(clip), 5.0).frames()][: args.frames]
+    print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, detector imgsz {settings.detector_imgsz}\n")
+
+    print("detector, ms per frame")
+    for backend in ("onnx", "torch"):
+        for batch in (1, 4):
+            detector = PlateDetector(DetectorSettings(model_dir=settings.model_dir, backend=backend,
+                                                      imgsz=settings.detector_imgsz, batch_size=batch))
+            ms = best_ms(lambda d=detector: d.detect(frames)) / len(frames)
+            print(f"  {backend:<6} batch {batch}: {ms:7.1f}")
+
+    detector = build_detector(settings)
+    crops = []
+    for frame, found in zip(frames, detector.detect(frames)):
+        crops += [preprocess.crop_with_margin(frame, box, 0.08) for box, _ in found.boxes()]
+    print(f"\nOCR, ms per plate ({len(crops)} plate crops from the clip)")
+    for engine in ("ppocr", "tesseract"):
+        reader = PlateReader(OcrSettings(engine=engine, region="us"))
+        ms = best_ms(lambda r=reader: [r.read(c) for c in crops]) / len(crops)
+        print(f"  {engine:<11}: {ms:7.2f}")
+    try:
+        import pytesseract
+
+        binaries = [PlateReader._for_tesseract(reader, c) for c in crops]  # type: ignore[arg-type]
+        ms = best_ms(lambda: [pytesseract.image_to_string(b, config="--psm 7") for b in binaries], 1) / len(crops)
+        print(f"  pytesseract: {ms:7.2f}  (a tesseract process per call: the original design)")
+    except Exception as error:  # noqa: BLE001 - the comparison is optional
+        print(f"  pytesseract: not measured ({error})")
+
+    boxes = [[box for box, _ in d.boxes()] for d in detector.detect(frames)]
+    ms = best_ms(lambda: [redact(f, b) for f, b in zip(frames, boxes)]) / len(frames)
+    print(f"\nredactor (blur), ms per frame: {ms:.2f}")
+
+    log = SqlitePlateLog(work / "reads.sqlite")
+    pipeline = Pipeline(detector, build_reader(settings, "us"), log)
+    summary = pipeline.run(open_source(str(clip), settings.sample_fps), "bench", work / "out")
+    log.close()
+    seen = [p.text for p in summary.distinct_plates(min_sightings=2)]
+    found = sum(p in seen for p in truth["plates"])  # type: ignore[union-attr]
+    print(f"\nalpr run on the synthetic clip: {summary.frames} frames in {summary.seconds:.1f} s = "
+          f"{summary.frames_per_second:.1f} frames/s; known plates read: {found} of {len(truth['plates'])}")  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    cv2.setNumThreads(0)
+    np.set_printoptions(precision=2)
+    main()
