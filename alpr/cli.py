@@ -7,8 +7,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from common.config import Settings
 from common.errors import AlprError
@@ -77,8 +77,16 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
 
 
 SETTING_FLAGS = (
-    "model_dir", "ocr_engine", "ocr_region", "detector_backend", "detector_device", "detector_imgsz",
-    "detector_weights", "database_url", "sqlite_path", "sample_fps",
+    "model_dir",
+    "ocr_engine",
+    "ocr_region",
+    "detector_backend",
+    "detector_device",
+    "detector_imgsz",
+    "detector_weights",
+    "database_url",
+    "sqlite_path",
+    "sample_fps",
 )
 
 
@@ -87,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
         from alpr import commands
@@ -101,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
         if type(error).__module__.startswith(("psycopg", "sqlite3")) or isinstance(error, OSError):
-            print(f"alpr: error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}", file=sys.stderr)
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            print(f"alpr: error: {type(error).__name__}: {first_line}", file=sys.stderr)
             return EXIT_ERROR
         raise
 

@@ -39,7 +39,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     detector, reader = build_detector(settings), build_reader(settings)
     plate_log = open_plate_log(settings.database_url, settings.sqlite_path)
     pipeline = Pipeline(detector, reader, plate_log, settings.redact_method, settings.ocr_min_confidence, args.roi)
-    bar = tqdm(total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True)
+    bar = tqdm(
+        total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True
+    )
 
     def on_frame(summary: RunSummary) -> None:
         bar.update(1)
@@ -51,8 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         bar.close()
         plate_log.close()
     where = settings.database_url and "Postgres" or str(settings.sqlite_path)
-    print(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
-          f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}")
+    print(
+        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
+        f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}"
+    )
     if summary.output:
         print(f"redacted output: {summary.output}")
     for failure in summary.failures:
@@ -81,8 +85,10 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     for name, r in results.items():
         det50 = "-" if r["detection_recall_iou50"] is None else f"{r['detection_recall_iou50']:.3f}"
         det30 = "-" if r["detection_recall_iou30"] is None else f"{r['detection_recall_iou30']:.3f}"
-        print(f"{name:<16} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} {r['exact_topn']:>6.3f} "
-              f"{r['wrong_above_threshold']:>9.3f} {r['ms_per_image']:>7.1f}")
+        print(
+            f"{name:<16} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} {r['exact_topn']:>6.3f} "
+            f"{r['wrong_above_threshold']:>9.3f} {r['ms_per_image']:>7.1f}"
+        )
     if args.json_path:
         args.json_path.write_text(json.dumps({"engine": settings.ocr_engine, **summary(results)}, indent=2))
     return 0

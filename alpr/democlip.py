@@ -69,9 +69,23 @@ def draw_car(frame: np.ndarray, car: CarPass, progress: float, plate: np.ndarray
     x1, y1 = cx - car_w // 2, bottom - car_h
     body = tuple(int(v) for v in car.colour_bgr)
     cv2.rectangle(frame, (x1, y1 + car_h // 3), (x1 + car_w, bottom), body, -1)
-    roof = np.array([[x1 + car_w // 6, y1 + car_h // 3], [x1 + car_w // 4, y1], [x1 + 3 * car_w // 4, y1], [x1 + 5 * car_w // 6, y1 + car_h // 3]])
+    roof = np.array(
+        [
+            [x1 + car_w // 6, y1 + car_h // 3],
+            [x1 + car_w // 4, y1],
+            [x1 + 3 * car_w // 4, y1],
+            [x1 + 5 * car_w // 6, y1 + car_h // 3],
+        ]
+    )
     cv2.fillPoly(frame, [roof], body)
-    glass = np.array([[x1 + car_w // 5, y1 + car_h // 3 - 4], [x1 + car_w // 4 + 8, y1 + 8], [x1 + 3 * car_w // 4 - 8, y1 + 8], [x1 + 4 * car_w // 5, y1 + car_h // 3 - 4]])
+    glass = np.array(
+        [
+            [x1 + car_w // 5, y1 + car_h // 3 - 4],
+            [x1 + car_w // 4 + 8, y1 + 8],
+            [x1 + 3 * car_w // 4 - 8, y1 + 8],
+            [x1 + 4 * car_w // 5, y1 + car_h // 3 - 4],
+        ]
+    )
     cv2.fillPoly(frame, [glass], (60, 50, 45))
     light_w, light_h = car_w // 6, car_h // 10
     for lx in (x1 + car_w // 14, x1 + car_w - car_w // 14 - light_w):
@@ -81,8 +95,18 @@ def draw_car(frame: np.ndarray, car: CarPass, progress: float, plate: np.ndarray
     plate_h = plate_w // 2
     px1, py1 = cx - plate_w // 2, bottom - car_h // 7 - plate_h - int(4 * scale)
     skew = car.tilt * plate_h * 0.15
-    src = np.float32([[0, 0], [PLATE_SIZE_WH[0], 0], [PLATE_SIZE_WH[0], PLATE_SIZE_WH[1]], [0, PLATE_SIZE_WH[1]]])
-    dst = np.float32([[px1, py1 + skew], [px1 + plate_w, py1 - skew], [px1 + plate_w, py1 + plate_h + skew], [px1, py1 + plate_h - skew]])
+    src = np.array(
+        [[0, 0], [PLATE_SIZE_WH[0], 0], [PLATE_SIZE_WH[0], PLATE_SIZE_WH[1]], [0, PLATE_SIZE_WH[1]]], np.float32
+    )
+    dst = np.array(
+        [
+            [px1, py1 + skew],
+            [px1 + plate_w, py1 - skew],
+            [px1 + plate_w, py1 + plate_h + skew],
+            [px1, py1 + plate_h - skew],
+        ],
+        np.float32,
+    )
     matrix = cv2.getPerspectiveTransform(src, dst)
     warped = cv2.warpPerspective(plate, matrix, FRAME_SIZE_WH, flags=cv2.INTER_AREA)
     mask = cv2.warpPerspective(np.full(plate.shape[:2], 255, np.uint8), matrix, FRAME_SIZE_WH)
@@ -101,7 +125,7 @@ def make_clip(path: Path, plates: tuple[str, ...] = DEFAULT_PLATES, seed: int = 
         for i, text in enumerate(plates)
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
     frames_per_car = int(SECONDS_PER_CAR * CLIP_FPS)
     boxes: list[dict[str, object]] = []
     for car_index, car in enumerate(cars):

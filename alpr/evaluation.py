@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import cv2
-import numpy as np
 
 from common.config import Settings
 from common.errors import InputError
@@ -41,7 +41,7 @@ class Tally:
     wrong_above_threshold: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "detect": 0.0, "ocr": 0.0})
 
-    def as_dict(self, crops: bool) -> dict[str, object]:
+    def as_dict(self, crops: bool) -> dict[str, Any]:
         n = max(self.n, 1)
         total = sum(self.seconds.values())
         return {
@@ -78,8 +78,10 @@ def dataset_folders(root: Path) -> list[Path]:
     """`root` itself when it holds ground truth, else its sub-folders that do."""
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist")
+
     def has_truth(p: Path) -> bool:
         return (p / "groundtruth.csv").is_file() or any(p.glob("*.txt"))
+
     if has_truth(root):
         return [root]
     folders = sorted(p for p in root.iterdir() if p.is_dir() and has_truth(p))
@@ -152,14 +154,23 @@ def _run(
         detections = detector.detect([image])[0]
         detected = time.perf_counter()
         reads = reader.read_plates(image, detections)
-        yield sample, reads, {"load": loaded - start, "detect": detected - loaded, "ocr": time.perf_counter() - detected}
+        yield (
+            sample,
+            reads,
+            {"load": loaded - start, "detect": detected - loaded, "ocr": time.perf_counter() - detected},
+        )
 
 
-def evaluate(root: Path, settings: Settings, build_detector, build_reader) -> dict[str, dict[str, object]]:  # type: ignore[no-untyped-def]
+def evaluate(
+    root: Path,
+    settings: Settings,
+    build_detector: Callable[[Settings], PlateDetector],
+    build_reader: Callable[[Settings, str], PlateReader],
+) -> dict[str, dict[str, Any]]:
     """Metrics per dataset folder under `root`, keyed by folder name."""
     folders = dataset_folders(root)
     detector = None
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for folder in folders:
         reader = build_reader(settings, region_for(folder, settings.ocr_region))
         if detector is None and not (folder / "groundtruth.csv").is_file():
@@ -169,23 +180,27 @@ def evaluate(root: Path, settings: Settings, build_detector, build_reader) -> di
     return results
 
 
-def summary(results: dict[str, dict[str, object]]) -> dict[str, object]:
+def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One object with the metrics over every folder (weighted by n) and each folder's own."""
-    total = sum(int(r["n"]) for r in results.values())  # type: ignore[call-overload]
-    def weighted(key: str) -> float | None:
-        values = [(r[key], r["n"]) for r in results.values() if r[key] is not None]
-        if not values:
-            return None
-        return round(float(np.sum([float(v) * int(n) for v, n in values])) / max(1, sum(int(n) for _, n in values)), 4)  # type: ignore[call-overload]
-    keys = ["detection_recall_iou50", "detection_recall_iou30", "exact_top1", "exact_topn", "wrong_above_threshold", "ms_per_image"]
-    out: dict[str, object] = {"n": total, **{k: weighted(k) for k in keys}}
+
+    def weighted(values: list[tuple[float | None, int]]) -> float | None:
+        present = [(v, n) for v, n in values if v is not None]
+        total = sum(n for _, n in present)
+        return round(sum(v * n for v, n in present) / total, 4) if total else None
+
+    keys = [
+        "detection_recall_iou50",
+        "detection_recall_iou30",
+        "exact_top1",
+        "exact_topn",
+        "wrong_above_threshold",
+        "ms_per_image",
+    ]
+    out: dict[str, Any] = {"n": sum(r["n"] for r in results.values())}
+    out.update({k: weighted([(r[k], r["n"]) for r in results.values()]) for k in keys})
     out["ms_per_stage"] = {
-        stage: weighted_stage(results, stage) for stage in ("load", "detect", "ocr")
+        stage: weighted([(r["ms_per_stage"][stage], r["n"]) for r in results.values()])
+        for stage in ("load", "detect", "ocr")
     }
     out["subsets"] = results
     return out
-
-
-def weighted_stage(results: dict[str, dict[str, object]], stage: str) -> float:
-    total = sum(int(r["n"]) for r in results.values())  # type: ignore[call-overload]
-    return round(sum(r["ms_per_stage"][stage] * int(r["n"]) for r in results.values()) / max(total, 1), 2)  # type: ignore[index,call-overload]

@@ -7,10 +7,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -76,7 +77,7 @@ class RedactedWriter:
         size_wh = (image.shape[1], image.shape[0])
         if self.video is None:
             self.size_wh = size_wh
-            self.video = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size_wh)
+            self.video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size_wh)
         self.video.write(image if size_wh == self.size_wh else cv2.resize(image, self.size_wh))
 
     def close(self) -> None:
@@ -100,7 +101,7 @@ class Pipeline:
         images = [f.image for f in frames]
         detections = self.detector.detect(images, [self.roi] * len(images))
         out = []
-        for image, found in zip(images, detections):
+        for image, found in zip(images, detections, strict=False):
             reads = self.reader.read_plates(image, found)
             out.append((reads, redact(image, [box for box, _ in found.boxes()], self.redact_method)))
         return out
@@ -113,7 +114,7 @@ class Pipeline:
         on_frame: Callable[[RunSummary], None] | None = None,
     ) -> RunSummary:
         summary = RunSummary()
-        started_at = datetime.now(timezone.utc)
+        started_at = datetime.now(UTC)
         run_id = started_at.strftime("%Y%m%dT%H%M%S.%f")
         writer = RedactedWriter(out_dir, isinstance(source, ImageFolderSource), source.sample_fps) if out_dir else None
         start = time.perf_counter()
@@ -121,9 +122,14 @@ class Pipeline:
         batch_size = self.detector.settings.batch_size
 
         def flush() -> None:
-            for frame, (reads, redacted) in zip(batch, self.process_batch(batch)):
-                info = FrameInfo(camera_id, f"{camera_id}:{run_id}:{frame.index}", frame.index, frame.time_s,
-                                 started_at + timedelta(seconds=frame.time_s))
+            for frame, (reads, redacted) in zip(batch, self.process_batch(batch), strict=False):
+                info = FrameInfo(
+                    camera_id,
+                    f"{camera_id}:{run_id}:{frame.index}",
+                    frame.index,
+                    frame.time_s,
+                    started_at + timedelta(seconds=frame.time_s),
+                )
                 summary.reads_logged += self.plate_log.record(info, reads)
                 summary.plates_detected += len(reads)
                 for read in reads:
@@ -150,6 +156,11 @@ class Pipeline:
                 summary.output = writer.path
         summary.failures = list(source.failures)
         summary.seconds = time.perf_counter() - start
-        log.info("processed %d frames from %s: %d plates, %d reads logged", summary.frames, camera_id,
-                 summary.plates_detected, summary.reads_logged)
+        log.info(
+            "processed %d frames from %s: %d plates, %d reads logged",
+            summary.frames,
+            camera_id,
+            summary.plates_detected,
+            summary.reads_logged,
+        )
         return summary

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -51,19 +51,24 @@ def main() -> None:
     clip = work / "clip.mp4"
     truth = make_clip(clip)
     frames = [f.image for f in open_source(str(clip), 5.0).frames()][: args.frames]
-    print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, detector imgsz {settings.detector_imgsz}\n")
+    print(
+        f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}, detector imgsz {settings.detector_imgsz}\n"
+    )
 
     print("detector, ms per frame")
     for backend in ("onnx", "torch"):
         for batch in (1, 4):
-            detector = PlateDetector(DetectorSettings(model_dir=settings.model_dir, backend=backend,
-                                                      imgsz=settings.detector_imgsz, batch_size=batch))
+            detector = PlateDetector(
+                DetectorSettings(
+                    model_dir=settings.model_dir, backend=backend, imgsz=settings.detector_imgsz, batch_size=batch
+                )
+            )
             ms = best_ms(lambda d=detector: d.detect(frames)) / len(frames)
             print(f"  {backend:<6} batch {batch}: {ms:7.1f}")
 
     detector = build_detector(settings)
     crops = []
-    for frame, found in zip(frames, detector.detect(frames)):
+    for frame, found in zip(frames, detector.detect(frames), strict=False):
         crops += [preprocess.crop_with_margin(frame, box, 0.08) for box, _ in found.boxes()]
     print(f"\nOCR, ms per plate ({len(crops)} plate crops from the clip)")
     for engine in ("ppocr", "tesseract"):
@@ -80,7 +85,7 @@ def main() -> None:
         print(f"  pytesseract: not measured ({error})")
 
     boxes = [[box for box, _ in d.boxes()] for d in detector.detect(frames)]
-    ms = best_ms(lambda: [redact(f, b) for f, b in zip(frames, boxes)]) / len(frames)
+    ms = best_ms(lambda: [redact(f, b) for f, b in zip(frames, boxes, strict=False)]) / len(frames)
     print(f"\nredactor (blur), ms per frame: {ms:.2f}")
 
     log = SqlitePlateLog(work / "reads.sqlite")
@@ -89,8 +94,10 @@ def main() -> None:
     log.close()
     seen = [p.text for p in summary.distinct_plates(min_sightings=2)]
     found = sum(p in seen for p in truth["plates"])  # type: ignore[union-attr]
-    print(f"\nalpr run on the synthetic clip: {summary.frames} frames in {summary.seconds:.1f} s = "
-          f"{summary.frames_per_second:.1f} frames/s; known plates read: {found} of {len(truth['plates'])}")  # type: ignore[arg-type]
+    print(
+        f"\nalpr run on the synthetic clip: {summary.frames} frames in {summary.seconds:.1f} s = "
+        f"{summary.frames_per_second:.1f} frames/s; known plates read: {found} of {len(truth['plates'])}"
+    )  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

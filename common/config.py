@@ -4,8 +4,9 @@ validated at start. A misspelt variable or a bad value fails with a message nami
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,7 +28,9 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_dir: Path = Field(default_factory=default_model_dir, description="Folder of the detector weights.")
-    detector_weights: Path | None = Field(None, description="Your own YOLO weights (.pt or .onnx) instead of the bundled ones.")
+    detector_weights: Path | None = Field(
+        None, description="Your own YOLO weights (.pt or .onnx) instead of the bundled ones."
+    )
     detector_backend: Literal["onnx", "torch"] = Field(defaults.DETECTOR_BACKEND, description="Detector runtime.")
     detector_device: str = Field(defaults.DETECTOR_DEVICE, pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda:N.")
     detector_imgsz: int = Field(defaults.DETECTOR_IMGSZ, ge=128, le=4096, multiple_of=32, description="Letterbox size.")
@@ -37,7 +40,9 @@ class Settings(BaseModel):
     ocr_engine: Literal["ppocr", "tesseract"] = Field(defaults.OCR_ENGINE, description="OCR engine.")
     ocr_region: str = Field(defaults.OCR_REGION, description="Plate-format region (us, eu, br, ...).")
     ocr_max_candidates: int = Field(defaults.OCR_MAX_CANDIDATES, ge=1, le=20, description="Candidates per plate.")
-    ocr_min_confidence: float = Field(defaults.OCR_MIN_CONFIDENCE, ge=0, le=1, description="Confidence of a trusted read.")
+    ocr_min_confidence: float = Field(
+        defaults.OCR_MIN_CONFIDENCE, ge=0, le=1, description="Confidence of a trusted read."
+    )
     redact_method: Literal["blur", "pixelate"] = Field(defaults.REDACT_METHOD, description="How plates are hidden.")
     database_url: str | None = Field(None, description="postgresql://... to log reads to Postgres instead of SQLite.")
     sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
@@ -53,7 +58,9 @@ class Settings(BaseModel):
             if key.startswith(ENV_PREFIX) and value != "":
                 name = key[len(ENV_PREFIX) :].lower()
                 if name not in cls.model_fields:
-                    raise ConfigError(f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}")
+                    raise ConfigError(
+                        f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}"
+                    )
                 values[name] = value
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:

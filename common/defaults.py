@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DETECTOR_BACKEND = "onnx"
+from typing import Literal
+
+DETECTOR_BACKEND: Literal["onnx", "torch"] = "onnx"
 """Inference backend for the plate detector: `onnx` (ONNX Runtime) or `torch` (ultralytics)."""
 
 DETECTOR_DEVICE = "cpu"
@@ -20,7 +22,7 @@ DETECTOR_MAX_PLATES_PER_FRAME = 8
 DETECTOR_BATCH_SIZE = 4
 """Frames per detector inference call."""
 
-OCR_ENGINE = "ppocr"
+OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 
 OCR_REGION = "us"
@@ -35,7 +37,7 @@ OCR_CROP_MARGIN = 0.08
 OCR_MIN_CONFIDENCE = 0.5
 """Reads below this confidence are logged as uncertain and left out of the distinct-plates table."""
 
-REDACT_METHOD = "blur"
+REDACT_METHOD: Literal["blur", "pixelate"] = "blur"
 """How plates are hidden in kept frames: `blur` (Gaussian) or `pixelate`."""
 
 REDACT_MARGIN = 0.15

@@ -7,16 +7,31 @@ from __future__ import annotations
 import csv
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from common.types import PlateRead
 
 COLUMNS = (
-    "camera_id", "frame_id", "frame_index", "frame_time_s", "captured_at", "plate_index", "plate_text",
-    "confidence", "format_name", "format_match", "candidates", "x1", "y1", "x2", "y2", "detection_confidence",
+    "camera_id",
+    "frame_id",
+    "frame_index",
+    "frame_time_s",
+    "captured_at",
+    "plate_index",
+    "plate_text",
+    "confidence",
+    "format_name",
+    "format_match",
+    "candidates",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detection_confidence",
 )
 """The columns of a logged read, in export order."""
 
@@ -62,13 +77,30 @@ def read_rows(frame: FrameInfo, reads: Sequence[PlateRead]) -> list[tuple[Any, .
         best = read.best
         if best is None:
             continue
-        candidates = json.dumps([{"text": c.text, "confidence": c.confidence, "format": c.format_name} for c in read.candidates])
+        candidates = json.dumps(
+            [{"text": c.text, "confidence": c.confidence, "format": c.format_name} for c in read.candidates]
+        )
         x1, y1, x2, y2 = read.box_xyxy
-        rows.append((
-            frame.camera_id, frame.frame_id, frame.frame_index, frame.frame_time_s, frame.captured_at, plate_index,
-            best.text, best.confidence, best.format_name, best.matches_format, candidates, x1, y1, x2, y2,
-            read.detection_confidence,
-        ))
+        rows.append(
+            (
+                frame.camera_id,
+                frame.frame_id,
+                frame.frame_index,
+                frame.frame_time_s,
+                frame.captured_at,
+                plate_index,
+                best.text,
+                best.confidence,
+                best.format_name,
+                best.matches_format,
+                candidates,
+                x1,
+                y1,
+                x2,
+                y2,
+                read.detection_confidence,
+            )
+        )
     return rows
 
 
@@ -107,7 +139,7 @@ class SqlitePlateLog:
     def reads(self) -> Iterator[dict[str, Any]]:
         cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM plate_reads ORDER BY captured_at, id")
         for row in cursor:
-            record = dict(zip(COLUMNS, row))
+            record = dict(zip(COLUMNS, row, strict=False))
             record["format_match"] = bool(record["format_match"])
             yield record
 
@@ -144,9 +176,9 @@ class PostgresPlateLog:
         with self.connection.cursor() as cursor:
             cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM plate_reads ORDER BY captured_at, id")
             for row in cursor:
-                record = dict(zip(COLUMNS, row))
+                record = dict(zip(COLUMNS, row, strict=False))
                 record["candidates"] = json.dumps(record["candidates"])
-                record["captured_at"] = record["captured_at"].astimezone(timezone.utc).isoformat()
+                record["captured_at"] = record["captured_at"].astimezone(UTC).isoformat()
                 yield record
         self.connection.commit()
 

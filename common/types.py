@@ -5,8 +5,8 @@ Coordinates are pixels in the frame they came from; `xyxy` is (x_min, y_min, x_m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ class PlateDetections:
 
     def boxes(self) -> Iterator[tuple[BoxXYXY, float]]:
         """Each box as a plain tuple with its confidence."""
-        for box, conf in zip(self.xyxy.tolist(), self.confidence.tolist()):
+        for box, conf in zip(self.xyxy.tolist(), self.confidence.tolist(), strict=False):
             yield (box[0], box[1], box[2], box[3]), float(conf)
 
 

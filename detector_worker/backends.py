@@ -4,8 +4,9 @@ and `torch` (ultralytics). Each maps a batch of BGR frames to boxes in the frame
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -71,7 +72,7 @@ class OnnxBackend:
         output = self.session.run(None, {self.input_name: tensor})[0]
         return [
             _decode(prediction, confidence, max_det, placement, frame.shape[:2])
-            for prediction, placement, frame in zip(output, placements, frames)
+            for prediction, placement, frame in zip(output, placements, frames, strict=False)
         ]
 
 
@@ -90,8 +91,8 @@ def _decode(
     cx, cy, w, h = prediction[:4, keep]
     scores = scores[keep]
     xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-    chosen = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), confidence, NMS_IOU, top_k=max_det)
-    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)[:max_det]
+    kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), confidence, NMS_IOU, top_k=max_det)
+    chosen = np.asarray(kept, dtype=np.int64).reshape(-1)[:max_det]
     ratio, left, top = placement
     xyxy = xywh[chosen].copy()
     xyxy[:, 2:] += xyxy[:, :2]
@@ -115,13 +116,21 @@ class TorchBackend:
 
     def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
         results = self.model.predict(
-            list(frames), imgsz=self.imgsz, conf=confidence, iou=NMS_IOU, device=self.device,
-            max_det=max_det, verbose=False,
+            list(frames),
+            imgsz=self.imgsz,
+            conf=confidence,
+            iou=NMS_IOU,
+            device=self.device,
+            max_det=max_det,
+            verbose=False,
         )
         out = []
         for result in results:
-            boxes = result.boxes
-            out.append((boxes.xyxy.cpu().numpy().astype(np.float32), boxes.conf.cpu().numpy().astype(np.float32)))
+            boxes = result.cpu().numpy().boxes  # type: ignore[union-attr]
+            if boxes is None:
+                out.append((np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)))
+                continue
+            out.append((np.asarray(boxes.xyxy, np.float32), np.asarray(boxes.conf, np.float32)))
         return out
 
 

@@ -4,9 +4,9 @@ Knows nothing of Redis or jobs."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -62,7 +62,7 @@ class PlateDetector:
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
-            for (xyxy, conf), roi in zip(raw, rois[start : start + step]):
+            for (xyxy, conf), roi in zip(raw, rois[start : start + step], strict=False):
                 out.append(filter_by_roi(PlateDetections(xyxy, conf), roi))
         return out
 

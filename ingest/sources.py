@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -102,7 +102,9 @@ class VideoSource(FrameSource):
         produced = 0
         try:
             while self.capture.grab():
-                time_s = index / self.source_fps if self.source_fps and not self.is_stream else time.monotonic() - started
+                time_s = (
+                    index / self.source_fps if self.source_fps and not self.is_stream else time.monotonic() - started
+                )
                 if time_s + 1e-6 >= next_sample_s:
                     ok, image = self.capture.retrieve()
                     if ok and image is not None:

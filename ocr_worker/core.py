@@ -4,8 +4,8 @@ Knows nothing of Redis or jobs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -63,12 +63,14 @@ class PlateReader:
     def read_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[list[PlateCandidate]]:
         for index, crop in enumerate(crops_bgr):
             if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
-                raise InputError(f"plate crop {index} must be a non-empty image, but got {getattr(crop, 'shape', crop)!r}")
+                raise InputError(
+                    f"plate crop {index} must be a non-empty image, but got {getattr(crop, 'shape', crop)!r}"
+                )
         legible = [i for i, c in enumerate(crops_bgr) if min(c.shape[:2]) >= MIN_CROP_PIXELS]
         choices: dict[int, CharChoices] = {}
         if self.settings.engine == "ppocr":
             prepared = [self._for_ppocr(crops_bgr[i]) for i in legible]
-            choices = dict(zip(legible, self._ppocr.recognize_batch(prepared)))
+            choices = dict(zip(legible, self._ppocr.recognize_batch(prepared), strict=False))
         else:
             choices = {i: self._tesseract.recognize(self._for_tesseract(crops_bgr[i])) for i in legible}
         return [
@@ -81,11 +83,8 @@ class PlateReader:
         boxes = list(detections.boxes())
         crops = [preprocess.crop_with_margin(frame, box, self.settings.crop_margin) for box, _ in boxes]
         kept = [i for i, crop in enumerate(crops) if crop.size]
-        results = dict(zip(kept, self.read_batch([crops[i] for i in kept])))
-        return [
-            PlateRead(box, confidence, tuple(results.get(i, [])))
-            for i, (box, confidence) in enumerate(boxes)
-        ]
+        results = dict(zip(kept, self.read_batch([crops[i] for i in kept]), strict=False))
+        return [PlateRead(box, confidence, tuple(results.get(i, []))) for i, (box, confidence) in enumerate(boxes)]
 
     @staticmethod
     def _main_line(crop: np.ndarray) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Sequence
 
 import yaml
 
@@ -23,7 +23,20 @@ LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 DIGITS = frozenset("0123456789")
 CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
 
-TO_DIGIT = {"O": "0", "Q": "0", "D": "0", "U": "0", "I": "1", "L": "1", "T": "1", "Z": "2", "A": "4", "S": "5", "G": "6", "B": "8"}
+TO_DIGIT = {
+    "O": "0",
+    "Q": "0",
+    "D": "0",
+    "U": "0",
+    "I": "1",
+    "L": "1",
+    "T": "1",
+    "Z": "2",
+    "A": "4",
+    "S": "5",
+    "G": "6",
+    "B": "8",
+}
 """Letters that are read in place of a digit they resemble."""
 
 TO_LETTER = {"0": "O", "1": "I", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
@@ -49,7 +62,7 @@ class RegionFormats:
     def match(self, text: str) -> str | None:
         """The template `text` fits, if any."""
         for template in self.templates:
-            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template)):
+            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template, strict=False)):
                 return template
         return None
 
@@ -92,7 +105,7 @@ def k_best(choices: CharChoices, k: int) -> list[tuple[str, float]]:
     start = tuple(0 for _ in choices)
     heap = [(-sum(_log(alts[0][1]) for alts in choices), start)]
     seen = {start}
-    out = []
+    out: list[tuple[str, float]] = []
     while heap and len(out) < k:
         neg, picks = heapq.heappop(heap)
         out.append(("".join(choices[i][j][0] for i, j in enumerate(picks)), -neg))
@@ -112,7 +125,7 @@ def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] |
     if len(choices) != len(template):
         return None
     chars, logp = [], 0.0
-    for alts, kind in zip(choices, template):
+    for alts, kind in zip(choices, template, strict=False):
         allowed = CLASSES[kind]
         options = [(c, p) for c, p in alts if c in allowed]
         top, p_top = alts[0]
@@ -132,10 +145,7 @@ def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
     log-cost of calling that character spurious: small when the engine was unsure of it."""
     if len(choices) < 3:
         return []
-    return [
-        ([*choices[:i], *choices[i + 1 :]], _log(1 - choices[i][0][1]))
-        for i in range(len(choices))
-    ]
+    return [([*choices[:i], *choices[i + 1 :]], _log(1 - choices[i][0][1])) for i in range(len(choices))]
 
 
 def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[PlateCandidate]:
@@ -157,12 +167,12 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
                 offer(found[0], found[1] + cost)
     ranked = []
     for text, logp in scored.items():
-        template = region.match(text)
-        if template is None:
+        matched = region.match(text)
+        if matched is None:
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
             logp -= 2 * region.unmatched_log_penalty + 1.0
         confidence = min(1.0, math.exp(logp / len(text)))
-        ranked.append((logp, PlateCandidate(text, round(confidence, 4), template)))
+        ranked.append((logp, PlateCandidate(text, round(confidence, 4), matched)))
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [candidate for _, candidate in ranked[:limit]]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from common.errors import ConfigError
-from ocr_worker.formats import CharChoices, DIGITS, LETTERS
+from ocr_worker.formats import DIGITS, LETTERS, CharChoices
 
 INPUT_HEIGHT = 48
 """The recogniser's input height in pixels."""
@@ -65,9 +65,11 @@ class PpocrEngine:
     def recognize_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[CharChoices]:
         if not crops_bgr:
             return []
-        widths = [min(MAX_INPUT_WIDTH, max(1, math.ceil(INPUT_HEIGHT * c.shape[1] / max(c.shape[0], 1)))) for c in crops_bgr]
+        widths = [
+            min(MAX_INPUT_WIDTH, max(1, math.ceil(INPUT_HEIGHT * c.shape[1] / max(c.shape[0], 1)))) for c in crops_bgr
+        ]
         batch = np.zeros((len(crops_bgr), 3, INPUT_HEIGHT, max(MIN_INPUT_WIDTH, *widths)), np.float32)
-        for index, (crop, width) in enumerate(zip(crops_bgr, widths)):
+        for index, (crop, width) in enumerate(zip(crops_bgr, widths, strict=False)):
             image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
             resized = cv2.resize(image, (width, INPUT_HEIGHT)).astype(np.float32)
             batch[index, :, :, :width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5

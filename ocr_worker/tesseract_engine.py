@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from common.errors import ConfigError
-from ocr_worker.formats import CharChoices, DIGITS, LETTERS
+from ocr_worker.formats import DIGITS, LETTERS, CharChoices
 
 WHITELIST = "".join(sorted(LETTERS | DIGITS))
 
@@ -63,7 +63,7 @@ class TesseractEngine:
             # likeliest by construction, so it maps to [0.5, 1] and the alternatives below it.
             top, *rest = [max(0.0, min(1.0, p)) for _, p in ranked]
             probabilities = [0.5 + 0.5 * top, *(0.5 * p for p in rest)]
-            choices.append([(c, p) for (c, _), p in zip(ranked, probabilities)])
+            choices.append([(c, p) for (c, _), p in zip(ranked, probabilities, strict=False)])
         return choices
 
     def close(self) -> None:

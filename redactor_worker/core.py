@@ -3,7 +3,8 @@ margin, and leaves every other pixel untouched. Knows nothing of Redis or jobs."
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -44,7 +45,9 @@ def redact(
         if method == "pixelate":
             height, width = region.shape[:2]
             scale = PIXELATE_CELLS / min(height, width)
-            small = cv2.resize(region, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                region, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+            )
             out[y1:y2, x1:x2] = cv2.resize(small, (region.shape[1], region.shape[0]), interpolation=cv2.INTER_NEAREST)
         else:
             # An odd kernel about half the plate's height: characters become unreadable smears.

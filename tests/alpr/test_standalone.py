@@ -15,8 +15,21 @@ from tests.helpers import iou
 def demo_run(demo_clip, tmp_path_factory, settings):
     path, truth = demo_clip
     out = tmp_path_factory.mktemp("run")
-    code = main(["run", str(path), "--out", str(out / "redacted"), "--sqlite", str(out / "reads.sqlite"),
-                 "--camera-id", "gate-3", "--no-progress", "--model-dir", str(settings.model_dir)])
+    code = main(
+        [
+            "run",
+            str(path),
+            "--out",
+            str(out / "redacted"),
+            "--sqlite",
+            str(out / "reads.sqlite"),
+            "--camera-id",
+            "gate-3",
+            "--no-progress",
+            "--model-dir",
+            str(settings.model_dir),
+        ]
+    )
     assert code == 0
     return out, truth
 
@@ -24,7 +37,9 @@ def demo_run(demo_clip, tmp_path_factory, settings):
 def test_known_plates_are_logged(demo_run):
     out, truth = demo_run
     with sqlite3.connect(out / "reads.sqlite") as db:
-        rows = db.execute("SELECT plate_text, confidence, format_match, camera_id, frame_index FROM plate_reads").fetchall()
+        rows = db.execute(
+            "SELECT plate_text, confidence, format_match, camera_id, frame_index FROM plate_reads"
+        ).fetchall()
     counts = {}
     for text, confidence, matched, camera, _ in rows:
         assert camera == "gate-3"
@@ -71,8 +86,21 @@ def test_image_folder_writes_redacted_frames(datasets_dir, tmp_path, settings, c
     folder.mkdir()
     for sample in sorted((datasets_dir / "openalpr-endtoend" / "br").glob("*.jpg"))[:3]:
         (folder / sample.name).write_bytes(sample.read_bytes())
-    code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--sqlite", str(tmp_path / "r.sqlite"),
-                 "--region", "br", "--no-progress", "--model-dir", str(settings.model_dir)])
+    code = main(
+        [
+            "run",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+            "--sqlite",
+            str(tmp_path / "r.sqlite"),
+            "--region",
+            "br",
+            "--no-progress",
+            "--model-dir",
+            str(settings.model_dir),
+        ]
+    )
     assert code == 0
     assert len(list((tmp_path / "out" / "redacted_frames").glob("*.jpg"))) == 3
     assert "3 frames" in capsys.readouterr().out
@@ -85,9 +113,15 @@ def test_image_folder_writes_redacted_frames(datasets_dir, tmp_path, settings, c
         (["run", "{tmp}/empty_dir"], "holds no images"),
         (["run", "{tmp}/corrupt.mp4"], "cannot open video|no frame could be decoded"),
         (["run", "rtsp://127.0.0.1:9/cam"], "cannot connect to stream"),
-        (["run", "{tmp}/corrupt.mp4", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"], "cannot open video"),
+        (
+            ["run", "{tmp}/corrupt.mp4", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"],
+            "cannot open video",
+        ),
         (["export", "--csv", "{tmp}/x.csv", "--sqlite", "{tmp}/none.sqlite"], "no reads to export"),
-        (["export", "--csv", "{tmp}/x.csv", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"], "OperationalError"),
+        (
+            ["export", "--csv", "{tmp}/x.csv", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"],
+            "OperationalError",
+        ),
         (["eval", "{tmp}/missing"], "does not exist"),
         (["eval", "{tmp}/empty_dir"], "holds no ground truth"),
     ],
@@ -95,7 +129,9 @@ def test_image_folder_writes_redacted_frames(datasets_dir, tmp_path, settings, c
 def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path, capsys, settings):
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 4000)
-    code = main([a.format(tmp=tmp_path) for a in args] + ["--model-dir", str(settings.model_dir)] * (args[0] != "export"))
+    code = main(
+        [a.format(tmp=tmp_path) for a in args] + ["--model-dir", str(settings.model_dir)] * (args[0] != "export")
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("alpr: error:"), err

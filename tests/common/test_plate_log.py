@@ -1,12 +1,12 @@
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from common.plate_log import FrameInfo, PostgresPlateLog, SqlitePlateLog, export_csv
 from common.types import PlateCandidate, PlateRead
 
-FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
 READS = [
     PlateRead((10, 20, 110, 60), 0.9, (PlateCandidate("KPX4721", 0.97, "LLLDDDD"), PlateCandidate("KPX472I", 0.2))),
     PlateRead((200, 20, 300, 60), 0.4, ()),  # detected, nothing legible: not a read

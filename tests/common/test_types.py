@@ -11,7 +11,11 @@ from common.types import PlateCandidate, PlateDetections, PlateRead
         (np.array([[1, 2, 3, 4]], np.float32), np.array([0.5], np.float32), None),
         (np.zeros((2, 3), np.float32), np.zeros((2,), np.float32), "shape \\(_, 4\\)"),
         ([[1, 2, 3, 4]], np.array([0.5], np.float32), "xyxy must be a 2D np.ndarray"),
-        (np.zeros((2, 4), np.float32), np.zeros((3,), np.float32), "confidence must be a 1D np.ndarray with shape \\(2,\\)"),
+        (
+            np.zeros((2, 4), np.float32),
+            np.zeros((3,), np.float32),
+            "confidence must be a 1D np.ndarray with shape \\(2,\\)",
+        ),
     ],
 )
 def test_plate_detections_are_validated(xyxy, confidence, error):

@@ -15,7 +15,8 @@ def test_finds_plates_in_real_photos(detector, datasets_dir):
         samples = scene_samples(datasets_dir, region, 12)
         images = [cv2.imread(str(s.image)) for s in samples]
         found = detector.detect(images)
-        hits = sum(any(iou(box, s.box_xyxy) >= 0.3 for box, _ in d.boxes()) for d, s in zip(found, samples))
+        pairs = zip(found, samples, strict=True)
+        hits = sum(any(iou(box, s.box_xyxy) >= 0.3 for box, _ in d.boxes()) for d, s in pairs)
         assert hits >= 11, f"{region}: plates found in {hits} of 12 photos"
 
 
@@ -26,7 +27,7 @@ def test_finds_the_demo_clip_plates(detector, demo_clip):
     found = detector.detect([frames[i] for i in sorted(frames)])
     hits = sum(
         any(iou(box, tuple(wanted[i]["box_xyxy"])) >= 0.5 for box, _ in d.boxes())
-        for i, d in zip(sorted(frames), found)
+        for i, d in zip(sorted(frames), found, strict=False)
     )
     assert hits >= 0.9 * len(frames), f"plates found in {hits} of {len(frames)} frames"
 
@@ -37,7 +38,7 @@ def test_batch_matches_single_frames_and_torch_backend(detector, settings, datas
     single = [detector.detect([image])[0] for image in images]
     torch_detector = PlateDetector(DetectorSettings(model_dir=settings.model_dir, backend="torch"))
     by_torch = torch_detector.detect(images)
-    for a, b, c in zip(batched, single, by_torch):
+    for a, b, c in zip(batched, single, by_torch, strict=False):
         assert iou(next(a.boxes())[0], next(b.boxes())[0]) > 0.9
         assert iou(next(a.boxes())[0], next(c.boxes())[0]) > 0.8
 
@@ -57,7 +58,9 @@ def test_region_of_interest_drops_plates_outside(detector, datasets_dir):
     [(None, 2), ([(0, 0), (100, 0), (100, 100), (0, 100)], 1), ([(500, 500), (600, 500), (600, 600)], 0)],
 )
 def test_filter_by_roi_uses_box_centres(roi, kept):
-    detections = PlateDetections(np.array([[10, 10, 30, 20], [200, 200, 260, 230]], np.float32), np.array([0.9, 0.8], np.float32))
+    detections = PlateDetections(
+        np.array([[10, 10, 30, 20], [200, 200, 260, 230]], np.float32), np.array([0.9, 0.8], np.float32)
+    )
     assert len(filter_by_roi(detections, roi)) == kept
     assert len(filter_by_roi(PlateDetections.empty(), roi)) == 0
 

@@ -33,7 +33,9 @@ def test_ppocr_reads_real_plate_crops(reader_us, datasets_dir):
 
 def test_tesseract_reads_real_plate_crops(tesseract_reader, datasets_dir):
     crops = real_crops(datasets_dir, 60)
-    exact = sum(bool(c) and c[0].text == plate for c, (_, plate) in ((tesseract_reader.read(i), (i, p)) for i, p in crops))
+    exact = sum(
+        bool(c) and c[0].text == plate for c, (_, plate) in ((tesseract_reader.read(i), (i, p)) for i, p in crops)
+    )
     assert exact >= 0.1 * len(crops), f"{exact} of {len(crops)} read exactly"
 
 
@@ -55,14 +57,18 @@ def test_both_engines_read_a_clean_plate(engine, plate, reader_us, tesseract_rea
 def test_candidates_are_ranked_and_limited(reader_us):
     candidates = reader_us.read(cv2.resize(draw_plate("KPX4721"), (160, 80)))
     assert 1 <= len(candidates) <= reader_us.settings.max_candidates
-    assert [c.confidence for c in candidates] == sorted((c.confidence for c in candidates), reverse=True) or candidates[0].matches_format
+    assert [c.confidence for c in candidates] == sorted((c.confidence for c in candidates), reverse=True) or candidates[
+        0
+    ].matches_format
 
 
 def test_read_plates_crops_each_box(reader_us):
     frame = np.full((400, 900, 3), 90, np.uint8)
     frame[100:204, 50:258] = cv2.resize(draw_plate("GHT2093"), (208, 104), interpolation=cv2.INTER_AREA)
     frame[250:354, 600:808] = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
-    boxes = PlateDetections(np.array([[50, 100, 258, 204], [600, 250, 808, 354]], np.float32), np.array([0.9, 0.8], np.float32))
+    boxes = PlateDetections(
+        np.array([[50, 100, 258, 204], [600, 250, 808, 354]], np.float32), np.array([0.9, 0.8], np.float32)
+    )
     reads = reader_us.read_plates(frame, boxes)
     assert [r.text for r in reads] == ["GHT2093", "7ABC284"]
     assert reads[1].detection_confidence == pytest.approx(0.8)
