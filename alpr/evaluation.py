@@ -19,8 +19,6 @@ from detector_worker.core import PlateDetector
 from ocr_worker.core import PlateReader
 from ocr_worker.formats import load_regions
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
 
 @dataclass(frozen=True)
 class Sample:
