@@ -122,15 +122,14 @@ class Pipeline:
         batch_size = self.detector.settings.batch_size
 
         def flush() -> None:
-            for frame, (reads, redacted) in zip(batch, self.process_batch(batch), strict=False):
-                info = FrameInfo(
-                    camera_id,
-                    f"{camera_id}:{run_id}:{frame.index}",
-                    frame.index,
-                    frame.time_s,
-                    started_at + timedelta(seconds=frame.time_s),
-                )
-                summary.reads_logged += self.plate_log.record(info, reads)
+            results = self.process_batch(batch)
+            logged = []
+            for frame, (reads, _) in zip(batch, results, strict=True):
+                captured_at = started_at + timedelta(seconds=frame.time_s)
+                frame_id = f"{camera_id}:{run_id}:{frame.index}"
+                logged.append((FrameInfo(camera_id, frame_id, frame.index, frame.time_s, captured_at), reads))
+            summary.reads_logged += self.plate_log.record_many(logged)
+            for frame, (reads, redacted) in zip(batch, results, strict=True):
                 summary.plates_detected += len(reads)
                 for read in reads:
                     if read.best and read.best.matches_format and read.confidence >= self.min_confidence:

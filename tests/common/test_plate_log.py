@@ -3,10 +3,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.plate_log import FrameInfo, PostgresPlateLog, SqlitePlateLog, export_csv
+from common.errors import ConfigError
+from common.plate_log import FrameInfo, SqlitePlateLog, export_csv, open_plate_log, record
 from common.types import PlateCandidate, PlateRead
 
-FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), {"detect": 12.5})
 READS = [
     PlateRead((10, 20, 110, 60), 0.9, (PlateCandidate("KPX4721", 0.97, "LLLDDDD"), PlateCandidate("KPX472I", 0.2))),
     PlateRead((200, 20, 300, 60), 0.4, ()),  # detected, nothing legible: not a read
@@ -15,13 +16,13 @@ READS = [
 
 
 def check_log(log, tmp_path):
-    assert log.record(FRAME, READS) == 2
-    assert log.record(FRAME, READS) == 0  # the same frame again adds nothing
+    assert record(log, FRAME, READS) == 2
+    assert record(log, FRAME, READS) == 0  # the same frame again adds nothing
     rows = list(log.reads())
     assert [r["plate_text"] for r in rows] == ["KPX4721", "AB12"]
     assert rows[0]["format_match"] is True and rows[1]["format_match"] is False
     assert rows[0]["plate_index"] == 0 and rows[1]["plate_index"] == 2
-    assert "KPX472I" in rows[0]["candidates"]
+    assert "KPX472I" in rows[0]["candidates"] and "12.5" in rows[0]["stage_ms"]
     assert export_csv(log, tmp_path / "reads.csv") == 2
     with (tmp_path / "reads.csv").open() as handle:
         exported = list(csv.DictReader(handle))
@@ -37,14 +38,13 @@ def test_sqlite_log_is_idempotent_and_exports(tmp_path):
 
 
 def test_postgres_log_is_idempotent_and_exports(tmp_path, postgres_url):
-    log = PostgresPlateLog(postgres_url)
+    log = open_plate_log(postgres_url, tmp_path / "unused.sqlite")
     try:
         check_log(log, tmp_path)
     finally:
         log.close()
 
 
-def test_postgres_unreachable_is_an_error():
-    psycopg = pytest.importorskip("psycopg")
-    with pytest.raises(psycopg.OperationalError):
-        PostgresPlateLog("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+def test_postgres_unreachable_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot connect to Postgres at postgresql://nobody@127.0.0.1:1/none"):
+        open_plate_log("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2", tmp_path / "x.sqlite")

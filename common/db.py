@@ -1,0 +1,110 @@
+"""Postgres: the schema as numbered migrations (`alpr db upgrade`), and the connection pool every
+role shares. Upgrades take an advisory lock, so several processes may run them at once."""
+
+from __future__ import annotations
+
+from psycopg_pool import ConnectionPool
+
+from common.errors import ConfigError
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE cameras (
+            camera_id TEXT PRIMARY KEY,
+            region TEXT NOT NULL,
+            enabled BOOLEAN NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE frames (
+            frame_id TEXT PRIMARY KEY,
+            camera_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            frame_index BIGINT NOT NULL,
+            captured_at TIMESTAMPTZ NOT NULL,
+            plates INTEGER NOT NULL,
+            stage_ms JSONB NOT NULL,
+            kept_path TEXT,
+            done_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE INDEX frames_by_camera_time ON frames (camera_id, captured_at);
+        CREATE TABLE plate_reads (
+            id BIGSERIAL PRIMARY KEY,
+            camera_id TEXT NOT NULL,
+            frame_id TEXT NOT NULL,
+            frame_index BIGINT NOT NULL,
+            frame_time_s DOUBLE PRECISION NOT NULL,
+            captured_at TIMESTAMPTZ NOT NULL,
+            plate_index INTEGER NOT NULL,
+            plate_text TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            format_name TEXT,
+            format_match BOOLEAN NOT NULL,
+            candidates JSONB NOT NULL,
+            x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            detection_confidence REAL NOT NULL,
+            stage_ms JSONB NOT NULL,
+            logged_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            UNIQUE (frame_id, plate_index)
+        );
+        CREATE INDEX plate_reads_by_plate ON plate_reads (plate_text);
+        CREATE INDEX plate_reads_by_camera_time ON plate_reads (camera_id, captured_at);
+        """,
+    ),
+]
+"""(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
+
+ADVISORY_LOCK_ID = 720_417
+"""Postgres advisory lock held while migrating."""
+
+
+def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
+    """A connection pool, opened and checked: a wrong URL fails here with a clear message."""
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False})
+    try:
+        pool.open(wait=True, timeout=10)
+    except Exception as error:  # psycopg_pool raises PoolTimeout with the cause in the log only
+        pool.close()
+        raise ConfigError(f"cannot connect to Postgres at {redact_url(url)}: {error}") from None
+    return pool
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+
+
+def upgrade(pool: ConnectionPool) -> list[int]:
+    """Apply the migrations not yet applied; returns their versions."""
+    applied: list[int] = []
+    with pool.connection() as connection, connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+        for version, sql in MIGRATIONS:
+            if version not in done:
+                connection.execute(sql.encode())
+                connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+                applied.append(version)
+    return applied
+
+
+def require_schema(pool: ConnectionPool) -> None:
+    """Fail clearly when `alpr db upgrade` has not been run against this database."""
+    latest = MIGRATIONS[-1][0]
+    with pool.connection() as connection:
+        exists = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        version = (
+            connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            if exists and exists[0]
+            else None
+        )
+    if not version or version[0] is None or version[0] < latest:
+        raise ConfigError(f"the database schema is not at version {latest}; run `alpr db upgrade`")

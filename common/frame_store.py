@@ -1,0 +1,57 @@
+"""The frame store: JPEG bytes of sampled frames in Redis under `alpr:frame:<frame_id>`, each with a
+TTL so raw frames never outlive it. Jobs carry the keys, never the pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import redis
+
+from common.errors import InputError
+
+KEY_PREFIX = "alpr:frame:"
+"""Prefix of every frame key in Redis."""
+
+
+def frame_key(frame_id: str) -> str:
+    return KEY_PREFIX + frame_id
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise InputError("frame could not be JPEG-encoded")
+    return data.tobytes()
+
+
+def decode_jpeg(data: bytes, key: str) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"frame {key} is not a decodable JPEG")
+    return image
+
+
+class FrameStore:
+    """Puts and gets frames in one round trip per batch."""
+
+    def __init__(self, connection: redis.Redis, ttl_s: int) -> None:
+        self.redis = connection
+        self.ttl_s = ttl_s
+
+    def put_many(self, frames: Sequence[tuple[str, bytes]]) -> None:
+        """Store (key, JPEG bytes) pairs, each expiring after the TTL."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key, data in frames:
+            pipe.set(key, data, ex=self.ttl_s)
+        pipe.execute()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """Decoded frames by key; None where the frame has expired or was never stored."""
+        values = self.redis.mget(list(keys)) if keys else []
+        return {key: None if data is None else decode_jpeg(data, key) for key, data in zip(keys, values, strict=True)}
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        if keys:
+            self.redis.delete(*keys)
