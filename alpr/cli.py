@@ -55,6 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, dest="json_path", help="also write the metrics to this file")
     _add_engine_flags(evaluate)
 
+    ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
+    ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
+    ingest.add_argument("--max-seconds", type=float, help="stop after this long (default: until every file ends)")
+    _add_chain_flags(ingest)
+
+    worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
+    worker.add_argument("stage", choices=("detect", "ocr", "redact"))
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    _add_engine_flags(worker)
+    _add_chain_flags(worker)
+    worker.add_argument("--database-url", help="postgresql://... (OCR and redact workers)")
+
+    database = sub.add_parser("db", help="the Postgres schema")
+    database.add_argument("action", choices=("upgrade",))
+    database.add_argument("--database-url", help="postgresql://...")
+
+    status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between the two samples of the rates")
+    status.add_argument("--redis-url")
+
     export = sub.add_parser("export", help="write the logged reads to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     _add_log_flags(export)
@@ -69,6 +90,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imgsz", dest="detector_imgsz", type=int)
     parser.add_argument("--weights", dest="detector_weights", type=Path, help="your own YOLO weights")
     parser.add_argument("--model-dir", type=Path)
+
+
+def _add_chain_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="redis://host:port/db of the queues and frame store")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
 
 
 def _add_log_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +113,12 @@ SETTING_FLAGS = (
     "database_url",
     "sqlite_path",
     "sample_fps",
+    "redis_url",
+    "metrics_port",
 )
+
+CHAIN_COMMANDS = ("ingest", "worker", "db", "status")
+"""Subcommands of the distributed chain (alpr/chain_commands.py); the rest are in alpr/commands.py."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,8 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
-        from alpr import commands
-
+        if args.command in CHAIN_COMMANDS:
+            from alpr import chain_commands as commands
+        else:
+            from alpr import commands  # type: ignore[no-redef]
         return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
     except AlprError as error:
         print(f"alpr: error: {error}", file=sys.stderr)

@@ -48,6 +48,15 @@ class Settings(BaseModel):
     sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
     sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=240, description="Frames sampled per second of video.")
     datasets_dir: Path = Field(Path(defaults.DATASETS_DIR), description="Evaluation photographs.")
+    redis_url: str = Field(defaults.REDIS_URL, pattern=r"^rediss?://", description="Queues and frame store.")
+    frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
+    jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
+    frames_per_job: int = Field(defaults.FRAMES_PER_JOB, ge=1, le=64, description="Frames per detect job.")
+    max_batch_wait_ms: int = Field(defaults.MAX_BATCH_WAIT_MS, ge=0, description="Longest wait to fill a job.")
+    max_queue_depth: int = Field(defaults.MAX_QUEUE_DEPTH, ge=1, description="Detect jobs queued before skipping.")
+    job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1, description="Longest run of one job.")
+    keep_dir: Path = Field(Path(defaults.KEEP_DIR), description="Where redacted frames are kept.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -54,3 +54,36 @@ STREAM_OPEN_TIMEOUT_MS = 10_000
 
 DATASETS_DIR = "../shared/datasets"
 """Where the evaluation photographs live, relative to the working directory."""
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Redis holding the job queues and the frame store."""
+
+FRAME_TTL_S = 300
+"""Seconds a raw frame may live in the frame store before Redis deletes it."""
+
+JPEG_QUALITY = 90
+"""JPEG quality of frames in the frame store."""
+
+FRAMES_PER_JOB = 4
+"""Frames an ingest node puts in one detect job (one detector inference)."""
+
+MAX_BATCH_WAIT_MS = 250
+"""Longest an ingest node holds a frame while it fills a detect job."""
+
+MAX_QUEUE_DEPTH = 64
+"""Detect-queue depth (jobs) above which ingest nodes skip frames instead of queueing them."""
+
+JOB_TIMEOUT_S = 300
+"""Longest one job may run before RQ fails it."""
+
+FAILURE_TTL_S = 7 * 24 * 3600
+"""How long failed jobs stay in RQ's failed registry for inspection and replay: one week."""
+
+RESULT_TTL_S = 60
+"""How long RQ keeps a finished job's record."""
+
+KEEP_DIR = "kept_frames"
+"""Where redactor workers write the redacted frames they keep."""
+
+RECONNECT_BACKOFF_S = (1.0, 30.0)
+"""First and longest wait before an ingest node reopens a dropped source."""

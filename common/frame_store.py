@@ -49,7 +49,7 @@ class FrameStore:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
         """Decoded frames by key; None where the frame has expired or was never stored."""
-        values = self.redis.mget(list(keys)) if keys else []
+        values: list[bytes | None] = self.redis.mget(list(keys)) if keys else []  # type: ignore[assignment]
         return {key: None if data is None else decode_jpeg(data, key) for key, data in zip(keys, values, strict=True)}
 
     def delete_many(self, keys: Sequence[str]) -> None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 """Version of the job payloads below; workers reject payloads of another version."""
 
 
@@ -26,6 +26,7 @@ class FrameRef(Strict):
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
     captured_at: float = Field(description="capture time, Unix seconds")
+    source_time_s: float = Field(ge=0, description="time of the frame from the start of its source")
     key: str = Field(description="frame-store key of the JPEG bytes")
     region: str = Field(description="plate-format region of the camera")
     roi: list[tuple[float, float]] | None = Field(None, description="region of interest polygon, pixels")

@@ -3,6 +3,7 @@ and `torch` (ultralytics). Each maps a batch of BGR frames to boxes in the frame
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ STRIDE = 32
 """The network's largest stride: letterboxed sides are padded to a multiple of it."""
 
 RawBoxes = tuple[FloatArray, FloatArray]
+
+log = logging.getLogger(__name__)
 
 
 class DetectorBackend(Protocol):
@@ -110,6 +113,8 @@ class TorchBackend:
         from ultralytics import YOLO
 
         torch.set_num_threads(threads)
+        if torch.get_num_threads() != threads:  # rq issue #1991: check what a worker really gets
+            log.warning("torch runs %d threads, not the %d asked for", torch.get_num_threads(), threads)
         self.model = YOLO(str(weights), task="detect")
         self.device = device
         self.imgsz = imgsz

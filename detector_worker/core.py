@@ -44,6 +44,7 @@ class PlateDetector:
         weights = resolve_weights(settings.backend, settings.model_dir, settings.weights)
         threads = settings.threads or os.cpu_count() or 1
         self.settings = settings
+        self.threads = threads
         self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
 
     def detect(

@@ -34,6 +34,8 @@ class SampledFrame:
 class FrameSource:
     """A source of sampled frames. `failures` lists what could not be read, one message each."""
 
+    is_stream = False
+
     def __init__(self, uri: str, sample_fps: float) -> None:
         if sample_fps <= 0:
             raise InputError(f"sample rate must be positive, got {sample_fps}")

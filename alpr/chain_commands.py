@@ -1,0 +1,154 @@
+"""The distributed chain's subcommands: `alpr ingest`, `alpr worker STAGE`, `alpr db upgrade` and
+`alpr status`. Each builds its role's parts from the validated Settings and hands over."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+import redis
+from rq import Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from common.config import Settings
+from common.errors import ConfigError
+from common.frame_store import FrameStore
+from common.metrics import Metrics
+from common.queues import STAGES, STATS_DONE_KEY, STATS_INGESTED_KEY, connect_redis, queue_keys, stage_queue
+
+log = logging.getLogger(__name__)
+
+
+def reach_redis(settings: Settings) -> redis.Redis:
+    connection = connect_redis(settings.redis_url)
+    try:
+        connection.ping()
+    except redis.RedisError as error:
+        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {error}") from None
+    return connection
+
+
+def database_pool(settings: Settings, role: str) -> Any:
+    from common.db import open_pool, require_schema
+
+    if not settings.database_url:
+        raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
+    pool = open_pool(settings.database_url)
+    require_schema(pool)
+    return pool
+
+
+def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.cameras import load_cameras
+    from ingest.node import IngestNode
+
+    cameras = load_cameras(args.cameras)
+    connection = reach_redis(settings)
+    metrics = Metrics()
+    metrics.watch_queues(connection, queue_keys())
+    metrics.serve(settings.metrics_port)
+    node = IngestNode(cameras, settings, connection, metrics)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: node.stop.set())
+    summary = node.run(args.max_seconds)
+    for camera in node.cameras:
+        print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped")
+    print(f"{summary.jobs} detect jobs")
+    return 0
+
+
+def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
+    """The stage object of a worker, its model loaded once, here, before any job."""
+    from alpr.wiring import build_detector, build_reader
+
+    store = FrameStore(connection, settings.frame_ttl_s)
+    if stage == "detect":
+        from detector_worker.worker import DetectStage
+
+        batch = max(settings.frames_per_job, settings.detector_batch_size)
+        detector = build_detector(settings.model_copy(update={"detector_batch_size": batch}))
+        metrics.worker_threads.set(detector.threads)
+        return DetectStage(detector, store, stage_queue(connection, "ocr"), metrics)
+    if stage == "ocr":
+        from common.plate_log import PostgresPlateLog
+        from ocr_worker.worker import OcrStage
+
+        plate_log = PostgresPlateLog(database_pool(settings, "OCR worker"))
+        ocr = OcrStage(
+            lambda region: build_reader(settings, region), store, plate_log, stage_queue(connection, "redact"), metrics
+        )
+        ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
+        return ocr
+    from redactor_worker.worker import RedactStage
+
+    return RedactStage(store, database_pool(settings, "redactor"), settings.keep_dir, settings.redact_method, metrics)
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    from common.worker import StageWorker
+
+    connection = reach_redis(settings)
+    metrics = Metrics()
+    metrics.watch_queues(connection, queue_keys())
+    metrics.serve(settings.metrics_port)
+    stage = build_stage(args.stage, settings, connection, metrics)
+    name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}"
+    rq_worker = StageWorker(stage_queue(connection, args.stage), stage, metrics, name=name)
+    log.info("worker %s ready", name)
+    rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, with_scheduler=True, logging_level="WARNING")
+    return 0
+
+
+def db(args: argparse.Namespace, settings: Settings) -> int:
+    from common.db import open_pool, upgrade
+
+    if not settings.database_url:
+        raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres to upgrade")
+    pool = open_pool(settings.database_url)
+    try:
+        applied = upgrade(pool)
+    finally:
+        pool.close()
+    print(f"applied migrations {applied}" if applied else "schema already up to date")
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    connection = reach_redis(settings)
+    first_in, first_done = connection.hgetall(STATS_INGESTED_KEY), connection.hgetall(STATS_DONE_KEY)
+    time.sleep(args.interval)
+    then_in, then_done = connection.hgetall(STATS_INGESTED_KEY), connection.hgetall(STATS_DONE_KEY)
+    print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
+    for stage in STAGES:
+        queue = stage_queue(connection, stage)
+        workers = Worker.all(queue=queue)
+        print(f"{stage:<8} {queue.count:>7} {StartedJobRegistry(queue=queue).count:>7} {len(workers):>7} "
+              f"{FailedJobRegistry(queue=queue).count:>6}")  # fmt: skip
+    print(f"oldest waiting frame: {oldest_waiting(connection)}")
+    cameras = sorted({k.decode() if isinstance(k, bytes) else k for k in (*then_in, *then_done)})
+    if cameras:
+        print(f"\n{'camera':<20} {'in fps':>7} {'out fps':>7} {'queued':>8} {'done':>8}")
+    for camera in cameras:
+        key = camera.encode()
+        rate_in = (int(then_in.get(key, 0)) - int(first_in.get(key, 0))) / args.interval
+        rate_out = (int(then_done.get(key, 0)) - int(first_done.get(key, 0))) / args.interval
+        queued, done = int(then_in.get(key, 0)), int(then_done.get(key, 0))
+        print(f"{camera:<20} {rate_in:>7.1f} {rate_out:>7.1f} {queued:>8} {done:>8}")
+    return 0
+
+
+def oldest_waiting(connection: redis.Redis) -> str:
+    """Age of the first frame of the first job waiting in the detect queue."""
+    ids = stage_queue(connection, "detect").get_job_ids(0, 1)
+    if not ids:
+        return "none"
+    job = Job.fetch(ids[0], connection=connection, serializer=JSONSerializer)
+    captured = min(frame["captured_at"] for frame in job.args[0]["frames"])
+    return f"{time.time() - captured:.1f} s ago"

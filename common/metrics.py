@@ -1,0 +1,80 @@
+"""Prometheus metrics, counted where things happen. Each process builds one `Metrics` (its own
+registry, no global state) and serves it on its own port. Labels carry camera ids, stages, queues
+and outcomes — never plate text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class QueueDepthCollector(Collector):
+    """Queue depths read from Redis at scrape time."""
+
+    def __init__(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
+        self.connection = connection
+        self.queue_keys = queue_keys
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("alpr_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            for key in self.queue_keys.values():
+                pipe.llen(key)
+            for name, depth in zip(self.queue_keys, pipe.execute(), strict=True):
+                family.add_metric([name], float(depth))
+        except redis.RedisError:
+            pass  # Redis down: no depth to report, the scrape itself still succeeds
+        yield family
+
+
+class Metrics:
+    """Every metric of every role; a process uses the ones of its role."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_ingested = Counter(
+            "alpr_frames_ingested", "Frames sampled and queued, per camera.", ["camera"], registry=r
+        )
+        self.frames_skipped = Counter(
+            "alpr_frames_skipped", "Frames sampled but not queued, per camera and reason.", ["camera", "reason"],
+            registry=r,
+        )  # fmt: skip
+        self.source_errors = Counter("alpr_source_errors", "Source open/read failures.", ["camera"], registry=r)
+        self.jobs = Counter("alpr_jobs", "Jobs handled per stage and outcome.", ["stage", "outcome"], registry=r)
+        self.frames_processed = Counter("alpr_frames_processed", "Frames through each stage.", ["stage"], registry=r)
+        self.frames_missing = Counter(
+            "alpr_frames_missing", "Frames expired from the store before a stage read them.", ["stage"], registry=r
+        )
+        self.stage_seconds = Histogram(
+            "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "alpr_capture_to_logged_seconds", "Capture of a frame to its reads committed.", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.detector_batch_frames = Histogram(
+            "alpr_detector_batch_frames", "Frames per detector inference.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.plate_reads = Counter("alpr_plate_reads", "Reads logged, by format match.", ["format_match"], registry=r)
+        self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
+
+    def watch_queues(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
+        self.registry.register(QueueDepthCollector(connection, queue_keys))
+
+    def serve(self, port: int) -> None:
+        """Serve /metrics on `port` (0: do not serve)."""
+        if port:
+            start_http_server(port, registry=self.registry)
+
+    def count_reads(self, matches: Iterable[bool]) -> None:
+        for matched in matches:
+            self.plate_reads.labels(format_match=str(matched).lower()).inc()

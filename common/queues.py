@@ -1,0 +1,59 @@
+"""The RQ queues of the chain (detect → ocr → redact), the Redis connection, and enqueueing a job:
+JSON payloads (rq's JSONSerializer, never pickle), deterministic ids, retries, bounded result TTLs."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from common import defaults
+from common.jobs import DetectJob, OcrJob, RedactJob, job_id
+
+STAGES = ("detect", "ocr", "redact")
+"""The chain's stages, in order."""
+
+QUEUE_NAMES = {stage: f"alpr-{stage}" for stage in STAGES}
+"""RQ queue name of each stage."""
+
+STAGE_JOB_FUNCTION = "common.worker.run_stage_job"
+"""The one job function: the worker's stage handles the payload."""
+
+STATS_INGESTED_KEY = "alpr:stats:ingested"
+"""Redis hash: frames queued per camera (for `alpr status`)."""
+
+STATS_DONE_KEY = "alpr:stats:done"
+"""Redis hash: frames through the whole chain per camera (for `alpr status`)."""
+
+RETRIES = Retry(max=2, interval=[5, 30])
+"""A failed job is tried twice more (a Postgres restart, say) before it lands in the failed registry."""
+
+
+def connect_redis(url: str) -> redis.Redis:
+    """A Redis client with timeouts, so a dead server is an error, not a hang."""
+    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+
+
+def stage_queue(connection: redis.Redis, stage: str) -> Queue:
+    return Queue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer)
+
+
+def queue_keys() -> dict[str, str]:
+    """Redis list key of each stage's queue."""
+    return {stage: Queue.redis_queue_namespace_prefix + name for stage, name in QUEUE_NAMES.items()}
+
+
+def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int = defaults.JOB_TIMEOUT_S) -> str:
+    """Put a job on its stage's queue under a deterministic id; returns the id."""
+    identifier = job_id(job.stage, job.batch_id)
+    queue.enqueue_call(
+        func=STAGE_JOB_FUNCTION,
+        args=(job.model_dump(mode="json"),),
+        job_id=identifier,
+        timeout=timeout_s,
+        result_ttl=defaults.RESULT_TTL_S,
+        failure_ttl=defaults.FAILURE_TTL_S,
+        retry=RETRIES,
+        description=f"{job.stage} {len(job.frames)} frames",
+    )
+    return identifier

@@ -1,0 +1,62 @@
+"""The worker edge shared by the three pools: an RQ `SimpleWorker` (no fork per job, so the model
+loaded at start stays loaded) that hands each job's JSON payload to its stage, and the job function
+RQ calls. Stages count their jobs, frames and time in the process's metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from common.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    name: str
+
+    def handle(self, payload: Any) -> dict[str, Any]:
+        """Process one job's payload; returns a small summary (stored as the job's result)."""
+        ...
+
+
+CURRENT_STAGE: ContextVar[tuple[Stage, Metrics] | None] = ContextVar("alpr_current_stage", default=None)
+
+
+def run_stage_job(payload: Any) -> dict[str, Any]:
+    """The job function of every queue: the stage of the worker running it does the work."""
+    current = CURRENT_STAGE.get()
+    if current is None:
+        raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")
+    stage, metrics = current
+    start = time.perf_counter()
+    try:
+        result = stage.handle(payload)
+    except Exception:
+        metrics.jobs.labels(stage=stage.name, outcome="failed").inc()
+        raise
+    metrics.stage_seconds.labels(stage=stage.name).observe(time.perf_counter() - start)
+    metrics.jobs.labels(stage=stage.name, outcome="done").inc()
+    return result
+
+
+class StageWorker(SimpleWorker):
+    """Runs jobs in this process, with the stage (and its loaded model) as their context."""
+
+    def __init__(self, queue: Queue, stage: Stage, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, **kwargs)
+        self.stage = stage
+        self.metrics = metrics
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        token = CURRENT_STAGE.set((self.stage, self.metrics))
+        try:
+            super().execute_job(job, queue)
+        finally:
+            CURRENT_STAGE.reset(token)

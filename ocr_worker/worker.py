@@ -1,0 +1,80 @@
+"""The OCR pool's edge: takes an OCR job (frames with plate boxes), reads the plates of the frames
+that have any, logs the reads to Postgres in one transaction, and queues the redact job."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from rq import Queue
+
+from common.frame_store import FrameStore
+from common.jobs import OcrJob, RedactJob, parse_job
+from common.metrics import Metrics
+from common.plate_log import FrameInfo, PlateLog
+from common.queues import enqueue
+from common.types import PlateDetections, PlateRead
+from ocr_worker.core import PlateReader
+
+log = logging.getLogger(__name__)
+
+
+class OcrStage:
+    name = "ocr"
+
+    def __init__(
+        self,
+        make_reader: Callable[[str], PlateReader],
+        store: FrameStore,
+        plate_log: PlateLog,
+        redact_queue: Queue,
+        metrics: Metrics,
+    ) -> None:
+        self.make_reader, self.store, self.plate_log = make_reader, store, plate_log
+        self.redact_queue, self.metrics = redact_queue, metrics
+        self.readers: dict[str, PlateReader] = {}
+
+    def reader(self, region: str) -> PlateReader:
+        """One reader per plate region, made on first use and kept."""
+        if region not in self.readers:
+            self.readers[region] = self.make_reader(region)
+        return self.readers[region]
+
+    def handle(self, payload: Any) -> dict[str, Any]:
+        job = parse_job(payload, self.name)
+        assert isinstance(job, OcrJob)
+        with_plates = [f for f in job.frames if f.plates]
+        images = self.store.get_many([f.frame.key for f in with_plates])
+        logged: list[tuple[FrameInfo, list[PlateRead]]] = []
+        ocr_ms: dict[str, float] = {}
+        for item in with_plates:
+            image, ref = images[item.frame.key], item.frame
+            if image is None:
+                self.metrics.frames_missing.labels(stage=self.name).inc()
+                continue
+            start = time.perf_counter()
+            detections = PlateDetections(
+                np.array([p.box_xyxy for p in item.plates], np.float32),
+                np.array([p.confidence for p in item.plates], np.float32),
+            )
+            reads = self.reader(ref.region).read_plates(image, detections)
+            ocr_ms[ref.frame_id] = 1000 * (time.perf_counter() - start)
+            info = FrameInfo(
+                ref.camera_id, ref.frame_id, ref.frame_index, ref.source_time_s,
+                datetime.fromtimestamp(ref.captured_at, UTC),
+                {"detect": item.detect_ms, "ocr": ocr_ms[ref.frame_id]},
+            )  # fmt: skip
+            logged.append((info, reads))
+        new = self.plate_log.record_many(logged)
+        now = time.time()
+        for info, reads in logged:
+            if any(r.best for r in reads):
+                self.metrics.end_to_end_seconds.observe(now - info.captured_at.timestamp())
+            self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
+        self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
+        enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms))
+        return {"frames": len(job.frames), "reads_logged": new}

@@ -1,0 +1,87 @@
+"""The redactor pool's edge: takes a redact job, blurs every plate box in each frame, writes the
+redacted frame to the keep folder, records the frame as done in Postgres, and deletes the raw frame
+from the store (its TTL covers any frame a failure leaves behind)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from common.frame_store import FrameStore
+from common.jobs import RedactJob, parse_job
+from common.metrics import Metrics
+from common.queues import STATS_DONE_KEY
+from redactor_worker.core import redact
+
+log = logging.getLogger(__name__)
+
+INSERT_FRAME = """
+INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (frame_id) DO NOTHING
+"""
+
+
+def _path_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at: float) -> Path:
+    """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced."""
+    day = datetime.fromtimestamp(captured_at, UTC).strftime("%Y-%m-%d")
+    return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
+
+
+class RedactStage:
+    name = "redact"
+
+    def __init__(
+        self,
+        store: FrameStore,
+        pool: ConnectionPool,
+        keep_dir: Path,
+        method: Literal["blur", "pixelate"],
+        metrics: Metrics,
+    ) -> None:
+        self.store, self.pool, self.keep_dir, self.method, self.metrics = store, pool, keep_dir, method, metrics
+
+    def handle(self, payload: Any) -> dict[str, Any]:
+        job = parse_job(payload, self.name)
+        assert isinstance(job, RedactJob)
+        keys = [f.frame.key for f in job.frames]
+        images = self.store.get_many(keys)
+        rows = []
+        for item in job.frames:
+            ref, image = item.frame, images[item.frame.key]
+            if image is None:
+                self.metrics.frames_missing.labels(stage=self.name).inc()
+                continue
+            start = time.perf_counter()
+            hidden = redact(image, [p.box_xyxy for p in item.plates], self.method)
+            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), hidden):
+                raise OSError(f"cannot write the redacted frame {path}")
+            timings = {"detect": item.detect_ms, "redact": 1000 * (time.perf_counter() - start)}
+            if ref.frame_id in job.ocr_ms:
+                timings["ocr"] = job.ocr_ms[ref.frame_id]
+            rows.append((
+                ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, datetime.fromtimestamp(ref.captured_at, UTC),
+                len(item.plates), Jsonb(timings), str(path),
+            ))  # fmt: skip
+        with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+            cursor.executemany(INSERT_FRAME, rows)
+        self.store.delete_many(keys)
+        pipe = self.store.redis.pipeline(transaction=False)
+        for camera_id, count in Counter(row[1] for row in rows).items():
+            pipe.hincrby(STATS_DONE_KEY, camera_id, count)
+        pipe.execute()
+        self.metrics.frames_processed.labels(stage=self.name).inc(len(rows))
+        return {"frames": len(rows)}
