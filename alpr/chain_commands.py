@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -60,7 +61,12 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     summary = node.run(args.max_seconds)
     for camera in node.cameras:
         print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped")
-    print(f"{summary.jobs} detect jobs")
+    print(f"{summary.jobs} detect jobs", flush=True)
+    if args.linger:  # a last scrape of the final counts, for nodes that ingest files and end
+        finished = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: finished.set())
+        finished.wait(args.linger)
     return 0
 
 
@@ -102,7 +108,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}"
     rq_worker = StageWorker(stage_queue(connection, args.stage), stage, metrics, name=name)
     log.info("worker %s ready", name)
-    rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, with_scheduler=True, logging_level="WARNING")
+    rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
     return 0
 
 

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
     ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
     ingest.add_argument("--max-seconds", type=float, help="stop after this long (default: until every file ends)")
+    ingest.add_argument("--linger", type=float, default=0, help="keep serving metrics this long after the end")
     _add_chain_flags(ingest)
 
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")

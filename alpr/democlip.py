@@ -35,12 +35,19 @@ def draw_plate(text: str) -> np.ndarray:
     plate = np.full((height, width, 3), (235, 240, 242), np.uint8)
     cv2.rectangle(plate, (6, 6), (width - 7, height - 7), (40, 40, 40), 8)
     cv2.putText(plate, "DEMO STATE", (150, 52), cv2.FONT_HERSHEY_SIMPLEX, 1.1, (140, 60, 20), 3, cv2.LINE_AA)
-    font, scale, thickness = cv2.FONT_HERSHEY_DUPLEX, 3.4, 9
-    (text_w, text_h), _ = cv2.getTextSize(text, font, scale, thickness)
-    scale *= min(1.0, (width - 70) / text_w)
-    (text_w, text_h), _ = cv2.getTextSize(text, font, scale, thickness)
-    origin = ((width - text_w) // 2, (height + text_h) // 2 + 14)
-    cv2.putText(plate, text, origin, font, scale, (25, 25, 30), thickness, cv2.LINE_AA)
+    # Characters one by one, drawn tall and narrow like plate type, each centred in its own cell.
+    char_w, char_h = 46, 104
+    cell = min(68, (width - 50) // max(1, len(text)))
+    left, top = (width - cell * len(text)) // 2, (height - char_h) // 2 + 22
+    for index, char in enumerate(text):
+        glyph = np.zeros((160, 160), np.uint8)
+        cv2.putText(glyph, char, (20, 130), cv2.FONT_HERSHEY_DUPLEX, 4.0, 255, 11, cv2.LINE_AA)
+        ys, xs = np.nonzero(glyph)
+        glyph = cv2.resize(glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], (char_w, char_h))
+        x = left + index * cell + (cell - char_w) // 2
+        region = plate[top : top + char_h, x : x + char_w]
+        ink = (glyph.astype(np.float32) / 255.0)[..., None]
+        region[:] = (region * (1 - ink) + np.array([25, 25, 30]) * ink).astype(np.uint8)
     return plate
 
 

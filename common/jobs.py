@@ -94,5 +94,6 @@ def parse_job(payload: Any, stage: str) -> DetectJob | OcrJob | RedactJob:
 
 
 def job_id(stage: str, batch_id: str) -> str:
-    """Deterministic RQ job id: the same batch at the same stage always has the same id."""
-    return f"{stage}:{batch_id}"
+    """Deterministic RQ job id: the same batch at the same stage always has the same id (RQ allows
+    letters, digits, '-' and '_' only)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{stage}-{batch_id}")

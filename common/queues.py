@@ -25,8 +25,9 @@ STATS_INGESTED_KEY = "alpr:stats:ingested"
 STATS_DONE_KEY = "alpr:stats:done"
 """Redis hash: frames through the whole chain per camera (for `alpr status`)."""
 
-RETRIES = Retry(max=2, interval=[5, 30])
-"""A failed job is tried twice more (a Postgres restart, say) before it lands in the failed registry."""
+RETRIES = Retry(max=2)
+"""A failed job is queued again twice (a Postgres restart, say) before it lands in the failed registry.
+No interval: intervals need RQ's scheduler process, whose shutdown can hang a stopping worker."""
 
 
 def connect_redis(url: str) -> redis.Redis:

@@ -129,33 +129,35 @@ class IngestNode:
                    for c in self.cameras]  # fmt: skip
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + max_seconds if max_seconds else None
-        batch: list[tuple[FrameRef, bytes]] = []
-        oldest = 0.0
-        last_depth = 0.0
-        wait_s = self.settings.max_batch_wait_ms / 1000
-        while True:
-            now = time.monotonic()
-            if deadline and now >= deadline:
-                self.stop.set()
-            if now - last_depth >= DEPTH_REFRESH_S:
-                self.refresh_depth()
-                last_depth = now
-            try:
-                item = self.pending.get(timeout=0.05)
-                if not batch:
-                    oldest = time.monotonic()
-                batch.append(item)
-            except queue.Empty:
-                pass
-            finished = self.stop.is_set() or not any(t.is_alive() for t in threads)
-            due = batch and (len(batch) >= self.settings.frames_per_job or time.monotonic() - oldest >= wait_s)
-            if due or (batch and finished and self.pending.empty()):
-                self.flush(batch)
-                batch = []
-            if finished and self.pending.empty() and not batch:
-                break
-        self.stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
+        try:
+            deadline = time.monotonic() + max_seconds if max_seconds else None
+            batch: list[tuple[FrameRef, bytes]] = []
+            oldest = 0.0
+            last_depth = 0.0
+            wait_s = self.settings.max_batch_wait_ms / 1000
+            while True:
+                now = time.monotonic()
+                if deadline and now >= deadline:
+                    self.stop.set()
+                if now - last_depth >= DEPTH_REFRESH_S:
+                    self.refresh_depth()
+                    last_depth = now
+                try:
+                    item = self.pending.get(timeout=0.05)
+                    if not batch:
+                        oldest = time.monotonic()
+                    batch.append(item)
+                except queue.Empty:
+                    pass
+                finished = self.stop.is_set() or not any(t.is_alive() for t in threads)
+                due = batch and (len(batch) >= self.settings.frames_per_job or time.monotonic() - oldest >= wait_s)
+                if due or (batch and finished and self.pending.empty()):
+                    self.flush(batch)
+                    batch = []
+                if finished and self.pending.empty() and not batch:
+                    break
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
         return self.summary

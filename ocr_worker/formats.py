@@ -142,10 +142,13 @@ def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] |
 
 def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
     """The choices less one character (a seal, sticker or frame edge read as a character), with the
-    log-cost of calling that character spurious: small when the engine was unsure of it."""
+    log-cost of calling that character spurious: small only when the engine was unsure that any
+    character is there at all (its alternatives together are unlikely), not when it was merely
+    unsure which character it is."""
     if len(choices) < 3:
         return []
-    return [([*choices[:i], *choices[i + 1 :]], _log(1 - choices[i][0][1])) for i in range(len(choices))]
+    present = [min(0.99, sum(p for _, p in alts)) for alts in choices]
+    return [([*choices[:i], *choices[i + 1 :]], _log(1 - present[i])) for i in range(len(choices))]
 
 
 def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[PlateCandidate]:

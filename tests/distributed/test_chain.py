@@ -1,0 +1,119 @@
+"""The whole chain as separate processes on real servers: an ingest node with three cameras
+(synthetic clips with known plates), two workers of each kind, Redis, Postgres. Ends with exactly
+the expected reads, every frame logged once, metrics that match, and no raw frame left behind."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections import Counter
+
+import psycopg
+import pytest
+import redis
+
+from alpr.democlip import make_clip
+from common.frame_store import KEY_PREFIX
+from tests.distributed.conftest import alpr_process, free_port, write_cameras
+
+CAMERA_PLATES = {
+    "cam-north": ("KPX4721", "7ABC284"),
+    "cam-east": ("GHT2093", "LMN5821"),
+    "cam-west": ("4RTY532", "BDF3301"),
+}
+FRAMES_PER_CAMERA = 40  # two cars x 4 s at 10 fps, sampled at 5 fps
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text exposition to {'name{labels}': value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def total(samples_by_process: list[dict[str, float]], pattern: str) -> float:
+    regex = re.compile(pattern)
+    return sum(v for samples in samples_by_process for k, v in samples.items() if regex.fullmatch(k))
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture()
+def cameras_file(tmp_path):
+    cameras = []
+    for camera, plates in CAMERA_PLATES.items():
+        clip = tmp_path / f"{camera}.mp4"
+        make_clip(clip, plates, seed=len(camera))
+        cameras.append({"id": camera, "source": str(clip), "sample_fps": 5, "region": "us", "realtime": False})
+    return write_cameras(tmp_path / "cameras.yaml", cameras)
+
+
+def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path):
+    env = dict(chain_env, ALPR_FRAME_TTL_S="120", ALPR_FRAMES_PER_JOB="4", ALPR_MAX_QUEUE_DEPTH="1000")
+    workers, ports = [], {}
+    for stage in ("detect", "ocr", "redact"):
+        for n in range(2):
+            port = free_port()
+            ports[f"{stage}{n}"] = port
+            workers.append(alpr_process(env, ["worker", stage], tmp_path / f"{stage}{n}.log", port))
+    ingest_port = free_port()
+    try:
+        ingest_log = tmp_path / "ingest.log"
+        ingest = alpr_process(
+            env, ["ingest", "--cameras", str(cameras_file), "--linger", "120"], ingest_log, ingest_port
+        )
+        workers.append(ingest)
+        wait_for(lambda: "detect jobs" in ingest_log.read_text() or ingest.poll() is not None, 120, "the ingest node")
+        assert ingest.poll() is None, ingest_log.read_text()
+        ingest_metrics = scrape(ingest_port)
+        expected_frames = FRAMES_PER_CAMERA * len(CAMERA_PLATES)
+        with psycopg.connect(env["ALPR_DATABASE_URL"]) as db:
+            wait_for(lambda: db.execute("SELECT count(*) FROM frames").fetchone()[0] >= expected_frames, 240,
+                     "every frame through the chain")  # fmt: skip
+            frames = db.execute(
+                "SELECT camera_id, count(*), count(DISTINCT frame_id) FROM frames GROUP BY 1"
+            ).fetchall()
+            reads = db.execute("SELECT camera_id, plate_text, format_match, confidence FROM plate_reads").fetchall()
+            duplicates = db.execute(
+                "SELECT count(*) FROM (SELECT frame_id, plate_index FROM plate_reads GROUP BY 1, 2 HAVING count(*) > 1) d"
+            ).fetchone()[0]
+        assert {c: (n, d) for c, n, d in frames} == {c: (FRAMES_PER_CAMERA,) * 2 for c in CAMERA_PLATES}
+        assert duplicates == 0
+        for camera, plates in CAMERA_PLATES.items():
+            trusted = Counter(t for c, t, matched, conf in reads if c == camera and matched and conf >= 0.5)
+            seen = {text for text, count in trusted.items() if count >= 4}
+            assert seen == set(plates), (camera, trusted)
+        redis_client = redis.Redis.from_url(env["ALPR_REDIS_URL"])
+        assert redis_client.keys(KEY_PREFIX + "*") == []  # no raw frame outlives its processing
+
+        samples = {name: scrape(port) for name, port in ports.items()}
+        by_stage = {s: [v for k, v in samples.items() if k.startswith(s)] for s in ("detect", "ocr", "redact")}
+        for camera in CAMERA_PLATES:
+            assert ingest_metrics[f'alpr_frames_ingested_total{{camera="{camera}"}}'] == FRAMES_PER_CAMERA
+        assert total(by_stage["detect"], r'alpr_frames_processed_total\{stage="detect"\}') == expected_frames
+        assert total(by_stage["redact"], r'alpr_frames_processed_total\{stage="redact"\}') == expected_frames
+        jobs = expected_frames / 4
+        for stage in ("detect", "ocr", "redact"):
+            assert total(by_stage[stage], rf'alpr_jobs_total\{{outcome="done",stage="{stage}"\}}') == jobs
+        assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") == jobs
+        assert total(by_stage["ocr"], r"alpr_plate_reads_total\{.*\}") == len(reads)
+        assert total(by_stage["ocr"], r"alpr_capture_to_logged_seconds_count") > 0
+        everything = " ".join(k for s in [ingest_metrics, *samples.values()] for k in s)
+        assert not any(p in everything for plates in CAMERA_PLATES.values() for p in plates), "plate text in a label"
+    finally:
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.wait(timeout=30)
