@@ -43,10 +43,10 @@ def draw_plate(text: str) -> np.ndarray:
         glyph = np.zeros((160, 160), np.uint8)
         cv2.putText(glyph, char, (20, 130), cv2.FONT_HERSHEY_DUPLEX, 4.0, 255, 11, cv2.LINE_AA)
         ys, xs = np.nonzero(glyph)
-        glyph = cv2.resize(glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], (char_w, char_h))
+        shape = cv2.resize(glyph[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], (char_w, char_h))
         x = left + index * cell + (cell - char_w) // 2
         region = plate[top : top + char_h, x : x + char_w]
-        ink = (glyph.astype(np.float32) / 255.0)[..., None]
+        ink = (shape.astype(np.float32) / 255.0)[..., None]
         region[:] = (region * (1 - ink) + np.array([25, 25, 30]) * ink).astype(np.uint8)
     return plate
 

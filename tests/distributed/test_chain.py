@@ -87,7 +87,8 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             ).fetchall()
             reads = db.execute("SELECT camera_id, plate_text, format_match, confidence FROM plate_reads").fetchall()
             duplicates = db.execute(
-                "SELECT count(*) FROM (SELECT frame_id, plate_index FROM plate_reads GROUP BY 1, 2 HAVING count(*) > 1) d"
+                "SELECT count(*) FROM (SELECT frame_id, plate_index FROM plate_reads"
+                " GROUP BY 1, 2 HAVING count(*) > 1) d"
             ).fetchone()[0]
         assert {c: (n, d) for c, n, d in frames} == {c: (FRAMES_PER_CAMERA,) * 2 for c in CAMERA_PLATES}
         assert duplicates == 0
