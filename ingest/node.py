@@ -115,6 +115,7 @@ class IngestNode:
                 self.stop.wait(wait)
                 wait = min(defaults.RECONNECT_BACKOFF_S[1], wait * 2)
         self.summary.jobs += 1
+        self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:
             self.metrics.frames_ingested.labels(camera=ref.camera_id).inc()
             self.summary.ingested[ref.camera_id] += 1

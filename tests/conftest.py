@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from alpr.democlip import make_clip
 from alpr.wiring import build_detector, build_reader
@@ -18,6 +22,7 @@ from common.config import Settings
 from detector_worker.core import PlateDetector
 from detector_worker.weights import install_models
 from ocr_worker.core import PlateReader
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,3 +73,37 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}?options=-csearch_path%3D{schema}"
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture()
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)

@@ -15,7 +15,7 @@ import redis
 
 from alpr.democlip import make_clip
 from common.frame_store import KEY_PREFIX
-from tests.distributed.conftest import alpr_process, free_port, write_cameras
+from tests.helpers import alpr_process, free_port, write_cameras
 
 CAMERA_PLATES = {
     "cam-north": ("KPX4721", "7ABC284"),

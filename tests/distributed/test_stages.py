@@ -1,0 +1,73 @@
+"""Each role of the chain against a private Redis and real Postgres, in this process: back-pressure at
+the ingest node, malformed and expired jobs at a worker, `alpr status`, `alpr db upgrade`."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import redis
+from rq.registry import FailedJobRegistry
+
+from alpr.cli import main
+from alpr.democlip import make_clip
+from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.jobs import DetectJob, FrameRef
+from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
+from tests.helpers import write_cameras
+
+
+def ref(frame_id: str) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at=1.7e9, source_time_s=0.0,
+                    key=frame_key(frame_id), region="us")  # fmt: skip
+
+
+def test_backpressure_skips_frames_and_bounds_memory(redis_url, tmp_path, monkeypatch, capsys):
+    clip = tmp_path / "one.mp4"
+    make_clip(clip, ("KPX4721",))  # 40 frames at 10 fps
+    cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(clip), "sample_fps": 10}])
+    monkeypatch.setenv("ALPR_MAX_QUEUE_DEPTH", "2")
+    monkeypatch.setenv("ALPR_FRAMES_PER_JOB", "2")
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url]) == 0  # no worker is running
+    out = capsys.readouterr().out
+    match = re.search(r"cam: (\d+) frames queued, (\d+) skipped", out)
+    assert match, out
+    queued, skipped = int(match[1]), int(match[2])
+    assert queued + skipped == 40
+    assert 4 <= queued <= 6 and skipped >= 34, out
+    connection = redis.Redis.from_url(redis_url)
+    assert stage_queue(connection, "detect").count <= 3
+    assert len(connection.keys("alpr:frame:*")) == queued  # only queued frames are stored, each with a TTL
+    assert all(0 < connection.ttl(k) <= 300 for k in connection.keys("alpr:frame:*"))
+
+
+def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_url, settings, capsys):
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    image = np.full((360, 640, 3), 100, np.uint8)
+    FrameStore(connection, 60).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
+    bad = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
+    enqueue(detect, DetectJob(batch_id="expired", frames=[ref("cam:1:9")]))
+    enqueue(detect, DetectJob(batch_id="good", frames=[ref("cam:1:0")]))
+    code = main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)])
+    assert code == 0
+    failed = FailedJobRegistry(queue=detect)
+    assert failed.get_job_ids() == [bad.id]
+    assert "malformed detect job" in detect.fetch_job(bad.id).latest_result().exc_string
+    assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-good"]  # the expired batch had nothing to pass on
+
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    table = capsys.readouterr().out
+    assert "queue    waiting running workers failed" in table
+    assert table.splitlines()[1].split() == ["detect", "0", "0", "0", "1"]
+    assert table.splitlines()[2].split()[:2] == ["ocr", "1"]
+
+
+def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert capsys.readouterr().out.splitlines() == ["applied migrations [1]", "schema already up to date"]
+    assert main(["worker", "redact", "--burst", "--redis-url", redis_url]) == 2
+    assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
+    assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
+    assert "cannot reach Redis" in capsys.readouterr().err
