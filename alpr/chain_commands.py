@@ -18,6 +18,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from common import defaults
 from common.config import Settings
 from common.errors import ConfigError
 from common.frame_store import FrameStore
@@ -78,10 +79,9 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
     if stage == "detect":
         from detector_worker.worker import DetectStage
 
-        batch = max(settings.frames_per_job, settings.detector_batch_size)
-        detector = build_detector(settings.model_copy(update={"detector_batch_size": batch}))
+        detector = build_detector(settings)
         metrics.worker_threads.set(detector.threads)
-        return DetectStage(detector, store, stage_queue(connection, "ocr"), metrics)
+        return DetectStage(detector, store, stage_queue(connection, "ocr"), metrics, defaults.OCR_CROP_MARGIN)
     if stage == "ocr":
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage

@@ -19,8 +19,9 @@ DETECTOR_CONFIDENCE = 0.05
 DETECTOR_MAX_PLATES_PER_FRAME = 8
 """At most this many plate boxes per frame, highest confidence first."""
 
-DETECTOR_BATCH_SIZE = 4
-"""Frames per detector inference call."""
+DETECTOR_BATCH_SIZE = 1
+"""Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py: batches of 4
+cost 3-5% more per frame); on a GPU, raise it to the frames per job."""
 
 OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
@@ -61,10 +62,10 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 FRAME_TTL_S = 300
 """Seconds a raw frame may live in the frame store before Redis deletes it."""
 
-JPEG_QUALITY = 90
+JPEG_QUALITY = 85
 """JPEG quality of frames in the frame store."""
 
-FRAMES_PER_JOB = 4
+FRAMES_PER_JOB = 16
 """Frames an ingest node puts in one detect job (one detector inference)."""
 
 MAX_BATCH_WAIT_MS = 250

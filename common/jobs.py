@@ -35,6 +35,7 @@ class FrameRef(Strict):
 class PlateBox(Strict):
     box_xyxy: tuple[float, float, float, float]
     confidence: float
+    crop_key: str | None = Field(None, description="frame-store key of the plate crop (with OCR margin)")
 
 
 class DetectedFrame(Strict):

@@ -1,5 +1,6 @@
 """The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames
-in one round trip, runs one batched inference, and queues the OCR job with the plate boxes."""
+in one round trip, runs one batched inference, stores each plate's crop (small, with the frame's TTL)
+so the OCR pool need not fetch and decode whole frames, and queues the OCR job with the boxes."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ from typing import Any
 
 from rq import Queue
 
-from common.frame_store import FrameStore
+from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, OcrJob, PlateBox, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
 from detector_worker.core import PlateDetector
+from ocr_worker.preprocess import crop_with_margin
 
 log = logging.getLogger(__name__)
+
+
+CROP_JPEG_QUALITY = 95
+"""JPEG quality of the plate crops handed to the OCR pool: high, they are small."""
 
 
 class DetectStage:
     name = "detect"
 
-    def __init__(self, detector: PlateDetector, store: FrameStore, ocr_queue: Queue, metrics: Metrics) -> None:
+    def __init__(
+        self, detector: PlateDetector, store: FrameStore, ocr_queue: Queue, metrics: Metrics, crop_margin: float
+    ) -> None:
         self.detector, self.store, self.ocr_queue, self.metrics = detector, store, ocr_queue, metrics
+        self.crop_margin = crop_margin
 
     def handle(self, payload: Any) -> dict[str, Any]:
         job = parse_job(payload, self.name)
@@ -39,13 +48,16 @@ class DetectStage:
         per_frame_ms = 1000 * (time.perf_counter() - start) / len(present)
         self.metrics.detector_batch_frames.observe(len(present))
         self.metrics.frames_processed.labels(stage=self.name).inc(len(present))
-        frames = [
-            DetectedFrame(
-                frame=ref,
-                plates=[PlateBox(box_xyxy=box, confidence=conf) for box, conf in detections.boxes()],
-                detect_ms=per_frame_ms,
-            )
-            for ref, detections in zip(present, found, strict=True)
-        ]
+        frames, crops = [], []
+        for ref, detections in zip(present, found, strict=True):
+            plates = []
+            for index, (box, conf) in enumerate(detections.boxes()):
+                crop = crop_with_margin(images[ref.key], box, self.crop_margin)  # type: ignore[arg-type]
+                key = frame_key(f"{ref.frame_id}:plate{index}") if crop.size else None
+                if key:
+                    crops.append((key, encode_jpeg(crop, CROP_JPEG_QUALITY)))
+                plates.append(PlateBox(box_xyxy=box, confidence=conf, crop_key=key))
+            frames.append(DetectedFrame(frame=ref, plates=plates, detect_ms=per_frame_ms))
+        self.store.put_many(crops)
         enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames))
         return {"frames": len(frames), "plates": sum(len(f.plates) for f in frames)}

@@ -1,5 +1,6 @@
-"""The OCR pool's edge: takes an OCR job (frames with plate boxes), reads the plates of the frames
-that have any, logs the reads to Postgres in one transaction, and queues the redact job."""
+"""The OCR pool's edge: takes an OCR job (frames with plate boxes and the keys of their crops), reads
+the crops, logs the reads to Postgres in one transaction, deletes the crops, and queues the redact
+job."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from rq import Queue
 
 from common.frame_store import FrameStore
@@ -17,7 +17,7 @@ from common.jobs import OcrJob, RedactJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import FrameInfo, PlateLog
 from common.queues import enqueue
-from common.types import PlateDetections, PlateRead
+from common.types import PlateRead
 from ocr_worker.core import PlateReader
 
 log = logging.getLogger(__name__)
@@ -48,20 +48,19 @@ class OcrStage:
         job = parse_job(payload, self.name)
         assert isinstance(job, OcrJob)
         with_plates = [f for f in job.frames if f.plates]
-        images = self.store.get_many([f.frame.key for f in with_plates])
+        crop_keys = [p.crop_key for f in with_plates for p in f.plates if p.crop_key]
+        crops = self.store.get_many(crop_keys)
         logged: list[tuple[FrameInfo, list[PlateRead]]] = []
         ocr_ms: dict[str, float] = {}
         for item in with_plates:
-            image, ref = images[item.frame.key], item.frame
-            if image is None:
-                self.metrics.frames_missing.labels(stage=self.name).inc()
-                continue
+            ref = item.frame
             start = time.perf_counter()
-            detections = PlateDetections(
-                np.array([p.box_xyxy for p in item.plates], np.float32),
-                np.array([p.confidence for p in item.plates], np.float32),
-            )
-            reads = self.reader(ref.region).read_plates(image, detections)
+            present = [(p, crops.get(p.crop_key or "")) for p in item.plates]
+            if any(crop is None for _, crop in present):
+                self.metrics.frames_missing.labels(stage=self.name).inc()
+            legible = [(p, crop) for p, crop in present if crop is not None]
+            results = self.reader(ref.region).read_batch([crop for _, crop in legible])  # type: ignore[misc]
+            reads = [PlateRead(p.box_xyxy, p.confidence, tuple(c)) for (p, _), c in zip(legible, results, strict=True)]
             ocr_ms[ref.frame_id] = 1000 * (time.perf_counter() - start)
             info = FrameInfo(
                 ref.camera_id, ref.frame_id, ref.frame_index, ref.source_time_s,
@@ -76,5 +75,6 @@ class OcrStage:
                 self.metrics.end_to_end_seconds.observe(now - info.captured_at.timestamp())
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
         self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
+        self.store.delete_many(crop_keys)
         enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms))
         return {"frames": len(job.frames), "reads_logged": new}

@@ -1,0 +1,233 @@
+"""The distributed chain on this machine with 1, 4 and 16 synthetic cameras: an ingest node, two detector
+workers and one OCR and one redactor worker as separate processes, a private Redis, Postgres. Prints frames/s end to end, p50/p99
+latency from capture to logged read, the CPU the queue and frame store add per frame (the chain's CPU
+minus the cores' CPU on the same frames, all with one inference thread per process), and the ratio
+to the original design's naive loop (one
+process: read frame -> YOLO (torch) -> pytesseract -> blur -> CSV), all measured in this one run.
+
+    .venv/bin/python benchmarks/bench_chain.py [--cameras 1 4 16]
+
+Postgres: $ALPR_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test), in a schema
+of its own that is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psycopg
+import redis
+import yaml
+
+from alpr.democlip import make_clip
+from alpr.wiring import build_detector, build_reader
+from common.config import Settings
+from detector_worker.weights import install_models
+from ingest.sources import open_source
+from redactor_worker.core import redact
+
+PLATES = ("KPX4721", "7ABC284", "GHT2093", "LMN5821", "4RTY532", "BDF3301", "CXZ7710", "8HJK204")
+SAMPLE_FPS = 5.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def cores_cpu_per_frame(settings: Settings, clip: Path) -> tuple[float, int]:
+    """CPU seconds per frame of decode + detect + read + redact + writing the kept frame, in one process:
+    the cores alone, without queue or frame store."""
+    detector, reader = build_detector(settings), build_reader(settings, "us")
+    frames = [f.image for f in open_source(str(clip), SAMPLE_FPS).frames()]
+    detector.detect(frames[:2])
+    spent = dict.fromkeys(("decode", "detect", "read", "redact+write"), 0.0)
+    mark = time.process_time()
+
+    def lap(stage: str) -> None:
+        nonlocal mark
+        now = time.process_time()
+        spent[stage] += now - mark
+        mark = now
+
+    for frame in open_source(str(clip), SAMPLE_FPS).frames():
+        lap("decode")
+        found = detector.detect([frame.image])[0]
+        lap("detect")
+        reader.read_plates(frame.image, found)
+        lap("read")
+        cv2.imencode(".jpg", redact(frame.image, [box for box, _ in found.boxes()]))  # the kept frame
+        lap("redact+write")
+    print("cores alone, CPU ms per frame: " + ", ".join(f"{k} {1000 * v / len(frames):.1f}" for k, v in spent.items()))
+    return sum(spent.values()) / len(frames), len(frames)
+
+
+def naive_loop_fps(settings: Settings, clip: Path, out_csv: Path) -> float:
+    """The original design: one process reads a frame, runs YOLO (torch), pytesseract, blurs, writes CSV."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    import pytesseract
+    from ultralytics import YOLO
+
+    model = YOLO(str(settings.model_dir / "plate_yolov8n.pt"))
+    capture = cv2.VideoCapture(str(clip))
+    step = max(1, round(capture.get(cv2.CAP_PROP_FPS) / SAMPLE_FPS))
+    frames, index = 0, 0
+    start = time.perf_counter()
+    with out_csv.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            index += 1
+            if (index - 1) % step:
+                continue
+            result = model.predict(
+                frame, imgsz=settings.detector_imgsz, conf=settings.detector_confidence, verbose=False
+            )[0]
+            for x1, y1, x2, y2 in result.boxes.xyxy.cpu().numpy().astype(int):
+                gray = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+                gray = cv2.bilateralFilter(gray, 11, 17, 17)
+                _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+                text = pytesseract.image_to_string(binary, config="--psm 7").strip()
+                frame[y1:y2, x1:x2] = cv2.GaussianBlur(frame[y1:y2, x1:x2], (51, 51), 0)
+                writer.writerow([index, text])
+            frames += 1
+    return frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cameras", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+    # One inference thread per process: CPU time is then a stable measure (no spinning or oversubscribed
+    # threads), and the 2 cores are used by running two detector workers.
+    settings = Settings.load(detector_threads=1)
+    install_models(settings.model_dir)
+    work = Path(tempfile.mkdtemp(prefix="alpr-chain-bench-"))
+    clips = []
+    for i in range(max(args.cameras)):
+        clips.append(work / f"cam{i}.mp4")
+        make_clip(clips[-1], (PLATES[i % len(PLATES)],), seed=i)
+    frames_per_clip = sum(1 for _ in open_source(str(clips[0]), SAMPLE_FPS).frames())
+
+    redis_port = free_port()
+    redis_server = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no", "--dir", str(work)],
+        stdout=subprocess.DEVNULL,
+    )
+    base_url = os.environ.get("ALPR_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base_url, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    database_url = f"{base_url}?options=-csearch_path%3D{schema}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env.update({
+        "ALPR_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ALPR_DATABASE_URL": database_url,
+        "ALPR_MODEL_DIR": str(settings.model_dir), "ALPR_KEEP_DIR": str(work / "kept"),
+        "ALPR_MAX_QUEUE_DEPTH": "100000", "ALPR_FRAME_TTL_S": "3600", "ALPR_DETECTOR_THREADS": "1",
+    })  # fmt: skip
+    alpr = [sys.executable, "-m", "alpr.cli"]
+    subprocess.run([*alpr, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
+    workers = {}
+    for name in ("detect", "detect2", "ocr", "redact"):
+        port = free_port()
+        stage = name.rstrip("2")
+        workers[name] = subprocess.Popen([*alpr, "worker", stage], env={**env, "ALPR_METRICS_PORT": str(port)})
+        wait_until(lambda p=port: _listening(p), 120, f"the {name} worker")
+    time.sleep(2)  # models loaded: from here on, CPU is the work's
+
+    cores_cpu, _ = cores_cpu_per_frame(settings, clips[0])
+    naive_fps = naive_loop_fps(settings, clips[0], work / "naive.csv")
+    rows = []
+    try:
+        for cameras in args.cameras:
+            rows.append(run_chain(cameras, clips, frames_per_clip, env, alpr, workers, database_url, work))
+    finally:
+        for process in workers.values():
+            process.terminate()
+        for process in workers.values():
+            process.wait(timeout=30)
+        redis_server.terminate()
+        with psycopg.connect(base_url, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\ncores alone (decode + detect + read + redact, one process): {1000 * cores_cpu:.1f} ms CPU per frame")
+    print(f"naive loop (torch YOLO + pytesseract + blur + CSV, one process): {naive_fps:.2f} frames/s\n")
+    print(f"{'cameras':>7} {'frames':>6} {'frames/s':>8} {'p50 s':>6} {'p99 s':>6} {'CPU ms/frame':>12} "
+          f"{'added ms':>8} {'added %':>7} {'vs naive':>8}")  # fmt: skip
+    for cameras, frames, fps, p50, p99, cpu in rows:
+        added = cpu - cores_cpu
+        print(f"{cameras:>7} {frames:>6} {fps:>8.2f} {p50:>6.2f} {p99:>6.2f} {1000 * cpu:>12.1f} "
+              f"{1000 * added:>8.1f} {100 * added / cores_cpu:>6.1f}% {fps / naive_fps:>7.2f}x")  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_chain(cameras, clips, frames_per_clip, env, alpr, workers, database_url, work):  # type: ignore[no-untyped-def]
+    """One run with `cameras` cameras: (cameras, frames, frames/s, p50, p99, CPU s per frame)."""
+    redis.Redis.from_url(env["ALPR_REDIS_URL"]).flushdb()
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("TRUNCATE frames, plate_reads")
+    config = work / f"cameras{cameras}.yaml"
+    entries = [{"id": f"cam{i}", "source": str(clips[i]), "sample_fps": SAMPLE_FPS, "realtime": False}
+               for i in range(cameras)]  # fmt: skip
+    config.write_text(yaml.safe_dump({"cameras": entries}))
+    expected = cameras * frames_per_clip
+    before = {s: cpu_seconds(p.pid) for s, p in workers.items()}
+    start = time.perf_counter()
+    ingest = subprocess.Popen([*alpr, "ingest", "--cameras", str(config)], env=env, stdout=subprocess.DEVNULL)
+    _, _, usage = os.wait4(ingest.pid, 0)
+    ingest.returncode = 0
+    with psycopg.connect(database_url) as db:
+        wait_until(lambda: db.execute("SELECT count(*) FROM frames").fetchone()[0] >= expected, 1800, "the chain")
+        elapsed = time.perf_counter() - start
+        latencies = [float(r[0]) for r in db.execute(
+            "SELECT extract(epoch FROM r.logged_at - r.captured_at) FROM plate_reads r"
+        ).fetchall()]  # fmt: skip
+    per_role = {s: cpu_seconds(p.pid) - before[s] for s, p in workers.items()}
+    per_role["ingest"] = usage.ru_utime + usage.ru_stime
+    print(
+        f"{cameras} cameras, CPU ms per frame by role: "
+        + ", ".join(f"{role} {1000 * seconds / expected:.1f}" for role, seconds in per_role.items())
+    )
+    cpu = sum(per_role.values())
+    p50, p99 = (float(np.percentile(latencies, q)) if latencies else float("nan") for q in (50, 99))
+    return cameras, expected, expected / elapsed, p50, p99, cpu / expected
+
+
+if __name__ == "__main__":
+    main()
