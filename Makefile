@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: system-deps install setup demo test lint mypy format bench eval all
+.PHONY: system-deps install setup demo test lint mypy format bench bench-chain eval all
 
 system-deps:  ## Debian/Ubuntu packages: Tesseract (the C library and English data), venv support
 	@command -v tesseract >/dev/null && ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
@@ -42,6 +42,9 @@ format:
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cores.py
+
+bench-chain: setup  ## needs redis-server and Postgres (ALPR_BENCH_DATABASE_URL)
+	$(BIN)/python benchmarks/bench_chain.py
 
 eval: setup
 	$(BIN)/alpr eval ../shared/datasets/openalpr-endtoend --json eval.json
