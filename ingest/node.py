@@ -131,34 +131,34 @@ class IngestNode:
         for thread in threads:
             thread.start()
         try:
-            deadline = time.monotonic() + max_seconds if max_seconds else None
-            batch: list[tuple[FrameRef, bytes]] = []
-            oldest = 0.0
-            last_depth = 0.0
-            wait_s = self.settings.max_batch_wait_ms / 1000
-            while True:
-                now = time.monotonic()
-                if deadline and now >= deadline:
-                    self.stop.set()
-                if now - last_depth >= DEPTH_REFRESH_S:
-                    self.refresh_depth()
-                    last_depth = now
-                try:
-                    item = self.pending.get(timeout=0.05)
-                    if not batch:
-                        oldest = time.monotonic()
-                    batch.append(item)
-                except queue.Empty:
-                    pass
-                finished = self.stop.is_set() or not any(t.is_alive() for t in threads)
-                due = batch and (len(batch) >= self.settings.frames_per_job or time.monotonic() - oldest >= wait_s)
-                if due or (batch and finished and self.pending.empty()):
-                    self.flush(batch)
-                    batch = []
-                if finished and self.pending.empty() and not batch:
-                    break
+            self.pack_jobs(threads, time.monotonic() + max_seconds if max_seconds else None)
         finally:
             self.stop.set()
             for thread in threads:
                 thread.join(timeout=5)
         return self.summary
+
+    def pack_jobs(self, cameras: list[threading.Thread], deadline: float | None) -> None:
+        """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
+        has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended."""
+        batch: list[tuple[FrameRef, bytes]] = []
+        oldest = last_depth = 0.0
+        wait_s = self.settings.max_batch_wait_ms / 1000
+        while True:
+            now = time.monotonic()
+            if deadline and now >= deadline:
+                self.stop.set()
+            if now - last_depth >= DEPTH_REFRESH_S:
+                self.refresh_depth()
+                last_depth = now
+            with contextlib.suppress(queue.Empty):
+                item = self.pending.get(timeout=0.05)
+                oldest = oldest if batch else time.monotonic()
+                batch.append(item)
+            ended = (self.stop.is_set() or not any(t.is_alive() for t in cameras)) and self.pending.empty()
+            full = len(batch) >= self.settings.frames_per_job
+            if batch and (full or ended or time.monotonic() - oldest >= wait_s):
+                self.flush(batch)
+                batch = []
+            if ended and not batch:
+                return
