@@ -50,8 +50,6 @@ class OnnxBackend:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        # No busy-waiting between operators: the pools share cores with other workers.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             index = device.partition(":")[2] or "0"

@@ -48,8 +48,6 @@ class PpocrEngine:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        # No busy-waiting between operators: the pools share cores with other workers.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         path = model_path or bundled_model_path()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
