@@ -21,7 +21,7 @@ DETECTOR_MAX_PLATES_PER_FRAME = 8
 
 DETECTOR_BATCH_SIZE = 1
 """Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py: batches of 4
-cost 3-5% more per frame); on a GPU, raise it to the frames per job."""
+cost 1-3% more per frame); on a GPU, raise it to the frames per job."""
 
 OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
