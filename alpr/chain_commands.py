@@ -53,6 +53,12 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     cameras = load_cameras(args.cameras)
     connection = reach_redis(settings)
+    if settings.database_url:  # the cameras table, for joins and dashboards; the chain runs without it
+        from common.db import register_cameras
+
+        pool = database_pool(settings, "ingest node")
+        register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
+        pool.close()
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port)

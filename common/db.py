@@ -97,6 +97,16 @@ def upgrade(pool: ConnectionPool) -> list[int]:
     return applied
 
 
+def register_cameras(pool: ConnectionPool, cameras: list[tuple[str, str, bool]]) -> None:
+    """Insert or update (camera_id, region, enabled) rows of the cameras table."""
+    with pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO cameras (camera_id, region, enabled) VALUES (%s, %s, %s) ON CONFLICT (camera_id)"
+            " DO UPDATE SET region = excluded.region, enabled = excluded.enabled, updated_at = now()",
+            cameras,
+        )
+
+
 def require_schema(pool: ConnectionPool) -> None:
     """Fail clearly when `alpr db upgrade` has not been run against this database."""
     latest = MIGRATIONS[-1][0]

@@ -86,12 +86,14 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
                 "SELECT camera_id, count(*), count(DISTINCT frame_id) FROM frames GROUP BY 1"
             ).fetchall()
             reads = db.execute("SELECT camera_id, plate_text, format_match, confidence FROM plate_reads").fetchall()
+            registered = db.execute("SELECT camera_id, region, enabled FROM cameras ORDER BY 1").fetchall()
             duplicates = db.execute(
                 "SELECT count(*) FROM (SELECT frame_id, plate_index FROM plate_reads"
                 " GROUP BY 1, 2 HAVING count(*) > 1) d"
             ).fetchone()[0]
         assert {c: (n, d) for c, n, d in frames} == {c: (FRAMES_PER_CAMERA,) * 2 for c in CAMERA_PLATES}
         assert duplicates == 0
+        assert registered == [(c, "us", True) for c in sorted(CAMERA_PLATES)]
         for camera, plates in CAMERA_PLATES.items():
             trusted = Counter(t for c, t, matched, conf in reads if c == camera and matched and conf >= 0.5)
             seen = {text for text, count in trusted.items() if count >= 4}

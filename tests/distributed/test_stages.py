@@ -71,3 +71,20 @@ def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redi
     assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
     assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
     assert "cannot reach Redis" in capsys.readouterr().err
+
+
+def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_path, capsys, caplog):
+    clip = tmp_path / "ok.mp4"
+    make_clip(clip, ("KPX4721",))
+    cameras = write_cameras(tmp_path / "cameras.yaml", [
+        {"id": "ok", "source": str(clip), "sample_fps": 5, "realtime": False},
+        {"id": "dead", "source": "rtsp://127.0.0.1:9/none", "sample_fps": 5},
+        {"id": "off", "source": "/nonexistent.mp4", "enabled": False},
+    ])  # fmt: skip
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "ok: 20 frames queued, 0 skipped" in out and "dead: 0 frames queued" in out and "off:" not in out
+    connection = redis.Redis.from_url(redis_url)
+    assert stage_queue(connection, "detect").count >= 1
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("camera dead: cannot connect")]
+    assert len(retries) >= 2 and "retrying in 2 s" in retries[1]  # backoff doubles
