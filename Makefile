@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 system-deps:  ## Debian/Ubuntu packages: Tesseract (the C library and English data), venv support
 	@command -v tesseract >/dev/null && ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng python3-venv; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng python3-venv; }
 
 $(BIN)/alpr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
