@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import signal
@@ -53,12 +54,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     cameras = load_cameras(args.cameras)
     connection = reach_redis(settings)
-    if settings.database_url:  # the cameras table, for joins and dashboards; the chain runs without it
-        from common.db import register_cameras
-
-        pool = database_pool(settings, "ingest node")
-        register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
-        pool.close()
+    if settings.database_url:
+        register_cameras(settings, cameras)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port)
@@ -77,6 +74,23 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def register_cameras(settings: Settings, cameras: list[Any]) -> None:
+    """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
+    down, the node starts anyway and says so; a database without the schema is still an error."""
+    from common.db import open_pool, register_cameras, require_schema
+
+    try:
+        pool = open_pool(settings.database_url or "", wait_s=3)
+    except ConfigError as error:
+        log.warning("%s; cameras not registered, ingesting anyway", error)
+        return
+    try:
+        require_schema(pool)
+        register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
+    finally:
+        pool.close()
+
+
 def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
     """The stage object of a worker, its model loaded once, here, before any job."""
     from alpr.wiring import build_detector, build_reader
@@ -87,20 +101,26 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
 
         detector = build_detector(settings)
         metrics.worker_threads.set(detector.threads)
-        return DetectStage(detector, store, stage_queue(connection, "ocr"), metrics, defaults.OCR_CROP_MARGIN)
+        return DetectStage(
+            detector, store, stage_queue(connection, "ocr"), metrics, defaults.OCR_CROP_MARGIN, settings.job_timeout_s
+        )
     if stage == "ocr":
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage
 
-        plate_log = PostgresPlateLog(database_pool(settings, "OCR worker"))
+        plate_log = PostgresPlateLog(database_pool(settings, "OCR worker"), patience_s=settings.db_patience_s)
         ocr = OcrStage(
-            lambda region: build_reader(settings, region), store, plate_log, stage_queue(connection, "redact"), metrics
-        )
+            lambda region: build_reader(settings, region), store, plate_log, stage_queue(connection, "redact"), metrics,
+            settings.job_timeout_s,
+        )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
         return ocr
     from redactor_worker.worker import RedactStage
 
-    return RedactStage(store, database_pool(settings, "redactor"), settings.keep_dir, settings.redact_method, metrics)
+    return RedactStage(
+        store, database_pool(settings, "redactor"), settings.keep_dir, settings.redact_method, metrics,
+        settings.db_patience_s,
+    )  # fmt: skip
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,11 +131,34 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port)
     stage = build_stage(args.stage, settings, connection, metrics)
-    name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}"
-    rq_worker = StageWorker(stage_queue(connection, args.stage), stage, metrics, name=name)
-    log.info("worker %s ready", name)
-    rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
+    stop = threading.Event()
+    for run in itertools.count():
+        name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
+        rq_worker = StageWorker(stage_queue(connection, args.stage), stage, metrics, stop, name=name)
+        log.info("worker %s ready", name)
+        try:
+            rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
+        except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
+            log.warning("worker %s lost Redis: %s", name, error)
+        if stop.is_set() or args.burst or args.max_jobs:
+            return 0
+        for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
+            signal.signal(signum, lambda *_: stop.set())
+        wait_for_redis(connection, stop)
     return 0
+
+
+def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
+    """After RQ's loop ended on a Redis error: wait, with backoff, until Redis answers (or a stop)."""
+    wait, longest = defaults.RECONNECT_BACKOFF_S
+    while not stop.is_set():
+        try:
+            connection.ping()
+            return
+        except redis.RedisError as error:
+            log.warning("Redis unavailable (%s); retrying in %.0f s", error, wait)
+            stop.wait(wait)
+            wait = min(longest, wait * 2)
 
 
 def db(args: argparse.Namespace, settings: Settings) -> int:

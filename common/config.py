@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common import defaults
 from common.errors import ConfigError
@@ -53,10 +53,22 @@ class Settings(BaseModel):
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
     frames_per_job: int = Field(defaults.FRAMES_PER_JOB, ge=1, le=64, description="Frames per detect job.")
     max_batch_wait_ms: int = Field(defaults.MAX_BATCH_WAIT_MS, ge=0, description="Longest wait to fill a job.")
-    max_queue_depth: int = Field(defaults.MAX_QUEUE_DEPTH, ge=1, description="Detect jobs queued before skipping.")
+    max_queue_depth: int = Field(defaults.MAX_QUEUE_DEPTH, ge=1, description="Jobs queued before skipping.")
     job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1, description="Longest run of one job.")
+    db_patience_s: float = Field(
+        defaults.DB_PATIENCE_S, ge=0, description="Longest wait for Postgres inside a job; below job_timeout_s."
+    )
     keep_dir: Path = Field(Path(defaults.KEEP_DIR), description="Where redacted frames are kept.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
+
+    @model_validator(mode="after")
+    def patience_within_timeout(self) -> Settings:
+        if self.db_patience_s >= self.job_timeout_s:
+            raise ValueError(
+                f"{ENV_PREFIX}DB_PATIENCE_S ({self.db_patience_s:g}) must be below {ENV_PREFIX}JOB_TIMEOUT_S"
+                f" ({self.job_timeout_s})"
+            )
+        return self
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -76,6 +88,7 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as error:
             problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in error.errors()
+                f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in error.errors()
             )
             raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,11 +1,28 @@
-"""Postgres: the schema as numbered migrations (`alpr db upgrade`), and the connection pool every
-role shares. Upgrades take an advisory lock, so several processes may run them at once."""
+"""Postgres: the schema as numbered migrations (`alpr db upgrade`), the connection pool every
+role shares, and writes that wait out an outage. Upgrades take an advisory lock, so several
+processes may run them at once."""
 
 from __future__ import annotations
 
-from psycopg_pool import ConnectionPool
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUTAGE_BACKOFF_S = (0.5, 5.0)
+"""First and longest wait between attempts while Postgres is unreachable."""
+
+ATTEMPT_S = 2.0
+"""Longest wait for a pooled connection in one attempt."""
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -59,11 +76,14 @@ ADVISORY_LOCK_ID = 720_417
 """Postgres advisory lock held while migrating."""
 
 
-def open_pool(url: str, max_size: int = 4) -> ConnectionPool:
+def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message."""
-    pool = ConnectionPool(url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False})
+    pool = ConnectionPool(
+        url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False},
+        check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
+    )  # fmt: skip
     try:
-        pool.open(wait=True, timeout=10)
+        pool.open(wait=True, timeout=wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout with the cause in the log only
         pool.close()
         raise ConfigError(f"cannot connect to Postgres at {redact_url(url)}: {error}") from None
@@ -119,3 +139,23 @@ def require_schema(pool: ConnectionPool) -> None:
         )
     if not version or version[0] is None or version[0] < latest:
         raise ConfigError(f"the database schema is not at version {latest}; run `alpr db upgrade`")
+
+
+def write_through_outage(pool: ConnectionPool, write: Callable[[psycopg.Connection], T], patience_s: float) -> T:
+    """Run `write` in one transaction. While Postgres is unreachable (restarting, failing over), try
+    again with backoff for up to `patience_s`, then raise: the job fails and RQ retries it. Errors
+    other than a lost connection (a constraint, bad SQL) raise at once."""
+    deadline = time.monotonic() + patience_s
+    wait, longest = OUTAGE_BACKOFF_S
+    while True:
+        try:
+            timeout = max(0.5, min(ATTEMPT_S, deadline - time.monotonic()))
+            with pool.connection(timeout=timeout) as connection, connection.transaction():
+                return write(connection)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            log.warning("Postgres unavailable (%s); retrying in %.1f s", reason, wait)
+            time.sleep(wait)
+            wait = min(longest, wait * 2)

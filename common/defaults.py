@@ -59,8 +59,9 @@ DATASETS_DIR = "../shared/datasets"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 """Redis holding the job queues and the frame store."""
 
-FRAME_TTL_S = 300
-"""Seconds a raw frame may live in the frame store before Redis deletes it."""
+FRAME_TTL_S = 600
+"""Seconds a raw frame may live in the frame store before Redis deletes it: long enough for the job of
+a killed worker to be found abandoned and run again (JOB_TIMEOUT_S + 60 s + WORKER_MAINTENANCE_S)."""
 
 JPEG_QUALITY = 85
 """JPEG quality of frames in the frame store."""
@@ -72,10 +73,18 @@ MAX_BATCH_WAIT_MS = 250
 """Longest an ingest node holds a frame while it fills a detect job."""
 
 MAX_QUEUE_DEPTH = 64
-"""Detect-queue depth (jobs) above which ingest nodes skip frames instead of queueing them."""
+"""Jobs waiting in the chain's queues (detect + ocr + redact; each holds frames in Redis) above which
+ingest nodes skip frames instead of queueing them."""
 
-JOB_TIMEOUT_S = 300
+JOB_TIMEOUT_S = 120
 """Longest one job may run before RQ fails it."""
+
+DB_PATIENCE_S = 90
+"""How long a worker waits out a Postgres outage inside one job before failing it (RQ then retries it)."""
+
+WORKER_MAINTENANCE_S = 30
+"""How often an idle worker cleans RQ's registries: the job of a worker that died is queued again
+(while it has retries left) within this long of its heartbeat expiring."""
 
 FAILURE_TTL_S = 7 * 24 * 3600
 """How long failed jobs stay in RQ's failed registry for inspection and replay: one week."""

@@ -14,8 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
+from common.db import write_through_outage
 from common.types import PlateRead
 
 COLUMNS = (
@@ -129,9 +131,10 @@ class SqlitePlateLog:
 class PostgresPlateLog:
     """The shared log of a city's deployment: Postgres through a psycopg 3 connection pool."""
 
-    def __init__(self, pool: ConnectionPool, owns_pool: bool = False) -> None:
+    def __init__(self, pool: ConnectionPool, owns_pool: bool = False, patience_s: float = 0.0) -> None:
         self.pool = pool
         self.owns_pool = owns_pool
+        self.patience_s = patience_s
 
     def record_many(self, frames: Sequence[tuple[FrameInfo, Sequence[PlateRead]]]) -> int:
         rows = [row for frame, reads in frames for row in read_rows(frame, reads)]
@@ -139,9 +142,13 @@ class PostgresPlateLog:
             return 0
         placeholders = ", ".join("%s" for _ in COLUMNS)
         statement = f"INSERT INTO plate_reads ({INSERT_COLUMNS}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
-        with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            cursor.executemany(statement, rows, returning=False)
-            return max(cursor.rowcount, 0)
+
+        def insert(connection: psycopg.Connection) -> int:
+            with connection.cursor() as cursor:
+                cursor.executemany(statement, rows, returning=False)
+                return max(cursor.rowcount, 0)
+
+        return write_through_outage(self.pool, insert, self.patience_s)
 
     def reads(self) -> Iterator[dict[str, Any]]:
         with self.pool.connection() as connection, connection.cursor() as cursor:

@@ -44,7 +44,7 @@ def queue_keys() -> dict[str, str]:
     return {stage: Queue.redis_queue_namespace_prefix + name for stage, name in QUEUE_NAMES.items()}
 
 
-def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int = defaults.JOB_TIMEOUT_S) -> str:
+def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int) -> str:
     """Put a job on its stage's queue under a deterministic id; returns the id."""
     identifier = job_id(job.stage, job.batch_id)
     queue.enqueue_call(

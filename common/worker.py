@@ -1,10 +1,12 @@
 """The worker edge shared by the three pools: an RQ `SimpleWorker` (no fork per job, so the model
 loaded at start stays loaded) that hands each job's JSON payload to its stage, and the job function
-RQ calls. Stages count their jobs, frames and time in the process's metrics."""
+RQ calls. Stages count their jobs, frames and time in the process's metrics. Workers clean RQ's
+registries often, so the job of a worker that died runs again well within the frames' TTL."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -13,6 +15,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from common import defaults
 from common.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -49,10 +52,20 @@ def run_stage_job(payload: Any) -> dict[str, Any]:
 class StageWorker(SimpleWorker):
     """Runs jobs in this process, with the stage (and its loaded model) as their context."""
 
-    def __init__(self, queue: Queue, stage: Stage, metrics: Metrics, **kwargs: Any) -> None:
+    def __init__(
+        self, queue: Queue, stage: Stage, metrics: Metrics, stop: threading.Event | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("maintenance_interval", defaults.WORKER_MAINTENANCE_S)
+        kwargs.setdefault("worker_ttl", defaults.WORKER_MAINTENANCE_S + 15)  # an idle worker wakes this often
         super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, **kwargs)
         self.stage = stage
         self.metrics = metrics
+        self.stop = stop or threading.Event()
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """SIGTERM/SIGINT: finish the job at hand, then stop (and tell `alpr worker` not to start again)."""
+        self.stop.set()
+        super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         token = CURRENT_STAGE.set((self.stage, self.metrics))

@@ -1,7 +1,8 @@
 """An ingest node: one thread per camera samples frames (reconnecting dropped sources with
 backoff), and the node's main loop packs them into detect jobs — JPEG bytes into the frame store
-with a TTL, frame references onto the detect queue. When the detect queue is deeper than the limit,
-cameras skip frames and count them: memory stays bounded, whatever the workers do."""
+with a TTL, frame references onto the detect queue. When the chain's queues hold more jobs than the
+limit (every waiting job holds frames in Redis), cameras skip frames and count them: memory stays
+bounded, whatever the workers do."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ from common.errors import InputError
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
-from common.queues import STATS_INGESTED_KEY, enqueue, stage_queue
+from common.queues import STATS_INGESTED_KEY, enqueue, queue_keys, stage_queue
 from ingest.cameras import CameraConfig
 from ingest.sources import open_source
 
 log = logging.getLogger(__name__)
 
 DEPTH_REFRESH_S = 0.5
-"""How often the node reads the detect queue's depth for back-pressure."""
+"""How often the node reads the chain's queue depths for back-pressure."""
 
 
 @dataclass
@@ -46,6 +47,7 @@ class IngestNode:
         self.settings, self.metrics = settings, metrics
         self.store = FrameStore(connection, settings.frame_ttl_s)
         self.detect_queue = stage_queue(connection, "detect")
+        self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
         self.stop = threading.Event()
         self.depth = 0
@@ -121,8 +123,12 @@ class IngestNode:
             self.summary.ingested[ref.camera_id] += 1
 
     def refresh_depth(self) -> None:
+        """Jobs waiting in all three queues: each holds frames (or their crops) in the frame store."""
         with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
-            self.depth = self.detect_queue.count
+            pipe = self.store.redis.pipeline(transaction=False)
+            for key in self.queue_keys:
+                pipe.llen(key)
+            self.depth = sum(pipe.execute())
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has ended (files without loop), `max_seconds`, or stop()."""

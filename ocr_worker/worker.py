@@ -33,9 +33,10 @@ class OcrStage:
         plate_log: PlateLog,
         redact_queue: Queue,
         metrics: Metrics,
+        job_timeout_s: int,
     ) -> None:
         self.make_reader, self.store, self.plate_log = make_reader, store, plate_log
-        self.redact_queue, self.metrics = redact_queue, metrics
+        self.redact_queue, self.metrics, self.job_timeout_s = redact_queue, metrics, job_timeout_s
         self.readers: dict[str, PlateReader] = {}
 
     def reader(self, region: str) -> PlateReader:
@@ -76,5 +77,6 @@ class OcrStage:
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
         self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
         self.store.delete_many(crop_keys)
-        enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms))
+        redact_job = RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms)
+        enqueue(self.redact_queue, redact_job, self.job_timeout_s)
         return {"frames": len(job.frames), "reads_logged": new}

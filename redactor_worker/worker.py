@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import cv2
+import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from common.db import write_through_outage
 from common.frame_store import FrameStore
 from common.jobs import RedactJob, parse_job
 from common.metrics import Metrics
@@ -39,6 +41,11 @@ def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at: float)
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
+def insert_frames(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    with connection.cursor() as cursor:
+        cursor.executemany(INSERT_FRAME, rows)
+
+
 class RedactStage:
     name = "redact"
 
@@ -49,8 +56,10 @@ class RedactStage:
         keep_dir: Path,
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
+        db_patience_s: float = 0.0,
     ) -> None:
         self.store, self.pool, self.keep_dir, self.method, self.metrics = store, pool, keep_dir, method, metrics
+        self.db_patience_s = db_patience_s
 
     def handle(self, payload: Any) -> dict[str, Any]:
         job = parse_job(payload, self.name)
@@ -76,8 +85,8 @@ class RedactStage:
                 ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, datetime.fromtimestamp(ref.captured_at, UTC),
                 len(item.plates), Jsonb(timings), str(path),
             ))  # fmt: skip
-        with self.pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
-            cursor.executemany(INSERT_FRAME, rows)
+        if rows:
+            write_through_outage(self.pool, lambda connection: insert_frames(connection, rows), self.db_patience_s)
         self.store.delete_many(keys)
         pipe = self.store.redis.pipeline(transaction=False)
         for camera_id, count in Counter(row[1] for row in rows).items():

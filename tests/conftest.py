@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from alpr.democlip import make_clip
 from alpr.wiring import build_detector, build_reader
@@ -22,7 +18,7 @@ from common.config import Settings
 from detector_worker.core import PlateDetector
 from detector_worker.weights import install_models
 from ocr_worker.core import PlateReader
-from tests.helpers import free_port
+from tests.servers import PrivateRedis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,34 +72,17 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture()
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server for one test (so tests may fill, stop or restart it)."""
+    try:
+        server = PrivateRedis(tmp_path)
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: PrivateRedis) -> str:
+    return redis_server.url

@@ -17,6 +17,7 @@ def test_environment_and_overrides():
         ({"ALPR_DETECTOR_IMGSZ": "641"}, "ALPR_DETECTOR_IMGSZ"),
         ({"ALPR_DETECTOR_DEVICE": "gpu"}, "ALPR_DETECTOR_DEVICE"),
         ({"ALPR_SAMPLE_FPS": "-1"}, "ALPR_SAMPLE_FPS"),
+        ({"ALPR_JOB_TIMEOUT_S": "30"}, "ALPR_DB_PATIENCE_S .90. must be below ALPR_JOB_TIMEOUT_S .30."),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):

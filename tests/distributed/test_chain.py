@@ -61,7 +61,10 @@ def cameras_file(tmp_path):
 
 
 def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path):
-    env = dict(chain_env, ALPR_FRAME_TTL_S="120", ALPR_FRAMES_PER_JOB="4", ALPR_MAX_QUEUE_DEPTH="1000")
+    env = dict(
+        chain_env, ALPR_FRAME_TTL_S="120", ALPR_FRAMES_PER_JOB="4", ALPR_DETECTOR_BATCH_SIZE="2",
+        ALPR_MAX_QUEUE_DEPTH="1000",
+    )  # fmt: skip
     workers, ports = [], {}
     for stage in ("detect", "ocr", "redact"):
         for n in range(2):
@@ -110,7 +113,8 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         jobs = expected_frames / 4
         for stage in ("detect", "ocr", "redact"):
             assert total(by_stage[stage], rf'alpr_jobs_total\{{outcome="done",stage="{stage}"\}}') == jobs
-        assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") == jobs
+        assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") == expected_frames / 2  # 2 per inference
+        assert total(by_stage["detect"], r"alpr_detector_batch_frames_sum") == expected_frames
         assert total(by_stage["ocr"], r"alpr_plate_reads_total\{.*\}") == len(reads)
         assert total(by_stage["ocr"], r"alpr_capture_to_logged_seconds_count") > 0
         everything = " ".join(k for s in [ingest_metrics, *samples.values()] for k in s)

@@ -11,6 +11,7 @@ from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
 from alpr.democlip import make_clip
+from common import defaults
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
@@ -38,7 +39,7 @@ def test_backpressure_skips_frames_and_bounds_memory(redis_url, tmp_path, monkey
     connection = redis.Redis.from_url(redis_url)
     assert stage_queue(connection, "detect").count <= 3
     assert len(connection.keys("alpr:frame:*")) == queued  # only queued frames are stored, each with a TTL
-    assert all(0 < connection.ttl(k) <= 300 for k in connection.keys("alpr:frame:*"))
+    assert all(0 < connection.ttl(k) <= defaults.FRAME_TTL_S for k in connection.keys("alpr:frame:*"))
 
 
 def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_url, settings, capsys):
@@ -47,8 +48,8 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     image = np.full((360, 640, 3), 100, np.uint8)
     FrameStore(connection, 60).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
     bad = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
-    enqueue(detect, DetectJob(batch_id="expired", frames=[ref("cam:1:9")]))
-    enqueue(detect, DetectJob(batch_id="good", frames=[ref("cam:1:0")]))
+    enqueue(detect, DetectJob(batch_id="expired", frames=[ref("cam:1:9")]), 60)
+    enqueue(detect, DetectJob(batch_id="good", frames=[ref("cam:1:0")]), 60)
     code = main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)])
     assert code == 0
     failed = FailedJobRegistry(queue=detect)
