@@ -69,6 +69,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX plate_reads_by_camera_time ON plate_reads (camera_id, captured_at);
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE frames ADD COLUMN outcome TEXT NOT NULL DEFAULT 'done';
+        CREATE INDEX frames_not_done ON frames (camera_id, captured_at) WHERE outcome <> 'done';
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 

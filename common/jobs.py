@@ -42,6 +42,7 @@ class DetectedFrame(Strict):
     frame: FrameRef
     plates: list[PlateBox]
     detect_ms: float
+    missing: str | None = Field(default=None, description="why the frame was not processed (expired from the store)")
 
 
 class DetectJob(Strict):

@@ -1,6 +1,7 @@
 """The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames
 in one round trip, runs one batched inference, stores each plate's crop (small, with the frame's TTL)
-so the OCR pool need not fetch and decode whole frames, and queues the OCR job with the boxes."""
+so the OCR pool need not fetch and decode whole frames, and queues the OCR job with the boxes. Frames
+that expired before detection travel on, marked, for the redactor to record."""
 
 from __future__ import annotations
 
@@ -47,7 +48,10 @@ class DetectStage:
         if missing := len(job.frames) - len(present):
             log.warning("batch %s: %d frames expired before detection", job.batch_id, missing)
             self.metrics.frames_missing.labels(stage=self.name).inc(missing)
-        if not present:
+        lost = [DetectedFrame(frame=f, plates=[], detect_ms=0.0, missing="expired before detection")
+                for f in job.frames if images[f.key] is None]  # fmt: skip
+        if not present:  # passed on all the same, so the redactor records them
+            enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=lost), self.job_timeout_s)
             return {"frames": 0, "plates": 0}
         start = time.perf_counter()
         found = self.detector.detect([images[f.key] for f in present], [f.roi for f in present])  # type: ignore[misc]
@@ -67,5 +71,5 @@ class DetectStage:
                 plates.append(PlateBox(box_xyxy=box, confidence=conf, crop_key=key))
             frames.append(DetectedFrame(frame=ref, plates=plates, detect_ms=per_frame_ms))
         self.store.put_many(crops)
-        enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames), self.job_timeout_s)
+        enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames + lost), self.job_timeout_s)
         return {"frames": len(frames), "plates": sum(len(f.plates) for f in frames)}

@@ -1,6 +1,7 @@
 """The redactor pool's edge: takes a redact job, blurs every plate box in each frame, writes the
-redacted frame to the keep folder, records the frame as done in Postgres, and deletes the raw frame
-from the store (its TTL covers any frame a failure leaves behind)."""
+redacted frame to the keep folder, records every frame in Postgres (done, or why not: expired before
+detection or redaction), and deletes the raw frame from the store (its TTL covers any frame a
+failure leaves behind)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from redactor_worker.core import redact
 log = logging.getLogger(__name__)
 
 INSERT_FRAME = """
-INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (frame_id) DO NOTHING
+INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path, outcome)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (frame_id) DO NOTHING
 """
 
 
@@ -69,28 +70,36 @@ class RedactStage:
         rows = []
         for item in job.frames:
             ref, image = item.frame, images[item.frame.key]
-            if image is None:
-                self.metrics.frames_missing.labels(stage=self.name).inc()
-                continue
-            start = time.perf_counter()
-            hidden = redact(image, [p.box_xyxy for p in item.plates], self.method)
-            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(path), hidden):
-                raise OSError(f"cannot write the redacted frame {path}")
-            timings = {"detect": item.detect_ms, "redact": 1000 * (time.perf_counter() - start)}
+            timings = {"detect": item.detect_ms}
             if ref.frame_id in job.ocr_ms:
                 timings["ocr"] = job.ocr_ms[ref.frame_id]
+            path: Path | None = None
+            outcome = item.missing or ("done" if image is not None else "expired before redaction")
+            if image is None and not item.missing:
+                self.metrics.frames_missing.labels(stage=self.name).inc()
+            if image is not None:
+                start = time.perf_counter()
+                path = self.keep(ref.camera_id, ref.frame_id, ref.captured_at, image, [p.box_xyxy for p in item.plates])
+                timings["redact"] = 1000 * (time.perf_counter() - start)
             rows.append((
                 ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, datetime.fromtimestamp(ref.captured_at, UTC),
-                len(item.plates), Jsonb(timings), str(path),
+                len(item.plates), Jsonb(timings), str(path) if path else None, outcome,
             ))  # fmt: skip
-        if rows:
-            write_through_outage(self.pool, lambda connection: insert_frames(connection, rows), self.db_patience_s)
+        write_through_outage(self.pool, lambda connection: insert_frames(connection, rows), self.db_patience_s)
         self.store.delete_many(keys)
+        done = Counter(row[1] for row in rows if row[-1] == "done")
         pipe = self.store.redis.pipeline(transaction=False)
-        for camera_id, count in Counter(row[1] for row in rows).items():
+        for camera_id, count in done.items():
             pipe.hincrby(STATS_DONE_KEY, camera_id, count)
         pipe.execute()
-        self.metrics.frames_processed.labels(stage=self.name).inc(len(rows))
-        return {"frames": len(rows)}
+        self.metrics.frames_processed.labels(stage=self.name).inc(sum(done.values()))
+        return {"frames": sum(done.values()), "missing": len(rows) - sum(done.values())}
+
+    def keep(self, camera_id: str, frame_id: str, captured_at: float, image: Any, boxes: list[Any]) -> Path:
+        """Blur the plates and write the frame to the keep folder."""
+        hidden = redact(image, boxes, self.method)
+        path = kept_path(self.keep_dir, camera_id, frame_id, captured_at)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), hidden):
+            raise OSError(f"cannot write the redacted frame {path}")
+        return path

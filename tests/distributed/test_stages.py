@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import psycopg
 import redis
 from rq.registry import FailedJobRegistry
 
@@ -13,7 +14,7 @@ from alpr.cli import main
 from alpr.democlip import make_clip
 from common import defaults
 from common.frame_store import FrameStore, encode_jpeg, frame_key
-from common.jobs import DetectJob, FrameRef
+from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from tests.helpers import write_cameras
 
@@ -55,19 +56,21 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     failed = FailedJobRegistry(queue=detect)
     assert failed.get_job_ids() == [bad.id]
     assert "malformed detect job" in detect.fetch_job(bad.id).latest_result().exc_string
-    assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-good"]  # the expired batch had nothing to pass on
+    ocr = stage_queue(connection, "ocr")
+    assert ocr.get_job_ids() == ["ocr-expired", "ocr-good"]  # the expired frame travels on, marked
+    assert ocr.fetch_job("ocr-expired").args[0]["frames"][0]["missing"] == "expired before detection"
 
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     table = capsys.readouterr().out
     assert "queue    waiting running workers failed" in table
     assert table.splitlines()[1].split() == ["detect", "0", "0", "0", "1"]
-    assert table.splitlines()[2].split()[:2] == ["ocr", "1"]
+    assert table.splitlines()[2].split()[:2] == ["ocr", "2"]
 
 
 def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    assert capsys.readouterr().out.splitlines() == ["applied migrations [1]", "schema already up to date"]
+    assert capsys.readouterr().out.splitlines() == ["applied migrations [1, 2]", "schema already up to date"]
     assert main(["worker", "redact", "--burst", "--redis-url", redis_url]) == 2
     assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
     assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
@@ -89,3 +92,27 @@ def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_p
     assert stage_queue(connection, "detect").count >= 1
     retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("camera dead: cannot connect")]
     assert len(retries) >= 2 and "retrying in 2 s" in retries[1]  # backoff doubles
+
+
+def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_path, monkeypatch):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image = np.full((360, 640, 3), 100, np.uint8)
+    FrameStore(connection, 60).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
+    frames = [
+        DetectedFrame(frame=ref("cam:1:0"), plates=[], detect_ms=5.0),
+        DetectedFrame(frame=ref("cam:1:1"), plates=[], detect_ms=5.0),  # its raw frame has expired
+        DetectedFrame(frame=ref("cam:1:2"), plates=[], detect_ms=0.0, missing="expired before detection"),
+    ]
+    enqueue(stage_queue(connection, "redact"), RedactJob(batch_id="b", frames=frames), 60)
+    args = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
+    assert main(args) == 0
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT frame_id, outcome, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
+    assert rows == [
+        ("cam:1:0", "done", True),
+        ("cam:1:1", "expired before redaction", False),
+        ("cam:1:2", "expired before detection", False),
+    ]
+    assert connection.keys("alpr:frame:*") == []
