@@ -119,7 +119,7 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
 
     return RedactStage(
         store, database_pool(settings, "redactor"), settings.keep_dir, settings.redact_method, metrics,
-        settings.db_patience_s,
+        settings.db_patience_s, settings.jpeg_quality,
     )  # fmt: skip
 
 

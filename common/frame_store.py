@@ -49,8 +49,12 @@ class FrameStore:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
         """Decoded frames by key; None where the frame has expired or was never stored."""
+        return {key: None if data is None else decode_jpeg(data, key) for key, data in self.get_jpegs(keys).items()}
+
+    def get_jpegs(self, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """The stored JPEG bytes by key, undecoded; None where the frame has expired."""
         values: list[bytes | None] = self.redis.mget(list(keys)) if keys else []  # type: ignore[assignment]
-        return {key: None if data is None else decode_jpeg(data, key) for key, data in zip(keys, values, strict=True)}
+        return dict(zip(keys, values, strict=True))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:

@@ -4,7 +4,9 @@ and outcomes — never plate text."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -66,6 +68,19 @@ class Metrics:
         )
         self.plate_reads = Counter("alpr_plate_reads", "Reads logged, by format match.", ["format_match"], registry=r)
         self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
+        self.core_cpu_seconds = Counter(
+            "alpr_core_cpu_seconds", "CPU spent in the stage's core (model, OCR, blur), not moving jobs.", ["stage"],
+            registry=r,
+        )  # fmt: skip
+
+    @contextmanager
+    def core_cpu(self, stage: str) -> Iterator[None]:
+        """Count the process CPU of the block as the stage core's."""
+        start = time.process_time()
+        try:
+            yield
+        finally:
+            self.core_cpu_seconds.labels(stage=stage).inc(time.process_time() - start)
 
     def watch_queues(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
         self.registry.register(QueueDepthCollector(connection, queue_keys))

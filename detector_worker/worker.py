@@ -54,7 +54,8 @@ class DetectStage:
             enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=lost), self.job_timeout_s)
             return {"frames": 0, "plates": 0}
         start = time.perf_counter()
-        found = self.detector.detect([images[f.key] for f in present], [f.roi for f in present])  # type: ignore[misc]
+        with self.metrics.core_cpu(self.name):
+            found = self.detector.detect([images[f.key] for f in present], [f.roi for f in present])  # type: ignore[misc]
         per_frame_ms = 1000 * (time.perf_counter() - start) / len(present)
         step = self.detector.settings.batch_size
         for start in range(0, len(present), step):  # the inferences detect() ran

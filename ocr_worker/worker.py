@@ -60,7 +60,8 @@ class OcrStage:
             if any(crop is None for _, crop in present):
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             legible = [(p, crop) for p, crop in present if crop is not None]
-            results = self.reader(ref.region).read_batch([crop for _, crop in legible])  # type: ignore[misc]
+            with self.metrics.core_cpu(self.name):
+                results = self.reader(ref.region).read_batch([crop for _, crop in legible])  # type: ignore[misc]
             reads = [PlateRead(p.box_xyxy, p.confidence, tuple(c)) for (p, _), c in zip(legible, results, strict=True)]
             ocr_ms[ref.frame_id] = 1000 * (time.perf_counter() - start)
             info = FrameInfo(

@@ -1,7 +1,7 @@
 """The redactor pool's edge: takes a redact job, blurs every plate box in each frame, writes the
-redacted frame to the keep folder, records every frame in Postgres (done, or why not: expired before
-detection or redaction), and deletes the raw frame from the store (its TTL covers any frame a
-failure leaves behind)."""
+redacted frame to the keep folder (at the frame store's JPEG quality; a frame without plates as
+stored), records every frame in Postgres (done, or why not: expired before detection or redaction),
+and deletes the raw frame from the store (its TTL covers any frame a failure leaves behind)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.db import write_through_outage
-from common.frame_store import FrameStore
+from common.frame_store import FrameStore, decode_jpeg, encode_jpeg
 from common.jobs import RedactJob, parse_job
 from common.metrics import Metrics
 from common.queues import STATS_DONE_KEY
@@ -58,28 +57,35 @@ class RedactStage:
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
         db_patience_s: float = 0.0,
+        quality: int = 85,
     ) -> None:
         self.store, self.pool, self.keep_dir, self.method, self.metrics = store, pool, keep_dir, method, metrics
-        self.db_patience_s = db_patience_s
+        self.db_patience_s, self.quality = db_patience_s, quality
 
     def handle(self, payload: Any) -> dict[str, Any]:
         job = parse_job(payload, self.name)
         assert isinstance(job, RedactJob)
         keys = [f.frame.key for f in job.frames]
-        images = self.store.get_many(keys)
+        jpegs = self.store.get_jpegs(keys)
         rows = []
         for item in job.frames:
-            ref, image = item.frame, images[item.frame.key]
+            ref, jpeg = item.frame, jpegs[item.frame.key]
             timings = {"detect": item.detect_ms}
             if ref.frame_id in job.ocr_ms:
                 timings["ocr"] = job.ocr_ms[ref.frame_id]
             path: Path | None = None
-            outcome = item.missing or ("done" if image is not None else "expired before redaction")
-            if image is None and not item.missing:
+            outcome = item.missing or ("done" if jpeg is not None else "expired before redaction")
+            if jpeg is None and not item.missing:
                 self.metrics.frames_missing.labels(stage=self.name).inc()
-            if image is not None:
+            if jpeg is not None:
                 start = time.perf_counter()
-                path = self.keep(ref.camera_id, ref.frame_id, ref.captured_at, image, [p.box_xyxy for p in item.plates])
+                if item.plates:  # a frame without plates is kept as stored: nothing to hide, nothing to decode
+                    image = decode_jpeg(jpeg, ref.key)
+                    with self.metrics.core_cpu(self.name):
+                        jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
+                path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg)
                 timings["redact"] = 1000 * (time.perf_counter() - start)
             rows.append((
                 ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, datetime.fromtimestamp(ref.captured_at, UTC),
@@ -94,12 +100,3 @@ class RedactStage:
         pipe.execute()
         self.metrics.frames_processed.labels(stage=self.name).inc(sum(done.values()))
         return {"frames": sum(done.values()), "missing": len(rows) - sum(done.values())}
-
-    def keep(self, camera_id: str, frame_id: str, captured_at: float, image: Any, boxes: list[Any]) -> Path:
-        """Blur the plates and write the frame to the keep folder."""
-        hidden = redact(image, boxes, self.method)
-        path = kept_path(self.keep_dir, camera_id, frame_id, captured_at)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), hidden):
-            raise OSError(f"cannot write the redacted frame {path}")
-        return path

@@ -8,6 +8,7 @@ import re
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -89,6 +90,7 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
                 "SELECT camera_id, count(*), count(DISTINCT frame_id) FROM frames WHERE outcome = 'done' GROUP BY 1"
             ).fetchall()
             reads = db.execute("SELECT camera_id, plate_text, format_match, confidence FROM plate_reads").fetchall()
+            kept = [Path(row[0]) for row in db.execute("SELECT kept_path FROM frames").fetchall()]
             registered = db.execute("SELECT camera_id, region, enabled FROM cameras ORDER BY 1").fetchall()
             duplicates = db.execute(
                 "SELECT count(*) FROM (SELECT frame_id, plate_index FROM plate_reads"
@@ -96,6 +98,7 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             ).fetchone()[0]
         assert {c: (n, d) for c, n, d in frames} == {c: (FRAMES_PER_CAMERA,) * 2 for c in CAMERA_PLATES}
         assert duplicates == 0
+        assert len(kept) == expected_frames and all(p.is_file() and p.stat().st_size > 0 for p in kept)
         assert registered == [(c, "us", True) for c in sorted(CAMERA_PLATES)]
         for camera, plates in CAMERA_PLATES.items():
             trusted = Counter(t for c, t, matched, conf in reads if c == camera and matched and conf >= 0.5)
