@@ -135,7 +135,7 @@ def main() -> None:
     clips = []
     for i in range(max(args.cameras)):
         clips.append(work / f"cam{i}.mp4")
-        make_clip(clips[-1], (PLATES[i % len(PLATES)],), seed=i)
+        make_clip(clips[-1], (PLATES[i % len(PLATES)], PLATES[(i + 3) % len(PLATES)]), seed=i)  # 40 frames
     frames_per_clip = sum(1 for _ in open_source(str(clips[0]), SAMPLE_FPS).frames())
 
     redis_port = free_port()
