@@ -1,5 +1,5 @@
-"""The distributed chain's subcommands: `alpr ingest`, `alpr worker STAGE`, `alpr db upgrade` and
-`alpr status`. Each builds its role's parts from the validated Settings and hands over."""
+"""The distributed chain's subcommands: `alpr ingest`, `alpr worker STAGE`, `alpr db upgrade`,
+`alpr status` and `alpr replay`. Each builds its role's parts from the validated Settings and hands over."""
 
 from __future__ import annotations
 
@@ -207,3 +207,14 @@ def oldest_waiting(connection: redis.Redis) -> str:
     job = Job.fetch(ids[0], connection=connection, serializer=JSONSerializer)
     captured = min(frame["captured_at"] for frame in job.args[0]["frames"])
     return f"{time.time() - captured:.1f} s ago"
+
+
+def replay(args: argparse.Namespace, settings: Settings) -> int:
+    from common.replay import replay_failed
+
+    report = replay_failed(reach_redis(settings), [args.stage] if args.stage else list(STAGES), args.dry_run)
+    verb = "would requeue" if args.dry_run else "requeued"
+    print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
+    for stage in [args.stage] if args.stage else STAGES:
+        print(f"{stage:<8} {report.requeued[stage]:>13} {report.expired[stage]:>8} {report.malformed[stage]:>9}")
+    return 0

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=2.0, help="seconds between the two samples of the rates")
     status.add_argument("--redis-url")
 
+    replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
+    replay.add_argument("--stage", choices=("detect", "ocr", "redact"), help="one stage (default: all)")
+    replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
+    replay.add_argument("--redis-url")
+
     export = sub.add_parser("export", help="write the logged reads to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     _add_log_flags(export)
@@ -118,7 +123,7 @@ SETTING_FLAGS = (
     "metrics_port",
 )
 
-CHAIN_COMMANDS = ("ingest", "worker", "db", "status")
+CHAIN_COMMANDS = ("ingest", "worker", "db", "status", "replay")
 """Subcommands of the distributed chain (alpr/chain_commands.py); the rest are in alpr/commands.py."""
 
 

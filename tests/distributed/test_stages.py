@@ -116,3 +116,30 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
         ("cam:1:2", "expired before detection", False),
     ]
     assert connection.keys("alpr:frame:*") == []
+
+
+def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, settings, capsys):
+    connection = connect_redis(redis_url)
+    detect, store = stage_queue(connection, "detect"), FrameStore(connection, 60)
+    store.put_many([(frame_key("cam:1:0"), b"corrupt"), (frame_key("cam:1:1"), b"corrupt")])
+    enqueue(detect, DetectJob(batch_id="fixable", frames=[ref("cam:1:0")]), 60)
+    enqueue(detect, DetectJob(batch_id="gone", frames=[ref("cam:1:1")]), 60)
+    detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
+    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    assert main(worker) == 0
+    failed = FailedJobRegistry(queue=detect)
+    assert failed.count == 3  # each after its two retries
+    image = np.full((360, 640, 3), 100, np.uint8)
+    store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # the cause is fixed for this one
+    connection.delete(frame_key("cam:1:1"))  # this one's frame has expired meanwhile
+
+    capsys.readouterr()
+    assert main(["replay", "--dry-run", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert failed.count == 3
+    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
+    assert main(worker) == 0
+    assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-fixable"]
+    assert failed.count == 2

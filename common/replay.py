@@ -1,0 +1,62 @@
+"""Replaying failed jobs: after an outage longer than the retries cover (Postgres down past the
+patience of three attempts, a bug fixed and deployed), the jobs RQ kept in its failed registries go
+back on their queues — those whose frames are still in the frame store. A job whose frames have all
+expired, or whose payload is malformed, would only fail again: it is left in the registry (a week,
+for inspection) and counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from common.errors import InputError
+from common.jobs import DetectJob, OcrJob, RedactJob, parse_job
+from common.queues import stage_queue
+
+
+@dataclass
+class ReplayReport:
+    """Per stage: failed jobs requeued, left because their frames expired, left as malformed."""
+
+    requeued: Counter[str] = field(default_factory=Counter)
+    expired: Counter[str] = field(default_factory=Counter)
+    malformed: Counter[str] = field(default_factory=Counter)
+
+
+def needed_keys(job: DetectJob | OcrJob | RedactJob) -> list[str]:
+    """The frame-store keys a job reads: frames to detect in, plate crops to read, frames to redact."""
+    if isinstance(job, DetectJob):
+        return [f.key for f in job.frames]
+    if isinstance(job, OcrJob):
+        crops = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
+        return crops or [f.frame.key for f in job.frames]  # a batch without plates passes frames on
+    return [f.frame.key for f in job.frames if not f.missing]
+
+
+def replay_failed(connection: redis.Redis, stages: list[str], dry_run: bool = False) -> ReplayReport:
+    """Requeue the failed jobs of `stages` that still have frames to work on."""
+    report = ReplayReport()
+    for stage in stages:
+        queue = stage_queue(connection, stage)
+        registry = FailedJobRegistry(queue=queue)
+        for job_id in registry.get_job_ids():
+            try:
+                rq_job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+                job = parse_job(rq_job.args[0] if rq_job.args else None, stage)
+            except (InputError, NoSuchJobError, DeserializationError, ValueError):
+                report.malformed[stage] += 1
+                continue
+            keys = needed_keys(job)
+            if keys and not connection.exists(*keys):
+                report.expired[stage] += 1
+                continue
+            if not dry_run:
+                registry.requeue(job_id)
+            report.requeued[stage] += 1
+    return report
