@@ -1,0 +1,31 @@
+# One image for every role of the chain (ingest, detect, ocr, redact) and the standalone pipeline:
+# the role is the command, e.g. `alpr worker detect`. CPU build of torch; weights baked in.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --create-home --uid 10001 alpr
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY alpr/ alpr/
+COPY common/ common/
+COPY ingest/ ingest/
+COPY detector_worker/ detector_worker/
+COPY ocr_worker/ ocr_worker/
+COPY redactor_worker/ redactor_worker/
+COPY deploy/ deploy/
+
+# torch's CPU wheels (`torch==2.14.1` is met by 2.14.1+cpu); fastanpr only for its best.pt
+ENV ALPR_MODEL_DIR=/app/models ALPR_KEEP_DIR=/data/kept YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu . \
+    && pip install --no-cache-dir --no-deps fastanpr==0.1.13 \
+    && YOLO_CONFIG_DIR=/tmp/ultralytics alpr setup \
+    && alpr demo-clip /app/demo/clip.mp4 \
+    && mkdir -p /data/kept && chown -R alpr /data /app/models
+
+USER alpr
+ENV YOLO_CONFIG_DIR=/tmp/ultralytics
+ENTRYPOINT ["alpr"]
+CMD ["--help"]
