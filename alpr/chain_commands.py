@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import math
 import os
 import signal
 import socket
@@ -19,12 +20,12 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from common import defaults
+from common import defaults, queues
 from common.config import Settings
 from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.metrics import Metrics
-from common.queues import STAGES, STATS_DONE_KEY, STATS_INGESTED_KEY, connect_redis, queue_keys, stage_queue
+from common.queues import STAGES, connect_redis, queue_keys, stage_queue
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,9 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
-    first_in, first_done = connection.hgetall(STATS_INGESTED_KEY), connection.hgetall(STATS_DONE_KEY)
+    first_in, first_done = connection.hgetall(queues.STATS_INGESTED_KEY), connection.hgetall(queues.STATS_DONE_KEY)
     time.sleep(args.interval)
-    then_in, then_done = connection.hgetall(STATS_INGESTED_KEY), connection.hgetall(STATS_DONE_KEY)
+    then_in, then_done = connection.hgetall(queues.STATS_INGESTED_KEY), connection.hgetall(queues.STATS_DONE_KEY)
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
     for stage in STAGES:
         queue = stage_queue(connection, stage)
@@ -190,13 +191,37 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     cameras = sorted({k.decode() if isinstance(k, bytes) else k for k in (*then_in, *then_done)})
     if cameras:
         print(f"\n{'camera':<20} {'in fps':>7} {'out fps':>7} {'queued':>8} {'done':>8}")
+    total_in = 0.0
     for camera in cameras:
         key = camera.encode()
         rate_in = (int(then_in.get(key, 0)) - int(first_in.get(key, 0))) / args.interval
         rate_out = (int(then_done.get(key, 0)) - int(first_done.get(key, 0))) / args.interval
         queued, done = int(then_in.get(key, 0)), int(then_done.get(key, 0))
+        total_in += rate_in
         print(f"{camera:<20} {rate_in:>7.1f} {rate_out:>7.1f} {queued:>8} {done:>8}")
+    print_pool_sizes(connection, total_in)
     return 0
+
+
+def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
+    """Workers a pool needs to keep up with `in_fps` frames/s at TARGET_BUSY of their time, from the
+    pool's measured seconds of work per frame; None before it has handled any frame."""
+    if frames <= 0:
+        return None
+    return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
+
+
+def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
+    """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
+    busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
+    print(f"\n{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed at ' + format(in_fps, '.1f') + ' frames/s in':>28}")
+    for stage in STAGES:
+        key = stage.encode()
+        busy_s, done = float(busy.get(key, 0)), int(frames.get(key, 0))
+        needed = workers_needed(busy_s, done, in_fps)
+        per_frame = f"{busy_s / done:.3f}" if done else "-"
+        workers = len(Worker.all(queue=stage_queue(connection, stage)))
+        print(f"{stage:<8} {workers:>7} {per_frame:>8} {'-' if needed is None else needed:>28}")
 
 
 def oldest_waiting(connection: redis.Redis) -> str:

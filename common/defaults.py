@@ -98,3 +98,7 @@ KEEP_DIR = "kept_frames"
 
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
+
+TARGET_BUSY = 0.8
+"""Share of its workers' time a pool should be busy at the current input: `alpr status` sizes pools
+to it, leaving room for bursts."""

@@ -22,6 +22,12 @@ STAGE_JOB_FUNCTION = "common.worker.run_stage_job"
 STATS_INGESTED_KEY = "alpr:stats:ingested"
 """Redis hash: frames queued per camera (for `alpr status`)."""
 
+STATS_BUSY_KEY = "alpr:stats:busy_seconds"
+"""Redis hash: seconds workers of each stage spent on jobs (for `alpr status`'s pool sizing)."""
+
+STATS_FRAMES_KEY = "alpr:stats:frames"
+"""Redis hash: frames each stage's jobs handled."""
+
 STATS_DONE_KEY = "alpr:stats:done"
 """Redis hash: frames through the whole chain per camera (for `alpr status`)."""
 

@@ -11,12 +11,14 @@ import time
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from common import defaults
 from common.metrics import Metrics
+from common.queues import STATS_BUSY_KEY, STATS_FRAMES_KEY
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ class Stage(Protocol):
         ...
 
 
-CURRENT_STAGE: ContextVar[tuple[Stage, Metrics] | None] = ContextVar("alpr_current_stage", default=None)
+CURRENT_STAGE: ContextVar[tuple[Stage, Metrics, dict[str, Any]] | None] = ContextVar("alpr_current_stage", default=None)
+"""The stage, metrics and a place for the job's result summary, while a StageWorker runs a job."""
 
 
 def run_stage_job(payload: Any) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def run_stage_job(payload: Any) -> dict[str, Any]:
     current = CURRENT_STAGE.get()
     if current is None:
         raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")
-    stage, metrics = current
+    stage, metrics, summary = current
     start = time.perf_counter()
     try:
         result = stage.handle(payload)
@@ -46,6 +49,7 @@ def run_stage_job(payload: Any) -> dict[str, Any]:
         raise
     metrics.stage_seconds.labels(stage=stage.name).observe(time.perf_counter() - start)
     metrics.jobs.labels(stage=stage.name, outcome="done").inc()
+    summary.update(result)
     return result
 
 
@@ -68,8 +72,21 @@ class StageWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        token = CURRENT_STAGE.set((self.stage, self.metrics))
+        summary: dict[str, Any] = {}
+        token = CURRENT_STAGE.set((self.stage, self.metrics, summary))
+        start = time.perf_counter()
         try:
             super().execute_job(job, queue)
         finally:
             CURRENT_STAGE.reset(token)
+        self.account(time.perf_counter() - start, int(summary.get("frames", 0)))
+
+    def account(self, busy_s: float, frames: int) -> None:
+        """Add the job's time and frames to the pool's totals in Redis: `alpr status` sizes pools by them."""
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            pipe.hincrbyfloat(STATS_BUSY_KEY, self.stage.name, busy_s)
+            pipe.hincrby(STATS_FRAMES_KEY, self.stage.name, frames)
+            pipe.execute()
+        except redis.RedisError as error:  # statistics only: the job itself is done
+            log.warning("could not record pool statistics: %s", error)

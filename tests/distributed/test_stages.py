@@ -10,6 +10,7 @@ import psycopg
 import redis
 from rq.registry import FailedJobRegistry
 
+from alpr.chain_commands import workers_needed
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common import defaults
@@ -65,6 +66,16 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     assert "queue    waiting running workers failed" in table
     assert table.splitlines()[1].split() == ["detect", "0", "0", "0", "1"]
     assert table.splitlines()[2].split()[:2] == ["ocr", "2"]
+    pools = table[table.index("pool ") :].splitlines()
+    detect_pool = pools[1].split()  # the burst worker has left; it handled 2 frames (1 expired)
+    assert detect_pool[0] == "detect" and detect_pool[1] == "0" and float(detect_pool[2]) > 0
+    assert pools[2].split() == ["ocr", "0", "-", "-"]
+
+
+def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
+    assert workers_needed(busy_s=12.0, frames=100, in_fps=20.0) == 3  # 0.12 s/frame x 20 fps / 0.8 busy
+    assert workers_needed(busy_s=12.0, frames=100, in_fps=0.0) == 0
+    assert workers_needed(busy_s=0.0, frames=0, in_fps=20.0) is None
 
 
 def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
