@@ -214,14 +214,15 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
 def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
     """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
-    print(f"\n{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed at ' + format(in_fps, '.1f') + ' frames/s in':>28}")
+    print(f"\npools, sized for {in_fps:.1f} frames/s in with workers {defaults.TARGET_BUSY:.0%} busy:")
+    print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
     for stage in STAGES:
         key = stage.encode()
         busy_s, done = float(busy.get(key, 0)), int(frames.get(key, 0))
         needed = workers_needed(busy_s, done, in_fps)
         per_frame = f"{busy_s / done:.3f}" if done else "-"
         workers = len(Worker.all(queue=stage_queue(connection, stage)))
-        print(f"{stage:<8} {workers:>7} {per_frame:>8} {'-' if needed is None else needed:>28}")
+        print(f"{stage:<8} {workers:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")
 
 
 def oldest_waiting(connection: redis.Redis) -> str:
