@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for failure in summary.failures:
         print(f"warning: {failure}")
     plates = summary.distinct_plates(min_sightings=2)
-    one_offs = len(summary.sightings) - len(plates)
+    one_offs = len(summary.distinct_plates(min_sightings=1)) - len(plates)
     if plates:
         print(f"\n{'plate':<10} {'frames':>6} {'best conf':>9} {'first s':>8} {'last s':>7}")
         for p in plates:

@@ -50,13 +50,43 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def distinct_plates(self, min_sightings: int = 1) -> list[DistinctPlate]:
-        """Plates read with trusted confidence, most sighted first."""
+        """Plates read with trusted confidence, most sighted first. A text one character away from a
+        more sighted one, seen while that one was in view, counts as a misread of it (7ABC204 while
+        7ABC284 passes); the log keeps every read as it was made."""
+        merged: dict[str, list[tuple[float, float]]] = {}
+        for text, seen in sorted(self.sightings.items(), key=lambda item: -len(item[1])):
+            times = [t for t, _ in seen]
+            for kept, kept_seen in merged.items():
+                first, last = min(t for t, _ in kept_seen), max(t for t, _ in kept_seen)
+                if (
+                    one_edit_apart(text, kept)
+                    and min(times) <= last + MISREAD_GAP_S
+                    and max(times) >= first - MISREAD_GAP_S
+                ):
+                    kept_seen.extend(seen)
+                    break
+            else:
+                merged[text] = list(seen)
         out = [
             DistinctPlate(text, len(s), max(c for _, c in s), min(t for t, _ in s), max(t for t, _ in s))
-            for text, s in self.sightings.items()
+            for text, s in merged.items()
             if len(s) >= min_sightings
         ]
         return sorted(out, key=lambda p: (-p.sightings, p.first_s))
+
+
+MISREAD_GAP_S = 1.0
+"""How far outside a plate's time in view a one-character variant still counts as its misread."""
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """True when `a` and `b` differ by one substitution, insertion or deletion."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 class RedactedWriter:

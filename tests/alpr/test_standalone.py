@@ -7,6 +7,7 @@ import cv2
 import pytest
 
 from alpr.cli import main
+from alpr.standalone import RunSummary, one_edit_apart
 from ocr_worker.core import OcrSettings, PlateReader
 from tests.helpers import iou
 
@@ -146,3 +147,14 @@ def test_bad_setting_is_one_line(monkeypatch, capsys):
 
 def test_iou():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and iou((0, 0, 1, 1), (5, 5, 6, 6)) == 0.0
+
+
+def test_one_character_misreads_count_as_the_plate_in_view():
+    summary = RunSummary()
+    summary.sightings["7ABC284"] = [(4.0 + i / 10, 0.98) for i in range(15)]
+    summary.sightings["7ABC204"] = [(4.5, 0.96), (4.7, 0.95)]  # misread while 7ABC284 was in view
+    summary.sightings["KPX4721"] = [(0.0 + i / 10, 0.99) for i in range(19)]
+    summary.sightings["7ABC294"] = [(30.0, 0.9), (30.2, 0.9)]  # a similar plate, much later: its own
+    plates = {p.text: p.sightings for p in summary.distinct_plates(min_sightings=2)}
+    assert plates == {"KPX4721": 19, "7ABC284": 17, "7ABC294": 2}
+    assert one_edit_apart("CT0108", "CLT0108") and not one_edit_apart("AH240", "1AMW240")
