@@ -1,10 +1,16 @@
-"""Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes."""
+"""Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes,
+and an MJPEG-over-HTTP camera (what many IP cameras serve)."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -53,4 +59,37 @@ def write_cameras(path: Path, cameras: list[dict]) -> Path:
     return path
 
 
-__all__ = ["alpr_process", "clip_frames", "free_port", "iou", "scene_samples", "write_cameras"]
+@contextmanager
+def mjpeg_camera(jpegs: list[bytes], fps: float) -> Iterator[str]:
+    """Serve the JPEGs in a loop as a live multipart/x-mixed-replace stream at `fps`; yields its URL."""
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            index = 0
+            try:
+                while True:
+                    data = jpegs[index % len(jpegs)]
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                    self.wfile.write(head + data + b"\r\n")
+                    index += 1
+                    time.sleep(1 / fps)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+__all__ = ["alpr_process", "clip_frames", "free_port", "iou", "mjpeg_camera", "scene_samples", "write_cameras"]

@@ -17,7 +17,8 @@ from common import defaults
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
-from tests.helpers import write_cameras
+from ingest.sources import open_source
+from tests.helpers import mjpeg_camera, write_cameras
 
 
 def ref(frame_id: str) -> FrameRef:
@@ -154,3 +155,17 @@ def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, se
     assert main(worker) == 0
     assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-fixable"]
     assert failed.count == 2
+
+
+def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):
+    clip = tmp_path / "cam.mp4"
+    make_clip(clip, ("KPX4721",))
+    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()]
+    with mjpeg_camera(jpegs, fps=10) as url:
+        cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "gate", "source": url, "sample_fps": 5}])
+        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "4"]) == 0
+    match = re.search(r"gate: (\d+) frames queued, 0 skipped", capsys.readouterr().out)
+    assert match and 12 <= int(match[1]) <= 24, match  # ~5 a second for 4 s, not the camera's 10
+    store = FrameStore(connect_redis(redis_url), 60)
+    frames = store.get_many(store.redis.keys("alpr:frame:gate:*"))
+    assert len(frames) == int(match[1]) and all(f.shape == (720, 1280, 3) for f in frames.values())
