@@ -56,7 +56,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     cameras = load_cameras(args.cameras)
     connection = reach_redis(settings)
     if settings.database_url:
-        register_cameras(settings, cameras)
+        register_cameras_if_reachable(settings, cameras)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port)
@@ -75,7 +75,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register_cameras(settings: Settings, cameras: list[Any]) -> None:
+def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
     """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
     down, the node starts anyway and says so; a database without the schema is still an error."""
     from common.db import open_pool, register_cameras, require_schema

@@ -26,6 +26,20 @@ from redactor_worker.core import redact
 log = logging.getLogger(__name__)
 
 
+MISREAD_GAP_S = 1.0
+"""How far outside a plate's time in view a one-character variant still counts as its misread."""
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """True when `a` and `b` differ by one substitution, insertion or deletion."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
 @dataclass
 class DistinctPlate:
     text: str
@@ -73,20 +87,6 @@ class RunSummary:
             if len(s) >= min_sightings
         ]
         return sorted(out, key=lambda p: (-p.sightings, p.first_s))
-
-
-MISREAD_GAP_S = 1.0
-"""How far outside a plate's time in view a one-character variant still counts as its misread."""
-
-
-def one_edit_apart(a: str, b: str) -> bool:
-    """True when `a` and `b` differ by one substitution, insertion or deletion."""
-    if abs(len(a) - len(b)) > 1 or a == b:
-        return False
-    if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
-    short, long = sorted((a, b), key=len)
-    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 class RedactedWriter:

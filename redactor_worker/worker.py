@@ -56,8 +56,8 @@ class RedactStage:
         keep_dir: Path,
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
-        db_patience_s: float = 0.0,
-        quality: int = 85,
+        db_patience_s: float,
+        quality: int,
     ) -> None:
         self.store, self.pool, self.keep_dir, self.method, self.metrics = store, pool, keep_dir, method, metrics
         self.db_patience_s, self.quality = db_patience_s, quality
@@ -74,10 +74,13 @@ class RedactStage:
             if ref.frame_id in job.ocr_ms:
                 timings["ocr"] = job.ocr_ms[ref.frame_id]
             path: Path | None = None
-            outcome = item.missing or ("done" if jpeg is not None else "expired before redaction")
-            if jpeg is None and not item.missing:
+            if item.missing:
+                outcome = item.missing
+            elif jpeg is None:
+                outcome = "expired before redaction"
                 self.metrics.frames_missing.labels(stage=self.name).inc()
-            if jpeg is not None:
+            else:
+                outcome = "done"
                 start = time.perf_counter()
                 if item.plates:  # a frame without plates is kept as stored: nothing to hide, nothing to decode
                     image = decode_jpeg(jpeg, ref.key)

@@ -52,6 +52,16 @@ def alpr_process(env: dict[str, str], args: list[str], log: Path, metrics_port: 
     return subprocess.Popen([sys.executable, "-m", "alpr.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll `condition` every half second; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
 def write_cameras(path: Path, cameras: list[dict]) -> Path:
     import yaml
 
@@ -92,4 +102,13 @@ def mjpeg_camera(jpegs: list[bytes], fps: float) -> Iterator[str]:
         server.server_close()
 
 
-__all__ = ["alpr_process", "clip_frames", "free_port", "iou", "mjpeg_camera", "scene_samples", "write_cameras"]
+__all__ = [
+    "alpr_process",
+    "clip_frames",
+    "free_port",
+    "iou",
+    "mjpeg_camera",
+    "scene_samples",
+    "wait_for",
+    "write_cameras",
+]

@@ -5,7 +5,6 @@ the expected reads, every frame logged once, metrics that match, and no raw fram
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ import redis
 
 from alpr.democlip import make_clip
 from common.frame_store import KEY_PREFIX
-from tests.helpers import alpr_process, free_port, write_cameras
+from tests.helpers import alpr_process, free_port, wait_for, write_cameras
 
 CAMERA_PLATES = {
     "cam-north": ("KPX4721", "7ABC284"),
@@ -40,15 +39,6 @@ def scrape(port: int) -> dict[str, float]:
 def total(samples_by_process: list[dict[str, float]], pattern: str) -> float:
     regex = re.compile(pattern)
     return sum(v for samples in samples_by_process for k, v in samples.items() if regex.fullmatch(k))
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture()

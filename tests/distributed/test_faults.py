@@ -19,8 +19,7 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common.queues import STAGES, stage_queue
-from tests.distributed.test_chain import wait_for
-from tests.helpers import alpr_process, write_cameras
+from tests.helpers import alpr_process, wait_for, write_cameras
 from tests.servers import PrivatePostgres, PrivateRedis
 
 PLATES = ("KPX4721", "7ABC284")
