@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from common import defaults
 from common.errors import ConfigError
@@ -20,6 +20,12 @@ def default_model_dir() -> Path:
     """Where `alpr setup` puts the detector weights: $XDG_DATA_HOME/alpr/models or ~/.local/share/alpr/models."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "alpr" / "models"
+
+
+def default_keep_dir() -> Path:
+    """Where redactor workers keep frames by default: $XDG_DATA_HOME/alpr/kept or ~/.local/share/alpr/kept."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(base) / "alpr" / "kept").absolute()
 
 
 class Settings(BaseModel):
@@ -45,10 +51,19 @@ class Settings(BaseModel):
     )
     redact_method: Literal["blur", "pixelate"] = Field(defaults.REDACT_METHOD, description="How plates are hidden.")
     database_url: str | None = Field(None, description="postgresql://... to log reads to Postgres instead of SQLite.")
+    database_password: SecretStr | None = Field(
+        None, description="Postgres password, when the URL carries none (ALPR_DATABASE_PASSWORD_FILE: from a file)."
+    )
     sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
     sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=240, description="Frames sampled per second of video.")
     datasets_dir: Path = Field(Path(defaults.DATASETS_DIR), description="Evaluation photographs.")
-    redis_url: str = Field(defaults.REDIS_URL, pattern=r"^rediss?://", description="Queues and frame store.")
+    redis_url: str = Field(defaults.REDIS_URL, pattern=r"^rediss?://", description="Queues (and frame store).")
+    redis_password: SecretStr | None = Field(
+        None, description="Password of both Redis servers, when a URL carries none (ALPR_REDIS_PASSWORD_FILE)."
+    )
+    frame_store_url: str | None = Field(
+        None, pattern=r"^rediss?://", description="Redis of raw frames and crops (no persistence); default: redis_url."
+    )
     frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
     frames_per_job: int = Field(defaults.FRAMES_PER_JOB, ge=1, le=64, description="Frames per detect job.")
@@ -58,26 +73,69 @@ class Settings(BaseModel):
     db_patience_s: float = Field(
         defaults.DB_PATIENCE_S, ge=0, description="Longest wait for Postgres inside a job; below job_timeout_s."
     )
-    keep_dir: Path = Field(Path(defaults.KEEP_DIR), description="Where redacted frames are kept.")
+    max_frame_age_s: float = Field(
+        defaults.MAX_FRAME_AGE_S, gt=0, description="Frames older than this at detection are skipped, not processed."
+    )
+    keep_dir: Path = Field(default_factory=default_keep_dir, description="Where redacted frames are kept (absolute).")
+    keep_frames: Literal["plates", "all", "none"] = Field(
+        defaults.KEEP_FRAMES, description="Which redacted frames are kept: with a plate, all, or none."
+    )
+    keep_max_age_h: float = Field(
+        defaults.KEEP_MAX_AGE_H, gt=0, description="Kept frames older than this are deleted by the redactor pool."
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
+    metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1, description="Address metrics bind to.")
+
+    @field_validator("keep_dir")
+    @classmethod
+    def absolute_keep_dir(cls, path: Path) -> Path:
+        if not path.is_absolute():
+            raise ValueError(f"must be an absolute path (a worker's working directory is no place for frames): {path}")
+        return path
 
     @model_validator(mode="after")
-    def patience_within_timeout(self) -> Settings:
+    def consistent_times(self) -> Settings:
         if self.db_patience_s >= self.job_timeout_s:
             raise ValueError(
                 f"{ENV_PREFIX}DB_PATIENCE_S ({self.db_patience_s:g}) must be below {ENV_PREFIX}JOB_TIMEOUT_S"
                 f" ({self.job_timeout_s})"
             )
+        needed = self.job_timeout_s + defaults.RECOVERY_S
+        if self.frame_ttl_s < needed:
+            raise ValueError(
+                f"{ENV_PREFIX}FRAME_TTL_S ({self.frame_ttl_s}) must be at least {ENV_PREFIX}JOB_TIMEOUT_S"
+                f" ({self.job_timeout_s}) + {defaults.RECOVERY_S} s of recovery = {needed}: frames would expire"
+                " before the job of a killed worker runs again"
+            )
+        if self.max_frame_age_s >= self.frame_ttl_s:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_FRAME_AGE_S ({self.max_frame_age_s:g}) must be below {ENV_PREFIX}FRAME_TTL_S"
+                f" ({self.frame_ttl_s})"
+            )
         return self
+
+    @property
+    def store_url(self) -> str:
+        """The frame store's Redis: its own URL, or the queues'."""
+        return self.frame_store_url or self.redis_url
+
+    def secret(self, name: Literal["redis_password", "database_password"]) -> str | None:
+        value: SecretStr | None = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ALPR_* variables, then non-None `overrides` (command-line flags) on top."""
+        """Settings from ALPR_* variables (ALPR_X_FILE: the value of ALPR_X read from a file, as for
+        secrets), then non-None `overrides` (command-line flags) on top."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for key, value in environ.items():
             if key.startswith(ENV_PREFIX) and value != "":
                 name = key[len(ENV_PREFIX) :].lower()
+                if name.endswith("_file") and name not in cls.model_fields and name[:-5] in cls.model_fields:
+                    name, value = name[:-5], read_setting_file(key, value)
+                    if environ.get(key[:-5]):
+                        raise ConfigError(f"set {key[:-5]} or {key}, not both")
                 if name not in cls.model_fields:
                     raise ConfigError(
                         f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}"
@@ -87,8 +145,25 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" if e["loc"] else e["msg"]
-                for e in error.errors()
-            )
-            raise ConfigError(f"invalid settings: {problems}") from None
+            raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX)}") from None
+
+
+def read_setting_file(variable: str, path: str) -> str:
+    """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
+    The message of a failure names the variable and the path, never what the file holds."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{variable}: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+
+
+def format_errors(error: ValidationError, prefix: str = "", limit: int = 8) -> str:
+    """A pydantic ValidationError as one line: `PLACE: message; ...` (the place in capitals after a
+    prefix, as environment variables are named; lower case without one). Input values are never shown."""
+    problems = []
+    for item in error.errors()[:limit]:
+        place = ".".join(str(p) for p in item["loc"])
+        place = (prefix + place.upper()) if prefix and place else place
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{place}: {message}" if place else message)
+    return "; ".join(problems)

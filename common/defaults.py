@@ -61,7 +61,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 FRAME_TTL_S = 600
 """Seconds a raw frame may live in the frame store before Redis deletes it: long enough for the job of
-a killed worker to be found abandoned and run again (JOB_TIMEOUT_S + 60 s + WORKER_MAINTENANCE_S)."""
+a job that failed or whose worker died to run again (at least JOB_TIMEOUT_S + RECOVERY_S, checked at start)."""
 
 JPEG_QUALITY = 85
 """JPEG quality of frames in the frame store."""
@@ -83,7 +83,7 @@ JOB_TIMEOUT_S = 120
 DB_PATIENCE_S = 90
 """How long a worker waits out a Postgres outage inside one job before failing it (RQ then retries it)."""
 
-WORKER_MAINTENANCE_S = 30
+WORKER_MAINTENANCE_S = 15
 """How often an idle worker cleans RQ's registries: the job of a worker that died is queued again
 (while it has retries left) within this long of its heartbeat expiring."""
 
@@ -93,8 +93,25 @@ FAILURE_TTL_S = 7 * 24 * 3600
 RESULT_TTL_S = 60
 """How long RQ keeps a finished job's record."""
 
-KEEP_DIR = "kept_frames"
-"""Where redactor workers write the redacted frames they keep."""
+KEEP_FRAMES: Literal["plates", "all", "none"] = "plates"
+"""Which redacted frames the redactor keeps: only those with a detected plate, all, or none."""
+
+KEEP_MAX_AGE_H = 72.0
+"""Hours a kept frame stays on disk; the redactor pool deletes older ones (every KEEP_SWEEP_S)."""
+
+KEEP_SWEEP_S = 600
+"""How often a redactor worker deletes kept frames older than the age limit."""
+
+MAX_FRAME_AGE_S = 30.0
+"""A frame older than this when its detect job starts is skipped (counted, recorded) rather than
+processed minutes late: under overload the frames that are processed stay fresh."""
+
+JOB_LEASE_S = 15
+"""A running job's lease in RQ's started registry, renewed every JOB_LEASE_S / 3 by the worker's
+heartbeat thread: a killed worker's job is found abandoned this long after its last renewal."""
+
+METRICS_ADDRESS = "127.0.0.1"
+"""Address the metrics server binds to: this host only unless set (0.0.0.0 for a scraper elsewhere)."""
 
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
@@ -102,3 +119,7 @@ RECONNECT_BACKOFF_S = (1.0, 30.0)
 TARGET_BUSY = 0.8
 """Share of its workers' time a pool should be busy at the current input: `alpr status` sizes pools
 to it, leaving room for bursts."""
+
+RECOVERY_S = JOB_LEASE_S + 2 * WORKER_MAINTENANCE_S + 30
+"""Longest time from a worker's death to its job running again (lease, registry cleaning, an idle
+worker's wake-up) plus a margin: frames must outlive JOB_TIMEOUT_S + this, which config checks."""
