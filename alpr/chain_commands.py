@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import math
 import os
@@ -22,7 +23,8 @@ from rq.serializers import JSONSerializer
 
 from common import defaults, queues
 from common.config import Settings
-from common.errors import ConfigError
+from common.credentials import mask_url
+from common.errors import ConfigError, InputError
 from common.frame_store import FrameStore
 from common.metrics import Metrics
 from common.queues import STAGES, connect_redis, queue_keys, stage_queue
@@ -30,13 +32,25 @@ from common.queues import STAGES, connect_redis, queue_keys, stage_queue
 log = logging.getLogger(__name__)
 
 
-def reach_redis(settings: Settings) -> redis.Redis:
-    connection = connect_redis(settings.redis_url)
+def reach_redis(settings: Settings, url: str | None = None, what: str = "queues") -> redis.Redis:
+    """A checked connection to the queues' Redis (or, with `url`, another: the frame store's)."""
+    url = url or settings.redis_url
+    if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
+        log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
+    log.info("Redis for the %s: %s", what, mask_url(url))
+    connection = connect_redis(url, settings.secret("redis_password"))
     try:
         connection.ping()
     except redis.RedisError as error:
-        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {error}") from None
+        raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
     return connection
+
+
+def reach_frame_store(settings: Settings, queues: redis.Redis) -> redis.Redis:
+    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another."""
+    if settings.store_url == settings.redis_url:
+        return queues
+    return reach_redis(settings, settings.store_url, "frame store")
 
 
 def database_pool(settings: Settings, role: str) -> Any:
@@ -44,7 +58,7 @@ def database_pool(settings: Settings, role: str) -> Any:
 
     if not settings.database_url:
         raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
-    pool = open_pool(settings.database_url)
+    pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     require_schema(pool)
     return pool
 
@@ -52,15 +66,27 @@ def database_pool(settings: Settings, role: str) -> Any:
 def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.cameras import load_cameras
     from ingest.node import IngestNode
+    from ingest.sources import check_source
 
     cameras = load_cameras(args.cameras)
+    for camera in cameras:
+        if camera.enabled:
+            try:
+                check_source(camera.source)
+            except InputError as error:
+                raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
     connection = reach_redis(settings)
-    if settings.database_url:
-        register_cameras_if_reachable(settings, cameras)
+    frames = reach_frame_store(settings, connection)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
-    metrics.serve(settings.metrics_port)
-    node = IngestNode(cameras, settings, connection, metrics)
+    metrics.serve(settings.metrics_port, settings.metrics_address)
+    ledger = None
+    if settings.database_url:
+        register_cameras_if_reachable(settings, cameras)
+        ledger = frame_ledger(settings, metrics)
+    else:
+        log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
+    node = IngestNode(cameras, settings, connection, frames, metrics, ledger)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)
@@ -75,13 +101,26 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def frame_ledger(settings: Settings, metrics: Metrics) -> Any:
+    """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers."""
+    from common.db import open_pool
+    from common.frame_log import FrameLog
+    from ingest.ledger import FrameLedger
+
+    def open_log() -> FrameLog:
+        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
+        return FrameLog(pool, patience_s=0)
+
+    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY)
+
+
 def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
     """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
     down, the node starts anyway and says so; a database without the schema is still an error."""
     from common.db import open_pool, register_cameras, require_schema
 
     try:
-        pool = open_pool(settings.database_url or "", wait_s=3)
+        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
     except ConfigError as error:
         log.warning("%s; cameras not registered, ingesting anyway", error)
         return
@@ -96,15 +135,16 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
     """The stage object of a worker, its model loaded once, here, before any job."""
     from alpr.wiring import build_detector, build_reader
 
-    store = FrameStore(connection, settings.frame_ttl_s)
+    store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
     if stage == "detect":
         from detector_worker.worker import DetectStage
 
         detector = build_detector(settings)
         metrics.worker_threads.set(detector.threads)
         return DetectStage(
-            detector, store, stage_queue(connection, "ocr"), metrics, defaults.OCR_CROP_MARGIN, settings.job_timeout_s
-        )
+            detector, store, stage_queue(connection, "ocr"), metrics, defaults.OCR_CROP_MARGIN, settings.job_timeout_s,
+            settings.max_frame_age_s,
+        )  # fmt: skip
     if stage == "ocr":
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage
@@ -116,11 +156,15 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
         )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
         return ocr
+    from common.frame_log import FrameLog
     from redactor_worker.worker import RedactStage
 
+    log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
+             settings.keep_max_age_h)  # fmt: skip
     return RedactStage(
-        store, database_pool(settings, "redactor"), settings.keep_dir, settings.redact_method, metrics,
-        settings.db_patience_s, settings.jpeg_quality,
+        store, FrameLog(database_pool(settings, "redactor"), settings.db_patience_s), settings.keep_dir,
+        settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality, settings.keep_max_age_h * 3600,
+        lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
     )  # fmt: skip
 
 
@@ -130,7 +174,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_address)
     stage = build_stage(args.stage, settings, connection, metrics)
     stop = threading.Event()
     for run in itertools.count():
@@ -140,7 +184,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
         except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
-            log.warning("worker %s lost Redis: %s", name, error)
+            log.warning("worker %s lost Redis: %s", name, mask_url(str(error)))
         if stop.is_set() or args.burst or args.max_jobs:
             return 0
         for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
@@ -157,7 +201,7 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
             connection.ping()
             return
         except redis.RedisError as error:
-            log.warning("Redis unavailable (%s); retrying in %.0f s", error, wait)
+            log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), wait)
             stop.wait(wait)
             wait = min(longest, wait * 2)
 
@@ -167,7 +211,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres to upgrade")
-    pool = open_pool(settings.database_url)
+    pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     try:
         applied = upgrade(pool)
     finally:
@@ -178,9 +222,10 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
-    first_in, first_done = connection.hgetall(queues.STATS_INGESTED_KEY), connection.hgetall(queues.STATS_DONE_KEY)
+    keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY)
+    first = [connection.hgetall(key) for key in keys]
     time.sleep(args.interval)
-    then_in, then_done = connection.hgetall(queues.STATS_INGESTED_KEY), connection.hgetall(queues.STATS_DONE_KEY)
+    then = [connection.hgetall(key) for key in keys]
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
     for stage in STAGES:
         queue = stage_queue(connection, stage)
@@ -188,19 +233,45 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{stage:<8} {queue.count:>7} {StartedJobRegistry(queue=queue).count:>7} {len(workers):>7} "
               f"{FailedJobRegistry(queue=queue).count:>6}")  # fmt: skip
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
-    cameras = sorted({k.decode() if isinstance(k, bytes) else k for k in (*then_in, *then_done)})
+    states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    cameras = sorted({text(k) for table in then for k in table} | set(states))
     if cameras:
-        print(f"\n{'camera':<20} {'in fps':>7} {'out fps':>7} {'queued':>8} {'done':>8}")
-    total_in = 0.0
+        print(f"\n{'camera':<20} {'state':<12} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
+              f"{'queued':>8} {'skipped':>8} {'done':>8}")  # fmt: skip
+    offered_fps = 0.0
     for camera in cameras:
         key = camera.encode()
-        rate_in = (int(then_in.get(key, 0)) - int(first_in.get(key, 0))) / args.interval
-        rate_out = (int(then_done.get(key, 0)) - int(first_done.get(key, 0))) / args.interval
-        queued, done = int(then_in.get(key, 0)), int(then_done.get(key, 0))
-        total_in += rate_in
-        print(f"{camera:<20} {rate_in:>7.1f} {rate_out:>7.1f} {queued:>8} {done:>8}")
-    print_pool_sizes(connection, total_in)
+        rates = [(int(b.get(key, 0)) - int(a.get(key, 0))) / args.interval for a, b in zip(first, then, strict=True)]
+        totals = [int(table.get(key, 0)) for table in then]
+        state = states.get(camera, {})
+        offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
+        print(f"{camera:<20} {state.get('state', '-'):<12} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
+              f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
+    print_pool_sizes(connection, offered_fps)
+    if settings.database_url:
+        print_accounting(settings)
     return 0
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def print_accounting(settings: Settings) -> None:
+    """Per camera from the frames log: frames sampled, how they ended, and those not yet accounted for."""
+    from common.frame_log import FrameLog
+
+    pool = database_pool(settings, "status")
+    try:
+        counts = FrameLog(pool, 0).outcome_counts()
+    finally:
+        pool.close()
+    outcomes = ("done", "skipped", "expired", "corrupt", "lost")
+    print(f"\nframes log: {'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}")
+    for camera, by_outcome in sorted(counts.items()):
+        sampled = sum(by_outcome.values())
+        cells = " ".join(f"{by_outcome.get(o, 0):>8}" for o in outcomes)
+        print(f"{'':<12}{camera:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8}")
 
 
 def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
@@ -214,7 +285,9 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
 def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
     """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
-    print(f"\npools, sized for {in_fps:.1f} frames/s in with workers {defaults.TARGET_BUSY:.0%} busy:")
+    print(
+        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
+    )
     print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
     for stage in STAGES:
         key = stage.encode()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.config import Settings
+from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
 
 EXIT_ERROR = 2
@@ -104,8 +105,10 @@ def _add_chain_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_log_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="postgresql://... (default: SQLite)")
-    parser.add_argument("--sqlite", dest="sqlite_path", type=Path, help="SQLite file of the reads")
+    parser.add_argument(
+        "--database-url", help="postgresql://... (default: ALPR_DATABASE_URL when set, else the SQLite file)"
+    )
+    parser.add_argument("--sqlite", dest="sqlite_path", type=Path, help="SQLite file of the reads (no database URL)")
 
 
 SETTING_FLAGS = (
@@ -135,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    install_log_masking()  # no password of a camera, Redis or Postgres URL reaches a log line
     try:
         settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
         if args.command in CHAIN_COMMANDS:
@@ -143,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from alpr import commands  # type: ignore[no-redef]
         return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
     except AlprError as error:
-        print(f"alpr: error: {error}", file=sys.stderr)
+        print(f"alpr: error: {mask_url(str(error))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("alpr: interrupted", file=sys.stderr)
@@ -151,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
         if type(error).__module__.startswith(("psycopg", "sqlite3")) or isinstance(error, OSError):
             first_line = (str(error).strip().splitlines() or [""])[0]
-            print(f"alpr: error: {type(error).__name__}: {first_line}", file=sys.stderr)
+            print(f"alpr: error: {type(error).__name__}: {mask_url(first_line)}", file=sys.stderr)
             return EXIT_ERROR
         raise
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.plate_log import FrameInfo, PlateLog
 from common.types import PlateRead
-from detector_worker.core import PlateDetector, Polygon
+from detector_worker.core import PlateDetector, Polygon, filter_by_roi
 from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
@@ -129,11 +129,11 @@ class Pipeline:
     def process_batch(self, frames: Sequence[SampledFrame]) -> list[tuple[list[PlateRead], np.ndarray]]:
         """Reads and redacted image per frame."""
         images = [f.image for f in frames]
-        detections = self.detector.detect(images, [self.roi] * len(images))
+        detections = self.detector.detect(images)
         out = []
         for image, found in zip(images, detections, strict=False):
-            reads = self.reader.read_plates(image, found)
-            out.append((reads, redact(image, [box for box, _ in found.boxes()], self.redact_method)))
+            reads = self.reader.read_plates(image, filter_by_roi(found, self.roi))  # the ROI chooses what is read
+            out.append((reads, redact(image, [box for box, _ in found.boxes()], self.redact_method)))  # all hidden
         return out
 
     def run(

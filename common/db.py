@@ -12,6 +12,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from common.credentials import mask_url
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX frames_not_done ON frames (camera_id, captured_at) WHERE outcome <> 'done';
         """,
     ),
+    (
+        3,
+        """
+        ALTER TABLE frames ADD COLUMN detail TEXT;
+        UPDATE frames SET outcome = 'expired', detail = substr(outcome, 9) WHERE outcome LIKE 'expired %';
+        ALTER TABLE frames ADD CONSTRAINT frames_outcome_known
+            CHECK (outcome IN ('pending', 'done', 'skipped', 'expired', 'corrupt', 'lost'));
+        CREATE INDEX frames_pending ON frames (captured_at) WHERE outcome = 'pending';
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 
@@ -83,27 +94,22 @@ ADVISORY_LOCK_ID = 720_417
 """Postgres advisory lock held while migrating."""
 
 
-def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0) -> ConnectionPool:
-    """A connection pool, opened and checked: a wrong URL fails here with a clear message."""
+def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str | None = None) -> ConnectionPool:
+    """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
+    is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE])."""
+    options: dict[str, object] = {"autocommit": False}
+    if password is not None:
+        options["password"] = password
     pool = ConnectionPool(
-        url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": False},
+        url, min_size=1, max_size=max_size, open=False, kwargs=options,
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
     )  # fmt: skip
     try:
         pool.open(wait=True, timeout=wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout with the cause in the log only
         pool.close()
-        raise ConfigError(f"cannot connect to Postgres at {redact_url(url)}: {error}") from None
+        raise ConfigError(f"cannot connect to Postgres at {mask_url(url)}: {mask_url(str(error))}") from None
     return pool
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
 
 
 def upgrade(pool: ConnectionPool) -> list[int]:

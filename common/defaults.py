@@ -123,3 +123,10 @@ to it, leaving room for bursts."""
 RECOVERY_S = JOB_LEASE_S + 2 * WORKER_MAINTENANCE_S + 30
 """Longest time from a worker's death to its job running again (lease, registry cleaning, an idle
 worker's wake-up) plus a margin: frames must outlive JOB_TIMEOUT_S + this, which config checks."""
+
+LEDGER_CAPACITY = 200_000
+"""Frame records an ingest node holds while the frames log (Postgres) is unreachable: about 40 MB.
+Past it, frames are counted as unrecorded (alpr_frames_unrecorded_total)."""
+
+LEDGER_CLOSE_S = 15.0
+"""How long a stopping ingest node tries to write the frame records it still holds."""

@@ -4,45 +4,64 @@ that fails validation is a clear, recorded job failure."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.config import format_errors
 from common.errors import InputError
+from common.frame_store import KEY_PREFIX
 
 SCHEMA_VERSION: Literal[1] = 1
 """Version of the job payloads below; workers reject payloads of another version."""
 
 
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
+"""Frame, camera and batch ids: letters, digits and `_ . : -` (they become Redis keys and file names)."""
+
+STORE_KEY_PATTERN = "^" + KEY_PREFIX.replace(":", r"\:") + r"[A-Za-z0-9_.:-]{1,200}$"
+"""A job may name frame-store keys only: a job naming any other key (`canary:x`) is malformed."""
+
+FrameOutcome = Literal["pending", "done", "skipped", "expired", "corrupt", "lost"]
+"""How a sampled frame ended: still in the chain, processed, skipped (with a reason), expired from
+the frame store, undecodable, or lost (no stage finished it in time: a Redis restart, say)."""
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FrameRef(Strict):
     """One sampled frame: where its JPEG bytes sit in the frame store, and what it is."""
 
-    frame_id: str = Field(description="camera id + capture time in ms: unique and deterministic")
-    camera_id: str
+    frame_id: str = Field(pattern=ID_PATTERN, description="see common.frame_ids: unique and deterministic")
+    camera_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
-    captured_at: float = Field(description="capture time, Unix seconds")
+    captured_at: float = Field(ge=0, description="capture time, Unix seconds")
     source_time_s: float = Field(ge=0, description="time of the frame from the start of its source")
-    key: str = Field(description="frame-store key of the JPEG bytes")
-    region: str = Field(description="plate-format region of the camera")
-    roi: list[tuple[float, float]] | None = Field(None, description="region of interest polygon, pixels")
+    key: str = Field(pattern=STORE_KEY_PATTERN, description="frame-store key of the JPEG bytes")
+    region: str = Field(pattern=r"^[a-z]{1,16}$", description="plate-format region of the camera")
+    roi: list[tuple[float, float]] | None = Field(None, max_length=256, description="region of interest, pixels")
 
 
 class PlateBox(Strict):
     box_xyxy: tuple[float, float, float, float]
-    confidence: float
-    crop_key: str | None = Field(None, description="frame-store key of the plate crop (with OCR margin)")
+    confidence: float = Field(ge=0, le=1)
+    in_roi: bool = Field(
+        True, description="inside the camera's region of interest: read and logged (every box is blurred)"
+    )
+    crop_key: str | None = Field(None, pattern=STORE_KEY_PATTERN, description="frame-store key of the plate crop")
 
 
 class DetectedFrame(Strict):
     frame: FrameRef
-    plates: list[PlateBox]
-    detect_ms: float
-    missing: str | None = Field(default=None, description="why the frame was not processed (expired from the store)")
+    plates: list[PlateBox] = Field(max_length=64)
+    detect_ms: float = Field(ge=0)
+    outcome: FrameOutcome = Field(default="done", description="`done` unless the frame could not be processed")
+    detail: str | None = Field(
+        default=None, max_length=200, description="why not: `expired before detection`, `too old`..."
+    )
 
 
 class DetectJob(Strict):
@@ -50,8 +69,8 @@ class DetectJob(Strict):
 
     v: Literal[1] = SCHEMA_VERSION
     stage: Literal["detect"] = "detect"
-    batch_id: str
-    frames: list[FrameRef] = Field(min_length=1)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    frames: list[FrameRef] = Field(min_length=1, max_length=256)
 
 
 class OcrJob(Strict):
@@ -59,8 +78,8 @@ class OcrJob(Strict):
 
     v: Literal[1] = SCHEMA_VERSION
     stage: Literal["ocr"] = "ocr"
-    batch_id: str
-    frames: list[DetectedFrame] = Field(min_length=1)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
 
 
 class RedactJob(Strict):
@@ -68,30 +87,33 @@ class RedactJob(Strict):
 
     v: Literal[1] = SCHEMA_VERSION
     stage: Literal["redact"] = "redact"
-    batch_id: str
-    frames: list[DetectedFrame] = Field(min_length=1)
+    batch_id: str = Field(pattern=ID_PATTERN)
+    frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
     ocr_ms: dict[str, float] = Field(default_factory=dict, description="frame_id -> OCR time")
 
 
-JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
-    "detect": DetectJob,
-    "ocr": OcrJob,
-    "redact": RedactJob,
-}
+Job = DetectJob | OcrJob | RedactJob
+AnyJob = TypeVar("AnyJob", bound=DetectJob | OcrJob | RedactJob)
 
 
-def parse_job(payload: Any, stage: str) -> DetectJob | OcrJob | RedactJob:
-    """Validate a payload for `stage`; InputError says what is wrong."""
+def parse_job(payload: Any, job_type: type[AnyJob]) -> AnyJob:
+    """Validate a payload as `job_type`; InputError says what is wrong (never echoing the payload)."""
+    stage = job_type.model_fields["stage"].default
     if not isinstance(payload, dict):
         raise InputError(f"{stage} job payload must be a JSON object, got {type(payload).__name__}")
     if payload.get("v") != SCHEMA_VERSION:
-        raise InputError(f"{stage} job has schema version {payload.get('v')!r}, this worker reads {SCHEMA_VERSION}")
+        version = payload.get("v")
+        shown = repr(version) if isinstance(version, int | None) else type(version).__name__
+        raise InputError(f"{stage} job has schema version {shown[:20]}, this worker reads {SCHEMA_VERSION}")
     if payload.get("stage") != stage:
-        raise InputError(f"a {payload.get('stage')!r} job reached the {stage} queue")
+        other = payload.get("stage")
+        raise InputError(
+            f"a {other[:20] if isinstance(other, str) else type(other).__name__!r} job reached the {stage} queue"
+        )
     try:
-        return JOB_TYPES[stage].model_validate(payload)
-    except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+        return cast(AnyJob, job_type.model_validate(payload))
+    except (ValidationError, RecursionError, ValueError) as error:
+        problems = format_errors(error) if isinstance(error, ValidationError) else "too deeply nested"
         raise InputError(f"malformed {stage} job: {problems}") from None
 
 

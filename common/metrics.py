@@ -56,6 +56,21 @@ class Metrics:
         self.frames_missing = Counter(
             "alpr_frames_missing", "Frames expired from the store before a stage read them.", ["stage"], registry=r
         )
+        self.frames_corrupt = Counter(
+            "alpr_frames_corrupt", "Frames (or plate crops) that did not decode, per stage.", ["stage"], registry=r
+        )
+        self.frames_lost = Counter(
+            "alpr_frames_lost", "Frames marked lost by the sweep: no stage finished them in time.", registry=r
+        )
+        self.frames_unaccounted = Gauge(
+            "alpr_frames_unaccounted", "Frames sampled without a final outcome yet (in the chain), per camera.",
+            ["camera"], registry=r,
+        )  # fmt: skip
+        self.frames_unrecorded = Counter(
+            "alpr_frames_unrecorded", "Sampled frames whose record the ingest node could not keep.", ["camera"],
+            registry=r,
+        )  # fmt: skip
+        self.kept_deleted = Counter("alpr_kept_frames_deleted", "Kept frames deleted past their age.", registry=r)
         self.stage_seconds = Histogram(
             "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
@@ -85,10 +100,10 @@ class Metrics:
     def watch_queues(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
         self.registry.register(QueueDepthCollector(connection, queue_keys))
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on `port` (0: do not serve)."""
+    def serve(self, port: int, address: str) -> None:
+        """Serve /metrics on `address`:`port` (port 0: do not serve)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=address, registry=self.registry)
 
     def count_reads(self, matches: Iterable[bool]) -> None:
         for matched in matches:

@@ -22,6 +22,13 @@ STAGE_JOB_FUNCTION = "common.worker.run_stage_job"
 STATS_INGESTED_KEY = "alpr:stats:ingested"
 """Redis hash: frames queued per camera (for `alpr status`)."""
 
+STATS_SKIPPED_KEY = "alpr:stats:skipped"
+"""Redis hash: frames sampled but skipped per camera (back-pressure...): `alpr status` sizes pools by
+the frames offered, queued + skipped."""
+
+CAMERA_STATE_KEY = "alpr:cameras:state"
+"""Redis hash: camera id -> JSON {state, since, errors} kept by ingest nodes, for `alpr status`."""
+
 STATS_BUSY_KEY = "alpr:stats:busy_seconds"
 """Redis hash: seconds workers of each stage spent on jobs (for `alpr status`'s pool sizing)."""
 
@@ -36,9 +43,12 @@ RETRIES = Retry(max=2)
 No interval: intervals need RQ's scheduler process, whose shutdown can hang a stopping worker."""
 
 
-def connect_redis(url: str) -> redis.Redis:
-    """A Redis client with timeouts, so a dead server is an error, not a hang."""
-    return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+def connect_redis(url: str, password: str | None = None) -> redis.Redis:
+    """A Redis client with timeouts, so a dead server is an error, not a hang. `password` is used
+    when the URL carries none."""
+    return redis.Redis.from_url(
+        url, password=password, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+    )
 
 
 def stage_queue(connection: redis.Redis, stage: str) -> Queue:

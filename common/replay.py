@@ -11,32 +11,40 @@ from dataclasses import dataclass, field
 
 import redis
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Job
+from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from common.errors import InputError
-from common.jobs import DetectJob, OcrJob, RedactJob, parse_job
+from common.jobs import DetectJob, Job, OcrJob, RedactJob, parse_job
 from common.queues import stage_queue
+from common.worker import PERMANENT
+
+JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
+    "detect": DetectJob,
+    "ocr": OcrJob,
+    "redact": RedactJob,
+}
 
 
 @dataclass
 class ReplayReport:
-    """Per stage: failed jobs requeued, left because their frames expired, left as malformed."""
+    """Per stage: failed jobs requeued, left because their frames expired, left as malformed or
+    refused (they would fail the same way again)."""
 
     requeued: Counter[str] = field(default_factory=Counter)
     expired: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
 
 
-def needed_keys(job: DetectJob | OcrJob | RedactJob) -> list[str]:
+def needed_keys(job: Job) -> list[str]:
     """The frame-store keys a job reads: frames to detect in, plate crops to read, frames to redact."""
     if isinstance(job, DetectJob):
         return [f.key for f in job.frames]
     if isinstance(job, OcrJob):
         crops = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
         return crops or [f.frame.key for f in job.frames]  # a batch without plates passes frames on
-    return [f.frame.key for f in job.frames if not f.missing]
+    return [f.frame.key for f in job.frames if f.outcome == "done"]
 
 
 def replay_failed(connection: redis.Redis, stages: list[str], dry_run: bool = False) -> ReplayReport:
@@ -47,9 +55,12 @@ def replay_failed(connection: redis.Redis, stages: list[str], dry_run: bool = Fa
         registry = FailedJobRegistry(queue=queue)
         for job_id in registry.get_job_ids():
             try:
-                rq_job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
-                job = parse_job(rq_job.args[0] if rq_job.args else None, stage)
-            except (InputError, NoSuchJobError, DeserializationError, ValueError):
+                rq_job = RqJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+                if PERMANENT in rq_job.meta:
+                    report.malformed[stage] += 1
+                    continue
+                job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])
+            except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError):
                 report.malformed[stage] += 1
                 continue
             keys = needed_keys(job)

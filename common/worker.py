@@ -1,7 +1,13 @@
 """The worker edge shared by the three pools: an RQ `SimpleWorker` (no fork per job, so the model
 loaded at start stays loaded) that hands each job's JSON payload to its stage, and the job function
-RQ calls. Stages count their jobs, frames and time in the process's metrics. Workers clean RQ's
-registries often, so the job of a worker that died runs again well within the frames' TTL."""
+RQ calls. Stages count their jobs, frames and time in the process's metrics.
+
+Only the project's own jobs run: a job naming any other function, arguments or callbacks is refused
+before anything is imported (RQ would otherwise run whatever importable function a job names). A
+job that can never succeed (malformed, wrong version) fails at once, is not retried, and is marked
+so that `alpr replay` leaves it. A running job holds a short lease that a heartbeat thread renews,
+so the job of a killed worker runs again within a minute. A worker whose registration vanished
+(Redis restarted without persistence) registers again."""
 
 from __future__ import annotations
 
@@ -13,12 +19,66 @@ from typing import Any, Protocol
 
 import redis
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
 from common import defaults
+from common.errors import InputError
 from common.metrics import Metrics
-from common.queues import STATS_BUSY_KEY, STATS_FRAMES_KEY
+from common.queues import STAGE_JOB_FUNCTION, STATS_BUSY_KEY, STATS_FRAMES_KEY
+
+PERMANENT = "alpr_permanent"
+"""Job meta key: why the job will always fail (never retried, not replayed)."""
+
+
+class RefusedJobError(Exception):
+    """A job that is not one of the chain's own: it names another function, arguments or callbacks."""
+
+
+class StageJob(Job):
+    """An RQ job that can only call the chain's job function with one payload: anything else a
+    job's data names (a function, an instance, callbacks) is refused before it is imported."""
+
+    def refusal(self) -> str | None:
+        """Why this job is not one of ours, or None."""
+        try:
+            return self._refusal()
+        except Exception:  # data RQ cannot even decode (wrong shape, not JSON)
+            return "undecodable job data"
+
+    def _refusal(self) -> str | None:
+        if self.func_name != STAGE_JOB_FUNCTION:
+            return f"function {str(self.func_name)[:80]!r} is not {STAGE_JOB_FUNCTION}"
+        if len(self.args) != 1 or self.kwargs:
+            return "a stage job takes exactly one payload argument"
+        callbacks = (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name)
+        if any(callbacks):
+            return "stage jobs carry no callbacks"
+        return None
+
+    @property
+    def func(self) -> Any:
+        if reason := self.refusal():
+            self.meta[PERMANENT] = f"refused: {reason}"
+            raise RefusedJobError(reason)
+        return run_stage_job
+
+    @property
+    def should_retry(self) -> bool:
+        return PERMANENT not in self.meta and bool(super().should_retry)
+
+    @property
+    def success_callback(self) -> Any:
+        return None
+
+    @property
+    def failure_callback(self) -> Any:
+        return None
+
+    @property
+    def stopped_callback(self) -> Any:
+        return None
+
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +88,10 @@ class Stage(Protocol):
 
     def handle(self, payload: Any) -> dict[str, Any]:
         """Process one job's payload; returns a small summary (stored as the job's result)."""
+        ...
+
+    def maintain(self) -> None:
+        """Periodic duties of the stage's pool (run between jobs, every WORKER_MAINTENANCE_S)."""
         ...
 
 
@@ -44,6 +108,11 @@ def run_stage_job(payload: Any) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = stage.handle(payload)
+    except InputError as error:  # malformed, wrong version: it would fail the same way every time
+        metrics.jobs.labels(stage=stage.name, outcome="rejected").inc()
+        log.warning("%s job rejected, not retried: %s", stage.name, error)
+        mark_permanent(f"rejected: {error}")
+        raise
     except Exception:
         metrics.jobs.labels(stage=stage.name, outcome="failed").inc()
         raise
@@ -51,6 +120,14 @@ def run_stage_job(payload: Any) -> dict[str, Any]:
     metrics.jobs.labels(stage=stage.name, outcome="done").inc()
     summary.update(result)
     return result
+
+
+def mark_permanent(reason: str) -> None:
+    """Mark the running job as one that will always fail: not retried, not replayed."""
+    job = get_current_job()
+    if job is not None:
+        job.meta[PERMANENT] = reason[:300]
+        job.save_meta()
 
 
 class StageWorker(SimpleWorker):
@@ -61,10 +138,37 @@ class StageWorker(SimpleWorker):
     ) -> None:
         kwargs.setdefault("maintenance_interval", defaults.WORKER_MAINTENANCE_S)
         kwargs.setdefault("worker_ttl", defaults.WORKER_MAINTENANCE_S + 15)  # an idle worker wakes this often
-        super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, **kwargs)
+        super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, job_class=StageJob, **kwargs)
         self.stage = stage
         self.metrics = metrics
         self.stop = stop or threading.Event()
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """A running job's lease: short, renewed by the heartbeat thread (RQ's SimpleWorker would hold
+        it for the job timeout + 60 s, so a killed worker's job waited minutes)."""
+        return defaults.JOB_LEASE_S
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat, and registration anew when Redis lost it (restarted without persistence)."""
+        if pipeline is None and self.connection.exists(self.key) == 0:
+            log.info("worker %s: registration gone from Redis (restarted?); registering again", self.name)
+            self.register_birth()
+        super().heartbeat(timeout, pipeline)
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        try:
+            self.stage.maintain()
+        except Exception as error:  # a duty that fails now is tried again next time; jobs go on
+            log.warning("%s pool duty failed: %s", self.stage.name, error)
+
+    def renew_lease(self, job: Job, done: threading.Event) -> None:
+        """Renew the running job's lease every third of it, until the job ends."""
+        while not done.wait(defaults.JOB_LEASE_S / 3):
+            try:
+                self.maintain_heartbeats(job)
+            except redis.RedisError as error:
+                log.warning("could not renew the lease of job %s: %s", job.id, error)
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         """SIGTERM/SIGINT: finish the job at hand, then stop (and tell `alpr worker` not to start again)."""
@@ -72,12 +176,22 @@ class StageWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if isinstance(job, StageJob) and (reason := job.refusal()):
+            self.metrics.jobs.labels(stage=self.stage.name, outcome="refused").inc()
+            log.warning("job %s refused: %s", str(job.id)[:80], reason)
+            job.meta[PERMANENT] = f"refused: {reason}"
+            job.save_meta()
         summary: dict[str, Any] = {}
         token = CURRENT_STAGE.set((self.stage, self.metrics, summary))
+        done = threading.Event()
+        lease = threading.Thread(target=self.renew_lease, args=(job, done), name="job-lease", daemon=True)
         start = time.perf_counter()
+        lease.start()
         try:
-            super().execute_job(job, queue)
+            super().execute_job(job, queue)  # a refused job fails inside, on StageJob.func, never imported
         finally:
+            done.set()
+            lease.join()
             CURRENT_STAGE.reset(token)
         self.account(time.perf_counter() - start, int(summary.get("frames", 0)))
 

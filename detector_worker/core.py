@@ -1,5 +1,5 @@
-"""The detector core: `PlateDetector.detect(frames) -> plates per frame`, batching and ROI filtering.
-Knows nothing of Redis or jobs."""
+"""The detector core: `PlateDetector.detect(frames) -> plates per frame`, batching, and which boxes lie
+inside a region of interest (those are read; every box is redacted). Knows nothing of Redis or jobs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from common import defaults
 from common.errors import ConfigError, InputError
@@ -47,32 +48,32 @@ class PlateDetector:
         self.threads = threads
         self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
 
-    def detect(
-        self, frames: Sequence[np.ndarray], rois: Sequence[Polygon | None] | None = None
-    ) -> list[PlateDetections]:
-        """Plates in each frame, highest confidence first; with `rois`, only boxes centred inside."""
+    def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:
+        """Every plate in each frame, highest confidence first. A region of interest chooses which of
+        them are read (`inside_roi`), never which are hidden: every box found is redacted."""
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
                 shape = getattr(frame, "shape", type(frame).__name__)
                 raise InputError(f"frame {index} must be an HxWx3 BGR image, but got {shape}")
-        rois = rois if rois is not None else [None] * len(frames)
-        if len(rois) != len(frames):
-            raise ValueError(f"got {len(rois)} regions of interest for {len(frames)} frames")
         out: list[PlateDetections] = []
         step = max(1, self.settings.batch_size)
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
-            for (xyxy, conf), roi in zip(raw, rois[start : start + step], strict=False):
-                out.append(filter_by_roi(PlateDetections(xyxy, conf), roi))
+            out.extend(PlateDetections(xyxy, conf) for xyxy, conf in raw)
         return out
 
 
-def filter_by_roi(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
-    """Keep the boxes whose centre lies inside the polygon (all of them when there is none)."""
+def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
+    """Per box: does its centre lie inside the polygon (every box, when there is none)?"""
     if roi is None or len(detections) == 0:
-        return detections
+        return np.ones(len(detections), bool)
     contour = np.asarray(roi, np.float32).reshape(-1, 1, 2)
     centres = (detections.xyxy[:, :2] + detections.xyxy[:, 2:]) / 2
-    inside = np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
+    return np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
+
+
+def filter_by_roi(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
+    """The boxes to read: those whose centre lies inside the polygon (all of them when there is none)."""
+    inside = inside_roi(detections, roi)
     return PlateDetections(detections.xyxy[inside], detections.confidence[inside])

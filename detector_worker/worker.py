@@ -1,7 +1,9 @@
 """The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames
-in one round trip, runs one batched inference, stores each plate's crop (small, with the frame's TTL)
-so the OCR pool need not fetch and decode whole frames, and queues the OCR job with the boxes. Frames
-that expired before detection travel on, marked, for the redactor to record."""
+in one round trip, runs one batched inference, stores the crop of each plate inside the camera's
+region of interest (small, with the frame's TTL) so the OCR pool need not fetch and decode whole
+frames, and queues the OCR job with every box (all of them are blurred). A frame that expired, that
+does not decode, or that is older than the maximum age is not detected: it travels on with its
+outcome, for the redactor to record, and the rest of the job goes on."""
 
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 from rq import Queue
 
-from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.errors import InputError
+from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
-from detector_worker.core import PlateDetector
+from detector_worker.core import PlateDetector, inside_roi
 from ocr_worker.preprocess import crop_with_margin
 
 log = logging.getLogger(__name__)
@@ -36,30 +40,51 @@ class DetectStage:
         metrics: Metrics,
         crop_margin: float,
         job_timeout_s: int,
+        max_frame_age_s: float,
     ) -> None:
         self.detector, self.store, self.ocr_queue, self.metrics = detector, store, ocr_queue, metrics
-        self.crop_margin, self.job_timeout_s = crop_margin, job_timeout_s
+        self.crop_margin, self.job_timeout_s, self.max_frame_age_s = crop_margin, job_timeout_s, max_frame_age_s
+
+    def maintain(self) -> None:
+        """No periodic duty."""
 
     def handle(self, payload: Any) -> dict[str, Any]:
-        job = parse_job(payload, self.name)
-        assert isinstance(job, DetectJob)
-        images = self.store.get_many([f.key for f in job.frames])
-        present = [f for f in job.frames if images[f.key] is not None]
-        # frames that expired travel on all the same, marked, so the redactor records them
-        lost = [DetectedFrame(frame=f, plates=[], detect_ms=0.0, missing="expired before detection")
-                for f in job.frames if images[f.key] is None]  # fmt: skip
-        if lost:
-            log.warning("batch %s: %d frames expired before detection", job.batch_id, len(lost))
-            self.metrics.frames_missing.labels(stage=self.name).inc(len(lost))
+        job = parse_job(payload, DetectJob)
+        jpegs = self.store.get_jpegs([f.key for f in job.frames])
+        now = time.time()
+        images: dict[str, np.ndarray] = {}
+        passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
+        for ref in job.frames:
+            data = jpegs[ref.key]
+            if data is None:
+                passed_on.append(self.not_detected(ref, "expired", "before detection"))
+            elif now - ref.captured_at > self.max_frame_age_s:
+                passed_on.append(self.not_detected(ref, "skipped", "too old"))
+            else:
+                try:
+                    images[ref.key] = decode_jpeg(data, ref.key)
+                except InputError as error:
+                    log.warning("batch %s: %s", job.batch_id, error)
+                    passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
+        present = [f for f in job.frames if f.key in images]
         frames = self.detect(present, images) if present else []
-        enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames + lost), self.job_timeout_s)
+        enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames + passed_on), self.job_timeout_s)
         return {"frames": len(frames), "plates": sum(len(f.plates) for f in frames)}
 
-    def detect(self, present: list[FrameRef], images: dict[str, Any]) -> list[DetectedFrame]:
-        """One batched inference over the frames; stores each plate's crop for the OCR pool."""
+    def not_detected(self, ref: FrameRef, outcome: Any, detail: str) -> DetectedFrame:
+        if outcome == "expired":
+            self.metrics.frames_missing.labels(stage=self.name).inc()
+        elif outcome == "skipped":
+            self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=detail.replace(" ", "_")).inc()
+        else:
+            self.metrics.frames_corrupt.labels(stage=self.name).inc()
+        return DetectedFrame(frame=ref, plates=[], detect_ms=0.0, outcome=outcome, detail=detail)
+
+    def detect(self, present: list[FrameRef], images: dict[str, np.ndarray]) -> list[DetectedFrame]:
+        """One batched inference over the frames; stores the crop of each plate to be read."""
         start = time.perf_counter()
         with self.metrics.core_cpu(self.name):
-            found = self.detector.detect([images[f.key] for f in present], [f.roi for f in present])
+            found = self.detector.detect([images[f.key] for f in present])
         per_frame_ms = 1000 * (time.perf_counter() - start) / len(present)
         step = self.detector.settings.batch_size
         for first in range(0, len(present), step):  # the inferences detect() ran
@@ -68,12 +93,13 @@ class DetectStage:
         frames, crops = [], []
         for ref, detections in zip(present, found, strict=True):
             plates = []
-            for index, (box, conf) in enumerate(detections.boxes()):
-                crop = crop_with_margin(images[ref.key], box, self.crop_margin)
-                key = frame_key(f"{ref.frame_id}:plate{index}") if crop.size else None
-                if key:
+            readable = inside_roi(detections, ref.roi)
+            for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), readable.tolist(), strict=True)):
+                crop = crop_with_margin(images[ref.key], box, self.crop_margin) if in_roi else None
+                key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
+                if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, CROP_JPEG_QUALITY)))
-                plates.append(PlateBox(box_xyxy=box, confidence=conf, crop_key=key))
+                plates.append(PlateBox(box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key))
             frames.append(DetectedFrame(frame=ref, plates=plates, detect_ms=per_frame_ms))
         self.store.put_many(crops)
         return frames

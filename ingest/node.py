@@ -1,12 +1,16 @@
-"""An ingest node: one thread per camera samples frames (reconnecting dropped sources with
-backoff), and the node's main loop packs them into detect jobs — JPEG bytes into the frame store
-with a TTL, frame references onto the detect queue. When the chain's queues hold more jobs than the
-limit (every waiting job holds frames in Redis), cameras skip frames and count them: memory stays
-bounded, whatever the workers do."""
+"""An ingest node: one thread per camera samples frames (reconnecting dropped streams with backoff),
+and the node's main loop packs them into detect jobs — JPEG bytes into the frame store with a TTL,
+frame references onto the detect queue. When the chain's queues hold more jobs than the limit
+(every waiting job holds frames in Redis), cameras skip frames and count them: memory stays
+bounded, whatever the workers do. Every sampled frame, queued or skipped, gets a row in the frames
+log (through the ledger). Frame ids of file sources derive from the file and the position, so a
+restarted node that reads a file again is recognised and nothing is logged twice."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -15,23 +19,36 @@ import threading
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
 from common import defaults
+from common.backoff import Backoff
 from common.config import Settings
+from common.credentials import mask_url
 from common.errors import InputError
+from common.frame_log import FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
-from common.queues import STATS_INGESTED_KEY, enqueue, queue_keys, stage_queue
+from common.queues import CAMERA_STATE_KEY, STATS_INGESTED_KEY, STATS_SKIPPED_KEY, enqueue, queue_keys, stage_queue
 from ingest.cameras import CameraConfig
-from ingest.sources import open_source
+from ingest.ledger import FrameLedger
+from ingest.sources import STREAM_SCHEMES, FrameSource, SampledFrame, open_source
 
 log = logging.getLogger(__name__)
 
 DEPTH_REFRESH_S = 0.5
 """How often the node reads the chain's queue depths for back-pressure."""
+
+
+def source_tag(uri: str) -> str:
+    """A short fingerprint of a file or folder source (path, size, modification time): the same file
+    read again gives the same frame ids; a replaced file gives new ones."""
+    path = Path(uri).resolve()
+    status = path.stat()
+    return hashlib.sha1(f"{path}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -41,12 +58,37 @@ class NodeSummary:
     jobs: int = 0
 
 
+@dataclass
+class CameraRun:
+    """What a camera thread numbers its frames by: the run (streams) or the file and its pass."""
+
+    camera: CameraConfig
+    run_ms: int
+    seq: int = 0
+    passes: int = 0
+    tag: str | None = None
+
+    def frame_id(self, frame: SampledFrame) -> str:
+        if self.tag is None:  # a stream: sampled frames numbered within this run
+            return f"{self.camera.id}:{self.run_ms}:{self.seq}"
+        return f"{self.camera.id}:f{self.tag}:{self.passes}:{frame.index}"
+
+
 class IngestNode:
-    def __init__(self, cameras: list[CameraConfig], settings: Settings, connection: redis.Redis, metrics: Metrics):
+    def __init__(
+        self,
+        cameras: list[CameraConfig],
+        settings: Settings,
+        queues: redis.Redis,
+        frames: redis.Redis,
+        metrics: Metrics,
+        ledger: FrameLedger | None,
+    ):
         self.cameras = [c for c in cameras if c.enabled]
-        self.settings, self.metrics = settings, metrics
-        self.store = FrameStore(connection, settings.frame_ttl_s)
-        self.detect_queue = stage_queue(connection, "detect")
+        self.settings, self.metrics, self.ledger = settings, metrics, ledger
+        self.queues = queues
+        self.store = FrameStore(frames, settings.frame_ttl_s)
+        self.detect_queue = stage_queue(queues, "detect")
         self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
         self.stop = threading.Event()
@@ -54,68 +96,106 @@ class IngestNode:
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
 
-    def skip(self, camera: CameraConfig, reason: str) -> None:
-        self.metrics.frames_skipped.labels(camera=camera.id, reason=reason).inc()
-        self.summary.skipped[camera.id] += 1
+    def skip(self, ref: FrameRef, reason: str) -> None:
+        self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=reason).inc()
+        self.summary.skipped[ref.camera_id] += 1
+        if self.ledger:
+            self.ledger.add([FrameRecord(ref, "skipped", reason.replace("_", " "))])
+        with contextlib.suppress(redis.RedisError):  # statistics only
+            self.queues.hincrby(STATS_SKIPPED_KEY, ref.camera_id, 1)
+
+    def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
+        """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
+        value = json.dumps({"state": state, "since": time.time(), "errors": errors})
+        with contextlib.suppress(redis.RedisError):
+            self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(self, camera: CameraConfig) -> None:
-        """Sample one camera until its file ends (unless looping) or the node stops."""
-        backoff, longest = defaults.RECONNECT_BACKOFF_S
-        run_ms = int(time.time() * 1000)
-        seq = 0
+        """Sample one camera until its file ends (unless looping), the file fails, or the node stops. A
+        stream that drops is reopened with backoff: one WARNING when lost, one INFO when back."""
+        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        run = CameraRun(camera, int(time.time() * 1000))
+        errors = 0
         while not self.stop.is_set():
             try:
                 source = open_source(camera.source, camera.sample_fps)
-                backoff = defaults.RECONNECT_BACKOFF_S[0]
-                started = time.monotonic()
-                for frame in source.frames():
-                    if self.stop.is_set():
-                        return
-                    if camera.realtime and not source.is_stream:
-                        self.stop.wait(max(0.0, started + frame.time_s - time.monotonic()))
-                    if self.depth >= self.settings.max_queue_depth:
-                        self.skip(camera, "backpressure")
-                        continue
-                    frame_id = f"{camera.id}:{run_ms}:{seq}"
-                    ref = FrameRef(
-                        frame_id=frame_id, camera_id=camera.id, seq=seq, frame_index=frame.index,
-                        captured_at=time.time(), source_time_s=frame.time_s, key=frame_key(frame_id),
-                        region=camera.region, roi=camera.roi,
-                    )  # fmt: skip
-                    seq += 1
-                    try:
-                        self.pending.put((ref, encode_jpeg(frame.image, self.settings.jpeg_quality)), timeout=1.0)
-                    except queue.Full:
-                        self.skip(camera, "node_busy")
+                if not source.is_stream:
+                    run.tag = source_tag(camera.source)
+                if backoff.failures:
+                    log.info("camera %s: reconnected after %d failed attempts", camera.id, backoff.failures)
+                else:
+                    log.info("camera %s: connected to %s", camera.id, mask_url(camera.source))
+                backoff.reset()
+                self.set_state(camera, "connected", errors)
+                self.sample(run, source)
                 for failure in source.failures:
-                    log.warning("camera %s: %s", camera.id, failure)
-                if not camera.loop and not source.is_stream:
+                    log.warning("camera %s: %s", camera.id, mask_url(failure))
+                if self.stop.is_set() or (not camera.loop and not source.is_stream):
+                    self.set_state(camera, "ended", errors)
                     return
-            except InputError as error:
+                run.passes += 1
+            except (InputError, OSError) as error:
+                errors += 1
                 self.metrics.source_errors.labels(camera=camera.id).inc()
-                log.warning("camera %s: %s; retrying in %.0f s", camera.id, error, backoff)
-                self.stop.wait(backoff)
-                backoff = min(longest, backoff * 2)
+                if not camera.source.lower().startswith(STREAM_SCHEMES):  # a file that fails now fails again
+                    log.error("camera %s: %s; not retried", camera.id, mask_url(str(error)))
+                    self.set_state(camera, "failed", errors)
+                    return
+                delay = backoff.next_delay()
+                if backoff.failures == 1:
+                    log.warning("camera %s: %s; reconnecting with backoff", camera.id, mask_url(str(error)))
+                else:
+                    log.debug("camera %s: still unavailable; next attempt in %.0f s", camera.id, delay)
+                self.set_state(camera, "reconnecting", errors)
+                self.stop.wait(delay)
+
+    def sample(self, run: CameraRun, source: FrameSource) -> None:
+        """Sample one pass of the source into the pending jobs (or skip, when the chain is full)."""
+        camera = run.camera
+        started = time.monotonic()
+        for frame in source.frames():
+            if self.stop.is_set():
+                return
+            if camera.realtime and not source.is_stream:
+                self.stop.wait(max(0.0, started + frame.time_s - time.monotonic()))
+            frame_id = run.frame_id(frame)
+            ref = FrameRef(
+                frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
+                captured_at=time.time(), source_time_s=frame.time_s, key=frame_key(frame_id),
+                region=camera.region, roi=camera.roi,
+            )  # fmt: skip
+            run.seq += 1
+            if self.depth >= self.settings.max_queue_depth:
+                self.skip(ref, "backpressure")
+                continue
+            try:
+                self.pending.put((ref, encode_jpeg(frame.image, self.settings.jpeg_quality)), timeout=1.0)
+            except queue.Full:
+                self.skip(ref, "node_busy")
 
     def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
         job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch])
-        wait = defaults.RECONNECT_BACKOFF_S[0]
+        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         while True:
             try:
                 self.store.put_many([(ref.key, data) for ref, data in batch])
                 enqueue(self.detect_queue, job, self.settings.job_timeout_s)
-                pipe = self.store.redis.pipeline(transaction=False)
+                pipe = self.queues.pipeline(transaction=False)
                 for camera_id, count in Tally(ref.camera_id for ref, _ in batch).items():
                     pipe.hincrby(STATS_INGESTED_KEY, camera_id, count)
                 pipe.execute()
                 break
             except redis.RedisError as error:
                 if self.stop.is_set():
+                    for ref, _ in batch:  # never queued: recorded as skipped, not left pending
+                        self.skip(ref, "redis_unavailable")
                     return
-                log.warning("Redis unavailable (%s); retrying in %.0f s", error, wait)
-                self.stop.wait(wait)
-                wait = min(defaults.RECONNECT_BACKOFF_S[1], wait * 2)
+                delay = backoff.next_delay()
+                log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
+                self.stop.wait(delay)
+        if self.ledger:
+            self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
         self.summary.jobs += 1
         self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:
@@ -125,7 +205,7 @@ class IngestNode:
     def refresh_depth(self) -> None:
         """Jobs waiting in all three queues: each holds frames (or their crops) in the frame store."""
         with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
-            pipe = self.store.redis.pipeline(transaction=False)
+            pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
             self.depth = sum(pipe.execute())
@@ -134,6 +214,8 @@ class IngestNode:
         """Ingest until every camera has ended (files without loop), `max_seconds`, or stop()."""
         threads = [threading.Thread(target=self.camera_loop, args=(c,), name=f"camera-{c.id}", daemon=True)
                    for c in self.cameras]  # fmt: skip
+        if self.ledger:
+            self.ledger.start()
         for thread in threads:
             thread.start()
         try:
@@ -142,7 +224,19 @@ class IngestNode:
             self.stop.set()
             for thread in threads:
                 thread.join(timeout=5)
+            self.drain_pending()
+            if self.ledger:
+                self.ledger.close(defaults.LEDGER_CLOSE_S)
         return self.summary
+
+    def drain_pending(self) -> None:
+        """Frames sampled but never packed into a job (the node stopping): recorded as skipped."""
+        while True:
+            try:
+                ref, _ = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            self.skip(ref, "node_stopped")
 
     def pack_jobs(self, cameras: list[threading.Thread], deadline: float | None) -> None:
         """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame

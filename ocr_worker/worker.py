@@ -12,7 +12,8 @@ from typing import Any
 
 from rq import Queue
 
-from common.frame_store import FrameStore
+from common.errors import InputError
+from common.frame_store import FrameStore, decode_jpeg
 from common.jobs import OcrJob, RedactJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import FrameInfo, PlateLog
@@ -45,18 +46,20 @@ class OcrStage:
             self.readers[region] = self.make_reader(region)
         return self.readers[region]
 
+    def maintain(self) -> None:
+        """No periodic duty."""
+
     def handle(self, payload: Any) -> dict[str, Any]:
-        job = parse_job(payload, self.name)
-        assert isinstance(job, OcrJob)
-        with_plates = [f for f in job.frames if f.plates]
+        job = parse_job(payload, OcrJob)
+        with_plates = [f for f in job.frames if any(p.crop_key for p in f.plates)]  # plates in the ROI
         crop_keys = [p.crop_key for f in with_plates for p in f.plates if p.crop_key]
-        crops = self.store.get_many(crop_keys)
+        crops = self.decode_crops(crop_keys)
         logged: list[tuple[FrameInfo, list[PlateRead]]] = []
         ocr_ms: dict[str, float] = {}
         for item in with_plates:
             ref = item.frame
             start = time.perf_counter()
-            present = [(p, crops.get(p.crop_key or "")) for p in item.plates]
+            present = [(p, crops.get(p.crop_key)) for p in item.plates if p.crop_key]
             if any(crop is None for _, crop in present):
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             legible = [(p, crop) for p, crop in present if crop is not None]
@@ -81,3 +84,16 @@ class OcrStage:
         redact_job = RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms)
         enqueue(self.redact_queue, redact_job, self.job_timeout_s)
         return {"frames": len(job.frames), "reads_logged": new}
+
+    def decode_crops(self, keys: list[str]) -> dict[str, Any]:
+        """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""
+        crops = {}
+        for key, data in self.store.get_jpegs(keys).items():
+            if data is None:
+                continue
+            try:
+                crops[key] = decode_jpeg(data, key)
+            except InputError as error:
+                log.warning("%s", error)
+                self.metrics.frames_corrupt.labels(stage=self.name).inc()
+        return crops

@@ -1,7 +1,8 @@
-"""The redactor pool's edge: takes a redact job, blurs every plate box in each frame, writes the
-redacted frame to the keep folder (at the frame store's JPEG quality; a frame without plates as
-stored), records every frame in Postgres (done, or why not: expired before detection or redaction),
-and deletes the raw frame from the store (its TTL covers any frame a failure leaves behind)."""
+"""The redactor pool's edge: takes a redact job, blurs every plate box in each frame (inside the
+camera's region of interest or not), keeps the frames the policy says (`plates`: those with a
+detection; `all`; `none`) in the keep folder at the frame store's JPEG quality, records how every
+frame ended in the frames log, and deletes the raw frames from the store. Between jobs the pool
+deletes kept frames past their age and marks as lost the frames no stage finished in time."""
 
 from __future__ import annotations
 
@@ -12,23 +13,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import psycopg
-from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
-
-from common.db import write_through_outage
+from common.errors import InputError
+from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg
-from common.jobs import RedactJob, parse_job
+from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.queues import STATS_DONE_KEY
 from redactor_worker.core import redact
+from redactor_worker.retention import delete_expired_frames
 
 log = logging.getLogger(__name__)
 
-INSERT_FRAME = """
-INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path, outcome)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (frame_id) DO NOTHING
-"""
+KeepPolicy = Literal["plates", "all", "none"]
 
 
 def _path_safe(name: str) -> str:
@@ -41,65 +37,82 @@ def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at: float)
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
-def insert_frames(connection: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    with connection.cursor() as cursor:
-        cursor.executemany(INSERT_FRAME, rows)
-
-
 class RedactStage:
     name = "redact"
 
     def __init__(
         self,
         store: FrameStore,
-        pool: ConnectionPool,
+        frame_log: FrameLog,
         keep_dir: Path,
+        keep: KeepPolicy,
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
-        db_patience_s: float,
         quality: int,
+        keep_max_age_s: float,
+        lost_after_s: float,
+        keep_sweep_s: float,
     ) -> None:
-        self.store, self.pool, self.keep_dir, self.method, self.metrics = store, pool, keep_dir, method, metrics
-        self.db_patience_s, self.quality = db_patience_s, quality
+        self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
+        self.method, self.metrics, self.quality = method, metrics, quality
+        self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
+        self.last_keep_sweep = 0.0
+        self.cameras_seen: set[str] = set()
 
     def handle(self, payload: Any) -> dict[str, Any]:
-        job = parse_job(payload, self.name)
-        assert isinstance(job, RedactJob)
+        job = parse_job(payload, RedactJob)
         keys = [f.frame.key for f in job.frames]
         jpegs = self.store.get_jpegs(keys)
-        rows = []
-        for item in job.frames:
-            ref, jpeg = item.frame, jpegs[item.frame.key]
-            timings = {"detect": item.detect_ms}
-            if ref.frame_id in job.ocr_ms:
-                timings["ocr"] = job.ocr_ms[ref.frame_id]
-            path: Path | None = None
-            if item.missing:
-                outcome = item.missing
-            elif jpeg is None:
-                outcome = "expired before redaction"
-                self.metrics.frames_missing.labels(stage=self.name).inc()
-            else:
-                outcome = "done"
-                start = time.perf_counter()
-                if item.plates:  # a frame without plates is kept as stored: nothing to hide, nothing to decode
-                    image = decode_jpeg(jpeg, ref.key)
-                    with self.metrics.core_cpu(self.name):
-                        jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
-                path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(jpeg)
-                timings["redact"] = 1000 * (time.perf_counter() - start)
-            rows.append((
-                ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, datetime.fromtimestamp(ref.captured_at, UTC),
-                len(item.plates), Jsonb(timings), str(path) if path else None, outcome,
-            ))  # fmt: skip
-        write_through_outage(self.pool, lambda connection: insert_frames(connection, rows), self.db_patience_s)
+        records = [self.finish(item, jpegs[item.frame.key], job.ocr_ms.get(item.frame.frame_id)) for item in job.frames]
+        self.frame_log.record_final(records)
         self.store.delete_many(keys)
-        done = Counter(row[1] for row in rows if row[-1] == "done")
+        done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
         pipe = self.store.redis.pipeline(transaction=False)
         for camera_id, count in done.items():
             pipe.hincrby(STATS_DONE_KEY, camera_id, count)
         pipe.execute()
         self.metrics.frames_processed.labels(stage=self.name).inc(sum(done.values()))
-        return {"frames": sum(done.values()), "missing": len(rows) - sum(done.values())}
+        return {"frames": sum(done.values()), "not_done": len(records) - sum(done.values())}
+
+    def finish(self, item: DetectedFrame, jpeg: bytes | None, ocr_ms: float | None) -> FrameRecord:
+        """Blur and keep one frame (as the policy says); how it ended."""
+        ref, timings = item.frame, {"detect": item.detect_ms}
+        if ocr_ms is not None:
+            timings["ocr"] = ocr_ms
+        if item.outcome != "done":
+            return FrameRecord(ref, item.outcome, item.detail, stage_ms=timings)
+        if jpeg is None:
+            self.metrics.frames_missing.labels(stage=self.name).inc()
+            return FrameRecord(ref, "expired", "before redaction", len(item.plates), timings)
+        start = time.perf_counter()
+        if item.plates:  # every box, inside the ROI or not: no plate reaches disk unblurred
+            try:
+                image = decode_jpeg(jpeg, ref.key)
+            except InputError:
+                self.metrics.frames_corrupt.labels(stage=self.name).inc()
+                return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates), timings)
+            with self.metrics.core_cpu(self.name):
+                jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
+        path: Path | None = None
+        if self.keep == "all" or (self.keep == "plates" and item.plates):
+            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg)  # a frame without plates is kept as stored: nothing to hide
+        timings["redact"] = 1000 * (time.perf_counter() - start)
+        return FrameRecord(ref, "done", None, len(item.plates), timings, str(path) if path else None)
+
+    def maintain(self) -> None:
+        """Mark frames no stage finished in time as lost; delete kept frames past their age."""
+        lost = self.frame_log.sweep_lost(self.lost_after_s)
+        if lost:
+            log.warning("%d frames marked lost: sampled, but no stage finished them in time", lost)
+            self.metrics.frames_lost.inc(lost)
+        pending = self.frame_log.pending_counts()
+        for camera_id in {*pending, *self.cameras_seen}:
+            self.metrics.frames_unaccounted.labels(camera=camera_id).set(pending.get(camera_id, 0))
+        self.cameras_seen.update(pending)
+        if time.monotonic() - self.last_keep_sweep >= self.keep_sweep_s:
+            self.last_keep_sweep = time.monotonic()
+            if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s):
+                log.info("deleted %d kept frames older than %.0f h", deleted, self.keep_max_age_s / 3600)
+                self.metrics.kept_deleted.inc(deleted)

@@ -1,7 +1,7 @@
 import pytest
 
 from common.errors import InputError
-from common.jobs import DetectJob, FrameRef, job_id, parse_job
+from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, job_id, parse_job
 
 REF = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at=1.5e9, source_time_s=0.0,
                key="alpr:frame:cam:1:0", region="us")  # fmt: skip
@@ -11,7 +11,7 @@ def test_round_trip_through_json():
     job = DetectJob(batch_id="node-1:0", frames=[REF])
     payload = job.model_dump(mode="json")
     assert payload["v"] == 1 and payload["stage"] == "detect"
-    assert parse_job(payload, "detect") == job
+    assert parse_job(payload, DetectJob) == job
 
 
 @pytest.mark.parametrize(
@@ -23,11 +23,29 @@ def test_round_trip_through_json():
         ({"v": 1, "stage": "detect", "batch_id": "b", "frames": []}, "malformed detect job: frames"),
         ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{"frame_id": "x"}]}, "malformed detect job"),
         ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [REF.model_dump()], "pixels": "..."}, "pixels"),
+        # a job may name frame-store keys only: no other Redis key is read or deleted through a job
+        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "canary:x"}]}, "key"),
+        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "alpr:frame:../x"}]},
+         "key"),
+        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "captured_at": float("nan")}]},
+         "captured_at"),
+        ({"v": 1, "stage": "detect", "batch_id": "b c", "frames": [REF.model_dump()]}, "batch_id"),
     ],
-)
+)  # fmt: skip
 def test_malformed_payloads_are_input_errors(payload, message):
     with pytest.raises(InputError, match=message):
-        parse_job(payload, "detect")
+        parse_job(payload, DetectJob)
+
+
+def test_a_crop_key_outside_the_frame_store_is_refused():
+    plate = {"box_xyxy": [1, 2, 3, 4], "confidence": 0.9, "crop_key": "rq:workers"}
+    payload = OcrJob(batch_id="b", frames=[DetectedFrame(frame=REF, plates=[], detect_ms=1.0)]).model_dump(mode="json")
+    payload["frames"][0]["plates"] = [plate]
+    with pytest.raises(InputError, match="crop_key"):
+        parse_job(payload, OcrJob)
+    plate["crop_key"] = "alpr:frame:cam:1:0:plate0"
+    assert parse_job(payload, OcrJob).frames[0].plates == [PlateBox(box_xyxy=(1, 2, 3, 4), confidence=0.9,
+                                                                    crop_key="alpr:frame:cam:1:0:plate0")]  # fmt: skip
 
 
 def test_job_ids_are_deterministic_and_valid_for_rq():

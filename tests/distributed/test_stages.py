@@ -3,7 +3,9 @@ the ingest node, malformed and expired jobs at a worker, `alpr status`, `alpr db
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 
 import numpy as np
 import psycopg
@@ -21,9 +23,9 @@ from ingest.sources import open_source
 from tests.helpers import mjpeg_camera, write_cameras
 
 
-def ref(frame_id: str) -> FrameRef:
-    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at=1.7e9, source_time_s=0.0,
-                    key=frame_key(frame_id), region="us")  # fmt: skip
+def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at=time.time() - age_s,
+                    source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
 
 
 def test_backpressure_skips_frames_and_bounds_memory(redis_url, tmp_path, monkeypatch, capsys):
@@ -60,7 +62,8 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     assert "malformed detect job" in detect.fetch_job(bad.id).latest_result().exc_string
     ocr = stage_queue(connection, "ocr")
     assert ocr.get_job_ids() == ["ocr-expired", "ocr-good"]  # the expired frame travels on, marked
-    assert ocr.fetch_job("ocr-expired").args[0]["frames"][0]["missing"] == "expired before detection"
+    expired = ocr.fetch_job("ocr-expired").args[0]["frames"][0]
+    assert (expired["outcome"], expired["detail"]) == ("expired", "before detection")
 
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     table = capsys.readouterr().out
@@ -82,7 +85,7 @@ def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
 def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    assert capsys.readouterr().out.splitlines() == ["applied migrations [1, 2]", "schema already up to date"]
+    assert capsys.readouterr().out.splitlines() == ["applied migrations [1, 2, 3]", "schema already up to date"]
     assert main(["worker", "redact", "--burst", "--redis-url", redis_url]) == 2
     assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
     assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
@@ -90,6 +93,7 @@ def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redi
 
 
 def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG, logger="ingest.node")
     clip = tmp_path / "ok.mp4"
     make_clip(clip, ("KPX4721",))
     cameras = write_cameras(tmp_path / "cameras.yaml", [
@@ -102,8 +106,11 @@ def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_p
     assert "ok: 20 frames queued, 0 skipped" in out and "dead: 0 frames queued" in out and "off:" not in out
     connection = redis.Redis.from_url(redis_url)
     assert stage_queue(connection, "detect").count >= 1
-    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("camera dead: cannot connect")]
-    assert len(retries) >= 2 and "retrying in 2 s" in retries[1]  # backoff doubles
+    dead = [r for r in caplog.records if r.getMessage().startswith("camera dead")]
+    warnings = [r.getMessage() for r in dead if r.levelno >= logging.WARNING]
+    assert warnings == ["camera dead: cannot connect to stream: rtsp://127.0.0.1:9/none; reconnecting with backoff"]
+    retries = [r.getMessage() for r in dead if r.levelno == logging.DEBUG]  # one WARNING, then quiet retries
+    assert len(retries) >= 1 and "next attempt in 2 s" in retries[0]  # backoff doubles
 
 
 def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_path, monkeypatch):
@@ -114,18 +121,19 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
     frames = [
         DetectedFrame(frame=ref("cam:1:0"), plates=[], detect_ms=5.0),
         DetectedFrame(frame=ref("cam:1:1"), plates=[], detect_ms=5.0),  # its raw frame has expired
-        DetectedFrame(frame=ref("cam:1:2"), plates=[], detect_ms=0.0, missing="expired before detection"),
+        DetectedFrame(frame=ref("cam:1:2"), plates=[], detect_ms=0.0, outcome="expired", detail="before detection"),
     ]
     enqueue(stage_queue(connection, "redact"), RedactJob(batch_id="b", frames=frames), 60)
     args = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
     monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
+    monkeypatch.setenv("ALPR_KEEP_FRAMES", "all")  # this frame has no plate: kept only under `all`
     assert main(args) == 0
     with psycopg.connect(postgres_url) as db:
-        rows = db.execute("SELECT frame_id, outcome, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
+        rows = db.execute("SELECT frame_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
     assert rows == [
-        ("cam:1:0", "done", True),
-        ("cam:1:1", "expired before redaction", False),
-        ("cam:1:2", "expired before detection", False),
+        ("cam:1:0", "done", None, True),
+        ("cam:1:1", "expired", "before redaction", False),
+        ("cam:1:2", "expired", "before detection", False),
     ]
     assert connection.keys("alpr:frame:*") == []
 
@@ -133,17 +141,16 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
 def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, settings, capsys):
     connection = connect_redis(redis_url)
     detect, store = stage_queue(connection, "detect"), FrameStore(connection, 60)
-    store.put_many([(frame_key("cam:1:0"), b"corrupt"), (frame_key("cam:1:1"), b"corrupt")])
-    enqueue(detect, DetectJob(batch_id="fixable", frames=[ref("cam:1:0")]), 60)
-    enqueue(detect, DetectJob(batch_id="gone", frames=[ref("cam:1:1")]), 60)
-    detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
-    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
-    assert main(worker) == 0
-    failed = FailedJobRegistry(queue=detect)
-    assert failed.count == 3  # each after its two retries
     image = np.full((360, 640, 3), 100, np.uint8)
-    store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # the cause is fixed for this one
-    connection.delete(frame_key("cam:1:1"))  # this one's frame has expired meanwhile
+    store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # cam:1:1's frame has expired
+    failed = FailedJobRegistry(queue=detect)
+    for batch, frame_id in (("fixable", "cam:1:0"), ("gone", "cam:1:1")):  # failed on a transient cause
+        enqueue(detect, DetectJob(batch_id=batch, frames=[ref(frame_id)]), 60)
+    malformed = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
+    for job_id in detect.get_job_ids():
+        detect.remove(job_id)
+        failed.add(detect.fetch_job(job_id), ttl=600)
+    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
 
     capsys.readouterr()
     assert main(["replay", "--dry-run", "--redis-url", redis_url]) == 0
@@ -154,7 +161,7 @@ def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, se
     assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
     assert main(worker) == 0
     assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-fixable"]
-    assert failed.count == 2
+    assert failed.count == 2 and malformed.id in failed.get_job_ids()
 
 
 def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):

@@ -1,0 +1,21 @@
+"""One backoff helper for every retry loop: the wait doubles from `first_s` up to `longest_s`, and
+resets once the thing waited for answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Backoff:
+    first_s: float
+    longest_s: float
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        """Record a failure; the wait before the next attempt."""
+        self.failures += 1
+        return float(min(self.longest_s, self.first_s * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0

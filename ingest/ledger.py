@@ -1,0 +1,94 @@
+"""The ingest node's ledger: a durable row in the frames log for every sampled frame — `pending` for
+a frame queued into the chain, `skipped` (with the reason) for one that was not — written in batches
+by a background thread. Postgres may be down when the node starts or later: rows wait in a bounded
+buffer and go out when it answers; past the buffer, frames are counted as unrecorded (a metric and
+one warning), never silently dropped, and memory stays bounded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from common import defaults
+from common.backoff import Backoff
+from common.frame_log import FrameLog, FrameRecord
+from common.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 1000
+"""Rows written per statement batch."""
+
+FLUSH_S = 0.5
+"""How often the ledger writes what it holds."""
+
+
+class FrameLedger:
+    """Buffers frame records and writes them to the frames log from its own thread."""
+
+    def __init__(self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int) -> None:
+        self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
+        self.frame_log: FrameLog | None = None
+        self.buffer: deque[FrameRecord] = deque()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = threading.Event()
+        self.overflowing = False
+        self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, records: list[FrameRecord]) -> None:
+        with self.lock:
+            room = max(0, self.capacity - len(self.buffer))
+            self.buffer.extend(records[:room])
+            overflow = records[room:]
+        for record in overflow:
+            self.metrics.frames_unrecorded.labels(camera=record.frame.camera_id).inc()
+        if overflow and not self.overflowing:
+            log.warning("frames log unreachable and %d records waiting: further frames go unrecorded", self.capacity)
+        self.overflowing = bool(overflow)
+
+    def run(self) -> None:
+        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        while True:
+            self.wake.wait(FLUSH_S)
+            self.wake.clear()
+            with self.lock:
+                batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
+            if not batch:
+                if self.closing.is_set():
+                    return
+                continue
+            try:
+                if self.frame_log is None:
+                    self.frame_log = self.open_log()
+                self.frame_log.record_sampled(batch)
+                if backoff.failures:
+                    log.info("frames log reachable again")
+                backoff.reset()
+                self.wake.set()  # more may be waiting
+            except Exception as error:  # Postgres down (or its schema missing): keep the rows, try again later
+                with self.lock:
+                    self.buffer.extendleft(reversed(batch))
+                if self.closing.is_set():
+                    return
+                delay = backoff.next_delay()
+                if backoff.failures == 1:
+                    log.warning("frames log unavailable (%s); retrying with backoff", str(error).splitlines()[0])
+                self.closing.wait(delay)
+
+    def close(self, timeout_s: float) -> int:
+        """Write what is left (up to `timeout_s`); returns how many records could not be written."""
+        self.closing.set()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout_s)
+        with self.lock:
+            left = len(self.buffer)
+        if left:
+            log.warning("%d frame records could not be written to the frames log", left)
+        return left
