@@ -1,16 +1,22 @@
-"""The deployment files agree with the code: every `alpr` service of docker-compose.yml runs a
-command the CLI accepts with settings the config accepts, Prometheus scrapes those services on their
-metrics port, every metric the Grafana dashboard plots is one the processes export, and the cameras
-file of the compose stack is valid. `docker compose config` checks the file itself where a compose
-client is installed."""
+"""The deployment files agree with the code and keep their secrets: every `alpr` service of
+docker-compose.yml runs a command the CLI accepts with settings the config accepts (passwords from
+Docker secrets, frames in a Redis that never writes to disk), no password is written in any deployment
+file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
+those on this host only, Prometheus scrapes the services on their metrics port, every metric the
+Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
+and deploy/make-secrets.sh makes the secrets once, at random, and never overwrites them.
+`docker compose config` checks the file itself where a compose client is installed."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -18,14 +24,70 @@ import yaml
 from prometheus_client import generate_latest
 
 from alpr.cli import build_parser
+from common import defaults
 from common.config import Settings
 from common.metrics import Metrics
 from common.queues import queue_keys
 from ingest.cameras import parse_cameras
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-ALPR_SERVICES = {name: s for name, s in COMPOSE["services"].items() if s.get("image", "").startswith("alpr-")}
+COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
+SERVICES = COMPOSE["services"]
+ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("alpr-")}
+MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
+SECRET_NAMES = {"redis_password", "postgres_password", "grafana_admin_password"}
+SECRETS_IN_CONTAINER = "/run/secrets/"
+HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR"}
+"""Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
+DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
+    p for p in (REPO / "deploy").rglob("*") if p.is_file()
+)
+ALLOWED_URL_CREDENTIALS = {("deploy/cameras.example.yaml", "rtsp://user:pass@")}
+"""The example of a camera's credentials in its URL (masked in logs), the one allowed."""
+
+
+def run_make_secrets(*args: str, env: dict[str, str] | None = None) -> str:
+    """deploy/make-secrets.sh's output; it must succeed."""
+    result = subprocess.run(
+        ["sh", str(MAKE_SECRETS), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The secrets of the compose stack, made by deploy/make-secrets.sh in a temporary folder."""
+    folder = tmp_path_factory.mktemp("compose") / "secrets"
+    run_make_secrets(str(folder))
+    return folder
+
+
+def container_environment(service: dict, secrets_dir: Path) -> dict[str, str]:
+    """A service's environment as its container sees it, the secret files at their place here."""
+    return {
+        key: str(value).replace(SECRETS_IN_CONTAINER, f"{secrets_dir}/", 1)
+        if str(value).startswith(SECRETS_IN_CONTAINER)
+        else str(value)
+        for key, value in (service.get("environment") or {}).items()
+    }
+
+
+def secret_names(service: dict) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+
+
+def redis_arguments(service: dict) -> list[str]:
+    """The redis-server options of a Redis service: what follows the start script and its name."""
+    command = service["command"]
+    assert command[:2] == ["sh", "-c"], "Redis starts through the script that reads its password"
+    return command[4:]
+
+
+def known_setting(variable: str) -> bool:
+    field = variable.removeprefix("ALPR_").lower()
+    return field in Settings.model_fields or (field.endswith("_file") and field[:-5] in Settings.model_fields)
 
 
 def exported_metric_names() -> set[str]:
@@ -41,16 +103,176 @@ def exported_metric_names() -> set[str]:
     }
 
 
-def test_every_alpr_service_runs_a_valid_command_with_valid_settings():
+def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
     assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "redact"}
+    redis_password = (secrets_dir / "redis_password").read_text().strip()
+    database_password = (secrets_dir / "postgres_password").read_text().strip()
     for name, service in ALPR_SERVICES.items():
         args = build_parser().parse_args(service["command"])
         assert args.command in {"db", "ingest", "worker"}, name
-        environment = {k: str(v) for k, v in service["environment"].items()}
-        settings = Settings.load(environment)
-        assert settings.metrics_port == 9100 and settings.database_url, name
+        settings = Settings.load(container_environment(service, secrets_dir))
+        assert settings.metrics_port == 9100 and settings.metrics_address == "0.0.0.0", name
+        assert settings.redis_url == "redis://redis:6379/0" and settings.store_url == "redis://frames:6379/0", name
+        assert settings.database_url == "postgresql://alpr@postgres:5432/alpr", name
+        assert settings.secret("redis_password") == redis_password, name
+        assert settings.secret("database_password") == database_password, name
     workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "redact")}
     assert workers == {stage: ["worker", stage] for stage in workers}
+
+
+def test_every_alpr_service_reads_its_passwords_from_docker_secrets():
+    for name, service in ALPR_SERVICES.items():
+        environment = service["environment"]
+        assert environment["ALPR_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+        assert environment["ALPR_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
+        assert {"redis_password", "postgres_password"} <= secret_names(service), name
+        assert not {"ALPR_REDIS_PASSWORD", "ALPR_DATABASE_PASSWORD"} & set(environment), name
+        for variable in ("ALPR_REDIS_URL", "ALPR_FRAME_STORE_URL", "ALPR_DATABASE_URL"):
+            assert urlsplit(environment[variable]).password is None, (name, variable)
+
+
+def test_every_password_in_an_environment_comes_from_a_secret_file():
+    assert set(COMPOSE["secrets"]) == SECRET_NAMES
+    for name, secret in COMPOSE["secrets"].items():
+        assert secret == {"file": "${ALPR_SECRETS_DIR:-./secrets}/" + name}
+    for name, service in SERVICES.items():
+        for variable, value in (service.get("environment") or {}).items():
+            if "PASSWORD" in variable or "SECRET" in variable:
+                assert variable.endswith("_FILE"), f"{name}: {variable} holds a password itself"
+                secret = str(value).removeprefix(SECRETS_IN_CONTAINER)
+                assert str(value).startswith(SECRETS_IN_CONTAINER) and secret in secret_names(service), (name, variable)
+        assert secret_names(service) <= SECRET_NAMES, name
+
+
+def test_every_alpr_variable_of_the_deployment_is_a_known_setting():
+    texts = {path.relative_to(REPO): path.read_text() for path in (REPO / "docker-compose.yml", REPO / "Dockerfile")}
+    named = {variable for text in texts.values() for variable in re.findall(r"\bALPR_[A-Z0-9_]+", text)}
+    assert {v for v in named - HOST_VARIABLES if not known_setting(v)} == set()
+    assert not any(known_setting(v) for v in HOST_VARIABLES)
+    assert set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_TEXT)) <= HOST_VARIABLES
+    for name, service in SERVICES.items():
+        for variable in service.get("environment") or {}:
+            assert not variable.startswith("ALPR_") or known_setting(variable), f"{name}: {variable}"
+
+
+def test_no_password_is_written_in_the_deployment_files():
+    literal = {
+        "a password in a URL": re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s@:'\"]*:[^/\s@'\"]+@"),
+        "a Postgres password": re.compile(r"\bPOSTGRES_PASSWORD\s*[:=]"),
+        "a password on redis-server's command line": re.compile(r"--requirepass|--masterauth"),
+        "a literal requirepass": re.compile(r"\b(?:requirepass|masterauth)[ \t]+(?!%s\b)\S+"),
+        "redis-cli's password not from a file": re.compile(r"REDISCLI_AUTH=(?!\\?[\"']?\$+\(cat /run/secrets/)"),
+        "a password set in place": re.compile(
+            r"(?i)\b\w*(?:password|passwd)\w*[\"']?[ \t]*[:=][ \t]*(?![\"']?(?:\$|/run/secrets/))[^\s#]+"
+        ),
+    }
+    found = []
+    for path in DEPLOYMENT_FILES:
+        relative = str(path.relative_to(REPO))
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for what, pattern in literal.items():
+                for match in pattern.finditer(line):
+                    if (relative, match.group()) not in ALLOWED_URL_CREDENTIALS:
+                        found.append(f"{relative}:{number}: {what}: {line.strip()}")
+    assert found == []
+    assert "user:pass@" in (REPO / "deploy" / "cameras.example.yaml").read_text()  # the allowance is still needed
+
+
+def test_redis_requires_its_password_and_the_frames_redis_never_writes_to_disk():
+    for name in ("redis", "frames"):
+        service = SERVICES[name]
+        script = service["command"][2]
+        assert "/run/secrets/redis_password" in script and "requirepass" in script, name
+        assert "redis_password" in secret_names(service), name
+        assert not any("pass" in argument or "auth" in argument for argument in redis_arguments(service)), name
+        assert "/run/redis" in service["tmpfs"], name  # the config file with the password, never on disk
+        assert "/run/secrets/redis_password" in " ".join(service["healthcheck"]["test"]), name
+    queues = redis_arguments(SERVICES["redis"])
+    assert queues[queues.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in SERVICES["redis"]["volumes"])
+    frames = redis_arguments(SERVICES["frames"])
+    assert frames[frames.index("--save") + 1] == "" and frames[frames.index("--appendonly") + 1] == "no"
+    assert frames[frames.index("--maxmemory-policy") + 1] == "noeviction" and "--maxmemory" in frames
+    assert "volumes" not in SERVICES["frames"] and "/data" in SERVICES["frames"]["tmpfs"]
+    for service in ALPR_SERVICES.values():
+        assert urlsplit(service["environment"]["ALPR_FRAME_STORE_URL"]).hostname == "frames"
+        assert urlsplit(service["environment"]["ALPR_REDIS_URL"]).hostname == "redis"
+
+
+def test_postgres_takes_its_password_from_a_secret():
+    postgres = SERVICES["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in postgres["environment"] and "postgres_password" in secret_names(postgres)
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    for name, service in ALPR_SERVICES.items():
+        assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == "alpr", name
+
+
+def test_grafana_requires_a_sign_in():
+    grafana = SERVICES["grafana"]
+    environment = grafana["environment"]
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false" and environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in environment and "grafana_admin_password" in secret_names(grafana)
+    assert not any(key.startswith("GF_AUTH_ANONYMOUS_") and key != "GF_AUTH_ANONYMOUS_ENABLED" for key in environment)
+    for path in (REPO / "deploy" / "grafana").rglob("*"):
+        if path.is_file():
+            assert "anonymous" not in path.read_text().lower(), path
+
+
+def test_only_prometheus_and_grafana_are_published_and_on_this_host_only():
+    published = {name: service["ports"] for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"prometheus": ["127.0.0.1:9090:9090"], "grafana": ["127.0.0.1:3000:3000"]}
+    assert not any("expose" in service for service in ALPR_SERVICES.values())
+
+
+def test_the_redactor_keeps_frames_in_an_absolute_folder_on_a_volume(secrets_dir: Path):
+    redact = ALPR_SERVICES["redact"]
+    settings = Settings.load(container_environment(redact, secrets_dir))
+    assert settings.keep_dir == Path("/data/kept") and f"kept:{settings.keep_dir}" in redact["volumes"]
+    assert (settings.keep_frames, settings.keep_max_age_h) == (defaults.KEEP_FRAMES, defaults.KEEP_MAX_AGE_H)
+    assert {"ALPR_KEEP_DIR", "ALPR_KEEP_FRAMES", "ALPR_KEEP_MAX_AGE_H"} <= set(redact["environment"])
+
+
+def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_path: Path):
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "grafana_admin_password").write_text("chosen by hand\n")  # one the user made: kept
+    first = run_make_secrets(str(folder))
+    assert {p.name for p in folder.iterdir()} == SECRET_NAMES
+    made = {name: (folder / name).read_text() for name in SECRET_NAMES}
+    assert made["grafana_admin_password"] == "chosen by hand\n" and "kept" in first
+    passwords = [made["redis_password"].strip(), made["postgres_password"].strip()]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{32}", password) for password in passwords)
+    assert len(set(passwords)) == 2
+    # The folder keeps every other host user out; the files are readable inside the containers, whose
+    # non-root users (alpr, grafana) are not the host owner of a bind-mounted secret.
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for name in ("redis_password", "postgres_password"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
+
+    second = run_make_secrets(env={"ALPR_SECRETS_DIR": str(folder)})
+    assert {name: (folder / name).read_text() for name in SECRET_NAMES} == made
+    assert second.count("kept") == 3 and "made" not in second
+
+    other = tmp_path / "other"
+    run_make_secrets(str(other))
+    assert all((other / name).read_text() != made[name] for name in SECRET_NAMES)
+
+
+def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_path: Path):
+    """Without a folder named, secrets/ beside deploy/, where docker-compose.yml looks; git and the
+    image's build context both leave it out."""
+    copy = tmp_path / "checkout"
+    (copy / "deploy").mkdir(parents=True)
+    shutil.copy(MAKE_SECRETS, copy / "deploy" / "make-secrets.sh")
+    environment = {k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"}
+    result = subprocess.run(["sh", "deploy/make-secrets.sh"], cwd=copy, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in (copy / "secrets").iterdir()} == SECRET_NAMES
+    assert "/secrets/" in (REPO / ".gitignore").read_text().split()
+    assert "secrets" in (REPO / ".dockerignore").read_text().split()
+    assert os.access(MAKE_SECRETS, os.X_OK)
 
 
 def test_prometheus_scrapes_the_services_on_their_metrics_port():
@@ -78,12 +300,31 @@ def test_the_compose_cameras_file_is_valid():
     assert [c.id for c in cameras] == ["demo-clip"] and cameras[0].loop
 
 
-def test_docker_compose_config_accepts_the_file():
+def compose_command() -> list[str]:
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose"]
-    elif shutil.which("docker-compose"):
-        command = ["docker-compose"]
-    else:
-        pytest.skip("no docker compose client installed")
-    result = subprocess.run([*command, "config", "--quiet"], cwd=REPO, capture_output=True, text=True)
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("no docker compose client installed")
+
+
+def test_docker_compose_config_accepts_the_file(secrets_dir: Path):
+    command = compose_command()
+    environment = {**os.environ, "ALPR_SECRETS_DIR": str(secrets_dir)}
+    result = subprocess.run(
+        [*command, "config", "--format", "json"], cwd=REPO, env=environment, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert {name: Path(s["file"]) for name, s in resolved["secrets"].items()} == {
+        name: secrets_dir / name for name in SECRET_NAMES
+    }
+    by_default = subprocess.run(  # neither the environment nor a .env file names another folder
+        [*command, "--env-file", os.devnull, "config", "--format", "json"],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"},
+        capture_output=True,
+        text=True,
+    )
+    assert by_default.returncode == 0, by_default.stderr
+    assert {Path(s["file"]).parent for s in json.loads(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
