@@ -15,6 +15,9 @@ from common.errors import ConfigError
 
 ENV_PREFIX = "ALPR_"
 
+COMPOSE_VARIABLES = frozenset({"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR"})
+"""Variables docker-compose.yml reads on the host (not settings): ignored here, not refused."""
+
 
 def default_model_dir() -> Path:
     """Where `alpr setup` puts the detector weights: $XDG_DATA_HOME/alpr/models or ~/.local/share/alpr/models."""
@@ -130,7 +133,7 @@ class Settings(BaseModel):
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for key, value in environ.items():
-            if key.startswith(ENV_PREFIX) and value != "":
+            if key.startswith(ENV_PREFIX) and value != "" and key not in COMPOSE_VARIABLES:
                 name = key[len(ENV_PREFIX) :].lower()
                 if name.endswith("_file") and name not in cls.model_fields and name[:-5] in cls.model_fields:
                     name, value = name[:-5], read_setting_file(key, value)

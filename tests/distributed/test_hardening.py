@@ -1,0 +1,150 @@
+"""The chain as an attacker and a careless operator would try it, on a private Redis and the real
+Postgres, with real workers in this process: only the chain's own jobs run, jobs cannot name other
+Redis keys, every plate is blurred whatever the region of interest, a corrupt or stale frame is
+isolated from the rest of its job, and every frame ends with a record."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psycopg
+import pytest
+from rq import Callback, Retry
+from rq.registry import FailedJobRegistry
+
+from alpr.cli import main
+from alpr.democlip import make_clip
+from common.frame_log import FrameLog, FrameRecord
+from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
+from common.jobs import DetectJob, FrameRef
+from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
+from common.replay import replay_failed
+from common.worker import PERMANENT
+from tests.helpers import clip_frames
+
+PLATE = "KPX4721"
+
+
+def ref(frame_id: str, age_s: float = 0.0, roi: list[tuple[float, float]] | None = None) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at=time.time() - age_s,
+                    source_time_s=0.0, key=frame_key(frame_id), region="us", roi=roi)  # fmt: skip
+
+
+def burst(stage: str, redis_url: str, postgres_url: str, settings) -> None:  # type: ignore[no-untyped-def]
+    args = ["worker", stage, "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    assert main([*args, "--database-url", postgres_url] if stage != "detect" else args) == 0
+
+
+def test_jobs_naming_another_function_arguments_or_callbacks_are_refused_unrun(redis_url, settings, tmp_path):
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    canary = tmp_path / "canary"
+    attacks = [
+        detect.enqueue_call(func="os.system", args=(f"touch {canary}",), retry=Retry(max=2)),
+        detect.enqueue_call(func="subprocess.call", args=(["touch", str(canary)],)),
+        detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({}, f"touch {canary}")),
+        detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({},), on_success=Callback("os.system")),
+    ]
+    image = np.full((360, 640, 3), 100, np.uint8)
+    FrameStore(connection, 600).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
+    enqueue(detect, DetectJob(batch_id="good", frames=[ref("cam:1:0")]), 60)
+    burst("detect", redis_url, "", settings)
+    assert not canary.exists()
+    failed = FailedJobRegistry(queue=detect)
+    assert sorted(failed.get_job_ids()) == sorted(job.id for job in attacks)
+    for attack in attacks:
+        job = detect.fetch_job(attack.id)
+        assert job is not None and job.meta[PERMANENT].startswith("refused")
+    assert detect.fetch_job(attacks[0].id).retries_left == 2  # refused once, never retried
+    assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-good"]  # the worker went on
+    report = replay_failed(connection, ["detect"])
+    assert report.requeued["detect"] == 0 and report.malformed["detect"] == len(attacks)
+
+
+def test_a_malformed_job_fails_once_and_a_key_outside_the_store_is_untouched(redis_url, postgres_url, settings):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    connection.set("canary:x", b"keep me")
+    redact = stage_queue(connection, "redact")
+    frame = {**ref("cam:1:0").model_dump(mode="json"), "key": "canary:x"}
+    payload = {"v": 1, "stage": "redact", "batch_id": "b", "frames": [{"frame": frame, "plates": [], "detect_ms": 1}]}
+    job = redact.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,), retry=Retry(max=2))
+    burst("redact", redis_url, postgres_url, settings)
+    assert connection.get("canary:x") == b"keep me"
+    job = redact.fetch_job(job.id)
+    assert job is not None and job.meta[PERMANENT].startswith("rejected: malformed redact job")
+    assert job.retries_left == 2 and FailedJobRegistry(queue=redact).get_job_ids() == [job.id]
+
+
+@pytest.fixture(scope="module")
+def plate_frames(tmp_path_factory) -> dict[int, np.ndarray]:  # type: ignore[no-untyped-def]
+    clip = tmp_path_factory.mktemp("clip") / "one.mp4"
+    truth = make_clip(clip, (PLATE,))
+    boxes = {b["frame_index"]: b["box_xyxy"] for b in truth["boxes"]}  # type: ignore[index, union-attr]
+    frames = clip_frames(clip, {20, 24})
+    return {i: frames[i] for i in frames} | {-1: np.asarray(boxes[20]), -2: np.asarray(boxes[24])}
+
+
+def test_every_plate_is_blurred_and_bad_frames_are_isolated(
+    redis_url, postgres_url, settings, reader_us, plate_frames, tmp_path, monkeypatch
+):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
+    connection = connect_redis(redis_url)
+    x1, y1, x2, y2 = (int(v) for v in plate_frames[-1])
+    assert reader_us.read(plate_frames[20][y1:y2, x1:x2])[0].text == PLATE  # positive control: readable
+    elsewhere = [(0.0, 0.0), (60.0, 0.0), (60.0, 60.0), (0.0, 60.0)]
+    frames = {
+        "cam:1:0": (ref("cam:1:0", roi=elsewhere), encode_jpeg(plate_frames[20], 95)),  # plate outside the ROI
+        "cam:1:1": (ref("cam:1:1"), b"\xff\xd8 not a jpeg"),  # corrupt
+        "cam:1:2": (ref("cam:1:2", age_s=120), encode_jpeg(plate_frames[24], 95)),  # older than the max age
+        "cam:1:3": (ref("cam:1:3"), encode_jpeg(plate_frames[24], 95)),  # read and blurred
+        "cam:1:4": (ref("cam:1:4"), encode_jpeg(np.full((720, 1280, 3), 90, np.uint8), 95)),  # no plate
+    }
+    FrameStore(connection, 600).put_many([(r.key, data) for r, data in frames.values()])
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="b", frames=[r for r, _ in frames.values()]), 60)
+    for stage in ("detect", "ocr", "redact"):
+        burst(stage, redis_url, postgres_url, settings)
+    for stage in ("detect", "ocr", "redact"):
+        assert FailedJobRegistry(queue=stage_queue(connection, stage)).count == 0, stage
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT frame_id, outcome, detail, kept_path FROM frames ORDER BY 1").fetchall()
+        reads = db.execute("SELECT DISTINCT frame_id, plate_text FROM plate_reads WHERE confidence >= 0.5").fetchall()
+    outcomes = {frame_id: (outcome, detail) for frame_id, outcome, detail, _ in rows}
+    assert outcomes == {
+        "cam:1:0": ("done", None), "cam:1:1": ("corrupt", "undecodable JPEG"), "cam:1:2": ("skipped", "too old"),
+        "cam:1:3": ("done", None), "cam:1:4": ("done", None),
+    }  # fmt: skip
+    assert reads == [("cam:1:3", PLATE)]  # the ROI chose what is read: nothing from cam:1:0
+    kept = {frame_id: path for frame_id, _, _, path in rows if path}
+    assert set(kept) == {"cam:1:0", "cam:1:3"}  # policy `plates`: the plate-less frame is not kept
+    blurred = decode_jpeg(Path(kept["cam:1:0"]).read_bytes(), "kept")
+    readings = reader_us.read(blurred[y1:y2, x1:x2])
+    assert all(c.text != PLATE for c in readings), readings  # outside the ROI, still blurred
+    assert cv2.Laplacian(blurred[y1:y2, x1:x2], cv2.CV_64F).var() < 0.2 * cv2.Laplacian(
+        plate_frames[20][y1:y2, x1:x2], cv2.CV_64F
+    ).var()
+    assert connection.keys("alpr:frame:*") == []
+
+
+def test_frames_no_stage_finished_are_swept_as_lost_and_a_late_outcome_wins(postgres_url):
+    from common.db import open_pool
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    try:
+        frame_log = FrameLog(pool, patience_s=0)
+        old, new = ref("cam:1:0", age_s=300), ref("cam:1:1")
+        frame_log.record_sampled([FrameRecord(old, "pending"), FrameRecord(new, "pending")])
+        frame_log.record_sampled([FrameRecord(old, "pending")])  # a re-read after a restart: no change
+        assert frame_log.sweep_lost(older_than_s=60) == 1
+        assert frame_log.outcome_counts() == {"cam": {"lost": 1, "pending": 1}}
+        frame_log.record_final([FrameRecord(old, "done"), FrameRecord(new, "done")])
+        frame_log.record_final([FrameRecord(new, "expired", "before redaction")])  # a final outcome stays
+        assert frame_log.outcome_counts() == {"cam": {"done": 2}}
+        assert frame_log.pending_counts() == {}
+    finally:
+        pool.close()
