@@ -1,25 +1,158 @@
 """Frame sources: a video file, a folder of images or a stream URL, opened with OpenCV and sampled
-at a set rate. Bad input (missing path, corrupt video, empty folder, unreachable URL) raises
-InputError with a one-line message; an unreadable image inside a folder is reported, not fatal."""
+at a set rate, and the start-up check of a source (`check_source`): a URL's syntax, a file's or
+folder's presence and readability, a video's first frame. Bad input (missing path, corrupt video,
+empty folder, malformed or unreachable URL) raises InputError with a one-line message in which a
+URL's credentials are masked; an unreadable image inside a folder is reported, not fatal."""
 
 from __future__ import annotations
 
 import logging
+import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from common import defaults
+from common.credentials import MASK, mask_url
 from common.errors import InputError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+SUPPORTED_SCHEME_NAMES = tuple(prefix.removesuffix("://") for prefix in STREAM_SCHEMES)
+LISTENING_SCHEME_NAMES = frozenset({"udp", "tcp"})
+"""Schemes where an empty host means "listen on every interface" (udp://@:1234): a port is needed instead."""
+
+URL_LIKE_PREFIX = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")
+"""`scheme:` at the start of a source: a URL, or a broken one (a Windows drive letter is one character)."""
+BROKEN_STREAM_PREFIX = re.compile(rf"^(?P<scheme>{'|'.join(SUPPORTED_SCHEME_NAMES)})(?!://)(?::|//)", re.IGNORECASE)
+"""A supported scheme's name followed by `:` or `//` but not `://`: rtsp//host, rtsp:/host, http:host."""
+SCHEME_AND_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|//)")
+"""What precedes a URL's credentials, broken forms included: rtsp://, rtsp:/, rtsp:, rtsp//."""
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def mask_source(uri: str) -> str:
+    """`uri` fit for a message. `mask_url` first; then, for a URL whose credentials it cannot tell apart
+    (a broken URL such as rtsp:/user:pw@host or rtsp//user:pw@host, a raw '/' or '@' in the password),
+    everything from the scheme to the last '@' masked, the user kept. A file path is returned as it is."""
+    masked = mask_url(uri)
+    prefix = SCHEME_AND_SLASHES.match(masked)
+    if prefix is None or "@" not in masked[prefix.end() :]:
+        return masked
+    userinfo, _, host_and_path = masked[prefix.end() :].rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    if not has_password or "/" in user or "@" in user:
+        user = ""
+    return f"{prefix.group()}{user}:{MASK}@{host_and_path}"
+
+
+def is_stream_uri(uri: str) -> bool:
+    """Whether `uri` names a stream (a supported scheme followed by ://) rather than a file or folder."""
+    return uri.lower().startswith(STREAM_SCHEMES)
+
+
+def uri_syntax_problem(uri: str) -> str | None:
+    """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
+    URL must have a supported scheme and a host; something that looks like a mistyped URL
+    (rtsp//host, rtsp:/host, http:host) is refused rather than taken for a file path."""
+    shown = mask_source(uri)
+    if not uri.strip():
+        return "source is empty"
+    if uri != uri.strip():
+        return f"source {shown!r} has leading or trailing whitespace"
+    if CONTROL_CHARACTERS.search(uri):
+        return f"source {shown!r} contains control characters"
+    if broken := BROKEN_STREAM_PREFIX.match(uri):
+        name = broken["scheme"].lower()
+        return f"source {shown} looks like a malformed {name} URL: expected {name}://host/..."
+    scheme = URL_LIKE_PREFIX.match(uri)
+    if scheme is None or not uri[scheme.end() :].startswith("//"):
+        return None  # a file or folder path
+    name = scheme["scheme"].lower()
+    if name not in SUPPORTED_SCHEME_NAMES:
+        return (
+            f"source {shown}: unsupported URL scheme {name!r}; supported: {', '.join(SUPPORTED_SCHEME_NAMES)}"
+            " (a file or folder is given as a plain path)"
+        )
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as error:
+        return f"source {shown} is not a valid URL: {error}"
+    if not parts.netloc:
+        return f"source {shown} has no host (expected {name}://host/...)"
+    if not parts.hostname and (name not in LISTENING_SCHEME_NAMES or port is None):
+        needed = (
+            f"{name}://host:port or {name}://@:port to listen"
+            if name in LISTENING_SCHEME_NAMES
+            else f"{name}://host/..."
+        )
+        return f"source {shown} has no host (expected {needed})"
+    return None
+
+
+def check_source(uri: str) -> None:
+    """Raise InputError if `uri` can never work: a malformed or unsupported URL; a path that does not
+    exist, cannot be read, is neither a regular file nor a folder, or is a 0-byte file; a video OpenCV
+    cannot open or whose first frame cannot be decoded (truncated, corrupt); a folder with no images.
+    A stream URL is only checked for its form, never opened (a live camera may be down at start and
+    is retried later). Messages are one line, with any URL credentials masked."""
+    if problem := uri_syntax_problem(uri):
+        raise InputError(problem)
+    if is_stream_uri(uri):
+        return
+    shown = mask_source(uri)
+    path = Path(uri)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"source {shown} does not exist") from None
+    except OSError as error:
+        raise InputError(f"source {shown} cannot be read: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        check_image_folder(path, shown)
+    elif stat.S_ISREG(mode):
+        check_video_file(path, shown)
+    else:
+        raise InputError(f"source {shown} is neither a regular file nor a folder")
+
+
+def check_image_folder(folder: Path, shown: str) -> None:
+    """The folder can be listed and holds at least one image file (by suffix); `shown` is its masked name."""
+    try:
+        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
+    except OSError as error:
+        raise InputError(f"image folder {shown} cannot be listed: {error.strerror or error}") from None
+    if not has_images:
+        raise InputError(f"image folder {shown} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+
+def check_video_file(path: Path, shown: str) -> None:
+    """The file is not empty, can be read, and OpenCV opens it and decodes its first frame."""
+    try:
+        with path.open("rb") as video:
+            first_bytes = video.read(1)
+    except OSError as error:
+        raise InputError(f"video {shown} cannot be read: {error.strerror or error}") from None
+    if not first_bytes:
+        raise InputError(f"video {shown} is empty (0 bytes)")
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    try:
+        if not capture.isOpened():
+            raise InputError(f"cannot open video (corrupt or unsupported): {shown}")
+        decoded, image = capture.read()
+        if not decoded or image is None:
+            raise InputError(f"no frame could be decoded from {shown} (truncated or corrupt video)")
+    finally:
+        capture.release()
 
 
 @dataclass(frozen=True)
@@ -59,7 +192,7 @@ class ImageFolderSource(FrameSource):
         super().__init__(uri, sample_fps)
         self.paths = sorted(p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise InputError(f"image folder {uri} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InputError(f"image folder {mask_source(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
     @property
     def expected_frames(self) -> int:
@@ -69,7 +202,7 @@ class ImageFolderSource(FrameSource):
         for index, path in enumerate(self.paths):
             image = cv2.imread(str(path))
             if image is None:
-                message = f"cannot decode image {path}"
+                message = f"cannot decode image {mask_source(str(path))}"
                 log.warning(message)
                 self.failures.append(message)
                 continue
@@ -81,12 +214,12 @@ class VideoSource(FrameSource):
 
     def __init__(self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS) -> None:
         super().__init__(uri, sample_fps)
-        self.is_stream = uri.lower().startswith(STREAM_SCHEMES)
+        self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         self.capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
-            raise InputError(f"{what}: {uri}")
+            raise InputError(f"{what}: {mask_source(uri)}")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.source_fps = fps if 0 < fps <= 1000 else 0.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
@@ -113,29 +246,29 @@ class VideoSource(FrameSource):
                         produced += 1
                         yield SampledFrame(index, time_s, image)
                     else:
-                        self.failures.append(f"cannot decode frame {index} of {self.uri}")
+                        self.failures.append(f"cannot decode frame {index} of {mask_source(self.uri)}")
                     next_sample_s += 1.0 / self.sample_fps
                     next_sample_s = max(next_sample_s, time_s)
                 index += 1
         finally:
             self.capture.release()
         if produced == 0:
-            raise InputError(f"no frame could be decoded from {self.uri} (corrupt or empty video)")
+            raise InputError(f"no frame could be decoded from {mask_source(self.uri)} (corrupt or empty video)")
         if self.frame_count and index < self.frame_count - 1:
-            message = f"video {self.uri} ended early at frame {index} of {self.frame_count} (truncated?)"
+            message = f"video {mask_source(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             log.warning(message)
             self.failures.append(message)
 
 
 def open_source(uri: str, sample_fps: float = defaults.SAMPLE_FPS) -> FrameSource:
     """The right source for `uri`: a stream URL, an image folder or a video file."""
-    if uri.lower().startswith(STREAM_SCHEMES):
+    if is_stream_uri(uri):
         return VideoSource(uri, sample_fps)
     path = Path(uri)
     if not path.exists():
-        raise InputError(f"source {uri} does not exist")
+        raise InputError(f"source {mask_source(uri)} does not exist")
     if path.is_dir():
         return ImageFolderSource(uri, sample_fps)
     if path.stat().st_size == 0:
-        raise InputError(f"video {uri} is empty")
+        raise InputError(f"video {mask_source(uri)} is empty")
     return VideoSource(uri, sample_fps)

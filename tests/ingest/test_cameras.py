@@ -1,3 +1,10 @@
+"""The cameras file: valid files load; every malformed one is a one-line ConfigError naming the file,
+the camera and the field."""
+
+import os
+import time
+from pathlib import Path
+
 import pytest
 
 from common.errors import ConfigError
@@ -42,3 +49,165 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("cameras: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_cameras(tmp_path / "bad.yaml")
+
+
+CAMERA = "cameras:\n  - id: gate-3\n    source: /videos/gate.mp4\n"
+"""One valid camera, its fields at four spaces: a case appends a field to it."""
+BILLION_LAUGHS = "\n".join(
+    [f'l0: &l0 "{"lol" * 3}"']
+    + [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10)]
+    + [CAMERA + "    roi: *l9"]
+)
+
+
+def camera_with(field_yaml: str) -> bytes:
+    return (CAMERA + field_yaml + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"cameras:\n  - id: gate-\xff\n", r"not UTF-8 text \(byte 0xff at offset 22\)", id="not-utf8"),
+        pytest.param(b"\xff\xfe" + "cameras: []".encode("utf-16-le"), "not UTF-8 text", id="utf16"),
+        pytest.param(b"cameras: [" + b"[" * 3000 + b"]" * 3000 + b"]", "nested deeper than 20 levels", id="deep-lists"),
+        pytest.param(b"cameras: " + b"{a: " * 3000 + b"1" + b"}" * 3000, "nested deeper than 20", id="deep-maps"),
+        pytest.param(b"- " * 3000 + b"x", "nested deeper than 20", id="deep-block"),
+        pytest.param(camera_with("    roi: [[0, 0], [.nan, 1], [5, 5]]"), "field roi.1.0: .*finite", id="roi-nan"),
+        pytest.param(camera_with("    roi: [[0, 0], [.inf, 1], [5, 5]]"), "field roi.1.0: .*finite", id="roi-inf"),
+        pytest.param(camera_with("    roi: [[0, 0], [-.inf, 1], [5, 5]]"), "field roi.1.0: .*finite", id="roi-ninf"),
+        pytest.param(camera_with("    sample_fps: .nan"), "field sample_fps: .*finite", id="fps-nan"),
+        pytest.param(camera_with("    sample_fps: .inf"), "field sample_fps: .*finite", id="fps-inf"),
+        pytest.param(camera_with("    sample_fps: yes"), "field sample_fps: must be a number", id="fps-bool"),
+        pytest.param(camera_with("    roi: [[0, 0], [1, 1], [2, 2]]"), "field roi: .*encloses no area", id="roi-line"),
+        pytest.param(camera_with("    roi: [[3, 3], [3, 3], [3, 3]]"), "field roi: .*encloses no area", id="roi-point"),
+        pytest.param(camera_with("    roi: [[0, 0], [1e300, 0], [0, 1e300]]"), "too large", id="roi-huge"),
+        pytest.param(camera_with("    roi: [[0, 0], [true, 0], [0, 1]]"), "field roi: points must be", id="roi-bool"),
+        pytest.param(
+            camera_with("    id: gate-4"), r"key 'id' repeated in one mapping \(first at line 2\) at line 4,", id="dup"
+        ),
+        pytest.param(b"cameras: [{id: a, source: x, id: b}]", "key 'id' repeated", id="dup-key-inline"),
+        pytest.param(b"cameras: []\ncameras: []\n", r"key 'cameras' repeated .*line 1\) at line 2", id="dup-top-key"),
+        pytest.param(b"cameras:\n  - just a string\n", "camera #1: expected a mapping of fields.*got str", id="str"),
+        pytest.param(CAMERA.encode() + b"  - 42\n", "camera #2: expected a mapping.*got int", id="int-entry"),
+        pytest.param(CAMERA.encode() + b"  -\n", "camera #2: expected a mapping.*got NoneType", id="null-entry"),
+        pytest.param(CAMERA.encode() + b"  - [a, b]\n", "camera #2: expected a mapping.*got list", id="list-entry"),
+        pytest.param(BILLION_LAUGHS.encode(), r"aliases \(\*l0\) are not allowed", id="billion-laughs"),
+        pytest.param(b"base: &b {source: x}\ncameras: [*b]\n", "aliases", id="alias"),
+        pytest.param(CAMERA.encode() + b"#" * (1024 * 1024), "larger than 1024 KiB", id="oversized"),
+        pytest.param(camera_with("    when: 2001-02-30"), "'2001-02-30' as timestamp: day is out", id="date"),
+        pytest.param(camera_with("    sample_fps: !!int abc"), "cannot read 'abc' as int at line 4", id="bad-int-tag"),
+        pytest.param(camera_with("    loop: !!bool maybe"), "cannot read 'maybe' as bool", id="bad-bool-tag"),
+        pytest.param(camera_with("    sample_fps: " + "9" * 5000), "as int: Exceeds the limit", id="huge-int"),
+        pytest.param(camera_with("    sample_fps: !!int"), "cannot read '' as int", id="empty-int-tag"),
+        pytest.param(b"cameras: !!set x\n", "not valid YAML: expected a mapping node", id="set-on-scalar"),
+        pytest.param(b"cameras: !!python/object/apply:os.system [ls]\n", "could not determine a constructor", id="py"),
+        pytest.param(b"cameras:\n  - ? [a, b]\n    : 1\n", "not valid YAML: found unhashable key", id="list-key"),
+        pytest.param(b"cameras: [\x01]\n", "not valid YAML: unacceptable character", id="control-char"),
+        pytest.param(b"cameras: [\n", r"not valid YAML: .* at line 2, column 1", id="unclosed"),
+        pytest.param(CAMERA.encode() + b"---\n" + CAMERA.encode(), "expected a single document", id="two-documents"),
+        pytest.param(b"", "expected a mapping with one key", id="empty"),
+    ],
+)
+def test_malformed_files_are_one_line_config_errors(tmp_path, content, message):
+    path = tmp_path / "cameras.yaml"
+    path.write_bytes(content)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=message) as refused:
+        load_cameras(path)
+    assert time.monotonic() - started < 2.0
+    assert str(refused.value).startswith(f"{path}: ") and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("rtsp//10.0.0.5/stream", r"looks like a malformed rtsp URL: expected rtsp://host/"),
+        ("rtsp:/10.0.0.5/stream", "looks like a malformed rtsp URL"),
+        ("http:camera.local/mjpeg", "looks like a malformed http URL"),
+        ("HTTPS//camera.local/mjpeg", "looks like a malformed https URL"),
+        ("rtsps:camera.local", "looks like a malformed rtsps URL"),
+        ("ftp://10.0.0.5/clip.mp4", "unsupported URL scheme 'ftp'; supported: rtsp, rtsps, rtmp, http, https, udp"),
+        ("file:///videos/gate.mp4", "unsupported URL scheme 'file'"),
+        ("rtsp:///stream", r"has no host \(expected rtsp://host/...\)"),
+        ("rtsp://admin:hunter2@/stream", "has no host"),
+        ("udp://@", r"has no host \(expected udp://host:port or udp://@:port to listen\)"),
+        ("rtsp://10.0.0.5:99999/stream", "not a valid URL: Port out of range"),
+        ("rtsp://10.0.0.5:abc/stream", "not a valid URL: Port could not be cast"),
+        ("http://[::1/mjpeg", "not a valid URL: Invalid IPv6 URL"),
+        (" /videos/gate.mp4", "leading or trailing whitespace"),
+        ("/videos/gate\x00.mp4", "contains control characters"),
+        ("   ", "source is empty"),
+    ],
+)
+def test_malformed_sources_are_refused(source, message):
+    with pytest.raises(ConfigError, match=f"camera 'gate-3': field source: .*{message}"):
+        parse_cameras({"cameras": [{**GOOD, "source": source}]}, "cameras.yaml")
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["rtsp//admin:hunter2@10.0.0.5/s1", "rtsp:/admin:hunter2@10.0.0.5/s1", "http:admin:hunter2@cam/mjpeg",
+     "ftp://admin:hunter2@10.0.0.5/x", "rtsp://admin:hunter2@/s1", "rtsp://admin:hunter2@10.0.0.5:99999/s1"],
+)  # fmt: skip
+def test_a_refused_source_never_shows_its_password(source):
+    with pytest.raises(ConfigError, match="admin:\\*\\*\\*@") as refused:
+        parse_cameras({"cameras": [{**GOOD, "source": source}]}, "cameras.yaml")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_password_in_a_badly_tagged_value_is_masked(tmp_path):
+    path = tmp_path / "cameras.yaml"
+    path.write_text("cameras:\n  - id: a\n    source: !!float rtsp:/admin:hunter2@10.0.0.5/s1\n")
+    with pytest.raises(ConfigError, match="cannot read .* as float") as refused:
+        load_cameras(path)
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["rtsp://10.0.0.5/stream", "RTSP://Admin:pw@Camera.local:554/s1", "http://[::1]:8080/mjpeg", "udp://@:1234",
+     "tcp://10.0.0.5:9000", "/videos/gate.mp4", "videos/rtsp_gate.mp4", "rtsp/gate.mp4", "clips/http-01.mp4", "."],
+)  # fmt: skip
+def test_well_formed_sources_are_accepted(source):
+    assert parse_cameras({"cameras": [{**GOOD, "source": source}]})[0].source == source
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"\xef\xbb\xbf" + CAMERA.encode(), id="byte-order-mark"),
+        pytest.param(CAMERA.replace("id: gate-3", "id: &gate gate-3").encode(), id="anchor-without-alias"),
+        pytest.param(b"cameras:\n  - <<: {source: /videos/gate.mp4}\n    id: gate-3\n", id="inline-merge-key"),
+        pytest.param(camera_with("    roi: [[0, 0], [1280.5, 0], [1280, 720]]"), id="roi"),
+    ],
+)
+def test_files_that_are_strict_but_legal_still_load(tmp_path, content):
+    path = tmp_path / "cameras.yaml"
+    path.write_bytes(content)
+    cameras = load_cameras(path)
+    assert [c.id for c in cameras] == ["gate-3"] and cameras[0].source == "/videos/gate.mp4"
+
+
+def test_a_folder_or_an_unreadable_file_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_cameras(tmp_path)
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = tmp_path / "cameras.yaml"
+    path.write_text(CAMERA)
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot be read: Permission denied"):
+        load_cameras(path)
+
+
+def test_a_read_refused_by_the_system_is_a_config_error(tmp_path, monkeypatch):
+    """As for a file without permission, where the tests run as root."""
+    path = tmp_path / "cameras.yaml"
+    path.write_text(CAMERA)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(ConfigError, match=f"cameras file {path} cannot be read: Permission denied"):
+        load_cameras(path)

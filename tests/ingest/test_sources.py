@@ -1,9 +1,15 @@
+"""Frame sources and their start-up check: sampling, bad files and folders, malformed URLs, masked
+credentials in every message."""
+
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
 from common.errors import InputError
-from ingest.sources import ImageFolderSource, VideoSource, open_source
+from ingest.sources import ImageFolderSource, VideoSource, check_source, mask_source, open_source
 
 
 def test_video_is_sampled_at_the_set_rate(demo_clip):
@@ -78,3 +84,176 @@ def test_bad_sources_are_input_errors(tmp_path, kind, message):
 def test_sample_rate_must_be_positive(demo_clip):
     with pytest.raises(InputError, match="sample rate must be positive"):
         open_source(str(demo_clip[0]), sample_fps=0)
+
+
+def write_video(path: Path, fourcc: str, frames: int = 20) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), 10, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), (i * 6) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def garble_mjpeg_frames(path: Path) -> None:
+    """Zero every JPEG payload of an MJPG AVI, keeping its headers and index: it opens, no frame decodes."""
+    data = bytearray(path.read_bytes())
+    start = 0
+    while (chunk := data.find(b"00dc", start)) != -1:
+        size = int.from_bytes(data[chunk + 4 : chunk + 8], "little")
+        if data[chunk + 8 : chunk + 10] == b"\xff\xd8":
+            data[chunk + 8 : chunk + 8 + size] = bytes(size)
+        start = chunk + 4
+    path.write_bytes(bytes(data))
+
+
+def make_unusable(tmp_path: Path, kind: str) -> str:
+    """A source of the given kind that can never give a frame."""
+    if kind == "missing":
+        return str(tmp_path / "nope.mp4")
+    if kind == "zero-bytes":
+        (tmp_path / "empty.mp4").write_bytes(b"")
+        return str(tmp_path / "empty.mp4")
+    if kind in ("truncated-mp4", "truncated-avi"):
+        suffix, fourcc = ("mp4", "mp4v") if kind == "truncated-mp4" else ("avi", "MJPG")
+        whole = write_video(tmp_path / f"whole.{suffix}", fourcc)
+        cut = tmp_path / f"cut.{suffix}"
+        cut.write_bytes(whole.read_bytes()[:2048])
+        return str(cut)
+    if kind == "frames-undecodable":
+        garble_mjpeg_frames(video := write_video(tmp_path / "garbled.avi", "MJPG"))
+        return str(video)
+    if kind == "random-bytes":
+        (tmp_path / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+        return str(tmp_path / "random.mp4")
+    if kind == "text-file":
+        (tmp_path / "notes.mp4").write_text("not a video\n")
+        return str(tmp_path / "notes.mp4")
+    if kind in ("empty-folder", "folder-without-images"):
+        (folder := tmp_path / "frames").mkdir()
+        if kind == "folder-without-images":
+            (folder / "notes.txt").write_text("no images here")
+            (folder / "sub.jpg").mkdir()
+        return str(folder)
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe")
+        return str(tmp_path / "pipe")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "source .*nope.mp4 does not exist"),
+        ("zero-bytes", r"video .*empty.mp4 is empty \(0 bytes\)"),
+        ("truncated-mp4", "cannot open video .*cut.mp4"),
+        ("truncated-avi", "cannot open video .*cut.avi"),
+        ("frames-undecodable", r"no frame could be decoded from .*garbled.avi \(truncated or corrupt video\)"),
+        ("random-bytes", "cannot open video"),
+        ("text-file", "cannot open video"),
+        ("empty-folder", "image folder .*frames holds no images"),
+        ("folder-without-images", "image folder .*frames holds no images"),
+        ("fifo", "is neither a regular file nor a folder"),
+    ],
+)
+def test_check_source_refuses_files_that_can_never_work(tmp_path, kind, message):
+    with pytest.raises(InputError, match=message) as refused:
+        check_source(make_unusable(tmp_path, kind))
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_check_source_refuses_unreadable_files_and_folders(tmp_path, demo_clip):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(demo_clip[0].read_bytes())
+    video.chmod(0)
+    with pytest.raises(InputError, match="video .*clip.mp4 cannot be read: Permission denied"):
+        check_source(str(video))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
+    folder.chmod(0)
+    try:
+        with pytest.raises(InputError, match="image folder .*frames cannot be listed: Permission denied"):
+            check_source(str(folder))
+    finally:
+        folder.chmod(0o755)
+
+
+def test_check_source_accepts_what_can_work(tmp_path, demo_clip):
+    check_source(str(demo_clip[0]))
+    check_source(str(write_video(tmp_path / "clip.avi", "MJPG")))
+    whole = write_video(tmp_path / "long.avi", "MJPG", frames=40)
+    (tmp_path / "cut.avi").write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    check_source(str(tmp_path / "cut.avi"))  # truncated late: its first frames decode; sampling reports the end
+    (folder := tmp_path / "frames").mkdir()
+    cv2.imwrite(str(folder / "a.PNG"), np.zeros((20, 30, 3), np.uint8))
+    check_source(str(folder))
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["rtsp://admin:hunter2@127.0.0.1:9/unreachable", "http://10.255.255.1/mjpeg", "udp://@:1234", "RTSPS://cam/s"],
+)
+def test_check_source_does_not_open_streams(uri):
+    check_source(uri)  # a live camera may be down at start: only the form is checked
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("rtsp//admin:hunter2@10.0.0.5/s1", r"source rtsp//admin:\*\*\*@10.0.0.5/s1 looks like a malformed rtsp URL"),
+        ("rtsp:/admin:hunter2@10.0.0.5/s1", r"source rtsp:/admin:\*\*\*@10.0.0.5/s1 looks like a malformed rtsp URL"),
+        ("http:admin:hunter2@cam/mjpeg", "looks like a malformed http URL"),
+        ("ftp://admin:hunter2@10.0.0.5/clip.mp4", r"ftp://admin:\*\*\*@10.0.0.5/clip.mp4: unsupported URL scheme"),
+        ("rtsp://admin:hunter2@/s1", r"rtsp://admin:\*\*\*@/s1 has no host"),
+        ("rtsp://admin:hunter2@cam:70000/s1", "not a valid URL: Port out of range"),
+        ("", "source is empty"),
+        ("clip.mp4 ", "leading or trailing whitespace"),
+        ("clip\x00.mp4", "contains control characters"),
+    ],
+)
+def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, message):
+    with pytest.raises(InputError, match=message) as refused:
+        check_source(uri)
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("rtsp://admin:hunter2@10.0.0.5:554/s1", "rtsp://admin:***@10.0.0.5:554/s1"),
+        ("rtsp://admin:hun/ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
+        ("rtsp://admin:hun@ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
+        ("rtsp:/admin:hunter2@10.0.0.5/s1", "rtsp:/admin:***@10.0.0.5/s1"),
+        ("rtsp//admin:hunter2@10.0.0.5/s1", "rtsp//admin:***@10.0.0.5/s1"),
+        ("http:admin:hunter2@cam/mjpeg", "http:admin:***@cam/mjpeg"),
+        ("rtsp://10.0.0.5/s1", "rtsp://10.0.0.5/s1"),
+        ("/videos/gate@night.mp4", "/videos/gate@night.mp4"),
+    ],
+)
+def test_mask_source_hides_passwords_mask_url_cannot_tell_apart(uri, shown):
+    assert mask_source(uri) == shown == mask_source(shown)
+
+
+def test_open_source_masks_the_password_of_an_unreachable_stream():
+    with pytest.raises(InputError, match=r"cannot connect to stream: rtsp://admin:\*\*\*@127.0.0.1:9/s1") as refused:
+        open_source("rtsp://admin:hunter2@127.0.0.1:9/s1", sample_fps=5.0)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_check_source_reports_a_read_refused_by_the_system(tmp_path, demo_clip, monkeypatch):
+    """The same refusals as for a file or folder without permission, where the tests run as root."""
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(demo_clip[0].read_bytes())
+    folder = tmp_path / "frames"
+    folder.mkdir()
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(InputError, match="video .*clip.mp4 cannot be read: Permission denied"):
+        check_source(str(video))
+    with pytest.raises(InputError, match="image folder .*frames cannot be listed: Permission denied"):
+        check_source(str(folder))

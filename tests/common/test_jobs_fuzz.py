@@ -1,0 +1,187 @@
+"""Fuzzing the job schemas: for every stage, any JSON-like payload (nan and infinities included) and any
+mutation of a valid job either parses as that stage's job class or is refused with InputError; nothing
+else (ValueError, TypeError, KeyError, RecursionError...) escapes `parse_job`."""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from common.errors import InputError
+from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
+
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
+    # (before any fixture runs): keep that in a temporary folder, removed at exit, not in the checkout.
+    HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="alpr-hypothesis-")
+    set_hypothesis_home_dir(HYPOTHESIS_HOME)
+    atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
+
+FUZZ_SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+"""Each test stays within a few seconds; no example database is kept between runs."""
+
+JOB_CLASSES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
+    "detect": DetectJob,
+    "ocr": OcrJob,
+    "redact": RedactJob,
+}
+STAGES = list(JOB_CLASSES)
+
+
+def parse_for(payload: Any, stage: str) -> DetectJob | OcrJob | RedactJob:
+    return parse_job(payload, JOB_CLASSES[stage])
+
+
+def valid_job(stage: str) -> DetectJob | OcrJob | RedactJob:
+    """A well-formed job of each stage, built with the schema's own classes."""
+    frame = FrameRef(
+        frame_id="gate-3:1700000000000",
+        camera_id="gate-3",
+        seq=4,
+        frame_index=40,
+        captured_at=1.7e9,
+        source_time_s=4.0,
+        key="alpr:frame:gate-3:1700000000000",
+        region="us",
+        roi=[(0.0, 0.0), (1280.0, 0.0), (1280.0, 720.0)],
+    )
+    if stage == "detect":
+        return DetectJob(batch_id="node-1:0", frames=[frame])
+    detected = DetectedFrame(
+        frame=frame,
+        plates=[PlateBox(box_xyxy=(10.0, 20.0, 110.0, 60.0), confidence=0.9)],
+        detect_ms=12.5,
+    )
+    if stage == "ocr":
+        return OcrJob(batch_id="node-1:0", frames=[detected])
+    return RedactJob(batch_id="node-1:0", frames=[detected], ocr_ms={frame.frame_id: 30.0})
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+    | st.sampled_from(["detect", "ocr", "redact", "alpr:frame:gate-3:1", "gate-3", "us", "done", ""])
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=40,
+)
+"""Anything JSON-like: None, bools, numbers (nan and infinities included), text, lists and dicts of them."""
+
+
+def assert_parses_or_is_refused(payload: Any, stage: str) -> None:
+    try:
+        job = parse_for(payload, stage)
+    except InputError as error:
+        assert str(error), "an InputError says what is wrong"
+        return
+    assert isinstance(job, JOB_CLASSES[stage])
+
+
+def paths_into(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place inside a JSON-like value, as the keys and indexes that reach it (the root too)."""
+    places = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            places += paths_into(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            places += paths_into(item, (*prefix, index))
+    return places
+
+
+def mutated(payload: Any, place: tuple[Any, ...], operation: str, replacement: Any) -> Any:
+    """`payload` with the value at `place` replaced, deleted, wrapped in a list, given an extra key or
+    (a list) duplicated. `place == ()` works on the whole payload."""
+    if not place:
+        return replacement if operation in ("replace", "delete") else [payload]
+    *parents, last = place
+    container = payload
+    for step in parents:
+        container = container[step]
+    if operation == "replace":
+        container[last] = replacement
+    elif operation == "delete":
+        del container[last]
+    elif operation == "wrap":
+        container[last] = [container[last]]
+    elif operation == "extra-key" and isinstance(container[last], dict):
+        container[last]["unexpected"] = replacement
+    elif operation == "duplicate" and isinstance(container[last], list):
+        container[last] = container[last] * 300  # past any max_length on a list
+    else:
+        container[last] = replacement
+    return payload
+
+
+@st.composite
+def mutated_valid_jobs(draw: st.DrawFn) -> tuple[str, Any]:
+    stage = draw(st.sampled_from(STAGES))
+    payload: Any = valid_job(draw(st.sampled_from(STAGES))).model_dump(mode="json")
+    for _ in range(draw(st.integers(1, 3))):
+        place = draw(st.sampled_from(paths_into(payload)))
+        operation = draw(st.sampled_from(["replace", "delete", "wrap", "extra-key", "duplicate"]))
+        payload = mutated(payload, place, operation, draw(json_values))
+    return stage, payload
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_valid_samples_parse(stage: str) -> None:
+    job = valid_job(stage)
+    assert parse_for(job.model_dump(mode="json"), stage) == job
+
+
+@FUZZ_SETTINGS
+@given(stage=st.sampled_from(STAGES), payload=json_values)
+def test_arbitrary_payloads(stage: str, payload: Any) -> None:
+    assert_parses_or_is_refused(payload, stage)
+
+
+@FUZZ_SETTINGS
+@given(stage=st.sampled_from(STAGES), body=st.dictionaries(st.text(max_size=12), json_values, max_size=6))
+def test_arbitrary_payloads_with_the_right_version_and_stage(stage: str, body: dict[str, Any]) -> None:
+    assert_parses_or_is_refused({**body, "v": 1, "stage": stage}, stage)
+
+
+@FUZZ_SETTINGS
+@given(case=mutated_valid_jobs())
+def test_mutated_valid_jobs(case: tuple[str, Any]) -> None:
+    stage, payload = case
+    assert_parses_or_is_refused(payload, stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize(
+    "poison",
+    [math.nan, math.inf, -math.inf, 10**400, -1, "", "x" * 100_000, True, None, [], {}],
+    ids=["nan", "inf", "-inf", "huge-int", "negative", "empty", "long-text", "bool", "null", "list", "dict"],
+)
+def test_every_field_poisoned(stage: str, poison: Any) -> None:
+    """Each place of a valid job replaced in turn by a value that breaks naive code."""
+    sample = valid_job(stage).model_dump(mode="json")
+    for place in paths_into(sample)[1:]:
+        assert_parses_or_is_refused(mutated(valid_job(stage).model_dump(mode="json"), place, "replace", poison), stage)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deep_nesting(stage: str) -> None:
+    deep: Any = 0
+    for _ in range(5000):
+        deep = [deep]
+    payload = valid_job(stage).model_dump(mode="json")
+    payload["frames"][0]["roi"] = deep
+    assert_parses_or_is_refused(payload, stage)
+    assert_parses_or_is_refused({"v": 1, "stage": stage, "batch_id": "b", "frames": deep}, stage)
