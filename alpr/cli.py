@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--max-seconds", type=float, help="stop after this long (default: until every file ends)")
     ingest.add_argument("--linger", type=float, default=0, help="keep serving metrics this long after the end")
     _add_chain_flags(ingest)
+    ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
 
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
     worker.add_argument("stage", choices=("detect", "ocr", "redact"))
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between the two samples of the rates")
     status.add_argument("--redis-url")
+    status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
     replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
     replay.add_argument("--stage", choices=("detect", "ocr", "redact"), help="one stage (default: all)")

@@ -18,8 +18,39 @@ def test_environment_and_overrides():
         ({"ALPR_DETECTOR_DEVICE": "gpu"}, "ALPR_DETECTOR_DEVICE"),
         ({"ALPR_SAMPLE_FPS": "-1"}, "ALPR_SAMPLE_FPS"),
         ({"ALPR_JOB_TIMEOUT_S": "30"}, "ALPR_DB_PATIENCE_S .90. must be below ALPR_JOB_TIMEOUT_S .30."),
+        # frames would expire before a killed worker's job runs again
+        ({"ALPR_JOB_TIMEOUT_S": "900", "ALPR_FRAME_TTL_S": "60"}, "ALPR_FRAME_TTL_S .60. must be at least"),
+        ({"ALPR_MAX_FRAME_AGE_S": "700"}, "ALPR_MAX_FRAME_AGE_S .700. must be below ALPR_FRAME_TTL_S"),
+        ({"ALPR_KEEP_DIR": "kept_frames"}, "ALPR_KEEP_DIR: must be an absolute path"),
+        ({"ALPR_KEEP_FRAMES": "some"}, "ALPR_KEEP_FRAMES"),
+        ({"ALPR_METRICS_PORT": "70000"}, "ALPR_METRICS_PORT"),
+        ({"ALPR_REDIS_PASSWORD": "a", "ALPR_REDIS_PASSWORD_FILE": "/etc/hostname"}, "not both"),
+        ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: cannot read /nonexistent/pw"),
+        ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
     with pytest.raises(ConfigError, match=message):
         Settings.load(environ)
+
+
+def test_secrets_come_from_files_and_never_show(tmp_path):
+    (tmp_path / "redis").write_text("s3cret-redis\n")
+    (tmp_path / "pg").write_text("s3cret-pg")
+    environ = {"ALPR_REDIS_PASSWORD_FILE": str(tmp_path / "redis"), "ALPR_DATABASE_PASSWORD_FILE": str(tmp_path / "pg")}
+    settings = Settings.load(environ)
+    assert settings.secret("redis_password") == "s3cret-redis" and settings.secret("database_password") == "s3cret-pg"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    (tmp_path / "bad").write_bytes(b"\xff\xfe s3cret")
+    with pytest.raises(ConfigError) as error:
+        Settings.load({"ALPR_REDIS_PASSWORD_FILE": str(tmp_path / "bad")})
+    assert "s3cret" not in str(error.value)
+
+
+def test_compose_variables_are_not_settings_and_not_refused():
+    assert Settings.load({"ALPR_CAMERAS_FILE": "/x.yaml", "ALPR_SECRETS_DIR": "/run/s"}).redis_url.startswith("redis")
+
+
+def test_a_frame_store_of_its_own_defaults_to_the_queues_redis():
+    assert Settings.load({}).store_url == Settings.load({}).redis_url
+    assert Settings.load({"ALPR_FRAME_STORE_URL": "redis://frames:6379/0"}).store_url == "redis://frames:6379/0"

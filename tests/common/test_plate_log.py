@@ -46,6 +46,8 @@ def test_postgres_log_is_idempotent_and_exports(tmp_path, postgres_url):
 
 
 def test_postgres_unreachable_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot connect to Postgres at postgresql://nobody:\*\*\*@127.0.0.1:1/") as e:
+    with pytest.raises(
+        ConfigError, match=r"cannot connect to Postgres at postgresql://nobody:\*\*\*@127.0.0.1:1/"
+    ) as e:
         open_plate_log("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2", tmp_path / "x.sqlite")
     assert "secret" not in str(e.value)

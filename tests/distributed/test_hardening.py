@@ -124,9 +124,10 @@ def test_every_plate_is_blurred_and_bad_frames_are_isolated(
     blurred = decode_jpeg(Path(kept["cam:1:0"]).read_bytes(), "kept")
     readings = reader_us.read(blurred[y1:y2, x1:x2])
     assert all(c.text != PLATE for c in readings), readings  # outside the ROI, still blurred
-    assert cv2.Laplacian(blurred[y1:y2, x1:x2], cv2.CV_64F).var() < 0.2 * cv2.Laplacian(
-        plate_frames[20][y1:y2, x1:x2], cv2.CV_64F
-    ).var()
+    assert (
+        cv2.Laplacian(blurred[y1:y2, x1:x2], cv2.CV_64F).var()
+        < 0.2 * cv2.Laplacian(plate_frames[20][y1:y2, x1:x2], cv2.CV_64F).var()
+    )
     assert connection.keys("alpr:frame:*") == []
 
 

@@ -4,7 +4,10 @@ the ingest node, malformed and expired jobs at a worker, `alpr status`, `alpr db
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,7 +23,7 @@ from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from ingest.sources import open_source
-from tests.helpers import mjpeg_camera, write_cameras
+from tests.helpers import alpr_process, mjpeg_camera, write_cameras
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
@@ -176,3 +179,72 @@ def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):
     store = FrameStore(connect_redis(redis_url), 60)
     frames = store.get_many(store.redis.keys("alpr:frame:gate:*"))
     assert len(frames) == int(match[1]) and all(f.shape == (720, 1280, 3) for f in frames.values())
+
+
+def test_a_file_read_again_after_a_restart_gets_the_same_frame_ids(redis_url, postgres_url, tmp_path, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    clip = tmp_path / "one.mp4"
+    make_clip(clip, ("KPX4721",))  # 40 frames at 10 fps, sampled at 5: 20 frames
+    cameras = write_cameras(tmp_path / "cameras.yaml",
+                            [{"id": "cam", "source": str(clip), "sample_fps": 5, "realtime": False}])  # fmt: skip
+    connection = connect_redis(redis_url)
+    ids = []
+    for _ in range(2):  # the node restarted: the file is read again from the start
+        assert (
+            main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+        )
+        jobs = [stage_queue(connection, "detect").fetch_job(i) for i in stage_queue(connection, "detect").get_job_ids()]
+        ids.append({f["frame_id"] for job in jobs if job for f in job.args[0]["frames"]})
+        stage_queue(connection, "detect").empty()
+    assert len(ids[0]) == 20 and ids[0] == ids[1]  # recognised: the chain logs each read once (idempotent)
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT outcome, count(*) FROM frames GROUP BY outcome").fetchall()
+    assert rows == [("pending", 20)]  # one row per frame, not two
+
+
+def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, tmp_path, monkeypatch, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    clip = tmp_path / "one.mp4"
+    make_clip(clip, ("KPX4721",))
+    cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(clip), "sample_fps": 10}])
+    monkeypatch.setenv("ALPR_MAX_QUEUE_DEPTH", "2")
+    monkeypatch.setenv("ALPR_FRAMES_PER_JOB", "2")
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+    match = re.search(r"cam: (\d+) frames queued, (\d+) skipped", capsys.readouterr().out)
+    assert match
+    with psycopg.connect(postgres_url) as db:
+        rows = dict(db.execute("SELECT outcome || ':' || coalesce(detail, ''), count(*) FROM frames GROUP BY 1"))
+    assert rows == {"pending:": int(match[1]), "skipped:backpressure": int(match[2])}
+    assert int(match[1]) + int(match[2]) == 40
+    capsys.readouterr()
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    camera_row = next(line for line in out.splitlines() if line.startswith("cam "))
+    assert camera_row.split()[1:3] == ["ended", "0"]  # state, source errors
+    accounting = next(line for line in out.splitlines() if line.strip().startswith("cam") and "40" in line)
+    assert accounting.split()[:3] == ["cam", "40", "0"] and accounting.split()[-1] == match[1]  # in the chain
+
+
+def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, settings):
+    clip = tmp_path / "ok.mp4"
+    make_clip(clip, ("KPX4721",))
+    cameras = write_cameras(tmp_path / "cameras.yaml", [
+        {"id": "ok", "source": str(clip), "sample_fps": 5, "realtime": False},
+        {"id": "gate", "source": "rtsp://admin:hunter2@127.0.0.1:9/stream1", "sample_fps": 5},
+    ])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env["ALPR_MODEL_DIR"] = str(settings.model_dir)
+    log = tmp_path / "ingest.log"
+    alpr_process(env, ["-v", "ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "4"],
+                 log).wait(timeout=60)  # fmt: skip
+    text = log.read_text()
+    assert "camera gate: cannot connect to stream: rtsp://admin:***@127.0.0.1:9/stream1" in text
+    assert "camera ok: connected" in text and "hunter2" not in text
+    for args in (
+        ["status", "--redis-url", "redis://:hunter2@127.0.0.1:1/0"],
+        ["db", "upgrade", "--database-url", "postgresql://alpr:hunter2@127.0.0.1:1/alpr?connect_timeout=1"],
+    ):
+        done = subprocess.run([sys.executable, "-m", "alpr.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 2 and "alpr: error: cannot " in done.stderr
+        assert "hunter2" not in done.stderr + done.stdout and ":***@" in done.stderr

@@ -1,0 +1,30 @@
+"""Credentials never reach a log line: URL masking, and the filter on every handler."""
+
+import logging
+
+import pytest
+
+from common.credentials import MaskCredentials, mask_url
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("rtsp://admin:hunter2@10.0.0.5:554/s1", "rtsp://admin:***@10.0.0.5:554/s1"),
+        ("redis://:pw@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("cannot open rtsp://u:p@ss@h/x (timeout)", "cannot open rtsp://u:***@h/x (timeout)"),
+        ("postgresql://alpr:x@db/alpr and redis://:y@r/0", "postgresql://alpr:***@db/alpr and redis://:***@r/0"),
+        ("http://cam.local/mjpeg", "http://cam.local/mjpeg"),
+        ("redis://token@host/0", "redis://token:***@host/0"),
+        ("/srv/video/depot.mp4", "/srv/video/depot.mp4"),
+    ],
+)
+def test_mask_url(text, masked):
+    assert mask_url(text) == masked
+
+
+def test_the_filter_masks_formatted_arguments():
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "camera %s: %s", ("gate", "rtsp://a:hunter2@h/"), None
+    )
+    assert MaskCredentials().filter(record) and record.getMessage() == "camera gate: rtsp://a:***@h/"
