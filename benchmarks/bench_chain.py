@@ -5,9 +5,11 @@ and Postgres. Prints frames/s end to end, p50/p99 latency from capture to logged
 mostly time spent queued), the CPU the queue and frame store add per frame (the chain's CPU minus the
 cores' CPU on the same frames, with one inference thread per process), and the ratio to the original
 design's naive loop (one process: read frame -> YOLO (torch) -> pytesseract -> blur -> CSV), all
-measured in this one run.
+measured in this one run. Last, a 2x overload: live cameras offering about twice what the chain
+detects, for two minutes, at the default maximum frame age: p50/p99 capture -> logged of the frames
+that are processed, and the share skipped (back-pressure at ingest, too old at detection).
 
-    .venv/bin/python benchmarks/bench_chain.py [--cameras 1 4 16]
+    .venv/bin/python benchmarks/bench_chain.py [--cameras 1 4 16] [--overload-cameras 5] [--overload-s 120]
 
 Postgres: $ALPR_BENCH_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test), in a schema
 of its own that is dropped at the end.
@@ -37,6 +39,7 @@ import yaml
 
 from alpr.democlip import make_clip
 from alpr.wiring import build_detector, build_reader
+from common import defaults
 from common.config import Settings
 from detector_worker.weights import install_models
 from ingest.sources import open_source
@@ -125,7 +128,9 @@ def naive_loop_fps(settings: Settings, clip: Path, out_csv: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cameras", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--cameras", type=int, nargs="*", default=[1, 4, 16])
+    parser.add_argument("--overload-cameras", type=int, default=5, help="live 5 fps cameras (0: no overload run)")
+    parser.add_argument("--overload-s", type=float, default=120.0)
     args = parser.parse_args()
     # One inference thread per process: CPU time is then a stable measure (no spinning or oversubscribed
     # threads), and the 2 cores are used by running two detector workers.
@@ -133,7 +138,7 @@ def main() -> None:
     install_models(settings.model_dir)
     work = Path(tempfile.mkdtemp(prefix="alpr-chain-bench-"))
     clips = []
-    for i in range(max(args.cameras)):
+    for i in range(max([*args.cameras, args.overload_cameras, 2])):
         clips.append(work / f"cam{i}.mp4")
         make_clip(clips[-1], (PLATES[i % len(PLATES)], PLATES[(i + 3) % len(PLATES)]), seed=i)  # 40 frames
     frames_per_clip = sum(1 for _ in open_source(str(clips[0]), SAMPLE_FPS).frames())
@@ -153,6 +158,7 @@ def main() -> None:
         "ALPR_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ALPR_DATABASE_URL": database_url,
         "ALPR_MODEL_DIR": str(settings.model_dir), "ALPR_KEEP_DIR": str(work / "kept"),
         "ALPR_MAX_QUEUE_DEPTH": "100000", "ALPR_FRAME_TTL_S": "3600", "ALPR_DETECTOR_THREADS": "1",
+        "ALPR_MAX_FRAME_AGE_S": "3000",  # throughput rows: every frame processed, however long it queued
     })  # fmt: skip
     alpr = [sys.executable, "-m", "alpr.cli"]
     subprocess.run([*alpr, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -170,10 +176,13 @@ def main() -> None:
     chain = Chain(clips, frames_per_clip, env, alpr, workers, ports, database_url, work, startup, decode_cpu)
     naive_fps = naive_loop_fps(settings, clips[0], work / "naive.csv")
     rows = []
+    overload = None
     try:  # a first, unreported run: the workers' first inferences (allocations, lazy loads) are not per-frame
         chain.run(1, live=False)
         rows = [chain.run(cameras, live=False) for cameras in args.cameras]
         rows.append(chain.run(2, live=True))
+        if args.overload_cameras:
+            overload = chain.overload(args.overload_cameras, args.overload_s)
     finally:
         for process in workers.values():
             process.terminate()
@@ -195,6 +204,11 @@ def main() -> None:
         added_a, added_b = (cpu - cores_cpu) / cores_cpu, (cpu - core_in_run) / core_in_run
         print(f"{cameras:>7} {frames:>6} {fps:>8.2f} {p50:>6.2f} {p99:>6.2f} {1000 * cpu:>12.1f} "
               f"{100 * added_a:>7.1f}% {100 * added_b:>7.1f}% {fps / naive_fps:>7.2f}x")  # fmt: skip
+    if overload:
+        print(f"\n2x overload ({args.overload_cameras} live cameras x {SAMPLE_FPS:g} fps for {args.overload_s:.0f} s, "
+              f"max frame age {defaults.MAX_FRAME_AGE_S:g} s):")  # fmt: skip
+        for key, value in overload.items():
+            print(f"  {key}: {value}")
 
 
 def free_port() -> int:
@@ -261,7 +275,8 @@ class Chain:
         _, _, usage = os.wait4(ingest.pid, 0)
         ingest.returncode = 0
         with psycopg.connect(self.database_url) as db:
-            wait_until(lambda: db.execute("SELECT count(*) FROM frames").fetchone()[0] >= expected, 1800, "the chain")
+            done_sql = "SELECT count(*) FROM frames WHERE outcome <> 'pending'"
+            wait_until(lambda: db.execute(done_sql).fetchone()[0] >= expected, 1800, "the chain")
             elapsed = time.perf_counter() - start
             latencies = [float(r[0]) for r in db.execute(
                 "SELECT extract(epoch FROM r.logged_at - r.captured_at) FROM plate_reads r"
@@ -285,6 +300,50 @@ class Chain:
             cpu / expected,
             core / expected,
         )
+
+    def overload(self, cameras: int, seconds: float) -> dict[str, str]:
+        """Live cameras offering more than the chain detects, at the default maximum frame age: how fresh
+        the processed frames stay, and how many are skipped (every sampled frame accounted for)."""
+        redis.Redis.from_url(self.env["ALPR_REDIS_URL"]).flushdb()
+        with psycopg.connect(self.database_url, autocommit=True) as db:
+            db.execute("TRUNCATE frames, plate_reads")
+        config = self.work / "overload.yaml"
+        entries = [{"id": f"cam{i}", "source": str(self.clips[i]), "sample_fps": SAMPLE_FPS, "loop": True}
+                   for i in range(cameras)]  # fmt: skip
+        config.write_text(yaml.safe_dump({"cameras": entries}))
+        # the chain's defaults: queue cap, and the maximum frame age (detector workers restarted with it)
+        env = {**self.env, "ALPR_MAX_QUEUE_DEPTH": str(defaults.MAX_QUEUE_DEPTH),
+               "ALPR_MAX_FRAME_AGE_S": str(defaults.MAX_FRAME_AGE_S)}  # fmt: skip
+        for name in ("detect", "detect2"):
+            self.workers[name].terminate()
+            self.workers[name].wait(timeout=30)
+            port = free_port()
+            self.workers[name] = subprocess.Popen([*self.alpr, "worker", "detect"],
+                                                  env={**env, "ALPR_METRICS_PORT": str(port)})  # fmt: skip
+            wait_until(lambda p=port: _listening(p), 120, f"the {name} worker")
+        time.sleep(2)
+        start = time.perf_counter()
+        subprocess.run([*self.alpr, "ingest", "--cameras", str(config), "--max-seconds", str(seconds)], env=env,
+                       stdout=subprocess.DEVNULL, check=True)  # fmt: skip
+        with psycopg.connect(self.database_url) as db:
+            pending = "SELECT count(*) FROM frames WHERE outcome = 'pending'"
+            wait_until(lambda: db.execute(pending).fetchone()[0] == 0, 1800, "the chain to drain")
+            elapsed = time.perf_counter() - start
+            outcomes = dict(db.execute("SELECT outcome || ' ' || coalesce(detail, ''), count(*) FROM frames"
+                                       " GROUP BY 1").fetchall())  # fmt: skip
+            latencies = [float(r[0]) for r in db.execute(
+                "SELECT extract(epoch FROM max(r.logged_at) - min(r.captured_at)) FROM plate_reads r GROUP BY frame_id"
+            ).fetchall()]  # fmt: skip
+        sampled = sum(outcomes.values())
+        skipped = sum(n for k, n in outcomes.items() if k.startswith("skipped"))
+        p50, p99 = (float(np.percentile(latencies, q)) if latencies else float("nan") for q in (50, 99))
+        return {
+            "frames sampled": f"{sampled} ({sampled / seconds:.1f}/s offered)",
+            "outcomes": ", ".join(f"{k.strip()}: {n}" for k, n in sorted(outcomes.items())),
+            "skipped": f"{100 * skipped / sampled:.1f}%",
+            "processed frames/s": f"{outcomes.get('done ', 0) / elapsed:.1f}",
+            "capture -> logged, frames with reads": f"p50 {p50:.1f} s, p99 {p99:.1f} s",
+        }
 
 
 if __name__ == "__main__":
