@@ -308,23 +308,23 @@ def compose_command() -> list[str]:
     pytest.skip("no docker compose client installed")
 
 
-def test_docker_compose_config_accepts_the_file(secrets_dir: Path):
+def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Path):
     command = compose_command()
     environment = {**os.environ, "ALPR_SECRETS_DIR": str(secrets_dir)}
-    result = subprocess.run(
-        [*command, "config", "--format", "json"], cwd=REPO, env=environment, capture_output=True, text=True
-    )
+    result = subprocess.run([*command, "config"], cwd=REPO, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    resolved = json.loads(result.stdout)
+    resolved = yaml.safe_load(result.stdout)  # YAML from every client (Debian's docker-compose 1.29 has no --format)
     assert {name: Path(s["file"]) for name, s in resolved["secrets"].items()} == {
         name: secrets_dir / name for name in SECRET_NAMES
     }
+    empty_env = tmp_path / "empty.env"  # docker-compose 1.29 takes no /dev/null here
+    empty_env.write_text("")
     by_default = subprocess.run(  # neither the environment nor a .env file names another folder
-        [*command, "--env-file", os.devnull, "config", "--format", "json"],
+        [*command, "--env-file", str(empty_env), "config"],
         cwd=REPO,
         env={k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"},
         capture_output=True,
         text=True,
     )
     assert by_default.returncode == 0, by_default.stderr
-    assert {Path(s["file"]).parent for s in json.loads(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
+    assert {Path(s["file"]).parent for s in yaml.safe_load(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
