@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from rq import Worker
-from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -26,8 +25,9 @@ from common.config import Settings
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
 from common.frame_store import FrameStore
+from common.jobs import DetectJob, parse_job
 from common.metrics import Metrics
-from common.queues import STAGES, connect_redis, queue_keys, stage_queue
+from common.queues import STAGES, StageJob, connect_redis, queue_keys, stage_queue
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ def build_stage(stage: str, settings: Settings, connection: redis.Redis, metrics
              settings.keep_max_age_h)  # fmt: skip
     return RedactStage(
         store, FrameLog(database_pool(settings, "redactor"), settings.db_patience_s), settings.keep_dir,
-        settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality, settings.keep_max_age_h * 3600,
+        settings.keep_frames, settings.redact_method, metrics, connection, settings.jpeg_quality,
+        settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
     )  # fmt: skip
 
@@ -230,13 +231,14 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     for stage in STAGES:
         queue = stage_queue(connection, stage)
         workers = Worker.all(queue=queue)
-        print(f"{stage:<8} {queue.count:>7} {StartedJobRegistry(queue=queue).count:>7} {len(workers):>7} "
-              f"{FailedJobRegistry(queue=queue).count:>6}")  # fmt: skip
+        running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
+        failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
+        print(f"{stage:<8} {queue.count:>7} {running:>7} {len(workers):>7} {failed:>6}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
     states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     cameras = sorted({text(k) for table in then for k in table} | set(states))
     if cameras:
-        print(f"\n{'camera':<20} {'state':<12} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
+        print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
               f"{'queued':>8} {'skipped':>8} {'done':>8}")  # fmt: skip
     offered_fps = 0.0
     for camera in cameras:
@@ -244,13 +246,21 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         rates = [(int(b.get(key, 0)) - int(a.get(key, 0))) / args.interval for a, b in zip(first, then, strict=True)]
         totals = [int(table.get(key, 0)) for table in then]
         state = states.get(camera, {})
+        if "since" in state:
+            state["state"] = f"{state['state']} {format_age(time.time() - float(state['since']))}"
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
-        print(f"{camera:<20} {state.get('state', '-'):<12} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
+        print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
     print_pool_sizes(connection, offered_fps)
     if settings.database_url:
         print_accounting(settings)
     return 0
+
+
+def format_age(seconds: float) -> str:
+    return (
+        f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
+    )
 
 
 def text(value: bytes | str) -> str:
@@ -303,15 +313,19 @@ def oldest_waiting(connection: redis.Redis) -> str:
     ids = stage_queue(connection, "detect").get_job_ids(0, 1)
     if not ids:
         return "none"
-    job = Job.fetch(ids[0], connection=connection, serializer=JSONSerializer)
-    captured = min(frame["captured_at"] for frame in job.args[0]["frames"])
-    return f"{time.time() - captured:.1f} s ago"
+    try:
+        job = parse_job(StageJob.fetch(ids[0], connection=connection, serializer=JSONSerializer).args[0], DetectJob)
+    except Exception:  # not one of ours, or gone meanwhile: a worker will refuse or skip it
+        return "unknown (the first waiting job is not a readable detect job)"
+    return f"{time.time() - min(frame.captured_at for frame in job.frames):.1f} s ago"
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
     from common.replay import replay_failed
 
-    report = replay_failed(reach_redis(settings), [args.stage] if args.stage else list(STAGES), args.dry_run)
+    queues_redis = reach_redis(settings)
+    stages = [args.stage] if args.stage else list(STAGES)
+    report = replay_failed(queues_redis, reach_frame_store(settings, queues_redis), stages, args.dry_run)
     verb = "would requeue" if args.dry_run else "requeued"
     print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
     for stage in [args.stage] if args.stage else STAGES:

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     source = open_source(args.source, settings.sample_fps)
     camera_id = args.camera_id or Path(args.source.rstrip("/")).stem or "camera"
     detector, reader = build_detector(settings), build_reader(settings)
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path)
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, settings.secret("database_password"))
     pipeline = Pipeline(detector, reader, plate_log, settings.redact_method, settings.ocr_min_confidence, args.roi)
     bar = tqdm(
         total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True
@@ -97,7 +97,7 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
 def export(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url and not settings.sqlite_path.is_file():
         raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path)
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, settings.secret("database_password"))
     try:
         count = export_csv(plate_log, args.csv_path)
     finally:

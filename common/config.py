@@ -53,7 +53,9 @@ class Settings(BaseModel):
         defaults.OCR_MIN_CONFIDENCE, ge=0, le=1, description="Confidence of a trusted read."
     )
     redact_method: Literal["blur", "pixelate"] = Field(defaults.REDACT_METHOD, description="How plates are hidden.")
-    database_url: str | None = Field(None, description="postgresql://... to log reads to Postgres instead of SQLite.")
+    database_url: str | None = Field(
+        None, pattern=r"^postgres(ql)?://", description="postgresql://... to log reads to Postgres instead of SQLite."
+    )
     database_password: SecretStr | None = Field(
         None, description="Postgres password, when the URL carries none (ALPR_DATABASE_PASSWORD_FILE: from a file)."
     )

@@ -14,6 +14,10 @@ URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^
 """scheme://user:password@ (the password part optional): what masking rewrites."""
 
 
+QUERY_PASSWORD = re.compile(r"(?i)\b(password=)[^&\s]+")
+"""password=... in a URL's query or a libpq key=value string."""
+
+
 def mask_url(text: str) -> str:
     """`text` with every URL's password (or lone user token) replaced by ***; the host stays readable.
 
@@ -22,7 +26,8 @@ def mask_url(text: str) -> str:
     >>> mask_url("redis://:pw@redis:6379/0")
     'redis://:***@redis:6379/0'
     """
-    return URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    masked = URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return QUERY_PASSWORD.sub(rf"\1{MASK}", masked)
 
 
 class MaskCredentials(logging.Filter):

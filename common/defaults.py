@@ -103,8 +103,12 @@ KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 
 MAX_FRAME_AGE_S = 30.0
-"""A frame older than this when its detect job starts is skipped (counted, recorded) rather than
-processed minutes late: under overload the frames that are processed stay fresh."""
+"""Longest a frame may take from capture to logged: under overload, frames that would be older are
+skipped (counted, recorded) rather than processed minutes late, so the processed ones stay fresh."""
+
+MAX_AGE_QUEUED_SHARE = 0.8
+"""Share of MAX_FRAME_AGE_S a frame may spend before its detection starts; the rest is left for
+detection, reading, redaction and the writes (a frame older than this at detection is skipped)."""
 
 JOB_LEASE_S = 15
 """A running job's lease in RQ's started registry, renewed every JOB_LEASE_S / 3 by the worker's

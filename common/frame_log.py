@@ -52,14 +52,16 @@ INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (frame_id) DO UPDATE SET
     plates = excluded.plates, stage_ms = excluded.stage_ms, kept_path = excluded.kept_path,
     outcome = excluded.outcome, detail = excluded.detail, done_at = now()
-WHERE frames.outcome IN ('pending', 'lost')
+WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND excluded.outcome = 'done')
 """
-"""How a frame ended: replaces `pending` (or a `lost` that turned up late), never a final outcome."""
+"""How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
+a restart processed after all; never another final outcome."""
 
 SWEEP_LOST = """
 UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
-WHERE outcome = 'pending' AND captured_at < now() - make_interval(secs => %s)
+WHERE outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """
+"""A pending row's done_at is when it was recorded (Postgres's clock: no skew between hosts)."""
 
 OUTCOME_COUNTS = "SELECT camera_id, outcome, count(*) FROM frames GROUP BY camera_id, outcome"
 
@@ -91,15 +93,16 @@ class FrameLog:
 
         write_through_outage(self.pool, write, self.patience_s)
 
-    def sweep_lost(self, older_than_s: float) -> int:
-        """Mark as lost the frames still pending `older_than_s` after capture; returns how many."""
+    def sweep_lost(self, older_than_s: float, patience_s: float = 0.0) -> int:
+        """Mark as lost the frames still pending `older_than_s` after they were recorded; returns how many.
+        One attempt by default: a sweep that meets an outage waits for the next round."""
 
         def sweep(connection: psycopg.Connection) -> int:
             with connection.cursor() as cursor:
                 cursor.execute(SWEEP_LOST, (older_than_s,))
                 return max(cursor.rowcount, 0)
 
-        return write_through_outage(self.pool, sweep, self.patience_s)
+        return write_through_outage(self.pool, sweep, patience_s)
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

@@ -35,7 +35,7 @@ class FrameRef(Strict):
     """One sampled frame: where its JPEG bytes sit in the frame store, and what it is."""
 
     frame_id: str = Field(pattern=ID_PATTERN, description="see common.frame_ids: unique and deterministic")
-    camera_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
     captured_at: float = Field(ge=0, description="capture time, Unix seconds")

@@ -165,12 +165,12 @@ class PostgresPlateLog:
             self.pool.close()
 
 
-def open_plate_log(database_url: str | None, sqlite_path: Path) -> PlateLog:
+def open_plate_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> PlateLog:
     """Postgres when a database URL is set (schema upgraded on the way), else the SQLite file."""
     if database_url:
         from common.db import open_pool, upgrade
 
-        pool = open_pool(database_url)
+        pool = open_pool(database_url, password=password)
         upgrade(pool)
         return PostgresPlateLog(pool, owns_pool=True)
     return SqlitePlateLog(sqlite_path)

@@ -9,15 +9,13 @@ from rq.serializers import JSONSerializer
 
 from common import defaults
 from common.jobs import DetectJob, OcrJob, RedactJob, job_id
+from common.stage_job import STAGE_JOB_FUNCTION, StageJob
 
 STAGES = ("detect", "ocr", "redact")
 """The chain's stages, in order."""
 
 QUEUE_NAMES = {stage: f"alpr-{stage}" for stage in STAGES}
 """RQ queue name of each stage."""
-
-STAGE_JOB_FUNCTION = "common.worker.run_stage_job"
-"""The one job function: the worker's stage handles the payload."""
 
 STATS_INGESTED_KEY = "alpr:stats:ingested"
 """Redis hash: frames queued per camera (for `alpr status`)."""
@@ -52,7 +50,8 @@ def connect_redis(url: str, password: str | None = None) -> redis.Redis:
 
 
 def stage_queue(connection: redis.Redis, stage: str) -> Queue:
-    return Queue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer)
+    """A stage's queue; its jobs (and its registries' cleaning) are StageJobs: only our function runs."""
+    return Queue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer, job_class=StageJob)
 
 
 def queue_keys() -> dict[str, str]:

@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 
 import redis
 from rq.exceptions import DeserializationError, NoSuchJobError
-from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from common.errors import InputError
 from common.jobs import DetectJob, Job, OcrJob, RedactJob, parse_job
 from common.queues import stage_queue
-from common.worker import PERMANENT
+from common.stage_job import PERMANENT, StageJob
 
 JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
     "detect": DetectJob,
@@ -47,15 +46,18 @@ def needed_keys(job: Job) -> list[str]:
     return [f.frame.key for f in job.frames if f.outcome == "done"]
 
 
-def replay_failed(connection: redis.Redis, stages: list[str], dry_run: bool = False) -> ReplayReport:
-    """Requeue the failed jobs of `stages` that still have frames to work on."""
+def replay_failed(
+    connection: redis.Redis, frames: redis.Redis, stages: list[str], dry_run: bool = False
+) -> ReplayReport:
+    """Requeue the failed jobs of `stages` that still have frames to work on (in the frame store's
+    Redis, `frames`, which may be the queues' own)."""
     report = ReplayReport()
     for stage in stages:
         queue = stage_queue(connection, stage)
-        registry = FailedJobRegistry(queue=queue)
+        registry = FailedJobRegistry(queue=queue, job_class=StageJob)
         for job_id in registry.get_job_ids():
             try:
-                rq_job = RqJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+                rq_job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
                 if PERMANENT in rq_job.meta:
                     report.malformed[stage] += 1
                     continue
@@ -64,7 +66,7 @@ def replay_failed(connection: redis.Redis, stages: list[str], dry_run: bool = Fa
                 report.malformed[stage] += 1
                 continue
             keys = needed_keys(job)
-            if keys and not connection.exists(*keys):
+            if keys and not frames.exists(*keys):
                 report.expired[stage] += 1
                 continue
             if not dry_run:

@@ -18,67 +18,15 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
 from common import defaults
 from common.errors import InputError
 from common.metrics import Metrics
-from common.queues import STAGE_JOB_FUNCTION, STATS_BUSY_KEY, STATS_FRAMES_KEY
-
-PERMANENT = "alpr_permanent"
-"""Job meta key: why the job will always fail (never retried, not replayed)."""
-
-
-class RefusedJobError(Exception):
-    """A job that is not one of the chain's own: it names another function, arguments or callbacks."""
-
-
-class StageJob(Job):
-    """An RQ job that can only call the chain's job function with one payload: anything else a
-    job's data names (a function, an instance, callbacks) is refused before it is imported."""
-
-    def refusal(self) -> str | None:
-        """Why this job is not one of ours, or None."""
-        try:
-            return self._refusal()
-        except Exception:  # data RQ cannot even decode (wrong shape, not JSON)
-            return "undecodable job data"
-
-    def _refusal(self) -> str | None:
-        if self.func_name != STAGE_JOB_FUNCTION:
-            return f"function {str(self.func_name)[:80]!r} is not {STAGE_JOB_FUNCTION}"
-        if len(self.args) != 1 or self.kwargs:
-            return "a stage job takes exactly one payload argument"
-        callbacks = (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name)
-        if any(callbacks):
-            return "stage jobs carry no callbacks"
-        return None
-
-    @property
-    def func(self) -> Any:
-        if reason := self.refusal():
-            self.meta[PERMANENT] = f"refused: {reason}"
-            raise RefusedJobError(reason)
-        return run_stage_job
-
-    @property
-    def should_retry(self) -> bool:
-        return PERMANENT not in self.meta and bool(super().should_retry)
-
-    @property
-    def success_callback(self) -> Any:
-        return None
-
-    @property
-    def failure_callback(self) -> Any:
-        return None
-
-    @property
-    def stopped_callback(self) -> Any:
-        return None
-
+from common.queues import STATS_BUSY_KEY, STATS_FRAMES_KEY
+from common.stage_job import PERMANENT, StageJob
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +97,14 @@ class StageWorker(SimpleWorker):
         return defaults.JOB_LEASE_S
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ's heartbeat, and registration anew when Redis lost it (restarted without persistence)."""
-        if pipeline is None and self.connection.exists(self.key) == 0:
+        """RQ's heartbeat, and registration anew when Redis lost it (restarted without persistence):
+        a busy worker's own writes may have re-created its hash, so the registry sets decide."""
+        if pipeline is None and not self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, self.key):
             log.info("worker %s: registration gone from Redis (restarted?); registering again", self.name)
-            self.register_birth()
+            with self.connection.pipeline() as registration:
+                registration.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, registration)
+                registration.execute()
         super().heartbeat(timeout, pipeline)
 
     def run_maintenance_tasks(self) -> None:
@@ -163,11 +115,15 @@ class StageWorker(SimpleWorker):
             log.warning("%s pool duty failed: %s", self.stage.name, error)
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
-        """Renew the running job's lease every third of it, until the job ends."""
-        while not done.wait(defaults.JOB_LEASE_S / 3):
+        """Renew the running job's lease every third of it, until the job ends — or until the job has
+        outlived its timeout (stuck where the timeout cannot reach it): then the lease lapses and the
+        job is found abandoned, as RQ would do."""
+        give_up_at = time.monotonic() + (job.timeout or defaults.JOB_TIMEOUT_S) + defaults.JOB_LEASE_S
+        while not done.wait(defaults.JOB_LEASE_S / 3) and time.monotonic() < give_up_at:
             try:
-                self.maintain_heartbeats(job)
-            except redis.RedisError as error:
+                if self.execution is not None:
+                    self.maintain_heartbeats(job)
+            except Exception as error:  # the job may have just ended; the next renewal, if any, tries again
                 log.warning("could not renew the lease of job %s: %s", job.id, error)
 
     def request_stop(self, signum: Any, frame: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from rq import Queue
 
+from common import defaults
 from common.errors import InputError
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, parse_job
@@ -58,7 +59,7 @@ class DetectStage:
             data = jpegs[ref.key]
             if data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
-            elif now - ref.captured_at > self.max_frame_age_s:
+            elif now - ref.captured_at > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:
                 try:

@@ -122,10 +122,12 @@ class CameraConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id, logged with every read.")
+    id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Camera id, logged with every read.")
     source: str = Field(min_length=1, description="rtsp/http URL, video file or image folder.")
     sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=60, description="Frames sampled per second.")
-    roi: list[tuple[float, float]] | None = Field(None, min_length=3, description="Region of interest polygon.")
+    roi: list[tuple[float, float]] | None = Field(
+        None, min_length=3, max_length=256, description="Region of interest polygon."
+    )
     region: str = Field(defaults.OCR_REGION, description="Plate-format region: us, eu, br, ...")
     enabled: bool = Field(True, description="A disabled camera is validated but not opened.")
     loop: bool = Field(False, description="Start a video file again when it ends.")

@@ -35,6 +35,7 @@ class FrameLedger:
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.closing = threading.Event()
+        self.stopped = threading.Event()  # close() has given up waiting
         self.overflowing = False
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
 
@@ -54,7 +55,7 @@ class FrameLedger:
 
     def run(self) -> None:
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
-        while True:
+        while not self.stopped.is_set():
             self.wake.wait(FLUSH_S)
             self.wake.clear()
             with self.lock:
@@ -74,12 +75,12 @@ class FrameLedger:
             except Exception as error:  # Postgres down (or its schema missing): keep the rows, try again later
                 with self.lock:
                     self.buffer.extendleft(reversed(batch))
-                if self.closing.is_set():
-                    return
                 delay = backoff.next_delay()
+                if self.closing.is_set():  # close() bounds how long this goes on
+                    delay = min(delay, 1.0)
                 if backoff.failures == 1:
                     log.warning("frames log unavailable (%s); retrying with backoff", str(error).splitlines()[0])
-                self.closing.wait(delay)
+                self.stopped.wait(delay)
 
     def close(self, timeout_s: float) -> int:
         """Write what is left (up to `timeout_s`); returns how many records could not be written."""
@@ -87,6 +88,7 @@ class FrameLedger:
         self.wake.set()
         if self.thread.is_alive():
             self.thread.join(timeout_s)
+        self.stopped.set()
         with self.lock:
             left = len(self.buffer)
         if left:

@@ -134,10 +134,11 @@ class IngestNode:
                     self.set_state(camera, "ended", errors)
                     return
                 run.passes += 1
-            except (InputError, OSError) as error:
+            except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
                 errors += 1
                 self.metrics.source_errors.labels(camera=camera.id).inc()
-                if not camera.source.lower().startswith(STREAM_SCHEMES):  # a file that fails now fails again
+                if not isinstance(error, InputError | OSError) or not camera.source.lower().startswith(STREAM_SCHEMES):
+                    # a file that fails now fails again; so does anything but a stream's I/O
                     log.error("camera %s: %s; not retried", camera.id, mask_url(str(error)))
                     self.set_state(camera, "failed", errors)
                     return
@@ -181,10 +182,6 @@ class IngestNode:
             try:
                 self.store.put_many([(ref.key, data) for ref, data in batch])
                 enqueue(self.detect_queue, job, self.settings.job_timeout_s)
-                pipe = self.queues.pipeline(transaction=False)
-                for camera_id, count in Tally(ref.camera_id for ref, _ in batch).items():
-                    pipe.hincrby(STATS_INGESTED_KEY, camera_id, count)
-                pipe.execute()
                 break
             except redis.RedisError as error:
                 if self.stop.is_set():
@@ -196,6 +193,11 @@ class IngestNode:
                 self.stop.wait(delay)
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
+        with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
+            pipe = self.queues.pipeline(transaction=False)
+            for camera_id, count in Tally(ref.camera_id for ref, _ in batch).items():
+                pipe.hincrby(STATS_INGESTED_KEY, camera_id, count)
+            pipe.execute()
         self.summary.jobs += 1
         self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:

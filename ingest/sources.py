@@ -85,8 +85,8 @@ def uri_syntax_problem(uri: str) -> str | None:
     try:
         parts = urlsplit(uri)
         port = parts.port
-    except ValueError as error:
-        return f"source {shown} is not a valid URL: {error}"
+    except ValueError:
+        return f"source {shown} is not a valid URL (its host, port or credentials cannot be parsed)"
     if not parts.netloc:
         return f"source {shown} has no host (expected {name}://host/...)"
     if not parts.hostname and (name not in LISTENING_SCHEME_NAMES or port is None):

@@ -79,11 +79,12 @@ class OcrStage:
             if any(r.best for r in reads):
                 self.metrics.end_to_end_seconds.observe(now - info.captured_at.timestamp())
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
-        self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
+        processed = sum(1 for f in job.frames if f.outcome == "done")  # skipped, expired, corrupt cost nothing
+        self.metrics.frames_processed.labels(stage=self.name).inc(processed)
         self.store.delete_many(crop_keys)
         redact_job = RedactJob(batch_id=job.batch_id, frames=job.frames, ocr_ms=ocr_ms)
         enqueue(self.redact_queue, redact_job, self.job_timeout_s)
-        return {"frames": len(job.frames), "reads_logged": new}
+        return {"frames": processed, "reads_logged": new}
 
     def decode_crops(self, keys: list[str]) -> dict[str, Any]:
         """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
+
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg
@@ -28,7 +30,9 @@ KeepPolicy = Literal["plates", "all", "none"]
 
 
 def _path_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A file name of letters, digits and `-_.`, never starting with a dot (no `..`, no hidden file)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") or not safe else safe
 
 
 def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at: float) -> Path:
@@ -48,13 +52,14 @@ class RedactStage:
         keep: KeepPolicy,
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
+        stats: redis.Redis,
         quality: int,
         keep_max_age_s: float,
         lost_after_s: float,
         keep_sweep_s: float,
     ) -> None:
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
-        self.method, self.metrics, self.quality = method, metrics, quality
+        self.method, self.metrics, self.stats, self.quality = method, metrics, stats, quality
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()
@@ -67,7 +72,7 @@ class RedactStage:
         self.frame_log.record_final(records)
         self.store.delete_many(keys)
         done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
-        pipe = self.store.redis.pipeline(transaction=False)
+        pipe = self.stats.pipeline(transaction=False)  # the queues' Redis, where `alpr status` reads
         for camera_id, count in done.items():
             pipe.hincrby(STATS_DONE_KEY, camera_id, count)
         pipe.execute()
@@ -103,7 +108,7 @@ class RedactStage:
 
     def maintain(self) -> None:
         """Mark frames no stage finished in time as lost; delete kept frames past their age."""
-        lost = self.frame_log.sweep_lost(self.lost_after_s)
+        lost = self.frame_log.sweep_lost(self.lost_after_s)  # one attempt: a Postgres outage waits for next time
         if lost:
             log.warning("%d frames marked lost: sampled, but no stage finished them in time", lost)
             self.metrics.frames_lost.inc(lost)

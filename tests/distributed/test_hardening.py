@@ -5,6 +5,8 @@ isolated from the rest of its job, and every frame ends with a record."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import numpy as np
 import psycopg
 import pytest
 from rq import Callback, Retry
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.webhook import Webhook
 
 from alpr.cli import main
 from alpr.democlip import make_clip
@@ -22,7 +25,7 @@ from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from common.replay import replay_failed
-from common.worker import PERMANENT
+from common.stage_job import PERMANENT
 from tests.helpers import clip_frames
 
 PLATE = "KPX4721"
@@ -60,8 +63,51 @@ def test_jobs_naming_another_function_arguments_or_callbacks_are_refused_unrun(r
         assert job is not None and job.meta[PERMANENT].startswith("refused")
     assert detect.fetch_job(attacks[0].id).retries_left == 2  # refused once, never retried
     assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-good"]  # the worker went on
-    report = replay_failed(connection, ["detect"])
+    report = replay_failed(connection, connection, ["detect"])
     assert report.requeued["detect"] == 0 and report.malformed["detect"] == len(attacks)
+
+
+CALLED: list[str] = []
+
+
+def canary_callback(job, connection, *exc_info) -> None:  # type: ignore[no-untyped-def]
+    """A function a crafted job names as its callback: the test fails if anything ever calls it."""
+    CALLED.append(job.id)
+
+
+def test_callbacks_and_webhooks_of_a_crafted_job_never_run_even_from_registry_cleaning(redis_url, settings):
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    requests: list[str] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Webhook(f"http://127.0.0.1:{server.server_address[1]}/hook", "failed")
+    callback = Callback(f"{__name__}.canary_callback")
+    try:
+        queued = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({},), webhooks=[hook])
+        abandoned = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({},), on_failure=callback, webhooks=[hook])
+        detect.remove(abandoned.id)  # as if a worker had died holding it: RQ's cleaning fails it
+        connection.zadd(StartedJobRegistry(queue=detect).key, {f"{abandoned.id}:x": 1})
+        burst("detect", redis_url, "", settings)
+        time.sleep(0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert CALLED == [] and requests == []
+    job = detect.fetch_job(queued.id)
+    assert job is not None and job.meta[PERMANENT].startswith("refused")
 
 
 def test_a_malformed_job_fails_once_and_a_key_outside_the_store_is_untouched(redis_url, postgres_url, settings):
@@ -138,10 +184,12 @@ def test_frames_no_stage_finished_are_swept_as_lost_and_a_late_outcome_wins(post
     pool = open_pool(postgres_url)
     try:
         frame_log = FrameLog(pool, patience_s=0)
-        old, new = ref("cam:1:0", age_s=300), ref("cam:1:1")
-        frame_log.record_sampled([FrameRecord(old, "pending"), FrameRecord(new, "pending")])
+        old, new = ref("cam:1:0"), ref("cam:1:1")
+        frame_log.record_sampled([FrameRecord(old, "pending")])
+        time.sleep(1.5)
+        frame_log.record_sampled([FrameRecord(new, "pending")])
         frame_log.record_sampled([FrameRecord(old, "pending")])  # a re-read after a restart: no change
-        assert frame_log.sweep_lost(older_than_s=60) == 1
+        assert frame_log.sweep_lost(older_than_s=1.0) == 1  # pending longer than that since it was recorded
         assert frame_log.outcome_counts() == {"cam": {"lost": 1, "pending": 1}}
         frame_log.record_final([FrameRecord(old, "done"), FrameRecord(new, "done")])
         frame_log.record_final([FrameRecord(new, "expired", "before redaction")])  # a final outcome stays
