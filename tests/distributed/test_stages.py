@@ -220,7 +220,8 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url, "--database-url", postgres_url]) == 0
     out = capsys.readouterr().out
     camera_row = next(line for line in out.splitlines() if line.startswith("cam "))
-    assert camera_row.split()[1:3] == ["ended", "0"]  # state, source errors
+    state, age, errors = camera_row.split()[1:4]
+    assert state == "ended" and age.endswith("s") and errors == "0"  # state and since when, source errors
     accounting = next(line for line in out.splitlines() if line.strip().startswith("cam") and "40" in line)
     assert accounting.split()[:3] == ["cam", "40", "0"] and accounting.split()[-1] == match[1]  # in the chain
 
