@@ -20,7 +20,7 @@ COPY deploy/ deploy/
 # torch's CPU wheels (`torch==2.14.1` is met by 2.14.1+cpu); fastanpr only for its best.pt
 ENV ALPR_MODEL_DIR=/app/models ALPR_KEEP_DIR=/data/kept YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu . \
-    && pip install --no-cache-dir --no-deps fastanpr==0.1.13 \
+    && pip install --no-cache-dir --no-deps fastanpr==0.1.13 rapidocr==3.10.0 \
     && YOLO_CONFIG_DIR=/tmp/ultralytics alpr setup \
     && alpr demo-clip /app/demo/clip.mp4 \
     && mkdir -p /data/kept && chown -R alpr /data /app/models

@@ -15,6 +15,7 @@ $(BIN)/alpr: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps fastanpr==0.1.13  # only for its best.pt; its own deps are not needed
+	$(BIN)/pip install -q --no-deps rapidocr==3.10.0  # only for its PP-OCRv6 recogniser (ONNX)
 	touch $(BIN)/alpr
 
 install: system-deps $(BIN)/alpr

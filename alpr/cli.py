@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="accuracy and speed on photographs with ground truth")
     evaluate.add_argument("dataset", type=Path, help="folder in OpenALPR benchmark layout, or of such folders")
     evaluate.add_argument("--json", type=Path, dest="json_path", help="also write the metrics to this file")
+    evaluate.add_argument(
+        "--errors", type=Path, dest="errors_path", help="one CSV row per image: read, cause of a miss"
+    )
     _add_engine_flags(evaluate)
 
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
@@ -85,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument("--redis-url")
 
+    calibrate = sub.add_parser("calibrate", help="fit the OCR confidence to photographs with ground truth")
+    calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")
+    calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
+    _add_engine_flags(calibrate)
+
     export = sub.add_parser("export", help="write the logged reads to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     _add_log_flags(export)
@@ -93,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", dest="ocr_engine", choices=("ppocr", "tesseract"))
+    parser.add_argument("--ocr-model", dest="ocr_model", choices=("v4", "v6"), help="PP-OCR recogniser version")
     parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
     parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
     parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
@@ -116,6 +125,7 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
 SETTING_FLAGS = (
     "model_dir",
     "ocr_engine",
+    "ocr_model",
     "ocr_region",
     "detector_backend",
     "detector_device",

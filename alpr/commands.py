@@ -75,22 +75,57 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
-    from alpr.evaluation import evaluate, summary
+    from alpr.evaluation import Outcome, evaluate, summary, write_errors
     from alpr.wiring import build_detector, build_reader
 
-    results = evaluate(args.dataset, settings, build_detector, build_reader)
-    header = f"{'set':<16} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} {'ms/img':>7}"
-    print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}")
-    print(header)
+    outcomes: dict[str, list[Outcome]] = {}
+    results = evaluate(args.dataset, settings, build_detector, build_reader, outcomes)
+    threshold = settings.ocr_min_confidence
+    print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
+          f"confidence threshold {threshold:g}")  # fmt: skip
+    print(f"{'set':<16} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} "
+          f"{'coverage':>8} {'wrong/acc':>9} {'ms/img':>7}")  # fmt: skip
     for name, r in results.items():
         det50 = "-" if r["detection_recall_iou50"] is None else f"{r['detection_recall_iou50']:.3f}"
         det30 = "-" if r["detection_recall_iou30"] is None else f"{r['detection_recall_iou30']:.3f}"
+        wrong = "-" if r["wrong_among_accepted"] is None else f"{r['wrong_among_accepted']:.3f}"
         print(
             f"{name:<16} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} {r['exact_topn']:>6.3f} "
-            f"{r['wrong_above_threshold']:>9.3f} {r['ms_per_image']:>7.1f}"
+            f"{r['wrong_above_threshold']:>9.3f} {r['coverage']:>8.3f} {wrong:>9} {r['ms_per_image']:>7.1f}"
         )
+    print("\nreliability (best read's confidence: reads, share exactly right), all sets together:")
+    for index, row in enumerate(next(iter(results.values()))["reliability"]):
+        reads = sum(r["reliability"][index]["reads"] for r in results.values())
+        right = sum(
+            (r["reliability"][index]["accuracy"] or 0) * r["reliability"][index]["reads"] for r in results.values()
+        )
+        print(
+            f"  {row['confidence']}: {reads:>4} reads, {right / reads:.3f} right"
+            if reads
+            else f"  {row['confidence']}:    0 reads"
+        )
+    print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
+                                   for name, r in results.items()))  # fmt: skip
     if args.json_path:
         args.json_path.write_text(json.dumps({"engine": settings.ocr_engine, **summary(results)}, indent=2))
+    if args.errors_path:
+        write_errors(args.errors_path, outcomes)
+    return 0
+
+
+def calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from importlib import resources
+
+    from alpr.calibrate import calibrate as fit
+
+    out = args.out or Path(str(resources.files("ocr_worker").joinpath("calibration.json")))
+    model = fit(args.datasets, settings, out)
+    print(f"{settings.ocr_engine} {settings.ocr_model if settings.ocr_engine == 'ppocr' else ''}: fitted on "
+          f"{model['images']} reads; weights {model['weights']}, bias {model['bias']} -> {out}")  # fmt: skip
+    print(f"cross-validated at confidence {settings.ocr_min_confidence:g}:")
+    for name, row in model["cross_validation"].items():
+        print(f"  {name:<16} reads {row['reads']:>4}  accepted {row['coverage_of_reads']:.3f}  "
+              f"wrong among accepted {row['wrong_among_accepted']:.3f}")  # fmt: skip
     return 0
 
 

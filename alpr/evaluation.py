@@ -1,5 +1,7 @@
 """`alpr eval`: accuracy and speed on folders of real photographs with ground truth, in the
-OpenALPR benchmark layout (`NAME.txt` beside each image) or as plate crops (`groundtruth.csv`)."""
+OpenALPR benchmark layout (`NAME.txt` beside each image) or as plate crops (`groundtruth.csv`): exact
+reads, how far the confidence can be trusted (coverage and wrong reads at the threshold, a
+reliability table), and per image the cause of each miss."""
 
 from __future__ import annotations
 
@@ -27,6 +29,34 @@ class Sample:
     box_xyxy: tuple[float, float, float, float] | None  # None for a crop: the image is the plate
 
 
+RELIABILITY_BINS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
+"""Confidence bins of the reliability table: lower edges, the last one the upper bound."""
+
+ERROR_COLUMNS = ("set", "image", "truth", "best_read", "confidence", "top_n", "cause")
+"""Columns of `alpr eval --errors FILE`, one row per image."""
+
+
+@dataclass
+class Outcome:
+    """How one image was read."""
+
+    sample: Sample
+    best: PlateRead | None
+    correct: bool
+    in_top_n: bool
+    detected: bool | None  # None for crops
+
+    @property
+    def cause(self) -> str:
+        if self.correct:
+            return "right"
+        if self.in_top_n:
+            return "right within top-N"
+        if self.detected is False or self.best is None:
+            return "not detected" if self.detected is False else "nothing read"
+        return "detected but misread"
+
+
 @dataclass
 class Tally:
     """Running counts for one dataset folder."""
@@ -37,7 +67,24 @@ class Tally:
     exact_top1: int = 0
     exact_topn: int = 0
     wrong_above_threshold: int = 0
+    accepted: int = 0
+    causes: dict[str, int] = field(default_factory=dict)
+    bins: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in RELIABILITY_BINS[:-1]])
     seconds: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "detect": 0.0, "ocr": 0.0})
+
+    def add(self, outcome: Outcome, min_confidence: float) -> None:
+        self.n += 1
+        self.exact_top1 += outcome.correct
+        self.exact_topn += outcome.in_top_n
+        self.causes[outcome.cause] = self.causes.get(outcome.cause, 0) + 1
+        confidence = outcome.best.confidence if outcome.best else 0.0
+        accepted = outcome.best is not None and confidence >= min_confidence
+        self.accepted += accepted
+        self.wrong_above_threshold += accepted and not outcome.correct
+        if outcome.best is not None:
+            index = next(i for i, upper in enumerate(RELIABILITY_BINS[1:]) if confidence < upper)
+            self.bins[index][0] += 1
+            self.bins[index][1] += outcome.correct
 
     def as_dict(self, crops: bool) -> dict[str, Any]:
         n = max(self.n, 1)
@@ -49,6 +96,19 @@ class Tally:
             "exact_top1": round(self.exact_top1 / n, 4),
             "exact_topn": round(self.exact_topn / n, 4),
             "wrong_above_threshold": round(self.wrong_above_threshold / n, 4),
+            "coverage": round(self.accepted / n, 4),
+            "wrong_among_accepted": round(self.wrong_above_threshold / self.accepted, 4) if self.accepted else None,
+            "causes": dict(sorted(self.causes.items())),
+            "reliability": [
+                {
+                    "confidence": f"{low:.2f}-{min(high, 1.0):.2f}",
+                    "reads": count,
+                    "accuracy": round(right / count, 4) if count else None,
+                }
+                for (low, high), (count, right) in zip(
+                    zip(RELIABILITY_BINS, RELIABILITY_BINS[1:], strict=False), self.bins, strict=True
+                )
+            ],  # fmt: skip
             "ms_per_image": round(1000 * total / n, 2),
             "ms_per_stage": {k: round(1000 * v / n, 2) for k, v in self.seconds.items()},
         }
@@ -110,27 +170,44 @@ def best_read(reads: list[PlateRead]) -> PlateRead | None:
 
 def evaluate_folder(
     folder: Path, detector: PlateDetector | None, reader: PlateReader, min_confidence: float
-) -> tuple[Tally, bool]:
+) -> tuple[Tally, bool, list[Outcome]]:
     samples, crops = load_samples(folder)
     if not samples:
         raise InputError(f"{folder} holds no samples")
     if not crops and detector is None:
         raise ValueError("scene folders need a detector")
-    tally = Tally()
+    tally, outcomes = Tally(), []
     for sample, reads, timings in _run(samples, crops, detector, reader):
-        tally.n += 1
         for stage, seconds in timings.items():
             tally.seconds[stage] += seconds
+        detected = None
         if sample.box_xyxy is not None:
             overlap = max((iou(r.box_xyxy, sample.box_xyxy) for r in reads), default=0.0)
             tally.detected_iou50 += overlap >= 0.5
             tally.detected_iou30 += overlap >= 0.3
+            detected = overlap >= 0.3
         top = best_read(reads)
-        correct = top is not None and top.text == sample.plate
-        tally.exact_top1 += correct
-        tally.exact_topn += any(c.text == sample.plate for r in reads for c in r.candidates)
-        tally.wrong_above_threshold += top is not None and not correct and top.confidence >= min_confidence
-    return tally, crops
+        outcome = Outcome(
+            sample, top, top is not None and top.text == sample.plate,
+            any(c.text == sample.plate for r in reads for c in r.candidates), detected,
+        )  # fmt: skip
+        tally.add(outcome, min_confidence)
+        outcomes.append(outcome)
+    return tally, crops, outcomes
+
+
+def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
+    """One CSV row per image: truth, best read, its confidence, the top-N candidates, the cause."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(ERROR_COLUMNS)
+        for name, rows in outcomes.items():
+            for o in rows:
+                candidates = "|".join(c.text for c in o.best.candidates) if o.best else ""
+                writer.writerow([
+                    name, o.sample.image.name, o.sample.plate, o.best.text if o.best else "",
+                    f"{o.best.confidence:.4f}" if o.best else "", candidates, o.cause,
+                ])  # fmt: skip
 
 
 def _run(
@@ -164,8 +241,10 @@ def evaluate(
     settings: Settings,
     build_detector: Callable[[Settings], PlateDetector],
     build_reader: Callable[[Settings, str], PlateReader],
+    errors: dict[str, list[Outcome]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per dataset folder under `root`, keyed by folder name."""
+    """Metrics per dataset folder under `root`, keyed by folder name; with `errors`, each folder's
+    per-image outcomes go there too."""
     folders = dataset_folders(root)
     detector = None
     results: dict[str, dict[str, Any]] = {}
@@ -173,8 +252,10 @@ def evaluate(
         reader = build_reader(settings, region_for(folder, settings.ocr_region))
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
-        tally, crops = evaluate_folder(folder, detector, reader, settings.ocr_min_confidence)
+        tally, crops, outcomes = evaluate_folder(folder, detector, reader, settings.ocr_min_confidence)
         results[folder.name] = tally.as_dict(crops)
+        if errors is not None:
+            errors[folder.name] = outcomes
     return results
 
 
@@ -192,10 +273,14 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "exact_top1",
         "exact_topn",
         "wrong_above_threshold",
+        "coverage",
         "ms_per_image",
     ]
     out: dict[str, Any] = {"n": sum(r["n"] for r in results.values())}
     out.update({k: weighted([(r[k], r["n"]) for r in results.values()]) for k in keys})
+    accepted = sum(r["coverage"] * r["n"] for r in results.values())
+    wrong = sum(r["wrong_above_threshold"] * r["n"] for r in results.values())
+    out["wrong_among_accepted"] = round(wrong / accepted, 4) if accepted else None
     out["ms_per_stage"] = {
         stage: weighted([(r["ms_per_stage"][stage], r["n"]) for r in results.values()])
         for stage in ("load", "detect", "ocr")

@@ -28,5 +28,6 @@ def build_reader(settings: Settings, region: str | None = None) -> PlateReader:
             engine=settings.ocr_engine,
             region=region or settings.ocr_region,
             max_candidates=settings.ocr_max_candidates,
+            model=settings.ocr_model,
         )
     )

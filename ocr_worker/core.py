@@ -13,6 +13,7 @@ from common import defaults
 from common.errors import ConfigError, InputError
 from common.types import PlateCandidate, PlateDetections, PlateRead
 from ocr_worker import preprocess
+from ocr_worker.calibration import calibration_for
 from ocr_worker.formats import CharChoices, rank_candidates, region_formats
 
 ENGINES = ("ppocr", "tesseract")
@@ -36,6 +37,8 @@ class OcrSettings:
     region: str = defaults.OCR_REGION
     max_candidates: int = defaults.OCR_MAX_CANDIDATES
     crop_margin: float = defaults.OCR_CROP_MARGIN
+    model: str = defaults.OCR_MODEL
+    calibrated: bool = True
     threads: int = 1
 
 
@@ -47,10 +50,12 @@ class PlateReader:
             raise ConfigError(f"OCR engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
         self.settings = settings
         self.formats = region_formats(settings.region)
+        self.engine_key = f"ppocr-{settings.model}" if settings.engine == "ppocr" else settings.engine
+        self.calibration = calibration_for(self.engine_key) if settings.calibrated else None
         if settings.engine == "ppocr":
             from ocr_worker.ppocr_engine import PpocrEngine
 
-            self._ppocr = PpocrEngine(threads=settings.threads)
+            self._ppocr = PpocrEngine(threads=settings.threads, version=settings.model)
         else:
             from ocr_worker.tesseract_engine import TesseractEngine
 
@@ -73,10 +78,13 @@ class PlateReader:
             choices = dict(zip(legible, self._ppocr.recognize_batch(prepared), strict=False))
         else:
             choices = {i: self._tesseract.recognize(self._for_tesseract(crops_bgr[i])) for i in legible}
-        return [
+        ranked = [
             rank_candidates(choices[i], self.formats, self.settings.max_candidates) if i in choices else []
             for i in range(len(crops_bgr))
         ]
+        if self.calibration is None:
+            return ranked
+        return [self.calibration.apply(candidates, self.formats.typical_length) for candidates in ranked]
 
     def read_plates(self, frame: np.ndarray, detections: PlateDetections) -> list[PlateRead]:
         """Crop every detected plate (with the configured margin) from the frame and read it."""

@@ -59,6 +59,13 @@ class RegionFormats:
     max_length: int
     unmatched_log_penalty: float
 
+    @property
+    def typical_length(self) -> float:
+        """The mean length of the region's templates (the middle of its limits without any)."""
+        if not self.templates:
+            return (self.min_length + self.max_length) / 2
+        return sum(len(t) for t in self.templates) / len(self.templates)
+
     def match(self, text: str) -> str | None:
         """The template `text` fits, if any."""
         for template in self.templates:

@@ -1,5 +1,7 @@
-"""The `ppocr` OCR engine: the PP-OCRv4 text recogniser shipped inside `rapidocr-onnxruntime`, run
-directly through ONNX Runtime with CTC decoding restricted to plate characters."""
+"""The `ppocr` OCR engine: a PaddleOCR text recogniser — PP-OCRv4 (shipped inside
+`rapidocr-onnxruntime`) or PP-OCRv6 small (inside `rapidocr==3.10.0`, installed without its
+dependencies) — run directly through ONNX Runtime with CTC decoding restricted to plate characters.
+Both take 3x48xW images and carry their dictionary in the model's metadata."""
 
 from __future__ import annotations
 
@@ -29,27 +31,35 @@ ALTERNATIVES = 3
 PLATE_ALPHABET = sorted(LETTERS | DIGITS)
 
 
-def bundled_model_path() -> Path:
-    """The recogniser ONNX file inside the installed rapidocr-onnxruntime, found without importing it."""
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+BUNDLED_MODELS = {
+    "v4": ("rapidocr_onnxruntime", "rapidocr-onnxruntime", "ch_PP-OCRv4_rec_infer.onnx"),
+    "v6": ("rapidocr", "rapidocr==3.10.0 (pip install --no-deps)", "PP-OCRv6_rec_small.onnx"),
+}
+"""Recogniser version -> (package that ships it, how to install it, file in the package's models/)."""
+
+
+def bundled_model_path(version: str = "v4") -> Path:
+    """A recogniser ONNX file inside its installed package, found without importing the package."""
+    package, install, name = BUNDLED_MODELS[version]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("rapidocr-onnxruntime is not installed; it carries the PP-OCRv4 recogniser")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "ch_PP-OCRv4_rec_infer.onnx"
+        raise ConfigError(f"{install} is not installed; it carries the PP-OCR{version} recogniser")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
-        raise ConfigError(f"the PP-OCRv4 recogniser is missing at {path}")
+        raise ConfigError(f"the PP-OCR{version} recogniser is missing at {path}")
     return path
 
 
 class PpocrEngine:
     """Recognises one line of plate text, giving per-character alternatives with probabilities."""
 
-    def __init__(self, model_path: Path | None = None, threads: int = 1) -> None:
+    def __init__(self, model_path: Path | None = None, threads: int = 1, version: str = "v4") -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        path = model_path or bundled_model_path()
+        path = model_path or bundled_model_path(version)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         characters = self.session.get_modelmeta().custom_metadata_map["character"].splitlines()

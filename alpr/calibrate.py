@@ -1,0 +1,83 @@
+"""`alpr calibrate`: fits the confidence model of the configured OCR engine (ocr_worker/calibration.py)
+on photographs with ground truth, reports how it generalises by cross-validation (folds by image),
+and writes it into the calibration file, keeping the other engines' models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alpr.evaluation import Outcome, dataset_folders, evaluate
+from common.config import Settings
+from ocr_worker.calibration import FEATURES, Calibration, features
+from ocr_worker.core import PlateReader
+from ocr_worker.formats import region_formats
+
+FOLDS = 5
+"""Cross-validation folds."""
+
+
+def collect(roots: list[Path], settings: Settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features and exactness of the best read of every image that has one, with its set's name."""
+    from alpr.wiring import build_detector, build_reader
+
+    def raw_reader(s: Settings, region: str) -> PlateReader:
+        reader = build_reader(s, region)
+        return PlateReader(replace(reader.settings, calibrated=False))
+
+    rows, labels, sets = [], [], []
+    for root in roots:
+        outcomes: dict[str, list[Outcome]] = {}
+        evaluate(root, settings, build_detector, raw_reader, outcomes)
+        for name, items in outcomes.items():
+            region = region_formats(name if name in ("us", "eu", "br") else settings.ocr_region)
+            for outcome in items:
+                if outcome.best is None or not outcome.best.candidates:
+                    continue
+                rows.append(features(list(outcome.best.candidates), 0, region.typical_length))
+                labels.append(1.0 if outcome.correct else 0.0)
+                sets.append(name)
+    return np.asarray(rows, float), np.asarray(labels, float), sets
+
+
+def cross_validate(x: np.ndarray, y: np.ndarray, sets: list[str], threshold: float) -> dict[str, dict[str, float]]:
+    """Per set, at `threshold`: coverage and wrong among accepted, each image scored by a model fitted
+    without its fold."""
+    folds = np.arange(len(y)) % FOLDS
+    scores = np.zeros(len(y))
+    for fold in range(FOLDS):
+        model = Calibration.fit(x[folds != fold], y[folds != fold])
+        scores[folds == fold] = [model.probability(row) for row in x[folds == fold]]
+    report = {}
+    for name in sorted(set(sets)):
+        mask = np.asarray([s == name for s in sets])
+        accepted = mask & (scores >= threshold)
+        report[name] = {
+            "reads": int(mask.sum()),
+            "coverage_of_reads": round(float(accepted.sum() / max(mask.sum(), 1)), 4),
+            "wrong_among_accepted": round(float((accepted & (y == 0)).sum() / max(accepted.sum(), 1)), 4),
+        }
+    return report
+
+
+def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any]:
+    for root in roots:
+        dataset_folders(root)  # a clear error before minutes of work
+    x, y, sets = collect(roots, settings)
+    model = Calibration.fit(x, y)
+    key = f"ppocr-{settings.ocr_model}" if settings.ocr_engine == "ppocr" else settings.ocr_engine
+    existing = json.loads(out.read_text()) if out.is_file() else {"models": {}}
+    existing["features"] = list(FEATURES)
+    existing["models"][key] = {
+        "weights": list(model.weights),
+        "bias": model.bias,
+        "fitted_on": sorted({str(r) for r in roots}),
+        "images": int(len(y)),
+        "cross_validation": cross_validate(x, y, sets, settings.ocr_min_confidence),
+    }
+    out.write_text(json.dumps(existing, indent=1) + "\n")
+    return dict(existing["models"][key])

@@ -1,0 +1,93 @@
+"""A confidence that means something: the probability that a reading is exactly right, from a
+logistic model over a few features of the ranked candidates (the reading's per-character
+confidence, its margin over the next reading, whether it fits a plate format, its length against
+the region's). Fitted per engine and recogniser by `alpr calibrate` on photographs with ground truth
+and shipped as data (`ocr_worker/calibration.json`); without a fit, confidences stay as the engine's."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from common.types import PlateCandidate
+
+FEATURES = ("logit_confidence", "margin", "format_match", "length_gap")
+"""What the model sees of a candidate, in order."""
+
+CALIBRATION_FILE = "calibration.json"
+"""The fitted models, keyed by engine (`ppocr-v4`, `ppocr-v6`, `tesseract`), in this package."""
+
+L2 = 0.01
+"""Ridge penalty on the weights (not the bias): keeps a fit on a few hundred photos smooth."""
+
+
+def features(candidates: Sequence[PlateCandidate], index: int, typical_length: float) -> list[float]:
+    """The features of candidate `index` among the ranked `candidates`."""
+    candidate = candidates[index]
+    confidence = min(max(candidate.confidence, 1e-4), 1 - 1e-4)
+    score = len(candidate.text) * math.log(confidence)
+    others = [len(c.text) * math.log(min(max(c.confidence, 1e-4), 1.0)) for i, c in enumerate(candidates) if i != index]
+    margin = min(score - max(others), 10.0) if others else 10.0
+    return [
+        math.log(confidence / (1 - confidence)),
+        margin,
+        1.0 if candidate.matches_format else 0.0,
+        abs(len(candidate.text) - typical_length),
+    ]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """P(right) = sigmoid(weights . features + bias)."""
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def probability(self, x: Sequence[float]) -> float:
+        z = self.bias + sum(w * v for w, v in zip(self.weights, x, strict=True))
+        return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def apply(self, candidates: list[PlateCandidate], typical_length: float) -> list[PlateCandidate]:
+        """The same candidates, in the same order, each with its probability of being right."""
+        return [
+            replace(c, confidence=round(self.probability(features(candidates, i, typical_length)), 4))
+            for i, c in enumerate(candidates)
+        ]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, iterations: int = 50) -> Calibration:
+        """Logistic regression by Newton's method with a ridge penalty."""
+        design = np.hstack([x, np.ones((len(x), 1))])
+        beta = np.zeros(design.shape[1])
+        ridge = np.diag([L2 * len(x)] * x.shape[1] + [0.0])
+        for _ in range(iterations):
+            p = 1 / (1 + np.exp(-np.clip(design @ beta, -30, 30)))
+            gradient = design.T @ (p - y) + ridge @ beta
+            hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge + 1e-9 * np.eye(len(beta))
+            step = np.linalg.solve(hessian, gradient)
+            beta -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(tuple(round(float(w), 6) for w in beta[:-1]), round(float(beta[-1]), 6))
+
+
+@cache
+def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:
+    """Every fitted model: the package's file, or `path`."""
+    text = path.read_text() if path else resources.files("ocr_worker").joinpath(CALIBRATION_FILE).read_text()
+    raw = json.loads(text)
+    return {key: Calibration(tuple(entry["weights"]), entry["bias"]) for key, entry in raw["models"].items()}
+
+
+def calibration_for(engine_key: str) -> Calibration | None:
+    try:
+        return load_calibrations().get(engine_key)
+    except FileNotFoundError:
+        return None
