@@ -18,6 +18,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from common.errors import InputError
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
+from tests.strategies import json_like
 
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
@@ -66,20 +67,9 @@ def valid_job(stage: str) -> DetectJob | OcrJob | RedactJob:
     return RedactJob(batch_id="node-1:0", frames=[detected], ocr_ms={frame.frame_id: 30.0})
 
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30)
-    | st.sampled_from(["detect", "ocr", "redact", "alpr:frame:gate-3:1", "gate-3", "us", "done", ""])
+json_values = json_like(
+    ["detect", "ocr", "redact", "alpr:frame:gate-3:1", "gate-3", "us", "done", ""], max_text=30, max_leaves=40
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
-    max_leaves=40,
-)
-"""Anything JSON-like: None, bools, numbers (nan and infinities included), text, lists and dicts of them."""
 
 
 def assert_parses_or_is_refused(payload: Any, stage: str) -> None:

@@ -18,6 +18,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from common.errors import ConfigError
 from ingest.cameras import CameraConfig, load_cameras, parse_cameras
+from tests.strategies import json_like
 
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
@@ -54,20 +55,9 @@ YAML_FRAGMENTS = [
 
 FIELD_NAMES = ["id", "source", "sample_fps", "roi", "region", "enabled", "loop", "realtime"]
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-    | st.sampled_from(["gate-3", "us", "eu", "rtsp://10.0.0.5/s", "rtsp//h/x", "http:h", "/videos/a.mp4", ""])
+json_values = json_like(
+    ["gate-3", "us", "eu", "rtsp://10.0.0.5/s", "rtsp//h/x", "http:h", "/videos/a.mp4", ""], max_text=20, max_leaves=30
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=30,
-)
-"""Anything JSON-like: None, bools, numbers (nan and infinities included), text, lists and dicts of them."""
 
 points = st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans(), max_size=3)
 camera_entries = st.dictionaries(
