@@ -20,6 +20,9 @@ from ocr_worker.formats import region_formats
 FOLDS = 5
 """Cross-validation folds."""
 
+THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
+"""Confidence thresholds the cross-validation reports, beside the configured one."""
+
 
 def collect(roots: list[Path], settings: Settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features and exactness of the best read of every image that has one, with its set's name."""
@@ -44,23 +47,27 @@ def collect(roots: list[Path], settings: Settings) -> tuple[np.ndarray, np.ndarr
     return np.asarray(rows, float), np.asarray(labels, float), sets
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, sets: list[str], threshold: float) -> dict[str, dict[str, float]]:
-    """Per set, at `threshold`: coverage and wrong among accepted, each image scored by a model fitted
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, sets: list[str], thresholds: list[float]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per threshold and set: coverage and wrong among accepted, each image scored by a model fitted
     without its fold."""
     folds = np.arange(len(y)) % FOLDS
     scores = np.zeros(len(y))
     for fold in range(FOLDS):
         model = Calibration.fit(x[folds != fold], y[folds != fold])
         scores[folds == fold] = [model.probability(row) for row in x[folds == fold]]
-    report = {}
-    for name in sorted(set(sets)):
-        mask = np.asarray([s == name for s in sets])
-        accepted = mask & (scores >= threshold)
-        report[name] = {
-            "reads": int(mask.sum()),
-            "coverage_of_reads": round(float(accepted.sum() / max(mask.sum(), 1)), 4),
-            "wrong_among_accepted": round(float((accepted & (y == 0)).sum() / max(accepted.sum(), 1)), 4),
-        }
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for threshold in sorted(set(thresholds)):
+        rows = report.setdefault(f"{threshold:g}", {})
+        for name in sorted(set(sets)):
+            mask = np.asarray([s == name for s in sets])
+            accepted = mask & (scores >= threshold)
+            rows[name] = {
+                "reads": int(mask.sum()),
+                "coverage_of_reads": round(float(accepted.sum() / max(mask.sum(), 1)), 4),
+                "wrong_among_accepted": round(float((accepted & (y == 0)).sum() / max(accepted.sum(), 1)), 4),
+            }
     return report
 
 
@@ -77,7 +84,7 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
         "bias": model.bias,
         "fitted_on": sorted({str(r) for r in roots}),
         "images": int(len(y)),
-        "cross_validation": cross_validate(x, y, sets, settings.ocr_min_confidence),
+        "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence]),
     }
     out.write_text(json.dumps(existing, indent=1) + "\n")
     return dict(existing["models"][key])

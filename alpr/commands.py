@@ -122,10 +122,11 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
     model = fit(args.datasets, settings, out)
     print(f"{settings.ocr_engine} {settings.ocr_model if settings.ocr_engine == 'ppocr' else ''}: fitted on "
           f"{model['images']} reads; weights {model['weights']}, bias {model['bias']} -> {out}")  # fmt: skip
-    print(f"cross-validated at confidence {settings.ocr_min_confidence:g}:")
-    for name, row in model["cross_validation"].items():
-        print(f"  {name:<16} reads {row['reads']:>4}  accepted {row['coverage_of_reads']:.3f}  "
-              f"wrong among accepted {row['wrong_among_accepted']:.3f}")  # fmt: skip
+    print("cross-validated (5 folds by image): share of reads accepted, and wrong among them")
+    for threshold, rows in model["cross_validation"].items():
+        print(f"  at {threshold:<5} " + "  ".join(
+            f"{name} {r['coverage_of_reads']:.2f}/{r['wrong_among_accepted']:.3f}" for name, r in rows.items()
+        ))  # fmt: skip
     return 0
 
 

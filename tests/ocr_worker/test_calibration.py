@@ -1,0 +1,33 @@
+"""The confidence model: fitted probabilities follow the evidence, keep the ranking, and the shipped
+file holds a model per ppocr recogniser."""
+
+import numpy as np
+import pytest
+
+from common.types import PlateCandidate
+from ocr_worker.calibration import FEATURES, Calibration, features, load_calibrations
+
+
+def test_a_fit_recovers_the_probability_behind_the_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, len(FEATURES)))
+    truth = np.array([1.5, 0.5, 0.0, -1.0])
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(x @ truth - 0.3)))).astype(float)
+    model = Calibration.fit(x, y)
+    assert np.allclose(model.weights, truth, atol=0.2) and abs(model.bias + 0.3) < 0.2
+    assert 0 < model.probability([-30, 0, 0, 30]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0]) < 1
+
+
+def test_calibrated_candidates_keep_their_order_and_texts():
+    candidates = [PlateCandidate("ABC1234", 0.97, "LLLDDDD"), PlateCandidate("ABC1Z34", 0.80, None)]
+    assert features(candidates, 0, 7.0)[1] > 0 > features(candidates, 1, 7.0)[1]  # margin over the other
+    model = Calibration((1.0, 0.5, 0.5, -0.5), -1.0)
+    calibrated = model.apply(candidates, 7.0)
+    assert [c.text for c in calibrated] == ["ABC1234", "ABC1Z34"]
+    assert calibrated[0].confidence > calibrated[1].confidence and calibrated[0].format_name == "LLLDDDD"
+
+
+@pytest.mark.parametrize("key", ["ppocr-v4", "ppocr-v6"])
+def test_the_shipped_file_has_a_model_per_recogniser(key):
+    model = load_calibrations()[key]
+    assert len(model.weights) == len(FEATURES) and model.weights[0] > 0  # more confident, more often right
