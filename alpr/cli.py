@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
     _add_engine_flags(calibrate)
 
+    train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")
+    train_ocr.add_argument("--epochs", type=int, default=10)
+    train_ocr.add_argument("--seed", type=int, default=0)
+    train_ocr.add_argument("--synthetic-share", type=float, default=0.5, help="share of synthetic plates per epoch")
+    train_ocr.add_argument("--out", type=Path, help="ONNX file to write (default: the package's plate model)")
+
     export = sub.add_parser("export", help="write the logged reads to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     _add_log_flags(export)
@@ -101,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", dest="ocr_engine", choices=("ppocr", "tesseract"))
-    parser.add_argument("--ocr-model", dest="ocr_model", choices=("v4", "v6"), help="PP-OCR recogniser version")
+    parser.add_argument(
+        "--ocr-model",
+        dest="ocr_model",
+        choices=("v4", "v6", "plate"),
+        help="recogniser: PP-OCRv4, v6, or plate-trained",
+    )
     parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
     parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
     parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")

@@ -130,6 +130,23 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
+    from importlib import resources
+
+    from alpr.train_ocr import train
+    from ocr_worker.ppocr_engine import PLATE_MODEL
+
+    datasets = settings.datasets_dir
+    if not (datasets / "openalpr-endtoend").is_dir():
+        raise InputError(f"no training photographs at {datasets} (set ALPR_DATASETS_DIR)")
+    out = args.out or Path(str(resources.files("ocr_worker").joinpath(PLATE_MODEL)))
+    card = train(datasets, out, args.epochs, args.seed, args.synthetic_share)
+    print(
+        f"wrote {out} (epoch {card['chosen_epoch']} of {args.epochs}, {card['training']['minutes']} min) and its card"
+    )
+    return 0
+
+
 def export(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url and not settings.sqlite_path.is_file():
         raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")

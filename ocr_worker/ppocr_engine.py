@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -38,8 +39,14 @@ BUNDLED_MODELS = {
 """Recogniser version -> (package that ships it, how to install it, file in the package's models/)."""
 
 
+PLATE_MODEL = "models/plate_rec.onnx"
+"""The plate-trained recogniser (`alpr train-ocr`, card beside it), shipped in this package."""
+
+
 def bundled_model_path(version: str = "v4") -> Path:
     """A recogniser ONNX file inside its installed package, found without importing the package."""
+    if version == "plate":
+        return Path(str(resources.files("ocr_worker").joinpath(PLATE_MODEL)))
     package, install, name = BUNDLED_MODELS[version]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:

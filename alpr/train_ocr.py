@@ -1,0 +1,251 @@
+"""`alpr train-ocr`: fine-tunes the PP-OCRv6 small recogniser into a plate specialist and writes the
+ONNX model with its card. The pretrained model (from rapidocr 3.10.0) is converted to torch with
+onnx2torch (its SAME_UPPER paddings made explicit), its 18,710-class head cut to blank + A-Z0-9
+(rows taken from the pretrained head, so training starts where PP-OCRv6 stands), then trained with
+CTC on real plate crops (the visible photos cut at jittered boxes, and the crops set) mixed with
+synthetic plates (ocr_worker/synthetic.py), both prepared exactly as reading prepares them. One
+image in five (by a hash of its file name) is never trained on: it chooses the epoch. Training needs
+the `train` extra (onnx2torch); running the model does not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from alpr.evaluation import load_samples
+from ocr_worker.core import PlateReader
+from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path
+from ocr_worker.preprocess import crop_with_margin
+from ocr_worker.synthetic import sample as synthetic_sample
+
+INPUT_WIDTH = 320
+"""Training inputs are padded to this width (reading pads to the widest crop of a batch)."""
+
+BATCH = 32
+"""Crops per training step."""
+
+
+@dataclass(frozen=True)
+class RealCrop:
+    image: Path
+    plate: str
+    box_xyxy: tuple[float, float, float, float] | None
+    subset: str
+
+
+def held_out(name: str) -> bool:
+    """One image in five, by its file name: never trained on, it chooses the model."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 5 == 0
+
+
+def real_crops(datasets: Path) -> list[RealCrop]:
+    crops = []
+    for region in ("us", "eu", "br"):
+        samples, _ = load_samples(datasets / "openalpr-endtoend" / region)
+        crops += [RealCrop(s.image, s.plate, s.box_xyxy, region) for s in samples]
+    samples, _ = load_samples(datasets / "openalpr-plates")
+    crops += [RealCrop(s.image, s.plate, None, "crops") for s in samples]
+    return [c for c in crops if c.plate and set(c.plate) <= set(PLATE_ALPHABET)]
+
+
+def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None) -> np.ndarray:
+    """The plate as a detector's box gives it (jittered and degraded when training), prepared for reading."""
+    if crop.box_xyxy is None:
+        piece = image
+    else:
+        x1, y1, x2, y2 = crop.box_xyxy
+        w, h = x2 - x1, y2 - y1
+        if rng:
+            x1, x2 = x1 + rng.uniform(-0.15, 0.15) * w, x2 + rng.uniform(-0.15, 0.15) * w
+            y1, y2 = y1 + rng.uniform(-0.2, 0.2) * h, y2 + rng.uniform(-0.2, 0.2) * h
+        piece = crop_with_margin(image, (x1, y1, x2, y2), rng.uniform(0.0, 0.15) if rng else 0.08)
+        piece = piece if piece.size and min(piece.shape[:2]) >= 4 else image
+    if rng:
+        if rng.random() < 0.4:
+            angle, (h, w) = rng.uniform(-6, 6), piece.shape[:2]
+            matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+            piece = cv2.warpAffine(piece, matrix, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        if rng.random() < 0.5:
+            gain, offset = rng.uniform(0.6, 1.4), rng.uniform(-40, 40)
+            piece = np.clip(piece.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+        if rng.random() < 0.3:
+            ok, data = cv2.imencode(".jpg", piece, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(20, 70)])
+            decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+            piece = np.asarray(decoded) if decoded is not None else piece
+    return PlateReader._main_line(piece)
+
+
+def to_batch(crops: list[np.ndarray]) -> np.ndarray:
+    """Crops as the recogniser's input, 3x48xINPUT_WIDTH, normalised as PpocrEngine does."""
+    out = np.zeros((len(crops), 3, 48, INPUT_WIDTH), np.float32)
+    for index, crop in enumerate(crops):
+        image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+        width = min(INPUT_WIDTH, max(1, math.ceil(48 * image.shape[1] / max(image.shape[0], 1))))
+        resized = cv2.resize(image, (width, 48)).astype(np.float32)
+        out[index, :, :, :width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
+    return out
+
+
+def plate_model(work: Path) -> Any:
+    """PP-OCRv6 small as a torch module with a plate head, returning logits (no softmax)."""
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+    from onnx2torch import convert
+
+    model = onnx.load(str(bundled_model_path("v6")))
+    for node in model.graph.node:  # onnx2torch reads explicit pads only
+        for attribute in list(node.attribute):
+            if attribute.name == "auto_pad" and attribute.s == b"SAME_UPPER":
+                kernel = next(a.ints for a in node.attribute if a.name == "kernel_shape")
+                strides = next((a.ints for a in node.attribute if a.name == "strides"), [1, 1])
+                total = [max(k - s, 0) for k, s in zip(kernel, strides, strict=True)]
+                node.attribute.remove(attribute)
+                pads = [t // 2 for t in total] + [t - t // 2 for t in total]
+                node.attribute.append(helper.make_attribute("pads", pads))
+    characters = next(p.value for p in model.metadata_props if p.key == "character").splitlines()
+    vocabulary = ["<blank>", *characters, " "]
+    columns = [0] + [vocabulary.index(c) for c in PLATE_ALPHABET]
+    for initializer in model.graph.initializer:  # the head: 120 x 18710 (+ bias) -> 120 x 37
+        if initializer.name in ("linear_8.w_0", "linear_8.b_0"):
+            array = numpy_helper.to_array(initializer)
+            cut_array = array[:, columns] if array.ndim == 2 else array[columns]
+            initializer.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(cut_array), initializer.name))
+    path = work / "plate_init.onnx"
+    onnx.save(model, str(path))
+    module = convert(str(path))
+    for name, buffer in list(module.initializers.named_buffers()):  # weights held as constants train too
+        if buffer.dtype == torch.float32 and buffer.numel() > 1:
+            delattr(module.initializers, name)
+            module.initializers.register_parameter(name, torch.nn.Parameter(buffer.clone()))
+    softmax = [n for n in module.graph.nodes if n.op == "call_module" and "Softmax" in str(n.target)][-1]
+    softmax.replace_all_uses_with(softmax.args[0])
+    module.graph.erase_node(softmax)
+    module.recompile()
+    return module
+
+
+def greedy_text(logits: np.ndarray) -> str:
+    best, text, previous = logits.argmax(-1), [], 0
+    for k in best:
+        if k != previous and k != 0:
+            text.append(PLATE_ALPHABET[k - 1])
+        previous = k
+    return "".join(text)
+
+
+def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: float) -> dict[str, Any]:
+    """Train, keep the epoch best on the held-out crops, write `out` (ONNX) and its card; the card's dict."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="onnx2torch")  # its own deprecation notices
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rng = random.Random(seed)
+    work = out.parent / ".train"
+    work.mkdir(parents=True, exist_ok=True)
+    model = plate_model(work)
+    crops = real_crops(datasets)
+    loaded = {c.image: cv2.imread(str(c.image)) for c in crops}
+    images: dict[Path, np.ndarray] = {path: image for path, image in loaded.items() if image is not None}
+    crops = [c for c in crops if c.image in images]
+    training = [c for c in crops if not held_out(c.image.name)]
+    validation = [c for c in crops if held_out(c.image.name)]
+    prepared = [cut(c, images[c.image], None) for c in validation]
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        right: dict[str, list[bool]] = {}
+        with torch.no_grad():
+            for first in range(0, len(validation), BATCH):
+                logits = model(torch.from_numpy(to_batch(prepared[first : first + BATCH]))).numpy()
+                for crop, row in zip(validation[first : first + BATCH], logits, strict=True):
+                    right.setdefault(crop.subset, []).append(greedy_text(row) == crop.plate)
+        model.train()
+        scores = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
+        scores["all"] = round(sum(sum(v) for v in right.values()) / len(validation), 4)
+        return scores
+
+    history = [{"epoch": 0, **validate()}]
+    best_state, best = {k: v.clone() for k, v in model.state_dict().items()}, history[0]["all"]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    synthetic_per_epoch = int(len(training) * synthetic_share / (1 - synthetic_share))
+    started = time.time()
+    for epoch in range(1, epochs + 1):
+        items: list[RealCrop | None] = [*training, *([None] * synthetic_per_epoch)]
+        rng.shuffle(items)
+        total = 0.0
+        for first in range(0, len(items), BATCH):
+            pieces, texts = [], []
+            for crop in items[first : first + BATCH]:
+                if crop is None:
+                    image, text = synthetic_sample(rng)
+                    pieces.append(PlateReader._main_line(image))
+                else:
+                    pieces.append(cut(crop, images[crop.image], rng))
+                    text = crop.plate
+                texts.append(text)
+            logp = model(torch.from_numpy(to_batch(pieces))).log_softmax(-1).permute(1, 0, 2)
+            targets = torch.tensor([PLATE_ALPHABET.index(c) + 1 for t in texts for c in t])
+            loss = ctc(logp, targets, torch.full((len(texts),), logp.shape[0], dtype=torch.long),
+                       torch.tensor([len(t) for t in texts]))  # fmt: skip
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(texts)
+        history.append({"epoch": epoch, "loss": round(total / len(items), 4), **validate(),
+                        "seconds": round(time.time() - started)})  # fmt: skip
+        print(json.dumps(history[-1]), flush=True)
+        if history[-1]["all"] > best:
+            best, best_state = history[-1]["all"], {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    export(model, out)
+    card = {
+        "model": out.name, "base": "PP-OCRv6_rec_small (rapidocr 3.10.0), head cut to blank + A-Z0-9",
+        "data": {"real_training_crops": len(training), "held_out_crops": len(validation),
+                 "synthetic_per_epoch": synthetic_per_epoch, "datasets": str(datasets)},
+        "training": {"epochs": epochs, "seed": seed, "batch": BATCH, "optimiser": "AdamW lr 2e-4 wd 1e-4",
+                     "loss": "CTC", "device": f"CPU ({platform.processor() or platform.machine()}, "
+                     f"{torch.get_num_threads()} threads)", "minutes": round((time.time() - started) / 60, 1)},
+        "held_out_greedy_exact": history, "chosen_epoch": max(history, key=lambda h: h["all"])["epoch"],
+    }  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def export(model: Any, out: Path) -> None:
+    """The model with a softmax, as ONNX with a dynamic batch and width, its alphabet in the metadata
+    (as PP-OCR models carry theirs), so PpocrEngine reads it as it reads them."""
+    import onnx
+    import torch
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(x).softmax(-1)
+
+    wrapped = WithSoftmax(model).eval()
+    torch.onnx.export(
+        wrapped, (torch.zeros(1, 3, 48, 160),), str(out), input_names=["x"], output_names=["probabilities"],
+        dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "steps"}}, opset_version=17,
+        dynamo=False,
+    )  # fmt: skip
+    exported = onnx.load(str(out))
+    exported.metadata_props.add(key="character", value="\n".join(PLATE_ALPHABET))
+    onnx.save(exported, str(out))
