@@ -6,14 +6,14 @@ BIN := $(VENV)/bin
 .PHONY: system-deps install setup demo test lint mypy format bench bench-chain eval all
 
 system-deps:  ## Debian/Ubuntu packages: Tesseract (the C library and English data), venv support
-	@command -v tesseract >/dev/null && ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+	@command -v tesseract >/dev/null && ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng python3-venv; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr tesseract-ocr-eng python3-venv fonts-dejavu-core; }
 
 $(BIN)/alpr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,train]'
 	$(BIN)/pip install -q --no-deps fastanpr==0.1.13  # only for its best.pt; its own deps are not needed
 	$(BIN)/pip install -q --no-deps rapidocr==3.10.0  # only for its PP-OCRv6 recogniser (ONNX)
 	touch $(BIN)/alpr

@@ -229,6 +229,8 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
 def export(model: Any, out: Path) -> None:
     """The model with a softmax, as ONNX with a dynamic batch and width, its alphabet in the metadata
     (as PP-OCR models carry theirs), so PpocrEngine reads it as it reads them."""
+    import warnings
+
     import onnx
     import torch
 
@@ -241,11 +243,13 @@ def export(model: Any, out: Path) -> None:
             return self.inner(x).softmax(-1)
 
     wrapped = WithSoftmax(model).eval()
-    torch.onnx.export(
-        wrapped, (torch.zeros(1, 3, 48, 160),), str(out), input_names=["x"], output_names=["probabilities"],
-        dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "steps"}}, opset_version=17,
-        dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # the tracer's notes on onnx2torch's shape arithmetic: widths stay dynamic
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped, (torch.zeros(1, 3, 48, 160),), str(out), input_names=["x"], output_names=["probabilities"],
+            dynamic_axes={"x": {0: "batch", 3: "width"}, "probabilities": {0: "batch", 1: "steps"}},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
     exported = onnx.load(str(out))
     exported.metadata_props.add(key="character", value="\n".join(PLATE_ALPHABET))
     onnx.save(exported, str(out))

@@ -21,6 +21,7 @@ from alpr.democlip import make_clip
 from alpr.standalone import Pipeline
 from alpr.wiring import build_detector, build_reader
 from common.config import Settings
+from common.errors import ConfigError
 from common.plate_log import SqlitePlateLog
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models
@@ -71,10 +72,18 @@ def main() -> None:
     for frame, found in zip(frames, detector.detect(frames), strict=False):
         crops += [preprocess.crop_with_margin(frame, box, 0.08) for box, _ in found.boxes()]
     print(f"\nOCR, ms per plate ({len(crops)} plate crops from the clip)")
-    for engine in ("ppocr", "tesseract"):
-        reader = PlateReader(OcrSettings(engine=engine, region="us"))
-        ms = best_ms(lambda r=reader: [r.read(c) for c in crops]) / len(crops)
-        print(f"  {engine:<11}: {ms:7.2f}")
+    for engine, model in (("ppocr", "v4"), ("ppocr", "v6"), ("ppocr", "plate"), ("tesseract", "v4")):
+        try:
+            reader = PlateReader(OcrSettings(engine=engine, region="us", model=model))
+        except ConfigError as error:
+            print(f"  {engine} {model}: not measured ({error})")
+            continue
+        name = f"{engine} {model}" if engine == "ppocr" else engine
+        one_by_one = best_ms(lambda r=reader: [r.read(c) for c in crops]) / len(crops)
+        batched = best_ms(lambda r=reader: [r.read_batch(crops[i : i + 8]) for i in range(0, len(crops), 8)])
+        print(
+            f"  {name:<11}: {one_by_one:7.2f} one by one, {batched / len(crops):7.2f} in batches of 8 (a job's crops)"
+        )
     try:
         import pytesseract
 

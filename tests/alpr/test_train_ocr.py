@@ -1,0 +1,37 @@
+"""`alpr train-ocr`'s parts: the converted model with its plate head starts where PP-OCRv6 stands, and
+its ONNX export reads exactly as the torch model does, through the engine that reads plates."""
+
+import numpy as np
+import pytest
+
+from alpr.train_ocr import export, greedy_text, held_out, plate_model, to_batch
+from ocr_worker.core import PlateReader
+from ocr_worker.ppocr_engine import PLATE_ALPHABET, PpocrEngine, bundled_model_path
+from ocr_worker.synthetic import draw_plate
+
+torch = pytest.importorskip("torch")
+
+
+def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path):
+    import random
+
+    model = plate_model(tmp_path).eval()
+    plates = [PlateReader._main_line(draw_plate(t, "eu", random.Random(1))) for t in ("KPX4721", "RK605AB")]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(to_batch(plates))).numpy()
+    assert logits.shape[-1] == len(PLATE_ALPHABET) + 1
+    assert [greedy_text(row) for row in logits] == ["KPX4721", "RK605AB"]  # read before any training
+    full = PpocrEngine(bundled_model_path("v6"))  # the 18,710-class original reads them too
+    assert ["".join(c[0][0] for c in choices) for choices in full.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
+    path = tmp_path / "plate.onnx"
+    export(model, path)
+    engine = PpocrEngine(path)
+    probabilities = engine.session.run(None, {engine.input_name: to_batch(plates)})[0]
+    assert np.abs(probabilities - torch.from_numpy(logits).softmax(-1).numpy()).max() < 1e-4
+    assert ["".join(c[0][0] for c in choices) for choices in engine.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
+
+
+def test_one_image_in_five_is_held_out_by_name():
+    names = [f"car{i}.jpg" for i in range(1000)]
+    share = sum(held_out(n) for n in names) / len(names)
+    assert 0.15 < share < 0.25 and held_out("car7.jpg") == held_out("car7.jpg")
