@@ -30,6 +30,14 @@ MISREAD_GAP_S = 1.0
 """How far outside a plate's time in view a one-character variant still counts as its misread."""
 
 
+def likely_misread(a: str, b: str) -> bool:
+    """True when `a` could be a misread of `b`: one substitution, insertion or deletion, or two
+    substitutions in a text of six characters or more (look-alikes: 7ABG204 for 7ABC284)."""
+    if len(a) == len(b) >= 6 and a != b:
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 2
+    return one_edit_apart(a, b)
+
+
 def one_edit_apart(a: str, b: str) -> bool:
     """True when `a` and `b` differ by one substitution, insertion or deletion."""
     if abs(len(a) - len(b)) > 1 or a == b:
@@ -64,16 +72,16 @@ class RunSummary:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def distinct_plates(self, min_sightings: int = 1) -> list[DistinctPlate]:
-        """Plates read with trusted confidence, most sighted first. A text one character away from a
-        more sighted one, seen while that one was in view, counts as a misread of it (7ABC204 while
-        7ABC284 passes); the log keeps every read as it was made."""
+        """Plates read with trusted confidence, most sighted first. A text that is a likely misread of a
+        more sighted one (`likely_misread`), seen while that one was in view, counts as that plate
+        (7ABC204 or 7ABG204 while 7ABC284 passes); the log keeps every read as it was made."""
         merged: dict[str, list[tuple[float, float]]] = {}
         for text, seen in sorted(self.sightings.items(), key=lambda item: -len(item[1])):
             times = [t for t, _ in seen]
             for kept, kept_seen in merged.items():
                 first, last = min(t for t, _ in kept_seen), max(t for t, _ in kept_seen)
                 if (
-                    one_edit_apart(text, kept)
+                    likely_misread(text, kept)
                     and min(times) <= last + MISREAD_GAP_S
                     and max(times) >= first - MISREAD_GAP_S
                 ):

@@ -26,7 +26,7 @@ cost 1-3% more per frame); on a GPU, raise it to the frames per job."""
 OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 
-OCR_MODEL: Literal["v4", "v6", "plate"] = "v4"
+OCR_MODEL: Literal["v4", "v6", "plate"] = "plate"
 """The ppocr engine's recogniser: PP-OCRv4 (rapidocr-onnxruntime) or PP-OCRv6 small (rapidocr 3.10.0)."""
 
 OCR_REGION = "us"

@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from alpr.cli import main
-from alpr.standalone import RunSummary, one_edit_apart
+from alpr.standalone import RunSummary, likely_misread, one_edit_apart
 from ocr_worker.core import OcrSettings, PlateReader
 from tests.helpers import iou
 
@@ -158,3 +158,5 @@ def test_one_character_misreads_count_as_the_plate_in_view():
     plates = {p.text: p.sightings for p in summary.distinct_plates(min_sightings=2)}
     assert plates == {"KPX4721": 19, "7ABC284": 17, "7ABC294": 2}
     assert one_edit_apart("CT0108", "CLT0108") and not one_edit_apart("AH240", "1AMW240")
+    assert likely_misread("7ABG204", "7ABC284") and not likely_misread("7AB204", "7ABC2")
+    assert not likely_misread("KPX47", "KPX12") and not likely_misread("7XYZ204", "7ABC284")
