@@ -47,7 +47,9 @@ class Settings(BaseModel):
     detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
     detector_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per core.")
     ocr_engine: Literal["ppocr", "tesseract"] = Field(defaults.OCR_ENGINE, description="OCR engine.")
-    ocr_model: Literal["v4", "v6", "plate"] = Field(defaults.OCR_MODEL, description="PP-OCR recogniser of the ppocr engine.")
+    ocr_model: Literal["v4", "v6", "plate"] = Field(
+        defaults.OCR_MODEL, description="Recogniser of the ppocr engine: plate-trained, PP-OCRv4 or v6."
+    )
     ocr_region: str = Field(defaults.OCR_REGION, description="Plate-format region (us, eu, br, ...).")
     ocr_max_candidates: int = Field(defaults.OCR_MAX_CANDIDATES, ge=1, le=20, description="Candidates per plate.")
     ocr_min_confidence: float = Field(

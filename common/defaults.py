@@ -27,7 +27,8 @@ OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 
 OCR_MODEL: Literal["v4", "v6", "plate"] = "plate"
-"""The ppocr engine's recogniser: PP-OCRv4 (rapidocr-onnxruntime) or PP-OCRv6 small (rapidocr 3.10.0)."""
+"""The ppocr engine's recogniser: `plate` (PP-OCRv6 small fine-tuned on plates by `alpr train-ocr`, in
+ocr_worker/models), PP-OCRv4 (rapidocr-onnxruntime) or PP-OCRv6 small (rapidocr 3.10.0)."""
 
 OCR_REGION = "us"
 """Plate-format region whose patterns guide correction: a key of ocr_worker/plate_formats.yaml."""

@@ -15,9 +15,9 @@ import psycopg
 import redis
 from rq.registry import FailedJobRegistry
 
-from alpr.chain_commands import workers_needed
 from alpr.cli import main
 from alpr.democlip import make_clip
+from alpr.status import workers_needed
 from common import defaults
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob

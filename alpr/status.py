@@ -1,0 +1,120 @@
+"""`alpr status`: what an operator checks first — queues, workers and failures; per camera its state,
+source errors and frames/s queued, skipped and done; per pool the workers the frames offered need; and,
+with a database, every sampled frame accounted for (or still in the chain)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import redis
+from rq import Worker
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from alpr.chain_commands import database_pool, reach_redis
+from common import defaults, queues
+from common.config import Settings
+from common.jobs import DetectJob, parse_job
+from common.queues import STAGES, StageJob, stage_queue
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    connection = reach_redis(settings)
+    keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY)
+    first = [connection.hgetall(key) for key in keys]
+    time.sleep(args.interval)
+    then = [connection.hgetall(key) for key in keys]
+    print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
+    for stage in STAGES:
+        queue = stage_queue(connection, stage)
+        workers = Worker.all(queue=queue)
+        running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
+        failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
+        print(f"{stage:<8} {queue.count:>7} {running:>7} {len(workers):>7} {failed:>6}")
+    print(f"oldest waiting frame: {oldest_waiting(connection)}")
+    states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    cameras = sorted({text(k) for table in then for k in table} | set(states))
+    if cameras:
+        print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
+              f"{'queued':>8} {'skipped':>8} {'done':>8}")  # fmt: skip
+    offered_fps = 0.0
+    for camera in cameras:
+        key = camera.encode()
+        rates = [(int(b.get(key, 0)) - int(a.get(key, 0))) / args.interval for a, b in zip(first, then, strict=True)]
+        totals = [int(table.get(key, 0)) for table in then]
+        state = states.get(camera, {})
+        if "since" in state:
+            state["state"] = f"{state['state']} {format_age(time.time() - float(state['since']))}"
+        offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
+        print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
+              f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
+    print_pool_sizes(connection, offered_fps)
+    if settings.database_url:
+        print_accounting(settings)
+    return 0
+
+
+def format_age(seconds: float) -> str:
+    return (
+        f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
+    )
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def print_accounting(settings: Settings) -> None:
+    """Per camera from the frames log: frames sampled, how they ended, and those not yet accounted for."""
+    from common.frame_log import FrameLog
+
+    pool = database_pool(settings, "status")
+    try:
+        counts = FrameLog(pool, 0).outcome_counts()
+    finally:
+        pool.close()
+    outcomes = ("done", "skipped", "expired", "corrupt", "lost")
+    print(f"\nframes log: {'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}")
+    for camera, by_outcome in sorted(counts.items()):
+        sampled = sum(by_outcome.values())
+        cells = " ".join(f"{by_outcome.get(o, 0):>8}" for o in outcomes)
+        print(f"{'':<12}{camera:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8}")
+
+
+def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
+    """Workers a pool needs to keep up with `in_fps` frames/s at TARGET_BUSY of their time, from the
+    pool's measured seconds of work per frame; None before it has handled any frame."""
+    if frames <= 0:
+        return None
+    return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
+
+
+def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
+    """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
+    busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
+    print(
+        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
+    )
+    print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
+    for stage in STAGES:
+        key = stage.encode()
+        busy_s, done = float(busy.get(key, 0)), int(frames.get(key, 0))
+        needed = workers_needed(busy_s, done, in_fps)
+        per_frame = f"{busy_s / done:.3f}" if done else "-"
+        workers = len(Worker.all(queue=stage_queue(connection, stage)))
+        print(f"{stage:<8} {workers:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")
+
+
+def oldest_waiting(connection: redis.Redis) -> str:
+    """Age of the first frame of the first job waiting in the detect queue."""
+    ids = stage_queue(connection, "detect").get_job_ids(0, 1)
+    if not ids:
+        return "none"
+    try:
+        job = parse_job(StageJob.fetch(ids[0], connection=connection, serializer=JSONSerializer).args[0], DetectJob)
+    except Exception:  # not one of ours, or gone meanwhile: a worker will refuse or skip it
+        return "unknown (the first waiting job is not a readable detect job)"
+    return f"{time.time() - min(frame.captured_at for frame in job.frames):.1f} s ago"
