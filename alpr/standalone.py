@@ -16,6 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from common import defaults
 from common.plate_log import FrameInfo, PlateLog
 from common.types import PlateRead
 from detector_worker.core import PlateDetector, Polygon, filter_by_roi
@@ -131,7 +132,7 @@ class Pipeline:
     reader: PlateReader
     plate_log: PlateLog
     redact_method: Literal["blur", "pixelate"] = "blur"
-    min_confidence: float = 0.5
+    min_confidence: float = defaults.OCR_MIN_CONFIDENCE
     roi: Polygon | None = None
 
     def process_batch(self, frames: Sequence[SampledFrame]) -> list[tuple[list[PlateRead], np.ndarray]]:

@@ -47,7 +47,7 @@ def test_eval_scenes_per_region(datasets_dir, tmp_path, settings, capsys):
         assert right == round(subset["exact_top1"] * 10) and all(r["cause"] != "right" or r["truth"] == r["best_read"]
                                                                  for r in mine)  # fmt: skip
         assert sum(subset["causes"].values()) == 10 and sum(b["reads"] for b in subset["reliability"]) <= 10
-        accepted = [r for r in mine if r["confidence"] and float(r["confidence"]) >= 0.5]
+        accepted = [r for r in mine if r["confidence"] and float(r["confidence"]) >= settings.ocr_min_confidence]
         assert subset["coverage"] == len(accepted) / 10
         assert subset["wrong_above_threshold"] == sum(r["cause"] != "right" for r in accepted) / 10
         assert subset["detection_recall_iou30"] >= 0.9
