@@ -14,6 +14,7 @@ import json
 import math
 import platform
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +155,8 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = random.Random(seed)
-    work = out.parent / ".train"
-    work.mkdir(parents=True, exist_ok=True)
-    model = plate_model(work)
+    with tempfile.TemporaryDirectory(prefix="alpr-train-") as folder:  # the 21 MB converted base, not kept
+        model = plate_model(Path(folder))
     crops = real_crops(datasets)
     loaded = {c.image: cv2.imread(str(c.image)) for c in crops}
     images: dict[Path, np.ndarray] = {path: image for path, image in loaded.items() if image is not None}
