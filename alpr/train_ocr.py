@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import random
 import tempfile
@@ -25,7 +24,7 @@ import numpy as np
 
 from alpr.evaluation import load_samples
 from ocr_worker.core import PlateReader
-from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path
+from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
 from ocr_worker.preprocess import crop_with_margin
 from ocr_worker.synthetic import sample as synthetic_sample
 
@@ -87,14 +86,8 @@ def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None) -> np.ndar
 
 
 def to_batch(crops: list[np.ndarray]) -> np.ndarray:
-    """Crops as the recogniser's input, 3x48xINPUT_WIDTH, normalised as PpocrEngine does."""
-    out = np.zeros((len(crops), 3, 48, INPUT_WIDTH), np.float32)
-    for index, crop in enumerate(crops):
-        image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-        width = min(INPUT_WIDTH, max(1, math.ceil(48 * image.shape[1] / max(image.shape[0], 1))))
-        resized = cv2.resize(image, (width, 48)).astype(np.float32)
-        out[index, :, :, :width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
-    return out
+    """Crops as the recogniser reads them, padded to INPUT_WIDTH so every training batch has one shape."""
+    return input_batch(crops, INPUT_WIDTH)
 
 
 def plate_model(work: Path) -> Any:

@@ -17,7 +17,7 @@ from rq import Queue
 from common import defaults
 from common.errors import InputError
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
-from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, parse_job
+from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
 from detector_worker.core import PlateDetector, inside_roi
@@ -72,7 +72,7 @@ class DetectStage:
         enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames + passed_on), self.job_timeout_s)
         return {"frames": len(frames), "plates": sum(len(f.plates) for f in frames)}
 
-    def not_detected(self, ref: FrameRef, outcome: Any, detail: str) -> DetectedFrame:
+    def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
         if outcome == "expired":
             self.metrics.frames_missing.labels(stage=self.name).inc()
         elif outcome == "skipped":

@@ -95,14 +95,13 @@ class IngestNode:
         self.depth = 0
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
+        self.skipped_reported: Tally[str] = Tally()
 
     def skip(self, ref: FrameRef, reason: str) -> None:
         self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=reason).inc()
         self.summary.skipped[ref.camera_id] += 1
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "skipped", reason.replace("_", " "))])
-        with contextlib.suppress(redis.RedisError):  # statistics only
-            self.queues.hincrby(STATS_SKIPPED_KEY, ref.camera_id, 1)
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
         """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
@@ -205,12 +204,18 @@ class IngestNode:
             self.summary.ingested[ref.camera_id] += 1
 
     def refresh_depth(self) -> None:
-        """Jobs waiting in all three queues: each holds frames (or their crops) in the frame store."""
+        """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
+        round trip that also reports the frames skipped since the last one (for `alpr status`): a camera
+        thread never waits on Redis to skip a frame."""
+        unreported = self.summary.skipped - self.skipped_reported
         with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
-            self.depth = sum(pipe.execute())
+            for camera_id, count in unreported.items():
+                pipe.hincrby(STATS_SKIPPED_KEY, camera_id, count)
+            self.depth = sum(pipe.execute()[: len(self.queue_keys)])
+            self.skipped_reported.update(unreported)
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has ended (files without loop), `max_seconds`, or stop()."""
@@ -227,6 +232,7 @@ class IngestNode:
             for thread in threads:
                 thread.join(timeout=5)
             self.drain_pending()
+            self.refresh_depth()  # the last skip counts
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)
         return self.summary

@@ -57,6 +57,20 @@ def bundled_model_path(version: str = "v4") -> Path:
     return path
 
 
+def input_batch(crops_bgr: Sequence[np.ndarray], width: int | None = None) -> np.ndarray:
+    """Crops as the recogniser's input, Nx3x48xW in [-1, 1]: each scaled to 48 px tall (squeezed when
+    wider than `width` or MAX_INPUT_WIDTH) and right-padded to `width`, by default the widest (at least
+    MIN_INPUT_WIDTH). Reading and training (`alpr train-ocr`) prepare crops with this one function."""
+    limit = width or MAX_INPUT_WIDTH
+    widths = [min(limit, max(1, math.ceil(INPUT_HEIGHT * c.shape[1] / max(c.shape[0], 1)))) for c in crops_bgr]
+    batch = np.zeros((len(crops_bgr), 3, INPUT_HEIGHT, width or max(MIN_INPUT_WIDTH, *widths)), np.float32)
+    for index, (crop, crop_width) in enumerate(zip(crops_bgr, widths, strict=True)):
+        image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+        resized = cv2.resize(image, (crop_width, INPUT_HEIGHT)).astype(np.float32)
+        batch[index, :, :, :crop_width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
+    return batch
+
+
 class PpocrEngine:
     """Recognises one line of plate text, giving per-character alternatives with probabilities."""
 
@@ -82,15 +96,7 @@ class PpocrEngine:
     def recognize_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[CharChoices]:
         if not crops_bgr:
             return []
-        widths = [
-            min(MAX_INPUT_WIDTH, max(1, math.ceil(INPUT_HEIGHT * c.shape[1] / max(c.shape[0], 1)))) for c in crops_bgr
-        ]
-        batch = np.zeros((len(crops_bgr), 3, INPUT_HEIGHT, max(MIN_INPUT_WIDTH, *widths)), np.float32)
-        for index, (crop, width) in enumerate(zip(crops_bgr, widths, strict=False)):
-            image = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-            resized = cv2.resize(image, (width, INPUT_HEIGHT)).astype(np.float32)
-            batch[index, :, :, :width] = (resized.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
-        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        probabilities = self.session.run(None, {self.input_name: input_batch(crops_bgr)})[0]
         return [self._decode(p) for p in probabilities]
 
     def _decode(self, probabilities: np.ndarray) -> CharChoices:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rq import Queue
 
-from common.errors import InputError
+from common.errors import ConfigError, InputError
 from common.frame_store import FrameStore, decode_jpeg
 from common.jobs import OcrJob, RedactJob, parse_job
 from common.metrics import Metrics
@@ -43,7 +43,10 @@ class OcrStage:
     def reader(self, region: str) -> PlateReader:
         """One reader per plate region, made on first use and kept."""
         if region not in self.readers:
-            self.readers[region] = self.make_reader(region)
+            try:
+                self.readers[region] = self.make_reader(region)
+            except ConfigError as error:  # a job naming a region this worker has no formats for fails for good
+                raise InputError(str(error)) from None
         return self.readers[region]
 
     def maintain(self) -> None:

@@ -15,14 +15,16 @@ import numpy as np
 import psycopg
 import pytest
 from rq import Callback, Retry
+from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
-from common.jobs import DetectJob, FrameRef
+from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from common.replay import replay_failed
 from common.stage_job import PERMANENT
@@ -106,6 +108,8 @@ def test_callbacks_and_webhooks_of_a_crafted_job_never_run_even_from_registry_cl
         server.shutdown()
         server.server_close()
     assert CALLED == [] and requests == []
+    crafted = Job.fetch(abandoned.id, connection=connection, serializer=JSONSerializer)
+    assert crafted.failure_callback is canary_callback and crafted.webhooks  # positive control: a real attack
     job = detect.fetch_job(queued.id)
     assert job is not None and job.meta[PERMANENT].startswith("refused")
 
@@ -197,3 +201,18 @@ def test_frames_no_stage_finished_are_swept_as_lost_and_a_late_outcome_wins(post
         assert frame_log.pending_counts() == {}
     finally:
         pool.close()
+
+
+def test_a_job_naming_an_unknown_plate_region_fails_for_good(redis_url, postgres_url, settings):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    crop = frame_key("cam:1:0:plate0")
+    FrameStore(connection, 600).put_many([(crop, encode_jpeg(np.full((40, 120, 3), 200, np.uint8), 95))])
+    frame = ref("cam:1:0").model_copy(update={"region": "zz"})
+    plate = PlateBox(box_xyxy=(0, 0, 120, 40), confidence=0.9, crop_key=crop)
+    ocr = stage_queue(connection, "ocr")
+    job_id = enqueue(ocr, OcrJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[plate], detect_ms=1)]), 60)
+    burst("ocr", redis_url, postgres_url, settings)
+    job = ocr.fetch_job(job_id)
+    assert job is not None and job.meta[PERMANENT].startswith("rejected: unknown plate region 'zz'")
+    assert job.retries_left == 2 and FailedJobRegistry(queue=ocr).get_job_ids() == [job_id]

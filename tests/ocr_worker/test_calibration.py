@@ -27,7 +27,7 @@ def test_calibrated_candidates_keep_their_order_and_texts():
     assert calibrated[0].confidence > calibrated[1].confidence and calibrated[0].format_name == "LLLDDDD"
 
 
-@pytest.mark.parametrize("key", ["ppocr-v4", "ppocr-v6"])
+@pytest.mark.parametrize("key", ["ppocr-plate", "ppocr-v4", "ppocr-v6", "tesseract"])
 def test_the_shipped_file_has_a_model_per_recogniser(key):
     model = load_calibrations()[key]
     assert len(model.weights) == len(FEATURES) and model.weights[0] > 0  # more confident, more often right
