@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from alpr.evaluation import load_samples
-from ocr_worker.core import PlateReader
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
 from ocr_worker.preprocess import crop_with_margin
 from ocr_worker.synthetic import sample as synthetic_sample
+from ocr_worker.text_lines import PlateTextLocator
 
 INPUT_WIDTH = 320
 """Training inputs are padded to this width (reading pads to the widest crop of a batch)."""
@@ -58,7 +58,7 @@ def real_crops(datasets: Path) -> list[RealCrop]:
     return [c for c in crops if c.plate and set(c.plate) <= set(PLATE_ALPHABET)]
 
 
-def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None) -> np.ndarray:
+def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None, locator: PlateTextLocator) -> np.ndarray:
     """The plate as a detector's box gives it (jittered and degraded when training), prepared for reading."""
     if crop.box_xyxy is None:
         piece = image
@@ -82,7 +82,7 @@ def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None) -> np.ndar
             ok, data = cv2.imencode(".jpg", piece, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(20, 70)])
             decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
             piece = np.asarray(decoded) if decoded is not None else piece
-    return PlateReader._main_line(piece)
+    return locator.locate([piece])[0]
 
 
 def to_batch(crops: list[np.ndarray]) -> np.ndarray:
@@ -156,7 +156,8 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
     crops = [c for c in crops if c.image in images]
     training = [c for c in crops if not held_out(c.image.name)]
     validation = [c for c in crops if held_out(c.image.name)]
-    prepared = [cut(c, images[c.image], None) for c in validation]
+    locator = PlateTextLocator(threads=torch.get_num_threads())
+    prepared = [cut(c, images[c.image], None, locator) for c in validation]
 
     def validate() -> dict[str, float]:
         model.eval()
@@ -186,9 +187,9 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
             for crop in items[first : first + BATCH]:
                 if crop is None:
                     image, text = synthetic_sample(rng)
-                    pieces.append(PlateReader._main_line(image))
+                    pieces.append(locator.locate([image])[0])
                 else:
-                    pieces.append(cut(crop, images[crop.image], rng))
+                    pieces.append(cut(crop, images[crop.image], rng, locator))
                     text = crop.plate
                 texts.append(text)
             logp = model(torch.from_numpy(to_batch(pieces))).log_softmax(-1).permute(1, 0, 2)

@@ -15,15 +15,13 @@ from common.types import PlateCandidate, PlateDetections, PlateRead
 from ocr_worker import preprocess
 from ocr_worker.calibration import calibration_for
 from ocr_worker.formats import CharChoices, rank_candidates, region_formats
+from ocr_worker.text_lines import PlateTextLocator
 
 ENGINES = ("ppocr", "tesseract")
 """OCR engines by the config key that selects them."""
 
 TESSERACT_HEIGHT = 64
 """Height, in pixels, plate crops are scaled to before Tesseract reads them."""
-
-BAND_SEARCH_HEIGHT = 100
-"""Height, in pixels, crops are scaled to while looking for the main line of characters."""
 
 MIN_CROP_PIXELS = 4
 """Crops narrower or shorter than this are not read."""
@@ -52,6 +50,7 @@ class PlateReader:
         self.formats = region_formats(settings.region)
         self.engine_key = f"ppocr-{settings.model}" if settings.engine == "ppocr" else settings.engine
         self.calibration = calibration_for(self.engine_key) if settings.calibrated else None
+        self.locator = PlateTextLocator(threads=settings.threads)
         if settings.engine == "ppocr":
             from ocr_worker.ppocr_engine import PpocrEngine
 
@@ -72,12 +71,13 @@ class PlateReader:
                     f"plate crop {index} must be a non-empty image, but got {getattr(crop, 'shape', crop)!r}"
                 )
         legible = [i for i, c in enumerate(crops_bgr) if min(c.shape[:2]) >= MIN_CROP_PIXELS]
-        choices: dict[int, CharChoices] = {}
+        choices: dict[int, CharChoices]
+        lines = self.locator.locate([crops_bgr[i] for i in legible])
         if self.settings.engine == "ppocr":
-            prepared = [self._for_ppocr(crops_bgr[i]) for i in legible]
-            choices = dict(zip(legible, self._ppocr.recognize_batch(prepared), strict=False))
+            choices = dict(zip(legible, self._ppocr.recognize_batch(lines), strict=True))
         else:
-            choices = {i: self._tesseract.recognize(self._for_tesseract(crops_bgr[i])) for i in legible}
+            binaries = [self.for_tesseract(line) for line in lines]
+            choices = {i: self._tesseract.recognize(binary) for i, binary in zip(legible, binaries, strict=True)}
         ranked = [
             rank_candidates(choices[i], self.formats, self.settings.max_candidates) if i in choices else []
             for i in range(len(crops_bgr))
@@ -95,22 +95,9 @@ class PlateReader:
         return [PlateRead(box, confidence, tuple(results.get(i, []))) for i, (box, confidence) in enumerate(boxes)]
 
     @staticmethod
-    def _main_line(crop: np.ndarray) -> np.ndarray:
-        """The crop scaled, deskewed and cut down to its main line of characters (when one is found)."""
-        image = preprocess.upscale_to_height(crop, BAND_SEARCH_HEIGHT)
-        image = preprocess.rotate(image, preprocess.deskew_angle(preprocess.to_gray(image)))
-        band = preprocess.text_band(preprocess.to_gray(image))
-        if band is None:
-            return image
-        x1, y1, x2, y2 = band
-        return image[y1:y2, x1:x2]
-
-    def _for_ppocr(self, crop: np.ndarray) -> np.ndarray:
-        return self._main_line(crop)
-
-    def _for_tesseract(self, crop: np.ndarray) -> np.ndarray:
-        """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the main line,
-        scaled to a height Tesseract reads well and framed in white."""
-        gray = preprocess.upscale_to_height(preprocess.to_gray(self._main_line(crop)), TESSERACT_HEIGHT)
+    def for_tesseract(line: np.ndarray) -> np.ndarray:
+        """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the located
+        line, scaled to a height Tesseract reads well and framed in white."""
+        gray = preprocess.upscale_to_height(preprocess.to_gray(line), TESSERACT_HEIGHT)
         binary = preprocess.clear_border(preprocess.binarize(preprocess.denoise(gray)))
         return np.pad(binary, 12, constant_values=255)

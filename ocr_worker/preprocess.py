@@ -99,26 +99,57 @@ def _aligned_row(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int,
     return best
 
 
-def text_band(gray: np.ndarray, min_characters: int = 3) -> tuple[int, int, int, int] | None:
-    """The band (x1, y1, x2, y2) of the plate's main line of characters, leaving out state names,
-    slogans and frames; None when no such line is found. Tries dark-on-light and light-on-dark."""
-    height, width = gray.shape
-    best: list[tuple[int, int, int, int]] = []
-    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
-    block = max(3, (height // 2) | 1)
-    for mode in (cv2.THRESH_BINARY_INV, cv2.THRESH_BINARY):
-        binary = cv2.adaptiveThreshold(blurred, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 5)
-        row = _aligned_row(_character_boxes(binary))
-        if len(row) > len(best):
-            best = row
-    if len(best) < min_characters:
-        return None
-    top = min(b[1] for b in best)
-    bottom = max(b[1] + b[3] for b in best)
+SECOND_ROW_HEIGHT = 0.6
+"""Characters stacked above or below the main line make a second row (a two-row plate) when they are
+at least this share of its height, at least two of them, spanning half the main line's width."""
+
+
+def _second_row(
+    boxes: list[tuple[int, int, int, int]], main: list[tuple[int, int, int, int]]
+) -> list[tuple[int, int, int, int]]:
+    top, bottom = min(b[1] for b in main), max(b[1] + b[3] for b in main)
+    height = sum(b[3] for b in main) / len(main)
+    left, right = min(b[0] for b in main), max(b[0] + b[2] for b in main)
+    others = [b for b in boxes if b not in main and b[3] >= SECOND_ROW_HEIGHT * height]
+    others = [b for b in others if b[1] + b[3] <= top + 0.1 * height or b[1] >= bottom - 0.1 * height]
+    row = _aligned_row(others)
+    if len(row) < 2:
+        return []
+    span = max(b[0] + b[2] for b in row) - min(b[0] for b in row)
+    return row if span >= 0.5 * (right - left) else []
+
+
+def _band(row: list[tuple[int, int, int, int]], height: int, width: int) -> tuple[int, int, int, int]:
+    top = min(b[1] for b in row)
+    bottom = max(b[1] + b[3] for b in row)
     pad_y = round(0.15 * (bottom - top))
     # The full width is kept: touching characters can fail the shape test, and the recogniser
     # copes with side margins far better than with lost characters.
     return 0, max(0, top - pad_y), width, min(height, bottom + pad_y)
+
+
+def text_rows(gray: np.ndarray, min_characters: int = 3) -> list[tuple[int, int, int, int]]:
+    """The bands (x1, y1, x2, y2) of the plate's registration: its main line of characters, leaving
+    out state names, slogans and frames, or both rows of a two-row plate, top first. Empty when no
+    such line is found. Tries dark-on-light and light-on-dark."""
+    height, width = gray.shape
+    best: list[tuple[int, int, int, int]] = []
+    best_boxes: list[tuple[int, int, int, int]] = []
+    blurred = cv2.GaussianBlur(gray, (3, 3), 0)
+    block = max(3, (height // 2) | 1)
+    for mode in (cv2.THRESH_BINARY_INV, cv2.THRESH_BINARY):
+        binary = cv2.adaptiveThreshold(blurred, 255, cv2.ADAPTIVE_THRESH_MEAN_C, mode, block, 5)
+        boxes = _character_boxes(binary)
+        row = _aligned_row(boxes)
+        if len(row) > len(best):
+            best, best_boxes = row, boxes
+    if len(best) < min_characters:
+        return []
+    rows = [best]
+    second = _second_row(best_boxes, best)
+    if second:
+        rows = sorted([best, second], key=lambda r: min(b[1] for b in r))
+    return [_band(row, height, width) for row in rows]
 
 
 def clear_border(binary: np.ndarray) -> np.ndarray:

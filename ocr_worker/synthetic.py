@@ -1,6 +1,7 @@
 """Synthetic plates for training the recogniser: a region's own templates (plate_formats.yaml) give
 the text; a layout per region (US: a state band and a slogan line around the number; EU: a blue
-band with a country code; BR: Mercosur's blue top band; any: two rows) and random colours and fonts
+band with a country code; BR: Mercosur's blue top band, or the older grey plate with its city band;
+any region: two rows, top row first) and random colours and fonts
 (DejaVu, a free licence, Debian's fonts-dejavu-core) draw it; perspective, rotation, loose framing
 with car body around, blur, noise, low light, glare, dirt and JPEG degrade it as cameras do."""
 
@@ -25,6 +26,12 @@ FONT_NAMES = ("DejaVuSansCondensed-Bold.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans
 WORDS = ("CALIFORNIA", "TEXAS", "FLORIDA", "NEW YORK", "OHIO", "GEORGIA", "ILLINOIS", "ARIZONA", "NEVADA",
          "SUNSHINE STATE", "THE LONE STAR STATE", "EMPIRE STATE", "LAND OF LINCOLN", "DMV.CA.GOV")  # fmt: skip
 """Text of US state bands and slogans (not read: the recogniser learns to leave it)."""
+
+CITIES = ("SP-SAO PAULO", "BA-SALVADOR", "PR-CURITIBA", "RJ-RIO DE JANEIRO", "MG-BELO HORIZONTE", "BA-SIMOES FILHO")
+"""City bands of Brazil's older grey plates (not read)."""
+
+TWO_ROW_SHARE = 0.08
+"""Share of synthetic plates drawn on two rows."""
 
 
 @cache
@@ -53,11 +60,33 @@ def _colours(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, 
     return (ink, background) if rng.random() < 0.1 else (background, ink)
 
 
+def draw_two_rows(text: str, rng: random.Random) -> np.ndarray:
+    """A square-ish plate (motorcycles, some vans and trailers) with the text on two rows."""
+    height, width = 130, rng.randint(150, 220)
+    background, ink = _colours(rng)
+    image = Image.new("RGB", (width, height), background)
+    draw = ImageDraw.Draw(image)
+    cut = rng.randint(2, max(2, len(text) - 3)) if len(text) > 4 else max(1, len(text) // 2)
+    for row, (centre, part) in enumerate(((height * 0.28, text[:cut]), (height * 0.72, text[cut:]))):
+        size = int(height * rng.uniform(0.3, 0.4) * (0.85 if row == 0 and rng.random() < 0.5 else 1.0))
+        font = _font(size, rng)
+        box = draw.textbbox((0, 0), part, font=font)
+        if box[2] - box[0] > width - 10:
+            font = ImageFont.truetype(font.path, max(10, int(size * (width - 10) / (box[2] - box[0]))))
+        draw.text((width / 2, centre), part, fill=ink, font=font, anchor="mm")
+    if rng.random() < 0.5:
+        draw.rectangle((1, 1, width - 2, height - 2), outline=ink, width=rng.randint(1, 3))
+    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+
+
 def draw_plate(text: str, region: str, rng: random.Random) -> np.ndarray:
     """The plate alone, BGR, about 100 px tall."""
     height = 100
     width = {"us": 200, "eu": 470, "br": 300}.get(region, 300)
     background, ink = _colours(rng)
+    grey_br = region == "br" and rng.random() < 0.5
+    if grey_br:
+        background, ink = (rng.randint(175, 215),) * 3, (rng.randint(15, 50),) * 3
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
     top, bottom, left = 0, height, 0
@@ -74,12 +103,17 @@ def draw_plate(text: str, region: str, rng: random.Random) -> np.ndarray:
         draw.text((19, height - 8), rng.choice(["D", "F", "I", "CZ", "SK", "NL", "PL", "E"]), fill=(255, 255, 255),
                   font=_font(18, rng), anchor="mb")  # fmt: skip
         left = 40
+    elif grey_br:
+        draw.text((width / 2, 3), rng.choice(CITIES), fill=ink, font=_font(13, rng), anchor="mt")
+        top = 18
     elif region == "br":
         draw.rectangle((0, 0, width, 24), fill=(30, 60, 160))
         draw.text((width / 2, 12), "BRASIL", fill=(255, 255, 255), font=_font(14, rng), anchor="mm")
         top = 26
     spaced = text
-    if rng.random() < 0.5 and len(text) > 4:
+    if grey_br and len(text) == 7:
+        spaced = text[:3] + rng.choice(["-", "·", " "]) + text[3:]
+    elif rng.random() < 0.5 and len(text) > 4:
         cut = rng.randint(2, len(text) - 2)
         spaced = text[:cut] + rng.choice([" ", "-", " • "]) + text[cut:]
     size = int((bottom - top) * rng.uniform(0.7, 0.95))
@@ -142,4 +176,5 @@ def sample(rng: random.Random, regions: tuple[str, ...] = ("us", "eu", "br")) ->
     text = plate_text(region, rng)
     if rng.random() < 0.05:  # a vanity text
         text = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(4, 7)))
-    return degrade(draw_plate(text, region, rng), rng), text
+    plate = draw_two_rows(text, rng) if rng.random() < TWO_ROW_SHARE else draw_plate(text, region, rng)
+    return degrade(plate, rng), text

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from alpr.train_ocr import export, greedy_text, held_out, plate_model, to_batch
-from ocr_worker.core import PlateReader
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, PpocrEngine, bundled_model_path
 from ocr_worker.synthetic import draw_plate
+from ocr_worker.text_lines import PlateTextLocator
 
 torch = pytest.importorskip("torch")
 
@@ -16,7 +16,7 @@ def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path
     import random
 
     model = plate_model(tmp_path).eval()
-    plates = [PlateReader._main_line(draw_plate(t, "eu", random.Random(1))) for t in ("KPX4721", "RK605AB")]
+    plates = PlateTextLocator().locate([draw_plate(t, "eu", random.Random(1)) for t in ("KPX4721", "RK605AB")])
     with torch.no_grad():
         logits = model(torch.from_numpy(to_batch(plates))).numpy()
     assert logits.shape[-1] == len(PLATE_ALPHABET) + 1
