@@ -28,8 +28,10 @@ from ocr_worker.preprocess import crop_with_margin
 from ocr_worker.synthetic import sample as synthetic_sample
 from ocr_worker.text_lines import PlateTextLocator
 
-INPUT_WIDTH = 320
-"""Training inputs are padded to this width (reading pads to the widest crop of a batch)."""
+INPUT_WIDTH = 160
+"""Every line is trained on, and read, at this width (narrower ones padded, wider squeezed): a model
+trained at one width reads worst at another (trained at 320, read at natural widths: 74% of the crops
+set against 94%). The width goes into the model's metadata, where the engine finds it."""
 
 BATCH = 32
 """Crops per training step."""
@@ -86,7 +88,7 @@ def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None, locator: P
 
 
 def to_batch(crops: list[np.ndarray]) -> np.ndarray:
-    """Crops as the recogniser reads them, padded to INPUT_WIDTH so every training batch has one shape."""
+    """Crops as the recogniser reads them: INPUT_WIDTH wide."""
     return input_batch(crops, INPUT_WIDTH)
 
 
@@ -177,6 +179,8 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=1e-4)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     synthetic_per_epoch = int(len(training) * synthetic_share / (1 - synthetic_share))
+    steps = epochs * -(-(len(training) + synthetic_per_epoch) // BATCH)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-4, total_steps=steps, pct_start=0.1)
     started = time.time()
     for epoch in range(1, epochs + 1):
         items: list[RealCrop | None] = [*training, *([None] * synthetic_per_epoch)]
@@ -199,6 +203,7 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            schedule.step()
             total += float(loss.detach()) * len(texts)
         history.append({"epoch": epoch, "loss": round(total / len(items), 4), **validate(),
                         "seconds": round(time.time() - started)})  # fmt: skip
@@ -206,18 +211,66 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
         if history[-1]["all"] > best:
             best, best_state = history[-1]["all"], {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    export(model, out)
+    calibration = [cut(c, images[c.image], None, locator) for c in random.Random(seed).sample(training, 160)]
+    with tempfile.TemporaryDirectory(prefix="alpr-export-") as folder:
+        export(model, Path(folder) / "float.onnx")
+        quantize(Path(folder) / "float.onnx", out, calibration)
+    from ocr_worker.ppocr_engine import PpocrEngine
+
+    engine = PpocrEngine(out)
+    shipped: dict[str, list[bool]] = {crop.subset: [] for crop in validation}
+    for crop, line in zip(validation, prepared, strict=True):
+        shipped[crop.subset].append("".join(c[0][0] for c in engine.recognize(line)) == crop.plate)
+    int8 = {k: round(sum(v) / len(v), 4) for k, v in sorted(shipped.items())}
+    int8["all"] = round(sum(sum(v) for v in shipped.values()) / len(validation), 4)
     card = {
         "model": out.name, "base": "PP-OCRv6_rec_small (rapidocr 3.10.0), head cut to blank + A-Z0-9",
         "data": {"real_training_crops": len(training), "held_out_crops": len(validation),
                  "synthetic_per_epoch": synthetic_per_epoch, "datasets": str(datasets)},
-        "training": {"epochs": epochs, "seed": seed, "batch": BATCH, "optimiser": "AdamW lr 2e-4 wd 1e-4",
+        "training": {"epochs": epochs, "seed": seed, "batch": BATCH, "optimiser": "AdamW wd 1e-4, one-cycle lr to 2e-4",
+                     "input_width": INPUT_WIDTH,
                      "loss": "CTC", "device": f"CPU ({platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} threads)", "minutes": round((time.time() - started) / 60, 1)},
         "held_out_greedy_exact": history, "chosen_epoch": max(history, key=lambda h: h["all"])["epoch"],
+        "shipped": "int8 convolutions (per channel, percentile calibration on 160 training crops)",
+        "held_out_greedy_exact_shipped": int8,
     }  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
     return card
+
+
+def quantize(float_model: Path, out: Path, lines: list[np.ndarray]) -> None:
+    """The convolutions (nearly all of the model's time) in int8, per channel, their activation ranges
+    from the 99.999th percentile over real crops: about twice as fast on CPU, and within a point of
+    the float model on every set (min-max ranges lost up to 3 points; int8 attention failed to calibrate)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Lines(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.inputs = iter([{"x": to_batch([line])} for line in lines])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.inputs, None)
+
+    prepared = float_model.with_name("prepared.onnx")
+    quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(out), Lines(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
+        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Percentile,
+    )  # fmt: skip
+    quantized, original = onnx.load(str(out)), onnx.load(str(float_model))
+    del quantized.metadata_props[:]
+    quantized.metadata_props.extend(original.metadata_props)
+    onnx.save(quantized, str(out))
 
 
 def export(model: Any, out: Path) -> None:
@@ -246,4 +299,5 @@ def export(model: Any, out: Path) -> None:
         )  # fmt: skip
     exported = onnx.load(str(out))
     exported.metadata_props.add(key="character", value="\n".join(PLATE_ALPHABET))
+    exported.metadata_props.add(key="input_width", value=str(INPUT_WIDTH))
     onnx.save(exported, str(out))

@@ -83,7 +83,10 @@ class PpocrEngine:
         path = model_path or bundled_model_path(version)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        characters = self.session.get_modelmeta().custom_metadata_map["character"].splitlines()
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        characters = metadata["character"].splitlines()
+        # A model trained at one width (alpr train-ocr) is read at that width; PP-OCR's own at each line's.
+        self.input_width = int(metadata["input_width"]) if "input_width" in metadata else None
         vocabulary = ["<blank>", *characters, " "]
         # Columns of each plate character, upper and lower case merged.
         self.columns = [
@@ -96,7 +99,7 @@ class PpocrEngine:
     def recognize_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[CharChoices]:
         if not crops_bgr:
             return []
-        probabilities = self.session.run(None, {self.input_name: input_batch(crops_bgr)})[0]
+        probabilities = self.session.run(None, {self.input_name: input_batch(crops_bgr, self.input_width)})[0]
         return [self._decode(p) for p in probabilities]
 
     def _decode(self, probabilities: np.ndarray) -> CharChoices:

@@ -1,5 +1,5 @@
-"""Image preparation for plate OCR: crop with a margin, grayscale, bilateral filter, upscale,
-deskew and binarise. Pure functions on numpy images."""
+"""Image preparation for plate OCR: crop with a margin, grayscale, bilateral filter, scale, rows of
+free-standing characters, binarise. Pure functions on numpy images."""
 
 from __future__ import annotations
 
@@ -48,30 +48,6 @@ def binarize(gray: np.ndarray) -> np.ndarray:
     if centre.size and centre.mean() < 127 and border.mean() < 200:
         binary = 255 - binary
     return binary
-
-
-def deskew_angle(gray: np.ndarray, max_degrees: float = 15.0) -> float:
-    """Tilt of the plate's text, in degrees, from the long edges in the crop (0 when unsure)."""
-    edges = cv2.Canny(gray, 50, 150)
-    h, w = gray.shape
-    lines = cv2.HoughLinesP(edges, 1, np.pi / 180, threshold=max(10, w // 4), minLineLength=w // 2, maxLineGap=w // 20)
-    if lines is None:
-        return 0.0
-    angles = []
-    for x1, y1, x2, y2 in lines.reshape(-1, 4):
-        angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
-        if abs(angle) <= max_degrees:
-            angles.append(angle)
-    return float(np.median(angles)) if angles else 0.0
-
-
-def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
-    """Rotate about the centre, filling with the border's colour."""
-    if abs(degrees) < 0.5:
-        return image
-    h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _character_boxes(binary: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -206,7 +206,6 @@ def character_rows(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """The crop scaled and deskewed, and its rows of free-standing characters joined into one line
     (None when there is no such row)."""
     image = preprocess.upscale_to_height(crop, ROW_SEARCH_HEIGHT)
-    image = preprocess.rotate(image, preprocess.deskew_angle(preprocess.to_gray(image)))
     bands = preprocess.text_rows(preprocess.to_gray(image))
     if not bands:
         return image, None

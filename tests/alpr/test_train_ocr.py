@@ -1,10 +1,11 @@
-"""`alpr train-ocr`'s parts: the converted model with its plate head starts where PP-OCRv6 stands, and
-its ONNX export reads exactly as the torch model does, through the engine that reads plates."""
+"""`alpr train-ocr`'s parts: the converted model with its plate head starts where PP-OCRv6 stands, its
+ONNX export reads exactly as the torch model does, through the engine that reads plates, and its int8
+form (what ships) still reads."""
 
 import numpy as np
 import pytest
 
-from alpr.train_ocr import export, greedy_text, held_out, plate_model, to_batch
+from alpr.train_ocr import export, greedy_text, held_out, plate_model, quantize, to_batch
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, PpocrEngine, bundled_model_path
 from ocr_worker.synthetic import draw_plate
 from ocr_worker.text_lines import PlateTextLocator
@@ -29,6 +30,12 @@ def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path
     probabilities = engine.session.run(None, {engine.input_name: to_batch(plates)})[0]
     assert np.abs(probabilities - torch.from_numpy(logits).softmax(-1).numpy()).max() < 1e-4
     assert ["".join(c[0][0] for c in choices) for choices in engine.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
+    assert engine.input_width == 160  # read at the width it was trained at, as the metadata says
+    small = tmp_path / "plate_int8.onnx"
+    quantize(path, small, plates * 4)
+    int8 = PpocrEngine(small)
+    assert small.stat().st_size < 0.5 * path.stat().st_size and int8.input_width == 160
+    assert ["".join(c[0][0] for c in choices) for choices in int8.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
 
 
 def test_one_image_in_five_is_held_out_by_name():
