@@ -232,7 +232,7 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
                      "loss": "CTC", "device": f"CPU ({platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} threads)", "minutes": round((time.time() - started) / 60, 1)},
         "held_out_greedy_exact": history, "chosen_epoch": max(history, key=lambda h: h["all"])["epoch"],
-        "shipped": "int8 convolutions (per channel, percentile calibration on 160 training crops)",
+        "shipped": "int8 convolutions (per channel, percentile calibration on 160 training crops), Gelu fused",
         "held_out_greedy_exact_shipped": int8,
     }  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
@@ -267,10 +267,15 @@ def quantize(float_model: Path, out: Path, lines: list[np.ndarray]) -> None:
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.Percentile,
     )  # fmt: skip
-    quantized, original = onnx.load(str(out)), onnx.load(str(float_model))
-    del quantized.metadata_props[:]
-    quantized.metadata_props.extend(original.metadata_props)
-    onnx.save(quantized, str(out))
+    from onnxruntime.transformers.fusion_gelu import FusionGelu
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    quantized = OnnxModel(onnx.load(str(out)))
+    FusionGelu(quantized).apply()  # erf, div, mul, add back into one Gelu: 0.7 ms of 5 per plate
+    quantized.prune_graph()
+    del quantized.model.metadata_props[:]
+    quantized.model.metadata_props.extend(onnx.load(str(float_model)).metadata_props)
+    onnx.save(quantized.model, str(out))
 
 
 def export(model: Any, out: Path) -> None:
