@@ -1,5 +1,6 @@
 """The OCR core: `PlateReader.read(crop) -> candidates` and `read_plates(frame, detections)`.
-Prepares the crop for the chosen engine, recognises it, then ranks readings by plate format.
+Finds the registration's line in each crop (ocr_worker/text_lines.py), recognises it with the chosen
+engine, ranks the readings by plate format and calibrates their confidence.
 Knows nothing of Redis or jobs."""
 
 from __future__ import annotations

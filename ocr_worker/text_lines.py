@@ -1,10 +1,10 @@
 """Finding the characters inside a detector's box, so the recogniser reads the registration and not the
-car around it, the frame, the state name or the slogan. First the crop is deskewed and searched for a
-row of character-shaped blobs (ocr_worker/preprocess.text_rows: fast and exact when the characters
-stand free); where none is found (characters touching a frame, a loose box with car body around), a
-learned text detector (PP-OCRv4's DB model, shipped in rapidocr-onnxruntime) marks the lines of text,
-and the registration is the tallest line. Either way a two-row plate gives both rows, top first; each
-line is rectified (tilt and perspective undone) and the rows are put side by side, so the recogniser
+car around it, the frame, the state name or the slogan. First the crop is searched for a level row of
+character-shaped blobs (ocr_worker/preprocess.text_rows: fast and exact when the characters stand
+free); where none is found (characters touching a frame, a loose box with car body around, a tilted
+plate), a learned text detector (PP-OCRv4's DB model, shipped in rapidocr-onnxruntime) marks the lines
+of text, the registration is the tallest line, and each line is rectified (its rotated box warped
+flat). Either way a two-row plate gives both rows, top first, put side by side, so the recogniser
 reads one line. Pure functions on numpy images, plus the ONNX session that holds the detector."""
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ class TextLineFinder:
 
 
 def character_rows(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The crop scaled and deskewed, and its rows of free-standing characters joined into one line
+    """The crop scaled for the search, and its rows of free-standing characters joined into one line
     (None when there is no such row)."""
     image = preprocess.upscale_to_height(crop, ROW_SEARCH_HEIGHT)
     bands = preprocess.text_rows(preprocess.to_gray(image))
@@ -214,7 +214,7 @@ def character_rows(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 class PlateTextLocator:
     """Each crop's registration as one line to read: rows of characters where they stand free, else
-    the text detector's lines, else the whole (deskewed) crop."""
+    the text detector's lines, else the whole crop."""
 
     def __init__(self, threads: int = 1) -> None:
         self.finder = TextLineFinder(threads)
@@ -224,7 +224,7 @@ class PlateTextLocator:
         missing = [i for i, (_, line) in enumerate(found) if line is None]
         detected = dict(zip(missing, self.finder.plate_text([crops_bgr[i] for i in missing]), strict=True))
         out = []
-        for index, (deskewed, line) in enumerate(found):
+        for index, (scaled, line) in enumerate(found):
             fallback = detected.get(index)
-            out.append(line if line is not None else fallback if fallback is not None else deskewed)
+            out.append(line if line is not None else fallback if fallback is not None else scaled)
         return out
