@@ -5,7 +5,6 @@ and writes it into the calibration file, keeping the other engines' models."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,7 @@ def collect(roots: list[Path], settings: Settings) -> tuple[np.ndarray, np.ndarr
     from alpr.wiring import build_detector, build_reader
 
     def raw_reader(s: Settings, region: str) -> PlateReader:
-        reader = build_reader(s, region)
-        return PlateReader(replace(reader.settings, calibrated=False))
+        return build_reader(s, region, calibrated=False)
 
     rows, labels, sets = [], [], []
     for root in roots:
@@ -76,7 +74,9 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
         dataset_folders(root)  # a clear error before minutes of work
     x, y, sets = collect(roots, settings)
     model = Calibration.fit(x, y)
-    key = f"ppocr-{settings.ocr_model}" if settings.ocr_engine == "ppocr" else settings.ocr_engine
+    from alpr.wiring import ocr_settings
+
+    key = ocr_settings(settings).engine_key
     existing = json.loads(out.read_text()) if out.is_file() else {"models": {}}
     existing["features"] = list(FEATURES)
     existing["models"][key] = {

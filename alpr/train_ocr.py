@@ -131,6 +131,16 @@ def plate_model(work: Path) -> Any:
     return module
 
 
+def exact_by_subset(crops: list[RealCrop], reads: list[str]) -> dict[str, float]:
+    """Share of exact reads per subset (us, eu, br, crops) and over all."""
+    right: dict[str, list[bool]] = {}
+    for crop, read in zip(crops, reads, strict=True):
+        right.setdefault(crop.subset, []).append(read == crop.plate)
+    scores = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
+    scores["all"] = round(sum(sum(v) for v in right.values()) / max(len(crops), 1), 4)
+    return scores
+
+
 def greedy_text(logits: np.ndarray) -> str:
     best, text, previous = logits.argmax(-1), [], 0
     for k in best:
@@ -163,16 +173,13 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
 
     def validate() -> dict[str, float]:
         model.eval()
-        right: dict[str, list[bool]] = {}
+        reads = []
         with torch.no_grad():
             for first in range(0, len(validation), BATCH):
                 logits = model(torch.from_numpy(to_batch(prepared[first : first + BATCH]))).numpy()
-                for crop, row in zip(validation[first : first + BATCH], logits, strict=True):
-                    right.setdefault(crop.subset, []).append(greedy_text(row) == crop.plate)
+                reads += [greedy_text(row) for row in logits]
         model.train()
-        scores = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}
-        scores["all"] = round(sum(sum(v) for v in right.values()) / len(validation), 4)
-        return scores
+        return exact_by_subset(validation, reads)
 
     history = [{"epoch": 0, **validate()}]
     best_state, best = {k: v.clone() for k, v in model.state_dict().items()}, history[0]["all"]
@@ -218,11 +225,7 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
     from ocr_worker.ppocr_engine import PpocrEngine
 
     engine = PpocrEngine(out)
-    shipped: dict[str, list[bool]] = {crop.subset: [] for crop in validation}
-    for crop, line in zip(validation, prepared, strict=True):
-        shipped[crop.subset].append("".join(c[0][0] for c in engine.recognize(line)) == crop.plate)
-    int8 = {k: round(sum(v) / len(v), 4) for k, v in sorted(shipped.items())}
-    int8["all"] = round(sum(sum(v) for v in shipped.values()) / len(validation), 4)
+    int8 = exact_by_subset(validation, ["".join(c[0][0] for c in engine.recognize(line)) for line in prepared])
     card = {
         "model": out.name, "base": "PP-OCRv6_rec_small (rapidocr 3.10.0), head cut to blank + A-Z0-9",
         "data": {"real_training_crops": len(training), "held_out_crops": len(validation),

@@ -22,12 +22,16 @@ def build_detector(settings: Settings) -> PlateDetector:
     )
 
 
-def build_reader(settings: Settings, region: str | None = None) -> PlateReader:
-    return PlateReader(
-        OcrSettings(
-            engine=settings.ocr_engine,
-            region=region or settings.ocr_region,
-            max_candidates=settings.ocr_max_candidates,
-            model=settings.ocr_model,
-        )
+def ocr_settings(settings: Settings, region: str | None = None, calibrated: bool = True) -> OcrSettings:
+    return OcrSettings(
+        engine=settings.ocr_engine,
+        region=region or settings.ocr_region,
+        max_candidates=settings.ocr_max_candidates,
+        model=settings.ocr_model,
+        calibrated=calibrated,
     )
+
+
+def build_reader(settings: Settings, region: str | None = None, calibrated: bool = True) -> PlateReader:
+    """The reader; `calibrated=False` keeps the engine's own confidences (what `alpr calibrate` fits)."""
+    return PlateReader(ocr_settings(settings, region, calibrated))

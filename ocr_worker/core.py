@@ -40,6 +40,11 @@ class OcrSettings:
     calibrated: bool = True
     threads: int = 1
 
+    @property
+    def engine_key(self) -> str:
+        """The engine and recogniser, as calibration.json keys their fits (`ppocr-plate`, `tesseract`)."""
+        return f"ppocr-{self.model}" if self.engine == "ppocr" else self.engine
+
 
 class PlateReader:
     """Reads plate crops into ranked candidates with the configured engine and region."""
@@ -49,8 +54,7 @@ class PlateReader:
             raise ConfigError(f"OCR engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
         self.settings = settings
         self.formats = region_formats(settings.region)
-        self.engine_key = f"ppocr-{settings.model}" if settings.engine == "ppocr" else settings.engine
-        self.calibration = calibration_for(self.engine_key) if settings.calibrated else None
+        self.calibration = calibration_for(settings.engine_key) if settings.calibrated else None
         self.locator = PlateTextLocator(threads=settings.threads)
         if settings.engine == "ppocr":
             from ocr_worker.ppocr_engine import PpocrEngine

@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -43,18 +44,33 @@ PLATE_MODEL = "models/plate_rec.onnx"
 """The plate-trained recogniser (`alpr train-ocr`, card beside it), shipped in this package."""
 
 
+def packaged_model(package: str, install: str, name: str, what: str) -> Path:
+    """An ONNX file in an installed package's models/ folder, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"{install} is not installed; it carries the {what}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise ConfigError(f"the {what} is missing at {path}")
+    return path
+
+
 def bundled_model_path(version: str = "v4") -> Path:
-    """A recogniser ONNX file inside its installed package, found without importing the package."""
+    """A recogniser ONNX file: the plate model in this package, or PP-OCR's inside its package."""
     if version == "plate":
         return Path(str(resources.files("ocr_worker").joinpath(PLATE_MODEL)))
     package, install, name = BUNDLED_MODELS[version]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"{install} is not installed; it carries the PP-OCR{version} recogniser")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
-    if not path.is_file():
-        raise ConfigError(f"the PP-OCR{version} recogniser is missing at {path}")
-    return path
+    return packaged_model(package, install, name, f"PP-OCR{version} recogniser")
+
+
+def cpu_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session on the CPU with `threads` threads for each operator, one at a time."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def input_batch(crops_bgr: Sequence[np.ndarray], width: int | None = None) -> np.ndarray:
@@ -75,13 +91,7 @@ class PpocrEngine:
     """Recognises one line of plate text, giving per-character alternatives with probabilities."""
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, version: str = "v4") -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        path = model_path or bundled_model_path(version)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(model_path or bundled_model_path(version), threads)
         self.input_name = self.session.get_inputs()[0].name
         metadata = self.session.get_modelmeta().custom_metadata_map
         characters = metadata["character"].splitlines()

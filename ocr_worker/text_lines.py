@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from common.errors import ConfigError
 from ocr_worker import preprocess
+from ocr_worker.ppocr_engine import cpu_session, packaged_model
 
 ROW_SEARCH_HEIGHT = 100
 """Crops are scaled to this height while looking for rows of characters."""
@@ -51,8 +51,8 @@ characters at a tight crop's edge have the context the detector expects."""
 LINE_HEIGHT = 48
 """Rectified lines are this many pixels tall (the recogniser's input height)."""
 
-DETECTOR_FILE = ("rapidocr_onnxruntime", "ch_PP-OCRv4_det_infer.onnx")
-"""The text detector: package and file in its models/ folder."""
+DETECTOR_FILE = ("rapidocr_onnxruntime", "rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx")
+"""The text detector: package, how to install it, file in its models/ folder."""
 
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -160,19 +160,7 @@ class TextLineFinder:
     """Runs the text detector on a batch of plate crops and cuts out each crop's plate rows."""
 
     def __init__(self, threads: int = 1) -> None:
-        import importlib.util
-
-        import onnxruntime as ort
-
-        package, name = DETECTOR_FILE
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"{package} is not installed; it carries the text detector")
-        path = f"{next(iter(spec.submodule_search_locations))}/models/{name}"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(packaged_model(*DETECTOR_FILE, "PP-OCRv4 text detector"), threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def lines(self, crops_bgr: Sequence[np.ndarray]) -> list[list[TextLine]]:

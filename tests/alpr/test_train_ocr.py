@@ -2,10 +2,12 @@
 ONNX export reads exactly as the torch model does, through the engine that reads plates, and its int8
 form (what ships) still reads."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from alpr.train_ocr import export, greedy_text, held_out, plate_model, quantize, to_batch
+from alpr.train_ocr import RealCrop, exact_by_subset, export, greedy_text, held_out, plate_model, quantize, to_batch
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, PpocrEngine, bundled_model_path
 from ocr_worker.synthetic import draw_plate
 from ocr_worker.text_lines import PlateTextLocator
@@ -42,3 +44,9 @@ def test_one_image_in_five_is_held_out_by_name():
     names = [f"car{i}.jpg" for i in range(1000)]
     share = sum(held_out(n) for n in names) / len(names)
     assert 0.15 < share < 0.25 and held_out("car7.jpg") == held_out("car7.jpg")
+
+
+def test_exact_reads_are_counted_per_subset_and_over_all():
+    crops = [RealCrop(Path(f"{i}.jpg"), plate, None, subset) for i, (plate, subset) in
+             enumerate([("ABC123", "us"), ("XYZ9", "us"), ("RK605AB", "eu")])]  # fmt: skip
+    assert exact_by_subset(crops, ["ABC123", "XYZ8", "RK605AB"]) == {"eu": 1.0, "us": 0.5, "all": 0.6667}
