@@ -36,10 +36,6 @@ LINE_THRESHOLD = 0.5
 UNCLIP_RATIO = 1.6
 """DB marks a shrunk core of each line: it is grown by area x ratio / perimeter on every side."""
 
-SECOND_ROW_HEIGHT = 0.6
-"""Another line is the second row of a two-row plate when at least this share of the main line's
-height, above or below it, and overlapping it horizontally by half of the narrower one."""
-
 SIDE_MARGIN = 0.3
 """Each rectified line is widened by this share of its height at both ends: the recogniser copes
 with a little background far better than with a lost end character."""
@@ -106,14 +102,15 @@ def lines_from_map(probability: np.ndarray, scale_x: float, scale_y: float) -> l
 
 def plate_rows(lines: Sequence[TextLine]) -> list[TextLine]:
     """The registration's rows in reading order: the tallest line, and a second row stacked with it
-    when the plate has two (top first). Empty when there is no line."""
+    (at least preprocess.SECOND_ROW_HEIGHT of its height, overlapping half the narrower line's width)
+    when the plate has two, top first. Empty when there is no line."""
     if not lines:
         return []
     main = max(lines, key=lambda line: line.height)
     rows = [main]
     x1, x2 = main.corners[:, 0].min(), main.corners[:, 0].max()
     for line in lines:
-        if line is main or line.height < SECOND_ROW_HEIGHT * main.height:
+        if line is main or line.height < preprocess.SECOND_ROW_HEIGHT * main.height:
             continue
         lx1, lx2 = line.corners[:, 0].min(), line.corners[:, 0].max()
         overlap = min(x2, lx2) - max(x1, lx1)
