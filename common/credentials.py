@@ -10,16 +10,24 @@ import re
 MASK = "***"
 """What a password is replaced with."""
 
-URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*)(?::[^/\s]*)?@")
-"""scheme://user:password@ (the password part optional): what masking rewrites."""
+NETWORK_SCHEMES = ("rtsps?", "rtmps?", "https?", "srt", "udp", "tcp", "rediss?", "postgres(?:ql)?", "mqtts?", "amqps?")
+"""Schemes whose broken forms (rtsp:/user:pw@host, rtsp//user:pw@host, http:user:pw@host) are masked too."""
 
+URL_CREDENTIALS = re.compile(
+    rf"(?P<scheme>\b(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:{'|'.join(NETWORK_SCHEMES)})(?::/{{0,2}}|//)))"
+    r"(?P<user>[^/@\s:]*)(?::\S*)?@"
+)
+"""scheme://user:password@ (the password optional, running to the token's last '@', so a raw '/' or '@'
+in it is masked too), and the broken forms of the network schemes: what masking rewrites. A path such
+as gate:2024@night.mp4 or C:/videos/a@b.mp4 is left alone."""
 
-QUERY_PASSWORD = re.compile(r"(?i)\b(password=)[^&\s]+")
-"""password=... in a URL's query or a libpq key=value string."""
+QUERY_PASSWORD = re.compile(r"""(?i)\b(password=)('[^']*'|"[^"]*"|[^&\s]+)""")
+"""password=... in a URL's query or a libpq key=value string (quoted values whole)."""
 
 
 def mask_url(text: str) -> str:
-    """`text` with every URL's password (or lone user token) replaced by ***; the host stays readable.
+    """`text` with every URL's password replaced by *** (a lone user token is kept, and *** added); the
+    host stays readable.
 
     >>> mask_url("rtsp://admin:hunter2@10.0.0.5:554/s1")
     'rtsp://admin:***@10.0.0.5:554/s1'

@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
-from ingest.sources import mask_source, uri_syntax_problem
+from ingest.sources import uri_syntax_problem
 from ocr_worker.formats import load_regions
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
@@ -81,9 +81,9 @@ class CamerasFileLoader(yaml.SafeLoader):
             raise
         except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as error:
             kind = node.tag.removeprefix("tag:yaml.org,2002:")
-            shown = shorten(mask_source(node.value)) if isinstance(node.value, str) else "a value"
+            shown = shorten(mask_url(node.value)) if isinstance(node.value, str) else "a value"
             # Python's reason ("day is out of range for month") is kept unless it quotes the input,
-            # which may hold a password in a form mask_url does not know.
+            # which may hold a password (mask_url masks the value shown, not Python's quote of it).
             reason = str(error).split(";")[0]
             reason = f": {reason}" if isinstance(error, ValueError | ArithmeticError) and "'" not in reason else ""
             raise CamerasFileRefused(None, None, f"cannot read {shown} as {kind}{reason}", node.start_mark) from None

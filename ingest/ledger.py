@@ -80,7 +80,8 @@ class FrameLedger:
                     delay = min(delay, 1.0)
                 if backoff.failures == 1:
                     log.warning("frames log unavailable (%s); retrying with backoff", str(error).splitlines()[0])
-                self.stopped.wait(delay)
+                # close() wakes the wait for one last try; after it, `stopped` bounds the retries
+                (self.stopped if self.closing.is_set() else self.closing).wait(delay)
 
     def close(self, timeout_s: float) -> int:
         """Write what is left (up to `timeout_s`); returns how many records could not be written."""

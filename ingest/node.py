@@ -35,7 +35,7 @@ from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY, STATS_INGESTED_KEY, STATS_SKIPPED_KEY, enqueue, queue_keys, stage_queue
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
-from ingest.sources import STREAM_SCHEMES, FrameSource, SampledFrame, open_source
+from ingest.sources import FrameSource, SampledFrame, is_stream_uri, open_source
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class IngestNode:
             except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
                 errors += 1
                 self.metrics.source_errors.labels(camera=camera.id).inc()
-                if not isinstance(error, InputError | OSError) or not camera.source.lower().startswith(STREAM_SCHEMES):
+                if not isinstance(error, InputError | OSError) or not is_stream_uri(camera.source):
                     # a file that fails now fails again; so does anything but a stream's I/O
                     log.error("camera %s: %s; not retried", camera.id, mask_url(str(error)))
                     self.set_state(camera, "failed", errors)
@@ -207,7 +207,7 @@ class IngestNode:
         """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
         round trip that also reports the frames skipped since the last one (for `alpr status`): a camera
         thread never waits on Redis to skip a frame."""
-        unreported = self.summary.skipped - self.skipped_reported
+        unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
         with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from common import defaults
-from common.credentials import MASK, mask_url
+from common.credentials import mask_url
 from common.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -34,24 +34,7 @@ URL_LIKE_PREFIX = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")
 """`scheme:` at the start of a source: a URL, or a broken one (a Windows drive letter is one character)."""
 BROKEN_STREAM_PREFIX = re.compile(rf"^(?P<scheme>{'|'.join(SUPPORTED_SCHEME_NAMES)})(?!://)(?::|//)", re.IGNORECASE)
 """A supported scheme's name followed by `:` or `//` but not `://`: rtsp//host, rtsp:/host, http:host."""
-SCHEME_AND_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(?::/*|//)")
-"""What precedes a URL's credentials, broken forms included: rtsp://, rtsp:/, rtsp:, rtsp//."""
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def mask_source(uri: str) -> str:
-    """`uri` fit for a message. `mask_url` first; then, for a URL whose credentials it cannot tell apart
-    (a broken URL such as rtsp:/user:pw@host or rtsp//user:pw@host, a raw '/' or '@' in the password),
-    everything from the scheme to the last '@' masked, the user kept. A file path is returned as it is."""
-    masked = mask_url(uri)
-    prefix = SCHEME_AND_SLASHES.match(masked)
-    if prefix is None or "@" not in masked[prefix.end() :]:
-        return masked
-    userinfo, _, host_and_path = masked[prefix.end() :].rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    if not has_password or "/" in user or "@" in user:
-        user = ""
-    return f"{prefix.group()}{user}:{MASK}@{host_and_path}"
 
 
 def is_stream_uri(uri: str) -> bool:
@@ -63,7 +46,7 @@ def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
     (rtsp//host, rtsp:/host, http:host) is refused rather than taken for a file path."""
-    shown = mask_source(uri)
+    shown = mask_url(uri)
     if not uri.strip():
         return "source is empty"
     if uri != uri.strip():
@@ -109,7 +92,7 @@ def check_source(uri: str) -> None:
         raise InputError(problem)
     if is_stream_uri(uri):
         return
-    shown = mask_source(uri)
+    shown = mask_url(uri)
     path = Path(uri)
     try:
         mode = path.stat().st_mode
@@ -192,7 +175,7 @@ class ImageFolderSource(FrameSource):
         super().__init__(uri, sample_fps)
         self.paths = sorted(p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
-            raise InputError(f"image folder {mask_source(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise InputError(f"image folder {mask_url(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
     @property
     def expected_frames(self) -> int:
@@ -202,7 +185,7 @@ class ImageFolderSource(FrameSource):
         for index, path in enumerate(self.paths):
             image = cv2.imread(str(path))
             if image is None:
-                message = f"cannot decode image {mask_source(str(path))}"
+                message = f"cannot decode image {mask_url(str(path))}"
                 log.warning(message)
                 self.failures.append(message)
                 continue
@@ -219,7 +202,7 @@ class VideoSource(FrameSource):
         self.capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
-            raise InputError(f"{what}: {mask_source(uri)}")
+            raise InputError(f"{what}: {mask_url(uri)}")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.source_fps = fps if 0 < fps <= 1000 else 0.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
@@ -246,16 +229,16 @@ class VideoSource(FrameSource):
                         produced += 1
                         yield SampledFrame(index, time_s, image)
                     else:
-                        self.failures.append(f"cannot decode frame {index} of {mask_source(self.uri)}")
+                        self.failures.append(f"cannot decode frame {index} of {mask_url(self.uri)}")
                     next_sample_s += 1.0 / self.sample_fps
                     next_sample_s = max(next_sample_s, time_s)
                 index += 1
         finally:
             self.capture.release()
         if produced == 0:
-            raise InputError(f"no frame could be decoded from {mask_source(self.uri)} (corrupt or empty video)")
+            raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
         if self.frame_count and index < self.frame_count - 1:
-            message = f"video {mask_source(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
+            message = f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             log.warning(message)
             self.failures.append(message)
 
@@ -266,9 +249,9 @@ def open_source(uri: str, sample_fps: float = defaults.SAMPLE_FPS) -> FrameSourc
         return VideoSource(uri, sample_fps)
     path = Path(uri)
     if not path.exists():
-        raise InputError(f"source {mask_source(uri)} does not exist")
+        raise InputError(f"source {mask_url(uri)} does not exist")
     if path.is_dir():
         return ImageFolderSource(uri, sample_fps)
     if path.stat().st_size == 0:
-        raise InputError(f"video {mask_source(uri)} is empty")
+        raise InputError(f"video {mask_url(uri)} is empty")
     return VideoSource(uri, sample_fps)

@@ -17,10 +17,18 @@ from common.credentials import MaskCredentials, mask_url
         ("http://cam.local/mjpeg", "http://cam.local/mjpeg"),
         ("redis://token@host/0", "redis://token:***@host/0"),
         ("/srv/video/depot.mp4", "/srv/video/depot.mp4"),
+        ("rtsp://admin:hun/ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
+        ("field rtsp:/admin:hunter2@cam/s1: Extra inputs", "field rtsp:/admin:***@cam/s1: Extra inputs"),
+        ("tag '!rtsp//admin:hunter2@cam/s1'", "tag '!rtsp//admin:***@cam/s1'"),
+        ("http:admin:hunter2@cam/mjpeg", "http:admin:***@cam/mjpeg"),
+        ("gate:2024@night.mp4 and C:/videos/a@b.mp4", "gate:2024@night.mp4 and C:/videos/a@b.mp4"),
+        ("http://cam.local/a:b@c", "http://cam.local/a:b@c"),
+        ("https://h/q?user=a&password=hunter2&x=1", "https://h/q?user=a&password=***&x=1"),
+        ("host=db password='a b' user=x", "host=db password=*** user=x"),
     ],
 )
 def test_mask_url(text, masked):
-    assert mask_url(text) == masked
+    assert mask_url(text) == masked == mask_url(masked)
 
 
 def test_the_filter_masks_formatted_arguments():

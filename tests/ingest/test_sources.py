@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from common.credentials import mask_url
 from common.errors import InputError
-from ingest.sources import ImageFolderSource, VideoSource, check_source, mask_source, open_source
+from ingest.sources import ImageFolderSource, VideoSource, check_source, open_source
 
 
 def test_video_is_sampled_at_the_set_rate(demo_clip):
@@ -229,10 +230,11 @@ def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, messa
         ("http:admin:hunter2@cam/mjpeg", "http:admin:***@cam/mjpeg"),
         ("rtsp://10.0.0.5/s1", "rtsp://10.0.0.5/s1"),
         ("/videos/gate@night.mp4", "/videos/gate@night.mp4"),
+        ("gate:2024@night.mp4", "gate:2024@night.mp4"),
     ],
 )
-def test_mask_source_hides_passwords_mask_url_cannot_tell_apart(uri, shown):
-    assert mask_source(uri) == shown == mask_source(shown)
+def test_sources_are_shown_with_passwords_masked_even_when_malformed(uri, shown):
+    assert mask_url(uri) == shown == mask_url(shown)
 
 
 def test_open_source_masks_the_password_of_an_unreachable_stream():

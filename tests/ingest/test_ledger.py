@@ -1,0 +1,56 @@
+"""The ingest node's ledger against a real Postgres: rows kept while the frames log is unreachable,
+and closing the node wakes a ledger asleep in its backoff for one last write (a frame never ends
+without a record because the node stopped during an outage)."""
+
+import socket
+import time
+
+from common import defaults
+from common.db import open_pool
+from common.frame_log import FrameLog, FrameRecord
+from common.frame_store import frame_key
+from common.jobs import FrameRef
+from common.metrics import Metrics
+from ingest.ledger import FrameLedger
+
+
+def record(index: int) -> FrameRecord:
+    ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at=time.time(),
+                   source_time_s=0.0, key=frame_key(f"cam:1:{index}"), region="us")  # fmt: skip
+    return FrameRecord(ref, "pending")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_close_wakes_a_ledger_in_backoff_and_writes_what_waited(postgres_url, monkeypatch):
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setattr(defaults, "RECONNECT_BACKOFF_S", (60.0, 60.0))  # asleep for a minute after a failure
+    attempts: list[str] = []
+    down = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+
+    def open_log() -> FrameLog:
+        attempts.append("try")
+        return FrameLog(open_pool(down if len(attempts) == 1 else postgres_url, wait_s=1), patience_s=0)
+
+    ledger = FrameLedger(open_log, Metrics(), capacity=100)
+    ledger.start()
+    ledger.add([record(i) for i in range(10)])
+    deadline = time.monotonic() + 10
+    while len(attempts) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # the first try failed (Postgres "down"); the ledger now sleeps its 60 s backoff
+    assert len(attempts) == 1 and len(ledger.buffer) == 10
+    started = time.monotonic()
+    assert ledger.close(timeout_s=10) == 0  # woken at once, written on the second try
+    assert time.monotonic() - started < 8 and len(attempts) == 2
+    pool = open_pool(postgres_url)
+    try:
+        assert FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 10}}
+    finally:
+        pool.close()
