@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from common import defaults
+from common.credentials import mask_url
 from common.errors import ConfigError
 
 ENV_PREFIX = "ALPR_"
@@ -165,13 +166,29 @@ def read_setting_file(variable: str, path: str) -> str:
         raise ConfigError(f"{variable}: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
 
 
-def format_errors(error: ValidationError, prefix: str = "", limit: int = 8) -> str:
-    """A pydantic ValidationError as one line: `PLACE: message; ...` (the place in capitals after a
-    prefix, as environment variables are named; lower case without one). Input values are never shown."""
+MAX_PLACE_CHARS = 40
+"""A field name from outside (a cameras file's, a job's) is shortened to this in a message."""
+
+
+def format_errors(error: ValidationError, prefix: str = "", limit: int = 8, label: str = "") -> str:
+    """A pydantic ValidationError as one line: `[label]PLACE: message; ...` (the place in capitals after
+    a prefix, as environment variables are named; lower case without one), the rest counted past
+    `limit`. Input values are never shown; field names, which may come from outside, are shortened and
+    any URL password in them masked."""
     problems = []
     for item in error.errors()[:limit]:
-        place = ".".join(str(p) for p in item["loc"])
+        place = ".".join(_place_part(p) for p in item["loc"])
         place = (prefix + place.upper()) if prefix and place else place
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{place}: {message}" if place else message)
-    return "; ".join(problems)
+        message = " ".join(str(item["msg"]).removeprefix("Value error, ").split())
+        problems.append(f"{label}{place or '(entry)'}: {message}" if place or label else message)
+    if error.error_count() > limit:
+        problems.append(f"and {error.error_count() - limit} more")
+    return mask_url("; ".join(problems))
+
+
+def _place_part(part: str | int) -> str:
+    text = mask_url(str(part))
+    if text and text.isprintable() and len(text) <= MAX_PLACE_CHARS:
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= MAX_PLACE_CHARS else shown[: MAX_PLACE_CHARS - 3] + "..."

@@ -15,7 +15,7 @@ NETWORK_SCHEMES = ("rtsps?", "rtmps?", "https?", "srt", "udp", "tcp", "rediss?",
 
 URL_CREDENTIALS = re.compile(
     rf"(?P<scheme>\b(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:{'|'.join(NETWORK_SCHEMES)})(?::/{{0,2}}|//)))"
-    r"(?P<user>[^/@\s:]*)(?::\S*)?@"
+    r"(?P<user>[^/@\s:]*)(?P<password>:\S*)?@"
 )
 """scheme://user:password@ (the password optional, running to the token's last '@', so a raw '/' or '@'
 in it is masked too), and the broken forms of the network schemes: what masking rewrites. A path such
@@ -34,7 +34,9 @@ def mask_url(text: str) -> str:
     >>> mask_url("redis://:pw@redis:6379/0")
     'redis://:***@redis:6379/0'
     """
-    masked = URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    masked = URL_CREDENTIALS.sub(
+        lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["user"] or m["password"] else m[0], text
+    )  # udp://@:1234 (listen on every interface) has nothing to hide
     return QUERY_PASSWORD.sub(rf"\1{MASK}", masked)
 
 

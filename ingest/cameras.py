@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yaml.nodes import MappingNode, Node
 
 from common import defaults
+from common.config import format_errors
 from common.credentials import mask_url
 from common.errors import ConfigError
 from ingest.sources import uri_syntax_problem
@@ -28,7 +29,7 @@ input is refused before PyYAML's recursive composer can overflow the stack."""
 MAX_PROBLEMS_SHOWN = 5
 """Validation problems listed per camera; the rest are counted."""
 MAX_NAME_CHARS = 40
-"""A camera id or field name from the file is shortened to this in a message."""
+"""A camera id or key from the file is shortened to this in a message."""
 
 
 class CamerasFileRefused(yaml.MarkedYAMLError):
@@ -81,7 +82,7 @@ class CamerasFileLoader(yaml.SafeLoader):
             raise
         except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as error:
             kind = node.tag.removeprefix("tag:yaml.org,2002:")
-            shown = shorten(mask_url(node.value)) if isinstance(node.value, str) else "a value"
+            shown = shorten(node.value) if isinstance(node.value, str) else "a value"
             # Python's reason ("day is out of range for month") is kept unless it quotes the input,
             # which may hold a password (mask_url masks the value shown, not Python's quote of it).
             reason = str(error).split(";")[0]
@@ -112,8 +113,9 @@ class CamerasFileLoader(yaml.SafeLoader):
 
 
 def shorten(value: Any) -> str:
-    """`value` for a one-line message: its repr, cut to MAX_NAME_CHARS characters."""
-    shown = repr(value)
+    """`value` for a one-line message: its repr, URL passwords masked before it is cut to MAX_NAME_CHARS
+    characters (a cut could leave a password with no '@' after it to show where it ends)."""
+    shown = repr(mask_url(value) if isinstance(value, str) else value)
     return shown if len(shown) <= MAX_NAME_CHARS else shown[: MAX_NAME_CHARS - 3] + "..."
 
 
@@ -178,24 +180,6 @@ class CameraConfig(BaseModel):
         return roi
 
 
-def describe_location_part(part: str | int) -> str:
-    """A field name or list index as written in a message: plain when short and printable, else shortened."""
-    text = str(part)
-    return text if text and text.isprintable() and len(text) <= MAX_NAME_CHARS else shorten(text)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """Pydantic's errors as `field x: problem; ...`, one line, at most MAX_PROBLEMS_SHOWN of them."""
-    problems = []
-    for detail in error.errors()[:MAX_PROBLEMS_SHOWN]:
-        location = ".".join(describe_location_part(part) for part in detail["loc"])
-        message = " ".join(str(detail["msg"]).removeprefix("Value error, ").split())
-        problems.append(f"field {location or '(entry)'}: {message}")
-    if error.error_count() > MAX_PROBLEMS_SHOWN:
-        problems.append(f"and {error.error_count() - MAX_PROBLEMS_SHOWN} more")
-    return "; ".join(problems)
-
-
 def parse_cameras(raw: Any, origin: str = "cameras file") -> list[CameraConfig]:
     """Validate the parsed YAML: {cameras: [ {...}, ... ]}. `origin` (the file) starts every message."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cameras"), list) or set(raw) - {"cameras"}:
@@ -211,7 +195,8 @@ def parse_cameras(raw: Any, origin: str = "cameras file") -> list[CameraConfig]:
         try:
             cameras.append(CameraConfig.model_validate(entry))
         except ValidationError as error:
-            raise ConfigError(f"{origin}: camera {name}: {describe_validation_error(error)}") from None
+            problems = format_errors(error, limit=MAX_PROBLEMS_SHOWN, label="field ")
+            raise ConfigError(f"{origin}: camera {name}: {problems}") from None
     ids = [c.id for c in cameras]
     if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
         raise ConfigError(f"{origin}: camera ids must be unique; repeated: {', '.join(duplicates)}")

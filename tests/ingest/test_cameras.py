@@ -155,6 +155,17 @@ def test_a_refused_source_never_shows_its_password(source):
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "camera",
+    [{"id": "rtsp://admin:hunter2@10.0.0.5:554/a-very-long-stream-path"},  # the URL pasted as the id
+     {**GOOD, "rtsp:/admin:hunter2@cam/s1": 1}],  # or as a field name, broken
+)  # fmt: skip
+def test_a_url_in_the_wrong_place_never_shows_its_password(camera):
+    with pytest.raises(ConfigError) as refused:
+        parse_cameras({"cameras": [camera]}, "cameras.yaml")
+    assert "hunter2" not in str(refused.value) and "admin:***@" in str(refused.value)
+
+
 def test_a_password_in_a_badly_tagged_value_is_masked(tmp_path):
     path = tmp_path / "cameras.yaml"
     path.write_text("cameras:\n  - id: a\n    source: !!float rtsp:/admin:hunter2@10.0.0.5/s1\n")
