@@ -28,12 +28,12 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     time.sleep(args.interval)
     then = [connection.hgetall(key) for key in keys]
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
+    workers = {stage: len(Worker.all(queue=stage_queue(connection, stage))) for stage in STAGES}
     for stage in STAGES:
         queue = stage_queue(connection, stage)
-        workers = Worker.all(queue=queue)
         running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
         failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
-        print(f"{stage:<8} {queue.count:>7} {running:>7} {len(workers):>7} {failed:>6}")
+        print(f"{stage:<8} {queue.count:>7} {running:>7} {workers[stage]:>7} {failed:>6}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
     states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     cameras = sorted({text(k) for table in then for k in table} | set(states))
@@ -51,7 +51,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
-    print_pool_sizes(connection, offered_fps)
+    print_pool_sizes(connection, offered_fps, workers)
     if settings.database_url:
         print_accounting(settings)
     return 0
@@ -92,7 +92,7 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
     return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
 
 
-def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
+def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[str, int]) -> None:
     """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
     print(
@@ -104,8 +104,7 @@ def print_pool_sizes(connection: redis.Redis, in_fps: float) -> None:
         busy_s, done = float(busy.get(key, 0)), int(frames.get(key, 0))
         needed = workers_needed(busy_s, done, in_fps)
         per_frame = f"{busy_s / done:.3f}" if done else "-"
-        workers = len(Worker.all(queue=stage_queue(connection, stage)))
-        print(f"{stage:<8} {workers:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")
+        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")
 
 
 def oldest_waiting(connection: redis.Redis) -> str:

@@ -93,16 +93,16 @@ class FrameLog:
 
         write_through_outage(self.pool, write, self.patience_s)
 
-    def sweep_lost(self, older_than_s: float, patience_s: float = 0.0) -> int:
+    def sweep_lost(self, older_than_s: float) -> int:
         """Mark as lost the frames still pending `older_than_s` after they were recorded; returns how many.
-        One attempt by default: a sweep that meets an outage waits for the next round."""
+        One attempt: a sweep that meets an outage waits for the next round."""
 
         def sweep(connection: psycopg.Connection) -> int:
             with connection.cursor() as cursor:
                 cursor.execute(SWEEP_LOST, (older_than_s,))
                 return max(cursor.rowcount, 0)
 
-        return write_through_outage(self.pool, sweep, patience_s)
+        return write_through_outage(self.pool, sweep, 0.0)
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

@@ -31,6 +31,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+MAX_TIMESTAMP = 253402300799.0
+"""The last second of the year 9999: later capture times cannot become a datetime (the frames and
+plate logs), so a job carrying one is refused at parsing, not failed and retried in a later stage."""
+
+
 class FrameRef(Strict):
     """One sampled frame: where its JPEG bytes sit in the frame store, and what it is."""
 
@@ -38,7 +43,7 @@ class FrameRef(Strict):
     camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
-    captured_at: float = Field(ge=0, description="capture time, Unix seconds")
+    captured_at: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
     source_time_s: float = Field(ge=0, description="time of the frame from the start of its source")
     key: str = Field(pattern=STORE_KEY_PATTERN, description="frame-store key of the JPEG bytes")
     region: str = Field(pattern=r"^[a-z]{1,16}$", description="plate-format region of the camera")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from rq.exceptions import DeserializationError, NoSuchJobError
@@ -57,8 +58,8 @@ def replay_failed(
         registry = FailedJobRegistry(queue=queue, job_class=StageJob)
         for job_id in registry.get_job_ids():
             try:
-                rq_job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
-                if PERMANENT in rq_job.meta:
+                rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
+                if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
                     continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])

@@ -12,7 +12,7 @@ from typing import Any
 
 from rq import Queue
 
-from common.errors import ConfigError, InputError
+from common.errors import InputError
 from common.frame_store import FrameStore, decode_jpeg
 from common.jobs import OcrJob, RedactJob, parse_job
 from common.metrics import Metrics
@@ -20,6 +20,7 @@ from common.plate_log import FrameInfo, PlateLog
 from common.queues import enqueue
 from common.types import PlateRead
 from ocr_worker.core import PlateReader
+from ocr_worker.formats import load_regions
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,9 @@ class OcrStage:
     def reader(self, region: str) -> PlateReader:
         """One reader per plate region, made on first use and kept."""
         if region not in self.readers:
-            try:
-                self.readers[region] = self.make_reader(region)
-            except ConfigError as error:  # a job naming a region this worker has no formats for fails for good
-                raise InputError(str(error)) from None
+            if region not in load_regions():  # the job's fault, for good; a broken model stays the worker's
+                raise InputError(f"unknown plate region {region!r}; known: {', '.join(sorted(load_regions()))}")
+            self.readers[region] = self.make_reader(region)
         return self.readers[region]
 
     def maintain(self) -> None:

@@ -108,7 +108,7 @@ class RedactStage:
 
     def maintain(self) -> None:
         """Mark frames no stage finished in time as lost; delete kept frames past their age."""
-        lost = self.frame_log.sweep_lost(self.lost_after_s)  # one attempt: a Postgres outage waits for next time
+        lost = self.frame_log.sweep_lost(self.lost_after_s)
         if lost:
             log.warning("%d frames marked lost: sampled, but no stage finished them in time", lost)
             self.metrics.frames_lost.inc(lost)

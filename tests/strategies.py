@@ -1,8 +1,25 @@
-"""Hypothesis strategies the fuzz tests share."""
+"""Hypothesis strategies and settings the fuzz tests share."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
+    # (before any fixture runs): keep that in a temporary folder, removed at exit, not in the checkout.
+    HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="alpr-hypothesis-")
+    set_hypothesis_home_dir(HYPOTHESIS_HOME)
+    atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
+
+FUZZ_SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+"""Each test stays within a few seconds; no example database is kept between runs."""
 
 
 def json_like(samples: list[str], max_text: int = 20, max_leaves: int = 30) -> st.SearchStrategy:

@@ -4,31 +4,17 @@ else (ValueError, TypeError, KeyError, RecursionError...) escapes `parse_job`.""
 
 from __future__ import annotations
 
-import atexit
 import math
-import os
-import shutil
-import tempfile
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from common.errors import InputError
+from common.frame_log import FrameRecord
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
-from tests.strategies import json_like
-
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
-    # (before any fixture runs): keep that in a temporary folder, removed at exit, not in the checkout.
-    HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="alpr-hypothesis-")
-    set_hypothesis_home_dir(HYPOTHESIS_HOME)
-    atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
-
-FUZZ_SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-"""Each test stays within a few seconds; no example database is kept between runs."""
+from tests.strategies import FUZZ_SETTINGS, json_like
 
 JOB_CLASSES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
     "detect": DetectJob,
@@ -79,6 +65,9 @@ def assert_parses_or_is_refused(payload: Any, stage: str) -> None:
         assert str(error), "an InputError says what is wrong"
         return
     assert isinstance(job, JOB_CLASSES[stage])
+    refs = job.frames if isinstance(job, DetectJob) else [detected.frame for detected in job.frames]
+    for ref in refs:
+        assert FrameRecord(ref, "done").row()  # an accepted frame can be logged: no later, retried failure
 
 
 def paths_into(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -175,3 +164,13 @@ def test_deep_nesting(stage: str) -> None:
     payload["frames"][0]["roi"] = deep
     assert_parses_or_is_refused(payload, stage)
     assert_parses_or_is_refused({"v": 1, "stage": stage, "batch_id": "b", "frames": deep}, stage)
+
+
+@pytest.mark.parametrize("captured_at", [1e12, 253402300800.0])
+def test_a_capture_time_no_log_can_hold_is_refused_at_parsing(captured_at: float) -> None:
+    payload = valid_job("redact").model_dump(mode="json")
+    payload["frames"][0]["frame"]["captured_at"] = captured_at
+    with pytest.raises(InputError, match="captured_at"):
+        parse_job(payload, RedactJob)
+    payload["frames"][0]["frame"]["captured_at"] = 253402300799.0  # the last second of 9999: still loggable
+    assert FrameRecord(parse_job(payload, RedactJob).frames[0].frame, "done").row()

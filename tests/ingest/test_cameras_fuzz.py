@@ -4,31 +4,16 @@ nothing else (no UnicodeDecodeError, RecursionError, ValueError, TypeError...) e
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.configuration import set_hypothesis_home_dir
 
 from common.errors import ConfigError
 from ingest.cameras import CameraConfig, load_cameras, parse_cameras
-from tests.strategies import json_like
-
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-    # Hypothesis caches what it learns under .hypothesis/ in the working directory, from collection on
-    # (before any fixture runs): keep that in a temporary folder, removed at exit, not in the checkout.
-    HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="alpr-hypothesis-")
-    set_hypothesis_home_dir(HYPOTHESIS_HOME)
-    atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
-
-FUZZ_SETTINGS = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-"""Each test stays within a few seconds; no example database is kept between runs."""
+from tests.strategies import FUZZ_SETTINGS, json_like
 
 VALID_FILE = (
     "cameras:\n"
