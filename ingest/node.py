@@ -128,7 +128,10 @@ class IngestNode:
                 self.set_state(camera, "connected", errors)
                 self.sample(run, source)
                 for failure in source.failures:
-                    log.warning("camera %s: %s", camera.id, mask_url(failure))
+                    log.warning("camera %s: %s", camera.id, failure)
+                if source.failure_count > len(source.failures):
+                    log.warning("camera %s: %d more frames could not be read", camera.id,
+                                source.failure_count - len(source.failures))  # fmt: skip
                 if self.stop.is_set() or (not camera.loop and not source.is_stream):
                     self.set_state(camera, "ended", errors)
                     return
@@ -169,7 +172,12 @@ class IngestNode:
                 self.skip(ref, "backpressure")
                 continue
             try:
-                self.pending.put((ref, encode_jpeg(frame.image, self.settings.jpeg_quality)), timeout=1.0)
+                data = encode_jpeg(frame.image, self.settings.jpeg_quality)
+            except InputError:  # an image no JPEG can hold: recorded, the camera goes on
+                self.skip(ref, "unencodable")
+                continue
+            try:
+                self.pending.put((ref, data), timeout=1.0)
             except queue.Full:
                 self.skip(ref, "node_busy")
 

@@ -6,7 +6,6 @@ URL's credentials are masked; an unreadable image inside a folder is reported, n
 
 from __future__ import annotations
 
-import logging
 import re
 import stat
 import time
@@ -21,8 +20,6 @@ import numpy as np
 from common import defaults
 from common.credentials import mask_url
 from common.errors import InputError
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -147,8 +144,14 @@ class SampledFrame:
     image: np.ndarray
 
 
+MAX_FAILURES_KEPT = 20
+"""Messages a source keeps of what it could not read in one pass; the rest are counted (a stream that
+fails a frame now and then runs for months)."""
+
+
 class FrameSource:
-    """A source of sampled frames. `failures` lists what could not be read, one message each."""
+    """A source of sampled frames. `failures` lists what could not be read, one message each (the
+    first MAX_FAILURES_KEPT; `failure_count` counts them all); the node logs them."""
 
     is_stream = False
 
@@ -158,6 +161,12 @@ class FrameSource:
         self.uri = uri
         self.sample_fps = sample_fps
         self.failures: list[str] = []
+        self.failure_count = 0
+
+    def note_failure(self, message: str) -> None:
+        self.failure_count += 1
+        if len(self.failures) < MAX_FAILURES_KEPT:
+            self.failures.append(message)
 
     def frames(self) -> Iterator[SampledFrame]:
         raise NotImplementedError
@@ -185,9 +194,7 @@ class ImageFolderSource(FrameSource):
         for index, path in enumerate(self.paths):
             image = cv2.imread(str(path))
             if image is None:
-                message = f"cannot decode image {mask_url(str(path))}"
-                log.warning(message)
-                self.failures.append(message)
+                self.note_failure(f"cannot decode image {mask_url(str(path))}")
                 continue
             yield SampledFrame(index, index / self.sample_fps, image)
 
@@ -229,7 +236,7 @@ class VideoSource(FrameSource):
                         produced += 1
                         yield SampledFrame(index, time_s, image)
                     else:
-                        self.failures.append(f"cannot decode frame {index} of {mask_url(self.uri)}")
+                        self.note_failure(f"cannot decode frame {index} of {mask_url(self.uri)}")
                     next_sample_s += 1.0 / self.sample_fps
                     next_sample_s = max(next_sample_s, time_s)
                 index += 1
@@ -238,9 +245,9 @@ class VideoSource(FrameSource):
         if produced == 0:
             raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
         if self.frame_count and index < self.frame_count - 1:
-            message = f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
-            log.warning(message)
-            self.failures.append(message)
+            self.note_failure(
+                f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
+            )
 
 
 def open_source(uri: str, sample_fps: float = defaults.SAMPLE_FPS) -> FrameSource:

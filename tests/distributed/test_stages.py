@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import psycopg
 import redis
@@ -249,3 +250,18 @@ def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, setting
                               timeout=60)  # fmt: skip
         assert done.returncode == 2 and "alpr: error: cannot " in done.stderr
         assert "hunter2" not in done.stderr + done.stdout and ":***@" in done.stderr
+
+
+def test_an_image_no_jpeg_can_hold_is_recorded_as_skipped(redis_url, postgres_url, tmp_path, capsys):
+    """A folder image wider than JPEG allows (65,535 px) decodes but cannot be stored: a skipped record,
+    and the next image goes on."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((2, 70_000, 3), np.uint8))
+    cv2.imwrite(str(folder / "b.png"), np.full((120, 160, 3), 90, np.uint8))
+    cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(folder)}])
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url) as db:
+        rows = dict(db.execute("SELECT outcome || ':' || coalesce(detail, ''), count(*) FROM frames GROUP BY 1"))
+    assert rows == {"pending:": 1, "skipped:unencodable": 1}

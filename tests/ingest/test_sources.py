@@ -259,3 +259,20 @@ def test_check_source_reports_a_read_refused_by_the_system(tmp_path, demo_clip, 
         check_source(str(video))
     with pytest.raises(InputError, match="image folder .*frames cannot be listed: Permission denied"):
         check_source(str(folder))
+
+
+def test_a_source_keeps_a_bounded_list_of_failures_and_counts_them_all(tmp_path):
+    from ingest.sources import MAX_FAILURES_KEPT
+
+    source = ImageFolderSource(str(make_folder(tmp_path, MAX_FAILURES_KEPT + 5)), 5.0)
+    assert list(source.frames())[0].index == MAX_FAILURES_KEPT + 5  # the unreadable ones skipped
+    assert len(source.failures) == MAX_FAILURES_KEPT and source.failure_count == MAX_FAILURES_KEPT + 5
+
+
+def make_folder(tmp_path: Path, broken: int) -> Path:
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for index in range(broken):
+        (folder / f"{index:03d}.jpg").write_bytes(b"not a jpeg")
+    cv2.imwrite(str(folder / "999.jpg"), np.full((40, 60, 3), 120, np.uint8))
+    return folder
