@@ -96,9 +96,7 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     print("\nreliability (best read's confidence: reads, share exactly right), all sets together:")
     for index, row in enumerate(next(iter(results.values()))["reliability"]):
         reads = sum(r["reliability"][index]["reads"] for r in results.values())
-        right = sum(
-            (r["reliability"][index]["accuracy"] or 0) * r["reliability"][index]["reads"] for r in results.values()
-        )
+        right = sum(r["reliability"][index]["right"] for r in results.values())
         print(
             f"  {row['confidence']}: {reads:>4} reads, {right / reads:.3f} right"
             if reads
@@ -114,14 +112,14 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
 
 
 def calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from importlib import resources
-
     from alpr.calibrate import calibrate as fit
+    from alpr.wiring import ocr_settings
+    from ocr_worker.calibration import calibration_path
 
-    out = args.out or Path(str(resources.files("ocr_worker").joinpath("calibration.json")))
+    out = args.out or calibration_path()
     model = fit(args.datasets, settings, out)
-    print(f"{settings.ocr_engine} {settings.ocr_model if settings.ocr_engine == 'ppocr' else ''}: fitted on "
-          f"{model['images']} reads; weights {model['weights']}, bias {model['bias']} -> {out}")  # fmt: skip
+    print(f"{ocr_settings(settings).engine_key}: fitted on {model['images']} reads; weights {model['weights']}, "
+          f"bias {model['bias']} -> {out}")  # fmt: skip
     print("cross-validated (5 folds by image): share of reads accepted, and wrong among them")
     for threshold, rows in model["cross_validation"].items():
         print(f"  at {threshold:<5} " + "  ".join(
@@ -131,15 +129,13 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
-    from importlib import resources
-
     from alpr.train_ocr import train
-    from ocr_worker.ppocr_engine import PLATE_MODEL
+    from ocr_worker.ppocr_engine import bundled_model_path
 
     datasets = settings.datasets_dir
     if not (datasets / "openalpr-endtoend").is_dir():
         raise InputError(f"no training photographs at {datasets} (set ALPR_DATASETS_DIR)")
-    out = args.out or Path(str(resources.files("ocr_worker").joinpath(PLATE_MODEL)))
+    out = args.out or bundled_model_path("plate")
     card = train(datasets, out, args.epochs, args.seed, args.synthetic_share)
     print(
         f"wrote {out} (epoch {card['chosen_epoch']} of {args.epochs}, {card['training']['minutes']} min) and its card"

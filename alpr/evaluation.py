@@ -103,6 +103,7 @@ class Tally:
                 {
                     "confidence": f"{low:.2f}-{min(high, 1.0):.2f}",
                     "reads": count,
+                    "right": right,
                     "accuracy": round(right / count, 4) if count else None,
                 }
                 for (low, high), (count, right) in zip(

@@ -78,11 +78,15 @@ class Calibration:
         return cls(tuple(round(float(w), 6) for w in beta[:-1]), round(float(beta[-1]), 6))
 
 
+def calibration_path() -> Path:
+    """The package's calibration file (what `alpr calibrate` writes by default)."""
+    return Path(str(resources.files("ocr_worker").joinpath(CALIBRATION_FILE)))
+
+
 @cache
 def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:
     """Every fitted model: the package's file, or `path`."""
-    text = path.read_text() if path else resources.files("ocr_worker").joinpath(CALIBRATION_FILE).read_text()
-    raw = json.loads(text)
+    raw = json.loads((path or calibration_path()).read_text())
     return {key: Calibration(tuple(entry["weights"]), entry["bias"]) for key, entry in raw["models"].items()}
 
 
