@@ -12,9 +12,9 @@ import numpy as np
 
 from alpr.evaluation import Outcome, dataset_folders, evaluate
 from common.config import Settings
+from common.regions import region_formats
 from ocr_worker.calibration import FEATURES, Calibration, features
 from ocr_worker.core import PlateReader
-from ocr_worker.formats import region_formats
 
 FOLDS = 5
 """Cross-validation folds."""

@@ -16,10 +16,10 @@ import cv2
 
 from common.config import Settings
 from common.errors import InputError
+from common.regions import load_regions
 from common.types import PlateRead
 from detector_worker.core import PlateDetector
 from ocr_worker.core import PlateReader
-from ocr_worker.formats import load_regions
 
 
 @dataclass(frozen=True)

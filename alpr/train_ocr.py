@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from alpr.evaluation import load_samples
+from common import geometry
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
-from ocr_worker.preprocess import crop_with_margin
 from ocr_worker.synthetic import sample as synthetic_sample
 from ocr_worker.text_lines import PlateTextLocator
 
@@ -70,7 +70,7 @@ def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None, locator: P
         if rng:
             x1, x2 = x1 + rng.uniform(-0.15, 0.15) * w, x2 + rng.uniform(-0.15, 0.15) * w
             y1, y2 = y1 + rng.uniform(-0.2, 0.2) * h, y2 + rng.uniform(-0.2, 0.2) * h
-        piece = crop_with_margin(image, (x1, y1, x2, y2), rng.uniform(0.0, 0.15) if rng else 0.08)
+        piece = geometry.crop(image, (x1, y1, x2, y2), rng.uniform(0.0, 0.15) if rng else 0.08)
         piece = piece if piece.size and min(piece.shape[:2]) >= 4 else image
     if rng:
         if rng.random() < 0.4:

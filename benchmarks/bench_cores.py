@@ -20,13 +20,13 @@ import numpy as np
 from alpr.democlip import make_clip
 from alpr.standalone import Pipeline
 from alpr.wiring import build_detector, build_reader
+from common import geometry
 from common.config import Settings
 from common.errors import ConfigError
 from common.plate_log import SqlitePlateLog
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models
 from ingest.sources import open_source
-from ocr_worker import preprocess
 from ocr_worker.core import OcrSettings, PlateReader
 from redactor_worker.core import redact
 
@@ -70,7 +70,7 @@ def main() -> None:
     detector = build_detector(settings)
     crops = []
     for frame, found in zip(frames, detector.detect(frames), strict=False):
-        crops += [preprocess.crop_with_margin(frame, box, 0.08) for box, _ in found.boxes()]
+        crops += [geometry.crop(frame, box, 0.08) for box, _ in found.boxes()]
     print(f"\nOCR, ms per plate ({len(crops)} plate crops from the clip)")
     for engine, model in (("ppocr", "v4"), ("ppocr", "v6"), ("ppocr", "plate"), ("tesseract", "v4")):
         try:

@@ -31,7 +31,7 @@ OCR_MODEL: Literal["v4", "v6", "plate"] = "plate"
 ocr_worker/models), PP-OCRv4 (rapidocr-onnxruntime) or PP-OCRv6 small (rapidocr 3.10.0)."""
 
 OCR_REGION = "us"
-"""Plate-format region whose patterns guide correction: a key of ocr_worker/plate_formats.yaml."""
+"""Plate-format region whose patterns guide correction: a key of common/plate_formats.yaml."""
 
 OCR_MAX_CANDIDATES = 5
 """Candidate readings kept per plate, best first."""

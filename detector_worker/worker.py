@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 from rq import Queue
 
-from common import defaults
+from common import defaults, geometry
 from common.errors import InputError
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
 from detector_worker.core import PlateDetector, inside_roi
-from ocr_worker.preprocess import crop_with_margin
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class DetectStage:
             plates = []
             readable = inside_roi(detections, ref.roi)
             for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), readable.tolist(), strict=True)):
-                crop = crop_with_margin(images[ref.key], box, self.crop_margin) if in_roi else None
+                crop = geometry.crop(images[ref.key], box, self.crop_margin) if in_roi else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, CROP_JPEG_QUALITY)))

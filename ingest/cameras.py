@@ -18,8 +18,8 @@ from common import defaults
 from common.config import format_errors
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.regions import load_regions
 from ingest.sources import uri_syntax_problem
-from ocr_worker.formats import load_regions
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
 """A cameras file is a few lines per camera; anything larger is a mistake (or an attack on the parser)."""

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import defaults
+from common import defaults, geometry
 from common.errors import ConfigError, InputError
+from common.regions import region_formats
 from common.types import PlateCandidate, PlateDetections, PlateRead
 from ocr_worker import preprocess
 from ocr_worker.calibration import calibration_for
-from ocr_worker.formats import CharChoices, rank_candidates, region_formats
+from ocr_worker.formats import CharChoices, rank_candidates
 from ocr_worker.text_lines import PlateTextLocator
 
 ENGINES = ("ppocr", "tesseract")
@@ -94,7 +95,7 @@ class PlateReader:
     def read_plates(self, frame: np.ndarray, detections: PlateDetections) -> list[PlateRead]:
         """Crop every detected plate (with the configured margin) from the frame and read it."""
         boxes = list(detections.boxes())
-        crops = [preprocess.crop_with_margin(frame, box, self.settings.crop_margin) for box, _ in boxes]
+        crops = [geometry.crop(frame, box, self.settings.crop_margin) for box, _ in boxes]
         kept = [i for i, crop in enumerate(crops) if crop.size]
         results = dict(zip(kept, self.read_batch([crops[i] for i in kept]), strict=False))
         return [PlateRead(box, confidence, tuple(results.get(i, []))) for i, (box, confidence) in enumerate(boxes)]

@@ -1,27 +1,18 @@
-"""Plate formats per region (loaded from plate_formats.yaml) and the step that turns an engine's
-per-character choices into ranked candidates: k-best readings, template-constrained readings with
-letter/digit confusion correction, and a penalty for readings that fit no known format."""
+"""The step that turns an engine's per-character choices into ranked candidates: k-best readings,
+template-constrained readings with letter/digit confusion correction, and a penalty for readings that
+fit no format of the region (the regions' formats are data, in common/regions.py)."""
 
 from __future__ import annotations
 
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
-import yaml
-
-from common.errors import ConfigError
+from common.regions import CLASSES, RegionFormats
 from common.types import PlateCandidate
 
 CharChoices = Sequence[Sequence[tuple[str, float]]]
 """Per character position, the engine's alternatives (character, probability), best first."""
-
-LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-DIGITS = frozenset("0123456789")
-CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
 
 TO_DIGIT = {
     "O": "0",
@@ -47,58 +38,6 @@ CONFUSION_PROBABILITY_FACTOR = 0.5
 
 MIN_PROBABILITY = 1e-4
 """Floor under character probabilities before taking logarithms."""
-
-
-@dataclass(frozen=True)
-class RegionFormats:
-    """One region's plate templates and length limits."""
-
-    name: str
-    templates: dict[str, str]
-    min_length: int
-    max_length: int
-    unmatched_log_penalty: float
-
-    @property
-    def typical_length(self) -> float:
-        """The mean length of the region's templates (the middle of its limits without any)."""
-        if not self.templates:
-            return (self.min_length + self.max_length) / 2
-        return sum(len(t) for t in self.templates) / len(self.templates)
-
-    def match(self, text: str) -> str | None:
-        """The template `text` fits, if any."""
-        for template in self.templates:
-            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template, strict=False)):
-                return template
-        return None
-
-
-@cache
-def load_regions() -> dict[str, RegionFormats]:
-    """All regions of the bundled plate_formats.yaml, validated."""
-    raw = yaml.safe_load(resources.files("ocr_worker").joinpath("plate_formats.yaml").read_text())
-    regions = {}
-    for name, spec in raw.items():
-        templates = {str(t): str(d or "") for t, d in (spec.get("templates") or {}).items()}
-        for template in templates:
-            if not template or set(template) - set(CLASSES):
-                raise ConfigError(f"plate_formats.yaml: region {name}: template {template!r} may use only L, D and A")
-        regions[name] = RegionFormats(
-            name=name,
-            templates=templates,
-            min_length=int(spec["min_length"]),
-            max_length=int(spec["max_length"]),
-            unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
-        )
-    return regions
-
-
-def region_formats(name: str) -> RegionFormats:
-    regions = load_regions()
-    if name not in regions:
-        raise ConfigError(f"unknown plate region {name!r}; known: {', '.join(sorted(regions))}")
-    return regions[name]
 
 
 def _log(p: float) -> float:

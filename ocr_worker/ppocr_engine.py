@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from common.errors import ConfigError
-from ocr_worker.formats import DIGITS, LETTERS, CharChoices
+from common.regions import DIGITS, LETTERS
+from ocr_worker.formats import CharChoices
 
 INPUT_HEIGHT = 48
 """The recogniser's input height in pixels."""

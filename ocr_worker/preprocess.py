@@ -1,22 +1,11 @@
-"""Image preparation for plate OCR: crop with a margin, grayscale, bilateral filter, scale, rows of
-free-standing characters, binarise. Pure functions on numpy images."""
+"""Image preparation for plate OCR: grayscale, bilateral filter, scale, rows of free-standing
+characters, binarise (cropping a plate with its margin is common/geometry.py's). Pure functions on
+numpy images."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from common.types import BoxXYXY
-
-
-def crop_with_margin(frame: np.ndarray, box_xyxy: BoxXYXY, margin: float) -> np.ndarray:
-    """The box grown by `margin` (a fraction of its width and height) on each side, clipped to the frame."""
-    height, width = frame.shape[:2]
-    x1, y1, x2, y2 = box_xyxy
-    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-    left, top = max(0, int(round(x1 - dx))), max(0, int(round(y1 - dy)))
-    right, bottom = min(width, int(round(x2 + dx))), min(height, int(round(y2 + dy)))
-    return frame[top:bottom, left:right]
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Synthetic plates for training the recogniser: a region's own templates (plate_formats.yaml) give
+"""Synthetic plates for training the recogniser: a region's own templates (common/plate_formats.yaml) give
 the text; a layout per region (US: a state band and a slogan line around the number; EU: a blue
 band with a country code; BR: Mercosur's blue top band, or the older grey plate with its city band;
 any region: two rows, top row first) and random colours and fonts
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr_worker.formats import DIGITS, LETTERS, load_regions
+from common.regions import DIGITS, LETTERS, load_regions
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/TTF"))
 FONT_NAMES = ("DejaVuSansCondensed-Bold.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono-Bold.ttf",

@@ -9,7 +9,8 @@ import os
 import numpy as np
 
 from common.errors import ConfigError
-from ocr_worker.formats import DIGITS, LETTERS, CharChoices
+from common.regions import DIGITS, LETTERS
+from ocr_worker.formats import CharChoices
 
 WHITELIST = "".join(sorted(LETTERS | DIGITS))
 

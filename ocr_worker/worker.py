@@ -18,9 +18,9 @@ from common.jobs import OcrJob, RedactJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import FrameInfo, PlateLog
 from common.queues import enqueue
+from common.regions import load_regions
 from common.types import PlateRead
 from ocr_worker.core import PlateReader
-from ocr_worker.formats import load_regions
 
 log = logging.getLogger(__name__)
 

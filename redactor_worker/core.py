@@ -10,23 +10,11 @@ import cv2
 import numpy as np
 
 from common import defaults
+from common.geometry import grow_box
 from common.types import BoxXYXY
 
 PIXELATE_CELLS = 4
 """Cells across the plate's shorter side when pixelating."""
-
-
-def expand_box(box_xyxy: BoxXYXY, margin: float, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The box grown by `margin` (fraction of width and height) per side, as whole pixels in the frame."""
-    x1, y1, x2, y2 = box_xyxy
-    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
-    height, width = frame_hw
-    return (
-        max(0, int(np.floor(x1 - dx))),
-        max(0, int(np.floor(y1 - dy))),
-        min(width, int(np.ceil(x2 + dx))),
-        min(height, int(np.ceil(y2 + dy))),
-    )
 
 
 def redact(
@@ -38,7 +26,7 @@ def redact(
     """A copy of `frame` with each box hidden; the kernel scales with the plate's size."""
     out = frame.copy()
     for box in boxes_xyxy:
-        x1, y1, x2, y2 = expand_box(box, margin, frame.shape[:2])
+        x1, y1, x2, y2 = grow_box(box, margin, frame.shape[:2])
         if x2 <= x1 or y2 <= y1:
             continue
         region = out[y1:y2, x1:x2]

@@ -1,7 +1,8 @@
 import pytest
 
 from common.errors import ConfigError
-from ocr_worker.formats import constrained_best, k_best, load_regions, rank_candidates, region_formats
+from common.regions import load_regions, region_formats
+from ocr_worker.formats import constrained_best, k_best, rank_candidates
 
 
 def sure(text, p=0.99):

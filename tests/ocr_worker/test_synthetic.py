@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from ocr_worker.formats import region_formats
+from common.regions import region_formats
 from ocr_worker.synthetic import degrade, draw_plate, plate_text, sample
 
 

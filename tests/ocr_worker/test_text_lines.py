@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ocr_worker import preprocess
+from common import geometry
 from ocr_worker.core import OcrSettings, PlateReader
 from ocr_worker.synthetic import draw_plate, draw_two_rows
 from ocr_worker.text_lines import PlateTextLocator, TextLine, character_rows, joined, plate_rows, rectified
@@ -98,7 +98,7 @@ def test_loose_boxes_on_real_photos_read_better_than_the_whole_crop(datasets_dir
     right = 0
     for sample in chosen:
         image = cv2.imread(str(sample.image))
-        crop = preprocess.crop_with_margin(image, sample.box_xyxy, 0.25)  # looser than a detector's box
+        crop = geometry.crop(image, sample.box_xyxy, 0.25)  # looser than a detector's box
         candidates = br.read(crop)
         right += bool(candidates) and candidates[0].text == sample.plate
     assert right >= 3

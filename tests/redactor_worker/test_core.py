@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from alpr.democlip import draw_plate
-from redactor_worker.core import expand_box, redact
+from common.geometry import grow_box
+from redactor_worker.core import redact
 
 
 def scene_with_plate(text="KPX4721"):
@@ -18,7 +19,7 @@ def test_plate_pixels_change_and_nothing_else(method, reader_us):
     frame, box = scene_with_plate()
     assert reader_us.read(frame[120:224, 200:408])[0].text == "KPX4721"
     out = redact(frame, [box], method=method, margin=0.1)
-    x1, y1, x2, y2 = expand_box(box, 0.1, frame.shape[:2])
+    x1, y1, x2, y2 = grow_box(box, 0.1, frame.shape[:2])
     changed = np.any(out != frame, axis=2)
     outside = changed.copy()
     outside[y1:y2, x1:x2] = False

@@ -1,0 +1,36 @@
+"""Box geometry, in one place for every role: a plate box grown by a margin to whole pixels of the
+frame (`grow_box`) and the frame region it covers (`crop`). The detector crops plates for the OCR
+pool with it, the OCR core crops detections with it, the redactor hides exactly the same region and
+training crops its samples the same way. Growing is outward: the min corner is floored and the max
+corner ceiled, so the whole pixels always contain the (fractional) grown box, then clipped to the
+frame. Pure functions on numpy images."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from common.types import BoxXYXY
+
+
+def grow_box(box_xyxy: BoxXYXY, margin: float, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box grown by `margin` (a fraction of its width and height) on each side, as whole pixels
+    (x1, y1, x2, y2): the min corner floored, the max corner ceiled, then clipped to a frame of
+    `frame_hw` (height, width), so 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height. A box that is
+    empty or lies outside the frame gives an empty one (x1 == x2 or y1 == y2)."""
+    x1, y1, x2, y2 = box_xyxy
+    dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
+    height, width = frame_hw
+    left = min(width, max(0, math.floor(x1 - dx)))
+    top = min(height, max(0, math.floor(y1 - dy)))
+    right = max(left, min(width, math.ceil(x2 + dx)))
+    bottom = max(top, min(height, math.ceil(y2 + dy)))
+    return left, top, right, bottom
+
+
+def crop(frame: np.ndarray, box_xyxy: BoxXYXY, margin: float) -> np.ndarray:
+    """The region of `frame` that `grow_box` gives for the box (a view, not a copy); empty (size 0)
+    when the box is empty or outside the frame."""
+    x1, y1, x2, y2 = grow_box(box_xyxy, margin, (frame.shape[0], frame.shape[1]))
+    return frame[y1:y2, x1:x2]

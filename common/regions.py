@@ -1,0 +1,76 @@
+"""Plate regions as data: the character classes and each region's plate templates and length limits,
+loaded and validated from the bundled common/plate_formats.yaml. Shared by ingest (a camera's region
+is checked when the cameras file is read), the OCR pool (its ranking, ocr_worker/formats.py, and its
+synthetic training plates) and the commands that evaluate and calibrate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import yaml
+
+from common.errors import ConfigError
+
+LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+"""The letters a plate may hold."""
+
+DIGITS = frozenset("0123456789")
+"""The digits a plate may hold."""
+
+CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
+"""A template's character classes: `L` letter, `D` digit, `A` either."""
+
+
+@dataclass(frozen=True)
+class RegionFormats:
+    """One region's plate templates and length limits."""
+
+    name: str
+    templates: dict[str, str]
+    min_length: int
+    max_length: int
+    unmatched_log_penalty: float
+
+    @property
+    def typical_length(self) -> float:
+        """The mean length of the region's templates (the middle of its limits without any)."""
+        if not self.templates:
+            return (self.min_length + self.max_length) / 2
+        return sum(len(t) for t in self.templates) / len(self.templates)
+
+    def match(self, text: str) -> str | None:
+        """The template `text` fits, if any."""
+        for template in self.templates:
+            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template, strict=False)):
+                return template
+        return None
+
+
+@cache
+def load_regions() -> dict[str, RegionFormats]:
+    """All regions of the bundled plate_formats.yaml, validated."""
+    raw = yaml.safe_load(resources.files("common").joinpath("plate_formats.yaml").read_text())
+    regions = {}
+    for name, spec in raw.items():
+        templates = {str(t): str(d or "") for t, d in (spec.get("templates") or {}).items()}
+        for template in templates:
+            if not template or set(template) - set(CLASSES):
+                raise ConfigError(f"plate_formats.yaml: region {name}: template {template!r} may use only L, D and A")
+        regions[name] = RegionFormats(
+            name=name,
+            templates=templates,
+            min_length=int(spec["min_length"]),
+            max_length=int(spec["max_length"]),
+            unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
+        )
+    return regions
+
+
+def region_formats(name: str) -> RegionFormats:
+    """The region called `name`; a ConfigError naming the known ones if there is none."""
+    regions = load_regions()
+    if name not in regions:
+        raise ConfigError(f"unknown plate region {name!r}; known: {', '.join(sorted(regions))}")
+    return regions[name]
