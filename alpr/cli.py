@@ -4,6 +4,7 @@ one-line message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -149,8 +150,14 @@ SETTING_FLAGS = (
     "metrics_port",
 )
 
-CHAIN_COMMANDS = ("ingest", "worker", "db", "status", "replay")
-"""Subcommands of the distributed chain (alpr/chain_commands.py); the rest are in alpr/commands.py."""
+CHAIN_COMMANDS = {
+    "ingest": "alpr.ingest_command",
+    "worker": "alpr.worker_command",
+    "db": "alpr.admin_commands",
+    "replay": "alpr.admin_commands",
+    "status": "alpr.status",
+}
+"""The module of each subcommand of the distributed chain; the rest are in alpr/commands.py."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,10 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_masking()  # no password of a camera, Redis or Postgres URL reaches a log line
     try:
         settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
-        if args.command in CHAIN_COMMANDS:
-            from alpr import chain_commands as commands
-        else:
-            from alpr import commands  # type: ignore[no-redef]
+        commands = importlib.import_module(CHAIN_COMMANDS.get(args.command, "alpr.commands"))
         return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
     except AlprError as error:
         print(f"alpr: error: {mask_url(str(error))}", file=sys.stderr)

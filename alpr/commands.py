@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from common.config import Settings
@@ -27,18 +28,29 @@ def demo_clip(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CAMERA_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""A camera id, as the chain's frames carry it."""
+
+
+def safe_camera_id(name: str) -> str:
+    """A camera id made of a file name: other characters become `_` (`my clip` -> `my_clip`)."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64].lstrip(".-")
+    return cleaned or "camera"
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from alpr.standalone import Pipeline, RunSummary
-    from alpr.wiring import build_detector, build_reader
+    from alpr.standalone import RunSummary
+    from alpr.wiring import build_pipeline
     from ingest.sources import open_source
 
+    camera_id = args.camera_id or safe_camera_id(Path(args.source.rstrip("/")).stem)
+    if not CAMERA_ID.fullmatch(camera_id):
+        raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
     source = open_source(args.source, settings.sample_fps)
-    camera_id = args.camera_id or Path(args.source.rstrip("/")).stem or "camera"
-    detector, reader = build_detector(settings), build_reader(settings)
     plate_log = open_plate_log(settings.database_url, settings.sqlite_path, settings.secret("database_password"))
-    pipeline = Pipeline(detector, reader, plate_log, settings.redact_method, settings.ocr_min_confidence, args.roi)
+    pipeline = build_pipeline(settings, plate_log, args.roi)
     bar = tqdm(
         total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True
     )

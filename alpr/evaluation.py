@@ -14,6 +14,7 @@ from typing import Any
 
 import cv2
 
+from common import defaults, geometry
 from common.config import Settings
 from common.errors import InputError
 from common.regions import load_regions
@@ -170,7 +171,11 @@ def best_read(reads: list[PlateRead]) -> PlateRead | None:
 
 
 def evaluate_folder(
-    folder: Path, detector: PlateDetector | None, reader: PlateReader, min_confidence: float
+    folder: Path,
+    detector: PlateDetector | None,
+    reader: PlateReader,
+    min_confidence: float,
+    crop_margin: float = defaults.OCR_CROP_MARGIN,
 ) -> tuple[Tally, bool, list[Outcome]]:
     samples, crops = load_samples(folder)
     if not samples:
@@ -178,7 +183,7 @@ def evaluate_folder(
     if not crops and detector is None:
         raise ValueError("scene folders need a detector")
     tally, outcomes = Tally(), []
-    for sample, reads, timings in _run(samples, crops, detector, reader):
+    for sample, reads, timings in _run(samples, crops, detector, reader, crop_margin):
         for stage, seconds in timings.items():
             tally.seconds[stage] += seconds
         detected = None
@@ -212,7 +217,7 @@ def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
 
 
 def _run(
-    samples: list[Sample], crops: bool, detector: PlateDetector | None, reader: PlateReader
+    samples: list[Sample], crops: bool, detector: PlateDetector | None, reader: PlateReader, crop_margin: float
 ) -> Iterator[tuple[Sample, list[PlateRead], dict[str, float]]]:
     for sample in samples:
         start = time.perf_counter()
@@ -229,7 +234,8 @@ def _run(
         assert detector is not None
         detections = detector.detect([image])[0]
         detected = time.perf_counter()
-        reads = reader.read_plates(image, detections)
+        boxes = list(detections.boxes())
+        reads = reader.read_plates([geometry.crop(image, box, crop_margin) for box, _ in boxes], boxes)
         yield (
             sample,
             reads,
@@ -253,7 +259,9 @@ def evaluate(
         reader = build_reader(settings, region_for(folder, settings.ocr_region))
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
-        tally, crops, outcomes = evaluate_folder(folder, detector, reader, settings.ocr_min_confidence)
+        tally, crops, outcomes = evaluate_folder(
+            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin
+        )
         results[folder.name] = tally.as_dict(crops)
         if errors is not None:
             errors[folder.name] = outcomes

@@ -9,15 +9,17 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from common import defaults
-from common.plate_log import FrameInfo, PlateLog
+from common import defaults, geometry
+from common.frame_store import frame_key
+from common.jobs import FrameRef, make_frame_id
+from common.plate_log import PlateLog
 from common.types import PlateRead
 from detector_worker.core import PlateDetector, Polygon, filter_by_roi
 from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
@@ -25,10 +27,6 @@ from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
 
 log = logging.getLogger(__name__)
-
-
-MISREAD_GAP_S = 1.0
-"""How far outside a plate's time in view a one-character variant still counts as its misread."""
 
 
 def likely_misread(a: str, b: str) -> bool:
@@ -83,8 +81,8 @@ class RunSummary:
                 first, last = min(t for t, _ in kept_seen), max(t for t, _ in kept_seen)
                 if (
                     likely_misread(text, kept)
-                    and min(times) <= last + MISREAD_GAP_S
-                    and max(times) >= first - MISREAD_GAP_S
+                    and min(times) <= last + defaults.MISREAD_GAP_S
+                    and max(times) >= first - defaults.MISREAD_GAP_S
                 ):
                     kept_seen.extend(seen)
                     break
@@ -96,6 +94,16 @@ class RunSummary:
             if len(s) >= min_sightings
         ]
         return sorted(out, key=lambda p: (-p.sightings, p.first_s))
+
+
+@dataclass(frozen=True)
+class ProcessedFrame:
+    """One frame through the three cores: the frame (with its stage timings), its reads, its pixels
+    with every plate hidden."""
+
+    frame: FrameRef
+    reads: list[PlateRead]
+    redacted: np.ndarray
 
 
 class RedactedWriter:
@@ -134,16 +142,36 @@ class Pipeline:
     redact_method: Literal["blur", "pixelate"] = "blur"
     min_confidence: float = defaults.OCR_MIN_CONFIDENCE
     roi: Polygon | None = None
+    crop_margin: float = defaults.OCR_CROP_MARGIN
+    region: str = defaults.OCR_REGION
 
-    def process_batch(self, frames: Sequence[SampledFrame]) -> list[tuple[list[PlateRead], np.ndarray]]:
-        """Reads and redacted image per frame."""
-        images = [f.image for f in frames]
+    def process_batch(self, frames: Sequence[FrameRef], images: Sequence[np.ndarray]) -> list[ProcessedFrame]:
+        """Detect, read and redact a batch of frames, as the chain's stages do (the same cores and the
+        same read step); each frame comes back with its stage timings."""
+        start = time.perf_counter()
         detections = self.detector.detect(images)
+        detect_ms = 1000 * (time.perf_counter() - start) / max(1, len(images))
         out = []
-        for image, found in zip(images, detections, strict=False):
-            reads = self.reader.read_plates(image, filter_by_roi(found, self.roi))  # the ROI chooses what is read
-            out.append((reads, redact(image, [box for box, _ in found.boxes()], self.redact_method)))  # all hidden
+        for frame, image, found in zip(frames, images, detections, strict=True):
+            start = time.perf_counter()
+            boxes = list(filter_by_roi(found, self.roi).boxes())  # the ROI chooses what is read
+            reads = self.reader.read_plates([geometry.crop(image, box, self.crop_margin) for box, _ in boxes], boxes)
+            ocr_ms = 1000 * (time.perf_counter() - start)
+            start = time.perf_counter()
+            redacted = redact(image, [box for box, _ in found.boxes()], self.redact_method)  # every box hidden
+            redact_ms = 1000 * (time.perf_counter() - start)
+            timed = frame.timed("detect", detect_ms).timed("ocr", ocr_ms).timed("redact", redact_ms)
+            out.append(ProcessedFrame(timed, reads, redacted))
         return out
+
+    def frame_ref(self, camera_id: str, run_id: str, started_at_s: float, sampled: SampledFrame, seq: int) -> FrameRef:
+        """The chain's frame type for a frame of this run (its id from the one id scheme)."""
+        frame_id = make_frame_id(camera_id, run_id, sampled.index)
+        return FrameRef(
+            frame_id=frame_id, camera_id=camera_id, seq=seq, frame_index=sampled.index,
+            captured_at_s=started_at_s + sampled.source_time_s, source_time_s=sampled.source_time_s,
+            key=frame_key(frame_id), region=self.region, roi=list(self.roi) if self.roi else None,
+        )  # fmt: skip
 
     def run(
         self,
@@ -153,28 +181,25 @@ class Pipeline:
         on_frame: Callable[[RunSummary], None] | None = None,
     ) -> RunSummary:
         summary = RunSummary()
-        started_at = datetime.now(UTC)
-        run_id = started_at.strftime("%Y%m%dT%H%M%S.%f")
+        started_at = time.time()
+        run_id = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%S.%f")
         writer = RedactedWriter(out_dir, isinstance(source, ImageFolderSource), source.sample_fps) if out_dir else None
         start = time.perf_counter()
         batch: list[SampledFrame] = []
         batch_size = self.detector.settings.batch_size
 
         def flush() -> None:
-            results = self.process_batch(batch)
-            logged = []
-            for frame, (reads, _) in zip(batch, results, strict=True):
-                captured_at = started_at + timedelta(seconds=frame.time_s)
-                frame_id = f"{camera_id}:{run_id}:{frame.index}"
-                logged.append((FrameInfo(camera_id, frame_id, frame.index, frame.time_s, captured_at), reads))
-            summary.reads_logged += self.plate_log.record_many(logged)
-            for frame, (reads, redacted) in zip(batch, results, strict=True):
-                summary.plates_detected += len(reads)
-                for read in reads:
+            refs = [self.frame_ref(camera_id, run_id, started_at, sampled, seq) for seq, sampled in
+                    enumerate(batch, start=summary.frames)]  # fmt: skip
+            results = self.process_batch(refs, [sampled.image for sampled in batch])
+            summary.reads_logged += self.plate_log.record_many([(r.frame, r.reads) for r in results])
+            for sampled, result in zip(batch, results, strict=True):
+                summary.plates_detected += len(result.reads)
+                for read in result.reads:
                     if read.best and read.best.matches_format and read.confidence >= self.min_confidence:
-                        summary.sightings[read.text].append((frame.time_s, read.confidence))
+                        summary.sightings[read.text].append((sampled.source_time_s, read.confidence))
                 if writer:
-                    writer.write(frame, redacted)
+                    writer.write(sampled, result.redacted)
                 summary.frames += 1
                 summary.seconds = time.perf_counter() - start
                 if on_frame:

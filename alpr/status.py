@@ -14,10 +14,10 @@ from rq import Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from alpr.chain_commands import database_pool, reach_redis
+from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
-from common.jobs import DetectJob, parse_job
+from common.jobs import DetectJob, StageName, parse_job
 from common.queues import STAGES, StageJob, stage_queue
 
 
@@ -92,7 +92,7 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
     return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
 
 
-def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[str, int]) -> None:
+def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
     """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
     print(
@@ -116,4 +116,4 @@ def oldest_waiting(connection: redis.Redis) -> str:
         job = parse_job(StageJob.fetch(ids[0], connection=connection, serializer=JSONSerializer).args[0], DetectJob)
     except Exception:  # not one of ours, or gone meanwhile: a worker will refuse or skip it
         return "unknown (the first waiting job is not a readable detect job)"
-    return f"{time.time() - min(frame.captured_at for frame in job.frames):.1f} s ago"
+    return f"{time.time() - min(frame.captured_at_s for frame in job.frames):.1f} s ago"

@@ -1,10 +1,26 @@
-"""Builds the role cores from the one Settings object, so every command wires them the same way."""
+"""The composition root: builds the role cores, the connections and each worker kind's stage from
+the one Settings object, so every command (standalone, chain, evaluation) wires them the same way."""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Any
+
+import redis
+
+from common import defaults
 from common.config import Settings
+from common.credentials import mask_url
+from common.errors import ConfigError
+from common.frame_store import FrameStore
+from common.metrics import Metrics
+from common.queues import StageName, connect_redis, stage_queue
+from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
+
+log = logging.getLogger(__name__)
 
 
 def build_detector(settings: Settings) -> PlateDetector:
@@ -29,9 +45,106 @@ def ocr_settings(settings: Settings, region: str | None = None, calibrated: bool
         max_candidates=settings.ocr_max_candidates,
         model=settings.ocr_model,
         calibrated=calibrated,
+        threads=settings.ocr_threads,
     )
 
 
 def build_reader(settings: Settings, region: str | None = None, calibrated: bool = True) -> PlateReader:
     """The reader; `calibrated=False` keeps the engine's own confidences (what `alpr calibrate` fits)."""
     return PlateReader(ocr_settings(settings, region, calibrated))
+
+
+def reach_redis(settings: Settings, url: str | None = None, what: str = "queues") -> redis.Redis:
+    """A checked connection to the queues' Redis (or, with `url`, another: the frame store's)."""
+    url = url or settings.redis_url
+    if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
+        log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
+    log.info("Redis for the %s: %s", what, mask_url(url))
+    connection = connect_redis(url, settings.secret("redis_password"))
+    try:
+        connection.ping()
+    except redis.RedisError as error:
+        raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
+    return connection
+
+
+def reach_frame_store(settings: Settings, queues: redis.Redis) -> redis.Redis:
+    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another."""
+    if settings.store_url == settings.redis_url:
+        return queues
+    return reach_redis(settings, settings.store_url, "frame store")
+
+
+def database_pool(settings: Settings, role: str) -> Any:
+    """The Postgres pool of a role that logs there, its schema checked."""
+    from common.db import open_pool, require_schema
+
+    if not settings.database_url:
+        raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
+    pool = open_pool(settings.database_url, password=settings.secret("database_password"))
+    require_schema(pool)
+    return pool
+
+
+def build_worker_context(
+    stage: StageName, settings: Settings, connection: redis.Redis, metrics: Metrics
+) -> WorkerContext:
+    """What a worker of one kind starts with: its stage, the model loaded once, here, before any job."""
+    from common.frame_log import FrameLog
+
+    store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
+    if stage == "detect":
+        from detector_worker.worker import DetectStage
+
+        detector = build_detector(settings)
+        metrics.worker_threads.set(detector.threads)
+        detect = DetectStage(
+            detector, store, stage_queue(connection, "ocr"), stage_queue(connection, "redact"), metrics,
+            settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,
+        )  # fmt: skip
+        return WorkerContext(detect, metrics)
+    if stage == "ocr":
+        from common.plate_log import PostgresPlateLog
+        from ocr_worker.worker import OcrStage
+
+        pool = database_pool(settings, "OCR worker")
+        ocr = OcrStage(
+            lambda region: build_reader(settings, region), store,
+            PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
+        )  # fmt: skip
+        ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
+        return WorkerContext(ocr, metrics)
+    from redactor_worker.worker import RedactStage
+
+    log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
+             settings.keep_max_age_h)  # fmt: skip
+    redact = RedactStage(
+        store, FrameLog(database_pool(settings, "redactor"), settings.db_patience_s), settings.keep_dir,
+        settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality,
+        settings.keep_max_age_h * 3600,
+        lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
+    )  # fmt: skip
+    return WorkerContext(redact, metrics)
+
+
+def frame_ledger(settings: Settings, metrics: Metrics) -> Any:
+    """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers."""
+    from common.db import open_pool
+    from common.frame_log import FrameLog
+    from ingest.ledger import FrameLedger
+
+    def open_log() -> FrameLog:
+        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
+        return FrameLog(pool, patience_s=0)
+
+    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY)
+
+
+def build_pipeline(settings: Settings, plate_log: Any, roi: Any = None) -> Any:
+    """The standalone pipeline (`alpr run`): the same cores the chain's stages call, one process."""
+    from alpr.standalone import Pipeline
+
+    return Pipeline(
+        build_detector(settings), build_reader(settings), plate_log, settings.redact_method,
+        settings.ocr_min_confidence, roi, settings.ocr_crop_margin, settings.ocr_region,
+    )  # fmt: skip

@@ -39,7 +39,7 @@ import yaml
 
 from alpr.democlip import make_clip
 from alpr.wiring import build_detector, build_reader
-from common import defaults
+from common import defaults, geometry
 from common.config import Settings
 from detector_worker.weights import install_models
 from ingest.sources import open_source
@@ -84,7 +84,8 @@ def cores_cpu_per_frame(settings: Settings, clip: Path) -> tuple[float, float]:
         lap("decode")
         found = detector.detect([frame.image])[0]
         lap("detect")
-        reader.read_plates(frame.image, found)
+        boxes = list(found.boxes())
+        reader.read_plates([geometry.crop(frame.image, box, settings.ocr_crop_margin) for box, _ in boxes], boxes)
         lap("read")
         cv2.imencode(".jpg", redact(frame.image, [box for box, _ in found.boxes()]))  # the kept frame
         lap("redact+write")
@@ -224,7 +225,7 @@ def _listening(port: int) -> bool:
 
 def startup_cpu_seconds(python: str, env: dict[str, str]) -> float:
     """CPU an ingest process spends importing its modules: a one-off, not a per-frame cost."""
-    code = "import alpr.cli, alpr.chain_commands, ingest.node, ingest.cameras, ingest.sources, common.queues"
+    code = "import alpr.cli, alpr.ingest_command, ingest.node, ingest.cameras, ingest.sources, common.queues"
     process = subprocess.Popen([python, "-c", code], env=env)
     _, _, usage = os.wait4(process.pid, 0)
     process.returncode = 0

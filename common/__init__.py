@@ -1,1 +1,3 @@
-"""Shared pieces of every role: defaults, config, the types that cross stages, the plate log."""
+"""The floor every role stands on, knowing no role: settings and defaults, the types and job schemas that
+cross stages, box geometry, plate regions, the frame store, queues and the stage worker, the plate and
+frames logs, metrics."""

@@ -53,6 +53,10 @@ class Settings(BaseModel):
     )
     ocr_region: str = Field(defaults.OCR_REGION, description="Plate-format region (us, eu, br, ...).")
     ocr_max_candidates: int = Field(defaults.OCR_MAX_CANDIDATES, ge=1, le=20, description="Candidates per plate.")
+    ocr_crop_margin: float = Field(
+        defaults.OCR_CROP_MARGIN, ge=0, le=1, description="Margin around a plate box cut out for reading."
+    )
+    ocr_threads: int = Field(1, ge=1, le=64, description="CPU threads of the OCR models.")
     ocr_min_confidence: float = Field(
         defaults.OCR_MIN_CONFIDENCE, ge=0, le=1, description="Confidence of a trusted read."
     )

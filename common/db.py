@@ -12,18 +12,14 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from common import defaults
+from common.backoff import Backoff
 from common.credentials import mask_url
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-OUTAGE_BACKOFF_S = (0.5, 5.0)
-"""First and longest wait between attempts while Postgres is unreachable."""
-
-ATTEMPT_S = 2.0
-"""Longest wait for a pooled connection in one attempt (a healthy pool answers at once)."""
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -85,6 +81,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE frames ADD CONSTRAINT frames_outcome_known
             CHECK (outcome IN ('pending', 'done', 'skipped', 'expired', 'corrupt', 'lost'));
         CREATE INDEX frames_pending ON frames (captured_at) WHERE outcome = 'pending';
+        """,
+    ),
+    (
+        4,
+        """
+        ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s;
         """,
     ),
 ]
@@ -159,15 +161,15 @@ def write_through_outage(pool: ConnectionPool, write: Callable[[psycopg.Connecti
     again with backoff for up to `patience_s`, then raise: the job fails and RQ retries it. Errors
     other than a lost connection (a constraint, bad SQL) raise at once."""
     deadline = time.monotonic() + patience_s
-    wait, longest = OUTAGE_BACKOFF_S
+    backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     while True:
         try:
-            with pool.connection(timeout=ATTEMPT_S) as connection, connection.transaction():
+            with pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, connection.transaction():
                 return write(connection)
         except (psycopg.OperationalError, PoolTimeout) as error:
+            wait = backoff.next_delay()
             if time.monotonic() + wait > deadline:
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             log.warning("Postgres unavailable (%s); retrying in %.1f s", reason, wait)
             time.sleep(wait)
-            wait = min(longest, wait * 2)

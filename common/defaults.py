@@ -51,6 +51,10 @@ REDACT_METHOD: Literal["blur", "pixelate"] = "blur"
 REDACT_MARGIN = 0.15
 """Margin added around a plate box before redaction, as a fraction of its width and height."""
 
+MISREAD_GAP_S = 1.0
+"""How far outside a plate's time in view a one-character variant still counts as its misread (the
+standalone run's list of distinct plates)."""
+
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""
 
@@ -70,6 +74,9 @@ FRAME_TTL_S = 600
 """Seconds a raw frame may live in the frame store before Redis deletes it: long enough for the job of
 a job that failed or whose worker died to run again (at least JOB_TIMEOUT_S + RECOVERY_S, checked at start)."""
 
+CROP_JPEG_QUALITY = 95
+"""JPEG quality of the plate crops the detector hands to the OCR pool: high, they are small."""
+
 JPEG_QUALITY = 85
 """JPEG quality of frames in the frame store."""
 
@@ -79,6 +86,9 @@ FRAMES_PER_JOB = 16
 MAX_BATCH_WAIT_MS = 500
 """Longest an ingest node holds a frame while it fills a detect job: at live pace, fuller jobs (less
 hand-off CPU per frame) for at most half a second of latency."""
+
+QUEUE_DEPTH_REFRESH_S = 0.5
+"""How often an ingest node reads the chain's queue depths for back-pressure."""
 
 MAX_QUEUE_DEPTH = 64
 """Jobs waiting in the chain's queues (detect + ocr + redact; each holds frames in Redis) above which
@@ -123,6 +133,12 @@ heartbeat thread: a killed worker's job is found abandoned this long after its l
 
 METRICS_ADDRESS = "127.0.0.1"
 """Address the metrics server binds to: this host only unless set (0.0.0.0 for a scraper elsewhere)."""
+
+DB_OUTAGE_BACKOFF_S = (0.5, 5.0)
+"""First and longest wait between attempts while Postgres is unreachable inside a job."""
+
+DB_ATTEMPT_S = 2.0
+"""Longest wait for a pooled Postgres connection in one attempt (a healthy pool answers at once)."""
 
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""

@@ -1,13 +1,15 @@
 """The frames log: the one durable record of every sampled frame (Postgres table `frames`). The
 ingest node writes a row when it samples a frame (`pending`, or `skipped` with the reason); the
 redactor writes how the frame ended (done, expired, corrupt, skipped as too old); a sweep marks as
-`lost` what no stage finished while its bytes could still exist (a Redis restart without AOF).
-Every write is idempotent: a frame logged twice keeps its first final outcome."""
+`lost` what no stage finished while its bytes could still exist (a Redis restart without AOF). The
+OCR pool adds its time on the frame (OCR and redaction run side by side; each stage's time is merged
+into the row, whichever comes first). Every write is idempotent: a frame logged twice keeps its
+first final outcome."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,19 +23,19 @@ from common.jobs import FrameOutcome, FrameRef
 
 @dataclass(frozen=True)
 class FrameRecord:
-    """How one sampled frame ended (or that it is still in the chain: `pending`)."""
+    """How one sampled frame ended (or that it is still in the chain: `pending`); the frame carries
+    the stage timings."""
 
     frame: FrameRef
     outcome: FrameOutcome
     detail: str | None = None
     plates: int = 0
-    stage_ms: dict[str, float] = field(default_factory=dict)
     kept_path: str | None = None
 
     def row(self) -> tuple[Any, ...]:
         ref = self.frame
-        captured_at = datetime.fromtimestamp(ref.captured_at, UTC)
-        timings = Jsonb({k: round(v, 2) for k, v in self.stage_ms.items()})
+        captured_at = datetime.fromtimestamp(ref.captured_at_s, UTC)
+        timings = Jsonb({k: round(v, 2) for k, v in ref.stage_ms.items()})
         return (
             ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, captured_at, self.plates, timings,
             self.kept_path, self.outcome, self.detail,
@@ -50,12 +52,19 @@ INSERT_SAMPLED = (
 UPSERT_FINAL = f"""
 INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (frame_id) DO UPDATE SET
-    plates = excluded.plates, stage_ms = excluded.stage_ms, kept_path = excluded.kept_path,
+    plates = excluded.plates, stage_ms = frames.stage_ms || excluded.stage_ms, kept_path = excluded.kept_path,
     outcome = excluded.outcome, detail = excluded.detail, done_at = now()
 WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND excluded.outcome = 'done')
 """
 """How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
 a restart processed after all; never another final outcome."""
+
+MERGE_TIMINGS = f"""
+INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stage_ms
+"""
+"""A stage's time on a frame, merged into its row (a `pending` row when the frame is not logged yet:
+the ingest node's ledger is asynchronous)."""
 
 SWEEP_LOST = """
 UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
@@ -81,6 +90,10 @@ class FrameLog:
     def record_final(self, records: Sequence[FrameRecord]) -> None:
         """How frames ended; a final outcome already recorded stays as it is (idempotent)."""
         self._write(UPSERT_FINAL, records)
+
+    def record_timings(self, frames: Sequence[FrameRef]) -> None:
+        """Merge the stage timings the frames carry into their rows; outcomes are left as they are."""
+        self._write(MERGE_TIMINGS, [FrameRecord(frame, "pending") for frame in frames])
 
     def _write(self, statement: str, records: Sequence[FrameRecord]) -> None:
         if not records:

@@ -4,7 +4,7 @@ that fails validation is a clear, recorded job failure."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -12,8 +12,9 @@ from common.config import format_errors
 from common.errors import InputError
 from common.frame_store import KEY_PREFIX
 
-SCHEMA_VERSION: Literal[1] = 1
-"""Version of the job payloads below; workers reject payloads of another version."""
+SCHEMA_VERSION: Literal[2] = 2
+"""Version of the job payloads below; workers reject payloads of another version (2: the detector
+hands each batch to OCR and redaction at once; each frame carries its stage timings)."""
 
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
@@ -36,18 +37,38 @@ MAX_TIMESTAMP = 253402300799.0
 plate logs), so a job carrying one is refused at parsing, not failed and retried in a later stage."""
 
 
-class FrameRef(Strict):
-    """One sampled frame: where its JPEG bytes sit in the frame store, and what it is."""
+StageName = Literal["detect", "ocr", "redact"]
+"""The chain's stages."""
 
-    frame_id: str = Field(pattern=ID_PATTERN, description="see common.frame_ids: unique and deterministic")
+StageTimings = dict[StageName, Annotated[float, Field(ge=0, le=1e7)]]
+"""Milliseconds a stage spent on a frame (its share of the job's core time)."""
+
+
+def make_frame_id(camera_id: str, run: str, position: int) -> str:
+    """The one frame-id scheme: camera, the run that sampled it (a stream's start, a file's fingerprint
+    and pass, a standalone run's start) and the frame's position in that run. Deterministic: a file
+    read again gives the same ids, so nothing is logged twice."""
+    return f"{camera_id}:{run}:{position}"
+
+
+class FrameRef(Strict):
+    """One sampled frame from capture to log, in both modes: what it is, where its JPEG bytes sit in
+    the frame store, and the time each stage has spent on it so far."""
+
+    frame_id: str = Field(pattern=ID_PATTERN, description="make_frame_id(): unique and deterministic")
     camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
-    captured_at: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
+    captured_at_s: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
     source_time_s: float = Field(ge=0, description="time of the frame from the start of its source")
     key: str = Field(pattern=STORE_KEY_PATTERN, description="frame-store key of the JPEG bytes")
     region: str = Field(pattern=r"^[a-z]{1,16}$", description="plate-format region of the camera")
     roi: list[tuple[float, float]] | None = Field(None, max_length=256, description="region of interest, pixels")
+    stage_ms: StageTimings = Field(default_factory=dict, description="time each stage spent on it so far, ms")
+
+    def timed(self, stage: StageName, ms: float) -> FrameRef:
+        """This frame with one more stage's time."""
+        return self.model_copy(update={"stage_ms": {**self.stage_ms, stage: ms}})
 
 
 class PlateBox(Strict):
@@ -60,9 +81,10 @@ class PlateBox(Strict):
 
 
 class DetectedFrame(Strict):
+    """A frame after detection: its plate boxes, or why it was not detected."""
+
     frame: FrameRef
     plates: list[PlateBox] = Field(max_length=64)
-    detect_ms: float = Field(ge=0)
     outcome: FrameOutcome = Field(default="done", description="`done` unless the frame could not be processed")
     detail: str | None = Field(
         default=None, max_length=200, description="why not: `expired before detection`, `too old`..."
@@ -72,29 +94,28 @@ class DetectedFrame(Strict):
 class DetectJob(Strict):
     """Ingest → detector: a batch of frames to find plates in."""
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = SCHEMA_VERSION
     stage: Literal["detect"] = "detect"
     batch_id: str = Field(pattern=ID_PATTERN)
     frames: list[FrameRef] = Field(min_length=1, max_length=256)
 
 
 class OcrJob(Strict):
-    """Detector → OCR: the batch's frames with their plate boxes."""
+    """Detector → OCR: the batch's frames that have plate crops to read, with their boxes."""
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = SCHEMA_VERSION
     stage: Literal["ocr"] = "ocr"
     batch_id: str = Field(pattern=ID_PATTERN)
     frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
 
 
 class RedactJob(Strict):
-    """OCR → redactor: frames to blur and keep, with per-stage timings so far."""
+    """Detector → redactor (beside the OCR job): every frame of the batch, to blur, keep and record."""
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[2] = SCHEMA_VERSION
     stage: Literal["redact"] = "redact"
     batch_id: str = Field(pattern=ID_PATTERN)
     frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
-    ocr_ms: dict[str, float] = Field(default_factory=dict, description="frame_id -> OCR time")
 
 
 Job = DetectJob | OcrJob | RedactJob

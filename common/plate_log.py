@@ -9,7 +9,6 @@ import csv
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,10 +17,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from common.db import write_through_outage
+from common.jobs import FrameRef
 from common.types import PlateRead
 
 COLUMNS = (
-    "camera_id", "frame_id", "frame_index", "frame_time_s", "captured_at", "plate_index", "plate_text",
+    "camera_id", "frame_id", "frame_index", "source_time_s", "captured_at", "plate_index", "plate_text",
     "confidence", "format_name", "format_match", "candidates", "x1", "y1", "x2", "y2",
     "detection_confidence", "stage_ms",
 )  # fmt: skip
@@ -31,7 +31,7 @@ SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS plate_reads (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     camera_id TEXT NOT NULL, frame_id TEXT NOT NULL, frame_index INTEGER NOT NULL,
-    frame_time_s REAL NOT NULL, captured_at TEXT NOT NULL, plate_index INTEGER NOT NULL,
+    source_time_s REAL NOT NULL, captured_at TEXT NOT NULL, plate_index INTEGER NOT NULL,
     plate_text TEXT NOT NULL, confidence REAL NOT NULL, format_name TEXT, format_match BOOLEAN NOT NULL,
     candidates TEXT NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
     detection_confidence REAL NOT NULL, stage_ms TEXT NOT NULL,
@@ -45,22 +45,10 @@ CREATE INDEX IF NOT EXISTS plate_reads_by_camera_time ON plate_reads (camera_id,
 INSERT_COLUMNS = ", ".join(COLUMNS)
 
 
-@dataclass(frozen=True)
-class FrameInfo:
-    """Where a frame came from: camera, a unique frame id, its index and time in the source, and how
-    long each stage took on it (ms)."""
-
-    camera_id: str
-    frame_id: str
-    frame_index: int
-    frame_time_s: float
-    captured_at: datetime
-    stage_ms: dict[str, float] = field(default_factory=dict)
-
-
-def read_rows(frame: FrameInfo, reads: Sequence[PlateRead]) -> list[tuple[Any, ...]]:
+def read_rows(frame: FrameRef, reads: Sequence[PlateRead]) -> list[tuple[Any, ...]]:
     """One row per read plate, in COLUMNS order (plates without any candidate are left out)."""
     rows = []
+    captured_at = datetime.fromtimestamp(frame.captured_at_s, UTC)
     timings = json.dumps({k: round(v, 2) for k, v in frame.stage_ms.items()})
     for plate_index, read in enumerate(reads):
         best = read.best
@@ -71,7 +59,7 @@ def read_rows(frame: FrameInfo, reads: Sequence[PlateRead]) -> list[tuple[Any, .
         )
         x1, y1, x2, y2 = read.box_xyxy
         rows.append((
-            frame.camera_id, frame.frame_id, frame.frame_index, frame.frame_time_s, frame.captured_at,
+            frame.camera_id, frame.frame_id, frame.frame_index, frame.source_time_s, captured_at,
             plate_index, best.text, best.confidence, best.format_name, best.matches_format, candidates,
             x1, y1, x2, y2, read.detection_confidence, timings,
         ))  # fmt: skip
@@ -79,7 +67,7 @@ def read_rows(frame: FrameInfo, reads: Sequence[PlateRead]) -> list[tuple[Any, .
 
 
 class PlateLog(Protocol):
-    def record_many(self, frames: Sequence[tuple[FrameInfo, Sequence[PlateRead]]]) -> int:
+    def record_many(self, frames: Sequence[tuple[FrameRef, Sequence[PlateRead]]]) -> int:
         """Log several frames' reads in one transaction; returns how many rows were new."""
         ...
 
@@ -90,7 +78,7 @@ class PlateLog(Protocol):
     def close(self) -> None: ...
 
 
-def record(log: PlateLog, frame: FrameInfo, reads: Sequence[PlateRead]) -> int:
+def record(log: PlateLog, frame: FrameRef, reads: Sequence[PlateRead]) -> int:
     """Log one frame's reads."""
     return log.record_many([(frame, reads)])
 
@@ -101,9 +89,12 @@ class SqlitePlateLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = sqlite3.connect(path)
+        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(plate_reads)")}
+        if "frame_time_s" in columns:  # a log written before the column's rename
+            self.connection.execute("ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s")
         self.connection.executescript(SQLITE_SCHEMA)
 
-    def record_many(self, frames: Sequence[tuple[FrameInfo, Sequence[PlateRead]]]) -> int:
+    def record_many(self, frames: Sequence[tuple[FrameRef, Sequence[PlateRead]]]) -> int:
         rows = [
             tuple(v.isoformat() if isinstance(v, datetime) else v for v in row)
             for frame, reads in frames
@@ -136,7 +127,7 @@ class PostgresPlateLog:
         self.owns_pool = owns_pool
         self.patience_s = patience_s
 
-    def record_many(self, frames: Sequence[tuple[FrameInfo, Sequence[PlateRead]]]) -> int:
+    def record_many(self, frames: Sequence[tuple[FrameRef, Sequence[PlateRead]]]) -> int:
         rows = [row for frame, reads in frames for row in read_rows(frame, reads)]
         if not rows:
             return 0

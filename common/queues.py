@@ -1,4 +1,4 @@
-"""The RQ queues of the chain (detect → ocr → redact), the Redis connection, and enqueueing a job:
+"""The RQ queues of the chain (detect, then ocr and redact side by side), the Redis connection, and
 JSON payloads (rq's JSONSerializer, never pickle), deterministic ids, retries, bounded result TTLs."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from common import defaults
-from common.jobs import DetectJob, OcrJob, RedactJob, job_id
+from common.jobs import DetectJob, OcrJob, RedactJob, StageName, job_id
 from common.stage_job import STAGE_JOB_FUNCTION, StageJob
 
-STAGES = ("detect", "ocr", "redact")
-"""The chain's stages, in order."""
+STAGES: tuple[StageName, ...] = ("detect", "ocr", "redact")
+"""The chain's stages: the detector hands each batch to OCR and redaction at once."""
 
-QUEUE_NAMES = {stage: f"alpr-{stage}" for stage in STAGES}
+QUEUE_NAMES: dict[str, str] = {stage: f"alpr-{stage}" for stage in STAGES}
 """RQ queue name of each stage."""
 
 STATS_INGESTED_KEY = "alpr:stats:ingested"
@@ -73,3 +73,16 @@ def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int) -
         description=f"{job.stage} {len(job.frames)} frames",
     )
     return identifier
+
+
+def add_stats(connection: redis.Redis, increments: dict[str, dict[str, float]]) -> None:
+    """Add to the statistics hashes `alpr status` reads (hash key -> field -> amount), in one round
+    trip. Statistics only: a Redis error is the caller's to log, never a job's failure."""
+    pipe = connection.pipeline(transaction=False)
+    for key, amounts in increments.items():
+        for name, amount in amounts.items():
+            if isinstance(amount, int):
+                pipe.hincrby(key, name, amount)
+            else:
+                pipe.hincrbyfloat(key, name, amount)
+    pipe.execute()

@@ -42,8 +42,7 @@ def needed_keys(job: Job) -> list[str]:
     if isinstance(job, DetectJob):
         return [f.key for f in job.frames]
     if isinstance(job, OcrJob):
-        crops = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
-        return crops or [f.frame.key for f in job.frames]  # a batch without plates passes frames on
+        return [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
     return [f.frame.key for f in job.frames if f.outcome == "done"]
 
 

@@ -6,12 +6,14 @@ so RQ's own registry cleaning cannot run a callback a crafted job names either."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rq.job import Job
 
-STAGE_JOB_FUNCTION = "common.worker.run_stage_job"
-"""The one job function: the worker's stage handles the payload."""
+STAGE_JOB_FUNCTION = "alpr.stage"
+"""The one function name a job may carry. It is never imported: a StageWorker hands each job a
+`JobRun` bound to its stage (common/worker.py), and that is what runs."""
 
 PERMANENT = "alpr_permanent"
 """Job meta key: why the job will always fail (never retried, not replayed)."""
@@ -24,6 +26,9 @@ class RefusedJobError(Exception):
 class StageJob(Job):
     """An RQ job that can only call the chain's job function with one payload: anything else a
     job's data names (a function, an instance, callbacks) is refused before it is imported."""
+
+    run: Callable[[Any], Any] | None = None
+    """Set by the StageWorker running the job: its stage's handler (a common.worker.JobRun)."""
 
     def refusal(self) -> str | None:
         """Why this job is not one of ours, or None."""
@@ -50,10 +55,11 @@ class StageJob(Job):
     def func(self) -> Any:
         if reason := self.refusal():
             self.meta[PERMANENT] = f"refused: {reason}"
+            self.save_meta()  # RQ's failure handling does not save meta: replay and retries must see it
             raise RefusedJobError(reason)
-        from common.worker import run_stage_job
-
-        return run_stage_job
+        if self.run is None:
+            raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")
+        return self.run
 
     @property
     def should_retry(self) -> bool:

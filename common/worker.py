@@ -1,6 +1,9 @@
 """The worker edge shared by the three pools: an RQ `SimpleWorker` (no fork per job, so the model
-loaded at start stays loaded) that hands each job's JSON payload to its stage, and the job function
-RQ calls. Stages count their jobs, frames and time in the process's metrics.
+loaded at start stays loaded) that hands each job's JSON payload to its stage. A worker is started
+with its kind's context (`WorkerContext`: the stage, its loaded core, and the process's metrics),
+built once by the composition root (alpr/wiring.py); each job runs as a `JobRun` bound to it (as
+arq's `ctx`), so no job reaches the stage through global state. Stages count their jobs, frames and
+time in the process's metrics.
 
 Only the project's own jobs run: a job naming any other function, arguments or callbacks is refused
 before anything is imported (RQ would otherwise run whatever importable function a job names). A
@@ -14,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextvars import ContextVar
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
 
 import redis
 from rq import Queue, SimpleWorker, worker_registration
@@ -24,18 +27,42 @@ from rq.serializers import JSONSerializer
 
 from common import defaults
 from common.errors import InputError
+from common.jobs import StageName
 from common.metrics import Metrics
-from common.queues import STATS_BUSY_KEY, STATS_FRAMES_KEY
+from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_stats
 from common.stage_job import PERMANENT, StageJob
 
 log = logging.getLogger(__name__)
 
+JobOutcome = Literal["done", "failed", "rejected", "refused"]
+"""How a job ended, as counted in `alpr_jobs`: done; failed (retried: an outage, a bug); rejected (its
+payload will always fail: malformed, wrong version); refused (not one of the chain's jobs)."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What one job did, stored as the job's result: frames it processed (the pool's sizing counts
+    them), plates found, reads newly logged, frames that ended otherwise (expired, corrupt, skipped)."""
+
+    frames: int
+    plates: int = 0
+    reads_logged: int = 0
+    not_done: int = 0
+    done_by_camera: dict[str, int] = field(default_factory=dict)
+    """Frames this job finished for good (the redactor's), per camera: `alpr status` shows them."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 class Stage(Protocol):
-    name: str
+    """A worker kind's stage: the thin edge that moves one job's frames through its core."""
 
-    def handle(self, payload: Any) -> dict[str, Any]:
-        """Process one job's payload; returns a small summary (stored as the job's result)."""
+    @property
+    def name(self) -> StageName: ...
+
+    def handle(self, payload: Any) -> StageResult:
+        """Process one job's payload."""
         ...
 
     def maintain(self) -> None:
@@ -43,31 +70,42 @@ class Stage(Protocol):
         ...
 
 
-CURRENT_STAGE: ContextVar[tuple[Stage, Metrics, dict[str, Any]] | None] = ContextVar("alpr_current_stage", default=None)
-"""The stage, metrics and a place for the job's result summary, while a StageWorker runs a job."""
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker of one kind starts with and every job of it uses: its stage (with the core loaded
+    once, at start) and the process's metrics."""
+
+    stage: Stage
+    metrics: Metrics
+
+    def count(self, outcome: JobOutcome) -> None:
+        self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome).inc()
 
 
-def run_stage_job(payload: Any) -> dict[str, Any]:
-    """The job function of every queue: the stage of the worker running it does the work."""
-    current = CURRENT_STAGE.get()
-    if current is None:
-        raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")
-    stage, metrics, summary = current
-    start = time.perf_counter()
-    try:
-        result = stage.handle(payload)
-    except InputError as error:  # malformed, wrong version: it would fail the same way every time
-        metrics.jobs.labels(stage=stage.name, outcome="rejected").inc()
-        log.warning("%s job rejected, not retried: %s", stage.name, error)
-        mark_permanent(f"rejected: {error}")
-        raise
-    except Exception:
-        metrics.jobs.labels(stage=stage.name, outcome="failed").inc()
-        raise
-    metrics.stage_seconds.labels(stage=stage.name).observe(time.perf_counter() - start)
-    metrics.jobs.labels(stage=stage.name, outcome="done").inc()
-    summary.update(result)
-    return result
+@dataclass
+class JobRun:
+    """One job's run inside a StageWorker: the callable RQ calls with the job's payload (StageJob.func
+    hands it over), bound to the worker's context; keeps the job's result for the pool's statistics."""
+
+    context: WorkerContext
+    result: StageResult | None = None
+
+    def __call__(self, payload: Any) -> dict[str, Any]:
+        stage, metrics = self.context.stage, self.context.metrics
+        start = time.perf_counter()
+        try:
+            self.result = stage.handle(payload)
+        except InputError as error:  # malformed, wrong version: it would fail the same way every time
+            self.context.count("rejected")
+            log.warning("%s job rejected, not retried: %s", stage.name, error)
+            mark_permanent(f"rejected: {error}")
+            raise
+        except Exception:
+            self.context.count("failed")
+            raise
+        metrics.stage_seconds.labels(stage=stage.name).observe(time.perf_counter() - start)
+        self.context.count("done")
+        return self.result.as_dict()
 
 
 def mark_permanent(reason: str) -> None:
@@ -82,13 +120,12 @@ class StageWorker(SimpleWorker):
     """Runs jobs in this process, with the stage (and its loaded model) as their context."""
 
     def __init__(
-        self, queue: Queue, stage: Stage, metrics: Metrics, stop: threading.Event | None = None, **kwargs: Any
+        self, queue: Queue, context: WorkerContext, stop: threading.Event | None = None, **kwargs: Any
     ) -> None:
         kwargs.setdefault("maintenance_interval", defaults.WORKER_MAINTENANCE_S)
         kwargs.setdefault("worker_ttl", defaults.WORKER_MAINTENANCE_S + 15)  # an idle worker wakes this often
         super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, job_class=StageJob, **kwargs)
-        self.stage = stage
-        self.metrics = metrics
+        self.context = context
         self.stop = stop or threading.Event()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
@@ -110,9 +147,9 @@ class StageWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:
-            self.stage.maintain()
+            self.context.stage.maintain()
         except Exception as error:  # a duty that fails now is tried again next time; jobs go on
-            log.warning("%s pool duty failed: %s", self.stage.name, error)
+            log.warning("%s pool duty failed: %s", self.context.stage.name, error)
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
         """Renew the running job's lease every third of it, until the job ends — or until the job has
@@ -132,31 +169,32 @@ class StageWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        if isinstance(job, StageJob) and (reason := job.refusal()):
-            self.metrics.jobs.labels(stage=self.stage.name, outcome="refused").inc()
-            log.warning("job %s refused: %s", str(job.id)[:80], reason)
-            job.meta[PERMANENT] = f"refused: {reason}"
-            job.save_meta()
-        summary: dict[str, Any] = {}
-        token = CURRENT_STAGE.set((self.stage, self.metrics, summary))
+        run = JobRun(self.context)
+        if isinstance(job, StageJob):
+            if reason := job.refusal():
+                self.context.count("refused")
+                log.warning("job %s refused: %s", str(job.id)[:80], reason)
+            job.run = run  # what StageJob.func hands RQ (a refused job fails there, never imported)
         done = threading.Event()
         lease = threading.Thread(target=self.renew_lease, args=(job, done), name="job-lease", daemon=True)
         start = time.perf_counter()
         lease.start()
         try:
-            super().execute_job(job, queue)  # a refused job fails inside, on StageJob.func, never imported
+            super().execute_job(job, queue)
         finally:
             done.set()
             lease.join()
-            CURRENT_STAGE.reset(token)
-        self.account(time.perf_counter() - start, int(summary.get("frames", 0)))
+        self.account(time.perf_counter() - start, run.result)
 
-    def account(self, busy_s: float, frames: int) -> None:
-        """Add the job's time and frames to the pool's totals in Redis: `alpr status` sizes pools by them."""
+    def account(self, busy_s: float, result: StageResult | None) -> None:
+        """Add the job's time, frames and finished frames to the pool's totals in Redis: `alpr status`
+        sizes pools by them."""
+        name = self.context.stage.name
+        increments: dict[str, dict[str, float]] = {STATS_BUSY_KEY: {name: busy_s}}
+        if result is not None:
+            increments[STATS_FRAMES_KEY] = {name: result.frames}
+            increments[STATS_DONE_KEY] = dict(result.done_by_camera)
         try:
-            pipe = self.connection.pipeline(transaction=False)
-            pipe.hincrbyfloat(STATS_BUSY_KEY, self.stage.name, busy_s)
-            pipe.hincrby(STATS_FRAMES_KEY, self.stage.name, frames)
-            pipe.execute()
+            add_stats(self.connection, increments)
         except redis.RedisError as error:  # statistics only: the job itself is done
             log.warning("could not record pool statistics: %s", error)

@@ -1,15 +1,17 @@
 """The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames
 in one round trip, runs one batched inference, stores the crop of each plate inside the camera's
 region of interest (small, with the frame's TTL) so the OCR pool need not fetch and decode whole
-frames, and queues the OCR job with every box (all of them are blurred). A frame that expired, that
-does not decode, or that is older than the maximum age is not detected: it travels on with its
-outcome, for the redactor to record, and the rest of the job goes on."""
+frames, and hands the batch on twice, at once: the OCR job (the frames with crops to read) and the
+redact job (every frame, with every box: all of them are blurred), so hiding plates never waits for
+reading them. A frame that expired, that does not decode, or that is older than the maximum age is
+not detected: it travels on with its outcome, for the redactor to record, and the rest of the job
+goes on."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from rq import Queue
@@ -17,38 +19,39 @@ from rq import Queue
 from common import defaults, geometry
 from common.errors import InputError
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
-from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, parse_job
+from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
+from common.worker import StageResult
 from detector_worker.core import PlateDetector, inside_roi
 
 log = logging.getLogger(__name__)
 
 
-CROP_JPEG_QUALITY = 95
-"""JPEG quality of the plate crops handed to the OCR pool: high, they are small."""
-
-
 class DetectStage:
-    name = "detect"
+    """The detector pool's stage: one per worker, built by alpr/wiring.py."""
+
+    name: Final = "detect"
 
     def __init__(
         self,
         detector: PlateDetector,
         store: FrameStore,
         ocr_queue: Queue,
+        redact_queue: Queue,
         metrics: Metrics,
         crop_margin: float,
         job_timeout_s: int,
         max_frame_age_s: float,
     ) -> None:
-        self.detector, self.store, self.ocr_queue, self.metrics = detector, store, ocr_queue, metrics
+        self.detector, self.store, self.metrics = detector, store, metrics
+        self.ocr_queue, self.redact_queue = ocr_queue, redact_queue
         self.crop_margin, self.job_timeout_s, self.max_frame_age_s = crop_margin, job_timeout_s, max_frame_age_s
 
     def maintain(self) -> None:
         """No periodic duty."""
 
-    def handle(self, payload: Any) -> dict[str, Any]:
+    def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, DetectJob)
         jpegs = self.store.get_jpegs([f.key for f in job.frames])
         now = time.time()
@@ -58,7 +61,7 @@ class DetectStage:
             data = jpegs[ref.key]
             if data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
-            elif now - ref.captured_at > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
+            elif now - ref.captured_at_s > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:
                 try:
@@ -68,8 +71,11 @@ class DetectStage:
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
         present = [f for f in job.frames if f.key in images]
         frames = self.detect(present, images) if present else []
-        enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=frames + passed_on), self.job_timeout_s)
-        return {"frames": len(frames), "plates": sum(len(f.plates) for f in frames)}
+        to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
+        if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
+            enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s)
+        enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on), self.job_timeout_s)
+        return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
 
     def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
         if outcome == "expired":
@@ -78,7 +84,7 @@ class DetectStage:
             self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=detail.replace(" ", "_")).inc()
         else:
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
-        return DetectedFrame(frame=ref, plates=[], detect_ms=0.0, outcome=outcome, detail=detail)
+        return DetectedFrame(frame=ref, plates=[], outcome=outcome, detail=detail)
 
     def detect(self, present: list[FrameRef], images: dict[str, np.ndarray]) -> list[DetectedFrame]:
         """One batched inference over the frames; stores the crop of each plate to be read."""
@@ -98,8 +104,8 @@ class DetectStage:
                 crop = geometry.crop(images[ref.key], box, self.crop_margin) if in_roi else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 if key and crop is not None:
-                    crops.append((key, encode_jpeg(crop, CROP_JPEG_QUALITY)))
+                    crops.append((key, encode_jpeg(crop, defaults.CROP_JPEG_QUALITY)))
                 plates.append(PlateBox(box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key))
-            frames.append(DetectedFrame(frame=ref, plates=plates, detect_ms=per_frame_ms))
+            frames.append(DetectedFrame(frame=ref.timed("detect", per_frame_ms), plates=plates))
         self.store.put_many(crops)
         return frames

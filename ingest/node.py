@@ -30,17 +30,22 @@ from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_log import FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key
-from common.jobs import DetectJob, FrameRef
+from common.jobs import DetectJob, FrameRef, make_frame_id
 from common.metrics import Metrics
-from common.queues import CAMERA_STATE_KEY, STATS_INGESTED_KEY, STATS_SKIPPED_KEY, enqueue, queue_keys, stage_queue
+from common.queues import (
+    CAMERA_STATE_KEY,
+    STATS_INGESTED_KEY,
+    STATS_SKIPPED_KEY,
+    add_stats,
+    enqueue,
+    queue_keys,
+    stage_queue,
+)  # fmt: skip
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, is_stream_uri, open_source
 
 log = logging.getLogger(__name__)
-
-DEPTH_REFRESH_S = 0.5
-"""How often the node reads the chain's queue depths for back-pressure."""
 
 
 def source_tag(uri: str) -> str:
@@ -70,8 +75,8 @@ class CameraRun:
 
     def frame_id(self, frame: SampledFrame) -> str:
         if self.tag is None:  # a stream: sampled frames numbered within this run
-            return f"{self.camera.id}:{self.run_ms}:{self.seq}"
-        return f"{self.camera.id}:f{self.tag}:{self.passes}:{frame.index}"
+            return make_frame_id(self.camera.id, str(self.run_ms), self.seq)
+        return make_frame_id(self.camera.id, f"f{self.tag}:{self.passes}", frame.index)
 
 
 class IngestNode:
@@ -160,11 +165,11 @@ class IngestNode:
             if self.stop.is_set():
                 return
             if camera.realtime and not source.is_stream:
-                self.stop.wait(max(0.0, started + frame.time_s - time.monotonic()))
+                self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic()))
             frame_id = run.frame_id(frame)
             ref = FrameRef(
                 frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-                captured_at=time.time(), source_time_s=frame.time_s, key=frame_key(frame_id),
+                captured_at_s=time.time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
                 region=camera.region, roi=camera.roi,
             )  # fmt: skip
             run.seq += 1
@@ -201,10 +206,7 @@ class IngestNode:
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
         with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
-            pipe = self.queues.pipeline(transaction=False)
-            for camera_id, count in Tally(ref.camera_id for ref, _ in batch).items():
-                pipe.hincrby(STATS_INGESTED_KEY, camera_id, count)
-            pipe.execute()
+            add_stats(self.queues, {STATS_INGESTED_KEY: dict(Tally(ref.camera_id for ref, _ in batch))})
         self.summary.jobs += 1
         self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:
@@ -264,7 +266,7 @@ class IngestNode:
             now = time.monotonic()
             if deadline and now >= deadline:
                 self.stop.set()
-            if now - last_depth >= DEPTH_REFRESH_S:
+            if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()
                 last_depth = now
             with contextlib.suppress(queue.Empty):

@@ -140,7 +140,7 @@ class SampledFrame:
     """One sampled frame: its index in the source, its time from the source's start, its pixels (BGR)."""
 
     index: int
-    time_s: float
+    source_time_s: float
     image: np.ndarray
 
 

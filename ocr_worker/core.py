@@ -1,4 +1,5 @@
-"""The OCR core: `PlateReader.read(crop) -> candidates` and `read_plates(frame, detections)`.
+"""The OCR core: `PlateReader.read_plates(crops, boxes) -> reads`, the one read step the standalone
+pipeline and the OCR pool both call (and `read(crop) -> candidates`).
 Finds the registration's line in each crop (ocr_worker/text_lines.py), recognises it with the chosen
 engine, ranks the readings by plate format and calibrates their confidence.
 Knows nothing of Redis or jobs."""
@@ -10,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import defaults, geometry
+from common import defaults
 from common.errors import ConfigError, InputError
 from common.regions import region_formats
-from common.types import PlateCandidate, PlateDetections, PlateRead
+from common.types import BoxXYXY, PlateCandidate, PlateRead
 from ocr_worker import preprocess
 from ocr_worker.calibration import calibration_for
 from ocr_worker.formats import CharChoices, rank_candidates
@@ -36,7 +37,6 @@ class OcrSettings:
     engine: str = defaults.OCR_ENGINE
     region: str = defaults.OCR_REGION
     max_candidates: int = defaults.OCR_MAX_CANDIDATES
-    crop_margin: float = defaults.OCR_CROP_MARGIN
     model: str = defaults.OCR_MODEL
     calibrated: bool = True
     threads: int = 1
@@ -92,12 +92,16 @@ class PlateReader:
             return ranked
         return [self.calibration.apply(candidates, self.formats.typical_length) for candidates in ranked]
 
-    def read_plates(self, frame: np.ndarray, detections: PlateDetections) -> list[PlateRead]:
-        """Crop every detected plate (with the configured margin) from the frame and read it."""
-        boxes = list(detections.boxes())
-        crops = [geometry.crop(frame, box, self.settings.crop_margin) for box, _ in boxes]
-        kept = [i for i, crop in enumerate(crops) if crop.size]
-        results = dict(zip(kept, self.read_batch([crops[i] for i in kept]), strict=False))
+    def read_plates(
+        self, crops: Sequence[np.ndarray | None], boxes: Sequence[tuple[BoxXYXY, float]]
+    ) -> list[PlateRead]:
+        """The read step of both modes: each plate's crop (cut by common.geometry.crop; None or empty
+        when there is none to read: out of the frame, expired) with its box and the detector's
+        confidence, read in one batch; a plate without a crop comes back without candidates."""
+        if len(crops) != len(boxes):
+            raise InputError(f"read_plates needs one crop per box, got {len(crops)} crops for {len(boxes)} boxes")
+        kept = [i for i, crop in enumerate(crops) if crop is not None and crop.size]
+        results = dict(zip(kept, self.read_batch([crops[i] for i in kept]), strict=True))  # type: ignore[misc]
         return [PlateRead(box, confidence, tuple(results.get(i, []))) for i, (box, confidence) in enumerate(boxes)]
 
     @staticmethod

@@ -66,6 +66,3 @@ class TesseractEngine:
             probabilities = [0.5 + 0.5 * top, *(0.5 * p for p in rest)]
             choices.append([(c, p) for (c, _), p in zip(ranked, probabilities, strict=False)])
         return choices
-
-    def close(self) -> None:
-        self.api.End()

@@ -1,4 +1,5 @@
-"""The redactor pool's edge: takes a redact job, blurs every plate box in each frame (inside the
+"""The redactor pool's edge: takes a redact job (queued by the detector beside the OCR job, so hiding
+plates never waits for reading them), blurs every plate box in each frame (inside the
 camera's region of interest or not), keeps the frames the policy says (`plates`: those with a
 detection; `all`; `none`) in the keep folder at the frame store's JPEG quality, records how every
 frame ended in the frames log, and deletes the raw frames from the store. Between jobs the pool
@@ -11,16 +12,14 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import redis
+from typing import Any, Final, Literal
 
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg
 from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
-from common.queues import STATS_DONE_KEY
+from common.worker import StageResult
 from redactor_worker.core import redact
 from redactor_worker.retention import delete_expired_frames
 
@@ -35,14 +34,16 @@ def _path_safe(name: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") or not safe else safe
 
 
-def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at: float) -> Path:
+def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float) -> Path:
     """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced."""
-    day = datetime.fromtimestamp(captured_at, UTC).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(captured_at_s, UTC).strftime("%Y-%m-%d")
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
 class RedactStage:
-    name = "redact"
+    """The redactor pool's stage: one per worker, built by alpr/wiring.py."""
+
+    name: Final = "redact"
 
     def __init__(
         self,
@@ -52,59 +53,55 @@ class RedactStage:
         keep: KeepPolicy,
         method: Literal["blur", "pixelate"],
         metrics: Metrics,
-        stats: redis.Redis,
         quality: int,
         keep_max_age_s: float,
         lost_after_s: float,
         keep_sweep_s: float,
     ) -> None:
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
-        self.method, self.metrics, self.stats, self.quality = method, metrics, stats, quality
+        self.method, self.metrics, self.quality = method, metrics, quality
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()
 
-    def handle(self, payload: Any) -> dict[str, Any]:
+    def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, RedactJob)
         keys = [f.frame.key for f in job.frames]
         jpegs = self.store.get_jpegs(keys)
-        records = [self.finish(item, jpegs[item.frame.key], job.ocr_ms.get(item.frame.frame_id)) for item in job.frames]
+        records = [self.finish(item, jpegs[item.frame.key]) for item in job.frames]
         self.frame_log.record_final(records)
-        self.store.delete_many(keys)
+        self.store.delete_many(keys)  # the last stage that needs the frame's bytes (OCR reads crops)
         done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
-        pipe = self.stats.pipeline(transaction=False)  # the queues' Redis, where `alpr status` reads
-        for camera_id, count in done.items():
-            pipe.hincrby(STATS_DONE_KEY, camera_id, count)
-        pipe.execute()
-        self.metrics.frames_processed.labels(stage=self.name).inc(sum(done.values()))
-        return {"frames": sum(done.values()), "not_done": len(records) - sum(done.values())}
+        self.metrics.frames_processed.labels(stage=self.name).inc(done.total())
+        return StageResult(
+            frames=done.total(), plates=sum(len(item.plates) for item in job.frames),
+            not_done=len(records) - done.total(), done_by_camera=dict(done),
+        )  # fmt: skip
 
-    def finish(self, item: DetectedFrame, jpeg: bytes | None, ocr_ms: float | None) -> FrameRecord:
+    def finish(self, item: DetectedFrame, jpeg: bytes | None) -> FrameRecord:
         """Blur and keep one frame (as the policy says); how it ended."""
-        ref, timings = item.frame, {"detect": item.detect_ms}
-        if ocr_ms is not None:
-            timings["ocr"] = ocr_ms
+        ref = item.frame
         if item.outcome != "done":
-            return FrameRecord(ref, item.outcome, item.detail, stage_ms=timings)
+            return FrameRecord(ref, item.outcome, item.detail)
         if jpeg is None:
             self.metrics.frames_missing.labels(stage=self.name).inc()
-            return FrameRecord(ref, "expired", "before redaction", len(item.plates), timings)
+            return FrameRecord(ref, "expired", "before redaction", len(item.plates))
         start = time.perf_counter()
         if item.plates:  # every box, inside the ROI or not: no plate reaches disk unblurred
             try:
                 image = decode_jpeg(jpeg, ref.key)
             except InputError:
                 self.metrics.frames_corrupt.labels(stage=self.name).inc()
-                return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates), timings)
+                return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates))
             with self.metrics.core_cpu(self.name):
                 jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
         path: Path | None = None
         if self.keep == "all" or (self.keep == "plates" and item.plates):
-            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at)
+            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(jpeg)  # a frame without plates is kept as stored: nothing to hide
-        timings["redact"] = 1000 * (time.perf_counter() - start)
-        return FrameRecord(ref, "done", None, len(item.plates), timings, str(path) if path else None)
+        timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
+        return FrameRecord(timed, "done", None, len(item.plates), str(path) if path else None)
 
     def maintain(self) -> None:
         """Mark frames no stage finished in time as lost; delete kept frames past their age."""

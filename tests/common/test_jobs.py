@@ -3,14 +3,14 @@ import pytest
 from common.errors import InputError
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, job_id, parse_job
 
-REF = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at=1.5e9, source_time_s=0.0,
+REF = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=1.5e9, source_time_s=0.0,
                key="alpr:frame:cam:1:0", region="us")  # fmt: skip
 
 
 def test_round_trip_through_json():
     job = DetectJob(batch_id="node-1:0", frames=[REF])
     payload = job.model_dump(mode="json")
-    assert payload["v"] == 1 and payload["stage"] == "detect"
+    assert payload["v"] == 2 and payload["stage"] == "detect"
     assert parse_job(payload, DetectJob) == job
 
 
@@ -18,18 +18,18 @@ def test_round_trip_through_json():
     ("payload", "message"),
     [
         ("not a dict", "must be a JSON object"),
-        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": []}, "schema version 2"),
-        ({"v": 1, "stage": "ocr", "batch_id": "b", "frames": []}, "a 'ocr' job reached the detect queue"),
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": []}, "malformed detect job: frames"),
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{"frame_id": "x"}]}, "malformed detect job"),
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [REF.model_dump()], "pixels": "..."}, "pixels"),
+        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": []}, "schema version 1"),
+        ({"v": 2, "stage": "ocr", "batch_id": "b", "frames": []}, "a 'ocr' job reached the detect queue"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": []}, "malformed detect job: frames"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{"frame_id": "x"}]}, "malformed detect job"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [REF.model_dump()], "pixels": "..."}, "pixels"),
         # a job may name frame-store keys only: no other Redis key is read or deleted through a job
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "canary:x"}]}, "key"),
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "alpr:frame:../x"}]},
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "canary:x"}]}, "key"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "key": "alpr:frame:../x"}]},
          "key"),
-        ({"v": 1, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "captured_at": float("nan")}]},
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "captured_at_s": float("nan")}]},
          "captured_at"),
-        ({"v": 1, "stage": "detect", "batch_id": "b c", "frames": [REF.model_dump()]}, "batch_id"),
+        ({"v": 2, "stage": "detect", "batch_id": "b c", "frames": [REF.model_dump()]}, "batch_id"),
     ],
 )  # fmt: skip
 def test_malformed_payloads_are_input_errors(payload, message):
@@ -39,7 +39,7 @@ def test_malformed_payloads_are_input_errors(payload, message):
 
 def test_a_crop_key_outside_the_frame_store_is_refused():
     plate = {"box_xyxy": [1, 2, 3, 4], "confidence": 0.9, "crop_key": "rq:workers"}
-    payload = OcrJob(batch_id="b", frames=[DetectedFrame(frame=REF, plates=[], detect_ms=1.0)]).model_dump(mode="json")
+    payload = OcrJob(batch_id="b", frames=[DetectedFrame(frame=REF, plates=[])]).model_dump(mode="json")
     payload["frames"][0]["plates"] = [plate]
     with pytest.raises(InputError, match="crop_key"):
         parse_job(payload, OcrJob)

@@ -4,10 +4,16 @@ from datetime import UTC, datetime
 import pytest
 
 from common.errors import ConfigError
-from common.plate_log import FrameInfo, SqlitePlateLog, export_csv, open_plate_log, record
+from common.frame_store import frame_key
+from common.jobs import FrameRef
+from common.plate_log import SqlitePlateLog, export_csv, open_plate_log, record
 from common.types import PlateCandidate, PlateRead
 
-FRAME = FrameInfo("cam-1", "cam-1:run:7", 7, 1.4, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), {"detect": 12.5})
+FRAME = FrameRef(
+    frame_id="cam-1:run:7", camera_id="cam-1", seq=7, frame_index=7, source_time_s=1.4,
+    captured_at_s=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp(), key=frame_key("cam-1:run:7"), region="us",
+    stage_ms={"detect": 12.5},
+)  # fmt: skip
 READS = [
     PlateRead((10, 20, 110, 60), 0.9, (PlateCandidate("KPX4721", 0.97, "LLLDDDD"), PlateCandidate("KPX472I", 0.2))),
     PlateRead((200, 20, 300, 60), 0.4, ()),  # detected, nothing legible: not a read

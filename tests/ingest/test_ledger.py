@@ -15,7 +15,7 @@ from ingest.ledger import FrameLedger
 
 
 def record(index: int) -> FrameRecord:
-    ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at=time.time(),
+    ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at_s=time.time(),
                    source_time_s=0.0, key=frame_key(f"cam:1:{index}"), region="us")  # fmt: skip
     return FrameRecord(ref, "pending")
 

@@ -21,7 +21,7 @@ def test_video_is_sampled_at_the_set_rate(demo_clip):
     total = len(truth["boxes"])
     assert len(frames) == source.expected_frames == total // 2  # a 10 fps clip sampled at 5 fps
     assert [f.index for f in frames[:3]] == [0, 2, 4]
-    assert frames[1].time_s == pytest.approx(0.2)
+    assert frames[1].source_time_s == pytest.approx(0.2)
     assert source.failures == []
 
 
@@ -33,7 +33,7 @@ def test_image_folder_reports_unreadable_images(tmp_path):
     source = open_source(str(tmp_path), sample_fps=2.0)
     assert isinstance(source, ImageFolderSource)
     frames = list(source.frames())
-    assert [f.index for f in frames] == [0, 2] and frames[1].time_s == 1.0
+    assert [f.index for f in frames] == [0, 2] and frames[1].source_time_s == 1.0
     assert len(source.failures) == 1 and "b.jpg" in source.failures[0]
 
 

@@ -1,0 +1,74 @@
+"""`alpr ingest`: check the cameras file and every enabled source, connect, register the cameras,
+then run an ingest node until its files end, `--max-seconds`, or a signal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+from alpr.wiring import frame_ledger, reach_frame_store, reach_redis
+from common.config import Settings
+from common.credentials import mask_url
+from common.errors import ConfigError, InputError
+from common.metrics import Metrics
+from common.queues import queue_keys
+
+log = logging.getLogger(__name__)
+
+
+def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.cameras import load_cameras
+    from ingest.node import IngestNode
+    from ingest.sources import check_source
+
+    cameras = load_cameras(args.cameras)
+    for camera in cameras:
+        if camera.enabled:
+            try:
+                check_source(camera.source)
+            except InputError as error:
+                raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
+    connection = reach_redis(settings)
+    frames = reach_frame_store(settings, connection)
+    metrics = Metrics()
+    metrics.watch_queues(connection, queue_keys())
+    metrics.serve(settings.metrics_port, settings.metrics_address)
+    ledger = None
+    if settings.database_url:
+        register_cameras_if_reachable(settings, cameras)
+        ledger = frame_ledger(settings, metrics)
+    else:
+        log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
+    node = IngestNode(cameras, settings, connection, frames, metrics, ledger)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: node.stop.set())
+    summary = node.run(args.max_seconds)
+    for camera in node.cameras:
+        print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped")
+    print(f"{summary.jobs} detect jobs", flush=True)
+    if args.linger:  # a last scrape of the final counts, for nodes that ingest files and end
+        finished = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: finished.set())
+        finished.wait(args.linger)
+    return 0
+
+
+def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
+    """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
+    down, the node starts anyway and says so; a database without the schema is still an error."""
+    from common.db import open_pool, register_cameras, require_schema
+
+    try:
+        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
+    except ConfigError as error:
+        log.warning("%s; cameras not registered, ingesting anyway", error)
+        return
+    try:
+        require_schema(pool)
+        register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
+    finally:
+        pool.close()

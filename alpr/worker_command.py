@@ -1,0 +1,61 @@
+"""`alpr worker STAGE`: build the worker kind's context once (its model loaded), then run RQ workers
+of it — a new one, after waiting out the outage, whenever Redis drops the last — until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+
+import redis
+
+from alpr.wiring import build_worker_context, reach_redis
+from common import defaults
+from common.backoff import Backoff
+from common.config import Settings
+from common.credentials import mask_url
+from common.metrics import Metrics
+from common.queues import queue_keys, stage_queue
+from common.worker import StageWorker
+
+log = logging.getLogger(__name__)
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    connection = reach_redis(settings)
+    metrics = Metrics()
+    metrics.watch_queues(connection, queue_keys())
+    metrics.serve(settings.metrics_port, settings.metrics_address)
+    context = build_worker_context(args.stage, settings, connection, metrics)
+    stop = threading.Event()
+    for run in itertools.count():
+        name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
+        rq_worker = StageWorker(stage_queue(connection, args.stage), context, stop, name=name)
+        log.info("worker %s ready", name)
+        try:
+            rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
+        except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
+            log.warning("worker %s lost Redis: %s", name, mask_url(str(error)))
+        if stop.is_set() or args.burst or args.max_jobs:
+            return 0
+        for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
+            signal.signal(signum, lambda *_: stop.set())
+        wait_for_redis(connection, stop)
+    return 0
+
+
+def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
+    """After RQ's loop ended on a Redis error: wait, with backoff, until Redis answers (or a stop)."""
+    backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+    while not stop.is_set():
+        try:
+            connection.ping()
+            return
+        except redis.RedisError as error:
+            delay = backoff.next_delay()
+            log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
+            stop.wait(delay)

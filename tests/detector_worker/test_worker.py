@@ -1,0 +1,64 @@
+"""The detector pool's edge on a private Redis, with the real detector in an `alpr worker detect`
+burst: one detect job hands its batch to OCR and redaction at once (an OCR job only for the frames
+with plate crops, a redact job for every frame), stores the crops, carries each frame's detection
+time, and passes on undetected frames with why."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from alpr.cli import main
+from alpr.democlip import make_clip
+from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.jobs import DetectJob, FrameRef, OcrJob, RedactJob, parse_job
+from common.queues import connect_redis, enqueue, stage_queue
+from tests.helpers import clip_frames
+
+
+def ref(frame_id: str) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                    source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def plate_frame(tmp_path_factory) -> np.ndarray:  # type: ignore[no-untyped-def]
+    clip = tmp_path_factory.mktemp("clip") / "one.mp4"
+    make_clip(clip, ("KPX4721",))
+    return clip_frames(clip, {22})[22]
+
+
+def test_a_batch_goes_to_ocr_and_redaction_at_once(redis_url, settings, plate_frame):
+    connection = connect_redis(redis_url)
+    empty = np.full((360, 640, 3), 100, np.uint8)
+    frames = {"cam:1:0": plate_frame, "cam:1:1": empty}
+    FrameStore(connection, 600).put_many([(frame_key(f), encode_jpeg(image, 90)) for f, image in frames.items()])
+    refs = [ref("cam:1:0"), ref("cam:1:1"), ref("cam:1:2")]  # cam:1:2 was never stored (expired)
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="b", frames=refs), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+
+    ocr, redact = stage_queue(connection, "ocr"), stage_queue(connection, "redact")
+    assert ocr.get_job_ids() == ["ocr-b"] and redact.get_job_ids() == ["redact-b"]  # side by side
+    ocr_job = parse_job(ocr.fetch_job("ocr-b").args[0], OcrJob)  # type: ignore[union-attr]
+    redact_job = parse_job(redact.fetch_job("redact-b").args[0], RedactJob)  # type: ignore[union-attr]
+    assert [f.frame.frame_id for f in ocr_job.frames] == ["cam:1:0"]  # only the frame with a plate to read
+    assert [f.frame.frame_id for f in redact_job.frames] == ["cam:1:0", "cam:1:1", "cam:1:2"]  # every frame
+    with_plate = redact_job.frames[0]
+    assert len(with_plate.plates) >= 1 and with_plate.plates == ocr_job.frames[0].plates
+    assert with_plate.frame.stage_ms["detect"] > 0  # the frame carries its detection time
+    crop_keys = [p.crop_key for p in with_plate.plates if p.crop_key]
+    assert crop_keys and connection.exists(*crop_keys) == len(crop_keys)  # the crops the OCR pool reads
+    assert [(f.outcome, f.detail) for f in redact_job.frames[1:]] == [("done", None), ("expired", "before detection")]
+
+
+def test_a_batch_without_plates_queues_no_ocr_job(redis_url, settings):
+    connection = connect_redis(redis_url)
+    FrameStore(connection, 600).put_many(
+        [(frame_key("cam:1:0"), encode_jpeg(np.full((360, 640, 3), 90, np.uint8), 90))]
+    )
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="none", frames=[ref("cam:1:0")]), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    assert stage_queue(connection, "ocr").get_job_ids() == []
+    assert stage_queue(connection, "redact").get_job_ids() == ["redact-none"]

@@ -1,0 +1,69 @@
+"""The OCR pool's edge on a private Redis and a fresh Postgres schema, with the real reader in
+`alpr worker ocr` / `alpr worker redact` bursts: OCR and redaction of a batch run side by side in
+either order; the reads are logged with the frame's stage timings, the OCR time reaches the frame's
+row whichever stage finishes first, the final outcome is the redactor's, and the crops are deleted."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import psycopg
+import pytest
+
+from alpr.cli import main
+from alpr.democlip import make_clip
+from common import geometry
+from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
+from common.queues import connect_redis, enqueue, stage_queue
+from tests.helpers import clip_frames
+
+PLATE = "KPX4721"
+
+
+@pytest.fixture(scope="module")
+def plate_frame(tmp_path_factory) -> tuple[np.ndarray, tuple[float, float, float, float]]:  # type: ignore[no-untyped-def]
+    clip = tmp_path_factory.mktemp("clip") / "one.mp4"
+    truth = make_clip(clip, (PLATE,))
+    box = next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22)  # type: ignore[index, union-attr]
+    return clip_frames(clip, {22})[22], tuple(float(v) for v in box)  # type: ignore[return-value]
+
+
+def burst(stage: str, redis_url: str, postgres_url: str, settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = ["worker", stage, "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    assert main([*args, "--database-url", postgres_url]) == 0
+
+
+@pytest.mark.parametrize("first", ["ocr", "redact"])
+def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
+    first, redis_url, postgres_url, settings, plate_frame, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=22, captured_at_s=time.time(),
+                     source_time_s=4.4, key=frame_key("cam:1:0"), region="us", stage_ms={"detect": 40.0})  # fmt: skip
+    crop_key = frame_key("cam:1:0:plate0")
+    FrameStore(connection, 600).put_many([
+        (frame.key, encode_jpeg(image, 95)), (crop_key, encode_jpeg(geometry.crop(image, box, 0.08), 95)),
+    ])  # fmt: skip
+    detected = DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)])
+    enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="b", frames=[detected]), 60)
+    enqueue(stage_queue(connection, "redact"), RedactJob(batch_id="b", frames=[detected]), 60)
+
+    burst(first, redis_url, postgres_url, settings, tmp_path)
+    with psycopg.connect(postgres_url) as db:
+        outcome, timings = db.execute("SELECT outcome, stage_ms FROM frames").fetchone()  # type: ignore[misc]
+    assert outcome == ("pending" if first == "ocr" else "done")  # OCR records its time, never the outcome
+    burst("redact" if first == "ocr" else "ocr", redis_url, postgres_url, settings, tmp_path)
+
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT outcome, stage_ms, plates FROM frames").fetchall()
+        reads = db.execute("SELECT plate_text, source_time_s, stage_ms FROM plate_reads").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "done" and rows[0][2] == 1
+    assert set(rows[0][1]) == {"detect", "ocr", "redact"}  # each stage's time, in either order
+    assert [(text, t) for text, t, _ in reads] == [(PLATE, 4.4)]
+    assert set(reads[0][2]) == {"detect", "ocr"} and reads[0][2]["detect"] == 40.0
+    assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone

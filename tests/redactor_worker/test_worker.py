@@ -1,0 +1,49 @@
+"""The redactor pool's edge on a private Redis and a fresh Postgres schema, in an `alpr worker
+redact` burst: it needs only the boxes, so it finishes a batch with no OCR job run at all — blurs
+and keeps the frame, records the outcome with the stage timings, deletes the raw frame and leaves
+the plate crops to the OCR pool."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+
+from alpr.cli import main
+from alpr.democlip import make_clip
+from common import geometry
+from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
+from common.jobs import DetectedFrame, FrameRef, PlateBox, RedactJob
+from common.queues import connect_redis, enqueue, stage_queue
+from tests.helpers import clip_frames
+
+
+def test_redaction_needs_no_ocr_and_deletes_only_the_frame(redis_url, postgres_url, settings, reader_us, tmp_path,
+                                                           monkeypatch):  # fmt: skip
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    truth = make_clip(tmp_path / "one.mp4", ("KPX4721",))
+    box = tuple(float(v) for v in next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22))  # type: ignore[index, union-attr]
+    image = clip_frames(tmp_path / "one.mp4", {22})[22]
+    assert reader_us.read(geometry.crop(image, box, 0.08))[0].text == "KPX4721"  # positive control: readable
+    connection = connect_redis(redis_url)
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=22, captured_at_s=time.time(),
+                     source_time_s=4.4, key=frame_key("cam:1:0"), region="us", stage_ms={"detect": 40.0})  # fmt: skip
+    crop_key = frame_key("cam:1:0:plate0")
+    FrameStore(connection, 600).put_many([(frame.key, encode_jpeg(image, 95)), (crop_key, b"crop bytes")])
+    plates = [PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)]  # type: ignore[arg-type]
+    enqueue(
+        stage_queue(connection, "redact"),
+        RedactJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=plates)]),
+        60,
+    )
+    assert main(["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+
+    with psycopg.connect(postgres_url) as db:
+        outcome, timings, kept = db.execute("SELECT outcome, stage_ms, kept_path FROM frames").fetchone()  # type: ignore[misc]
+    assert outcome == "done" and set(timings) == {"detect", "redact"}
+    blurred = decode_jpeg(Path(kept).read_bytes(), "kept")
+    assert all(c.text != "KPX4721" for c in reader_us.read(geometry.crop(blurred, box, 0.08)))
+    assert connection.keys("alpr:frame:*") == [crop_key.encode()]  # the frame is gone, the crop is OCR's
+    assert stage_queue(connection, "redact").count == 0 and stage_queue(connection, "ocr").count == 0
