@@ -1,6 +1,7 @@
 """Shared fixtures: the real detector and OCR, the synthetic demo clip, the evaluation photographs
 (found through ALPR_DATASETS_DIR, default ../shared/datasets; tests skip clearly without them) and a
-private schema on the real Postgres."""
+private schema on the real Postgres. Under ALPR_TESTS_REQUIRE_ALL=1 (CI) what is missing fails instead
+of skipping: see `unavailable`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -21,6 +23,24 @@ from ocr_worker.core import PlateReader
 from tests.servers import PrivateRedis
 
 REPO = Path(__file__).resolve().parent.parent
+
+REQUIRE_ALL = "ALPR_TESTS_REQUIRE_ALL"
+"""Set to 1 (CI does): a missing server, binary, dataset or package fails the test instead of skipping it."""
+
+TEST_DATABASE_URL = "ALPR_TEST_DATABASE_URL"
+"""The Postgres the tests make their schemas in."""
+
+TEST_ENV = {name: os.environ.pop(name) for name in (REQUIRE_ALL, TEST_DATABASE_URL) if name in os.environ}
+"""The tests' own variables, taken out of the environment as the tests start: `alpr` refuses an ALPR_
+variable that is no setting (`unknown setting`), in this process and in those the tests start."""
+
+
+def unavailable(reason: str) -> NoReturn:
+    """What a test needs is missing: skip it, or fail it when ALPR_TESTS_REQUIRE_ALL=1. Usable at module
+    level too (where a failure is a collection error, which fails the run)."""
+    if TEST_ENV.get(REQUIRE_ALL) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ALL} is set)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +64,7 @@ def reader_us(settings: Settings) -> PlateReader:
 def datasets_dir(settings: Settings) -> Path:
     path = settings.datasets_dir if settings.datasets_dir.is_absolute() else REPO / settings.datasets_dir
     if not (path / "openalpr-endtoend").is_dir():
-        pytest.skip(f"evaluation photographs not found at {path} (set ALPR_DATASETS_DIR)")
+        unavailable(f"evaluation photographs not found at {path} (set ALPR_DATASETS_DIR)")
     return path
 
 
@@ -58,14 +78,17 @@ def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 @pytest.fixture()
 def postgres_url() -> Iterator[str]:
     """A fresh schema on the real Postgres (ALPR_TEST_DATABASE_URL, default this machine's `test`)."""
-    psycopg = pytest.importorskip("psycopg")
-    base = os.environ.get("ALPR_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import psycopg
+    except ImportError as error:
+        unavailable(f"psycopg is not installed: {error}")
+    base = TEST_ENV.get(TEST_DATABASE_URL, "postgresql://postgres@127.0.0.1:5432/test")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     try:
         with psycopg.connect(base, autocommit=True) as connection:
             connection.execute(f"CREATE SCHEMA {schema}")
     except psycopg.OperationalError as error:
-        pytest.skip(f"no Postgres at {base}: {error}")
+        unavailable(f"no Postgres at {base}: {error}")
     yield f"{base}?options=-csearch_path%3D{schema}"
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -77,7 +100,7 @@ def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
     try:
         server = PrivateRedis(tmp_path)
     except FileNotFoundError as error:
-        pytest.skip(str(error))
+        unavailable(str(error))
     server.start()
     yield server
     server.stop()

@@ -29,6 +29,7 @@ from common.config import Settings
 from common.metrics import Metrics
 from common.queues import queue_keys
 from ingest.cameras import parse_cameras
+from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
@@ -305,7 +306,7 @@ def compose_command() -> list[str]:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    pytest.skip("no docker compose client installed")
+    unavailable("no docker compose client installed")
 
 
 def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Path):

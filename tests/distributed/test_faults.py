@@ -22,6 +22,7 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common.queues import STAGES, stage_queue
+from tests.conftest import unavailable
 from tests.helpers import alpr_process, wait_for, write_cameras
 from tests.servers import PrivatePostgres, PrivateRedis
 
@@ -34,7 +35,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     try:
         server = PrivatePostgres()
     except FileNotFoundError as error:
-        pytest.skip(str(error))
+        unavailable(str(error))
     server.start()
     yield server
     server.remove()
