@@ -3,7 +3,10 @@
 import csv
 import json
 
+import cv2
+
 from alpr.cli import main
+from ocr_worker.core import OcrSettings, PlateReader
 
 KEYS = {
     "n",
@@ -52,12 +55,26 @@ def test_eval_scenes_per_region(datasets_dir, tmp_path, settings, capsys):
         assert subset["wrong_above_threshold"] == sum(r["cause"] != "right" for r in accepted) / 10
         assert subset["detection_recall_iou30"] >= 0.9
         assert subset["exact_top1"] >= floor, (region, subset)
-        assert subset["exact_topn"] >= subset["exact_top1"]
+        within = sum(r["cause"] == "right within top-N" for r in mine)  # read, but not as the best
+        assert round(subset["exact_topn"] * 10) == right + within and subset["causes"].get("right", 0) == right
     table = capsys.readouterr().out
     assert "top1" in table and "br" in table
 
 
-def test_eval_crops_with_groundtruth_csv(datasets_dir, tmp_path, settings):
+def eval_crops(folder, tmp_path, settings, rows, name):
+    """`alpr eval --engine tesseract` on `folder` with `rows` as its groundtruth.csv: metrics and errors."""
+    with (folder / "groundtruth.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    out, errors = tmp_path / f"{name}.json", tmp_path / f"{name}.csv"
+    args = ["eval", str(folder), "--engine", "tesseract", "--json", str(out), "--errors", str(errors)]
+    assert main([*args, "--model-dir", str(settings.model_dir)]) == 0
+    with errors.open() as handle:
+        return json.loads(out.read_text()), list(csv.DictReader(handle))
+
+
+def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_dir, tmp_path, settings):
+    """Twenty real crops: exact_top1 and exact_topn are what the reader itself reads, and ground truth
+    made wrong for some of the crops read right lowers them by exactly that many (a positive control)."""
     src = datasets_dir / "openalpr-plates"
     dst = tmp_path / "crops"
     dst.mkdir()
@@ -65,24 +82,24 @@ def test_eval_crops_with_groundtruth_csv(datasets_dir, tmp_path, settings):
         rows = list(csv.reader(handle))[:20]
     for row in rows:
         (dst / row[0]).write_bytes((src / row[0]).read_bytes())
-    with (dst / "groundtruth.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    assert (
-        main(
-            [
-                "eval",
-                str(dst),
-                "--engine",
-                "tesseract",
-                "--json",
-                str(tmp_path / "c.json"),
-                "--model-dir",
-                str(settings.model_dir),
-            ]
-        )
-        == 0
-    )
-    metrics = json.loads((tmp_path / "c.json").read_text())
+    reader = PlateReader(OcrSettings(engine="tesseract", region=settings.ocr_region))
+    reads = {row[0]: [c.text for c in reader.read(cv2.imread(str(dst / row[0])))] for row in rows}
+    right = [row for row in rows if reads[row[0]][:1] == [row[2].strip().upper()]]
+    in_top_n = [row for row in rows if row[2].strip().upper() in reads[row[0]]]
+    assert len(right) >= 2, reads  # Tesseract reads some of these crops: the control below needs them
+
+    metrics, errors = eval_crops(dst, tmp_path, settings, rows, "true")
     assert metrics["engine"] == "tesseract" and metrics["n"] == 20
     assert metrics["detection_recall_iou50"] is None
-    assert 0.1 <= metrics["exact_top1"] <= metrics["exact_topn"]  # Tesseract reads some of these crops
+    assert (metrics["exact_top1"], metrics["exact_topn"]) == (len(right) / 20, len(in_top_n) / 20)
+    assert {r["image"] for r in errors if r["cause"] == "right"} == {row[0] for row in right}
+
+    wrong = "QQQ9999"  # no reading of these crops
+    assert all(wrong not in texts for texts in reads.values())
+    falsified = {row[0] for row in right[: (len(right) + 1) // 2]}
+    lies = [[name, region, wrong if name in falsified else plate] for name, region, plate in rows]
+    metrics, errors = eval_crops(dst, tmp_path, settings, lies, "lies")
+    assert metrics["exact_top1"] == (len(right) - len(falsified)) / 20
+    assert metrics["exact_topn"] == (len(in_top_n) - len(falsified)) / 20
+    assert {r["image"] for r in errors if r["cause"] == "right"} == {row[0] for row in right} - falsified
+    assert {r["image"] for r in errors if r["truth"] == wrong} == falsified

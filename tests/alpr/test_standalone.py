@@ -4,12 +4,13 @@ import json
 import sqlite3
 
 import cv2
+import numpy as np
 import pytest
 
 from alpr.cli import main
 from alpr.standalone import RunSummary, likely_misread, one_edit_apart
 from ocr_worker.core import OcrSettings, PlateReader
-from tests.helpers import iou
+from tests.helpers import clip_frames, iou
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,10 @@ def test_known_plates_are_logged(demo_run):
     assert all(counts[p] >= 8 for p in truth["plates"])  # each car is in view for 20 sampled frames
 
 
-def test_redacted_video_hides_the_plates(demo_run, settings):
+def test_redacted_video_hides_the_plates(demo_run, demo_clip):
+    """Every fourth redacted frame, read where its plate is: no plate is read there, while the same
+    region of the original frame is read by the same reader (a positive control), the rest of the frame
+    is the original's, and the run itself read the plate in those frames."""
     out, truth = demo_run
     capture = cv2.VideoCapture(str(out / "redacted" / "redacted.mp4"))
     frames = []
@@ -60,16 +64,30 @@ def test_redacted_video_hides_the_plates(demo_run, settings):
         if not ok:
             break
         frames.append(frame)
-    assert len(frames) == len(truth["boxes"]) // 2
+    assert len(frames) == len(truth["boxes"]) // 2  # 5 of the clip's 10 frames a second
+    checked = {sampled * 8: frame for sampled, frame in enumerate(frames[::4])}  # every 4th of those
+    originals = clip_frames(demo_clip[0], set(checked))
     reader = PlateReader(OcrSettings(region="us"))
     boxes = {b["frame_index"]: b for b in truth["boxes"]}
-    readable = 0
-    for sampled, frame in enumerate(frames[::4]):
-        box = boxes[sampled * 8]
+    readable, readable_unredacted = [], []
+    for index, frame in checked.items():
+        box = boxes[index]
         x1, y1, x2, y2 = (int(v) for v in box["box_xyxy"])
         if any(c.text == box["plate"] for c in reader.read(frame[y1:y2, x1:x2])):
-            readable += 1
-    assert readable == 0
+            readable.append(index)
+        if any(c.text == box["plate"] for c in reader.read(originals[index][y1:y2, x1:x2])):
+            readable_unredacted.append(index)
+        outside = np.ones(frame.shape[:2], bool)
+        w, h = x2 - x1, y2 - y1
+        outside[max(0, y1 - h) : y2 + h, max(0, x1 - w) : x2 + w] = False  # the plate and the blur's margin
+        difference = cv2.absdiff(frame, originals[index])
+        assert difference[outside].mean() < 4, index  # the same scene (two lossy encodings apart)
+        assert difference[y1:y2, x1:x2].mean() > 3 * max(difference[outside].mean(), 1), index  # the plate changed
+    assert len(checked) == 15 and readable == []
+    assert len(readable_unredacted) >= 12, readable_unredacted  # unredacted, nearly every one is read
+    with sqlite3.connect(out / "reads.sqlite") as db:
+        logged = set(db.execute("SELECT frame_index, plate_text FROM plate_reads").fetchall())
+    assert sum((i, boxes[i]["plate"]) in logged for i in checked) >= 12, logged  # read, then redacted
 
 
 def test_export_csv_from_the_run(demo_run, tmp_path):

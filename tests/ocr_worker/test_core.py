@@ -1,4 +1,6 @@
 import csv
+import itertools
+import math
 
 import cv2
 import numpy as np
@@ -54,12 +56,30 @@ def test_both_engines_read_a_clean_plate(engine, plate, reader_us, tesseract_rea
         assert plate in [c.text for c in candidates]
 
 
+def best_first(candidates) -> bool:
+    """Whether uncalibrated candidates are in rank_candidates' order: by score (log-probability less
+    the format penalties), which their confidence exp(score / length), rounded to 4 places, encodes."""
+
+    def score(c, slack):  # the score's bound from a confidence known to +-0.00005
+        return len(c.text) * math.log(min(1.0, max(c.confidence + slack, 1e-9)))
+
+    return all(score(a, 5e-5) >= score(b, -5e-5) for a, b in itertools.pairwise(candidates))
+
+
 def test_candidates_are_ranked_and_limited(reader_us):
-    candidates = reader_us.read(cv2.resize(draw_plate("KPX4721"), (160, 80)))
-    assert 1 <= len(candidates) <= reader_us.settings.max_candidates
-    assert [c.confidence for c in candidates] == sorted((c.confidence for c in candidates), reverse=True) or candidates[
-        0
-    ].matches_format
+    crop = cv2.resize(draw_plate("KPX4721"), (160, 80))
+    raw = PlateReader(OcrSettings(region="us", calibrated=False)).read(crop)
+    assert 2 <= len(raw) <= reader_us.settings.max_candidates  # more than one: the order is a real check
+    assert raw[0].text == "KPX4721" and raw[0].matches_format
+    assert best_first(raw), raw
+    assert not best_first(raw[::-1])  # positive control: the check sees a wrong order
+    assert len({c.text for c in raw}) == len(raw)  # each reading once
+    calibrated = reader_us.read(crop)  # calibration changes the confidences, never the order
+    assert reader_us.calibration is not None
+    assert [c.text for c in calibrated] == [c.text for c in raw]
+    assert [c.format_name for c in calibrated] == [c.format_name for c in raw]
+    assert [c.confidence for c in calibrated] != [c.confidence for c in raw]
+    assert calibrated[0].confidence == max(c.confidence for c in calibrated)  # the sure reading stays on top
 
 
 def test_read_plates_crops_each_box(reader_us):
