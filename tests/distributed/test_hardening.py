@@ -115,25 +115,6 @@ def test_callbacks_and_webhooks_of_a_crafted_job_never_run_even_from_registry_cl
     assert job is not None and job.meta[PERMANENT].startswith("refused")
 
 
-def test_replay_leaves_a_crafted_job_that_failed_without_running(redis_url):
-    """A job with a parseable payload and live frames, but a callback, put in the failed registry by RQ's
-    own cleaning (no worker ran it, so no refusal mark): replay sees the refusal and leaves it."""
-    connection = connect_redis(redis_url)
-    detect = stage_queue(connection, "detect")
-    connection.set(frame_key("cam:1:0"), b"jpeg")
-    payload = DetectJob(batch_id="b", frames=[ref("cam:1:0")]).model_dump(mode="json")
-    plain = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,))
-    crafted = detect.enqueue_call(
-        func=STAGE_JOB_FUNCTION, args=(payload,), on_failure=Callback(f"{__name__}.canary_callback")
-    )
-    failed = FailedJobRegistry(queue=detect)
-    for job in (plain, crafted):
-        detect.remove(job.id)
-        failed.add(job)
-    report = replay_failed(connection, connection, ["detect"], dry_run=True)
-    assert report.requeued["detect"] == 1 and report.malformed["detect"] == 1  # the plain one is a positive control
-
-
 def test_a_malformed_job_fails_once_and_a_key_outside_the_store_is_untouched(redis_url, postgres_url, settings):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)

@@ -1,5 +1,6 @@
 """Each role of the chain against a private Redis and real Postgres, in this process: back-pressure at
-the ingest node, malformed and expired jobs at a worker, `alpr status`, `alpr db upgrade`."""
+the ingest node, malformed and expired jobs at a worker, `alpr status` (`alpr db upgrade` and `alpr
+replay`: tests/common/test_db.py and test_replay.py)."""
 
 from __future__ import annotations
 
@@ -86,16 +87,6 @@ def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
     assert workers_needed(busy_s=0.0, frames=0, in_fps=20.0) is None
 
 
-def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    assert capsys.readouterr().out.splitlines() == ["applied migrations [1, 2, 3]", "schema already up to date"]
-    assert main(["worker", "redact", "--burst", "--redis-url", redis_url]) == 2
-    assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
-    assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
-    assert "cannot reach Redis" in capsys.readouterr().err
-
-
 def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG, logger="ingest.node")
     clip = tmp_path / "ok.mp4"
@@ -140,32 +131,6 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
         ("cam:1:2", "expired", "before detection", False),
     ]
     assert connection.keys("alpr:frame:*") == []
-
-
-def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, settings, capsys):
-    connection = connect_redis(redis_url)
-    detect, store = stage_queue(connection, "detect"), FrameStore(connection, 60)
-    image = np.full((360, 640, 3), 100, np.uint8)
-    store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # cam:1:1's frame has expired
-    failed = FailedJobRegistry(queue=detect)
-    for batch, frame_id in (("fixable", "cam:1:0"), ("gone", "cam:1:1")):  # failed on a transient cause
-        enqueue(detect, DetectJob(batch_id=batch, frames=[ref(frame_id)]), 60)
-    malformed = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
-    for job_id in detect.get_job_ids():
-        detect.remove(job_id)
-        failed.add(detect.fetch_job(job_id), ttl=600)
-    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
-
-    capsys.readouterr()
-    assert main(["replay", "--dry-run", "--redis-url", redis_url]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
-    assert failed.count == 3
-    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
-    assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
-    assert main(worker) == 0
-    assert stage_queue(connection, "ocr").get_job_ids() == ["ocr-fixable"]
-    assert failed.count == 2 and malformed.id in failed.get_job_ids()
 
 
 def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):

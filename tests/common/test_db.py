@@ -1,0 +1,149 @@
+"""common/db.py on the real Postgres, each test in a schema of its own: the migrations apply once and
+again do nothing (also when several processes upgrade at once), a role refuses a database that
+`alpr db upgrade` has not brought up to date, and a write waits out a lost connection but not a
+constraint violation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from alpr.cli import main
+from common.db import MIGRATIONS, open_pool, require_schema, upgrade, write_through_outage
+from common.errors import ConfigError
+
+VERSIONS = [version for version, _ in MIGRATIONS]
+TABLES = {"cameras", "frames", "plate_reads", "schema_migrations"}
+
+
+@pytest.fixture()
+def pool(postgres_url: str) -> Iterator[ConnectionPool]:
+    opened = open_pool(postgres_url)
+    yield opened
+    opened.close()
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as db:
+        return {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+
+def test_db_upgrade_is_idempotent_and_workers_need_a_database(postgres_url, redis_url, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"applied migrations {VERSIONS}", "schema already up to date"]
+    assert main(["worker", "redact", "--burst", "--redis-url", redis_url]) == 2
+    assert "needs ALPR_DATABASE_URL" in capsys.readouterr().err
+    assert main(["worker", "detect", "--burst", "--redis-url", "redis://127.0.0.1:1/0"]) == 2
+    assert "cannot reach Redis" in capsys.readouterr().err
+
+
+def test_migrations_apply_once(pool, postgres_url):
+    assert tables(postgres_url) == set()  # the schema starts empty
+    assert upgrade(pool) == VERSIONS
+    assert tables(postgres_url) >= TABLES
+    with psycopg.connect(postgres_url) as db:
+        before = db.execute("SELECT version, applied_at FROM schema_migrations ORDER BY version").fetchall()
+    assert [version for version, _ in before] == VERSIONS
+    assert upgrade(pool) == []  # nothing applied twice
+    with psycopg.connect(postgres_url) as db:
+        after = db.execute("SELECT version, applied_at FROM schema_migrations ORDER BY version").fetchall()
+        constraint = db.execute(
+            "SELECT count(*) FROM pg_constraint JOIN pg_namespace ON pg_namespace.oid = connamespace"
+            " WHERE conname = 'frames_outcome_known' AND nspname = current_schema()"
+        ).fetchone()
+    assert after == before and constraint == (1,)
+
+
+def test_processes_upgrading_at_once_apply_each_migration_once(postgres_url):
+    pools = [open_pool(postgres_url) for _ in range(3)]
+    results: list[list[int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(pools))
+
+    def run(pool: ConnectionPool) -> None:
+        start.wait()
+        try:
+            results.append(upgrade(pool))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in pools]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for p in pools:
+            p.close()
+    assert errors == []
+    assert sorted(results) == [[], [], VERSIONS]  # the advisory lock: one applies them all, the others wait
+
+
+def test_require_schema_fails_clearly_until_upgraded(pool, postgres_url, redis_url, capsys):
+    with pytest.raises(ConfigError, match=rf"not at version {VERSIONS[-1]}; run `alpr db upgrade`"):
+        require_schema(pool)  # an empty schema
+    worker = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+    assert main(worker) == 2  # a role refuses to start on it
+    assert "run `alpr db upgrade`" in capsys.readouterr().err
+
+    with psycopg.connect(postgres_url) as db:  # an older schema: the first migration only
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
+        db.execute(MIGRATIONS[0][1].encode())
+        db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (VERSIONS[0],))
+    with pytest.raises(ConfigError, match="run `alpr db upgrade`"):
+        require_schema(pool)
+
+    assert upgrade(pool) == VERSIONS[1:]  # the rest, from where it stood
+    require_schema(pool)
+    assert main(worker) == 0  # the same worker starts (and, in burst mode, ends on an empty queue)
+
+
+def test_a_constraint_violation_raises_at_once_and_rolls_back(pool):
+    upgrade(pool)
+    calls = []
+
+    def write(connection: psycopg.Connection) -> None:
+        calls.append(1)
+        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('gate', 'us', true)")
+        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('gate', 'us', true)")
+
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        write_through_outage(pool, write, patience_s=30)
+    assert calls == [1] and time.monotonic() - started < 1  # not retried: it would fail the same way
+    with pool.connection() as connection:
+        assert connection.execute("SELECT count(*) FROM cameras").fetchone() == (0,)  # the first insert too
+
+
+def test_a_lost_connection_is_retried_until_the_write_goes_through(pool):
+    """The positive control of the test above: the same call does retry a connection error."""
+    upgrade(pool)
+    calls = []
+
+    def write(connection: psycopg.Connection) -> str:
+        calls.append(1)
+        connection.execute(
+            "INSERT INTO cameras (camera_id, region, enabled) VALUES (%s, 'us', true)", (f"c{len(calls)}",)
+        )
+        if len(calls) < 3:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return "written"
+
+    started = time.monotonic()
+    assert write_through_outage(pool, write, patience_s=30) == "written"
+    assert calls == [1, 1, 1] and time.monotonic() - started >= 0.5 + 1.0  # backed off 0.5 s, then 1 s
+    with pool.connection() as connection:  # each failed attempt rolled back: only the last one's row
+        assert connection.execute("SELECT camera_id FROM cameras").fetchall() == [("c3",)]
+
+    def always_down(connection: psycopg.Connection) -> None:
+        raise psycopg.OperationalError("connection refused")
+
+    with pytest.raises(psycopg.OperationalError, match="connection refused"):
+        write_through_outage(pool, always_down, patience_s=0.2)  # past its patience, it gives up

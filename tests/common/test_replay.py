@@ -1,0 +1,78 @@
+"""`alpr replay` (common/replay.py) on a private Redis: failed jobs whose frames are still stored go
+back on their queue and run; jobs whose frames expired, malformed jobs, and jobs the chain would
+refuse (a callback RQ's own cleaning put in the failed registry) are left there and counted."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rq import Callback
+from rq.registry import FailedJobRegistry
+
+from alpr.cli import main
+from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.jobs import SCHEMA_VERSION, DetectJob, FrameRef
+from common.queues import connect_redis, enqueue, stage_queue
+from common.replay import replay_failed
+from common.stage_job import STAGE_JOB_FUNCTION
+
+
+def ref(frame_id: str) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                    source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
+
+
+def canary_callback(job, connection, *exc_info) -> None:  # type: ignore[no-untyped-def]
+    """A function a crafted job names as its callback: nothing may ever call it."""
+    raise AssertionError(f"a crafted job's callback ran ({job.id})")
+
+
+def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, settings, capsys):
+    connection = connect_redis(redis_url)
+    detect, store = stage_queue(connection, "detect"), FrameStore(connection, 60)
+    image = np.full((360, 640, 3), 100, np.uint8)
+    store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # cam:1:1's frame has expired
+    failed = FailedJobRegistry(queue=detect)
+    for batch, frame_id in (("fixable", "cam:1:0"), ("gone", "cam:1:1")):  # failed on a transient cause
+        enqueue(detect, DetectJob(batch_id=batch, frames=[ref(frame_id)]), 60)
+    no_frames = {"v": SCHEMA_VERSION, "stage": "detect", "batch_id": "b"}
+    malformed = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(no_frames,))
+    for job_id in detect.get_job_ids():
+        detect.remove(job_id)
+        failed.add(detect.fetch_job(job_id), ttl=600)
+    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+
+    capsys.readouterr()
+    assert main(["replay", "--dry-run", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert failed.count == 3
+    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
+    assert main(worker) == 0
+    assert stage_queue(connection, "redact").get_job_ids() == ["redact-fixable"]  # no plate: nothing to read
+    assert failed.count == 2 and malformed.id in failed.get_job_ids()
+
+
+def test_replay_leaves_a_crafted_job_that_failed_without_running(redis_url):
+    """A job with a parseable payload and live frames, but a callback, put in the failed registry by RQ's
+    own cleaning (no worker ran it, so no refusal mark): replay sees the refusal and leaves it."""
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    connection.set(frame_key("cam:1:0"), b"jpeg")
+    payload = DetectJob(batch_id="b", frames=[ref("cam:1:0")]).model_dump(mode="json")
+    plain = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,))
+    crafted = detect.enqueue_call(
+        func=STAGE_JOB_FUNCTION, args=(payload,), on_failure=Callback(f"{__name__}.canary_callback")
+    )
+    failed = FailedJobRegistry(queue=detect)
+    for job in (plain, crafted):
+        detect.remove(job.id)
+        failed.add(job)
+    report = replay_failed(connection, connection, ["detect"], dry_run=True)
+    assert report.requeued["detect"] == 1 and report.malformed["detect"] == 1  # the plain one is a positive control
+    assert failed.count == 2 and detect.get_job_ids() == []  # a dry run moves nothing
+    report = replay_failed(connection, connection, ["detect"])
+    assert (report.requeued["detect"], report.malformed["detect"]) == (1, 1)
+    assert detect.get_job_ids() == [plain.id] and failed.get_job_ids() == [crafted.id]
