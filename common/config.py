@@ -16,8 +16,12 @@ from common.errors import ConfigError
 
 ENV_PREFIX = "ALPR_"
 
-COMPOSE_VARIABLES = frozenset({"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR"})
-"""Variables docker-compose.yml reads on the host (not settings): ignored here, not refused."""
+COMPOSE_VARIABLES = frozenset({
+    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR",  # docker-compose.yml's, on the host
+    "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
+})  # fmt: skip
+"""Variables that are not settings (docker-compose.yml reads some on the host; the tests and benchmarks
+others): ignored here, not refused."""
 
 
 def default_model_dir() -> Path:

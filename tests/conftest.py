@@ -31,8 +31,7 @@ TEST_DATABASE_URL = "ALPR_TEST_DATABASE_URL"
 """The Postgres the tests make their schemas in."""
 
 TEST_ENV = {name: os.environ.pop(name) for name in (REQUIRE_ALL, TEST_DATABASE_URL) if name in os.environ}
-"""The tests' own variables, taken out of the environment as the tests start: `alpr` refuses an ALPR_
-variable that is no setting (`unknown setting`), in this process and in those the tests start."""
+"""The tests' own variables, read once as the tests start (and kept out of the processes they start)."""
 
 
 def unavailable(reason: str) -> NoReturn:

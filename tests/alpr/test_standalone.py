@@ -94,7 +94,7 @@ def test_export_csv_from_the_run(demo_run, tmp_path):
     out, _ = demo_run
     assert main(["export", "--csv", str(tmp_path / "reads.csv"), "--sqlite", str(out / "reads.sqlite")]) == 0
     lines = (tmp_path / "reads.csv").read_text().splitlines()
-    assert lines[0].startswith("camera_id,frame_id,frame_index,frame_time_s,captured_at,plate_index,plate_text")
+    assert lines[0].startswith("camera_id,frame_id,frame_index,source_time_s,captured_at,plate_index,plate_text")
     assert len(lines) > 20
     candidates = json.loads(next(__import__("csv").DictReader(lines))["candidates"])
     assert candidates and {"text", "confidence", "format"} <= set(candidates[0])

@@ -29,7 +29,7 @@ from tests.helpers import alpr_process, mjpeg_camera, write_cameras
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
-    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at=time.time() - age_s,
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time() - age_s,
                     source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
 
 
@@ -57,7 +57,7 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     detect = stage_queue(connection, "detect")
     image = np.full((360, 640, 3), 100, np.uint8)
     FrameStore(connection, 60).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
-    bad = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 1, "stage": "detect", "batch_id": "b"},))
+    bad = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"v": 2, "stage": "detect", "batch_id": "b"},))
     enqueue(detect, DetectJob(batch_id="expired", frames=[ref("cam:1:9")]), 60)
     enqueue(detect, DetectJob(batch_id="good", frames=[ref("cam:1:0")]), 60)
     code = main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)])
@@ -65,16 +65,17 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     failed = FailedJobRegistry(queue=detect)
     assert failed.get_job_ids() == [bad.id]
     assert "malformed detect job" in detect.fetch_job(bad.id).latest_result().exc_string
-    ocr = stage_queue(connection, "ocr")
-    assert ocr.get_job_ids() == ["ocr-expired", "ocr-good"]  # the expired frame travels on, marked
-    expired = ocr.fetch_job("ocr-expired").args[0]["frames"][0]
+    redact = stage_queue(connection, "redact")
+    assert redact.get_job_ids() == ["redact-expired", "redact-good"]  # the expired frame travels on, marked
+    assert stage_queue(connection, "ocr").get_job_ids() == []  # no plate: nothing to read
+    expired = redact.fetch_job("redact-expired").args[0]["frames"][0]
     assert (expired["outcome"], expired["detail"]) == ("expired", "before detection")
 
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     table = capsys.readouterr().out
     assert "queue    waiting running workers failed" in table
     assert table.splitlines()[1].split() == ["detect", "0", "0", "0", "1"]
-    assert table.splitlines()[2].split()[:2] == ["ocr", "2"]
+    assert table.splitlines()[2].split()[:2] == ["ocr", "0"] and table.splitlines()[3].split()[:2] == ["redact", "2"]
     pools = table[table.index("pool ") :].splitlines()
     detect_pool = pools[1].split()  # the burst worker has left; it handled 2 frames (1 expired)
     assert detect_pool[0] == "detect" and detect_pool[1] == "0" and float(detect_pool[2]) > 0
@@ -114,9 +115,9 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
     image = np.full((360, 640, 3), 100, np.uint8)
     FrameStore(connection, 60).put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])
     frames = [
-        DetectedFrame(frame=ref("cam:1:0"), plates=[], detect_ms=5.0),
-        DetectedFrame(frame=ref("cam:1:1"), plates=[], detect_ms=5.0),  # its raw frame has expired
-        DetectedFrame(frame=ref("cam:1:2"), plates=[], detect_ms=0.0, outcome="expired", detail="before detection"),
+        DetectedFrame(frame=ref("cam:1:0"), plates=[]),
+        DetectedFrame(frame=ref("cam:1:1"), plates=[]),  # its raw frame has expired
+        DetectedFrame(frame=ref("cam:1:2"), plates=[], outcome="expired", detail="before detection"),
     ]
     enqueue(stage_queue(connection, "redact"), RedactJob(batch_id="b", frames=frames), 60)
     args = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from alpr.democlip import draw_plate
+from common import geometry
 from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
@@ -82,16 +83,21 @@ def test_candidates_are_ranked_and_limited(reader_us):
     assert calibrated[0].confidence == max(c.confidence for c in calibrated)  # the sure reading stays on top
 
 
-def test_read_plates_crops_each_box(reader_us):
+def test_read_plates_reads_each_box_and_a_plate_without_crop_has_no_candidates(reader_us):
     frame = np.full((400, 900, 3), 90, np.uint8)
     frame[100:204, 50:258] = cv2.resize(draw_plate("GHT2093"), (208, 104), interpolation=cv2.INTER_AREA)
     frame[250:354, 600:808] = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
-    boxes = PlateDetections(
-        np.array([[50, 100, 258, 204], [600, 250, 808, 354]], np.float32), np.array([0.9, 0.8], np.float32)
+    detections = PlateDetections(
+        np.array([[50, 100, 258, 204], [600, 250, 808, 354], [0, 0, 40, 20]], np.float32),
+        np.array([0.9, 0.8, 0.3], np.float32),
     )
-    reads = reader_us.read_plates(frame, boxes)
-    assert [r.text for r in reads] == ["GHT2093", "7ABC284"]
-    assert reads[1].detection_confidence == pytest.approx(0.8)
+    boxes = list(detections.boxes())
+    crops = [geometry.crop(frame, box, 0.08) for box, _ in boxes[:2]] + [None]  # the third: expired, say
+    reads = reader_us.read_plates(crops, boxes)
+    assert [r.text for r in reads] == ["GHT2093", "7ABC284", ""] and reads[2].candidates == ()
+    assert reads[1].detection_confidence == pytest.approx(0.8) and reads[1].box_xyxy == boxes[1][0]
+    with pytest.raises(InputError, match="one crop per box"):
+        reader_us.read_plates(crops[:2], boxes)
 
 
 @pytest.mark.parametrize("crop", [np.zeros((0, 0, 3), np.uint8), None, np.zeros((5,), np.uint8)])

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
+from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
 from alpr.democlip import make_clip
@@ -17,6 +18,7 @@ from common import geometry
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
+from common.stage_job import PERMANENT
 from tests.helpers import clip_frames
 
 PLATE = "KPX4721"
@@ -67,3 +69,19 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
     assert [(text, t) for text, t, _ in reads] == [(PLATE, 4.4)]
     assert set(reads[0][2]) == {"detect", "ocr"} and reads[0][2]["detect"] == 40.0
     assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone
+
+
+def test_a_job_naming_an_unknown_plate_region_fails_for_good(redis_url, postgres_url, settings, tmp_path):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    crop = frame_key("cam:1:0:plate0")
+    FrameStore(connection, 600).put_many([(crop, encode_jpeg(np.full((40, 120, 3), 200, np.uint8), 95))])
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                     source_time_s=0.0, key=frame_key("cam:1:0"), region="zz")  # fmt: skip
+    plate = PlateBox(box_xyxy=(0, 0, 120, 40), confidence=0.9, crop_key=crop)
+    ocr = stage_queue(connection, "ocr")
+    job_id = enqueue(ocr, OcrJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[plate])]), 60)
+    burst("ocr", redis_url, postgres_url, settings, tmp_path)
+    job = ocr.fetch_job(job_id)
+    assert job is not None and job.meta[PERMANENT].startswith("rejected: unknown plate region 'zz'")
+    assert job.retries_left == 2 and FailedJobRegistry(queue=ocr).get_job_ids() == [job_id]
