@@ -30,8 +30,8 @@ from ocr_worker.text_lines import PlateTextLocator
 
 INPUT_WIDTH = 160
 """Every line is trained on, and read, at this width (narrower ones padded, wider squeezed): a model
-trained at one width reads worst at another (trained at 320, read at natural widths: 74% of the crops
-set against 94%). The width goes into the model's metadata, where the engine finds it."""
+trained at one width reads worst at another (the model card records what was measured). The width
+goes into the model's metadata, where the engine finds it."""
 
 BATCH = 32
 """Crops per training step."""
@@ -274,7 +274,7 @@ def quantize(float_model: Path, out: Path, lines: list[np.ndarray]) -> None:
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     quantized = OnnxModel(onnx.load(str(out)))
-    FusionGelu(quantized).apply()  # erf, div, mul, add back into one Gelu: 0.7 ms of 5 per plate
+    FusionGelu(quantized).apply()  # erf, div, mul, add back into one Gelu (quantization split it)
     quantized.prune_graph()
     del quantized.model.metadata_props[:]
     quantized.model.metadata_props.extend(onnx.load(str(float_model)).metadata_props)

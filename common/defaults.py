@@ -20,8 +20,8 @@ DETECTOR_MAX_PLATES_PER_FRAME = 8
 """At most this many plate boxes per frame, highest confidence first."""
 
 DETECTOR_BATCH_SIZE = 1
-"""Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py: batches of 4
-cost 1-3% more per frame); on a GPU, raise it to the frames per job."""
+"""Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py compares
+batch sizes; README, Performance); on a GPU, raise it to the frames per job."""
 
 OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
@@ -41,9 +41,8 @@ OCR_CROP_MARGIN = 0.08
 
 OCR_MIN_CONFIDENCE = 0.85
 """A read is trusted at or above this calibrated probability of being exactly right (ocr_worker/
-calibration.py). At 0.85 the plate recogniser accepted 86-98% of the visible photos and crops, and
-1.3-3.6% of all images ended with a wrong read above it; at 0.8, 93-98% and up to 5.4% (us). Reads below
-it are logged as uncertain and left out of the distinct-plates table."""
+calibration.py; `alpr eval` reports coverage and wrong reads at it, README, Accuracy). Reads below it
+are logged as uncertain and left out of the distinct-plates table."""
 
 REDACT_METHOD: Literal["blur", "pixelate"] = "blur"
 """How plates are hidden in kept frames: `blur` (Gaussian) or `pixelate`."""

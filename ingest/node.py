@@ -30,7 +30,7 @@ from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_log import FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key
-from common.jobs import DetectJob, FrameRef, make_frame_id
+from common.jobs import DetectJob, FrameRef, SkipReason, make_frame_id
 from common.metrics import Metrics
 from common.queues import (
     CAMERA_STATE_KEY,
@@ -102,7 +102,7 @@ class IngestNode:
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
 
-    def skip(self, ref: FrameRef, reason: str) -> None:
+    def skip(self, ref: FrameRef, reason: SkipReason) -> None:
         self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=reason).inc()
         self.summary.skipped[ref.camera_id] += 1
         if self.ledger:
