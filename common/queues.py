@@ -59,8 +59,11 @@ def queue_keys() -> dict[str, str]:
     return {stage: Queue.redis_queue_namespace_prefix + name for stage, name in QUEUE_NAMES.items()}
 
 
-def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int) -> str:
-    """Put a job on its stage's queue under a deterministic id; returns the id."""
+def enqueue(
+    queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int, pipeline: redis.client.Pipeline | None = None
+) -> str:
+    """Put a job on its stage's queue under a deterministic id; returns the id. With `pipeline`, the job
+    is queued when the caller executes it (jobs handed on together: all of them or none)."""
     identifier = job_id(job.stage, job.batch_id)
     queue.enqueue_call(
         func=STAGE_JOB_FUNCTION,
@@ -71,18 +74,26 @@ def enqueue(queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int) -
         failure_ttl=defaults.FAILURE_TTL_S,
         retry=RETRIES,
         description=f"{job.stage} {len(job.frames)} frames",
+        pipeline=pipeline,
     )
     return identifier
 
 
-def add_stats(connection: redis.Redis, increments: dict[str, dict[str, float]]) -> None:
-    """Add to the statistics hashes `alpr status` reads (hash key -> field -> amount), in one round
-    trip. Statistics only: a Redis error is the caller's to log, never a job's failure."""
-    pipe = connection.pipeline(transaction=False)
-    for key, amounts in increments.items():
-        for name, amount in amounts.items():
-            if isinstance(amount, int):
-                pipe.hincrby(key, name, amount)
-            else:
-                pipe.hincrbyfloat(key, name, amount)
-    pipe.execute()
+def add_stats(
+    connection: redis.Redis,
+    counts: dict[str, dict[str, int]],
+    seconds: dict[str, dict[str, float]] | None = None,
+    pipeline: redis.client.Pipeline | None = None,
+) -> None:
+    """Add to the statistics hashes `alpr status` reads (hash key -> field -> amount): whole counts, and
+    seconds. Executed at once in one round trip, or added to the caller's `pipeline`. Statistics only:
+    a Redis error is the caller's to log, never a job's failure."""
+    pipe = pipeline if pipeline is not None else connection.pipeline(transaction=False)
+    for key, whole in counts.items():
+        for name, count in whole.items():
+            pipe.hincrby(key, name, count)
+    for key, fractional in (seconds or {}).items():
+        for name, value in fractional.items():
+            pipe.hincrbyfloat(key, name, value)
+    if pipeline is None:
+        pipe.execute()

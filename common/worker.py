@@ -190,11 +190,10 @@ class StageWorker(SimpleWorker):
         """Add the job's time, frames and finished frames to the pool's totals in Redis: `alpr status`
         sizes pools by them."""
         name = self.context.stage.name
-        increments: dict[str, dict[str, float]] = {STATS_BUSY_KEY: {name: busy_s}}
+        counts: dict[str, dict[str, int]] = {}
         if result is not None:
-            increments[STATS_FRAMES_KEY] = {name: result.frames}
-            increments[STATS_DONE_KEY] = dict(result.done_by_camera)
+            counts = {STATS_FRAMES_KEY: {name: result.frames}, STATS_DONE_KEY: result.done_by_camera}
         try:
-            add_stats(self.connection, increments)
+            add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}})
         except redis.RedisError as error:  # statistics only: the job itself is done
             log.warning("could not record pool statistics: %s", error)

@@ -72,9 +72,12 @@ class DetectStage:
         present = [f for f in job.frames if f.key in images]
         frames = self.detect(present, images) if present else []
         to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
-        if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
-            enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s)
-        enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on), self.job_timeout_s)
+        with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
+            enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
+                    self.job_timeout_s, hand_off)  # fmt: skip
+            if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
+                enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s, hand_off)
+            hand_off.execute()
         return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
 
     def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:

@@ -222,8 +222,7 @@ class IngestNode:
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
-            for camera_id, count in unreported.items():
-                pipe.hincrby(STATS_SKIPPED_KEY, camera_id, count)
+            add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported)}, pipeline=pipe)
             self.depth = sum(pipe.execute()[: len(self.queue_keys)])
             self.skipped_reported.update(unreported)
 
