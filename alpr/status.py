@@ -68,20 +68,26 @@ def text(value: bytes | str) -> str:
 
 
 def print_accounting(settings: Settings) -> None:
-    """Per camera from the frames log: frames sampled, how they ended, and those not yet accounted for."""
+    """Per camera from the frames log: frames sampled, how they ended, those not yet accounted for, and
+    the frames whose reads are pending, expired (crops gone) or lost (no OCR job recorded them)."""
     from common.frame_log import FrameLog
 
     pool = database_pool(settings, "status")
     try:
-        counts = FrameLog(pool, 0).outcome_counts()
+        counts, reads = FrameLog(pool, 0).outcome_counts(), FrameLog(pool, 0).read_outcome_counts()
     finally:
         pool.close()
     outcomes = ("done", "skipped", "expired", "corrupt", "lost")
-    print(f"\nframes log: {'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}")
+    read_outcomes = ("pending", "expired", "lost")
+    print(
+        f"\nframes log: {'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}"
+        " | frames' reads " + " ".join(f"{o:>8}" for o in read_outcomes)
+    )
     for camera, by_outcome in sorted(counts.items()):
         sampled = sum(by_outcome.values())
         cells = " ".join(f"{by_outcome.get(o, 0):>8}" for o in outcomes)
-        print(f"{'':<12}{camera:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8}")
+        read_cells = " ".join(f"{reads.get(camera, {}).get(o, 0):>8}" for o in read_outcomes)
+        print(f"{'':<12}{camera:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8} | {'':>14}{read_cells}")
 
 
 def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:

@@ -89,6 +89,28 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s;
         """,
     ),
+    (
+        5,
+        """
+        ALTER TABLE frames ADD COLUMN read_outcome TEXT
+            CONSTRAINT frames_read_outcome_known CHECK (read_outcome IN ('pending', 'done', 'expired', 'lost'));
+        CREATE INDEX frames_reads_pending ON frames (done_at) WHERE read_outcome = 'pending';
+        """,
+    ),
+    (
+        6,
+        """
+        CREATE TABLE watchlist (
+            list_name TEXT NOT NULL DEFAULT 'default' CONSTRAINT watchlist_list_name_valid
+                CHECK (list_name ~ '^[A-Za-z0-9_.-]{1,64}$'),
+            plate TEXT NOT NULL CONSTRAINT watchlist_plate_normalised CHECK (plate ~ '^[A-Z0-9]{1,16}$'),
+            reason TEXT NOT NULL CONSTRAINT watchlist_reason_length CHECK (length(reason) BETWEEN 1 AND 200),
+            expires_at TIMESTAMPTZ,
+            added_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (list_name, plate)
+        );
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 

@@ -1,17 +1,19 @@
 """The frames log: the one durable record of every sampled frame (Postgres table `frames`). The
 ingest node writes a row when it samples a frame (`pending`, or `skipped` with the reason); the
 redactor writes how the frame ended (done, expired, corrupt, skipped as too old); a sweep marks as
-`lost` what no stage finished while its bytes could still exist (a Redis restart without AOF). The
-OCR pool adds its time on the frame (OCR and redaction run side by side; each stage's time is merged
-into the row, whichever comes first). Every write is idempotent: a frame logged twice keeps its
-first final outcome."""
+`lost` what no stage finished while its bytes could still exist (a Redis restart without AOF). OCR and
+redaction run side by side, and each records its own outcome: the frame's (the redactor's) and its
+reads' (`read_outcome`: `pending` once the redactor has seen plates to read, `done` or `expired` from
+the OCR pool, whichever writes first, `lost` when the sweep finds them still pending), and each merges
+its time on the frame into the row. Every write is idempotent: a frame logged twice keeps its first
+final outcome, and reads once done stay done."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -19,6 +21,10 @@ from psycopg_pool import ConnectionPool
 
 from common.db import write_through_outage
 from common.jobs import FrameOutcome, FrameRef
+
+ReadOutcome = Literal["pending", "done", "expired", "lost"]
+"""How a frame's plate reads ended: to be read, read and logged, not read (their crops expired), lost
+(no OCR job finished them in time). None: nothing to read (no plate inside the camera's ROI)."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class FrameRecord:
     detail: str | None = None
     plates: int = 0
     kept_path: str | None = None
+    read_outcome: ReadOutcome | None = None
 
     def row(self) -> tuple[Any, ...]:
         ref = self.frame
@@ -38,33 +45,38 @@ class FrameRecord:
         timings = Jsonb({k: round(v, 2) for k, v in ref.stage_ms.items()})
         return (
             ref.frame_id, ref.camera_id, ref.seq, ref.frame_index, captured_at, self.plates, timings,
-            self.kept_path, self.outcome, self.detail,
+            self.kept_path, self.outcome, self.detail, self.read_outcome,
         )  # fmt: skip
 
 
-COLUMNS = "frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path, outcome, detail"
-
-INSERT_SAMPLED = (
-    f"INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+COLUMNS = (
+    "frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path, outcome, detail, read_outcome"
 )
+VALUES = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+INSERT_SAMPLED = f"INSERT INTO frames ({COLUMNS}) {VALUES} ON CONFLICT DO NOTHING"
 """A sampled frame: a new row, or nothing when the frame is known already (a re-read after a restart)."""
 
 UPSERT_FINAL = f"""
-INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO frames ({COLUMNS}) {VALUES}
 ON CONFLICT (frame_id) DO UPDATE SET
     plates = excluded.plates, stage_ms = frames.stage_ms || excluded.stage_ms, kept_path = excluded.kept_path,
-    outcome = excluded.outcome, detail = excluded.detail, done_at = now()
+    outcome = excluded.outcome, detail = excluded.detail, done_at = now(),
+    read_outcome = COALESCE(frames.read_outcome, excluded.read_outcome)
 WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND excluded.outcome = 'done')
 """
 """How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
-a restart processed after all; never another final outcome."""
+a restart processed after all; never another final outcome. Its reads become `pending` unless the OCR
+pool has already recorded them."""
 
-MERGE_TIMINGS = f"""
-INSERT INTO frames ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stage_ms
+RECORD_READS = f"""
+INSERT INTO frames ({COLUMNS}) {VALUES}
+ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stage_ms,
+    read_outcome = CASE WHEN frames.read_outcome = 'done' THEN 'done' ELSE excluded.read_outcome END
 """
-"""A stage's time on a frame, merged into its row (a `pending` row when the frame is not logged yet:
-the ingest node's ledger is asynchronous)."""
+"""How the OCR pool ended a frame's reads, and its time on the frame, merged into the row (a `pending`
+row when the frame is not logged yet: the ingest node's ledger is asynchronous). Reads once done stay
+done (a replayed job finds its crops deleted)."""
 
 SWEEP_LOST = """
 UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
@@ -72,7 +84,18 @@ WHERE outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """
 """A pending row's done_at is when it was recorded (Postgres's clock: no skew between hosts)."""
 
+SWEEP_READS_LOST = """
+UPDATE frames SET read_outcome = 'lost'
+WHERE read_outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
+"""
+"""Reads still pending that long after the redactor finished the frame (its done_at): their OCR job
+failed for good, or its crops were lost."""
+
 OUTCOME_COUNTS = "SELECT camera_id, outcome, count(*) FROM frames GROUP BY camera_id, outcome"
+
+READ_OUTCOME_COUNTS = """
+SELECT camera_id, read_outcome, count(*) FROM frames WHERE read_outcome IS NOT NULL GROUP BY camera_id, read_outcome
+"""
 
 PENDING_COUNTS = "SELECT camera_id, count(*) FROM frames WHERE outcome = 'pending' GROUP BY camera_id"
 
@@ -91,9 +114,10 @@ class FrameLog:
         """How frames ended; a final outcome already recorded stays as it is (idempotent)."""
         self._write(UPSERT_FINAL, records)
 
-    def record_timings(self, frames: Sequence[FrameRef]) -> None:
-        """Merge the stage timings the frames carry into their rows; outcomes are left as they are."""
-        self._write(MERGE_TIMINGS, [FrameRecord(frame, "pending") for frame in frames])
+    def record_reads(self, frames: Sequence[tuple[FrameRef, ReadOutcome]]) -> None:
+        """How the OCR pool ended each frame's reads, with the stage timings the frames carry; the frames'
+        own outcomes are left as they are."""
+        self._write(RECORD_READS, [FrameRecord(frame, "pending", read_outcome=reads) for frame, reads in frames])
 
     def _write(self, statement: str, records: Sequence[FrameRecord]) -> None:
         if not records:
@@ -106,14 +130,17 @@ class FrameLog:
 
         write_through_outage(self.pool, write, self.patience_s)
 
-    def sweep_lost(self, older_than_s: float) -> int:
-        """Mark as lost the frames still pending `older_than_s` after they were recorded; returns how many.
+    def sweep_lost(self, older_than_s: float) -> tuple[int, int]:
+        """Mark as lost the frames still pending `older_than_s` after they were recorded, and the reads
+        still pending that long after their frame was finished; returns (frames, frames' reads) marked.
         One attempt: a sweep that meets an outage waits for the next round."""
 
-        def sweep(connection: psycopg.Connection) -> int:
+        def sweep(connection: psycopg.Connection) -> tuple[int, int]:
             with connection.cursor() as cursor:
                 cursor.execute(SWEEP_LOST, (older_than_s,))
-                return max(cursor.rowcount, 0)
+                frames = max(cursor.rowcount, 0)
+                cursor.execute(SWEEP_READS_LOST, (older_than_s,))
+                return frames, max(cursor.rowcount, 0)
 
         return write_through_outage(self.pool, sweep, 0.0)
 
@@ -124,8 +151,15 @@ class FrameLog:
 
     def outcome_counts(self) -> dict[str, dict[str, int]]:
         """camera -> outcome -> frames."""
+        return self._counts(OUTCOME_COUNTS)
+
+    def read_outcome_counts(self) -> dict[str, dict[str, int]]:
+        """camera -> read outcome -> frames (frames with plates to read only)."""
+        return self._counts(READ_OUTCOME_COUNTS)
+
+    def _counts(self, query: str) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         with self.pool.connection() as connection:
-            for camera_id, outcome, number in connection.execute(OUTCOME_COUNTS):
+            for camera_id, outcome, number in connection.execute(query):
                 counts.setdefault(camera_id, {})[outcome] = int(number)
         return counts

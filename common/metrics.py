@@ -62,6 +62,10 @@ class Metrics:
         self.frames_lost = Counter(
             "alpr_frames_lost", "Frames marked lost by the sweep: no stage finished them in time.", registry=r
         )
+        self.reads_lost = Counter(
+            "alpr_reads_lost", "Frames whose plate reads the sweep marked lost: no OCR job recorded them in time.",
+            registry=r,
+        )  # fmt: skip
         self.frames_unaccounted = Gauge(
             "alpr_frames_unaccounted", "Frames sampled without a final outcome yet (in the chain), per camera.",
             ["camera"], registry=r,

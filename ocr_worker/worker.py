@@ -1,7 +1,8 @@
 """The OCR pool's edge: takes an OCR job (queued by the detector beside the redact job: the frames
 with plate crops to read, their boxes and the crops' keys), reads each frame's crops with the one
-read step (`PlateReader.read_plates`), logs the reads to Postgres in one transaction, adds its time
-on each frame to the frames log, and deletes the crops (no other stage needs them)."""
+read step (`PlateReader.read_plates`), logs the reads to Postgres in one transaction, records in the
+frames log how each frame's reads ended (done, or expired: a crop was gone) with its time on the
+frame, and deletes the crops (no other stage needs them)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Final
 import numpy as np
 
 from common.errors import InputError
-from common.frame_log import FrameLog
+from common.frame_log import FrameLog, ReadOutcome
 from common.frame_store import FrameStore, decode_jpeg
 from common.jobs import FrameRef, OcrJob, parse_job
 from common.metrics import Metrics
@@ -59,10 +60,12 @@ class OcrStage:
         crop_keys = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
         crops = self.decode_crops(crop_keys)
         logged: list[tuple[FrameRef, list[PlateRead]]] = []
+        outcomes: list[ReadOutcome] = []
         for item in job.frames:
             start = time.perf_counter()
             to_read = [p for p in item.plates if p.crop_key]  # the plates inside the ROI
-            if any(p.crop_key not in crops for p in to_read):
+            outcomes.append("expired" if any(p.crop_key not in crops for p in to_read) else "done")
+            if outcomes[-1] == "expired":
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             with self.metrics.core_cpu(self.name):
                 reads = self.reader(item.frame.region).read_plates(
@@ -70,7 +73,7 @@ class OcrStage:
                 )
             logged.append((item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads))
         new = self.plate_log.record_many(logged)
-        self.frame_log.record_timings([frame for frame, _ in logged])
+        self.frame_log.record_reads([(frame, outcome) for (frame, _), outcome in zip(logged, outcomes, strict=True)])
         now = time.time()
         for frame, reads in logged:
             if any(r.best for r in reads):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -68,7 +69,7 @@ class RedactStage:
         job = parse_job(payload, RedactJob)
         keys = [f.frame.key for f in job.frames]
         jpegs = self.store.get_jpegs(keys)
-        records = [self.finish(item, jpegs[item.frame.key]) for item in job.frames]
+        records = [self.with_reads(item, self.finish(item, jpegs[item.frame.key])) for item in job.frames]
         self.frame_log.record_final(records)
         self.store.delete_many(keys)  # the last stage that needs the frame's bytes (OCR reads crops)
         done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
@@ -77,6 +78,12 @@ class RedactStage:
             frames=done.total(), plates=sum(len(item.plates) for item in job.frames),
             not_done=len(records) - done.total(), done_by_camera=dict(done),
         )  # fmt: skip
+
+    @staticmethod
+    def with_reads(item: DetectedFrame, record: FrameRecord) -> FrameRecord:
+        """The record, with its reads `pending` when the detector handed plates to the OCR pool: the
+        sweep finds them lost if no OCR job records them in time."""
+        return replace(record, read_outcome="pending") if any(p.crop_key for p in item.plates) else record
 
     def finish(self, item: DetectedFrame, jpeg: bytes | None) -> FrameRecord:
         """Blur and keep one frame (as the policy says); how it ended."""
@@ -104,11 +111,14 @@ class RedactStage:
         return FrameRecord(timed, "done", None, len(item.plates), str(path) if path else None)
 
     def maintain(self) -> None:
-        """Mark frames no stage finished in time as lost; delete kept frames past their age."""
-        lost = self.frame_log.sweep_lost(self.lost_after_s)
+        """Mark frames (and frames' reads) no stage finished in time as lost; delete kept frames past their age."""
+        lost, reads_lost = self.frame_log.sweep_lost(self.lost_after_s)
         if lost:
             log.warning("%d frames marked lost: sampled, but no stage finished them in time", lost)
             self.metrics.frames_lost.inc(lost)
+        if reads_lost:
+            log.warning("the reads of %d frames marked lost: no OCR job recorded them in time", reads_lost)
+            self.metrics.reads_lost.inc(reads_lost)
         pending = self.frame_log.pending_counts()
         for camera_id in {*pending, *self.cameras_seen}:
             self.metrics.frames_unaccounted.labels(camera=camera_id).set(pending.get(camera_id, 0))

@@ -194,11 +194,41 @@ def test_frames_no_stage_finished_are_swept_as_lost_and_a_late_outcome_wins(post
         time.sleep(1.5)
         frame_log.record_sampled([FrameRecord(new, "pending")])
         frame_log.record_sampled([FrameRecord(old, "pending")])  # a re-read after a restart: no change
-        assert frame_log.sweep_lost(older_than_s=1.0) == 1  # pending longer than that since it was recorded
+        assert frame_log.sweep_lost(older_than_s=1.0) == (1, 0)  # pending longer than that since it was recorded
         assert frame_log.outcome_counts() == {"cam": {"lost": 1, "pending": 1}}
         frame_log.record_final([FrameRecord(old, "done"), FrameRecord(new, "done")])
         frame_log.record_final([FrameRecord(new, "expired", "before redaction")])  # a final outcome stays
         assert frame_log.outcome_counts() == {"cam": {"done": 2}}
         assert frame_log.pending_counts() == {}
+    finally:
+        pool.close()
+
+
+def test_reads_no_ocr_job_recorded_are_swept_as_lost_and_reads_once_done_stay_done(postgres_url):
+    from common.db import open_pool
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    try:
+        frame_log = FrameLog(pool, patience_s=0)
+        unread, read, plateless, read_first, crops_gone = (ref(f"cam:1:{i}") for i in range(5))
+        frame_log.record_reads([(read_first, "done"), (crops_gone, "expired")])  # OCR before the redactor
+        frame_log.record_final([
+            FrameRecord(unread, "done", plates=1, read_outcome="pending"),
+            FrameRecord(read, "done", plates=1, read_outcome="pending"),
+            FrameRecord(plateless, "done"),
+            FrameRecord(read_first, "done", plates=1, read_outcome="pending"),  # the OCR pool's word stands
+            FrameRecord(crops_gone, "done", plates=1, read_outcome="pending"),
+        ])  # fmt: skip
+        frame_log.record_reads([(read, "done")])
+        time.sleep(1.5)
+        assert frame_log.sweep_lost(older_than_s=1.0) == (0, 1)  # only the reads no OCR job recorded
+        assert frame_log.read_outcome_counts() == {"cam": {"lost": 1, "done": 2, "expired": 1}}
+        with pool.connection() as connection:
+            rows = dict(connection.execute("SELECT frame_id, read_outcome FROM frames").fetchall())
+        assert rows == {"cam:1:0": "lost", "cam:1:1": "done", "cam:1:2": None, "cam:1:3": "done", "cam:1:4": "expired"}
+        frame_log.record_reads([(unread, "done"), (read, "expired")])  # a late OCR job; a replay finds no crops
+        assert frame_log.read_outcome_counts() == {"cam": {"done": 3, "expired": 1}}
+        assert frame_log.outcome_counts() == {"cam": {"done": 5}}  # the frames' own outcomes untouched
     finally:
         pool.close()

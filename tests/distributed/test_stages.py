@@ -190,7 +190,9 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
     state, age, errors = camera_row.split()[1:4]
     assert state == "ended" and age.endswith("s") and errors == "0"  # state and since when, source errors
     accounting = next(line for line in out.splitlines() if line.strip().startswith("cam") and "40" in line)
-    assert accounting.split()[:3] == ["cam", "40", "0"] and accounting.split()[-1] == match[1]  # in the chain
+    frames, reads = accounting.split("|")
+    assert frames.split()[:3] == ["cam", "40", "0"] and frames.split()[-1] == match[1]  # in the chain
+    assert reads.split() == ["0", "0", "0"]  # no frame's reads pending, expired or lost
 
 
 def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, settings):

@@ -1,7 +1,8 @@
 """The OCR pool's edge on a private Redis and a fresh Postgres schema, with the real reader in
 `alpr worker ocr` / `alpr worker redact` bursts: OCR and redaction of a batch run side by side in
 either order; the reads are logged with the frame's stage timings, the OCR time reaches the frame's
-row whichever stage finishes first, the final outcome is the redactor's, and the crops are deleted."""
+row whichever stage finishes first, each stage records its own outcome (the frame's is the redactor's,
+its reads' the OCR pool's; reads no OCR job records end lost), and the crops are deleted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common import geometry
+from common.db import open_pool
+from common.frame_log import FrameLog
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
@@ -57,25 +60,32 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
 
     burst(first, redis_url, postgres_url, settings, tmp_path)
     with psycopg.connect(postgres_url) as db:
-        outcome, timings = db.execute("SELECT outcome, stage_ms FROM frames").fetchone()  # type: ignore[misc]
-    assert outcome == ("pending" if first == "ocr" else "done")  # OCR records its time, never the outcome
+        outcome, reads_outcome = db.execute("SELECT outcome, read_outcome FROM frames").fetchone()  # type: ignore[misc]
+    assert outcome == ("pending" if first == "ocr" else "done")  # each stage records its own outcome
+    assert reads_outcome == ("done" if first == "ocr" else "pending")
     burst("redact" if first == "ocr" else "ocr", redis_url, postgres_url, settings, tmp_path)
 
     with psycopg.connect(postgres_url) as db:
-        rows = db.execute("SELECT outcome, stage_ms, plates FROM frames").fetchall()
+        rows = db.execute("SELECT outcome, stage_ms, plates, read_outcome FROM frames").fetchall()
         reads = db.execute("SELECT plate_text, source_time_s, stage_ms FROM plate_reads").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "done" and rows[0][2] == 1
+    assert len(rows) == 1 and rows[0][0] == "done" and rows[0][2] == 1 and rows[0][3] == "done"
     assert set(rows[0][1]) == {"detect", "ocr", "redact"}  # each stage's time, in either order
     assert [(text, t) for text, t, _ in reads] == [(PLATE, 4.4)]
     assert set(reads[0][2]) == {"detect", "ocr"} and reads[0][2]["detect"] == 40.0
     assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone
 
 
-def test_a_job_naming_an_unknown_plate_region_fails_for_good(redis_url, postgres_url, settings, tmp_path):
+def test_a_job_naming_an_unknown_plate_region_fails_for_good_and_its_reads_end_lost(
+    redis_url, postgres_url, settings, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)
     crop = frame_key("cam:1:0:plate0")
-    FrameStore(connection, 600).put_many([(crop, encode_jpeg(np.full((40, 120, 3), 200, np.uint8), 95))])
+    FrameStore(connection, 600).put_many([
+        (crop, encode_jpeg(np.full((40, 120, 3), 200, np.uint8), 95)),
+        (frame_key("cam:1:0"), encode_jpeg(np.full((360, 640, 3), 100, np.uint8), 90)),
+    ])  # fmt: skip
     frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
                      source_time_s=0.0, key=frame_key("cam:1:0"), region="zz")  # fmt: skip
     plate = PlateBox(box_xyxy=(0, 0, 120, 40), confidence=0.9, crop_key=crop)
@@ -85,3 +95,19 @@ def test_a_job_naming_an_unknown_plate_region_fails_for_good(redis_url, postgres
     job = ocr.fetch_job(job_id)
     assert job is not None and job.meta[PERMANENT].startswith("rejected: unknown plate region 'zz'")
     assert job.retries_left == 2 and FailedJobRegistry(queue=ocr).get_job_ids() == [job_id]
+    # redaction does not wait for reading: the frame is done, its reads pending, and then swept as lost
+    enqueue(
+        stage_queue(connection, "redact"),
+        RedactJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[plate])]),
+        60,
+    )
+    burst("redact", redis_url, postgres_url, settings, tmp_path)
+    pool = open_pool(postgres_url)
+    try:
+        frame_log = FrameLog(pool, patience_s=0)
+        assert frame_log.read_outcome_counts() == {"cam": {"pending": 1}}
+        assert frame_log.sweep_lost(older_than_s=0.0) == (0, 1)
+        assert frame_log.outcome_counts() == {"cam": {"done": 1}}
+        assert frame_log.read_outcome_counts() == {"cam": {"lost": 1}}
+    finally:
+        pool.close()
