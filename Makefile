@@ -35,7 +35,7 @@ lint:
 	$(BIN)/ruff format --check .
 
 mypy:
-	$(BIN)/mypy common ingest detector_worker ocr_worker redactor_worker alpr
+	$(BIN)/mypy common ingest detector_worker ocr_worker redactor_worker sighting_worker alert_worker alpr
 
 format:
 	$(BIN)/ruff format .

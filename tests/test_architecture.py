@@ -1,6 +1,6 @@
 """The structure rule: roles meet only through queues, and common/ knows no role. Every module of a
-role package (ingest, detector_worker, ocr_worker, redactor_worker) may import common and itself but
-no other role, nor alpr (the commands, which wire every role together); common may import no role
+role package (ingest, detector_worker, ocr_worker, redactor_worker, sighting_worker, alert_worker) may
+import common and itself but no other role, nor alpr (the commands, which wire every role together); common may import no role
 and not alpr. Imports are read with `ast`, at any depth (inside functions too), as are
 `importlib.import_module("...")` and `__import__("...")` calls with a literal name."""
 
@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-ROLES = frozenset({"ingest", "detector_worker", "ocr_worker", "redactor_worker"})
+ROLES = frozenset({"ingest", "detector_worker", "ocr_worker", "redactor_worker", "sighting_worker", "alert_worker"})
 """The role packages: each runs as its own pool and talks to the others only through queues."""
 
 CHECKED = (*sorted(ROLES), "common")

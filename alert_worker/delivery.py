@@ -1,0 +1,246 @@
+"""Delivery of one alert to one receiver, once: an HTTP webhook POST signed with HMAC-SHA256, or an MQTT
+publish with QoS 1. Each attempt either returns (the receiver acknowledged: a 2xx answer, a PUBACK) or
+raises `DeliveryRetryable` (worth another attempt later) or `DeliveryRejected` (permanent: retrying
+cannot help). Messages never hold a secret, and URLs in them are masked.
+
+Webhook signatures (the scheme Stripe uses), for receivers to check:
+
+    body      = the alert as compact JSON with sorted keys, UTF-8 (`alert_body`)
+    timestamp = X-ALPR-Timestamp, Unix seconds as decimal digits
+    signed    = timestamp + "." + body                  (bytes)
+    X-ALPR-Signature: sha256=<hex HMAC-SHA256(secret, signed)>
+
+A receiver recomputes the HMAC over the exact body bytes it received, compares in constant time, and
+refuses timestamps more than 5 minutes from its clock (replays): `verify_signature` does all three.
+`Idempotency-Key` carries the alert id: a retry after a lost answer sends the same key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from http.client import HTTPException
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from common.alerts import MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
+from common.credentials import mask_url
+
+SIGNATURE_HEADER = "X-ALPR-Signature"
+"""Header of the webhook signature: `sha256=<hex HMAC-SHA256 of timestamp + "." + body>`."""
+
+TIMESTAMP_HEADER = "X-ALPR-Timestamp"
+"""Header of the Unix time (seconds) the request was signed at; part of the signed bytes."""
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""Header carrying the alert id, the same on every attempt."""
+
+SIGNATURE_SCHEME = "sha256="
+"""Prefix of the signature header's value: the HMAC's hash function."""
+
+USER_AGENT = "alpr-alerts/1"
+"""User-Agent of webhook requests."""
+
+SIGNATURE_TOLERANCE_S = 300
+"""Default largest difference between a signature's timestamp and the receiver's clock (replays)."""
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+"""4xx answers worth retrying (timeout, too early, too many requests); every 5xx is too."""
+
+MAX_RESPONSE_BYTES = 65536
+"""Most bytes of a webhook's answer read (then dropped): enough to end the exchange cleanly."""
+
+MAX_RETRY_AFTER_S = 3600.0
+"""Longest Retry-After honoured as a hint; a receiver asking for more gets this."""
+
+MQTT_KEEPALIVE_S = 60
+"""MQTT keepalive announced on connect (a delivery lasts far less)."""
+
+MQTT_POLL_S = 0.05
+"""Longest single wait of the MQTT network loop, so a deadline is checked this often."""
+
+MQTT_REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized"})
+"""CONNACK refusals retrying cannot cure (the receiver's settings must change)."""
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed; the message names the receiver (URL masked) and why, never a secret."""
+
+
+class DeliveryRetryable(DeliveryError):  # noqa: N818 (the name says what to do with it)
+    """The receiver may take the alert later: unreachable, overloaded, timed out, 408/425/429/5xx."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """The receiver's Retry-After, in seconds, when it sent one: a hint for the next attempt."""
+
+
+class DeliveryRejected(DeliveryError):  # noqa: N818
+    """The receiver refused the alert for good (4xx, a redirect, bad credentials, a bad topic): retrying
+    cannot help; its settings or the receiver must change."""
+
+
+def alert_body(alert: Alert) -> bytes:
+    """The alert as sent: compact JSON, keys sorted, UTF-8 (the same bytes for webhooks and MQTT)."""
+    data = alert.model_dump(mode="json")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def sign(body: bytes, timestamp: str, secret: str) -> str:
+    """The signature header's value for `body` sent at `timestamp` (Unix seconds, decimal digits)."""
+    signed = timestamp.encode("ascii") + b"." + body
+    return SIGNATURE_SCHEME + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    body: bytes,
+    timestamp: str,
+    signature_header: str,
+    secret: str,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now_s: float | None = None,
+) -> bool:
+    """For receivers: whether `signature_header` (X-ALPR-Signature) signs exactly `body` (the raw request
+    bytes, before any JSON parsing) at `timestamp` (X-ALPR-Timestamp) with `secret`, and the timestamp
+    lies within `tolerance_s` of `now_s` (default: this clock). The comparison takes constant time."""
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return False
+    now = time.time() if now_s is None else now_s
+    if abs(now - int(timestamp)) > tolerance_s:
+        return False
+    expected = sign(body, timestamp, secret).encode()
+    return hmac.compare_digest(expected, signature_header.encode("utf-8", "replace"))
+
+
+def deliver(alert: Alert, receiver: WebhookReceiver | MqttReceiver) -> None:
+    """Deliver `alert` to `receiver` once; raises DeliveryRetryable or DeliveryRejected when it fails."""
+    if isinstance(receiver, WebhookReceiver):
+        deliver_webhook(alert, receiver)
+    else:
+        deliver_mqtt(alert, receiver)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not followed: urllib would turn the POST into a bodiless GET."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+"""urllib's opener (proxies from the environment, verified TLS) without redirects."""
+
+
+def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
+    """POST `alert` to the receiver's URL, signed; returns once it answered 2xx."""
+    body = alert_body(alert)
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(body, timestamp, receiver.secret.get_secret_value()),
+        IDEMPOTENCY_HEADER: alert.alert_id,
+    }
+    request = urllib.request.Request(receiver.url, data=body, headers=headers, method="POST")
+    where = f"webhook {mask_url(receiver.url)}"
+    try:
+        with _OPENER.open(request, timeout=receiver.timeout_s) as response:
+            response.read(MAX_RESPONSE_BYTES)
+    except urllib.error.HTTPError as error:
+        with error:
+            raise _status_error(where, error.code, error.reason, error.headers.get("Retry-After")) from None
+    except urllib.error.URLError as error:
+        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error.reason)}")) from None
+    except (OSError, HTTPException) as error:  # timeouts, resets and broken answers while reading
+        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
+
+
+def _status_error(where: str, status: int, reason: object, retry_after: str | None) -> DeliveryError:
+    """The error for a receiver's non-2xx answer."""
+    message = mask_url(f"{where}: HTTP {status} {' '.join(str(reason).split())[:80]}".rstrip())
+    if status in RETRYABLE_STATUS or 500 <= status <= 599:
+        return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after))
+    if 300 <= status <= 399:
+        return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)")
+    return DeliveryRejected(message)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """A Retry-After given in seconds (an HTTP date is ignored), capped."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), MAX_RETRY_AFTER_S)
+
+
+def _describe(error: object) -> str:
+    """An exception (or urllib's reason string) in a few words: its kind, then its message."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, BaseException):
+        text = " ".join(str(error).split())
+        return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
+    return " ".join(str(error).split())[:200]
+
+
+def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
+    """Publish `alert` to the receiver's topic with QoS 1; returns once the broker acknowledged it
+    (PUBACK). The whole attempt (connect, CONNACK, PUBACK) runs within `receiver.timeout_s`, on this
+    thread (paho's synchronous loop: no network thread to leak), and always disconnects."""
+    where = f"mqtt {receiver.host}:{receiver.port}"
+    if MQTT_WILDCARDS & set(receiver.topic) or not receiver.topic:
+        raise DeliveryRejected(f"{where}: a topic to publish to may not be empty or hold the wildcards + or #")
+    deadline = time.monotonic() + receiver.timeout_s
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
+    client.connect_timeout = receiver.timeout_s
+    if receiver.username is not None:
+        password = receiver.password.get_secret_value() if receiver.password is not None else None
+        client.username_pw_set(receiver.username, password)
+    connack: list[ReasonCode] = []
+    client.on_connect = lambda _client, _userdata, _flags, code, _properties: connack.append(code)
+    try:
+        client.connect(receiver.host, receiver.port, keepalive=MQTT_KEEPALIVE_S)
+        _loop_until(client, lambda: bool(connack), deadline, f"{where}: no CONNACK")
+        if connack[0].is_failure:
+            refusal = f"{where}: the broker refused the connection: {connack[0].getName()}"
+            if connack[0].getName() in MQTT_REFUSED_FOR_GOOD:
+                raise DeliveryRejected(refusal)
+            raise DeliveryRetryable(refusal)
+        info = client.publish(receiver.topic, alert_body(alert), qos=receiver.qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise DeliveryRetryable(f"{where}: publish failed: {mqtt.error_string(info.rc)}")
+        _loop_until(client, info.is_published, deadline, f"{where}: no PUBACK")
+    except (OSError, ValueError, RuntimeError) as error:  # refused, reset, unresolvable, timed out
+        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
+    finally:
+        _close(client)
+
+
+def _loop_until(client: mqtt.Client, done: Callable[[], bool], deadline: float, late: str) -> None:
+    """Run the client's network loop until `done()`; DeliveryRetryable(`late`) past the deadline or
+    when the connection is lost."""
+    while not done():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeliveryRetryable(f"{late} within the timeout")
+        rc = client.loop(timeout=min(remaining, MQTT_POLL_S))
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not done():
+            raise DeliveryRetryable(f"{late}: {mqtt.error_string(rc)}")
+
+
+def _close(client: mqtt.Client) -> None:
+    """Disconnect (sent at once: no loop thread) and release every socket the client holds."""
+    try:
+        if client.is_connected():
+            client.disconnect()
+    except OSError:  # the connection is already gone
+        pass
+    finally:
+        client._reset_sockets()  # paho has no public close; this closes the connection and its wake-up pair

@@ -1,0 +1,114 @@
+"""The alert: the validated type that crosses from the sighting stage (a read or a closed sighting
+that matched the watch list) to the alert stage, and the receivers an alert is delivered to (an HTTP
+webhook signed with a shared secret, an MQTT topic). Secrets never show: not in a repr, not in a
+validation error."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+
+from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
+
+PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
+"""Plate text as read and as listed: capitals and digits, at most 16."""
+
+MIN_SECRET_CHARS = 16
+"""Shortest webhook secret accepted: an HMAC key a receiver cannot guess."""
+
+MAX_URL_CHARS = 2048
+"""Longest webhook URL accepted."""
+
+MAX_TIMEOUT_S = 60.0
+"""Longest time one delivery attempt may wait on its receiver."""
+
+DELIVERY_TIMEOUT_S = 5.0
+"""Default time one delivery attempt waits on its receiver (connect, send, acknowledgement)."""
+
+MQTT_PORT = 1883
+"""MQTT's plain-TCP port."""
+
+MQTT_WILDCARDS = frozenset("+#")
+"""Characters a topic one publishes to may not hold (they are for subscriptions)."""
+
+
+class Alert(Strict):
+    """A watch-list match to tell receivers about: which plate was seen, where and when, and which
+    listed plate it matched. `alert_id` is the idempotency key: a receiver that sees it twice (a retry
+    after a lost acknowledgement) keeps one."""
+
+    alert_id: str = Field(pattern=ID_PATTERN, description="idempotency key, unique per alert")
+    camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    plate: str = Field(pattern=PLATE_PATTERN, description="the plate text as read")
+    watch_plate: str = Field(pattern=PLATE_PATTERN, description="the listed plate it matched")
+    reason: str = Field(max_length=200, description="the watch-list entry's reason")
+    distance: float = Field(ge=0, description="edit distance between the read and the listed plate")
+    confidence: float = Field(ge=0, le=1, description="confidence of the read")
+    captured_at_s: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
+    sighting_id: str | None = Field(None, pattern=ID_PATTERN, description="the sighting, once there is one")
+    frame_id: str = Field(pattern=ID_PATTERN, description="the frame of the read")
+    kind: Literal["read", "sighting"] = Field(
+        description="`read`: an early alert on a single confident read; `sighting`: on a closed sighting"
+    )
+
+
+class ReceiverConfig(Strict):
+    """A receiver's settings; input values never appear in a validation error (they may be secrets)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
+
+    timeout_s: float = Field(DELIVERY_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="per delivery attempt")
+
+
+class WebhookReceiver(ReceiverConfig):
+    """An HTTP(S) endpoint that alerts are POSTed to, each signed with HMAC-SHA256 of `secret`
+    (alert_worker/delivery.py: the signed bytes and the headers)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(max_length=MAX_URL_CHARS, description="http:// or https:// URL, without user:password")
+    secret: SecretStr = Field(min_length=MIN_SECRET_CHARS, max_length=1024, description="HMAC key shared with it")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.isprintable() or any(c.isspace() for c in url):
+            raise ValueError("the URL holds spaces or control characters")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("the URL must start with http:// or https://")
+        if "@" in parts.netloc:
+            raise ValueError("the URL may not carry user:password (the secret signs each alert)")
+        try:
+            parts.port  # noqa: B018 (raises on a port out of range or not a number)
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 1 to 65535") from None
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
+        return url
+
+
+class MqttReceiver(ReceiverConfig):
+    """An MQTT broker topic that alerts are published to, with QoS 1 (at least once)."""
+
+    type: Literal["mqtt"] = "mqtt"
+    host: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]-]{1,253}$", description="broker host name or address")
+    port: int = Field(MQTT_PORT, ge=1, le=65535)
+    topic: str = Field(min_length=1, max_length=1024, description="topic to publish to (no + or # wildcards)")
+    username: str | None = Field(None, min_length=1, max_length=256)
+    password: SecretStr | None = Field(None, max_length=1024)
+    qos: Literal[1] = Field(1, description="at least once: delivered when the broker acknowledged (PUBACK)")
+
+    @field_validator("topic")
+    @classmethod
+    def _publishable(cls, topic: str) -> str:
+        if MQTT_WILDCARDS & set(topic):
+            raise ValueError("a topic to publish to may not hold the wildcards + or #")
+        if "\x00" in topic:
+            raise ValueError("a topic may not hold a NUL character")
+        return topic
+
+
+Receiver = Annotated[WebhookReceiver | MqttReceiver, Field(discriminator="type")]
+"""Any receiver, told apart by its `type` (webhook or mqtt)."""

@@ -1,0 +1,197 @@
+"""Grouping: `SightingTracker` turns each camera's plate reads, fed in capture order, into sightings
+(one per vehicle pass). Per camera it holds the open tracks; each frame's reads are assigned to them
+jointly, and a track is closed, and its sighting emitted once, when the camera has been without a read
+for it for more than `gap_s`.
+
+A read may join an open track when it lies within `gap_s` of the track's time span and either its
+text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
+lies within `width * (CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the centre the track's
+motion predicts (`width`: the track's newest box width, `dt`: seconds since the track's newest read).
+The cost of a pair is the centre's distance in units of that allowance plus the text distance over
+`max_text_distance` (UNKNOWN_TEXT_COST when either text is empty); the reads of one frame are assigned
+greedily by increasing cost, at most one read per track, so two plates side by side in one frame never
+share a track, and a plate goes to the track whose box it continues. A read no track takes starts one.
+
+Reads arriving late (older than the camera's newest read) are accepted: such a read joins a matching
+open track (its first read, best read and counts change, its motion does not) or starts its own track,
+which is closed at once when it is already more than `gap_s` older than the camera's newest read. A
+read whose track was emitted already can no longer join it: it makes a sighting of its own.
+
+`to_state()` / `SightingTracker.from_state` carry the open tracks across a process restart (JSON)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.plate_text import plate_distance
+from sighting_worker.track import Track
+from sighting_worker.types import Observation, Sighting
+
+MAX_TEXT_DISTANCE = 2.0
+"""Largest `plate_distance` between a read and a track's voted text for the read to join by text."""
+
+MAX_CENTER_SHIFT = 4.0
+"""How far (plate widths per second since the track's newest read) a read's box centre may lie from
+the centre the track's motion predicts, on top of CENTER_SHIFT_FLOOR_WIDTHS, to join by position."""
+
+CENTER_SHIFT_FLOOR_WIDTHS = 0.5
+"""Distance from the predicted centre (plate widths) always allowed to join by position (box jitter)."""
+
+UNKNOWN_TEXT_COST = 0.5
+"""Text part of a read-track pair's cost when the read or the track has no text."""
+
+MAX_VOTING_READS = 50
+"""Reads with text a track keeps for its vote (the most confident ones)."""
+
+MAX_DISTINCT_TEXTS = 50
+"""Distinct texts a track counts (a new text replaces the least read one past this)."""
+
+STATE_VERSION = 1
+"""Version of the dict `SightingTracker.to_state` writes; `from_state` refuses any other."""
+
+
+def _sighting_order(sighting: Sighting) -> tuple[float, str]:
+    return sighting.first_seen_s, sighting.sighting_id
+
+
+@dataclass
+class _Camera:
+    """One camera's open tracks, oldest first, and the capture time of its newest read."""
+
+    newest_s: float
+    tracks: list[Track] = field(default_factory=list)
+
+
+class SightingTracker:
+    """Groups plate reads into sightings per camera (see the module docstring). Not thread-safe."""
+
+    def __init__(
+        self,
+        gap_s: float,
+        max_text_distance: float = MAX_TEXT_DISTANCE,
+        max_center_shift: float = MAX_CENTER_SHIFT,
+        max_voting_reads: int = MAX_VOTING_READS,
+    ) -> None:
+        if not gap_s > 0:
+            raise ValueError(f"gap_s must be > 0, but got {gap_s}")
+        if max_text_distance < 0 or max_center_shift < 0:
+            raise ValueError(f"distances must be >= 0, but got {max_text_distance}, {max_center_shift}")
+        if max_voting_reads < 1:
+            raise ValueError(f"max_voting_reads must be >= 1, but got {max_voting_reads}")
+        self.gap_s = gap_s
+        self.max_text_distance = max_text_distance
+        self.max_center_shift = max_center_shift
+        self.max_voting_reads = max_voting_reads
+        self._cameras: dict[str, _Camera] = {}
+
+    @property
+    def open_tracks(self) -> int:
+        """Tracks open over all cameras."""
+        return sum(len(camera.tracks) for camera in self._cameras.values())
+
+    def observe(self, observation: Observation) -> list[Sighting]:
+        """Adds one read; returns the sightings of its camera that its time proves closed."""
+        return self.observe_frame([observation])
+
+    def observe_frame(self, observations: Sequence[Observation]) -> list[Sighting]:
+        """Adds the reads of one frame (one camera, one frame id), assigned jointly; returns the
+        sightings of that camera whose newest read is now more than `gap_s` older than the camera's."""
+        if not observations:
+            return []
+        first = observations[0]
+        if any((o.camera_id, o.frame_id) != (first.camera_id, first.frame_id) for o in observations):
+            raise ValueError(
+                f"reads of one frame expected, but got frames {sorted({o.frame_id for o in observations})}"
+            )
+        camera = self._cameras.setdefault(first.camera_id, _Camera(newest_s=first.captured_at_s))
+        camera.newest_s = max(camera.newest_s, first.captured_at_s)
+        for observation, track in zip(observations, self._assign(observations, camera.tracks), strict=True):
+            if track is None:
+                camera.tracks.append(Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS))
+            else:
+                track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
+        return self._close(camera, camera.newest_s - self.gap_s)
+
+    def close_due(self, now_s: float) -> list[Sighting]:
+        """Closes, on every camera, the tracks whose newest read is more than `gap_s` older than
+        `now_s` (the clock of the capture times), and returns their sightings."""
+        closed = [s for camera in self._cameras.values() for s in self._close(camera, now_s - self.gap_s)]
+        return sorted(closed, key=_sighting_order)
+
+    def close_all(self) -> list[Sighting]:
+        """Closes every open track (the end of a file or stream) and forgets every camera."""
+        closed = [track.to_sighting() for camera in self._cameras.values() for track in camera.tracks]
+        self._cameras.clear()
+        return sorted(closed, key=_sighting_order)
+
+    def _close(self, camera: _Camera, before_s: float) -> list[Sighting]:
+        """Removes the camera's tracks whose newest read is older than `before_s`; their sightings."""
+        closed = [track for track in camera.tracks if track.last.captured_at_s < before_s]
+        camera.tracks = [track for track in camera.tracks if track.last.captured_at_s >= before_s]
+        return sorted((track.to_sighting() for track in closed), key=_sighting_order)
+
+    def _assign(self, observations: Sequence[Observation], tracks: list[Track]) -> list[Track | None]:
+        """The open track each read joins (None: it starts one), greedily by increasing pair cost."""
+        pairs: list[tuple[float, int, int]] = []
+        for read_index, observation in enumerate(observations):
+            for track_index, track in enumerate(tracks):
+                cost = self._match_cost(observation, track)
+                if cost is not None:
+                    pairs.append((cost, read_index, track_index))
+        assigned: list[Track | None] = [None] * len(observations)
+        taken: set[int] = set()
+        for _, read_index, track_index in sorted(pairs):
+            if assigned[read_index] is None and track_index not in taken:
+                assigned[read_index] = tracks[track_index]
+                taken.add(track_index)
+        return assigned
+
+    def _match_cost(self, observation: Observation, track: Track) -> float | None:
+        """The cost of the read joining the track, or None when it may not (see the module docstring)."""
+        if track.time_gap_s(observation.captured_at_s) > self.gap_s:
+            return None
+        dt_s = observation.captured_at_s - track.last.captured_at_s
+        allowed_px = max(track.last.width_px, 1.0) * (CENTER_SHIFT_FLOOR_WIDTHS + self.max_center_shift * abs(dt_s))
+        predicted_x, predicted_y = track.predicted_center_xy(observation.captured_at_s)
+        x, y = observation.center_xy
+        shift = math.hypot(x - predicted_x, y - predicted_y) / allowed_px
+        text_matches = False
+        text_cost = UNKNOWN_TEXT_COST
+        if observation.text and track.plate:
+            distance = plate_distance(observation.text, track.plate)
+            text_matches = distance <= self.max_text_distance
+            text_cost = distance / max(self.max_text_distance, 1.0)
+        if not text_matches and shift > 1.0:
+            return None
+        return shift + text_cost
+
+    def to_state(self) -> dict[str, Any]:
+        """The open tracks and each camera's newest read time, as a JSON-ready dict."""
+        return {
+            "version": STATE_VERSION,
+            "cameras": {
+                camera_id: {"newest_s": camera.newest_s, "tracks": [track.to_state() for track in camera.tracks]}
+                for camera_id, camera in self._cameras.items()
+            },
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        gap_s: float,
+        max_text_distance: float = MAX_TEXT_DISTANCE,
+        max_center_shift: float = MAX_CENTER_SHIFT,
+        max_voting_reads: int = MAX_VOTING_READS,
+    ) -> SightingTracker:
+        """A tracker that goes on where the one that wrote `state` (`to_state`) stood."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"tracker state version {STATE_VERSION} expected, but got {state.get('version')!r}")
+        tracker = cls(gap_s, max_text_distance, max_center_shift, max_voting_reads)
+        for camera_id, camera in state["cameras"].items():
+            tracks = [Track.from_state(track) for track in camera["tracks"]]
+            tracker._cameras[str(camera_id)] = _Camera(newest_s=float(camera["newest_s"]), tracks=tracks)
+        return tracker

@@ -1,0 +1,167 @@
+"""Private receivers for the alert tests: a mosquitto broker on a free port in its own folder, and an HTTP
+webhook receiver that records each request, checks its signature and answers as told."""
+
+from __future__ import annotations
+
+import email.message
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from alert_worker.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from tests.helpers import free_port
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+"""Debian's broker binary (not on a user's PATH)."""
+
+
+class PrivateMosquitto:
+    """A mosquitto that listens on 127.0.0.1 only and keeps nothing on disk; anonymous clients are let in
+    unless `allow_anonymous` is False (then every client is refused: no password file)."""
+
+    def __init__(self, directory: Path, allow_anonymous: bool = True) -> None:
+        binary = shutil.which("mosquitto") or (MOSQUITTO if Path(MOSQUITTO).exists() else None)
+        if binary is None:
+            raise FileNotFoundError("mosquitto is not installed")
+        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous {str(allow_anonymous).lower()}\npersistence false\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = (self.directory / "mosquitto.log").open("wb")
+        with log:
+            self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=log, stderr=log)
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.025)
+        self.stop()
+        raise RuntimeError(
+            f"mosquitto did not start on port {self.port}: {(self.directory / 'mosquitto.log').read_text()}"
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@dataclass
+class Received:
+    """One request the webhook receiver got."""
+
+    method: str
+    path: str
+    headers: email.message.Message
+    """Looked up without regard to case, as HTTP's are."""
+    body: bytes
+    signature_ok: bool
+
+
+@dataclass
+class Reply:
+    """How the webhook receiver answers: a status, extra headers, and whether it hangs first (until
+    the receiver closes)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+
+
+class WebhookServer:
+    """A ThreadingHTTPServer on 127.0.0.1 and a free port, in a thread: records every POST (checking its
+    signature with `secret`) and answers with `reply`. Use as a context manager; leaving it releases a
+    hanging handler and joins every thread."""
+
+    def __init__(self, secret: str, reply: Reply | None = None) -> None:
+        self.secret, self.reply = secret, reply or Reply()
+        self.received: list[Received] = []
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                timestamp, signature = self.headers.get(TIMESTAMP_HEADER, ""), self.headers.get(SIGNATURE_HEADER, "")
+                signed = verify_signature(body, timestamp, signature, owner.secret)
+                owner.received.append(Received(self.command, self.path, self.headers, body, signed))
+                if owner.reply.hang:
+                    owner.release.wait(30)
+                    return
+                self.send_response(owner.reply.status)
+                for name, value in owner.reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = False  # server_close joins the handlers
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alpr"
+
+    def __enter__(self) -> WebhookServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+class MuteBroker:
+    """A TCP server that takes one MQTT client and never acknowledges its publishes: it answers the
+    CONNECT with a CONNACK when `accept_connect`, or says nothing at all. Use as a context manager."""
+
+    CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+    """MQTT 3.1.1 CONNACK: no session present, connection accepted."""
+
+    def __init__(self, accept_connect: bool) -> None:
+        self.accept_connect = accept_connect
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.port = int(self.listener.getsockname()[1])
+        self.received = bytearray()
+        self.thread = threading.Thread(target=self._serve)
+
+    def _serve(self) -> None:
+        try:
+            connection, _ = self.listener.accept()
+        except OSError:  # closed before any client came
+            return
+        with connection:
+            connection.settimeout(10)
+            while chunk := connection.recv(65536):
+                if not self.received and self.accept_connect:
+                    connection.sendall(self.CONNACK_ACCEPTED)
+                self.received += chunk
+
+    def __enter__(self) -> MuteBroker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.listener.close()
+        self.thread.join(15)

@@ -1,0 +1,305 @@
+"""Delivering an alert to real receivers: an HTTP server that checks the signature and answers as told,
+and a private mosquitto broker with a subscriber. Each outcome is classified: delivered, retryable or
+rejected for good; secrets never show."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from alert_worker.delivery import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    DeliveryError,
+    DeliveryRejected,
+    DeliveryRetryable,
+    alert_body,
+    deliver,
+    deliver_mqtt,
+    deliver_webhook,
+    sign,
+    verify_signature,
+)
+from common.alerts import Alert, MqttReceiver, WebhookReceiver
+from tests.alert_servers import MuteBroker, PrivateMosquitto, Reply, WebhookServer
+from tests.conftest import unavailable
+from tests.helpers import free_port
+
+SECRET = "s3cret-hmac-key-0123456789"
+PASSWORD = "broker-pass-hunter2"
+
+ALERT = Alert(
+    alert_id="alert-gate:run1:42-AB123CD",
+    camera_id="gate",
+    plate="AB123CD",
+    watch_plate="AB128CD",
+    reason="stolen — reported 2024-05-01",
+    distance=1.0,
+    confidence=0.93,
+    captured_at_s=1_714_550_000.25,
+    sighting_id=None,
+    frame_id="gate:run1:42",
+    kind="read",
+)
+
+
+def webhook(url: str, timeout_s: float = 2.0) -> WebhookReceiver:
+    return WebhookReceiver(url=url, secret=SECRET, timeout_s=timeout_s)
+
+
+def open_fds() -> int:
+    """File descriptors this process holds (sockets included)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def assert_no_secret(error: BaseException) -> None:
+    for text in (str(error), repr(error)):
+        assert SECRET not in text and PASSWORD not in text
+
+
+# --- webhook ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 204])
+def test_a_2xx_answer_delivers_a_signed_alert(status):
+    with WebhookServer(SECRET, Reply(status)) as server:
+        deliver(ALERT, webhook(server.url))
+    [request] = server.received
+    assert (request.method, request.path) == ("POST", "/hooks/alpr")
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers[IDEMPOTENCY_HEADER] == ALERT.alert_id
+    assert request.body == alert_body(ALERT)
+    assert b'": ' not in request.body and b', "' not in request.body and "—".encode() in request.body  # compact, UTF-8
+    assert list(json.loads(request.body)) == sorted(json.loads(request.body))
+    assert Alert.model_validate(json.loads(request.body)) == ALERT
+    assert request.signature_ok
+    signed = request.headers[TIMESTAMP_HEADER].encode() + b"." + request.body  # the documented scheme
+    expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert request.headers[SIGNATURE_HEADER] == expected
+    assert abs(int(request.headers[TIMESTAMP_HEADER]) - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (500, DeliveryRetryable),
+        (503, DeliveryRetryable),
+        (429, DeliveryRetryable),
+        (408, DeliveryRetryable),
+        (400, DeliveryRejected),
+        (401, DeliveryRejected),
+        (404, DeliveryRejected),
+        (410, DeliveryRejected),
+        (422, DeliveryRejected),
+        (302, DeliveryRejected),
+    ],
+)
+def test_an_error_answer_is_classified(status, expected):
+    reply = Reply(status, headers={"Location": "http://127.0.0.1:9/elsewhere"} if status == 302 else {})
+    with WebhookServer(SECRET, reply) as server, pytest.raises(expected, match=f"HTTP {status}") as caught:
+        deliver_webhook(ALERT, webhook(server.url))
+    assert len(server.received) == 1  # a redirect is not followed
+    assert_no_secret(caught.value)
+
+
+def test_retry_after_is_passed_on_as_a_hint():
+    with (
+        WebhookServer(SECRET, Reply(429, headers={"Retry-After": "7"})) as server,
+        pytest.raises(DeliveryRetryable) as caught,
+    ):
+        deliver_webhook(ALERT, webhook(server.url))
+    assert caught.value.retry_after_s == 7
+
+
+def test_a_hanging_receiver_is_retryable_within_the_timeout():
+    with WebhookServer(SECRET, Reply(hang=True)) as server:
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable, match="timed out"):
+            deliver_webhook(ALERT, webhook(server.url, timeout_s=0.5))
+        elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 2.0 and len(server.received) == 1
+
+
+def test_nothing_listening_is_retryable_and_the_url_is_masked():
+    url = f"http://127.0.0.1:{free_port()}/hook?password=hunter2"
+    with pytest.raises(DeliveryRetryable, match="Connection refused") as caught:
+        deliver_webhook(ALERT, webhook(url))
+    assert "hunter2" not in str(caught.value) and "password=***" in str(caught.value)
+    assert_no_secret(caught.value)
+
+
+def test_the_signature_verifies_only_the_exact_body_time_and_secret():
+    body, now = alert_body(ALERT), 1_700_000_000
+    header = sign(body, str(now), SECRET)
+    assert verify_signature(body, str(now), header, SECRET, now_s=now + 299)
+    assert not verify_signature(body.replace(b"AB123CD", b"AB123CE"), str(now), header, SECRET, now_s=now)
+    assert not verify_signature(body, str(now), header, SECRET + "x", now_s=now)
+    assert not verify_signature(body, str(now + 1), header, SECRET, now_s=now)  # the time is signed too
+    assert not verify_signature(body, str(now), header, SECRET, now_s=now + 301)  # a replay
+    assert not verify_signature(body, str(now), header.removeprefix("sha256="), SECRET, now_s=now)
+    assert not verify_signature(body, "-1", header, SECRET, now_s=now)
+    assert not verify_signature(body, str(now), "sha256=é", SECRET, now_s=now)
+
+
+def test_a_wrong_secret_fails_at_the_receiver():
+    with WebhookServer(SECRET + "-other") as server:
+        deliver_webhook(ALERT, webhook(server.url))
+    assert not server.received[0].signature_ok
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def test_secrets_never_show():
+    receivers = [
+        webhook("https://hooks.example/alpr"),
+        MqttReceiver(host="broker", topic="alpr/alerts", username="alpr", password=PASSWORD),
+    ]
+    for receiver in receivers:
+        for text in (repr(receiver), str(receiver), receiver.model_dump_json()):
+            assert SECRET not in text and PASSWORD not in text
+    with pytest.raises(ValidationError) as caught:
+        WebhookReceiver(url="https://hooks.example/alpr", secret="short-hunter2")
+    assert "short-hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example/alpr",
+        "https://user:pw@hooks.example/alpr",
+        "https://hooks.example/a b",
+        "https://hooks.example:99999/alpr",
+        "https:///alpr",
+        "hooks.example/alpr",
+    ],
+)
+def test_a_bad_webhook_url_is_refused(url):
+    with pytest.raises(ValidationError, match="url"):
+        webhook(url)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"plate": "ab123"}, "plate"),
+        ({"confidence": 1.5}, "confidence"),
+        ({"distance": float("nan")}, "distance"),
+        ({"captured_at_s": 1e12}, "captured_at_s"),
+        ({"alert_id": "a/b"}, "alert_id"),
+        ({"reason": "x" * 201}, "reason"),
+        ({"kind": "frame"}, "kind"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_a_bad_alert_is_refused(change, field):
+    with pytest.raises(ValidationError, match=field):
+        Alert.model_validate({**ALERT.model_dump(), **change})
+
+
+# --- MQTT -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path):
+    try:
+        server = PrivateMosquitto(tmp_path)
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    server.start()
+    yield server
+    server.stop()
+
+
+def subscribe(port: int, topic: str) -> tuple[mqtt.Client, list[mqtt.MQTTMessage]]:
+    """A QoS-1 subscriber on its own loop thread; returns once the broker confirmed the subscription."""
+    got: list[mqtt.MQTTMessage] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, message: got.append(message)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert subscribed.wait(5), "the subscription was not confirmed"
+    return client, got
+
+
+def test_mqtt_delivers_the_same_json_once_acknowledged(broker):
+    threads = threading.active_count()
+    subscriber, got = subscribe(broker.port, "alpr/alerts")
+    try:
+        fds = open_fds()
+        deliver(ALERT, MqttReceiver(host="127.0.0.1", port=broker.port, topic="alpr/alerts", timeout_s=2))
+        assert open_fds() == fds  # disconnected: the connection and paho's wake-up socket pair are closed
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    [message] = got
+    assert message.topic == "alpr/alerts" and message.qos == 1
+    assert message.payload == alert_body(ALERT)
+    assert threading.active_count() == threads  # delivery starts no thread; the subscriber's is gone
+
+
+def test_mqtt_broker_down_is_retryable_quickly():
+    receiver = MqttReceiver(host="127.0.0.1", port=free_port(), topic="alpr/alerts", timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(DeliveryRetryable, match="refused"):
+        deliver_mqtt(ALERT, receiver)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(("accept_connect", "missing"), [(False, "no CONNACK"), (True, "no PUBACK")])
+def test_mqtt_broker_that_never_acknowledges_is_retryable_within_the_timeout(accept_connect, missing):
+    fds = open_fds()
+    with MuteBroker(accept_connect) as mute:  # its thread holds the accepted connection until the client closes it
+        receiver = MqttReceiver(host="127.0.0.1", port=mute.port, topic="alpr/alerts", timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable, match=missing):
+            deliver_mqtt(ALERT, receiver)
+        elapsed = time.monotonic() - started
+    assert open_fds() == fds  # the broker's thread has ended: the client's sockets are closed too
+    assert 0.4 <= elapsed < 2
+    assert (alert_body(ALERT) in mute.received) == accept_connect  # published, never acknowledged
+    assert mute.received.endswith(b"\xe0\x00") == accept_connect  # then a DISCONNECT, once connected
+
+
+def test_mqtt_refused_credentials_are_rejected(tmp_path):
+    try:
+        strict = PrivateMosquitto(tmp_path, allow_anonymous=False)
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    strict.start()
+    try:
+        receiver = MqttReceiver(host="127.0.0.1", port=strict.port, topic="t", username="alpr", password=PASSWORD)
+        with pytest.raises(DeliveryRejected, match="Not authorized|Bad user name") as caught:
+            deliver_mqtt(ALERT, receiver)
+    finally:
+        strict.stop()
+    assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize("topic", ["alpr/+/alerts", "alpr/#"])
+def test_a_wildcard_topic_is_refused(topic):
+    with pytest.raises(ValidationError, match="wildcards"):
+        MqttReceiver(host="127.0.0.1", topic=topic)
+    unchecked = MqttReceiver.model_construct(host="127.0.0.1", port=free_port(), topic=topic, timeout_s=1, qos=1)
+    with pytest.raises(DeliveryRejected, match="wildcards"):  # refused before connecting: nothing listens
+        deliver_mqtt(ALERT, unchecked)
+
+
+def test_every_failure_is_a_delivery_error():
+    assert issubclass(DeliveryRetryable, DeliveryError) and issubclass(DeliveryRejected, DeliveryError)

@@ -1,0 +1,337 @@
+"""The sighting core (sighting_worker/): the plate vote and its confidence, and the grouping of one
+camera's reads into sightings: the gap that splits passes, misreads outvoted, two cars side by side
+with plates one character apart kept apart by their boxes, a plate coming back, empty reads that
+extend a track but never vote, late reads, bounded tracks, and a state round trip at every point of
+a stream that gives the sightings of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import pytest
+
+from sighting_worker.core import Observation, Sighting, SightingTracker, vote
+from sighting_worker.grouping import MAX_DISTINCT_TEXTS
+
+GAP_S = 2.0
+
+
+def read(
+    text: str,
+    confidence: float = 0.9,
+    t: float = 0.0,
+    frame: str | None = None,
+    x: float = 100.0,
+    y: float = 300.0,
+    width: float = 100.0,
+    camera: str = "cam1",
+    index: int = 0,
+) -> Observation:
+    """One read whose box (width x 30 px) has its left edge at x; frame id f<t> unless given."""
+    return Observation(camera, frame or f"f{t:g}", index, t, (x, y, x + width, y + 30.0), text, confidence)
+
+
+def texts(*items: tuple[str, float]) -> list[Observation]:
+    return [read(text, confidence) for text, confidence in items]
+
+
+def run(tracker: SightingTracker, frames: Iterable[Sequence[Observation]]) -> list[Sighting]:
+    """Every sighting of the frames, those the stream closes and those left at its end."""
+    sightings = [s for frame in frames for s in tracker.observe_frame(frame)]
+    return sightings + tracker.close_all()
+
+
+# ---------------------------------------------------------------------------------------------- vote
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected_plate", "expected_confidence"),
+    [
+        ([], "", 0.0),
+        (texts(("", 0.99)), "", 0.0),
+        (texts(("7ABC284", 0.7)), "7ABC284", 0.7),
+        (texts(("7ABC284", 0.0)), "7ABC284", 0.0),
+        (texts(("", 0.99), ("7ABC284", 0.6), ("", 0.95)), "7ABC284", 0.6),
+        # one misread among five is outvoted: third position 4 to 1
+        (texts(*[("7ABC284", 0.9)] * 2, ("7A8C284", 0.9), *[("7ABC284", 0.9)] * 2), "7ABC284", 0.8 * (1 - 0.1**4)),
+        # five reads alike
+        (texts(*[("7ABC284", 0.9)] * 5), "7ABC284", 1 - 0.1**5),
+        # the length by weight: three short reads outweigh one long one
+        (texts(*[("ABC123", 0.6)] * 3, ("ABC1234", 0.9)), "ABC123", (1.8 / 2.7) * (1 - 0.4**3)),
+        # one long read outweighs two weak short ones
+        (texts(("ABC123", 0.2), ("ABC123", 0.2), ("ABC1234", 0.9)), "ABC1234", (0.9 / 1.3) * 0.9),
+        # per position: a text no single read has
+        (texts(("ABX", 0.9), ("AYC", 0.9), ("ZBC", 0.9)), "ABC", (2 / 3) * (1 - 0.1**2)),
+        # equal weight: more reads win
+        (texts(("AB", 0.5), ("AC", 0.25), ("AC", 0.25)), "AC", 0.5 * (1 - 0.75**2)),
+        # equal weight and count: the best read's character
+        (texts(("AB", 0.4), ("AB", 0.1), ("AC", 0.3), ("AC", 0.2)), "AB", 0.5 * (1 - 0.6 * 0.9)),
+        (texts(("AB", 0.3), ("AB", 0.2), ("AC", 0.4), ("AC", 0.1)), "AC", 0.5 * (1 - 0.6 * 0.9)),
+    ],
+)
+def test_vote(reads: list[Observation], expected_plate: str, expected_confidence: float) -> None:
+    plate, confidence = vote(reads)
+    assert plate == expected_plate
+    assert confidence == pytest.approx(expected_confidence)
+
+
+@pytest.mark.parametrize(
+    ("added", "rises"),
+    [(("7ABC284", 0.5), True), (("7ABC284", 0.1), True), (("7A8C284", 0.5), False), (("7ABC28", 0.5), False)],
+)
+def test_confidence_rises_with_agreeing_reads_and_falls_with_disagreeing_ones(
+    added: tuple[str, float], rises: bool
+) -> None:
+    base = texts(("7ABC284", 0.8), ("7ABC284", 0.6), ("7ABC2B4", 0.3))
+    before = vote(base)[1]
+    plate, after = vote([*base, read(*added)])
+    assert plate == "7ABC284"
+    assert (after > before) is rises
+
+
+# ------------------------------------------------------------------------------------------ grouping
+
+
+def one_car(times: Iterable[float], text: str = "7ABC284", **kwargs: float | str) -> list[list[Observation]]:
+    return [[read(text, t=t, **kwargs)] for t in times]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("pause_s", "expected"), [(GAP_S - 0.1, 1), (GAP_S, 1), (GAP_S + 0.1, 2), (10.0, 2)])
+def test_a_pause_longer_than_the_gap_splits_the_pass(pause_s: float, expected: int) -> None:
+    frames = one_car([0.0, 0.5, 1.0]) + one_car([1.0 + pause_s, 1.5 + pause_s])
+    sightings = run(SightingTracker(GAP_S), frames)
+    assert len(sightings) == expected
+    assert sum(s.reads for s in sightings) == 5
+
+
+def test_a_misread_frame_is_outvoted() -> None:
+    frames = [[read("7A8C284" if i == 2 else "7ABC284", 0.9, t=i * 0.2)] for i in range(5)]
+    (sighting,) = run(SightingTracker(GAP_S), frames)
+    assert sighting.plate == "7ABC284"
+    assert sighting.texts == (("7ABC284", 4), ("7A8C284", 1))
+    assert sighting.reads == 5
+    assert sighting.confidence == pytest.approx(0.8 * (1 - 0.1**4))
+    assert (sighting.first_seen_s, sighting.last_seen_s) == (0.0, 0.8)
+
+
+def side_by_side(misread_every: int, frames: int = 20) -> list[list[Observation]]:
+    """Two cars moving right at 200 px/s (2 plate widths), 3.5 plate widths apart, at 10 fps; every
+    `misread_every`-th frame the left plate reads as the right one's; the read order swaps."""
+    result = []
+    for i in range(frames):
+        t = i * 0.1
+        left_text = "KPX4727" if misread_every and i % misread_every == 1 else "KPX4721"
+        left = read(left_text, 0.8, t=t, x=100 + 200 * t, index=i % 2)
+        right = read("KPX4727", 0.8, t=t, x=450 + 200 * t, index=1 - i % 2)
+        result.append([left, right] if i % 2 else [right, left])
+    return result
+
+
+@pytest.mark.parametrize("misread_every", [0, 3, 2])
+def test_two_cars_side_by_side_with_plates_one_character_apart_stay_two(misread_every: int) -> None:
+    sightings = run(SightingTracker(GAP_S), side_by_side(misread_every))
+    assert sorted((s.plate, s.reads) for s in sightings) == [("KPX4721", 20), ("KPX4727", 20)]
+    left = next(s for s in sightings if s.plate == "KPX4721")
+    assert left.best_box_xyxy[0] < 450
+
+
+def test_a_read_that_matches_only_the_other_cars_text_follows_its_box() -> None:
+    # frame 3: only the left car is read, and misread as the right car's plate
+    frames = side_by_side(0, frames=6)
+    frames[3] = [read("KPX4727", 0.8, t=0.3, x=160.0)]
+    sightings = run(SightingTracker(GAP_S), frames)
+    assert sorted((s.plate, s.reads) for s in sightings) == [("KPX4721", 6), ("KPX4727", 5)]
+
+
+def test_two_reads_of_one_frame_never_join_one_track() -> None:
+    # the right car appears in frame 1: its text is within reach of the left car's track, but that
+    # track takes the left car's read of the same frame
+    frames = side_by_side(0, frames=4)
+    frames[0] = [read("KPX4721", 0.8, t=0.0, x=100.0)]
+    sightings = run(SightingTracker(GAP_S), frames)
+    assert sorted((s.plate, s.reads) for s in sightings) == [("KPX4721", 4), ("KPX4727", 3)]
+
+
+def test_the_same_plate_coming_back_after_the_gap_is_a_second_sighting() -> None:
+    frames = one_car([0.0, 0.4, 0.8]) + one_car([0.8 + GAP_S + 1, 1.2 + GAP_S + 1])
+    first, second = run(SightingTracker(GAP_S), frames)
+    assert first.plate == second.plate == "7ABC284"
+    assert (first.reads, second.reads) == (3, 2)
+    assert first.sighting_id != second.sighting_id
+    assert second.first_seen_s == 0.8 + GAP_S + 1
+
+
+def test_observe_returns_a_sighting_once_its_time_proves_it_closed_and_only_once() -> None:
+    tracker = SightingTracker(GAP_S)
+    assert tracker.observe(read("7ABC284", t=0.0)) == []
+    assert tracker.observe(read("7ABC284", t=1.0)) == []
+    assert tracker.observe(read("KPX4721", t=3.0, x=2000)) == []  # 1.0 is not older than 3.0 - GAP_S
+    (closed,) = tracker.observe(read("KPX4721", t=3.5, x=2000))
+    assert (closed.plate, closed.reads) == ("7ABC284", 2)
+    (rest,) = tracker.close_all()
+    assert rest.plate == "KPX4721"
+    assert tracker.close_all() == []
+
+
+@pytest.mark.parametrize(("now_s", "closed"), [(2.9, 0), (3.0, 0), (3.01, 1)])
+def test_close_due_closes_tracks_idle_for_more_than_the_gap(now_s: float, closed: int) -> None:
+    tracker = SightingTracker(GAP_S)
+    tracker.observe(read("7ABC284", t=1.0))
+    assert len(tracker.close_due(now_s)) == closed
+    assert tracker.open_tracks == 1 - closed
+    assert tracker.close_due(now_s) == []
+
+
+def test_sighting_ids_are_deterministic() -> None:
+    frames = side_by_side(3) + one_car([5.0, 5.1], camera="cam2")
+    first, again = run(SightingTracker(GAP_S), frames), run(SightingTracker(GAP_S), frames)
+    assert first == again
+    assert sorted(s.sighting_id for s in first) == ["cam1:f0:0", "cam1:f0:1", "cam2:f5:0"]
+
+
+@pytest.mark.parametrize(("bridged", "expected"), [(True, 1), (False, 2)])
+def test_reads_without_text_extend_a_track_by_its_box_but_never_vote(bridged: bool, expected: int) -> None:
+    frames = one_car([0.0], "ABC123")
+    if bridged:
+        frames += [[read("", 0.99, t=t)] for t in (1.5, 3.0)]
+    frames += one_car([4.5], "ABC123")
+    sightings = run(SightingTracker(GAP_S), frames)
+    assert len(sightings) == expected
+    voting = 2 if bridged else 1  # the reads with text
+    assert all(s.plate == "ABC123" and s.confidence == pytest.approx(1 - 0.1**voting) for s in sightings)
+    assert all(s.texts == (("ABC123", voting),) and s.reads == voting + 2 * bridged for s in sightings)
+    assert all(s.best_confidence == 0.9 for s in sightings)  # a read with text is best
+
+
+def test_a_plate_never_read_is_a_sighting_without_plate() -> None:
+    (sighting,) = run(SightingTracker(GAP_S), [[read("", 0.7, t=t)] for t in (0.0, 0.1, 0.2)])
+    assert (sighting.plate, sighting.confidence, sighting.texts, sighting.reads) == ("", 0.0, (), 3)
+    assert sighting.best_confidence == 0.7
+
+
+def test_motion_carries_unread_plates_of_a_fast_car() -> None:
+    # 7.5 plate widths per second at 5 fps: each step (150 px) is beyond the allowance without motion
+    # (0.5 + 4 * 0.2 widths = 130 px), within it along the predicted path
+    frames = [[read("ABC123" if i < 2 else "", 0.9, t=i * 0.2, x=100 + 150 * i)] for i in range(6)]
+    (sighting,) = run(SightingTracker(GAP_S), frames)
+    assert sighting.reads == 6
+    (static,) = run(SightingTracker(GAP_S), frames[:1])
+    alone = run(SightingTracker(GAP_S), [frames[0], [read("", 0.9, t=0.2, x=250)]])
+    assert static.reads == 1 and len(alone) == 2  # control: the first step alone is too far
+
+
+def test_late_read_joins_its_open_track_and_becomes_its_first() -> None:
+    tracker = SightingTracker(GAP_S)
+    tracker.observe(read("7ABC284", t=1.0))
+    tracker.observe(read("7ABC284", t=1.5))
+    assert tracker.observe(read("7ABC284", t=0.5, frame="late")) == []
+    (sighting,) = tracker.close_all()
+    assert (sighting.reads, sighting.first_seen_s, sighting.last_seen_s) == (3, 0.5, 1.5)
+    assert sighting.sighting_id == "cam1:late:0"
+
+
+def test_late_read_older_than_the_gap_is_its_own_sighting_at_once() -> None:
+    tracker = SightingTracker(GAP_S)
+    tracker.observe(read("7ABC284", t=10.0))
+    (late,) = tracker.observe(read("KPX4721", t=7.0, x=900))
+    assert (late.plate, late.reads, late.first_seen_s) == ("KPX4721", 1, 7.0)
+    assert tracker.open_tracks == 1
+
+
+def test_late_read_matching_no_track_opens_its_own() -> None:
+    tracker = SightingTracker(GAP_S)
+    tracker.observe(read("7ABC284", t=10.0))
+    assert tracker.observe(read("KPX4721", t=9.0, x=900)) == []
+    assert tracker.open_tracks == 2
+    assert [s.plate for s in tracker.close_due(11.5)] == ["KPX4721"]
+
+
+def test_cameras_are_independent() -> None:
+    tracker = SightingTracker(GAP_S)
+    tracker.observe(read("7ABC284", t=0.0, camera="cam1"))
+    assert tracker.observe(read("7ABC284", t=9.0, camera="cam2")) == []  # cam2's time closes nothing on cam1
+    sightings = tracker.close_all()
+    assert [(s.camera_id, s.plate) for s in sightings] == [("cam1", "7ABC284"), ("cam2", "7ABC284")]
+
+
+def stream() -> list[list[Observation]]:
+    """Two cameras, side-by-side cars with misreads, a car leaving and coming back, an unread plate."""
+    frames = side_by_side(3, frames=12)
+    frames += one_car([1.5, 1.7, 1.9, 2.1], "GHJ551", camera="cam2")
+    frames += [[read("", 0.5, t=t, x=700)] for t in (2.0, 2.2)]
+    frames += one_car([5.0, 5.2, 5.4], "KPX4721")
+    frames += one_car([5.5, 9.0], "GHJ551", camera="cam2")
+    return sorted(frames, key=lambda frame: frame[0].captured_at_s)
+
+
+@pytest.mark.parametrize("split", range(len(stream()) + 1))
+def test_a_state_round_trip_at_any_point_gives_the_sightings_of_an_uninterrupted_run(split: int) -> None:
+    frames = stream()
+    uninterrupted = run(SightingTracker(GAP_S), frames)
+    before = SightingTracker(GAP_S)
+    emitted = [s for frame in frames[:split] for s in before.observe_frame(frame)]
+    state = json.loads(json.dumps(before.to_state()))
+    after = SightingTracker.from_state(state, GAP_S)
+    assert after.to_state() == state
+    assert emitted + run(after, frames[split:]) == uninterrupted
+    assert len(uninterrupted) == 6
+
+
+def test_state_of_another_version_is_refused() -> None:
+    state = SightingTracker(GAP_S).to_state() | {"version": 0}
+    with pytest.raises(ValueError, match="version 1 expected"):
+        SightingTracker.from_state(state, GAP_S)
+
+
+def test_tracks_are_bounded() -> None:
+    tracker = SightingTracker(GAP_S, max_voting_reads=3)
+    for i in range(100):
+        tracker.observe(read(f"ABC{i:03d}", confidence=(i % 10) / 10, t=i * 0.05))
+    (track,) = tracker.to_state()["cameras"]["cam1"]["tracks"]
+    assert sorted(kept["confidence"] for kept in track["kept"]) == [0.9, 0.9, 0.9]
+    (sighting,) = tracker.close_all()
+    assert sighting.reads == 100
+    assert len(sighting.texts) == MAX_DISTINCT_TEXTS
+    assert sighting.best_confidence == 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"confidence": 1.5}, "confidence must be in"),
+        ({"confidence": -0.1}, "confidence must be in"),
+        ({"index": -1}, "plate_index"),
+        ({"width": -5.0}, "box_xyxy"),
+    ],
+)
+def test_invalid_observations_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read("ABC123", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("frame", "raises"),
+    [
+        ([], False),
+        ([read("A", t=0.0), read("B", t=0.0, x=500, index=1)], False),
+        ([read("A", t=0.0), read("B", t=0.1, x=500)], True),
+        ([read("A", t=0.0), read("B", t=0.0, camera="cam2")], True),
+    ],
+)
+def test_observe_frame_takes_the_reads_of_one_frame(frame: list[Observation], raises: bool) -> None:
+    tracker = SightingTracker(GAP_S)
+    if raises:
+        with pytest.raises(ValueError, match="reads of one frame"):
+            tracker.observe_frame(frame)
+    else:
+        assert tracker.observe_frame(frame) == []
+        assert tracker.open_tracks == len(frame)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"gap_s": 0.0}, {"gap_s": 1.0, "max_text_distance": -1}, {"gap_s": 1.0, "max_voting_reads": 0}]
+)
+def test_invalid_settings_are_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SightingTracker(**kwargs)  # type: ignore[arg-type]
