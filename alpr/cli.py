@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from alpr.watchlist_command import add_watchlist_parser
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
@@ -100,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--synthetic-share", type=float, default=0.5, help="share of synthetic plates per epoch")
     train_ocr.add_argument("--out", type=Path, help="ONNX file to write (default: the package's plate model)")
 
-    export = sub.add_parser("export", help="write the logged reads to CSV")
+    add_watchlist_parser(sub)
+
+    export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
+    export.add_argument("--sightings", action="store_true", help="one row per vehicle pass instead of per read")
     _add_log_flags(export)
     return parser
 
@@ -156,6 +160,7 @@ CHAIN_COMMANDS = {
     "db": "alpr.admin_commands",
     "replay": "alpr.admin_commands",
     "status": "alpr.status",
+    "watchlist": "alpr.watchlist_command",
 }
 """The module of each subcommand of the distributed chain; the rest are in alpr/commands.py."""
 

@@ -6,10 +6,15 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.config import Settings
 from common.errors import InputError
 from common.plate_log import export_csv, open_plate_log
+from common.sighting_log import export_sightings_csv, open_sighting_log
+
+if TYPE_CHECKING:
+    from alpr.standalone import RunSummary
 
 
 def setup(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,7 +46,6 @@ def safe_camera_id(name: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from alpr.standalone import RunSummary
     from alpr.wiring import build_pipeline
     from ingest.sources import open_source
 
@@ -49,8 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
     source = open_source(args.source, settings.sample_fps)
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, settings.secret("database_password"))
-    pipeline = build_pipeline(settings, plate_log, args.roi)
+    password = settings.secret("database_password")
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
+    sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)
+    pipeline = build_pipeline(settings, plate_log, sighting_log, args.roi)
     bar = tqdm(
         total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True
     )
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         bar.close()
         plate_log.close()
+        sighting_log.close()
     where = settings.database_url and "Postgres" or str(settings.sqlite_path)
     print(
         f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
@@ -73,17 +80,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"redacted output: {summary.output}")
     for failure in summary.failures:
         print(f"warning: {failure}")
-    plates = summary.distinct_plates(min_sightings=2)
-    one_offs = len(summary.distinct_plates(min_sightings=1)) - len(plates)
-    if plates:
-        print(f"\n{'plate':<10} {'frames':>6} {'best conf':>9} {'first s':>8} {'last s':>7}")
-        for p in plates:
-            print(f"{p.text:<10} {p.sightings:>6} {p.best_confidence:>9.3f} {p.first_s:>8.1f} {p.last_s:>7.1f}")
-    else:
-        print("no plate read with trusted confidence in two or more frames")
-    if one_offs:
-        print(f"({one_offs} texts read in a single frame only are in the log, not shown)")
+    print_sightings(summary, settings.ocr_min_confidence)
     return 0
+
+
+def print_sightings(summary: RunSummary, min_confidence: float) -> None:
+    """The run's vehicle passes with a trusted plate; how many others are in the log."""
+    sightings, trusted = summary.sightings, summary.trusted_sightings(min_confidence)
+    if trusted:
+        start_s = min(s.first_seen_s for s in sightings)
+        print(f"\n{len(trusted)} sightings:")
+        print(f"{'plate':<10} {'reads':>5} {'confidence':>10} {'first s':>8} {'last s':>7}")
+        for s in trusted:
+            first_s, last_s = s.first_seen_s - start_s, s.last_seen_s - start_s
+            print(f"{s.plate:<10} {s.reads:>5} {s.confidence:>10.3f} {first_s:>8.1f} {last_s:>7.1f}")
+    else:
+        print("no sighting with a trusted plate")
+    if others := len(sightings) - len(trusted):
+        print(f"({others} sightings whose plate is below the confidence threshold are in the log, not shown)")
 
 
 def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
@@ -158,7 +172,16 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
 def export(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url and not settings.sqlite_path.is_file():
         raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, settings.secret("database_password"))
+    password = settings.secret("database_password")
+    if args.sightings:
+        sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)
+        try:
+            count = export_sightings_csv(sighting_log, args.csv_path)
+        finally:
+            sighting_log.close()
+        print(f"wrote {count} sightings to {args.csv_path}")
+        return 0
+    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
     try:
         count = export_csv(plate_log, args.csv_path)
     finally:

@@ -1,12 +1,13 @@
 """The standalone pipeline (`alpr run`): sample frames from one source, detect -> read -> redact in
-one process, log every read and write the redacted video or frames. It calls the same role cores
-as the distributed chain."""
+one process, log every read, group the reads into sightings (one per vehicle pass, with the voted
+plate and the snapshot of its best frame, blurred) and write the redacted video or frames. It calls
+the same role cores as the distributed chain."""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,40 +21,15 @@ from common import defaults, geometry
 from common.frame_store import frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
-from common.types import PlateRead
+from common.sighting_log import SightingLog
+from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, Polygon, filter_by_roi
 from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
+from sighting_worker.core import SightingTracker
 
 log = logging.getLogger(__name__)
-
-
-def likely_misread(a: str, b: str) -> bool:
-    """True when `a` could be a misread of `b`: one substitution, insertion or deletion, or two
-    substitutions in a text of six characters or more (look-alikes: 7ABG204 for 7ABC284)."""
-    if len(a) == len(b) >= 6 and a != b:
-        return sum(x != y for x, y in zip(a, b, strict=True)) <= 2
-    return one_edit_apart(a, b)
-
-
-def one_edit_apart(a: str, b: str) -> bool:
-    """True when `a` and `b` differ by one substitution, insertion or deletion."""
-    if abs(len(a) - len(b)) > 1 or a == b:
-        return False
-    if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
-    short, long = sorted((a, b), key=len)
-    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
-
-
-@dataclass
-class DistinctPlate:
-    text: str
-    sightings: int
-    best_confidence: float
-    first_s: float
-    last_s: float
 
 
 @dataclass
@@ -63,37 +39,58 @@ class RunSummary:
     reads_logged: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
-    sightings: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    sightings: list[Sighting] = field(default_factory=list)
+    """Every vehicle pass, in the order they closed (the same grouping core as the chain's sighting pool)."""
     output: Path | None = None
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
 
-    def distinct_plates(self, min_sightings: int = 1) -> list[DistinctPlate]:
-        """Plates read with trusted confidence, most sighted first. A text that is a likely misread of a
-        more sighted one (`likely_misread`), seen while that one was in view, counts as that plate
-        (7ABC204 or 7ABG204 while 7ABC284 passes); the log keeps every read as it was made."""
-        merged: dict[str, list[tuple[float, float]]] = {}
-        for text, seen in sorted(self.sightings.items(), key=lambda item: -len(item[1])):
-            times = [t for t, _ in seen]
-            for kept, kept_seen in merged.items():
-                first, last = min(t for t, _ in kept_seen), max(t for t, _ in kept_seen)
-                if (
-                    likely_misread(text, kept)
-                    and min(times) <= last + defaults.MISREAD_GAP_S
-                    and max(times) >= first - defaults.MISREAD_GAP_S
-                ):
-                    kept_seen.extend(seen)
-                    break
-            else:
-                merged[text] = list(seen)
-        out = [
-            DistinctPlate(text, len(s), max(c for _, c in s), min(t for t, _ in s), max(t for t, _ in s))
-            for text, s in merged.items()
-            if len(s) >= min_sightings
-        ]
-        return sorted(out, key=lambda p: (-p.sightings, p.first_s))
+    def trusted_sightings(self, min_confidence: float) -> list[Sighting]:
+        """Sightings whose voted plate is at least `min_confidence` sure, earliest first."""
+        return sorted((s for s in self.sightings if s.plate and s.confidence >= min_confidence),
+                      key=lambda s: (s.first_seen_s, s.sighting_id))  # fmt: skip
+
+
+def observations(frame: FrameRef, reads: Sequence[PlateRead]) -> list[Observation]:
+    """A frame's reads as the grouping core takes them (a plate found but not read: empty text)."""
+    return [
+        Observation(
+            frame.camera_id,
+            frame.frame_id,
+            index,
+            frame.captured_at_s,
+            read.box_xyxy,
+            read.text,
+            min(1.0, max(0.0, read.confidence)),
+        )  # fmt: skip
+        for index, read in enumerate(reads)
+    ]
+
+
+class Snapshots:
+    """The redacted frames holding the best read of an open sighting, written as the sighting's snapshot
+    when it closes (`out/sightings/<sighting id>.jpg`); the others are let go at once."""
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.folder = out_dir / "sightings" if out_dir else None
+        self.frames: dict[str, np.ndarray] = {}
+
+    def keep(self, frame_id: str, redacted: np.ndarray, wanted: set[str]) -> None:
+        if self.folder is not None and frame_id in wanted:
+            self.frames[frame_id] = redacted
+        for stale in set(self.frames) - wanted:
+            del self.frames[stale]
+
+    def write(self, sighting: Sighting) -> str | None:
+        image = self.frames.get(sighting.best_frame_id)
+        if self.folder is None or image is None:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', sighting.sighting_id)}.jpg"
+        cv2.imwrite(str(path), image)
+        return str(path)
 
 
 @dataclass(frozen=True)
@@ -139,11 +136,13 @@ class Pipeline:
     detector: PlateDetector
     reader: PlateReader
     plate_log: PlateLog
+    sighting_log: SightingLog
     redact_method: Literal["blur", "pixelate"] = "blur"
     min_confidence: float = defaults.OCR_MIN_CONFIDENCE
     roi: Polygon | None = None
     crop_margin: float = defaults.OCR_CROP_MARGIN
     region: str = defaults.OCR_REGION
+    sighting_gap_s: float = defaults.SIGHTING_GAP_S
 
     def process_batch(self, frames: Sequence[FrameRef], images: Sequence[np.ndarray]) -> list[ProcessedFrame]:
         """Detect, read and redact a batch of frames, as the chain's stages do (the same cores and the
@@ -187,6 +186,11 @@ class Pipeline:
         start = time.perf_counter()
         batch: list[SampledFrame] = []
         batch_size = self.detector.settings.batch_size
+        tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
+
+        def close(sightings: list[Sighting]) -> None:
+            self.sighting_log.record_many([(s, snapshots.write(s)) for s in sightings])
+            summary.sightings += sightings
 
         def flush() -> None:
             refs = [self.frame_ref(camera_id, run_id, started_at, sampled, seq) for seq, sampled in
@@ -195,9 +199,8 @@ class Pipeline:
             summary.reads_logged += self.plate_log.record_many([(r.frame, r.reads) for r in results])
             for sampled, result in zip(batch, results, strict=True):
                 summary.plates_detected += len(result.reads)
-                for read in result.reads:
-                    if read.best and read.best.matches_format and read.confidence >= self.min_confidence:
-                        summary.sightings[read.text].append((sampled.source_time_s, read.confidence))
+                close(tracker.observe_frame(observations(result.frame, result.reads)))  # older passes
+                snapshots.keep(result.frame.frame_id, result.redacted, tracker.best_frame_ids())
                 if writer:
                     writer.write(sampled, result.redacted)
                 summary.frames += 1
@@ -213,6 +216,7 @@ class Pipeline:
                     flush()
             if batch:
                 flush()
+            close(tracker.close_all())
         finally:
             if writer:
                 writer.close()
@@ -220,10 +224,11 @@ class Pipeline:
         summary.failures = list(source.failures)
         summary.seconds = time.perf_counter() - start
         log.info(
-            "processed %d frames from %s: %d plates, %d reads logged",
+            "processed %d frames from %s: %d plates, %d reads logged, %d sightings",
             summary.frames,
             camera_id,
             summary.plates_detected,
             summary.reads_logged,
+            len(summary.sightings),
         )
         return summary

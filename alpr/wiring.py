@@ -140,11 +140,11 @@ def frame_ledger(settings: Settings, metrics: Metrics) -> Any:
     return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY)
 
 
-def build_pipeline(settings: Settings, plate_log: Any, roi: Any = None) -> Any:
+def build_pipeline(settings: Settings, plate_log: Any, sighting_log: Any, roi: Any = None) -> Any:
     """The standalone pipeline (`alpr run`): the same cores the chain's stages call, one process."""
     from alpr.standalone import Pipeline
 
     return Pipeline(
-        build_detector(settings), build_reader(settings), plate_log, settings.redact_method,
-        settings.ocr_min_confidence, roi, settings.ocr_crop_margin, settings.ocr_region,
+        build_detector(settings), build_reader(settings), plate_log, sighting_log, settings.redact_method,
+        settings.ocr_min_confidence, roi, settings.ocr_crop_margin, settings.ocr_region, settings.sighting_gap_s,
     )  # fmt: skip

@@ -24,6 +24,7 @@ from common import geometry
 from common.config import Settings
 from common.errors import ConfigError
 from common.plate_log import SqlitePlateLog
+from common.sighting_log import SqliteSightingLog
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models
 from ingest.sources import open_source
@@ -97,11 +98,12 @@ def main() -> None:
     ms = best_ms(lambda: [redact(f, b) for f, b in zip(frames, boxes, strict=False)]) / len(frames)
     print(f"\nredactor (blur), ms per frame: {ms:.2f}")
 
-    log = SqlitePlateLog(work / "reads.sqlite")
-    pipeline = Pipeline(detector, build_reader(settings, "us"), log)
+    log, sighting_log = SqlitePlateLog(work / "reads.sqlite"), SqliteSightingLog(work / "reads.sqlite")
+    pipeline = Pipeline(detector, build_reader(settings, "us"), log, sighting_log)
     summary = pipeline.run(open_source(str(clip), settings.sample_fps), "bench", work / "out")
     log.close()
-    seen = [p.text for p in summary.distinct_plates(min_sightings=2)]
+    sighting_log.close()
+    seen = [s.plate for s in summary.trusted_sightings(settings.ocr_min_confidence)]
     found = sum(p in seen for p in truth["plates"])  # type: ignore[union-attr]
     print(
         f"\nalpr run on the synthetic clip: {summary.frames} frames in {summary.seconds:.1f} s = "

@@ -100,6 +100,18 @@ class Settings(BaseModel):
     keep_max_age_h: float = Field(
         defaults.KEEP_MAX_AGE_H, gt=0, description="Kept frames older than this are deleted by the redactor pool."
     )
+    watch_max_distance: float = Field(
+        defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
+    )
+    watch_read_min_confidence: float = Field(
+        defaults.WATCH_READ_MIN_CONFIDENCE, ge=0, le=1, description="Reads at least this sure are matched at once."
+    )
+    watch_refresh_s: float = Field(
+        defaults.WATCH_REFRESH_S, gt=0, le=3600, description="How often workers reload the watch-lists."
+    )
+    sighting_gap_s: float = Field(
+        defaults.SIGHTING_GAP_S, gt=0, le=600, description="Seconds without a read that close a vehicle's sighting."
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
     metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1, description="Address metrics bind to.")
 

@@ -50,9 +50,8 @@ REDACT_METHOD: Literal["blur", "pixelate"] = "blur"
 REDACT_MARGIN = 0.15
 """Margin added around a plate box before redaction, as a fraction of its width and height."""
 
-MISREAD_GAP_S = 1.0
-"""How far outside a plate's time in view a one-character variant still counts as its misread (the
-standalone run's list of distinct plates)."""
+SIGHTING_GAP_S = 2.0
+"""Seconds a camera may go without reading a plate before its sighting (the vehicle's pass) is closed."""
 
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""
@@ -156,3 +155,12 @@ Past it, frames are counted as unrecorded (alpr_frames_unrecorded_total)."""
 
 LEDGER_CLOSE_S = 15.0
 """How long a stopping ingest node tries to write the frame records it still holds."""
+
+WATCH_MAX_DISTANCE = 1.0
+"""Largest plate distance (common/plate_text.py; a look-alike swap costs 0.5) of a watch-list match."""
+
+WATCH_READ_MIN_CONFIDENCE = 0.9
+"""Reads at or above this confidence are matched against the watch-lists at once; others via their sighting."""
+
+WATCH_REFRESH_S = 5.0
+"""How often a worker reloads the watch-lists from Postgres (it matches every read against its cached copy)."""

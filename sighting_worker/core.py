@@ -4,8 +4,8 @@ grouping.py, with its open `Track`s, track.py) and the plate vote (`vote`, votin
 
 from __future__ import annotations
 
+from common.types import Observation, Sighting
 from sighting_worker.grouping import SightingTracker
-from sighting_worker.types import Observation, Sighting
 from sighting_worker.voting import vote
 
 __all__ = ["Observation", "Sighting", "SightingTracker", "vote"]

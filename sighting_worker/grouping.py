@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.plate_text import plate_distance
+from common.types import Observation, Sighting
 from sighting_worker.track import Track
-from sighting_worker.types import Observation, Sighting
 
 MAX_TEXT_DISTANCE = 2.0
 """Largest `plate_distance` between a read and a track's voted text for the read to join by text."""
@@ -91,6 +91,10 @@ class SightingTracker:
     def open_tracks(self) -> int:
         """Tracks open over all cameras."""
         return sum(len(camera.tracks) for camera in self._cameras.values())
+
+    def best_frame_ids(self) -> set[str]:
+        """The frames holding the best read of an open track (whose snapshot a sighting may keep)."""
+        return {track.best.frame_id for camera in self._cameras.values() for track in camera.tracks}
 
     def observe(self, observation: Observation) -> list[Sighting]:
         """Adds one read; returns the sightings of its camera that its time proves closed."""

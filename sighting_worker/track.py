@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sighting_worker.types import Observation, Sighting
+from common.types import Observation, Sighting
 from sighting_worker.voting import vote
 
 

@@ -5,24 +5,26 @@ length wins by confidence-weighted majority (ties: more reads, then the best rea
 the reads of that length each position votes for its character the same way (ties: more reads, then
 the character of the best read of that length).
 
-Sighting confidence, in [0, 1]:
+Sighting confidence, in [0, 1]: the surest read that says the winning character, discounted by how
+strongly the strongest rival contests it, at the weakest position (and for the length):
 
-    confidence = length_share * min over positions i of (share_i * support_i)
+    confidence = certainty(length) * min over positions i of (best_i * certainty_i)
+    certainty  = 1 / (1 + r**2),  r = the strongest rival's weight / the winner's weight
 
-- length_share: the winning length's share of the confidence of all voting reads;
-- share_i: the winning character's share of the confidence at position i (reads of that length);
-- support_i = 1 - prod(1 - c_j) over the reads j with the winning character at i: the chance that
-  at least one of them is right, were the reads independent.
+- best_i: the highest confidence among the reads with the winning character at position i;
+- r: 0 when no read disagrees (certainty 1), 1 at a tie (certainty 0.5): the winner's odds over its
+  rival grow with the square of their weight ratio.
 
-One read alone gives its own confidence. The formula rises with every read that agrees, and with its
-confidence, and falls with every read that disagrees: 7ABC284 read five times at 0.9, once of them
-as 7A8C284, gives 0.8 (the third position's 4-to-1 share); read five times alike, 1 - 0.1**5."""
+One read alone gives its own confidence; agreeing reads never make the plate surer than its surest
+read (reads of one car in consecutive frames fail together, so their agreement is weak evidence), and
+each disagreeing read lowers it: 7ABC284 read five times at 0.9, once of them as 7A8C284, gives
+0.9 / (1 + 0.25**2) = 0.847; GHT2093 read fifteen times and OHT2093 five times, all at 0.9, gives 0.81."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sighting_worker.types import Observation
+from common.types import Observation
 
 
 def _confidence(observation: Observation) -> float:
@@ -34,30 +36,39 @@ def _winner(tally: dict[str, list[float]], preferred: str) -> str:
     return max(tally, key=lambda key: (tally[key][0], tally[key][1], key == preferred))
 
 
-def _vote_length(reads: list[Observation]) -> int:
-    """The confidence-weighted majority length among the reads (ties: more reads, the best read's)."""
+def _certainty(tally: dict, winner: object) -> float:  # type: ignore[type-arg]
+    """1 / (1 + r**2), r the strongest rival's weight over the winner's (weights in `tally[key][0]`)."""
+    rivals = [entry[0] for key, entry in tally.items() if key != winner]
+    if not rivals or tally[winner][0] <= 0:
+        return 1.0 if not rivals else 0.5
+    ratio = max(rivals) / tally[winner][0]
+    return 1.0 / (1.0 + ratio**2)
+
+
+def _vote_length(reads: list[Observation]) -> tuple[int, float]:
+    """The confidence-weighted majority length among the reads (ties: more reads, the best read's), and
+    its certainty."""
     tally: dict[int, list[float]] = {}
     for read in reads:
         weight_count = tally.setdefault(len(read.text), [0.0, 0.0])
         weight_count[0] += read.confidence
         weight_count[1] += 1
     best_length = len(max(reads, key=_confidence).text)
-    return max(tally, key=lambda length: (tally[length][0], tally[length][1], length == best_length))
+    length = max(tally, key=lambda key: (tally[key][0], tally[key][1], key == best_length))
+    return length, _certainty(tally, length)
 
 
 def _vote_position(reads: list[Observation], position: int, best_char: str) -> tuple[str, float]:
-    """The winning character at `position` among reads of one length, and its share_i * support_i."""
+    """The winning character at `position` among reads of one length, and best_i * certainty_i."""
     tally: dict[str, list[float]] = {}
     for read in reads:
-        # weight, count, product of (1 - confidence)
-        entry = tally.setdefault(read.text[position], [0.0, 0.0, 1.0])
+        # weight, count, highest confidence
+        entry = tally.setdefault(read.text[position], [0.0, 0.0, 0.0])
         entry[0] += read.confidence
         entry[1] += 1
-        entry[2] *= 1.0 - read.confidence
+        entry[2] = max(entry[2], read.confidence)
     char = _winner(tally, best_char)
-    total = sum(entry[0] for entry in tally.values())
-    share = tally[char][0] / total if total > 0 else 0.0
-    return char, share * (1.0 - tally[char][2])
+    return char, tally[char][2] * _certainty(tally, char)
 
 
 def vote(observations: Iterable[Observation]) -> tuple[str, float]:
@@ -66,10 +77,8 @@ def vote(observations: Iterable[Observation]) -> tuple[str, float]:
     reads = [observation for observation in observations if observation.text]
     if not reads:
         return "", 0.0
-    length = _vote_length(reads)
+    length, length_certainty = _vote_length(reads)
     same_length = [read for read in reads if len(read.text) == length]
-    total = sum(read.confidence for read in reads)
-    length_share = sum(read.confidence for read in same_length) / total if total > 0 else 0.0
     best_text = max(same_length, key=_confidence).text
     chars: list[str] = []
     weakest = 1.0
@@ -77,4 +86,4 @@ def vote(observations: Iterable[Observation]) -> tuple[str, float]:
         char, score = _vote_position(same_length, position, best_text[position])
         chars.append(char)
         weakest = min(weakest, score)
-    return "".join(chars), min(1.0, max(0.0, length_share * weakest))
+    return "".join(chars), min(1.0, max(0.0, length_certainty * weakest))

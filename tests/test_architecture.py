@@ -1,8 +1,8 @@
 """The structure rule: roles meet only through queues, and common/ knows no role. Every module of a
 role package (ingest, detector_worker, ocr_worker, redactor_worker, sighting_worker, alert_worker) may
-import common and itself but no other role, nor alpr (the commands, which wire every role together); common may import no role
-and not alpr. Imports are read with `ast`, at any depth (inside functions too), as are
-`importlib.import_module("...")` and `__import__("...")` calls with a literal name."""
+import common and itself but no other role, nor alpr (the commands, which wire every role together);
+common may import no role and not alpr. Imports are read with `ast`, at any depth (inside functions
+too), as are `importlib.import_module("...")` and `__import__("...")` calls with a literal name."""
 
 from __future__ import annotations
 

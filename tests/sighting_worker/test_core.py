@@ -54,20 +54,22 @@ def run(tracker: SightingTracker, frames: Iterable[Sequence[Observation]]) -> li
         (texts(("7ABC284", 0.0)), "7ABC284", 0.0),
         (texts(("", 0.99), ("7ABC284", 0.6), ("", 0.95)), "7ABC284", 0.6),
         # one misread among five is outvoted: third position 4 to 1
-        (texts(*[("7ABC284", 0.9)] * 2, ("7A8C284", 0.9), *[("7ABC284", 0.9)] * 2), "7ABC284", 0.8 * (1 - 0.1**4)),
-        # five reads alike
-        (texts(*[("7ABC284", 0.9)] * 5), "7ABC284", 1 - 0.1**5),
+        (texts(*[("7ABC284", 0.9)] * 2, ("7A8C284", 0.9), *[("7ABC284", 0.9)] * 2), "7ABC284", 0.9 / (1 + 0.25**2)),
+        # five reads alike: as sure as the surest of them
+        (texts(*[("7ABC284", 0.9)] * 5), "7ABC284", 0.9),
+        # fifteen against five at the first position
+        (texts(*[("GHT2093", 0.9)] * 15, *[("OHT2093", 0.9)] * 5), "GHT2093", 0.9 / (1 + (1 / 3) ** 2)),
         # the length by weight: three short reads outweigh one long one
-        (texts(*[("ABC123", 0.6)] * 3, ("ABC1234", 0.9)), "ABC123", (1.8 / 2.7) * (1 - 0.4**3)),
+        (texts(*[("ABC123", 0.6)] * 3, ("ABC1234", 0.9)), "ABC123", 0.6 / (1 + (0.9 / 1.8) ** 2)),
         # one long read outweighs two weak short ones
-        (texts(("ABC123", 0.2), ("ABC123", 0.2), ("ABC1234", 0.9)), "ABC1234", (0.9 / 1.3) * 0.9),
-        # per position: a text no single read has
-        (texts(("ABX", 0.9), ("AYC", 0.9), ("ZBC", 0.9)), "ABC", (2 / 3) * (1 - 0.1**2)),
-        # equal weight: more reads win
-        (texts(("AB", 0.5), ("AC", 0.25), ("AC", 0.25)), "AC", 0.5 * (1 - 0.75**2)),
+        (texts(("ABC123", 0.2), ("ABC123", 0.2), ("ABC1234", 0.9)), "ABC1234", 0.9 / (1 + (0.4 / 0.9) ** 2)),
+        # per position: a text no single read has (each position 2 to 1)
+        (texts(("ABX", 0.9), ("AYC", 0.9), ("ZBC", 0.9)), "ABC", 0.9 / (1 + 0.5**2)),
+        # equal weight: more reads win (a tie: certainty 0.5)
+        (texts(("AB", 0.5), ("AC", 0.25), ("AC", 0.25)), "AC", 0.25 * 0.5),
         # equal weight and count: the best read's character
-        (texts(("AB", 0.4), ("AB", 0.1), ("AC", 0.3), ("AC", 0.2)), "AB", 0.5 * (1 - 0.6 * 0.9)),
-        (texts(("AB", 0.3), ("AB", 0.2), ("AC", 0.4), ("AC", 0.1)), "AC", 0.5 * (1 - 0.6 * 0.9)),
+        (texts(("AB", 0.4), ("AB", 0.1), ("AC", 0.3), ("AC", 0.2)), "AB", 0.4 * 0.5),
+        (texts(("AB", 0.3), ("AB", 0.2), ("AC", 0.4), ("AC", 0.1)), "AC", 0.4 * 0.5),
     ],
 )
 def test_vote(reads: list[Observation], expected_plate: str, expected_confidence: float) -> None:
@@ -78,7 +80,7 @@ def test_vote(reads: list[Observation], expected_plate: str, expected_confidence
 
 @pytest.mark.parametrize(
     ("added", "rises"),
-    [(("7ABC284", 0.5), True), (("7ABC284", 0.1), True), (("7A8C284", 0.5), False), (("7ABC28", 0.5), False)],
+    [(("7ABC284", 0.5), True), (("7ABC284", 0.95), True), (("7A8C284", 0.5), False), (("7ABC28", 0.5), False)],
 )
 def test_confidence_rises_with_agreeing_reads_and_falls_with_disagreeing_ones(
     added: tuple[str, float], rises: bool
@@ -87,7 +89,11 @@ def test_confidence_rises_with_agreeing_reads_and_falls_with_disagreeing_ones(
     before = vote(base)[1]
     plate, after = vote([*base, read(*added)])
     assert plate == "7ABC284"
-    assert (after > before) is rises
+    assert (after > before) is rises  # an agreeing read weakens the rival; a surer one raises the best
+
+
+def test_agreement_alone_never_makes_a_plate_surer_than_its_surest_read() -> None:
+    assert vote(texts(*[("7ABC284", 0.6)] * 20))[1] == pytest.approx(0.6)
 
 
 # ------------------------------------------------------------------------------------------ grouping
@@ -111,7 +117,7 @@ def test_a_misread_frame_is_outvoted() -> None:
     assert sighting.plate == "7ABC284"
     assert sighting.texts == (("7ABC284", 4), ("7A8C284", 1))
     assert sighting.reads == 5
-    assert sighting.confidence == pytest.approx(0.8 * (1 - 0.1**4))
+    assert sighting.confidence == pytest.approx(0.9 / (1 + 0.25**2))
     assert (sighting.first_seen_s, sighting.last_seen_s) == (0.0, 0.8)
 
 
@@ -199,7 +205,7 @@ def test_reads_without_text_extend_a_track_by_its_box_but_never_vote(bridged: bo
     sightings = run(SightingTracker(GAP_S), frames)
     assert len(sightings) == expected
     voting = 2 if bridged else 1  # the reads with text
-    assert all(s.plate == "ABC123" and s.confidence == pytest.approx(1 - 0.1**voting) for s in sightings)
+    assert all(s.plate == "ABC123" and s.confidence == pytest.approx(0.9) for s in sightings)
     assert all(s.texts == (("ABC123", voting),) and s.reads == voting + 2 * bridged for s in sightings)
     assert all(s.best_confidence == 0.9 for s in sightings)  # a read with text is best
 

@@ -1,0 +1,73 @@
+"""`alpr watchlist add|remove|list|import`: the operator's watch-lists in Postgres (common/watchlist.py).
+Plates are printed here (the operator's own list), never logged."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from common.config import Settings
+from common.errors import ConfigError
+
+if TYPE_CHECKING:
+    from common.watchlist import WatchList
+
+
+def add_watchlist_parser(sub: Any) -> None:
+    """The `watchlist` subcommand and its actions, on the `alpr` parser's subparsers."""
+    watch = sub.add_parser("watchlist", help="plates to alert on: add, remove, list, import a CSV")
+    actions = watch.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a plate, or change its reason and expiry")
+    add.add_argument("plate", help="the plate (spaces, - and . are dropped; letters are upper-cased)")
+    add.add_argument("--reason", required=True, help="why it is listed (at most 200 characters)")
+    add.add_argument("--expires", default="", help="ISO-8601 date or time the listing ends (UTC unless given)")
+    add.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
+    remove = actions.add_parser("remove", help="remove a plate from a list")
+    remove.add_argument("plate")
+    remove.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
+    listing = actions.add_parser("list", help="print the entries: plate, list, expiry, reason")
+    listing.add_argument("--all", action="store_true", dest="include_expired", help="expired entries too")
+    imports = actions.add_parser("import", help="add or update every entry of a CSV file, all or none")
+    imports.add_argument("csv_path", type=Path, metavar="CSV", help="header plate,reason[,expires_at][,list]")
+    for parser in (add, remove, listing, imports):
+        parser.add_argument("--database-url", help="postgresql://... (default: ALPR_DATABASE_URL)")
+
+
+def watchlist(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr.wiring import database_pool
+    from common.watchlist import WatchList
+
+    if not settings.database_url:
+        raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres that holds the watch-lists")
+    pool = database_pool(settings, "watch-list command")
+    try:
+        return _run(args, WatchList(pool))
+    finally:
+        pool.close()
+
+
+def _run(args: argparse.Namespace, watch: WatchList) -> int:
+    from common.watchlist import DEFAULT_LIST, WatchEntry, normalise_plate
+
+    if args.action == "add":
+        entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name)
+        watch.add(entry)
+        print(f"{entry.plate} is on the list {entry.list_name}")
+    elif args.action == "remove":
+        plate, list_name = normalise_plate(args.plate), args.list_name or DEFAULT_LIST
+        if not watch.remove(plate, list_name):
+            print(f"alpr: {plate} is not on the list {list_name}", file=sys.stderr)
+            return 1
+        print(f"{plate} removed from the list {list_name}")
+    elif args.action == "list":
+        entries = watch.entries(include_expired=args.include_expired)
+        print(f"{'plate':<16} {'list':<16} {'expires':<25} reason")
+        for entry in entries:
+            expires = entry.expires_at.astimezone(UTC).isoformat(timespec="seconds") if entry.expires_at else "never"
+            print(f"{entry.plate:<16} {entry.list_name:<16} {expires:<25} {entry.reason}")
+    else:
+        print(f"imported {watch.import_csv(args.csv_path)} entries")
+    return 0

@@ -1,0 +1,201 @@
+"""Watch-lists: plates listed with a reason and an optional expiry, in named lists (Postgres table
+`watchlist`, migration 6). Owns the entry type and its validation (`WatchEntry`, `normalise_plate`),
+the table's reads and writes (`WatchList`; the CSV import's format: common/watchlist_csv.py),
+matching a plate against the entries (`match_plate`: exact or within a plate distance, look-alikes
+counting half) and the copy a worker matches every read against (`WatchListCache`, reloaded every
+few seconds)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from common import defaults
+from common.errors import InputError
+from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
+
+log = logging.getLogger(__name__)
+
+PLATE_RE = re.compile(r"[A-Z0-9]{1,16}")
+LIST_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEFAULT_LIST = "default"
+MAX_REASON_CHARS = 200
+
+
+def char_set(text: str) -> int:
+    """The characters of a text as a bit set (bit ord(c)): a cheap lower bound of plate_distance."""
+    return sum(1 << ord(char) for char in set(text))
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def normalise_plate(text: str) -> str:
+    """Plate text as listed and as read: upper case, spaces, dashes and dots dropped; anything else
+    (another character, empty, over 16 characters) is refused, naming the value."""
+    plate = re.sub(r"[\s.-]", "", text).upper()
+    if not PLATE_RE.fullmatch(plate):
+        raise InputError(f"not a plate: {_shown(text)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)")
+    return plate
+
+
+def parse_expiry(text: str) -> datetime | None:
+    """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC."""
+    if not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class WatchEntry:
+    """One listed plate (normalised), why it is listed, its list, and when the listing ends (None: never)."""
+
+    plate: str
+    reason: str
+    list_name: str = DEFAULT_LIST
+    expires_at: datetime | None = None
+    chars: int = field(init=False, repr=False, compare=False)
+    """char_set(plate), computed once."""
+
+    def __post_init__(self) -> None:
+        if not PLATE_RE.fullmatch(self.plate):
+            raise InputError(f"not a normalised plate: {_shown(self.plate)}")
+        if not self.reason.strip() or len(self.reason) > MAX_REASON_CHARS or not self.reason.isprintable():
+            raise InputError(f"a reason needs 1 to {MAX_REASON_CHARS} printable characters, on one line")
+        if not LIST_NAME_RE.fullmatch(self.list_name):
+            raise InputError(f"not a list name: {_shown(self.list_name)} (A-Z, a-z, 0-9, _ . -; 1 to 64)")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise InputError("an expiry needs a time zone")
+        object.__setattr__(self, "chars", char_set(self.plate))
+
+    @classmethod
+    def parse(cls, plate: str, reason: str, expires: str = "", list_name: str = "") -> WatchEntry:
+        """An entry from text as typed or as in a CSV cell: the plate normalised, '' list = the default."""
+        return cls(normalise_plate(plate), reason.strip(), list_name.strip() or DEFAULT_LIST, parse_expiry(expires))
+
+    def expired(self, now_s: float) -> bool:
+        return self.expires_at is not None and self.expires_at.timestamp() <= now_s
+
+
+@dataclass(frozen=True)
+class WatchMatch:
+    """A plate that matched an entry, and how far apart they are (0: exactly)."""
+
+    plate: str
+    entry: WatchEntry
+    distance: float
+
+
+def match_plate(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> WatchMatch | None:
+    """The entry nearest to `plate` within `max_distance` (plate_distance: a look-alike swap costs
+    0.5), exact first, ties by list and plate; expired entries and an empty plate never match."""
+    if not plate:
+        return None
+    best: tuple[float, str, str] | None = None
+    found: WatchEntry | None = None
+    chars, edit_cost = char_set(plate), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
+    for entry in entries:
+        # Lower bounds of the distance first: the length difference; a character of one plate missing
+        # from the other takes an edit of at least edit_cost. They skip nearly every entry at once.
+        missing = max((chars & ~entry.chars).bit_count(), (entry.chars & ~chars).bit_count())
+        if abs(len(entry.plate) - len(plate)) > max_distance or missing * edit_cost > max_distance:
+            continue
+        if entry.expired(now_s):
+            continue
+        distance = plate_distance(plate, entry.plate)
+        key = (distance, entry.list_name, entry.plate)
+        if distance <= max_distance and (best is None or key < best):
+            best, found = key, entry
+    return WatchMatch(plate, found, best[0]) if found is not None and best is not None else None
+
+
+class WatchList:
+    """The `watchlist` table through a connection pool (the schema brought up by `alpr db upgrade`)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def add(self, entry: WatchEntry) -> None:
+        """Add an entry, or replace the reason and expiry of the same plate on the same list."""
+        with self.pool.connection() as connection, connection.transaction():
+            _upsert(connection, [entry])
+
+    def remove(self, plate: str, list_name: str = DEFAULT_LIST) -> bool:
+        """Remove a plate from a list; False when it was not on it."""
+        with self.pool.connection() as connection, connection.transaction():
+            cursor = connection.execute(
+                "DELETE FROM watchlist WHERE list_name = %s AND plate = %s", (list_name, normalise_plate(plate))
+            )
+            return cursor.rowcount > 0
+
+    def entries(self, include_expired: bool = False) -> list[WatchEntry]:
+        """Every entry (only those not expired unless asked), by list and plate."""
+        where = "" if include_expired else " WHERE expires_at IS NULL OR expires_at > now()"
+        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
+            rows = connection.execute(
+                f"SELECT plate, reason, list_name, expires_at FROM watchlist{where} ORDER BY list_name, plate"
+            ).fetchall()
+        return [WatchEntry(*row) for row in rows]
+
+    def import_csv(self, path: Path) -> int:
+        """Add or update every entry of a CSV file (header `plate,reason[,expires_at][,list]`) in one
+        transaction; returns their number. The whole file is checked first: any fault imports nothing
+        and is reported with its line."""
+        from common.watchlist_csv import read_csv  # it builds WatchEntry: imported here, not in a cycle
+
+        entries = read_csv(path)
+        with self.pool.connection() as connection, connection.transaction():
+            _upsert(connection, entries)
+        return len(entries)
+
+
+def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> None:
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO watchlist (list_name, plate, reason, expires_at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (list_name, plate) DO UPDATE SET reason = excluded.reason, expires_at = excluded.expires_at",
+            [(e.list_name, e.plate, e.reason, e.expires_at) for e in entries],
+        )
+
+
+class WatchListCache:
+    """The entries a worker matches every read against, reloaded at most every `refresh_s` (no query
+    per read). While Postgres is unreachable the last loaded entries stay in use, with a warning.
+    For one thread (a worker's job loop)."""
+
+    def __init__(self, watchlist: WatchList, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.watchlist = watchlist
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self._entries: tuple[WatchEntry, ...] = ()
+        self._loaded_at: float | None = None
+
+    def current(self) -> tuple[WatchEntry, ...]:
+        """The entries, reloaded first when the last load (or attempt) is `refresh_s` old."""
+        now = self.clock()
+        if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
+            self._loaded_at = now
+            try:
+                self._entries = tuple(self.watchlist.entries())
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
+                            reason, len(self._entries))  # fmt: skip
+        return self._entries
+
+    def match(self, plate: str, max_distance: float, now_s: float | None = None) -> WatchMatch | None:
+        """match_plate against the current entries (`now_s`: wall-clock seconds, default now)."""
+        return match_plate(plate, self.current(), max_distance, time.time() if now_s is None else now_s)

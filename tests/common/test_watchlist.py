@@ -1,0 +1,297 @@
+"""Watch-lists (common/watchlist.py, `alpr watchlist`): a table of matches (exact, look-alikes at half
+an edit, expiry, empty plate, best of several), the CSV import on the real Postgres (all or nothing,
+the faulty line named, idempotent), the command's add/remove/list and its one-line errors, and the
+workers' cached copy (reloaded after refresh_s, not before; kept through an outage)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from alpr.cli import main
+from common import defaults
+from common.config import Settings
+from common.db import open_pool
+from common.errors import ConfigError, InputError
+from common.plate_text import plate_distance
+from common.watchlist import WatchEntry, WatchList, WatchListCache, match_plate
+from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
+
+NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
+PAST = datetime(2030, 5, 1, tzinfo=UTC)
+FUTURE = datetime(2030, 7, 1, tzinfo=UTC)
+
+
+def entries(*plates: str, expires_at: datetime | None = None) -> list[WatchEntry]:
+    return [WatchEntry(plate, f"reason {plate}", expires_at=expires_at) for plate in plates]
+
+
+@pytest.mark.parametrize(
+    ("plate", "listed", "max_distance", "expected"),
+    [
+        ("AB123CD", entries("AB123CD"), 1.0, ("AB123CD", 0.0)),  # exact
+        ("AB123CD", entries("AB123CD"), 0.0, ("AB123CD", 0.0)),  # exact, even at 0
+        ("ABO123", entries("AB0123"), 1.0, ("AB0123", 0.5)),  # O/0 look-alike: half an edit
+        ("ABO123", entries("AB0123"), 0.0, None),  # ... but not exact
+        ("AB8123", entries("ABB123"), 0.5, ("ABB123", 0.5)),  # B/8
+        ("ABOI23", entries("AB0123"), 1.0, ("AB0123", 1.0)),  # two look-alikes: one edit
+        ("AB123CX", entries("AB123CD"), 1.0, ("AB123CD", 1.0)),  # one ordinary substitution, at the limit
+        ("AB123CX", entries("AB123CD"), 0.5, None),  # ... over a lower one
+        ("AB123XY", entries("AB123CD"), 1.0, None),  # two substitutions
+        ("AB123C", entries("AB123CD"), 1.0, ("AB123CD", 1.0)),  # one deletion
+        ("AB12", entries("AB123CD"), 3.0, ("AB123CD", 3.0)),  # three deletions within 3
+        ("AB123CD", entries("AB123CD", expires_at=PAST), 3.0, None),  # expired: never, not even exact
+        ("AB123CD", entries("AB123CD", expires_at=FUTURE), 1.0, ("AB123CD", 0.0)),  # not yet expired
+        ("", entries("AB"), 3.0, None),  # an empty plate never matches (distance 2 would)
+        ("AB123CD", [], 3.0, None),  # an empty list
+        ("XY1234", entries("XY1235", "XY1234", "XY1233"), 1.0, ("XY1234", 0.0)),  # exact first
+        ("KLM45G", entries("KLM45X", "KLM456", "KLM4"), 1.0, ("KLM456", 0.5)),  # nearest: G/6 over X
+        ("KLM45G", entries("ZZZZZZ", "KLM45X"), 1.0, ("KLM45X", 1.0)),
+    ],
+)
+def test_match_plate(plate, listed, max_distance, expected):
+    match = match_plate(plate, listed, max_distance, NOW_S)
+    assert (match and (match.entry.plate, match.distance)) == (expected or None)
+    if match:
+        assert match.plate == plate and match.entry in listed
+
+
+@pytest.mark.parametrize("max_distance", [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+def test_match_plate_finds_what_comparing_with_every_entry_finds(max_distance):
+    """The lower bounds that skip entries never skip a match: against a brute force on random plates
+    over a few characters (look-alikes among them), so that near misses are common."""
+    rng = random.Random(int(max_distance * 10))
+    for _ in range(200):
+        listed = entries(*{"".join(rng.choices("O0DQB8XY", k=rng.randint(1, 7))) for _ in range(20)})
+        plate = "".join(rng.choices("O0DQB8XY", k=rng.randint(1, 7)))
+        nearest = min((plate_distance(plate, e.plate), e.list_name, e.plate) for e in listed)
+        match = match_plate(plate, listed, max_distance, NOW_S)
+        if nearest[0] <= max_distance:
+            assert match is not None and (match.distance, match.entry.list_name, match.entry.plate) == nearest
+        else:
+            assert match is None
+
+
+def test_an_entry_stops_matching_when_it_expires():
+    listed = entries("AB123CD", expires_at=datetime.fromtimestamp(NOW_S + 10, UTC))
+    assert match_plate("AB123CD", listed, 1.0, NOW_S) is not None
+    assert match_plate("AB123CD", listed, 1.0, NOW_S + 10) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("ab-123 cd", "AB123CD"), ("A.B.1", "AB1"), ("X" * 16, "X" * 16), ("", None), ("AB_12", None),
+     ("ÄB12", None), ("X" * 17, None), ("AB\n12", "AB12"), ("--", None)],
+)  # fmt: skip
+def test_entry_parse_normalises_or_refuses_naming_the_value(text, expected):
+    if expected is None:
+        with pytest.raises(InputError, match="not a plate"):
+            WatchEntry.parse(text, "reason")
+    else:
+        assert WatchEntry.parse(text, "reason").plate == expected
+
+
+@pytest.fixture()
+def pool(postgres_url: str) -> Iterator[ConnectionPool]:
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    opened = open_pool(postgres_url)
+    yield opened
+    opened.close()
+
+
+def write(tmp_path: Path, content: str | bytes) -> Path:
+    path = tmp_path / "list.csv"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+GOOD_CSV = """\ufeffplate,reason,expires_at,list
+AB 123 CD,stolen,,
+xy-9876,"unpaid fines, twice",2030-07-01T12:00:00+02:00,police
+QQ1,note,2030-07-01,
+"""
+
+
+def test_import_csv_adds_every_entry_and_again_changes_nothing(pool, tmp_path):
+    watch = WatchList(pool)
+    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == 3
+    expected = [
+        WatchEntry("AB123CD", "stolen"),
+        WatchEntry("QQ1", "note", expires_at=datetime(2030, 7, 1, tzinfo=UTC)),
+        WatchEntry("XY9876", "unpaid fines, twice", "police", datetime(2030, 7, 1, 10, tzinfo=UTC)),
+    ]
+    assert watch.entries() == expected
+    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == 3  # an upsert: no duplicates, no error
+    assert watch.entries() == expected
+    assert watch.import_csv(write(tmp_path, "reason,plate\nrecovered,AB123CD\n")) == 1  # any column order
+    assert watch.entries()[0] == WatchEntry("AB123CD", "recovered")
+
+
+def many_rows(count: int) -> str:
+    return "plate,reason\n" + "".join(f"P{i},r\n" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "line 1: empty file"),
+        ("plate\nAB1\n", "line 1: the header must be"),
+        ("plate,reason,colour\nAB1,x,red\n", "line 1: the header must be"),
+        ("plate,reason,plate\nAB1,x,AB2\n", "line 1: a column is named twice"),
+        ("plate,reason\nAB1,x\nCD2\n", "line 3: 1 columns, the header has 2"),  # a missing column
+        ("plate,reason\nAB1,x\nCD2,y,z\n", "line 3: 3 columns"),
+        ("plate,reason\nAB1,x\n\nAB@2,y\n", "line 4: not a plate: 'AB@2'"),  # blank lines count as lines
+        ("plate,reason\nAB1,x\nCD2,\n", "line 3: a reason needs 1 to 200"),
+        ("plate,reason\nAB1," + "x" * 201 + "\n", "line 2: a reason needs 1 to 200"),
+        ("plate,reason\nAB1,x\x00\n", "line 2: a reason needs 1 to 200 printable"),
+        ('plate,reason\nAB1,x\nAB2,"two\nlines"\n', "line 3: a reason needs 1 to 200 printable"),  # where it starts
+        ("plate,reason,expires_at\nAB1,x,2030-01-01\nCD2,y,tomorrow\n", "line 3: not an ISO-8601 date"),
+        ("plate,reason,list\nAB1,x,a list\n", "line 2: not a list name"),
+        (b"plate,reason\nAB1,x\nCD2,caf\xe9\n", "line 3: not UTF-8"),
+        ('plate,reason\nAB1,"x"y\nCD2,z\n', "line 2: not CSV"),
+        ('plate,reason\nAB1,x\nCD2,"z\n\n\n', "line 3: not CSV"),  # a quote never closed
+        (many_rows(MAX_CSV_ROWS) + "\n", None),  # the most accepted (and a blank line is no entry)
+        (many_rows(MAX_CSV_ROWS + 1), f"line {MAX_CSV_ROWS + 2}: more than {MAX_CSV_ROWS} entries"),
+        ("plate,reason\nAB1,x\n" + "#" * MAX_CSV_BYTES, "larger than 10 MiB"),
+    ],
+)
+def test_a_faulty_csv_imports_nothing_and_names_its_line(pool, tmp_path, content, message):
+    watch = WatchList(pool)
+    watch.add(WatchEntry("KEEP1", "listed before"))
+    path = write(tmp_path, content)
+    if message is None:  # the positive control: the same shape of file, within the limits, imports
+        assert watch.import_csv(path) == MAX_CSV_ROWS
+        assert len(watch.entries()) == MAX_CSV_ROWS + 1
+        return
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}(, |: ){re.escape(message)}") as raised:
+        watch.import_csv(path)
+    assert "\n" not in str(raised.value)
+    assert watch.entries() == [WatchEntry("KEEP1", "listed before")]
+
+
+def alpr(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int, list[str], list[str]]:
+    code = main(["watchlist", *argv, "--database-url", url])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_add_remove_import_and_list_through_the_command(pool, postgres_url, capsys, tmp_path):
+    capsys.readouterr()
+    path = write(tmp_path, "plate,reason\nZZ9,from a file\n")
+    assert alpr(capsys, postgres_url, "import", str(path)) == (0, ["imported 1 entries"], [])
+    assert alpr(capsys, postgres_url, "remove", "ZZ9")[0] == 0
+    assert alpr(capsys, postgres_url, "add", "ab-123 cd", "--reason", "stolen car") == (
+        0, ["AB123CD is on the list default"], []
+    )  # fmt: skip
+    assert alpr(capsys, postgres_url, "add", "XY1", "--reason", "old", "--expires", "2001-01-01", "--list", "p")[0] == 0
+    code, out, _ = alpr(capsys, postgres_url, "list")
+    assert code == 0 and len(out) == 2 and out[1].split() == ["AB123CD", "default", "never", "stolen", "car"]
+    code, out, _ = alpr(capsys, postgres_url, "list", "--all")
+    assert out[2].split() == ["XY1", "p", "2001-01-01T00:00:00+00:00", "old"]
+    assert alpr(capsys, postgres_url, "remove", "XY1") == (1, [], ["alpr: XY1 is not on the list default"])
+    assert alpr(capsys, postgres_url, "remove", "xy1", "--list", "p") == (0, ["XY1 removed from the list p"], [])
+    assert alpr(capsys, postgres_url, "list", "--all")[1][1:] == out[1:2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["add", "AB#1", "--reason", "x"], "alpr: error: not a plate: 'AB#1'"),
+        (["add", "AB1", "--reason", "x", "--expires", "soon"], "alpr: error: not an ISO-8601 date or time: 'soon'"),
+        (["remove", "A B C D E F G H I J K L M N O P Q"], "alpr: error: not a plate:"),
+        (["import", "/nonexistent/list.csv"], "alpr: error: /nonexistent/list.csv: cannot read"),
+    ],
+)
+def test_bad_input_ends_with_one_error_line(pool, postgres_url, capsys, argv, message):
+    capsys.readouterr()
+    code, out, err = alpr(capsys, postgres_url, *argv)
+    assert (code, out, len(err)) == (2, [], 1) and err[0].startswith(message)
+    assert WatchList(pool).entries() == []
+
+
+def test_the_command_needs_a_database_with_the_schema(postgres_url, capsys, monkeypatch):
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    assert main(["watchlist", "list"]) == 2
+    assert "set ALPR_DATABASE_URL" in capsys.readouterr().err
+    code, out, err = alpr(capsys, postgres_url, "list")  # no `alpr db upgrade` yet
+    assert (code, out) == (2, []) and err[0].endswith("run `alpr db upgrade`")
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    capsys.readouterr()
+    assert alpr(capsys, postgres_url, "list")[:2] == (
+        0,
+        ["plate            list             expires                   reason"],
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
+    watch, clock = WatchList(pool), Clock()
+    watch.add(WatchEntry("AB1", "first"))
+    cache = WatchListCache(watch, refresh_s=5.0, clock=clock)
+    assert [e.plate for e in cache.current()] == ["AB1"]
+    watch.add(WatchEntry("CD2", "second"))
+    clock.now += 4.9
+    assert cache.match("CD2", 0.0) is None  # not before refresh_s
+    clock.now += 0.1
+    match = cache.match("CD2", 0.0)  # the positive control: after it
+    assert match is not None and match.entry.reason == "second"
+
+
+class FailingWatchList(WatchList):
+    def entries(self, include_expired: bool = False) -> list[WatchEntry]:
+        raise psycopg.OperationalError("connection refused")
+
+
+def test_the_cache_keeps_the_last_entries_through_an_outage(pool, caplog):
+    watch, clock = WatchList(pool), Clock()
+    watch.add(WatchEntry("AB1", "first"))
+    cache = WatchListCache(watch, refresh_s=5.0, clock=clock)
+    assert cache.match("AB1", 0.0) is not None
+    cache.watchlist = FailingWatchList(pool)
+    clock.now += 5.0
+    with caplog.at_level(logging.WARNING, logger="common.watchlist"):
+        assert cache.match("AB1", 0.0) is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        "watch-lists not reloaded (connection refused); matching against the 1 entries loaded before"
+    ]
+    cache.watchlist = watch  # back: the next reload is due refresh_s after the failed attempt
+    watch.remove("AB1")
+    clock.now += 4.0
+    assert cache.match("AB1", 0.0) is not None
+    clock.now += 1.0
+    assert cache.match("AB1", 0.0) is None
+
+
+def test_the_watch_settings_have_defaults_and_bounds():
+    settings = Settings.load({})
+    assert (settings.watch_max_distance, settings.watch_read_min_confidence, settings.watch_refresh_s) == (
+        defaults.WATCH_MAX_DISTANCE, defaults.WATCH_READ_MIN_CONFIDENCE, defaults.WATCH_REFRESH_S
+    )  # fmt: skip
+    assert Settings.load({"ALPR_WATCH_MAX_DISTANCE": "0.5"}).watch_max_distance == 0.5
+    for variable, value in [("ALPR_WATCH_MAX_DISTANCE", "3.5"), ("ALPR_WATCH_READ_MIN_CONFIDENCE", "1.1"),
+                            ("ALPR_WATCH_REFRESH_S", "0")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=variable):
+            Settings.load({variable: value})
+
+
+def test_an_expired_entry_is_left_out_unless_asked(pool):
+    watch = WatchList(pool)
+    watch.add(WatchEntry("OLD1", "gone", expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    watch.add(WatchEntry("NEW1", "here", expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    assert [e.plate for e in watch.entries()] == ["NEW1"]
+    assert [e.plate for e in watch.entries(include_expired=True)] == ["NEW1", "OLD1"]
