@@ -1,11 +1,13 @@
 """The operator's maintenance commands of the chain: `alpr db upgrade` (the Postgres schema) and
-`alpr replay` (failed jobs back on their queues)."""
+`alpr replay` (failed jobs back on their queues; failed alert deliveries from the alerts log)."""
 
 from __future__ import annotations
 
 import argparse
 
-from alpr.wiring import reach_frame_store, reach_redis
+import redis
+
+from alpr.wiring import database_pool, reach_frame_store, reach_redis
 from common.config import Settings
 from common.errors import ConfigError
 from common.queues import STAGES
@@ -29,10 +31,31 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     from common.replay import replay_failed
 
     queues_redis = reach_redis(settings)
+    if args.stage == "alert":
+        return replay_alerts(args, settings, queues_redis)
     stages = [args.stage] if args.stage else list(STAGES)
     report = replay_failed(queues_redis, reach_frame_store(settings, queues_redis), stages, args.dry_run)
     verb = "would requeue" if args.dry_run else "requeued"
     print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
     for stage in stages:
         print(f"{stage:<8} {report.requeued[stage]:>13} {report.expired[stage]:>8} {report.malformed[stage]:>9}")
+    return 0
+
+
+def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: redis.Redis) -> int:
+    """Failed and rejected alert deliveries (kept in the alerts log) back to pending, and queued."""
+    from common.alert_log import AlertLog
+    from common.jobs import alert_job
+    from common.queues import enqueue, stage_queue
+
+    pool = database_pool(settings, "alert replay")
+    try:
+        replayed = AlertLog(pool, settings.db_patience_s).replay(args.dry_run)
+    finally:
+        pool.close()
+    if not args.dry_run:
+        queue = stage_queue(queues_redis, "alert")
+        for alert_id, receiver in replayed:
+            enqueue(queue, alert_job(alert_id, receiver, 1), settings.job_timeout_s)
+    print(f"alert deliveries {'to requeue' if args.dry_run else 'requeued'}: {len(replayed)}")
     return 0

@@ -69,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
 
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
-    worker.add_argument("stage", choices=("detect", "ocr", "redact"))
+    worker.add_argument("stage", choices=("detect", "ocr", "redact", "sight", "alert"))
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
     _add_engine_flags(worker)
     _add_chain_flags(worker)
-    worker.add_argument("--database-url", help="postgresql://... (OCR and redact workers)")
+    worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
 
     database = sub.add_parser("db", help="the Postgres schema")
     database.add_argument("action", choices=("upgrade",))
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
     replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
-    replay.add_argument("--stage", choices=("detect", "ocr", "redact"), help="one stage (default: all)")
+    replay.add_argument("--stage", choices=("detect", "ocr", "redact", "alert"), help="one stage (default: all)")
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument("--redis-url")
+    replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
 
     calibrate = sub.add_parser("calibrate", help="fit the OCR confidence to photographs with ground truth")
     calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")

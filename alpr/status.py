@@ -70,13 +70,20 @@ def text(value: bytes | str) -> str:
 def print_accounting(settings: Settings) -> None:
     """Per camera from the frames log: frames sampled, how they ended, those not yet accounted for, and
     the frames whose reads are pending, expired (crops gone) or lost (no OCR job recorded them)."""
+    from common.alert_log import AlertLog
     from common.frame_log import FrameLog
 
     pool = database_pool(settings, "status")
     try:
         counts, reads = FrameLog(pool, 0).outcome_counts(), FrameLog(pool, 0).read_outcome_counts()
+        deliveries = AlertLog(pool, 0).counts()
+        with pool.connection() as connection:
+            sightings = dict(connection.execute("SELECT camera_id, count(*) FROM sightings GROUP BY 1").fetchall())
     finally:
         pool.close()
+    print("\nsightings: " + (", ".join(f"{c} {n}" for c, n in sorted(sightings.items())) or "none"))
+    statuses = ("pending", "sending", "delivered", "failed", "rejected")
+    print("alert deliveries: " + " ".join(f"{s} {deliveries.get(s, 0)}" for s in statuses))
     outcomes = ("done", "skipped", "expired", "corrupt", "lost")
     read_outcomes = ("pending", "expired", "lost")
     print(

@@ -114,6 +114,8 @@ def build_worker_context(
         )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
         return WorkerContext(ocr, metrics)
+    if stage == "alert":
+        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics)
     from redactor_worker.worker import RedactStage
 
     log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
@@ -125,6 +127,43 @@ def build_worker_context(
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
     )  # fmt: skip
     return WorkerContext(redact, metrics)
+
+
+def receivers(settings: Settings) -> dict[str, Any]:
+    """The alert receivers of the receivers file (ALPR_ALERT_RECEIVERS); none without one."""
+    from common.alerts import load_receivers
+
+    return load_receivers(settings.alert_receivers) if settings.alert_receivers else {}
+
+
+def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
+    """The alert pool's stage: the receivers (the file is required) and the alerts log."""
+    from alert_worker.worker import AlertStage
+    from common.alert_log import AlertLog
+
+    if not settings.alert_receivers:
+        raise ConfigError("the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers")
+    return AlertStage(
+        receivers(settings), AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
+        stage_queue(connection, "alert"), metrics, settings.alert_give_up_s, settings.job_timeout_s,
+    )  # fmt: skip
+
+
+def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
+    """The sighting pool's stage: the grouping settings, the watch-lists (cached) and the receivers
+    each alert gets a delivery to (with none, alerts are only logged)."""
+    from common.watchlist import WatchList, WatchListCache
+    from sighting_worker.worker import SightingSettings, SightingStage
+
+    pool = database_pool(settings, "sighting worker")
+    tuning = SightingSettings(
+        gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
+        read_min_confidence=settings.watch_read_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
+        max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
+    )  # fmt: skip
+    watch = WatchListCache(WatchList(pool), settings.watch_refresh_s)
+    return SightingStage(pool, watch, list(receivers(settings)), stage_queue(connection, "alert"), metrics, tuning,
+                         settings.job_timeout_s)  # fmt: skip
 
 
 def frame_ledger(settings: Settings, metrics: Metrics) -> Any:

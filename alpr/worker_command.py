@@ -10,16 +10,17 @@ import os
 import signal
 import socket
 import threading
+from typing import Any
 
 import redis
 
-from alpr.wiring import build_worker_context, reach_redis
+from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
-from common.queues import queue_keys, stage_queue
+from common.queues import QUEUED_STAGES, queue_keys, stage_queue
 from common.worker import StageWorker
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ log = logging.getLogger(__name__)
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
     metrics = Metrics()
-    metrics.watch_queues(connection, queue_keys())
+    metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
     metrics.serve(settings.metrics_port, settings.metrics_address)
-    context = build_worker_context(args.stage, settings, connection, metrics)
     stop = threading.Event()
+    if args.stage == "sight":
+        return sighting_loop(build_sighting_stage(settings, connection, metrics), settings, stop, args.burst)
+    context = build_worker_context(args.stage, settings, connection, metrics)
+    quick = {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if args.stage == "alert" else {}
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
-        rq_worker = StageWorker(stage_queue(connection, args.stage), context, stop, name=name)
+        rq_worker = StageWorker(stage_queue(connection, args.stage), context, stop, name=name, **quick)
         log.info("worker %s ready", name)
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
@@ -59,3 +63,28 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
             delay = backoff.next_delay()
             log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
             stop.wait(delay)
+
+
+def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: bool) -> int:
+    """The sighting pool's loop: a round over the cameras every ALPR_SIGHTING_POLL_S until a signal
+    (one round with `burst`); a Postgres outage is waited out with backoff, the cursors where they were."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+    log.info("sighting worker %s-%d ready", socket.gethostname(), os.getpid())
+    while not stop.is_set():
+        try:
+            stage.poll()
+            backoff.reset()
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            delay = backoff.next_delay()
+            log.warning("Postgres unavailable (%s); retrying in %.0f s", mask_url(str(error).strip()[:200]), delay)
+            stop.wait(delay)
+            continue
+        if burst:
+            break
+        stop.wait(settings.sighting_poll_s)
+    return 0

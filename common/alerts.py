@@ -1,15 +1,20 @@
 """The alert: the validated type that crosses from the sighting stage (a read or a closed sighting
 that matched the watch list) to the alert stage, and the receivers an alert is delivered to (an HTTP
 webhook signed with a shared secret, an MQTT topic). Secrets never show: not in a repr, not in a
-validation error."""
+validation error. The receivers are read from a YAML file (`load_receivers`)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+import yaml
+from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
+from common.config import format_errors
+from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
@@ -112,3 +117,52 @@ class MqttReceiver(ReceiverConfig):
 
 Receiver = Annotated[WebhookReceiver | MqttReceiver, Field(discriminator="type")]
 """Any receiver, told apart by its `type` (webhook or mqtt)."""
+
+
+RECEIVER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+"""A receiver's name in the receivers file (it names its deliveries in the alerts log)."""
+
+MAX_RECEIVERS_FILE_BYTES = 65536
+"""Largest receivers file read."""
+
+SECRET_FILE_FIELDS = {"secret_file": "secret", "password_file": "password"}
+"""Fields of a receiver that name a file holding a secret (Docker and Kubernetes secrets), and the
+field the file's content becomes."""
+
+
+def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
+    """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
+    {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
+    place (`secret`, `password`) or, better, read from files. Any fault is one ConfigError that shows
+    no secret."""
+    try:
+        data = path.read_bytes()[: MAX_RECEIVERS_FILE_BYTES + 1]
+        if len(data) > MAX_RECEIVERS_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_RECEIVERS_FILE_BYTES} bytes")
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the receivers file: {type(error).__name__}") from None
+    entries = raw.get("receivers") if isinstance(raw, dict) else None
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{path}: expected `receivers:` mapping each receiver's name to its settings")
+    receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
+    adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
+    for name, settings in entries.items():
+        if not isinstance(name, str) or not re.fullmatch(RECEIVER_NAME_PATTERN, name):
+            raise ConfigError(f"{path}: receiver names are 1-64 letters, digits and _ . - ({str(name)[:40]!r})")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{path}: receiver {name}: expected a mapping of its settings")
+        settings = dict(settings)
+        for file_field, field_name in SECRET_FILE_FIELDS.items():
+            if file_field in settings:
+                try:
+                    settings[field_name] = Path(str(settings.pop(file_field))).read_text().strip()
+                except OSError as error:
+                    raise ConfigError(
+                        f"{path}: receiver {name}: cannot read its {file_field}: {error.strerror}"
+                    ) from None
+        try:
+            receivers[name] = adapter.validate_python(settings)
+        except ValidationError as error:
+            raise ConfigError(format_errors(error, label=f"{path}: receiver {name}: ")) from None
+    return receivers

@@ -112,6 +112,18 @@ class Settings(BaseModel):
     sighting_gap_s: float = Field(
         defaults.SIGHTING_GAP_S, gt=0, le=600, description="Seconds without a read that close a vehicle's sighting."
     )
+    sighting_poll_s: float = Field(
+        defaults.SIGHTING_POLL_S, gt=0, le=60, description="How often the sighting pool looks for new reads."
+    )
+    sighting_settle_s: float = Field(
+        defaults.SIGHTING_SETTLE_S, ge=0, le=60, description="Age before a frame's absence from the log counts."
+    )
+    alert_receivers: Path | None = Field(
+        None, description="YAML file of the receivers alerts are delivered to (webhooks, MQTT); none: no alerts."
+    )
+    alert_give_up_s: float = Field(
+        defaults.ALERT_GIVE_UP_S, gt=0, description="How long an alert's delivery is retried before it fails."
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
     metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1, description="Address metrics bind to.")
 

@@ -53,6 +53,32 @@ REDACT_MARGIN = 0.15
 SIGHTING_GAP_S = 2.0
 """Seconds a camera may go without reading a plate before its sighting (the vehicle's pass) is closed."""
 
+SIGHTING_POLL_S = 0.2
+"""How often a sighting worker looks for new reads (early watch-list matches wait at most this long)."""
+
+SIGHTING_SETTLE_S = 2.0
+"""A camera's reads are grouped up to this long before now at the latest: the ingest node records a
+frame in the frames log a moment after queuing it, and grouping must not pass a frame not yet there."""
+
+SIGHTING_BATCH_READS = 5000
+"""Most reads a sighting worker groups for one camera in one transaction (a backlog goes in steps)."""
+
+ALERT_GIVE_UP_S = 86400.0
+"""How long an alert's delivery is retried (a day) before it is marked failed (`alpr replay --stage alert`)."""
+
+ALERT_BACKOFF_S = (1.0, 60.0)
+"""First and longest wait between an alert's delivery attempts (doubling): a receiver back after
+minutes of downtime gets its alerts within a minute."""
+
+ALERT_MAINTENANCE_S = 1
+"""How often an idle alert worker queues the deliveries that are due (retries after their back-off)."""
+
+ALERT_REQUEUE_AFTER_S = 30.0
+"""A due delivery queued this long ago and still not sent (its job lost with a worker) is queued again."""
+
+ALERT_LEASE_MARGIN_S = 5.0
+"""A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
+
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""
 

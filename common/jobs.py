@@ -43,8 +43,8 @@ MAX_TIMESTAMP = 253402300799.0
 plate logs), so a job carrying one is refused at parsing, not failed and retried in a later stage."""
 
 
-StageName = Literal["detect", "ocr", "redact"]
-"""The chain's stages."""
+StageName = Literal["detect", "ocr", "redact", "alert"]
+"""The chain's queued stages: the frames' three, and the delivery of alerts."""
 
 StageTimings = dict[StageName, Annotated[float, Field(ge=0, le=1e7)]]
 """Milliseconds a stage spent on a frame (its share of the job's core time)."""
@@ -124,8 +124,23 @@ class RedactJob(Strict):
     frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
 
 
-Job = DetectJob | OcrJob | RedactJob
-AnyJob = TypeVar("AnyJob", bound=DetectJob | OcrJob | RedactJob)
+class AlertJob(Strict):
+    """Sighting pool → alert pool: deliver one alert (kept in the alerts log) to one receiver."""
+
+    v: Literal[2] = SCHEMA_VERSION
+    stage: Literal["alert"] = "alert"
+    batch_id: str = Field(pattern=ID_PATTERN, description="the alert, receiver and attempt: one job each")
+    alert_id: str = Field(pattern=ID_PATTERN)
+    receiver: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def alert_job(alert_id: str, receiver: str, attempt: int) -> AlertJob:
+    """The job for one attempt at one delivery (an id of its own: a retry is a new job)."""
+    return AlertJob(batch_id=f"{alert_id}.{receiver}.{attempt}", alert_id=alert_id, receiver=receiver)
+
+
+Job = DetectJob | OcrJob | RedactJob | AlertJob
+AnyJob = TypeVar("AnyJob", bound=DetectJob | OcrJob | RedactJob | AlertJob)
 
 
 def parse_job(payload: Any, job_type: type[AnyJob]) -> AnyJob:

@@ -92,6 +92,28 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.sightings_closed = Counter(
+            "alpr_sightings_closed", "Sightings (vehicle passes) closed and logged, per camera.", ["camera"], registry=r
+        )
+        self.reads_per_sighting = Histogram(
+            "alpr_reads_per_sighting", "Reads grouped into one sighting.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.sighting_delay_seconds = Histogram(
+            "alpr_sighting_delay_seconds", "A sighting's last read (capture) to the sighting logged.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.alerts_raised = Counter(
+            "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
+        )
+        self.alert_deliveries = Counter(
+            "alpr_alert_deliveries", "Alert delivery attempts by outcome (sent, retried, failed, rejected).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.alert_latency_seconds = Histogram(
+            "alpr_alert_latency_seconds", "Capture of the read that raised an alert to its delivery.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
     @contextmanager
     def core_cpu(self, stage: str) -> Iterator[None]:
         """Count the process CPU of the block as the stage core's."""

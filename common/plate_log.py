@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from common.db import write_through_outage
 from common.jobs import FrameRef
+from common.sighting_log import REGISTER_CAMERAS
 from common.types import PlateRead
 
 COLUMNS = (
@@ -134,10 +135,14 @@ class PostgresPlateLog:
         placeholders = ", ".join("%s" for _ in COLUMNS)
         statement = f"INSERT INTO plate_reads ({INSERT_COLUMNS}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
 
+        cameras = [(camera_id,) for camera_id in sorted({frame.camera_id for frame, _ in frames})]
+
         def insert(connection: psycopg.Connection) -> int:
             with connection.cursor() as cursor:
                 cursor.executemany(statement, rows, returning=False)
-                return max(cursor.rowcount, 0)
+                new = max(cursor.rowcount, 0)
+                cursor.executemany(REGISTER_CAMERAS, cameras)  # the sighting pool groups their reads
+                return new
 
         return write_through_outage(self.pool, insert, self.patience_s)
 

@@ -8,13 +8,17 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from common import defaults
-from common.jobs import DetectJob, OcrJob, RedactJob, StageName, job_id
+from common.jobs import AlertJob, Job, StageName, job_id
 from common.stage_job import STAGE_JOB_FUNCTION, StageJob
 
 STAGES: tuple[StageName, ...] = ("detect", "ocr", "redact")
-"""The chain's stages: the detector hands each batch to OCR and redaction at once."""
+"""The stages frames go through: the detector hands each batch to OCR and redaction at once. Their
+queues hold frames (back-pressure counts them)."""
 
-QUEUE_NAMES: dict[str, str] = {stage: f"alpr-{stage}" for stage in STAGES}
+QUEUED_STAGES: tuple[StageName, ...] = (*STAGES, "alert")
+"""Every stage with a queue: the frames' three and the delivery of alerts."""
+
+QUEUE_NAMES: dict[str, str] = {stage: f"alpr-{stage}" for stage in QUEUED_STAGES}
 """RQ queue name of each stage."""
 
 STATS_INGESTED_KEY = "alpr:stats:ingested"
@@ -54,14 +58,12 @@ def stage_queue(connection: redis.Redis, stage: str) -> Queue:
     return Queue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer, job_class=StageJob)
 
 
-def queue_keys() -> dict[str, str]:
-    """Redis list key of each stage's queue."""
-    return {stage: Queue.redis_queue_namespace_prefix + name for stage, name in QUEUE_NAMES.items()}
+def queue_keys(stages: tuple[StageName, ...] = STAGES) -> dict[str, str]:
+    """Redis list key of each stage's queue (by default the queues that hold frames)."""
+    return {stage: Queue.redis_queue_namespace_prefix + QUEUE_NAMES[stage] for stage in stages}
 
 
-def enqueue(
-    queue: Queue, job: DetectJob | OcrJob | RedactJob, timeout_s: int, pipeline: redis.client.Pipeline | None = None
-) -> str:
+def enqueue(queue: Queue, job: Job, timeout_s: int, pipeline: redis.client.Pipeline | None = None) -> str:
     """Put a job on its stage's queue under a deterministic id; returns the id. With `pipeline`, the job
     is queued when the caller executes it (jobs handed on together: all of them or none)."""
     identifier = job_id(job.stage, job.batch_id)
@@ -73,7 +75,7 @@ def enqueue(
         result_ttl=defaults.RESULT_TTL_S,
         failure_ttl=defaults.FAILURE_TTL_S,
         retry=RETRIES,
-        description=f"{job.stage} {len(job.frames)} frames",
+        description=f"{job.stage} {len(job.frames)} frames" if not isinstance(job, AlertJob) else "alert",
         pipeline=pipeline,
     )
     return identifier

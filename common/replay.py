@@ -43,7 +43,9 @@ def needed_keys(job: Job) -> list[str]:
         return [f.key for f in job.frames]
     if isinstance(job, OcrJob):
         return [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
-    return [f.frame.key for f in job.frames if f.outcome == "done"]
+    if isinstance(job, RedactJob):
+        return [f.frame.key for f in job.frames if f.outcome == "done"]
+    return []  # an alert job reads the alerts log, not the frame store
 
 
 def replay_failed(

@@ -1,7 +1,8 @@
 """The sightings log: one row per vehicle pass in front of one camera (the voted plate, its confidence,
 first and last seen, read count, the best read's frame and box, the distinct texts read), in
 Postgres (table `sightings`, migration 7) or in `alpr run`'s SQLite file beside the reads. A sighting
-is keyed by its id (that of its earliest read), so writing it twice adds nothing."""
+is keyed by its id (that of its earliest read), so writing it twice adds nothing. Also the sighting
+pool's cursor per camera (table `sighting_cursors`) and the queries that feed it reads."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ import csv
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.db import write_through_outage
-from common.types import Sighting
+from common.types import Observation, Sighting
 
 COLUMNS = (
     "sighting_id", "camera_id", "plate", "confidence", "first_seen", "last_seen", "reads", "best_frame_id",
@@ -35,27 +38,6 @@ CREATE TABLE IF NOT EXISTS sightings (
 CREATE INDEX IF NOT EXISTS sightings_by_plate ON sightings (plate);
 CREATE INDEX IF NOT EXISTS sightings_by_camera_time ON sightings (camera_id, first_seen);
 """
-
-POSTGRES_SCHEMA = """
-CREATE TABLE sightings (
-    sighting_id TEXT PRIMARY KEY,
-    camera_id TEXT NOT NULL,
-    plate TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    first_seen TIMESTAMPTZ NOT NULL,
-    last_seen TIMESTAMPTZ NOT NULL,
-    reads INTEGER NOT NULL,
-    best_frame_id TEXT NOT NULL,
-    best_confidence REAL NOT NULL,
-    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    texts JSONB NOT NULL,
-    snapshot_path TEXT,
-    closed_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE INDEX sightings_by_plate ON sightings (plate);
-CREATE INDEX sightings_by_camera_time ON sightings (camera_id, first_seen);
-"""
-"""The Postgres table (common/db.py applies it as migration 7)."""
 
 
 def sighting_row(sighting: Sighting, snapshot_path: str | None = None) -> tuple[Any, ...]:
@@ -184,3 +166,111 @@ def export_sightings_csv(log: SightingLog, path: Path) -> int:
             writer.writerow(row)
             count += 1
     return count
+
+
+# The sighting pool's place in each camera's reads (table sighting_cursors): which reads it has grouped
+# (captured before `grouped_until_s`), which confident reads it has matched early (ids up to
+# `early_read_id`) and its open tracks (`state`). A pool worker holds a camera's row locked for the
+# transaction that groups it, so each camera is grouped by one worker at a time, in capture order.
+
+REGISTER_CAMERAS = "INSERT INTO sighting_cursors (camera_id) VALUES (%s) ON CONFLICT DO NOTHING"
+"""A camera with reads to group (the plate log adds it with the reads)."""
+
+
+@dataclass
+class SightingCursor:
+    """A camera's grouping state, as locked for one transaction."""
+
+    camera_id: str
+    grouped_until_s: float
+    early_read_id: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LoggedRead:
+    """A logged read, as the sighting pool takes it."""
+
+    read_id: int
+    observation: Observation
+
+
+def camera_ids(connection: psycopg.Connection) -> list[str]:
+    """The cameras with reads to group."""
+    return [row[0] for row in connection.execute("SELECT camera_id FROM sighting_cursors ORDER BY camera_id")]
+
+
+def lock_cursor(connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:
+    """The camera's cursor, locked until the transaction ends; None when another worker holds it."""
+    row = connection.execute(
+        "SELECT grouped_until_s, early_read_id, state FROM sighting_cursors WHERE camera_id = %s"
+        " FOR UPDATE SKIP LOCKED",
+        (camera_id,),
+    ).fetchone()
+    return SightingCursor(camera_id, float(row[0]), int(row[1]), dict(row[2])) if row else None
+
+
+def save_cursor(connection: psycopg.Connection, cursor: SightingCursor) -> None:
+    connection.execute(
+        "UPDATE sighting_cursors SET grouped_until_s = %s, early_read_id = %s, state = %s, updated_at = now()"
+        " WHERE camera_id = %s",
+        (cursor.grouped_until_s, cursor.early_read_id, Jsonb(cursor.state), cursor.camera_id),
+    )
+
+
+def grouping_horizon(connection: psycopg.Connection, camera_id: str, settle_s: float) -> float:
+    """Capture time (Unix s) before which every frame of the camera is settled: finished by the
+    redactor with its reads recorded (or found lost), so no read older than it can still arrive; at
+    most `settle_s` ago (the ingest node records its frames a moment after queuing them)."""
+    row = connection.execute(
+        "SELECT extract(epoch FROM LEAST(now() - make_interval(secs => %s), (SELECT min(captured_at) FROM frames"
+        " WHERE camera_id = %s AND (outcome = 'pending' OR read_outcome = 'pending'))))",
+        (settle_s, camera_id),
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+READ_COLUMNS = (
+    "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id"
+)
+
+
+def _logged(row: tuple[Any, ...]) -> LoggedRead:
+    read_id, frame_id, plate_index, captured_at_s, x1, y1, x2, y2, text, confidence, camera_id = row
+    box = (float(x1), float(y1), float(max(x1, x2)), float(max(y1, y2)))
+    observation = Observation(camera_id, frame_id, int(plate_index), float(captured_at_s), box, text,
+                              min(1.0, max(0.0, float(confidence))))  # fmt: skip
+    return LoggedRead(int(read_id), observation)
+
+
+def reads_to_group(
+    connection: psycopg.Connection, camera_id: str, after_s: float, before_s: float, limit: int
+) -> list[LoggedRead]:
+    """The camera's reads captured in (after_s, before_s), in capture order (frame, then plate)."""
+    rows = connection.execute(
+        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND captured_at > to_timestamp(%s)"
+        " AND captured_at < to_timestamp(%s) ORDER BY captured_at, frame_id, plate_index LIMIT %s",
+        (camera_id, after_s, before_s, limit),
+    )
+    return [_logged(row) for row in rows]
+
+
+def early_reads(
+    connection: psycopg.Connection, camera_id: str, after_id: int, min_confidence: float, limit: int
+) -> list[LoggedRead]:
+    """The camera's reads logged after `after_id` with at least `min_confidence`, in log order."""
+    rows = connection.execute(
+        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND id > %s AND confidence >= %s"
+        " ORDER BY id LIMIT %s",
+        (camera_id, after_id, min_confidence, limit),
+    )
+    return [_logged(row) for row in rows]
+
+
+def last_read_id_before(connection: psycopg.Connection, camera_id: str, before_s: float) -> int:
+    """The highest read id of the camera's reads captured before `before_s` (0: none)."""
+    row = connection.execute(
+        "SELECT coalesce(max(id), 0) FROM plate_reads WHERE camera_id = %s AND captured_at < to_timestamp(%s)",
+        (camera_id, before_s),
+    ).fetchone()
+    return int(row[0]) if row else 0

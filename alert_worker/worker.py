@@ -1,0 +1,101 @@
+"""The alert pool's edge: takes an alert job (one alert, one receiver), claims the delivery in the
+alerts log (so no other worker sends it at the same time, and a delivery already made is not made
+again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried after a
+doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
+ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials). Between
+jobs the pool queues the deliveries that are due: retries after their back-off, and deliveries whose
+job was lost (a worker killed mid-delivery: its lease runs out, and the alert is sent again, with the
+same idempotency key)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from rq import Queue
+
+from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
+from common import defaults
+from common.alert_log import AlertLog, Delivery
+from common.alerts import Alert, MqttReceiver, WebhookReceiver
+from common.backoff import Backoff
+from common.errors import InputError
+from common.jobs import AlertJob, alert_job, parse_job
+from common.metrics import Metrics
+from common.queues import enqueue
+from common.worker import StageResult
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver], None]
+
+
+def retry_delay_s(attempt: int, asked_s: float | None) -> float:
+    """The wait after failed attempt number `attempt`: doubling from the first to the longest, or
+    what the receiver asked for (Retry-After), whichever is longer."""
+    backoff = Backoff(*defaults.ALERT_BACKOFF_S)
+    delay = 0.0
+    for _ in range(max(1, attempt)):
+        delay = backoff.next_delay()
+    return max(delay, asked_s or 0.0)
+
+
+class AlertStage:
+    """The alert pool's stage: one per worker, built by alpr/wiring.py."""
+
+    name: Final = "alert"
+
+    def __init__(
+        self,
+        receivers: dict[str, WebhookReceiver | MqttReceiver],
+        alert_log: AlertLog,
+        queue: Queue,
+        metrics: Metrics,
+        give_up_s: float,
+        job_timeout_s: int,
+        send: Deliver = deliver,
+    ) -> None:
+        self.receivers, self.alert_log, self.queue, self.metrics = receivers, alert_log, queue, metrics
+        self.give_up_s, self.job_timeout_s, self.send = give_up_s, job_timeout_s, send
+
+    def handle(self, payload: Any) -> StageResult:
+        job = parse_job(payload, AlertJob)
+        receiver = self.receivers.get(job.receiver)
+        if receiver is None:
+            raise InputError(f"no receiver named {job.receiver!r} in the receivers file")
+        delivery = self.alert_log.claim(job.alert_id, job.receiver, receiver.timeout_s + defaults.ALERT_LEASE_MARGIN_S)
+        if delivery is None:  # delivered already, or not due: another job or worker has it
+            return StageResult(frames=0)
+        try:
+            self.send(delivery.alert, receiver)
+        except DeliveryRejected as error:
+            self.give_up(delivery, "rejected", str(error))
+        except DeliveryRetryable as error:
+            self.retry(delivery, error)
+        else:
+            self.alert_log.delivered(delivery)
+            self.metrics.alert_deliveries.labels(outcome="sent").inc()
+            self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))
+        return StageResult(frames=0)
+
+    def retry(self, delivery: Delivery, error: DeliveryRetryable) -> None:
+        delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
+        if delivery.age_s + delay_s > self.give_up_s:
+            self.give_up(delivery, "failed", f"gave up after {delivery.attempt} attempts: {error}")
+            return
+        log.info("alert %s to %s: attempt %d failed (%s); next in %.0f s", delivery.alert.alert_id,
+                 delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
+        self.alert_log.retry_after(delivery, delay_s, str(error))
+        self.metrics.alert_deliveries.labels(outcome="retried").inc()
+
+    def give_up(self, delivery: Delivery, status: str, reason: str) -> None:
+        log.warning("alert %s to %s %s: %s", delivery.alert.alert_id, delivery.receiver, status, reason)
+        self.alert_log.give_up(delivery, "failed" if status == "failed" else "rejected", reason)
+        self.metrics.alert_deliveries.labels(outcome=status).inc()
+
+    def maintain(self) -> None:
+        """Queue the deliveries that are due: retries after their back-off, jobs lost with a worker."""
+        for alert_id, receiver, attempts in self.alert_log.due(defaults.ALERT_REQUEUE_AFTER_S, limit=1000):
+            enqueue(self.queue, alert_job(alert_id, receiver, attempts + 1), self.job_timeout_s)

@@ -1,0 +1,160 @@
+"""The alerts log (tables `alerts` and `alert_deliveries`, migration 7): every alert raised, as it is
+sent, and its delivery to each receiver: pending, being sent, delivered, failed (its retries spent)
+or rejected (the receiver refused it for good).
+
+It is an outbox: the sighting pool inserts an alert and its deliveries in the transaction that raised
+it, so no alert is lost to a crash between raising and queuing it. The alert pool claims one delivery
+at a time (`claim`: only one worker sends an alert to a receiver at once, and a delivery already done
+is not sent again), records each attempt and when to try again, and queues what is due (`due`):
+retries after their back-off, and deliveries whose job was lost. Writes wait out a Postgres outage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from common.alerts import Alert
+from common.db import write_through_outage
+
+DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "rejected"]
+"""A delivery's state: to send (now or after its back-off), being sent (claimed, with a lease), sent
+and acknowledged, given up after its retries, refused by the receiver (a 4xx, bad credentials)."""
+
+INSERT_ALERT = """
+INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+INSERT_DELIVERY = """
+INSERT INTO alert_deliveries (alert_id, receiver, queued_at) VALUES (%s, %s, now()) ON CONFLICT DO NOTHING
+"""
+"""A delivery to make, queued by the raiser right after its commit (if that fails, `due` finds it)."""
+
+CLAIM = """
+UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => %s)
+FROM alerts a
+WHERE d.alert_id = %s AND d.receiver = %s AND a.alert_id = d.alert_id
+    AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
+RETURNING a.body, d.attempts, extract(epoch FROM now() - a.created_at)
+"""
+"""A delivery due now (pending, or being sent by a worker whose lease ran out): this worker's, for
+the lease; the alert, the attempt's number and the alert's age."""
+
+DUE = """
+UPDATE alert_deliveries SET queued_at = now()
+WHERE (alert_id, receiver) IN (
+    SELECT alert_id, receiver FROM alert_deliveries
+    WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
+        AND (status = 'sending' OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %s))
+    ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
+)
+RETURNING alert_id, receiver, attempts
+"""
+"""Deliveries due and not queued lately (a retry after its back-off; a job never queued), or being
+sent by a worker whose lease ran out (it died mid-delivery): marked queued now."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed delivery: the alert, the receiver's name, this attempt's number, the alert's age."""
+
+    alert: Alert
+    receiver: str
+    attempt: int
+    age_s: float
+
+
+def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Sequence[str]) -> list[Alert]:
+    """Log alerts with a pending delivery to each receiver, inside the caller's transaction; returns
+    those that are new (an alert raised again, by a group done twice, is not)."""
+    new = []
+    with connection.cursor() as cursor:
+        for alert in alerts:
+            captured_at = datetime.fromtimestamp(alert.captured_at_s, UTC)
+            body = Jsonb(alert.model_dump(mode="json"))
+            cursor.execute(INSERT_ALERT, (alert.alert_id, alert.kind, alert.camera_id, captured_at, body))
+            if cursor.rowcount:
+                new.append(alert)
+                cursor.executemany(INSERT_DELIVERY, [(alert.alert_id, receiver) for receiver in receivers])
+    return new
+
+
+class AlertLog:
+    """The alert pool's view of the outbox, through a shared pool."""
+
+    def __init__(self, pool: ConnectionPool, patience_s: float) -> None:
+        self.pool, self.patience_s = pool, patience_s
+
+    def claim(self, alert_id: str, receiver: str, lease_s: float) -> Delivery | None:
+        """This worker's delivery, for `lease_s`; None when it is not due (done, or another worker's)."""
+
+        def claim(connection: psycopg.Connection) -> Delivery | None:
+            row = connection.execute(CLAIM, (lease_s, alert_id, receiver)).fetchone()
+            if row is None:
+                return None
+            return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]))
+
+        return write_through_outage(self.pool, claim, self.patience_s)
+
+    def delivered(self, delivery: Delivery) -> None:
+        self._update(
+            "UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL"
+            " WHERE alert_id = %s AND receiver = %s",
+            (delivery.alert.alert_id, delivery.receiver),
+        )
+
+    def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
+        """Back to pending, due again in `delay_s`."""
+        self._update(
+            "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s),"
+            " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s",
+            (delay_s, error[:500], delivery.alert.alert_id, delivery.receiver),
+        )
+
+    def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], error: str) -> None:
+        self._update(
+            "UPDATE alert_deliveries SET status = %s, last_error = %s WHERE alert_id = %s AND receiver = %s",
+            (status, error[:500], delivery.alert.alert_id, delivery.receiver),
+        )
+
+    def due(self, requeue_after_s: float, limit: int) -> list[tuple[str, str, int]]:
+        """(alert id, receiver, attempts so far) of the deliveries to queue now, marked queued."""
+
+        def due(connection: psycopg.Connection) -> list[tuple[str, str, int]]:
+            return [(str(a), str(r), int(n)) for a, r, n in connection.execute(DUE, (requeue_after_s, limit))]
+
+        return write_through_outage(self.pool, due, 0.0)
+
+    def replay(self, dry_run: bool = False) -> list[tuple[str, str]]:
+        """Failed and rejected deliveries back to pending, their attempts reset (after the receiver or
+        its settings were mended); (alert id, receiver) of each."""
+        statement = (
+            "SELECT alert_id, receiver FROM alert_deliveries WHERE status IN ('failed', 'rejected')"
+            if dry_run
+            else "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
+            " queued_at = now(), last_error = NULL WHERE status IN ('failed', 'rejected') RETURNING alert_id, receiver"
+        )
+
+        def replay(connection: psycopg.Connection) -> list[tuple[str, str]]:
+            return [(str(a), str(r)) for a, r in connection.execute(statement)]  # type: ignore[arg-type]
+
+        return write_through_outage(self.pool, replay, self.patience_s)
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries per status."""
+        with self.pool.connection() as connection:
+            rows = connection.execute("SELECT status, count(*) FROM alert_deliveries GROUP BY status")
+            return {str(status): int(number) for status, number in rows}
+
+    def _update(self, statement: str, values: tuple[object, ...]) -> None:
+        def update(connection: psycopg.Connection) -> None:
+            connection.execute(statement, values)  # type: ignore[arg-type]
+
+        write_through_outage(self.pool, update, self.patience_s)

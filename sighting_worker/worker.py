@@ -1,0 +1,224 @@
+"""The sighting pool's edge: a loop that, every ALPR_SIGHTING_POLL_S, takes each camera whose cursor
+no other worker holds and, in one Postgres transaction with that camera's cursor row locked:
+
+1. matches the camera's new confident reads (at least ALPR_WATCH_READ_MIN_CONFIDENCE, in log order)
+   against the watch-lists at once: an early alert, the fast path (within a second of capture);
+2. feeds the grouping core the reads captured before the camera's horizon — the capture time before
+   which every frame is settled (redacted, its reads recorded or found lost), so grouping sees the
+   reads in capture order although OCR workers log them in any order — and closes the sightings
+   whose gap has passed by then;
+3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
+   watch-lists (no second alert for a pass already alerted on), and logs the alerts with their
+   deliveries (the outbox);
+4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks.
+
+A worker killed mid-group loses only the open transaction: the next one starts again from the saved
+cursor, so a sighting or an alert is never emitted twice nor lost. After the commit the new alerts'
+delivery jobs are queued (the alert pool queues any whose job was lost)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Literal
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from rq import Queue
+
+from common import defaults
+from common.alert_log import insert_alerts
+from common.alerts import Alert
+from common.jobs import alert_job
+from common.metrics import Metrics
+from common.queues import enqueue
+from common.sighting_log import (
+    SightingCursor,
+    camera_ids,
+    early_reads,
+    grouping_horizon,
+    insert_sightings,
+    last_read_id_before,
+    lock_cursor,
+    reads_to_group,
+    save_cursor,
+)
+from common.types import Observation, Sighting
+from common.watchlist import WatchListCache, WatchMatch
+from sighting_worker.core import SightingTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SightingSettings:
+    """What the sighting pool is tuned by (from Settings, in alpr/wiring.py)."""
+
+    gap_s: float
+    settle_s: float
+    read_min_confidence: float
+    sighting_min_confidence: float
+    max_distance: float
+    history_s: float
+    """How far back a camera's reads are grouped when the pool first meets it (the frames' lifetime)."""
+
+
+@dataclass
+class GroupResult:
+    """What one camera's transaction did."""
+
+    sightings: list[Sighting] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+
+def alert_id(kind: str, *parts: object) -> str:
+    """A deterministic alert id: the same match always has the same id (idempotent)."""
+    return f"{kind}-" + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+class SightingStage:
+    """The sighting pool's stage: one per worker, built by alpr/wiring.py."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        watch: WatchListCache | None,
+        receivers: list[str],
+        alert_queue: Queue,
+        metrics: Metrics,
+        settings: SightingSettings,
+        job_timeout_s: int,
+    ) -> None:
+        self.pool, self.watch, self.receivers, self.alert_queue = pool, watch, receivers, alert_queue
+        self.metrics, self.settings, self.job_timeout_s = metrics, settings, job_timeout_s
+
+    def poll(self) -> GroupResult:
+        """One round over every camera no other worker holds; what it did, all cameras together."""
+        with self.pool.connection() as connection:
+            cameras = camera_ids(connection)
+        total = GroupResult()
+        for camera_id in cameras:
+            result = self.group_camera(camera_id)
+            total.sightings += result.sightings
+            total.alerts += result.alerts
+        return total
+
+    def group_camera(self, camera_id: str) -> GroupResult:
+        result = GroupResult()
+        with self.pool.connection() as connection, connection.transaction():
+            cursor = lock_cursor(connection, camera_id)
+            if cursor is None:  # another worker is grouping this camera
+                return result
+            if cursor.grouped_until_s == 0:  # first met: reads older than the frames' lifetime are history
+                cursor.grouped_until_s = time.time() - self.settings.history_s
+                cursor.early_read_id = last_read_id_before(connection, camera_id, cursor.grouped_until_s)
+            state = cursor.state
+            tracker = (
+                SightingTracker.from_state(state["tracker"], self.settings.gap_s)
+                if "tracker" in state
+                else SightingTracker(self.settings.gap_s)
+            )
+            alerted: dict[str, float] = dict(state.get("alerted", {}))
+            result.alerts += self.match_early(connection, cursor, alerted)
+            result.sightings = self.group(connection, cursor, tracker)
+            insert_sightings(connection, [(s, None) for s in result.sightings])
+            result.alerts += [a for s in result.sightings if (a := self.match_sighting(s, alerted))]
+            new_alerts = insert_alerts(connection, result.alerts, self.receivers)
+            horizon_s = cursor.grouped_until_s
+            cursor.state = {
+                "tracker": tracker.to_state(),
+                "alerted": {k: t for k, t in alerted.items() if t > horizon_s - 2 * self.settings.gap_s},
+            }
+            save_cursor(connection, cursor)
+        self.after_commit(result, new_alerts)
+        return result
+
+    def match_early(
+        self, connection: psycopg.Connection, cursor: SightingCursor, alerted: dict[str, float]
+    ) -> list[Alert]:
+        """Alerts on the camera's new confident reads that match a listed plate (once per pass)."""
+        reads = early_reads(connection, cursor.camera_id, cursor.early_read_id, self.settings.read_min_confidence,
+                            limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
+        if reads:
+            cursor.early_read_id = reads[-1].read_id
+        if self.watch is None:
+            return []
+        alerts = []
+        for read in reads:
+            seen = read.observation
+            match = self.watch.match(seen.text, self.settings.max_distance)
+            if match is None or self.alerted_near(alerted, match, seen.captured_at_s, seen.captured_at_s):
+                continue
+            alerted[self.watch_key(match)] = seen.captured_at_s
+            identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match))
+            alerts.append(self.alert("read", match, seen, seen.text, seen.confidence, seen.captured_at_s, None,
+                                     identifier))  # fmt: skip
+        return alerts
+
+    def group(self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker) -> list[Sighting]:
+        """Feed the reads up to the camera's horizon, in capture order; the sightings closed by then."""
+        horizon_s = max(cursor.grouped_until_s, grouping_horizon(connection, cursor.camera_id, self.settings.settle_s))
+        reads = reads_to_group(connection, cursor.camera_id, cursor.grouped_until_s, horizon_s,
+                               limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
+        if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: up to the last whole capture time
+            horizon_s = reads[-1].observation.captured_at_s
+            reads = [r for r in reads if r.observation.captured_at_s < horizon_s]
+        closed: list[Sighting] = []
+        for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
+            closed += tracker.observe_frame([r.observation for r in frame])
+        closed += tracker.close_due(horizon_s)
+        cursor.grouped_until_s = horizon_s
+        return closed
+
+    def match_sighting(self, sighting: Sighting, alerted: dict[str, float]) -> Alert | None:
+        """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless
+        this pass was alerted on already (an early alert on one of its reads)."""
+        if self.watch is None or not sighting.plate or sighting.confidence < self.settings.sighting_min_confidence:
+            return None
+        match = self.watch.match(sighting.plate, self.settings.max_distance)
+        if match is None or self.alerted_near(alerted, match, sighting.first_seen_s, sighting.last_seen_s):
+            return None
+        alerted[self.watch_key(match)] = sighting.last_seen_s
+        identifier = alert_id("sighting", sighting.sighting_id, *self.key_parts(match))
+        return self.alert("sighting", match, sighting, sighting.plate, sighting.confidence, sighting.first_seen_s,
+                          sighting.sighting_id, identifier)  # fmt: skip
+
+    def alerted_near(self, alerted: dict[str, float], match: WatchMatch, first_s: float, last_s: float) -> bool:
+        """Whether this listed plate was alerted on within the gap of [first_s, last_s] (the same pass)."""
+        when = alerted.get(self.watch_key(match))
+        return when is not None and first_s - self.settings.gap_s <= when <= last_s + self.settings.gap_s
+
+    @staticmethod
+    def key_parts(match: WatchMatch) -> tuple[str, str]:
+        return match.entry.list_name, match.entry.plate
+
+    def watch_key(self, match: WatchMatch) -> str:
+        return ":".join(self.key_parts(match))
+
+    @staticmethod
+    def alert(kind: Literal["read", "sighting"], match: WatchMatch, seen: Observation | Sighting, plate: str,
+              confidence: float, captured_at_s: float, sighting_id: str | None, identifier: str) -> Alert:  # fmt: skip
+        frame_id = seen.frame_id if isinstance(seen, Observation) else seen.best_frame_id
+        return Alert(
+            alert_id=identifier, camera_id=seen.camera_id, plate=plate, watch_plate=match.entry.plate,
+            reason=match.entry.reason, distance=match.distance, confidence=confidence, captured_at_s=captured_at_s,
+            sighting_id=sighting_id, frame_id=frame_id, kind=kind,
+        )  # fmt: skip
+
+    def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
+        """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
+        now = time.time()
+        for sighting in result.sightings:
+            self.metrics.sightings_closed.labels(camera=sighting.camera_id).inc()
+            self.metrics.reads_per_sighting.observe(sighting.reads)
+            self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
+        for alert in new_alerts:
+            self.metrics.alerts_raised.labels(kind=alert.kind).inc()
+            for receiver in self.receivers:
+                try:
+                    enqueue(self.alert_queue, alert_job(alert.alert_id, receiver, 1), self.job_timeout_s)
+                except Exception as error:  # Redis down: the alert pool queues it from the outbox
+                    log.warning("could not queue alert %s for %s: %s", alert.alert_id, receiver, error)

@@ -1,0 +1,176 @@
+"""The alert pool's edge on the real Postgres, a private Redis, a real HTTP receiver and a private
+mosquitto, through `alpr worker alert`: an alert reaches every receiver once, signed; a receiver that
+answers 500 gets it once it is back (retried with back-off, acknowledged once); a receiver that refuses
+it for good marks it rejected, and `alpr replay --stage alert` sends it again once mended; a worker
+killed mid-delivery leaves the delivery to the next one, sent with the same idempotency key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alpr.cli import main
+from common.alert_log import insert_alerts
+from common.alerts import Alert
+from common.db import open_pool
+from common.jobs import alert_job
+from common.queues import connect_redis, enqueue, stage_queue
+from tests.alert_servers import PrivateMosquitto, Reply, WebhookServer
+from tests.conftest import unavailable
+
+SECRET = "hook-secret-0123456789abcdef"
+
+ALERT = Alert(alert_id="read-0123456789abcdef", camera_id="gate", plate="KPX4721", watch_plate="KPX4721",
+              reason="stolen", distance=0.0, confidence=0.97, captured_at_s=time.time(), frame_id="gate:run1:3",
+              kind="read")  # fmt: skip
+
+
+def raise_alert(postgres_url: str, redis_url: str, receivers: list[str]) -> None:
+    """As the sighting pool does: the alert and its deliveries in one transaction, then their jobs."""
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection, connection.transaction():
+            assert insert_alerts(connection, [ALERT], receivers) == [ALERT]
+    finally:
+        pool.close()
+    for receiver in receivers:
+        enqueue(stage_queue(connect_redis(redis_url), "alert"), alert_job(ALERT.alert_id, receiver, 1), 60)
+
+
+def deliveries(postgres_url: str) -> dict[str, str]:
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection:
+            return dict(connection.execute("SELECT receiver, status FROM alert_deliveries").fetchall())
+    finally:
+        pool.close()
+
+
+@pytest.fixture()
+def setup(postgres_url, redis_url, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    (tmp_path / "hook.secret").write_text(SECRET)
+
+    def receivers(url: str, mqtt_port: int | None = None) -> None:
+        text = f"receivers:\n  ops:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+        text += "    timeout_s: 1\n"
+        if mqtt_port:
+            text += f"  broker:\n    type: mqtt\n    host: 127.0.0.1\n    port: {mqtt_port}\n    topic: alpr/alerts\n"
+        (tmp_path / "receivers.yaml").write_text(text)
+        monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+
+    return receivers
+
+
+def burst() -> None:
+    assert main(["worker", "alert", "--burst"]) == 0
+
+
+def test_an_alert_reaches_every_receiver_once_signed(setup, postgres_url, redis_url, tmp_path):
+    try:
+        broker = PrivateMosquitto(tmp_path)
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    broker.start()
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, message: got.append(message.payload)
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("alpr/alerts", qos=1)
+    client.loop_start()
+    try:
+        assert subscribed.wait(5)
+        with WebhookServer(SECRET) as hook:
+            setup(hook.url, broker.port)
+            raise_alert(postgres_url, redis_url, ["ops", "broker"])
+            burst()
+            burst()  # a second worker finds nothing to send again
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+    assert [r.signature_ok for r in hook.received] == [True]
+    assert json.loads(hook.received[0].body)["plate"] == "KPX4721"
+    assert hook.received[0].headers[IDEMPOTENCY_HEADER] == ALERT.alert_id
+    assert [json.loads(payload)["alert_id"] for payload in got] == [ALERT.alert_id]
+    assert deliveries(postgres_url) == {"ops": "delivered", "broker": "delivered"}
+
+
+def test_a_receiver_down_gets_the_alert_once_it_is_back(setup, postgres_url, redis_url):
+    with WebhookServer(SECRET, Reply(status=503)) as hook:
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        burst()
+        assert deliveries(postgres_url) == {"ops": "pending"} and len(hook.received) == 1  # retried later
+        hook.reply = Reply(status=200)
+        time.sleep(1.2)  # the first back-off
+        burst()
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered"}
+    assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}
+
+
+def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, capsys):
+    with WebhookServer(SECRET, Reply(status=404)) as hook:
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        burst()
+        assert deliveries(postgres_url) == {"ops": "rejected"}
+        burst()
+        assert len(hook.received) == 1  # not retried
+        hook.reply = Reply(status=200)  # the receiver's path mended
+        assert main(["replay", "--stage", "alert"]) == 0
+        assert "requeued: 1" in capsys.readouterr().out
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 2
+
+
+def test_an_unreachable_receiver_is_retried_not_lost(setup, postgres_url, redis_url):
+    setup("http://127.0.0.1:9/nothing-listens")
+    raise_alert(postgres_url, redis_url, ["ops"])
+    burst()
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection:
+            status, attempts, error = connection.execute(
+                "SELECT status, attempts, last_error FROM alert_deliveries"
+            ).fetchone()  # type: ignore[misc]
+    finally:
+        pool.close()
+    assert (status, attempts) == ("pending", 1) and "refused" in error and SECRET not in error
+
+
+def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url, redis_url):
+    with WebhookServer(SECRET, Reply(hang=True)) as hook:
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_TEST")}
+        process = subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "alert"], env=env)
+        deadline = time.monotonic() + 60
+        while not hook.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)  # mid-delivery: sent, never acknowledged
+        process.wait(timeout=10)
+        assert deliveries(postgres_url) == {"ops": "sending"}
+        hook.reply = Reply(status=200)
+        time.sleep(1 + 5 + 0.5)  # the claim's lease: the receiver's timeout plus a margin
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered"}
+    assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}

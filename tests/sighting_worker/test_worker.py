@@ -1,0 +1,156 @@
+"""The sighting pool's edge on the real Postgres and a private Redis: reads logged by OCR workers in
+any order are grouped in capture order once their frames are settled; each car passing is one
+sighting with the voted plate; a listed plate raises one early alert per pass (never a second at the
+sighting), logged with its delivery and queued; a group that dies mid-transaction is done again from
+the saved cursor with nothing emitted twice; a worker process killed mid-group loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+from alpr.wiring import build_sighting_stage
+from common.config import Settings
+from common.db import open_pool
+from common.frame_log import FrameLog, FrameRecord
+from common.frame_store import frame_key
+from common.jobs import FrameRef
+from common.metrics import Metrics
+from common.plate_log import PostgresPlateLog
+from common.queues import connect_redis, stage_queue
+from common.types import PlateCandidate, PlateRead
+
+SECRET = "hook-secret-0123456789abcdef"
+
+
+def frame(index: int, at_s: float, camera: str = "gate") -> FrameRef:
+    frame_id = f"{camera}:run1:{index}"
+    return FrameRef(frame_id=frame_id, camera_id=camera, seq=index, frame_index=index, captured_at_s=at_s,
+                    source_time_s=index / 5, key=frame_key(frame_id), region="us")  # fmt: skip
+
+
+def plate(text: str, x: float, confidence: float = 0.95) -> PlateRead:
+    return PlateRead((x, 400.0, x + 90.0, 440.0), 0.9, (PlateCandidate(text, confidence, "us"),))
+
+
+def passes(start_s: float) -> list[tuple[FrameRef, list[PlateRead]]]:
+    """Two cars side by side for 2 s (5 frames/s), one misread frame each; then, 5 s later, a third."""
+    frames = []
+    for i in range(10):
+        left = "7ABC204" if i == 4 else "7ABC284"
+        right = "KPX4727" if i == 6 else "KPX4721"
+        frames.append((frame(i, start_s + i * 0.2), [plate(left, 100 + 20 * i), plate(right, 600 + 20 * i)]))
+    for i in range(10, 20):
+        frames.append((frame(i, start_s + 5 + i * 0.2), [plate("GHT2093", 300 + 15 * i)]))
+    return frames
+
+
+@pytest.fixture()
+def chain(postgres_url, redis_url, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert main(["watchlist", "add", "KPX4721", "--reason", "stolen", "--database-url", postgres_url]) == 0
+    receivers = tmp_path / "receivers.yaml"
+    (tmp_path / "hook.secret").write_text(SECRET)
+    receivers.write_text(f"receivers:\n  ops:\n    type: webhook\n    url: http://127.0.0.1:9/x\n"
+                         f"    secret_file: {tmp_path / 'hook.secret'}\n")  # fmt: skip
+    monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(receivers))
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    pool = open_pool(postgres_url)
+    yield pool, Settings.load()
+    pool.close()
+
+
+def log_frames(pool, frames, settled: bool = True) -> None:  # type: ignore[no-untyped-def]
+    """As the chain does: the ingest node's pending rows, the OCR pool's reads, then (when settled)
+    the redactor's outcome and the OCR pool's read outcome."""
+    frame_log = FrameLog(pool, 0)
+    frame_log.record_sampled([FrameRecord(ref, "pending") for ref, _ in frames])
+    PostgresPlateLog(pool).record_many(list(reversed(frames)))  # OCR workers log in any order
+    if settled:
+        frame_log.record_reads([(ref, "done") for ref, _ in frames])
+        frame_log.record_final([FrameRecord(ref, "done", plates=len(reads)) for ref, reads in frames])
+
+
+def table(pool, query: str) -> list[tuple]:  # type: ignore[no-untyped-def, type-arg]
+    with pool.connection() as connection:
+        return connection.execute(query).fetchall()
+
+
+def test_each_car_is_one_sighting_and_a_listed_plate_one_alert(chain, redis_url):
+    pool, settings = chain
+    start_s = time.time() - 30
+    log_frames(pool, passes(start_s))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    first = stage.poll()
+    rows = table(pool, "SELECT plate, reads, texts FROM sightings ORDER BY first_seen, plate")
+    assert [(p, n) for p, n, _ in rows] == [("7ABC284", 10), ("KPX4721", 10), ("GHT2093", 10)]
+    assert {tuple(t) for t in rows[0][2]} == {("7ABC284", 9), ("7ABC204", 1)}  # the misread outvoted
+    alerts = table(pool, "SELECT kind, body->>'plate', body->>'watch_plate', body->>'reason' FROM alerts")
+    assert alerts == [("read", "KPX4721", "KPX4721", "stolen")]  # early, once for the pass; not again at close
+    assert table(pool, "SELECT receiver, status FROM alert_deliveries") == [("ops", "pending")]
+    assert len(first.alerts) == 1 and stage_queue(connect_redis(redis_url), "alert").count == 1
+    again = stage.poll()
+    assert again.sightings == [] and again.alerts == []  # nothing twice
+    assert len(table(pool, "SELECT 1 FROM sightings")) == 3 and len(table(pool, "SELECT 1 FROM alerts")) == 1
+
+
+def test_reads_wait_for_a_frame_not_yet_settled(chain, redis_url):
+    pool, settings = chain
+    start_s = time.time() - 30
+    frames = passes(start_s)
+    log_frames(pool, frames[:5])
+    log_frames(pool, frames[5:6], settled=False)  # redacted, read, but its reads not yet recorded as done
+    log_frames(pool, frames[6:])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    assert stage.poll().sightings == []  # the two cars are still in view at the unsettled frame
+    FrameLog(pool, 0).record_reads([(frames[5][0], "done")])
+    FrameLog(pool, 0).record_final([FrameRecord(frames[5][0], "done", plates=2)])
+    assert sorted(s.plate for s in stage.poll().sightings) == ["7ABC284", "GHT2093", "KPX4721"]
+
+
+def test_a_group_that_dies_mid_transaction_is_done_again_once(chain, redis_url, monkeypatch):
+    pool, settings = chain
+    log_frames(pool, passes(time.time() - 30))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("killed after logging the sightings, before the alerts and the cursor")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("sighting_worker.worker.insert_alerts", crash)
+        with pytest.raises(RuntimeError):
+            stage.poll()
+    assert table(pool, "SELECT 1 FROM sightings") == []  # rolled back with the transaction
+    assert len(stage.poll().sightings) == 3
+    assert len(table(pool, "SELECT 1 FROM sightings")) == 3 and len(table(pool, "SELECT 1 FROM alerts")) == 1
+
+
+def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, redis_url, postgres_url, tmp_path):
+    pool, settings = chain
+    cars = 300  # a backlog: one camera per car, each its own transaction
+    for car in range(cars):
+        log_frames(pool, [(frame(i, time.time() - 60 + i * 0.2, f"cam{car}"), [plate(f"AB{car:04d}", 100 + 10 * i)])
+                          for i in range(5)])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_TEST")}
+    worker = [sys.executable, "-m", "alpr.cli", "worker", "sight"]
+    process = subprocess.Popen(worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not table(pool, "SELECT 1 FROM sightings LIMIT 1") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # mid-round: some cameras grouped, one perhaps mid-transaction
+    process.wait(timeout=10)
+    done_before = len(table(pool, "SELECT 1 FROM sightings"))
+    assert 0 < done_before < cars, done_before
+    assert subprocess.run([*worker, "--burst"], env=env, timeout=120).returncode == 0
+    plates = [row[0] for row in table(pool, "SELECT plate FROM sightings")]
+    assert sorted(plates) == [f"AB{car:04d}" for car in range(cars)]  # every car once, none twice
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT count(*) FROM sighting_cursors WHERE grouped_until_s > 0").fetchone() == (cars,)
