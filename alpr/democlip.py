@@ -1,10 +1,12 @@
 """`alpr demo-clip`: a synthetic traffic clip with known plates, so the project ships no real video.
-Cars drive towards the camera over a road; each carries a plate (plate-like font, border, header)
-under perspective, motion blur and sensor noise. A JSON sidecar holds the plates and their boxes."""
+Cars drive towards the camera over a road, one at a time or side by side; each carries a plate
+(plate-like font, border, header) under perspective, motion blur and sensor noise. A JSON sidecar
+holds the plates and their boxes."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,24 +124,29 @@ def draw_car(frame: np.ndarray, car: CarPass, progress: float, plate: np.ndarray
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
 
 
-def make_clip(path: Path, plates: tuple[str, ...] = DEFAULT_PLATES, seed: int = 7) -> dict[str, object]:
-    """Write the clip (mp4) and its sidecar `<path>.json`; returns the sidecar's content."""
+def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLATES, seed: int = 7) -> dict[str, object]:
+    """Write the clip (mp4) and its sidecar `<path>.json`; returns the sidecar's content. Each entry of
+    `plates` is one pass of SECONDS_PER_CAR: one car, or a tuple of cars driving side by side."""
     rng = np.random.default_rng(seed)
     background = draw_background(rng)
     colours = [(150, 60, 30), (40, 40, 160), (200, 200, 200), (40, 120, 40), (20, 20, 20)]
-    cars = [
-        CarPass(text, colours[i % len(colours)], 0.3 + 0.4 * ((i * 0.37) % 1.0), float(rng.uniform(-1, 1)))
-        for i, text in enumerate(plates)
-    ]
+    passes: list[list[CarPass]] = []
+    for i, group in enumerate(plates):
+        texts = (group,) if isinstance(group, str) else group
+        lanes = [0.3 + 0.4 * ((i * 0.37) % 1.0)] if len(texts) == 1 else list(np.linspace(0.25, 0.75, len(texts)))
+        passes.append([CarPass(text, colours[(i + k) % len(colours)], float(lane), float(rng.uniform(-1, 1)))
+                       for k, (text, lane) in enumerate(zip(texts, lanes, strict=True))])  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
     frames_per_car = int(SECONDS_PER_CAR * CLIP_FPS)
     boxes: list[dict[str, object]] = []
-    for car_index, car in enumerate(cars):
-        plate_image = draw_plate(car.plate)
+    for pass_index, cars in enumerate(passes):
+        plate_images = [draw_plate(car.plate) for car in cars]
         for step in range(frames_per_car):
             frame = background.copy()
-            box = draw_car(frame, car, step / (frames_per_car - 1), plate_image)
+            for car, plate_image in zip(cars, plate_images, strict=True):
+                box = draw_car(frame, car, step / (frames_per_car - 1), plate_image)
+                boxes.append({"frame_index": pass_index * frames_per_car + step, "plate": car.plate, "box_xyxy": box})
             blur = 3 + 2 * (step % 3)  # the car's motion between exposures
             kernel = np.zeros((blur, blur), np.float32)
             kernel[:, blur // 2] = 1.0 / blur
@@ -147,8 +154,8 @@ def make_clip(path: Path, plates: tuple[str, ...] = DEFAULT_PLATES, seed: int = 
             noise = rng.normal(0, 4.0, frame.shape).astype(np.float32)
             frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
             writer.write(frame)
-            boxes.append({"frame_index": car_index * frames_per_car + step, "plate": car.plate, "box_xyxy": box})
     writer.release()
-    truth: dict[str, object] = {"fps": CLIP_FPS, "region": "us", "plates": list(plates), "boxes": boxes}
+    flat = [car.plate for cars in passes for car in cars]
+    truth: dict[str, object] = {"fps": CLIP_FPS, "region": "us", "plates": flat, "boxes": boxes}
     path.with_suffix(path.suffix + ".json").write_text(json.dumps(truth, indent=1))
     return truth

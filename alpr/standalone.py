@@ -27,7 +27,7 @@ from detector_worker.core import PlateDetector, Polygon, filter_by_roi
 from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
-from sighting_worker.core import SightingTracker
+from sighting_worker.core import SightingTracker, is_vehicle_pass
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,8 @@ class Pipeline:
         batch_size = self.detector.settings.batch_size
         tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
 
-        def close(sightings: list[Sighting]) -> None:
+        def close(closed: list[Sighting]) -> None:
+            sightings = [s for s in closed if is_vehicle_pass(s, self.min_confidence)]
             self.sighting_log.record_many([(s, snapshots.write(s)) for s in sightings])
             summary.sightings += sightings
 

@@ -48,7 +48,7 @@ from common.sighting_log import (
 )
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchMatch
-from sighting_worker.core import SightingTracker
+from sighting_worker.core import SightingTracker, is_vehicle_pass
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class SightingStage:
         return alerts
 
     def group(self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker) -> list[Sighting]:
-        """Feed the reads up to the camera's horizon, in capture order; the sightings closed by then."""
+        """Feed the reads up to the camera's horizon, in capture order; the vehicle passes closed by then."""
         horizon_s = max(cursor.grouped_until_s, grouping_horizon(connection, cursor.camera_id, self.settings.settle_s))
         reads = reads_to_group(connection, cursor.camera_id, cursor.grouped_until_s, horizon_s,
                                limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
@@ -171,7 +171,7 @@ class SightingStage:
             closed += tracker.observe_frame([r.observation for r in frame])
         closed += tracker.close_due(horizon_s)
         cursor.grouped_until_s = horizon_s
-        return closed
+        return [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
 
     def match_sighting(self, sighting: Sighting, alerted: dict[str, float]) -> Alert | None:
         """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless

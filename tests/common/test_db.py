@@ -14,8 +14,9 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from alpr.cli import main
-from common.db import MIGRATIONS, open_pool, require_schema, upgrade, write_through_outage
+from common.db import open_pool, require_schema, upgrade, write_through_outage
 from common.errors import ConfigError
+from common.migrations import MIGRATIONS
 
 VERSIONS = [version for version, _ in MIGRATIONS]
 TABLES = {"cameras", "frames", "plate_reads", "schema_migrations"}

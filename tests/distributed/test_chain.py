@@ -1,10 +1,14 @@
 """The whole chain as separate processes on real servers: an ingest node with three cameras
-(synthetic clips with known plates), two workers of each kind, Redis, Postgres. Ends with exactly
-the expected reads, every frame logged once, metrics that match, and no raw frame left behind."""
+(synthetic clips with known plates, two cars side by side with plates one character apart among
+them), two workers of each kind, an alert worker and a webhook receiver, Redis, Postgres. Ends with
+exactly the expected reads, every frame logged once, exactly one sighting per car with its plate, one
+alert for the listed plate delivered once, metrics that match, and no raw frame left behind."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -13,16 +17,24 @@ import psycopg
 import pytest
 import redis
 
+from alpr.cli import main
 from alpr.democlip import make_clip
 from common.frame_store import KEY_PREFIX
+from tests.alert_servers import WebhookServer
 from tests.helpers import alpr_process, free_port, wait_for, write_cameras
 
-CAMERA_PLATES = {
-    "cam-north": ("KPX4721", "7ABC284"),
+CAMERA_PASSES = {
+    "cam-north": (("KPX4721", "KPX4727"), "7ABC284"),  # two cars side by side, then one
     "cam-east": ("GHT2093", "LMN5821"),
     "cam-west": ("4RTY532", "BDF3301"),
 }
-FRAMES_PER_CAMERA = 40  # two cars x 4 s at 10 fps, sampled at 5 fps
+CAMERA_PLATES = {
+    camera: tuple(p for group in passes for p in ((group,) if isinstance(group, str) else group))
+    for camera, passes in CAMERA_PASSES.items()
+}
+FRAMES_PER_CAMERA = 40  # two passes x 4 s at 10 fps, sampled at 5 fps
+LISTED = "7ABC284"
+SECRET = "chain-hook-secret-0123456789"
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -44,21 +56,27 @@ def total(samples_by_process: list[dict[str, float]], pattern: str) -> float:
 @pytest.fixture()
 def cameras_file(tmp_path):
     cameras = []
-    for camera, plates in CAMERA_PLATES.items():
+    for camera, passes in CAMERA_PASSES.items():
         clip = tmp_path / f"{camera}.mp4"
-        make_clip(clip, plates, seed=len(camera))
+        make_clip(clip, passes, seed=len(camera))
         cameras.append({"id": camera, "source": str(clip), "sample_fps": 5, "region": "us", "realtime": False})
     return write_cameras(tmp_path / "cameras.yaml", cameras)
 
 
 def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path):
+    (tmp_path / "hook.secret").write_text(SECRET)
+    hook = WebhookServer(SECRET).__enter__()
+    (tmp_path / "receivers.yaml").write_text(
+        f"receivers:\n  ops:\n    type: webhook\n    url: {hook.url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+    )
     env = dict(
         chain_env, ALPR_FRAME_TTL_S="200", ALPR_FRAMES_PER_JOB="4", ALPR_DETECTOR_BATCH_SIZE="2",
-        ALPR_MAX_QUEUE_DEPTH="1000", ALPR_KEEP_FRAMES="all",
+        ALPR_MAX_QUEUE_DEPTH="1000", ALPR_KEEP_FRAMES="all", ALPR_ALERT_RECEIVERS=str(tmp_path / "receivers.yaml"),
     )  # fmt: skip
+    assert main(["watchlist", "add", LISTED, "--reason", "stolen", "--database-url", env["ALPR_DATABASE_URL"]]) == 0
     workers, ports = [], {}
-    for stage in ("detect", "ocr", "redact"):
-        for n in range(2):
+    for stage in ("detect", "ocr", "redact", "sight", "alert"):
+        for n in range(1 if stage == "alert" else 2):
             port = free_port()
             ports[f"{stage}{n}"] = port
             workers.append(alpr_process(env, ["worker", stage], tmp_path / f"{stage}{n}.log", port))
@@ -95,11 +113,31 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             trusted = Counter(t for c, t, matched, conf in reads if c == camera and matched and conf >= 0.5)
             seen = {text for text, count in trusted.items() if count >= 4}
             assert seen == set(plates), (camera, trusted)
+        with psycopg.connect(env["ALPR_DATABASE_URL"]) as db:
+            expected_cars = sum(len(p) for p in CAMERA_PLATES.values())
+            sighted_sql = "SELECT count(*) FROM sightings"
+            wait_for(lambda: db.execute(sighted_sql).fetchone()[0] >= expected_cars, 60, "every car's sighting")
+            wait_for(lambda: hook.received, 60, "the alert at the receiver")
+            time.sleep(3)  # a second alert or sighting, were there one, would come meanwhile
+            sightings = db.execute("SELECT camera_id, plate, reads FROM sightings").fetchall()
+            deliveries = db.execute("SELECT status FROM alert_deliveries").fetchall()
+            all_sightings = db.execute("SELECT count(*) FROM sightings").fetchone()[0]
+        for camera, plates in CAMERA_PLATES.items():  # one sighting per car, with its plate
+            assert sorted(p for c, p, _ in sightings if c == camera) == sorted(plates), sightings
+        assert all(reads >= 5 for _, _, reads in sightings), sightings
+        assert deliveries == [("delivered",)]
+        assert [json.loads(r.body)["plate"] for r in hook.received] == [LISTED]
+        assert all(r.signature_ok for r in hook.received)
         redis_client = redis.Redis.from_url(env["ALPR_REDIS_URL"])
         assert redis_client.keys(KEY_PREFIX + "*") == []  # no raw frame outlives its processing
 
         samples = {name: scrape(port) for name, port in ports.items()}
         by_stage = {s: [v for k, v in samples.items() if k.startswith(s)] for s in ("detect", "ocr", "redact")}
+        sight = [v for k, v in samples.items() if k.startswith("sight")]
+        assert total(sight, r"alpr_sightings_closed_total\{.*\}") == all_sightings  # counted where they happen
+        assert total(sight, r'alpr_alerts_raised_total\{kind="read"\}') == 1
+        alert = [v for k, v in samples.items() if k.startswith("alert")]
+        assert total(alert, r'alpr_alert_deliveries_total\{outcome="sent"\}') == 1
         for camera in CAMERA_PLATES:
             assert ingest_metrics[f'alpr_frames_ingested_total{{camera="{camera}"}}'] == FRAMES_PER_CAMERA
         assert total(by_stage["detect"], r'alpr_frames_processed_total\{stage="detect"\}') == expected_frames
@@ -118,3 +156,4 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             process.terminate()
         for process in workers:
             process.wait(timeout=30)
+        hook.__exit__(None, None, None)
