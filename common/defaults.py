@@ -107,9 +107,11 @@ JPEG_QUALITY = 85
 FRAMES_PER_JOB = 16
 """Frames an ingest node puts in one detect job (one detector inference)."""
 
-MAX_BATCH_WAIT_MS = 500
+MAX_BATCH_WAIT_MS = 250
 """Longest an ingest node holds a frame while it fills a detect job: at live pace, fuller jobs (less
-hand-off CPU per frame) for at most half a second of latency."""
+hand-off CPU per frame) for at most a quarter of a second of latency. The largest share of the time
+from capture to a watch-list alert at live pace (benchmarks/bench_alerts.py: p99 1.18 s at 500 ms,
+0.73 s at 250, 0.48 s at 100)."""
 
 QUEUE_DEPTH_REFRESH_S = 0.5
 """How often an ingest node reads the chain's queue depths for back-pressure."""

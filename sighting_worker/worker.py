@@ -74,6 +74,16 @@ class GroupResult:
     alerts: list[Alert] = field(default_factory=list)
 
 
+Passes = dict[str, list[list[float]]]
+"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times (s)."""
+
+
+def prune(alerted: Passes, before_s: float) -> Passes:
+    """The passes that end at or after `before_s` (older ones can meet no new read)."""
+    kept = {key: [span for span in spans if span[1] >= before_s] for key, spans in alerted.items()}
+    return {key: spans for key, spans in kept.items() if spans}
+
+
 def alert_id(kind: str, *parts: object) -> str:
     """A deterministic alert id: the same match always has the same id (idempotent)."""
     return f"{kind}-" + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
@@ -121,7 +131,7 @@ class SightingStage:
                 if "tracker" in state
                 else SightingTracker(self.settings.gap_s)
             )
-            alerted: dict[str, float] = dict(state.get("alerted", {}))
+            alerted: Passes = {key: [list(span) for span in spans] for key, spans in state.get("alerted", {}).items()}
             result.alerts += self.match_early(connection, cursor, alerted)
             result.sightings = self.group(connection, cursor, tracker)
             insert_sightings(connection, [(s, None) for s in result.sightings])
@@ -130,15 +140,13 @@ class SightingStage:
             horizon_s = cursor.grouped_until_s
             cursor.state = {
                 "tracker": tracker.to_state(),
-                "alerted": {k: t for k, t in alerted.items() if t > horizon_s - 2 * self.settings.gap_s},
+                "alerted": prune(alerted, horizon_s - 2 * self.settings.gap_s),
             }
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         return result
 
-    def match_early(
-        self, connection: psycopg.Connection, cursor: SightingCursor, alerted: dict[str, float]
-    ) -> list[Alert]:
+    def match_early(self, connection: psycopg.Connection, cursor: SightingCursor, alerted: Passes) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate (once per pass)."""
         reads = early_reads(connection, cursor.camera_id, cursor.early_read_id, self.settings.read_min_confidence,
                             limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
@@ -150,9 +158,10 @@ class SightingStage:
         for read in reads:
             seen = read.observation
             match = self.watch.match(seen.text, self.settings.max_distance)
-            if match is None or self.alerted_near(alerted, match, seen.captured_at_s, seen.captured_at_s):
+            if match is None:
                 continue
-            alerted[self.watch_key(match)] = seen.captured_at_s
+            if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s):
+                continue
             identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match))
             alerts.append(self.alert("read", match, seen, seen.text, seen.confidence, seen.captured_at_s, None,
                                      identifier))  # fmt: skip
@@ -173,23 +182,32 @@ class SightingStage:
         cursor.grouped_until_s = horizon_s
         return [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
 
-    def match_sighting(self, sighting: Sighting, alerted: dict[str, float]) -> Alert | None:
+    def match_sighting(self, sighting: Sighting, alerted: Passes) -> Alert | None:
         """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless
         this pass was alerted on already (an early alert on one of its reads)."""
         if self.watch is None or not sighting.plate or sighting.confidence < self.settings.sighting_min_confidence:
             return None
         match = self.watch.match(sighting.plate, self.settings.max_distance)
-        if match is None or self.alerted_near(alerted, match, sighting.first_seen_s, sighting.last_seen_s):
+        if match is None:
             return None
-        alerted[self.watch_key(match)] = sighting.last_seen_s
+        if self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s):
+            return None
         identifier = alert_id("sighting", sighting.sighting_id, *self.key_parts(match))
         return self.alert("sighting", match, sighting, sighting.plate, sighting.confidence, sighting.first_seen_s,
                           sighting.sighting_id, identifier)  # fmt: skip
 
-    def alerted_near(self, alerted: dict[str, float], match: WatchMatch, first_s: float, last_s: float) -> bool:
-        """Whether this listed plate was alerted on within the gap of [first_s, last_s] (the same pass)."""
-        when = alerted.get(self.watch_key(match))
-        return when is not None and first_s - self.settings.gap_s <= when <= last_s + self.settings.gap_s
+    def seen_in_pass(self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float) -> bool:
+        """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
+        the pass, give or take the gap); the pass is widened to hold it, or a new pass begins. Reads may
+        come in any order: a pass is the span of the listed plate's reads with no gap longer than the
+        gap between them."""
+        passes = alerted.setdefault(self.watch_key(match), [])
+        for span in passes:
+            if first_s - self.settings.gap_s <= span[1] and span[0] <= last_s + self.settings.gap_s:
+                span[0], span[1] = min(span[0], first_s), max(span[1], last_s)
+                return True
+        passes.append([first_s, last_s])
+        return False
 
     @staticmethod
     def key_parts(match: WatchMatch) -> tuple[str, str]:

@@ -154,3 +154,17 @@ def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, red
     assert sorted(plates) == [f"AB{car:04d}" for car in range(cars)]  # every car once, none twice
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT count(*) FROM sighting_cursors WHERE grouped_until_s > 0").fetchone() == (cars,)
+
+
+def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url):
+    """Reads of the listed plate for 6 s (longer than the gap) are one pass: one alert; the same plate
+    back after a pause longer than the gap is a second pass: a second alert (the positive control)."""
+    pool, settings = chain
+    start_s = time.time() - 60
+    frames = [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(30)]
+    frames += [(frame(i, start_s + 10 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(30, 40)]
+    log_frames(pool, frames)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    stage.poll()
+    assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721", "KPX4721"]
+    assert table(pool, "SELECT kind FROM alerts") == [("read",), ("read",)]
