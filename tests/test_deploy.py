@@ -105,7 +105,7 @@ def exported_metric_names() -> set[str]:
 
 
 def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
-    assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "redact"}
+    assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "sight", "redact"}
     redis_password = (secrets_dir / "redis_password").read_text().strip()
     database_password = (secrets_dir / "postgres_password").read_text().strip()
     for name, service in ALPR_SERVICES.items():
@@ -117,7 +117,7 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
         assert settings.database_url == "postgresql://alpr@postgres:5432/alpr", name
         assert settings.secret("redis_password") == redis_password, name
         assert settings.secret("database_password") == database_password, name
-    workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "redact")}
+    workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "sight", "redact")}
     assert workers == {stage: ["worker", stage] for stage in workers}
 
 
@@ -279,7 +279,7 @@ def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_
 def test_prometheus_scrapes_the_services_on_their_metrics_port():
     config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     (sd,) = config["scrape_configs"][0]["dns_sd_configs"]
-    assert set(sd["names"]) == {"ingest", "detect", "ocr", "redact"} and sd["port"] == 9100
+    assert set(sd["names"]) == {"ingest", "detect", "ocr", "sight", "redact"} and sd["port"] == 9100
     assert set(sd["names"]) <= set(COMPOSE["services"])
 
 
@@ -329,3 +329,15 @@ def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Pat
     )
     assert by_default.returncode == 0, by_default.stderr
     assert {Path(s["file"]).parent for s in yaml.safe_load(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
+
+
+def test_the_example_receivers_file_loads(tmp_path):
+    from common.alerts import MqttReceiver, WebhookReceiver, load_receivers
+
+    example = (REPO / "deploy" / "receivers.example.yaml").read_text()
+    for name in ("alert_webhook_secret", "alert_mqtt_password"):
+        (tmp_path / name).write_text(f"{name}-0123456789abcdef\n")
+    (tmp_path / "receivers.yaml").write_text(example.replace("/run/secrets", str(tmp_path)))
+    receivers = load_receivers(tmp_path / "receivers.yaml")
+    assert {name: type(r) for name, r in receivers.items()} == {"ops": WebhookReceiver, "control-room": MqttReceiver}
+    assert "0123456789abcdef" not in repr(receivers)  # secrets read, never shown
