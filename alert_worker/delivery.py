@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.client import HTTPException
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -150,7 +151,8 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
         IDEMPOTENCY_HEADER: alert.alert_id,
     }
     request = urllib.request.Request(receiver.url, data=body, headers=headers, method="POST")
-    where = f"webhook {mask_url(receiver.url)}"
+    parts = urlsplit(receiver.url)
+    where = f"webhook {mask_url(f'{parts.scheme}://{parts.netloc}{parts.path}')}"  # no query: it may hold a token
     try:
         with _OPENER.open(request, timeout=receiver.timeout_s) as response:
             response.read(MAX_RESPONSE_BYTES)

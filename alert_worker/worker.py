@@ -21,7 +21,6 @@ from common import defaults
 from common.alert_log import AlertLog, Delivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
-from common.errors import InputError
 from common.jobs import AlertJob, alert_job, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
@@ -63,10 +62,12 @@ class AlertStage:
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, AlertJob)
         receiver = self.receivers.get(job.receiver)
-        if receiver is None:
-            raise InputError(f"no receiver named {job.receiver!r} in the receivers file")
-        delivery = self.alert_log.claim(job.alert_id, job.receiver, receiver.timeout_s + defaults.ALERT_LEASE_MARGIN_S)
+        lease_s = (receiver.timeout_s if receiver else 0.0) + defaults.ALERT_LEASE_MARGIN_S
+        delivery = self.alert_log.claim(job.alert_id, job.receiver, lease_s)
         if delivery is None:  # delivered already, or not due: another job or worker has it
+            return StageResult(frames=0)
+        if receiver is None:  # renamed or removed from the receivers file: it would never be sent
+            self.give_up(delivery, "rejected", f"no receiver named {job.receiver!r} in the receivers file")
             return StageResult(frames=0)
         try:
             self.send(delivery.alert, receiver)
@@ -74,6 +75,8 @@ class AlertStage:
             self.give_up(delivery, "rejected", str(error))
         except DeliveryRetryable as error:
             self.retry(delivery, error)
+        except Exception as error:  # a fault of ours or of a library: tried again, given up in time
+            self.retry(delivery, DeliveryRetryable(f"{type(error).__name__}: {str(error)[:200]}"))
         else:
             self.alert_log.delivered(delivery)
             self.metrics.alert_deliveries.labels(outcome="sent").inc()

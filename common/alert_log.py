@@ -42,17 +42,22 @@ UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
 FROM alerts a
 WHERE d.alert_id = %s AND d.receiver = %s AND a.alert_id = d.alert_id
     AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
-RETURNING a.body, d.attempts, extract(epoch FROM now() - a.created_at)
+RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from)
 """
 """A delivery due now (pending, or being sent by a worker whose lease ran out): this worker's, for
-the lease; the alert, the attempt's number and the alert's age."""
+the lease; the alert, the attempt's number (this claim's token) and how long it has been tried."""
+
+MINE = " AND status = 'sending' AND attempts = %s"
+"""An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
+ran out mid-send (another has claimed it since) changes nothing."""
 
 DUE = """
 UPDATE alert_deliveries SET queued_at = now()
 WHERE (alert_id, receiver) IN (
     SELECT alert_id, receiver FROM alert_deliveries
     WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
-        AND (status = 'sending' OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %s))
+        AND ((status = 'sending' AND (queued_at IS NULL OR queued_at < next_attempt_at))
+            OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %s))
     ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
 )
 RETURNING alert_id, receiver, attempts
@@ -63,7 +68,8 @@ sent by a worker whose lease ran out (it died mid-delivery): marked queued now."
 
 @dataclass(frozen=True)
 class Delivery:
-    """One claimed delivery: the alert, the receiver's name, this attempt's number, the alert's age."""
+    """One claimed delivery: the alert, the receiver's name, this attempt's number (the claim's token) and
+    how long the delivery has been tried (since the alert, or since `alpr replay`)."""
 
     alert: Alert
     receiver: str
@@ -106,22 +112,22 @@ class AlertLog:
     def delivered(self, delivery: Delivery) -> None:
         self._update(
             "UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL"
-            " WHERE alert_id = %s AND receiver = %s",
-            (delivery.alert.alert_id, delivery.receiver),
+            " WHERE alert_id = %s AND receiver = %s" + MINE,
+            (delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
     def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
         """Back to pending, due again in `delay_s`."""
         self._update(
             "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s),"
-            " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s",
-            (delay_s, error[:500], delivery.alert.alert_id, delivery.receiver),
+            " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
+            (delay_s, error[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
     def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], error: str) -> None:
         self._update(
-            "UPDATE alert_deliveries SET status = %s, last_error = %s WHERE alert_id = %s AND receiver = %s",
-            (status, error[:500], delivery.alert.alert_id, delivery.receiver),
+            "UPDATE alert_deliveries SET status = %s, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
+            (status, error[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
     def due(self, requeue_after_s: float, limit: int) -> list[tuple[str, str, int]]:
@@ -139,7 +145,8 @@ class AlertLog:
             "SELECT alert_id, receiver FROM alert_deliveries WHERE status IN ('failed', 'rejected')"
             if dry_run
             else "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
-            " queued_at = now(), last_error = NULL WHERE status IN ('failed', 'rejected') RETURNING alert_id, receiver"
+            " queued_at = now(), retry_from = now(), last_error = NULL WHERE status IN ('failed', 'rejected')"
+            " RETURNING alert_id, receiver"
         )
 
         def replay(connection: psycopg.Connection) -> list[tuple[str, str]]:

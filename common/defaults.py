@@ -60,6 +60,10 @@ SIGHTING_SETTLE_S = 2.0
 """A camera's reads are grouped up to this long before now at the latest: the ingest node records a
 frame in the frames log a moment after queuing it, and grouping must not pass a frame not yet there."""
 
+EARLY_RESCAN_S = 30.0
+"""Reads logged this recently are matched against the watch-lists again each round (a read's id is taken
+at insert, and commits land in any order); alert ids and passes make a second match harmless."""
+
 SIGHTING_BATCH_READS = 5000
 """Most reads a sighting worker groups for one camera in one transaction (a backlog goes in steps)."""
 

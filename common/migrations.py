@@ -139,6 +139,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             attempts INTEGER NOT NULL DEFAULT 0,
             next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
             queued_at TIMESTAMPTZ,
+            retry_from TIMESTAMPTZ NOT NULL DEFAULT now(),
             last_error TEXT,
             delivered_at TIMESTAMPTZ,
             PRIMARY KEY (alert_id, receiver)

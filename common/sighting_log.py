@@ -244,33 +244,34 @@ def _logged(row: tuple[Any, ...]) -> LoggedRead:
 
 
 def reads_to_group(
-    connection: psycopg.Connection, camera_id: str, after_s: float, before_s: float, limit: int
+    connection: psycopg.Connection, camera_id: str, from_s: float, before_s: float, limit: int | None
 ) -> list[LoggedRead]:
-    """The camera's reads captured in (after_s, before_s), in capture order (frame, then plate)."""
+    """The camera's reads captured in [from_s, before_s), in capture order (frame, then plate); at most
+    `limit` (None: all)."""
     rows = connection.execute(
-        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND captured_at > to_timestamp(%s)"
+        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND captured_at >= to_timestamp(%s)"
         " AND captured_at < to_timestamp(%s) ORDER BY captured_at, frame_id, plate_index LIMIT %s",
-        (camera_id, after_s, before_s, limit),
+        (camera_id, from_s, before_s, limit),
     )
     return [_logged(row) for row in rows]
 
 
 def early_reads(
-    connection: psycopg.Connection, camera_id: str, after_id: int, min_confidence: float, limit: int
+    connection: psycopg.Connection, camera_id: str, after_id: int, rescan_s: float, limit: int
 ) -> list[LoggedRead]:
-    """The camera's reads logged after `after_id` with at least `min_confidence`, in log order."""
+    """The camera's reads logged after `after_id`, and those logged in the last `rescan_s` (ids are
+    taken at insert, commits land in any order: a read with a lower id may become visible after a higher
+    one was seen), in log order."""
     rows = connection.execute(
-        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND id > %s AND confidence >= %s"
-        " ORDER BY id LIMIT %s",
-        (camera_id, after_id, min_confidence, limit),
+        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s"
+        " AND (id > %s OR logged_at > now() - make_interval(secs => %s)) ORDER BY id LIMIT %s",
+        (camera_id, after_id, rescan_s, limit),
     )
     return [_logged(row) for row in rows]
 
 
-def last_read_id_before(connection: psycopg.Connection, camera_id: str, before_s: float) -> int:
-    """The highest read id of the camera's reads captured before `before_s` (0: none)."""
-    row = connection.execute(
-        "SELECT coalesce(max(id), 0) FROM plate_reads WHERE camera_id = %s AND captured_at < to_timestamp(%s)",
-        (camera_id, before_s),
-    ).fetchone()
-    return int(row[0]) if row else 0
+def last_read_id(connection: psycopg.Connection, camera_id: str) -> int:
+    """The highest read id of the camera's reads (0: none)."""
+    row = connection.execute("SELECT coalesce(max(id), 0) FROM plate_reads WHERE camera_id = %s", (camera_id,))
+    found = row.fetchone()
+    return int(found[0]) if found else 0

@@ -92,6 +92,11 @@ class SightingTracker:
         """Tracks open over all cameras."""
         return sum(len(camera.tracks) for camera in self._cameras.values())
 
+    def earliest_open_s(self) -> float | None:
+        """Capture time of the earliest read of any open track (None: no open track)."""
+        firsts = [track.first.captured_at_s for camera in self._cameras.values() for track in camera.tracks]
+        return min(firsts) if firsts else None
+
     def best_frame_ids(self) -> set[str]:
         """The frames holding the best read of an open track (whose snapshot a sighting may keep)."""
         return {track.best.frame_id for camera in self._cameras.values() for track in camera.tracks}

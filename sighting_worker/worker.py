@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
 from common.alert_log import insert_alerts
-from common.alerts import Alert
+from common.alerts import PLATE_PATTERN, Alert
 from common.jobs import alert_job
 from common.metrics import Metrics
 from common.queues import enqueue
@@ -41,7 +42,7 @@ from common.sighting_log import (
     early_reads,
     grouping_horizon,
     insert_sightings,
-    last_read_id_before,
+    last_read_id,
     lock_cursor,
     reads_to_group,
     save_cursor,
@@ -75,12 +76,14 @@ class GroupResult:
 
 
 Passes = dict[str, list[list[float]]]
-"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times (s)."""
+"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times and
+when the pass last met a read (wall clock), in seconds."""
 
 
-def prune(alerted: Passes, before_s: float) -> Passes:
-    """The passes that end at or after `before_s` (older ones can meet no new read)."""
-    kept = {key: [span for span in spans if span[1] >= before_s] for key, spans in alerted.items()}
+def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
+    """The passes a read may still meet: ending at or after `before_s` (capture time), or met by a read
+    since `untouched_since_s` (the reads matched again each round: EARLY_RESCAN_S)."""
+    kept = {key: [p for p in spans if p[1] >= before_s or p[2] >= untouched_since_s] for key, spans in alerted.items()}
     return {key: spans for key, spans in kept.items() if spans}
 
 
@@ -111,7 +114,13 @@ class SightingStage:
             cameras = camera_ids(connection)
         total = GroupResult()
         for camera_id in cameras:
-            result = self.group_camera(camera_id)
+            try:
+                result = self.group_camera(camera_id)
+            except (psycopg.OperationalError, PoolTimeout):
+                raise  # Postgres is down: the loop waits it out
+            except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
+                log.warning("camera %s: grouping failed, tried again next round: %s", camera_id, error)
+                continue
             total.sightings += result.sightings
             total.alerts += result.alerts
         return total
@@ -122,9 +131,9 @@ class SightingStage:
             cursor = lock_cursor(connection, camera_id)
             if cursor is None:  # another worker is grouping this camera
                 return result
-            if cursor.grouped_until_s == 0:  # first met: reads older than the frames' lifetime are history
-                cursor.grouped_until_s = time.time() - self.settings.history_s
-                cursor.early_read_id = last_read_id_before(connection, camera_id, cursor.grouped_until_s)
+            if cursor.grouped_until_s == 0:  # first met: older reads than the frames' lifetime are history,
+                cursor.grouped_until_s = time.time() - self.settings.history_s  # and only reads logged from
+                cursor.early_read_id = last_read_id(connection, camera_id)  # EARLY_RESCAN_S ago raise alerts
             state = cursor.state
             tracker = (
                 SightingTracker.from_state(state["tracker"], self.settings.gap_s)
@@ -134,33 +143,42 @@ class SightingStage:
             alerted: Passes = {key: [list(span) for span in spans] for key, spans in state.get("alerted", {}).items()}
             result.alerts += self.match_early(connection, cursor, alerted)
             result.sightings = self.group(connection, cursor, tracker)
+            open_since_s = tracker.earliest_open_s()
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [a for s in result.sightings if (a := self.match_sighting(s, alerted))]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s = cursor.grouped_until_s
             cursor.state = {
                 "tracker": tracker.to_state(),
-                "alerted": prune(alerted, horizon_s - 2 * self.settings.gap_s),
+                "alerted": prune(
+                    alerted,
+                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.gap_s,
+                    time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
+                ),  # fmt: skip
             }
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         return result
 
     def match_early(self, connection: psycopg.Connection, cursor: SightingCursor, alerted: Passes) -> list[Alert]:
-        """Alerts on the camera's new confident reads that match a listed plate (once per pass)."""
-        reads = early_reads(connection, cursor.camera_id, cursor.early_read_id, self.settings.read_min_confidence,
+        """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
+        new read of a listed plate, sure or not, widens a pass already alerted on."""
+        reads = early_reads(connection, cursor.camera_id, cursor.early_read_id, defaults.EARLY_RESCAN_S,
                             limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
         if reads:
-            cursor.early_read_id = reads[-1].read_id
+            cursor.early_read_id = max(cursor.early_read_id, max(read.read_id for read in reads))
         if self.watch is None:
             return []
         alerts = []
         for read in reads:
             seen = read.observation
+            if not re.fullmatch(PLATE_PATTERN, seen.text):
+                continue
             match = self.watch.match(seen.text, self.settings.max_distance)
             if match is None:
                 continue
-            if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s):
+            sure = seen.confidence >= self.settings.read_min_confidence
+            if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, new_pass=sure) or not sure:
                 continue
             identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match))
             alerts.append(self.alert("read", match, seen, seen.text, seen.confidence, seen.captured_at_s, None,
@@ -169,12 +187,17 @@ class SightingStage:
 
     def group(self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker) -> list[Sighting]:
         """Feed the reads up to the camera's horizon, in capture order; the vehicle passes closed by then."""
-        horizon_s = max(cursor.grouped_until_s, grouping_horizon(connection, cursor.camera_id, self.settings.settle_s))
-        reads = reads_to_group(connection, cursor.camera_id, cursor.grouped_until_s, horizon_s,
-                               limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
-        if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: up to the last whole capture time
-            horizon_s = reads[-1].observation.captured_at_s
-            reads = [r for r in reads if r.observation.captured_at_s < horizon_s]
+        camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
+        horizon_s = max(from_s, grouping_horizon(connection, camera_id, self.settings.settle_s))
+        reads = reads_to_group(connection, camera_id, from_s, horizon_s, limit=defaults.SIGHTING_BATCH_READS)
+        if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: this round, the whole capture times in it
+            last_s = reads[-1].observation.captured_at_s
+            earlier = [r for r in reads if r.observation.captured_at_s < last_s]
+            if earlier:  # the reads at the last time (perhaps not all in the batch) wait for the next round
+                reads, horizon_s = earlier, last_s
+            else:  # the whole batch captured at one time: every read of that time, now
+                horizon_s = last_s + 1e-6  # the next microsecond
+                reads = reads_to_group(connection, camera_id, last_s, horizon_s, limit=None)
         closed: list[Sighting] = []
         for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
             closed += tracker.observe_frame([r.observation for r in frame])
@@ -185,7 +208,9 @@ class SightingStage:
     def match_sighting(self, sighting: Sighting, alerted: Passes) -> Alert | None:
         """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless
         this pass was alerted on already (an early alert on one of its reads)."""
-        if self.watch is None or not sighting.plate or sighting.confidence < self.settings.sighting_min_confidence:
+        if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
+            return None
+        if not re.fullmatch(PLATE_PATTERN, sighting.plate):
             return None
         match = self.watch.match(sighting.plate, self.settings.max_distance)
         if match is None:
@@ -196,17 +221,20 @@ class SightingStage:
         return self.alert("sighting", match, sighting, sighting.plate, sighting.confidence, sighting.first_seen_s,
                           sighting.sighting_id, identifier)  # fmt: skip
 
-    def seen_in_pass(self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float) -> bool:
+    def seen_in_pass(
+        self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, new_pass: bool = True
+    ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
-        the pass, give or take the gap); the pass is widened to hold it, or a new pass begins. Reads may
-        come in any order: a pass is the span of the listed plate's reads with no gap longer than the
-        gap between them."""
+        the pass, give or take the gap); the pass is widened to hold it, or (`new_pass`: this will be
+        alerted on) a new pass begins. Reads may come in any order: a pass is the span of the listed
+        plate's reads with no gap longer than the gap between them."""
         passes = alerted.setdefault(self.watch_key(match), [])
         for span in passes:
             if first_s - self.settings.gap_s <= span[1] and span[0] <= last_s + self.settings.gap_s:
-                span[0], span[1] = min(span[0], first_s), max(span[1], last_s)
+                span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
                 return True
-        passes.append([first_s, last_s])
+        if new_pass:
+            passes.append([first_s, last_s, time.time()])
         return False
 
     @staticmethod

@@ -174,3 +174,32 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url,
         burst()
     assert deliveries(postgres_url) == {"ops": "delivered"}
     assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}
+
+
+def test_a_receiver_no_longer_in_the_file_is_rejected_not_retried_forever(setup, postgres_url, redis_url):
+    with WebhookServer(SECRET) as hook:
+        setup(hook.url)  # the file names `ops` only
+        raise_alert(postgres_url, redis_url, ["ops", "gone"])
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered", "gone": "rejected"}
+
+
+def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url, redis_url):
+    """A worker whose lease ran out mid-send (another claimed the delivery and sent it) records nothing."""
+    from common.alert_log import AlertLog
+
+    setup("http://127.0.0.1:9/unused")
+    raise_alert(postgres_url, redis_url, ["ops"])
+    pool = open_pool(postgres_url)
+    try:
+        log = AlertLog(pool, 0)
+        slow = log.claim(ALERT.alert_id, "ops", lease_s=0)  # its lease runs out at once
+        fast = log.claim(ALERT.alert_id, "ops", lease_s=30)
+        assert slow is not None and fast is not None and (slow.attempt, fast.attempt) == (1, 2)
+        assert log.claim(ALERT.alert_id, "ops", lease_s=30) is None  # held by `fast`
+        log.delivered(fast)
+        log.retry_after(slow, 1.0, "HTTP 503")  # the slow worker's late answer
+        log.give_up(slow, "failed", "gave up")
+    finally:
+        pool.close()
+    assert deliveries(postgres_url) == {"ops": "delivered"}
