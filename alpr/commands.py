@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from common.config import Settings
 from common.errors import InputError
-from common.plate_log import export_csv, open_plate_log
-from common.sighting_log import export_sightings_csv, open_sighting_log
+from common.plate_log import PlateLog, export_csv, open_plate_log
+from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 
 if TYPE_CHECKING:
     from alpr.standalone import RunSummary
@@ -173,18 +174,21 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url and not settings.sqlite_path.is_file():
         raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")
     password = settings.secret("database_password")
+    where = (settings.database_url, settings.sqlite_path, password)
     if args.sightings:
-        sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)
-        try:
-            count = export_sightings_csv(sighting_log, args.csv_path)
-        finally:
-            sighting_log.close()
-        print(f"wrote {count} sightings to {args.csv_path}")
-        return 0
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
-    try:
-        count = export_csv(plate_log, args.csv_path)
-    finally:
-        plate_log.close()
-    print(f"wrote {count} reads to {args.csv_path}")
+        count = write_and_close(open_sighting_log(*where), export_sightings_csv, args.csv_path)
+    else:
+        count = write_and_close(open_plate_log(*where), export_csv, args.csv_path)
+    print(f"wrote {count} {'sightings' if args.sightings else 'reads'} to {args.csv_path}")
     return 0
+
+
+AnyLog = TypeVar("AnyLog", PlateLog, SightingLog)
+
+
+def write_and_close(log: AnyLog, write: Callable[[AnyLog, Path], int], path: Path) -> int:
+    """Export a log with its writer, and close it."""
+    try:
+        return write(log, path)
+    finally:
+        log.close()

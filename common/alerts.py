@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError,
 from common.config import format_errors
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
+from common.text_files import read_text_file
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
 """Plate text as read and as listed: capitals and digits, at most 16."""
@@ -135,13 +136,11 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
     place (`secret`, `password`) or, better, read from files. Any fault is one ConfigError that shows
     no secret."""
+    text = read_text_file(path, MAX_RECEIVERS_FILE_BYTES, ConfigError)
     try:
-        data = path.read_bytes()[: MAX_RECEIVERS_FILE_BYTES + 1]
-        if len(data) > MAX_RECEIVERS_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_RECEIVERS_FILE_BYTES} bytes")
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the receivers file: {type(error).__name__}") from None
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not a YAML receivers file ({type(error).__name__})") from None
     entries = raw.get("receivers") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{path}: expected `receivers:` mapping each receiver's name to its settings")

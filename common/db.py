@@ -1,13 +1,15 @@
 """Postgres: the schema upgrade (`alpr db upgrade`, applying common/migrations.py), the connection
-pool every role shares, and writes that wait out an outage. Upgrades take an advisory lock, so several
-processes may run them at once."""
+pool every role shares, writes that wait out an outage, and the CSV export of a log. Upgrades take an
+advisory lock, so several processes may run them at once."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -42,6 +44,26 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
         pool.close()
         raise ConfigError(f"cannot connect to Postgres at {mask_url(url)}: {mask_url(str(error))}") from None
     return pool
+
+
+def open_upgraded_pool(url: str, password: str | None = None) -> ConnectionPool:
+    """A pool on `url` with the schema upgraded on the way (the standalone run and the export, which
+    may be the first to meet a database)."""
+    pool = open_pool(url, password=password)
+    upgrade(pool)
+    return pool
+
+
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
+    """Write rows (column -> value) to a CSV file with a header; returns the number of rows."""
+    count = 0
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
 
 
 def upgrade(pool: ConnectionPool) -> list[int]:

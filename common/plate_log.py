@@ -5,7 +5,6 @@ twice adds nothing."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from common.db import write_through_outage
+from common.db import open_upgraded_pool, write_csv, write_through_outage
 from common.jobs import FrameRef
 from common.sighting_log import REGISTER_CAMERAS
 from common.types import PlateRead
@@ -164,21 +163,10 @@ class PostgresPlateLog:
 def open_plate_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> PlateLog:
     """Postgres when a database URL is set (schema upgraded on the way), else the SQLite file."""
     if database_url:
-        from common.db import open_pool, upgrade
-
-        pool = open_pool(database_url, password=password)
-        upgrade(pool)
-        return PostgresPlateLog(pool, owns_pool=True)
+        return PostgresPlateLog(open_upgraded_pool(database_url, password), owns_pool=True)
     return SqlitePlateLog(sqlite_path)
 
 
 def export_csv(log: PlateLog, path: Path) -> int:
     """Write every read to a CSV file; returns the number of rows."""
-    count = 0
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in log.reads():
-            writer.writerow(row)
-            count += 1
-    return count
+    return write_csv(log.reads(), COLUMNS, path)

@@ -6,7 +6,6 @@ pool's cursor per camera (table `sighting_cursors`) and the queries that feed it
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from common.db import write_through_outage
+from common.db import open_upgraded_pool, write_csv, write_through_outage
 from common.types import Observation, Sighting
 
 COLUMNS = (
@@ -148,24 +147,13 @@ class PostgresSightingLog:
 def open_sighting_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> SightingLog:
     """Postgres when a database URL is set (schema upgraded on the way), else the SQLite file."""
     if database_url:
-        from common.db import open_pool, upgrade
-
-        pool = open_pool(database_url, password=password)
-        upgrade(pool)
-        return PostgresSightingLog(pool, owns_pool=True)
+        return PostgresSightingLog(open_upgraded_pool(database_url, password), owns_pool=True)
     return SqliteSightingLog(sqlite_path)
 
 
 def export_sightings_csv(log: SightingLog, path: Path) -> int:
     """Write every sighting to a CSV file (a `plate` column among others); returns the number of rows."""
-    count = 0
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in log.sightings():
-            writer.writerow(row)
-            count += 1
-    return count
+    return write_csv(log.sightings(), COLUMNS, path)
 
 
 # The sighting pool's place in each camera's reads (table sighting_cursors): which reads it has grouped

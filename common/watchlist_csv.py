@@ -10,6 +10,7 @@ import io
 from pathlib import Path
 
 from common.errors import InputError
+from common.text_files import read_text_file
 from common.watchlist import WatchEntry
 
 MAX_CSV_ROWS = 100_000
@@ -58,15 +59,4 @@ def _entry(header: list[str], row: list[str], line: int) -> WatchEntry:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CSV_BYTES + 1)
-    except OSError as error:
-        raise InputError(f"{path}: cannot read: {error.strerror or error}") from None
-    if len(raw) > MAX_CSV_BYTES:
-        raise InputError(f"{path}: larger than {MAX_CSV_BYTES // (1024 * 1024)} MiB")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise InputError(f"{path}, line {line}: not UTF-8") from None
+    return read_text_file(path, MAX_CSV_BYTES, InputError)

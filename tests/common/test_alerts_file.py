@@ -1,0 +1,50 @@
+"""The receivers file (ALPR_ALERT_RECEIVERS): every fault is one ConfigError naming the file, and no
+secret shows in it."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.alerts import WebhookReceiver, load_receivers
+from common.errors import ConfigError
+
+SECRET = "receiver-secret-0123456789"
+
+
+def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"    secret: {SECRET}\n") -> str:
+    return f"receivers:\n  ops:\n    type: webhook\n    url: {url}\n" + secret_line
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        (b"\xff\xfe receivers", "not UTF-8"),
+        (b"receivers: [unclosed", "not a YAML receivers file"),
+        (b"receivers: []\n", "expected `receivers:`"),
+        (b"other: 1\n", "expected `receivers:`"),
+        (b"receivers:\n  'bad name!': {type: webhook}\n", "receiver names are"),
+        (webhook("ftp://x.example.org/").encode(), "http:// or https://"),
+        (webhook(secret_line="    secret: short\n").encode(), "secret"),
+        (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "cannot read its secret_file"),
+        (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/#\n", "wildcards"),
+        (b"x" * 70000, "larger than"),
+    ],
+)
+def test_a_bad_receivers_file_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "receivers.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_receivers(path)
+    assert str(path) in str(caught.value) and SECRET not in str(caught.value) and "short" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_secrets_are_read_from_files(tmp_path):
+    (tmp_path / "hook.secret").write_text(SECRET + "\n")
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line=f"    secret_file: {tmp_path / 'hook.secret'}\n"))
+    (receiver,) = load_receivers(path).values()
+    assert isinstance(receiver, WebhookReceiver) and receiver.secret.get_secret_value() == SECRET
+    assert SECRET not in repr(receiver)
