@@ -78,6 +78,13 @@ ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stag
 row when the frame is not logged yet: the ingest node's ledger is asynchronous). Reads once done stay
 done (a replayed job finds its crops deleted)."""
 
+UPSERT_WATERMARK = """
+INSERT INTO camera_watermarks (camera_id, recorded_until_s) VALUES (%s, %s)
+ON CONFLICT (camera_id) DO UPDATE SET recorded_until_s = excluded.recorded_until_s, updated_at = now()
+"""
+"""An ingest node's word that every frame the camera sampled before `recorded_until_s` has its row: the
+sighting pool groups no read past it (a frame queued but not yet recorded could still bring reads)."""
+
 SWEEP_LOST = """
 UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
 WHERE outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
@@ -106,9 +113,25 @@ class FrameLog:
     def __init__(self, pool: ConnectionPool, patience_s: float) -> None:
         self.pool, self.patience_s = pool, patience_s
 
-    def record_sampled(self, records: Sequence[FrameRecord]) -> None:
-        """Rows for frames just sampled (pending or skipped); a frame seen before keeps its row."""
-        self._write(INSERT_SAMPLED, records)
+    def record_sampled(self, records: Sequence[FrameRecord], watermarks: dict[str, float | None] | None = None) -> None:
+        """Rows for frames just sampled (pending or skipped; a frame seen before keeps its row), and in the
+        same transaction each camera's watermark: every frame it sampled before then has its row (None:
+        the camera is no longer sampled here)."""
+        rows = [record.row() for record in records]
+        marks = sorted((watermarks or {}).items())
+
+        def write(connection: psycopg.Connection) -> None:
+            with connection.cursor() as cursor:
+                if rows:
+                    cursor.executemany(INSERT_SAMPLED, rows)
+                for camera_id, until_s in marks:
+                    if until_s is None:
+                        cursor.execute("DELETE FROM camera_watermarks WHERE camera_id = %s", (camera_id,))
+                    else:
+                        cursor.execute(UPSERT_WATERMARK, (camera_id, until_s))
+
+        if rows or marks:
+            write_through_outage(self.pool, write, self.patience_s)
 
     def record_final(self, records: Sequence[FrameRecord]) -> None:
         """How frames ended; a final outcome already recorded stays as it is (idempotent)."""

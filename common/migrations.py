@@ -116,6 +116,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX sightings_by_camera_time ON sightings (camera_id, first_seen);
         CREATE INDEX frames_unsettled ON frames (camera_id, captured_at)
             WHERE outcome = 'pending' OR read_outcome = 'pending';
+        CREATE TABLE camera_watermarks (
+            camera_id TEXT PRIMARY KEY,
+            recorded_until_s DOUBLE PRECISION NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
         CREATE TABLE sighting_cursors (
             camera_id TEXT PRIMARY KEY,
             grouped_until_s DOUBLE PRECISION NOT NULL DEFAULT 0,

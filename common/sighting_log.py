@@ -206,15 +206,23 @@ def save_cursor(connection: psycopg.Connection, cursor: SightingCursor) -> None:
     )
 
 
-def grouping_horizon(connection: psycopg.Connection, camera_id: str, settle_s: float) -> float:
-    """Capture time (Unix s) before which every frame of the camera is settled: finished by the
-    redactor with its reads recorded (or found lost), so no read older than it can still arrive; at
-    most `settle_s` ago (the ingest node records its frames a moment after queuing them)."""
-    row = connection.execute(
-        "SELECT extract(epoch FROM LEAST(now() - make_interval(secs => %s), (SELECT min(captured_at) FROM frames"
-        " WHERE camera_id = %s AND (outcome = 'pending' OR read_outcome = 'pending'))))",
-        (settle_s, camera_id),
-    ).fetchone()
+HORIZON = """
+SELECT extract(epoch FROM LEAST(
+    now() - make_interval(secs => %(settle_s)s),
+    (SELECT min(captured_at) FROM frames
+     WHERE camera_id = %(camera)s AND (outcome = 'pending' OR read_outcome = 'pending')),
+    (SELECT to_timestamp(recorded_until_s) FROM camera_watermarks
+     WHERE camera_id = %(camera)s AND updated_at > now() - make_interval(secs => %(stale_s)s))
+))
+"""
+
+
+def grouping_horizon(connection: psycopg.Connection, camera_id: str, settle_s: float, stale_s: float) -> float:
+    """Capture time (Unix s) before which every frame of the camera is settled, so no read older than it
+    can still arrive: finished by the redactor with its reads recorded (or found lost), and recorded by
+    its ingest node (the node's watermark, unless not renewed for `stale_s`: a node that died); at most
+    `settle_s` ago."""
+    row = connection.execute(HORIZON, {"settle_s": settle_s, "camera": camera_id, "stale_s": stale_s}).fetchone()
     return float(row[0]) if row else 0.0
 
 

@@ -2,18 +2,25 @@
 a frame queued into the chain, `skipped` (with the reason) for one that was not — written in batches
 by a background thread. Postgres may be down when the node starts or later: rows wait in a bounded
 buffer and go out when it answers; past the buffer, frames are counted as unrecorded (a metric and
-one warning), never silently dropped, and memory stays bounded."""
+one warning), never silently dropped, and memory stays bounded.
+
+With the rows goes each camera's watermark: the capture time before which every frame the camera
+sampled has its row (the oldest frame sampled and not yet written, or a moment ago when none is). The
+sighting pool groups no read past it, since a frame queued but not yet recorded could still bring
+reads. A node that stops takes its watermarks away (its cameras are sampled no more)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 from common import defaults
 from common.backoff import Backoff
 from common.frame_log import FrameLog, FrameRecord
+from common.jobs import FrameRef
 from common.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -23,6 +30,13 @@ BATCH_ROWS = 1000
 
 FLUSH_S = 0.5
 """How often the ledger writes what it holds."""
+
+IDLE_WATERMARK_S = 2.0
+"""How often the watermarks of cameras with nothing to write are renewed."""
+
+WATERMARK_MARGIN_S = 1.0
+"""A camera with no frame waiting gets a watermark this far before now: a frame's capture time is taken
+a moment before the ledger hears of it."""
 
 
 class FrameLedger:
@@ -37,16 +51,25 @@ class FrameLedger:
         self.closing = threading.Event()
         self.stopped = threading.Event()  # close() has given up waiting
         self.overflowing = False
+        self.marks_written = 0.0
+        self.outstanding: dict[str, dict[str, float]] = {}
+        """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
+
+    def sampled(self, ref: FrameRef) -> None:
+        """A frame was just sampled: the camera's watermark stays before it until its row is written."""
+        with self.lock:
+            self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
 
     def add(self, records: list[FrameRecord]) -> None:
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])
             overflow = records[room:]
+            self._settle(overflow)  # never written: they hold no watermark back
         for record in overflow:
             self.metrics.frames_unrecorded.labels(camera=record.frame.camera_id).inc()
         if overflow and not self.overflowing:
@@ -60,14 +83,22 @@ class FrameLedger:
             self.wake.clear()
             with self.lock:
                 batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
-            if not batch:
+                closing = self.closing.is_set() and not batch and not self.buffer
+                idle = not batch and not closing and time.monotonic() - self.marks_written < IDLE_WATERMARK_S
+                marks = {} if idle else self._watermarks(batch, closing)
+            if not batch and not marks:
                 if self.closing.is_set():
                     return
                 continue
             try:
                 if self.frame_log is None:
                     self.frame_log = self.open_log()
-                self.frame_log.record_sampled(batch)
+                self.frame_log.record_sampled(batch, marks)
+                self.marks_written = time.monotonic()
+                with self.lock:
+                    self._settle(batch)
+                if closing:
+                    return
                 if backoff.failures:
                     log.info("frames log reachable again")
                 backoff.reset()
@@ -82,6 +113,24 @@ class FrameLedger:
                     log.warning("frames log unavailable (%s); retrying with backoff", str(error).splitlines()[0])
                 # close() wakes the wait for one last try; after it, `stopped` bounds the retries
                 (self.stopped if self.closing.is_set() else self.closing).wait(delay)
+
+    def _settle(self, records: list[FrameRecord]) -> None:
+        """These frames' rows are written (or never will be). Under the lock."""
+        for record in records:
+            self.outstanding.get(record.frame.camera_id, {}).pop(record.frame.frame_id, None)
+
+    def _watermarks(self, batch: list[FrameRecord], closing: bool) -> dict[str, float | None]:
+        """Each camera's watermark once `batch` is written (None for every camera when the node is
+        closing with nothing left). Under the lock."""
+        if closing:
+            return dict.fromkeys(self.outstanding)
+        written = {record.frame.frame_id for record in batch}
+        now_s = time.time()
+        marks: dict[str, float | None] = {}
+        for camera_id, frames in self.outstanding.items():
+            waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)
+            marks[camera_id] = next(waiting, now_s - WATERMARK_MARGIN_S)  # frames are sampled in order
+        return marks
 
     def close(self, timeout_s: float) -> int:
         """Write what is left (up to `timeout_s`); returns how many records could not be written."""

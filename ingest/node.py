@@ -173,6 +173,8 @@ class IngestNode:
                 region=camera.region, roi=camera.roi,
             )  # fmt: skip
             run.seq += 1
+            if self.ledger:
+                self.ledger.sampled(ref)
             if self.depth >= self.settings.max_queue_depth:
                 self.skip(ref, "backpressure")
                 continue

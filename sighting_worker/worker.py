@@ -188,7 +188,9 @@ class SightingStage:
     def group(self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker) -> list[Sighting]:
         """Feed the reads up to the camera's horizon, in capture order; the vehicle passes closed by then."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
-        horizon_s = max(from_s, grouping_horizon(connection, camera_id, self.settings.settle_s))
+        horizon_s = max(
+            from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s)
+        )
         reads = reads_to_group(connection, camera_id, from_s, horizon_s, limit=defaults.SIGHTING_BATCH_READS)
         if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: this round, the whole capture times in it
             last_s = reads[-1].observation.captured_at_s

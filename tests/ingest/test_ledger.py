@@ -54,3 +54,41 @@ def test_close_wakes_a_ledger_in_backoff_and_writes_what_waited(postgres_url, mo
         assert FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 10}}
     finally:
         pool.close()
+
+
+def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_url):
+    """A frame sampled (and perhaps queued) without its row holds the camera's watermark before its capture
+    time; once every row is written the watermark is a moment ago; a node that stops takes it away."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+
+    def watermark() -> float | None:
+        with pool.connection() as connection:
+            row = connection.execute("SELECT recorded_until_s FROM camera_watermarks WHERE camera_id = 'cam'")
+            found = row.fetchone()
+            return float(found[0]) if found else None
+
+    def wait_for(condition) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert condition()
+
+    try:
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
+        ledger.start()
+        first, second = record(0), record(1)
+        ledger.sampled(first.frame)
+        ledger.sampled(second.frame)
+        ledger.add([second])  # the second is queued and recorded first; the first is not recorded yet
+        wait_for(lambda: watermark() == first.frame.captured_at_s)
+        time.sleep(1.0)
+        assert watermark() == first.frame.captured_at_s  # held back, however long
+        ledger.add([first])
+        wait_for(lambda: (watermark() or 0) > second.frame.captured_at_s)  # nothing waiting: a moment ago
+        assert ledger.close(timeout_s=10) == 0
+        assert watermark() is None
+    finally:
+        pool.close()

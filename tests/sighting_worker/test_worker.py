@@ -182,3 +182,25 @@ def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url):
     stage.poll()
     assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721", "KPX4721"]
     assert table(pool, "SELECT kind FROM alerts") == [("read",), ("read",)]
+
+
+@pytest.mark.parametrize("node_watermark", [True, False])
+def test_a_frame_queued_but_not_yet_recorded_holds_grouping_back(chain, redis_url, node_watermark):
+    """The ingest node records frames a moment after queuing them (its ledger is asynchronous): a frame
+    with no row yet is invisible to the frames log, and only the node's watermark keeps grouping from
+    passing it. Without one (the control), its reads, logged late, miss their sightings."""
+    pool, settings = chain
+    frames = passes(time.time() - 30)
+    log_frames(pool, frames[:5] + frames[6:])  # frame 5: sampled and queued, no row, no read yet
+    if node_watermark:
+        with pool.connection() as connection:
+            connection.execute("INSERT INTO camera_watermarks VALUES ('gate', %s)", (frames[5][0].captured_at_s,))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    early = stage.poll().sightings
+    log_frames(pool, frames[5:6])
+    if node_watermark:
+        with pool.connection() as connection:
+            connection.execute("UPDATE camera_watermarks SET recorded_until_s = %s", (time.time() - 1,))
+    sightings = early + stage.poll().sightings
+    reads = {s.plate: s.reads for s in sightings if s.plate in ("7ABC284", "KPX4721")}
+    assert reads == ({"7ABC284": 10, "KPX4721": 10} if node_watermark else {"7ABC284": 9, "KPX4721": 9}), sightings
