@@ -162,7 +162,9 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
         max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
     )  # fmt: skip
     watch = WatchListCache(WatchList(pool), settings.watch_refresh_s)
-    names = list(receivers(settings))
+    from common.alerts import receiver_names
+
+    names = receiver_names(settings.alert_receivers) if settings.alert_receivers else []
     if not names:
         log.warning("no ALPR_ALERT_RECEIVERS: watch-list alerts are logged, but delivered to no receiver")
     return SightingStage(pool, watch, names, stage_queue(connection, "alert"), metrics, tuning,

@@ -131,11 +131,14 @@ SECRET_FILE_FIELDS = {"secret_file": "secret", "password_file": "password"}
 field the file's content becomes."""
 
 
-def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
-    """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
-    {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
-    place (`secret`, `password`) or, better, read from files. Any fault is one ConfigError that shows
-    no secret."""
+def receiver_names(path: Path) -> list[str]:
+    """The receivers' names in the receivers file, its secrets left unread (the sighting pool, which only
+    records a delivery per receiver, needs no secret)."""
+    return list(_entries(path))
+
+
+def _entries(path: Path) -> dict[str, dict[str, object]]:
+    """The file's receivers, name -> settings as written; names and shape checked."""
     text = read_text_file(path, MAX_RECEIVERS_FILE_BYTES, ConfigError)
     try:
         raw = yaml.safe_load(text)
@@ -144,14 +147,23 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     entries = raw.get("receivers") if isinstance(raw, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise ConfigError(f"{path}: expected `receivers:` mapping each receiver's name to its settings")
-    receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
-    adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
     for name, settings in entries.items():
         if not isinstance(name, str) or not re.fullmatch(RECEIVER_NAME_PATTERN, name):
             raise ConfigError(f"{path}: receiver names are 1-64 letters, digits and _ . - ({str(name)[:40]!r})")
         if not isinstance(settings, dict):
             raise ConfigError(f"{path}: receiver {name}: expected a mapping of its settings")
-        settings = dict(settings)
+    return entries
+
+
+def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
+    """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
+    {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
+    place (`secret`, `password`) or, better, read from files. Any fault is one ConfigError that shows
+    no secret."""
+    receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
+    adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
+    for name, written in _entries(path).items():
+        settings = dict(written)
         for file_field, field_name in SECRET_FILE_FIELDS.items():
             if file_field in settings:
                 try:

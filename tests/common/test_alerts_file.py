@@ -48,3 +48,13 @@ def test_secrets_are_read_from_files(tmp_path):
     (receiver,) = load_receivers(path).values()
     assert isinstance(receiver, WebhookReceiver) and receiver.secret.get_secret_value() == SECRET
     assert SECRET not in repr(receiver)
+
+
+def test_the_sighting_pool_learns_the_names_without_reading_a_secret(tmp_path):
+    from common.alerts import receiver_names
+
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line="    secret_file: /run/secrets/readable-by-the-alert-pool-only\n"))
+    assert receiver_names(path) == ["ops"]
+    with pytest.raises(ConfigError, match="cannot read its secret_file"):
+        load_receivers(path)  # the alert pool, which sends, reads it
