@@ -18,7 +18,7 @@ from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
 from common.jobs import DetectJob, StageName, parse_job
-from common.queues import STAGES, StageJob, stage_queue
+from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -28,12 +28,14 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     time.sleep(args.interval)
     then = [connection.hgetall(key) for key in keys]
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
-    workers = {stage: len(Worker.all(queue=stage_queue(connection, stage))) for stage in STAGES}
-    for stage in STAGES:
+    workers = {stage: len(Worker.all(queue=stage_queue(connection, stage))) for stage in QUEUED_STAGES}
+    for stage in QUEUED_STAGES:
         queue = stage_queue(connection, stage)
         running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
         failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
         print(f"{stage:<8} {queue.count:>7} {running:>7} {workers[stage]:>7} {failed:>6}")
+    sighting_workers = sum(1 for _ in connection.scan_iter(queues.SIGHTING_WORKER_PREFIX + "*", count=100))
+    print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
     states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     cameras = sorted({text(k) for table in then for k in table} | set(states))

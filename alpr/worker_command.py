@@ -4,12 +4,14 @@ of it — a new one, after waiting out the outage, whenever Redis drops the last
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import redis
@@ -20,7 +22,7 @@ from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
-from common.queues import QUEUED_STAGES, queue_keys, stage_queue
+from common.queues import QUEUED_STAGES, SIGHTING_WORKER_PREFIX, queue_keys, stage_queue
 from common.worker import StageWorker
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,11 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+    heartbeat = f"{SIGHTING_WORKER_PREFIX}{socket.gethostname()}-{os.getpid()}"
     log.info("sighting worker %s-%d ready", socket.gethostname(), os.getpid())
     while not stop.is_set():
+        with contextlib.suppress(redis.RedisError):  # `alpr status` only: grouping goes on without Redis
+            stage.alert_queue.connection.set(heartbeat, time.time(), ex=defaults.SIGHTING_HEARTBEAT_TTL_S)
         try:
             stage.poll()
             backoff.reset()

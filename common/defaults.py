@@ -64,6 +64,9 @@ EARLY_RESCAN_S = 30.0
 """Reads logged this recently are matched against the watch-lists again each round (a read's id is taken
 at insert, and commits land in any order); alert ids and passes make a second match harmless."""
 
+SIGHTING_HEARTBEAT_TTL_S = 30
+"""A sighting worker's heartbeat key lives this long unless renewed (each round renews it)."""
+
 SIGHTING_BATCH_READS = 5000
 """Most reads a sighting worker groups for one camera in one transaction (a backlog goes in steps)."""
 

@@ -31,6 +31,10 @@ the frames offered, queued + skipped."""
 CAMERA_STATE_KEY = "alpr:cameras:state"
 """Redis hash: camera id -> JSON {state, since, errors} kept by ingest nodes, for `alpr status`."""
 
+SIGHTING_WORKER_PREFIX = "alpr:sighting-worker:"
+"""Redis key prefix of a live sighting worker's heartbeat (it reads the logs, not a queue: `alpr status`
+counts these keys, each expiring unless renewed)."""
+
 STATS_BUSY_KEY = "alpr:stats:busy_seconds"
 """Redis hash: seconds workers of each stage spent on jobs (for `alpr status`'s pool sizing)."""
 

@@ -147,7 +147,7 @@ def test_a_group_that_dies_mid_transaction_is_done_again_once(chain, redis_url, 
     assert len(table(pool, "SELECT 1 FROM sightings")) == 3 and len(table(pool, "SELECT 1 FROM alerts")) == 1
 
 
-def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, redis_url, postgres_url, tmp_path):
+def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, redis_url, postgres_url, capsys):
     pool, settings = chain
     cars = 300  # a backlog: one camera per car, each its own transaction
     for car in range(cars):
@@ -159,6 +159,9 @@ def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, red
     deadline = time.monotonic() + 60
     while not table(pool, "SELECT 1 FROM sightings LIMIT 1") and time.monotonic() < deadline:
         time.sleep(0.02)
+    capsys.readouterr()
+    assert main(["status", "--interval", "0.1"]) == 0
+    assert "sighting workers (no queue: they read the logs): 1" in capsys.readouterr().out
     os.kill(process.pid, signal.SIGKILL)  # mid-round: some cameras grouped, one perhaps mid-transaction
     process.wait(timeout=10)
     done_before = len(table(pool, "SELECT 1 FROM sightings"))
