@@ -4,7 +4,8 @@ onnx2torch (its SAME_UPPER paddings made explicit), its 18,710-class head cut to
 (rows taken from the pretrained head, so training starts where PP-OCRv6 stands), then trained with
 CTC on real plate crops (the visible photos cut at jittered boxes, and the crops set) mixed with
 synthetic plates (ocr_worker/synthetic.py), both prepared exactly as reading prepares them. One
-image in five (by a hash of its file name) is never trained on: it chooses the epoch. Training needs
+image in five (by a hash of its file name) is never trained on: it measures each epoch (and, with
+keep="best", chooses it; the default keeps the last, 126 images being too few to choose by). Training needs
 the `train` extra (onnx2torch); running the model does not."""
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ goes into the model's metadata, where the engine finds it."""
 
 BATCH = 32
 """Crops per training step."""
+
+KEEP_RULES = ("best", "last")
+"""Which epoch is written: the best on the held-out crops (first of ties), or the last (lr annealed; the default)."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,13 @@ def greedy_text(logits: np.ndarray) -> str:
     return "".join(text)
 
 
-def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: float) -> dict[str, Any]:
-    """Train, keep the epoch best on the held-out crops, write `out` (ONNX) and its card; the card's dict."""
+def train(
+    datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: float, keep: str = "last"
+) -> dict[str, Any]:
+    """Train, keep the last epoch ("last") or the one best on the held-out crops ("best"), write `out`
+    (ONNX) and its card; the card's dict."""
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {KEEP_RULES}, not {keep!r}")
     import warnings
 
     import torch
@@ -215,7 +224,7 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
         history.append({"epoch": epoch, "loss": round(total / len(items), 4), **validate(),
                         "seconds": round(time.time() - started)})  # fmt: skip
         print(json.dumps(history[-1]), flush=True)
-        if history[-1]["all"] > best:
+        if keep == "last" or history[-1]["all"] > best:
             best, best_state = history[-1]["all"], {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     calibration = [cut(c, images[c.image], None, locator) for c in random.Random(seed).sample(training, 160)]
@@ -234,7 +243,8 @@ def train(datasets: Path, out: Path, epochs: int, seed: int, synthetic_share: fl
                      "input_width": INPUT_WIDTH,
                      "loss": "CTC", "device": f"CPU ({platform.processor() or platform.machine()}, "
                      f"{torch.get_num_threads()} threads)", "minutes": round((time.time() - started) / 60, 1)},
-        "held_out_greedy_exact": history, "chosen_epoch": max(history, key=lambda h: h["all"])["epoch"],
+        "held_out_greedy_exact": history, "keep": keep,
+        "chosen_epoch": epochs if keep == "last" else max(history, key=lambda h: h["all"])["epoch"],
         "shipped": "int8 convolutions (per channel, percentile calibration on 160 training crops), Gelu fused",
         "held_out_greedy_exact_shipped": int8,
     }  # fmt: skip
