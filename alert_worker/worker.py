@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from rq import Queue
 
@@ -34,11 +34,8 @@ Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver], None]
 def retry_delay_s(attempt: int, asked_s: float | None) -> float:
     """The wait after failed attempt number `attempt`: doubling from the first to the longest, or
     what the receiver asked for (Retry-After), whichever is longer."""
-    backoff = Backoff(*defaults.ALERT_BACKOFF_S)
-    delay = 0.0
-    for _ in range(max(1, attempt)):
-        delay = backoff.next_delay()
-    return max(delay, asked_s or 0.0)
+    first_s, longest_s = defaults.ALERT_BACKOFF_S
+    return max(Backoff(first_s, longest_s, failures=max(0, attempt - 1)).next_delay(), asked_s or 0.0)
 
 
 class AlertStage:
@@ -93,9 +90,9 @@ class AlertStage:
         self.alert_log.retry_after(delivery, delay_s, str(error))
         self.metrics.alert_deliveries.labels(outcome="retried").inc()
 
-    def give_up(self, delivery: Delivery, status: str, reason: str) -> None:
+    def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str) -> None:
         log.warning("alert %s to %s %s: %s", delivery.alert.alert_id, delivery.receiver, status, reason)
-        self.alert_log.give_up(delivery, "failed" if status == "failed" else "rejected", reason)
+        self.alert_log.give_up(delivery, status, reason)
         self.metrics.alert_deliveries.labels(outcome=status).inc()
 
     def maintain(self) -> None:

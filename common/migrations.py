@@ -114,6 +114,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX sightings_by_plate ON sightings (plate);
         CREATE INDEX sightings_by_camera_time ON sightings (camera_id, first_seen);
+        CREATE INDEX plate_reads_by_camera_id ON plate_reads (camera_id, id);
         CREATE INDEX frames_unsettled ON frames (camera_id, captured_at)
             WHERE outcome = 'pending' OR read_outcome = 'pending';
         CREATE TABLE camera_watermarks (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,7 +211,7 @@ SELECT extract(epoch FROM LEAST(
     now() - make_interval(secs => %(settle_s)s),
     (SELECT min(captured_at) FROM frames
      WHERE camera_id = %(camera)s AND (outcome = 'pending' OR read_outcome = 'pending')),
-    (SELECT to_timestamp(recorded_until_s) FROM camera_watermarks
+    (SELECT to_timestamp(recorded_until_s) - interval '1 millisecond' FROM camera_watermarks
      WHERE camera_id = %(camera)s AND updated_at > now() - make_interval(secs => %(stale_s)s))
 ))
 """
@@ -220,8 +220,8 @@ SELECT extract(epoch FROM LEAST(
 def grouping_horizon(connection: psycopg.Connection, camera_id: str, settle_s: float, stale_s: float) -> float:
     """Capture time (Unix s) before which every frame of the camera is settled, so no read older than it
     can still arrive: finished by the redactor with its reads recorded (or found lost), and recorded by
-    its ingest node (the node's watermark, unless not renewed for `stale_s`: a node that died); at most
-    `settle_s` ago."""
+    its ingest node (the node's watermark, unless not renewed for `stale_s`: a node that died; less a
+    millisecond, as Postgres and Python round a float's microseconds apart); at most `settle_s` ago."""
     row = connection.execute(HORIZON, {"settle_s": settle_s, "camera": camera_id, "stale_s": stale_s}).fetchone()
     return float(row[0]) if row else 0.0
 
@@ -253,21 +253,24 @@ def reads_to_group(
 
 
 def early_reads(
-    connection: psycopg.Connection, camera_id: str, after_id: int, rescan_s: float, limit: int
+    connection: psycopg.Connection, camera_id: str, after_id: int, seen: Collection[int], limit: int
 ) -> list[LoggedRead]:
-    """The camera's reads logged after `after_id`, and those logged in the last `rescan_s` (ids are
-    taken at insert, commits land in any order: a read with a lower id may become visible after a higher
-    one was seen), in log order."""
+    """The camera's reads logged with an id above `after_id`, but those in `seen`, in log order (an index
+    range: the caller keeps `after_id` a little behind, as commits land out of id order)."""
     rows = connection.execute(
-        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s"
-        " AND (id > %s OR logged_at > now() - make_interval(secs => %s)) ORDER BY id LIMIT %s",
-        (camera_id, after_id, rescan_s, limit),
+        f"SELECT {READ_COLUMNS} FROM plate_reads WHERE camera_id = %s AND id > %s AND NOT (id = ANY(%s))"
+        " ORDER BY id LIMIT %s",
+        (camera_id, after_id, list(seen), limit),
     )
     return [_logged(row) for row in rows]
 
 
-def last_read_id(connection: psycopg.Connection, camera_id: str) -> int:
-    """The highest read id of the camera's reads (0: none)."""
-    row = connection.execute("SELECT coalesce(max(id), 0) FROM plate_reads WHERE camera_id = %s", (camera_id,))
+def last_read_id(connection: psycopg.Connection, camera_id: str, logged_before_s: float) -> int:
+    """The highest id of the camera's reads logged more than `logged_before_s` ago (0: none)."""
+    row = connection.execute(
+        "SELECT coalesce(max(id), 0) FROM plate_reads WHERE camera_id = %s"
+        " AND logged_at < now() - make_interval(secs => %s)",
+        (camera_id, logged_before_s),
+    )
     found = row.fetchone()
     return int(found[0]) if found else 0

@@ -24,7 +24,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -87,6 +86,42 @@ def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
     return {key: spans for key, spans in kept.items() if spans}
 
 
+@dataclass
+class EarlyScan:
+    """Which logged reads the early match has taken. Read ids are drawn at insert and commits land in
+    any order, so a read may become visible after higher ids were taken: each round reads the ids above
+    `from_id` — the highest id taken EARLY_RESCAN_S ago — skipping those in `seen`, the ones taken since.
+    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`)."""
+
+    from_id: int
+    seen: set[int] = field(default_factory=set)
+    marks: list[list[float]] = field(default_factory=list)
+    """[wall-clock time, highest id taken by then], one per round that took reads, within the window."""
+    took_reads: bool = False
+    """Whether this round took any read."""
+
+    @classmethod
+    def load(cls, from_id: int, state: dict[str, object]) -> EarlyScan:
+        early = state.get("early")
+        if not isinstance(early, dict):
+            return cls(from_id)
+        return cls(from_id, {int(i) for i in early.get("seen", [])}, [list(m) for m in early.get("marks", [])])
+
+    def took(self, ids: list[int], now_s: float) -> None:
+        """Note the reads taken this round; move `from_id` up to the highest id taken a window ago."""
+        self.took_reads = True
+        self.seen.update(ids)
+        self.marks.append([now_s, float(max(self.seen))])
+        old = [m for m in self.marks if m[0] <= now_s - defaults.EARLY_RESCAN_S]
+        if old:
+            self.from_id = max(self.from_id, int(old[-1][1]))
+            self.marks = [m for m in self.marks if m[0] > now_s - defaults.EARLY_RESCAN_S]
+        self.seen = {i for i in self.seen if i > self.from_id}
+
+    def state(self) -> dict[str, object]:
+        return {"seen": sorted(self.seen), "marks": self.marks}
+
+
 def alert_id(kind: str, *parts: object) -> str:
     """A deterministic alert id: the same match always has the same id (idempotent)."""
     return f"{kind}-" + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
@@ -119,7 +154,9 @@ class SightingStage:
             except (psycopg.OperationalError, PoolTimeout):
                 raise  # Postgres is down: the loop waits it out
             except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
-                log.warning("camera %s: grouping failed, tried again next round: %s", camera_id, error)
+                # the error's text may quote a row (plate text): the type here, the whole only at DEBUG
+                log.warning("camera %s: grouping failed (%s), tried again next round", camera_id, type(error).__name__)
+                log.debug("camera %s: grouping failed", camera_id, exc_info=True)
                 continue
             total.sightings += result.sightings
             total.alerts += result.alerts
@@ -131,9 +168,10 @@ class SightingStage:
             cursor = lock_cursor(connection, camera_id)
             if cursor is None:  # another worker is grouping this camera
                 return result
-            if cursor.grouped_until_s == 0:  # first met: older reads than the frames' lifetime are history,
-                cursor.grouped_until_s = time.time() - self.settings.history_s  # and only reads logged from
-                cursor.early_read_id = last_read_id(connection, camera_id)  # EARLY_RESCAN_S ago raise alerts
+            first_met = cursor.grouped_until_s == 0
+            if first_met:  # reads older than the frames' lifetime are history; only recent ones raise alerts
+                cursor.grouped_until_s = time.time() - self.settings.history_s
+                cursor.early_read_id = last_read_id(connection, camera_id, defaults.EARLY_RESCAN_S)
             state = cursor.state
             tracker = (
                 SightingTracker.from_state(state["tracker"], self.settings.gap_s)
@@ -141,15 +179,19 @@ class SightingStage:
                 else SightingTracker(self.settings.gap_s)
             )
             alerted: Passes = {key: [list(span) for span in spans] for key, spans in state.get("alerted", {}).items()}
-            result.alerts += self.match_early(connection, cursor, alerted)
-            result.sightings = self.group(connection, cursor, tracker)
-            open_since_s = tracker.earliest_open_s()
+            early = EarlyScan.load(cursor.early_read_id, state)
+            result.alerts += self.match_early(connection, camera_id, early, alerted)
+            fed, result.sightings = self.group(connection, cursor, tracker)
+            if not (first_met or fed or early.took_reads):
+                return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [a for s in result.sightings if (a := self.match_sighting(s, alerted))]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
-            horizon_s = cursor.grouped_until_s
+            horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
+            cursor.early_read_id = early.from_id
             cursor.state = {
                 "tracker": tracker.to_state(),
+                "early": early.state(),
                 "alerted": prune(
                     alerted,
                     min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.gap_s,
@@ -160,13 +202,14 @@ class SightingStage:
         self.after_commit(result, new_alerts)
         return result
 
-    def match_early(self, connection: psycopg.Connection, cursor: SightingCursor, alerted: Passes) -> list[Alert]:
+    def match_early(
+        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes
+    ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
         new read of a listed plate, sure or not, widens a pass already alerted on."""
-        reads = early_reads(connection, cursor.camera_id, cursor.early_read_id, defaults.EARLY_RESCAN_S,
-                            limit=defaults.SIGHTING_BATCH_READS)  # fmt: skip
+        reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
-            cursor.early_read_id = max(cursor.early_read_id, max(read.read_id for read in reads))
+            early.took([read.read_id for read in reads], time.time())
         if self.watch is None:
             return []
         alerts = []
@@ -180,13 +223,16 @@ class SightingStage:
             sure = seen.confidence >= self.settings.read_min_confidence
             if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, new_pass=sure) or not sure:
                 continue
-            identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match))
-            alerts.append(self.alert("read", match, seen, seen.text, seen.confidence, seen.captured_at_s, None,
-                                     identifier))  # fmt: skip
+            alerts.append(
+                self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
+            )
         return alerts
 
-    def group(self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker) -> list[Sighting]:
-        """Feed the reads up to the camera's horizon, in capture order; the vehicle passes closed by then."""
+    def group(
+        self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker
+    ) -> tuple[int, list[Sighting]]:
+        """Feed the reads up to the camera's horizon, in capture order; how many were fed, and the vehicle
+        passes closed by then."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
             from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s)
@@ -205,7 +251,9 @@ class SightingStage:
             closed += tracker.observe_frame([r.observation for r in frame])
         closed += tracker.close_due(horizon_s)
         cursor.grouped_until_s = horizon_s
-        return [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
+        return len(reads) + len(closed), [
+            s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
+        ]
 
     def match_sighting(self, sighting: Sighting, alerted: Passes) -> Alert | None:
         """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless
@@ -219,9 +267,7 @@ class SightingStage:
             return None
         if self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s):
             return None
-        identifier = alert_id("sighting", sighting.sighting_id, *self.key_parts(match))
-        return self.alert("sighting", match, sighting, sighting.plate, sighting.confidence, sighting.first_seen_s,
-                          sighting.sighting_id, identifier)  # fmt: skip
+        return self.alert(match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match)))
 
     def seen_in_pass(
         self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, new_pass: bool = True
@@ -247,13 +293,16 @@ class SightingStage:
         return ":".join(self.key_parts(match))
 
     @staticmethod
-    def alert(kind: Literal["read", "sighting"], match: WatchMatch, seen: Observation | Sighting, plate: str,
-              confidence: float, captured_at_s: float, sighting_id: str | None, identifier: str) -> Alert:  # fmt: skip
-        frame_id = seen.frame_id if isinstance(seen, Observation) else seen.best_frame_id
+    def alert(match: WatchMatch, seen: Observation | Sighting, identifier: str) -> Alert:
+        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched."""
+        read = isinstance(seen, Observation)
         return Alert(
-            alert_id=identifier, camera_id=seen.camera_id, plate=plate, watch_plate=match.entry.plate,
-            reason=match.entry.reason, distance=match.distance, confidence=confidence, captured_at_s=captured_at_s,
-            sighting_id=sighting_id, frame_id=frame_id, kind=kind,
+            alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
+            distance=match.distance, confidence=seen.confidence, kind="read" if read else "sighting",
+            plate=seen.text if isinstance(seen, Observation) else seen.plate,
+            captured_at_s=seen.captured_at_s if isinstance(seen, Observation) else seen.first_seen_s,
+            frame_id=seen.frame_id if isinstance(seen, Observation) else seen.best_frame_id,
+            sighting_id=None if isinstance(seen, Observation) else seen.sighting_id,
         )  # fmt: skip
 
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:

@@ -207,3 +207,23 @@ def test_a_frame_queued_but_not_yet_recorded_holds_grouping_back(chain, redis_ur
     sightings = early + stage.poll().sightings
     reads = {s.plate: s.reads for s in sightings if s.plate in ("7ABC284", "KPX4721")}
     assert reads == ({"7ABC284": 10, "KPX4721": 10} if node_watermark else {"7ABC284": 9, "KPX4721": 9}), sightings
+
+
+@pytest.mark.parametrize("rescan_s", [30.0, 0.0])
+def test_a_read_committed_after_higher_ids_still_raises_its_early_alert(chain, redis_url, monkeypatch, rescan_s):
+    """Read ids are drawn at insert; an OCR worker's commit can land after another's with higher ids. The
+    early match reads a window of ids again (EARLY_RESCAN_S); without it (the control) the read is missed."""
+    pool, settings = chain
+    monkeypatch.setattr("common.defaults.EARLY_RESCAN_S", rescan_s)
+    with pool.connection() as connection:
+        reserved = connection.execute("SELECT nextval('plate_reads_id_seq')").fetchone()[0]  # drawn, not committed
+    now_s = time.time()
+    log_frames(pool, [(frame(i, now_s - 5 + i * 0.2), [plate("GHT2093", 100 + 10 * i)]) for i in range(3)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    stage.poll()  # takes the reads committed so far
+    late = (frame(9, now_s - 1), [plate("KPX4721", 600)])
+    log_frames(pool, [late], settled=False)
+    with pool.connection() as connection:  # ... and this one commits last, under the lower id
+        connection.execute("UPDATE plate_reads SET id = %s WHERE frame_id = %s", (reserved, late[0].frame_id))
+    alerts = stage.poll().alerts
+    assert [(a.kind, a.plate) for a in alerts] == ([("read", "KPX4721")] if rescan_s else [])
