@@ -4,6 +4,7 @@ rejected for good; secrets never show."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -105,10 +106,10 @@ def test_a_2xx_answer_delivers_a_signed_alert(status):
     ],
 )
 def test_an_error_answer_is_classified(status, expected):
-    reply = Reply(status, headers={"Location": "http://127.0.0.1:9/elsewhere"} if status == 302 else {})
-    with WebhookServer(SECRET, reply) as server, pytest.raises(expected, match=f"HTTP {status}") as caught:
+    with WebhookServer(SECRET) as server, pytest.raises(expected, match=f"HTTP {status}") as caught:
+        server.reply = Reply(status, headers={"Location": server.url} if status == 302 else {})  # to itself
         deliver_webhook(ALERT, webhook(server.url))
-    assert len(server.received) == 1  # a redirect is not followed
+    assert len(server.received) == 1  # a redirect is not followed (it would come back here, as a GET)
     assert_no_secret(caught.value)
 
 
@@ -127,7 +128,7 @@ def test_a_hanging_receiver_is_retryable_within_the_timeout():
         with pytest.raises(DeliveryRetryable, match="timed out"):
             deliver_webhook(ALERT, webhook(server.url, timeout_s=0.5))
         elapsed = time.monotonic() - started
-    assert 0.4 <= elapsed < 2.0 and len(server.received) == 1
+    assert 0.4 <= elapsed < 5.0 and len(server.received) == 1  # the timeout, not the receiver's 30 s
 
 
 @pytest.mark.parametrize("query", ["password=hunter2", "token=hunter2", "sig=hunter2&x=1"])
@@ -242,6 +243,7 @@ def test_mqtt_delivers_the_same_json_once_acknowledged(broker):
     threads = threading.active_count()
     subscriber, got = subscribe(broker.port, "alpr/alerts")
     try:
+        gc.collect()  # sockets an earlier test left to the collector are closed before counting
         fds = open_fds()
         deliver(ALERT, MqttReceiver(host="127.0.0.1", port=broker.port, topic="alpr/alerts", timeout_s=2))
         assert open_fds() == fds  # disconnected: the connection and paho's wake-up socket pair are closed
@@ -258,15 +260,16 @@ def test_mqtt_delivers_the_same_json_once_acknowledged(broker):
 
 
 def test_mqtt_broker_down_is_retryable_quickly():
-    receiver = MqttReceiver(host="127.0.0.1", port=free_port(), topic="alpr/alerts", timeout_s=1)
+    receiver = MqttReceiver(host="127.0.0.1", port=free_port(), topic="alpr/alerts", timeout_s=10)
     started = time.monotonic()
     with pytest.raises(DeliveryRetryable, match="refused"):
         deliver_mqtt(ALERT, receiver)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # refused at once, not the 10 s timeout
 
 
 @pytest.mark.parametrize(("accept_connect", "missing"), [(False, "no CONNACK"), (True, "no PUBACK")])
 def test_mqtt_broker_that_never_acknowledges_is_retryable_within_the_timeout(accept_connect, missing):
+    gc.collect()
     fds = open_fds()
     with MuteBroker(accept_connect) as mute:  # its thread holds the accepted connection until the client closes it
         receiver = MqttReceiver(host="127.0.0.1", port=mute.port, topic="alpr/alerts", timeout_s=0.5)
@@ -275,7 +278,7 @@ def test_mqtt_broker_that_never_acknowledges_is_retryable_within_the_timeout(acc
             deliver_mqtt(ALERT, receiver)
         elapsed = time.monotonic() - started
     assert open_fds() == fds  # the broker's thread has ended: the client's sockets are closed too
-    assert 0.4 <= elapsed < 2
+    assert 0.4 <= elapsed < 5
     assert (alert_body(ALERT) in mute.received) == accept_connect  # published, never acknowledged
     assert mute.received.endswith(b"\xe0\x00") == accept_connect  # then a DISCONNECT, once connected
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -63,9 +62,14 @@ def cameras_file(tmp_path):
     return write_cameras(tmp_path / "cameras.yaml", cameras)
 
 
-def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path):
+@pytest.fixture()
+def hook():  # type: ignore[no-untyped-def]
+    with WebhookServer(SECRET) as server:
+        yield server
+
+
+def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path, hook):
     (tmp_path / "hook.secret").write_text(SECRET)
-    hook = WebhookServer(SECRET).__enter__()
     (tmp_path / "receivers.yaml").write_text(
         f"receivers:\n  ops:\n    type: webhook\n    url: {hook.url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
     )
@@ -118,7 +122,14 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             sighted_sql = "SELECT count(*) FROM sightings"
             wait_for(lambda: db.execute(sighted_sql).fetchone()[0] >= expected_cars, 60, "every car's sighting")
             wait_for(lambda: hook.received, 60, "the alert at the receiver")
-            time.sleep(3)  # a second alert or sighting, were there one, would come meanwhile
+            # every camera grouped past its last frame by more than the gap: no pass is left to close, so a
+            # second sighting or alert would be there now; and no delivery is left to make
+            grouped = (
+                "SELECT min(c.grouped_until_s) > (SELECT extract(epoch FROM max(captured_at)) FROM frames) + 2"
+                " AND NOT EXISTS (SELECT 1 FROM alert_deliveries WHERE status IN ('pending', 'sending'))"
+                " FROM sighting_cursors c"
+            )
+            wait_for(lambda: db.execute(grouped).fetchone()[0], 60, "every camera grouped to its end")
             sightings = db.execute("SELECT camera_id, plate, reads FROM sightings").fetchall()
             deliveries = db.execute("SELECT status FROM alert_deliveries").fetchall()
             all_sightings = db.execute("SELECT count(*) FROM sightings").fetchone()[0]
@@ -156,4 +167,3 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             process.terminate()
         for process in workers:
             process.wait(timeout=30)
-        hook.__exit__(None, None, None)

@@ -125,9 +125,9 @@ def test_a_backlog_is_grouped_in_steps_without_losing_a_read(chain, redis_url, m
     log_frames(pool, passes(time.time() - 30))
     monkeypatch.setattr("common.defaults.SIGHTING_BATCH_READS", batch)
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
-    sightings = []
-    for _ in range(60):
-        sightings += stage.poll().sightings
+    rounds = [stage.poll().sightings for _ in range(60)]
+    assert rounds[0] == []  # 30 reads: the first round took only its batch, and no pass ended in it
+    sightings = [s for found in rounds for s in found]
     assert sorted((s.plate, s.reads) for s in sightings) == [("7ABC284", 10), ("GHT2093", 10), ("KPX4721", 10)]
 
 
