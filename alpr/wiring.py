@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -143,8 +144,14 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
 
     if not settings.alert_receivers:
         raise ConfigError("the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers")
+    targets = receivers(settings)
+    for name, receiver in targets.items():  # alerts carry plate text: in the clear only on this host
+        url = getattr(receiver, "url", "")
+        plain, host = (url.startswith("http://"), urlsplit(url).hostname) if url else (True, receiver.host)
+        if plain and host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(
-        receivers(settings), AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
+        targets, AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
         stage_queue(connection, "alert"), metrics, settings.alert_give_up_s, settings.job_timeout_s,
     )  # fmt: skip
 

@@ -126,6 +126,8 @@ class PostgresPlateLog:
         self.pool = pool
         self.owns_pool = owns_pool
         self.patience_s = patience_s
+        self.registered: set[str] = set()
+        """Cameras this log has handed to the sighting pool (once each, not with every job)."""
 
     def record_many(self, frames: Sequence[tuple[FrameRef, Sequence[PlateRead]]]) -> int:
         rows = [row for frame, reads in frames for row in read_rows(frame, reads)]
@@ -134,16 +136,19 @@ class PostgresPlateLog:
         placeholders = ", ".join("%s" for _ in COLUMNS)
         statement = f"INSERT INTO plate_reads ({INSERT_COLUMNS}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"
 
-        cameras = [(camera_id,) for camera_id in sorted({frame.camera_id for frame, _ in frames})]
+        cameras = sorted({frame.camera_id for frame, _ in frames} - self.registered)
 
         def insert(connection: psycopg.Connection) -> int:
             with connection.cursor() as cursor:
                 cursor.executemany(statement, rows, returning=False)
                 new = max(cursor.rowcount, 0)
-                cursor.executemany(REGISTER_CAMERAS, cameras)  # the sighting pool groups their reads
+                if cameras:  # the sighting pool groups their reads
+                    cursor.executemany(REGISTER_CAMERAS, [(camera_id,) for camera_id in cameras])
                 return new
 
-        return write_through_outage(self.pool, insert, self.patience_s)
+        new = write_through_outage(self.pool, insert, self.patience_s)
+        self.registered.update(cameras)
+        return new
 
     def reads(self) -> Iterator[dict[str, Any]]:
         with self.pool.connection() as connection, connection.cursor() as cursor:

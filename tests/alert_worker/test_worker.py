@@ -163,7 +163,7 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url,
     with WebhookServer(SECRET, Reply(hang=True)) as hook:
         setup(hook.url)
         raise_alert(postgres_url, redis_url, ["ops"])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_TEST")}
+        env = dict(os.environ)  # the tests' own ALPR_TEST* variables are gone already (tests/conftest.py)
         process = subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "alert"], env=env)
         deadline = time.monotonic() + 60
         while not hook.received and time.monotonic() < deadline:
@@ -205,3 +205,16 @@ def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url
     finally:
         pool.close()
     assert deliveries(postgres_url) == {"ops": "delivered"}
+
+
+@pytest.mark.parametrize(("url", "warned"), [("http://alerts.example.org/x", True), ("http://127.0.0.1:9/x", False),
+                                             ("https://alerts.example.org/x", False)])  # fmt: skip
+def test_a_receiver_reached_in_the_clear_is_warned_of(setup, redis_url, url, warned, caplog):
+    from alpr.wiring import build_alert_stage
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    setup(url)
+    stage = build_alert_stage(Settings.load(), connect_redis(redis_url), Metrics())
+    stage.alert_log.pool.close()
+    assert ("unencrypted" in caplog.text) is warned

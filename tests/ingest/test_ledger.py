@@ -12,6 +12,7 @@ from common.frame_store import frame_key
 from common.jobs import FrameRef
 from common.metrics import Metrics
 from ingest.ledger import FrameLedger
+from tests.helpers import wait_for
 
 
 def record(index: int) -> FrameRecord:
@@ -70,12 +71,6 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
             found = row.fetchone()
             return float(found[0]) if found else None
 
-    def wait_for(condition) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + 10
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert condition()
-
     try:
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
         ledger.start()
@@ -83,11 +78,11 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
         ledger.sampled(first.frame)
         ledger.sampled(second.frame)
         ledger.add([second])  # the second is queued and recorded first; the first is not recorded yet
-        wait_for(lambda: watermark() == first.frame.captured_at_s)
+        wait_for(lambda: watermark() == first.frame.captured_at_s, 10, "the watermark at the first frame")
         time.sleep(1.0)
         assert watermark() == first.frame.captured_at_s  # held back, however long
         ledger.add([first])
-        wait_for(lambda: (watermark() or 0) > second.frame.captured_at_s)  # nothing waiting: a moment ago
+        wait_for(lambda: (watermark() or 0) > second.frame.captured_at_s, 10, "the watermark past both")  # a moment ago
         assert ledger.close(timeout_s=10) == 0
         assert watermark() is None
     finally:
