@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument("--seed", type=int, default=0)
     train_ocr.add_argument("--synthetic-share", type=float, default=0.5, help="share of synthetic plates per epoch")
     train_ocr.add_argument("--out", type=Path, help="ONNX file to write (default: the package's plate model)")
+    train_ocr.add_argument("--float-out", type=Path, help="also write the float model here (before int8)")
     train_ocr.add_argument(
         "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
     )
