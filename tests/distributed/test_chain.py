@@ -137,7 +137,11 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             assert sorted(p for c, p, _ in sightings if c == camera) == sorted(plates), sightings
         assert all(reads >= 5 for _, _, reads in sightings), sightings
         assert deliveries == [("delivered",)]
-        assert [json.loads(r.body)["plate"] for r in hook.received] == [LISTED]
+        # one alert for the listed car; an early alert carries its read, which fuzzy matching lets differ by a
+        # look-alike (a frame's 7 read T: distance 0.5), so the listed plate is what must be exact
+        alerts = [json.loads(r.body) for r in hook.received]
+        assert [a["watch_plate"] for a in alerts] == [LISTED]
+        assert alerts[0]["plate"] == LISTED or (alerts[0]["kind"] == "read" and alerts[0]["distance"] <= 1.0), alerts
         assert all(r.signature_ok for r in hook.received)
         redis_client = redis.Redis.from_url(env["ALPR_REDIS_URL"])
         assert redis_client.keys(KEY_PREFIX + "*") == []  # no raw frame outlives its processing
