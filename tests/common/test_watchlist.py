@@ -1,29 +1,31 @@
 """Watch-lists (common/watchlist.py, `alpr watchlist`): a table of matches (exact, look-alikes at half
 an edit, expiry, empty plate, best of several), the CSV import on the real Postgres (all or nothing,
 the faulty line named, idempotent), the command's add/remove/list and its one-line errors, and the
-workers' cached copy (reloaded after refresh_s, not before; kept through an outage)."""
+workers' cached copy (reloaded after refresh_s, not before; kept through an outage of a Postgres of its own)."""
 
 from __future__ import annotations
 
 import logging
 import random
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
 from alpr.cli import main
 from common import defaults
 from common.config import Settings
-from common.db import open_pool
+from common.db import open_pool, open_upgraded_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
 from common.watchlist import WatchEntry, WatchList, WatchListCache, match_plate
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
+from tests.conftest import unavailable
+from tests.servers import PrivatePostgres
 
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 PAST = datetime(2030, 5, 1, tzinfo=UTC)
@@ -252,29 +254,38 @@ def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
     assert match is not None and match.entry.reason == "second"
 
 
-class FailingWatchList(WatchList):
-    def entries(self, include_expired: bool = False) -> list[WatchEntry]:
-        raise psycopg.OperationalError("connection refused")
-
-
-def test_the_cache_keeps_the_last_entries_through_an_outage(pool, caplog):
-    watch, clock = WatchList(pool), Clock()
-    watch.add(WatchEntry("AB1", "first"))
-    cache = WatchListCache(watch, refresh_s=5.0, clock=clock)
-    assert cache.match("AB1", 0.0) is not None
-    cache.watchlist = FailingWatchList(pool)
-    clock.now += 5.0
-    with caplog.at_level(logging.WARNING, logger="common.watchlist"):
+def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it(caplog):
+    """A Postgres of its own, stopped and started again: no raising stand-in."""
+    try:
+        server = PrivatePostgres()
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    server.start()
+    pool = open_upgraded_pool(server.url)
+    try:
+        watch, clock = WatchList(pool), Clock()
+        watch.add(WatchEntry("AB1", "first"))
+        cache = WatchListCache(watch, refresh_s=5.0, clock=clock)
         assert cache.match("AB1", 0.0) is not None
-    assert [r.getMessage() for r in caplog.records] == [
-        "watch-lists not reloaded (connection refused); matching against the 1 entries loaded before"
-    ]
-    cache.watchlist = watch  # back: the next reload is due refresh_s after the failed attempt
-    watch.remove("AB1")
-    clock.now += 4.0
-    assert cache.match("AB1", 0.0) is not None
-    clock.now += 1.0
-    assert cache.match("AB1", 0.0) is None
+        server.stop()
+        clock.now += 5.0
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="common.watchlist"):
+            assert cache.match("AB1", 0.0) is not None  # the entries loaded before
+        assert time.monotonic() - started < defaults.DB_ATTEMPT_S + 5  # one bounded attempt, not the pool's 30 s
+        [warning] = [r.getMessage() for r in caplog.records if r.name == "common.watchlist"]
+        assert warning.startswith("watch-lists not reloaded (") and warning.endswith(
+            "); matching against the 1 entries loaded before"
+        ), warning
+        server.start()
+        watch.remove("AB1")  # the pool replaces its broken connection
+        clock.now += 4.0
+        assert cache.match("AB1", 0.0) is not None  # the next reload is due refresh_s after the failed attempt
+        clock.now += 1.0
+        assert cache.match("AB1", 0.0) is None
+    finally:
+        pool.close()
+        server.remove()
 
 
 def test_the_watch_settings_have_defaults_and_bounds():
