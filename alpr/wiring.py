@@ -145,6 +145,8 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     if not settings.alert_receivers:
         raise ConfigError("the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers")
     targets = receivers(settings)
+    if not targets:
+        log.warning("the receivers file %s lists no receiver: there is nothing to deliver", settings.alert_receivers)
     for name, receiver in targets.items():  # alerts carry plate text: in the clear only on this host
         url = getattr(receiver, "url", "")
         plain, host = (url.startswith("http://"), urlsplit(url).hostname) if url else (True, receiver.host)
@@ -173,7 +175,8 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
 
     names = receiver_names(settings.alert_receivers) if settings.alert_receivers else []
     if not names:
-        log.warning("no ALPR_ALERT_RECEIVERS: watch-list alerts are logged, but delivered to no receiver")
+        log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
+                    " logged, but delivered to no receiver")  # fmt: skip
     return SightingStage(pool, watch, names, stage_queue(connection, "alert"), metrics, tuning,
                          settings.job_timeout_s)  # fmt: skip
 

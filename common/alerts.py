@@ -145,7 +145,7 @@ def _entries(path: Path) -> dict[str, dict[str, object]]:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not a YAML receivers file ({type(error).__name__})") from None
     entries = raw.get("receivers") if isinstance(raw, dict) else None
-    if not isinstance(entries, dict) or not entries:
+    if not isinstance(entries, dict):  # `receivers: {}` is a file that lists none: alerts are only logged
         raise ConfigError(f"{path}: expected `receivers:` mapping each receiver's name to its settings")
     for name, settings in entries.items():
         if not isinstance(name, str) or not re.fullmatch(RECEIVER_NAME_PATTERN, name):

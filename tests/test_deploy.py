@@ -4,7 +4,8 @@ Docker secrets, frames in a Redis that never writes to disk), no password is wri
 file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
 those on this host only, Prometheus scrapes the services on their metrics port, every metric the
 Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
-and deploy/make-secrets.sh makes the secrets once, at random, and never overwrites them.
+the sighting and alert pools read one receivers file (by default one that lists none), and
+deploy/make-secrets.sh makes the secrets once, at random, and never overwrites them.
 `docker compose config` checks the file itself where a compose client is installed."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").s
 MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
 SECRET_NAMES = {"redis_password", "postgres_password", "grafana_admin_password"}
 SECRETS_IN_CONTAINER = "/run/secrets/"
-HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR"}
+HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR"}
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
 DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
@@ -105,7 +106,7 @@ def exported_metric_names() -> set[str]:
 
 
 def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
-    assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "sight", "redact"}
+    assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "sight", "alert", "redact"}
     redis_password = (secrets_dir / "redis_password").read_text().strip()
     database_password = (secrets_dir / "postgres_password").read_text().strip()
     for name, service in ALPR_SERVICES.items():
@@ -117,7 +118,7 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
         assert settings.database_url == "postgresql://alpr@postgres:5432/alpr", name
         assert settings.secret("redis_password") == redis_password, name
         assert settings.secret("database_password") == database_password, name
-    workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "sight", "redact")}
+    workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "sight", "alert", "redact")}
     assert workers == {stage: ["worker", stage] for stage in workers}
 
 
@@ -279,7 +280,7 @@ def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_
 def test_prometheus_scrapes_the_services_on_their_metrics_port():
     config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     (sd,) = config["scrape_configs"][0]["dns_sd_configs"]
-    assert set(sd["names"]) == {"ingest", "detect", "ocr", "sight", "redact"} and sd["port"] == 9100
+    assert set(sd["names"]) == {"ingest", "detect", "ocr", "sight", "alert", "redact"} and sd["port"] == 9100
     assert set(sd["names"]) <= set(COMPOSE["services"])
 
 
@@ -341,3 +342,21 @@ def test_the_example_receivers_file_loads(tmp_path):
     receivers = load_receivers(tmp_path / "receivers.yaml")
     assert {name: type(r) for name, r in receivers.items()} == {"ops": WebhookReceiver, "control-room": MqttReceiver}
     assert "0123456789abcdef" not in repr(receivers)  # secrets read, never shown
+
+
+def test_the_sighting_and_alert_pools_read_one_receivers_file_that_by_default_lists_none(secrets_dir: Path):
+    from common.alerts import load_receivers
+
+    mounts = {}
+    for name in ("sight", "alert"):
+        settings = Settings.load(container_environment(ALPR_SERVICES[name], secrets_dir))
+        assert settings.alert_receivers == Path("/config/receivers.yaml"), name
+        [mount] = [v for v in ALPR_SERVICES[name]["volumes"] if v.endswith(":/config/receivers.yaml:ro")]
+        mounts[name] = mount
+    assert (
+        mounts["sight"]
+        == mounts["alert"]
+        == ("${ALPR_RECEIVERS_FILE:-./deploy/receivers.compose.yaml}:/config/receivers.yaml:ro")
+    )
+    assert load_receivers(REPO / "deploy" / "receivers.compose.yaml") == {}  # alerts logged, sent nowhere
+    assert "${ALPR_ALERT_SECRETS_DIR:-./secrets/alerts}:/run/secrets/alerts:ro" in ALPR_SERVICES["alert"]["volumes"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.alerts import WebhookReceiver, load_receivers
+from common.alerts import WebhookReceiver, load_receivers, receiver_names
 from common.errors import ConfigError
 
 SECRET = "receiver-secret-0123456789"
@@ -58,3 +58,9 @@ def test_the_sighting_pool_learns_the_names_without_reading_a_secret(tmp_path):
     assert receiver_names(path) == ["ops"]
     with pytest.raises(ConfigError, match="cannot read its secret_file"):
         load_receivers(path)  # the alert pool, which sends, reads it
+
+
+def test_a_file_that_lists_no_receiver_loads_empty(tmp_path):
+    path = tmp_path / "receivers.yaml"
+    path.write_text("receivers: {}\n")
+    assert load_receivers(path) == {} and receiver_names(path) == []
