@@ -16,14 +16,19 @@ refuses timestamps more than 5 minutes from its clock (replays): `verify_signatu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.client import HTTPException
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -135,8 +140,49 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
-"""urllib's opener (proxies from the environment, verified TLS) without redirects."""
+class _Deadline:
+    """Ends an exchange at its deadline: urllib's timeout bounds each socket operation, so a receiver that
+    trickles its answer a byte at a time would hold a delivery (and its lease) for ever. Each connection
+    the exchange opens is tracked, and when the timer fires their sockets are shut, which wakes a read."""
+
+    def __init__(self, seconds: float) -> None:
+        self.connections: list[http.client.HTTPConnection] = []
+        self.expired = threading.Event()
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def track(self, connection_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            connection = connection_class(*args, **kwargs)
+            self.connections.append(connection)
+            return connection
+
+        return connect
+
+    def _expire(self) -> None:
+        self.expired.set()
+        for connection in self.connections:
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener (proxies from the environment, verified TLS) without redirects, its
+        connections tracked."""
+        deadline = self
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(deadline.track(http.client.HTTPConnection), req)
+
+        class Https(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(
+                    deadline.track(http.client.HTTPSConnection), req,
+                    context=self._context, check_hostname=self._check_hostname,  # type: ignore[attr-defined]
+                )  # fmt: skip
+
+        return urllib.request.build_opener(_NoRedirect, Http, Https)
 
 
 def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
@@ -153,16 +199,24 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
     request = urllib.request.Request(receiver.url, data=body, headers=headers, method="POST")
     parts = urlsplit(receiver.url)
     where = f"webhook {mask_url(f'{parts.scheme}://{parts.netloc}{parts.path}')}"  # no query: it may hold a token
+    deadline = _Deadline(receiver.timeout_s)  # the whole exchange, not each read, within timeout_s
+    deadline.timer.start()
     try:
-        with _OPENER.open(request, timeout=receiver.timeout_s) as response:
+        with deadline.opener().open(request, timeout=receiver.timeout_s) as response:
             response.read(MAX_RESPONSE_BYTES)
+        deadline.timer.cancel()
+        if deadline.expired.is_set():  # a shut socket reads as the end: the answer may have been cut short
+            raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s")
     except urllib.error.HTTPError as error:
         with error:
             raise _status_error(where, error.code, error.reason, error.headers.get("Retry-After")) from None
-    except urllib.error.URLError as error:
-        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error.reason)}")) from None
-    except (OSError, HTTPException) as error:  # timeouts, resets and broken answers while reading
-        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
+    except (urllib.error.URLError, OSError, HTTPException) as error:  # unreachable, timeouts, broken answers
+        if deadline.expired.is_set():
+            raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s") from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        raise DeliveryRetryable(mask_url(f"{where}: {_describe(reason)}")) from None
+    finally:
+        deadline.timer.cancel()
 
 
 def _status_error(where: str, status: int, reason: object, retry_after: str | None) -> DeliveryError:

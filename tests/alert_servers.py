@@ -75,11 +75,13 @@ class Received:
 @dataclass
 class Reply:
     """How the webhook receiver answers: a status, extra headers, and whether it hangs first (until
-    the receiver closes)."""
+    the receiver closes) or trickles its answer."""
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
+    trickle_s: float = 0.0
+    """When above 0: the answer is sent a byte at a time, one every trickle_s seconds."""
 
 
 class WebhookServer:
@@ -101,6 +103,17 @@ class WebhookServer:
                 owner.received.append(Received(self.command, self.path, self.headers, body, signed))
                 if owner.reply.hang:
                     owner.release.wait(30)
+                    return
+                if owner.reply.trickle_s > 0:
+                    answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 400 + b"\r\nContent-Length: 2\r\n\r\nok"
+                    for byte in answer:  # each read gets a byte well within its timeout
+                        if owner.release.wait(owner.reply.trickle_s):
+                            return
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except OSError:  # the client gave up
+                            return
                     return
                 self.send_response(owner.reply.status)
                 for name, value in owner.reply.headers.items():

@@ -131,6 +131,22 @@ def test_a_hanging_receiver_is_retryable_within_the_timeout():
     assert 0.4 <= elapsed < 5.0 and len(server.received) == 1  # the timeout, not the receiver's 30 s
 
 
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout():
+    """Each byte comes well within the socket timeout; the whole answer would take 4.2 s."""
+    with WebhookServer(SECRET, Reply(trickle_s=0.01)) as server:
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable, match="timed out: no whole answer within 0.5 s"):
+            deliver_webhook(ALERT, webhook(server.url, timeout_s=0.5))
+        elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 2.0 and len(server.received) == 1
+
+
+def test_a_slow_but_whole_answer_within_the_timeout_delivers():
+    with WebhookServer(SECRET, Reply(trickle_s=0.001)) as server:  # about 0.5 s in all
+        deliver_webhook(ALERT, webhook(server.url, timeout_s=5.0))
+    assert len(server.received) == 1
+
+
 @pytest.mark.parametrize("query", ["password=hunter2", "token=hunter2", "sig=hunter2&x=1"])
 def test_nothing_listening_is_retryable_and_the_url_is_masked(query):
     url = f"http://127.0.0.1:{free_port()}/hook?{query}"
