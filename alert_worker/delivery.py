@@ -169,20 +169,32 @@ class _Deadline:
     def opener(self) -> urllib.request.OpenerDirector:
         """urllib's opener (proxies from the environment, verified TLS) without redirects, its
         connections tracked."""
-        deadline = self
+        return urllib.request.build_opener(_NoRedirect, _TrackedHttp(self), _TrackedHttps(self))
 
-        class Http(urllib.request.HTTPHandler):
-            def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-                return self.do_open(deadline.track(http.client.HTTPConnection), req)
 
-        class Https(urllib.request.HTTPSHandler):
-            def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-                return self.do_open(
-                    deadline.track(http.client.HTTPSConnection), req,
-                    context=self._context, check_hostname=self._check_hostname,  # type: ignore[attr-defined]
-                )  # fmt: skip
+class _TrackedHttp(urllib.request.HTTPHandler):
+    """urllib's HTTP handler, each connection it opens known to the exchange's deadline."""
 
-        return urllib.request.build_opener(_NoRedirect, Http, Https)
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self.deadline.track(http.client.HTTPConnection), req)
+
+
+class _TrackedHttps(urllib.request.HTTPSHandler):
+    """urllib's HTTPS handler (default verified context), each connection known to the deadline."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            self.deadline.track(http.client.HTTPSConnection), req,
+            context=self._context, check_hostname=self._check_hostname,  # type: ignore[attr-defined]
+        )  # fmt: skip
 
 
 def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:

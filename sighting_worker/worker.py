@@ -24,6 +24,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -295,14 +296,16 @@ class SightingStage:
     @staticmethod
     def alert(match: WatchMatch, seen: Observation | Sighting, identifier: str) -> Alert:
         """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched."""
-        read = isinstance(seen, Observation)
+        kind: Literal["read", "sighting"]
+        if isinstance(seen, Observation):
+            kind, plate, at_s, frame_id, sighting_id = "read", seen.text, seen.captured_at_s, seen.frame_id, None
+        else:
+            kind, plate, at_s, frame_id = "sighting", seen.plate, seen.first_seen_s, seen.best_frame_id
+            sighting_id = seen.sighting_id
         return Alert(
             alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
-            distance=match.distance, confidence=seen.confidence, kind="read" if read else "sighting",
-            plate=seen.text if isinstance(seen, Observation) else seen.plate,
-            captured_at_s=seen.captured_at_s if isinstance(seen, Observation) else seen.first_seen_s,
-            frame_id=seen.frame_id if isinstance(seen, Observation) else seen.best_frame_id,
-            sighting_id=None if isinstance(seen, Observation) else seen.sighting_id,
+            distance=match.distance, confidence=seen.confidence, kind=kind, plate=plate, captured_at_s=at_s,
+            frame_id=frame_id, sighting_id=sighting_id,
         )  # fmt: skip
 
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
