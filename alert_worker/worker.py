@@ -73,7 +73,9 @@ class AlertStage:
         except DeliveryRetryable as error:
             self.retry(delivery, error)
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
-            self.retry(delivery, DeliveryRetryable(f"{type(error).__name__}: {str(error)[:200]}"))
+            # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
+            log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, delivery.receiver, exc_info=True)
+            self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
         else:
             self.alert_log.delivered(delivery)
             self.metrics.alert_deliveries.labels(outcome="sent").inc()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -205,6 +206,35 @@ def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url
     finally:
         pool.close()
     assert deliveries(postgres_url) == {"ops": "delivered"}
+
+
+def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, postgres_url, redis_url, caplog):
+    """A library's error text may quote the URL's token or the plate: neither reaches the log or the table."""
+    from alert_worker.worker import AlertStage
+    from common.alert_log import AlertLog
+    from common.alerts import load_receivers
+    from common.metrics import Metrics
+
+    setup("https://alerts.example.org/hook?token=hunter2")
+    raise_alert(postgres_url, redis_url, ["ops"])
+
+    def broken(alert: Alert, receiver: object) -> None:
+        raise ValueError(f"cannot send {alert.plate} to https://alerts.example.org/hook?token=hunter2")
+
+    pool = open_pool(postgres_url)
+    try:
+        receivers = load_receivers(Path(os.environ["ALPR_ALERT_RECEIVERS"]))
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        stage = AlertStage(receivers, AlertLog(pool, 0), queue, Metrics(), 3600.0, 60, send=broken)
+        with caplog.at_level("INFO"):
+            stage.handle(alert_job(ALERT.alert_id, "ops", 1).model_dump(mode="json"))
+        with pool.connection() as connection:
+            row = connection.execute("SELECT status, last_error FROM alert_deliveries").fetchone()
+    finally:
+        pool.close()
+    assert row == ("pending", "unexpected ValueError")  # tried again later
+    shown = " ".join(r.getMessage() for r in caplog.records if r.levelno >= 20)
+    assert "unexpected ValueError" in shown and "hunter2" not in shown and ALERT.plate not in shown
 
 
 @pytest.mark.parametrize(("url", "warned"), [("http://alerts.example.org/x", True), ("http://127.0.0.1:9/x", False),
