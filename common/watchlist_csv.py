@@ -23,7 +23,7 @@ CSV_COLUMNS = ("plate", "reason", "expires_at", "list")
 
 def read_csv(path: Path) -> list[WatchEntry]:
     """The entries of an import file, all checked; InputError names the file and the first bad line."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(read_text_file(path, MAX_CSV_BYTES, InputError), newline=""), strict=True)
     line = 1  # where the row being read starts (a quoted cell may span lines)
     try:
         header = [name.strip().lower() for name in next(reader, [])]
@@ -56,7 +56,3 @@ def _entry(header: list[str], row: list[str], line: int) -> WatchEntry:
         return WatchEntry.parse(cells["plate"], cells["reason"], cells.get("expires_at", ""), cells.get("list", ""))
     except InputError as error:
         raise InputError(f"line {line}: {error}") from None
-
-
-def _read_text(path: Path) -> str:
-    return read_text_file(path, MAX_CSV_BYTES, InputError)
