@@ -78,9 +78,12 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
     backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
     heartbeat = f"{SIGHTING_WORKER_PREFIX}{socket.gethostname()}-{os.getpid()}"
     log.info("sighting worker %s-%d ready", socket.gethostname(), os.getpid())
+    beat_at = -float("inf")
     while not stop.is_set():
-        with contextlib.suppress(redis.RedisError):  # `alpr status` only: grouping goes on without Redis
-            stage.alert_queue.connection.set(heartbeat, time.time(), ex=defaults.SIGHTING_HEARTBEAT_TTL_S)
+        if time.monotonic() - beat_at >= defaults.SIGHTING_HEARTBEAT_TTL_S / 3:  # not a Redis write every round
+            beat_at = time.monotonic()  # a Redis outage is not waited on every round either
+            with contextlib.suppress(redis.RedisError):  # `alpr status` only: grouping goes on without Redis
+                stage.alert_queue.connection.set(heartbeat, time.time(), ex=defaults.SIGHTING_HEARTBEAT_TTL_S)
         try:
             stage.poll()
             backoff.reset()
