@@ -1,6 +1,8 @@
 """`alpr calibrate`: fits the confidence model of the configured OCR engine (ocr_worker/calibration.py)
-on photographs with ground truth, reports how it generalises by cross-validation (folds by image),
-and writes it into the calibration file, keeping the other engines' models."""
+on photographs with ground truth: first its format weight (each of FORMAT_WEIGHTS read in full, the one
+with the most exact reads kept), then the logistic model on the reads at that weight. Reports how it
+generalises by cross-validation (folds by image), and writes it into the calibration file, keeping the
+other engines' models."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from alpr.evaluation import Outcome, dataset_folders, evaluate
 from common.config import Settings
 from common.regions import region_formats
-from ocr_worker.calibration import FEATURES, Calibration, features
+from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
 from ocr_worker.core import PlateReader
 
 FOLDS = 5
@@ -23,12 +25,13 @@ THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 """Confidence thresholds the cross-validation reports, beside the configured one."""
 
 
-def collect(roots: list[Path], settings: Settings) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features and exactness of the best read of every image that has one, with its set's name."""
+def collect(roots: list[Path], settings: Settings, format_weight: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features and exactness of the best read of every image that has one, with its set's name, the
+    region's formats counting by `format_weight`."""
     from alpr.wiring import build_detector, build_reader
 
     def raw_reader(s: Settings, region: str) -> PlateReader:
-        return build_reader(s, region, calibrated=False)
+        return build_reader(s, region, calibrated=False, format_weight=format_weight)
 
     rows, labels, sets = [], [], []
     for root in roots:
@@ -72,7 +75,15 @@ def cross_validate(
 def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any]:
     for root in roots:
         dataset_folders(root)  # a clear error before minutes of work
-    x, y, sets = collect(roots, settings)
+    exact: dict[str, int] = {}
+    chosen: tuple[float, np.ndarray, np.ndarray, list[str]] | None = None
+    for weight in FORMAT_WEIGHTS:  # the fullest first: a lighter weight must read more plates right
+        x, y, sets = collect(roots, settings, weight)
+        exact[f"{weight:g}"] = int(y.sum())
+        if chosen is None or y.sum() > chosen[2].sum():
+            chosen = (weight, x, y, sets)
+    assert chosen is not None
+    weight, x, y, sets = chosen
     model = Calibration.fit(x, y)
     from alpr.wiring import ocr_settings
 
@@ -82,6 +93,8 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
     existing["models"][key] = {
         "weights": list(model.weights),
         "bias": model.bias,
+        "format_weight": weight,
+        "exact_reads_by_format_weight": exact,
         "fitted_on": sorted({str(r) for r in roots}),
         "images": int(len(y)),
         "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence]),

@@ -146,7 +146,8 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
     out = args.out or calibration_path()
     model = fit(args.datasets, settings, out)
     print(f"{ocr_settings(settings).engine_key}: fitted on {model['images']} reads; weights {model['weights']}, "
-          f"bias {model['bias']} -> {out}")  # fmt: skip
+          f"bias {model['bias']}, format weight {model['format_weight']} (exact reads by weight: "
+          f"{model['exact_reads_by_format_weight']}) -> {out}")  # fmt: skip
     print("cross-validated (5 folds by image): share of reads accepted, and wrong among them")
     for threshold, rows in model["cross_validation"].items():
         print(f"  at {threshold:<5} " + "  ".join(

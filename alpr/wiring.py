@@ -39,7 +39,9 @@ def build_detector(settings: Settings) -> PlateDetector:
     )
 
 
-def ocr_settings(settings: Settings, region: str | None = None, calibrated: bool = True) -> OcrSettings:
+def ocr_settings(
+    settings: Settings, region: str | None = None, calibrated: bool = True, format_weight: float | None = None
+) -> OcrSettings:
     return OcrSettings(
         engine=settings.ocr_engine,
         region=region or settings.ocr_region,
@@ -47,12 +49,16 @@ def ocr_settings(settings: Settings, region: str | None = None, calibrated: bool
         model=settings.ocr_model,
         calibrated=calibrated,
         threads=settings.ocr_threads,
+        format_weight=format_weight,
     )
 
 
-def build_reader(settings: Settings, region: str | None = None, calibrated: bool = True) -> PlateReader:
-    """The reader; `calibrated=False` keeps the engine's own confidences (what `alpr calibrate` fits)."""
-    return PlateReader(ocr_settings(settings, region, calibrated))
+def build_reader(
+    settings: Settings, region: str | None = None, calibrated: bool = True, format_weight: float | None = None
+) -> PlateReader:
+    """The reader; `calibrated=False` keeps the engine's own confidences and `format_weight` overrides
+    the fitted one (what `alpr calibrate` fits)."""
+    return PlateReader(ocr_settings(settings, region, calibrated, format_weight))
 
 
 def reach_redis(settings: Settings, url: str | None = None, what: str = "queues") -> redis.Redis:

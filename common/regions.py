@@ -5,7 +5,7 @@ synthetic training plates) and the commands that evaluate and calibrate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
@@ -39,6 +39,13 @@ class RegionFormats:
         if not self.templates:
             return (self.min_length + self.max_length) / 2
         return sum(len(t) for t in self.templates) / len(self.templates)
+
+    def weighted(self, weight: float) -> RegionFormats:
+        """The region with its penalties scaled by `weight`: how much its formats count against a
+        recogniser's own reading (fitted per recogniser by `alpr calibrate`; 1.0 as written)."""
+        if not 0 <= weight <= 1:
+            raise ConfigError(f"a format weight must lie in [0, 1], got {weight!r}")
+        return replace(self, unmatched_log_penalty=self.unmatched_log_penalty * weight)
 
     def match(self, text: str) -> str | None:
         """The template `text` fits, if any."""

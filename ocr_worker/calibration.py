@@ -1,8 +1,10 @@
 """A confidence that means something: the probability that a reading is exactly right, from a
 logistic model over a few features of the ranked candidates (the reading's per-character
 confidence, its margin over the next reading, whether it fits a plate format, its length against
-the region's). Fitted per engine and recogniser by `alpr calibrate` on photographs with ground truth
-and shipped as data (`ocr_worker/calibration.json`); without a fit, confidences stay as the engine's."""
+the region's), and how much the region's formats count against the recogniser's own reading (its
+format weight). Fitted per engine and recogniser by `alpr calibrate` on photographs with ground truth
+and shipped as data (`ocr_worker/calibration.json`); without a fit, confidences stay as the engine's
+and formats count in full."""
 
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ FEATURES = ("logit_confidence", "margin", "format_match", "length_gap")
 
 CALIBRATION_FILE = "calibration.json"
 """The fitted models, keyed by engine (`ppocr-v4`, `ppocr-v6`, `tesseract`), in this package."""
+
+FORMAT_WEIGHTS = (1.0, 0.5, 0.2)
+"""The format weights `alpr calibrate` tries, the fullest first (kept on ties). A recogniser trained
+on plates has learnt their formats, and its readings fit them or not for a reason (a vanity plate, a
+country the templates leave out); a general text recogniser has not, and reads O for 0 wherever
+a plate's font draws them alike, which the formats put right."""
 
 L2 = 0.01
 """Ridge penalty on the weights (not the bias): keeps a fit on a few hundred photos smooth."""
@@ -45,10 +53,11 @@ def features(candidates: Sequence[PlateCandidate], index: int, typical_length: f
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(right) = sigmoid(weights . features + bias)."""
+    """P(right) = sigmoid(weights . features + bias), and the format weight the fit was made with."""
 
     weights: tuple[float, ...]
     bias: float
+    format_weight: float = 1.0
 
     def probability(self, x: Sequence[float]) -> float:
         z = self.bias + sum(w * v for w, v in zip(self.weights, x, strict=True))
@@ -87,7 +96,10 @@ def calibration_path() -> Path:
 def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:
     """Every fitted model: the package's file, or `path`."""
     raw = json.loads((path or calibration_path()).read_text())
-    return {key: Calibration(tuple(entry["weights"]), entry["bias"]) for key, entry in raw["models"].items()}
+    return {
+        key: Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
+        for key, entry in raw["models"].items()
+    }
 
 
 def calibration_for(engine_key: str) -> Calibration | None:

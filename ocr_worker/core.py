@@ -40,6 +40,9 @@ class OcrSettings:
     model: str = defaults.OCR_MODEL
     calibrated: bool = True
     threads: int = 1
+    format_weight: float | None = None
+    """How much the region's formats count (common.regions.RegionFormats.weighted); None: the
+    recogniser's fitted weight in calibration.json (also when `calibrated` is off), else 1.0."""
 
     @property
     def engine_key(self) -> str:
@@ -54,8 +57,12 @@ class PlateReader:
         if settings.engine not in ENGINES:
             raise ConfigError(f"OCR engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
         self.settings = settings
-        self.formats = region_formats(settings.region)
-        self.calibration = calibration_for(settings.engine_key) if settings.calibrated else None
+        fitted = calibration_for(settings.engine_key)
+        self.calibration = fitted if settings.calibrated else None
+        weight = settings.format_weight
+        if weight is None:
+            weight = fitted.format_weight if fitted else 1.0
+        self.formats = region_formats(settings.region).weighted(weight)
         self.locator = PlateTextLocator(threads=settings.threads)
         if settings.engine == "ppocr":
             from ocr_worker.ppocr_engine import PpocrEngine

@@ -1,11 +1,13 @@
 """The confidence model: fitted probabilities follow the evidence, keep the ranking, and the shipped
 file holds a model per ppocr recogniser."""
 
+import json
+
 import numpy as np
 import pytest
 
 from common.types import PlateCandidate
-from ocr_worker.calibration import FEATURES, Calibration, features, load_calibrations
+from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features, load_calibrations
 
 
 def test_a_fit_recovers_the_probability_behind_the_data():
@@ -31,3 +33,10 @@ def test_calibrated_candidates_keep_their_order_and_texts():
 def test_the_shipped_file_has_a_model_per_recogniser(key):
     model = load_calibrations()[key]
     assert len(model.weights) == len(FEATURES) and model.weights[0] > 0  # more confident, more often right
+    assert model.format_weight in FORMAT_WEIGHTS
+
+
+def test_a_file_without_format_weights_counts_formats_in_full(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
+    assert load_calibrations(path)["ppocr-v4"].format_weight == 1.0

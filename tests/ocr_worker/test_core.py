@@ -10,7 +10,9 @@ from alpr.democlip import draw_plate
 from common import geometry
 from common.config import Settings
 from common.errors import ConfigError, InputError
+from common.regions import region_formats
 from common.types import PlateDetections
+from ocr_worker.calibration import load_calibrations
 from ocr_worker.core import OcrSettings, PlateReader
 
 PLATES = ("KPX4721", "7ABC284", "GHT2093")
@@ -81,6 +83,18 @@ def test_candidates_are_ranked_and_limited(reader_us):
     assert [c.format_name for c in calibrated] == [c.format_name for c in raw]
     assert [c.confidence for c in calibrated] != [c.confidence for c in raw]
     assert calibrated[0].confidence == max(c.confidence for c in calibrated)  # the sure reading stays on top
+
+
+def test_the_reader_weighs_formats_as_its_recogniser_was_fitted(reader_us):
+    fitted = load_calibrations()[reader_us.settings.engine_key].format_weight
+    us, eu = region_formats("us"), region_formats("eu")
+    assert reader_us.formats.unmatched_log_penalty == pytest.approx(fitted * us.unmatched_log_penalty)
+    raw = PlateReader(OcrSettings(region="eu", calibrated=False))  # raw confidences, the same formats
+    assert raw.formats.unmatched_log_penalty == pytest.approx(fitted * eu.unmatched_log_penalty)
+    chosen = PlateReader(OcrSettings(region="eu", calibrated=False, format_weight=0.5))  # as calibrate tries
+    assert chosen.formats.unmatched_log_penalty == pytest.approx(0.5 * eu.unmatched_log_penalty)
+    with pytest.raises(ConfigError, match="format weight"):
+        PlateReader(OcrSettings(region="eu", format_weight=2.0))
 
 
 def test_read_plates_reads_each_box_and_a_plate_without_crop_has_no_candidates(reader_us):

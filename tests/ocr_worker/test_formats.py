@@ -37,6 +37,22 @@ def test_format_correction_beats_a_raw_reading_that_fits_no_format():
     assert ranked[0].text == "PP587AO" and ranked[0].format_name == "LLDDDLL"
 
 
+def test_a_light_format_weight_keeps_a_fair_reading_outside_the_templates():
+    """Europe's templates leave out most countries (Germany's among them) and vanity plates. In full they
+    force a fairly sure GWAGEN into GW46EN through look-alikes; at the weight fitted for a recogniser
+    trained on plates, its own reading stands."""
+    choices = [*sure("GW"), [("A", 0.6), ("4", 0.4)], [("G", 0.6), ("6", 0.4)], *sure("EN")]
+    eu = region_formats("eu")
+    assert rank_candidates(choices, eu, 5)[0].text == "GW46EN"
+    light = rank_candidates(choices, eu.weighted(0.2), 5)
+    assert light[0].text == "GWAGEN" and not light[0].matches_format
+    assert eu.weighted(0.2).unmatched_log_penalty == pytest.approx(0.2 * eu.unmatched_log_penalty)
+    assert eu.weighted(0.2).templates == eu.templates
+    for weight in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="format weight"):
+            eu.weighted(weight)
+
+
 def test_an_unsure_extra_character_is_dropped():
     choices = [*sure("1T4"), [("8", 0.75), ("3", 0.02)], *sure("3213")]  # a sticker between the groups
     ranked = rank_candidates(choices, region_formats("eu"), 5)
