@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError,
 from common.config import format_errors
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.text_files import read_text_file
+from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
 """Plate text as read and as listed: capitals and digits, at most 16."""
@@ -166,12 +166,11 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
         settings = dict(written)
         for file_field, field_name in SECRET_FILE_FIELDS.items():
             if file_field in settings:
+                secret_path = Path(str(settings.pop(file_field)))
                 try:
-                    settings[field_name] = Path(str(settings.pop(file_field))).read_text().strip()
-                except OSError as error:
-                    raise ConfigError(
-                        f"{path}: receiver {name}: cannot read its {file_field}: {error.strerror}"
-                    ) from None
+                    settings[field_name] = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError).strip()
+                except ConfigError as error:
+                    raise ConfigError(f"{path}: receiver {name}: cannot read its {file_field}: {error}") from None
         try:
             receivers[name] = adapter.validate_python(settings)
         except ValidationError as error:

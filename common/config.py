@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 ENV_PREFIX = "ALPR_"
 
@@ -193,9 +194,9 @@ def read_setting_file(variable: str, path: str) -> str:
     """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
     The message of a failure names the variable and the path, never what the file holds."""
     try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{variable}: cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+        return read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError).rstrip("\r\n")
+    except ConfigError as error:
+        raise ConfigError(f"{variable}: {error}") from None
 
 
 MAX_PLACE_CHARS = 40

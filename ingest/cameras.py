@@ -6,7 +6,6 @@ one-line message names the file, and the camera and field where there is one."""
 from __future__ import annotations
 
 import math
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from common.config import format_errors
 from common.credentials import mask_url
 from common.errors import ConfigError
 from common.regions import load_regions
+from common.text_files import read_text_file
 from ingest.sources import uri_syntax_problem
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
@@ -218,32 +218,9 @@ def describe_yaml_error(error: yaml.YAMLError) -> str:
     return mask_url(" ".join(f"{what}{where}".split()))
 
 
-def read_cameras_text(path: Path) -> str:
-    """The file's text: at most MAX_CAMERAS_FILE_BYTES of UTF-8 (a byte-order mark is allowed)."""
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, ValueError):  # ValueError: a NUL in the path
-        raise ConfigError(f"cameras file {path} does not exist") from None
-    except OSError as error:
-        raise ConfigError(f"cameras file {path} cannot be read: {error.strerror or error}") from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"cameras file {path} is not a regular file")
-    try:
-        with path.open("rb") as cameras_file:
-            data = cameras_file.read(MAX_CAMERAS_FILE_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"cameras file {path} cannot be read: {error.strerror or error}") from None
-    if len(data) > MAX_CAMERAS_FILE_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CAMERAS_FILE_BYTES // 1024} KiB; a cameras file is a few lines")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
-
-
 def load_cameras(path: Path) -> list[CameraConfig]:
     """The cameras of the file at `path`, validated; any problem is a one-line ConfigError naming the file."""
-    text = read_cameras_text(path)
+    text = read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError)
     loader: CamerasFileLoader | None = None
     try:
         loader = CamerasFileLoader(text)  # its reader refuses non-printable characters at once

@@ -25,7 +25,7 @@ def test_environment_and_overrides():
         ({"ALPR_KEEP_FRAMES": "some"}, "ALPR_KEEP_FRAMES"),
         ({"ALPR_METRICS_PORT": "70000"}, "ALPR_METRICS_PORT"),
         ({"ALPR_REDIS_PASSWORD": "a", "ALPR_REDIS_PASSWORD_FILE": "/etc/hostname"}, "not both"),
-        ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: cannot read /nonexistent/pw"),
+        ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: /nonexistent/pw: cannot read"),
         ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
     ],
 )
