@@ -7,6 +7,7 @@ other engines' models."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,19 +73,20 @@ def cross_validate(
     return report
 
 
+def choose_format_weight(exact_reads: dict[float, int]) -> float:
+    """The format weight with the most exact reads; of those that tie, the fullest (a lighter weight
+    must earn its place)."""
+    return max(exact_reads, key=lambda weight: (exact_reads[weight], weight))
+
+
 def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any]:
     for root in roots:
         dataset_folders(root)  # a clear error before minutes of work
-    exact: dict[str, int] = {}
-    chosen: tuple[float, np.ndarray, np.ndarray, list[str]] | None = None
-    for weight in FORMAT_WEIGHTS:  # the fullest first: a lighter weight must read more plates right
-        x, y, sets = collect(roots, settings, weight)
-        exact[f"{weight:g}"] = int(y.sum())
-        if chosen is None or y.sum() > chosen[2].sum():
-            chosen = (weight, x, y, sets)
-    assert chosen is not None
-    weight, x, y, sets = chosen
-    model = Calibration.fit(x, y)
+    collected = {weight: collect(roots, settings, weight) for weight in FORMAT_WEIGHTS}
+    exact = {weight: int(labels.sum()) for weight, (_, labels, _) in collected.items()}
+    weight = choose_format_weight(exact)
+    x, y, sets = collected[weight]
+    model = replace(Calibration.fit(x, y), format_weight=weight)
     from alpr.wiring import ocr_settings
 
     key = ocr_settings(settings).engine_key
@@ -93,8 +95,8 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
     existing["models"][key] = {
         "weights": list(model.weights),
         "bias": model.bias,
-        "format_weight": weight,
-        "exact_reads_by_format_weight": exact,
+        "format_weight": model.format_weight,
+        "exact_reads_by_format_weight": {f"{w:g}": n for w, n in exact.items()},
         "fitted_on": sorted({str(r) for r in roots}),
         "images": int(len(y)),
         "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence]),

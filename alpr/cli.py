@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--errors", type=Path, dest="errors_path", help="one CSV row per image: read, cause of a miss"
     )
+    evaluate.add_argument(
+        "--format-weight", type=float, help="weigh the region's templates so (0-1), not as fitted for the recogniser"
+    )
     _add_engine_flags(evaluate)
 
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")

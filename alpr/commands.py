@@ -16,6 +16,7 @@ from common.sighting_log import SightingLog, export_sightings_csv, open_sighting
 
 if TYPE_CHECKING:
     from alpr.standalone import RunSummary
+    from ocr_worker.core import PlateReader
 
 
 def setup(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,8 +106,11 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     from alpr.evaluation import Outcome, evaluate, summary, write_errors
     from alpr.wiring import build_detector, build_reader
 
+    def reader(s: Settings, region: str) -> PlateReader:
+        return build_reader(s, region, format_weight=args.format_weight)
+
     outcomes: dict[str, list[Outcome]] = {}
-    results = evaluate(args.dataset, settings, build_detector, build_reader, outcomes)
+    results = evaluate(args.dataset, settings, build_detector, reader, outcomes)
     threshold = settings.ocr_min_confidence
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
           f"confidence threshold {threshold:g}")  # fmt: skip

@@ -166,11 +166,9 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
         settings = dict(written)
         for file_field, field_name in SECRET_FILE_FIELDS.items():
             if file_field in settings:
-                secret_path = Path(str(settings.pop(file_field)))
-                try:
-                    settings[field_name] = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError).strip()
-                except ConfigError as error:
-                    raise ConfigError(f"{path}: receiver {name}: cannot read its {file_field}: {error}") from None
+                secret_path = Path(str(settings.pop(file_field)))  # never in a message: it may be the secret
+                label = f"{path}: receiver {name}: its {file_field}"
+                settings[field_name] = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, label).strip()
         try:
             receivers[name] = adapter.validate_python(settings)
         except ValidationError as error:

@@ -1,5 +1,6 @@
 """Plate regions as data: the character classes and each region's plate templates and length limits,
-loaded and validated from the bundled common/plate_formats.yaml. Shared by ingest (a camera's region
+loaded and validated from the bundled common/plate_formats.yaml, and a region's template penalty
+weighed for a recogniser (`RegionFormats.weighted`). Shared by ingest (a camera's region
 is checked when the cameras file is read), the OCR pool (its ranking, ocr_worker/formats.py, and its
 synthetic training plates) and the commands that evaluate and calibrate."""
 
@@ -25,13 +26,15 @@ CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
 
 @dataclass(frozen=True)
 class RegionFormats:
-    """One region's plate templates and length limits."""
+    """One region's plate templates and length limits, and what a reading that fits no template, or
+    whose length is outside the limits, loses (natural-log units)."""
 
     name: str
     templates: dict[str, str]
     min_length: int
     max_length: int
     unmatched_log_penalty: float
+    length_log_penalty: float
 
     @property
     def typical_length(self) -> float:
@@ -41,8 +44,9 @@ class RegionFormats:
         return sum(len(t) for t in self.templates) / len(self.templates)
 
     def weighted(self, weight: float) -> RegionFormats:
-        """The region with its penalties scaled by `weight`: how much its formats count against a
-        recogniser's own reading (fitted per recogniser by `alpr calibrate`; 1.0 as written)."""
+        """The region with its template penalty scaled by `weight`: how much its templates, which
+        never list every format, count against a recogniser's own reading (fitted per recogniser by
+        `alpr calibrate`; 1.0 as written). The length limits are facts and keep their penalty."""
         if not 0 <= weight <= 1:
             raise ConfigError(f"a format weight must lie in [0, 1], got {weight!r}")
         return replace(self, unmatched_log_penalty=self.unmatched_log_penalty * weight)
@@ -71,6 +75,7 @@ def load_regions() -> dict[str, RegionFormats]:
             min_length=int(spec["min_length"]),
             max_length=int(spec["max_length"]),
             unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
+            length_log_penalty=2 * float(spec["unmatched_log_penalty"]) + 1.0,
         )
     return regions
 

@@ -1,9 +1,11 @@
 """Reading a text file an operator hands us (the cameras file, a watch-list CSV, the receivers file, a
-secret file): a regular file only (a FIFO would block, /dev/zero never end), bounded in size, UTF-8
-(a byte-order mark allowed), every fault one clear error naming the file and where, never its text."""
+secret file): a regular file only (a FIFO would block, /dev/zero never end, a device be touched),
+bounded in size, UTF-8 (a byte-order mark allowed), every fault one clear error naming the file (or
+what the caller calls it) and where, never its text."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from pathlib import Path
@@ -20,29 +22,49 @@ def _size_text(max_bytes: int) -> str:
     return f"{max_bytes // 1024} KiB" if max_bytes >= 1024 and max_bytes % 1024 == 0 else f"{max_bytes} bytes"
 
 
-def read_text_file(path: Path, max_bytes: int, error: type[AlprError]) -> str:
+def _reason(problem: Exception) -> str:
+    return str(problem.strerror if isinstance(problem, OSError) and problem.strerror else problem)
+
+
+def _read_regular(path: Path, max_bytes: int) -> bytes:
+    """Up to max_bytes + 1 bytes of the regular file at `path` (symbolic links followed); OSError,
+    ValueError (a NUL in the path) or LookupError (not a regular file)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device or FIFO acts on it
+        raise LookupError("it is not a regular file")
+    # Non-blocking, so a FIFO swapped in since the check cannot hold the open; no controlling tty.
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise LookupError("it is not a regular file")
+        fcntl.fcntl(descriptor, fcntl.F_SETFL, fcntl.fcntl(descriptor, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(descriptor, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: str | None = None) -> str:
     """The file's text; `error` (InputError, ConfigError) when it does not exist, is not a regular
     file, cannot be read, is larger than `max_bytes` or is not UTF-8 (with the line of the first bad
-    byte)."""
-    try:  # non-blocking: opening a FIFO with no writer would otherwise wait for ever
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    byte). Messages begin with `label`, by default the path (a caller whose path may itself be a
+    misplaced secret names the file otherwise)."""
+    name = str(path) if label is None else label
+    try:
+        raw = _read_regular(path, max_bytes)
     except FileNotFoundError:
-        raise error(f"{path}: cannot read: it does not exist") from None
-    except (OSError, ValueError) as problem:  # ValueError: a NUL in the path
-        reason = problem.strerror if isinstance(problem, OSError) and problem.strerror else problem
-        raise error(f"{path}: cannot read: {reason}") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise error(f"{path}: cannot read: it is not a regular file")
-    with os.fdopen(descriptor, "rb") as file:
-        try:
-            raw = file.read(max_bytes + 1)
-        except OSError as problem:
-            raise error(f"{path}: cannot read: {problem.strerror or problem}") from None
+        raise error(f"{name}: cannot read: it does not exist") from None
+    except (OSError, ValueError, LookupError) as problem:
+        raise error(f"{name}: cannot read: {_reason(problem)}") from None
     if len(raw) > max_bytes:
-        raise error(f"{path}: larger than {_size_text(max_bytes)}")
+        raise error(f"{name}: larger than {_size_text(max_bytes)}")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as problem:
         line = raw.count(b"\n", 0, problem.start) + 1
-        raise error(f"{path}: line {line}: not UTF-8") from None
+        raise error(f"{name}: line {line}: not UTF-8") from None

@@ -1,10 +1,10 @@
-"""A confidence that means something: the probability that a reading is exactly right, from a
-logistic model over a few features of the ranked candidates (the reading's per-character
-confidence, its margin over the next reading, whether it fits a plate format, its length against
-the region's), and how much the region's formats count against the recogniser's own reading (its
-format weight). Fitted per engine and recogniser by `alpr calibrate` on photographs with ground truth
-and shipped as data (`ocr_worker/calibration.json`); without a fit, confidences stay as the engine's
-and formats count in full."""
+"""What `alpr calibrate` fits per engine and recogniser on photographs with ground truth, shipped as
+data (`ocr_worker/calibration.json`): a confidence that means something (the probability that a
+reading is exactly right, from a logistic model over a few features of the ranked candidates: the
+reading's per-character confidence, its margin over the next reading, whether it fits a plate
+format, its length against the region's), and the recogniser's format weight, which the reader
+(ocr_worker/core.py) applies to the region's template penalty before ranking. Without a fit,
+confidences stay as the engine's and templates count in full."""
 
 from __future__ import annotations
 

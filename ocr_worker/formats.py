@@ -120,7 +120,7 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
         if matched is None:
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
-            logp -= 2 * region.unmatched_log_penalty + 1.0
+            logp -= region.length_log_penalty
         confidence = min(1.0, math.exp(logp / len(text)))
         ranked.append((logp, PlateCandidate(text, round(confidence, 4), matched)))
     ranked.sort(key=lambda item: item[0], reverse=True)

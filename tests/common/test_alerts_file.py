@@ -26,7 +26,7 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
         (b"receivers:\n  'bad name!': {type: webhook}\n", "receiver names are"),
         (webhook("ftp://x.example.org/").encode(), "http:// or https://"),
         (webhook(secret_line="    secret: short\n").encode(), "secret"),
-        (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "cannot read its secret_file"),
+        (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "its secret_file: cannot read"),
         (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/#\n", "wildcards"),
         (b"x" * 70000, "larger than"),
     ],
@@ -56,7 +56,7 @@ def test_the_sighting_pool_learns_the_names_without_reading_a_secret(tmp_path):
     path = tmp_path / "receivers.yaml"
     path.write_text(webhook(secret_line="    secret_file: /run/secrets/readable-by-the-alert-pool-only\n"))
     assert receiver_names(path) == ["ops"]
-    with pytest.raises(ConfigError, match="cannot read its secret_file"):
+    with pytest.raises(ConfigError, match="its secret_file: cannot read: it does not exist"):
         load_receivers(path)  # the alert pool, which sends, reads it
 
 
@@ -64,3 +64,11 @@ def test_a_file_that_lists_no_receiver_loads_empty(tmp_path):
     path = tmp_path / "receivers.yaml"
     path.write_text("receivers: {}\n")
     assert load_receivers(path) == {} and receiver_names(path) == []
+
+
+def test_a_secret_written_where_its_file_belongs_stays_out_of_the_message(tmp_path):
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line=f"    secret_file: {SECRET}\n"))  # the secret itself, by mistake
+    with pytest.raises(ConfigError) as caught:
+        load_receivers(path)
+    assert str(caught.value) == f"{path}: receiver ops: its secret_file: cannot read: it does not exist"

@@ -1,8 +1,8 @@
-"""The operator's text files (cameras file, watch-list CSV, receivers file) are read through one
-reader: a FIFO, a device or a folder is refused at once with a clear error, never waited on."""
+"""The operator's text files (cameras file, watch-list CSV, receivers file, secret files) are read
+through one reader: a FIFO, a device or a folder is refused at once with a clear error, never waited
+on or read without end."""
 
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -47,12 +47,28 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path, reader, error)
 
 
 @pytest.mark.parametrize(("reader", "error"), READERS)
-@pytest.mark.parametrize("name", ["/dev/zero", "{tmp}", "{tmp}/missing"])
-def test_a_device_a_folder_or_nothing_is_a_clear_error(tmp_path, reader, error, name):
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("/dev/zero", "it is not a regular file"),  # would never end
+        ("{tmp}", "it is not a regular file"),
+        ("{tmp}/missing", "it does not exist"),
+        ("{tmp}/link-to-fifo", "it is not a regular file"),
+    ],
+)
+def test_a_device_a_folder_a_link_to_a_fifo_or_nothing_is_a_clear_error(tmp_path, reader, error, name, problem):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link-to-fifo").symlink_to(tmp_path / "fifo")
     path = Path(name.format(tmp=tmp_path))
     outcome = finished_within(10, lambda: reader(path))
-    assert isinstance(outcome, error)
-    assert re.fullmatch(f"{re.escape(str(path))}: cannot read: it (is not a regular file|does not exist)", str(outcome))
+    assert isinstance(outcome, error) and str(outcome) == f"{path}: cannot read: {problem}"
+
+
+def test_a_link_to_a_regular_file_is_followed(tmp_path):
+    """As Kubernetes mounts secrets: a link through ..data to the file."""
+    (tmp_path / "real").write_text("plate,reason\nAB123,stolen\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert read_text_file(tmp_path / "link", 100, InputError) == "plate,reason\nAB123,stolen\n"
 
 
 def test_limits_and_encoding(tmp_path):

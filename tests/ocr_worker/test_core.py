@@ -12,7 +12,7 @@ from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.regions import region_formats
 from common.types import PlateDetections
-from ocr_worker.calibration import load_calibrations
+from ocr_worker.calibration import Calibration, load_calibrations
 from ocr_worker.core import OcrSettings, PlateReader
 
 PLATES = ("KPX4721", "7ABC284", "GHT2093")
@@ -85,14 +85,20 @@ def test_candidates_are_ranked_and_limited(reader_us):
     assert calibrated[0].confidence == max(c.confidence for c in calibrated)  # the sure reading stays on top
 
 
-def test_the_reader_weighs_formats_as_its_recogniser_was_fitted(reader_us):
-    fitted = load_calibrations()[reader_us.settings.engine_key].format_weight
+def test_the_reader_weighs_formats_as_its_recogniser_was_fitted(reader_us, monkeypatch):
+    shipped = load_calibrations()[reader_us.settings.engine_key].format_weight
     us, eu = region_formats("us"), region_formats("eu")
-    assert reader_us.formats.unmatched_log_penalty == pytest.approx(fitted * us.unmatched_log_penalty)
-    raw = PlateReader(OcrSettings(region="eu", calibrated=False))  # raw confidences, the same formats
-    assert raw.formats.unmatched_log_penalty == pytest.approx(fitted * eu.unmatched_log_penalty)
+    assert reader_us.formats.unmatched_log_penalty == pytest.approx(shipped * us.unmatched_log_penalty)
+    fit = Calibration((1.0, 0.0, 0.0, 0.0), 0.0, format_weight=0.3)
+    monkeypatch.setattr("ocr_worker.core.calibration_for", lambda key: fit)
+    for calibrated in (True, False):  # raw confidences, the same formats
+        reader = PlateReader(OcrSettings(region="eu", calibrated=calibrated))
+        assert reader.formats.unmatched_log_penalty == pytest.approx(0.3 * eu.unmatched_log_penalty)
+        assert reader.formats.length_log_penalty == eu.length_log_penalty  # length limits are facts
     chosen = PlateReader(OcrSettings(region="eu", calibrated=False, format_weight=0.5))  # as calibrate tries
     assert chosen.formats.unmatched_log_penalty == pytest.approx(0.5 * eu.unmatched_log_penalty)
+    monkeypatch.setattr("ocr_worker.core.calibration_for", lambda key: None)
+    assert PlateReader(OcrSettings(region="eu")).formats == eu  # no fit: templates count in full
     with pytest.raises(ConfigError, match="format weight"):
         PlateReader(OcrSettings(region="eu", format_weight=2.0))
 

@@ -1,0 +1,44 @@
+"""`alpr calibrate` chooses the recogniser's format weight by exact reads (the fullest on a tie), fits
+the confidence model on the reads at that weight, and writes both where the reader finds them."""
+
+import json
+
+import numpy as np
+import pytest
+
+import alpr.calibrate as calibrate_module
+from common.config import Settings
+from ocr_worker.calibration import FORMAT_WEIGHTS, load_calibrations
+
+
+@pytest.mark.parametrize(
+    ("exact", "chosen"),
+    [
+        ({1.0: 679, 0.5: 680, 0.2: 685}, 0.2),
+        ({1.0: 596, 0.5: 596, 0.2: 575}, 1.0),  # a tie keeps the fullest
+        ({1.0: 10, 0.5: 12, 0.2: 12}, 0.5),
+    ],
+)
+def test_the_weight_with_most_exact_reads_is_chosen(exact, chosen):
+    assert calibrate_module.choose_format_weight(exact) == chosen
+
+
+def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+
+    def collect(roots, settings, weight):  # more exact reads at 0.5; confidence predicts exactness
+        right = 140 if weight == 0.5 else 120
+        y = np.array([1.0] * right + [0.0] * (200 - right))
+        x = np.column_stack([y * 2 - 1 + rng.normal(0, 0.5, 200), np.zeros((200, 3))])
+        return x, y, ["us"] * 200
+
+    monkeypatch.setattr(calibrate_module, "collect", collect)
+    monkeypatch.setattr(calibrate_module, "dataset_folders", lambda root: [root])
+    out = tmp_path / "calibration.json"
+    out.write_text(json.dumps({"models": {"tesseract": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
+    entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out)
+    assert entry["format_weight"] == 0.5 and entry["exact_reads_by_format_weight"] == {"1": 120, "0.5": 140, "0.2": 120}
+    assert entry["images"] == 200 and set(entry["exact_reads_by_format_weight"]) == {f"{w:g}" for w in FORMAT_WEIGHTS}
+    fitted = load_calibrations(out)
+    assert fitted["ppocr-plate"].format_weight == 0.5 and fitted["ppocr-plate"].weights[0] > 0
+    assert fitted["tesseract"].format_weight == 1.0  # the other engines' fits are kept
