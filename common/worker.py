@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 import redis
 from rq import Queue, SimpleWorker, worker_registration
+from rq.exceptions import StopRequested
 from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 
@@ -145,11 +146,19 @@ class StageWorker(SimpleWorker):
         super().heartbeat(timeout, pipeline)
 
     def run_maintenance_tasks(self) -> None:
+        """RQ's duties, then the pool's. A signal while the worker is idle raises RQ's StopRequested
+        wherever the main thread is: one caught with a failing duty here, or inside a duty, would be
+        lost, and the worker would go on taking jobs until killed. So it always propagates, and a stop
+        asked for (`self.stop`) ends the loop even if a duty swallowed the exception."""
         super().run_maintenance_tasks()
         try:
             self.context.stage.maintain()
+        except StopRequested:
+            raise
         except Exception as error:  # a duty that fails now is tried again next time; jobs go on
             log.warning("%s pool duty failed: %s", self.context.stage.name, error)
+        if self.stop.is_set():
+            raise StopRequested()
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
         """Renew the running job's lease every third of it, until the job ends — or until the job has

@@ -1,0 +1,59 @@
+"""A stop signal is never lost: RQ raises StopRequested wherever an idle worker's main thread is, and
+the pool's periodic duties (which catch their own failures) must not swallow it."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from common.metrics import Metrics
+from common.queues import stage_queue
+from common.worker import StageResult, StageWorker, WorkerContext
+
+
+class DutyInterruptedBySignal:
+    """A stage whose periodic duty is where `kill -TERM` finds the worker; with `swallows`, the duty
+    catches its own failures (as a duty that must not stop the pool may), the signal's too."""
+
+    name = "detect"
+
+    def __init__(self, swallows: bool) -> None:
+        self.swallows = swallows
+        self.duties = 0
+
+    def handle(self, payload: object) -> StageResult:
+        raise AssertionError("no job is queued")
+
+    def maintain(self) -> None:
+        self.duties += 1
+        if self.duties > 1:
+            return
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread
+            time.sleep(0.2)
+        except Exception:
+            if not self.swallows:
+                raise
+
+
+@pytest.mark.parametrize("swallows", [False, True])
+def test_a_stop_signal_during_the_pools_duties_stops_the_worker(redis_url, swallows):
+    stage = DutyInterruptedBySignal(swallows)
+    queue = stage_queue(redis.Redis.from_url(redis_url), "detect")
+    worker = StageWorker(queue, WorkerContext(stage, Metrics()))  # type: ignore[arg-type]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    rescue = threading.Timer(20, os.kill, (os.getpid(), signal.SIGINT))  # a second signal: RQ's cold stop
+    started = time.monotonic()
+    rescue.start()
+    try:
+        worker.work(logging_level="WARNING")
+    except SystemExit:
+        pytest.fail("the stop was lost: only a second signal ended the worker")
+    finally:
+        rescue.cancel()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert time.monotonic() - started < 10 and stage.duties == 1 and worker.stop.is_set()
