@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import redis
+from rq.exceptions import StopRequested
 
 from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis
 from common import defaults
@@ -46,10 +47,13 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
         except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
             log.warning("worker %s lost Redis: %s", name, mask_url(str(error)))
+        except StopRequested:  # a signal after RQ's loop ended, before its handlers were replaced
+            stop.set()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
+                signal.signal(signum, lambda *_: stop.set())
         if stop.is_set() or args.burst or args.max_jobs:
             return 0
-        for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
-            signal.signal(signum, lambda *_: stop.set())
         wait_for_redis(connection, stop)
     return 0
 

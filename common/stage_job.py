@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 STAGE_JOB_FUNCTION = "alpr.stage"
@@ -34,6 +35,8 @@ class StageJob(Job):
         """Why this job is not one of ours, or None."""
         try:
             return self._refusal()
+        except StopRequested:  # a stop signal, not the job's fault: let the worker stop
+            raise
         except Exception:  # data RQ cannot even decode (wrong shape, not JSON)
             return "undecodable job data"
 

@@ -150,6 +150,8 @@ class StageWorker(SimpleWorker):
         wherever the main thread is: one caught with a failing duty here, or inside a duty, would be
         lost, and the worker would go on taking jobs until killed. So it always propagates, and a stop
         asked for (`self.stop`) ends the loop even if a duty swallowed the exception."""
+        if self.stop.is_set():  # no duties on the way out (the alert pool's would queue deliveries)
+            raise StopRequested()
         super().run_maintenance_tasks()
         try:
             self.context.stage.maintain()
@@ -159,6 +161,13 @@ class StageWorker(SimpleWorker):
             log.warning("%s pool duty failed: %s", self.context.stage.name, error)
         if self.stop.is_set():
             raise StopRequested()
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, but never once a stop was asked for: whatever swallowed the signal's
+        StopRequested since (a library's catch-all), the worker takes no further job."""
+        if self.stop.is_set():
+            raise StopRequested()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
         """Renew the running job's lease every third of it, until the job ends — or until the job has
@@ -193,7 +202,7 @@ class StageWorker(SimpleWorker):
         finally:
             done.set()
             lease.join()
-        self.account(time.perf_counter() - start, run.result)
+            self.account(time.perf_counter() - start, run.result)  # a stop signal here must not lose it
 
     def account(self, busy_s: float, result: StageResult | None) -> None:
         """Add the job's time, frames and finished frames to the pool's totals in Redis: `alpr status`

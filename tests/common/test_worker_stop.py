@@ -23,6 +23,7 @@ class DutyInterruptedBySignal:
     def __init__(self, swallows: bool) -> None:
         self.swallows = swallows
         self.duties = 0
+        self.caught = False
 
     def handle(self, payload: object) -> StageResult:
         raise AssertionError("no job is queued")
@@ -35,6 +36,7 @@ class DutyInterruptedBySignal:
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread
             time.sleep(0.2)
         except Exception:
+            self.caught = True
             if not self.swallows:
                 raise
 
@@ -57,3 +59,25 @@ def test_a_stop_signal_during_the_pools_duties_stops_the_worker(redis_url, swall
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     assert time.monotonic() - started < 10 and stage.duties == 1 and worker.stop.is_set()
+    assert stage.caught  # the signal's exception reached the duty: the case is the one it claims
+
+
+def test_once_a_stop_was_asked_for_no_job_is_taken_and_a_refusal_check_lets_it_through(redis_url, monkeypatch):
+    from rq.exceptions import StopRequested
+
+    from common.stage_job import StageJob
+
+    queue = stage_queue(redis.Redis.from_url(redis_url), "detect")
+    worker = StageWorker(queue, WorkerContext(DutyInterruptedBySignal(False), Metrics()))  # type: ignore[arg-type]
+    worker.stop.set()  # as request_stop does first, whatever then swallowed RQ's exception
+    with pytest.raises(StopRequested):
+        worker.dequeue_job_and_maintain_ttl(1)
+    with pytest.raises(StopRequested):
+        worker.run_maintenance_tasks()
+
+    def interrupted(self):
+        raise StopRequested()
+
+    monkeypatch.setattr(StageJob, "_refusal", interrupted)  # the signal lands while a job is checked
+    with pytest.raises(StopRequested):
+        StageJob(connection=queue.connection).refusal()
