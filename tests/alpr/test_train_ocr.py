@@ -2,6 +2,7 @@
 ONNX export reads exactly as the torch model does, through the engine that reads plates, and its int8
 form (what ships) still reads, with weights that no x86 CPU's int8 arithmetic can saturate."""
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,6 @@ except ImportError as error:  # torch comes with `make setup`: under ALPR_TESTS_
 
 
 def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path):
-    import random
-
     model = plate_model(tmp_path).eval()
     plates = PlateTextLocator().locate([draw_plate(t, "eu", random.Random(1)) for t in ("KPX4721", "RK605AB")])
     with torch.no_grad():
@@ -70,3 +69,15 @@ def test_exact_reads_are_counted_per_subset_and_over_all():
     crops = [RealCrop(Path(f"{i}.jpg"), plate, None, subset) for i, (plate, subset) in
              enumerate([("ABC123", "us"), ("XYZ9", "us"), ("RK605AB", "eu")])]  # fmt: skip
     assert exact_by_subset(crops, ["ABC123", "XYZ8", "RK605AB"]) == {"eu": 1.0, "us": 0.5, "all": 0.6667}
+
+
+def test_real_crops_are_degraded_as_far_and_poor_cameras_do_reproducibly():
+    from alpr.train_ocr import degraded
+
+    crop = draw_plate("KPX4721", "us", random.Random(0))
+    outs = [degraded(crop.copy(), random.Random(seed)) for seed in range(40)]
+    assert all(o.shape == crop.shape and o.dtype == np.uint8 for o in outs)
+    changed = [not np.array_equal(o, crop) for o in outs]
+    assert 10 <= sum(changed) < 40  # about half the crops are degraded, some are kept as they are
+    again = [degraded(crop.copy(), random.Random(seed)) for seed in range(40)]
+    assert all(np.array_equal(a, b) for a, b in zip(outs, again, strict=True))  # a seed, one training run
