@@ -162,6 +162,18 @@ class StageWorker(SimpleWorker):
         if self.stop.is_set():
             raise StopRequested()
 
+    def clean_registries(self) -> None:
+        """RQ's registry cleaning (which brings back the jobs of killed workers), but a stop signal
+        landing in it does not leave the queue's maintenance lock held: RQ would keep it for up to
+        15 minutes, and no worker of the pool would bring back an abandoned job meanwhile. Released
+        whether this worker or another took it: at worst two workers clean at once, which is harmless."""
+        try:
+            super().clean_registries()
+        except StopRequested:
+            for queue in self.queues:
+                queue.release_maintenance_lock()
+            raise
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, but never once a stop was asked for: whatever swallowed the signal's
         StopRequested since (a library's catch-all), the worker takes no further job."""

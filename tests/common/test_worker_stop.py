@@ -81,3 +81,20 @@ def test_once_a_stop_was_asked_for_no_job_is_taken_and_a_refusal_check_lets_it_t
     monkeypatch.setattr(StageJob, "_refusal", interrupted)  # the signal lands while a job is checked
     with pytest.raises(StopRequested):
         StageJob(connection=queue.connection).refusal()
+
+
+def test_a_stop_during_registry_cleaning_leaves_no_maintenance_lock(redis_url, monkeypatch):
+    """Else no worker of the pool would bring back a killed worker's job for up to 15 minutes."""
+    import rq.worker.base
+    from rq.exceptions import StopRequested
+
+    queue = stage_queue(redis.Redis.from_url(redis_url), "ocr")
+    worker = StageWorker(queue, WorkerContext(DutyInterruptedBySignal(False), Metrics()))  # type: ignore[arg-type]
+
+    def interrupted(*args, **kwargs):
+        raise StopRequested()  # as RQ's handler raises it when SIGTERM lands mid-cleaning
+
+    monkeypatch.setattr(rq.worker.base, "clean_registries", interrupted)
+    with pytest.raises(StopRequested):
+        worker.clean_registries()
+    assert queue.acquire_maintenance_lock()  # free again for the next cleaning
