@@ -192,11 +192,10 @@ class Settings(BaseModel):
 
 def read_setting_file(variable: str, path: str) -> str:
     """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
-    The message of a failure names the variable and the path, never what the file holds."""
-    try:
-        return read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError).rstrip("\r\n")
-    except ConfigError as error:
-        raise ConfigError(f"{variable}: {error}") from None
+    The message of a failure names the variable, never the path (a secret written there by mistake
+    would be logged) nor what the file holds."""
+    label = f"{variable}: the file it names"
+    return read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
 
 
 MAX_PLACE_CHARS = 40

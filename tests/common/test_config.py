@@ -25,7 +25,7 @@ def test_environment_and_overrides():
         ({"ALPR_KEEP_FRAMES": "some"}, "ALPR_KEEP_FRAMES"),
         ({"ALPR_METRICS_PORT": "70000"}, "ALPR_METRICS_PORT"),
         ({"ALPR_REDIS_PASSWORD": "a", "ALPR_REDIS_PASSWORD_FILE": "/etc/hostname"}, "not both"),
-        ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: /nonexistent/pw: cannot read"),
+        ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: the file it names: cannot read"),
         ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
     ],
 )
@@ -54,3 +54,9 @@ def test_compose_variables_are_not_settings_and_not_refused():
 def test_a_frame_store_of_its_own_defaults_to_the_queues_redis():
     assert Settings.load({}).store_url == Settings.load({}).redis_url
     assert Settings.load({"ALPR_FRAME_STORE_URL": "redis://frames:6379/0"}).store_url == "redis://frames:6379/0"
+
+
+def test_a_secret_written_where_its_file_belongs_stays_out_of_the_message():
+    with pytest.raises(ConfigError) as caught:
+        Settings.load({"ALPR_REDIS_PASSWORD_FILE": "hunter2-the-password-itself"})
+    assert "hunter2" not in str(caught.value) and str(caught.value).startswith("ALPR_REDIS_PASSWORD_FILE: ")
