@@ -26,16 +26,23 @@ def _reason(problem: Exception) -> str:
     return str(problem.strerror if isinstance(problem, OSError) and problem.strerror else problem)
 
 
+class _NotRegularFileError(Exception):
+    """A FIFO, a device, a socket or a folder where a regular file was expected."""
+
+    def __str__(self) -> str:
+        return "it is not a regular file"
+
+
 def _read_regular(path: Path, max_bytes: int) -> bytes:
     """Up to max_bytes + 1 bytes of the regular file at `path` (symbolic links followed); OSError,
-    ValueError (a NUL in the path) or LookupError (not a regular file)."""
+    ValueError (a NUL in the path) or _NotRegularFileError."""
     if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device or FIFO acts on it
-        raise LookupError("it is not a regular file")
+        raise _NotRegularFileError()
     # Non-blocking, so a FIFO swapped in since the check cannot hold the open; no controlling tty.
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise LookupError("it is not a regular file")
+            raise _NotRegularFileError()
         fcntl.fcntl(descriptor, fcntl.F_SETFL, fcntl.fcntl(descriptor, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         chunks, size = [], 0
         while size <= max_bytes:
@@ -59,7 +66,7 @@ def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: st
         raw = _read_regular(path, max_bytes)
     except FileNotFoundError:
         raise error(f"{name}: cannot read: it does not exist") from None
-    except (OSError, ValueError, LookupError) as problem:
+    except (OSError, ValueError, _NotRegularFileError) as problem:
         raise error(f"{name}: cannot read: {_reason(problem)}") from None
     if len(raw) > max_bytes:
         raise error(f"{name}: larger than {_size_text(max_bytes)}")

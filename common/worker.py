@@ -150,8 +150,7 @@ class StageWorker(SimpleWorker):
         wherever the main thread is: one caught with a failing duty here, or inside a duty, would be
         lost, and the worker would go on taking jobs until killed. So it always propagates, and a stop
         asked for (`self.stop`) ends the loop even if a duty swallowed the exception."""
-        if self.stop.is_set():  # no duties on the way out (the alert pool's would queue deliveries)
-            raise StopRequested()
+        self.stop_if_asked()  # no duties on the way out (the alert pool's would queue deliveries)
         super().run_maintenance_tasks()
         try:
             self.context.stage.maintain()
@@ -159,6 +158,11 @@ class StageWorker(SimpleWorker):
             raise
         except Exception as error:  # a duty that fails now is tried again next time; jobs go on
             log.warning("%s pool duty failed: %s", self.context.stage.name, error)
+        self.stop_if_asked()
+
+    def stop_if_asked(self) -> None:
+        """Raise RQ's StopRequested once a stop was asked for (`request_stop` sets `self.stop` first),
+        whatever swallowed the exception RQ's handler raised since (a library's catch-all)."""
         if self.stop.is_set():
             raise StopRequested()
 
@@ -175,10 +179,8 @@ class StageWorker(SimpleWorker):
             raise
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        """RQ's dequeue, but never once a stop was asked for: whatever swallowed the signal's
-        StopRequested since (a library's catch-all), the worker takes no further job."""
-        if self.stop.is_set():
-            raise StopRequested()
+        """RQ's dequeue, but never once a stop was asked for: the worker takes no further job."""
+        self.stop_if_asked()
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
