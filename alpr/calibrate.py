@@ -15,9 +15,10 @@ import numpy as np
 
 from alpr.evaluation import Outcome, dataset_folders, evaluate
 from common.config import Settings
-from common.regions import region_formats
+from common.types import PlateCandidate
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
-from ocr_worker.core import PlateReader
+from ocr_worker.core import OcrSettings, PlateReader
+from ocr_worker.formats import Reading
 
 FOLDS = 5
 """Cross-validation folds."""
@@ -26,24 +27,51 @@ THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 """Confidence thresholds the cross-validation reports, beside the configured one."""
 
 
+Recorded = dict[int, tuple[PlateCandidate, list[float]]]
+"""The features of each crop's top reading, by the id of the candidate object returned for it (kept
+alongside, so the id stays its own)."""
+
+
+class FeatureRecorder(PlateReader):
+    """An uncalibrated reader that records the features of each crop's top reading, to find them again
+    by candidate once evaluate has picked one read per image among the detector's boxes."""
+
+    def __init__(self, settings: OcrSettings, recorded: Recorded) -> None:
+        super().__init__(settings)
+        self.recorded = recorded
+
+    def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
+        candidates = super().finish(readings)
+        if candidates:
+            self.recorded[id(candidates[0])] = (candidates[0], features(readings, 0, self.formats.typical_length))
+        return candidates
+
+
+def features_of(recorded: Recorded, candidate: PlateCandidate) -> list[float]:
+    kept, row = recorded[id(candidate)]
+    assert kept is candidate
+    return row
+
+
 def collect(roots: list[Path], settings: Settings, format_weight: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features and exactness of the best read of every image that has one, with its set's name, the
     region's formats counting by `format_weight`."""
-    from alpr.wiring import build_detector, build_reader
+    from alpr.wiring import build_detector, ocr_settings
+
+    recorded: Recorded = {}
 
     def raw_reader(s: Settings, region: str) -> PlateReader:
-        return build_reader(s, region, calibrated=False, format_weight=format_weight)
+        return FeatureRecorder(ocr_settings(s, region, False, format_weight), recorded)
 
     rows, labels, sets = [], [], []
     for root in roots:
         outcomes: dict[str, list[Outcome]] = {}
         evaluate(root, settings, build_detector, raw_reader, outcomes)
         for name, items in outcomes.items():
-            region = region_formats(name if name in ("us", "eu", "br") else settings.ocr_region)
             for outcome in items:
                 if outcome.best is None or not outcome.best.candidates:
                     continue
-                rows.append(features(list(outcome.best.candidates), 0, region.typical_length))
+                rows.append(features_of(recorded, outcome.best.candidates[0]))
                 labels.append(1.0 if outcome.correct else 0.0)
                 sets.append(name)
     return np.asarray(rows, float), np.asarray(labels, float), sets

@@ -1,8 +1,8 @@
 """What `alpr calibrate` fits per engine and recogniser on photographs with ground truth, shipped as
 data (`ocr_worker/calibration.json`): a confidence that means something (the probability that a
 reading is exactly right, from a logistic model over a few features of the ranked candidates: the
-reading's per-character confidence, its margin over the next reading, whether it fits a plate
-format, its length against the region's), and the recogniser's format weight, which the reader
+reading's per-character confidence, its least sure character, its margin over the next reading,
+whether it fits a plate format, its length against the region's), and the recogniser's format weight, which the reader
 (ocr_worker/core.py) applies to the region's template penalty before ranking. Without a fit,
 confidences stay as the engine's and templates count in full."""
 
@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import ConfigError
 from common.types import PlateCandidate
+from ocr_worker.formats import Reading
 
-FEATURES = ("logit_confidence", "margin", "format_match", "length_gap")
+FEATURES = ("logit_confidence", "margin", "format_match", "length_gap", "logit_weakest_character")
 """What the model sees of a candidate, in order."""
 
 CALIBRATION_FILE = "calibration.json"
@@ -36,18 +38,27 @@ L2 = 0.01
 """Ridge penalty on the weights (not the bias): keeps a fit on a few hundred photos smooth."""
 
 
-def features(candidates: Sequence[PlateCandidate], index: int, typical_length: float) -> list[float]:
-    """The features of candidate `index` among the ranked `candidates`."""
-    candidate = candidates[index]
-    confidence = min(max(candidate.confidence, 1e-4), 1 - 1e-4)
-    score = len(candidate.text) * math.log(confidence)
-    others = [len(c.text) * math.log(min(max(c.confidence, 1e-4), 1.0)) for i, c in enumerate(candidates) if i != index]
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def features(readings: Sequence[Reading], index: int, typical_length: float) -> list[float]:
+    """The features of reading `index` among the ranked `readings`."""
+    candidate = readings[index].candidate
+    score = len(candidate.text) * math.log(min(max(candidate.confidence, 1e-4), 1 - 1e-4))
+    others = [
+        len(r.candidate.text) * math.log(min(max(r.candidate.confidence, 1e-4), 1.0))
+        for i, r in enumerate(readings)
+        if i != index
+    ]
     margin = min(score - max(others), 10.0) if others else 10.0
     return [
-        math.log(confidence / (1 - confidence)),
+        _logit(candidate.confidence),
         margin,
         1.0 if candidate.matches_format else 0.0,
         abs(len(candidate.text) - typical_length),
+        _logit(readings[index].weakest_character),
     ]
 
 
@@ -63,11 +74,11 @@ class Calibration:
         z = self.bias + sum(w * v for w, v in zip(self.weights, x, strict=True))
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
 
-    def apply(self, candidates: list[PlateCandidate], typical_length: float) -> list[PlateCandidate]:
-        """The same candidates, in the same order, each with its probability of being right."""
+    def apply(self, readings: Sequence[Reading], typical_length: float) -> list[PlateCandidate]:
+        """The readings' candidates, in the same order, each with its probability of being right."""
         return [
-            replace(c, confidence=round(self.probability(features(candidates, i, typical_length)), 4))
-            for i, c in enumerate(candidates)
+            replace(r.candidate, confidence=round(self.probability(features(readings, i, typical_length)), 4))
+            for i, r in enumerate(readings)
         ]
 
     @classmethod
@@ -96,10 +107,15 @@ def calibration_path() -> Path:
 def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:
     """Every fitted model: the package's file, or `path`."""
     raw = json.loads((path or calibration_path()).read_text())
-    return {
-        key: Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
-        for key, entry in raw["models"].items()
-    }
+    models = {}
+    for key, entry in raw["models"].items():
+        if len(entry["weights"]) != len(FEATURES):
+            raise ConfigError(
+                f"the confidence model for {key} weighs {len(entry['weights'])} features, this version reads "
+                f"{len(FEATURES)} ({', '.join(FEATURES)}): fit it again with `alpr calibrate`"
+            )
+        models[key] = Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
+    return models
 
 
 def calibration_for(engine_key: str) -> Calibration | None:

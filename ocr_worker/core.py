@@ -17,7 +17,7 @@ from common.regions import region_formats
 from common.types import BoxXYXY, PlateCandidate, PlateRead
 from ocr_worker import preprocess
 from ocr_worker.calibration import calibration_for
-from ocr_worker.formats import CharChoices, rank_candidates
+from ocr_worker.formats import CharChoices, Reading, rank_candidates
 from ocr_worker.text_lines import PlateTextLocator
 
 ENGINES = ("ppocr", "tesseract")
@@ -57,7 +57,8 @@ class PlateReader:
         if settings.engine not in ENGINES:
             raise ConfigError(f"OCR engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
         self.settings = settings
-        fitted = calibration_for(settings.engine_key)
+        needs_fit = settings.calibrated or settings.format_weight is None
+        fitted = calibration_for(settings.engine_key) if needs_fit else None
         self.calibration = fitted if settings.calibrated else None
         weight = settings.format_weight
         if weight is None:
@@ -91,13 +92,16 @@ class PlateReader:
         else:
             binaries = [self.for_tesseract(line) for line in lines]
             choices = {i: self._tesseract.recognize(binary) for i, binary in zip(legible, binaries, strict=True)}
-        ranked = [
-            rank_candidates(choices[i], self.formats, self.settings.max_candidates) if i in choices else []
+        return [
+            self.finish(rank_candidates(choices[i], self.formats, self.settings.max_candidates)) if i in choices else []
             for i in range(len(crops_bgr))
         ]
+
+    def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
+        """One crop's ranked readings as candidates, their confidence calibrated when a fit is in use."""
         if self.calibration is None:
-            return ranked
-        return [self.calibration.apply(candidates, self.formats.typical_length) for candidates in ranked]
+            return [reading.candidate for reading in readings]
+        return self.calibration.apply(readings, self.formats.typical_length)
 
     def read_plates(
         self, crops: Sequence[np.ndarray | None], boxes: Sequence[tuple[BoxXYXY, float]]

@@ -1,12 +1,15 @@
 """The step that turns an engine's per-character choices into ranked candidates: k-best readings,
 template-constrained readings with letter/digit confusion correction, and a penalty for readings that
-fit no format of the region (the regions' formats are data, in common/regions.py)."""
+fit no format of the region (the regions' formats are data, in common/regions.py). Each ranked reading
+keeps the probability of its least sure character, which calibration (ocr_worker/calibration.py) weighs
+beside the mean."""
 
 from __future__ import annotations
 
 import heapq
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from common.regions import CLASSES, RegionFormats
 from common.types import PlateCandidate
@@ -40,21 +43,33 @@ MIN_PROBABILITY = 1e-4
 """Floor under character probabilities before taking logarithms."""
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A ranked reading before calibration: the candidate, its confidence the engine's per-character
+    geometric mean, and the probability of its least sure character (one doubtful character in a
+    sure plate is how most misreads look, and a mean hides it)."""
+
+    candidate: PlateCandidate
+    weakest_character: float
+
+
 def _log(p: float) -> float:
     return math.log(max(p, MIN_PROBABILITY))
 
 
-def k_best(choices: CharChoices, k: int) -> list[tuple[str, float]]:
-    """The k most probable strings (text, log-probability) when positions are independent."""
+def k_best(choices: CharChoices, k: int) -> list[tuple[str, float, float]]:
+    """The k most probable strings (text, log-probability, least character probability) when
+    positions are independent."""
     if not choices or any(not alts for alts in choices):
         return []
     start = tuple(0 for _ in choices)
     heap = [(-sum(_log(alts[0][1]) for alts in choices), start)]
     seen = {start}
-    out: list[tuple[str, float]] = []
+    out: list[tuple[str, float, float]] = []
     while heap and len(out) < k:
         neg, picks = heapq.heappop(heap)
-        out.append(("".join(choices[i][j][0] for i, j in enumerate(picks)), -neg))
+        picked = [choices[i][j] for i, j in enumerate(picks)]
+        out.append(("".join(c for c, _ in picked), -neg, min(p for _, p in picked)))
         for i, j in enumerate(picks):
             if j + 1 < len(choices[i]):
                 nxt = picks[:i] + (j + 1,) + picks[i + 1 :]
@@ -65,12 +80,13 @@ def k_best(choices: CharChoices, k: int) -> list[tuple[str, float]]:
     return out
 
 
-def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] | None:
-    """The most probable string that fits `template`: per position the likelier of the best allowed
-    alternative and the top character swapped through the confusion tables (O/0, I/1, B/8, ...)."""
+def constrained_best(choices: CharChoices, template: str) -> tuple[str, float, float] | None:
+    """The most probable string that fits `template` (text, log-probability, least character
+    probability): per position the likelier of the best allowed alternative and the top character
+    swapped through the confusion tables (O/0, I/1, B/8, ...)."""
     if len(choices) != len(template):
         return None
-    chars, logp = [], 0.0
+    chars, logp, weakest = [], 0.0, 1.0
     for alts, kind in zip(choices, template, strict=False):
         allowed = CLASSES[kind]
         options = [(c, p) for c, p in alts if c in allowed]
@@ -83,7 +99,8 @@ def constrained_best(choices: CharChoices, template: str) -> tuple[str, float] |
         char, p = max(options, key=lambda option: option[1])
         chars.append(char)
         logp += _log(p)
-    return "".join(chars), logp
+        weakest = min(weakest, p)
+    return "".join(chars), logp, weakest
 
 
 def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
@@ -97,31 +114,31 @@ def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
     return [([*choices[:i], *choices[i + 1 :]], _log(1 - present[i])) for i in range(len(choices))]
 
 
-def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[PlateCandidate]:
-    """Ranked candidate readings, best first. The score is the reading's log-probability less the
-    region's penalties; the confidence is its per-character geometric mean, in [0, 1]."""
-    scored: dict[str, float] = {}
+def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[Reading]:
+    """Ranked readings, best first. The score is the reading's log-probability less the region's
+    penalties; the confidence is its per-character geometric mean, in [0, 1]."""
+    scored: dict[str, tuple[float, float]] = {}
 
-    def offer(text: str, logp: float) -> None:
-        if text and logp > scored.get(text, -math.inf):
-            scored[text] = logp
+    def offer(text: str, logp: float, weakest: float) -> None:
+        if text and logp > scored.get(text, (-math.inf, 0.0))[0]:
+            scored[text] = (logp, weakest)
 
-    for text, logp in k_best(choices, max(limit * 2, 4)):
-        offer(text, logp)
+    for text, logp, weakest in k_best(choices, max(limit * 2, 4)):
+        offer(text, logp, weakest)
     variants = [(choices, 0.0), *_without_one(choices)]
     for template in region.templates:
         for variant, cost in variants:
             found = constrained_best(variant, template)
             if found:
-                offer(found[0], found[1] + cost)
+                offer(found[0], found[1] + cost, found[2])
     ranked = []
-    for text, logp in scored.items():
+    for text, (logp, weakest) in scored.items():
         matched = region.match(text)
         if matched is None:
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
             logp -= region.length_log_penalty
         confidence = min(1.0, math.exp(logp / len(text)))
-        ranked.append((logp, PlateCandidate(text, round(confidence, 4), matched)))
+        ranked.append((logp, Reading(PlateCandidate(text, round(confidence, 4), matched), weakest)))
     ranked.sort(key=lambda item: item[0], reverse=True)
-    return [candidate for _, candidate in ranked[:limit]]
+    return [reading for _, reading in ranked[:limit]]

@@ -6,24 +6,29 @@ import json
 import numpy as np
 import pytest
 
+from common.errors import ConfigError
 from common.types import PlateCandidate
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features, load_calibrations
+from ocr_worker.formats import Reading
 
 
 def test_a_fit_recovers_the_probability_behind_the_data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURES)))
-    truth = np.array([1.5, 0.5, 0.0, -1.0])
+    truth = np.array([1.5, 0.5, 0.0, -1.0, 0.8])
     y = (rng.random(4000) < 1 / (1 + np.exp(-(x @ truth - 0.3)))).astype(float)
     model = Calibration.fit(x, y)
     assert np.allclose(model.weights, truth, atol=0.2) and abs(model.bias + 0.3) < 0.2
-    assert 0 < model.probability([-30, 0, 0, 30]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0]) < 1
+    assert 0 < model.probability([-30, 0, 0, 30, 0]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0, 0]) < 1
 
 
 def test_calibrated_candidates_keep_their_order_and_texts():
-    candidates = [PlateCandidate("ABC1234", 0.97, "LLLDDDD"), PlateCandidate("ABC1Z34", 0.80, None)]
+    candidates = [
+        Reading(PlateCandidate("ABC1234", 0.97, "LLLDDDD"), 0.9),
+        Reading(PlateCandidate("ABC1Z34", 0.80, None), 0.3),
+    ]
     assert features(candidates, 0, 7.0)[1] > 0 > features(candidates, 1, 7.0)[1]  # margin over the other
-    model = Calibration((1.0, 0.5, 0.5, -0.5), -1.0)
+    model = Calibration((1.0, 0.5, 0.5, -0.5, 0.5), -1.0)
     calibrated = model.apply(candidates, 7.0)
     assert [c.text for c in calibrated] == ["ABC1234", "ABC1Z34"]
     assert calibrated[0].confidence > calibrated[1].confidence and calibrated[0].format_name == "LLLDDDD"
@@ -38,5 +43,20 @@ def test_the_shipped_file_has_a_model_per_recogniser(key):
 
 def test_a_file_without_format_weights_counts_formats_in_full(tmp_path):
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
+    path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0, 0], "bias": 0.0}}}))
     assert load_calibrations(path)["ppocr-v4"].format_weight == 1.0
+
+
+def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
+    """The shipped model of the default recogniser: the same mean confidence, one character in doubt."""
+    model = load_calibrations()["ppocr-plate"]
+    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.9)], 7.0)[0]
+    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.55)], 7.0)[0]
+    assert doubtful.confidence < plain.confidence - 0.05
+
+
+def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
+    with pytest.raises(ConfigError, match="ppocr-v4 weighs 4 features.*alpr calibrate"):
+        load_calibrations(path)

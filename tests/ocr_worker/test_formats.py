@@ -2,7 +2,12 @@ import pytest
 
 from common.errors import ConfigError
 from common.regions import load_regions, region_formats
-from ocr_worker.formats import constrained_best, k_best, rank_candidates
+from ocr_worker.formats import constrained_best, k_best
+from ocr_worker.formats import rank_candidates as rank_readings
+
+
+def rank_candidates(choices, region, limit):
+    return [reading.candidate for reading in rank_readings(choices, region, limit)]
 
 
 def sure(text, p=0.99):
@@ -28,7 +33,8 @@ def test_constrained_best(choices, template, expected):
 
 def test_k_best_orders_by_probability():
     choices = [[("A", 0.9), ("4", 0.1)], [("B", 0.6), ("8", 0.4)]]
-    assert [t for t, _ in k_best(choices, 4)] == ["AB", "A8", "4B", "48"]
+    assert [t for t, _, _ in k_best(choices, 4)] == ["AB", "A8", "4B", "48"]
+    assert [weakest for _, _, weakest in k_best(choices, 4)] == [0.6, 0.4, 0.1, 0.1]
     assert k_best([], 3) == []
 
 
@@ -75,3 +81,16 @@ def test_regions_are_loaded_and_unknown_ones_rejected():
     assert {"us", "eu", "br"} <= set(load_regions())
     with pytest.raises(ConfigError, match="unknown plate region 'xx'"):
         region_formats("xx")
+
+
+def test_each_reading_keeps_its_least_sure_character():
+    """One doubtful character in an otherwise sure plate: the mean hides it, the reading keeps it."""
+    us = region_formats("us")
+    doubtful = [*sure("KPX47"), [("2", 0.55), ("Z", 0.4)], *sure("1")]
+    top = rank_readings(doubtful, us, 5)[0]
+    assert top.candidate.text == "KPX4721" and top.weakest_character == 0.55
+    assert top.candidate.confidence > 0.9  # what the mean alone would say
+    swapped = rank_readings(sure("PP587A0"), region_formats("eu"), 5)[0]  # 0 where a letter must be: O, halved
+    assert swapped.candidate.text == "PP587AO" and swapped.weakest_character == pytest.approx(0.495)
+    dropped = rank_readings([*sure("1T4"), [("8", 0.75), ("3", 0.02)], *sure("3213")], region_formats("eu"), 5)[0]
+    assert dropped.candidate.text == "1T43213" and dropped.weakest_character == 0.99  # the dropped one not counted
