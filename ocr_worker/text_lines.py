@@ -21,10 +21,12 @@ from ocr_worker.ppocr_engine import cpu_session, packaged_model
 ROW_SEARCH_HEIGHT = 100
 """Crops are scaled to this height while looking for rows of characters."""
 
-SEARCH_HEIGHT = 64
-"""Crops are scaled to this height (widths to a multiple of 32) before the text detector sees them."""
+SEARCH_HEIGHT = 128
+"""Crops are scaled to this height (widths to a multiple of 32) before the text detector sees them. At
+64 the detector broke a plate's large characters into pieces (HGX | 212) or missed them and marked the
+small state name or slogan instead; at 128 it marks the registration whole (crops 96.8% -> 98.1%)."""
 
-MAX_SEARCH_WIDTH = 512
+MAX_SEARCH_WIDTH = 1024
 """Wider search inputs are squeezed (plates are at most a few times wider than tall)."""
 
 PIXEL_THRESHOLD = 0.3

@@ -102,3 +102,16 @@ def test_loose_boxes_on_real_photos_read_better_than_the_whole_crop(datasets_dir
         candidates = br.read(crop)
         right += bool(candidates) and candidates[0].text == sample.plate
     assert right >= 3
+
+
+@pytest.mark.parametrize(
+    ("image", "plate"),
+    [("hi130.png", "HGX212"), ("id825.png", "MNW235"), ("il1328.png", "IR0NY"), ("ut741.png", "Z387RY")],
+)
+def test_large_characters_are_one_line_and_beat_the_state_name(datasets_dir, image, plate):
+    """US plates whose characters touch (no free-standing row), under a state name, slogan or picture:
+    the text detector marks the registration whole and it is read (at a 64-pixel search height it was
+    cut in two, or lost to the state name: HGX, 223, I, Z2)."""
+    crop = cv2.imread(str(datasets_dir / "openalpr-plates" / image))
+    assert crop is not None and character_rows(crop)[1] is None  # the text detector's case
+    assert PlateReader(OcrSettings(region="us")).read(crop)[0].text == plate
