@@ -48,8 +48,10 @@ class FeatureRecorder(PlateReader):
 
 
 def features_of(recorded: Recorded, candidate: PlateCandidate) -> list[float]:
+    """The recorded features of the reading `candidate` came from."""
     kept, row = recorded[id(candidate)]
-    assert kept is candidate
+    if kept is not candidate:
+        raise LookupError(f"no features were recorded for {candidate!r}")
     return row
 
 
@@ -119,8 +121,9 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
 
     key = ocr_settings(settings).engine_key
     existing = json.loads(out.read_text()) if out.is_file() else {"models": {}}
-    existing["features"] = list(FEATURES)
+    existing.pop("features", None)  # once for the whole file; now each model says what it was fitted on
     existing["models"][key] = {
+        "features": list(FEATURES),
         "weights": list(model.weights),
         "bias": model.bias,
         "format_weight": model.format_weight,

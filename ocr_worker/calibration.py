@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,10 @@ class Calibration:
     bias: float
     format_weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(FEATURES):
+            raise ValueError(f"a confidence model weighs {len(FEATURES)} features, got {len(self.weights)} weights")
+
     def probability(self, x: Sequence[float]) -> float:
         z = self.bias + sum(w * v for w, v in zip(self.weights, x, strict=True))
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
@@ -104,22 +109,32 @@ def calibration_path() -> Path:
 
 
 @cache
+def _entries(path: Path | None) -> dict[str, dict[str, Any]]:
+    return dict(json.loads((path or calibration_path()).read_text())["models"])
+
+
+def _model(key: str, entry: dict[str, Any]) -> Calibration:
+    """One engine's model, refused with what to do when it was fitted on other features."""
+    fitted_on = entry.get("features")
+    stale = list(fitted_on) != list(FEATURES) if fitted_on else len(entry["weights"]) != len(FEATURES)
+    if stale:
+        raise ConfigError(
+            f"the confidence model for {key} was fitted on {fitted_on or str(len(entry['weights'])) + ' features'}, "
+            f"this version reads {', '.join(FEATURES)}: fit it again with `alpr calibrate`"
+        )
+    return Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
+
+
 def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:
     """Every fitted model: the package's file, or `path`."""
-    raw = json.loads((path or calibration_path()).read_text())
-    models = {}
-    for key, entry in raw["models"].items():
-        if len(entry["weights"]) != len(FEATURES):
-            raise ConfigError(
-                f"the confidence model for {key} weighs {len(entry['weights'])} features, this version reads "
-                f"{len(FEATURES)} ({', '.join(FEATURES)}): fit it again with `alpr calibrate`"
-            )
-        models[key] = Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
-    return models
+    return {key: _model(key, entry) for key, entry in _entries(path).items()}
 
 
-def calibration_for(engine_key: str) -> Calibration | None:
+def calibration_for(engine_key: str, path: Path | None = None) -> Calibration | None:
+    """One engine's model in the package's file, or `path` (another engine's stale model does not
+    stand in its way)."""
     try:
-        return load_calibrations().get(engine_key)
+        entry = _entries(path).get(engine_key)
     except FileNotFoundError:
         return None
+    return _model(engine_key, entry) if entry is not None else None

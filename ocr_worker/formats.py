@@ -45,9 +45,11 @@ MIN_PROBABILITY = 1e-4
 
 @dataclass(frozen=True)
 class Reading:
-    """A ranked reading before calibration: the candidate, its confidence the engine's per-character
-    geometric mean, and the probability of its least sure character (one doubtful character in a
-    sure plate is how most misreads look, and a mean hides it)."""
+    """A ranked reading before calibration: the candidate, its confidence the per-character geometric
+    mean of its score (the engine's probabilities less the region's penalties), and the probability of
+    its least sure step: a character as the engine gave it (halved when swapped through the confusion
+    tables), or the call that a character is spurious and dropped. One doubtful character in a sure
+    plate is how most misreads look, and a mean hides it."""
 
     candidate: PlateCandidate
     weakest_character: float
@@ -130,7 +132,7 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
         for variant, cost in variants:
             found = constrained_best(variant, template)
             if found:
-                offer(found[0], found[1] + cost, found[2])
+                offer(found[0], found[1] + cost, min(found[2], math.exp(cost)))
     ranked = []
     for text, (logp, weakest) in scored.items():
         matched = region.match(text)

@@ -3,12 +3,14 @@ the confidence model on the reads at that weight, and writes both where the read
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 import alpr.calibrate as calibrate_module
 from common.config import Settings
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
+from ocr_worker.core import PlateReader
 
 
 @pytest.mark.parametrize(
@@ -63,5 +65,27 @@ def test_collect_gives_the_features_of_the_read_each_image_ends_with(datasets_di
     assert list(y) == [float(o.correct) for o in read]
     confidences = [min(max(o.best.candidates[0].confidence, 1e-4), 1 - 1e-4) for o in read]
     assert np.allclose(x[:, 0], [np.log(p / (1 - p)) for p in confidences])
-    weakest = 1 / (1 + np.exp(-x[:, FEATURES.index("logit_weakest_character")]))
-    assert np.all((weakest > 0) & (weakest <= 1)) and np.any(np.abs(x[:, 0] - np.log(weakest / (1 - weakest))) > 0.1)
+
+
+def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_path, settings):
+    """On real plate crops: the row's last feature is the least sure character of the top reading, as
+    the reader's own steps give it (line found, recognised, ranked)."""
+    from ocr_worker.core import OcrSettings
+    from ocr_worker.formats import rank_candidates
+
+    source = datasets_dir / "openalpr-plates"
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    rows = (source / "groundtruth.csv").read_text().splitlines()[:12]
+    (folder / "groundtruth.csv").write_text("\n".join(rows) + "\n")
+    names = [row.split(",")[0] for row in rows]
+    for name in names:
+        (folder / name).write_bytes((source / name).read_bytes())
+    x, _, _ = calibrate_module.collect([folder], settings, 0.2)
+    reader = PlateReader(OcrSettings(region=settings.ocr_region, calibrated=False, format_weight=0.2))
+    lines = reader.locator.locate([cv2.imread(str(folder / name)) for name in names])
+    choices = reader._ppocr.recognize_batch(lines)
+    weakest = [rank_candidates(c, reader.formats, settings.ocr_max_candidates)[0].weakest_character for c in choices]
+    clamped = np.clip(weakest, 1e-4, 1 - 1e-4)
+    assert x.shape[0] == len(names) and np.allclose(x[:, -1], np.log(clamped / (1 - clamped)), atol=1e-6)
+    assert min(weakest) < 0.95 < max(weakest)  # the crops differ in it: a real signal, not a constant

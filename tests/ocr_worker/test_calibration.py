@@ -8,7 +8,14 @@ import pytest
 
 from common.errors import ConfigError
 from common.types import PlateCandidate
-from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features, load_calibrations
+from ocr_worker.calibration import (
+    FEATURES,
+    FORMAT_WEIGHTS,
+    Calibration,
+    calibration_for,
+    features,
+    load_calibrations,
+)
 from ocr_worker.formats import Reading
 
 
@@ -58,5 +65,14 @@ def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
 def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
-    with pytest.raises(ConfigError, match="ppocr-v4 weighs 4 features.*alpr calibrate"):
+    with pytest.raises(ConfigError, match="ppocr-v4 was fitted on 4 features.*alpr calibrate"):
         load_calibrations(path)
+    mixed = tmp_path / "mixed.json"  # one engine refitted, another's model from an older version
+    renamed = [*FEATURES[:-1], "something_else"]
+    mixed.write_text(json.dumps({"models": {
+        "ppocr-plate": {"features": list(FEATURES), "weights": [1, 0, 0, 0, 0], "bias": 0.0},
+        "tesseract": {"features": renamed, "weights": [1, 0, 0, 0, 0], "bias": 0.0},
+    }}))  # fmt: skip
+    assert calibration_for("ppocr-plate", mixed) == Calibration((1, 0, 0, 0, 0), 0.0)
+    with pytest.raises(ConfigError, match="tesseract was fitted on .*something_else"):
+        calibration_for("tesseract", mixed)

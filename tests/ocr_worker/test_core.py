@@ -12,7 +12,7 @@ from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.regions import region_formats
 from common.types import PlateDetections
-from ocr_worker.calibration import Calibration, load_calibrations
+from ocr_worker.calibration import FEATURES, Calibration, load_calibrations
 from ocr_worker.core import OcrSettings, PlateReader
 
 PLATES = ("KPX4721", "7ABC284", "GHT2093")
@@ -89,7 +89,7 @@ def test_the_reader_weighs_formats_as_its_recogniser_was_fitted(reader_us, monke
     shipped = load_calibrations()[reader_us.settings.engine_key].format_weight
     us, eu = region_formats("us"), region_formats("eu")
     assert reader_us.formats.unmatched_log_penalty == pytest.approx(shipped * us.unmatched_log_penalty)
-    fit = Calibration((1.0, 0.0, 0.0, 0.0), 0.0, format_weight=0.3)
+    fit = Calibration((1.0,) + (0.0,) * (len(FEATURES) - 1), 0.0, format_weight=0.3)
     monkeypatch.setattr("ocr_worker.core.calibration_for", lambda key: fit)
     for calibrated in (True, False):  # raw confidences, the same formats
         reader = PlateReader(OcrSettings(region="eu", calibrated=calibrated))
