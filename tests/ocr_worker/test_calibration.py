@@ -55,11 +55,14 @@ def test_a_file_without_format_weights_counts_formats_in_full(tmp_path):
 
 
 def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
-    """The shipped model of the default recogniser: the same mean confidence, one character in doubt."""
+    """The shipped model of the default recogniser: the same mean confidence and the same rival
+    reading, one character in doubt - across the default threshold."""
     model = load_calibrations()["ppocr-plate"]
-    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.9)], 7.0)[0]
-    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.55)], 7.0)[0]
-    assert doubtful.confidence < plain.confidence - 0.05
+    rival = Reading(PlateCandidate("KPX4Z21", 0.90, None), 0.5)
+    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.9), rival], 7.0)[0]
+    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.55), rival], 7.0)[0]
+    assert model.weights[FEATURES.index("logit_weakest_character")] > 0
+    assert doubtful.confidence < 0.85 <= plain.confidence
 
 
 def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
