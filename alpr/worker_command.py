@@ -23,7 +23,7 @@ from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
-from common.queues import QUEUED_STAGES, SIGHTING_WORKER_PREFIX, queue_keys, stage_queue
+from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, queue_keys, stage_queue
 from common.worker import StageWorker
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,15 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
-    heartbeat = f"{SIGHTING_WORKER_PREFIX}{socket.gethostname()}-{os.getpid()}"
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    connection = stage.alert_queue.connection
     log.info("sighting worker %s-%d ready", socket.gethostname(), os.getpid())
     beat_at = -float("inf")
     while not stop.is_set():
         if time.monotonic() - beat_at >= defaults.SIGHTING_HEARTBEAT_TTL_S / 3:  # not a Redis write every round
             beat_at = time.monotonic()  # a Redis outage is not waited on every round either
             with contextlib.suppress(redis.RedisError):  # `alpr status` only: grouping goes on without Redis
-                stage.alert_queue.connection.set(heartbeat, time.time(), ex=defaults.SIGHTING_HEARTBEAT_TTL_S)
+                beat_sighting_worker(connection, name, time.time())
         try:
             stage.poll()
             backoff.reset()
@@ -99,4 +100,6 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
         if burst:
             break
         stop.wait(settings.sighting_poll_s)
+    with contextlib.suppress(redis.RedisError):  # stopped: no longer counted (a killed one ages out)
+        connection.zrem(SIGHTING_WORKERS_KEY, name)
     return 0

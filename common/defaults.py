@@ -65,7 +65,7 @@ EARLY_RESCAN_S = 30.0
 at insert, and commits land in any order); alert ids and passes make a second match harmless."""
 
 SIGHTING_HEARTBEAT_TTL_S = 30
-"""A sighting worker's heartbeat key lives this long unless renewed (each round renews it)."""
+"""A sighting worker counts as alive this long after its last heartbeat (renewed every third of it)."""
 
 SIGHTING_BATCH_READS = 5000
 """Most reads a sighting worker groups for one camera in one transaction (a backlog goes in steps)."""

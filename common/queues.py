@@ -31,9 +31,10 @@ the frames offered, queued + skipped."""
 CAMERA_STATE_KEY = "alpr:cameras:state"
 """Redis hash: camera id -> JSON {state, since, errors} kept by ingest nodes, for `alpr status`."""
 
-SIGHTING_WORKER_PREFIX = "alpr:sighting-worker:"
-"""Redis key prefix of a live sighting worker's heartbeat (it reads the logs, not a queue: `alpr status`
-counts these keys, each expiring unless renewed)."""
+SIGHTING_WORKERS_KEY = "alpr:sighting-workers"
+"""Redis sorted set: sighting workers (they read the logs, not a queue) scored by their last heartbeat;
+`alpr status` counts those renewed within SIGHTING_HEARTBEAT_TTL_S, in one command however many keys
+the frame store holds beside it."""
 
 STATS_BUSY_KEY = "alpr:stats:busy_seconds"
 """Redis hash: seconds workers of each stage spent on jobs (for `alpr status`'s pool sizing)."""
@@ -55,6 +56,19 @@ def connect_redis(url: str, password: str | None = None) -> redis.Redis:
     return redis.Redis.from_url(
         url, password=password, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
     )
+
+
+def beat_sighting_worker(connection: redis.Redis, name: str, now: float) -> None:
+    """Marks sighting worker `name` alive at `now` and forgets workers silent for longer than the TTL."""
+    pipe = connection.pipeline(transaction=False)
+    pipe.zadd(SIGHTING_WORKERS_KEY, {name: now})
+    pipe.zremrangebyscore(SIGHTING_WORKERS_KEY, "-inf", f"({now - defaults.SIGHTING_HEARTBEAT_TTL_S}")
+    pipe.execute()
+
+
+def live_sighting_workers(connection: redis.Redis, now: float) -> int:
+    """Sighting workers whose heartbeat is at most SIGHTING_HEARTBEAT_TTL_S old."""
+    return int(connection.zcount(SIGHTING_WORKERS_KEY, now - defaults.SIGHTING_HEARTBEAT_TTL_S, "+inf"))
 
 
 def stage_queue(connection: redis.Redis, stage: str) -> Queue:

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rq.serializers import JSONSerializer
 
-from common import defaults
+from common import defaults, queues
 from common.frame_store import frame_key
 from common.jobs import ID_PATTERN, DetectedFrame, DetectJob, FrameRef, OcrJob, job_id
 from common.queues import QUEUE_NAMES, RETRIES, STAGES, enqueue, queue_keys, stage_queue
@@ -78,3 +78,19 @@ def test_enqueue_sets_ttls_retries_and_the_timeout(redis_url):
     assert job.retries_left == RETRIES.max == 2
     assert job.retry_intervals == RETRIES.intervals == [0]  # no interval: no scheduler process needed
     assert job.description == "detect 2 frames"
+
+
+def test_sighting_workers_are_counted_while_their_heartbeat_is_fresh(redis_url):
+    """Counted in one command (no SCAN over the frame store's keys): fresh heartbeats count, a worker
+    silent longer than the TTL does not, and the next heartbeat forgets it."""
+    connection = redis.Redis.from_url(redis_url)
+    connection.mset({f"alpr:frame:{i}": b"x" for i in range(1000)})  # the frame store beside it
+    now, ttl = 1_000_000.0, defaults.SIGHTING_HEARTBEAT_TTL_S
+    queues.beat_sighting_worker(connection, "host-1", now - ttl - 1)  # killed long ago
+    queues.beat_sighting_worker(connection, "host-2", now - ttl + 1)
+    assert queues.live_sighting_workers(connection, now) == 1
+    queues.beat_sighting_worker(connection, "host-3", now)
+    assert queues.live_sighting_workers(connection, now) == 2
+    assert connection.zrange(queues.SIGHTING_WORKERS_KEY, 0, -1) == [b"host-2", b"host-3"]  # host-1 forgotten
+    queues.beat_sighting_worker(connection, "host-2", now)  # renewed, not added twice
+    assert connection.zcard(queues.SIGHTING_WORKERS_KEY) == 2

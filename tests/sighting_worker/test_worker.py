@@ -7,6 +7,7 @@ the saved cursor with nothing emitted twice; a worker process killed mid-group l
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
+from common import defaults
 from common.config import Settings
 from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
@@ -158,6 +160,7 @@ def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, red
                           for i in range(5)])  # fmt: skip
     env = dict(os.environ)  # the tests' own ALPR_TEST* variables are gone already (tests/conftest.py)
     worker = [sys.executable, "-m", "alpr.cli", "worker", "sight"]
+    started = time.monotonic()
     process = subprocess.Popen(worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not table(pool, "SELECT 1 FROM sightings LIMIT 1") and time.monotonic() < deadline:
@@ -170,6 +173,11 @@ def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, red
     done_before = len(table(pool, "SELECT 1 FROM sightings"))
     assert 0 < done_before < cars, done_before
     assert subprocess.run([*worker, "--burst"], env=env, timeout=120).returncode == 0
+    assert main(["status", "--interval", "0.1"]) == 0  # the one that ended is gone; the killed one ages out
+    counted = re.search(r"sighting workers \(no queue: they read the logs\): (\d+)", capsys.readouterr().out)
+    fresh = time.monotonic() - started < defaults.SIGHTING_HEARTBEAT_TTL_S - 1  # its first beat still counts
+    assert counted is not None
+    assert (int(counted[1]) == 1) if fresh else (int(counted[1]) <= 1)
     plates = [row[0] for row in table(pool, "SELECT plate FROM sightings")]
     assert sorted(plates) == [f"AB{car:04d}" for car in range(cars)]  # every car once, none twice
     with psycopg.connect(postgres_url) as db:
