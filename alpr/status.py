@@ -34,7 +34,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
         failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
         print(f"{stage:<8} {queue.count:>7} {running:>7} {workers[stage]:>7} {failed:>6}")
-    sighting_workers = queues.live_sighting_workers(connection, time.time())
+    sighting_workers = queues.live_sighting_workers(connection)
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
     states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}

@@ -88,7 +88,7 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
         if time.monotonic() - beat_at >= defaults.SIGHTING_HEARTBEAT_TTL_S / 3:  # not a Redis write every round
             beat_at = time.monotonic()  # a Redis outage is not waited on every round either
             with contextlib.suppress(redis.RedisError):  # `alpr status` only: grouping goes on without Redis
-                beat_sighting_worker(connection, name, time.time())
+                beat_sighting_worker(connection, name)
         try:
             stage.poll()
             backoff.reset()

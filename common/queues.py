@@ -58,16 +58,25 @@ def connect_redis(url: str, password: str | None = None) -> redis.Redis:
     )
 
 
-def beat_sighting_worker(connection: redis.Redis, name: str, now: float) -> None:
-    """Marks sighting worker `name` alive at `now` and forgets workers silent for longer than the TTL."""
+def redis_now(connection: redis.Redis) -> float:
+    """Redis's clock, in seconds: the one clock every host of the chain shares."""
+    seconds, microseconds = connection.time()
+    return seconds + microseconds / 1e6
+
+
+def beat_sighting_worker(connection: redis.Redis, name: str, now: float | None = None) -> None:
+    """Marks sighting worker `name` alive (at `now`, by default Redis's clock, so that hosts' clocks
+    need not agree) and forgets workers silent for longer than the TTL."""
+    now = redis_now(connection) if now is None else now
     pipe = connection.pipeline(transaction=False)
     pipe.zadd(SIGHTING_WORKERS_KEY, {name: now})
     pipe.zremrangebyscore(SIGHTING_WORKERS_KEY, "-inf", f"({now - defaults.SIGHTING_HEARTBEAT_TTL_S}")
     pipe.execute()
 
 
-def live_sighting_workers(connection: redis.Redis, now: float) -> int:
-    """Sighting workers whose heartbeat is at most SIGHTING_HEARTBEAT_TTL_S old."""
+def live_sighting_workers(connection: redis.Redis, now: float | None = None) -> int:
+    """Sighting workers whose heartbeat is at most SIGHTING_HEARTBEAT_TTL_S old (by Redis's clock)."""
+    now = redis_now(connection) if now is None else now
     return int(connection.zcount(SIGHTING_WORKERS_KEY, now - defaults.SIGHTING_HEARTBEAT_TTL_S, "+inf"))
 
 

@@ -94,3 +94,7 @@ def test_sighting_workers_are_counted_while_their_heartbeat_is_fresh(redis_url):
     assert connection.zrange(queues.SIGHTING_WORKERS_KEY, 0, -1) == [b"host-2", b"host-3"]  # host-1 forgotten
     queues.beat_sighting_worker(connection, "host-2", now)  # renewed, not added twice
     assert connection.zcard(queues.SIGHTING_WORKERS_KEY) == 2
+    connection.delete(queues.SIGHTING_WORKERS_KEY)
+    queues.beat_sighting_worker(connection, "host-4")  # by Redis's clock, whatever this host's says
+    assert queues.live_sighting_workers(connection) == 1
+    assert abs(queues.redis_now(connection) - time.time()) < 5  # the private server runs on this host
