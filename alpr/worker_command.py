@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -74,15 +75,28 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
 def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: bool) -> int:
     """The sighting pool's loop: a round over the cameras every ALPR_SIGHTING_POLL_S until a signal
     (one round with `burst`); a Postgres outage is waited out with backoff, the cursors where they were."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    # containers run as pid 1 and may share a hostname: a random part keeps each worker its own entry
+    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    connection = stage.alert_queue.connection
+    log.info("sighting worker %s ready", name)
+    try:
+        sighting_rounds(stage, settings, stop, burst, connection, name)
+    finally:
+        with contextlib.suppress(redis.RedisError):  # stopped: no longer counted (a killed one ages out)
+            connection.zrem(SIGHTING_WORKERS_KEY, name)
+    return 0
+
+
+def sighting_rounds(
+    stage: Any, settings: Settings, stop: threading.Event, burst: bool, connection: redis.Redis, name: str
+) -> None:
+    """The rounds of `sighting_loop`, a heartbeat every third of its TTL between them."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
-    name = f"{socket.gethostname()}-{os.getpid()}"
-    connection = stage.alert_queue.connection
-    log.info("sighting worker %s-%d ready", socket.gethostname(), os.getpid())
     beat_at = -float("inf")
     while not stop.is_set():
         if time.monotonic() - beat_at >= defaults.SIGHTING_HEARTBEAT_TTL_S / 3:  # not a Redis write every round
@@ -100,6 +114,3 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
         if burst:
             break
         stop.wait(settings.sighting_poll_s)
-    with contextlib.suppress(redis.RedisError):  # stopped: no longer counted (a killed one ages out)
-        connection.zrem(SIGHTING_WORKERS_KEY, name)
-    return 0

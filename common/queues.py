@@ -71,6 +71,7 @@ def beat_sighting_worker(connection: redis.Redis, name: str, now: float | None =
     pipe = connection.pipeline(transaction=False)
     pipe.zadd(SIGHTING_WORKERS_KEY, {name: now})
     pipe.zremrangebyscore(SIGHTING_WORKERS_KEY, "-inf", f"({now - defaults.SIGHTING_HEARTBEAT_TTL_S}")
+    pipe.expire(SIGHTING_WORKERS_KEY, 2 * defaults.SIGHTING_HEARTBEAT_TTL_S)  # gone once every worker is
     pipe.execute()
 
 
