@@ -64,10 +64,10 @@ def redis_now(connection: redis.Redis) -> float:
     return seconds + microseconds / 1e6
 
 
-def beat_sighting_worker(connection: redis.Redis, name: str, now: float | None = None) -> None:
-    """Marks sighting worker `name` alive (at `now`, by default Redis's clock, so that hosts' clocks
-    need not agree) and forgets workers silent for longer than the TTL."""
-    now = redis_now(connection) if now is None else now
+def beat_sighting_worker(connection: redis.Redis, name: str) -> None:
+    """Marks sighting worker `name` alive by Redis's clock (hosts' clocks need not agree) and forgets
+    workers silent for longer than the TTL."""
+    now = redis_now(connection)
     pipe = connection.pipeline(transaction=False)
     pipe.zadd(SIGHTING_WORKERS_KEY, {name: now})
     pipe.zremrangebyscore(SIGHTING_WORKERS_KEY, "-inf", f"({now - defaults.SIGHTING_HEARTBEAT_TTL_S}")
@@ -75,9 +75,9 @@ def beat_sighting_worker(connection: redis.Redis, name: str, now: float | None =
     pipe.execute()
 
 
-def live_sighting_workers(connection: redis.Redis, now: float | None = None) -> int:
+def live_sighting_workers(connection: redis.Redis) -> int:
     """Sighting workers whose heartbeat is at most SIGHTING_HEARTBEAT_TTL_S old (by Redis's clock)."""
-    now = redis_now(connection) if now is None else now
+    now = redis_now(connection)
     return int(connection.zcount(SIGHTING_WORKERS_KEY, now - defaults.SIGHTING_HEARTBEAT_TTL_S, "+inf"))
 
 

@@ -2,9 +2,9 @@
 data (`ocr_worker/calibration.json`): a confidence that means something (the probability that a
 reading is exactly right, from a logistic model over a few features of the ranked candidates: the
 reading's per-character confidence, its least sure character, its margin over the next reading,
-whether it fits a plate format, its length against the region's), and the recogniser's format weight, which the reader
-(ocr_worker/core.py) applies to the region's template penalty before ranking. Without a fit,
-confidences stay as the engine's and templates count in full."""
+whether it fits a plate format, its length against the region's), and the recogniser's format
+weight, which the reader (ocr_worker/core.py) applies to the region's template penalty before
+ranking. Without a fit, confidences stay as the engine's and templates count in full."""
 
 from __future__ import annotations
 

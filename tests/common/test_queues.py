@@ -84,14 +84,14 @@ def test_sighting_workers_are_counted_while_their_heartbeat_is_fresh(redis_url):
     """Fresh heartbeats count, a worker silent longer than the TTL does not, and the next heartbeat
     forgets it."""
     connection = redis.Redis.from_url(redis_url)
-    now, ttl = 1_000_000.0, defaults.SIGHTING_HEARTBEAT_TTL_S
-    queues.beat_sighting_worker(connection, "host-1", now - ttl - 1)  # killed long ago
-    queues.beat_sighting_worker(connection, "host-2", now - ttl + 1)
-    assert queues.live_sighting_workers(connection, now) == 1
-    queues.beat_sighting_worker(connection, "host-3", now)
-    assert queues.live_sighting_workers(connection, now) == 2
+    ttl = defaults.SIGHTING_HEARTBEAT_TTL_S
+    now = queues.redis_now(connection)
+    connection.zadd(queues.SIGHTING_WORKERS_KEY, {"host-1": now - ttl - 5, "host-2": now - ttl + 5})  # earlier beats
+    assert queues.live_sighting_workers(connection) == 1
+    queues.beat_sighting_worker(connection, "host-3")
+    assert queues.live_sighting_workers(connection) == 2
     assert connection.zrange(queues.SIGHTING_WORKERS_KEY, 0, -1) == [b"host-2", b"host-3"]  # host-1 forgotten
-    queues.beat_sighting_worker(connection, "host-2", now)  # renewed, not added twice
+    queues.beat_sighting_worker(connection, "host-2")  # renewed, not added twice
     assert connection.zcard(queues.SIGHTING_WORKERS_KEY) == 2
     assert 0 < connection.ttl(queues.SIGHTING_WORKERS_KEY) <= 2 * ttl  # gone once every worker is
 
