@@ -94,7 +94,9 @@ def _decode(
     cx, cy, w, h = prediction[:4, keep]
     scores = scores[keep]
     xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-    kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), confidence, NMS_IOU, top_k=max_det)
+    # No top_k here: OpenCV applies it to the candidates before suppression, and YOLO gives several
+    # per plate, so the copies of the strongest plates would fill every slot and hide the rest.
+    kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), confidence, NMS_IOU)
     chosen = np.asarray(kept, dtype=np.int64).reshape(-1)[:max_det]
     ratio, left, top = placement
     xyxy = xywh[chosen].copy()
