@@ -113,6 +113,9 @@ CROP_JPEG_QUALITY = 95
 JPEG_QUALITY = 85
 """JPEG quality of frames in the frame store."""
 
+MAX_FRAME_PIXELS = 7680 * 4320
+"""Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
+
 FRAMES_PER_JOB = 16
 """Frames an ingest node puts in one detect job (one detector inference)."""
 
