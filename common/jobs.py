@@ -28,10 +28,12 @@ FrameOutcome = Literal["pending", "done", "skipped", "expired", "corrupt", "lost
 the frame store, undecodable, or lost (no stage finished it in time: a Redis restart, say)."""
 
 
-SkipReason = Literal["backpressure", "node_busy", "node_stopped", "redis_unavailable", "unencodable", "too_old"]
+SkipReason = Literal[
+    "backpressure", "node_busy", "node_stopped", "redis_unavailable", "unencodable", "too_large", "too_old"
+]
 """Why a sampled frame was skipped (the `reason` label of alpr_frames_skipped_total; its detail in the
 frames log reads with spaces): the chain full, the node's buffer full, the node stopping, Redis down,
-no JPEG can hold it, older than the maximum frame age at detection."""
+no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum frame age at detection."""
 
 
 class Strict(BaseModel):
