@@ -1,7 +1,8 @@
 """Delivery of one alert to one receiver, once: an HTTP webhook POST signed with HMAC-SHA256, or an MQTT
 publish with QoS 1. Each attempt either returns (the receiver acknowledged: a 2xx answer, a PUBACK) or
 raises `DeliveryRetryable` (worth another attempt later) or `DeliveryRejected` (permanent: retrying
-cannot help). Messages never hold a secret, and URLs in them are masked.
+cannot help). Messages never hold a secret: a webhook is named by its scheme, host and port only
+(`receiver_origin`), as Slack- and Discord-style hooks carry their token in the path.
 
 Webhook signatures (the scheme Stripe uses), for receivers to check:
 
@@ -76,7 +77,8 @@ MQTT_REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized"
 
 
 class DeliveryError(Exception):
-    """A delivery attempt failed; the message names the receiver (URL masked) and why, never a secret."""
+    """A delivery attempt failed; the message names the receiver (its origin, no path) and why, never a
+    secret."""
 
 
 class DeliveryRetryable(DeliveryError):  # noqa: N818 (the name says what to do with it)
@@ -209,8 +211,7 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
         IDEMPOTENCY_HEADER: alert.alert_id,
     }
     request = urllib.request.Request(receiver.url, data=body, headers=headers, method="POST")
-    parts = urlsplit(receiver.url)
-    where = f"webhook {mask_url(f'{parts.scheme}://{parts.netloc}{parts.path}')}"  # no query: it may hold a token
+    where = f"webhook {receiver_origin(receiver.url)}"
     deadline = _Deadline(receiver.timeout_s)  # the whole exchange, not each read, within timeout_s
     deadline.timer.start()
     try:
@@ -221,19 +222,49 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
             raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s")
     except urllib.error.HTTPError as error:
         with error:
-            raise _status_error(where, error.code, error.reason, error.headers.get("Retry-After")) from None
+            phrase = _hide_url(" ".join(str(error.reason).split()), receiver.url)
+            raise _status_error(where, error.code, phrase, error.headers.get("Retry-After")) from None
     except (urllib.error.URLError, OSError, HTTPException) as error:  # unreachable, timeouts, broken answers
         if deadline.expired.is_set():
             raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s") from None
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        raise DeliveryRetryable(mask_url(f"{where}: {_describe(reason)}")) from None
+        raise DeliveryRetryable(f"{where}: {_describe(reason, receiver.url)}") from None
     finally:
         deadline.timer.cancel()
 
 
-def _status_error(where: str, status: int, reason: object, retry_after: str | None) -> DeliveryError:
-    """The error for a receiver's non-2xx answer."""
-    message = mask_url(f"{where}: HTTP {status} {' '.join(str(reason).split())[:80]}".rstrip())
+def receiver_origin(url: str) -> str:
+    """A webhook's URL as it may be shown: scheme, host and port only. Its path, query, fragment and any
+    user:password are left out: each may be the receiver's token
+    (`https://hooks.slack.com/services/T0/B0/<token>`).
+
+    >>> receiver_origin("https://hooks.example:8443/services/T0001/B0002/XoXo?sig=1#f")
+    'https://hooks.example:8443'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _hide_url(text: str, url: str) -> str:
+    """`text` (a library's or the receiver's words) with the receiver's URL replaced by its origin and its
+    path and query by "/…", wherever they are quoted (http.client quotes a request's path in some errors;
+    a receiver may echo it in its reason phrase)."""
+    parts = urlsplit(url)
+    tail = url[len(f"{parts.scheme}://{parts.netloc}") :]
+    text = text.replace(url, receiver_origin(url))
+    return text.replace(tail, "/…") if len(tail) > 1 else text  # a bare "/" hides nothing
+
+
+def _status_error(where: str, status: int, reason: str, retry_after: str | None) -> DeliveryError:
+    """The error for a receiver's non-2xx answer (`reason`: its reason phrase, the URL hidden)."""
+    message = mask_url(f"{where}: HTTP {status} {reason[:80]}".rstrip())
     if status in RETRYABLE_STATUS or 500 <= status <= 599:
         return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after))
     if 300 <= status <= 399:
@@ -248,14 +279,16 @@ def _retry_after_s(value: str | None) -> float | None:
     return min(float(value.strip()), MAX_RETRY_AFTER_S)
 
 
-def _describe(error: object) -> str:
-    """An exception (or urllib's reason string) in a few words: its kind, then its message."""
+def _describe(error: object, url: str | None = None) -> str:
+    """An exception (or urllib's reason string) in a few words: its kind, then its message, with the
+    receiver's `url` hidden (`_hide_url`) and any other URL's password masked."""
     if isinstance(error, TimeoutError):
         return "timed out"
+    text = " ".join(str(error).split())
+    text = mask_url(_hide_url(text, url) if url else text)
     if isinstance(error, BaseException):
-        text = " ".join(str(error).split())
         return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
-    return " ".join(str(error).split())[:200]
+    return text[:200]
 
 
 def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:

@@ -82,6 +82,8 @@ class Reply:
     hang: bool = False
     trickle_s: float = 0.0
     """When above 0: the answer is sent a byte at a time, one every trickle_s seconds."""
+    echo_path: bool = False
+    """Whether the status line's reason phrase quotes the request's path (as some servers' 404 do)."""
 
 
 class WebhookServer:
@@ -115,7 +117,7 @@ class WebhookServer:
                         except OSError:  # the client gave up
                             return
                     return
-                self.send_response(owner.reply.status)
+                self.send_response(owner.reply.status, f"No hook at {self.path}" if owner.reply.echo_path else None)
                 for name, value in owner.reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "2")

@@ -28,6 +28,7 @@ from alert_worker.delivery import (
     deliver,
     deliver_mqtt,
     deliver_webhook,
+    receiver_origin,
     sign,
     verify_signature,
 )
@@ -147,15 +148,42 @@ def test_a_slow_but_whole_answer_within_the_timeout_delivers():
     assert len(server.received) == 1
 
 
-@pytest.mark.parametrize("query", ["password=hunter2", "token=hunter2", "sig=hunter2&x=1"])
-def test_nothing_listening_is_retryable_and_the_url_is_masked(query):
-    url = f"http://127.0.0.1:{free_port()}/hook?{query}"
+TOKEN_URLS = ["/services/T0001/B0002/hunter2", "/api/webhooks/123/hunter2", "/hook?token=hunter2",
+              "/hook?password=hunter2", "/hook?sig=hunter2&x=1", "/hook#hunter2", "/hunter2/hook?a=1"]  # fmt: skip
+"""Paths, queries and fragments of webhook URLs that carry the receiver's token (Slack, Discord, ...)."""
+
+
+@pytest.mark.parametrize("tail", TOKEN_URLS)
+def test_nothing_listening_is_retryable_and_names_only_the_origin(tail):
+    port = free_port()
     with pytest.raises(DeliveryRetryable, match="Connection refused") as caught:
-        deliver_webhook(ALERT, webhook(url))
-    assert "hunter2" not in str(caught.value) and "/hook:" in str(
-        caught.value
-    )  # the query, whatever it holds, left out
+        deliver_webhook(ALERT, webhook(f"http://127.0.0.1:{port}{tail}"))
+    assert str(caught.value).startswith(f"webhook http://127.0.0.1:{port}: ")
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
     assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize("status", [404, 503])
+@pytest.mark.parametrize("tail", TOKEN_URLS[:2])
+def test_a_receiver_quoting_its_path_in_its_answer_does_not_show_the_token(status, tail):
+    with WebhookServer(SECRET, Reply(status, echo_path=True)) as server:
+        origin = server.url.removesuffix("/hooks/alpr")
+        with pytest.raises(DeliveryError, match=f"HTTP {status} No hook at") as caught:
+            deliver_webhook(ALERT, webhook(origin + tail))
+    assert server.received[0].path == tail  # the request went to the whole URL
+    assert str(caught.value).startswith(f"webhook {origin}: ") and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/hunter2", "https://hooks.slack.com"),
+        ("http://[::1]:8080/x/hunter2?t=hunter2#hunter2", "http://[::1]:8080"),
+        ("https://Hooks.Example:443/", "https://hooks.example:443"),
+    ],
+)
+def test_receiver_origin_keeps_scheme_host_and_port_only(url, origin):
+    assert receiver_origin(url) == origin
 
 
 def test_the_signature_verifies_only_the_exact_body_time_and_secret():

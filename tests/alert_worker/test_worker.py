@@ -145,19 +145,40 @@ def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, c
     assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 2
 
 
+def delivery_row(postgres_url: str) -> tuple[str, int, str]:
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection:
+            row = connection.execute("SELECT status, attempts, last_error FROM alert_deliveries").fetchone()
+    finally:
+        pool.close()
+    assert row is not None
+    return row
+
+
 def test_an_unreachable_receiver_is_retried_not_lost(setup, postgres_url, redis_url):
     setup("http://127.0.0.1:9/nothing-listens")
     raise_alert(postgres_url, redis_url, ["ops"])
     burst()
-    pool = open_pool(postgres_url)
-    try:
-        with pool.connection() as connection:
-            status, attempts, error = connection.execute(
-                "SELECT status, attempts, last_error FROM alert_deliveries"
-            ).fetchone()  # type: ignore[misc]
-    finally:
-        pool.close()
+    status, attempts, error = delivery_row(postgres_url)
     assert (status, attempts) == ("pending", 1) and "refused" in error and SECRET not in error
+
+
+@pytest.mark.parametrize(("reply", "status"), [(None, "pending"), (Reply(404, echo_path=True), "rejected")])
+def test_a_token_in_the_webhook_path_reaches_no_log_and_no_row(setup, postgres_url, redis_url, caplog, reply, status):
+    """Slack- and Discord-style hooks carry their token in the path: a receiver is named by its origin and
+    its name in the receivers file, in the log lines (retried: INFO, given up: WARNING) and in the table."""
+    token_path = "/services/T0001/B0002/XoXoSeCrEtToKeN"
+    with WebhookServer(SECRET, reply) as hook:
+        origin = hook.url.removesuffix("/hooks/alpr") if reply else "http://127.0.0.1:9"
+        setup(origin + token_path)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        with caplog.at_level("INFO"):
+            burst()
+    got, attempts, error = delivery_row(postgres_url)
+    shown = "\n".join(r.getMessage() for r in caplog.records)
+    assert (got, attempts) == (status, 1) and f"webhook {origin}: " in error and "to ops" in shown
+    assert "XoXoSeCrEtToKeN" not in error and "XoXoSeCrEtToKeN" not in shown and "T0001" not in shown + error
 
 
 def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url, redis_url):
