@@ -10,6 +10,7 @@ import numpy as np
 import redis
 import simplejpeg
 
+from common import defaults
 from common.errors import InputError
 
 KEY_PREFIX = "alpr:frame:"
@@ -29,8 +30,13 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def decode_jpeg(data: bytes, key: str) -> np.ndarray:
     """BGR pixels of stored JPEG bytes, through libjpeg-turbo's SIMD decoder (simplejpeg), several
-    times faster than OpenCV's imdecode — it runs twice per frame in the chain."""
+    times faster than OpenCV's imdecode — it runs twice per frame in the chain. The header's size is
+    checked first: a few kilobytes of JPEG can declare gigabytes of pixels, and a worker decodes a
+    whole job's frames at once."""
     try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        if height * width > defaults.MAX_FRAME_PIXELS:
+            raise InputError(f"frame {key} is {width}x{height} pixels, more than a frame may have")
         image: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="BGR")
     except ValueError:
         raise InputError(f"frame {key} is not a decodable JPEG") from None

@@ -5,7 +5,7 @@ import pytest
 import redis
 
 from common.errors import InputError
-from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 
 
 def test_frames_round_trip_and_expire(redis_url):
@@ -24,3 +24,14 @@ def test_a_corrupt_frame_is_an_input_error(redis_url):
     store.redis.set(frame_key("bad"), b"not a jpeg")
     with pytest.raises(InputError, match="not a decodable JPEG"):
         store.get_many([frame_key("bad")])
+
+
+def test_a_frame_larger_than_a_frame_may_be_is_refused_before_decoding(redis_url):
+    # 9000x9000 of one colour is a few hundred kilobytes of JPEG and 243 MB of pixels: the size in its
+    # header is refused before any pixel is decoded (a worker decodes a whole job's frames at once).
+    huge = encode_jpeg(np.full((9000, 9000, 3), 90, np.uint8), 85)
+    store = FrameStore(redis.Redis.from_url(redis_url), ttl_s=10)
+    store.put_many([(frame_key("huge"), huge)])
+    with pytest.raises(InputError, match="9000x9000 pixels, more than"):
+        store.get_many([frame_key("huge")])
+    assert decode_jpeg(encode_jpeg(np.full((720, 1280, 3), 90, np.uint8), 85), "hd").shape == (720, 1280, 3)
