@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.server_urls import check_url
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 ENV_PREFIX = "ALPR_"
@@ -134,6 +135,16 @@ class Settings(BaseModel):
         if not path.is_absolute():
             raise ValueError(f"must be an absolute path (a worker's working directory is no place for frames): {path}")
         return path
+
+    @field_validator("redis_url", "frame_store_url")
+    @classmethod
+    def redis_url_well_formed(cls, url: str | None) -> str | None:
+        return check_url(url, "redis")
+
+    @field_validator("database_url")
+    @classmethod
+    def database_url_well_formed(cls, url: str | None) -> str | None:
+        return check_url(url, "postgres")
 
     @model_validator(mode="after")
     def consistent_times(self) -> Settings:

@@ -19,6 +19,7 @@ from common.backoff import Backoff
 from common.credentials import mask_url
 from common.errors import ConfigError
 from common.migrations import MIGRATIONS
+from common.server_urls import split_password, url_problem
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +31,23 @@ ADVISORY_LOCK_ID = 720_417
 
 def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str | None = None) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
-    is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE])."""
+    is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
+    psycopg apart from the URL, so that neither libpq's messages nor the pool's warnings can quote it."""
+    if problem := url_problem(url, "postgres"):
+        raise ConfigError(f"the Postgres URL is malformed: {problem}")
+    bare_url, url_password = split_password(url)
     options: dict[str, object] = {"autocommit": False}
-    if password is not None:
+    if (password := url_password or password) is not None:
         options["password"] = password
     pool = ConnectionPool(
-        url, min_size=1, max_size=max_size, open=False, kwargs=options,
+        bare_url, min_size=1, max_size=max_size, open=False, kwargs=options,
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
     )  # fmt: skip
     try:
         pool.open(wait=True, timeout=wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout with the cause in the log only
         pool.close()
-        raise ConfigError(f"cannot connect to Postgres at {mask_url(url)}: {mask_url(str(error))}") from None
+        raise ConfigError(f"cannot connect to Postgres at {mask_url(bare_url)}: {mask_url(str(error))}") from None
     return pool
 
 

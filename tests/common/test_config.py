@@ -27,6 +27,8 @@ def test_environment_and_overrides():
         ({"ALPR_REDIS_PASSWORD": "a", "ALPR_REDIS_PASSWORD_FILE": "/etc/hostname"}, "not both"),
         ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: the file it names: cannot read"),
         ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
+        ({"ALPR_REDIS_URL": "redis://redis:63x9/0"}, "ALPR_REDIS_URL: the port is not a number"),
+        ({"ALPR_FRAME_STORE_URL": "redis://frames:6379/frames"}, "ALPR_FRAME_STORE_URL: the database .the URL's path."),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
@@ -60,3 +62,29 @@ def test_a_secret_written_where_its_file_belongs_stays_out_of_the_message():
     with pytest.raises(ConfigError) as caught:
         Settings.load({"ALPR_REDIS_PASSWORD_FILE": "hunter2-the-password-itself"})
     assert "hunter2" not in str(caught.value) and str(caught.value).startswith("ALPR_REDIS_PASSWORD_FILE: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "message"),
+    [
+        ("ALPR_DATABASE_URL", "postgresql://u:s3cr%zzet@127.0.0.1:5432/test", "the password has a '%' that is not"),
+        ("ALPR_DATABASE_URL", "postgresql://u:s3cr et@127.0.0.1:5432/test", "the password has a space"),
+        ("ALPR_REDIS_URL", "redis://:s3cr et@127.0.0.1:6379/0", "the password has a space"),
+        ("ALPR_REDIS_URL", "redis://:s3cr%zzet@127.0.0.1:6379/0", "the password has a '%' that is not"),
+        ("ALPR_FRAME_STORE_URL", "redis://:s3cr/et@frames:6379/0", "an '@', '/', .*must be percent-encoded"),
+    ],
+)
+def test_a_malformed_server_url_is_refused_without_quoting_its_password(variable, url, message):
+    with pytest.raises(ConfigError, match=f"{variable}: {message}") as caught:
+        Settings.load({variable: url})
+    assert "s3cr" not in str(caught.value)
+
+
+def test_well_formed_server_urls_pass():
+    environ = {
+        "ALPR_REDIS_URL": "redis://:p%25w@redis:6379/2",
+        "ALPR_FRAME_STORE_URL": "rediss://frames",
+        "ALPR_DATABASE_URL": "postgresql://alpr:p%40ss@db1:5432,db2/alpr?sslmode=require",
+    }
+    settings = Settings.load(environ)
+    assert (settings.redis_url, settings.store_url, settings.database_url) == tuple(environ.values())

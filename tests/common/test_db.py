@@ -148,3 +148,31 @@ def test_a_lost_connection_is_retried_until_the_write_goes_through(pool):
 
     with pytest.raises(psycopg.OperationalError, match="connection refused"):
         write_through_outage(pool, always_down, patience_s=0.2)  # past its patience, it gives up
+
+
+def test_a_malformed_password_never_reaches_a_log_line_or_the_error(postgres_url, caplog, capsys):
+    # libpq quotes the token it cannot parse ("invalid percent-encoded token: ..."): the pool used to log
+    # the password four times, and the last error line printed a password with a space as it stands
+    for password in ("s3cr%zzet", "s3cr et"):
+        url = postgres_url.replace("postgres@", f"postgres:{password}@", 1)
+        with pytest.raises(ConfigError, match="the Postgres URL is malformed: the password has") as caught:
+            open_pool(url, wait_s=1)
+        assert "s3cr" not in str(caught.value)
+        assert main(["db", "upgrade", "--database-url", url]) == 2
+        assert "ALPR_DATABASE_URL: the password has" in capsys.readouterr().err
+    assert "s3cr" not in caplog.text and "s3cr" not in capsys.readouterr().err
+
+
+def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
+    opened = open_pool(postgres_url.replace("postgres@", "postgres:s3cr%20et@", 1), password="not-this-one")
+    try:
+        assert "s3cr" not in opened.conninfo and opened.kwargs["password"] == "s3cr et"  # the URL's, decoded
+        with opened.connection() as connection:
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        opened.close()
+    fallback = open_pool(postgres_url, password="s3cret-file")  # none in the URL: ALPR_DATABASE_PASSWORD's
+    try:
+        assert fallback.kwargs["password"] == "s3cret-file"
+    finally:
+        fallback.close()

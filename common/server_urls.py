@@ -1,0 +1,104 @@
+"""The Redis and Postgres URLs of the settings: checked when the settings load, so that a malformed one
+is refused with a message that says what is wrong and quotes none of it (libpq and redis-py quote the
+token they choke on, a password included), and a Postgres URL's password taken out, so that the driver
+is handed it apart and never echoes it."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.parse import unquote
+
+ServerKind = Literal["redis", "postgres"]
+
+BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+"""A '%' that does not start percent-encoding (%25 is a '%' itself)."""
+
+UNSAFE_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
+"""A space (any kind) or control character: never raw in a URL."""
+
+HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?")
+"""host, [IPv6] or host:port."""
+
+REDIS_DATABASE = re.compile(r"/?\d*/?")
+"""A Redis URL's path: empty or the database's number."""
+
+MAX_PORT = 65535
+
+
+def split_url(url: str) -> tuple[str, str, str, str]:
+    """(scheme://, user information, hosts, the rest: path, query, fragment) of `url`; the user
+    information ends at the authority's last '@'."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    userinfo, _, hosts = rest[:end].rpartition("@")
+    return scheme + sep, userinfo, hosts, rest[end:]
+
+
+def url_problem(url: str, kind: ServerKind) -> str | None:
+    """What is wrong with a Redis or Postgres URL, in words that quote none of it; None if nothing."""
+    _, userinfo, hosts, rest = split_url(url)
+    user, _, password = userinfo.partition(":")
+    path = re.split(r"[?#]", rest, maxsplit=1)[0]
+    for part, text in (("password", password), ("user name", user), ("host", hosts), ("path or query", rest)):
+        if UNSAFE_CHARACTER.search(text):
+            return f"the {part} has a space or control character; encode a space as %20"
+        if BAD_PERCENT.search(text):
+            return f"the {part} has a '%' that is not percent-encoding; encode it as %25"
+    if "@" in password or "@" in path:
+        return "an '@', '/', '?' or '#' in the password must be percent-encoded (%40, %2F, %3F, %23)"
+    for host in hosts.split(",") if kind == "postgres" else [hosts]:
+        match = HOST_PORT.fullmatch(host)
+        port = match["port"] if match else "?"
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= MAX_PORT):
+            return (
+                "the port is not a number from 1 to 65535 (a ':', '?' or '#' in the password must be"
+                " percent-encoded: %3A, %3F, %23)"
+            )
+    if kind == "redis" and not REDIS_DATABASE.fullmatch(unquote(path)):
+        return (
+            "the database (the URL's path) must be a number, as in redis://host:6379/0: Redis has no named"
+            " databases, and redis-py would quietly use database 0"
+        )
+    return _library_problem(url, kind)
+
+
+def _library_problem(url: str, kind: ServerKind) -> str | None:
+    """What the driver's own URL parser refuses (a query parameter it does not know), without its words."""
+    try:
+        if kind == "postgres":
+            from psycopg.conninfo import conninfo_to_dict
+
+            conninfo_to_dict(url)
+        else:
+            from redis.connection import parse_url
+
+            parse_url(url)
+    except Exception:  # their messages quote the token, which may be the password
+        return "the driver cannot parse it (a query parameter it does not know, or a malformed value)"
+    return None
+
+
+def check_url(url: str | None, kind: ServerKind) -> str | None:
+    """`url` unchanged when well formed (a pydantic validator); ValueError naming what is wrong."""
+    if url is not None and (problem := url_problem(url, kind)):
+        raise ValueError(problem)
+    return url
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """`url` without its password (the user information's, or a `password=` query parameter's) and
+    that password, percent-decoded (None when the URL carries none)."""
+    scheme, userinfo, hosts, rest = split_url(url)
+    user, colon, password = userinfo.partition(":")
+    found = unquote(password) if colon and password else None
+    path, mark, query = rest.partition("?")
+    kept = []
+    for parameter in query.split("&") if mark else []:
+        key, _, value = parameter.partition("=")
+        if unquote(key) == "password":
+            found = unquote(value) or found
+        else:
+            kept.append(parameter)
+    query = ("?" + "&".join(kept)) if kept else ""
+    return f"{scheme}{user}{'@' if user else ''}{hosts}{path}{query}", found
