@@ -165,6 +165,13 @@ class Settings(BaseModel):
                 f"{ENV_PREFIX}MAX_FRAME_AGE_S ({self.max_frame_age_s:g}) must be below {ENV_PREFIX}FRAME_TTL_S"
                 f" ({self.frame_ttl_s})"
             )
+        queued_s = self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE
+        if self.max_batch_wait_ms >= queued_s * 1000:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_BATCH_WAIT_MS ({self.max_batch_wait_ms}) must be below"
+                f" {defaults.MAX_AGE_QUEUED_SHARE:.0%} of {ENV_PREFIX}MAX_FRAME_AGE_S ({self.max_frame_age_s:g} s)"
+                f" = {queued_s * 1000:.0f} ms: a frame waiting for its job to fill would be too old to detect"
+            )
         return self
 
     @property

@@ -29,6 +29,9 @@ def test_environment_and_overrides():
         ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
         ({"ALPR_REDIS_URL": "redis://redis:63x9/0"}, "ALPR_REDIS_URL: the port is not a number"),
         ({"ALPR_FRAME_STORE_URL": "redis://frames:6379/frames"}, "ALPR_FRAME_STORE_URL: the database .the URL's path."),
+        # with a slow camera each frame waits the whole batch wait: every one would be skipped as too old
+        ({"ALPR_MAX_BATCH_WAIT_MS": "24000"}, "ALPR_MAX_BATCH_WAIT_MS .24000. must be below 80% of"),
+        ({"ALPR_MAX_FRAME_AGE_S": "0.2"}, "ALPR_MAX_BATCH_WAIT_MS .250. must be below 80% of ALPR_MAX_FRAME_AGE_S"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
