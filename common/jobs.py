@@ -20,6 +20,9 @@ hands each batch to OCR and redaction at once; each frame carries its stage timi
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 """Frame, camera and batch ids: letters, digits and `_ . : -` (they become Redis keys and file names)."""
 
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+"""A camera id: letters, digits and `_ . -`, never a dot first (it names the camera's folder of kept frames)."""
+
 STORE_KEY_PATTERN = "^" + KEY_PREFIX.replace(":", r"\:") + r"[A-Za-z0-9_.:-]{1,200}$"
 """A job may name frame-store keys only: a job naming any other key (`canary:x`) is malformed."""
 
@@ -64,7 +67,7 @@ class FrameRef(Strict):
     the frame store, and the time each stage has spent on it so far."""
 
     frame_id: str = Field(pattern=ID_PATTERN, description="make_frame_id(): unique and deterministic")
-    camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, description="index of the frame in its source")
     captured_at_s: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")

@@ -1,29 +1,100 @@
-"""How long redacted frames stay on disk: `delete_expired_frames(keep_dir, max_age_s)` removes kept
-frames older than the age limit (and the day folders it empties). A duty of the redactor pool: each
-redactor worker runs it every KEEP_SWEEP_S between jobs, so no operator cron job is needed."""
+"""Kept frames on disk: where the redactor writes each one (`kept_path`: `<camera id>/<UTC date>/<frame
+id>.jpg` under the keep folder) and how long it stays (`delete_expired_frames`). The sweep touches only
+what that layout names: a folder named as a camera, a folder in it named as a date, a file in that named
+as one of the camera's frames; anything else in the keep folder (an operator's photos, dot folders, an
+empty project folder) is left alone, whatever its age. A duty of the redactor pool: each redactor worker
+sweeps every KEEP_SWEEP_S between jobs, so no operator cron job is needed."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+
+from common.jobs import CAMERA_ID_PATTERN
+
+DAY_FORMAT = "%Y-%m-%d"
+"""A day folder's name: the UTC date its frames were captured on."""
+
+DAY_S = 86400.0
+"""Seconds in a day folder's day."""
+
+DAY_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
+"""The shape of a day folder's name (the date itself is checked too)."""
+
+
+def _path_safe(name: str) -> str:
+    """A file name of letters, digits and `-_.`, never starting with a dot (no `..`, no hidden file)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith(".") or not safe else safe
+
+
+def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float) -> Path:
+    """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced."""
+    day = datetime.fromtimestamp(captured_at_s, UTC).strftime(DAY_FORMAT)
+    return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
+
+
+def is_camera_name(name: str) -> bool:
+    """Whether `name` is a camera folder's: a camera id as jobs carry it (never a dot first)."""
+    return re.fullmatch(CAMERA_ID_PATTERN, name) is not None
+
+
+def day_start_s(name: str) -> float | None:
+    """The Unix time a day folder's day began (UTC), or None when `name` is no real date YYYY-MM-DD."""
+    if not DAY_NAME.fullmatch(name):
+        return None
+    try:
+        return datetime.strptime(name, DAY_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def is_day_name(name: str) -> bool:
+    """Whether `name` is a day folder's: a real date written YYYY-MM-DD."""
+    return day_start_s(name) is not None
+
+
+def is_frame_name(camera: str, name: str) -> bool:
+    """Whether `name` is a kept frame's of `camera`: `make_frame_id`'s `<camera>:<run>:<position>` made
+    path-safe, then `.jpg`."""
+    return re.fullmatch(re.escape(camera) + r"_[A-Za-z0-9_.-]+_[0-9]+\.jpg", name) is not None
+
+
+def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
+    """The real folders (no links) in `parent` whose names fit."""
+    with contextlib.suppress(OSError):  # gone meanwhile, or unreadable: nothing of ours to sweep
+        return [path for path in parent.iterdir() if fits(path.name) and path.is_dir() and not path.is_symlink()]
+    return []
 
 
 def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = None) -> int:
-    """Delete `keep_dir/<camera>/<day>/*.jpg` files last written more than `max_age_s` ago; returns
-    how many. Files another worker deletes meanwhile are skipped."""
+    """Delete the kept frames (`kept_path`'s layout only) last written more than `max_age_s` ago, and
+    the empty folders of days that ended before that (a camera folder too, when this emptied it: a day
+    folder a worker has just made for a frame is never removed under it); returns how many frames.
+    Files another worker deletes meanwhile are skipped."""
     if not keep_dir.is_dir():
         return 0
     cutoff = (time.time() if now is None else now) - max_age_s
     deleted = 0
-    for day in keep_dir.glob("*/*"):
-        if not day.is_dir() or day.is_symlink():
-            continue
-        for path in day.glob("*.jpg"):
-            with contextlib.suppress(FileNotFoundError):
-                if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    deleted += 1
-        with contextlib.suppress(OSError):  # not empty, or gone: both fine
-            day.rmdir()
+    for camera in _folders(keep_dir, is_camera_name):
+        emptied = False
+        for day in _folders(camera, is_day_name):
+            for path in day.glob("*.jpg"):
+                with contextlib.suppress(FileNotFoundError):
+                    if is_frame_name(camera.name, path.name) and path.is_file() and not path.is_symlink() \
+                            and path.stat().st_mtime < cutoff:  # fmt: skip
+                        path.unlink()
+                        deleted += 1
+            start_s = day_start_s(day.name)
+            if start_s is not None and start_s + DAY_S <= cutoff:  # never a recent day, made for a frame now
+                with contextlib.suppress(OSError):  # not empty, or gone: both fine
+                    day.rmdir()
+                    emptied = True
+        if emptied:  # its last day gone with this sweep
+            with contextlib.suppress(OSError):
+                camera.rmdir()
     return deleted

@@ -11,7 +11,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -22,23 +21,11 @@ from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
-from redactor_worker.retention import delete_expired_frames
+from redactor_worker.retention import delete_expired_frames, kept_path
 
 log = logging.getLogger(__name__)
 
 KeepPolicy = Literal["plates", "all", "none"]
-
-
-def _path_safe(name: str) -> str:
-    """A file name of letters, digits and `-_.`, never starting with a dot (no `..`, no hidden file)."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return "_" + safe[1:] if safe.startswith(".") or not safe else safe
-
-
-def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float) -> Path:
-    """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced."""
-    day = datetime.fromtimestamp(captured_at_s, UTC).strftime("%Y-%m-%d")
-    return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
 class RedactStage:

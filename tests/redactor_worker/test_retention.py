@@ -2,6 +2,7 @@
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,21 +17,60 @@ def test_kept_paths_stay_inside_the_keep_folder(tmp_path, camera, frame):
     assert not any(part.startswith(".") for part in path.relative_to(tmp_path).parts)
 
 
+def keep(path: Path, age_h: float, now: float) -> Path:
+    """A file at `path`, last written `age_h` hours before `now`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"jpeg")
+    os.utime(path, (now - age_h * 3600, now - age_h * 3600))
+    return path
+
+
 def test_frames_past_the_age_limit_are_deleted_and_empty_days_removed(tmp_path):
     now = time.time()
-    old_day, new_day = tmp_path / "cam" / "2026-01-01", tmp_path / "cam" / "2026-11-25"
-    old_day.mkdir(parents=True)
-    new_day.mkdir(parents=True)
-    for day, name, age_h in (
-        (old_day, "a.jpg", 80),
-        (old_day, "b.jpg", 73),
-        (new_day, "c.jpg", 71),
-        (new_day, "d.jpg", 1),
-    ):
-        path = day / name
-        path.write_bytes(b"jpeg")
-        os.utime(path, (now - age_h * 3600, now - age_h * 3600))
-    (new_day / "notes.txt").write_text("not a kept frame")
-    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 2
-    assert not old_day.exists() and sorted(p.name for p in new_day.iterdir()) == ["c.jpg", "d.jpg", "notes.txt"]
+    old = [keep(kept_path(tmp_path, "cam", f"cam:1700000000000:{i}", now - age_h * 3600), age_h, now)
+           for i, age_h in ((0, 200), (1, 80), (2, 73))]  # fmt: skip
+    new = [keep(kept_path(tmp_path, "cam", f"cam:f0a1:2:{i}", now - age_h * 3600), age_h, now)
+           for i, age_h in ((3, 71), (4, 1))]  # fmt: skip
+    notes = keep(new[0].parent / "notes.txt", 100, now)
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 3
+    assert not any(path.exists() or path.parent.exists() for path in old)
+    assert all(path.exists() for path in [*new, notes])
     assert delete_expired_frames(tmp_path / "missing", 3600, now) == 0
+
+
+def test_the_sweep_touches_nothing_the_redactor_did_not_write(tmp_path):
+    """ALPR_KEEP_DIR set carelessly (a home folder): its photos, dot folders and empty folders stay, old
+    or not; only the kept frames go, then the day and camera folders they leave empty."""
+    now, old_h = time.time(), 120
+    old_day = time.strftime("%Y-%m-%d", time.gmtime(now - old_h * 3600))
+    frame = keep(kept_path(tmp_path, "gate-1", "gate-1:1700000000000:7", now - old_h * 3600), old_h, now)
+    foreign = [
+        keep(tmp_path / "Pictures" / "2023" / "holiday.jpg", old_h, now),
+        keep(tmp_path / "Pictures" / old_day / "holiday.jpg", old_h, now),  # a dated folder: not a frame's name
+        keep(tmp_path / "Pictures" / old_day / "Pictures_trip_1.JPG", old_h, now),
+        keep(tmp_path / "gate-9" / old_day / "gate-2_1700000000000_7.jpg", old_h, now),  # another camera's
+        keep(tmp_path / "gate-1" / "backup" / "gate-1_1700000000000_8.jpg", old_h, now),  # not in a day folder
+        keep(tmp_path / ".cache" / old_day / "_cache_1_2.jpg", old_h, now),  # hidden: no camera's folder
+        keep(tmp_path / "gate-1_1700000000000_9.jpg", old_h, now),  # not in a camera's folder
+    ]
+    outside = keep(tmp_path.parent / f"{tmp_path.name}-outside" / old_day / "cam_1_1.jpg", old_h, now)
+    (tmp_path / "cam").symlink_to(outside.parent.parent)  # a link to a folder elsewhere is not followed
+    empty = [tmp_path / ".config" / "emptyapp", tmp_path / "project" / "cache", tmp_path / "2023-01-01",
+             tmp_path / ".hidden" / "2023-01-01", tmp_path / "Music", tmp_path / "gate-1" / "2023-02-30"]  # fmt: skip
+    for folder in empty:
+        folder.mkdir(parents=True)
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
+    assert not frame.exists() and not frame.parent.exists()
+    assert all(path.exists() for path in [*foreign, outside, *empty])
+    assert (tmp_path / "gate-1").is_dir()  # not emptied: the sweep removes only what it emptied
+
+
+def test_an_empty_folder_of_a_recent_day_stays(tmp_path):
+    """A worker makes a day folder, then writes the frame into it: a sweep between the two leaves it."""
+    now = time.time()
+    today = kept_path(tmp_path, "cam", "cam:1:0", now).parent
+    today.mkdir(parents=True)
+    old = keep(kept_path(tmp_path, "cam", "cam:1:1", now - 100 * 3600), 100, now)
+    other = keep(kept_path(tmp_path, "lane", "lane:1:1", now - 100 * 3600), 100, now)
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 2
+    assert today.is_dir() and not old.parent.exists() and not other.parent.parent.exists()
