@@ -17,6 +17,7 @@ from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.metrics import Metrics
 from common.queues import StageName, connect_redis, stage_queue
+from common.redis_persistence import warn_if_frames_persist
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
@@ -76,10 +77,12 @@ def reach_redis(settings: Settings, url: str | None = None, what: str = "queues"
 
 
 def reach_frame_store(settings: Settings, queues: redis.Redis) -> redis.Redis:
-    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another."""
-    if settings.store_url == settings.redis_url:
-        return queues
-    return reach_redis(settings, settings.store_url, "frame store")
+    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another; a
+    WARNING when it writes to disk (raw frames would reach it)."""
+    shared = settings.store_url == settings.redis_url
+    connection = queues if shared else reach_redis(settings, settings.store_url, "frame store")
+    warn_if_frames_persist(connection, settings.store_url, shared)
+    return connection
 
 
 def database_pool(settings: Settings, role: str) -> Any:
@@ -99,6 +102,8 @@ def build_worker_context(
     """What a worker of one kind starts with: its stage, the model loaded once, here, before any job."""
     from common.frame_log import FrameLog
 
+    if stage == "alert":  # the one kind that never touches frames
+        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics)
     store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
     if stage == "detect":
         from detector_worker.worker import DetectStage
@@ -121,8 +126,6 @@ def build_worker_context(
         )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
         return WorkerContext(ocr, metrics)
-    if stage == "alert":
-        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics)
     from redactor_worker.worker import RedactStage
 
     log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,

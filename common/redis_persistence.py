@@ -1,0 +1,48 @@
+"""Whether a Redis writes what it holds to disk: RDB snapshots (`save`) or an append-only file
+(`appendonly`). The frame store holds raw frames and plate crops, unblurred, so the ingest node and
+the workers check its Redis at start and warn when it persists (an operator may accept that knowingly:
+a warning, not a refusal)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from common.credentials import mask_url
+
+log = logging.getLogger(__name__)
+
+ADVICE = (
+    'point ALPR_FRAME_STORE_URL at a Redis of its own with `save ""` and `appendonly no` (the queues\' Redis'
+    " may keep its append-only file)"
+)
+"""What an operator does about a frame store that persists."""
+
+
+def persistence(connection: redis.Redis) -> list[str]:
+    """What makes this Redis write its data to disk ('RDB snapshots (save ...)', 'an append-only file');
+    empty when nothing does. Raises redis.ResponseError where CONFIG is refused (renamed, disabled, or
+    not granted to this ACL user)."""
+    settings = {**connection.config_get("save"), **connection.config_get("appendonly")}
+    found = []
+    if str(settings.get("save", "")).strip():
+        found.append(f"RDB snapshots (save {settings['save']})")
+    if str(settings.get("appendonly", "no")).lower() == "yes":
+        found.append("an append-only file (appendonly yes)")
+    return found
+
+
+def warn_if_frames_persist(connection: redis.Redis, url: str, shared_with_queues: bool) -> None:
+    """Log one WARNING when the frame store's Redis at `url` writes to disk, or when it cannot be told."""
+    shared = "; ALPR_FRAME_STORE_URL is unset: the queues' Redis" if shared_with_queues else ""
+    where = f"the frame store's Redis ({mask_url(url)}{shared})"
+    try:
+        found = persistence(connection)
+    except redis.RedisError as error:
+        log.warning("cannot check whether %s writes frames to disk (CONFIG GET refused: %s); make sure it runs"
+                    " with `save \"\"` and `appendonly no`", where, mask_url(str(error)))  # fmt: skip
+        return
+    if found:
+        log.warning("%s persists to disk with %s: raw frames and plate crops, unblurred, will be written to"
+                    " disk by Redis; %s", where, " and ".join(found), ADVICE)  # fmt: skip
