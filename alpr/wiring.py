@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from alpr.start_checks import check_device, check_keep_dir, check_session_device
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def build_detector(settings: Settings) -> PlateDetector:
-    return PlateDetector(
+    """The detector, on the device asked for: a CUDA device the backend cannot use is an error here,
+    not a quiet fall-back to the CPU."""
+    check_device(settings.detector_backend, settings.detector_device)
+    detector = PlateDetector(
         DetectorSettings(
             model_dir=settings.model_dir,
             weights=settings.detector_weights,
@@ -38,6 +42,9 @@ def build_detector(settings: Settings) -> PlateDetector:
             threads=settings.detector_threads,
         )
     )
+    if session := getattr(detector.backend, "session", None):  # ONNX Runtime's
+        check_session_device(settings.detector_backend, settings.detector_device, session)
+    return detector
 
 
 def ocr_settings(
@@ -104,6 +111,8 @@ def build_worker_context(
 
     if stage == "alert":  # the one kind that never touches frames
         return WorkerContext(build_alert_stage(settings, connection, metrics), metrics)
+    if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
+        check_keep_dir(settings.keep_dir)
     store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
     if stage == "detect":
         from detector_worker.worker import DetectStage

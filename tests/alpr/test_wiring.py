@@ -1,5 +1,6 @@
-"""alpr/wiring.py on real Redis servers: a frame store that writes to disk is warned about at start
-(raw frames would reach it)."""
+"""alpr/wiring.py and its start checks, on real Redis servers: a frame store that writes to disk is
+warned about at start (raw frames would reach it), a redactor that cannot write its keep folder and a
+detector asked for a CUDA device its backend lacks are refused at start, each in one line."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import logging
 import pytest
 import redis
 
-from alpr.wiring import reach_frame_store
+from alpr.cli import main
+from alpr.start_checks import cuda_devices
+from alpr.wiring import build_detector, reach_frame_store
 from common.config import Settings
+from common.errors import ConfigError
 
 
 def frame_store_warnings(caplog: pytest.LogCaptureFixture, environ: dict[str, str]) -> list[str]:
@@ -45,3 +49,34 @@ def test_a_frame_store_that_refuses_config_is_warned_about_not_fatal(redis_url, 
         and "no permissions to run the 'config|get'" in warning
     )
     assert "s3cret" not in warning and "ingest:***@" in warning
+
+
+def test_a_redactor_that_cannot_write_its_keep_folder_stops_at_start(redis_url, postgres_url, tmp_path, monkeypatch,
+                                                                    capsys):  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    (tmp_path / "a-file").write_text("")  # a folder inside a file cannot be made, even by root
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "a-file" / "kept"))
+    worker = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+    assert main(worker) == 2
+    assert "ALPR_KEEP_DIR: the redactor cannot write kept frames to" in capsys.readouterr().err
+    monkeypatch.setenv("ALPR_KEEP_FRAMES", "none")  # nothing kept: nothing to write
+    assert main(worker) == 0
+    monkeypatch.setenv("ALPR_KEEP_FRAMES", "plates")
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "new" / "kept"))
+    assert main(worker) == 0 and (tmp_path / "new" / "kept").is_dir()
+    assert list((tmp_path / "new" / "kept").iterdir()) == []  # the check leaves no file behind
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_cuda_device_the_backend_lacks_is_refused_at_start(settings: Settings, backend: str):
+    asked = settings.model_copy(update={"detector_backend": backend, "detector_device": "cuda:0"})
+    if cuda_devices(backend) == 0:  # this machine: no CUDA for the backend (it used to fall back quietly)
+        with pytest.raises(ConfigError, match=f"ALPR_DETECTOR_DEVICE: cuda:0 asked for, but no CUDA device is"
+                                              f" available to it .ALPR_DETECTOR_BACKEND={backend}."):  # fmt: skip
+            build_detector(asked)
+    else:  # a GPU machine: the device is used (ONNX Runtime's session checked for its CUDA provider)
+        assert build_detector(asked).backend is not None
+    beyond = settings.model_copy(update={"detector_backend": backend, "detector_device": "cuda:63"})
+    if cuda_devices(backend) is not None:  # torch, or ONNX Runtime without CUDA, count devices
+        with pytest.raises(ConfigError, match="ALPR_DETECTOR_DEVICE: cuda:63 asked for"):
+            build_detector(beyond)

@@ -1,0 +1,59 @@
+"""Checks at a process's start of what the settings name but cannot check by themselves: that the
+detector's CUDA device is there for its backend, and that the redactor can write its keep folder —
+each fails at once with one line naming the setting, instead of a quiet fall-back or failing jobs."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, NoReturn
+
+from common.errors import ConfigError
+
+
+def cuda_devices(backend: str) -> int | None:
+    """How many CUDA devices `backend` ('onnx' or 'torch') can run on here: 0 for none (or no CUDA
+    build); None where ONNX Runtime has its CUDA provider, which counts no devices before a session."""
+    if backend == "onnx":
+        import onnxruntime as ort
+
+        return None if "CUDAExecutionProvider" in ort.get_available_providers() else 0
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def check_device(backend: str, device: str) -> None:
+    """ConfigError when `device` is cuda[:N] and `backend` has no such CUDA device (it would run on the
+    CPU with a library warning, or fail every job)."""
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    found = cuda_devices(backend)
+    if found is not None and index >= found:
+        _refuse(backend, device, f"it has {found}" if found else "no CUDA device is available to it")
+
+
+def check_session_device(backend: str, device: str, session: Any) -> None:
+    """ConfigError when an ONNX Runtime `session` asked for `device` (cuda) fell back to the CPU, as it
+    does quietly where its CUDA provider finds no device."""
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in session.get_providers():
+        _refuse(backend, device, "ONNX Runtime could not start its CUDA provider on it")
+
+
+def _refuse(backend: str, device: str, why: str) -> NoReturn:
+    raise ConfigError(
+        f"ALPR_DETECTOR_DEVICE: {device} asked for, but {why} (ALPR_DETECTOR_BACKEND={backend}); set"
+        " ALPR_DETECTOR_DEVICE=cpu to run on the CPU"
+    )
+
+
+def check_keep_dir(keep_dir: Path) -> None:
+    """ConfigError when the redactor cannot create `keep_dir` or write a file in it."""
+    try:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"ALPR_KEEP_DIR: the redactor cannot write kept frames to {keep_dir}: {reason}") from None
