@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.errors import ConfigError
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -127,9 +129,16 @@ class Metrics:
         self.registry.register(QueueDepthCollector(connection, queue_keys))
 
     def serve(self, port: int, address: str) -> None:
-        """Serve /metrics on `address`:`port` (port 0: do not serve)."""
+        """Serve /metrics on `address`:`port` (port 0: do not serve); ConfigError, naming the settings,
+        where the address does not resolve or cannot be bound."""
         if port:
-            start_http_server(port, addr=address, registry=self.registry)
+            try:
+                start_http_server(port, addr=address, registry=self.registry)
+            except OSError as error:  # gaierror too: an unknown host name
+                reason = error.strerror or str(error) or type(error).__name__
+                raise ConfigError(
+                    f"ALPR_METRICS_ADDRESS / ALPR_METRICS_PORT: cannot serve metrics on {address} port {port}: {reason}"
+                ) from None
 
     def count_reads(self, matches: Iterable[bool]) -> None:
         for matched in matches:

@@ -80,3 +80,11 @@ def test_a_cuda_device_the_backend_lacks_is_refused_at_start(settings: Settings,
     if cuda_devices(backend) is not None:  # torch, or ONNX Runtime without CUDA, count devices
         with pytest.raises(ConfigError, match="ALPR_DETECTOR_DEVICE: cuda:63 asked for"):
             build_detector(beyond)
+
+
+def test_a_metrics_address_that_cannot_be_served_names_the_setting(redis_url, monkeypatch, capsys):
+    monkeypatch.setenv("ALPR_METRICS_ADDRESS", "no-such-host.invalid")
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--metrics-port", "9"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("alpr: error: ALPR_METRICS_ADDRESS / ALPR_METRICS_PORT: cannot serve metrics on")
+    assert "no-such-host.invalid port 9" in error
