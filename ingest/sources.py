@@ -2,7 +2,9 @@
 at a set rate, and the start-up check of a source (`check_source`): a URL's syntax, a file's or
 folder's presence and readability, a video's first frame. Bad input (missing path, corrupt video,
 empty folder, malformed or unreachable URL) raises InputError with a one-line message in which a
-URL's credentials are masked; an unreadable image inside a folder is reported, not fatal."""
+URL's credentials are masked. A sampled frame that cannot be had (an undecodable image or video frame,
+one over the pixel limit) is yielded as an UnreadFrame by `samples()`, so that it is recorded, and
+noted in the source's failures: not fatal."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from common import defaults
 from common.credentials import mask_url
 from common.errors import InputError
+from ingest.image_files import FrameProblem, UnreadableFrameError, pixels_problem, read_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -144,6 +147,16 @@ class SampledFrame:
     image: np.ndarray
 
 
+@dataclass(frozen=True)
+class UnreadFrame:
+    """A sampled frame without pixels: undecodable, or over the pixel limit; `detail` names no path."""
+
+    index: int
+    source_time_s: float
+    problem: FrameProblem
+    detail: str
+
+
 MAX_FAILURES_KEPT = 20
 """Messages a source keeps of what it could not read in one pass; the rest are counted (a stream that
 fails a frame now and then runs for months)."""
@@ -155,11 +168,12 @@ class FrameSource:
 
     is_stream = False
 
-    def __init__(self, uri: str, sample_fps: float) -> None:
+    def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         if sample_fps <= 0:
             raise InputError(f"sample rate must be positive, got {sample_fps}")
         self.uri = uri
         self.sample_fps = sample_fps
+        self.max_pixels = max_pixels
         self.failures: list[str] = []
         self.failure_count = 0
 
@@ -168,8 +182,20 @@ class FrameSource:
         if len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(message)
 
-    def frames(self) -> Iterator[SampledFrame]:
+    def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
+        """Every sampled frame in order, with its pixels or why it has none (noted in `failures` too)."""
         raise NotImplementedError
+
+    def frames(self) -> Iterator[SampledFrame]:
+        """The sampled frames that have pixels (the others are noted in `failures`)."""
+        for sample in self.samples():
+            if isinstance(sample, SampledFrame):
+                yield sample
+
+    def unread(self, index: int, time_s: float, error: UnreadableFrameError, what: str) -> UnreadFrame:
+        """The frame `what` could not be had: noted, and returned to be recorded."""
+        self.note_failure(f"{what}: {error.detail}")
+        return UnreadFrame(index, time_s, error.problem, error.detail)
 
     @property
     def expected_frames(self) -> int | None:
@@ -178,11 +204,12 @@ class FrameSource:
 
 
 class ImageFolderSource(FrameSource):
-    """Every image of a folder, in name order, as consecutive samples."""
+    """Every image of a folder (regular files named by IMAGE_SUFFIXES), in name order, as consecutive
+    samples; each is read without blocking and sized from its header before it is decoded."""
 
-    def __init__(self, uri: str, sample_fps: float) -> None:
-        super().__init__(uri, sample_fps)
-        self.paths = sorted(p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
+        super().__init__(uri, sample_fps, max_pixels)
+        self.paths = sorted(p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
             raise InputError(f"image folder {mask_url(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -190,20 +217,23 @@ class ImageFolderSource(FrameSource):
     def expected_frames(self) -> int:
         return len(self.paths)
 
-    def frames(self) -> Iterator[SampledFrame]:
+    def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         for index, path in enumerate(self.paths):
-            image = cv2.imread(str(path))
-            if image is None:
-                self.note_failure(f"cannot decode image {mask_url(str(path))}")
-                continue
-            yield SampledFrame(index, index / self.sample_fps, image)
+            time_s = index / self.sample_fps
+            try:
+                yield SampledFrame(index, time_s, read_image(path, self.max_pixels))
+            except UnreadableFrameError as error:
+                yield self.unread(index, time_s, error, f"image {mask_url(str(path))}")
 
 
 class VideoSource(FrameSource):
     """A video file or stream URL, sampled at `sample_fps` (every frame when the source is slower)."""
 
-    def __init__(self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS) -> None:
-        super().__init__(uri, sample_fps)
+    def __init__(
+        self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS,
+        max_pixels: int = defaults.MAX_FRAME_PIXELS,
+    ) -> None:  # fmt: skip
+        super().__init__(uri, sample_fps, max_pixels)
         self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         self.capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
@@ -220,45 +250,57 @@ class VideoSource(FrameSource):
             return None
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
-    def frames(self) -> Iterator[SampledFrame]:
+    def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         started = time.monotonic()
         next_sample_s = 0.0
         index = 0
-        produced = 0
+        decoded = 0
         try:
             while self.capture.grab():
                 time_s = (
                     index / self.source_fps if self.source_fps and not self.is_stream else time.monotonic() - started
                 )
                 if time_s + 1e-6 >= next_sample_s:
-                    ok, image = self.capture.retrieve()
-                    if ok and image is not None:
-                        produced += 1
-                        yield SampledFrame(index, time_s, image)
-                    else:
-                        self.note_failure(f"cannot decode frame {index} of {mask_url(self.uri)}")
+                    sample = self.retrieve(index, time_s)
+                    if isinstance(sample, SampledFrame) or sample.problem == "too_large":
+                        decoded += 1
+                    yield sample
                     next_sample_s += 1.0 / self.sample_fps
                     next_sample_s = max(next_sample_s, time_s)
                 index += 1
         finally:
             self.capture.release()
-        if produced == 0:
+        if decoded == 0:
             raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
         if self.frame_count and index < self.frame_count - 1:
             self.note_failure(
                 f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )
 
+    def retrieve(self, index: int, time_s: float) -> SampledFrame | UnreadFrame:
+        """The frame just grabbed, decoded; unread when it does not decode or has too many pixels (a
+        decoded frame's size is known only once decoded)."""
+        what = f"frame {index} of {mask_url(self.uri)}"
+        ok, image = self.capture.retrieve()
+        if not ok or image is None:
+            return self.unread(index, time_s, UnreadableFrameError("undecodable", "undecodable video frame"), what)
+        if problem := pixels_problem(image.shape[1], image.shape[0], self.max_pixels):
+            return self.unread(index, time_s, UnreadableFrameError("too_large", problem), what)
+        return SampledFrame(index, time_s, image)
 
-def open_source(uri: str, sample_fps: float = defaults.SAMPLE_FPS) -> FrameSource:
-    """The right source for `uri`: a stream URL, an image folder or a video file."""
+
+def open_source(
+    uri: str, sample_fps: float = defaults.SAMPLE_FPS, max_pixels: int = defaults.MAX_FRAME_PIXELS
+) -> FrameSource:
+    """The right source for `uri`: a stream URL, an image folder or a video file; frames with more than
+    `max_pixels` are not sampled (unread, `too_large`)."""
     if is_stream_uri(uri):
-        return VideoSource(uri, sample_fps)
+        return VideoSource(uri, sample_fps, max_pixels=max_pixels)
     path = Path(uri)
     if not path.exists():
         raise InputError(f"source {mask_url(uri)} does not exist")
     if path.is_dir():
-        return ImageFolderSource(uri, sample_fps)
+        return ImageFolderSource(uri, sample_fps, max_pixels)
     if path.stat().st_size == 0:
         raise InputError(f"video {mask_url(uri)} is empty")
-    return VideoSource(uri, sample_fps)
+    return VideoSource(uri, sample_fps, max_pixels=max_pixels)

@@ -276,3 +276,12 @@ def make_folder(tmp_path: Path, broken: int) -> Path:
         (folder / f"{index:03d}.jpg").write_bytes(b"not a jpeg")
     cv2.imwrite(str(folder / "999.jpg"), np.full((40, 60, 3), 120, np.uint8))
     return folder
+
+
+def test_video_frames_over_the_pixel_limit_are_unread_and_noted(demo_clip):
+    """Decoded frames (1280x720) over the limit: each sampled one is yielded as too large, none as a frame."""
+    source = open_source(str(demo_clip[0]), sample_fps=5.0, max_pixels=1280 * 720 - 1)
+    samples = list(source.samples())
+    assert len(samples) == source.expected_frames and samples[1].index == 2
+    assert {(s.problem, s.detail) for s in samples} == {("too_large", "1280x720 pixels, more than the limit of 921599")}
+    assert source.failure_count == len(samples) and "frame 0 of " in source.failures[0]

@@ -1,0 +1,105 @@
+"""Reading the images of a folder camera: a FIFO never blocks the camera, an image over the pixel limit
+is refused from its header before it is decoded, and every sampled image that cannot be had is yielded
+with its reason (so that the node records it)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ingest.image_files import UnreadableFrameError, read_image
+from ingest.sources import SampledFrame, UnreadFrame, open_source
+from tests.ingest.helpers import release_fifo
+
+
+def samples_within(folder: Path, fifo: Path, timeout_s: float = 10.0, **kwargs: int) -> list:
+    """The samples of the image folder, read in a thread that must end within `timeout_s`."""
+    source = open_source(str(folder), 5.0, **kwargs)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.extend(source.samples()), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    blocked = thread.is_alive()
+    release_fifo(fifo)
+    assert not blocked, f"reading the folder still blocked after {timeout_s:.0f} s"
+    return result
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces `width` x `height` but whose pixel data is a few bytes: only its
+    header can tell its size (a decoder fails on it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_fifo_named_like_an_image_is_not_read(tmp_path):
+    os.mkfifo(tmp_path / "a.jpg")
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.full((20, 30, 3), 90, np.uint8))
+    samples = samples_within(tmp_path, tmp_path / "a.jpg")
+    assert [(type(s), s.index) for s in samples] == [(SampledFrame, 0)]  # not an image of the folder
+
+
+def test_a_fifo_swapped_in_after_the_listing_is_unread_not_waited_on(tmp_path):
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.full((20, 30, 3), 90, np.uint8))
+    source = open_source(str(tmp_path), 5.0)
+    (tmp_path / "a.jpg").unlink()
+    os.mkfifo(tmp_path / "a.jpg")
+    result: list = []
+    thread = threading.Thread(target=lambda: result.extend(source.samples()), daemon=True)
+    thread.start()
+    thread.join(10)
+    blocked = thread.is_alive()
+    release_fifo(tmp_path / "a.jpg")
+    assert not blocked
+    assert result[0] == UnreadFrame(0, 0.0, "undecodable", "not a regular file")
+    assert isinstance(result[1], SampledFrame)
+    assert len(source.failures) == 1 and "a.jpg: not a regular file" in source.failures[0]
+
+
+def test_every_sampled_image_ends_as_a_frame_or_an_unread_one(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((20, 30, 3), 90, np.uint8))
+    (tmp_path / "b.jpg").write_bytes(b"")
+    (tmp_path / "c.jpg").write_text("not an image")
+    samples = samples_within(tmp_path, tmp_path / "none")
+    assert isinstance(samples[0], SampledFrame) and samples[0].image.shape == (20, 30, 3)
+    assert samples[1:] == [
+        UnreadFrame(1, 0.2, "undecodable", "undecodable image"),
+        UnreadFrame(2, 0.4, "undecodable", "undecodable image"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "message"),
+    [(10_000, 5_000, "10000x5000 pixels, more than the limit of 40000000"), (20_000, 20_000, "decompression-bomb")],
+)
+def test_an_image_over_the_limit_is_refused_from_its_header(tmp_path, width, height, message):
+    """The header announces too many pixels and the pixel data would not even decode: only reading the
+    header first refuses it as too large (decoding first calls it undecodable, or, were it whole, takes
+    150 MiB or 1.1 GiB). Past Pillow's own limit, Pillow refuses it."""
+    (tmp_path / "a.png").write_bytes(png_header_only(width, height))
+    with pytest.raises(UnreadableFrameError, match=message) as refused:
+        read_image(tmp_path / "a.png", 40_000_000)
+    assert refused.value.problem == "too_large"
+
+
+@pytest.mark.parametrize(("width", "height", "max_pixels", "kept"), [(40, 30, 1200, True), (40, 30, 1199, False)])
+def test_the_pixel_limit_counts_width_times_height(tmp_path, width, height, max_pixels, kept):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((height, width, 3), 90, np.uint8))
+    samples = samples_within(tmp_path, tmp_path / "none", max_pixels=max_pixels)
+    if kept:
+        assert isinstance(samples[0], SampledFrame) and samples[0].image.shape == (height, width, 3)
+    else:
+        assert samples == [UnreadFrame(0, 0.0, "too_large", f"{width}x{height} pixels, more than the limit of 1199")]
