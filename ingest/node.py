@@ -2,8 +2,8 @@
 and the node's main loop packs them into detect jobs — JPEG bytes into the frame store with a TTL,
 frame references onto the detect queue. When the chain's queues hold more jobs than the limit
 (every waiting job holds frames in Redis), cameras skip frames and count them: memory stays
-bounded, whatever the workers do. Every sampled frame, queued or skipped, gets a row in the frames
-log (through the ledger). Frame ids of file sources derive from the file and the position, so a
+bounded, whatever the workers do. Every sampled frame, queued, skipped or undecodable (`corrupt`),
+gets a row in the frames log (through the ledger). Frame ids of file sources derive from the file and the position, so a
 restarted node that reads a file again is recognised and nothing is logged twice."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from common.queues import (
 )  # fmt: skip
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
-from ingest.sources import FrameSource, SampledFrame, is_stream_uri, open_source
+from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def source_tag(uri: str) -> str:
 
 @dataclass
 class NodeSummary:
+    """Per camera, frames queued and frames not queued (skipped, or undecodable), and the jobs queued."""
+
     ingested: Tally[str] = field(default_factory=Tally)
     skipped: Tally[str] = field(default_factory=Tally)
     jobs: int = 0
@@ -73,7 +75,7 @@ class CameraRun:
     passes: int = 0
     tag: str | None = None
 
-    def frame_id(self, frame: SampledFrame) -> str:
+    def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
         if self.tag is None:  # a stream: sampled frames numbered within this run
             return make_frame_id(self.camera.id, str(self.run_ms), self.seq)
         return make_frame_id(self.camera.id, f"f{self.tag}:{self.passes}", frame.index)
@@ -107,6 +109,17 @@ class IngestNode:
         self.summary.skipped[ref.camera_id] += 1
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "skipped", reason.replace("_", " "))])
+
+    def unread(self, ref: FrameRef, frame: UnreadFrame) -> None:
+        """A sampled frame without pixels: skipped when over the pixel limit, else corrupt (undecodable);
+        counted and recorded like any other."""
+        if frame.problem == "too_large":
+            self.skip(ref, "too_large")
+            return
+        self.metrics.frames_corrupt.labels(stage="ingest").inc()
+        self.summary.skipped[ref.camera_id] += 1
+        if self.ledger:
+            self.ledger.add([FrameRecord(ref, "corrupt", frame.detail)])
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
         """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
@@ -161,7 +174,7 @@ class IngestNode:
         """Sample one pass of the source into the pending jobs (or skip, when the chain is full)."""
         camera = run.camera
         started = time.monotonic()
-        for frame in source.frames():
+        for frame in source.samples():
             if self.stop.is_set():
                 return
             if camera.realtime and not source.is_stream:
@@ -175,6 +188,9 @@ class IngestNode:
             run.seq += 1
             if self.ledger:
                 self.ledger.sampled(ref)
+            if isinstance(frame, UnreadFrame):
+                self.unread(ref, frame)
+                continue
             if self.depth >= self.settings.max_queue_depth:
                 self.skip(ref, "backpressure")
                 continue
