@@ -2,15 +2,21 @@
 callbacks, and sends its webhooks); a `StageJob` calls only the chain's job function with one
 payload, and refuses anything else before it is imported: the function, extra arguments, an
 instance, callbacks or webhooks a job's data names. Every queue and registry of the chain uses it,
-so RQ's own registry cleaning cannot run a callback a crafted job names either."""
+so RQ's own registry cleaning cannot run a callback a crafted job names either. A job hash RQ cannot
+read back (a field not as RQ writes it, no data at all) is restored as far as is safe and refused too:
+RQ would raise while dequeuing it, and the worker would quit with the job stuck between queues."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from rq.exceptions import StopRequested
 from rq.job import Job
+from rq.utils import decode_redis_hash
+
+from common import defaults
 
 STAGE_JOB_FUNCTION = "alpr.stage"
 """The one function name a job may carry. It is never imported: a StageWorker hands each job a
@@ -31,8 +37,52 @@ class StageJob(Job):
     run: Callable[[Any], Any] | None = None
     """Set by the StageWorker running the job: its stage's handler (a common.worker.JobRun)."""
 
+    unreadable: str | None = None
+    """Why RQ could not read this job's hash back (`restore`), or None."""
+
+    def restore(self, raw_data: dict[Any, Any]) -> None:
+        """RQ's restore; a hash it cannot read (RQ raises: a date, a timeout or a count that is no
+        number, no data at all) becomes a job of its data, origin and meta alone, marked unreadable,
+        which is refused like any other job not of ours."""
+        self.unreadable = None
+        try:
+            super().restore(raw_data)
+        except StopRequested:
+            raise
+        except Exception as error:  # NoSuchJobError too: RQ's word for a hash without data
+            part = self._readable_part(raw_data)
+            super().restore(part)
+            what = "no data" if not part["data"] else f"a field RQ cannot read: {type(error).__name__}"
+            self.unreadable = f"unreadable job hash ({what})"
+            self.failure_ttl = defaults.FAILURE_TTL_S
+
+    def _readable_part(self, raw_data: dict[Any, Any]) -> dict[str, Any]:
+        """The fields of a job hash RQ cannot fail on: data (empty when there is none: undecodable),
+        an ASCII origin, meta the serializer reads as a mapping."""
+        fields = decode_redis_hash(raw_data)
+        data, origin, meta = fields.get("data"), fields.get("origin"), fields.get("meta")
+        part: dict[str, Any] = {"data": data if isinstance(data, bytes) else b""}
+        if isinstance(origin, bytes) and origin.isascii():
+            part["origin"] = origin
+        with contextlib.suppress(Exception):  # meta the serializer cannot read either is left out
+            if meta and isinstance(self.serializer.loads(meta), dict):
+                part["meta"] = meta
+        return part
+
+    def mark_permanent(self, reason: str) -> None:
+        """Mark the job as one that will always fail: not retried, not replayed (saved at once, as RQ's
+        failure handling does not save meta). Meta RQ kept unread (raw bytes) is replaced."""
+        self.meta[PERMANENT] = reason[:300]
+        try:
+            self.save_meta()
+        except (TypeError, ValueError):  # the serializer cannot write back what it could not read
+            self.meta = {PERMANENT: reason[:300]}
+            self.save_meta()
+
     def refusal(self) -> str | None:
         """Why this job is not one of ours, or None."""
+        if self.unreadable:
+            return self.unreadable
         try:
             return self._refusal()
         except StopRequested:  # a stop signal, not the job's fault: let the worker stop
@@ -57,8 +107,7 @@ class StageJob(Job):
     @property
     def func(self) -> Any:
         if reason := self.refusal():
-            self.meta[PERMANENT] = f"refused: {reason}"
-            self.save_meta()  # RQ's failure handling does not save meta: replay and retries must see it
+            self.mark_permanent(f"refused: {reason}")  # replay and retries must see it
             raise RefusedJobError(reason)
         if self.run is None:
             raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")

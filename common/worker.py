@@ -206,6 +206,8 @@ class StageWorker(SimpleWorker):
             if reason := job.refusal():
                 self.context.count("refused")
                 log.warning("job %s refused: %s", str(job.id)[:80], reason)
+                job.origin = queue.name  # RQ's bookkeeping (intermediate queue, registries) by the queue it is in
+                job.mark_permanent(f"refused: {reason}")  # before RQ reads its data: failed once, never retried
             job.run = run  # what StageJob.func hands RQ (a refused job fails there, never imported)
         done = threading.Event()
         lease = threading.Thread(target=self.renew_lease, args=(job, done), name="job-lease", daemon=True)
@@ -217,6 +219,17 @@ class StageWorker(SimpleWorker):
             done.set()
             lease.join()
             self.account(time.perf_counter() - start, run.result)  # a stop signal here must not lose it
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        """RQ's failure handling; a job not of ours that RQ's cleaning fails unrun (found stuck in the
+        intermediate list: a worker quit holding it) is counted and marked refused, as one run is."""
+        if isinstance(job, StageJob) and PERMANENT not in job.meta and (reason := job.refusal()):
+            self.context.count("refused")
+            log.warning("job %s refused: %s", str(job.id)[:80], reason)
+            job.mark_permanent(f"refused: {reason}")
+        super().handle_job_failure(job, queue, started_job_registry, exc_string)
 
     def account(self, busy_s: float, result: StageResult | None) -> None:
         """Add the job's time, frames and finished frames to the pool's totals in Redis: `alpr status`

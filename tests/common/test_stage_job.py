@@ -1,0 +1,114 @@
+"""A crafted job hash RQ cannot read back, on a private Redis with a real StageWorker: RQ raises while
+dequeuing it (a date, timeout or count that is no number; no data at all), and the worker quit with the
+job stuck in the queue's intermediate list, uncounted. Now it is refused like any job not of ours:
+counted, failed once into the failed registry (not retried, not replayed), gone from the intermediate
+list, and the worker goes on to the next job."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from common.frame_store import frame_key
+from common.jobs import DetectJob, FrameRef
+from common.metrics import Metrics
+from common.queues import enqueue, stage_queue
+from common.replay import replay_failed
+from common.stage_job import PERMANENT, StageJob
+from common.worker import StageResult, StageWorker, WorkerContext
+
+
+class Recorder:
+    """A detect stage that records the batches it was handed."""
+
+    name = "detect"
+
+    def __init__(self) -> None:
+        self.batches: list[str] = []
+
+    def handle(self, payload: Any) -> StageResult:
+        self.batches.append(payload["batch_id"])
+        return StageResult(frames=len(payload["frames"]))
+
+    def maintain(self) -> None:
+        pass
+
+
+def detect_job(batch_id: str) -> DetectJob:
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                     source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
+    return DetectJob(batch_id=batch_id, frames=[frame])
+
+
+CRAFTED: dict[str, dict[str, bytes | None]] = {
+    "created_at": {"created_at": b"garbage"},
+    "timeout": {"timeout": b"abc"},
+    "retries_left": {"retries_left": b"x"},
+    "no data": {"data": None},
+    "dependency_ids": {"dependency_ids": b"x"},
+    "bad meta too": {"meta": b"notjson", "enqueued_at": b"yesterday"},
+    "no data, no origin": {"data": None, "origin": None},
+    "undecodable data": {"data": b"\x00notjson"},  # RQ reads the hash; the data itself is refused
+}
+"""Fields of a queued job's hash as an attacker with Redis access may set them (None: field deleted)."""
+
+
+@pytest.mark.parametrize("fields", CRAFTED.values(), ids=CRAFTED.keys())
+def test_a_job_hash_rq_cannot_read_is_refused_once_and_the_worker_goes_on(redis_url, fields):
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    crafted = enqueue(queue, detect_job("crafted"), 60)
+    for name, value in fields.items():
+        if value is None:
+            connection.hdel(f"rq:job:{crafted}", name)
+        else:
+            connection.hset(f"rq:job:{crafted}", name, value)
+    good = enqueue(queue, detect_job("good"), 60)
+    stage, metrics = Recorder(), Metrics()
+    worker = StageWorker(queue, WorkerContext(stage, metrics))  # type: ignore[arg-type]
+
+    worker.work(burst=True, logging_level="WARNING")
+
+    assert stage.batches == ["good"]  # the crafted job never reached the stage; the worker went on
+    counted = metrics.registry.get_sample_value
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1  # once: never retried
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "done"}) == 1
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [] and queue.count == 0
+    assert StartedJobRegistry(queue=queue).get_job_ids() == []
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [crafted] and good != crafted
+    job = queue.fetch_job(crafted)  # RQ and `alpr replay` read it back now, without raising
+    assert isinstance(job, StageJob) and job.meta[PERMANENT].startswith("refused: ")
+    report = replay_failed(connection, connection, ["detect"])
+    assert report.requeued["detect"] == 0 and report.malformed["detect"] == 1
+
+
+def test_a_readable_job_is_not_marked_unreadable(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job = queue.fetch_job(enqueue(queue, detect_job("good"), 60))
+    assert isinstance(job, StageJob) and job.unreadable is None and job.refusal() is None
+
+
+def test_a_crafted_job_stuck_between_queues_is_cleaned_then_refused(redis_url):
+    """A crafted job left in the intermediate list (by a worker that quit on it before this fix): RQ's
+    registry cleaning reads it too, and raised there, its maintenance lock left held for 15 minutes."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    crafted = enqueue(queue, detect_job("crafted"), 60)
+    connection.hset(f"rq:job:{crafted}", "created_at", b"garbage")
+    connection.lmove(queue.key, queue.intermediate_queue_key)
+    connection.set(queue.intermediate_queue.get_first_seen_key(crafted), time.time() - 120)  # stuck 2 min
+    stage, metrics = Recorder(), Metrics()
+    cleaner = StageWorker(queue, WorkerContext(stage, metrics))  # type: ignore[arg-type]
+    cleaner.clean_registries()  # RQ fails it, out of the intermediate list: counted and marked refused
+    assert not connection.exists(queue.registry_cleaning_key)
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == []
+    worker = StageWorker(queue, WorkerContext(stage, metrics))  # type: ignore[arg-type]
+    worker.work(burst=True, logging_level="WARNING")
+    assert stage.batches == [] and FailedJobRegistry(queue=queue).get_job_ids() == [crafted]
+    assert metrics.registry.get_sample_value("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1
+    assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [] and queue.count == 0
