@@ -21,6 +21,9 @@ DETECTOR_MAX_PLATES_PER_FRAME = 100
 or a queue of traffic holds dozens; the 333 benchmark photos give at most 7 boxes at the low
 confidence above)."""
 
+DETECTOR_NESTED_SHARE = 0.6
+"""A plate box with this share of its area inside a stronger box is dropped: one plate, not two."""
+
 DETECTOR_BATCH_SIZE = 1
 """Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py compares
 batch sizes; README, Performance); on a GPU, raise it to the frames per job."""

@@ -4,9 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
+from alpr.democlip import make_clip
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
-from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi, inside_roi
+from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi, inside_roi, without_nested
 from redactor_worker.core import redact
 from tests.helpers import clip_frames, iou, scene_samples
 
@@ -77,6 +78,34 @@ def test_every_plate_of_a_crowded_frame_is_found_and_blurred(detector, datasets_
         after = hidden[int(y1) : int(y2), int(x1) : int(x2)]
         sharpness = [cv2.Laplacian(cv2.cvtColor(p, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var() for p in (before, after)]
         assert sharpness[1] < 0.1 * sharpness[0], "a plate's characters are still sharp after redaction"
+
+
+@pytest.mark.parametrize(
+    ("boxes", "kept"),
+    [
+        ([], []),
+        ([(348, 379, 421, 421)], [0]),
+        ([(348, 379, 421, 421), (347, 381, 420, 409)], [0]),  # part of the plate (seen on the demo clip)
+        ([(540, 355, 608, 395), (540, 353, 646, 397)], [0]),  # the plate with its holder
+        ([(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)], [0, 1, 2]),  # side by side, and half over each
+    ],
+)
+def test_a_box_mostly_inside_a_stronger_one_is_dropped(boxes, kept):
+    detections = PlateDetections(
+        np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
+    )
+    left = without_nested(detections)
+    assert left.xyxy.tolist() == detections.xyxy[kept].tolist()
+    assert left.confidence.tolist() == detections.confidence[kept].tolist()
+
+
+def test_one_plate_is_one_box_in_every_frame_of_a_clip(detector, tmp_path):
+    # On this clip the detector also marks part of a plate (frame 6) and a plate with its holder (42).
+    truth = make_clip(tmp_path / "clip.mp4", ("4RTY532", "BDF3301"), seed=8)
+    frames = clip_frames(tmp_path / "clip.mp4", set(range(0, len(truth["boxes"]), 2)))
+    found = detector.detect([frames[i] for i in sorted(frames)])
+    counts = {i: len(boxes) for i, boxes in zip(sorted(frames), found, strict=True)}
+    assert set(counts.values()) == {1}, counts
 
 
 def test_batch_matches_single_frames_and_torch_backend(detector, settings, datasets_dir):
