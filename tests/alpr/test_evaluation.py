@@ -103,3 +103,22 @@ def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_d
     assert metrics["exact_topn"] == (len(in_top_n) - len(falsified)) / 20
     assert {r["image"] for r in errors if r["cause"] == "right"} == {row[0] for row in right} - falsified
     assert {r["image"] for r in errors if r["truth"] == wrong} == falsified
+
+
+def test_a_photo_is_judged_by_the_read_at_its_labelled_plate(datasets_dir, tmp_path, settings):
+    # Each photo shows a second car's plate, which the reader reads surer than the labelled one
+    # (CWN2245 behind DD4C591, 6MTP929 beside 6TIX874): the labelled plate's read is what is judged.
+    src, folder = datasets_dir / "openalpr-endtoend" / "us", tmp_path / "us"
+    folder.mkdir()
+    for stem in ("wts-lg-000138", "wts-lg-000148"):
+        for suffix in (".txt", ".jpg"):
+            (folder / f"{stem}{suffix}").write_bytes((src / f"{stem}{suffix}").read_bytes())
+    errors = tmp_path / "errors.csv"
+    args = ["eval", str(folder), "--json", str(tmp_path / "m.json"), "--errors", str(errors)]
+    assert main([*args, "--model-dir", str(settings.model_dir)]) == 0
+    with errors.open() as handle:
+        assert [(r["truth"], r["best_read"]) for r in csv.DictReader(handle)] == [
+            ("DD4C591", "DD4C591"),
+            ("6TIX874", "6TIX874"),
+        ]
+    assert json.loads((tmp_path / "m.json").read_text())["exact_top1"] == 1.0
