@@ -28,12 +28,14 @@ def keep(path: Path, age_h: float, now: float) -> Path:
 def test_frames_past_the_age_limit_are_deleted_and_empty_days_removed(tmp_path):
     now = time.time()
     old = [keep(kept_path(tmp_path, "cam", f"cam:1700000000000:{i}", now - age_h * 3600), age_h, now)
-           for i, age_h in ((0, 200), (1, 80), (2, 73))]  # fmt: skip
+           for i, age_h in ((0, 200), (1, 96), (2, 73))]  # fmt: skip
     new = [keep(kept_path(tmp_path, "cam", f"cam:f0a1:2:{i}", now - age_h * 3600), age_h, now)
            for i, age_h in ((3, 71), (4, 1))]  # fmt: skip
     notes = keep(new[0].parent / "notes.txt", 100, now)
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 3
-    assert not any(path.exists() or path.parent.exists() for path in old)
+    assert not any(path.exists() for path in old)
+    # a day folder goes once its whole day is past the cutoff: certain 96 h back, not for 73 h
+    assert not old[0].parent.exists() and not old[1].parent.exists()
     assert all(path.exists() for path in [*new, notes])
     assert delete_expired_frames(tmp_path / "missing", 3600, now) == 0
 
