@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import defaults
 from common.config import format_errors
 from common.errors import InputError
 from common.frame_store import KEY_PREFIX
@@ -95,7 +96,7 @@ class DetectedFrame(Strict):
     """A frame after detection: its plate boxes, or why it was not detected."""
 
     frame: FrameRef
-    plates: list[PlateBox] = Field(max_length=64)
+    plates: list[PlateBox] = Field(max_length=defaults.DETECTOR_MAX_PLATES_PER_FRAME)  # as many as the detector gives
     outcome: FrameOutcome = Field(default="done", description="`done` unless the frame could not be processed")
     detail: str | None = Field(
         default=None, max_length=200, description="why not: `expired before detection`, `too old`..."

@@ -1,5 +1,6 @@
 import pytest
 
+from common import defaults
 from common.errors import InputError
 from common.jobs import DetectedFrame, DetectJob, FrameRef, OcrJob, PlateBox, job_id, parse_job
 
@@ -50,3 +51,13 @@ def test_a_crop_key_outside_the_frame_store_is_refused():
 
 def test_job_ids_are_deterministic_and_valid_for_rq():
     assert job_id("ocr", "host.a-1:17") == job_id("ocr", "host.a-1:17") == "ocr-host_a-1_17"
+
+
+def test_a_frame_carries_as_many_boxes_as_the_detector_gives():
+    # the schema once allowed 64 boxes where the detector gave 100: a crowded frame failed its whole
+    # detect job, retried, and its batch was lost
+    box = PlateBox(box_xyxy=(1, 2, 3, 4), confidence=0.9)
+    most = defaults.DETECTOR_MAX_PLATES_PER_FRAME
+    assert len(DetectedFrame(frame=REF, plates=[box] * most).plates) == most
+    with pytest.raises(ValueError, match="at most"):
+        DetectedFrame(frame=REF, plates=[box] * (most + 1))
