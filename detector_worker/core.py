@@ -60,29 +60,33 @@ class PlateDetector:
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
-            out.extend(without_nested(PlateDetections(xyxy, conf)) for xyxy, conf in raw)
+            out.extend(merge_nested(PlateDetections(xyxy, conf)) for xyxy, conf in raw)
         return out
 
 
-def without_nested(detections: PlateDetections) -> PlateDetections:
-    """The boxes left once each box lying mostly inside a stronger one is dropped (NESTED_SHARE of the
-    smaller box's area in their intersection). Plates do not overlap, but the detector also marks part
-    of a plate, or a plate with its holder, which NMS at IoU 0.7 keeps: read too, one plate became two
-    tracks, and one car two sightings."""
+def merge_nested(detections: PlateDetections) -> PlateDetections:
+    """One box for each group of nested boxes: a box with DETECTOR_NESTED_SHARE of the smaller one's area
+    in its overlap with a stronger box is merged into it (their union, the stronger's confidence). Plates
+    do not overlap, but the detector also marks part of a plate, or a plate with its holder, which NMS
+    at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. The union, not
+    the stronger box alone, so that no part of the plate is left unblurred when the stronger box is
+    the part."""
+    boxes = detections.xyxy.copy()
     kept: list[int] = []
-    areas = np.prod(np.clip(detections.xyxy[:, 2:] - detections.xyxy[:, :2], 0, None), axis=1)
-    for index, box in enumerate(detections.xyxy):  # highest confidence first
+    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    for index, box in enumerate(boxes):  # highest confidence first
         for other in kept:
-            corner_min = np.maximum(box[:2], detections.xyxy[other, :2])
-            corner_max = np.minimum(box[2:], detections.xyxy[other, 2:])
-            inter = float(np.prod(np.clip(corner_max - corner_min, 0, None)))
-            if inter >= defaults.DETECTOR_NESTED_SHARE * max(min(areas[index], areas[other]), 1e-6):
+            overlap = np.clip(np.minimum(box[2:], boxes[other, 2:]) - np.maximum(box[:2], boxes[other, :2]), 0, None)
+            if float(np.prod(overlap)) >= defaults.DETECTOR_NESTED_SHARE * max(min(areas[index], areas[other]), 1e-6):
+                boxes[other] = np.concatenate(
+                    [np.minimum(box[:2], boxes[other, :2]), np.maximum(box[2:], boxes[other, 2:])]
+                )
                 break
         else:
             kept.append(index)
     if len(kept) == len(detections):
         return detections
-    return PlateDetections(detections.xyxy[kept], detections.confidence[kept])
+    return PlateDetections(boxes[kept], detections.confidence[kept])
 
 
 def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:

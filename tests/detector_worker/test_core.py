@@ -7,7 +7,7 @@ import pytest
 from alpr.democlip import make_clip
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
-from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi, inside_roi, without_nested
+from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi, inside_roi, merge_nested
 from redactor_worker.core import redact
 from tests.helpers import clip_frames, iou, scene_samples
 
@@ -81,22 +81,26 @@ def test_every_plate_of_a_crowded_frame_is_found_and_blurred(detector, datasets_
 
 
 @pytest.mark.parametrize(
-    ("boxes", "kept"),
+    ("boxes", "merged"),
     [
         ([], []),
-        ([(348, 379, 421, 421)], [0]),
-        ([(348, 379, 421, 421), (347, 381, 420, 409)], [0]),  # part of the plate (seen on the demo clip)
-        ([(540, 355, 608, 395), (540, 353, 646, 397)], [0]),  # the plate with its holder
-        ([(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)], [0, 1, 2]),  # side by side, and half over each
+        ([(348, 379, 421, 421)], [(348, 379, 421, 421)]),
+        ([(348, 379, 421, 421), (347, 381, 420, 409)], [(347, 379, 421, 421)]),  # part of the plate (demo clip)
+        ([(540, 355, 608, 395), (540, 353, 646, 397)], [(540, 353, 646, 397)]),  # the plate with its holder
+        ([(0, 0, 50, 20), (0, 0, 100, 20)], [(0, 0, 100, 20)]),  # the surer box is the part: the whole is hidden
+        (
+            [(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],
+            [(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],
+        ),
     ],
 )
-def test_a_box_mostly_inside_a_stronger_one_is_dropped(boxes, kept):
+def test_a_box_mostly_inside_a_stronger_one_is_merged_into_it(boxes, merged):
     detections = PlateDetections(
         np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
     )
-    left = without_nested(detections)
-    assert left.xyxy.tolist() == detections.xyxy[kept].tolist()
-    assert left.confidence.tolist() == detections.confidence[kept].tolist()
+    left = merge_nested(detections)
+    assert [tuple(b) for b in left.xyxy.tolist()] == merged
+    assert left.confidence.tolist() == detections.confidence[: len(merged)].tolist()
 
 
 def test_one_plate_is_one_box_in_every_frame_of_a_clip(detector, tmp_path):
