@@ -253,13 +253,16 @@ def receiver_origin(url: str) -> str:
 
 
 def _hide_url(text: str, url: str) -> str:
-    """`text` (a library's or the receiver's words) with the receiver's URL replaced by its origin and its
-    path and query by "/…", wherever they are quoted (http.client quotes a request's path in some errors;
-    a receiver may echo it in its reason phrase)."""
+    """`text` (a library's or the receiver's words) with the receiver's URL replaced by its origin, and
+    any piece of its path, query or fragment quoted alone by "…", longest first (http.client quotes a
+    request's path in some errors; a receiver may echo its path, with or without the query)."""
     parts = urlsplit(url)
     tail = url[len(f"{parts.scheme}://{parts.netloc}") :]
     text = text.replace(url, receiver_origin(url))
-    return text.replace(tail, "/…") if len(tail) > 1 else text  # a bare "/" hides nothing
+    pieces = {tail, tail.split("#")[0], parts.path, parts.query, parts.fragment}
+    for piece in sorted((p for p in pieces if len(p) > 1), key=len, reverse=True):  # a bare "/" hides nothing
+        text = text.replace(piece, "…")
+    return text
 
 
 def _status_error(where: str, status: int, reason: str, retry_after: str | None) -> DeliveryError:

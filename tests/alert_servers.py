@@ -84,6 +84,8 @@ class Reply:
     """When above 0: the answer is sent a byte at a time, one every trickle_s seconds."""
     echo_path: bool = False
     """Whether the status line's reason phrase quotes the request's path (as some servers' 404 do)."""
+    echo_without_query: bool = False
+    """With echo_path: the path is quoted without its query."""
 
 
 class WebhookServer:
@@ -117,7 +119,8 @@ class WebhookServer:
                         except OSError:  # the client gave up
                             return
                     return
-                self.send_response(owner.reply.status, f"No hook at {self.path}" if owner.reply.echo_path else None)
+                quoted = self.path.split("?")[0] if owner.reply.echo_without_query else self.path
+                self.send_response(owner.reply.status, f"No hook at {quoted}" if owner.reply.echo_path else None)
                 for name, value in owner.reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "2")
