@@ -38,6 +38,19 @@ def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: floa
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
+def write_kept(path: Path, jpeg: bytes) -> None:
+    """Write a kept frame at `path` (kept_path's), making its folders; once more if a sweep removed the
+    camera folder it had just emptied between the folders' making and the write."""
+    for attempt in range(2):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg)
+            return
+        except FileNotFoundError:
+            if attempt:
+                raise
+
+
 def is_camera_name(name: str) -> bool:
     """Whether `name` is a camera folder's: a camera id as jobs carry it (never a dot first)."""
     return re.fullmatch(CAMERA_ID_PATTERN, name) is not None

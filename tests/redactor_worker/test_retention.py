@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from redactor_worker.retention import delete_expired_frames
+from redactor_worker.retention import delete_expired_frames, write_kept
 from redactor_worker.worker import kept_path
 
 
@@ -76,3 +76,20 @@ def test_an_empty_folder_of_a_recent_day_stays(tmp_path):
     other = keep(kept_path(tmp_path, "lane", "lane:1:1", now - 100 * 3600), 100, now)
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 2
     assert today.is_dir() and not old.parent.exists() and not other.parent.parent.exists()
+
+
+def test_a_kept_frame_is_written_though_a_sweep_removes_its_camera_folder_meanwhile(tmp_path, monkeypatch):
+    # the sweep removes a camera folder it empties; a redactor that had just made it for a new frame
+    # (mkdir of the camera, then of the day) found its day folder's parent gone
+    path = kept_path(tmp_path, "cam", "cam_1700000000000_0", time.time())
+    made = Path.mkdir
+
+    def swept_between(self: Path, *args: object, **kwargs: object) -> None:
+        made(self, *args, **kwargs)
+        if self == path.parent.parent and not getattr(swept_between, "done", False):  # the camera's, still empty
+            swept_between.done = True  # type: ignore[attr-defined]
+            self.rmdir()  # what the sweep does to an empty camera folder
+
+    monkeypatch.setattr(Path, "mkdir", swept_between)
+    write_kept(path, b"jpeg")
+    assert path.read_bytes() == b"jpeg"
