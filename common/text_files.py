@@ -1,4 +1,4 @@
-"""Reading a text file an operator hands us (the cameras file, a watch-list CSV, the receivers file, a
+"""Reading a file an operator hands us (the cameras file, a watch-list CSV, the receivers file, a
 secret file): a regular file only (a FIFO would block, /dev/zero never end, a device be touched),
 bounded in size, UTF-8 (a byte-order mark allowed), every fault one clear error naming the file (or
 what the caller calls it) and where, never its text."""
@@ -22,27 +22,29 @@ def _size_text(max_bytes: int) -> str:
     return f"{max_bytes // 1024} KiB" if max_bytes >= 1024 and max_bytes % 1024 == 0 else f"{max_bytes} bytes"
 
 
-def _reason(problem: Exception) -> str:
+def os_reason(problem: Exception) -> str:
+    """An OSError's own words without its file name (`No such file or directory`), else the message."""
     return str(problem.strerror if isinstance(problem, OSError) and problem.strerror else problem)
 
 
-class _NotRegularFileError(Exception):
+class NotRegularFileError(Exception):
     """A FIFO, a device, a socket or a folder where a regular file was expected."""
 
     def __str__(self) -> str:
         return "it is not a regular file"
 
 
-def _read_regular(path: Path, max_bytes: int) -> bytes:
-    """Up to max_bytes + 1 bytes of the regular file at `path` (symbolic links followed); OSError,
-    ValueError (a NUL in the path) or _NotRegularFileError."""
+def read_regular_bytes(path: Path, max_bytes: int) -> bytes:
+    """Up to max_bytes + 1 bytes of the regular file at `path` (symbolic links followed; more than
+    max_bytes means the file is too long); OSError, ValueError (a NUL in the path) or
+    NotRegularFileError. A FIFO, device or socket is never opened for reading."""
     if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a device or FIFO acts on it
-        raise _NotRegularFileError()
+        raise NotRegularFileError()
     # Non-blocking, so a FIFO swapped in since the check cannot hold the open; no controlling tty.
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise _NotRegularFileError()
+            raise NotRegularFileError()
         fcntl.fcntl(descriptor, fcntl.F_SETFL, fcntl.fcntl(descriptor, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         chunks, size = [], 0
         while size <= max_bytes:
@@ -63,11 +65,11 @@ def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: st
     misplaced secret names the file otherwise)."""
     name = str(path) if label is None else label
     try:
-        raw = _read_regular(path, max_bytes)
+        raw = read_regular_bytes(path, max_bytes)
     except FileNotFoundError:
         raise error(f"{name}: cannot read: it does not exist") from None
-    except (OSError, ValueError, _NotRegularFileError) as problem:
-        raise error(f"{name}: cannot read: {_reason(problem)}") from None
+    except (OSError, ValueError, NotRegularFileError) as problem:
+        raise error(f"{name}: cannot read: {os_reason(problem)}") from None
     if len(raw) > max_bytes:
         raise error(f"{name}: larger than {_size_text(max_bytes)}")
     try:

@@ -112,9 +112,8 @@ class JobRun:
 def mark_permanent(reason: str) -> None:
     """Mark the running job as one that will always fail: not retried, not replayed."""
     job = get_current_job()
-    if job is not None:
-        job.meta[PERMANENT] = reason[:300]
-        job.save_meta()
+    if isinstance(job, StageJob):
+        job.mark_permanent(reason)
 
 
 class StageWorker(SimpleWorker):

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from common.text_files import NotRegularFileError, os_reason, read_regular_bytes
 
 FrameProblem = Literal["undecodable", "too_large"]
 """Why a sampled frame has no pixels: it cannot be read or decoded, or it has more than the limit."""
@@ -71,34 +72,14 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of the regular file at `path` (links followed); UnreadableFrameError when it is
     something else, cannot be read (`undecodable`), or holds more than `max_bytes` (`too_large`)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a FIFO blocks, a device acts
-            raise UnreadableFrameError("undecodable", "not a regular file")
-        # Non-blocking, so that a FIFO swapped in since the check cannot hold the open (reads of a
-        # regular file ignore the flag); no controlling terminal.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        size = os.stat(path).st_size
+        if size > max_bytes:  # refused before reading it
+            raise UnreadableFrameError("too_large", f"{size} bytes, more than {max_bytes}")
+        data = read_regular_bytes(path, max_bytes)
+    except NotRegularFileError:
+        raise UnreadableFrameError("undecodable", "not a regular file") from None
     except (OSError, ValueError) as error:  # ValueError: a NUL in the name
-        raise UnreadableFrameError("undecodable", f"cannot read: {_reason(error)}") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise UnreadableFrameError("undecodable", "not a regular file")
-        if status.st_size > max_bytes:
-            raise UnreadableFrameError("too_large", f"{status.st_size} bytes, more than {max_bytes}")
-        chunks, size = [], 0
-        while size <= max_bytes:  # bounded even if the file grows meanwhile
-            chunk = os.read(descriptor, max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as error:
-        raise UnreadableFrameError("undecodable", f"cannot read: {_reason(error)}") from None
-    finally:
-        os.close(descriptor)
-    if size > max_bytes:
+        raise UnreadableFrameError("undecodable", f"cannot read: {os_reason(error)}") from None
+    if len(data) > max_bytes:  # it grew since
         raise UnreadableFrameError("too_large", f"more than {max_bytes} bytes")
-    return b"".join(chunks)
-
-
-def _reason(error: Exception) -> str:
-    return str(error.strerror if isinstance(error, OSError) and error.strerror else error)
+    return data
