@@ -35,7 +35,7 @@ def persistence(connection: redis.Redis) -> list[str]:
 
 def warn_if_frames_persist(connection: redis.Redis, url: str, shared_with_queues: bool) -> None:
     """Log one WARNING when the frame store's Redis at `url` writes to disk, or when it cannot be told."""
-    shared = "; ALPR_FRAME_STORE_URL is unset: the queues' Redis" if shared_with_queues else ""
+    shared = "; the queues' Redis too (ALPR_FRAME_STORE_URL unset or the same)" if shared_with_queues else ""
     where = f"the frame store's Redis ({mask_url(url)}{shared})"
     try:
         found = persistence(connection)
