@@ -17,10 +17,10 @@ from common.types import FloatArray
 NMS_IOU = 0.7
 """IoU above which overlapping plate boxes are merged (ultralytics' default)."""
 
-NMS_CANDIDATES = 1000
-"""At most this many candidate boxes, the strongest, go into NMS (YOLO gives a few to a dozen per plate,
-and 100 plates a frame are kept at most): a frame of noise above the low confidence floor cost 650 ms
-of NMS with all 8,400 candidates, under 20 ms with these."""
+NMS_CANDIDATES_PER_PLATE = 30
+"""At most this many candidate boxes per plate kept (`max_det`), the strongest, go into NMS: YOLO gives
+about 11 per plate (216 for a frame of 20 plates), and NMS's cost grows with the square of its input
+(a frame of noise above the low confidence floor cost 650 ms with all 8,400 candidates)."""
 
 STRIDE = 32
 """The network's largest stride: letterboxed sides are padded to a multiple of it."""
@@ -98,8 +98,9 @@ def _decode(
         return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
     cx, cy, w, h = prediction[:4, keep]
     scores = scores[keep]
-    if len(scores) > NMS_CANDIDATES:  # the strongest only: NMS's cost grows with the square of its input
-        strongest = np.argpartition(-scores, NMS_CANDIDATES)[:NMS_CANDIDATES]
+    candidates = NMS_CANDIDATES_PER_PLATE * max_det
+    if len(scores) > candidates:  # the strongest only: NMS's cost grows with the square of its input
+        strongest = np.argpartition(-scores, candidates)[:candidates]
         cx, cy, w, h, scores = cx[strongest], cy[strongest], w[strongest], h[strongest], scores[strongest]
     xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
     # No top_k here: OpenCV applies it to the candidates before suppression, and YOLO gives several

@@ -65,28 +65,35 @@ class PlateDetector:
 
 
 def merge_nested(detections: PlateDetections) -> PlateDetections:
-    """One box for each group of nested boxes: a box with DETECTOR_NESTED_SHARE of the smaller one's area
-    in its overlap with a stronger box is merged into it (their union, the stronger's confidence). Plates
-    do not overlap, but the detector also marks part of a plate, or a plate with its holder, which NMS
-    at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. The union, not
-    the stronger box alone, so that no part of the plate is left unblurred when the stronger box is
-    the part."""
-    boxes = detections.xyxy.copy()
-    kept: list[int] = []
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
-    for index, box in enumerate(boxes):  # highest confidence first
-        for other in kept:
-            overlap = np.clip(np.minimum(box[2:], boxes[other, 2:]) - np.maximum(box[:2], boxes[other, :2]), 0, None)
-            if float(np.prod(overlap)) >= defaults.DETECTOR_NESTED_SHARE * max(min(areas[index], areas[other]), 1e-6):
-                boxes[other] = np.concatenate(
-                    [np.minimum(box[:2], boxes[other, :2]), np.maximum(box[2:], boxes[other, 2:])]
-                )
-                break
-        else:
-            kept.append(index)
-    if len(kept) == len(detections):
+    """One box for each group of nested boxes: boxes are grouped when DETECTOR_NESTED_SHARE of the
+    smaller one's area lies in their overlap (judged on the boxes as found; a box nested in two groups
+    joins them), and each group becomes the union of its boxes with its strongest one's confidence.
+    Plates do not overlap, but the detector also marks part of a plate, or a plate with its holder,
+    which NMS at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. The
+    union, not the strongest box alone, so that no part of the plate is left unblurred when that box
+    is the part."""
+    xyxy = detections.xyxy
+    areas = np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None), axis=1)
+
+    def nested(a: int, b: int) -> bool:
+        overlap = np.prod(np.clip(np.minimum(xyxy[a, 2:], xyxy[b, 2:]) - np.maximum(xyxy[a, :2], xyxy[b, :2]), 0, None))
+        return bool(overlap >= defaults.DETECTOR_NESTED_SHARE * max(min(areas[a], areas[b]), 1e-6))
+
+    groups: list[list[int]] = []
+    for index in range(len(xyxy)):  # highest confidence first: a group's first box is its strongest
+        joined = [group for group in groups if any(nested(index, member) for member in group)]
+        if not joined:
+            groups.append([index])
+            continue
+        for group in joined[1:]:
+            joined[0].extend(group)
+            groups.remove(group)
+        joined[0].append(index)
+    if len(groups) == len(xyxy):
         return detections
-    return PlateDetections(boxes[kept], detections.confidence[kept])
+    unions = [np.concatenate([xyxy[group, :2].min(axis=0), xyxy[group, 2:].max(axis=0)]) for group in groups]
+    confidence = detections.confidence[[min(group) for group in groups]]
+    return PlateDetections(np.array(unions, dtype=xyxy.dtype).reshape(-1, 4), confidence)
 
 
 def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:

@@ -81,26 +81,28 @@ def test_every_plate_of_a_crowded_frame_is_found_and_blurred(detector, datasets_
 
 
 @pytest.mark.parametrize(
-    ("boxes", "merged"),
+    ("boxes", "merged"),  # boxes strongest first; merged: (box, index of the box whose confidence it has)
     [
         ([], []),
-        ([(348, 379, 421, 421)], [(348, 379, 421, 421)]),
-        ([(348, 379, 421, 421), (347, 381, 420, 409)], [(347, 379, 421, 421)]),  # part of the plate (demo clip)
-        ([(540, 355, 608, 395), (540, 353, 646, 397)], [(540, 353, 646, 397)]),  # the plate with its holder
-        ([(0, 0, 50, 20), (0, 0, 100, 20)], [(0, 0, 100, 20)]),  # the surer box is the part: the whole is hidden
-        (
-            [(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],
-            [(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],
-        ),
+        ([(348, 379, 421, 421)], [((348, 379, 421, 421), 0)]),
+        ([(348, 379, 421, 421), (347, 381, 420, 409)], [((347, 379, 421, 421), 0)]),  # part of the plate
+        ([(540, 355, 608, 395), (540, 353, 646, 397)], [((540, 353, 646, 397), 0)]),  # the plate with its holder
+        ([(0, 0, 50, 20), (0, 0, 100, 20)], [((0, 0, 100, 20), 0)]),  # the surer box is the part: all is hidden
+        ([(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],  # side by side, and half over each
+         [((0, 0, 100, 50), 0), ((110, 0, 210, 50), 1), ((60, 0, 160, 50), 2)]),
+        ([(0, 0, 50, 20), (0, 0, 100, 20), (60, 0, 130, 20)],  # judged on the boxes as found, not the union
+         [((0, 0, 100, 20), 0), ((60, 0, 130, 20), 2)]),
+        ([(0, 0, 100, 20), (150, 0, 250, 20), (0, 0, 250, 20)], [((0, 0, 250, 20), 0)]),  # one box over two
     ],
-)
-def test_a_box_mostly_inside_a_stronger_one_is_merged_into_it(boxes, merged):
+)  # fmt: skip
+def test_nested_boxes_are_merged_into_their_union(boxes, merged):
     detections = PlateDetections(
         np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
     )
     left = merge_nested(detections)
-    assert [tuple(b) for b in left.xyxy.tolist()] == merged
-    assert left.confidence.tolist() == detections.confidence[: len(merged)].tolist()
+    assert [tuple(b) for b in left.xyxy.tolist()] == [box for box, _ in merged]
+    assert left.confidence.tolist() == [detections.confidence[i] for _, i in merged]
+    assert left.xyxy.dtype == np.float32
 
 
 def test_one_plate_is_one_box_in_every_frame_of_a_clip(detector, tmp_path):
