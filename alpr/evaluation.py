@@ -19,7 +19,7 @@ from common.config import Settings
 from common.errors import InputError
 from common.regions import load_regions
 from common.types import PlateRead
-from detector_worker.core import PlateDetector
+from detector_worker.core import PlateDetector, boxes_to_read
 from ocr_worker.core import PlateReader
 
 
@@ -245,7 +245,7 @@ def _run(
         assert detector is not None
         detections = detector.detect([image])[0]
         detected = time.perf_counter()
-        boxes = list(detections.boxes())
+        boxes = list(boxes_to_read(detections, None).boxes())  # what the pipeline reads
         reads = reader.read_plates([geometry.crop(image, box, crop_margin) for box, _ in boxes], boxes)
         yield (
             sample,

@@ -23,7 +23,7 @@ from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
-from detector_worker.core import PlateDetector, Polygon, filter_by_roi
+from detector_worker.core import PlateDetector, Polygon, boxes_to_read
 from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
@@ -153,7 +153,7 @@ class Pipeline:
         out = []
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
-            boxes = list(filter_by_roi(found, self.roi).boxes())  # the ROI chooses what is read
+            boxes = list(boxes_to_read(found, self.roi).boxes())  # the ROI and nesting choose what is read
             reads = self.reader.read_plates([geometry.crop(image, box, self.crop_margin) for box, _ in boxes], boxes)
             ocr_ms = 1000 * (time.perf_counter() - start)
             start = time.perf_counter()

@@ -22,7 +22,7 @@ or a queue of traffic holds dozens; the 333 benchmark photos give at most 7 boxe
 confidence above)."""
 
 DETECTOR_NESTED_SHARE = 0.6
-"""A plate box with this share of its area inside a stronger box is merged into it: one plate, not two."""
+"""A plate box with this share of its area inside a stronger box is blurred, not read: one plate, one read."""
 
 DETECTOR_BATCH_SIZE = 1
 """Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py compares

@@ -49,8 +49,8 @@ class PlateDetector:
         self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:
-        """Every plate in each frame, highest confidence first. A region of interest chooses which of
-        them are read (`inside_roi`), never which are hidden: every box found is redacted."""
+        """Every plate in each frame, highest confidence first. A region of interest and nesting choose
+        which of them are read (`to_read`), never which are hidden: every box found is redacted."""
         for index, frame in enumerate(frames):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
                 shape = getattr(frame, "shape", type(frame).__name__)
@@ -60,40 +60,30 @@ class PlateDetector:
         for start in range(0, len(frames), step):
             chunk = frames[start : start + step]
             raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
-            out.extend(merge_nested(PlateDetections(xyxy, conf)) for xyxy, conf in raw)
+            out.extend(PlateDetections(xyxy, conf) for xyxy, conf in raw)
         return out
 
 
-def merge_nested(detections: PlateDetections) -> PlateDetections:
-    """One box for each group of nested boxes: boxes are grouped when DETECTOR_NESTED_SHARE of the
-    smaller one's area lies in their overlap (judged on the boxes as found; a box nested in two groups
-    joins them), and each group becomes the union of its boxes with its strongest one's confidence.
-    Plates do not overlap, but the detector also marks part of a plate, or a plate with its holder,
-    which NMS at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. The
-    union, not the strongest box alone, so that no part of the plate is left unblurred when that box
-    is the part."""
+def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
+    """Per box: does DETECTOR_NESTED_SHARE of the smaller one's area lie in its overlap with a stronger
+    box? Plates do not overlap, but the detector also marks part of a plate, or a plate with its holder,
+    which NMS at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. Such a
+    box is blurred, never read (`boxes_to_read`): the stronger box may be the part."""
     xyxy = detections.xyxy
     areas = np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None), axis=1)
+    nested = np.zeros(len(xyxy), bool)
+    for index in range(1, len(xyxy)):  # highest confidence first
+        overlaps = np.prod(np.clip(np.minimum(xyxy[index, 2:], xyxy[:index, 2:])
+                                   - np.maximum(xyxy[index, :2], xyxy[:index, :2]), 0, None), axis=1)  # fmt: skip
+        smaller = np.maximum(np.minimum(areas[index], areas[:index]), 1e-6)
+        nested[index] = bool((overlaps >= defaults.DETECTOR_NESTED_SHARE * smaller).any())
+    return nested
 
-    def nested(a: int, b: int) -> bool:
-        overlap = np.prod(np.clip(np.minimum(xyxy[a, 2:], xyxy[b, 2:]) - np.maximum(xyxy[a, :2], xyxy[b, :2]), 0, None))
-        return bool(overlap >= defaults.DETECTOR_NESTED_SHARE * max(min(areas[a], areas[b]), 1e-6))
 
-    groups: list[list[int]] = []
-    for index in range(len(xyxy)):  # highest confidence first: a group's first box is its strongest
-        joined = [group for group in groups if any(nested(index, member) for member in group)]
-        if not joined:
-            groups.append([index])
-            continue
-        for group in joined[1:]:
-            joined[0].extend(group)
-            groups.remove(group)
-        joined[0].append(index)
-    if len(groups) == len(xyxy):
-        return detections
-    unions = [np.concatenate([xyxy[group, :2].min(axis=0), xyxy[group, 2:].max(axis=0)]) for group in groups]
-    confidence = detections.confidence[[min(group) for group in groups]]
-    return PlateDetections(np.array(unions, dtype=xyxy.dtype).reshape(-1, 4), confidence)
+def to_read(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
+    """Per box: is it read? Its centre lies inside the ROI and it is not nested in a stronger box. Every
+    box, read or not, is blurred."""
+    return inside_roi(detections, roi) & ~nested_in_stronger(detections)
 
 
 def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
@@ -105,7 +95,8 @@ def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[
     return np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
 
 
-def filter_by_roi(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
-    """The boxes to read: those whose centre lies inside the polygon (all of them when there is none)."""
-    inside = inside_roi(detections, roi)
-    return PlateDetections(detections.xyxy[inside], detections.confidence[inside])
+def boxes_to_read(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
+    """The boxes to read (`to_read`): inside the polygon (all, when there is none), none nested in a
+    stronger box."""
+    read = to_read(detections, roi)
+    return PlateDetections(detections.xyxy[read], detections.confidence[read])

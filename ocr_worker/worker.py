@@ -63,7 +63,7 @@ class OcrStage:
         outcomes: list[ReadOutcome] = []
         for item in job.frames:
             start = time.perf_counter()
-            to_read = [p for p in item.plates if p.crop_key]  # the plates inside the ROI
+            to_read = [p for p in item.plates if p.crop_key]  # the plates to read: in the ROI, not nested
             outcomes.append("expired" if any(p.crop_key not in crops for p in to_read) else "done")
             if outcomes[-1] == "expired":
                 self.metrics.frames_missing.labels(stage=self.name).inc()

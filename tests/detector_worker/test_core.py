@@ -7,7 +7,7 @@ import pytest
 from alpr.democlip import make_clip
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
-from detector_worker.core import DetectorSettings, PlateDetector, filter_by_roi, inside_roi, merge_nested
+from detector_worker.core import DetectorSettings, PlateDetector, boxes_to_read, inside_roi, nested_in_stronger, to_read
 from redactor_worker.core import redact
 from tests.helpers import clip_frames, iou, scene_samples
 
@@ -81,36 +81,40 @@ def test_every_plate_of_a_crowded_frame_is_found_and_blurred(detector, datasets_
 
 
 @pytest.mark.parametrize(
-    ("boxes", "merged"),  # boxes strongest first; merged: (box, index of the box whose confidence it has)
+    ("boxes", "nested"),  # boxes strongest first
     [
         ([], []),
-        ([(348, 379, 421, 421)], [((348, 379, 421, 421), 0)]),
-        ([(348, 379, 421, 421), (347, 381, 420, 409)], [((347, 379, 421, 421), 0)]),  # part of the plate
-        ([(540, 355, 608, 395), (540, 353, 646, 397)], [((540, 353, 646, 397), 0)]),  # the plate with its holder
-        ([(0, 0, 50, 20), (0, 0, 100, 20)], [((0, 0, 100, 20), 0)]),  # the surer box is the part: all is hidden
-        ([(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)],  # side by side, and half over each
-         [((0, 0, 100, 50), 0), ((110, 0, 210, 50), 1), ((60, 0, 160, 50), 2)]),
-        ([(0, 0, 50, 20), (0, 0, 100, 20), (60, 0, 130, 20)],  # judged on the boxes as found, not the union
-         [((0, 0, 100, 20), 0), ((60, 0, 130, 20), 2)]),
-        ([(0, 0, 100, 20), (150, 0, 250, 20), (0, 0, 250, 20)], [((0, 0, 250, 20), 0)]),  # one box over two
+        ([(348, 379, 421, 421)], [False]),
+        ([(348, 379, 421, 421), (347, 381, 420, 409)], [False, True]),  # part of the plate (demo clip)
+        ([(540, 355, 608, 395), (540, 353, 646, 397)], [False, True]),  # the plate with its holder
+        ([(0, 0, 50, 20), (0, 0, 100, 20)], [False, True]),  # the surer box is the part
+        ([(0, 0, 100, 50), (110, 0, 210, 50), (60, 0, 160, 50)], [False, False, False]),  # side by side, half over
+        ([(0, 0, 100, 20), (150, 0, 250, 20), (0, 0, 250, 20)], [False, False, True]),  # one box over two plates
     ],
-)  # fmt: skip
-def test_nested_boxes_are_merged_into_their_union(boxes, merged):
+)
+def test_a_box_nested_in_a_stronger_one_is_blurred_not_read(boxes, nested):
     detections = PlateDetections(
         np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
     )
-    left = merge_nested(detections)
-    assert [tuple(b) for b in left.xyxy.tolist()] == [box for box, _ in merged]
-    assert left.confidence.tolist() == [detections.confidence[i] for _, i in merged]
-    assert left.xyxy.dtype == np.float32
+    assert nested_in_stronger(detections).tolist() == nested
+    assert to_read(detections, None).tolist() == [not n for n in nested]
+    read = boxes_to_read(detections, None)
+    assert read.xyxy.tolist() == detections.xyxy[[not n for n in nested]].tolist()
+    # every box is still blurred: the part's surer box does not hide the whole plate, its own box does
+    frame = np.zeros((460, 700, 3), np.uint8)
+    frame[::2] = 255  # stripes: sharp everywhere
+    hidden = redact(frame, [box for box, _ in detections.boxes()])
+    for x1, y1, x2, y2 in (tuple(int(v) for v in b) for b in boxes):
+        if x2 > x1 and y2 > y1:
+            assert hidden[y1:y2, x1:x2].std() < 0.5 * frame[y1:y2, x1:x2].std()
 
 
-def test_one_plate_is_one_box_in_every_frame_of_a_clip(detector, tmp_path):
+def test_one_plate_is_one_read_box_in_every_frame_of_a_clip(detector, tmp_path):
     # On this clip the detector also marks part of a plate (frame 6) and a plate with its holder (42).
     truth = make_clip(tmp_path / "clip.mp4", ("4RTY532", "BDF3301"), seed=8)
     frames = clip_frames(tmp_path / "clip.mp4", set(range(0, len(truth["boxes"]), 2)))
     found = detector.detect([frames[i] for i in sorted(frames)])
-    counts = {i: len(boxes) for i, boxes in zip(sorted(frames), found, strict=True)}
+    counts = {i: len(boxes_to_read(boxes, None)) for i, boxes in zip(sorted(frames), found, strict=True)}
     assert set(counts.values()) == {1}, counts
 
 
@@ -134,19 +138,19 @@ def test_region_of_interest_chooses_what_is_read_not_what_is_found(detector, dat
     (found,) = detector.detect([image])
     assert len(found) >= 1  # every plate is found (and so redacted), whatever the ROI
     assert inside_roi(found, around).any() and not inside_roi(found, elsewhere).any()
-    assert len(filter_by_roi(found, around)) >= 1 and len(filter_by_roi(found, elsewhere)) == 0
+    assert len(boxes_to_read(found, around)) >= 1 and len(boxes_to_read(found, elsewhere)) == 0
 
 
 @pytest.mark.parametrize(
     ("roi", "kept"),
     [(None, 2), ([(0, 0), (100, 0), (100, 100), (0, 100)], 1), ([(500, 500), (600, 500), (600, 600)], 0)],
 )
-def test_filter_by_roi_uses_box_centres(roi, kept):
+def test_the_roi_chooses_by_box_centres(roi, kept):
     detections = PlateDetections(
         np.array([[10, 10, 30, 20], [200, 200, 260, 230]], np.float32), np.array([0.9, 0.8], np.float32)
     )
-    assert len(filter_by_roi(detections, roi)) == kept
-    assert len(filter_by_roi(PlateDetections.empty(), roi)) == 0
+    assert len(boxes_to_read(detections, roi)) == kept
+    assert len(boxes_to_read(PlateDetections.empty(), roi)) == 0
 
 
 @pytest.mark.parametrize("frame", [np.zeros((10, 10), np.uint8), np.zeros((0, 0, 3), np.uint8), "not an image"])
