@@ -23,7 +23,7 @@ from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.worker import StageResult
-from detector_worker.core import PlateDetector, inside_roi, to_read
+from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class DetectStage:
         frames, crops = [], []
         for ref, detections in zip(present, found, strict=True):
             plates = []
-            inside, readable = inside_roi(detections, ref.roi).tolist(), to_read(detections, ref.roi).tolist()
-            for index, (box, conf) in enumerate(detections.boxes()):
-                in_roi = inside[index]
+            inside = inside_roi(detections, ref.roi)
+            readable = (inside & ~nested_in_stronger(detections)).tolist()  # as core.to_read, the ROI tested once
+            for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), inside.tolist(), strict=True)):
                 crop = geometry.crop(images[ref.key], box, self.crop_margin) if readable[index] else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 if key and crop is not None:
