@@ -82,38 +82,75 @@ def k_best(choices: CharChoices, k: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def constrained_best(choices: CharChoices, template: str) -> tuple[str, float, float] | None:
-    """The most probable string that fits `template` (text, log-probability, least character
-    probability): per position the likelier of the best allowed alternative and the top character
-    swapped through the confusion tables (O/0, I/1, B/8, ...)."""
-    if len(choices) != len(template):
+def fitting_choice(alts: Sequence[tuple[str, float]], kind: str) -> tuple[str, float] | None:
+    """One position's most probable character of class `kind` (L, D, A): the likelier of the best
+    allowed alternative and the top character swapped through the confusion tables (O/0, I/1, B/8...)."""
+    if not alts:
         return None
+    allowed = CLASSES[kind]
+    options = [(c, p) for c, p in alts if c in allowed]
+    top, p_top = alts[0]
+    swapped = TO_DIGIT.get(top) if kind == "D" else TO_LETTER.get(top)
+    if swapped is not None:
+        options.append((swapped, p_top * CONFUSION_PROBABILITY_FACTOR))
+    return max(options, key=lambda option: option[1]) if options else None
+
+
+def _joined(fits: Sequence[tuple[str, float] | None]) -> tuple[str, float, float] | None:
+    """Per-position choices as (text, log-probability, least character probability); None if one is missing."""
     chars, logp, weakest = [], 0.0, 1.0
-    for alts, kind in zip(choices, template, strict=False):
-        allowed = CLASSES[kind]
-        options = [(c, p) for c, p in alts if c in allowed]
-        top, p_top = alts[0]
-        swapped = TO_DIGIT.get(top) if kind == "D" else TO_LETTER.get(top)
-        if swapped is not None:
-            options.append((swapped, p_top * CONFUSION_PROBABILITY_FACTOR))
-        if not options:
+    for fit in fits:
+        if fit is None:
             return None
-        char, p = max(options, key=lambda option: option[1])
-        chars.append(char)
-        logp += _log(p)
-        weakest = min(weakest, p)
+        chars.append(fit[0])
+        logp += _log(fit[1])
+        weakest = min(weakest, fit[1])
     return "".join(chars), logp, weakest
 
 
-def _without_one(choices: CharChoices) -> list[tuple[CharChoices, float]]:
-    """The choices less one character (a seal, sticker or frame edge read as a character), with the
-    log-cost of calling that character spurious: small only when the engine was unsure that any
-    character is there at all (its alternatives together are unlikely), not when it was merely
-    unsure which character it is."""
+def constrained_best(choices: CharChoices, template: str) -> tuple[str, float, float] | None:
+    """The most probable string that fits `template` (text, log-probability, least character
+    probability), position by position (`fitting_choice`)."""
+    if len(choices) != len(template):
+        return None
+    return _joined([fitting_choice(alts, kind) for alts, kind in zip(choices, template, strict=True)])
+
+
+def _drop_costs(choices: CharChoices) -> list[float]:
+    """Per character, the log-cost of calling it spurious (a seal, sticker or frame edge read as a
+    character): small only when the engine was unsure that any character is there at all (its
+    alternatives together are unlikely), not when it was merely unsure which character it is. None
+    are dropped from fewer than three characters."""
     if len(choices) < 3:
         return []
-    present = [min(0.99, sum(p for _, p in alts)) for alts in choices]
-    return [([*choices[:i], *choices[i + 1 :]], _log(1 - present[i])) for i in range(len(choices))]
+    return [_log(1 - min(0.99, sum(p for _, p in alts))) for alts in choices]
+
+
+def _template_readings(choices: CharChoices, templates: Sequence[str]) -> list[tuple[str, float, float]]:
+    """For each template, the best reading of the whole choices and of the choices less each one
+    character in turn that fits it (text, log-probability with the drop's cost, least probability).
+    A position's best character per class is worked out once and shared by every template."""
+    fits: dict[tuple[int, str], tuple[str, float] | None] = {}
+
+    def fit(position: int, kind: str) -> tuple[str, float] | None:
+        if (position, kind) not in fits:
+            fits[position, kind] = fitting_choice(choices[position], kind)
+        return fits[position, kind]
+
+    costs = _drop_costs(choices)
+    out = []
+    for template in templates:
+        if len(template) == len(choices):
+            found = _joined([fit(i, kind) for i, kind in enumerate(template)])
+            if found:
+                out.append(found)
+        if costs and len(template) == len(choices) - 1:
+            for dropped, cost in enumerate(costs):
+                positions = [i for i in range(len(choices)) if i != dropped]
+                found = _joined([fit(i, kind) for i, kind in zip(positions, template, strict=True)])
+                if found:
+                    out.append((found[0], found[1] + cost, min(found[2], math.exp(cost))))
+    return out
 
 
 def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[Reading]:
@@ -127,12 +164,8 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
 
     for text, logp, weakest in k_best(choices, max(limit * 2, 4)):
         offer(text, logp, weakest)
-    variants = [(choices, 0.0), *_without_one(choices)]
-    for template in region.templates:
-        for variant, cost in variants:
-            found = constrained_best(variant, template)
-            if found:
-                offer(found[0], found[1] + cost, min(found[2], math.exp(cost)))
+    for text, logp, weakest in _template_readings(choices, list(region.templates)):
+        offer(text, logp, weakest)
     ranked = []
     for text, (logp, weakest) in scored.items():
         matched = region.match(text)

@@ -99,10 +99,13 @@ class PpocrEngine:
         # A model trained at one width (alpr train-ocr) is read at that width; PP-OCR's own at each line's.
         self.input_width = int(metadata["input_width"]) if "input_width" in metadata else None
         vocabulary = ["<blank>", *characters, " "]
-        # Columns of each plate character, upper and lower case merged.
-        self.columns = [
-            [i for i, c in enumerate(vocabulary) if c.upper() == symbol and c.isascii()] for symbol in PLATE_ALPHABET
-        ]
+        # The model's columns of the plate characters, and which plate character each one adds to
+        # (upper and lower case merged): the plate characters' probabilities are one gather and product.
+        columns = [(i, k) for k, symbol in enumerate(PLATE_ALPHABET) for i, c in enumerate(vocabulary)
+                   if c.upper() == symbol and c.isascii()]  # fmt: skip
+        self.plate_columns = np.array([i for i, _ in columns])
+        self.merge = np.zeros((len(columns), len(PLATE_ALPHABET)), np.float32)
+        self.merge[np.arange(len(columns)), [k for _, k in columns]] = 1.0
 
     def recognize(self, crop_bgr: np.ndarray) -> CharChoices:
         return self.recognize_batch([crop_bgr])[0]
@@ -111,11 +114,11 @@ class PpocrEngine:
         if not crops_bgr:
             return []
         probabilities = self.session.run(None, {self.input_name: input_batch(crops_bgr, self.input_width)})[0]
-        return [self._decode(p) for p in probabilities]
+        return [self._decode(p) for p in probabilities[:, :, self.plate_columns] @ self.merge]
 
-    def _decode(self, probabilities: np.ndarray) -> CharChoices:
-        """Greedy CTC decoding where any non-plate symbol counts as a blank."""
-        plate = np.stack([probabilities[:, cols].sum(axis=1) for cols in self.columns], axis=1)
+    def _decode(self, plate: np.ndarray) -> CharChoices:
+        """Greedy CTC decoding of one line's plate-character probabilities (steps x PLATE_ALPHABET),
+        where any other symbol counts as a blank."""
         blank = 1.0 - plate.sum(axis=1)
         best = plate.argmax(axis=1)
         emitting = plate[np.arange(len(best)), best] > blank
