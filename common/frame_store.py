@@ -28,6 +28,14 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return data.tobytes()
 
 
+def pixels_problem(width: int, height: int, max_pixels: int) -> str | None:
+    """Why a `width` x `height` frame is refused (more than `max_pixels`), or None: the one rule that
+    ingest applies before a frame is sampled and the workers before a stored frame is decoded."""
+    if width * height <= max_pixels:
+        return None
+    return f"{width}x{height} pixels, more than the limit of {max_pixels}"
+
+
 def decode_jpeg(data: bytes, key: str) -> np.ndarray:
     """BGR pixels of stored JPEG bytes, through libjpeg-turbo's SIMD decoder (simplejpeg), several
     times faster than OpenCV's imdecode — it runs twice per frame in the chain. The header's size is
@@ -35,8 +43,8 @@ def decode_jpeg(data: bytes, key: str) -> np.ndarray:
     whole job's frames at once."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        if height * width > defaults.MAX_FRAME_PIXELS:
-            raise InputError(f"frame {key} is {width}x{height} pixels, more than a frame may have")
+        if problem := pixels_problem(width, height, defaults.MAX_FRAME_PIXELS):
+            raise InputError(f"frame {key} is {problem}")
         image: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="BGR")
     except ValueError:
         raise InputError(f"frame {key} is not a decodable JPEG") from None

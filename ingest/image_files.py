@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from common.frame_store import pixels_problem
 from common.text_files import NotRegularFileError, os_reason, read_regular_bytes
 
 FrameProblem = Literal["undecodable", "too_large"]
@@ -32,13 +33,6 @@ class UnreadableFrameError(Exception):
     def __init__(self, problem: FrameProblem, detail: str) -> None:
         super().__init__(detail)
         self.problem, self.detail = problem, detail
-
-
-def pixels_problem(width: int, height: int, max_pixels: int) -> str | None:
-    """Why a `width` x `height` frame is refused (more than `max_pixels`), or None."""
-    if width * height <= max_pixels:
-        return None
-    return f"{width}x{height} pixels, more than the limit of {max_pixels}"
 
 
 def read_image(path: Path, max_pixels: int) -> np.ndarray:

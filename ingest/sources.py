@@ -22,7 +22,8 @@ import numpy as np
 from common import defaults
 from common.credentials import mask_url
 from common.errors import InputError
-from ingest.image_files import FrameProblem, UnreadableFrameError, pixels_problem, read_image
+from common.frame_store import pixels_problem
+from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
