@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_ocr.add_argument(
         "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
     )
+    train_ocr.add_argument(
+        "--all-folds", action="store_true",
+        help="train on the held-out fifth too: a measured recipe's final fit (the fifth then measures nothing)",
+    )  # fmt: skip
 
     add_watchlist_parser(sub)
 

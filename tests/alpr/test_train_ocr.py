@@ -6,8 +6,21 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from alpr.train_ocr import RealCrop, exact_by_subset, export, greedy_text, held_out, plate_model, quantize, to_batch
+from alpr.train_ocr import (
+    FOLDS,
+    RealCrop,
+    exact_by_subset,
+    export,
+    fold,
+    greedy_text,
+    held_out,
+    plate_model,
+    quantize,
+    to_batch,
+    train,
+)
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, PpocrEngine, bundled_model_path
 from ocr_worker.synthetic import draw_plate
 from ocr_worker.text_lines import PlateTextLocator
@@ -63,6 +76,22 @@ def test_one_image_in_five_is_held_out_by_name():
     names = [f"car{i}.jpg" for i in range(1000)]
     share = sum(held_out(n) for n in names) / len(names)
     assert 0.15 < share < 0.25 and held_out("car7.jpg") == held_out("car7.jpg")
+
+
+def test_the_folds_split_images_by_name_and_the_held_out_one_is_fold_zero():
+    names = [f"car{i}.jpg" for i in range(1000)]
+    counts = [sum(fold(n) == k for n in names) for k in range(FOLDS)]
+    assert all(150 < c < 250 for c in counts) and all(held_out(n) == (fold(n) == 0) for n in names)
+
+
+@pytest.mark.parametrize(
+    ("folds", "keep", "message"),
+    [(frozenset(), "last", "non-empty subset"), (frozenset({1, 5}), "last", "subset of 0-4"),
+     (frozenset(range(FOLDS)), "best", "trains on")],
+)  # fmt: skip
+def test_training_refuses_folds_it_cannot_measure_or_choose_by(tmp_path, folds, keep, message):
+    with pytest.raises(ValueError, match=message):
+        train(tmp_path, tmp_path / "m.onnx", 1, 1, 0.5, keep, None, folds)
 
 
 def test_exact_reads_are_counted_per_subset_and_over_all():
