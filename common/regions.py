@@ -35,6 +35,9 @@ class RegionFormats:
     max_length: int
     unmatched_log_penalty: float
     length_log_penalty: float
+    complete: bool = False
+    """The templates list every plate the region issues (Brazil's two national formats), so a
+    reading that fits none is a misread whatever the recogniser: its penalty is never weighed down."""
 
     @property
     def typical_length(self) -> float:
@@ -46,9 +49,12 @@ class RegionFormats:
     def weighted(self, weight: float) -> RegionFormats:
         """The region with its template penalty scaled by `weight`: how much its templates, which
         never list every format, count against a recogniser's own reading (fitted per recogniser by
-        `alpr calibrate`; 1.0 as written). The length limits are facts and keep their penalty."""
+        `alpr calibrate`; 1.0 as written). The length limits are facts and keep their penalty, and so
+        does a region whose templates are `complete`."""
         if not 0 <= weight <= 1:
             raise ConfigError(f"a format weight must lie in [0, 1], got {weight!r}")
+        if self.complete:
+            return self
         return replace(self, unmatched_log_penalty=self.unmatched_log_penalty * weight)
 
     def match(self, text: str) -> str | None:
@@ -76,8 +82,15 @@ def load_regions() -> dict[str, RegionFormats]:
             max_length=int(spec["max_length"]),
             unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
             length_log_penalty=2 * float(spec["unmatched_log_penalty"]) + 1.0,
+            complete=_flag(spec.get("complete", False), f"plate_formats.yaml: region {name}: complete"),
         )
     return regions
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be true or false, got {value!r}")
+    return value
 
 
 def region_formats(name: str) -> RegionFormats:

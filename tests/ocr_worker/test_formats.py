@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from common.errors import ConfigError
@@ -57,6 +59,18 @@ def test_a_light_format_weight_keeps_a_fair_reading_outside_the_templates():
     for weight in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="format weight"):
             eu.weighted(weight)
+
+
+def test_a_region_whose_templates_are_complete_keeps_its_penalty_at_any_weight():
+    """Every Brazilian plate is one of two national formats: a reading that fits neither is a misread,
+    however well the recogniser knows plates (N2J6581 for NZJ6581, measured on a held-out photo)."""
+    choices = [*sure("N"), [("2", 0.8), ("Z", 0.2)], *sure("J6581")]
+    br = region_formats("br")
+    assert br.complete and not region_formats("eu").complete and not region_formats("us").complete
+    assert br.weighted(0.2) == br
+    assert rank_candidates(choices, br.weighted(0.2), 5)[0].text == "NZJ6581"
+    incomplete = replace(br, complete=False)
+    assert rank_candidates(choices, incomplete.weighted(0.2), 5)[0].text == "N2J6581"  # the control
 
 
 def test_an_unsure_extra_character_is_dropped():
