@@ -21,6 +21,17 @@ DEMO_CLIP = Path("demo/clip.mp4")
 """Where `alpr demo-clip` writes by default."""
 
 
+def _folds(text: str) -> frozenset[int]:
+    """`--folds 2,3,4`: a set of fold numbers."""
+    try:
+        folds = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds are numbers 0-4 separated by commas, not {text!r}") from None
+    if not folds or not folds <= set(range(5)):
+        raise argparse.ArgumentTypeError(f"folds are numbers 0-4 separated by commas, not {text!r}")
+    return folds
+
+
 def parse_roi(text: str) -> list[tuple[float, float]]:
     """'x,y x,y x,y ...' (at least three points) to a polygon."""
     try:
@@ -109,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
     )
     train_ocr.add_argument(
-        "--all-folds", action="store_true",
-        help="train on the held-out fifth too: a measured recipe's final fit (the fifth then measures nothing)",
+        "--folds", type=_folds, default="1,2,3,4",
+        help="the fifths of the real images to train on, 0-4 (default 1,2,3,4; fold 0 is measured each epoch)",
     )  # fmt: skip
 
     add_watchlist_parser(sub)

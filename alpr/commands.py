@@ -161,17 +161,16 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
-    from alpr.train_ocr import FOLDS, FOUR_FIFTHS, train
+    from alpr.train_ocr import train
     from ocr_worker.ppocr_engine import bundled_model_path
 
     datasets = settings.datasets_dir
     if not (datasets / "openalpr-endtoend").is_dir():
         raise InputError(f"no training photographs at {datasets} (set ALPR_DATASETS_DIR)")
     out = args.out or bundled_model_path("plate")
-    if args.all_folds and args.keep == "best":
-        raise InputError("--keep best chooses an epoch by the held-out fifth, which --all-folds trains on")
-    folds = frozenset(range(FOLDS)) if args.all_folds else FOUR_FIFTHS
-    card = train(datasets, out, args.epochs, args.seed, args.synthetic_share, args.keep, args.float_out, folds)
+    if 0 in args.folds and args.keep == "best":
+        raise InputError("--keep best chooses an epoch by fold 0, which --folds trains on")
+    card = train(datasets, out, args.epochs, args.seed, args.synthetic_share, args.keep, args.float_out, args.folds)
     print(
         f"wrote {out} (epoch {card['chosen_epoch']} of {args.epochs}, {card['training']['minutes']} min) and its card"
     )

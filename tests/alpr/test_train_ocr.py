@@ -110,3 +110,13 @@ def test_real_crops_are_degraded_as_far_and_poor_cameras_do_reproducibly():
     assert 10 <= sum(changed) < 40  # about half the crops are degraded, some are kept as they are
     again = [degraded(crop.copy(), random.Random(seed)) for seed in range(40)]
     assert all(np.array_equal(a, b) for a, b in zip(outs, again, strict=True))  # a seed, one training run
+
+
+def test_the_command_trains_on_four_fifths_unless_told_which_folds():
+    from alpr.cli import build_parser
+
+    assert build_parser().parse_args(["train-ocr"]).folds == frozenset({1, 2, 3, 4})
+    assert build_parser().parse_args(["train-ocr", "--folds", "2,3,4"]).folds == frozenset({2, 3, 4})
+    for bad in ("1,9", "a", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train-ocr", "--folds", bad])
