@@ -82,12 +82,12 @@ class CamerasFileLoader(yaml.SafeLoader):
             raise
         except (ValueError, TypeError, LookupError, AttributeError, ArithmeticError) as error:
             kind = node.tag.removeprefix("tag:yaml.org,2002:")
-            shown = shorten(node.value) if isinstance(node.value, str) else "a value"
-            # Python's reason ("day is out of range for month") is kept unless it quotes the input,
-            # which may hold a password (mask_url masks the value shown, not Python's quote of it).
+            # Neither the value nor Python's quote of it is shown: it may be a password that no URL
+            # pattern recognises (`!!float user:pw@`, found by the fuzz tests); the line and column say
+            # where it is. Python's reason ("day is out of range for month") is kept unless it quotes it.
             reason = str(error).split(";")[0]
             reason = f": {reason}" if isinstance(error, ValueError | ArithmeticError) and "'" not in reason else ""
-            raise CamerasFileRefused(None, None, f"cannot read {shown} as {kind}{reason}", node.start_mark) from None
+            raise CamerasFileRefused(None, None, f"cannot read the value as {kind}{reason}", node.start_mark) from None
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         if not isinstance(node, MappingNode):  # `!!set` on a scalar: the safe constructor says so
