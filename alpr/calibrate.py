@@ -1,27 +1,34 @@
 """`alpr calibrate`: fits the confidence model of the configured OCR engine (ocr_worker/calibration.py)
 on photographs with ground truth: first its format weight (each of FORMAT_WEIGHTS read in full, the one
-with the most exact reads kept), then the logistic model on the reads at that weight. Reports how it
-generalises by cross-validation (folds by image), and writes it into the calibration file, keeping the
-other engines' models."""
+with the most exact reads kept), then the logistic model on the reads at that weight. The reads are
+every image's by the configured recogniser, or (`UnseenReads`) those of chosen folds by recognisers
+that never trained on them: a recogniser is surer of images it learnt than of a camera's. Reports how
+it generalises by cross-validation (folds by image), and writes it into the calibration file, keeping
+the other engines' models."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from alpr.evaluation import Outcome, dataset_folders, evaluate
+from alpr.evaluation import Outcome, Sample, dataset_folders, evaluate
+from alpr.folds import FOLDS, fold, parse_folds
 from common.config import Settings
+from common.errors import InputError
 from common.types import PlateCandidate
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
 from ocr_worker.core import OcrSettings, PlateReader
 from ocr_worker.formats import Reading
+from ocr_worker.ppocr_engine import bundled_model_path
 
-FOLDS = 5
-"""Cross-validation folds."""
+CV_FOLDS = 5
+"""Cross-validation folds (by position among the reads, not alpr/folds.py's folds by image name)."""
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 """Confidence thresholds the cross-validation reports, beside the configured one."""
@@ -55,20 +62,82 @@ def features_of(recorded: Recorded, candidate: PlateCandidate) -> list[float]:
     return row
 
 
-def collect(roots: list[Path], settings: Settings, format_weight: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Features and exactness of the best read of every image that has one, with its set's name, the
-    region's formats counting by `format_weight`."""
+@dataclass(frozen=True)
+class UnseenReads:
+    """Reads of images a recogniser never trained on: the recogniser's ONNX file (None: the configured
+    one) and the folds (alpr/folds.py) of the images to read with it."""
+
+    model_file: Path | None
+    folds: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> UnseenReads:
+        """`FILE:FOLDS` (`/tmp/plate_2-4.onnx:0,1`) or `default:FOLDS`; ValueError saying the form."""
+        model, _, folds = text.rpartition(":")
+        if not model:
+            raise ValueError(f"unseen reads are FILE:FOLDS or default:FOLDS (e.g. /tmp/m.onnx:0,1), not {text!r}")
+        path = None if model == "default" else Path(model)
+        if path is not None and not path.is_file():
+            raise ValueError(f"no recogniser file at {path}")
+        return cls(path, parse_folds(folds))
+
+    def describe(self, default_file: Path | None = None) -> dict[str, Any]:
+        """What calibration.json records of it: the recogniser file's name and digest (`default_file`
+        for the configured one, where it has a file), and the folds."""
+        path = self.model_file or default_file
+        if path is None:
+            return {"model": "default", "folds": sorted(self.folds)}
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = path.name if self.model_file else f"default ({path.name})"
+        return {"model": name, "sha256": digest, "folds": sorted(self.folds)}
+
+
+ALL_IMAGES = (UnseenReads(None, frozenset(range(FOLDS))),)
+"""Without unseen reads: every image, read by the configured recogniser."""
+
+
+class Reads(NamedTuple):
+    """Per read: its features (x), whether it is exact (y), its set's name and its image's file name."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sets: list[str]
+    images: list[str]
+
+
+def collect(
+    roots: list[Path], settings: Settings, format_weight: float, sources: Sequence[UnseenReads] = ALL_IMAGES
+) -> Reads:
+    """The best read of every image that has one, the region's formats counting by `format_weight`:
+    each source's images read by its recogniser (an image of two sources gives two reads)."""
+    rows: list[list[float]] = []
+    labels: list[float] = []
+    sets: list[str] = []
+    images: list[str] = []
+    for source in sources:
+        x, y, names, files = _collect_one(roots, settings, format_weight, source)
+        rows, labels, sets, images = rows + x, labels + y, sets + names, images + files
+    return Reads(np.asarray(rows, float), np.asarray(labels, float), sets, images)
+
+
+def _collect_one(
+    roots: list[Path], settings: Settings, format_weight: float, source: UnseenReads
+) -> tuple[list[list[float]], list[float], list[str], list[str]]:
     from alpr.wiring import build_detector, ocr_settings
 
     recorded: Recorded = {}
 
     def raw_reader(s: Settings, region: str) -> PlateReader:
-        return FeatureRecorder(ocr_settings(s, region, False, format_weight), recorded)
+        chosen = replace(ocr_settings(s, region, False, format_weight), model_file=source.model_file)
+        return FeatureRecorder(chosen, recorded)
 
-    rows, labels, sets = [], [], []
+    def in_folds(sample: Sample) -> bool:
+        return fold(sample.image.name) in source.folds
+
+    rows, labels, sets, images = [], [], [], []
     for root in roots:
         outcomes: dict[str, list[Outcome]] = {}
-        evaluate(root, settings, build_detector, raw_reader, outcomes)
+        evaluate(root, settings, build_detector, raw_reader, outcomes, in_folds)
         for name, items in outcomes.items():
             for outcome in items:
                 if outcome.best is None or not outcome.best.candidates:
@@ -76,19 +145,29 @@ def collect(roots: list[Path], settings: Settings, format_weight: float) -> tupl
                 rows.append(features_of(recorded, outcome.best.candidates[0]))
                 labels.append(1.0 if outcome.correct else 0.0)
                 sets.append(name)
-    return np.asarray(rows, float), np.asarray(labels, float), sets
+                images.append(outcome.sample.image.name)
+    return rows, labels, sets, images
+
+
+def cross_validated_scores(x: np.ndarray, y: np.ndarray, images: list[str] | None = None) -> np.ndarray:
+    """Each read's probability by a model fitted without its fold: folds by image (alpr/folds.py) when
+    `images` are given, so that two reads of one image (by two recognisers) fall in the same fold;
+    else by position."""
+    folds = np.array([fold(name) for name in images]) if images else np.arange(len(y)) % CV_FOLDS
+    scores = np.zeros(len(y))
+    for k in range(CV_FOLDS):
+        if (folds == k).any():
+            model = Calibration.fit(x[folds != k], y[folds != k])
+            scores[folds == k] = [model.probability(row) for row in x[folds == k]]
+    return scores
 
 
 def cross_validate(
-    x: np.ndarray, y: np.ndarray, sets: list[str], thresholds: list[float]
+    x: np.ndarray, y: np.ndarray, sets: list[str], thresholds: list[float], images: list[str] | None = None
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per threshold and set: coverage and wrong among accepted, each image scored by a model fitted
-    without its fold."""
-    folds = np.arange(len(y)) % FOLDS
-    scores = np.zeros(len(y))
-    for fold in range(FOLDS):
-        model = Calibration.fit(x[folds != fold], y[folds != fold])
-        scores[folds == fold] = [model.probability(row) for row in x[folds == fold]]
+    """Per threshold and set: coverage and wrong among accepted, each read scored by a model fitted
+    without its fold (`cross_validated_scores`)."""
+    scores = cross_validated_scores(x, y, images)
     report: dict[str, dict[str, dict[str, float]]] = {}
     for threshold in sorted(set(thresholds)):
         rows = report.setdefault(f"{threshold:g}", {})
@@ -109,13 +188,20 @@ def choose_format_weight(exact_reads: dict[float, int]) -> float:
     return max(exact_reads, key=lambda weight: (exact_reads[weight], weight))
 
 
-def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any]:
+def calibrate(
+    roots: list[Path], settings: Settings, out: Path, sources: Sequence[UnseenReads] = ALL_IMAGES
+) -> dict[str, Any]:
+    """Fit the configured engine's format weight and confidence model on the reads of `sources` (by
+    default every image, by the configured recogniser) and write them into `out`; the written entry."""
     for root in roots:
         dataset_folders(root)  # a clear error before minutes of work
-    collected = {weight: collect(roots, settings, weight) for weight in FORMAT_WEIGHTS}
-    exact = {weight: int(labels.sum()) for weight, (_, labels, _) in collected.items()}
+    if any(source.model_file is not None for source in sources) and settings.ocr_engine != "ppocr":
+        raise InputError("unseen reads with a recogniser file need the ppocr engine")
+    collected = {weight: collect(roots, settings, weight, sources) for weight in FORMAT_WEIGHTS}
+    default_file = bundled_model_path(settings.ocr_model) if settings.ocr_engine == "ppocr" else None
+    exact = {weight: int(reads.y.sum()) for weight, reads in collected.items()}
     weight = choose_format_weight(exact)
-    x, y, sets = collected[weight]
+    x, y, sets, images = collected[weight]
     model = replace(Calibration.fit(x, y), format_weight=weight)
     from alpr.wiring import ocr_settings
 
@@ -129,8 +215,9 @@ def calibrate(roots: list[Path], settings: Settings, out: Path) -> dict[str, Any
         "format_weight": model.format_weight,
         "exact_reads_by_format_weight": {f"{w:g}": n for w, n in exact.items()},
         "fitted_on": sorted({str(r) for r in roots}),
+        "reads": [source.describe(default_file) for source in sources],
         "images": int(len(y)),
-        "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence]),
+        "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence], images),
     }
     out.write_text(json.dumps(existing, indent=1) + "\n")
     return dict(existing["models"][key])

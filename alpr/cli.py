@@ -10,11 +10,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alpr.watchlist_command import add_watchlist_parser
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
+
+if TYPE_CHECKING:
+    from alpr.calibrate import UnseenReads
 
 EXIT_ERROR = 2
 DEMO_CLIP = Path("demo/clip.mp4")
@@ -23,13 +27,22 @@ DEMO_CLIP = Path("demo/clip.mp4")
 
 def _folds(text: str) -> frozenset[int]:
     """`--folds 2,3,4`: a set of fold numbers."""
+    from alpr.folds import parse_folds
+
     try:
-        folds = frozenset(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"folds are numbers 0-4 separated by commas, not {text!r}") from None
-    if not folds or not folds <= set(range(5)):
-        raise argparse.ArgumentTypeError(f"folds are numbers 0-4 separated by commas, not {text!r}")
-    return folds
+        return parse_folds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _unseen_reads(text: str) -> UnseenReads:
+    """`--unseen-reads FILE:FOLDS` (alpr.calibrate.UnseenReads)."""
+    from alpr.calibrate import UnseenReads
+
+    try:
+        return UnseenReads.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_roi(text: str) -> list[tuple[float, float]]:
@@ -108,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser("calibrate", help="fit the OCR confidence to photographs with ground truth")
     calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")
     calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
+    calibrate.add_argument(
+        "--unseen-reads", type=_unseen_reads, action="append", metavar="FILE:FOLDS",
+        help="fit on reads of images a recogniser never trained on: its ONNX file and those folds "
+        "(e.g. a model from `alpr train-ocr --folds 2,3,4`:0,1), or default:0 for the configured one; repeatable",
+    )  # fmt: skip
     _add_engine_flags(calibrate)
 
     train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")

@@ -143,12 +143,13 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
 
 
 def calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr.calibrate import ALL_IMAGES
     from alpr.calibrate import calibrate as fit
     from alpr.wiring import ocr_settings
     from ocr_worker.calibration import calibration_path
 
     out = args.out or calibration_path()
-    model = fit(args.datasets, settings, out)
+    model = fit(args.datasets, settings, out, args.unseen_reads or ALL_IMAGES)
     print(f"{ocr_settings(settings).engine_key}: fitted on {model['images']} reads; weights {model['weights']}, "
           f"bias {model['bias']}, format weight {model['format_weight']} (exact reads by weight: "
           f"{model['exact_reads_by_format_weight']}) -> {out}")  # fmt: skip

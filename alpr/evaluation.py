@@ -182,10 +182,12 @@ def evaluate_folder(
     reader: PlateReader,
     min_confidence: float,
     crop_margin: float = defaults.OCR_CROP_MARGIN,
+    keep: Callable[[Sample], bool] | None = None,
 ) -> tuple[Tally, bool, list[Outcome]]:
     samples, crops = load_samples(folder)
     if not samples:
         raise InputError(f"{folder} holds no samples")
+    samples = [s for s in samples if keep is None or keep(s)]
     if not crops and detector is None:
         raise ValueError("scene folders need a detector")
     tally, outcomes = Tally(), []
@@ -260,9 +262,10 @@ def evaluate(
     build_detector: Callable[[Settings], PlateDetector],
     build_reader: Callable[[Settings, str], PlateReader],
     errors: dict[str, list[Outcome]] | None = None,
+    keep: Callable[[Sample], bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per dataset folder under `root`, keyed by folder name; with `errors`, each folder's
-    per-image outcomes go there too."""
+    """Metrics per dataset folder under `root`, keyed by folder name, over the samples `keep` accepts
+    (all by default); with `errors`, each folder's per-image outcomes go there too."""
     folders = dataset_folders(root)
     detector = None
     results: dict[str, dict[str, Any]] = {}
@@ -271,7 +274,7 @@ def evaluate(
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
         tally, crops, outcomes = evaluate_folder(
-            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin
+            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep
         )
         results[folder.name] = tally.as_dict(crops)
         if errors is not None:

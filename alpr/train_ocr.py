@@ -3,14 +3,15 @@ ONNX model with its card. The pretrained model (from rapidocr 3.10.0) is convert
 onnx2torch (its SAME_UPPER paddings made explicit), its 18,710-class head cut to blank + A-Z0-9
 (rows taken from the pretrained head, so training starts where PP-OCRv6 stands), then trained with
 CTC on real plate crops (the visible photos cut at jittered boxes, and the crops set) mixed with
-synthetic plates (ocr_worker/synthetic.py), both prepared exactly as reading prepares them. One
-image in five (by a hash of its file name) is never trained on: it measures each epoch (and, with
-keep="best", chooses it; the default keeps the last, 126 images being too few to choose by). Training needs
+synthetic plates (ocr_worker/synthetic.py), both prepared exactly as reading prepares them. The
+real images fall into five folds by a hash of their file names (alpr/folds.py); by default four are
+trained on and fold 0 is not: it measures each epoch (and, with keep="best", chooses it; the default
+keeps the last, 126 images being too few to choose by). Fewer folds give a model whose reads of the
+others are unseen, which `alpr calibrate --unseen-reads` fits the confidence on. Training needs
 the `train` extra (onnx2torch); running the model does not."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import random
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from alpr.evaluation import load_samples
+from alpr.folds import FOLDS, FOUR_FIFTHS, fold, held_out
 from common import geometry
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
 from ocr_worker.synthetic import sample as synthetic_sample
@@ -48,23 +50,6 @@ class RealCrop:
     plate: str
     box_xyxy: tuple[float, float, float, float] | None
     subset: str
-
-
-FOLDS = 5
-"""The real images fall into this many folds by a hash of their file name; fold 0 is the held-out one."""
-
-FOUR_FIFTHS = frozenset(range(1, FOLDS))
-"""The folds trained on by default: all but the held-out one."""
-
-
-def fold(name: str) -> int:
-    """An image's fold, by its file name (stable across machines and runs)."""
-    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % FOLDS
-
-
-def held_out(name: str) -> bool:
-    """One image in five, by its file name: not trained on by default, it measures each epoch."""
-    return fold(name) == 0
 
 
 def real_crops(datasets: Path) -> list[RealCrop]:

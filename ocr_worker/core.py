@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,9 @@ class OcrSettings:
     format_weight: float | None = None
     """How much the region's formats count (common.regions.RegionFormats.weighted); None: the
     recogniser's fitted weight in calibration.json (also when `calibrated` is off), else 1.0."""
+    model_file: Path | None = None
+    """A recogniser ONNX file read in place of `model`'s own (ppocr only), keyed and calibrated as
+    `model`: `alpr calibrate` reads with one trained without the images it fits on."""
 
     @property
     def engine_key(self) -> str:
@@ -68,7 +72,7 @@ class PlateReader:
         if settings.engine == "ppocr":
             from ocr_worker.ppocr_engine import PpocrEngine
 
-            self._ppocr = PpocrEngine(threads=settings.threads, version=settings.model)
+            self._ppocr = PpocrEngine(settings.model_file, threads=settings.threads, version=settings.model)
         else:
             from ocr_worker.tesseract_engine import TesseractEngine
 

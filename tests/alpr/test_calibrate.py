@@ -1,6 +1,7 @@
 """`alpr calibrate` chooses the recogniser's format weight by exact reads (the fullest on a tie), fits
 the confidence model on the reads at that weight, and writes both where the reader finds them."""
 
+import hashlib
 import json
 
 import cv2
@@ -11,6 +12,7 @@ import alpr.calibrate as calibrate_module
 from common.config import Settings
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
 from ocr_worker.core import PlateReader
+from ocr_worker.ppocr_engine import bundled_model_path
 
 
 @pytest.mark.parametrize(
@@ -28,17 +30,25 @@ def test_the_weight_with_most_exact_reads_is_chosen(exact, chosen):
 def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
 
-    def collect(roots, settings, weight):  # more exact reads at 0.5; confidence predicts exactness
+    def collect(roots, settings, weight, sources):  # more exact reads at 0.5; confidence predicts exactness
         right = 140 if weight == 0.5 else 120
         y = np.array([1.0] * right + [0.0] * (200 - right))
         x = np.column_stack([y * 2 - 1 + rng.normal(0, 0.5, 200), np.zeros((200, len(FEATURES) - 1))])
-        return x, y, ["us"] * 200
+        return calibrate_module.Reads(x, y, ["us"] * 200, [f"{i}.jpg" for i in range(200)])
 
     monkeypatch.setattr(calibrate_module, "collect", collect)
     monkeypatch.setattr(calibrate_module, "dataset_folders", lambda root: [root])
     out = tmp_path / "calibration.json"
     out.write_text(json.dumps({"models": {"tesseract": {"weights": [1, 0, 0, 0, 0], "bias": 0.0}}}))
-    entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out)
+    model_file = tmp_path / "plate_folds234.onnx"
+    model_file.write_bytes(b"a model")
+    sources = [calibrate_module.UnseenReads.parse(f"{model_file}:0,1"), calibrate_module.UnseenReads.parse("default:0")]
+    entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out, sources)
+    shipped = hashlib.sha256(bundled_model_path("plate").read_bytes()).hexdigest()
+    assert entry["reads"] == [
+        {"model": "plate_folds234.onnx", "sha256": hashlib.sha256(b"a model").hexdigest(), "folds": [0, 1]},
+        {"model": "default (plate_rec.onnx)", "sha256": shipped, "folds": [0]},
+    ]
     assert entry["format_weight"] == 0.5 and entry["exact_reads_by_format_weight"] == {"1": 120, "0.5": 140, "0.2": 120}
     assert entry["images"] == 200 and set(entry["exact_reads_by_format_weight"]) == {f"{w:g}" for w in FORMAT_WEIGHTS}
     fitted = load_calibrations(out)
@@ -54,7 +64,7 @@ def test_collect_gives_the_features_of_the_read_each_image_ends_with(datasets_di
     from tests.alpr.test_evaluation import copy_subset
 
     copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 8)
-    x, y, sets = calibrate_module.collect([tmp_path / "sets"], settings, 0.2)
+    x, y, sets, _ = calibrate_module.collect([tmp_path / "sets"], settings, 0.2)
     outcomes: dict = {}
     evaluate(
         tmp_path / "sets", settings, build_detector,
@@ -81,7 +91,7 @@ def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_p
     names = [row.split(",")[0] for row in rows]
     for name in names:
         (folder / name).write_bytes((source / name).read_bytes())
-    x, _, _ = calibrate_module.collect([folder], settings, 0.2)
+    x, _, _, _ = calibrate_module.collect([folder], settings, 0.2)
     reader = PlateReader(OcrSettings(region=settings.ocr_region, calibrated=False, format_weight=0.2))
     lines = reader.locator.locate([cv2.imread(str(folder / name)) for name in names])
     choices = reader._ppocr.recognize_batch(lines)
@@ -89,3 +99,51 @@ def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_p
     clamped = np.clip(weakest, 1e-4, 1 - 1e-4)
     assert x.shape[0] == len(names) and np.allclose(x[:, -1], np.log(clamped / (1 - clamped)), atol=1e-6)
     assert min(weakest) < 0.95 < max(weakest)  # the crops differ in it: a real signal, not a constant
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("0,1", "FILE:FOLDS"), ("default:5", "numbers 0-4"), ("default:", "numbers 0-4"),
+     ("/no/such.onnx:0", "no recogniser")],
+)  # fmt: skip
+def test_unseen_reads_are_a_recogniser_file_and_its_folds(text, message):
+    with pytest.raises(ValueError, match=message):
+        calibrate_module.UnseenReads.parse(text)
+
+
+def test_unseen_reads_take_each_fold_once_and_read_with_the_given_recogniser(datasets_dir, tmp_path, settings):
+    """On real photos: reads restricted to folds partition the images' rows, and a source with a
+    recogniser file reads with that file (here PP-OCRv6 small's, where the default is the plate model)."""
+    from alpr.folds import FOLDS
+    from ocr_worker.ppocr_engine import bundled_model_path
+    from tests.alpr.test_evaluation import copy_subset
+
+    copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 10)
+    roots = [tmp_path / "sets"]
+    every, labels, _, _ = calibrate_module.collect(roots, settings, 0.2)
+    by_fold = [calibrate_module.UnseenReads(None, frozenset({k})) for k in range(FOLDS)]
+    parts, part_labels, _, _ = calibrate_module.collect(roots, settings, 0.2, by_fold)
+    assert sorted(map(tuple, parts.round(9))) == sorted(map(tuple, every.round(9))) and len(part_labels) == len(labels)
+    some = [calibrate_module.UnseenReads(None, frozenset({0, 1}))]
+    assert 0 < len(calibrate_module.collect(roots, settings, 0.2, some)[1]) < len(labels)
+    v6 = calibrate_module.UnseenReads(bundled_model_path("v6"), frozenset(range(FOLDS)))
+    other, _, _, _ = calibrate_module.collect(roots, settings, 0.2, [v6])
+    assert other.shape[1] == every.shape[1] and not np.allclose(other[: len(every)], every[: len(other)])
+
+
+def test_cross_validation_keeps_the_reads_of_one_image_in_one_fold():
+    """Two recognisers' reads of one image: scored by a model fitted without either, never with its twin."""
+    rng = np.random.default_rng(1)
+    images = [f"car{i}.jpg" for i in range(60)] * 2  # each image read twice
+    y = np.array([1.0, 0.0] * 30 * 2)
+    x = np.column_stack([y * 2 - 1 + rng.normal(0, 1.0, 120), np.zeros((120, len(FEATURES) - 1))])
+    by_image = calibrate_module.cross_validated_scores(x, y, images)
+    from alpr.folds import fold
+    from ocr_worker.calibration import Calibration
+
+    k = fold(images[0])
+    without = Calibration.fit(x[[fold(n) != k for n in images]], y[[fold(n) != k for n in images]])
+    assert by_image[0] == pytest.approx(without.probability(x[0]))
+    assert by_image[60] == pytest.approx(without.probability(x[60]))  # its twin, the same model
+    by_position = calibrate_module.cross_validated_scores(x, y)
+    assert not np.allclose(by_position, by_image)

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alpr.folds import FOLDS, fold, held_out
 from alpr.train_ocr import (
-    FOLDS,
     RealCrop,
     exact_by_subset,
     export,
-    fold,
     greedy_text,
-    held_out,
     plate_model,
     quantize,
     to_batch,
