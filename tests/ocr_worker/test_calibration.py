@@ -56,11 +56,12 @@ def test_a_file_without_format_weights_counts_formats_in_full(tmp_path):
 
 def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
     """The shipped model of the default recogniser: the same mean confidence and the same rival
-    reading, one character in doubt - across the default threshold."""
+    reading, one character in doubt - across the default threshold. (Fitted on reads of images the
+    recogniser never trained on, a mean of 0.95 is no longer sure enough on its own: 0.99 is.)"""
     model = load_calibrations()["ppocr-plate"]
     rival = Reading(PlateCandidate("KPX4Z21", 0.90, None), 0.5)
-    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.9), rival], 7.0)[0]
-    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.95, "LLLDDDD"), 0.55), rival], 7.0)[0]
+    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.95), rival], 7.0)[0]
+    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.55), rival], 7.0)[0]
     assert model.weights[FEATURES.index("logit_weakest_character")] > 0
     assert doubtful.confidence < 0.85 <= plain.confidence
 
