@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -252,14 +252,24 @@ def receiver_origin(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+MIN_HIDDEN_WORD = 6
+"""A path segment or query value this long or longer is hidden wherever a message quotes it: a token
+(Slack's, Discord's) is far longer; shorter words (`hook`, `api`, `v1`) would garble the message."""
+
+
 def _hide_url(text: str, url: str) -> str:
     """`text` (a library's or the receiver's words) with the receiver's URL replaced by its origin, and
-    any piece of its path, query or fragment quoted alone by "…", longest first (http.client quotes a
-    request's path in some errors; a receiver may echo its path, with or without the query)."""
+    any piece of its path, query or fragment quoted by "…", longest first (http.client quotes a
+    request's path in some errors; a receiver may echo its path, with or without the query, or just
+    its token): the whole tail, path, query and fragment, and each path segment and query value of
+    MIN_HIDDEN_WORD characters or more, as written and decoded."""
     parts = urlsplit(url)
     tail = url[len(f"{parts.scheme}://{parts.netloc}") :]
     text = text.replace(url, receiver_origin(url))
     pieces = {tail, tail.split("#")[0], parts.path, parts.query, parts.fragment}
+    words = [*parts.path.split("/"), *(v for _, v in parse_qsl(parts.query, keep_blank_values=True))]
+    words += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    pieces |= {w for word in words for w in (word, unquote(word)) if len(w) >= MIN_HIDDEN_WORD}
     for piece in sorted((p for p in pieces if len(p) > 1), key=len, reverse=True):  # a bare "/" hides nothing
         text = text.replace(piece, "…")
     return text

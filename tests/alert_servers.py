@@ -86,6 +86,8 @@ class Reply:
     """Whether the status line's reason phrase quotes the request's path (as some servers' 404 do)."""
     echo_without_query: bool = False
     """With echo_path: the path is quoted without its query."""
+    echo_text: str | None = None
+    """Words the reason phrase quotes instead (a receiver echoing one piece of its URL, its token)."""
 
 
 class WebhookServer:
@@ -120,7 +122,10 @@ class WebhookServer:
                             return
                     return
                 quoted = self.path.split("?")[0] if owner.reply.echo_without_query else self.path
-                self.send_response(owner.reply.status, f"No hook at {quoted}" if owner.reply.echo_path else None)
+                if owner.reply.echo_text is not None:
+                    quoted = owner.reply.echo_text
+                echoes = owner.reply.echo_path or owner.reply.echo_text is not None
+                self.send_response(owner.reply.status, f"No hook at {quoted}" if echoes else None)
                 for name, value in owner.reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "2")

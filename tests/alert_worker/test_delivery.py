@@ -175,6 +175,16 @@ def test_a_receiver_quoting_its_path_in_its_answer_does_not_show_the_token(statu
     assert str(caught.value).startswith(f"webhook {origin}: ") and "hunter2" not in str(caught.value)
 
 
+@pytest.mark.parametrize("tail", TOKEN_URLS)
+@pytest.mark.parametrize("echoed", ["hunter2", "T0001/hunter2", "token=hunter2"])
+def test_a_receiver_echoing_one_piece_of_its_url_does_not_show_the_token(tail, echoed):
+    with WebhookServer(SECRET, Reply(404, echo_text=echoed)) as server:
+        origin = server.url.removesuffix("/hooks/alpr")
+        with pytest.raises(DeliveryError, match="HTTP 404 No hook at") as caught:
+            deliver_webhook(ALERT, webhook(origin + tail))
+    assert "hunter2" not in str(caught.value), str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("url", "origin"),
     [
