@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -54,8 +55,10 @@ def read_image(path: Path, max_pixels: int) -> np.ndarray:
 def header_size(data: bytes) -> tuple[int, int]:
     """(width, height) from an image file's header, nothing decoded (Pillow opens lazily)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
+        with warnings.catch_warnings():  # sizes past Pillow's warning are refused by the caller's own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # a warning when warnings are errors
         raise UnreadableFrameError("too_large", "more pixels than Pillow's decompression-bomb limit") from None
     except Exception:  # a parser fed arbitrary bytes fails in many ways: not an image we can size

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import warnings
 import zlib
 from pathlib import Path
 
@@ -93,6 +94,17 @@ def test_an_image_over_the_limit_is_refused_from_its_header(tmp_path, width, hei
     with pytest.raises(UnreadableFrameError, match=message) as refused:
         read_image(tmp_path / "a.png", 40_000_000)
     assert refused.value.problem == "too_large"
+
+
+def test_an_image_past_pillows_warning_size_is_refused_without_a_warning(tmp_path):
+    """Between Pillow's warning size (89 Mpx) and its refusal (179 Mpx) it warns on every such image,
+    noise on the node's stderr for a file this project refuses by its own, smaller limit anyway."""
+    (tmp_path / "a.png").write_bytes(png_header_only(10_000, 9_500))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UnreadableFrameError, match="10000x9500 pixels, more than the limit") as refused:
+            read_image(tmp_path / "a.png", 40_000_000)
+    assert refused.value.problem == "too_large" and not caught, [str(w.message) for w in caught]
 
 
 @pytest.mark.parametrize(("width", "height", "max_pixels", "kept"), [(40, 30, 1200, True), (40, 30, 1199, False)])
