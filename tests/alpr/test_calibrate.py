@@ -147,3 +147,21 @@ def test_cross_validation_keeps_the_reads_of_one_image_in_one_fold():
     assert by_image[60] == pytest.approx(without.probability(x[60]))  # its twin, the same model
     by_position = calibrate_module.cross_validated_scores(x, y)
     assert not np.allclose(by_position, by_image)
+
+
+@pytest.mark.parametrize(("extra", "noted"), [([], True), (["--unseen-reads", "default:0"], False)])
+def test_fitting_the_plate_recogniser_on_every_image_is_noted(tmp_path, monkeypatch, capsys, extra, noted):
+    """The plate recogniser trained on most of the benchmark: a fit on all of it is overconfident."""
+    from alpr.cli import main
+
+    sources_seen = []
+
+    def fit(roots, settings, out, sources):
+        sources_seen.append(sources)
+        return {"images": 1, "weights": [0.0] * len(FEATURES), "bias": 0.0, "format_weight": 0.2,
+                "exact_reads_by_format_weight": {}, "cross_validation": {}}  # fmt: skip
+
+    monkeypatch.setattr(calibrate_module, "calibrate", fit)
+    assert main(["calibrate", str(tmp_path), "--out", str(tmp_path / "c.json"), *extra]) == 0
+    assert ("--unseen-reads" in capsys.readouterr().err) == noted
+    assert (sources_seen[0] is calibrate_module.ALL_IMAGES) == noted
