@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--format-weight", type=float, help="weigh the region's templates so (0-1), not as fitted for the recogniser"
     )
+    evaluate.add_argument(
+        "--folds", type=_folds, help="only the images of these fifths (0: the one the plate model never trained on)"
+    )
     _add_engine_flags(evaluate)
 
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")

@@ -104,14 +104,18 @@ def print_sightings(summary: RunSummary, min_confidence: float) -> None:
 
 
 def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
-    from alpr.evaluation import Outcome, evaluate, summary, write_errors
+    from alpr.evaluation import Outcome, Sample, evaluate, summary, write_errors
+    from alpr.folds import fold
     from alpr.wiring import build_detector, build_reader
 
     def reader(s: Settings, region: str) -> PlateReader:
         return build_reader(s, region, format_weight=args.format_weight)
 
+    def in_folds(sample: Sample) -> bool:
+        return args.folds is None or fold(sample.image.name) in args.folds
+
     outcomes: dict[str, list[Outcome]] = {}
-    results = evaluate(args.dataset, settings, build_detector, reader, outcomes)
+    results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds)
     threshold = settings.ocr_min_confidence
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
           f"confidence threshold {threshold:g}")  # fmt: skip

@@ -122,3 +122,17 @@ def test_a_photo_is_judged_by_the_read_at_its_labelled_plate(datasets_dir, tmp_p
             ("6TIX874", "6TIX874"),
         ]
     assert json.loads((tmp_path / "m.json").read_text())["exact_top1"] == 1.0
+
+
+def test_eval_can_hold_to_the_fifth_the_plate_recogniser_never_trained_on(datasets_dir, tmp_path, settings):
+    from alpr.folds import fold
+
+    copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 40)
+    errors = tmp_path / "errors.csv"
+    args = ["eval", str(tmp_path / "sets"), "--folds", "0", "--errors", str(errors)]
+    assert main([*args, "--model-dir", str(settings.model_dir)]) == 0
+    with errors.open() as handle:
+        images = [row["image"] for row in csv.DictReader(handle)]
+    labels = sorted((tmp_path / "sets" / "us").glob("*.txt"))
+    expected = [p.read_text().split("\t")[0] for p in labels if fold(p.read_text().split("\t")[0]) == 0]
+    assert sorted(images) == sorted(expected) and 0 < len(images) < 40
