@@ -23,7 +23,7 @@ from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.worker import StageResult
-from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
+from detector_worker.core import PlateDetector, inside_roi, readable
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,9 @@ class DetectStage:
         for ref, detections in zip(present, found, strict=True):
             plates = []
             inside = inside_roi(detections, ref.roi)
-            readable = (inside & ~nested_in_stronger(detections)).tolist()  # as core.to_read, the ROI tested once
+            read = readable(detections, inside).tolist()
             for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), inside.tolist(), strict=True)):
-                crop = geometry.crop(images[ref.key], box, self.crop_margin) if readable[index] else None
+                crop = geometry.crop(images[ref.key], box, self.crop_margin) if read[index] else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, defaults.CROP_JPEG_QUALITY)))
