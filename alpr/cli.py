@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from alpr.folds import parse_folds
 from alpr.watchlist_command import add_watchlist_parser
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
@@ -27,8 +28,6 @@ DEMO_CLIP = Path("demo/clip.mp4")
 
 def _folds(text: str) -> frozenset[int]:
     """`--folds 2,3,4`: a set of fold numbers."""
-    from alpr.folds import parse_folds
-
     try:
         return parse_folds(text)
     except ValueError as error:

@@ -180,8 +180,6 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
     if not (datasets / "openalpr-endtoend").is_dir():
         raise InputError(f"no training photographs at {datasets} (set ALPR_DATASETS_DIR)")
     out = args.out or bundled_model_path("plate")
-    if 0 in args.folds and args.keep == "best":
-        raise InputError("--keep best chooses an epoch by fold 0, which --folds trains on")
     card = train(datasets, out, args.epochs, args.seed, args.synthetic_share, args.keep, args.float_out, args.folds)
     print(
         f"wrote {out} (epoch {card['chosen_epoch']} of {args.epochs}, {card['training']['minutes']} min) and its card"

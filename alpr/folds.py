@@ -25,10 +25,7 @@ def held_out(name: str) -> bool:
 
 def parse_folds(text: str) -> frozenset[int]:
     """`2,3,4` as a non-empty set of folds; ValueError naming what is wrong."""
-    try:
-        folds = frozenset(int(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"folds are numbers 0-{FOLDS - 1} separated by commas, not {text!r}") from None
-    if not folds or not folds <= set(range(FOLDS)):
+    parts = text.split(",")
+    if not all(part.strip().isdigit() and int(part) < FOLDS for part in parts):
         raise ValueError(f"folds are numbers 0-{FOLDS - 1} separated by commas, not {text!r}")
-    return folds
+    return frozenset(int(part) for part in parts)

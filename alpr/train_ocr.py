@@ -28,6 +28,7 @@ import numpy as np
 from alpr.evaluation import load_samples
 from alpr.folds import FOLDS, FOUR_FIFTHS, fold, held_out
 from common import geometry
+from common.errors import InputError
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
 from ocr_worker.synthetic import sample as synthetic_sample
 from ocr_worker.text_lines import PlateTextLocator
@@ -194,7 +195,7 @@ def train(
     if not folds or not folds <= set(range(FOLDS)):
         raise ValueError(f"folds must be a non-empty subset of 0-{FOLDS - 1}, not {sorted(folds)}")
     if keep == "best" and 0 in folds:
-        raise ValueError("keep='best' chooses by the held-out fold 0, which `folds` trains on")
+        raise InputError("--keep best chooses an epoch by fold 0, which --folds trains on")
     import warnings
 
     import torch
