@@ -6,9 +6,12 @@ synthetic training plates) and the commands that evaluate and calibrate."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import yaml
 
@@ -19,6 +22,10 @@ LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 DIGITS = frozenset("0123456789")
 """The digits a plate may hold."""
+
+MAX_LOG_PRIOR = 5.0
+"""The largest size of a character's log prior (`character_log_priors`): beyond it a prior would
+overrule any reading."""
 
 CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
 """A template's character classes: `L` letter, `D` digit, `A` either."""
@@ -38,6 +45,10 @@ class RegionFormats:
     complete: bool = False
     """The templates list every plate the region issues (Brazil's two national formats), so a
     reading that fits none is a misread whatever the recogniser: its penalty is never weighed down."""
+    character_log_priors: Mapping[str, float] = field(default_factory=dict)
+    """Natural-log weights on characters that the region's plates hold more or less often than a
+    recogniser expects (US: the letter O, which most states leave out and draw like the zero), applied
+    to each position's alternatives by Bayes' rule before ranking (ocr_worker/formats.with_priors)."""
 
     @property
     def typical_length(self) -> float:
@@ -68,7 +79,11 @@ class RegionFormats:
 @cache
 def load_regions() -> dict[str, RegionFormats]:
     """All regions of the bundled plate_formats.yaml, validated."""
-    raw = yaml.safe_load(resources.files("common").joinpath("plate_formats.yaml").read_text())
+    return parse_regions(yaml.safe_load(resources.files("common").joinpath("plate_formats.yaml").read_text()))
+
+
+def parse_regions(raw: dict[str, dict[str, Any]]) -> dict[str, RegionFormats]:
+    """The regions of a plate_formats.yaml document, validated (a ConfigError names what is wrong)."""
     regions = {}
     for name, spec in raw.items():
         templates = {str(t): str(d or "") for t, d in (spec.get("templates") or {}).items()}
@@ -83,8 +98,25 @@ def load_regions() -> dict[str, RegionFormats]:
             unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
             length_log_penalty=2 * float(spec["unmatched_log_penalty"]) + 1.0,
             complete=_flag(spec.get("complete", False), f"plate_formats.yaml: region {name}: complete"),
+            character_log_priors=_priors(spec.get("character_log_priors") or {}, f"plate_formats.yaml: region {name}"),
         )
     return regions
+
+
+def _priors(value: object, where: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: character_log_priors must map characters to numbers, got {value!r}")
+    priors = {}
+    for key, weight in value.items():
+        character = str(key) if type(key) is int else key  # YAML reads a digit key as a number
+        if not (isinstance(character, str) and character in LETTERS | DIGITS):
+            raise ConfigError(f"{where}: character_log_priors: {character!r} is not a plate character (A-Z, 0-9)")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ConfigError(f"{where}: character_log_priors: {character}: {weight!r} is not a number")
+        if abs(weight) > MAX_LOG_PRIOR:
+            raise ConfigError(f"{where}: character_log_priors: {character}: {weight} is beyond ±{MAX_LOG_PRIOR}")
+        priors[character] = float(weight)
+    return priors
 
 
 def _flag(value: object, what: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.regions import CLASSES, RegionFormats
@@ -153,9 +153,25 @@ def _template_readings(choices: CharChoices, templates: Sequence[str]) -> list[t
     return out
 
 
+def with_priors(choices: CharChoices, log_priors: Mapping[str, float]) -> CharChoices:
+    """Each position's alternatives weighed by the region's character priors, by Bayes' rule: a
+    character's probability times e^prior, over the position's total (the classes not listed, blank
+    among them, keep their share), best first. A wavering O/0 goes the region's way; a sure one stays."""
+    if not log_priors:
+        return choices
+    weighed = []
+    for alts in choices:
+        scaled = [(c, p * math.exp(log_priors.get(c, 0.0))) for c, p in alts]
+        total = sum(p for _, p in scaled) + max(0.0, 1.0 - sum(p for _, p in alts))
+        weighed.append(sorted(((c, p / total) for c, p in scaled), key=lambda alt: -alt[1]))
+    return weighed
+
+
 def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> list[Reading]:
-    """Ranked readings, best first. The score is the reading's log-probability less the region's
-    penalties; the confidence is its per-character geometric mean, in [0, 1]."""
+    """Ranked readings, best first, of the choices weighed by the region's character priors. The score
+    is the reading's log-probability less the region's penalties; the confidence is its per-character
+    geometric mean, in [0, 1]."""
+    choices = with_priors(choices, region.character_log_priors)
     scored: dict[str, tuple[float, float]] = {}
 
     def offer(text: str, logp: float, weakest: float) -> None:
