@@ -10,7 +10,7 @@ import pytest
 
 from common.credentials import mask_url
 from common.errors import InputError
-from ingest.sources import ImageFolderSource, VideoSource, check_source, open_source
+from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, check_source, open_source
 
 
 def test_video_is_sampled_at_the_set_rate(demo_clip):
@@ -285,3 +285,43 @@ def test_video_frames_over_the_pixel_limit_are_unread_and_noted(demo_clip):
     assert len(samples) == source.expected_frames and samples[1].index == 2
     assert {(s.problem, s.detail) for s in samples} == {("too_large", "1280x720 pixels, more than the limit of 921599")}
     assert source.failure_count == len(samples) and "frame 0 of " in source.failures[0]
+
+
+class FailingRetrieve:
+    """The real capture of a real video, except that decoding the chosen frames fails after their
+    packets were grabbed: FFmpeg skips a corrupt packet inside grab(), so no file reaches this path,
+    which a decoder running out of memory or a hardware decoder's fault takes."""
+
+    def __init__(self, capture: cv2.VideoCapture, failing: set[int]) -> None:
+        self.capture, self.failing, self.grabbed = capture, failing, -1
+
+    def grab(self) -> bool:
+        self.grabbed += 1
+        return self.capture.grab()
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        ok, image = self.capture.retrieve()
+        return (False, None) if self.grabbed in self.failing else (ok, image)
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+def test_a_video_frame_that_does_not_decode_is_unread_and_noted_and_sampling_goes_on(demo_clip):
+    source = open_source(str(demo_clip[0]), sample_fps=5.0)
+    assert isinstance(source, VideoSource)
+    source.capture = FailingRetrieve(source.capture, {2, 3, 6})  # 3 is not sampled: its failure is never seen
+    samples = list(source.samples())
+    assert len(samples) == source.expected_frames and [s.index for s in samples[:5]] == [0, 2, 4, 6, 8]
+    unread = [s for s in samples if isinstance(s, UnreadFrame)]
+    assert unread == [UnreadFrame(2, pytest.approx(0.2), "undecodable", "undecodable video frame"),
+                      UnreadFrame(6, pytest.approx(0.6), "undecodable", "undecodable video frame")]  # fmt: skip
+    assert all(isinstance(s, SampledFrame) and s.image.shape == (720, 1280, 3) for s in samples if s not in unread)
+    assert source.failure_count == 2 and "frame 2 of " in source.failures[0] and "undecodable" in source.failures[0]
+
+
+def test_a_video_whose_every_frame_fails_to_decode_is_an_input_error(demo_clip):
+    source = open_source(str(demo_clip[0]), sample_fps=5.0)
+    source.capture = FailingRetrieve(source.capture, set(range(10_000)))
+    with pytest.raises(InputError, match="no frame could be decoded"):
+        list(source.samples())
