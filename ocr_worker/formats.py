@@ -1,6 +1,7 @@
-"""The step that turns an engine's per-character choices into ranked candidates: k-best readings,
-template-constrained readings with letter/digit confusion correction, and a penalty for readings that
-fit no format of the region (the regions' formats are data, in common/regions.py). Each ranked reading
+"""The step that turns an engine's per-character choices into ranked candidates: the choices weighed
+by the region's character priors (US: a wavering O is the zero), k-best readings, template-constrained
+readings with letter/digit confusion correction, and a penalty for readings that fit no format of the
+region (the regions' formats are data, in common/regions.py). Each ranked reading
 keeps the probability of its least sure character, which calibration (ocr_worker/calibration.py) weighs
 beside the mean."""
 
