@@ -24,8 +24,12 @@ DIGITS = frozenset("0123456789")
 """The digits a plate may hold."""
 
 MAX_LOG_PRIOR = 5.0
-"""The largest size of a character's log prior (`character_log_priors`): beyond it a prior would
-overrule any reading."""
+"""The largest size of a character's log prior (`character_log_priors`) that a region may set: a
+sanity bound (at 5 a prior already outweighs a recogniser 99% sure), refusing a slip of the pen."""
+
+REGION_KEYS = frozenset({"min_length", "max_length", "unmatched_log_penalty", "complete", "templates",
+                         "character_log_priors"})  # fmt: skip
+"""What a region of plate_formats.yaml may say: anything else is a misspelling, refused by name."""
 
 CLASSES = {"L": LETTERS, "D": DIGITS, "A": LETTERS | DIGITS}
 """A template's character classes: `L` letter, `D` digit, `A` either."""
@@ -86,6 +90,10 @@ def parse_regions(raw: dict[str, dict[str, Any]]) -> dict[str, RegionFormats]:
     """The regions of a plate_formats.yaml document, validated (a ConfigError names what is wrong)."""
     regions = {}
     for name, spec in raw.items():
+        if unknown := set(spec) - REGION_KEYS:
+            raise ConfigError(
+                f"plate_formats.yaml: region {name}: unknown keys {sorted(unknown)}; known: {sorted(REGION_KEYS)}"
+            )
         templates = {str(t): str(d or "") for t, d in (spec.get("templates") or {}).items()}
         for template in templates:
             if not template or set(template) - set(CLASSES):
@@ -98,17 +106,19 @@ def parse_regions(raw: dict[str, dict[str, Any]]) -> dict[str, RegionFormats]:
             unmatched_log_penalty=float(spec["unmatched_log_penalty"]),
             length_log_penalty=2 * float(spec["unmatched_log_penalty"]) + 1.0,
             complete=_flag(spec.get("complete", False), f"plate_formats.yaml: region {name}: complete"),
-            character_log_priors=_priors(spec.get("character_log_priors") or {}, f"plate_formats.yaml: region {name}"),
+            character_log_priors=_priors(spec.get("character_log_priors", {}), f"plate_formats.yaml: region {name}"),
         )
     return regions
 
 
 def _priors(value: object, where: str) -> dict[str, float]:
+    """A region's character priors, checked: plate characters (a digit key, which YAML reads as a
+    number, taken as the digit) to finite log weights within MAX_LOG_PRIOR."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: character_log_priors must map characters to numbers, got {value!r}")
     priors = {}
     for key, weight in value.items():
-        character = str(key) if type(key) is int else key  # YAML reads a digit key as a number
+        character = str(key) if type(key) is int and 0 <= key <= 9 else key  # YAML reads `0:` as a number
         if not (isinstance(character, str) and character in LETTERS | DIGITS):
             raise ConfigError(f"{where}: character_log_priors: {character!r} is not a plate character (A-Z, 0-9)")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):

@@ -156,15 +156,22 @@ def _template_readings(choices: CharChoices, templates: Sequence[str]) -> list[t
 
 def with_priors(choices: CharChoices, log_priors: Mapping[str, float]) -> CharChoices:
     """Each position's alternatives weighed by the region's character priors, by Bayes' rule: a
-    character's probability times e^prior, over the position's total (the classes not listed, blank
-    among them, keep their share), best first. A wavering O/0 goes the region's way; a sure one stays."""
+    character's score times e^prior, renormalised so that the position keeps its total mass (at least
+    1: the classes not listed, blank among them, keep their share), best first. A position without a
+    character that has a prior is left as it is, and a character the engine did not list stays
+    unlisted. A wavering O/0 goes the region's way; a sure one stays."""
     if not log_priors:
         return choices
-    weighed = []
+    weighed: list[Sequence[tuple[str, float]]] = []
     for alts in choices:
+        if not any(c in log_priors for c, _ in alts):
+            weighed.append(alts)
+            continue
+        listed = sum(p for _, p in alts)
         scaled = [(c, p * math.exp(log_priors.get(c, 0.0))) for c, p in alts]
-        total = sum(p for _, p in scaled) + max(0.0, 1.0 - sum(p for _, p in alts))
-        weighed.append(sorted(((c, p / total) for c, p in scaled), key=lambda alt: -alt[1]))
+        mass = max(1.0, listed)
+        scale = mass / (sum(p for _, p in scaled) + mass - listed)
+        weighed.append(sorted(((c, p * scale) for c, p in scaled), key=lambda alt: -alt[1]))
     return weighed
 
 

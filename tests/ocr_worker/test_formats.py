@@ -135,22 +135,42 @@ def test_priors_follow_bayes_rule_and_keep_the_unlisted_share():
     assert with_priors(sure("AB"), {}) == sure("AB")
 
 
+def test_priors_leave_positions_without_their_characters_and_keep_a_position_s_mass():
+    """Tesseract's scores may sum over 1 at a position (its top mapped to [0.5, 1], alternatives
+    halved): a position without an O is untouched, one with it keeps its total."""
+    tesseract_like = [[("A", 0.95), ("4", 0.4)], [("O", 0.8), ("0", 0.45)], []]
+    weighed = with_priors(tesseract_like, {"O": -2.0})
+    assert weighed[0] == tesseract_like[0] and weighed[2] == []
+    assert [c for c, _ in weighed[1]] == ["0", "O"]
+    assert sum(p for _, p in weighed[1]) == pytest.approx(1.25)
+    assert dict(weighed[1])["0"] / dict(weighed[1])["O"] == pytest.approx(0.45 / (0.8 * math.exp(-2)))
+
+
+REGION = {"min_length": 2, "max_length": 8, "unmatched_log_penalty": 0.4}
+
+
 @pytest.mark.parametrize(
     ("priors", "message"),
     [
         ({"o": -1}, "'o' is not a plate character"),
         ({"OO": -1}, "'OO' is not a plate character"),
+        ({10: 1}, "10 is not a plate character"),
         ({"O": "low"}, "'low' is not a number"),
         ({"O": True}, "True is not a number"),
         ({"O": float("nan")}, "nan is not a number"),
         ({"O": -9}, "beyond"),
-        ({10: 1}, "'10' is not a plate character"),
         (["O"], "must map characters to numbers"),
+        (None, "must map characters to numbers"),  # `character_log_priors:` left empty
     ],
 )
 def test_bad_character_priors_are_refused_by_name(priors, message):
-    spec = {"min_length": 2, "max_length": 8, "unmatched_log_penalty": 0.4, "character_log_priors": priors}
     with pytest.raises(ConfigError, match=f"region xx: character_log_priors.*{re.escape(message)}"):
-        parse_regions({"xx": spec})
-    fine = parse_regions({"xx": {**spec, "character_log_priors": {"O": -2, 0: 1}}})["xx"]  # YAML's `0: 1`
+        parse_regions({"xx": {**REGION, "character_log_priors": priors}})
+
+
+def test_character_priors_are_read_and_a_misspelt_key_is_refused():
+    fine = parse_regions({"xx": {**REGION, "character_log_priors": {"O": -2, 0: 1}}})["xx"]  # YAML's `0: 1`
     assert fine.character_log_priors == {"O": -2.0, "0": 1.0}
+    assert parse_regions({"xx": REGION})["xx"].character_log_priors == {}
+    with pytest.raises(ConfigError, match=r"region xx: unknown keys \['character_log_prior'\]"):
+        parse_regions({"xx": {**REGION, "character_log_prior": {"O": -2}}})
