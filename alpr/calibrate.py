@@ -116,7 +116,10 @@ def collect(
     images: list[str] = []
     for source in sources:
         x, y, names, files = _collect_one(roots, settings, format_weight, source)
-        rows, labels, sets, images = rows + x, labels + y, sets + names, images + files
+        rows += x
+        labels += y
+        sets += names
+        images += files
     return Reads(np.asarray(rows, float), np.asarray(labels, float), sets, images)
 
 
