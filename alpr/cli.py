@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from alpr.folds import parse_folds
 from alpr.watchlist_command import add_watchlist_parser
@@ -55,8 +55,16 @@ def parse_roi(text: str) -> list[tuple[float, float]]:
     return [(p[0], p[1]) for p in points]
 
 
+class MaskingParser(argparse.ArgumentParser):
+    """argparse's parser whose error messages (which quote the offending argument: perhaps a
+    --database-url with its password) have URL credentials masked; its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_url(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alpr", description="Licence-plate recognition: detect, read, redact, log.")
+    parser = MaskingParser(prog="alpr", description="Licence-plate recognition: detect, read, redact, log.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 

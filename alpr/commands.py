@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 from common.config import Settings
 from common.errors import InputError
@@ -46,13 +47,29 @@ def safe_camera_id(name: str) -> str:
     return cleaned or "camera"
 
 
+def default_camera_id(source: str) -> str:
+    """The camera id `alpr run` gives a source without --camera-id: a file's or folder's name, or a
+    stream's host, port and last path part: never the URL's user, password or query
+    (rtsp://admin:pw@10.0.0.5:554/live -> 10.0.0.5_554_live)."""
+    from ingest.sources import is_stream_uri
+
+    if not is_stream_uri(source):
+        return safe_camera_id(Path(source.rstrip("/")).stem)
+    parts = urlsplit(source)
+    try:
+        port = str(parts.port or "")
+    except ValueError:
+        port = ""
+    return safe_camera_id("_".join(p for p in (parts.hostname or "", port, Path(parts.path).stem) if p))
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from alpr.wiring import build_pipeline
     from ingest.sources import open_source
 
-    camera_id = args.camera_id or safe_camera_id(Path(args.source.rstrip("/")).stem)
+    camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
     source = open_source(args.source, settings.sample_fps)

@@ -15,14 +15,19 @@ NETWORK_SCHEMES = ("rtsps?", "rtmps?", "https?", "srt", "udp", "tcp", "rediss?",
 
 URL_CREDENTIALS = re.compile(
     rf"(?P<scheme>\b(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:{'|'.join(NETWORK_SCHEMES)})(?::/{{0,2}}|//)))"
-    r"(?P<user>[^/@\s:]*)(?P<password>:\S*)?@"
+    r"(?P<user>[^/\s:]*)(?P<password>:\S*)?@"
 )
 """scheme://user:password@ (the password optional, running to the token's last '@', so a raw '/' or '@'
-in it is masked too), and the broken forms of the network schemes: what masking rewrites. A path such
-as gate:2024@night.mp4 or C:/videos/a@b.mp4 is left alone."""
+in it is masked too, and the user may hold a raw '@' too: rtsp://admin@site:pw@host), and the broken
+forms of the network schemes: what masking rewrites. A path such as gate:2024@night.mp4 or
+C:/videos/a@b.mp4 is left alone."""
 
-QUERY_PASSWORD = re.compile(r"""(?i)\b(password=)('[^']*'|"[^"]*"|[^&\s]+)""")
-"""password=... in a URL's query or a libpq key=value string (quoted values whole)."""
+QUERY_PASSWORD = re.compile(
+    r"""(?i)(?<![\w.-])((?:password|passwd|pwd|pass|passphrase|token|access_token|auth|auth_token|api[-_]?key"""
+    r"""|key|secret|client_secret|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
+)
+"""A credential in a URL's query (password=, pwd= and passwd= as cameras take them, token=, key=,
+auth=, ...) or a libpq key=value string (quoted values whole)."""
 
 
 def mask_url(text: str) -> str:

@@ -189,3 +189,30 @@ def test_the_run_logs_one_sighting_per_car_with_its_plate_and_a_blurred_snapshot
         assert any(c.text == row["plate"] for c in reader.read(original[y1:y2, x1:x2]))
     assert main(["export", "--csv", str(csv_path), "--sightings", "--sqlite", str(out / "reads.sqlite")]) == 0
     assert len(csv_path.read_text().splitlines()) == 4  # exported again: the same three
+
+
+@pytest.mark.parametrize(
+    ("source", "camera_id"),
+    [
+        ("rtsp://admin:hunter2@10.0.0.5", "10.0.0.5"),
+        ("rtsp://admin:hunter2@cam.local:554/live/main", "cam.local_554_main"),
+        ("http://cam/video.cgi?user=admin&pwd=hunter2", "cam_video"),
+        ("rtsp://admin@site:hunter2@10.0.0.5/s1", "10.0.0.5_s1"),
+        ("/videos/gate 2.mp4", "gate_2"),
+    ],
+)
+def test_a_camera_id_made_of_a_url_holds_no_credential(source, camera_id):
+    from alpr.commands import default_camera_id
+
+    assert default_camera_id(source) == camera_id
+
+
+def test_argument_errors_mask_the_passwords_they_quote(capsys):
+    for argv in (
+        ["--database-url", "postgresql://alpr:hunter2@db/alpr", "status"],
+        ["export", "--csv", "a.csv", "--redis-url", "redis://:hunter2@h/0"],
+    ):
+        with pytest.raises(SystemExit):
+            main(argv)
+        error = capsys.readouterr().err
+        assert "alpr: error" in error and "hunter2" not in error and "***" in error

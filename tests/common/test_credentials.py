@@ -26,6 +26,11 @@ from common.credentials import MaskCredentials, mask_url
         ("expected udp://host:port or udp://@:port", "expected udp://host:port or udp://@:port"),
         ("https://h/q?user=a&password=hunter2&x=1", "https://h/q?user=a&password=***&x=1"),
         ("host=db password='a b' user=x", "host=db password=*** user=x"),
+        (
+            "http://c/s?user=a&pwd=p1&passwd=p2&token=t&auth=x&api_key=k",
+            "http://c/s?user=a&pwd=***&passwd=***&token=***&auth=***&api_key=***",
+        ),
+        ("monkey=3 x.key=2 keys=4", "monkey=3 x.key=2 keys=4"),  # only whole credential names
     ],
 )
 def test_mask_url(text, masked):

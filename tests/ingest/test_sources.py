@@ -211,6 +211,8 @@ def test_check_source_does_not_open_streams(uri):
         ("", "source is empty"),
         ("clip.mp4 ", "leading or trailing whitespace"),
         ("clip\x00.mp4", "contains control characters"),
+        ("rtsp://admin:hunter2 x@cam/s1", "stream URL source contains whitespace"),  # its password unmaskable
+        ("rtsp:/admin:hunter2 x@cam/s1", "stream URL source contains whitespace"),
     ],
 )
 def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, message):
@@ -225,6 +227,9 @@ def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, messa
         ("rtsp://admin:hunter2@10.0.0.5:554/s1", "rtsp://admin:***@10.0.0.5:554/s1"),
         ("rtsp://admin:hun/ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
         ("rtsp://admin:hun@ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
+        ("rtsp://admin@site:hunter2@10.0.0.5/s1", "rtsp://admin@site:***@10.0.0.5/s1"),  # a raw @ in the user
+        ("http://cam/snap.cgi?user=admin&pwd=hunter2", "http://cam/snap.cgi?user=admin&pwd=***"),
+        ("http://cam/video?token=hunter2&ch=1", "http://cam/video?token=***&ch=1"),
         ("rtsp:/admin:hunter2@10.0.0.5/s1", "rtsp:/admin:***@10.0.0.5/s1"),
         ("rtsp//admin:hunter2@10.0.0.5/s1", "rtsp//admin:***@10.0.0.5/s1"),
         ("http:admin:hunter2@cam/mjpeg", "http:admin:***@cam/mjpeg"),
@@ -235,6 +240,12 @@ def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, messa
 )
 def test_sources_are_shown_with_passwords_masked_even_when_malformed(uri, shown):
     assert mask_url(uri) == shown == mask_url(shown)
+
+
+def test_open_source_refuses_a_malformed_url_without_showing_it():
+    with pytest.raises(InputError, match="contains whitespace") as refused:
+        open_source("rtsp://admin:hunter2 x@127.0.0.1:9/s1", sample_fps=5.0)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_open_source_masks_the_password_of_an_unreachable_stream():
