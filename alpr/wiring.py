@@ -110,7 +110,7 @@ def build_worker_context(
     from common.frame_log import FrameLog
 
     if stage == "alert":  # the one kind that never touches frames
-        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics)
+        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics, settings.job_timeout_s)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
     store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
@@ -123,7 +123,7 @@ def build_worker_context(
             detector, store, stage_queue(connection, "ocr"), stage_queue(connection, "redact"), metrics,
             settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,
         )  # fmt: skip
-        return WorkerContext(detect, metrics)
+        return WorkerContext(detect, metrics, settings.job_timeout_s)
     if stage == "ocr":
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage
@@ -134,7 +134,7 @@ def build_worker_context(
             PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
         )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
-        return WorkerContext(ocr, metrics)
+        return WorkerContext(ocr, metrics, settings.job_timeout_s)
     from redactor_worker.worker import RedactStage
 
     log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
@@ -145,7 +145,7 @@ def build_worker_context(
         settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
     )  # fmt: skip
-    return WorkerContext(redact, metrics)
+    return WorkerContext(redact, metrics, settings.job_timeout_s)
 
 
 def receivers(settings: Settings) -> dict[str, Any]:

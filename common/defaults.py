@@ -119,6 +119,13 @@ JPEG_QUALITY = 85
 MAX_FRAME_PIXELS = 7680 * 4320
 """Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
 
+MAX_JOB_DATA_BYTES = 32 * 1024 * 1024
+"""Most bytes a job's data may hold, compressed or once decompressed (the largest job the chain makes,
+256 frames of 100 plates each, is a few MB): a bigger one, a zlib bomb among them, is refused unread."""
+
+JOB_RETRIES = 2
+"""How often a failed job is queued again (common/queues.py); a job hash asking for more is held to it."""
+
 FRAMES_PER_JOB = 16
 """Frames an ingest node puts in one detect job (one detector inference)."""
 

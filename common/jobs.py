@@ -44,6 +44,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+MAX_BIGINT = 2**63 - 1
+"""The largest number a Postgres BIGINT column holds (seq, frame_index): a larger one is refused at
+parsing, not failed in the database and retried."""
+
+MAX_COORDINATE = 1e6
+"""Pixel coordinates beyond this (either sign) are refused: no frame is that large (the pixel limit is
+tens of millions in all), and such numbers overflow the geometry and the REAL columns later."""
+
+Coordinate = Annotated[float, Field(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+
 MAX_TIMESTAMP = 253402300799.0
 """The last second of the year 9999: later capture times cannot become a datetime (the frames and
 plate logs), so a job carrying one is refused at parsing, not failed and retried in a later stage."""
@@ -69,13 +79,15 @@ class FrameRef(Strict):
 
     frame_id: str = Field(pattern=ID_PATTERN, description="make_frame_id(): unique and deterministic")
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
-    seq: int = Field(ge=0, description="sampled-frame sequence number within the camera's run")
-    frame_index: int = Field(ge=0, description="index of the frame in its source")
+    seq: int = Field(ge=0, le=MAX_BIGINT, description="sampled-frame sequence number within the camera's run")
+    frame_index: int = Field(ge=0, le=MAX_BIGINT, description="index of the frame in its source")
     captured_at_s: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
     source_time_s: float = Field(ge=0, description="time of the frame from the start of its source")
     key: str = Field(pattern=STORE_KEY_PATTERN, description="frame-store key of the JPEG bytes")
     region: str = Field(pattern=r"^[a-z]{1,16}$", description="plate-format region of the camera")
-    roi: list[tuple[float, float]] | None = Field(None, max_length=256, description="region of interest, pixels")
+    roi: list[tuple[Coordinate, Coordinate]] | None = Field(
+        None, max_length=256, description="region of interest, pixels"
+    )
     stage_ms: StageTimings = Field(default_factory=dict, description="time each stage spent on it so far, ms")
 
     def timed(self, stage: StageName, ms: float) -> FrameRef:
@@ -84,7 +96,7 @@ class FrameRef(Strict):
 
 
 class PlateBox(Strict):
-    box_xyxy: tuple[float, float, float, float]
+    box_xyxy: tuple[Coordinate, Coordinate, Coordinate, Coordinate]
     confidence: float = Field(ge=0, le=1)
     in_roi: bool = Field(
         True, description="inside the camera's region of interest: read and logged (every box is blurred)"

@@ -45,7 +45,7 @@ STATS_FRAMES_KEY = "alpr:stats:frames"
 STATS_DONE_KEY = "alpr:stats:done"
 """Redis hash: frames through the whole chain per camera (for `alpr status`)."""
 
-RETRIES = Retry(max=2)
+RETRIES = Retry(max=defaults.JOB_RETRIES)
 """A failed job is queued again twice (a Postgres restart, say) before it lands in the failed registry.
 No interval: intervals need RQ's scheduler process, whose shutdown can hang a stopping worker."""
 

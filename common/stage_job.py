@@ -9,6 +9,7 @@ RQ would raise while dequeuing it, and the worker would quit with the job stuck 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -43,18 +44,29 @@ class StageJob(Job):
     def restore(self, raw_data: dict[Any, Any]) -> None:
         """RQ's restore; a hash it cannot read (RQ raises: a date, a timeout or a count that is no
         number, no data at all) becomes a job of its data, origin and meta alone, marked unreadable,
-        which is refused like any other job not of ours."""
+        which is refused like any other job not of ours. So does one whose data is over
+        MAX_JOB_DATA_BYTES, compressed or once decompressed (RQ would decompress a zlib bomb whole).
+        The retries a hash asks for are held to the chain's own (JOB_RETRIES, no waits between)."""
         self.unreadable = None
+        raw_data, oversized = bounded_data(raw_data)
         try:
+            if oversized:
+                raise ValueError(oversized)
             super().restore(raw_data)
         except StopRequested:
             raise
         except Exception as error:  # NoSuchJobError too: RQ's word for a hash without data
             part = self._readable_part(raw_data)
+            if oversized:
+                part["data"] = b""
             super().restore(part)
-            what = "no data" if not part["data"] else f"a field RQ cannot read: {type(error).__name__}"
+            what = oversized or ("no data" if not part["data"] else f"a field RQ cannot read: {type(error).__name__}")
             self.unreadable = f"unreadable job hash ({what})"
             self.failure_ttl = defaults.FAILURE_TTL_S
+        if self.retries_left is not None and self.retries_left > defaults.JOB_RETRIES:
+            self.retries_left = defaults.JOB_RETRIES
+        if self.retry_intervals is not None:
+            self.retry_intervals = [0]
 
     def _readable_part(self, raw_data: dict[Any, Any]) -> dict[str, Any]:
         """The fields of a job hash RQ cannot fail on: data (empty when there is none: undecodable),
@@ -131,3 +143,26 @@ class StageJob(Job):
 
     def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
         """Never: a job's webhooks would make workers send requests a job's author chose."""
+
+
+def bounded_data(raw_data: dict[Any, Any]) -> tuple[dict[Any, Any], str | None]:
+    """A job hash whose data RQ can decompress within MAX_JOB_DATA_BYTES, and None; or the hash and why
+    not. zlib data is decompressed here with a bound and handed on compressed again, so RQ's one
+    `zlib.decompress` gives exactly what was checked (not a second layer). Data that is not zlib, or
+    not whole, goes on as it is: RQ reads it raw."""
+    key = next((k for k in raw_data if k in ("data", b"data")), None)
+    data = raw_data.get(key) if key is not None else None
+    if not isinstance(data, bytes):
+        return raw_data, None
+    if len(data) > defaults.MAX_JOB_DATA_BYTES:
+        return raw_data, f"data over {defaults.MAX_JOB_DATA_BYTES} bytes"
+    inflate = zlib.decompressobj()
+    try:
+        plain = inflate.decompress(data, defaults.MAX_JOB_DATA_BYTES + 1)
+    except zlib.error:
+        return raw_data, None
+    if len(plain) > defaults.MAX_JOB_DATA_BYTES or inflate.unconsumed_tail:
+        return raw_data, f"data decompresses to over {defaults.MAX_JOB_DATA_BYTES} bytes"
+    if not inflate.eof:
+        return raw_data, None
+    return {**raw_data, key: zlib.compress(plain)}, None

@@ -78,6 +78,8 @@ class WorkerContext:
 
     stage: Stage
     metrics: Metrics
+    job_timeout_s: int = defaults.JOB_TIMEOUT_S
+    """How long one of its jobs may run: the pool's setting, whatever a job's hash says."""
 
     def count(self, outcome: JobOutcome) -> None:
         self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome).inc()
@@ -208,6 +210,7 @@ class StageWorker(SimpleWorker):
                 job.origin = queue.name  # RQ's bookkeeping (intermediate queue, registries) by the queue it is in
                 job.mark_permanent(f"refused: {reason}")  # before RQ reads its data: failed once, never retried
             job.run = run  # what StageJob.func hands RQ (a refused job fails there, never imported)
+            job.timeout = self.context.job_timeout_s  # not the hash's (a crafted one could lift the limit)
         done = threading.Event()
         lease = threading.Thread(target=self.renew_lease, args=(job, done), name="job-lease", daemon=True)
         start = time.perf_counter()

@@ -17,6 +17,7 @@ from common import defaults
 from common.config import format_errors
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.jobs import Coordinate
 from common.regions import load_regions
 from common.text_files import read_text_file
 from ingest.sources import uri_syntax_problem
@@ -127,8 +128,8 @@ class CameraConfig(BaseModel):
     id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Camera id, logged with every read.")
     source: str = Field(min_length=1, description="rtsp/http URL, video file or image folder.")
     sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=60, description="Frames sampled per second.")
-    roi: list[tuple[float, float]] | None = Field(
-        None, min_length=3, max_length=256, description="Region of interest polygon."
+    roi: list[tuple[Coordinate, Coordinate]] | None = Field(
+        None, min_length=3, max_length=256, description="Region of interest polygon, pixels."
     )
     region: str = Field(defaults.OCR_REGION, description="Plate-format region: us, eu, br, ...")
     enabled: bool = Field(True, description="A disabled camera is validated but not opened.")

@@ -31,6 +31,12 @@ def test_round_trip_through_json():
         ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "captured_at_s": float("nan")}]},
          "captured_at"),
         ({"v": 2, "stage": "detect", "batch_id": "b c", "frames": [REF.model_dump()]}, "batch_id"),
+        # numbers that parse but would fail later, every time: a BIGINT column, the box geometry
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "seq": 2**70}]}, "seq"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "frame_index": 2**63}]},
+         "frame_index"),
+        ({"v": 2, "stage": "detect", "batch_id": "b",
+          "frames": [{**REF.model_dump(), "roi": [[0, 0], [1e308, 0], [0, 5]]}]}, "roi"),
     ],
 )  # fmt: skip
 def test_malformed_payloads_are_input_errors(payload, message):

@@ -7,12 +7,14 @@ list, and the worker goes on to the next job."""
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any
 
 import pytest
 import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from common import defaults
 from common.frame_store import frame_key
 from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
@@ -53,6 +55,8 @@ CRAFTED: dict[str, dict[str, bytes | None]] = {
     "bad meta too": {"meta": b"notjson", "enqueued_at": b"yesterday"},
     "no data, no origin": {"data": None, "origin": None},
     "undecodable data": {"data": b"\x00notjson"},  # RQ reads the hash; the data itself is refused
+    "zlib bomb": {"data": zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1))},  # RQ would inflate it whole
+    "data over the bound": {"data": b"x" * (defaults.MAX_JOB_DATA_BYTES + 1)},
 }
 """Fields of a queued job's hash as an attacker with Redis access may set them (None: field deleted)."""
 
@@ -112,3 +116,50 @@ def test_a_crafted_job_stuck_between_queues_is_cleaned_then_refused(redis_url):
     assert stage.batches == [] and FailedJobRegistry(queue=queue).get_job_ids() == [crafted]
     assert metrics.registry.get_sample_value("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1
     assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [] and queue.count == 0
+
+
+class TimeoutRecorder(Recorder):
+    """A detect stage that records the timeout and retries of the job it runs, as RQ holds them."""
+
+    def handle(self, payload: Any) -> StageResult:
+        from rq import get_current_job
+
+        job = get_current_job()
+        assert job is not None
+        self.batches.append(f"{job.timeout} {job.retries_left}")
+        return StageResult(frames=len(payload["frames"]))
+
+
+def test_a_job_hash_cannot_lift_the_pools_timeout_or_retries(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    crafted = enqueue(queue, detect_job("crafted"), 60)
+    connection.hset(f"rq:job:{crafted}", mapping={"timeout": 999999999, "retries_left": 1000000,
+                                                  "retry_intervals": "[86400]"})  # fmt: skip
+    assert StageJob.fetch(crafted, connection=connection).retry_intervals == [0]
+    stage = TimeoutRecorder()
+    worker = StageWorker(queue, WorkerContext(stage, Metrics(), 45))  # type: ignore[arg-type]
+
+    worker.work(burst=True, logging_level="WARNING")
+
+    assert stage.batches == [f"45 {defaults.JOB_RETRIES}"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1)), "decompresses to over"),
+        (b"x" * (defaults.MAX_JOB_DATA_BYTES + 1), "data over"),
+    ],
+    ids=["zlib bomb", "too large"],
+)
+def test_job_data_over_the_bound_is_never_decompressed_whole(redis_url, data, reason):
+    connection = redis.Redis.from_url(redis_url)
+    crafted = enqueue(stage_queue(connection, "detect"), detect_job("crafted"), 60)
+    connection.hset(f"rq:job:{crafted}", "data", data)
+    job = StageJob.fetch(crafted, connection=connection)
+    assert job.unreadable and reason in job.unreadable and job.data == b""
+    twice = zlib.compress(zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1)))  # a second layer
+    connection.hset(f"rq:job:{crafted}", "data", twice)
+    job = StageJob.fetch(crafted, connection=connection)
+    assert len(job.data) < 1_000_000  # RQ decompresses once: what was checked, not the inner layer
