@@ -85,7 +85,9 @@ class Settings(BaseModel):
     )
     frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
-    frames_per_job: int = Field(defaults.FRAMES_PER_JOB, ge=1, le=64, description="Frames per detect job.")
+    frames_per_job: int = Field(
+        defaults.FRAMES_PER_JOB, ge=1, le=defaults.MAX_FRAMES_PER_JOB, description="Frames per detect job."
+    )
     max_batch_wait_ms: int = Field(defaults.MAX_BATCH_WAIT_MS, ge=0, description="Longest wait to fill a job.")
     max_queue_depth: int = Field(defaults.MAX_QUEUE_DEPTH, ge=1, description="Jobs queued before skipping.")
     job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1, description="Longest run of one job.")

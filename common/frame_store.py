@@ -36,15 +36,34 @@ def pixels_problem(width: int, height: int, max_pixels: int) -> str | None:
     return f"{width}x{height} pixels, more than the limit of {max_pixels}"
 
 
-def decode_jpeg(data: bytes, key: str) -> np.ndarray:
+class PixelBudgetError(InputError):
+    """A job's frames or crops together declare more pixels than it may decode (MAX_JOB_PIXELS)."""
+
+
+class PixelBudget:
+    """The pixels one job may still decode (MAX_JOB_PIXELS), taken by each frame's header before it is
+    decoded: many frames each within MAX_FRAME_PIXELS could together still exhaust a worker's memory."""
+
+    def __init__(self, pixels: int = defaults.MAX_JOB_PIXELS) -> None:
+        self.left = pixels
+
+    def take(self, pixels: int, key: str) -> None:
+        if pixels > self.left:
+            raise PixelBudgetError(f"frame {key}: the job's frames exceed {defaults.MAX_JOB_PIXELS} pixels together")
+        self.left -= pixels
+
+
+def decode_jpeg(data: bytes, key: str, budget: PixelBudget | None = None) -> np.ndarray:
     """BGR pixels of stored JPEG bytes, through libjpeg-turbo's SIMD decoder (simplejpeg), several
     times faster than OpenCV's imdecode — it runs twice per frame in the chain. The header's size is
-    checked first: a few kilobytes of JPEG can declare gigabytes of pixels, and a worker decodes a
-    whole job's frames at once."""
+    checked first (against MAX_FRAME_PIXELS, then taken from the job's `budget`): a few kilobytes of
+    JPEG can declare gigabytes of pixels, and a worker decodes a whole job's frames at once."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         if problem := pixels_problem(width, height, defaults.MAX_FRAME_PIXELS):
             raise InputError(f"frame {key} is {problem}")
+        if budget is not None:
+            budget.take(width * height, key)
         image: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="BGR")
     except ValueError:
         raise InputError(f"frame {key} is not a decodable JPEG") from None

@@ -121,7 +121,7 @@ class DetectJob(Strict):
     v: Literal[2] = SCHEMA_VERSION
     stage: Literal["detect"] = "detect"
     batch_id: str = Field(pattern=ID_PATTERN)
-    frames: list[FrameRef] = Field(min_length=1, max_length=256)
+    frames: list[FrameRef] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
 
 
 class OcrJob(Strict):
@@ -130,7 +130,7 @@ class OcrJob(Strict):
     v: Literal[2] = SCHEMA_VERSION
     stage: Literal["ocr"] = "ocr"
     batch_id: str = Field(pattern=ID_PATTERN)
-    frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
+    frames: list[DetectedFrame] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
 
 
 class RedactJob(Strict):
@@ -139,7 +139,7 @@ class RedactJob(Strict):
     v: Literal[2] = SCHEMA_VERSION
     stage: Literal["redact"] = "redact"
     batch_id: str = Field(pattern=ID_PATTERN)
-    frames: list[DetectedFrame] = Field(min_length=1, max_length=256)
+    frames: list[DetectedFrame] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
 
 
 class AlertJob(Strict):

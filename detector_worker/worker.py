@@ -18,7 +18,7 @@ from rq import Queue
 
 from common import defaults, geometry
 from common.errors import InputError
-from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
+from common.frame_store import FrameStore, PixelBudget, PixelBudgetError, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
@@ -57,6 +57,7 @@ class DetectStage:
         now = time.time()
         images: dict[str, np.ndarray] = {}
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
+        budget = PixelBudget()
         for ref in job.frames:
             data = jpegs[ref.key]
             if data is None:
@@ -65,7 +66,10 @@ class DetectStage:
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:
                 try:
-                    images[ref.key] = decode_jpeg(data, ref.key)
+                    images[ref.key] = decode_jpeg(data, ref.key, budget)
+                except PixelBudgetError as error:
+                    log.warning("batch %s: %s", job.batch_id, error)
+                    passed_on.append(self.not_detected(ref, "skipped", "over job pixel budget"))
                 except InputError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))

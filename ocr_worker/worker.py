@@ -15,7 +15,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.frame_log import FrameLog, ReadOutcome
-from common.frame_store import FrameStore, decode_jpeg
+from common.frame_store import FrameStore, PixelBudget, decode_jpeg
 from common.jobs import FrameRef, OcrJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import PlateLog
@@ -86,12 +86,12 @@ class OcrStage:
 
     def decode_crops(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""
-        crops = {}
+        crops, budget = {}, PixelBudget()
         for key, data in self.store.get_jpegs(keys).items():
             if data is None:
                 continue
             try:
-                crops[key] = decode_jpeg(data, key)
+                crops[key] = decode_jpeg(data, key, budget)
             except InputError as error:
                 log.warning("%s", error)
                 self.metrics.frames_corrupt.labels(stage=self.name).inc()

@@ -35,3 +35,19 @@ def test_a_frame_larger_than_a_frame_may_be_is_refused_before_decoding(redis_url
     with pytest.raises(InputError, match="9000x9000 pixels, more than"):
         store.get_many([frame_key("huge")])
     assert decode_jpeg(encode_jpeg(np.full((720, 1280, 3), 90, np.uint8), 85), "hd").shape == (720, 1280, 3)
+
+
+def test_a_jobs_frames_together_are_held_to_its_pixel_budget():
+    import numpy as np
+    import pytest
+
+    from common.errors import InputError
+    from common.frame_store import PixelBudget, PixelBudgetError, decode_jpeg, encode_jpeg
+
+    jpeg = encode_jpeg(np.full((100, 200, 3), 80, np.uint8), 90)  # 20,000 pixels
+    budget = PixelBudget(50_000)
+    assert decode_jpeg(jpeg, "a", budget).shape == (100, 200, 3)
+    assert decode_jpeg(jpeg, "b", budget).shape == (100, 200, 3)
+    with pytest.raises(PixelBudgetError, match="frame c: the job's frames exceed") as over:
+        decode_jpeg(jpeg, "c", budget)  # checked by its header, before any decoding
+    assert isinstance(over.value, InputError) and budget.left == 10_000
