@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from common import defaults
 from common.errors import InputError
@@ -148,7 +148,13 @@ class WatchList:
             rows = connection.execute(
                 f"SELECT plate, reason, list_name, expires_at FROM watchlist{where} ORDER BY list_name, plate"
             ).fetchall()
-        return [WatchEntry(*row) for row in rows]
+        entries = []
+        for row in rows:
+            try:
+                entries.append(WatchEntry(*row))
+            except InputError as error:  # a row written by hand in SQL: skipped, the others still match
+                log.warning("watch-list %s: an entry is skipped, not valid: %s", _shown(str(row[2])), error)
+        return entries
 
     def import_csv(self, path: Path) -> int:
         """Add or update every entry of a CSV file (header `plate,reason[,expires_at][,list]`) in one
@@ -190,7 +196,7 @@ class WatchListCache:
             self._loaded_at = now
             try:
                 self._entries = tuple(self.watchlist.entries())
-            except (psycopg.OperationalError, PoolTimeout) as error:
+            except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
                             reason, len(self._entries))  # fmt: skip

@@ -306,3 +306,15 @@ def test_an_expired_entry_is_left_out_unless_asked(pool):
     watch.add(WatchEntry("NEW1", "here", expires_at=datetime.now(UTC) + timedelta(hours=1)))
     assert [e.plate for e in watch.entries()] == ["NEW1"]
     assert [e.plate for e in watch.entries(include_expired=True)] == ["NEW1", "OLD1"]
+
+
+def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_still_match(pool, caplog):
+    watch = WatchList(pool)
+    watch.add(WatchEntry("AB1", "stolen"))
+    with pool.connection() as connection:  # what the CSV import and the command refuse, straight in SQL
+        connection.execute("INSERT INTO watchlist (plate, reason) VALUES ('CD2', E'stolen\\nvan'), ('EF3', ' ')")
+    cache = WatchListCache(watch, refresh_s=60.0)
+    with caplog.at_level(logging.WARNING):
+        assert [e.plate for e in cache.current()] == ["AB1"]
+    assert cache.match("AB1", 0.0) is not None
+    assert sum("an entry is skipped, not valid" in r.getMessage() for r in caplog.records) == 2
