@@ -113,7 +113,7 @@ def build_worker_context(
         return WorkerContext(build_alert_stage(settings, connection, metrics), metrics, settings.job_timeout_s)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
-    store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s)
+    store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s, settings.db_patience_s)
     if stage == "detect":
         from detector_worker.worker import DetectStage
 

@@ -3,7 +3,10 @@ TTL so raw frames never outlive it. Jobs carry the keys, never the pixels."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -11,7 +14,12 @@ import redis
 import simplejpeg
 
 from common import defaults
+from common.backoff import Backoff
+from common.credentials import mask_url
 from common.errors import InputError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 KEY_PREFIX = "alpr:frame:"
 """Prefix of every frame key in Redis."""
@@ -71,18 +79,26 @@ def decode_jpeg(data: bytes, key: str, budget: PixelBudget | None = None) -> np.
 
 
 class FrameStore:
-    """Puts and gets frames in one round trip per batch."""
+    """Puts and gets frames in one round trip per batch. With `patience_s`, as the workers have it, an
+    unreachable Redis (restarting, failing over) is tried again with backoff for that long, as the
+    Postgres writes are, before the call raises (every call is idempotent); without, it raises at once
+    (ingest counts such frames unread)."""
 
-    def __init__(self, connection: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, connection: redis.Redis, ttl_s: int, patience_s: float = 0.0) -> None:
         self.redis = connection
         self.ttl_s = ttl_s
+        self.patience_s = patience_s
 
     def put_many(self, frames: Sequence[tuple[str, bytes]]) -> None:
         """Store (key, JPEG bytes) pairs, each expiring after the TTL."""
-        pipe = self.redis.pipeline(transaction=False)
-        for key, data in frames:
-            pipe.set(key, data, ex=self.ttl_s)
-        pipe.execute()
+
+        def put() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, data in frames:
+                pipe.set(key, data, ex=self.ttl_s)
+            pipe.execute()
+
+        self._through_outage(put)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
         """Decoded frames by key; None where the frame has expired or was never stored."""
@@ -90,9 +106,24 @@ class FrameStore:
 
     def get_jpegs(self, keys: Sequence[str]) -> dict[str, bytes | None]:
         """The stored JPEG bytes by key, undecoded; None where the frame has expired."""
-        values: list[bytes | None] = self.redis.mget(list(keys)) if keys else []  # type: ignore[assignment]
+        if not keys:
+            return {}
+        values: list[bytes | None] = self._through_outage(lambda: self.redis.mget(list(keys)))  # type: ignore[arg-type, return-value]
         return dict(zip(keys, values, strict=True))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:
-            self.redis.delete(*keys)
+            self._through_outage(lambda: self.redis.delete(*keys))
+
+    def _through_outage(self, call: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.patience_s
+        backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                wait = backoff.next_delay()
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning("frame store unavailable (%s); retrying in %.1f s", mask_url(str(error)), wait)
+                time.sleep(wait)

@@ -51,3 +51,27 @@ def test_a_jobs_frames_together_are_held_to_its_pixel_budget():
     with pytest.raises(PixelBudgetError, match="frame c: the job's frames exceed") as over:
         decode_jpeg(jpeg, "c", budget)  # checked by its header, before any decoding
     assert isinstance(over.value, InputError) and budget.left == 10_000
+
+
+def test_a_workers_store_waits_out_a_redis_restart_and_ingests_does_not(redis_server):
+    import threading
+    import time
+
+    import pytest
+    import redis
+
+    from common.frame_store import FrameStore
+
+    connection = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    FrameStore(connection, 600).put_many([("alpr:frame:a", b"x")])
+    redis_server.stop()
+    with pytest.raises(redis.ConnectionError):  # no patience (ingest): at once
+        FrameStore(connection, 600).get_jpegs(["alpr:frame:a"])
+    restart = threading.Timer(1.5, redis_server.start)
+    restart.start()
+    started = time.monotonic()
+    patient = FrameStore(connection, 600, patience_s=20)
+    patient.put_many([("alpr:frame:b", b"y")])  # through the outage: the server comes back empty
+    restart.join()
+    assert patient.get_jpegs(["alpr:frame:a", "alpr:frame:b"]) == {"alpr:frame:a": None, "alpr:frame:b": b"y"}
+    assert 1.0 < time.monotonic() - started < 20
