@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import time
+from typing import Any
 
 import redis
 from rq import Worker
@@ -37,7 +38,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     sighting_workers = queues.live_sighting_workers(connection)
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
-    states = {text(k): json.loads(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    states = {text(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     cameras = sorted({text(k) for table in then for k in table} | set(states))
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
@@ -45,11 +46,11 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     offered_fps = 0.0
     for camera in cameras:
         key = camera.encode()
-        rates = [(int(b.get(key, 0)) - int(a.get(key, 0))) / args.interval for a, b in zip(first, then, strict=True)]
-        totals = [int(table.get(key, 0)) for table in then]
+        rates = [(number(b.get(key)) - number(a.get(key))) / args.interval for a, b in zip(first, then, strict=True)]
+        totals = [int(number(table.get(key))) for table in then]
         state = states.get(camera, {})
         if "since" in state:
-            state["state"] = f"{state['state']} {format_age(time.time() - float(state['since']))}"
+            state["state"] = f"{state.get('state', '-')} {format_age(time.time() - number(state['since']))}"
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
@@ -107,6 +108,27 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
     return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
 
 
+def number(value: Any) -> float:
+    """A count or time as the chain writes it to Redis; 0 for anything else (a garbled or hand-set
+    value must not take the whole status down)."""
+    try:
+        parsed = float(value.decode() if isinstance(value, bytes) else value) if value is not None else 0.0
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return 0.0
+    return parsed if math.isfinite(parsed) else 0.0
+
+
+def camera_state(value: bytes | str) -> dict[str, Any]:
+    """A camera's state as ingest writes it (JSON: state, since, errors); {} for anything else."""
+    try:
+        parsed = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {k: v for k, v in parsed.items() if k in ("state", "since", "errors") and isinstance(v, str | int | float)}
+
+
 def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
     """Per pool: live workers, seconds of work per frame so far, and the workers the current input needs."""
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
@@ -116,7 +138,7 @@ def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[Stage
     print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
     for stage in STAGES:
         key = stage.encode()
-        busy_s, done = float(busy.get(key, 0)), int(frames.get(key, 0))
+        busy_s, done = number(busy.get(key)), int(number(frames.get(key)))
         needed = workers_needed(busy_s, done, in_fps)
         per_frame = f"{busy_s / done:.3f}" if done else "-"
         print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")

@@ -216,3 +216,18 @@ def test_argument_errors_mask_the_passwords_they_quote(capsys):
             main(argv)
         error = capsys.readouterr().err
         assert "alpr: error" in error and "hunter2" not in error and "***" in error
+
+
+def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url, capsys):
+    import redis
+
+    from common import queues
+
+    connection = redis.Redis.from_url(redis_url)
+    connection.hset(queues.CAMERA_STATE_KEY, mapping={"gate": "not json", "yard": '["a list"]',
+                                                      "dock": '{"state": "live", "since": "yesterday"}'})  # fmt: skip
+    connection.hset(queues.STATS_BUSY_KEY, mapping={"detect": "nan", "ocr": "x"})
+    connection.hset(queues.STATS_FRAMES_KEY, mapping={"detect": "1e999", "ocr": b"\xff"})
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    table = capsys.readouterr().out
+    assert all(camera in table for camera in ("gate", "yard", "dock")) and "pool " in table
