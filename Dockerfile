@@ -1,4 +1,4 @@
-# One image for every role of the chain (ingest, detect, ocr, redact) and the standalone pipeline:
+# One image for every role of the chain (ingest, detect, ocr, redact, sight, alert) and the standalone pipeline:
 # the role is the command, e.g. `alpr worker detect`. CPU build of torch; weights baked in.
 FROM python:3.11-slim-bookworm
 
@@ -15,6 +15,8 @@ COPY ingest/ ingest/
 COPY detector_worker/ detector_worker/
 COPY ocr_worker/ ocr_worker/
 COPY redactor_worker/ redactor_worker/
+COPY sighting_worker/ sighting_worker/
+COPY alert_worker/ alert_worker/
 COPY deploy/ deploy/
 
 # torch's CPU wheels (`torch==2.14.1` is met by 2.14.1+cpu); fastanpr only for its best.pt

@@ -360,3 +360,12 @@ def test_the_sighting_and_alert_pools_read_one_receivers_file_that_by_default_li
     )
     assert load_receivers(REPO / "deploy" / "receivers.compose.yaml") == {}  # alerts logged, sent nowhere
     assert "${ALPR_ALERT_SECRETS_DIR:-./secrets/alerts}:/run/secrets/alerts:ro" in ALPR_SERVICES["alert"]["volumes"]
+
+
+def test_the_image_copies_every_package_that_pip_installs():
+    """No engine builds the image here: `pip install .` in it needs each package's folder copied in."""
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = re.findall(r"^COPY (\S+)/ \1/$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert set(packages) <= set(copied), f"Dockerfile lacks COPY for {sorted(set(packages) - set(copied))}"
