@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 MAX_DOUBLINGS = 60
 """Doublings past which the wait stops growing (any `longest_s` is reached long before)."""
 
