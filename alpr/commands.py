@@ -210,9 +210,9 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     password = settings.secret("database_password")
     where = (settings.database_url, settings.sqlite_path, password)
     if args.sightings:
-        count = write_and_close(open_sighting_log(*where), export_sightings_csv, args.csv_path)
+        count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, args.csv_path)
     else:
-        count = write_and_close(open_plate_log(*where), export_csv, args.csv_path)
+        count = write_and_close(open_plate_log(*where, migrate=False), export_csv, args.csv_path)
     print(f"wrote {count} {'sightings' if args.sightings else 'reads'} to {args.csv_path}")
     return 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -59,10 +60,25 @@ def open_upgraded_pool(url: str, password: str | None = None) -> ConnectionPool:
     return pool
 
 
+def open_current_pool(url: str, password: str | None = None) -> ConnectionPool:
+    """A pool on `url` whose schema must already be current (ConfigError naming `alpr db upgrade`
+    otherwise): for commands that only read, so they neither change a schema workers still use nor
+    need the rights to."""
+    pool = open_pool(url, password=password)
+    try:
+        require_schema(pool)
+    except BaseException:
+        pool.close()
+        raise
+    return pool
+
+
 def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
-    """Write rows (column -> value) to a CSV file with a header; returns the number of rows."""
+    """Write rows (column -> value) to a CSV file with a header, created readable by its owner only
+    (the reads are plates, times and places); returns the number of rows."""
     count = 0
-    with path.open("w", newline="") as handle:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plates: for its owner only
+    with open(descriptor, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:

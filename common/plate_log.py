@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from common.db import open_upgraded_pool, write_csv, write_through_outage
+from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
 from common.jobs import FrameRef
 from common.sighting_log import REGISTER_CAMERAS
 from common.types import PlateRead
@@ -151,7 +151,7 @@ class PostgresPlateLog:
         return new
 
     def reads(self) -> Iterator[dict[str, Any]]:
-        with self.pool.connection() as connection, connection.cursor() as cursor:
+        with self.pool.connection() as connection, connection.cursor(name="export") as cursor:  # streamed
             cursor.execute(f"SELECT {INSERT_COLUMNS} FROM plate_reads ORDER BY captured_at, id")
             for row in cursor:
                 record = dict(zip(COLUMNS, row, strict=True))
@@ -165,10 +165,14 @@ class PostgresPlateLog:
             self.pool.close()
 
 
-def open_plate_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> PlateLog:
-    """Postgres when a database URL is set (schema upgraded on the way), else the SQLite file."""
+def open_plate_log(
+    database_url: str | None, sqlite_path: Path, password: str | None = None, migrate: bool = True
+) -> PlateLog:
+    """Postgres when a database URL is set (schema upgraded on the way; without `migrate`, as for an
+    export, which only reads, the schema must already be current), else the SQLite file."""
     if database_url:
-        return PostgresPlateLog(open_upgraded_pool(database_url, password), owns_pool=True)
+        pool = open_upgraded_pool(database_url, password) if migrate else open_current_pool(database_url, password)
+        return PostgresPlateLog(pool, owns_pool=True)
     return SqlitePlateLog(sqlite_path)
 
 

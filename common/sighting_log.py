@@ -18,7 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from common.db import open_upgraded_pool, write_csv, write_through_outage
+from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
 from common.types import Observation, Sighting
 
 COLUMNS = (
@@ -130,7 +130,7 @@ class PostgresSightingLog:
             f"SELECT {columns}, COALESCE(s.snapshot_path, f.kept_path) FROM sightings s"
             " LEFT JOIN frames f ON f.frame_id = s.best_frame_id ORDER BY s.first_seen, s.sighting_id"
         )
-        with self.pool.connection() as connection, connection.cursor() as cursor:
+        with self.pool.connection() as connection, connection.cursor(name="export") as cursor:  # streamed
             cursor.execute(query)  # type: ignore[arg-type]
             for row in cursor:
                 record = dict(zip(COLUMNS, row, strict=True))
@@ -144,10 +144,14 @@ class PostgresSightingLog:
             self.pool.close()
 
 
-def open_sighting_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> SightingLog:
-    """Postgres when a database URL is set (schema upgraded on the way), else the SQLite file."""
+def open_sighting_log(
+    database_url: str | None, sqlite_path: Path, password: str | None = None, migrate: bool = True
+) -> SightingLog:
+    """Postgres when a database URL is set (schema upgraded on the way; without `migrate`, as for an
+    export, which only reads, the schema must already be current), else the SQLite file."""
     if database_url:
-        return PostgresSightingLog(open_upgraded_pool(database_url, password), owns_pool=True)
+        pool = open_upgraded_pool(database_url, password) if migrate else open_current_pool(database_url, password)
+        return PostgresSightingLog(pool, owns_pool=True)
     return SqliteSightingLog(sqlite_path)
 
 

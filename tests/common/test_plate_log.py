@@ -57,3 +57,26 @@ def test_postgres_unreachable_is_a_clear_error(tmp_path):
     ) as e:
         open_plate_log("postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2", tmp_path / "x.sqlite")
     assert "secret" not in str(e.value)
+
+
+def test_an_export_reads_a_current_schema_and_never_migrates_one(tmp_path, postgres_url, capsys):
+    import os
+    import stat
+
+    import psycopg
+
+    from alpr.cli import main
+
+    assert main(["export", "--csv", str(tmp_path / "x.csv"), "--database-url", postgres_url]) == 2  # a config error
+    assert "run `alpr db upgrade`" in capsys.readouterr().err
+    with psycopg.connect(postgres_url) as connection:  # the export created nothing, not even its bookkeeping
+        tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()
+    assert tables == (0,)
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    log = open_plate_log(postgres_url, tmp_path / "unused.sqlite")
+    try:
+        check_log(log, tmp_path)  # the export streams from a server-side cursor
+    finally:
+        log.close()
+    assert main(["export", "--csv", str(tmp_path / "reads.csv"), "--database-url", postgres_url]) == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "reads.csv").st_mode) == 0o600  # plates: its owner's only
