@@ -314,6 +314,8 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     deadline = time.monotonic() + receiver.timeout_s
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
     client.connect_timeout = receiver.timeout_s
+    if receiver.uses_tls:  # the broker's certificate and host name verified (paho's defaults)
+        client.tls_set(ca_certs=receiver.ca_file)
     if receiver.username is not None:
         password = receiver.password.get_secret_value() if receiver.password is not None else None
         client.username_pw_set(receiver.username, password)

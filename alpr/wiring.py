@@ -159,6 +159,7 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     """The alert pool's stage: the receivers (the file is required) and the alerts log."""
     from alert_worker.worker import AlertStage
     from common.alert_log import AlertLog
+    from common.alerts import LOOPBACK_HOSTS, MqttReceiver
 
     if not settings.alert_receivers:
         raise ConfigError("the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers")
@@ -166,9 +167,11 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     if not targets:
         log.warning("the receivers file %s lists no receiver: there is nothing to deliver", settings.alert_receivers)
     for name, receiver in targets.items():  # alerts carry plate text: in the clear only on this host
-        url = getattr(receiver, "url", "")
-        plain, host = (url.startswith("http://"), urlsplit(url).hostname) if url else (True, receiver.host)
-        if plain and host not in ("localhost", "127.0.0.1", "::1"):
+        if isinstance(receiver, MqttReceiver):
+            plain, host = not receiver.uses_tls, receiver.host
+        else:
+            plain, host = receiver.url.startswith("http://"), urlsplit(receiver.url).hostname
+        if plain and host not in LOOPBACK_HOSTS:
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(
         targets, AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),

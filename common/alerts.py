@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from common.config import format_errors
 from common.errors import ConfigError
@@ -34,6 +34,12 @@ DELIVERY_TIMEOUT_S = 5.0
 """Default time one delivery attempt waits on its receiver (connect, send, acknowledgement)."""
 
 MQTT_PORT = 1883
+
+MQTT_TLS_PORT = 8883
+"""The broker port of MQTT over TLS: a receiver on it speaks TLS unless `tls: false` says otherwise."""
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+"""Hosts to which plate text and credentials may go in the clear: this machine's own."""
 """MQTT's plain-TCP port."""
 
 MQTT_WILDCARDS = frozenset("+#")
@@ -105,6 +111,24 @@ class MqttReceiver(ReceiverConfig):
     username: str | None = Field(None, min_length=1, max_length=256)
     password: SecretStr | None = Field(None, max_length=1024)
     qos: Literal[1] = Field(1, description="at least once: delivered when the broker acknowledged (PUBACK)")
+    tls: bool | None = Field(None, description="TLS to the broker, its certificate verified (default: on port 8883)")
+    ca_file: str | None = Field(None, min_length=1, description="CA certificates (PEM) to verify the broker by")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls if self.tls is not None else self.port == MQTT_TLS_PORT
+
+    @model_validator(mode="after")
+    def _credentials_only_over_tls(self) -> MqttReceiver:
+        if (self.username or self.password) and not self.uses_tls and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "a username or password goes to a broker on another host only over TLS (tls: true or port 8883)"
+            )
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError(f"ca_file {self.ca_file} is not a file")
+        if self.ca_file is not None and not self.uses_tls:
+            raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
+        return self
 
     @field_validator("topic")
     @classmethod

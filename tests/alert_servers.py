@@ -4,6 +4,7 @@ webhook receiver that records each request, checks its signature and answers as 
 from __future__ import annotations
 
 import email.message
+import getpass
 import http.server
 import shutil
 import socket
@@ -23,9 +24,12 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 class PrivateMosquitto:
     """A mosquitto that listens on 127.0.0.1 only and keeps nothing on disk; anonymous clients are let in
-    unless `allow_anonymous` is False (then every client is refused: no password file)."""
+    unless `allow_anonymous` is False (then every client is refused: no password file). With
+    `tls_files` (certificate, key), a TLS listener too, on `tls_port`."""
 
-    def __init__(self, directory: Path, allow_anonymous: bool = True) -> None:
+    def __init__(
+        self, directory: Path, allow_anonymous: bool = True, tls_files: tuple[Path, Path] | None = None
+    ) -> None:
         binary = shutil.which("mosquitto") or (MOSQUITTO if Path(MOSQUITTO).exists() else None)
         if binary is None:
             raise FileNotFoundError("mosquitto is not installed")
@@ -34,6 +38,13 @@ class PrivateMosquitto:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous {str(allow_anonymous).lower()}\npersistence false\n"
         )
+        self.tls_port: int | None = None
+        if tls_files is not None:  # a second listener, TLS with this certificate and key: `tls_port`
+            self.tls_port = free_port()
+            certificate, key = tls_files
+            with self.config.open("a") as config:  # as root, mosquitto would drop to a user who cannot read the key
+                config.write(f"user {getpass.getuser()}\nlistener {self.tls_port} 127.0.0.1\n")
+                config.write(f"certfile {certificate}\nkeyfile {key}\n")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -9,8 +9,11 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -222,7 +225,7 @@ def test_a_wrong_secret_fails_at_the_receiver():
 def test_secrets_never_show():
     receivers = [
         webhook("https://hooks.example/alpr"),
-        MqttReceiver(host="broker", topic="alpr/alerts", username="alpr", password=PASSWORD),
+        MqttReceiver(host="broker", port=8883, topic="alpr/alerts", username="alpr", password=PASSWORD),
     ]
     for receiver in receivers:
         for text in (repr(receiver), str(receiver), receiver.model_dump_json()):
@@ -364,3 +367,59 @@ def test_a_wildcard_topic_is_refused(topic):
 
 def test_every_failure_is_a_delivery_error():
     assert issubclass(DeliveryRetryable, DeliveryError) and issubclass(DeliveryRejected, DeliveryError)
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
+    certificate, key = directory / "broker.pem", directory / "broker.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return certificate, key
+
+
+def test_mqtt_over_tls_verifies_the_broker_and_delivers(tmp_path):
+    if shutil.which("openssl") is None:
+        unavailable("openssl is not installed")
+    certificate, key = self_signed(tmp_path)
+    try:
+        broker = PrivateMosquitto(tmp_path, tls_files=(certificate, key))
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    broker.start()
+    subscriber, got = subscribe(broker.port, "alpr/alerts")  # on the plain listener, this host only
+    try:
+        trusted = MqttReceiver(host="127.0.0.1", port=broker.tls_port, tls=True, ca_file=str(certificate),
+                               topic="alpr/alerts", timeout_s=5)  # fmt: skip
+        deliver_mqtt(ALERT, trusted)
+        unknown = MqttReceiver(host="127.0.0.1", port=broker.tls_port, tls=True, topic="alpr/alerts", timeout_s=5)
+        with pytest.raises(DeliveryRetryable, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            deliver_mqtt(ALERT, unknown)  # the system's CAs do not vouch for it: nothing is sent
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+        broker.stop()
+    assert [m.payload for m in got] == [alert_body(ALERT)]  # once: the verified delivery
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"host": "broker.example", "username": "alpr", "password": "pw"}, "only over TLS"),
+        ({"host": "broker.example", "port": 8883, "tls": False, "password": "pw"}, "only over TLS"),
+        ({"host": "broker.example", "ca_file": "/nonexistent/ca.pem", "tls": True}, "is not a file"),
+        ({"host": "broker.example", "ca_file": "/etc/hostname"}, "ca_file is for TLS"),
+    ],
+)
+def test_mqtt_credentials_leave_this_host_only_over_tls(settings, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        MqttReceiver(topic="alpr/alerts", **settings)
+    assert "pw" not in str(caught.value).replace("password", "")
+    assert MqttReceiver(host="broker.example", port=8883, topic="t", username="alpr", password="pw").uses_tls
+    assert MqttReceiver(host="127.0.0.1", topic="t", username="alpr", password="pw").uses_tls is False
