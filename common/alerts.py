@@ -176,6 +176,10 @@ def _entries(path: Path) -> dict[str, dict[str, object]]:
             raise ConfigError(f"{path}: receiver names are 1-64 letters, digits and _ . - ({str(name)[:40]!r})")
         if not isinstance(settings, dict):
             raise ConfigError(f"{path}: receiver {name}: expected a mapping of its settings")
+    as_job_ids: dict[str, str] = {}
+    for name in entries:  # RQ job ids hold no '.': a.b and a_b would name one job, and one would go undelivered
+        if (other := as_job_ids.setdefault(name.replace(".", "_"), name)) != name:
+            raise ConfigError(f"{path}: receivers {other} and {name} differ only in '.' against '_': rename one")
     return entries
 
 

@@ -29,6 +29,10 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
         (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "its secret_file: cannot read"),
         (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/#\n", "wildcards"),
         (b"x" * 70000, "larger than"),
+        (
+            b"receivers:\n  ops.a: {type: mqtt, host: b, topic: t}\n  ops_a: {type: mqtt, host: b, topic: u}\n",
+            "receivers ops.a and ops_a differ only in",
+        ),  # one RQ job id for both
     ],
 )
 def test_a_bad_receivers_file_is_one_clear_error(tmp_path, content, message):
