@@ -14,16 +14,20 @@ from common.queues import STAGES
 
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
-    from common.db import open_pool, upgrade
+    from common.db import grant_to, open_pool, upgrade
 
     if not settings.database_url:
         raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres to upgrade")
     pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     try:
         applied = upgrade(pool)
+        if args.grant:
+            grant_to(pool, args.grant)
     finally:
         pool.close()
     print(f"applied migrations {applied}" if applied else "schema already up to date")
+    if args.grant:
+        print(f"role {args.grant} may read and write the tables")
     return 0
 
 

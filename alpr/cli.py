@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     database = sub.add_parser("db", help="the Postgres schema")
     database.add_argument("action", choices=("upgrade",))
     database.add_argument("--database-url", help="postgresql://...")
+    database.add_argument(
+        "--grant",
+        metavar="ROLE",
+        help="then let this role (the workers' login) read and write rows, nothing more",
+    )
 
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between the two samples of the rates")

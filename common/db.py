@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common import defaults
@@ -103,6 +105,36 @@ def upgrade(pool: ConnectionPool) -> list[int]:
                 connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
                 applied.append(version)
     return applied
+
+
+ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""A Postgres role the workers may log in as (lower case, as unquoted SQL names are)."""
+
+
+def grant_to(pool: ConnectionPool, role: str) -> None:
+    """Give `role` what the chain's processes need and nothing more: read and write the rows of every
+    table of the schema (and use its sequences), never change the schema itself; run by `alpr db upgrade
+    --grant` after the migrations, so tables added later are granted too. The migrating role owns the
+    tables; a worker that is broken into cannot drop them or run as a superuser."""
+    if not ROLE_NAME.fullmatch(role):
+        raise ConfigError(f"--grant takes a role name of 1-63 lower-case letters, digits and _, not {role[:70]!r}")
+    with pool.connection() as connection, connection.transaction():
+        if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+            raise ConfigError(f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
+        schema, name = sql.Identifier(current_schema(connection)), sql.Identifier(role)
+        for statement in (
+            "GRANT USAGE ON SCHEMA {} TO {}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}",
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}",
+        ):
+            connection.execute(sql.SQL(statement).format(schema, name))
+
+
+def current_schema(connection: psycopg.Connection) -> str:
+    row = connection.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise ConfigError("the database has no current schema (search_path names none that exists)")
+    return str(row[0])
 
 
 def register_cameras(pool: ConnectionPool, cameras: list[tuple[str, str, bool]]) -> None:

@@ -184,3 +184,34 @@ def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
         assert fallback.kwargs["password"] == "s3cret-file"
     finally:
         fallback.close()
+
+
+def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postgres_url, capsys, tmp_path):
+    import uuid
+
+    from common.plate_log import PostgresPlateLog
+    from tests.common.test_plate_log import check_log
+
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 2  # no such role yet
+    assert f"no Postgres role {role}" in capsys.readouterr().err
+    assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", "Robert'); DROP"]) == 2
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"role {role} may read and write the tables"
+        parts = urlsplit(postgres_url)
+        as_role = urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+        plate_log = PostgresPlateLog(open_pool(as_role), owns_pool=True)  # what a worker opens
+        try:
+            check_log(plate_log, tmp_path)  # writes (sequences too) and reads
+        finally:
+            plate_log.close()
+        assert main(["export", "--csv", str(tmp_path / "x.csv"), "--database-url", as_role]) == 0
+        with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            worker.execute("DROP TABLE plate_reads")  # a worker broken into cannot change the schema
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
