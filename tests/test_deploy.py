@@ -38,7 +38,7 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("alpr-")}
 MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
-SECRET_NAMES = {"redis_password", "postgres_password", "grafana_admin_password"}
+SECRET_NAMES = {"redis_password", "postgres_password", "postgres_app_password", "grafana_admin_password"}
 SECRETS_IN_CONTAINER = "/run/secrets/"
 HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR"}
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
@@ -46,6 +46,15 @@ DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
 )
 ALLOWED_URL_CREDENTIALS = {("deploy/cameras.example.yaml", "rtsp://user:pass@")}
+DATABASE_LOGINS = {"alpr": "postgres_password", "alpr_app": "postgres_app_password"}
+"""Postgres roles and their password secrets: the owner (migrations only) and the workers' role."""
+
+
+def database_role(service: str) -> str:
+    """The role a service logs in to Postgres as: the owner for the migration, alpr_app for the rest."""
+    return "alpr" if service == "migrate" else "alpr_app"
+
+
 """The example of a camera's credentials in its URL (masked in logs), the one allowed."""
 
 
@@ -108,16 +117,17 @@ def exported_metric_names() -> set[str]:
 def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
     assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "sight", "alert", "redact"}
     redis_password = (secrets_dir / "redis_password").read_text().strip()
-    database_password = (secrets_dir / "postgres_password").read_text().strip()
+    passwords = {role: (secrets_dir / secret).read_text().strip() for role, secret in DATABASE_LOGINS.items()}
     for name, service in ALPR_SERVICES.items():
         args = build_parser().parse_args(service["command"])
         assert args.command in {"db", "ingest", "worker"}, name
         settings = Settings.load(container_environment(service, secrets_dir))
         assert settings.metrics_port == 9100 and settings.metrics_address == "0.0.0.0", name
         assert settings.redis_url == "redis://redis:6379/0" and settings.store_url == "redis://frames:6379/0", name
-        assert settings.database_url == "postgresql://alpr@postgres:5432/alpr", name
+        role = database_role(name)
+        assert settings.database_url == f"postgresql://{role}@postgres:5432/alpr", name
         assert settings.secret("redis_password") == redis_password, name
-        assert settings.secret("database_password") == database_password, name
+        assert settings.secret("database_password") == passwords[role], name
     workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "sight", "alert", "redact")}
     assert workers == {stage: ["worker", stage] for stage in workers}
 
@@ -126,8 +136,9 @@ def test_every_alpr_service_reads_its_passwords_from_docker_secrets():
     for name, service in ALPR_SERVICES.items():
         environment = service["environment"]
         assert environment["ALPR_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
-        assert environment["ALPR_DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
-        assert {"redis_password", "postgres_password"} <= secret_names(service), name
+        secret = DATABASE_LOGINS[database_role(name)]
+        assert environment["ALPR_DATABASE_PASSWORD_FILE"] == f"/run/secrets/{secret}", name
+        assert {"redis_password", secret} <= secret_names(service), name
         assert not {"ALPR_REDIS_PASSWORD", "ALPR_DATABASE_PASSWORD"} & set(environment), name
         for variable in ("ALPR_REDIS_URL", "ALPR_FRAME_STORE_URL", "ALPR_DATABASE_URL"):
             assert urlsplit(environment[variable]).password is None, (name, variable)
@@ -207,7 +218,20 @@ def test_postgres_takes_its_password_from_a_secret():
     assert "POSTGRES_PASSWORD" not in postgres["environment"] and "postgres_password" in secret_names(postgres)
     assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
     for name, service in ALPR_SERVICES.items():
-        assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == "alpr", name
+        assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == database_role(name), name
+        assert "postgres_password" not in secret_names(service) or name == "migrate", (
+            name
+        )  # the owner's: migrate's only
+
+
+def test_only_the_migration_logs_in_as_the_owner_and_it_grants_the_workers_role():
+    assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app"]
+    assert "postgres_app_password" in secret_names(SERVICES["postgres"])
+    mounts = SERVICES["postgres"]["volumes"]
+    assert "./deploy/postgres-app-role.sh:/docker-entrypoint-initdb.d/alpr-app-role.sh:ro" in mounts
+    script = (REPO / "deploy" / "postgres-app-role.sh").read_text()
+    assert "\\set secret `cat /run/secrets/postgres_app_password`" in script  # never on a command line
+    assert "CREATE ROLE alpr_app LOGIN PASSWORD" in script
 
 
 def test_grafana_requires_a_sign_in():
@@ -255,7 +279,7 @@ def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_
 
     second = run_make_secrets(env={"ALPR_SECRETS_DIR": str(folder)})
     assert {name: (folder / name).read_text() for name in SECRET_NAMES} == made
-    assert second.count("kept") == 3 and "made" not in second
+    assert second.count("kept") == len(SECRET_NAMES) and "made" not in second
 
     other = tmp_path / "other"
     run_make_secrets(str(other))
@@ -369,3 +393,39 @@ def test_the_image_copies_every_package_that_pip_installs():
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     copied = re.findall(r"^COPY (\S+)/ \1/$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
     assert set(packages) <= set(copied), f"Dockerfile lacks COPY for {sorted(set(packages) - set(copied))}"
+
+
+def test_the_app_role_script_makes_the_role_with_the_secret_and_again_only_resets_it(tmp_path, postgres_url):
+    """deploy/postgres-app-role.sh run by psql against this machine's Postgres, as the postgres image
+    runs it at its first start (the secret's path pointed at a file of the test's)."""
+    import psycopg
+
+    psql = shutil.which("psql")
+    if psql is None:
+        unavailable("psql is not installed")
+    secret = tmp_path / "postgres_app_password"
+    script = tmp_path / "alpr-app-role.sh"
+    text = (REPO / "deploy" / "postgres-app-role.sh").read_text()
+    script.write_text(text.replace("/run/secrets/postgres_app_password", str(secret)))
+    parts = urlsplit(postgres_url)
+    environment = {**os.environ, "POSTGRES_USER": parts.username or "postgres", "POSTGRES_DB": parts.path[1:],
+                   "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432)}  # fmt: skip
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alpr_app'").fetchone():
+            unavailable("this Postgres already has a role alpr_app (not the test's to drop)")
+        try:
+            hashes = []
+            for password in ("first-secret-0123", "second-secret-4567"):
+                secret.write_text(password + "\n")
+                done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
+                assert done.returncode == 0, done.stderr
+                assert password not in done.stdout + done.stderr
+                row = admin.execute(
+                    "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = 'alpr_app'"
+                )
+                can_login, superuser, hashed = row.fetchone()  # type: ignore[misc]
+                assert can_login and not superuser and hashed and password not in hashed
+                hashes.append(hashed)
+            assert hashes[0] != hashes[1]  # run again (a volume made before), the password is the secret's
+        finally:
+            admin.execute("DROP ROLE IF EXISTS alpr_app")
