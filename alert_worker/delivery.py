@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import math
 import socket
 import threading
 import time
@@ -322,7 +323,9 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     connack: list[ReasonCode] = []
     client.on_connect = lambda _client, _userdata, _flags, code, _properties: connack.append(code)
     try:
-        client.connect(receiver.host, receiver.port, keepalive=MQTT_KEEPALIVE_S)
+        # paho bounds the TLS handshake by the keepalive: no longer than the attempt may take
+        keepalive = min(MQTT_KEEPALIVE_S, max(1, math.ceil(receiver.timeout_s)))
+        client.connect(receiver.host, receiver.port, keepalive=keepalive)
         _loop_until(client, lambda: bool(connack), deadline, f"{where}: no CONNACK")
         if connack[0].is_failure:
             refusal = f"{where}: the broker refused the connection: {connack[0].getName()}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from alpr.watchlist_command import add_watchlist_parser
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
+from common.jobs import MAX_COORDINATE
 
 if TYPE_CHECKING:
     from alpr.calibrate import UnseenReads
@@ -52,6 +54,8 @@ def parse_roi(text: str) -> list[tuple[float, float]]:
         raise argparse.ArgumentTypeError(f"region of interest must be 'x,y x,y x,y ...', got {text!r}") from None
     if len(points) < 3 or any(len(p) != 2 for p in points):
         raise argparse.ArgumentTypeError(f"region of interest needs at least three x,y points, got {text!r}")
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for p in points for v in p):
+        raise argparse.ArgumentTypeError(f"region of interest points are pixels, at most {MAX_COORDINATE:g} each")
     return [(p[0], p[1]) for p in points]
 
 

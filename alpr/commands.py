@@ -50,7 +50,8 @@ def safe_camera_id(name: str) -> str:
 def default_camera_id(source: str) -> str:
     """The camera id `alpr run` gives a source without --camera-id: a file's or folder's name, or a
     stream's host, port and last path part: never the URL's user, password or query
-    (rtsp://admin:pw@10.0.0.5:554/live -> 10.0.0.5_554_live)."""
+    (rtsp://admin:pw@10.0.0.5:554/live/main -> 10.0.0.5_554_live_main; two streams told apart only
+    by their query need --camera-id)."""
     from ingest.sources import is_stream_uri
 
     if not is_stream_uri(source):
@@ -60,7 +61,8 @@ def default_camera_id(source: str) -> str:
         port = str(parts.port or "")
     except ValueError:
         port = ""
-    return safe_camera_id("_".join(p for p in (parts.hostname or "", port, Path(parts.path).stem) if p))
+    path = parts.path.strip("/").replace("/", "_")
+    return safe_camera_id("_".join(p for p in (parts.hostname or "", port, path) if p))
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -67,7 +67,8 @@ def format_age(seconds: float) -> str:
 
 
 def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """A Redis key or value as text; bytes that are not UTF-8 shown with replacement characters."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def print_accounting(settings: Settings) -> None:
@@ -122,7 +123,7 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
     """A camera's state as ingest writes it (JSON: state, since, errors); {} for anything else."""
     try:
         parsed = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     if not isinstance(parsed, dict):
         return {}

@@ -34,13 +34,14 @@ DELIVERY_TIMEOUT_S = 5.0
 """Default time one delivery attempt waits on its receiver (connect, send, acknowledgement)."""
 
 MQTT_PORT = 1883
+"""MQTT's plain-TCP port."""
 
 MQTT_TLS_PORT = 8883
-"""The broker port of MQTT over TLS: a receiver on it speaks TLS unless `tls: false` says otherwise."""
+"""The broker port of MQTT over TLS: a receiver on it speaks TLS unless `tls: false` says otherwise (and
+the port of one with `tls: true` and no port of its own)."""
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 """Hosts to which plate text and credentials may go in the clear: this machine's own."""
-"""MQTT's plain-TCP port."""
 
 MQTT_WILDCARDS = frozenset("+#")
 """Characters a topic one publishes to may not hold (they are for subscriptions)."""
@@ -116,10 +117,15 @@ class MqttReceiver(ReceiverConfig):
 
     @property
     def uses_tls(self) -> bool:
+        """Whether deliveries speak TLS: as `tls` says, else on port 8883 only."""
         return self.tls if self.tls is not None else self.port == MQTT_TLS_PORT
 
     @model_validator(mode="after")
     def _credentials_only_over_tls(self) -> MqttReceiver:
+        """TLS without a port of its own goes to 8883; credentials leave this host only over TLS; a
+        ca_file must exist and is for TLS."""
+        if self.tls and "port" not in self.model_fields_set:
+            object.__setattr__(self, "port", MQTT_TLS_PORT)
         if (self.username or self.password) and not self.uses_tls and self.host not in LOOPBACK_HOSTS:
             raise ValueError(
                 "a username or password goes to a broker on another host only over TLS (tls: true or port 8883)"

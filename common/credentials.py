@@ -23,11 +23,12 @@ forms of the network schemes: what masking rewrites. A path such as gate:2024@ni
 C:/videos/a@b.mp4 is left alone."""
 
 QUERY_PASSWORD = re.compile(
-    r"""(?i)(?<![\w.-])((?:password|passwd|pwd|pass|passphrase|token|access_token|auth|auth_token|api[-_]?key"""
-    r"""|key|secret|client_secret|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
+    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token)\w*|pwd|psw|pw|pass|passphrase|loginpas|auth"""
+    r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
-"""A credential in a URL's query (password=, pwd= and passwd= as cameras take them, token=, key=,
-auth=, ...) or a libpq key=value string (quoted values whole)."""
+"""A credential in a URL's query (password=, pwd=, pw= and passwd= as cameras take them, token=, api_key=,
+auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=, sslpassword=; quoted values whole).
+A bare `key=` is left alone: our own records show theirs (a frame's store key)."""
 
 
 def mask_url(text: str) -> str:

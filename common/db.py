@@ -55,8 +55,8 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
 
 
 def open_upgraded_pool(url: str, password: str | None = None) -> ConnectionPool:
-    """A pool on `url` with the schema upgraded on the way (the standalone run and the export, which
-    may be the first to meet a database)."""
+    """A pool on `url` with the schema upgraded on the way (the standalone run, which may be the first
+    to meet a database)."""
     pool = open_pool(url, password=password)
     upgrade(pool)
     return pool
@@ -80,6 +80,8 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path
     (the reads are plates, times and places); returns the number of rows."""
     count = 0
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plates: for its owner only
+    if os.path.isfile(path):
+        os.fchmod(descriptor, 0o600)  # a file that was there keeps no wider mode
     with open(descriptor, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()

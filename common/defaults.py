@@ -120,15 +120,17 @@ MAX_FRAME_PIXELS = 7680 * 4320
 """Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
 
 MAX_JOB_DATA_BYTES = 32 * 1024 * 1024
-"""Most bytes a job's data may hold, compressed or once decompressed (the largest job the chain makes,
-256 frames of 100 plates each, is a few MB): a bigger one, a zlib bomb among them, is refused unread."""
+"""Most bytes a job's data (or its exc_info) may hold, compressed or once decompressed (the largest job
+the chain makes, 64 frames of 100 plates each, is a few MB): a bigger one, a zlib bomb among them, is
+refused unread."""
 
 MAX_FRAMES_PER_JOB = 64
 """Most frames one job may carry (the detect batch size, ALPR_FRAMES_PER_JOB, is at most this)."""
 
-MAX_JOB_PIXELS = 16 * 7680 * 4320
-"""Most pixels one job may decode, its frames or plate crops together (16 frames of 8K, 1.6 GB as BGR):
-each frame is held to MAX_FRAME_PIXELS, but a job of many could still ask a worker for tens of GB."""
+MAX_JOB_PIXELS = MAX_FRAMES_PER_JOB * 4096 * 2160
+"""Most pixels one job may decode, its frames or plate crops together (a full job of 4K frames, or 17 of
+8K; 1.7 GB as BGR): each frame is held to MAX_FRAME_PIXELS, but a job of many could still ask a worker
+for tens of GB."""
 
 JOB_RETRIES = 2
 """How often a failed job is queued again (common/queues.py); a job hash asking for more is held to it."""

@@ -53,11 +53,12 @@ class PixelBudget:
     decoded: many frames each within MAX_FRAME_PIXELS could together still exhaust a worker's memory."""
 
     def __init__(self, pixels: int = defaults.MAX_JOB_PIXELS) -> None:
-        self.left = pixels
+        self.budget = self.left = pixels
 
     def take(self, pixels: int, key: str) -> None:
+        """Take a frame's `pixels` from what is left, or raise PixelBudgetError (nothing taken)."""
         if pixels > self.left:
-            raise PixelBudgetError(f"frame {key}: the job's frames exceed {defaults.MAX_JOB_PIXELS} pixels together")
+            raise PixelBudgetError(f"frame {key}: the job's frames exceed {self.budget} pixels together")
         self.left -= pixels
 
 
@@ -116,12 +117,14 @@ class FrameStore:
             self._through_outage(lambda: self.redis.delete(*keys))
 
     def _through_outage(self, call: Callable[[], T]) -> T:
+        """`call`, tried again with backoff while Redis cannot be reached or is a read-only replica
+        (a failover under way), for up to `patience_s`; then its error is raised."""
         deadline = time.monotonic() + self.patience_s
         backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
         while True:
             try:
                 return call()
-            except (redis.ConnectionError, redis.TimeoutError) as error:
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as error:
                 wait = backoff.next_delay()
                 if time.monotonic() + wait > deadline:
                     raise

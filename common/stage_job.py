@@ -67,6 +67,7 @@ class StageJob(Job):
             self.retries_left = defaults.JOB_RETRIES
         if self.retry_intervals is not None:
             self.retry_intervals = [0]
+        self.repeats_left, self.repeat_intervals = None, None  # the chain never repeats a job that succeeded
 
     def _readable_part(self, raw_data: dict[Any, Any]) -> dict[str, Any]:
         """The fields of a job hash RQ cannot fail on: data (empty when there is none: undecodable),
@@ -145,24 +146,30 @@ class StageJob(Job):
         """Never: a job's webhooks would make workers send requests a job's author chose."""
 
 
+BOUNDED_FIELDS = ("data", "exc_info")
+"""The fields of a job hash RQ's restore decompresses (zlib), each held to MAX_JOB_DATA_BYTES."""
+
+
 def bounded_data(raw_data: dict[Any, Any]) -> tuple[dict[Any, Any], str | None]:
-    """A job hash whose data RQ can decompress within MAX_JOB_DATA_BYTES, and None; or the hash and why
-    not. zlib data is decompressed here with a bound and handed on compressed again, so RQ's one
-    `zlib.decompress` gives exactly what was checked (not a second layer). Data that is not zlib, or
-    not whole, goes on as it is: RQ reads it raw."""
-    key = next((k for k in raw_data if k in ("data", b"data")), None)
-    data = raw_data.get(key) if key is not None else None
-    if not isinstance(data, bytes):
-        return raw_data, None
-    if len(data) > defaults.MAX_JOB_DATA_BYTES:
-        return raw_data, f"data over {defaults.MAX_JOB_DATA_BYTES} bytes"
-    inflate = zlib.decompressobj()
-    try:
-        plain = inflate.decompress(data, defaults.MAX_JOB_DATA_BYTES + 1)
-    except zlib.error:
-        return raw_data, None
-    if len(plain) > defaults.MAX_JOB_DATA_BYTES or inflate.unconsumed_tail:
-        return raw_data, f"data decompresses to over {defaults.MAX_JOB_DATA_BYTES} bytes"
-    if not inflate.eof:
-        return raw_data, None
-    return {**raw_data, key: zlib.compress(plain)}, None
+    """A job hash whose data and exc_info RQ can decompress within MAX_JOB_DATA_BYTES each, and None;
+    or the hash and why not. zlib data is decompressed here with a bound and handed on compressed
+    again, so RQ's one `zlib.decompress` gives exactly what was checked (not a second layer). Data that
+    is not zlib, or not whole, goes on as it is: RQ reads it raw."""
+    bounded = dict(raw_data)
+    for name in BOUNDED_FIELDS:
+        key = next((k for k in raw_data if k in (name, name.encode())), None)
+        value = raw_data.get(key) if key is not None else None
+        if not isinstance(value, bytes):
+            continue
+        if len(value) > defaults.MAX_JOB_DATA_BYTES:
+            return raw_data, f"{name} over {defaults.MAX_JOB_DATA_BYTES} bytes"
+        inflate = zlib.decompressobj()
+        try:
+            plain = inflate.decompress(value, defaults.MAX_JOB_DATA_BYTES + 1)
+        except zlib.error:
+            continue
+        if len(plain) > defaults.MAX_JOB_DATA_BYTES or inflate.unconsumed_tail:
+            return raw_data, f"{name} decompresses to over {defaults.MAX_JOB_DATA_BYTES} bytes"
+        if inflate.eof:
+            bounded[key] = zlib.compress(plain)
+    return bounded, None

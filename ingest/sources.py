@@ -50,13 +50,13 @@ def uri_syntax_problem(uri: str) -> str | None:
     shown = mask_url(uri)
     if not uri.strip():
         return "source is empty"
+    if (is_stream_uri(uri) or BROKEN_STREAM_PREFIX.match(uri)) and re.search(r"\s", uri):
+        # not shown: where a password with a space (or tab) ends cannot be told, so it could not be masked
+        return "a stream URL source contains whitespace (write a space in it as %20)"
     if uri != uri.strip():
         return f"source {shown!r} has leading or trailing whitespace"
     if CONTROL_CHARACTERS.search(uri):
         return f"source {shown!r} contains control characters"
-    if (URL_LIKE_PREFIX.match(uri) or BROKEN_STREAM_PREFIX.match(uri)) and re.search(r"\s", uri):
-        # not shown: where a password with a space ends cannot be told, so it could not be masked
-        return "a stream URL source contains whitespace (write a space in it as %20)"
     if broken := BROKEN_STREAM_PREFIX.match(uri):
         name = broken["scheme"].lower()
         return f"source {shown} looks like a malformed {name} URL: expected {name}://host/..."

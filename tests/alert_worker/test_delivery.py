@@ -423,3 +423,13 @@ def test_mqtt_credentials_leave_this_host_only_over_tls(settings, message):
     assert "pw" not in str(caught.value).replace("password", "")
     assert MqttReceiver(host="broker.example", port=8883, topic="t", username="alpr", password="pw").uses_tls
     assert MqttReceiver(host="127.0.0.1", topic="t", username="alpr", password="pw").uses_tls is False
+    assert MqttReceiver(host="broker.example", topic="t", tls=True).port == 8883  # TLS's own port unless told
+
+
+def test_a_tls_broker_that_never_answers_the_handshake_fails_within_the_timeout():
+    with MuteBroker(False) as mute:  # accepts the connection, says nothing: the TLS handshake hangs
+        receiver = MqttReceiver(host="127.0.0.1", port=mute.port, tls=True, topic="alpr/alerts", timeout_s=1)
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable):
+            deliver_mqtt(ALERT, receiver)
+        assert time.monotonic() - started < 5  # not paho's 60 s keepalive

@@ -195,8 +195,8 @@ def test_the_run_logs_one_sighting_per_car_with_its_plate_and_a_blurred_snapshot
     ("source", "camera_id"),
     [
         ("rtsp://admin:hunter2@10.0.0.5", "10.0.0.5"),
-        ("rtsp://admin:hunter2@cam.local:554/live/main", "cam.local_554_main"),
-        ("http://cam/video.cgi?user=admin&pwd=hunter2", "cam_video"),
+        ("rtsp://admin:hunter2@cam.local:554/live/main", "cam.local_554_live_main"),
+        ("http://cam/video.cgi?user=admin&pwd=hunter2", "cam_video.cgi"),
         ("rtsp://admin@site:hunter2@10.0.0.5/s1", "10.0.0.5_s1"),
         ("/videos/gate 2.mp4", "gate_2"),
     ],
@@ -224,7 +224,8 @@ def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url
     from common import queues
 
     connection = redis.Redis.from_url(redis_url)
-    connection.hset(queues.CAMERA_STATE_KEY, mapping={"gate": "not json", "yard": '["a list"]',
+    connection.hset(queues.CAMERA_STATE_KEY, mapping={"gate": "not json", "yard": '["a list"]', b"\xffcam": "{}",
+                                                      "deep": "[" * 100000,
                                                       "dock": '{"state": "live", "since": "yesterday"}'})  # fmt: skip
     connection.hset(queues.STATS_BUSY_KEY, mapping={"detect": "nan", "ocr": "x"})
     connection.hset(queues.STATS_FRAMES_KEY, mapping={"detect": "1e999", "ocr": b"\xff"})

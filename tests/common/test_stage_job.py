@@ -163,3 +163,14 @@ def test_job_data_over_the_bound_is_never_decompressed_whole(redis_url, data, re
     connection.hset(f"rq:job:{crafted}", "data", twice)
     job = StageJob.fetch(crafted, connection=connection)
     assert len(job.data) < 1_000_000  # RQ decompresses once: what was checked, not the inner layer
+
+
+def test_a_bomb_in_exc_info_is_refused_too_and_a_hash_cannot_ask_for_repeats(redis_url):
+    connection = redis.Redis.from_url(redis_url)
+    crafted = enqueue(stage_queue(connection, "detect"), detect_job("crafted"), 60)
+    connection.hset(f"rq:job:{crafted}", mapping={"repeats_left": 1000, "repeat_intervals": "[0]"})
+    job = StageJob.fetch(crafted, connection=connection)
+    assert job.unreadable is None and job.repeats_left is None and job.repeat_intervals is None
+    connection.hset(f"rq:job:{crafted}", "exc_info", zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1)))
+    job = StageJob.fetch(crafted, connection=connection)
+    assert job.unreadable and "exc_info decompresses to over" in job.unreadable

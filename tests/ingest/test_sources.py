@@ -213,6 +213,8 @@ def test_check_source_does_not_open_streams(uri):
         ("clip\x00.mp4", "contains control characters"),
         ("rtsp://admin:hunter2 x@cam/s1", "stream URL source contains whitespace"),  # its password unmaskable
         ("rtsp:/admin:hunter2 x@cam/s1", "stream URL source contains whitespace"),
+        ("rtsp://admin:hunter2 x@cam/s1 ", "stream URL source contains whitespace"),  # before the checks that quote it
+        ("rtsp://admin:hunter2\tx@cam/s1", "stream URL source contains whitespace"),
     ],
 )
 def test_check_source_refuses_malformed_urls_with_the_password_masked(uri, message):
