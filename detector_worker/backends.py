@@ -42,8 +42,8 @@ def _letterbox_shape(frames: Sequence[np.ndarray], imgsz: int) -> tuple[int, int
     for frame in frames:
         h, w = frame.shape[:2]
         ratio = imgsz / max(h, w)
-        height = max(height, round(h * ratio))
-        width = max(width, round(w * ratio))
+        height = max(height, max(1, round(h * ratio)))  # a 1x2000 frame still gets a row of pixels
+        width = max(width, max(1, round(w * ratio)))
     return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
 
 
@@ -70,7 +70,7 @@ class OnnxBackend:
         for index, frame in enumerate(frames):
             h, w = frame.shape[:2]
             ratio = min(height / h, width / w, self.imgsz / max(h, w))
-            new_w, new_h = round(w * ratio), round(h * ratio)
+            new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
             top, left = (height - new_h) // 2, (width - new_w) // 2
             batch[index, top : top + new_h, left : left + new_w] = cv2.resize(
                 frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR

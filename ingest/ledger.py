@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from common import defaults
 from common.backoff import Backoff
@@ -65,6 +66,10 @@ class FrameLedger:
             self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
 
     def add(self, records: list[FrameRecord]) -> None:
+        """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
+        A frame's region of interest is dropped first: no row holds it, and a 256-point polygon made
+        each buffered record ten times its size while Postgres was away."""
+        records = [replace(r, frame=r.frame.model_copy(update={"roi": None})) if r.frame.roi else r for r in records]
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])

@@ -164,3 +164,16 @@ def test_missing_weights_are_a_config_error(tmp_path):
         PlateDetector(DetectorSettings(model_dir=tmp_path))
     with pytest.raises(ConfigError, match="do not exist"):
         PlateDetector(DetectorSettings(model_dir=tmp_path, weights=Path(tmp_path / "mine.pt")))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_a_sliver_of_a_frame_is_detected_with_the_rest_of_its_batch(settings, demo_clip, backend):
+    """A 1x2000 frame (valid JPEG, within the pixel limit) scaled to the detector's size once came out
+    0 pixels tall and crashed the whole batch, every camera's frames in it lost."""
+    path, truth = demo_clip
+    index = truth["boxes"][0]["frame_index"]  # a frame with a plate
+    frame = clip_frames(path, {index})[index]
+    detector = PlateDetector(DetectorSettings(model_dir=settings.model_dir, backend=backend))
+    sliver, post = np.full((1, 2000, 3), 90, np.uint8), np.full((2000, 1, 3), 90, np.uint8)
+    found = detector.detect([sliver, frame, post])
+    assert len(found) == 3 and len(found[0]) == 0 and len(found[2]) == 0 and len(found[1]) >= 1

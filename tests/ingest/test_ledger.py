@@ -87,3 +87,15 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
         assert watermark() is None
     finally:
         pool.close()
+
+
+def test_records_waiting_for_postgres_hold_no_region_of_interest():
+    """No row holds a frame's ROI; a 256-point polygon made each waiting record ten times its size."""
+    from dataclasses import replace
+
+    ledger = FrameLedger(lambda: FrameLog(open_pool("postgresql://x@127.0.0.1:1/none"), 0), Metrics(), capacity=10)
+    polygon = [(float(i), float(i % 7)) for i in range(256)]
+    waiting = replace(record(0), frame=record(0).frame.model_copy(update={"roi": polygon}))
+    ledger.add([waiting, record(1)])  # never started: they wait in the buffer
+    assert [r.frame.roi for r in ledger.buffer] == [None, None]
+    assert [r.frame.frame_id for r in ledger.buffer] == ["cam:1:0", "cam:1:1"]
