@@ -200,6 +200,10 @@ DB_ATTEMPT_S = 2.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+STABLE_STREAM_S = 30.0
+"""A stream connected this long before it dropped or ended starts its reconnection backoff afresh; one
+that drops sooner keeps backing off (a camera closing every connection is not reopened flat out)."""
+
 TARGET_BUSY = 0.8
 """Share of its workers' time a pool should be busy at the current input: `alpr status` sizes pools
 to it, leaving room for bursts."""

@@ -129,10 +129,13 @@ class IngestNode:
 
     def camera_loop(self, camera: CameraConfig) -> None:
         """Sample one camera until its file ends (unless looping), the file fails, or the node stops. A
-        stream that drops is reopened with backoff: one WARNING when lost, one INFO when back."""
+        stream that drops, or ends (a camera closing the connection, or silent past the read timeout), is
+        reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
+        when lost, one INFO when back; a camera that serves a frame per connection is not polled flat out."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         run = CameraRun(camera, int(time.time() * 1000))
         errors = 0
+        connected_at: float | None = None
         while not self.stop.is_set():
             try:
                 source = open_source(camera.source, camera.sample_fps)
@@ -142,19 +145,22 @@ class IngestNode:
                     log.info("camera %s: reconnected after %d failed attempts", camera.id, backoff.failures)
                 else:
                     log.info("camera %s: connected to %s", camera.id, mask_url(camera.source))
-                backoff.reset()
+                if not source.is_stream:
+                    backoff.reset()
+                connected_at = time.monotonic()
                 self.set_state(camera, "connected", errors)
                 self.sample(run, source)
-                for failure in source.failures:
-                    log.warning("camera %s: %s", camera.id, failure)
-                if source.failure_count > len(source.failures):
-                    log.warning("camera %s: %d more frames could not be read", camera.id,
-                                source.failure_count - len(source.failures))  # fmt: skip
+                report_unread(camera, source)
+                if source.is_stream and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
+                    raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
                 if self.stop.is_set() or (not camera.loop and not source.is_stream):
                     self.set_state(camera, "ended", errors)
                     return
                 run.passes += 1
             except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
+                if connected_at is not None and time.monotonic() - connected_at >= defaults.STABLE_STREAM_S:
+                    backoff.reset()  # a drop after a good run starts the backoff afresh; a short one keeps it
+                connected_at = None
                 errors += 1
                 self.metrics.source_errors.labels(camera=camera.id).inc()
                 if not isinstance(error, InputError | OSError) or not is_stream_uri(camera.source):
@@ -297,3 +303,12 @@ class IngestNode:
                 batch = []
             if ended and not batch:
                 return
+
+
+def report_unread(camera: CameraConfig, source: FrameSource) -> None:
+    """One WARNING per frame of a pass that could not be read (as many as the source kept), one for the rest."""
+    for failure in source.failures:
+        log.warning("camera %s: %s", camera.id, failure)
+    if source.failure_count > len(source.failures):
+        log.warning("camera %s: %d more frames could not be read", camera.id,
+                    source.failure_count - len(source.failures))  # fmt: skip

@@ -70,8 +70,12 @@ def write_cameras(path: Path, cameras: list[dict]) -> Path:
 
 
 @contextmanager
-def mjpeg_camera(jpegs: list[bytes], fps: float) -> Iterator[str]:
-    """Serve the JPEGs in a loop as a live multipart/x-mixed-replace stream at `fps`; yields its URL."""
+def mjpeg_camera(
+    jpegs: list[bytes], fps: float, per_connection: int | None = None, connections: list[float] | None = None
+) -> Iterator[str]:
+    """Serve the JPEGs in a loop as a live multipart/x-mixed-replace stream at `fps`; yields its URL.
+    With `per_connection`, each connection is closed after that many frames (a camera that ends its
+    streams); `connections` gets the time of each one opened."""
 
     class Camera(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -79,8 +83,10 @@ def mjpeg_camera(jpegs: list[bytes], fps: float) -> Iterator[str]:
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()
             index = 0
+            if connections is not None:
+                connections.append(time.monotonic())
             try:
-                while True:
+                while per_connection is None or index < per_connection:
                     data = jpegs[index % len(jpegs)]
                     head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
                     self.wfile.write(head + data + b"\r\n")

@@ -148,6 +148,26 @@ def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):
     assert len(frames) == int(match[1]) and all(f.shape == (720, 1280, 3) for f in frames.values())
 
 
+def test_a_camera_that_ends_every_stream_is_reopened_with_backoff_not_flat_out(redis_url, tmp_path, caplog):
+    """A camera that closes each connection after a few frames (as snapshot URLs do) was reopened at once,
+    as if its stream had been a file that ended: polled as fast as it answered, never shown failing."""
+    clip = tmp_path / "cam.mp4"
+    make_clip(clip, ("KPX4721",))
+    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:5]
+    opened: list[float] = []
+    with caplog.at_level(logging.DEBUG), mjpeg_camera(jpegs, fps=10, per_connection=3, connections=opened) as url:
+        cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "snap", "source": url, "sample_fps": 5}])
+        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "5"]) == 0
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("camera snap") and r.levelno >= logging.WARNING
+    ]
+    assert warnings == ["camera snap: the stream ended (closed by the camera, or no frame within the read timeout);"
+                        " reconnecting with backoff"]  # fmt: skip
+    assert 2 <= len(opened) <= 8, opened  # 1 s, 2 s, 4 s apart (FFmpeg may probe twice): not every 0.3 s
+
+
 def test_a_file_read_again_after_a_restart_gets_the_same_frame_ids(redis_url, postgres_url, tmp_path, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     clip = tmp_path / "one.mp4"
