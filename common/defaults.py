@@ -200,6 +200,10 @@ DB_ATTEMPT_S = 2.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+CAMERA_STOP_S = 5.0
+"""How long a stopping ingest node waits for all its camera threads together (one stuck in a read is
+left behind) before it records the frames in hand: well within a supervisor's grace (Docker's 10 s)."""
+
 STABLE_STREAM_S = 30.0
 """A stream connected this long before it dropped or ended starts its reconnection backoff afresh; one
 that drops sooner keeps backing off (a camera closing every connection is not reopened flat out)."""

@@ -262,8 +262,9 @@ class IngestNode:
             self.pack_jobs(threads, time.monotonic() + max_seconds if max_seconds else None)
         finally:
             self.stop.set()
+            deadline = time.monotonic() + defaults.CAMERA_STOP_S  # one wait for all: a supervisor's grace is short
             for thread in threads:
-                thread.join(timeout=5)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.drain_pending()
             self.refresh_depth()  # the last skip counts
             if self.ledger:
