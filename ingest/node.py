@@ -67,7 +67,9 @@ class NodeSummary:
 
 @dataclass
 class CameraRun:
-    """What a camera thread numbers its frames by: the run (streams) or the file and its pass."""
+    """What a camera thread numbers its frames by: the run (streams), the video file and its pass, or
+    each image file of a folder and the pass (a folder's fingerprint and an image's place in it changed
+    whenever a file was added, and stayed when one was overwritten: reads logged twice, or dropped)."""
 
     camera: CameraConfig
     run_ms: int
@@ -76,6 +78,8 @@ class CameraRun:
     tag: str | None = None
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
+        if frame.file_tag is not None:  # an image of a folder: its own file, and the pass
+            return make_frame_id(self.camera.id, f"i{frame.file_tag}", self.passes)
         if self.tag is None:  # a stream: sampled frames numbered within this run
             return make_frame_id(self.camera.id, str(self.run_ms), self.seq)
         return make_frame_id(self.camera.id, f"f{self.tag}:{self.passes}", frame.index)

@@ -8,11 +8,12 @@ noted in the source's failures: not fatal."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -149,6 +150,8 @@ class SampledFrame:
     index: int
     source_time_s: float
     image: np.ndarray
+    file_tag: str | None = field(default=None, compare=False)
+    """An image file's own fingerprint (file_tag): its frame id, whatever else the folder holds."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,18 @@ class UnreadFrame:
     source_time_s: float
     problem: FrameProblem
     detail: str
+    file_tag: str | None = field(default=None, compare=False)
+
+
+def file_tag(path: Path) -> str:
+    """A short fingerprint of one file (path, size, modification time): the same image read again gives
+    the same frame id, one replaced in place a new one, files added or removed around it change neither."""
+    try:
+        status = path.stat()
+        identity = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}"
+    except OSError:  # gone or unreachable: it will be an unread frame, named by its path alone
+        identity = str(path.absolute())
+    return hashlib.sha1(identity.encode()).hexdigest()[:12]
 
 
 MAX_FAILURES_KEPT = 20
@@ -223,11 +238,11 @@ class ImageFolderSource(FrameSource):
 
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         for index, path in enumerate(self.paths):
-            time_s = index / self.sample_fps
+            time_s, tag = index / self.sample_fps, file_tag(path)
             try:
-                yield SampledFrame(index, time_s, read_image(path, self.max_pixels))
+                yield SampledFrame(index, time_s, read_image(path, self.max_pixels), tag)
             except UnreadableFrameError as error:
-                yield self.unread(index, time_s, error, f"image {mask_url(str(path))}")
+                yield replace(self.unread(index, time_s, error, f"image {mask_url(str(path))}"), file_tag=tag)
 
 
 class VideoSource(FrameSource):

@@ -168,6 +168,41 @@ def test_a_camera_that_ends_every_stream_is_reopened_with_backoff_not_flat_out(r
     assert 2 <= len(opened) <= 8, opened  # 1 s, 2 s, 4 s apart (FFmpeg may probe twice): not every 0.3 s
 
 
+def test_an_image_keeps_its_frame_id_whatever_else_its_folder_gains_and_a_replaced_one_gets_a_new_one(
+    redis_url, tmp_path
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shades = {"b.jpg": 60, "d.jpg": 90, "f.jpg": 120}
+    for name, shade in shades.items():
+        (folder / name).write_bytes(encode_jpeg(np.full((120, 160, 3), shade, np.uint8), 90))
+    cameras = write_cameras(tmp_path / "cameras.yaml",
+                            [{"id": "cam", "source": str(folder), "sample_fps": 5, "realtime": False}])  # fmt: skip
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+
+    def frame_ids() -> dict[str, str]:
+        """Each queued frame's id, by the image it holds (told apart by its shade)."""
+        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url]) == 0
+        refs = [f for i in detect.get_job_ids() if (job := detect.fetch_job(i)) for f in job.args[0]["frames"]]
+        detect.empty()
+        store = FrameStore(connection, 60)
+        by_shade = {int(store.get_many([f["key"]])[f["key"]].mean().round()): f["frame_id"] for f in refs}  # type: ignore[union-attr]
+        return {name: by_shade[shade] for name, shade in shades.items() if shade in by_shade}
+
+    first = frame_ids()
+    (folder / "a.jpg").write_bytes(encode_jpeg(np.full((120, 160, 3), 30, np.uint8), 90))  # sorts first
+    shades["a.jpg"] = 30
+    second = frame_ids()
+    assert {k: second[k] for k in first} == first  # the same images, the same ids: nothing logged twice
+    time.sleep(0.01)
+    (folder / "d.jpg").write_bytes(encode_jpeg(np.full((120, 160, 3), 200, np.uint8), 80))  # replaced in place
+    shades["d.jpg"] = 200
+    third = frame_ids()
+    assert third["d.jpg"] not in second.values()  # a new image: a new id, its reads not dropped as a repeat
+    assert third["b.jpg"] == first["b.jpg"] and third["f.jpg"] == first["f.jpg"]
+
+
 def test_a_file_read_again_after_a_restart_gets_the_same_frame_ids(redis_url, postgres_url, tmp_path, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     clip = tmp_path / "one.mp4"
