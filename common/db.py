@@ -80,8 +80,7 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path
     (the reads are plates, times and places); returns the number of rows."""
     count = 0
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plates: for its owner only
-    if os.path.isfile(path):
-        os.fchmod(descriptor, 0o600)  # a file that was there keeps no wider mode
+    os.fchmod(descriptor, 0o600)  # also a file that was there before, whatever its mode
     with open(descriptor, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()

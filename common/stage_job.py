@@ -48,7 +48,7 @@ class StageJob(Job):
         MAX_JOB_DATA_BYTES, compressed or once decompressed (RQ would decompress a zlib bomb whole).
         The retries a hash asks for are held to the chain's own (JOB_RETRIES, no waits between)."""
         self.unreadable = None
-        raw_data, oversized = bounded_data(raw_data)
+        oversized = oversized_field(raw_data)
         try:
             if oversized:
                 raise ValueError(oversized)
@@ -150,26 +150,22 @@ BOUNDED_FIELDS = ("data", "exc_info")
 """The fields of a job hash RQ's restore decompresses (zlib), each held to MAX_JOB_DATA_BYTES."""
 
 
-def bounded_data(raw_data: dict[Any, Any]) -> tuple[dict[Any, Any], str | None]:
-    """A job hash whose data and exc_info RQ can decompress within MAX_JOB_DATA_BYTES each, and None;
-    or the hash and why not. zlib data is decompressed here with a bound and handed on compressed
-    again, so RQ's one `zlib.decompress` gives exactly what was checked (not a second layer). Data that
-    is not zlib, or not whole, goes on as it is: RQ reads it raw."""
-    bounded = dict(raw_data)
+def oversized_field(raw_data: dict[Any, Any]) -> str | None:
+    """Why RQ must not restore this job hash: a field it decompresses (data, exc_info) over
+    MAX_JOB_DATA_BYTES, compressed or once decompressed (checked here with a bound; RQ's one
+    `zlib.decompress` then gives exactly what was checked, a second layer inside staying compressed);
+    None when every one fits. Data that is not zlib is what RQ reads raw, held to the bound as it is."""
     for name in BOUNDED_FIELDS:
-        key = next((k for k in raw_data if k in (name, name.encode())), None)
-        value = raw_data.get(key) if key is not None else None
+        value = next((v for k, v in raw_data.items() if k in (name, name.encode())), None)
         if not isinstance(value, bytes):
             continue
         if len(value) > defaults.MAX_JOB_DATA_BYTES:
-            return raw_data, f"{name} over {defaults.MAX_JOB_DATA_BYTES} bytes"
+            return f"{name} over {defaults.MAX_JOB_DATA_BYTES} bytes"
         inflate = zlib.decompressobj()
         try:
             plain = inflate.decompress(value, defaults.MAX_JOB_DATA_BYTES + 1)
         except zlib.error:
             continue
         if len(plain) > defaults.MAX_JOB_DATA_BYTES or inflate.unconsumed_tail:
-            return raw_data, f"{name} decompresses to over {defaults.MAX_JOB_DATA_BYTES} bytes"
-        if inflate.eof:
-            bounded[key] = zlib.compress(plain)
-    return bounded, None
+            return f"{name} decompresses to over {defaults.MAX_JOB_DATA_BYTES} bytes"
+    return None
