@@ -49,7 +49,8 @@ class Metrics:
             "alpr_frames_ingested", "Frames sampled and queued, per camera.", ["camera"], registry=r
         )
         self.frames_skipped = Counter(
-            "alpr_frames_skipped", "Frames sampled but not queued, per camera and reason.", ["camera", "reason"],
+            "alpr_frames_skipped", "Frames sampled but not queued, detected or read, per camera and reason.",
+            ["camera", "reason"],
             registry=r,
         )  # fmt: skip
         self.source_errors = Counter("alpr_source_errors", "Source open/read failures.", ["camera"], registry=r)

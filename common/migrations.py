@@ -153,5 +153,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX alert_deliveries_due ON alert_deliveries (next_attempt_at) WHERE status IN ('pending', 'sending');
         """,
     ),
+    (
+        8,
+        """
+        ALTER TABLE frames DROP CONSTRAINT frames_read_outcome_known;
+        ALTER TABLE frames ADD CONSTRAINT frames_read_outcome_known
+            CHECK (read_outcome IN ('pending', 'done', 'expired', 'lost', 'refused'));
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""

@@ -1,8 +1,8 @@
 """The OCR pool's edge: takes an OCR job (queued by the detector beside the redact job: the frames
 with plate crops to read, their boxes and the crops' keys), reads each frame's crops with the one
 read step (`PlateReader.read_plates`), logs the reads to Postgres in one transaction, records in the
-frames log how each frame's reads ended (done, or expired: a crop was gone) with its time on the
-frame, and deletes the crops (no other stage needs them)."""
+frames log how each frame's reads ended (done; expired: a crop was gone; refused: a plate region this
+worker does not know) with its time on the frame, and deletes the crops (no other stage needs them)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,13 @@ class OcrStage:
         self.metrics = metrics
         self.readers: dict[str, PlateReader] = {}
 
-    def reader(self, region: str) -> PlateReader:
-        """One reader per plate region, made on first use and kept."""
+    def reader(self, region: str) -> PlateReader | None:
+        """One reader per plate region, made on first use and kept; None for a region this worker does
+        not know (a newer ingest node's, during an upgrade): the frame's fault, not its job's."""
         if region not in self.readers:
-            if region not in load_regions():  # the job's fault, for good; a broken model stays the worker's
-                raise InputError(f"unknown plate region {region!r}; known: {', '.join(sorted(load_regions()))}")
-            self.readers[region] = self.make_reader(region)
+            if region not in load_regions():
+                return None
+            self.readers[region] = self.make_reader(region)  # a broken model stays the worker's fault
         return self.readers[region]
 
     def maintain(self) -> None:
@@ -64,11 +65,16 @@ class OcrStage:
         for item in job.frames:
             start = time.perf_counter()
             to_read = [p for p in item.plates if p.crop_key]  # the plates to read: in the ROI, not nested
+            reader = self.reader(item.frame.region)
+            if reader is None:
+                outcomes.append(self.refuse(item.frame))
+                logged.append((item.frame, []))
+                continue
             outcomes.append("expired" if any(p.crop_key not in crops for p in to_read) else "done")
             if outcomes[-1] == "expired":
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             with self.metrics.core_cpu(self.name):
-                reads = self.reader(item.frame.region).read_plates(
+                reads = reader.read_plates(
                     [crops.get(p.crop_key or "") for p in to_read], [(p.box_xyxy, p.confidence) for p in to_read]
                 )
             logged.append((item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads))
@@ -83,6 +89,15 @@ class OcrStage:
         self.store.delete_many(crop_keys)
         plates = sum(len(reads) for _, reads in logged)
         return StageResult(frames=len(job.frames), plates=plates, reads_logged=new)
+
+    def refuse(self, frame: FrameRef) -> ReadOutcome:
+        """A frame whose plate region this worker does not know: warned, counted and recorded as refused;
+        the rest of its job is read."""
+        known = ", ".join(sorted(load_regions()))
+        log.warning("frame %s of camera %s: unknown plate region %r (this OCR worker knows %s): its plates are"
+                    " not read", frame.frame_id, frame.camera_id, frame.region, known)  # fmt: skip
+        self.metrics.frames_skipped.labels(camera=frame.camera_id, reason="unknown_region").inc()
+        return "refused"
 
     def decode_crops(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""

@@ -2,7 +2,8 @@
 `alpr worker ocr` / `alpr worker redact` bursts: OCR and redaction of a batch run side by side in
 either order; the reads are logged with the frame's stage timings, the OCR time reaches the frame's
 row whichever stage finishes first, each stage records its own outcome (the frame's is the redactor's,
-its reads' the OCR pool's; reads no OCR job records end lost), and the crops are deleted."""
+its reads' the OCR pool's; reads no OCR job records end lost, and a frame of a region the pool does
+not know is refused alone), and the crops are deleted."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from common.frame_log import FrameLog
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
-from common.stage_job import PERMANENT
 from tests.helpers import clip_frames
 
 PLATE = "KPX4721"
@@ -75,39 +75,41 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
     assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone
 
 
-def test_a_job_naming_an_unknown_plate_region_fails_for_good_and_its_reads_end_lost(
-    redis_url, postgres_url, settings, tmp_path, monkeypatch
+def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_read(
+    redis_url, postgres_url, settings, plate_frame, tmp_path, monkeypatch, caplog
 ):
+    """A newer ingest node's region (an upgrade under way) fails that frame's reads, recorded as refused,
+    not the whole job with other cameras' frames in it; reads that no OCR job records end lost."""
     monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)
-    crop = frame_key("cam:1:0:plate0")
-    FrameStore(connection, 600).put_many([
-        (crop, encode_jpeg(np.full((40, 120, 3), 200, np.uint8), 95)),
-        (frame_key("cam:1:0"), encode_jpeg(np.full((360, 640, 3), 100, np.uint8), 90)),
-    ])  # fmt: skip
-    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
-                     source_time_s=0.0, key=frame_key("cam:1:0"), region="zz")  # fmt: skip
-    plate = PlateBox(box_xyxy=(0, 0, 120, 40), confidence=0.9, crop_key=crop)
+    image, box = plate_frame
+    detected = []
+    for camera, region in (("new", "zz"), ("cam", "us"), ("late", "us")):
+        frame = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=22, captured_at_s=time.time(),
+                         source_time_s=4.4, key=frame_key(f"{camera}:1:0"), region=region)  # fmt: skip
+        crop_key = frame_key(f"{camera}:1:0:plate0")
+        FrameStore(connection, 600).put_many([
+            (frame.key, encode_jpeg(image, 95)), (crop_key, encode_jpeg(geometry.crop(image, box, 0.08), 95)),
+        ])  # fmt: skip
+        detected.append(DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)]))
     ocr = stage_queue(connection, "ocr")
-    job_id = enqueue(ocr, OcrJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[plate])]), 60)
+    job_id = enqueue(ocr, OcrJob(batch_id="b", frames=detected[:2]), 60)  # "late": its OCR job never ran
+    enqueue(stage_queue(connection, "redact"), RedactJob(batch_id="b", frames=detected), 60)
     burst("ocr", redis_url, postgres_url, settings, tmp_path)
     job = ocr.fetch_job(job_id)
-    assert job is not None and job.meta[PERMANENT].startswith("rejected: unknown plate region 'zz'")
-    assert job.retries_left == 2 and FailedJobRegistry(queue=ocr).get_job_ids() == [job_id]
-    # redaction does not wait for reading: the frame is done, its reads pending, and then swept as lost
-    enqueue(
-        stage_queue(connection, "redact"),
-        RedactJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[plate])]),
-        60,
-    )
+    assert job is not None and job.is_finished and FailedJobRegistry(queue=ocr).get_job_ids() == []
+    assert "unknown plate region 'zz'" in caplog.text and "frame new:1:0 of camera new" in caplog.text
     burst("redact", redis_url, postgres_url, settings, tmp_path)
+    with psycopg.connect(postgres_url) as db:
+        reads = db.execute("SELECT camera_id, plate_text FROM plate_reads").fetchall()
+    assert reads == [("cam", PLATE)]
     pool = open_pool(postgres_url)
     try:
         frame_log = FrameLog(pool, patience_s=0)
-        assert frame_log.read_outcome_counts() == {"cam": {"pending": 1}}
+        assert frame_log.outcome_counts() == {"new": {"done": 1}, "cam": {"done": 1}, "late": {"done": 1}}
         assert frame_log.sweep_lost(older_than_s=0.0) == (0, 1)
-        assert frame_log.outcome_counts() == {"cam": {"done": 1}}
-        assert frame_log.read_outcome_counts() == {"cam": {"lost": 1}}
+        assert frame_log.read_outcome_counts() == {"new": {"refused": 1}, "cam": {"done": 1}, "late": {"lost": 1}}
     finally:
         pool.close()
+    assert connection.keys("alpr:frame:new:*") == []  # the refused frame's crop is deleted with the rest
