@@ -113,10 +113,22 @@ def check_source(uri: str) -> None:
         raise InputError(f"source {shown} is neither a regular file nor a folder")
 
 
+def is_image_entry(path: Path) -> bool:
+    """An image folder's entry to read: named by IMAGE_SUFFIXES and a regular file, or one that cannot be
+    looked at (a link into a folder the node may not enter): reading it records why it gave no frame,
+    where letting its error out would stop the whole camera."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        return path.is_file()
+    except OSError:
+        return True
+
+
 def check_image_folder(folder: Path, shown: str) -> None:
     """The folder can be listed and holds at least one image file (by suffix); `shown` is its masked name."""
     try:
-        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.iterdir())
+        has_images = any(is_image_entry(p) for p in folder.iterdir())
     except OSError as error:
         raise InputError(f"image folder {shown} cannot be listed: {error.strerror or error}") from None
     if not has_images:
@@ -228,7 +240,7 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         super().__init__(uri, sample_fps, max_pixels)
-        self.paths = sorted(p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.paths = sorted(p for p in Path(uri).iterdir() if is_image_entry(p))
         if not self.paths:
             raise InputError(f"image folder {mask_url(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 

@@ -274,6 +274,17 @@ def test_check_source_reports_a_read_refused_by_the_system(tmp_path, demo_clip, 
         check_source(str(folder))
 
 
+def test_an_entry_that_cannot_be_looked_at_is_an_unread_frame_not_a_failed_camera(tmp_path):
+    """A link whose target cannot be looked at (its name too long here; a folder the node may not enter,
+    for a non-root node) made the folder's listing raise: the camera failed, every image unread."""
+    folder = make_folder(tmp_path, 0)
+    (folder / "000.jpg").symlink_to("a" * 300)  # stat: File name too long, as root too
+    check_source(str(folder))
+    samples = list(ImageFolderSource(str(folder), 5.0).samples())
+    assert [type(s) for s in samples] == [UnreadFrame, SampledFrame]
+    assert isinstance(samples[0], UnreadFrame) and "File name too long" in samples[0].detail
+
+
 def test_a_source_keeps_a_bounded_list_of_failures_and_counts_them_all(tmp_path):
     from ingest.sources import MAX_FAILURES_KEPT
 
