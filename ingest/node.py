@@ -47,6 +47,10 @@ from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri
 
 log = logging.getLogger(__name__)
 
+PENDING_WAIT_S = 0.5
+"""How long a file camera's frame waits at a time for room among the frames to pack (stop is checked
+between waits)."""
+
 
 def source_tag(uri: str) -> str:
     """A short fingerprint of a file or folder source (path, size, modification time): the same file
@@ -103,7 +107,11 @@ class IngestNode:
         self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
         self.stop = threading.Event()
+        self.intake = threading.Condition()  # guards `closed` and `in_flight`
+        self.closed = False  # pending drained: a camera thread that outlived the stop samples nothing more
+        self.in_flight = 0  # camera threads between sampling a frame and handing it on
         self.depth = 0
+        self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
@@ -189,30 +197,50 @@ class IngestNode:
                 return
             if camera.realtime and not source.is_stream:
                 self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic()))
-            frame_id = run.frame_id(frame)
-            ref = FrameRef(
-                frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-                captured_at_s=time.time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
-                region=camera.region, roi=camera.roi,
-            )  # fmt: skip
-            run.seq += 1
-            if self.ledger:
-                self.ledger.sampled(ref)
-            if isinstance(frame, UnreadFrame):
-                self.unread(ref, frame)
-                continue
-            if self.depth >= self.settings.max_queue_depth:
-                self.skip(ref, "backpressure")
-                continue
+            with self.intake:
+                if self.closed:  # this thread outlived the node's stop wait: its frame is never sampled
+                    return
+                self.in_flight += 1
             try:
-                data = encode_jpeg(frame.image, self.settings.jpeg_quality)
-            except InputError:  # an image no JPEG can hold: recorded, the camera goes on
-                self.skip(ref, "unencodable")
-                continue
+                self.hand_on(run, source, frame)
+            finally:
+                with self.intake:
+                    self.in_flight -= 1
+                    self.intake.notify_all()
+
+    def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
+        """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame
+        finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
+        the camera; a file's waits for room (nothing is lost by waiting) unless the node stops."""
+        camera = run.camera
+        frame_id = run.frame_id(frame)
+        ref = FrameRef(
+            frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
+            captured_at_s=time.time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
+            region=camera.region, roi=camera.roi,
+        )  # fmt: skip
+        run.seq += 1
+        if self.ledger:
+            self.ledger.sampled(ref)
+        if isinstance(frame, UnreadFrame):
+            self.unread(ref, frame)
+            return
+        if self.depth >= self.settings.max_queue_depth:
+            self.skip(ref, "backpressure")
+            return
+        try:
+            data = encode_jpeg(frame.image, self.settings.jpeg_quality)
+        except InputError:  # an image no JPEG can hold: recorded, the camera goes on
+            self.skip(ref, "unencodable")
+            return
+        while True:
             try:
-                self.pending.put((ref, data), timeout=1.0)
+                self.pending.put((ref, data), block=not source.is_stream, timeout=PENDING_WAIT_S)
+                return
             except queue.Full:
-                self.skip(ref, "node_busy")
+                if source.is_stream or self.stop.is_set():
+                    self.skip(ref, "node_busy" if source.is_stream else "node_stopped")
+                    return
 
     def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
@@ -224,13 +252,17 @@ class IngestNode:
                 enqueue(self.detect_queue, job, self.settings.job_timeout_s)
                 break
             except redis.RedisError as error:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.stop.set()  # --max-seconds holds while Redis is away
                 if self.stop.is_set():
                     for ref, _ in batch:  # never queued: recorded as skipped, not left pending
                         self.skip(ref, "redis_unavailable")
                     return
                 delay = backoff.next_delay()
                 log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
-                self.stop.wait(delay)
+                self.stop.wait(
+                    delay if self.deadline is None else min(delay, max(0.0, self.deadline - time.monotonic()))
+                )
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
         with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
@@ -262,8 +294,9 @@ class IngestNode:
             self.ledger.start()
         for thread in threads:
             thread.start()
+        self.deadline = time.monotonic() + max_seconds if max_seconds else None
         try:
-            self.pack_jobs(threads, time.monotonic() + max_seconds if max_seconds else None)
+            self.pack_jobs(threads)
         finally:
             self.stop.set()
             deadline = time.monotonic() + defaults.CAMERA_STOP_S  # one wait for all: a supervisor's grace is short
@@ -276,7 +309,12 @@ class IngestNode:
         return self.summary
 
     def drain_pending(self) -> None:
-        """Frames sampled but never packed into a job (the node stopping): recorded as skipped."""
+        """Frames sampled but never packed into a job (the node stopping): recorded as skipped. Camera
+        threads still alive (stuck in a read past the stop wait) sample nothing after this; one handing
+        a frame on is waited for (it takes at most PENDING_WAIT_S)."""
+        with self.intake:
+            self.closed = True
+            self.intake.wait_for(lambda: self.in_flight == 0, timeout=2 * PENDING_WAIT_S)
         while True:
             try:
                 ref, _ = self.pending.get_nowait()
@@ -284,7 +322,7 @@ class IngestNode:
                 return
             self.skip(ref, "node_stopped")
 
-    def pack_jobs(self, cameras: list[threading.Thread], deadline: float | None) -> None:
+    def pack_jobs(self, cameras: list[threading.Thread]) -> None:
         """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
         has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended."""
         batch: list[tuple[FrameRef, bytes]] = []
@@ -292,7 +330,7 @@ class IngestNode:
         wait_s = self.settings.max_batch_wait_ms / 1000
         while True:
             now = time.monotonic()
-            if deadline and now >= deadline:
+            if self.deadline is not None and now >= self.deadline:
                 self.stop.set()
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()

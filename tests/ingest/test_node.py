@@ -1,11 +1,13 @@
 """The ingest node against a private Redis and the real Postgres: every sampled frame of an image
 folder ends with a row in the frames log and a count in the metrics, the undecodable and the
-oversized ones included, and a FIFO named like an image does not hold the camera."""
+oversized ones included, and a FIFO named like an image does not hold the camera; a live camera's
+capture keeps pace while the node cannot hand its frames on (Redis down)."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -13,15 +15,19 @@ import numpy as np
 import psycopg
 
 from alpr.cli import main
+from alpr.democlip import make_clip
 from common import defaults
 from common.config import Settings
 from common.db import open_pool
 from common.frame_log import FrameLog
+from common.frame_store import encode_jpeg
 from common.metrics import Metrics
 from common.queues import connect_redis
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
+from ingest.sources import open_source
+from tests.helpers import mjpeg_camera
 from tests.ingest.helpers import release_fifo
 
 
@@ -73,3 +79,60 @@ def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tm
     assert sample("alpr_frames_ingested_total", {"camera": "cam"}) == 1
     assert sample("alpr_frames_corrupt_total", {"stage": "ingest"}) == 2
     assert sample("alpr_frames_skipped_total", {"camera": "cam", "reason": "too_large"}) == 1
+
+
+def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames_on(redis_server, tmp_path):
+    """With Redis gone, packing waits out the outage and the frames to pack fill up. A stream's frame
+    then waited a second for room before being skipped: capture fell to one frame a second, the stream
+    backed up in its buffer and the frames sampled after were stale. Now each is skipped at once
+    (node_busy) and capture keeps the camera's pace."""
+    clip = tmp_path / "cam.mp4"
+    make_clip(clip, ("KPX4721",))
+    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
+    connection = connect_redis(redis_server.url)
+    settings = Settings.load({}, redis_url=redis_server.url, frames_per_job=1, max_batch_wait_ms=50)
+    metrics = Metrics()
+    with mjpeg_camera(jpegs, fps=10) as url:
+        node = IngestNode([CameraConfig(id="live", source=url, sample_fps=5)], settings, connection, connection,
+                          metrics, None)  # fmt: skip
+        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 8.0}, daemon=True)
+        runner.start()
+        time.sleep(2.0)
+        assert node.summary.ingested["live"] >= 3  # connected and queuing
+        redis_server.stop()
+        runner.join(30)
+    assert not runner.is_alive()
+    busy = metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "live", "reason": "node_busy"})
+    assert busy is not None and busy >= 12, busy  # ~6 s down at 5 a second, less the few frames held
+
+
+def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_when_the_node_stops(
+    redis_server, postgres_url, tmp_path
+):
+    """A file's frames wait for room among the frames to pack (nothing is lost by waiting) rather than
+    being skipped after a second; when the node stops with Redis away, each frame sampled is recorded
+    (the ones held as skipped), none left waiting after the drain."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for index in range(40):
+        cv2.imwrite(str(folder / f"{index:03d}.jpg"), np.full((48, 64, 3), index * 5, np.uint8))
+    connection = connect_redis(redis_server.url)
+    redis_server.stop()
+    settings = Settings.load({}, redis_url=redis_server.url, database_url=postgres_url, frames_per_job=1)
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+    camera = CameraConfig(id="files", source=str(folder), realtime=False)
+    node = IngestNode([camera], settings, connection, connection, metrics, ledger)
+    summary = node.run(max_seconds=3.0)
+    assert summary.ingested["files"] == 0 and node.pending.empty()
+    assert all(not frames for frames in ledger.outstanding.values())  # every frame sampled has its row
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT frame_index, outcome, detail FROM frames ORDER BY frame_index").fetchall()
+    assert [index for index, _, _ in rows] == list(range(len(rows))) and 4 <= len(rows) < 40
+    assert {(outcome, detail) for _, outcome, detail in rows} <= {("skipped", "node stopped"),
+                                                                   ("skipped", "redis unavailable")}  # fmt: skip
+    assert (
+        metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "files", "reason": "node_busy"})
+        is None
+    )
