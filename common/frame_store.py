@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -111,6 +111,23 @@ class FrameStore:
             return {}
         values: list[bytes | None] = self._through_outage(lambda: self.redis.mget(list(keys)))  # type: ignore[arg-type, return-value]
         return dict(zip(keys, values, strict=True))
+
+    def get_jpegs_and_ttls(self, keys: Sequence[str]) -> tuple[dict[str, bytes | None], dict[str, float | None]]:
+        """The stored JPEG bytes by key (None where expired) and, in the same round trip, the seconds each
+        has left to live (None where expired or without a TTL): a frame's age on Redis's own clock."""
+        if not keys:
+            return {}, {}
+
+        def fetch() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.mget(list(keys))
+            for key in keys:
+                pipe.pttl(key)
+            return pipe.execute()
+
+        values, *ttls_ms = self._through_outage(fetch)
+        ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in ttls_ms]
+        return dict(zip(keys, values, strict=True)), dict(zip(keys, ttls, strict=True))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:

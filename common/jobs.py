@@ -116,12 +116,24 @@ class DetectedFrame(Strict):
 
 
 class DetectJob(Strict):
-    """Ingest → detector: a batch of frames to find plates in."""
+    """Ingest → detector: a batch of frames to find plates in. A frame's age is read on one clock at a
+    time, so a worker whose clock differs from the ingest host's judges it right: the ingest host's from
+    capture to `stored_at_s`, then Redis's (the frame's remaining TTL against `frame_ttl_s`)."""
 
     v: Literal[2] = SCHEMA_VERSION
     stage: Literal["detect"] = "detect"
     batch_id: str = Field(pattern=ID_PATTERN)
     frames: list[FrameRef] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
+    stored_at_s: float | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="when the ingest host stored them")
+    frame_ttl_s: int | None = Field(None, ge=1, le=MAX_BIGINT, description="the TTL they were stored with, s")
+
+    def age_s(self, frame: FrameRef, remaining_ttl_s: float | None, now_s: float) -> float:
+        """`frame`'s age: capture to store on the ingest host's clock, store to now on Redis's (by its
+        remaining TTL); `now_s` less its capture time where the job or Redis cannot say (a job of an
+        older ingest node, or a key without a TTL)."""
+        if self.stored_at_s is None or self.frame_ttl_s is None or remaining_ttl_s is None:
+            return now_s - frame.captured_at_s
+        return max(0.0, self.stored_at_s - frame.captured_at_s) + max(0.0, self.frame_ttl_s - remaining_ttl_s)
 
 
 class OcrJob(Strict):

@@ -1,11 +1,11 @@
-"""The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames
-in one round trip, runs one batched inference, stores the crop of each plate inside the camera's
-region of interest (small, with the frame's TTL) so the OCR pool need not fetch and decode whole
-frames, and hands the batch on twice, at once: the OCR job (the frames with crops to read) and the
-redact job (every frame, with every box: all of them are blurred), so hiding plates never waits for
-reading them. A frame that expired, that does not decode, or that is older than the maximum age is
-not detected: it travels on with its outcome, for the redactor to record, and the rest of the job
-goes on."""
+"""The detector pool's edge: takes a detect job (a batch of frame references), fetches the frames in one
+round trip, runs one batched inference, stores the crop of each plate inside the camera's region of
+interest (small, with the frame's TTL) so the OCR pool need not fetch and decode whole frames, and hands
+the batch on twice, at once: the OCR job (the frames with crops to read) and the redact job (every
+frame, with every box: all of them are blurred), so hiding plates never waits for reading them. A frame
+that expired, that does not decode, or that is older than the maximum age (on the ingest host's clock
+until stored, then Redis's: DetectJob.age_s) is not detected: it travels on with its outcome, for the
+redactor to record, and the rest of the job goes on."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class DetectStage:
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, DetectJob)
-        jpegs = self.store.get_jpegs([f.key for f in job.frames])
+        jpegs, remaining_ttls = self.store.get_jpegs_and_ttls([f.key for f in job.frames])
         now = time.time()
         images: dict[str, np.ndarray] = {}
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
@@ -62,7 +62,7 @@ class DetectStage:
             data = jpegs[ref.key]
             if data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
-            elif now - ref.captured_at_s > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
+            elif job.age_s(ref, remaining_ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:
                 try:

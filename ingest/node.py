@@ -244,9 +244,10 @@ class IngestNode:
 
     def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
-        job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch])
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         while True:
+            job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
+                            stored_at_s=time.time(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
             try:
                 self.store.put_many([(ref.key, data) for ref, data in batch])
                 enqueue(self.detect_queue, job, self.settings.job_timeout_s)
