@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from common.config import Settings
+from common.credentials import mask_url
 from common.errors import InputError
 from common.plate_log import PlateLog, export_csv, open_plate_log
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
@@ -49,9 +51,9 @@ def safe_camera_id(name: str) -> str:
 
 def default_camera_id(source: str) -> str:
     """The camera id `alpr run` gives a source without --camera-id: a file's or folder's name, or a
-    stream's host, port and last path part: never the URL's user, password or query
-    (rtsp://admin:pw@10.0.0.5:554/live/main -> 10.0.0.5_554_live_main; two streams told apart only
-    by their query need --camera-id)."""
+    stream's host, port and path, never the URL's user or password (rtsp://admin:pw@10.0.0.5:554/live/main
+    -> 10.0.0.5_554_live_main); a query adds a short digest of itself with its credentials masked, so
+    two channels of one recorder (`?channel=1`, `?channel=2`) are two cameras and a token is not in it."""
     from ingest.sources import is_stream_uri
 
     if not is_stream_uri(source):
@@ -62,7 +64,9 @@ def default_camera_id(source: str) -> str:
     except ValueError:
         port = ""
     path = parts.path.strip("/").replace("/", "_")
-    return safe_camera_id("_".join(p for p in (parts.hostname or "", port, path) if p))
+    name = safe_camera_id("_".join(p for p in (parts.hostname or "", port, path) if p))
+    query = urlsplit(mask_url(source)).query
+    return f"{name[:56]}_q{hashlib.sha1(query.encode()).hexdigest()[:6]}" if query else name
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

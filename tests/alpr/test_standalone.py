@@ -1,5 +1,6 @@
 """The standalone pipeline end to end through the `alpr` command, on the synthetic clip."""
 
+import hashlib
 import json
 import sqlite3
 
@@ -196,7 +197,10 @@ def test_the_run_logs_one_sighting_per_car_with_its_plate_and_a_blurred_snapshot
     [
         ("rtsp://admin:hunter2@10.0.0.5", "10.0.0.5"),
         ("rtsp://admin:hunter2@cam.local:554/live/main", "cam.local_554_live_main"),
-        ("http://cam/video.cgi?user=admin&pwd=hunter2", "cam_video.cgi"),
+        (
+            "http://cam/video.cgi?user=admin&pwd=hunter2",
+            "cam_video.cgi_q" + hashlib.sha1(b"user=admin&pwd=***").hexdigest()[:6],
+        ),
         ("rtsp://admin@site:hunter2@10.0.0.5/s1", "10.0.0.5_s1"),
         ("/videos/gate 2.mp4", "gate_2"),
     ],
@@ -205,6 +209,15 @@ def test_a_camera_id_made_of_a_url_holds_no_credential(source, camera_id):
     from alpr.commands import default_camera_id
 
     assert default_camera_id(source) == camera_id
+
+
+def test_two_channels_of_one_recorder_are_two_cameras_and_their_token_changes_neither():
+    from alpr.commands import default_camera_id
+
+    one, two = (default_camera_id(f"rtsp://nvr:554/cam/realmonitor?channel={c}&token=s3cret") for c in (1, 2))
+    assert one != two and one.startswith("nvr_554_cam_realmonitor_q")
+    assert default_camera_id("rtsp://nvr:554/cam/realmonitor?channel=1&token=other") == one
+    assert len(default_camera_id("rtsp://nvr/" + "p" * 80 + "?channel=1")) == 64  # the digest kept whole
 
 
 def test_argument_errors_mask_the_passwords_they_quote(capsys):
