@@ -26,11 +26,11 @@ from ocr_worker.core import OcrSettings, PlateReader
 log = logging.getLogger(__name__)
 
 
-def build_detector(settings: Settings) -> PlateDetector:
-    """The detector, on the device asked for: a CUDA device the backend cannot use is an error here,
-    not a quiet fall-back to the CPU."""
+def build_detector(settings: Settings, kind: type[PlateDetector] = PlateDetector) -> PlateDetector:
+    """The detector (of `kind`, a PlateDetector or one that extends it), on the device asked for: a
+    CUDA device the backend cannot use is an error here, not a quiet fall-back to the CPU."""
     check_device(settings.detector_backend, settings.detector_device)
-    detector = PlateDetector(
+    detector = kind(
         DetectorSettings(
             model_dir=settings.model_dir,
             weights=settings.detector_weights,

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import alpr.calibrate as calibrate_module
-from common.config import Settings
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
 from ocr_worker.core import PlateReader
 from ocr_worker.ppocr_engine import bundled_model_path
@@ -27,10 +26,10 @@ def test_the_weight_with_most_exact_reads_is_chosen(exact, chosen):
     assert calibrate_module.choose_format_weight(exact) == chosen
 
 
-def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch):
+def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch, settings):
     rng = np.random.default_rng(0)
 
-    def collect(roots, settings, weight, sources):  # more exact reads at 0.5; confidence predicts exactness
+    def collect(roots, settings, weight, sources, detector):  # more exact reads at 0.5; confidence predicts exactness
         right = 140 if weight == 0.5 else 120
         y = np.array([1.0] * right + [0.0] * (200 - right))
         x = np.column_stack([y * 2 - 1 + rng.normal(0, 0.5, 200), np.zeros((200, len(FEATURES) - 1))])
@@ -43,7 +42,7 @@ def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypa
     model_file = tmp_path / "plate_folds234.onnx"
     model_file.write_bytes(b"a model")
     sources = [calibrate_module.UnseenReads.parse(f"{model_file}:0,1"), calibrate_module.UnseenReads.parse("default:0")]
-    entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out, sources)
+    entry = calibrate_module.calibrate([tmp_path], settings, out, sources)
     shipped = hashlib.sha256(bundled_model_path("plate").read_bytes()).hexdigest()
     assert entry["reads"] == [
         {"model": "plate_folds234.onnx", "sha256": hashlib.sha256(b"a model").hexdigest(), "folds": [0, 1]},
@@ -75,6 +74,22 @@ def test_collect_gives_the_features_of_the_read_each_image_ends_with(datasets_di
     assert list(y) == [float(o.correct) for o in read]
     confidences = [min(max(o.best.candidates[0].confidence, 1e-4), 1 - 1e-4) for o in read]
     assert np.allclose(x[:, 0], [np.log(p / (1 - p)) for p in confidences])
+
+
+def test_the_format_weights_passes_share_one_detection_of_each_image(datasets_dir, tmp_path, settings):
+    """Calibrating reads every image once per format weight and source: the detector, which dominated
+    the time, now sees each image once, and its answers are the same."""
+    from alpr.wiring import build_detector
+    from tests.alpr.test_evaluation import copy_subset
+
+    copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 5)
+    detector = build_detector(settings, calibrate_module.RememberingDetector)
+    assert isinstance(detector, calibrate_module.RememberingDetector)
+    first = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=detector)
+    assert len(detector.seen) == 5
+    again = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=detector)
+    fresh = calibrate_module.collect([tmp_path / "sets"], settings, 1.0)
+    assert len(detector.seen) == 5 and np.array_equal(first.x, again.x) and np.array_equal(first.x, fresh.x)
 
 
 def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_path, settings):
