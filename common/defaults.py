@@ -50,7 +50,8 @@ calibration.py; `alpr eval` reports coverage and wrong reads at it, README, Accu
 are logged as uncertain and left out of the distinct-plates table."""
 
 REDACT_METHOD: Literal["blur", "pixelate"] = "blur"
-"""How plates are hidden in kept frames: `blur` (Gaussian) or `pixelate`."""
+"""How plates are hidden in kept frames: `blur` (the box repainted from its surroundings, smoothed by a
+Gaussian) or `pixelate` (the same as a mosaic); neither keeps a pixel of the plate (redactor_worker/core.py)."""
 
 REDACT_MARGIN = 0.15
 """Margin added around a plate box before redaction, as a fraction of its width and height."""

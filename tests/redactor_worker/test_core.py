@@ -46,3 +46,27 @@ def test_edge_boxes_never_fail(boxes, shape):
     assert out.shape == frame.shape and out.dtype == frame.dtype
     if not boxes:
         assert np.array_equal(out, frame)
+
+
+@pytest.mark.parametrize("method", ["blur", "pixelate"])
+def test_a_redacted_plate_holds_nothing_of_its_text(method):
+    """A blur or mosaic of the plate itself can be undone by redacting candidate texts alike and keeping
+    the one that matches (an audit read back every character of clean 40-pixel plates so). The same
+    scene with another plate must redact to exactly the same pixels."""
+    one, box = scene_with_plate("KPX4721")
+    other, _ = scene_with_plate("MBR1098")
+    assert not np.array_equal(one, other)
+    assert np.array_equal(redact(one, [box], method=method), redact(other, [box], method=method))
+
+
+def test_a_box_is_repainted_from_its_surroundings_at_the_frame_edges_and_over_the_whole_frame():
+    frame = np.zeros((120, 200, 3), np.uint8)
+    frame[:, :, 2] = 200  # a red car
+    frame[40:80, 0:90] = (255, 255, 255)  # a white plate at the left edge
+    out = redact(frame, [(0.0, 40.0, 90.0, 80.0)], margin=0.0)
+    assert np.abs(out[40:80, 0:90].astype(int) - (0, 0, 200)).max() <= 2  # the car's colour, not the plate's
+    whole = redact(frame, [(0.0, 0.0, 200.0, 120.0)], margin=0.0)
+    assert (whole == 128).all()  # nothing around it: a neutral grey
+    gray = redact(frame[:, :, 0].copy(), [(100.0, 40.0, 150.0, 80.0)])
+    assert gray.shape == (120, 200) and gray.dtype == np.uint8
+
