@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 
 from common import defaults, geometry
-from common.frame_store import frame_key
+from common.frame_store import encode_jpeg, frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
+from common.private_files import create_private, make_private_folders, write_private
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, Polygon, boxes_to_read
@@ -30,6 +31,10 @@ from redactor_worker.core import redact
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 
 log = logging.getLogger(__name__)
+
+
+OUTPUT_JPEG_QUALITY = 95
+"""JPEG quality of the redacted frames and snapshots `alpr run` writes (OpenCV's default, as before)."""
 
 
 @dataclass
@@ -87,9 +92,9 @@ class Snapshots:
         image = self.frames.get(sighting.best_frame_id)
         if self.folder is None or image is None:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_folders(self.folder)
         path = self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', sighting.sighting_id)}.jpg"
-        cv2.imwrite(str(path), image)
+        write_private(path, encode_jpeg(image, OUTPUT_JPEG_QUALITY))
         return str(path)
 
 
@@ -107,7 +112,7 @@ class RedactedWriter:
     """Writes redacted frames: an mp4 for a video source, numbered JPEGs for an image folder."""
 
     def __init__(self, out_dir: Path, as_frames: bool, fps: float) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_private_folders(out_dir)  # redacted frames still show cars, faces and places
         self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)
@@ -115,12 +120,13 @@ class RedactedWriter:
 
     def write(self, frame: SampledFrame, image: np.ndarray) -> None:
         if self.as_frames:
-            self.path.mkdir(exist_ok=True)
-            cv2.imwrite(str(self.path / f"{frame.index:06d}.jpg"), image)
+            make_private_folders(self.path)
+            write_private(self.path / f"{frame.index:06d}.jpg", encode_jpeg(image, OUTPUT_JPEG_QUALITY))
             return
         size_wh = (image.shape[1], image.shape[0])
         if self.video is None:
             self.size_wh = size_wh
+            create_private(self.path)  # the encoder opens it by name: private first, and never through a link
             self.video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size_wh)
         self.video.write(image if size_wh == self.size_wh else cv2.resize(image, self.size_wh))
 

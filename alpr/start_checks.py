@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.errors import ConfigError
+from common.private_files import make_private_folders
 
 
 def cuda_devices(backend: str) -> int | None:
@@ -51,7 +52,7 @@ def _refuse(backend: str, device: str, why: str) -> NoReturn:
 def check_keep_dir(keep_dir: Path) -> None:
     """ConfigError when the redactor cannot create `keep_dir` or write a file in it."""
     try:
-        keep_dir.mkdir(parents=True, exist_ok=True)
+        make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
             pass
     except OSError as error:

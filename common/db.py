@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from common.backoff import Backoff
 from common.credentials import mask_url
 from common.errors import ConfigError
 from common.migrations import MIGRATIONS
+from common.private_files import open_private
 from common.server_urls import split_password, url_problem
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,7 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path
     """Write rows (column -> value) to a CSV file with a header, created readable by its owner only
     (the reads are plates, times and places); returns the number of rows."""
     count = 0
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # plates: for its owner only
-    os.fchmod(descriptor, 0o600)  # also a file that was there before, whatever its mode
-    with open(descriptor, "w", newline="") as handle:
+    with open(open_private(path), "w", newline="") as handle:  # plates: for its owner only
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:

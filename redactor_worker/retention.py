@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.jobs import CAMERA_ID_PATTERN
+from common.private_files import make_private_folders, write_private
 
 DAY_FORMAT = "%Y-%m-%d"
 """A day folder's name: the UTC date its frames were captured on."""
@@ -38,13 +39,26 @@ def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: floa
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
 
 
+class LinkedKeepFolderError(OSError):
+    """A camera or day folder of the keep folder is a symbolic link: frames written through it would
+    never be swept (the sweep follows no link), so none are."""
+
+
 def write_kept(path: Path, jpeg: bytes) -> None:
-    """Write a kept frame at `path` (kept_path's), making its folders; once more if a sweep removed the
-    camera folder it had just emptied between the folders' making and the write."""
+    """Write a kept frame at `path` (kept_path's), for its owner only (common/private_files.py), making
+    its folders; once more if a sweep removed the camera folder it had just emptied between the
+    folders' making and the write. Refuses a camera or day folder that is a link (LinkedKeepFolderError)
+    and a link planted at the frame's name (OSError)."""
     for attempt in range(2):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(jpeg)
+            for folder in (path.parent.parent, path.parent):
+                if folder.is_symlink():
+                    raise LinkedKeepFolderError(
+                        f"{folder} is a symbolic link: the keep folder's sweep follows no link, so frames kept"
+                        " through it would never be deleted; mount the larger disk as ALPR_KEEP_DIR instead"
+                    )
+            make_private_folders(path.parent)
+            write_private(path, jpeg)
             return
         except FileNotFoundError:
             if attempt:

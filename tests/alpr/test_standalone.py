@@ -245,3 +245,14 @@ def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     table = capsys.readouterr().out
     assert all(camera in table for camera in ("gate", "yard", "dock")) and "pool " in table
+
+
+def test_what_the_run_writes_is_for_its_owner_only(demo_run):
+    """The log (plates, times, places), the redacted video and the snapshots (cars, faces, places):
+    files 0600 in folders 0700, whatever the umask."""
+    out, _ = demo_run
+    written = [out / "reads.sqlite", out / "redacted" / "redacted.mp4", *(out / "redacted").rglob("*.jpg")]
+    assert len(written) >= 5  # the log, the video and the three snapshots
+    assert {oct(path.stat().st_mode & 0o777) for path in written} == {"0o600"}
+    folders = [out / "redacted", *(p for p in (out / "redacted").rglob("*") if p.is_dir())]
+    assert {oct(folder.stat().st_mode & 0o777) for folder in folders} == {"0o700"}

@@ -93,3 +93,15 @@ def test_an_export_over_a_file_that_was_readable_by_all_leaves_it_its_owners(tmp
     path.chmod(0o644)
     assert write_csv([{"a": 1}], ["a"], path) == 1
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().splitlines() == ["a", "1"]
+
+
+def test_the_sqlite_log_is_for_its_owner_only(tmp_path):
+    """Its reads are plates, times and places: 0600 (as the CSV export), even where it was there before."""
+    from common.plate_log import SqlitePlateLog
+
+    path = tmp_path / "logs" / "reads.sqlite"
+    SqlitePlateLog(path).close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    path.chmod(0o644)
+    SqlitePlateLog(path).close()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

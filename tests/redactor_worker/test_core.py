@@ -69,4 +69,3 @@ def test_a_box_is_repainted_from_its_surroundings_at_the_frame_edges_and_over_th
     assert (whole == 128).all()  # nothing around it: a neutral grey
     gray = redact(frame[:, :, 0].copy(), [(100.0, 40.0, 150.0, 80.0)])
     assert gray.shape == (120, 200) and gray.dtype == np.uint8
-

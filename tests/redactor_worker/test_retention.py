@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from redactor_worker.retention import delete_expired_frames, write_kept
+from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, write_kept
 from redactor_worker.worker import kept_path
 
 
@@ -93,3 +93,28 @@ def test_a_kept_frame_is_written_though_a_sweep_removes_its_camera_folder_meanwh
     monkeypatch.setattr(Path, "mkdir", swept_between)
     write_kept(path, b"jpeg")
     assert path.read_bytes() == b"jpeg"
+
+
+def test_a_kept_frame_is_for_its_owner_only_and_never_written_through_a_link(tmp_path):
+    """Kept frames show cars, faces and places: 0600 in 0700 folders. A camera folder linked elsewhere
+    (another disk) is refused — the sweep follows no link, so its frames would never be deleted — and a
+    link planted at a frame's name is not followed (it would overwrite what it points at)."""
+    keep_dir = tmp_path / "kept"
+    keep_dir.mkdir()
+    path = kept_path(keep_dir, "cam", "cam:1:0", time.time())
+    write_kept(path, b"jpeg")
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert {oct(p.stat().st_mode & 0o777) for p in (path.parent, path.parent.parent)} == {"0o700"}
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = kept_path(keep_dir, "cam", "cam:1:1", time.time())
+    planted.symlink_to(victim)
+    with pytest.raises(OSError):
+        write_kept(planted, b"jpeg")
+    assert victim.read_text() == "precious"
+    elsewhere = tmp_path / "bigger-disk"
+    elsewhere.mkdir()
+    (keep_dir / "cam2").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(LinkedKeepFolderError, match="cam2 is a symbolic link"):
+        write_kept(kept_path(keep_dir, "cam2", "cam2:1:0", time.time()), b"jpeg")
+    assert list(elsewhere.iterdir()) == []
