@@ -177,3 +177,21 @@ def write_through_outage(pool: ConnectionPool, write: Callable[[psycopg.Connecti
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             log.warning("Postgres unavailable (%s); retrying in %.1f s", reason, wait)
             time.sleep(wait)
+        except psycopg.Error as error:
+            raise DatabaseWriteError.of(error) from None
+
+
+class DatabaseWriteError(RuntimeError):
+    """A write Postgres refused (a constraint, bad data), told by its class, SQLSTATE and the schema's
+    names alone: psycopg's text quotes the data (`Failing row contains (KPX4721, …)`, `invalid input
+    syntax for type integer: "…"`), which would reach the worker's ERROR log and RQ's failed-job
+    registry, kept a week."""
+
+    @classmethod
+    def of(cls, error: psycopg.Error) -> DatabaseWriteError:
+        diag = error.diag
+        where = ", ".join(f"{name} {value}" for name, value in (
+            ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name),
+        ) if value)  # fmt: skip
+        return cls(f"Postgres refused the write: {type(error).__name__} (SQLSTATE {error.sqlstate})"
+                   + (f" at {where}" if where else ""))  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from alpr.cli import main
-from common.db import open_pool, require_schema, upgrade, write_through_outage
+from common.db import DatabaseWriteError, open_pool, require_schema, upgrade, write_through_outage
 from common.errors import ConfigError
 from common.migrations import MIGRATIONS
 
@@ -113,13 +113,17 @@ def test_a_constraint_violation_raises_at_once_and_rolls_back(pool):
 
     def write(connection: psycopg.Connection) -> None:
         calls.append(1)
-        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('gate', 'us', true)")
-        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('gate', 'us', true)")
+        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('KPX4721', 'us', true)")
+        connection.execute("INSERT INTO cameras (camera_id, region, enabled) VALUES ('KPX4721', 'us', true)")
 
     started = time.monotonic()
-    with pytest.raises(psycopg.errors.UniqueViolation):
+    with pytest.raises(DatabaseWriteError) as refused:
         write_through_outage(pool, write, patience_s=30)
     assert calls == [1] and time.monotonic() - started < 1  # not retried: it would fail the same way
+    # told by the schema's names, never the data (psycopg's text: "Key (camera_id)=(KPX4721) already exists")
+    assert str(refused.value) == ("Postgres refused the write: UniqueViolation (SQLSTATE 23505) at table cameras,"
+                                  " constraint cameras_pkey")  # fmt: skip
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
     with pool.connection() as connection:
         assert connection.execute("SELECT count(*) FROM cameras").fetchone() == (0,)  # the first insert too
 
