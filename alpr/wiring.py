@@ -191,7 +191,9 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
         read_min_confidence=settings.watch_read_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
         max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
     )  # fmt: skip
-    watch = WatchListCache(WatchList(pool), settings.watch_refresh_s)
+    watch = WatchListCache(
+        WatchList(pool), settings.watch_refresh_s, expired_within_s=settings.frame_ttl_s + settings.job_timeout_s
+    )
     from common.alerts import receiver_names
 
     names = receiver_names(settings.alert_receivers) if settings.alert_receivers else []

@@ -102,10 +102,20 @@ class WatchMatch:
 def match_plate(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> WatchMatch | None:
     """The entry nearest to `plate` within `max_distance` (plate_distance: a look-alike swap costs
     0.5), exact first, ties by list and plate; expired entries and an empty plate never match."""
+    return min(match_lists(plate, entries, max_distance, now_s), key=_rank, default=None)
+
+
+def _rank(match: WatchMatch) -> tuple[float, str, str]:
+    return match.distance, match.entry.list_name, match.entry.plate
+
+
+def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> list[WatchMatch]:
+    """On every list that holds an entry within `max_distance` of `plate`, its nearest (ties by plate),
+    by list name: a plate listed as unpaid parking and as stolen raises both, not the first list's
+    alone. Expired entries (at `now_s`: the capture time) and an empty plate never match."""
     if not plate:
-        return None
-    best: tuple[float, str, str] | None = None
-    found: WatchEntry | None = None
+        return []
+    best: dict[str, WatchMatch] = {}
     chars, edit_cost = char_set(plate), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
     for entry in entries:
         # Lower bounds of the distance first: the length difference; a character of one plate missing
@@ -116,10 +126,10 @@ def match_plate(plate: str, entries: Sequence[WatchEntry], max_distance: float, 
         if entry.expired(now_s):
             continue
         distance = plate_distance(plate, entry.plate)
-        key = (distance, entry.list_name, entry.plate)
-        if distance <= max_distance and (best is None or key < best):
-            best, found = key, entry
-    return WatchMatch(plate, found, best[0]) if found is not None and best is not None else None
+        held = best.get(entry.list_name)
+        if distance <= max_distance and (held is None or (distance, entry.plate) < (held.distance, held.entry.plate)):
+            best[entry.list_name] = WatchMatch(plate, entry, distance)
+    return [best[name] for name in sorted(best)]
 
 
 class WatchList:
@@ -141,12 +151,14 @@ class WatchList:
             )
             return cursor.rowcount > 0
 
-    def entries(self, include_expired: bool = False) -> list[WatchEntry]:
-        """Every entry (only those not expired unless asked), by list and plate."""
-        where = "" if include_expired else " WHERE expires_at IS NULL OR expires_at > now()"
+    def entries(self, include_expired: bool = False, expired_within_s: float = 0.0) -> list[WatchEntry]:
+        """Every entry (only those not expired, or expired less than `expired_within_s` ago, unless
+        asked), by list and plate."""
+        where = "" if include_expired else " WHERE expires_at IS NULL OR expires_at > now() - make_interval(secs => %s)"
         with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
             rows = connection.execute(
-                f"SELECT plate, reason, list_name, expires_at FROM watchlist{where} ORDER BY list_name, plate"
+                f"SELECT plate, reason, list_name, expires_at FROM watchlist{where} ORDER BY list_name, plate",
+                () if include_expired else (expired_within_s,),
             ).fetchall()
         entries = []
         for row in rows:
@@ -182,10 +194,19 @@ class WatchListCache:
     per read). While Postgres is unreachable the last loaded entries stay in use, with a warning.
     For one thread (a worker's job loop)."""
 
-    def __init__(self, watchlist: WatchList, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        watchlist: WatchList,
+        refresh_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        expired_within_s: float = 0.0,
+    ) -> None:
         self.watchlist = watchlist
         self.refresh_s = refresh_s
         self.clock = clock
+        self.expired_within_s = expired_within_s
+        """Entries expired this long ago are loaded too: a read is matched as of its capture time, which
+        the grouping may reach that late."""
         self._entries: tuple[WatchEntry, ...] = ()
         self._loaded_at: float | None = None
 
@@ -195,7 +216,7 @@ class WatchListCache:
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
             self._loaded_at = now
             try:
-                self._entries = tuple(self.watchlist.entries())
+                self._entries = tuple(self.watchlist.entries(expired_within_s=self.expired_within_s))
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
@@ -205,3 +226,8 @@ class WatchListCache:
     def match(self, plate: str, max_distance: float, now_s: float | None = None) -> WatchMatch | None:
         """match_plate against the current entries (`now_s`: wall-clock seconds, default now)."""
         return match_plate(plate, self.current(), max_distance, time.time() if now_s is None else now_s)
+
+    def match_lists(self, plate: str, max_distance: float, captured_at_s: float) -> list[WatchMatch]:
+        """match_lists against the current entries, each judged as of `captured_at_s` (an entry that
+        expired after the car was seen still matches it)."""
+        return match_lists(plate, self.current(), max_distance, captured_at_s)

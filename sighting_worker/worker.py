@@ -186,7 +186,7 @@ class SightingStage:
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
-            result.alerts += [a for s in result.sightings if (a := self.match_sighting(s, alerted))]
+            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted)]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
             cursor.early_read_id = early.from_id
@@ -218,15 +218,13 @@ class SightingStage:
             seen = read.observation
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
-            match = self.watch.match(seen.text, self.settings.max_distance)
-            if match is None:
-                continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, new_pass=sure) or not sure:
-                continue
-            alerts.append(
-                self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
-            )
+            for match in self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s):
+                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, new_pass=sure) or not sure:
+                    continue
+                alerts.append(
+                    self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
+                )
         return alerts
 
     def group(
@@ -256,19 +254,19 @@ class SightingStage:
             s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
         ]
 
-    def match_sighting(self, sighting: Sighting, alerted: Passes) -> Alert | None:
-        """An alert when the sighting's voted plate is sure enough and matches a listed plate, unless
-        this pass was alerted on already (an early alert on one of its reads)."""
+    def match_sighting(self, sighting: Sighting, alerted: Passes) -> list[Alert]:
+        """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
+        enough, unless this pass was alerted on already for that list (an early alert on one of its
+        reads). Entries are judged as of the car's first sighting."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
-            return None
+            return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
-            return None
-        match = self.watch.match(sighting.plate, self.settings.max_distance)
-        if match is None:
-            return None
-        if self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s):
-            return None
-        return self.alert(match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match)))
+            return []
+        return [
+            self.alert(match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match)))
+            for match in self.watch.match_lists(sighting.plate, self.settings.max_distance, sighting.first_seen_s)
+            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s)
+        ]
 
     def seen_in_pass(
         self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, new_pass: bool = True

@@ -22,7 +22,7 @@ from common.config import Settings
 from common.db import open_pool, open_upgraded_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
-from common.watchlist import WatchEntry, WatchList, WatchListCache, match_plate
+from common.watchlist import WatchEntry, WatchList, WatchListCache, match_lists, match_plate
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
 from tests.conftest import unavailable
 from tests.servers import PrivatePostgres
@@ -80,6 +80,17 @@ def test_match_plate_finds_what_comparing_with_every_entry_finds(max_distance):
             assert match is not None and (match.distance, match.entry.list_name, match.entry.plate) == nearest
         else:
             assert match is None
+
+
+def test_a_plate_on_several_lists_matches_each_list_with_its_nearest_entry():
+    """It matched the alphabetically first list alone: `a_parking` (unpaid) hid `stolen`."""
+    listed = [WatchEntry("ABC1234", "unpaid parking", "a_parking"), WatchEntry("ABC1234", "armed", "stolen"),
+              WatchEntry("ABC1235", "near", "stolen"), WatchEntry("XYZ9999", "other", "z_list")]  # fmt: skip
+    matches = match_lists("ABC1234", listed, 1.0, NOW_S)
+    assert [(m.entry.list_name, m.entry.reason, m.distance) for m in matches] == [
+        ("a_parking", "unpaid parking", 0.0), ("stolen", "armed", 0.0),
+    ]  # fmt: skip
+    assert match_plate("ABC1234", listed, 1.0, NOW_S) == matches[0]  # the nearest overall, as before
 
 
 def test_an_entry_stops_matching_when_it_expires():

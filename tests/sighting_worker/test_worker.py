@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -196,6 +197,30 @@ def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url):
     stage.poll()
     assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721", "KPX4721"]
     assert table(pool, "SELECT kind FROM alerts") == [("read",), ("read",)]
+
+
+def test_a_plate_on_two_lists_raises_both_and_an_entry_expired_since_the_car_passed_still_does(
+    chain, redis_url, postgres_url
+):
+    """KPX4721 is on the default list (stolen) and on `parking`: one alert each. LMN5555's entry expired
+    after the car was seen but before the grouping (late) matched it: judged as of the capture, it alerts;
+    the same entry expired before the car was seen does not (ZZZ1111, the control)."""
+    pool, settings = chain
+    now = time.time()
+    for args in (
+        ["KPX4721", "--reason", "unpaid", "--list", "parking"],
+        ["LMN5555", "--reason", "wanted", "--expires", datetime.fromtimestamp(now + 2, UTC).isoformat()],
+        ["ZZZ1111", "--reason", "wanted", "--expires", datetime.fromtimestamp(now - 45, UTC).isoformat()],
+    ):
+        assert main(["watchlist", "add", *args, "--database-url", postgres_url]) == 0  # fmt: skip
+    start_s = now - 40
+    frames = [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i), plate("LMN5555", 600 + 10 * i),
+                                             plate("ZZZ1111", 1000 + 5 * i)]) for i in range(5)]  # fmt: skip
+    log_frames(pool, frames)
+    time.sleep(2.5)  # LMN5555's entry expires before the grouping
+    build_sighting_stage(settings, connect_redis(redis_url), Metrics()).poll()
+    alerts = table(pool, "SELECT body->>'watch_plate', body->>'reason' FROM alerts ORDER BY 1, 2")
+    assert alerts == [("KPX4721", "stolen"), ("KPX4721", "unpaid"), ("LMN5555", "wanted")]
 
 
 @pytest.mark.parametrize("node_watermark", [True, False])
