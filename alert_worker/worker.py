@@ -2,7 +2,10 @@
 alerts log (so no other worker sends it at the same time, and a delivery already made is not made
 again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried after a
 doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
-ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials). Between
+ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials). A
+receiver whose attempt failed rests (its back-off, doubling while it keeps failing, or its
+Retry-After): meanwhile its alerts are put back, not sent, so one that hangs costs a worker one
+timeout per rest, not one per alert, and other receivers' alerts do not wait behind it. Between
 jobs the pool queues the deliveries that are due: retries after their back-off, and deliveries whose
 job was lost (a worker killed mid-delivery: its lease runs out, and the alert is sent again, with the
 same idempotency key)."""
@@ -55,6 +58,11 @@ class AlertStage:
     ) -> None:
         self.receivers, self.alert_log, self.queue, self.metrics = receivers, alert_log, queue, metrics
         self.give_up_s, self.job_timeout_s, self.send = give_up_s, job_timeout_s, send
+        self.failing: dict[str, Backoff] = {}
+        """Per receiver whose last attempt failed: its back-off (doubling while it keeps failing)."""
+        self.rested_until: dict[str, float] = {}
+        """Per failing receiver, the monotonic time before which this worker sends it nothing: a receiver
+        that hangs cost a whole timeout per alert, and every other receiver's alerts waited behind it."""
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, AlertJob)
@@ -66,17 +74,25 @@ class AlertStage:
         if receiver is None:  # renamed or removed from the receivers file: it would never be sent
             self.give_up(delivery, "rejected", f"no receiver named {job.receiver!r} in the receivers file")
             return StageResult(frames=0)
+        resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
+        if resting_s > 0:  # it failed just now: this alert waits its turn without holding the worker
+            self.retry(delivery, DeliveryRetryable("not tried: the receiver failed its last attempt", resting_s))
+            return StageResult(frames=0)
         try:
             self.send(delivery.alert, receiver)
         except DeliveryRejected as error:
             self.give_up(delivery, "rejected", str(error))
         except DeliveryRetryable as error:
             self.retry(delivery, error)
+            backoff = self.failing.setdefault(job.receiver, Backoff(*defaults.ALERT_BACKOFF_S))
+            self.rested_until[job.receiver] = time.monotonic() + max(backoff.next_delay(), error.retry_after_s or 0.0)
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
             log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, delivery.receiver, exc_info=True)
             self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
         else:
+            self.failing.pop(job.receiver, None)
+            self.rested_until.pop(job.receiver, None)
             self.alert_log.delivered(delivery)
             self.metrics.alert_deliveries.labels(outcome="sent").inc()
             self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))

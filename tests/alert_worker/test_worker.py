@@ -269,3 +269,42 @@ def test_a_receiver_reached_in_the_clear_is_warned_of(setup, redis_url, url, war
     stage = build_alert_stage(Settings.load(), connect_redis(redis_url), Metrics())
     stage.alert_log.pool.close()
     assert ("unencrypted" in caplog.text) is warned
+
+
+def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url, redis_url, tmp_path, monkeypatch):
+    """One worker, four alerts, a dashboard that accepts and never answers and a dispatch receiver that
+    works. Each alert used to cost the worker the dashboard's whole timeout, and dispatch got its fourth
+    alert four timeouts late; now the dashboard is tried once, rests, and its alerts wait their turn."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    (tmp_path / "hook.secret").write_text(SECRET)
+    alerts = [ALERT.model_copy(update={"alert_id": f"read-{i:016x}"}) for i in range(4)]
+    with WebhookServer(SECRET, Reply(hang=True)) as dashboard, WebhookServer(SECRET) as dispatch:
+        text = "receivers:\n"
+        for name, url in (("dashboard", dashboard.url), ("dispatch", dispatch.url)):
+            text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+            text += "    timeout_s: 1\n"
+        (tmp_path / "receivers.yaml").write_text(text)
+        monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+        pool = open_pool(postgres_url)
+        try:
+            with pool.connection() as connection, connection.transaction():
+                insert_alerts(connection, alerts, ["dashboard", "dispatch"])
+        finally:
+            pool.close()
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        for alert in alerts:
+            for receiver in ("dashboard", "dispatch"):
+                enqueue(queue, alert_job(alert.alert_id, receiver, 1), 60)
+        burst()
+    assert len(dashboard.received) <= 1 and len(dispatch.received) == 4  # hung: the request never completes
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection:
+            rows = connection.execute("SELECT receiver, status, last_error FROM alert_deliveries").fetchall()
+    finally:
+        pool.close()
+    assert sorted((r, s) for r, s, _ in rows) == [("dashboard", "pending")] * 4 + [("dispatch", "delivered")] * 4
+    waiting = sorted(e for r, _, e in rows if r == "dashboard")
+    assert "timed out" in waiting[-1] and waiting[:3] == ["not tried: the receiver failed its last attempt"] * 3
