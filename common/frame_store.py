@@ -134,14 +134,16 @@ class FrameStore:
             self._through_outage(lambda: self.redis.delete(*keys))
 
     def _through_outage(self, call: Callable[[], T]) -> T:
-        """`call`, tried again with backoff while Redis cannot be reached or is a read-only replica
-        (a failover under way), for up to `patience_s`; then its error is raised."""
+        """`call`, tried again with backoff while Redis cannot be reached, is a read-only replica (a
+        failover under way) or is full (maxmemory with noeviction: frames expire or are consumed, room
+        comes back), for up to `patience_s`; then its error is raised."""
         deadline = time.monotonic() + self.patience_s
         backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
         while True:
             try:
                 return call()
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as error:
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+                    redis.exceptions.OutOfMemoryError) as error:  # fmt: skip
                 wait = backoff.next_delay()
                 if time.monotonic() + wait > deadline:
                     raise

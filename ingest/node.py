@@ -112,6 +112,7 @@ class IngestNode:
         self.in_flight = 0  # camera threads between sampling a frame and handing it on
         self.depth = 0
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
+        self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
@@ -252,6 +253,14 @@ class IngestNode:
                 self.store.put_many([(ref.key, data) for ref, data in batch])
                 enqueue(self.detect_queue, job, self.settings.job_timeout_s)
                 break
+            except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
+                if not self.store_full:
+                    log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
+                                " until it has room")  # fmt: skip
+                self.store_full = True
+                for ref, _ in batch:
+                    self.skip(ref, "backpressure")
+                return
             except redis.RedisError as error:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     self.stop.set()  # --max-seconds holds while Redis is away
@@ -264,6 +273,9 @@ class IngestNode:
                 self.stop.wait(
                     delay if self.deadline is None else min(delay, max(0.0, self.deadline - time.monotonic()))
                 )
+        if self.store_full:
+            log.info("the frame store has room again")
+            self.store_full = False
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
         with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued

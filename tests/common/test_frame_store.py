@@ -75,3 +75,25 @@ def test_a_workers_store_waits_out_a_redis_restart_and_ingests_does_not(redis_se
     restart.join()
     assert patient.get_jpegs(["alpr:frame:a", "alpr:frame:b"]) == {"alpr:frame:a": None, "alpr:frame:b": b"y"}
     assert 1.0 < time.monotonic() - started < 20
+
+
+def test_a_workers_store_waits_for_room_in_a_full_redis(redis_server):
+    """A frames Redis at its maxmemory (noeviction, as compose runs it) refuses writes: the detector's
+    crops failed at once, the job's retries spent in milliseconds and its frames lost; now the worker
+    waits for room (frames expire or are consumed) within its patience."""
+    import threading
+
+    connection = redis.Redis.from_url(redis_server.url, socket_timeout=2)
+    connection.config_set("maxmemory", str(int(connection.info("memory")["used_memory"]) + 2_000_000))
+    store = FrameStore(connection, 600)
+    filler = []
+    with pytest.raises(redis.exceptions.OutOfMemoryError):  # no patience (ingest): at once
+        for index in range(100):
+            filler.append(frame_key(f"cam:1:{index}"))
+            store.put_many([(filler[-1], b"x" * 200_000)])
+    consumed = threading.Timer(1.0, lambda: connection.delete(*filler))  # the redactor deletes frames
+    consumed.start()
+    started = time.monotonic()
+    FrameStore(connection, 600, patience_s=20).put_many([(frame_key("cam:2:0:plate0"), b"crop" * 1000)])
+    consumed.join()
+    assert time.monotonic() - started >= 0.9 and connection.exists(frame_key("cam:2:0:plate0"))

@@ -136,3 +136,30 @@ def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_whe
         metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "files", "reason": "node_busy"})
         is None
     )
+
+
+def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(redis_server, postgres_url, tmp_path,
+                                                                               caplog):  # fmt: skip
+    """Redis at its maxmemory refuses the frames: the node waited it out as an outage (1 s doubling to
+    30 s) while its frames grew stale; now each batch is skipped as back-pressure, recorded, and the
+    node goes on (and says so once)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(6):
+        cv2.imwrite(str(folder / f"{index:03d}.jpg"), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+    connection = connect_redis(redis_server.url)
+    connection.config_set("maxmemory", str(int(connection.info("memory")["used_memory"]) + 100_000))
+    settings = Settings.load({}, redis_url=redis_server.url, database_url=postgres_url, frames_per_job=2)
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+    node = IngestNode([CameraConfig(id="files", source=str(folder), realtime=False)], settings, connection,
+                      connection, metrics, ledger)  # fmt: skip
+    started = time.monotonic()
+    summary = node.run(max_seconds=60)
+    assert time.monotonic() - started < 20 and summary.skipped["files"] == 6 and summary.ingested["files"] == 0
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT outcome, detail, count(*) FROM frames GROUP BY 1, 2").fetchall()
+    assert rows == [("skipped", "backpressure", 6)]
+    assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
