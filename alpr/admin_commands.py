@@ -54,7 +54,8 @@ def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: re
 
     pool = database_pool(settings, "alert replay")
     try:
-        replayed = AlertLog(pool, settings.db_patience_s).replay(args.dry_run)
+        max_age_s = settings.alert_give_up_s if args.max_age_h is None else args.max_age_h * 3600
+        replayed = AlertLog(pool, settings.db_patience_s).replay(max_age_s, args.dry_run)
     finally:
         pool.close()
     if not args.dry_run:

@@ -36,6 +36,17 @@ def _folds(text: str) -> frozenset[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _positive(text: str) -> float:
+    """A number above 0 and finite (`--interval 0` divided by zero; a negative one asked to sleep back)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text[:40]!r}")
+    return value
+
+
 def _unseen_reads(text: str) -> UnseenReads:
     """`--unseen-reads FILE:FOLDS` (alpr.calibrate.UnseenReads)."""
     from alpr.calibrate import UnseenReads
@@ -127,13 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
-    status.add_argument("--interval", type=float, default=2.0, help="seconds between the two samples of the rates")
+    status.add_argument("--interval", type=_positive, default=2.0, help="seconds between the two samples of the rates")
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
     replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
     replay.add_argument("--stage", choices=("detect", "ocr", "redact", "alert"), help="one stage (default: all)")
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
+    replay.add_argument(
+        "--max-age-h", type=_positive, help="alerts: only those captured this recently (default: ALPR_ALERT_GIVE_UP_S)"
+    )
     replay.add_argument("--redis-url")
     replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
 

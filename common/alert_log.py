@@ -138,19 +138,24 @@ class AlertLog:
 
         return write_through_outage(self.pool, due, 0.0)
 
-    def replay(self, dry_run: bool = False) -> list[tuple[str, str]]:
-        """Failed and rejected deliveries back to pending, their attempts reset (after the receiver or
-        its settings were mended); (alert id, receiver) of each."""
+    def replay(self, max_age_s: float, dry_run: bool = False) -> list[tuple[str, str]]:
+        """Failed and rejected deliveries of alerts captured less than `max_age_s` ago back to pending,
+        their attempts reset (after the receiver or its settings were mended); (alert id, receiver) of
+        each. Older ones stay: a receiver mended after weeks would flood dispatch with stale hits."""
+        recent = (
+            " WHERE status IN ('failed', 'rejected') AND alert_id IN"
+            " (SELECT alert_id FROM alerts WHERE captured_at > now() - make_interval(secs => %s))"
+        )
         statement = (
-            "SELECT alert_id, receiver FROM alert_deliveries WHERE status IN ('failed', 'rejected')"
+            "SELECT alert_id, receiver FROM alert_deliveries" + recent
             if dry_run
             else "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
-            " queued_at = now(), retry_from = now(), last_error = NULL WHERE status IN ('failed', 'rejected')"
-            " RETURNING alert_id, receiver"
+            " queued_at = now(), retry_from = now(), last_error = NULL" + recent + " RETURNING alert_id, receiver"
         )
 
         def replay(connection: psycopg.Connection) -> list[tuple[str, str]]:
-            return [(str(a), str(r)) for a, r in connection.execute(statement)]  # type: ignore[arg-type]
+            rows = connection.execute(statement, (max_age_s,))  # type: ignore[arg-type]
+            return [(str(a), str(r)) for a, r in rows]
 
         return write_through_outage(self.pool, replay, self.patience_s)
 

@@ -126,6 +126,9 @@ class DetectJob(Strict):
     frames: list[FrameRef] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
     stored_at_s: float | None = Field(None, ge=0, le=MAX_TIMESTAMP, description="when the ingest host stored them")
     frame_ttl_s: int | None = Field(None, ge=1, le=MAX_BIGINT, description="the TTL they were stored with, s")
+    replayed: bool = Field(
+        default=False, description="put back by `alpr replay`: detected however old (the age limit sheds live load)"
+    )
 
     def age_s(self, frame: FrameRef, remaining_ttl_s: float | None, now_s: float) -> float:
         """`frame`'s age: capture to store on the ingest host's clock, store to now on Redis's (by its

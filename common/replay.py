@@ -1,8 +1,10 @@
 """Replaying failed jobs: after an outage longer than the retries cover (Postgres down past the
 patience of three attempts, a bug fixed and deployed), the jobs RQ kept in its failed registries go
-back on their queues — those whose frames are still in the frame store. A job whose frames have all
-expired, or whose payload is malformed, would only fail again: it is left in the registry (a week,
-for inspection) and counted."""
+back on their stage's queue — those whose frames are still in the frame store; a detect job marked
+`replayed`, so that its frames are detected however old (the age limit sheds live overload: every
+frame of a replay, minutes after the failure, would be skipped as too old). A job whose frames have
+all expired, or whose payload is malformed, would only fail again: it is left in the registry (a
+week, for inspection) and counted."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import redis
-from rq.exceptions import DeserializationError, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -72,6 +74,12 @@ def replay_failed(
                 report.expired[stage] += 1
                 continue
             if not dry_run:
-                registry.requeue(job_id)
+                if isinstance(job, DetectJob) and not job.replayed:  # an operator asks: its frames however old
+                    rq_job.args = [job.model_copy(update={"replayed": True}).model_dump(mode="json")]
+                rq_job.origin = queue.name  # back on the stage's queue, whatever queue its record names
+                try:
+                    registry.requeue(rq_job)
+                except (InvalidJobOperation, NoSuchJobError):  # replayed meanwhile by another, or expired
+                    continue
             report.requeued[stage] += 1
     return report

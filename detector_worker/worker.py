@@ -62,7 +62,10 @@ class DetectStage:
             data = jpegs[ref.key]
             if data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
-            elif job.age_s(ref, remaining_ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE:
+            elif (
+                not job.replayed
+                and job.age_s(ref, remaining_ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE
+            ):
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:
                 try:

@@ -139,7 +139,10 @@ def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, c
         burst()
         assert len(hook.received) == 1  # not retried, not even by a job for it
         hook.reply = Reply(status=200)  # the receiver's path mended
-        assert main(["replay", "--stage", "alert"]) == 0
+        capsys.readouterr()
+        assert main(["replay", "--stage", "alert", "--max-age-h", "0.0001"]) == 0  # alerts of the last 0.36 s
+        assert "requeued: 0" in capsys.readouterr().out  # an old alert is not sent to dispatch now
+        assert main(["replay", "--stage", "alert"]) == 0  # the default: within ALPR_ALERT_GIVE_UP_S (a day)
         assert "requeued: 1" in capsys.readouterr().out
         burst()
     assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 2

@@ -256,3 +256,12 @@ def test_what_the_run_writes_is_for_its_owner_only(demo_run):
     assert {oct(path.stat().st_mode & 0o777) for path in written} == {"0o600"}
     folders = [out / "redacted", *(p for p in (out / "redacted").rglob("*") if p.is_dir())]
     assert {oct(folder.stat().st_mode & 0o777) for folder in folders} == {"0o700"}
+
+
+@pytest.mark.parametrize("args", [["status", "--interval", "0"], ["status", "--interval", "nan"],
+                                  ["replay", "--stage", "alert", "--max-age-h", "-1"]])  # fmt: skip
+def test_a_time_that_is_not_above_zero_is_refused_in_one_line(args, capsys):
+    """`alpr status --interval 0` divided by zero (a traceback); -1 asked time.sleep to go back."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and "must be a number above 0" in capsys.readouterr().err

@@ -12,14 +12,14 @@ from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
 from common.frame_store import FrameStore, encode_jpeg, frame_key
-from common.jobs import SCHEMA_VERSION, DetectJob, FrameRef
+from common.jobs import SCHEMA_VERSION, DetectJob, FrameRef, RedactJob, parse_job
 from common.queues import connect_redis, enqueue, stage_queue
 from common.replay import replay_failed
 from common.stage_job import STAGE_JOB_FUNCTION
 
 
-def ref(frame_id: str) -> FrameRef:
-    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time() - age_s,
                     source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
 
 
@@ -35,12 +35,16 @@ def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, se
     store.put_many([(frame_key("cam:1:0"), encode_jpeg(image, 90))])  # cam:1:1's frame has expired
     failed = FailedJobRegistry(queue=detect)
     for batch, frame_id in (("fixable", "cam:1:0"), ("gone", "cam:1:1")):  # failed on a transient cause
-        enqueue(detect, DetectJob(batch_id=batch, frames=[ref(frame_id)]), 60)
+        # two minutes ago: past the live age limit, as any replay an operator runs after a failure is
+        enqueue(detect, DetectJob(batch_id=batch, frames=[ref(frame_id, age_s=120)]), 60)
     no_frames = {"v": SCHEMA_VERSION, "stage": "detect", "batch_id": "b"}
     malformed = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(no_frames,))
     for job_id in detect.get_job_ids():
         detect.remove(job_id)
-        failed.add(detect.fetch_job(job_id), ttl=600)
+        job = detect.fetch_job(job_id)
+        job.origin = "someone-elses-queue"  # the record names another queue: replay puts it back on the stage's
+        job.save()
+        failed.add(job, ttl=600)
     worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
 
     capsys.readouterr()
@@ -51,7 +55,10 @@ def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, se
     assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
     assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
     assert main(worker) == 0
-    assert stage_queue(connection, "redact").get_job_ids() == ["redact-fixable"]  # no plate: nothing to read
+    redact = stage_queue(connection, "redact")
+    assert redact.get_job_ids() == ["redact-fixable"]  # no plate: nothing to read
+    frames = parse_job(redact.fetch_job("redact-fixable").args[0], RedactJob).frames  # type: ignore[union-attr]
+    assert [(f.outcome, f.detail) for f in frames] == [("done", None)]  # detected, not skipped as too old
     assert failed.count == 2 and malformed.id in failed.get_job_ids()
 
 
