@@ -35,3 +35,11 @@ for name in redis_password postgres_password postgres_app_password grafana_admin
     chmod 644 "$file"
     echo "made $file"
 done
+# The folder compose shows the alert pool at /run/secrets/alerts/ (ALPR_ALERT_SECRETS_DIR's default):
+# made here, by this user, so that Docker does not make it owned by root; put the receivers' secret
+# files in it (0644, as above).
+if [ ! -d "$dir/alerts" ]; then
+    mkdir "$dir/alerts"
+    chmod 755 "$dir/alerts"
+    echo "made $dir/alerts/ (for the alert receivers' secret files)"
+fi

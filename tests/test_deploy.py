@@ -265,7 +265,7 @@ def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_
     folder.mkdir()
     (folder / "grafana_admin_password").write_text("chosen by hand\n")  # one the user made: kept
     first = run_make_secrets(str(folder))
-    assert {p.name for p in folder.iterdir()} == SECRET_NAMES
+    assert {p.name for p in folder.iterdir()} == SECRET_NAMES | {"alerts"}
     made = {name: (folder / name).read_text() for name in SECRET_NAMES}
     assert made["grafana_admin_password"] == "chosen by hand\n" and "kept" in first
     passwords = [made["redis_password"].strip(), made["postgres_password"].strip()]
@@ -279,7 +279,7 @@ def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_
 
     second = run_make_secrets(env={"ALPR_SECRETS_DIR": str(folder)})
     assert {name: (folder / name).read_text() for name in SECRET_NAMES} == made
-    assert second.count("kept") == len(SECRET_NAMES) and "made" not in second
+    assert second.count("kept") == len(SECRET_NAMES) and "made" not in second  # alerts/ too: kept as it is
 
     other = tmp_path / "other"
     run_make_secrets(str(other))
@@ -295,7 +295,10 @@ def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_
     environment = {k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"}
     result = subprocess.run(["sh", "deploy/make-secrets.sh"], cwd=copy, env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in (copy / "secrets").iterdir()} == SECRET_NAMES
+    assert {p.name for p in (copy / "secrets").iterdir()} == SECRET_NAMES | {"alerts"}  # alerts/: the receivers'
+    assert (copy / "secrets" / "alerts").is_dir() and oct(
+        (copy / "secrets" / "alerts").stat().st_mode & 0o777
+    ) == "0o755"
     assert "/secrets/" in (REPO / ".gitignore").read_text().split()
     assert "secrets" in (REPO / ".dockerignore").read_text().split()
     assert os.access(MAKE_SECRETS, os.X_OK)
@@ -360,8 +363,12 @@ def test_the_example_receivers_file_loads(tmp_path):
     from common.alerts import MqttReceiver, WebhookReceiver, load_receivers
 
     example = (REPO / "deploy" / "receivers.example.yaml").read_text()
-    for name in ("alert_webhook_secret", "alert_mqtt_password"):
-        (tmp_path / name).write_text(f"{name}-0123456789abcdef\n")
+    alerts_mount = next(v for v in COMPOSE["services"]["alert"]["volumes"] if "ALPR_ALERT_SECRETS_DIR" in v)
+    mounted_at = alerts_mount.split(":")[-2]  # where compose shows the alert secrets: the example's files live there
+    assert mounted_at == "/run/secrets/alerts" and example.count(mounted_at + "/") == 3  # the comment and two files
+    (tmp_path / "alerts").mkdir()
+    for name in ("webhook_secret", "mqtt_password"):
+        (tmp_path / "alerts" / name).write_text(f"{name}-0123456789abcdef\n")
     (tmp_path / "receivers.yaml").write_text(example.replace("/run/secrets", str(tmp_path)))
     receivers = load_receivers(tmp_path / "receivers.yaml")
     assert {name: type(r) for name, r in receivers.items()} == {"ops": WebhookReceiver, "control-room": MqttReceiver}
