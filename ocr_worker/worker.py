@@ -81,7 +81,7 @@ class OcrStage:
         new = self.plate_log.record_many(logged)
         self.frame_log.record_reads([(frame, outcome) for (frame, _), outcome in zip(logged, outcomes, strict=True)])
         now = time.time()
-        for frame, reads in logged:
+        for frame, reads in logged if new else []:  # a job run again after its reads were logged counts nothing
             if any(r.best for r in reads):
                 self.metrics.end_to_end_seconds.observe(now - frame.captured_at_s)
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)

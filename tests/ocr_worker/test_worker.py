@@ -113,3 +113,32 @@ def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_r
     finally:
         pool.close()
     assert connection.keys("alpr:frame:new:*") == []  # the refused frame's crop is deleted with the rest
+
+
+def test_a_job_run_again_after_its_reads_were_logged_counts_them_once(
+    redis_url, postgres_url, settings, plate_frame, monkeypatch
+):
+    """RQ runs a job again when it failed after its commit (Redis gone while deleting the crops): the
+    reads are logged once (keyed by frame and plate), and now counted once in the metrics too."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=22, captured_at_s=time.time(),
+                     source_time_s=4.4, key=frame_key("cam:1:0"), region="us")  # fmt: skip
+    crop_key = frame_key("cam:1:0:plate0")
+    job = OcrJob(batch_id="b", frames=[DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9,
+                                                                                    crop_key=crop_key)])])  # fmt: skip
+    metrics = Metrics()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, model_dir=settings.model_dir)
+    stage = build_worker_context("ocr", loaded, connection, metrics).stage
+    for _ in range(2):  # the crop stored again: as if its deletion had failed
+        FrameStore(connection, 600).put_many([(crop_key, encode_jpeg(geometry.crop(image, box, 0.08), 95))])
+        stage.handle(job.model_dump(mode="json"))
+    counted = metrics.registry.get_sample_value("alpr_plate_reads_total", {"format_match": "true"})
+    assert counted == 1
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT count(*) FROM plate_reads").fetchone() == (1,)
