@@ -234,12 +234,17 @@ class StageWorker(SimpleWorker):
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
 
     def account(self, busy_s: float, result: StageResult | None) -> None:
-        """Add the job's time, frames and finished frames to the pool's totals in Redis: `alpr status`
-        sizes pools by them."""
+        """Add a finished job's time, frames and finished frames to the pool's totals in Redis: `alpr
+        status` sizes pools by them. A failed job adds nothing: a job that waited out a Postgres outage
+        for minutes and failed made the pool's seconds per frame, and the workers advised, ten times
+        what they are, for good (the totals are never reset)."""
         name = self.context.stage.name
-        counts: dict[str, dict[str, int]] = {}
-        if result is not None:
-            counts = {STATS_FRAMES_KEY: {name: result.frames}, STATS_DONE_KEY: result.done_by_camera}
+        if result is None:  # failed: its time (perhaps spent waiting out an outage) is no measure of the work
+            return
+        counts: dict[str, dict[str, int]] = {
+            STATS_FRAMES_KEY: {name: result.frames},
+            STATS_DONE_KEY: result.done_by_camera,
+        }
         try:
             add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}})
         except redis.RedisError as error:  # statistics only: the job itself is done

@@ -88,6 +88,20 @@ def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
     assert workers_needed(busy_s=0.0, frames=0, in_fps=20.0) is None
 
 
+def test_the_ocr_pool_is_sized_per_frame_entering_the_chain_not_per_frame_it_reads(redis_url, capsys):
+    """The OCR pool reads only the frames with plates: 20 of the 100 detected, 0.2 s each. At 50 frames/s
+    offered it needs 50 x 4 s / 100 / 0.8 = 3 workers; sizing by its own frames asked for 13."""
+    from alpr.status import print_pool_sizes
+    from common.queues import STATS_BUSY_KEY, STATS_FRAMES_KEY, add_stats
+
+    connection = connect_redis(redis_url)
+    add_stats(connection, {STATS_FRAMES_KEY: {"detect": 100, "ocr": 20, "redact": 100}},
+              {STATS_BUSY_KEY: {"detect": 5.0, "ocr": 4.0, "redact": 1.0}})  # fmt: skip
+    print_pool_sizes(connection, 50.0, {"detect": 1, "ocr": 1, "redact": 1})
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows == {"detect": ["1", "0.050", "4"], "ocr": ["1", "0.040", "3"], "redact": ["1", "0.010", "1"]}
+
+
 def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG, logger="ingest.node")
     clip = tmp_path / "ok.mp4"
