@@ -324,6 +324,28 @@ def test_the_dashboard_plots_only_exported_metrics():
     assert all(t["datasource"]["uid"] == "prometheus" for p in dashboard["panels"] for t in p["targets"])
 
 
+def test_the_alert_rules_watch_exported_metrics_load_in_prometheus_and_pass_their_unit_tests():
+    """deploy/prometheus-rules.yml (the chain's own health: lost frames, failing jobs, a camera down,
+    falling behind, alerts not delivered): mounted and named by the compose stack's Prometheus, every
+    metric exported, and promtool's unit tests (tests/prometheus/rules_test.yml) pass."""
+    rules_file = REPO / "deploy" / "prometheus-rules.yml"
+    rules = yaml.safe_load(rules_file.read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    named = {m for e in exprs for m in re.findall(r"\balpr_[a-z_]+", e)}
+    assert named - exported_metric_names() == set() and len(named) >= 8
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    assert "./deploy/prometheus-rules.yml:/etc/prometheus/rules.yml:ro" in COMPOSE["services"]["prometheus"]["volumes"]
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        unavailable("promtool is not installed (Debian package prometheus)")
+    checked = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=REPO / "tests" / "prometheus",
+                            capture_output=True, text=True)  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 def test_the_compose_cameras_file_is_valid():
     cameras = parse_cameras(yaml.safe_load((REPO / "deploy" / "cameras.compose.yaml").read_text()))
     assert [c.id for c in cameras] == ["demo-clip"] and cameras[0].loop
