@@ -76,8 +76,9 @@ class GroupResult:
 
 
 Passes = dict[str, list[list[float]]]
-"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times and
-when the pass last met a read (wall clock), in seconds."""
+"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times, when
+the pass last met a read (wall clock), in seconds, and the distance of the nearest match alerted on in
+it (absent in state saved before it was kept: taken as exact)."""
 
 
 def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
@@ -220,7 +221,7 @@ class SightingStage:
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
             for match in self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s):
-                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, new_pass=sure) or not sure:
+                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=sure) or not sure:
                     continue
                 alerts.append(
                     self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
@@ -269,19 +270,25 @@ class SightingStage:
         ]
 
     def seen_in_pass(
-        self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, new_pass: bool = True
+        self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, alerting: bool = True
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
-        the pass, give or take the gap); the pass is widened to hold it, or (`new_pass`: this will be
-        alerted on) a new pass begins. Reads may come in any order: a pass is the span of the listed
-        plate's reads with no gap longer than the gap between them."""
+        the pass, give or take the gap) with a match as near; the pass is widened to hold it. With
+        `alerting` (a sure read, or a sighting: this will be alerted on), a new pass begins where none
+        holds it, and a nearer match in a pass is alerted on again (a misread KPX4727 raised the pass's
+        alert for KPX4721: the exact reads after it confirm it instead of being silenced). Reads may come
+        in any order: a pass is the span of the listed plate's reads with no gap longer than the gap."""
         passes = alerted.setdefault(self.watch_key(match), [])
         for span in passes:
             if first_s - self.settings.gap_s <= span[1] and span[0] <= last_s + self.settings.gap_s:
                 span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
+                nearest = span[3] if len(span) > 3 else 0.0
+                if alerting and match.distance < nearest:
+                    span[3:] = [match.distance]
+                    return False
                 return True
-        if new_pass:
-            passes.append([first_s, last_s, time.time()])
+        if alerting:
+            passes.append([first_s, last_s, time.time(), match.distance])
         return False
 
     @staticmethod

@@ -223,6 +223,24 @@ def test_a_plate_on_two_lists_raises_both_and_an_entry_expired_since_the_car_pas
     assert alerts == [("KPX4721", "stolen"), ("KPX4721", "unpaid"), ("LMN5555", "wanted")]
 
 
+def test_a_pass_first_alerted_on_a_misread_is_alerted_again_on_its_exact_reads_once(chain, redis_url):
+    """The listed car's first sure read is a misread (KPX4727, one character off): it raised the pass's
+    alert, and the nine exact reads after it were silenced — an operator may dismiss a fuzzy match. The
+    nearer match now alerts again, once (eight more exact reads: nothing)."""
+    pool, settings = chain
+    start_s = time.time() - 30
+    frames = [(frame(0, start_s), [plate("KPX4727", 100, 0.93)])]
+    frames += [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i, 0.97)]) for i in range(1, 10)]
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    log_frames(pool, frames[:1])  # the misread is logged and matched first
+    stage.poll()
+    log_frames(pool, frames[1:])
+    stage.poll()
+    stage.poll()
+    alerts = table(pool, "SELECT kind, body->>'plate', (body->>'distance')::float FROM alerts ORDER BY created_at")
+    assert alerts == [("read", "KPX4727", 1.0), ("read", "KPX4721", 0.0)]
+
+
 @pytest.mark.parametrize("node_watermark", [True, False])
 def test_a_frame_queued_but_not_yet_recorded_holds_grouping_back(chain, redis_url, node_watermark):
     """The ingest node records frames a moment after queuing them (its ledger is asynchronous): a frame
