@@ -50,6 +50,7 @@ from common.sighting_log import (
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
+from sighting_worker.grouping import MAX_TEXT_DISTANCE
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,11 @@ class SightingStage:
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            for match in self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s):
+            reach = max(MAX_TEXT_DISTANCE, self.settings.max_distance)
+            for match in self.watch.match_lists(seen.text, reach, seen.captured_at_s):
+                if match.distance > self.settings.max_distance:  # a misread of the car, as the tracker joins
+                    self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=False)
+                    continue  # it holds the pass open (a listed plate unread for a while is one pass), no alert
                 if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=sure) or not sure:
                     continue
                 alerts.append(
