@@ -48,13 +48,17 @@ def raise_alert(postgres_url: str, redis_url: str, receivers: list[str]) -> None
         enqueue(stage_queue(connect_redis(redis_url), "alert"), alert_job(ALERT.alert_id, receiver, 1), 60)
 
 
-def deliveries(postgres_url: str) -> dict[str, str]:
+def rows(postgres_url: str, query: str) -> list[tuple]:  # type: ignore[type-arg]
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection:
-            return dict(connection.execute("SELECT receiver, status FROM alert_deliveries").fetchall())
+            return connection.execute(query).fetchall()  # type: ignore[arg-type]
     finally:
         pool.close()
+
+
+def deliveries(postgres_url: str) -> dict[str, str]:
+    return dict(rows(postgres_url, "SELECT receiver, status FROM alert_deliveries"))
 
 
 @pytest.fixture()
@@ -149,13 +153,7 @@ def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, c
 
 
 def delivery_row(postgres_url: str) -> tuple[str, int, str]:
-    pool = open_pool(postgres_url)
-    try:
-        with pool.connection() as connection:
-            row = connection.execute("SELECT status, attempts, last_error FROM alert_deliveries").fetchone()
-    finally:
-        pool.close()
-    assert row is not None
+    [row] = rows(postgres_url, "SELECT status, attempts, last_error FROM alert_deliveries")
     return row
 
 
@@ -302,12 +300,7 @@ def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url,
                 enqueue(queue, alert_job(alert.alert_id, receiver, 1), 60)
         burst()
     assert len(dashboard.received) <= 1 and len(dispatch.received) == 4  # hung: the request never completes
-    pool = open_pool(postgres_url)
-    try:
-        with pool.connection() as connection:
-            rows = connection.execute("SELECT receiver, status, last_error FROM alert_deliveries").fetchall()
-    finally:
-        pool.close()
-    assert sorted((r, s) for r, s, _ in rows) == [("dashboard", "pending")] * 4 + [("dispatch", "delivered")] * 4
-    waiting = sorted(e for r, _, e in rows if r == "dashboard")
+    found = rows(postgres_url, "SELECT receiver, status, last_error FROM alert_deliveries")
+    assert sorted((r, s) for r, s, _ in found) == [("dashboard", "pending")] * 4 + [("dispatch", "delivered")] * 4
+    waiting = sorted(e for r, _, e in found if r == "dashboard")
     assert "timed out" in waiting[-1] and waiting[:3] == ["not tried: the receiver failed its last attempt"] * 3
