@@ -8,6 +8,7 @@ few seconds)."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
@@ -30,9 +32,16 @@ DEFAULT_LIST = "default"
 MAX_REASON_CHARS = 200
 
 
+CHARACTER_BITS = {char: bit for bit, char in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")}
+"""A plate character's bit in a character set; any other character shares bit 63."""
+
+
 def char_set(text: str) -> int:
-    """The characters of a text as a bit set (bit ord(c)): a cheap lower bound of plate_distance."""
-    return sum(1 << ord(char) for char in set(text))
+    """The characters of a text as a 64-bit set: a cheap lower bound of plate_distance."""
+    bits = 0
+    for char in set(text):
+        bits |= 1 << CHARACTER_BITS.get(char, 63)
+    return bits
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -113,23 +122,43 @@ def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, 
     """On every list that holds an entry within `max_distance` of `plate`, its nearest (ties by plate),
     by list name: a plate listed as unpaid parking and as stolen raises both, not the first list's
     alone. Expired entries (at `now_s`: the capture time) and an empty plate never match."""
-    if not plate:
-        return []
-    best: dict[str, WatchMatch] = {}
-    chars, edit_cost = char_set(plate), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
-    for entry in entries:
-        # Lower bounds of the distance first: the length difference; a character of one plate missing
-        # from the other takes an edit of at least edit_cost. They skip nearly every entry at once.
-        missing = max((chars & ~entry.chars).bit_count(), (entry.chars & ~chars).bit_count())
-        if abs(len(entry.plate) - len(plate)) > max_distance or missing * edit_cost > max_distance:
-            continue
-        if entry.expired(now_s):
-            continue
-        distance = plate_distance(plate, entry.plate)
-        held = best.get(entry.list_name)
-        if distance <= max_distance and (held is None or (distance, entry.plate) < (held.distance, held.entry.plate)):
-            best[entry.list_name] = WatchMatch(plate, entry, distance)
-    return [best[name] for name in sorted(best)]
+    return WatchIndex(entries).match_lists(plate, max_distance, now_s)
+
+
+class WatchIndex:
+    """The entries as arrays, to bound a read's distance to all of them at once (numpy): only the few
+    the bounds leave are compared character by character. A national hot-list of 100,000 plates took
+    30 ms a read, one entry at a time in Python (230 ms within distance 2): a sighting worker fell
+    behind a few dozen reads a second."""
+
+    def __init__(self, entries: Sequence[WatchEntry]) -> None:
+        self.entries = tuple(entries)
+        count = len(self.entries)
+        self.lengths = np.fromiter((len(e.plate) for e in self.entries), np.int64, count)
+        self.chars = np.fromiter((e.chars for e in self.entries), np.uint64, count)
+        self.expires_s = np.fromiter(
+            (math.inf if e.expires_at is None else e.expires_at.timestamp() for e in self.entries), np.float64, count
+        )
+
+    def match_lists(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
+        """match_lists (module function) against these entries."""
+        if not plate or not self.entries:
+            return []
+        # Lower bounds of the distance: the length difference; a character of one plate missing from the
+        # other takes an edit of at least the look-alike cost. They leave nearly no entry.
+        chars, edit_cost = np.uint64(char_set(plate)), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
+        missing = np.maximum(np.bitwise_count(chars & ~self.chars), np.bitwise_count(self.chars & ~chars))
+        near = (np.abs(self.lengths - len(plate)) <= max_distance) & (missing * edit_cost <= max_distance)
+        best: dict[str, WatchMatch] = {}
+        for index in np.flatnonzero(near & (self.expires_s > now_s)).tolist():
+            entry = self.entries[index]
+            distance = plate_distance(plate, entry.plate)
+            held = best.get(entry.list_name)
+            if distance <= max_distance and (
+                held is None or (distance, entry.plate) < (held.distance, held.entry.plate)
+            ):
+                best[entry.list_name] = WatchMatch(plate, entry, distance)
+        return [best[name] for name in sorted(best)]
 
 
 class WatchList:
@@ -208,6 +237,7 @@ class WatchListCache:
         """Entries expired this long ago are loaded too: a read is matched as of its capture time, which
         the grouping may reach that late."""
         self._entries: tuple[WatchEntry, ...] = ()
+        self._index = WatchIndex(())
         self._loaded_at: float | None = None
 
     def current(self) -> tuple[WatchEntry, ...]:
@@ -216,7 +246,9 @@ class WatchListCache:
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
             self._loaded_at = now
             try:
-                self._entries = tuple(self.watchlist.entries(expired_within_s=self.expired_within_s))
+                entries = tuple(self.watchlist.entries(expired_within_s=self.expired_within_s))
+                if entries != self._entries:
+                    self._entries, self._index = entries, WatchIndex(entries)
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
@@ -225,9 +257,12 @@ class WatchListCache:
 
     def match(self, plate: str, max_distance: float, now_s: float | None = None) -> WatchMatch | None:
         """match_plate against the current entries (`now_s`: wall-clock seconds, default now)."""
-        return match_plate(plate, self.current(), max_distance, time.time() if now_s is None else now_s)
+        self.current()
+        matches = self._index.match_lists(plate, max_distance, time.time() if now_s is None else now_s)
+        return min(matches, key=_rank, default=None)
 
     def match_lists(self, plate: str, max_distance: float, captured_at_s: float) -> list[WatchMatch]:
         """match_lists against the current entries, each judged as of `captured_at_s` (an entry that
         expired after the car was seen still matches it)."""
-        return match_lists(plate, self.current(), max_distance, captured_at_s)
+        self.current()
+        return self._index.match_lists(plate, max_distance, captured_at_s)

@@ -35,6 +35,7 @@ from common.alert_log import insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
 from common.jobs import alert_job
 from common.metrics import Metrics
+from common.plate_text import plate_distance
 from common.queues import enqueue
 from common.sighting_log import (
     SightingCursor,
@@ -221,17 +222,31 @@ class SightingStage:
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            reach = max(MAX_TEXT_DISTANCE, self.settings.max_distance)
-            for match in self.watch.match_lists(seen.text, reach, seen.captured_at_s):
-                if match.distance > self.settings.max_distance:  # a misread of the car, as the tracker joins
-                    self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=False)
-                    continue  # it holds the pass open (a listed plate unread for a while is one pass), no alert
+            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s)
+            for match in matches:
                 if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=sure) or not sure:
                     continue
                 alerts.append(
                     self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
                 )
+            self.hold_open(alerted, seen, {self.watch_key(m) for m in matches})
         return alerts
+
+    def hold_open(self, alerted: Passes, seen: Observation, matched: set[str]) -> None:
+        """A read too far from a listed plate to match it, but near enough for the tracker to take it for
+        the same car (a misread, half the plate hidden), widens that plate's open pass, never alerting:
+        a listed plate unread for longer than the gap is still one pass. Only the passes alerted on are
+        looked at (a few), not the whole watch-list."""
+        for key, spans in alerted.items():
+            if key in matched or plate_distance(seen.text, key.split(":", 1)[1]) > MAX_TEXT_DISTANCE:
+                continue
+            for span in spans:
+                if (
+                    seen.captured_at_s - self.settings.gap_s <= span[1]
+                    and span[0] <= seen.captured_at_s + self.settings.gap_s
+                ):
+                    span[0], span[1] = min(span[0], seen.captured_at_s), max(span[1], seen.captured_at_s)
+                    span[2] = time.time()
 
     def group(
         self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker
