@@ -98,6 +98,23 @@ class AlertLog:
     def __init__(self, pool: ConnectionPool, patience_s: float) -> None:
         self.pool, self.patience_s = pool, patience_s
 
+    def not_queued(self, deliveries: Sequence[tuple[str, str]]) -> None:
+        """(alert id, receiver) deliveries whose job the raiser could not queue (Redis away): due to
+        the alert pool's next round (`due`, every second), not ALERT_REQUEUE_AFTER_S later. One
+        attempt: when Postgres is away too, the requeue delay still brings them."""
+        if not deliveries:
+            return
+
+        def mark(connection: psycopg.Connection) -> None:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE alert_deliveries SET queued_at = NULL WHERE alert_id = %s AND receiver = %s"
+                    " AND status = 'pending'",
+                    list(deliveries),
+                )
+
+        write_through_outage(self.pool, mark, 0.0)
+
     def claim(self, alert_id: str, receiver: str, lease_s: float) -> Delivery | None:
         """This worker's delivery, for `lease_s`; None when it is not due (done, or another worker's)."""
 

@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
-from common.alert_log import insert_alerts
+from common.alert_log import AlertLog, insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
 from common.jobs import alert_job
 from common.metrics import Metrics
@@ -340,6 +340,7 @@ class SightingStage:
             self.metrics.sightings_closed.labels(camera=sighting.camera_id).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
             self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
+        not_queued = []
         for alert in new_alerts:
             self.metrics.alerts_raised.labels(kind=alert.kind).inc()
             for receiver in self.receivers:
@@ -347,3 +348,8 @@ class SightingStage:
                     enqueue(self.alert_queue, alert_job(alert.alert_id, receiver, 1), self.job_timeout_s)
                 except Exception as error:  # Redis down: the alert pool queues it from the outbox
                     log.warning("could not queue alert %s for %s: %s", alert.alert_id, receiver, error)
+                    not_queued.append((alert.alert_id, receiver))
+        try:  # due at the alert pool's next round once Redis is back, not 30 s later
+            AlertLog(self.pool, 0.0).not_queued(not_queued)
+        except Exception as error:  # Postgres away too: the requeue delay brings them
+            log.warning("could not mark %d alert deliveries as not queued: %s", len(not_queued), type(error).__name__)

@@ -256,6 +256,23 @@ def test_a_listed_plate_misread_for_longer_than_the_gap_is_still_one_pass(chain,
     assert len(table(pool, "SELECT 1 FROM sightings")) == 1
 
 
+def test_an_alert_whose_job_could_not_be_queued_is_due_at_once_not_half_a_minute_later(
+    chain, redis_url, redis_server, postgres_url
+):
+    """Redis away as the alert is committed: its delivery was marked queued all the same, and the alert
+    pool queued it only ALERT_REQUEUE_AFTER_S (30 s) later; now it is due at the pool's next round."""
+    from common.alert_log import AlertLog
+
+    pool, settings = chain
+    log_frames(pool, [(frame(i, time.time() - 30 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    redis_server.stop()
+    assert len(stage.poll().alerts) == 1
+    assert AlertLog(pool, 0.0).due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == [
+        (table(pool, "SELECT alert_id FROM alerts")[0][0], "ops", 0)
+    ]
+
+
 @pytest.mark.parametrize("node_watermark", [True, False])
 def test_a_frame_queued_but_not_yet_recorded_holds_grouping_back(chain, redis_url, node_watermark):
     """The ingest node records frames a moment after queuing them (its ledger is asynchronous): a frame
