@@ -161,5 +161,19 @@ MIGRATIONS: list[tuple[int, str]] = [
             CHECK (read_outcome IN ('pending', 'done', 'expired', 'lost', 'refused'));
         """,
     ),
+    (
+        9,
+        """
+        CREATE TABLE watchlist_version (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one), version BIGINT NOT NULL);
+        INSERT INTO watchlist_version (version) VALUES (1);
+        CREATE FUNCTION watchlist_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE watchlist_version SET version = version + 1;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER watchlist_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON watchlist
+            FOR EACH STATEMENT EXECUTE FUNCTION watchlist_changed();
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
