@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stage", choices=("detect", "ocr", "redact", "alert"), help="one stage (default: all)")
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument(
-        "--max-age-h", type=_positive, help="alerts: only those captured this recently (default: ALPR_ALERT_GIVE_UP_S)"
+        "--max-age-h", type=_positive, help="alerts: only those given up this recently (default: ALPR_ALERT_GIVE_UP_S)"
     )
     replay.add_argument("--redis-url")
     replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")

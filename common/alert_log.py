@@ -143,7 +143,8 @@ class AlertLog:
 
     def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], error: str) -> None:
         self._update(
-            "UPDATE alert_deliveries SET status = %s, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
+            "UPDATE alert_deliveries SET status = %s, last_error = %s, next_attempt_at = now()"  # when given up
+            " WHERE alert_id = %s AND receiver = %s" + MINE,
             (status, error[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
@@ -156,13 +157,11 @@ class AlertLog:
         return write_through_outage(self.pool, due, 0.0)
 
     def replay(self, max_age_s: float, dry_run: bool = False) -> list[tuple[str, str]]:
-        """Failed and rejected deliveries of alerts captured less than `max_age_s` ago back to pending,
-        their attempts reset (after the receiver or its settings were mended); (alert id, receiver) of
-        each. Older ones stay: a receiver mended after weeks would flood dispatch with stale hits."""
-        recent = (
-            " WHERE status IN ('failed', 'rejected') AND alert_id IN"
-            " (SELECT alert_id FROM alerts WHERE captured_at > now() - make_interval(secs => %s))"
-        )
+        """Failed and rejected deliveries given up less than `max_age_s` ago (`give_up` notes when in
+        next_attempt_at) back to pending, their attempts reset (after the receiver or its settings were
+        mended); (alert id, receiver) of each. Older ones stay: a receiver mended after weeks would
+        flood dispatch with stale hits."""
+        recent = " WHERE status IN ('failed', 'rejected') AND next_attempt_at > now() - make_interval(secs => %s)"
         statement = (
             "SELECT alert_id, receiver FROM alert_deliveries" + recent
             if dry_run

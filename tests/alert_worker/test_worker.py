@@ -152,6 +152,24 @@ def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, c
     assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 2
 
 
+def test_a_delivery_given_up_after_its_day_of_retries_is_replayed_by_default(setup, postgres_url, redis_url, capsys):
+    """Given up a day after the alert (ALPR_ALERT_GIVE_UP_S): `alpr replay --stage alert` counted its
+    window from the capture, so it never resent one that had failed; now from when it was given up."""
+    with WebhookServer(SECRET) as hook:
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        rows(postgres_url, "UPDATE alert_deliveries SET status = 'failed', retry_from = now() - interval '25 hours',"
+                           " next_attempt_at = now() - interval '1 hour' RETURNING 1")  # fmt: skip
+        rows(postgres_url, "UPDATE alerts SET captured_at = now() - interval '25 hours' RETURNING 1")
+        capsys.readouterr()
+        assert main(["replay", "--stage", "alert", "--max-age-h", "0.5"]) == 0
+        assert "requeued: 0" in capsys.readouterr().out  # given up an hour ago: not within half an hour
+        assert main(["replay", "--stage", "alert"]) == 0
+        assert "requeued: 1" in capsys.readouterr().out
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 1
+
+
 def delivery_row(postgres_url: str) -> tuple[str, int, str]:
     [row] = rows(postgres_url, "SELECT status, attempts, last_error FROM alert_deliveries")
     return row
