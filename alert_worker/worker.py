@@ -76,7 +76,9 @@ class AlertStage:
             return StageResult(frames=0)
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
         if resting_s > 0:  # it failed just now: this alert waits its turn without holding the worker
-            self.retry(delivery, DeliveryRetryable("not tried: the receiver failed its last attempt", resting_s))
+            self.retry(
+                delivery, DeliveryRetryable("not tried: the receiver failed its last attempt", resting_s), "rested"
+            )
             return StageResult(frames=0)
         try:
             self.send(delivery.alert, receiver)
@@ -94,11 +96,17 @@ class AlertStage:
             self.failing.pop(job.receiver, None)
             self.rested_until.pop(job.receiver, None)
             self.alert_log.delivered(delivery)
-            self.metrics.alert_deliveries.labels(outcome="sent").inc()
+            self.count(delivery, "sent")
             self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))
         return StageResult(frames=0)
 
-    def retry(self, delivery: Delivery, error: DeliveryRetryable) -> None:
+    def count(self, delivery: Delivery, outcome: str) -> None:
+        """One delivery outcome in the metrics, by receiver (a name from the receivers file; a job naming
+        another counts as `unknown`: names in jobs are not the operator's to bound)."""
+        receiver = delivery.receiver if delivery.receiver in self.receivers else "unknown"
+        self.metrics.alert_deliveries.labels(receiver=receiver, outcome=outcome).inc()
+
+    def retry(self, delivery: Delivery, error: DeliveryRetryable, outcome: str = "retried") -> None:
         delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
         if delivery.age_s + delay_s > self.give_up_s:
             self.give_up(delivery, "failed", f"gave up after {delivery.attempt} attempts: {error}")
@@ -106,12 +114,12 @@ class AlertStage:
         log.info("alert %s to %s: attempt %d failed (%s); next in %.0f s", delivery.alert.alert_id,
                  delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
         self.alert_log.retry_after(delivery, delay_s, str(error))
-        self.metrics.alert_deliveries.labels(outcome="retried").inc()
+        self.count(delivery, outcome)
 
     def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str) -> None:
         log.warning("alert %s to %s %s: %s", delivery.alert.alert_id, delivery.receiver, status, reason)
         self.alert_log.give_up(delivery, status, reason)
-        self.metrics.alert_deliveries.labels(outcome=status).inc()
+        self.count(delivery, status)
 
     def maintain(self) -> None:
         """Queue the deliveries that are due: retries after their back-off, jobs lost with a worker."""

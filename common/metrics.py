@@ -109,8 +109,10 @@ class Metrics:
             "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
         )
         self.alert_deliveries = Counter(
-            "alpr_alert_deliveries", "Alert delivery attempts by outcome (sent, retried, failed, rejected).",
-            ["outcome"], registry=r,
+            "alpr_alert_deliveries",
+            "Alert deliveries by receiver and outcome (sent, retried, rested: put back untried while the receiver"
+            " rests after a failure, failed, rejected).",
+            ["receiver", "outcome"], registry=r,
         )  # fmt: skip
         self.alert_latency_seconds = Histogram(
             "alpr_alert_latency_seconds", "Capture of the read that raised an alert to its delivery.",

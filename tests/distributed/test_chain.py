@@ -157,7 +157,7 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         assert total(sight, r"alpr_sightings_closed_total\{.*\}") == all_sightings  # counted where they happen
         assert total(sight, r'alpr_alerts_raised_total\{kind="read"\}') == 1
         alert = [v for k, v in samples.items() if k.startswith("alert")]
-        assert total(alert, r'alpr_alert_deliveries_total\{outcome="sent"\}') == 1
+        assert total(alert, r'alpr_alert_deliveries_total\{outcome="sent",receiver="ops"\}') == 1
         for camera in CAMERA_PLATES:
             assert ingest_metrics[f'alpr_frames_ingested_total{{camera="{camera}"}}'] == FRAMES_PER_CAMERA
         assert total(by_stage["detect"], r'alpr_frames_processed_total\{stage="detect"\}') == expected_frames
