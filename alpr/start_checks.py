@@ -50,11 +50,22 @@ def _refuse(backend: str, device: str, why: str) -> NoReturn:
 
 
 def check_keep_dir(keep_dir: Path) -> None:
-    """ConfigError when the redactor cannot create `keep_dir` or write a file in it."""
+    """ConfigError when the redactor cannot create `keep_dir` or write a file in it, or when a camera or
+    day folder in it is a link (the sweep follows none: frames kept through it would never be deleted,
+    so the redactor refuses to keep them)."""
     try:
         make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
             pass
+        linked = [p for p in keep_dir.iterdir() if p.is_symlink()]
+        linked += [
+            p for c in keep_dir.iterdir() if c.is_dir() and not c.is_symlink() for p in c.iterdir() if p.is_symlink()
+        ]
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(f"ALPR_KEEP_DIR: the redactor cannot write kept frames to {keep_dir}: {reason}") from None
+    if linked:
+        raise ConfigError(
+            f"ALPR_KEEP_DIR: {linked[0]} is a symbolic link; the sweep of kept frames follows no link, so frames"
+            " kept through it would never be deleted: mount the larger disk as ALPR_KEEP_DIR instead"
+        )

@@ -21,7 +21,7 @@ from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
-from redactor_worker.retention import delete_expired_frames, kept_path, write_kept
+from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, kept_path, write_kept
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,12 @@ class RedactStage:
         path: Path | None = None
         if self.keep == "all" or (self.keep == "plates" and item.plates):
             path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
-            write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
+            try:
+                write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
+            except LinkedKeepFolderError as error:  # this camera's folder, for good: the rest of the job goes on
+                log.warning("frame %s done but not kept: %s", ref.frame_id, error)
+                timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
+                return FrameRecord(timed, "done", "not kept: its keep folder is a link", len(item.plates))
         timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
         return FrameRecord(timed, "done", None, len(item.plates), str(path) if path else None)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import psycopg
+import pytest
 
 from alpr.cli import main
 from alpr.democlip import make_clip
@@ -47,3 +49,40 @@ def test_redaction_needs_no_ocr_and_deletes_only_the_frame(redis_url, postgres_u
     assert all(c.text != "KPX4721" for c in reader_us.read(geometry.crop(blurred, box, 0.08)))
     assert connection.keys("alpr:frame:*") == [crop_key.encode()]  # the frame is gone, the crop is OCR's
     assert stage_queue(connection, "redact").count == 0 and stage_queue(connection, "ocr").count == 0
+
+
+def test_a_camera_folder_linked_elsewhere_is_refused_at_start_and_costs_only_its_own_frames(
+    redis_url, postgres_url, tmp_path, monkeypatch, settings
+):
+    """The sweep follows no link, so frames kept through a linked camera folder would never be deleted:
+    a redactor refuses to start with one, and one made while it runs costs that camera's frames their
+    keeping (done, not kept, said so) — not the whole job with every other camera's frames."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.errors import ConfigError
+    from common.metrics import Metrics
+
+    keep_dir, elsewhere = tmp_path / "kept", tmp_path / "bigger-disk"
+    keep_dir.mkdir()
+    elsewhere.mkdir()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
+                           model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    (keep_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ConfigError, match="linked is a symbolic link"):
+        build_worker_context("redact", loaded, connection, Metrics())
+    (keep_dir / "linked").unlink()
+    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    (keep_dir / "linked").symlink_to(elsewhere, target_is_directory=True)  # made while it runs
+    frames = []
+    for camera in ("linked", "cam"):
+        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
+                       source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
+        FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
+        frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
+    stage.handle(RedactJob(batch_id="b", frames=frames).model_dump(mode="json"))
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
+    assert rows == [("cam", "done", None, True), ("linked", "done", "not kept: its keep folder is a link", False)]
+    assert list(elsewhere.iterdir()) == []
