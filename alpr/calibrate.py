@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,19 +123,32 @@ class RememberingDetector(PlateDetector):
         return [self.seen[key] for key in keys]
 
 
+def remembering_detector() -> Callable[[Settings], PlateDetector]:
+    """A detector factory that builds one RememberingDetector on first call (a folder of crops needs
+    none: no weights then) and gives the same one after."""
+    built: list[PlateDetector] = []
+
+    def detector(settings: Settings) -> PlateDetector:
+        from alpr.wiring import build_detector
+
+        if not built:
+            built.append(build_detector(settings, RememberingDetector))
+        return built[0]
+
+    return detector
+
+
 def collect(
     roots: list[Path],
     settings: Settings,
     format_weight: float,
     sources: Sequence[UnseenReads] = ALL_IMAGES,
-    detector: PlateDetector | None = None,
+    detector: Callable[[Settings], PlateDetector] | None = None,
 ) -> Reads:
     """The best read of every image that has one, the region's formats counting by `format_weight`:
     each source's images read by its recogniser (an image of two sources gives two reads); `detector`
-    (else one built from the settings) finds the plates."""
-    from alpr.wiring import build_detector
-
-    detector = detector or build_detector(settings)
+    (else remembering_detector()) builds what finds the plates, where a folder needs one."""
+    detector = detector or remembering_detector()
     rows: list[list[float]] = []
     labels: list[float] = []
     sets: list[str] = []
@@ -150,7 +163,11 @@ def collect(
 
 
 def _collect_one(
-    roots: list[Path], settings: Settings, format_weight: float, source: UnseenReads, detector: PlateDetector
+    roots: list[Path],
+    settings: Settings,
+    format_weight: float,
+    source: UnseenReads,
+    detector: Callable[[Settings], PlateDetector],
 ) -> tuple[list[list[float]], list[float], list[str], list[str]]:
     from alpr.wiring import ocr_settings
 
@@ -166,7 +183,7 @@ def _collect_one(
     rows, labels, sets, images = [], [], [], []
     for root in roots:
         outcomes: dict[str, list[Outcome]] = {}
-        evaluate(root, settings, lambda _: detector, raw_reader, outcomes, in_folds)
+        evaluate(root, settings, detector, raw_reader, outcomes, in_folds)
         for name, items in outcomes.items():
             for outcome in items:
                 if outcome.best is None or not outcome.best.candidates:
@@ -226,9 +243,7 @@ def calibrate(
         dataset_folders(root)  # a clear error before minutes of work
     if any(source.model_file is not None for source in sources) and settings.ocr_engine != "ppocr":
         raise InputError("unseen reads with a recogniser file need the ppocr engine")
-    from alpr.wiring import build_detector
-
-    detector = build_detector(settings, RememberingDetector)  # each image detected once, not once a pass
+    detector = remembering_detector()  # each image detected once, not once a pass; built only if needed
     collected = {weight: collect(roots, settings, weight, sources, detector) for weight in FORMAT_WEIGHTS}
     default_file = bundled_model_path(settings.ocr_model) if settings.ocr_engine == "ppocr" else None
     exact = {weight: int(reads.y.sum()) for weight, reads in collected.items()}

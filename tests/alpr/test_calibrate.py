@@ -26,10 +26,11 @@ def test_the_weight_with_most_exact_reads_is_chosen(exact, chosen):
     assert calibrate_module.choose_format_weight(exact) == chosen
 
 
-def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch, settings):
+def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
 
     def collect(roots, settings, weight, sources, detector):  # more exact reads at 0.5; confidence predicts exactness
+        assert not isinstance(detector, calibrate_module.PlateDetector)  # a factory: nothing built for crops
         right = 140 if weight == 0.5 else 120
         y = np.array([1.0] * right + [0.0] * (200 - right))
         x = np.column_stack([y * 2 - 1 + rng.normal(0, 0.5, 200), np.zeros((200, len(FEATURES) - 1))])
@@ -42,7 +43,7 @@ def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypa
     model_file = tmp_path / "plate_folds234.onnx"
     model_file.write_bytes(b"a model")
     sources = [calibrate_module.UnseenReads.parse(f"{model_file}:0,1"), calibrate_module.UnseenReads.parse("default:0")]
-    entry = calibrate_module.calibrate([tmp_path], settings, out, sources)
+    entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out, sources)
     shipped = hashlib.sha256(bundled_model_path("plate").read_bytes()).hexdigest()
     assert entry["reads"] == [
         {"model": "plate_folds234.onnx", "sha256": hashlib.sha256(b"a model").hexdigest(), "folds": [0, 1]},
@@ -83,12 +84,12 @@ def test_the_format_weights_passes_share_one_detection_of_each_image(datasets_di
     from tests.alpr.test_evaluation import copy_subset
 
     copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 5)
-    detector = build_detector(settings, calibrate_module.RememberingDetector)
-    assert isinstance(detector, calibrate_module.RememberingDetector)
-    first = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=detector)
-    assert len(detector.seen) == 5
-    again = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=detector)
-    fresh = calibrate_module.collect([tmp_path / "sets"], settings, 1.0)
+    factory = calibrate_module.remembering_detector()
+    first = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=factory)
+    detector = factory(settings)
+    assert isinstance(detector, calibrate_module.RememberingDetector) and len(detector.seen) == 5
+    again = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=factory)
+    fresh = calibrate_module.collect([tmp_path / "sets"], settings, 1.0, detector=build_detector)
     assert len(detector.seen) == 5 and np.array_equal(first.x, again.x) and np.array_equal(first.x, fresh.x)
 
 
