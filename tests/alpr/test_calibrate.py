@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import alpr.calibrate as calibrate_module
+from common.config import Settings
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
 from ocr_worker.core import PlateReader
 from ocr_worker.ppocr_engine import bundled_model_path
