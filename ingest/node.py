@@ -258,6 +258,8 @@ class IngestNode:
                     log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
                                 " until it has room")  # fmt: skip
                 self.store_full = True
+                with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
+                    self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
                 for ref, _ in batch:
                     self.skip(ref, "backpressure")
                 return
