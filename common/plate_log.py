@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
 from common.jobs import FrameRef
-from common.private_files import create_private, make_private_folders
+from common.private_files import keep_private, make_private_folders
 from common.sighting_log import REGISTER_CAMERAS
 from common.types import PlateRead
 
@@ -89,7 +89,7 @@ class SqlitePlateLog:
 
     def __init__(self, path: Path) -> None:
         make_private_folders(path.parent)
-        create_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
+        keep_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
         self.connection = sqlite3.connect(path)
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(plate_reads)")}
         if "frame_time_s" in columns:  # a log written before the column's rename

@@ -5,6 +5,7 @@ link planted at a file's name."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -56,3 +57,13 @@ def create_private(path: Path) -> None:
     """The file at `path` made private before another library opens it by name (SQLite, a video
     encoder); its content is kept."""
     os.close(open_private(path, truncate=False))
+
+
+def keep_private(path: Path) -> None:
+    """A file another library opens by name made private: created 0600 when missing, made 0600 when
+    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`)."""
+    if not path.exists():
+        create_private(path)
+    elif path.stat().st_uid == os.geteuid():
+        with contextlib.suppress(OSError):  # a read-only file system: read as it is
+            os.chmod(path, FILE_MODE)

@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
-from common.private_files import create_private, make_private_folders
+from common.private_files import keep_private, make_private_folders
 from common.types import Observation, Sighting
 
 COLUMNS = (
@@ -76,7 +76,7 @@ class SqliteSightingLog:
 
     def __init__(self, path: Path) -> None:
         make_private_folders(path.parent)
-        create_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
+        keep_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
         self.connection = sqlite3.connect(path)
         self.connection.executescript(SQLITE_SCHEMA)
 

@@ -214,6 +214,8 @@ class IngestNode:
         finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
         the camera; a file's waits for room (nothing is lost by waiting) unless the node stops."""
         camera = run.camera
+        while not source.is_stream and self.pending.full() and not self.stop.is_set():
+            self.stop.wait(0.05)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,

@@ -43,6 +43,7 @@ class OcrStage:
         self.make_reader, self.store, self.plate_log, self.frame_log = make_reader, store, plate_log, frame_log
         self.metrics = metrics
         self.readers: dict[str, PlateReader] = {}
+        self.refused: set[tuple[str, str]] = set()  # (camera, region) warned of
 
     def reader(self, region: str) -> PlateReader | None:
         """One reader per plate region, made on first use and kept; None for a region this worker does
@@ -93,9 +94,11 @@ class OcrStage:
     def refuse(self, frame: FrameRef) -> ReadOutcome:
         """A frame whose plate region this worker does not know: warned, counted and recorded as refused;
         the rest of its job is read."""
-        known = ", ".join(sorted(load_regions()))
-        log.warning("frame %s of camera %s: unknown plate region %r (this OCR worker knows %s): its plates are"
-                    " not read", frame.frame_id, frame.camera_id, frame.region, known)  # fmt: skip
+        if (frame.camera_id, frame.region) not in self.refused:  # once per camera and region: an upgrade
+            self.refused.add((frame.camera_id, frame.region))  # under way would log every frame
+            known = ", ".join(sorted(load_regions()))
+            log.warning("camera %s: unknown plate region %r (this OCR worker knows %s): its frames' plates are"
+                        " not read, their reads recorded as refused", frame.camera_id, frame.region, known)  # fmt: skip
         self.metrics.frames_skipped.labels(camera=frame.camera_id, reason="unknown_region").inc()
         return "refused"
 

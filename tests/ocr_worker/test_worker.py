@@ -99,7 +99,7 @@ def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_r
     burst("ocr", redis_url, postgres_url, settings, tmp_path)
     job = ocr.fetch_job(job_id)
     assert job is not None and job.is_finished and FailedJobRegistry(queue=ocr).get_job_ids() == []
-    assert "unknown plate region 'zz'" in caplog.text and "frame new:1:0 of camera new" in caplog.text
+    assert caplog.text.count("camera new: unknown plate region 'zz'") == 1  # once per camera and region
     burst("redact", redis_url, postgres_url, settings, tmp_path)
     with psycopg.connect(postgres_url) as db:
         reads = db.execute("SELECT camera_id, plate_text FROM plate_reads").fetchall()
