@@ -71,10 +71,25 @@ class TextLine:
 
 
 def _ordered(points: np.ndarray) -> np.ndarray:
-    """Four corners as top-left, top-right, bottom-right, bottom-left."""
-    by_y = points[np.argsort(points[:, 1])]
-    top, bottom = by_y[:2][np.argsort(by_y[:2, 0])], by_y[2:][np.argsort(by_y[2:, 0])]
-    return np.array([top[0], top[1], bottom[1], bottom[0]], np.float32)
+    """A rectangle's four corners (in order around it) as top-left, top-right, bottom-right,
+    bottom-left, taken along its long side: sorting them by y alone mixed the sides once a line was
+    tilted more than its height over its width (20 degrees for a plate's line), and the line, taken
+    for an upright one, was dropped. A rectangle whose long side is nearer upright keeps the order by y
+    (lines_from_map drops it: no plate's text)."""
+    corners = points.astype(np.float32)
+    along = max(corners[1] - corners[0], corners[2] - corners[1], key=lambda edge: float(np.hypot(*edge)))
+    if abs(along[1]) > abs(along[0]):
+        by_y = corners[np.argsort(corners[:, 1])]
+        top, bottom = by_y[:2][np.argsort(by_y[:2, 0])], by_y[2:][np.argsort(by_y[2:, 0])]
+        return np.array([top[0], top[1], bottom[1], bottom[0]], np.float32)
+    along = along if along[0] >= 0 else -along
+    down = np.array([-along[1], along[0]], np.float32)
+    down = down if down[1] >= 0 else -down
+    offsets = corners - corners.mean(axis=0)
+    by_down = np.argsort(offsets @ down, kind="stable")
+    upper, lower = by_down[:2], by_down[2:]
+    upper, lower = upper[np.argsort(offsets[upper] @ along)], lower[np.argsort(offsets[lower] @ along)]
+    return np.array([corners[upper[0]], corners[upper[1]], corners[lower[1]], corners[lower[0]]], np.float32)
 
 
 def lines_from_map(probability: np.ndarray, scale_x: float, scale_y: float) -> list[TextLine]:

@@ -115,3 +115,22 @@ def test_large_characters_are_one_line_and_beat_the_state_name(datasets_dir, ima
     crop = cv2.imread(str(datasets_dir / "openalpr-plates" / image))
     assert crop is not None and character_rows(crop)[1] is None  # the text detector's case
     assert PlateReader(OcrSettings(region="us")).read(crop)[0].text == plate
+
+
+@pytest.mark.parametrize("angle", [0, 15, 25, 35, -25])
+def test_a_tilted_line_found_by_the_text_detector_keeps_its_sides(angle):
+    """A line tilted more than its height over its width (20 degrees at 4:1) had its corners sorted by y
+    alone: its sides mixed, it looked upright, and it was dropped. Its map: one tilted band."""
+    from ocr_worker.text_lines import lines_from_map
+
+    probability = np.zeros((200, 300), np.float32)
+    corners = cv2.boxPoints(((150, 100), (160, 40), angle)).astype(np.int32)
+    cv2.fillPoly(probability, [corners], 1.0)
+    [line] = lines_from_map(probability, 1.0, 1.0)
+    top_left, top_right, bottom_right, bottom_left = line.corners
+    assert top_left[0] < top_right[0] and bottom_left[0] < bottom_right[0]  # left to right along the line
+    assert (top_left[1] + top_right[1]) < (bottom_left[1] + bottom_right[1])  # the top side above the bottom
+    assert 2 * line.height < np.linalg.norm(top_right - top_left)  # the long side is the width (both grown)
+    upright = np.zeros((200, 300), np.float32)
+    cv2.fillPoly(upright, [cv2.boxPoints(((150, 100), (160, 40), 90 + angle)).astype(np.int32)], 1.0)
+    assert lines_from_map(upright, 1.0, 1.0) == []  # turned upright (more than 45 degrees): no plate's text
