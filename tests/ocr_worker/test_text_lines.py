@@ -134,3 +134,14 @@ def test_a_tilted_line_found_by_the_text_detector_keeps_its_sides(angle):
     upright = np.zeros((200, 300), np.float32)
     cv2.fillPoly(upright, [cv2.boxPoints(((150, 100), (160, 40), 90 + angle)).astype(np.int32)], 1.0)
     assert lines_from_map(upright, 1.0, 1.0) == []  # turned upright (more than 45 degrees): no plate's text
+
+
+def test_a_loose_crops_smaller_row_under_a_fifth_of_its_height_is_found():
+    """A two-row plate in a loose crop: its main row a fifth of the crop tall, its smaller row (0.7 of
+    the main) under a fifth — left out with the main row's floor, the plate read a row short."""
+    from ocr_worker import preprocess
+
+    gray = np.full((100, 300), 255, np.uint8)
+    cv2.putText(gray, "ABC123", (40, 75), cv2.FONT_HERSHEY_SIMPLEX, 0.95, 0, 3)  # 21 px tall
+    cv2.putText(gray, "K L M N", (50, 35), cv2.FONT_HERSHEY_SIMPLEX, 0.65, 0, 2)  # 15-16 px tall
+    assert preprocess.text_rows(gray) == [(0, 18, 300, 38), (0, 52, 300, 79)]  # both, top first
