@@ -95,6 +95,9 @@ def main() -> None:
     ms = best_ms(lambda: [finder.plate_text(crops[i : i + 8]) for i in range(0, len(crops), 8)], OCR_REPEAT)
     ms /= len(crops)
     print(f"  + text detector, where no free-standing row is found (real crops: about 1 in 10): {ms:5.2f} more")
+    sliver = np.random.default_rng(0).integers(0, 255, (4, 7680, 3), dtype=np.uint8)
+    ms = best_ms(lambda: reader.read(sliver), 1)
+    print(f"  a 4 x 7680 sliver, no plate's shape (any engine: not read): {ms:.2f} ms (read, it took ~1,700 ms, 240 MB)")
     try:
         import pytesseract
 
