@@ -97,7 +97,7 @@ def main() -> None:
     print(f"  + text detector, where no free-standing row is found (real crops: about 1 in 10): {ms:5.2f} more")
     sliver = np.random.default_rng(0).integers(0, 255, (4, 7680, 3), dtype=np.uint8)
     ms = best_ms(lambda: reader.read(sliver), 1)
-    print(f"  a 4 x 7680 sliver, no plate's shape (any engine: not read): {ms:.2f} ms (read, it took ~1,700 ms, 240 MB)")
+    print(f"  a 4 x 7680 sliver, no plate's shape (any engine: not read): {ms:.2f} ms (read, 1.7 s and 240 MB)")
     try:
         import pytesseract
 
