@@ -286,11 +286,14 @@ class VideoSource(FrameSource):
         next_sample_s = 0.0
         index = 0
         decoded = 0
+        if not self.is_stream and not self.source_fps:
+            self.note_failure(
+                f"video {mask_url(self.uri)} states no usable frame rate: every frame sampled, timed as"
+                f" {self.sample_fps:g} frames/s"
+            )  # not by the wall clock, as before: the frames kept then depended on the machine's speed
         try:
             while self.capture.grab():
-                time_s = (
-                    index / self.source_fps if self.source_fps and not self.is_stream else time.monotonic() - started
-                )
+                time_s = time.monotonic() - started if self.is_stream else index / (self.source_fps or self.sample_fps)
                 if time_s + 1e-6 >= next_sample_s:
                     sample = self.retrieve(index, time_s)
                     if isinstance(sample, SampledFrame) or sample.problem == "too_large":

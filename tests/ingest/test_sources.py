@@ -2,6 +2,7 @@
 credentials in every message."""
 
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -349,3 +350,24 @@ def test_a_video_whose_every_frame_fails_to_decode_is_an_input_error(demo_clip):
     source.capture = FailingRetrieve(source.capture, set(range(10_000)))
     with pytest.raises(InputError, match=r"no frame could be decoded from .* \(corrupt or empty video\)"):
         list(source.samples())
+
+
+def test_a_video_file_stating_no_usable_frame_rate_is_sampled_whole_not_by_the_wall_clock(tmp_path):
+    """Its header says 100,000 frames/s (or 0): its frames were timed by the wall clock while decoding,
+    so how many were sampled depended on the machine's speed (1 of 30 here), and sightings' times were
+    wrong. Now every frame is sampled, timed at the sample rate, and the failure is noted."""
+    path = tmp_path / "odd.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(30):
+        writer.write(np.full((120, 160, 3), i * 8, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())  # the stream header's rate (after fccType, handler, flags,
+    rate = data.find(b"strh") + 8 + 24  # priority, language, initial frames, scale): 10 -> 100,000
+    assert struct.unpack("<I", data[rate : rate + 4]) == (10,)
+    data[rate : rate + 4] = struct.pack("<I", 100_000)
+    path.write_bytes(bytes(data))
+    assert cv2.VideoCapture(str(path), cv2.CAP_FFMPEG).get(cv2.CAP_PROP_FPS) == 100_000
+    source = open_source(str(path), sample_fps=5.0)
+    samples = list(source.samples())
+    assert [s.index for s in samples] == list(range(30)) and samples[-1].source_time_s == 29 / 5.0
+    assert "states no usable frame rate" in source.failures[0]
