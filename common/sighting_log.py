@@ -189,9 +189,25 @@ class LoggedRead:
     observation: Observation
 
 
+CAMERAS_WITH_WORK = """
+SELECT c.camera_id FROM sighting_cursors c
+WHERE c.grouped_until_s = 0
+    OR jsonb_path_exists(c.state, '$.tracker.cameras.*.tracks[0]')
+    OR EXISTS (SELECT 1 FROM plate_reads r WHERE r.camera_id = c.camera_id AND r.id > c.early_read_id
+               AND NOT coalesce(c.state->'early'->'seen', '[]'::jsonb) @> to_jsonb(r.id))
+    OR EXISTS (SELECT 1 FROM plate_reads r WHERE r.camera_id = c.camera_id
+               AND r.captured_at >= to_timestamp(c.grouped_until_s))
+ORDER BY c.camera_id
+"""
+"""The cameras a round has work for: met for the first time, with an open track (closed once the gap
+has passed), with reads the early scan has not taken, or with reads not yet grouped (their frames not
+settled yet). An idle camera costs the round nothing: with 300 cameras and no car the round took 0.3 s
+of queries, over the 0.2 s between rounds, so early alerts waited on idle cameras."""
+
+
 def camera_ids(connection: psycopg.Connection) -> list[str]:
-    """The cameras with reads to group."""
-    return [row[0] for row in connection.execute("SELECT camera_id FROM sighting_cursors ORDER BY camera_id")]
+    """The cameras with work for a round (CAMERAS_WITH_WORK)."""
+    return [row[0] for row in connection.execute(CAMERAS_WITH_WORK)]
 
 
 def lock_cursor(connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:

@@ -273,6 +273,37 @@ def test_an_alert_whose_job_could_not_be_queued_is_due_at_once_not_half_a_minute
     ]
 
 
+def test_a_round_visits_only_the_cameras_with_work(chain, redis_url):
+    """300 idle cameras cost a round 0.3 s of queries, more than the 0.2 s between rounds: early alerts
+    waited on them. A round now visits a camera met for the first time, with reads not taken or not
+    grouped, or with an open track — and no other (the idle ones' cursors stay as they were)."""
+    pool, settings = chain
+    with pool.connection() as connection:
+        for camera in ("idle1", "idle2"):
+            connection.execute("INSERT INTO sighting_cursors (camera_id) VALUES (%s)", (camera,))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    visited: list[str] = []
+    group_camera = stage.group_camera
+    stage.group_camera = lambda camera_id: visited.append(camera_id) or group_camera(camera_id)  # type: ignore[method-assign]
+    stage.poll()
+    assert visited == ["idle1", "idle2"]  # met for the first time
+    visited.clear()
+    stage.poll()
+    assert visited == []  # idle: nothing to do
+    start_s = time.time() - 30
+    log_frames(pool, [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    stage.poll()
+    assert visited == ["gate"] and len(table(pool, "SELECT 1 FROM sightings")) == 1  # new reads, grouped
+    visited.clear()
+    stage.poll()
+    assert visited == []  # its reads taken and grouped, no track open
+    now_s = time.time()
+    log_frames(pool, [(frame(i, now_s - 0.5 + i * 0.1), [plate("GHT2093", 100)]) for i in range(5, 8)])
+    stage.poll()
+    stage.poll()
+    assert visited == ["gate", "gate"]  # a car in view: its reads wait for the settle time, then its track is open
+
+
 @pytest.mark.parametrize("node_watermark", [True, False])
 def test_a_frame_queued_but_not_yet_recorded_holds_grouping_back(chain, redis_url, node_watermark):
     """The ingest node records frames a moment after queuing them (its ledger is asynchronous): a frame
