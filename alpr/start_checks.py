@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 from common.errors import ConfigError
 from common.private_files import make_private_folders
+from redactor_worker.retention import is_camera_name, is_day_name
 
 
 def cuda_devices(backend: str) -> int | None:
@@ -57,10 +58,10 @@ def check_keep_dir(keep_dir: Path) -> None:
         make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
             pass
-        linked = [p for p in keep_dir.iterdir() if p.is_symlink()]
-        linked += [
-            p for c in keep_dir.iterdir() if c.is_dir() and not c.is_symlink() for p in c.iterdir() if p.is_symlink()
-        ]
+        cameras = [c for c in keep_dir.iterdir() if is_camera_name(c.name)]
+        linked = [c for c in cameras if c.is_symlink()]
+        linked += [d for c in cameras if not c.is_symlink() and c.is_dir() for d in c.iterdir()
+                   if is_day_name(d.name) and d.is_symlink()]  # fmt: skip
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(f"ALPR_KEEP_DIR: the redactor cannot write kept frames to {keep_dir}: {reason}") from None

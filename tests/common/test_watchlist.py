@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
@@ -268,6 +269,42 @@ def test_the_cache_loads_the_entries_only_when_the_table_changed_by_any_means(po
         connection.execute("INSERT INTO watchlist (plate, reason) VALUES ('CD2', 'by hand')")
     clock.now += 5
     assert cache.match("CD2", 0.0) is not None and len(loads) == 2
+
+
+def test_a_role_granted_the_watchlist_alone_writes_and_matches_through_the_change_count(pool, postgres_url):
+    """The change count is kept by a trigger that runs as its owner (a writer needs no grant on it) and
+    in the schema it was made in; a reader not granted the count (no `--grant` after migration 9)
+    loads the entries every refresh, as before, rather than none."""
+    import uuid
+
+    role = f"wl_{uuid.uuid4().hex[:8]}"
+    schema = postgres_url.rsplit("%3D", 1)[1]
+    with pool.connection() as connection:
+        connection.execute(f"CREATE ROLE {role}")
+        connection.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON watchlist TO {role}")
+    try:
+        with pool.connection() as connection:
+            before = connection.execute("SELECT version FROM watchlist_version").fetchone()[0]  # type: ignore[index]
+        with psycopg.connect(postgres_url) as connection:
+            connection.execute(f"SET ROLE {role}")
+            connection.execute("SET search_path TO public")  # a hand-written INSERT naming the schema
+            connection.execute(f"INSERT INTO {schema}.watchlist (plate, reason) VALUES ('AB1', 'by hand')")
+        with pool.connection() as connection:
+            assert connection.execute("SELECT version FROM watchlist_version").fetchone()[0] > before  # type: ignore[index]
+        with psycopg.connect(postgres_url) as connection:
+            connection.execute(f"SET ROLE {role}")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                connection.execute("SELECT version FROM watchlist_version")
+        as_role = open_pool(postgres_url.replace("options=", f"options=-crole%3D{role}%20"), wait_s=3)
+        try:
+            assert WatchListCache(WatchList(as_role), refresh_s=5.0).match("AB1", 0.0) is not None
+        finally:
+            as_role.close()
+    finally:
+        with pool.connection() as connection:
+            connection.execute(f"DROP OWNED BY {role}")
+            connection.execute(f"DROP ROLE {role}")
 
 
 def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
