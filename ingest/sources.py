@@ -9,6 +9,7 @@ noted in the source's failures: not fatal."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import stat
 import time
@@ -25,6 +26,8 @@ from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -286,11 +289,11 @@ class VideoSource(FrameSource):
         next_sample_s = 0.0
         index = 0
         decoded = 0
-        if not self.is_stream and not self.source_fps:
-            self.note_failure(
-                f"video {mask_url(self.uri)} states no usable frame rate: every frame sampled, timed as"
-                f" {self.sample_fps:g} frames/s"
-            )  # not by the wall clock, as before: the frames kept then depended on the machine's speed
+        if not self.is_stream and not self.source_fps:  # not by the wall clock, as before: what was
+            log.warning(  # sampled then depended on the machine's speed
+                "video %s states no usable frame rate: every frame sampled, timed as %g frames/s",
+                mask_url(self.uri), self.sample_fps,
+            )  # fmt: skip
         try:
             while self.capture.grab():
                 time_s = time.monotonic() - started if self.is_stream else index / (self.source_fps or self.sample_fps)

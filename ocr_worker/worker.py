@@ -26,6 +26,10 @@ from ocr_worker.core import PlateReader
 
 log = logging.getLogger(__name__)
 
+MAX_REFUSALS_WARNED = 1000
+"""(camera, region) pairs a worker warns of: jobs from outside can name any, and the set must not grow
+without end (past it, refusals are counted only)."""
+
 
 class OcrStage:
     """The OCR pool's stage: one per worker, built by alpr/wiring.py."""
@@ -94,7 +98,8 @@ class OcrStage:
     def refuse(self, frame: FrameRef) -> ReadOutcome:
         """A frame whose plate region this worker does not know: warned, counted and recorded as refused;
         the rest of its job is read."""
-        if (frame.camera_id, frame.region) not in self.refused:  # once per camera and region: an upgrade
+        warned = (frame.camera_id, frame.region) in self.refused
+        if not warned and len(self.refused) < MAX_REFUSALS_WARNED:  # once per camera and region: an upgrade
             self.refused.add((frame.camera_id, frame.region))  # under way would log every frame
             known = ", ".join(sorted(load_regions()))
             log.warning("camera %s: unknown plate region %r (this OCR worker knows %s): its frames' plates are"

@@ -138,6 +138,8 @@ def test_a_rejected_alert_is_kept_and_replayed(setup, postgres_url, redis_url, c
         raise_alert(postgres_url, redis_url, ["ops"])
         burst()
         assert deliveries(postgres_url) == {"ops": "rejected"}
+        # when it was given up, for `alpr replay --max-age-h` (the claim had set it a lease ahead)
+        assert rows(postgres_url, "SELECT next_attempt_at <= now() FROM alert_deliveries") == [(True,)]
         enqueue(stage_queue(connect_redis(redis_url), "alert"), alert_job(ALERT.alert_id, "ops", 9), 60)  # a stray job
         time.sleep(1.2)  # past the first back-off
         burst()
