@@ -1,7 +1,7 @@
 """Watch-lists: plates listed with a reason and an optional expiry, in named lists (Postgres table
 `watchlist`, migration 6). Owns the entry type and its validation (`WatchEntry`, `normalise_plate`),
 the table's reads and writes (`WatchList`; the CSV import's format: common/watchlist_csv.py),
-matching a plate against the entries (`match_plate`: exact or within a plate distance, look-alikes
+matching a plate against the entries (`match_lists`: exact or within a plate distance, look-alikes
 counting half) and the copy a worker matches every read against (`WatchListCache`, reloaded every
 few seconds)."""
 
@@ -106,16 +106,6 @@ class WatchMatch:
     plate: str
     entry: WatchEntry
     distance: float
-
-
-def match_plate(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> WatchMatch | None:
-    """The entry nearest to `plate` within `max_distance` (plate_distance: a look-alike swap costs
-    0.5), exact first, ties by list and plate; expired entries and an empty plate never match."""
-    return min(match_lists(plate, entries, max_distance, now_s), key=_rank, default=None)
-
-
-def _rank(match: WatchMatch) -> tuple[float, str, str]:
-    return match.distance, match.entry.list_name, match.entry.plate
 
 
 def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> list[WatchMatch]:
@@ -274,12 +264,6 @@ class WatchListCache:
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
                             reason, len(self._entries))  # fmt: skip
         return self._entries
-
-    def match(self, plate: str, max_distance: float, now_s: float | None = None) -> WatchMatch | None:
-        """match_plate against the current entries (`now_s`: wall-clock seconds, default now)."""
-        self.current()
-        matches = self._index.match_lists(plate, max_distance, time.time() if now_s is None else now_s)
-        return min(matches, key=_rank, default=None)
 
     def match_lists(self, plate: str, max_distance: float, captured_at_s: float) -> list[WatchMatch]:
         """match_lists against the current entries, each judged as of `captured_at_s` (an entry that

@@ -23,7 +23,7 @@ from common.config import Settings
 from common.db import open_pool, open_upgraded_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
-from common.watchlist import WatchEntry, WatchList, WatchListCache, match_lists, match_plate
+from common.watchlist import WatchEntry, WatchList, WatchListCache, WatchMatch, match_lists
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
 from tests.conftest import unavailable
 from tests.servers import PrivatePostgres
@@ -31,6 +31,18 @@ from tests.servers import PrivatePostgres
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 PAST = datetime(2030, 5, 1, tzinfo=UTC)
 FUTURE = datetime(2030, 7, 1, tzinfo=UTC)
+
+
+def match_plate(plate: str, entries: list[WatchEntry], max_distance: float, now_s: float) -> WatchMatch | None:
+    """The nearest match on any list (ties by list, then plate)."""
+    matches = match_lists(plate, entries, max_distance, now_s)
+    return min(matches, key=lambda m: (m.distance, m.entry.list_name, m.entry.plate), default=None)
+
+
+def cache_match(cache: WatchListCache, plate: str, max_distance: float) -> WatchMatch | None:
+    """The cache's nearest match now."""
+    found = cache.match_lists(plate, max_distance, time.time())
+    return min(found, key=lambda m: (m.distance, m.entry.list_name, m.entry.plate), default=None)
 
 
 def entries(*plates: str, expires_at: datetime | None = None) -> list[WatchEntry]:
@@ -91,7 +103,7 @@ def test_a_plate_on_several_lists_matches_each_list_with_its_nearest_entry():
     assert [(m.entry.list_name, m.entry.reason, m.distance) for m in matches] == [
         ("a_parking", "unpaid parking", 0.0), ("stolen", "armed", 0.0),
     ]  # fmt: skip
-    assert match_plate("ABC1234", listed, 1.0, NOW_S) == matches[0]  # the nearest overall, as before
+    assert match_plate("ABC1234", listed, 1.0, NOW_S) == matches[0]  # the nearest overall: the first list
 
 
 def test_an_entry_stops_matching_when_it_expires():
@@ -268,7 +280,7 @@ def test_the_cache_loads_the_entries_only_when_the_table_changed_by_any_means(po
     with pool.connection() as connection:
         connection.execute("INSERT INTO watchlist (plate, reason) VALUES ('CD2', 'by hand')")
     clock.now += 5
-    assert cache.match("CD2", 0.0) is not None and len(loads) == 2
+    assert cache_match(cache, "CD2", 0.0) is not None and len(loads) == 2
 
 
 def test_a_role_granted_the_watchlist_alone_writes_and_matches_through_the_change_count(pool, postgres_url):
@@ -298,7 +310,7 @@ def test_a_role_granted_the_watchlist_alone_writes_and_matches_through_the_chang
                 connection.execute("SELECT version FROM watchlist_version")
         as_role = open_pool(postgres_url.replace("options=", f"options=-crole%3D{role}%20"), wait_s=3)
         try:
-            assert WatchListCache(WatchList(as_role), refresh_s=5.0).match("AB1", 0.0) is not None
+            assert cache_match(WatchListCache(WatchList(as_role), refresh_s=5.0), "AB1", 0.0) is not None
         finally:
             as_role.close()
     finally:
@@ -314,9 +326,9 @@ def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
     assert [e.plate for e in cache.current()] == ["AB1"]
     watch.add(WatchEntry("CD2", "second"))
     clock.now += 4.9
-    assert cache.match("CD2", 0.0) is None  # not before refresh_s
+    assert cache_match(cache, "CD2", 0.0) is None  # not before refresh_s
     clock.now += 0.1
-    match = cache.match("CD2", 0.0)  # the positive control: after it
+    match = cache_match(cache, "CD2", 0.0)  # the positive control: after it
     assert match is not None and match.entry.reason == "second"
 
 
@@ -332,12 +344,12 @@ def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it
         watch, clock = WatchList(pool), Clock()
         watch.add(WatchEntry("AB1", "first"))
         cache = WatchListCache(watch, refresh_s=5.0, clock=clock)
-        assert cache.match("AB1", 0.0) is not None
+        assert cache_match(cache, "AB1", 0.0) is not None
         server.stop()
         clock.now += 5.0
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="common.watchlist"):
-            assert cache.match("AB1", 0.0) is not None  # the entries loaded before
+            assert cache_match(cache, "AB1", 0.0) is not None  # the entries loaded before
         assert time.monotonic() - started < defaults.DB_ATTEMPT_S + 5  # one bounded attempt, not the pool's 30 s
         [warning] = [r.getMessage() for r in caplog.records if r.name == "common.watchlist"]
         assert warning.startswith("watch-lists not reloaded (") and warning.endswith(
@@ -346,9 +358,9 @@ def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it
         server.start()
         watch.remove("AB1")  # the pool replaces its broken connection
         clock.now += 4.0
-        assert cache.match("AB1", 0.0) is not None  # the next reload is due refresh_s after the failed attempt
+        assert cache_match(cache, "AB1", 0.0) is not None  # the next reload is due refresh_s after the failed attempt
         clock.now += 1.0
-        assert cache.match("AB1", 0.0) is None
+        assert cache_match(cache, "AB1", 0.0) is None
     finally:
         pool.close()
         server.remove()
@@ -382,5 +394,5 @@ def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_st
     cache = WatchListCache(watch, refresh_s=60.0)
     with caplog.at_level(logging.WARNING):
         assert [e.plate for e in cache.current()] == ["AB1"]
-    assert cache.match("AB1", 0.0) is not None
+    assert cache_match(cache, "AB1", 0.0) is not None
     assert sum("an entry is skipped, not valid" in r.getMessage() for r in caplog.records) == 2
