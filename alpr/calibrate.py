@@ -21,7 +21,7 @@ from alpr.evaluation import Outcome, Sample, dataset_folders, evaluate
 from alpr.folds import FOLDS, fold, parse_folds
 from common.config import Settings
 from common.errors import InputError
-from common.types import PlateCandidate
+from common.types import BoxXYXY, PlateCandidate, PlateRead
 from detector_worker.core import DetectorSettings, PlateDetections, PlateDetector
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
 from ocr_worker.core import OcrSettings, PlateReader
@@ -47,6 +47,16 @@ class FeatureRecorder(PlateReader):
     def __init__(self, settings: OcrSettings, recorded: Recorded) -> None:
         super().__init__(settings)
         self.recorded = recorded
+
+    def read_plates(
+        self,
+        crops: Sequence[np.ndarray | None],
+        boxes: Sequence[tuple[BoxXYXY, float]],
+        at_side_edge: Sequence[bool] = (),
+    ) -> list[PlateRead]:
+        """The reads without the side-edge cap (its candidates are new objects): what is fitted is the
+        recogniser's own confidence, which the cap then bounds."""
+        return super().read_plates(crops, boxes)
 
     def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
         candidates = super().finish(readings)

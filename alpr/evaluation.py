@@ -248,7 +248,8 @@ def _run(
         detections = detector.detect([image])[0]
         detected = time.perf_counter()
         boxes = list(boxes_to_read(detections, None).boxes())  # what the pipeline reads
-        reads = reader.read_plates([geometry.crop(image, box, crop_margin) for box, _ in boxes], boxes)
+        plates = [geometry.crop(image, box, crop_margin) for box, _ in boxes]
+        reads = reader.read_plates(plates, boxes, [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes])
         yield (
             sample,
             reads,

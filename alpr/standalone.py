@@ -160,7 +160,9 @@ class Pipeline:
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
             boxes = list(boxes_to_read(found, self.roi).boxes())  # the ROI and nesting choose what is read
-            reads = self.reader.read_plates([geometry.crop(image, box, self.crop_margin) for box, _ in boxes], boxes)
+            crops = [geometry.crop(image, box, self.crop_margin) for box, _ in boxes]
+            edges = [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes]
+            reads = self.reader.read_plates(crops, boxes, edges)
             ocr_ms = 1000 * (time.perf_counter() - start)
             start = time.perf_counter()
             redacted = redact(image, [box for box, _ in found.boxes()], self.redact_method)  # every box hidden

@@ -3,7 +3,8 @@ frame (`grow_box`) and the frame region it covers (`crop`). The detector crops p
 pool with it, the OCR core crops detections with it, the redactor hides exactly the same region and
 training crops its samples the same way. Growing is outward: the min corner is floored and the max
 corner ceiled, so the whole pixels always contain the (fractional) grown box, then clipped to the
-frame. Pure functions on numpy images."""
+frame. Whether a box may be cut off by the frame's side (`at_side_edge`) is decided here too. Pure
+functions on numpy images."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ import math
 import numpy as np
 
 from common.types import BoxXYXY
+
+SIDE_EDGE_MARGIN = 0.1
+"""A box whose left or right side is within this fraction of its height (at least SIDE_EDGE_MIN_PX)
+of the frame's left or right border is at the side edge: the detector's box stops at the border (it
+reaches at most a few pixels past it), so a plate running out of the frame looks like a whole one."""
+
+SIDE_EDGE_MIN_PX = 2.0
 
 
 def grow_box(box_xyxy: BoxXYXY, margin: float, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -34,3 +42,13 @@ def crop(frame: np.ndarray, box_xyxy: BoxXYXY, margin: float) -> np.ndarray:
     when the box is empty or outside the frame."""
     x1, y1, x2, y2 = grow_box(box_xyxy, margin, (frame.shape[0], frame.shape[1]))
     return frame[y1:y2, x1:x2]
+
+
+def at_side_edge(box_xyxy: BoxXYXY, frame_width: int) -> bool:
+    """Whether the box is at the frame's left or right edge (SIDE_EDGE_MARGIN): its plate may run out
+    of the frame, its first or last characters missing — read without them, a part of a plate reads
+    as a whole one (520MRK as MRK). The top and bottom edges cut characters across, which the
+    recogniser is unsure of, not whole characters."""
+    x1, y1, x2, y2 = box_xyxy
+    near = max(SIDE_EDGE_MIN_PX, SIDE_EDGE_MARGIN * (y2 - y1))
+    return x1 <= near or x2 >= frame_width - near

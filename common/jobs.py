@@ -102,6 +102,9 @@ class PlateBox(Strict):
         True, description="inside the camera's region of interest: read and logged (every box is blurred)"
     )
     crop_key: str | None = Field(None, pattern=STORE_KEY_PATTERN, description="frame-store key of the plate crop")
+    at_side_edge: bool = Field(
+        False, description="at the frame's left or right edge (common.geometry.at_side_edge): may be cut off"
+    )
 
 
 class DetectedFrame(Strict):

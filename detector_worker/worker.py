@@ -116,7 +116,10 @@ class DetectStage:
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, defaults.CROP_JPEG_QUALITY)))
-                plates.append(PlateBox(box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key))
+                edge = geometry.at_side_edge(box, images[ref.key].shape[1])
+                plates.append(
+                    PlateBox(box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key, at_side_edge=edge)
+                )
             frames.append(DetectedFrame(frame=ref.timed("detect", per_frame_ms), plates=plates))
         self.store.put_many(crops)
         return frames

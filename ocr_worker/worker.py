@@ -80,7 +80,9 @@ class OcrStage:
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             with self.metrics.core_cpu(self.name):
                 reads = reader.read_plates(
-                    [crops.get(p.crop_key or "") for p in to_read], [(p.box_xyxy, p.confidence) for p in to_read]
+                    [crops.get(p.crop_key or "") for p in to_read],
+                    [(p.box_xyxy, p.confidence) for p in to_read],
+                    [p.at_side_edge for p in to_read],
                 )
             logged.append((item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads))
         new = self.plate_log.record_many(logged)

@@ -78,6 +78,22 @@ def test_collect_gives_the_features_of_the_read_each_image_ends_with(datasets_di
     assert np.allclose(x[:, 0], [np.log(p / (1 - p)) for p in confidences])
 
 
+def test_a_plate_the_frame_cuts_at_its_side_is_fitted_on_the_recognisers_own_confidence(
+    datasets_dir, tmp_path, settings
+):
+    """The side-edge cap bounds a read's confidence after the fit, so calibrating reads such a plate
+    uncapped (and finds its features: the capped candidates would be other objects)."""
+    label = sorted((datasets_dir / "openalpr-endtoend" / "us").glob("*.txt"))[0]
+    name, x, y, w, h, plate = label.read_text().split()[:6]
+    image = cv2.imread(str(label.parent / name))
+    folder = tmp_path / "sets" / "us"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "cut.png"), image[:, : int(x) + int(w) * 3 // 4])
+    (folder / "cut.txt").write_text("\t".join(("cut.png", x, y, w, h, plate)) + "\n")
+    collected = calibrate_module.collect([tmp_path / "sets"], settings, 0.2)
+    assert collected.x.shape == (1, len(FEATURES))
+
+
 def test_the_format_weights_passes_share_one_detection_of_each_image(datasets_dir, tmp_path, settings):
     """Calibrating reads every image once per format weight and source: the detector, which dominated
     the time, now sees each image once, and its answers are the same."""

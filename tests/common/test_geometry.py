@@ -1,6 +1,7 @@
 """Box geometry (common/geometry.py): whole-pixel boxes map to themselves, fractional ones grow outward
 to the smallest whole-pixel box that contains them, everything is clipped to the frame, empty boxes
-give empty crops, and `crop` cuts exactly the region `grow_box` names."""
+give empty crops, and `crop` cuts exactly the region `grow_box` names; a box at the frame's left or
+right edge may be cut off (`at_side_edge`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.geometry import crop, grow_box
+from common.geometry import at_side_edge, crop, grow_box
 from tests.strategies import FUZZ_SETTINGS
 
 FRAME_HW = (120, 200)
@@ -97,3 +98,22 @@ def test_crop_is_a_view_of_a_grayscale_frame_too():
     piece = crop(frame, (20.3, 30.7, 50.2, 60.9), 0.0)
     assert piece.shape == (61 - 30, 51 - 20)
     assert piece[0, 0] == frame[30, 20] and np.shares_memory(piece, frame)
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ((0.0, 100.0, 200.0, 150.0), True),  # at the left border
+        ((400.0, 100.0, 640.0, 150.0), True),  # at the right border
+        ((-3.0, 100.0, 200.0, 150.0), True),  # a little past it
+        ((5.0, 100.0, 205.0, 150.0), True),  # within a tenth of its height (5 px) of it
+        ((5.5, 100.0, 205.0, 150.0), False),
+        ((400.0, 100.0, 634.0, 150.0), False),
+        ((300.0, 0.0, 500.0, 50.0), False),  # the top and bottom borders cut characters across, not off
+        ((300.0, 310.0, 500.0, 360.0), False),
+        ((1.9, 100.0, 50.0, 110.0), True),  # a small box: 2 px at least
+        ((2.5, 100.0, 50.0, 110.0), False),
+    ],
+)
+def test_a_box_at_the_frames_left_or_right_edge_may_be_cut_off(box, expected):
+    assert at_side_edge(box, 640) is expected

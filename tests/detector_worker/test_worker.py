@@ -24,10 +24,16 @@ def ref(frame_id: str) -> FrameRef:
 
 
 @pytest.fixture(scope="module")
-def plate_frame(tmp_path_factory) -> np.ndarray:  # type: ignore[no-untyped-def]
+def plate_and_box(tmp_path_factory) -> tuple[np.ndarray, list[float]]:  # type: ignore[no-untyped-def]
     clip = tmp_path_factory.mktemp("clip") / "one.mp4"
-    make_clip(clip, ("KPX4721",))
-    return clip_frames(clip, {22})[22]
+    truth = make_clip(clip, ("KPX4721",))
+    box = next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22)  # type: ignore[index, union-attr]
+    return clip_frames(clip, {22})[22], list(box)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def plate_frame(plate_and_box) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return plate_and_box[0]  # type: ignore[no-any-return]
 
 
 def test_a_batch_goes_to_ocr_and_redaction_at_once(redis_url, settings, plate_frame):
@@ -95,3 +101,17 @@ def test_a_frame_is_aged_on_the_ingest_hosts_clock_then_on_redis_s_not_on_the_wo
         ("new", "cam:1:2"): ("skipped", "too old"),
         ("old", "cam:1:0"): ("skipped", "too old"),  # the clocks' difference, as before
     }
+
+
+def test_a_plate_running_out_of_the_frame_is_flagged_for_the_ocr_pool(redis_url, settings, plate_and_box):
+    """The frame's right edge cuts the plate in two: its box is at the side edge, and says so."""
+    image, (x1, _, x2, _) = plate_and_box
+    cut = np.ascontiguousarray(image[:, : int((x1 + x2) / 2)])
+    connection = connect_redis(redis_url)
+    frames = {"cam:1:0": image, "cam:1:1": cut}
+    FrameStore(connection, 600).put_many([(frame_key(f), encode_jpeg(im, 90)) for f, im in frames.items()])
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="e", frames=[ref(f) for f in frames]), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    ocr_job = parse_job(stage_queue(connection, "ocr").fetch_job("ocr-e").args[0], OcrJob)  # type: ignore[union-attr]
+    flags = {f.frame.frame_id: [p.at_side_edge for p in f.plates] for f in ocr_job.frames}
+    assert flags == {"cam:1:0": [False], "cam:1:1": [True]}

@@ -99,7 +99,10 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         ingest_metrics = scrape(ingest_port)
         expected_frames = FRAMES_PER_CAMERA * len(CAMERA_PLATES)
         with psycopg.connect(env["ALPR_DATABASE_URL"]) as db:
-            done_sql = "SELECT count(*) FROM frames WHERE outcome <> 'pending'"
+            # redacted and read: the redactor's outcome can come first, with the frame's reads still queued
+            done_sql = (
+                "SELECT count(*) FROM frames WHERE outcome <> 'pending' AND read_outcome IS DISTINCT FROM 'pending'"
+            )
             wait_for(lambda: db.execute(done_sql).fetchone()[0] >= expected_frames, 240,
                      "every frame through the chain")  # fmt: skip
             frames = db.execute(

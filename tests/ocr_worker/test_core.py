@@ -13,7 +13,7 @@ from common.errors import ConfigError, InputError
 from common.regions import region_formats
 from common.types import PlateDetections
 from ocr_worker.calibration import FEATURES, Calibration, load_calibrations
-from ocr_worker.core import OcrSettings, PlateReader
+from ocr_worker.core import SIDE_EDGE_MAX_CONFIDENCE, OcrSettings, PlateReader
 
 PLATES = ("KPX4721", "7ABC284", "GHT2093")
 
@@ -116,8 +116,30 @@ def test_read_plates_reads_each_box_and_a_plate_without_crop_has_no_candidates(r
     reads = reader_us.read_plates(crops, boxes)
     assert [r.text for r in reads] == ["GHT2093", "7ABC284", ""] and reads[2].candidates == ()
     assert reads[1].detection_confidence == pytest.approx(0.8) and reads[1].box_xyxy == boxes[1][0]
-    with pytest.raises(InputError, match="one crop per box"):
+    with pytest.raises(InputError, match=r"one crop \(and edge flag\) per box"):
         reader_us.read_plates(crops[:2], boxes)
+    with pytest.raises(InputError, match="2 flags for 3 boxes"):
+        reader_us.read_plates(crops, boxes, [True, False])
+
+
+def test_a_plate_at_the_frames_side_edge_is_read_but_not_trusted(reader_us):
+    """The frame's right edge cuts a plate: what is inside may read as a whole plate (7AB), so its
+    candidates keep their texts and order, their confidence capped; a whole plate beside it keeps its."""
+    frame = np.full((300, 700, 3), 90, np.uint8)
+    plate = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
+    frame[100:204, 50:258] = plate
+    frame[100:204, 600:700] = plate[:, :100]
+    boxes = [((50.0, 100.0, 258.0, 204.0), 0.9), ((600.0, 100.0, 700.0, 204.0), 0.9)]
+    edges = [geometry.at_side_edge(box, frame.shape[1]) for box, _ in boxes]
+    assert edges == [False, True]
+    crops = [geometry.crop(frame, box, 0.08) for box, _ in boxes]
+    trusted, cut = reader_us.read_plates(crops, boxes, edges)
+    plain = reader_us.read_plates(crops, boxes)
+    assert trusted == plain[0] and trusted.text == "7ABC284" and trusted.confidence > SIDE_EDGE_MAX_CONFIDENCE
+    assert cut.candidates and [c.text for c in cut.candidates] == [c.text for c in plain[1].candidates]
+    assert [c.confidence for c in cut.candidates] == [
+        min(c.confidence, SIDE_EDGE_MAX_CONFIDENCE) for c in plain[1].candidates
+    ]
 
 
 @pytest.mark.parametrize("crop", [np.zeros((0, 0, 3), np.uint8), None, np.zeros((5,), np.uint8)])

@@ -22,6 +22,7 @@ from common.frame_log import FrameLog
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
+from ocr_worker.core import SIDE_EDGE_MAX_CONFIDENCE
 from tests.helpers import clip_frames
 
 PLATE = "KPX4721"
@@ -73,6 +74,29 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
     assert [(text, t) for text, t, _ in reads] == [(PLATE, 4.4)]
     assert set(reads[0][2]) == {"detect", "ocr"} and reads[0][2]["detect"] == 40.0
     assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone
+
+
+def test_a_plate_the_detector_found_at_the_frames_side_edge_is_logged_but_not_trusted(
+    redis_url, postgres_url, settings, plate_frame, tmp_path
+):
+    """The detector's flag travels with the box: the read is logged, its confidence capped."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    detected = []
+    for index, edge in enumerate((False, True)):
+        frame = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, region="us",
+                         captured_at_s=time.time(), source_time_s=0.0, key=frame_key(f"cam:1:{index}"))  # fmt: skip
+        crop_key = frame_key(f"cam:1:{index}:plate0")
+        FrameStore(connection, 600).put_many([(crop_key, encode_jpeg(geometry.crop(image, box, 0.08), 95))])
+        plate = PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key, at_side_edge=edge)
+        detected.append(DetectedFrame(frame=frame, plates=[plate]))
+    enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="b", frames=detected), 60)
+    burst("ocr", redis_url, postgres_url, settings, tmp_path)
+    with psycopg.connect(postgres_url) as db:
+        reads = db.execute("SELECT frame_id, plate_text, confidence FROM plate_reads ORDER BY frame_id").fetchall()
+    assert [(frame_id, text) for frame_id, text, _ in reads] == [("cam:1:0", PLATE), ("cam:1:1", PLATE)]
+    assert reads[0][2] > SIDE_EDGE_MAX_CONFIDENCE and reads[1][2] == SIDE_EDGE_MAX_CONFIDENCE
 
 
 def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_read(
