@@ -130,17 +130,36 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
     return {k: v for k, v in parsed.items() if k in ("state", "since", "errors") and isinstance(v, str | int | float)}
 
 
-def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
-    """Per pool: live workers, seconds of work per frame entering the chain so far (jobs that finished),
-    and the workers the current input needs."""
+def pool_work(connection: redis.Redis, now_s: float) -> tuple[dict[str, tuple[float, int]], bool]:
+    """Per stage, the seconds its finished jobs took and the frames they handled in the last
+    POOL_STATS_WINDOW_S, and True; or all time, and False, when no pool finished a job in the window
+    (a chain stopped for the night is sized by what it did before)."""
+    pipe = connection.pipeline(transaction=False)
+    for key in queues.pool_stats_buckets(now_s):
+        pipe.hgetall(key)
+    work = {stage: [0.0, 0] for stage in STAGES}
+    for bucket in pipe.execute():
+        for stage in STAGES:
+            work[stage][0] += number(bucket.get(f"{stage}:busy_seconds".encode()))
+            work[stage][1] += int(number(bucket.get(f"{stage}:frames".encode())))
+    if any(frames for _, frames in work.values()):
+        return {stage: (busy_s, int(frames)) for stage, (busy_s, frames) in work.items()}, True
     busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
+    return {s: (number(busy.get(s.encode())), int(number(frames.get(s.encode())))) for s in STAGES}, False
+
+
+def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
+    """Per pool: live workers, seconds of work per frame entering the chain in the last hour (jobs that
+    finished; all time when none did), and the workers the current input needs."""
+    work, recent = pool_work(connection, time.time())
     print(
-        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
+        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy,"
+        f" by their work {'in the last hour' if recent else 'of all time (none in the last hour)'}:"
     )
     print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
-    handled = {stage: int(number(frames.get(stage.encode()))) for stage in STAGES}
+    handled = {stage: frames for stage, (_, frames) in work.items()}
     for stage in STAGES:
-        busy_s = number(busy.get(stage.encode()))
+        busy_s = work[stage][0]
         # per frame entering the chain: the OCR pool reads only the frames with plates (a fifth, say), and
         # its seconds per frame read, times every frame offered, asked for five times the workers
         done = handled["detect"] if stage == "ocr" and handled["detect"] and handled["ocr"] else handled[stage]

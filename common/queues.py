@@ -37,10 +37,23 @@ SIGHTING_WORKERS_KEY = "alpr:sighting-workers"
 the frame store holds beside it."""
 
 STATS_BUSY_KEY = "alpr:stats:busy_seconds"
-"""Redis hash: seconds workers of each stage spent on jobs (for `alpr status`'s pool sizing)."""
+"""Redis hash: seconds workers of each stage spent on jobs, all time (`alpr status` sizes pools by the
+recent ones, POOL_STATS_PREFIX, and by these when a pool has done nothing lately)."""
 
 STATS_FRAMES_KEY = "alpr:stats:frames"
-"""Redis hash: frames each stage's jobs handled."""
+"""Redis hash: frames each stage's jobs handled, all time."""
+
+POOL_STATS_PREFIX = "alpr:stats:pool:"
+"""Redis hashes, one per POOL_STATS_BUCKET_S of wall-clock time (the prefix and the bucket's number):
+`STAGE:busy_seconds` and `STAGE:frames` of the jobs that finished in it, expiring once out of the window."""
+
+POOL_STATS_BUCKET_S = 600
+"""Length of a pool-statistics bucket, seconds (hosts' clocks may differ by far less)."""
+
+POOL_STATS_WINDOW_S = 3600
+"""`alpr status` sizes the pools by their last hour of work: a new model, a GPU in place of a CPU or a
+busier hour shows within it, where the all-time totals carried a month of the old cost."""
+
 
 STATS_DONE_KEY = "alpr:stats:done"
 """Redis hash: frames through the whole chain per camera (for `alpr status`)."""
@@ -127,3 +140,20 @@ def add_stats(
             pipe.hincrbyfloat(key, name, value)
     if pipeline is None:
         pipe.execute()
+
+
+def pool_stats_buckets(now_s: float) -> list[str]:
+    """The keys of the buckets that make up the window ending at `now_s`, oldest first (the oldest may
+    reach up to a bucket further back)."""
+    last = int(now_s // POOL_STATS_BUCKET_S)
+    first = int((now_s - POOL_STATS_WINDOW_S) // POOL_STATS_BUCKET_S)
+    return [f"{POOL_STATS_PREFIX}{bucket}" for bucket in range(first, last + 1)]
+
+
+def add_pool_stats(pipe: redis.client.Pipeline, stage: str, busy_s: float, frames: int, now_s: float) -> None:
+    """Add a finished job's seconds and frames to its pool's current bucket (on `pipe`, executed by the
+    caller), which expires once the window has passed it."""
+    key = pool_stats_buckets(now_s)[-1]
+    pipe.hincrbyfloat(key, f"{stage}:busy_seconds", busy_s)
+    pipe.hincrby(key, f"{stage}:frames", frames)
+    pipe.expire(key, POOL_STATS_WINDOW_S + 2 * POOL_STATS_BUCKET_S)

@@ -30,7 +30,7 @@ from common import defaults
 from common.errors import InputError
 from common.jobs import StageName
 from common.metrics import Metrics
-from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_stats
+from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_pool_stats, add_stats
 from common.stage_job import PERMANENT, StageJob
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class StageWorker(SimpleWorker):
         """Add a finished job's time, frames and finished frames to the pool's totals in Redis: `alpr
         status` sizes pools by them. A failed job adds nothing: a job that waited out a Postgres outage
         for minutes and failed made the pool's seconds per frame, and the workers advised, ten times
-        what they are, for good (the totals are never reset)."""
+        what they are (for good in the all-time totals; for the hour in the recent ones)."""
         name = self.context.stage.name
         if result is None:  # failed: its time (perhaps spent waiting out an outage) is no measure of the work
             return
@@ -246,6 +246,9 @@ class StageWorker(SimpleWorker):
             STATS_DONE_KEY: result.done_by_camera,
         }
         try:
-            add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}})
+            pipe = self.connection.pipeline(transaction=False)
+            add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}}, pipeline=pipe)
+            add_pool_stats(pipe, name, busy_s, result.frames, time.time())
+            pipe.execute()
         except redis.RedisError as error:  # statistics only: the job itself is done
             log.warning("could not record pool statistics: %s", error)
