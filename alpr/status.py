@@ -130,42 +130,48 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
     return {k: v for k, v in parsed.items() if k in ("state", "since", "errors") and isinstance(v, str | int | float)}
 
 
-def pool_work(connection: redis.Redis, now_s: float) -> tuple[dict[str, tuple[float, int]], bool]:
-    """Per stage, the seconds its finished jobs took and the frames they handled in the last
-    POOL_STATS_WINDOW_S, and True; or all time, and False, when no pool finished a job in the window
-    (a chain stopped for the night is sized by what it did before)."""
+def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[float, int, bool]]:
+    """Per pool: the seconds its finished jobs took, the frames entering the chain they stand for (the
+    OCR pool reads only the frames with plates: its work counts per frame detected) and whether these are
+    the last POOL_STATS_WINDOW_S's — else all time, for a pool that finished no job in the window (one
+    whose workers all died is sized by what it did before)."""
     pipe = connection.pipeline(transaction=False)
     for key in queues.pool_stats_buckets(now_s):
         pipe.hgetall(key)
-    work = {stage: [0.0, 0] for stage in STAGES}
+    recent = {stage: (0.0, 0) for stage in STAGES}
     for bucket in pipe.execute():
-        for stage in STAGES:
-            work[stage][0] += number(bucket.get(f"{stage}:busy_seconds".encode()))
-            work[stage][1] += int(number(bucket.get(f"{stage}:frames".encode())))
-    if any(frames for _, frames in work.values()):
-        return {stage: (busy_s, int(frames)) for stage, (busy_s, frames) in work.items()}, True
-    busy, frames = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
-    return {s: (number(busy.get(s.encode())), int(number(frames.get(s.encode())))) for s in STAGES}, False
+        for stage, (busy_s, count) in recent.items():
+            recent[stage] = (
+                busy_s + number(bucket.get(f"{stage}:busy_seconds".encode())),
+                count + int(number(bucket.get(f"{stage}:frames".encode()))),
+            )
+    busy, handled = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
+    total = {s: (number(busy.get(s.encode())), int(number(handled.get(s.encode())))) for s in STAGES}
+    work: dict[StageName, tuple[float, int, bool]] = {}
+    for stage in STAGES:
+        source, in_window = (recent, True) if recent[stage][1] else (total, False)
+        busy_s, frames = source[stage]
+        if stage == "ocr" and frames and source["detect"][1]:
+            frames = source["detect"][1]  # at one frame in five with a plate, per frame read was 5x the workers
+        work[stage] = (busy_s, frames, in_window)
+    return work
 
 
 def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
     """Per pool: live workers, seconds of work per frame entering the chain in the last hour (jobs that
-    finished; all time when none did), and the workers the current input needs."""
-    work, recent = pool_work(connection, time.time())
+    finished; all time for a pool that finished none), and the workers the current input needs."""
+    seconds, micros = connection.time()  # Redis's clock, which the workers' buckets are numbered by
+    work = pool_work(connection, seconds + micros / 1e6)
     print(
-        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy,"
-        f" by their work {'in the last hour' if recent else 'of all time (none in the last hour)'}:"
+        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
     )
-    print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}")
-    handled = {stage: frames for stage, (_, frames) in work.items()}
+    print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}  over")
     for stage in STAGES:
-        busy_s = work[stage][0]
-        # per frame entering the chain: the OCR pool reads only the frames with plates (a fifth, say), and
-        # its seconds per frame read, times every frame offered, asked for five times the workers
-        done = handled["detect"] if stage == "ocr" and handled["detect"] and handled["ocr"] else handled[stage]
+        busy_s, done, in_window = work[stage]
         needed = workers_needed(busy_s, done, in_fps)
         per_frame = f"{busy_s / done:.3f}" if done else "-"
-        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}")
+        over = "the last hour" if in_window else "all time (no job in the last hour)"
+        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}  {over}")
 
 
 def oldest_waiting(connection: redis.Redis) -> str:

@@ -11,7 +11,10 @@ the pipeline does) and once without them (before the cap). Scored, exact against
 
 - voted: `sighting_worker.vote` over the sequence's reads, right, and accepted (at or above the
   configured threshold) while wrong;
-- cut frames: reads of cut plates accepted at the threshold, and how many of those are wrong.
+- cut frames: their reads right (the texts are the same with the cap or without it), accepted at the
+  threshold, and how many of those are wrong;
+- across: the same photo cut by the top (even seeds) or bottom frame edge through the same shares of
+  the plate's height, read once each (no side edge: no cap): wrong among accepted / accepted / frames.
 
 Nothing here is tuned to the images; the cuts are fixed above. Photos the recogniser trained on read
 their cut plates better than unseen ones would (`--held-out` keeps the fifth it never saw).
@@ -63,6 +66,10 @@ class Tally:
 
     sequences: int = 0
     cut_frames: int = 0
+    cut_right: int = 0
+    across: int = 0
+    across_accepted: int = 0
+    across_accepted_wrong: int = 0
     voted_right: list[int] = field(default_factory=pair)
     voted_accepted_wrong: list[int] = field(default_factory=pair)
     cut_accepted: list[int] = field(default_factory=pair)
@@ -71,7 +78,11 @@ class Tally:
     def row(self, name: str, seconds: float) -> str:
         cells = [self.voted_right, self.voted_accepted_wrong, self.cut_accepted, self.cut_accepted_wrong]
         shown = " ".join(f"{f'{a} / {b}':>16}" for a, b in cells)
-        return f"{name:<4} {self.sequences:>4} {self.cut_frames:>4} {shown}   ({seconds:.0f} s)"
+        across = f"{self.across_accepted_wrong} / {self.across_accepted} / {self.across}"
+        return (
+            f"{name:<4} {self.sequences:>4} {self.cut_frames:>4} {self.cut_right:>4} {shown} {across:>16}"
+            f"   ({seconds:.0f} s)"
+        )
 
 
 def frames_of(
@@ -125,9 +136,20 @@ def run_sample(sample: Sample, detector: PlateDetector, reader: PlateReader, set
                     "bench", f"{sample.image.stem}-{index}", 0, 0.2 * index, read.box_xyxy, read.text, read.confidence
                 )  # fmt: skip
             )
+            tally.cut_right += cut and variant == 0 and read.text == sample.plate
             if cut and read.confidence >= threshold:
                 tally.cut_accepted[variant] += 1
                 tally.cut_accepted_wrong[variant] += read.text != sample.plate
+    x1, y1, x2, y2 = sample.box_xyxy
+    for share in CUTS:  # the top (even seeds) or bottom edge through the plate: characters cut across
+        at = int(round(y1 + share * (y2 - y1) if entering else y2 - share * (y2 - y1)))
+        frame = np.ascontiguousarray(photo[at:] if entering else photo[:at])
+        truth = (x1, y1 - at, x2, y2 - at) if entering else (x1, y1, x2, y2)
+        read = read_frame(frame, truth, detector, reader, settings.ocr_crop_margin)[0]
+        tally.across += 1
+        if read is not None and read.text and read.confidence >= threshold:
+            tally.across_accepted += 1
+            tally.across_accepted_wrong += read.text != sample.plate
     tally.sequences += 1
     for variant, seen in enumerate(observations):
         plate, confidence = vote(seen)
@@ -146,8 +168,8 @@ def main() -> None:
     detector = build_detector(settings)
     print(f"{len(CUTS)} cut and {len(WHOLE)} whole frames per car; at {settings.ocr_min_confidence:.2f};"
           " each figure with the side-edge cap / without it")  # fmt: skip
-    titles = ("voted right", "voted acc. wrong", "cut accepted", "cut acc. wrong")
-    header = f"{'set':<4} {'cars':>4} {'cuts':>4} " + " ".join(f"{t:>16}" for t in titles)
+    titles = ("voted right", "voted acc. wrong", "cut accepted", "cut acc. wrong", "across wr/acc/n")
+    header = f"{'set':<4} {'cars':>4} {'cuts':>4} {'right':>5}" + " ".join(f"{t:>16}" for t in titles)
     print(header + "\n" + "-" * len(header))
     for name in args.sets:
         folder = args.root / name

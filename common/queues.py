@@ -38,17 +38,17 @@ the frame store holds beside it."""
 
 STATS_BUSY_KEY = "alpr:stats:busy_seconds"
 """Redis hash: seconds workers of each stage spent on jobs, all time (`alpr status` sizes pools by the
-recent ones, POOL_STATS_PREFIX, and by these when a pool has done nothing lately)."""
+recent ones, POOL_STATS_PREFIX, and by these a pool that finished no job lately)."""
 
 STATS_FRAMES_KEY = "alpr:stats:frames"
 """Redis hash: frames each stage's jobs handled, all time."""
 
 POOL_STATS_PREFIX = "alpr:stats:pool:"
-"""Redis hashes, one per POOL_STATS_BUCKET_S of wall-clock time (the prefix and the bucket's number):
+"""Redis hashes, one per POOL_STATS_BUCKET_S of Redis's clock (the prefix and the bucket's number):
 `STAGE:busy_seconds` and `STAGE:frames` of the jobs that finished in it, expiring once out of the window."""
 
 POOL_STATS_BUCKET_S = 600
-"""Length of a pool-statistics bucket, seconds (hosts' clocks may differ by far less)."""
+"""Length of a pool-statistics bucket, seconds."""
 
 POOL_STATS_WINDOW_S = 3600
 """`alpr status` sizes the pools by their last hour of work: a new model, a GPU in place of a CPU or a

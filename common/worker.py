@@ -248,7 +248,8 @@ class StageWorker(SimpleWorker):
         try:
             pipe = self.connection.pipeline(transaction=False)
             add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}}, pipeline=pipe)
-            add_pool_stats(pipe, name, busy_s, result.frames, time.time())
+            seconds, micros = self.connection.time()  # Redis's clock: one for every host's workers and status
+            add_pool_stats(pipe, name, busy_s, result.frames, seconds + micros / 1e6)
             pipe.execute()
         except redis.RedisError as error:  # statistics only: the job itself is done
             log.warning("could not record pool statistics: %s", error)

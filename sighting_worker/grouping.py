@@ -6,7 +6,10 @@ for it for more than `gap_s`.
 A read may join an open track when it lies within `gap_s` of the track's time span and either its
 text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
 lies within `width * (CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the centre the track's
-motion predicts (`width`: the track's newest box width, `dt`: seconds since the track's newest read).
+motion predicts (`width`: the track's newest box width, `dt`: seconds since the track's newest read)
+— unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
+lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
+where one takes the other's place (a barrier, a toll booth, a parking gate).
 The cost of a pair is the centre's distance in units of that allowance plus the text distance over
 `max_text_distance` (UNKNOWN_TEXT_COST when either text is empty); the reads of one frame are assigned
 greedily by increasing cost, at most one read per track, so two plates side by side in one frame never
@@ -39,6 +42,13 @@ the centre the track's motion predicts, on top of CENTER_SHIFT_FLOOR_WIDTHS, to 
 
 CENTER_SHIFT_FLOOR_WIDTHS = 0.5
 """Distance from the predicted centre (plate widths) always allowed to join by position (box jitter)."""
+
+DISTINCT_PLATES_CONFIDENCE = 0.8
+"""A read and a track whose best read are both at least this sure (the calibrated probability that the
+text is exactly right) and whose texts lie further apart than `max_text_distance` are different plates:
+the read may not join by position. Wrong reads that sure are rare and one or two characters off
+(within the distance); a car that pulled up where the last one stood within `gap_s` was merged into
+its sighting, and its own was never made."""
 
 UNKNOWN_TEXT_COST = 0.5
 """Text part of a read-track pair's cost when the read or the track has no text."""
@@ -173,6 +183,8 @@ class SightingTracker:
             distance = plate_distance(observation.text, track.plate)
             text_matches = distance <= self.max_text_distance
             text_cost = distance / max(self.max_text_distance, 1.0)
+            if not text_matches and min(observation.confidence, track.best.confidence) >= DISTINCT_PLATES_CONFIDENCE:
+                return None  # two sure reads of different plates: two vehicles, wherever they stand
         if not text_matches and shift > 1.0:
             return None
         return shift + text_cost

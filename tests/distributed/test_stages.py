@@ -98,34 +98,39 @@ def test_the_ocr_pool_is_sized_per_frame_entering_the_chain_not_per_frame_it_rea
     add_stats(connection, {STATS_FRAMES_KEY: {"detect": 100, "ocr": 20, "redact": 100}},
               {STATS_BUSY_KEY: {"detect": 5.0, "ocr": 4.0, "redact": 1.0}})  # fmt: skip
     print_pool_sizes(connection, 50.0, {"detect": 1, "ocr": 1, "redact": 1})
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[3:]}
+    rows = {line.split()[0]: line.split()[1:4] for line in capsys.readouterr().out.splitlines()[3:]}
     assert rows == {"detect": ["1", "0.050", "4"], "ocr": ["1", "0.040", "3"], "redact": ["1", "0.010", "1"]}
 
 
 def test_pools_are_sized_by_their_last_hour_of_work_and_by_all_time_only_when_idle(redis_url, capsys):
     """A detector pool that ran at 0.5 s a frame for a month and at 0.05 s since its GPU came is sized
-    by the GPU's cost; buckets older than the window count for nothing; a chain idle for an hour is
-    sized by its all-time totals."""
+    by the GPU's cost; buckets older than the window count for nothing; a pool that finished no job in
+    the hour (its workers died) is sized by its all-time totals, the OCR pool per frame detected in the
+    same span as its own work."""
     from alpr.status import pool_work, print_pool_sizes
     from common import queues
     from common.queues import POOL_STATS_BUCKET_S, POOL_STATS_WINDOW_S, add_pool_stats
 
     connection = connect_redis(redis_url)
-    queues.add_stats(connection, {queues.STATS_FRAMES_KEY: {"detect": 100_000}},
-                     {queues.STATS_BUSY_KEY: {"detect": 50_000.0}})  # fmt: skip
-    now = time.time()
+    queues.add_stats(connection, {queues.STATS_FRAMES_KEY: {"detect": 100_000, "ocr": 20_000}},
+                     {queues.STATS_BUSY_KEY: {"detect": 50_000.0, "ocr": 2_000.0}})  # fmt: skip
+    seconds, _ = connection.time()
+    now = float(seconds)
     pipe = connection.pipeline()
     add_pool_stats(pipe, "detect", 5000.0, 10_000, now - POOL_STATS_WINDOW_S - 2 * POOL_STATS_BUCKET_S)  # too old
     add_pool_stats(pipe, "detect", 3.0, 60, now - POOL_STATS_WINDOW_S + POOL_STATS_BUCKET_S)
     add_pool_stats(pipe, "detect", 2.0, 40, now)
     pipe.execute()
-    assert pool_work(connection, now) == ({"detect": (5.0, 100), "ocr": (0.0, 0), "redact": (0.0, 0)}, True)
+    assert pool_work(connection, now) == {
+        "detect": (5.0, 100, True),
+        "ocr": (2_000.0, 100_000, False),  # 0.02 s per frame detected, over the same all time
+        "redact": (0.0, 0, False),
+    }
     print_pool_sizes(connection, 40.0, {"detect": 1, "ocr": 0, "redact": 0})
-    out = capsys.readouterr().out
-    assert "in the last hour" in out and "detect         1    0.050       3" in out  # 40 x 0.05 / 0.8
+    rows = {line.split()[0]: line.split()[1:5] for line in capsys.readouterr().out.splitlines()[3:]}
+    assert rows["detect"] == ["1", "0.050", "3", "the"] and rows["ocr"] == ["0", "0.020", "1", "all"]  # 40 x 0.05 / 0.8
     later = now + POOL_STATS_WINDOW_S + 2 * POOL_STATS_BUCKET_S
-    idle = {"detect": (50_000.0, 100_000), "ocr": (0.0, 0), "redact": (0.0, 0)}
-    assert pool_work(connection, later) == (idle, False)
+    assert pool_work(connection, later)["detect"] == (50_000.0, 100_000, False)
     ttl = connection.ttl(f"alpr:stats:pool:{int(now // POOL_STATS_BUCKET_S)}")
     assert POOL_STATS_WINDOW_S + POOL_STATS_BUCKET_S < ttl <= POOL_STATS_WINDOW_S + 2 * POOL_STATS_BUCKET_S
 

@@ -150,6 +150,22 @@ def test_a_read_that_matches_only_the_other_cars_text_follows_its_box() -> None:
     assert sorted((s.plate, s.reads) for s in sightings) == [("KPX4721", 6), ("KPX4727", 5)]
 
 
+@pytest.mark.parametrize(("second_confidence", "expected"), [(0.9, 2), (0.5, 1)])
+def test_a_car_that_pulls_up_where_the_last_one_stood_is_a_sighting_of_its_own(
+    second_confidence: float, expected: int
+) -> None:
+    """A parking gate: KPX4721 waits at the barrier for 2 s and leaves; a second later ZZY9035 stops on
+    the same spot. Sure reads of plates that far apart are two vehicles; unsure ones may be misreads of
+    the first and follow its box, as before."""
+    frames = one_car([0.0, 0.5, 1.0, 1.5, 2.0], "KPX4721", x=600.0)
+    frames += [[read("ZZY9035", second_confidence, t=t, x=600.0)] for t in (3.0, 3.5, 4.0, 4.5, 5.0)]
+    sightings = run(SightingTracker(GAP_S), frames)
+    if expected == 2:
+        assert [(s.plate, s.reads) for s in sightings] == [("KPX4721", 5), ("ZZY9035", 5)]
+    else:
+        assert len(sightings) == 1 and sightings[0].reads == 10
+
+
 def test_two_reads_of_one_frame_never_join_one_track() -> None:
     # the right car appears in frame 1: its text is within reach of the left car's track, but that
     # track takes the left car's read of the same frame
