@@ -89,6 +89,11 @@ class Metrics:
             "alpr_detector_batch_frames", "Frames per detector inference.", buckets=BATCH_BUCKETS, registry=r
         )
         self.plate_reads = Counter("alpr_plate_reads", "Reads logged, by format match.", ["format_match"], registry=r)
+        self.side_edge_reads = Counter(
+            "alpr_plate_reads_side_edge",
+            "Reads logged of plates at the frame's left or right edge (maybe cut off: confidence capped), per camera.",
+            ["camera"], registry=r,
+        )  # fmt: skip
         self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
         self.core_cpu_seconds = Counter(
             "alpr_core_cpu_seconds", "CPU spent in the stage's core (model, OCR, blur), not moving jobs.", ["stage"],

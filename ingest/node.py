@@ -69,6 +69,13 @@ class NodeSummary:
     jobs: int = 0
 
 
+CAPTURE_STEP_S = 0.001
+"""The least time between two frames' capture times of one camera (see CameraRun.capture_time)."""
+
+CLOCK_STEP_WARNING_S = 1.0
+"""A host clock stepped back by more than this is warned of."""
+
+
 @dataclass
 class CameraRun:
     """What a camera thread numbers its frames by: the run (streams), the video file and its pass, or
@@ -80,6 +87,21 @@ class CameraRun:
     seq: int = 0
     passes: int = 0
     tag: str | None = None
+    last_captured_s: float = 0.0
+    clock_behind: bool = False
+
+    def capture_time(self) -> float:
+        """Now, and never before the camera's previous frame (by CAPTURE_STEP_S at least): the sighting
+        pool groups each camera's reads forward in capture time, so frames dated before the last, by a
+        host clock stepped back (an NTP correction), were never grouped: their cars had no sighting. A
+        step back of more than CLOCK_STEP_WARNING_S is warned of once."""
+        now = time.time()
+        if now < self.last_captured_s - CLOCK_STEP_WARNING_S and not self.clock_behind:
+            log.warning("camera %s: the host's clock went back %.1f s: its frames are dated just after the last"
+                        " until the clock catches up", self.camera.id, self.last_captured_s - now)  # fmt: skip
+        self.clock_behind = now < self.last_captured_s
+        self.last_captured_s = max(now, self.last_captured_s + CAPTURE_STEP_S)
+        return self.last_captured_s
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
         if frame.file_tag is not None:  # an image of a folder: its own file, and the pass
@@ -219,7 +241,7 @@ class IngestNode:
         frame_id = run.frame_id(frame)
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-            captured_at_s=time.time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
+            captured_at_s=run.capture_time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
             region=camera.region, roi=camera.roi,
         )  # fmt: skip
         run.seq += 1

@@ -1,5 +1,5 @@
-"""The OCR core: `PlateReader.read_plates(crops, boxes) -> reads`, the one read step the standalone
-pipeline and the OCR pool both call (and `read(crop) -> candidates`).
+"""The OCR core: `PlateReader.read_plates(crops, boxes, at_side_edge) -> reads`, the one read step the
+standalone pipeline and the OCR pool both call (and `read(crop) -> candidates`).
 Finds the registration's line in each crop (ocr_worker/text_lines.py), recognises it with the chosen
 engine, ranks the readings by plate format and calibrates their confidence.
 Knows nothing of Redis or jobs."""
@@ -139,7 +139,7 @@ class PlateReader:
         confidence, read in one batch; a plate without a crop comes back without candidates. A plate
         `at_side_edge` (per box, common.geometry.at_side_edge; none when empty) may be cut off: its
         candidates' confidence is capped at SIDE_EDGE_MAX_CONFIDENCE."""
-        if len(crops) != len(boxes) or (at_side_edge and len(at_side_edge) != len(boxes)):
+        if len(crops) != len(boxes) or (len(at_side_edge) and len(at_side_edge) != len(boxes)):
             raise InputError(
                 f"read_plates needs one crop (and edge flag) per box, got {len(crops)} crops"
                 f" and {len(at_side_edge)} flags for {len(boxes)} boxes"
@@ -149,7 +149,7 @@ class PlateReader:
         reads = []
         for i, (box, confidence) in enumerate(boxes):
             candidates = results.get(i, [])
-            if at_side_edge and at_side_edge[i]:
+            if len(at_side_edge) and at_side_edge[i]:
                 candidates = [capped(c, SIDE_EDGE_MAX_CONFIDENCE) for c in candidates]
             reads.append(PlateRead(box, confidence, tuple(candidates)))
         return reads

@@ -67,6 +67,7 @@ class OcrStage:
         crops = self.decode_crops(crop_keys)
         logged: list[tuple[FrameRef, list[PlateRead]]] = []
         outcomes: list[ReadOutcome] = []
+        at_side_edge: list[int] = []  # per frame, its reads of plates at the side edge (confidence capped)
         for item in job.frames:
             start = time.perf_counter()
             to_read = [p for p in item.plates if p.crop_key]  # the plates to read: in the ROI, not nested
@@ -74,6 +75,7 @@ class OcrStage:
             if reader is None:
                 outcomes.append(self.refuse(item.frame))
                 logged.append((item.frame, []))
+                at_side_edge.append(0)
                 continue
             outcomes.append("expired" if any(p.crop_key not in crops for p in to_read) else "done")
             if outcomes[-1] == "expired":
@@ -85,13 +87,16 @@ class OcrStage:
                     [p.at_side_edge for p in to_read],
                 )
             logged.append((item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads))
+            at_side_edge.append(sum(1 for p, r in zip(to_read, reads, strict=True) if p.at_side_edge and r.best))
         new = self.plate_log.record_many(logged)
         self.frame_log.record_reads([(frame, outcome) for (frame, _), outcome in zip(logged, outcomes, strict=True)])
         now = time.time()
-        for frame, reads in logged if new else []:  # a job run again after its reads were logged counts nothing
-            if any(r.best for r in reads):
+        for (frame, reads), edge in zip(logged, at_side_edge, strict=True) if new else []:  # a job run again after
+            if any(r.best for r in reads):  # its reads were logged counts nothing
                 self.metrics.end_to_end_seconds.observe(now - frame.captured_at_s)
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
+            if edge:
+                self.metrics.side_edge_reads.labels(camera=frame.camera_id).inc(edge)
         self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
         self.store.delete_many(crop_keys)
         plates = sum(len(reads) for _, reads in logged)

@@ -9,10 +9,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import psycopg
+import pytest
 
 from alpr.cli import main
 from alpr.democlip import make_clip
@@ -25,7 +27,7 @@ from common.metrics import Metrics
 from common.queues import connect_redis
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
-from ingest.node import IngestNode, NodeSummary
+from ingest.node import CameraRun, IngestNode, NodeSummary
 from ingest.sources import open_source
 from tests.helpers import mjpeg_camera
 from tests.ingest.helpers import release_fifo
@@ -163,3 +165,16 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
         rows = db.execute("SELECT outcome, detail, count(*) FROM frames GROUP BY 1, 2").fetchall()
     assert rows == [("skipped", "backpressure", 6)]
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
+
+
+def test_a_host_clock_stepped_back_never_dates_a_frame_before_the_cameras_last(monkeypatch, caplog):
+    """The sighting pool groups a camera's reads forward in capture time: frames dated before the last
+    by an NTP step back were never grouped, their cars never sighted. They are dated just after it,
+    with a warning, until the clock catches up."""
+    clock = iter([1000.0, 1000.2, 990.0, 990.2, 1000.1, 1000.5])
+    monkeypatch.setattr("ingest.node.time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock
+    run = CameraRun(CameraConfig(id="cam", source="rtsp://cam/1"), run_ms=0)
+    stamps = [run.capture_time() for _ in range(6)]
+    assert stamps == pytest.approx([1000.0, 1000.2, 1000.201, 1000.202, 1000.203, 1000.5])
+    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
+    assert caplog.text.count("camera cam: the host's clock went back 10.2 s") == 1

@@ -136,6 +136,7 @@ def test_a_plate_at_the_frames_side_edge_is_read_but_not_trusted(reader_us):
     trusted, cut = reader_us.read_plates(crops, boxes, edges)
     plain = reader_us.read_plates(crops, boxes)
     assert trusted == plain[0] and trusted.text == "7ABC284" and trusted.confidence > SIDE_EDGE_MAX_CONFIDENCE
+    assert plain[1].confidence > SIDE_EDGE_MAX_CONFIDENCE  # the part inside the frame, read sure of itself
     assert cut.candidates and [c.text for c in cut.candidates] == [c.text for c in plain[1].candidates]
     assert [c.confidence for c in cut.candidates] == [
         min(c.confidence, SIDE_EDGE_MAX_CONFIDENCE) for c in plain[1].candidates

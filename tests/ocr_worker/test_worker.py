@@ -77,9 +77,14 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
 
 
 def test_a_plate_the_detector_found_at_the_frames_side_edge_is_logged_but_not_trusted(
-    redis_url, postgres_url, settings, plate_frame, tmp_path
+    redis_url, postgres_url, settings, plate_frame
 ):
-    """The detector's flag travels with the box: the read is logged, its confidence capped."""
+    """The detector's flag travels with the box: the read is logged, its confidence capped, and counted
+    per camera (a camera whose lane runs along the border shows)."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)
     image, box = plate_frame
@@ -91,12 +96,16 @@ def test_a_plate_the_detector_found_at_the_frames_side_edge_is_logged_but_not_tr
         FrameStore(connection, 600).put_many([(crop_key, encode_jpeg(geometry.crop(image, box, 0.08), 95))])
         plate = PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key, at_side_edge=edge)
         detected.append(DetectedFrame(frame=frame, plates=[plate]))
-    enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="b", frames=detected), 60)
-    burst("ocr", redis_url, postgres_url, settings, tmp_path)
+    metrics = Metrics()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, model_dir=settings.model_dir)
+    build_worker_context("ocr", loaded, connection, metrics).stage.handle(
+        OcrJob(batch_id="b", frames=detected).model_dump(mode="json")
+    )
     with psycopg.connect(postgres_url) as db:
         reads = db.execute("SELECT frame_id, plate_text, confidence FROM plate_reads ORDER BY frame_id").fetchall()
     assert [(frame_id, text) for frame_id, text, _ in reads] == [("cam:1:0", PLATE), ("cam:1:1", PLATE)]
     assert reads[0][2] > SIDE_EDGE_MAX_CONFIDENCE and reads[1][2] == SIDE_EDGE_MAX_CONFIDENCE
+    assert metrics.registry.get_sample_value("alpr_plate_reads_side_edge_total", {"camera": "cam"}) == 1
 
 
 def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_read(
