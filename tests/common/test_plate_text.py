@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.plate_text import LOOKALIKE_GROUPS, plate_distance, substitution_cost
+from common.plate_text import (
+    LOOKALIKE_GROUPS,
+    character_counts,
+    distance_lower_bound,
+    plate_distance,
+    substitution_cost,
+)
 from tests.strategies import FUZZ_SETTINGS
 
 PLATE_CHARS = "0123456789ABCDGILOQSTXZ"
@@ -105,3 +111,19 @@ def test_matches_reference_and_plain_levenshtein_bounds(a: str, b: str) -> None:
 @given(plates, plates, plates)
 def test_triangle_inequality(a: str, b: str, c: str) -> None:
     assert plate_distance(a, c) <= plate_distance(a, b) + plate_distance(b, c)
+
+
+@FUZZ_SETTINGS
+@given(plates, plates)
+def test_the_lower_bound_from_character_counts_never_exceeds_the_distance(a: str, b: str) -> None:
+    bound = distance_lower_bound(character_counts(a), character_counts(b))
+    assert bound <= plate_distance(a, b)
+    assert bound == distance_lower_bound(character_counts(b), character_counts(a))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "bound"),
+    [("KPX4721", "KPX4721", 0.0), ("KPX4721", "KPX4727", 1.0), ("O0", "0D", 0.0), ("ABC", "", 1.5), ("AB", "XY", 2.0)],
+)
+def test_the_lower_bound_counts_look_alikes_as_one_character(a: str, b: str, bound: float) -> None:
+    assert distance_lower_bound(character_counts(a), character_counts(b)) == bound
