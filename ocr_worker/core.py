@@ -37,11 +37,11 @@ MIN_CROP_PIXELS = 4
 
 SIDE_EDGE_MAX_CONFIDENCE = 0.2
 """The most a read of a plate at the frame's left or right edge (common.geometry.at_side_edge) may be
-trusted: such a plate may run out of the frame, and the part inside reads as a whole plate. Measured
-(the held-out fifth's 52 photos, each cut by the left or right frame edge through 10, 20, 35 and 50%
-of its plate's width): 85 of 413 reads right (21%; 80 of 99 at a tenth, where the cut takes mostly
-the plate's rim), and 149 wrong at 0.85 or more, such as 520MRK read MRK at 0.999. Cut through its
-top or bottom instead, a plate read wrong at 0.85 or more 6 times in 416: those keep their confidence."""
+trusted: such a plate may run out of the frame, and the part inside reads as a whole plate (520MRK as
+MRK at 0.999). Measured by benchmarks/bench_side_edge.py (the frame's side edge through 10 to 50% of
+each photo's plate): 309 of 1332 cut plates read right (23%; 48 of 208 on the fifth the recogniser
+never trained on), and 459 read wrong at 0.85 or more before the cap (71 of 208). Cut through its top
+or bottom instead, a plate is read wrong at 0.85 or more 19 times in 1332: those keep their confidence."""
 
 
 @dataclass(frozen=True)
