@@ -170,8 +170,8 @@ def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[Stage
         busy_s, done, in_window = work[stage]
         needed = workers_needed(busy_s, done, in_fps)
         per_frame = f"{busy_s / done:.3f}" if done else "-"
-        over = "the last hour" if in_window else "all time (no job in the last hour)"
-        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}  {over}")
+        over = "the last hour" if in_window else "all time (no job in the last hour)" if done else ""
+        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}  {over}".rstrip())
 
 
 def oldest_waiting(connection: redis.Redis) -> str:
