@@ -116,6 +116,10 @@ class Settings(BaseModel):
     sighting_gap_s: float = Field(
         defaults.SIGHTING_GAP_S, gt=0, le=600, description="Seconds without a read that close a vehicle's sighting."
     )
+    alert_repeat_s: float = Field(
+        defaults.ALERT_REPEAT_S, ge=0, le=86400,
+        description="Seconds within which a listed plate seen again at a camera raises no new alert.",
+    )  # fmt: skip
     sighting_poll_s: float = Field(
         defaults.SIGHTING_POLL_S, gt=0, le=60, description="How often the sighting pool looks for new reads."
     )

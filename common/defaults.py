@@ -230,5 +230,10 @@ WATCH_MAX_DISTANCE = 1.0
 WATCH_READ_MIN_CONFIDENCE = 0.9
 """Reads at or above this confidence are matched against the watch-lists at once; others via their sighting."""
 
+ALERT_REPEAT_S = 60.0
+"""A listed plate seen again at a camera within this many seconds of its last read there belongs to the
+pass already alerted on: a parked car that traffic hides now and then, a car queued at lights, raise one
+alert, not one each time the plate comes back into view for longer than the sighting gap."""
+
 WATCH_REFRESH_S = 5.0
 """How often a worker reloads the watch-lists from Postgres (it matches every read against its cached copy)."""

@@ -67,6 +67,13 @@ class SightingSettings:
     max_distance: float
     history_s: float
     """How far back a camera's reads are grouped when the pool first meets it (the frames' lifetime)."""
+    alert_repeat_s: float = 0.0
+    """Reads of a listed plate closer in time than this (or the gap) are one pass: one alert."""
+
+    @property
+    def pass_gap_s(self) -> float:
+        """The longest time without a read of a listed plate within one pass alerted on."""
+        return max(self.gap_s, self.alert_repeat_s)
 
 
 @dataclass
@@ -198,7 +205,7 @@ class SightingStage:
                 "early": early.state(),
                 "alerted": prune(
                     alerted,
-                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.gap_s,
+                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s,
                     time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
                 ),  # fmt: skip
             }
@@ -242,8 +249,8 @@ class SightingStage:
                 continue
             for span in spans:
                 if (
-                    seen.captured_at_s - self.settings.gap_s <= span[1]
-                    and span[0] <= seen.captured_at_s + self.settings.gap_s
+                    seen.captured_at_s - self.settings.pass_gap_s <= span[1]
+                    and span[0] <= seen.captured_at_s + self.settings.pass_gap_s
                 ):
                     span[0], span[1] = min(span[0], seen.captured_at_s), max(span[1], seen.captured_at_s)
                     span[2] = time.time()
@@ -293,14 +300,15 @@ class SightingStage:
         self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, alerting: bool = True
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
-        the pass, give or take the gap) with a match as near; the pass is widened to hold it. With
+        the pass, give or take the pass gap: the sighting gap, or ALPR_ALERT_REPEAT_S when longer) with a
+        match as near; the pass is widened to hold it. With
         `alerting` (a sure read, or a sighting: this will be alerted on), a new pass begins where none
         holds it, and a nearer match in a pass is alerted on again (a misread KPX4727 raised the pass's
         alert for KPX4721: the exact reads after it confirm it instead of being silenced). Reads may come
         in any order: a pass is the span of the listed plate's reads with no gap longer than the gap."""
         passes = alerted.setdefault(self.watch_key(match), [])
         for span in passes:
-            if first_s - self.settings.gap_s <= span[1] and span[0] <= last_s + self.settings.gap_s:
+            if first_s - self.settings.pass_gap_s <= span[1] and span[0] <= last_s + self.settings.pass_gap_s:
                 span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
                 nearest = span[3] if len(span) > 3 else 0.0
                 if alerting and match.distance < nearest:

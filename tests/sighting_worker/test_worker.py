@@ -185,18 +185,23 @@ def test_a_sighting_worker_killed_mid_group_loses_and_repeats_nothing(chain, red
         assert db.execute("SELECT count(*) FROM sighting_cursors WHERE grouped_until_s > 0").fetchone() == (cars,)
 
 
-def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url):
-    """Reads of the listed plate for 6 s (longer than the gap) are one pass: one alert; the same plate
-    back after a pause longer than the gap is a second pass: a second alert (the positive control)."""
-    pool, settings = chain
-    start_s = time.time() - 60
+@pytest.mark.parametrize(("repeat_s", "alerts"), [(0.0, 3), (defaults.ALERT_REPEAT_S, 2)])
+def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url, monkeypatch, repeat_s, alerts):
+    """Reads of the listed plate for 6 s (longer than the gap) are one pass: one alert. The plate back
+    4 s later (hidden by traffic, say): a second sighting, but within ALPR_ALERT_REPEAT_S (60 s) of the
+    last read, the same pass — no second alert; with the setting at 0, the gap alone decides: a second
+    alert. Back 70 s later: a new pass and an alert either way (the positive control)."""
+    pool, _ = chain
+    monkeypatch.setenv("ALPR_ALERT_REPEAT_S", str(repeat_s))
+    start_s = time.time() - 120
     frames = [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(30)]
     frames += [(frame(i, start_s + 10 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(30, 40)]
+    frames += [(frame(i, start_s + 80 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(40, 45)]
     log_frames(pool, frames)
-    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
     stage.poll()
-    assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721", "KPX4721"]
-    assert table(pool, "SELECT kind FROM alerts") == [("read",), ("read",)]
+    assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721"] * 3
+    assert table(pool, "SELECT kind FROM alerts") == [("read",)] * alerts
 
 
 def test_a_plate_on_two_lists_raises_both_and_an_entry_expired_since_the_car_passed_still_does(
