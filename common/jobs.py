@@ -114,8 +114,9 @@ class DetectedFrame(Strict):
     plates: list[PlateBox] = Field(max_length=defaults.DETECTOR_MAX_PLATES_PER_FRAME)  # as many as the detector gives
     outcome: FrameOutcome = Field(default="done", description="`done` unless the frame could not be processed")
     detail: str | None = Field(
-        default=None, max_length=200, description="why not: `expired before detection`, `too old`..."
-    )
+        default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="why not: `expired before detection`, `too old`... (no control character: Postgres refuses NUL)",
+    )  # fmt: skip
 
 
 class DetectJob(Strict):

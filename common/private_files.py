@@ -9,6 +9,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from common.errors import ConfigError
+
 FILE_MODE = 0o600
 """A private file: its owner reads and writes it."""
 
@@ -61,7 +63,13 @@ def create_private(path: Path) -> None:
 
 def keep_private(path: Path) -> None:
     """A file another library opens by name made private: created 0600 when missing, made 0600 when
-    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`)."""
+    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`).
+    A symbolic link at its name is refused (ConfigError): the library would write through it."""
+    if path.is_symlink():
+        raise ConfigError(
+            f"{path} is a symbolic link: plates are never written through a link planted at a file's name;"
+            " name the file itself"
+        )
     if not path.exists():
         create_private(path)
     elif path.stat().st_uid == os.geteuid():

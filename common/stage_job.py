@@ -63,6 +63,9 @@ class StageJob(Job):
             what = oversized or ("no data" if not part["data"] else f"a field RQ cannot read: {type(error).__name__}")
             self.unreadable = f"unreadable job hash ({what})"
             self.failure_ttl = defaults.FAILURE_TTL_S
+        if not isinstance(self.meta, dict):  # RQ reads any JSON there: a list made every meta write raise
+            self.meta = {}
+            self.unreadable = self.unreadable or "unreadable job hash (meta that is not a mapping)"
         if self.retries_left is not None and self.retries_left > defaults.JOB_RETRIES:
             self.retries_left = defaults.JOB_RETRIES
         if self.retry_intervals is not None:
@@ -85,6 +88,8 @@ class StageJob(Job):
     def mark_permanent(self, reason: str) -> None:
         """Mark the job as one that will always fail: not retried, not replayed (saved at once, as RQ's
         failure handling does not save meta). Meta RQ kept unread (raw bytes) is replaced."""
+        if not isinstance(self.meta, dict):
+            self.meta = {}
         self.meta[PERMANENT] = reason[:300]
         try:
             self.save_meta()

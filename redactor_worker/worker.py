@@ -8,6 +8,7 @@ deletes kept frames past their age and marks as lost the frames no stage finishe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import replace
@@ -26,6 +27,14 @@ from redactor_worker.retention import LinkedKeepFolderError, delete_expired_fram
 log = logging.getLogger(__name__)
 
 KeepPolicy = Literal["plates", "all", "none"]
+
+
+def not_kept(error: OSError) -> str:
+    """Why a redacted frame could not be kept, as its record's detail (no path: the frame's is known)."""
+    if isinstance(error, LinkedKeepFolderError):
+        return "not kept: its keep folder is a link"
+    reason = os.strerror(error.errno) if error.errno else type(error).__name__
+    return f"not kept: {reason}"[:200]
 
 
 class RedactStage:
@@ -57,6 +66,9 @@ class RedactStage:
         keys = [f.frame.key for f in job.frames]
         jpegs = self.store.get_jpegs(keys)
         records = [self.with_reads(item, self.finish(item, jpegs[item.frame.key])) for item in job.frames]
+        not_kept = Counter(r.detail for r in records if r.outcome == "done" and r.detail)
+        for detail, frames in not_kept.items():  # once per job and cause: a full disk is not a line per frame
+            log.warning("%d frames of batch %s redacted and recorded but %s", frames, job.batch_id[:80], detail)
         self.frame_log.record_final(records)
         self.store.delete_many(keys)  # the last stage that needs the frame's bytes (OCR reads crops)
         done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
@@ -94,10 +106,9 @@ class RedactStage:
             path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
             try:
                 write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
-            except LinkedKeepFolderError as error:  # this camera's folder, for good: the rest of the job goes on
-                log.warning("frame %s done but not kept: %s", ref.frame_id, error)
+            except OSError as error:  # a linked folder, a full disk, no permission: the rest of the job goes on
                 timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
-                return FrameRecord(timed, "done", "not kept: its keep folder is a link", len(item.plates))
+                return FrameRecord(timed, "done", not_kept(error), len(item.plates))
         timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
         return FrameRecord(timed, "done", None, len(item.plates), str(path) if path else None)
 

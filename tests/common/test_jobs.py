@@ -55,6 +55,17 @@ def test_a_crop_key_outside_the_frame_store_is_refused():
                                                                     crop_key="alpr:frame:cam:1:0:plate0")]  # fmt: skip
 
 
+@pytest.mark.parametrize("detail", ["\x00", "too old\x00", "a\nb"])
+def test_a_frame_detail_with_a_control_character_is_refused_not_failed_in_the_database(detail):
+    """Postgres refuses NUL in text: such a detail failed the frames' write, and the job was retried."""
+    payload = OcrJob(batch_id="b", frames=[DetectedFrame(frame=REF, plates=[])]).model_dump(mode="json")
+    payload["frames"][0]["detail"] = detail
+    with pytest.raises(InputError, match="detail"):
+        parse_job(payload, OcrJob)
+    payload["frames"][0]["detail"] = "expired before detection"
+    assert parse_job(payload, OcrJob).frames[0].detail == "expired before detection"
+
+
 def test_job_ids_are_deterministic_and_valid_for_rq():
     assert job_id("ocr", "host.a-1:17") == job_id("ocr", "host.a-1:17") == "ocr-host_a-1_17"
 

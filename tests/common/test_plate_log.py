@@ -105,3 +105,17 @@ def test_the_sqlite_log_is_for_its_owner_only(tmp_path):
     path.chmod(0o644)
     SqlitePlateLog(path).close()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_sqlite_logs_are_never_written_through_a_link_planted_at_their_name(tmp_path):
+    """SQLite opens the log by name and follows a link there: the reads landed in whatever file the
+    link named (another user's, made 0600 or not)."""
+    from common.sighting_log import SqliteSightingLog
+
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"someone else's")
+    (tmp_path / "reads.sqlite").symlink_to(target)
+    for log_type in (SqlitePlateLog, SqliteSightingLog):
+        with pytest.raises(ConfigError, match="reads.sqlite is a symbolic link"):
+            log_type(tmp_path / "reads.sqlite")
+    assert target.read_bytes() == b"someone else's"

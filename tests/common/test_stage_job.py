@@ -57,6 +57,9 @@ CRAFTED: dict[str, dict[str, bytes | None]] = {
     "undecodable data": {"data": b"\x00notjson"},  # RQ reads the hash; the data itself is refused
     "zlib bomb": {"data": zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1))},  # RQ would inflate it whole
     "data over the bound": {"data": b"x" * (defaults.MAX_JOB_DATA_BYTES + 1)},
+    "meta a list": {"meta": b"[1]"},  # RQ reads it; marking the job refused raised, and the worker quit
+    "meta a string": {"meta": b'"x"'},
+    "meta null": {"meta": b"null"},
 }
 """Fields of a queued job's hash as an attacker with Redis access may set them (None: field deleted)."""
 

@@ -86,3 +86,35 @@ def test_a_camera_folder_linked_elsewhere_is_refused_at_start_and_costs_only_its
         rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
     assert rows == [("cam", "done", None, True), ("linked", "done", "not kept: its keep folder is a link", False)]
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_frame_that_cannot_be_kept_is_recorded_done_not_kept_and_the_rest_of_its_job_goes_on(
+    redis_url, postgres_url, tmp_path, settings, caplog
+):
+    """A camera's keep folder that is a file (or a full disk, no permission): that frame is redacted and
+    recorded, not kept, said so; the job's other frames are kept. The job failed and was retried, and
+    every frame of the batch ended lost."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    keep_dir = tmp_path / "kept"
+    keep_dir.mkdir()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
+                           model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    (keep_dir / "blocked").write_bytes(b"not a folder")
+    frames = []
+    for camera in ("blocked", "cam"):
+        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
+                       source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
+        FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
+        frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
+    stage.handle(RedactJob(batch_id="b", frames=frames).model_dump(mode="json"))
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
+    assert rows[1] == ("cam", "done", None, True)
+    assert rows[0][:2] == ("blocked", "done") and rows[0][2].startswith("not kept: ") and rows[0][3] is False
+    assert caplog.text.count("1 frames of batch b redacted and recorded but not kept: ") == 1
