@@ -21,6 +21,17 @@ from common.queues import connect_redis, enqueue, stage_queue
 from tests.helpers import clip_frames
 
 
+def stored_job(connection, cameras: tuple[str, ...]) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """A redact job (as a payload) of one stored frame with one plate box per camera."""
+    frames = []
+    for camera in cameras:
+        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
+                       source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
+        FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
+        frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
+    return RedactJob(batch_id="b", frames=frames).model_dump(mode="json")
+
+
 def test_redaction_needs_no_ocr_and_deletes_only_the_frame(redis_url, postgres_url, settings, reader_us, tmp_path,
                                                            monkeypatch):  # fmt: skip
     monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
@@ -75,13 +86,7 @@ def test_a_camera_folder_linked_elsewhere_is_refused_at_start_and_costs_only_its
     (keep_dir / "linked").unlink()
     stage = build_worker_context("redact", loaded, connection, Metrics()).stage
     (keep_dir / "linked").symlink_to(elsewhere, target_is_directory=True)  # made while it runs
-    frames = []
-    for camera in ("linked", "cam"):
-        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
-                       source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
-        FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
-        frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
-    stage.handle(RedactJob(batch_id="b", frames=frames).model_dump(mode="json"))
+    stage.handle(stored_job(connection, ("linked", "cam")))
     with psycopg.connect(postgres_url) as db:
         rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
     assert rows == [("cam", "done", None, True), ("linked", "done", "not kept: its keep folder is a link", False)]
@@ -106,13 +111,7 @@ def test_a_frame_that_cannot_be_kept_is_recorded_done_not_kept_and_the_rest_of_i
     connection = connect_redis(redis_url)
     stage = build_worker_context("redact", loaded, connection, Metrics()).stage
     (keep_dir / "blocked").write_bytes(b"not a folder")
-    frames = []
-    for camera in ("blocked", "cam"):
-        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
-                       source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
-        FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
-        frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
-    stage.handle(RedactJob(batch_id="b", frames=frames).model_dump(mode="json"))
+    stage.handle(stored_job(connection, ("blocked", "cam")))
     with psycopg.connect(postgres_url) as db:
         rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
     assert rows[1] == ("cam", "done", None, True)
