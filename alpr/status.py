@@ -160,8 +160,7 @@ def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[fl
 def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
     """Per pool: live workers, seconds of work per frame entering the chain in the last hour (jobs that
     finished; all time for a pool that finished none), and the workers the current input needs."""
-    seconds, micros = connection.time()  # Redis's clock, which the workers' buckets are numbered by
-    work = pool_work(connection, seconds + micros / 1e6)
+    work = pool_work(connection, queues.redis_now(connection))  # the clock the workers' buckets are numbered by
     print(
         f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
     )

@@ -30,7 +30,7 @@ from common import defaults
 from common.errors import InputError
 from common.jobs import StageName
 from common.metrics import Metrics
-from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_pool_stats, add_stats
+from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_pool_stats, add_stats, redis_now
 from common.stage_job import PERMANENT, StageJob
 
 log = logging.getLogger(__name__)
@@ -248,8 +248,8 @@ class StageWorker(SimpleWorker):
         try:
             pipe = self.connection.pipeline(transaction=False)
             add_stats(self.connection, counts, {STATS_BUSY_KEY: {name: busy_s}}, pipeline=pipe)
-            seconds, micros = self.connection.time()  # Redis's clock: one for every host's workers and status
-            add_pool_stats(pipe, name, busy_s, result.frames, seconds + micros / 1e6)
+            now = redis_now(self.connection)  # one clock for every host's workers and `alpr status`
+            add_pool_stats(pipe, name, busy_s, result.frames, now)
             pipe.execute()
         except redis.RedisError as error:  # statistics only: the job itself is done
             log.warning("could not record pool statistics: %s", error)

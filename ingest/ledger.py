@@ -115,7 +115,8 @@ class FrameLedger:
                 if self.closing.is_set():  # close() bounds how long this goes on
                     delay = min(delay, 1.0)
                 if backoff.failures == 1:
-                    log.warning("frames log unavailable (%s); retrying with backoff", str(error).splitlines()[0])
+                    reason = (str(error).splitlines() or [type(error).__name__])[0]  # a message may be empty
+                    log.warning("frames log unavailable (%s); retrying with backoff", reason)
                 # close() wakes the wait for one last try; after it, `stopped` bounds the retries
                 (self.stopped if self.closing.is_set() else self.closing).wait(delay)
 

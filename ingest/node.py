@@ -89,6 +89,8 @@ class CameraRun:
     tag: str | None = None
     last_captured_s: float = 0.0
     clock_behind: bool = False
+    next_pass_s: float = 0.0
+    """When a looping file played in real time starts its next pass (time.monotonic())."""
 
     def capture_time(self) -> float:
         """Now, and never before the camera's previous frame (by CAPTURE_STEP_S at least): the sighting
@@ -212,14 +214,18 @@ class IngestNode:
                 self.stop.wait(delay)
 
     def sample(self, run: CameraRun, source: FrameSource) -> None:
-        """Sample one pass of the source into the pending jobs (or skip, when the chain is full)."""
+        """Sample one pass of the source into the pending jobs (or skip, when the chain is full). A file
+        played in real time keeps one schedule across the passes of a loop: each pass starts a sample
+        interval after the last frame of the one before (a looping single image ran unpaced: each pass
+        started at once, thousands of frames a second)."""
         camera = run.camera
-        started = time.monotonic()
+        started = max(time.monotonic(), run.next_pass_s)
         for frame in source.samples():
             if self.stop.is_set():
                 return
             if camera.realtime and not source.is_stream:
                 self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic()))
+                run.next_pass_s = started + frame.source_time_s + 1.0 / camera.sample_fps
             with self.intake:
                 if self.closed:  # this thread outlived the node's stop wait: its frame is never sampled
                     return
@@ -234,9 +240,17 @@ class IngestNode:
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame
         finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
-        the camera; a file's waits for room (nothing is lost by waiting) unless the node stops."""
+        the camera; a file's waits for room (nothing is lost by waiting) unless the node stops. A full
+        chain (back-pressure) skips a live camera's frame, and a file's played in real time (a live
+        camera's stand-in); recorded footage (`realtime: false`) waits for the chain instead: it lost
+        half its frames to a chain that merely had not caught up."""
         camera = run.camera
-        while not source.is_stream and self.pending.full() and not self.stop.is_set():
+        offline = not source.is_stream and not camera.realtime
+        while (
+            not source.is_stream
+            and not self.stop.is_set()
+            and (self.pending.full() or (offline and self.depth >= self.settings.max_queue_depth))
+        ):
             self.stop.wait(0.05)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
         ref = FrameRef(
@@ -251,7 +265,7 @@ class IngestNode:
             self.unread(ref, frame)
             return
         if self.depth >= self.settings.max_queue_depth:
-            self.skip(ref, "backpressure")
+            self.skip(ref, "node_stopped" if offline else "backpressure")  # recorded footage: stopped waiting
             return
         try:
             data = encode_jpeg(frame.image, self.settings.jpeg_quality)

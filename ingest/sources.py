@@ -303,7 +303,8 @@ class VideoSource(FrameSource):
                         decoded += 1
                     yield sample
                     next_sample_s += 1.0 / self.sample_fps
-                    next_sample_s = max(next_sample_s, time_s)
+                    # after a stall no catching up, and no frame of the burst that follows at once
+                    next_sample_s = max(next_sample_s, time_s + 0.5 / self.sample_fps)
                 index += 1
         finally:
             self.capture.release()

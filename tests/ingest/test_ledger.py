@@ -99,3 +99,25 @@ def test_records_waiting_for_postgres_hold_no_region_of_interest():
     ledger.add([waiting, record(1)])  # never started: they wait in the buffer
     assert [r.frame.roi for r in ledger.buffer] == [None, None]
     assert [r.frame.frame_id for r in ledger.buffer] == ["cam:1:0", "cam:1:1"]
+
+
+def test_an_error_without_a_message_leaves_the_ledger_running(postgres_url, monkeypatch, caplog):
+    """Its warning took the message's first line, which an empty message has not: the IndexError ended
+    the ledger's thread for good, and every later row waited in its buffer until it overflowed."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setattr(defaults, "RECONNECT_BACKOFF_S", (0.1, 0.1))
+    attempts: list[str] = []
+
+    def open_log() -> FrameLog:
+        attempts.append("try")
+        if len(attempts) == 1:
+            raise RuntimeError("")
+        return FrameLog(open_pool(postgres_url, wait_s=1), patience_s=0)
+
+    ledger = FrameLedger(open_log, Metrics(), capacity=100)
+    ledger.start()
+    ledger.add([record(i) for i in range(5)])
+    wait_for(lambda: not ledger.buffer, 10, "the rows written on the second try")
+    assert ledger.close(timeout_s=5) == 0 and "frames log unavailable (RuntimeError)" in caplog.text

@@ -178,3 +178,37 @@ def test_a_host_clock_stepped_back_never_dates_a_frame_before_the_cameras_last(m
     assert stamps == pytest.approx([1000.0, 1000.2, 1000.201, 1000.202, 1000.203, 1000.5])
     assert all(later > earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
     assert caplog.text.count("camera cam: the host's clock went back 10.2 s") == 1
+
+
+def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_url, tmp_path):
+    """A folder of one image, looping at 5 frames/s: each pass started at once, and the camera sampled
+    thousands of frames a second (each skipped, each a row)."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    camera = CameraConfig(id="still", source=str(folder), sample_fps=5, loop=True)
+    connection = connect_redis(redis_url)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
+    summary = node.run(max_seconds=2.0)
+    sampled = summary.ingested["still"] + summary.skipped["still"]
+    assert 8 <= sampled <= 12, summary
+
+
+def test_recorded_footage_waits_for_a_full_chain_instead_of_skipping(redis_url, tmp_path, demo_clip):
+    """`realtime: false` is recorded footage: a chain that has not caught up is waited for (frames are
+    sampled as room frees up), not skipped as back-pressure — it lost most of a video to a chain that
+    was merely behind. A file played in real time stands in for a live camera, and skips as one."""
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url, max_queue_depth=2, frames_per_job=2)
+    for realtime in (False, True):
+        connection.flushall()
+        camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=10, realtime=realtime)
+        metrics = Metrics()
+        summary = IngestNode([camera], settings, connection, connection, metrics, None).run(max_seconds=3.0)
+        skipped = metrics.registry.get_sample_value(
+            "alpr_frames_skipped_total", {"camera": "cam", "reason": "backpressure"}
+        )
+        if realtime:
+            assert skipped, summary
+        else:
+            assert not skipped and summary.ingested["cam"] <= 6 and summary.skipped["cam"] <= 1, summary

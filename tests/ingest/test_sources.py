@@ -371,3 +371,39 @@ def test_a_video_file_stating_no_usable_frame_rate_is_sampled_whole_not_by_the_w
     samples = list(source.samples())
     assert [s.index for s in samples] == list(range(30)) and samples[-1].source_time_s == 29 / 5.0
     assert "states no usable frame rate" in caplog.text and source.failure_count == 0  # warned, not an unread frame
+
+
+class StallingStream:
+    """A capture of a 25 fps stream that stalls for a second after frame 10, then hands over the frames
+    it buffered meanwhile all at once, and goes on."""
+
+    def __init__(self) -> None:
+        arrivals = [i * 0.04 for i in range(11)] + [1.4] * 25 + [1.4 + i * 0.04 for i in range(1, 26)]
+        self.clock = iter([0.0, *arrivals])  # samples() reads its start, then one time per frame
+        self.left = len(arrivals)
+
+    def grab(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+    def retrieve(self) -> tuple[bool, np.ndarray]:
+        return True, np.zeros((8, 8, 3), np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, monkeypatch):
+    """After a stall the next sample came at the stall's end, and the burst that followed gave the next
+    frame at once: two samples 0 ms apart, the second a second late. At most one frame per half interval."""
+    from types import SimpleNamespace
+
+    stream = StallingStream()
+    source = VideoSource(str(write_video(tmp_path / "any.avi", "MJPG")), sample_fps=5)
+    source.capture.release()
+    source.capture, source.is_stream = stream, True  # type: ignore[assignment]
+    monkeypatch.setattr("ingest.sources.time", SimpleNamespace(monotonic=lambda: next(stream.clock)))
+    times = [frame.source_time_s for frame in source.samples()]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.1 - 1e-9, times
+    assert 1.4 in times and len(times) == 3 + 1 + 5  # 0, 0.2, 0.4; the burst once; then every 0.2 s
