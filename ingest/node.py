@@ -48,8 +48,10 @@ from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri
 log = logging.getLogger(__name__)
 
 PENDING_WAIT_S = 0.5
-"""How long a file camera's frame waits at a time for room among the frames to pack (stop is checked
-between waits)."""
+"""How long the node's stop waits for a camera thread handing a frame on (its encoding, at most)."""
+
+PENDING_POLL_S = 0.05
+"""How often a file camera's frame looks for room among the frames to pack."""
 
 
 def source_tag(uri: str) -> str:
@@ -273,13 +275,17 @@ class IngestNode:
             self.skip(ref, "unencodable")
             return
         while True:
-            try:
-                self.pending.put((ref, data), block=not source.is_stream, timeout=PENDING_WAIT_S)
-                return
-            except queue.Full:
-                if source.is_stream or self.stop.is_set():
-                    self.skip(ref, "node_busy" if source.is_stream else "node_stopped")
+            with self.intake:  # never after the node drained what is pending: that frame had no record
+                if self.closed:
+                    self.skip(ref, "node_stopped")
                     return
+                with contextlib.suppress(queue.Full):
+                    self.pending.put_nowait((ref, data))
+                    return
+            if source.is_stream or self.stop.is_set():
+                self.skip(ref, "node_busy" if source.is_stream else "node_stopped")
+                return
+            self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
 
     def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
