@@ -139,6 +139,7 @@ class IngestNode:
         self.depth = 0
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
+        self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
@@ -291,29 +292,22 @@ class IngestNode:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         while True:
-            job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
-                            stored_at_s=time.time(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
+            if self.redis_gone:  # each batch blocked for Redis's timeouts again: a stop took minutes
+                for ref, _ in batch:
+                    self.skip(ref, "redis_unavailable")
+                return
             try:
-                self.store.put_many([(ref.key, data) for ref, data in batch])
-                enqueue(self.detect_queue, job, self.settings.job_timeout_s)
+                self.store_and_queue(batch)
                 break
             except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
-                if not self.store_full:
-                    log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
-                                " until it has room")  # fmt: skip
-                self.store_full = True
-                with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
-                    self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
-                for ref, _ in batch:
-                    self.skip(ref, "backpressure")
+                self.skip_while_full(batch)
                 return
             except redis.RedisError as error:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     self.stop.set()  # --max-seconds holds while Redis is away
                 if self.stop.is_set():
-                    for ref, _ in batch:  # never queued: recorded as skipped, not left pending
-                        self.skip(ref, "redis_unavailable")
-                    return
+                    self.redis_gone = True  # never queued: recorded as skipped, not left pending (below)
+                    continue
                 delay = backoff.next_delay()
                 log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
                 self.stop.wait(
@@ -332,10 +326,30 @@ class IngestNode:
             self.metrics.frames_ingested.labels(camera=ref.camera_id).inc()
             self.summary.ingested[ref.camera_id] += 1
 
+    def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
+        """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
+        job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
+                        stored_at_s=time.time(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
+        self.store.put_many([(ref.key, data) for ref, data in batch])
+        enqueue(self.detect_queue, job, self.settings.job_timeout_s)
+
+    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]]) -> None:
+        """The frame store at its maxmemory: the batch skipped as back-pressure, its stored frames deleted."""
+        if not self.store_full:
+            log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
+                        " until it has room")  # fmt: skip
+        self.store_full = True
+        with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
+            self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
+        for ref, _ in batch:
+            self.skip(ref, "backpressure")
+
     def refresh_depth(self) -> None:
         """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
         round trip that also reports the frames skipped since the last one (for `alpr status`): a camera
         thread never waits on Redis to skip a frame."""
+        if self.redis_gone:
+            return
         unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
         with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
             pipe = self.queues.pipeline(transaction=False)

@@ -241,3 +241,35 @@ def test_a_frame_handed_on_after_the_node_drained_its_pending_frames_is_recorded
     )
     time.sleep(1.5)  # the thread left behind finishes its frame
     assert encoded and summary.ingested["cam"] + summary.skipped["cam"] == len(encoded), summary
+
+
+def test_a_node_stopping_while_redis_stalls_tries_it_once_not_once_per_batch(redis_url, tmp_path):
+    """Redis paused (a stall, a partition): each batch still pending at the stop blocked for Redis's
+    timeouts again, and a stop took minutes — past a supervisor's grace, which then killed the node with
+    frames unrecorded. After one failed write past the stop the rest are recorded without trying."""
+    import redis as redis_py
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for index in range(12):
+        cv2.imwrite(str(folder / f"{index:02}.jpg"), np.full((120, 160, 3), index, np.uint8))
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    stalling = redis_py.Redis(port=port, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    settings = Settings.load({}, redis_url=redis_url, frames_per_job=2, max_batch_wait_ms=10_000)
+    node = IngestNode([CameraConfig(id="cam", source=str(folder), realtime=False)], settings, stalling, stalling,
+                      Metrics(), None)  # fmt: skip
+    attempts_after_stop: list[int] = []
+    store_and_queue = node.store_and_queue
+
+    def counted(batch):  # type: ignore[no-untyped-def]
+        if node.stop.is_set():
+            attempts_after_stop.append(len(batch))
+        store_and_queue(batch)
+
+    node.store_and_queue = counted  # type: ignore[method-assign]
+    connect_redis(redis_url).execute_command("CLIENT", "PAUSE", 5000, "ALL")
+    summary = node.run(max_seconds=0.5)
+    assert len(attempts_after_stop) <= 1, attempts_after_stop
+    assert summary.ingested["cam"] == 0 and summary.skipped["cam"] >= 2
