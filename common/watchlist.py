@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,10 @@ def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
+DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+"""An expiry given as a date alone (ISO 8601, extended or basic)."""
+
+
 def normalise_plate(text: str) -> str:
     """Plate text as listed and as read: upper case, spaces, dashes and dots dropped; anything else
     (another character, empty, over 16 characters) is refused, naming the value."""
@@ -58,13 +62,17 @@ def normalise_plate(text: str) -> str:
 
 
 def parse_expiry(text: str) -> datetime | None:
-    """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC."""
+    """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC. A date alone lists
+    the plate through that day: it ends when the next begins (2030-07-01 ended as 1 July began, where
+    an operator reads "expires on 1 July" as listed that day)."""
     if not text.strip():
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
+    if DATE_ONLY.fullmatch(text.strip()):
+        moment += timedelta(days=1)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 

@@ -151,7 +151,7 @@ def test_import_csv_adds_every_entry_and_again_changes_nothing(pool, tmp_path):
     assert watch.import_csv(write(tmp_path, GOOD_CSV)) == 3
     expected = [
         WatchEntry("AB123CD", "stolen"),
-        WatchEntry("QQ1", "note", expires_at=datetime(2030, 7, 1, tzinfo=UTC)),
+        WatchEntry("QQ1", "note", expires_at=datetime(2030, 7, 2, tzinfo=UTC)),  # a date: listed through it
         WatchEntry("XY9876", "unpaid fines, twice", "police", datetime(2030, 7, 1, 10, tzinfo=UTC)),
     ]
     assert watch.entries() == expected
@@ -221,7 +221,7 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     code, out, _ = alpr(capsys, postgres_url, "list")
     assert code == 0 and len(out) == 2 and out[1].split() == ["AB123CD", "default", "never", "stolen", "car"]
     code, out, _ = alpr(capsys, postgres_url, "list", "--all")
-    assert out[2].split() == ["XY1", "p", "2001-01-01T00:00:00+00:00", "old"]
+    assert out[2].split() == ["XY1", "p", "2001-01-02T00:00:00+00:00", "old"]  # listed through 1 January
     assert alpr(capsys, postgres_url, "remove", "XY1") == (1, [], ["alpr: XY1 is not on the list default"])
     assert alpr(capsys, postgres_url, "remove", "xy1", "--list", "p") == (0, ["XY1 removed from the list p"], [])
     assert alpr(capsys, postgres_url, "list", "--all")[1][1:] == out[1:2]
@@ -396,3 +396,19 @@ def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_st
         assert [e.plate for e in cache.current()] == ["AB1"]
     assert cache_match(cache, "AB1", 0.0) is not None
     assert sum("an entry is skipped, not valid" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "ends"),
+    [
+        ("2030-07-01", datetime(2030, 7, 2, tzinfo=UTC)),  # a date alone: through that day
+        ("20300701", datetime(2030, 7, 2, tzinfo=UTC)),
+        ("2030-07-01T00:00", datetime(2030, 7, 1, tzinfo=UTC)),  # a time says when
+        ("2030-07-01T12:00:00+02:00", datetime(2030, 7, 1, 10, tzinfo=UTC)),
+        ("", None),
+    ],
+)
+def test_an_expiry_given_as_a_date_lists_the_plate_through_that_day(text, ends):
+    from common.watchlist import parse_expiry
+
+    assert parse_expiry(text) == ends
