@@ -39,11 +39,22 @@ class QueueDepthCollector(Collector):
         yield family
 
 
+MAX_CAMERA_LABELS = 5000
+"""Distinct cameras one process names in its metrics' labels; cameras after them count as OTHER_CAMERA.
+Workers take the camera from the job, and jobs from outside (whoever reaches Redis) could name a new
+one each, growing the worker's memory and every scrape without end."""
+
+OTHER_CAMERA = "(other)"
+"""The camera label of the cameras past MAX_CAMERA_LABELS (no camera id has parentheses)."""
+
+
 class Metrics:
     """Every metric of every role; a process uses the ones of its role."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.cameras: set[str] = set()
+        """The camera label values given so far (`camera`)."""
         r = self.registry
         self.frames_ingested = Counter(
             "alpr_frames_ingested", "Frames sampled and queued, per camera.", ["camera"], registry=r
@@ -147,6 +158,14 @@ class Metrics:
                 raise ConfigError(
                     f"ALPR_METRICS_ADDRESS / ALPR_METRICS_PORT: cannot serve metrics on {address} port {port}: {reason}"
                 ) from None
+
+    def camera(self, camera_id: str) -> str:
+        """The label value of a camera: its id, or OTHER_CAMERA past MAX_CAMERA_LABELS distinct ones."""
+        if camera_id not in self.cameras:
+            if len(self.cameras) >= MAX_CAMERA_LABELS:
+                return OTHER_CAMERA
+            self.cameras.add(camera_id)
+        return camera_id
 
     def count_reads(self, matches: Iterable[bool]) -> None:
         for matched in matches:

@@ -91,7 +91,9 @@ class DetectStage:
         if outcome == "expired":
             self.metrics.frames_missing.labels(stage=self.name).inc()
         elif outcome == "skipped":
-            self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=detail.replace(" ", "_")).inc()
+            self.metrics.frames_skipped.labels(
+                camera=self.metrics.camera(ref.camera_id), reason=detail.replace(" ", "_")
+            ).inc()
         else:
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
         return DetectedFrame(frame=ref, plates=[], outcome=outcome, detail=detail)

@@ -76,7 +76,7 @@ class FrameLedger:
             overflow = records[room:]
             self._settle(overflow)  # never written: they hold no watermark back
         for record in overflow:
-            self.metrics.frames_unrecorded.labels(camera=record.frame.camera_id).inc()
+            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
         if overflow and not self.overflowing:
             log.warning("frames log unreachable and %d records waiting: further frames go unrecorded", self.capacity)
         self.overflowing = bool(overflow)

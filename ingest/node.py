@@ -145,7 +145,7 @@ class IngestNode:
         self.skipped_reported: Tally[str] = Tally()
 
     def skip(self, ref: FrameRef, reason: SkipReason) -> None:
-        self.metrics.frames_skipped.labels(camera=ref.camera_id, reason=reason).inc()
+        self.metrics.frames_skipped.labels(camera=self.metrics.camera(ref.camera_id), reason=reason).inc()
         self.summary.skipped[ref.camera_id] += 1
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "skipped", reason.replace("_", " "))])
@@ -202,7 +202,7 @@ class IngestNode:
                     backoff.reset()  # a drop after a good run starts the backoff afresh; a short one keeps it
                 connected_at = None
                 errors += 1
-                self.metrics.source_errors.labels(camera=camera.id).inc()
+                self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id)).inc()
                 if not isinstance(error, InputError | OSError) or not is_stream_uri(camera.source):
                     # a file that fails now fails again; so does anything but a stream's I/O
                     log.error("camera %s: %s; not retried", camera.id, mask_url(str(error)))
@@ -323,7 +323,7 @@ class IngestNode:
         self.summary.jobs += 1
         self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:
-            self.metrics.frames_ingested.labels(camera=ref.camera_id).inc()
+            self.metrics.frames_ingested.labels(camera=self.metrics.camera(ref.camera_id)).inc()
             self.summary.ingested[ref.camera_id] += 1
 
     def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:

@@ -96,7 +96,7 @@ class OcrStage:
                 self.metrics.end_to_end_seconds.observe(now - frame.captured_at_s)
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
             if edge:
-                self.metrics.side_edge_reads.labels(camera=frame.camera_id).inc(edge)
+                self.metrics.side_edge_reads.labels(camera=self.metrics.camera(frame.camera_id)).inc(edge)
         self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
         self.store.delete_many(crop_keys)
         plates = sum(len(reads) for _, reads in logged)
@@ -111,7 +111,7 @@ class OcrStage:
             known = ", ".join(sorted(load_regions()))
             log.warning("camera %s: unknown plate region %r (this OCR worker knows %s): its frames' plates are"
                         " not read, their reads recorded as refused", frame.camera_id, frame.region, known)  # fmt: skip
-        self.metrics.frames_skipped.labels(camera=frame.camera_id, reason="unknown_region").inc()
+        self.metrics.frames_skipped.labels(camera=self.metrics.camera(frame.camera_id), reason="unknown_region").inc()
         return "refused"
 
     def decode_crops(self, keys: list[str]) -> dict[str, np.ndarray]:

@@ -59,7 +59,7 @@ class RedactStage:
         self.method, self.metrics, self.quality = method, metrics, quality
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
-        self.cameras_seen: set[str] = set()
+        self.cameras_seen: set[str] = set()  # camera labels of frames_unaccounted
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, RedactJob)
@@ -121,10 +121,12 @@ class RedactStage:
         if reads_lost:
             log.warning("the reads of %d frames marked lost: no OCR job recorded them in time", reads_lost)
             self.metrics.reads_lost.inc(reads_lost)
-        pending = self.frame_log.pending_counts()
-        for camera_id in {*pending, *self.cameras_seen}:
-            self.metrics.frames_unaccounted.labels(camera=camera_id).set(pending.get(camera_id, 0))
-        self.cameras_seen.update(pending)
+        unaccounted: Counter[str] = Counter()  # per camera label (cameras past the labels' bound share one)
+        for camera_id, count in self.frame_log.pending_counts().items():
+            unaccounted[self.metrics.camera(camera_id)] += count
+        for label in {*unaccounted, *self.cameras_seen}:  # a camera with none left goes back to 0
+            self.metrics.frames_unaccounted.labels(camera=label).set(unaccounted[label])
+        self.cameras_seen.update(unaccounted)
         if time.monotonic() - self.last_keep_sweep >= self.keep_sweep_s:
             self.last_keep_sweep = time.monotonic()
             if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s):

@@ -345,7 +345,7 @@ class SightingStage:
         """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
         now = time.time()
         for sighting in result.sightings:
-            self.metrics.sightings_closed.labels(camera=sighting.camera_id).inc()
+            self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
             self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
         not_queued = []

@@ -175,3 +175,34 @@ def test_a_job_run_again_after_its_reads_were_logged_counts_them_once(
     assert counted == 1
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT count(*) FROM plate_reads").fetchone() == (1,)
+
+
+def test_cameras_named_by_jobs_from_outside_cannot_grow_the_metrics_without_end(
+    redis_url, postgres_url, settings, monkeypatch
+):
+    """A job names its camera, and a label per camera made a series per name: jobs from whoever reaches
+    Redis, each naming a new camera, grew the worker's memory and every scrape. Past the bound, cameras
+    share one label."""
+    import common.metrics
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import OTHER_CAMERA, Metrics
+
+    monkeypatch.setattr(common.metrics, "MAX_CAMERA_LABELS", 3)
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    frames = [
+        DetectedFrame(frame=FrameRef(frame_id=f"c{i}:1:0", camera_id=f"c{i}", seq=0, frame_index=0, region="zz",
+                                     captured_at_s=time.time(), source_time_s=0.0, key=frame_key(f"c{i}:1:0")),
+                      plates=[])
+        for i in range(10)
+    ]  # fmt: skip
+    metrics = Metrics()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, model_dir=settings.model_dir)
+    stage = build_worker_context("ocr", loaded, connect_redis(redis_url), metrics).stage
+    stage.handle(OcrJob(batch_id="b", frames=frames).model_dump(mode="json"))
+    skipped = {
+        s.labels["camera"]: s.value
+        for m in metrics.registry.collect() if m.name == "alpr_frames_skipped"
+        for s in m.samples if s.name.endswith("_total")
+    }  # fmt: skip
+    assert skipped == {"c0": 1, "c1": 1, "c2": 1, OTHER_CAMERA: 7}
