@@ -59,7 +59,9 @@ class RunSummary:
 
 
 def observations(frame: FrameRef, reads: Sequence[PlateRead]) -> list[Observation]:
-    """A frame's reads as the grouping core takes them (a plate found but not read: empty text)."""
+    """A frame's reads as the grouping core takes them: those with a reading, as the chain logs them
+    (plate_log.read_rows) and its sighting pool reads them back. Plates found but not read were fed too:
+    they bridged gaps the chain splits at, and three unread boxes made a sighting of no plate."""
     return [
         Observation(
             frame.camera_id,
@@ -71,6 +73,7 @@ def observations(frame: FrameRef, reads: Sequence[PlateRead]) -> list[Observatio
             min(1.0, max(0.0, read.confidence)),
         )  # fmt: skip
         for index, read in enumerate(reads)
+        if read.best is not None
     ]
 
 

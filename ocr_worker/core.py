@@ -117,8 +117,11 @@ class PlateReader:
         else:
             binaries = [self.for_tesseract(line) for line in lines]
             choices = {i: self._tesseract.recognize(binary) for i, binary in zip(legible, binaries, strict=True)}
-        return [
-            self.finish(rank_candidates(choices[i], self.formats, self.settings.max_candidates)) if i in choices else []
+        ranked = max(self.settings.max_candidates, defaults.OCR_MAX_CANDIDATES)  # as calibrate read them: a
+        return [  # list cut to one first had no rival to weigh its margin by, and misreads rose over 0.85
+            self.finish(rank_candidates(choices[i], self.formats, ranked))[: self.settings.max_candidates]
+            if i in choices
+            else []
             for i in range(len(crops_bgr))
         ]
 

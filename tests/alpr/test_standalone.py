@@ -265,3 +265,25 @@ def test_a_time_that_is_not_above_zero_is_refused_in_one_line(args, capsys):
     with pytest.raises(SystemExit) as exited:
         main(args)
     assert exited.value.code == 2 and "must be a number above 0" in capsys.readouterr().err
+
+
+def test_alpr_run_groups_the_reads_the_chain_logs_and_no_plate_found_but_not_read():
+    """The chain logs only plates with a reading and its sighting pool groups those; `alpr run` fed the
+    tracker unread plates too: they bridged gaps the chain splits at, and made sightings of no plate."""
+    import time
+
+    from alpr.standalone import observations
+    from common.frame_store import frame_key
+    from common.jobs import FrameRef
+    from common.plate_log import read_rows
+    from common.types import PlateCandidate, PlateRead
+
+    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                     source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
+    reads = [
+        PlateRead((0.0, 0.0, 90.0, 30.0), 0.9),  # found, not read
+        PlateRead((200.0, 0.0, 290.0, 30.0), 0.9, (PlateCandidate("KPX4721", 0.95, "us"),)),
+    ]
+    grouped = observations(frame, reads)
+    logged = read_rows(frame, reads)
+    assert [(o.plate_index, o.text) for o in grouped] == [(row[5], row[6]) for row in logged] == [(1, "KPX4721")]

@@ -66,6 +66,17 @@ def test_characters_touching_a_frame_are_found_by_the_text_detector(locator, rea
     assert reader.read(crop)[0].text == "KPX472"
 
 
+def test_a_crops_lines_do_not_depend_on_the_other_crops_of_its_batch(locator):
+    """Crops were padded to the widest one's search width: the detector's map near the padding changed,
+    and a plate read differently with another car's (wider) plate beside it in the frame."""
+    plates = [framed_plate(text) for text in ("KPX472", "GHT209", "ZZ91")]
+    wide = np.full((60, 700, 3), 200, np.uint8)
+    alone = [locator.finder.lines([crop])[0] for crop in plates]
+    together = locator.finder.lines([*plates, wide])[:3]
+    for one, other in zip(alone, together, strict=True):
+        assert [(t.height, t.corners.tolist()) for t in one] == [(t.height, t.corners.tolist()) for t in other]
+
+
 def test_two_row_plates_read_top_row_first(locator):
     us = PlateReader(OcrSettings(region="us"))
     for seed in range(3):
