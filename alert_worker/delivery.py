@@ -157,6 +157,15 @@ class _Deadline:
     def track(self, connection_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
         def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             connection = connection_class(*args, **kwargs)
+            opened = connection.connect
+
+            def connect_in_time() -> None:  # the host name's lookup cannot be cut short: a connection made
+                opened()  # after the deadline sent the alert late, which then counted as timed out and was
+                if self.expired.is_set():  # sent again (a receiver saw it twice); now nothing is sent
+                    connection.close()
+                    raise TimeoutError("connected only after the deadline: nothing sent")
+
+            connection.connect = connect_in_time  # type: ignore[method-assign]
             self.connections.append(connection)
             return connection
 
@@ -216,11 +225,13 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
     deadline = _Deadline(receiver.timeout_s)  # the whole exchange, not each read, within timeout_s
     deadline.timer.start()
     try:
-        with deadline.opener().open(request, timeout=receiver.timeout_s) as response:
+        # a 2xx status line is the receiver's yes: the rest of its answer cut short changes nothing
+        with (
+            deadline.opener().open(request, timeout=receiver.timeout_s) as response,
+            contextlib.suppress(OSError, HTTPException),
+        ):
             response.read(MAX_RESPONSE_BYTES)
         deadline.timer.cancel()
-        if deadline.expired.is_set():  # a shut socket reads as the end: the answer may have been cut short
-            raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s")
     except urllib.error.HTTPError as error:
         with error:
             phrase = _hide_url(" ".join(str(error.reason).split()), receiver.url)
