@@ -88,11 +88,48 @@ def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path
     return count
 
 
+UPGRADE_LOCK_TIMEOUT = "5s"
+"""How long a migration waits for a table's lock: one queued behind a long reader (an export, a count)
+held every worker's write to that table behind it; past this it gives up, and tries again."""
+
+UPGRADE_ATTEMPTS = 12
+"""How many times `upgrade` tries to take its locks before it gives up with a ConfigError."""
+
+
 def upgrade(pool: ConnectionPool) -> list[int]:
-    """Apply the migrations not yet applied; returns their versions."""
+    """Apply the migrations not yet applied; returns their versions. A current schema is only read
+    (a role that may not create in the schema, a worker's, runs `alpr run` on it); a migration waits
+    at most UPGRADE_LOCK_TIMEOUT for a lock, and the whole upgrade is tried again, UPGRADE_ATTEMPTS
+    times, so workers' writes never wait long behind it."""
+    if _applied(pool) >= {version for version, _ in MIGRATIONS}:
+        return []
+    for attempt in range(UPGRADE_ATTEMPTS):
+        try:
+            return _migrate(pool)
+        except psycopg.errors.LockNotAvailable:
+            log.warning("schema upgrade: a table is in use (a long query?); trying again (%d of %d)",
+                        attempt + 1, UPGRADE_ATTEMPTS)  # fmt: skip
+            time.sleep(1.0)
+    raise ConfigError(
+        f"alpr db upgrade: could not lock the tables in {UPGRADE_ATTEMPTS} attempts (a long query holds one);"
+        " try again when it has ended"
+    )
+
+
+def _applied(pool: ConnectionPool) -> set[int]:
+    """The migrations applied (none where there is no schema_migrations table yet)."""
+    with pool.connection() as connection:
+        row = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return set()
+        return {version for (version,) in connection.execute("SELECT version FROM schema_migrations")}
+
+
+def _migrate(pool: ConnectionPool) -> list[int]:
     applied: list[int] = []
     with pool.connection() as connection, connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        connection.execute(f"SET LOCAL lock_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -124,7 +161,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         for statement in (
             "GRANT USAGE ON SCHEMA {} TO {}",
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}",
-            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}",
+            "REVOKE SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} FROM {}",  # setval: a rewound id failed every insert
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}",  # nextval, all an insert needs
         ):
             connection.execute(sql.SQL(statement).format(schema, name))
 

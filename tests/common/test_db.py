@@ -193,7 +193,7 @@ def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
 def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postgres_url, capsys, tmp_path):
     import uuid
 
-    from common.plate_log import PostgresPlateLog
+    from common.plate_log import PostgresPlateLog, open_plate_log
     from tests.common.test_plate_log import check_log
 
     role = f"alpr_app_{uuid.uuid4().hex[:8]}"
@@ -215,7 +215,43 @@ def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postg
         assert main(["export", "--csv", str(tmp_path / "x.csv"), "--database-url", as_role]) == 0
         with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
             worker.execute("DROP TABLE plate_reads")  # a worker broken into cannot change the schema
+        with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            worker.execute("SELECT setval('plate_reads_id_seq', 1)")  # nor rewind an id: every insert failed
+        open_plate_log(as_role, tmp_path / "unused.sqlite").close()  # `alpr run` on a current schema, as it
+        with psycopg.connect(as_role, autocommit=True) as worker:  # the watch-list count's function runs as
+            worker.execute("CREATE TEMP TABLE watchlist_version (one BOOLEAN, version BIGINT)")  # the owner:
+            worker.execute("INSERT INTO pg_temp.watchlist_version VALUES (true, 1)")  # a planted temporary
+            worker.execute(  # table and trigger ran SQL as the owner (a superuser in Compose)
+                "CREATE FUNCTION pg_temp.planted() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN EXECUTE 'CREATE TABLE taken_over AS SELECT current_user AS who'; RETURN NULL; END$$"
+            )
+            worker.execute("CREATE TRIGGER planted AFTER UPDATE ON pg_temp.watchlist_version"
+                           " FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.planted()")  # fmt: skip
+            worker.execute("INSERT INTO watchlist (plate, reason) VALUES ('ABC123', 'x')")
+        assert "taken_over" not in tables(postgres_url)
+        with psycopg.connect(postgres_url) as admin:
+            assert admin.execute("SELECT version FROM watchlist_version").fetchone() == (2,)  # the real count
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_an_upgrade_waits_briefly_for_a_table_in_use_and_gives_up_clearly(pool, postgres_url, monkeypatch):
+    """A migration queued for a table's lock behind a long reader (an export, a count) held every
+    worker's write to that table behind it, for as long as the reader ran. It now waits a moment,
+    tries again a few times, then says so."""
+    import common.db
+
+    assert upgrade(pool) == VERSIONS
+    monkeypatch.setattr(common.db, "MIGRATIONS", [*MIGRATIONS, (999, "ALTER TABLE frames ADD COLUMN later INTEGER")])
+    monkeypatch.setattr(common.db, "UPGRADE_LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(common.db, "UPGRADE_ATTEMPTS", 2)
+    monkeypatch.setattr(common.db.time, "sleep", lambda _s: None)
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT count(*) FROM frames")  # a transaction left open: its lock is held
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="could not lock the tables in 2 attempts"):
+            upgrade(pool)
+        assert time.monotonic() - started < 3
+    assert upgrade(pool) == [999]  # the reader gone, it goes through
