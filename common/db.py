@@ -32,6 +32,25 @@ ADVISORY_LOCK_ID = 720_417
 """Postgres advisory lock held while migrating."""
 
 
+SESSION_SETTINGS = (
+    "SET idle_in_transaction_session_timeout = '120s'",
+    "SET tcp_keepalives_idle = 60",
+    "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 3",
+)
+"""Every pooled session's: a process frozen or cut off mid-transaction (a host paused, a partition)
+held its row locks until the server's TCP keepalive noticed, about two hours — a sighting worker's
+cameras then had no sightings and no alerts, with no error, as the others skip locked cameras; the
+server now ends such a session within two minutes."""
+
+
+def configure_session(connection: psycopg.Connection) -> None:
+    """SESSION_SETTINGS on a new pooled connection."""
+    for statement in SESSION_SETTINGS:
+        connection.execute(statement)  # type: ignore[arg-type]
+    connection.commit()
+
+
 def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str | None = None) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
     is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
@@ -43,7 +62,7 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
     if (password := url_password or password) is not None:
         options["password"] = password
     pool = ConnectionPool(
-        bare_url, min_size=1, max_size=max_size, open=False, kwargs=options,
+        bare_url, min_size=1, max_size=max_size, open=False, kwargs=options, configure=configure_session,
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
     )  # fmt: skip
     try:

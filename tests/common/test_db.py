@@ -255,3 +255,12 @@ def test_an_upgrade_waits_briefly_for_a_table_in_use_and_gives_up_clearly(pool, 
             upgrade(pool)
         assert time.monotonic() - started < 3
     assert upgrade(pool) == [999]  # the reader gone, it goes through
+
+
+def test_a_session_frozen_mid_transaction_is_ended_by_the_server(pool):
+    """A process frozen or cut off holding row locks (a sighting worker's cameras) kept them for about
+    two hours, until TCP keepalive noticed; every pooled session now has the server end it sooner."""
+    with pool.connection() as connection:
+        shown = {name: connection.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                 for name in ("idle_in_transaction_session_timeout", "tcp_keepalives_idle")}  # fmt: skip
+    assert shown == {"idle_in_transaction_session_timeout": "2min", "tcp_keepalives_idle": "60"}
