@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from common import defaults, geometry
+from common.errors import InputError
 from common.frame_store import encode_jpeg, frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
@@ -131,6 +132,8 @@ class RedactedWriter:
             self.size_wh = size_wh
             create_private(self.path)  # the encoder opens it by name: private first, and never through a link
             self.video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size_wh)
+            if not self.video.isOpened():  # it wrote nothing, and the run said where its output was
+                raise InputError(f"the video encoder refused {size_wh[0]}x{size_wh[1]} frames: {self.path} not written")
         self.video.write(image if size_wh == self.size_wh else cv2.resize(image, self.size_wh))
 
     def close(self) -> None:

@@ -52,9 +52,17 @@ class PlateDetector:
         """Every plate in each frame, highest confidence first. A region of interest and nesting choose
         which of them are read (`to_read`), never which are hidden: every box found is redacted."""
         for index, frame in enumerate(frames):
-            if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.size == 0:
+            if (
+                not isinstance(frame, np.ndarray)
+                or frame.ndim != 3
+                or frame.shape[2] != 3
+                or frame.size == 0
+                or frame.dtype != np.uint8
+            ):  # fmt: skip  (a 16-bit frame was wrapped into 8 bits, unsaid)
                 shape = getattr(frame, "shape", type(frame).__name__)
-                raise InputError(f"frame {index} must be an HxWx3 BGR image, but got {shape}")
+                raise InputError(
+                    f"frame {index} must be an HxWx3 8-bit BGR image, but got {shape} {getattr(frame, 'dtype', '')}"
+                )
         out: list[PlateDetections] = []
         step = max(1, self.settings.batch_size)
         for start in range(0, len(frames), step):

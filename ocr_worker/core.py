@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from common import defaults
@@ -102,10 +103,15 @@ class PlateReader:
 
     def read_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[list[PlateCandidate]]:
         for index, crop in enumerate(crops_bgr):
-            if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
+            if (
+                not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0
+                or crop.dtype != np.uint8 or (crop.ndim == 3 and crop.shape[2] not in (1, 3, 4))
+            ):  # fmt: skip
                 raise InputError(
-                    f"plate crop {index} must be a non-empty image, but got {getattr(crop, 'shape', crop)!r}"
+                    f"plate crop {index} must be a non-empty 8-bit image (gray, BGR or BGRA), but got"
+                    f" {getattr(crop, 'shape', crop)!r} {getattr(crop, 'dtype', '')}"
                 )
+        crops_bgr = [cv2.cvtColor(c, cv2.COLOR_BGRA2BGR) if c.ndim == 3 and c.shape[2] == 4 else c for c in crops_bgr]
         legible = [
             i for i, c in enumerate(crops_bgr)
             if min(c.shape[:2]) >= MIN_CROP_PIXELS and c.shape[1] <= MAX_CROP_ASPECT * c.shape[0]

@@ -287,3 +287,15 @@ def test_alpr_run_groups_the_reads_the_chain_logs_and_no_plate_found_but_not_rea
     grouped = observations(frame, reads)
     logged = read_rows(frame, reads)
     assert [(o.plate_index, o.text) for o in grouped] == [(row[5], row[6]) for row in logged] == [(1, "KPX4721")]
+
+
+def test_a_video_the_encoder_refuses_is_an_error_not_an_empty_file_said_to_be_the_output(tmp_path):
+    """A 1x1 first frame: the encoder opened nothing, wrote a 0-byte file, and the run named it as its output."""
+    from alpr.standalone import RedactedWriter
+    from common.errors import InputError
+    from ingest.sources import SampledFrame
+
+    writer = RedactedWriter(tmp_path, as_frames=False, fps=5.0)
+    tiny = np.zeros((1, 1, 3), np.uint8)
+    with pytest.raises(InputError, match="the video encoder refused 1x1 frames"):
+        writer.write(SampledFrame(0, 0.0, tiny), tiny)

@@ -153,9 +153,12 @@ def test_the_roi_chooses_by_box_centres(roi, kept):
     assert len(boxes_to_read(PlateDetections.empty(), roi)) == 0
 
 
-@pytest.mark.parametrize("frame", [np.zeros((10, 10), np.uint8), np.zeros((0, 0, 3), np.uint8), "not an image"])
+@pytest.mark.parametrize(
+    "frame",
+    [np.zeros((10, 10), np.uint8), np.zeros((0, 0, 3), np.uint8), "not an image", np.zeros((40, 60, 3), np.uint16)],
+)
 def test_bad_frames_are_input_errors(detector, frame):
-    with pytest.raises(InputError, match="frame 0 must be an HxWx3 BGR image"):
+    with pytest.raises(InputError, match="frame 0 must be an HxWx3 8-bit BGR image"):
         detector.detect([frame])
 
 

@@ -143,10 +143,24 @@ def test_a_plate_at_the_frames_side_edge_is_read_but_not_trusted(reader_us):
     ]
 
 
-@pytest.mark.parametrize("crop", [np.zeros((0, 0, 3), np.uint8), None, np.zeros((5,), np.uint8)])
+@pytest.mark.parametrize(
+    "crop",
+    [
+        np.zeros((0, 0, 3), np.uint8), None, np.zeros((5,), np.uint8),
+        np.zeros((30, 90, 3), np.float32), np.zeros((30, 90, 3), np.uint16), np.zeros((30, 90, 2), np.uint8),
+    ],
+)  # fmt: skip
 def test_bad_crops_are_input_errors(reader_us, crop):
-    with pytest.raises(InputError, match="plate crop 0 must be a non-empty image"):
+    """A float or 16-bit crop failed deep in OpenCV with its own error (and took the batch's other plates
+    with it): it is refused first, naming the crop."""
+    with pytest.raises(InputError, match="plate crop 0 must be a non-empty 8-bit image"):
         reader_us.read(crop)
+
+
+def test_a_crop_with_an_alpha_channel_reads_as_its_colours(reader_us):
+    plate = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
+    with_alpha = cv2.cvtColor(plate, cv2.COLOR_BGR2BGRA)
+    assert reader_us.read(with_alpha) == reader_us.read(plate) and reader_us.read(plate)[0].text == "7ABC284"
 
 
 def test_tiny_or_blank_crops_give_no_candidates(reader_us):
