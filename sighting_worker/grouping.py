@@ -9,7 +9,9 @@ lies within `width * (CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of t
 motion predicts (`width`: the track's newest box width, `dt`: seconds since the track's newest read)
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
-where one takes the other's place (a barrier, a toll booth, a parking gate).
+where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read join a
+sure track by text alone, beyond its box's reach, unless it reads the same: KPX4722 appearing at the
+far side as KPX4721 leaves is a fleet's next car, not a jump of the first.
 The cost of a pair is the centre's distance in units of that allowance plus the text distance over
 `max_text_distance` (UNKNOWN_TEXT_COST when either text is empty); the reads of one frame are assigned
 greedily by increasing cost, at most one read per track, so two plates side by side in one frame never
@@ -194,8 +196,9 @@ class SightingTracker:
             distance = plate_distance(observation.text, track.plate)
             text_matches = distance <= self.max_text_distance
             text_cost = distance / max(self.max_text_distance, 1.0)
-            if not text_matches and min(observation.confidence, track.best.confidence) >= DISTINCT_PLATES_CONFIDENCE:
-                return None  # two sure reads of different plates: two vehicles, wherever they stand
+            sure = min(observation.confidence, track.best.confidence) >= DISTINCT_PLATES_CONFIDENCE
+            if sure and (not text_matches or (distance > 0 and shift > 1.0)):
+                return None  # sure reads of different plates: two vehicles (far apart, even one edit apart)
         if not text_matches and shift > 1.0:
             return None
         return shift + text_cost

@@ -166,6 +166,17 @@ def test_a_car_that_pulls_up_where_the_last_one_stood_is_a_sighting_of_its_own(
         assert len(sightings) == 1 and sightings[0].reads == 10
 
 
+def test_a_fleets_next_car_at_the_far_side_is_not_the_last_one_jumping() -> None:
+    """KPX4721 crosses the frame; 1.5 s later KPX4722, one edit apart, appears at the far side: two
+    sure reads of different plates beyond the first box's reach are two cars. The same plate seen
+    there again (a detector's gap) still joins by its text."""
+    first = one_car([0.0, 0.3, 0.6], "KPX4721", x=100.0)
+    for plate, expected in (("KPX4722", [("KPX4721", 3), ("KPX4722", 3)]), ("KPX4721", [("KPX4721", 6)])):
+        later = [[read(plate, t=t, x=1500.0)] for t in (2.1, 2.4, 2.7)]
+        sightings = run(SightingTracker(GAP_S), first + later)
+        assert [(s.plate, s.reads) for s in sightings] == expected
+
+
 def test_two_reads_of_one_frame_never_join_one_track() -> None:
     # the right car appears in frame 1: its text is within reach of the left car's track, but that
     # track takes the left car's read of the same frame
