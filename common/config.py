@@ -19,7 +19,7 @@ from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 ENV_PREFIX = "ALPR_"
 
 COMPOSE_VARIABLES = frozenset({
-    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR",  # docker-compose.yml's, on the host
+    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
     "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
 })  # fmt: skip
 """Variables that are not settings (docker-compose.yml reads some on the host; the tests and benchmarks
@@ -41,7 +41,7 @@ def default_keep_dir() -> Path:
 class Settings(BaseModel):
     """Every setting of every role. Environment variable: ALPR_ + the field name in capitals."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model_dir: Path = Field(default_factory=default_model_dir, description="Folder of the detector weights.")
     detector_weights: Path | None = Field(
@@ -200,6 +200,8 @@ class Settings(BaseModel):
                 name = key[len(ENV_PREFIX) :].lower()
                 if name.endswith("_file") and name not in cls.model_fields and name[:-5] in cls.model_fields:
                     name, value = name[:-5], read_setting_file(key, value)
+                    if not value:  # as an empty variable is: unset (a password of nothing failed at connect)
+                        raise ConfigError(f"{key}: the file it names is empty")
                     if environ.get(key[:-5]):
                         raise ConfigError(f"set {key[:-5]} or {key}, not both")
                 if name not in cls.model_fields:

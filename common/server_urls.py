@@ -71,9 +71,11 @@ def _library_problem(url: str, kind: ServerKind) -> str | None:
 
             conninfo_to_dict(url)
         else:
-            from redis.connection import parse_url
+            import redis
 
-            parse_url(url)
+            # its parser passes on a parameter it does not know, and the connection, made later, raised
+            # a TypeError (a traceback, not the setting's one line): make one now, without connecting
+            redis.ConnectionPool.from_url(url).make_connection()
     except Exception:  # their messages quote the token, which may be the password
         return "the driver cannot parse it (a query parameter it does not know, or a malformed value)"
     return None

@@ -33,6 +33,10 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
             b"receivers:\n  ops.a: {type: mqtt, host: b, topic: t}\n  ops_a: {type: mqtt, host: b, topic: u}\n",
             "receivers ops.a and ops_a differ only in",
         ),  # one RQ job id for both
+        (  # the second replaced the first without a word: the first never got an alert
+            b"receivers:\n  ops: {type: mqtt, host: a, topic: t}\n  ops: {type: mqtt, host: b, topic: t}\n",
+            "line 3: 'ops' is written twice",
+        ),
     ],
 )
 def test_a_bad_receivers_file_is_one_clear_error(tmp_path, content, message):

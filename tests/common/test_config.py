@@ -32,6 +32,8 @@ def test_environment_and_overrides():
         # with a slow camera each frame waits the whole batch wait: every one would be skipped as too old
         ({"ALPR_MAX_BATCH_WAIT_MS": "24000"}, "ALPR_MAX_BATCH_WAIT_MS .24000. must be below 80% of"),
         ({"ALPR_MAX_FRAME_AGE_S": "0.2"}, "ALPR_MAX_BATCH_WAIT_MS .250. must be below 80% of ALPR_MAX_FRAME_AGE_S"),
+        ({"ALPR_ALERT_GIVE_UP_S": "inf"}, "ALPR_ALERT_GIVE_UP_S"),  # loaded, then failed in Postgres's interval
+        ({"ALPR_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timout=5"}, "ALPR_REDIS_URL: the driver cannot parse"),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
@@ -53,7 +55,18 @@ def test_secrets_come_from_files_and_never_show(tmp_path):
 
 
 def test_compose_variables_are_not_settings_and_not_refused():
-    assert Settings.load({"ALPR_CAMERAS_FILE": "/x.yaml", "ALPR_SECRETS_DIR": "/run/s"}).redis_url.startswith("redis")
+    """The four docker-compose.yml reads on the host: exported for `docker compose up`, they stopped
+    every `alpr` command in that shell (two of them were not known here)."""
+    environ = {"ALPR_CAMERAS_FILE": "/x.yaml", "ALPR_SECRETS_DIR": "/run/s", "ALPR_RECEIVERS_FILE": "/r.yaml",
+               "ALPR_ALERT_SECRETS_DIR": "/run/a"}  # fmt: skip
+    assert Settings.load(environ).redis_url.startswith("redis")
+
+
+def test_an_empty_secret_file_is_refused_naming_the_variable(tmp_path):
+    """An empty variable counts as unset; an empty file was a password of nothing, failing at connect."""
+    (tmp_path / "pg").write_text("\n")
+    with pytest.raises(ConfigError, match="ALPR_DATABASE_PASSWORD_FILE: the file it names is empty"):
+        Settings.load({"ALPR_DATABASE_PASSWORD_FILE": str(tmp_path / "pg")})
 
 
 def test_a_frame_store_of_its_own_defaults_to_the_queues_redis():
