@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.regions import load_regions
 from common.server_urls import check_url
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
@@ -141,6 +142,14 @@ class Settings(BaseModel):
         if not path.is_absolute():
             raise ValueError(f"must be an absolute path (a worker's working directory is no place for frames): {path}")
         return path
+
+    @field_validator("ocr_region")
+    @classmethod
+    def known_region(cls, region: str) -> str:
+        known = load_regions()  # an unknown one passed here and failed when the reader loaded, unnamed
+        if region not in known:
+            raise ValueError(f"unknown plate region {region[:20]!r}; known: {', '.join(sorted(known))}")
+        return region
 
     @field_validator("redis_url", "frame_store_url")
     @classmethod

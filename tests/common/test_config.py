@@ -33,6 +33,7 @@ def test_environment_and_overrides():
         ({"ALPR_MAX_BATCH_WAIT_MS": "24000"}, "ALPR_MAX_BATCH_WAIT_MS .24000. must be below 80% of"),
         ({"ALPR_MAX_FRAME_AGE_S": "0.2"}, "ALPR_MAX_BATCH_WAIT_MS .250. must be below 80% of ALPR_MAX_FRAME_AGE_S"),
         ({"ALPR_ALERT_GIVE_UP_S": "inf"}, "ALPR_ALERT_GIVE_UP_S"),  # loaded, then failed in Postgres's interval
+        ({"ALPR_OCR_REGION": "uk"}, "ALPR_OCR_REGION: .*unknown plate region 'uk'; known: br, eu, us"),
         ({"ALPR_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timout=5"}, "ALPR_REDIS_URL: the driver cannot parse"),
     ],
 )
