@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 
 from common.config import format_errors
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
+from common.strict_yaml import load_strict_yaml
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
@@ -167,36 +167,10 @@ def receiver_names(path: Path) -> list[str]:
     return list(_entries(path))
 
 
-class RepeatedKey(yaml.constructor.ConstructorError):
-    """A key written twice in one mapping of the receivers file."""
-
-
-class UniqueKeysLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping: the second receiver of a name
-    replaced the first without a word, and the first never got an alert."""
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, str | int | float | bool) and key in seen:
-                    raise RepeatedKey(None, None, f"{str(key)[:40]!r} is written twice", key_node.start_mark)
-                if isinstance(key, str | int | float | bool):
-                    seen.add(key)
-        return super().construct_mapping(node, deep)  # type: ignore[arg-type]
-
-
 def _entries(path: Path) -> dict[str, dict[str, object]]:
     """The file's receivers, name -> settings as written; names and shape checked."""
     text = read_text_file(path, MAX_RECEIVERS_FILE_BYTES, ConfigError)
-    try:
-        raw = yaml.load(text, Loader=UniqueKeysLoader)  # noqa: S506 (the safe loader's subclass)
-    except RepeatedKey as error:
-        line = error.problem_mark.line + 1 if error.problem_mark else "?"
-        raise ConfigError(f"{path}: line {line}: {error.problem}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not a YAML receivers file ({type(error).__name__})") from None
+    raw = load_strict_yaml(text, str(path))  # a receiver named twice: refused, as the cameras file's keys
     entries = raw.get("receivers") if isinstance(raw, dict) else None
     if not isinstance(entries, dict):  # `receivers: {}` is a file that lists none: alerts are only logged
         raise ConfigError(f"{path}: expected `receivers:` mapping each receiver's name to its settings")

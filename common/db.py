@@ -33,10 +33,8 @@ ADVISORY_LOCK_ID = 720_417
 
 
 SESSION_SETTINGS = (
-    "SET idle_in_transaction_session_timeout = '120s'",
-    "SET tcp_keepalives_idle = 60",
-    "SET tcp_keepalives_interval = 10",
-    "SET tcp_keepalives_count = 3",
+    "SET idle_in_transaction_session_timeout = '120s'; SET tcp_keepalives_idle = 60;"
+    " SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
 )
 """Every pooled session's: a process frozen or cut off mid-transaction (a host paused, a partition)
 held its row locks until the server's TCP keepalive noticed, about two hours — a sighting worker's
@@ -45,9 +43,8 @@ server now ends such a session within two minutes."""
 
 
 def configure_session(connection: psycopg.Connection) -> None:
-    """SESSION_SETTINGS on a new pooled connection."""
-    for statement in SESSION_SETTINGS:
-        connection.execute(statement)  # type: ignore[arg-type]
+    """SESSION_SETTINGS on a new pooled connection, in one round trip."""
+    connection.execute(SESSION_SETTINGS)
     connection.commit()
 
 

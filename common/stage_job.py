@@ -88,8 +88,6 @@ class StageJob(Job):
     def mark_permanent(self, reason: str) -> None:
         """Mark the job as one that will always fail: not retried, not replayed (saved at once, as RQ's
         failure handling does not save meta). Meta RQ kept unread (raw bytes) is replaced."""
-        if not isinstance(self.meta, dict):
-            self.meta = {}
         self.meta[PERMANENT] = reason[:300]
         try:
             self.save_meta()

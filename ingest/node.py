@@ -254,7 +254,7 @@ class IngestNode:
             and not self.stop.is_set()
             and (self.pending.full() or (offline and self.depth >= self.settings.max_queue_depth))
         ):
-            self.stop.wait(0.05)  # a file's frame waits for room before it is stamped: its age starts now
+            self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,

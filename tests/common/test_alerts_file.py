@@ -20,7 +20,7 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
     [
         (None, "cannot read"),
         (b"\xff\xfe receivers", "not UTF-8"),
-        (b"receivers: [unclosed", "not a YAML receivers file"),
+        (b"receivers: [unclosed", "not valid YAML"),
         (b"receivers: []\n", "expected `receivers:`"),
         (b"other: 1\n", "expected `receivers:`"),
         (b"receivers:\n  'bad name!': {type: webhook}\n", "receiver names are"),
@@ -35,8 +35,10 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
         ),  # one RQ job id for both
         (  # the second replaced the first without a word: the first never got an alert
             b"receivers:\n  ops: {type: mqtt, host: a, topic: t}\n  ops: {type: mqtt, host: b, topic: t}\n",
-            "line 3: 'ops' is written twice",
+            r"key 'ops' repeated in one mapping \(first at line 2\) at line 3",
         ),
+        (b"a: &x [1, 2]\nreceivers: {ops: *x}\n", r"aliases \(\*x\) are not allowed"),  # read as strictly as cameras
+        (b"receivers: " + b"[" * 3000 + b"]" * 3000, "nested deeper than 20"),
     ],
 )
 def test_a_bad_receivers_file_is_one_clear_error(tmp_path, content, message):
