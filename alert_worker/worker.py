@@ -2,7 +2,8 @@
 alerts log (so no other worker sends it at the same time, and a delivery already made is not made
 again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried after a
 doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
-ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials). A
+ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials) or, after
+a quarter of an hour, when this worker's receivers file does not name it. A
 receiver whose attempt failed rests (its back-off, doubling while it keeps failing, or its
 Retry-After): meanwhile its alerts are put back, not sent, so one that hangs costs a worker one
 timeout per rest, not one per alert, and other receivers' alerts do not wait behind it. Between
@@ -71,8 +72,8 @@ class AlertStage:
         delivery = self.alert_log.claim(job.alert_id, job.receiver, lease_s)
         if delivery is None:  # delivered already, or not due: another job or worker has it
             return StageResult(frames=0)
-        if receiver is None:  # renamed or removed from the receivers file: it would never be sent
-            self.give_up(delivery, "rejected", f"no receiver named {job.receiver!r} in the receivers file")
+        if receiver is None:
+            self.unknown_receiver(delivery)
             return StageResult(frames=0)
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
         if resting_s > 0:  # it failed just now: this alert waits its turn without holding the worker
@@ -99,6 +100,16 @@ class AlertStage:
             self.count(delivery, "sent")
             self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))
         return StageResult(frames=0)
+
+    def unknown_receiver(self, delivery: Delivery) -> None:
+        """A receiver this worker's file does not name: new in a file this worker has not been restarted
+        with yet (another worker, or this one restarted, sends it), or renamed or removed (it would never
+        be sent): retried within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, then rejected."""
+        reason = f"no receiver named {delivery.receiver!r} in this worker's receivers file"
+        if delivery.age_s + retry_delay_s(delivery.attempt, None) > defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S:
+            self.give_up(delivery, "rejected", reason)
+        else:
+            self.retry(delivery, DeliveryRetryable(reason))
 
     def count(self, delivery: Delivery, outcome: str) -> None:
         """One delivery outcome in the metrics, by receiver (a name from the receivers file; a job naming

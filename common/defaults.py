@@ -89,6 +89,11 @@ ALERT_MAINTENANCE_S = 1
 ALERT_REQUEUE_AFTER_S = 30.0
 """A due delivery queued this long ago and still not sent (its job lost with a worker) is queued again."""
 
+ALERT_UNKNOWN_RECEIVER_GRACE_S = 900.0
+"""A delivery to a receiver this worker's receivers file does not name is retried this long before it is
+rejected: while the pools are restarted with a new file, a sighting worker already raising alerts to a
+new receiver would have its deliveries rejected by an alert worker not restarted yet."""
+
 ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alert_worker.delivery import IDEMPOTENCY_HEADER
 from alpr.cli import main
+from common import defaults
 from common.alert_log import insert_alerts
 from common.alerts import Alert
 from common.db import open_pool
@@ -221,12 +222,31 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url,
     assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}
 
 
-def test_a_receiver_no_longer_in_the_file_is_rejected_not_retried_forever(setup, postgres_url, redis_url):
+def test_a_receiver_no_longer_in_the_file_is_rejected_not_retried_forever(setup, postgres_url, redis_url, monkeypatch):
+    monkeypatch.setattr(defaults, "ALERT_UNKNOWN_RECEIVER_GRACE_S", 0.5)  # its first retry would come later
     with WebhookServer(SECRET) as hook:
         setup(hook.url)  # the file names `ops` only
         raise_alert(postgres_url, redis_url, ["ops", "gone"])
         burst()
     assert deliveries(postgres_url) == {"ops": "delivered", "gone": "rejected"}
+    [(error,)] = rows(postgres_url, "SELECT last_error FROM alert_deliveries WHERE receiver = 'gone'")
+    assert "no receiver named 'gone'" in error
+
+
+def test_a_receiver_new_to_a_worker_not_restarted_yet_is_retried_until_one_knows_it(setup, postgres_url, redis_url):
+    """Mid-upgrade: the sighting pool raises alerts to a receiver added to the file, and an alert worker
+    still running with the old file takes the job; the delivery waits for a worker that knows it."""
+    with WebhookServer(SECRET) as hook:
+        setup(hook.url)  # the old file names `ops` only
+        raise_alert(postgres_url, redis_url, ["ops", "added"])
+        burst()
+        assert deliveries(postgres_url) == {"ops": "delivered", "added": "pending"}
+        added = Path(os.environ["ALPR_ALERT_RECEIVERS"])
+        added.write_text(added.read_text() + added.read_text().split("\n", 1)[1].replace("  ops:", "  added:", 1))
+        time.sleep(1.2)  # the first back-off
+        burst()
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered", "added": "delivered"} and len(hook.received) == 2
 
 
 def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url, redis_url):
