@@ -231,6 +231,11 @@ def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> No
     )
 
 
+CLOCK_MARGIN_S = 60.0
+"""The cache loads entries expired this much longer ago than it judges by: Postgres's clock decides
+what is loaded, the worker's what is judged."""
+
+
 class WatchListCache:
     """The entries a worker matches every read against, reloaded at most every `refresh_s` (no query
     per read). While Postgres is unreachable the last loaded entries stay in use, with a warning.
@@ -242,13 +247,14 @@ class WatchListCache:
         refresh_s: float,
         clock: Callable[[], float] = time.monotonic,
         expired_within_s: float = 0.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.watchlist = watchlist
         self.refresh_s = refresh_s
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self.expired_within_s = expired_within_s
-        """Entries expired this long ago are loaded too: a read is matched as of its capture time, which
-        the grouping may reach that late."""
+        """Entries expired this long ago are loaded too (and a minute more, for the worker's clock against
+        Postgres's): a read is matched as of its capture time, which the grouping may reach that late."""
         self._entries: tuple[WatchEntry, ...] = ()
         self._index = WatchIndex(())
         self._version: int | None = None
@@ -265,7 +271,8 @@ class WatchListCache:
                 except psycopg.errors.InsufficientPrivilege:  # a role not granted it since migration 9
                     version = None  # every refresh loads them, as before the count
                 if version is None or version != self._version:  # 100,000 entries took 0.4 s: only when changed
-                    entries = tuple(self.watchlist.entries(expired_within_s=self.expired_within_s))
+                    window_s = self.expired_within_s + CLOCK_MARGIN_S
+                    entries = tuple(self.watchlist.entries(expired_within_s=window_s))
                     self._entries, self._index, self._version = entries, WatchIndex(entries), version
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -275,6 +282,9 @@ class WatchListCache:
 
     def match_lists(self, plate: str, max_distance: float, captured_at_s: float) -> list[WatchMatch]:
         """match_lists against the current entries, each judged as of `captured_at_s` (an entry that
-        expired after the car was seen still matches it)."""
+        expired after the car was seen still matches it), or as of `expired_within_s` ago when that is
+        later: entries expired before are no longer loaded, and a pass longer than that (a parked car)
+        alerted on an entry expired meanwhile only while the table happened not to change."""
         self.current()
-        return self._index.match_lists(plate, max_distance, captured_at_s)
+        as_of_s = max(captured_at_s, self.wall_clock() - self.expired_within_s)
+        return self._index.match_lists(plate, max_distance, as_of_s)

@@ -285,7 +285,8 @@ class SightingStage:
     def match_sighting(self, sighting: Sighting, alerted: Passes) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
-        reads). Entries are judged as of the car's first sighting."""
+        reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
+        before now: WatchListCache.match_lists)."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):

@@ -412,3 +412,21 @@ def test_an_expiry_given_as_a_date_lists_the_plate_through_that_day(text, ends):
     from common.watchlist import parse_expiry
 
     assert parse_expiry(text) == ends
+
+
+def test_a_long_pass_is_judged_the_same_whether_or_not_the_lists_were_reloaded_meanwhile(pool):
+    """Entries expired more than `expired_within_s` ago are not loaded; one loaded before it expired
+    stayed in the cache while the table did not change, and a parked car's pass that began while it was
+    listed alerted or not by whether someone edited a list meanwhile. Judged as of `expired_within_s` ago
+    at the latest, both caches agree."""
+    now = time.time()
+    watch, clock = WatchList(pool), Clock()
+    watch.add(WatchEntry("PARKED1", "stolen", expires_at=datetime.fromtimestamp(now + 50, UTC)))
+    wall = [now]
+    kept = WatchListCache(watch, refresh_s=5.0, clock=clock, expired_within_s=100.0, wall_clock=lambda: wall[0])
+    assert kept.match_lists("PARKED1", 0.0, now - 10)  # seen 10 s ago, the entry runs 50 s more
+    wall[0] = now + 120  # it closes after the entry expired, within the window: listed when seen
+    assert kept.match_lists("PARKED1", 0.0, now - 10)
+    wall[0] = now + 400  # it closes long after the entry expired; no list changed meanwhile
+    clock.now += 5
+    assert not kept.match_lists("PARKED1", 0.0, now - 10)
