@@ -182,10 +182,15 @@ class UnreadFrame:
 
 def file_tag(path: Path) -> str:
     """A short fingerprint of one file (path, size, modification time): the same image read again gives
-    the same frame id, one replaced in place a new one, files added or removed around it change neither."""
+    the same frame id, one replaced in place a new one, files added or removed around it change neither.
+    A link is named by its own path too: two entries linking to one image are two sampled frames (they
+    shared a frame id, and the second went unrecorded)."""
     try:
         status = path.stat()
-        identity = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}"
+        resolved = path.resolve()
+        identity = f"{resolved}|{status.st_size}|{status.st_mtime_ns}"
+        if resolved != path.absolute():
+            identity += f"|{path.absolute()}"
     except OSError:  # gone or unreachable: it will be an unread frame, named by its path alone
         identity = str(path.absolute())
     return hashlib.sha1(identity.encode()).hexdigest()[:12]

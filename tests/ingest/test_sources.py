@@ -38,6 +38,23 @@ def test_image_folder_reports_unreadable_images(tmp_path):
     assert len(source.failures) == 1 and "b.jpg" in source.failures[0]
 
 
+def test_two_links_to_one_image_are_two_frames_and_a_plain_file_keeps_its_frame_id(tmp_path):
+    """Frame ids come from the file's fingerprint; links to one image once shared it (one went unrecorded)."""
+    import hashlib
+
+    from ingest.sources import file_tag
+
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / "b.jpg").symlink_to(image)
+    (tmp_path / "c.jpg").symlink_to("a.jpg")
+    tags = [f.file_tag for f in open_source(str(tmp_path), sample_fps=2.0).frames()]
+    assert len(tags) == len(set(tags)) == 3
+    status = image.stat()  # a plain file's id as before: the folders it was read from are not read again
+    identity = f"{image.resolve()}|{status.st_size}|{status.st_mtime_ns}"
+    assert file_tag(image) == hashlib.sha1(identity.encode()).hexdigest()[:12]
+
+
 def test_truncated_video_ends_early_with_a_warning(tmp_path):
     whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
     writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
