@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from rq import Queue
 
@@ -33,6 +33,9 @@ from common.worker import StageResult
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver], None]
+
+DeliveryOutcome = Literal["sent", "retried", "rested", "failed", "rejected"]
+"""An attempt's outcome, as counted in `alpr_alert_deliveries`."""
 
 
 def retry_delay_s(attempt: int, asked_s: float | None) -> float:
@@ -59,6 +62,9 @@ class AlertStage:
     ) -> None:
         self.receivers, self.alert_log, self.queue, self.metrics = receivers, alert_log, queue, metrics
         self.give_up_s, self.job_timeout_s, self.send = give_up_s, job_timeout_s, send
+        for name in [*receivers, "unknown"]:  # exported at 0: a first alert given up is an increase to alert on
+            for outcome in get_args(DeliveryOutcome):
+                metrics.alert_deliveries.labels(receiver=name, outcome=outcome)
         self.failing: dict[str, Backoff] = {}
         """Per receiver whose last attempt failed: its back-off (doubling while it keeps failing)."""
         self.rested_until: dict[str, float] = {}
@@ -111,13 +117,15 @@ class AlertStage:
         else:
             self.retry(delivery, DeliveryRetryable(reason))
 
-    def count(self, delivery: Delivery, outcome: str) -> None:
+    def count(self, delivery: Delivery, outcome: DeliveryOutcome) -> None:
         """One delivery outcome in the metrics, by receiver (a name from the receivers file; a job naming
         another counts as `unknown`: names in jobs are not the operator's to bound)."""
         receiver = delivery.receiver if delivery.receiver in self.receivers else "unknown"
         self.metrics.alert_deliveries.labels(receiver=receiver, outcome=outcome).inc()
 
-    def retry(self, delivery: Delivery, error: DeliveryRetryable, outcome: str = "retried") -> None:
+    def retry(
+        self, delivery: Delivery, error: DeliveryRetryable, outcome: Literal["retried", "rested"] = "retried"
+    ) -> None:
         delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
         if delivery.age_s + delay_s > self.give_up_s:
             self.give_up(delivery, "failed", f"gave up after {delivery.attempt} attempts: {error}")

@@ -159,6 +159,15 @@ class Metrics:
                     f"ALPR_METRICS_ADDRESS / ALPR_METRICS_PORT: cannot serve metrics on {address} port {port}: {reason}"
                 ) from None
 
+    def start_camera(self, camera_id: str, skip_reasons: Iterable[str]) -> None:
+        """An ingest node's camera's series, exported at 0 before anything happens: a counter's series
+        first scraped at 1 has no increase to alert on (its first failure, overflow or skip went unseen)."""
+        camera = self.camera(camera_id)
+        for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
+            counter.labels(camera=camera)
+        for reason in skip_reasons:
+            self.frames_skipped.labels(camera=camera, reason=reason)
+
     def camera(self, camera_id: str) -> str:
         """The label value of a camera: its id, or OTHER_CAMERA past MAX_CAMERA_LABELS distinct ones."""
         if camera_id not in self.cameras:

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import redis
 from rq import Queue, SimpleWorker, worker_registration
@@ -80,6 +80,10 @@ class WorkerContext:
     metrics: Metrics
     job_timeout_s: int = defaults.JOB_TIMEOUT_S
     """How long one of its jobs may run: the pool's setting, whatever a job's hash says."""
+
+    def __post_init__(self) -> None:  # every outcome exported at 0: a first refused job is an increase
+        for outcome in get_args(JobOutcome):
+            self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome)
 
     def count(self, outcome: JobOutcome) -> None:
         self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome).inc()

@@ -20,6 +20,7 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import redis
 
@@ -46,6 +47,9 @@ from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
 
 log = logging.getLogger(__name__)
+
+INGEST_SKIP_REASONS = tuple(reason for reason in get_args(SkipReason) if reason != "too_old")
+"""The reasons an ingest node skips a frame for (too_old is the detector's)."""
 
 PENDING_WAIT_S = 0.5
 """How long the node's stop waits for a camera thread handing a frame on (its encoding, at most)."""
@@ -173,6 +177,7 @@ class IngestNode:
         reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
         when lost, one INFO when back; a camera that serves a frame per connection is not polled flat out."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
         run = CameraRun(camera, int(time.time() * 1000))
         errors = 0
         connected_at: float | None = None

@@ -287,7 +287,10 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
     try:
         receivers = load_receivers(Path(os.environ["ALPR_ALERT_RECEIVERS"]))
         queue = stage_queue(connect_redis(redis_url), "alert")
-        stage = AlertStage(receivers, AlertLog(pool, 0), queue, Metrics(), 3600.0, 60, send=broken)
+        metrics = Metrics()
+        stage = AlertStage(receivers, AlertLog(pool, 0), queue, metrics, 3600.0, 60, send=broken)
+        counted = metrics.registry.get_sample_value  # exported at 0 from the start: a first failure is an increase
+        assert counted("alpr_alert_deliveries_total", {"receiver": "ops", "outcome": "failed"}) == 0
         with caplog.at_level("INFO"):
             stage.handle(alert_job(ALERT.alert_id, "ops", 1).model_dump(mode="json"))
         with pool.connection() as connection:

@@ -84,6 +84,7 @@ def test_a_job_hash_rq_cannot_read_is_refused_once_and_the_worker_goes_on(redis_
     counted = metrics.registry.get_sample_value
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1  # once: never retried
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "done"}) == 1
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "rejected"}) == 0  # exported from the start
     assert connection.lrange(queue.intermediate_queue_key, 0, -1) == [] and queue.count == 0
     assert StartedJobRegistry(queue=queue).get_job_ids() == []
     assert FailedJobRegistry(queue=queue).get_job_ids() == [crafted] and good != crafted

@@ -81,6 +81,13 @@ def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tm
     assert sample("alpr_frames_ingested_total", {"camera": "cam"}) == 1
     assert sample("alpr_frames_corrupt_total", {"stage": "ingest"}) == 2
     assert sample("alpr_frames_skipped_total", {"camera": "cam", "reason": "too_large"}) == 1
+    # exported at 0 from the camera's start: its first failure, skip or overflow is an increase to alert on
+    assert sample("alpr_frames_skipped_total", {"camera": "cam", "reason": "backpressure"}) == 0
+    assert (
+        sample("alpr_source_errors_total", {"camera": "cam"})
+        == sample("alpr_frames_unrecorded_total", {"camera": "cam"})
+        == 0
+    )
 
 
 def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames_on(redis_server, tmp_path):
@@ -136,7 +143,7 @@ def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_whe
                                                                    ("skipped", "redis unavailable")}  # fmt: skip
     assert (
         metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "files", "reason": "node_busy"})
-        is None
+        == 0
     )
 
 
