@@ -163,9 +163,15 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """A Postgres role the workers may log in as (lower case, as unquoted SQL names are)."""
 
 
+DELETED_FROM = ("camera_watermarks", "watchlist")
+"""The tables the chain deletes rows from (a camera's watermark once passed, `alpr watchlist remove`):
+the logs of reads, frames, sightings and alerts are only ever added to and updated."""
+
+
 def grant_to(pool: ConnectionPool, role: str) -> None:
-    """Give `role` what the chain's processes need and nothing more: read and write the rows of every
-    table of the schema (and use its sequences), never change the schema itself; run by `alpr db upgrade
+    """Give `role` what the chain's processes need and nothing more: read, add and update the rows of
+    every table of the schema (and use its sequences), delete only those of DELETED_FROM, never write the
+    migrations' record nor change the schema itself; run by `alpr db upgrade
     --grant` after the migrations, so tables added later are granted too. The migrating role owns the
     tables; a worker that is broken into cannot drop them or run as a superuser."""
     if not ROLE_NAME.fullmatch(role):
@@ -173,14 +179,22 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
     with pool.connection() as connection, connection.transaction():
         if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
             raise ConfigError(f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
-        schema, name = sql.Identifier(current_schema(connection)), sql.Identifier(role)
+        schema_name = current_schema(connection)
+        schema, name = sql.Identifier(schema_name), sql.Identifier(role)
         for statement in (
             "GRANT USAGE ON SCHEMA {} TO {}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} TO {}",
+            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {} TO {}",
+            "REVOKE DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {} FROM {}",  # granted before: the logs' rows erasable
             "REVOKE SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} FROM {}",  # setval: a rewound id failed every insert
             "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}",  # nextval, all an insert needs
         ):
             connection.execute(sql.SQL(statement).format(schema, name))
+        # the migrations' record is read (start checks), never written: a row deleted made the next upgrade
+        # run migration 1 again and fail (every service waits on it), a row added skipped a migration
+        migrations = sql.Identifier(schema_name, "schema_migrations")
+        connection.execute(sql.SQL("REVOKE INSERT, UPDATE ON {} FROM {}").format(migrations, name))
+        for table in DELETED_FROM:
+            connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
 
 
 def current_schema(connection: psycopg.Connection) -> str:

@@ -217,6 +217,16 @@ def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postg
             worker.execute("DROP TABLE plate_reads")  # a worker broken into cannot change the schema
         with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
             worker.execute("SELECT setval('plate_reads_id_seq', 1)")  # nor rewind an id: every insert failed
+        erasing_statements = (
+            "DELETE FROM plate_reads",
+            "DELETE FROM alerts",
+            "TRUNCATE frames",
+            "DELETE FROM schema_migrations",
+            "INSERT INTO schema_migrations VALUES (999)",
+        )
+        for erasing in erasing_statements:
+            with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(erasing)  # nor erase the logs, nor make the next upgrade fail or skip one
         open_plate_log(as_role, tmp_path / "unused.sqlite").close()  # `alpr run` on a current schema, as it
         with psycopg.connect(as_role, autocommit=True) as worker:  # the watch-list count's function runs as
             worker.execute("CREATE TEMP TABLE watchlist_version (one BOOLEAN, version BIGINT)")  # the owner:
@@ -231,6 +241,9 @@ def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postg
         assert "taken_over" not in tables(postgres_url)
         with psycopg.connect(postgres_url) as admin:
             assert admin.execute("SELECT version FROM watchlist_version").fetchone() == (2,)  # the real count
+        with psycopg.connect(as_role) as worker:  # what the chain does delete
+            worker.execute("DELETE FROM watchlist WHERE plate = 'NONE'")
+            worker.execute("DELETE FROM camera_watermarks WHERE camera_id = 'none'")
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")

@@ -142,8 +142,7 @@ def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_whe
     assert {(outcome, detail) for _, outcome, detail in rows} <= {("skipped", "node stopped"),
                                                                    ("skipped", "redis unavailable")}  # fmt: skip
     assert (
-        metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "files", "reason": "node_busy"})
-        == 0
+        metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "files", "reason": "node_busy"}) == 0
     )
 
 
