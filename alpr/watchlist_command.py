@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,9 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
         entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name)
         watch.add(entry)
         print(f"{entry.plate} is on the list {entry.list_name}")
+        if entry.expired(time.time()):  # kept (list --all shows it), matching nothing: likely a typo
+            print(f"alpr: note: that expiry has passed; {entry.plate} matches nothing until it is changed",
+                  file=sys.stderr)  # fmt: skip
     elif args.action == "remove":
         plate, list_name = normalise_plate(args.plate), args.list_name or DEFAULT_LIST
         if not watch.remove(plate, list_name):

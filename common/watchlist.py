@@ -61,19 +61,36 @@ def normalise_plate(text: str) -> str:
     return plate
 
 
+NEVER_FROM = datetime(9999, 12, 30, tzinfo=UTC)
+"""An expiry at or after this is no expiry: 9999-12-31 is how many systems write "never", and a time
+past it (in any zone) cannot be read back into Python: one such row stopped every worker loading the
+lists (Postgres keeps years past 9999; Python's datetime does not)."""
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+"""No expiry before this is taken (year 1 with a time zone ahead of UTC was stored as 1 BC, unreadable)."""
+
+
 def parse_expiry(text: str) -> datetime | None:
-    """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC. A date alone lists
-    the plate through that day: it ends when the next begins (2030-07-01 ended as 1 July began, where
-    an operator reads "expires on 1 July" as listed that day)."""
+    """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC; kept in UTC. A date
+    alone lists the plate through that day: it ends when the next begins (2030-07-01 ended as 1 July
+    began, where an operator reads "expires on 1 July" as listed that day). From NEVER_FROM on: never."""
     if not text.strip():
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
+        moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        if moment >= NEVER_FROM:
+            return None
+        if DATE_ONLY.fullmatch(text.strip()):
+            moment += timedelta(days=1)
+        moment = moment.astimezone(UTC)
     except ValueError:
         raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
-    if DATE_ONLY.fullmatch(text.strip()):
-        moment += timedelta(days=1)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except OverflowError:  # year 1 ahead of UTC
+        raise InputError(f"not an expiry from 1970 on: {_shown(text)}") from None
+    if moment < EARLIEST:
+        raise InputError(f"not an expiry from 1970 on: {_shown(text)}")
+    return None if moment >= NEVER_FROM else moment
 
 
 @dataclass(frozen=True)
@@ -182,9 +199,15 @@ class WatchList:
         """Every entry (only those not expired, or expired less than `expired_within_s` ago, unless
         asked), by list and plate."""
         where = "" if include_expired else " WHERE expires_at IS NULL OR expires_at > now() - make_interval(secs => %s)"
+        # a row written by hand (or before the bounds) past NEVER_FROM or before EARLIEST read as never / expired:
+        # one Python could not hold failed every load, and the workers matched against no list at all
+        expires = (
+            "CASE WHEN expires_at >= '9999-12-30+00' THEN NULL"
+            " WHEN expires_at < '1970-01-01+00' THEN '1970-01-01+00'::timestamptz ELSE expires_at END"
+        )
         with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
             rows = connection.execute(
-                f"SELECT plate, reason, list_name, expires_at FROM watchlist{where} ORDER BY list_name, plate",
+                f"SELECT plate, reason, list_name, {expires} FROM watchlist{where} ORDER BY list_name, plate",
                 () if include_expired else (expired_within_s,),
             ).fetchall()
         entries = []

@@ -217,7 +217,8 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     assert alpr(capsys, postgres_url, "add", "ab-123 cd", "--reason", "stolen car") == (
         0, ["AB123CD is on the list default"], []
     )  # fmt: skip
-    assert alpr(capsys, postgres_url, "add", "XY1", "--reason", "old", "--expires", "2001-01-01", "--list", "p")[0] == 0
+    code, _, err = alpr(capsys, postgres_url, "add", "XY1", "--reason", "old", "--expires", "2001-01-01", "--list", "p")
+    assert code == 0 and err == ["alpr: note: that expiry has passed; XY1 matches nothing until it is changed"]
     code, out, _ = alpr(capsys, postgres_url, "list")
     assert code == 0 and len(out) == 2 and out[1].split() == ["AB123CD", "default", "never", "stolen", "car"]
     code, out, _ = alpr(capsys, postgres_url, "list", "--all")
@@ -406,6 +407,8 @@ def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_st
         ("2030-07-01T00:00", datetime(2030, 7, 1, tzinfo=UTC)),  # a time says when
         ("2030-07-01T12:00:00+02:00", datetime(2030, 7, 1, 10, tzinfo=UTC)),
         ("", None),
+        ("9999-12-31", None),  # how many systems write "never": it overflowed (a traceback)
+        ("9999-12-31T23:00:00-05:00", None),  # stored as year 10000: no worker could load the lists after it
     ],
 )
 def test_an_expiry_given_as_a_date_lists_the_plate_through_that_day(text, ends):
@@ -430,3 +433,23 @@ def test_a_long_pass_is_judged_the_same_whether_or_not_the_lists_were_reloaded_m
     wall[0] = now + 400  # it closes long after the entry expired; no list changed meanwhile
     clock.now += 5
     assert not kept.match_lists("PARKED1", 0.0, now - 10)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+05:00", "1960-01-01", "2030-13-01"])
+def test_an_expiry_the_log_cannot_keep_is_refused_clearly(text):
+    from common.watchlist import parse_expiry
+
+    with pytest.raises(InputError, match="expiry from 1970 on|not an ISO-8601"):
+        parse_expiry(text)
+
+
+def test_a_row_written_by_hand_past_year_9999_neither_stops_the_loading_nor_is_lost(pool):
+    """Postgres keeps years Python cannot: one such row failed every load, and the workers matched nothing."""
+    watch = WatchList(pool)
+    watch.add(WatchEntry("AB1", "stolen"))
+    with pool.connection() as connection:
+        connection.execute("INSERT INTO watchlist (plate, reason, expires_at) VALUES ('CD2', 'x', '10000-01-01+00'),"
+                           " ('EF3', 'y', '0001-01-01 BC')")  # fmt: skip
+    cache = WatchListCache(watch, refresh_s=60.0)
+    assert cache_match(cache, "AB1", 0.0) is not None and cache_match(cache, "CD2", 0.0) is not None  # never ends
+    assert cache_match(cache, "EF3", 0.0) is None and "EF3" in [e.plate for e in watch.entries(include_expired=True)]
