@@ -28,7 +28,11 @@ QUERY_PASSWORD = re.compile(
 )
 """A credential in a URL's query (password=, pwd=, pw= and passwd= as cameras take them, token=, api_key=,
 auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=, sslpassword=; quoted values whole).
-A bare `key=` is left alone: our own records show theirs (a frame's store key)."""
+A bare `key=` is left alone: our own records show theirs (a frame's store key); see QUERY_KEY."""
+
+QUERY_KEY = re.compile(r"(?i)([?&]key=)(?!alpr:)([^&\s#]+)")
+"""`key=` as a URL query's parameter (after ? or &), as stream and map services take an API key
+(`live.m3u8?key=AIza...` was printed whole); a store key of our own (alpr:...) is not one."""
 
 
 def mask_url(text: str) -> str:
@@ -43,7 +47,7 @@ def mask_url(text: str) -> str:
     masked = URL_CREDENTIALS.sub(
         lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["user"] or m["password"] else m[0], text
     )  # udp://@:1234 (listen on every interface) has nothing to hide
-    return QUERY_PASSWORD.sub(rf"\1{MASK}", masked)
+    return QUERY_KEY.sub(rf"\1{MASK}", QUERY_PASSWORD.sub(rf"\1{MASK}", masked))
 
 
 class MaskCredentials(logging.Filter):

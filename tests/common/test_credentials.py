@@ -31,6 +31,9 @@ from common.credentials import MaskCredentials, mask_url
             "http://c/s?user=a&pwd=***&passwd=***&token=***&auth=***&api_key=***",
         ),
         ("monkey=3 x.key=2 keys=4", "monkey=3 x.key=2 keys=4"),  # only whole credential names
+        ("https://h/live.m3u8?key=AIzaSyHUNTER2", "https://h/live.m3u8?key=***"),  # a query's API key (shown whole)
+        ("https://h/s?api_key=a&key=b&c=1", "https://h/s?api_key=***&key=***&c=1"),
+        ("frame key=alpr:frame:gate:1 expired", "frame key=alpr:frame:gate:1 expired"),  # our own store keys
     ],
 )
 def test_mask_url(text, masked):
