@@ -59,14 +59,17 @@ def replay_failed(
     for stage in stages:
         queue = stage_queue(connection, stage)
         registry = FailedJobRegistry(queue=queue, job_class=StageJob)
-        for job_id in registry.get_job_ids():
+        registry.cleanup()
+        for entry in connection.zrange(registry.key, 0, -1):  # raw: RQ's get_job_ids raised on an id not UTF-8
             try:
+                job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
                 if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
                     continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])
-            except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError):
+            except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError, redis.ResponseError):
+                # malformed, or an entry RQ cannot fetch (a job key that is no hash, an id RQ refuses)
                 report.malformed[stage] += 1
                 continue
             keys = needed_keys(job)

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, get_args
 import redis
 from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
-from rq.job import Job, get_current_job
+from rq.job import JOB_ID_PATTERN, Job, get_current_job
 from rq.serializers import JSONSerializer
 
 from common import defaults
@@ -115,6 +115,20 @@ class JobRun:
         return self.result.as_dict()
 
 
+def unfetchable(connection: redis.Redis, entry: bytes | str) -> str | None:
+    """Why RQ cannot fetch the job a queue or registry entry names, or None (a missing job is fine:
+    RQ passes over it)."""
+    try:
+        job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
+    except UnicodeDecodeError:
+        return "an id that is not UTF-8"
+    if not JOB_ID_PATTERN.fullmatch(job_id.split(":", 1)[0]):  # the started registry adds :execution
+        return "an id RQ does not allow"
+    if connection.type(Job.redis_job_namespace_prefix + job_id.split(":", 1)[0]) not in (b"hash", b"none"):
+        return "a job key that is not a hash"
+    return None
+
+
 def mark_permanent(reason: str) -> None:
     """Mark the running job as one that will always fail: not retried, not replayed."""
     job = get_current_job()
@@ -172,21 +186,49 @@ class StageWorker(SimpleWorker):
             raise StopRequested()
 
     def clean_registries(self) -> None:
-        """RQ's registry cleaning (which brings back the jobs of killed workers), but a stop signal
-        landing in it does not leave the queue's maintenance lock held: RQ would keep it for up to
-        15 minutes, and no worker of the pool would bring back an abandoned job meanwhile. Released
-        whether this worker or another took it: at worst two workers clean at once, which is harmless."""
+        """RQ's registry cleaning (which brings back the jobs of killed workers), after dropping the
+        entries RQ cannot fetch; a stop signal or an error landing in it does not leave the queue's
+        maintenance lock held: RQ would keep it for up to 15 minutes, and no worker of the pool would
+        bring back an abandoned job meanwhile. Released whether this worker or another took it: at worst
+        two workers clean at once, which is harmless. An error is warned of; the worker goes on."""
         try:
+            for queue in self.queues:
+                self.drop_unfetchable(queue)
             super().clean_registries()
-        except StopRequested:
+        except BaseException as error:
             for queue in self.queues:
                 queue.release_maintenance_lock()
-            raise
+            if isinstance(error, StopRequested | KeyboardInterrupt | SystemExit):
+                raise
+            log.warning("%s: registry cleaning failed (%s); tried again later", self.context.stage.name, error)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        """RQ's dequeue, but never once a stop was asked for: the worker takes no further job."""
+        """RQ's dequeue, but never once a stop was asked for: the worker takes no further job. A queue
+        entry RQ cannot fetch (an id it does not allow or not UTF-8, a job key that is no hash) made RQ
+        raise and the worker quit, the entry stuck between queues: it is dropped, counted as refused."""
         self.stop_if_asked()
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except (redis.ResponseError, ValueError, TypeError):
+                if not sum(self.drop_unfetchable(queue) for queue in self.queues):
+                    raise
+
+    def drop_unfetchable(self, queue: Queue) -> int:
+        """Drop the entries of the queue's intermediate list and started-jobs registry that RQ cannot
+        fetch (each refused and counted); returns how many."""
+        redis_, dropped = self.connection, 0
+        intermediate, started = queue.intermediate_queue_key, queue.started_job_registry.key
+        entries: list[tuple[str, Any]] = [(intermediate, e) for e in redis_.lrange(intermediate, 0, -1)]
+        entries += [(started, e) for e in redis_.zrange(started, 0, -1)]
+        for key, entry in entries:
+            if (reason := unfetchable(redis_, entry)) and (
+                redis_.lrem(key, 0, entry) if key == intermediate else redis_.zrem(key, entry)
+            ):
+                dropped += 1
+                self.context.count("refused")
+                log.warning("queue entry %r dropped, refused: %s", entry[:80], reason)
+        return dropped
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
         """Renew the running job's lease every third of it, until the job ends — or until the job has

@@ -178,3 +178,39 @@ def test_a_bomb_in_exc_info_is_refused_too_and_a_hash_cannot_ask_for_repeats(red
     connection.hset(f"rq:job:{crafted}", "exc_info", zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1)))
     job = StageJob.fetch(crafted, connection=connection)
     assert job.unreadable and "exc_info decompresses to over" in job.unreadable
+
+
+@pytest.mark.parametrize(
+    ("entry", "plant"),
+    [
+        (b"evil", lambda r: r.set("rq:job:evil", "x")),  # a job key that is no hash: WRONGTYPE
+        (b"has space", None),  # an id RQ refuses
+        (b"\xff\xfe", None),  # not UTF-8
+    ],
+)
+def test_a_queue_entry_rq_cannot_fetch_is_dropped_and_the_worker_goes_on(redis_url, entry, plant):
+    """RQ raised while dequeuing it: the worker quit, the entry stayed between queues, and every registry
+    cleaning after raised on it with the queue's maintenance lock held (15 minutes without bringing back
+    a killed worker's jobs); `alpr replay` crashed on it too."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    if plant:
+        plant(connection)
+    connection.rpush(queue.key, entry)
+    good = enqueue(queue, detect_job("good"), 60)
+    stage, metrics = Recorder(), Metrics()
+    StageWorker(queue, WorkerContext(stage, metrics)).work(burst=True, logging_level="WARNING")  # type: ignore[arg-type]
+    assert stage.batches == ["good"] and connection.lrange(queue.intermediate_queue_key, 0, -1) == []
+    assert metrics.registry.get_sample_value("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1
+    connection.rpush(queue.intermediate_queue_key, entry)  # left there by a worker of an older version
+    connection.zadd(queue.started_job_registry.key, {entry + b":x": 1})  # and in the started registry
+    cleaner = StageWorker(queue, WorkerContext(stage, metrics))  # type: ignore[arg-type]
+    cleaner.clean_registries()
+    assert (
+        not connection.exists(queue.registry_cleaning_key)
+        and connection.lrange(queue.intermediate_queue_key, 0, -1) == []
+    )
+    assert connection.zcard(queue.started_job_registry.key) == 0
+    connection.zadd(FailedJobRegistry(queue=queue).key, {entry: time.time() + 3600})
+    report = replay_failed(connection, connection, ["detect"])
+    assert report.requeued["detect"] == 0 and report.malformed["detect"] == 1 and good
