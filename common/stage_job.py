@@ -109,8 +109,8 @@ class StageJob(Job):
     def _refusal(self) -> str | None:
         if self.func_name != STAGE_JOB_FUNCTION:
             return f"function {str(self.func_name)[:80]!r} is not {STAGE_JOB_FUNCTION}"
-        if len(self.args) != 1 or self.kwargs:
-            return "a stage job takes exactly one payload argument"
+        if not isinstance(self.args, list | tuple) or len(self.args) != 1 or self.kwargs != {}:
+            return "a stage job takes exactly one payload argument"  # kwargs [] or null got past, RQ raised
         callbacks = (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name)
         if any(callbacks):
             return "stage jobs carry no callbacks"

@@ -57,6 +57,9 @@ CRAFTED: dict[str, dict[str, bytes | None]] = {
     "undecodable data": {"data": b"\x00notjson"},  # RQ reads the hash; the data itself is refused
     "zlib bomb": {"data": zlib.compress(b"\0" * (defaults.MAX_JOB_DATA_BYTES + 1))},  # RQ would inflate it whole
     "data over the bound": {"data": b"x" * (defaults.MAX_JOB_DATA_BYTES + 1)},
+    "kwargs a list": {"data": zlib.compress(b'["alpr.stage", null, [{}], []]')},  # got past: RQ raised, uncounted,
+    "kwargs null": {"data": zlib.compress(b'["alpr.stage", null, [{}], null]')},  # retried, replayed
+    "args not a list": {"data": zlib.compress(b'["alpr.stage", null, "x", {}]')},
     "meta a list": {"meta": b"[1]"},  # RQ reads it; marking the job refused raised, and the worker quit
     "meta a string": {"meta": b'"x"'},
     "meta null": {"meta": b"null"},
