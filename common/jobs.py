@@ -201,7 +201,13 @@ def parse_job(payload: Any, job_type: type[AnyJob]) -> AnyJob:
         raise InputError(f"malformed {stage} job: {problems}") from None
 
 
+JOB_ID_ESCAPES = {"_": "_u", ".": "_d", ":": "_c"}
+"""How a batch id's characters RQ does not allow in a job id are written: each its own escape, so two
+batch ids never give one job id (`.` and `:` were both `_`: the jobs of receivers `ops.team` and
+`ops_team`, or of hosts `a.b` and `a_b`, overwrote each other)."""
+
+
 def job_id(stage: str, batch_id: str) -> str:
-    """Deterministic RQ job id: the same batch at the same stage always has the same id (RQ allows
-    letters, digits, '-' and '_' only)."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{stage}-{batch_id}")
+    """Deterministic RQ job id: the same batch at the same stage always has the same id, and different
+    batches different ones (RQ allows letters, digits, '-' and '_' only)."""
+    return f"{stage}-" + "".join(JOB_ID_ESCAPES.get(c, c) for c in batch_id)

@@ -66,8 +66,10 @@ def test_a_frame_detail_with_a_control_character_is_refused_not_failed_in_the_da
     assert parse_job(payload, OcrJob).frames[0].detail == "expired before detection"
 
 
-def test_job_ids_are_deterministic_and_valid_for_rq():
-    assert job_id("ocr", "host.a-1:17") == job_id("ocr", "host.a-1:17") == "ocr-host_a-1_17"
+def test_job_ids_are_deterministic_valid_for_rq_and_never_shared_by_two_batches():
+    assert job_id("ocr", "host.a-1:17") == job_id("ocr", "host.a-1:17") == "ocr-host_da-1_c17"
+    ids = {job_id("alert", b) for b in ("42.ops.team.1", "42.ops_team.1", "42.ops:team.1", "42_dops.team.1")}
+    assert len(ids) == 4  # `.` and `:` were both `_`: one receiver's job overwrote the other's
 
 
 def test_a_frame_carries_as_many_boxes_as_the_detector_gives():
