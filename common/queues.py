@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import redis
 from rq import Queue, Retry
+from rq.job import Job as RqJob
 from rq.serializers import JSONSerializer
 
 from common import defaults
@@ -106,8 +107,19 @@ def queue_keys(stages: tuple[StageName, ...] = STAGES) -> dict[str, str]:
 
 def enqueue(queue: Queue, job: Job, timeout_s: int, pipeline: redis.client.Pipeline | None = None) -> str:
     """Put a job on its stage's queue under a deterministic id; returns the id. With `pipeline`, the job
-    is queued when the caller executes it (jobs handed on together: all of them or none)."""
+    is queued when the caller executes it (jobs handed on together: all of them or none). A record left
+    under the id is replaced whole, in the same transaction: RQ writes only the fields it has, and a
+    batch sent again kept the old record's meta (marked permanent by a rejection: never retried, never
+    replayed) or a planted webhook."""
     identifier = job_id(job.stage, job.batch_id)
+    if pipeline is None:
+        with queue.connection.pipeline() as own:
+            enqueue(queue, job, timeout_s, own)
+            own.execute()
+        return identifier
+    if not pipeline.explicit_transaction:  # as RQ would, before our first command
+        pipeline.multi()
+    pipeline.delete(RqJob.key_for(identifier))
     queue.enqueue_call(
         func=STAGE_JOB_FUNCTION,
         args=(job.model_dump(mode="json"),),

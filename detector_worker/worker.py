@@ -15,11 +15,22 @@ from typing import Any, Final
 
 import numpy as np
 from rq import Queue
+from rq.job import Job
 
 from common import defaults, geometry
 from common.errors import InputError
 from common.frame_store import FrameStore, PixelBudget, PixelBudgetError, decode_jpeg, encode_jpeg, frame_key
-from common.jobs import DetectedFrame, DetectJob, FrameOutcome, FrameRef, OcrJob, PlateBox, RedactJob, parse_job
+from common.jobs import (
+    DetectedFrame,
+    DetectJob,
+    FrameOutcome,
+    FrameRef,
+    OcrJob,
+    PlateBox,
+    RedactJob,
+    job_id,
+    parse_job,
+)
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.worker import StageResult
@@ -53,6 +64,12 @@ class DetectStage:
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, DetectJob)
+        if self.redact_queue.connection.exists(Job.key_for(job_id("redact", job.batch_id))):
+            # handed on already: run again by RQ (a worker killed, or Redis lost, after the hand-off and
+            # before the job was marked finished). Handing on again replaced the redaction job still
+            # queued with one of frames by then too old (not kept, though their reads were logged).
+            log.info("batch %s: handed on already; not detected again", job.batch_id)
+            return StageResult(frames=0)
         jpegs, remaining_ttls = self.store.get_jpegs_and_ttls([f.key for f in job.frames])
         now = time.time()
         images: dict[str, np.ndarray] = {}

@@ -19,8 +19,8 @@ from common.queues import connect_redis, enqueue, stage_queue
 from tests.helpers import clip_frames
 
 
-def ref(frame_id: str) -> FrameRef:
-    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
+    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time() - age_s,
                     source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
 
 
@@ -118,3 +118,38 @@ def test_a_plate_running_out_of_the_frame_is_flagged_for_the_ocr_pool(redis_url,
     ocr_job = parse_job(stage_queue(connection, "ocr").fetch_job("ocr-e").args[0], OcrJob)  # type: ignore[union-attr]
     flags = {f.frame.frame_id: [p.at_side_edge for p in f.plates] for f in ocr_job.frames}
     assert flags == {"cam:1:0": [False], "cam:1:1": [True]}
+
+
+def test_a_batch_run_again_after_its_hand_off_leaves_the_queued_jobs_as_they_were(redis_url, settings, plate_frame):
+    """RQ runs a job again when its worker died (or Redis went) after the hand-off, before the job was
+    marked finished; by then its frames are too old. Handing on again replaced the redaction job still
+    queued with one of frames skipped as too old (not kept, though their reads were logged)."""
+    connection = connect_redis(redis_url)
+    FrameStore(connection, 600).put_many([(frame_key("cam:1:0"), encode_jpeg(plate_frame, 90))])
+    detect = stage_queue(connection, "detect")
+    enqueue(detect, DetectJob(batch_id="again", frames=[ref("cam:1:0")]), 60)
+    args = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    assert main(args) == 0
+    redact = stage_queue(connection, "redact")
+    before = parse_job(redact.fetch_job("redact-again").args[0], RedactJob)  # type: ignore[union-attr]
+    old = ref("cam:1:0", age_s=3600)  # the same batch, run again an hour on
+    enqueue(detect, DetectJob(batch_id="again", frames=[old]), 60)
+    assert main(args) == 0
+    after = parse_job(redact.fetch_job("redact-again").args[0], RedactJob)  # type: ignore[union-attr]
+    assert after == before and after.frames[0].outcome == "done" and redact.get_job_ids() == ["redact-again"]
+
+
+def test_a_batch_sent_again_is_a_new_record_not_the_old_one_patched(redis_url):
+    """RQ writes only the fields a job has: a batch sent again under its id kept the old record's meta
+    (marked permanent by a rejection: the new job was never retried, never replayed)."""
+    from common.stage_job import PERMANENT
+
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    first = detect.fetch_job(enqueue(detect, DetectJob(batch_id="resent", frames=[ref("cam:1:0")]), 60))
+    first.mark_permanent("rejected: an older version's job")  # type: ignore[union-attr]
+    connection.hset(f"rq:job:{first.id}", "webhooks", '["http://planted.example/"]')  # type: ignore[union-attr]
+    again = detect.fetch_job(enqueue(detect, DetectJob(batch_id="resent", frames=[ref("cam:1:0")]), 60))
+    assert (
+        again is not None and PERMANENT not in again.meta and not connection.hexists(f"rq:job:{again.id}", "webhooks")
+    )
