@@ -60,7 +60,9 @@ class Alert(Strict):
     distance: float = Field(ge=0, description="edit distance between the read and the listed plate")
     confidence: float = Field(ge=0, le=1, description="confidence of the read")
     captured_at_s: float = Field(ge=0, le=MAX_TIMESTAMP, description="capture time, Unix seconds")
-    sighting_id: str | None = Field(None, pattern=ID_PATTERN, description="the sighting, once there is one")
+    sighting_id: str | None = Field(  # camera, frame id and plate index: longer than one id may be
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,260}$", description="the sighting, once there is one"
+    )
     frame_id: str = Field(pattern=ID_PATTERN, description="the frame of the read")
     kind: Literal["read", "sighting"] = Field(
         description="`read`: an early alert on a single confident read; `sighting`: on a closed sighting"

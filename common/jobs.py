@@ -21,6 +21,10 @@ hands each batch to OCR and redaction at once; each frame carries its stage timi
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
 """Frame, camera and batch ids: letters, digits and `_ . : -` (they become Redis keys and file names)."""
 
+FRAME_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,190}$"
+"""A frame id: as ID_PATTERN, short enough that the key of each of its plates' crops (`:plateN` added)
+is a store key (a 193-200 character id failed its whole batch, every frame of it lost)."""
+
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 """A camera id: letters, digits and `_ . -`, never a dot first (it names the camera's folder of kept frames)."""
 
@@ -77,7 +81,7 @@ class FrameRef(Strict):
     """One sampled frame from capture to log, in both modes: what it is, where its JPEG bytes sit in
     the frame store, and the time each stage has spent on it so far."""
 
-    frame_id: str = Field(pattern=ID_PATTERN, description="make_frame_id(): unique and deterministic")
+    frame_id: str = Field(pattern=FRAME_ID_PATTERN, description="make_frame_id(): unique and deterministic")
     camera_id: str = Field(pattern=CAMERA_ID_PATTERN)
     seq: int = Field(ge=0, le=MAX_BIGINT, description="sampled-frame sequence number within the camera's run")
     frame_index: int = Field(ge=0, le=MAX_BIGINT, description="index of the frame in its source")

@@ -153,3 +153,21 @@ def test_a_batch_sent_again_is_a_new_record_not_the_old_one_patched(redis_url):
     assert (
         again is not None and PERMANENT not in again.meta and not connection.hexists(f"rq:job:{again.id}", "webhooks")
     )
+
+
+def test_the_longest_frame_id_a_job_may_carry_still_names_its_crops(redis_url, settings, plate_frame):
+    """A crop's key is the frame's with `:plateN`: a frame id of 193-200 characters made a key past the
+    store's bound, failed the whole batch three times and lost every frame of it."""
+    from common.errors import InputError
+
+    connection = connect_redis(redis_url)
+    longest = "cam:" + "x" * 186
+    FrameStore(connection, 600).put_many([(frame_key(longest), encode_jpeg(plate_frame, 90))])
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="long", frames=[ref(longest)]), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    ocr_job = parse_job(stage_queue(connection, "ocr").fetch_job("ocr-long").args[0], OcrJob)  # type: ignore[union-attr]
+    assert ocr_job.frames[0].plates[0].crop_key
+    payload = DetectJob(batch_id="longer", frames=[ref(longest)]).model_dump(mode="json")
+    payload["frames"][0]["frame_id"] += "x"
+    with pytest.raises(InputError, match="frame_id"):
+        parse_job(payload, DetectJob)
