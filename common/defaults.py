@@ -125,6 +125,14 @@ JPEG_QUALITY = 85
 MAX_FRAME_PIXELS = 7680 * 4320
 """Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
 
+MAX_FRAME_BYTES = 32 * 1024 * 1024
+"""Most bytes a stored frame may hold (an 8K frame at the chain's JPEG quality is a few MB): a bigger one
+is skipped unread (a JPEG's header says nothing of what follows it: a job could have a worker read
+gigabytes)."""
+
+MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
+"""Most stored bytes one job's frames may hold together; frames past it are skipped unread."""
+
 MAX_JOB_DATA_BYTES = 32 * 1024 * 1024
 """Most bytes a job's data (or its exc_info) may hold, compressed or once decompressed (the largest job
 the chain makes, 64 frames of 100 plates each, is a few MB): a bigger one, a zlib bomb among them, is

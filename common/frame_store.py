@@ -112,22 +112,24 @@ class FrameStore:
         values: list[bytes | None] = self._through_outage(lambda: self.redis.mget(list(keys)))  # type: ignore[arg-type, return-value]
         return dict(zip(keys, values, strict=True))
 
-    def get_jpegs_and_ttls(self, keys: Sequence[str]) -> tuple[dict[str, bytes | None], dict[str, float | None]]:
-        """The stored JPEG bytes by key (None where expired) and, in the same round trip, the seconds each
-        has left to live (None where expired or without a TTL): a frame's age on Redis's own clock."""
+    def sizes_and_ttls(self, keys: Sequence[str]) -> tuple[dict[str, int], dict[str, float | None]]:
+        """The bytes each key holds (0 where expired) and, in the same round trip, the seconds each has
+        left to live (None where expired or without a TTL): a frame's age on Redis's own clock. Read
+        before the bytes themselves, so that a job does not make a worker read more than it may."""
         if not keys:
             return {}, {}
 
         def fetch() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.mget(list(keys))
             for key in keys:
+                pipe.strlen(key)
                 pipe.pttl(key)
             return pipe.execute()
 
-        values, *ttls_ms = self._through_outage(fetch)
-        ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in ttls_ms]
-        return dict(zip(keys, values, strict=True)), dict(zip(keys, ttls, strict=True))
+        replies = self._through_outage(fetch)
+        sizes = [int(n) if isinstance(n, int) else 0 for n in replies[0::2]]
+        ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in replies[1::2]]
+        return dict(zip(keys, sizes, strict=True)), dict(zip(keys, ttls, strict=True))
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:

@@ -70,14 +70,24 @@ class DetectStage:
             # queued with one of frames by then too old (not kept, though their reads were logged).
             log.info("batch %s: handed on already; not detected again", job.batch_id)
             return StageResult(frames=0)
-        jpegs, remaining_ttls = self.store.get_jpegs_and_ttls([f.key for f in job.frames])
+        sizes, remaining_ttls = self.store.sizes_and_ttls([f.key for f in job.frames])
+        within, bytes_left = set(), defaults.MAX_JOB_FRAME_BYTES
+        for ref in job.frames:  # read only what a job may make a worker read
+            if 0 < sizes[ref.key] <= min(bytes_left, defaults.MAX_FRAME_BYTES):
+                within.add(ref.key)
+                bytes_left -= sizes[ref.key]
+        jpegs = self.store.get_jpegs(sorted(within))
         now = time.time()
         images: dict[str, np.ndarray] = {}
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
         budget = PixelBudget()
         for ref in job.frames:
-            data = jpegs[ref.key]
-            if data is None:
+            data = jpegs.get(ref.key)
+            if sizes[ref.key] > defaults.MAX_FRAME_BYTES:
+                passed_on.append(self.not_detected(ref, "skipped", "too large"))
+            elif sizes[ref.key] and ref.key not in within:
+                passed_on.append(self.not_detected(ref, "skipped", "over job byte budget"))
+            elif data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
             elif (
                 not job.replayed

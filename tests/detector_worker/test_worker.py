@@ -171,3 +171,29 @@ def test_the_longest_frame_id_a_job_may_carry_still_names_its_crops(redis_url, s
     payload["frames"][0]["frame_id"] += "x"
     with pytest.raises(InputError, match="frame_id"):
         parse_job(payload, DetectJob)
+
+
+def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_twice_is_refused(
+    redis_url, settings, plate_frame, monkeypatch
+):
+    """A JPEG's header says nothing of the bytes after it: padded frames, or one key named 64 times (read
+    64 times over), had a worker read gigabytes. Bounds here shrunk to the test's frames."""
+    from common import defaults
+    from common.errors import InputError
+
+    connection = connect_redis(redis_url)
+    jpeg = encode_jpeg(plate_frame, 90)
+    monkeypatch.setattr(defaults, "MAX_FRAME_BYTES", len(jpeg) + 10)
+    monkeypatch.setattr(defaults, "MAX_JOB_FRAME_BYTES", 2 * len(jpeg) + 10)
+    stored = {"cam:1:0": jpeg, "cam:1:1": jpeg + b"\0" * 100, "cam:1:2": jpeg, "cam:1:3": jpeg}  # 1: padded
+    FrameStore(connection, 600).put_many([(frame_key(f), data) for f, data in stored.items()])
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="big", frames=[ref(f) for f in stored]), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    redact_job = parse_job(stage_queue(connection, "redact").fetch_job("redact-big").args[0], RedactJob)  # type: ignore[union-attr]
+    outcomes = {f.frame.frame_id: (f.outcome, f.detail) for f in redact_job.frames}
+    assert outcomes == {"cam:1:0": ("done", None), "cam:1:1": ("skipped", "too large"), "cam:1:2": ("done", None),
+                        "cam:1:3": ("skipped", "over job byte budget")}  # fmt: skip
+    payload = DetectJob(batch_id="twice", frames=[ref("cam:1:0")]).model_dump(mode="json")
+    payload["frames"].append({**payload["frames"][0], "frame_id": "cam:1:9"})  # another frame, the same key
+    with pytest.raises(InputError, match="named twice"):
+        parse_job(payload, DetectJob)
