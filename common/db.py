@@ -255,11 +255,21 @@ class DatabaseWriteError(RuntimeError):
     syntax for type integer: "…"`), which would reach the worker's ERROR log and RQ's failed-job
     registry, kept a week."""
 
+    sqlstate: str | None = None
+
     @classmethod
     def of(cls, error: psycopg.Error) -> DatabaseWriteError:
         diag = error.diag
         where = ", ".join(f"{name} {value}" for name, value in (
             ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name),
         ) if value)  # fmt: skip
-        return cls(f"Postgres refused the write: {type(error).__name__} (SQLSTATE {error.sqlstate})"
-                   + (f" at {where}" if where else ""))  # fmt: skip
+        refused = cls(f"Postgres refused the write: {type(error).__name__} (SQLSTATE {error.sqlstate})"
+                      + (f" at {where}" if where else ""))  # fmt: skip
+        refused.sqlstate = error.sqlstate
+        return refused
+
+    @property
+    def of_the_data(self) -> bool:
+        """Refused for what a row holds (a data exception or a constraint: SQLSTATE classes 22, 23), so
+        the same row is refused again; not for the schema or the rights, which a migration or grant mends."""
+        return (self.sqlstate or "")[:2] in ("22", "23")

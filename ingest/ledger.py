@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from common import defaults
 from common.backoff import Backoff
+from common.db import DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord
 from common.jobs import FrameRef
 from common.metrics import Metrics
@@ -98,7 +99,12 @@ class FrameLedger:
             try:
                 if self.frame_log is None:
                     self.frame_log = self.open_log()
-                self.frame_log.record_sampled(batch, marks)
+                try:
+                    self.frame_log.record_sampled(batch, marks)
+                except DatabaseWriteError as refused:
+                    if not refused.of_the_data:
+                        raise
+                    self.write_apart(batch, marks, refused)  # one row it refuses held every frame after it
                 self.marks_written = time.monotonic()
                 with self.lock:
                     self._settle(batch)
@@ -109,16 +115,39 @@ class FrameLedger:
                 backoff.reset()
                 self.wake.set()  # more may be waiting
             except Exception as error:  # Postgres down (or its schema missing): keep the rows, try again later
-                with self.lock:
-                    self.buffer.extendleft(reversed(batch))
-                delay = backoff.next_delay()
-                if self.closing.is_set():  # close() bounds how long this goes on
-                    delay = min(delay, 1.0)
-                if backoff.failures == 1:
-                    reason = (str(error).splitlines() or [type(error).__name__])[0]  # a message may be empty
-                    log.warning("frames log unavailable (%s); retrying with backoff", reason)
-                # close() wakes the wait for one last try; after it, `stopped` bounds the retries
-                (self.stopped if self.closing.is_set() else self.closing).wait(delay)
+                self.retry_later(batch, error, backoff)  # rows written meanwhile are written alike again
+
+    def retry_later(self, batch: list[FrameRecord], error: Exception, backoff: Backoff) -> None:
+        """Put the batch back first in line and wait with backoff (bounded by close())."""
+        with self.lock:
+            self.buffer.extendleft(reversed(batch))
+        delay = backoff.next_delay()
+        if self.closing.is_set():  # close() bounds how long this goes on
+            delay = min(delay, 1.0)
+        if backoff.failures == 1:
+            reason = (str(error).splitlines() or [type(error).__name__])[0]  # a message may be empty
+            log.warning("frames log unavailable (%s); retrying with backoff", reason)
+        # close() wakes the wait for one last try; after it, `stopped` bounds the retries
+        (self.stopped if self.closing.is_set() else self.closing).wait(delay)
+
+    def write_apart(self, batch: list[FrameRecord], marks: dict[str, float | None], error: Exception) -> None:
+        """Postgres refused the batch for what a row holds: each row alone, so that only the rows it
+        refuses go unrecorded (counted, warned), then the watermarks. Retried as a whole, the batch held
+        every frame sampled after it, until the buffer overflowed."""
+        assert self.frame_log is not None
+        refused = []
+        for record in batch:
+            try:
+                self.frame_log.record_sampled([record], {})
+            except DatabaseWriteError as alone:
+                if not alone.of_the_data:
+                    raise
+                refused.append(record)
+        self.frame_log.record_sampled([], marks)
+        for record in refused:
+            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        log.warning("frames log refused %d of %d records (%s): those frames go unrecorded", len(refused),
+                    len(batch), error)  # fmt: skip
 
     def _settle(self, records: list[FrameRecord]) -> None:
         """These frames' rows are written (or never will be). Under the lock."""

@@ -121,3 +121,26 @@ def test_an_error_without_a_message_leaves_the_ledger_running(postgres_url, monk
     ledger.add([record(i) for i in range(5)])
     wait_for(lambda: not ledger.buffer, 10, "the rows written on the second try")
     assert ledger.close(timeout_s=5) == 0 and "frames log unavailable (RuntimeError)" in caplog.text
+
+
+def test_a_row_postgres_refuses_goes_unrecorded_alone_and_the_frames_after_it_are_written(postgres_url):
+    """A refused row (here a check an operator added) was retried with its batch for ever: every frame
+    sampled after it waited behind it until the buffer overflowed and went unrecorded too."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection:
+            connection.execute("ALTER TABLE frames ADD CONSTRAINT not_seven CHECK (frame_index <> 7)")
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), metrics, capacity=100)
+        ledger.start()
+        ledger.add([record(i) for i in range(10)])
+        wait_for(lambda: FrameLog(pool, 0).outcome_counts().get("cam", {}).get("pending") == 9, 10, "nine rows")
+        ledger.add([record(i) for i in range(10, 15)])
+        assert ledger.close(timeout_s=10) == 0
+        assert FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 14}}
+        assert metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"}) == 1
+    finally:
+        pool.close()
