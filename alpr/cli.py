@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -36,15 +36,29 @@ def _folds(text: str) -> frozenset[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> float:
-    """A number above 0 and finite (`--interval 0` divided by zero; a negative one asked to sleep back)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text[:40]!r}")
-    return value
+MAX_STATUS_INTERVAL_S = 24 * 3600.0
+"""`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
+
+MAX_REPLAY_AGE_H = 10 * 365.25 * 24
+"""`alpr replay --max-age-h`: at most ten years (1e8 hours overflowed Postgres's interval: a traceback)."""
+
+
+def _positive_at_most(maximum: float) -> Callable[[str], float]:
+    """An argparse type: a number above 0 and at most `maximum` (`--interval 0` divided by zero, a
+    negative one asked to sleep back, a huge one overflowed a sleep or a database interval)."""
+
+    def positive(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text[:40]!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text[:40]!r}")
+        return value
+
+    return positive
 
 
 def _unseen_reads(text: str) -> UnseenReads:
@@ -138,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
-    status.add_argument("--interval", type=_positive, default=2.0, help="seconds between the two samples of the rates")
+    status.add_argument(
+        "--interval", type=_positive_at_most(MAX_STATUS_INTERVAL_S), default=2.0,
+        help="seconds between the two samples of the rates (at most a day)",
+    )  # fmt: skip
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
@@ -146,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--stage", choices=("detect", "ocr", "redact", "alert"), help="one stage (default: all)")
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument(
-        "--max-age-h", type=_positive, help="alerts: only those given up this recently (default: ALPR_ALERT_GIVE_UP_S)"
-    )
+        "--max-age-h", type=_positive_at_most(MAX_REPLAY_AGE_H),
+        help="alerts: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
+    )  # fmt: skip
     replay.add_argument("--redis-url")
     replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
 
@@ -238,6 +256,26 @@ CHAIN_COMMANDS = {
 }
 """The module of each subcommand of the distributed chain; the rest are in alpr/commands.py."""
 
+PROJECT_PACKAGES = frozenset(
+    ("alpr", "common", "ingest", "detector_worker", "ocr_worker", "redactor_worker", "sighting_worker", "alert_worker")
+)
+"""The project's packages: an exception class defined in one is raised on purpose, with a message for
+the operator (DatabaseWriteError, a refused job), never a bug's traceback."""
+
+
+def one_line_error(error: Exception) -> str | None:
+    """The `alpr: error:` line for an error the operator can act on: one of the project's own, a
+    database's (down, refusing), an OS error (a full disk); None for any other (a bug: its traceback)."""
+    module = type(error).__module__
+    if (
+        module.split(".")[0] in PROJECT_PACKAGES
+        or module.startswith(("psycopg", "sqlite3"))
+        or isinstance(error, OSError)
+    ):
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return f"alpr: error: {type(error).__name__}: {mask_url(first_line)}"
+    return None
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -259,9 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("alpr: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
-        if type(error).__module__.startswith(("psycopg", "sqlite3")) or isinstance(error, OSError):
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            print(f"alpr: error: {type(error).__name__}: {mask_url(first_line)}", file=sys.stderr)
+        if line := one_line_error(error):
+            print(line, file=sys.stderr)
             return EXIT_ERROR
         raise
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from common.config import Settings
 from common.credentials import mask_url
 from common.errors import InputError
 from common.plate_log import PlateLog, export_csv, open_plate_log
+from common.private_files import check_sqlite_file, replaced_privately
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 
 if TYPE_CHECKING:
@@ -58,7 +60,10 @@ def default_camera_id(source: str) -> str:
 
     if not is_stream_uri(source):
         return safe_camera_id(Path(source.rstrip("/")).stem)
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # `rtsp://admin:pw@[::1/live`: a traceback, the password in it, before the source was checked
+        raise InputError(f"source {mask_url(source)} is not a valid URL (its host cannot be parsed)") from None
     try:
         port = str(parts.port or "")
     except ValueError:
@@ -72,9 +77,12 @@ def default_camera_id(source: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from alpr.standalone import StopSignals
     from alpr.wiring import build_pipeline
-    from ingest.sources import open_source
+    from ingest.sources import open_source, uri_syntax_problem
 
+    if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
+        raise InputError(problem)
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
@@ -92,22 +100,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_postfix(plates=summary.plates_detected, fps=f"{summary.frames_per_second:.1f}")
 
     try:
-        summary = pipeline.run(source, camera_id, args.out, on_frame)
+        with StopSignals() as stop:  # SIGTERM, SIGINT: the run finishes what it holds and reports (exit 0)
+            summary = pipeline.run(source, camera_id, args.out, on_frame, stop)
     finally:
         bar.close()
         plate_log.close()
         sighting_log.close()
+    print_run(summary, settings)
+    if not summary.frames and not summary.stopped_by:  # every image unreadable: it said 0 frames and exit 0
+        raise InputError(f"no frame of {mask_url(args.source)} could be processed ({summary.failure_count} unreadable)")
+    print_sightings(summary, settings.ocr_min_confidence)
+    return 0
+
+
+def print_run(summary: RunSummary, settings: Settings) -> None:
+    """What the run did and where it went, why it stopped early, and what could not be read."""
     where = settings.database_url and "Postgres" or str(settings.sqlite_path)
+    if summary.stopped_by:
+        print(f"stopped by {summary.stopped_by}: the frames in hand finished, every open sighting logged")
     print(
         f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
         f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}"
     )
-    if summary.output:
+    if summary.output:  # only what was made: a folder where no frame was written was named before
         print(f"redacted output: {summary.output}")
     for failure in summary.failures:
         print(f"warning: {failure}")
-    print_sightings(summary, settings.ocr_min_confidence)
-    return 0
+    if more := summary.failure_count - len(summary.failures):
+        print(f"warning: ... and {more} more that could not be read")
 
 
 def print_sightings(summary: RunSummary, min_confidence: float) -> None:
@@ -211,16 +231,31 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def export(args: argparse.Namespace, settings: Settings) -> int:
-    if not settings.database_url and not settings.sqlite_path.is_file():
-        raise InputError(f"no reads to export: {settings.sqlite_path} does not exist")
+    """Every logged read (or sighting) as a private CSV file, which replaces the file at --csv only once
+    the whole of it is written: an export that fails leaves that file as it was."""
+    if not settings.database_url:
+        check_export_paths(settings.sqlite_path, args.csv_path)
     password = settings.secret("database_password")
     where = (settings.database_url, settings.sqlite_path, password)
-    if args.sightings:
-        count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, args.csv_path)
-    else:
-        count = write_and_close(open_plate_log(*where, migrate=False), export_csv, args.csv_path)
+    with replaced_privately(args.csv_path) as partial_csv:
+        if args.sightings:
+            count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, partial_csv)
+        else:
+            count = write_and_close(open_plate_log(*where, migrate=False), export_csv, partial_csv)
     print(f"wrote {count} {'sightings' if args.sightings else 'reads'} to {args.csv_path}")
     return 0
+
+
+def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:
+    """InputError or ConfigError, before anything is opened or changed, where the SQLite log to export
+    is missing, is not an SQLite file (a folder, a video: their modes were changed to 0600 before SQLite
+    refused them), or is the very file the CSV would replace (`--csv reads.sqlite --sqlite reads.sqlite`
+    truncated the log before reading a row)."""
+    if not sqlite_path.exists():
+        raise InputError(f"no reads to export: {sqlite_path} does not exist")
+    check_sqlite_file(sqlite_path)
+    if csv_path.exists() and os.path.samefile(csv_path, sqlite_path):
+        raise InputError(f"--csv {csv_path} is the SQLite log itself: name another file for the CSV")
 
 
 AnyLog = TypeVar("AnyLog", PlateLog, SightingLog)

@@ -5,20 +5,24 @@ the same role cores as the distributed chain."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from types import FrameType, TracebackType
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
 from common import defaults, geometry
-from common.errors import InputError
+from common.errors import InputError, OutputError
 from common.frame_store import encode_jpeg, frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
@@ -45,9 +49,15 @@ class RunSummary:
     reads_logged: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    """What the source could not read, the first MAX_FAILURES_KEPT of them (ingest.sources)."""
+    failure_count: int = 0
+    """All that the source could not read, those not in `failures` too."""
+    stopped_by: str | None = None
+    """The signal that ended the run before its source did (SIGTERM, SIGINT), if one did."""
     sightings: list[Sighting] = field(default_factory=list)
     """Every vehicle pass, in the order they closed (the same grouping core as the chain's sighting pool)."""
     output: Path | None = None
+    """The redacted video or frames folder, checked whole; None when no frame was written."""
 
     @property
     def frames_per_second(self) -> float:
@@ -121,11 +131,13 @@ class RedactedWriter:
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)
         self.path = out_dir / ("redacted_frames" if as_frames else "redacted.mp4")
+        self.frames_written = 0
 
     def write(self, frame: SampledFrame, image: np.ndarray) -> None:
         if self.as_frames:
             make_private_folders(self.path)
             write_private(self.path / f"{frame.index:06d}.jpg", encode_jpeg(image, OUTPUT_JPEG_QUALITY))
+            self.frames_written += 1
             return
         size_wh = (image.shape[1], image.shape[0])
         if self.video is None:
@@ -135,10 +147,98 @@ class RedactedWriter:
             if not self.video.isOpened():  # it wrote nothing, and the run said where its output was
                 raise InputError(f"the video encoder refused {size_wh[0]}x{size_wh[1]} frames: {self.path} not written")
         self.video.write(image if size_wh == self.size_wh else cv2.resize(image, self.size_wh))
+        self.frames_written += 1
 
     def close(self) -> None:
+        """Release the encoder: an mp4's index is written now (a video never released does not play)."""
         if self.video is not None:
             self.video.release()
+            self.video = None
+
+    def finish(self) -> Path | None:
+        """Close, and the output's path once the video is checked whole; None when no frame was written
+        (nothing was made). OpenCV only warns "Failed to write frame": a full disk ended the run with
+        exit 0, naming a video that does not play as its output. A video holding fewer frames than were
+        written, or whose last frame does not decode, is deleted and an OutputError."""
+        self.close()
+        if not self.frames_written:
+            return None
+        if not self.as_frames:
+            self.check_video()
+        return self.path
+
+    def check_video(self) -> None:
+        """OutputError, the file deleted, unless the video reopens with every frame written, the last decoding."""
+        capture = cv2.VideoCapture(str(self.path))
+        try:
+            held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+            last_decodes = held > 0 and capture.set(cv2.CAP_PROP_POS_FRAMES, held - 1) and capture.read()[0]
+        finally:
+            capture.release()
+        if held == self.frames_written and last_decodes:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        if held <= 0:
+            found = "does not play"
+        elif held != self.frames_written:
+            found = f"holds {held} of the {self.frames_written} frames written"
+        else:
+            found = "does not decode to its last frame"
+        raise OutputError(f"the redacted video {self.path} {found} (a full disk?); the partial file was deleted")
+
+
+class StopSignals:
+    """SIGTERM and SIGINT turned into a request to stop, for the length of a `with` block: a stream
+    source ends only by a signal (systemd, docker stop), which killed the run with its video never
+    released (unplayable) and its open sightings never logged. Installed only in the main thread (the
+    only one Python lets set handlers), the previous handlers back afterwards; after the first signal
+    they are back at once, so a second one acts as it did before (Ctrl-C twice interrupts)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.restore()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum).name
+        self.restore()
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():  # None: a handler not set from Python, the default's
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self.previous.clear()
+
+    def requested(self) -> bool:
+        """Whether a signal asked the run to stop."""
+        return self.received is not None
+
+
+def batches(frames: Iterator[SampledFrame], size: int, stop: StopSignals | None) -> Iterator[list[SampledFrame]]:
+    """The frames in batches of `size`, the last one shorter; when `stop` is requested, the frames in
+    hand are the last batch and no other frame is taken from the source."""
+    batch: list[SampledFrame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= size or (stop and stop.requested()):
+            yield batch
+            batch = []
+            if stop and stop.requested():  # asked while the batch ran, too: no frame more is awaited
+                return
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -192,14 +292,16 @@ class Pipeline:
         camera_id: str,
         out_dir: Path | None,
         on_frame: Callable[[RunSummary], None] | None = None,
+        stop: StopSignals | None = None,
     ) -> RunSummary:
+        """Run the source's frames through the cores until it ends, or until `stop` is requested: then
+        the frames in hand are finished, every open sighting is closed and logged, and the output is
+        released and checked (RedactedWriter.finish)."""
         summary = RunSummary()
         started_at = time.time()
         run_id = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%S.%f")
         writer = RedactedWriter(out_dir, isinstance(source, ImageFolderSource), source.sample_fps) if out_dir else None
         start = time.perf_counter()
-        batch: list[SampledFrame] = []
-        batch_size = self.detector.settings.batch_size
         tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
 
         def close(closed: list[Sighting]) -> None:
@@ -207,7 +309,7 @@ class Pipeline:
             self.sighting_log.record_many([(s, snapshots.write(s)) for s in sightings])
             summary.sightings += sightings
 
-        def flush() -> None:
+        def flush(batch: list[SampledFrame]) -> None:
             refs = [self.frame_ref(camera_id, run_id, started_at, sampled, seq) for seq, sampled in
                     enumerate(batch, start=summary.frames)]  # fmt: skip
             results = self.process_batch(refs, [sampled.image for sampled in batch])
@@ -222,21 +324,24 @@ class Pipeline:
                 summary.seconds = time.perf_counter() - start
                 if on_frame:
                     on_frame(summary)
-            batch.clear()
 
         try:
-            for frame in source.frames():
-                batch.append(frame)
-                if len(batch) >= batch_size:
-                    flush()
-            if batch:
-                flush()
+            frames = source.frames()
+            try:
+                for batch in batches(frames, self.detector.settings.batch_size, stop):
+                    flush(batch)
+            finally:
+                if isinstance(frames, Generator):  # stopped early: the stream's capture released now
+                    frames.close()
+            summary.stopped_by = stop.received if stop else None
             close(tracker.close_all())
-        finally:
-            if writer:
+        except BaseException:
+            if writer:  # what was written plays; the error says why the rest is not
                 writer.close()
-                summary.output = writer.path
-        summary.failures = list(source.failures)
+            raise
+        if writer:
+            summary.output = writer.finish()
+        summary.failures, summary.failure_count = list(source.failures), source.failure_count
         summary.seconds = time.perf_counter() - start
         log.info(
             "processed %d frames from %s: %d plates, %d reads logged, %d sightings",

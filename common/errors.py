@@ -11,3 +11,7 @@ class InputError(AlprError):
 
 class ConfigError(AlprError):
     """A setting or cameras file that fails validation; the message names the field."""
+
+
+class OutputError(AlprError):
+    """An output that could not be written whole (a full disk, a failing encoder); the message names it."""

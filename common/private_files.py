@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -16,6 +19,9 @@ FILE_MODE = 0o600
 
 FOLDER_MODE = 0o700
 """A private folder: its owner lists and enters it."""
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
 
 
 def make_private_folders(path: Path) -> None:
@@ -61,17 +67,64 @@ def create_private(path: Path) -> None:
     os.close(open_private(path, truncate=False))
 
 
-def keep_private(path: Path) -> None:
-    """A file another library opens by name made private: created 0600 when missing, made 0600 when
-    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`).
-    A symbolic link at its name is refused (ConfigError): the library would write through it."""
+def refuse_link(path: Path) -> None:
+    """ConfigError where a symbolic link stands at `path`: a library opening it by name, or a file
+    replacing it, would write plates through it or in its place."""
     if path.is_symlink():
         raise ConfigError(
             f"{path} is a symbolic link: plates are never written through a link planted at a file's name;"
             " name the file itself"
         )
+
+
+def check_sqlite_file(path: Path) -> None:
+    """ConfigError unless the file at `path` is missing, or a regular file that is empty or an SQLite
+    database (its header); nothing is changed. `--sqlite` naming a folder or a video was made 0600
+    before SQLite refused it: the folder could no longer be entered, the video's mode was changed."""
+    refuse_link(path)
+    try:  # not blocking on a FIFO, and the file checked is the one read
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigError(f"{path} is not a regular file: --sqlite names the SQLite log file")
+        header = os.read(descriptor, len(SQLITE_HEADER))
+    finally:
+        os.close(descriptor)
+    if header and header != SQLITE_HEADER:
+        raise ConfigError(f"{path} is not an SQLite database: --sqlite names the SQLite log file")
+
+
+def keep_private(path: Path) -> None:
+    """An SQLite file (SQLite opens it by name) made private: created 0600 when missing, made 0600 when
+    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`).
+    A symbolic link at its name, anything but a regular file and a file that is neither empty nor an
+    SQLite database are refused (ConfigError) before anything is changed (check_sqlite_file)."""
+    check_sqlite_file(path)
     if not path.exists():
         create_private(path)
     elif path.stat().st_uid == os.geteuid():
         with contextlib.suppress(OSError):  # a read-only file system: read as it is
             os.chmod(path, FILE_MODE)
+
+
+@contextlib.contextmanager
+def replaced_privately(path: Path) -> Iterator[Path]:
+    """A new private file (0600) beside `path` for the block to write the whole of `path` in; it takes
+    the place of `path` (os.replace) only when the block succeeds, and is removed when it fails. An
+    export used to open its CSV with O_TRUNC before reading a row: one that failed (the SQLite log named
+    as the CSV, a database that is down, a full disk) had emptied the file already. A symbolic link at
+    `path` and anything but a regular file there are refused (ConfigError) before anything is written."""
+    refuse_link(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} is not a regular file: name the file to write")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(descriptor)  # made 0600 with O_EXCL: no link followed, whatever the umask
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

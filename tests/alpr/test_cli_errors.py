@@ -1,0 +1,65 @@
+"""Input that ended `alpr` with a traceback now ends with one line `alpr: error: ...` and exit 2."""
+
+import pytest
+
+from alpr.cli import build_parser, main
+
+
+def test_a_stream_url_that_cannot_be_parsed_is_one_line_with_its_password_masked(capsys):
+    """Without --camera-id, the camera id was made of the URL first: urlsplit's ValueError, a traceback."""
+    assert main(["run", "rtsp://admin:hunter2@[::1/live"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alpr: error:") and "not a valid URL" in err[0], err
+    assert "hunter2" not in err[0] and "***" in err[0]
+
+
+def test_a_camera_id_is_never_made_of_an_unparsable_url():
+    from alpr.commands import default_camera_id
+    from common.errors import InputError
+
+    with pytest.raises(InputError, match="not a valid URL") as refused:
+        default_camera_id("rtsp://admin:hunter2@[::1/live")
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["status", "--interval", "1e300"], id="interval-overflowing-sleep"),
+        pytest.param(["status", "--interval", "86401"], id="interval-over-a-day"),
+        pytest.param(["replay", "--stage", "alert", "--max-age-h", "1e8", "--dry-run"], id="age-overflowing-postgres"),
+    ],
+)
+def test_a_time_too_large_to_mean_anything_is_refused_by_the_parser(args, capsys):
+    """Parsed only: accepted, `status` slept (or overflowed) and `replay` reached Postgres."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "must be at most" in err and "Traceback" not in err, err
+
+
+def test_the_projects_own_errors_are_one_line(monkeypatch, tmp_path, capsys):
+    """DatabaseWriteError (a RuntimeError: Postgres refused a write) reached the operator as a traceback."""
+    import alpr.commands
+    from common.db import DatabaseWriteError
+
+    def refused(args: object, settings: object) -> int:
+        raise DatabaseWriteError("Postgres refused the write: NumericValueOutOfRange (SQLSTATE 22003)\nmore")
+
+    monkeypatch.setattr(alpr.commands, "export", refused)
+    assert main(["export", "--csv", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "alpr: error: DatabaseWriteError: Postgres refused the write: NumericValueOutOfRange (SQLSTATE 22003)"
+    ]
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
+    import alpr.commands
+
+    def broken(args: object, settings: object) -> int:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(alpr.commands, "export", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["export", "--csv", str(tmp_path / "x.csv")])

@@ -1,0 +1,124 @@
+"""`alpr export` from the SQLite log: the CSV replaces the file at --csv only once it is whole, and the
+log named by --sqlite is read, never changed (no model, no video: a log written here)."""
+
+import csv
+import os
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from alpr.cli import main
+from common.frame_store import frame_key
+from common.jobs import FrameRef
+from common.plate_log import SqlitePlateLog
+from common.types import PlateCandidate, PlateRead
+
+
+def write_log(path: Path, plates: list[str]) -> Path:
+    """An SQLite log holding one read of each plate, as `alpr run` writes it."""
+    log = SqlitePlateLog(path)
+    frames = []
+    for index, plate in enumerate(plates):
+        frame = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index,
+                         captured_at_s=time.time(), source_time_s=float(index), key=frame_key(f"cam:1:{index}"),
+                         region="us")  # fmt: skip
+        frames.append((frame, [PlateRead((0.0, 0.0, 90.0, 30.0), 0.9, (PlateCandidate(plate, 0.95, "us"),))]))
+    log.record_many(frames)
+    log.close()
+    return path
+
+
+def export(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
+    code = main(["export", *(str(a) for a in args)])
+    return code, capsys.readouterr().err.strip()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_the_log_named_as_the_csv_is_refused_and_kept_whole(tmp_path, capsys):
+    """`--csv reads.sqlite --sqlite reads.sqlite` truncated the log (O_TRUNC) before reading a row."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC1234"])
+    before = log.read_bytes()
+    code, err = export(capsys, "--csv", log, "--sqlite", log)
+    assert code == 2 and err.startswith("alpr: error:") and "is the SQLite log itself" in err, err
+    assert log.read_bytes() == before
+    os.link(log, tmp_path / "same.csv")  # the same file by another name
+    code, err = export(capsys, "--csv", tmp_path / "same.csv", "--sqlite", log)
+    assert code == 2 and "is the SQLite log itself" in err, err
+    with sqlite3.connect(log) as db:
+        assert db.execute("SELECT count(*) FROM plate_reads").fetchone() == (2,)
+
+
+def test_an_export_that_fails_leaves_the_file_at_csv_as_it_was(tmp_path, capsys):
+    """A log whose reads cannot be selected (a foreign schema): the earlier CSV was emptied first."""
+    log = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(log) as db:
+        db.execute("CREATE TABLE plate_reads (id INTEGER PRIMARY KEY, camera_id, captured_at, plate_text)")
+    earlier = tmp_path / "reads.csv"
+    earlier.write_text("an earlier export\n")
+    code, err = export(capsys, "--csv", earlier, "--sqlite", log)
+    assert code == 2 and err.startswith("alpr: error:"), err
+    assert earlier.read_text() == "an earlier export\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite", "reads.csv"]  # no partial file left
+
+
+def test_an_export_replaces_the_file_at_csv_whole_and_private(tmp_path, capsys):
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    target = tmp_path / "reads.csv"
+    target.write_text("an earlier, longer export\n" * 100)
+    target.chmod(0o644)
+    code, _ = export(capsys, "--csv", target, "--sqlite", log)
+    assert code == 0
+    assert [row["plate_text"] for row in csv.DictReader(target.open())] == ["KPX4721"]
+    assert mode(target) == 0o600
+
+
+def test_a_link_planted_at_the_csv_name_is_refused_and_its_target_untouched(tmp_path, capsys):
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not yours\n")
+    (tmp_path / "reads.csv").symlink_to(target)
+    code, err = export(capsys, "--csv", tmp_path / "reads.csv", "--sqlite", log)
+    assert code == 2 and "symbolic link" in err, err
+    assert target.read_text() == "not yours\n" and (tmp_path / "reads.csv").is_symlink()
+
+
+@pytest.mark.parametrize("kind", ["folder", "video"])
+def test_export_from_what_is_not_an_sqlite_log_is_refused_and_its_mode_kept(kind, tmp_path, capsys):
+    """`alpr export --sqlite some.mp4` (meant only to read) made the video 0600; a folder became 0600:
+    no longer enterable."""
+    named = tmp_path / ("logs" if kind == "folder" else "clip.mp4")
+    if kind == "folder":
+        named.mkdir()
+        named.chmod(0o755)
+    else:
+        named.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+        named.chmod(0o644)
+    before = mode(named)
+    code, err = export(capsys, "--csv", tmp_path / "x.csv", "--sqlite", named)
+    assert code == 2 and err.startswith("alpr: error:"), err
+    assert ("not a regular file" if kind == "folder" else "not an SQLite database") in err, err
+    assert mode(named) == before
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_alpr_run_with_a_folder_as_its_sqlite_log_is_refused_and_the_folder_kept(tmp_path, capsys):
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 5.0, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    folder.chmod(0o755)
+    code = main(["run", str(clip), "--sqlite", str(folder), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("alpr: error:") and "not a regular file" in err, err
+    assert mode(folder) == 0o755
