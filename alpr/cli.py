@@ -61,6 +61,16 @@ def _positive_at_most(maximum: float) -> Callable[[str], float]:
     return positive
 
 
+YEAR_S = 365.25 * 24 * 3600
+"""The longest `alpr ingest --max-seconds` or `--linger` (a larger wait overflowed the thread's wait)."""
+
+
+def _non_negative_at_most(maximum: float) -> Callable[[str], float]:
+    """An argparse type: 0, or a number above 0 and at most `maximum`."""
+    positive = _positive_at_most(maximum)
+    return lambda text: 0.0 if text.strip() in ("0", "0.0") else positive(text)
+
+
 def _unseen_reads(text: str) -> UnseenReads:
     """`--unseen-reads FILE:FOLDS` (alpr.calibrate.UnseenReads)."""
     from alpr.calibrate import UnseenReads
@@ -129,8 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
     ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
-    ingest.add_argument("--max-seconds", type=float, help="stop after this long (default: until every file ends)")
-    ingest.add_argument("--linger", type=float, default=0, help="keep serving metrics this long after the end")
+    ingest.add_argument(  # at most a year: 1e300 overflowed the wait (a traceback)
+        "--max-seconds", type=_positive_at_most(YEAR_S), help="stop after this long (default: until every file ends)"
+    )
+    ingest.add_argument(
+        "--linger", type=_non_negative_at_most(YEAR_S), default=0, help="keep serving metrics this long after the end"
+    )
     _add_chain_flags(ingest)
     ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
 

@@ -28,6 +28,8 @@ def test_a_camera_id_is_never_made_of_an_unparsable_url():
         pytest.param(["status", "--interval", "1e300"], id="interval-overflowing-sleep"),
         pytest.param(["status", "--interval", "86401"], id="interval-over-a-day"),
         pytest.param(["replay", "--stage", "alert", "--max-age-h", "1e8", "--dry-run"], id="age-overflowing-postgres"),
+        pytest.param(["ingest", "--cameras", "c.yaml", "--linger", "1e300"], id="linger-overflowing-the-wait"),
+        pytest.param(["ingest", "--cameras", "c.yaml", "--max-seconds", "1e300"], id="max-seconds-overflowing"),
     ],
 )
 def test_a_time_too_large_to_mean_anything_is_refused_by_the_parser(args, capsys):
