@@ -88,6 +88,18 @@ def input_batch(crops_bgr: Sequence[np.ndarray], width: int | None = None) -> np
     return batch
 
 
+WIDTH_STEP = 16
+"""PP-OCR's recognisers read each line at its own width, rounded up to this (lines of one rounded width
+share a run)."""
+
+
+def padded_width(crop: np.ndarray) -> int:
+    """The input width PP-OCR's own recognisers read `crop` at: scaled to INPUT_HEIGHT tall, rounded up
+    to WIDTH_STEP, between MIN_INPUT_WIDTH and MAX_INPUT_WIDTH."""
+    width = math.ceil(INPUT_HEIGHT * crop.shape[1] / max(crop.shape[0], 1))
+    return min(MAX_INPUT_WIDTH, max(MIN_INPUT_WIDTH, -(-width // WIDTH_STEP) * WIDTH_STEP))
+
+
 class PpocrEngine:
     """Recognises one line of plate text, giving per-character alternatives with probabilities."""
 
@@ -111,10 +123,24 @@ class PpocrEngine:
         return self.recognize_batch([crop_bgr])[0]
 
     def recognize_batch(self, crops_bgr: Sequence[np.ndarray]) -> list[CharChoices]:
+        """Each crop's read, in one run per input width: the plate model's one width, or for PP-OCR's
+        own each line's width rounded up to WIDTH_STEP. Padded to the widest of the batch, a line read
+        differently beside a wider one (its read hung on which other cars' plates shared the job)."""
         if not crops_bgr:
             return []
-        probabilities = self.session.run(None, {self.input_name: input_batch(crops_bgr, self.input_width)})[0]
-        return [self._decode(p) for p in probabilities[:, :, self.plate_columns] @ self.merge]
+        if self.input_width is not None:
+            groups = {self.input_width: list(range(len(crops_bgr)))}
+        else:
+            groups = {}
+            for index, crop in enumerate(crops_bgr):
+                groups.setdefault(padded_width(crop), []).append(index)
+        reads: list[CharChoices] = [[] for _ in crops_bgr]
+        for width, indices in groups.items():
+            batch = input_batch([crops_bgr[i] for i in indices], width)
+            probabilities = self.session.run(None, {self.input_name: batch})[0]
+            for index, plate in zip(indices, probabilities[:, :, self.plate_columns] @ self.merge, strict=True):
+                reads[index] = self._decode(plate)
+        return reads
 
     def _decode(self, plate: np.ndarray) -> CharChoices:
         """Greedy CTC decoding of one line's plate-character probabilities (steps x PLATE_ALPHABET),

@@ -188,3 +188,20 @@ def test_keeping_one_candidate_does_not_make_the_best_surer(datasets_dir):
     five = PlateReader(OcrSettings(region="us", max_candidates=5)).read_batch(crops)
     assert all(len(a) <= 1 for a in one) and any(len(b) > 1 for b in five)
     assert [a[:1] for a in one] == [b[:1] for b in five]
+
+
+@pytest.mark.parametrize("version", ["v4", "v6"])
+def test_pp_ocr_reads_a_line_alike_alone_and_beside_a_wider_one(datasets_dir, version):
+    """PP-OCR's recognisers read each line at its own width: padded to the widest of the batch, a line
+    read differently beside a wider one (its read hung on which other plates shared the job)."""
+    from ocr_worker.ppocr_engine import PpocrEngine
+
+    engine = PpocrEngine(version=version)
+    crops = [crop for crop, _ in real_crops(datasets_dir, 12)]
+    wide = cv2.resize(crops[0], (crops[0].shape[1] * 4, crops[0].shape[0]))
+    alone = [engine.recognize(crop) for crop in crops]
+    beside = engine.recognize_batch([*crops, wide])[:-1]
+    text = lambda reads: ["".join(c[0][0] for c in read) for read in reads]  # noqa: E731
+    assert text(beside) == text(alone)
+    top = [c[0][1] for read in beside for c in read]  # the same to the last bits a batch size may move
+    assert top == pytest.approx([c[0][1] for read in alone for c in read], abs=1e-4)
