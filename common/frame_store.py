@@ -124,9 +124,11 @@ class FrameStore:
             for key in keys:
                 pipe.strlen(key)
                 pipe.pttl(key)
-            return pipe.execute()
+            return pipe.execute(raise_on_error=False)  # a key of another type: that frame alone, as expired
 
         replies = self._through_outage(fetch)
+        if errors := [r for r in replies if isinstance(r, Exception) and not str(r).startswith("WRONGTYPE")]:
+            raise errors[0]  # Redis loading, or away: not the frames' doing
         sizes = [int(n) if isinstance(n, int) else 0 for n in replies[0::2]]
         ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in replies[1::2]]
         return dict(zip(keys, sizes, strict=True)), dict(zip(keys, ttls, strict=True))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common import defaults
 from common.config import format_errors
@@ -137,15 +137,6 @@ class DetectJob(Strict):
     replayed: bool = Field(
         default=False, description="put back by `alpr replay`: detected however old (the age limit sheds live load)"
     )
-
-    @model_validator(mode="after")
-    def frames_unique(self) -> DetectJob:
-        """Each frame once, each key once: a job naming one key 64 times had it read 64 times over (a
-        padded 16 MB frame took 2 GB), and a frame twice got two outcomes."""
-        count = len(self.frames)
-        if len({f.frame_id for f in self.frames}) < count or len({f.key for f in self.frames}) < count:
-            raise ValueError("a frame (or a frame-store key) is named twice")
-        return self
 
     def age_s(self, frame: FrameRef, remaining_ttl_s: float | None, now_s: float) -> float:
         """`frame`'s age: capture to store on the ingest host's clock, store to now on Redis's (by its

@@ -25,6 +25,7 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
 from rq.job import JOB_ID_PATTERN, Job, get_current_job
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from common import defaults
 from common.errors import InputError
@@ -200,7 +201,9 @@ class StageWorker(SimpleWorker):
                 queue.release_maintenance_lock()
             if isinstance(error, StopRequested | KeyboardInterrupt | SystemExit):
                 raise
-            log.warning("%s: registry cleaning failed (%s); tried again later", self.context.stage.name, error)
+            self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ sets it on success only: each next job cleaned again
+            log.warning("%s: registry cleaning failed (%s); tried again at the next maintenance",
+                        self.context.stage.name, error)  # fmt: skip
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, but never once a stop was asked for: the worker takes no further job. A queue

@@ -70,19 +70,39 @@ class DetectStage:
             # queued with one of frames by then too old (not kept, though their reads were logged).
             log.info("batch %s: handed on already; not detected again", job.batch_id)
             return StageResult(frames=0)
-        sizes, remaining_ttls = self.store.sizes_and_ttls([f.key for f in job.frames])
+        present, images, passed_on = self.load(job)
+        frames = self.detect(present, images) if present else []
+        to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
+        with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
+            enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
+                    self.job_timeout_s, hand_off)  # fmt: skip
+            if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
+                enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s, hand_off)
+            hand_off.execute()
+        return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
+
+    def load(self, job: DetectJob) -> tuple[list[FrameRef], dict[str, np.ndarray], list[DetectedFrame]]:
+        """The frames to detect in (each key's first), their pixels by key, and the frames passed on
+        undetected with why: a key named again, too large to read, past the job's bytes, expired, too
+        old, over the job's pixels, undecodable. Sizes are read first: nothing over the bounds is read."""
+        sizes, remaining_ttls = self.store.sizes_and_ttls(list(dict.fromkeys(f.key for f in job.frames)))
         within, bytes_left = set(), defaults.MAX_JOB_FRAME_BYTES
-        for ref in job.frames:  # read only what a job may make a worker read
-            if 0 < sizes[ref.key] <= min(bytes_left, defaults.MAX_FRAME_BYTES):
-                within.add(ref.key)
-                bytes_left -= sizes[ref.key]
+        for key in sizes:  # read only what a job may make a worker read, each key once
+            if 0 < sizes[key] <= min(bytes_left, defaults.MAX_FRAME_BYTES):
+                within.add(key)
+                bytes_left -= sizes[key]
         jpegs = self.store.get_jpegs(sorted(within))
         now = time.time()
         images: dict[str, np.ndarray] = {}
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
         budget = PixelBudget()
+        named: set[str] = set()
         for ref in job.frames:
             data = jpegs.get(ref.key)
+            if ref.key in named:  # read once: a key named 64 times was read 64 times over (gigabytes)
+                passed_on.append(self.not_detected(ref, "skipped", "named twice in its job"))
+                continue
+            named.add(ref.key)
             if sizes[ref.key] > defaults.MAX_FRAME_BYTES:
                 passed_on.append(self.not_detected(ref, "skipped", "too large"))
             elif sizes[ref.key] and ref.key not in within:
@@ -103,16 +123,8 @@ class DetectStage:
                 except InputError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
-        present = [f for f in job.frames if f.key in images]
-        frames = self.detect(present, images) if present else []
-        to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
-        with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
-            enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
-                    self.job_timeout_s, hand_off)  # fmt: skip
-            if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
-                enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s, hand_off)
-            hand_off.execute()
-        return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
+        firsts = {id(first) for first in {f.key: f for f in reversed(job.frames)}.values()}  # each key's first
+        return [f for f in job.frames if f.key in images and id(f) in firsts], images, passed_on
 
     def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
         if outcome == "expired":

@@ -187,9 +187,8 @@ def file_tag(path: Path) -> str:
     shared a frame id, and the second went unrecorded)."""
     try:
         status = path.stat()
-        resolved = path.resolve()
-        identity = f"{resolved}|{status.st_size}|{status.st_mtime_ns}"
-        if resolved != path.absolute():
+        identity = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}"
+        if path.is_symlink():  # the entry itself (a folder reached through a link keeps its files' ids)
             identity += f"|{path.absolute()}"
     except OSError:  # gone or unreachable: it will be an unread frame, named by its path alone
         identity = str(path.absolute())

@@ -19,6 +19,16 @@ def test_frames_round_trip_and_expire(redis_url):
     assert store.redis.keys("alpr:frame:*") == []
 
 
+def test_sizes_are_read_before_the_bytes_and_a_key_of_another_type_is_that_frame_alone(redis_url):
+    """STRLEN on a list raised WRONGTYPE for the whole pipeline: one planted key failed a batch of 16."""
+    store = FrameStore(redis.Redis.from_url(redis_url), ttl_s=60)
+    store.put_many([(frame_key("a"), b"12345")])
+    store.redis.rpush(frame_key("planted"), "x")
+    sizes, ttls = store.sizes_and_ttls([frame_key("a"), frame_key("planted"), frame_key("never")])
+    assert sizes == {frame_key("a"): 5, frame_key("planted"): 0, frame_key("never"): 0}
+    assert 0 < ttls[frame_key("a")] <= 60 and ttls[frame_key("never")] is None
+
+
 def test_a_corrupt_frame_is_an_input_error(redis_url):
     store = FrameStore(redis.Redis.from_url(redis_url), ttl_s=10)
     store.redis.set(frame_key("bad"), b"not a jpeg")

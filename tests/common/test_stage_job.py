@@ -217,3 +217,16 @@ def test_a_queue_entry_rq_cannot_fetch_is_dropped_and_the_worker_goes_on(redis_u
     connection.zadd(FailedJobRegistry(queue=queue).key, {entry: time.time() + 3600})
     report = replay_failed(connection, connection, ["detect"])
     assert report.requeued["detect"] == 0 and report.malformed["detect"] == 1 and good
+
+
+def test_a_registry_cleaning_that_fails_waits_for_the_next_maintenance(redis_url, caplog):
+    """RQ notes a cleaning only when it succeeds: one that kept failing (an entry RQ's worker registry
+    cannot read) ran again before every job, with the pool's duties and a warning each time."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    connection.sadd(f"rq:workers:{queue.name}", b"\xff\xfe")  # RQ's worker-registry cleaning raises on it
+    worker = StageWorker(queue, WorkerContext(Recorder(), Metrics()))  # type: ignore[arg-type]
+    worker.clean_registries()
+    assert worker.last_cleaned_at is not None and not worker.should_run_maintenance_tasks
+    assert not connection.exists(queue.registry_cleaning_key)
+    assert any("registry cleaning failed" in r.getMessage() for r in caplog.records)

@@ -179,7 +179,6 @@ def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_t
     """A JPEG's header says nothing of the bytes after it: padded frames, or one key named 64 times (read
     64 times over), had a worker read gigabytes. Bounds here shrunk to the test's frames."""
     from common import defaults
-    from common.errors import InputError
 
     connection = connect_redis(redis_url)
     jpeg = encode_jpeg(plate_frame, 90)
@@ -193,7 +192,10 @@ def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_t
     outcomes = {f.frame.frame_id: (f.outcome, f.detail) for f in redact_job.frames}
     assert outcomes == {"cam:1:0": ("done", None), "cam:1:1": ("skipped", "too large"), "cam:1:2": ("done", None),
                         "cam:1:3": ("skipped", "over job byte budget")}  # fmt: skip
-    payload = DetectJob(batch_id="twice", frames=[ref("cam:1:0")]).model_dump(mode="json")
-    payload["frames"].append({**payload["frames"][0], "frame_id": "cam:1:9"})  # another frame, the same key
-    with pytest.raises(InputError, match="named twice"):
-        parse_job(payload, DetectJob)
+    twice = [ref("cam:1:0"), ref("cam:1:0").model_copy(update={"frame_id": "cam:1:9"}), ref("cam:1:2")]
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="twice", frames=twice), 60)  # one key twice
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    redact_job = parse_job(stage_queue(connection, "redact").fetch_job("redact-twice").args[0], RedactJob)  # type: ignore[union-attr]
+    outcomes = [(f.frame.frame_id, f.outcome, f.detail) for f in redact_job.frames]
+    assert sorted(outcomes) == [("cam:1:0", "done", None), ("cam:1:2", "done", None),  # read once; the job goes on
+                                ("cam:1:9", "skipped", "named twice in its job")]  # fmt: skip

@@ -53,6 +53,8 @@ def test_two_links_to_one_image_are_two_frames_and_a_plain_file_keeps_its_frame_
     status = image.stat()  # a plain file's id as before: the folders it was read from are not read again
     identity = f"{image.resolve()}|{status.st_size}|{status.st_mtime_ns}"
     assert file_tag(image) == hashlib.sha1(identity.encode()).hexdigest()[:12]
+    (tmp_path.parent / f"{tmp_path.name}-via").symlink_to(tmp_path)  # the folder reached through a link
+    assert file_tag(tmp_path.parent / f"{tmp_path.name}-via" / "a.jpg") == file_tag(image)
 
 
 def test_truncated_video_ends_early_with_a_warning(tmp_path):
