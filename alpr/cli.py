@@ -277,6 +277,20 @@ PROJECT_PACKAGES = frozenset(
 the operator (DatabaseWriteError, a refused job), never a bug's traceback."""
 
 
+def setting_flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Each setting a flag of `command` gives -> that flag as typed (`sample_fps` -> `--fps`)."""
+    names: dict[str, str] = {}
+    for action in parser._actions:  # argparse keeps its subcommands' parsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for option in action.choices[command]._actions:
+                if option.dest in SETTING_FLAGS and option.option_strings:
+                    names[option.dest] = max(option.option_strings, key=len)
+    for option in parser._actions:  # flags of `alpr` itself
+        if option.dest in SETTING_FLAGS and option.option_strings:
+            names.setdefault(option.dest, max(option.option_strings, key=len))
+    return names
+
+
 def one_line_error(error: Exception) -> str | None:
     """The `alpr: error:` line for an error the operator can act on: one of the project's own, a
     database's (down, refusing), an OS error (a full disk); None for any other (a bug: its traceback)."""
@@ -292,7 +306,8 @@ def one_line_error(error: Exception) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
@@ -301,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     install_log_masking()  # no password of a camera, Redis or Postgres URL reaches a log line
     try:
-        settings = Settings.load(**{k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)})
+        overrides = {k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)}
+        settings = Settings.load(flag_names=setting_flag_names(parser, args.command), **overrides)
         commands = importlib.import_module(CHAIN_COMMANDS.get(args.command, "alpr.commands"))
         return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
     except AlprError as error:

@@ -199,9 +199,13 @@ class Settings(BaseModel):
         return value.get_secret_value() if value is not None else None
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    def load(
+        cls, environ: Mapping[str, str] | None = None, flag_names: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
         """Settings from ALPR_* variables (ALPR_X_FILE: the value of ALPR_X read from a file, as for
-        secrets), then non-None `overrides` (command-line flags) on top."""
+        secrets), then non-None `overrides` (command-line flags) on top. A setting a flag gave is named
+        in an error by the flag (`flag_names`: setting -> `--flag`), not by its variable: `--fps -1` said
+        ALPR_SAMPLE_FPS, which the operator never set."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for key, value in environ.items():
@@ -218,11 +222,13 @@ class Settings(BaseModel):
                         f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}"
                     )
                 values[name] = value
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         try:
             return cls.model_validate(values)
         except ValidationError as error:
-            raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX)}") from None
+            names = {field: flag for field, flag in (flag_names or {}).items() if field in given}
+            raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX, names=names)}") from None
 
 
 def read_setting_file(variable: str, path: str) -> str:
@@ -237,7 +243,9 @@ MAX_PLACE_CHARS = 40
 """A field name from outside (a cameras file's, a job's) is shortened to this in a message."""
 
 
-def format_errors(error: ValidationError, prefix: str = "", limit: int = 8, label: str = "") -> str:
+def format_errors(
+    error: ValidationError, prefix: str = "", limit: int = 8, label: str = "", names: Mapping[str, str] | None = None
+) -> str:
     """A pydantic ValidationError as one line: `[label]PLACE: message; ...` (the place in capitals after
     a prefix, as environment variables are named; lower case without one), the rest counted past
     `limit`. Input values are never shown; field names, which may come from outside, are shortened and
@@ -245,7 +253,10 @@ def format_errors(error: ValidationError, prefix: str = "", limit: int = 8, labe
     problems = []
     for item in error.errors()[:limit]:
         place = ".".join(_place_part(p) for p in item["loc"])
-        place = (prefix + place.upper()) if prefix and place else place
+        if names and item["loc"] and str(item["loc"][0]) in names:  # given by a flag: named as typed
+            place = names[str(item["loc"][0])]
+        else:
+            place = (prefix + place.upper()) if prefix and place else place
         message = " ".join(str(item["msg"]).removeprefix("Value error, ").split())
         problems.append(f"{label}{place or '(entry)'}: {message}" if place or label else message)
     if error.error_count() > limit:

@@ -65,3 +65,13 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
     monkeypatch.setattr(alpr.commands, "export", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["export", "--csv", str(tmp_path / "x.csv")])
+
+
+def test_a_setting_given_by_a_flag_is_named_by_the_flag(capsys, monkeypatch, tmp_path):
+    """`--fps -1` said ALPR_SAMPLE_FPS, a variable the operator never set; the variable still names itself."""
+    assert main(["run", str(tmp_path / "clip.mp4"), "--fps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--fps: Input should be greater than 0" in err and "ALPR_SAMPLE_FPS" not in err
+    monkeypatch.setenv("ALPR_SAMPLE_FPS", "-2")
+    assert main(["run", str(tmp_path / "clip.mp4")]) == 2
+    assert "ALPR_SAMPLE_FPS: Input should be greater than 0" in capsys.readouterr().err
