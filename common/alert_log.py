@@ -158,14 +158,15 @@ class AlertLog:
 
     def replay(self, max_age_s: float, dry_run: bool = False) -> list[tuple[str, str]]:
         """Failed and rejected deliveries given up less than `max_age_s` ago (`give_up` notes when in
-        next_attempt_at) back to pending, their attempts reset (after the receiver or its settings were
-        mended); (alert id, receiver) of each. Older ones stay: a receiver mended after weeks would
-        flood dispatch with stale hits."""
+        next_attempt_at) back to pending, tried afresh for ALPR_ALERT_GIVE_UP_S (after the receiver or its
+        settings were mended); (alert id, receiver) of each. Older ones stay: a receiver mended after weeks
+        would flood dispatch with stale hits. The attempts count on (each is a claim's token): reset, a
+        new claim took the number a stalled worker still held, whose late outcome then overwrote it."""
         recent = " WHERE status IN ('failed', 'rejected') AND next_attempt_at > now() - make_interval(secs => %s)"
         statement = (
             "SELECT alert_id, receiver FROM alert_deliveries" + recent
             if dry_run
-            else "UPDATE alert_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
+            else "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now(),"
             " queued_at = now(), retry_from = now(), last_error = NULL" + recent + " RETURNING alert_id, receiver"
         )
 

@@ -270,6 +270,31 @@ def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url
     assert deliveries(postgres_url) == {"ops": "delivered"}
 
 
+def test_a_worker_stalled_past_a_give_up_and_a_replay_still_changes_nothing(setup, postgres_url, redis_url):
+    """A replay reset the attempts, each a claim's token: the next claim took the number a stalled worker
+    still held, and that worker's late outcome overwrote the delivery being sent."""
+    from common.alert_log import AlertLog
+
+    setup("http://127.0.0.1:9/unused")
+    raise_alert(postgres_url, redis_url, ["ops"])
+    pool = open_pool(postgres_url)
+    try:
+        log = AlertLog(pool, 0)
+        stalled = log.claim(ALERT.alert_id, "ops", lease_s=0)  # its lease runs out at once; it hangs
+        other = log.claim(ALERT.alert_id, "ops", lease_s=0)
+        assert stalled is not None and other is not None
+        log.give_up(other, "failed", "gave up")  # a day of retries later
+        assert log.replay(3600.0) == [(ALERT.alert_id, "ops")]
+        fresh = log.claim(ALERT.alert_id, "ops", lease_s=30)
+        assert fresh is not None and fresh.attempt not in (stalled.attempt, other.attempt)
+        log.give_up(stalled, "rejected", "the stalled worker's late answer")
+        assert deliveries(postgres_url) == {"ops": "sending"}  # still the fresh claim's
+        log.delivered(fresh)
+    finally:
+        pool.close()
+    assert deliveries(postgres_url) == {"ops": "delivered"}
+
+
 def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, postgres_url, redis_url, caplog):
     """A library's error text may quote the URL's token or the plate: neither reaches the log or the table."""
     from alert_worker.worker import AlertStage
