@@ -26,8 +26,9 @@ def grow_box(box_xyxy: BoxXYXY, margin: float, frame_hw: tuple[int, int]) -> tup
     """The box grown by `margin` (a fraction of its width and height) on each side, as whole pixels
     (x1, y1, x2, y2): the min corner floored, the max corner ceiled, then clipped to a frame of
     `frame_hw` (height, width), so 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height. A box that is
-    empty or lies outside the frame gives an empty one (x1 == x2 or y1 == y2)."""
-    x1, y1, x2, y2 = box_xyxy
+    empty or lies outside the frame gives an empty one (x1 == x2 or y1 == y2). A box given with its
+    corners swapped covers what they span (it covered nothing: a redactor kept the plate sharp)."""
+    (x1, x2), (y1, y2) = sorted(box_xyxy[0::2]), sorted(box_xyxy[1::2])
     dx, dy = (x2 - x1) * margin, (y2 - y1) * margin
     height, width = frame_hw
     left = min(width, max(0, math.floor(x1 - dx)))

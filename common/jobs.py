@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common import defaults
 from common.config import format_errors
@@ -101,6 +101,7 @@ class FrameRef(Strict):
 
 class PlateBox(Strict):
     box_xyxy: tuple[Coordinate, Coordinate, Coordinate, Coordinate]
+    """(x1, y1, x2, y2), put in order when a job gives its corners swapped (every role reads it so)."""
     confidence: float = Field(ge=0, le=1)
     in_roi: bool = Field(
         True, description="inside the camera's region of interest: read and logged (every box is blurred)"
@@ -109,6 +110,12 @@ class PlateBox(Strict):
     at_side_edge: bool = Field(
         False, description="at the frame's left or right edge (common.geometry.at_side_edge): may be cut off"
     )
+
+    @field_validator("box_xyxy")
+    @classmethod
+    def corners_in_order(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        (x1, x2), (y1, y2) = sorted(box[0::2]), sorted(box[1::2])
+        return x1, y1, x2, y2
 
 
 class DetectedFrame(Strict):

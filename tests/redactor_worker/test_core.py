@@ -69,3 +69,13 @@ def test_a_box_is_repainted_from_its_surroundings_at_the_frame_edges_and_over_th
     assert (whole == 128).all()  # nothing around it: a neutral grey
     gray = redact(frame[:, :, 0].copy(), [(100.0, 40.0, 150.0, 80.0)])
     assert gray.shape == (120, 200) and gray.dtype == np.uint8
+
+
+def test_a_box_given_with_its_corners_swapped_is_blurred_as_the_same_box():
+    """A job's box (x2, y2, x1, y1) covered nothing: the frame was kept with its plate sharp, recorded done."""
+    from common.jobs import PlateBox
+
+    frame, (x1, y1, x2, y2) = scene_with_plate()
+    assert np.array_equal(redact(frame, [(x2, y2, x1, y1)]), redact(frame, [(x1, y1, x2, y2)]))
+    assert np.array_equal(redact(frame, [(x2, y1, x1, y2)]), redact(frame, [(x1, y1, x2, y2)]))
+    assert PlateBox(box_xyxy=(x2, y2, x1, y1), confidence=0.9).box_xyxy == (x1, y1, x2, y2)
