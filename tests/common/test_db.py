@@ -171,7 +171,7 @@ def test_a_malformed_password_never_reaches_a_log_line_or_the_error(postgres_url
             open_pool(url, wait_s=1)
         assert "s3cr" not in str(caught.value)
         assert main(["db", "upgrade", "--database-url", url]) == 2
-        assert "ALPR_DATABASE_URL: the password has" in capsys.readouterr().err
+        assert "--database-url: the password has" in capsys.readouterr().err
     assert "s3cr" not in caplog.text and "s3cr" not in capsys.readouterr().err
 
 
