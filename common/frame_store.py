@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import cv2
@@ -79,6 +80,21 @@ def decode_jpeg(data: bytes, key: str, budget: PixelBudget | None = None) -> np.
     return image
 
 
+@dataclass(frozen=True)
+class BoundedRead:
+    """What FrameStore.get_within_bounds read: the bytes by key (a key missing: expired, or left unread),
+    the keys over MAX_FRAME_BYTES, those past the job's MAX_JOB_FRAME_BYTES, and each key's TTL left."""
+
+    jpegs: dict[str, bytes | None]
+    too_large: set[str]
+    over_budget: set[str]
+    ttls: dict[str, float | None]
+
+    def unread_reason(self, key: str) -> str | None:
+        """Why the key's bytes were not read ("too large", "over job byte budget"), None when they were."""
+        return "too large" if key in self.too_large else "over job byte budget" if key in self.over_budget else None
+
+
 class FrameStore:
     """Puts and gets frames in one round trip per batch. With `patience_s`, as the workers have it, an
     unreachable Redis (restarting, failing over) is tried again with backoff for that long, as the
@@ -132,6 +148,23 @@ class FrameStore:
         sizes = [int(n) if isinstance(n, int) else 0 for n in replies[0::2]]
         ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in replies[1::2]]
         return dict(zip(keys, sizes, strict=True)), dict(zip(keys, ttls, strict=True))
+
+    def get_within_bounds(self, keys: Sequence[str]) -> BoundedRead:
+        """The stored bytes of each key (once, however often named) that fits the bounds — at most
+        MAX_FRAME_BYTES each, MAX_JOB_FRAME_BYTES together, in the order given — with what was left
+        unread and why, and each key's remaining TTL. Sizes are read first: a job naming padded values,
+        or one key many times, had a worker read gigabytes (and Redis build the reply)."""
+        sizes, ttls = self.sizes_and_ttls(list(dict.fromkeys(keys)))
+        within, too_large, over_budget, left = [], set(), set(), defaults.MAX_JOB_FRAME_BYTES
+        for key, size in sizes.items():
+            if size > defaults.MAX_FRAME_BYTES:
+                too_large.add(key)
+            elif size > left:
+                over_budget.add(key)
+            elif size:
+                within.append(key)
+                left -= size
+        return BoundedRead(self.get_jpegs(within), too_large, over_budget, ttls)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:

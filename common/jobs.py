@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import defaults
 from common.config import format_errors
@@ -129,6 +129,16 @@ class DetectedFrame(Strict):
         description="why not: `expired before detection`, `too old`... (no control character: Postgres refuses NUL)",
     )  # fmt: skip
 
+    @model_validator(mode="after")
+    def crops_of_this_frame(self) -> DetectedFrame:
+        """Each plate's crop key is one the detector makes for this frame (`<frame>:plate<N>`), each once:
+        an OCR job naming a raw frame's key as a crop deleted that frame before it was redacted."""
+        keys = [p.crop_key for p in self.plates if p.crop_key]
+        prefix = f"{KEY_PREFIX}{self.frame.frame_id}:plate"
+        if len(set(keys)) < len(keys) or not all(k.startswith(prefix) and k[len(prefix) :].isdigit() for k in keys):
+            raise ValueError(f"a plate's crop key is not this frame's ({prefix}N), or is named twice")
+        return self
+
 
 class DetectJob(Strict):
     """Ingest → detector: a batch of frames to find plates in. A frame's age is read on one clock at a
@@ -161,6 +171,14 @@ class OcrJob(Strict):
     stage: Literal["ocr"] = "ocr"
     batch_id: str = Field(pattern=ID_PATTERN)
     frames: list[DetectedFrame] = Field(min_length=1, max_length=defaults.MAX_FRAMES_PER_JOB)
+
+    @model_validator(mode="after")
+    def frames_once(self) -> OcrJob:
+        """Each frame once (its crops are its own): one named again had its crops read again (a forged
+        job naming one key 6,400 times took 3.4 GB)."""
+        if len({f.frame.frame_id for f in self.frames}) < len(self.frames):
+            raise ValueError("a frame is named twice")
+        return self
 
 
 class RedactJob(Strict):

@@ -85,33 +85,25 @@ class DetectStage:
         """The frames to detect in (each key's first), their pixels by key, and the frames passed on
         undetected with why: a key named again, too large to read, past the job's bytes, expired, too
         old, over the job's pixels, undecodable. Sizes are read first: nothing over the bounds is read."""
-        sizes, remaining_ttls = self.store.sizes_and_ttls(list(dict.fromkeys(f.key for f in job.frames)))
-        within, bytes_left = set(), defaults.MAX_JOB_FRAME_BYTES
-        for key in sizes:  # read only what a job may make a worker read, each key once
-            if 0 < sizes[key] <= min(bytes_left, defaults.MAX_FRAME_BYTES):
-                within.add(key)
-                bytes_left -= sizes[key]
-        jpegs = self.store.get_jpegs(sorted(within))
+        stored = self.store.get_within_bounds([f.key for f in job.frames])
         now = time.time()
         images: dict[str, np.ndarray] = {}
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
         budget = PixelBudget()
         named: set[str] = set()
         for ref in job.frames:
-            data = jpegs.get(ref.key)
+            data = stored.jpegs.get(ref.key)
             if ref.key in named:  # read once: a key named 64 times was read 64 times over (gigabytes)
                 passed_on.append(self.not_detected(ref, "skipped", "named twice in its job"))
                 continue
             named.add(ref.key)
-            if sizes[ref.key] > defaults.MAX_FRAME_BYTES:
-                passed_on.append(self.not_detected(ref, "skipped", "too large"))
-            elif sizes[ref.key] and ref.key not in within:
-                passed_on.append(self.not_detected(ref, "skipped", "over job byte budget"))
+            if unread := stored.unread_reason(ref.key):
+                passed_on.append(self.not_detected(ref, "skipped", unread))
             elif data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
             elif (
                 not job.replayed
-                and job.age_s(ref, remaining_ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE
+                and job.age_s(ref, stored.ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE
             ):
                 passed_on.append(self.not_detected(ref, "skipped", "too old"))
             else:

@@ -117,7 +117,11 @@ class OcrStage:
     def decode_crops(self, keys: list[str]) -> dict[str, np.ndarray]:
         """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""
         crops, budget = {}, PixelBudget()
-        for key, data in self.store.get_jpegs(keys).items():
+        stored = self.store.get_within_bounds(keys)  # each once, within the byte bounds
+        for key in stored.too_large | stored.over_budget:
+            log.warning("crop %s not read: %s", key[:120], stored.unread_reason(key))
+            self.metrics.frames_corrupt.labels(stage=self.name).inc()
+        for key, data in stored.jpegs.items():
             if data is None:
                 continue
             try:

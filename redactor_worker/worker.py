@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
-from common.frame_store import FrameStore, decode_jpeg, encode_jpeg
+from common.frame_store import BoundedRead, FrameStore, decode_jpeg, encode_jpeg
 from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
@@ -64,8 +64,8 @@ class RedactStage:
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, RedactJob)
         keys = [f.frame.key for f in job.frames]
-        jpegs = self.store.get_jpegs(keys)
-        records = [self.with_reads(item, self.finish(item, jpegs[item.frame.key])) for item in job.frames]
+        stored = self.store.get_within_bounds([f.frame.key for f in job.frames if f.outcome == "done"])
+        records = [self.with_reads(item, self.finish(item, stored)) for item in job.frames]
         not_kept = Counter(r.detail for r in records if r.outcome == "done" and r.detail)
         for detail, frames in not_kept.items():  # once per job and cause: a full disk is not a line per frame
             log.warning("%d frames of batch %s redacted and recorded but %s", frames, job.batch_id[:80], detail)
@@ -84,11 +84,14 @@ class RedactStage:
         sweep finds them lost if no OCR job records them in time."""
         return replace(record, read_outcome="pending") if any(p.crop_key for p in item.plates) else record
 
-    def finish(self, item: DetectedFrame, jpeg: bytes | None) -> FrameRecord:
+    def finish(self, item: DetectedFrame, stored: BoundedRead) -> FrameRecord:
         """Blur and keep one frame (as the policy says); how it ended."""
         ref = item.frame
         if item.outcome != "done":
             return FrameRecord(ref, item.outcome, item.detail)
+        if unread := stored.unread_reason(ref.key):  # a forged job's: the detector reads within the same bounds
+            return FrameRecord(ref, "skipped", unread, len(item.plates))
+        jpeg = stored.jpegs.get(ref.key)
         if jpeg is None:
             self.metrics.frames_missing.labels(stage=self.name).inc()
             return FrameRecord(ref, "expired", "before redaction", len(item.plates))

@@ -117,3 +117,50 @@ def test_a_frame_that_cannot_be_kept_is_recorded_done_not_kept_and_the_rest_of_i
     assert rows[1] == ("cam", "done", None, True)
     assert rows[0][:2] == ("blocked", "done") and rows[0][2].startswith("not kept: ") and rows[0][3] is False
     assert caplog.text.count("1 frames of batch b redacted and recorded but not kept: ") == 1
+
+
+def test_a_stored_frame_past_the_byte_bound_is_not_read_and_recorded_skipped(
+    redis_url, postgres_url, tmp_path, settings, monkeypatch
+):
+    """The detector reads within the bounds; a forged redact job's padded frames, or one key named by
+    all 64 frames, had the redactor read gigabytes."""
+    from alpr.wiring import build_worker_context
+    from common import defaults
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=tmp_path / "kept",
+                           model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    payload = stored_job(connection, ("padded", "cam"))
+    connection.append(frame_key("padded:1:0"), b"\0" * 100_000)
+    monkeypatch.setattr(defaults, "MAX_FRAME_BYTES", 50_000)
+    build_worker_context("redact", loaded, connection, Metrics()).stage.handle(payload)
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT camera_id, outcome, detail, kept_path IS NOT NULL FROM frames ORDER BY 1").fetchall()
+    assert rows == [("cam", "done", None, True), ("padded", "skipped", "too large", False)]
+
+
+def test_a_crop_key_that_is_not_its_frames_and_a_frame_named_twice_are_malformed():
+    """An OCR job naming a raw frame's key as a crop deleted that frame before it was redacted; one frame
+    named 6,400 times had its crop read 6,400 times (3.4 GB)."""
+    from common.errors import InputError
+    from common.jobs import OcrJob, parse_job
+
+    ref = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                   source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
+    plate = {"box_xyxy": [1, 1, 9, 9], "confidence": 0.9, "crop_key": frame_key("cam:1:0:plate0")}
+    good = {
+        "batch_id": "b",
+        "stage": "ocr",
+        "v": 2,
+        "frames": [{"frame": ref.model_dump(mode="json"), "plates": [plate]}],
+    }
+    assert parse_job(good, OcrJob).frames[0].plates[0].crop_key == frame_key("cam:1:0:plate0")
+    for crop_key in (frame_key("cam:1:0"), frame_key("other:1:0:plate0"), frame_key("cam:1:0:plate0x")):
+        forged = {**good, "frames": [{**good["frames"][0], "plates": [{**plate, "crop_key": crop_key}]}]}
+        with pytest.raises(InputError, match="crop key"):
+            parse_job(forged, OcrJob)
+    with pytest.raises(InputError, match="named twice"):
+        parse_job({**good, "frames": good["frames"] * 2}, OcrJob)
