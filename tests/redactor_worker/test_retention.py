@@ -118,3 +118,18 @@ def test_a_kept_frame_is_for_its_owner_only_and_never_written_through_a_link(tmp
     with pytest.raises(LinkedKeepFolderError, match="cam2 is a symbolic link"):
         write_kept(kept_path(keep_dir, "cam2", "cam2:1:0", time.time()), b"jpeg")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_sweep_looks_only_into_days_that_can_hold_a_frame_old_enough(tmp_path, monkeypatch):
+    """Every kept file was looked at in every sweep (2.2 s a 100,000, the worker taking no job meanwhile);
+    a day that began after the cutoff (and the clocks' margin) holds none to delete."""
+    from pathlib import Path as PathType
+
+    now = time.time()
+    old = keep(kept_path(tmp_path, "cam", "cam:1:0", now - 100 * 3600), 100, now)
+    recent = keep(kept_path(tmp_path, "cam", "cam:1:1", now), 0, now)
+    globbed: list[str] = []
+    glob = PathType.glob
+    monkeypatch.setattr(PathType, "glob", lambda self, pattern: globbed.append(self.name) or glob(self, pattern))
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
+    assert not old.exists() and recent.exists() and globbed == [old.parent.name]
