@@ -61,6 +61,13 @@ MAX_VOTING_READS = 50
 MAX_DISTINCT_TEXTS = 50
 """Distinct texts a track counts (a new text replaces the least read one past this)."""
 
+MAX_OPEN_TRACKS = 200
+"""Most open tracks (vehicles in view) a camera keeps; past it the oldest-seen close. A car park shows
+a hundred plates at most (a frame holds at most DETECTOR_MAX_PLATES_PER_FRAME); a forged job of
+thousands of reads at one time had every read paired with thousands of tracks (4,000 reads took a
+round 58 s, past Postgres's idle-transaction limit: that camera never grouped again, and every other
+camera's round waited each time). A frame now costs at most 100 x 200 pairs."""
+
 STATE_VERSION = 1
 """Version of the dict `SightingTracker.to_state` writes; `from_state` refuses any other."""
 
@@ -134,7 +141,16 @@ class SightingTracker:
                 camera.tracks.append(Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS))
             else:
                 track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
-        return self._close(camera, camera.newest_s - self.gap_s)
+        crowded = self._close_oldest(camera, len(camera.tracks) - MAX_OPEN_TRACKS)
+        return sorted(crowded + self._close(camera, camera.newest_s - self.gap_s), key=_sighting_order)
+
+    def _close_oldest(self, camera: _Camera, count: int) -> list[Sighting]:
+        """Closes the camera's `count` tracks seen longest ago (none when count <= 0); their sightings."""
+        if count <= 0:
+            return []
+        camera.tracks.sort(key=lambda track: track.last.captured_at_s)
+        closed, camera.tracks = camera.tracks[:count], camera.tracks[count:]
+        return [track.to_sighting() for track in closed]
 
     def close_due(self, now_s: float) -> list[Sighting]:
         """Closes, on every camera, the tracks whose newest read is more than `gap_s` older than

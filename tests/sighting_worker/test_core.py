@@ -368,3 +368,21 @@ def test_observe_frame_takes_the_reads_of_one_frame(frame: list[Observation], ra
 def test_invalid_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SightingTracker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_camera_keeps_at_most_so_many_vehicles_in_view_and_closes_the_oldest_seen() -> None:
+    """A forged job of thousands of reads at one time paired each with thousands of open tracks (4,000
+    reads: 58 s, past Postgres's idle-transaction limit, every round); the oldest-seen close instead."""
+    from sighting_worker.grouping import MAX_OPEN_TRACKS
+
+    tracker = SightingTracker(GAP_S)
+    closed: list[Sighting] = []
+    for frame in range(5):  # 5 frames of 100 plates, all at one time, none near another
+        closed += tracker.observe_frame(
+            [
+                read(f"Q{frame:02d}X{i:03d}", t=0.0, frame=f"f{frame}", x=300.0 * i, y=90.0 * frame, index=i)
+                for i in range(100)
+            ]  # fmt: skip
+        )
+    assert len(closed) == 5 * 100 - MAX_OPEN_TRACKS and all(s.reads == 1 for s in closed)
+    assert len(tracker.close_all()) == MAX_OPEN_TRACKS
