@@ -64,7 +64,7 @@ class OcrStage:
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, OcrJob)
         crop_keys = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
-        crops = self.decode_crops(crop_keys)
+        crops, unreadable = self.decode_crops(crop_keys)
         logged: list[tuple[FrameRef, list[PlateRead]]] = []
         outcomes: list[ReadOutcome] = []
         at_side_edge: list[int] = []  # per frame, its reads of plates at the side edge (confidence capped)
@@ -77,7 +77,8 @@ class OcrStage:
                 logged.append((item.frame, []))
                 at_side_edge.append(0)
                 continue
-            outcomes.append("expired" if any(p.crop_key not in crops for p in to_read) else "done")
+            missing = {p.crop_key for p in to_read if p.crop_key not in crops}
+            outcomes.append("done" if not missing else "expired" if missing - unreadable else "corrupt")
             if outcomes[-1] == "expired":
                 self.metrics.frames_missing.labels(stage=self.name).inc()
             with self.metrics.core_cpu(self.name):
@@ -114,11 +115,13 @@ class OcrStage:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(frame.camera_id), reason="unknown_region").inc()
         return "refused"
 
-    def decode_crops(self, keys: list[str]) -> dict[str, np.ndarray]:
-        """Plate crops by key; an expired or undecodable crop is left out (counted), the rest are read."""
+    def decode_crops(self, keys: list[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Plate crops by key, and the keys of those there but not readable (not a JPEG, too large: a
+        frame's reads are then `corrupt`, not `expired` as they were); an expired crop is in neither."""
         crops, budget = {}, PixelBudget()
         stored = self.store.get_within_bounds(keys)  # each once, within the byte bounds
-        for key in stored.too_large | stored.over_budget:
+        unreadable = stored.too_large | stored.over_budget
+        for key in unreadable:
             log.warning("crop %s not read: %s", key[:120], stored.unread_reason(key))
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
         for key, data in stored.jpegs.items():
@@ -129,4 +132,5 @@ class OcrStage:
             except InputError as error:
                 log.warning("%s", error)
                 self.metrics.frames_corrupt.labels(stage=self.name).inc()
-        return crops
+                unreadable.add(key)
+        return crops, unreadable

@@ -18,7 +18,7 @@ from alpr.cli import main
 from alpr.democlip import make_clip
 from common import geometry
 from common.db import open_pool
-from common.frame_log import FrameLog
+from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
@@ -206,3 +206,33 @@ def test_cameras_named_by_jobs_from_outside_cannot_grow_the_metrics_without_end(
         for s in m.samples if s.name.endswith("_total")
     }  # fmt: skip
     assert skipped == {"c0": 1, "c1": 1, "c2": 1, OTHER_CAMERA: 7}
+
+
+def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
+    redis_url, postgres_url, settings, tmp_path, plate_frame
+):
+    """A crop that is not a JPEG was recorded `expired`: an operator looked for a TTL problem (migration 11)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    detected = []
+    for camera, stored in (
+        ("bad", b"not a jpeg"),
+        ("gone", None),
+        ("cam", encode_jpeg(geometry.crop(image, box, 0.08), 95)),
+    ):
+        frame = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
+                         source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
+        crop_key = frame_key(f"{camera}:1:0:plate0")
+        if stored is not None:
+            FrameStore(connection, 600).put_many([(crop_key, stored)])
+        detected.append(DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)]))
+    pool = open_pool(postgres_url)
+    try:
+        FrameLog(pool, patience_s=0).record_sampled([FrameRecord(d.frame, "pending") for d in detected])
+        enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="b", frames=detected), 60)
+        burst("ocr", redis_url, postgres_url, settings, tmp_path)
+        counts = FrameLog(pool, patience_s=0).read_outcome_counts()
+    finally:
+        pool.close()
+    assert counts == {"bad": {"corrupt": 1}, "gone": {"expired": 1}, "cam": {"done": 1}}
