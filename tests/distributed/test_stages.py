@@ -294,7 +294,7 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
     accounting = next(line for line in out.splitlines() if line.strip().startswith("cam") and "40" in line)
     frames, reads = accounting.split("|")
     assert frames.split()[:3] == ["cam", "40", "0"] and frames.split()[-1] == match[1]  # in the chain
-    assert reads.split() == ["0", "0", "0", "0"]  # no frame's reads pending, expired, lost or refused
+    assert reads.split() == ["0"] * 5  # no frame's reads pending, expired, corrupt, lost or refused
 
 
 def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, settings):
