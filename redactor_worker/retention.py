@@ -18,8 +18,9 @@ from common.jobs import CAMERA_ID_PATTERN
 from common.private_files import make_private_folders, write_private
 
 CLOCK_MARGIN_S = 3600.0
-"""A day folder that began more than this after the sweep's cutoff holds no frame to delete: a frame is
-written after its capture, on a clock this close to the capturing host's."""
+"""A day folder that began more than this after the sweep's cutoff (and not after now) holds no frame to
+delete: a frame is written after its capture, on a clock this close to the capturing host's. A day still
+to come is always looked into (an ingest host's clock ahead dates its frames there)."""
 
 DAY_FORMAT = "%Y-%m-%d"
 """A day folder's name: the UTC date its frames were captured on."""
@@ -109,14 +110,16 @@ def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = 
     Files another worker deletes meanwhile are skipped."""
     if not keep_dir.is_dir():
         return 0
-    cutoff = (time.time() if now is None else now) - max_age_s
+    now_s = time.time() if now is None else now
+    cutoff = now_s - max_age_s
     deleted = 0
     for camera in _folders(keep_dir, is_camera_name):
         emptied = False
         for day in _folders(camera, is_day_name):
             start_s = day_start_s(day.name)
-            if start_s is not None and start_s - CLOCK_MARGIN_S > cutoff:  # no frame of that day is old enough:
-                continue  # not looked at (every kept file was, every sweep: 2.2 s a 100,000, the worker idle)
+            if start_s is not None and cutoff + CLOCK_MARGIN_S < start_s <= now_s:  # a recent day: no frame of it
+                continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle);
+            # a day still to come is looked into: an ingest host's clock ahead dates its frames there
             for path in day.glob("*.jpg"):
                 with contextlib.suppress(FileNotFoundError):
                     if is_frame_name(camera.name, path.name) and path.is_file() and not path.is_symlink() \

@@ -133,3 +133,5 @@ def test_the_sweep_looks_only_into_days_that_can_hold_a_frame_old_enough(tmp_pat
     monkeypatch.setattr(PathType, "glob", lambda self, pattern: globbed.append(self.name) or glob(self, pattern))
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
     assert not old.exists() and recent.exists() and globbed == [old.parent.name]
+    ahead = keep(kept_path(tmp_path, "cam", "cam:1:2", now + 2 * 86400), 100, now)  # a capture clock days ahead
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1 and not ahead.exists()  # its day looked into
