@@ -198,17 +198,21 @@ class WatchList:
     def entries(self, include_expired: bool = False, expired_within_s: float = 0.0) -> list[WatchEntry]:
         """Every entry (only those not expired, or expired less than `expired_within_s` ago, unless
         asked), by list and plate."""
-        where = "" if include_expired else " WHERE expires_at IS NULL OR expires_at > now() - make_interval(secs => %s)"
+        where = (
+            ""
+            if include_expired
+            else " WHERE expires_at IS NULL OR expires_at > now() - make_interval(secs => %(within)s)"
+        )
         # a row written by hand (or before the bounds) past NEVER_FROM or before EARLIEST read as never / expired:
         # one Python could not hold failed every load, and the workers matched against no list at all
         expires = (
-            "CASE WHEN expires_at >= '9999-12-30+00' THEN NULL"
-            " WHEN expires_at < '1970-01-01+00' THEN '1970-01-01+00'::timestamptz ELSE expires_at END"
+            "CASE WHEN expires_at >= %(never_from)s THEN NULL"
+            " WHEN expires_at < %(earliest)s THEN %(earliest)s ELSE expires_at END"
         )
         with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
             rows = connection.execute(
                 f"SELECT plate, reason, list_name, {expires} FROM watchlist{where} ORDER BY list_name, plate",
-                () if include_expired else (expired_within_s,),
+                {"never_from": NEVER_FROM, "earliest": EARLIEST, "within": expired_within_s},
             ).fetchall()
         entries = []
         for row in rows:

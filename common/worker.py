@@ -123,9 +123,10 @@ def unfetchable(connection: redis.Redis, entry: bytes | str) -> str | None:
         job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
     except UnicodeDecodeError:
         return "an id that is not UTF-8"
-    if not JOB_ID_PATTERN.fullmatch(job_id.split(":", 1)[0]):  # the started registry adds :execution
+    job_id = job_id.split(":", 1)[0]  # the started registry adds :execution
+    if not JOB_ID_PATTERN.fullmatch(job_id):
         return "an id RQ does not allow"
-    if connection.type(Job.redis_job_namespace_prefix + job_id.split(":", 1)[0]) not in (b"hash", b"none"):
+    if connection.type(Job.redis_job_namespace_prefix + job_id) not in (b"hash", b"none"):
         return "a job key that is not a hash"
     return None
 
@@ -196,14 +197,18 @@ class StageWorker(SimpleWorker):
             for queue in self.queues:
                 self.drop_unfetchable(queue)
             super().clean_registries()
-        except BaseException as error:
-            for queue in self.queues:
-                queue.release_maintenance_lock()
-            if isinstance(error, StopRequested | KeyboardInterrupt | SystemExit):
-                raise
+        except StopRequested:
+            self.release_maintenance_locks()
+            raise
+        except Exception as error:
+            self.release_maintenance_locks()
             self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ sets it on success only: each next job cleaned again
             log.warning("%s: registry cleaning failed (%s); tried again at the next maintenance",
                         self.context.stage.name, error)  # fmt: skip
+
+    def release_maintenance_locks(self) -> None:
+        for queue in self.queues:
+            queue.release_maintenance_lock()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, but never once a stop was asked for: the worker takes no further job. A queue

@@ -88,6 +88,7 @@ class DetectStage:
         stored = self.store.get_within_bounds([f.key for f in job.frames])
         now = time.time()
         images: dict[str, np.ndarray] = {}
+        present: list[FrameRef] = []  # each key's first frame, decoded
         passed_on: list[DetectedFrame] = []  # frames that are not detected, with why
         budget = PixelBudget()
         named: set[str] = set()
@@ -109,14 +110,14 @@ class DetectStage:
             else:
                 try:
                     images[ref.key] = decode_jpeg(data, ref.key, budget)
+                    present.append(ref)
                 except PixelBudgetError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "skipped", "over job pixel budget"))
                 except InputError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
-        firsts = {id(first) for first in {f.key: f for f in reversed(job.frames)}.values()}  # each key's first
-        return [f for f in job.frames if f.key in images and id(f) in firsts], images, passed_on
+        return present, images, passed_on
 
     def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
         if outcome == "expired":
