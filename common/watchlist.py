@@ -229,21 +229,23 @@ class WatchList:
             row = connection.execute("SELECT version FROM watchlist_version").fetchone()
         return int(row[0]) if row else 0
 
-    def import_csv(self, path: Path) -> int:
+    def import_csv(self, path: Path) -> tuple[int, int]:
         """Add or update every entry of a CSV file (header `plate,reason[,expires_at][,list]`) in one
-        transaction; returns their number. The whole file is checked first: any fault imports nothing
-        and is reported with its line."""
+        transaction; returns (entries, rows): a plate named again in its list is one entry, its last
+        row winning. The whole file is checked first: any fault imports nothing and is reported with
+        its line."""
         from common.watchlist_csv import read_csv  # it builds WatchEntry: imported here, not in a cycle
 
-        entries = read_csv(path)
+        rows = read_csv(path)
         with self.pool.connection() as connection, connection.transaction():
-            _upsert(connection, entries)
-        return len(entries)
+            entries = _upsert(connection, rows)
+        return entries, len(rows)
 
 
-def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> None:
+def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> int:
     """One statement however many entries (the table's change trigger fires once; 100,000 statements
-    took minutes), the last of a plate listed twice in a list winning, as the entries are given."""
+    took minutes), the last of a plate listed twice in a list winning, as the entries are given; the
+    number of distinct entries written."""
     last = list({(e.list_name, e.plate): e for e in entries}.values())
     connection.execute(
         "INSERT INTO watchlist (list_name, plate, reason, expires_at)"
@@ -256,6 +258,7 @@ def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> No
             [e.expires_at for e in last],
         ),
     )
+    return len(last)
 
 
 CLOCK_MARGIN_S = 60.0

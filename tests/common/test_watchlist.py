@@ -148,17 +148,26 @@ QQ1,note,2030-07-01,
 
 def test_import_csv_adds_every_entry_and_again_changes_nothing(pool, tmp_path):
     watch = WatchList(pool)
-    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == 3
+    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == (3, 3)
     expected = [
         WatchEntry("AB123CD", "stolen"),
         WatchEntry("QQ1", "note", expires_at=datetime(2030, 7, 2, tzinfo=UTC)),  # a date: listed through it
         WatchEntry("XY9876", "unpaid fines, twice", "police", datetime(2030, 7, 1, 10, tzinfo=UTC)),
     ]
     assert watch.entries() == expected
-    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == 3  # an upsert: no duplicates, no error
+    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == (3, 3)  # an upsert: no duplicates, no error
     assert watch.entries() == expected
-    assert watch.import_csv(write(tmp_path, "reason,plate\nrecovered,AB123CD\n")) == 1  # any column order
+    assert watch.import_csv(write(tmp_path, "reason,plate\nrecovered,AB123CD\n")) == (1, 1)  # any column order
     assert watch.entries()[0] == WatchEntry("AB123CD", "recovered")
+
+
+def test_a_plate_named_again_in_its_list_is_one_entry_and_its_last_row_counts(pool, tmp_path):
+    watch = WatchList(pool)
+    csv = "plate,reason,list\nAB1,first,\nab-1,second,\nAB1,elsewhere,police\nCD2,x,\n"
+    assert watch.import_csv(write(tmp_path, csv)) == (3, 4)
+    assert watch.entries() == [
+        WatchEntry("AB1", "second"), WatchEntry("CD2", "x"), WatchEntry("AB1", "elsewhere", "police")
+    ]  # fmt: skip
 
 
 def many_rows(count: int) -> str:
@@ -194,7 +203,7 @@ def test_a_faulty_csv_imports_nothing_and_names_its_line(pool, tmp_path, content
     watch.add(WatchEntry("KEEP1", "listed before"))
     path = write(tmp_path, content)
     if message is None:  # the positive control: the same shape of file, within the limits, imports
-        assert watch.import_csv(path) == MAX_CSV_ROWS
+        assert watch.import_csv(path) == (MAX_CSV_ROWS, MAX_CSV_ROWS)
         assert len(watch.entries()) == MAX_CSV_ROWS + 1
         return
     with pytest.raises(InputError, match=rf"^{re.escape(str(path))}(, |: ){re.escape(message)}") as raised:
@@ -213,6 +222,11 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     capsys.readouterr()
     path = write(tmp_path, "plate,reason\nZZ9,from a file\n")
     assert alpr(capsys, postgres_url, "import", str(path)) == (0, ["imported 1 entries"], [])
+    path = write(tmp_path, "plate,reason\nZZ9,from a file\nZZ9,again\nZZ8,x\n")
+    assert alpr(capsys, postgres_url, "import", str(path)) == (
+        0, ["imported 2 entries (1 rows named a plate of their list again: the last of them counts)"], []
+    )  # fmt: skip
+    assert alpr(capsys, postgres_url, "remove", "ZZ8")[0] == 0
     assert alpr(capsys, postgres_url, "remove", "ZZ9")[0] == 0
     assert alpr(capsys, postgres_url, "add", "ab-123 cd", "--reason", "stolen car") == (
         0, ["AB123CD is on the list default"], []
