@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,18 @@ def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
-DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
-"""An expiry given as a date alone (ISO 8601, extended or basic)."""
+WEEK_ONLY = re.compile(r"\d{4}-?W\d{2}")
+"""An expiry given as an ISO week alone (2030-W27): listed through that week's Sunday."""
+
+
+def _listed_through(text: str) -> timedelta:
+    """How long after the moment it names an expiry without a time of day ends: a day (a calendar,
+    week or ordinal date: 2030-07-01, 2030-W27-1), a week (2030-W27), nothing (a date and time)."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return timedelta(0)
+    return timedelta(days=7 if WEEK_ONLY.fullmatch(text) else 1)
 
 
 def normalise_plate(text: str) -> str:
@@ -73,7 +83,8 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 def parse_expiry(text: str) -> datetime | None:
     """An ISO-8601 date or date and time ('' = never); without a time zone it is UTC; kept in UTC. A date
     alone lists the plate through that day: it ends when the next begins (2030-07-01 ended as 1 July
-    began, where an operator reads "expires on 1 July" as listed that day). From NEVER_FROM on: never."""
+    began, where an operator reads "expires on 1 July" as listed that day), in every form Python reads
+    (2030-W27-1 the same; a week alone, 2030-W27, through its Sunday). From NEVER_FROM on: never."""
     if not text.strip():
         return None
     try:
@@ -81,9 +92,7 @@ def parse_expiry(text: str) -> datetime | None:
         moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
         if moment >= NEVER_FROM:
             return None
-        if DATE_ONLY.fullmatch(text.strip()):
-            moment += timedelta(days=1)
-        moment = moment.astimezone(UTC)
+        moment = (moment + _listed_through(text.strip())).astimezone(UTC)
     except ValueError:
         raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
     except OverflowError:  # year 1 ahead of UTC

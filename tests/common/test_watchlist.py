@@ -418,6 +418,10 @@ def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_st
     [
         ("2030-07-01", datetime(2030, 7, 2, tzinfo=UTC)),  # a date alone: through that day
         ("20300701", datetime(2030, 7, 2, tzinfo=UTC)),
+        ("2030-W27-1", datetime(2030, 7, 2, tzinfo=UTC)),  # the same day as an ISO week date: it ended as it began
+        ("2030W271", datetime(2030, 7, 2, tzinfo=UTC)),
+        ("2030-W27", datetime(2030, 7, 8, tzinfo=UTC)),  # a week alone: through its Sunday
+        ("2030-07-01T00:00+02:00", datetime(2030, 6, 30, 22, tzinfo=UTC)),
         ("2030-07-01T00:00", datetime(2030, 7, 1, tzinfo=UTC)),  # a time says when
         ("2030-07-01T12:00:00+02:00", datetime(2030, 7, 1, 10, tzinfo=UTC)),
         ("", None),
