@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
             expires = entry.expires_at.astimezone(UTC).isoformat(timespec="seconds") if entry.expires_at else "never"
             print(f"{entry.plate:<16} {entry.list_name:<16} {expires:<25} {entry.reason}")
     else:
-        entries, rows = watch.import_csv(args.csv_path)
-        again = f" ({rows - entries} rows named a plate of their list again: the last of them counts)"
-        print(f"imported {entries} entries{again if rows > entries else ''}")
+        imported, rows = watch.import_csv(args.csv_path)
+        again = f" ({rows - imported} rows named a plate of their list again: the last of them counts)"
+        print(f"imported {imported} entries{again if rows > imported else ''}")
     return 0
