@@ -68,8 +68,13 @@ thousands of reads at one time had every read paired with thousands of tracks (4
 round 58 s, past Postgres's idle-transaction limit: that camera never grouped again, and every other
 camera's round waited each time). A frame now costs at most 100 x 200 pairs."""
 
-STATE_VERSION = 1
-"""Version of the dict `SightingTracker.to_state` writes; `from_state` refuses any other."""
+STATE_VERSION = 2
+"""Version of the dict `SightingTracker.to_state` writes; `from_state` reads it and READABLE_VERSIONS,
+and refuses any other. Version 2 keeps a track's voting reads as [text, confidence] (version 1: whole
+observations): a worker of the earlier version fails on it, camera by camera, while the newer
+workers group those cameras."""
+
+READABLE_VERSIONS = (1, STATE_VERSION)
 
 
 def _sighting_order(sighting: Sighting) -> tuple[float, str]:
@@ -239,8 +244,8 @@ class SightingTracker:
         max_voting_reads: int = MAX_VOTING_READS,
     ) -> SightingTracker:
         """A tracker that goes on where the one that wrote `state` (`to_state`) stood."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"tracker state version {STATE_VERSION} expected, but got {state.get('version')!r}")
+        if state.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"tracker state version {READABLE_VERSIONS} expected, but got {state.get('version')!r}")
         tracker = cls(gap_s, max_text_distance, max_center_shift, max_voting_reads)
         for camera_id, camera in state["cameras"].items():
             tracks = [Track.from_state(track) for track in camera["tracks"]]

@@ -23,12 +23,29 @@ each disagreeing read lowers it: 7ABC284 read five times at 0.9, once of them as
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple, Protocol
 
-from common.types import Observation
+
+class Voter(Protocol):
+    """What a read brings to the vote: its text and its confidence (an `Observation` does, a `Ballot` too)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
 
 
-def _confidence(observation: Observation) -> float:
-    return observation.confidence
+class Ballot(NamedTuple):
+    """A read as the vote keeps it: nothing but its text and its confidence (a track keeps up to 50 of
+    a parked car's reads, whole observations made its saved state ten times as large)."""
+
+    text: str
+    confidence: float
+
+
+def _confidence(read: Voter) -> float:
+    return read.confidence
 
 
 def _winner(tally: dict[str, list[float]], preferred: str) -> str:
@@ -45,7 +62,7 @@ def _certainty(tally: dict, winner: object) -> float:  # type: ignore[type-arg]
     return 1.0 / (1.0 + ratio**2)
 
 
-def _vote_length(reads: list[Observation]) -> tuple[int, float]:
+def _vote_length(reads: list[Voter]) -> tuple[int, float]:
     """The confidence-weighted majority length among the reads (ties: more reads, the best read's), and
     its certainty."""
     tally: dict[int, list[float]] = {}
@@ -58,7 +75,7 @@ def _vote_length(reads: list[Observation]) -> tuple[int, float]:
     return length, _certainty(tally, length)
 
 
-def _vote_position(reads: list[Observation], position: int, best_char: str) -> tuple[str, float]:
+def _vote_position(reads: list[Voter], position: int, best_char: str) -> tuple[str, float]:
     """The winning character at `position` among reads of one length, and best_i * certainty_i."""
     tally: dict[str, list[float]] = {}
     for read in reads:
@@ -71,10 +88,10 @@ def _vote_position(reads: list[Observation], position: int, best_char: str) -> t
     return char, tally[char][2] * _certainty(tally, char)
 
 
-def vote(observations: Iterable[Observation]) -> tuple[str, float]:
+def vote(voters: Iterable[Voter]) -> tuple[str, float]:
     """The voted plate text of these reads and the sighting confidence (see the module docstring);
     ("", 0.0) when no read has text."""
-    reads = [observation for observation in observations if observation.text]
+    reads = [read for read in voters if read.text]
     if not reads:
         return "", 0.0
     length, length_certainty = _vote_length(reads)
