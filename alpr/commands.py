@@ -162,15 +162,16 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     threshold = settings.ocr_min_confidence
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
           f"confidence threshold {threshold:g}")  # fmt: skip
-    print(f"{'set':<16} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} "
+    print(f"{'set':<16} {'region':<6} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} "
           f"{'coverage':>8} {'wrong/acc':>9} {'ms/img':>7}")  # fmt: skip
     for name, r in results.items():
         det50 = "-" if r["detection_recall_iou50"] is None else f"{r['detection_recall_iou50']:.3f}"
         det30 = "-" if r["detection_recall_iou30"] is None else f"{r['detection_recall_iou30']:.3f}"
         wrong = "-" if r["wrong_among_accepted"] is None else f"{r['wrong_among_accepted']:.3f}"
         print(
-            f"{name:<16} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} {r['exact_topn']:>6.3f} "
-            f"{r['wrong_above_threshold']:>9.3f} {r['coverage']:>8.3f} {wrong:>9} {r['ms_per_image']:>7.1f}"
+            f"{name:<16} {r['region']:<6} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} "
+            f"{r['exact_topn']:>6.3f} {r['wrong_above_threshold']:>9.3f} {r['coverage']:>8.3f} {wrong:>9} "
+            f"{r['ms_per_image']:>7.1f}"
         )
     print("\nreliability (best read's confidence: reads, share exactly right), all sets together:")
     for index, row in enumerate(next(iter(results.values()))["reliability"]):
@@ -181,6 +182,9 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
             if reads
             else f"  {row['confidence']}:    0 reads"
         )
+    if any(r["region"] != name for name, r in results.items()):
+        print(f"\n(a set whose folder is not named after a region (us, eu, br) is read with "
+              f"{settings.ocr_region}'s plate formats: --region or ALPR_OCR_REGION sets them)")  # fmt: skip
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
                                    for name, r in results.items()))  # fmt: skip
     if args.json_path:

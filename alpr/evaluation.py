@@ -266,18 +266,20 @@ def evaluate(
     keep: Callable[[Sample], bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per dataset folder under `root`, keyed by folder name, over the samples `keep` accepts
-    (all by default); with `errors`, each folder's per-image outcomes go there too."""
+    (all by default), each with the region whose formats read it (the folder's name where it is one,
+    else the configured region); with `errors`, each folder's per-image outcomes go there too."""
     folders = dataset_folders(root)
     detector = None
     results: dict[str, dict[str, Any]] = {}
     for folder in folders:
-        reader = build_reader(settings, region_for(folder, settings.ocr_region))
+        region = region_for(folder, settings.ocr_region)
+        reader = build_reader(settings, region)
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
         tally, crops, outcomes = evaluate_folder(
             folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep
         )
-        results[folder.name] = tally.as_dict(crops)
+        results[folder.name] = {**tally.as_dict(crops), "region": region}
         if errors is not None:
             errors[folder.name] = outcomes
     return results

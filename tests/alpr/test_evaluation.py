@@ -44,7 +44,7 @@ def test_eval_scenes_per_region(datasets_dir, tmp_path, settings, capsys):
     assert len(rows) == 30 and {r["set"] for r in rows} == {"us", "eu", "br"}
     for region, floor in (("us", 0.3), ("eu", 0.5), ("br", 0.6)):
         subset = metrics["subsets"][region]
-        assert set(subset) >= SUBSET_KEYS
+        assert set(subset) >= SUBSET_KEYS and subset["region"] == region
         mine = [r for r in rows if r["set"] == region]
         right = sum(r["cause"] == "right" for r in mine)
         assert right == round(subset["exact_top1"] * 10) and all(r["cause"] != "right" or r["truth"] == r["best_read"]
@@ -58,7 +58,7 @@ def test_eval_scenes_per_region(datasets_dir, tmp_path, settings, capsys):
         within = sum(r["cause"] == "right within top-N" for r in mine)  # read, but not as the best
         assert round(subset["exact_topn"] * 10) == right + within and subset["causes"].get("right", 0) == right
     table = capsys.readouterr().out
-    assert "top1" in table and "br" in table
+    assert "top1" in table and "br" in table and "is read with" not in table
 
 
 def eval_crops(folder, tmp_path, settings, rows, name):
@@ -72,7 +72,7 @@ def eval_crops(folder, tmp_path, settings, rows, name):
         return json.loads(out.read_text()), list(csv.DictReader(handle))
 
 
-def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_dir, tmp_path, settings):
+def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_dir, tmp_path, settings, capsys):
     """Twenty real crops: exact_top1 and exact_topn are what the reader itself reads, and ground truth
     made wrong for some of the crops read right lowers them by exactly that many (a positive control)."""
     src = datasets_dir / "openalpr-plates"
@@ -90,6 +90,8 @@ def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_d
 
     metrics, errors = eval_crops(dst, tmp_path, settings, rows, "true")
     assert metrics["engine"] == "tesseract" and metrics["n"] == 20
+    assert metrics["subsets"]["crops"]["region"] == settings.ocr_region  # the folder's name is no region
+    assert f"is read with {settings.ocr_region}'s plate formats" in capsys.readouterr().out
     assert metrics["detection_recall_iou50"] is None
     assert (metrics["exact_top1"], metrics["exact_topn"]) == (len(right) / 20, len(in_top_n) / 20)
     assert {r["image"] for r in errors if r["cause"] == "right"} == {row[0] for row in right}
