@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import re
 import socket
 import threading
 import time
@@ -64,6 +65,16 @@ def source_tag(uri: str) -> str:
     path = Path(uri).resolve()
     status = path.stat()
     return hashlib.sha1(f"{path}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+HOST_PART_CHARS = 64
+"""The most characters of the host name a node's id (and so its jobs' batch ids) carries."""
+
+
+def host_part(hostname: str) -> str:
+    """The host name as a node id may carry it (letters, digits, `_ . -`; others become `-`): a host
+    named "cam node" failed the first job's id check, and the node stopped with its frames unrecorded."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", hostname)[:HOST_PART_CHARS] or "host"
 
 
 @dataclass
@@ -144,7 +155,7 @@ class IngestNode:
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
-        self.node_id = f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+        self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
 

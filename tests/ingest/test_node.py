@@ -279,3 +279,26 @@ def test_a_node_stopping_while_redis_stalls_tries_it_once_not_once_per_batch(red
     summary = node.run(max_seconds=0.5)
     assert len(attempts_after_stop) <= 1, attempts_after_stop
     assert summary.ingested["cam"] == 0 and summary.skipped["cam"] >= 2
+
+
+@pytest.mark.parametrize("hostname", ["cam node", "caméra-1", "x" * 300, "@@"])
+def test_a_host_of_any_name_queues_its_frames(redis_url, tmp_path, monkeypatch, hostname):
+    """The node's id, and so every job's batch id, carries the host name: a host named "cam node" failed
+    the first job's id check and the node stopped with its frames unrecorded. The host's name is set
+    for this process alone (it cannot be set for real here)."""
+    import socket
+
+    from ingest.node import host_part
+
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    settings = Settings.load({}, redis_url=redis_url)
+    connection = connect_redis(redis_url)
+    node = IngestNode([CameraConfig(id="cam", source=str(folder), realtime=False)], settings, connection, connection,
+                      Metrics(), None)  # fmt: skip
+    summary = run_node(node, folder / "none", timeout_s=30)
+    assert summary.ingested["cam"] == 1 and summary.jobs == 1
+    assert node.node_id.startswith(host_part(hostname) + "-") and len(host_part(hostname)) <= 64
+    assert host_part("cam node") == "cam-node" and host_part("") == "host"
