@@ -236,13 +236,19 @@ class IngestNode:
         """Sample one pass of the source into the pending jobs (or skip, when the chain is full). A file
         played in real time keeps one schedule across the passes of a loop: each pass starts a sample
         interval after the last frame of the one before (a looping single image ran unpaced: each pass
-        started at once, thousands of frames a second)."""
+        started at once, thousands of frames a second). Held up past a sample interval, it plays on from
+        where it stood, as a paused video does: no burst to catch up."""
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
         for frame in source.samples():
             if self.stop.is_set():
                 return
             if camera.realtime and not source.is_stream:
+                interval_s = 1.0 / camera.sample_fps
+                if time.monotonic() - (started + frame.source_time_s) > interval_s:  # held up (the chain full,
+                    # Redis away): it plays on an interval after the frame that waited; caught up at once,
+                    # it dated seconds of footage within 50 ms
+                    started = time.monotonic() - frame.source_time_s + interval_s
                 self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic()))
                 run.next_pass_s = started + frame.source_time_s + 1.0 / camera.sample_fps
             with self.intake:

@@ -302,3 +302,33 @@ def test_a_host_of_any_name_queues_its_frames(redis_url, tmp_path, monkeypatch, 
     assert summary.ingested["cam"] == 1 and summary.jobs == 1
     assert node.node_id.startswith(host_part(hostname) + "-") and len(host_part(hostname)) <= 64
     assert host_part("cam node") == "cam-node" and host_part("") == "host"
+
+
+def test_a_file_played_in_real_time_plays_on_after_a_hold_up_without_a_burst(redis_server, tmp_path):
+    """A file in real time stands in for a live camera. Held up by a Redis outage, its schedule fell
+    behind and it caught up at once: seconds of footage were dated within milliseconds (a car's reads
+    all at one instant). Now it plays on from where it stood, a sample interval between frames."""
+    from common.queues import stage_queue
+
+    clip = tmp_path / "cam.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for i in range(300):  # 30 s of footage
+        writer.write(np.full((120, 160, 3), i % 250, np.uint8))
+    writer.release()
+    connection = connect_redis(redis_server.url)
+    settings = Settings.load({}, redis_url=redis_server.url, frames_per_job=1, max_batch_wait_ms=50)
+    camera = CameraConfig(id="file", source=str(clip), sample_fps=5, realtime=True)
+    node = IngestNode([camera], settings, connection, connection, Metrics(), None)
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": 16.0}, daemon=True)
+    runner.start()
+    time.sleep(2.0)
+    redis_server.stop()  # the frames queued so far go with it (this server keeps nothing)
+    time.sleep(4.0)
+    redis_server.start()
+    runner.join(40)
+    assert not runner.is_alive()
+    jobs = stage_queue(connection, "detect").get_jobs()
+    times = sorted(frame["captured_at_s"] for job in jobs for frame in job.args[0]["frames"])
+    assert len(times) >= 8, times  # frames after the outage: the node reconnected and went on
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert min(gaps) > 0.1, gaps  # 0.2 s apart, but across the outage (a burst was 1 ms apart)
