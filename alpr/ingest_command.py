@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from alpr.wiring import frame_ledger, reach_frame_store, reach_redis
+from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
@@ -31,8 +32,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
                 check_source(camera.source)
             except InputError as error:
                 raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
-    connection = reach_redis(settings)
-    frames = reach_frame_store(settings, connection)
+    connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
+    frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port, settings.metrics_address)

@@ -69,13 +69,16 @@ def build_reader(
     return PlateReader(ocr_settings(settings, region, calibrated, format_weight))
 
 
-def reach_redis(settings: Settings, url: str | None = None, what: str = "queues") -> redis.Redis:
-    """A checked connection to the queues' Redis (or, with `url`, another: the frame store's)."""
+def reach_redis(
+    settings: Settings, url: str | None = None, what: str = "queues", timeout_s: float = defaults.REDIS_TIMEOUT_S
+) -> redis.Redis:
+    """A checked connection to the queues' Redis (or, with `url`, another: the frame store's), whose
+    commands wait `timeout_s` at most for an answer."""
     url = url or settings.redis_url
     if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
         log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
     log.info("Redis for the %s: %s", what, mask_url(url))
-    connection = connect_redis(url, settings.secret("redis_password"))
+    connection = connect_redis(url, settings.secret("redis_password"), timeout_s)
     try:
         connection.ping()
     except redis.RedisError as error:
@@ -83,11 +86,13 @@ def reach_redis(settings: Settings, url: str | None = None, what: str = "queues"
     return connection
 
 
-def reach_frame_store(settings: Settings, queues: redis.Redis) -> redis.Redis:
+def reach_frame_store(
+    settings: Settings, queues: redis.Redis, timeout_s: float = defaults.REDIS_TIMEOUT_S
+) -> redis.Redis:
     """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another; a
     WARNING when it writes to disk (raw frames would reach it)."""
     shared = settings.store_url == settings.redis_url
-    connection = queues if shared else reach_redis(settings, settings.store_url, "frame store")
+    connection = queues if shared else reach_redis(settings, settings.store_url, "frame store", timeout_s)
     warn_if_frames_persist(connection, settings.store_url, shared)
     return connection
 

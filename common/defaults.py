@@ -214,6 +214,14 @@ DB_ATTEMPT_S = 2.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+REDIS_TIMEOUT_S = 30.0
+"""How long a Redis command may wait for its answer (a worker's dequeue blocks for less)."""
+
+INGEST_REDIS_TIMEOUT_S = 10.0
+"""The same for an ingest node, which never blocks on Redis: a stop while Redis stalled (no answer, a
+full disk or a paused server) waited 30 s on the batch being stored before recording the frames in
+hand, past a supervisor's grace (Docker's 10 s unless told; the compose file gives ingest 60 s)."""
+
 CAMERA_STOP_S = 5.0
 """How long a stopping ingest node waits for all its camera threads together (one stuck in a read is
 left behind) before it records the frames in hand: well within a supervisor's grace (Docker's 10 s)."""

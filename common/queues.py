@@ -64,11 +64,11 @@ RETRIES = Retry(max=defaults.JOB_RETRIES)
 No interval: intervals need RQ's scheduler process, whose shutdown can hang a stopping worker."""
 
 
-def connect_redis(url: str, password: str | None = None) -> redis.Redis:
+def connect_redis(url: str, password: str | None = None, timeout_s: float = defaults.REDIS_TIMEOUT_S) -> redis.Redis:
     """A Redis client with timeouts, so a dead server is an error, not a hang. `password` is used
     when the URL carries none."""
     return redis.Redis.from_url(
-        url, password=password, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+        url, password=password, socket_connect_timeout=5, socket_timeout=timeout_s, health_check_interval=30
     )
 
 

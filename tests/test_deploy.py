@@ -284,6 +284,14 @@ def test_only_prometheus_and_grafana_are_published_and_on_this_host_only():
     assert not any("expose" in service for service in ALPR_SERVICES.values())
 
 
+def test_an_ingest_node_stopping_has_the_time_to_record_every_frame_in_hand():
+    """A stop waits for the camera threads, for a batch Redis does not answer, then writes the frames
+    log: Docker's default 10 s grace killed the node first, its frames in hand unrecorded."""
+    needed_s = defaults.CAMERA_STOP_S + defaults.INGEST_REDIS_TIMEOUT_S + defaults.LEDGER_CLOSE_S
+    grace = SERVICES["ingest"]["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) >= needed_s + 10, (grace, needed_s)
+
+
 def test_the_redactor_keeps_frames_in_an_absolute_folder_on_a_volume(secrets_dir: Path):
     redact = ALPR_SERVICES["redact"]
     settings = Settings.load(container_environment(redact, secrets_dir))

@@ -182,3 +182,33 @@ def test_redis_restart_without_persistence_loses_no_frame_in_silence(
             process.terminate()
         for process in processes.values():
             process.wait(timeout=30)
+
+
+def test_an_ingest_node_stopped_while_redis_stalls_records_every_frame_within_its_grace(
+    redis_server: PrivateRedis, postgres_url, settings, tmp_path
+):
+    """Redis that stops answering (a paused server, a full disk) held the batch being stored for the
+    client's 30 s timeout: a SIGTERM then took 30 s, past a supervisor's grace (Docker's 10 s unless
+    told), and the frames in hand went unrecorded when it killed the node. Ingest's commands now wait
+    10 s at most and compose gives it 60 s: it ends well within, every sampled frame recorded."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    env = fault_env(redis_server.url, postgres_url, settings, tmp_path)
+    log = tmp_path / "ingest.log"
+    ingest = alpr_process(env, ["ingest", "--cameras", str(one_camera(tmp_path, loop=True))], log)
+    assert redis_server.process is not None
+    try:
+        wait_for(lambda: count(postgres_url, "SELECT count(*) FROM frames") >= 8, 90, "frames queued")
+        redis_server.process.send_signal(signal.SIGSTOP)  # it keeps its connections and answers nothing
+        time.sleep(2.0)  # a batch is being stored
+        ingest.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        ingest.wait(timeout=60)
+        took_s = time.monotonic() - started
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+        if ingest.poll() is None:
+            ingest.kill()
+    assert took_s < 20, (took_s, log.read_text()[-2000:])  # 30 s and more before
+    sampled = sampled_by_ingest(log)
+    assert count(postgres_url, "SELECT count(*) FROM frames") == sampled
+    assert count(postgres_url, "SELECT count(*) FROM frames WHERE detail = 'redis unavailable'") >= 1
