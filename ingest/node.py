@@ -155,6 +155,7 @@ class IngestNode:
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
+        self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
@@ -290,7 +291,8 @@ class IngestNode:
             self.unread(ref, frame)
             return
         if self.depth >= self.settings.max_queue_depth:
-            self.skip(ref, "node_stopped" if offline else "backpressure")  # recorded footage: stopped waiting
+            # recorded footage: stopped waiting; a live camera: the chain full, or the depth unknown
+            self.skip(ref, "node_stopped" if offline else "redis_unavailable" if self.redis_down else "backpressure")
             return
         try:
             data = encode_jpeg(frame.image, self.settings.jpeg_quality)
@@ -306,7 +308,8 @@ class IngestNode:
                     self.pending.put_nowait((ref, data))
                     return
             if source.is_stream or self.stop.is_set():
-                self.skip(ref, "node_busy" if source.is_stream else "node_stopped")
+                busy: SkipReason = "redis_unavailable" if self.redis_down else "node_busy"  # the packing waits it out
+                self.skip(ref, busy if source.is_stream else "node_stopped")
                 return
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
 
@@ -320,11 +323,14 @@ class IngestNode:
                 return
             try:
                 self.store_and_queue(batch)
+                self.redis_up()
                 break
             except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
+                self.redis_up()
                 self.skip_while_full(batch)
                 return
             except redis.RedisError as error:
+                self.redis_down = True
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     self.stop.set()  # --max-seconds holds while Redis is away
                 if self.stop.is_set():
@@ -373,13 +379,26 @@ class IngestNode:
         if self.redis_gone:
             return
         unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
-        with contextlib.suppress(redis.RedisError):  # keep the last known depth; flush() reports the outage
+        try:
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
             add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported)}, pipeline=pipe)
             self.depth = sum(pipe.execute()[: len(self.queue_keys)])
-            self.skipped_reported.update(unreported)
+        except redis.RedisError as error:  # the last known depth is kept; the cameras' skips say why
+            if not self.redis_down:  # at the queue limit no batch goes out: an outage was never logged
+                log.warning("Redis unavailable (%s): frames are skipped as redis_unavailable until it answers",
+                            mask_url(str(error)))  # fmt: skip
+            self.redis_down = True
+            return
+        self.skipped_reported.update(unreported)
+        self.redis_up()
+
+    def redis_up(self) -> None:
+        """Redis answered: after an outage, logged once."""
+        if self.redis_down:
+            log.info("Redis answers again")
+        self.redis_down = False
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has ended (files without loop), `max_seconds`, or stop()."""

@@ -111,8 +111,45 @@ def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames
         redis_server.stop()
         runner.join(30)
     assert not runner.is_alive()
-    busy = metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "live", "reason": "node_busy"})
+    gone = {"camera": "live", "reason": "redis_unavailable"}  # why: the packing waits out Redis (node_busy before)
+    busy = metrics.registry.get_sample_value("alpr_frames_skipped_total", gone)
     assert busy is not None and busy >= 12, busy  # ~6 s down at 5 a second, less the few frames held
+
+
+def test_an_outage_at_the_queue_limit_is_logged_and_its_skips_say_redis(redis_server, tmp_path, caplog):
+    """At the queue limit no batch goes out, so no write failed: a Redis outage there was never logged,
+    and every frame skipped meanwhile was recorded as back-pressure."""
+    from common.queues import queue_keys
+
+    clip = tmp_path / "cam.mp4"
+    make_clip(clip, ("KPX4721",))
+    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
+    connection = connect_redis(redis_server.url)
+    connection.rpush(queue_keys()["detect"], "a-job-waiting")  # the chain is full
+    settings = Settings.load({}, redis_url=redis_server.url, max_queue_depth=1)
+    metrics = Metrics()
+
+    def skipped(reason: str) -> float:
+        return metrics.registry.get_sample_value("alpr_frames_skipped_total", {"camera": "live", "reason": reason})
+
+    caplog.set_level("INFO", logger="ingest.node")
+    with mjpeg_camera(jpegs, fps=10) as url:
+        node = IngestNode([CameraConfig(id="live", source=url, sample_fps=5)], settings, connection, connection,
+                          metrics, None)  # fmt: skip
+        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 9.0}, daemon=True)
+        runner.start()
+        time.sleep(2.5)
+        assert skipped("backpressure") >= 5 and skipped("redis_unavailable") == 0  # the positive control
+        redis_server.stop()
+        time.sleep(3.5)
+        assert skipped("redis_unavailable") >= 8
+        redis_server.start()
+        connection.rpush(queue_keys()["detect"], "a-job-waiting")  # this server kept nothing
+        runner.join(30)
+    assert not runner.is_alive()
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(m.startswith("Redis unavailable") for m in messages) == 1, messages  # once, not per refresh
+    assert "Redis answers again" in messages
 
 
 def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_when_the_node_stops(
