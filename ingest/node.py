@@ -44,6 +44,7 @@ from common.queues import (
     stage_queue,
 )  # fmt: skip
 from ingest.cameras import CameraConfig
+from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
 
@@ -86,11 +87,11 @@ class NodeSummary:
     jobs: int = 0
 
 
+CLOCK_DISAGREEMENT_S = 60.0
+"""How far this host's clock may lie from Redis's before it is warned of."""
+
 CAPTURE_STEP_S = 0.001
 """The least time between two frames' capture times of one camera (see CameraRun.capture_time)."""
-
-CLOCK_STEP_WARNING_S = 1.0
-"""A host clock stepped back by more than this is warned of."""
 
 
 @dataclass
@@ -101,25 +102,20 @@ class CameraRun:
 
     camera: CameraConfig
     run_ms: int
+    clock: CaptureClock = field(default_factory=CaptureClock)
     seq: int = 0
     passes: int = 0
     tag: str | None = None
     last_captured_s: float = 0.0
-    clock_behind: bool = False
     next_pass_s: float = 0.0
     """When a looping file played in real time starts its next pass (time.monotonic())."""
 
     def capture_time(self) -> float:
-        """Now, and never before the camera's previous frame (by CAPTURE_STEP_S at least): the sighting
-        pool groups each camera's reads forward in capture time, so frames dated before the last, by a
-        host clock stepped back (an NTP correction), were never grouped: their cars had no sighting. A
-        step back of more than CLOCK_STEP_WARNING_S is warned of once."""
-        now = time.time()
-        if now < self.last_captured_s - CLOCK_STEP_WARNING_S and not self.clock_behind:
-            log.warning("camera %s: the host's clock went back %.1f s: its frames are dated just after the last"
-                        " until the clock catches up", self.camera.id, self.last_captured_s - now)  # fmt: skip
-        self.clock_behind = now < self.last_captured_s
-        self.last_captured_s = max(now, self.last_captured_s + CAPTURE_STEP_S)
+        """Now by the node's capture clock (ingest/clock.py: a step of the host's clock neither crowds
+        nor spreads frames), and never before the camera's previous frame (by CAPTURE_STEP_S at least):
+        the sighting pool groups each camera's reads forward in capture time, so frames dated before
+        the last were never grouped: their cars had no sighting."""
+        self.last_captured_s = max(self.clock.now(), self.last_captured_s + CAPTURE_STEP_S)
         return self.last_captured_s
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
@@ -156,6 +152,8 @@ class IngestNode:
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
+        self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
+        self.clock = CaptureClock()
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
@@ -190,7 +188,7 @@ class IngestNode:
         when lost, one INFO when back; a camera that serves a frame per connection is not polled flat out."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
-        run = CameraRun(camera, int(time.time() * 1000))
+        run = CameraRun(camera, int(self.clock.now() * 1000), self.clock)
         errors = 0
         connected_at: float | None = None
         while not self.stop.is_set():
@@ -374,8 +372,8 @@ class IngestNode:
 
     def refresh_depth(self) -> None:
         """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
-        round trip that also reports the frames skipped since the last one (for `alpr status`): a camera
-        thread never waits on Redis to skip a frame."""
+        round trip that also reports the frames skipped since the last one (for `alpr status`) and reads
+        Redis's clock (`compare_clocks`): a camera thread never waits on Redis to skip a frame."""
         if self.redis_gone:
             return
         unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
@@ -383,16 +381,36 @@ class IngestNode:
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
+            pipe.time()
             add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported)}, pipeline=pipe)
-            self.depth = sum(pipe.execute()[: len(self.queue_keys)])
+            answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest
+            depths_and_time, counts = answers[: len(self.queue_keys) + 1], answers[len(self.queue_keys) + 1 :]
+            if refused := next((a for a in depths_and_time if isinstance(a, redis.RedisError)), None):
+                raise refused
+            self.depth = sum(depths_and_time[:-1])
+            seconds, microseconds = depths_and_time[-1]
+            self.compare_clocks(seconds + microseconds / 1e6)
+            counted = not any(isinstance(answer, Exception) for answer in counts)
         except redis.RedisError as error:  # the last known depth is kept; the cameras' skips say why
             if not self.redis_down:  # at the queue limit no batch goes out: an outage was never logged
                 log.warning("Redis unavailable (%s): frames are skipped as redis_unavailable until it answers",
                             mask_url(str(error)))  # fmt: skip
             self.redis_down = True
             return
-        self.skipped_reported.update(unreported)
+        if counted:
+            self.skipped_reported.update(unreported)
         self.redis_up()
+
+    def compare_clocks(self, redis_now_s: float) -> None:
+        """Warns once while the frames' time and Redis's clock, the chain's common one, are more than
+        CLOCK_DISAGREEMENT_S apart: a box without a real-time clock dated its frames 1970 unwarned."""
+        off_s = self.clock.now() - redis_now_s
+        if abs(off_s) > CLOCK_DISAGREEMENT_S and not self.clock_off:
+            log.warning("this host's clock is %+.0f s off Redis's: frames are dated by this host's clock"
+                        " (set it right: sightings, alerts and retention go by it)", off_s)  # fmt: skip
+        elif abs(off_s) <= CLOCK_DISAGREEMENT_S and self.clock_off:
+            log.info("this host's clock agrees with Redis's again")
+        self.clock_off = abs(off_s) > CLOCK_DISAGREEMENT_S
 
     def redis_up(self) -> None:
         """Redis answered: after an outage, logged once."""

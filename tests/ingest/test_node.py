@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -27,7 +26,7 @@ from common.metrics import Metrics
 from common.queues import connect_redis
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
-from ingest.node import CameraRun, IngestNode, NodeSummary
+from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
 from tests.helpers import mjpeg_camera
 from tests.ingest.helpers import release_fifo
@@ -210,19 +209,6 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
 
 
-def test_a_host_clock_stepped_back_never_dates_a_frame_before_the_cameras_last(monkeypatch, caplog):
-    """The sighting pool groups a camera's reads forward in capture time: frames dated before the last
-    by an NTP step back were never grouped, their cars never sighted. They are dated just after it,
-    with a warning, until the clock catches up."""
-    clock = iter([1000.0, 1000.2, 990.0, 990.2, 1000.1, 1000.5])
-    monkeypatch.setattr("ingest.node.time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock
-    run = CameraRun(CameraConfig(id="cam", source="rtsp://cam/1"), run_ms=0)
-    stamps = [run.capture_time() for _ in range(6)]
-    assert stamps == pytest.approx([1000.0, 1000.2, 1000.201, 1000.202, 1000.203, 1000.5])
-    assert all(later > earlier for earlier, later in zip(stamps, stamps[1:], strict=False))
-    assert caplog.text.count("camera cam: the host's clock went back 10.2 s") == 1
-
-
 def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_url, tmp_path):
     """A folder of one image, looping at 5 frames/s: each pass started at once, and the camera sampled
     thousands of frames a second (each skipped, each a row)."""
@@ -369,3 +355,26 @@ def test_a_file_played_in_real_time_plays_on_after_a_hold_up_without_a_burst(red
     assert len(times) >= 8, times  # frames after the outage: the node reconnected and went on
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert min(gaps) > 0.1, gaps  # 0.2 s apart, but across the outage (a burst was 1 ms apart)
+
+
+def test_a_host_clock_far_from_redis_is_warned_of_once(redis_url, tmp_path, caplog):
+    """A box without a real-time clock (a day behind here: its clock stands in for the host's) dated
+    its frames wrong unwarned, though Redis's clock, the chain's common one, was a round trip away."""
+    from ingest.clock import CaptureClock
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    settings = Settings.load({}, redis_url=redis_url, frames_per_job=1)
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
+    node = IngestNode([camera], settings, connection, connection, Metrics(), None)
+    node.clock = CaptureClock(lambda: time.time() - 86_400)
+    summary = run_node(node, folder / "none", timeout_s=30)
+    assert summary.ingested["cam"] == 3
+    assert caplog.text.count("this host's clock is -86400 s off Redis's") == 1
+    node.clock = CaptureClock()  # the positive control: the host's own clock agrees
+    caplog.clear()
+    node.refresh_depth()
+    assert "off Redis's" not in caplog.text

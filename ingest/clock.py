@@ -1,0 +1,62 @@
+"""The time an ingest node dates its frames by (`CaptureClock`): the host's clock as it runs on the
+monotonic clock, so that a step of the host's clock (an NTP correction, a VM resumed, an operator's
+`date -s`) neither crowds frames together nor spreads them apart.
+
+Dated by the host's clock read afresh, a clock set an hour ahead for three seconds and then corrected
+dated the next hour of frames 1 ms apart (each camera's frames never go back in time, so they waited
+for the clock to catch up): a car's reads in one instant, sightings merged. Now small differences
+(NTP's own slewing, within FOLLOW_WITHIN_S) are followed at once; a larger step only once the host's
+clock has kept it for STEP_HOLD_S. Forward the time jumps; back it slews (dates run at 1 - SLEW_RATE of
+real time until they meet the host's clock): frames are never dated back, nor crowded."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+FOLLOW_WITHIN_S = 1.0
+"""A difference from the host's clock up to this is followed at once."""
+
+STEP_HOLD_S = 30.0
+"""How long the host's clock must keep a larger step before the frames' time takes it."""
+
+SLEW_RATE = 0.5
+"""A step back is taken at this many seconds per second (dates run at half speed meanwhile)."""
+
+
+class CaptureClock:
+    """Seconds since the epoch for dating frames, shared by a node's camera threads (see the module
+    docstring). `wall` and `monotonic` are the host's clocks (given in tests)."""
+
+    def __init__(self, wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        self._wall, self._monotonic = wall, monotonic
+        self._lock = threading.Lock()
+        now = monotonic()
+        self._offset = wall() - now
+        self._last = now
+        self._step_since: float | None = None
+
+    def now(self) -> float:
+        """The frames' time now: monotonic, so never earlier than at the last call."""
+        with self._lock:
+            now = self._monotonic()
+            elapsed, self._last = max(0.0, now - self._last), now
+            host = self._wall() - now
+            gap = host - self._offset
+            if abs(gap) <= FOLLOW_WITHIN_S:
+                if self._step_since is not None:
+                    log.info("the host's clock is within %.0f s of the frames' time again", FOLLOW_WITHIN_S)
+                self._step_since = None
+            elif self._step_since is None:
+                self._step_since = now
+                log.warning(
+                    "the host's clock stepped %+.1f s: frames keep the time they ran by, and take the step"
+                    " only if the clock keeps it %.0f s", gap, STEP_HOLD_S,
+                )  # fmt: skip
+            if self._step_since is None or now - self._step_since >= STEP_HOLD_S:
+                self._offset = host if gap > 0 else self._offset - min(-gap, SLEW_RATE * elapsed)
+            return now + self._offset
