@@ -48,6 +48,13 @@ def configure_session(connection: psycopg.Connection) -> None:
     connection.commit()
 
 
+RECONNECT_GIVE_UP_S = 5.0
+"""How long the pool's own attempt to replace a lost connection goes on (its waits double: 1, 2, 4...)
+before it gives up; the next caller asking for a connection starts a fresh one at once. Left at
+psycopg_pool's 300 s, a pool served again up to the outage's length after Postgres was back (58 s
+after a 70 s outage: frames' reads and redactions expired meanwhile, found by an audit)."""
+
+
 def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str | None = None) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
     is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
@@ -61,6 +68,7 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
     pool = ConnectionPool(
         bare_url, min_size=1, max_size=max_size, open=False, kwargs=options, configure=configure_session,
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
+        reconnect_timeout=RECONNECT_GIVE_UP_S,
     )  # fmt: skip
     try:
         pool.open(wait=True, timeout=wait_s)
