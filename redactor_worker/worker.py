@@ -93,6 +93,11 @@ class RedactStage:
             return FrameRecord(ref, "skipped", unread, len(item.plates))
         jpeg = stored.jpegs.get(ref.key)
         if jpeg is None:
+            if self.keep != "none" and (kept := kept_path(self.keep_dir, ref.camera_id, ref.frame_id,
+                                                          ref.captured_at_s)).is_file():  # fmt: skip
+                # redacted and kept by an earlier attempt of its job, whose recording failed (Postgres
+                # away): recorded done with it, not expired with the kept file left unnamed by the log
+                return FrameRecord(ref, "done", None, len(item.plates), str(kept))
             self.metrics.frames_missing.labels(stage=self.name).inc()
             return FrameRecord(ref, "expired", "before redaction", len(item.plates))
         start = time.perf_counter()

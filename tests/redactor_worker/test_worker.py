@@ -164,3 +164,43 @@ def test_a_crop_key_that_is_not_its_frames_and_a_frame_named_twice_are_malformed
             parse_job(forged, OcrJob)
     with pytest.raises(InputError, match="named twice"):
         parse_job({**good, "frames": good["frames"] * 2}, OcrJob)
+
+
+def test_a_frame_kept_by_an_attempt_whose_recording_failed_is_recorded_with_its_kept_file(
+    redis_url, postgres_url, tmp_path, settings
+):
+    """The frame is kept before its outcome is recorded; Postgres away, the job is retried after the raw
+    frame expired, and it was recorded expired with its kept (blurred) file on disk and named nowhere:
+    an erasure request worked from the frames log missed it (a fault drill found 8)."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.db import DatabaseWriteError
+    from common.metrics import Metrics
+
+    keep_dir = tmp_path / "kept"
+    keep_dir.mkdir()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
+                           model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    job = stored_job(connection, ("cam", "other"))
+    real_log = stage.frame_log
+    with psycopg.connect(postgres_url) as db:
+        db.execute("ALTER TABLE frames RENAME TO frames_away")  # the recording fails, as with Postgres away
+    try:
+        with pytest.raises(DatabaseWriteError):
+            stage.handle(job)
+    finally:
+        with psycopg.connect(postgres_url) as db:
+            db.execute("ALTER TABLE frames_away RENAME TO frames")
+    assert stage.frame_log is real_log
+    kept = sorted(keep_dir.rglob("*.jpg"))
+    assert len(kept) == 2  # kept before the recording failed
+    FrameStore(connection, 600).delete_many([frame_key("cam:1:0"), frame_key("other:1:0")])  # expired since
+    next(path for path in kept if "other" in path.parts).unlink()  # the control: its kept file gone (a sweep)
+    stage.handle(job)  # the retry
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT camera_id, outcome, detail, kept_path FROM frames ORDER BY 1").fetchall()
+    assert rows[0][:3] == ("cam", "done", None) and rows[0][3] and Path(rows[0][3]).is_file()
+    assert rows[1] == ("other", "expired", "before redaction", None)  # the positive control: nothing kept
