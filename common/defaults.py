@@ -98,6 +98,10 @@ ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 
 SAMPLE_FPS = 5.0
+
+MIN_SAMPLE_FPS = 1 / 3600
+"""The slowest sampling a camera may ask for, a frame an hour: 1e-300 was taken, and the camera failed
+on its first frame ("timestamp out of range for platform time_t")."""
 """Frames per second sampled from each source."""
 
 SQLITE_PATH = "alpr_reads.sqlite"
