@@ -21,6 +21,7 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import get_args
 
 import redis
@@ -45,6 +46,7 @@ from common.queues import (
 )  # fmt: skip
 from ingest.cameras import CameraConfig
 from ingest.clock import CaptureClock
+from ingest.lease import LEASE_RENEW_S, CameraLeases
 from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
 
@@ -90,6 +92,9 @@ class NodeSummary:
 CLOCK_DISAGREEMENT_S = 60.0
 """How far this host's clock may lie from Redis's before it is warned of."""
 
+SCHEDULE_SLACK = 0.1
+"""The share of a sample interval a file played in real time may run late before its schedule moves on."""
+
 CAPTURE_STEP_S = 0.001
 """The least time between two frames' capture times of one camera (see CameraRun.capture_time)."""
 
@@ -107,6 +112,8 @@ class CameraRun:
     passes: int = 0
     tag: str | None = None
     last_captured_s: float = 0.0
+    stamped_at: float = 0.0
+    """When (time.monotonic()) the camera's last frame was dated."""
     next_pass_s: float = 0.0
     """When a looping file played in real time starts its next pass (time.monotonic())."""
 
@@ -154,7 +161,9 @@ class IngestNode:
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
         self.clock = CaptureClock()
-        self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}"
+        # two nodes of one process (tests, an embedding) made in one millisecond had one id: one lease
+        self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
+        self.leases = CameraLeases(queues, self.node_id)
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
 
@@ -176,12 +185,32 @@ class IngestNode:
             self.ledger.add([FrameRecord(ref, "corrupt", frame.detail)])
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
-        """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
+        """The camera's state for `alpr status`: connected, reconnecting, waiting (for its lease), failed or ended."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(self, camera: CameraConfig) -> None:
+        """Sample one camera (`sample_camera`) once this node holds its lease (ingest/lease.py): while
+        another node samples it, wait (state `waiting`), one WARNING naming that node."""
+        waiting_on = None
+        while not self.stop.is_set() and (holder := self.leases.acquire(camera.id)) is not None:
+            if holder != waiting_on:
+                log.warning("camera %s: ingest node %s samples it already; waiting for its lease", camera.id, holder)
+                waiting_on = holder
+                self.set_state(camera, "waiting")
+            self.stop.wait(LEASE_RENEW_S)
+        if self.stop.is_set():
+            return
+        if waiting_on is not None:
+            log.info("camera %s: its lease is this node's now", camera.id)
+        try:
+            self.sample_camera(camera)
+        finally:
+            if not (self.redis_down or self.redis_gone):  # a stalled Redis held the stop 10 s more; it lapses
+                self.leases.release(camera.id)
+
+    def sample_camera(self, camera: CameraConfig) -> None:
         """Sample one camera until its file ends (unless looping), the file fails, or the node stops. A
         stream that drops, or ends (a camera closing the connection, or silent past the read timeout), is
         reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
@@ -244,11 +273,12 @@ class IngestNode:
                 return
             if camera.realtime and not source.is_stream:
                 interval_s = 1.0 / camera.sample_fps
-                if time.monotonic() - (started + frame.source_time_s) > interval_s:  # held up (the chain full,
-                    # Redis away): it plays on an interval after the frame that waited; caught up at once,
-                    # it dated seconds of footage within 50 ms
-                    started = time.monotonic() - frame.source_time_s + interval_s
-                self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic()))
+                if started + frame.source_time_s < run.stamped_at + interval_s * (1 - SCHEDULE_SLACK):
+                    # held up (the chain full, Redis away): it plays on an interval after the frame that
+                    # waited; caught up at once, it dated seconds of footage within 50 ms
+                    started = run.stamped_at + interval_s - frame.source_time_s
+                if self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic())):
+                    return  # not yet due when the node stopped: not sampled (it was, and dated early)
                 run.next_pass_s = started + frame.source_time_s + 1.0 / camera.sample_fps
             with self.intake:
                 if self.closed:  # this thread outlived the node's stop wait: its frame is never sampled
@@ -277,6 +307,7 @@ class IngestNode:
         ):
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
+        run.stamped_at = time.monotonic()
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
             captured_at_s=run.capture_time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
@@ -459,6 +490,7 @@ class IngestNode:
         has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended."""
         batch: list[tuple[FrameRef, bytes]] = []
         oldest = last_depth = 0.0
+        last_renewal = time.monotonic()
         wait_s = self.settings.max_batch_wait_ms / 1000
         while True:
             now = time.monotonic()
@@ -467,6 +499,9 @@ class IngestNode:
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()
                 last_depth = now
+            if now - last_renewal >= LEASE_RENEW_S and not (self.redis_down or self.stop.is_set()):
+                self.leases.renew()
+                last_renewal = now
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
                 oldest = oldest if batch else time.monotonic()
