@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from typing import Any
 
@@ -18,11 +19,31 @@ from rq.serializers import JSONSerializer
 from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
+from common.credentials import mask_url
+from common.errors import ConfigError
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
+    """The chain's state (queues' Redis), then with a database the frames log's accounting. With Redis
+    unreachable the accounting is still shown (it said only "cannot reach Redis", just when an operator
+    needs to know what the frames log holds), and the exit status is 2."""
+    try:
+        print_chain(args, settings)
+    except (ConfigError, redis.RedisError) as error:
+        if not settings.database_url:
+            raise
+        print(f"alpr: {mask_url(str(error))}; the frames log follows", file=sys.stderr)
+        print_accounting(settings)
+        return 2
+    if settings.database_url:
+        print_accounting(settings)
+    return 0
+
+
+def print_chain(args: argparse.Namespace, settings: Settings) -> None:
+    """Queues, workers, cameras and pool sizes, from the queues' Redis."""
     connection = reach_redis(settings)
     keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY)
     first = [connection.hgetall(key) for key in keys]
@@ -55,9 +76,6 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
     print_pool_sizes(connection, offered_fps, workers)
-    if settings.database_url:
-        print_accounting(settings)
-    return 0
 
 
 def format_age(seconds: float) -> str:
