@@ -75,9 +75,7 @@ class Settings(BaseModel):
         None, description="Postgres password, when the URL carries none (ALPR_DATABASE_PASSWORD_FILE: from a file)."
     )
     sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
-    sample_fps: float = Field(
-        defaults.SAMPLE_FPS, ge=defaults.MIN_SAMPLE_FPS, le=240, description="Frames sampled per second of video."
-    )
+    sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=240, description="Frames sampled per second of video.")
     datasets_dir: Path = Field(Path(defaults.DATASETS_DIR), description="Evaluation photographs.")
     redis_url: str = Field(defaults.REDIS_URL, pattern=r"^rediss?://", description="Queues (and frame store).")
     redis_password: SecretStr | None = Field(
@@ -152,6 +150,11 @@ class Settings(BaseModel):
         if region not in known:
             raise ValueError(f"unknown plate region {region[:20]!r}; known: {', '.join(sorted(known))}")
         return region
+
+    @field_validator("sample_fps")
+    @classmethod
+    def a_frame_an_hour(cls, fps: float) -> float:
+        return defaults.at_least_a_frame_an_hour(fps)
 
     @field_validator("redis_url", "frame_store_url")
     @classmethod

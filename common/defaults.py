@@ -102,6 +102,15 @@ SAMPLE_FPS = 5.0
 MIN_SAMPLE_FPS = 1 / 3600
 """The slowest sampling a camera may ask for, a frame an hour: 1e-300 was taken, and the camera failed
 on its first frame ("timestamp out of range for platform time_t")."""
+
+
+def at_least_a_frame_an_hour(fps: float) -> float:
+    """`fps`, or ValueError (a validator's) when under MIN_SAMPLE_FPS."""
+    if fps < MIN_SAMPLE_FPS:
+        raise ValueError(f"at least one frame an hour ({MIN_SAMPLE_FPS:.6f} frames/s), not {fps:g}")
+    return fps
+
+
 """Frames per second sampled from each source."""
 
 SQLITE_PATH = "alpr_reads.sqlite"

@@ -33,9 +33,7 @@ class CameraConfig(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Camera id, logged with every read.")
     source: str = Field(min_length=1, description="rtsp/http URL, video file or image folder.")
-    sample_fps: float = Field(
-        defaults.SAMPLE_FPS, ge=defaults.MIN_SAMPLE_FPS, le=60, description="Frames sampled per second."
-    )
+    sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=60, description="Frames sampled per second.")
     roi: list[tuple[Coordinate, Coordinate]] | None = Field(
         None, min_length=3, max_length=256, description="Region of interest polygon, pixels."
     )
@@ -47,6 +45,11 @@ class CameraConfig(BaseModel):
         description="Pace a file source at its sampling rate, as a live camera (false: recorded footage, read"
         " as fast as the chain takes it and waiting for it when full, never skipped).",
     )
+
+    @field_validator("sample_fps")
+    @classmethod
+    def a_frame_an_hour(cls, fps: float) -> float:
+        return defaults.at_least_a_frame_an_hour(fps)
 
     @field_validator("region")
     @classmethod
