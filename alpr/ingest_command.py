@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.cameras import load_cameras
+    from ingest.clock import CaptureClock
     from ingest.node import IngestNode
     from ingest.sources import check_source
 
@@ -37,13 +38,13 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     metrics.serve(settings.metrics_port, settings.metrics_address)
-    ledger = None
+    ledger, clock = None, CaptureClock()  # one clock: the frames' dates, their store time, the watermarks
     if settings.database_url:
         register_cameras_if_reachable(settings, cameras)
-        ledger = frame_ledger(settings, metrics)
+        ledger = frame_ledger(settings, metrics, clock.now)
     else:
         log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
-    node = IngestNode(cameras, settings, connection, frames, metrics, ledger)
+    node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -210,8 +212,9 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
                          settings.job_timeout_s)  # fmt: skip
 
 
-def frame_ledger(settings: Settings, metrics: Metrics) -> Any:
-    """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers."""
+def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> Any:
+    """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers. `now`: the
+    clock the node dates its frames by (its watermarks are on it)."""
     from common.db import open_pool
     from common.frame_log import FrameLog
     from ingest.ledger import FrameLedger
@@ -220,7 +223,7 @@ def frame_ledger(settings: Settings, metrics: Metrics) -> Any:
         pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
         return FrameLog(pool, patience_s=0)
 
-    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY)
+    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now)
 
 
 def build_pipeline(settings: Settings, plate_log: Any, sighting_log: Any, roi: Any = None) -> Any:

@@ -4,10 +4,16 @@ monotonic clock, so that a step of the host's clock (an NTP correction, a VM res
 
 Dated by the host's clock read afresh, a clock set an hour ahead for three seconds and then corrected
 dated the next hour of frames 1 ms apart (each camera's frames never go back in time, so they waited
-for the clock to catch up): a car's reads in one instant, sightings merged. Now small differences
-(NTP's own slewing, within FOLLOW_WITHIN_S) are followed at once; a larger step only once the host's
-clock has kept it for STEP_HOLD_S. Forward the time jumps; back it slews (dates run at 1 - SLEW_RATE of
-real time until they meet the host's clock): frames are never dated back, nor crowded."""
+for the clock to catch up): a car's reads in one instant, sightings merged. Now a difference within
+FOLLOW_WITHIN_S (NTP's own slewing) is taken at once forward and slewed back; a larger step only once
+the host's clock has kept it for STEP_HOLD_S. Forward the time jumps; back it slews (dates run at
+1 - SLEW_RATE of real time until they meet the host's clock): frames are never dated back, nor crowded.
+The clock underneath is the boot-time one where there is one (Linux: it counts a suspend, which the
+monotonic clock does not, so a resumed VM's frames are not dated as far behind as it slept).
+
+The node uses this one clock for everything it dates (frames, their store time in the detect job, the
+frames log's watermarks): a detector ages a frame by store time less capture time, which two clocks
+apart would have made seconds or hours old."""
 
 from __future__ import annotations
 
@@ -28,11 +34,17 @@ SLEW_RATE = 0.5
 """A step back is taken at this many seconds per second (dates run at half speed meanwhile)."""
 
 
+def boot_time() -> float:
+    """Seconds since boot, suspends included (CLOCK_BOOTTIME); the monotonic clock where there is none."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
 class CaptureClock:
     """Seconds since the epoch for dating frames, shared by a node's camera threads (see the module
     docstring). `wall` and `monotonic` are the host's clocks (given in tests)."""
 
-    def __init__(self, wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, wall: Callable[[], float] = time.time, monotonic: Callable[[], float] | None = None):
+        monotonic = monotonic or boot_time
         self._wall, self._monotonic = wall, monotonic
         self._lock = threading.Lock()
         now = monotonic()

@@ -44,8 +44,11 @@ a moment before the ledger hears of it."""
 class FrameLedger:
     """Buffers frame records and writes them to the frames log from its own thread."""
 
-    def __init__(self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int) -> None:
+    def __init__(
+        self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int, now: Callable[[], float] = time.time
+    ) -> None:
         self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
+        self.now = now  # the clock the node dates its frames by: a watermark is a capture time
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
         self.lock = threading.Lock()
@@ -165,7 +168,7 @@ class FrameLedger:
         if closing:
             return dict.fromkeys(self.outstanding)
         written = {record.frame.frame_id for record in batch}
-        now_s = time.time()
+        now_s = self.now()
         marks: dict[str, float | None] = {}
         for camera_id, frames in self.outstanding.items():
             waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)

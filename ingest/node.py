@@ -46,7 +46,6 @@ from common.queues import (
 )  # fmt: skip
 from ingest.cameras import CameraConfig
 from ingest.clock import CaptureClock
-from ingest.lease import LEASE_RENEW_S, CameraLeases
 from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
 
@@ -142,6 +141,7 @@ class IngestNode:
         frames: redis.Redis,
         metrics: Metrics,
         ledger: FrameLedger | None,
+        clock: CaptureClock | None = None,
     ):
         self.cameras = [c for c in cameras if c.enabled]
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
@@ -160,10 +160,9 @@ class IngestNode:
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
-        self.clock = CaptureClock()
-        # two nodes of one process (tests, an embedding) made in one millisecond had one id: one lease
+        self.clock = clock or CaptureClock()  # the frames' dates, their store time, the ledger's watermarks
+        # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
-        self.leases = CameraLeases(queues, self.node_id)
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
 
@@ -185,32 +184,12 @@ class IngestNode:
             self.ledger.add([FrameRecord(ref, "corrupt", frame.detail)])
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
-        """The camera's state for `alpr status`: connected, reconnecting, waiting (for its lease), failed or ended."""
+        """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(self, camera: CameraConfig) -> None:
-        """Sample one camera (`sample_camera`) once this node holds its lease (ingest/lease.py): while
-        another node samples it, wait (state `waiting`), one WARNING naming that node."""
-        waiting_on = None
-        while not self.stop.is_set() and (holder := self.leases.acquire(camera.id)) is not None:
-            if holder != waiting_on:
-                log.warning("camera %s: ingest node %s samples it already; waiting for its lease", camera.id, holder)
-                waiting_on = holder
-                self.set_state(camera, "waiting")
-            self.stop.wait(LEASE_RENEW_S)
-        if self.stop.is_set():
-            return
-        if waiting_on is not None:
-            log.info("camera %s: its lease is this node's now", camera.id)
-        try:
-            self.sample_camera(camera)
-        finally:
-            if not (self.redis_down or self.redis_gone):  # a stalled Redis held the stop 10 s more; it lapses
-                self.leases.release(camera.id)
-
-    def sample_camera(self, camera: CameraConfig) -> None:
         """Sample one camera until its file ends (unless looping), the file fails, or the node stops. A
         stream that drops, or ends (a camera closing the connection, or silent past the read timeout), is
         reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
@@ -346,6 +325,8 @@ class IngestNode:
         """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         while True:
+            if self.stop.is_set() and self.redis_down:
+                self.redis_gone = True  # a round trip failed before the stop: it tries no more
             if self.redis_gone:  # each batch blocked for Redis's timeouts again: a stop took minutes
                 for ref, _ in batch:
                     self.skip(ref, "redis_unavailable")
@@ -386,7 +367,7 @@ class IngestNode:
     def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
         job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
-                        stored_at_s=time.time(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
+                        stored_at_s=self.clock.now(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
         self.store.put_many([(ref.key, data) for ref, data in batch])
         enqueue(self.detect_queue, job, self.settings.job_timeout_s)
 
@@ -437,10 +418,10 @@ class IngestNode:
         CLOCK_DISAGREEMENT_S apart: a box without a real-time clock dated its frames 1970 unwarned."""
         off_s = self.clock.now() - redis_now_s
         if abs(off_s) > CLOCK_DISAGREEMENT_S and not self.clock_off:
-            log.warning("this host's clock is %+.0f s off Redis's: frames are dated by this host's clock"
+            log.warning("the frames' time is %+.0f s off Redis's clock: frames are dated by this host's clock"
                         " (set it right: sightings, alerts and retention go by it)", off_s)  # fmt: skip
         elif abs(off_s) <= CLOCK_DISAGREEMENT_S and self.clock_off:
-            log.info("this host's clock agrees with Redis's again")
+            log.info("the frames' time agrees with Redis's clock again")
         self.clock_off = abs(off_s) > CLOCK_DISAGREEMENT_S
 
     def redis_up(self) -> None:
@@ -490,7 +471,6 @@ class IngestNode:
         has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended."""
         batch: list[tuple[FrameRef, bytes]] = []
         oldest = last_depth = 0.0
-        last_renewal = time.monotonic()
         wait_s = self.settings.max_batch_wait_ms / 1000
         while True:
             now = time.monotonic()
@@ -499,9 +479,6 @@ class IngestNode:
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()
                 last_depth = now
-            if now - last_renewal >= LEASE_RENEW_S and not (self.redis_down or self.stop.is_set()):
-                self.leases.renew()
-                last_renewal = now
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
                 oldest = oldest if batch else time.monotonic()
