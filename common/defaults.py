@@ -98,6 +98,7 @@ ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 
 SAMPLE_FPS = 5.0
+"""Frames per second sampled from each source."""
 
 MIN_SAMPLE_FPS = 1 / 3600
 """The slowest sampling a camera may ask for, a frame an hour: 1e-300 was taken, and the camera failed
@@ -110,8 +111,6 @@ def at_least_a_frame_an_hour(fps: float) -> float:
         raise ValueError(f"at least one frame an hour ({MIN_SAMPLE_FPS:.6f} frames/s), not {fps:g}")
     return fps
 
-
-"""Frames per second sampled from each source."""
 
 SQLITE_PATH = "alpr_reads.sqlite"
 """Where the standalone pipeline logs reads when no database URL is set."""

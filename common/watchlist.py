@@ -53,8 +53,8 @@ WEEK_ONLY = re.compile(r"\d{4}-?W\d{2}")
 
 
 def _listed_through(text: str) -> timedelta:
-    """How long after the moment it names an expiry without a time of day ends: a day (a calendar,
-    week or ordinal date: 2030-07-01, 2030-W27-1), a week (2030-W27), nothing (a date and time)."""
+    """How long after the moment it names an expiry without a time of day ends: a day (a calendar or
+    week date: 2030-07-01, 2030-W27-1), a week (2030-W27), nothing (a date and time)."""
     try:
         date.fromisoformat(text)
     except ValueError:
