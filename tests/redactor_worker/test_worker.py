@@ -32,6 +32,22 @@ def stored_job(connection, cameras: tuple[str, ...]) -> dict:  # type: ignore[no
     return RedactJob(batch_id="b", frames=frames).model_dump(mode="json")
 
 
+def redact_stage(redis_url: str, postgres_url: str, tmp_path: Path, settings):  # type: ignore[no-untyped-def]
+    """A redact stage as `alpr worker redact` builds it, keeping frames in tmp_path/kept, on an upgraded
+    schema: (keep folder, Redis connection, stage)."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    keep_dir = tmp_path / "kept"
+    keep_dir.mkdir()
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
+                           model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    return keep_dir, connection, build_worker_context("redact", loaded, connection, Metrics()).stage
+
+
 def test_redaction_needs_no_ocr_and_deletes_only_the_frame(redis_url, postgres_url, settings, reader_us, tmp_path,
                                                            monkeypatch):  # fmt: skip
     monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
@@ -99,17 +115,7 @@ def test_a_frame_that_cannot_be_kept_is_recorded_done_not_kept_and_the_rest_of_i
     """A camera's keep folder that is a file (or a full disk, no permission): that frame is redacted and
     recorded, not kept, said so; the job's other frames are kept. The job failed and was retried, and
     every frame of the batch ended lost."""
-    from alpr.wiring import build_worker_context
-    from common.config import Settings
-    from common.metrics import Metrics
-
-    keep_dir = tmp_path / "kept"
-    keep_dir.mkdir()
-    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
-                           model_dir=settings.model_dir)  # fmt: skip
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    connection = connect_redis(redis_url)
-    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
     (keep_dir / "blocked").write_bytes(b"not a folder")
     stage.handle(stored_job(connection, ("blocked", "cam")))
     with psycopg.connect(postgres_url) as db:
@@ -172,18 +178,9 @@ def test_a_frame_kept_by_an_attempt_whose_recording_failed_is_recorded_with_its_
     """The frame is kept before its outcome is recorded; Postgres away, the job is retried after the raw
     frame expired, and it was recorded expired with its kept (blurred) file on disk and named nowhere:
     an erasure request worked from the frames log missed it (a fault drill found 8)."""
-    from alpr.wiring import build_worker_context
-    from common.config import Settings
     from common.db import DatabaseWriteError
-    from common.metrics import Metrics
 
-    keep_dir = tmp_path / "kept"
-    keep_dir.mkdir()
-    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
-                           model_dir=settings.model_dir)  # fmt: skip
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    connection = connect_redis(redis_url)
-    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
     job = stored_job(connection, ("cam", "other"))
     real_log = stage.frame_log
     with psycopg.connect(postgres_url) as db:
