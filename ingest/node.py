@@ -206,8 +206,9 @@ class IngestNode:
                     run.tag = source_tag(camera.source)
                 if backoff.failures:
                     log.info("camera %s: reconnected after %d failed attempts", camera.id, backoff.failures)
-                else:
-                    log.info("camera %s: connected to %s", camera.id, mask_url(camera.source))
+                else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
+                    log.log(logging.DEBUG if run.passes else logging.INFO, "camera %s: connected to %s", camera.id,
+                            mask_url(camera.source))  # fmt: skip
                 if not source.is_stream:
                     backoff.reset()
                 connected_at = time.monotonic()

@@ -209,9 +209,10 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
 
 
-def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_url, tmp_path):
+def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_url, tmp_path, caplog):
     """A folder of one image, looping at 5 frames/s: each pass started at once, and the camera sampled
-    thousands of frames a second (each skipped, each a row)."""
+    thousands of frames a second (each skipped, each a row). It says it connected once, not each pass."""
+    caplog.set_level("INFO", logger="ingest.node")
     folder = tmp_path / "one"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
@@ -221,6 +222,7 @@ def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_u
     summary = node.run(max_seconds=2.0)
     sampled = summary.ingested["still"] + summary.skipped["still"]
     assert 8 <= sampled <= 12, summary
+    assert caplog.text.count("camera still: connected to") == 1  # at INFO: the later passes at DEBUG
 
 
 def test_recorded_footage_waits_for_a_full_chain_instead_of_skipping(redis_url, tmp_path, demo_clip):
