@@ -8,6 +8,7 @@ sweeps every KEEP_SWEEP_S between jobs, so no operator cron job is needed."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -47,6 +48,17 @@ def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: floa
 class LinkedKeepFolderError(OSError):
     """A camera or day folder of the keep folder is a symbolic link: frames written through it would
     never be swept (the sweep follows no link), so none are."""
+
+
+def is_whole_jpeg(path: Path) -> bool:
+    """Whether the file at `path` ends as a JPEG does (its end-of-image marker): a kept frame whose
+    writer was killed mid-write does not (the write is not atomic)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(-2, os.SEEK_END)
+            return handle.read(2) == b"\xff\xd9"
+    except OSError:  # missing, shorter than 2 bytes, unreadable
+        return False
 
 
 def write_kept(path: Path, jpeg: bytes) -> None:

@@ -22,7 +22,13 @@ from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
-from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, kept_path, write_kept
+from redactor_worker.retention import (
+    LinkedKeepFolderError,
+    delete_expired_frames,
+    is_whole_jpeg,
+    kept_path,
+    write_kept,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +99,8 @@ class RedactStage:
             return FrameRecord(ref, "skipped", unread, len(item.plates))
         jpeg = stored.jpegs.get(ref.key)
         if jpeg is None:
-            if self.keep != "none" and (kept := kept_path(self.keep_dir, ref.camera_id, ref.frame_id,
-                                                          ref.captured_at_s)).is_file():  # fmt: skip
+            kept = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
+            if self.keep != "none" and is_whole_jpeg(kept):  # not one cut short by a writer killed mid-write
                 # redacted and kept by an earlier attempt of its job, whose recording failed (Postgres
                 # away): recorded done with it, not expired with the kept file left unnamed by the log
                 return FrameRecord(ref, "done", None, len(item.plates), str(kept))
