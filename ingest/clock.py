@@ -25,7 +25,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 FOLLOW_WITHIN_S = 1.0
-"""A difference from the host's clock up to this is followed at once."""
+"""A difference from the host's clock up to this is taken at once: forward at once, back by slewing."""
 
 STEP_HOLD_S = 30.0
 """How long the host's clock must keep a larger step before the frames' time takes it."""

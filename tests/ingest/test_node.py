@@ -46,6 +46,22 @@ def run_node(node: IngestNode, fifo: Path, timeout_s: float) -> NodeSummary:
     return result[0]
 
 
+def camera_jpegs(tmp_path: Path) -> list[bytes]:
+    """A second of a car passing, as JPEGs for an MJPEG test camera."""
+    clip = tmp_path / "cam.mp4"
+    make_clip(clip, ("KPX4721",))
+    return [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
+
+
+def start_live_node(url: str, settings: Settings, connection, metrics: Metrics, seconds: float):  # type: ignore[no-untyped-def]
+    """A node sampling the live camera at `url` (as "live", 5 frames/s) for `seconds`, in a thread."""
+    node = IngestNode([CameraConfig(id="live", source=url, sample_fps=5)], settings, connection, connection,
+                      metrics, None)  # fmt: skip
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": seconds}, daemon=True)
+    runner.start()
+    return node, runner
+
+
 def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tmp_path):
     """A good image is queued; a 0-byte file and a text file named *.jpg are recorded `corrupt`; a PNG of
     8000x4500 pixels (small on disk) is skipped as too large; a FIFO named *.jpg is not read."""
@@ -94,17 +110,12 @@ def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames
     then waited a second for room before being skipped: capture fell to one frame a second, the stream
     backed up in its buffer and the frames sampled after were stale. Now each is skipped at once
     (node_busy) and capture keeps the camera's pace."""
-    clip = tmp_path / "cam.mp4"
-    make_clip(clip, ("KPX4721",))
-    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
+    jpegs = camera_jpegs(tmp_path)
     connection = connect_redis(redis_server.url)
     settings = Settings.load({}, redis_url=redis_server.url, frames_per_job=1, max_batch_wait_ms=50)
     metrics = Metrics()
     with mjpeg_camera(jpegs, fps=10) as url:
-        node = IngestNode([CameraConfig(id="live", source=url, sample_fps=5)], settings, connection, connection,
-                          metrics, None)  # fmt: skip
-        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 8.0}, daemon=True)
-        runner.start()
+        node, runner = start_live_node(url, settings, connection, metrics, 8.0)
         time.sleep(2.0)
         assert node.summary.ingested["live"] >= 3  # connected and queuing
         redis_server.stop()
@@ -120,9 +131,7 @@ def test_an_outage_at_the_queue_limit_is_logged_and_its_skips_say_redis(redis_se
     and every frame skipped meanwhile was recorded as back-pressure."""
     from common.queues import queue_keys
 
-    clip = tmp_path / "cam.mp4"
-    make_clip(clip, ("KPX4721",))
-    jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
+    jpegs = camera_jpegs(tmp_path)
     connection = connect_redis(redis_server.url)
     connection.rpush(queue_keys()["detect"], "a-job-waiting")  # the chain is full
     settings = Settings.load({}, redis_url=redis_server.url, max_queue_depth=1)
@@ -133,10 +142,7 @@ def test_an_outage_at_the_queue_limit_is_logged_and_its_skips_say_redis(redis_se
 
     caplog.set_level("INFO", logger="ingest.node")
     with mjpeg_camera(jpegs, fps=10) as url:
-        node = IngestNode([CameraConfig(id="live", source=url, sample_fps=5)], settings, connection, connection,
-                          metrics, None)  # fmt: skip
-        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 9.0}, daemon=True)
-        runner.start()
+        node, runner = start_live_node(url, settings, connection, metrics, 9.0)
         time.sleep(2.5)
         assert skipped("backpressure") >= 5 and skipped("redis_unavailable") == 0  # the positive control
         redis_server.stop()
