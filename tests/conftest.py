@@ -20,7 +20,7 @@ from common.config import Settings
 from detector_worker.core import PlateDetector
 from detector_worker.weights import install_models
 from ocr_worker.core import PlateReader
-from tests.servers import PrivateRedis
+from tests.servers import PrivatePostgres, PrivateRedis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,3 +108,15 @@ def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
 @pytest.fixture()
 def redis_url(redis_server: PrivateRedis) -> str:
     return redis_server.url
+
+
+@pytest.fixture()
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A private Postgres cluster for one test (so tests may stop or restart it)."""
+    try:
+        server = PrivatePostgres()
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    server.start()
+    yield server
+    server.remove()

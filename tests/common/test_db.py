@@ -279,18 +279,11 @@ def test_a_session_frozen_mid_transaction_is_ended_by_the_server(pool):
     assert shown == {"idle_in_transaction_session_timeout": "2min", "tcp_keepalives_idle": "60"}
 
 
-def test_a_pool_serves_again_as_soon_as_postgres_is_back_after_a_long_outage():
+def test_a_pool_serves_again_as_soon_as_postgres_is_back_after_a_long_outage(private_postgres):
     """The pool's own attempts to replace its lost connection wait twice as long each time (1, 2, 4 ...
     s): after a 70 s outage it served again 58 s after Postgres was back, and the frames' reads and
     redactions expired meanwhile. It gives up after a few seconds now, and the next caller starts afresh."""
-    from tests.conftest import unavailable
-    from tests.servers import PrivatePostgres
-
-    try:
-        server = PrivatePostgres()
-    except FileNotFoundError as error:
-        unavailable(str(error))
-    server.start()
+    server = private_postgres
     pool = open_pool(server.url)
     try:
         server.stop()
@@ -311,4 +304,3 @@ def test_a_pool_serves_again_as_soon_as_postgres_is_back_after_a_long_outage():
         assert time.monotonic() - back < 4  # 10 s and more at psycopg_pool's own give-up (300 s)
     finally:
         pool.close()
-        server.remove()

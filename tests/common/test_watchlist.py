@@ -25,8 +25,6 @@ from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
 from common.watchlist import WatchEntry, WatchList, WatchListCache, WatchMatch, match_lists
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
-from tests.conftest import unavailable
-from tests.servers import PrivatePostgres
 
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 PAST = datetime(2030, 5, 1, tzinfo=UTC)
@@ -347,13 +345,9 @@ def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
     assert match is not None and match.entry.reason == "second"
 
 
-def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it(caplog):
+def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it(caplog, private_postgres):
     """A Postgres of its own, stopped and started again: no raising stand-in."""
-    try:
-        server = PrivatePostgres()
-    except FileNotFoundError as error:
-        unavailable(str(error))
-    server.start()
+    server = private_postgres
     pool = open_upgraded_pool(server.url)
     try:
         watch, clock = WatchList(pool), Clock()
@@ -378,7 +372,6 @@ def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it
         assert cache_match(cache, "AB1", 0.0) is None
     finally:
         pool.close()
-        server.remove()
 
 
 def test_the_watch_settings_have_defaults_and_bounds():

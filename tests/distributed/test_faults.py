@@ -10,11 +10,9 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 import redis
 from rq import Worker
 from rq.registry import FailedJobRegistry
@@ -22,23 +20,11 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from alpr.democlip import make_clip
 from common.queues import STAGES, stage_queue
-from tests.conftest import unavailable
 from tests.helpers import alpr_process, wait_for, write_cameras
-from tests.servers import PrivatePostgres, PrivateRedis
+from tests.servers import PrivateRedis
 
 PLATES = ("KPX4721", "7ABC284")
 FRAMES = 40  # the clip: two cars x 4 s at 10 fps, sampled at 5 fps
-
-
-@pytest.fixture()
-def private_postgres() -> Iterator[PrivatePostgres]:
-    try:
-        server = PrivatePostgres()
-    except FileNotFoundError as error:
-        unavailable(str(error))
-    server.start()
-    yield server
-    server.remove()
 
 
 def fault_env(redis_url: str, database_url: str, settings, tmp_path: Path, **extra: str) -> dict[str, str]:
