@@ -6,6 +6,7 @@ link planted at a file's name."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -55,9 +56,32 @@ def open_private(path: Path, truncate: bool = True) -> int:
     return descriptor
 
 
+PARTIAL_SUFFIX = ".partial"
+"""The end of a file's name while it is written whole beside it (`.<name>.<8 random>.partial`)."""
+
+
+@contextlib.contextmanager
+def _written_beside(path: Path) -> Iterator[tuple[int, Path]]:
+    """A new private file (0600, made with O_EXCL: no link followed, whatever the umask) beside `path`,
+    open for the block; it takes the place of `path` (os.replace) only when the block succeeds, and is
+    removed when the block fails. A process killed meanwhile leaves it behind under its partial name."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+    try:
+        yield descriptor, Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` as the whole of the private file at `path` (open_private)."""
-    with open(open_private(path), "wb") as handle:
+    """Write `data` as the whole of the private file at `path`, at once (written beside it, then renamed
+    over it): a writer killed mid-write leaves a partial file, never a file cut short at `path` (a kept
+    frame cut short was taken for a whole one). OSError (ELOOP) where a symbolic link stands at `path`."""
+    if path.is_symlink():
+        raise OSError(errno.ELOOP, "a symbolic link stands at the file's name", str(path))
+    with _written_beside(path) as (descriptor, _), open(descriptor, "wb") as handle:
         handle.write(data)
 
 
@@ -119,12 +143,6 @@ def replaced_privately(path: Path) -> Iterator[Path]:
     refuse_link(path)
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file: name the file to write")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(descriptor)  # made 0600 with O_EXCL: no link followed, whatever the umask
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with _written_beside(path) as (descriptor, partial):
+        os.close(descriptor)
+        yield partial

@@ -1,9 +1,10 @@
 """Kept frames on disk: where the redactor writes each one (`kept_path`: `<camera id>/<UTC date>/<frame
 id>.jpg` under the keep folder) and how long it stays (`delete_expired_frames`). The sweep touches only
 what that layout names: a folder named as a camera, a folder in it named as a date, a file in that named
-as one of the camera's frames; anything else in the keep folder (an operator's photos, dot folders, an
-empty project folder) is left alone, whatever its age. A duty of the redactor pool: each redactor worker
-sweeps every KEEP_SWEEP_S between jobs, so no operator cron job is needed."""
+as one of the camera's frames, whole or partial (a writer killed mid-write leaves one); anything else in
+the keep folder (an operator's photos, dot folders, an empty project folder) is left alone, whatever its
+age. A duty of the redactor pool: each redactor worker sweeps every KEEP_SWEEP_S between jobs, so no
+operator cron job is needed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.jobs import CAMERA_ID_PATTERN
-from common.private_files import make_private_folders, write_private
+from common.private_files import PARTIAL_SUFFIX, make_private_folders, write_private
 
 CLOCK_MARGIN_S = 3600.0
 """A day folder that began more than this after the sweep's cutoff (and not after now) holds no frame to
@@ -51,8 +52,8 @@ class LinkedKeepFolderError(OSError):
 
 
 def is_whole_jpeg(path: Path) -> bool:
-    """Whether the file at `path` ends as a JPEG does (its end-of-image marker): a kept frame whose
-    writer was killed mid-write does not (the write is not atomic)."""
+    """Whether the file at `path` ends as a JPEG does (its end-of-image marker): a kept frame cut short
+    (written by hand, or by a version whose writes were not atomic) does not."""
     try:
         with path.open("rb") as handle:
             handle.seek(-2, os.SEEK_END)
@@ -108,10 +109,29 @@ def is_frame_name(camera: str, name: str) -> bool:
     return re.fullmatch(re.escape(camera) + r"_[A-Za-z0-9_.-]+_[0-9]+\.jpg", name) is not None
 
 
+def is_partial_frame_name(camera: str, name: str) -> bool:
+    """Whether `name` is a kept frame's of `camera` while written (common.private_files.write_private's
+    `.<frame>.<8 random>.partial`): left behind by a writer killed mid-write, it is swept as a frame is."""
+    found = re.fullmatch(rf"\.(?P<frame>.+)\.[a-z0-9_]{{8}}{re.escape(PARTIAL_SUFFIX)}", name)
+    return found is not None and is_frame_name(camera, found["frame"])
+
+
+def is_ours(camera: str, name: str) -> bool:
+    """Whether the sweep may delete the file `name` of a camera's day folder: a kept frame, whole or partial."""
+    return is_frame_name(camera, name) or is_partial_frame_name(camera, name)
+
+
 def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
     """The real folders (no links) in `parent` whose names fit."""
     with contextlib.suppress(OSError):  # gone meanwhile, or unreadable: nothing of ours to sweep
         return [path for path in parent.iterdir() if fits(path.name) and path.is_dir() and not path.is_symlink()]
+    return []
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What `folder` holds; nothing when it is gone meanwhile (another worker's sweep) or unreadable."""
+    with contextlib.suppress(OSError):
+        return list(folder.iterdir())
     return []
 
 
@@ -132,9 +152,9 @@ def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = 
             if start_s is not None and cutoff + CLOCK_MARGIN_S < start_s <= now_s:  # a recent day: no frame of it
                 continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle);
             # a day still to come is looked into: an ingest host's clock ahead dates its frames there
-            for path in day.glob("*.jpg"):
+            for path in _entries(day):
                 with contextlib.suppress(FileNotFoundError):
-                    if is_frame_name(camera.name, path.name) and path.is_file() and not path.is_symlink() \
+                    if is_ours(camera.name, path.name) and path.is_file() and not path.is_symlink() \
                             and path.stat().st_mtime < cutoff:  # fmt: skip
                         path.unlink()
                         deleted += 1

@@ -1,15 +1,18 @@
-"""Private files: what `keep_private` changes (only an SQLite log's mode) and `replaced_privately`
-(a file written whole beside its target, then put in its place)."""
+"""Private files: what `keep_private` changes (only an SQLite log's mode), `replaced_privately` and
+`write_private` (a file written whole beside its target, then put in its place)."""
 
 import os
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from common.errors import ConfigError
-from common.private_files import keep_private, replaced_privately
+from common.private_files import PARTIAL_SUFFIX, keep_private, replaced_privately, write_private
 
 
 def mode(path: Path) -> int:
@@ -78,3 +81,37 @@ def test_a_link_or_folder_at_the_name_is_refused_before_anything_is_written(kind
     with pytest.raises(ConfigError), replaced_privately(target):
         pytest.fail("the block ran")
     assert sorted(os.listdir(tmp_path)) == ["out.csv"]
+
+
+WRITE_UNDER_A_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+from common.private_files import write_private
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: the write would fail, not be killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the kernel kills it (SIGXFSZ) past 4 KiB
+write_private(Path(sys.argv[1]), b"\\xff\\xd8" + bytes(100_000) + b"\\xff\\xd9")
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_file_whole_and_a_partial_beside_it(tmp_path):
+    """A kept frame was written in place: its writer killed mid-write left a file cut short under the
+    frame's name. Here the kernel kills the writer 4 KiB into a 100 KB write."""
+    target = tmp_path / "frame.jpg"
+    write_private(target, b"before")
+    killed = subprocess.run([sys.executable, "-c", WRITE_UNDER_A_SIZE_LIMIT, str(target)], cwd=Path.cwd(), check=False)
+    assert killed.returncode == -signal.SIGXFSZ
+    assert target.read_bytes() == b"before"
+    (partial,) = (p for p in tmp_path.iterdir() if p != target)
+    assert partial.name.startswith(".frame.jpg.") and partial.name.endswith(PARTIAL_SUFFIX)
+    assert partial.stat().st_size == 4096 and mode(partial) == 0o600
+    write_private(target, b"after")
+    assert target.read_bytes() == b"after" and mode(target) == 0o600
+
+
+def test_write_private_refuses_a_link_at_the_name(tmp_path):
+    victim, target = tmp_path / "victim.txt", tmp_path / "frame.jpg"
+    victim.write_text("precious")
+    target.symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        write_private(target, b"jpeg")
+    assert victim.read_text() == "precious" and sorted(os.listdir(tmp_path)) == ["frame.jpg", "victim.txt"]

@@ -40,6 +40,18 @@ def test_frames_past_the_age_limit_are_deleted_and_empty_days_removed(tmp_path):
     assert delete_expired_frames(tmp_path / "missing", 3600, now) == 0
 
 
+def test_a_partial_kept_frame_left_by_a_killed_writer_is_swept_as_a_frame_is(tmp_path):
+    """write_private leaves `.<frame>.<random>.partial` behind when its writer is killed mid-write."""
+    now = time.time()
+    frame = kept_path(tmp_path, "cam", "cam:1700000000000:0", now - 100 * 3600)
+    old, recent = (keep(frame.with_name(f".{frame.name}.{tag}.partial"), age_h, now) for tag, age_h in (
+        ("a1b2_c3d", 100), ("zz9_0aaa", 1)))  # fmt: skip
+    foreign = [keep(frame.with_name(name), 100, now) for name in (
+        ".notes.txt.a1b2c3d4.partial", f".{frame.name}.partial", f".{frame.name}.a1b2c3d4.part")]  # fmt: skip
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
+    assert not old.exists() and recent.exists() and all(path.exists() for path in foreign)
+
+
 def test_the_sweep_touches_nothing_the_redactor_did_not_write(tmp_path):
     """ALPR_KEEP_DIR set carelessly (a home folder): its photos, dot folders and empty folders stay, old
     or not; only the kept frames go, then the day and camera folders they leave empty."""
@@ -128,10 +140,11 @@ def test_the_sweep_looks_only_into_days_that_can_hold_a_frame_old_enough(tmp_pat
     now = time.time()
     old = keep(kept_path(tmp_path, "cam", "cam:1:0", now - 100 * 3600), 100, now)
     recent = keep(kept_path(tmp_path, "cam", "cam:1:1", now), 0, now)
-    globbed: list[str] = []
-    glob = PathType.glob
-    monkeypatch.setattr(PathType, "glob", lambda self, pattern: globbed.append(self.name) or glob(self, pattern))
+    listed: list[PathType] = []
+    iterdir = PathType.iterdir
+    monkeypatch.setattr(PathType, "iterdir", lambda self: listed.append(self) or iterdir(self))
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
-    assert not old.exists() and recent.exists() and globbed == [old.parent.name]
+    assert not old.exists() and recent.exists()
+    assert [folder.name for folder in listed if folder.parent.name == "cam"] == [old.parent.name]
     ahead = keep(kept_path(tmp_path, "cam", "cam:1:2", now + 2 * 86400), 100, now)  # a capture clock days ahead
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1 and not ahead.exists()  # its day looked into
