@@ -1,5 +1,6 @@
 """`alpr status`: what an operator checks first — queues, workers and failures; per camera its state,
-source errors and frames/s queued, skipped and done; per pool the workers the frames offered need; and,
+source errors, frames/s queued, skipped and done, and the frames whose record the ingest node could not
+keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; and,
 with a database, every sampled frame accounted for (or still in the chain)."""
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
 def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     """Queues, workers, cameras and pool sizes, from the queues' Redis."""
     connection = reach_redis(settings)
-    keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY)
+    keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY, queues.STATS_UNRECORDED_KEY)
     first = [connection.hgetall(key) for key in keys]
     time.sleep(args.interval)
     then = [connection.hgetall(key) for key in keys]
@@ -63,7 +64,7 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     cameras = sorted({text(k) for table in then for k in table} | set(states))
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
-              f"{'queued':>8} {'skipped':>8} {'done':>8}")  # fmt: skip
+              f"{'queued':>8} {'skipped':>8} {'done':>8} {'unrecorded':>10}")  # fmt: skip
     offered_fps = 0.0
     for camera in cameras:
         key = camera.encode()
@@ -74,7 +75,8 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
             state["state"] = f"{state.get('state', '-')} {format_age(time.time() - number(state['since']))}"
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
-              f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8}")  # fmt: skip
+              f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
+              f"{totals[3]:>10}")  # fmt: skip
     print_pool_sizes(connection, offered_fps, workers)
 
 

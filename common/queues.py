@@ -29,6 +29,10 @@ STATS_SKIPPED_KEY = "alpr:stats:skipped"
 """Redis hash: frames sampled but skipped per camera (back-pressure...): `alpr status` sizes pools by
 the frames offered, queued + skipped."""
 
+STATS_UNRECORDED_KEY = "alpr:stats:unrecorded"
+"""Redis hash: frames sampled per camera whose record in the frames log the ingest node could not keep
+(Postgres away past its buffer, or the node stopped first): the frames log cannot show them."""
+
 CAMERA_STATE_KEY = "alpr:cameras:state"
 """Redis hash: camera id -> JSON {state, since, errors} kept by ingest nodes, for `alpr status`."""
 

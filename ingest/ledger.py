@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -61,6 +61,8 @@ class FrameLedger:
         """The batch the thread is writing (taken from the buffer, not yet written nor put back)."""
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
+        self.unrecorded: Counter[str] = Counter()
+        """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
 
     def start(self) -> None:
@@ -81,8 +83,7 @@ class FrameLedger:
             self.buffer.extend(records[:room])
             overflow = records[room:]
             self._settle(overflow)  # never written: they hold no watermark back
-        for record in overflow:
-            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        self._count_unrecorded(overflow)
         if overflow and not self.overflowing:
             log.warning("frames log unreachable and %d records waiting: further frames go unrecorded", self.capacity)
         self.overflowing = bool(overflow)
@@ -152,10 +153,21 @@ class FrameLedger:
                     raise
                 refused.append(record)
         self.frame_log.record_sampled([], marks)
-        for record in refused:
-            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        self._count_unrecorded(refused)
         log.warning("frames log refused %d of %d records (%s): those frames go unrecorded", len(refused),
                     len(batch), error)  # fmt: skip
+
+    def _count_unrecorded(self, records: list[FrameRecord]) -> None:
+        """These frames will have no record: counted in the metric and in `unrecorded`."""
+        for record in records:
+            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        with self.lock:
+            self.unrecorded.update(record.frame.camera_id for record in records)
+
+    def unrecorded_counts(self) -> Counter[str]:
+        """A copy of `unrecorded` (other threads add to it)."""
+        with self.lock:
+            return self.unrecorded.copy()
 
     def _settle(self, records: list[FrameRecord]) -> None:
         """These frames' rows are written (or never will be). Under the lock."""
@@ -187,8 +199,7 @@ class FrameLedger:
         self.stopped.set()
         with self.lock:  # the thread (a daemon) may finish a write after this: counted all the same
             left = [*self.in_flight, *self.buffer] if self.thread.is_alive() else list(self.buffer)
-        for record in left:
-            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        self._count_unrecorded(left)
         if left:
             log.warning("%d frame records could not be written to the frames log: those frames go unrecorded",
                         len(left))  # fmt: skip

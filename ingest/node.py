@@ -39,6 +39,7 @@ from common.queues import (
     CAMERA_STATE_KEY,
     STATS_INGESTED_KEY,
     STATS_SKIPPED_KEY,
+    STATS_UNRECORDED_KEY,
     add_stats,
     enqueue,
     queue_keys,
@@ -165,6 +166,7 @@ class IngestNode:
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
         self.summary = NodeSummary()
         self.skipped_reported: Tally[str] = Tally()
+        self.unrecorded_reported: Tally[str] = Tally()
 
     def skip(self, ref: FrameRef, reason: SkipReason) -> None:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(ref.camera_id), reason=reason).inc()
@@ -390,12 +392,14 @@ class IngestNode:
         if self.redis_gone:
             return
         unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
+        unrecorded = (self.ledger.unrecorded_counts() if self.ledger else Tally()) - self.unrecorded_reported
         try:
             pipe = self.queues.pipeline(transaction=False)
             for key in self.queue_keys:
                 pipe.llen(key)
             pipe.time()
-            add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported)}, pipeline=pipe)
+            add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
+                      pipeline=pipe)  # fmt: skip
             answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest
             depths_and_time, counts = answers[: len(self.queue_keys) + 1], answers[len(self.queue_keys) + 1 :]
             if refused := next((a for a in depths_and_time if isinstance(a, redis.RedisError)), None):
@@ -412,6 +416,7 @@ class IngestNode:
             return
         if counted:
             self.skipped_reported.update(unreported)
+            self.unrecorded_reported.update(unrecorded)
         self.redis_up()
 
     def compare_clocks(self, redis_now_s: float) -> None:
@@ -448,9 +453,9 @@ class IngestNode:
             for thread in threads:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.drain_pending()
-            self.refresh_depth()  # the last skip counts
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)
+            self.refresh_depth()  # the last skips, and the frames the ledger could not record
         return self.summary
 
     def drain_pending(self) -> None:

@@ -105,6 +105,31 @@ def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tm
     )
 
 
+def test_frames_the_node_could_not_record_are_shown_by_alpr_status(redis_url, tmp_path, monkeypatch, capsys):
+    """The frames log down the whole run: the frames went unrecorded, counted only in the node's own
+    metric; `alpr status` (which reads the frames log for its accounting) could not show them."""
+    from tests.ingest.test_ledger import closed_port
+
+    monkeypatch.setattr(defaults, "LEDGER_CLOSE_S", 2.0)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    down = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    metrics, connection = Metrics(), connect_redis(redis_url)
+    ledger = FrameLedger(lambda: FrameLog(open_pool(down, wait_s=1), patience_s=0), metrics, capacity=100)
+    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, ledger)
+
+    assert run_node(node, folder / "none", timeout_s=60).ingested["cam"] == 3
+    assert metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"}) == 3
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("camera ")).split()[-4:] == [
+        "queued", "skipped", "done", "unrecorded"]  # fmt: skip
+    assert next(line for line in lines if line.startswith("cam ")).split()[-4:] == ["3", "0", "0", "3"]
+
+
 def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames_on(redis_server, tmp_path):
     """With Redis gone, packing waits out the outage and the frames to pack fill up. A stream's frame
     then waited a second for room before being skipped: capture fell to one frame a second, the stream
