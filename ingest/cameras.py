@@ -43,7 +43,8 @@ class CameraConfig(BaseModel):
     realtime: bool = Field(
         True,
         description="Pace a file source at its sampling rate, as a live camera (false: recorded footage, read"
-        " as fast as the chain takes it and waiting for it when full, never skipped).",
+        " as fast as the chain takes it and waiting for it when full, never skipped, each frame dated by its"
+        " time in the footage from the pass's start).",
     )
 
     @field_validator("sample_fps")

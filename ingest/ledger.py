@@ -61,6 +61,8 @@ class FrameLedger:
         """The batch the thread is writing (taken from the buffer, not yet written nor put back)."""
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
+        self.footage_dates: dict[str, float] = {}
+        """Per camera of recorded footage still sampled, its last frame's date (see _watermarks)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
@@ -72,6 +74,13 @@ class FrameLedger:
         """A frame was just sampled: the camera's watermark stays before it until its row is written."""
         with self.lock:
             self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
+            if ref.recorded:
+                self.footage_dates[ref.camera_id] = ref.captured_at_s
+
+    def ended(self, camera_id: str) -> None:
+        """The camera samples no more frames (its file ended, it failed, or the node stops)."""
+        with self.lock:
+            self.footage_dates.pop(camera_id, None)
 
     def add(self, records: list[FrameRecord]) -> None:
         """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
@@ -176,7 +185,10 @@ class FrameLedger:
 
     def _watermarks(self, batch: list[FrameRecord], closing: bool) -> dict[str, float | None]:
         """Each camera's watermark once `batch` is written (None for every camera when the node is
-        closing with nothing left). Under the lock."""
+        closing with nothing left): its oldest frame still to write, else a moment ago (a live camera's
+        next frame is dated now), or for recorded footage still sampled its last frame's date when that
+        is earlier (its next frame is dated by the footage, which may run behind the clock). Under the
+        lock."""
         if closing:
             return dict.fromkeys(self.outstanding)
         written = {record.frame.frame_id for record in batch}
@@ -184,7 +196,8 @@ class FrameLedger:
         marks: dict[str, float | None] = {}
         for camera_id, frames in self.outstanding.items():
             waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)
-            marks[camera_id] = next(waiting, now_s - WATERMARK_MARGIN_S)  # frames are sampled in order
+            settled_s = min(now_s - WATERMARK_MARGIN_S, self.footage_dates.get(camera_id, now_s))
+            marks[camera_id] = next(waiting, settled_s)  # frames are sampled in order
         return marks
 
     def close(self, timeout_s: float) -> int:

@@ -116,13 +116,23 @@ class CameraRun:
     """When (time.monotonic()) the camera's last frame was dated."""
     next_pass_s: float = 0.0
     """When a looping file played in real time starts its next pass (time.monotonic())."""
+    footage_start_s: float | None = None
+    """Recorded footage (`realtime: false`): the date of its pass's start (start_footage_pass)."""
 
-    def capture_time(self) -> float:
+    def start_footage_pass(self) -> None:
+        """A pass of recorded footage begins: dated from now (never before the camera's last frame), each
+        frame by its time in the footage, however long it waits for the chain."""
+        self.footage_start_s = max(self.clock.now(), self.last_captured_s + CAPTURE_STEP_S)
+
+    def capture_time(self, source_time_s: float) -> float:
         """Now by the node's capture clock (ingest/clock.py: a step of the host's clock neither crowds
-        nor spreads frames), and never before the camera's previous frame (by CAPTURE_STEP_S at least):
-        the sighting pool groups each camera's reads forward in capture time, so frames dated before
-        the last were never grouped: their cars had no sighting."""
-        self.last_captured_s = max(self.clock.now(), self.last_captured_s + CAPTURE_STEP_S)
+        nor spreads frames), or for recorded footage its pass's start plus `source_time_s` (dated when
+        handed on, frames 0.2 s apart in a video landed 1 ms or 3 s apart, and a clip of three cars gave
+        11 sightings); never before the camera's previous frame (by CAPTURE_STEP_S at least): the
+        sighting pool groups each camera's reads forward in capture time, so frames dated before the
+        last were never grouped: their cars had no sighting."""
+        dated = self.clock.now() if self.footage_start_s is None else self.footage_start_s + source_time_s
+        self.last_captured_s = max(dated, self.last_captured_s + CAPTURE_STEP_S)
         return self.last_captured_s
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
@@ -196,6 +206,14 @@ class IngestNode:
         stream that drops, or ends (a camera closing the connection, or silent past the read timeout), is
         reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
         when lost, one INFO when back; a camera that serves a frame per connection is not polled flat out."""
+        try:
+            self.sample_camera(camera)
+        finally:
+            if self.ledger:  # its last frame's watermark holds no read back any longer
+                self.ledger.ended(camera.id)
+
+    def sample_camera(self, camera: CameraConfig) -> None:
+        """camera_loop's work: open, sample and reopen the camera's source until it ends."""
         backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
         run = CameraRun(camera, int(self.clock.now() * 1000), self.clock)
@@ -250,6 +268,8 @@ class IngestNode:
         where it stood, as a paused video does: no burst to catch up."""
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
+        if not source.is_stream and not camera.realtime:
+            run.start_footage_pass()
         for frame in source.samples():
             if self.stop.is_set():
                 return
@@ -292,8 +312,8 @@ class IngestNode:
         run.stamped_at = time.monotonic()
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-            captured_at_s=run.capture_time(), source_time_s=frame.source_time_s, key=frame_key(frame_id),
-            region=camera.region, roi=camera.roi,
+            captured_at_s=run.capture_time(frame.source_time_s), source_time_s=frame.source_time_s,
+            key=frame_key(frame_id), region=camera.region, roi=camera.roi, recorded=offline,
         )  # fmt: skip
         run.seq += 1
         if self.ledger:

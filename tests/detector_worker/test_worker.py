@@ -76,7 +76,8 @@ def test_a_batch_without_plates_queues_no_ocr_job(redis_url, settings):
 def test_a_frame_is_aged_on_the_ingest_hosts_clock_then_on_redis_s_not_on_the_workers(redis_url, settings):
     """An ingest host whose clock is a minute behind the worker's had every frame skipped as too old.
     Now the age until stored is the ingest host's own measure, and the age since is Redis's (the
-    frame's remaining TTL); a job of an older ingest node, without them, is aged by the clocks."""
+    frame's remaining TTL); a job of an older ingest node, without them, is aged by the clocks. Recorded
+    footage, dated by its time in the footage, is aged from its store alone."""
     connection = connect_redis(redis_url)
     image = encode_jpeg(np.full((360, 640, 3), 90, np.uint8), 90)
     behind = time.time() - 60  # "now" on the ingest host
@@ -84,10 +85,13 @@ def test_a_frame_is_aged_on_the_ingest_hosts_clock_then_on_redis_s_not_on_the_wo
         "cam:1:0": (behind - 0.2, 600),  # fresh: captured 0.2 s before it was stored, just now
         "cam:1:1": (behind - 40, 600),  # captured 40 s before the ingest host could store it
         "cam:1:2": (behind - 0.2, 560),  # stored 40 s ago: Redis has 560 s of its 600 left
+        "cam:1:3": (behind - 3600, 600),  # recorded footage dated an hour back, stored just now
+        "cam:1:4": (behind - 3600, 560),  # recorded footage stored 40 s ago
     }
     for frame_id, (_, ttl_s) in frames.items():
         FrameStore(connection, ttl_s).put_many([(frame_key(frame_id), image)])
-    refs = [ref(f).model_copy(update={"captured_at_s": captured}) for f, (captured, _) in frames.items()]
+    refs = [ref(f).model_copy(update={"captured_at_s": captured, "recorded": f >= "cam:1:3"})
+            for f, (captured, _) in frames.items()]  # fmt: skip
     enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="new", frames=refs, stored_at_s=behind,
                                                          frame_ttl_s=600), 60)  # fmt: skip
     enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="old", frames=refs[:1]), 60)
@@ -102,6 +106,8 @@ def test_a_frame_is_aged_on_the_ingest_hosts_clock_then_on_redis_s_not_on_the_wo
         ("new", "cam:1:0"): ("done", None),
         ("new", "cam:1:1"): ("skipped", "too old"),
         ("new", "cam:1:2"): ("skipped", "too old"),
+        ("new", "cam:1:3"): ("done", None),
+        ("new", "cam:1:4"): ("skipped", "too old"),
         ("old", "cam:1:0"): ("skipped", "too old"),  # the clocks' difference, as before
     }
 

@@ -74,11 +74,12 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         f"receivers:\n  ops:\n    type: webhook\n    url: {hook.url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
     )
     env = dict(
-        # every clip is queued at once (not live), so on a slow machine the last frames wait long: none may be
-        # shed as too old here (with both cores busy, the default 30 s limit skipped 48 of the 120 frames)
+        # recorded footage (not live) waits for the chain, three jobs queued at most: its frames are dated by
+        # the footage however long they wait (dated when handed on, one clip's three cars gave 11 sightings);
+        # a job may still wait long in the queue on a slow machine: none may be shed as too old here
         chain_env, ALPR_FRAME_TTL_S="200", ALPR_MAX_FRAME_AGE_S="150", ALPR_FRAMES_PER_JOB="4",
         ALPR_DETECTOR_BATCH_SIZE="2",
-        ALPR_MAX_QUEUE_DEPTH="1000", ALPR_KEEP_FRAMES="all", ALPR_ALERT_RECEIVERS=str(tmp_path / "receivers.yaml"),
+        ALPR_MAX_QUEUE_DEPTH="3", ALPR_KEEP_FRAMES="all", ALPR_ALERT_RECEIVERS=str(tmp_path / "receivers.yaml"),
     )  # fmt: skip
     assert main(["watchlist", "add", LISTED, "--reason", "stolen", "--database-url", env["ALPR_DATABASE_URL"]]) == 0
     workers, ports = [], {}
@@ -165,10 +166,10 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             assert ingest_metrics[f'alpr_frames_ingested_total{{camera="{camera}"}}'] == FRAMES_PER_CAMERA
         assert total(by_stage["detect"], r'alpr_frames_processed_total\{stage="detect"\}') == expected_frames
         assert total(by_stage["redact"], r'alpr_frames_processed_total\{stage="redact"\}') == expected_frames
-        jobs = expected_frames / 4
-        for stage in ("detect", "ocr", "redact"):
-            assert total(by_stage[stage], rf'alpr_jobs_total\{{outcome="done",stage="{stage}"\}}') == jobs
-        assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") == expected_frames / 2  # 2 per inference
+        jobs = {s: total(by_stage[s], rf'alpr_jobs_total\{{outcome="done",stage="{s}"\}}') for s in by_stage}
+        # a job packs up to 4 frames: fewer when the node waited for room (a job without plates has no OCR job)
+        assert jobs["detect"] == jobs["redact"] >= expected_frames / 4 and 0 < jobs["ocr"] <= jobs["detect"]
+        assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") >= expected_frames / 2  # 2 per inference
         assert total(by_stage["detect"], r"alpr_detector_batch_frames_sum") == expected_frames
         assert total(by_stage["ocr"], r"alpr_plate_reads_total\{.*\}") == len(reads)
         assert total(by_stage["ocr"], r"alpr_capture_to_logged_seconds_count") > 0

@@ -71,9 +71,9 @@ def test_a_small_step_back_is_slewed_too_and_a_cameras_frames_never_go_back():
     host = HostClocks()
     clock = CaptureClock(host.wall, host.monotonic)
     run = CameraRun(CameraConfig(id="cam", source="rtsp://cam/1"), run_ms=0, clock=clock)
-    first = [run.capture_time() for _ in range(3)]
+    first = [run.capture_time(0.0) for _ in range(3)]
     host.offset_s -= 0.9
-    then = [run.capture_time() for _ in range(20)]
+    then = [run.capture_time(0.0) for _ in range(20)]
     times = first + then
     assert min(gaps(times)) == pytest.approx(0.1, abs=1e-6)  # slewed at half speed, then on with the host
     assert then[-1] == pytest.approx(host.wall(), abs=1e-6)

@@ -5,20 +5,29 @@ without a record because the node stopped during an outage)."""
 import socket
 import time
 
+from psycopg_pool import ConnectionPool
+
 from common import defaults
 from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import frame_key
 from common.jobs import FrameRef
 from common.metrics import Metrics
-from ingest.ledger import FrameLedger
+from ingest.ledger import IDLE_WATERMARK_S, FrameLedger
 from tests.helpers import wait_for
 
 
-def record(index: int) -> FrameRecord:
-    ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at_s=time.time(),
-                   source_time_s=0.0, key=frame_key(f"cam:1:{index}"), region="us")  # fmt: skip
+def record(index: int, captured_at_s: float | None = None, recorded: bool = False) -> FrameRecord:
+    ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index,
+                   captured_at_s=captured_at_s or time.time(), source_time_s=0.0, key=frame_key(f"cam:1:{index}"),
+                   region="us", recorded=recorded)  # fmt: skip
     return FrameRecord(ref, "pending")
+
+
+def watermark(pool: ConnectionPool) -> float | None:
+    with pool.connection() as connection:
+        found = connection.execute("SELECT recorded_until_s FROM camera_watermarks WHERE camera_id = 'cam'").fetchone()
+        return float(found[0]) if found else None
 
 
 def closed_port() -> int:
@@ -65,12 +74,6 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     pool = open_pool(postgres_url)
 
-    def watermark() -> float | None:
-        with pool.connection() as connection:
-            row = connection.execute("SELECT recorded_until_s FROM camera_watermarks WHERE camera_id = 'cam'")
-            found = row.fetchone()
-            return float(found[0]) if found else None
-
     try:
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
         ledger.start()
@@ -78,13 +81,38 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
         ledger.sampled(first.frame)
         ledger.sampled(second.frame)
         ledger.add([second])  # the second is queued and recorded first; the first is not recorded yet
-        wait_for(lambda: watermark() == first.frame.captured_at_s, 10, "the watermark at the first frame")
+        wait_for(lambda: watermark(pool) == first.frame.captured_at_s, 10, "the watermark at the first frame")
         time.sleep(1.0)
-        assert watermark() == first.frame.captured_at_s  # held back, however long
+        assert watermark(pool) == first.frame.captured_at_s  # held back, however long
         ledger.add([first])
-        wait_for(lambda: (watermark() or 0) > second.frame.captured_at_s, 10, "the watermark past both")  # a moment ago
+        past_both = "the watermark past both (a moment ago)"
+        wait_for(lambda: (watermark(pool) or 0) > second.frame.captured_at_s, 10, past_both)
         assert ledger.close(timeout_s=10) == 0
-        assert watermark() is None
+        assert watermark(pool) is None
+    finally:
+        pool.close()
+
+
+def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame_until_it_ends(postgres_url):
+    """Recorded footage is dated by its time in the footage, which runs behind the clock when the chain is
+    slower than the footage: with every row written, a moment ago would pass the date of the frame to
+    come, and the sighting pool would group past it, never to group its reads."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    try:
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
+        ledger.start()
+        footage = record(0, time.time() - 3600, recorded=True)
+        ledger.sampled(footage.frame)
+        ledger.add([footage])
+        wait_for(lambda: FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
+        time.sleep(2 * IDLE_WATERMARK_S)
+        assert watermark(pool) == footage.frame.captured_at_s  # not a moment ago: its next frame may be older
+        ledger.ended("cam")
+        wait_for(lambda: (watermark(pool) or 0) > time.time() - 60, 10, "the watermark a moment ago once it ended")
+        assert ledger.close(timeout_s=10) == 0
     finally:
         pool.close()
 

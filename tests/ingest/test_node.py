@@ -105,6 +105,40 @@ def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tm
     )
 
 
+def test_recorded_footage_is_dated_by_its_own_clock_however_long_it_waits_for_the_chain(redis_url, tmp_path):
+    """`realtime: false` waits for the chain and was dated as it was handed on: frames 0.2 s apart in
+    the footage landed 1 ms or seconds apart, and a clip of three cars gave 11 sightings. Here the chain
+    takes a job of two frames a second from a footage of five frames a second."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob, stage_queue
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for index in range(8):
+        cv2.imwrite(str(folder / f"{index}.jpg"), np.full((120, 160, 3), 30 * index, np.uint8))
+    connection = connect_redis(redis_url)
+    settings = Settings.load({"ALPR_MAX_QUEUE_DEPTH": "1", "ALPR_FRAMES_PER_JOB": "2"}, redis_url=redis_url)
+    camera = CameraConfig(id="cam", source=str(folder), sample_fps=5, realtime=False)
+    node = IngestNode([camera], settings, connection, connection, Metrics(), None)
+    detect, taken = stage_queue(connection, "detect"), []
+    started = time.time()
+    runner = threading.Thread(target=node.run, daemon=True)
+    runner.start()
+    while runner.is_alive() or detect.count:  # the chain: one job a second
+        for job_id in detect.get_job_ids():
+            job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            taken += parse_job(job.args[0], DetectJob).frames
+            job.delete()
+        time.sleep(1.0)
+        assert time.time() - started < 60, "the node did not end"
+    assert [frame.frame_index for frame in taken] == list(range(8)) and all(frame.recorded for frame in taken)
+    dates = [frame.captured_at_s for frame in taken]
+    assert [round(later - earlier, 6) for earlier, later in zip(dates, dates[1:], strict=False)] == [0.2] * 7
+    assert started <= dates[0] < started + 5 and time.time() - started > 3  # dated from the start; it waited
+
+
 def test_frames_the_node_could_not_record_are_shown_by_alpr_status(redis_url, tmp_path, monkeypatch, capsys):
     """The frames log down the whole run: the frames went unrecorded, counted only in the node's own
     metric; `alpr status` (which reads the frames log for its accounting) could not show them."""
