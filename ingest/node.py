@@ -124,14 +124,15 @@ class CameraRun:
         frame by its time in the footage, however long it waits for the chain."""
         self.footage_start_s = max(self.clock.now(), self.last_captured_s + CAPTURE_STEP_S)
 
-    def capture_time(self, source_time_s: float) -> float:
+    def capture_time(self, source_time_s: float, lag_s: float = 0.0) -> float:
         """Now by the node's capture clock (ingest/clock.py: a step of the host's clock neither crowds
-        nor spreads frames), or for recorded footage its pass's start plus `source_time_s` (dated when
+        nor spreads frames) less `lag_s` (a stream's frame read late: held back by a stall), or for
+        recorded footage its pass's start plus `source_time_s` (dated when
         handed on, frames 0.2 s apart in a video landed 1 ms or 3 s apart, and a clip of three cars gave
         11 sightings); never before the camera's previous frame (by CAPTURE_STEP_S at least): the
         sighting pool groups each camera's reads forward in capture time, so frames dated before the
         last were never grouped: their cars had no sighting."""
-        dated = self.clock.now() if self.footage_start_s is None else self.footage_start_s + source_time_s
+        dated = self.clock.now() - lag_s if self.footage_start_s is None else self.footage_start_s + source_time_s
         self.last_captured_s = max(dated, self.last_captured_s + CAPTURE_STEP_S)
         return self.last_captured_s
 
@@ -312,7 +313,7 @@ class IngestNode:
         run.stamped_at = time.monotonic()
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-            captured_at_s=run.capture_time(frame.source_time_s), source_time_s=frame.source_time_s,
+            captured_at_s=run.capture_time(frame.source_time_s, frame.lag_s), source_time_s=frame.source_time_s,
             key=frame_key(frame_id), region=camera.region, roi=camera.roi, recorded=offline,
         )  # fmt: skip
         run.seq += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import stat
 import time
@@ -26,6 +27,7 @@ from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
+from ingest.stream_lag import StreamLag
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,8 @@ class SampledFrame:
     image: np.ndarray
     file_tag: str | None = field(default=None, compare=False)
     """An image file's own fingerprint (file_tag): its frame id, whatever else the folder holds."""
+    lag_s: float = field(default=0.0, compare=False)
+    """A stream's frame: how long before it was read it was captured (ingest/stream_lag.py)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class UnreadFrame:
     problem: FrameProblem
     detail: str
     file_tag: str | None = field(default=None, compare=False)
+    lag_s: float = field(default=0.0, compare=False)
 
 
 def file_tag(path: Path) -> str:
@@ -281,6 +286,7 @@ class VideoSource(FrameSource):
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.source_fps = fps if 0 < fps <= 1000 else 0.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
+        self.stream_lag = StreamLag()
 
     @property
     def expected_frames(self) -> int | None:
@@ -300,14 +306,21 @@ class VideoSource(FrameSource):
             )  # fmt: skip
         try:
             while self.capture.grab():
-                time_s = time.monotonic() - started if self.is_stream else index / (self.source_fps or self.sample_fps)
+                lag_s = 0.0
+                if self.is_stream:  # sampled by capture time: the frames a stall held back are footage as any
+                    read_s = time.monotonic() - started
+                    lag_s = self.stream_lag.lag_s(read_s, self.stamp_s())  # every frame's: the stream's pace
+                    time_s = read_s - lag_s
+                else:
+                    time_s = index / (self.source_fps or self.sample_fps)
                 if time_s + 1e-6 >= next_sample_s:
-                    sample = self.retrieve(index, time_s)
+                    sample = replace(self.retrieve(index, time_s), lag_s=lag_s)
                     if isinstance(sample, SampledFrame) or sample.problem == "too_large":
                         decoded += 1
                     yield sample
                     next_sample_s += 1.0 / self.sample_fps
-                    # after a stall no catching up, and no frame of the burst that follows at once
+                    # after a stall no catching up, and no frame of the burst that follows at once (a stream
+                    # whose own timestamps date the burst's frames is sampled through it, by capture time)
                     next_sample_s = max(next_sample_s, time_s + 0.5 / self.sample_fps)
                 index += 1
         finally:
@@ -318,6 +331,11 @@ class VideoSource(FrameSource):
             self.note_failure(
                 f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )
+
+    def stamp_s(self) -> float | None:
+        """The stream's own time of the frame just grabbed (its PTS, seconds), or None."""
+        stamp_ms = self.capture.get(cv2.CAP_PROP_POS_MSEC)
+        return stamp_ms / 1000 if math.isfinite(stamp_ms) and stamp_ms >= 0 else None
 
     def retrieve(self, index: int, time_s: float) -> SampledFrame | UnreadFrame:
         """The frame just grabbed, decoded; unread when it does not decode or has too many pixels (a

@@ -408,6 +408,9 @@ class StallingStream:
     def retrieve(self) -> tuple[bool, np.ndarray]:
         return True, np.zeros((8, 8, 3), np.uint8)
 
+    def get(self, _: int) -> float:
+        return -1.0  # no timestamps (as an HTTP MJPEG stream's cannot be trusted): sampled as it arrives
+
     def release(self) -> None:
         pass
 

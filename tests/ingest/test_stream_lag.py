@@ -1,0 +1,140 @@
+"""A stream's frames dated by its own timestamps: the frames a stall held back, read in a burst after it,
+were dated when read (seconds late). Judged first on timelines written out here, then on a real MPEG-TS
+stream with timestamps, served over TCP with a 3 s stall, read by the ingest node."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from common.config import Settings
+from common.metrics import Metrics
+from common.queues import connect_redis
+from ingest.cameras import CameraConfig
+from ingest.node import IngestNode
+from ingest.stream_lag import HELD_LAG_S, MIN_LAG_S, StreamLag
+
+
+def lags(times: list[tuple[float, float | None]]) -> list[float]:
+    lag = StreamLag()
+    return [round(lag.lag_s(read_at_s, stamp_s), 3) for read_at_s, stamp_s in times]
+
+
+def stalled(fps: float, seconds: float, stall_at_s: float, stall_s: float) -> list[tuple[float, float]]:
+    """A stream of `fps` stamped at its capture, read 0.1 s later, but held back by a stall: every frame
+    captured during it read at its end, 1 ms apart."""
+    times = []
+    for index in range(int(seconds * fps)):
+        stamp_s = index / fps
+        read_at_s = stamp_s + 0.1
+        if stall_at_s <= stamp_s < stall_at_s + stall_s:
+            read_at_s = stall_at_s + stall_s + 0.1 + 0.001 * (index - stall_at_s * fps)
+        times.append((read_at_s, stamp_s))
+    return times
+
+
+def test_the_frames_a_stall_held_back_are_read_late_by_what_they_waited():
+    timeline = stalled(fps=10, seconds=40, stall_at_s=20, stall_s=3)
+    found = lags(timeline)
+    held = [i for i, (read_at_s, stamp_s) in enumerate(timeline) if read_at_s - stamp_s > 0.2]
+    assert len(held) == 30 and found[held[0]] == pytest.approx(3.0, abs=0.01)  # the oldest: the whole stall
+    assert all(found[i] == pytest.approx(timeline[i][0] - timeline[i][1] - 0.1, abs=0.002) for i in held)
+    assert all(lag == 0 for i, lag in enumerate(found) if i not in held)
+
+
+def test_timestamps_are_not_trusted_before_they_have_kept_the_clocks_pace():
+    early = lags(stalled(fps=10, seconds=10, stall_at_s=5, stall_s=3))  # within the first 10 s
+    assert set(early) == {0.0}
+
+
+def test_an_mjpeg_stream_numbered_at_25_frames_a_second_is_dated_as_read():
+    """FFmpeg stamps an HTTP MJPEG stream's frames at a nominal 25 frames/s whatever the camera sends."""
+    five_a_second = [(index / 5, index / 25) for index in range(300)]
+    assert set(lags(five_a_second)) == {0.0}
+    with_stall = [(read_at_s + (3.0 if read_at_s >= 30 else 0), stamp_s) for read_at_s, stamp_s in five_a_second]
+    assert set(lags(with_stall)) == {0.0}
+
+
+def test_a_camera_clock_running_slow_or_a_delay_that_holds_is_the_new_normal():
+    slow = [(index / 10 * (1 + 200e-6) + 0.1, index / 10) for index in range(10 * 3600)]  # 200 ppm for an hour
+    assert max(lags(slow)) < 2 * MIN_LAG_S  # 0.72 s behind by the end, never taken for a backlog
+    moved = [(index / 10 + (0.1 if index < 300 else 2.1), index / 10) for index in range(600)]  # 2 s more from 30 s
+    found = lags(moved)
+    assert found[300] == pytest.approx(2.0) and max(found[300 + int(HELD_LAG_S * 10) :]) == 0.0
+
+
+def test_a_stream_whose_time_goes_back_or_has_no_stamps_starts_afresh():
+    timeline = stalled(fps=10, seconds=30, stall_at_s=25, stall_s=2)
+    restarted = [(read_at_s + 30, stamp_s) for read_at_s, stamp_s in stalled(10, 30, 5, 2)]  # a new time base
+    found = lags(timeline + restarted)
+    assert max(found[: len(timeline)]) == 2.0 and set(found[len(timeline) :]) == {0.0}  # not yet paced again
+    assert set(lags([(index / 10, None) for index in range(300)])) == {0.0}
+
+
+STREAM_FPS, STALL_AT_FRAME, STALL_S = 10, 150, 3.0
+
+
+def stalling_stream(clip: Path) -> str:
+    """Serve the MPEG-TS file over TCP at its pace (a frame's share of bytes every 1/STREAM_FPS s),
+    holding back STALL_S after frame STALL_AT_FRAME, then sending what was held back at once."""
+    data = clip.read_bytes()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        frames = STREAM_FPS * 25
+        chunk = len(data) // frames
+        try:
+            for index in range(frames + 1):
+                if index == STALL_AT_FRAME:
+                    time.sleep(STALL_S)
+                elif not STALL_AT_FRAME < index < STALL_AT_FRAME + STALL_S * STREAM_FPS:
+                    time.sleep(1 / STREAM_FPS)
+                connection.sendall(data[index * chunk : (index + 1) * chunk if index < frames else None])
+        except OSError:
+            pass
+        finally:
+            connection.close()
+            server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_streams_frames_read_after_a_stall_are_dated_and_sampled_by_capture_time(redis_url, tmp_path):
+    """25 s of a 10 frames/s stream sampled at 5, stalled 3 s at 15 s: the first frame read after the stall
+    was dated when read, 3 s after the one before it, and the rest of the burst passed over (3 s of
+    footage unsampled). Dated and sampled by the stream's own clock, every 0.2 s of it is a frame."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob, stage_queue
+
+    clip = tmp_path / "stream.ts"
+    writer = cv2.VideoWriter(str(clip), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), STREAM_FPS, (160, 120))
+    for index in range(STREAM_FPS * 25):
+        writer.write(np.full((120, 160, 3), index % 250, np.uint8))
+    writer.release()
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="cam", source=stalling_stream(clip), sample_fps=5)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
+    node.run(max_seconds=40)
+    frames = sorted(
+        (frame for job in stage_queue(connection, "detect").get_jobs()
+         for frame in parse_job(StageJob.fetch(job.id, connection=connection, serializer=JSONSerializer).args[0],
+                                DetectJob).frames),
+        key=lambda frame: frame.seq,
+    )  # fmt: skip
+    assert node.summary.skipped["cam"] == 0 and len(frames) >= 5 * 24
+    indexes = [frame.frame_index for frame in frames]
+    assert all(later - earlier <= 3 for earlier, later in zip(indexes, indexes[1:], strict=False)), indexes
+    gaps = [later.captured_at_s - earlier.captured_at_s for earlier, later in zip(frames, frames[1:], strict=False)]
+    assert max(gaps) < 0.5, max(gaps)  # no hole of 3 s
+    stall = [f.frame_index for f in frames if STALL_AT_FRAME <= f.frame_index < STALL_AT_FRAME + STALL_S * STREAM_FPS]
+    assert len(stall) >= 13  # what the stall held back, sampled all the same (15 at 5 frames/s)
