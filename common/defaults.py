@@ -145,10 +145,11 @@ gigabytes)."""
 MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
 """Most stored bytes one job's frames may hold together; frames past it are skipped unread."""
 
-MAX_JOB_DATA_BYTES = 32 * 1024 * 1024
+MAX_JOB_DATA_BYTES = 4 * 1024 * 1024
 """Most bytes a job's data (or its exc_info) may hold, compressed or once decompressed (the largest job
-the chain makes, 64 frames of 100 plates each, is a few MB): a bigger one, a zlib bomb among them, is
-refused unread."""
+the chain makes, 64 frames of 100 plates each with a 256-point region of interest, is 1.8 MB): a bigger
+one, a zlib bomb among them, is refused unread. JSON parses into some 30 times its size in objects: at
+32 MB, a 32 KB job of empty objects took a worker to 1 GB, kept after (a security audit)."""
 
 MAX_FRAMES_PER_JOB = 64
 """Most frames one job may carry (the detect batch size, ALPR_FRAMES_PER_JOB, is at most this)."""

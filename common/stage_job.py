@@ -46,7 +46,8 @@ class StageJob(Job):
         number, no data at all) becomes a job of its data, origin and meta alone, marked unreadable,
         which is refused like any other job not of ours. So does one whose data is over
         MAX_JOB_DATA_BYTES, compressed or once decompressed (RQ would decompress a zlib bomb whole).
-        The retries a hash asks for are held to the chain's own (JOB_RETRIES, no waits between)."""
+        The retries a hash asks for are held to the chain's own (JOB_RETRIES, no waits between), and its
+        TTLs, dependencies and group are the chain's own (as `enqueue` writes them), whatever it says."""
         self.unreadable = None
         oversized = oversized_field(raw_data)
         try:
@@ -62,7 +63,6 @@ class StageJob(Job):
             super().restore(part)
             what = oversized or ("no data" if not part["data"] else f"a field RQ cannot read: {type(error).__name__}")
             self.unreadable = f"unreadable job hash ({what})"
-            self.failure_ttl = defaults.FAILURE_TTL_S
         if not isinstance(self.meta, dict):  # RQ reads any JSON there: a list made every meta write raise
             self.meta = {}
             self.unreadable = self.unreadable or "unreadable job hash (meta that is not a mapping)"
@@ -71,6 +71,11 @@ class StageJob(Job):
         if self.retry_intervals is not None:
             self.retry_intervals = [0]
         self.repeats_left, self.repeat_intervals = None, None  # the chain never repeats a job that succeeded
+        # nor takes from a hash what it never sets: dependencies that RQ cannot write back made every later
+        # registry cleaning raise (no job a killed worker abandoned came back); a TTL Redis refuses made
+        # the worker quit on the job, one below zero left its hash forever
+        self._dependency_ids, self.allow_dependency_failures, self.group_id = [], None, None
+        self.result_ttl, self.failure_ttl, self.ttl = defaults.RESULT_TTL_S, defaults.FAILURE_TTL_S, None
 
     def _readable_part(self, raw_data: dict[Any, Any]) -> dict[str, Any]:
         """The fields of a job hash RQ cannot fail on: data (empty when there is none: undecodable),

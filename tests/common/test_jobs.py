@@ -80,3 +80,26 @@ def test_a_frame_carries_as_many_boxes_as_the_detector_gives():
     assert len(DetectedFrame(frame=REF, plates=[box] * most).plates) == most
     with pytest.raises(ValueError, match="at most"):
         DetectedFrame(frame=REF, plates=[box] * (most + 1))
+
+
+def test_the_largest_job_the_chain_makes_fits_well_within_the_job_data_bound():
+    """The bound was 32 MB: a 32 KB zlib job of empty objects took a worker to 1 GB. Now 4 MiB, it must
+    still hold the largest real job (OCR: every frame with the most plates, the longest ids and region)."""
+    import json
+
+    from common.frame_store import frame_key
+
+    roi = [(i * 3.123456789, i * 7.987654321) for i in range(256)]
+    frames = []
+    for i in range(defaults.MAX_FRAMES_PER_JOB):
+        camera = f"{'c' * 60}{i:02d}"
+        ref = FrameRef(frame_id=f"{camera}:1796273582590:{10**15 + i}", camera_id=camera, seq=10**15,
+                       frame_index=10**15, captured_at_s=1796273582.123456, source_time_s=12345.678901,
+                       key=frame_key(f"{camera}:1796273582590:{10**15 + i}"), region="us", roi=roi,
+                       stage_ms={"detect": 123.456789, "ocr": 12.3456789})  # fmt: skip
+        plates = [PlateBox(box_xyxy=(1234.5678, 2345.6789, 3456.789, 4567.891), confidence=0.87654321,
+                           crop_key=f"{ref.key}:plate{j}", at_side_edge=True)
+                  for j in range(defaults.DETECTOR_MAX_PLATES_PER_FRAME)]  # fmt: skip
+        frames.append(DetectedFrame(frame=ref, plates=plates, detail="x" * 200))
+    job = OcrJob(batch_id="b" * 100, frames=frames)
+    assert len(json.dumps(job.model_dump(mode="json"))) < defaults.MAX_JOB_DATA_BYTES / 1.5

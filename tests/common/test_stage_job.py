@@ -152,6 +152,54 @@ def test_a_job_hash_cannot_lift_the_pools_timeout_or_retries(redis_url):
     assert stage.batches == [f"45 {defaults.JOB_RETRIES}"]
 
 
+class FailingRecorder(Recorder):
+    """A detect stage that fails the batches named `fail-...`."""
+
+    def handle(self, payload: Any) -> StageResult:
+        if payload["batch_id"].startswith("fail"):
+            raise ValueError("this batch fails")
+        return super().handle(payload)
+
+
+POISONED = {
+    "dependency_ids a number": {"dependency_ids": b"5"},  # RQ writes it back as ids[0]: every cleaning raised
+    "dependency_ids nested": {"dependency_ids": b"[[1]]"},
+    "dependency_ids a mapping": {"dependency_ids": b'{"a": 1}'},
+    "failure_ttl beyond Redis": {"failure_ttl": b"1000000000000000000"},  # EXPIRE refused: the worker quit
+    "failure_ttl below zero": {"failure_ttl": b"-5"},  # the hash kept forever
+    "result_ttl beyond Redis": {"result_ttl": b"1000000000000000000"},
+    "result_ttl below zero": {"result_ttl": b"-5"},
+}
+
+
+@pytest.mark.parametrize("fields", POISONED.values(), ids=POISONED.keys())
+def test_a_job_hash_cannot_set_dependencies_or_ttls_that_wedge_the_pool(redis_url, fields):
+    """A security audit: a job hash naming dependencies made the worker quit on it, left in the started
+    registry, and every registry cleaning after raised on it, so no job a killed worker abandoned ever
+    came back; TTLs Redis refuses made the worker quit, or kept the hash forever."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    crafted = [enqueue(queue, detect_job(batch), 60) for batch in ("ok-crafted", "fail-crafted")]
+    for job_id in crafted:
+        connection.hset(f"rq:job:{job_id}", mapping=fields)
+    good = enqueue(queue, detect_job("good"), 60)
+    abandoned = enqueue(queue, detect_job("abandoned"), 60)
+    connection.hset(f"rq:job:{abandoned}", mapping=fields)
+    connection.lrem(queue.key, 0, abandoned)  # a worker took it and was killed: expired in the started registry
+    connection.zadd(StartedJobRegistry(queue=queue).key, {f"{abandoned}:gone": time.time() - 600})
+    stage = FailingRecorder()
+    worker = StageWorker(queue, WorkerContext(stage, Metrics()))  # type: ignore[arg-type]
+
+    worker.clean_registries()  # the abandoned job comes back (it raised, every 15 s, for good)
+    worker.work(burst=True, logging_level="WARNING")
+
+    assert sorted(stage.batches) == ["abandoned", "good", "ok-crafted"] and good not in crafted
+    assert FailedJobRegistry(queue=queue).get_job_ids() == [crafted[1]]
+    for job_id in crafted:
+        assert 0 < connection.ttl(f"rq:job:{job_id}") <= defaults.FAILURE_TTL_S
+        assert "dependency_ids" not in StageJob.fetch(job_id, connection=connection).to_dict()
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
