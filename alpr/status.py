@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
-from common.credentials import mask_url
+from common.credentials import escape_controls, mask_url
 from common.errors import ConfigError
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
@@ -87,8 +87,10 @@ def format_age(seconds: float) -> str:
 
 
 def text(value: bytes | str) -> str:
-    """A Redis key or value as text; bytes that are not UTF-8 shown with replacement characters."""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
+    """A Redis key or value as text to print: bytes that are not UTF-8 shown with replacement characters,
+    control characters written out (a camera named with a line break forged rows of the table, and
+    escape codes reached the operator's terminal: a security audit)."""
+    return escape_controls(value.decode(errors="replace") if isinstance(value, bytes) else value)
 
 
 def print_accounting(settings: Settings) -> None:
@@ -147,7 +149,11 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
         return {}
     if not isinstance(parsed, dict):
         return {}
-    return {k: v for k, v in parsed.items() if k in ("state", "since", "errors") and isinstance(v, str | int | float)}
+    return {
+        k: text(v) if isinstance(v, str) else v
+        for k, v in parsed.items()
+        if k in ("state", "since", "errors") and isinstance(v, str | int | float)
+    }
 
 
 def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[float, int, bool]]:

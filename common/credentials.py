@@ -1,6 +1,7 @@
 """Credentials kept out of sight: URLs masked before they reach a log line or an error message, and
 a logging filter that masks any URL credentials a library message carries (a camera's RTSP
-password, a Redis or Postgres password) on every handler of the process."""
+password, a Redis or Postgres password) on every handler of the process, and writes out the control
+characters a message carries (no forged line, no terminal escape)."""
 
 from __future__ import annotations
 
@@ -50,12 +51,23 @@ def mask_url(text: str) -> str:
     return QUERY_KEY.sub(rf"\1{MASK}", QUERY_PASSWORD.sub(rf"\1{MASK}", masked))
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+"""What a log message may not carry as it is: line breaks and terminal escapes (a tab is left)."""
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character but a tab written out (`\\n`, `\\x1b`): one log line each,
+    and no terminal escape. A crafted job's function name, which RQ logs as it is, forged whole lines."""
+    return CONTROL_CHARACTERS.sub(lambda m: repr(m[0])[1:-1], text)
+
+
 class MaskCredentials(logging.Filter):
-    """Rewrites each record's message with `mask_url`, arguments included, before any handler sees it."""
+    """Rewrites each record's message with `mask_url`, arguments included, before any handler sees it,
+    and writes out its control characters (`escape_controls`; a traceback the handler adds is kept)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_url(message)
+        masked = escape_controls(mask_url(message))
         if masked != message:
             record.msg, record.args = masked, None
         return True

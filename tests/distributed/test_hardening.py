@@ -69,6 +69,17 @@ def test_jobs_naming_another_function_arguments_or_callbacks_are_refused_unrun(r
     assert report.requeued["detect"] == 0 and report.malformed["detect"] == len(attacks)
 
 
+def test_a_crafted_function_name_forges_no_log_line_and_no_terminal_escape(redis_url, settings, caplog):
+    """RQ logs a failed job's function name as it is: a name with a line break and escape codes wrote a
+    line of its own (a WARNING of common.worker, forged) and cleared the terminal of whoever read the log."""
+    connection = connect_redis(redis_url)
+    forged = "x)\nWARNING common.worker: FORGED LINE: redactor keeps no frames\x1b[2J\x1b[31mRED"
+    stage_queue(connection, "detect").enqueue_call(func=forged, args=())
+    burst("detect", redis_url, "", settings)
+    assert "FORGED LINE" in caplog.text  # logged, written out
+    assert "\nWARNING common.worker: FORGED" not in caplog.text and "\x1b" not in caplog.text
+
+
 CALLED: list[str] = []
 
 

@@ -82,6 +82,26 @@ def test_malformed_and_expired_jobs_are_recorded_and_the_worker_goes_on(redis_ur
     assert pools[2].split() == ["ocr", "0", "-", "-"]
 
 
+def test_camera_names_and_states_from_redis_cannot_forge_status_rows_or_reach_the_terminal(redis_url, capsys):
+    """A security audit: whoever writes to Redis forged a pool's row in the camera table with a line
+    break in a camera's name, and sent escape codes to the operator's terminal through a state."""
+    import json
+
+    from common import queues
+
+    connection = connect_redis(redis_url)
+    connection.hset(queues.STATS_INGESTED_KEY, "cam\nredact 0 0 9 0\x1b]0;owned\x07", 3)
+    connection.hset(queues.CAMERA_STATE_KEY, "gate", json.dumps({"state": "ok\x1b[31m", "since": 0, "errors": 0}))
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "\x1b" not in out
+        and "\x07" not in out
+        and not any(line.startswith("redact 0 0 9") for line in out.splitlines())
+    )
+    assert "cam\\nredact" in out and "ok\\x1b[31m" in out  # shown, written out
+
+
 def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
     assert workers_needed(busy_s=12.0, frames=100, in_fps=20.0) == 3  # 0.12 s/frame x 20 fps / 0.8 busy
     assert workers_needed(busy_s=12.0, frames=100, in_fps=0.0) == 0
