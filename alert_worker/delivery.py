@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from common.alerts import MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
-from common.credentials import mask_url
+from common.credentials import escape_controls, mask_url
 
 SIGNATURE_HEADER = "X-ALPR-Signature"
 """Header of the webhook signature: `sha256=<hex HMAC-SHA256 of timestamp + "." + body>`."""
@@ -236,6 +236,8 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
         with error:
             phrase = _hide_url(" ".join(str(error.reason).split()), receiver.url)
             raise _status_error(where, error.code, phrase, error.headers.get("Retry-After")) from None
+    except ValueError as error:  # UnicodeEncodeError: a URL http.client cannot send (as the receivers file checks)
+        raise DeliveryRejected(f"{where}: the URL cannot be sent: {type(error).__name__}") from None
     except (urllib.error.URLError, OSError, HTTPException) as error:  # unreachable, timeouts, broken answers
         if deadline.expired.is_set():
             raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s") from None
@@ -289,7 +291,7 @@ def _hide_url(text: str, url: str) -> str:
 
 def _status_error(where: str, status: int, reason: str, retry_after: str | None) -> DeliveryError:
     """The error for a receiver's non-2xx answer (`reason`: its reason phrase, the URL hidden)."""
-    message = mask_url(f"{where}: HTTP {status} {reason[:80]}".rstrip())
+    message = mask_url(f"{where}: HTTP {status} {escape_controls(reason)[:80]}".rstrip())
     if status in RETRYABLE_STATUS or 500 <= status <= 599:
         return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after))
     if 300 <= status <= 399:
@@ -310,7 +312,7 @@ def _describe(error: object, url: str | None = None) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     text = " ".join(str(error).split())
-    text = mask_url(_hide_url(text, url) if url else text)
+    text = escape_controls(mask_url(_hide_url(text, url) if url else text))
     if isinstance(error, BaseException):
         return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
     return text[:200]
@@ -327,7 +329,10 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
     client.connect_timeout = receiver.timeout_s
     if receiver.uses_tls:  # the broker's certificate and host name verified (paho's defaults)
-        client.tls_set(ca_certs=receiver.ca_file)
+        try:
+            client.tls_set(ca_certs=receiver.ca_file)
+        except (OSError, ValueError) as error:  # a ca_file that holds no certificate (the receivers file checks)
+            raise DeliveryRejected(f"{where}: TLS cannot be set up: {_describe(error)}") from None
     if receiver.username is not None:
         password = receiver.password.get_secret_value() if receiver.password is not None else None
         client.username_pw_set(receiver.username, password)

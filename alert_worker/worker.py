@@ -22,7 +22,7 @@ from rq import Queue
 
 from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
 from common import defaults
-from common.alert_log import AlertLog, Delivery
+from common.alert_log import AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
 from common.jobs import AlertJob, alert_job, parse_job
@@ -77,6 +77,11 @@ class AlertStage:
         lease_s = (receiver.timeout_s if receiver else 0.0) + defaults.ALERT_LEASE_MARGIN_S
         delivery = self.alert_log.claim(job.alert_id, job.receiver, lease_s)
         if delivery is None:  # delivered already, or not due: another job or worker has it
+            return StageResult(frames=0)
+        if isinstance(delivery, UnreadableDelivery):  # rejected by the claim itself
+            log.warning("alert %s to %s rejected: %s", job.alert_id, job.receiver, delivery.reason)
+            known = job.receiver if job.receiver in self.receivers else "unknown"
+            self.metrics.alert_deliveries.labels(receiver=known, outcome="rejected").inc()
             return StageResult(frames=0)
         if receiver is None:
             self.unknown_receiver(delivery)

@@ -18,8 +18,10 @@ from typing import Literal
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+from pydantic import ValidationError
 
 from common.alerts import Alert
+from common.credentials import escape_controls
 from common.db import write_through_outage
 
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "rejected"]
@@ -64,6 +66,22 @@ RETURNING alert_id, receiver, attempts
 """
 """Deliveries due and not queued lately (a retry after its back-off; a job never queued), or being
 sent by a worker whose lease ran out (it died mid-delivery): marked queued now."""
+
+
+@dataclass(frozen=True)
+class UnreadableDelivery:
+    """A claimed delivery whose alert cannot be read (written by another version or by hand): recorded
+    `rejected` in the claim's own transaction. It was rolled back with the claim, queued again every 30 s
+    and never given up."""
+
+    receiver: str
+    reason: str
+
+
+def unreadable(error: ValidationError) -> str:
+    """Why an alert's body cannot be read: the fields at fault, named (never their values)."""
+    fields = sorted({repr(".".join(str(part) for part in e["loc"]))[:40] for e in error.errors()})
+    return f"the alert cannot be read (fields {', '.join(fields[:5]) or 'none'}): written by another version?"
 
 
 @dataclass(frozen=True)
@@ -115,14 +133,24 @@ class AlertLog:
 
         write_through_outage(self.pool, mark, 0.0)
 
-    def claim(self, alert_id: str, receiver: str, lease_s: float) -> Delivery | None:
-        """This worker's delivery, for `lease_s`; None when it is not due (done, or another worker's)."""
+    def claim(self, alert_id: str, receiver: str, lease_s: float) -> Delivery | UnreadableDelivery | None:
+        """This worker's delivery, for `lease_s`; None when it is not due (done, or another worker's);
+        an UnreadableDelivery, rejected, when its alert cannot be read."""
 
-        def claim(connection: psycopg.Connection) -> Delivery | None:
+        def claim(connection: psycopg.Connection) -> Delivery | UnreadableDelivery | None:
             row = connection.execute(CLAIM, (lease_s, alert_id, receiver)).fetchone()
             if row is None:
                 return None
-            return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]))
+            try:
+                return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]))
+            except ValidationError as error:
+                reason = unreadable(error)
+                connection.execute(
+                    "UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()"
+                    " WHERE alert_id = %s AND receiver = %s",
+                    (reason, alert_id, receiver),
+                )
+                return UnreadableDelivery(receiver, reason)
 
         return write_through_outage(self.pool, claim, self.patience_s)
 
@@ -138,14 +166,14 @@ class AlertLog:
         self._update(
             "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s),"
             " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
-            (delay_s, error[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
+            (delay_s, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
     def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], error: str) -> None:
         self._update(
             "UPDATE alert_deliveries SET status = %s, last_error = %s, next_attempt_at = now()"  # when given up
             " WHERE alert_id = %s AND receiver = %s" + MINE,
-            (status, error[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
+            (status, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
     def due(self, requeue_after_s: float, limit: int) -> list[tuple[str, str, int]]:

@@ -6,6 +6,7 @@ validation error. The receivers are read from a YAML file (`load_receivers`)."""
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -90,6 +91,8 @@ class WebhookReceiver(ReceiverConfig):
     def _http_url(cls, url: str) -> str:
         if not url.isprintable() or any(c.isspace() for c in url):
             raise ValueError("the URL holds spaces or control characters")
+        if not url.isascii():  # http.client cannot send it: every attempt failed, retried for a day
+            raise ValueError("the URL holds characters beyond ASCII: write them percent-encoded (é as %C3%A9)")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise ValueError("the URL must start with http:// or https://")
@@ -136,6 +139,11 @@ class MqttReceiver(ReceiverConfig):
             raise ValueError(f"ca_file {self.ca_file} is not a file")
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
+        if self.ca_file is not None:  # one that holds no certificate failed every attempt, retried for a day
+            try:
+                ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, OSError, ValueError):
+                raise ValueError(f"ca_file {self.ca_file} holds no PEM certificate that can be read") from None
         return self
 
     @field_validator("topic")

@@ -45,7 +45,10 @@ no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum f
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    """A validated type that crosses a stage: no field it does not name, and its errors never quote what
+    they refuse (an alert's plate was quoted in an ERROR log line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
 
 
 MAX_BIGINT = 2**63 - 1

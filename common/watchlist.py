@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import MAXYEAR, UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,9 @@ def parse_expiry(text: str) -> datetime | None:
         moment = (moment + _listed_through(text.strip())).astimezone(UTC)
     except ValueError:
         raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
-    except OverflowError:  # year 1 ahead of UTC
+    except OverflowError:  # year 1 ahead of UTC, or the last days of 9999 and a day or week added
+        if moment.year == MAXYEAR:
+            return None
         raise InputError(f"not an expiry from 1970 on: {_shown(text)}") from None
     if moment < EARLIEST:
         raise InputError(f"not an expiry from 1970 on: {_shown(text)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from alert_worker.delivery import (
     IDEMPOTENCY_HEADER,
@@ -385,8 +385,22 @@ def test_a_wildcard_topic_is_refused(topic):
         deliver_mqtt(ALERT, unchecked)
 
 
-def test_every_failure_is_a_delivery_error():
+def test_settings_no_attempt_can_send_are_rejected_not_retried_as_unexpected(tmp_path):
+    """A URL beyond ASCII and a ca_file without a certificate (the receivers file now refuses both) failed
+    every attempt as an unexpected UnicodeEncodeError or SSLError, outside deliver()'s two errors, and
+    were retried for a day."""
     assert issubclass(DeliveryRetryable, DeliveryError) and issubclass(DeliveryRejected, DeliveryError)
+    with WebhookServer(SECRET) as hook:
+        accented = WebhookReceiver.model_construct(url=f"{hook.url}/café", secret=SecretStr(SECRET), timeout_s=1)
+        with pytest.raises(DeliveryRejected, match="the URL cannot be sent"):
+            deliver_webhook(ALERT, accented)
+    assert hook.received == []
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    broken = MqttReceiver.model_construct(host="127.0.0.1", port=free_port(), topic="t", tls=True,
+                                          ca_file=str(ca), timeout_s=1, qos=1)  # fmt: skip
+    with pytest.raises(DeliveryRejected, match="TLS cannot be set up"):
+        deliver_mqtt(ALERT, broken)
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

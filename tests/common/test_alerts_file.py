@@ -25,6 +25,7 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
         (b"other: 1\n", "expected `receivers:`"),
         (b"receivers:\n  'bad name!': {type: webhook}\n", "receiver names are"),
         (webhook("ftp://x.example.org/").encode(), "http:// or https://"),
+        (webhook("https://hooks.example.org/café").encode(), "beyond ASCII: write them percent-encoded"),
         (webhook(secret_line="    secret: short\n").encode(), "secret"),
         (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "its secret_file: cannot read"),
         (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/#\n", "wildcards"),
@@ -82,3 +83,14 @@ def test_a_secret_written_where_its_file_belongs_stays_out_of_the_message(tmp_pa
     with pytest.raises(ConfigError) as caught:
         load_receivers(path)
     assert str(caught.value) == f"{path}: receiver ops: its secret_file: cannot read: it does not exist"
+
+
+def test_a_ca_file_that_holds_no_certificate_is_refused_at_load(tmp_path):
+    """It was checked for being a file only: every delivery then failed as an unexpected SSLError,
+    retried for a day, never saying why."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate\n")
+    path = tmp_path / "receivers.yaml"
+    path.write_text(f"receivers:\n  m: {{type: mqtt, host: broker, topic: t, tls: true, ca_file: {ca}}}\n")
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        load_receivers(path)

@@ -419,6 +419,7 @@ def test_a_row_written_by_hand_that_is_no_valid_entry_is_skipped_and_the_rest_st
         ("2030-07-01T12:00:00+02:00", datetime(2030, 7, 1, 10, tzinfo=UTC)),
         ("", None),
         ("9999-12-31", None),  # how many systems write "never": it overflowed (a traceback)
+        ("9999-W52", None),  # its Sunday added past 9999: refused as "not an expiry from 1970 on"
         ("9999-12-31T23:00:00-05:00", None),  # stored as year 10000: no worker could load the lists after it
     ],
 )
