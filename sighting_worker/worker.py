@@ -116,7 +116,11 @@ class EarlyScan:
         early = state.get("early")
         if not isinstance(early, dict):
             return cls(from_id)
-        return cls(from_id, {int(i) for i in early.get("seen", [])}, [list(m) for m in early.get("marks", [])])
+        seen: set[int] = set()
+        for entry in early.get("seen", []):  # runs of ids [first, last], or single ids (as saved before)
+            first, last = (entry, entry) if isinstance(entry, int) else entry
+            seen.update(range(int(first), int(last) + 1))
+        return cls(from_id, seen, [list(m) for m in early.get("marks", [])])
 
     def took(self, ids: list[int], now_s: float) -> None:
         """Note the reads taken this round; move `from_id` up to the highest id taken a window ago."""
@@ -130,7 +134,15 @@ class EarlyScan:
         self.seen = {i for i in self.seen if i > self.from_id}
 
     def state(self) -> dict[str, object]:
-        return {"seen": sorted(self.seen), "marks": self.marks}
+        """Saved in the cursor: `seen` as runs of consecutive ids [first, last] (a frame's reads are logged
+        together): a car park's 14,500 ids, one by one, rewrote 250 KB of JSON every round."""
+        runs: list[list[int]] = []
+        for read_id in sorted(self.seen):
+            if runs and read_id == runs[-1][1] + 1:
+                runs[-1][1] = read_id
+            else:
+                runs.append([read_id, read_id])
+        return {"seen": runs, "taken": len(self.seen), "marks": self.marks}  # taken: for CAMERAS_WITH_WORK
 
 
 def alert_id(kind: str, *parts: object) -> str:
@@ -262,7 +274,7 @@ class SightingStage:
         passes closed by then."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
-            from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s)
+            from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
         )
         reads = reads_to_group(connection, camera_id, from_s, horizon_s, limit=defaults.SIGHTING_BATCH_READS)
         if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: this round, the whole capture times in it

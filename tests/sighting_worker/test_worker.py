@@ -121,6 +121,22 @@ def test_reads_wait_for_a_frame_not_yet_settled(chain, redis_url):
     assert [s.reads for s in sightings] == [10, 10, 10]  # the reads at the old horizon too
 
 
+def test_a_frame_unsettled_again_behind_the_cursor_holds_no_later_car_back(chain, redis_url):
+    """A frame swept lost, then redacted late (its reads pending again), lies before what the camera has
+    grouped: it held the horizon, and no later car had a sighting until its reads came, up to 12 minutes
+    (a sighting pool audit). Its reads could never be grouped anyway."""
+    pool, settings = chain
+    start_s = time.time() - 60
+    log_frames(pool, passes(start_s)[:10])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    assert sorted(s.plate for s in stage.poll().sightings) == ["7ABC284", "KPX4721"]
+    FrameLog(pool, 0).record_sampled([FrameRecord(frame(99, start_s + 1), "pending")])  # unsettled again
+    now_s = time.time()  # a car just seen (after the last round's horizon, now - 2 s)
+    log_frames(pool, [(frame(100 + i, now_s - 1.9 + i * 0.1), [plate("GHT2093", 300 + 15 * i)]) for i in range(5)])
+    time.sleep(settings.sighting_settle_s + settings.sighting_gap_s + 0.5)  # settled, and its gap passed
+    assert [(s.plate, s.reads) for s in stage.poll().sightings] == [("GHT2093", 5)]
+
+
 @pytest.mark.parametrize("batch", [1, 3, 7])
 def test_a_backlog_is_grouped_in_steps_without_losing_a_read(chain, redis_url, monkeypatch, batch):
     """At most `batch` reads a round (two plates per frame: a batch of 1 holds part of a capture time)."""
@@ -351,3 +367,18 @@ def test_a_read_committed_after_higher_ids_still_raises_its_early_alert(chain, r
         connection.execute("UPDATE plate_reads SET id = %s WHERE frame_id = %s", (reserved, late[0].frame_id))
     alerts = stage.poll().alerts
     assert [(a.kind, a.plate) for a in alerts] == ([("read", "KPX4721")] if rescan_s else [])
+
+
+def test_the_early_scan_saves_the_reads_it_took_as_runs_and_reads_the_old_form():
+    """A car park's frame logs its 100 reads together: ids taken one by one, 14,500 of them, rewrote
+    250 KB of the cursor's JSON every round (a sighting pool audit)."""
+    from sighting_worker.worker import EarlyScan
+
+    early = EarlyScan(from_id=0)
+    frames = [list(range(start, start + 100)) for start in range(1000, 15_000, 250)]  # other cameras between
+    for ids in frames:
+        early.took(ids, now_s=0.0)
+    state = early.state()
+    assert state["seen"] == [[ids[0], ids[-1]] for ids in frames]
+    assert EarlyScan.load(0, {"early": state}).seen == early.seen == {i for ids in frames for i in ids}
+    assert EarlyScan.load(0, {"early": {"seen": [5, 7, 8], "marks": []}}).seen == {5, 7, 8}  # as saved before
