@@ -38,7 +38,8 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.stage == "alert":
         return replay_alerts(args, settings, queues_redis)
     stages = [args.stage] if args.stage else list(STAGES)
-    report = replay_failed(queues_redis, reach_frame_store(settings, queues_redis), stages, args.dry_run)
+    report = replay_failed(queues_redis, reach_frame_store(settings, queues_redis), stages, args.dry_run,
+                           settings.secret("job_key"))  # fmt: skip
     verb = "would requeue" if args.dry_run else "requeued"
     print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
     for stage in stages:
@@ -59,7 +60,7 @@ def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: re
     finally:
         pool.close()
     if not args.dry_run:
-        queue = stage_queue(queues_redis, "alert")
+        queue = stage_queue(queues_redis, "alert", settings.secret("job_key"))
         for alert_id, receiver in replayed:
             enqueue(queue, alert_job(alert_id, receiver, 1), settings.job_timeout_s)
     print(f"alert deliveries {'to requeue' if args.dry_run else 'requeued'}: {len(replayed)}")

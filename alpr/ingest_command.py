@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import Any
 
-from alpr.wiring import frame_ledger, reach_frame_store, reach_redis
+from alpr.wiring import frame_ledger, reach_frame_store, reach_redis, warn_if_jobs_unsigned
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
@@ -34,6 +34,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
             except InputError as error:
                 raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
+    warn_if_jobs_unsigned(settings)
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())

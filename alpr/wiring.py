@@ -71,6 +71,14 @@ def build_reader(
     return PlateReader(ocr_settings(settings, region, calibrated, format_weight))
 
 
+def warn_if_jobs_unsigned(settings: Settings) -> None:
+    """A WARNING when no job key is set (ALPR_JOB_KEY): jobs are then neither signed nor checked."""
+    if settings.secret("job_key") is None:
+        log.warning("no ALPR_JOB_KEY: jobs are not signed, and whoever can write to the queues' Redis can queue"
+                    " jobs the workers run (a forged redaction job can keep a plate sharp); set the same key in"
+                    " every role (`docker compose` does)")  # fmt: skip
+
+
 def reach_redis(
     settings: Settings, url: str | None = None, what: str = "queues", timeout_s: float = defaults.REDIS_TIMEOUT_S
 ) -> redis.Redis:
@@ -124,11 +132,11 @@ def build_worker_context(
     if stage == "detect":
         from detector_worker.worker import DetectStage
 
-        detector = build_detector(settings)
+        detector, job_key = build_detector(settings), settings.secret("job_key")
         metrics.worker_threads.set(detector.threads)
         detect = DetectStage(
-            detector, store, stage_queue(connection, "ocr"), stage_queue(connection, "redact"), metrics,
-            settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,
+            detector, store, stage_queue(connection, "ocr", job_key), stage_queue(connection, "redact", job_key),
+            metrics, settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,
         )  # fmt: skip
         return WorkerContext(detect, metrics, settings.job_timeout_s)
     if stage == "ocr":
@@ -182,7 +190,8 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(
         targets, AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
-        stage_queue(connection, "alert"), metrics, settings.alert_give_up_s, settings.job_timeout_s,
+        stage_queue(connection, "alert", settings.secret("job_key")), metrics, settings.alert_give_up_s,
+        settings.job_timeout_s,
     )  # fmt: skip
 
 
@@ -208,8 +217,8 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     if not names:
         log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
                     " logged, but delivered to no receiver")  # fmt: skip
-    return SightingStage(pool, watch, names, stage_queue(connection, "alert"), metrics, tuning,
-                         settings.job_timeout_s)  # fmt: skip
+    return SightingStage(pool, watch, names, stage_queue(connection, "alert", settings.secret("job_key")), metrics,
+                         tuning, settings.job_timeout_s)  # fmt: skip
 
 
 def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> Any:

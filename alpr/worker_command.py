@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from rq.exceptions import StopRequested
 
-from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis
+from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis, warn_if_jobs_unsigned
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
+    warn_if_jobs_unsigned(settings)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
     metrics.serve(settings.metrics_port, settings.metrics_address)
@@ -42,7 +43,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     quick = {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if args.stage == "alert" else {}
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
-        rq_worker = StageWorker(stage_queue(connection, args.stage), context, stop, name=name, **quick)
+        queue = stage_queue(connection, args.stage, settings.secret("job_key"))
+        rq_worker = StageWorker(queue, context, stop, name=name, **quick)
         log.info("worker %s ready", name)
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")

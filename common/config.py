@@ -81,6 +81,11 @@ class Settings(BaseModel):
     redis_password: SecretStr | None = Field(
         None, description="Password of both Redis servers, when a URL carries none (ALPR_REDIS_PASSWORD_FILE)."
     )
+    job_key: SecretStr | None = Field(
+        None, min_length=16, max_length=1024,
+        description="Key every role signs its jobs with and checks them by (ALPR_JOB_KEY_FILE): only the chain's"
+        " own jobs run; unset, whoever can write to Redis can queue jobs.",
+    )  # fmt: skip
     frame_store_url: str | None = Field(
         None, pattern=r"^rediss?://", description="Redis of raw frames and crops (no persistence); default: redis_url."
     )
@@ -199,7 +204,7 @@ class Settings(BaseModel):
         """The frame store's Redis: its own URL, or the queues'."""
         return self.frame_store_url or self.redis_url
 
-    def secret(self, name: Literal["redis_password", "database_password"]) -> str | None:
+    def secret(self, name: Literal["redis_password", "database_password", "job_key"]) -> str | None:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None
 

@@ -10,7 +10,7 @@ from rq.serializers import JSONSerializer
 
 from common import defaults
 from common.jobs import AlertJob, Job, StageName, job_id
-from common.stage_job import STAGE_JOB_FUNCTION, StageJob
+from common.stage_job import SIGNATURE, STAGE_JOB_FUNCTION, StageJob, job_signature
 
 STAGES: tuple[StageName, ...] = ("detect", "ocr", "redact")
 """The stages frames go through: the detector hands each batch to OCR and redaction at once. Their
@@ -99,9 +99,18 @@ def live_sighting_workers(connection: redis.Redis) -> int:
     return int(connection.zcount(SIGHTING_WORKERS_KEY, now - defaults.SIGHTING_HEARTBEAT_TTL_S, "+inf"))
 
 
-def stage_queue(connection: redis.Redis, stage: str) -> Queue:
-    """A stage's queue; its jobs (and its registries' cleaning) are StageJobs: only our function runs."""
-    return Queue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer, job_class=StageJob)
+class StageQueue(Queue):
+    """A stage's queue, with the key its jobs are signed with and checked by (None: neither)."""
+
+    job_key: str | None = None
+
+
+def stage_queue(connection: redis.Redis, stage: str, job_key: str | None = None) -> StageQueue:
+    """A stage's queue; its jobs (and its registries' cleaning) are StageJobs: only our function runs,
+    and with `job_key` (ALPR_JOB_KEY), only jobs signed with it."""
+    queue = StageQueue(QUEUE_NAMES[stage], connection=connection, serializer=JSONSerializer, job_class=StageJob)
+    queue.job_key = job_key
+    return queue
 
 
 def queue_keys(stages: tuple[StageName, ...] = STAGES) -> dict[str, str]:
@@ -124,9 +133,12 @@ def enqueue(queue: Queue, job: Job, timeout_s: int, pipeline: redis.client.Pipel
     if not pipeline.explicit_transaction:  # as RQ would, before our first command
         pipeline.multi()
     pipeline.delete(RqJob.key_for(identifier))
+    payload = job.model_dump(mode="json")
+    key = queue.job_key if isinstance(queue, StageQueue) else None
     queue.enqueue_call(
         func=STAGE_JOB_FUNCTION,
-        args=(job.model_dump(mode="json"),),
+        args=(payload,),
+        meta={SIGNATURE: job_signature(key, identifier, payload)} if key else None,
         job_id=identifier,
         timeout=timeout_s,
         result_ttl=defaults.RESULT_TTL_S,

@@ -51,19 +51,21 @@ def needed_keys(job: Job) -> list[str]:
 
 
 def replay_failed(
-    connection: redis.Redis, frames: redis.Redis, stages: list[str], dry_run: bool = False
+    connection: redis.Redis, frames: redis.Redis, stages: list[str], dry_run: bool = False, job_key: str | None = None
 ) -> ReplayReport:
     """Requeue the failed jobs of `stages` that still have frames to work on (in the frame store's
-    Redis, `frames`, which may be the queues' own)."""
+    Redis, `frames`, which may be the queues' own); with `job_key`, only jobs signed with it (signed
+    again when replay changes them)."""
     report = ReplayReport()
     for stage in stages:
-        queue = stage_queue(connection, stage)
+        queue = stage_queue(connection, stage, job_key)
         registry = FailedJobRegistry(queue=queue, job_class=StageJob)
         registry.cleanup()
         for entry in connection.zrange(registry.key, 0, -1):  # raw: RQ's get_job_ids raised on an id not UTF-8
             try:
                 job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
+                rq_job.job_key = job_key
                 if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
                     continue
@@ -79,6 +81,7 @@ def replay_failed(
             if not dry_run:
                 if isinstance(job, DetectJob) and not job.replayed:  # an operator asks: its frames however old
                     rq_job.args = [job.model_copy(update={"replayed": True}).model_dump(mode="json")]
+                    rq_job.sign(job_key)
                 rq_job.origin = queue.name  # back on the stage's queue, whatever queue its record names
                 try:
                     registry.requeue(rq_job)

@@ -9,6 +9,9 @@ RQ would raise while dequeuing it, and the worker would quit with the job stuck 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import json
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,17 @@ STAGE_JOB_FUNCTION = "alpr.stage"
 PERMANENT = "alpr_permanent"
 """Job meta key: why the job will always fail (never retried, not replayed)."""
 
+SIGNATURE = "alpr_signature"
+"""Job meta key: the job's signature with the chain's job key (`job_signature`), when one is set."""
+
+
+def job_signature(key: str, job_id: str, payload: Any) -> str:
+    """HMAC-SHA256 of the job's id and payload (canonical JSON) with `key`: what the roles that share the
+    key sign their jobs with, and check them by. A forged redaction job (boxes away from the plate) left
+    the plate sharp on disk, and the real job then took that file for one kept by an earlier attempt."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hmac.new(key.encode(), f"{job_id}\n{text}".encode(), hashlib.sha256).hexdigest()
+
 
 class RefusedJobError(Exception):
     """A job that is not one of the chain's own: it names another function, arguments or callbacks."""
@@ -40,6 +54,9 @@ class StageJob(Job):
 
     unreadable: str | None = None
     """Why RQ could not read this job's hash back (`restore`), or None."""
+
+    job_key: str | None = None
+    """Set by whoever checks the job (a StageWorker, `alpr replay`): the key it must be signed with."""
 
     def restore(self, raw_data: dict[Any, Any]) -> None:
         """RQ's restore; a hash it cannot read (RQ raises: a date, a timeout or a count that is no
@@ -123,7 +140,17 @@ class StageJob(Job):
             return "stage jobs carry no webhooks"
         if self.instance is not None:
             return "stage jobs call no instance method"
+        if self.job_key is not None:
+            signature = self.meta.get(SIGNATURE)
+            expected = job_signature(self.job_key, self.id, self.args[0])
+            if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(), expected.encode()):
+                return "not signed with the chain's job key (ALPR_JOB_KEY)"
         return None
+
+    def sign(self, key: str | None) -> None:
+        """Sign the job's payload as it now is (meta, written when the job is next saved)."""
+        if key is not None:
+            self.meta[SIGNATURE] = job_signature(key, self.id, self.args[0])
 
     @property
     def func(self) -> Any:

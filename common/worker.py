@@ -149,6 +149,8 @@ class StageWorker(SimpleWorker):
         super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, job_class=StageJob, **kwargs)
         self.context = context
         self.stop = stop or threading.Event()
+        self.job_key: str | None = getattr(queue, "job_key", None)
+        """The key its jobs must be signed with (the queue's: RQ hands jobs over with queues of its own)."""
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """A running job's lease: short, renewed by the heartbeat thread (RQ's SimpleWorker would hold
@@ -258,6 +260,7 @@ class StageWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         run = JobRun(self.context)
         if isinstance(job, StageJob):
+            job.job_key = self.job_key
             if reason := job.refusal():
                 self.context.count("refused")
                 log.warning("job %s refused: %s", str(job.id)[:80], reason)
@@ -281,6 +284,8 @@ class StageWorker(SimpleWorker):
     ) -> None:
         """RQ's failure handling; a job not of ours that RQ's cleaning fails unrun (found stuck in the
         intermediate list: a worker quit holding it) is counted and marked refused, as one run is."""
+        if isinstance(job, StageJob):
+            job.job_key = self.job_key
         if isinstance(job, StageJob) and PERMANENT not in job.meta and (reason := job.refusal()):
             self.context.count("refused")
             log.warning("job %s refused: %s", str(job.id)[:80], reason)

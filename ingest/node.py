@@ -159,7 +159,7 @@ class IngestNode:
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
         self.store = FrameStore(frames, settings.frame_ttl_s)
-        self.detect_queue = stage_queue(queues, "detect")
+        self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
         self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
         self.stop = threading.Event()

@@ -38,7 +38,7 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("alpr-")}
 MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
-SECRET_NAMES = {"redis_password", "postgres_password", "postgres_app_password", "grafana_admin_password"}
+SECRET_NAMES = {"redis_password", "postgres_password", "postgres_app_password", "grafana_admin_password", "job_key"}
 SECRETS_IN_CONTAINER = "/run/secrets/"
 HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR"}
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
@@ -134,6 +134,7 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
         else:
             assert settings.redis_url == "redis://redis:6379/0" and settings.store_url == "redis://frames:6379/0"
             assert settings.secret("redis_password") == redis_password, name
+            assert settings.secret("job_key") == (secrets_dir / "job_key").read_text().strip(), name
         if name in WITHOUT_DATABASE:
             assert settings.database_url is None and settings.secret("database_password") is None, name
         else:
@@ -147,9 +148,10 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
 def test_every_alpr_service_reads_its_passwords_from_docker_secrets():
     for name, service in ALPR_SERVICES.items():
         environment, needed = service["environment"], set()
-        if name not in WITHOUT_REDIS:
+        if name not in WITHOUT_REDIS:  # and every job it queues or runs signed with the job key
             assert environment["ALPR_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password", name
-            needed.add("redis_password")
+            assert environment["ALPR_JOB_KEY_FILE"] == "/run/secrets/job_key", name
+            needed |= {"redis_password", "job_key"}
         if name not in WITHOUT_DATABASE:
             secret = DATABASE_LOGINS[database_role(name)]
             assert environment["ALPR_DATABASE_PASSWORD_FILE"] == f"/run/secrets/{secret}", name

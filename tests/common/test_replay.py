@@ -9,6 +9,7 @@ import time
 import numpy as np
 from rq import Callback
 from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
 
 from alpr.cli import main
 from common.frame_store import FrameStore, encode_jpeg, frame_key
@@ -83,3 +84,45 @@ def test_replay_leaves_a_crafted_job_that_failed_without_running(redis_url):
     report = replay_failed(connection, connection, ["detect"])
     assert (report.requeued["detect"], report.malformed["detect"]) == (1, 1)
     assert detect.get_job_ids() == [plain.id] and failed.get_job_ids() == [crafted.id]
+
+
+def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(redis_url, settings, monkeypatch):
+    """A security audit: whoever can write to the queues' Redis forged a redaction job with its box away
+    from the plate, and the plate was kept sharp. With ALPR_JOB_KEY set, a job unsigned, signed with
+    another key or changed since it was signed is refused unrun; `alpr replay` signs what it changes."""
+    from common.stage_job import PERMANENT, StageJob
+
+    key = "job-key-0123456789abcdef"
+    monkeypatch.setenv("ALPR_JOB_KEY", key)
+    connection = connect_redis(redis_url)
+    store = FrameStore(connection, 60)
+    image = encode_jpeg(np.full((360, 640, 3), 100, np.uint8), 90)
+    store.put_many([(frame_key(f"cam:1:{i}"), image) for i in range(5)])
+    enqueue(stage_queue(connection, "detect", key), DetectJob(batch_id="signed", frames=[ref("cam:1:0")]), 60)
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="unsigned", frames=[ref("cam:1:1")]), 60)
+    other = stage_queue(connection, "detect", "another-key-0123456789")
+    enqueue(other, DetectJob(batch_id="other-key", frames=[ref("cam:1:2")]), 60)
+    enqueue(stage_queue(connection, "detect", key), DetectJob(batch_id="changed", frames=[ref("cam:1:3")]), 60)
+    changed = StageJob.fetch("detect-changed", connection=connection, serializer=JSONSerializer)
+    assert changed.func_name == STAGE_JOB_FUNCTION  # (its data read: RQ then writes the new args back)
+    changed.args = [DetectJob(batch_id="changed", frames=[ref("cam:1:4")]).model_dump(mode="json")]
+    changed.save()  # its signature kept, its payload another
+    worker = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    assert main(worker) == 0
+    redact = stage_queue(connection, "redact", key)
+    assert redact.get_job_ids() == ["redact-signed"]
+    failed = FailedJobRegistry(queue=stage_queue(connection, "detect"))
+    assert sorted(failed.get_job_ids()) == ["detect-changed", "detect-other-key", "detect-unsigned"]
+    for job_id in failed.get_job_ids():
+        meta = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer).meta
+        assert meta[PERMANENT] == "refused: not signed with the chain's job key (ALPR_JOB_KEY)"
+    report = replay_failed(connection, connection, ["detect"], job_key=key)
+    assert report.requeued["detect"] == 0 and report.malformed["detect"] == 3  # none of ours: never replayed
+
+    detect = stage_queue(connection, "detect", key)  # a signed job that failed (Redis away, say): replayed
+    enqueue(detect, DetectJob(batch_id="again", frames=[ref("cam:1:0", age_s=120)]), 60)
+    detect.remove("detect-again")
+    failed.add(StageJob.fetch("detect-again", connection=connection, serializer=JSONSerializer), ttl=600)
+    assert replay_failed(connection, connection, ["detect"], job_key=key).requeued["detect"] == 1
+    assert main(worker) == 0
+    assert sorted(redact.get_job_ids()) == ["redact-again", "redact-signed"]  # run, though replay changed it
