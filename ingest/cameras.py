@@ -117,6 +117,10 @@ def parse_cameras(raw: Any, origin: str = "cameras file") -> list[CameraConfig]:
     ids = [c.id for c in cameras]
     if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
         raise ConfigError(f"{origin}: camera ids must be unique; repeated: {', '.join(duplicates)}")
+    folded: dict[str, str] = {}
+    for camera_id in ids:  # one folder of kept frames on a file system blind to case (macOS, Windows shares)
+        if (first := folded.setdefault(camera_id.casefold(), camera_id)) != camera_id:
+            raise ConfigError(f"{origin}: camera ids {first} and {camera_id} differ only in case: name them apart")
     if not any(c.enabled for c in cameras):
         raise ConfigError(f"{origin}: no enabled camera")
     return cameras

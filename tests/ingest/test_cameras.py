@@ -33,6 +33,7 @@ def test_a_valid_file_loads(tmp_path):
         ({"cameras": [{**GOOD, "id": "bad id!"}]}, "camera 'bad id!': field id"),
         ({"cameras": [{"id": "cam-9"}]}, "camera 'cam-9': field source: Field required"),
         ({"cameras": [GOOD, GOOD]}, "camera ids must be unique; repeated: gate-3"),
+        ({"cameras": [GOOD, {**GOOD, "id": "Gate-3"}]}, "camera ids gate-3 and Gate-3 differ only in case"),
         ({"cameras": [{**GOOD, "enabled": False}]}, "no enabled camera"),
         ({"camera": [GOOD]}, "expected a mapping with one key, `cameras`"),
         ([GOOD], "expected a mapping"),
