@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import redis
 
-from alpr.wiring import database_pool, reach_frame_store, reach_redis
+from alpr.wiring import database_pool, reach_frame_store, reach_redis, warn_if_jobs_unsigned
 from common.config import Settings
 from common.errors import ConfigError
 from common.queues import STAGES
@@ -35,6 +36,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     from common.replay import replay_failed
 
     queues_redis = reach_redis(settings)
+    warn_if_jobs_unsigned(settings)
     if args.stage == "alert":
         return replay_alerts(args, settings, queues_redis)
     stages = [args.stage] if args.stage else list(STAGES)
@@ -44,6 +46,10 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
     for stage in stages:
         print(f"{stage:<8} {report.requeued[stage]:>13} {report.expired[stage]:>8} {report.malformed[stage]:>9}")
+    if signed := sum(report.signed.values()):
+        print(f"alpr: {signed} failed jobs are signed and were left where they are: set ALPR_JOB_KEY (the key the"
+              " workers check jobs by) to replay them", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -60,17 +60,16 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     sighting_workers = queues.live_sighting_workers(connection)
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
-    states = {text(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
-    cameras = sorted({text(k) for table in then for k in table} | set(states))
+    states = {raw(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    cameras = sorted({raw(k) for table in then for k in table} | set(states))  # shown by text(), looked up as is
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
               f"{'queued':>8} {'skipped':>8} {'done':>8} {'unrecorded':>10}")  # fmt: skip
     offered_fps = 0.0
-    for camera in cameras:
-        key = camera.encode()
+    for key in cameras:
         rates = [(number(b.get(key)) - number(a.get(key))) / args.interval for a, b in zip(first, then, strict=True)]
         totals = [int(number(table.get(key))) for table in then]
-        state = states.get(camera, {})
+        state, camera = states.get(key, {}), text(key)
         if "since" in state:
             state["state"] = f"{state.get('state', '-')} {format_age(time.time() - number(state['since']))}"
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
@@ -84,6 +83,11 @@ def format_age(seconds: float) -> str:
     return (
         f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
     )
+
+
+def raw(value: bytes | str) -> bytes:
+    """A Redis key as the bytes it is (redis-py gives bytes; a str only from a hand-made mapping)."""
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def text(value: bytes | str) -> str:

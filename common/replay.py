@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from common.errors import InputError
 from common.jobs import DetectJob, Job, OcrJob, RedactJob, parse_job
 from common.queues import stage_queue
-from common.stage_job import PERMANENT, StageJob
+from common.stage_job import PERMANENT, SIGNATURE, StageJob
 
 JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
     "detect": DetectJob,
@@ -37,6 +37,8 @@ class ReplayReport:
     requeued: Counter[str] = field(default_factory=Counter)
     expired: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
+    signed: Counter[str] = field(default_factory=Counter)
+    """Signed jobs left where they are: replay was run without the job key (ALPR_JOB_KEY)."""
 
 
 def needed_keys(job: Job) -> list[str]:
@@ -55,7 +57,7 @@ def replay_failed(
 ) -> ReplayReport:
     """Requeue the failed jobs of `stages` that still have frames to work on (in the frame store's
     Redis, `frames`, which may be the queues' own); with `job_key`, only jobs signed with it (signed
-    again when replay changes them)."""
+    again when replay changes them); without, no signed job (counted in `signed`)."""
     report = ReplayReport()
     for stage in stages:
         queue = stage_queue(connection, stage, job_key)
@@ -68,6 +70,9 @@ def replay_failed(
                 rq_job.job_key = job_key
                 if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
+                    continue
+                if job_key is None and SIGNATURE in rq_job.meta:  # changed unsigned, a keyed worker refused it
+                    report.signed[stage] += 1  # for good: its frames were lost (a review)
                     continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])
             except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError, redis.ResponseError):

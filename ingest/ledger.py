@@ -24,6 +24,7 @@ from common.db import DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord
 from common.jobs import FrameRef
 from common.metrics import Metrics
+from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ class FrameLedger:
         """The batch the thread is writing (taken from the buffer, not yet written nor put back)."""
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
-        self.footage_dates: dict[str, float] = {}
-        """Per camera of recorded footage still sampled, its last frame's date (see _watermarks)."""
+        self.last_dates: dict[str, tuple[float, bool]] = {}
+        """Per camera still sampled, its last frame's date and whether it is recorded footage (_watermarks)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
@@ -74,13 +75,12 @@ class FrameLedger:
         """A frame was just sampled: the camera's watermark stays before it until its row is written."""
         with self.lock:
             self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
-            if ref.recorded:
-                self.footage_dates[ref.camera_id] = ref.captured_at_s
+            self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
 
     def ended(self, camera_id: str) -> None:
         """The camera samples no more frames (its file ended, it failed, or the node stops)."""
         with self.lock:
-            self.footage_dates.pop(camera_id, None)
+            self.last_dates.pop(camera_id, None)
 
     def add(self, records: list[FrameRecord]) -> None:
         """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
@@ -185,10 +185,12 @@ class FrameLedger:
 
     def _watermarks(self, batch: list[FrameRecord], closing: bool) -> dict[str, float | None]:
         """Each camera's watermark once `batch` is written (None for every camera when the node is
-        closing with nothing left): its oldest frame still to write, else a moment ago (a live camera's
-        next frame is dated now), or for recorded footage still sampled its last frame's date when that
-        is earlier (its next frame is dated by the footage, which may run behind the clock). Under the
-        lock."""
+        closing with nothing left): its oldest frame still to write, else a moment ago, or its last frame's
+        date when that is earlier, as the next frame is dated after it but may be dated before now: by
+        the footage for recorded footage (which may run behind the clock), by the stream's timestamps
+        for a stream's frame read late (at most MAX_LAG_S before now: a stream that went silent holds
+        its watermark back no further). Frames of a stall, dated back into it, fell behind a watermark
+        already written, and their reads were never grouped (a review). Under the lock."""
         if closing:
             return dict.fromkeys(self.outstanding)
         written = {record.frame.frame_id for record in batch}
@@ -196,7 +198,10 @@ class FrameLedger:
         marks: dict[str, float | None] = {}
         for camera_id, frames in self.outstanding.items():
             waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)
-            settled_s = min(now_s - WATERMARK_MARGIN_S, self.footage_dates.get(camera_id, now_s))
+            settled_s = now_s - WATERMARK_MARGIN_S
+            if camera_id in self.last_dates:
+                last_s, recorded = self.last_dates[camera_id]
+                settled_s = min(settled_s, last_s if recorded else max(last_s, settled_s - MAX_LAG_S))
             marks[camera_id] = next(waiting, settled_s)  # frames are sampled in order
         return marks
 

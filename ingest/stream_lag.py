@@ -23,8 +23,9 @@ reader held up now and then (a busy host), not for a nominal rate (25 frames/s s
 MIN_LAG_S = 0.05
 """A lag shorter than this is jitter in delivery, not frames held back: none."""
 
-MAX_LAG_S = 60.0
-"""A lag longer than this is no stall's backlog but a stream whose timestamps cannot be trusted: none."""
+MAX_LAG_S = 20.0
+"""A lag longer than this is no stall's backlog but a stream whose timestamps cannot be trusted: none.
+The ingest node's watermark for a stream stays this far behind its clock at most (ingest/ledger.py)."""
 
 HELD_LAG_S = 5.0
 """A lag every frame has had for this long is the stream's new normal delay (a backlog is read out in a
@@ -72,8 +73,11 @@ class StreamLag:
         if self.lagging_since_s is None:
             self.lagging_since_s = read_at_s
         self.run_least_delay_s = min(self.run_least_delay_s, delay_s)
-        if read_at_s - self.lagging_since_s >= HELD_LAG_S:  # held: the normal delay now
-            self.least_delay_s, self.lagging_since_s, self.run_least_delay_s = self.run_least_delay_s, None, math.inf
+        if read_at_s - self.lagging_since_s >= HELD_LAG_S:  # held: the normal delay now, and trust earned anew
+            least_delay_s = self.run_least_delay_s  # (an MJPEG camera at 25 frames/s, as FFmpeg stamps it, kept
+            self.reset()  # its trust when it fell to 12: dated up to 5 s early, most samples lost)
+            self.least_delay_s = least_delay_s
+            self.recent.append((read_at_s, stamp_s))
             return 0.0
         return lag_s if self.trusted and lag_s <= MAX_LAG_S else 0.0
 

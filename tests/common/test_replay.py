@@ -123,6 +123,8 @@ def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(
     enqueue(detect, DetectJob(batch_id="again", frames=[ref("cam:1:0", age_s=120)]), 60)
     detect.remove("detect-again")
     failed.add(StageJob.fetch("detect-again", connection=connection, serializer=JSONSerializer), ttl=600)
+    unkeyed = replay_failed(connection, connection, ["detect"])  # replayed unsigned: refused, its frames lost
+    assert unkeyed.requeued["detect"] == 0 and unkeyed.signed["detect"] == 1
     assert replay_failed(connection, connection, ["detect"], job_key=key).requeued["detect"] == 1
     assert main(worker) == 0
     assert sorted(redact.get_job_ids()) == ["redact-again", "redact-signed"]  # run, though replay changed it

@@ -100,6 +100,8 @@ def test_camera_names_and_states_from_redis_cannot_forge_status_rows_or_reach_th
         and not any(line.startswith("redact 0 0 9") for line in out.splitlines())
     )
     assert "cam\\nredact" in out and "ok\\x1b[31m" in out  # shown, written out
+    row = next(line for line in out.splitlines() if line.startswith("cam\\nredact"))
+    assert row.split()[-4] == "3"  # its count found under its own key
 
 
 def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():

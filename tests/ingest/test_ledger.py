@@ -5,6 +5,7 @@ without a record because the node stopped during an outage)."""
 import socket
 import time
 
+import pytest
 from psycopg_pool import ConnectionPool
 
 from common import defaults
@@ -188,3 +189,31 @@ def test_the_batch_being_written_when_the_node_stops_is_counted_unrecorded(caplo
     assert ledger.close(timeout_s=1) == 10
     assert metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"}) == 10
     assert "10 frame records could not be written to the frames log" in caplog.text
+
+
+def test_a_streams_watermark_stays_at_its_last_frame_as_its_next_may_be_dated_back_by_a_stall():
+    """A stream's frames read after a stall are dated back into it (by the stream's timestamps): the
+    watermark written meanwhile, a moment ago, passed them, and their reads were never grouped (a
+    review). Held at the last frame's date, but never more than MAX_LAG_S behind (a silent stream)."""
+    from ingest.stream_lag import MAX_LAG_S
+
+    now = [1_000_000.0]
+    ledger = FrameLedger(lambda: FrameLog(open_pool("postgresql://unused@127.0.0.1:1/x", wait_s=0), 0), Metrics(),
+                         capacity=10, now=lambda: now[0])  # fmt: skip
+    stream, footage = record(0, now[0] - 0.2), record(1, now[0] - 3600, recorded=True)
+    footage = FrameRecord(footage.frame.model_copy(update={"camera_id": "film"}), "pending")
+    for written in (stream, footage):
+        ledger.sampled(written.frame)
+        with ledger.lock:
+            ledger._settle([written])
+    now[0] += 3.0  # a stall: nothing sampled for 3 s
+    with ledger.lock:
+        assert ledger._watermarks([], closing=False) == {"cam": now[0] - 3.2, "film": now[0] - 3603}
+    now[0] += 2 * MAX_LAG_S
+    with ledger.lock:
+        marks = ledger._watermarks([], closing=False)
+    assert marks["cam"] == pytest.approx(now[0] - 1 - MAX_LAG_S) and marks["film"] == now[0] - 3600 - 2 * MAX_LAG_S - 3
+    ledger.ended("cam")
+    ledger.ended("film")
+    with ledger.lock:
+        assert ledger._watermarks([], closing=False) == {"cam": now[0] - 1, "film": now[0] - 1}

@@ -61,6 +61,16 @@ def test_an_mjpeg_stream_numbered_at_25_frames_a_second_is_dated_as_read():
     assert set(lags(with_stall)) == {0.0}
 
 
+def test_timestamps_that_fall_behind_the_clocks_pace_lose_their_trust():
+    """An MJPEG camera sending 25 frames/s passes for stamped at its pace (FFmpeg numbers its frames at
+    a nominal 25); fallen to 12 frames/s, its lag grew for good: trust was kept (it was judged only on
+    frames that did not lag), frames were dated up to 5 s early, most samples lost (a review)."""
+    fast = [(index / 25, index / 25) for index in range(25 * 15)]
+    slow = [(15 + index / 12, 15 + index / 25) for index in range(12 * 60)]
+    found = lags(fast + slow)
+    assert max(found[len(fast) + 12 * 10 :]) == 0.0  # lagging at most until its first reset, then never trusted
+
+
 def test_a_camera_clock_running_slow_or_a_delay_that_holds_is_the_new_normal():
     slow = [(index / 10 * (1 + 200e-6) + 0.1, index / 10) for index in range(10 * 3600)]  # 200 ppm for an hour
     assert max(lags(slow)) < 2 * MIN_LAG_S  # 0.72 s behind by the end, never taken for a backlog
