@@ -131,10 +131,13 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             sighted_sql = "SELECT count(*) FROM sightings"
             wait_for(lambda: db.execute(sighted_sql).fetchone()[0] >= expected_cars, 60, "every car's sighting")
             wait_for(lambda: hook.received, 60, "the alert at the receiver")
-            # every camera grouped past its last frame by more than the gap: no pass is left to close, so a
-            # second sighting or alert would be there now; and no delivery is left to make
+            # every camera grouped past its last read by more than the gap: no pass is left to close, so a
+            # second sighting or alert would be there now; and no delivery is left to make. (Past its own
+            # last read: a camera with no work is not visited, and its cursor stays where its last pass
+            # closed, which may lie before another camera's last frame.)
             grouped = (
-                "SELECT min(c.grouped_until_s) > (SELECT extract(epoch FROM max(captured_at)) FROM frames) + 2"
+                "SELECT bool_and(c.grouped_until_s > (SELECT extract(epoch FROM max(r.captured_at)) FROM plate_reads r"
+                " WHERE r.camera_id = c.camera_id) + 2)"
                 " AND NOT EXISTS (SELECT 1 FROM alert_deliveries WHERE status IN ('pending', 'sending'))"
                 " FROM sighting_cursors c"
             )
