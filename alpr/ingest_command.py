@@ -57,7 +57,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: finished.set())
         finished.wait(args.linger)
-    return 0
+    return 1 if summary.claim_lost else 0
 
 
 def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:

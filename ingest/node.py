@@ -46,6 +46,7 @@ from common.queues import (
     stage_queue,
 )  # fmt: skip
 from ingest.cameras import CameraConfig
+from ingest.claims import CameraClaims
 from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
@@ -87,6 +88,8 @@ class NodeSummary:
     ingested: Tally[str] = field(default_factory=Tally)
     skipped: Tally[str] = field(default_factory=Tally)
     jobs: int = 0
+    claim_lost: str | None = None
+    """Why the node stopped early: another node claimed one of its cameras (ingest/claims.py)."""
 
 
 CLOCK_DISAGREEMENT_S = 60.0
@@ -176,6 +179,7 @@ class IngestNode:
         # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
         self.summary = NodeSummary()
+        self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras])
         self.skipped_reported: Tally[str] = Tally()
         self.unrecorded_reported: Tally[str] = Tally()
 
@@ -458,9 +462,11 @@ class IngestNode:
         self.redis_down = False
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
-        """Ingest until every camera has ended (files without loop), `max_seconds`, or stop()."""
+        """Ingest until every camera has ended (files without loop), `max_seconds`, or stop(); ConfigError
+        at once when another live node samples one of the cameras (ingest/claims.py)."""
         threads = [threading.Thread(target=self.camera_loop, args=(c,), name=f"camera-{c.id}", daemon=True)
                    for c in self.cameras]  # fmt: skip
+        self.claims.claim()
         if self.ledger:
             self.ledger.start()
         for thread in threads:
@@ -477,6 +483,7 @@ class IngestNode:
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)
             self.refresh_depth()  # the last skips, and the frames the ledger could not record
+            self.claims.release()  # its frames recorded and its watermarks gone: another node may take over
         return self.summary
 
     def drain_pending(self) -> None:
@@ -506,6 +513,11 @@ class IngestNode:
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()
                 last_depth = now
+            if not self.stop.is_set() and (taken := self.claims.renew()):
+                log.error("%s since this node claimed it (its claims lapsed while Redis was away): this node"
+                          " stops", taken)  # fmt: skip
+                self.summary.claim_lost = taken
+                self.stop.set()
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
                 oldest = oldest if batch else time.monotonic()

@@ -1,0 +1,87 @@
+"""One camera, one ingest node (ingest/claims.py), on a private Redis with real nodes: two nodes given
+one camera both sampled it, and their watermarks for it overwrote each other."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from alpr.cli import main
+from common.config import Settings
+from common.errors import ConfigError
+from common.metrics import Metrics
+from common.queues import connect_redis
+from ingest.cameras import CameraConfig
+from ingest.claims import CLAIM_PREFIX
+from ingest.node import IngestNode, NodeSummary
+from tests.helpers import wait_for, write_cameras
+
+
+def looping_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "shots"
+    folder.mkdir(exist_ok=True)
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    return folder
+
+
+def node(redis_url: str, folder: Path, camera_ids: tuple[str, ...] = ("gate",)) -> IngestNode:
+    connection = connect_redis(redis_url)
+    cameras = [CameraConfig(id=camera_id, source=str(folder), loop=True, sample_fps=5) for camera_id in camera_ids]
+    return IngestNode(cameras, Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
+
+
+def start(ingest: IngestNode) -> tuple[threading.Thread, list[NodeSummary]]:
+    result: list[NodeSummary] = []
+    runner = threading.Thread(target=lambda: result.append(ingest.run()), daemon=True)
+    runner.start()
+    return runner, result
+
+
+def test_a_second_node_given_a_sampled_camera_refuses_to_start_until_the_first_has_stopped(redis_url, tmp_path):
+    folder = looping_folder(tmp_path)
+    first = node(redis_url, folder, ("gate", "yard"))
+    runner, _ = start(first)
+    connection = connect_redis(redis_url)
+    wait_for(lambda: connection.get(CLAIM_PREFIX + "yard") == first.node_id.encode(), 10, "the first node's claims")
+    second = node(redis_url, folder, ("dock", "yard"))
+    with pytest.raises(ConfigError, match=f"camera yard is sampled by ingest node '{first.node_id}'"):
+        second.run()
+    assert connection.get(CLAIM_PREFIX + "dock") is None  # all or nothing: dock was not claimed either
+    assert 0 < connection.ttl(CLAIM_PREFIX + "yard") <= 30  # lapses if its node dies
+    first.stop.set()
+    runner.join(30)
+    assert connection.get(CLAIM_PREFIX + "yard") is None  # released once it stopped
+    again = node(redis_url, folder, ("dock", "yard"))
+    runner, _ = start(again)
+    wait_for(lambda: connection.get(CLAIM_PREFIX + "dock") == again.node_id.encode(), 10, "the second node's claims")
+    again.stop.set()
+    runner.join(30)
+
+
+def test_a_node_whose_camera_another_node_claimed_meanwhile_stops(redis_url, tmp_path, monkeypatch, caplog):
+    """Its claims lapsed (Redis away past their 30 s) and another node took the camera: two sampled it."""
+    monkeypatch.setattr("ingest.claims.RENEW_S", 0.2)
+    ingest = node(redis_url, looping_folder(tmp_path))
+    runner, result = start(ingest)
+    connection = connect_redis(redis_url)
+    wait_for(lambda: connection.get(CLAIM_PREFIX + "gate") is not None, 10, "its claim")
+    connection.set(CLAIM_PREFIX + "gate", "other-node", ex=30)
+    runner.join(30)
+    assert result and result[0].claim_lost == "camera gate is sampled by ingest node 'other-node'"
+    assert "this node stops" in caplog.text
+    assert connection.get(CLAIM_PREFIX + "gate") == b"other-node"  # not released: not its own
+
+
+def test_alpr_ingest_names_the_camera_another_node_samples(redis_url, tmp_path, capsys):
+    connection = connect_redis(redis_url)
+    connection.set(CLAIM_PREFIX + "gate", "host-1-2-3", ex=30)
+    cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "gate", "source": str(looping_folder(tmp_path))}])
+    started = time.monotonic()
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "5"]) == 2
+    assert "camera gate is sampled by ingest node 'host-1-2-3'" in capsys.readouterr().err
+    assert time.monotonic() - started < 5  # refused at start
