@@ -63,7 +63,8 @@ class FrameLedger:
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
         self.last_dates: dict[str, tuple[float, bool]] = {}
-        """Per camera still sampled, its last frame's date and whether it is recorded footage (_watermarks)."""
+        """Per camera whose next frame may be dated before now, its last frame's date and whether it is
+        recorded footage (_watermarks)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
@@ -71,11 +72,16 @@ class FrameLedger:
     def start(self) -> None:
         self.thread.start()
 
-    def sampled(self, ref: FrameRef) -> None:
-        """A frame was just sampled: the camera's watermark stays before it until its row is written."""
+    def sampled(self, ref: FrameRef, dated_back: bool = False) -> None:
+        """A frame was just sampled: the camera's watermark stays before it until its row is written, and
+        at its date after, for recorded footage or when the camera's next frame may be dated back
+        (`dated_back`: a stream whose timestamps are trusted)."""
         with self.lock:
             self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
-            self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
+            if ref.recorded or dated_back:
+                self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
+            else:
+                self.last_dates.pop(ref.camera_id, None)
 
     def ended(self, camera_id: str) -> None:
         """The camera samples no more frames (its file ended, it failed, or the node stops)."""

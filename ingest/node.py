@@ -322,7 +322,7 @@ class IngestNode:
         )  # fmt: skip
         run.seq += 1
         if self.ledger:
-            self.ledger.sampled(ref)
+            self.ledger.sampled(ref, dated_back=source.dates_back)
         if isinstance(frame, UnreadFrame):
             self.unread(ref, frame)
             return
@@ -483,7 +483,8 @@ class IngestNode:
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)
             self.refresh_depth()  # the last skips, and the frames the ledger could not record
-            self.claims.release()  # its frames recorded and its watermarks gone: another node may take over
+            if not (self.redis_gone or self.redis_down):  # (else they lapse: a stop waits on no stalled Redis)
+                self.claims.release()  # its frames recorded and its watermarks gone: another node may take over
         return self.summary
 
     def drain_pending(self) -> None:

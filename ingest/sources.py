@@ -245,6 +245,11 @@ class FrameSource:
         """How many frames sampling will give, when known in advance."""
         return None
 
+    @property
+    def dates_back(self) -> bool:
+        """Whether its next frame may be dated before it is read (a stream whose timestamps are trusted)."""
+        return False
+
 
 class ImageFolderSource(FrameSource):
     """Every image of a folder (regular files named by IMAGE_SUFFIXES), in name order, as consecutive
@@ -287,6 +292,10 @@ class VideoSource(FrameSource):
         self.source_fps = fps if 0 < fps <= 1000 else 0.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
         self.stream_lag = StreamLag()
+
+    @property
+    def dates_back(self) -> bool:
+        return self.is_stream and self.stream_lag.trusted
 
     @property
     def expected_frames(self) -> int | None:

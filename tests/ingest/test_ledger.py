@@ -203,7 +203,7 @@ def test_a_streams_watermark_stays_at_its_last_frame_as_its_next_may_be_dated_ba
     stream, footage = record(0, now[0] - 0.2), record(1, now[0] - 3600, recorded=True)
     footage = FrameRecord(footage.frame.model_copy(update={"camera_id": "film"}), "pending")
     for written in (stream, footage):
-        ledger.sampled(written.frame)
+        ledger.sampled(written.frame, dated_back=True)  # a stream whose timestamps are trusted
         with ledger.lock:
             ledger._settle([written])
     now[0] += 3.0  # a stall: nothing sampled for 3 s
