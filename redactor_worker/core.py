@@ -34,9 +34,14 @@ def redact(
     method: Literal["blur", "pixelate"] = "blur",
     margin: float = defaults.REDACT_MARGIN,
 ) -> np.ndarray:
-    """A copy of `frame` with each box repainted from its surroundings (module docstring)."""
+    """A copy of `frame` with each box repainted from its surroundings (module docstring); the whole
+    frame repainted (a flat fill) when the boxes reach the detector's cap (DETECTOR_MAX_PLATES_PER_FRAME):
+    it keeps the strongest only, and a car park's 120 plates were kept with the last 20 sharp (an audit)."""
+    boxes = list(boxes_xyxy)
+    if len(boxes) >= defaults.DETECTOR_MAX_PLATES_PER_FRAME:
+        boxes = [(0.0, 0.0, float(frame.shape[1]), float(frame.shape[0]))]
     out = frame.copy()
-    for box in boxes_xyxy:
+    for box in boxes:
         x1, y1, x2, y2 = grow_box(box, margin, frame.shape[:2])
         if x2 <= x1 or y2 <= y1:
             continue

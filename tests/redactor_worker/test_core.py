@@ -79,3 +79,16 @@ def test_a_box_given_with_its_corners_swapped_is_blurred_as_the_same_box():
     assert np.array_equal(redact(frame, [(x2, y2, x1, y1)]), redact(frame, [(x1, y1, x2, y2)]))
     assert np.array_equal(redact(frame, [(x2, y1, x1, y2)]), redact(frame, [(x1, y1, x2, y2)]))
     assert PlateBox(box_xyxy=(x2, y2, x1, y1), confidence=0.9).box_xyxy == (x1, y1, x2, y2)
+
+
+def test_a_frame_with_as_many_boxes_as_the_detector_keeps_is_hidden_whole():
+    """The detector keeps its strongest 100 boxes: a car park's 120 plates were kept with the last 20 sharp
+    (an audit). At the cap, more plates may lie unboxed: the whole frame is repainted."""
+    from common import defaults
+
+    frame, box = scene_with_plate()
+    cap = defaults.DETECTOR_MAX_PLATES_PER_FRAME
+    elsewhere = [(10.0 + i, 300.0, 30.0 + i, 320.0) for i in range(cap)]  # boxes away from the plate
+    assert (redact(frame, elsewhere) == 128).all()
+    below = redact(frame, elsewhere[: cap - 1])
+    assert np.array_equal(below[120:224, 200:408], frame[120:224, 200:408])  # under the cap: boxes alone
