@@ -26,7 +26,7 @@ from common.errors import InputError, OutputError
 from common.frame_store import encode_jpeg, frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
-from common.private_files import create_private, make_private_folders, write_private
+from common.private_files import create_private, make_private_folders, refuse_link, write_private
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, Polygon, boxes_to_read
@@ -94,6 +94,8 @@ class Snapshots:
 
     def __init__(self, out_dir: Path | None) -> None:
         self.folder = out_dir / "sightings" if out_dir else None
+        if self.folder is not None:  # a link planted there took the snapshots into a folder not made private
+            refuse_link(self.folder)
         self.frames: dict[str, np.ndarray] = {}
 
     def keep(self, frame_id: str, redacted: np.ndarray, wanted: set[str]) -> None:
@@ -131,6 +133,7 @@ class RedactedWriter:
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)
         self.path = out_dir / ("redacted_frames" if as_frames else "redacted.mp4")
+        refuse_link(self.path)  # a folder linked elsewhere took the frames where no one made it private
         self.frames_written = 0
 
     def write(self, frame: SampledFrame, image: np.ndarray) -> None:

@@ -143,6 +143,8 @@ def replaced_privately(path: Path) -> Iterator[Path]:
     refuse_link(path)
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file: name the file to write")
+    if not path.parent.is_dir():  # it failed on the partial file, a bare FileNotFoundError
+        raise ConfigError(f"{path.parent} is not a folder: name a file in a folder that exists")
     with _written_beside(path) as (descriptor, partial):
         os.close(descriptor)
         yield partial

@@ -90,6 +90,13 @@ def test_a_link_planted_at_the_csv_name_is_refused_and_its_target_untouched(tmp_
     assert target.read_text() == "not yours\n" and (tmp_path / "reads.csv").is_symlink()
 
 
+def test_a_csv_in_a_folder_that_does_not_exist_is_one_clear_error(tmp_path, capsys):
+    """It failed with a bare FileNotFoundError on the partial file (a privacy audit)."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    code, err = export(capsys, "--csv", tmp_path / "missing" / "reads.csv", "--sqlite", log)
+    assert code == 2 and err.endswith(f"{tmp_path / 'missing'} is not a folder: name a file in a folder that exists")
+
+
 @pytest.mark.parametrize("kind", ["folder", "video"])
 def test_export_from_what_is_not_an_sqlite_log_is_refused_and_its_mode_kept(kind, tmp_path, capsys):
     """`alpr export --sqlite some.mp4` (meant only to read) made the video 0600; a folder became 0600:

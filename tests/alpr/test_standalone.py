@@ -125,6 +125,24 @@ def test_image_folder_writes_redacted_frames(datasets_dir, tmp_path, settings, c
     assert "3 frames" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("linked", ["redacted_frames", "sightings"])
+def test_a_folder_linked_elsewhere_in_the_output_is_refused_before_anything_is_written(
+    linked, datasets_dir, tmp_path, settings, capsys
+):
+    """A privacy audit: links planted at out/redacted_frames and out/sightings took the redacted frames
+    and snapshots into a folder the run never made private (0755)."""
+    folder, out, elsewhere = tmp_path / "frames", tmp_path / "out", tmp_path / "elsewhere"
+    for made in (folder, out, elsewhere):
+        made.mkdir()
+    sample = sorted((datasets_dir / "openalpr-endtoend" / "br").glob("*.jpg"))[0]
+    (folder / sample.name).write_bytes(sample.read_bytes())
+    (out / linked).symlink_to(elsewhere, target_is_directory=True)
+    args = ["run", str(folder), "--out", str(out), "--sqlite", str(tmp_path / "r.sqlite"), "--region", "br"]
+    assert main([*args, "--no-progress", "--model-dir", str(settings.model_dir)]) == 2
+    assert f"{out / linked} is a symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
