@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from common.credentials import mask_url
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,16 @@ class CameraClaims:
         return f"camera {camera} is sampled by ingest node {owner!r}"
 
     def claim(self) -> None:
-        """Claim every camera, or raise ConfigError naming one another live node holds."""
+        """Claim every camera, or raise ConfigError naming one another live node holds. With Redis away
+        (the node waits it out), claimed at the first renewal it answers."""
         if not self.keys:
             return
-        if taken := self._claim():
+        try:
+            taken = self._claim()
+        except redis.RedisError as error:
+            log.warning("cameras not claimed yet (%s): claimed once Redis answers", mask_url(str(error)))
+            return
+        if taken:
             raise ConfigError(
                 f"{self._taken(taken)}: one camera is sampled by one node (a node that stopped or died gives its"
                 f" cameras up within {CLAIM_TTL_S} s); give each node its own cameras"

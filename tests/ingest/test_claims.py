@@ -85,3 +85,17 @@ def test_alpr_ingest_names_the_camera_another_node_samples(redis_url, tmp_path, 
     assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "5"]) == 2
     assert "camera gate is sampled by ingest node 'host-1-2-3'" in capsys.readouterr().err
     assert time.monotonic() - started < 5  # refused at start
+
+
+def test_a_node_started_while_redis_is_away_claims_its_cameras_once_it_answers(redis_server, monkeypatch, caplog):
+    """A node waits a Redis outage out (its cameras skip meanwhile): it claims its cameras when Redis is back."""
+    from ingest.claims import CameraClaims
+
+    monkeypatch.setattr("ingest.claims.RENEW_S", 0.0)
+    claims = CameraClaims(connect_redis(redis_server.url, timeout_s=1), "node-1", ["gate"])
+    redis_server.stop()
+    claims.claim()
+    assert "cameras not claimed yet" in caplog.text
+    redis_server.start()
+    assert claims.renew() is None
+    assert connect_redis(redis_server.url).get(CLAIM_PREFIX + "gate") == b"node-1"
