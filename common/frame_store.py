@@ -3,6 +3,8 @@ TTL so raw frames never outlive it. Jobs carry the keys, never the pixels."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +30,22 @@ KEY_PREFIX = "alpr:frame:"
 
 def frame_key(frame_id: str) -> str:
     return KEY_PREFIX + frame_id
+
+
+NOT_AS_STORED = "not the frame stored at sampling"
+"""A frame's record detail when the bytes under its key are not those its ingest node stored."""
+
+
+def jpeg_digest(data: bytes) -> str:
+    """The SHA-256 a frame's JPEG is stored with (FrameRef.digest)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def as_stored(digest: str | None, data: bytes) -> bool:
+    """Whether `data` is the JPEG the ingest node stored under a frame's key (no digest: a frame of an
+    earlier node, taken as it is). A frame swapped in the store between detection and redaction (one
+    with plates in place of one without) was kept with its plates sharp."""
+    return digest is None or hmac.compare_digest(jpeg_digest(data), digest)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:

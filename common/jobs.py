@@ -95,6 +95,11 @@ class FrameRef(Strict):
     roi: list[tuple[Coordinate, Coordinate]] | None = Field(
         None, max_length=256, description="region of interest, pixels"
     )
+    digest: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the JPEG the ingest node stored: other bytes under its key are not this frame",
+    )
     recorded: bool = Field(
         default=False,
         description="recorded footage (`realtime: false`): dated by its time in the footage, so its age counts"

@@ -19,7 +19,16 @@ from rq.job import Job
 
 from common import defaults, geometry
 from common.errors import InputError
-from common.frame_store import FrameStore, PixelBudget, PixelBudgetError, decode_jpeg, encode_jpeg, frame_key
+from common.frame_store import (
+    NOT_AS_STORED,
+    FrameStore,
+    PixelBudget,
+    PixelBudgetError,
+    as_stored,
+    decode_jpeg,
+    encode_jpeg,
+    frame_key,
+)
 from common.jobs import (
     DetectedFrame,
     DetectJob,
@@ -102,6 +111,8 @@ class DetectStage:
                 passed_on.append(self.not_detected(ref, "skipped", unread))
             elif data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
+            elif not as_stored(ref.digest, data):
+                passed_on.append(self.not_detected(ref, "corrupt", NOT_AS_STORED))
             elif (
                 not job.replayed
                 and job.age_s(ref, stored.ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE

@@ -32,7 +32,7 @@ from common.config import Settings
 from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_log import FrameRecord
-from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
 from common.jobs import DetectJob, FrameRef, SkipReason, make_frame_id
 from common.metrics import Metrics
 from common.queues import (
@@ -335,6 +335,7 @@ class IngestNode:
         except InputError:  # an image no JPEG can hold: recorded, the camera goes on
             self.skip(ref, "unencodable")
             return
+        ref = ref.model_copy(update={"digest": jpeg_digest(data)})  # what every stage must find under its key
         while True:
             with self.intake:  # never after the node drained what is pending: that frame had no record
                 if self.closed:

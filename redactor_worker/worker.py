@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
-from common.frame_store import BoundedRead, FrameStore, decode_jpeg, encode_jpeg
+from common.frame_store import NOT_AS_STORED, BoundedRead, FrameStore, as_stored, decode_jpeg, encode_jpeg
 from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
@@ -106,6 +106,9 @@ class RedactStage:
                 return FrameRecord(ref, "done", None, len(item.plates), str(kept))
             self.metrics.frames_missing.labels(stage=self.name).inc()
             return FrameRecord(ref, "expired", "before redaction", len(item.plates))
+        if not as_stored(ref.digest, jpeg):  # another frame put under its key: never kept, blurred or not
+            self.metrics.frames_corrupt.labels(stage=self.name).inc()
+            return FrameRecord(ref, "corrupt", NOT_AS_STORED, len(item.plates))
         start = time.perf_counter()
         if item.plates:  # every box, inside the ROI or not: no plate reaches disk unblurred
             try:

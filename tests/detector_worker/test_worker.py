@@ -205,3 +205,19 @@ def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_t
     outcomes = [(f.frame.frame_id, f.outcome, f.detail) for f in redact_job.frames]
     assert sorted(outcomes) == [("cam:1:0", "done", None), ("cam:1:2", "done", None),  # read once; the job goes on
                                 ("cam:1:9", "skipped", "named twice in its job")]  # fmt: skip
+
+
+def test_a_frame_whose_stored_bytes_are_not_those_sampled_is_not_detected(redis_url, settings):
+    """Another frame put under a frame's key (whoever can write to the frames Redis) is not taken for it."""
+    from common.frame_store import NOT_AS_STORED, jpeg_digest
+
+    connection = connect_redis(redis_url)
+    sampled = encode_jpeg(np.full((360, 640, 3), 90, np.uint8), 90)
+    FrameStore(connection, 600).put_many([(frame_key("cam:1:0"), encode_jpeg(np.full((360, 640, 3), 30, np.uint8), 90)),
+                                          (frame_key("cam:1:1"), sampled)])  # fmt: skip
+    frames = [ref(f).model_copy(update={"digest": jpeg_digest(sampled)}) for f in ("cam:1:0", "cam:1:1")]
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="swap", frames=frames), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    redact_job = parse_job(stage_queue(connection, "redact").fetch_job("redact-swap").args[0], RedactJob)  # type: ignore[union-attr]
+    outcomes = {f.frame.frame_id: (f.outcome, f.detail) for f in redact_job.frames}
+    assert outcomes == {"cam:1:0": ("corrupt", NOT_AS_STORED), "cam:1:1": ("done", None)}

@@ -21,7 +21,7 @@ from common import defaults
 from common.config import Settings
 from common.db import open_pool
 from common.frame_log import FrameLog
-from common.frame_store import encode_jpeg
+from common.frame_store import encode_jpeg, jpeg_digest
 from common.metrics import Metrics
 from common.queues import connect_redis
 from ingest.cameras import CameraConfig
@@ -134,6 +134,7 @@ def test_recorded_footage_is_dated_by_its_own_clock_however_long_it_waits_for_th
         time.sleep(1.0)
         assert time.time() - started < 60, "the node did not end"
     assert [frame.frame_index for frame in taken] == list(range(8)) and all(frame.recorded for frame in taken)
+    assert all(frame.digest == jpeg_digest(connection.get(frame.key)) for frame in taken)  # as stored
     dates = [frame.captured_at_s for frame in taken]
     assert [round(later - earlier, 6) for earlier, later in zip(dates, dates[1:], strict=False)] == [0.05] * 7
     assert started <= dates[0] < started + 5 and time.time() - started > 1.5  # dated from the start; it waited

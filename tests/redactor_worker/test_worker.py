@@ -202,3 +202,24 @@ def test_a_frame_kept_by_an_attempt_whose_recording_failed_is_recorded_with_its_
         rows = db.execute("SELECT camera_id, outcome, detail, kept_path FROM frames ORDER BY 1").fetchall()
     assert rows[0][:3] == ("cam", "done", None) and rows[0][3] and Path(rows[0][3]).is_file()
     assert rows[1] == ("other", "expired", "before redaction", None)  # a cut file is not taken for a kept frame
+
+
+def test_a_frame_swapped_in_the_store_after_detection_is_never_kept(redis_url, postgres_url, tmp_path, settings):
+    """A security review: whoever can write to the frames Redis put another frame under the key of one
+    detected, between detection and redaction; the redactor blurred the first frame's boxes on it and
+    kept it, its own plates sharp."""
+
+    from common.frame_store import NOT_AS_STORED, jpeg_digest
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    sampled = encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90)
+    ref = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                   source_time_s=0.0, key=frame_key("cam:1:0"), region="us", digest=jpeg_digest(sampled))  # fmt: skip
+    swapped = encode_jpeg(np.full((120, 160, 3), 200, np.uint8), 90)  # a frame with a plate, say
+    FrameStore(connection, 600).put_many([(ref.key, swapped)])
+    detected = DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)])
+    stage.handle(RedactJob(batch_id="b", frames=[detected]).model_dump(mode="json"))
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT outcome, detail, kept_path FROM frames").fetchall() == [
+            ("corrupt", NOT_AS_STORED, None)]  # fmt: skip
+    assert list(keep_dir.rglob("*.jpg")) == []
