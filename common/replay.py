@@ -38,7 +38,7 @@ class ReplayReport:
     expired: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
     signed: Counter[str] = field(default_factory=Counter)
-    """Signed jobs left where they are: replay was run without the job key (ALPR_JOB_KEY)."""
+    """Signed jobs replay would change, left where they are: it was run without the job key (ALPR_JOB_KEY)."""
 
 
 def needed_keys(job: Job) -> list[str]:
@@ -57,7 +57,7 @@ def replay_failed(
 ) -> ReplayReport:
     """Requeue the failed jobs of `stages` that still have frames to work on (in the frame store's
     Redis, `frames`, which may be the queues' own); with `job_key`, only jobs signed with it (signed
-    again when replay changes them); without, no signed job (counted in `signed`)."""
+    again when replay changes them); without, no signed job it would change (counted in `signed`)."""
     report = ReplayReport()
     for stage in stages:
         queue = stage_queue(connection, stage, job_key)
@@ -71,9 +71,6 @@ def replay_failed(
                 if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
                     continue
-                if job_key is None and SIGNATURE in rq_job.meta:  # changed unsigned, a keyed worker refused it
-                    report.signed[stage] += 1  # for good: its frames were lost (a review)
-                    continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])
             except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError, redis.ResponseError):
                 # malformed, or an entry RQ cannot fetch (a job key that is no hash, an id RQ refuses)
@@ -83,8 +80,12 @@ def replay_failed(
             if keys and not frames.exists(*keys):
                 report.expired[stage] += 1
                 continue
+            changed = isinstance(job, DetectJob) and not job.replayed  # marked: its frames detected however old
+            if changed and job_key is None and SIGNATURE in rq_job.meta:  # changed unsigned, a keyed worker
+                report.signed[stage] += 1  # refused it for good: its frames were lost (a review)
+                continue
             if not dry_run:
-                if isinstance(job, DetectJob) and not job.replayed:  # an operator asks: its frames however old
+                if changed:
                     rq_job.args = [job.model_copy(update={"replayed": True}).model_dump(mode="json")]
                     rq_job.sign(job_key)
                 rq_job.origin = queue.name  # back on the stage's queue, whatever queue its record names

@@ -58,6 +58,10 @@ class StageJob(Job):
     job_key: str | None = None
     """Set by whoever checks the job (a StageWorker, `alpr replay`): the key it must be signed with."""
 
+    verified_with: str | None = None
+    """The key the job's signature was last found good with (the worker checks a job, then RQ's `func`
+    checks it again: the signature of a large job is not computed twice)."""
+
     def restore(self, raw_data: dict[Any, Any]) -> None:
         """RQ's restore; a hash it cannot read (RQ raises: a date, a timeout or a count that is no
         number, no data at all) becomes a job of its data, origin and meta alone, marked unreadable,
@@ -65,7 +69,7 @@ class StageJob(Job):
         MAX_JOB_DATA_BYTES, compressed or once decompressed (RQ would decompress a zlib bomb whole).
         The retries a hash asks for are held to the chain's own (JOB_RETRIES, no waits between), and its
         TTLs, dependencies and group are the chain's own (as `enqueue` writes them), whatever it says."""
-        self.unreadable = None
+        self.unreadable, self.verified_with = None, None  # read (again): checked afresh
         oversized = oversized_field(raw_data)
         try:
             if oversized:
@@ -140,17 +144,19 @@ class StageJob(Job):
             return "stage jobs carry no webhooks"
         if self.instance is not None:
             return "stage jobs call no instance method"
-        if self.job_key is not None:
+        if self.job_key is not None and self.job_key != self.verified_with:
             signature = self.meta.get(SIGNATURE)
             expected = job_signature(self.job_key, self.id, self.args[0])
             if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(), expected.encode()):
                 return "not signed with the chain's job key (ALPR_JOB_KEY)"
+            self.verified_with = self.job_key
         return None
 
     def sign(self, key: str | None) -> None:
         """Sign the job's payload as it now is (meta, written when the job is next saved)."""
         if key is not None:
             self.meta[SIGNATURE] = job_signature(key, self.id, self.args[0])
+            self.verified_with = key
 
     @property
     def func(self) -> Any:

@@ -121,18 +121,16 @@ def is_ours(camera: str, name: str) -> bool:
     return is_frame_name(camera, name) or is_partial_frame_name(camera, name)
 
 
-def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
-    """The real folders (no links) in `parent` whose names fit."""
-    with contextlib.suppress(OSError):  # gone meanwhile, or unreadable: nothing of ours to sweep
-        return [path for path in parent.iterdir() if fits(path.name) and path.is_dir() and not path.is_symlink()]
-    return []
-
-
 def _entries(folder: Path) -> list[Path]:
     """What `folder` holds; nothing when it is gone meanwhile (another worker's sweep) or unreadable."""
     with contextlib.suppress(OSError):
         return list(folder.iterdir())
     return []
+
+
+def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
+    """The real folders (no links) in `parent` whose names fit."""
+    return [path for path in _entries(parent) if fits(path.name) and path.is_dir() and not path.is_symlink()]
 
 
 def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = None) -> int:

@@ -128,3 +128,20 @@ def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(
     assert replay_failed(connection, connection, ["detect"], job_key=key).requeued["detect"] == 1
     assert main(worker) == 0
     assert sorted(redact.get_job_ids()) == ["redact-again", "redact-signed"]  # run, though replay changed it
+
+
+def test_a_signed_job_is_checked_once_however_often_its_refusal_is_asked(redis_url):
+    """The worker checks a job and RQ's `func` checks it again: the largest job's signature cost 10 ms, twice."""
+    from common.stage_job import SIGNATURE, StageJob
+
+    key = "job-key-0123456789abcdef"
+    connection = connect_redis(redis_url)
+    enqueue(stage_queue(connection, "detect", key), DetectJob(batch_id="b", frames=[ref("cam:1:0")]), 60)
+    job = StageJob.fetch("detect-b", connection=connection, serializer=JSONSerializer)
+    job.job_key = key
+    assert job.refusal() is None and job.verified_with == key
+    job.meta[SIGNATURE] = "0" * 64  # not looked at again in this process: found good once
+    assert job.refusal() is None
+    job.refresh()  # read again (another process may have changed it): checked afresh
+    job.job_key = "another-key-0123456789"
+    assert job.refusal() == "not signed with the chain's job key (ALPR_JOB_KEY)"
