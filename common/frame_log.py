@@ -102,6 +102,19 @@ WHERE read_outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """Reads still pending that long after the redactor finished the frame (its done_at): their OCR job
 failed for good, or its crops were lost."""
 
+FINISHED = """
+SELECT frame_id, frame_index, captured_at FROM frames
+WHERE frame_id = ANY(%s)
+  AND (outcome IN ('done', 'expired', 'corrupt') OR (outcome = 'skipped' AND detail IN ('too large', 'unencodable')))
+  AND (read_outcome IS NULL OR read_outcome NOT IN ('pending', 'lost'))
+"""
+"""Which of these frames ended for good: processed (and their reads, if any, ended too), expired, or
+unreadable. A frame still pending (in the chain, or never queued by a node that was killed), lost, or
+skipped for a passing reason (back-pressure, a stop) is not: reading it again may yet process it."""
+
+FINISHED_CHUNK = 5000
+"""Frame ids asked about per statement (each found by the primary key)."""
+
 OUTCOME_COUNTS = "SELECT camera_id, outcome, count(*) FROM frames GROUP BY camera_id, outcome"
 
 READ_OUTCOME_COUNTS = """
@@ -170,6 +183,17 @@ class FrameLog:
                 return frames, max(cursor.rowcount, 0)
 
         return write_through_outage(self.pool, sweep, 0.0)
+
+    def finished(self, frame_ids: Sequence[str]) -> dict[str, tuple[int, float]]:
+        """Of `frame_ids`, those that ended for good (FINISHED): frame id -> (its index in its source, its
+        capture time). One attempt: raises when Postgres is away."""
+        found: dict[str, tuple[int, float]] = {}
+        with self.pool.connection() as connection:
+            for start in range(0, len(frame_ids), FINISHED_CHUNK):
+                chunk = list(frame_ids[start : start + FINISHED_CHUNK])
+                for frame_id, index, captured_at in connection.execute(FINISHED, (chunk,)):
+                    found[frame_id] = (int(index), captured_at.timestamp())
+        return found
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

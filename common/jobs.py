@@ -73,7 +73,7 @@ StageTimings = dict[StageName, Annotated[float, Field(ge=0, le=1e7)]]
 """Milliseconds a stage spent on a frame (its share of the job's core time)."""
 
 
-def make_frame_id(camera_id: str, run: str, position: int) -> str:
+def make_frame_id(camera_id: str, run: str, position: int | str) -> str:
     """The one frame-id scheme: camera, the run that sampled it (a stream's start, a file's fingerprint
     and pass, a standalone run's start) and the frame's position in that run. Deterministic: a file
     read again gives the same ids, so nothing is logged twice."""

@@ -53,6 +53,7 @@ class FrameLedger:
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
         self.lock = threading.Lock()
+        self.opening = threading.Lock()  # guards opening `frame_log`
         self.wake = threading.Event()
         self.closing = threading.Event()
         self.stopped = threading.Event()  # close() has given up waiting
@@ -119,10 +120,9 @@ class FrameLedger:
                     return
                 continue
             try:
-                if self.frame_log is None:
-                    self.frame_log = self.open_log()
+                frame_log = self.connected_log()
                 try:
-                    self.frame_log.record_sampled(batch, marks)
+                    frame_log.record_sampled(batch, marks)
                 except DatabaseWriteError as refused:
                     if not refused.of_the_data:
                         raise
@@ -139,6 +139,22 @@ class FrameLedger:
                 self.wake.set()  # more may be waiting
             except Exception as error:  # Postgres down (or its schema missing): keep the rows, try again later
                 self.retry_later(batch, error, backoff)  # rows written meanwhile are written alike again
+
+    def connected_log(self) -> FrameLog:
+        """The frames log, opened at first use (by the writer, or by a camera asking what is finished)."""
+        with self.opening:
+            if self.frame_log is None:
+                self.frame_log = self.open_log()
+            return self.frame_log
+
+    def finished(self, frame_ids: list[str]) -> dict[str, tuple[int, float]] | None:
+        """Of `frame_ids`, those the frames log holds as ended for good (FrameLog.finished), or None when
+        it cannot say (Postgres away)."""
+        try:
+            return self.connected_log().finished(frame_ids)
+        except Exception as error:  # Postgres down, its schema missing: the caller reads it all
+            log.debug("frames log: cannot say which frames are finished: %s", error)
+            return None
 
     def retry_later(self, batch: list[FrameRecord], error: Exception, backoff: Backoff) -> None:
         """Put the batch back first in line and wait with backoff (bounded by close())."""

@@ -122,10 +122,12 @@ class CameraRun:
     footage_start_s: float | None = None
     """Recorded footage (`realtime: false`): the date of its pass's start (start_footage_pass)."""
 
-    def start_footage_pass(self) -> None:
-        """A pass of recorded footage begins: dated from now (never before the camera's last frame), each
-        frame by its time in the footage, however long it waits for the chain."""
-        self.footage_start_s = max(self.clock.now(), self.last_captured_s + CAPTURE_STEP_S)
+    def start_footage_pass(self, started_s: float | None = None) -> None:
+        """A pass of recorded footage begins: dated from now, or from `started_s` (a pass resumed: its
+        first start), never before the camera's last frame; each frame by its time in the footage,
+        however long it waits for the chain."""
+        start_s = self.clock.now() if started_s is None else started_s
+        self.footage_start_s = max(start_s, self.last_captured_s + CAPTURE_STEP_S)
 
     def capture_time(self, source_time_s: float, lag_s: float = 0.0) -> float:
         """Now by the node's capture clock (ingest/clock.py: a step of the host's clock neither crowds
@@ -140,11 +142,18 @@ class CameraRun:
         return self.last_captured_s
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
-        if frame.file_tag is not None:  # an image of a folder: its own file, and the pass
-            return make_frame_id(self.camera.id, f"i{frame.file_tag}", self.passes)
+        return self.frame_id_at(frame.index, frame.file_tag)
+
+    def frame_id_at(self, index: int, file_tag: str | None) -> str:
+        """A file read again gives the same ids (nothing logged twice); a looping file's passes are new
+        traffic, named by the run too (a restarted node's passes took the ids of the last run's, and
+        none of them reached the log)."""
+        passes = f"{self.run_ms}.{self.passes}" if self.camera.loop else str(self.passes)
+        if file_tag is not None:  # an image of a folder: its own file, and the pass
+            return make_frame_id(self.camera.id, f"i{file_tag}", passes)
         if self.tag is None:  # a stream: sampled frames numbered within this run
             return make_frame_id(self.camera.id, str(self.run_ms), self.seq)
-        return make_frame_id(self.camera.id, f"f{self.tag}:{self.passes}", frame.index)
+        return make_frame_id(self.camera.id, f"f{self.tag}:{passes}", index)
 
 
 class IngestNode:
@@ -274,7 +283,7 @@ class IngestNode:
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
         if not source.is_stream and not camera.realtime:
-            run.start_footage_pass()
+            run.start_footage_pass(self.resume(run, source))
         for frame in source.samples():
             if self.stop.is_set():
                 return
@@ -297,6 +306,27 @@ class IngestNode:
                 with self.intake:
                     self.in_flight -= 1
                     self.intake.notify_all()
+
+    def resume(self, run: CameraRun, source: FrameSource) -> float | None:
+        """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
+        holds as ended for good are passed over, and the pass is dated from its first start; returns that
+        start, or None to read it all from now. A restarted node read the whole file again: hours of
+        footage detected and read anew to log nothing new (reads are keyed by frame id), and the frames
+        it had not finished dated from the restart."""
+        camera = run.camera
+        if self.ledger is None or camera.loop or not (positions := source.positions()):
+            return None
+        finished = self.ledger.finished([run.frame_id_at(index, tag) for index, tag in positions])
+        if finished is None:
+            log.warning("camera %s: the frames log cannot say how much of %s was read before: it is read"
+                        " from its start", camera.id, mask_url(camera.source))  # fmt: skip
+            return None
+        if not finished:
+            return None
+        source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
+        log.info("camera %s: %d of the %d frames sampled of %s were finished before: the rest is read", camera.id,
+                 len(finished), source.expected_frames or len(positions), mask_url(camera.source))  # fmt: skip
+        return min(captured_s - source.time_of(index) for index, captured_s in finished.values())
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame

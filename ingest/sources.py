@@ -14,7 +14,7 @@ import math
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -219,6 +219,8 @@ class FrameSource:
         self.max_pixels = max_pixels
         self.failures: list[str] = []
         self.failure_count = 0
+        self.passed_over: Callable[[int, str | None], bool] = lambda index, tag: False
+        """Frames (index, file tag) not to sample: ended for good at an earlier read (ingest/node.py's resume)."""
 
     def note_failure(self, message: str) -> None:
         self.failure_count += 1
@@ -245,6 +247,15 @@ class FrameSource:
         """How many frames sampling will give, when known in advance."""
         return None
 
+    def positions(self) -> list[tuple[int, str | None]]:
+        """Every frame a file source may give (index, file tag), known before it is read; none for a
+        stream, or a video that states no frame count."""
+        return []
+
+    def time_of(self, index: int) -> float:
+        """A file's frame's time from the file's start, by its index."""
+        return index / self.sample_fps
+
     @property
     def dates_back(self) -> bool:
         """Whether its next frame may be dated before it is read (a stream whose timestamps are trusted)."""
@@ -265,9 +276,14 @@ class ImageFolderSource(FrameSource):
     def expected_frames(self) -> int:
         return len(self.paths)
 
+    def positions(self) -> list[tuple[int, str | None]]:
+        return [(index, file_tag(path)) for index, path in enumerate(self.paths)]
+
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         for index, path in enumerate(self.paths):
-            time_s, tag = index / self.sample_fps, file_tag(path)
+            time_s, tag = self.time_of(index), file_tag(path)
+            if self.passed_over(index, tag):
+                continue
             try:
                 yield SampledFrame(index, time_s, read_image(path, self.max_pixels), tag)
             except UnreadableFrameError as error:
@@ -303,11 +319,17 @@ class VideoSource(FrameSource):
             return None
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
+    def positions(self) -> list[tuple[int, str | None]]:
+        return [] if self.is_stream else [(index, None) for index in range(self.frame_count)]
+
+    def time_of(self, index: int) -> float:
+        return index / (self.source_fps or self.sample_fps)
+
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         started = time.monotonic()
         next_sample_s = 0.0
         index = 0
-        decoded = 0
+        decoded = passed = 0
         if not self.is_stream and not self.source_fps:  # not by the wall clock, as before: what was
             log.warning(  # sampled then depended on the machine's speed
                 "video %s states no usable frame rate: every frame sampled, timed as %g frames/s",
@@ -321,12 +343,15 @@ class VideoSource(FrameSource):
                     lag_s = self.stream_lag.lag_s(read_s, self.stamp_s())  # every frame's: the stream's pace
                     time_s = read_s - lag_s
                 else:
-                    time_s = index / (self.source_fps or self.sample_fps)
+                    time_s = self.time_of(index)
                 if time_s + 1e-6 >= next_sample_s:
-                    sample = replace(self.retrieve(index, time_s), lag_s=lag_s)
-                    if isinstance(sample, SampledFrame) or sample.problem == "too_large":
-                        decoded += 1
-                    yield sample
+                    if self.passed_over(index, None):
+                        passed += 1
+                    else:
+                        sample = replace(self.retrieve(index, time_s), lag_s=lag_s)
+                        if isinstance(sample, SampledFrame) or sample.problem == "too_large":
+                            decoded += 1
+                        yield sample
                     next_sample_s += 1.0 / self.sample_fps
                     # after a stall no catching up, and no frame of the burst that follows at once (a stream
                     # whose own timestamps date the burst's frames is sampled through it, by capture time)
@@ -334,7 +359,7 @@ class VideoSource(FrameSource):
                 index += 1
         finally:
             self.capture.release()
-        if decoded == 0:
+        if decoded == passed == 0:
             raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
         if self.frame_count and index < self.frame_count - 1:
             self.note_failure(

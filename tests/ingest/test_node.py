@@ -451,3 +451,89 @@ def test_a_host_clock_far_from_redis_is_warned_of_once(redis_url, tmp_path, capl
     caplog.clear()
     node.refresh_depth()
     assert "off Redis's" not in caplog.text
+
+
+def test_a_looping_camera_restarted_logs_its_passes_anew(redis_url, postgres_url, tmp_path):
+    """A looping file stands in for a live camera: each pass is new traffic. Its passes were numbered
+    from 0 in each run of the node, so a restarted node's passes had the ids of the last run's: their
+    rows and reads were taken for what was logged already, and nothing of them reached the log."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "one"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    camera = CameraConfig(id="still", source=str(folder), sample_fps=5, loop=True)
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
+    sampled = 0
+    for _ in range(2):  # the node stopped and started again
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+        summary = IngestNode([camera], settings, connection, connection, metrics, ledger).run(max_seconds=1.0)
+        sampled += summary.ingested["still"] + summary.skipped["still"]
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT count(*) FROM frames WHERE camera_id = 'still'").fetchone()
+    assert rows is not None and sampled >= 8 and rows[0] == sampled
+
+
+def queued_frames(connection) -> list:  # type: ignore[no-untyped-def]
+    """The frames of every detect job waiting, taken off the queue."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob, stage_queue
+
+    frames = []
+    for job_id in stage_queue(connection, "detect").get_job_ids():
+        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        frames += parse_job(job.args[0], DetectJob).frames
+    return frames
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_ended(
+    kind, redis_url, postgres_url, tmp_path, demo_clip
+):
+    """A node restarted on recorded footage read the whole file again: hours of footage detected and read
+    anew to log nothing new, and the frames it had not finished dated from the restart. Now the frames
+    the log holds as finished are passed over, the rest (never queued, skipped at the stop, still
+    pending) is read again, dated as the first read dated the footage."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    if kind == "folder":
+        source = tmp_path / "shots"
+        source.mkdir()
+        for index in range(40):
+            cv2.imwrite(str(source / f"{index:02d}.jpg"), np.full((120, 160, 3), 5 * index, np.uint8))
+    else:
+        source = demo_clip[0]
+    opened = open_source(str(source), 10)
+    total = opened.expected_frames
+    frames_per_s = 10 if kind == "folder" else cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS)
+
+    def footage_start(index: int, captured_s: float) -> float:
+        return round(captured_s - index / frames_per_s, 2)
+
+    camera = CameraConfig(id="cam", source=str(source), sample_fps=10, realtime=False)
+    connection = connect_redis(redis_url)
+
+    def run(max_queue_depth: int, max_seconds: float | None) -> NodeSummary:
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+        settings = Settings.load({}, redis_url=redis_url, max_queue_depth=max_queue_depth, frames_per_job=2)
+        return IngestNode([camera], settings, connection, connection, metrics, ledger).run(max_seconds=max_seconds)
+
+    first = run(max_queue_depth=2, max_seconds=2.0)  # the chain took none: the node stopped part way
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET outcome = 'done' WHERE frame_index < 2")  # the chain finished two
+        rows = db.execute("SELECT frame_index, captured_at, outcome FROM frames ORDER BY frame_index").fetchall()
+    assert total and first.ingested["cam"] + first.skipped["cam"] < total and len(rows) >= 3
+    started_s = {footage_start(index, captured.timestamp()) for index, captured, _ in rows}
+    connection.flushall()
+
+    second = run(max_queue_depth=100, max_seconds=60)
+
+    again = queued_frames(connection)
+    indexes = [frame.frame_index for frame in again]
+    assert 0 not in indexes and 1 not in indexes and len(indexes) == total - 2 == second.ingested["cam"]
+    assert rows[2][0] in indexes  # pending when the node stopped: read again
+    # dated as the first read dated the footage, not from the restart
+    assert {footage_start(f.frame_index, f.captured_at_s) for f in again} == started_s
