@@ -325,7 +325,7 @@ class IngestNode:
             return None
         source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
         log.info("camera %s: %d of the %d frames sampled of %s were finished before: the rest is read", camera.id,
-                 len(finished), source.expected_frames or len(positions), mask_url(camera.source))  # fmt: skip
+                 len(finished), len(positions), mask_url(camera.source))  # fmt: skip
         return min(captured_s - source.time_of(index) for index, captured_s in finished.values())
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:

@@ -290,6 +290,23 @@ class ImageFolderSource(FrameSource):
                 yield replace(self.unread(index, time_s, error, f"image {mask_url(str(path))}"), file_tag=tag)
 
 
+@dataclass
+class SampleSchedule:
+    """Which frames of a video or stream are sampled, by their time: one every `interval_s`; after a
+    stall no catching up, and no frame of the burst that follows at once (a stream whose own timestamps
+    date the burst's frames is sampled through it, by capture time)."""
+
+    interval_s: float
+    next_s: float = 0.0
+
+    def due(self, time_s: float) -> bool:
+        """Whether the frame at `time_s` is sampled (then the next is due an interval on)."""
+        if time_s + 1e-6 < self.next_s:
+            return False
+        self.next_s = max(self.next_s + self.interval_s, time_s + 0.5 * self.interval_s)
+        return True
+
+
 class VideoSource(FrameSource):
     """A video file or stream URL, sampled at `sample_fps` (every frame when the source is slower)."""
 
@@ -320,14 +337,17 @@ class VideoSource(FrameSource):
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
     def positions(self) -> list[tuple[int, str | None]]:
-        return [] if self.is_stream else [(index, None) for index in range(self.frame_count)]
+        if self.is_stream:
+            return []
+        schedule = SampleSchedule(1.0 / self.sample_fps)
+        return [(index, None) for index in range(self.frame_count) if schedule.due(self.time_of(index))]
 
     def time_of(self, index: int) -> float:
         return index / (self.source_fps or self.sample_fps)
 
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         started = time.monotonic()
-        next_sample_s = 0.0
+        schedule = SampleSchedule(1.0 / self.sample_fps)
         index = 0
         decoded = passed = 0
         if not self.is_stream and not self.source_fps:  # not by the wall clock, as before: what was
@@ -344,7 +364,7 @@ class VideoSource(FrameSource):
                     time_s = read_s - lag_s
                 else:
                     time_s = self.time_of(index)
-                if time_s + 1e-6 >= next_sample_s:
+                if schedule.due(time_s):
                     if self.passed_over(index, None):
                         passed += 1
                     else:
@@ -352,10 +372,6 @@ class VideoSource(FrameSource):
                         if isinstance(sample, SampledFrame) or sample.problem == "too_large":
                             decoded += 1
                         yield sample
-                    next_sample_s += 1.0 / self.sample_fps
-                    # after a stall no catching up, and no frame of the burst that follows at once (a stream
-                    # whose own timestamps date the burst's frames is sampled through it, by capture time)
-                    next_sample_s = max(next_sample_s, time_s + 0.5 / self.sample_fps)
                 index += 1
         finally:
             self.capture.release()

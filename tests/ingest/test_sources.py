@@ -429,3 +429,18 @@ def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, mo
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.1 - 1e-9, times
     assert 1.4 in times and len(times) == 3 + 1 + 5  # 0, 0.2, 0.4; the burst once; then every 0.2 s
+
+
+@pytest.mark.parametrize("sample_fps", [3.0, 7.0, 10.0, 100.0])
+def test_a_videos_positions_are_the_frames_it_samples_and_those_passed_over_are_not_decoded(demo_clip, sample_fps):
+    """A restarted node asks the frames log about each frame a file will give (`positions`), and passes
+    over those finished before: what it asks about is what sampling gives, and a frame passed over is
+    neither yielded nor decoded; the rest are sampled as before."""
+    positions = open_source(str(demo_clip[0]), sample_fps).positions()
+    assert [index for index, _ in positions] == [f.index for f in open_source(str(demo_clip[0]), sample_fps).samples()]
+    source = open_source(str(demo_clip[0]), sample_fps)
+    source.passed_over = lambda index, tag: index % 2 == 0
+    decoded = []
+    real_retrieve = source.retrieve
+    source.retrieve = lambda index, time_s: decoded.append(index) or real_retrieve(index, time_s)  # type: ignore[method-assign]
+    assert [f.index for f in source.samples()] == decoded == [index for index, _ in positions if index % 2]
