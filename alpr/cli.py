@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from alpr.folds import parse_folds
+from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     add_watchlist_parser(sub)
+    add_search_parser(sub)
 
     export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
@@ -267,6 +269,7 @@ CHAIN_COMMANDS = {
     "replay": "alpr.admin_commands",
     "status": "alpr.status",
     "watchlist": "alpr.watchlist_command",
+    "search": "alpr.search_command",
 }
 """The module of each subcommand of the distributed chain; the rest are in alpr/commands.py."""
 

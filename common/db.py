@@ -201,6 +201,10 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         # run migration 1 again and fail (every service waits on it), a row added skipped a migration
         migrations = sql.Identifier(schema_name, "schema_migrations")
         connection.execute(sql.SQL("REVOKE INSERT, UPDATE ON {} FROM {}").format(migrations, name))
+        # the record of plate searches (alpr search) is added to, never read or changed: who looked for which
+        # plate is the owner's to audit
+        searches = sql.Identifier(schema_name, "plate_searches")
+        connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(searches, name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
 

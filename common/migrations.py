@@ -201,5 +201,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- corrupt: a crop there but not readable (not a JPEG, too large); it was recorded expired
         """,
     ),
+    (
+        12,
+        """
+        CREATE TABLE plate_searches (
+            id BIGSERIAL PRIMARY KEY,
+            searched_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            searched_by TEXT NOT NULL,
+            database_user TEXT NOT NULL DEFAULT session_user,
+            reason TEXT NOT NULL,
+            plate TEXT NOT NULL,
+            within REAL NOT NULL,
+            since TIMESTAMPTZ,
+            until TIMESTAMPTZ,
+            camera_id TEXT,
+            found INTEGER NOT NULL
+        );
+        CREATE FUNCTION plate_searches_kept() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'the record of plate searches is append-only';
+        END $$;
+        CREATE TRIGGER plate_searches_kept BEFORE UPDATE OR DELETE ON plate_searches
+            FOR EACH ROW EXECUTE FUNCTION plate_searches_kept();
+        CREATE TRIGGER plate_searches_not_truncated BEFORE TRUNCATE ON plate_searches
+            FOR EACH STATEMENT EXECUTE FUNCTION plate_searches_kept();
+        -- alpr search: every look-up of a plate, recorded before its results are given
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""

@@ -1,0 +1,100 @@
+"""`alpr search PLATE --reason R`: where a plate was seen (common/plate_search.py), in the chain's
+Postgres or `alpr run`'s SQLite file; every search is recorded with who made it and why before its
+results are printed. Plates are printed here (the operator's question), never logged."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from common.config import Settings
+from common.errors import InputError
+
+
+def add_search_parser(sub: Any) -> None:
+    """The `search` subcommand, on the `alpr` parser's subparsers."""
+    search = sub.add_parser("search", help="where a plate was seen: its sightings, newest first (recorded)")
+    search.add_argument("plate", help="the plate (spaces, - and . are dropped; letters are upper-cased)")
+    search.add_argument("--reason", required=True, help="why it is looked up (a case number): recorded")
+    search.add_argument(
+        "--within", type=float, default=1.0,
+        help="edits a sighting may differ by (a look-alike such as O/0 counts half; 0-3, default 1)",
+    )  # fmt: skip
+    search.add_argument("--since", type=_moment, help="ISO-8601 date or time (UTC unless given)")
+    search.add_argument("--until", type=_moment, help="ISO-8601 date or time (UTC unless given)")
+    search.add_argument("--camera", dest="camera_id", help="one camera's sightings only")
+    search.add_argument("--limit", type=int, default=100, help="at most this many sightings (default 100)")
+    search.add_argument("--by", dest="searched_by", help="who searches (default: the login name)")
+    search.add_argument("--database-url", help="postgresql://... (default: ALPR_DATABASE_URL when set, else SQLite)")
+    search.add_argument("--sqlite", dest="sqlite_path", type=Path, help="alpr run's SQLite file (no database URL)")
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time: {text[:40]!r}") from None
+
+
+def search(args: argparse.Namespace, settings: Settings) -> int:
+    from common.plate_search import PlateSearch
+
+    try:
+        query = PlateSearch(
+            plate=args.plate, reason=args.reason, searched_by=args.searched_by or _login(), within=args.within,
+            since=args.since, until=args.until, camera_id=args.camera_id, limit=args.limit,
+        )  # fmt: skip
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "search"
+        raise InputError(f"--{field.replace('_', '-')}: {problem['msg']}") from None
+    found = _run(query, settings)
+    _print(found)
+    print(f"{len(found)} sightings of {query.plate} within {query.within:g} (search recorded)", file=sys.stderr)
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's): the database login is recorded too
+        return "unknown"
+
+
+def _run(query: Any, settings: Settings) -> list[dict[str, Any]]:
+    from common.plate_search import search_postgres, search_sqlite
+
+    if settings.database_url:
+        from common.db import open_current_pool
+
+        pool = open_current_pool(settings.database_url, settings.secret("database_password"))
+        try:
+            return search_postgres(pool, query)
+        finally:
+            pool.close()
+    import sqlite3
+
+    from common.private_files import check_sqlite_file
+
+    if not settings.sqlite_path.exists():
+        raise InputError(f"no sightings to search: {settings.sqlite_path} does not exist")
+    check_sqlite_file(settings.sqlite_path)
+    connection = sqlite3.connect(settings.sqlite_path)
+    try:
+        return search_sqlite(connection, query)
+    finally:
+        connection.close()
+
+
+def _print(found: list[dict[str, Any]]) -> None:
+    from common.plate_search import RESULT_COLUMNS
+
+    print("\t".join(RESULT_COLUMNS))
+    for row in found:
+        print("\t".join("" if row[name] is None else str(row[name]) for name in RESULT_COLUMNS))

@@ -1,0 +1,161 @@
+"""Where a plate was seen: the sightings whose voted plate, or any text read in them, is within a
+look-alike-aware edit distance of the plate searched (`plate_distance`: O for 0 costs half an edit),
+narrowed by time and camera, newest first. Every search is recorded before its results are given
+(table `plate_searches`: who, why, what and how many found), in Postgres or in `alpr run`'s SQLite
+file beside the sightings; a search whose record cannot be written gives nothing. The record is
+append-only: Postgres refuses to change or delete its rows (a trigger; the workers' role may not
+even try), as police and city policies on plate data require an audit of every look-up."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+from pydantic import Field, field_validator
+
+from common.jobs import Strict
+from common.plate_text import character_counts, distance_lower_bound, plate_distance
+from common.watchlist import normalise_plate
+
+RESULT_COLUMNS = ("first_seen", "last_seen", "camera_id", "plate", "distance", "confidence", "reads",
+                  "snapshot_path", "sighting_id")  # fmt: skip
+"""A search result's columns, as printed and written to CSV."""
+
+MAX_WITHIN = 3.0
+"""The widest search: at three edits most plates match a few others."""
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS plate_searches (
+    id INTEGER PRIMARY KEY, searched_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, searched_by TEXT NOT NULL,
+    reason TEXT NOT NULL, plate TEXT NOT NULL, within REAL NOT NULL, since TEXT, until TEXT, camera_id TEXT,
+    found INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS plate_searches_kept BEFORE UPDATE ON plate_searches
+BEGIN SELECT RAISE(ABORT, 'the record of plate searches is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS plate_searches_not_erased BEFORE DELETE ON plate_searches
+BEGIN SELECT RAISE(ABORT, 'the record of plate searches is append-only'); END;
+"""
+
+RECORD = "INSERT INTO plate_searches (searched_by, reason, plate, within, since, until, camera_id, found)"
+
+CANDIDATES_POSTGRES = """
+SELECT s.sighting_id, s.camera_id, s.plate, s.confidence, s.first_seen, s.last_seen, s.reads, s.texts,
+       COALESCE(s.snapshot_path, f.kept_path)
+FROM sightings s LEFT JOIN frames f ON f.frame_id = s.best_frame_id
+WHERE s.first_seen <= %(until)s AND s.last_seen >= %(since)s
+  AND (%(camera)s::text IS NULL OR s.camera_id = %(camera)s)
+ORDER BY s.first_seen DESC
+"""
+
+CANDIDATES_SQLITE = """
+SELECT sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads, texts, snapshot_path
+FROM sightings WHERE first_seen <= :until AND last_seen >= :since AND (:camera IS NULL OR camera_id = :camera)
+ORDER BY first_seen DESC
+"""
+
+
+class PlateSearch(Strict):
+    """One look-up: the plate (normalised as listed and read), how far a text may be from it, the
+    window and camera it is narrowed to, why it is made and by whom."""
+
+    plate: str
+    reason: str = Field(min_length=3, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
+    searched_by: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")
+    within: float = Field(1.0, ge=0.0, le=MAX_WITHIN, allow_inf_nan=False)
+    since: datetime | None = None
+    until: datetime | None = None
+    camera_id: str | None = None
+    limit: int = Field(100, ge=1, le=100_000)
+
+    @field_validator("plate")
+    @classmethod
+    def a_plate(cls, text: str) -> str:
+        return normalise_plate(text)
+
+    @field_validator("since", "until")
+    @classmethod
+    def in_utc(cls, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    def window(self) -> tuple[datetime, datetime]:
+        return self.since or datetime(1970, 1, 1, tzinfo=UTC), self.until or datetime(9999, 12, 30, tzinfo=UTC)
+
+    def record_row(self, found: int) -> tuple[Any, ...]:
+        return (self.searched_by, self.reason, self.plate, self.within, self.since, self.until, self.camera_id, found)
+
+
+def distance_to(search: PlateSearch, plate: str, texts: Iterable[str]) -> float | None:
+    """The least distance of the sighting's plate or texts read to the plate searched, when within reach."""
+    wanted = character_counts(search.plate)
+    best: float | None = None
+    for text in (plate, *texts):
+        if distance_lower_bound(wanted, character_counts(text)) > search.within:
+            continue  # cheap: most sightings are nowhere near
+        distance = plate_distance(search.plate, text)
+        if distance <= search.within and (best is None or distance < best):
+            best = distance
+    return best
+
+
+def matching(search: PlateSearch, candidates: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The candidates (CANDIDATES_* rows, newest first) within reach, up to the search's limit, each
+    with its distance."""
+    found: list[dict[str, Any]] = []
+    for sighting_id, camera_id, plate, confidence, first, last, reads, texts, snapshot in candidates:
+        read_texts = [text for text, _ in (json.loads(texts) if isinstance(texts, str) else texts)]
+        distance = distance_to(search, plate, read_texts)
+        if distance is None:
+            continue
+        found.append({
+            "first_seen": _iso(first), "last_seen": _iso(last), "camera_id": camera_id, "plate": plate,
+            "distance": distance, "confidence": round(float(confidence), 3), "reads": reads,
+            "snapshot_path": snapshot, "sighting_id": sighting_id,
+        })  # fmt: skip
+        if len(found) >= search.limit:
+            break
+    return found
+
+
+def _iso(moment: datetime | str) -> str:
+    return moment if isinstance(moment, str) else moment.astimezone(UTC).isoformat()
+
+
+def search_postgres(pool: ConnectionPool, search: PlateSearch) -> list[dict[str, Any]]:
+    """The search on the chain's sightings, recorded in the same transaction: no record, no results."""
+    since, until = search.window()
+    with pool.connection() as connection:
+        with connection.cursor(name="plate_search") as cursor:  # streamed: a month of sightings is millions
+            cursor.execute(CANDIDATES_POSTGRES, {"since": since, "until": until, "camera": search.camera_id})
+            found = matching(search, cursor)
+        connection.execute(f"{RECORD} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", search.record_row(len(found)))
+    return found
+
+
+def search_sqlite(connection: sqlite3.Connection, search: PlateSearch) -> list[dict[str, Any]]:
+    """The search on `alpr run`'s SQLite sightings, recorded in the same file (created when missing)."""
+    since, until = search.window()
+    connection.executescript(SQLITE_SCHEMA)
+    window = {"since": since.isoformat(), "until": until.isoformat(), "camera": search.camera_id}
+    found = matching(search, _rows(connection.execute(CANDIDATES_SQLITE, window)))
+    row = tuple(value.isoformat() if isinstance(value, datetime) else value for value in search.record_row(len(found)))
+    with connection:
+        connection.execute(f"{RECORD} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    return found
+
+
+def _rows(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+    yield from cursor
+
+
+def recorded_searches(connection: psycopg.Connection) -> list[tuple[Any, ...]]:
+    """The record of searches, oldest first (for tests and audits)."""
+    return connection.execute(
+        "SELECT searched_by, reason, plate, within, camera_id, found FROM plate_searches ORDER BY id"
+    ).fetchall()

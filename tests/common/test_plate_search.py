@@ -1,0 +1,150 @@
+"""`alpr search`: where a plate was seen, on real Postgres and on `alpr run`'s SQLite file. A sighting
+is found by its voted plate or any text read in it, within a look-alike-aware distance, narrowed by
+time and camera, newest first; every search is recorded (who, why, what, how many found) before its
+results are given, and the record can be neither changed nor erased."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+from common.db import open_pool
+from common.sighting_log import SqliteSightingLog, insert_sightings
+from common.types import Sighting
+
+DAY = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+
+
+def sighting(camera: str, plate: str, at_s: float, texts: tuple[tuple[str, int], ...] = ()) -> Sighting:
+    return Sighting(
+        sighting_id=f"{camera}:{camera}:run:{int(at_s)}:0", camera_id=camera, plate=plate, confidence=0.9,
+        first_seen_s=at_s, last_seen_s=at_s + 3, reads=4, best_frame_id=f"{camera}:run:{int(at_s)}",
+        best_box_xyxy=(10, 10, 90, 40), best_confidence=0.95, texts=texts or ((plate, 4),),
+    )  # fmt: skip
+
+
+SIGHTINGS = [
+    sighting("gate", "KPX4721", DAY + 60),
+    sighting("gate", "KPX472I", DAY + 120),  # I for 1: a look-alike, half an edit
+    sighting("bridge", "KPX4721", DAY + 3600),
+    sighting("bridge", "ZZZ9999", DAY + 7200, (("ZZZ9999", 3), ("KPX4721", 1))),  # read once among others
+    sighting("gate", "KPX4781", DAY + 86400 * 3),  # a whole edit away
+    sighting("gate", "ABC1234", DAY + 100),
+]
+
+
+def found(output: str) -> list[tuple[str, str, str]]:
+    """(camera, plate, distance) per result row, in order."""
+    lines = output.splitlines()
+    assert lines[0].split("\t")[:5] == ["first_seen", "last_seen", "camera_id", "plate", "distance"]
+    return [tuple(line.split("\t")[2:5]) for line in lines[1:]]  # type: ignore[misc]
+
+
+def test_a_plate_is_found_by_its_sightings_and_every_search_is_recorded(postgres_url, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    with pool.connection() as connection:
+        insert_sightings(connection, [(s, None) for s in SIGHTINGS])
+    pool.close()
+    capsys.readouterr()
+    url = ["--database-url", postgres_url]
+
+    assert main(["search", "kpx-4721", "--reason", "case 2026-114", "--within", "0.5", *url]) == 0
+    assert found(capsys.readouterr().out) == [
+        ("bridge", "ZZZ9999", "0.0"), ("bridge", "KPX4721", "0.0"),
+        ("gate", "KPX472I", "0.5"), ("gate", "KPX4721", "0.0"),
+    ]  # fmt: skip
+    assert main(["search", "KPX4721", "--reason", "case 2026-114", *url]) == 0  # within 1: the 8 for 2 too
+    assert [row[1] for row in found(capsys.readouterr().out)][0] == "KPX4781"
+    narrowed = ["--since", "2026-11-02T00:30", "--until", "2026-11-02T01:30", "--camera", "bridge"]
+    assert main(["search", "KPX4721", "--reason", "case 2026-114", *narrowed, *url]) == 0
+    assert found(capsys.readouterr().out) == [("bridge", "KPX4721", "0.0")]
+    assert main(["search", "KPX4721", "--reason", "case 2026-114", "--limit", "1", "--by", "officer 7", *url]) == 0
+    assert len(found(capsys.readouterr().out)) == 1
+
+    with psycopg.connect(postgres_url) as db:
+        record = db.execute(
+            "SELECT searched_by, database_user, reason, plate, within, camera_id, found FROM plate_searches ORDER BY id"
+        ).fetchall()
+    login = record[0][0]
+    assert record == [
+        (login, "postgres", "case 2026-114", "KPX4721", 0.5, None, 4),
+        (login, "postgres", "case 2026-114", "KPX4721", 1.0, None, 5),
+        (login, "postgres", "case 2026-114", "KPX4721", 1.0, "bridge", 1),
+        ("officer 7", "postgres", "case 2026-114", "KPX4721", 1.0, None, 1),
+    ]
+    for erasing in ("UPDATE plate_searches SET reason = 'x'", "DELETE FROM plate_searches", "TRUNCATE plate_searches"):
+        with psycopg.connect(postgres_url) as db, pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            db.execute(erasing)
+
+
+def test_the_workers_role_may_search_but_neither_read_nor_change_the_record(postgres_url, capsys):
+    import uuid
+
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
+        parts = urlsplit(postgres_url)
+        as_role = urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+        assert main(["search", "KPX4721", "--reason", "case 9", "--database-url", as_role]) == 0
+        for reading in ("SELECT * FROM plate_searches", "UPDATE plate_searches SET found = 0"):
+            with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(reading)  # who looked for which plate is the owner's to audit
+        with psycopg.connect(postgres_url) as admin:
+            assert admin.execute("SELECT database_user, found FROM plate_searches").fetchall() == [(role, 0)]
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_file(tmp_path: Path, capsys):
+    import sqlite3
+
+    path = tmp_path / "reads.sqlite"
+    log = SqliteSightingLog(path)
+    log.record_many([(s, None) for s in SIGHTINGS])
+    log.close()
+    assert main(["search", "KPX 4721", "--reason", "case 5", "--within", "0", "--sqlite", str(path)]) == 0
+    assert found(capsys.readouterr().out) == [("bridge", "ZZZ9999", "0.0"), ("bridge", "KPX4721", "0.0"),
+                                              ("gate", "KPX4721", "0.0")]  # fmt: skip
+    assert main(["search", "KPX4721", "--reason", "case 5", "--until", "2026-11-02", "--sqlite", str(path)]) == 0
+    assert found(capsys.readouterr().out) == []  # the window ends as the day begins
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT reason, plate, within, found FROM plate_searches").fetchall() == [
+        ("case 5", "KPX4721", 0.0, 3), ("case 5", "KPX4721", 1.0, 0),
+    ]  # fmt: skip
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        connection.execute("DELETE FROM plate_searches")
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["KPX4721", "--reason", ""], "--reason"),
+        (["KPX4721", "--reason", "case\n1"], "--reason"),
+        (["KPX 47?21", "--reason", "case 1"], "not a plate"),
+        (["KPX4721", "--reason", "case 1", "--within", "9"], "--within"),
+        (["KPX4721", "--reason", "case 1", "--within", "nan"], "--within"),
+        (["KPX4721", "--reason", "case 1", "--limit", "0"], "--limit"),
+    ],
+)
+def test_a_search_that_cannot_be_made_is_one_line_and_nothing_is_searched(arguments, message, tmp_path, capsys):
+    path = tmp_path / "reads.sqlite"
+    SqliteSightingLog(path).close()
+    assert main(["search", *arguments, "--sqlite", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1
+
+
+def test_a_missing_sqlite_file_is_not_created_by_a_search(tmp_path, capsys):
+    assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(tmp_path / "none.sqlite")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "none.sqlite").exists()
