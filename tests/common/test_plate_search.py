@@ -35,6 +35,7 @@ SIGHTINGS = [
     sighting("bridge", "ZZZ9999", DAY + 7200, (("ZZZ9999", 3), ("KPX4721", 1))),  # read once among others
     sighting("gate", "KPX4781", DAY + 86400 * 3),  # a whole edit away
     sighting("gate", "ABC1234", DAY + 100),
+    sighting("gate", "KPZ4781", DAY + 200),  # two edits away
 ]
 
 
@@ -61,6 +62,8 @@ def test_a_plate_is_found_by_its_sightings_and_every_search_is_recorded(postgres
     ]  # fmt: skip
     assert main(["search", "KPX4721", "--reason", "case 2026-114", *url]) == 0  # within 1: the 8 for 2 too
     assert [row[1] for row in found(capsys.readouterr().out)][0] == "KPX4781"
+    assert main(["search", "KPX4721", "--reason", "case 2026-114", "--within", "2", *url]) == 0  # every one read
+    assert ("gate", "KPZ4781", "2.0") in found(capsys.readouterr().out)
     narrowed = ["--since", "2026-11-02T00:30", "--until", "2026-11-02T01:30", "--camera", "bridge"]
     assert main(["search", "KPX4721", "--reason", "case 2026-114", *narrowed, *url]) == 0
     assert found(capsys.readouterr().out) == [("bridge", "KPX4721", "0.0")]
@@ -75,6 +78,7 @@ def test_a_plate_is_found_by_its_sightings_and_every_search_is_recorded(postgres
     assert record == [
         (login, "postgres", "case 2026-114", "KPX4721", 0.5, None, 4),
         (login, "postgres", "case 2026-114", "KPX4721", 1.0, None, 5),
+        (login, "postgres", "case 2026-114", "KPX4721", 2.0, None, 6),
         (login, "postgres", "case 2026-114", "KPX4721", 1.0, "bridge", 1),
         ("officer 7", "postgres", "case 2026-114", "KPX4721", 1.0, None, 1),
     ]
@@ -148,3 +152,23 @@ def test_a_search_that_cannot_be_made_is_one_line_and_nothing_is_searched(argume
 def test_a_missing_sqlite_file_is_not_created_by_a_search(tmp_path, capsys):
     assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(tmp_path / "none.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "none.sqlite").exists()
+
+
+def test_a_sightings_search_keys_in_postgres_are_those_a_search_computes(postgres_url):
+    """Migration 12 indexes each sighting by plate_search_keys (its texts with look-alikes made one, and
+    each character left out in turn); a search asks by search_keys: the two must agree, or a search
+    within 1.5 misses what it should find."""
+    import json
+
+    from common.plate_search import search_keys
+    from common.plate_text import LOOKALIKE_GROUPS
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    cases = [("KPX4721", [["KPX4721", 3], ["KPX472I", 1]]), ("".join(LOOKALIKE_GROUPS), []), ("A", [["B8", 1]])]
+    with psycopg.connect(postgres_url) as db:
+        for plate, texts in cases:
+            (keys,) = db.execute("SELECT plate_search_keys(%s, %s::jsonb)", (plate, json.dumps(texts))).fetchone()
+            expected = sorted({key for text in [plate, *(t for t, _ in texts)] for key in search_keys(text)})
+            assert sorted(keys) == expected
+    for group in LOOKALIKE_GROUPS:  # the skeleton makes each look-alike group one character, as the distance does
+        assert {search_keys(char)[-1] for char in group} == {group[0]}
