@@ -1,5 +1,6 @@
-"""The operator's maintenance commands of the chain: `alpr db upgrade` (the Postgres schema) and
-`alpr replay` (failed jobs back on their queues; failed alert deliveries from the alerts log)."""
+"""The operator's maintenance commands of the chain: `alpr db upgrade` (the Postgres schema), `alpr db
+prune` (plate data past its retention) and `alpr replay` (failed jobs back on their queues; failed
+alert deliveries from the alerts log)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     from common.db import grant_to, open_pool, upgrade
 
     if not settings.database_url:
-        raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres to upgrade")
+        raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}")
+    if args.action == "prune":
+        return prune(args, settings)
     pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     try:
         applied = upgrade(pool)
@@ -30,6 +33,41 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if args.grant:
         print(f"role {args.grant} may read and write the tables")
     return 0
+
+
+def prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete the reads, sightings and frame records past the retention (common/retention.py), once or
+    every --every-h hours; as the schema's owner."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from common.db import open_current_pool
+    from common.retention import prune_logs
+
+    days = settings.retention_days
+    if days == 0:
+        print("ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned")
+        return 0
+    if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
+        raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
+    pool = open_current_pool(settings.database_url or "", settings.secret("database_password"))
+    try:
+        while True:
+            cutoff = datetime.now(UTC) - timedelta(days=days)
+            try:
+                pruned = prune_logs(pool, cutoff, args.dry_run)
+            except psycopg.errors.InsufficientPrivilege:
+                raise ConfigError("alpr db prune deletes rows the workers' role may not: run it as the schema's"
+                                  " owner (the role of alpr db upgrade)") from None  # fmt: skip
+            verb = "would delete" if args.dry_run else "deleted"
+            print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}", flush=True)
+            if args.every_h is None:
+                return 0
+            time.sleep(args.every_h * 3600)
+    finally:
+        pool.close()
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

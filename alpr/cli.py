@@ -157,9 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chain_flags(worker)
     worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
 
-    database = sub.add_parser("db", help="the Postgres schema")
-    database.add_argument("action", choices=("upgrade",))
+    database = sub.add_parser("db", help="the Postgres schema; prune: delete plate data past its retention")
+    database.add_argument("action", choices=("upgrade", "prune"))
     database.add_argument("--database-url", help="postgresql://...")
+    database.add_argument(
+        "--older-than-days", type=float, dest="retention_days",
+        help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30)",
+    )  # fmt: skip
+    database.add_argument("--dry-run", action="store_true", help="prune: count the rows, delete nothing")
+    database.add_argument("--every-h", type=float, help="prune: again every this many hours, until stopped")
     database.add_argument(
         "--grant",
         metavar="ROLE",
@@ -260,6 +266,7 @@ SETTING_FLAGS = (
     "sample_fps",
     "redis_url",
     "metrics_port",
+    "retention_days",
 )
 
 CHAIN_COMMANDS = {

@@ -110,6 +110,10 @@ class Settings(BaseModel):
     keep_max_age_h: float = Field(
         defaults.KEEP_MAX_AGE_H, gt=0, description="Kept frames older than this are deleted by the redactor pool."
     )
+    retention_days: float = Field(
+        defaults.RETENTION_DAYS, ge=0, le=36500,
+        description="Reads, sightings and frame records older than this are deleted by `alpr db prune` (0: kept).",
+    )  # fmt: skip
     watch_max_distance: float = Field(
         defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
     )

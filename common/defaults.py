@@ -200,6 +200,12 @@ KEEP_FRAMES: Literal["plates", "all", "none"] = "plates"
 KEEP_MAX_AGE_H = 72.0
 """Hours a kept frame stays on disk; the redactor pool deletes older ones (every KEEP_SWEEP_S)."""
 
+RETENTION_DAYS = 30.0
+"""How long the plate log keeps reads, sightings and frame records (`alpr db prune`; 0: without limit).
+Many cities' and states' rules on plate data set 30 days or less unless a record is evidence (an
+alert's reads and sighting are kept)."""
+
+
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 

@@ -50,15 +50,16 @@ DATABASE_LOGINS = {"alpr": "postgres_password", "alpr_app": "postgres_app_passwo
 """Postgres roles and their password secrets: the owner (migrations only) and the workers' role."""
 
 
-WITHOUT_REDIS = {"migrate"}
+WITHOUT_REDIS = {"migrate", "prune"}
 """Services that never open Redis: given neither its address nor its password."""
 WITHOUT_DATABASE = {"detect"}
 """Services that never open Postgres (the detector decodes the cameras' frames): no address, no password."""
 
 
 def database_role(service: str) -> str:
-    """The role a service logs in to Postgres as: the owner for the migration, alpr_app for the rest."""
-    return "alpr" if service == "migrate" else "alpr_app"
+    """The role a service logs in to Postgres as: the owner for the migration and the prune (the workers'
+    role may delete no plate data), alpr_app for the rest."""
+    return "alpr" if service in {"migrate", "prune"} else "alpr_app"
 
 
 """The example of a camera's credentials in its URL (masked in logs), the one allowed."""
@@ -121,7 +122,7 @@ def exported_metric_names() -> set[str]:
 
 
 def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
-    assert set(ALPR_SERVICES) == {"migrate", "ingest", "detect", "ocr", "sight", "alert", "redact"}
+    assert set(ALPR_SERVICES) == {"migrate", "prune", "ingest", "detect", "ocr", "sight", "alert", "redact"}
     redis_password = (secrets_dir / "redis_password").read_text().strip()
     passwords = {role: (secrets_dir / secret).read_text().strip() for role, secret in DATABASE_LOGINS.items()}
     for name, service in ALPR_SERVICES.items():
@@ -241,13 +242,20 @@ def test_postgres_takes_its_password_from_a_secret():
         if name in WITHOUT_DATABASE:
             continue
         assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == database_role(name), name
-        assert "postgres_password" not in secret_names(service) or name == "migrate", (
+        assert "postgres_password" not in secret_names(service) or name in {"migrate", "prune"}, (
             name
-        )  # the owner's: migrate's only
+        )  # the owner's: migrate's and prune's only
 
 
-def test_only_the_migration_logs_in_as_the_owner_and_it_grants_the_workers_role():
+def test_only_the_migration_and_the_prune_log_in_as_the_owner_and_the_migration_grants_the_workers_role(
+    secrets_dir: Path,
+):
     assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app"]
+    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr"] == ["migrate", "prune"]
+    prune = SERVICES["prune"]  # plate data kept 30 days, pruned every 6 hours, after the schema is current
+    assert prune["command"] == ["db", "prune", "--every-h", "6"] and prune["restart"] == "unless-stopped"
+    assert Settings.load(container_environment(prune, secrets_dir)).retention_days == 30
+    assert prune["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert "postgres_app_password" in secret_names(SERVICES["postgres"])
     mounts = SERVICES["postgres"]["volumes"]
     assert "./deploy/postgres-app-role.sh:/docker-entrypoint-initdb.d/alpr-app-role.sh:ro" in mounts

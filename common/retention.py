@@ -1,0 +1,81 @@
+"""How long plate data is kept in Postgres: `prune_logs` deletes the reads, sightings and frame records
+captured before a cutoff, camera by camera, in batches (short transactions: the chain writes on
+meanwhile), except what a watch-list alert cites (its frame's reads and record, its sighting): alerts
+are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
+is left to the chain's sweep. The record of plate searches (common/plate_search.py) is never pruned.
+Run as the schema's owner (`alpr db prune`): the workers' role may delete none of these rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+BATCH_ROWS = 5000
+"""Rows deleted per statement (and transaction)."""
+
+CAMERAS = """
+WITH RECURSIVE cameras AS (
+    SELECT min(camera_id) AS camera_id FROM {table}
+    UNION ALL
+    SELECT (SELECT min(camera_id) FROM {table} WHERE camera_id > cameras.camera_id) FROM cameras
+    WHERE cameras.camera_id IS NOT NULL
+)
+SELECT camera_id FROM cameras WHERE camera_id IS NOT NULL
+"""
+"""The cameras a table holds rows of, one index probe each (a DISTINCT read the whole table)."""
+
+CITED_FRAMES = "SELECT body ->> 'frame_id' FROM alerts WHERE body ->> 'frame_id' IS NOT NULL"
+CITED_SIGHTINGS = "SELECT body ->> 'sighting_id' FROM alerts WHERE body ->> 'sighting_id' IS NOT NULL"
+
+PRUNED = {
+    "plate_reads": ("id", "captured_at", f"frame_id NOT IN ({CITED_FRAMES})"),
+    "sightings": ("sighting_id", "first_seen", f"sighting_id NOT IN ({CITED_SIGHTINGS})"),
+    "frames": ("frame_id", "captured_at", f"outcome <> 'pending' AND frame_id NOT IN ({CITED_FRAMES})"),
+}
+"""Per table: its key, its time column (indexed with the camera) and what is kept however old."""
+
+DELETE_BATCH = """
+DELETE FROM {table} WHERE {key} IN (
+    SELECT {key} FROM {table} WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}
+    LIMIT %(rows)s
+)
+"""
+
+COUNT = "SELECT count(*) FROM {table} WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}"
+
+
+@dataclass
+class Pruned:
+    """Rows deleted (or, on a dry run, that would be) per table."""
+
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRUNED, 0))
+
+    def __str__(self) -> str:
+        return ", ".join(f"{count} {table}" for table, count in self.rows.items())
+
+
+def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) -> Pruned:
+    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite."""
+    pruned = Pruned()
+    for table, (key, time, kept_unless) in PRUNED.items():
+        parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time),
+                 "kept_unless": sql.SQL(kept_unless)}  # fmt: skip
+        with pool.connection() as connection:
+            cameras = [row[0] for row in connection.execute(sql.SQL(CAMERAS).format(**parts))]
+        for camera in cameras:
+            values = {"camera": camera, "cutoff": cutoff, "rows": BATCH_ROWS}
+            if dry_run:
+                with pool.connection() as connection:
+                    row = connection.execute(sql.SQL(COUNT).format(**parts), values).fetchone()
+                pruned.rows[table] += int(row[0]) if row else 0
+                continue
+            while True:
+                with pool.connection() as connection:  # one batch a transaction: locks held briefly
+                    deleted = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).rowcount
+                pruned.rows[table] += max(deleted, 0)
+                if deleted < BATCH_ROWS:
+                    break
+    return pruned

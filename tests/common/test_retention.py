@@ -1,0 +1,121 @@
+"""`alpr db prune` on the real Postgres: reads, sightings and frame records captured before the
+retention are deleted, camera by camera in batches; what a watch-list alert cites (its frame's reads and
+record, its sighting), frames still pending and the record of plate searches stay; the workers' role
+may not prune; a dry run deletes nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+
+NOW = datetime.now(UTC)
+OLD, RECENT = NOW - timedelta(days=40), NOW - timedelta(days=2)
+
+
+def add_frame(db: psycopg.Connection, camera: str, frame_id: str, at: datetime, outcome: str = "done") -> None:
+    db.execute(
+        "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
+        " VALUES (%s, %s, 0, 0, %s, 1, '{}', %s)",
+        (frame_id, camera, at, outcome),
+    )
+    db.execute(
+        "INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at, plate_index,"
+        " plate_text, confidence, format_match, candidates, x1, y1, x2, y2, detection_confidence, stage_ms)"
+        " VALUES (%s, %s, 0, 0, %s, 0, 'KPX4721', 0.9, true, '[]', 1, 1, 2, 2, 0.9, '{}')",
+        (camera, frame_id, at),
+    )
+    db.execute(
+        "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+        " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES (%s, %s, 'KPX4721', 0.9, %s, %s, 1,"
+        " %s, 0.9, 1, 1, 2, 2, '[]')",
+        (f"s-{frame_id}", camera, at, at, frame_id),
+    )
+
+
+def remaining(url: str) -> dict[str, list[str]]:
+    with psycopg.connect(url) as db:
+        return {
+            "frames": [r[0] for r in db.execute("SELECT frame_id FROM frames ORDER BY 1")],
+            "plate_reads": [r[0] for r in db.execute("SELECT frame_id FROM plate_reads ORDER BY 1")],
+            "sightings": [r[0] for r in db.execute("SELECT sighting_id FROM sightings ORDER BY 1")],
+        }
+
+
+@pytest.fixture()
+def logged(postgres_url: str) -> str:
+    """Two cameras' frames, reads and sightings, 40 and 2 days old; an alert citing an old one."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url) as db:
+        for camera in ("bridge", "gate"):
+            for index in range(7):
+                add_frame(db, camera, f"{camera}:old:{index}", OLD + timedelta(minutes=index))
+            add_frame(db, camera, f"{camera}:recent", RECENT)
+        add_frame(db, "gate", "gate:old:pending", OLD, outcome="pending")  # the chain's sweep decides
+        body = {"frame_id": "gate:old:3", "sighting_id": "s-gate:old:5", "plate": "KPX4721"}
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES"
+                   " ('a1', 'sighting', 'gate', %s, %s)", (OLD, json.dumps(body)))  # fmt: skip
+        db.execute("INSERT INTO plate_searches (searched_by, reason, plate, within, found)"
+                   " VALUES ('x', 'case 1', 'KPX4721', 1, 0)")  # fmt: skip
+    return postgres_url
+
+
+def test_plate_data_past_its_retention_is_pruned_but_what_an_alert_cites(logged, capsys, monkeypatch):
+    import common.retention
+
+    monkeypatch.setattr(common.retention, "BATCH_ROWS", 2)  # seven old rows a camera: four batches each
+    before = remaining(logged)
+    assert main(["db", "prune", "--dry-run", "--database-url", logged]) == 0
+    assert "would delete" in capsys.readouterr().out and remaining(logged) == before
+    assert main(["db", "prune", "--database-url", logged]) == 0
+    assert capsys.readouterr().out.strip().endswith("(30 days): 14 plate_reads, 14 sightings, 13 frames")
+    assert remaining(logged) == {
+        "frames": ["bridge:recent", "gate:old:3", "gate:old:pending", "gate:recent"],
+        "plate_reads": ["bridge:recent", "gate:old:3", "gate:recent"],
+        "sightings": ["s-bridge:recent", "s-gate:old:5", "s-gate:recent"],
+    }  # a pending frame's record is the chain's to finish; its reads and sighting are plate data like any
+    with psycopg.connect(logged) as db:
+        assert db.execute("SELECT count(*) FROM plate_searches").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM alerts").fetchone() == (1,)
+    assert main(["db", "prune", "--older-than-days", "1", "--database-url", logged]) == 0
+    assert remaining(logged)["sightings"] == ["s-gate:old:5"]
+
+
+def test_a_retention_of_zero_keeps_everything(logged, capsys, monkeypatch):
+    monkeypatch.setenv("ALPR_RETENTION_DAYS", "0")
+    before = remaining(logged)
+    assert main(["db", "prune", "--database-url", logged]) == 0
+    assert "kept without limit" in capsys.readouterr().out and remaining(logged) == before
+
+
+def test_the_workers_role_may_not_prune(logged, capsys):
+    import uuid
+
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(logged, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        assert main(["db", "upgrade", "--database-url", logged, "--grant", role]) == 0
+        parts = urlsplit(logged)
+        as_role = urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+        before = remaining(logged)
+        assert main(["db", "prune", "--database-url", as_role]) == 2
+        error = capsys.readouterr().err
+        assert "run it as the schema's owner" in error and len(error.strip().splitlines()) == 1
+        assert remaining(logged) == before
+    finally:
+        with psycopg.connect(logged, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("every_h", ["0", "-1", "nan", "1e9"])
+def test_a_prune_interval_out_of_reach_is_refused(every_h, postgres_url, capsys):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    assert main(["db", "prune", "--every-h", every_h, "--database-url", postgres_url]) == 2
+    assert "--every-h" in capsys.readouterr().err
