@@ -213,6 +213,11 @@ MAX_FRAME_AGE_S = 30.0
 """Longest a frame may take from capture to logged: under overload, frames that would be older are
 skipped (counted, recorded) rather than processed minutes late, so the processed ones stay fresh."""
 
+RECORDED_QUEUE_SHARE = 0.25
+"""Share of ALPR_MAX_QUEUE_DEPTH that recorded footage (`realtime: false`) fills before it waits for the
+chain: its frames are never shed as too old, so only their TTL in the frame store bounds their wait,
+and a full queue of 64 jobs (1,024 frames) took minutes to work through at a few frames a second."""
+
 MAX_AGE_QUEUED_SHARE = 0.8
 """Share of MAX_FRAME_AGE_S a frame may spend before its detection starts; the rest is left for
 detection, reading, redaction and the writes (a frame older than this at detection is skipped)."""

@@ -171,14 +171,11 @@ class DetectJob(Strict):
     def age_s(self, frame: FrameRef, remaining_ttl_s: float | None, now_s: float) -> float:
         """`frame`'s age: capture to store on the ingest host's clock, store to now on Redis's (by its
         remaining TTL); `now_s` less its capture time where the job or Redis cannot say (a job of an
-        older ingest node, or a key without a TTL). Recorded footage's counts from its store alone (0
-        where that cannot be said): its date is its time in the footage, and it waited for the chain
-        before it was stored, never skipped for being behind."""
+        older ingest node, or a key without a TTL). Recorded footage has no age to keep: the detector
+        never skips it as too old."""
         stored_for_s = (
             None if self.frame_ttl_s is None or remaining_ttl_s is None else self.frame_ttl_s - remaining_ttl_s
         )
-        if frame.recorded:
-            return max(0.0, stored_for_s or 0.0)
         if self.stored_at_s is None or stored_for_s is None:
             return now_s - frame.captured_at_s
         return max(0.0, self.stored_at_s - frame.captured_at_s) + max(0.0, stored_for_s)

@@ -179,6 +179,8 @@ class IngestNode:
         self.closed = False  # pending drained: a camera thread that outlived the stop samples nothing more
         self.in_flight = 0  # camera threads between sampling a frame and handing it on
         self.depth = 0
+        self.recorded_depth = max(1, int(settings.max_queue_depth * defaults.RECORDED_QUEUE_SHARE))
+        """Jobs queued past which recorded footage waits: its frames must be detected within their TTL."""
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
@@ -340,7 +342,7 @@ class IngestNode:
         while (
             not source.is_stream
             and not self.stop.is_set()
-            and (self.pending.full() or (offline and self.depth >= self.settings.max_queue_depth))
+            and (self.pending.full() or (offline and self.depth >= self.recorded_depth))
         ):
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)

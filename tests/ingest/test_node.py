@@ -23,7 +23,7 @@ from common.db import open_pool
 from common.frame_log import FrameLog
 from common.frame_store import encode_jpeg, jpeg_digest
 from common.metrics import Metrics
-from common.queues import connect_redis
+from common.queues import connect_redis, stage_queue
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
@@ -529,7 +529,7 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     started_s = {footage_start(index, captured.timestamp()) for index, captured, _ in rows}
     connection.flushall()
 
-    second = run(max_queue_depth=100, max_seconds=60)
+    second = run(max_queue_depth=1000, max_seconds=60)  # a quarter of it holds the whole video
 
     again = queued_frames(connection)
     indexes = [frame.frame_index for frame in again]
@@ -537,3 +537,14 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     assert rows[2][0] in indexes  # pending when the node stopped: read again
     # dated as the first read dated the footage, not from the restart
     assert {footage_start(f.frame_index, f.captured_at_s) for f in again} == started_s
+
+
+def test_recorded_footage_fills_a_quarter_of_the_queue_before_it_waits(redis_url, tmp_path, demo_clip):
+    """Recorded footage is never shed as too old (it has no freshness to keep), so its frames' TTL in the
+    frame store is all that bounds their wait: it queued up to the whole depth (64 jobs, 1,024 frames,
+    minutes of work at a few frames a second) and 256 of a video's 317 frames were skipped at detection."""
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url, max_queue_depth=12, frames_per_job=2)
+    camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=10, realtime=False)
+    summary = IngestNode([camera], settings, connection, connection, Metrics(), None).run(max_seconds=3.0)
+    assert summary.skipped["cam"] <= 1 and 3 <= stage_queue(connection, "detect").count <= 5, summary  # of 12
