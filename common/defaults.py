@@ -213,6 +213,10 @@ MAX_FRAME_AGE_S = 30.0
 """Longest a frame may take from capture to logged: under overload, frames that would be older are
 skipped (counted, recorded) rather than processed minutes late, so the processed ones stay fresh."""
 
+MAX_RESUMED_FOOTAGE_S = 86400.0
+"""The longest recorded footage (by its stated frame count) a restarted ingest node resumes where its
+frames ended; a longer one is read again whole (its reads are logged once all the same)."""
+
 RECORDED_QUEUE_SHARE = 0.25
 """Share of ALPR_MAX_QUEUE_DEPTH that recorded footage (`realtime: false`) fills before it waits for the
 chain: its frames are never shed as too old, so only their TTL in the frame store bounds their wait,

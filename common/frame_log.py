@@ -12,9 +12,10 @@ final outcome, and reads once done stay done."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, Literal
 
 import psycopg
@@ -184,13 +185,13 @@ class FrameLog:
 
         return write_through_outage(self.pool, sweep, 0.0)
 
-    def finished(self, frame_ids: Sequence[str]) -> dict[str, tuple[int, float]]:
-        """Of `frame_ids`, those that ended for good (FINISHED): frame id -> (its index in its source, its
-        capture time). One attempt: raises when Postgres is away."""
+    def finished(self, frame_ids: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """Of `frame_ids` (taken FINISHED_CHUNK at a time), those that ended for good (FINISHED): frame
+        id -> (its index in its source, its capture time). One attempt: raises when Postgres is away."""
         found: dict[str, tuple[int, float]] = {}
+        ids = iter(frame_ids)
         with self.pool.connection() as connection:
-            for start in range(0, len(frame_ids), FINISHED_CHUNK):
-                chunk = list(frame_ids[start : start + FINISHED_CHUNK])
+            while chunk := list(islice(ids, FINISHED_CHUNK)):
                 for frame_id, index, captured_at in connection.execute(FINISHED, (chunk,)):
                     found[frame_id] = (int(index), captured_at.timestamp())
         return found

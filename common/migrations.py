@@ -225,6 +225,16 @@ MIGRATIONS: list[tuple[int, str]] = [
             FOR EACH ROW EXECUTE FUNCTION plate_searches_kept();
         CREATE TRIGGER plate_searches_not_truncated BEFORE TRUNCATE ON plate_searches
             FOR EACH STATEMENT EXECUTE FUNCTION plate_searches_kept();
+        CREATE FUNCTION plate_searches_stamped() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.database_user := session_user;
+            NEW.searched_at := now();
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER plate_searches_stamped BEFORE INSERT ON plate_searches
+            FOR EACH ROW EXECUTE FUNCTION plate_searches_stamped();
+        -- who and when are Postgres's to say: a role that may add a record may not date it back or
+        -- name another login in it
         -- alpr search: every look-up of a plate, recorded before its results are given
         CREATE FUNCTION plate_search_keys(plate TEXT, texts JSONB) RETURNS TEXT[]
             LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -238,6 +248,9 @@ MIGRATIONS: list[tuple[int, str]] = [
             ) AS keys (key)
         $$;
         CREATE INDEX sightings_by_search_key ON sightings USING gin (plate_search_keys(plate, texts));
+        CREATE INDEX alerts_by_frame ON alerts ((body ->> 'frame_id'));
+        CREATE INDEX alerts_by_camera_time ON alerts (camera_id, captured_at);
+        -- alpr db prune keeps what an alert cites: its frame, and the sighting spanning its capture
         -- a sighting's plate and texts read, each with its look-alikes made one (common/plate_text.py's
         -- LOOKALIKE_GROUPS) and with each character left out in turn: two texts within one edit of each
         -- other, look-alikes free, share a key, so a search within 1.5 reads the few sightings found so

@@ -1,7 +1,7 @@
 """How long plate data is kept in Postgres: `prune_logs` deletes the reads, sightings and frame records
 captured before a cutoff, camera by camera, in batches (short transactions: the chain writes on
-meanwhile), except what a watch-list alert cites (its frame's reads and record, its sighting): alerts
-are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
+meanwhile), except what a watch-list alert cites (its frame's reads and record, the sighting spanning
+it): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
 is left to the chain's sweep. The record of plate searches (common/plate_search.py) is never pruned.
 Run as the schema's owner (`alpr db prune`): the workers' role may delete none of these rows."""
 
@@ -27,24 +27,31 @@ SELECT camera_id FROM cameras WHERE camera_id IS NOT NULL
 """
 """The cameras a table holds rows of, one index probe each (a DISTINCT read the whole table)."""
 
-CITED_FRAMES = "SELECT body ->> 'frame_id' FROM alerts WHERE body ->> 'frame_id' IS NOT NULL"
-CITED_SIGHTINGS = "SELECT body ->> 'sighting_id' FROM alerts WHERE body ->> 'sighting_id' IS NOT NULL"
+NOT_CITED_FRAME = "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.body ->> 'frame_id' = t.frame_id)"
+NOT_SPANNING_AN_ALERT = (
+    "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.camera_id = t.camera_id"
+    " AND a.captured_at BETWEEN t.first_seen AND t.last_seen)"
+)
+"""A sighting is kept where an alert was raised during it: a sighting's alert, or an early one on a
+single read of the pass (which names no sighting: it is raised before the pass closes)."""
 
 PRUNED = {
-    "plate_reads": ("id", "captured_at", f"frame_id NOT IN ({CITED_FRAMES})"),
-    "sightings": ("sighting_id", "first_seen", f"sighting_id NOT IN ({CITED_SIGHTINGS})"),
-    "frames": ("frame_id", "captured_at", f"outcome <> 'pending' AND frame_id NOT IN ({CITED_FRAMES})"),
+    "plate_reads": ("id", "captured_at", NOT_CITED_FRAME),
+    "sightings": ("sighting_id", "first_seen", NOT_SPANNING_AN_ALERT),
+    "frames": ("frame_id", "captured_at", f"outcome <> 'pending' AND {NOT_CITED_FRAME}"),
 }
-"""Per table: its key, its time column (indexed with the camera) and what is kept however old."""
+"""Per table: its key, its time column (indexed with the camera) and what is kept however old (each
+probe of the alerts by an index of migration 12: NOT IN over them read every alert for every row once
+they outgrew the working memory, 100 s a batch with 200,000 alerts)."""
 
 DELETE_BATCH = """
 DELETE FROM {table} WHERE {key} IN (
-    SELECT {key} FROM {table} WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}
+    SELECT {key} FROM {table} t WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}
     LIMIT %(rows)s
 )
 """
 
-COUNT = "SELECT count(*) FROM {table} WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}"
+COUNT = "SELECT count(*) FROM {table} t WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}"
 
 
 @dataclass

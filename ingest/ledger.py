@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from common import defaults
@@ -37,6 +37,9 @@ FLUSH_S = 0.5
 IDLE_WATERMARK_S = 2.0
 """How often the watermarks of cameras with nothing to write are renewed."""
 
+FINISHED_RETRY_S = 30.0
+"""After the frames log could not say which frames are finished, how long it is not asked again."""
+
 WATERMARK_MARGIN_S = 1.0
 """A camera with no frame waiting gets a watermark this far before now: a frame's capture time is taken
 a moment before the ledger hears of it."""
@@ -53,7 +56,8 @@ class FrameLedger:
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
         self.lock = threading.Lock()
-        self.opening = threading.Lock()  # guards opening `frame_log`
+        self.opening = threading.Lock()  # guards setting `frame_log`
+        self.unanswered_until = 0.0  # monotonic: until then `finished` does not ask again
         self.wake = threading.Event()
         self.closing = threading.Event()
         self.stopped = threading.Event()  # close() has given up waiting
@@ -141,18 +145,27 @@ class FrameLedger:
                 self.retry_later(batch, error, backoff)  # rows written meanwhile are written alike again
 
     def connected_log(self) -> FrameLog:
-        """The frames log, opened at first use (by the writer, or by a camera asking what is finished)."""
-        with self.opening:
-            if self.frame_log is None:
-                self.frame_log = self.open_log()
-            return self.frame_log
+        """The frames log, opened at first use (by the writer, or by a camera asking what is finished);
+        opened outside the lock, so that a Postgres that does not answer holds no other thread back."""
+        if self.frame_log is None:
+            frame_log = self.open_log()
+            with self.opening:
+                if self.frame_log is None:
+                    self.frame_log = frame_log
+                else:  # another thread opened it meanwhile
+                    frame_log.pool.close()
+        return self.frame_log
 
-    def finished(self, frame_ids: list[str]) -> dict[str, tuple[int, float]] | None:
+    def finished(self, frame_ids: Iterable[str]) -> dict[str, tuple[int, float]] | None:
         """Of `frame_ids`, those the frames log holds as ended for good (FrameLog.finished), or None when
-        it cannot say (Postgres away)."""
+        it cannot say (Postgres away; asked again only after FINISHED_RETRY_S: six cameras starting while
+        it was away waited 3 s each in turn, the last 18 s)."""
+        if time.monotonic() < self.unanswered_until:
+            return None
         try:
             return self.connected_log().finished(frame_ids)
         except Exception as error:  # Postgres down, its schema missing: the caller reads it all
+            self.unanswered_until = time.monotonic() + FINISHED_RETRY_S
             log.debug("frames log: cannot say which frames are finished: %s", error)
             return None
 

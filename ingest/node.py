@@ -311,14 +311,16 @@ class IngestNode:
 
     def resume(self, run: CameraRun, source: FrameSource) -> float | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
-        holds as ended for good are passed over, and the pass is dated from its first start; returns that
-        start, or None to read it all from now. A restarted node read the whole file again: hours of
-        footage detected and read anew to log nothing new (reads are keyed by frame id), and the frames
-        it had not finished dated from the restart."""
+        holds as ended for good are passed over; returns the date of the pass's start, or None to read it
+        all from now. A restarted node read the whole file again: hours of footage detected and read
+        anew to log nothing new (reads are keyed by frame id). The rest is dated on from the first
+        read's start, but never its first frame before now: the sighting pool may have grouped the camera
+        up to now meanwhile, and it groups nothing dated before that (a review: the reads of a resumed
+        footage dated five minutes back made no sighting)."""
         camera = run.camera
-        if self.ledger is None or camera.loop or not (positions := source.positions()):
+        if self.ledger is None or camera.loop:
             return None
-        finished = self.ledger.finished([run.frame_id_at(index, tag) for index, tag in positions])
+        finished = self.ledger.finished(run.frame_id_at(index, tag) for index, tag in source.positions())
         if finished is None:
             log.warning("camera %s: the frames log cannot say how much of %s was read before: it is read"
                         " from its start", camera.id, mask_url(camera.source))  # fmt: skip
@@ -326,9 +328,13 @@ class IngestNode:
         if not finished:
             return None
         source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
-        log.info("camera %s: %d of the %d frames sampled of %s were finished before: the rest is read", camera.id,
-                 len(finished), len(positions), mask_url(camera.source))  # fmt: skip
-        return min(captured_s - source.time_of(index) for index, captured_s in finished.values())
+        log.info("camera %s: %d frames of %s were finished before: the rest is read", camera.id, len(finished),
+                 mask_url(camera.source))  # fmt: skip
+        started_s = min(captured_s - source.time_of(index) for index, captured_s in finished.values())
+        left = (index for index, tag in source.positions() if run.frame_id_at(index, tag) not in finished)
+        if (first_left := next(left, None)) is None:
+            return started_s
+        return max(started_s, self.clock.now() - source.time_of(first_left))
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame

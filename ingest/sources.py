@@ -247,10 +247,10 @@ class FrameSource:
         """How many frames sampling will give, when known in advance."""
         return None
 
-    def positions(self) -> list[tuple[int, str | None]]:
-        """Every frame a file source may give (index, file tag), known before it is read; none for a
-        stream, or a video that states no frame count."""
-        return []
+    def positions(self) -> Iterator[tuple[int, str | None]]:
+        """Every frame a file source will sample (index, file tag), known before it is read; none for a
+        stream, a video that states no frame count, or one that states more than MAX_RESUMED_FOOTAGE_S."""
+        return iter(())
 
     def time_of(self, index: int) -> float:
         """A file's frame's time from the file's start, by its index."""
@@ -276,8 +276,8 @@ class ImageFolderSource(FrameSource):
     def expected_frames(self) -> int:
         return len(self.paths)
 
-    def positions(self) -> list[tuple[int, str | None]]:
-        return [(index, file_tag(path)) for index, path in enumerate(self.paths)]
+    def positions(self) -> Iterator[tuple[int, str | None]]:
+        return ((index, file_tag(path)) for index, path in enumerate(self.paths))
 
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         for index, path in enumerate(self.paths):
@@ -336,11 +336,13 @@ class VideoSource(FrameSource):
             return None
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
-    def positions(self) -> list[tuple[int, str | None]]:
-        if self.is_stream:
-            return []
+    def positions(self) -> Iterator[tuple[int, str | None]]:
+        if self.is_stream or self.time_of(self.frame_count) > defaults.MAX_RESUMED_FOOTAGE_S:
+            return  # a header stating 400 million frames took minutes and gigabytes at every start
         schedule = SampleSchedule(1.0 / self.sample_fps)
-        return [(index, None) for index in range(self.frame_count) if schedule.due(self.time_of(index))]
+        for index in range(self.frame_count):
+            if schedule.due(self.time_of(index)):
+                yield index, None
 
     def time_of(self, index: int) -> float:
         return index / (self.source_fps or self.sample_fps)

@@ -101,8 +101,15 @@ def test_the_workers_role_may_search_but_neither_read_nor_change_the_record(post
         for reading in ("SELECT * FROM plate_searches", "UPDATE plate_searches SET found = 0"):
             with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
                 worker.execute(reading)  # who looked for which plate is the owner's to audit
+        with psycopg.connect(as_role) as worker:  # a forged record: another login, dated back
+            worker.execute(
+                "INSERT INTO plate_searches (searched_at, searched_by, database_user, reason, plate, within, found)"
+                " VALUES ('2026-01-01', 'chief', 'postgres', 'case 1', 'KPX4721', 1, 0)"
+            )
         with psycopg.connect(postgres_url) as admin:
-            assert admin.execute("SELECT database_user, found FROM plate_searches").fetchall() == [(role, 0)]
+            record = admin.execute("SELECT database_user, searched_at > now() - interval '1 hour', found"
+                                   " FROM plate_searches ORDER BY id").fetchall()  # fmt: skip
+        assert record == [(role, True, 0), (role, True, 0)]  # who and when are Postgres's to say
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")

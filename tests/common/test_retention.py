@@ -57,9 +57,11 @@ def logged(postgres_url: str) -> str:
                 add_frame(db, camera, f"{camera}:old:{index}", OLD + timedelta(minutes=index))
             add_frame(db, camera, f"{camera}:recent", RECENT)
         add_frame(db, "gate", "gate:old:pending", OLD, outcome="pending")  # the chain's sweep decides
-        body = {"frame_id": "gate:old:3", "sighting_id": "s-gate:old:5", "plate": "KPX4721"}
+        # an early alert on one read: it names no sighting (raised before the pass closed), yet the
+        # sighting spanning its capture is kept (the pass's sighting was deleted: a review)
+        body = {"frame_id": "gate:old:3", "sighting_id": None, "plate": "KPX4721"}
         db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES"
-                   " ('a1', 'sighting', 'gate', %s, %s)", (OLD, json.dumps(body)))  # fmt: skip
+                   " ('a1', 'read', 'gate', %s, %s)", (OLD + timedelta(minutes=5), json.dumps(body)))  # fmt: skip
         db.execute("INSERT INTO plate_searches (searched_by, reason, plate, within, found)"
                    " VALUES ('x', 'case 1', 'KPX4721', 1, 0)")  # fmt: skip
     return postgres_url

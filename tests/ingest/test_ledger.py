@@ -217,3 +217,19 @@ def test_a_streams_watermark_stays_at_its_last_frame_as_its_next_may_be_dated_ba
     ledger.ended("film")
     with ledger.lock:
         assert ledger._watermarks([], closing=False) == {"cam": now[0] - 1, "film": now[0] - 1}
+
+
+def test_cameras_asking_what_is_finished_while_postgres_is_away_wait_for_one_attempt_at_most():
+    """Each camera of recorded footage asks the frames log what it finished before; with Postgres away,
+    each waited its turn for its own attempt to connect (3 s), under one lock: six cameras started 3,
+    6, ... 18 s late. Now one attempt fails for all for a while, and none waits on another's."""
+    attempts = []
+
+    def unreachable() -> FrameLog:
+        attempts.append(time.monotonic())
+        return FrameLog(open_pool(f"postgresql://postgres@127.0.0.1:{closed_port()}/none", wait_s=0.5), patience_s=0)
+
+    ledger = FrameLedger(unreachable, Metrics(), capacity=10)
+    started = time.monotonic()
+    answers = [ledger.finished(iter(["cam:f1:0:0"])) for _ in range(6)]
+    assert answers == [None] * 6 and len(attempts) == 1 and time.monotonic() - started < 3

@@ -436,7 +436,7 @@ def test_a_videos_positions_are_the_frames_it_samples_and_those_passed_over_are_
     """A restarted node asks the frames log about each frame a file will give (`positions`), and passes
     over those finished before: what it asks about is what sampling gives, and a frame passed over is
     neither yielded nor decoded; the rest are sampled as before."""
-    positions = open_source(str(demo_clip[0]), sample_fps).positions()
+    positions = list(open_source(str(demo_clip[0]), sample_fps).positions())
     assert [index for index, _ in positions] == [f.index for f in open_source(str(demo_clip[0]), sample_fps).samples()]
     source = open_source(str(demo_clip[0]), sample_fps)
     source.passed_over = lambda index, tag: index % 2 == 0
@@ -444,3 +444,11 @@ def test_a_videos_positions_are_the_frames_it_samples_and_those_passed_over_are_
     real_retrieve = source.retrieve
     source.retrieve = lambda index, time_s: decoded.append(index) or real_retrieve(index, time_s)  # type: ignore[method-assign]
     assert [f.index for f in source.samples()] == decoded == [index for index, _ in positions if index % 2]
+
+
+def test_a_video_stating_more_frames_than_a_day_of_footage_is_not_resumed(demo_clip):
+    """A header stating 400 million frames made the positions a restarted node asks about take minutes
+    and gigabytes at every start (a review): past a day of footage it is read again whole instead."""
+    source = open_source(str(demo_clip[0]), 5.0)
+    source.frame_count = 400_000_000  # type: ignore[attr-defined]
+    assert list(source.positions()) == []
