@@ -22,7 +22,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_hex
-from typing import get_args
+from typing import Any, get_args
 
 import redis
 
@@ -191,6 +191,7 @@ class IngestNode:
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
         self.summary = NodeSummary()
         self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras])
+        self.states: dict[str, str] = {}  # camera id -> its state for `alpr status`, as last set
         self.skipped_reported: Tally[str] = Tally()
         self.unrecorded_reported: Tally[str] = Tally()
 
@@ -214,6 +215,7 @@ class IngestNode:
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
         """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
+        self.states[camera.id] = value  # written again with every depth refresh (refresh_depth)
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
@@ -464,8 +466,12 @@ class IngestNode:
             pipe.time()
             add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
                       pipeline=pipe)  # fmt: skip
+            states: dict[Any, Any] = dict(self.states)
+            if states:  # a restarted Redis had lost them: status showed a live camera as "-"
+                pipe.hset(CAMERA_STATE_KEY, mapping=states)
             answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest
-            depths_and_time, counts = answers[: len(self.queue_keys) + 1], answers[len(self.queue_keys) + 1 :]
+            depths_and_time = answers[: len(self.queue_keys) + 1]
+            counts = answers[len(self.queue_keys) + 1 : len(answers) - (1 if states else 0)]
             if refused := next((a for a in depths_and_time if isinstance(a, redis.RedisError)), None):
                 raise refused
             self.depth = sum(depths_and_time[:-1])

@@ -5,6 +5,7 @@ capture keeps pace while the node cannot hand its frames on (Redis down)."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -28,7 +29,7 @@ from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
-from tests.helpers import mjpeg_camera
+from tests.helpers import mjpeg_camera, wait_for
 from tests.ingest.helpers import release_fifo
 
 
@@ -551,3 +552,22 @@ def test_recorded_footage_fills_a_quarter_of_the_queue_before_it_waits(redis_url
     camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=10, realtime=False)
     summary = IngestNode([camera], settings, connection, connection, Metrics(), None).run(max_seconds=3.0)
     assert summary.skipped["cam"] <= 1 and 3 <= stage_queue(connection, "detect").count <= 5, summary  # of 12
+
+
+def test_a_cameras_state_lost_with_a_restarted_redis_is_written_again(redis_url, demo_clip):
+    """A camera's state for `alpr status` was written only when it changed: after a restart of the queues'
+    Redis (no persistence) a live camera streaming on showed "-" (found by an audit). The clip, played
+    in real time, is a camera that stays connected for its 6 s."""
+    from common.queues import CAMERA_STATE_KEY
+
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="still", source=str(demo_clip[0]), sample_fps=5)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": 6.0}, daemon=True)
+    runner.start()
+    wait_for(lambda: connection.hexists(CAMERA_STATE_KEY, "still"), 10, "the camera's state")
+    connection.delete(CAMERA_STATE_KEY)  # what a Redis restarted without persistence holds
+    wait_for(lambda: connection.hexists(CAMERA_STATE_KEY, "still"), 3, "the camera's state written again")
+    assert json.loads(connection.hget(CAMERA_STATE_KEY, "still"))["state"] == "connected"
+    node.stop.set()
+    runner.join(15)
