@@ -32,15 +32,16 @@ def fill(url: str, count: int, rng: random.Random) -> list[str]:
     """`count` sightings of 50 cameras, one every 2.5 s; returns their plates."""
     plates = ["".join(rng.choices(ALPHABET, k=7)) for _ in range(count)]
     start = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
-    copying = f"COPY sightings ({COLUMNS}, x1, y1, x2, y2, texts) FROM STDIN"
-    with psycopg.connect(url, autocommit=True) as db, db.cursor() as cursor, cursor.copy(copying) as copy:
-        for index, plate in enumerate(plates):
-            seen = datetime.fromtimestamp(start + index * 2.5, UTC)
-            texts = f'[["{plate}", 4], ["{"".join(rng.choices(ALPHABET, k=7))}", 1]]'
-            copy.write_row((f"s{index}", f"cam{index % 50}", plate, 0.9, seen, seen, 5, f"f{index}", 0.9,
-                            1, 1, 2, 2, texts))  # fmt: skip
-        frames = "COPY frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path)"
-        with cursor.copy(f"{frames} FROM STDIN") as copy:  # a row per sampled frame: far more than sightings
+    sightings = f"COPY sightings ({COLUMNS}, x1, y1, x2, y2, texts) FROM STDIN"
+    frames = "COPY frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path) FROM STDIN"
+    with psycopg.connect(url, autocommit=True) as db, db.cursor() as cursor:
+        with cursor.copy(sightings) as copy:
+            for index, plate in enumerate(plates):
+                seen = datetime.fromtimestamp(start + index * 2.5, UTC)
+                texts = f'[["{plate}", 4], ["{"".join(rng.choices(ALPHABET, k=7))}", 1]]'
+                copy.write_row((f"s{index}", f"cam{index % 50}", plate, 0.9, seen, seen, 5, f"f{index}", 0.9,
+                                1, 1, 2, 2, texts))  # fmt: skip
+        with cursor.copy(frames) as copy:  # a row per sampled frame: far more than sightings
             for index in range(count * FRAMES_PER_SIGHTING):
                 seen = datetime.fromtimestamp(start + index * 2.5 / FRAMES_PER_SIGHTING, UTC)
                 copy.write_row((f"f{index}", f"cam{index % 50}", index, index, seen, 1, "{}", f"/kept/f{index}.jpg"))
