@@ -25,7 +25,7 @@ RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/wh
     && pip install --no-cache-dir --no-deps fastanpr==0.1.13 rapidocr==3.10.0 \
     && YOLO_CONFIG_DIR=/tmp/ultralytics alpr setup \
     && alpr demo-clip /app/demo/clip.mp4 \
-    && mkdir -p /data/kept && chown -R alpr /data /app/models
+    && mkdir -p /data/kept /data/ledger && chown -R alpr /data /app/models
 
 USER alpr
 ENV YOLO_CONFIG_DIR=/tmp/ultralytics

@@ -232,7 +232,7 @@ def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] 
         pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
         return FrameLog(pool, patience_s=0)
 
-    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now)
+    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now, spool_dir=settings.ledger_spool_dir)
 
 
 def build_pipeline(settings: Settings, plate_log: Any, sighting_log: Any, roi: Any = None) -> Any:

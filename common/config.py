@@ -33,6 +33,12 @@ def default_model_dir() -> Path:
     return Path(base) / "alpr" / "models"
 
 
+def default_spool_dir() -> Path:
+    """Where ingest nodes spool frame records while Postgres is away: ~/.local/share/alpr/ledger."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(base) / "alpr" / "ledger").absolute()
+
+
 def default_keep_dir() -> Path:
     """Where redactor workers keep frames by default: $XDG_DATA_HOME/alpr/kept or ~/.local/share/alpr/kept."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -104,6 +110,10 @@ class Settings(BaseModel):
         defaults.MAX_FRAME_AGE_S, gt=0, description="Frames older than this at detection are skipped, not processed."
     )
     keep_dir: Path = Field(default_factory=default_keep_dir, description="Where redacted frames are kept (absolute).")
+    ledger_spool_dir: Path = Field(
+        default_factory=default_spool_dir,
+        description="Where an ingest node spools its frame records while Postgres is away (a kill loses none).",
+    )
     keep_frames: Literal["plates", "all", "none"] = Field(
         defaults.KEEP_FRAMES, description="Which redacted frames are kept: with a plate, all, or none."
     )
@@ -145,11 +155,11 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port; 0 = none.")
     metrics_address: str = Field(defaults.METRICS_ADDRESS, min_length=1, description="Address metrics bind to.")
 
-    @field_validator("keep_dir")
+    @field_validator("keep_dir", "ledger_spool_dir")
     @classmethod
     def absolute_keep_dir(cls, path: Path) -> Path:
         if not path.is_absolute():
-            raise ValueError(f"must be an absolute path (a worker's working directory is no place for frames): {path}")
+            raise ValueError(f"must be an absolute path (a process's working directory is no place for it): {path}")
         return path
 
     @field_validator("ocr_region")

@@ -11,12 +11,18 @@ reads. A node that stops takes its watermarks away (its cameras are sampled no m
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import TextIO
 
 from common import defaults
 from common.backoff import Backoff
@@ -24,6 +30,7 @@ from common.db import DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord
 from common.jobs import FrameRef
 from common.metrics import Metrics
+from common.private_files import make_private_folders
 from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
@@ -45,13 +52,46 @@ WATERMARK_MARGIN_S = 1.0
 a moment before the ledger hears of it."""
 
 
+SPOOL_PATTERN = "ledger-*.jsonl"
+"""The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
+
+
+def record_line(record: FrameRecord) -> str:
+    """One spooled record: a line of JSON."""
+    fields_ = {field.name: getattr(record, field.name) for field in fields(record)}
+    return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
+
+
+def read_spool(path: Path) -> tuple[list[FrameRecord], int]:
+    """The records of a spool file, and how many lines could not be read (the last one cut short by a
+    kill mid-write, say)."""
+    records, broken = [], 0
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            try:
+                fields = json.loads(line)
+                records.append(FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])}))
+            except (ValueError, TypeError, KeyError):
+                broken += 1
+    return records, broken
+
+
 class FrameLedger:
-    """Buffers frame records and writes them to the frames log from its own thread."""
+    """Buffers frame records and writes them to the frames log from its own thread. With a spool folder,
+    what it holds while Postgres is away is also appended to a file there (the node may be killed before
+    Postgres is back), and a ledger that starts writes the files of ledgers gone (see `adopt_spools`)."""
 
     def __init__(
-        self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int, now: Callable[[], float] = time.time
-    ) -> None:
+        self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int, now: Callable[[], float] = time.time,
+        spool_dir: Path | None = None,
+    ) -> None:  # fmt: skip
         self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
+        self.spool_dir = spool_dir
+        self.spool: TextIO | None = None
+        """This ledger's spool file, open (and locked) from the first failed write until the buffer drains."""
+        self.spool_path: Path | None = None
+        self.adopted: list[Path] = []
+        """Spool files of ledgers gone, whose records this one holds: deleted once they are written."""
         self.now = now  # the clock the node dates its frames by: a watermark is a capture time
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
@@ -75,7 +115,65 @@ class FrameLedger:
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
 
     def start(self) -> None:
+        self.adopt_spools()
         self.thread.start()
+
+    def adopt_spools(self) -> None:
+        """The records a ledger gone left in the spool folder (killed while Postgres was away: their frames
+        had no row, and no count as unrecorded), first in line; a file a live ledger holds locked is its."""
+        if self.spool_dir is None or not self.spool_dir.is_dir():
+            return
+        for path in sorted(self.spool_dir.glob(SPOOL_PATTERN)):
+            try:
+                with path.open("a") as held:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at close: read, then written
+                    records, broken = read_spool(path)
+            except OSError:  # a live ledger's, or gone
+                continue
+            with self.lock:
+                self.buffer.extendleft(reversed(records))
+            self.adopted.append(path)
+            log.warning("frames log: %d frame records a stopped ingest node left in %s are written now%s",
+                        len(records), path, f" ({broken} lines unreadable)" if broken else "")  # fmt: skip
+
+    def _spool_records(self, records: list[FrameRecord]) -> None:
+        """Append records to the spool file (flushed: a kill of the process leaves them). Under the lock."""
+        if self.spool is not None and records:
+            try:
+                self.spool.write("".join(record_line(r) for r in records))
+                self.spool.flush()
+            except OSError as error:
+                log.warning("frames log spool %s: %s: records held in memory only", self.spool_path, error)
+                self._close_spool(delete=False)
+
+    def _open_spool(self) -> None:
+        """Postgres failed a write: spool what the buffer holds and, until it drains, what comes. Under the lock."""
+        if self.spool is not None or self.spool_dir is None:
+            return
+        try:
+            make_private_folders(self.spool_dir)
+            self.spool_path = self.spool_dir / f"ledger-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
+            descriptor = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            self.spool = os.fdopen(descriptor, "a", encoding="utf-8")
+            fcntl.flock(self.spool, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            log.warning("frames log spool in %s cannot be written (%s): records held in memory only",
+                        self.spool_dir, error)  # fmt: skip
+            self._close_spool(delete=False)
+            return
+        self._spool_records([*self.in_flight, *self.buffer])
+
+    def _close_spool(self, delete: bool) -> None:
+        """Close the spool file; with `delete`, every record of it and of the adopted files is written."""
+        if self.spool is not None:
+            with contextlib.suppress(OSError):
+                self.spool.close()
+            self.spool = None
+        if delete:
+            for path in [*([self.spool_path] if self.spool_path else []), *self.adopted]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            self.spool_path, self.adopted = None, []
 
     def sampled(self, ref: FrameRef, dated_back: bool = False) -> None:
         """A frame was just sampled: the camera's watermark stays before it until its row is written, and
@@ -101,6 +199,7 @@ class FrameLedger:
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])
+            self._spool_records(records[:room])
             overflow = records[room:]
             self._settle(overflow)  # never written: they hold no watermark back
         self._count_unrecorded(overflow)
@@ -135,6 +234,8 @@ class FrameLedger:
                 with self.lock:
                     self._settle(batch)
                     self.in_flight = []
+                    if (self.spool_path or self.adopted) and not self.buffer:
+                        self._close_spool(delete=True)  # every record of them written
                 if closing:
                     return
                 if backoff.failures:
@@ -174,6 +275,10 @@ class FrameLedger:
         with self.lock:
             self.buffer.extendleft(reversed(batch))
             self.in_flight = []
+            self._open_spool()
+            if self.spool is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(self.spool.fileno())  # and a power cut
         delay = backoff.next_delay()
         if self.closing.is_set():  # close() bounds how long this goes on
             delay = min(delay, 1.0)
@@ -252,6 +357,19 @@ class FrameLedger:
         self.stopped.set()
         with self.lock:  # the thread (a daemon) may finish a write after this: counted all the same
             left = [*self.in_flight, *self.buffer] if self.thread.is_alive() else list(self.buffer)
+            spooled = False
+            if left and self.spool_dir is not None:
+                self._open_spool()  # (open already when Postgres failed a write: it holds them)
+                spooled = self.spool is not None
+                if spooled:
+                    self._close_spool(delete=False)
+                    for path in self.adopted:  # their records left are in this ledger's spool now
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+        if spooled:
+            log.warning("%d frame records could not be written to the frames log: kept in the spool folder %s,"
+                        " written by the next ingest node that starts with it", len(left), self.spool_dir)  # fmt: skip
+            return 0
         self._count_unrecorded(left)
         if left:
             log.warning("%d frame records could not be written to the frames log: those frames go unrecorded",

@@ -42,6 +42,13 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason, allow_module_level=True)
 
 
+@pytest.fixture(autouse=True)
+def private_ledger_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's ingest nodes spool in a folder of its own: a spool left in the home folder by one
+    test's node was written by the next test's, into that test's frames log."""
+    monkeypatch.setenv("ALPR_LEDGER_SPOOL_DIR", str(tmp_path / "ledger-spool"))
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     loaded = Settings.load()

@@ -310,6 +310,14 @@ def test_the_redactor_keeps_frames_in_an_absolute_folder_on_a_volume(secrets_dir
     assert {"ALPR_KEEP_DIR", "ALPR_KEEP_FRAMES", "ALPR_KEEP_MAX_AGE_H"} <= set(redact["environment"])
 
 
+def test_the_ingest_node_spools_its_frame_records_on_a_volume(secrets_dir: Path):
+    ingest = ALPR_SERVICES["ingest"]
+    settings = Settings.load(container_environment(ingest, secrets_dir))
+    assert settings.ledger_spool_dir == Path("/data/ledger")
+    assert f"ledger:{settings.ledger_spool_dir}" in ingest["volumes"]
+    assert "ledger" in COMPOSE["volumes"] and "/data/ledger" in (REPO / "Dockerfile").read_text()
+
+
 def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_path: Path):
     folder = tmp_path / "secrets"
     folder.mkdir()

@@ -21,6 +21,7 @@ def chain_env(redis_url: str, postgres_url: str, settings, tmp_path: Path) -> di
         "ALPR_DATABASE_URL": postgres_url,
         "ALPR_MODEL_DIR": str(settings.model_dir),
         "ALPR_KEEP_DIR": str(tmp_path / "kept"),
+        "ALPR_LEDGER_SPOOL_DIR": str(tmp_path / "ledger-spool"),
         "ALPR_JOB_KEY": "chain-job-key-0123456789",
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
