@@ -1,5 +1,5 @@
 """Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes,
-and an MJPEG-over-HTTP camera (what many IP cameras serve)."""
+an MJPEG-over-HTTP camera (what many IP cameras serve) and a workers' Postgres role."""
 
 from __future__ import annotations
 
@@ -118,3 +118,27 @@ __all__ = [
     "wait_for",
     "write_cameras",
 ]
+
+
+@contextmanager
+def workers_role(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """A new login role given the workers' rights (`alpr db upgrade --grant`): its name and a URL that logs
+    in as it; dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from alpr.cli import main
+
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
+        parts = urlsplit(postgres_url)
+        yield role, urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

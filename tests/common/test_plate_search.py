@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -16,6 +15,7 @@ from alpr.cli import main
 from common.db import open_pool
 from common.sighting_log import SqliteSightingLog, insert_sightings
 from common.types import Sighting
+from tests.helpers import workers_role
 
 DAY = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 
@@ -88,15 +88,7 @@ def test_a_plate_is_found_by_its_sightings_and_every_search_is_recorded(postgres
 
 
 def test_the_workers_role_may_search_but_neither_read_nor_change_the_record(postgres_url, capsys):
-    import uuid
-
-    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-    try:
-        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
-        parts = urlsplit(postgres_url)
-        as_role = urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+    with workers_role(postgres_url) as (role, as_role):
         assert main(["search", "KPX4721", "--reason", "case 9", "--database-url", as_role]) == 0
         for reading in ("SELECT * FROM plate_searches", "UPDATE plate_searches SET found = 0"):
             with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -110,10 +102,6 @@ def test_the_workers_role_may_search_but_neither_read_nor_change_the_record(post
             record = admin.execute("SELECT database_user, searched_at > now() - interval '1 hour', found"
                                    " FROM plate_searches ORDER BY id").fetchall()  # fmt: skip
         assert record == [(role, True, 0), (role, True, 0)]  # who and when are Postgres's to say
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
 
 
 def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_file(tmp_path: Path, capsys):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from alpr.cli import main
+from tests.helpers import workers_role
 
 NOW = datetime.now(UTC)
 OLD, RECENT = NOW - timedelta(days=40), NOW - timedelta(days=2)
@@ -96,24 +96,12 @@ def test_a_retention_of_zero_keeps_everything(logged, capsys, monkeypatch):
 
 
 def test_the_workers_role_may_not_prune(logged, capsys):
-    import uuid
-
-    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(logged, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-    try:
-        assert main(["db", "upgrade", "--database-url", logged, "--grant", role]) == 0
-        parts = urlsplit(logged)
-        as_role = urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+    with workers_role(logged) as (_, as_role):
         before = remaining(logged)
         assert main(["db", "prune", "--database-url", as_role]) == 2
         error = capsys.readouterr().err
         assert "run it as the schema's owner" in error and len(error.strip().splitlines()) == 1
         assert remaining(logged) == before
-    finally:
-        with psycopg.connect(logged, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
 
 
 @pytest.mark.parametrize("every_h", ["0", "-1", "nan", "1e9"])
