@@ -38,7 +38,8 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
 def prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete the reads, sightings and frame records past the retention (common/retention.py), once or
     every --every-h hours; as the schema's owner."""
-    import time
+    import signal
+    import threading
     from datetime import UTC, datetime, timedelta
 
     import psycopg
@@ -53,8 +54,11 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
     pool = open_current_pool(settings.database_url or "", settings.secret("database_password"))
+    stop = threading.Event()  # SIGTERM, SIGINT: a process 1 of a container is not ended by a signal it ignores
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     try:
-        while True:
+        while not stop.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=days)
             try:
                 pruned = prune_logs(pool, cutoff, args.dry_run)
@@ -65,7 +69,8 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}", flush=True)
             if args.every_h is None:
                 return 0
-            time.sleep(args.every_h * 3600)
+            stop.wait(args.every_h * 3600)
+        return 0  # stopped between rounds (a delete stopped mid-batch is rolled back whole)
     finally:
         pool.close()
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from tests.helpers import workers_role
+from tests.helpers import wait_for, workers_role
 
 NOW = datetime.now(UTC)
 OLD, RECENT = NOW - timedelta(days=40), NOW - timedelta(days=2)
@@ -109,3 +109,25 @@ def test_a_prune_interval_out_of_reach_is_refused(every_h, postgres_url, capsys)
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     assert main(["db", "prune", "--every-h", every_h, "--database-url", postgres_url]) == 2
     assert "--every-h" in capsys.readouterr().err
+
+
+def test_a_prune_every_few_hours_stops_at_once_when_told(logged, tmp_path):
+    """`alpr db prune --every-h` runs as a container's process 1, which a signal it has no handler for
+    does not end: Docker waited out its grace and killed it. SIGTERM between rounds ends it (exit 0)."""
+    import os
+    import signal
+    import time
+
+    from tests.helpers import alpr_process
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    log = tmp_path / "prune.log"
+    process = alpr_process(env, ["db", "prune", "--every-h", "6", "--database-url", logged], log)
+    try:
+        wait_for(lambda: "deleted what was captured" in log.read_text(), 60, "the first round")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0 and time.monotonic() - started < 5
+    finally:
+        process.kill()
+        process.wait(10)
