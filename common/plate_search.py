@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import Field, field_validator
 
@@ -169,19 +168,8 @@ def search_sqlite(connection: sqlite3.Connection, search: PlateSearch) -> list[d
     since, until = search.window()
     connection.executescript(SQLITE_SCHEMA)
     window = {"since": since.isoformat(), "until": until.isoformat(), "camera": search.camera_id}
-    found = matching(search, _rows(connection.execute(CANDIDATES_SQLITE, window)))
+    found = matching(search, connection.execute(CANDIDATES_SQLITE, window))
     row = tuple(value.isoformat() if isinstance(value, datetime) else value for value in search.record_row(len(found)))
     with connection:
         connection.execute(f"{RECORD} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
     return found
-
-
-def _rows(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
-    yield from cursor
-
-
-def recorded_searches(connection: psycopg.Connection) -> list[tuple[Any, ...]]:
-    """The record of searches, oldest first (for tests and audits)."""
-    return connection.execute(
-        "SELECT searched_by, reason, plate, within, camera_id, found FROM plate_searches ORDER BY id"
-    ).fetchall()
