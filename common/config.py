@@ -27,22 +27,26 @@ COMPOSE_VARIABLES = frozenset({
 others): ignored here, not refused."""
 
 
-def default_model_dir() -> Path:
-    """Where `alpr setup` puts the detector weights: $XDG_DATA_HOME/alpr/models or ~/.local/share/alpr/models."""
+def data_folder(name: str) -> Path:
+    """The project's folder `name` in the user's data folder: $XDG_DATA_HOME/alpr/NAME or
+    ~/.local/share/alpr/NAME."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "alpr" / "models"
+    return Path(base) / "alpr" / name
+
+
+def default_model_dir() -> Path:
+    """Where `alpr setup` puts the detector weights."""
+    return data_folder("models")
 
 
 def default_spool_dir() -> Path:
-    """Where ingest nodes spool frame records while Postgres is away: ~/.local/share/alpr/ledger."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return (Path(base) / "alpr" / "ledger").absolute()
+    """Where ingest nodes spool frame records while Postgres is away."""
+    return data_folder("ledger").absolute()
 
 
 def default_keep_dir() -> Path:
-    """Where redactor workers keep frames by default: $XDG_DATA_HOME/alpr/kept or ~/.local/share/alpr/kept."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return (Path(base) / "alpr" / "kept").absolute()
+    """Where redactor workers keep frames by default."""
+    return data_folder("kept").absolute()
 
 
 class Settings(BaseModel):
@@ -157,7 +161,7 @@ class Settings(BaseModel):
 
     @field_validator("keep_dir", "ledger_spool_dir")
     @classmethod
-    def absolute_keep_dir(cls, path: Path) -> Path:
+    def absolute_folder(cls, path: Path) -> Path:
         if not path.is_absolute():
             raise ValueError(f"must be an absolute path (a process's working directory is no place for it): {path}")
         return path

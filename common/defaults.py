@@ -205,7 +205,6 @@ RETENTION_DAYS = 30.0
 Many cities' and states' rules on plate data set 30 days or less unless a record is evidence (an
 alert's reads and sighting are kept)."""
 
-
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 
