@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections import Counter, deque
@@ -62,17 +63,16 @@ def record_line(record: FrameRecord) -> str:
     return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
 
 
-def read_spool(path: Path) -> tuple[list[FrameRecord], int]:
-    """The records of a spool file, and how many lines could not be read (the last one cut short by a
+def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:
+    """The records of a spool file's lines, and how many could not be read (the last one cut short by a
     kill mid-write, say)."""
     records, broken = [], 0
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            try:
-                fields = json.loads(line)
-                records.append(FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])}))
-            except (ValueError, TypeError, KeyError):
-                broken += 1
+    for line in lines:
+        try:
+            fields = json.loads(line)
+            records.append(FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])}))
+        except (ValueError, TypeError, KeyError):
+            broken += 1
     return records, broken
 
 
@@ -125,10 +125,16 @@ class FrameLedger:
             return
         for path in sorted(self.spool_dir.glob(SPOOL_PATTERN)):
             try:
-                with path.open("a") as held:
+                descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
+                with os.fdopen(descriptor, encoding="utf-8", errors="replace") as held:
+                    status = os.fstat(descriptor)
+                    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+                        log.warning("frames log: %s is not a spool file of this user's (another owner's, or"
+                                    " writable by others): left alone", path)  # fmt: skip
+                        continue  # a folder others may write to: their rows would be taken for ours
                     fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at close: read, then written
-                    records, broken = read_spool(path)
-            except OSError:  # a live ledger's, or gone
+                    records, broken = read_spool(held)
+            except OSError:  # a live ledger's, a link, or gone
                 continue
             with self.lock:
                 self.buffer.extendleft(reversed(records))

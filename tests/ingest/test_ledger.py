@@ -314,3 +314,28 @@ def test_a_node_stopped_while_postgres_is_away_keeps_its_records_for_the_next(po
     following.close(5)
     with pool.connection() as connection:
         assert connection.execute("SELECT count(*) FROM frames").fetchone() == (4,)
+
+
+def test_a_spool_file_others_could_write_or_a_link_is_not_taken_for_a_stopped_nodes(postgres_url, tmp_path):
+    """The next node writes what the spool folder holds as the frames log's rows: pointed at a folder others
+    may write to, it took anyone's file there (or a link to any file) for a stopped node's records."""
+    from alpr.cli import main
+    from ingest.ledger import record_line
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    spool, elsewhere = tmp_path / "spool", tmp_path / "elsewhere.jsonl"
+    spool.mkdir()
+    planted = spool / "ledger-1-1.jsonl"
+    planted.write_text(record_line(record(1)))
+    planted.chmod(0o666)
+    elsewhere.write_text(record_line(record(2)))
+    (spool / "ledger-2-2.jsonl").symlink_to(elsewhere)
+    (spool / "ledger-3-3.jsonl").write_text(record_line(record(3)))  # a stopped node's own: written
+    pool = open_pool(postgres_url, wait_s=3)
+    ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100, spool_dir=spool)
+    ledger.start()
+    wait_for(lambda: not (spool / "ledger-3-3.jsonl").exists(), 10, "the node's own spool written")
+    ledger.close(5)
+    with pool.connection() as connection:
+        assert connection.execute("SELECT frame_index FROM frames").fetchall() == [(3,)]
+    assert planted.exists() and elsewhere.exists()
