@@ -5,8 +5,9 @@ for it for more than `gap_s`.
 
 A read may join an open track when it lies within `gap_s` of the track's time span and either its
 text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
-lies within `width * (CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the centre the track's
-motion predicts (`width`: the track's newest box width, `dt`: seconds since the track's newest read)
+lies within `width * min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the
+centre the track's motion predicts (`width`: the track's newest box width, `dt`: seconds since the
+track's newest read)
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
 where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read join a
@@ -44,6 +45,12 @@ the centre the track's motion predicts, on top of CENTER_SHIFT_FLOOR_WIDTHS, to 
 
 CENTER_SHIFT_FLOOR_WIDTHS = 0.5
 """Distance from the predicted centre (plate widths) always allowed to join by position (box jitter)."""
+
+MAX_SHIFT_WIDTHS = 2.5
+"""The most the allowance to join by position grows to (plate widths from the predicted centre). Without
+it, a second after a car's last read its track reached 4.5 widths, most of a road: the next car's first,
+unsure reads at the far end joined it, and 14 of 180 cars of benchmarks/bench_grouping.py (cars 1.2 s
+apart, two in view) were merged into the car before, against 2 with it."""
 
 DISTINCT_PLATES_CONFIDENCE = 0.8
 """A read and a track whose best read are both at least this sure (the calibrated probability that the
@@ -201,7 +208,8 @@ class SightingTracker:
         if track.time_gap_s(observation.captured_at_s) > self.gap_s:
             return None
         dt_s = observation.captured_at_s - track.last.captured_at_s
-        allowed_px = max(track.last.width_px, 1.0) * (CENTER_SHIFT_FLOOR_WIDTHS + self.max_center_shift * abs(dt_s))
+        allowed_widths = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + self.max_center_shift * abs(dt_s))
+        allowed_px = max(track.last.width_px, 1.0) * allowed_widths
         predicted_x, predicted_y = track.predicted_center_xy(observation.captured_at_s)
         x, y = observation.center_xy
         shift = math.hypot(x - predicted_x, y - predicted_y) / allowed_px

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
-from sighting_worker.core import Observation, Sighting, SightingTracker, vote
+from sighting_worker.core import Observation, Sighting, SightingTracker, is_vehicle_pass, vote
 from sighting_worker.grouping import MAX_DISTINCT_TEXTS
 
 GAP_S = 2.0
@@ -175,6 +175,48 @@ def test_a_fleets_next_car_at_the_far_side_is_not_the_last_one_jumping() -> None
         later = [[read(plate, t=t, x=1500.0)] for t in (2.1, 2.4, 2.7)]
         sightings = run(SightingTracker(GAP_S), first + later)
         assert [(s.plate, s.reads) for s in sightings] == expected
+
+
+def approaching(text: str, confidence: float, start_s: float, frames: int = 10) -> list[list[Observation]]:
+    """A car driving down the frame towards the camera, read 5 times a second: its plate (100 px wide)
+    moves 2 plate widths a second, from y 250 to 610."""
+    return [[read(text, confidence, t=start_s + 0.2 * i, x=600.0, y=250.0 + 40 * i)] for i in range(frames)]
+
+
+def test_the_next_cars_unsure_reads_at_the_far_end_are_not_the_last_cars() -> None:
+    """KPX4721 drives down the frame, read surely; 1.8 s after its last read the next car appears at the
+    far end, its small plate read unsure: 7 plate widths from where the first car should be by then.
+    The first car's reach grew 4 widths a second without end (7.7 widths by then) and took the next
+    car's reads: it had no sighting of its own. A reach that stops growing at MAX_SHIFT_WIDTHS keeps
+    the two apart, and a car hidden for a moment still joins its track where it should be."""
+    frames = approaching("KPX4721", 0.95, 0.0) + approaching("ZZY9035", 0.6, 3.6)
+    sightings = run(SightingTracker(GAP_S), frames)
+    assert [(s.plate, s.reads) for s in sightings] == [("KPX4721", 10), ("ZZY9035", 10)]
+    hidden = approaching("KPX4721", 0.95, 0.0)
+    hidden[4:8] = []  # hidden 1 s (a van passing in front); read again unsure, as something else
+    hidden[4:] = [
+        [read("K4", 0.3, t=frame[0].captured_at_s, x=600.0, y=frame[0].box_xyxy[1])] for frame in hidden[4:]
+    ]
+    (sighting,) = run(SightingTracker(GAP_S), hidden)
+    assert sighting.reads == 6
+
+
+def test_reads_of_stickers_and_signs_that_agree_on_nothing_are_no_vehicle_pass() -> None:
+    """A sticker on a car read in passing, four times at 0.08-0.13 as four texts, was a sighting (two
+    reads or more made a vehicle pass, whatever they said). Unsure reads that agree on a text, or whose
+    vote is PASS_MIN_CONFIDENCE sure, are still a vehicle's pass; so is one sure read."""
+    cases = {
+        (("SW", 0.08), ("SK3", 0.09), ("T2W", 0.13), ("9N", 0.09)): False,
+        (("T", 0.08), ("F", 0.15)): False,
+        (("7ABC284", 0.15), ("7A8C284", 0.1), ("7ABC284", 0.12)): True,  # a hard plate, read alike twice
+        (("383WJP", 0.99), ("383", 0.78), ("383WJ", 0.3)): True,  # a plate cut short as it left
+        (("7ABC284", 0.9),): True,
+        (("7ABC284", 0.5),): False,
+    }
+    for reads, expected in cases.items():
+        frames = [[read(text, confidence, t=0.2 * i, x=600.0 + 5 * i)] for i, (text, confidence) in enumerate(reads)]
+        (sighting,) = run(SightingTracker(GAP_S), frames)
+        assert is_vehicle_pass(sighting, 0.85) is expected, reads
 
 
 def test_two_reads_of_one_frame_never_join_one_track() -> None:
