@@ -182,11 +182,9 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
     migrations' record nor change the schema itself; run by `alpr db upgrade
     --grant` after the migrations, so tables added later are granted too. The migrating role owns the
     tables; a worker that is broken into cannot drop them or run as a superuser."""
-    if not ROLE_NAME.fullmatch(role):
-        raise ConfigError(f"--grant takes a role name of 1-63 lower-case letters, digits and _, not {role[:70]!r}")
+    check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
-        if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-            raise ConfigError(f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
+        check_role_exists(connection, role)
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)
         for statement in (
@@ -207,6 +205,18 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(searches, name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
+
+
+def check_role_name(role: str, flag: str) -> None:
+    """ConfigError naming `flag` unless `role` is a name Postgres keeps as written (ROLE_NAME)."""
+    if not ROLE_NAME.fullmatch(role):
+        raise ConfigError(f"{flag} takes a role name of 1-63 lower-case letters, digits and _, not {role[:70]!r}")
+
+
+def check_role_exists(connection: psycopg.Connection, role: str) -> None:
+    """ConfigError unless the role exists: grants are given to a role the operator made, never made here."""
+    if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+        raise ConfigError(f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
 
 
 def current_schema(connection: psycopg.Connection) -> str:
