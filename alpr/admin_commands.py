@@ -17,34 +17,42 @@ from common.queues import STAGES
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
     from common.db import grant_to, open_pool, upgrade
+    from common.pruner_role import grant_pruner
 
     if not settings.database_url:
         raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}")
     if args.action == "prune":
         return prune(args, settings)
+    if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights
+        raise ConfigError(f"--grant and --grant-pruner name one role, {args.grant}: give the prune a role of its own")
     pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     try:
         applied = upgrade(pool)
         if args.grant:
             grant_to(pool, args.grant)
+        if args.grant_pruner:
+            grant_pruner(pool, args.grant_pruner)
     finally:
         pool.close()
     print(f"applied migrations {applied}" if applied else "schema already up to date")
     if args.grant:
         print(f"role {args.grant} may read and write the tables")
+    if args.grant_pruner:
+        print(f"role {args.grant_pruner} may read what alpr db prune reads and delete what it deletes, nothing more")
     return 0
 
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete the reads, sightings and frame records past the retention (common/retention.py), once or
-    every --every-h hours; as the schema's owner."""
+    every --every-h hours; as a role given the pruner's rights (common/pruner_role.py) or the owner."""
     import signal
     import threading
     from datetime import UTC, datetime, timedelta
 
     import psycopg
 
-    from common.db import open_current_pool
+    from common.db import open_pool
+    from common.pruner_role import NOT_GRANTED, require_prune_rights
     from common.retention import prune_logs
 
     days = settings.retention_days
@@ -53,18 +61,18 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
-    pool = open_current_pool(settings.database_url or "", settings.secret("database_password"))
+    pool = open_pool(settings.database_url or "", password=settings.secret("database_password"))
     stop = threading.Event()  # SIGTERM, SIGINT: a process 1 of a container is not ended by a signal it ignores
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
+        require_prune_rights(pool, args.dry_run)  # and the schema current: refused at the start, in one line
         while not stop.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=days)
             try:
                 pruned = prune_logs(pool, cutoff, args.dry_run)
             except psycopg.errors.InsufficientPrivilege:
-                raise ConfigError("alpr db prune deletes rows the workers' role may not: run it as the schema's"
-                                  " owner (the role of alpr db upgrade)") from None  # fmt: skip
+                raise ConfigError(NOT_GRANTED) from None  # taken back since the start
             verb = "would delete" if args.dry_run else "deleted"
             print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}", flush=True)
             if args.every_h is None:

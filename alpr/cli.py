@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ROLE",
         help="then let this role (the workers' login) read and write rows, nothing more",
     )
+    database.add_argument(
+        "--grant-pruner",
+        metavar="ROLE",
+        help="then let this role (alpr db prune's login) read what a prune reads, delete what it deletes, nothing more",
+    )
 
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument(

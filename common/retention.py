@@ -3,7 +3,8 @@ captured before a cutoff, camera by camera, in batches (short transactions: the 
 meanwhile), except what a watch-list alert cites (its frame's reads and record, the sighting spanning
 it): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
 is left to the chain's sweep. The record of plate searches (common/plate_search.py) is never pruned.
-Run as the schema's owner (`alpr db prune`): the workers' role may delete none of these rows."""
+Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
+delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them."""
 
 from __future__ import annotations
 

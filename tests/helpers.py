@@ -1,5 +1,6 @@
 """Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes,
-an MJPEG-over-HTTP camera (what many IP cameras serve) and a workers' Postgres role."""
+an MJPEG-over-HTTP camera (what many IP cameras serve) and Postgres roles granted as the workers' or the
+prune's."""
 
 from __future__ import annotations
 
@@ -124,21 +125,43 @@ __all__ = [
 def workers_role(postgres_url: str) -> Iterator[tuple[str, str]]:
     """A new login role given the workers' rights (`alpr db upgrade --grant`): its name and a URL that logs
     in as it; dropped afterwards."""
+    with granted_role(postgres_url, "--grant", "alpr_app") as role_and_url:
+        yield role_and_url
+
+
+@contextmanager
+def pruner_role(postgres_url: str) -> Iterator[tuple[str, str]]:
+    """A new login role given the prune's rights (`alpr db upgrade --grant-pruner`): its name and a URL
+    that logs in as it; dropped afterwards."""
+    with granted_role(postgres_url, "--grant-pruner", "alpr_pruner") as role_and_url:
+        yield role_and_url
+
+
+@contextmanager
+def granted_role(postgres_url: str, grant_flag: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A new login role named `prefix` and a random tail, given rights by `alpr db upgrade grant_flag`:
+    its name and a URL that logs in as it; dropped afterwards."""
     import uuid
-    from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
 
     from alpr.cli import main
 
-    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
     try:
-        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
-        parts = urlsplit(postgres_url)
-        yield role, urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+        assert main(["db", "upgrade", "--database-url", postgres_url, grant_flag, role]) == 0
+        yield role, as_role(postgres_url, role)
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def as_role(postgres_url: str, role: str) -> str:
+    """`postgres_url` (the tests' superuser, postgres) logging in as `role` instead."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))

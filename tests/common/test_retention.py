@@ -1,7 +1,7 @@
 """`alpr db prune` on the real Postgres: reads, sightings and frame records captured before the
 retention are deleted, camera by camera in batches; what a watch-list alert cites (its frame's reads and
-record, its sighting), frames still pending and the record of plate searches stay; the workers' role
-may not prune; a dry run deletes nothing."""
+record, its sighting), frames still pending and the record of plate searches stay; the pruner's role
+(`--grant-pruner`) prunes alike, the workers' role may not prune; a dry run deletes nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from tests.helpers import wait_for, workers_role
+from tests.helpers import pruner_role, wait_for, workers_role
 
 NOW = datetime.now(UTC)
 OLD, RECENT = NOW - timedelta(days=40), NOW - timedelta(days=2)
@@ -71,10 +71,26 @@ def test_plate_data_past_its_retention_is_pruned_but_what_an_alert_cites(logged,
     import common.retention
 
     monkeypatch.setattr(common.retention, "BATCH_ROWS", 2)  # seven old rows a camera: four batches each
+    check_pruned(logged, logged, capsys)
+
+
+def test_the_pruners_role_prunes_alike(logged, capsys, monkeypatch):
+    """What `alpr db upgrade --grant-pruner` grants is all a prune needs (the compose `prune` service's login)."""
+    import common.retention
+
+    monkeypatch.setattr(common.retention, "BATCH_ROWS", 2)
+    with pruner_role(logged) as (_, as_pruner):
+        capsys.readouterr()
+        check_pruned(as_pruner, logged, capsys)
+
+
+def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`alpr db prune` logged in at `prune_url` deletes the rows of `logged` past the retention, and
+    keeps what an alert cites, the alerts and the searches' record."""
     before = remaining(logged)
-    assert main(["db", "prune", "--dry-run", "--database-url", logged]) == 0
+    assert main(["db", "prune", "--dry-run", "--database-url", prune_url]) == 0
     assert "would delete" in capsys.readouterr().out and remaining(logged) == before
-    assert main(["db", "prune", "--database-url", logged]) == 0
+    assert main(["db", "prune", "--database-url", prune_url]) == 0
     assert capsys.readouterr().out.strip().endswith("(30 days): 14 plate_reads, 14 sightings, 13 frames")
     assert remaining(logged) == {
         "frames": ["bridge:recent", "gate:old:3", "gate:old:pending", "gate:recent"],
@@ -84,7 +100,7 @@ def test_plate_data_past_its_retention_is_pruned_but_what_an_alert_cites(logged,
     with psycopg.connect(logged) as db:
         assert db.execute("SELECT count(*) FROM plate_searches").fetchone() == (1,)
         assert db.execute("SELECT count(*) FROM alerts").fetchone() == (1,)
-    assert main(["db", "prune", "--older-than-days", "1", "--database-url", logged]) == 0
+    assert main(["db", "prune", "--older-than-days", "1", "--database-url", prune_url]) == 0
     assert remaining(logged)["sightings"] == ["s-gate:old:5"]
 
 
@@ -98,9 +114,11 @@ def test_a_retention_of_zero_keeps_everything(logged, capsys, monkeypatch):
 def test_the_workers_role_may_not_prune(logged, capsys):
     with workers_role(logged) as (_, as_role):
         before = remaining(logged)
+        assert main(["db", "prune", "--dry-run", "--database-url", as_role]) == 0  # it may read them
         assert main(["db", "prune", "--database-url", as_role]) == 2
         error = capsys.readouterr().err
-        assert "run it as the schema's owner" in error and len(error.strip().splitlines()) == 1
+        assert "--grant-pruner" in error and len(error.strip().splitlines()) == 1
+        assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings" in error  # told at the start
         assert remaining(logged) == before
 
 

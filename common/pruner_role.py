@@ -1,0 +1,105 @@
+"""The rights of the role `alpr db prune` logs in as (`alpr db upgrade --grant-pruner ROLE`): it reads
+what the prune reads (the pruned tables, the alerts whose evidence is kept, the migrations' record a
+start checks) and deletes rows of the pruned tables (common/retention.py's PRUNED), nothing more: no
+insert or update anywhere, no other table's rows deleted, no table's emptied, no schema changed. A
+process that runs for as long as the chain does then holds no owner's (in Compose, a superuser's)
+password. The rights are checked once granted, as Postgres reckons them (through PUBLIC, a role it is
+a member of, a superuser's), and the grant refused whole where the role may more."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from common.db import check_role_exists, check_role_name, current_schema, require_schema
+from common.errors import ConfigError
+from common.retention import PRUNED
+
+READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
+"""The tables the prune reads: the migrations' record (the schema must be current), the alerts (what
+they cite is kept) and the pruned tables themselves."""
+
+NOT_GRANTED = (
+    "alpr db prune: the role it logs in as may not read or delete the plate data; grant it with"
+    " `alpr db upgrade --grant-pruner ROLE` (as the schema's owner), or run the prune as the owner"
+)
+
+TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")
+
+RIGHTS = """
+SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(table_rights)s::text[]) AS r(privilege)
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND CASE WHEN r.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+      THEN has_any_column_privilege(%(role)s, c.oid, r.privilege)  -- a grant of some columns counts
+      ELSE has_table_privilege(%(role)s, c.oid, r.privilege) END
+UNION ALL
+SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(sequence_rights)s::text[]) AS r(privilege)
+WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = 'S'
+  AND has_sequence_privilege(%(role)s, c.oid, r.privilege)
+UNION ALL
+SELECT '', 'CREATE' WHERE has_schema_privilege(%(role)s, %(schema)s, 'CREATE')
+"""
+"""What `role` may do in the schema, as Postgres reckons it: (table or sequence, right) pairs, and
+('', 'CREATE') where it may add tables."""
+
+
+def pruner_rights_wanted() -> set[tuple[str, str]]:
+    """The rights a pruner role is given, and all it may have: (table, right) pairs."""
+    return {(table, "SELECT") for table in READ_BY_THE_PRUNE} | {(table, "DELETE") for table in PRUNED}
+
+
+def rights_in_schema(connection: psycopg.Connection, role: str, schema: str) -> set[tuple[str, str]]:
+    """What `role` may do in `schema` (see RIGHTS)."""
+    values = {"role": role, "schema": schema, "table_rights": list(TABLE_RIGHTS),
+              "sequence_rights": list(SEQUENCE_RIGHTS)}  # fmt: skip
+    return {(str(name), str(right)) for name, right in connection.execute(RIGHTS, values)}
+
+
+def grant_pruner(pool: ConnectionPool, role: str) -> None:
+    """Give `role` the rights of pruner_rights_wanted and take back any other it was given on the
+    schema's tables and sequences, in one transaction; run after the migrations, so tables added later
+    are covered. ConfigError (nothing changed) when the role would still have more: a superuser, the
+    tables' owner, or one given them through PUBLIC or a role it is a member of."""
+    check_role_name(role, "--grant-pruner")
+    with pool.connection() as connection, connection.transaction():
+        check_role_exists(connection, role)
+        schema_name = current_schema(connection)
+        schema, name = sql.Identifier(schema_name), sql.Identifier(role)
+        for statement in (
+            "REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}",  # column grants too
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {} FROM {}",
+            "REVOKE CREATE ON SCHEMA {} FROM {}",
+            "GRANT USAGE ON SCHEMA {} TO {}",
+        ):
+            connection.execute(sql.SQL(statement).format(schema, name))
+        for table, right in sorted(pruner_rights_wanted()):
+            connection.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(right), sql.Identifier(schema_name, table), name)
+            )
+        if extra := rights_in_schema(connection, role, schema_name) - pruner_rights_wanted():
+            shown = ", ".join(f"{right} {table or 'in the schema'}" for table, right in sorted(extra)[:6])
+            raise ConfigError(
+                f"--grant-pruner: role {role} may still {shown}{' ...' if len(extra) > 6 else ''} (a superuser,"
+                " the tables' owner, or given it through PUBLIC or a role it is a member of): name a role of its own"
+            )
+
+
+def require_prune_rights(pool: ConnectionPool, dry_run: bool = False) -> None:
+    """ConfigError (NOT_GRANTED, or `alpr db upgrade` where the schema is not current) unless the role
+    logged in may do what a prune does (a dry run: read it): checked at the start, not found in the
+    middle of the first batch."""
+    with pool.connection() as connection:
+        row = connection.execute("SELECT current_user, current_schema()").fetchone()
+    if row is None or row[1] is None:  # no schema of the search path the role may use
+        raise ConfigError(f"{NOT_GRANTED} (it may use no schema of its search path)")
+    try:
+        require_schema(pool)
+    except psycopg.errors.InsufficientPrivilege:  # the migrations' record is not its to read
+        raise ConfigError(NOT_GRANTED) from None
+    with pool.connection() as connection:
+        rights = rights_in_schema(connection, str(row[0]), str(row[1]))
+    needed = {(t, r) for t, r in pruner_rights_wanted() if r == "SELECT" or not dry_run}
+    if missing := needed - rights:
+        raise ConfigError(f"{NOT_GRANTED} (missing: {', '.join(f'{r} {t}' for t, r in sorted(missing))})")

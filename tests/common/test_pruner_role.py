@@ -1,0 +1,177 @@
+"""The pruner's role on the real Postgres (`alpr db upgrade --grant-pruner`): it may read what a prune
+reads and delete the reads, sightings and frame records, and nothing else — no row added or changed
+anywhere, no other table's rows deleted, no table emptied, no schema changed, the searches' record
+unread; granting again changes nothing and takes back what it was given before; a role that would
+still may more (a superuser, a member of a writing role, the workers' role) is refused, nothing changed;
+a prune by a role not granted fails in one line at its start."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+from common.pruner_role import rights_in_schema
+from tests.helpers import as_role, pruner_role
+
+PRUNER_RIGHTS = {
+    ("schema_migrations", "SELECT"),
+    ("alerts", "SELECT"),
+    ("plate_reads", "SELECT"),
+    ("plate_reads", "DELETE"),
+    ("sightings", "SELECT"),
+    ("sightings", "DELETE"),
+    ("frames", "SELECT"),
+    ("frames", "DELETE"),
+}
+"""All a pruner may do, written out here rather than taken from the code under test."""
+
+REFUSED = (
+    "INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at, plate_index,"
+    " plate_text, confidence, format_match, candidates, x1, y1, x2, y2, detection_confidence, stage_ms)"
+    " VALUES ('c', 'f', 0, 0, now(), 0, 'X', 0.9, true, '[]', 1, 1, 2, 2, 0.9, '{}')",
+    "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+    " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES"
+    " ('s', 'c', 'X', 0.9, now(), now(), 1, 'f', 0.9, 1, 1, 2, 2, '[]')",
+    "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
+    " VALUES ('f', 'c', 0, 0, now(), 1, '{}', 'done')",
+    "UPDATE plate_reads SET plate_text = 'X'",
+    "UPDATE sightings SET plate = 'X'",
+    "UPDATE frames SET outcome = 'done'",
+    "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a', 'read', 'c', now(), '{}')",
+    "UPDATE alerts SET body = '{}'",
+    "DELETE FROM alerts",
+    "DELETE FROM alert_deliveries",
+    "DELETE FROM plate_searches",
+    "SELECT * FROM plate_searches",  # who looked for which plate: the owner's to audit
+    "DELETE FROM watchlist",
+    "DELETE FROM camera_watermarks",
+    "DELETE FROM schema_migrations",
+    "INSERT INTO schema_migrations VALUES (999)",
+    "TRUNCATE frames",
+    "SELECT setval('plate_reads_id_seq', 1)",
+    "CREATE TABLE planted (one INTEGER)",
+    "DROP TABLE frames",
+    "ALTER TABLE frames ADD COLUMN planted INTEGER",
+)
+
+
+def rights(url: str, role: str) -> set[tuple[str, str]]:
+    """What `role` may do in the schema of `url`, as Postgres reckons it."""
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        return rights_in_schema(db, role, row[0])
+
+
+@pytest.fixture()
+def bare_role(postgres_url: str) -> Iterator[str]:
+    """A login role that is given nothing; dropped afterwards."""
+    role = f"alpr_pruner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        yield role
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_the_pruner_may_read_and_delete_plate_data_and_nothing_else(postgres_url: str) -> None:
+    with pruner_role(postgres_url) as (role, as_pruner):
+        assert rights(postgres_url, role) == PRUNER_RIGHTS
+        for statement in REFUSED:
+            with psycopg.connect(as_pruner) as pruner, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                pruner.execute(statement)
+        with psycopg.connect(as_pruner) as pruner:  # what a prune does
+            pruner.execute("SELECT count(*) FROM alerts")
+            for table in ("plate_reads", "sightings", "frames"):
+                pruner.execute(f"DELETE FROM {table} WHERE camera_id = 'none'")
+
+
+def test_granting_the_pruner_again_changes_nothing_and_takes_back_what_it_was_given_before(
+    postgres_url: str, bare_role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    capsys.readouterr()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # say, the workers' rights, then more
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        for statement in (
+            "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            "GRANT CREATE ON SCHEMA {schema} TO {role}",
+            "GRANT UPDATE (plate) ON {schema}.watchlist TO {role}",
+        ):
+            admin.execute(statement.format(schema=schema, role=bare_role))
+    assert {"INSERT", "UPDATE", "TRUNCATE", "CREATE"} <= {right for _, right in rights(postgres_url, bare_role)}
+    granted = []
+    for _ in range(2):
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", bare_role]) == 0
+        granted.append(capsys.readouterr().out)
+        assert rights(postgres_url, bare_role) == PRUNER_RIGHTS
+    told = f"role {bare_role} may read what alpr db prune reads and delete what it deletes, nothing more"
+    assert granted[0] == granted[1] == f"schema already up to date\n{told}\n"
+
+
+def test_a_role_that_would_still_may_more_is_refused_the_pruners_grant_and_left_as_it_was(
+    postgres_url: str, bare_role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    writer = f"{bare_role}_writer"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f"CREATE ROLE {writer}")
+        admin.execute(f"GRANT INSERT ON {schema}.alerts TO {writer}")
+        admin.execute(f"GRANT {writer} TO {bare_role}")  # inherited: not the grant's to take back
+        admin.execute(f"GRANT UPDATE ON {schema}.frames TO {bare_role}")
+    try:
+        before = rights(postgres_url, bare_role)
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", bare_role]) == 2
+        error = capsys.readouterr().err
+        assert f"role {bare_role} may still INSERT alerts" in error and len(error.strip().splitlines()) == 1
+        assert rights(postgres_url, bare_role) == before  # the grant undone whole
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", "postgres"]) == 2
+        assert "role postgres may still" in capsys.readouterr().err  # a superuser may everything
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {writer}")
+            admin.execute(f"DROP ROLE {writer}")
+
+
+def test_the_workers_and_the_pruners_role_must_be_two(
+    postgres_url: str, bare_role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pruner's grant takes back what it does not give: given the workers' role, the workers' rights."""
+    command = ["db", "upgrade", "--database-url", postgres_url, "--grant", bare_role, "--grant-pruner", bare_role]
+    assert main(command) == 2
+    assert "--grant and --grant-pruner name one role" in capsys.readouterr().err
+    assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", "Robert'); DROP"]) == 2
+    assert "--grant-pruner takes a role name" in capsys.readouterr().err
+
+
+def test_a_prune_by_a_role_not_granted_fails_at_its_start_in_one_line(
+    postgres_url: str, bare_role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    capsys.readouterr()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+    steps = (  # what the role is given before each try: nothing, the schema, the migrations' record, reading
+        None,
+        f"GRANT USAGE ON SCHEMA {schema} TO {bare_role}",
+        f"GRANT SELECT ON {schema}.schema_migrations TO {bare_role}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {bare_role}",
+    )
+    for step in steps:
+        if step:
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute(step)
+        assert main(["db", "prune", "--database-url", as_role(postgres_url, bare_role)]) == 2, step
+        error = capsys.readouterr().err
+        assert "`alpr db upgrade --grant-pruner ROLE`" in error and len(error.strip().splitlines()) == 1, step
+    assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings)" in error
+    assert main(["db", "prune", "--dry-run", "--database-url", as_role(postgres_url, bare_role)]) == 0  # reading
