@@ -1,8 +1,8 @@
 #!/bin/sh
 # The secrets of `docker compose up`, made once before the first start: a random 32-character password
 # (A-Z a-z 0-9, from /dev/urandom) in each of redis_password, postgres_password, postgres_app_password,
-# grafana_admin_password and job_key (the key every role signs its jobs with), in the folder given as
-# argument, else $ALPR_SECRETS_DIR, else secrets/ at the root of this repository (git-ignored). A file that exists is never overwritten: running it again only
+# postgres_pruner_password, grafana_admin_password and job_key (the key every role signs its jobs
+# with), in the folder given as argument, else $ALPR_SECRETS_DIR, else secrets/ at the root of this repository (git-ignored). A file that exists is never overwritten: running it again only
 # adds what is missing. To change a password, edit its file (Postgres and Grafana keep the password
 # they were first started with: change it in them too).
 #
@@ -16,7 +16,7 @@ umask 077
 mkdir -p "$dir"
 chmod 700 "$dir"
 
-for name in redis_password postgres_password postgres_app_password grafana_admin_password job_key; do
+for name in redis_password postgres_password postgres_app_password postgres_pruner_password grafana_admin_password job_key; do
     file=$dir/$name
     if [ -e "$file" ]; then
         echo "kept $file"

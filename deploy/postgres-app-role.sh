@@ -1,20 +1,35 @@
 #!/bin/sh
-# Run by the postgres image once, when its volume is first made (/docker-entrypoint-initdb.d): the role
-# the chain's processes log in as, alpr_app, with the password of the postgres_app_password secret. It
-# owns nothing: `alpr db upgrade --grant alpr_app` (the compose `migrate` service, as the owner alpr)
-# lets it read and write the tables' rows, never change the schema. A volume made before this script
-# has no such role: run it once by hand (`docker compose exec postgres sh
-# /docker-entrypoint-initdb.d/alpr-app-role.sh`), then `docker compose up` again.
+# Run by the postgres image once, when its volume is first made (/docker-entrypoint-initdb.d): the login
+# roles of the chain, each with the password of its secret. alpr_app (postgres_app_password), which every
+# process but two logs in as, and alpr_pruner (postgres_pruner_password), the `prune` service's. Neither
+# owns anything: `alpr db upgrade --grant alpr_app --grant-pruner alpr_pruner` (the compose `migrate`
+# service, as the owner alpr) lets alpr_app read and write the tables' rows and alpr_pruner read what a
+# prune reads and delete plate data past its retention, neither change the schema. Run again, it makes
+# the roles missing and sets the others' passwords to their secrets': a volume made before this script,
+# or before a role was added to it, has not all of them, so run it once by hand (`docker compose exec
+# postgres sh /docker-entrypoint-initdb.d/alpr-app-role.sh`, after deploy/make-secrets.sh), then
+# `docker compose up` again.
 set -eu
-# psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows
-psql -v ON_ERROR_STOP=1 --username "${POSTGRES_USER:-alpr}" --dbname "${POSTGRES_DB:-alpr}" <<'SQL'
-\set secret `cat /run/secrets/postgres_app_password`
-SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'alpr_app') AS missing \gset
+
+login_role() {  # $1: the role's name, $2: the file of its password
+    if [ ! -s "$2" ]; then
+        echo "postgres-app-role.sh: no password for $1 in $2: run deploy/make-secrets.sh" >&2
+        exit 1
+    fi
+    # psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows
+    psql -v ON_ERROR_STOP=1 -v role="$1" -v secret_file="$2" \
+        --username "${POSTGRES_USER:-alpr}" --dbname "${POSTGRES_DB:-alpr}" <<'SQL'
+\set secret `cat :'secret_file'`
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS missing \gset
 \if :missing
-CREATE ROLE alpr_app LOGIN PASSWORD
+CREATE ROLE :"role" LOGIN PASSWORD
   :'secret';
 \else
-ALTER ROLE alpr_app PASSWORD
+ALTER ROLE :"role" PASSWORD
   :'secret';
 \endif
 SQL
+}
+
+login_role alpr_app /run/secrets/postgres_app_password
+login_role alpr_pruner /run/secrets/postgres_pruner_password

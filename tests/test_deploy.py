@@ -38,7 +38,10 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("alpr-")}
 MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
-SECRET_NAMES = {"redis_password", "postgres_password", "postgres_app_password", "grafana_admin_password", "job_key"}
+SECRET_NAMES = {
+    "redis_password", "postgres_password", "postgres_app_password", "postgres_pruner_password",
+    "grafana_admin_password", "job_key",
+}  # fmt: skip
 SECRETS_IN_CONTAINER = "/run/secrets/"
 HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR"}
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
@@ -46,8 +49,11 @@ DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
 )
 ALLOWED_URL_CREDENTIALS = {("deploy/cameras.example.yaml", "rtsp://user:pass@")}
-DATABASE_LOGINS = {"alpr": "postgres_password", "alpr_app": "postgres_app_password"}
-"""Postgres roles and their password secrets: the owner (migrations only) and the workers' role."""
+DATABASE_LOGINS = {
+    "alpr": "postgres_password", "alpr_app": "postgres_app_password", "alpr_pruner": "postgres_pruner_password",
+}  # fmt: skip
+"""Postgres roles and their password secrets: the owner (migrations only), the workers' role and the
+prune's."""
 
 
 WITHOUT_REDIS = {"migrate", "prune"}
@@ -57,9 +63,9 @@ WITHOUT_DATABASE = {"detect"}
 
 
 def database_role(service: str) -> str:
-    """The role a service logs in to Postgres as: the owner for the migration and the prune (the workers'
-    role may delete no plate data), alpr_app for the rest."""
-    return "alpr" if service in {"migrate", "prune"} else "alpr_app"
+    """The role a service logs in to Postgres as: the owner for the migration, alpr_pruner for the prune
+    (the workers' role may delete no plate data, the pruner nothing else), alpr_app for the rest."""
+    return {"migrate": "alpr", "prune": "alpr_pruner"}.get(service, "alpr_app")
 
 
 """The example of a camera's credentials in its URL (masked in logs), the one allowed."""
@@ -242,26 +248,25 @@ def test_postgres_takes_its_password_from_a_secret():
         if name in WITHOUT_DATABASE:
             continue
         assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == database_role(name), name
-        assert "postgres_password" not in secret_names(service) or name in {"migrate", "prune"}, (
-            name
-        )  # the owner's: migrate's and prune's only
+        assert "postgres_password" not in secret_names(service) or name == "migrate", name  # the owner's
 
 
-def test_only_the_migration_and_the_prune_log_in_as_the_owner_and_the_migration_grants_the_workers_role(
-    secrets_dir: Path,
-):
-    assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app"]
-    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr"] == ["migrate", "prune"]
+def test_only_the_migration_logs_in_as_the_owner_and_grants_the_workers_and_the_pruners_roles(secrets_dir: Path):
+    assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app", "--grant-pruner", "alpr_pruner"]
+    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr"] == ["migrate"]
+    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr_pruner"] == ["prune"]
     prune = SERVICES["prune"]  # plate data kept 30 days, pruned every 6 hours, after the schema is current
     assert prune["command"] == ["db", "prune", "--every-h", "6"] and prune["restart"] == "unless-stopped"
     assert Settings.load(container_environment(prune, secrets_dir)).retention_days == 30
     assert prune["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
-    assert "postgres_app_password" in secret_names(SERVICES["postgres"])
+    assert {"postgres_app_password", "postgres_pruner_password"} <= secret_names(SERVICES["postgres"])
     mounts = SERVICES["postgres"]["volumes"]
     assert "./deploy/postgres-app-role.sh:/docker-entrypoint-initdb.d/alpr-app-role.sh:ro" in mounts
     script = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    assert "\\set secret `cat /run/secrets/postgres_app_password`" in script  # never on a command line
-    assert "CREATE ROLE alpr_app LOGIN PASSWORD" in script
+    assert "\\set secret `cat :'secret_file'`" in script  # psql reads it: never on a command line
+    for role, secret in DATABASE_LOGINS.items():
+        if role != "alpr":  # the image makes the owner
+            assert f"login_role {role} /run/secrets/{secret}\n" in script
 
 
 def test_grafana_requires_a_sign_in():
@@ -484,37 +489,49 @@ def test_the_image_copies_every_package_that_pip_installs():
     assert set(packages) <= set(copied), f"Dockerfile lacks COPY for {sorted(set(packages) - set(copied))}"
 
 
-def test_the_app_role_script_makes_the_role_with_the_secret_and_again_only_resets_it(tmp_path, postgres_url):
+def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_resets_them(tmp_path, postgres_url):
     """deploy/postgres-app-role.sh run by psql against this machine's Postgres, as the postgres image
-    runs it at its first start (the secret's path pointed at a file of the test's)."""
+    runs it at its first start (the secrets' paths pointed at files of the test's); first on a cluster
+    that has alpr_app and no alpr_pruner, as a volume made before the pruner's role has."""
     import psycopg
 
     psql = shutil.which("psql")
     if psql is None:
         unavailable("psql is not installed")
-    secret = tmp_path / "postgres_app_password"
+    roles = {"alpr_app": tmp_path / "postgres_app_password", "alpr_pruner": tmp_path / "postgres_pruner_password"}
     script = tmp_path / "alpr-app-role.sh"
     text = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    script.write_text(text.replace("/run/secrets/postgres_app_password", str(secret)))
+    for secret in roles.values():
+        text = text.replace(f"/run/secrets/{secret.name}", str(secret))
+    script.write_text(text)
     parts = urlsplit(postgres_url)
     environment = {**os.environ, "POSTGRES_USER": parts.username or "postgres", "POSTGRES_DB": parts.path[1:],
                    "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432)}  # fmt: skip
     with psycopg.connect(postgres_url, autocommit=True) as admin:
-        if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alpr_app'").fetchone():
-            unavailable("this Postgres already has a role alpr_app (not the test's to drop)")
+        for role in roles:
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                unavailable(f"this Postgres already has a role {role} (not the test's to drop)")
         try:
+            admin.execute("CREATE ROLE alpr_app LOGIN")  # the script of before made it alone
             hashes = []
-            for password in ("first-secret-0123", "second-secret-4567"):
-                secret.write_text(password + "\n")
+            for run in ("first", "second"):
+                for role, secret in roles.items():
+                    secret.write_text(f"{run}-{role}-secret-0123\n")
                 done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
                 assert done.returncode == 0, done.stderr
-                assert password not in done.stdout + done.stderr
-                row = admin.execute(
-                    "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = 'alpr_app'"
-                )
-                can_login, superuser, hashed = row.fetchone()  # type: ignore[misc]
-                assert can_login and not superuser and hashed and password not in hashed
-                hashes.append(hashed)
-            assert hashes[0] != hashes[1]  # run again (a volume made before), the password is the secret's
+                for role in roles:
+                    assert f"{run}-{role}-secret" not in done.stdout + done.stderr
+                    row = admin.execute(
+                        "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = %s", (role,)
+                    )
+                    can_login, superuser, hashed = row.fetchone()  # type: ignore[misc]
+                    assert can_login and not superuser and hashed and "secret" not in hashed, role
+                    hashes.append(hashed)
+            assert len(set(hashes)) == 4  # run again (a volume made before), each password is its secret's
+            roles["alpr_pruner"].unlink()  # a secrets folder from before the pruner: told, not a role without one
+            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
+            assert done.returncode == 1 and "no password for alpr_pruner" in done.stderr
+            assert "run deploy/make-secrets.sh" in done.stderr
         finally:
-            admin.execute("DROP ROLE IF EXISTS alpr_app")
+            for role in roles:
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
