@@ -68,6 +68,14 @@ class OcrSettings:
         return f"ppocr-{self.model}" if self.engine == "ppocr" else self.engine
 
 
+TOO_SHORT_MAX_CONFIDENCE = 0.2
+"""The most a reading shorter than any of the region's plates (plate_formats.yaml: min_length) may be
+trusted: a sticker or a sign (the SK of a Slovak car's country sticker, read at 0.88 on the eu formats,
+whose plates are 4 to 8 long) or a part of a plate. The fit of the confidence sees such reads too
+rarely to learn it (benchmarks/bench_grouping.py: the only sure read of no plate). Not so a reading
+longer than the region's longest: vanity plates are (BIGCHEESE, 1TARHEELS on US crops, read right)."""
+
+
 def capped(candidate: PlateCandidate, most: float) -> PlateCandidate:
     """The candidate with its confidence at most `most` (the ranking stays: the cap keeps order)."""
     return replace(candidate, confidence=min(candidate.confidence, most))
@@ -132,10 +140,14 @@ class PlateReader:
         ]
 
     def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
-        """One crop's ranked readings as candidates, their confidence calibrated when a fit is in use."""
+        """One crop's ranked readings as candidates, their confidence calibrated when a fit is in use,
+        at most TOO_SHORT_MAX_CONFIDENCE where they are shorter than any of the region's plates."""
         if self.calibration is None:
-            return [reading.candidate for reading in readings]
-        return self.calibration.apply(readings, self.formats.typical_length)
+            candidates = [reading.candidate for reading in readings]
+        else:
+            candidates = self.calibration.apply(readings, self.formats.typical_length)
+        shortest = self.formats.min_length
+        return [c if len(c.text) >= shortest else capped(c, TOO_SHORT_MAX_CONFIDENCE) for c in candidates]
 
     def read_plates(
         self,
