@@ -194,9 +194,7 @@ def test_the_next_cars_unsure_reads_at_the_far_end_are_not_the_last_cars() -> No
     assert [(s.plate, s.reads) for s in sightings] == [("KPX4721", 10), ("ZZY9035", 10)]
     hidden = approaching("KPX4721", 0.95, 0.0)
     hidden[4:8] = []  # hidden 1 s (a van passing in front); read again unsure, as something else
-    hidden[4:] = [
-        [read("K4", 0.3, t=frame[0].captured_at_s, x=600.0, y=frame[0].box_xyxy[1])] for frame in hidden[4:]
-    ]
+    hidden[4:] = [[read("K4", 0.3, t=frame[0].captured_at_s, x=600.0, y=frame[0].box_xyxy[1])] for frame in hidden[4:]]
     (sighting,) = run(SightingTracker(GAP_S), hidden)
     assert sighting.reads == 6
 
