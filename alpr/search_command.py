@@ -5,7 +5,6 @@ results are printed. Plates are printed here (the operator's question), never lo
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.audit import login_name
 from common.config import Settings
 from common.errors import InputError
 
@@ -47,7 +47,7 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         query = PlateSearch(
-            plate=args.plate, reason=args.reason, searched_by=args.searched_by or _login(), within=args.within,
+            plate=args.plate, reason=args.reason, searched_by=args.searched_by or login_name(), within=args.within,
             since=args.since, until=args.until, camera_id=args.camera_id, limit=args.limit,
         )  # fmt: skip
     except ValidationError as error:
@@ -58,13 +58,6 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
     _print(found)
     print(f"{len(found)} sightings of {query.plate} within {query.within:g} (search recorded)", file=sys.stderr)
     return 0
-
-
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container's): the database login is recorded too
-        return "unknown"
 
 
 def _run(query: Any, settings: Settings) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common import defaults
+from common.audit import AUDIT_TABLES
 from common.backoff import Backoff
 from common.credentials import mask_url
 from common.errors import ConfigError
@@ -178,10 +179,10 @@ the logs of reads, frames, sightings and alerts are only ever added to and updat
 
 def grant_to(pool: ConnectionPool, role: str) -> None:
     """Give `role` what the chain's processes need and nothing more: read, add and update the rows of
-    every table of the schema (and use its sequences), delete only those of DELETED_FROM, never write the
-    migrations' record nor change the schema itself; run by `alpr db upgrade
-    --grant` after the migrations, so tables added later are granted too. The migrating role owns the
-    tables; a worker that is broken into cannot drop them or run as a superuser."""
+    every table of the schema (and use its sequences), delete only those of DELETED_FROM, only add to the
+    audit records (AUDIT_TABLES), never write the migrations' record nor change the schema itself; run by
+    `alpr db upgrade --grant` after the migrations, so tables added later are granted too. The migrating
+    role owns the tables; a worker that is broken into cannot drop them or run as a superuser."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
         check_role_exists(connection, role)
@@ -199,10 +200,11 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         # run migration 1 again and fail (every service waits on it), a row added skipped a migration
         migrations = sql.Identifier(schema_name, "schema_migrations")
         connection.execute(sql.SQL("REVOKE INSERT, UPDATE ON {} FROM {}").format(migrations, name))
-        # the record of plate searches (alpr search) is added to, never read or changed: who looked for which
+        # the audit records (alpr search's look-ups) are added to, never read or changed: who looked for which
         # plate is the owner's to audit
-        searches = sql.Identifier(schema_name, "plate_searches")
-        connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(searches, name))
+        for table in AUDIT_TABLES:
+            audited = sql.Identifier(schema_name, table)
+            connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(audited, name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
 

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 from pydantic import Field, field_validator
 
+from common.audit import Operator, Reason
 from common.jobs import Strict
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.watchlist import normalise_plate
@@ -79,8 +80,8 @@ class PlateSearch(Strict):
     window and camera it is narrowed to, why it is made and by whom."""
 
     plate: str
-    reason: str = Field(min_length=3, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
-    searched_by: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")
+    reason: Reason
+    searched_by: Operator
     within: float = Field(1.0, ge=0.0, le=MAX_WITHIN, allow_inf_nan=False)
     since: datetime | None = None
     until: datetime | None = None

@@ -1,0 +1,30 @@
+"""What the records of who took plate data share (`alpr search`'s look-ups): the tables they are kept
+in, the reason and operator each record names, and the operator's default name. A record is written
+before the data is given, is append-only (a trigger), and the workers' role may add to it but never
+read or change it (common/db.py's grant_to): it is the owner's to audit."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+from pydantic import Field
+
+AUDIT_TABLES = ("plate_searches",)
+"""The audit records in Postgres (migration 12): added to, never read, changed or pruned but
+by the schema's owner."""
+
+Reason = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""Why plate data is taken (a case number, a retention hand-over): one line, recorded as given."""
+
+Operator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+"""Who takes it (`--by`; the database login is recorded beside it, by Postgres)."""
+
+
+def login_name() -> str:
+    """The operator's login name, `--by`'s default; "unknown" where this uid has none (a container's):
+    the database login is recorded too."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
