@@ -222,9 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_watchlist_parser(sub)
     add_search_parser(sub)
 
-    export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV")
+    export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV (recorded)")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     export.add_argument("--sightings", action="store_true", help="one row per vehicle pass instead of per read")
+    export.add_argument("--reason", required=True, help="why the log leaves (a case number, a hand-over): recorded")
+    export.add_argument("--by", dest="exported_by", help="who exports (default: the login name)")
     _add_log_flags(export)
     return parser
 

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
+from common.audit import login_name
 from common.config import Settings
 from common.credentials import mask_url
 from common.errors import InputError
+from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
 from common.private_files import check_sqlite_file, replaced_privately
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
@@ -236,18 +240,35 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
 
 def export(args: argparse.Namespace, settings: Settings) -> int:
     """Every logged read (or sighting) as a private CSV file, which replaces the file at --csv only once
-    the whole of it is written: an export that fails leaves that file as it was."""
+    the whole of it is written: an export that fails leaves that file as it was. The export is recorded
+    (common/export_record.py) before a row is read; one whose record cannot be written exports nothing."""
+    planned = planned_export(args)
     if not settings.database_url:
         check_export_paths(settings.sqlite_path, args.csv_path)
     password = settings.secret("database_password")
     where = (settings.database_url, settings.sqlite_path, password)
-    with replaced_privately(args.csv_path) as partial_csv:
+    with replaced_privately(args.csv_path) as partial_csv:  # the target checked before the export is recorded
+        record_export(*where, planned)
         if args.sightings:
             count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, partial_csv)
         else:
             count = write_and_close(open_plate_log(*where, migrate=False), export_csv, partial_csv)
-    print(f"wrote {count} {'sightings' if args.sightings else 'reads'} to {args.csv_path}")
+    print(f"wrote {count} {planned.exported} to {args.csv_path} (export recorded)")
     return 0
+
+
+def planned_export(args: argparse.Namespace) -> PlateExport:
+    """The export's record as the flags ask it (InputError naming the flag where one is refused); the file
+    is named by its absolute path, links resolved: where the data went."""
+    try:
+        return PlateExport(
+            reason=args.reason, exported_by=args.exported_by or login_name(),
+            exported="sightings" if args.sightings else "reads", csv_path=os.path.realpath(args.csv_path),
+        )  # fmt: skip
+    except ValidationError as error:
+        problem = error.errors()[0]
+        flag = {"exported_by": "by"}.get(str(problem["loc"][0]), str(problem["loc"][0]))
+        raise InputError(f"--{flag}: {problem['msg']}") from None
 
 
 def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""What the records of who took plate data share (`alpr search`'s look-ups): the tables they are kept
-in, the reason and operator each record names, and the operator's default name. A record is written
-before the data is given, is append-only (a trigger), and the workers' role may add to it but never
-read or change it (common/db.py's grant_to): it is the owner's to audit."""
+"""What the records of who took plate data share (`alpr search`'s look-ups, `alpr export`'s dumps):
+the tables they are kept in, the reason and operator each record names, and the operator's default
+name. A record is written before the data is given, is append-only (a trigger), and the workers'
+role may add to it but never read or change it (common/db.py's grant_to): it is the owner's to audit."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-AUDIT_TABLES = ("plate_searches",)
-"""The audit records in Postgres (migration 12): added to, never read, changed or pruned but
+AUDIT_TABLES = ("plate_searches", "plate_exports")
+"""The audit records in Postgres (migrations 12 and 13): added to, never read, changed or pruned but
 by the schema's owner."""
 
 Reason = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]

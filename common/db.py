@@ -200,8 +200,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         # run migration 1 again and fail (every service waits on it), a row added skipped a migration
         migrations = sql.Identifier(schema_name, "schema_migrations")
         connection.execute(sql.SQL("REVOKE INSERT, UPDATE ON {} FROM {}").format(migrations, name))
-        # the audit records (alpr search's look-ups) are added to, never read or changed: who looked for which
-        # plate is the owner's to audit
+        # the audit records (alpr search's look-ups, alpr export's dumps) are added to, never read or changed:
+        # who looked for which plate, who took the log away, is the owner's to audit
         for table in AUDIT_TABLES:
             audited = sql.Identifier(schema_name, table)
             connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(audited, name))

@@ -122,7 +122,8 @@ def check_sqlite_file(path: Path) -> None:
 
 def keep_private(path: Path) -> None:
     """An SQLite file (SQLite opens it by name) made private: created 0600 when missing, made 0600 when
-    its owner is this user (one it cannot change, read-only to it, is read as it is: `alpr export`).
+    its owner is this user (one it cannot change, read-only to it, is read as it is; `alpr export` and
+    `alpr search`, which record themselves in it first, are refused one).
     A symbolic link at its name, anything but a regular file and a file that is neither empty nor an
     SQLite database are refused (ConfigError) before anything is changed (check_sqlite_file)."""
     check_sqlite_file(path)

@@ -2,8 +2,8 @@
 captured before a cutoff, camera by camera, in batches (short transactions: the chain writes on
 meanwhile), except what a watch-list alert cites (its frame's reads and record, the sighting spanning
 it): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
-is left to the chain's sweep. The record of plate searches (common/plate_search.py) is never pruned.
-Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
+is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
+pruned. Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
 delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them."""
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_the_projects_own_errors_are_one_line(monkeypatch, tmp_path, capsys):
         raise DatabaseWriteError("Postgres refused the write: NumericValueOutOfRange (SQLSTATE 22003)\nmore")
 
     monkeypatch.setattr(alpr.commands, "export", refused)
-    assert main(["export", "--csv", str(tmp_path / "x.csv")]) == 2
+    assert main(["export", "--csv", str(tmp_path / "x.csv"), "--reason", "case 1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "alpr: error: DatabaseWriteError: Postgres refused the write: NumericValueOutOfRange (SQLSTATE 22003)"
@@ -64,7 +64,7 @@ def test_a_bug_still_shows_its_traceback(monkeypatch, tmp_path):
 
     monkeypatch.setattr(alpr.commands, "export", broken)
     with pytest.raises(ValueError, match="a bug"):
-        main(["export", "--csv", str(tmp_path / "x.csv")])
+        main(["export", "--csv", str(tmp_path / "x.csv"), "--reason", "case 1"])
 
 
 def test_a_setting_given_by_a_flag_is_named_by_the_flag(capsys, monkeypatch, tmp_path):

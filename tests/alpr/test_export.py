@@ -1,5 +1,6 @@
 """`alpr export` from the SQLite log: the CSV replaces the file at --csv only once it is whole, and the
-log named by --sqlite is read, never changed (no model, no video: a log written here)."""
+log named by --sqlite is read, never changed but for the export's record (tests/common/test_export_record.py);
+an export without a reason is refused (no model, no video: a log written here)."""
 
 import csv
 import os
@@ -34,12 +35,27 @@ def write_log(path: Path, plates: list[str]) -> Path:
 
 
 def export(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    code = main(["export", *(str(a) for a in args)])
+    code = main(["export", "--reason", "case 1", *(str(a) for a in args)])
     return code, capsys.readouterr().err.strip()
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_an_export_without_a_reason_is_refused_and_nothing_exported_or_recorded(tmp_path, capsys):
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "--csv", str(tmp_path / "reads.csv"), "--sqlite", str(log)])
+    assert exited.value.code == 2 and "the following arguments are required: --reason" in capsys.readouterr().err
+    for refused, flag in ((["--reason", "x"], "--reason"), (["--reason", "case\n1"], "--reason"),
+                          (["--reason", "case 1", "--by", "clerk\t7"], "--by")):  # fmt: skip
+        code = main(["export", "--csv", str(tmp_path / "reads.csv"), *refused, "--sqlite", str(log)])
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(error) == 1 and error[0].startswith(f"alpr: error: {flag}:"), error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reads.sqlite"]
+    with sqlite3.connect(log) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'plate_exports'").fetchall() == []
 
 
 def test_the_log_named_as_the_csv_is_refused_and_kept_whole(tmp_path, capsys):

@@ -92,8 +92,9 @@ def test_redacted_video_hides_the_plates(demo_run, demo_clip):
 
 def test_export_csv_from_the_run(demo_run, tmp_path):
     out, _ = demo_run
-    assert main(["export", "--csv", str(tmp_path / "reads.csv"), "--sqlite", str(out / "reads.sqlite")]) == 0
-    lines = (tmp_path / "reads.csv").read_text().splitlines()
+    reads_csv = tmp_path / "reads.csv"
+    assert main(["export", "--csv", str(reads_csv), "--reason", "case 1", "--sqlite", str(out / "reads.sqlite")]) == 0
+    lines = reads_csv.read_text().splitlines()
     assert lines[0].startswith("camera_id,frame_id,frame_index,source_time_s,captured_at,plate_index,plate_text")
     assert len(lines) > 20
     candidates = json.loads(next(__import__("csv").DictReader(lines))["candidates"])
@@ -154,9 +155,17 @@ def test_a_folder_linked_elsewhere_in_the_output_is_refused_before_anything_is_w
             ["run", "{tmp}/corrupt.mp4", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"],
             "cannot open video",
         ),
-        (["export", "--csv", "{tmp}/x.csv", "--sqlite", "{tmp}/none.sqlite"], "no reads to export"),
+        (["export", "--csv", "{tmp}/x.csv", "--reason", "c 1", "--sqlite", "{tmp}/none.sqlite"], "no reads to export"),
         (
-            ["export", "--csv", "{tmp}/x.csv", "--database-url", "postgresql://x@127.0.0.1:1/none?connect_timeout=2"],
+            [
+                "export",
+                "--csv",
+                "{tmp}/x.csv",
+                "--reason",
+                "c 1",
+                "--database-url",
+                "postgresql://x@127.0.0.1:1/none?connect_timeout=2",
+            ],
             "cannot connect to Postgres",
         ),
         (["eval", "{tmp}/missing"], "does not exist"),
@@ -177,7 +186,7 @@ def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path, capsys, set
 
 def test_bad_setting_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("ALPR_DETECTOR_BACKEND", "tensorrt")
-    assert main(["export", "--csv", "x.csv"]) == 2
+    assert main(["export", "--csv", "x.csv", "--reason", "case 1"]) == 2
     assert "ALPR_DETECTOR_BACKEND" in capsys.readouterr().err
 
 
@@ -190,8 +199,8 @@ def test_the_run_logs_one_sighting_per_car_with_its_plate_and_a_blurred_snapshot
     the best read's frame with the plate hidden (the same region of the original frame reads: the
     positive control)."""
     out, truth = demo_run
-    csv_path = tmp_path / "sightings.csv"
-    assert main(["export", "--csv", str(csv_path), "--sightings", "--sqlite", str(out / "reads.sqlite")]) == 0
+    csv_path, recorded = tmp_path / "sightings.csv", ["--reason", "case 1", "--sightings"]
+    assert main(["export", "--csv", str(csv_path), *recorded, "--sqlite", str(out / "reads.sqlite")]) == 0
     rows = list(__import__("csv").DictReader(csv_path.open()))
     assert sorted(row["plate"] for row in rows) == sorted(truth["plates"])
     assert all(int(row["reads"]) >= 15 and float(row["confidence"]) >= 0.85 for row in rows), rows
@@ -206,7 +215,7 @@ def test_the_run_logs_one_sighting_per_car_with_its_plate_and_a_blurred_snapshot
         assert snapshot is not None and snapshot.shape == original.shape
         assert not any(c.text == row["plate"] for c in reader.read(snapshot[y1:y2, x1:x2]))
         assert any(c.text == row["plate"] for c in reader.read(original[y1:y2, x1:x2]))
-    assert main(["export", "--csv", str(csv_path), "--sightings", "--sqlite", str(out / "reads.sqlite")]) == 0
+    assert main(["export", "--csv", str(csv_path), *recorded, "--sqlite", str(out / "reads.sqlite")]) == 0
     assert len(csv_path.read_text().splitlines()) == 4  # exported again: the same three
 
 
@@ -241,7 +250,7 @@ def test_two_channels_of_one_recorder_are_two_cameras_and_their_token_changes_ne
 def test_argument_errors_mask_the_passwords_they_quote(capsys):
     for argv in (
         ["--database-url", "postgresql://alpr:hunter2@db/alpr", "status"],
-        ["export", "--csv", "a.csv", "--redis-url", "redis://:hunter2@h/0"],
+        ["export", "--csv", "a.csv", "--reason", "case 1", "--redis-url", "redis://:hunter2@h/0"],
     ):
         with pytest.raises(SystemExit):
             main(argv)

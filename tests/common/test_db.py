@@ -212,7 +212,7 @@ def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postg
             check_log(plate_log, tmp_path)  # writes (sequences too) and reads
         finally:
             plate_log.close()
-        assert main(["export", "--csv", str(tmp_path / "x.csv"), "--database-url", as_role]) == 0
+        assert main(["export", "--csv", str(tmp_path / "x.csv"), "--reason", "case 1", "--database-url", as_role]) == 0
         with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
             worker.execute("DROP TABLE plate_reads")  # a worker broken into cannot change the schema
         with psycopg.connect(as_role) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -67,7 +67,8 @@ def test_an_export_reads_a_current_schema_and_never_migrates_one(tmp_path, postg
 
     from alpr.cli import main
 
-    assert main(["export", "--csv", str(tmp_path / "x.csv"), "--database-url", postgres_url]) == 2  # a config error
+    recorded = ["--reason", "case 1", "--database-url", postgres_url]
+    assert main(["export", "--csv", str(tmp_path / "x.csv"), *recorded]) == 2  # a config error
     assert "run `alpr db upgrade`" in capsys.readouterr().err
     with psycopg.connect(postgres_url) as connection:  # the export created nothing, not even its bookkeeping
         tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").fetchone()
@@ -78,7 +79,7 @@ def test_an_export_reads_a_current_schema_and_never_migrates_one(tmp_path, postg
         check_log(log, tmp_path)  # the export streams from a server-side cursor
     finally:
         log.close()
-    assert main(["export", "--csv", str(tmp_path / "reads.csv"), "--database-url", postgres_url]) == 0
+    assert main(["export", "--csv", str(tmp_path / "reads.csv"), *recorded]) == 0
     assert stat.S_IMODE(os.stat(tmp_path / "reads.csv").st_mode) == 0o600  # plates: its owner's only
 
 

@@ -1,9 +1,10 @@
 """The pruner's role on the real Postgres (`alpr db upgrade --grant-pruner`): it may read what a prune
 reads and delete the reads, sightings and frame records, and nothing else — no row added or changed
-anywhere, no other table's rows deleted, no table emptied, no schema changed, the searches' record
-unread; granting again changes nothing and takes back what it was given before; a role that would
-still may more (a superuser, a member of a writing role, the workers' role) is refused, nothing changed;
-a prune by a role not granted fails in one line at its start."""
+anywhere, no other table's rows deleted, no table emptied, no schema changed, the searches' and
+exports' records unread (nor an export recorded, so none made); granting again changes nothing and
+takes back what it was given before; a role that would still may more (a superuser, a member of a
+writing role, the workers' role) is refused, nothing changed; a prune by a role not granted fails in
+one line at its start."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ REFUSED = (
     "DELETE FROM alert_deliveries",
     "DELETE FROM plate_searches",
     "SELECT * FROM plate_searches",  # who looked for which plate: the owner's to audit
+    "DELETE FROM plate_exports",
+    "SELECT * FROM plate_exports",  # who took the log away: the owner's to audit too
+    "INSERT INTO plate_exports (exported_by, reason, exported, csv_path) VALUES ('x', 'case 1', 'reads', '/x.csv')",
     "DELETE FROM watchlist",
     "DELETE FROM camera_watermarks",
     "DELETE FROM schema_migrations",

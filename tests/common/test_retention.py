@@ -64,6 +64,8 @@ def logged(postgres_url: str) -> str:
                    " ('a1', 'read', 'gate', %s, %s)", (OLD + timedelta(minutes=5), json.dumps(body)))  # fmt: skip
         db.execute("INSERT INTO plate_searches (searched_by, reason, plate, within, found)"
                    " VALUES ('x', 'case 1', 'KPX4721', 1, 0)")  # fmt: skip
+        db.execute("INSERT INTO plate_exports (exported_by, reason, exported, csv_path)"
+                   " VALUES ('x', 'case 1', 'reads', '/x.csv')")  # fmt: skip
     return postgres_url
 
 
@@ -86,7 +88,7 @@ def test_the_pruners_role_prunes_alike(logged, capsys, monkeypatch):
 
 def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]) -> None:
     """`alpr db prune` logged in at `prune_url` deletes the rows of `logged` past the retention, and
-    keeps what an alert cites, the alerts and the searches' record."""
+    keeps what an alert cites, the alerts and the audit records (searches, exports)."""
     before = remaining(logged)
     assert main(["db", "prune", "--dry-run", "--database-url", prune_url]) == 0
     assert "would delete" in capsys.readouterr().out and remaining(logged) == before
@@ -99,9 +101,17 @@ def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]
     }  # a pending frame's record is the chain's to finish; its reads and sighting are plate data like any
     with psycopg.connect(logged) as db:
         assert db.execute("SELECT count(*) FROM plate_searches").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM plate_exports").fetchone() == (1,)
         assert db.execute("SELECT count(*) FROM alerts").fetchone() == (1,)
     assert main(["db", "prune", "--older-than-days", "1", "--database-url", prune_url]) == 0
     assert remaining(logged)["sightings"] == ["s-gate:old:5"]
+
+
+def test_no_audit_record_is_ever_pruned():
+    from common.audit import AUDIT_TABLES
+    from common.retention import PRUNED
+
+    assert set(AUDIT_TABLES) == {"plate_searches", "plate_exports"} and not set(AUDIT_TABLES) & set(PRUNED)
 
 
 def test_a_retention_of_zero_keeps_everything(logged, capsys, monkeypatch):
