@@ -202,9 +202,18 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         connection.execute(sql.SQL("REVOKE INSERT, UPDATE ON {} FROM {}").format(migrations, name))
         # the audit records (alpr search's look-ups, alpr export's dumps) are added to, never read or changed:
         # who looked for which plate, who took the log away, is the owner's to audit
+        # and only the columns an operator fills: an id chosen by the inserter took the ids the sequence
+        # would give next, and every export and search after failed to be recorded (so refused)
         for table in AUDIT_TABLES:
             audited = sql.Identifier(schema_name, table)
-            connection.execute(sql.SQL("REVOKE SELECT, UPDATE ON {} FROM {}").format(audited, name))
+            connection.execute(sql.SQL("REVOKE SELECT, INSERT, UPDATE ON {} FROM {}").format(audited, name))
+            columns = [str(column) for (column,) in connection.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+                " AND NOT attisdropped AND attname <> 'id' ORDER BY attnum",
+                (f"{sql.Identifier(schema_name, table).as_string(connection)}",),
+            )]  # fmt: skip
+            connection.execute(sql.SQL("GRANT INSERT ({}) ON {} TO {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)), audited, name))  # fmt: skip
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
 

@@ -78,7 +78,14 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
             connection.execute(
                 sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(right), sql.Identifier(schema_name, table), name)
             )
-        if extra := rights_in_schema(connection, role, schema_name) - pruner_rights_wanted():
+        extra = rights_in_schema(connection, role, schema_name) - pruner_rights_wanted()
+        for (other,) in connection.execute(  # rights a role may SET ROLE to (a NOINHERIT membership)
+            "SELECT rolname FROM pg_roles WHERE rolname <> %s AND pg_has_role(%s, oid, 'MEMBER')", (role, role)
+        ).fetchall():
+            extra |= {
+                (table, f"{right} as {other}") for table, right in rights_in_schema(connection, other, schema_name)
+            }
+        if extra:
             shown = ", ".join(f"{right} {table or 'in the schema'}" for table, right in sorted(extra)[:6])
             raise ConfigError(
                 f"--grant-pruner: role {role} may still {shown}{' ...' if len(extra) > 6 else ''} (a superuser,"

@@ -7,7 +7,8 @@ A read may join an open track when it lies within `gap_s` of the track's time sp
 text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
 lies within `width * min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the
 centre the track's motion predicts (`width`: the track's newest box width, `dt`: seconds since the
-track's newest read)
+track's newest read), or within `width * CENTER_SHIFT_FLOOR_WIDTHS` of the way from the newest read's
+centre to it (a car that braked while unseen stopped short of the prediction, on its way)
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
 where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read join a
@@ -82,6 +83,14 @@ observations): a worker of the earlier version fails on it, camera by camera, wh
 workers group those cameras."""
 
 READABLE_VERSIONS = (1, STATE_VERSION)
+
+
+def _distance_to_segment(point: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    """How far `point` lies from the segment a-b."""
+    (px, py), (ax, ay), (bx, by) = point, a, b
+    length_sq = (bx - ax) ** 2 + (by - ay) ** 2
+    t = 0.0 if length_sq == 0 else max(0.0, min(1.0, ((px - ax) * (bx - ax) + (py - ay) * (by - ay)) / length_sq))
+    return math.hypot(px - (ax + t * (bx - ax)), py - (ay + t * (by - ay)))
 
 
 def _sighting_order(sighting: Sighting) -> tuple[float, str]:
@@ -209,10 +218,15 @@ class SightingTracker:
             return None
         dt_s = observation.captured_at_s - track.last.captured_at_s
         allowed_widths = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + self.max_center_shift * abs(dt_s))
-        allowed_px = max(track.last.width_px, 1.0) * allowed_widths
-        predicted_x, predicted_y = track.predicted_center_xy(observation.captured_at_s)
-        x, y = observation.center_xy
-        shift = math.hypot(x - predicted_x, y - predicted_y) / allowed_px
+        width_px = max(track.last.width_px, 1.0)
+        predicted = track.predicted_center_xy(observation.captured_at_s)
+        off_prediction = math.dist(observation.center_xy, predicted) / (width_px * allowed_widths)
+        # or on the way there, as a car that braked while unseen (a barrier, a queue) stopped short of it:
+        # within box jitter of that way, never behind the newest read, where the next car comes from
+        off_way = _distance_to_segment(observation.center_xy, track.last.center_xy, predicted) / (
+            width_px * CENTER_SHIFT_FLOOR_WIDTHS
+        )
+        shift = min(off_prediction, off_way)
         if shift > 1.0 and observation.text and track.plate and counts is not None:
             for text in (observation.text, track.plate):
                 if text not in counts:

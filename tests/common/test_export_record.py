@@ -185,3 +185,18 @@ def test_an_sqlite_export_whose_record_cannot_be_written_writes_nothing(tmp_path
     assert "nothing was exported" in error[0]
     assert target.read_text() == "an earlier export\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reads.csv", "reads.sqlite"]  # no partial file left
+
+
+def test_the_workers_role_may_not_choose_a_records_id_and_so_block_the_next_exports(postgres_url, tmp_path):
+    """A worker broken into inserted records with the ids the sequence would give next: every export
+    after failed to be recorded (UniqueViolation), so exported nothing, until the sequence passed them."""
+    logged(postgres_url, tmp_path)
+    with workers_role(postgres_url) as (_, as_workers):
+        for table, columns in (
+            ("plate_exports", "(id, exported_by, reason, exported, csv_path) SELECT g, 'x', 'xxx', 'reads', '/x'"),
+            ("plate_searches", "(id, searched_by, reason, plate, within, found) SELECT g, 'x', 'xxx', 'A', 1, 0"),
+        ):
+            with psycopg.connect(as_workers) as worker, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(f"INSERT INTO {table} {columns} FROM generate_series(1, 100) AS g")
+        target = tmp_path / "reads.csv"
+        assert main(["export", "--csv", str(target), "--reason", "case 9", "--database-url", as_workers]) == 0

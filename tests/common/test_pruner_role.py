@@ -16,7 +16,7 @@ import pytest
 
 from alpr.cli import main
 from common.pruner_role import rights_in_schema
-from tests.helpers import as_role, pruner_role
+from tests.helpers import as_role, pruner_role, workers_role
 
 PRUNER_RIGHTS = {
     ("schema_migrations", "SELECT"),
@@ -179,3 +179,17 @@ def test_a_prune_by_a_role_not_granted_fails_at_its_start_in_one_line(
         assert "`alpr db upgrade --grant-pruner ROLE`" in error and len(error.strip().splitlines()) == 1, step
     assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings)" in error
     assert main(["db", "prune", "--dry-run", "--database-url", as_role(postgres_url, bare_role)]) == 0  # reading
+
+
+def test_a_role_that_may_set_role_to_the_workers_is_refused(postgres_url):
+    """A NOINHERIT member of the workers' role has none of their rights until it runs SET ROLE: the
+    grant took it for a pruner of its own, and it could then write every table."""
+    role = f"alpr_pruner_{uuid.uuid4().hex[:8]}"
+    with workers_role(postgres_url) as (workers, _), psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN NOINHERIT")
+        admin.execute(f"GRANT {workers} TO {role}")
+        try:
+            assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", role]) == 2
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

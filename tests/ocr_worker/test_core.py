@@ -12,9 +12,10 @@ from common import geometry
 from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.regions import region_formats
-from common.types import PlateDetections
+from common.types import PlateCandidate, PlateDetections
 from ocr_worker.calibration import FEATURES, Calibration, load_calibrations
 from ocr_worker.core import SIDE_EDGE_MAX_CONFIDENCE, TOO_SHORT_MAX_CONFIDENCE, OcrSettings, PlateReader
+from ocr_worker.formats import Reading
 
 PLATES = ("KPX4721", "7ABC284", "GHT2093")
 
@@ -139,6 +140,15 @@ def test_a_country_sticker_is_read_but_not_trusted_as_a_plate(settings):
     assert [candidates[0].text for candidates in stickers] == ["SK", "CZ", "PL"]
     assert all(c.confidence <= TOO_SHORT_MAX_CONFIDENCE for candidates in stickers for c in candidates)
     assert plate[0].text == "RK896AO" and plate[0].confidence > 0.85
+
+
+def test_a_reading_too_short_to_be_the_plate_ranks_after_one_that_may_be(settings):
+    """Capped to 0.2, B12 (at 0.88, eu plates are 4 to 8 long) stayed the best read before AB123 at 0.6."""
+    reader = build_reader(settings, "eu", calibrated=False)
+    readings = [Reading(PlateCandidate("B12", 0.88), 0.9), Reading(PlateCandidate("AB123", 0.6), 0.6),
+                Reading(PlateCandidate("B1", 0.5), 0.5), Reading(PlateCandidate("AB128", 0.3), 0.3)]  # fmt: skip
+    ranked = [(c.text, c.confidence) for c in reader.finish(readings)]
+    assert ranked == [("AB123", 0.6), ("AB128", 0.3), ("B12", TOO_SHORT_MAX_CONFIDENCE), ("B1", 0.2)]
 
 
 def test_a_plate_at_the_frames_side_edge_is_read_but_not_trusted(reader_us):

@@ -199,6 +199,15 @@ def test_the_next_cars_unsure_reads_at_the_far_end_are_not_the_last_cars() -> No
     assert sighting.reads == 6
 
 
+def test_a_car_that_braked_while_unseen_is_one_sighting() -> None:
+    """A car brakes to a stop at a barrier while the detector misses it 1.2 s, then its plate, half behind
+    the arm, reads KPX: it stopped 3 widths short of where its speed would have taken it, beyond the
+    capped reach of that point, and was a second sighting, of KPX."""
+    frames = [[read("KPX4721", 0.9, t=0.2 * i, x=600.0, y=200.0 + 60 * i)] for i in range(5)]
+    frames += [[read("KPX", 0.2, t=2.0 + 0.2 * i, x=600.0, y=500.0)] for i in range(5)]
+    assert [(s.plate, s.reads) for s in run(SightingTracker(GAP_S), frames)] == [("KPX4721", 10)]
+
+
 def test_reads_of_stickers_and_signs_that_agree_on_nothing_are_no_vehicle_pass() -> None:
     """A sticker on a car read in passing, four times at 0.08-0.13 as four texts, was a sighting (two
     reads or more made a vehicle pass, whatever they said). Unsure reads that agree on a text, or whose
@@ -207,6 +216,7 @@ def test_reads_of_stickers_and_signs_that_agree_on_nothing_are_no_vehicle_pass()
         (("SW", 0.08), ("SK3", 0.09), ("T2W", 0.13), ("9N", 0.09)): False,
         (("T", 0.08), ("F", 0.15)): False,
         (("7ABC284", 0.15), ("7A8C284", 0.1), ("7ABC284", 0.12)): True,  # a hard plate, read alike twice
+        (("KPX4Z21", 0.12), ("KPX472I", 0.1), ("HPX4721", 0.14), ("KPX4721", 0.11)): True,  # never quite alike
         (("383WJP", 0.99), ("383", 0.78), ("383WJ", 0.3)): True,  # a plate cut short as it left
         (("7ABC284", 0.9),): True,
         (("7ABC284", 0.5),): False,
