@@ -16,10 +16,12 @@ login_role() {  # $1: the role's name, $2: the file of its password
         echo "postgres-app-role.sh: no password for $1 in $2: run deploy/make-secrets.sh" >&2
         exit 1
     fi
-    # psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows
+    # psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows;
+    # without its line ends, as the chain reads its secret files (a file saved with CRLF gave Postgres the
+    # password and a carriage return, and the chain the password alone: no login)
     psql -v ON_ERROR_STOP=1 -v role="$1" -v secret_file="$2" \
         --username "${POSTGRES_USER:-alpr}" --dbname "${POSTGRES_DB:-alpr}" <<'SQL'
-\set secret `cat :'secret_file'`
+\set secret `tr -d '\r\n' < :'secret_file'`
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS missing \gset
 \if :missing
 CREATE ROLE :"role" LOGIN PASSWORD

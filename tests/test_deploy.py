@@ -489,6 +489,26 @@ def test_the_image_copies_every_package_that_pip_installs():
     assert set(packages) <= set(copied), f"Dockerfile lacks COPY for {sorted(set(packages) - set(copied))}"
 
 
+def scram_verifies(stored: str, password: str) -> bool:
+    """Whether Postgres's SCRAM-SHA-256 verifier `stored` is of `password` (RFC 5802: its StoredKey and
+    ServerKey from the salted password)."""
+    import base64
+    import hashlib
+    import hmac
+
+    method, rest = stored.split("$", 1)
+    iterations_salt, keys = rest.split("$")
+    iterations, salt = iterations_salt.split(":")
+    stored_key, server_key = (base64.b64decode(key) for key in keys.split(":"))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return (
+        method == "SCRAM-SHA-256"
+        and hashlib.sha256(client_key).digest() == stored_key
+        and hmac.new(salted, b"Server Key", "sha256").digest() == server_key
+    )
+
+
 def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_resets_them(tmp_path, postgres_url):
     """deploy/postgres-app-role.sh run by psql against this machine's Postgres, as the postgres image
     runs it at its first start (the secrets' paths pointed at files of the test's); first on a cluster
@@ -526,8 +546,14 @@ def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_reset
                     )
                     can_login, superuser, hashed = row.fetchone()  # type: ignore[misc]
                     assert can_login and not superuser and hashed and "secret" not in hashed, role
+                    assert scram_verifies(hashed, f"{run}-{role}-secret-0123"), role
                     hashes.append(hashed)
             assert len(set(hashes)) == 4  # run again (a volume made before), each password is its secret's
+            roles["alpr_app"].write_bytes(b"crlf-secret'0123\r\n")  # saved on Windows; a quote in it
+            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'alpr_app'").fetchone()
+            assert row and scram_verifies(row[0], "crlf-secret'0123")  # as the chain reads the file
             roles["alpr_pruner"].unlink()  # a secrets folder from before the pruner: told, not a role without one
             done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
             assert done.returncode == 1 and "no password for alpr_pruner" in done.stderr
