@@ -32,7 +32,9 @@ Method, per set (us, eu, br photos of the OpenALPR benchmark, `NAME.txt` ground 
 
 Nothing here is tuned to the images; the geometry is fixed above.
 
-    .venv/bin/python benchmarks/bench_grouping.py [--sets us eu br] [--cars 20] [--trace FILE]
+`--every 2 5` scores the same reads again as cameras sampling 2.5 and 1 frames/s would have them.
+
+    .venv/bin/python benchmarks/bench_grouping.py [--sets us eu br] [--cars 20] [--trace FILE] [--every 1 2 5]
 """
 
 from __future__ import annotations
@@ -114,6 +116,11 @@ class Trace:
         boxes = {int(k): [(int(car), tuple(box)) for car, box in v] for k, v in data["boxes"].items()}
         reads = [Read(**{**read, "box": tuple(read["box"])}) for read in data["reads"]]
         return cls(list(data["plates"]), boxes, reads)  # type: ignore[arg-type]
+
+    def every(self, step: int) -> Trace:
+        """The trace as a camera sampling every `step`-th of its frames would have read it."""
+        boxes = {frame: plates for frame, plates in self.boxes.items() if frame % step == 0}
+        return Trace(self.plates, boxes, [read for read in self.reads if read.frame % step == 0])
 
     def car_of(self, read: Read) -> int:
         """The car whose plate the read is (-1: none): the nearest car whose plate box, grown by
@@ -278,6 +285,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["us", "eu", "br"])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--cars", type=int, default=20)
+    parser.add_argument("--every", type=int, nargs="+", default=[1], help="score every Nth frame too (1 fps: 5)")
     parser.add_argument("--trace", type=Path, help="JSON of the reads: written when missing, else read")
     args = parser.parse_args()
     settings = Settings.load({})
@@ -300,13 +308,17 @@ def main() -> None:
         if args.trace:
             args.trace.write_text(json.dumps(traces))
     print(f"gap {settings.sighting_gap_s:g} s, vehicle pass at {settings.ocr_min_confidence:g}")
-    print(f"{'scenario':22} {'cars':>4} {'one':>4} {'right':>5} {'merged':>6} {'split':>5} {'no plate':>8} sightings")
-    total = Score()
-    for key, data in traces.items():
-        row = score(Trace.from_json(data), settings.sighting_gap_s, settings.ocr_min_confidence)
-        print_row(key, row)
-        total = Score(*(a + b for a, b in zip(astuple(total), astuple(row), strict=True)))
-    print_row("all", total)
+    for every in args.every:
+        print(f"\nsampled at {defaults.SAMPLE_FPS / every:g} frames/s (every {every} of the trace's frames)")
+        print(
+            f"{'scenario':22} {'cars':>4} {'one':>4} {'right':>5} {'merged':>6} {'split':>5} {'no plate':>8} sightings"
+        )
+        total = Score()
+        for key, data in traces.items():
+            row = score(Trace.from_json(data).every(every), settings.sighting_gap_s, settings.ocr_min_confidence)
+            print_row(key, row)
+            total = Score(*(a + b for a, b in zip(astuple(total), astuple(row), strict=True)))
+        print_row("all", total)
 
 
 def print_row(name: str, s: Score) -> None:
