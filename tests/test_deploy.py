@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -263,7 +264,7 @@ def test_only_the_migration_logs_in_as_the_owner_and_grants_the_workers_and_the_
     mounts = SERVICES["postgres"]["volumes"]
     assert "./deploy/postgres-app-role.sh:/docker-entrypoint-initdb.d/alpr-app-role.sh:ro" in mounts
     script = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    assert "\\set secret `cat :'secret_file'`" in script  # psql reads it: never on a command line
+    assert "\\set secret `tr -d '\\r\\n' < :'secret_file'`" in script  # psql reads it: never on a command line
     for role, secret in DATABASE_LOGINS.items():
         if role != "alpr":  # the image makes the owner
             assert f"login_role {role} /run/secrets/{secret}\n" in script
@@ -511,28 +512,29 @@ def scram_verifies(stored: str, password: str) -> bool:
 
 def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_resets_them(tmp_path, postgres_url):
     """deploy/postgres-app-role.sh run by psql against this machine's Postgres, as the postgres image
-    runs it at its first start (the secrets' paths pointed at files of the test's); first on a cluster
-    that has alpr_app and no alpr_pruner, as a volume made before the pruner's role has."""
+    runs it at its first start (the secrets' paths pointed at files of the test's, the roles named its own:
+    the machine's Postgres is shared, and the fixed names failed a run beside another using them); first
+    on a cluster that has alpr_app and no alpr_pruner, as a volume made before the pruner's role has."""
     import psycopg
 
     psql = shutil.which("psql")
     if psql is None:
         unavailable("psql is not installed")
-    roles = {"alpr_app": tmp_path / "postgres_app_password", "alpr_pruner": tmp_path / "postgres_pruner_password"}
+    tail = uuid.uuid4().hex[:8]
+    app, pruner = f"alpr_app_{tail}", f"alpr_pruner_{tail}"
+    roles = {app: tmp_path / "postgres_app_password", pruner: tmp_path / "postgres_pruner_password"}
     script = tmp_path / "alpr-app-role.sh"
     text = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    for secret in roles.values():
-        text = text.replace(f"/run/secrets/{secret.name}", str(secret))
+    for role, secret in zip(("alpr_app", "alpr_pruner"), roles.values(), strict=True):
+        assert f"login_role {role} /run/secrets/{secret.name}" in text
+        text = text.replace(f"login_role {role} /run/secrets/{secret.name}", f"login_role {role}_{tail} {secret}")
     script.write_text(text)
     parts = urlsplit(postgres_url)
     environment = {**os.environ, "POSTGRES_USER": parts.username or "postgres", "POSTGRES_DB": parts.path[1:],
                    "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432)}  # fmt: skip
     with psycopg.connect(postgres_url, autocommit=True) as admin:
-        for role in roles:
-            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                unavailable(f"this Postgres already has a role {role} (not the test's to drop)")
         try:
-            admin.execute("CREATE ROLE alpr_app LOGIN")  # the script of before made it alone
+            admin.execute(f"CREATE ROLE {app} LOGIN")  # the script of before made it alone
             hashes = []
             for run in ("first", "second"):
                 for role, secret in roles.items():
@@ -549,14 +551,14 @@ def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_reset
                     assert scram_verifies(hashed, f"{run}-{role}-secret-0123"), role
                     hashes.append(hashed)
             assert len(set(hashes)) == 4  # run again (a volume made before), each password is its secret's
-            roles["alpr_app"].write_bytes(b"crlf-secret'0123\r\n")  # saved on Windows; a quote in it
+            roles[app].write_bytes(b"crlf-secret'0123\r\n")  # saved on Windows; a quote in it
             done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
-            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'alpr_app'").fetchone()
+            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
             assert row and scram_verifies(row[0], "crlf-secret'0123")  # as the chain reads the file
-            roles["alpr_pruner"].unlink()  # a secrets folder from before the pruner: told, not a role without one
+            roles[pruner].unlink()  # a secrets folder from before the pruner: told, not a role without one
             done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-            assert done.returncode == 1 and "no password for alpr_pruner" in done.stderr
+            assert done.returncode == 1 and f"no password for {pruner}" in done.stderr
             assert "run deploy/make-secrets.sh" in done.stderr
         finally:
             for role in roles:
