@@ -11,10 +11,12 @@ Method, per set (us, eu, br photos of the OpenALPR benchmark, `NAME.txt` ground 
 2. Each car drives through the frame in PASS_S (seeded within its range): its plate's centre moves from
    the far end of the road (y 230) to the near (y 620), drifting sideways up to DRIFT_PX, and its plate
    grows from 40% to 100% of min(160 px, 1.5 times its width in the photo). Frames are sampled at the
-   default 5 frames/s. Four scenarios: `spaced` (ROAD_S of empty road between cars), `back_to_back`
+   default 5 frames/s. Five scenarios: `spaced` (ROAD_S of empty road between cars), `back_to_back`
    (the next car enters as the last leaves), `queued` (the next car enters when the last is 70% of
    the way through: two cars in view, the nearer drawn over the farther) and `occluded` (spaced, each
-   plate hidden for the OCCLUDED share of its pass: its reads before and after are one car's).
+   plate hidden for the OCCLUDED share of its pass: its reads before and after are one car's) and
+   `two_lanes` (cars in turn in two lanes LANE_PX either side of the road's centre, each entering half
+   way through the last one's pass: two cars side by side, a lane's next about as its last leaves).
 3. Every frame goes through the default detector and reader as the pipeline's `process_batch` does
    (boxes_to_read, crop with the configured margin, read_plates); each read becomes an Observation.
    A read is of a car's plate when its box's centre lies near that plate (`Trace.car_of`), else of no
@@ -75,7 +77,9 @@ MATCH_GROWTH = 0.5
 """A read is of a car's plate when its box's centre lies in the plate's box grown by this share per side."""
 OCCLUDED = (0.35, 0.7)
 """`occluded`: the share of its pass during which a car's plate is hidden (a van passing in front)."""
-SCENARIOS = ("spaced", "back_to_back", "queued", "occluded")
+LANE_PX = 270.0
+"""`two_lanes`: how far each lane's centre lies from the road's at the near end (half that at the far)."""
+SCENARIOS = ("spaced", "back_to_back", "queued", "occluded", "two_lanes")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Car:
     enters_s: float
     pass_s: float
     drift_px: float
+    lane_px: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,11 +177,13 @@ def place(frame: np.ndarray, sprite: np.ndarray, plate: BoxXYXY, centre: tuple[f
 
 def schedule(plates: list[str], scenario: str, rng: random.Random) -> list[Car]:
     cars, enters_s = [], 0.5
-    for plate in plates:
-        car = Car(plate, enters_s, rng.uniform(*PASS_S), rng.uniform(-DRIFT_PX, DRIFT_PX))
+    for index, plate in enumerate(plates):
+        lane_px = (-LANE_PX, LANE_PX)[index % 2] if scenario == "two_lanes" else 0.0
+        drift_px = rng.uniform(-DRIFT_PX, DRIFT_PX) / (3 if lane_px else 1)
+        car = Car(plate, enters_s, rng.uniform(*PASS_S), drift_px, lane_px)
         cars.append(car)
         after = {"spaced": car.pass_s + ROAD_S, "back_to_back": car.pass_s, "queued": QUEUE_AT * car.pass_s,
-                 "occluded": car.pass_s + ROAD_S}  # fmt: skip
+                 "occluded": car.pass_s + ROAD_S, "two_lanes": 0.5 * car.pass_s}  # fmt: skip
         enters_s += after[scenario]
     return cars
 
@@ -191,7 +198,8 @@ def frames_of(cars: list[Car], sprites: list[tuple[np.ndarray, BoxXYXY]], widths
         in_view = [(i, (time_s - car.enters_s) / car.pass_s) for i, car in enumerate(cars)]
         for i, progress in sorted((item for item in in_view if 0 <= item[1] <= 1), key=lambda item: item[1]):
             car = cars[i]
-            centre = (FRAME_W / 2 + car.drift_px * progress, FAR_Y + (NEAR_Y - FAR_Y) * progress)
+            x = FRAME_W / 2 + car.lane_px * (0.5 + 0.5 * progress) + car.drift_px * progress
+            centre = (x, FAR_Y + (NEAR_Y - FAR_Y) * progress)
             box = place(frame, *sprites[i], centre, widths[i] * (0.4 + 0.6 * progress))
             if occluded and OCCLUDED[0] <= progress <= OCCLUDED[1]:
                 x1, y1, x2, y2 = (int(v) for v in box)
