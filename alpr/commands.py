@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from common.audit import login_name
+from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.credentials import mask_url
 from common.errors import InputError
@@ -266,9 +266,7 @@ def planned_export(args: argparse.Namespace) -> PlateExport:
             exported="sightings" if args.sightings else "reads", csv_path=os.path.realpath(args.csv_path),
         )  # fmt: skip
     except ValidationError as error:
-        problem = error.errors()[0]
-        flag = {"exported_by": "by"}.get(str(problem["loc"][0]), str(problem["loc"][0]))
-        raise InputError(f"--{flag}: {problem['msg']}") from None
+        raise refused_flag(error) from None
 
 
 def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:

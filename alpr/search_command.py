@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.audit import login_name
+from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.errors import InputError
 
@@ -51,9 +51,7 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
             since=args.since, until=args.until, camera_id=args.camera_id, limit=args.limit,
         )  # fmt: skip
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "search"
-        raise InputError(f"--{field.replace('_', '-')}: {problem['msg']}") from None
+        raise refused_flag(error) from None
     found = _run(query, settings)
     _print(found)
     print(f"{len(found)} sightings of {query.plate} within {query.within:g} (search recorded)", file=sys.stderr)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import getpass
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, ValidationError
+
+from common.errors import InputError
 
 AUDIT_TABLES = ("plate_searches", "plate_exports")
 """The audit records in Postgres (migrations 12 and 13): added to, never read, changed or pruned but
@@ -28,3 +30,16 @@ def login_name() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+OPERATOR_FIELDS = frozenset({"searched_by", "exported_by"})
+"""The records' operator fields, which `--by` fills."""
+
+
+def refused_flag(error: ValidationError) -> InputError:
+    """The first field a record refused, as the flag that gave it: `--by` for the operator (a search named
+    it --searched-by, a flag no one can type), else the field's name as a flag (`--reason`, `--within`)."""
+    problem = error.errors()[0]
+    field = ".".join(str(part) for part in problem["loc"])
+    flag = "by" if field in OPERATOR_FIELDS else field.replace("_", "-") or "search"
+    return InputError(f"--{flag}: {problem['msg']}")
