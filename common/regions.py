@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -72,10 +72,17 @@ class RegionFormats:
             return self
         return replace(self, unmatched_log_penalty=self.unmatched_log_penalty * weight)
 
-    def match(self, text: str) -> str | None:
-        """The template `text` fits, if any."""
+    @cached_property
+    def _templates_by_length(self) -> dict[int, tuple[str, ...]]:
+        by_length: dict[int, tuple[str, ...]] = {}
         for template in self.templates:
-            if len(template) == len(text) and all(c in CLASSES[k] for c, k in zip(text, template, strict=False)):
+            by_length[len(template)] = (*by_length.get(len(template), ()), template)
+        return by_length
+
+    def match(self, text: str) -> str | None:
+        """The template `text` fits, if any (the first in the file's order)."""
+        for template in self._templates_by_length.get(len(text), ()):
+            if all(c in CLASSES[k] for c, k in zip(text, template, strict=True)):
                 return template
         return None
 

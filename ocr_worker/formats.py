@@ -130,28 +130,40 @@ def _drop_costs(choices: CharChoices) -> list[float]:
 def _template_readings(choices: CharChoices, templates: Sequence[str]) -> list[tuple[str, float, float]]:
     """For each template, the best reading of the whole choices and of the choices less each one
     character in turn that fits it (text, log-probability with the drop's cost, least probability).
-    A position's best character per class is worked out once and shared by every template."""
-    fits: dict[tuple[int, str], tuple[str, float] | None] = {}
-
-    def fit(position: int, kind: str) -> tuple[str, float] | None:
-        if (position, kind) not in fits:
-            fits[position, kind] = fitting_choice(choices[position], kind)
-        return fits[position, kind]
-
+    A position's best character per class, with its log-probability, is worked out once and shared by
+    every template (this runs for every plate read: it was half of the ranking's time)."""
+    fits = [{kind: _fit_with_log(alts, kind) for kind in CLASSES} for alts in choices]
     costs = _drop_costs(choices)
     out = []
     for template in templates:
         if len(template) == len(choices):
-            found = _joined([fit(i, kind) for i, kind in enumerate(template)])
+            found = _joined_fits([fits[i][kind] for i, kind in enumerate(template)])
             if found:
                 out.append(found)
         if costs and len(template) == len(choices) - 1:
             for dropped, cost in enumerate(costs):
-                positions = [i for i in range(len(choices)) if i != dropped]
-                found = _joined([fit(i, kind) for i, kind in zip(positions, template, strict=True)])
+                kept = fits[:dropped] + fits[dropped + 1 :]
+                found = _joined_fits([fit[kind] for fit, kind in zip(kept, template, strict=True)])
                 if found:
                     out.append((found[0], found[1] + cost, min(found[2], math.exp(cost))))
     return out
+
+
+def _fit_with_log(alts: Sequence[tuple[str, float]], kind: str) -> tuple[str, float, float] | None:
+    """`fitting_choice` with its log-probability: (character, probability, log-probability)."""
+    fit = fitting_choice(alts, kind)
+    return None if fit is None else (fit[0], fit[1], _log(fit[1]))
+
+
+def _joined_fits(fits: Sequence[tuple[str, float, float] | None]) -> tuple[str, float, float] | None:
+    """`_joined` of fits that carry their log-probability (the same sums, in the same order)."""
+    logp, weakest = 0.0, 1.0
+    for fit in fits:
+        if fit is None:
+            return None
+        logp += fit[2]
+        weakest = min(weakest, fit[1])
+    return "".join(fit[0] for fit in fits), logp, weakest  # type: ignore[index]
 
 
 def with_priors(choices: CharChoices, log_priors: Mapping[str, float]) -> CharChoices:
@@ -197,7 +209,9 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
             logp -= region.length_log_penalty
-        confidence = min(1.0, math.exp(logp / len(text)))
-        ranked.append((logp, Reading(PlateCandidate(text, round(confidence, 4), matched), weakest)))
+        ranked.append((logp, text, matched, weakest))
     ranked.sort(key=lambda item: item[0], reverse=True)
-    return [reading for _, reading in ranked[:limit]]
+    return [
+        Reading(PlateCandidate(text, round(min(1.0, math.exp(logp / len(text))), 4), matched), weakest)
+        for logp, text, matched, weakest in ranked[:limit]
+    ]
