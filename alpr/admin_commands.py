@@ -9,7 +9,7 @@ import sys
 
 import redis
 
-from alpr.wiring import database_pool, reach_frame_store, reach_redis, warn_if_jobs_unsigned
+from alpr.wiring import database_pool, reach_frame_store, reach_redis, signed_queue, warn_if_jobs_unsigned
 from common.config import Settings
 from common.errors import ConfigError
 from common.queues import STAGES
@@ -108,7 +108,7 @@ def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: re
     """Failed and rejected alert deliveries (kept in the alerts log) back to pending, and queued."""
     from common.alert_log import AlertLog
     from common.jobs import alert_job
-    from common.queues import enqueue, stage_queue
+    from common.queues import enqueue
 
     pool = database_pool(settings, "alert replay")
     try:
@@ -117,7 +117,7 @@ def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: re
     finally:
         pool.close()
     if not args.dry_run:
-        queue = stage_queue(queues_redis, "alert", settings.secret("job_key"))
+        queue = signed_queue(settings, queues_redis, "alert")
         for alert_id, receiver in replayed:
             enqueue(queue, alert_job(alert_id, receiver, 1), settings.job_timeout_s)
     print(f"alert deliveries {'to requeue' if args.dry_run else 'requeued'}: {len(replayed)}")

@@ -19,7 +19,7 @@ from common.credentials import mask_url
 from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.metrics import Metrics
-from common.queues import StageName, connect_redis, stage_queue
+from common.queues import StageName, StageQueue, connect_redis, stage_queue
 from common.redis_persistence import warn_if_frames_persist
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
@@ -69,6 +69,12 @@ def build_reader(
     """The reader; `calibrated=False` keeps the engine's own confidences and `format_weight` overrides
     the fitted one (what `alpr calibrate` fits)."""
     return PlateReader(ocr_settings(settings, region, calibrated, format_weight))
+
+
+def signed_queue(settings: Settings, connection: redis.Redis, stage: StageName) -> StageQueue:
+    """A stage's queue whose jobs are signed as they are queued and checked as they are run with the
+    configured job key (ALPR_JOB_KEY), when one is set: how every role but ingest opens one."""
+    return stage_queue(connection, stage, settings.secret("job_key"))
 
 
 def warn_if_jobs_unsigned(settings: Settings) -> None:
@@ -132,10 +138,10 @@ def build_worker_context(
     if stage == "detect":
         from detector_worker.worker import DetectStage
 
-        detector, job_key = build_detector(settings), settings.secret("job_key")
+        detector = build_detector(settings)
         metrics.worker_threads.set(detector.threads)
         detect = DetectStage(
-            detector, store, stage_queue(connection, "ocr", job_key), stage_queue(connection, "redact", job_key),
+            detector, store, signed_queue(settings, connection, "ocr"), signed_queue(settings, connection, "redact"),
             metrics, settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,
         )  # fmt: skip
         return WorkerContext(detect, metrics, settings.job_timeout_s)
@@ -190,7 +196,7 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(
         targets, AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
-        stage_queue(connection, "alert", settings.secret("job_key")), metrics, settings.alert_give_up_s,
+        signed_queue(settings, connection, "alert"), metrics, settings.alert_give_up_s,
         settings.job_timeout_s,
     )  # fmt: skip
 
@@ -217,7 +223,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     if not names:
         log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
                     " logged, but delivered to no receiver")  # fmt: skip
-    return SightingStage(pool, watch, names, stage_queue(connection, "alert", settings.secret("job_key")), metrics,
+    return SightingStage(pool, watch, names, signed_queue(settings, connection, "alert"), metrics,
                          tuning, settings.job_timeout_s)  # fmt: skip
 
 

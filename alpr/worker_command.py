@@ -18,13 +18,13 @@ from typing import Any
 import redis
 from rq.exceptions import StopRequested
 
-from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis, warn_if_jobs_unsigned
+from alpr.wiring import build_sighting_stage, build_worker_context, reach_redis, signed_queue, warn_if_jobs_unsigned
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
-from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, queue_keys, stage_queue
+from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, queue_keys
 from common.worker import StageWorker
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     quick = {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if args.stage == "alert" else {}
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
-        queue = stage_queue(connection, args.stage, settings.secret("job_key"))
+        queue = signed_queue(settings, connection, args.stage)
         rq_worker = StageWorker(queue, context, stop, name=name, **quick)
         log.info("worker %s ready", name)
         try:
