@@ -37,6 +37,17 @@ def _folds(text: str) -> frozenset[int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _scale(text: str) -> float:
+    """`--scale 0.5`: a factor in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1] (a camera of less resolution), got {text}")
+    return value
+
+
 MAX_STATUS_INTERVAL_S = 24 * 3600.0
 """`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
 
@@ -136,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--folds", type=_folds, help="only the images of these fifths (0: the one the plate model never trained on)"
     )
+    evaluate.add_argument(
+        "--scale", type=_scale, default=1.0,
+        help="read each image shrunk by this factor (0-1]: as a camera of less resolution, or farther, sees it",
+    )  # fmt: skip
     _add_engine_flags(evaluate)
 
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")

@@ -162,10 +162,11 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
         return args.folds is None or fold(sample.image.name) in args.folds
 
     outcomes: dict[str, list[Outcome]] = {}
-    results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds)
+    results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds, args.scale)
     threshold = settings.ocr_min_confidence
+    scaled = f", images scaled by {args.scale:g}" if args.scale != 1 else ""
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
-          f"confidence threshold {threshold:g}")  # fmt: skip
+          f"confidence threshold {threshold:g}{scaled}")  # fmt: skip
     print(f"{'set':<16} {'region':<6} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} "
           f"{'coverage':>8} {'wrong/acc':>9} {'ms/img':>7}")  # fmt: skip
     for name, r in results.items():

@@ -8,11 +8,12 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from common import defaults, geometry
 from common.config import Settings
@@ -32,6 +33,9 @@ class Sample:
 
 RELIABILITY_BINS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0001)
 """Confidence bins of the reliability table: lower edges, the last one the upper bound."""
+
+MIN_SCALED_PIXELS = 4
+"""The least width or height `scaled_image` shrinks an image to."""
 
 ERROR_COLUMNS = ("set", "image", "truth", "best_read", "confidence", "top_n", "cause")
 """Columns of `alpr eval --errors FILE`, one row per image."""
@@ -183,15 +187,16 @@ def evaluate_folder(
     min_confidence: float,
     crop_margin: float = defaults.OCR_CROP_MARGIN,
     keep: Callable[[Sample], bool] | None = None,
+    scale: float = 1.0,
 ) -> tuple[Tally, bool, list[Outcome]]:
     samples, crops = load_samples(folder)
     if not samples:
         raise InputError(f"{folder} holds no samples")
-    samples = [s for s in samples if keep is None or keep(s)]
+    samples = [scaled_sample(s, scale) for s in samples if keep is None or keep(s)]
     if not crops and detector is None:
         raise ValueError("scene folders need a detector")
     tally, outcomes = Tally(), []
-    for sample, reads, timings in _run(samples, crops, detector, reader, crop_margin):
+    for sample, reads, timings in _run(samples, crops, detector, reader, crop_margin, scale):
         for stage, seconds in timings.items():
             tally.seconds[stage] += seconds
         detected = None
@@ -229,15 +234,39 @@ def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
                 ])  # fmt: skip
 
 
+def scaled_sample(sample: Sample, scale: float) -> Sample:
+    """The sample as `scaled_image` shows it: its plate's box in the scaled image's pixels."""
+    if scale == 1.0 or sample.box_xyxy is None:
+        return sample
+    x1, y1, x2, y2 = sample.box_xyxy
+    return replace(sample, box_xyxy=(x1 * scale, y1 * scale, x2 * scale, y2 * scale))
+
+
+def scaled_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """The photo as a camera with `scale` times its resolution (0 < scale <= 1) would take it, or a plate
+    as far again: shrunk by pixel area, as a sensor averages light."""
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(MIN_SCALED_PIXELS, round(width * scale)), max(MIN_SCALED_PIXELS, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def _run(
-    samples: list[Sample], crops: bool, detector: PlateDetector | None, reader: PlateReader, crop_margin: float
+    samples: list[Sample],
+    crops: bool,
+    detector: PlateDetector | None,
+    reader: PlateReader,
+    crop_margin: float,
+    scale: float = 1.0,
 ) -> Iterator[tuple[Sample, list[PlateRead], dict[str, float]]]:
     for sample in samples:
         start = time.perf_counter()
         image = cv2.imread(str(sample.image))
-        loaded = time.perf_counter()
         if image is None:
             raise InputError(f"cannot decode image {sample.image}")
+        image = scaled_image(image, scale)
+        loaded = time.perf_counter()
         if crops:
             candidates = reader.read(image)
             h, w = image.shape[:2]
@@ -264,10 +293,15 @@ def evaluate(
     build_reader: Callable[[Settings, str], PlateReader],
     errors: dict[str, list[Outcome]] | None = None,
     keep: Callable[[Sample], bool] | None = None,
+    scale: float = 1.0,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per dataset folder under `root`, keyed by folder name, over the samples `keep` accepts
     (all by default), each with the region whose formats read it (the folder's name where it is one,
-    else the configured region); with `errors`, each folder's per-image outcomes go there too."""
+    else the configured region); with `errors`, each folder's per-image outcomes go there too. With
+    `scale` under 1, every image is read as a camera of that much less resolution would take it
+    (`scaled_image`): how reads and their confidence hold as plates shrink."""
+    if not 0 < scale <= 1:
+        raise InputError(f"the scale of the images must lie in (0, 1], got {scale!r}")
     folders = dataset_folders(root)
     detector = None
     results: dict[str, dict[str, Any]] = {}
@@ -277,9 +311,9 @@ def evaluate(
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
         tally, crops, outcomes = evaluate_folder(
-            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep
+            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep, scale
         )
-        results[folder.name] = {**tally.as_dict(crops), "region": region}
+        results[folder.name] = {**tally.as_dict(crops), "region": region, "scale": scale}
         if errors is not None:
             errors[folder.name] = outcomes
     return results

@@ -138,3 +138,27 @@ def test_eval_can_hold_to_the_fifth_the_plate_recogniser_never_trained_on(datase
     labels = sorted((tmp_path / "sets" / "us").glob("*.txt"))
     expected = [p.read_text().split("\t")[0] for p in labels if fold(p.read_text().split("\t")[0]) == 0]
     assert sorted(images) == sorted(expected) and 0 < len(images) < 40
+
+
+def test_eval_reads_the_photos_as_a_camera_of_less_resolution_would(datasets_dir, tmp_path, settings):
+    # --scale shrinks each photo and its labelled box alike: the plates are still found where the labels
+    # say (a box left at full scale would match none), and fewer are read as they shrink.
+    copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 10)
+    metrics = {}
+    for scale in ("1", "0.5", "0.2"):
+        out = tmp_path / f"m{scale}.json"
+        args = ["eval", str(tmp_path / "sets"), "--scale", scale, "--json", str(out)]
+        assert main([*args, "--model-dir", str(settings.model_dir)]) == 0
+        metrics[scale] = json.loads(out.read_text())["subsets"]["us"]
+    assert [m["scale"] for m in metrics.values()] == [1.0, 0.5, 0.2]
+    assert metrics["0.5"]["detection_recall_iou30"] >= 0.9
+    assert metrics["0.2"]["exact_top1"] < metrics["1"]["exact_top1"]
+
+
+def test_eval_refuses_a_scale_that_no_camera_of_less_resolution_has(capsys):
+    import pytest
+
+    for bad in ("0", "-0.5", "1.5", "nan", "half"):
+        with pytest.raises(SystemExit):
+            main(["eval", "anywhere", "--scale", bad])
+        assert "--scale" in capsys.readouterr().err
