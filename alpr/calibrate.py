@@ -58,10 +58,11 @@ class FeatureRecorder(PlateReader):
         recogniser's own confidence, which the cap then bounds."""
         return super().read_plates(crops, boxes)
 
-    def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
-        candidates = super().finish(readings)
+    def finish(self, readings: list[Reading], height_px: float) -> list[PlateCandidate]:
+        candidates = super().finish(readings, height_px)
         if candidates:
-            self.recorded[id(candidates[0])] = (candidates[0], features(readings, 0, self.formats.typical_length))
+            row = features(readings, 0, self.formats.typical_length, height_px)
+            self.recorded[id(candidates[0])] = (candidates[0], row)
         return candidates
 
 
@@ -154,22 +155,30 @@ def collect(
     format_weight: float,
     sources: Sequence[UnseenReads] = ALL_IMAGES,
     detector: Callable[[Settings], PlateDetector] | None = None,
+    scales: Sequence[float] = (1.0,),
 ) -> Reads:
     """The best read of every image that has one, the region's formats counting by `format_weight`:
-    each source's images read by its recogniser (an image of two sources gives two reads); `detector`
+    each source's images read by its recogniser (an image of two sources gives two reads), at each of
+    `scales` (alpr.evaluation.scaled_image: a read of a shrunk image is in set `NAME@SCALE`); `detector`
     (else remembering_detector()) builds what finds the plates, where a folder needs one."""
     detector = detector or remembering_detector()
     rows: list[list[float]] = []
     labels: list[float] = []
     sets: list[str] = []
     images: list[str] = []
-    for source in sources:
-        x, y, names, files = _collect_one(roots, settings, format_weight, source, detector)
-        rows += x
-        labels += y
-        sets += names
-        images += files
+    for scale in scales:
+        for source in sources:
+            x, y, names, files = _collect_one(roots, settings, format_weight, source, detector, scale)
+            rows += x
+            labels += y
+            sets += names if scale == 1 else [f"{name}@{scale:g}" for name in names]
+            images += files
     return Reads(np.asarray(rows, float), np.asarray(labels, float), sets, images)
+
+
+def at_full_size(reads: Reads) -> np.ndarray:
+    """Which reads are of images at their own size (not shrunk by `collect`'s scales)."""
+    return np.array(["@" not in name for name in reads.sets], bool)
 
 
 def _collect_one(
@@ -178,6 +187,7 @@ def _collect_one(
     format_weight: float,
     source: UnseenReads,
     detector: Callable[[Settings], PlateDetector],
+    scale: float = 1.0,
 ) -> tuple[list[list[float]], list[float], list[str], list[str]]:
     from alpr.wiring import ocr_settings
 
@@ -193,7 +203,7 @@ def _collect_one(
     rows, labels, sets, images = [], [], [], []
     for root in roots:
         outcomes: dict[str, list[Outcome]] = {}
-        evaluate(root, settings, detector, raw_reader, outcomes, in_folds)
+        evaluate(root, settings, detector, raw_reader, outcomes, in_folds, scale)
         for name, items in outcomes.items():
             for outcome in items:
                 if outcome.best is None or not outcome.best.candidates:
@@ -245,18 +255,26 @@ def choose_format_weight(exact_reads: dict[float, int]) -> float:
 
 
 def calibrate(
-    roots: list[Path], settings: Settings, out: Path, sources: Sequence[UnseenReads] = ALL_IMAGES
+    roots: list[Path],
+    settings: Settings,
+    out: Path,
+    sources: Sequence[UnseenReads] = ALL_IMAGES,
+    scales: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """Fit the configured engine's format weight and confidence model on the reads of `sources` (by
-    default every image, by the configured recogniser) and write them into `out`; the written entry."""
+    default every image, by the configured recogniser), at each of `scales` (the images also shrunk, as
+    cameras of less resolution take them: the model learns how much less sure small plates are; the
+    format weight is chosen on the reads at full size), and write them into `out`; the written entry."""
     for root in roots:
         dataset_folders(root)  # a clear error before minutes of work
     if any(source.model_file is not None for source in sources) and settings.ocr_engine != "ppocr":
         raise InputError("unseen reads with a recogniser file need the ppocr engine")
+    if 1.0 not in scales or not all(0 < scale <= 1 for scale in scales):
+        raise InputError(f"the scales to read at lie in (0, 1] and include 1 (full size), got {list(scales)}")
     detector = remembering_detector()  # each image detected once, not once a pass; built only if needed
-    collected = {weight: collect(roots, settings, weight, sources, detector) for weight in FORMAT_WEIGHTS}
+    collected = {weight: collect(roots, settings, weight, sources, detector, scales) for weight in FORMAT_WEIGHTS}
     default_file = bundled_model_path(settings.ocr_model) if settings.ocr_engine == "ppocr" else None
-    exact = {weight: int(reads.y.sum()) for weight, reads in collected.items()}
+    exact = {weight: int(reads.y[at_full_size(reads)].sum()) for weight, reads in collected.items()}
     weight = choose_format_weight(exact)
     x, y, sets, images = collected[weight]
     model = replace(Calibration.fit(x, y), format_weight=weight)
@@ -273,6 +291,7 @@ def calibrate(
         "exact_reads_by_format_weight": {f"{w:g}": n for w, n in exact.items()},
         "fitted_on": sorted({str(r) for r in roots}),
         "reads": [source.describe(default_file) for source in sources],
+        "scales": sorted(scales, reverse=True),
         "images": int(len(y)),
         "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence], images),
     }

@@ -48,6 +48,14 @@ def _scale(text: str) -> float:
     return value
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    """`--scales 1,0.5,0.35`: factors in (0, 1], 1 among them."""
+    scales = tuple(_scale(part) for part in text.split(","))
+    if 1.0 not in scales:
+        raise argparse.ArgumentTypeError(f"the scales must include 1 (the images at their own size), got {text}")
+    return tuple(sorted(set(scales), reverse=True))
+
+
 MAX_STATUS_INTERVAL_S = 24 * 3600.0
 """`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
 
@@ -217,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--unseen-reads", type=_unseen_reads, action="append", metavar="FILE:FOLDS",
         help="fit on reads of images a recogniser never trained on: its ONNX file and those folds "
         "(e.g. a model from `alpr train-ocr --folds 2,3,4`:0,1), or default:0 for the configured one; repeatable",
+    )  # fmt: skip
+    calibrate.add_argument(
+        "--scales", type=_scales, default=(1.0,),
+        help="also read each image shrunk by these factors (e.g. 1,0.5,0.35; 1 must be among them), so the fit"
+        " learns how sure a reader may be of smaller plates (the shipped fit's: README, Confidence)",
     )  # fmt: skip
     _add_engine_flags(calibrate)
 

@@ -212,7 +212,7 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
             "is overconfident on a camera's; the shipped fit uses --unseen-reads (README, Confidence)",
             file=sys.stderr,
         )
-    model = fit(args.datasets, settings, out, args.unseen_reads or ALL_IMAGES)
+    model = fit(args.datasets, settings, out, args.unseen_reads or ALL_IMAGES, args.scales)
     print(f"{ocr_settings(settings).engine_key}: fitted on {model['images']} reads; weights {model['weights']}, "
           f"bias {model['bias']}, format weight {model['format_weight']} (exact reads by weight: "
           f"{model['exact_reads_by_format_weight']}) -> {out}")  # fmt: skip

@@ -2,7 +2,8 @@
 data (`ocr_worker/calibration.json`): a confidence that means something (the probability that a
 reading is exactly right, from a logistic model over a few features of the ranked candidates: the
 reading's per-character confidence, its least sure character, its margin over the next reading,
-whether it fits a plate format, its length against the region's), and the recogniser's format
+whether it fits a plate format, its length against the region's, how far the plate's crop falls short
+of the recogniser's full resolution), and the recogniser's format
 weight, which the reader (ocr_worker/core.py) applies to the region's template penalty before
 ranking. Without a fit, confidences stay as the engine's and templates count in full."""
 
@@ -23,8 +24,17 @@ from common.errors import ConfigError
 from common.types import PlateCandidate
 from ocr_worker.formats import Reading
 
-FEATURES = ("logit_confidence", "margin", "format_match", "length_gap", "logit_weakest_character")
-"""What the model sees of a candidate, in order."""
+FEATURES = (
+    "logit_confidence", "margin", "format_match", "length_gap", "logit_weakest_character", "log_short_height",
+)  # fmt: skip
+"""What a model may see of a candidate, in order. A model weighs those it was fitted on (calibration.json
+names them), so one fitted before a feature was added goes on without it."""
+
+FULL_HEIGHT_PX = 48
+"""A plate crop this many pixels tall or taller is read at the recogniser's full resolution (its input
+is 48 pixels tall); `log_short_height` is log(height / FULL_HEIGHT_PX) below it, 0 above. How far short
+of it a plate falls tells how much its reading guessed (`alpr eval --scale`: US photos read 98% at
+their size, 61% at a third of it)."""
 
 CALIBRATION_FILE = "calibration.json"
 """The fitted models, keyed by engine (`ppocr-v4`, `ppocr-v6`, `tesseract`), in this package."""
@@ -44,8 +54,9 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def features(readings: Sequence[Reading], index: int, typical_length: float) -> list[float]:
-    """The features of reading `index` among the ranked `readings`."""
+def features(readings: Sequence[Reading], index: int, typical_length: float, height_px: float) -> list[float]:
+    """The features (FEATURES, in order) of reading `index` among the ranked `readings` of a crop
+    `height_px` pixels tall."""
     candidate = readings[index].candidate
     score = len(candidate.text) * math.log(min(max(candidate.confidence, 1e-4), 1 - 1e-4))
     others = [
@@ -60,29 +71,40 @@ def features(readings: Sequence[Reading], index: int, typical_length: float) -> 
         1.0 if candidate.matches_format else 0.0,
         abs(len(candidate.text) - typical_length),
         _logit(readings[index].weakest_character),
+        math.log(min(max(height_px, 1.0), FULL_HEIGHT_PX) / FULL_HEIGHT_PX),
     ]
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(right) = sigmoid(weights . features + bias), and the format weight the fit was made with."""
+    """P(right) = sigmoid(weights . features + bias) over the features `names` (of FEATURES), and the
+    format weight the fit was made with."""
 
     weights: tuple[float, ...]
     bias: float
     format_weight: float = 1.0
+    names: tuple[str, ...] = FEATURES
 
     def __post_init__(self) -> None:
-        if len(self.weights) != len(FEATURES):
-            raise ValueError(f"a confidence model weighs {len(FEATURES)} features, got {len(self.weights)} weights")
+        if unknown := [name for name in self.names if name not in FEATURES]:
+            raise ValueError(f"a confidence model weighs only features of {FEATURES}, not {unknown}")
+        if len(self.weights) != len(self.names):
+            raise ValueError(f"a confidence model weighs {len(self.names)} features, got {len(self.weights)} weights")
 
     def probability(self, x: Sequence[float]) -> float:
-        z = self.bias + sum(w * v for w, v in zip(self.weights, x, strict=True))
+        """P(right) of a read whose features (all of FEATURES, in order) are `x`."""
+        if len(x) != len(FEATURES):
+            raise ValueError(f"a read has {len(FEATURES)} features, got {len(x)}")
+        z = self.bias + sum(w * x[FEATURES.index(name)] for w, name in zip(self.weights, self.names, strict=True))
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
 
-    def apply(self, readings: Sequence[Reading], typical_length: float) -> list[PlateCandidate]:
-        """The readings' candidates, in the same order, each with its probability of being right."""
+    def apply(self, readings: Sequence[Reading], typical_length: float, height_px: float) -> list[PlateCandidate]:
+        """The readings' candidates (of a crop `height_px` tall), in the same order, each with its
+        probability of being right."""
         return [
-            replace(r.candidate, confidence=round(self.probability(features(readings, i, typical_length)), 4))
+            replace(
+                r.candidate, confidence=round(self.probability(features(readings, i, typical_length, height_px)), 4)
+            )
             for i, r in enumerate(readings)
         ]
 
@@ -113,16 +135,20 @@ def _entries(path: Path | None) -> dict[str, dict[str, Any]]:
     return dict(json.loads((path or calibration_path()).read_text())["models"])
 
 
+LEGACY_FEATURES = FEATURES[:5]
+"""What a model of a file that does not name its features was fitted on (the five of earlier versions)."""
+
+
 def _model(key: str, entry: dict[str, Any]) -> Calibration:
-    """One engine's model, refused with what to do when it was fitted on other features."""
-    fitted_on = entry.get("features")
-    stale = list(fitted_on) != list(FEATURES) if fitted_on else len(entry["weights"]) != len(FEATURES)
-    if stale:
+    """One engine's model, refused with what to do when it was fitted on features this version does not
+    compute (one fitted on fewer of them weighs those)."""
+    fitted_on = tuple(entry.get("features") or LEGACY_FEATURES)
+    if not set(fitted_on) <= set(FEATURES) or len(entry["weights"]) != len(fitted_on):
         raise ConfigError(
-            f"the confidence model for {key} was fitted on {fitted_on or str(len(entry['weights'])) + ' features'}, "
+            f"the confidence model for {key} was fitted on {list(fitted_on)} ({len(entry['weights'])} weights), "
             f"this version reads {', '.join(FEATURES)}: fit it again with `alpr calibrate`"
         )
-    return Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)))
+    return Calibration(tuple(entry["weights"]), entry["bias"], float(entry.get("format_weight", 1.0)), fitted_on)
 
 
 def load_calibrations(path: Path | None = None) -> dict[str, Calibration]:

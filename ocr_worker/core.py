@@ -133,20 +133,22 @@ class PlateReader:
             choices = {i: self._tesseract.recognize(binary) for i, binary in zip(legible, binaries, strict=True)}
         ranked = max(self.settings.max_candidates, defaults.OCR_MAX_CANDIDATES)  # as calibrate read them: a
         return [  # list cut to one first had no rival to weigh its margin by, and misreads rose over 0.85
-            self.finish(rank_candidates(choices[i], self.formats, ranked))[: self.settings.max_candidates]
+            self.finish(rank_candidates(choices[i], self.formats, ranked), crops_bgr[i].shape[0])[
+                : self.settings.max_candidates
+            ]
             if i in choices
             else []
             for i in range(len(crops_bgr))
         ]
 
-    def finish(self, readings: list[Reading]) -> list[PlateCandidate]:
-        """One crop's ranked readings as candidates, their confidence calibrated when a fit is in use;
-        those shorter than any of the region's plates at most TOO_SHORT_MAX_CONFIDENCE and ranked after
+    def finish(self, readings: list[Reading], height_px: float) -> list[PlateCandidate]:
+        """One crop's (`height_px` tall) ranked readings as candidates, their confidence calibrated when a
+        fit is in use; those shorter than any of the region's plates at most TOO_SHORT_MAX_CONFIDENCE and ranked after
         the rest (B12 at 0.88 capped to 0.2 stayed the best read before AB123 at 0.6, a review)."""
         if self.calibration is None:
             candidates = [reading.candidate for reading in readings]
         else:
-            candidates = self.calibration.apply(readings, self.formats.typical_length)
+            candidates = self.calibration.apply(readings, self.formats.typical_length, height_px)
         whole = [c for c in candidates if len(c.text) >= self.formats.min_length]
         short = [capped(c, TOO_SHORT_MAX_CONFIDENCE) for c in candidates if len(c.text) < self.formats.min_length]
         return whole + short  # a reading that may be the whole plate before any that cannot, each in its order

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import alpr.calibrate as calibrate_module
+from alpr.cli import build_parser
 from common.config import Settings
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
 from ocr_worker.core import PlateReader
@@ -30,7 +31,9 @@ def test_the_weight_with_most_exact_reads_is_chosen(exact, chosen):
 def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
 
-    def collect(roots, settings, weight, sources, detector):  # more exact reads at 0.5; confidence predicts exactness
+    def collect(
+        roots, settings, weight, sources, detector, scales
+    ):  # more exact reads at 0.5; confidence predicts exactness
         assert not isinstance(detector, calibrate_module.PlateDetector)  # a factory: nothing built for crops
         right = 140 if weight == 0.5 else 120
         y = np.array([1.0] * right + [0.0] * (200 - right))
@@ -78,6 +81,29 @@ def test_collect_gives_the_features_of_the_read_each_image_ends_with(datasets_di
     assert np.allclose(x[:, 0], [np.log(p / (1 - p)) for p in confidences])
 
 
+def test_collect_also_reads_each_image_shrunk_and_names_those_reads_by_their_scale(datasets_dir, tmp_path, settings):
+    """`--scales`: each image is read again shrunk (as `alpr eval --scale` does), in a set of its own, so
+    the fit sees smaller plates; its crops fall short of the recogniser's height, the originals do not."""
+    from tests.alpr.test_evaluation import copy_subset
+
+    copy_subset(datasets_dir / "openalpr-endtoend" / "us", tmp_path / "sets" / "us", 6)
+    reads = calibrate_module.collect([tmp_path / "sets"], settings, 0.2, scales=(1.0, 0.3))
+    full = calibrate_module.at_full_size(reads)
+    assert {s for s, f in zip(reads.sets, full, strict=True) if not f} == {"us@0.3"} and full.sum() >= 5
+    assert sorted(reads.images) == sorted(2 * [n for n, f in zip(reads.images, full, strict=True) if f])
+    height = reads.x[:, FEATURES.index("log_short_height")]
+    assert height[~full].mean() < height[full].mean() <= 0 and height[~full].max() < 0
+    assert reads.y[~full].sum() <= reads.y[full].sum()
+
+
+@pytest.mark.parametrize("text", ["0.5", "1,0", "1,2", "1,x"])
+def test_the_scales_to_calibrate_at_include_full_size_and_lie_in_zero_to_one(text, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["calibrate", "sets", "--scales", text])
+    assert "--scales" in capsys.readouterr().err
+    assert build_parser().parse_args(["calibrate", "sets", "--scales", "0.5,1,0.5"]).scales == (1.0, 0.5)
+
+
 def test_a_plate_the_frame_cuts_at_its_side_is_fitted_on_the_recognisers_own_confidence(
     datasets_dir, tmp_path, settings
 ):
@@ -111,7 +137,7 @@ def test_the_format_weights_passes_share_one_detection_of_each_image(datasets_di
 
 
 def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_path, settings):
-    """On real plate crops: the row's last feature is the least sure character of the top reading, as
+    """On real plate crops: the row's logit_weakest_character is the least sure character of the top reading, as
     the reader's own steps give it (line found, recognised, ranked)."""
     from ocr_worker.core import OcrSettings
     from ocr_worker.formats import rank_candidates
@@ -130,7 +156,8 @@ def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_p
     choices = reader._ppocr.recognize_batch(lines)
     weakest = [rank_candidates(c, reader.formats, settings.ocr_max_candidates)[0].weakest_character for c in choices]
     clamped = np.clip(weakest, 1e-4, 1 - 1e-4)
-    assert x.shape[0] == len(names) and np.allclose(x[:, -1], np.log(clamped / (1 - clamped)), atol=1e-6)
+    weakest_column = x[:, FEATURES.index("logit_weakest_character")]
+    assert x.shape[0] == len(names) and np.allclose(weakest_column, np.log(clamped / (1 - clamped)), atol=1e-6)
     assert min(weakest) < 0.95 < max(weakest)  # the crops differ in it: a real signal, not a constant
 
 
@@ -189,7 +216,7 @@ def test_fitting_the_plate_recogniser_on_every_image_is_noted(tmp_path, monkeypa
 
     sources_seen = []
 
-    def fit(roots, settings, out, sources):
+    def fit(roots, settings, out, sources, scales):
         sources_seen.append(sources)
         return {"images": 1, "weights": [0.0] * len(FEATURES), "bias": 0.0, "format_weight": 0.2,
                 "exact_reads_by_format_weight": {}, "cross_validation": {}}  # fmt: skip

@@ -22,11 +22,11 @@ from ocr_worker.formats import Reading
 def test_a_fit_recovers_the_probability_behind_the_data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURES)))
-    truth = np.array([1.5, 0.5, 0.0, -1.0, 0.8])
+    truth = np.array([1.0, 0.5, 0.0, -0.7, 0.6, 0.4])
     y = (rng.random(4000) < 1 / (1 + np.exp(-(x @ truth - 0.3)))).astype(float)
     model = Calibration.fit(x, y)
     assert np.allclose(model.weights, truth, atol=0.2) and abs(model.bias + 0.3) < 0.2
-    assert 0 < model.probability([-30, 0, 0, 30, 0]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0, 0]) < 1
+    assert 0 < model.probability([-30, 0, 0, 30, 0, 0]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0, 0, 0]) < 1
 
 
 def test_calibrated_candidates_keep_their_order_and_texts():
@@ -34,9 +34,9 @@ def test_calibrated_candidates_keep_their_order_and_texts():
         Reading(PlateCandidate("ABC1234", 0.97, "LLLDDDD"), 0.9),
         Reading(PlateCandidate("ABC1Z34", 0.80, None), 0.3),
     ]
-    assert features(candidates, 0, 7.0)[1] > 0 > features(candidates, 1, 7.0)[1]  # margin over the other
-    model = Calibration((1.0, 0.5, 0.5, -0.5, 0.5), -1.0)
-    calibrated = model.apply(candidates, 7.0)
+    assert features(candidates, 0, 7.0, 60.0)[1] > 0 > features(candidates, 1, 7.0, 60.0)[1]  # margin over the other
+    model = Calibration((1.0, 0.5, 0.5, -0.5, 0.5, 1.0), -1.0)
+    calibrated = model.apply(candidates, 7.0, 60.0)
     assert [c.text for c in calibrated] == ["ABC1234", "ABC1Z34"]
     assert calibrated[0].confidence > calibrated[1].confidence and calibrated[0].format_name == "LLLDDDD"
 
@@ -44,7 +44,8 @@ def test_calibrated_candidates_keep_their_order_and_texts():
 @pytest.mark.parametrize("key", ["ppocr-plate", "ppocr-v4", "ppocr-v6", "tesseract"])
 def test_the_shipped_file_has_a_model_per_recogniser(key):
     model = load_calibrations()[key]
-    assert len(model.weights) == len(FEATURES) and model.weights[0] > 0  # more confident, more often right
+    assert len(model.weights) == len(model.names) and set(model.names) <= set(FEATURES)
+    assert model.weights[0] > 0  # more confident, more often right
     assert model.format_weight in FORMAT_WEIGHTS
 
 
@@ -60,8 +61,8 @@ def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
     recogniser never trained on, a mean of 0.95 is no longer sure enough on its own: 0.99 is.)"""
     model = load_calibrations()["ppocr-plate"]
     rival = Reading(PlateCandidate("KPX4Z21", 0.90, None), 0.5)
-    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.95), rival], 7.0)[0]
-    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.55), rival], 7.0)[0]
+    plain = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.95), rival], 7.0, 60.0)[0]
+    doubtful = model.apply([Reading(PlateCandidate("KPX4721", 0.99, "LLLDDDD"), 0.55), rival], 7.0, 60.0)[0]
     assert model.weights[FEATURES.index("logit_weakest_character")] > 0
     assert doubtful.confidence < 0.85 <= plain.confidence
 
@@ -69,14 +70,40 @@ def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
 def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
-    with pytest.raises(ConfigError, match="ppocr-v4 was fitted on 4 features.*alpr calibrate"):
+    with pytest.raises(ConfigError, match=r"ppocr-v4 was fitted on .*\(4 weights\).*alpr calibrate"):
         load_calibrations(path)
     mixed = tmp_path / "mixed.json"  # one engine refitted, another's model from an older version
     renamed = [*FEATURES[:-1], "something_else"]
     mixed.write_text(json.dumps({"models": {
-        "ppocr-plate": {"features": list(FEATURES), "weights": [1, 0, 0, 0, 0], "bias": 0.0},
+        "ppocr-plate": {"features": list(FEATURES), "weights": [1, 0, 0, 0, 0, 0], "bias": 0.0},
         "tesseract": {"features": renamed, "weights": [1, 0, 0, 0, 0], "bias": 0.0},
     }}))  # fmt: skip
-    assert calibration_for("ppocr-plate", mixed) == Calibration((1, 0, 0, 0, 0), 0.0)
+    assert calibration_for("ppocr-plate", mixed) == Calibration((1, 0, 0, 0, 0, 0), 0.0)
     with pytest.raises(ConfigError, match="tesseract was fitted on .*something_else"):
         calibration_for("tesseract", mixed)
+
+
+def test_a_model_fitted_before_a_feature_was_added_weighs_the_ones_it_knows(tmp_path):
+    # calibration.json names each model's features: one fitted on the first five (tesseract's, say) goes
+    # on as it was, the plate's size unweighed; a file of an earlier version, naming none, had those five
+    path = tmp_path / "calibration.json"
+    five = list(FEATURES[:5])
+    path.write_text(json.dumps({"models": {
+        "tesseract": {"features": five, "weights": [1, 0, 0, 0, 0], "bias": 0.0},
+        "ppocr-v4": {"weights": [1, 0, 0, 0, 0], "bias": 0.0},
+    }}))  # fmt: skip
+    for key in ("tesseract", "ppocr-v4"):
+        model = load_calibrations(path)[key]
+        assert model.names == tuple(five)
+        small, large = (model.probability([2.0, 0, 0, 0, 0, height]) for height in (-2.0, 0.0))
+        assert small == large == pytest.approx(1 / (1 + np.exp(-2.0)))
+    with pytest.raises(ValueError, match="6 features"):
+        model.probability([2.0, 0, 0, 0, 0])
+
+
+def test_the_plate_crops_height_short_of_the_recognisers_counts_and_a_taller_one_does_not():
+    candidates = [Reading(PlateCandidate("ABC1234", 0.97, "LLLDDDD"), 0.9)]
+    height = FEATURES.index("log_short_height")
+    short, full, tall = (features(candidates, 0, 7.0, px)[height] for px in (12.0, 48.0, 300.0))
+    assert short == pytest.approx(np.log(12 / 48)) and full == tall == 0.0
+    assert features(candidates, 0, 7.0, 0.0)[height] == pytest.approx(np.log(1 / 48))  # never log(0)

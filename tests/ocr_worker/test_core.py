@@ -147,7 +147,7 @@ def test_a_reading_too_short_to_be_the_plate_ranks_after_one_that_may_be(setting
     reader = build_reader(settings, "eu", calibrated=False)
     readings = [Reading(PlateCandidate("B12", 0.88), 0.9), Reading(PlateCandidate("AB123", 0.6), 0.6),
                 Reading(PlateCandidate("B1", 0.5), 0.5), Reading(PlateCandidate("AB128", 0.3), 0.3)]  # fmt: skip
-    ranked = [(c.text, c.confidence) for c in reader.finish(readings)]
+    ranked = [(c.text, c.confidence) for c in reader.finish(readings, 60.0)]
     assert ranked == [("AB123", 0.6), ("AB128", 0.3), ("B12", TOO_SHORT_MAX_CONFIDENCE), ("B1", 0.2)]
 
 
