@@ -107,3 +107,13 @@ def test_the_plate_crops_height_short_of_the_recognisers_counts_and_a_taller_one
     short, full, tall = (features(candidates, 0, 7.0, px)[height] for px in (12.0, 48.0, 300.0))
     assert short == pytest.approx(np.log(12 / 48)) and full == tall == 0.0
     assert features(candidates, 0, 7.0, 0.0)[height] == pytest.approx(np.log(1 / 48))  # never log(0)
+
+
+def test_the_default_recognisers_model_trusts_the_same_reading_less_on_a_smaller_plate():
+    """Fitted on unseen reads of the photos at their size and shrunk (alpr calibrate --scales): a sure
+    reading of a crop 16 pixels tall is less likely right than the same of one 48 or more."""
+    model = load_calibrations()["ppocr-plate"]
+    assert model.names == FEATURES and model.weights[FEATURES.index("log_short_height")] > 0
+    readings = [Reading(PlateCandidate("KPX4721", 0.97, "LLLDDDD"), 0.9), Reading(PlateCandidate("KPX4Z21", 0.5), 0.3)]
+    small, full, large = (model.apply(readings, 7.0, px)[0].confidence for px in (16.0, 48.0, 200.0))
+    assert small < full == large
