@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from common import defaults
-from common.credentials import mask_url
+from common.credentials import MASK, mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
@@ -49,6 +49,17 @@ def is_stream_uri(uri: str) -> bool:
     return uri.lower().startswith(STREAM_SCHEMES)
 
 
+def masked_malformed(uri: str, prefix_end: int) -> str:
+    """A malformed stream URL (`uri[:prefix_end]` its broken scheme) with everything between that and its
+    last '@' taken for credentials: the user kept, the password masked. mask_url knows the broken forms
+    it can parse, and rtsp:!//admin:pw@host, a typo away from one, was shown whole (a fuzz test's find)."""
+    rest = uri[prefix_end:]
+    if "@" not in rest:
+        return uri
+    credentials, host = rest.rsplit("@", 1)
+    return f"{uri[:prefix_end]}{credentials.split(':', 1)[0]}:{MASK}@{host}"
+
+
 def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
@@ -65,6 +76,7 @@ def uri_syntax_problem(uri: str) -> str | None:
         return f"source {shown!r} contains control characters"
     if broken := BROKEN_STREAM_PREFIX.match(uri):
         name = broken["scheme"].lower()
+        shown = masked_malformed(uri, broken.end())
         return f"source {shown} looks like a malformed {name} URL: expected {name}://host/..."
     scheme = URL_LIKE_PREFIX.match(uri)
     if scheme is None or not uri[scheme.end() :].startswith("//"):
