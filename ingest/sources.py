@@ -60,6 +60,17 @@ def masked_malformed(uri: str, prefix_end: int) -> str:
     return f"{uri[:prefix_end]}{credentials.split(':', 1)[0]}:{MASK}@{host}"
 
 
+CREDENTIALS_LIKE = re.compile(r":\S*@")
+"""From a colon to the last '@' of a token: what a mistyped URL's credentials look like."""
+
+
+def masked_missing(shown: str) -> str:
+    """A source that is no URL and no file, with anything like credentials masked: rtsp!://admin:pw@host
+    or xrtsp//admin:pw@host, typos that neither parse as a URL nor mask_url recognises, were shown whole
+    as missing files. A real file's name is never shown so (gate:2024@night.mp4 is kept where it exists)."""
+    return CREDENTIALS_LIKE.sub(f":{MASK}@", shown)
+
+
 def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
@@ -119,9 +130,9 @@ def check_source(uri: str) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise InputError(f"source {shown} does not exist") from None
+        raise InputError(f"source {masked_missing(shown)} does not exist") from None
     except OSError as error:
-        raise InputError(f"source {shown} cannot be read: {error.strerror or error}") from None
+        raise InputError(f"source {masked_missing(shown)} cannot be read: {error.strerror or error}") from None
     if stat.S_ISDIR(mode):
         check_image_folder(path, shown)
     elif stat.S_ISREG(mode):
