@@ -15,13 +15,14 @@ NETWORK_SCHEMES = ("rtsps?", "rtmps?", "https?", "srt", "udp", "tcp", "rediss?",
 """Schemes whose broken forms (rtsp:/user:pw@host, rtsp//user:pw@host, http:user:pw@host) are masked too."""
 
 URL_CREDENTIALS = re.compile(
-    rf"(?P<scheme>\b(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:{'|'.join(NETWORK_SCHEMES)})(?::/{{0,2}}|//)))"
+    rf"(?P<scheme>\b(?:[A-Za-z][A-Za-z0-9+.-]*://|(?i:{'|'.join(NETWORK_SCHEMES)})(?::/{{0,2}}|//))|//(?=[^/\s:]*:))"
     r"(?P<user>[^/\s:]*)(?P<password>:\S*)?@"
 )
 """scheme://user:password@ (the password optional, running to the token's last '@', so a raw '/' or '@'
 in it is masked too, and the user may hold a raw '@' too: rtsp://admin@site:pw@host), and the broken
-forms of the network schemes: what masking rewrites. A path such as gate:2024@night.mp4 or
-C:/videos/a@b.mp4 is left alone."""
+forms of the network schemes, and user:password@ after any `//` (rtsp!://admin:pw@host and
+xrtsp//admin:pw@host, typos no scheme pattern knows, were shown whole): what masking rewrites. A path
+such as gate:2024@night.mp4 or C:/videos/a@b.mp4 is left alone."""
 
 QUERY_PASSWORD = re.compile(
     r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token)\w*|pwd|psw|pw|pass|passphrase|loginpas|auth"""

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from common import defaults
-from common.credentials import MASK, mask_url
+from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
@@ -49,28 +49,6 @@ def is_stream_uri(uri: str) -> bool:
     return uri.lower().startswith(STREAM_SCHEMES)
 
 
-def masked_malformed(uri: str, prefix_end: int) -> str:
-    """A malformed stream URL (`uri[:prefix_end]` its broken scheme) with everything between that and its
-    last '@' taken for credentials: the user kept, the password masked. mask_url knows the broken forms
-    it can parse, and rtsp:!//admin:pw@host, a typo away from one, was shown whole (a fuzz test's find)."""
-    rest = uri[prefix_end:]
-    if "@" not in rest:
-        return uri
-    credentials, host = rest.rsplit("@", 1)
-    return f"{uri[:prefix_end]}{credentials.split(':', 1)[0]}:{MASK}@{host}"
-
-
-CREDENTIALS_LIKE = re.compile(r":\S*@")
-"""From a colon to the last '@' of a token: what a mistyped URL's credentials look like."""
-
-
-def masked_missing(shown: str) -> str:
-    """A source that is no URL and no file, with anything like credentials masked: rtsp!://admin:pw@host
-    or xrtsp//admin:pw@host, typos that neither parse as a URL nor mask_url recognises, were shown whole
-    as missing files. A real file's name is never shown so (gate:2024@night.mp4 is kept where it exists)."""
-    return CREDENTIALS_LIKE.sub(f":{MASK}@", shown)
-
-
 def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
@@ -87,7 +65,6 @@ def uri_syntax_problem(uri: str) -> str | None:
         return f"source {shown!r} contains control characters"
     if broken := BROKEN_STREAM_PREFIX.match(uri):
         name = broken["scheme"].lower()
-        shown = masked_malformed(uri, broken.end())
         return f"source {shown} looks like a malformed {name} URL: expected {name}://host/..."
     scheme = URL_LIKE_PREFIX.match(uri)
     if scheme is None or not uri[scheme.end() :].startswith("//"):
@@ -130,9 +107,9 @@ def check_source(uri: str) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise InputError(f"source {masked_missing(shown)} does not exist") from None
+        raise InputError(f"source {shown} does not exist") from None
     except OSError as error:
-        raise InputError(f"source {masked_missing(shown)} cannot be read: {error.strerror or error}") from None
+        raise InputError(f"source {shown} cannot be read: {error.strerror or error}") from None
     if stat.S_ISDIR(mode):
         check_image_folder(path, shown)
     elif stat.S_ISREG(mode):

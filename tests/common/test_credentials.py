@@ -23,6 +23,11 @@ from common.credentials import MaskCredentials, mask_url
         ("http:admin:hunter2@cam/mjpeg", "http:admin:***@cam/mjpeg"),
         ("gate:2024@night.mp4 and C:/videos/a@b.mp4", "gate:2024@night.mp4 and C:/videos/a@b.mp4"),
         ("http://cam.local/a:b@c", "http://cam.local/a:b@c"),
+        # typos no scheme pattern knows: the credentials after a `//` (shown whole in "does not exist")
+        ("rtsp!://admin:hunter2@cam/s1", "rtsp!://admin:***@cam/s1"),
+        ("xrtsp//admin:hun/ter2@cam/s1", "xrtsp//admin:***@cam/s1"),
+        ("rtsp:!//admin:hunter2@cam/s1", "rtsp:!//admin:***@cam/s1"),
+        ("//server/share/a:b@c.mp4", "//server/share/a:b@c.mp4"),
         ("expected udp://host:port or udp://@:port", "expected udp://host:port or udp://@:port"),
         ("https://h/q?user=a&password=hunter2&x=1", "https://h/q?user=a&password=***&x=1"),
         ("host=db password='a b' user=x", "host=db password=*** user=x"),

@@ -229,7 +229,7 @@ def test_check_source_does_not_open_streams(uri):
         ("rtsp:!//admin:hunter2@10.0.0.5/s1", r"source rtsp:!//admin:\*\*\*@10.0.0.5/s1 looks like a malformed"),
         ("rtsp//x:y:hunter2@a@10.0.0.5/s1", r"source rtsp//x:\*\*\*@10.0.0.5/s1 looks like a malformed"),
         # typos that are no URL at all: taken for files that do not exist, and shown masked
-        ("rtsp!://admin:hunter2@10.0.0.5/s1", r"source rtsp!:\*\*\*@10.0.0.5/s1 does not exist"),
+        ("rtsp!://admin:hunter2@10.0.0.5/s1", r"source rtsp!://admin:\*\*\*@10.0.0.5/s1 does not exist"),
         ("xrtsp//admin:hunter2@10.0.0.5/s1", r"source xrtsp//admin:\*\*\*@10.0.0.5/s1 does not exist"),
         ("ftp://admin:hunter2@10.0.0.5/clip.mp4", r"ftp://admin:\*\*\*@10.0.0.5/clip.mp4: unsupported URL scheme"),
         ("rtsp://admin:hunter2@/s1", r"rtsp://admin:\*\*\*@/s1 has no host"),
