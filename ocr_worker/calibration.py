@@ -90,12 +90,13 @@ class Calibration:
             raise ValueError(f"a confidence model weighs only features of {FEATURES}, not {unknown}")
         if len(self.weights) != len(self.names):
             raise ValueError(f"a confidence model weighs {len(self.names)} features, got {len(self.weights)} weights")
+        object.__setattr__(self, "_columns", tuple(FEATURES.index(name) for name in self.names))
 
     def probability(self, x: Sequence[float]) -> float:
         """P(right) of a read whose features (all of FEATURES, in order) are `x`."""
         if len(x) != len(FEATURES):
             raise ValueError(f"a read has {len(FEATURES)} features, got {len(x)}")
-        z = self.bias + sum(w * x[FEATURES.index(name)] for w, name in zip(self.weights, self.names, strict=True))
+        z = self.bias + sum(w * x[i] for w, i in zip(self.weights, self._columns, strict=True))  # type: ignore[attr-defined]
         return 1 / (1 + math.exp(-max(-30.0, min(30.0, z))))
 
     def apply(self, readings: Sequence[Reading], typical_length: float, height_px: float) -> list[PlateCandidate]:
