@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from common.sighting_log import (
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
-from sighting_worker.grouping import MAX_TEXT_DISTANCE
+from sighting_worker.grouping import CENTER_SHIFT_FLOOR_WIDTHS, MAX_CENTER_SHIFT, MAX_SHIFT_WIDTHS, MAX_TEXT_DISTANCE
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,30 @@ class GroupResult:
 
 Passes = dict[str, list[list[float]]]
 """Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times, when
-the pass last met a read (wall clock), in seconds, and the distance of the nearest match alerted on in
-it (absent in state saved before it was kept: taken as exact)."""
+the pass last met a read (wall clock), in seconds, the distance of the nearest match alerted on in it
+(absent in state saved before it was kept: taken as exact), then where the pass's newest read was:
+its capture time, box centre x, y and box width (pixels; absent in state saved before it was kept)."""
+
+NEAREST, WHERE = 3, 4
+"""Indices in a pass: the nearest match's distance; the newest read's [capture time, x, y, width]."""
+
+
+def note_where(span: list[float], seen: Observation) -> None:
+    """Remember the read's box in the pass when it is the pass's newest read met so far."""
+    if len(span) <= NEAREST:
+        span.append(0.0)
+    if len(span) <= WHERE or seen.captured_at_s >= span[WHERE]:
+        span[WHERE:] = [seen.captured_at_s, *seen.center_xy, seen.width_px]
+
+
+def within_reach(span: list[float], seen: Observation) -> bool:
+    """Whether the read's box lies where the pass's newest read's car could have gone by then, by the
+    grouping's own allowance (sighting_worker/grouping.py); True when the pass kept no box."""
+    if len(span) <= WHERE:
+        return True
+    at_s, x, y, width_px = span[WHERE : WHERE + 4]
+    allowed = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + MAX_CENTER_SHIFT * abs(seen.captured_at_s - at_s))
+    return math.dist(seen.center_xy, (x, y)) <= allowed * max(width_px, seen.width_px, 1.0)
 
 
 def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
@@ -243,7 +266,7 @@ class SightingStage:
             sure = seen.confidence >= self.settings.read_min_confidence
             matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s)
             for match in matches:
-                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, alerting=sure) or not sure:
+                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, sure, seen) or not sure:
                     continue
                 alerts.append(
                     self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
@@ -254,18 +277,24 @@ class SightingStage:
     def hold_open(self, alerted: Passes, seen: Observation, matched: set[str]) -> None:
         """A read too far from a listed plate to match it, but near enough for the tracker to take it for
         the same car (a misread, half the plate hidden), widens that plate's open pass, never alerting:
-        a listed plate unread for longer than the gap is still one pass. Only the passes alerted on are
+        a listed plate unread for longer than the gap is still one pass. As for the tracker, such a read
+        continues the pass only within the sighting gap of it and where its car could have gone since
+        the pass's newest read: widened within ALPR_ALERT_REPEAT_S and anywhere in view, an unlisted
+        car two characters off parked in view (KPX4799 for KPX4721), read every 20 s, held the pass
+        open for minutes, and the listed car's next pass raised no alert. Only the passes alerted on are
         looked at (a few), not the whole watch-list."""
         for key, spans in alerted.items():
             if key in matched or plate_distance(seen.text, key.split(":", 1)[1]) > MAX_TEXT_DISTANCE:
                 continue
             for span in spans:
                 if (
-                    seen.captured_at_s - self.settings.pass_gap_s <= span[1]
-                    and span[0] <= seen.captured_at_s + self.settings.pass_gap_s
+                    seen.captured_at_s - self.settings.gap_s <= span[1]
+                    and span[0] <= seen.captured_at_s + self.settings.gap_s
+                    and within_reach(span, seen)
                 ):
                     span[0], span[1] = min(span[0], seen.captured_at_s), max(span[1], seen.captured_at_s)
                     span[2] = time.time()
+                    note_where(span, seen)
 
     def group(
         self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker
@@ -310,11 +339,17 @@ class SightingStage:
         ]
 
     def seen_in_pass(
-        self, alerted: Passes, match: WatchMatch, first_s: float, last_s: float, alerting: bool = True
+        self,
+        alerted: Passes,
+        match: WatchMatch,
+        first_s: float,
+        last_s: float,
+        alerting: bool = True,
+        read: Observation | None = None,
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
         the pass, give or take the pass gap: the sighting gap, or ALPR_ALERT_REPEAT_S when longer) with a
-        match as near; the pass is widened to hold it. With
+        match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
         `alerting` (a sure read, or a sighting: this will be alerted on), a new pass begins where none
         holds it, and a nearer match in a pass is alerted on again (a misread KPX4727 raised the pass's
         alert for KPX4721: the exact reads after it confirm it instead of being silenced). Reads may come
@@ -323,13 +358,17 @@ class SightingStage:
         for span in passes:
             if first_s - self.settings.pass_gap_s <= span[1] and span[0] <= last_s + self.settings.pass_gap_s:
                 span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
-                nearest = span[3] if len(span) > 3 else 0.0
+                if read is not None:
+                    note_where(span, read)
+                nearest = span[NEAREST] if len(span) > NEAREST else 0.0
                 if alerting and match.distance < nearest:
-                    span[3:] = [match.distance]
+                    span[NEAREST] = match.distance
                     return False
                 return True
         if alerting:
             passes.append([first_s, last_s, time.time(), match.distance])
+            if read is not None:
+                note_where(passes[-1], read)
         return False
 
     @staticmethod

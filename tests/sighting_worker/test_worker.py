@@ -277,6 +277,37 @@ def test_a_listed_plate_misread_for_longer_than_the_gap_is_still_one_pass(chain,
     assert len(table(pool, "SELECT 1 FROM sightings")) == 1
 
 
+@pytest.mark.parametrize(
+    ("every_s", "parked_x"),
+    [(20.0, 180.0), (1.5, 1000.0)],
+    ids=["read-every-20s-where-the-listed-car-stood", "read-within-the-gap-elsewhere-in-view"],
+)
+def test_an_unlisted_lookalike_parked_in_view_does_not_silence_the_listed_cars_next_pass(
+    chain, redis_url, every_s, parked_x
+):
+    """KPX4799, two characters from the listed KPX4721 (no match at distance 1), parked in view for
+    five minutes: its reads held the listed plate's pass open (any read within ALPR_ALERT_REPEAT_S,
+    anywhere), and the listed car, back 5.6 minutes later, raised no alert. A misread holds a pass
+    only within the sighting gap and the car's reach, as the tracker would join it."""
+    pool, settings = chain
+    start_s = time.time() - 400
+    at = [start_s + 0.2 * k for k in range(5)]
+    at += [start_s + every_s * k for k in range(1, int(330 / every_s) + 1)]
+    at += [start_s + 340 + 0.2 * k for k in range(5)]
+    frames = []
+    for index, at_s in enumerate(sorted(at)):
+        listed = at_s < start_s + 1 or at_s >= start_s + 340
+        x = 100 + 30 * (index % 5) if listed else parked_x
+        frames.append((frame(index, at_s), [plate("KPX4721" if listed else "KPX4799", x)]))
+    log_frames(pool, frames)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    for _ in range(3):
+        stage.poll()
+    assert [p for (p,) in table(pool, "SELECT plate FROM sightings WHERE plate = 'KPX4721'")] == ["KPX4721"] * 2
+    alerts = table(pool, "SELECT body->>'plate' FROM alerts ORDER BY (body->>'captured_at_s')::float")
+    assert alerts == [("KPX4721",), ("KPX4721",)]  # one per pass
+
+
 def test_an_alert_whose_job_could_not_be_queued_is_due_at_once_not_half_a_minute_later(
     chain, redis_url, redis_server, postgres_url
 ):
