@@ -42,6 +42,9 @@ URL_LIKE_PREFIX = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")
 BROKEN_STREAM_PREFIX = re.compile(rf"^(?P<scheme>{'|'.join(SUPPORTED_SCHEME_NAMES)})(?!://)(?::|//)", re.IGNORECASE)
 """A supported scheme's name followed by `:` or `//` but not `://`: rtsp//host, rtsp:/host, http:host."""
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+MAX_SOURCE_FPS = 1000.0
+"""A video's stated frame rate is used from defaults.MIN_SAMPLE_FPS up to this; outside it, the video
+states no usable rate (its frames are timed at the sample rate)."""
 
 
 def is_stream_uri(uri: str) -> bool:
@@ -140,8 +143,20 @@ def check_image_folder(folder: Path, shown: str) -> None:
         raise InputError(f"image folder {shown} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
-def check_video_file(path: Path, shown: str) -> None:
-    """The file is not empty, can be read, and OpenCV opens it and decodes its first frame."""
+def stated_size_problem(capture: cv2.VideoCapture, max_pixels: int) -> str | None:
+    """Why the frames an opened video or stream states (its width and height, known once opened) are
+    refused (more than `max_pixels`), or None, also when it states none. Checked before any frame is
+    decoded: a 3 MB video of 16000 x 16000 frames took 1.9 GB a frame to find each one too large, and
+    three cameras on it took an ingest node past 5 GB."""
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width <= 0 or height <= 0:
+        return None
+    return pixels_problem(width, height, max_pixels)
+
+
+def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
+    """The file is not empty, can be read, and OpenCV opens it, its frames are within `max_pixels`, and
+    it decodes its first frame."""
     try:
         with path.open("rb") as video:
             first_bytes = video.read(1)
@@ -153,6 +168,8 @@ def check_video_file(path: Path, shown: str) -> None:
     try:
         if not capture.isOpened():
             raise InputError(f"cannot open video (corrupt or unsupported): {shown}")
+        if problem := stated_size_problem(capture, max_pixels):
+            raise InputError(f"video {shown} has frames of {problem}")
         decoded, image = capture.read()
         if not decoded or image is None:
             raise InputError(f"no frame could be decoded from {shown} (truncated or corrupt video)")
@@ -321,8 +338,13 @@ class VideoSource(FrameSource):
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             raise InputError(f"{what}: {mask_url(uri)}")
+        if problem := stated_size_problem(self.capture, max_pixels):
+            self.capture.release()
+            raise InputError(f"{'stream' if self.is_stream else 'video'} {mask_url(uri)} has frames of {problem}")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
-        self.source_fps = fps if 0 < fps <= 1000 else 0.0
+        # a rate under one frame an hour is no rate: a header stating 1e-9 frames/s dated the second frame
+        # 31 years on (real time: the camera waited for it; recorded footage: dates past the year 9999)
+        self.source_fps = fps if defaults.MIN_SAMPLE_FPS <= fps <= MAX_SOURCE_FPS else 0.0
         self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
         self.stream_lag = StreamLag()
 
@@ -390,8 +412,8 @@ class VideoSource(FrameSource):
         return stamp_ms / 1000 if math.isfinite(stamp_ms) and stamp_ms >= 0 else None
 
     def retrieve(self, index: int, time_s: float) -> SampledFrame | UnreadFrame:
-        """The frame just grabbed, decoded; unread when it does not decode or has too many pixels (a
-        decoded frame's size is known only once decoded)."""
+        """The frame just grabbed, decoded; unread when it does not decode or has too many pixels (the
+        video stated frames within the limit when opened, but this one is larger)."""
         what = f"frame {index} of {mask_url(self.uri)}"
         ok, image = self.capture.retrieve()
         if not ok or image is None:

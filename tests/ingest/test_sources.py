@@ -328,13 +328,56 @@ def make_folder(tmp_path: Path, broken: int) -> Path:
     return folder
 
 
-def test_video_frames_over_the_pixel_limit_are_unread_and_noted(demo_clip):
-    """Decoded frames (1280x720) over the limit: each sampled one is yielded as too large, none as a frame."""
-    source = open_source(str(demo_clip[0]), sample_fps=5.0, max_pixels=1280 * 720 - 1)
+def test_a_video_stating_frames_over_the_pixel_limit_is_refused_before_any_frame_is_decoded(demo_clip):
+    """Its width and height are known once it is opened: a 3 MB video of 16000 x 16000 frames took
+    1.9 GB a frame to find each one too large (three cameras on it: an ingest node past 5 GB)."""
+    from ingest.sources import check_video_file
+
+    limit = 1280 * 720 - 1
+    expected = "has frames of 1280x720 pixels, more than the limit of 921599"
+    with pytest.raises(InputError, match=expected):
+        open_source(str(demo_clip[0]), sample_fps=5.0, max_pixels=limit)
+    with pytest.raises(InputError, match=expected):
+        check_video_file(demo_clip[0], "clip.mp4", max_pixels=limit)
+    check_video_file(demo_clip[0], "clip.mp4", max_pixels=limit + 1)
+
+
+def test_video_frames_larger_than_the_video_stated_are_unread_and_noted(demo_clip):
+    """A frame decoded over the limit although the video stated frames within it when opened (here the
+    limit lowered after opening): each sampled one is yielded as too large, none as a frame."""
+    source = open_source(str(demo_clip[0]), sample_fps=5.0)
+    source.max_pixels = 1280 * 720 - 1
     samples = list(source.samples())
     assert len(samples) == source.expected_frames and samples[1].index == 2
     assert {(s.problem, s.detail) for s in samples} == {("too_large", "1280x720 pixels, more than the limit of 921599")}
     assert source.failure_count == len(samples) and "frame 0 of " in source.failures[0]
+
+
+def slow_header_video(path: Path, seconds_per_frame: int, frames: int = 5) -> Path:
+    """A real MJPEG AVI whose stream header states one frame per `seconds_per_frame` (dwScale/dwRate)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for index in range(frames):
+        writer.write(np.full((48, 64, 3), 40 * index, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    header = data.index(b"strh") + 8
+    struct.pack_into("<II", data, header + 20, seconds_per_frame, 1)  # dwScale, dwRate: rate = 1 / scale
+    main_header = data.index(b"avih") + 8
+    struct.pack_into("<I", data, main_header, 0xFFFFFFFF)  # dwMicroSecPerFrame: no rate there either
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("seconds_per_frame", "usable"), [(1_000_000_000, False), (7200, False), (600, True)])
+def test_a_video_stating_under_a_frame_an_hour_states_no_usable_rate(tmp_path, seconds_per_frame, usable):
+    """A header stating 1e-9 frames/s dated the second frame 31 years on: a camera played in real time
+    waited for it, and recorded footage was dated past the year 9999 (its camera failed with a frame
+    unrecorded). Under a frame an hour the frames are timed at the sample rate, as for no rate at all."""
+    video = slow_header_video(tmp_path / "slow.avi", seconds_per_frame)
+    source = open_source(str(video), sample_fps=5.0)
+    assert source.source_fps == pytest.approx(1 / seconds_per_frame if usable else 0.0)
+    times = [frame.source_time_s for frame in source.samples()]
+    assert times == pytest.approx([index * (seconds_per_frame if usable else 0.2) for index in range(5)])
 
 
 class FailingRetrieve:
