@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from alpr.folds import parse_folds
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
+from common import defaults
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
@@ -79,6 +80,18 @@ def _positive_at_most(maximum: float) -> Callable[[str], float]:
         return value
 
     return positive
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (`--max-jobs 0` ran one job a worker, endlessly
+    starting a new worker after each; a negative one ran one job)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text[:40]!r}")
+    return value
 
 
 YEAR_S = 365.25 * 24 * 3600
@@ -175,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
     worker.add_argument("stage", choices=("detect", "ocr", "redact", "sight", "alert"))
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    worker.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
     _add_engine_flags(worker)
     _add_chain_flags(worker)
     worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
@@ -184,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("action", choices=("upgrade", "prune"))
     database.add_argument("--database-url", help="postgresql://...")
     database.add_argument(
-        "--older-than-days", type=float, dest="retention_days",
+        "--older-than-days", type=_positive_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
         help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30)",
     )  # fmt: skip
     database.add_argument("--dry-run", action="store_true", help="prune: count the rows, delete nothing")

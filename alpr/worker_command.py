@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
                 signal.signal(signum, lambda *_: stop.set())
-        if stop.is_set() or args.burst or args.max_jobs:
+        if stop.is_set() or args.burst or args.max_jobs is not None:
             return 0
         wait_for_redis(connection, stop)
     return 0

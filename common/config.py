@@ -125,7 +125,7 @@ class Settings(BaseModel):
         defaults.KEEP_MAX_AGE_H, gt=0, description="Kept frames older than this are deleted by the redactor pool."
     )
     retention_days: float = Field(
-        defaults.RETENTION_DAYS, ge=0, le=36500,
+        defaults.RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
         description="Reads, sightings and frame records older than this are deleted by `alpr db prune` (0: kept).",
     )  # fmt: skip
     watch_max_distance: float = Field(

@@ -205,6 +205,9 @@ RETENTION_DAYS = 30.0
 Many cities' and states' rules on plate data set 30 days or less unless a record is evidence (an
 alert's reads and sighting are kept)."""
 
+MAX_RETENTION_DAYS = 36500.0
+"""The longest retention, ALPR_RETENTION_DAYS or `alpr db prune --older-than-days` (a century)."""
+
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 

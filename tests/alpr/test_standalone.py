@@ -294,6 +294,23 @@ def test_a_time_that_is_not_above_zero_is_refused_in_one_line(args, capsys):
     assert exited.value.code == 2 and "must be a number above 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["worker", "alert", "--burst", "--max-jobs", "0"], "must be 1 or more"),
+        (["worker", "alert", "--burst", "--max-jobs", "-5"], "must be 1 or more"),
+        (["worker", "alert", "--burst", "--max-jobs", "2.5"], "not a whole number"),
+        (["db", "prune", "--older-than-days", "0"], "must be a number above 0"),
+    ],
+)
+def test_a_count_or_age_no_run_can_mean_is_refused_in_one_line(args, says, capsys):
+    """`--max-jobs 0` ran a job a worker and started another without end (a negative one ran one job);
+    `alpr db prune --older-than-days 0` deleted nothing, exited 0 and blamed ALPR_RETENTION_DAYS."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_alpr_run_groups_the_reads_the_chain_logs_and_no_plate_found_but_not_read():
     """The chain logs only plates with a reading and its sighting pool groups those; `alpr run` fed the
     tracker unread plates too: they bridged gaps the chain splits at, and made sightings of no plate."""
