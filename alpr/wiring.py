@@ -191,7 +191,8 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
         if isinstance(receiver, MqttReceiver):
             plain, host = not receiver.uses_tls, receiver.host
         else:
-            plain, host = receiver.url.startswith("http://"), urlsplit(receiver.url).hostname
+            parts = urlsplit(receiver.url)  # the scheme in any case: HTTP:// is sent as plain http too
+            plain, host = parts.scheme == "http", parts.hostname
         if plain and host not in LOOPBACK_HOSTS:
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(

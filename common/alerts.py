@@ -5,6 +5,7 @@ validation error. The receivers are read from a YAML file (`load_receivers`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from pathlib import Path
@@ -41,7 +42,7 @@ MQTT_TLS_PORT = 8883
 """The broker port of MQTT over TLS: a receiver on it speaks TLS unless `tls: false` says otherwise (and
 the port of one with `tls: true` and no port of its own)."""
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 """Hosts to which plate text and credentials may go in the clear: this machine's own."""
 
 MQTT_WILDCARDS = frozenset("+#")
@@ -124,6 +125,22 @@ class MqttReceiver(ReceiverConfig):
     def uses_tls(self) -> bool:
         """Whether deliveries speak TLS: as `tls` says, else on port 8883 only."""
         return self.tls if self.tls is not None else self.port == MQTT_TLS_PORT
+
+    @field_validator("host")
+    @classmethod
+    def _name_or_address(cls, host: str) -> str:
+        """A host name or an IP address, an IPv6 one with or without its brackets (kept without: the
+        MQTT client could not resolve "[::1]" and every alert was retried for a day), never with a port
+        (mqtt.example:1883 failed the same way: the port goes in `port`)."""
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if bare != host or any(c in bare for c in ":[]"):  # brackets or colons: an IPv6 address
+            try:
+                return str(ipaddress.IPv6Address(bare))
+            except ValueError:
+                raise ValueError(
+                    "the host is a name or an IP address, without a port (the port goes in port:)"
+                ) from None
+        return bare
 
     @model_validator(mode="after")
     def _credentials_only_over_tls(self) -> MqttReceiver:

@@ -35,6 +35,9 @@ def frame_key(frame_id: str) -> str:
 NOT_AS_STORED = "not the frame stored at sampling"
 """A frame's record detail when the bytes under its key are not those its ingest node stored."""
 
+CROP_NOT_AS_STORED = "not the crop stored at detection"
+"""Why a plate crop is not read when the bytes under its key are not those its detector stored."""
+
 
 def jpeg_digest(data: bytes) -> str:
     """The SHA-256 a frame's JPEG is stored with (FrameRef.digest)."""
@@ -42,9 +45,10 @@ def jpeg_digest(data: bytes) -> str:
 
 
 def as_stored(digest: str | None, data: bytes) -> bool:
-    """Whether `data` is the JPEG the ingest node stored under a frame's key (no digest: a frame of an
-    earlier node, taken as it is). A frame swapped in the store between detection and redaction (one
-    with plates in place of one without) was kept with its plates sharp."""
+    """Whether `data` is the JPEG stored under a key with `digest`: a frame's by its ingest node, a plate
+    crop's by its detector (no digest: one of an earlier version, taken as it is). A frame swapped in
+    the store between detection and redaction (one with plates in place of one without) was kept with
+    its plates sharp; a crop swapped before OCR was logged as the frame's plate."""
     return digest is None or hmac.compare_digest(jpeg_digest(data), digest)
 
 

@@ -120,6 +120,12 @@ class PlateBox(Strict):
         True, description="inside the camera's region of interest: read and logged (every box is blurred)"
     )
     crop_key: str | None = Field(None, pattern=STORE_KEY_PATTERN, description="frame-store key of the plate crop")
+    crop_digest: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the crop's JPEG as the detector stored it: other bytes under its key are not"
+        " this plate (none: a job of a detector before it was kept)",
+    )
     at_side_edge: bool = Field(
         False, description="at the frame's left or right edge (common.geometry.at_side_edge): may be cut off"
     )

@@ -28,6 +28,7 @@ from common.frame_store import (
     decode_jpeg,
     encode_jpeg,
     frame_key,
+    jpeg_digest,
 )
 from common.jobs import (
     DetectedFrame,
@@ -160,12 +161,17 @@ class DetectStage:
             for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), inside.tolist(), strict=True)):
                 crop = geometry.crop(images[ref.key], box, self.crop_margin) if read[index] else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
+                digest = None
                 if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, defaults.CROP_JPEG_QUALITY)))
+                    digest = jpeg_digest(crops[-1][1])  # what the OCR pool must find under the key
                 edge = geometry.at_side_edge(box, images[ref.key].shape[1])
                 plates.append(
-                    PlateBox(box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key, at_side_edge=edge)
-                )
+                    PlateBox(
+                        box_xyxy=box, confidence=min(1.0, conf), in_roi=in_roi, crop_key=key, crop_digest=digest,
+                        at_side_edge=edge,
+                    )
+                )  # fmt: skip
             frames.append(DetectedFrame(frame=ref.timed("detect", per_frame_ms), plates=plates))
         self.store.put_many(crops)
         return frames

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.frame_log import FrameLog, ReadOutcome
-from common.frame_store import FrameStore, PixelBudget, decode_jpeg
+from common.frame_store import CROP_NOT_AS_STORED, FrameStore, PixelBudget, as_stored, decode_jpeg
 from common.jobs import FrameRef, OcrJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import PlateLog
@@ -63,8 +63,8 @@ class OcrStage:
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, OcrJob)
-        crop_keys = [p.crop_key for f in job.frames for p in f.plates if p.crop_key]
-        crops, unreadable = self.decode_crops(crop_keys)
+        digests = {p.crop_key: p.crop_digest for f in job.frames for p in f.plates if p.crop_key}
+        crops, unreadable = self.decode_crops(digests)
         logged: list[tuple[FrameRef, list[PlateRead]]] = []
         outcomes: list[ReadOutcome] = []
         at_side_edge: list[int] = []  # per frame, its reads of plates at the side edge (confidence capped)
@@ -94,12 +94,13 @@ class OcrStage:
         now = time.time()
         for (frame, reads), edge in zip(logged, at_side_edge, strict=True) if new else []:  # a job run again after
             if any(r.best for r in reads):  # its reads were logged counts nothing
-                self.metrics.end_to_end_seconds.observe(now - frame.captured_at_s)
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - frame.captured_at_s))  # footage read
+                # faster than it plays, or a host clock ahead, dates a frame after now: not a negative latency
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
             if edge:
                 self.metrics.side_edge_reads.labels(camera=self.metrics.camera(frame.camera_id)).inc(edge)
         self.metrics.frames_processed.labels(stage=self.name).inc(len(job.frames))
-        self.store.delete_many(crop_keys)
+        self.store.delete_many(list(digests))
         plates = sum(len(reads) for _, reads in logged)
         return StageResult(frames=len(job.frames), plates=plates, reads_logged=new)
 
@@ -115,17 +116,24 @@ class OcrStage:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(frame.camera_id), reason="unknown_region").inc()
         return "refused"
 
-    def decode_crops(self, keys: list[str]) -> tuple[dict[str, np.ndarray], set[str]]:
-        """Plate crops by key, and the keys of those there but not readable (not a JPEG, too large: a
-        frame's reads are then `corrupt`, not `expired` as they were); an expired crop is in neither."""
+    def decode_crops(self, digests: dict[str, str | None]) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Plate crops by key (`digests`: each crop's key and the SHA-256 its detector stored it with),
+        and the keys of those there but not readable (not a JPEG, too large, or other bytes than its
+        digest's: a crop swapped in the store was read and logged as the frame's plate; a frame's reads
+        are then `corrupt`, not `expired` as they were); an expired crop is in neither."""
         crops, budget = {}, PixelBudget()
-        stored = self.store.get_within_bounds(keys)  # each once, within the byte bounds
+        stored = self.store.get_within_bounds(list(digests))  # each once, within the byte bounds
         unreadable = stored.too_large | stored.over_budget
         for key in unreadable:
             log.warning("crop %s not read: %s", key[:120], stored.unread_reason(key))
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
         for key, data in stored.jpegs.items():
             if data is None:
+                continue
+            if not as_stored(digests.get(key), data):
+                log.warning("crop %s not read: %s", key[:120], CROP_NOT_AS_STORED)
+                self.metrics.frames_corrupt.labels(stage=self.name).inc()
+                unreadable.add(key)
                 continue
             try:
                 crops[key] = decode_jpeg(data, key, budget)

@@ -460,6 +460,26 @@ def test_mqtt_credentials_leave_this_host_only_over_tls(settings, message):
     assert MqttReceiver(host="broker.example", topic="t", tls=True).port == 8883  # TLS's own port unless told
 
 
+@pytest.mark.parametrize(
+    ("host", "kept"),
+    [("broker.example", "broker.example"), ("[::1]", "::1"), ("::1", "::1"), ("[2001:DB8::1]", "2001:db8::1"),
+     ("10.0.0.5", "10.0.0.5")],
+)  # fmt: skip
+def test_an_mqtt_broker_address_is_kept_as_the_client_can_reach_it(host, kept):
+    """ "[::1]" passed, but the MQTT client could not resolve it: every alert failed and was retried for a
+    day, and no connection was ever made. An IPv6 address is kept without its brackets."""
+    receiver = MqttReceiver(host=host, topic="alpr/alerts", username="alpr", password="pw", tls=True)
+    assert receiver.host == kept
+    assert MqttReceiver(host="[::1]", topic="t", username="alpr", password="pw").uses_tls is False  # loopback
+
+
+@pytest.mark.parametrize("host", ["broker.example:1883", "[broker.example]", "[::1", "::zz", "10.0.0.5:1883"])
+def test_an_mqtt_host_with_a_port_or_stray_brackets_is_refused_at_start(host):
+    """The port goes in `port`: broker.example:1883 could never resolve, and was retried for a day."""
+    with pytest.raises(ValidationError, match="without a port"):
+        MqttReceiver(host=host, topic="alpr/alerts")
+
+
 def test_a_tls_broker_that_never_answers_the_handshake_fails_within_the_timeout():
     with MuteBroker(False) as mute:  # accepts the connection, says nothing: the TLS handshake hangs
         receiver = MqttReceiver(host="127.0.0.1", port=mute.port, tls=True, topic="alpr/alerts", timeout_s=1)

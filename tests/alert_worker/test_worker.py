@@ -361,7 +361,9 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
 
 
 @pytest.mark.parametrize(("url", "warned"), [("http://alerts.example.org/x", True), ("http://127.0.0.1:9/x", False),
-                                             ("https://alerts.example.org/x", False)])  # fmt: skip
+                                             ("https://alerts.example.org/x", False),
+                                             ("HTTP://alerts.example.org/x", True),  # sent as plain http too
+                                             ("http://[::1]:9/x", False)])  # fmt: skip
 def test_a_receiver_reached_in_the_clear_is_warned_of(setup, redis_url, url, warned, caplog):
     from alpr.wiring import build_alert_stage
     from common.config import Settings

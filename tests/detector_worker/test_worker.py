@@ -13,7 +13,7 @@ import pytest
 from alpr.cli import main
 from alpr.democlip import make_clip
 from alpr.status import pool_work
-from common.frame_store import FrameStore, encode_jpeg, frame_key
+from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
 from common.jobs import DetectJob, FrameRef, OcrJob, RedactJob, parse_job
 from common.queues import connect_redis, enqueue, stage_queue
 from tests.helpers import clip_frames
@@ -57,6 +57,10 @@ def test_a_batch_goes_to_ocr_and_redaction_at_once(redis_url, settings, plate_fr
     assert with_plate.frame.stage_ms["detect"] > 0  # the frame carries its detection time
     crop_keys = [p.crop_key for p in with_plate.plates if p.crop_key]
     assert crop_keys and connection.exists(*crop_keys) == len(crop_keys)  # the crops the OCR pool reads
+    stored_crops = FrameStore(connection, 600).get_within_bounds(crop_keys).jpegs
+    assert [p.crop_digest for p in with_plate.plates if p.crop_key] == [  # what the OCR pool must find there
+        jpeg_digest(stored_crops[key] or b"") for key in crop_keys
+    ]
     assert [(f.outcome, f.detail) for f in redact_job.frames[1:]] == [("done", None), ("expired", "before detection")]
     busy_s, frames, in_window = pool_work(connection, time.time())["detect"]  # what `alpr status` sizes it by
     assert in_window and busy_s > 0 and frames == 2  # the frames it detected
@@ -209,7 +213,7 @@ def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_t
 
 def test_a_frame_whose_stored_bytes_are_not_those_sampled_is_not_detected(redis_url, settings):
     """Another frame put under a frame's key (whoever can write to the frames Redis) is not taken for it."""
-    from common.frame_store import NOT_AS_STORED, jpeg_digest
+    from common.frame_store import NOT_AS_STORED
 
     connection = connect_redis(redis_url)
     sampled = encode_jpeg(np.full((360, 640, 3), 90, np.uint8), 90)

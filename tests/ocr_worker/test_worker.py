@@ -76,6 +76,39 @@ def test_ocr_and_redaction_of_a_batch_finish_in_either_order(
     assert connection.keys("alpr:frame:*") == []  # the crop (OCR) and the frame (redactor) are gone
 
 
+def test_a_crop_whose_stored_bytes_are_not_those_detected_is_not_read(
+    redis_url, postgres_url, settings, plate_frame, tmp_path
+):
+    """Plate crops had no digest: other bytes put under a crop's key (whoever can write to the frames
+    Redis, without the job key) were read and logged as the frame's plate — a listed plate planted on a
+    camera, or a real one blanked. A crop that is not the one its detector stored is now not read, and
+    the frame's reads are recorded as corrupt; the job's other frames are read."""
+    from common.frame_store import jpeg_digest
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    crop = geometry.crop(image, box, 0.08)
+    detected_crop, other_bytes = encode_jpeg(crop, 95), encode_jpeg(crop, 60)  # the same plate, other bytes
+    frames = []
+    for index, stored in enumerate((other_bytes, detected_crop)):
+        frame_id = f"cam:1:{index}"
+        frame = FrameRef(frame_id=frame_id, camera_id="cam", seq=index, frame_index=index, captured_at_s=time.time(),
+                         source_time_s=index / 5, key=frame_key(frame_id), region="us")  # fmt: skip
+        crop_key = frame_key(f"{frame_id}:plate0")
+        FrameStore(connection, 600).put_many([(crop_key, stored)])
+        FrameLog(open_pool(postgres_url), 0).record_sampled([FrameRecord(frame, "pending")])
+        plate = PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key, crop_digest=jpeg_digest(detected_crop))
+        frames.append(DetectedFrame(frame=frame, plates=[plate]))
+    enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="swap", frames=frames), 60)
+    burst("ocr", redis_url, postgres_url, settings, tmp_path)
+    with psycopg.connect(postgres_url) as db:
+        outcomes = db.execute("SELECT frame_id, read_outcome FROM frames ORDER BY frame_id").fetchall()
+        reads = db.execute("SELECT frame_id, plate_text FROM plate_reads").fetchall()
+    assert outcomes == [("cam:1:0", "corrupt"), ("cam:1:1", "done")]
+    assert reads == [("cam:1:1", PLATE)]
+
+
 def test_a_plate_the_detector_found_at_the_frames_side_edge_is_logged_but_not_trusted(
     redis_url, postgres_url, settings, plate_frame
 ):
