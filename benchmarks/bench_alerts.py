@@ -21,6 +21,7 @@ import argparse
 import http.server
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace, batch_wait_ms: int, settings: Settings, work: 
         "ALPR_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "ALPR_DATABASE_URL": database_url,
         "ALPR_MODEL_DIR": str(settings.model_dir), "ALPR_KEEP_DIR": str(work / "kept"), "ALPR_DETECTOR_THREADS": "1",
         "ALPR_ALERT_RECEIVERS": str(work / "receivers.yaml"), "ALPR_MAX_BATCH_WAIT_MS": str(batch_wait_ms),
+        "ALPR_JOB_KEY": secrets.token_hex(32),  # jobs signed and checked, as every deployment should
     })  # fmt: skip
     alpr = [sys.executable, "-m", "alpr.cli"]
     subprocess.run([*alpr, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -161,6 +162,7 @@ def main() -> None:
         "ALPR_MODEL_DIR": str(settings.model_dir), "ALPR_KEEP_DIR": str(work / "kept"),
         "ALPR_MAX_QUEUE_DEPTH": "100000", "ALPR_FRAME_TTL_S": "3600", "ALPR_DETECTOR_THREADS": "1",
         "ALPR_MAX_FRAME_AGE_S": "3000",  # throughput rows: every frame processed, however long it queued
+        "ALPR_JOB_KEY": secrets.token_hex(32),  # jobs signed and checked, as every deployment should
     })  # fmt: skip
     alpr = [sys.executable, "-m", "alpr.cli"]
     subprocess.run([*alpr, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
