@@ -111,7 +111,7 @@ class Snapshots:
         make_private_folders(self.folder)
         path = self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', sighting.sighting_id)}.jpg"
         write_private(path, encode_jpeg(image, OUTPUT_JPEG_QUALITY))
-        return str(path)
+        return str(path.absolute())  # `--out out` logged out/sightings/…: nothing, exported from elsewhere
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import sqlite3
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -272,6 +273,20 @@ def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     table = capsys.readouterr().out
     assert all(camera in table for camera in ("gate", "yard", "dock")) and "pool " in table
+
+
+def test_a_snapshot_is_logged_by_its_absolute_path_whatever_folder_the_run_was_given(
+    demo_clip, tmp_path, settings, monkeypatch
+):
+    """`--out out` (the default is relative too) logged out/sightings/…jpg: an export read anywhere else
+    named snapshots that were not there."""
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(demo_clip[0]), "--out", "out", "--sqlite", "reads.sqlite", "--no-progress"]
+    assert main([*args, "--model-dir", str(settings.model_dir)]) == 0
+    with sqlite3.connect(tmp_path / "reads.sqlite") as db:
+        paths = [Path(p) for (p,) in db.execute("SELECT snapshot_path FROM sightings")]
+    assert paths and all(p.is_absolute() and p.is_file() for p in paths)
+    assert all(p.parent == tmp_path / "out" / "sightings" for p in paths)
 
 
 def test_what_the_run_writes_is_for_its_owner_only(demo_run):
