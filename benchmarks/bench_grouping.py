@@ -262,11 +262,9 @@ def score(trace: Trace, gap_s: float, min_confidence: float) -> Score:
         observations = [
             Observation("cam", f"f{frame}", i, r.time_s, r.box, r.text, r.confidence) for i, r in enumerate(group)
         ]
-        closed = tracker.observe_frame(observations)
-        for observation, read in zip(observations, group, strict=True):
-            # the track holding the read: the one whose newest read it is (reads come in time order)
-            track = next(t for c in tracker._cameras.values() for t in c.tracks if t.last is observation)
-            members[track.sighting_id].append(read)
+        closed, went_to = tracker.observe_frame_joined(observations)
+        for sighting_id, read in zip(went_to, group, strict=True):
+            members[sighting_id].append(read)
         sightings += closed
     sightings += tracker.close_all()
     kept = [s for s in sightings if is_vehicle_pass(s, min_confidence)]

@@ -11,9 +11,12 @@ track's newest read), or within `width * CENTER_SHIFT_FLOOR_WIDTHS` of the way f
 centre to it (a car that braked while unseen stopped short of the prediction, on its way)
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
-where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read join a
+where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may any read join a
 sure track by text alone, beyond its box's reach, unless it reads the same: KPX4722 appearing at the
-far side as KPX4721 leaves is a fleet's next car, not a jump of the first.
+far side as KPX4721 leaves is a fleet's next car, not a jump of the first — also when its first read
+there is unsure (far, small, KPX472): only sure reads were held to this, and that first read joined
+the leaving car's track, moved it to the far side, and the next car's sure reads continued it there
+(two cars, one sighting).
 The cost of a pair is the centre's distance in units of that allowance plus the text distance over
 `max_text_distance` (UNKNOWN_TEXT_COST when either text is empty); the reads of one frame are assigned
 greedily by increasing cost, at most one read per track, so two plates side by side in one frame never
@@ -152,8 +155,13 @@ class SightingTracker:
     def observe_frame(self, observations: Sequence[Observation]) -> list[Sighting]:
         """Adds the reads of one frame (one camera, one frame id), assigned jointly; returns the
         sightings of that camera whose newest read is now more than `gap_s` older than the camera's."""
+        return self.observe_frame_joined(observations)[0]
+
+    def observe_frame_joined(self, observations: Sequence[Observation]) -> tuple[list[Sighting], list[str]]:
+        """`observe_frame`, and the id of the sighting each read went to (its track's), by which
+        benchmarks/bench_grouping.py scores the grouping (it looked into the tracker's private state)."""
         if not observations:
-            return []
+            return [], []
         first = observations[0]
         if any((o.camera_id, o.frame_id) != (first.camera_id, first.frame_id) for o in observations):
             raise ValueError(
@@ -161,13 +169,16 @@ class SightingTracker:
             )
         camera = self._cameras.setdefault(first.camera_id, _Camera(newest_s=first.captured_at_s))
         camera.newest_s = max(camera.newest_s, first.captured_at_s)
+        went_to = []
         for observation, track in zip(observations, self._assign(observations, camera.tracks), strict=True):
             if track is None:
-                camera.tracks.append(Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS))
+                track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
+                camera.tracks.append(track)
             else:
                 track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
+            went_to.append(track.sighting_id)
         crowded = self._close_oldest(camera, len(camera.tracks) - MAX_OPEN_TRACKS)
-        return sorted(crowded + self._close(camera, camera.newest_s - self.gap_s), key=_sighting_order)
+        return sorted(crowded + self._close(camera, camera.newest_s - self.gap_s), key=_sighting_order), went_to
 
     def _close_oldest(self, camera: _Camera, count: int) -> list[Sighting]:
         """Closes the camera's `count` tracks seen longest ago (none when count <= 0); their sightings."""
@@ -243,9 +254,11 @@ class SightingTracker:
             distance = plate_distance(observation.text, track.plate)
             text_matches = distance <= self.max_text_distance
             text_cost = distance / max(self.max_text_distance, 1.0)
-            sure = min(observation.confidence, track.best.confidence) >= DISTINCT_PLATES_CONFIDENCE
-            if sure and (not text_matches or (distance > 0 and shift > 1.0)):
-                return None  # sure reads of different plates: two vehicles (far apart, even one edit apart)
+            sure_track = track.best.confidence >= DISTINCT_PLATES_CONFIDENCE
+            if sure_track and observation.confidence >= DISTINCT_PLATES_CONFIDENCE and not text_matches:
+                return None  # sure reads of different plates: two vehicles
+            if sure_track and distance > 0 and shift > 1.0:
+                return None  # beyond a sure track's reach, another text: another vehicle, however unsure
         if not text_matches and shift > 1.0:
             return None
         return shift + text_cost

@@ -177,6 +177,20 @@ def test_a_fleets_next_car_at_the_far_side_is_not_the_last_one_jumping() -> None
         assert [(s.plate, s.reads) for s in sightings] == expected
 
 
+@pytest.mark.parametrize("first_confidence", [0.5, 0.3])
+def test_a_fleets_next_car_first_read_unsure_is_not_the_last_one_jumping(first_confidence: float) -> None:
+    """The same, but the next car's first read is unsure (far and small, KPX472 cut short): it joined the
+    leaving car's track by its text, moved the track to the far side, and the next car's sure reads
+    continued it there: two cars, one sighting (KPX4722 never had its own). No read, sure or not, joins a
+    sure track by another text beyond its box's reach."""
+    first = one_car([0.0, 0.3, 0.6], "KPX4721", x=100.0)
+    later = [[read("KPX472", first_confidence, t=2.1, x=1500.0)]]
+    later += [[read("KPX4722", t=t, x=1500.0 + 10 * i)] for i, t in enumerate((2.4, 2.7, 3.0, 3.3))]
+    sightings = run(SightingTracker(GAP_S), first + later)
+    assert [s.plate for s in sightings] == ["KPX4721", "KPX4722"]
+    assert sightings[0].last_seen_s == 0.6  # the leaving car's track stayed where it was
+
+
 def approaching(text: str, confidence: float, start_s: float, frames: int = 10) -> list[list[Observation]]:
     """A car driving down the frame towards the camera, read 5 times a second: its plate (100 px wide)
     moves 2 plate widths a second, from y 250 to 610."""
