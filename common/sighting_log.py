@@ -230,6 +230,15 @@ def save_cursor(connection: psycopg.Connection, cursor: SightingCursor) -> None:
     )
 
 
+def grouped_until(connection: psycopg.Connection, camera_id: str) -> float:
+    """The capture time (Unix s) up to which the sighting pool has grouped the camera's reads (0: none
+    yet): a read dated before it is never grouped."""
+    row = connection.execute(
+        "SELECT grouped_until_s FROM sighting_cursors WHERE camera_id = %s", (camera_id,)
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
 HORIZON = """
 SELECT extract(epoch FROM LEAST(
     now() - make_interval(secs => %(settle_s)s),

@@ -276,6 +276,18 @@ class FrameLedger:
             log.debug("frames log: cannot say which frames are finished: %s", error)
             return None
 
+    def grouped_until(self, camera_id: str) -> float | None:
+        """How far the sighting pool has grouped the camera (common/sighting_log.grouped_until), or None
+        when it cannot say (Postgres away)."""
+        from common.sighting_log import grouped_until
+
+        try:
+            with self.connected_log().pool.connection() as connection:
+                return grouped_until(connection, camera_id)
+        except Exception as error:  # Postgres down, its schema missing: the caller dates from now
+            log.debug("frames log: cannot say how far camera %s was grouped: %s", camera_id, error)
+            return None
+
     def retry_later(self, batch: list[FrameRecord], error: Exception, backoff: Backoff) -> None:
         """Put the batch back first in line and wait with backoff (bounded by close())."""
         with self.lock:

@@ -315,10 +315,13 @@ class IngestNode:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
         holds as ended for good are passed over; returns the date of the pass's start, or None to read it
         all from now. A restarted node read the whole file again: hours of footage detected and read
-        anew to log nothing new (reads are keyed by frame id). The rest is dated on from the first
-        read's start, but never its first frame before now: the sighting pool may have grouped the camera
-        up to now meanwhile, and it groups nothing dated before that (a review: the reads of a resumed
-        footage dated five minutes back made no sighting)."""
+        anew to log nothing new (reads are keyed by frame id). The rest is dated as the first read dated
+        it, so that a car the restart cut in two is one pass (dated on from the restart, its later reads
+        came 30 s or more after its earlier ones: two sightings, and a listed plate two alerts; a fault
+        drill) — unless the sighting pool has grouped the camera past the first frame left meanwhile, or
+        cannot be asked: then never its first frame before now, as the pool groups nothing dated before
+        where it stands (a review: the reads of a resumed footage dated five minutes back made no
+        sighting)."""
         camera = run.camera
         if self.ledger is None or camera.loop:
             return None
@@ -335,6 +338,9 @@ class IngestNode:
         started_s = min(captured_s - source.time_of(index) for index, captured_s in finished.values())
         left = (index for index, tag in source.positions() if run.frame_id_at(index, tag) not in finished)
         if (first_left := next(left, None)) is None:
+            return started_s
+        grouped_s = self.ledger.grouped_until(camera.id)
+        if grouped_s is not None and grouped_s <= started_s + source.time_of(first_left):
             return started_s
         return max(started_s, self.clock.now() - source.time_of(first_left))
 

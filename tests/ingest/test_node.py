@@ -490,15 +490,18 @@ def queued_frames(connection) -> list:  # type: ignore[no-untyped-def]
     return frames
 
 
+@pytest.mark.parametrize("grouped_past", [False, True], ids=["not-grouped-past-it", "grouped-past-it"])
 @pytest.mark.parametrize("kind", ["video", "folder"])
 def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_ended(
-    kind, redis_url, postgres_url, tmp_path, demo_clip
+    kind, grouped_past, redis_url, postgres_url, tmp_path, demo_clip
 ):
     """A node restarted on recorded footage read the whole file again: hours of footage detected and read
     anew to log nothing new. Now the frames the log holds as finished are passed over, and the rest
-    (never queued, skipped at the stop, still pending) is read again, dated on at the footage's pace
-    from the restart: dated as the first read dated the footage, minutes back, its reads fell behind
-    what the sighting pool had grouped meanwhile, and made no sighting (a review)."""
+    (never queued, skipped at the stop, still pending) is read again, dated as the first read dated
+    it: dated on from the restart, a car cut in two by it was two sightings and a listed plate raised
+    two alerts (a fault drill). Where the sighting pool has grouped the camera past the first frame
+    left meanwhile, the rest is dated on at the footage's pace from the restart: dated minutes back,
+    its reads fell behind what the pool had grouped, and made no sighting (a review)."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     if kind == "folder":
         source = tmp_path / "shots"
@@ -530,6 +533,9 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     assert total and first.ingested["cam"] + first.skipped["cam"] < total and len(rows) >= 3
     started_s = {footage_start(index, captured.timestamp()) for index, captured, _ in rows}
     connection.flushall()
+    if grouped_past:  # the sighting pool grouped the camera up to now meanwhile
+        with psycopg.connect(postgres_url) as db:
+            db.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)", (time.time(),))
 
     restarted_s = time.time()
     second = run(max_queue_depth=1000, max_seconds=60)  # a quarter of it holds the whole video
@@ -538,9 +544,11 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     indexes = [frame.frame_index for frame in again]
     assert 0 not in indexes and 1 not in indexes and len(indexes) == total - 2 == second.ingested["cam"]
     assert rows[2][0] in indexes  # pending when the node stopped: read again
-    # dated on from the restart at the footage's pace: its first frame left not before the restart
     (resumed_s,) = {footage_start(f.frame_index, f.captured_at_s) for f in again}
-    assert min(f.captured_at_s for f in again) >= restarted_s - 0.01 and resumed_s > max(started_s)
+    if grouped_past:  # dated on from the restart at the footage's pace: its first frame left not before it
+        assert min(f.captured_at_s for f in again) >= restarted_s - 0.01 and resumed_s > max(started_s)
+    else:  # dated as the first read dated the footage: one pass across the restart
+        assert started_s == {resumed_s}
 
 
 def test_recorded_footage_fills_a_quarter_of_the_queue_before_it_waits(redis_url, tmp_path, demo_clip):
