@@ -45,10 +45,12 @@ def url_problem(url: str, kind: ServerKind) -> str | None:
             return f"the {part} has a space or control character; encode a space as %20"
         if BAD_PERCENT.search(text):
             return f"the {part} has a '%' that is not percent-encoding; encode it as %25"
-    # an '@' after the authority (path, query or fragment): a password's raw '/', '?' or '#' ended the
+    # an '@' after the authority but in no query value: a password's raw '/', '?' or '#' ended the
     # authority early (redis://:?xK9pq@remote:6379/0 has no host: redis-py connected to localhost:6379
-    # without a password, while the log named the remote host)
-    if "@" in password or "@" in rest:
+    # without a password, while the log named the remote host); ?application_name=alpr@gate is a value
+    query, _, fragment = rest[len(path) :].partition("#")
+    names = [parameter.split("=", 1)[0] for parameter in query.removeprefix("?").split("&")]
+    if "@" in password or "@" in path or "@" in fragment or any("@" in name for name in names):
         return "an '@', '/', '?' or '#' in the password must be percent-encoded (%40, %2F, %3F, %23)"
     for host in hosts.split(",") if kind == "postgres" else [hosts]:
         match = HOST_PORT.fullmatch(host)

@@ -318,10 +318,11 @@ class IngestNode:
         anew to log nothing new (reads are keyed by frame id). The rest is dated as the first read dated
         it, so that a car the restart cut in two is one pass (dated on from the restart, its later reads
         came 30 s or more after its earlier ones: two sightings, and a listed plate two alerts; a fault
-        drill) — unless the sighting pool has grouped the camera past the first frame left meanwhile, or
-        cannot be asked: then never its first frame before now, as the pool groups nothing dated before
-        where it stands (a review: the reads of a resumed footage dated five minutes back made no
-        sighting)."""
+        drill) — unless the sighting pool has grouped the camera past the first frame left meanwhile,
+        cannot be asked, or that frame's date lies more than half the frames' lifetime back (a pool
+        meeting the camera first groups only that lifetime back; a dead node's watermark holds the pool
+        no longer): then never its first frame before now, as the pool groups nothing dated before where
+        it stands (a review: the reads of a resumed footage dated five minutes back made no sighting)."""
         camera = run.camera
         if self.ledger is None or camera.loop:
             return None
@@ -339,10 +340,13 @@ class IngestNode:
         left = (index for index, tag in source.positions() if run.frame_id_at(index, tag) not in finished)
         if (first_left := next(left, None)) is None:
             return started_s
+        first_left_s, now_s = started_s + source.time_of(first_left), self.clock.now()
         grouped_s = self.ledger.grouped_until(camera.id)
-        if grouped_s is not None and grouped_s <= started_s + source.time_of(first_left):
+        # within half the history the pool groups a camera it first meets (and a dead node's watermark holds)
+        recent = first_left_s >= now_s - (self.settings.frame_ttl_s + self.settings.job_timeout_s) / 2
+        if grouped_s is not None and grouped_s <= first_left_s and recent:
             return started_s
-        return max(started_s, self.clock.now() - source.time_of(first_left))
+        return max(started_s, now_s - source.time_of(first_left))
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame

@@ -93,9 +93,9 @@ class OcrStage:
         self.frame_log.record_reads([(frame, outcome) for (frame, _), outcome in zip(logged, outcomes, strict=True)])
         now = time.time()
         for (frame, reads), edge in zip(logged, at_side_edge, strict=True) if new else []:  # a job run again after
-            if any(r.best for r in reads):  # its reads were logged counts nothing
-                self.metrics.end_to_end_seconds.observe(max(0.0, now - frame.captured_at_s))  # footage read
-                # faster than it plays, or a host clock ahead, dates a frame after now: not a negative latency
+            if any(r.best for r in reads) and not frame.recorded:  # its reads were logged counts nothing;
+                # recorded footage is dated by its time in the footage (ahead of now, or resumed hours back)
+                self.metrics.end_to_end_seconds.observe(max(0.0, now - frame.captured_at_s))  # a host clock ahead
             self.metrics.count_reads(r.best.matches_format for r in reads if r.best)
             if edge:
                 self.metrics.side_edge_reads.labels(camera=self.metrics.camera(frame.camera_id)).inc(edge)

@@ -105,9 +105,11 @@ def note_where(span: list[float], seen: Observation) -> None:
 
 def within_reach(span: list[float], seen: Observation) -> bool:
     """Whether the read's box lies where the pass's newest read's car could have gone by then, by the
-    grouping's own allowance (sighting_worker/grouping.py); True when the pass kept no box."""
+    grouping's own allowance (sighting_worker/grouping.py); False when the pass kept no box (one saved
+    before it was kept, or begun by a sighting): held open anywhere, it then took the first lookalike's
+    box as its own, and a listed car's next pass went silent — an extra alert is the safer failure."""
     if len(span) <= WHERE:
-        return True
+        return False
     at_s, x, y, width_px = span[WHERE : WHERE + 4]
     allowed = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + MAX_CENTER_SHIFT * abs(seen.captured_at_s - at_s))
     return math.dist(seen.center_xy, (x, y)) <= allowed * max(width_px, seen.width_px, 1.0)

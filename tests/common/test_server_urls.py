@@ -30,7 +30,8 @@ SECRET = "s3cr"
         ("redis://:?xK9pq@redis.invalid:6379/0", "redis", "must be percent-encoded"),
         ("redis://:#xK9pq@redis.invalid:6379/0", "redis", "must be percent-encoded"),
         ("postgresql://u:?s3cret@db.invalid/alpr", "postgres", "must be percent-encoded"),
-        ("postgresql://u@db/alpr?user=alpr@azure", "postgres", "must be percent-encoded"),
+        ("postgresql://u@db/alpr?application_name=alpr@gate", "postgres", None),  # an '@' in a value
+        ("postgresql://u@db/alpr?sslmode=require&s3cr@et=x", "postgres", "must be percent-encoded"),
         ("redis://redis:63x9/0", "redis", "the port is not a number from 1 to 65535"),
         ("redis://redis:70000/0", "redis", "the port is not a number"),
         ("postgresql://u@h1:5432,h2:54x/alpr", "postgres", "the port is not a number"),

@@ -490,18 +490,19 @@ def queued_frames(connection) -> list:  # type: ignore[no-untyped-def]
     return frames
 
 
-@pytest.mark.parametrize("grouped_past", [False, True], ids=["not-grouped-past-it", "grouped-past-it"])
+@pytest.mark.parametrize("before", ["nothing", "grouped-past-it", "an-hour-back"])
 @pytest.mark.parametrize("kind", ["video", "folder"])
 def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_ended(
-    kind, grouped_past, redis_url, postgres_url, tmp_path, demo_clip
+    kind, before, redis_url, postgres_url, tmp_path, demo_clip
 ):
     """A node restarted on recorded footage read the whole file again: hours of footage detected and read
     anew to log nothing new. Now the frames the log holds as finished are passed over, and the rest
     (never queued, skipped at the stop, still pending) is read again, dated as the first read dated
     it: dated on from the restart, a car cut in two by it was two sightings and a listed plate raised
     two alerts (a fault drill). Where the sighting pool has grouped the camera past the first frame
-    left meanwhile, the rest is dated on at the footage's pace from the restart: dated minutes back,
-    its reads fell behind what the pool had grouped, and made no sighting (a review)."""
+    left meanwhile, or first read longer ago than half the frames' lifetime (how far back a pool meeting
+    the camera first groups), the rest is dated on at the footage's pace from the restart: dated minutes
+    back, its reads fell behind what the pool had grouped, and made no sighting (a review)."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     if kind == "folder":
         source = tmp_path / "shots"
@@ -529,11 +530,13 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     first = run(max_queue_depth=2, max_seconds=2.0)  # the chain took none: the node stopped part way
     with psycopg.connect(postgres_url) as db:
         db.execute("UPDATE frames SET outcome = 'done' WHERE frame_index < 2")  # the chain finished two
+        if before == "an-hour-back":  # the first read an hour ago
+            db.execute("UPDATE frames SET captured_at = captured_at - interval '1 hour'")
         rows = db.execute("SELECT frame_index, captured_at, outcome FROM frames ORDER BY frame_index").fetchall()
     assert total and first.ingested["cam"] + first.skipped["cam"] < total and len(rows) >= 3
     started_s = {footage_start(index, captured.timestamp()) for index, captured, _ in rows}
     connection.flushall()
-    if grouped_past:  # the sighting pool grouped the camera up to now meanwhile
+    if before == "grouped-past-it":  # the sighting pool grouped the camera up to now meanwhile
         with psycopg.connect(postgres_url) as db:
             db.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)", (time.time(),))
 
@@ -545,7 +548,7 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     assert 0 not in indexes and 1 not in indexes and len(indexes) == total - 2 == second.ingested["cam"]
     assert rows[2][0] in indexes  # pending when the node stopped: read again
     (resumed_s,) = {footage_start(f.frame_index, f.captured_at_s) for f in again}
-    if grouped_past:  # dated on from the restart at the footage's pace: its first frame left not before it
+    if before != "nothing":  # dated on from the restart at the footage's pace: its first frame left not before it
         assert min(f.captured_at_s for f in again) >= restarted_s - 0.01 and resumed_s > max(started_s)
     else:  # dated as the first read dated the footage: one pass across the restart
         assert started_s == {resumed_s}

@@ -308,6 +308,22 @@ def test_an_unlisted_lookalike_parked_in_view_does_not_silence_the_listed_cars_n
     assert alerts == [("KPX4721",), ("KPX4721",)]  # one per pass
 
 
+def test_a_pass_that_kept_no_box_is_held_open_by_no_lookalike() -> None:
+    """A pass saved before it kept its newest read's box ([first, last, touched] or with the nearest
+    match's distance), or begun by a sighting, was within reach of any read: the first lookalike held it
+    open and its box became the pass's, so it held it on for good. Without a box, none holds it."""
+    from common.types import Observation
+    from sighting_worker.worker import note_where, within_reach
+
+    lookalike = Observation("gate", "gate:run1:9", 0, 100.5, (1000.0, 400.0, 1090.0, 440.0), "KPX4799", 0.95)
+    for saved in ([100.0, 100.2, 5.0], [100.0, 100.2, 5.0, 0.0]):
+        assert not within_reach(saved, lookalike)
+    kept = [100.0, 100.2, 5.0, 0.0]
+    note_where(kept, Observation("gate", "gate:run1:1", 0, 100.2, (100.0, 400.0, 190.0, 440.0), "KPX4721", 0.95))
+    assert kept[:4] == [100.0, 100.2, 5.0, 0.0] and not within_reach(kept, lookalike)
+    assert within_reach(kept, Observation("gate", "gate:run1:9", 0, 100.5, (120.0, 400.0, 210.0, 440.0), "KPX47", 0.4))
+
+
 def test_an_alert_whose_job_could_not_be_queued_is_due_at_once_not_half_a_minute_later(
     chain, redis_url, redis_server, postgres_url
 ):
