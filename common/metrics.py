@@ -93,8 +93,9 @@ class Metrics:
             "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.end_to_end_seconds = Histogram(
-            "alpr_capture_to_logged_seconds", "Capture of a frame to its reads committed.", buckets=LATENCY_BUCKETS,
-            registry=r,
+            "alpr_capture_to_logged_seconds",
+            "Capture of a live frame to its reads committed (recorded footage, dated by the footage: left out).",
+            buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.detector_batch_frames = Histogram(
             "alpr_detector_batch_frames", "Frames per detector inference.", buckets=BATCH_BUCKETS, registry=r
