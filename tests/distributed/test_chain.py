@@ -174,7 +174,8 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         assert total(by_stage["detect"], r"alpr_detector_batch_frames_count") >= expected_frames / 2  # 2 per inference
         assert total(by_stage["detect"], r"alpr_detector_batch_frames_sum") == expected_frames
         assert total(by_stage["ocr"], r"alpr_plate_reads_total\{.*\}") == len(reads)
-        assert total(by_stage["ocr"], r"alpr_capture_to_logged_seconds_count") > 0
+        # exported, but recorded footage (these cameras) is dated by the footage: no latency of a live frame
+        assert total(by_stage["ocr"], r"alpr_capture_to_logged_seconds_count") == 0
         everything = " ".join(k for s in [ingest_metrics, *samples.values()] for k in s)
         assert not any(p in everything for plates in CAMERA_PLATES.values() for p in plates), "plate text in a label"
     finally:
