@@ -38,10 +38,12 @@ single read of the pass (which names no sighting: it is raised before the pass c
 
 PRUNED = {
     "plate_reads": ("id", "captured_at", NOT_CITED_FRAME),
-    "sightings": ("sighting_id", "first_seen", NOT_SPANNING_AN_ALERT),
+    "sightings": ("sighting_id", "first_seen", f"t.last_seen < %(cutoff)s AND {NOT_SPANNING_AN_ALERT}"),
     "frames": ("frame_id", "captured_at", f"outcome <> 'pending' AND {NOT_CITED_FRAME}"),
 }
-"""Per table: its key, its time column (indexed with the camera) and what is kept however old (each
+"""Per table: its key, its time column (indexed with the camera) and what is kept however old (a
+sighting also while any of it is newer: a car parked in view since before the cutoff, its pass still
+going an hour ago, was deleted whole by its start; each
 probe of the alerts by an index of migration 12: NOT IN over them read every alert for every row once
 they outgrew the working memory, 100 s a batch with 200,000 alerts)."""
 

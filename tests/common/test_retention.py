@@ -76,6 +76,21 @@ def test_plate_data_past_its_retention_is_pruned_but_what_an_alert_cites(logged,
     check_pruned(logged, logged, capsys)
 
 
+def test_a_sighting_is_pruned_only_once_all_of_it_is_past_the_retention(logged, capsys):
+    """A car parked in view since 40 days ago, its pass still going 2 days ago: one sighting, begun before
+    the cutoff. It was deleted whole by its start, its newest part with it."""
+    with psycopg.connect(logged) as db:
+        db.execute(
+            "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+            " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES ('s-parked', 'bridge', 'KPX4721',"
+            " 0.9, %s, %s, 1, 'bridge:recent', 0.9, 1, 1, 2, 2, '[]')",
+            (OLD, RECENT),
+        )
+    assert main(["db", "prune", "--older-than-days", "30", "--database-url", logged]) == 0
+    assert "s-parked" in remaining(logged)["sightings"]
+    assert "s-bridge:old:0" not in remaining(logged)["sightings"]
+
+
 def test_the_pruners_role_prunes_alike(logged, capsys, monkeypatch):
     """What `alpr db upgrade --grant-pruner` grants is all a prune needs (the compose `prune` service's login)."""
     import common.retention
