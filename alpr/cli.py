@@ -351,11 +351,12 @@ def setting_flag_names(parser: argparse.ArgumentParser, command: str) -> dict[st
 
 def one_line_error(error: Exception) -> str | None:
     """The `alpr: error:` line for an error the operator can act on: one of the project's own, a
-    database's (down, refusing), an OS error (a full disk); None for any other (a bug: its traceback)."""
+    database's or Redis's (down, refusing: a read-only monitoring user's `alpr status` printed a
+    47-line traceback), an OS error (a full disk); None for any other (a bug: its traceback)."""
     module = type(error).__module__
     if (
         module.split(".")[0] in PROJECT_PACKAGES
-        or module.startswith(("psycopg", "sqlite3"))
+        or module.startswith(("psycopg", "sqlite3", "redis."))
         or isinstance(error, OSError)
     ):
         first_line = (str(error).strip().splitlines() or [""])[0]

@@ -75,3 +75,18 @@ def test_a_setting_given_by_a_flag_is_named_by_the_flag(capsys, monkeypatch, tmp
     monkeypatch.setenv("ALPR_SAMPLE_FPS", "-2")
     assert main(["run", str(tmp_path / "clip.mp4")]) == 2
     assert "ALPR_SAMPLE_FPS: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_a_redis_refusal_is_one_line_with_the_password_masked(redis_url, capsys):
+    """A read-only monitoring user (no TIME) running `alpr status` got a 47-line traceback of redis-py's
+    NoPermissionError: Redis's refusals are now one line, like a database's, the URL's password masked."""
+    from common.queues import connect_redis
+
+    connect_redis(redis_url).execute_command(
+        "ACL", "SETUSER", "viewer", "on", ">viewerpass0123", "~*", "&*", "+@read", "+@connection"
+    )
+    viewer = redis_url.replace("redis://", "redis://viewer:viewerpass0123@", 1)
+    assert main(["status", "--interval", "0.1", "--redis-url", viewer]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alpr: error: NoPermissionError:"), err
+    assert "viewerpass0123" not in err[0]
