@@ -8,7 +8,7 @@ from __future__ import annotations
 import getpass
 from typing import Annotated
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from common.errors import InputError
 
@@ -16,10 +16,27 @@ AUDIT_TABLES = ("plate_searches", "plate_exports")
 """The audit records in Postgres (migrations 12 and 13): added to, never read, changed or pruned but
 by the schema's owner."""
 
-Reason = Annotated[str, Field(min_length=3, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+def _printable_line(least: int) -> AfterValidator:
+    """Text of at least `least` characters besides spaces, printable, on one line: the pattern refused
+    only ASCII controls, and a reason of three spaces, or one holding a line separator (U+2028, U+0085)
+    or a right-to-left override that made one record read as two lines or another reason, was recorded
+    (as the watch-list's reasons, which refused them already)."""
+
+    def check(text: str) -> str:
+        if not text.isprintable():
+            raise ValueError("must be printable characters on one line (no control, format or line-break characters)")
+        if len(text.strip()) < least:
+            raise ValueError(f"needs at least {least} characters besides spaces")
+        return text
+
+    return AfterValidator(check)
+
+
+Reason = Annotated[str, Field(max_length=200), _printable_line(3)]
 """Why plate data is taken (a case number, a retention hand-over): one line, recorded as given."""
 
-Operator = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Operator = Annotated[str, Field(max_length=100), _printable_line(1)]
 """Who takes it (`--by`; the database login is recorded beside it, by Postgres)."""
 
 

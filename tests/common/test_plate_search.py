@@ -130,6 +130,11 @@ def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_
     [
         (["KPX4721", "--reason", ""], "--reason"),
         (["KPX4721", "--reason", "case\n1"], "--reason"),
+        (["KPX4721", "--reason", "   "], "--reason"),  # three spaces were a reason
+        (["KPX4721", "--reason", "case 3\u2028forged line"], "--reason"),  # a line separator: two lines
+        (["KPX4721", "--reason", "case 4\x85forged"], "--reason"),  # NEL
+        (["KPX4721", "--reason", "case \u202e1 esac"], "--reason"),  # a right-to-left override
+        (["KPX4721", "--reason", "case 1", "--by", " "], "--by:"),
         (["KPX 47?21", "--reason", "case 1"], "not a plate"),
         (["KPX4721", "--reason", "case 1", "--within", "9"], "--within"),
         (["KPX4721", "--reason", "case 1", "--within", "nan"], "--within"),
