@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.errors import InputError
+from common.iso_time import from_iso
 
 
 def add_search_parser(sub: Any) -> None:
@@ -36,10 +37,13 @@ def add_search_parser(sub: Any) -> None:
 
 
 def _moment(text: str) -> datetime:
+    """An ISO-8601 date or time (common/iso_time.py), within what UTC can hold (0001-01-01T00:00+01:00
+    overflowed turning into UTC: a traceback)."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time: {text[:40]!r}") from None
+        moment = from_iso(text)
+        return moment if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time within 0001-9999 UTC: {text[:40]!r}") from None
 
 
 def search(args: argparse.Namespace, settings: Settings) -> int:

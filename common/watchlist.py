@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from common import defaults
 from common.errors import InputError
+from common.iso_time import from_iso
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def parse_expiry(text: str) -> datetime | None:
     if not text.strip():
         return None
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = from_iso(text.strip())
         moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
         if moment >= NEVER_FROM:
             return None

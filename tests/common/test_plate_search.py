@@ -150,6 +150,23 @@ def test_a_search_that_cannot_be_made_is_one_line_and_nothing_is_searched(argume
     assert message in error and len(error.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        ["--since", "2030-01-02+02:00"],  # a date "in" a zone: read as 02:00 UTC, without a word
+        ["--since", "0001-01-01T00:00+01:00"],  # overflowed turning into UTC: a traceback
+        ["--until", "9999-12-31T23:00-05:00"],
+    ],
+)
+def test_a_search_window_not_in_utcs_reach_or_a_date_in_a_zone_is_refused_in_one_line(window, tmp_path, capsys):
+    path = tmp_path / "reads.sqlite"
+    SqliteSightingLog(path).close()
+    with pytest.raises(SystemExit) as exited:
+        main(["search", "KPX4721", "--reason", "case 1", *window, "--sqlite", str(path)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and window[0] in error[-1] and "Traceback" not in "\n".join(error)
+
+
 def test_a_missing_sqlite_file_is_not_created_by_a_search(tmp_path, capsys):
     assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(tmp_path / "none.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "none.sqlite").exists()

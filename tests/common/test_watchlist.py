@@ -447,8 +447,12 @@ def test_a_long_pass_is_judged_the_same_whether_or_not_the_lists_were_reloaded_m
     assert not kept.match_lists("PARKED1", 0.0, now - 10)
 
 
-@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+05:00", "1960-01-01", "2030-13-01"])
-def test_an_expiry_the_log_cannot_keep_is_refused_clearly(text):
+@pytest.mark.parametrize(
+    "text",
+    ["0001-01-01T00:00:00+05:00", "1960-01-01", "2030-13-01",
+     "2030-07-01-05:00", "2030-07-01+02:00", "20300701-05:00", "2030-W27-1+02:00"],  # a date "in" a zone: was read
+)  # fmt: skip
+def test_an_expiry_the_log_cannot_keep_is_refused_clearly(text):  # as a time of day (05:00 UTC), a day early
     from common.watchlist import parse_expiry
 
     with pytest.raises(InputError, match="expiry from 1970 on|not an ISO-8601"):
