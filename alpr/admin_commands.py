@@ -100,8 +100,10 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if signed := sum(report.signed.values()):
         print(f"alpr: {signed} failed jobs are signed and were left where they are: set ALPR_JOB_KEY (the key the"
               " workers check jobs by) to replay them", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+    if other_key := sum(report.other_key.values()):
+        print(f"alpr: {other_key} failed jobs are signed with another key and were left where they are: is"
+              " ALPR_JOB_KEY the key the workers check jobs by?", file=sys.stderr)  # fmt: skip
+    return 1 if signed or other_key else 0
 
 
 def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: redis.Redis) -> int:

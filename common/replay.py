@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 from common.errors import InputError
 from common.jobs import DetectJob, Job, OcrJob, RedactJob, parse_job
 from common.queues import stage_queue
-from common.stage_job import PERMANENT, SIGNATURE, StageJob
+from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, SIGNATURE, StageJob
 
 JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
     "detect": DetectJob,
@@ -39,6 +39,9 @@ class ReplayReport:
     malformed: Counter[str] = field(default_factory=Counter)
     signed: Counter[str] = field(default_factory=Counter)
     """Signed jobs replay would change, left where they are: it was run without the job key (ALPR_JOB_KEY)."""
+    other_key: Counter[str] = field(default_factory=Counter)
+    """Jobs signed with another key than replay's, left where they are: replay's ALPR_JOB_KEY is not the
+    workers' (they were counted malformed, and left to expire as junk)."""
 
 
 def needed_keys(job: Job) -> list[str]:
@@ -68,7 +71,11 @@ def replay_failed(
                 job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
                 rq_job.job_key = job_key
-                if PERMANENT in rq_job.meta or rq_job.refusal():  # refused, or never run (RQ's own cleaning)
+                refusal = None if PERMANENT in rq_job.meta else rq_job.refusal()
+                if refusal == NOT_SIGNED_WITH_KEY and SIGNATURE in rq_job.meta:
+                    report.other_key[stage] += 1
+                    continue
+                if PERMANENT in rq_job.meta or refusal:  # refused, or never run (RQ's own cleaning)
                     report.malformed[stage] += 1
                     continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])

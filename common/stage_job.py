@@ -32,6 +32,9 @@ PERMANENT = "alpr_permanent"
 SIGNATURE = "alpr_signature"
 """Job meta key: the job's signature with the chain's job key (`job_signature`), when one is set."""
 
+NOT_SIGNED_WITH_KEY = "not signed with the chain's job key (ALPR_JOB_KEY)"
+"""Why a job is refused whose signature is missing or made with another key."""
+
 
 def job_signature(key: str, job_id: str, payload: Any) -> str:
     """HMAC-SHA256 of the job's id and payload (canonical JSON) with `key`: what the roles that share the
@@ -148,7 +151,7 @@ class StageJob(Job):
             signature = self.meta.get(SIGNATURE)
             expected = job_signature(self.job_key, self.id, self.args[0])
             if not isinstance(signature, str) or not hmac.compare_digest(signature.encode(), expected.encode()):
-                return "not signed with the chain's job key (ALPR_JOB_KEY)"
+                return NOT_SIGNED_WITH_KEY
             self.verified_with = self.job_key
         return None
 

@@ -123,6 +123,12 @@ def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(
     enqueue(detect, DetectJob(batch_id="again", frames=[ref("cam:1:0", age_s=120)]), 60)
     detect.remove("detect-again")
     failed.add(StageJob.fetch("detect-again", connection=connection, serializer=JSONSerializer), ttl=600)
+    # replayed with another key than the workers': counted malformed (junk, left to expire); now its own count
+    wrong = replay_failed(connection, connection, ["detect"], job_key="wrong-key-0123456789abcdef")
+    assert wrong.requeued["detect"] == 0 and wrong.other_key["detect"] == 1 and wrong.malformed["detect"] == 3
+    monkeypatch.setenv("ALPR_JOB_KEY", "wrong-key-0123456789abcdef")
+    assert main(["replay", "--stage", "detect", "--dry-run", "--redis-url", redis_url]) == 1  # and says so
+    monkeypatch.setenv("ALPR_JOB_KEY", key)
     unkeyed = replay_failed(connection, connection, ["detect"])  # replayed unsigned: refused, its frames lost
     assert unkeyed.requeued["detect"] == 0 and unkeyed.signed["detect"] == 1
     assert replay_failed(connection, connection, ["detect"], job_key=key).requeued["detect"] == 1
