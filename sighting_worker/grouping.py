@@ -92,6 +92,12 @@ workers group those cameras."""
 READABLE_VERSIONS = (1, STATE_VERSION)
 
 
+def reach_widths(dt_s: float, max_center_shift: float = MAX_CENTER_SHIFT) -> float:
+    """How far (plate widths) a car's plate may have moved in `dt_s` seconds, box jitter included: the
+    allowance a read joins a track by position within (see the module docstring)."""
+    return min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * abs(dt_s))
+
+
 def _distance_to_segment(point: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
     """How far `point` lies from the segment a-b."""
     (px, py), (ax, ay), (bx, by) = point, a, b
@@ -232,7 +238,7 @@ class SightingTracker:
         if track.time_gap_s(observation.captured_at_s) > self.gap_s:
             return None
         dt_s = observation.captured_at_s - track.last.captured_at_s
-        allowed_widths = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + self.max_center_shift * abs(dt_s))
+        allowed_widths = reach_widths(dt_s, self.max_center_shift)
         width_px = max(track.last.width_px, 1.0)
         predicted = track.predicted_center_xy(observation.captured_at_s)
         off_prediction = math.dist(observation.center_xy, predicted) / (width_px * allowed_widths)

@@ -52,7 +52,7 @@ from common.sighting_log import (
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
-from sighting_worker.grouping import CENTER_SHIFT_FLOOR_WIDTHS, MAX_CENTER_SHIFT, MAX_SHIFT_WIDTHS, MAX_TEXT_DISTANCE
+from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def within_reach(span: list[float], seen: Observation) -> bool:
     if len(span) <= WHERE:
         return False
     at_s, x, y, width_px = span[WHERE : WHERE + 4]
-    allowed = min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + MAX_CENTER_SHIFT * abs(seen.captured_at_s - at_s))
+    allowed = reach_widths(seen.captured_at_s - at_s)
     return math.dist(seen.center_xy, (x, y)) <= allowed * max(width_px, seen.width_px, 1.0)
 
 
