@@ -164,7 +164,8 @@ def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[fl
     """Per pool: the seconds its finished jobs took, the frames entering the chain they stand for (the
     OCR pool reads only the frames with plates: its work counts per frame detected) and whether these are
     the last POOL_STATS_WINDOW_S's — else all time, for a pool that finished no job in the window (one
-    whose workers all died is sized by what it did before)."""
+    whose workers all died is sized by what it did before; an OCR pool that read in the window while the
+    detectors did not stands for its frames read over all time's share of frames with plates)."""
     pipe = connection.pipeline(transaction=False)
     for key in queues.pool_stats_buckets(now_s):
         pipe.hgetall(key)
@@ -181,8 +182,11 @@ def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[fl
     for stage in STAGES:
         source, in_window = (recent, True) if recent[stage][1] else (total, False)
         busy_s, frames = source[stage]
-        if stage == "ocr" and frames and source["detect"][1]:
-            frames = source["detect"][1]  # at one frame in five with a plate, per frame read was 5x the workers
+        if stage == "ocr" and frames:  # at one frame in five with a plate, per frame read was 5x the workers
+            if source["detect"][1]:
+                frames = source["detect"][1]
+            elif total["detect"][1] and total["ocr"][1]:  # the detectors finished nothing in the window (all
+                frames = round(frames * total["detect"][1] / total["ocr"][1])  # dead): their all-time share
         work[stage] = (busy_s, frames, in_window)
     return work
 

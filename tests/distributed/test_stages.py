@@ -128,7 +128,8 @@ def test_pools_are_sized_by_their_last_hour_of_work_and_by_all_time_only_when_id
     """A detector pool that ran at 0.5 s a frame for a month and at 0.05 s since its GPU came is sized
     by the GPU's cost; buckets older than the window count for nothing; a pool that finished no job in
     the hour (its workers died) is sized by its all-time totals, the OCR pool per frame detected in the
-    same span as its own work."""
+    same span as its own work; an OCR pool draining the hour after the detectors died counts what it read
+    as the frames entering by all time's share with plates (per frame read, it was 5x the workers)."""
     from alpr.status import pool_work, print_pool_sizes
     from common import queues
     from common.queues import POOL_STATS_BUCKET_S, POOL_STATS_WINDOW_S, add_pool_stats
@@ -153,6 +154,10 @@ def test_pools_are_sized_by_their_last_hour_of_work_and_by_all_time_only_when_id
     assert rows["detect"] == ["1", "0.050", "3", "the"] and rows["ocr"] == ["0", "0.020", "1", "all"]  # 40 x 0.05 / 0.8
     later = now + POOL_STATS_WINDOW_S + 2 * POOL_STATS_BUCKET_S
     assert pool_work(connection, later)["detect"] == (50_000.0, 100_000, False)
+    pipe = connection.pipeline()  # the detectors died an hour ago; the OCR pool drained what they left
+    add_pool_stats(pipe, "ocr", 30.0, 1_000, later)
+    pipe.execute()
+    assert pool_work(connection, later)["ocr"] == (30.0, 5_000, True)  # 1,000 read of 5,000 entering (1 in 5)
     ttl = connection.ttl(f"alpr:stats:pool:{int(now // POOL_STATS_BUCKET_S)}")
     assert POOL_STATS_WINDOW_S + POOL_STATS_BUCKET_S < ttl <= POOL_STATS_WINDOW_S + 2 * POOL_STATS_BUCKET_S
 
