@@ -19,6 +19,9 @@ from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 ENV_PREFIX = "ALPR_"
 
+MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
+"""How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
+
 COMPOSE_VARIABLES = frozenset({
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
     "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
@@ -92,7 +95,7 @@ class Settings(BaseModel):
         None, description="Password of both Redis servers, when a URL carries none (ALPR_REDIS_PASSWORD_FILE)."
     )
     job_key: SecretStr | None = Field(
-        None, min_length=16, max_length=1024,
+        None,
         description="Key every role signs its jobs with and checks them by (ALPR_JOB_KEY_FILE): only the chain's"
         " own jobs run; unset, whoever can write to Redis can queue jobs.",
     )  # fmt: skip
@@ -173,6 +176,15 @@ class Settings(BaseModel):
         if region not in known:
             raise ValueError(f"unknown plate region {region[:20]!r}; known: {', '.join(sorted(known))}")
         return region
+
+    @field_validator("job_key")
+    @classmethod
+    def job_key_length(cls, key: SecretStr | None) -> SecretStr | None:
+        """16 to 1024 characters (pydantic's own length check said "at least 16 items")."""
+        if key is not None and not MIN_JOB_KEY_CHARS <= len(key.get_secret_value()) <= MAX_JOB_KEY_CHARS:
+            length = len(key.get_secret_value())
+            raise ValueError(f"must be {MIN_JOB_KEY_CHARS} to {MAX_JOB_KEY_CHARS} characters long, got {length}")
+        return key
 
     @field_validator("sample_fps")
     @classmethod
