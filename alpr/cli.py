@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from alpr.calibrate import UnseenReads
 
 EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141
+"""Exit status when the reader of the output went away (a pipe into `head`): 128 + SIGPIPE, as a shell
+tool killed by the signal ends."""
 DEMO_CLIP = Path("demo/clip.mp4")
 """Where `alpr demo-clip` writes by default."""
 
@@ -385,6 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alpr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `alpr status | head -1`: the reader has what it wanted; no error, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
         if line := one_line_error(error):
             print(line, file=sys.stderr)

@@ -90,3 +90,17 @@ def test_a_redis_refusal_is_one_line_with_the_password_masked(redis_url, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alpr: error: NoPermissionError:"), err
     assert "viewerpass0123" not in err[0]
+
+
+def test_output_into_a_pipe_whose_reader_left_ends_quietly(redis_url):
+    """`alpr status | head -1`: the reader closes the pipe; alpr ends with 141 (128 + SIGPIPE) and no
+    message (it printed `alpr: error: BrokenPipeError` and exited 2, a failure for the script)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "alpr.cli", "status", "--redis-url", redis_url],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before alpr writes its first line
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and errors == "", errors
