@@ -71,12 +71,35 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
         reconnect_timeout=RECONNECT_GIVE_UP_S,
     )  # fmt: skip
+    pool_log, attempts = logging.getLogger("psycopg.pool"), OpeningAttempts(pool.name)
+    pool_log.addFilter(attempts)
     try:
         pool.open(wait=True, timeout=wait_s)
-    except Exception as error:  # psycopg_pool raises PoolTimeout with the cause in the log only
+    except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
         pool.close()
-        raise ConfigError(f"cannot connect to Postgres at {mask_url(bare_url)}: {mask_url(str(error))}") from None
+        cause = attempts.last_error or str(error)
+        raise ConfigError(f"cannot connect to Postgres at {mask_url(bare_url)}: {mask_url(cause)}") from None
+    finally:
+        pool_log.removeFilter(attempts)
     return pool
+
+
+class OpeningAttempts(logging.Filter):
+    """Keeps quiet the pool's warnings while it opens (four or five lines, then an error that hid the cause:
+    "pool initialization incomplete after 10.0 sec") and keeps the last attempt's error, first line, for
+    the one line that says why."""
+
+    def __init__(self, pool_name: str) -> None:
+        super().__init__()
+        self.pool_name, self.last_error = pool_name, ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not args or args[0] != self.pool_name:
+            return True  # another pool's
+        if record.msg.startswith("error connecting") and len(args) > 1:
+            self.last_error = (str(args[1]).strip().splitlines() or [""])[0]
+        return False
 
 
 def open_upgraded_pool(url: str, password: str | None = None) -> ConnectionPool:

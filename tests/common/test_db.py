@@ -5,6 +5,8 @@ constraint violation."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -173,6 +175,29 @@ def test_a_malformed_password_never_reaches_a_log_line_or_the_error(postgres_url
         assert main(["db", "upgrade", "--database-url", url]) == 2
         assert "--database-url: the password has" in capsys.readouterr().err
     assert "s3cr" not in caplog.text and "s3cr" not in capsys.readouterr().err
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_pool_that_cannot_open_says_why_in_one_line(postgres_url, caplog):
+    """The last attempt's error is the message, and the pool's own warnings while it opens are kept quiet:
+    four or five lines came first, then "pool initialization incomplete after 10.0 sec" (an ops review)."""
+    caplog.set_level(logging.WARNING)
+    for url, cause in (
+        (postgres_url.replace(f"/{urlsplit(postgres_url).path.lstrip('/')}", "/alpr_no_such_db"),
+         'database "alpr_no_such_db" does not exist'),
+        (f"postgresql://postgres@127.0.0.1:{closed_port()}/test", "Connection refused"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as caught:
+            open_pool(url, wait_s=2)
+        message = str(caught.value)
+        assert "incomplete after" not in message and "\n" not in message, message
+        assert message.endswith(cause), message
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
 
 
 def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
