@@ -38,7 +38,6 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
-    metrics.serve(settings.metrics_port, settings.metrics_address)
     ledger, clock = None, CaptureClock()  # one clock: the frames' dates, their store time, the watermarks
     if settings.database_url:
         register_cameras_if_reachable(settings, cameras)
@@ -46,6 +45,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
     node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock)
+    metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready: a node failing at start answers none
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)

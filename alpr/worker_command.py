@@ -31,15 +31,20 @@ log = logging.getLogger(__name__)
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Metrics are served once the worker is ready (Redis reached, Postgres opened, model loaded): a worker
+    failing at start (a wrong database password) restarted every 12 s under Compose and answered most
+    scrapes meanwhile, so no alert on a process down fired, and sightings and alerts stopped unseen."""
     connection = reach_redis(settings)
     warn_if_jobs_unsigned(settings)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
-    metrics.serve(settings.metrics_port, settings.metrics_address)
     stop = threading.Event()
     if args.stage == "sight":
-        return sighting_loop(build_sighting_stage(settings, connection, metrics), settings, stop, args.burst)
+        stage = build_sighting_stage(settings, connection, metrics)
+        metrics.serve(settings.metrics_port, settings.metrics_address)
+        return sighting_loop(stage, settings, stop, args.burst)
     context = build_worker_context(args.stage, settings, connection, metrics)
+    metrics.serve(settings.metrics_port, settings.metrics_address)
     quick = {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if args.stage == "alert" else {}
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"

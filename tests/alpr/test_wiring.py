@@ -5,6 +5,10 @@ detector asked for a CUDA device its backend lacks are refused at start, each in
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -14,6 +18,7 @@ from alpr.start_checks import cuda_devices
 from alpr.wiring import build_detector, reach_frame_store
 from common.config import Settings
 from common.errors import ConfigError
+from tests.helpers import alpr_process, free_port
 
 
 def frame_store_warnings(caplog: pytest.LogCaptureFixture, environ: dict[str, str]) -> list[str]:
@@ -91,3 +96,23 @@ def test_a_metrics_address_that_cannot_be_served_names_the_setting(redis_url, mo
     error = capsys.readouterr().err
     assert error.startswith("alpr: error: ALPR_METRICS_ADDRESS / ALPR_METRICS_PORT: cannot serve metrics on")
     assert "no-such-host.invalid port 9" in error
+
+
+@pytest.mark.parametrize("stage", ["sight", "ocr"])
+def test_a_worker_failing_at_start_answers_no_scrape(stage, redis_url, postgres_url, tmp_path):
+    """Metrics are served once the worker is ready: one whose database does not exist answered scrapes
+    from its second second to its exit at the tenth, so under Compose's restarts (every 12 s) it looked up
+    most of the time and no alert on a process down fired (an ops review)."""
+    port = free_port()
+    missing = urlunsplit(urlsplit(postgres_url)._replace(path="/alpr_no_such_db", query=""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env |= {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": missing}
+    process = alpr_process(env, ["worker", stage], tmp_path / "worker.log", metrics_port=port)
+    answered = 0
+    while process.poll() is None:
+        with socket.socket() as probe:
+            answered += probe.connect_ex(("127.0.0.1", port)) == 0
+        time.sleep(0.2)
+    log = (tmp_path / "worker.log").read_text()
+    assert process.returncode == 2 and 'database "alpr_no_such_db" does not exist' in log, log
+    assert answered == 0
