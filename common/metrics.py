@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -65,6 +65,11 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.source_errors = Counter("alpr_source_errors", "Source open/read failures.", ["camera"], registry=r)
+        self.camera_failed = Gauge(
+            "alpr_camera_failed", "1 while a camera's source has failed for good (not retried), else 0.", ["camera"],
+            registry=r,
+        )  # fmt: skip
+        ProcessCollector(registry=r)  # process_start_time_seconds: a process restarting over and over shows
         self.jobs = Counter("alpr_jobs", "Jobs handled per stage and outcome.", ["stage", "outcome"], registry=r)
         self.frames_processed = Counter("alpr_frames_processed", "Frames through each stage.", ["stage"], registry=r)
         self.frames_missing = Counter(
@@ -166,6 +171,7 @@ class Metrics:
         camera = self.camera(camera_id)
         for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
             counter.labels(camera=camera)
+        self.camera_failed.labels(camera=camera).set(0)
         for reason in skip_reasons:
             self.frames_skipped.labels(camera=camera, reason=reason)
 

@@ -213,9 +213,11 @@ class IngestNode:
             self.ledger.add([FrameRecord(ref, "corrupt", frame.detail)])
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
-        """The camera's state for `alpr status`: connected, reconnecting, failed or ended."""
+        """The camera's state for `alpr status` (connected, reconnecting, failed or ended), and whether it
+        failed for its metric (`alpr_camera_failed`: AlprCameraFailed; its error count alone said nothing)."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
         self.states[camera.id] = value  # written again with every depth refresh (refresh_depth)
+        self.metrics.camera_failed.labels(camera=self.metrics.camera(camera.id)).set(state == "failed")
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 

@@ -582,3 +582,19 @@ def test_a_cameras_state_lost_with_a_restarted_redis_is_written_again(redis_url,
     assert json.loads(connection.hget(CAMERA_STATE_KEY, "still"))["state"] == "connected"
     node.stop.set()
     runner.join(15)
+
+
+def test_a_camera_that_failed_for_good_says_so_in_its_metric(redis_url, tmp_path, demo_clip):
+    """A file camera that fails is not retried: its error counter stood at 1, below what AlprCameraFailing
+    counts, and nothing else said it was gone (an ops review). `alpr_camera_failed` is 1 for it
+    (AlprCameraFailed), 0 for a camera beside it that works."""
+    from prometheus_client import generate_latest
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4096))
+    cameras = [CameraConfig(id="broken", source=str(broken), sample_fps=5),
+               CameraConfig(id="good", source=str(demo_clip[0]), sample_fps=5, realtime=False)]  # fmt: skip
+    connection, metrics = connect_redis(redis_url), Metrics()
+    IngestNode(cameras, Settings.load({}, redis_url=redis_url), connection, connection, metrics, None).run(3.0)
+    exported = generate_latest(metrics.registry).decode()
+    assert 'alpr_camera_failed{camera="broken"} 1.0' in exported and 'alpr_camera_failed{camera="good"} 0.0' in exported
