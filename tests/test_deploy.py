@@ -151,6 +151,8 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
             assert settings.secret("database_password") == passwords[role], name
     workers = {name: ALPR_SERVICES[name]["command"] for name in ("detect", "ocr", "sight", "alert", "redact")}
     assert workers == {stage: ["worker", stage] for stage in workers}
+    detect = Settings.load(container_environment(ALPR_SERVICES["detect"], secrets_dir))
+    assert detect.detector_threads == 1  # unset (one per core), each replica took every core: 2x the cores
 
 
 def test_every_alpr_service_reads_its_passwords_from_docker_secrets():
