@@ -18,6 +18,7 @@ import numpy as np
 from common import defaults, geometry
 from common.config import Settings
 from common.errors import InputError
+from common.private_files import replaced_privately
 from common.regions import load_regions
 from common.types import PlateRead
 from detector_worker.core import PlateDetector, boxes_to_read
@@ -221,8 +222,9 @@ def evaluate_folder(
 
 
 def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
-    """One CSV row per image: truth, best read, its confidence, the top-N candidates, the cause."""
-    with path.open("w", newline="") as handle:
+    """One CSV row per image: truth, best read, its confidence, the top-N candidates, the cause; written
+    as the exports are (replaced_privately: 0600, no link followed), as the rows are plates."""
+    with replaced_privately(path) as partial, partial.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(ERROR_COLUMNS)
         for name, rows in outcomes.items():

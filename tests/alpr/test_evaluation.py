@@ -90,6 +90,7 @@ def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_d
 
     metrics, errors = eval_crops(dst, tmp_path, settings, rows, "true")
     assert metrics["engine"] == "tesseract" and metrics["n"] == 20
+    assert (tmp_path / "true.csv").stat().st_mode & 0o777 == 0o600  # plates, as an export's: its owner's only
     assert metrics["subsets"]["crops"]["region"] == settings.ocr_region  # the folder's name is no region
     assert f"is read with {settings.ocr_region}'s plate formats" in capsys.readouterr().out
     assert metrics["detection_recall_iou50"] is None
@@ -165,3 +166,20 @@ def test_eval_refuses_a_scale_that_no_camera_of_less_resolution_has(capsys):
     from alpr.cli import build_parser
 
     assert build_parser().parse_args(["eval", "anywhere", "--scale", "0.5"]).scale == 0.5
+
+
+def test_the_errors_file_is_not_written_through_a_link(datasets_dir, tmp_path, settings, capsys):
+    """`--errors` names a file of plates: a link planted at its name is refused, not written through."""
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    src = datasets_dir / "openalpr-plates"
+    with (src / "groundtruth.csv").open() as handle:
+        row = next(csv.reader(handle))
+    (folder / row[0]).write_bytes((src / row[0]).read_bytes())
+    (folder / "groundtruth.csv").write_text(",".join(row) + "\n")
+    target, link = tmp_path / "elsewhere.csv", tmp_path / "errors.csv"
+    target.write_text("")
+    link.symlink_to(target)
+    args = ["eval", str(folder), "--engine", "tesseract", "--errors", str(link), "--model-dir", str(settings.model_dir)]
+    assert main(args) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and target.read_text() == ""
