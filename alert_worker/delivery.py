@@ -79,14 +79,25 @@ MQTT_REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized"
 
 class DeliveryError(Exception):
     """A delivery attempt failed; the message names the receiver (its origin, no path) and why, never a
-    secret."""
+    secret. What the receiver said in its own words (an HTTP reason phrase) is kept apart, in `words`:
+    they may quote the alert's plate ("409 duplicate plate KPX4721"), so they go to the deliveries table's
+    last error (`recorded`), never to a log line."""
+
+    def __init__(self, message: str, words: str = "") -> None:
+        super().__init__(message)
+        self.words = words
+
+    @property
+    def recorded(self) -> str:
+        """The message with the receiver's words, as the deliveries table keeps it."""
+        return f"{self} {self.words}".rstrip()
 
 
 class DeliveryRetryable(DeliveryError):  # noqa: N818 (the name says what to do with it)
     """The receiver may take the alert later: unreachable, overloaded, timed out, 408/425/429/5xx."""
 
-    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, retry_after_s: float | None = None, words: str = "") -> None:
+        super().__init__(message, words)
         self.retry_after_s = retry_after_s
         """The receiver's Retry-After, in seconds, when it sent one: a hint for the next attempt."""
 
@@ -290,13 +301,14 @@ def _hide_url(text: str, url: str) -> str:
 
 
 def _status_error(where: str, status: int, reason: str, retry_after: str | None) -> DeliveryError:
-    """The error for a receiver's non-2xx answer (`reason`: its reason phrase, the URL hidden)."""
-    message = mask_url(f"{where}: HTTP {status} {escape_controls(reason)[:80]}".rstrip())
+    """The error for a receiver's non-2xx answer (`reason`: its reason phrase, the URL hidden, kept as the
+    error's `words`)."""
+    message, words = f"{where}: HTTP {status}", mask_url(escape_controls(reason)[:80])
     if status in RETRYABLE_STATUS or 500 <= status <= 599:
-        return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after))
+        return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after), words=words)
     if 300 <= status <= 399:
-        return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)")
-    return DeliveryRejected(message)
+        return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)", words)
+    return DeliveryRejected(message, words)
 
 
 def _retry_after_s(value: str | None) -> float | None:

@@ -95,7 +95,7 @@ class AlertStage:
         try:
             self.send(delivery.alert, receiver)
         except DeliveryRejected as error:
-            self.give_up(delivery, "rejected", str(error))
+            self.give_up(delivery, "rejected", str(error), error.recorded)
         except DeliveryRetryable as error:
             self.retry(delivery, error)
             backoff = self.failing.setdefault(job.receiver, Backoff(*defaults.ALERT_BACKOFF_S))
@@ -133,16 +133,20 @@ class AlertStage:
     ) -> None:
         delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
         if delivery.age_s + delay_s > self.give_up_s:
-            self.give_up(delivery, "failed", f"gave up after {delivery.attempt} attempts: {error}")
+            gave_up = f"gave up after {delivery.attempt} attempts: "
+            self.give_up(delivery, "failed", gave_up + str(error), gave_up + error.recorded)
             return
         log.info("alert %s to %s: attempt %d failed (%s); next in %.0f s", delivery.alert.alert_id,
                  delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
-        self.alert_log.retry_after(delivery, delay_s, str(error))
+        self.alert_log.retry_after(delivery, delay_s, error.recorded)
         self.count(delivery, outcome)
 
-    def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str) -> None:
+    def give_up(
+        self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str, recorded: str | None = None
+    ) -> None:
+        """Logged with `reason`; recorded with `recorded` (the receiver's own words too) when given."""
         log.warning("alert %s to %s %s: %s", delivery.alert.alert_id, delivery.receiver, status, reason)
-        self.alert_log.give_up(delivery, status, reason)
+        self.alert_log.give_up(delivery, status, recorded or reason)
         self.count(delivery, status)
 
     def maintain(self) -> None:

@@ -192,10 +192,11 @@ def test_nothing_listening_is_retryable_and_names_only_the_origin(tail):
 def test_a_receiver_quoting_its_path_in_its_answer_does_not_show_the_token(status, without_query, tail):
     with WebhookServer(SECRET, Reply(status, echo_path=True, echo_without_query=without_query)) as server:
         origin = server.url.removesuffix("/hooks/alpr")
-        with pytest.raises(DeliveryError, match=f"HTTP {status} No hook at") as caught:
+        with pytest.raises(DeliveryError, match=f"HTTP {status}$") as caught:
             deliver_webhook(ALERT, webhook(origin + tail))
     assert server.received[0].path == tail.split("#")[0]  # the request went to the whole URL (a fragment is not sent)
-    assert str(caught.value).startswith(f"webhook {origin}: ") and "hunter2" not in str(caught.value)
+    recorded = caught.value.recorded  # the receiver's words, as the deliveries table keeps them
+    assert recorded.startswith(f"webhook {origin}: HTTP {status} No hook at") and "hunter2" not in recorded
 
 
 @pytest.mark.parametrize("tail", TOKEN_URLS)
@@ -203,9 +204,9 @@ def test_a_receiver_quoting_its_path_in_its_answer_does_not_show_the_token(statu
 def test_a_receiver_echoing_one_piece_of_its_url_does_not_show_the_token(tail, echoed):
     with WebhookServer(SECRET, Reply(404, echo_text=echoed)) as server:
         origin = server.url.removesuffix("/hooks/alpr")
-        with pytest.raises(DeliveryError, match="HTTP 404 No hook at") as caught:
+        with pytest.raises(DeliveryError, match="HTTP 404$") as caught:
             deliver_webhook(ALERT, webhook(origin + tail))
-    assert "hunter2" not in str(caught.value), str(caught.value)
+    assert "HTTP 404 No hook at" in caught.value.recorded and "hunter2" not in caught.value.recorded
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ killed mid-delivery leaves the delivery to the next one, sent with the same idem
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -129,6 +130,22 @@ def test_a_receiver_answering_with_control_characters_gets_its_outcome_recorded(
     ((status, last_error),) = rows(postgres_url, "SELECT status, last_error FROM alert_deliveries")
     assert status == "pending" and len(hook.received) == 1  # retried later, as a 503 is
     assert "HTTP 503 No hook at Busy\\x00\\x1b[31mRED" in last_error and "\x1b" not in caplog.text
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(503, "pending"), (409, "rejected")])
+def test_a_receivers_words_quoting_the_plate_are_recorded_but_never_logged(
+    status, outcome, setup, postgres_url, redis_url, caplog
+):
+    """A receiver answering `409 duplicate plate KPX4721` put the plate in a WARNING line (an INFO one
+    for a 503, retried): its words now go to the deliveries table's last error alone (a privacy review)."""
+    caplog.set_level(logging.INFO)
+    with WebhookServer(SECRET, Reply(status=status, echo_text="duplicate plate KPX4721")) as hook:
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        burst()
+    ((state, last_error),) = rows(postgres_url, "SELECT status, last_error FROM alert_deliveries")
+    assert state == outcome and f"HTTP {status} No hook at duplicate plate KPX4721" in last_error
+    assert f"HTTP {status}" in caplog.text and "KPX4721" not in caplog.text
 
 
 def test_an_alert_no_worker_can_read_is_rejected_once_not_queued_again_for_ever(setup, postgres_url, redis_url, caplog):
