@@ -21,6 +21,7 @@ from common.config import Settings
 from common.credentials import install_log_masking, mask_url
 from common.errors import AlprError
 from common.jobs import MAX_COORDINATE
+from common.private_files import forbid_core_dumps
 
 if TYPE_CHECKING:
     from alpr.calibrate import UnseenReads
@@ -368,6 +369,7 @@ def one_line_error(error: Exception) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    forbid_core_dumps()  # every role decodes frames: a crash's core file held them, plates unblurred
     parser = build_parser()
     args = parser.parse_args(argv)
     # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.

@@ -1,13 +1,15 @@
 """Files that hold plates, places and times — kept frames, sighting snapshots, the SQLite logs, the
 redacted output of `alpr run`, CSV exports — made for their owner only: files 0600 in folders 0700
 (their pixels are blurred at the plates, not at faces, cars and places), and never written through a
-link planted at a file's name."""
+link planted at a file's name; and no core file of a process that holds frames (`forbid_core_dumps`)."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import resource
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -149,3 +151,19 @@ def replaced_privately(path: Path) -> Iterator[Path]:
     with _written_beside(path) as (descriptor, partial):
         os.close(descriptor)
         yield partial
+
+
+PR_SET_DUMPABLE = 4
+"""prctl(2)'s option that sets whether the process may be dumped (0: no core, whatever the limits)."""
+
+
+def forbid_core_dumps() -> None:
+    """No core file of this process, ever: a crash in a native library (FFmpeg, OpenCV, ONNX Runtime)
+    wrote its memory to disk, decoded frames with their plates unblurred in it (a 321 MB core from
+    `alpr run` held a frame the reader read at 0.999: a privacy review). The core size limit goes to 0
+    for good (its hard limit too), and on Linux the process is marked not dumpable, which a core
+    handler piped to (systemd-coredump, apport) also honours; where either is refused, the other holds."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)

@@ -135,6 +135,7 @@ def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir
     for name, service in ALPR_SERVICES.items():
         args = build_parser().parse_args(service["command"])
         assert args.command in {"db", "ingest", "worker"}, name
+        assert service["ulimits"] == {"core": 0}, name  # a crash's core file held frames, plates unblurred
         settings = Settings.load(container_environment(service, secrets_dir))
         assert settings.metrics_port == 9100 and settings.metrics_address == "0.0.0.0", name
         if name in WITHOUT_REDIS:

@@ -1,5 +1,7 @@
 """Input that ended `alpr` with a traceback now ends with one line `alpr: error: ...` and exit 2."""
 
+from pathlib import Path
+
 import pytest
 
 from alpr.cli import build_parser, main
@@ -104,3 +106,40 @@ def test_output_into_a_pipe_whose_reader_left_ends_quietly(redis_url):
     process.stdout.close()  # the reader is gone before alpr writes its first line
     errors = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141 and errors == "", errors
+
+
+def test_a_crash_leaves_no_core_file_of_frames(redis_url, tmp_path):
+    """A native crash (SIGSEGV) of an alpr process writes no core: its limit is 0 for good and the process
+    is not dumpable. A core of `alpr run` held decoded frames, plates unblurred (a privacy review)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def core_unlimited() -> None:  # as far as this process may (an alpr main run in it lowered its own)
+        hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+        resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+    command = [sys.executable, "-m", "alpr.cli", "status", "--redis-url", redis_url, "--interval", "60"]
+    process = subprocess.Popen(command, cwd=tmp_path, preexec_fn=core_unlimited, stdout=subprocess.DEVNULL)
+    limits = Path(f"/proc/{process.pid}/limits")
+    deadline = time.monotonic() + 30
+    while "Max core file size        0                    0" not in limits.read_text():
+        assert time.monotonic() < deadline and process.poll() is None, limits.read_text()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGSEGV)
+    assert process.wait(timeout=30) == -signal.SIGSEGV
+    assert list(tmp_path.iterdir()) == []  # where a core file would be, with core_pattern `core`
+
+
+def test_a_process_that_forbade_core_dumps_is_not_dumpable_and_still_reads_its_own_proc():
+    """The flag a core handler piped to honours (prctl PR_GET_DUMPABLE: 0), and the process's own /proc
+    entries still read (the metrics' process collector counts /proc/self/fd)."""
+    import subprocess
+    import sys
+
+    script = ("import ctypes, os; from common.private_files import forbid_core_dumps; forbid_core_dumps();"
+              " print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), len(os.listdir('/proc/self/fd')) > 0)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "True"]
