@@ -119,7 +119,7 @@ def test_malformed_files_are_one_line_config_errors(tmp_path, content, message):
     started = time.monotonic()
     with pytest.raises(ConfigError, match=message) as refused:
         load_cameras(path)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10.0  # unguarded, billion laughs takes minutes (2 s flaked under load)
     assert str(refused.value).startswith(f"{path}: ") and "\n" not in str(refused.value)
 
 
