@@ -288,11 +288,15 @@ class IngestNode:
         where it stood, as a paused video does: no burst to catch up."""
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
-        if not source.is_stream and not camera.realtime:
-            run.start_footage_pass(self.resume(run, source))
+        resumed = None  # recorded footage read before: the frames it finished, its date once one is left
+        if not source.is_stream and not camera.realtime and (resumed := self.resume(run, source)) is None:
+            run.start_footage_pass()
         for frame in source.samples():
             if self.stop.is_set():
                 return
+            if resumed is not None:  # the first frame left: its time in the footage is known now
+                run.start_footage_pass(self.resumed_start(run, source, resumed, frame.source_time_s))
+                resumed = None
             if camera.realtime and not source.is_stream:
                 interval_s = 1.0 / camera.sample_fps
                 if started + frame.source_time_s < run.stamped_at + interval_s * (1 - SCHEDULE_SLACK):
@@ -313,18 +317,12 @@ class IngestNode:
                     self.in_flight -= 1
                     self.intake.notify_all()
 
-    def resume(self, run: CameraRun, source: FrameSource) -> float | None:
+    def resume(self, run: CameraRun, source: FrameSource) -> dict[str, tuple[int, float]] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
-        holds as ended for good are passed over; returns the date of the pass's start, or None to read it
-        all from now. A restarted node read the whole file again: hours of footage detected and read
-        anew to log nothing new (reads are keyed by frame id). The rest is dated as the first read dated
-        it, so that a car the restart cut in two is one pass (dated on from the restart, its later reads
-        came 30 s or more after its earlier ones: two sightings, and a listed plate two alerts; a fault
-        drill) — unless the sighting pool has grouped the camera past the first frame left meanwhile,
-        cannot be asked, or that frame's date lies more than half the frames' lifetime back (a pool
-        meeting the camera first groups only that lifetime back; a dead node's watermark holds the pool
-        no longer): then never its first frame before now, as the pool groups nothing dated before where
-        it stands (a review: the reads of a resumed footage dated five minutes back made no sighting)."""
+        holds as ended for good (frame id -> index, capture time) are passed over, and returned for
+        `resumed_start` to date the rest by; None: none was, or the log cannot say (read it all from now).
+        A restarted node read the whole file again: hours of footage detected and read anew to log
+        nothing new (reads are keyed by frame id)."""
         camera = run.camera
         if self.ledger is None or camera.loop:
             return None
@@ -338,17 +336,32 @@ class IngestNode:
         source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
         log.info("camera %s: %d frames of %s were finished before: the rest is read", camera.id, len(finished),
                  mask_url(camera.source))  # fmt: skip
-        started_s = min(captured_s - source.time_of(index) for index, captured_s in finished.values())
-        left = (index for index, tag in source.positions() if run.frame_id_at(index, tag) not in finished)
-        if (first_left := next(left, None)) is None:
-            return started_s
-        first_left_s, now_s = started_s + source.time_of(first_left), self.clock.now()
-        grouped_s = self.ledger.grouped_until(camera.id)
+        return finished
+
+    def resumed_start(
+        self, run: CameraRun, source: FrameSource, finished: dict[str, tuple[int, float]], first_left_s: float
+    ) -> float | None:
+        """The date of a resumed pass's start, once its first frame left (at `first_left_s` in the footage)
+        is read: as the first read dated it (each frame passed over so far tells it: its capture time less
+        its time in the footage), so that a car the restart cut in two is one pass (dated on from the
+        restart, its later reads came 30 s or more after its earlier ones: two sightings, and a listed
+        plate two alerts; a fault drill) — unless the sighting pool has grouped the camera past that frame
+        meanwhile, cannot be asked, or that frame's date lies more than half the frames' lifetime back (a
+        pool meeting the camera first groups only that lifetime back; a dead node's watermark holds the
+        pool no longer): then never its first frame before now, as the pool groups nothing dated before
+        where it stands (a review: the reads of a resumed footage dated five minutes back made no
+        sighting). None (dated from now) when no frame before it was passed over."""
+        starts = [finished[frame_id][1] - time_s for (index, tag), time_s in source.passed.items()
+                  if (frame_id := run.frame_id_at(index, tag)) in finished]  # fmt: skip
+        if not starts:
+            return None
+        started_s, now_s = min(starts), self.clock.now()
+        grouped_s = self.ledger.grouped_until(run.camera.id) if self.ledger else None
         # within half the history the pool groups a camera it first meets (and a dead node's watermark holds)
-        recent = first_left_s >= now_s - (self.settings.frame_ttl_s + self.settings.job_timeout_s) / 2
-        if grouped_s is not None and grouped_s <= first_left_s and recent:
+        recent = started_s + first_left_s >= now_s - (self.settings.frame_ttl_s + self.settings.job_timeout_s) / 2
+        if grouped_s is not None and grouped_s <= started_s + first_left_s and recent:
             return started_s
-        return max(started_s, now_s - source.time_of(first_left))
+        return max(started_s, now_s - first_left_s)
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame

@@ -238,6 +238,8 @@ class FrameSource:
         self.failure_count = 0
         self.passed_over: Callable[[int, str | None], bool] = lambda index, tag: False
         """Frames (index, file tag) not to sample: ended for good at an earlier read (ingest/node.py's resume)."""
+        self.passed: dict[tuple[int, str | None], float] = {}
+        """The frames passed over so far: (index, file tag) -> time in the file (a resume dates the rest by them)."""
 
     def note_failure(self, message: str) -> None:
         self.failure_count += 1
@@ -265,9 +267,18 @@ class FrameSource:
         return None
 
     def positions(self) -> Iterator[tuple[int, str | None]]:
-        """Every frame a file source will sample (index, file tag), known before it is read; none for a
-        stream, a video that states no frame count, or one that states more than MAX_RESUMED_FOOTAGE_S."""
+        """Every frame a file source may sample (index, file tag), known before it is read: a folder's
+        images, a video's frames by its stated count (which of them are sampled hangs on their timestamps,
+        known once decoded); none for a stream, a video that states no frame count, or one that states
+        more than MAX_RESUMED_FOOTAGE_S."""
         return iter(())
+
+    def pass_over(self, index: int, tag: str | None, time_s: float) -> bool:
+        """Whether the frame is passed over (`passed_over`); if so, its time is kept in `passed`."""
+        if not self.passed_over(index, tag):
+            return False
+        self.passed[index, tag] = time_s
+        return True
 
     def time_of(self, index: int) -> float:
         """A file's frame's time from the file's start, by its index."""
@@ -299,7 +310,7 @@ class ImageFolderSource(FrameSource):
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         for index, path in enumerate(self.paths):
             time_s, tag = self.time_of(index), file_tag(path)
-            if self.passed_over(index, tag):
+            if self.pass_over(index, tag, time_s):
                 continue
             try:
                 yield SampledFrame(index, time_s, read_image(path, self.max_pixels), tag)
@@ -322,6 +333,44 @@ class SampleSchedule:
             return False
         self.next_s = max(self.next_s + self.interval_s, time_s + 0.5 * self.interval_s)
         return True
+
+
+MAX_FOOTAGE_GAP_S = 86_400.0
+"""The longest gap between two frames of a video file taken as the recording's (a camera recording on
+motion, overnight); a longer one is taken for a broken timestamp, the frame dated a frame's time on."""
+
+
+@dataclass
+class FootageClock:
+    """A video file's frames' times: each frame's own timestamp (its PTS from the stream's start), not its
+    index over the stated rate, which spread a recording's 10-minute gap over the whole file (182
+    sightings for 6 cars, a car dated 300 s off), dated a variable-rate file's frames by its average and
+    sampled its fast part 2x, its slow part half (a review). A frame without a timestamp, or whose
+    timestamp repeats or goes back (recordings joined end to end), is dated a stated frame's time
+    after the last, and the frames after it keep that offset."""
+
+    rate_fps: float
+    """The stated rate (frames/s): a frame without a usable timestamp is dated a frame's time on."""
+    trusted: bool = True
+    """False where the stated rate is unusable (ingest/sources.VideoSource): a container's timestamps
+    come from the same time base (an AVI stating 1e-9 frames/s stamped frame 1 at 31 years)."""
+    offset_s: float = 0.0
+    last_s: float | None = None
+
+    def time_s(self, stamp_s: float | None, index: int) -> float:
+        """Frame `index`'s time, given its timestamp (None: it has none)."""
+        after = 0.0 if self.last_s is None else self.last_s + 1.0 / self.rate_fps
+        if not self.trusted:
+            dated = index / self.rate_fps  # as the stated rate would, had it one
+        elif stamp_s is None:
+            dated = after
+        else:
+            dated = stamp_s + self.offset_s
+            if self.last_s is not None and not self.last_s < dated <= self.last_s + MAX_FOOTAGE_GAP_S:
+                self.offset_s += after - dated  # back, repeated, or a gap no recording has: carried on
+                dated = after
+        self.last_s = dated
+        return dated
 
 
 class VideoSource(FrameSource):
@@ -361,17 +410,17 @@ class VideoSource(FrameSource):
     def positions(self) -> Iterator[tuple[int, str | None]]:
         if self.is_stream or self.time_of(self.frame_count) > defaults.MAX_RESUMED_FOOTAGE_S:
             return  # a header stating 400 million frames took minutes and gigabytes at every start
-        schedule = SampleSchedule(1.0 / self.sample_fps)
-        for index in range(self.frame_count):
-            if schedule.due(self.time_of(index)):
-                yield index, None
+        yield from ((index, None) for index in range(self.frame_count))
 
     def time_of(self, index: int) -> float:
+        """A frame's time by its index at the stated rate: what a frame without a timestamp is dated by,
+        and the footage's stated length (its frame count's time)."""
         return index / (self.source_fps or self.sample_fps)
 
     def samples(self) -> Iterator[SampledFrame | UnreadFrame]:
         started = time.monotonic()
         schedule = SampleSchedule(1.0 / self.sample_fps)
+        footage = FootageClock(self.source_fps or self.sample_fps, trusted=bool(self.source_fps))
         index = 0
         decoded = passed = 0
         if not self.is_stream and not self.source_fps:  # not by the wall clock, as before: what was
@@ -386,10 +435,10 @@ class VideoSource(FrameSource):
                     read_s = time.monotonic() - started
                     lag_s = self.stream_lag.lag_s(read_s, self.stamp_s())  # every frame's: the stream's pace
                     time_s = read_s - lag_s
-                else:
-                    time_s = self.time_of(index)
+                else:  # by its own timestamp: a recording's gaps, held frames and changes of rate kept
+                    time_s = footage.time_s(self.stamp_s(), index)
                 if schedule.due(time_s):
-                    if self.passed_over(index, None):
+                    if self.pass_over(index, None, time_s):
                         passed += 1
                     else:
                         sample = replace(self.retrieve(index, time_s), lag_s=lag_s)

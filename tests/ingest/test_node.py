@@ -29,8 +29,9 @@ from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
-from tests.helpers import mjpeg_camera, wait_for
+from tests.helpers import clip_frames, mjpeg_camera, wait_for
 from tests.ingest.helpers import release_fifo
+from tests.ingest.mkv import write_mjpeg_mkv
 
 
 def run_node(node: IngestNode, fifo: Path, timeout_s: float) -> NodeSummary:
@@ -491,7 +492,7 @@ def queued_frames(connection) -> list:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("before", ["nothing", "grouped-past-it", "an-hour-back"])
-@pytest.mark.parametrize("kind", ["video", "folder"])
+@pytest.mark.parametrize("kind", ["video", "folder", "recorder"])
 def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_ended(
     kind, before, redis_url, postgres_url, tmp_path, demo_clip
 ):
@@ -502,21 +503,29 @@ def test_recorded_footage_read_again_after_a_restart_resumes_where_its_frames_en
     two alerts (a fault drill). Where the sighting pool has grouped the camera past the first frame
     left meanwhile, or first read longer ago than half the frames' lifetime (how far back a pool meeting
     the camera first groups), the rest is dated on at the footage's pace from the restart: dated minutes
-    back, its reads fell behind what the pool had grouped, and made no sighting (a review)."""
+    back, its reads fell behind what the pool had grouped, and made no sighting (a review). A recorder's
+    file with a 10-minute gap is dated by its frames' own timestamps across the restart as before it."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    frames_per_s = 10.0
+    time_of = {index: index / frames_per_s for index in range(120)}
     if kind == "folder":
         source = tmp_path / "shots"
         source.mkdir()
         for index in range(40):
             cv2.imwrite(str(source / f"{index:02d}.jpg"), np.full((120, 160, 3), 5 * index, np.uint8))
+    elif kind == "recorder":  # on motion: half the clip, 10 minutes without a frame, the other half
+        time_of = {index: index / frames_per_s + (600 if index >= 60 else 0) for index in range(120)}
+        frames = clip_frames(demo_clip[0], set(range(120)))
+        source = write_mjpeg_mkv(tmp_path / "recorder.mkv", [frames[i] for i in range(120)], list(time_of.values()),
+                                 fps=frames_per_s)  # fmt: skip
     else:
         source = demo_clip[0]
+        assert cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS) == frames_per_s
     opened = open_source(str(source), 10)
-    total = opened.expected_frames
-    frames_per_s = 10 if kind == "folder" else cv2.VideoCapture(str(source)).get(cv2.CAP_PROP_FPS)
+    total = 120 if kind == "recorder" else opened.expected_frames  # an MKV states duration x rate
 
     def footage_start(index: int, captured_s: float) -> float:
-        return round(captured_s - index / frames_per_s, 2)
+        return round(captured_s - time_of[index], 2)
 
     camera = CameraConfig(id="cam", source=str(source), sample_fps=10, realtime=False)
     connection = connect_redis(redis_url)

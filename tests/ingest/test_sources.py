@@ -12,6 +12,7 @@ import pytest
 from common.credentials import mask_url
 from common.errors import InputError
 from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, check_source, open_source
+from tests.ingest.mkv import write_mjpeg_mkv
 
 
 def test_video_is_sampled_at_the_set_rate(demo_clip):
@@ -392,6 +393,9 @@ class FailingRetrieve:
         self.grabbed += 1
         return self.capture.grab()
 
+    def get(self, prop: int) -> float:
+        return float(self.capture.get(prop))
+
     def retrieve(self) -> tuple[bool, np.ndarray | None]:
         ok, image = self.capture.retrieve()
         return (False, None) if self.grabbed in self.failing else (ok, image)
@@ -481,18 +485,22 @@ def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, mo
 
 
 @pytest.mark.parametrize("sample_fps", [3.0, 7.0, 10.0, 100.0])
-def test_a_videos_positions_are_the_frames_it_samples_and_those_passed_over_are_not_decoded(demo_clip, sample_fps):
-    """A restarted node asks the frames log about each frame a file will give (`positions`), and passes
-    over those finished before: what it asks about is what sampling gives, and a frame passed over is
-    neither yielded nor decoded; the rest are sampled as before."""
+def test_a_videos_positions_hold_the_frames_it_samples_and_those_passed_over_are_not_decoded(demo_clip, sample_fps):
+    """A restarted node asks the frames log about each frame a file may give (`positions`: every frame,
+    as which are sampled hangs on their timestamps), and passes over those finished before: a frame
+    passed over is neither yielded nor decoded, its time is kept (`passed`); the rest are sampled as
+    before."""
     positions = list(open_source(str(demo_clip[0]), sample_fps).positions())
-    assert [index for index, _ in positions] == [f.index for f in open_source(str(demo_clip[0]), sample_fps).samples()]
+    sampled = list(open_source(str(demo_clip[0]), sample_fps).samples())
+    assert [index for index, _ in positions] == list(range(len(positions))) and len(positions) == 120  # 12 s at 10
+    assert {f.index for f in sampled} <= {index for index, _ in positions}
     source = open_source(str(demo_clip[0]), sample_fps)
     source.passed_over = lambda index, tag: index % 2 == 0
     decoded = []
     real_retrieve = source.retrieve
     source.retrieve = lambda index, time_s: decoded.append(index) or real_retrieve(index, time_s)  # type: ignore[method-assign]
-    assert [f.index for f in source.samples()] == decoded == [index for index, _ in positions if index % 2]
+    assert [f.index for f in source.samples()] == decoded == [f.index for f in sampled if f.index % 2]
+    assert source.passed == {(f.index, None): f.source_time_s for f in sampled if f.index % 2 == 0}
 
 
 def test_a_video_stating_more_frames_than_a_day_of_footage_is_not_resumed(demo_clip):
@@ -501,3 +509,28 @@ def test_a_video_stating_more_frames_than_a_day_of_footage_is_not_resumed(demo_c
     source = open_source(str(demo_clip[0]), 5.0)
     source.frame_count = 400_000_000  # type: ignore[attr-defined]
     assert list(source.positions()) == []
+
+
+@pytest.mark.parametrize(
+    ("times", "dated"),
+    [  # a 10-minute gap kept; the rate halved after 1 s; two recordings joined (back to 0); a broken stamp
+        (
+            [0.1 * i for i in range(5)] + [600 + 0.1 * i for i in range(5)],
+            [0, 0.2, 0.4, 600, 600.1, 600.3],
+        ),  # half an interval on after a hole
+        (
+            [0.1 * i for i in range(10)] + [1 + 0.2 * i for i in range(5)],
+            [0, 0.2, 0.4, 0.6, 0.8, 1, 1.2, 1.4, 1.6, 1.8],
+        ),
+        ([0.1 * i for i in range(6)] * 2, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+        ([0, 0.1, 0.2, 1e6, 1e6 + 0.1, 1e6 + 0.2], [0, 0.2, 0.4]),  # 11 days on: no recording's gap
+    ],
+)
+def test_a_video_files_frames_are_dated_and_sampled_by_their_own_timestamps(tmp_path, times, dated):
+    """At 5 frames/s from an MKV stating 10: a gap, a change of rate, timestamps going back where two
+    recordings were joined (dated on a frame's time after the last, and on from there), and a jump of
+    11 days (a broken stamp: dated a frame's time on). After a hole the next frame is sampled half an
+    interval on, as after a stream's stall."""
+    frames = [np.full((48, 64, 3), 20 * (i % 12), np.uint8) for i in range(len(times))]
+    video = write_mjpeg_mkv(tmp_path / "recorded.mkv", frames, times, fps=10)
+    assert [f.source_time_s for f in open_source(str(video), 5.0).samples()] == pytest.approx(dated, abs=1e-3)
