@@ -42,6 +42,7 @@ def build_detector(settings: Settings, kind: type[PlateDetector] = PlateDetector
             confidence=settings.detector_confidence,
             batch_size=settings.detector_batch_size,
             threads=settings.detector_threads,
+            max_downscale=settings.detector_max_downscale,
         )
     )
     if session := getattr(detector.backend, "session", None):  # ONNX Runtime's

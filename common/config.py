@@ -67,6 +67,10 @@ class Settings(BaseModel):
     detector_confidence: float = Field(defaults.DETECTOR_CONFIDENCE, gt=0, lt=1, description="Lowest box confidence.")
     detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
     detector_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per core.")
+    detector_max_downscale: float = Field(
+        defaults.DETECTOR_MAX_DOWNSCALE, ge=0, le=64,
+        description="Frames shrunk more than this to fit imgsz are also searched in tiles; 0 = never tiled.",
+    )  # fmt: skip
     ocr_engine: Literal["ppocr", "tesseract"] = Field(defaults.OCR_ENGINE, description="OCR engine.")
     ocr_model: Literal["v4", "v6", "plate"] = Field(
         defaults.OCR_MODEL, description="Recogniser of the ppocr engine: plate-trained, PP-OCRv4 or v6."

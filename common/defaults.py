@@ -28,6 +28,12 @@ DETECTOR_BATCH_SIZE = 1
 """Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py compares
 batch sizes; README, Performance); on a GPU, raise it to the frames per job."""
 
+DETECTOR_MAX_DOWNSCALE = 2.0
+"""A frame the detector would shrink more than this to fit DETECTOR_IMGSZ (a 4K frame, 4x at 960) is also
+searched in overlapping tiles shrunk at most this much (detector_worker/tiles.py): on the whole frame
+alone, plates under ~100 px wide fell below what the detector finds, and were neither read nor blurred.
+2.0 leaves 1080p at 960 as it was (one view); 4K takes 7 (the frame and 3x2 tiles); 0: never tiled."""
+
 OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 

@@ -3,6 +3,7 @@ inside a region of interest (those are read; every box is redacted). Knows nothi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from common import defaults
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
 from detector_worker.backends import BACKENDS, DetectorBackend
+from detector_worker.tiles import ViewBoxes, Window, in_frame, merge_views, tile_windows, view_of
 from detector_worker.weights import resolve_weights
 
 Polygon = Sequence[tuple[float, float]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class DetectorSettings:
     max_plates_per_frame: int = defaults.DETECTOR_MAX_PLATES_PER_FRAME
     batch_size: int = defaults.DETECTOR_BATCH_SIZE
     threads: int = 0  # 0: one per core
+    max_downscale: float = defaults.DETECTOR_MAX_DOWNSCALE
 
 
 class PlateDetector:
@@ -47,10 +52,13 @@ class PlateDetector:
         self.settings = settings
         self.threads = threads
         self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
+        self.told_of_tiles = False
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:
         """Every plate in each frame, highest confidence first. A region of interest and nesting choose
-        which of them are read (`to_read`), never which are hidden: every box found is redacted."""
+        which of them are read (`to_read`), never which are hidden: every box found is redacted. A frame
+        the detector would shrink more than `max_downscale` is also searched in overlapping tiles
+        (detector_worker/tiles.py); the whole frame and its tiles go through the batches as frames do."""
         for index, frame in enumerate(frames):
             if (
                 not isinstance(frame, np.ndarray)
@@ -63,13 +71,25 @@ class PlateDetector:
                 raise InputError(
                     f"frame {index} must be an HxWx3 8-bit BGR image, but got {shape} {getattr(frame, 'dtype', '')}"
                 )
-        out: list[PlateDetections] = []
+        views: list[tuple[int, Window | None]] = []  # (frame, tile): the whole frame, then its tiles
+        for index, frame in enumerate(frames):
+            height, width = frame.shape[:2]
+            tiles = tile_windows(height, width, self.settings.imgsz, self.settings.max_downscale)
+            if tiles and not self.told_of_tiles:
+                self.told_of_tiles = True
+                log.info("frames of %dx%d are also searched in %d tiles (ALPR_DETECTOR_MAX_DOWNSCALE %g)",
+                         width, height, len(tiles), self.settings.max_downscale)  # fmt: skip
+            views += [(index, None), *((index, tile) for tile in tiles)]
+        found: list[list[ViewBoxes]] = [[] for _ in frames]
         step = max(1, self.settings.batch_size)
-        for start in range(0, len(frames), step):
-            chunk = frames[start : start + step]
-            raw = self.backend.infer(chunk, self.settings.confidence, self.settings.max_plates_per_frame)
-            out.extend(PlateDetections(xyxy, conf) for xyxy, conf in raw)
-        return out
+        for start in range(0, len(views), step):
+            chunk = views[start : start + step]
+            images = [view_of(frames[index], tile) for index, tile in chunk]
+            raw = self.backend.infer(images, self.settings.confidence, self.settings.max_plates_per_frame)
+            for (index, tile), (xyxy, confidence) in zip(chunk, raw, strict=True):
+                found[index].append(in_frame(xyxy, confidence, tile, frames[index].shape[:2]))
+        limit = self.settings.max_plates_per_frame
+        return [PlateDetections(*(seen[0][:2] if len(seen) == 1 else merge_views(seen, limit))) for seen in found]
 
 
 def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
