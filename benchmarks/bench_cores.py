@@ -1,7 +1,7 @@
 """Speed of each core on this machine, measured side by side in one run: detector ms per frame
-(ONNX Runtime vs torch, single and batched), OCR ms per plate (PP-OCRv4, v6, the plate recogniser,
-Tesseract through its C API, and pytesseract, which starts a process per call; the plate recogniser also
-on real photos' plates, ../shared/datasets), redactor ms per frame, and frames/s of `alpr run`
+(ONNX Runtime vs torch, single and batched; a 4K frame whole and tiled), OCR ms per plate (PP-OCRv4,
+v6, the plate recogniser, Tesseract through its C API, and pytesseract, which starts a process per call;
+the plate recogniser also on real photos' plates, ../shared/datasets), redactor ms per frame, and frames/s of `alpr run`
 on the synthetic clip.
 
     .venv/bin/python benchmarks/bench_cores.py [--frames N]
@@ -101,6 +101,13 @@ def main() -> None:
             )
             ms = best_ms(lambda d=detector: d.detect(frames)) / len(frames)
             print(f"  {backend:<6} batch {batch}: {ms:7.1f}")
+    four_k = [cv2.resize(frame, (3840, 2160)) for frame in frames[:4]]  # the clip's frames, upscaled
+    for downscale, what in ((0.0, "whole frame only"), (settings.detector_max_downscale, "whole frame and tiles")):
+        detector = PlateDetector(
+            DetectorSettings(model_dir=settings.model_dir, imgsz=settings.detector_imgsz, max_downscale=downscale)
+        )
+        ms = best_ms(lambda d=detector: d.detect(four_k)) / len(four_k)
+        print(f"  onnx   3840x2160, {what}: {ms:7.1f}")
 
     detector = build_detector(settings)
     crops = []
