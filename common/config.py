@@ -181,6 +181,13 @@ class Settings(BaseModel):
             raise ValueError(f"unknown plate region {region[:20]!r}; known: {', '.join(sorted(known))}")
         return region
 
+    @field_validator("detector_max_downscale")
+    @classmethod
+    def tiles_never_enlarged(cls, value: float) -> float:
+        if 0 < value < 1:  # tiles smaller than the detector's input: 0.1 made 299 of a 1080p frame
+            raise ValueError(f"must be 0 (never tiled) or at least 1, got {value}")
+        return value
+
     @field_validator("job_key")
     @classmethod
     def job_key_length(cls, key: SecretStr | None) -> SecretStr | None:

@@ -6,7 +6,6 @@ the frame's pixels. Pure functions on numpy arrays and window coordinates."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import cv2
@@ -82,53 +81,60 @@ def cut_by_tile_edge(xyxy: FloatArray, window: Window, height: int, width: int) 
 def merge_views(views: list[ViewBoxes], max_det: int) -> tuple[FloatArray, FloatArray]:
     """The boxes of all views of one frame (each: xyxy in frame pixels, confidences, cut-by-a-tile flags)
     as one frame's, highest confidence first, at most `max_det`. A cut box lying in part (CUT_COVERED_SHARE
-    of it) inside a box that is not cut is dropped: that box covers the plate whole. Other cut boxes
-    stay, for the blur. Boxes of one plate from two views (IoU above NMS_IOU, as within one) keep the
-    stronger."""
+    of it) inside a box that is not cut is dropped: that box covers the plate whole. The other cut boxes
+    stay, for the blur, those of different tiles that overlap joined (`joined_pieces`). Boxes of one
+    plate from two views (IoU above NMS_IOU, as within one) keep the stronger."""
     xyxy = np.concatenate([v[0] for v in views]).astype(np.float32).reshape(-1, 4)
     confidence = np.concatenate([v[1] for v in views]).astype(np.float32)
     cut = np.concatenate([v[2] for v in views]).astype(bool)
-    if len(xyxy) == 0:
-        return xyxy, confidence
     view = np.repeat(np.arange(len(views)), [len(v[0]) for v in views])
-    xyxy, confidence, cut = joined_pieces(xyxy, confidence, cut, view)
     whole = xyxy[~cut]
-    keep = ~cut
-    for index in np.flatnonzero(cut):
-        box = xyxy[index]
-        inter = np.prod(np.clip(np.minimum(box[2:], whole[:, 2:]) - np.maximum(box[:2], whole[:, :2]), 0, None), axis=1)
-        area = max(float(np.prod(np.clip(box[2:] - box[:2], 0, None))), 1e-6)
-        keep[index] = not (inter >= CUT_COVERED_SHARE * area).any()
-    xyxy, confidence = xyxy[keep], confidence[keep]
+    pieces = [
+        i
+        for i in np.flatnonzero(cut)
+        if overlap_areas(xyxy[i], whole).max(initial=0) < CUT_COVERED_SHARE * area(xyxy[i])
+    ]
+    joined, joined_confidence = joined_pieces(xyxy[pieces], confidence[pieces], view[pieces])
+    xyxy = np.concatenate([whole, joined]).reshape(-1, 4)
+    confidence = np.concatenate([confidence[~cut], joined_confidence])
     xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    kept = cv2.dnn.NMSBoxes(xywh.tolist(), confidence.tolist(), 0.0, NMS_IOU)
+    kept = cv2.dnn.NMSBoxes(xywh.tolist(), confidence.tolist(), 0.0, NMS_IOU) if len(xyxy) else []
     chosen = np.asarray(kept, dtype=np.int64).reshape(-1)
     chosen = chosen[np.argsort(-confidence[chosen], kind="stable")][:max_det]
     return xyxy[chosen], confidence[chosen]
 
 
-def joined_pieces(
-    xyxy: FloatArray, confidence: FloatArray, cut: np.ndarray, view: np.ndarray
-) -> tuple[FloatArray, FloatArray, np.ndarray]:
-    """Cut boxes that overlap (the pieces of a plate wider than the tiles' overlap: each tile holds one
-    piece up to its edge, both reach into the shared band) joined into the box around them, at the
-    stronger piece's confidence; a box joined from pieces of two tiles or more (`view`: each box's) is no
-    longer cut. Two boxes of one tile's piece, joined, are still a piece."""
-    groups = [(xyxy[i].copy(), float(confidence[i]), {int(view[i])}) for i in np.flatnonzero(cut)]
-    joined = True
-    while joined:
-        joined = False
-        for a, b in itertools.combinations(range(len(groups)), 2):
-            (first, first_conf, first_views), (second, second_conf, second_views) = groups[a], groups[b]
-            if (np.minimum(first[2:], second[2:]) > np.maximum(first[:2], second[:2])).all():
-                box = np.concatenate([np.minimum(first[:2], second[:2]), np.maximum(first[2:], second[2:])])
-                groups[a] = (box, max(first_conf, second_conf), first_views | second_views)
-                del groups[b]
-                joined = True
-                break
-    whole = ~cut
-    return (
-        np.concatenate([xyxy[whole], np.array([g[0] for g in groups], np.float32).reshape(-1, 4)]),
-        np.concatenate([confidence[whole], np.array([g[1] for g in groups], np.float32)]),
-        np.concatenate([np.zeros(int(whole.sum()), bool), np.array([len(g[2]) == 1 for g in groups], bool)]),
+def area(box: FloatArray) -> float:
+    return max(float(np.prod(np.clip(box[2:] - box[:2], 0, None))), 1e-6)
+
+
+def overlap_areas(box: FloatArray, others: FloatArray) -> FloatArray:
+    """The area `box` shares with each of `others` (N x 4)."""
+    return np.prod(np.clip(np.minimum(box[2:], others[:, 2:]) - np.maximum(box[:2], others[:, :2]), 0, None), axis=1)
+
+
+def joined_pieces(xyxy: FloatArray, confidence: FloatArray, view: np.ndarray) -> tuple[FloatArray, FloatArray]:
+    """Cut boxes of different tiles (`view`: each box's) that overlap, joined into the box around them at
+    the strongest one's confidence: the pieces of a plate wider than the tiles' overlap, each tile holding
+    one up to its edge, both reaching into the shared band. Pieces of one tile are never joined to each
+    other (two plates stacked, each cut by the same edge, their loose boxes touching: joined, the pair was
+    then dropped as covered by the one plate the next tile held whole). One pass over the pairs, groups
+    by union-find."""
+    parent = list(range(len(xyxy)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    meets = (np.minimum(xyxy[:, None, 2:], xyxy[None, :, 2:]) > np.maximum(xyxy[:, None, :2], xyxy[None, :, :2])).all(2)
+    for a, b in np.argwhere(np.triu(meets & (view[:, None] != view[None, :]), 1)):
+        parent[root(int(a))] = root(int(b))
+    groups: dict[int, list[int]] = {}
+    for index in range(len(xyxy)):
+        groups.setdefault(root(index), []).append(index)
+    boxes = [np.concatenate([xyxy[g, :2].min(axis=0), xyxy[g, 2:].max(axis=0)]) for g in groups.values()]
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(
+        [confidence[g].max() for g in groups.values()], np.float32
     )

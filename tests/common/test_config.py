@@ -35,6 +35,7 @@ def test_environment_and_overrides():
         ({"ALPR_ALERT_GIVE_UP_S": "inf"}, "ALPR_ALERT_GIVE_UP_S"),  # loaded, then failed in Postgres's interval
         ({"ALPR_OCR_REGION": "uk"}, "ALPR_OCR_REGION: .*unknown plate region 'uk'; known: br, eu, us"),
         ({"ALPR_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timout=5"}, "ALPR_REDIS_URL: the driver cannot parse"),
+        ({"ALPR_DETECTOR_MAX_DOWNSCALE": "0.5"}, "ALPR_DETECTOR_MAX_DOWNSCALE: must be 0 .never tiled. or at least 1"),
         ({"ALPR_JOB_KEY": "short"}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 5$"),  # not "16 items"
         ({"ALPR_JOB_KEY": "k" * 1025}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 1025$"),
     ],

@@ -79,6 +79,18 @@ def test_the_pieces_of_a_plate_wider_than_the_overlap_are_joined():
     assert xyxy.tolist() == [[1216, 500, 1700, 560]] and confidence.tolist() == pytest.approx([0.7])
 
 
+def test_two_stacked_plates_cut_by_one_edge_are_not_joined_and_the_one_held_whole_elsewhere_keeps_the_other():
+    """Tile A cuts two stacked plates, their loose boxes touching; tile B holds the upper one whole and
+    misses the lower: joined, the pair was dropped as covered by the upper plate, and the lower one went
+    unblurred (a review)."""
+    none = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, bool))
+    pieces = (np.array([[1370, 500, 1408, 565], [1370, 560, 1408, 620]], np.float32),
+              np.array([0.6, 0.5], np.float32), np.array([True, True]))  # fmt: skip
+    upper = (np.array([[1360, 505, 1460, 555]], np.float32), np.array([0.8], np.float32), np.array([False]))
+    xyxy, _ = merge_views([none, pieces, upper], 100)
+    assert xyxy.tolist() == [[1360, 505, 1460, 555], [1370, 560, 1408, 620]]
+
+
 SMALL_PLATES = ("us/car2.jpg", "eu/test_043.jpg", "us/wts-lg-000197.jpg")
 """Photos whose plates (73 to 87 px wide) the detector misses on a 4K frame shrunk 4x, and finds in tiles."""
 
