@@ -350,11 +350,13 @@ class IngestNode:
         pool meeting the camera first groups only that lifetime back; a dead node's watermark holds the
         pool no longer): then never its first frame before now, as the pool groups nothing dated before
         where it stands (a review: the reads of a resumed footage dated five minutes back made no
-        sighting). None (dated from now) when no frame before it was passed over."""
+        sighting). Where no frame before it was passed over (the first still pending), the finished
+        frames' times at the stated rate tell it (a video's by their index: its timestamps unknown
+        until decoded)."""
         starts = [finished[frame_id][1] - time_s for (index, tag), time_s in source.passed.items()
                   if (frame_id := run.frame_id_at(index, tag)) in finished]  # fmt: skip
-        if not starts:
-            return None
+        if not starts:  # a review: dated from now, the car the restart cut in two was two sightings again
+            starts = [captured_s - source.time_of(index) for index, captured_s in finished.values()]
         started_s, now_s = min(starts), self.clock.now()
         grouped_s = self.ledger.grouped_until(run.camera.id) if self.ledger else None
         # within half the history the pool groups a camera it first meets (and a dead node's watermark holds)

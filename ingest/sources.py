@@ -335,6 +335,11 @@ class SampleSchedule:
         return True
 
 
+MAX_RESUMED_FRAMES = 2_600_000
+"""A video stating more frames than this (a day at 30 frames/s) is read again whole after a restart: a
+restarted node asks the frames log about each (10 s for this many; a day at a stated 1000 frames/s,
+86 million, took minutes)."""
+
 MAX_FOOTAGE_GAP_S = 86_400.0
 """The longest gap between two frames of a video file taken as the recording's (a camera recording on
 motion, overnight); a longer one is taken for a broken timestamp, the frame dated a frame's time on."""
@@ -408,7 +413,11 @@ class VideoSource(FrameSource):
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
     def positions(self) -> Iterator[tuple[int, str | None]]:
-        if self.is_stream or self.time_of(self.frame_count) > defaults.MAX_RESUMED_FOOTAGE_S:
+        if (
+            self.is_stream
+            or self.frame_count > MAX_RESUMED_FRAMES
+            or self.time_of(self.frame_count) > defaults.MAX_RESUMED_FOOTAGE_S
+        ):
             return  # a header stating 400 million frames took minutes and gigabytes at every start
         yield from ((index, None) for index in range(self.frame_count))
 

@@ -509,6 +509,8 @@ def test_a_video_stating_more_frames_than_a_day_of_footage_is_not_resumed(demo_c
     source = open_source(str(demo_clip[0]), 5.0)
     source.frame_count = 400_000_000  # type: ignore[attr-defined]
     assert list(source.positions()) == []
+    source.source_fps, source.frame_count = 1000.0, 2_600_001  # type: ignore[attr-defined]  # 43 min at 1000/s
+    assert list(source.positions()) == []  # every frame asked about: over a day's at 30 frames/s
 
 
 @pytest.mark.parametrize(
