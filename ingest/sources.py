@@ -459,7 +459,10 @@ class VideoSource(FrameSource):
             self.capture.release()
         if decoded == passed == 0:
             raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
-        if self.frame_count and index < self.frame_count - 1:
+        # the frames an MKV states are its duration x rate (6,010 for a recorder's 240 frames with a gap):
+        # a file whose last frame is stamped at its stated end is whole, however many frames it held
+        reached_end = footage.trusted and (footage.last_s or 0.0) >= self.time_of(self.frame_count - 2)
+        if self.frame_count and index < self.frame_count - 1 and not reached_end:
             self.note_failure(
                 f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )
