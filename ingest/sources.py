@@ -371,7 +371,8 @@ class FootageClock:
             dated = after
         else:
             dated = stamp_s + self.offset_s
-            if self.last_s is not None and not self.last_s < dated <= self.last_s + MAX_FOOTAGE_GAP_S:
+            since = -1e-9 if self.last_s is None else self.last_s  # the first frame: from the stream's start
+            if not since < dated <= since + MAX_FOOTAGE_GAP_S:
                 self.offset_s += after - dated  # back, repeated, or a gap no recording has: carried on
                 dated = after
         self.last_s = dated
