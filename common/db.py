@@ -97,7 +97,7 @@ class OpeningAttempts(logging.Filter):
         args = record.args if isinstance(record.args, tuple) else ()
         if not args or args[0] != self.pool_name:
             return True  # another pool's
-        if record.msg.startswith("error connecting") and len(args) > 1:
+        if isinstance(record.msg, str) and record.msg.startswith("error connecting") and len(args) > 1:
             self.last_error = (str(args[1]).strip().splitlines() or [""])[0]
         return False
 
