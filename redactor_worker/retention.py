@@ -105,8 +105,9 @@ def is_day_name(name: str) -> bool:
 
 def is_frame_name(camera: str, name: str) -> bool:
     """Whether `name` is a kept frame's of `camera`: `make_frame_id`'s `<camera>:<run>:<position>` made
-    path-safe, then `.jpg`."""
-    return re.fullmatch(re.escape(camera) + r"_[A-Za-z0-9_.-]+_[0-9]+\.jpg", name) is not None
+    path-safe, then `.jpg`. A position is a number, or `<run>.<pass>` for an image of a looping folder
+    (whose frames were once kept for ever, their names unmatched)."""
+    return re.fullmatch(re.escape(camera) + r"_[A-Za-z0-9_.-]+_[0-9]+(?:\.[0-9]+)?\.jpg", name) is not None
 
 
 def is_partial_frame_name(camera: str, name: str) -> bool:

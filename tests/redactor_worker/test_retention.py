@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.cameras import CameraConfig
+from ingest.node import CameraRun
 from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, write_kept
 from redactor_worker.worker import kept_path
 
@@ -148,3 +150,21 @@ def test_the_sweep_looks_only_into_days_that_can_hold_a_frame_old_enough(tmp_pat
     assert [folder.name for folder in listed if folder.parent.name == "cam"] == [old.parent.name]
     ahead = keep(kept_path(tmp_path, "cam", "cam:1:2", now + 2 * 86400), 100, now)  # a capture clock days ahead
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1 and not ahead.exists()  # its day looked into
+
+
+@pytest.mark.parametrize(("loop", "file_tag", "tag"), [
+    (False, None, None),  # a stream
+    (False, None, "f0a1"), (True, None, "f0a1"),  # a video file, played once or looping
+    (False, "afd61491f10b", None), (True, "afd61491f10b", None),  # an image of a folder, once or looping
+])  # fmt: skip
+def test_every_kind_of_frame_id_the_ingest_makes_is_swept(tmp_path, loop, file_tag, tag):
+    """The sweep matches the names the ingest's frame ids give: a looping image folder's frames (their
+    position `<run>.<pass>`) were kept for ever."""
+    now = time.time()
+    run = CameraRun(CameraConfig(id="gate", source="rtsp://cam/1", loop=loop), run_ms=1796345848613, tag=tag)
+    run.passes = 2
+    frame_id = run.frame_id_at(7, file_tag)
+    frame = keep(kept_path(tmp_path, "gate", frame_id, now - 100 * 3600), 100, now)
+    partial = keep(frame.with_name(f".{frame.name}.a1b2c3d4.partial"), 100, now)
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 2, frame_id  # the frame and its partial
+    assert not frame.exists() and not partial.exists()
