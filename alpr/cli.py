@@ -19,7 +19,7 @@ from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
 from common.config import Settings
 from common.credentials import install_log_masking, mask_url
-from common.errors import AlprError
+from common.errors import AlprError, ConfigError
 from common.jobs import MAX_COORDINATE
 from common.private_files import forbid_core_dumps
 
@@ -353,6 +353,18 @@ def setting_flag_names(parser: argparse.ArgumentParser, command: str) -> dict[st
     return names
 
 
+def named_log(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the log a command's flags name: `--sqlite FILE` is that file though
+    ALPR_DATABASE_URL is set (the chain's variable, exported in the operator's shell, had `alpr export
+    --sqlite demo.sqlite` write the whole city's log to the CSV); with --database-url too, which is meant
+    is unclear: ConfigError."""
+    if getattr(args, "sqlite_path", None) is None or not settings.database_url:
+        return settings
+    if getattr(args, "database_url", None) is not None:
+        raise ConfigError("--sqlite and --database-url name two logs: give one")
+    return settings.model_copy(update={"database_url": None})
+
+
 def one_line_error(error: Exception) -> str | None:
     """The `alpr: error:` line for an error the operator can act on: one of the project's own, a
     database's or Redis's (down, refusing: a read-only monitoring user's `alpr status` printed a
@@ -381,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_masking()  # no password of a camera, Redis or Postgres URL reaches a log line
     try:
         overrides = {k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)}
-        settings = Settings.load(flag_names=setting_flag_names(parser, args.command), **overrides)
+        settings = named_log(args, Settings.load(flag_names=setting_flag_names(parser, args.command), **overrides))
         commands = importlib.import_module(CHAIN_COMMANDS.get(args.command, "alpr.commands"))
         return int(getattr(commands, args.command.replace("-", "_"))(args, settings))
     except AlprError as error:

@@ -17,6 +17,7 @@ from alpr.cli import main
 from common.frame_store import frame_key
 from common.jobs import FrameRef
 from common.plate_log import SqlitePlateLog
+from common.sighting_log import SqliteSightingLog
 from common.types import PlateCandidate, PlateRead
 
 
@@ -145,3 +146,19 @@ def test_alpr_run_with_a_folder_as_its_sqlite_log_is_refused_and_the_folder_kept
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("alpr: error:") and "not a regular file" in err, err
     assert mode(folder) == 0o755
+
+
+def test_the_sqlite_file_named_is_read_though_the_chains_database_url_is_set(tmp_path, capsys, monkeypatch):
+    """ALPR_DATABASE_URL exported in the operator's shell (the chain's set-up) had `alpr export --sqlite`
+    and `alpr search --sqlite` read the whole city's log instead of the file named."""
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")  # nothing listens there
+    log = write_log(tmp_path / "demo.sqlite", ["KPX4721"])
+    SqliteSightingLog(log).close()  # its sightings table, as `alpr run` makes it
+    code, err = export(capsys, "--csv", tmp_path / "out.csv", "--sqlite", log)
+    assert code == 0, err
+    with (tmp_path / "out.csv").open() as handle:
+        assert [row["plate_text"] for row in csv.DictReader(handle)] == ["KPX4721"]
+    assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(log)]) == 0, capsys.readouterr().err
+    code, err = export(capsys, "--csv", tmp_path / "two.csv", "--sqlite", log,
+                       "--database-url", "postgresql://alpr@127.0.0.1:1/city")  # fmt: skip
+    assert code == 2 and "--sqlite and --database-url name two logs" in err and not (tmp_path / "two.csv").exists()
