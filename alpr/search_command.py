@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.errors import InputError
-from common.iso_time import from_iso
+from common.iso_time import from_iso, period
 
 
 def add_search_parser(sub: Any) -> None:
@@ -28,7 +28,9 @@ def add_search_parser(sub: Any) -> None:
         help="edits a sighting may differ by (a look-alike such as O/0 counts half; 0-3, default 1)",
     )  # fmt: skip
     search.add_argument("--since", type=_moment, help="ISO-8601 date or time (UTC unless given)")
-    search.add_argument("--until", type=_moment, help="ISO-8601 date or time (UTC unless given)")
+    search.add_argument(
+        "--until", type=_end_moment, help="ISO-8601 date or time (UTC unless given); a date alone: through that day",
+    )  # fmt: skip
     search.add_argument("--camera", dest="camera_id", help="one camera's sightings only")
     search.add_argument("--limit", type=int, default=100, help="at most this many sightings (default 100)")
     search.add_argument("--by", dest="searched_by", help="who searches (default: the login name)")
@@ -44,6 +46,17 @@ def _moment(text: str) -> datetime:
         return moment if moment.tzinfo is None else moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"not an ISO-8601 date or time within 0001-9999 UTC: {text[:40]!r}") from None
+
+
+def _end_moment(text: str) -> datetime:
+    """The end of what `text` names: a date alone is the whole of that (UTC) day, a week all of it (`--until
+    2026-11-02` ended as the day began: a car seen that afternoon was not found, and the search recorded
+    so)."""
+    moment = _moment(text)
+    try:
+        return moment + period(text.strip()) - timedelta(microseconds=1) if period(text.strip()) else moment
+    except OverflowError:  # 9999-12-31 and a day
+        return moment.replace(hour=23, minute=59, second=59, microsecond=999999)
 
 
 def search(args: argparse.Namespace, settings: Settings) -> int:

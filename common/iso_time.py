@@ -4,7 +4,7 @@ expiry, `alpr search --since/--until`): Python's `datetime.fromisoformat`, less 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 DATE_PREFIX = re.compile(r"\d{4}-\d{2}-\d{2}|\d{4}-W\d{2}-\d|\d{4}W\d{3}|\d{4}-W\d{2}|\d{4}W\d{2}|\d{8}")
 """The date forms fromisoformat reads, longest first: 2030-07-01, 2030-W27-1, 2030W271, 2030-W27,
@@ -20,3 +20,18 @@ def from_iso(text: str) -> datetime:
     if date_part and text[date_part.end() : date_part.end() + 1] not in ("", "T", "t", " "):
         raise ValueError(f"a date and a time are joined by 'T' or a space, not {text[date_part.end()]!r}")
     return datetime.fromisoformat(text)
+
+
+WEEK_ONLY = re.compile(r"\d{4}-?W\d{2}")
+"""An ISO week alone (2030-W27): the whole week, Monday to Sunday."""
+
+
+def period(text: str) -> timedelta:
+    """How long what `text` names lasts: a day (a calendar or week date: 2030-07-01, 2030-W27-1), a
+    week (2030-W27), nothing (a date and time). What an operator means by "until 2 November" or "expires
+    2030-W27" ends when that period does, not as it begins."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return timedelta(0)
+    return timedelta(days=7 if WEEK_ONLY.fullmatch(text) else 1)

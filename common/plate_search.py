@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import ConnectionPool
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from common.audit import Operator, Reason
 from common.jobs import Strict
@@ -99,6 +99,16 @@ class PlateSearch(Strict):
         if moment is None:
             return None
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    @field_validator("until")
+    @classmethod
+    def not_before_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and until < since:
+            raise ValueError(
+                f"ends ({until.isoformat()}) before --since begins ({since.isoformat()}): nothing can be found"
+            )
+        return until
 
     def window(self) -> tuple[datetime, datetime]:
         return self.since or datetime(1970, 1, 1, tzinfo=UTC), self.until or datetime(9999, 12, 30, tzinfo=UTC)

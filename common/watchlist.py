@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import MAXYEAR, UTC, date, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from common import defaults
 from common.errors import InputError
-from common.iso_time import from_iso
+from common.iso_time import from_iso, period
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
 
 log = logging.getLogger(__name__)
@@ -47,20 +47,6 @@ def char_set(text: str) -> int:
 
 def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-WEEK_ONLY = re.compile(r"\d{4}-?W\d{2}")
-"""An expiry given as an ISO week alone (2030-W27): listed through that week's Sunday."""
-
-
-def _listed_through(text: str) -> timedelta:
-    """How long after the moment it names an expiry without a time of day ends: a day (a calendar or
-    week date: 2030-07-01, 2030-W27-1), a week (2030-W27), nothing (a date and time)."""
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return timedelta(0)
-    return timedelta(days=7 if WEEK_ONLY.fullmatch(text) else 1)
 
 
 def normalise_plate(text: str) -> str:
@@ -93,7 +79,7 @@ def parse_expiry(text: str) -> datetime | None:
         moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
         if moment >= NEVER_FROM:
             return None
-        moment = (moment + _listed_through(text.strip())).astimezone(UTC)
+        moment = (moment + period(text.strip())).astimezone(UTC)
     except ValueError:
         raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
     except OverflowError:  # year 1 ahead of UTC, or the last days of 9999 and a day or week added

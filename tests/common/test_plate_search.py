@@ -114,11 +114,16 @@ def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_
     assert main(["search", "KPX 4721", "--reason", "case 5", "--within", "0", "--sqlite", str(path)]) == 0
     assert found(capsys.readouterr().out) == [("bridge", "ZZZ9999", "0.0"), ("bridge", "KPX4721", "0.0"),
                                               ("gate", "KPX4721", "0.0")]  # fmt: skip
-    assert main(["search", "KPX4721", "--reason", "case 5", "--until", "2026-11-02", "--sqlite", str(path)]) == 0
-    assert found(capsys.readouterr().out) == []  # the window ends as the day begins
+    assert main(["search", "KPX4721", "--reason", "case 5", "--until", "2026-11-01", "--sqlite", str(path)]) == 0
+    assert found(capsys.readouterr().out) == []  # the day before
+    # a date alone is the whole (UTC) day: ended as it began, a search for "that day" found nothing
+    assert main(["search", "KPX4721", "--reason", "case 5", "--within", "0", "--since", "2026-11-02", "--until",
+                 "2026-11-02", "--sqlite", str(path)]) == 0  # fmt: skip
+    assert len(found(capsys.readouterr().out)) == 3
     connection = sqlite3.connect(path)
-    assert connection.execute("SELECT reason, plate, within, found FROM plate_searches").fetchall() == [
-        ("case 5", "KPX4721", 0.0, 3), ("case 5", "KPX4721", 1.0, 0),
+    assert connection.execute("SELECT reason, plate, within, until, found FROM plate_searches").fetchall() == [
+        ("case 5", "KPX4721", 0.0, None, 3), ("case 5", "KPX4721", 1.0, "2026-11-01T23:59:59.999999+00:00", 0),
+        ("case 5", "KPX4721", 0.0, "2026-11-02T23:59:59.999999+00:00", 3),
     ]  # fmt: skip
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         connection.execute("DELETE FROM plate_searches")
@@ -140,6 +145,7 @@ def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_
         (["KPX4721", "--reason", "case 1", "--within", "nan"], "--within"),
         (["KPX4721", "--reason", "case 1", "--limit", "0"], "--limit"),
         (["KPX4721", "--reason", "case 1", "--by", "officer\t7"], "--by:"),  # was --searched-by, no such flag
+        (["KPX4721", "--reason", "case 1", "--since", "2026-11-03", "--until", "2026-11-01"], "--until: "),
     ],
 )
 def test_a_search_that_cannot_be_made_is_one_line_and_nothing_is_searched(arguments, message, tmp_path, capsys):
