@@ -288,5 +288,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- its first row is written; when and the login are Postgres's to say, as for plate_searches
         """,
     ),
+    (
+        14,
+        """
+        CREATE INDEX alerts_by_sighting ON alerts ((body ->> 'sighting_id'));
+        -- alpr db prune keeps the very sighting an alert names (common/retention.py), not every sighting
+        -- at its camera spanning its capture: the car in the next lane, the car parked in view
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""

@@ -1,8 +1,8 @@
 """How long plate data is kept in Postgres: `prune_logs` deletes the reads, sightings and frame records
 captured before a cutoff, camera by camera, in batches (short transactions: the chain writes on
-meanwhile), except what a watch-list alert cites (its frame's reads and record, the sighting spanning
-it): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame still `pending`
-is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
+meanwhile), except what a watch-list alert cites (its frame's record, the read alerted on, its
+sighting): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame
+still `pending` is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
 pruned. Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
 delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them."""
 
@@ -29,15 +29,29 @@ SELECT camera_id FROM cameras WHERE camera_id IS NOT NULL
 """The cameras a table holds rows of, one index probe each (a DISTINCT read the whole table)."""
 
 NOT_CITED_FRAME = "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.body ->> 'frame_id' = t.frame_id)"
-NOT_SPANNING_AN_ALERT = (
-    "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.camera_id = t.camera_id"
-    " AND a.captured_at BETWEEN t.first_seen AND t.last_seen)"
+"""A frame's record is kept where an alert cites the frame."""
+
+NOT_CITED_READ = (
+    "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.body ->> 'frame_id' = t.frame_id AND (t.plate_text = a.body ->> 'plate'"
+    " OR EXISTS (SELECT 1 FROM sightings s WHERE s.sighting_id = a.body ->> 'sighting_id'"
+    " AND s.texts @> jsonb_build_array(jsonb_build_array(t.plate_text)))))"
 )
-"""A sighting is kept where an alert was raised during it: a sighting's alert, or an early one on a
-single read of the pass (which names no sighting: it is raised before the pass closes)."""
+"""A read is kept where an alert cites its frame and it is the read alerted on (its text: a read's alert)
+or one of the alerted sighting's texts; the frame's other cars' reads go as any do."""
+
+NOT_SPANNING_AN_ALERT = (
+    "NOT EXISTS (SELECT 1 FROM alerts a WHERE a.body ->> 'sighting_id' = t.sighting_id)"
+    " AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'read' AND a.camera_id = t.camera_id"
+    " AND a.captured_at BETWEEN t.first_seen AND t.last_seen"
+    " AND plate_search_keys(t.plate, t.texts) && plate_search_keys(a.body ->> 'plate', '[]'::jsonb))"
+)
+"""A sighting is kept where an alert names it, or where an early alert on a single read of its pass (which
+names no sighting: it is raised before the pass closes) was raised during it on a text within an edit of
+its plate or texts (look-alikes free: common/plate_text.py). Every sighting at the camera spanning the
+alert was kept before: the car in the next lane, one parked in view, for ever."""
 
 PRUNED = {
-    "plate_reads": ("id", "captured_at", NOT_CITED_FRAME),
+    "plate_reads": ("id", "captured_at", NOT_CITED_READ),
     "sightings": ("sighting_id", "first_seen", f"t.last_seen < %(cutoff)s AND {NOT_SPANNING_AN_ALERT}"),
     "frames": ("frame_id", "captured_at", f"outcome <> 'pending' AND {NOT_CITED_FRAME}"),
 }

@@ -91,6 +91,46 @@ def test_a_sighting_is_pruned_only_once_all_of_it_is_past_the_retention(logged, 
     assert "s-bridge:old:0" not in remaining(logged)["sightings"]
 
 
+def test_only_the_sighting_and_read_an_alert_cites_are_kept_not_other_cars_beside_it(logged, capsys):
+    """Every sighting at an alert's camera spanning its capture was kept for ever (the car in the next lane,
+    one parked in view), and every read of its frame (the other cars' plates in it)."""
+    at = OLD + timedelta(minutes=30)
+    with psycopg.connect(logged) as db:
+        for sighting_id, plate, first, last, texts in (
+            ("s-listed", "STOLEN1", at, at + timedelta(seconds=4), [["STOLEN1", 3], ["ST0LEN1", 1]]),
+            ("s-next-lane", "NEIGHB1", at - timedelta(seconds=2), at + timedelta(seconds=5), [["NEIGHB1", 4]]),
+            ("s-parked", "PARKED1", OLD, OLD + timedelta(hours=2), [["PARKED1", 90]]),
+            ("s-early", "EARLY12", at, at + timedelta(seconds=9), [["EARLY12", 5], ["EARLYI2", 1]]),
+        ):  # fmt: skip
+            db.execute(
+                "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+                " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES (%s, 'bridge', %s, 0.9, %s, %s,"
+                " 1, 'bridge:cited', 0.9, 1, 1, 2, 2, %s)",
+                (sighting_id, plate, first, last, json.dumps(texts)),
+            )
+        for index, text in enumerate(("ST0LEN1", "NEIGHB1", "EARLYI2")):  # the cited frame's reads
+            db.execute(
+                "INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at, plate_index,"
+                " plate_text, confidence, format_match, candidates, x1, y1, x2, y2, detection_confidence, stage_ms)"
+                " VALUES ('bridge', 'bridge:cited', 0, 0, %s, %s, %s, 0.9, true, '[]', 1, 1, 2, 2, 0.9, '{}')",
+                (at, index, text),
+            )
+        for alert_id, kind, body in (
+            ("a-sighting", "sighting", {"frame_id": "bridge:cited", "sighting_id": "s-listed", "plate": "STOLEN1"}),
+            ("a-read", "read", {"frame_id": "bridge:cited", "sighting_id": None, "plate": "EARLYI2"}),
+        ):  # an alert on the closed sighting, and an early one on a read of another pass (a look-alike)
+            db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES"
+                       " (%s, %s, 'bridge', %s, %s)", (alert_id, kind, at, json.dumps(body)))  # fmt: skip
+    assert main(["db", "prune", "--older-than-days", "30", "--database-url", logged]) == 0
+    left = remaining(logged)
+    assert {"s-listed", "s-early"} <= set(left["sightings"]) and not {"s-next-lane", "s-parked"} & set(
+        left["sightings"]
+    )
+    with psycopg.connect(logged) as db:
+        texts = db.execute("SELECT plate_text FROM plate_reads WHERE frame_id = 'bridge:cited' ORDER BY 1").fetchall()
+    assert texts == [("EARLYI2",), ("ST0LEN1",)]
+
+
 def test_the_pruners_role_prunes_alike(logged, capsys, monkeypatch):
     """What `alpr db upgrade --grant-pruner` grants is all a prune needs (the compose `prune` service's login)."""
     import common.retention
