@@ -329,3 +329,31 @@ def test_a_pool_serves_again_as_soon_as_postgres_is_back_after_a_long_outage(pri
         assert time.monotonic() - back < 4  # 10 s and more at psycopg_pool's own give-up (300 s)
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("when", ["infinity", "-infinity", "10000-01-01 00:00+00", "1969-12-31 23:59+00"])
+def test_no_login_may_date_a_row_where_no_reader_can_follow(postgres_url, when):
+    """One sighting dated 'infinity' by the workers' login failed every export and wide search, and no
+    prune reached it (an audit): the times are checked by Postgres as the jobs check them."""
+    from tests.helpers import workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with workers_role(postgres_url) as (_, as_workers), psycopg.connect(as_workers, autocommit=True) as worker:
+        worker.execute(
+            "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+            " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES ('s1', 'gate', 'KPX4721', 0.9,"
+            " now(), now(), 1, 'gate:1:0', 0.9, 1, 1, 2, 2, '[]')"
+        )
+        statements = (
+            "UPDATE sightings SET last_seen = %s",
+            "UPDATE sightings SET first_seen = %s",
+            "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
+            " VALUES ('gate:1:1', 'gate', 0, 0, %s, 0, '{}', 'done')",
+            "INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at, plate_index,"
+            " plate_text, confidence, format_match, candidates, x1, y1, x2, y2, detection_confidence, stage_ms)"
+            " VALUES ('gate', 'gate:1:0', 0, 0, %s, 0, 'KPX4721', 0.9, true, '[]', 1, 1, 2, 2, 0.9, '{}')",
+            "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read', 'gate', %s, '{}')",
+        )
+        for statement in statements:
+            with pytest.raises(psycopg.errors.CheckViolation):
+                worker.execute(statement, (when,))
