@@ -52,7 +52,8 @@ def _shown(value: str, limit: int = 40) -> str:
 def normalise_plate(text: str) -> str:
     """Plate text as listed and as read: upper case, spaces, dashes and dots dropped; anything else
     (another character, empty, over 16 characters) is refused, naming the value."""
-    plate = re.sub(r"[\s.-]", "", text).upper()
+    plate = re.sub(r"[\s.-]", "", text)
+    plate = plate.upper() if plate.isascii() else plate  # upper-cased, ı and ſ became I and S, ß SS, ﬁ FI
     if not PLATE_RE.fullmatch(plate):
         raise InputError(f"not a plate: {_shown(text)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)")
     return plate

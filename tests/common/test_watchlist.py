@@ -113,7 +113,8 @@ def test_an_entry_stops_matching_when_it_expires():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("ab-123 cd", "AB123CD"), ("A.B.1", "AB1"), ("X" * 16, "X" * 16), ("", None), ("AB_12", None),
-     ("ÄB12", None), ("X" * 17, None), ("AB\n12", "AB12"), ("--", None)],
+     ("ÄB12", None), ("X" * 17, None), ("AB\n12", "AB12"), ("--", None),
+     ("KPX4721ı", None), ("ſTRAßE1", None), ("ﬁX123", None)],  # upper-cased: KPX4721I, STRASSE1, FIX123
 )  # fmt: skip
 def test_entry_parse_normalises_or_refuses_naming_the_value(text, expected):
     if expected is None:
