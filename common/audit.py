@@ -39,6 +39,10 @@ Reason = Annotated[str, Field(max_length=200), _printable_line(3)]
 Operator = Annotated[str, Field(max_length=100), _printable_line(1)]
 """Who takes it (`--by`; the database login is recorded beside it, by Postgres)."""
 
+RecordedPath = Annotated[str, Field(max_length=4096), _printable_line(1)]
+"""Where it went (an export's file): one line, as a reason is (a file named with a line break wrote
+`searched_by chief` as a line of its own into the record)."""
+
 
 def login_name() -> str:
     """The operator's login name, `--by`'s default; "unknown" where this uid has none (a container's):
@@ -52,11 +56,14 @@ def login_name() -> str:
 OPERATOR_FIELDS = frozenset({"searched_by", "exported_by"})
 """The records' operator fields, which `--by` fills."""
 
+FLAG_OF = {"csv_path": "csv", "camera_id": "camera"}
+"""Other fields filled by a flag of another name."""
+
 
 def refused_flag(error: ValidationError) -> InputError:
     """The first field a record refused, as the flag that gave it: `--by` for the operator (a search named
     it --searched-by, a flag no one can type), else the field's name as a flag (`--reason`, `--within`)."""
     problem = error.errors()[0]
     field = ".".join(str(part) for part in problem["loc"])
-    flag = "by" if field in OPERATOR_FIELDS else field.replace("_", "-") or "search"
+    flag = "by" if field in OPERATOR_FIELDS else FLAG_OF.get(field, field.replace("_", "-"))
     return InputError(f"--{flag}: {problem['msg']}")

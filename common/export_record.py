@@ -13,7 +13,7 @@ from typing import Literal
 
 import psycopg
 
-from common.audit import Operator, Reason
+from common.audit import Operator, Reason, RecordedPath
 from common.db import open_current_pool
 from common.errors import ConfigError, OutputError
 from common.jobs import Strict
@@ -44,7 +44,7 @@ class PlateExport(Strict):
     reason: Reason
     exported_by: Operator
     exported: Literal["reads", "sightings"]
-    csv_path: str
+    csv_path: RecordedPath
 
     def record_row(self) -> tuple[str, str, str, str]:
         return (self.exported_by, self.reason, self.exported, self.csv_path)

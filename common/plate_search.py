@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import Field, ValidationInfo, field_validator
 
 from common.audit import Operator, Reason
-from common.jobs import Strict
+from common.jobs import CAMERA_ID_PATTERN, Strict
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.watchlist import normalise_plate
 
@@ -85,7 +85,7 @@ class PlateSearch(Strict):
     within: float = Field(1.0, ge=0.0, le=MAX_WITHIN, allow_inf_nan=False)
     since: datetime | None = None
     until: datetime | None = None
-    camera_id: str | None = None
+    camera_id: str | None = Field(None, pattern=CAMERA_ID_PATTERN)
     limit: int = Field(100, ge=1, le=100_000)
 
     @field_validator("plate")

@@ -146,6 +146,7 @@ def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_
         (["KPX4721", "--reason", "case 1", "--limit", "0"], "--limit"),
         (["KPX4721", "--reason", "case 1", "--by", "officer\t7"], "--by:"),  # was --searched-by, no such flag
         (["KPX4721", "--reason", "case 1", "--since", "2026-11-03", "--until", "2026-11-01"], "--until: "),
+        (["KPX4721", "--reason", "case 1", "--camera", "gate\u2028searched_by: chief"], "--camera: "),  # recorded
     ],
 )
 def test_a_search_that_cannot_be_made_is_one_line_and_nothing_is_searched(arguments, message, tmp_path, capsys):
