@@ -71,7 +71,8 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
         raise refused_flag(error) from None
     found = _run(query, settings)
     _print(found)
-    print(f"{len(found)} sightings of {query.plate} within {query.within:g} (search recorded)", file=sys.stderr)
+    more = f", the newest {query.limit}: older ones may match too (--limit)" if len(found) >= query.limit else ""
+    print(f"{len(found)} sightings of {query.plate} within {query.within:g}{more} (search recorded)", file=sys.stderr)
     return 0
 
 
