@@ -8,7 +8,9 @@ import importlib
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -380,8 +382,18 @@ def one_line_error(error: Exception) -> str | None:
     return None
 
 
+def exit_on_terminate() -> None:
+    """SIGTERM (`kill`, `timeout`, a container stopped) ends the command as an exception does, so what it
+    was writing is cleaned up: its default killed the process outright, and an export stopped so left
+    its hidden partial copy of the log (118,077 rows) beside the file for good. Roles that stop on it
+    in their own way (workers, ingest nodes, `alpr run`) put their handlers in its place."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     forbid_core_dumps()  # every role decodes frames: a crash's core file held them, plates unblurred
+    exit_on_terminate()
     parser = build_parser()
     args = parser.parse_args(argv)
     # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.

@@ -193,3 +193,33 @@ def test_a_file_named_with_a_line_break_is_refused_before_anything_is_recorded(t
             "plate_exports" not in tables or connection.execute("SELECT count(*) FROM plate_exports").fetchone()[0] == 0
         )
     connection.close()
+
+
+def test_an_export_stopped_by_sigterm_leaves_no_copy_of_the_log_behind(tmp_path):
+    """SIGTERM's default killed the process outright: the hidden partial CSV beside --csv stayed for good."""
+    import signal
+    import subprocess
+    import sys
+
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC123", "XYZ789"])
+    out = tmp_path / "out"
+    out.mkdir()
+    script = f"""
+import os, signal, sys
+import common.plate_log as plate_log
+write_csv = plate_log.write_csv
+def stopped_midway(rows, columns, path):  # the real signal, sent once the first row is written
+    def rows_then_sigterm():
+        for index, row in enumerate(rows):
+            if index == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield row
+    return write_csv(rows_then_sigterm(), columns, path)
+plate_log.write_csv = stopped_midway
+from alpr.cli import main
+sys.exit(main(["export", "--reason", "case 1", "--csv", {str(out / "reads.csv")!r}, "--sqlite", {str(log)!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[2])  # fmt: skip
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert list(out.iterdir()) == []
