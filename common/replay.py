@@ -4,7 +4,9 @@ back on their stage's queue — those whose frames are still in the frame store;
 `replayed`, so that its frames are detected however old (the age limit sheds live overload: every
 frame of a replay, minutes after the failure, would be skipped as too old). A job whose frames have
 all expired, or whose payload is malformed, would only fail again: it is left in the registry (a
-week, for inspection) and counted."""
+week, for inspection) and counted. But for a redact job: its redactor records every frame, as kept where
+an earlier attempt kept it whole (its recording failed, then its frames expired) or else as expired;
+left in the registry, its frames were logged `lost` and a kept file stayed unnamed by the log."""
 
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def replay_failed(
                 report.malformed[stage] += 1
                 continue
             keys = needed_keys(job)
-            if keys and not frames.exists(*keys):
+            if keys and not isinstance(job, RedactJob) and not frames.exists(*keys):  # see the module's words
                 report.expired[stage] += 1
                 continue
             changed = isinstance(job, DetectJob) and not job.replayed  # marked: its frames detected however old

@@ -151,3 +151,21 @@ def test_a_signed_job_is_checked_once_however_often_its_refusal_is_asked(redis_u
     job.refresh()  # read again (another process may have changed it): checked afresh
     job.job_key = "another-key-0123456789"
     assert job.refusal() == "not signed with the chain's job key (ALPR_JOB_KEY)"
+
+
+def test_a_redact_job_is_replayed_though_its_frames_expired(redis_url):
+    """Its redactor records each frame, as kept where an earlier attempt kept it whole (the attempt's
+    recording failed, then its frames expired), else as expired: left in the registry, the frame was
+    logged `lost` and its kept file stayed unnamed by the log."""
+    from common.jobs import DetectedFrame
+
+    connection = connect_redis(redis_url)
+    redact = stage_queue(connection, "redact")
+    job = RedactJob(batch_id="b", frames=[DetectedFrame(frame=ref("cam:1:0"), plates=[])])  # its frame expired
+    enqueue(redact, job, 60)
+    (job_id,) = redact.get_job_ids()
+    redact.remove(job_id)
+    FailedJobRegistry(queue=redact).add(redact.fetch_job(job_id))
+    report = replay_failed(connection, connection, ["redact"])
+    assert (report.requeued["redact"], report.expired["redact"]) == (1, 0)
+    assert redact.get_job_ids() == [job_id]
