@@ -62,15 +62,33 @@ PARTIAL_SUFFIX = ".partial"
 """The end of a file's name while it is written whole beside it (`.<name>.<8 random>.partial`)."""
 
 
+def durably_replaced(written: Path, path: Path) -> None:
+    """`written` in the place of `path`, on the disk: its bytes synced before the rename, the folder
+    after it. Without, a power cut or a crash of the host could keep the rename but not the bytes (ext4's
+    delayed allocation, XFS): an empty file at a kept frame's name, recorded kept, its raw frame deleted."""
+    synced = os.open(written, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(synced)
+    finally:
+        os.close(synced)
+    os.replace(written, path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 @contextlib.contextmanager
 def _written_beside(path: Path) -> Iterator[tuple[int, Path]]:
     """A new private file (0600, made with O_EXCL: no link followed, whatever the umask) beside `path`,
     open for the block; it takes the place of `path` (os.replace) only when the block succeeds, and is
-    removed when the block fails. A process killed meanwhile leaves it behind under its partial name."""
+    removed when the block fails. A process killed meanwhile leaves it behind under its partial name.
+    Durable once this returns (durably_replaced)."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     try:
         yield descriptor, Path(temporary)
-        os.replace(temporary, path)
+        durably_replaced(Path(temporary), path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)

@@ -115,3 +115,28 @@ def test_write_private_refuses_a_link_at_the_name(tmp_path):
     with pytest.raises(OSError, match="symbolic link"):
         write_private(target, b"jpeg")
     assert victim.read_text() == "precious" and sorted(os.listdir(tmp_path)) == ["frame.jpg", "victim.txt"]
+
+
+def test_a_written_file_is_on_the_disk_before_its_name_and_its_name_after(tmp_path, monkeypatch):
+    """No fsync was made: after a power cut a kept frame could be an empty file at its own name, recorded
+    kept, its raw frame deleted. The real calls are made; they are only watched, in order."""
+    calls: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def watched_fsync(descriptor: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        fsync(descriptor)
+
+    def watched_replace(source: str | Path, target: str | Path) -> None:
+        calls.append(("replace", str(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    monkeypatch.setattr(os, "replace", watched_replace)
+    frame = tmp_path / "cam_1_0.jpg"
+    write_private(frame, b"\xff\xd8jpeg\xff\xd9")
+    assert [kind for kind, _ in calls] == ["fsync", "replace", "fsync"]
+    assert calls[0][1].startswith(str(tmp_path / ".cam_1_0.jpg.")) and calls[1:] == [
+        ("replace", str(frame)), ("fsync", str(tmp_path)),
+    ]  # fmt: skip
+    assert frame.read_bytes() == b"\xff\xd8jpeg\xff\xd9"
