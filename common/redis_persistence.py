@@ -1,7 +1,8 @@
-"""Whether a Redis writes what it holds to disk: RDB snapshots (`save`) or an append-only file
-(`appendonly`). The frame store holds raw frames and plate crops, unblurred, so the ingest node and
-the workers check its Redis at start and warn when it persists (an operator may accept that knowingly:
-a warning, not a refusal)."""
+"""Whether a Redis writes what it holds to disk: RDB snapshots (`save`), an append-only file
+(`appendonly`), a replica's sync through a file (`repl-diskless-sync no`), or replicas (whose disks
+this cannot see: a replica loads its sync through a file by default, and keeps it). The frame store
+holds raw frames and plate crops, unblurred, so the ingest node and the workers check its Redis at start
+and warn when it persists (an operator may accept that knowingly: a warning, not a refusal)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,20 @@ def persistence(connection: redis.Redis) -> list[str]:
     empty when nothing does. Raises redis.ResponseError where CONFIG is refused (renamed, disabled, or
     not granted to this ACL user)."""
     settings = {**connection.config_get("save"), **connection.config_get("appendonly")}
+    settings.update(connection.config_get("repl-diskless-sync"))
     found = []
     if str(settings.get("save", "")).strip():
         found.append(f"RDB snapshots (save {settings['save']})")
     if str(settings.get("appendonly", "no")).lower() == "yes":
         found.append("an append-only file (appendonly yes)")
+    if str(settings.get("repl-diskless-sync", "yes")).lower() == "no":
+        found.append("an RDB file for each replica's sync (repl-diskless-sync no)")
+    replicas = int(connection.info("replication").get("connected_slaves", 0))
+    if replicas:
+        found.append(
+            f"{replicas} replica(s), which write what they are sent to disk unless each runs with"
+            " repl-diskless-load swapdb, rdb-del-sync-files yes and no save or appendonly"
+        )
     return found
 
 

@@ -18,7 +18,8 @@ from alpr.start_checks import cuda_devices
 from alpr.wiring import build_detector, reach_frame_store
 from common.config import Settings
 from common.errors import ConfigError
-from tests.helpers import alpr_process, free_port
+from tests.helpers import alpr_process, free_port, wait_for
+from tests.servers import PrivateRedis
 
 
 def frame_store_warnings(caplog: pytest.LogCaptureFixture, environ: dict[str, str]) -> list[str]:
@@ -45,6 +46,29 @@ def test_a_frame_store_that_persists_is_warned_about(redis_url, caplog):
     server.config_set("appendonly", "yes")
     [warning] = frame_store_warnings(caplog, {"ALPR_FRAME_STORE_URL": redis_url})  # a store of its own
     assert "an append-only file (appendonly yes)" in warning and "is unset" not in warning
+
+
+def test_a_frame_store_with_a_replica_or_a_sync_through_a_file_is_warned_about(redis_server, tmp_path, caplog):
+    """Its replica (by default) loads the sync through an RDB file and keeps it: raw frames on the
+    replica's disk, with `save ""` and `appendonly no` on both (an audit); a sync through a file writes
+    them on the store's own disk."""
+    store = {"ALPR_FRAME_STORE_URL": redis_server.url}
+    server = redis.Redis.from_url(redis_server.url)
+    server.config_set("repl-diskless-sync", "no")
+    [warning] = frame_store_warnings(caplog, store)
+    assert "an RDB file for each replica's sync (repl-diskless-sync no)" in warning
+    server.config_set("repl-diskless-sync", "yes")
+    replica_server = PrivateRedis(tmp_path / "replica")
+    (tmp_path / "replica").mkdir()
+    replica_server.start()
+    try:
+        replica = redis.Redis(port=replica_server.port)
+        replica.replicaof("127.0.0.1", redis_server.port)
+        wait_for(lambda: int(server.info("replication")["connected_slaves"]) == 1, 20, "the replica to connect")
+        [warning] = frame_store_warnings(caplog, store)
+        assert "1 replica(s), which write what they are sent to disk unless" in warning
+    finally:
+        replica_server.stop()
 
 
 def test_a_frame_store_that_refuses_config_is_warned_about_not_fatal(redis_url, caplog):
