@@ -4,6 +4,8 @@ each fails at once with one line naming the setting, instead of a quiet fall-bac
 
 from __future__ import annotations
 
+import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,10 +52,18 @@ def _refuse(backend: str, device: str, why: str) -> NoReturn:
     )
 
 
+def _only_ours(status: os.stat_result) -> bool:
+    """Whether a folder is this process's user's and no one else may write in it."""
+    return status.st_uid == os.geteuid() and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def check_keep_dir(keep_dir: Path) -> None:
-    """ConfigError when the redactor cannot create `keep_dir` or write a file in it, or when a camera or
-    day folder in it is a link (the sweep follows none: frames kept through it would never be deleted,
-    so the redactor refuses to keep them)."""
+    """ConfigError when the redactor cannot create `keep_dir` or write a file in it, when it or a camera or
+    day folder in it is another user's or writable by others (an audit: a folder of mode 0777 was taken
+    as it was, and another local user's camera folder, its day folder swapped for a link in a loop, had
+    kept frames land in her folder, out of the sweep's reach), or when a camera or day folder in it is a
+    link (the sweep follows none: frames kept through it would never be deleted, so the redactor refuses
+    to keep them)."""
     try:
         make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
@@ -62,9 +72,18 @@ def check_keep_dir(keep_dir: Path) -> None:
         linked = [c for c in cameras if c.is_symlink()]
         linked += [d for c in cameras if not c.is_symlink() and c.is_dir() for d in c.iterdir()
                    if is_day_name(d.name) and d.is_symlink()]  # fmt: skip
+        folders = [keep_dir, *[c for c in cameras if not c.is_symlink() and c.is_dir()]]
+        folders += [d for c in folders[1:] for d in c.iterdir() if is_day_name(d.name) and not d.is_symlink()]
+        loose = next((f for f in folders if not _only_ours(f.stat())), None)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(f"ALPR_KEEP_DIR: the redactor cannot write kept frames to {keep_dir}: {reason}") from None
+    if loose is not None:
+        raise ConfigError(
+            f"ALPR_KEEP_DIR: {loose} is another user's or others may write in it; they could move kept frames"
+            " out of the sweep's reach, swap a folder for a link mid-write, or delete them: make it the"
+            " redactor's own (chown) and writable by it alone (chmod go-w)"
+        )
     if linked:
         raise ConfigError(
             f"ALPR_KEEP_DIR: {linked[0]} is a symbolic link; the sweep of kept frames follows no link, so frames"

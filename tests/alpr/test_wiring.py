@@ -99,6 +99,31 @@ def test_a_redactor_that_cannot_write_its_keep_folder_stops_at_start(redis_url, 
     assert list((tmp_path / "new" / "kept").iterdir()) == []  # the check leaves no file behind
 
 
+@pytest.mark.parametrize("loose", ["keep folder", "camera folder", "day folder"])
+def test_a_keep_folder_others_may_write_in_stops_the_redactor_at_start(loose, redis_url, postgres_url, tmp_path,
+                                                                      monkeypatch, capsys):  # fmt: skip
+    """A keep folder of mode 0777 was taken as it was: another local user made a camera folder in it and
+    swapped its day folder for a link in a loop, and kept frames landed in her folder (an audit)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    keep_dir = tmp_path / "kept"
+    day = keep_dir / "gate" / "2026-12-04"
+    day.mkdir(parents=True)
+    folder = {"keep folder": keep_dir, "camera folder": day.parent, "day folder": day}[loose]
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(keep_dir))
+    worker = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+    assert main(worker) == 0  # a positive control: the folders are the redactor's own
+    for mode in (0o777, 0o770, 0o1777):
+        folder.chmod(mode)
+        assert main(worker) == 2
+        assert f"ALPR_KEEP_DIR: {folder} is another user's or others may write in it" in capsys.readouterr().err
+    folder.chmod(0o755)
+    assert main(worker) == 0
+    if os.geteuid() == 0:  # root may give it away: another user's folder (nobody's)
+        os.chown(folder, 65534, -1)
+        assert main(worker) == 2
+        assert f"ALPR_KEEP_DIR: {folder} is another user's" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_a_cuda_device_the_backend_lacks_is_refused_at_start(settings: Settings, backend: str):
     asked = settings.model_copy(update={"detector_backend": backend, "detector_device": "cuda:0"})
