@@ -341,14 +341,21 @@ PROJECT_PACKAGES = frozenset(
 the operator (DatabaseWriteError, a refused job), never a bug's traceback."""
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse._SubParsersAction]:
+    """A parser's subcommand groups (argparse keeps its subcommands' parsers only in its actions)."""
+    return [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+
+
 def setting_flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
     """Each setting a flag of `command` gives -> that flag as typed (`sample_fps` -> `--fps`)."""
     names: dict[str, str] = {}
-    for action in parser._actions:  # argparse keeps its subcommands' parsers only here
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            for option in action.choices[command]._actions:
-                if option.dest in SETTING_FLAGS and option.option_strings:
-                    names[option.dest] = max(option.option_strings, key=len)
+    parsers = [sub.choices[command] for sub in _subcommands(parser) if command in sub.choices]
+    while parsers:  # the command's own flags, and those of its subcommands (`alpr watchlist list`)
+        current = parsers.pop()
+        parsers += [choice for sub in _subcommands(current) for choice in sub.choices.values()]
+        for option in current._actions:
+            if option.dest in SETTING_FLAGS and option.option_strings:
+                names[option.dest] = max(option.option_strings, key=len)
     for option in parser._actions:  # flags of `alpr` itself
         if option.dest in SETTING_FLAGS and option.option_strings:
             names.setdefault(option.dest, max(option.option_strings, key=len))

@@ -241,6 +241,13 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     assert alpr(capsys, postgres_url, "list", "--all")[1][1:] == out[1:2]
 
 
+def test_a_bad_database_url_flag_is_named_as_the_flag(capsys):
+    """It was named ALPR_DATABASE_URL, which the operator never set (flags were found one level deep)."""
+    assert main(["watchlist", "list", "--database-url", "mysql://x"]) == 2
+    error = capsys.readouterr().err
+    assert "--database-url:" in error and "ALPR_DATABASE_URL" not in error
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
