@@ -10,6 +10,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
+
+from common.audit import Operator, login_name, refused_flag
 from common.config import Settings
 from common.errors import ConfigError
 
@@ -35,6 +38,14 @@ def add_watchlist_parser(sub: Any) -> None:
     imports.add_argument("csv_path", type=Path, metavar="CSV", help="header plate,reason[,expires_at][,list]")
     for parser in (add, remove, listing, imports):
         parser.add_argument("--database-url", help="postgresql://... (default: ALPR_DATABASE_URL)")
+    for parser in (add, remove, imports):
+        parser.add_argument("--by", dest="changed_by", help="who changes the list (default: the login name): recorded")
+
+
+class Operated(BaseModel):
+    """Who changes a watch-list, checked as the other records' operators are (one printable line)."""
+
+    changed_by: Operator
 
 
 def watchlist(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,9 +54,14 @@ def watchlist(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres that holds the watch-lists")
+    changed_by = getattr(args, "changed_by", None) or login_name()
+    try:
+        Operated(changed_by=changed_by)
+    except ValidationError as error:
+        raise refused_flag(error) from None
     pool = database_pool(settings, "watch-list command")
     try:
-        return _run(args, WatchList(pool))
+        return _run(args, WatchList(pool, changed_by))
     finally:
         pool.close()
 

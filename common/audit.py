@@ -16,6 +16,9 @@ AUDIT_TABLES = ("plate_searches", "plate_exports")
 """The audit records in Postgres (migrations 12 and 13): added to, never read, changed or pruned but
 by the schema's owner."""
 
+OWNER_ONLY_TABLES = ("watchlist_changes",)
+"""Records Postgres writes itself (migration 16's triggers, as the owner): no other role may touch them."""
+
 
 def _printable_line(least: int) -> AfterValidator:
     """Text of at least `least` characters besides spaces, printable, on one line: the pattern refused
@@ -53,7 +56,7 @@ def login_name() -> str:
         return "unknown"
 
 
-OPERATOR_FIELDS = frozenset({"searched_by", "exported_by"})
+OPERATOR_FIELDS = frozenset({"searched_by", "exported_by", "changed_by"})
 """The records' operator fields, which `--by` fills."""
 
 FLAG_OF = {"csv_path": "csv", "camera_id": "camera"}

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common import defaults
-from common.audit import AUDIT_TABLES
+from common.audit import AUDIT_TABLES, OWNER_ONLY_TABLES
 from common.backoff import Backoff
 from common.credentials import mask_url
 from common.errors import ConfigError
@@ -248,6 +248,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
             )]  # fmt: skip
             connection.execute(sql.SQL("GRANT INSERT ({}) ON {} TO {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, columns)), audited, name))  # fmt: skip
+        for table in OWNER_ONLY_TABLES:  # the record of watch-list changes: written by its triggers, as the owner
+            connection.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(schema_name, table), name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
 

@@ -178,17 +178,26 @@ class WatchIndex:
 class WatchList:
     """The `watchlist` table through a connection pool (the schema brought up by `alpr db upgrade`)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, operator: str | None = None) -> None:
         self.pool = pool
+        self.operator = operator
+        """Who makes the changes (`alpr watchlist --by`): named in Postgres's record of them (migration 16)."""
+
+    def _named(self, connection: psycopg.Connection) -> None:
+        """The operator, for this transaction's changes' record."""
+        if self.operator is not None:
+            connection.execute("SELECT set_config('alpr.operator', %s, true)", (self.operator,))
 
     def add(self, entry: WatchEntry) -> None:
         """Add an entry, or replace the reason and expiry of the same plate on the same list."""
         with self.pool.connection() as connection, connection.transaction():
+            self._named(connection)
             _upsert(connection, [entry])
 
     def remove(self, plate: str, list_name: str = DEFAULT_LIST) -> bool:
         """Remove a plate from a list; False when it was not on it."""
         with self.pool.connection() as connection, connection.transaction():
+            self._named(connection)
             cursor = connection.execute(
                 "DELETE FROM watchlist WHERE list_name = %s AND plate = %s", (list_name, normalise_plate(plate))
             )
@@ -237,6 +246,7 @@ class WatchList:
 
         rows = read_csv(path)
         with self.pool.connection() as connection, connection.transaction():
+            self._named(connection)
             entries = _upsert(connection, rows)
         return entries, len(rows)
 

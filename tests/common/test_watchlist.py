@@ -477,3 +477,53 @@ def test_a_row_written_by_hand_past_year_9999_neither_stops_the_loading_nor_is_l
     cache = WatchListCache(watch, refresh_s=60.0)
     assert cache_match(cache, "AB1", 0.0) is not None and cache_match(cache, "CD2", 0.0) is not None  # never ends
     assert cache_match(cache, "EF3", 0.0) is None and "EF3" in [e.plate for e in watch.entries(include_expired=True)]
+
+
+def test_every_change_to_a_watch_list_is_recorded_by_postgres_for_the_owner_alone(postgres_url, tmp_path, capsys):
+    """Who listed a plate, changed it or took it off, when, as which login and operator: after a removal
+    nothing anywhere named the plate, nor who had listed it (an audit). Written by Postgres's triggers
+    however the list is changed, append-only, and no other role may read or touch it."""
+    from tests.helpers import workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with workers_role(postgres_url) as (role, as_workers):  # the login Compose's commands run as
+
+        def alpr_as(*argv: str) -> int:
+            return main(["watchlist", *argv, "--database-url", as_workers])
+
+        assert alpr_as("add", "KPX4721", "--reason", "stolen, case 41", "--by", "officer 7") == 0
+        assert alpr_as("add", "KPX4721", "--reason", "stolen, case 41", "--expires", "2030-01-01") == 0  # changed
+        assert alpr_as("add", "KPX4721", "--reason", "stolen, case 41", "--expires", "2030-01-01") == 0  # the same
+        assert alpr_as("import", str(write(tmp_path, "plate,reason\nKPX4721,recovered?\nABC123,amber alert\n")),
+                       "--by", "officer 9") == 0  # fmt: skip
+        assert alpr_as("remove", "KPX4721", "--by", "officer 7") == 0
+        assert alpr_as("add", "XY1", "--reason", "x", "--by", "officer\n7") == 2  # one line, as every operator
+        assert "--by:" in capsys.readouterr().err
+        with psycopg.connect(as_workers, autocommit=True) as worker:
+            worker.execute("UPDATE watchlist SET reason = 'hand-written' WHERE plate = 'ABC123'")
+            for statement in (
+                "SELECT * FROM watchlist_changes",
+                "DELETE FROM watchlist_changes",
+                "UPDATE watchlist_changes SET changed_by = 'x'",
+                "INSERT INTO watchlist_changes (change, list_name, plate) VALUES ('added', 'd', '1')",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    worker.execute(statement)
+    with psycopg.connect(postgres_url, autocommit=True) as owner:
+        owner.execute("TRUNCATE watchlist")
+        rows = owner.execute(
+            "SELECT database_user = %s, changed_by, change, plate, reason, expires_at IS NOT NULL, was_reason"
+            " FROM watchlist_changes ORDER BY id", (role,)
+        ).fetchall()  # fmt: skip
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            owner.execute("DELETE FROM watchlist_changes")
+    login = rows[1][1]
+    assert rows == [
+        (True, "officer 7", "added", "KPX4721", "stolen, case 41", False, None),
+        (True, login, "changed", "KPX4721", "stolen, case 41", True, "stolen, case 41"),
+        (True, "officer 9", "changed", "KPX4721", "recovered?", False, "stolen, case 41"),  # one statement
+        (True, "officer 9", "added", "ABC123", "amber alert", False, None),
+        (True, "officer 7", "removed", "KPX4721", None, False, "recovered?"),
+        (True, None, "changed", "ABC123", "hand-written", False, "amber alert"),
+        (False, None, "removed", "ABC123", None, False, "hand-written"),
+    ]
