@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common import defaults
 from common.alerts import MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
 from common.credentials import escape_controls, mask_url
 
@@ -61,8 +62,9 @@ SIGNATURE_TOLERANCE_S = 300
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """4xx answers worth retrying (timeout, too early, too many requests); every 5xx is too."""
 
-MAX_RESPONSE_BYTES = 65536
-"""Most bytes of a webhook's answer read (then dropped): enough to end the exchange cleanly."""
+ATTEMPT_SAFETY_S = 1.5
+"""An attempt ends this long before its delivery's lease (the receiver's timeout plus
+defaults.ALERT_LEASE_MARGIN_S) runs out: its outcome is recorded before another worker may claim it."""
 
 MAX_RETRY_AFTER_S = 3600.0
 """Longest Retry-After honoured as a hint; a receiver asking for more gets this."""
@@ -154,16 +156,45 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class _Deadline:
-    """Ends an exchange at its deadline: urllib's timeout bounds each socket operation, so a receiver that
-    trickles its answer a byte at a time would hold a delivery (and its lease) for ever. Each connection
-    the exchange opens is tracked, and when the timer fires their sockets are shut, which wakes a read."""
+def attempt_bound_s(timeout_s: float) -> float:
+    """How long one attempt may take in all: the host name's lookup and the connection (each address tried
+    for the timeout), then the exchange (the timeout), ending within the delivery's lease. An attempt
+    bounded by the timeout alone never reached a receiver whose name took the timeout to look up (glibc's
+    default with a dead first nameserver) or whose first address drops packets (a broken IPv6 route)."""
+    return timeout_s + defaults.ALERT_LEASE_MARGIN_S - ATTEMPT_SAFETY_S
 
-    def __init__(self, seconds: float) -> None:
-        self.connections: list[http.client.HTTPConnection] = []
+
+class _Deadline:
+    """Ends an attempt in time: urllib's timeout bounds each socket operation, so a receiver that trickles
+    its answer a byte at a time would hold a delivery (and its lease) for ever. The exchange has `seconds`
+    from its connection, and the whole attempt `bound_s` from its start, whichever ends first; each
+    connection's socket is known from its making (urllib lets go of it once the headers are in), and when
+    the time is up it is shut, which wakes a read."""
+
+    def __init__(self, seconds: float, bound_s: float) -> None:
+        self.seconds, self.ends_at = seconds, time.monotonic() + bound_s
+        self.sockets: list[socket.socket] = []
         self.expired = threading.Event()
-        self.timer = threading.Timer(seconds, self._expire)
-        self.timer.daemon = True
+        self.lock = threading.Lock()
+        self.timer = self._timer(bound_s)
+
+    def _timer(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(max(0.0, seconds), self._expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def connected(self, sock: socket.socket) -> None:
+        """A connection is made: the exchange's time starts now, within the attempt's bound."""
+        with self.lock:
+            self.sockets.append(sock)
+            if not self.expired.is_set():
+                self.timer.cancel()
+                self.timer = self._timer(min(self.seconds, self.ends_at - time.monotonic()))
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.timer.cancel()
 
     def track(self, connection_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
         def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
@@ -171,23 +202,24 @@ class _Deadline:
             opened = connection.connect
 
             def connect_in_time() -> None:  # the host name's lookup cannot be cut short: a connection made
-                opened()  # after the deadline sent the alert late, which then counted as timed out and was
-                if self.expired.is_set():  # sent again (a receiver saw it twice); now nothing is sent
+                opened()  # after the attempt's bound sent the alert as the lease ran out, and another worker
+                if self.expired.is_set():  # sent it again (a receiver saw it twice); now nothing is sent
                     connection.close()
-                    raise TimeoutError("connected only after the deadline: nothing sent")
+                    raise TimeoutError("connected only after the attempt's time: nothing sent")
+                if connection.sock is not None:
+                    self.connected(connection.sock)
 
             connection.connect = connect_in_time  # type: ignore[method-assign]
-            self.connections.append(connection)
             return connection
 
         return connect
 
     def _expire(self) -> None:
-        self.expired.set()
-        for connection in self.connections:
-            if connection.sock is not None:
+        with self.lock:
+            self.expired.set()
+            for sock in self.sockets:
                 with contextlib.suppress(OSError):
-                    connection.sock.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def opener(self) -> urllib.request.OpenerDirector:
         """urllib's opener (proxies from the environment, verified TLS) without redirects, its
@@ -233,16 +265,13 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
     }
     request = urllib.request.Request(receiver.url, data=body, headers=headers, method="POST")
     where = f"webhook {receiver_origin(receiver.url)}"
-    deadline = _Deadline(receiver.timeout_s)  # the whole exchange, not each read, within timeout_s
-    deadline.timer.start()
+    # the whole exchange, not each read, within timeout_s; the lookup and connection before it too, within the lease
+    deadline = _Deadline(receiver.timeout_s, attempt_bound_s(receiver.timeout_s))
     try:
-        # a 2xx status line is the receiver's yes: the rest of its answer cut short changes nothing
-        with (
-            deadline.opener().open(request, timeout=receiver.timeout_s) as response,
-            contextlib.suppress(OSError, HTTPException),
-        ):
-            response.read(MAX_RESPONSE_BYTES)
-        deadline.timer.cancel()
+        # a 2xx status line is the receiver's yes: its body is not read (one sent a byte at a time held a
+        # worker past its lease, the 200 thrown away and the alert sent again and again)
+        with deadline.opener().open(request, timeout=receiver.timeout_s):
+            deadline.cancel()
     except urllib.error.HTTPError as error:
         with error:
             phrase = _hide_url(" ".join(str(error.reason).split()), receiver.url)
@@ -251,11 +280,11 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
         raise DeliveryRejected(f"{where}: the URL cannot be sent: {type(error).__name__}") from None
     except (urllib.error.URLError, OSError, HTTPException) as error:  # unreachable, timeouts, broken answers
         if deadline.expired.is_set():
-            raise DeliveryRetryable(f"{where}: timed out: no whole answer within {receiver.timeout_s:g} s") from None
+            raise DeliveryRetryable(f"{where}: timed out: no answer within {receiver.timeout_s:g} s") from None
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
         raise DeliveryRetryable(f"{where}: {_describe(reason, receiver.url)}") from None
     finally:
-        deadline.timer.cancel()
+        deadline.cancel()
 
 
 def receiver_origin(url: str) -> str:
@@ -332,12 +361,13 @@ def _describe(error: object, url: str | None = None) -> str:
 
 def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     """Publish `alert` to the receiver's topic with QoS 1; returns once the broker acknowledged it
-    (PUBACK). The whole attempt (connect, CONNACK, PUBACK) runs within `receiver.timeout_s`, on this
-    thread (paho's synchronous loop: no network thread to leak), and always disconnects."""
+    (PUBACK). The exchange (CONNACK, PUBACK) runs within `receiver.timeout_s` of the connection, the
+    whole attempt within attempt_bound_s, on this thread (paho's synchronous loop: no network thread to
+    leak), and it always disconnects."""
     where = f"mqtt {receiver.host}:{receiver.port}"
     if MQTT_WILDCARDS & set(receiver.topic) or not receiver.topic:
         raise DeliveryRejected(f"{where}: a topic to publish to may not be empty or hold the wildcards + or #")
-    deadline = time.monotonic() + receiver.timeout_s
+    bound_at = time.monotonic() + attempt_bound_s(receiver.timeout_s)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
     client.connect_timeout = receiver.timeout_s
     if receiver.uses_tls:  # the broker's certificate and host name verified (paho's defaults)
@@ -353,7 +383,10 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     try:
         # paho bounds the TLS handshake by the keepalive: no longer than the attempt may take
         keepalive = min(MQTT_KEEPALIVE_S, max(1, math.ceil(receiver.timeout_s)))
-        client.connect(receiver.host, receiver.port, keepalive=keepalive)
+        client.connect(receiver.host, receiver.port, keepalive=keepalive)  # the lookup: unbounded, so checked
+        if time.monotonic() >= bound_at:  # connected as the lease ran out: nothing published
+            raise DeliveryRetryable(f"{where}: connected only after the attempt's time: nothing sent")
+        deadline = min(time.monotonic() + receiver.timeout_s, bound_at)  # the exchange's time starts now
         _loop_until(client, lambda: bool(connack), deadline, f"{where}: no CONNACK")
         if connack[0].is_failure:
             refusal = f"{where}: the broker refused the connection: {connack[0].getName()}"

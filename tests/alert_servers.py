@@ -93,6 +93,9 @@ class Reply:
     hang: bool = False
     trickle_s: float = 0.0
     """When above 0: the answer is sent a byte at a time, one every trickle_s seconds."""
+    trickle_body_s: float = 0.0
+    """When above 0: the status line and headers at once (200, Content-Length 4096), then the body a byte
+    every trickle_body_s seconds."""
     echo_path: bool = False
     """Whether the status line's reason phrase quotes the request's path (as some servers' 404 do)."""
     echo_without_query: bool = False
@@ -121,10 +124,15 @@ class WebhookServer:
                 if owner.reply.hang:
                     owner.release.wait(30)
                     return
-                if owner.reply.trickle_s > 0:
-                    answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 400 + b"\r\nContent-Length: 2\r\n\r\nok"
+                if owner.reply.trickle_s > 0 or owner.reply.trickle_body_s > 0:
+                    if owner.reply.trickle_s > 0:
+                        answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 400 + b"\r\nContent-Length: 2\r\n\r\nok"
+                    else:
+                        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n")
+                        self.wfile.flush()
+                        answer = b"x" * 4096
                     for byte in answer:  # each read gets a byte well within its timeout
-                        if owner.release.wait(owner.reply.trickle_s):
+                        if owner.release.wait(owner.reply.trickle_s or owner.reply.trickle_body_s):
                             return
                         try:
                             self.wfile.write(bytes([byte]))
