@@ -107,6 +107,14 @@ class FrameRef(Strict):
     )
     stage_ms: StageTimings = Field(default_factory=dict, description="time each stage spent on it so far, ms")
 
+    @model_validator(mode="after")
+    def named_by_its_camera(self) -> FrameRef:
+        """make_frame_id's scheme: a frame id begins with its camera's (a kept frame is filed and swept by
+        that name: one named otherwise would be kept for ever)."""
+        if not self.frame_id.startswith(f"{self.camera_id}:"):
+            raise ValueError(f"frame_id must begin with its camera_id and a colon ({self.camera_id}:...)")
+        return self
+
     def timed(self, stage: StageName, ms: float) -> FrameRef:
         """This frame with one more stage's time."""
         return self.model_copy(update={"stage_ms": {**self.stage_ms, stage: ms}})

@@ -31,6 +31,11 @@ def test_round_trip_through_json():
         ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "captured_at_s": float("nan")}]},
          "captured_at"),
         ({"v": 2, "stage": "detect", "batch_id": "b c", "frames": [REF.model_dump()]}, "batch_id"),
+        # a frame named as another camera's (or outside the scheme) would be kept under a name no sweep deletes
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "frame_id": "other:1:0"}]},
+         "frame_id must begin with its camera_id"),
+        ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "frame_id": "cam1:0"}]},
+         "frame_id must begin with its camera_id"),
         # numbers that parse but would fail later, every time: a BIGINT column, the box geometry
         ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "seq": 2**70}]}, "seq"),
         ({"v": 2, "stage": "detect", "batch_id": "b", "frames": [{**REF.model_dump(), "frame_index": 2**63}]},
