@@ -125,6 +125,9 @@ SELECT camera_id, read_outcome, count(*) FROM frames WHERE read_outcome IS NOT N
 PENDING_COUNTS = "SELECT camera_id, count(*) FROM frames WHERE outcome = 'pending' GROUP BY camera_id"
 
 
+ALERTED_FRAMES = "SELECT DISTINCT camera_id, body ->> 'frame_id' FROM alerts"
+
+
 class FrameLog:
     """Writes and counts the frames table through a shared pool, waiting out Postgres outages."""
 
@@ -195,6 +198,12 @@ class FrameLog:
                 for frame_id, index, captured_at in connection.execute(FINISHED, (chunk,)):
                     found[frame_id] = (int(index), captured_at.timestamp())
         return found
+
+    def alerted_frames(self) -> set[tuple[str, str]]:
+        """(camera, frame id) of every frame a watch-list alert cites: its kept image is the alert's
+        evidence, kept with the alert (common/retention.py keeps the frame's record so)."""
+        with self.pool.connection() as connection:
+            return {(camera_id, frame_id) for camera_id, frame_id in connection.execute(ALERTED_FRAMES) if frame_id}
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

@@ -12,7 +12,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,13 +134,17 @@ def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
     return [path for path in _entries(parent) if fits(path.name) and path.is_dir() and not path.is_symlink()]
 
 
-def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = None) -> int:
-    """Delete the kept frames (`kept_path`'s layout only) last written more than `max_age_s` ago, and
-    the empty folders of days that ended before that (a camera folder too, when this emptied it: a day
-    folder a worker has just made for a frame is never removed under it); returns how many frames.
-    Files another worker deletes meanwhile are skipped."""
+def delete_expired_frames(
+    keep_dir: Path, max_age_s: float, now: float | None = None, spared: Collection[tuple[str, str]] = ()
+) -> int:
+    """Delete the kept frames (`kept_path`'s layout only) last written more than `max_age_s` ago, but
+    those `spared` ((camera, frame id): the frames alerts cite, their evidence: they were deleted after
+    72 h while `alpr db prune` kept their records), and the empty folders of days that ended before that
+    (a camera folder too, when this emptied it: a day folder a worker has just made for a frame is never
+    removed under it); returns how many frames. Files another worker deletes meanwhile are skipped."""
     if not keep_dir.is_dir():
         return 0
+    kept_names = {(_path_safe(camera_id), f"{_path_safe(frame_id)}.jpg") for camera_id, frame_id in spared}
     now_s = time.time() if now is None else now
     cutoff = now_s - max_age_s
     deleted = 0
@@ -153,8 +157,8 @@ def delete_expired_frames(keep_dir: Path, max_age_s: float, now: float | None = 
             # a day still to come is looked into: an ingest host's clock ahead dates its frames there
             for path in _entries(day):
                 with contextlib.suppress(FileNotFoundError):
-                    if is_ours(camera.name, path.name) and path.is_file() and not path.is_symlink() \
-                            and path.stat().st_mtime < cutoff:  # fmt: skip
+                    if is_ours(camera.name, path.name) and (camera.name, path.name) not in kept_names \
+                            and path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:  # fmt: skip
                         path.unlink()
                         deleted += 1
             if start_s is not None and start_s + DAY_S <= cutoff:  # never a recent day, made for a frame now

@@ -146,6 +146,7 @@ class RedactStage:
         self.cameras_seen.update(unaccounted)
         if time.monotonic() - self.last_keep_sweep >= self.keep_sweep_s:
             self.last_keep_sweep = time.monotonic()
-            if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s):
+            spared = self.frame_log.alerted_frames()  # an alert's evidence stays with it
+            if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s, spared=spared):
                 log.info("deleted %d kept frames older than %.0f h", deleted, self.keep_max_age_s / 3600)
                 self.metrics.kept_deleted.inc(deleted)

@@ -21,11 +21,12 @@ from common.queues import connect_redis, enqueue, stage_queue
 from tests.helpers import clip_frames
 
 
-def stored_job(connection, cameras: tuple[str, ...]) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    """A redact job (as a payload) of one stored frame with one plate box per camera."""
+def stored_job(connection, cameras: tuple[str, ...], age_s: float = 0.0) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """A redact job (as a payload) of one stored frame with one plate box per camera, captured `age_s` ago."""
     frames = []
     for camera in cameras:
-        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0, captured_at_s=time.time(),
+        ref = FrameRef(frame_id=f"{camera}:1:0", camera_id=camera, seq=0, frame_index=0,
+                       captured_at_s=time.time() - age_s,
                        source_time_s=0.0, key=frame_key(f"{camera}:1:0"), region="us")  # fmt: skip
         FrameStore(connection, 600).put_many([(ref.key, encode_jpeg(np.full((120, 160, 3), 90, np.uint8), 90))])
         frames.append(DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(10, 10, 60, 30), confidence=0.9)]))
@@ -223,3 +224,23 @@ def test_a_frame_swapped_in_the_store_after_detection_is_never_kept(redis_url, p
         assert db.execute("SELECT outcome, detail, kept_path FROM frames").fetchall() == [
             ("corrupt", NOT_AS_STORED, None)]  # fmt: skip
     assert list(keep_dir.rglob("*.jpg")) == []
+
+
+def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_url, postgres_url, tmp_path, settings):
+    """An alert's evidence: the prune keeps the frame's record, but the keep folder's sweep deleted its
+    image after ALPR_KEEP_MAX_AGE_H (72 h), the record's kept_path naming a file gone."""
+    import json
+    import os
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    stage.handle(stored_job(connection, ("cam", "other"), age_s=100 * 3600))
+    kept = {path.parts[-3]: path for path in keep_dir.rglob("*.jpg")}
+    old = time.time() - 100 * 3600
+    for path in kept.values():
+        os.utime(path, (old, old))
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read', 'cam',"
+                   " now(), %s)", (json.dumps({"frame_id": "cam:1:0", "plate": "KPX4721"}),))  # fmt: skip
+    stage.last_keep_sweep = float("-inf")  # its sweep due
+    stage.maintain()
+    assert kept["cam"].is_file() and not kept["other"].exists()
