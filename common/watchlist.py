@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, datetime
@@ -47,6 +48,13 @@ def char_set(text: str) -> int:
 
 def _shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def _one_line(reason: str) -> str:
+    """A reason as stored, made one printable line (controls, line breaks and format characters become
+    spaces): the table's check bounds its length only, and a reason the entry refused dropped its plate
+    from every match."""
+    return " ".join("".join(c if c.isprintable() else " " for c in reason).split())[:MAX_REASON_CHARS] or "?"
 
 
 def normalise_plate(text: str) -> str:
@@ -117,7 +125,8 @@ class WatchEntry:
     @classmethod
     def parse(cls, plate: str, reason: str, expires: str = "", list_name: str = "") -> WatchEntry:
         """An entry from text as typed or as in a CSV cell: the plate normalised, '' list = the default."""
-        return cls(normalise_plate(plate), reason.strip(), list_name.strip() or DEFAULT_LIST, parse_expiry(expires))
+        spaced = "".join(" " if unicodedata.category(c) == "Zs" else c for c in reason)  # a no-break space pasted
+        return cls(normalise_plate(plate), spaced.strip(), list_name.strip() or DEFAULT_LIST, parse_expiry(expires))
 
     def expired(self, now_s: float) -> bool:
         return self.expires_at is not None and self.expires_at.timestamp() <= now_s
@@ -223,11 +232,11 @@ class WatchList:
                 {"never_from": NEVER_FROM, "earliest": EARLIEST, "within": expired_within_s},
             ).fetchall()
         entries = []
-        for row in rows:
-            try:
-                entries.append(WatchEntry(*row))
+        for plate, reason, list_name, expires_at in rows:
+            try:  # a reason written by hand in SQL with a tab or a line break: the plate was skipped (fail-open)
+                entries.append(WatchEntry(plate, _one_line(reason), list_name, expires_at))
             except InputError as error:  # a row written by hand in SQL: skipped, the others still match
-                log.warning("watch-list %s: an entry is skipped, not valid: %s", _shown(str(row[2])), error)
+                log.warning("watch-list %s: an entry is skipped, not valid: %s", _shown(str(list_name)), error)
         return entries
 
     def version(self) -> int:
