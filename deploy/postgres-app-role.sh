@@ -22,6 +22,9 @@ login_role() {  # $1: the role's name, $2: the file of its password
     psql -v ON_ERROR_STOP=1 -v role="$1" -v secret_file="$2" \
         --username "${POSTGRES_USER:-alpr}" --dbname "${POSTGRES_DB:-alpr}" <<'SQL'
 \set secret `tr -d '\r\n' < :'secret_file'`
+-- a statement that fails is logged whole, its password too (`docker compose logs postgres`): not these
+SET log_min_error_statement = panic;
+SET log_statement = 'none';
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role') AS missing \gset
 \if :missing
 CREATE ROLE :"role" LOGIN PASSWORD
