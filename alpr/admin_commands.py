@@ -52,6 +52,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     import psycopg
 
     from common.db import open_pool
+    from common.metrics import Metrics
     from common.pruner_role import NOT_GRANTED, require_prune_rights
     from common.retention import prune_logs
 
@@ -65,8 +66,11 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()  # SIGTERM, SIGINT: a process 1 of a container is not ended by a signal it ignores
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    metrics = Metrics()
     try:
         require_prune_rights(pool, args.dry_run)  # and the schema current: refused at the start, in one line
+        if args.every_h is not None:  # a role of its own (Compose's `prune`): watched as the others are
+            metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready, as every role
         while not stop.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=days)
             try:
@@ -75,6 +79,10 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
             verb = "would delete" if args.dry_run else "deleted"
             print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}", flush=True)
+            if not args.dry_run:
+                for table, rows in pruned.rows.items():
+                    metrics.pruned_rows.labels(table=table).inc(rows)
+                metrics.prune_succeeded.set_to_current_time()
             if args.every_h is None:
                 return 0
             stop.wait(args.every_h * 3600)

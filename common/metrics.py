@@ -140,6 +140,14 @@ class Metrics:
             "alpr_alert_latency_seconds", "Capture of the read that raised an alert to its delivery.",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.prune_succeeded = Gauge(
+            "alpr_prune_last_success_timestamp_seconds",
+            "When the last prune round of `alpr db prune --every-h` ended well (Unix time): plate data past its"
+            " retention stays while it does not move.", registry=r,
+        )  # fmt: skip
+        self.pruned_rows = Counter(
+            "alpr_pruned_rows", "Rows deleted past the retention, by table.", ["table"], registry=r
+        )  # fmt: skip
 
     @contextmanager
     def core_cpu(self, stage: str) -> Iterator[None]:

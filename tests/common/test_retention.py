@@ -214,3 +214,28 @@ def test_a_prune_every_few_hours_stops_at_once_when_told(logged, tmp_path):
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, tmp_path):
+    """Compose's `prune` served no metrics: one crash-looping or stuck kept plate data past its retention
+    unseen (a review). Served once it is ready, as every role's."""
+    import os
+    import time
+    import urllib.request
+
+    from tests.helpers import alpr_process, free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env.update(ALPR_METRICS_PORT=str(port), ALPR_METRICS_ADDRESS="127.0.0.1")
+    log = tmp_path / "prune.log"
+    process = alpr_process(env, ["db", "prune", "--every-h", "6", "--database-url", logged], log)
+    try:
+        wait_for(lambda: "deleted what was captured" in log.read_text(), 60, "the first round")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        [succeeded] = [line for line in text.splitlines() if line.startswith("alpr_prune_last_success_timestamp")]
+        assert abs(float(succeeded.split()[1]) - time.time()) < 60
+        assert 'alpr_pruned_rows_total{table="sightings"} 14.0' in text
+    finally:
+        process.kill()
+        process.wait(10)
