@@ -31,7 +31,15 @@ from common import defaults
 from common.errors import InputError
 from common.jobs import StageName
 from common.metrics import Metrics
-from common.queues import STATS_BUSY_KEY, STATS_DONE_KEY, STATS_FRAMES_KEY, add_pool_stats, add_stats, redis_now
+from common.queues import (
+    STAGES,
+    STATS_BUSY_KEY,
+    STATS_DONE_KEY,
+    STATS_FRAMES_KEY,
+    add_pool_stats,
+    add_stats,
+    redis_now,
+)
 from common.stage_job import PERMANENT, StageJob
 
 log = logging.getLogger(__name__)
@@ -85,6 +93,9 @@ class WorkerContext:
     def __post_init__(self) -> None:  # every outcome exported at 0: a first refused job is an increase
         for outcome in get_args(JobOutcome):
             self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome)
+        if self.stage.name in STAGES:  # and a frame stage's first missing or corrupt frame (the dashboard's
+            self.metrics.frames_missing.labels(stage=self.stage.name)  # increase() of a series that began
+            self.metrics.frames_corrupt.labels(stage=self.stage.name)  # at 1 showed nothing)
 
     def count(self, outcome: JobOutcome) -> None:
         self.metrics.jobs.labels(stage=self.stage.name, outcome=outcome).inc()

@@ -244,3 +244,18 @@ def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_
     stage.last_keep_sweep = float("-inf")  # its sweep due
     stage.maintain()
     assert kept["cam"].is_file() and not kept["other"].exists()
+
+
+def test_a_frame_stages_missing_and_corrupt_counts_are_exported_at_zero(redis_url, postgres_url, tmp_path, settings):
+    """They began at 1 with the first such frame, and the dashboard's increase() showed nothing of it."""
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=tmp_path / "kept",
+                           model_dir=settings.model_dir)  # fmt: skip
+    metrics = Metrics()
+    build_worker_context("redact", loaded, connect_redis(redis_url), metrics)
+    for name in ("alpr_frames_missing_total", "alpr_frames_corrupt_total"):
+        assert metrics.registry.get_sample_value(name, {"stage": "redact"}) == 0.0, name
