@@ -284,6 +284,11 @@ LEDGER_CLOSE_S = 15.0
 WATCH_MAX_DISTANCE = 1.0
 """Largest plate distance (common/plate_text.py; a look-alike swap costs 0.5) of a watch-list match."""
 
+WATCH_FUZZY_MIN_CHARS = 5
+"""Listed plates shorter than this match within one look-alike swap at most (O/0), whatever the largest
+distance: within a whole edit, a listed A1 matched 72 of the 1,295 other two-character plates (a
+review), K9X 105 of its length; KPX4721 matches 245 of 78 billion."""
+
 WATCH_READ_MIN_CONFIDENCE = 0.9
 """Reads at or above this confidence are matched against the watch-lists at once; others via their sighting."""
 

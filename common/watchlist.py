@@ -142,7 +142,8 @@ class WatchMatch:
 
 
 def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, now_s: float) -> list[WatchMatch]:
-    """On every list that holds an entry within `max_distance` of `plate`, its nearest (ties by plate),
+    """On every list that holds an entry within `max_distance` of `plate` (within a look-alike swap for an
+    entry shorter than defaults.WATCH_FUZZY_MIN_CHARS), its nearest (ties by plate),
     by list name: a plate listed as unpaid parking and as stolen raises both, not the first list's
     alone. Expired entries (at `now_s`: the capture time) and an empty plate never match."""
     return WatchIndex(entries).match_lists(plate, max_distance, now_s)
@@ -162,6 +163,8 @@ class WatchIndex:
         self.expires_s = np.fromiter(
             (math.inf if e.expires_at is None else e.expires_at.timestamp() for e in self.entries), np.float64, count
         )
+        self.short = self.lengths < defaults.WATCH_FUZZY_MIN_CHARS
+        """Entries matched within a look-alike swap at most (a whole edit matched too many other plates)."""
 
     def match_lists(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
         """match_lists (module function) against these entries."""
@@ -171,13 +174,15 @@ class WatchIndex:
         # other takes an edit of at least the look-alike cost. They leave nearly no entry.
         chars, edit_cost = np.uint64(char_set(plate)), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
         missing = np.maximum(np.bitwise_count(chars & ~self.chars), np.bitwise_count(self.chars & ~chars))
-        near = (np.abs(self.lengths - len(plate)) <= max_distance) & (missing * edit_cost <= max_distance)
+        short_distance = min(max_distance, LOOKALIKE_SUBSTITUTION_COST)
+        reach = np.where(self.short, short_distance, max_distance)
+        near = (np.abs(self.lengths - len(plate)) <= reach) & (missing * edit_cost <= reach)
         best: dict[str, WatchMatch] = {}
         for index in np.flatnonzero(near & (self.expires_s > now_s)).tolist():
             entry = self.entries[index]
             distance = plate_distance(plate, entry.plate)
             held = best.get(entry.list_name)
-            if distance <= max_distance and (
+            if distance <= (short_distance if self.short[index] else max_distance) and (
                 held is None or (distance, entry.plate) < (held.distance, held.entry.plate)
             ):
                 best[entry.list_name] = WatchMatch(plate, entry, distance)
