@@ -173,6 +173,16 @@ class Settings(BaseModel):
             raise ValueError(f"must be an absolute path (a process's working directory is no place for it): {path}")
         return path
 
+    @field_validator("retention_days")
+    @classmethod
+    def retention_long_enough(cls, days: float) -> float:
+        if 0 < days < defaults.MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day: a shorter one deletes reads the"
+                " sighting pool has not grouped yet (no sighting, no alert for them)"
+            )
+        return days
+
     @field_validator("ocr_region")
     @classmethod
     def known_region(cls, region: str) -> str:

@@ -214,6 +214,10 @@ alert's reads and sighting are kept)."""
 MAX_RETENTION_DAYS = 36500.0
 """The longest retention, ALPR_RETENTION_DAYS or `alpr db prune --older-than-days` (a century)."""
 
+MIN_RETENTION_DAYS = 1.0
+"""The shortest retention but 0 (kept): a prune of the last minutes deleted reads the sighting pool had not
+grouped yet (no sighting, no alert for them) and frame records still being finished."""
+
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 

@@ -239,3 +239,17 @@ def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, t
     finally:
         process.kill()
         process.wait(10)
+
+
+@pytest.mark.parametrize("days", ["0.0001", "0.5"])
+def test_a_retention_shorter_than_a_day_is_refused_before_anything_is_deleted(days, logged, capsys, monkeypatch):
+    """A prune of the last minutes deleted reads the sighting pool had not grouped yet: no sighting, no
+    alert for them (a review)."""
+    before = remaining(logged)
+    assert main(["db", "prune", "--older-than-days", days, "--database-url", logged]) == 2
+    error = capsys.readouterr().err
+    assert "--older-than-days: " in error and "must be 0 (kept) or at least 1 day" in error
+    monkeypatch.setenv("ALPR_RETENTION_DAYS", days)
+    assert main(["db", "prune", "--database-url", logged]) == 2
+    assert "ALPR_RETENTION_DAYS: " in capsys.readouterr().err
+    assert remaining(logged) == before
