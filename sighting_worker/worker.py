@@ -402,15 +402,22 @@ class SightingStage:
             self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
             self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
-        not_queued = []
+        not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
             self.metrics.alerts_raised.labels(kind=alert.kind).inc()
             for receiver in self.receivers:
+                if not_queued:  # Redis failed just now: the rest are not tried (a Redis that never answers
+                    not_queued.append((alert.alert_id, receiver))  # cost its whole timeout for each)
+                    continue
                 try:
                     enqueue(self.alert_queue, alert_job(alert.alert_id, receiver, 1), self.job_timeout_s)
                 except Exception as error:  # Redis down: the alert pool queues it from the outbox
                     log.warning("could not queue alert %s for %s: %s", alert.alert_id, receiver, error)
                     not_queued.append((alert.alert_id, receiver))
+        if len(not_queued) > 1:
+            log.warning(
+                "%d more alert deliveries not queued after that: the alert pool queues them", len(not_queued) - 1
+            )
         try:  # due at the alert pool's next round once Redis is back, not 30 s later
             AlertLog(self.pool, 0.0).not_queued(not_queued)
         except Exception as error:  # Postgres away too: the requeue delay brings them

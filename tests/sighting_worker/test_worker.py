@@ -429,3 +429,37 @@ def test_the_early_scan_saves_the_reads_it_took_as_runs_and_reads_the_old_form()
     assert state["seen"] == [[ids[0], ids[-1]] for ids in frames]
     assert EarlyScan.load(0, {"early": state}).seen == early.seen == {i for ids in frames for i in ids}
     assert EarlyScan.load(0, {"early": {"seen": [5, 7, 8], "marks": []}}).seen == {5, 7, 8}  # as saved before
+
+
+def test_sighting_rounds_go_on_while_redis_takes_connections_and_never_answers(chain, redis_url):
+    """Grouping needs no Redis; its heartbeat does (`alpr status`). A Redis that accepts and never answers
+    held each beat for the whole socket timeout, the rounds behind it: 4 rounds in 41 s (a review)."""
+    import threading
+
+    import redis
+
+    from alpr.worker_command import sighting_rounds
+    from tests.alert_servers import MuteBroker
+
+    pool, settings = chain
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    rounds: list[float] = []
+    poll = stage.poll
+
+    def counted_poll():  # type: ignore[no-untyped-def]  # the real round, counted
+        rounds.append(time.monotonic())
+        return poll()
+
+    stage.poll = counted_poll
+    stop = threading.Event()
+    with MuteBroker(accept_connect=False) as frozen:
+        beats = redis.Redis(port=frozen.port, socket_timeout=20)  # the heartbeat's Redis: it never answers
+        quick = settings.model_copy(update={"sighting_poll_s": 0.1})
+        rounder = threading.Thread(target=sighting_rounds, args=(stage, quick, stop, False, beats, "w1"), daemon=True)
+        started = time.monotonic()
+        rounder.start()
+        time.sleep(3)
+        stop.set()
+        rounder.join(10)
+        beats.connection_pool.disconnect(inuse_connections=True)  # the stuck beat let go
+    assert not rounder.is_alive() and len([at for at in rounds if at - started < 3]) >= 10
