@@ -19,6 +19,10 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     from common.db import grant_to, open_pool, upgrade
     from common.pruner_role import grant_pruner
 
+    if args.action == "prune" and args.sqlite_path is not None:
+        return prune_sqlite(args, settings)
+    if args.sqlite_path is not None:
+        raise ConfigError("--sqlite: `alpr run`'s log has no schema to upgrade (it makes its own)")
     if not settings.database_url:
         raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}")
     if args.action == "prune":
@@ -89,6 +93,30 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0  # stopped between rounds (a delete stopped mid-batch is rolled back whole)
     finally:
         pool.close()
+
+
+def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
+    """`alpr run`'s reads and sightings (and their snapshots) past the retention, once: its log was kept
+    without limit whatever ALPR_RETENTION_DAYS said."""
+    from datetime import UTC, datetime, timedelta
+
+    from common.private_files import check_sqlite_file
+    from common.retention import prune_sqlite_log
+
+    days = settings.retention_days
+    if days == 0:
+        print("ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned")
+        return 0
+    if args.every_h is not None:
+        raise ConfigError("--every-h: an SQLite log is pruned once a call (run it from cron)")
+    if not args.sqlite_path.is_file():
+        raise ConfigError(f"--sqlite: {args.sqlite_path} is no file: nothing to prune")
+    check_sqlite_file(args.sqlite_path)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
+    return 0
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

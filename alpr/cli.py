@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("--dry-run", action="store_true", help="prune: count the rows, delete nothing")
     database.add_argument("--every-h", type=float, help="prune: again every this many hours, until stopped")
     database.add_argument(
+        "--sqlite", dest="sqlite_path", type=Path, help="prune: `alpr run`'s SQLite log (its reads and sightings)"
+    )
+    database.add_argument(
         "--grant",
         metavar="ROLE",
         help="then let this role (the workers' login) read and write rows, nothing more",

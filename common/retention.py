@@ -4,12 +4,16 @@ meanwhile), except what a watch-list alert cites (its frame's record, the read a
 sighting): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame
 still `pending` is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
 pruned. Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
-delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them."""
+delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them.
+`prune_sqlite_log` does the same for `alpr run`'s SQLite log (`alpr db prune --sqlite`)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -102,4 +106,39 @@ def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) ->
                 pruned.rows[table] += max(deleted, 0)
                 if deleted < BATCH_ROWS:
                     break
+    return pruned
+
+
+SQLITE_PRUNED = {"plate_reads": "captured_at", "sightings": "last_seen"}
+"""`alpr run`'s log: its tables of plate data and the time each row is pruned by (times stored as UTC
+datetimes, the same text form as the cutoff: compared as text). Its audit records are never pruned."""
+
+
+def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pruned:
+    """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
+    and the snapshot files of the sightings deleted (a regular .jpg file at the path it names: never one
+    through a link); or count them (`dry_run`)."""
+    pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
+    connection = sqlite3.connect(path)
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        with connection:  # one transaction: all of it or none
+            for table, column in SQLITE_PRUNED.items():
+                if table not in tables:
+                    continue
+                where = f"FROM {table} WHERE {column} < ?"
+                if table == "sightings":
+                    snapshots = [row[0] for row in connection.execute(f"SELECT snapshot_path {where}", (cutoff,))]
+                (count,) = connection.execute(f"SELECT count(*) {where}", (cutoff,)).fetchone()
+                pruned.rows[table] = int(count)
+                if not dry_run:
+                    connection.execute(f"DELETE {where}", (cutoff,))
+    finally:
+        connection.close()
+    if not dry_run and "sightings" in tables:
+        for snapshot in filter(None, snapshots):
+            file = Path(snapshot)
+            if file.suffix == ".jpg" and file.is_file() and not file.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    file.unlink()
     return pruned

@@ -253,3 +253,48 @@ def test_a_retention_shorter_than_a_day_is_refused_before_anything_is_deleted(da
     assert main(["db", "prune", "--database-url", logged]) == 2
     assert "ALPR_RETENTION_DAYS: " in capsys.readouterr().err
     assert remaining(logged) == before
+
+
+def test_alpr_runs_sqlite_log_is_pruned_with_its_snapshots_and_audit_records_kept(tmp_path, capsys, monkeypatch):
+    """`alpr run`'s log was kept without limit whatever ALPR_RETENTION_DAYS said (only Postgres was pruned)."""
+    import sqlite3
+    import time
+
+    from common.frame_store import frame_key
+    from common.jobs import FrameRef
+    from common.plate_log import SqlitePlateLog
+    from common.sighting_log import SqliteSightingLog
+    from common.types import PlateCandidate, PlateRead, Sighting
+
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")  # the flag names the log
+    path = tmp_path / "reads.sqlite"
+    reads, sightings, snapshots = SqlitePlateLog(path), SqliteSightingLog(path), []
+    for index, age_days in enumerate((40, 31, 29, 1)):
+        at_s = time.time() - age_days * 86400
+        frame = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at_s=at_s,
+                         source_time_s=0.0, key=frame_key(f"cam:1:{index}"), region="us")  # fmt: skip
+        reads.record_many([(frame, [PlateRead((0, 0, 9, 3), 0.9, (PlateCandidate("KPX4721", 0.95, "us"),))])])
+        snapshot = tmp_path / "sightings" / f"cam_{index}.jpg"
+        snapshot.parent.mkdir(exist_ok=True)
+        snapshot.write_bytes(b"\xff\xd8jpeg\xff\xd9")
+        snapshots.append(snapshot)
+        sighting = Sighting(
+            sighting_id=f"cam:cam:1:{index}:0", camera_id="cam", plate="KPX4721", confidence=0.9, first_seen_s=at_s,
+            last_seen_s=at_s + 3, reads=1, best_frame_id=frame.frame_id, best_box_xyxy=(0, 0, 9, 3),
+            best_confidence=0.9, texts=(("KPX4721", 1),),
+        )  # fmt: skip
+        sightings.record_many([(sighting, str(snapshot))])
+    reads.close()
+    sightings.close()
+    assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(path)]) == 0  # an audit record
+    assert main(["db", "prune", "--dry-run", "--sqlite", str(path)]) == 0
+    assert capsys.readouterr().out.strip().endswith("(30 days): 2 plate_reads, 2 sightings")
+    assert all(snapshot.exists() for snapshot in snapshots)
+    assert main(["db", "prune", "--sqlite", str(path)]) == 0
+    with sqlite3.connect(path) as connection:
+        assert [row[0] for row in connection.execute("SELECT frame_id FROM plate_reads ORDER BY 1")] == [
+            "cam:1:2", "cam:1:3"]  # fmt: skip
+        assert connection.execute("SELECT count(*) FROM sightings").fetchone() == (2,)
+        assert connection.execute("SELECT count(*) FROM plate_searches").fetchone() == (1,)
+    connection.close()
+    assert [snapshot.exists() for snapshot in snapshots] == [False, False, True, True]
