@@ -357,3 +357,34 @@ def test_no_login_may_date_a_row_where_no_reader_can_follow(postgres_url, when):
         for statement in statements:
             with pytest.raises(psycopg.errors.CheckViolation):
                 worker.execute(statement, (when,))
+
+
+def test_rows_dated_out_of_reach_before_the_upgrade_are_deleted_and_the_sweeps_go_on(postgres_url, monkeypatch):
+    """Left in place under migration 15's NOT VALID check, a frame dated 'infinity' refused every update,
+    and the redactor's sweep of lost frames (and the keep folder's after it) failed every round."""
+    import common.db
+    from common.frame_log import FrameLog
+
+    monkeypatch.setattr(common.db, "MIGRATIONS", MIGRATIONS[:14])  # a database of the version before
+    pool = open_pool(postgres_url)
+    try:
+        upgrade(pool)
+        with pool.connection() as connection:
+            for frame_id, at in (("gate:x:1", "infinity"), ("gate:r:2", "2026-01-01 00:00+00")):
+                connection.execute(
+                    "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
+                    " VALUES (%s, 'gate', 0, 0, %s, 0, '{}', 'pending')", (frame_id, at),
+                )  # fmt: skip
+            connection.execute(
+                "INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+                " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES ('s1', 'gate', 'KPX4721', 0.9,"
+                " now(), 'infinity', 1, 'gate:r:2', 0.9, 1, 1, 2, 2, '[]')"
+            )
+        monkeypatch.setattr(common.db, "MIGRATIONS", MIGRATIONS)
+        assert upgrade(pool)[0] == 15
+        FrameLog(pool, 0).sweep_lost(0)  # every pending frame: the bad one failed the whole sweep
+        with pool.connection() as connection:
+            assert connection.execute("SELECT frame_id, outcome FROM frames").fetchall() == [("gate:r:2", "lost")]
+            assert connection.execute("SELECT count(*) FROM sightings").fetchone() == (0,)
+    finally:
+        pool.close()
