@@ -184,13 +184,18 @@ class _Deadline:
         timer.start()
         return timer
 
-    def connected(self, sock: socket.socket) -> None:
-        """A connection is made: the exchange's time starts now, within the attempt's bound."""
+    def connected(self, sock: socket.socket) -> bool:
+        """A connection is made: the exchange's time starts now, within the attempt's bound; False (and
+        nothing started) when the attempt's time is up already. One critical section with `_expire`: a
+        timer firing between a check and the socket's registration shut nothing, and a trickling receiver
+        held the attempt 90 s past its bound (a review)."""
         with self.lock:
+            if self.expired.is_set():
+                return False
             self.sockets.append(sock)
-            if not self.expired.is_set():
-                self.timer.cancel()
-                self.timer = self._timer(min(self.seconds, self.ends_at - time.monotonic()))
+            self.timer.cancel()
+            self.timer = self._timer(min(self.seconds, self.ends_at - time.monotonic()))
+            return True
 
     def cancel(self) -> None:
         with self.lock:
@@ -203,11 +208,9 @@ class _Deadline:
 
             def connect_in_time() -> None:  # the host name's lookup cannot be cut short: a connection made
                 opened()  # after the attempt's bound sent the alert as the lease ran out, and another worker
-                if self.expired.is_set():  # sent it again (a receiver saw it twice); now nothing is sent
-                    connection.close()
+                if connection.sock is None or not self.connected(connection.sock):  # sent it again (a receiver
+                    connection.close()  # saw it twice); now nothing is sent
                     raise TimeoutError("connected only after the attempt's time: nothing sent")
-                if connection.sock is not None:
-                    self.connected(connection.sock)
 
             connection.connect = connect_in_time  # type: ignore[method-assign]
             return connection

@@ -507,3 +507,26 @@ def test_a_tls_broker_that_never_answers_the_handshake_fails_within_the_timeout(
         with pytest.raises(DeliveryRetryable):
             deliver_mqtt(ALERT, receiver)
         assert time.monotonic() - started < 5  # not paho's 60 s keepalive
+
+
+def test_an_attempts_time_running_out_as_its_connection_is_made_sends_nothing(monkeypatch):
+    """The timer fired between the connection's check and its socket's registration: it shut nothing,
+    and a trickling receiver held the attempt 90 s past its bound, the alert sent as its lease ran out
+    (a review). The interleaving is forced: the registration waits for the timer."""
+    import alert_worker.delivery as delivery
+
+    registered = delivery._Deadline.connected
+
+    def late(self, sock):  # type: ignore[no-untyped-def]
+        self.expired.wait(30)
+        return registered(self, sock)
+
+    monkeypatch.setattr(delivery._Deadline, "connected", late)
+    monkeypatch.setattr(delivery, "attempt_bound_s", lambda timeout_s: 0.3)
+    with WebhookServer(SECRET, Reply(trickle_s=0.2)) as server:
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable, match="timed out"):
+            deliver_webhook(ALERT, webhook(server.url, timeout_s=0.5))
+        elapsed = time.monotonic() - started
+        time.sleep(0.2)
+    assert elapsed < 2.0 and server.received == []
