@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import redis
@@ -95,13 +96,16 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
     return 0
 
 
-def heartbeat(connection: redis.Redis, name: str, stop: threading.Event) -> None:
-    """Mark sighting worker `name` alive every third of the heartbeat's TTL until `stop` (`alpr status`
-    counts the pool by it; a Redis outage only makes it miss beats)."""
+def heartbeat(connection: redis.Redis, name: str, done: threading.Event, round_began: list[float]) -> None:
+    """Mark sighting worker `name` alive every third of the heartbeat's TTL until `done` (`alpr status`
+    counts the pool by it; a Redis outage only makes it miss beats), while a round began (`round_began[0]`,
+    time.monotonic()) within the TTL: a worker whose round hangs drops out of the count, as it did when it
+    beat between rounds."""
     while True:
-        with contextlib.suppress(redis.RedisError):
-            beat_sighting_worker(connection, name)
-        if stop.wait(defaults.SIGHTING_HEARTBEAT_TTL_S / 3):
+        if time.monotonic() - round_began[0] < defaults.SIGHTING_HEARTBEAT_TTL_S:
+            with contextlib.suppress(redis.RedisError):
+                beat_sighting_worker(connection, name)
+        if done.wait(defaults.SIGHTING_HEARTBEAT_TTL_S / 3):
             return
 
 
@@ -110,14 +114,32 @@ def sighting_rounds(
 ) -> None:
     """The rounds of `sighting_loop`; its heartbeat, every third of its TTL, on a thread of its own: a
     Redis that accepts and never answers held each beat for its whole timeout (30 s), and the rounds,
-    which need no Redis, ran 4 times in 41 s instead of 200 (a review)."""
+    which need no Redis, ran 4 times in 41 s instead of 200 (a review). The heartbeat ends with the rounds
+    (before the worker's entry is taken away: a beat after it left a ghost)."""
+    done, round_began = threading.Event(), [time.monotonic()]
+    beating = threading.Thread(
+        target=heartbeat, args=(connection, name, done, round_began), name="sighting-heartbeat", daemon=True
+    )
+    beating.start()
+    try:
+        _rounds(stage, settings, stop, burst, round_began)
+    finally:
+        done.set()
+        beating.join(HEARTBEAT_JOIN_S)  # one stuck on a Redis that never answers is left behind (a daemon)
+
+
+HEARTBEAT_JOIN_S = 1.0
+"""How long a stopping sighting worker waits for a beat in flight."""
+
+
+def _rounds(stage: Any, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float]) -> None:
+    """The rounds themselves, each one's start noted in `round_began`."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
-    beating = threading.Thread(target=heartbeat, args=(connection, name, stop), name="heartbeat", daemon=True)
-    beating.start()
     backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
     while not stop.is_set():
+        round_began[0] = time.monotonic()
         try:
             stage.poll()
             backoff.reset()

@@ -463,3 +463,34 @@ def test_sighting_rounds_go_on_while_redis_takes_connections_and_never_answers(c
         rounder.join(10)
         beats.connection_pool.disconnect(inuse_connections=True)  # the stuck beat let go
     assert not rounder.is_alive() and len([at for at in rounds if at - started < 3]) >= 10
+
+
+def test_the_heartbeat_ends_with_the_rounds_and_stops_while_a_round_hangs(chain, redis_url, monkeypatch):
+    """On its own thread it beat on while a round hung (the pool shown alive in `alpr status`), and after
+    a burst's rounds had ended and the worker's entry was taken away (a ghost): a review."""
+    import threading
+
+    from alpr.worker_command import sighting_rounds
+    from common.queues import SIGHTING_WORKERS_KEY
+
+    monkeypatch.setattr(defaults, "SIGHTING_HEARTBEAT_TTL_S", 1.5)  # a beat every 0.5 s
+    pool, settings = chain
+    connection = connect_redis(redis_url)
+    stage = build_sighting_stage(settings, connection, Metrics())
+    sighting_rounds(stage, settings, threading.Event(), True, connection, "burst")  # one round
+    assert connection.zscore(SIGHTING_WORKERS_KEY, "burst") is not None
+    assert not any(thread.name == "sighting-heartbeat" for thread in threading.enumerate())
+    stop = threading.Event()
+    with psycopg.connect(settings.database_url, autocommit=True) as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE sighting_cursors IN ACCESS EXCLUSIVE MODE")  # the next round hangs on it
+        rounds = threading.Thread(target=sighting_rounds, args=(stage, settings, stop, False, connection, "hung"))
+        rounds.start()
+        time.sleep(2.0)  # past the TTL since the round began: beats until then, none after
+        last = connection.zscore(SIGHTING_WORKERS_KEY, "hung")
+        time.sleep(1.2)
+        assert last is not None and connection.zscore(SIGHTING_WORKERS_KEY, "hung") == last
+        stop.set()
+        locker.execute("ROLLBACK")
+    rounds.join(20)
+    assert not rounds.is_alive()
