@@ -32,13 +32,13 @@ def persistence(connection: redis.Redis) -> list[str]:
         found.append(f"RDB snapshots (save {settings['save']})")
     if str(settings.get("appendonly", "no")).lower() == "yes":
         found.append("an append-only file (appendonly yes)")
-    if str(settings.get("repl-diskless-sync", "yes")).lower() == "no":
-        found.append("an RDB file for each replica's sync (repl-diskless-sync no)")
     replicas = int(connection.info("replication").get("connected_slaves", 0))
-    if replicas:
+    if replicas:  # a sync through a file (Redis 6's default) writes nothing while no replica syncs
+        through_file = str(settings.get("repl-diskless-sync", "yes")).lower() == "no"
         found.append(
             f"{replicas} replica(s), which write what they are sent to disk unless each runs with"
             " repl-diskless-load swapdb, rdb-del-sync-files yes and no save or appendonly"
+            + (", and an RDB file here for each one's sync (repl-diskless-sync no)" if through_file else "")
         )
     return found
 
