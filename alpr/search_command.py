@@ -55,8 +55,8 @@ def _end_moment(text: str) -> datetime:
     moment = _moment(text)
     try:
         return moment + period(text.strip()) - timedelta(microseconds=1) if period(text.strip()) else moment
-    except OverflowError:  # 9999-12-31 and a day
-        return moment.replace(hour=23, minute=59, second=59, microsecond=999999)
+    except OverflowError:  # 9999-12-31 and a day, or 9999's last week: the end of what a datetime holds
+        return datetime.max.replace(tzinfo=moment.tzinfo)
 
 
 def search(args: argparse.Namespace, settings: Settings) -> int:

@@ -198,3 +198,22 @@ def test_a_sightings_search_keys_in_postgres_are_those_a_search_computes(postgre
             assert sorted(keys) == expected
     for group in LOOKALIKE_GROUPS:  # the skeleton makes each look-alike group one character, as the distance does
         assert {search_keys(char)[-1] for char in group} == {group[0]}
+
+
+def test_until_the_last_week_or_day_that_utc_holds_is_the_end_of_time(tmp_path, capsys):
+    """9999's last week ended on its Monday (a day and a week added overflowed): a search to it missed
+    what came after."""
+    path = tmp_path / "reads.sqlite"
+    log = SqliteSightingLog(path)
+    log.record_many([(s, None) for s in SIGHTINGS])
+    log.close()
+    for until in ("9999-W52", "9999-12-31"):
+        assert main(["search", "KPX4721", "--reason", "case 6", "--within", "0", "--until", until, "--sqlite",
+                     str(path)]) == 0  # fmt: skip
+        assert len(found(capsys.readouterr().out)) == 3
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    assert {row[0] for row in connection.execute("SELECT until FROM plate_searches")} == {
+        "9999-12-31T23:59:59.999999+00:00"}  # fmt: skip
+    connection.close()
