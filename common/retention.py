@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -85,6 +86,15 @@ class Pruned:
         return ", ".join(f"{count} {table}" for table, count in self.rows.items())
 
 
+def _probe_by_index(connection: psycopg.Connection) -> None:
+    """This transaction's statements check each row against the alerts by an index probe: Postgres chose
+    to hash the camera's alerts and compare every row of a batch with every one of them (a review: 300,000
+    sightings, 10,000 alerts at the camera, 50 million comparisons, 4.3 s a batch of 5,000; by the index
+    0.46 s, and the reads' batch 0.14 -> 0.06 s)."""
+    connection.execute("SET LOCAL enable_hashjoin = off")
+    connection.execute("SET LOCAL enable_mergejoin = off")
+
+
 def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) -> Pruned:
     """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite."""
     pruned = Pruned()
@@ -97,11 +107,13 @@ def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) ->
             values = {"camera": camera, "cutoff": cutoff, "rows": BATCH_ROWS}
             if dry_run:
                 with pool.connection() as connection:
+                    _probe_by_index(connection)
                     row = connection.execute(sql.SQL(COUNT).format(**parts), values).fetchone()
                 pruned.rows[table] += int(row[0]) if row else 0
                 continue
             while True:
                 with pool.connection() as connection:  # one batch a transaction: locks held briefly
+                    _probe_by_index(connection)
                     deleted = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).rowcount
                 pruned.rows[table] += max(deleted, 0)
                 if deleted < BATCH_ROWS:
