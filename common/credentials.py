@@ -25,10 +25,11 @@ xrtsp//admin:pw@host, typos no scheme pattern knows, were shown whole): what mas
 such as gate:2024@night.mp4 or C:/videos/a@b.mp4 is left alone."""
 
 QUERY_PASSWORD = re.compile(
-    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token)\w*|pwd|psw|pw|pass|passphrase|loginpas|auth"""
+    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token|credential|passcode)\w*|pwd|psd|psw|pw|pass|passphrase|loginpas|auth"""
     r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
-"""A credential in a URL's query (password=, pwd=, pw= and passwd= as cameras take them, token=, api_key=,
+"""A credential in a URL's query (password=, pwd=, psd=, pw= and passwd= as cameras take them, credential=,
+passcode=, token=, api_key=,
 auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=, sslpassword=; quoted values whole).
 A bare `key=` is left alone: our own records show theirs (a frame's store key); see QUERY_KEY."""
 

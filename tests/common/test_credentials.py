@@ -35,6 +35,10 @@ from common.credentials import MaskCredentials, mask_url
             "http://c/s?user=a&pwd=p1&passwd=p2&token=t&auth=x&api_key=k",
             "http://c/s?user=a&pwd=***&passwd=***&token=***&auth=***&api_key=***",
         ),
+        (
+            "http://c/video.cgi?user=admin&pwd=p1&psd=p2&credential=p3&passcode=p4&channel=1",
+            "http://c/video.cgi?user=admin&pwd=***&psd=***&credential=***&passcode=***&channel=1",
+        ),  # vendors' names (psd= and credential= were logged as they were: a review)
         ("monkey=3 x.key=2 keys=4", "monkey=3 x.key=2 keys=4"),  # only whole credential names
         ("https://h/live.m3u8?key=AIzaSyHUNTER2", "https://h/live.m3u8?key=***"),  # a query's API key (shown whole)
         ("https://h/s?api_key=a&key=b&c=1", "https://h/s?api_key=***&key=***&c=1"),
