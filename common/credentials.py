@@ -29,8 +29,8 @@ QUERY_PASSWORD = re.compile(
     r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
 """A credential in a URL's query (password=, pwd=, psd=, pw= and passwd= as cameras take them, credential=,
-passcode=, token=, api_key=,
-auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=, sslpassword=; quoted values whole).
+passcode=, token=, api_key=, auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=,
+sslpassword=; quoted values whole).
 A bare `key=` is left alone: our own records show theirs (a frame's store key); see QUERY_KEY."""
 
 QUERY_KEY = re.compile(r"(?i)([?&]key=)(?!alpr:)([^&\s#]+)")
