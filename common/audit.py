@@ -5,7 +5,8 @@ role may add to it but never read or change it (common/db.py's grant_to): it is 
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationError
@@ -48,12 +49,16 @@ RecordedPath = Annotated[str, Field(max_length=4096), _printable_line(1)]
 
 
 def login_name() -> str:
-    """The operator's login name, `--by`'s default; "unknown" where this uid has none (a container's):
-    the database login is recorded too."""
+    """The operator's login name, `--by`'s default: the user this process runs as (`sudo` names who ran
+    it: `ann via sudo`), "unknown" where its uid has none (a container's); the database login is recorded
+    too. Not $USER or $LOGNAME, which anyone sets (getpass's first choice: `USER=chief alpr search` was
+    recorded as chief's)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
         return "unknown"
+    invoker = os.environ.get("SUDO_USER", "")
+    return f"{invoker} via sudo" if invoker and invoker != name and os.getuid() == 0 else name
 
 
 OPERATOR_FIELDS = frozenset({"searched_by", "exported_by", "changed_by"})

@@ -217,3 +217,22 @@ def test_until_the_last_week_or_day_that_utc_holds_is_the_end_of_time(tmp_path, 
     assert {row[0] for row in connection.execute("SELECT until FROM plate_searches")} == {
         "9999-12-31T23:59:59.999999+00:00"}  # fmt: skip
     connection.close()
+
+
+def test_the_operator_recorded_by_default_is_the_account_the_search_runs_as(tmp_path, monkeypatch):
+    """$USER, which anyone sets, was recorded as the operator (getpass's first choice): `USER=chief alpr
+    search` was recorded as chief's."""
+    import os
+    import pwd
+    import sqlite3
+
+    path = tmp_path / "reads.sqlite"
+    SqliteSightingLog(path).close()
+    for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "chief_of_police")
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert main(["search", "KPX4721", "--reason", "case 7", "--sqlite", str(path)]) == 0
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT searched_by FROM plate_searches").fetchall() == [
+        (pwd.getpwuid(os.geteuid()).pw_name,)]  # fmt: skip
+    connection.close()
