@@ -395,5 +395,26 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- a plate was removed nothing anywhere named it, nor who had listed it
         """,
     ),
+    (
+        17,
+        r"""
+        CREATE FUNCTION alpr_one_line(value TEXT) RETURNS BOOLEAN LANGUAGE sql IMMUTABLE AS
+            $$SELECT value !~ '[[:cntrl:]\u0085\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]'$$;
+        ALTER TABLE plate_searches ADD CONSTRAINT plate_searches_fields_as_recorded CHECK (
+            length(searched_by) BETWEEN 1 AND 100 AND alpr_one_line(searched_by)
+            AND length(reason) BETWEEN 3 AND 200 AND alpr_one_line(reason) AND plate ~ '^[A-Z0-9]{1,16}$'
+            AND (camera_id IS NULL OR camera_id ~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$')
+        ) NOT VALID;
+        ALTER TABLE plate_exports ADD CONSTRAINT plate_exports_fields_as_recorded CHECK (
+            length(exported_by) BETWEEN 1 AND 100 AND alpr_one_line(exported_by)
+            AND length(reason) BETWEEN 3 AND 200 AND alpr_one_line(reason)
+            AND length(csv_path) BETWEEN 1 AND 4096 AND alpr_one_line(csv_path)
+        ) NOT VALID;
+        -- the records hold what the commands let through (one printable line: no control, line-break or
+        -- direction characters), checked by Postgres too: the workers' login, which may add to them, added a
+        -- reason of 5,000,000 characters and a plate with a line break and a terminal's escape (a review),
+        -- which append-only records keep for good. NOT VALID: records already there are never updated
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""

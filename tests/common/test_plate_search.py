@@ -236,3 +236,28 @@ def test_the_operator_recorded_by_default_is_the_account_the_search_runs_as(tmp_
     assert connection.execute("SELECT searched_by FROM plate_searches").fetchall() == [
         (pwd.getpwuid(os.geteuid()).pw_name,)]  # fmt: skip
     connection.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "columns", "values"),
+    [
+        ("plate_searches", "(searched_by, reason, plate, within, found)", ("x", "r" * 5_000_000, "KPX4721", 1, 0)),
+        ("plate_searches", "(searched_by, reason, plate, within, found)", ("x", "case 1", "KPX\n\x1b[2J", 1, 0)),
+        ("plate_searches", "(searched_by, reason, plate, within, found)", ("chief\u202e", "case 1", "KPX4721", 1, 0)),
+        ("plate_searches", "(searched_by, reason, plate, within, camera_id, found)",
+         ("x", "case 1", "KPX4721", 1, "gate\u2028searched_by: chief", 0)),
+        ("plate_exports", "(exported_by, reason, exported, csv_path)", ("x", "case\n1", "reads", "/x.csv")),
+        ("plate_exports", "(exported_by, reason, exported, csv_path)", ("x", "case 1", "reads", "/a\nb.csv")),
+    ],
+)  # fmt: skip
+def test_the_workers_login_may_add_to_the_records_only_what_the_commands_let_through(table, columns, values,
+                                                                                     postgres_url):  # fmt: skip
+    """It added a reason of 5,000,000 characters, a plate with a line break and a terminal's escape, and
+    a forged line in a camera or file name (a review): append-only records keep them for good."""
+    from tests.helpers import workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with workers_role(postgres_url) as (_, as_workers), psycopg.connect(as_workers, autocommit=True) as worker:
+        placeholders = ", ".join(["%s"] * len(values))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            worker.execute(f"INSERT INTO {table} {columns} VALUES ({placeholders})", values)
