@@ -250,7 +250,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
                 sql.SQL(", ").join(map(sql.Identifier, columns)), audited, name))  # fmt: skip
         for table in OWNER_ONLY_TABLES:  # the record of watch-list changes: written by its triggers, as the owner
             connection.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(schema_name, table), name))
-            row = connection.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f"{schema_name}.{table}",)).fetchone()
+            qualified = sql.Identifier(schema_name, table).as_string(connection)  # a schema named "Alpr" too
+            row = connection.execute("SELECT pg_get_serial_sequence(%s, 'id')", (qualified,)).fetchone()
             if row and row[0]:  # nor its ids drawn (gaps in the record)
                 connection.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.SQL(row[0]), name))
         for table in DELETED_FROM:

@@ -388,3 +388,50 @@ def test_rows_dated_out_of_reach_before_the_upgrade_are_deleted_and_the_sweeps_g
             assert connection.execute("SELECT count(*) FROM sightings").fetchone() == (0,)
     finally:
         pool.close()
+
+
+def test_the_records_checks_cannot_be_turned_off_by_a_logins_own_operator(postgres_url):
+    """Migration 17's checks called an SQL function whose body was parsed with the inserting session's
+    search_path: a login that could create in some schema defined its own `!~`, and a reason with a
+    line break and a terminal's escape was recorded for good (a review). The operators are the ones
+    resolved when the checks were made."""
+    from tests.helpers import workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with workers_role(postgres_url) as (role, as_workers):
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"CREATE SCHEMA own_{role} AUTHORIZATION {role}")
+        try:
+            with psycopg.connect(as_workers, autocommit=True) as worker:
+                worker.execute(f"CREATE FUNCTION own_{role}.always(text, text) RETURNS boolean LANGUAGE sql"
+                               " IMMUTABLE AS 'SELECT true'")  # fmt: skip
+                worker.execute(f"CREATE OPERATOR own_{role}.!~ (FUNCTION = own_{role}.always, LEFTARG = text,"
+                               " RIGHTARG = text)")  # fmt: skip
+                schema = worker.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+                worker.execute(f"SET search_path = own_{role}, {schema}, pg_catalog")
+                with pytest.raises(psycopg.errors.CheckViolation):
+                    worker.execute("INSERT INTO plate_searches (searched_by, reason, plate, within, found)"
+                                   " VALUES ('x', E'case 1\\n\\x1b[2Jforged', 'KPX4721', 1, 0)")  # fmt: skip
+        finally:
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute(f"DROP SCHEMA own_{role} CASCADE")
+
+
+def test_the_grant_works_in_a_schema_whose_name_needs_quoting(postgres_url):
+    """The change record's sequence was looked up by an unquoted name: a schema named "Alpr" failed every
+    `upgrade --grant` (a review)."""
+    import uuid
+
+    from tests.helpers import workers_role
+
+    schema = f"Alpr_{uuid.uuid4().hex[:6]}"
+    base = postgres_url.split("?")[0]
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        quoted = f"{base}?options=-csearch_path%3D%22{schema}%22"
+        with workers_role(quoted) as (_, as_workers), psycopg.connect(as_workers) as worker:
+            assert worker.execute("SELECT count(*) FROM watchlist").fetchone() == (0,)  # granted
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
