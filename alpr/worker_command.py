@@ -96,13 +96,15 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
     return 0
 
 
-def heartbeat(connection: redis.Redis, name: str, done: threading.Event, round_began: list[float]) -> None:
+def heartbeat(connection: redis.Redis, name: str, done: threading.Event, round_began: list[float | None]) -> None:
     """Mark sighting worker `name` alive every third of the heartbeat's TTL until `done` (`alpr status`
-    counts the pool by it; a Redis outage only makes it miss beats), while a round began (`round_began[0]`,
-    time.monotonic()) within the TTL: a worker whose round hangs drops out of the count, as it did when it
-    beat between rounds."""
+    counts the pool by it; a Redis outage only makes it miss beats), but while a round in progress
+    (`round_began[0]`, time.monotonic(); None between rounds) began more than the TTL ago: a worker whose
+    round hangs drops out of the count, as it did when it beat between rounds; an idle one waiting out a
+    long ALPR_SIGHTING_POLL_S does not (a review)."""
     while True:
-        if time.monotonic() - round_began[0] < defaults.SIGHTING_HEARTBEAT_TTL_S:
+        began = round_began[0]
+        if began is None or time.monotonic() - began < defaults.SIGHTING_HEARTBEAT_TTL_S:
             with contextlib.suppress(redis.RedisError):
                 beat_sighting_worker(connection, name)
         if done.wait(defaults.SIGHTING_HEARTBEAT_TTL_S / 3):
@@ -116,7 +118,8 @@ def sighting_rounds(
     Redis that accepts and never answers held each beat for its whole timeout (30 s), and the rounds,
     which need no Redis, ran 4 times in 41 s instead of 200 (a review). The heartbeat ends with the rounds
     (before the worker's entry is taken away: a beat after it left a ghost)."""
-    done, round_began = threading.Event(), [time.monotonic()]
+    done = threading.Event()
+    round_began: list[float | None] = [None]
     beating = threading.Thread(
         target=heartbeat, args=(connection, name, done, round_began), name="sighting-heartbeat", daemon=True
     )
@@ -132,8 +135,10 @@ HEARTBEAT_JOIN_S = 1.0
 """How long a stopping sighting worker waits for a beat in flight."""
 
 
-def _rounds(stage: Any, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float]) -> None:
-    """The rounds themselves, each one's start noted in `round_began`."""
+def _rounds(
+    stage: Any, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float | None]
+) -> None:
+    """The rounds themselves, each one's start noted in `round_began` (None once it ended)."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
@@ -144,10 +149,12 @@ def _rounds(stage: Any, settings: Settings, stop: threading.Event, burst: bool, 
             stage.poll()
             backoff.reset()
         except (psycopg.OperationalError, PoolTimeout) as error:
+            round_began[0] = None
             delay = backoff.next_delay()
             log.warning("Postgres unavailable (%s); retrying in %.0f s", mask_url(str(error).strip()[:200]), delay)
             stop.wait(delay)
             continue
+        round_began[0] = None
         if burst:
             break
         stop.wait(settings.sighting_poll_s)

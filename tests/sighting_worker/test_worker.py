@@ -494,3 +494,14 @@ def test_the_heartbeat_ends_with_the_rounds_and_stops_while_a_round_hangs(chain,
         locker.execute("ROLLBACK")
     rounds.join(20)
     assert not rounds.is_alive()
+    # idle between rounds longer than the TTL (ALPR_SIGHTING_POLL_S may be 60 s against 30): still alive
+    stop = threading.Event()
+    slow = settings.model_copy(update={"sighting_poll_s": 3.0})
+    rounds = threading.Thread(target=sighting_rounds, args=(stage, slow, stop, False, connection, "idle"))
+    rounds.start()
+    time.sleep(2.0)  # the round is over, the wait goes on past the TTL
+    seen = connection.zscore(SIGHTING_WORKERS_KEY, "idle")
+    time.sleep(0.8)
+    assert seen is not None and connection.zscore(SIGHTING_WORKERS_KEY, "idle") != seen
+    stop.set()
+    rounds.join(20)
