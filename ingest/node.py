@@ -171,6 +171,7 @@ class IngestNode:
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
         self.store = FrameStore(frames, settings.frame_ttl_s)
+        self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
         self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
         self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
@@ -432,8 +433,7 @@ class IngestNode:
                 self.redis_up()
                 break
             except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
-                self.redis_up()
-                self.skip_while_full(batch)
+                self.skip_while_full(batch, "backpressure" if self.queues_answer() else "redis_unavailable")
                 return
             except redis.RedisError as error:
                 self.redis_down = True
@@ -467,8 +467,22 @@ class IngestNode:
         self.store.put_many([(ref.key, data) for ref, data in batch])
         enqueue(self.detect_queue, job, self.settings.job_timeout_s)
 
-    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]]) -> None:
-        """The frame store at its maxmemory: the batch skipped as back-pressure, its stored frames deleted."""
+    def queues_answer(self) -> bool:
+        """Whether the queues' Redis answers, told apart from a full frame store's (its own server): its
+        full answer had counted as the queues' too, so their outage went unrecorded (the frames skipped as
+        back-pressure) and the log said "Redis answers again" a dozen times a second (a review)."""
+        if self.store_apart:
+            try:
+                self.queues.ping()
+            except redis.RedisError:
+                self.redis_down = True
+                return False
+        self.redis_up()
+        return True
+
+    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure") -> None:
+        """The frame store at its maxmemory: the batch skipped (as back-pressure, or as Redis unavailable
+        when the queues' Redis is away too), its stored frames deleted."""
         if not self.store_full:
             log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
                         " until it has room")  # fmt: skip
@@ -476,7 +490,7 @@ class IngestNode:
         with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
             self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
         for ref, _ in batch:
-            self.skip(ref, "backpressure")
+            self.skip(ref, reason)
 
     def refresh_depth(self) -> None:
         """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the

@@ -22,7 +22,8 @@ from common import defaults
 from common.config import Settings
 from common.db import open_pool
 from common.frame_log import FrameLog
-from common.frame_store import encode_jpeg, jpeg_digest
+from common.frame_store import encode_jpeg, frame_key, jpeg_digest
+from common.jobs import FrameRef
 from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
 from ingest.cameras import CameraConfig
@@ -275,6 +276,41 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
         rows = db.execute("SELECT outcome, detail, count(*) FROM frames GROUP BY 1, 2").fetchall()
     assert rows == [("skipped", "backpressure", 6)]
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
+
+
+def test_a_full_frame_store_of_its_own_does_not_hide_the_queues_redis_being_away(redis_server, tmp_path):
+    """Its full answer counted as the queues' Redis answering: their outage went unrecorded (every frame
+    skipped as back-pressure) and "Redis answers again" was logged a dozen times a second (a review)."""
+    from tests.servers import PrivateRedis
+
+    (tmp_path / "store").mkdir()
+    store_server = PrivateRedis(tmp_path / "store")
+    store_server.start()
+    try:
+        store = connect_redis(store_server.url)
+        store.config_set("maxmemory", str(int(store.info("memory")["used_memory"]) + 10_000))
+        settings = Settings.load({}, redis_url=redis_server.url, frame_store_url=store_server.url)
+        metrics = Metrics()
+        node = IngestNode([CameraConfig(id="cam", source="rtsp://cam/1")], settings, connect_redis(redis_server.url),
+                          store, metrics, None)  # fmt: skip
+        image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        data = encode_jpeg(image, 90)
+
+        def batch(index: int) -> list[tuple[FrameRef, bytes]]:
+            ref = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index,
+                           captured_at_s=time.time(), source_time_s=0.0, key=frame_key(f"cam:1:{index}"),
+                           region="us", digest=jpeg_digest(data))  # fmt: skip
+            return [(ref, data)]
+
+        node.flush(batch(0))  # the queues' Redis answers: back-pressure
+        redis_server.stop()
+        node.flush(batch(1))  # away: said so, and the node knows it is
+        skipped = {reason: metrics.registry.get_sample_value(
+            "alpr_frames_skipped_total", {"camera": "cam", "reason": reason}) for reason in (
+            "backpressure", "redis_unavailable")}  # fmt: skip
+        assert skipped == {"backpressure": 1.0, "redis_unavailable": 1.0} and node.redis_down
+    finally:
+        store_server.stop()
 
 
 def test_a_looping_file_played_in_real_time_keeps_its_rate_across_passes(redis_url, tmp_path, caplog):
