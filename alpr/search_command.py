@@ -52,9 +52,9 @@ def _end_moment(text: str) -> datetime:
     """The end of what `text` names: a date alone is the whole of that (UTC) day, a week all of it (`--until
     2026-11-02` ended as the day began: a car seen that afternoon was not found, and the search recorded
     so)."""
-    moment = _moment(text)
+    moment, lasts = _moment(text), period(text.strip())
     try:
-        return moment + period(text.strip()) - timedelta(microseconds=1) if period(text.strip()) else moment
+        return moment + lasts - timedelta(microseconds=1) if lasts else moment
     except OverflowError:  # 9999-12-31 and a day, or 9999's last week: the end of what a datetime holds
         return datetime.max.replace(tzinfo=moment.tzinfo)
 
