@@ -26,6 +26,7 @@ from common import defaults
 from common.credentials import mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
+from ingest.ffmpeg_open import open_capture
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
 from ingest.stream_lag import StreamLag
 
@@ -164,7 +165,7 @@ def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAM
         raise InputError(f"video {shown} cannot be read: {error.strerror or error}") from None
     if not first_bytes:
         raise InputError(f"video {shown} is empty (0 bytes)")
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    capture = open_capture(str(path))
     try:
         if not capture.isOpened():
             raise InputError(f"cannot open video (corrupt or unsupported): {shown}")
@@ -389,7 +390,7 @@ class VideoSource(FrameSource):
         super().__init__(uri, sample_fps, max_pixels)
         self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        self.capture = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        self.capture = open_capture(uri, params)
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             raise InputError(f"{what}: {mask_url(uri)}")
