@@ -121,6 +121,12 @@ class SqlitePlateLog:
         self.connection.close()
 
 
+REMEMBERED_CAMERAS = 5000
+"""Cameras a log remembers having handed to the sighting pool; past them it forgets them all and hands
+each on again with its next read (harmless: the hand-over is idempotent). A job naming a new camera id
+each time grew the set without end (a review)."""
+
+
 class PostgresPlateLog:
     """The shared log of a city's deployment: Postgres through a psycopg 3 connection pool."""
 
@@ -149,6 +155,8 @@ class PostgresPlateLog:
                 return new
 
         new = write_through_outage(self.pool, insert, self.patience_s)
+        if len(self.registered) + len(cameras) > REMEMBERED_CAMERAS:
+            self.registered.clear()
         self.registered.update(cameras)
         return new
 

@@ -33,6 +33,12 @@ MAX_CROP_ASPECT = 15
 box's margins add little), and is not read: scaled to the row search's height, a 4 x 7680 sliver
 became 100 x 192,000 pixels and took 1.7 s and 240 MB (an audit's measure)."""
 
+MAX_CROP_TALLNESS = 4
+"""A crop more than this many times as tall as it is wide is no plate either (a two-row plate is about
+as tall as wide; the detector's boxes are wider than tall), and is not read: framed for the text
+detector by a share of its height on every side, a 65,000 x 4 sliver became 84,500 x 19,504 pixels
+and took 10 s and 5 GB (a review: three in one job failed the job on every attempt)."""
+
 MIN_CROP_PIXELS = 4
 """Crops narrower or shorter than this are not read."""
 
@@ -122,7 +128,8 @@ class PlateReader:
         crops_bgr = [cv2.cvtColor(c, cv2.COLOR_BGRA2BGR) if c.ndim == 3 and c.shape[2] == 4 else c for c in crops_bgr]
         legible = [
             i for i, c in enumerate(crops_bgr)
-            if min(c.shape[:2]) >= MIN_CROP_PIXELS and c.shape[1] <= MAX_CROP_ASPECT * c.shape[0]
+            if min(c.shape[:2]) >= MIN_CROP_PIXELS
+            and c.shape[1] <= MAX_CROP_ASPECT * c.shape[0] and c.shape[0] <= MAX_CROP_TALLNESS * c.shape[1]
         ]  # fmt: skip
         choices: dict[int, CharChoices]
         lines = self.locator.locate([crops_bgr[i] for i in legible])

@@ -51,6 +51,31 @@ def test_postgres_log_is_idempotent_and_exports(tmp_path, postgres_url):
         log.close()
 
 
+def test_the_cameras_a_postgres_log_remembers_are_bounded(tmp_path, postgres_url, monkeypatch):
+    """Jobs naming a new camera each grew the set of cameras handed to the sighting pool without end."""
+    import psycopg
+
+    from common import plate_log
+
+    monkeypatch.setattr(plate_log, "REMEMBERED_CAMERAS", 3)
+    log = open_plate_log(postgres_url, tmp_path / "unused.sqlite")
+    cameras = [f"bounded-{n}" for n in range(10)]
+    try:
+        for camera in cameras:
+            frame_id = f"{camera}:run:7"
+            changed = {"frame_id": frame_id, "camera_id": camera, "key": frame_key(frame_id)}
+            frame = FrameRef(**{**FRAME.model_dump(), **changed})
+            record(log, frame, READS)
+            assert len(log.registered) <= 3
+    finally:
+        log.close()
+    with psycopg.connect(postgres_url) as connection:
+        handed = connection.execute(
+            "SELECT camera_id FROM sighting_cursors WHERE camera_id LIKE 'bounded-%%' ORDER BY camera_id"
+        ).fetchall()
+    assert [camera for (camera,) in handed] == cameras  # every camera still handed to the sighting pool
+
+
 def test_postgres_unreachable_is_a_clear_error(tmp_path):
     with pytest.raises(
         ConfigError, match=r"cannot connect to Postgres at postgresql://nobody:\*\*\*@127.0.0.1:1/"

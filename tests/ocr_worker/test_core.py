@@ -197,6 +197,17 @@ def test_tiny_or_blank_crops_give_no_candidates(reader_us):
     assert reader_us.read(np.full((40, 80, 3), 255, np.uint8)) == []
 
 
+def test_a_sliver_either_way_is_not_read(reader_us):
+    """A 65,000 x 4 crop was framed for the text detector to 84,500 x 19,504 pixels: 10 s and 5 GB."""
+    import resource
+
+    plate = cv2.resize(draw_plate("7ABC284"), (208, 104), interpolation=cv2.INTER_AREA)
+    tall, wide = np.full((65_000, 4, 3), 128, np.uint8), np.full((4, 7680, 3), 128, np.uint8)
+    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert [len(c) for c in reader_us.read_batch([tall, wide, plate])] == [0, 0, len(reader_us.read(plate))]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb < 500_000  # the peak grew < 500 MB
+
+
 def test_unknown_engine_or_region_is_a_config_error():
     with pytest.raises(ConfigError, match="OCR engine must be one of"):
         PlateReader(OcrSettings(engine="easyocr"))
