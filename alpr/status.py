@@ -115,7 +115,7 @@ def print_accounting(settings: Settings) -> None:
     statuses = ("pending", "sending", "delivered", "failed", "rejected")
     print("alert deliveries: " + " ".join(f"{s} {deliveries.get(s, 0)}" for s in statuses))
     outcomes = ("done", "skipped", "expired", "corrupt", "lost")
-    read_outcomes = ("pending", "expired", "corrupt", "lost", "refused")
+    read_outcomes = ("pending", "expired", "corrupt", "lost", "refused", "skipped")
     print(
         f"\nframes log: {'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}"
         " | frames' reads " + " ".join(f"{o:>8}" for o in read_outcomes)

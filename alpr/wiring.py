@@ -154,6 +154,7 @@ def build_worker_context(
         ocr = OcrStage(
             lambda region: build_reader(settings, region), store,
             PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
+            settings.job_timeout_s * defaults.JOB_TIME_BUDGET_SHARE,
         )  # fmt: skip
         ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
         return WorkerContext(ocr, metrics, settings.job_timeout_s)

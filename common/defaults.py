@@ -187,6 +187,13 @@ ingest nodes skip frames instead of queueing them."""
 JOB_TIMEOUT_S = 120
 """Longest one job may run before RQ fails it."""
 
+JOB_TIME_BUDGET_SHARE = 0.75
+"""Share of the job timeout a detect or OCR job's frames may take: a frame not begun by then (or whose
+work, at the job's pace so far, would end past it) is passed on as skipped, `over job time budget`,
+and the job ends in time. A job of more work than its timeout (16 frames from an 8K camera, 7 s each
+on 2 cores; 1,600 plates in one OCR job) timed out on every attempt, and none of its frames was
+detected or read (a review)."""
+
 DB_PATIENCE_S = 90
 """How long a worker waits out a Postgres outage inside one job before failing it (RQ then retries it)."""
 

@@ -5,8 +5,8 @@ redactor writes how the frame ended (done, expired, corrupt, skipped as too old)
 redaction run side by side, and each records its own outcome: the frame's (the redactor's) and its
 reads' (`read_outcome`: `pending` once the redactor has seen plates to read, `done` or `expired` from
 the OCR pool, whichever writes first, `refused` when the OCR pool does not know the frame's plate
-region, `corrupt` when a crop is there but cannot be read, `lost` when the sweep finds them still
-pending), and each merges
+region, `corrupt` when a crop is there but cannot be read, `skipped` when its OCR job ran out of time
+before it, `lost` when the sweep finds them still pending), and each merges
 its time on the frame into the row. Every write is idempotent: a frame logged twice keeps its first
 final outcome, and reads once done stay done."""
 
@@ -25,10 +25,11 @@ from psycopg_pool import ConnectionPool
 from common.db import write_through_outage
 from common.jobs import FrameOutcome, FrameRef
 
-ReadOutcome = Literal["pending", "done", "expired", "lost", "refused", "corrupt"]
+ReadOutcome = Literal["pending", "done", "expired", "lost", "refused", "corrupt", "skipped"]
 """How a frame's plate reads ended: to be read, read and logged, not read (their crops expired), lost
 (no OCR job finished them in time), refused (a plate region the OCR pool does not know), corrupt (a crop
-there but not readable: not a JPEG, too large; migration 11). None: nothing to read (no plate inside the
+there but not readable: not a JPEG, too large; migration 11), skipped (not begun within its OCR job's
+time budget: defaults.JOB_TIME_BUDGET_SHARE; migration 18). None: nothing to read (no plate inside the
 camera's ROI)."""
 
 

@@ -426,5 +426,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- there are never updated
         """,
     ),
+    (
+        18,
+        """
+        ALTER TABLE frames DROP CONSTRAINT frames_read_outcome_known;
+        ALTER TABLE frames ADD CONSTRAINT frames_read_outcome_known
+            CHECK (read_outcome IN ('pending', 'done', 'expired', 'lost', 'refused', 'corrupt', 'skipped')) NOT VALID;
+        -- skipped: not begun within its OCR job's time budget (a job of more plates than its timeout timed
+        -- out on every attempt, and none of its frames was read)
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""

@@ -43,6 +43,7 @@ from common.jobs import (
 )
 from common.metrics import Metrics
 from common.queues import enqueue
+from common.time_budget import within_budget
 from common.worker import StageResult
 from detector_worker.core import PlateDetector, inside_roi, readable
 
@@ -64,15 +65,19 @@ class DetectStage:
         crop_margin: float,
         job_timeout_s: int,
         max_frame_age_s: float,
+        time_budget_s: float | None = None,
     ) -> None:
         self.detector, self.store, self.metrics = detector, store, metrics
         self.ocr_queue, self.redact_queue = ocr_queue, redact_queue
         self.crop_margin, self.job_timeout_s, self.max_frame_age_s = crop_margin, job_timeout_s, max_frame_age_s
+        self.time_budget_s = job_timeout_s * defaults.JOB_TIME_BUDGET_SHARE if time_budget_s is None else time_budget_s
+        """How long a job's frames may take (JOB_TIME_BUDGET_SHARE of its timeout): the rest are skipped."""
 
     def maintain(self) -> None:
         """No periodic duty."""
 
     def handle(self, payload: Any) -> StageResult:
+        started = time.monotonic()
         job = parse_job(payload, DetectJob)
         if self.redact_queue.connection.exists(Job.key_for(job_id("redact", job.batch_id))):
             # handed on already: run again by RQ (a worker killed, or Redis lost, after the hand-off and
@@ -81,7 +86,15 @@ class DetectStage:
             log.info("batch %s: handed on already; not detected again", job.batch_id)
             return StageResult(frames=0)
         present, images, passed_on = self.load(job)
-        frames = self.detect(present, images) if present else []
+        begun = within_budget(present, self.detector.settings.batch_size, started + self.time_budget_s,
+                              lambda chunk: self.detect(chunk, images))  # fmt: skip
+        frames = [frame for chunk in begun for frame in chunk]
+        if late := present[len(frames) :]:
+            log.warning("batch %s: %d of %d frames not begun within the job's time budget (%.0f s, %.0f%% of"
+                        " ALPR_JOB_TIMEOUT_S): passed on undetected; give jobs fewer frames (ALPR_FRAMES_PER_JOB)"
+                        " or more time", job.batch_id, len(late), len(job.frames), self.time_budget_s,
+                        100 * defaults.JOB_TIME_BUDGET_SHARE)  # fmt: skip
+            passed_on += [self.not_detected(ref, "skipped", "over job time budget") for ref in late]
         to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
         with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
             enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
@@ -144,7 +157,8 @@ class DetectStage:
         return DetectedFrame(frame=ref, plates=[], outcome=outcome, detail=detail)
 
     def detect(self, present: list[FrameRef], images: dict[str, np.ndarray]) -> list[DetectedFrame]:
-        """One batched inference over the frames; stores the crop of each plate to be read."""
+        """One batched inference over the frames (a batch's worth: `within_budget`); stores the crop of
+        each plate to be read."""
         start = time.perf_counter()
         with self.metrics.core_cpu(self.name):
             found = self.detector.detect([images[f.key] for f in present])

@@ -9,17 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 
+from common import defaults
 from common.errors import InputError
 from common.frame_log import FrameLog, ReadOutcome
 from common.frame_store import CROP_NOT_AS_STORED, FrameStore, PixelBudget, as_stored, decode_jpeg
-from common.jobs import FrameRef, OcrJob, parse_job
+from common.jobs import DetectedFrame, FrameRef, OcrJob, parse_job
 from common.metrics import Metrics
 from common.plate_log import PlateLog
 from common.regions import load_regions
+from common.time_budget import within_budget
 from common.types import PlateRead
 from common.worker import StageResult
 from ocr_worker.core import PlateReader
@@ -29,6 +32,16 @@ log = logging.getLogger(__name__)
 MAX_REFUSALS_WARNED = 1000
 """(camera, region) pairs a worker warns of: jobs from outside can name any, and the set must not grow
 without end (past it, refusals are counted only)."""
+
+
+@dataclass(frozen=True)
+class FrameReads:
+    """One frame's reads, how they ended, and how many are of plates at the frame's side edge."""
+
+    frame: FrameRef
+    reads: list[PlateRead]
+    outcome: ReadOutcome
+    at_side_edge: int = 0
 
 
 class OcrStage:
@@ -43,9 +56,10 @@ class OcrStage:
         plate_log: PlateLog,
         frame_log: FrameLog,
         metrics: Metrics,
+        time_budget_s: float = defaults.JOB_TIMEOUT_S * defaults.JOB_TIME_BUDGET_SHARE,
     ) -> None:
         self.make_reader, self.store, self.plate_log, self.frame_log = make_reader, store, plate_log, frame_log
-        self.metrics = metrics
+        self.metrics, self.time_budget_s = metrics, time_budget_s
         self.readers: dict[str, PlateReader] = {}
         self.refused: set[tuple[str, str]] = set()  # (camera, region) warned of
 
@@ -62,33 +76,26 @@ class OcrStage:
         """No periodic duty."""
 
     def handle(self, payload: Any) -> StageResult:
+        started = time.monotonic()
         job = parse_job(payload, OcrJob)
         digests = {p.crop_key: p.crop_digest for f in job.frames for p in f.plates if p.crop_key}
         crops, unreadable = self.decode_crops(digests)
-        logged: list[tuple[FrameRef, list[PlateRead]]] = []
-        outcomes: list[ReadOutcome] = []
-        at_side_edge: list[int] = []  # per frame, its reads of plates at the side edge (confidence capped)
-        for item in job.frames:
-            start = time.perf_counter()
-            to_read = [p for p in item.plates if p.crop_key]  # the plates to read: in the ROI, not nested
-            reader = self.reader(item.frame.region)
-            if reader is None:
-                outcomes.append(self.refuse(item.frame))
-                logged.append((item.frame, []))
-                at_side_edge.append(0)
-                continue
-            missing = {p.crop_key for p in to_read if p.crop_key not in crops}
-            outcomes.append("done" if not missing else "expired" if missing - unreadable else "corrupt")
-            if outcomes[-1] == "expired":
-                self.metrics.frames_missing.labels(stage=self.name).inc()
-            with self.metrics.core_cpu(self.name):
-                reads = reader.read_plates(
-                    [crops.get(p.crop_key or "") for p in to_read],
-                    [(p.box_xyxy, p.confidence) for p in to_read],
-                    [p.at_side_edge for p in to_read],
-                )
-            logged.append((item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads))
-            at_side_edge.append(sum(1 for p, r in zip(to_read, reads, strict=True) if p.at_side_edge and r.best))
+        read = within_budget(job.frames, 1, started + self.time_budget_s,
+                             lambda frames: self.read_frame(frames[0], crops, unreadable),
+                             weight=lambda frame: sum(1 for p in frame.plates if p.crop_key))  # fmt: skip
+        if late := job.frames[len(read) :]:
+            log.warning("batch %s: %d of %d frames not begun within the job's time budget (%.0f s, %.0f%% of"
+                        " ALPR_JOB_TIMEOUT_S): their plates not read; give jobs fewer frames (ALPR_FRAMES_PER_JOB)"
+                        " or more time", job.batch_id, len(late), len(job.frames), self.time_budget_s,
+                        100 * defaults.JOB_TIME_BUDGET_SHARE)  # fmt: skip
+            for item in late:
+                self.metrics.frames_skipped.labels(
+                    camera=self.metrics.camera(item.frame.camera_id), reason="over_job_time_budget"
+                ).inc()
+            read += [FrameReads(item.frame, [], "skipped") for item in late]
+        logged = [(frame.frame, frame.reads) for frame in read]
+        outcomes = [frame.outcome for frame in read]
+        at_side_edge = [frame.at_side_edge for frame in read]
         new = self.plate_log.record_many(logged)
         self.frame_log.record_reads([(frame, outcome) for (frame, _), outcome in zip(logged, outcomes, strict=True)])
         now = time.time()
@@ -103,6 +110,26 @@ class OcrStage:
         self.store.delete_many(list(digests))
         plates = sum(len(reads) for _, reads in logged)
         return StageResult(frames=len(job.frames), plates=plates, reads_logged=new)
+
+    def read_frame(self, item: DetectedFrame, crops: dict[str, np.ndarray], unreadable: set[str]) -> FrameReads:
+        """One frame's plates read (those with a crop: in the ROI, not nested), and how its reads ended."""
+        start = time.perf_counter()
+        to_read = [p for p in item.plates if p.crop_key]
+        reader = self.reader(item.frame.region)
+        if reader is None:
+            return FrameReads(item.frame, [], self.refuse(item.frame))
+        missing = {p.crop_key for p in to_read if p.crop_key not in crops}
+        outcome: ReadOutcome = "done" if not missing else "expired" if missing - unreadable else "corrupt"
+        if outcome == "expired":
+            self.metrics.frames_missing.labels(stage=self.name).inc()
+        with self.metrics.core_cpu(self.name):
+            reads = reader.read_plates(
+                [crops.get(p.crop_key or "") for p in to_read],
+                [(p.box_xyxy, p.confidence) for p in to_read],
+                [p.at_side_edge for p in to_read],
+            )
+        edge = sum(1 for p, r in zip(to_read, reads, strict=True) if p.at_side_edge and r.best)
+        return FrameReads(item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads, outcome, edge)
 
     def refuse(self, frame: FrameRef) -> ReadOutcome:
         """A frame whose plate region this worker does not know: warned, counted and recorded as refused;

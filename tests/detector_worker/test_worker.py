@@ -225,3 +225,38 @@ def test_a_frame_whose_stored_bytes_are_not_those_sampled_is_not_detected(redis_
     redact_job = parse_job(stage_queue(connection, "redact").fetch_job("redact-swap").args[0], RedactJob)  # type: ignore[union-attr]
     outcomes = {f.frame.frame_id: (f.outcome, f.detail) for f in redact_job.frames}
     assert outcomes == {"cam:1:0": ("corrupt", NOT_AS_STORED), "cam:1:1": ("done", None)}
+
+
+def test_frames_not_begun_within_the_jobs_time_budget_are_passed_on_skipped(redis_url, detector, plate_frame):
+    """A job of more work than its timeout timed out on every attempt, none of its frames detected."""
+    from common.metrics import Metrics
+    from detector_worker.worker import DetectStage
+
+    connection = connect_redis(redis_url)
+    ids = [f"cam:1:{n}" for n in range(4)]
+    FrameStore(connection, 600).put_many([(frame_key(f), encode_jpeg(plate_frame, 90)) for f in ids])
+    metrics = Metrics()
+    stage = DetectStage(
+        detector, FrameStore(connection, 600), stage_queue(connection, "ocr"), stage_queue(connection, "redact"),
+        metrics, 0.08, 60, 30.0, time_budget_s=0.0,
+    )  # fmt: skip
+    job = DetectJob(batch_id="late", frames=[ref(f) for f in ids])
+    assert stage.handle(job.model_dump(mode="json")).not_done == 3  # the first batch always runs
+    redact = parse_job(stage_queue(connection, "redact").fetch_job("redact-late").args[0], RedactJob)  # type: ignore[union-attr]
+    ends = {f.frame.frame_id: (f.outcome, f.detail, bool(f.plates)) for f in redact.frames}
+    assert ends == {
+        "cam:1:0": ("done", None, True),
+        **dict.fromkeys(ids[1:], ("skipped", "over job time budget", False)),
+    }
+    ocr = parse_job(stage_queue(connection, "ocr").fetch_job("ocr-late").args[0], OcrJob)  # type: ignore[union-attr]
+    assert [f.frame.frame_id for f in ocr.frames] == ["cam:1:0"]
+    skipped = metrics.frames_skipped.labels(camera="cam", reason="over_job_time_budget")._value.get()
+    assert skipped == 3
+
+    generous = DetectStage(
+        detector, FrameStore(connection, 600), stage_queue(connection, "ocr"), stage_queue(connection, "redact"),
+        metrics, 0.08, 60, 30.0,
+    )  # fmt: skip
+    assert (
+        generous.handle(DetectJob(batch_id="in-time", frames=[ref(f) for f in ids]).model_dump(mode="json")).frames == 4
+    )

@@ -269,3 +269,41 @@ def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
     finally:
         pool.close()
     assert counts == {"bad": {"corrupt": 1}, "gone": {"expired": 1}, "cam": {"done": 1}}
+
+
+def test_frames_not_begun_within_the_jobs_time_budget_have_their_reads_skipped(
+    redis_url, postgres_url, settings, plate_frame
+):
+    """An OCR job of more plates than its timeout timed out on every attempt, none of its frames read."""
+    from common.metrics import Metrics
+    from common.plate_log import PostgresPlateLog
+    from ocr_worker.core import OcrSettings, PlateReader
+    from ocr_worker.worker import OcrStage
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    image, box = plate_frame
+    crop = encode_jpeg(geometry.crop(image, box, 0.08), 95)
+    frames = []
+    for n in range(3):
+        frame = FrameRef(frame_id=f"cam:1:{n}", camera_id="cam", seq=n, frame_index=n, captured_at_s=time.time(),
+                         source_time_s=float(n), key=frame_key(f"cam:1:{n}"), region="us")  # fmt: skip
+        crop_key = frame_key(f"cam:1:{n}:plate0")
+        FrameStore(connection, 600).put_many([(crop_key, crop)])
+        frames.append(DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)]))
+    pool, metrics = open_pool(postgres_url), Metrics()
+    try:
+        stage = OcrStage(
+            lambda region: PlateReader(OcrSettings(region=region)), FrameStore(connection, 600),
+            PostgresPlateLog(pool), FrameLog(pool, 0.0), metrics, time_budget_s=0.0,
+        )  # fmt: skip
+        assert stage.handle(OcrJob(batch_id="late", frames=frames).model_dump(mode="json")).reads_logged == 1
+    finally:
+        pool.close()
+    with psycopg.connect(postgres_url) as db:
+        ends = dict(db.execute("SELECT frame_id, read_outcome FROM frames").fetchall())
+        reads = db.execute("SELECT frame_id, plate_text FROM plate_reads").fetchall()
+    assert ends == {"cam:1:0": "done", "cam:1:1": "skipped", "cam:1:2": "skipped"}  # the first frame always
+    assert reads == [("cam:1:0", PLATE)]
+    assert metrics.frames_skipped.labels(camera="cam", reason="over_job_time_budget")._value.get() == 2
+    assert connection.keys("alpr:frame:*") == []  # every crop deleted, read or not
