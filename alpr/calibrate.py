@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 from alpr.evaluation import Outcome, Sample, dataset_folders, evaluate
 from alpr.folds import FOLDS, fold, parse_folds
 from common.config import Settings
-from common.errors import InputError
+from common.errors import ConfigError, InputError, OutputError
+from common.private_files import refuse_link
 from common.types import BoxXYXY, PlateCandidate, PlateRead
 from detector_worker.core import DetectorSettings, PlateDetections, PlateDetector
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
@@ -271,6 +273,7 @@ def calibrate(
         raise InputError("unseen reads with a recogniser file need the ppocr engine")
     if 1.0 not in scales or not all(0 < scale <= 1 for scale in scales):
         raise InputError(f"the scales to read at lie in (0, 1] and include 1 (full size), got {list(scales)}")
+    existing = calibration_file(out)  # before the work: a file that is no calibration failed after the fit
     detector = remembering_detector()  # each image detected once, not once a pass; built only if needed
     collected = {weight: collect(roots, settings, weight, sources, detector, scales) for weight in FORMAT_WEIGHTS}
     default_file = bundled_model_path(settings.ocr_model) if settings.ocr_engine == "ppocr" else None
@@ -281,7 +284,6 @@ def calibrate(
     from alpr.wiring import ocr_settings
 
     key = ocr_settings(settings).engine_key
-    existing = json.loads(out.read_text()) if out.is_file() else {"models": {}}
     existing.pop("features", None)  # once for the whole file; now each model says what it was fitted on
     existing["models"][key] = {
         "features": list(FEATURES),
@@ -295,5 +297,32 @@ def calibrate(
         "images": int(len(y)),
         "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence], images),
     }
-    out.write_text(json.dumps(existing, indent=1) + "\n")
+    refuse_link(out)
+    try:
+        out.write_text(json.dumps(existing, indent=1) + "\n")
+    except OSError as error:
+        raise OutputError(f"cannot write the calibration file {out}: {error.strerror or error}") from None
     return dict(existing["models"][key])
+
+
+def calibration_file(out: Path) -> dict[str, Any]:
+    """The calibration file `out` holds now, to add a model to ({"models": {}} when there is none yet):
+    ConfigError where it is a link, or no calibration file (not JSON, not UTF-8, no models), or cannot be
+    written, all before the minutes of work a fit takes; it failed after them, with a traceback."""
+    refuse_link(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is not a folder")
+    if not out.exists():
+        return {"models": {}}
+    problem = None
+    try:
+        existing = json.loads(out.read_bytes().decode("utf-8"))
+        if not os.access(out, os.W_OK):
+            problem = "it cannot be written"
+        elif not isinstance(existing, dict) or not isinstance(existing.get("models"), dict):
+            problem = "it is not a calibration file (a JSON object with its models)"
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        problem = f"it is not a calibration file ({type(error).__name__})"
+    if problem:
+        raise ConfigError(f"--out {out}: {problem}")
+    return dict(existing)

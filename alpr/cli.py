@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import math
 import os
@@ -393,12 +394,27 @@ def one_line_error(error: Exception) -> str | None:
 
 
 def exit_on_terminate() -> None:
-    """SIGTERM (`kill`, `timeout`, a container stopped) ends the command as an exception does, so what it
-    was writing is cleaned up: its default killed the process outright, and an export stopped so left
-    its hidden partial copy of the log (118,077 rows) beside the file for good. Roles that stop on it
-    in their own way (workers, ingest nodes, `alpr run`) put their handlers in its place."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
+    """SIGTERM (`kill`, `timeout`, a container stopped) and SIGHUP (its terminal gone) end the command as
+    an exception does, so what it was writing is cleaned up: their default killed the process outright,
+    and an export stopped so left its hidden partial copy of the log (118,077 rows) beside the file for
+    good. A signal ignored (SIGHUP under `nohup`) stays so. Roles that stop on them in their own way
+    (workers, ingest nodes, `alpr run`) put their handlers in its place."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, lambda received, _: sys.exit(128 + received))
+
+
+OPENCV_LOG_LEVELS = {"SILENT": 0, "FATAL": 1, "ERROR": 2, "WARNING": 3, "INFO": 4, "DEBUG": 5, "VERBOSE": 6}
+"""OPENCV_LOG_LEVEL's names, as OpenCV's logging numbers them."""
+
+
+def quiet_opencv(level_name: str) -> None:
+    """OpenCV's own log at `level_name` (OPENCV_LOG_LEVEL's), set now: OpenCV reads the variable once."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(OPENCV_LOG_LEVELS.get(level_name.upper(), OPENCV_LOG_LEVELS["ERROR"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -406,9 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_on_terminate()
     parser = build_parser()
     args = parser.parse_args(argv)
-    # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better.
+    # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better. OpenCV
+    # read its variable when imported (before main): its warning came before every error line (a review).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    quiet_opencv(os.environ["OPENCV_LOG_LEVEL"])
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a file name of other bytes than UTF-8, printed, ended the
+        sys.stdout.reconfigure(errors="backslashreplace")  # run with a traceback: shown escaped, as on stderr
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

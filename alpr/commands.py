@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.credentials import mask_url
-from common.errors import InputError
+from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
-from common.private_files import check_sqlite_file, replaced_privately
+from common.private_files import check_sqlite_file, refuse_link, replaced_privately, write_private
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 
 if TYPE_CHECKING:
@@ -81,12 +81,16 @@ def default_camera_id(source: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from alpr.standalone import StopSignals
+    from alpr.standalone import StopSignals, written_over
     from alpr.wiring import build_pipeline
-    from ingest.sources import open_source, uri_syntax_problem
+    from ingest.sources import is_utf8, open_source, uri_syntax_problem
 
     if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
         raise InputError(problem)
+    if args.out is not None and not is_utf8(str(args.out)):  # the log keeps snapshots' paths as text
+        raise InputError(f"--out {ascii(str(args.out))[1:-1][:300]} is not valid UTF-8: name another folder")
+    if args.out is not None and (clash := written_over(Path(args.source), args.out)):
+        raise InputError(f"the source {args.source} is {clash}, which the run writes: name another --out folder")
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
@@ -161,6 +165,10 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     def in_folds(sample: Sample) -> bool:
         return args.folds is None or fold(sample.image.name) in args.folds
 
+    for path in filter(None, (args.json_path, args.errors_path)):  # before the work, not after it
+        refuse_link(path)
+        if path.is_dir() or not path.parent.is_dir():
+            raise ConfigError(f"{path}: name a file in a folder that exists")
     outcomes: dict[str, list[Outcome]] = {}
     results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds, args.scale)
     threshold = settings.ocr_min_confidence
@@ -193,7 +201,8 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
                                    for name, r in results.items()))  # fmt: skip
     if args.json_path:
-        args.json_path.write_text(json.dumps({"engine": settings.ocr_engine, **summary(results)}, indent=2))
+        report = {"engine": settings.ocr_engine, **summary(results)}
+        write_private(args.json_path, json.dumps(report, indent=2).encode())
     if args.errors_path:
         write_errors(args.errors_path, outcomes)
     return 0

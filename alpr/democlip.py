@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.errors import OutputError
+
 DEFAULT_PLATES = ("KPX4721", "7ABC284", "GHT2093")
 """Plates of the default clip, one car each, all valid `us` formats."""
 
@@ -138,6 +140,8 @@ def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLAT
                        for k, (text, lane) in enumerate(zip(texts, lanes, strict=True))])  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
+    if not writer.isOpened():  # a folder or a .txt: it said "wrote" and left only the sidecar (a review)
+        raise OutputError(f"cannot write a video at {path}: name an .mp4 file in a folder that exists")
     frames_per_car = int(SECONDS_PER_CAR * CLIP_FPS)
     boxes: list[dict[str, object]] = []
     for pass_index, cars in enumerate(passes):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import signal
 import threading
@@ -26,7 +27,13 @@ from common.errors import InputError, OutputError
 from common.frame_store import encode_jpeg, frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
-from common.private_files import create_private, make_private_folders, refuse_link, write_private
+from common.private_files import (
+    create_private,
+    make_private_folders,
+    refuse_link,
+    refuse_shared_folder,
+    write_private,
+)
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, Polygon, boxes_to_read
@@ -124,10 +131,31 @@ class ProcessedFrame:
     redacted: np.ndarray
 
 
+OUTPUT_NAMES = ("redacted.mp4", "redacted_frames", "sightings")
+"""What `alpr run` writes in its --out folder: the redacted video or frames, the sightings' snapshots."""
+
+
+def written_over(source: Path, out_dir: Path) -> Path | None:
+    """The output of a run into `out_dir` that is the file or folder `source` (by its path, a link or a
+    hard link) or holds it, if any: `alpr run out/redacted.mp4` replaced its own source with a video of
+    its first two frames (a review)."""
+    try:
+        real = source.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    for name in OUTPUT_NAMES:
+        made = out_dir / name
+        with contextlib.suppress(OSError):
+            if os.path.samefile(made, real) or made.resolve() in real.parents:
+                return made
+    return None
+
+
 class RedactedWriter:
     """Writes redacted frames: an mp4 for a video source, numbered JPEGs for an image folder."""
 
     def __init__(self, out_dir: Path, as_frames: bool, fps: float) -> None:
+        refuse_shared_folder(out_dir, "the redacted frames")
         make_private_folders(out_dir)  # redacted frames still show cars, faces and places
         self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
         self.video: cv2.VideoWriter | None = None
@@ -192,13 +220,14 @@ class RedactedWriter:
 
 
 class StopSignals:
-    """SIGTERM and SIGINT turned into a request to stop, for the length of a `with` block: a stream
-    source ends only by a signal (systemd, docker stop), which killed the run with its video never
-    released (unplayable) and its open sightings never logged. Installed only in the main thread (the
-    only one Python lets set handlers), the previous handlers back afterwards; after the first signal
-    they are back at once, so a second one acts as it did before (Ctrl-C twice interrupts)."""
+    """SIGTERM, SIGINT and SIGHUP turned into a request to stop, for the length of a `with` block: a
+    stream source ends only by a signal (systemd, docker stop, an ssh session dropped), which killed the
+    run with its video never released (unplayable) and its open sightings never logged. Installed only
+    in the main thread (the only one Python lets set handlers), and a signal ignored (SIGHUP under
+    `nohup`) stays ignored; the previous handlers back afterwards; after the first signal they are back
+    at once, so a second one acts as it did before (Ctrl-C twice interrupts)."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.received: str | None = None
@@ -207,7 +236,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self.handle)
+                if signal.getsignal(signum) != signal.SIG_IGN:
+                    self.previous[signum] = signal.signal(signum, self.handle)
         return self
 
     def __exit__(
@@ -303,7 +333,8 @@ class Pipeline:
         summary = RunSummary()
         started_at = time.time()
         run_id = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%S.%f")
-        writer = RedactedWriter(out_dir, isinstance(source, ImageFolderSource), source.sample_fps) if out_dir else None
+        as_frames = isinstance(source, ImageFolderSource)
+        writer = RedactedWriter(out_dir, as_frames, source.sampled_fps) if out_dir else None
         start = time.perf_counter()
         tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
 

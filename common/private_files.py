@@ -45,13 +45,48 @@ def make_private_folders(path: Path) -> None:
         os.chmod(folder, FOLDER_MODE)  # whatever the umask
 
 
+def foreign_file(path: Path, uid: int) -> ConfigError:
+    """The refusal of a file at `path` owned by user `uid`, not this process's."""
+    return ConfigError(
+        f"{path} is another user's file (uid {uid}): plates are written only to this user's own files, never"
+        " to one another user made (they would read them); remove it, or name another file"
+    )
+
+
+def others_may_write(folder: Path) -> bool:
+    """Whether a user but this process's (and root) may create, rename or delete files in `folder`: it is
+    another user's, or writable by its group or others without the sticky bit (/tmp's, which keeps each
+    file its owner's). There, a file checked private could be swapped for another's, or for a link,
+    before a library opens it by name. False when it is missing (it will be made 0700)."""
+    try:
+        status = folder.stat()
+    except FileNotFoundError:
+        return False
+    shared = status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not status.st_mode & stat.S_ISVTX
+    return status.st_uid not in (os.geteuid(), 0) or bool(shared)
+
+
+def refuse_shared_folder(folder: Path, what: str) -> None:
+    """ConfigError where another user may write in `folder` (others_may_write), which holds `what`."""
+    if others_may_write(folder):
+        raise ConfigError(
+            f"{folder} is another user's folder or others may write in it: {what} would be written where they"
+            " could swap a file for theirs or for a link; name a folder of this user's own (chmod go-w)"
+        )
+
+
 def open_private(path: Path, truncate: bool = True) -> int:
     """A descriptor of the file at `path` opened for writing, created 0600 and made 0600 if it was
-    there (whatever its mode); OSError (ELOOP) where `path` is a symbolic link."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if truncate else 0)
-    descriptor = os.open(path, flags, FILE_MODE)
+    there (whatever its mode); OSError (ELOOP) where `path` is a symbolic link, ConfigError where it is
+    another user's file (root made it 0600 and wrote plates in it, and its owner read them: a review),
+    refused before it is changed."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     try:
+        if (owner := os.fstat(descriptor).st_uid) != os.geteuid():
+            raise foreign_file(path, owner)
         os.fchmod(descriptor, FILE_MODE)
+        if truncate:
+            os.ftruncate(descriptor, 0)
     except BaseException:
         os.close(descriptor)
         raise
@@ -141,17 +176,21 @@ def check_sqlite_file(path: Path) -> None:
 
 
 def keep_private(path: Path) -> None:
-    """An SQLite file (SQLite opens it by name) made private: created 0600 when missing, made 0600 when
-    its owner is this user (one it cannot change, read-only to it, is read as it is; `alpr export` and
-    `alpr search`, which record themselves in it first, are refused one).
-    A symbolic link at its name, anything but a regular file and a file that is neither empty nor an
-    SQLite database are refused (ConfigError) before anything is changed (check_sqlite_file)."""
+    """An SQLite file (SQLite opens it by name; every command that opens one writes to it) made private:
+    created 0600 when missing, made 0600 when there (on a read-only file system it is read as it is).
+    Another user's file is refused: `alpr run` wrote the plates it read into a log another user had made
+    0666 beforehand, who read them (a review). A symbolic link at its name, anything but a regular file
+    and a file that is neither empty nor an SQLite database are refused too (ConfigError), each before
+    anything is changed (check_sqlite_file)."""
+    refuse_shared_folder(path.parent, "the plate log")
     check_sqlite_file(path)
     if not path.exists():
         create_private(path)
-    elif path.stat().st_uid == os.geteuid():
-        with contextlib.suppress(OSError):  # a read-only file system: read as it is
-            os.chmod(path, FILE_MODE)
+        return
+    if (owner := path.stat().st_uid) != os.geteuid():
+        raise foreign_file(path, owner)
+    with contextlib.suppress(OSError):  # a read-only file system: read as it is
+        os.chmod(path, FILE_MODE)
 
 
 @contextlib.contextmanager

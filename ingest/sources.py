@@ -48,6 +48,15 @@ MAX_SOURCE_FPS = 1000.0
 states no usable rate (its frames are timed at the sample rate)."""
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` is valid UTF-8: a file name of other bytes comes from the OS with surrogates in it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_stream_uri(uri: str) -> bool:
     """Whether `uri` names a stream (a supported scheme followed by ://) rather than a file or folder."""
     return uri.lower().startswith(STREAM_SCHEMES)
@@ -57,9 +66,11 @@ def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
     (rtsp//host, rtsp:/host, http:host) is refused rather than taken for a file path."""
-    shown = mask_url(uri)
     if not uri.strip():
         return "source is empty"
+    if not is_utf8(uri):  # OpenCV crashed the process on such a name (a segmentation fault)
+        return f"source {ascii(uri)[1:-1][:300]} is not valid UTF-8 (a name in another encoding): rename it"
+    shown = mask_url(uri)
     if (is_stream_uri(uri) or BROKEN_STREAM_PREFIX.match(uri)) and re.search(r"\s", uri):
         # not shown: where a password with a space (or tab) ends cannot be told, so it could not be masked
         return "a stream URL source contains whitespace (write a space in it as %20)"
@@ -215,7 +226,7 @@ def file_tag(path: Path) -> str:
             identity += f"|{path.absolute()}"
     except OSError:  # gone or unreachable: it will be an unread frame, named by its path alone
         identity = str(path.absolute())
-    return hashlib.sha1(identity.encode()).hexdigest()[:12]
+    return hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]  # any file name's bytes
 
 
 MAX_FAILURES_KEPT = 20
@@ -289,6 +300,12 @@ class FrameSource:
     def dates_back(self) -> bool:
         """Whether its next frame may be dated before it is read (a stream whose timestamps are trusted)."""
         return False
+
+    @property
+    def sampled_fps(self) -> float:
+        """Frames per second of what is sampled: the sample rate, or the source's own rate where slower
+        (what a redacted video of the samples plays at)."""
+        return self.sample_fps
 
 
 class ImageFolderSource(FrameSource):
@@ -407,6 +424,10 @@ class VideoSource(FrameSource):
     @property
     def dates_back(self) -> bool:
         return self.is_stream and self.stream_lag.trusted
+
+    @property
+    def sampled_fps(self) -> float:  # a 5 frames/s video sampled at --fps 25 played five times too fast (a review)
+        return min(self.sample_fps, self.source_fps or self.sample_fps)
 
     @property
     def expected_frames(self) -> int | None:

@@ -3,6 +3,7 @@ the confidence model on the reads at that weight, and writes both where the read
 
 import hashlib
 import json
+import re
 
 import cv2
 import numpy as np
@@ -225,3 +226,23 @@ def test_fitting_the_plate_recogniser_on_every_image_is_noted(tmp_path, monkeypa
     assert main(["calibrate", str(tmp_path), "--out", str(tmp_path / "c.json"), *extra]) == 0
     assert ("--unseen-reads" in capsys.readouterr().err) == noted
     assert (sources_seen[0] is calibrate_module.ALL_IMAGES) == noted
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"notes", "(JSONDecodeError)"), (b"[1, 2]", "(a JSON object with its models)"),
+     (b'{"a": 1}', "(a JSON object with its models)"), (b"\xff\xfe", "(UnicodeDecodeError)")],
+)  # fmt: skip
+def test_an_out_file_that_is_no_calibration_is_refused_before_the_fit(tmp_path, content, problem):
+    """It was refused after the minutes of the fit, with a traceback (JSONDecodeError, TypeError, ...)."""
+    from common.errors import ConfigError
+
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(f"--out {out}: it is not a calibration file {problem}")):
+        calibrate_module.calibration_file(out)
+    (tmp_path / "link.json").symlink_to(out)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        calibrate_module.calibration_file(tmp_path / "link.json")
+    assert calibrate_module.calibration_file(tmp_path / "new.json") == {"models": {}}
+    assert out.read_bytes() == content

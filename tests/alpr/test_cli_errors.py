@@ -143,3 +143,66 @@ def test_a_process_that_forbade_core_dumps_is_not_dumpable_and_still_reads_its_o
               " print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), len(os.listdir('/proc/self/fd')) > 0)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["0", "True"]
+
+
+def test_names_that_are_not_utf8_are_one_line_not_a_crash(tmp_path, demo_clip):
+    """A video named with a byte that is not UTF-8 crashed `alpr run` in OpenCV (a segmentation fault,
+    exit 139); an --out folder so named lost the run's sightings (SQLite refused the snapshot's path); an
+    error also came after OpenCV's own warning line."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    video = os.fsdecode(os.fsencode(tmp_path) + b"/v\xff.mp4")
+    shutil.copy(demo_clip[0], video)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/out\xfe")
+    sqlite = ["--sqlite", str(tmp_path / "reads.sqlite")]
+    for args, said in [
+        ([video, *sqlite], r"error: source .*/v\\udcff.mp4 is not valid UTF-8"),
+        ([str(demo_clip[0]), "--out", out, *sqlite], r"error: --out .*/out\\udcfe is not valid UTF-8"),
+        ([str(corrupt), *sqlite], r"error: cannot open video \(corrupt or unsupported\)"),
+    ]:
+        run = subprocess.run([sys.executable, "-m", "alpr.cli", "run", *args], capture_output=True, cwd=tmp_path)
+        err = run.stderr.decode(errors="backslashreplace").strip().splitlines()
+        assert run.returncode == 2 and len(err) == 1 and re.search(said, err[0]), (run.returncode, err)
+    assert not os.path.exists(out)
+
+
+def test_a_run_never_writes_over_its_own_source(tmp_path, demo_clip, capsys):
+    """`alpr run out/redacted.mp4` replaced its source with a video of its first two frames (a review)."""
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    (out / "redacted_frames").mkdir(parents=True)
+    shutil.copy(demo_clip[0], out / "redacted.mp4")
+    os.link(out / "redacted.mp4", tmp_path / "hard.mp4")
+    (out / "redacted_frames" / "000000.jpg").write_bytes((tmp_path / "hard.mp4").read_bytes()[:10])
+    before = (out / "redacted.mp4").read_bytes()
+    sqlite = ["--sqlite", str(tmp_path / "reads.sqlite"), "--no-progress"]
+    for source in (out / "redacted.mp4", tmp_path / "hard.mp4", out / "redacted_frames"):
+        assert main(["run", str(source), "--out", str(out), *sqlite]) == 2
+        assert "which the run writes: name another --out folder" in capsys.readouterr().err
+    assert (out / "redacted.mp4").read_bytes() == before and not (tmp_path / "reads.sqlite").exists()
+
+
+def test_a_demo_clip_that_cannot_be_written_is_an_error(tmp_path, capsys):
+    """`alpr demo-clip DIR` said it wrote the clip, exit 0, and left only the truth's sidecar."""
+    assert main(["demo-clip", str(tmp_path)]) == 2
+    assert "cannot write a video at" in capsys.readouterr().err
+
+
+def test_eval_refuses_its_outputs_before_the_work(tmp_path, capsys):
+    """An --errors or --json it could not write was refused after the whole evaluation; --json followed a
+    link planted at its name."""
+    (tmp_path / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    for flag, path in [("--json", tmp_path / "link.json"), ("--errors", tmp_path / "no" / "errors.csv"),
+                       ("--json", tmp_path)]:  # fmt: skip
+        assert main(["eval", str(tmp_path / "no-such-set"), flag, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "symbolic link" in err or "name a file in a folder that exists" in err, err
+    assert not (tmp_path / "elsewhere.json").exists()

@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.private_files import PARTIAL_SUFFIX, keep_private, replaced_privately, write_private
+from common.private_files import (
+    PARTIAL_SUFFIX,
+    keep_private,
+    open_private,
+    others_may_write,
+    replaced_privately,
+    write_private,
+)
+
+NOBODY = 65534
+"""Another user's uid, whose files root can make."""
 
 
 def mode(path: Path) -> int:
@@ -54,6 +64,39 @@ def test_what_is_not_an_sqlite_file_is_refused_before_its_mode_is_changed(kind, 
     with pytest.raises(ConfigError, match=message):
         keep_private(path)
     assert mode(path) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a file another user's")
+def test_another_users_file_is_refused_before_anything_is_written_to_it(tmp_path):
+    """Root made another user's 0666 log 0600 and wrote plates in it: its owner read them (a review)."""
+    log, video = tmp_path / "reads.sqlite", tmp_path / "redacted.mp4"
+    log.touch()
+    video.write_bytes(b"another user's bytes")
+    for path in (log, video):
+        os.chown(path, NOBODY, NOBODY)
+        path.chmod(0o666)
+    with pytest.raises(ConfigError, match=rf"{log} is another user's file \(uid {NOBODY}\)"):
+        keep_private(log)
+    with pytest.raises(ConfigError, match="another user's file"):
+        open_private(video)  # not even truncated
+    assert [(mode(p), p.stat().st_size) for p in (log, video)] == [(0o666, 0), (0o666, 20)]
+
+
+@pytest.mark.parametrize(
+    ("folder_mode", "shared"), [(0o700, False), (0o755, False), (0o777, True), (0o770, True), (0o1777, False)]
+)
+def test_a_folder_others_may_write_in_is_refused_for_plates(folder_mode, shared, tmp_path):
+    """There a file checked private could be swapped for another's or for a link before SQLite or the
+    video encoder opens it by name; /tmp's sticky bit keeps each file its owner's."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    folder.chmod(folder_mode)
+    assert others_may_write(folder) is shared
+    assert not others_may_write(tmp_path / "missing")
+    if shared:
+        with pytest.raises(ConfigError, match="others may write in it"):
+            keep_private(folder / "reads.sqlite")
+        assert not (folder / "reads.sqlite").exists()
 
 
 def test_a_replaced_file_changes_only_once_the_block_succeeds(tmp_path):

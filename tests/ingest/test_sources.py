@@ -540,3 +540,13 @@ def test_a_video_files_frames_are_dated_and_sampled_by_their_own_timestamps(tmp_
     assert [f.source_time_s for f in source.samples()] == pytest.approx(dated, abs=1e-3)
     whole = max(times) < 1000  # ends at its stated end (an MKV states duration x rate frames): no "ended early"
     assert (source.failures == []) is whole, source.failures
+
+
+def test_what_is_sampled_plays_at_the_slower_of_the_two_rates(demo_clip, tmp_path):
+    """`alpr run` wrote a 10 frames/s clip sampled at --fps 25 as a 25 frames/s video: it played 2.5 times
+    too fast (a review)."""
+    path, truth = demo_clip
+    assert open_source(str(path), sample_fps=25.0).sampled_fps == truth["fps"] == 10
+    assert open_source(str(path), sample_fps=5.0).sampled_fps == 5.0
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
+    assert open_source(str(tmp_path), sample_fps=2.0).sampled_fps == 2.0
