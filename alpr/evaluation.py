@@ -6,6 +6,7 @@ reliability table), and per image the cause of each miss."""
 from __future__ import annotations
 
 import csv
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -122,21 +123,42 @@ class Tally:
 
 
 def load_samples(folder: Path) -> tuple[list[Sample], bool]:
-    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes."""
+    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes. Ground truth
+    that is not UTF-8, or a box that is not four finite numbers, is an InputError naming the file and line
+    (it was a traceback)."""
     truth = folder / "groundtruth.csv"
     if truth.is_file():
-        with truth.open(newline="") as handle:
-            rows = [row for row in csv.reader(handle) if len(row) >= 3]
+        rows = [row for row in csv.reader(truth_lines(truth)) if len(row) >= 3]
         return [Sample(folder / r[0], r[2].strip().upper(), None) for r in rows], True
     samples = []
     for label in sorted(folder.glob("*.txt")):
-        for line in label.read_text().splitlines():
+        for number, line in enumerate(truth_lines(label), start=1):
             parts = line.split("\t")
             if len(parts) < 6:
                 continue
-            x, y, w, h = (float(v) for v in parts[1:5])
+            x, y, w, h = box_of(parts[1:5], f"{label}:{number}")
             samples.append(Sample(folder / parts[0], parts[5].strip().upper(), (x, y, x + w, y + h)))
     return samples, False
+
+
+def box_of(fields: list[str], where: str) -> tuple[float, float, float, float]:
+    """A label's box (x, y, width, height) from its four fields; InputError naming `where` unless they are
+    four finite numbers."""
+    try:
+        x, y, w, h = (float(v) for v in fields)
+    except ValueError:
+        x = y = w = h = math.nan
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise InputError(f"{where}: the plate's box must be four numbers (x, y, width, height)")
+    return x, y, w, h
+
+
+def truth_lines(path: Path) -> list[str]:
+    """The lines of a ground-truth file; InputError where it is not UTF-8 text."""
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: ground truth must be UTF-8 text (byte {error.start} is not)") from None
 
 
 def dataset_folders(root: Path) -> list[Path]:

@@ -104,6 +104,8 @@ class Snapshots:
         if self.folder is not None:  # a link planted there took the snapshots into a folder not made private
             refuse_link(self.folder)
         self.frames: dict[str, np.ndarray] = {}
+        self.failures: list[str] = []
+        """Snapshots that could not be written (their sightings are logged without one)."""
 
     def keep(self, frame_id: str, redacted: np.ndarray, wanted: set[str]) -> None:
         if self.folder is not None and frame_id in wanted:
@@ -115,9 +117,13 @@ class Snapshots:
         image = self.frames.get(sighting.best_frame_id)
         if self.folder is None or image is None:
             return None
-        make_private_folders(self.folder)
         path = self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', sighting.sighting_id)}.jpg"
-        write_private(path, encode_jpeg(image, OUTPUT_JPEG_QUALITY))
+        try:
+            make_private_folders(self.folder)
+            write_private(path, encode_jpeg(image, OUTPUT_JPEG_QUALITY))
+        except OSError as error:  # a full disk lost the sightings themselves, not just their snapshots (a review)
+            self.failures.append(f"the snapshot {path} of a sighting was not written: {error.strerror or error}")
+            return None
         return str(path.absolute())  # `--out out` logged out/sightings/…: nothing, exported from elsewhere
 
 
@@ -370,12 +376,17 @@ class Pipeline:
             summary.stopped_by = stop.received if stop else None
             close(tracker.close_all())
         except BaseException:
-            if writer:  # what was written plays; the error says why the rest is not
+            with contextlib.suppress(Exception):  # the passes in view are logged still: a full disk lost them
+                close(tracker.close_all())
+            if writer:  # what was written plays, or is deleted (finish); the error says why the rest is not
+                with contextlib.suppress(Exception):
+                    writer.finish()
                 writer.close()
             raise
         if writer:
             summary.output = writer.finish()
-        summary.failures, summary.failure_count = list(source.failures), source.failure_count
+        summary.failures = [*snapshots.failures, *source.failures]
+        summary.failure_count = len(snapshots.failures) + source.failure_count
         summary.seconds = time.perf_counter() - start
         log.info(
             "processed %d frames from %s: %d plates, %d reads logged, %d sightings",

@@ -61,6 +61,7 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection)}")
     states = {raw(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    mark_cameras_without_node(connection, states)
     cameras = sorted({raw(k) for table in then for k in table} | set(states))  # shown by text(), looked up as is
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
@@ -77,6 +78,29 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
               f"{totals[3]:>10}")  # fmt: skip
     print_pool_sizes(connection, offered_fps, workers)
+
+
+LIVE_STATES = ("connected", "reconnecting")
+"""A camera's states while its ingest node runs (the others, failed and ended, it leaves when done)."""
+
+NODE_GONE = "node gone"
+"""The state shown for a camera left live by a node whose claim on it lapsed (a node killed)."""
+
+
+def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[str, Any]]) -> None:
+    """A camera whose last state is live but that no node claims any more (ingest/claims.py: a claim
+    lapses CLAIM_TTL_S after a killed node's last renewal) shows NODE_GONE: it showed `connected` for ever
+    after its node was killed, the state having no expiry (a review)."""
+    from ingest.claims import CLAIM_PREFIX
+
+    live = [camera for camera, state in states.items() if state.get("state") in LIVE_STATES]
+    with connection.pipeline(transaction=False) as pipeline:
+        for camera in live:
+            pipeline.exists(CLAIM_PREFIX.encode() + camera)
+        claimed = pipeline.execute()
+    for camera, held in zip(live, claimed, strict=True):
+        if not held:
+            states[camera]["state"] = NODE_GONE
 
 
 def format_age(seconds: float) -> str:

@@ -206,3 +206,18 @@ def test_eval_refuses_its_outputs_before_the_work(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "symbolic link" in err or "name a file in a folder that exists" in err, err
     assert not (tmp_path / "elsewhere.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [("car.txt", b"car.jpg\t1\tx\t3\t4\tABC123\n", "car.txt:1: the plate's box must be four numbers"),
+     ("car.txt", b"car.jpg\t1\tnan\t3\t4\tABC123\n", "car.txt:1: the plate's box must be four numbers"),
+     ("car.txt", b"car.jpg\t1\t2\t3\t4\tAB\xff\n", "car.txt: ground truth must be UTF-8 text"),
+     ("groundtruth.csv", b"a.jpg,x,AB\xff\n", "groundtruth.csv: ground truth must be UTF-8 text")],
+)  # fmt: skip
+def test_malformed_ground_truth_is_one_line_naming_the_file(tmp_path, capsys, name, content, said):
+    """A box that was not a number, or truth that was not UTF-8, ended `alpr eval` with a traceback."""
+    (tmp_path / name).write_bytes(content)
+    assert main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err

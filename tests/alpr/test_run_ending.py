@@ -159,3 +159,34 @@ def test_a_stop_ends_the_batches_with_the_frames_in_hand_and_takes_no_more():
 
     assert [[f.index for f in batch] for batch in batches(frames(), 4, stop)] == [[0, 1, 2, 3], [4, 5]]
     assert taken == list(range(6))
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_its_sighting_logged(tmp_path, settings, demo_clip, capsys):
+    """A full disk raised from the snapshot of the first sighting: the run ended with a traceback-like
+    error and no sighting logged, so `alpr search` found none of its plates (a review)."""
+    import sqlite3
+
+    out, log = tmp_path / "out", tmp_path / "r.sqlite"
+    out.mkdir()
+    (out / "sightings").write_bytes(b"a file where the snapshots' folder goes")
+    code = main(["run", str(demo_clip[0]), "--out", str(out), "--sqlite", str(log), "--no-progress",
+                 "--model-dir", str(settings.model_dir)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "warning: the snapshot" in printed and "of a sighting was not written" in printed, printed
+    with sqlite3.connect(log) as db:
+        sightings = db.execute("SELECT count(*), count(snapshot_path) FROM sightings").fetchone()
+    assert sightings[0] >= 3 and sightings[1] == 0  # every pass logged, none with a snapshot
+
+
+def test_a_stream_the_camera_ends_is_an_error_with_what_was_read_kept(tmp_path, settings, capsys):
+    """A camera that closed its stream ended `alpr run` with exit 0 and no word: a supervisor restarting
+    it on failure never did (a review)."""
+    log, out = tmp_path / "reads.sqlite", tmp_path / "out"
+    with mjpeg_camera(car_frames(6), fps=10, per_connection=12) as url:
+        code = main(["run", url, "--camera-id", "gate", "--out", str(out), "--sqlite", str(log), "--fps", "5",
+                     "--no-progress", "--model-dir", str(settings.model_dir)])  # fmt: skip
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "ended after" in err[0] and "run it again" in err[0], err
+    assert "1 sightings:" in captured.out and count_rows(log, "sightings") == 1
+    assert (out / "redacted.mp4").is_file()

@@ -275,6 +275,27 @@ def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url
     assert all(camera in table for camera in ("gate", "yard", "dock")) and "pool " in table
 
 
+def test_status_shows_a_camera_whose_node_is_gone_as_such(redis_url, capsys):
+    """A killed node's cameras showed `connected` for ever (their state has no expiry): a camera left live
+    that no node claims any more (its claim lapsed) is shown `node gone` (a review)."""
+    import json
+    import time
+
+    import redis
+
+    from common import queues
+    from ingest.claims import CLAIM_PREFIX
+
+    connection = redis.Redis.from_url(redis_url)
+    live = json.dumps({"state": "connected", "since": time.time() - 60, "errors": 0})
+    ended = json.dumps({"state": "ended", "since": time.time() - 60, "errors": 0})
+    connection.hset(queues.CAMERA_STATE_KEY, mapping={"gate": live, "yard": live, "dock": ended})
+    connection.set(CLAIM_PREFIX + "gate", "node-1", ex=30)  # gate's node renews its claim; yard's was killed
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.split()}
+    assert "connected" in rows["gate"] and "node gone" in rows["yard"] and "ended" in rows["dock"], rows
+
+
 def test_a_snapshot_is_logged_by_its_absolute_path_whatever_folder_the_run_was_given(
     demo_clip, tmp_path, settings, monkeypatch
 ):

@@ -321,7 +321,7 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
     accounting = next(line for line in out.splitlines() if line.strip().startswith("cam") and "40" in line)
     frames, reads = accounting.split("|")
     assert frames.split()[:3] == ["cam", "40", "0"] and frames.split()[-1] == match[1]  # in the chain
-    assert reads.split() == ["0"] * 5  # no frame's reads pending, expired, corrupt, lost or refused
+    assert reads.split() == ["0"] * 6  # no frame's reads pending, expired, corrupt, lost, refused or skipped
     gone = "redis://:hunter2@127.0.0.1:1/0"  # the queues' Redis unreachable: the frames log is shown all the same
     assert main(["status", "--interval", "0.1", "--redis-url", gone, "--database-url", postgres_url]) == 2
     out, err = capsys.readouterr()
