@@ -89,6 +89,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError(problem)
     if args.out is not None and not is_utf8(str(args.out)):  # the log keeps snapshots' paths as text
         raise InputError(f"--out {ascii(str(args.out))[1:-1][:300]} is not valid UTF-8: name another folder")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():  # a bare FileExistsError after the run
+        raise InputError(f"--out {args.out} is a file: name a folder for the redacted output")
     if args.out is not None and (clash := written_over(Path(args.source), args.out)):
         raise InputError(f"the source {args.source} is {clash}, which the run writes: name another --out folder")
     camera_id = args.camera_id or default_camera_id(args.source)

@@ -521,6 +521,8 @@ def open_source(
         raise InputError(f"source {mask_url(uri)} does not exist")
     if path.is_dir():
         return ImageFolderSource(uri, sample_fps, max_pixels)
+    if not path.is_file():  # a FIFO or /dev/stdin was "empty"
+        raise InputError(f"source {mask_url(uri)} is neither a regular file nor a folder")
     if path.stat().st_size == 0:
         raise InputError(f"video {mask_url(uri)} is empty")
     return VideoSource(uri, sample_fps, max_pixels=max_pixels)

@@ -221,3 +221,16 @@ def test_malformed_ground_truth_is_one_line_naming_the_file(tmp_path, capsys, na
     assert main(["eval", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and said in err[0], err
+
+
+def test_a_pipe_as_source_or_a_file_as_out_is_one_clear_line(tmp_path, demo_clip, capsys):
+    """A FIFO was "video ... is empty"; --out naming a file ended the run with a bare FileExistsError."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "file").write_bytes(b"x")
+    sqlite = ["--sqlite", str(tmp_path / "reads.sqlite"), "--no-progress"]
+    assert main(["run", str(tmp_path / "pipe.mp4"), *sqlite]) == 2
+    assert "is neither a regular file nor a folder" in capsys.readouterr().err
+    assert main(["run", str(demo_clip[0]), "--out", str(tmp_path / "file"), *sqlite]) == 2
+    assert "--out" in (err := capsys.readouterr().err) and "is a file: name a folder" in err, err
