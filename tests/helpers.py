@@ -99,11 +99,18 @@ def mjpeg_camera(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    with http_server(Camera) as base:
+        yield f"{base}/video.mjpg"
+
+
+@contextmanager
+def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free local port, one thread per request; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -113,6 +120,7 @@ __all__ = [
     "alpr_process",
     "clip_frames",
     "free_port",
+    "http_server",
     "iou",
     "mjpeg_camera",
     "scene_samples",

@@ -3,7 +3,6 @@ protocol but its scheme's — and the operator's own FFmpeg options cannot loose
 
 import http.server
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,7 +13,7 @@ import pytest
 from common.errors import InputError
 from ingest.ffmpeg_open import CAPTURE_OPTIONS_VARIABLE, capture_options, joined_options, open_capture
 from ingest.sources import open_source
-from tests.helpers import mjpeg_camera
+from tests.helpers import http_server, mjpeg_camera
 
 
 @contextmanager
@@ -41,14 +40,8 @@ def hostile_camera(target_url: str) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Camera) as base:
+        yield base
 
 
 @pytest.fixture
