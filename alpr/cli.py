@@ -393,21 +393,26 @@ def one_line_error(error: Exception) -> str | None:
     return None
 
 
-def exit_on_terminate() -> None:
-    """SIGTERM (`kill`, `timeout`, a container stopped) and SIGHUP (its terminal gone) end the command as
-    an exception does, so what it was writing is cleaned up: their default killed the process outright,
-    and an export stopped so left its hidden partial copy of the log (118,077 rows) beside the file for
-    good. A signal ignored (SIGHUP under `nohup`) stays so. Roles that stop on them in their own way
-    (workers, ingest nodes, `alpr run`) put their handlers in its place."""
+def exit_on_terminate(hangup: bool = True) -> None:
+    """SIGTERM (`kill`, `timeout`, a container stopped) and, with `hangup`, SIGHUP (its terminal gone) end
+    the command as an exception does, so what it was writing is cleaned up: their default killed the
+    process outright, and an export stopped so left its hidden partial copy of the log (118,077 rows)
+    beside the file for good. A signal ignored (SIGHUP under `nohup`) stays so. Roles that stop on SIGTERM
+    in their own way (workers, ingest nodes, `alpr run`) put their handlers in its place; workers and
+    ingest nodes keep SIGHUP's default (as an exception it failed a worker's job in hand: a review)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGHUP) if hangup else (signal.SIGTERM,):
         if signal.getsignal(signum) == signal.SIG_DFL:
             signal.signal(signum, lambda received, _: sys.exit(128 + received))
 
 
-OPENCV_LOG_LEVELS = {"SILENT": 0, "FATAL": 1, "ERROR": 2, "WARNING": 3, "INFO": 4, "DEBUG": 5, "VERBOSE": 6}
-"""OPENCV_LOG_LEVEL's names, as OpenCV's logging numbers them."""
+OPENCV_LOG_LEVELS = {
+    "SILENT": 0, "OFF": 0, "DISABLED": 0, "S": 0, "0": 0, "FATAL": 1, "F": 1, "1": 1, "ERROR": 2, "E": 2, "2": 2,
+    "WARNING": 3, "WARN": 3, "W": 3, "3": 3, "INFO": 4, "I": 4, "4": 4, "DEBUG": 5, "D": 5, "5": 5,
+    "VERBOSE": 6, "V": 6, "6": 6,
+}  # fmt: skip
+"""OPENCV_LOG_LEVEL's values as OpenCV reads them (names, their short forms, numbers), by its numbering."""
 
 
 def quiet_opencv(level_name: str) -> None:
@@ -419,9 +424,9 @@ def quiet_opencv(level_name: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     forbid_core_dumps()  # every role decodes frames: a crash's core file held them, plates unblurred
-    exit_on_terminate()
     parser = build_parser()
     args = parser.parse_args(argv)
+    exit_on_terminate(hangup=args.command not in ("worker", "ingest"))
     # FFmpeg and OpenCV print their own warnings for bad input; our one-line errors say it better. OpenCV
     # read its variable when imported (before main): its warning came before every error line (a review).
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

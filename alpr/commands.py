@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not summary.frames and not summary.stopped_by:  # every image unreadable: it said 0 frames and exit 0
         raise InputError(f"no frame of {mask_url(args.source)} could be processed ({summary.failure_count} unreadable)")
     print_sightings(summary, settings.ocr_min_confidence)
-    if source.is_stream and not summary.stopped_by:  # it ended with exit 0 and no word: a supervisor
+    if source.is_live and not summary.stopped_by:  # it ended with exit 0, no word: a supervisor
         raise InputError(  # restarting on failure never restarted it (a review)
             f"the stream {mask_url(args.source)} ended after {summary.frames} frames (the camera closed it, or"
             " sent no frame in time); what was read is logged and written: run it again to go on"

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import grp
 import os
+import pwd
 import resource
 import stat
 import tempfile
@@ -55,23 +57,39 @@ def foreign_file(path: Path, uid: int) -> ConfigError:
 
 def others_may_write(folder: Path) -> bool:
     """Whether a user but this process's (and root) may create, rename or delete files in `folder`: it is
-    another user's, or writable by its group or others without the sticky bit (/tmp's, which keeps each
-    file its owner's). There, a file checked private could be swapped for another's, or for a link,
-    before a library opens it by name. False when it is missing (it will be made 0700)."""
+    another user's, or writable by others, or by a group with another member, without the sticky bit
+    (/tmp's, which keeps each file its owner's). There, a file checked private could be swapped for
+    another's, or for a link, before a library opens it by name. A user's own private group (Debian's
+    umask 002 makes folders 775) is no one else. False when the folder is missing (it will be made 0700)."""
     try:
         status = folder.stat()
     except FileNotFoundError:
         return False
-    shared = status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not status.st_mode & stat.S_ISVTX
-    return status.st_uid not in (os.geteuid(), 0) or bool(shared)
+    if status.st_uid not in (os.geteuid(), 0):
+        return True
+    if status.st_mode & stat.S_ISVTX:
+        return False
+    group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid)
+    return bool(status.st_mode & stat.S_IWOTH) or group_writes
+
+
+def group_has_others(gid: int) -> bool:
+    """Whether group `gid` has a member other than this process's user (listed in it, or its primary
+    group); an unknown group is taken to have."""
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return True
+    return bool(members - {me}) or any(user.pw_gid == gid and user.pw_name != me for user in pwd.getpwall())
 
 
 def refuse_shared_folder(folder: Path, what: str) -> None:
     """ConfigError where another user may write in `folder` (others_may_write), which holds `what`."""
     if others_may_write(folder):
         raise ConfigError(
-            f"{folder} is another user's folder or others may write in it: {what} would be written where they"
-            " could swap a file for theirs or for a link; name a folder of this user's own (chmod go-w)"
+            f"{folder.absolute()} is another user's folder or others may write in it: {what} would be written where"
+            " they could swap a file for theirs or for a link; name a folder of this user's own (chmod go-w)"
         )
 
 

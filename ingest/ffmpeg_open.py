@@ -36,21 +36,23 @@ CAPTURE_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 """The environment variable OpenCV reads FFmpeg's options from: `key;value` pairs joined by `|`."""
 
 CAMERA_FORMATS = (
-    "rtsp", "mpjpeg", "mjpeg", "jpeg_pipe", "mpegts", "flv", "live_flv", "h264", "hevc", "mov", "matroska", "avi",
+    "rtsp", "mpjpeg", "mjpeg", "jpeg_pipe", "image2", "mpegts", "flv", "live_flv", "h264", "hevc", "mov", "matroska",
+    "avi",
 )  # fmt: skip
-"""FFmpeg's demuxers a stream may be read with ("mov" names mp4, "matroska" webm): what cameras and
-encoders send, none of them a list of other URLs."""
+"""FFmpeg's demuxers a stream may be read with ("mov" names mp4, "matroska" webm; "image2" a snapshot URL
+ending in .jpg): what cameras and encoders send, none of them a list of other URLs."""
 
 SCHEME_PROTOCOLS = {
     "http": "http,tcp",
     "https": "https,tls,tcp",
-    "rtsp": "tcp,udp,rtp",
-    "rtsps": "tls,tcp,udp,rtp,srtp",
+    "rtsp": "tcp,udp,rtp,http",
+    "rtsps": "tls,tcp,udp,rtp,srtp,https,http",
     "rtmp": "rtmp,tcp",
     "udp": "udp",
     "tcp": "tcp",
 }
-"""FFmpeg's protocols a stream URL of each scheme may open: its own, and those it is carried on."""
+"""FFmpeg's protocols a stream URL of each scheme may open: its own, and those it is carried on (RTSP
+also over HTTP: `rtsp_transport http`, to the camera's own host)."""
 
 FILE_PROTOCOLS = "file"
 """A video file reads itself only: a playlist or concat list among the files reaches no network."""
@@ -77,10 +79,16 @@ def capture_options(uri: str) -> dict[str, str]:
 
 
 def joined_options(operator_options: str | None, options: dict[str, str]) -> str:
-    """OPENCV_FFMPEG_CAPTURE_OPTIONS's value: the operator's own first, ours after them (a key given
-    twice takes its last value)."""
-    ours = "|".join(f"{key};{value}" for key, value in options.items())
-    return f"{operator_options}|{ours}" if operator_options else ours
+    """OPENCV_FFMPEG_CAPTURE_OPTIONS's value: the operator's own `key;value` pairs first, but for keys we
+    set and pairs FFmpeg would misread (no `;`: it swallowed the pair after it, our whitelist), ours after."""
+    pairs = [pair for pair in (operator_options or "").split("|") if ";" in pair and pair.split(";")[0] not in options]
+    return "|".join([*pairs, *(f"{key};{value}" for key, value in options.items())])
+
+
+NEUTRAL_OPTIONS = "rtsp_flags;prefer_tcp"
+"""What the variable holds between our opens when the operator set none: OpenCV's own default when it is
+unset (other captures, of files this process wrote, open as before); it is never unset again, since
+unsetting reshuffles the environment that other threads (libpq's, OpenSSL's) may be reading."""
 
 
 def open_capture(uri: str, params: Sequence[int] = ()) -> cv2.VideoCapture:
@@ -88,11 +96,10 @@ def open_capture(uri: str, params: Sequence[int] = ()) -> cv2.VideoCapture:
     parameters (timeouts). Check `isOpened()`: a source refused by the options does not open."""
     with _environment_lock:
         operator_options = os.environ.get(CAPTURE_OPTIONS_VARIABLE)
+        if operator_options == NEUTRAL_OPTIONS:  # ours, left by the open before
+            operator_options = None
         os.environ[CAPTURE_OPTIONS_VARIABLE] = joined_options(operator_options, capture_options(uri))
         try:
             return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, list(params))
         finally:
-            if operator_options is None:
-                del os.environ[CAPTURE_OPTIONS_VARIABLE]
-            else:
-                os.environ[CAPTURE_OPTIONS_VARIABLE] = operator_options
+            os.environ[CAPTURE_OPTIONS_VARIABLE] = NEUTRAL_OPTIONS if operator_options is None else operator_options

@@ -239,6 +239,7 @@ class FrameSource:
     first MAX_FAILURES_KEPT; `failure_count` counts them all); the node logs them."""
 
     is_stream = False
+    is_live = False
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         if sample_fps <= 0:
@@ -418,7 +419,11 @@ class VideoSource(FrameSource):
         # a rate under one frame an hour is no rate: a header stating 1e-9 frames/s dated the second frame
         # 31 years on (real time: the camera waited for it; recorded footage: dates past the year 9999)
         self.source_fps = fps if defaults.MIN_SAMPLE_FPS <= fps <= MAX_SOURCE_FPS else 0.0
-        self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.is_stream else 0
+        stated_frames = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = stated_frames if not self.is_stream else 0
+        self.is_live = self.is_stream and stated_frames <= 0
+        """A camera's live stream, which ends only when the camera ends it (a video served over http://
+        states its frames: it ends where it ends)."""
         self.stream_lag = StreamLag()
 
     @property

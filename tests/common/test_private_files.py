@@ -83,13 +83,27 @@ def test_another_users_file_is_refused_before_anything_is_written_to_it(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("folder_mode", "shared"), [(0o700, False), (0o755, False), (0o777, True), (0o770, True), (0o1777, False)]
-)
-def test_a_folder_others_may_write_in_is_refused_for_plates(folder_mode, shared, tmp_path):
+    ("folder_mode", "group", "shared"),
+    [(0o700, None, False), (0o755, None, False), (0o777, None, True), (0o1777, None, False),
+     (0o775, None, False),  # Debian's umask 002: the user's own private group, no one else in it
+     (0o770, NOBODY, True), (0o2775, NOBODY, True)],  # a group with another member (nobody's own)
+)  # fmt: skip
+def test_a_folder_others_may_write_in_is_refused_for_plates(folder_mode, group, shared, tmp_path):
     """There a file checked private could be swapped for another's or for a link before SQLite or the
     video encoder opens it by name; /tmp's sticky bit keeps each file its owner's."""
+    import grp
+    import pwd
+
     folder = tmp_path / "out"
     folder.mkdir()
+    if group is not None:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user's group")
+        os.chown(folder, -1, group)
+    else:
+        own = pwd.getpwuid(os.geteuid())
+        if grp.getgrgid(own.pw_gid).gr_mem or sum(u.pw_gid == own.pw_gid for u in pwd.getpwall()) > 1:
+            pytest.skip("this user's primary group has other members")
     folder.chmod(folder_mode)
     assert others_may_write(folder) is shared
     assert not others_may_write(tmp_path / "missing")

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
-from ingest.ffmpeg_open import CAPTURE_OPTIONS_VARIABLE, capture_options, joined_options, open_capture
+from ingest.ffmpeg_open import (
+    CAPTURE_OPTIONS_VARIABLE,
+    NEUTRAL_OPTIONS,
+    capture_options,
+    joined_options,
+    open_capture,
+)
 from ingest.sources import open_source
 from tests.helpers import http_server, mjpeg_camera
 
@@ -74,13 +80,17 @@ def test_the_operators_options_still_apply_but_cannot_loosen_ours(internal_servi
                 open_source(camera + path, sample_fps=5.0)
     assert connections == []
     assert os.environ[CAPTURE_OPTIONS_VARIABLE] == loosening  # left as the operator set it
-    # theirs come first, ours after them: a key given twice takes its last value
-    assert joined_options("rtsp_transport;tcp", {"max_redirects": "0"}) == "rtsp_transport;tcp|max_redirects;0"
+    # theirs come first, ours after them; a key of ours and a pair FFmpeg would misread are dropped (one
+    # without its `;` swallowed the pair after it: our whitelist)
+    ours = {"max_redirects": "0", "protocol_whitelist": "http,tcp"}
+    assert joined_options("rtsp_transport;tcp|max_redirects;5|oops|", ours) == (
+        "rtsp_transport;tcp|max_redirects;0|protocol_whitelist;http,tcp"
+    )
     monkeypatch.delenv(CAPTURE_OPTIONS_VARIABLE)
     capture = open_capture(internal_url)  # the camera itself is read
     assert capture.read()[0]
     capture.release()
-    assert CAPTURE_OPTIONS_VARIABLE not in os.environ and len(connections) == 1
+    assert os.environ[CAPTURE_OPTIONS_VARIABLE] == NEUTRAL_OPTIONS and len(connections) == 1  # OpenCV's default
 
 
 @pytest.mark.parametrize(
@@ -88,7 +98,7 @@ def test_the_operators_options_still_apply_but_cannot_loosen_ours(internal_servi
     [
         ("http://cam/video.mjpg", "http,tcp", "0"),
         ("HTTPS://cam/video.mjpg", "https,tls,tcp", "0"),
-        ("rtsp://admin:pw@cam:554/s1", "tcp,udp,rtp", None),
+        ("rtsp://admin:pw@cam:554/s1", "tcp,udp,rtp,http", None),
         ("rtmp://cam/live", "rtmp,tcp", None),
         ("udp://@:1234", "udp", None),
         ("tcp://cam:9000", "tcp", None),
