@@ -108,11 +108,12 @@ FINISHED = """
 SELECT frame_id, frame_index, captured_at FROM frames
 WHERE frame_id = ANY(%s)
   AND (outcome IN ('done', 'expired', 'corrupt') OR (outcome = 'skipped' AND detail IN ('too large', 'unencodable')))
-  AND (read_outcome IS NULL OR read_outcome NOT IN ('pending', 'lost'))
+  AND (read_outcome IS NULL OR read_outcome NOT IN ('pending', 'lost', 'skipped'))
 """
 """Which of these frames ended for good: processed (and their reads, if any, ended too), expired, or
 unreadable. A frame still pending (in the chain, or never queued by a node that was killed), lost, or
-skipped for a passing reason (back-pressure, a stop) is not: reading it again may yet process it."""
+skipped for a passing reason (back-pressure, a stop, its job out of time; its reads too) is not:
+reading it again may yet process it."""
 
 FINISHED_CHUNK = 5000
 """Frame ids asked about per statement (each found by the primary key)."""

@@ -8,9 +8,10 @@ the node's own network and ingest what came back (a review: 16 frames from a loo
 source is opened with:
 
 - only its own scheme's protocols (FFmpeg's `protocol_whitelist`): http:// reads over http and tcp,
-  rtsp:// over tcp, udp and rtp, a file over file (a local playlist cannot reach the network);
+  rtsp:// over tcp, udp and rtp (or tunnelled over http), a file over file (a local playlist cannot
+  reach the network);
 - only the container formats cameras send (`format_whitelist`): RTSP, multipart and plain MJPEG, a
-  single JPEG, MPEG-TS, FLV, raw H.264/H.265, MP4, Matroska, AVI — no playlist or list demuxer
+  single JPEG (a snapshot URL), MPEG-TS, FLV, raw H.264/H.265, MP4, Matroska, AVI — no playlist or list demuxer
   (hls, dash, concat) that names other URLs;
 - no HTTP redirect (`max_redirects` 0): a camera's URL names where its frames come from;
 - RTSP over TCP first (`rtsp_flags` prefer_tcp), as OpenCV does when given no options.
@@ -21,7 +22,8 @@ part's length nor a mid-stream frame's size (README, Safe by default).
 
 OpenCV takes FFmpeg's options only from the environment variable OPENCV_FFMPEG_CAPTURE_OPTIONS, read
 while a capture opens; it is set for each open under a lock (the environment is the process's), after
-any options the operator put there, so theirs still apply (rtsp_transport, say) but cannot loosen these."""
+any options the operator put there, so theirs still apply (rtsp_transport, say) but cannot loosen these
+(`joined_options`)."""
 
 from __future__ import annotations
 

@@ -307,3 +307,10 @@ def test_frames_not_begun_within_the_jobs_time_budget_have_their_reads_skipped(
     assert reads == [("cam:1:0", PLATE)]
     assert metrics.frames_skipped.labels(camera="cam", reason="over_job_time_budget")._value.get() == 2
     assert connection.keys("alpr:frame:*") == []  # every crop deleted, read or not
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET outcome = 'done'")  # the redactor finished every frame
+    pool = open_pool(postgres_url)
+    try:  # recorded footage read again after a restart reads the skipped frames again, not the one read
+        assert set(FrameLog(pool, 0.0).finished(ends)) == {"cam:1:0"}
+    finally:
+        pool.close()
