@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from common.errors import OutputError
+from common.private_files import make_private_folders
 
 DEFAULT_PLATES = ("KPX4721", "7ABC284", "GHT2093")
 """Plates of the default clip, one car each, all valid `us` formats."""
@@ -138,7 +139,7 @@ def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLAT
         lanes = [0.3 + 0.4 * ((i * 0.37) % 1.0)] if len(texts) == 1 else list(np.linspace(0.25, 0.75, len(texts)))
         passes.append([CarPass(text, colours[(i + k) % len(colours)], float(lane), float(rng.uniform(-1, 1)))
                        for k, (text, lane) in enumerate(zip(texts, lanes, strict=True))])  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folders(path.parent)  # 0700 whatever the umask: `make demo` logs and writes its output there
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
     if not writer.isOpened():  # a folder or a .txt: it said "wrote" and left only the sidecar (a review)
         raise OutputError(f"cannot write a video at {path}: name an .mp4 file in a folder that exists")

@@ -234,3 +234,18 @@ def test_a_pipe_as_source_or_a_file_as_out_is_one_clear_line(tmp_path, demo_clip
     assert "is neither a regular file nor a folder" in capsys.readouterr().err
     assert main(["run", str(demo_clip[0]), "--out", str(tmp_path / "file"), *sqlite]) == 2
     assert "--out" in (err := capsys.readouterr().err) and "is a file: name a folder" in err, err
+
+
+def test_the_demo_clips_folder_is_private_whatever_the_umask(tmp_path):
+    """Made 0777 under umask 000, `make demo`'s folder was then refused for the plate log it holds."""
+    import os
+    import stat
+
+    from common.private_files import others_may_write
+
+    before = os.umask(0)
+    try:
+        assert main(["demo-clip", str(tmp_path / "demo" / "clip.mp4")]) == 0
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "demo").stat().st_mode) == 0o700 and not others_may_write(tmp_path / "demo")
