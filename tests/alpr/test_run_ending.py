@@ -49,7 +49,11 @@ def test_a_stream_stopped_by_a_signal_leaves_a_playable_video_and_its_open_sight
     with mjpeg_camera(car_frames(6), fps=10) as url:
         args = ["run", url, "--camera-id", "gate", "--out", str(out), "--sqlite", str(log), "--fps", "5",
                 "--no-progress", "--model-dir", str(settings.model_dir)]  # fmt: skip
-        process = alpr_process(dict(os.environ), args, output)
+        hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # under nohup (a CI's) alpr would ignore it, rightly
+        try:
+            process = alpr_process(dict(os.environ), args, output)
+        finally:
+            signal.signal(signal.SIGHUP, hangup)
         try:
             wait_for(lambda: count_rows(log, "plate_reads") > 0 or process.poll() is not None, 60, "the first reads")
             assert process.poll() is None, output.read_text()
