@@ -81,18 +81,14 @@ def default_camera_id(source: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from alpr.standalone import StopSignals, written_over
+    from alpr.standalone import StopSignals
     from alpr.wiring import build_pipeline
-    from ingest.sources import is_utf8, open_source, uri_syntax_problem
+    from ingest.sources import open_source, uri_syntax_problem
 
     if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
         raise InputError(problem)
-    if args.out is not None and not is_utf8(str(args.out)):  # the log keeps snapshots' paths as text
-        raise InputError(f"--out {ascii(str(args.out))[1:-1][:300]} is not valid UTF-8: name another folder")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():  # a bare FileExistsError after the run
-        raise InputError(f"--out {args.out} is a file: name a folder for the redacted output")
-    if args.out is not None and (clash := written_over(Path(args.source), args.out)):
-        raise InputError(f"the source {args.source} is {clash}, which the run writes: name another --out folder")
+    if args.out is not None and (problem := out_problem(args.source, args.out)):
+        raise InputError(problem)
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
@@ -126,6 +122,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             " sent no frame in time); what was read is logged and written: run it again to go on"
         )
     return 0
+
+
+def out_problem(source: str, out: Path) -> str | None:
+    """What is wrong with `alpr run`'s --out folder for `source`, before anything is opened: a name that is
+    not UTF-8 (the log keeps snapshots' paths as text), a file there (a bare FileExistsError after the
+    run), an output that is the source itself (written over)."""
+    from alpr.standalone import written_over
+    from ingest.sources import is_utf8
+
+    if not is_utf8(str(out)):
+        return f"--out {ascii(str(out))[1:-1][:300]} is not valid UTF-8: name another folder"
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file: name a folder for the redacted output"
+    if clash := written_over(Path(source), out):
+        return f"the source {source} is {clash}, which the run writes: name another --out folder"
+    return None
 
 
 def print_run(summary: RunSummary, settings: Settings) -> None:
