@@ -398,8 +398,9 @@ def exit_on_terminate(hangup: bool = True) -> None:
     the command as an exception does, so what it was writing is cleaned up: their default killed the
     process outright, and an export stopped so left its hidden partial copy of the log (118,077 rows)
     beside the file for good. A signal ignored (SIGHUP under `nohup`) stays so. Roles that stop on SIGTERM
-    in their own way (workers, ingest nodes, `alpr run`) put their handlers in its place; workers and
-    ingest nodes keep SIGHUP's default (as an exception it failed a worker's job in hand: a review)."""
+    in their own way (workers, ingest nodes, `alpr run`) put their handlers in its place; workers keep
+    SIGHUP's default, as RQ does (as an exception it failed a worker's job in hand: a review); an ingest
+    node stops on it as on SIGTERM (alpr/ingest_command.STOP_SIGNALS)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGTERM, signal.SIGHUP) if hangup else (signal.SIGTERM,):

@@ -7,6 +7,8 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from alpr.wiring import frame_ledger, reach_frame_store, reach_redis, warn_if_jobs_unsigned
@@ -46,18 +48,28 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
     node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock)
     metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready: a node failing at start answers none
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: node.stop.set())
+    on_stop_signals(lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)
     for camera in node.cameras:
         print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped")
     print(f"{summary.jobs} detect jobs", flush=True)
     if args.linger:  # a last scrape of the final counts, for nodes that ingest files and end
         finished = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: finished.set())
+        on_stop_signals(lambda *_: finished.set())
         finished.wait(args.linger)
     return 1 if summary.claim_lost else 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops a node as asked: SIGHUP too (its ssh session dropped), whose default killed it outright, the
+frames in hand never queued nor recorded and its cameras' claims held until they lapsed."""
+
+
+def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
+    """`handler` for each of STOP_SIGNALS but one ignored (SIGHUP under `nohup` stays ignored)."""
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:

@@ -198,3 +198,27 @@ def test_an_ingest_node_stopped_while_redis_stalls_records_every_frame_within_it
     sampled = sampled_by_ingest(log)
     assert count(postgres_url, "SELECT count(*) FROM frames") == sampled
     assert count(postgres_url, "SELECT count(*) FROM frames WHERE detail = 'redis unavailable'") >= 1
+
+
+def test_an_ingest_node_whose_terminal_hangs_up_stops_as_asked(redis_server: PrivateRedis, postgres_url, settings,
+                                                               tmp_path):  # fmt: skip
+    """A node started from an ssh session that drops gets SIGHUP, whose default killed it outright: the
+    frames in hand never queued nor recorded, its camera's claim held until it lapsed (another node
+    waited). It now stops as on SIGTERM: every sampled frame recorded, the claim released, exit 0."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    env = fault_env(redis_server.url, postgres_url, settings, tmp_path)
+    log = tmp_path / "ingest.log"
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # under nohup (a CI's) the node would ignore it, rightly
+    try:
+        ingest = alpr_process(env, ["ingest", "--cameras", str(one_camera(tmp_path, loop=True))], log)
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
+    try:
+        wait_for(lambda: count(postgres_url, "SELECT count(*) FROM frames") >= 8, 90, "frames queued")
+        ingest.send_signal(signal.SIGHUP)
+        assert ingest.wait(timeout=60) == 0, log.read_text()[-2000:]  # -1 (killed by SIGHUP) before
+    finally:
+        if ingest.poll() is None:
+            ingest.kill()
+    assert count(postgres_url, "SELECT count(*) FROM frames") == sampled_by_ingest(log)
+    assert redis.Redis.from_url(redis_server.url).keys("alpr:camera-claim:*") == []
