@@ -5,14 +5,21 @@ alert deliveries from the alerts log)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import TYPE_CHECKING
 
 import redis
 
 from alpr.wiring import database_pool, reach_frame_store, reach_redis, signed_queue, warn_if_jobs_unsigned
 from common.config import Settings
+from common.credentials import escape_controls
 from common.errors import ConfigError
 from common.queues import STAGES
+
+if TYPE_CHECKING:
+    from common.metrics import Metrics
+    from common.retention import Pruned
 
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,21 +85,32 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         while not stop.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=days)
             try:
-                pruned = prune_logs(pool, cutoff, args.dry_run)
+                pruned = prune_logs(pool, cutoff, args.dry_run, stop)
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
-            verb = "would delete" if args.dry_run else "deleted"
-            print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}", flush=True)
-            if not args.dry_run:
-                for table, rows in pruned.rows.items():
-                    metrics.pruned_rows.labels(table=table).inc(rows)
-                metrics.prune_succeeded.set_to_current_time()
+            report_round(pruned, f"captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days)", args.dry_run, metrics)
+            if pruned.stopped:
+                return 1
             if args.every_h is None:
                 return 0
             stop.wait(args.every_h * 3600)
         return 0  # stopped between rounds (a delete stopped mid-batch is rolled back whole)
     finally:
         pool.close()
+
+
+def report_round(pruned: Pruned, what: str, dry_run: bool, metrics: Metrics) -> None:
+    """One round of a prune said and counted: rows deleted (or that would be), success only for a round
+    run to its end (not one a signal stopped between batches)."""
+    verb = "would delete" if dry_run else "deleted"
+    if pruned.stopped:
+        verb = f"stopped by a signal; {verb} so far"
+    print(f"{verb} what was {what}: {pruned}", flush=True)
+    if not dry_run:
+        for table, rows in pruned.rows.items():
+            metrics.pruned_rows.labels(table=table).inc(rows)
+        if not pruned.stopped:
+            metrics.prune_succeeded.set_to_current_time()
 
 
 def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
@@ -112,11 +130,15 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     if not args.sqlite_path.is_file():
         raise ConfigError(f"--sqlite: {args.sqlite_path} is no file: nothing to prune")
     check_sqlite_file(args.sqlite_path)
+    if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
+        raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
     cutoff = datetime.now(UTC) - timedelta(days=days)
     pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
-    return 0
+    for left in pruned.snapshots_left:
+        print(f"alpr: a deleted sighting's snapshot left on disk: {escape_controls(left)}", file=sys.stderr)
+    return 1 if pruned.snapshots_left else 0
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,10 +9,12 @@ delete these rows, nothing more) or the schema's owner; the workers' role may de
 
 from __future__ import annotations
 
-import contextlib
+import os
 import sqlite3
+import stat
+import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -81,6 +83,10 @@ class Pruned:
     """Rows deleted (or, on a dry run, that would be) per table."""
 
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRUNED, 0))
+    snapshots_left: list[str] = field(default_factory=list)
+    """Snapshot files of deleted sightings left on disk, each with why (`prune_sqlite_log`)."""
+    stopped: bool = False
+    """Whether a stop request ended the prune between two batches (what was deleted before stays so)."""
 
     def __str__(self) -> str:
         return ", ".join(f"{count} {table}" for table, count in self.rows.items())
@@ -95,8 +101,12 @@ def _probe_by_index(connection: psycopg.Connection) -> None:
     connection.execute("SET LOCAL enable_mergejoin = off")
 
 
-def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) -> Pruned:
-    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite."""
+def prune_logs(
+    pool: ConnectionPool, cutoff: datetime, dry_run: bool = False, stop: threading.Event | None = None
+) -> Pruned:
+    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite; `stop`
+    set ends it after the batch in hand (`Pruned.stopped`): a prune of millions of rows started by mistake
+    went on to the end whatever signal it was sent (a review)."""
     pruned = Pruned()
     for table, (key, time, kept_unless) in PRUNED.items():
         parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time),
@@ -112,6 +122,9 @@ def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) ->
                 pruned.rows[table] += int(row[0]) if row else 0
                 continue
             while True:
+                if stop is not None and stop.is_set():
+                    pruned.stopped = True
+                    return pruned
                 with pool.connection() as connection:  # one batch a transaction: locks held briefly
                     _probe_by_index(connection)
                     deleted = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).rowcount
@@ -123,14 +136,44 @@ def prune_logs(pool: ConnectionPool, cutoff: datetime, dry_run: bool = False) ->
 
 SQLITE_PRUNED = {"plate_reads": "captured_at", "sightings": "last_seen"}
 """`alpr run`'s log: its tables of plate data and the time each row is pruned by (times stored as UTC
-datetimes, the same text form as the cutoff: compared as text). Its audit records are never pruned."""
+ISO 8601 text, `datetime.isoformat()`'s: compared as text with the cutoff in the same form; a cutoff in
+SQLite's own form, a space for the T, kept a day's rows past it). Its audit records are never pruned."""
+
+SNAPSHOT_FOLDER = "sightings"
+"""The folder `alpr run` writes its sightings' snapshots in (alpr/standalone.Snapshots)."""
+
+
+def snapshot_to_delete(named: str) -> str | None:
+    """Why the snapshot file a deleted sighting names is left where it is, or None where it is one `alpr
+    run` wrote and may go: a regular .jpg file of this user's in a `sightings` folder, named by an absolute
+    path with no link on the way. The log's text alone chose what was deleted: any .jpg anywhere, through
+    a link in a folder above it, whoever's it was (a review)."""
+    file = Path(named)
+    if not file.is_absolute() or file.suffix != ".jpg" or file.parent.name != SNAPSHOT_FOLDER:
+        return "not a snapshot of `alpr run`'s (an absolute …/sightings/NAME.jpg)"
+    if os.path.realpath(file) != os.path.normpath(file):
+        return "a link on its path"
+    try:
+        status = file.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return error.strerror or str(error)
+    if not stat.S_ISREG(status.st_mode):
+        return "not a regular file"
+    if status.st_uid != os.geteuid():
+        return f"another user's file (uid {status.st_uid})"
+    return None
 
 
 def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pruned:
     """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
-    and the snapshot files of the sightings deleted (a regular .jpg file at the path it names: never one
-    through a link); or count them (`dry_run`)."""
+    and the snapshot files of the sightings deleted (`snapshot_to_delete`: others are left and named in
+    `Pruned.snapshots_left`, as are those that could not be deleted; the next file is tried all the same);
+    or count them (`dry_run`)."""
     pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
+    before = cutoff.astimezone(UTC).isoformat()
+    snapshots: list[str] = []
     connection = sqlite3.connect(path)
     try:
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -140,17 +183,22 @@ def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pru
                     continue
                 where = f"FROM {table} WHERE {column} < ?"
                 if table == "sightings":
-                    snapshots = [row[0] for row in connection.execute(f"SELECT snapshot_path {where}", (cutoff,))]
-                (count,) = connection.execute(f"SELECT count(*) {where}", (cutoff,)).fetchone()
+                    snapshots = [row[0] for row in connection.execute(f"SELECT snapshot_path {where}", (before,))]
+                (count,) = connection.execute(f"SELECT count(*) {where}", (before,)).fetchone()
                 pruned.rows[table] = int(count)
                 if not dry_run:
-                    connection.execute(f"DELETE {where}", (cutoff,))
+                    connection.execute(f"DELETE {where}", (before,))
     finally:
         connection.close()
-    if not dry_run and "sightings" in tables:
-        for snapshot in filter(None, snapshots):
-            file = Path(snapshot)
-            if file.suffix == ".jpg" and file.is_file() and not file.is_symlink():
-                with contextlib.suppress(FileNotFoundError):
-                    file.unlink()
+    if not dry_run:
+        for snapshot in (s for s in snapshots if isinstance(s, str) and s):
+            if (kept := snapshot_to_delete(snapshot)) is None:
+                try:
+                    os.unlink(snapshot)
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    kept = error.strerror or str(error)
+            if kept is not None:
+                pruned.snapshots_left.append(f"{snapshot} ({kept})")
     return pruned

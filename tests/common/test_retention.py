@@ -298,3 +298,100 @@ def test_alpr_runs_sqlite_log_is_pruned_with_its_snapshots_and_audit_records_kep
         assert connection.execute("SELECT count(*) FROM plate_searches").fetchone() == (1,)
     connection.close()
     assert [snapshot.exists() for snapshot in snapshots] == [False, False, True, True]
+
+
+def sqlite_log_of_sightings(path, sightings):  # type: ignore[no-untyped-def]
+    """An `alpr run` log at `path` holding `sightings`: (id, last seen as a datetime, snapshot path)."""
+    from common.sighting_log import SqliteSightingLog
+    from common.types import Sighting
+
+    log = SqliteSightingLog(path)
+    for sighting_id, last_seen, snapshot in sightings:
+        at_s = last_seen.timestamp()
+        sighting = Sighting(
+            sighting_id=sighting_id, camera_id="cam", plate="KPX4721", confidence=0.9, first_seen_s=at_s,
+            last_seen_s=at_s, reads=1, best_frame_id="cam:1:0", best_box_xyxy=(0, 0, 9, 3), best_confidence=0.9,
+            texts=(("KPX4721", 1),),
+        )  # fmt: skip
+        log.record_many([(sighting, str(snapshot))])
+    log.close()
+    return path
+
+
+def test_an_sqlite_log_deletes_only_its_own_snapshots_and_names_those_left(tmp_path, capsys, monkeypatch):
+    """The log's text alone chose what a prune deleted: any .jpg it named, anywhere, through a link in a
+    folder above it, whoever's it was (a review: root's prune of a log another user wrote deleted root's
+    files). Now only a regular .jpg of this user's in a `sightings` folder with no link on its path goes;
+    the others are named and the prune exits 1, each file after a refused one deleted all the same."""
+    import os
+
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")  # the flag names the log
+    old = NOW - timedelta(days=40)
+    (tmp_path / "victim").mkdir()
+    evidence = tmp_path / "victim" / "evidence.jpg"  # a file of the user's, nothing to do with alpr
+    real = tmp_path / "real" / "sightings"
+    real.mkdir(parents=True)
+    (tmp_path / "out").symlink_to(tmp_path / "real")  # out -> real: the file's own name is no link
+    own = tmp_path / "run" / "sightings"
+    own.mkdir(parents=True)
+    for file in (evidence, real / "s2.jpg", own / "s3.jpg"):
+        file.write_bytes(b"\xff\xd8jpeg\xff\xd9")
+    log = sqlite_log_of_sightings(tmp_path / "reads.sqlite", [
+        ("s1", old, evidence), ("s2", old, tmp_path / "out" / "sightings" / "s2.jpg"), ("s3", old, own / "s3.jpg"),
+    ])  # fmt: skip
+    assert main(["db", "prune", "--sqlite", str(log)]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("(30 days): 0 plate_reads, 3 sightings")
+    assert f"{evidence} (not a snapshot of" in err and "s2.jpg (a link on its path)" in err
+    assert evidence.exists() and (real / "s2.jpg").exists() and not (own / "s3.jpg").exists()
+    if os.geteuid() == 0:  # another user's log names what root's prune would delete: refused before anything
+        os.chown(log, 65534, 65534)
+        assert main(["db", "prune", "--sqlite", str(log)]) == 2
+        assert "is another user's log (uid 65534)" in capsys.readouterr().err
+
+
+def test_an_sqlite_log_is_pruned_to_the_cutoff_on_the_cutoffs_own_day(tmp_path):
+    """Times are stored as ISO 8601 text (a T between date and time) and were compared with the cutoff in
+    SQLite's form (a space there): a sighting six hours past the cutoff on the same day was kept."""
+    from common.retention import prune_sqlite_log
+
+    cutoff = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+    log = sqlite_log_of_sightings(tmp_path / "reads.sqlite", [
+        ("before", cutoff - timedelta(hours=6), ""), ("after", cutoff + timedelta(hours=6), ""),
+    ])  # fmt: skip
+    assert prune_sqlite_log(log, cutoff).rows["sightings"] == 1
+    import sqlite3
+
+    with sqlite3.connect(log) as connection:
+        assert [row[0] for row in connection.execute("SELECT sighting_id FROM sightings")] == ["after"]
+    connection.close()
+
+
+def test_a_prune_stops_between_batches_when_told(logged, capsys, monkeypatch):
+    """SIGINT and SIGTERM only ended a prune between `--every-h` rounds: one started by mistake on
+    millions of rows went on to the end and exited 0 (a review). It now stops after the batch in hand,
+    says how far it got, and exits 1; the next prune goes on from there."""
+    import os
+    import signal
+
+    from common import retention
+
+    monkeypatch.setattr(retention, "BATCH_ROWS", 1)
+    probe = retention._probe_by_index
+    batches = []
+
+    def probe_then_signal(connection):  # type: ignore[no-untyped-def]
+        batches.append(1)
+        if len(batches) == 1:  # during the first batch: the operator's Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+        probe(connection)
+
+    monkeypatch.setattr(retention, "_probe_by_index", probe_then_signal)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(["db", "prune", "--database-url", logged]) == 1
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert "stopped by a signal; deleted so far what was captured before" in capsys.readouterr().out
+    assert len(batches) == 1 and len(remaining(logged)["plate_reads"]) == 17 - 1  # one batch, then it stopped
