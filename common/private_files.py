@@ -84,8 +84,29 @@ def group_has_others(gid: int) -> bool:
     return bool(members - {me}) or any(user.pw_gid == gid and user.pw_name != me for user in pwd.getpwall())
 
 
+def link_others_control(folder: Path) -> Path | None:
+    """The first symbolic link on the way to `folder` (its path as written) that a user but this process's
+    (and root) made, or may swap as it stands in a folder they may write in; None where there is none. A
+    folder checked through such a link was the link's target, which its maker could turn elsewhere: an
+    export into a folder another user owned went through their link `cases -> /etc` (a review)."""
+    current = Path(folder.absolute().anchor)
+    for part in folder.absolute().parts[1:]:
+        current = current / part
+        if not current.is_symlink():
+            continue
+        if current.lstat().st_uid not in (os.geteuid(), 0) or others_may_write(current.parent):
+            return current
+    return None
+
+
 def refuse_shared_folder(folder: Path, what: str) -> None:
-    """ConfigError where another user may write in `folder` (others_may_write), which holds `what`."""
+    """ConfigError where another user may write in `folder` (others_may_write), which holds `what`, or
+    made or may swap a link on the way to it (link_others_control)."""
+    if (link := link_others_control(folder)) is not None:
+        raise ConfigError(
+            f"{link} is a link another user made or may swap: {what} would be written wherever they point it;"
+            " name a folder of this user's own by its own path"
+        )
     if others_may_write(folder):
         raise ConfigError(
             f"{folder.absolute()} is another user's folder or others may write in it: {what} would be written where"
@@ -217,12 +238,17 @@ def replaced_privately(path: Path) -> Iterator[Path]:
     the place of `path` (os.replace) only when the block succeeds, and is removed when it fails. An
     export used to open its CSV with O_TRUNC before reading a row: one that failed (the SQLite log named
     as the CSV, a database that is down, a full disk) had emptied the file already. A symbolic link at
-    `path` and anything but a regular file there are refused (ConfigError) before anything is written."""
+    `path` and anything but a regular file there are refused (ConfigError) before anything is written, as
+    are another user's file there and a folder others may write in or reach through their link
+    (refuse_shared_folder): root's export replaced a user's own file, and went through their link."""
     refuse_link(path)
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file: name the file to write")
     if not path.parent.is_dir():  # it failed on the partial file, a bare FileNotFoundError
         raise ConfigError(f"{path.parent} is not a folder: name a file in a folder that exists")
+    refuse_shared_folder(path.parent, "the file")
+    if path.exists() and (owner := path.stat().st_uid) != os.geteuid():
+        raise foreign_file(path, owner)
     with _written_beside(path) as (descriptor, partial):
         os.close(descriptor)
         yield partial

@@ -140,6 +140,36 @@ def test_a_link_or_folder_at_the_name_is_refused_before_anything_is_written(kind
     assert sorted(os.listdir(tmp_path)) == ["out.csv"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a link or a file another user's")
+def test_a_file_is_not_written_through_another_users_link_nor_over_their_file(tmp_path):
+    """Root's `alpr export --csv bobhome/cases/passwd` went through bob's link `cases -> sys` over root's
+    own file, and `--csv bobhome/report.csv` replaced bob's file with root's plates (a review): the link
+    above the name was never looked at, nor whose the file was."""
+    system, home = tmp_path / "sys", tmp_path / "bobhome"
+    system.mkdir()
+    home.mkdir()
+    (system / "passwd").write_text("root:x:0:0\n")
+    (home / "cases").symlink_to(system)
+    (home / "report.csv").write_text("bob's notes\n")
+    for path in (home, home / "cases", home / "report.csv"):
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    with pytest.raises(ConfigError, match=f"{home / 'cases'} is a link another user made or may swap"):
+        with replaced_privately(home / "cases" / "passwd"):
+            pytest.fail("the block ran")
+    with pytest.raises(ConfigError, match="is another user's folder"), replaced_privately(home / "report.csv"):
+        pytest.fail("the block ran")
+    home.chmod(0o1777)  # a sticky folder all may write in (/tmp's): another user's file there is still theirs
+    os.chown(home, 0, 0)
+    with pytest.raises(ConfigError, match="another user's file"), replaced_privately(home / "report.csv"):
+        pytest.fail("the block ran")
+    assert (system / "passwd").read_text() == "root:x:0:0\n" and (home / "report.csv").read_text() == "bob's notes\n"
+    mine = tmp_path / "mine"
+    mine.symlink_to(system)  # this user's own link, in a folder of its own: followed as before
+    with replaced_privately(mine / "out.csv") as partial:
+        partial.write_text("a,b\n")
+    assert (system / "out.csv").read_text() == "a,b\n"
+
+
 WRITE_UNDER_A_SIZE_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
