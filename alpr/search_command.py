@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from common.audit import login_name, refused_flag
 from common.config import Settings
+from common.credentials import escape_controls
 from common.errors import InputError
 from common.iso_time import from_iso, period
 
@@ -106,4 +107,11 @@ def _print(found: list[dict[str, Any]]) -> None:
 
     print("\t".join(RESULT_COLUMNS))
     for row in found:
-        print("\t".join("" if row[name] is None else str(row[name]) for name in RESULT_COLUMNS))
+        print("\t".join(cell(row[name]) for name in RESULT_COLUMNS))
+
+
+def cell(value: object) -> str:
+    """A column of an answer's row as printed: its control characters, tabs too, written out. A row the
+    workers' role can write (a camera id, a snapshot path) reached the operator's terminal raw: escape
+    codes, a line break forging a row (a review)."""
+    return "" if value is None else escape_controls(str(value)).replace("\t", "\\t")

@@ -142,8 +142,7 @@ def matching(search: PlateSearch, candidates: Iterable[tuple[Any, ...]]) -> list
     with its distance."""
     found: list[dict[str, Any]] = []
     for sighting_id, camera_id, plate, confidence, first, last, reads, texts, snapshot in candidates:
-        read_texts = [text for text, _ in (json.loads(texts) if isinstance(texts, str) else texts)]
-        distance = distance_to(search, plate, read_texts)
+        distance = distance_to(search, str(plate), texts_read(texts))
         if distance is None:
             continue
         found.append({
@@ -154,6 +153,20 @@ def matching(search: PlateSearch, candidates: Iterable[tuple[Any, ...]]) -> list
         if len(found) >= search.limit:
             break
     return found
+
+
+def texts_read(texts: object) -> list[str]:
+    """The texts a sighting's `texts` holds (`[[text, count], ...]`; JSON text in SQLite); one of another
+    shape (written by hand, or forged by whoever may write the log) holds none, and the sighting is
+    searched by its plate alone: it ended the search in a traceback (a review)."""
+    if isinstance(texts, str | bytes):
+        try:
+            texts = json.loads(texts)
+        except ValueError:
+            return []
+    if not isinstance(texts, list):
+        return []
+    return [item[0] for item in texts if isinstance(item, list) and item and isinstance(item[0], str)]
 
 
 def _iso(moment: datetime | str) -> str:

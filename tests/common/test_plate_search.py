@@ -261,3 +261,25 @@ def test_the_workers_login_may_add_to_the_records_only_what_the_commands_let_thr
         placeholders = ", ".join(["%s"] * len(values))
         with pytest.raises(psycopg.errors.CheckViolation):
             worker.execute(f"INSERT INTO {table} {columns} VALUES ({placeholders})", values)
+
+
+def test_a_forged_sighting_neither_reaches_the_terminal_raw_nor_ends_the_search(tmp_path: Path, capsys):
+    """Whoever may write sightings (the workers' role; the SQLite log's owner) chose what `alpr search`
+    printed to the operator's terminal: an escape code, a line break forging a row; and texts of another
+    shape ended the search in a traceback (a review)."""
+    import sqlite3
+
+    path = tmp_path / "reads.sqlite"
+    log = SqliteSightingLog(path)
+    log.record_many([(sighting("gate\x1b]0;pwned\x07\x1b[2J", "KPX4721", DAY), "/x\n2026-01-01\tforged")])
+    log.record_many([(sighting("gate", "KPX4721", DAY + 60), None), (sighting("gate", "KPX4721", DAY + 120), None)])
+    log.close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE sightings SET texts = '[[\"KPX4721\"]]' WHERE first_seen LIKE '%00:01:00%'")
+        connection.execute("UPDATE sightings SET texts = 'not json' WHERE first_seen LIKE '%00:02:00%'")
+    connection.close()
+    assert main(["search", "KPX4721", "--reason", "case 7", "--sqlite", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "gate\\x1b]0;pwned\\x07\\x1b[2J" in out
+    assert "/x\\n2026-01-01\\tforged" in out
+    assert len(out.splitlines()) == 4  # the header and the three sightings, found by their plate

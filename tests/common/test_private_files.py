@@ -153,9 +153,9 @@ def test_a_file_is_not_written_through_another_users_link_nor_over_their_file(tm
     (home / "report.csv").write_text("bob's notes\n")
     for path in (home, home / "cases", home / "report.csv"):
         os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
-    with pytest.raises(ConfigError, match=f"{home / 'cases'} is a link another user made or may swap"):
-        with replaced_privately(home / "cases" / "passwd"):
-            pytest.fail("the block ran")
+    swappable = f"{home / 'cases'} is a link another user made or may swap"
+    with pytest.raises(ConfigError, match=swappable), replaced_privately(home / "cases" / "passwd"):
+        pytest.fail("the block ran")
     with pytest.raises(ConfigError, match="is another user's folder"), replaced_privately(home / "report.csv"):
         pytest.fail("the block ran")
     home.chmod(0o1777)  # a sticky folder all may write in (/tmp's): another user's file there is still theirs

@@ -367,3 +367,26 @@ def test_an_image_no_jpeg_can_hold_is_recorded_as_skipped(redis_url, postgres_ur
     with psycopg.connect(postgres_url) as db:
         rows = dict(db.execute("SELECT outcome || ':' || coalesce(detail, ''), count(*) FROM frames GROUP BY 1"))
     assert rows == {"pending:": 1, "skipped:unencodable": 1}
+
+
+def test_status_reads_past_records_it_cannot_read_and_prints_no_escape_from_the_log(redis_url, postgres_url, capsys):
+    """Whoever reaches the queues' Redis or may write the frames log chose how `alpr status` ended: a
+    worker record RQ cannot read, or a queued id that is not UTF-8, ended it in a traceback, the frames
+    log's accounting lost with it; a camera id in the log reached the terminal raw (a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    forged = "gate\x1b[2J\nframes log: forged"
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
+                   " VALUES ('f1', %s, 0, 0, now(), 0, '{}', 'done')", (forged,))  # fmt: skip
+        db.execute("INSERT INTO sightings (sighting_id, camera_id, plate, confidence, first_seen, last_seen, reads,"
+                   " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES ('s1', %s, 'KPX4721', 0.9, now(),"
+                   " now(), 1, 'f1', 0.9, 1, 1, 2, 2, '[]')", (forged,))  # fmt: skip
+    connection = redis.Redis.from_url(redis_url)
+    connection.sadd("rq:workers:alpr-detect", "rq:worker:evil", b"\xff")
+    connection.hset("rq:worker:evil", mapping={"birth": "not-a-date", "last_heartbeat": "x", "queues": "alpr-detect"})
+    connection.rpush("rq:queue:alpr-detect", b"\xff\xfe")
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "gate\\x1b[2J\\nframes log: forged" in out
+    assert sum(line.startswith("frames log:") for line in out.splitlines()) == 1
+    assert "oldest waiting frame: unknown" in out
