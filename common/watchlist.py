@@ -7,12 +7,13 @@ few seconds)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, datetime
 from pathlib import Path
@@ -217,9 +218,12 @@ class WatchList:
             )
             return cursor.rowcount > 0
 
-    def entries(self, include_expired: bool = False, expired_within_s: float = 0.0) -> list[WatchEntry]:
+    def entries(
+        self, include_expired: bool = False, expired_within_s: float = 0.0, connection: psycopg.Connection | None = None
+    ) -> list[WatchEntry]:
         """Every entry (only those not expired, or expired less than `expired_within_s` ago, unless
-        asked), by list and plate."""
+        asked), by list and plate; read over `connection` where given (within a savepoint of its
+        transaction: a failure leaves the transaction going), else one of the pool's."""
         where = (
             ""
             if include_expired
@@ -231,8 +235,8 @@ class WatchList:
             "CASE WHEN expires_at >= %(never_from)s THEN NULL"
             " WHEN expires_at < %(earliest)s THEN %(earliest)s ELSE expires_at END"
         )
-        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
-            rows = connection.execute(
+        with self._connection(connection) as reading:
+            rows = reading.execute(
                 f"SELECT plate, reason, list_name, {expires} FROM watchlist{where} ORDER BY list_name, plate",
                 {"never_from": NEVER_FROM, "earliest": EARLIEST, "within": expired_within_s},
             ).fetchall()
@@ -244,12 +248,23 @@ class WatchList:
                 log.warning("watch-list %s: an entry is skipped, not valid: %s", _shown(str(list_name)), error)
         return entries
 
-    def version(self) -> int:
+    def version(self, connection: psycopg.Connection | None = None) -> int:
         """A number that grows with every change to the table (a trigger counts each statement, a hand-
-        written SQL one included, migration 9): the cache reloads the entries only when it moved."""
-        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
-            row = connection.execute("SELECT version FROM watchlist_version").fetchone()
+        written SQL one included, migration 9): the cache reloads the entries only when it moved. Read
+        as `entries` is."""
+        with self._connection(connection) as reading:
+            row = reading.execute("SELECT version FROM watchlist_version").fetchone()
         return int(row[0]) if row else 0
+
+    @contextlib.contextmanager
+    def _connection(self, connection: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+        """`connection` within a savepoint of its transaction, or one of the pool's."""
+        if connection is not None:
+            with connection.transaction():
+                yield connection
+            return
+        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as pooled:
+            yield pooled
 
     def import_csv(self, path: Path) -> tuple[int, int]:
         """Add or update every entry of a CSV file (header `plate,reason[,expires_at][,list]`) in one
@@ -289,10 +304,15 @@ CLOCK_MARGIN_S = 60.0
 what is loaded, the worker's what is judged."""
 
 
+class WatchListUnavailableError(Exception):
+    """No watch-list has been loaded yet, and it cannot be now: whoever matches reads against it must not
+    take them (a read taken unmatched is never alerted on)."""
+
+
 class WatchListCache:
     """The entries a worker matches every read against, reloaded at most every `refresh_s` (no query
-    per read). While Postgres is unreachable the last loaded entries stay in use, with a warning.
-    For one thread (a worker's job loop)."""
+    per read). While Postgres is unreachable the last loaded entries stay in use, with a warning; before
+    any has loaded, WatchListUnavailableError. For one thread (a worker's job loop)."""
 
     def __init__(
         self,
@@ -312,32 +332,46 @@ class WatchListCache:
         self._index = WatchIndex(())
         self._version: int | None = None
         self._loaded_at: float | None = None
+        self._ever_loaded = False
 
-    def current(self) -> tuple[WatchEntry, ...]:
-        """The entries, reloaded first when the last load (or attempt) is `refresh_s` old."""
+    def current(self, connection: psycopg.Connection | None = None) -> tuple[WatchEntry, ...]:
+        """The entries, reloaded first when the last load (or attempt) is `refresh_s` old, over
+        `connection` where given (the caller's transaction, in a savepoint: a second connection from the
+        pool could be refused — too many clients, a role's connection limit — and a worker just started
+        matched a listed car against no entry at all, its alerts lost for good: a review).
+        WatchListUnavailableError while no load has ever succeeded."""
         now = self.clock()
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
             self._loaded_at = now
             try:
                 try:
-                    version: int | None = self.watchlist.version()
+                    version: int | None = self.watchlist.version(connection)
                 except psycopg.errors.InsufficientPrivilege:  # a role not granted it since migration 9
                     version = None  # every refresh loads them, as before the count
                 if version is None or version != self._version:  # 100,000 entries took 0.4 s: only when changed
                     window_s = self.expired_within_s + CLOCK_MARGIN_S
-                    entries = tuple(self.watchlist.entries(expired_within_s=window_s))
+                    entries = tuple(self.watchlist.entries(expired_within_s=window_s, connection=connection))
                     self._entries, self._index, self._version = entries, WatchIndex(entries), version
+                    self._ever_loaded = True
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                if not self._ever_loaded:
+                    self._loaded_at = None  # the next call tries again at once
+                    raise WatchListUnavailableError(f"the watch-lists cannot be loaded ({reason})") from error
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
                             reason, len(self._entries))  # fmt: skip
+        if not self._ever_loaded:
+            raise WatchListUnavailableError("the watch-lists have not been loaded yet")
         return self._entries
 
-    def match_lists(self, plate: str, max_distance: float, captured_at_s: float) -> list[WatchMatch]:
-        """match_lists against the current entries, each judged as of `captured_at_s` (an entry that
-        expired after the car was seen still matches it), or as of `expired_within_s` ago when that is
-        later: entries expired before are no longer loaded, and a pass longer than that (a parked car)
-        alerted on an entry expired meanwhile only while the table happened not to change."""
-        self.current()
+    def match_lists(
+        self, plate: str, max_distance: float, captured_at_s: float, connection: psycopg.Connection | None = None
+    ) -> list[WatchMatch]:
+        """match_lists against the current entries (`current`, over `connection` where given), each judged
+        as of `captured_at_s` (an entry that expired after the car was seen still matches it), or as of
+        `expired_within_s` ago when that is later: entries expired before are no longer loaded, and a pass
+        longer than that (a parked car) alerted on an entry expired meanwhile only while the table
+        happened not to change."""
+        self.current(connection)
         as_of_s = max(captured_at_s, self.wall_clock() - self.expired_within_s)
         return self._index.match_lists(plate, max_distance, as_of_s)

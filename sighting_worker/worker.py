@@ -50,7 +50,7 @@ from common.sighting_log import (
     save_cursor,
 )
 from common.types import Observation, Sighting
-from common.watchlist import WatchListCache, WatchMatch
+from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
 
@@ -201,6 +201,9 @@ class SightingStage:
                 result = self.group_camera(camera_id)
             except (psycopg.OperationalError, PoolTimeout):
                 raise  # Postgres is down: the loop waits it out
+            except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
+                log.warning("camera %s: not grouped, %s; its reads wait for it", camera_id, error)
+                continue
             except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
                 # the error's text may quote a row (plate text): the type here, the whole only at DEBUG
                 log.warning("camera %s: grouping failed (%s), tried again next round", camera_id, type(error).__name__)
@@ -233,7 +236,7 @@ class SightingStage:
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
-            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted)]
+            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, connection)]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
             cursor.early_read_id = early.from_id
@@ -266,7 +269,7 @@ class SightingStage:
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s)
+            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, connection)
             for match in matches:
                 if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, sure, seen) or not sure:
                     continue
@@ -325,7 +328,9 @@ class SightingStage:
             s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
         ]
 
-    def match_sighting(self, sighting: Sighting, alerted: Passes) -> list[Alert]:
+    def match_sighting(
+        self, sighting: Sighting, alerted: Passes, connection: psycopg.Connection | None = None
+    ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
         reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
@@ -336,7 +341,9 @@ class SightingStage:
             return []
         return [
             self.alert(match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match)))
-            for match in self.watch.match_lists(sighting.plate, self.settings.max_distance, sighting.first_seen_s)
+            for match in self.watch.match_lists(
+                sighting.plate, self.settings.max_distance, sighting.first_seen_s, connection
+            )
             if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s)
         ]
 
