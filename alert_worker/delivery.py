@@ -284,6 +284,11 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
     except (urllib.error.URLError, OSError, HTTPException) as error:  # unreachable, timeouts, broken answers
         if deadline.expired.is_set():
             raise DeliveryRetryable(f"{where}: timed out: no answer within {receiver.timeout_s:g} s") from None
+        # a broken answer quotes the receiver (BadStatusLine: its status line, plate and all): its words,
+        # recorded, never logged
+        if isinstance(error, HTTPException):
+            words = escape_controls(mask_url(_hide_url(" ".join(str(error).split()), receiver.url)))[:200]
+            raise DeliveryRetryable(f"{where}: {type(error).__name__}", words=words) from None
         reason = error.reason if isinstance(error, urllib.error.URLError) else error
         raise DeliveryRetryable(f"{where}: {_describe(reason, receiver.url)}") from None
     finally:

@@ -45,7 +45,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         return sighting_loop(stage, settings, stop, args.burst)
     context = build_worker_context(args.stage, settings, connection, metrics)
     metrics.serve(settings.metrics_port, settings.metrics_address)
-    quick = {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if args.stage == "alert" else {}
+    quick = worker_options(args.stage)
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
         queue = signed_queue(settings, connection, args.stage)
@@ -64,6 +64,12 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         wait_for_redis(connection, stop)
     return 0
+
+
+def worker_options(stage: str) -> dict[str, Any]:
+    """What a pool's RQ workers are given beyond StageWorker's defaults: the alert pool does its duty
+    (queueing the deliveries due, retries after their back-off) every ALERT_MAINTENANCE_S."""
+    return {"maintenance_interval": defaults.ALERT_MAINTENANCE_S} if stage == "alert" else {}
 
 
 def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:

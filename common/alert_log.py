@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from common import defaults
 from common.alerts import Alert
 from common.credentials import escape_controls
 from common.db import write_through_outage
@@ -34,9 +35,12 @@ ON CONFLICT DO NOTHING
 """
 
 INSERT_DELIVERY = """
-INSERT INTO alert_deliveries (alert_id, receiver, queued_at) VALUES (%s, %s, now()) ON CONFLICT DO NOTHING
+INSERT INTO alert_deliveries (alert_id, receiver, queued_at)
+VALUES (%s, %s, now() - make_interval(secs => %s)) ON CONFLICT DO NOTHING
 """
-"""A delivery to make, queued by the raiser right after its commit (if that fails, `due` finds it)."""
+"""A delivery to make, queued by the raiser right after its commit, which then says so (`queued`). Until
+it does, the delivery counts as queued ALERT_REQUEUE_AFTER_S - ALERT_UNCONFIRMED_S ago: a raiser killed
+between its commit and its queueing left it to `due` ALERT_REQUEUE_AFTER_S later (a review: 40 s)."""
 
 CLAIM = """
 UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
@@ -106,7 +110,8 @@ def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], recei
             cursor.execute(INSERT_ALERT, (alert.alert_id, alert.kind, alert.camera_id, captured_at, body))
             if cursor.rowcount:
                 new.append(alert)
-                cursor.executemany(INSERT_DELIVERY, [(alert.alert_id, receiver) for receiver in receivers])
+                unconfirmed_age_s = defaults.ALERT_REQUEUE_AFTER_S - defaults.ALERT_UNCONFIRMED_S
+                cursor.executemany(INSERT_DELIVERY, [(alert.alert_id, r, unconfirmed_age_s) for r in receivers])
     return new
 
 
@@ -115,6 +120,23 @@ class AlertLog:
 
     def __init__(self, pool: ConnectionPool, patience_s: float) -> None:
         self.pool, self.patience_s = pool, patience_s
+
+    def queued(self, deliveries: Sequence[tuple[str, str]]) -> None:
+        """(alert id, receiver) deliveries whose job the raiser queued: not due to `due` before
+        ALERT_REQUEUE_AFTER_S (INSERT_DELIVERY). One attempt: when it fails, `due` queues them again
+        ALERT_UNCONFIRMED_S after the commit, a second job the first's claim makes a no-op."""
+        if not deliveries:
+            return
+
+        def mark(connection: psycopg.Connection) -> None:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE alert_deliveries SET queued_at = now() WHERE alert_id = %s AND receiver = %s"
+                    " AND status = 'pending' AND queued_at IS NOT NULL",
+                    list(deliveries),
+                )
+
+        write_through_outage(self.pool, mark, 0.0)
 
     def not_queued(self, deliveries: Sequence[tuple[str, str]]) -> None:
         """(alert id, receiver) deliveries whose job the raiser could not queue (Redis away): due to

@@ -95,6 +95,10 @@ ALERT_MAINTENANCE_S = 1
 ALERT_REQUEUE_AFTER_S = 30.0
 """A due delivery queued this long ago and still not sent (its job lost with a worker) is queued again."""
 
+ALERT_UNCONFIRMED_S = 3.0
+"""How long after its commit a new alert's delivery waits for its raiser to say it queued the job, before
+the alert pool queues it itself (a raiser killed in between)."""
+
 ALERT_UNKNOWN_RECEIVER_GRACE_S = 900.0
 """A delivery to a receiver this worker's receivers file does not name is retried this long before it is
 rejected: while the pools are restarted with a new file, a sighting worker already raising alerts to a

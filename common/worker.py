@@ -156,7 +156,9 @@ class StageWorker(SimpleWorker):
         self, queue: Queue, context: WorkerContext, stop: threading.Event | None = None, **kwargs: Any
     ) -> None:
         kwargs.setdefault("maintenance_interval", defaults.WORKER_MAINTENANCE_S)
-        kwargs.setdefault("worker_ttl", defaults.WORKER_MAINTENANCE_S + 15)  # an idle worker wakes this often
+        # RQ's idle worker waits for a job worker_ttl - 15 s before its duties: as long as their interval, not
+        # 15 s whatever it was (the alert pool's deliveries due every second were queued every 15: a review)
+        kwargs.setdefault("worker_ttl", kwargs["maintenance_interval"] + 15)
         super().__init__([queue], connection=queue.connection, serializer=JSONSerializer, job_class=StageJob, **kwargs)
         self.context = context
         self.stop = stop or threading.Event()

@@ -409,6 +409,7 @@ class SightingStage:
             self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
             self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
+        queued: list[tuple[str, str]] = []
         not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
             self.metrics.alerts_raised.labels(kind=alert.kind).inc()
@@ -418,9 +419,14 @@ class SightingStage:
                     continue
                 try:
                     enqueue(self.alert_queue, alert_job(alert.alert_id, receiver, 1), self.job_timeout_s)
+                    queued.append((alert.alert_id, receiver))
                 except Exception as error:  # Redis down: the alert pool queues it from the outbox
                     log.warning("could not queue alert %s for %s: %s", alert.alert_id, receiver, error)
                     not_queued.append((alert.alert_id, receiver))
+        try:  # not queued again by the alert pool before ALERT_REQUEUE_AFTER_S (common/alert_log.INSERT_DELIVERY)
+            AlertLog(self.pool, 0.0).queued(queued)
+        except Exception as error:  # Postgres away: the alert pool queues a second job, which finds it claimed
+            log.warning("could not mark %d alert deliveries as queued: %s", len(queued), type(error).__name__)
         if len(not_queued) > 1:
             log.warning(
                 "%d more alert deliveries not queued after that: the alert pool queues them", len(not_queued) - 1

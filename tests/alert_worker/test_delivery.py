@@ -530,3 +530,37 @@ def test_an_attempts_time_running_out_as_its_connection_is_made_sends_nothing(mo
         elapsed = time.monotonic() - started
         time.sleep(0.2)
     assert elapsed < 2.0 and server.received == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [(b"409 duplicate plate KPX4721\r\n\r\n", "BadStatusLine"),
+     (b"HTTP/1.1 2000 duplicate plate KPX4721\r\n\r\n", "BadStatusLine")],
+)  # fmt: skip
+def test_a_broken_answer_quoting_the_plate_is_recorded_but_never_in_the_message(answer, kind):
+    """An answer http.client cannot parse raised with the receiver's own line, which went into the message
+    the worker logs (a review: `attempt 1 failed (webhook …: BadStatusLine: 409 duplicate plate KPX4721)` at
+    INFO). Its words now go to the deliveries table's record alone, as an HTTP reason phrase's do."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_once() -> None:
+        connection, _ = server.accept()
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            connection.sendall(answer)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeliveryRetryable) as caught:
+            deliver_webhook(ALERT, webhook(f"http://127.0.0.1:{port}/hook"))
+    finally:
+        thread.join(5)
+        server.close()
+    assert str(caught.value) == f"webhook http://127.0.0.1:{port}: {kind}"
+    assert "KPX4721" in caught.value.recorded  # what the receiver said, for the operator who looks it up

@@ -424,3 +424,23 @@ def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url,
     assert sorted((r, s) for r, s, _ in found) == [("dashboard", "pending")] * 4 + [("dispatch", "delivered")] * 4
     waiting = sorted(e for r, _, e in found if r == "dashboard")
     assert "timed out" in waiting[-1] and waiting[:3] == ["not tried: the receiver failed its last attempt"] * 3
+
+
+@pytest.mark.parametrize(("stage", "wait_s"), [("alert", defaults.ALERT_MAINTENANCE_S), ("detect", 15)])
+def test_an_idle_worker_does_its_duties_as_often_as_its_pool_asks(redis_url, stage, wait_s):
+    """RQ's idle worker waits worker_ttl - 15 s for a job before its duties; the alert pool's worker_ttl
+    was the others' (30 s), so the deliveries due every second (a retry after a 503) were queued every
+    15 s (a review: retried 15.0 s after its first attempt, its back-off 1 s)."""
+    import redis
+
+    from alpr.worker_command import worker_options
+    from common.metrics import Metrics
+    from common.worker import StageWorker, WorkerContext
+
+    class Idle:
+        name = stage
+
+    queue = stage_queue(redis.Redis.from_url(redis_url), stage)
+    worker = StageWorker(queue, WorkerContext(Idle(), Metrics()), **worker_options(stage))  # type: ignore[arg-type]
+    assert worker.dequeue_timeout == wait_s
+    assert worker.maintenance_interval == (wait_s if stage == "alert" else 15)

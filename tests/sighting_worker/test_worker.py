@@ -341,6 +341,30 @@ def test_an_alert_whose_job_could_not_be_queued_is_due_at_once_not_half_a_minute
     ]
 
 
+@pytest.mark.parametrize("raiser_killed", [True, False])
+def test_an_alert_whose_raiser_died_before_queueing_it_is_due_within_seconds(
+    chain, redis_url, monkeypatch, raiser_killed
+):
+    """A sighting worker killed between its commit and queueing the alert's job (OOM, the end of a stop's
+    grace) left the delivery marked queued at the commit: the alert pool queued it 30 s later (a review:
+    the receiver had it 40 s after the commit). It now waits ALERT_UNCONFIRMED_S for the raiser to say it
+    queued it; one that did is left alone for ALERT_REQUEUE_AFTER_S, as before."""
+    from common.alert_log import AlertLog
+
+    monkeypatch.setattr(defaults, "ALERT_UNCONFIRMED_S", 1.0)
+    pool, settings = chain
+    log_frames(pool, [(frame(i, time.time() - 30 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    if raiser_killed:  # the process gone right after its commit: nothing after it ran
+        monkeypatch.setattr(stage, "after_commit", lambda *_: None)
+    assert len(stage.poll().alerts) == 1
+    alerts = AlertLog(pool, 0.0)
+    assert alerts.due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == []  # the raiser's to queue, at first
+    time.sleep(1.2)
+    due = alerts.due(defaults.ALERT_REQUEUE_AFTER_S, limit=10)
+    assert due == ([(table(pool, "SELECT alert_id FROM alerts")[0][0], "ops", 0)] if raiser_killed else [])
+
+
 def test_a_round_visits_only_the_cameras_with_work(chain, redis_url):
     """300 idle cameras cost a round 0.3 s of queries, more than the 0.2 s between rounds: early alerts
     waited on them. A round now visits a camera met for the first time, with reads not taken or not
