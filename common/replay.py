@@ -16,6 +16,7 @@ from typing import cast
 
 import redis
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
+from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -72,6 +73,9 @@ def replay_failed(
             try:
                 job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
+                live = connection.lpos(queue.key, job_id) is not None or rq_job.get_status() == JobStatus.STARTED
+                if live:  # queued afresh under its id since (a detect job run again hands on its batch's ids),
+                    continue  # or running: pushed again, it ran twice (a review)
                 rq_job.job_key = job_key
                 refusal = None if PERMANENT in rq_job.meta else rq_job.refusal()
                 if refusal == NOT_SIGNED_WITH_KEY and SIGNATURE in rq_job.meta:

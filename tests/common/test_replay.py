@@ -169,3 +169,19 @@ def test_a_redact_job_is_replayed_though_its_frames_expired(redis_url):
     report = replay_failed(connection, connection, ["redact"])
     assert (report.requeued["redact"], report.expired["redact"]) == (1, 0)
     assert redact.get_job_ids() == [job_id]
+
+
+def test_a_failed_entry_whose_job_was_queued_again_since_is_not_pushed_twice(redis_url, capsys):
+    """A detect job run again hands on its batch's ids afresh: an OCR or redact job failed for good under
+    the same id stayed in the failed registry, and replay pushed the id once more beside the fresh one:
+    it sat in the queue twice and ran twice (a review)."""
+    connection = connect_redis(redis_url)
+    detect, store = stage_queue(connection, "detect"), FrameStore(connection, 60)
+    store.put_many([(frame_key("cam:1:0"), encode_jpeg(np.full((36, 64, 3), 100, np.uint8), 90))])
+    job = DetectJob(batch_id="b", frames=[ref("cam:1:0", age_s=120)])
+    enqueue(detect, job, 60)
+    detect.remove("detect-b")
+    FailedJobRegistry(queue=detect).add(detect.fetch_job("detect-b"), ttl=600)  # failed for good
+    enqueue(detect, job, 60)  # the same id queued afresh
+    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
+    assert connection.lrange(detect.key, 0, -1) == [b"detect-b"]  # once
