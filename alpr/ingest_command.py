@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.cameras import load_cameras
+    from ingest.cameras import load_cameras, shared_sources
     from ingest.clock import CaptureClock
     from ingest.node import IngestNode
     from ingest.sources import check_source
 
     cameras = load_cameras(args.cameras)
+    for ids in shared_sources(cameras):
+        log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
+                    ", ".join(ids))  # fmt: skip
     for camera in cameras:
         if camera.enabled:
             try:

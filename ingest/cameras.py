@@ -6,6 +6,7 @@ one-line message names the file, and the camera and field where there is one."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,20 @@ def parse_cameras(raw: Any, origin: str = "cameras file") -> list[CameraConfig]:
     if not any(c.enabled for c in cameras):
         raise ConfigError(f"{origin}: no enabled camera")
     return cameras
+
+
+def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
+    """The ids of enabled cameras that read one source (a URL as written, a file or folder by its real
+    path), in groups of two or more: each car there is read, logged and alerted on once per camera. A
+    camera entry copied and its source left unchanged did that unseen; two regions of one view as two
+    cameras may be meant, so it is said at start, not refused."""
+    by_source: dict[str, list[str]] = {}
+    for camera in cameras:
+        if camera.enabled:
+            source = camera.source.strip()
+            key = source if "://" in source else os.path.realpath(source)
+            by_source.setdefault(key, []).append(camera.id)
+    return [ids for ids in by_source.values() if len(ids) > 1]
 
 
 def load_cameras(path: Path) -> list[CameraConfig]:

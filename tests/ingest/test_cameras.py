@@ -232,3 +232,27 @@ def test_a_read_refused_by_the_system_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ConfigError, match=f"{path}: cannot read: Permission denied"):
         load_cameras(path)
+
+
+def test_cameras_reading_one_source_are_named_at_start(tmp_path, redis_url, caplog):
+    """A camera entry copied with its source left unchanged read every car twice: two sightings, two
+    alerts for one listed car, unseen. Two regions of one view may be meant: said at start, not refused."""
+    from alpr.cli import main
+    from alpr.democlip import make_clip
+    from ingest.cameras import shared_sources
+
+    clip = tmp_path / "gate.mp4"
+    make_clip(clip, ("KPX4721",))
+    (tmp_path / "link.mp4").symlink_to(clip)
+    cameras = parse_cameras({"cameras": [
+        {"id": "gate", "source": str(clip)}, {"id": "gate-copy", "source": str(tmp_path / "link.mp4")},
+        {"id": "lane", "source": "rtsp://10.0.0.5/s1"}, {"id": "lane2", "source": "rtsp://10.0.0.5/s1"},
+        {"id": "off", "source": "rtsp://10.0.0.5/s1", "enabled": False}, {"id": "other", "source": "rtsp://10.0.0.6/s1"},
+    ]})  # fmt: skip
+    assert shared_sources(cameras) == [["gate", "gate-copy"], ["lane", "lane2"]]
+    path = tmp_path / "cameras.yaml"
+    path.write_text(
+        f"cameras:\n  - {{id: a, source: {clip}, realtime: false}}\n  - {{id: b, source: {clip}, realtime: false}}\n"
+    )
+    assert main(["ingest", "--cameras", str(path), "--redis-url", redis_url, "--max-seconds", "1"]) == 0
+    assert "cameras a, b read the same source" in caplog.text
