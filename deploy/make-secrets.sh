@@ -13,27 +13,48 @@ set -eu
 
 dir=${1:-${ALPR_SECRETS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/secrets}}
 umask 077
+me=$(id -u)
+fail() {
+    echo "make-secrets.sh: $*" >&2
+    exit 1
+}
+owner() { stat -c %u "$1"; }
+# a folder or file another user made (first, in /tmp or a shared checkout) is theirs to read and to
+# plant passwords in whatever its mode: refused, never trusted, never chmod-ed as ours
+if [ -L "$dir" ]; then fail "$dir is a symbolic link: name the folder itself"; fi
 mkdir -p "$dir"
+if [ "$(owner "$dir")" != "$me" ]; then fail "$dir is another user's folder (uid $(owner "$dir")): name a folder of your own"; fi
 chmod 700 "$dir"
 
 for name in redis_password postgres_password postgres_app_password postgres_pruner_password grafana_admin_password job_key; do
     file=$dir/$name
+    if [ -L "$file" ] || { [ -e "$file" ] && [ ! -f "$file" ]; }; then
+        fail "$file is not a regular file: remove it and run again"
+    fi
     if [ -e "$file" ]; then
+        if [ "$(owner "$file")" != "$me" ]; then fail "$file is another user's file: remove it and run again"; fi
+        if [ ! -s "$file" ]; then fail "$file is empty (a write that failed?): remove it and run again"; fi
+        chmod 644 "$file"  # a run killed between its write and its chmod left it 0600: the containers could not read it
         echo "kept $file"
         continue
     fi
     password=$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n' | head -c 32)
     if [ ${#password} -ne 32 ]; then
-        echo "make-secrets.sh: could not draw a password from /dev/urandom" >&2
-        exit 1
+        fail "could not draw a password from /dev/urandom"
     fi
-    # noclobber: the file is created only if it does not exist yet (O_EXCL), even in a race
-    if ! (set -C && printf '%s\n' "$password" >"$file") 2>/dev/null; then
-        echo "kept $file"
-        continue
+    # written whole beside it, then linked to its name: the name appears only with its whole content
+    # (a full disk left empty files, kept for good), and only if it does not exist yet (link(2), even in a race)
+    partial=$(mktemp "$dir/.$name.XXXXXX")
+    if ! printf '%s\n' "$password" >"$partial" || ! chmod 644 "$partial"; then
+        rm -f "$partial"
+        fail "could not write $file (a full disk?)"
     fi
-    chmod 644 "$file"
-    echo "made $file"
+    if ln "$partial" "$file" 2>/dev/null; then
+        echo "made $file"
+    else
+        echo "kept $file"  # another run made it meanwhile
+    fi
+    rm -f "$partial"
 done
 # The folder compose shows the alert pool at /run/secrets/alerts/ (ALPR_ALERT_SECRETS_DIR's default):
 # made here, by this user, so that Docker does not make it owned by root; put the receivers' secret

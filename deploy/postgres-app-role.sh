@@ -16,6 +16,12 @@ login_role() {  # $1: the role's name, $2: the file of its password
         echo "postgres-app-role.sh: no password for $1 in $2: run deploy/make-secrets.sh" >&2
         exit 1
     fi
+    # a file saved with a byte-order mark (an editor's UTF-8 "with BOM"): the chain leaves the mark out, as
+    # it reads every secret file, and Postgres would keep it: no login
+    if [ "$(head -c 3 "$2" | od -An -tx1 | tr -d ' \n')" = "efbbbf" ]; then
+        echo "postgres-app-role.sh: $2 starts with a byte-order mark: save it without (plain ASCII)" >&2
+        exit 1
+    fi
     # psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows;
     # without its line ends, as the chain reads its secret files (a file saved with CRLF gave Postgres the
     # password and a carriage return, and the chain the password alone: no login)

@@ -353,6 +353,40 @@ def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_
     assert all((other / name).read_text() != made[name] for name in SECRET_NAMES)
 
 
+def make_secrets_fails(folder: Path) -> str:
+    """deploy/make-secrets.sh's error for `folder`; it must fail."""
+    result = subprocess.run(["sh", str(MAKE_SECRETS), str(folder)], capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    return result.stderr
+
+
+def test_make_secrets_trusts_no_folder_or_file_another_user_made_nor_keeps_an_empty_one(tmp_path: Path):
+    """Another user who made the folder first (in /tmp, a shared checkout) and planted a password she
+    knew had it kept, the new secrets added beside it, and read them all: the folder stayed hers, however
+    its mode (a review). A write that failed (a full disk) left empty files, kept for good; one killed
+    before its chmod, a 0600 file the containers could not read, kept as it was."""
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "redis_password").write_text("")  # an earlier write that failed
+    assert "redis_password is empty" in make_secrets_fails(folder)
+    (folder / "redis_password").unlink()
+    (folder / "redis_password").symlink_to(tmp_path / "elsewhere")
+    assert "redis_password is not a regular file" in make_secrets_fails(folder)
+    (folder / "redis_password").unlink()
+    (folder / "redis_password").write_text("killed before its chmod\n")
+    (folder / "redis_password").chmod(0o600)
+    run_make_secrets(str(folder))
+    assert stat.S_IMODE((folder / "redis_password").stat().st_mode) == 0o644
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no partial file left
+    if os.geteuid() != 0:
+        return  # only root can make a folder or a file another user's
+    for path in (folder, folder / "redis_password"):
+        os.chown(path, 65534, 65534)
+    assert "is another user's folder (uid 65534)" in make_secrets_fails(folder)
+    os.chown(folder, 0, 0)
+    assert "redis_password is another user's file" in make_secrets_fails(folder)
+
+
 def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_path: Path):
     """Without a folder named, secrets/ beside deploy/, where docker-compose.yml looks; git and the
     image's build context both leave it out."""
@@ -561,6 +595,12 @@ def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_reset
             assert done.returncode == 0, done.stderr
             row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
             assert row and scram_verifies(row[0], "crlf-secret'0123")  # as the chain reads the file
+            roles[app].write_bytes(b"\xef\xbb\xbfbom-secret-0123\n")  # saved "UTF-8 with BOM": the chain
+            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
+            assert done.returncode == 1 and "starts with a byte-order mark" in done.stderr  # drops it, Postgres kept it
+            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
+            assert row and scram_verifies(row[0], "crlf-secret'0123")  # unchanged
+            roles[app].write_bytes(b"crlf-secret'0123\r\n")
             roles[pruner].unlink()  # a secrets folder from before the pruner: told, not a role without one
             done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
             assert done.returncode == 1 and f"no password for {pruner}" in done.stderr
