@@ -65,11 +65,11 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     from common.db import open_pool
     from common.metrics import Metrics
     from common.pruner_role import NOT_GRANTED, require_prune_rights
-    from common.retention import prune_logs
+    from common.retention import Pruned, prune_logs
 
     days = settings.retention_days
-    if days == 0:
-        print("ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned")
+    if days == 0 and args.every_h is None:
+        print(KEPT_WITHOUT_LIMIT)
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
@@ -84,11 +84,12 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready, as every role
         while not stop.is_set():
             cutoff = datetime.now(UTC) - timedelta(days=days)
-            try:
-                pruned = prune_logs(pool, cutoff, args.dry_run, stop)
+            try:  # kept without limit: each round prunes nothing and ends well (a role that ended at once was
+                pruned = prune_logs(pool, cutoff, args.dry_run, stop) if days else Pruned()  # restarted for ever)
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
-            report_round(pruned, f"captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days)", args.dry_run, metrics)
+            what = f"captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days)" if days else None
+            report_round(pruned, what, args.dry_run, metrics)
             if pruned.stopped:
                 return 1
             if args.every_h is None:
@@ -99,13 +100,17 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         pool.close()
 
 
-def report_round(pruned: Pruned, what: str, dry_run: bool, metrics: Metrics) -> None:
-    """One round of a prune said and counted: rows deleted (or that would be), success only for a round
-    run to its end (not one a signal stopped between batches)."""
+KEPT_WITHOUT_LIMIT = "ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned"
+
+
+def report_round(pruned: Pruned, what: str | None, dry_run: bool, metrics: Metrics) -> None:
+    """One round of a prune said and counted: rows deleted (or that would be) of what was `what` (None:
+    kept without limit, none), success only for a round run to its end (not one a signal stopped
+    between batches)."""
     verb = "would delete" if dry_run else "deleted"
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
-    print(f"{verb} what was {what}: {pruned}", flush=True)
+    print(f"{verb} what was {what}: {pruned}" if what else KEPT_WITHOUT_LIMIT, flush=True)
     if not dry_run:
         for table, rows in pruned.rows.items():
             metrics.pruned_rows.labels(table=table).inc(rows)

@@ -216,9 +216,12 @@ def test_a_prune_every_few_hours_stops_at_once_when_told(logged, tmp_path):
         process.wait(10)
 
 
-def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, tmp_path):
+@pytest.mark.parametrize("days", ["30", "0"])
+def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, tmp_path, days):
     """Compose's `prune` served no metrics: one crash-looping or stuck kept plate data past its retention
-    unseen (a review). Served once it is ready, as every role's."""
+    unseen (a review). Served once it is ready, as every role's. With plate data kept without limit
+    (ALPR_RETENTION_DAYS 0) it ended at once, and Compose restarted it for ever (a review): it stays up,
+    each round pruning nothing and ending well."""
     import os
     import time
     import urllib.request
@@ -227,15 +230,18 @@ def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, t
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    env.update(ALPR_METRICS_PORT=str(port), ALPR_METRICS_ADDRESS="127.0.0.1")
+    env.update(ALPR_METRICS_PORT=str(port), ALPR_METRICS_ADDRESS="127.0.0.1", ALPR_RETENTION_DAYS=days)
     log = tmp_path / "prune.log"
     process = alpr_process(env, ["db", "prune", "--every-h", "6", "--database-url", logged], log)
     try:
-        wait_for(lambda: "deleted what was captured" in log.read_text(), 60, "the first round")
+        said = "deleted what was captured" if days != "0" else "kept without limit; nothing pruned"
+        wait_for(lambda: said in log.read_text(), 60, "the first round")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         [succeeded] = [line for line in text.splitlines() if line.startswith("alpr_prune_last_success_timestamp")]
         assert abs(float(succeeded.split()[1]) - time.time()) < 60
-        assert 'alpr_pruned_rows_total{table="sightings"} 14.0' in text
+        deleted = "14.0" if days != "0" else "0.0"
+        assert f'alpr_pruned_rows_total{{table="sightings"}} {deleted}' in text
+        assert process.poll() is None  # up until stopped
     finally:
         process.kill()
         process.wait(10)
