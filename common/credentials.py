@@ -24,11 +24,18 @@ forms of the network schemes, and user:password@ after any `//` (rtsp!://admin:p
 xrtsp//admin:pw@host, typos no scheme pattern knows, were shown whole): what masking rewrites. A path
 such as gate:2024@night.mp4 or C:/videos/a@b.mp4 is left alone."""
 
+SLASHED_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s:@/]*/[^\s:@]*)(?P<password>:\S*)@"
+)
+"""scheme://us/er:password@ — a raw '/' in the user name (or one typed for ':'): a URL parser takes the host
+to end there and the stream never connects, and the password was logged on every attempt (a review).
+Masked as URL_CREDENTIALS does, the user kept; a path holding ':' and '@' after a '/' is masked too."""
+
 QUERY_PASSWORD = re.compile(
-    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token|credential|passcode)\w*|pwd|psd|psw|pw|pass|passphrase|loginpas|auth"""
+    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token|credential|passcode)\w*|pwd|psd|psw|pw|p|pass|passw|passphrase|loginpas|auth"""
     r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
-"""A credential in a URL's query (password=, pwd=, psd=, pw= and passwd= as cameras take them, credential=,
+"""A credential in a URL's query (password=, pwd=, psd=, pw=, p= and passwd= as cameras take them, credential=,
 passcode=, token=, api_key=, auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=,
 sslpassword=; quoted values whole).
 A bare `key=` is left alone: our own records show theirs (a frame's store key); see QUERY_KEY."""
@@ -47,8 +54,9 @@ def mask_url(text: str) -> str:
     >>> mask_url("redis://:pw@redis:6379/0")
     'redis://:***@redis:6379/0'
     """
+    masked = SLASHED_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     masked = URL_CREDENTIALS.sub(
-        lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["user"] or m["password"] else m[0], text
+        lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["user"] or m["password"] else m[0], masked
     )  # udp://@:1234 (listen on every interface) has nothing to hide
     return QUERY_KEY.sub(rf"\1{MASK}", QUERY_PASSWORD.sub(rf"\1{MASK}", masked))
 
