@@ -154,7 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("output", nargs="?", type=Path, default=DEMO_CLIP)
 
     run = sub.add_parser("run", help="detect, read and redact plates in a video, image folder or stream URL")
-    run.add_argument("source", help="video file, image folder or rtsp/http URL")
+    run.add_argument("source", nargs="?", help="video file, image folder or rtsp/http URL")
+    run.add_argument(
+        "--source-file", type=Path, help="a file whose one line is the source: a URL with a password, kept off the"
+        " command line, which every user of the host can read (ps)",
+    )  # fmt: skip
     run.add_argument("--camera-id", help="camera id logged with each read (default: the source's name)")
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for the redacted video or frames")
     run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")

@@ -78,6 +78,29 @@ def default_camera_id(source: str) -> str:
     return f"{name[:56]}_q{hashlib.sha1(query.encode()).hexdigest()[:6]}" if query else name
 
 
+MAX_SOURCE_FILE_BYTES = 64 * 1024
+"""The most a --source-file may hold (a URL is far shorter: the bound keeps a device or a log out)."""
+
+
+def run_source(source: str | None, source_file: Path | None) -> str:
+    """The source `alpr run` reads: SOURCE, or the one line of --source-file (line ends and a byte-order
+    mark left out, as the secret files are read), one of the two; InputError otherwise."""
+    from common.text_files import read_text_file
+
+    if (source is None) == (source_file is None):
+        raise InputError(
+            "name the source to read: SOURCE or --source-file FILE (a URL with a password), one of the two"
+        )
+    if source_file is None:
+        return str(source)
+    lines = [line.strip("\r") for line in read_text_file(source_file, MAX_SOURCE_FILE_BYTES, InputError,
+                                                          f"--source-file {source_file}").split("\n")]  # fmt: skip
+    given = [line for line in lines if line.strip()]
+    if len(given) != 1:
+        raise InputError(f"--source-file {source_file}: holds {len(given)} lines, expected one: the source")
+    return given[0].strip()
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
@@ -85,6 +108,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from alpr.wiring import build_pipeline
     from ingest.sources import open_source, uri_syntax_problem
 
+    args.source = run_source(args.source, args.source_file)
     if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
         raise InputError(problem)
     if args.out is not None and (problem := out_problem(args.source, args.out)):

@@ -249,3 +249,25 @@ def test_the_demo_clips_folder_is_private_whatever_the_umask(tmp_path):
     finally:
         os.umask(before)
     assert stat.S_IMODE((tmp_path / "demo").stat().st_mode) == 0o700 and not others_may_write(tmp_path / "demo")
+
+
+def test_a_streams_password_can_be_kept_off_the_command_line(tmp_path, capsys, monkeypatch):
+    """`alpr run`'s source was its command line alone, which every user of the host reads (`ps`,
+    /proc/PID/cmdline): a camera's password with it (a review). --source-file names a file holding it."""
+    monkeypatch.setenv("ALPR_SQLITE_PATH", str(tmp_path / "reads.sqlite"))
+    secret = tmp_path / "gate.url"
+    secret.write_bytes(b"\xef\xbb\xbfrtsp://admin:hunter2@127.0.0.1:9/live\r\n")  # saved on Windows, as secrets are
+    assert main(["run", "--source-file", str(secret), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "rtsp://admin:***@127.0.0.1:9/live" in error and "hunter2" not in error  # read, tried, masked
+    for args, message in [
+        ([], "SOURCE or --source-file FILE"),
+        (["rtsp://cam/live", "--source-file", str(secret)], "SOURCE or --source-file FILE"),
+        (["--source-file", str(tmp_path / "missing")], "does not exist"),
+    ]:
+        assert main(["run", *args]) == 2
+        assert message in capsys.readouterr().err
+    secret.write_text("rtsp://admin:hunter2@cam/a\nrtsp://admin:hunter2@cam/b\n")
+    assert main(["run", "--source-file", str(secret)]) == 2
+    error = capsys.readouterr().err
+    assert "holds 2 lines, expected one" in error and "hunter2" not in error
