@@ -608,3 +608,13 @@ def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_reset
         finally:
             for role in roles:
                 admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_every_alpr_service_runs_without_capabilities_and_gains_none():
+    """The roles decode what cameras send and run what queues hold: one taken over stays its user (alpr,
+    no capability), and no setuid binary or file capability in the image lifts it (a review)."""
+    for name, service in ALPR_SERVICES.items():
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("user") in (None, "alpr"), name  # the image's USER
+    assert re.search(r"^USER alpr$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
