@@ -45,6 +45,10 @@ FLUSH_S = 0.5
 IDLE_WATERMARK_S = 2.0
 """How often the watermarks of cameras with nothing to write are renewed."""
 
+SPOOL_AFTER_S = 5.0
+"""A write unanswered this long has what the ledger holds spooled (as a failed write has), in case the
+node is killed before Postgres answers."""
+
 FINISHED_RETRY_S = 30.0
 """After the frames log could not say which frames are finished, how long it is not asked again."""
 
@@ -105,6 +109,10 @@ class FrameLedger:
         self.marks_written = 0.0
         self.in_flight: list[FrameRecord] = []
         """The batch the thread is writing (taken from the buffer, not yet written nor put back)."""
+        self.write_began: float | None = None
+        """When (monotonic) the write in progress began; None between writes."""
+        self.spool_failing = False
+        """Whether the last spool write failed (warned once until one succeeds)."""
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
         self.last_dates: dict[str, tuple[float, bool]] = {}
@@ -113,10 +121,26 @@ class FrameLedger:
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
+        self.watchdog = threading.Thread(target=self.watch_writes, name="frame-ledger-watchdog", daemon=True)
 
     def start(self) -> None:
         self.adopt_spools()
         self.thread.start()
+        if self.spool_dir is not None:
+            self.watchdog.start()
+
+    def watch_writes(self) -> None:
+        """Spool what is held once a write has gone SPOOL_AFTER_S without an answer: a Postgres that hangs
+        (a frozen host, a network cut) fails no write, and the spool, opened on a failure, never was;
+        a node killed then lost every record since, with no count and no word (a review: 198 frames)."""
+        while not self.stopped.wait(1.0):
+            with self.lock:
+                began = self.write_began
+                if began is None or self.spool is not None or time.monotonic() - began < SPOOL_AFTER_S:
+                    continue
+                log.warning("frames log: a write unanswered for %.0f s (Postgres not answering?): records spooled"
+                            " until it is", time.monotonic() - began)  # fmt: skip
+                self._open_spool()
 
     def adopt_spools(self) -> None:
         """The records a ledger gone left in the spool folder (killed while Postgres was away: their frames
@@ -143,19 +167,59 @@ class FrameLedger:
                         len(records), path, f" ({broken} lines unreadable)" if broken else "")  # fmt: skip
 
     def _spool_records(self, records: list[FrameRecord]) -> None:
-        """Append records to the spool file (flushed: a kill of the process leaves them). Under the lock."""
-        if self.spool is not None and records:
-            try:
-                self.spool.write("".join(record_line(r) for r in records))
-                self.spool.flush()
-            except OSError as error:
+        """Append records to the spool file (flushed: a kill of the process leaves them). A spool file
+        removed meanwhile (its folder deleted) is made anew with every record held: they were appended to
+        a file no one would read, and the node said at its stop that they were kept (a review). Under the lock."""
+        if self.spool is None or not records:
+            return
+        if self._spool_gone():
+            log.warning("frames log spool %s was removed: spooling anew", self.spool_path)
+            self._drop_spool()
+            self._open_spool()  # every record held, these among them
+            return
+        try:
+            self.spool.write("".join(record_line(r) for r in records))
+            self.spool.flush()
+            self.spool_failing = False
+        except OSError as error:
+            if not self.spool_failing:
                 log.warning("frames log spool %s: %s: records held in memory only", self.spool_path, error)
-                self._close_spool(delete=False)
+            self.spool_failing = True
+            self._drop_spool()  # its records are all held in memory: a partial file left was adopted by the
+            # next node, which wrote rows for frames this one counted unrecorded (a review: 19 counted twice)
+
+    def _spool_gone(self) -> bool:
+        """Whether the open spool file is no longer at its path (removed, or its folder). Under the lock."""
+        if self.spool is None or self.spool_path is None:
+            return False
+        try:
+            opened, named = os.fstat(self.spool.fileno()), os.stat(self.spool_path, follow_symlinks=False)
+        except OSError:
+            return True
+        return opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino)
+
+    def _drop_spool(self) -> None:
+        """Close this ledger's own spool file and remove it (its records are all held in memory), adopted
+        files left as they are. Under the lock."""
+        path = self.spool_path
+        if self.spool is not None:
+            with contextlib.suppress(OSError):
+                self.spool.close()
+            self.spool = None
+        if path is not None and path not in self.adopted:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self.spool_path = None
 
     def _open_spool(self) -> None:
         """Postgres failed a write: spool what the buffer holds and, until it drains, what comes. Under the lock."""
-        if self.spool is not None or self.spool_dir is None:
+        if self.spool_dir is None:
             return
+        if self.spool is not None:
+            if not self._spool_gone():
+                return
+            log.warning("frames log spool %s was removed: spooling anew", self.spool_path)
+            self._drop_spool()
         try:
             make_private_folders(self.spool_dir)
             self.spool_path = self.spool_dir / f"ledger-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
@@ -163,9 +227,11 @@ class FrameLedger:
             self.spool = os.fdopen(descriptor, "a", encoding="utf-8")
             fcntl.flock(self.spool, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            log.warning("frames log spool in %s cannot be written (%s): records held in memory only",
-                        self.spool_dir, error)  # fmt: skip
-            self._close_spool(delete=False)
+            if not self.spool_failing:
+                log.warning("frames log spool in %s cannot be written (%s): records held in memory only",
+                            self.spool_dir, error)  # fmt: skip
+            self.spool_failing = True
+            self._drop_spool()
             return
         self._spool_records([*self.in_flight, *self.buffer])
 
@@ -229,6 +295,8 @@ class FrameLedger:
                     return
                 continue
             try:
+                with self.lock:
+                    self.write_began = time.monotonic()
                 frame_log = self.connected_log()
                 try:
                     frame_log.record_sampled(batch, marks)
@@ -238,6 +306,7 @@ class FrameLedger:
                     self.write_apart(batch, marks, refused)  # one row it refuses held every frame after it
                 self.marks_written = time.monotonic()
                 with self.lock:
+                    self.write_began = None
                     self._settle(batch)
                     self.in_flight = []
                     if (self.spool_path or self.adopted) and not self.buffer:
@@ -291,6 +360,7 @@ class FrameLedger:
     def retry_later(self, batch: list[FrameRecord], error: Exception, backoff: Backoff) -> None:
         """Put the batch back first in line and wait with backoff (bounded by close())."""
         with self.lock:
+            self.write_began = None
             self.buffer.extendleft(reversed(batch))
             self.in_flight = []
             self._open_spool()
