@@ -78,11 +78,16 @@ pool has already recorded them."""
 RECORD_READS = f"""
 INSERT INTO frames ({COLUMNS}) {VALUES}
 ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stage_ms,
-    read_outcome = CASE WHEN frames.read_outcome = 'done' THEN 'done' ELSE excluded.read_outcome END
+    read_outcome = CASE
+        WHEN frames.read_outcome = 'done' THEN 'done'
+        WHEN excluded.read_outcome = 'expired' AND frames.read_outcome IN ('corrupt', 'refused')
+            THEN frames.read_outcome
+        ELSE excluded.read_outcome END
 """
 """How the OCR pool ended a frame's reads, and its time on the frame, merged into the row (a `pending`
 row when the frame is not logged yet: the ingest node's ledger is asynchronous). Reads once done stay
-done (a replayed job finds its crops deleted)."""
+done (a replayed job finds its crops deleted), and a job run again that finds the crops gone says
+nothing new of reads found corrupt (a crop swapped: an attack's trace) or refused: they stay so."""
 
 UPSERT_WATERMARK = """
 INSERT INTO camera_watermarks (camera_id, recorded_until_s) VALUES (%s, %s)

@@ -240,6 +240,9 @@ def test_reads_no_ocr_job_recorded_are_swept_as_lost_and_reads_once_done_stay_do
         assert rows == {"cam:1:0": "lost", "cam:1:1": "done", "cam:1:2": None, "cam:1:3": "done", "cam:1:4": "expired"}
         frame_log.record_reads([(unread, "done"), (read, "expired")])  # a late OCR job; a replay finds no crops
         assert frame_log.read_outcome_counts() == {"cam": {"done": 3, "expired": 1}}
+        frame_log.record_reads([(plateless, "corrupt")])  # a crop swapped in the frames Redis
+        frame_log.record_reads([(plateless, "expired")])  # its job run again (a lease ran out): the crops gone
+        assert frame_log.read_outcome_counts() == {"cam": {"done": 3, "expired": 1, "corrupt": 1}}
         assert frame_log.outcome_counts() == {"cam": {"done": 5}}  # the frames' own outcomes untouched
     finally:
         pool.close()
