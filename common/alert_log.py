@@ -125,33 +125,25 @@ class AlertLog:
         """(alert id, receiver) deliveries whose job the raiser queued: not due to `due` before
         ALERT_REQUEUE_AFTER_S (INSERT_DELIVERY). One attempt: when it fails, `due` queues them again
         ALERT_UNCONFIRMED_S after the commit, a second job the first's claim makes a no-op."""
-        if not deliveries:
-            return
-
-        def mark(connection: psycopg.Connection) -> None:
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    "UPDATE alert_deliveries SET queued_at = now() WHERE alert_id = %s AND receiver = %s"
-                    " AND status = 'pending' AND queued_at IS NOT NULL",
-                    list(deliveries),
-                )
-
-        write_through_outage(self.pool, mark, 0.0)
+        self._mark(deliveries, "queued_at = now()", " AND queued_at IS NOT NULL")
 
     def not_queued(self, deliveries: Sequence[tuple[str, str]]) -> None:
         """(alert id, receiver) deliveries whose job the raiser could not queue (Redis away): due to
         the alert pool's next round (`due`, every second), not ALERT_REQUEUE_AFTER_S later. One
         attempt: when Postgres is away too, the requeue delay still brings them."""
+        self._mark(deliveries, "queued_at = NULL")
+
+    def _mark(self, deliveries: Sequence[tuple[str, str]], setting: str, also: str = "") -> None:
+        """SET `setting` on these (alert id, receiver) deliveries still pending (and `also`), in one attempt."""
         if not deliveries:
             return
+        statement = (
+            f"UPDATE alert_deliveries SET {setting} WHERE alert_id = %s AND receiver = %s AND status = 'pending'"
+        )
 
         def mark(connection: psycopg.Connection) -> None:
             with connection.cursor() as cursor:
-                cursor.executemany(
-                    "UPDATE alert_deliveries SET queued_at = NULL WHERE alert_id = %s AND receiver = %s"
-                    " AND status = 'pending'",
-                    list(deliveries),
-                )
+                cursor.executemany(statement + also, list(deliveries))  # type: ignore[arg-type]
 
         write_through_outage(self.pool, mark, 0.0)
 

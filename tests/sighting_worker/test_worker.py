@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
@@ -531,25 +532,34 @@ def test_the_heartbeat_ends_with_the_rounds_and_stops_while_a_round_hangs(chain,
     rounds.join(20)
 
 
+@contextmanager
+def stage_as_workers_role(postgres_url, redis_url, monkeypatch, statement):  # type: ignore[no-untyped-def]
+    """A sighting stage logged in as a new role with the workers' rights, `statement` (its `{role}` the
+    role's name) run as the superuser first; the role's name as the stage's `role`."""
+    from tests.helpers import workers_role
+
+    with workers_role(postgres_url) as (role, url):
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(statement.format(role=role))
+        monkeypatch.setenv("ALPR_DATABASE_URL", url)
+        stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
+        stage.role = role
+        try:
+            yield stage
+        finally:
+            stage.pool.close()
+
+
 def test_a_watch_list_read_over_the_rounds_own_connection_alerts_under_a_connection_limit(
     chain, redis_url, postgres_url, monkeypatch
 ):
     """The list was loaded over a second connection of the pool while the round's transaction held the
     first: a role's connection limit (or a full server) refused it, and a worker just started matched the
     listed car against no entry at all — its sighting logged, its reads taken, no alert ever (a review)."""
-    from tests.helpers import workers_role
-
     pool, _ = chain
     log_frames(pool, passes(time.time() - 30))
-    with workers_role(postgres_url) as (role, url):
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 1")
-        monkeypatch.setenv("ALPR_DATABASE_URL", url)
-        stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
-        try:
-            result = stage.poll()
-        finally:
-            stage.pool.close()
+    with stage_as_workers_role(postgres_url, redis_url, monkeypatch, "ALTER ROLE {role} CONNECTION LIMIT 1") as stage:
+        result = stage.poll()
     assert [(a.kind, a.plate) for a in result.alerts] == [("read", "KPX4721")]
     assert table(pool, "SELECT kind, body->>'plate' FROM alerts") == [("read", "KPX4721")]
 
@@ -558,22 +568,13 @@ def test_reads_wait_while_no_watch_list_could_ever_be_loaded(chain, redis_url, p
     """A worker that never loaded the list took the reads all the same, matched against nothing: the
     listed car's pass closed without an alert, for good. Now its rounds roll back and the reads wait;
     once the list loads, the car is alerted on."""
-    from tests.helpers import workers_role
-
     pool, _ = chain
     log_frames(pool, passes(time.time() - 30))
-    with workers_role(postgres_url) as (role, url):
+    with stage_as_workers_role(postgres_url, redis_url, monkeypatch, "REVOKE SELECT ON watchlist FROM {role}") as stage:
+        refused = stage.poll()
+        assert refused.sightings == [] and refused.alerts == []
+        assert table(pool, "SELECT 1 FROM sightings") == [] and "its reads wait" in caplog.text
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"REVOKE SELECT ON watchlist FROM {role}")
-        monkeypatch.setenv("ALPR_DATABASE_URL", url)
-        stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
-        try:
-            refused = stage.poll()
-            assert refused.sightings == [] and refused.alerts == []
-            assert table(pool, "SELECT 1 FROM sightings") == [] and "its reads wait" in caplog.text
-            with psycopg.connect(postgres_url, autocommit=True) as admin:
-                admin.execute(f"GRANT SELECT ON watchlist TO {role}")
-            granted = stage.poll()
-        finally:
-            stage.pool.close()
+            admin.execute(f"GRANT SELECT ON watchlist TO {stage.role}")
+        granted = stage.poll()
     assert len(granted.sightings) == 3 and [(a.kind, a.plate) for a in granted.alerts] == [("read", "KPX4721")]
