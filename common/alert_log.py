@@ -36,11 +36,12 @@ ON CONFLICT DO NOTHING
 
 INSERT_DELIVERY = """
 INSERT INTO alert_deliveries (alert_id, receiver, queued_at)
-VALUES (%s, %s, now() - make_interval(secs => %s)) ON CONFLICT DO NOTHING
+VALUES (%s, %s, statement_timestamp() - make_interval(secs => %s)) ON CONFLICT DO NOTHING
 """
 """A delivery to make, queued by the raiser right after its commit, which then says so (`queued`). Until
 it does, the delivery counts as queued ALERT_REQUEUE_AFTER_S - ALERT_UNCONFIRMED_S ago: a raiser killed
-between its commit and its queueing left it to `due` ALERT_REQUEUE_AFTER_S later (a review: 40 s)."""
+between its commit and its queueing left it to `due` ALERT_REQUEUE_AFTER_S later (a review: 40 s). By the
+statement's clock, not the transaction's: a round of more than ALERT_UNCONFIRMED_S committed them due."""
 
 CLAIM = """
 UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,

@@ -84,11 +84,12 @@ def group_has_others(gid: int) -> bool:
     return bool(members - {me}) or any(user.pw_gid == gid and user.pw_name != me for user in pwd.getpwall())
 
 
-def link_others_control(folder: Path) -> Path | None:
-    """The first symbolic link on the way to `folder` (its path as written) that a user but this process's
-    (and root) made, or may swap as it stands in a folder they may write in; None where there is none. A
-    folder checked through such a link was the link's target, which its maker could turn elsewhere: an
-    export into a folder another user owned went through their link `cases -> /etc` (a review)."""
+def link_others_control(folder: Path, hops: int = 0) -> Path | None:
+    """The first symbolic link on the way to `folder` (its path as written, and each link's target in
+    turn) that a user but this process's (and root) made, or may swap as it stands in a folder they may
+    write in; None where there is none. A folder checked through such a link was the link's target, which
+    its maker could turn elsewhere: an export into a folder another user owned went through their link
+    `cases -> /etc` (a review), and a root-owned link to theirs did too."""
     current = Path(folder.absolute().anchor)
     for part in folder.absolute().parts[1:]:
         current = current / part
@@ -96,7 +97,15 @@ def link_others_control(folder: Path) -> Path | None:
             continue
         if current.lstat().st_uid not in (os.geteuid(), 0) or others_may_write(current.parent):
             return current
+        if hops < MAX_LINK_HOPS:
+            target = Path(os.readlink(current))
+            if (found := link_others_control(current.parent / target, hops + 1)) is not None:
+                return found
     return None
+
+
+MAX_LINK_HOPS = 40
+"""Links followed from one to the next (the kernel's own limit is 40)."""
 
 
 def refuse_shared_folder(folder: Path, what: str) -> None:

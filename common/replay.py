@@ -17,6 +17,7 @@ from typing import cast
 import redis
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import JobStatus
+from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
@@ -58,6 +59,20 @@ def needed_keys(job: Job) -> list[str]:
     return []  # an alert job reads the alerts log, not the frame store
 
 
+LIVE_STATUSES = (JobStatus.STARTED, JobStatus.FINISHED)
+"""A failed entry's job in these is a fresh run under its id: running, or done since."""
+
+
+def job_is_live(connection: redis.Redis, queue: Queue, job_id: str, job: StageJob) -> bool:
+    """Whether the job a failed entry names has been queued afresh under its id since (a detect job run
+    again hands on its batch's ids): waiting, taken by a worker and not yet started, running, or done.
+    Pushed again, it ran twice (a review)."""
+    for key in (queue.key, queue.intermediate_queue_key):
+        if connection.lpos(key, job_id) is not None:
+            return True
+    return job.get_status() in LIVE_STATUSES
+
+
 def replay_failed(
     connection: redis.Redis, frames: redis.Redis, stages: list[str], dry_run: bool = False, job_key: str | None = None
 ) -> ReplayReport:
@@ -73,9 +88,8 @@ def replay_failed(
             try:
                 job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
                 rq_job = cast(StageJob, StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
-                live = connection.lpos(queue.key, job_id) is not None or rq_job.get_status() == JobStatus.STARTED
-                if live:  # queued afresh under its id since (a detect job run again hands on its batch's ids),
-                    continue  # or running: pushed again, it ran twice (a review)
+                if job_is_live(connection, queue, job_id, rq_job):
+                    continue
                 rq_job.job_key = job_key
                 refusal = None if PERMANENT in rq_job.meta else rq_job.refusal()
                 if refusal == NOT_SIGNED_WITH_KEY and SIGNATURE in rq_job.meta:

@@ -146,13 +146,19 @@ SNAPSHOT_FOLDER = "sightings"
 def snapshot_to_delete(named: str) -> str | None:
     """Why the snapshot file a deleted sighting names is left where it is, or None where it is one `alpr
     run` wrote and may go: a regular .jpg file of this user's in a `sightings` folder, named by an absolute
-    path with no link on the way. The log's text alone chose what was deleted: any .jpg anywhere, through
-    a link in a folder above it, whoever's it was (a review)."""
+    path whose links are this user's or root's, in folders only they may write (as `alpr run --out`
+    accepts them: common/private_files.link_others_control). The log's text alone chose what was deleted:
+    any .jpg anywhere, through another user's link, whoever's it was (a review)."""
+    from common.private_files import link_others_control
+
     file = Path(named)
-    if not file.is_absolute() or file.suffix != ".jpg" or file.parent.name != SNAPSHOT_FOLDER:
+    if not file.is_absolute() or file.suffix != ".jpg":
         return "not a snapshot of `alpr run`'s (an absolute …/sightings/NAME.jpg)"
-    if os.path.realpath(file) != os.path.normpath(file):
-        return "a link on its path"
+    if (link := link_others_control(file.parent)) is not None:
+        return f"another user's link on its path ({link})"
+    file = Path(os.path.realpath(file))
+    if file.suffix != ".jpg" or file.parent.name != SNAPSHOT_FOLDER:
+        return "not a snapshot of `alpr run`'s (an absolute …/sightings/NAME.jpg)"
     try:
         status = file.lstat()
     except FileNotFoundError:
@@ -194,7 +200,7 @@ def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pru
         for snapshot in (s for s in snapshots if isinstance(s, str) and s):
             if (kept := snapshot_to_delete(snapshot)) is None:
                 try:
-                    os.unlink(snapshot)
+                    os.unlink(os.path.realpath(snapshot))
                 except FileNotFoundError:
                     pass
                 except OSError as error:

@@ -13,17 +13,14 @@ set -eu
 
 dir=${1:-${ALPR_SECRETS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/secrets}}
 umask 077
-me=$(id -u)
 fail() {
     echo "make-secrets.sh: $*" >&2
     exit 1
 }
-owner() { stat -c %u "$1"; }
 # a folder or file another user made (first, in /tmp or a shared checkout) is theirs to read and to
-# plant passwords in whatever its mode: refused, never trusted, never chmod-ed as ours
-if [ -L "$dir" ]; then fail "$dir is a symbolic link: name the folder itself"; fi
+# plant passwords in whatever its mode: refused, never trusted, never chmod-ed as ours (test -O: ours)
 mkdir -p "$dir"
-if [ "$(owner "$dir")" != "$me" ]; then fail "$dir is another user's folder (uid $(owner "$dir")): name a folder of your own"; fi
+if [ ! -O "$dir" ]; then fail "$dir is another user's folder: name a folder of your own"; fi
 chmod 700 "$dir"
 
 for name in redis_password postgres_password postgres_app_password postgres_pruner_password grafana_admin_password job_key; do
@@ -32,7 +29,7 @@ for name in redis_password postgres_password postgres_app_password postgres_prun
         fail "$file is not a regular file: remove it and run again"
     fi
     if [ -e "$file" ]; then
-        if [ "$(owner "$file")" != "$me" ]; then fail "$file is another user's file: remove it and run again"; fi
+        if [ ! -O "$file" ]; then fail "$file is another user's file: remove it and run again"; fi
         if [ ! -s "$file" ]; then fail "$file is empty (a write that failed?): remove it and run again"; fi
         chmod 644 "$file"  # a run killed between its write and its chmod left it 0600: the containers could not read it
         echo "kept $file"
@@ -51,8 +48,11 @@ for name in redis_password postgres_password postgres_app_password postgres_prun
     fi
     if ln "$partial" "$file" 2>/dev/null; then
         echo "made $file"
-    else
+    elif [ -e "$file" ]; then
         echo "kept $file"  # another run made it meanwhile
+    else
+        rm -f "$partial"
+        fail "could not make $file (a file system without hard links?)"
     fi
     rm -f "$partial"
 done

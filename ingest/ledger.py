@@ -133,14 +133,19 @@ class FrameLedger:
         """Spool what is held once a write has gone SPOOL_AFTER_S without an answer: a Postgres that hangs
         (a frozen host, a network cut) fails no write, and the spool, opened on a failure, never was;
         a node killed then lost every record since, with no count and no word (a review: 198 frames)."""
-        while not self.stopped.wait(1.0):
+        tried_for: float | None = None  # the stalled write the spool was tried for: once each (a spool that
+        while not self.stopped.wait(1.0):  # cannot be written was tried every second, the buffer under the lock)
             with self.lock:
                 began = self.write_began
-                if began is None or self.spool is not None or time.monotonic() - began < SPOOL_AFTER_S:
+                if began is None or began == tried_for or self.spool is not None:
                     continue
-                log.warning("frames log: a write unanswered for %.0f s (Postgres not answering?): records spooled"
-                            " until it is", time.monotonic() - began)  # fmt: skip
+                if time.monotonic() - began < SPOOL_AFTER_S:
+                    continue
+                tried_for = began
                 self._open_spool()
+                if self.spool is not None:
+                    log.warning("frames log: a write unanswered for %.0f s (Postgres not answering?): records"
+                                " spooled until it is", time.monotonic() - began)  # fmt: skip
 
     def adopt_spools(self) -> None:
         """The records a ledger gone left in the spool folder (killed while Postgres was away: their frames
@@ -462,4 +467,9 @@ class FrameLedger:
         if left:
             log.warning("%d frame records could not be written to the frames log: those frames go unrecorded",
                         len(left))  # fmt: skip
+        with self.lock:  # counted now: the files of ledgers gone that they came from go, or the next node
+            for path in self.adopted:  # wrote them as well (counted twice: a review)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            self.adopted = []
         return len(left)

@@ -378,11 +378,18 @@ def test_make_secrets_trusts_no_folder_or_file_another_user_made_nor_keeps_an_em
     run_make_secrets(str(folder))
     assert stat.S_IMODE((folder / "redis_password").stat().st_mode) == 0o644
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no partial file left
+    bin_folder = tmp_path / "bin"  # a file system without hard links (vfat, some SMB mounts): ln fails
+    bin_folder.mkdir()
+    (bin_folder / "ln").write_text("#!/bin/sh\nexit 1\n")
+    (bin_folder / "ln").chmod(0o755)
+    failed = subprocess.run(["sh", str(MAKE_SECRETS), str(tmp_path / "fresh")], capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}"})  # fmt: skip
+    assert failed.returncode == 1 and "could not make" in failed.stderr  # it said "kept" and exited 0, no secrets
     if os.geteuid() != 0:
         return  # only root can make a folder or a file another user's
     for path in (folder, folder / "redis_password"):
         os.chown(path, 65534, 65534)
-    assert "is another user's folder (uid 65534)" in make_secrets_fails(folder)
+    assert "is another user's folder" in make_secrets_fails(folder)
     os.chown(folder, 0, 0)
     assert "redis_password is another user's file" in make_secrets_fails(folder)
 

@@ -163,6 +163,10 @@ def test_a_file_is_not_written_through_another_users_link_nor_over_their_file(tm
     with pytest.raises(ConfigError, match="another user's file"), replaced_privately(home / "report.csv"):
         pytest.fail("the block ran")
     assert (system / "passwd").read_text() == "root:x:0:0\n" and (home / "report.csv").read_text() == "bob's notes\n"
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "exports").symlink_to(home / "cases")  # root's own link, to bob's: his still decides
+    with pytest.raises(ConfigError, match=swappable), replaced_privately(tmp_path / "srv" / "exports" / "passwd"):
+        pytest.fail("the block ran")
     mine = tmp_path / "mine"
     mine.symlink_to(system)  # this user's own link, in a folder of its own: followed as before
     with replaced_privately(mine / "out.csv") as partial:

@@ -185,3 +185,10 @@ def test_a_failed_entry_whose_job_was_queued_again_since_is_not_pushed_twice(red
     enqueue(detect, job, 60)  # the same id queued afresh
     assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
     assert connection.lrange(detect.key, 0, -1) == [b"detect-b"]  # once
+    connection.lmove(detect.key, detect.intermediate_queue_key)  # taken by a worker, not yet started
+    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
+    assert connection.llen(detect.key) == 0
+    connection.delete(detect.intermediate_queue_key)
+    detect.fetch_job("detect-b").set_status("finished")  # the fresh run done since
+    assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
+    assert connection.llen(detect.key) == 0

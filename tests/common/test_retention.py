@@ -327,7 +327,8 @@ def sqlite_log_of_sightings(path, sightings):  # type: ignore[no-untyped-def]
 def test_an_sqlite_log_deletes_only_its_own_snapshots_and_names_those_left(tmp_path, capsys, monkeypatch):
     """The log's text alone chose what a prune deleted: any .jpg it named, anywhere, through a link in a
     folder above it, whoever's it was (a review: root's prune of a log another user wrote deleted root's
-    files). Now only a regular .jpg of this user's in a `sightings` folder with no link on its path goes;
+    files). Now only a regular .jpg of this user's in a `sightings` folder goes, reached through no link
+    but this user's or root's (as `alpr run --out` takes them: refused, the snapshots were left for good);
     the others are named and the prune exits 1, each file after a refused one deleted all the same."""
     import os
 
@@ -335,23 +336,29 @@ def test_an_sqlite_log_deletes_only_its_own_snapshots_and_names_those_left(tmp_p
     old = NOW - timedelta(days=40)
     (tmp_path / "victim").mkdir()
     evidence = tmp_path / "victim" / "evidence.jpg"  # a file of the user's, nothing to do with alpr
-    real = tmp_path / "real" / "sightings"
-    real.mkdir(parents=True)
-    (tmp_path / "out").symlink_to(tmp_path / "real")  # out -> real: the file's own name is no link
+    real, theirs = tmp_path / "real" / "sightings", tmp_path / "theirs" / "sightings"
     own = tmp_path / "run" / "sightings"
-    own.mkdir(parents=True)
-    for file in (evidence, real / "s2.jpg", own / "s3.jpg"):
+    for folder in (real, theirs, own):
+        folder.mkdir(parents=True)
+    (tmp_path / "out").symlink_to(tmp_path / "real")  # this user's own link: `alpr run --out out` took it
+    (tmp_path / "bobs").symlink_to(tmp_path / "theirs")
+    root = os.geteuid() == 0
+    if root:  # another user's link: it could point anywhere by the time of the prune
+        os.chown(tmp_path / "bobs", 65534, 65534, follow_symlinks=False)
+    for file in (evidence, real / "s2.jpg", own / "s3.jpg", theirs / "s4.jpg"):
         file.write_bytes(b"\xff\xd8jpeg\xff\xd9")
     log = sqlite_log_of_sightings(tmp_path / "reads.sqlite", [
         ("s1", old, evidence), ("s2", old, tmp_path / "out" / "sightings" / "s2.jpg"), ("s3", old, own / "s3.jpg"),
+        ("s4", old, tmp_path / "bobs" / "sightings" / "s4.jpg"),
     ])  # fmt: skip
     assert main(["db", "prune", "--sqlite", str(log)]) == 1
     out, err = capsys.readouterr()
-    assert out.strip().endswith("(30 days): 0 plate_reads, 3 sightings")
-    assert f"{evidence} (not a snapshot of" in err and "s2.jpg (a link on its path)" in err
-    assert evidence.exists() and (real / "s2.jpg").exists() and not (own / "s3.jpg").exists()
-    if os.geteuid() == 0:  # another user's log names what root's prune would delete: refused before anything
-        os.chown(log, 65534, 65534)
+    assert out.strip().endswith("(30 days): 0 plate_reads, 4 sightings")
+    assert f"{evidence} (not a snapshot of" in err and evidence.exists()
+    assert not (real / "s2.jpg").exists() and not (own / "s3.jpg").exists()
+    if root:
+        assert f"s4.jpg (another user's link on its path ({tmp_path / 'bobs'}))" in err and (theirs / "s4.jpg").exists()
+        os.chown(log, 65534, 65534)  # another user's log names what root's prune would delete: refused at once
         assert main(["db", "prune", "--sqlite", str(log)]) == 2
         assert "is another user's log (uid 65534)" in capsys.readouterr().err
 

@@ -456,11 +456,43 @@ def test_a_spool_that_cannot_be_written_leaves_no_partial_file_to_count_twice(tm
     import subprocess
     import sys
 
+    from ingest.ledger import record_line
     from tests.conftest import REPO as REPO_ROOT
 
     spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(100, 103)))
     done = subprocess.run([sys.executable, "-c", SPOOL_ON_A_FULL_DISK, str(spool), str(closed_port())],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["8"]  # every record counted unrecorded, once
+    assert done.stdout.split() == ["11"]  # every record counted unrecorded, once: its 8 and the 3 adopted
     assert list(spool.glob("ledger-*.jsonl")) == []  # and none left for the next node to write as well
+
+
+def test_a_stalled_write_whose_spool_cannot_be_written_is_tried_once_not_every_second(tmp_path, monkeypatch, caplog):
+    """The watchdog tried the spool every second while a write hung and the spool could not be written,
+    each time writing out the whole buffer (up to 200,000 records) under the lock the cameras wait on,
+    and warning each time (a review: cameras held up to 1.4 s)."""
+    import threading
+
+    from ingest import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "SPOOL_AFTER_S", 0.5)
+    release = threading.Event()
+
+    def hanging() -> FrameLog:
+        release.wait(30)  # Postgres not answering
+        raise OSError("gone")
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the spool folder cannot be made here
+    ledger = FrameLedger(hanging, Metrics(), capacity=100, spool_dir=blocked)
+    tries = []
+    open_spool = ledger._open_spool
+    monkeypatch.setattr(ledger, "_open_spool", lambda: tries.append(1) or open_spool())
+    ledger.start()
+    ledger.add([record(index) for index in range(3)])
+    time.sleep(4.0)
+    assert len(tries) == 1 and caplog.text.count("cannot be written") == 1
+    release.set()
+    ledger.close(2)

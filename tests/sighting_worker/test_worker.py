@@ -578,3 +578,22 @@ def test_reads_wait_while_no_watch_list_could_ever_be_loaded(chain, redis_url, p
             admin.execute(f"GRANT SELECT ON watchlist TO {stage.role}")
         granted = stage.poll()
     assert len(granted.sightings) == 3 and [(a.kind, a.plate) for a in granted.alerts] == [("read", "KPX4721")]
+
+
+def test_a_long_round_does_not_commit_its_alerts_deliveries_already_due(chain, monkeypatch):
+    """The grace for the raiser to queue a delivery ran from the round's transaction start (now()): a round
+    longer than it committed the delivery due at once, and the alert pool queued a second job (a review)."""
+    from common.alert_log import AlertLog, insert_alerts
+    from common.alerts import Alert
+
+    monkeypatch.setattr(defaults, "ALERT_UNCONFIRMED_S", 1.0)
+    pool, _ = chain
+    alert = Alert(alert_id="read-0123456789abcdef", camera_id="gate", plate="KPX4721", watch_plate="KPX4721",
+                  reason="stolen", distance=0.0, confidence=0.97, captured_at_s=time.time(), frame_id="gate:run1:3",
+                  kind="read")  # fmt: skip
+    with pool.connection() as connection, connection.transaction():
+        connection.execute("SELECT pg_sleep(1.5)")  # a long round: grouping before the outbox
+        insert_alerts(connection, [alert], ["ops"])
+    assert AlertLog(pool, 0.0).due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == []  # the raiser's, for now
+    time.sleep(1.2)
+    assert AlertLog(pool, 0.0).due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == [(alert.alert_id, "ops", 0)]
