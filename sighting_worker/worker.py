@@ -202,8 +202,8 @@ class SightingStage:
             except (psycopg.OperationalError, PoolTimeout):
                 raise  # Postgres is down: the loop waits it out
             except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
-                log.warning("camera %s: not grouped, %s; its reads wait for it", camera_id, error)
-                continue
+                log.error("sightings not grouped, %s: every camera's reads wait for it", error)
+                break  # every camera's round would fail alike, one query each
             except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
                 # the error's text may quote a row (plate text): the type here, the whole only at DEBUG
                 log.warning("camera %s: grouping failed (%s), tried again next round", camera_id, type(error).__name__)

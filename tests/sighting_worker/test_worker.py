@@ -573,7 +573,7 @@ def test_reads_wait_while_no_watch_list_could_ever_be_loaded(chain, redis_url, p
     with stage_as_workers_role(postgres_url, redis_url, monkeypatch, "REVOKE SELECT ON watchlist FROM {role}") as stage:
         refused = stage.poll()
         assert refused.sightings == [] and refused.alerts == []
-        assert table(pool, "SELECT 1 FROM sightings") == [] and "its reads wait" in caplog.text
+        assert table(pool, "SELECT 1 FROM sightings") == [] and "reads wait for it" in caplog.text
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"GRANT SELECT ON watchlist TO {stage.role}")
         granted = stage.poll()
