@@ -93,12 +93,11 @@ def run_source(source: str | None, source_file: Path | None) -> str:
         )
     if source_file is None:
         return str(source)
-    lines = [line.strip("\r") for line in read_text_file(source_file, MAX_SOURCE_FILE_BYTES, InputError,
-                                                          f"--source-file {source_file}").split("\n")]  # fmt: skip
-    given = [line for line in lines if line.strip()]
+    text = read_text_file(source_file, MAX_SOURCE_FILE_BYTES, InputError, f"--source-file {source_file}")
+    given = [line.strip() for line in text.splitlines() if line.strip()]
     if len(given) != 1:
         raise InputError(f"--source-file {source_file}: holds {len(given)} lines, expected one: the source")
-    return given[0].strip()
+    return given[0]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

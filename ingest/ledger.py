@@ -178,9 +178,7 @@ class FrameLedger:
         if self.spool is None or not records:
             return
         if self._spool_gone():
-            log.warning("frames log spool %s was removed: spooling anew", self.spool_path)
-            self._drop_spool()
-            self._open_spool()  # every record held, these among them
+            self._open_spool()  # anew, with every record held, these among them
             return
         try:
             self.spool.write("".join(record_line(r) for r in records))
