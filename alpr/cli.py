@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds", type=_folds, default="1,2,3,4",
         help="the fifths of the real images to train on, 0-4 (default 1,2,3,4; fold 0 is measured each epoch)",
     )  # fmt: skip
+    train_ocr.add_argument("--device", default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
+    train_ocr.add_argument(
+        "--workers", type=int, default=0,
+        help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
+    )  # fmt: skip
 
     add_watchlist_parser(sub)
     add_search_parser(sub)
@@ -297,6 +302,9 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
     parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
     parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
+    parser.add_argument(
+        "--half", dest="detector_half", action="store_const", const=True, help="FP16 (torch backend on cuda)"
+    )
     parser.add_argument("--imgsz", dest="detector_imgsz", type=int)
     parser.add_argument("--weights", dest="detector_weights", type=Path, help="your own YOLO weights")
     parser.add_argument("--model-dir", type=Path)
@@ -321,6 +329,7 @@ SETTING_FLAGS = (
     "ocr_region",
     "detector_backend",
     "detector_device",
+    "detector_half",
     "detector_imgsz",
     "detector_weights",
     "database_url",

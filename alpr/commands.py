@@ -283,7 +283,10 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
     if not (datasets / "openalpr-endtoend").is_dir():
         raise InputError(f"no training photographs at {datasets} (set ALPR_DATASETS_DIR)")
     out = args.out or bundled_model_path("plate")
-    card = train(datasets, out, args.epochs, args.seed, args.synthetic_share, args.keep, args.float_out, args.folds)
+    card = train(
+        datasets, out, args.epochs, args.seed, args.synthetic_share, args.keep, args.float_out, args.folds,
+        args.device, args.workers,
+    )  # fmt: skip
     print(
         f"wrote {out} (epoch {card['chosen_epoch']} of {args.epochs}, {card['training']['minutes']} min) and its card"
     )

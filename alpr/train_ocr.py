@@ -18,6 +18,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,78 @@ def greedy_text(logits: np.ndarray) -> str:
     return "".join(text)
 
 
+def prepared_batch(
+    items: Sequence[RealCrop | None], images: dict[Path, np.ndarray], rng: random.Random, locator: PlateTextLocator
+) -> tuple[np.ndarray, list[str]]:
+    """A training batch: each real crop cut as a detector's box gives it, each None a synthetic plate."""
+    pieces, texts = [], []
+    for crop in items:
+        if crop is None:
+            image, text = synthetic_sample(rng)
+            pieces.append(locator.locate([image])[0])
+        else:
+            pieces.append(cut(crop, images[crop.image], rng, locator))
+            text = crop.plate
+        texts.append(text)
+    return to_batch(pieces), texts
+
+
+class EpochBatches:
+    """An epoch's batches for torch's DataLoader (`--workers`): batch k is drawn from the seed
+    "`run`:k", so it is the same crops whichever worker process prepares it, and in any order."""
+
+    def __init__(self, items: list[RealCrop | None], images: dict[Path, np.ndarray], run: str) -> None:
+        self.items, self.images, self.run = items, images, run
+        self.locator: PlateTextLocator | None = None  # made in the worker process that first needs it
+
+    def __len__(self) -> int:
+        return -(-len(self.items) // BATCH)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, list[str]]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        self.locator = self.locator or PlateTextLocator(threads=1)
+        first = index * BATCH
+        return prepared_batch(
+            self.items[first : first + BATCH], self.images, random.Random(f"{self.run}:{index}"), self.locator
+        )
+
+
+def epoch_batches(
+    items: list[RealCrop | None],
+    images: dict[Path, np.ndarray],
+    run: str,
+    workers: int,
+    rng: random.Random,
+    locator: PlateTextLocator,
+) -> Iterable[tuple[np.ndarray, list[str]]]:
+    """An epoch's batches: prepared here from the run's one random stream `rng` (what the shipped model
+    was trained with), or with `workers` > 0 in that many processes, each batch from its own seed."""
+    if not workers:
+        return (prepared_batch(items[first : first + BATCH], images, rng, locator)
+                for first in range(0, len(items), BATCH))  # fmt: skip
+    import torch
+
+    dataset: Any = EpochBatches(items, images, run)  # a map-style dataset, as DataLoader takes
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers, collate_fn=as_prepared, prefetch_factor=4
+    )
+
+
+def as_prepared(batch: Any) -> Any:
+    """DataLoader's collate step for batches made whole by EpochBatches: none."""
+    return batch
+
+
+def device_name(device: str) -> str:
+    """What the card says trained the model."""
+    import torch
+
+    if device == "cpu":
+        return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+
+
 def train(
     datasets: Path,
     out: Path,
@@ -185,11 +258,16 @@ def train(
     keep: str = "last",
     float_out: Path | None = None,
     folds: frozenset[int] = FOUR_FIFTHS,
+    device: str = "cpu",
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train on the real images of `folds` (by default all but the held-out fold 0), keep the last
     epoch ("last") or the one best on the held-out fold ("best"), write `out` (ONNX) and its card, and
     the float model to `float_out` if given; the card's dict. Fold 0 is measured every epoch: when it
-    is trained on too, its figures are no longer a held-out measure, and the card says so."""
+    is trained on too, its figures are no longer a held-out measure, and the card says so. `device`
+    runs the model (cpu, cuda, cuda:N); `workers` > 0 prepares the batches in that many processes, each
+    batch from a seed of its own (another random stream than the default's one, which the shipped
+    model was trained with)."""
     if keep not in KEEP_RULES:
         raise ValueError(f"keep must be one of {KEEP_RULES}, not {keep!r}")
     if not folds or not folds <= set(range(FOLDS)):
@@ -201,11 +279,13 @@ def train(
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning, module="onnx2torch")  # its own deprecation notices
+    if device != "cpu" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: torch sees no CUDA device here")
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="alpr-train-") as folder:  # the 21 MB converted base, not kept
-        model = plate_model(Path(folder))
+        model = plate_model(Path(folder)).to(device)
     crops = real_crops(datasets)
     loaded = {c.image: cv2.imread(str(c.image)) for c in crops}
     images: dict[Path, np.ndarray] = {path: image for path, image in loaded.items() if image is not None}
@@ -220,7 +300,7 @@ def train(
         reads = []
         with torch.no_grad():
             for first in range(0, len(validation), BATCH):
-                logits = model(torch.from_numpy(to_batch(prepared[first : first + BATCH]))).numpy()
+                logits = model(torch.from_numpy(to_batch(prepared[first : first + BATCH])).to(device)).cpu().numpy()
                 reads += [greedy_text(row) for row in logits]
         model.train()
         return exact_by_subset(validation, reads)
@@ -232,25 +312,19 @@ def train(
     synthetic_per_epoch = int(len(training) * synthetic_share / (1 - synthetic_share))
     steps = epochs * -(-(len(training) + synthetic_per_epoch) // BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-4, total_steps=steps, pct_start=0.1)
+    if workers:  # OpenCV's thread pool does not survive a fork (a worker asking for one thread hung): none
+        cv2.setNumThreads(1)
     started = time.time()
     for epoch in range(1, epochs + 1):
         items: list[RealCrop | None] = [*training, *([None] * synthetic_per_epoch)]
         rng.shuffle(items)
         total = 0.0
-        for first in range(0, len(items), BATCH):
-            pieces, texts = [], []
-            for crop in items[first : first + BATCH]:
-                if crop is None:
-                    image, text = synthetic_sample(rng)
-                    pieces.append(locator.locate([image])[0])
-                else:
-                    pieces.append(cut(crop, images[crop.image], rng, locator))
-                    text = crop.plate
-                texts.append(text)
-            logp = model(torch.from_numpy(to_batch(pieces))).log_softmax(-1).permute(1, 0, 2)
-            targets = torch.tensor([PLATE_ALPHABET.index(c) + 1 for t in texts for c in t])
-            loss = ctc(logp, targets, torch.full((len(texts),), logp.shape[0], dtype=torch.long),
-                       torch.tensor([len(t) for t in texts]))  # fmt: skip
+        batches = epoch_batches(items, images, f"{seed}:{epoch}", workers, rng, locator)
+        for array, texts in batches:
+            logp = model(torch.from_numpy(array).to(device)).log_softmax(-1).permute(1, 0, 2)
+            targets = torch.tensor([PLATE_ALPHABET.index(c) + 1 for t in texts for c in t], device=device)
+            loss = ctc(logp, targets, torch.full((len(texts),), logp.shape[0], dtype=torch.long, device=device),
+                       torch.tensor([len(t) for t in texts], device=device))  # fmt: skip
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -262,12 +336,13 @@ def train(
         if keep == "last" or history[-1]["all"] > best:
             best, best_state = history[-1]["all"], {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    model.cpu()
     calibration = [cut(c, images[c.image], None, locator) for c in random.Random(seed).sample(training, 160)]
     with tempfile.TemporaryDirectory(prefix="alpr-export-") as folder:
         export(model, Path(folder) / "float.onnx")
-        quantize(Path(folder) / "float.onnx", out, calibration)
         if float_out is not None:
             shutil.copyfile(Path(folder) / "float.onnx", float_out)
+        quantize(Path(folder) / "float.onnx", out, calibration)
     from ocr_worker.ppocr_engine import PpocrEngine
 
     engine = PpocrEngine(out)
@@ -278,9 +353,8 @@ def train(
                  "measured_crops": len(validation), "measured_crops_trained_on": 0 in folds,
                  "synthetic_per_epoch": synthetic_per_epoch, "datasets": str(datasets)},
         "training": {"epochs": epochs, "seed": seed, "batch": BATCH, "optimiser": "AdamW wd 1e-4, one-cycle lr to 2e-4",
-                     "input_width": INPUT_WIDTH,
-                     "loss": "CTC", "device": f"CPU ({platform.processor() or platform.machine()}, "
-                     f"{torch.get_num_threads()} threads)", "minutes": round((time.time() - started) / 60, 1)},
+                     "input_width": INPUT_WIDTH, "loss": "CTC", "device": device_name(device),
+                     "batch_workers": workers, "minutes": round((time.time() - started) / 60, 1)},
         "held_out_greedy_exact": history, "keep": keep,
         "chosen_epoch": epochs if keep == "last" else max(history, key=lambda h: h["all"])["epoch"],
         "shipped": "int8 convolutions (7-bit weights, per channel; percentile calibration on 160 training crops), "

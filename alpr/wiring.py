@@ -38,6 +38,7 @@ def build_detector(settings: Settings, kind: type[PlateDetector] = PlateDetector
             weights=settings.detector_weights,
             backend=settings.detector_backend,
             device=settings.detector_device,
+            half=settings.detector_half,
             imgsz=settings.detector_imgsz,
             confidence=settings.detector_confidence,
             batch_size=settings.detector_batch_size,

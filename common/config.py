@@ -63,6 +63,7 @@ class Settings(BaseModel):
     )
     detector_backend: Literal["onnx", "torch"] = Field(defaults.DETECTOR_BACKEND, description="Detector runtime.")
     detector_device: str = Field(defaults.DETECTOR_DEVICE, pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda:N.")
+    detector_half: bool = Field(defaults.DETECTOR_HALF, description="FP16 (torch backend on cuda only).")
     detector_imgsz: int = Field(defaults.DETECTOR_IMGSZ, ge=128, le=4096, multiple_of=32, description="Letterbox size.")
     detector_confidence: float = Field(defaults.DETECTOR_CONFIDENCE, gt=0, lt=1, description="Lowest box confidence.")
     detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
@@ -221,6 +222,16 @@ class Settings(BaseModel):
     @classmethod
     def database_url_well_formed(cls, url: str | None) -> str | None:
         return check_url(url, "postgres")
+
+    @model_validator(mode="after")
+    def half_on_torch_cuda(self) -> Settings:
+        if self.detector_half and (self.detector_backend != "torch" or not self.detector_device.startswith("cuda")):
+            raise ValueError(
+                f"{ENV_PREFIX}DETECTOR_HALF runs the torch backend on a CUDA device in FP16; here the backend is"
+                f" {self.detector_backend} on {self.detector_device} (set {ENV_PREFIX}DETECTOR_BACKEND=torch and"
+                f" {ENV_PREFIX}DETECTOR_DEVICE=cuda:N, or leave {ENV_PREFIX}DETECTOR_HALF unset)"
+            )
+        return self
 
     @model_validator(mode="after")
     def consistent_times(self) -> Settings:

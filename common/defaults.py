@@ -10,6 +10,10 @@ DETECTOR_BACKEND: Literal["onnx", "torch"] = "onnx"
 DETECTOR_DEVICE = "cpu"
 """Device for the detector: `cpu` or `cuda:N`."""
 
+DETECTOR_HALF = False
+"""Half precision (FP16) for the `torch` backend on a CUDA device: faster, boxes within a pixel of FP32
+(benchmarks/bench_detector_gpu.py measures both; README, Performance). The ONNX model is FP32 only."""
+
 DETECTOR_IMGSZ = 960
 """Longest side, in pixels, that frames are letterboxed to before detection."""
 

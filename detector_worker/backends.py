@@ -12,6 +12,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from common.errors import ConfigError
 from common.types import FloatArray
 
 NMS_IOU = 0.7
@@ -50,7 +51,9 @@ def _letterbox_shape(frames: Sequence[np.ndarray], imgsz: int) -> tuple[int, int
 class OnnxBackend:
     """YOLOv8 exported to ONNX with dynamic batch and size, pre- and post-processing in numpy."""
 
-    def __init__(self, weights: Path, device: str, imgsz: int, threads: int) -> None:
+    def __init__(self, weights: Path, device: str, imgsz: int, threads: int, half: bool = False) -> None:
+        if half:
+            raise ConfigError("the ONNX detector runs in FP32 only; FP16 is the torch backend's, on CUDA")
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -116,9 +119,11 @@ def _decode(
 
 
 class TorchBackend:
-    """The ultralytics YOLO runtime on PyTorch (CPU or CUDA)."""
+    """The ultralytics YOLO runtime on PyTorch (CPU or CUDA, FP32 or on CUDA FP16)."""
 
-    def __init__(self, weights: Path, device: str, imgsz: int, threads: int) -> None:
+    def __init__(self, weights: Path, device: str, imgsz: int, threads: int, half: bool = False) -> None:
+        if half and not device.startswith("cuda"):
+            raise ConfigError(f"FP16 runs on a CUDA device, not {device}")
         os.environ.setdefault("YOLO_OFFLINE", "1")
         import torch
         from ultralytics import YOLO
@@ -129,6 +134,7 @@ class TorchBackend:
         self.model = YOLO(str(weights), task="detect")
         self.device = device
         self.imgsz = imgsz
+        self.half = half
 
     def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
         results = self.model.predict(
@@ -137,6 +143,7 @@ class TorchBackend:
             conf=confidence,
             iou=NMS_IOU,
             device=self.device,
+            quantize=16 if self.half else None,  # FP16 (ultralytics' `half`, renamed)
             max_det=max_det,
             verbose=False,
         )

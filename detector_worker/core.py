@@ -33,6 +33,7 @@ class DetectorSettings:
     weights: Path | None = None
     backend: str = defaults.DETECTOR_BACKEND
     device: str = defaults.DETECTOR_DEVICE
+    half: bool = defaults.DETECTOR_HALF  # FP16, torch backend on CUDA only
     imgsz: int = defaults.DETECTOR_IMGSZ
     confidence: float = defaults.DETECTOR_CONFIDENCE
     max_plates_per_frame: int = defaults.DETECTOR_MAX_PLATES_PER_FRAME
@@ -51,7 +52,8 @@ class PlateDetector:
         threads = settings.threads or os.cpu_count() or 1
         self.settings = settings
         self.threads = threads
-        self.backend: DetectorBackend = BACKENDS[settings.backend](weights, settings.device, settings.imgsz, threads)
+        backend = BACKENDS[settings.backend]
+        self.backend: DetectorBackend = backend(weights, settings.device, settings.imgsz, threads, settings.half)
         self.told_of_tiles = False
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:

@@ -119,3 +119,34 @@ def test_the_command_trains_on_four_fifths_unless_told_which_folds():
     for bad in ("1,9", "a", "", "1,-1", "1,,2"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["train-ocr", "--folds", bad])
+
+
+def test_batches_prepared_by_worker_processes_are_the_ones_drawn_here(tmp_path):
+    """`--workers`: batch k of an epoch comes from its own seed, so the worker processes of a DataLoader
+    make the very batches this process would, and another epoch (run) makes others."""
+    import cv2
+
+    from alpr.train_ocr import EpochBatches, epoch_batches
+
+    path = tmp_path / "plate.png"
+    items = [RealCrop(path, "KPX4721", None, "crops"), None, None] * 22  # 66 crops: three batches
+    images = {path: draw_plate("KPX4721", "us", random.Random(0))}
+    here = [EpochBatches(items, images, "1:1")[k] for k in range(3)]
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as train() does before forking workers: OpenCV's pool does not survive a fork
+    try:
+        pooled = list(epoch_batches(items, images, "1:1", 2, random.Random(0), PlateTextLocator()))
+    finally:
+        cv2.setNumThreads(threads)
+    assert [texts for _, texts in pooled] == [texts for _, texts in here] and len(pooled) == 3
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(pooled, here, strict=True))
+    assert "KPX4721" in here[0][1] and len(set(here[0][1])) > 1  # real and synthetic plates mixed
+    other = EpochBatches(items, images, "1:2")[0]
+    assert other[1] != here[0][1] or not np.array_equal(other[0], here[0][0])
+
+
+def test_training_on_a_cuda_device_it_lacks_is_refused(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(InputError, match="--device cuda:0: torch sees no CUDA device here"):
+        train(tmp_path, tmp_path / "m.onnx", 1, 1, 0.5, device="cuda:0")

@@ -36,6 +36,13 @@ def test_environment_and_overrides():
         ({"ALPR_OCR_REGION": "uk"}, "ALPR_OCR_REGION: .*unknown plate region 'uk'; known: br, eu, us"),
         ({"ALPR_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timout=5"}, "ALPR_REDIS_URL: the driver cannot parse"),
         ({"ALPR_DETECTOR_MAX_DOWNSCALE": "0.5"}, "ALPR_DETECTOR_MAX_DOWNSCALE: must be 0 .never tiled. or at least 1"),
+        # FP16 is the torch backend's on CUDA: anywhere else it would be ignored (ultralytics runs FP32 on a CPU)
+        (
+            {"ALPR_DETECTOR_HALF": "1"},
+            "ALPR_DETECTOR_HALF runs the torch backend on a CUDA device in FP16; here the backend is onnx on cpu",
+        ),
+        ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_BACKEND": "torch"}, "here the backend is torch on cpu"),
+        ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_DEVICE": "cuda:0"}, "here the backend is onnx on cuda:0"),
         ({"ALPR_JOB_KEY": "short"}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 5$"),  # not "16 items"
         ({"ALPR_JOB_KEY": "k" * 1025}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 1025$"),
     ],

@@ -1,0 +1,149 @@
+"""The detector on a CUDA device, measured side by side in one run: frames/s and the p99 latency of one
+`detect` call per batch size, FP32 and FP16 (torch backend; the ONNX backend too where ONNX Runtime has
+its CUDA provider), against the ONNX backend on 2 CPU threads, and how far FP16's boxes lie from FP32's.
+The frames are the demo clip's (1280x720, no data needed; and scaled to 4K, which the detector also
+searches in tiles) and, with --photos DIR, real photos. Without
+a CUDA device it says so and measures nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from alpr.democlip import make_clip
+from common.config import Settings
+from detector_worker.core import DetectorSettings, PlateDetector
+from detector_worker.weights import install_models
+
+SURE = 0.25
+"""Boxes at or above this confidence are compared between FP16 and FP32 (the reader's boxes)."""
+
+
+def clip_frames(count: int) -> list[np.ndarray]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "clip.mp4"
+        make_clip(path)
+        capture, frames = cv2.VideoCapture(str(path)), list[np.ndarray]()
+        while len(frames) < count:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+    return frames
+
+
+def timed(detector: PlateDetector, frames: list[np.ndarray], batch: int, rounds: int) -> dict[str, float]:
+    """frames/s over `rounds` passes of `frames` in calls of `batch`, and the p50/p99 ms of one call."""
+    calls = [frames[i : i + batch] for i in range(0, len(frames) - batch + 1, batch)]
+    for chunk in calls[:3]:
+        detector.detect(chunk)  # warm-up: CUDA kernels chosen, memory taken
+    latencies, started = [], time.perf_counter()
+    for _ in range(rounds):
+        for chunk in calls:
+            begun = time.perf_counter()
+            detector.detect(chunk)
+            latencies.append((time.perf_counter() - begun) * 1000)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "frames_per_s": round(rounds * len(calls) * batch / elapsed, 1),
+        "ms_per_frame": round(elapsed * 1000 / (rounds * len(calls) * batch), 2),
+        "p50_ms_per_call": round(statistics.median(latencies), 2),
+        "p99_ms_per_call": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2),
+    }
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N,4) against every box in b (M,4)."""
+    low, high = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=2)
+    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def agreement(reference: PlateDetector, other: PlateDetector, frames: list[np.ndarray]) -> dict[str, float]:
+    """Sure boxes of `reference` that `other` finds (IoU >= 0.9), the worst IoU, and boxes only one has."""
+    matched = total = extra = 0
+    worst = 1.0
+    for ref, oth in zip(reference.detect(frames), other.detect(frames), strict=True):
+        a, b = ref.xyxy[ref.confidence >= SURE], oth.xyxy[oth.confidence >= SURE]
+        total += len(a)
+        if len(a) and len(b):
+            best = iou(a, b).max(axis=1)
+            matched += int((best >= 0.9).sum())
+            worst = min(worst, float(best.min()))
+        elif len(a):
+            worst = 0.0
+        extra += max(0, len(b) - len(a))
+    return {"sure_boxes": total, "matched_iou_0_9": matched, "worst_iou": round(worst, 4), "extra_boxes": extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=64, help="frames per measurement (a multiple of the batches)")
+    parser.add_argument("--batches", default="1,8,32,64", help="batch sizes to measure")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the frames per measurement")
+    parser.add_argument("--device", default="cuda:0", help="cuda:N; cpu runs the script's steps as a dry run")
+    parser.add_argument("--photos", type=Path, help="also measure on these photos (a folder of .jpg)")
+    args = parser.parse_args()
+    import onnxruntime as ort
+    import torch
+
+    if args.device != "cpu" and not torch.cuda.is_available():
+        print("no CUDA device here: nothing measured (run this where `torch.cuda.is_available()`)")
+        return
+    settings = Settings.load()
+    install_models(settings.model_dir)
+    sets = {"clip 1280x720": clip_frames(args.frames)}
+    sets["clip at 3840x2160 (whole frame and 6 tiles)"] = [
+        cv2.resize(f, (3840, 2160)) for f in sets["clip 1280x720"][:16]
+    ]
+    if args.photos:
+        photos = [cv2.imread(str(p)) for p in sorted(args.photos.glob("*.jpg"))[: args.frames]]
+        sets["photos"] = [p for p in photos if p is not None]
+    gpu = torch.cuda.get_device_name(0) if args.device != "cpu" else "none (a dry run of this script on the CPU)"
+    print(json.dumps({"gpu": gpu, "torch": torch.__version__, "onnxruntime": ort.__version__,
+                      "providers": ort.get_available_providers(), "imgsz": settings.detector_imgsz}))  # fmt: skip
+    batches = [int(b) for b in args.batches.split(",")]
+    runs = [("torch", args.device, False), ("torch", args.device, True)]
+    if args.device == "cpu":
+        runs = [("torch", "cpu", False)]
+    elif "CUDAExecutionProvider" in ort.get_available_providers():
+        runs.append(("onnx", args.device, False))
+    for name, frames in sets.items():
+        shape = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+        cpu = PlateDetector(DetectorSettings(model_dir=settings.model_dir, imgsz=settings.detector_imgsz, threads=2))
+        baseline = timed(cpu, frames[:16], 1, 1)
+        print(json.dumps({"set": name, "frames": shape, "backend": "onnx", "device": "cpu (2 threads)", "batch": 1,
+                          **baseline}))  # fmt: skip
+        detectors = {}
+        for backend, device, half in runs:
+            for batch in (b for b in batches if b <= len(frames)):
+                detector = PlateDetector(
+                    DetectorSettings(model_dir=settings.model_dir, backend=backend, device=device, half=half,
+                                     imgsz=settings.detector_imgsz, batch_size=batch)
+                )  # fmt: skip
+                detectors[(backend, half)] = detector
+                result = timed(detector, frames, batch, args.rounds)
+                ratio = round(result["frames_per_s"] / baseline["frames_per_s"], 1)
+                print(json.dumps({"set": name, "frames": shape, "backend": backend, "device": device,
+                                  "fp16": half, "batch": batch, **result, "x_cpu": ratio}), flush=True)  # fmt: skip
+        if ("torch", True) in detectors:
+            fp16 = agreement(detectors[("torch", False)], detectors[("torch", True)], frames)
+            print(json.dumps({"set": name, "fp16_against_fp32": fp16}))
+        print(
+            json.dumps(
+                {"set": name, "torch_fp32_against_onnx_cpu": agreement(cpu, detectors[("torch", False)], frames)}
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
