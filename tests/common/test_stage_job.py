@@ -20,7 +20,7 @@ from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
 from common.replay import replay_failed
-from common.stage_job import PERMANENT, StageJob
+from common.stage_job import JOB_HASH_FIELDS, PERMANENT, StageJob, field_bound
 from common.worker import StageResult, StageWorker, WorkerContext
 
 
@@ -278,3 +278,31 @@ def test_a_registry_cleaning_that_fails_waits_for_the_next_maintenance(redis_url
     assert worker.last_cleaned_at is not None and not worker.should_run_maintenance_tasks
     assert not connection.exists(queue.registry_cleaning_key)
     assert any("registry cleaning failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_forged_field_over_its_bound_is_never_read_from_redis(redis_url):
+    """An attacker with Redis access set a 400 MB field: RQ fetched the whole hash (1.3 GB in `alpr status`)
+    before the data bound was checked. Each field's length is asked first: Redis sends none of it."""
+    connection = redis.Redis.from_url(redis_url)
+    crafted = enqueue(stage_queue(connection, "detect"), detect_job("crafted"), 60)
+    for field, size in (("data", defaults.MAX_JOB_DATA_BYTES + 1), ("description", 20_000_000)):
+        connection.hset(f"rq:job:{crafted}", field, b"x" * size)
+        sent = connection.info("stats")["total_net_output_bytes"]
+        job = StageJob.fetch(crafted, connection=connection)
+        assert connection.info("stats")["total_net_output_bytes"] - sent < 200_000
+        assert job.unreadable == f"unreadable job hash ({field} over {field_bound(field)} bytes)"
+        assert StageJob.fetch_many([crafted, "gone"], connection=connection)[1] is None
+        connection.hset(f"rq:job:{crafted}", field, b"small")
+
+
+def test_the_job_hash_fields_fetched_are_every_one_rq_reads():
+    """RQ's restore reads the fields JOB_HASH_FIELDS names, no other: one it read and `refresh` did not
+    fetch would be taken as missing (an RQ upgrade that adds one fails here)."""
+    import inspect
+    import re
+
+    from rq.job import Job
+
+    source = inspect.getsource(Job.restore)
+    read = set(re.findall(r"obj\.get\(['\"](\w+)['\"]", source)) | set(re.findall(r"obj\[['\"](\w+)['\"]\]", source))
+    assert read == set(JOB_HASH_FIELDS)
