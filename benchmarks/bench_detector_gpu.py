@@ -1,9 +1,9 @@
 """The detector on a CUDA device, measured side by side in one run: frames/s and the p99 latency of one
 `detect` call per batch size, FP32 and FP16 (torch backend; the ONNX backend too where ONNX Runtime has
-its CUDA provider), against the ONNX backend on 2 CPU threads, and how far FP16's boxes lie from FP32's.
-The frames are the demo clip's (1280x720, no data needed; and scaled to 4K, which the detector also
-searches in tiles) and, with --photos DIR, real photos. Without
-a CUDA device it says so and measures nothing."""
+its CUDA provider), against the ONNX backend on 2 CPU threads, how far FP16's boxes lie from FP32's, and
+(--processes) what N detector processes sharing the device do together. The frames are the demo clip's
+(1280x720, no data needed; and scaled to 4K, which the detector also searches in tiles) and, with
+--photos DIR, real photos. Without a CUDA device it says so and measures nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,12 +86,58 @@ def agreement(reference: PlateDetector, other: PlateDetector, frames: list[np.nd
     return {"sure_boxes": total, "matched_iou_0_9": matched, "worst_iou": round(worst, 4), "extra_boxes": extra}
 
 
+def detect_for(
+    frames: list[np.ndarray], device: str, batch: int, threads: int, seconds: float, start: Any, results: Any
+) -> None:
+    """One detector process of `shared_device`: warm, say so, wait for the start, then detect for `seconds`."""
+    settings = Settings.load()
+    chosen = DetectorSettings(model_dir=settings.model_dir, backend="torch", device=device,
+                              imgsz=settings.detector_imgsz, batch_size=batch, threads=threads)  # fmt: skip
+    detector = PlateDetector(chosen)
+    for first in range(0, 3 * batch, batch):
+        detector.detect(frames[first % len(frames) :][:batch])
+    results.put("ready")
+    start.wait()
+    done, ends, first = 0, time.perf_counter() + seconds, 0
+    while time.perf_counter() < ends:
+        chunk = [frames[(first + k) % len(frames)] for k in range(batch)]
+        detector.detect(chunk)
+        done, first = done + batch, first + batch
+    results.put(done)
+
+
+def shared_device(frames: list[np.ndarray], device: str, batch: int, counts: list[int], seconds: float) -> None:
+    """Frames/s of N detector processes (as N detect workers) running on one device together, the
+    machine's cores shared out among them (ALPR_DETECTOR_THREADS)."""
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    for count in counts:
+        start, results = context.Event(), context.Queue()
+        threads = max(1, (os.cpu_count() or 1) // count)
+        processes = [context.Process(target=detect_for, args=(frames, device, batch, threads, seconds, start, results))
+                     for _ in range(count)]  # fmt: skip
+        for process in processes:
+            process.start()
+        assert all(results.get(timeout=300) == "ready" for _ in processes)
+        start.set()
+        done = [int(results.get(timeout=seconds + 300)) for _ in processes]
+        for process in processes:
+            process.join()
+        print(json.dumps({"processes": count, "threads_each": threads, "device": device, "batch": batch,
+                          "seconds": seconds, "frames_per_s": round(sum(done) / seconds, 1),
+                          "per_process": [round(d / seconds, 1) for d in done]}), flush=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=64, help="frames per measurement (a multiple of the batches)")
     parser.add_argument("--batches", default="1,8,32,64", help="batch sizes to measure")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the frames per measurement")
     parser.add_argument("--device", default="cuda:0", help="cuda:N; cpu runs the script's steps as a dry run")
+    parser.add_argument("--processes", default="", help="also: N detector processes sharing the device, e.g. 1,2,4")
+    parser.add_argument("--shared-only", action="store_true", help="measure only the processes sharing the device")
     parser.add_argument("--photos", type=Path, help="also measure on these photos (a folder of .jpg)")
     args = parser.parse_args()
     import onnxruntime as ort
@@ -112,6 +159,11 @@ def main() -> None:
     print(json.dumps({"gpu": gpu, "torch": torch.__version__, "onnxruntime": ort.__version__,
                       "providers": ort.get_available_providers(), "imgsz": settings.detector_imgsz}))  # fmt: skip
     batches = [int(b) for b in args.batches.split(",")]
+    if args.processes:
+        counts = [int(n) for n in args.processes.split(",")]
+        shared_device(sets["clip 1280x720"][:16], args.device, max(batches), counts, 10.0)
+    if args.shared_only:
+        return
     runs = [("torch", args.device, False), ("torch", args.device, True)]
     if args.device == "cpu":
         runs = [("torch", "cpu", False)]
