@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -99,6 +100,18 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {text[:40]!r}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _device(text: str) -> str:
+    """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
+    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
+        raise argparse.ArgumentTypeError(f"cpu, cuda or cuda:N, not {text[:40]!r}")
+    return text
 
 
 YEAR_S = 365.25 * 24 * 3600
@@ -273,9 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds", type=_folds, default="1,2,3,4",
         help="the fifths of the real images to train on, 0-4 (default 1,2,3,4; fold 0 is measured each epoch)",
     )  # fmt: skip
-    train_ocr.add_argument("--device", default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
+    train_ocr.add_argument("--device", type=_device, default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
     train_ocr.add_argument(
-        "--workers", type=int, default=0,
+        "--workers", type=_non_negative_int, default=0,
         help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
     )  # fmt: skip
 

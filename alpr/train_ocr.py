@@ -246,7 +246,27 @@ def device_name(device: str) -> str:
 
     if device == "cpu":
         return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    name = torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({name}; CTC's backward pass on CUDA is not deterministic: a seed gives other weights)"
+
+
+def check_run(keep: str, folds: frozenset[int], device: str, workers: int) -> None:
+    """ValueError or InputError for a run `train` cannot do, before any work (an index past the CUDA
+    devices failed with a traceback once the model was converted)."""
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {KEEP_RULES}, not {keep!r}")
+    if not folds or not folds <= set(range(FOLDS)):
+        raise ValueError(f"folds must be a non-empty subset of 0-{FOLDS - 1}, not {sorted(folds)}")
+    if keep == "best" and 0 in folds:
+        raise InputError("--keep best chooses an epoch by fold 0, which --folds trains on")
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, not {workers}")
+    if device != "cpu":
+        import torch
+
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(device.partition(":")[2] or 0) >= found:
+            raise InputError(f"--device {device}: torch sees {found or 'no'} CUDA device(s) here")
 
 
 def train(
@@ -268,19 +288,12 @@ def train(
     runs the model (cpu, cuda, cuda:N); `workers` > 0 prepares the batches in that many processes, each
     batch from a seed of its own (another random stream than the default's one, which the shipped
     model was trained with)."""
-    if keep not in KEEP_RULES:
-        raise ValueError(f"keep must be one of {KEEP_RULES}, not {keep!r}")
-    if not folds or not folds <= set(range(FOLDS)):
-        raise ValueError(f"folds must be a non-empty subset of 0-{FOLDS - 1}, not {sorted(folds)}")
-    if keep == "best" and 0 in folds:
-        raise InputError("--keep best chooses an epoch by fold 0, which --folds trains on")
+    check_run(keep, folds, device, workers)
     import warnings
 
     import torch
 
     warnings.filterwarnings("ignore", category=UserWarning, module="onnx2torch")  # its own deprecation notices
-    if device != "cpu" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: torch sees no CUDA device here")
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rng = random.Random(seed)

@@ -155,7 +155,7 @@ def main() -> None:
     if args.photos:
         photos = [cv2.imread(str(p)) for p in sorted(args.photos.glob("*.jpg"))[: args.frames]]
         sets["photos"] = [p for p in photos if p is not None]
-    gpu = torch.cuda.get_device_name(0) if args.device != "cpu" else "none (a dry run of this script on the CPU)"
+    gpu = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "none (a dry run on the CPU)"
     print(json.dumps({"gpu": gpu, "torch": torch.__version__, "onnxruntime": ort.__version__,
                       "providers": ort.get_available_providers(), "imgsz": settings.detector_imgsz}))  # fmt: skip
     batches = [int(b) for b in args.batches.split(",")]

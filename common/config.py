@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from common import defaults
 from common.credentials import mask_url
@@ -192,6 +201,17 @@ class Settings(BaseModel):
             raise ValueError(f"unknown plate region {region[:20]!r}; known: {', '.join(sorted(known))}")
         return region
 
+    @field_validator("detector_half")
+    @classmethod
+    def half_on_torch_cuda(cls, half: bool, info: ValidationInfo) -> bool:
+        backend, device = info.data.get("detector_backend"), info.data.get("detector_device")
+        if half and None not in (backend, device) and (backend != "torch" or not str(device).startswith("cuda")):
+            raise ValueError(
+                f"FP16 runs the torch backend on a CUDA device; here the backend is {backend} on {device} (choose"
+                " the torch backend and a cuda:N device, or leave FP16 off)"
+            )
+        return half
+
     @field_validator("detector_max_downscale")
     @classmethod
     def tiles_never_enlarged(cls, value: float) -> float:
@@ -222,16 +242,6 @@ class Settings(BaseModel):
     @classmethod
     def database_url_well_formed(cls, url: str | None) -> str | None:
         return check_url(url, "postgres")
-
-    @model_validator(mode="after")
-    def half_on_torch_cuda(self) -> Settings:
-        if self.detector_half and (self.detector_backend != "torch" or not self.detector_device.startswith("cuda")):
-            raise ValueError(
-                f"{ENV_PREFIX}DETECTOR_HALF runs the torch backend on a CUDA device in FP16; here the backend is"
-                f" {self.detector_backend} on {self.detector_device} (set {ENV_PREFIX}DETECTOR_BACKEND=torch and"
-                f" {ENV_PREFIX}DETECTOR_DEVICE=cuda:N, or leave {ENV_PREFIX}DETECTOR_HALF unset)"
-            )
-        return self
 
     @model_validator(mode="after")
     def consistent_times(self) -> Settings:

@@ -115,6 +115,11 @@ def test_the_command_trains_on_four_fifths_unless_told_which_folds():
     from alpr.cli import build_parser
 
     assert build_parser().parse_args(["train-ocr"]).folds == frozenset({1, 2, 3, 4})
+    default = build_parser().parse_args(["train-ocr"])
+    assert default.device == "cpu" and default.workers == 0
+    for bad in (["--workers", "-1"], ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cpu:0"]):
+        with pytest.raises(SystemExit):  # a negative count or an unknown device: a traceback after the conversion
+            build_parser().parse_args(["train-ocr", *bad])
     assert build_parser().parse_args(["train-ocr", "--folds", "2,3,4"]).folds == frozenset({2, 3, 4})
     for bad in ("1,9", "a", "", "1,-1", "1,,2"):
         with pytest.raises(SystemExit):
@@ -148,5 +153,22 @@ def test_batches_prepared_by_worker_processes_are_the_ones_drawn_here(tmp_path):
 def test_training_on_a_cuda_device_it_lacks_is_refused(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    with pytest.raises(InputError, match="--device cuda:0: torch sees no CUDA device here"):
+    with pytest.raises(InputError, match="--device cuda:0: torch sees no CUDA device.s. here"):
         train(tmp_path, tmp_path / "m.onnx", 1, 1, 0.5, device="cuda:0")
+
+
+def test_without_workers_the_batches_are_drawn_as_the_shipped_model_was_trained():
+    """`--workers 0` (the default) keeps the one random stream the shipped model was trained with: the
+    texts drawn and the generator's state after an epoch, recorded from the code it was trained by
+    (16cf321), must not move, or `alpr train-ocr` no longer rebuilds the shipped model."""
+    from alpr.train_ocr import epoch_batches
+
+    path = Path("plate.png")
+    items = [RealCrop(path, "KPX4721", None, "crops"), None, RealCrop(path, "KPX4721", (2, 2, 150, 60), "us")] * 12
+    rng = random.Random(1)
+    images = {path: draw_plate("KPX4721", "us", random.Random(0))}
+    batches = list(epoch_batches(items, images, "1:1", 0, rng, PlateTextLocator()))
+    drawn = [t for _, texts in batches for t in texts if t != "KPX4721"]
+    assert drawn == ["PAM6907", "0499962", "OWQVN", "YRH1X01", "AA495OM", "YKT8324", "TCD9Q96", "RJV2185", "90L4ZW",
+                     "WGW4113", "TW88BLR", "JXF3568"]  # fmt: skip
+    assert [len(texts) for _, texts in batches] == [32, 4] and rng.random() == 0.21738072963982036

@@ -39,7 +39,7 @@ def test_environment_and_overrides():
         # FP16 is the torch backend's on CUDA: anywhere else it would be ignored (ultralytics runs FP32 on a CPU)
         (
             {"ALPR_DETECTOR_HALF": "1"},
-            "ALPR_DETECTOR_HALF runs the torch backend on a CUDA device in FP16; here the backend is onnx on cpu",
+            "ALPR_DETECTOR_HALF: FP16 runs the torch backend on a CUDA device; here the backend is onnx on cpu",
         ),
         ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_BACKEND": "torch"}, "here the backend is torch on cpu"),
         ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_DEVICE": "cuda:0"}, "here the backend is onnx on cuda:0"),
@@ -115,3 +115,14 @@ def test_well_formed_server_urls_pass():
     }
     settings = Settings.load(environ)
     assert (settings.redis_url, settings.store_url, settings.database_url) == tuple(environ.values())
+
+
+def test_fp16_is_taken_for_the_torch_backend_on_cuda_and_a_flag_is_named_as_typed():
+    environ = {"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_BACKEND": "torch", "ALPR_DETECTOR_DEVICE": "cuda:1"}
+    assert Settings.load(environ).detector_half is True and Settings.load({}).detector_half is False
+    with pytest.raises(ConfigError, match="invalid settings: --half: FP16 runs the torch backend on a CUDA device"):
+        Settings.load({}, flag_names={"detector_half": "--half"}, detector_half=True)
+    from alpr.cli import build_parser
+
+    assert build_parser().parse_args(["run", "--half", "clip.mp4"]).detector_half is True
+    assert build_parser().parse_args(["run", "clip.mp4"]).detector_half is None  # ALPR_DETECTOR_HALF stands

@@ -45,6 +45,16 @@ def test_on_cuda_the_detector_finds_the_plates_the_cpu_finds(settings, demo_clip
     assert gpu.backend.model.predictor.model.fp16 is half  # type: ignore[attr-defined]
 
 
+@needs_cuda
+def test_the_settings_build_an_fp16_detector_on_cuda(settings):
+    from alpr.wiring import build_detector
+
+    update = {"detector_backend": "torch", "detector_device": "cuda:0", "detector_half": True}
+    chosen = settings.model_copy(update=update)
+    detector = build_detector(chosen)
+    assert detector.settings.half and detector.backend.half  # type: ignore[attr-defined]
+
+
 def test_fp16_is_refused_where_it_cannot_run(settings):
     install_models(settings.model_dir)
     with pytest.raises(ConfigError, match="FP32 only"):
