@@ -127,6 +127,21 @@ class Metrics:
             "alpr_sighting_delay_seconds", "A sighting's last read (capture) to the sighting logged.",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.sighting_rounds = Counter(
+            "alpr_sighting_rounds",
+            "Sighting rounds by outcome: grouped; camera_failed (a camera's grouping failed, tried again next round);"
+            " watchlist_unavailable (no watch-list ever loaded: no camera grouped, the reads wait).",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.watchlist_loaded = Gauge(
+            "alpr_watchlist_loaded_timestamp_seconds",
+            "When this sighting worker last loaded the watch-lists, or found them unchanged (Unix time): listed cars"
+            " are matched against a list this old.", registry=r,
+        )  # fmt: skip
+        self.watchlist_refresh = Gauge(
+            "alpr_watchlist_refresh_seconds",
+            "How often this sighting worker reloads the watch-lists (ALPR_WATCH_REFRESH_S).", registry=r,
+        )  # fmt: skip
         self.alerts_raised = Counter(
             "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
         )

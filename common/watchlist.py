@@ -333,6 +333,8 @@ class WatchListCache:
         self._version: int | None = None
         self._loaded_at: float | None = None
         self._ever_loaded = False
+        self.loaded_wall_s: float | None = None
+        """When the entries were last loaded or found unchanged (wall clock), or None: what they are as of."""
 
     def current(self, connection: psycopg.Connection | None = None) -> tuple[WatchEntry, ...]:
         """The entries, reloaded first when the last load (or attempt) is `refresh_s` old, over
@@ -353,6 +355,7 @@ class WatchListCache:
                     entries = tuple(self.watchlist.entries(expired_within_s=window_s, connection=connection))
                     self._entries, self._index, self._version = entries, WatchIndex(entries), version
                     self._ever_loaded = True
+                self.loaded_wall_s = self.wall_clock()
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 if not self._ever_loaded:

@@ -175,6 +175,11 @@ def alert_id(kind: str, *parts: object) -> str:
     return f"{kind}-" + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
+ROUND_OUTCOMES = ("grouped", "camera_failed", "watchlist_unavailable")
+"""How a sighting round ends (`alpr_sighting_rounds_total{outcome}`; deploy/prometheus-rules.yml alerts on
+the last two)."""
+
+
 class SightingStage:
     """The sighting pool's stage: one per worker, built by alpr/wiring.py."""
 
@@ -190,28 +195,48 @@ class SightingStage:
     ) -> None:
         self.pool, self.watch, self.receivers, self.alert_queue = pool, watch, receivers, alert_queue
         self.metrics, self.settings, self.job_timeout_s = metrics, settings, job_timeout_s
+        for outcome in ROUND_OUTCOMES:  # every series from 0: the first failure shows in increase()
+            metrics.sighting_rounds.labels(outcome=outcome)
+        if watch is not None:
+            metrics.watchlist_refresh.set(watch.refresh_s)
 
     def poll(self) -> GroupResult:
-        """One round over every camera no other worker holds; what it did, all cameras together."""
-        with self.pool.connection() as connection:
-            cameras = camera_ids(connection)
+        """One round over every camera no other worker holds; what it did, all cameras together. The
+        watch-lists are brought up to date first, every round (reads or none: their age is a metric,
+        which a quiet night must not make look stale); while none has ever loaded, no camera is grouped."""
         total = GroupResult()
+        try:
+            with self.pool.connection() as connection:
+                cameras = camera_ids(connection)
+                if self.watch is not None:
+                    self.watch.current(connection)
+            outcome = self.group_cameras(cameras, total)
+        except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
+            log.error("sightings not grouped, %s: every camera's reads wait for it", error)
+            outcome = "watchlist_unavailable"
+        finally:
+            if self.watch is not None and self.watch.loaded_wall_s is not None:
+                self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s)
+        self.metrics.sighting_rounds.labels(outcome=outcome).inc()
+        return total
+
+    def group_cameras(self, cameras: list[str], total: GroupResult) -> str:
+        """Each camera's round, its sightings and alerts added to `total`; the round's outcome."""
+        outcome = "grouped"
         for camera_id in cameras:
             try:
                 result = self.group_camera(camera_id)
-            except (psycopg.OperationalError, PoolTimeout):
-                raise  # Postgres is down: the loop waits it out
-            except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
-                log.error("sightings not grouped, %s: every camera's reads wait for it", error)
-                break  # every camera's round would fail alike, one query each
+            except (psycopg.OperationalError, PoolTimeout, WatchListUnavailableError):
+                raise  # Postgres is down (the loop waits it out), or no list: every camera would fail alike
             except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
                 # the error's text may quote a row (plate text): the type here, the whole only at DEBUG
                 log.warning("camera %s: grouping failed (%s), tried again next round", camera_id, type(error).__name__)
                 log.debug("camera %s: grouping failed", camera_id, exc_info=True)
+                outcome = "camera_failed"
                 continue
             total.sightings += result.sightings
             total.alerts += result.alerts
-        return total
+        return outcome
 
     def group_camera(self, camera_id: str) -> GroupResult:
         result = GroupResult()

@@ -30,6 +30,7 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
+from sighting_worker.worker import ROUND_OUTCOMES
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -164,6 +165,7 @@ def test_a_group_that_dies_mid_transaction_is_done_again_once(chain, redis_url):
         )
     assert stage.poll().sightings == []  # the camera's fault is logged; the round (and the pool) goes on
     assert table(pool, "SELECT 1 FROM sightings") == []  # rolled back with the transaction
+    assert rounds(stage) == {"grouped": 0, "camera_failed": 1, "watchlist_unavailable": 0}  # Prometheus alerts
     with pool.connection() as connection:
         connection.execute("DROP TRIGGER refuse ON alerts")
     assert len(stage.poll().sightings) == 3
@@ -574,10 +576,35 @@ def test_reads_wait_while_no_watch_list_could_ever_be_loaded(chain, redis_url, p
         refused = stage.poll()
         assert refused.sightings == [] and refused.alerts == []
         assert table(pool, "SELECT 1 FROM sightings") == [] and "reads wait for it" in caplog.text
+        assert rounds(stage) == {"grouped": 0, "camera_failed": 0, "watchlist_unavailable": 1}  # Prometheus alerts
+        assert stage.metrics.registry.get_sample_value("alpr_watchlist_loaded_timestamp_seconds") == 0
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"GRANT SELECT ON watchlist TO {stage.role}")
         granted = stage.poll()
+        assert rounds(stage) == {"grouped": 1, "camera_failed": 0, "watchlist_unavailable": 1}
     assert len(granted.sightings) == 3 and [(a.kind, a.plate) for a in granted.alerts] == [("read", "KPX4721")]
+    loaded = stage.metrics.registry.get_sample_value("alpr_watchlist_loaded_timestamp_seconds")
+    assert loaded is not None and abs(loaded - time.time()) < 30
+
+
+def rounds(stage) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+    """The stage's sighting rounds so far, by outcome, as Prometheus reads them."""
+    registry = stage.metrics.registry
+    return {o: registry.get_sample_value("alpr_sighting_rounds_total", {"outcome": o}) for o in ROUND_OUTCOMES}
+
+
+def test_a_quiet_night_keeps_the_watch_list_fresh(chain, redis_url):
+    """The list's age is what Prometheus alerts on: a round with no reads at all still brings it up to date
+    (it was loaded only to match a read: a quiet night looked like a list gone stale)."""
+    stage = build_sighting_stage(chain[1], connect_redis(redis_url), Metrics())
+    assert stage.watch is not None
+    stage.watch.refresh_s = 0.0
+    stage.poll()
+    first = stage.metrics.registry.get_sample_value("alpr_watchlist_loaded_timestamp_seconds")
+    time.sleep(1.1)
+    stage.poll()
+    assert first and stage.metrics.registry.get_sample_value("alpr_watchlist_loaded_timestamp_seconds") > first
+    assert rounds(stage) == {"grouped": 2, "camera_failed": 0, "watchlist_unavailable": 0}
 
 
 def test_a_long_round_does_not_commit_its_alerts_deliveries_already_due(chain, monkeypatch):
