@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -273,6 +274,9 @@ def calibrate(
         raise InputError("unseen reads with a recogniser file need the ppocr engine")
     if 1.0 not in scales or not all(0 < scale <= 1 for scale in scales):
         raise InputError(f"the scales to read at lie in (0, 1] and include 1 (full size), got {list(scales)}")
+    for source in sources:  # a file that is no model failed with ONNX Runtime's traceback, after minutes
+        if source.model_file is not None:
+            loadable_recogniser(source.model_file)
     existing = calibration_file(out)  # before the work: a file that is no calibration failed after the fit
     detector = remembering_detector()  # each image detected once, not once a pass; built only if needed
     collected = {weight: collect(roots, settings, weight, sources, detector, scales) for weight in FORMAT_WEIGHTS}
@@ -280,6 +284,11 @@ def calibrate(
     exact = {weight: int(reads.y[at_full_size(reads)].sum()) for weight, reads in collected.items()}
     weight = choose_format_weight(exact)
     x, y, sets, images = collected[weight]
+    if len(y) < MIN_READS or y.all() or not y.any():  # all right: every read fitted sure (bias 25); none: a traceback
+        raise InputError(
+            f"{len(y)} reads, {int(y.sum())} of them right: a fit needs at least {MIN_READS}, some right and some"
+            " wrong (more images, or others)"
+        )
     model = replace(Calibration.fit(x, y), format_weight=weight)
     from alpr.wiring import ocr_settings
 
@@ -297,12 +306,42 @@ def calibrate(
         "images": int(len(y)),
         "cross_validation": cross_validate(x, y, sets, [*THRESHOLDS, settings.ocr_min_confidence], images),
     }
-    refuse_link(out)
-    try:
-        out.write_text(json.dumps(existing, indent=1) + "\n")
-    except OSError as error:
-        raise OutputError(f"cannot write the calibration file {out}: {error.strerror or error}") from None
+    write_whole(out, json.dumps(existing, indent=1) + "\n")
     return dict(existing["models"][key])
+
+
+MIN_READS = 20
+"""The fewest reads a fit is made on (cross-validated in five folds), some right and some wrong."""
+
+
+def loadable_recogniser(path: Path) -> None:
+    """InputError unless ONNX Runtime loads `path` as a recogniser."""
+    from ocr_worker.ppocr_engine import PpocrEngine
+
+    try:
+        PpocrEngine(path)
+    except Exception as error:
+        raise InputError(
+            f"--unseen-reads {path}: not a recogniser ONNX Runtime loads ({type(error).__name__})"
+        ) from None
+
+
+def write_whole(out: Path, text: str) -> None:
+    """`text` into `out` whole or not at all: written beside it, then put in its place (a write cut short,
+    a full disk, left the calibration file the readers load truncated), readable as the file was."""
+    refuse_link(out)
+    mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
+    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(partial, mode)
+        os.replace(partial, out)
+    except OSError as error:
+        Path(partial).unlink(missing_ok=True)
+        raise OutputError(f"cannot write the calibration file {out}: {error.strerror or error}") from None
 
 
 def calibration_file(out: Path) -> dict[str, Any]:

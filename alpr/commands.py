@@ -211,8 +211,12 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
         refuse_link(path)
         if path.is_dir() or not path.parent.is_dir():
             raise ConfigError(f"{path}: name a file in a folder that exists")
+        if path.resolve().is_relative_to(args.dataset.resolve()):  # it replaced groundtruth.csv, or a photo
+            raise ConfigError(f"{path}: inside the dataset {args.dataset}; write it elsewhere")
     outcomes: dict[str, list[Outcome]] = {}
     results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds, args.scale)
+    if not results:  # the folds asked for hold none of its images: figures of 0.000, as if every read were wrong
+        raise InputError(f"{args.dataset}: no image of folds {sorted(args.folds or ())} in it")
     threshold = settings.ocr_min_confidence
     scaled = f", images scaled by {args.scale:g}" if args.scale != 1 else ""
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "

@@ -18,11 +18,13 @@ import numpy as np
 
 from common import defaults, geometry
 from common.config import Settings
+from common.db import spreadsheet_safe
 from common.errors import InputError
 from common.private_files import replaced_privately
 from common.regions import load_regions
 from common.types import PlateRead
 from detector_worker.core import PlateDetector, boxes_to_read
+from ingest.image_files import UnreadableFrameError, read_image
 from ocr_worker.core import PlateReader
 
 
@@ -105,6 +107,8 @@ class Tally:
             "wrong_above_threshold": round(self.wrong_above_threshold / n, 4),
             "coverage": round(self.accepted / n, 4),
             "wrong_among_accepted": round(self.wrong_above_threshold / self.accepted, 4) if self.accepted else None,
+            "accepted": self.accepted,  # the counts, for sums over sets (their rounded shares were a point off)
+            "wrong_accepted": self.wrong_above_threshold,
             "causes": dict(sorted(self.causes.items())),
             "reliability": [
                 {
@@ -123,22 +127,59 @@ class Tally:
 
 
 def load_samples(folder: Path) -> tuple[list[Sample], bool]:
-    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes. Ground truth
-    that is not UTF-8, or a box that is not four finite numbers, is an InputError naming the file and line
-    (it was a traceback)."""
+    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes. A line that is
+    not a label (too few fields, a box that is not four finite numbers of positive size, no plate text, an
+    image that is not in the folder), or ground truth that is not UTF-8, is an InputError naming the file
+    and line: such lines were passed over unsaid, and the figures were of fewer images than given. A
+    byte-order mark, a header row and blank lines are passed over."""
     truth = folder / "groundtruth.csv"
     if truth.is_file():
-        rows = [row for row in csv.reader(truth_lines(truth)) if len(row) >= 3]
-        return [Sample(folder / r[0], r[2].strip().upper(), None) for r in rows], True
+        samples = []
+        for number, row in enumerate(csv.reader(truth_lines(truth)), start=1):
+            where = f"{truth}:{number}"
+            if not "".join(row).strip() or (number == 1 and row[0].strip().lower() in HEADER_NAMES):
+                continue
+            if len(row) < 3:
+                raise InputError(f"{where}: expected file,region,PLATE")
+            samples.append(Sample(image_in(folder, row[0], where), plate_of(row[2], where), None))
+        return samples, True
     samples = []
     for label in sorted(folder.glob("*.txt")):
         for number, line in enumerate(truth_lines(label), start=1):
+            where = f"{label}:{number}"
+            if not line.strip():
+                continue
             parts = line.split("\t")
             if len(parts) < 6:
-                continue
-            x, y, w, h = box_of(parts[1:5], f"{label}:{number}")
-            samples.append(Sample(folder / parts[0], parts[5].strip().upper(), (x, y, x + w, y + h)))
+                raise InputError(f"{where}: expected file<TAB>x<TAB>y<TAB>width<TAB>height<TAB>PLATE")
+            x, y, w, h = box_of(parts[1:5], where)
+            samples.append(Sample(image_in(folder, parts[0], where), plate_of(parts[5], where), (x, y, x + w, y + h)))
     return samples, False
+
+
+HEADER_NAMES = ("file", "filename", "image", "name")
+"""A groundtruth.csv whose first row's first cell is one of these has a header row."""
+
+
+def image_in(folder: Path, name: str, where: str) -> Path:
+    """The image a label names: a file in `folder` itself (a name with a folder in it, `..` or an
+    absolute path, read photos from elsewhere), else InputError naming `where`."""
+    name = name.strip()
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise InputError(f"{where}: the image must be named by its file name in {folder}, not {ascii(name)[:80]}")
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"{where}: no image file {ascii(name)[:80]} in {folder}")
+    return path
+
+
+def plate_of(text: str, where: str) -> str:
+    """A label's plate text as reads are written: upper case, without the spaces, dashes and dots a plate
+    is often written with (truth `YG9 X2G` never matched the read YG9X2G); InputError when none is left."""
+    plate = "".join(text.split()).replace("-", "").replace(".", "").upper()
+    if not plate:
+        raise InputError(f"{where}: no plate text")
+    return plate
 
 
 def box_of(fields: list[str], where: str) -> tuple[float, float, float, float]:
@@ -148,15 +189,15 @@ def box_of(fields: list[str], where: str) -> tuple[float, float, float, float]:
         x, y, w, h = (float(v) for v in fields)
     except ValueError:
         x = y = w = h = math.nan
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise InputError(f"{where}: the plate's box must be four numbers (x, y, width, height)")
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise InputError(f"{where}: the plate's box must be four numbers (x, y, width, height), of positive size")
     return x, y, w, h
 
 
 def truth_lines(path: Path) -> list[str]:
     """The lines of a ground-truth file; InputError where it is not UTF-8 text."""
     try:
-        return path.read_bytes().decode("utf-8").splitlines()
+        return path.read_bytes().decode("utf-8-sig").splitlines()  # a byte-order mark was part of the first name
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: ground truth must be UTF-8 text (byte {error.start} is not)") from None
 
@@ -166,8 +207,8 @@ def dataset_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist")
 
-    def has_truth(p: Path) -> bool:
-        return (p / "groundtruth.csv").is_file() or any(p.glob("*.txt"))
+    def has_truth(p: Path) -> bool:  # a notes.txt beside the sets' folders made the root a set of none
+        return (p / "groundtruth.csv").is_file() or any(is_label(t) for t in p.glob("*.txt"))
 
     if has_truth(root):
         return [root]
@@ -175,6 +216,16 @@ def dataset_folders(root: Path) -> list[Path]:
     if not folders:
         raise InputError(f"{root} holds no ground truth (NAME.txt beside images, or groundtruth.csv)")
     return folders
+
+
+def is_label(path: Path) -> bool:
+    """Whether a .txt file is a photo's label: its first line holds the six tab-separated fields."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    return first.count(b"\t") >= 5
 
 
 def region_for(folder: Path, default: str) -> str:
@@ -252,10 +303,10 @@ def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
         for name, rows in outcomes.items():
             for o in rows:
                 candidates = "|".join(c.text for c in o.best.candidates) if o.best else ""
-                writer.writerow([
+                writer.writerow([spreadsheet_safe(cell) for cell in (  # names and truths are the dataset's own
                     name, o.sample.image.name, o.sample.plate, o.best.text if o.best else "",
                     f"{o.best.confidence:.4f}" if o.best else "", candidates, o.cause,
-                ])  # fmt: skip
+                )])  # fmt: skip
 
 
 def scaled_sample(sample: Sample, scale: float) -> Sample:
@@ -286,9 +337,10 @@ def _run(
 ) -> Iterator[tuple[Sample, list[PlateRead], dict[str, float]]]:
     for sample in samples:
         start = time.perf_counter()
-        image = cv2.imread(str(sample.image))
-        if image is None:
-            raise InputError(f"cannot decode image {sample.image}")
+        try:  # as the ingest nodes read images: a FIFO hung, a bomb took GBs, a non-UTF-8 folder crashed imread
+            image = read_image(sample.image, defaults.MAX_FRAME_PIXELS)
+        except UnreadableFrameError as error:
+            raise InputError(f"cannot read image {ascii(str(sample.image))[1:-1]}: {error}") from None
         image = scaled_image(image, scale)
         loaded = time.perf_counter()
         if crops:
@@ -337,6 +389,8 @@ def evaluate(
         tally, crops, outcomes = evaluate_folder(
             folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep, scale
         )
+        if not tally.n:  # none of the folds asked for: its figures would read 0.000, as if all were wrong
+            continue
         results[folder.name] = {**tally.as_dict(crops), "region": region, "scale": scale}
         if errors is not None:
             errors[folder.name] = outcomes
@@ -362,8 +416,8 @@ def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {"n": sum(r["n"] for r in results.values())}
     out.update({k: weighted([(r[k], r["n"]) for r in results.values()]) for k in keys})
-    accepted = sum(r["coverage"] * r["n"] for r in results.values())
-    wrong = sum(r["wrong_above_threshold"] * r["n"] for r in results.values())
+    accepted = sum(r["accepted"] for r in results.values())
+    wrong = sum(r["wrong_accepted"] for r in results.values())
     out["wrong_among_accepted"] = round(wrong / accepted, 4) if accepted else None
     out["ms_per_stage"] = {
         stage: weighted([(r["ms_per_stage"][stage], r["n"]) for r in results.values()])

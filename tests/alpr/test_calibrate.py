@@ -4,6 +4,7 @@ the confidence model on the reads at that weight, and writes both where the read
 import hashlib
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import alpr.calibrate as calibrate_module
 from alpr.cli import build_parser
 from common.config import Settings
+from common.errors import InputError
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations
 from ocr_worker.core import PlateReader
 from ocr_worker.ppocr_engine import bundled_model_path
@@ -46,12 +48,12 @@ def test_calibrate_writes_the_chosen_weight_and_the_fit_at_it(tmp_path, monkeypa
     out = tmp_path / "calibration.json"
     out.write_text(json.dumps({"models": {"tesseract": {"weights": [1, 0, 0, 0, 0], "bias": 0.0}}}))
     model_file = tmp_path / "plate_folds234.onnx"
-    model_file.write_bytes(b"a model")
+    model_file.write_bytes(bundled_model_path("v4").read_bytes())  # a recogniser ONNX Runtime loads
     sources = [calibrate_module.UnseenReads.parse(f"{model_file}:0,1"), calibrate_module.UnseenReads.parse("default:0")]
     entry = calibrate_module.calibrate([tmp_path], Settings.load({}), out, sources)
     shipped = hashlib.sha256(bundled_model_path("plate").read_bytes()).hexdigest()
     assert entry["reads"] == [
-        {"model": "plate_folds234.onnx", "sha256": hashlib.sha256(b"a model").hexdigest(), "folds": [0, 1]},
+        {"model": model_file.name, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(), "folds": [0, 1]},
         {"model": "default (plate_rec.onnx)", "sha256": shipped, "folds": [0]},
     ]
     assert entry["format_weight"] == 0.5 and entry["exact_reads_by_format_weight"] == {"1": 120, "0.5": 140, "0.2": 120}
@@ -246,3 +248,51 @@ def test_an_out_file_that_is_no_calibration_is_refused_before_the_fit(tmp_path, 
         calibrate_module.calibration_file(tmp_path / "link.json")
     assert calibrate_module.calibration_file(tmp_path / "new.json") == {"models": {}}
     assert out.read_bytes() == content
+
+
+def test_a_fit_on_reads_all_right_or_too_few_is_refused_before_the_file_is_touched(tmp_path, monkeypatch):
+    """Every read right fitted weights 0 and bias 25 (every read sure: written over the shipped file by
+    default); no read at all ended in numpy's traceback. A recogniser file ONNX Runtime cannot load
+    failed with its traceback after the reads."""
+    out = tmp_path / "calibration.json"
+    out.write_text('{"models": {}}\n')
+    for right, total in ((30, 30), (0, 0), (5, 10)):
+
+        def collect(roots, settings, weight, sources, detector, scales, right=right, total=total):  # type: ignore[no-untyped-def]
+            y = np.array([1.0] * right + [0.0] * (total - right))
+            return calibrate_module.Reads(np.zeros((total, len(FEATURES))), y, ["us"] * total, ["a.jpg"] * total)
+
+        monkeypatch.setattr(calibrate_module, "collect", collect)
+        monkeypatch.setattr(calibrate_module, "dataset_folders", lambda root: [root])
+        with pytest.raises(InputError, match=f"{total} reads, {right} of them right: a fit needs at least 20"):
+            calibrate_module.calibrate([tmp_path], Settings.load({}), out)
+        assert out.read_text() == '{"models": {}}\n'
+    notonnx = tmp_path / "model.onnx"
+    notonnx.write_bytes(b"not a model")
+    with pytest.raises(InputError, match="model.onnx: not a recogniser ONNX Runtime loads"):
+        calibrate_module.calibrate(
+            [tmp_path], Settings.load({}), out, [calibrate_module.UnseenReads(notonnx, frozenset({0}))]
+        )
+
+
+def test_a_calibration_file_is_written_whole_or_not_at_all(tmp_path):
+    """A write cut short (a full disk; here a file-size limit) left the calibration file truncated: no
+    JSON, and every reader loading it failed. Now it is as it was, and no partial file stays beside it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "calibration.json"
+    out.write_text('{"models": {}}\n')
+    out.chmod(0o644)
+    script = (
+        "import resource, signal, sys; from pathlib import Path; from alpr.calibrate import write_whole;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024));"
+        f"write_whole(Path({str(out)!r}), 'x' * 5000)"
+    )
+    failed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
+    assert failed.returncode != 0 and "cannot write the calibration file" in failed.stderr
+    assert out.read_text() == '{"models": {}}\n' and [p.name for p in tmp_path.iterdir()] == ["calibration.json"]
+    calibrate_module.write_whole(out, '{"models": {"x": {}}}\n')
+    assert json.loads(out.read_text()) == {"models": {"x": {}}} and out.stat().st_mode & 0o777 == 0o644

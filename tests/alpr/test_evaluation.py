@@ -2,10 +2,14 @@
 
 import csv
 import json
+import re
 
 import cv2
+import numpy as np
+import pytest
 
 from alpr.cli import main
+from common.errors import InputError
 from ocr_worker.core import OcrSettings, PlateReader
 
 KEYS = {
@@ -183,3 +187,74 @@ def test_the_errors_file_is_not_written_through_a_link(datasets_dir, tmp_path, s
     args = ["eval", str(folder), "--engine", "tesseract", "--errors", str(link), "--model-dir", str(settings.model_dir)]
     assert main(args) == 2
     assert "is a symbolic link" in capsys.readouterr().err and target.read_text() == ""
+
+
+def test_labels_that_are_no_labels_are_named_not_passed_over(tmp_path, capsys):
+    """A label with spaces for tabs, a box of no size, a name reaching out of the folder, an image that is
+    not there: each was passed over unsaid (fewer images than given) or failed as `cannot decode`. Now
+    one line names the file and line, before any image is read. A byte-order mark, a header row and a
+    plate written with spaces and dashes are read as meant."""
+    from alpr.evaluation import load_samples
+
+    folder = tmp_path / "us"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "car.png"), np.zeros((40, 80, 3), np.uint8))
+    for line, message in [
+        ("car.png 1 2 30 10 ABC123", "car.txt:1: expected file<TAB>x"),
+        ("car.png\t1\t2\t-30\t10\tABC123", "car.txt:1: the plate's box must be four numbers .* of positive size"),
+        ("../car.png\t1\t2\t30\t10\tABC123", "car.txt:1: the image must be named by its file name"),
+        ("gone.png\t1\t2\t30\t10\tABC123", "car.txt:1: no image file 'gone.png'"),
+        ("car.png\t1\t2\t30\t10\t - ", "car.txt:1: no plate text"),
+    ]:
+        (folder / "car.txt").write_text(line + "\n")
+        with pytest.raises(InputError, match=message):
+            load_samples(folder)
+    (folder / "car.txt").write_text("\ufeffcar.png\t1\t2\t30\t10\tyg9-x2 g\n\n")
+    assert [(s.image.name, s.plate) for s in load_samples(folder)[0]] == [("car.png", "YG9X2G")]
+    (folder / "car.txt").unlink()
+    (folder / "groundtruth.csv").write_text("\ufefffile,state,plate\ncar.png,ca,7ABC 284\n")
+    assert [(s.image.name, s.plate) for s in load_samples(folder)[0]] == [("car.png", "7ABC284")]
+    (folder / "groundtruth.csv").write_text("car.png,ca\n")
+    with pytest.raises(InputError, match="groundtruth.csv:1: expected file,region,PLATE"):
+        load_samples(folder)
+
+
+def test_an_image_is_read_as_the_ingest_nodes_read_them(tmp_path, capsys):
+    """cv2.imread hung on a FIFO named like a photo, decoded a 20000 x 20000 PNG whole (3.3 GB), and
+    crashed the process on a folder name that is not UTF-8. Now each is one line and exit code 2."""
+    import os
+
+    for folder_name, name, make, message in [
+        ("fifo", "fifo.png", lambda path: os.mkfifo(path), "no image file 'fifo.png'"),
+        ("bomb", "bomb.png", lambda path: cv2.imwrite(str(path), np.zeros((9000, 9000), np.uint8)),
+         "cannot read image .*bomb.png: .*pixels"),
+        (os.fsdecode(b"cam\xff"), "car.png", lambda path: cv2.imencode(".png", np.zeros((40, 80, 3), np.uint8))[1]
+         .tofile(str(path)), ""),
+    ]:  # fmt: skip
+        folder = tmp_path / folder_name
+        folder.mkdir()
+        make(folder / name)
+        (folder / "groundtruth.csv").write_text(f"{name},ca,ABC123\n")
+        code = main(["eval", str(folder), "--engine", "tesseract"])
+        captured = capsys.readouterr()
+        if folder_name.startswith("cam"):  # read through imdecode, never by its path: no crash
+            assert code == 0 and "crops" not in captured.err
+        else:
+            assert code == 2 and re.search(message, captured.err), captured.err
+
+
+def test_the_errors_file_escapes_formulas_and_the_outputs_stay_out_of_the_dataset(datasets_dir, tmp_path, capsys):
+    src = datasets_dir / "openalpr-plates"
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    name = "=HYPERLINK(1).png"
+    (folder / name).write_bytes((src / "ak1165.png").read_bytes())
+    (folder / "groundtruth.csv").write_text(f'"{name}",ak,=1+2\n')
+    for flag in ("--json", "--errors"):  # it replaced groundtruth.csv, or a photo, and exited 0
+        assert main(["eval", str(folder), "--engine", "tesseract", flag, str(folder / "groundtruth.csv")]) == 2
+        assert "inside the dataset" in capsys.readouterr().err
+    errors = tmp_path / "errors.csv"
+    assert main(["eval", str(folder), "--engine", "tesseract", "--errors", str(errors)]) == 0
+    with errors.open() as handle:
+        row = next(csv.DictReader(handle))
+    assert row["image"] == "'" + name and row["truth"] == "'=1+2"
