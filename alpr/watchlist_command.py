@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from common.audit import Operator, login_name, refused_flag
 from common.config import Settings
-from common.errors import ConfigError
+from common.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from common.watchlist import WatchList
@@ -67,7 +67,8 @@ def watchlist(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, watch: WatchList) -> int:
-    from common.watchlist import DEFAULT_LIST, WatchEntry, normalise_plate
+    from common.watchlist import DEFAULT_LIST, LIST_NAME_RE, WatchEntry, normalise_plate, shown
+    from common.watchlist_csv import read_csv
 
     if args.action == "add":
         entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name)
@@ -77,7 +78,9 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
             print(f"alpr: note: that expiry has passed; {entry.plate} matches nothing until it is changed",
                   file=sys.stderr)  # fmt: skip
     elif args.action == "remove":
-        plate, list_name = normalise_plate(args.plate), args.list_name or DEFAULT_LIST
+        plate, list_name = normalise_plate(args.plate), (args.list_name or "").strip() or DEFAULT_LIST
+        if not LIST_NAME_RE.fullmatch(list_name):  # as `add` names it: " hot " was added as hot, not removed
+            raise InputError(f"no list is named {shown(list_name)}: 1-64 letters, digits, '_', '.', '-'")
         if not watch.remove(plate, list_name):
             print(f"alpr: {plate} is not on the list {list_name}", file=sys.stderr)
             return 1
@@ -89,7 +92,11 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
             expires = entry.expires_at.astimezone(UTC).isoformat(timespec="seconds") if entry.expires_at else "never"
             print(f"{entry.plate:<16} {entry.list_name:<16} {expires:<25} {entry.reason}")
     else:
-        imported, rows = watch.import_csv(args.csv_path)
+        entries = read_csv(args.csv_path)
+        imported, rows = watch.import_rows(entries), len(entries)
         again = f" ({rows - imported} rows named a plate of their list again: the last of them counts)"
         print(f"imported {imported} entries{again if rows > imported else ''}")
+        if expired := [entry for entry in entries if entry.expired(time.time())]:  # as `add` says: likely a typo
+            print(f"alpr: note: {len(expired)} of them expired already ({expired[0].plate} first): they match"
+                  " nothing until changed", file=sys.stderr)  # fmt: skip
     return 0

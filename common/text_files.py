@@ -58,12 +58,19 @@ def read_regular_bytes(path: Path, max_bytes: int) -> bytes:
         os.close(descriptor)
 
 
+def shown_path(path: Path) -> str:
+    """A path as a message shows it: as it is, or escaped where it holds what a terminal would act on (a
+    file named `list\\nimported 2 entries\\e[8m.csv` made a failed import look done)."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)
+
+
 def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: str | None = None) -> str:
     """The file's text; `error` (InputError, ConfigError) when it does not exist, is not a regular
     file, cannot be read, is larger than `max_bytes` or is not UTF-8 (with the line of the first bad
     byte). Messages begin with `label`, by default the path (a caller whose path may itself be a
     misplaced secret names the file otherwise)."""
-    name = str(path) if label is None else label
+    name = shown_path(path) if label is None else label
     try:
         raw = read_regular_bytes(path, max_bytes)
     except FileNotFoundError:

@@ -47,7 +47,8 @@ def char_set(text: str) -> int:
     return bits
 
 
-def _shown(value: str, limit: int = 40) -> str:
+def shown(value: str, limit: int = 40) -> str:
+    """`value` quoted and escaped as Python writes it, shortened to `limit` characters: for messages."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
@@ -64,7 +65,7 @@ def normalise_plate(text: str) -> str:
     plate = re.sub(r"[\s.-]", "", text)
     plate = plate.upper() if plate.isascii() else plate  # upper-cased, ı and ſ became I and S, ß SS, ﬁ FI
     if not PLATE_RE.fullmatch(plate):
-        raise InputError(f"not a plate: {_shown(text)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)")
+        raise InputError(f"not a plate: {shown(text)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)")
     return plate
 
 
@@ -91,13 +92,13 @@ def parse_expiry(text: str) -> datetime | None:
             return None
         moment = (moment + period(text.strip())).astimezone(UTC)
     except ValueError:
-        raise InputError(f"not an ISO-8601 date or time: {_shown(text)}") from None
+        raise InputError(f"not an ISO-8601 date or time: {shown(text)}") from None
     except OverflowError:  # year 1 ahead of UTC, or the last days of 9999 and a day or week added
         if moment.year == MAXYEAR:
             return None
-        raise InputError(f"not an expiry from 1970 on: {_shown(text)}") from None
+        raise InputError(f"not an expiry from 1970 on: {shown(text)}") from None
     if moment < EARLIEST:
-        raise InputError(f"not an expiry from 1970 on: {_shown(text)}")
+        raise InputError(f"not an expiry from 1970 on: {shown(text)}")
     return None if moment >= NEVER_FROM else moment
 
 
@@ -114,11 +115,11 @@ class WatchEntry:
 
     def __post_init__(self) -> None:
         if not PLATE_RE.fullmatch(self.plate):
-            raise InputError(f"not a normalised plate: {_shown(self.plate)}")
+            raise InputError(f"not a normalised plate: {shown(self.plate)}")
         if not self.reason.strip() or len(self.reason) > MAX_REASON_CHARS or not self.reason.isprintable():
             raise InputError(f"a reason needs 1 to {MAX_REASON_CHARS} printable characters, on one line")
         if not LIST_NAME_RE.fullmatch(self.list_name):
-            raise InputError(f"not a list name: {_shown(self.list_name)} (A-Z, a-z, 0-9, _ . -; 1 to 64)")
+            raise InputError(f"not a list name: {shown(self.list_name)} (A-Z, a-z, 0-9, _ . -; 1 to 64)")
         if self.expires_at is not None and self.expires_at.tzinfo is None:
             raise InputError("an expiry needs a time zone")
         object.__setattr__(self, "chars", char_set(self.plate))
@@ -245,7 +246,7 @@ class WatchList:
             try:  # a reason written by hand in SQL with a tab or a line break: the plate was skipped (fail-open)
                 entries.append(WatchEntry(plate, _one_line(reason), list_name, expires_at))
             except InputError as error:  # a row written by hand in SQL: skipped, the others still match
-                log.warning("watch-list %s: an entry is skipped, not valid: %s", _shown(str(list_name)), error)
+                log.warning("watch-list %s: an entry is skipped, not valid: %s", shown(str(list_name)), error)
         return entries
 
     def version(self, connection: psycopg.Connection | None = None) -> int:
@@ -274,10 +275,13 @@ class WatchList:
         from common.watchlist_csv import read_csv  # it builds WatchEntry: imported here, not in a cycle
 
         rows = read_csv(path)
+        return self.import_rows(rows), len(rows)
+
+    def import_rows(self, rows: Sequence[WatchEntry]) -> int:
+        """Add or update `rows` (an import file's, checked) in one transaction; the entries written."""
         with self.pool.connection() as connection, connection.transaction():
             self._named(connection)
-            entries = _upsert(connection, rows)
-        return entries, len(rows)
+            return _upsert(connection, rows)
 
 
 def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> int:

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 from common.errors import InputError
-from common.text_files import read_text_file
+from common.text_files import read_text_file, shown_path
 from common.watchlist import WatchEntry
 
 MAX_CSV_ROWS = 100_000
@@ -26,13 +26,16 @@ def read_csv(path: Path) -> list[WatchEntry]:
     reader = csv.reader(io.StringIO(read_text_file(path, MAX_CSV_BYTES, InputError), newline=""), strict=True)
     line = 1  # where the row being read starts (a quoted cell may span lines)
     try:
-        header = [name.strip().lower() for name in next(reader, [])]
+        header: list[str] = []
+        for first in reader:  # blank lines before the header are passed over, as after it
+            line = reader.line_num
+            if any(cell.strip() for cell in first):
+                header = [name.strip().lower() for name in first]
+                break
         if not header:
             raise InputError("line 1: empty file, expected the header plate,reason[,expires_at][,list]")
-        if "plate" not in header or "reason" not in header or not set(header) <= set(CSV_COLUMNS):
-            raise InputError(f"line 1: the header must be plate,reason[,expires_at][,list], got {header}")
-        if len(set(header)) != len(header):
-            raise InputError(f"line 1: a column is named twice: {header}")
+        if problem := header_problem(header):  # never the line itself: the wrong file's first line was a secret
+            raise InputError(f"line {line}: the header must be plate,reason[,expires_at][,list]: {problem}")
         entries: list[WatchEntry] = []
         line = reader.line_num + 1
         for row in reader:
@@ -42,10 +45,24 @@ def read_csv(path: Path) -> list[WatchEntry]:
                 entries.append(_entry(header, row, line))
             line = reader.line_num + 1
     except csv.Error as error:
-        raise InputError(f"{path}, line {line}: not CSV: {error}") from None
+        raise InputError(f"{shown_path(path)}, line {line}: not CSV: {error}") from None
     except InputError as error:
-        raise InputError(f"{path}, {error}") from None
+        raise InputError(f"{shown_path(path)}, {error}") from None
     return entries
+
+
+def header_problem(header: list[str]) -> str | None:
+    """What is wrong with an import file's header: by the columns' places, never the text of one that is
+    not a known column (the wrong file's first line may be a secret)."""
+    unknown = [str(place) for place, name in enumerate(header, start=1) if name not in CSV_COLUMNS]
+    if unknown:
+        places = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        return f"column {places}: not one of {', '.join(CSV_COLUMNS)}"
+    if twice := sorted({name for name in header if header.count(name) > 1}):
+        return "named twice: " + ", ".join(twice)
+    if missing := [name for name in ("plate", "reason") if name not in header]:
+        return "no column " + " and no column ".join(missing)
+    return None
 
 
 def _entry(header: list[str], row: list[str], line: int) -> WatchEntry:

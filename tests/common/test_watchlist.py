@@ -182,6 +182,10 @@ def test_a_plate_named_again_in_its_list_is_one_entry_and_its_last_row_counts(po
     ]  # fmt: skip
 
 
+HEADER = "line 1: the header must be plate,reason[,expires_at][,list]: "
+"""How a wrong import header's message begins."""
+
+
 def many_rows(count: int) -> str:
     return "plate,reason\n" + "".join(f"P{i},r\n" for i in range(count))
 
@@ -190,9 +194,25 @@ def many_rows(count: int) -> str:
     ("content", "message"),
     [
         (b"", "line 1: empty file"),
-        ("plate\nAB1\n", "line 1: the header must be"),
-        ("plate,reason,colour\nAB1,x,red\n", "line 1: the header must be"),
-        ("plate,reason,plate\nAB1,x,AB2\n", "line 1: a column is named twice"),
+        ("plate\nAB1\n", HEADER + "no column reason"),
+        (
+            "plate,reason,colour\nAB1,x,red\n",
+            HEADER + "column 3: not one of plate, reason, expires_at, list",
+        ),
+        (
+            "plate,reason,plate\nAB1,x,AB2\n",
+            HEADER + "named twice: plate",
+        ),
+        ("\n\nplate,reason,colour\nAB1,x,red\n", "line 3: the header must be"),  # a blank line is no empty file
+        # the wrong file imported (a secret): its first line was printed whole, and a crafted one 9 MB long
+        (
+            "whsec_9f8e7d6c5b4a39281706f5e4d3c2b1a0\n",
+            HEADER + "column 1: not one of",
+        ),
+        (
+            ",".join(["x" * 100_000] * 90) + "\n",
+            HEADER + "column 1, 2, 3 and 87 more: not one of",
+        ),
         ("plate,reason\nAB1,x\nCD2\n", "line 3: 1 columns, the header has 2"),  # a missing column
         ("plate,reason\nAB1,x\nCD2,y,z\n", "line 3: 3 columns"),
         ("plate,reason\nAB1,x\n\nAB@2,y\n", "line 4: not a plate: 'AB@2'"),  # blank lines count as lines
@@ -220,7 +240,7 @@ def test_a_faulty_csv_imports_nothing_and_names_its_line(pool, tmp_path, content
         return
     with pytest.raises(InputError, match=rf"^{re.escape(str(path))}(, |: ){re.escape(message)}") as raised:
         watch.import_csv(path)
-    assert "\n" not in str(raised.value)
+    assert "\n" not in str(raised.value) and "whsec" not in str(raised.value) and len(str(raised.value)) < 500
     assert watch.entries() == [WatchEntry("KEEP1", "listed before")]
 
 
@@ -252,6 +272,35 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     assert alpr(capsys, postgres_url, "remove", "XY1") == (1, [], ["alpr: XY1 is not on the list default"])
     assert alpr(capsys, postgres_url, "remove", "xy1", "--list", "p") == (0, ["XY1 removed from the list p"], [])
     assert alpr(capsys, postgres_url, "list", "--all")[1][1:] == out[1:2]
+
+
+def test_remove_names_the_list_as_add_does_and_an_import_of_past_expiries_says_so(pool, postgres_url, capsys, tmp_path):
+    """`add --list " hot "` listed the plate on hot, which `remove --list " hot "` did not find (and a list
+    name of terminal escapes went to the terminal raw); an import whose expiries had all passed said only
+    "imported": every entry matched nothing, and `list` showed none of them. A file name is escaped."""
+    capsys.readouterr()
+    assert alpr(capsys, postgres_url, "add", "ZZZ999", "--reason", "r", "--list", " hot ")[1] == [
+        "ZZZ999 is on the list hot"
+    ]
+    assert alpr(capsys, postgres_url, "remove", "ZZZ999", "--list", " hot ") == (
+        0,
+        ["ZZZ999 removed from the list hot"],
+        [],
+    )
+    assert alpr(capsys, postgres_url, "add", "ZZZ998", "--reason", "r", "--list", " ")[0] == 0
+    assert alpr(capsys, postgres_url, "remove", "ZZZ998", "--list", " ")[0] == 0
+    code, out, err = alpr(capsys, postgres_url, "remove", "ZZZ998", "--list", "\x1b[2J\x1b]0;x\x07")
+    assert code == 2 and err == [
+        "alpr: error: no list is named '\\x1b[2J\\x1b]0;x\\x07': 1-64 letters, digits, '_', '.', '-'"
+    ]
+    path = write(tmp_path, "plate,reason,expires_at\nOLD111,x,2024-07-01\nNEW111,y,\n")
+    code, out, err = alpr(capsys, postgres_url, "import", str(path))
+    assert (code, out) == (0, ["imported 2 entries"])
+    assert err == ["alpr: note: 1 of them expired already (OLD111 first): they match nothing until changed"]
+    crafted = tmp_path / "list\nimported 2 entries\x1b[8m.csv"
+    crafted.write_text("plate,reason\nBAD?,x\n")
+    code, out, err = alpr(capsys, postgres_url, "import", str(crafted))
+    assert code == 2 and len(err) == 1 and "\x1b" not in err[0] and "\\n" in err[0] and "line 2: not a plate" in err[0]
 
 
 def test_a_bad_database_url_flag_is_named_as_the_flag(capsys):
