@@ -330,9 +330,10 @@ def write_whole(out: Path, text: str) -> None:
     """`text` into `out` whole or not at all: written beside it, then put in its place (a write cut short,
     a full disk, left the calibration file the readers load truncated), readable as the file was."""
     refuse_link(out)
-    mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
-    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    partial = None
     try:
+        mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
+        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
         with os.fdopen(handle, "w") as file:
             file.write(text)
             file.flush()
@@ -340,7 +341,8 @@ def write_whole(out: Path, text: str) -> None:
         os.chmod(partial, mode)
         os.replace(partial, out)
     except OSError as error:
-        Path(partial).unlink(missing_ok=True)
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
         raise OutputError(f"cannot write the calibration file {out}: {error.strerror or error}") from None
 
 
@@ -351,6 +353,8 @@ def calibration_file(out: Path) -> dict[str, Any]:
     refuse_link(out)
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: {out.parent} is not a folder")
+    if not os.access(out.parent, os.W_OK):  # the file is written beside, then put in its place
+        raise ConfigError(f"--out {out}: {out.parent} cannot be written")
     if not out.exists():
         return {"models": {}}
     problem = None

@@ -144,7 +144,7 @@ def load_samples(folder: Path) -> tuple[list[Sample], bool]:
             samples.append(Sample(image_in(folder, row[0], where), plate_of(row[2], where), None))
         return samples, True
     samples = []
-    for label in sorted(folder.glob("*.txt")):
+    for label in sorted(t for t in folder.glob("*.txt") if is_label(t)):  # a README.txt beside is no label
         for number, line in enumerate(truth_lines(label), start=1):
             where = f"{label}:{number}"
             if not line.strip():
@@ -219,13 +219,15 @@ def dataset_folders(root: Path) -> list[Path]:
 
 
 def is_label(path: Path) -> bool:
-    """Whether a .txt file is a photo's label: its first line holds the six tab-separated fields."""
+    """Whether a .txt file is a photo's label (a README.txt or notes.txt beside the photos is not): its
+    first line holds six tab-separated fields, or begins with the name of a file in its folder."""
     try:
         with path.open("rb") as handle:
-            first = handle.readline(4096)
+            first = handle.readline(4096).decode("utf-8-sig", "replace").strip()
     except OSError:
         return False
-    return first.count(b"\t") >= 5
+    name = first.split("\t")[0].split(" ")[0]
+    return first.count("\t") >= 5 or (bool(name) and Path(name).name == name and (path.parent / name).is_file())
 
 
 def region_for(folder: Path, default: str) -> str:

@@ -70,7 +70,7 @@ def job_is_live(connection: redis.Redis, queue: Queue, job_id: str, job: StageJo
     for key in (queue.key, queue.intermediate_queue_key):
         if connection.lpos(key, job_id) is not None:
             return True
-    return job.get_status() in LIVE_STATUSES
+    return job.get_status(refresh=False) in LIVE_STATUSES  # as just fetched (bounded): RQ's own HGET was not
 
 
 def replay_failed(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 
 from common.errors import InputError
@@ -58,7 +59,7 @@ def header_problem(header: list[str]) -> str | None:
     if unknown:
         places = ", ".join(unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
         return f"column {places}: not one of {', '.join(CSV_COLUMNS)}"
-    if twice := sorted({name for name in header if header.count(name) > 1}):
+    if twice := sorted(name for name, count in Counter(header).items() if count > 1):  # count(): quadratic
         return "named twice: " + ", ".join(twice)
     if missing := [name for name in ("plate", "reason") if name not in header]:
         return "no column " + " and no column ".join(missing)

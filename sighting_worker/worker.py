@@ -210,6 +210,7 @@ class SightingStage:
                 cameras = camera_ids(connection)
                 if self.watch is not None:
                     self.watch.current(connection)
+                    self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s or 0)  # a long round is no stale list
             outcome = self.group_cameras(cameras, total)
         except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
             log.error("sightings not grouped, %s: every camera's reads wait for it", error)

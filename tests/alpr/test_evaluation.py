@@ -210,6 +210,7 @@ def test_labels_that_are_no_labels_are_named_not_passed_over(tmp_path, capsys):
         with pytest.raises(InputError, match=message):
             load_samples(folder)
     (folder / "car.txt").write_text("\ufeffcar.png\t1\t2\t30\t10\tyg9-x2 g\n\n")
+    (folder / "README.txt").write_text("Photos taken at the north gate, June\n")  # notes beside: no label
     assert [(s.image.name, s.plate) for s in load_samples(folder)[0]] == [("car.png", "YG9X2G")]
     (folder / "car.txt").unlink()
     (folder / "groundtruth.csv").write_text("\ufefffile,state,plate\ncar.png,ca,7ABC 284\n")

@@ -86,6 +86,23 @@ def test_replay_leaves_a_crafted_job_that_failed_without_running(redis_url):
     assert detect.get_job_ids() == [plain.id] and failed.get_job_ids() == [crafted.id]
 
 
+def test_replay_reads_no_forged_field_whole(redis_url):
+    """A failed job's status field set to 20 MB: the job is read within its bounds (StageJob.refresh), but
+    RQ's get_status then fetched the field again, whole. It is counted malformed, and Redis sends little."""
+    connection = connect_redis(redis_url)
+    detect = stage_queue(connection, "detect")
+    connection.set(frame_key("cam:1:0"), b"jpeg")
+    payload = DetectJob(batch_id="b", frames=[ref("cam:1:0")]).model_dump(mode="json")
+    job = detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,))
+    detect.remove(job.id)
+    FailedJobRegistry(queue=detect).add(job)
+    connection.hset(job.key, "status", b"x" * 20_000_000)
+    sent = connection.info("stats")["total_net_output_bytes"]
+    report = replay_failed(connection, connection, ["detect"], dry_run=True)
+    assert connection.info("stats")["total_net_output_bytes"] - sent < 1_000_000
+    assert report.malformed["detect"] == 1 and report.requeued["detect"] == 0
+
+
 def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(redis_url, settings, monkeypatch):
     """A security audit: whoever can write to the queues' Redis forged a redaction job with its box away
     from the plate, and the plate was kept sharp. With ALPR_JOB_KEY set, a job unsigned, signed with

@@ -213,6 +213,7 @@ def many_rows(count: int) -> str:
             ",".join(["x" * 100_000] * 90) + "\n",
             HEADER + "column 1, 2, 3 and 87 more: not one of",
         ),
+        ("plate," * 200_000 + "reason\n", HEADER + "named twice: plate"),  # counted in one pass: it took hours
         ("plate,reason\nAB1,x\nCD2\n", "line 3: 1 columns, the header has 2"),  # a missing column
         ("plate,reason\nAB1,x\nCD2,y,z\n", "line 3: 3 columns"),
         ("plate,reason\nAB1,x\n\nAB@2,y\n", "line 4: not a plate: 'AB@2'"),  # blank lines count as lines
