@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from alpr.folds import FOLDS, fold, parse_folds
 from common.config import Settings
 from common.errors import ConfigError, InputError, OutputError
 from common.private_files import refuse_link
+from common.private_files import write_whole as write_file_whole
 from common.types import BoxXYXY, PlateCandidate, PlateRead
 from detector_worker.core import DetectorSettings, PlateDetections, PlateDetector
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
@@ -327,22 +327,13 @@ def loadable_recogniser(path: Path) -> None:
 
 
 def write_whole(out: Path, text: str) -> None:
-    """`text` into `out` whole or not at all: written beside it, then put in its place (a write cut short,
-    a full disk, left the calibration file the readers load truncated), readable as the file was."""
+    """`text` into `out` whole or not at all (a write cut short, a full disk, left the calibration file the
+    readers load truncated), readable as the file was."""
     refuse_link(out)
-    partial = None
     try:
         mode = out.stat().st_mode & 0o777 if out.exists() else 0o644
-        handle, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(partial, mode)
-        os.replace(partial, out)
+        write_file_whole(out, text.encode(), mode)
     except OSError as error:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
         raise OutputError(f"cannot write the calibration file {out}: {error.strerror or error}") from None
 
 

@@ -22,7 +22,9 @@ from common.db import spreadsheet_safe
 from common.errors import InputError
 from common.private_files import replaced_privately
 from common.regions import load_regions
+from common.text_files import shown_path
 from common.types import PlateRead
+from common.watchlist import normalise_plate
 from detector_worker.core import PlateDetector, boxes_to_read
 from ingest.image_files import UnreadableFrameError, read_image
 from ocr_worker.core import PlateReader
@@ -174,12 +176,12 @@ def image_in(folder: Path, name: str, where: str) -> Path:
 
 
 def plate_of(text: str, where: str) -> str:
-    """A label's plate text as reads are written: upper case, without the spaces, dashes and dots a plate
-    is often written with (truth `YG9 X2G` never matched the read YG9X2G); InputError when none is left."""
-    plate = "".join(text.split()).replace("-", "").replace(".", "").upper()
-    if not plate:
-        raise InputError(f"{where}: no plate text")
-    return plate
+    """A label's plate text as reads are written, normalised as a watch-list's plates are (upper case, no
+    spaces, dashes or dots: truth `YG9 X2G` never matched the read YG9X2G); InputError naming `where`."""
+    try:
+        return normalise_plate(text)
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
 
 
 def box_of(fields: list[str], where: str) -> tuple[float, float, float, float]:
@@ -342,7 +344,7 @@ def _run(
         try:  # as the ingest nodes read images: a FIFO hung, a bomb took GBs, a non-UTF-8 folder crashed imread
             image = read_image(sample.image, defaults.MAX_FRAME_PIXELS)
         except UnreadableFrameError as error:
-            raise InputError(f"cannot read image {ascii(str(sample.image))[1:-1]}: {error}") from None
+            raise InputError(f"cannot read image {shown_path(sample.image)}: {error}") from None
         image = scaled_image(image, scale)
         loaded = time.perf_counter()
         if crops:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from alpr.democlip import make_clip
+from alpr.evaluation import iou
 from common.config import Settings
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models
@@ -61,14 +62,6 @@ def timed(detector: PlateDetector, frames: list[np.ndarray], batch: int, rounds:
     }
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N,4) against every box in b (M,4)."""
-    low, high = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=2)
-    area_a, area_b = np.prod(a[:, 2:] - a[:, :2], axis=1), np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
-
-
 def agreement(reference: PlateDetector, other: PlateDetector, frames: list[np.ndarray]) -> dict[str, float]:
     """Sure boxes of `reference` that `other` finds (IoU >= 0.9), the worst IoU, and boxes only one has."""
     matched = total = extra = 0
@@ -76,12 +69,10 @@ def agreement(reference: PlateDetector, other: PlateDetector, frames: list[np.nd
     for ref, oth in zip(reference.detect(frames), other.detect(frames), strict=True):
         a, b = ref.xyxy[ref.confidence >= SURE], oth.xyxy[oth.confidence >= SURE]
         total += len(a)
-        if len(a) and len(b):
-            best = iou(a, b).max(axis=1)
-            matched += int((best >= 0.9).sum())
-            worst = min(worst, float(best.min()))
-        elif len(a):
-            worst = 0.0
+        for box in a:  # each sure box's best overlap among the other's
+            best = float(max((iou(tuple(box), tuple(found)) for found in b), default=0.0))
+            matched += best >= 0.9
+            worst = min(worst, best)
         extra += max(0, len(b) - len(a))
     return {"sure_boxes": total, "matched_iou_0_9": matched, "worst_iou": round(worst, 4), "extra_boxes": extra}
 

@@ -12,7 +12,7 @@ DETECTOR_DEVICE = "cpu"
 
 DETECTOR_HALF = False
 """Half precision (FP16) for the `torch` backend on a CUDA device, for larger weights of your own: for the
-shipped YOLOv8n it measured no faster on an H200 (the time is the work around the network), its boxes
+shipped YOLOv8n it measured no faster on an H200 (likely the work around the network: not profiled), its boxes
 at IoU >= 0.98 of FP32's (benchmarks/bench_detector_gpu.py; README, Performance). ONNX runs FP32 only."""
 
 DETECTOR_IMGSZ = 960

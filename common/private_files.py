@@ -182,10 +182,16 @@ def write_private(path: Path, data: bytes) -> None:
     """Write `data` as the whole of the private file at `path`, at once (written beside it, then renamed
     over it): a writer killed mid-write leaves a partial file, never a file cut short at `path` (a kept
     frame cut short was taken for a whole one). OSError (ELOOP) where a symbolic link stands at `path`."""
+    write_whole(path, data, 0o600)
+
+
+def write_whole(path: Path, data: bytes, mode: int) -> None:
+    """`write_private`, the file given `mode` (a calibration file the workers of other users read)."""
     if path.is_symlink():
         raise OSError(errno.ELOOP, "a symbolic link stands at the file's name", str(path))
     with _written_beside(path) as (descriptor, _), open(descriptor, "wb") as handle:
         handle.write(data)
+        os.fchmod(descriptor, mode)
 
 
 def create_private(path: Path) -> None:

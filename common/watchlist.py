@@ -16,7 +16,6 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -267,18 +266,10 @@ class WatchList:
         with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as pooled:
             yield pooled
 
-    def import_csv(self, path: Path) -> tuple[int, int]:
-        """Add or update every entry of a CSV file (header `plate,reason[,expires_at][,list]`) in one
-        transaction; returns (entries, rows): a plate named again in its list is one entry, its last
-        row winning. The whole file is checked first: any fault imports nothing and is reported with
-        its line."""
-        from common.watchlist_csv import read_csv  # it builds WatchEntry: imported here, not in a cycle
-
-        rows = read_csv(path)
-        return self.import_rows(rows), len(rows)
-
     def import_rows(self, rows: Sequence[WatchEntry]) -> int:
-        """Add or update `rows` (an import file's, checked) in one transaction; the entries written."""
+        """Add or update `rows` (an import file's, all checked first by common.watchlist_csv.read_csv: any
+        fault imports nothing) in one transaction; the entries written: a plate named again in its list is
+        one entry, its last row winning."""
         with self.pool.connection() as connection, connection.transaction():
             self._named(connection)
             return _upsert(connection, rows)

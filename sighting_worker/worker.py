@@ -210,14 +210,11 @@ class SightingStage:
                 cameras = camera_ids(connection)
                 if self.watch is not None:
                     self.watch.current(connection)
-                    self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s or 0)  # a long round is no stale list
+                    self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s or 0)  # at the start: a long round
             outcome = self.group_cameras(cameras, total)
         except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
             log.error("sightings not grouped, %s: every camera's reads wait for it", error)
             outcome = "watchlist_unavailable"
-        finally:
-            if self.watch is not None and self.watch.loaded_wall_s is not None:
-                self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s)
         self.metrics.sighting_rounds.labels(outcome=outcome).inc()
         return total
 

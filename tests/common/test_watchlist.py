@@ -24,7 +24,7 @@ from common.db import open_pool, open_upgraded_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
 from common.watchlist import WatchEntry, WatchList, WatchListCache, WatchMatch, match_lists
-from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS
+from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS, read_csv
 
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 PAST = datetime(2030, 5, 1, tzinfo=UTC)
@@ -160,23 +160,23 @@ QQ1,note,2030-07-01,
 
 def test_import_csv_adds_every_entry_and_again_changes_nothing(pool, tmp_path):
     watch = WatchList(pool)
-    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == (3, 3)
+    assert import_csv(watch, write(tmp_path, GOOD_CSV)) == (3, 3)
     expected = [
         WatchEntry("AB123CD", "stolen"),
         WatchEntry("QQ1", "note", expires_at=datetime(2030, 7, 2, tzinfo=UTC)),  # a date: listed through it
         WatchEntry("XY9876", "unpaid fines, twice", "police", datetime(2030, 7, 1, 10, tzinfo=UTC)),
     ]
     assert watch.entries() == expected
-    assert watch.import_csv(write(tmp_path, GOOD_CSV)) == (3, 3)  # an upsert: no duplicates, no error
+    assert import_csv(watch, write(tmp_path, GOOD_CSV)) == (3, 3)  # an upsert: no duplicates, no error
     assert watch.entries() == expected
-    assert watch.import_csv(write(tmp_path, "reason,plate\nrecovered,AB123CD\n")) == (1, 1)  # any column order
+    assert import_csv(watch, write(tmp_path, "reason,plate\nrecovered,AB123CD\n")) == (1, 1)  # any column order
     assert watch.entries()[0] == WatchEntry("AB123CD", "recovered")
 
 
 def test_a_plate_named_again_in_its_list_is_one_entry_and_its_last_row_counts(pool, tmp_path):
     watch = WatchList(pool)
     csv = "plate,reason,list\nAB1,first,\nab-1,second,\nAB1,elsewhere,police\nCD2,x,\n"
-    assert watch.import_csv(write(tmp_path, csv)) == (3, 4)
+    assert import_csv(watch, write(tmp_path, csv)) == (3, 4)
     assert watch.entries() == [
         WatchEntry("AB1", "second"), WatchEntry("CD2", "x"), WatchEntry("AB1", "elsewhere", "police")
     ]  # fmt: skip
@@ -184,6 +184,12 @@ def test_a_plate_named_again_in_its_list_is_one_entry_and_its_last_row_counts(po
 
 HEADER = "line 1: the header must be plate,reason[,expires_at][,list]: "
 """How a wrong import header's message begins."""
+
+
+def import_csv(watch: WatchList, path: Path) -> tuple[int, int]:
+    """What `alpr watchlist import` does: the file read and checked whole, then imported; (entries, rows)."""
+    rows = read_csv(path)
+    return watch.import_rows(rows), len(rows)
 
 
 def many_rows(count: int) -> str:
@@ -236,11 +242,11 @@ def test_a_faulty_csv_imports_nothing_and_names_its_line(pool, tmp_path, content
     watch.add(WatchEntry("KEEP1", "listed before"))
     path = write(tmp_path, content)
     if message is None:  # the positive control: the same shape of file, within the limits, imports
-        assert watch.import_csv(path) == (MAX_CSV_ROWS, MAX_CSV_ROWS)
+        assert import_csv(watch, path) == (MAX_CSV_ROWS, MAX_CSV_ROWS)
         assert len(watch.entries()) == MAX_CSV_ROWS + 1
         return
     with pytest.raises(InputError, match=rf"^{re.escape(str(path))}(, |: ){re.escape(message)}") as raised:
-        watch.import_csv(path)
+        import_csv(watch, path)
     assert "\n" not in str(raised.value) and "whsec" not in str(raised.value) and len(str(raised.value)) < 500
     assert watch.entries() == [WatchEntry("KEEP1", "listed before")]
 
