@@ -9,6 +9,7 @@ operator cron job is needed."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import time
@@ -19,13 +20,16 @@ from pathlib import Path
 from common.jobs import CAMERA_ID_PATTERN
 from common.private_files import PARTIAL_SUFFIX, make_private_folders, write_private
 
+log = logging.getLogger(__name__)
+
 CLOCK_MARGIN_S = 3600.0
 """A day folder that began more than this after the sweep's cutoff (and not after now) holds no frame to
-delete: a frame is written after its capture, on a clock this close to the capturing host's. A day still
-to come is always looked into (an ingest host's clock ahead dates its frames there)."""
+delete: no frame is filed under a day before that day began (`kept_path`), on a clock this close to the
+sweeping host's. A day still to come is always looked into (kept there by an earlier version, or by a
+redactor whose clock ran ahead: its files go as much later as it was ahead)."""
 
 DAY_FORMAT = "%Y-%m-%d"
-"""A day folder's name: the UTC date its frames were captured on."""
+"""A day folder's name: the UTC date its frames were captured on (or written on, if that was earlier)."""
 
 DAY_S = 86400.0
 """Seconds in a day folder's day."""
@@ -40,10 +44,25 @@ def _path_safe(name: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") or not safe else safe
 
 
-def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float) -> Path:
-    """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced."""
-    day = datetime.fromtimestamp(captured_at_s, UTC).strftime(DAY_FORMAT)
+def kept_path(keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float, now: float | None = None) -> Path:
+    """keep_dir/<camera>/<UTC date>/<frame id>.jpg, with path-unsafe characters replaced: the date the frame
+    was captured on, or the date it is written on (`now`, the clock's by default) if that is earlier. A
+    frame dated ahead of the clock (recorded footage read faster than it plays, an ingest host's clock
+    ahead) was filed under a day to come, and the sweep, which passes over days begun after its cutoff,
+    kept it days past the age limit once that day came (30 h ahead: 100 h for a 72 h limit)."""
+    written_at_s = time.time() if now is None else now
+    day = datetime.fromtimestamp(min(captured_at_s, written_at_s), UTC).strftime(DAY_FORMAT)
     return keep_dir / _path_safe(camera_id) / day / f"{_path_safe(frame_id)}.jpg"
+
+
+def earlier_kept_paths(
+    keep_dir: Path, camera_id: str, frame_id: str, captured_at_s: float, now: float | None = None
+) -> list[Path]:
+    """Where an attempt of a frame's job in the day before `now` kept it (`kept_path` as of then): one
+    path, or two for a frame dated ahead of the clock, written either side of midnight."""
+    now_s = time.time() if now is None else now
+    paths = (kept_path(keep_dir, camera_id, frame_id, captured_at_s, when) for when in (now_s, now_s - DAY_S))
+    return list(dict.fromkeys(paths))
 
 
 class LinkedKeepFolderError(OSError):
@@ -134,6 +153,27 @@ def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
     return [path for path in _entries(parent) if fits(path.name) and path.is_dir() and not path.is_symlink()]
 
 
+def _delete_expired_in(
+    day: Path, camera: str, kept_names: Collection[tuple[str, str]], cutoff: float, failed: list[tuple[Path, OSError]]
+) -> int:
+    """Delete the camera's frames in one day folder last written before `cutoff`, but those of
+    `kept_names`; how many. One another worker deletes meanwhile is skipped; one that cannot be deleted
+    is added to `failed`."""
+    deleted = 0
+    for path in _entries(day):
+        if not is_ours(camera, path.name) or (camera, path.name) in kept_names:
+            continue
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            failed.append((path, error))
+    return deleted
+
+
 def delete_expired_frames(
     keep_dir: Path, max_age_s: float, now: float | None = None, spared: Collection[tuple[str, str]] = ()
 ) -> int:
@@ -141,26 +181,23 @@ def delete_expired_frames(
     those `spared` ((camera, frame id): the frames alerts cite, their evidence: they were deleted after
     72 h while `alpr db prune` kept their records), and the empty folders of days that ended before that
     (a camera folder too, when this emptied it: a day folder a worker has just made for a frame is never
-    removed under it); returns how many frames. Files another worker deletes meanwhile are skipped."""
+    removed under it); returns how many frames. Files another worker deletes meanwhile are skipped; one
+    that cannot be deleted (no permission, a read-only or immutable file: held as evidence by hand) is
+    passed over with one warning a sweep, and the sweep goes on (it stopped there, every sweep, and no
+    frame of a camera after it was deleted)."""
     if not keep_dir.is_dir():
         return 0
     kept_names = {(_path_safe(camera_id), f"{_path_safe(frame_id)}.jpg") for camera_id, frame_id in spared}
     now_s = time.time() if now is None else now
     cutoff = now_s - max_age_s
-    deleted = 0
+    deleted, failed = 0, list[tuple[Path, OSError]]()
     for camera in _folders(keep_dir, is_camera_name):
         emptied = False
         for day in _folders(camera, is_day_name):
             start_s = day_start_s(day.name)
             if start_s is not None and cutoff + CLOCK_MARGIN_S < start_s <= now_s:  # a recent day: no frame of it
-                continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle);
-            # a day still to come is looked into: an ingest host's clock ahead dates its frames there
-            for path in _entries(day):
-                with contextlib.suppress(FileNotFoundError):
-                    if is_ours(camera.name, path.name) and (camera.name, path.name) not in kept_names \
-                            and path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:  # fmt: skip
-                        path.unlink()
-                        deleted += 1
+                continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle)
+            deleted += _delete_expired_in(day, camera.name, kept_names, cutoff, failed)
             if start_s is not None and start_s + DAY_S <= cutoff:  # never a recent day, made for a frame now
                 with contextlib.suppress(OSError):  # not empty, or gone: both fine
                     day.rmdir()
@@ -168,4 +205,8 @@ def delete_expired_frames(
         if emptied:  # its last day gone with this sweep
             with contextlib.suppress(OSError):
                 camera.rmdir()
+    if failed:
+        path, error = failed[0]
+        log.warning("%d kept frames past their age could not be deleted (%s: %s)", len(failed), path,
+                    error.strerror or type(error).__name__)  # fmt: skip
     return deleted

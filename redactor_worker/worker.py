@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from rq.exceptions import StopRequested
+
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import NOT_AS_STORED, BoundedRead, FrameStore, as_stored, decode_jpeg, encode_jpeg
@@ -25,6 +27,7 @@ from redactor_worker.core import redact
 from redactor_worker.retention import (
     LinkedKeepFolderError,
     delete_expired_frames,
+    earlier_kept_paths,
     is_whole_jpeg,
     kept_path,
     write_kept,
@@ -66,6 +69,7 @@ class RedactStage:
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()  # camera labels of frames_unaccounted
+        self.alert_evidence: set[tuple[str, str]] | None = None  # the frames alerts cited, as last loaded
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, RedactJob)
@@ -98,17 +102,21 @@ class RedactStage:
         if unread := stored.unread_reason(ref.key):  # a forged job's: the detector reads within the same bounds
             return FrameRecord(ref, "skipped", unread, len(item.plates))
         jpeg = stored.jpegs.get(ref.key)
+        kept = self.keep == "all" or (self.keep == "plates" and bool(item.plates))
         if jpeg is None:
-            kept = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
-            if self.keep != "none" and is_whole_jpeg(kept):  # not one cut short by a writer killed mid-write
-                # redacted and kept by an earlier attempt of its job, whose recording failed (Postgres
-                # away): recorded done with it, not expired with the kept file left unnamed by the log
-                return FrameRecord(ref, "done", None, len(item.plates), str(kept))
+            earlier = earlier_kept_paths(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
+            for path in earlier if self.keep != "none" else []:
+                if is_whole_jpeg(path):  # not one cut short by a writer killed mid-write
+                    # redacted and kept by an earlier attempt of its job, whose recording failed (Postgres
+                    # away): recorded done with it, not expired with the kept file left unnamed by the log
+                    return FrameRecord(ref, "done", None, len(item.plates), str(path))
             self.metrics.frames_missing.labels(stage=self.name).inc()
             return FrameRecord(ref, "expired", "before redaction", len(item.plates))
         if not as_stored(ref.digest, jpeg):  # another frame put under its key: never kept, blurred or not
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
             return FrameRecord(ref, "corrupt", NOT_AS_STORED, len(item.plates))
+        if not kept:  # nothing reaches disk: no blur to make (every plate's frame was decoded, blurred and
+            return FrameRecord(ref.timed("redact", 0.0), "done", None, len(item.plates))  # encoded for none)
         start = time.perf_counter()
         if item.plates:  # every box, inside the ROI or not: no plate reaches disk unblurred
             try:
@@ -118,19 +126,32 @@ class RedactStage:
                 return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates))
             with self.metrics.core_cpu(self.name):
                 jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
-        path: Path | None = None
-        if self.keep == "all" or (self.keep == "plates" and item.plates):
-            path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
-            try:
-                write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
-            except OSError as error:  # a linked folder, a full disk, no permission: the rest of the job goes on
-                timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
-                return FrameRecord(timed, "done", not_kept(error), len(item.plates))
+        path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
+        try:
+            write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
+        except OSError as error:  # a linked folder, a full disk, no permission: the rest of the job goes on
+            timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
+            return FrameRecord(timed, "done", not_kept(error), len(item.plates))
         timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
-        return FrameRecord(timed, "done", None, len(item.plates), str(path) if path else None)
+        return FrameRecord(timed, "done", None, len(item.plates), str(path))
 
     def maintain(self) -> None:
-        """Mark frames (and frames' reads) no stage finished in time as lost; delete kept frames past their age."""
+        """The pool's duties, each whatever the other does (a Postgres outage stopped the keep folder's
+        sweep, which needs no database, and frames stayed past their age): mark the frames no stage
+        finished in time as lost; delete kept frames past their age. The first failure is raised after."""
+        failures: list[Exception] = []
+        for duty in (self.sweep_lost_frames, self.sweep_kept_frames):
+            try:
+                duty()
+            except StopRequested:
+                raise
+            except Exception as error:  # a duty that fails now is tried again next time
+                failures.append(error)
+        if failures:
+            raise failures[0]
+
+    def sweep_lost_frames(self) -> None:
+        """Mark frames (and frames' reads) no stage finished in time as lost; count what is unaccounted."""
         lost, reads_lost = self.frame_log.sweep_lost(self.lost_after_s)
         if lost:
             log.warning("%d frames marked lost: sampled, but no stage finished them in time", lost)
@@ -144,9 +165,24 @@ class RedactStage:
         for label in {*unaccounted, *self.cameras_seen}:  # a camera with none left goes back to 0
             self.metrics.frames_unaccounted.labels(camera=label).set(unaccounted[label])
         self.cameras_seen.update(unaccounted)
-        if time.monotonic() - self.last_keep_sweep >= self.keep_sweep_s:
-            self.last_keep_sweep = time.monotonic()
-            spared = self.frame_log.alerted_frames()  # an alert's evidence stays with it
-            if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s, spared=spared):
-                log.info("deleted %d kept frames older than %.0f h", deleted, self.keep_max_age_s / 3600)
-                self.metrics.kept_deleted.inc(deleted)
+
+    def sweep_kept_frames(self) -> None:
+        """Every KEEP_SWEEP_S, delete kept frames past their age but those alerts cite (an alert's evidence
+        stays with it). With Postgres away, the frames cited when last loaded are spared (an alert is
+        recorded there, so none cites a frame meanwhile) and the failure raised after the sweep; before
+        any load, nothing is deleted."""
+        if time.monotonic() - self.last_keep_sweep < self.keep_sweep_s:
+            return
+        self.last_keep_sweep = time.monotonic()
+        failure: Exception | None = None
+        try:
+            self.alert_evidence = self.frame_log.alerted_frames()
+        except Exception as error:
+            if self.alert_evidence is None:
+                raise
+            failure = error
+        if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s, spared=self.alert_evidence):
+            log.info("deleted %d kept frames older than %.0f h", deleted, self.keep_max_age_s / 3600)
+            self.metrics.kept_deleted.inc(deleted)
+        if failure is not None:
+            raise failure

@@ -148,7 +148,8 @@ def test_the_sweep_looks_only_into_days_that_can_hold_a_frame_old_enough(tmp_pat
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1
     assert not old.exists() and recent.exists()
     assert [folder.name for folder in listed if folder.parent.name == "cam"] == [old.parent.name]
-    ahead = keep(kept_path(tmp_path, "cam", "cam:1:2", now + 2 * 86400), 100, now)  # a capture clock days ahead
+    ahead = kept_path(tmp_path, "cam", "cam:1:2", now + 2 * 86400, now=now + 2 * 86400)  # filed by an earlier
+    keep(ahead, 100, now)  # version under its capture day (a clock days ahead), or by a redactor's clock ahead
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 1 and not ahead.exists()  # its day looked into
 
 
@@ -168,3 +169,52 @@ def test_every_kind_of_frame_id_the_ingest_makes_is_swept(tmp_path, loop, file_t
     partial = keep(frame.with_name(f".{frame.name}.a1b2c3d4.partial"), 100, now)
     assert delete_expired_frames(tmp_path, 72 * 3600, now) == 2, frame_id  # the frame and its partial
     assert not frame.exists() and not partial.exists()
+
+
+def test_a_frame_dated_ahead_of_the_clock_goes_at_the_age_limit(tmp_path):
+    """A review: recorded footage read faster than it plays (or an ingest host's clock ahead) dates frames
+    ahead; filed under that day to come, a frame written at T0 and dated T0 + 30 h was passed over with
+    its day (begun after the cutoff) until 100 h, for a limit of 72 h. It is filed under the day written."""
+    written = 1_700_000_000.0
+    path = kept_path(tmp_path, "cam", "cam:1:0", written + 30 * 3600, now=written)
+    keep(path, 0, written)
+    assert path.parent.name == time.strftime("%Y-%m-%d", time.gmtime(written))
+    assert delete_expired_frames(tmp_path, 72 * 3600, now=written + 71 * 3600) == 0
+    assert delete_expired_frames(tmp_path, 72 * 3600, now=written + 73 * 3600) == 1 and not path.exists()
+
+
+def test_an_earlier_attempt_of_a_frame_dated_ahead_is_found_either_side_of_midnight(tmp_path):
+    from redactor_worker.retention import earlier_kept_paths
+
+    midnight = 1_700_006_400.0  # 2023-11-15 00:00 UTC
+    assert time.gmtime(midnight)[3:6] == (0, 0, 0)
+    ahead, before = midnight + 3 * 86400, kept_path(tmp_path, "cam", "cam:1:0", midnight + 3 * 86400, now=midnight - 60)
+    assert earlier_kept_paths(tmp_path, "cam", "cam:1:0", ahead, now=midnight + 60) == [
+        kept_path(tmp_path, "cam", "cam:1:0", ahead, now=midnight + 60),
+        before,
+    ]
+    past = midnight - 10 * 86400  # one day only for a frame dated before both
+    assert earlier_kept_paths(tmp_path, "cam", "cam:1:0", past, now=midnight + 60) == [
+        kept_path(tmp_path, "cam", "cam:1:0", past)
+    ]
+
+
+def test_a_frame_that_cannot_be_deleted_is_passed_over_and_the_sweep_goes_on(tmp_path, monkeypatch, caplog):
+    """A review: one kept file held by hand (immutable, read-only) raised out of the sweep, every sweep,
+    and no frame of the cameras after it was deleted."""
+    from pathlib import Path as PathType
+
+    now = time.time()
+    frames = [keep(kept_path(tmp_path, f"cam{i}", f"cam{i}:1:0", now - 100 * 3600), 100, now) for i in range(4)]
+    held = frames[1]
+    unlink = PathType.unlink
+
+    def refuse(self: PathType, missing_ok: bool = False) -> None:
+        if self == held:
+            raise PermissionError(1, "Operation not permitted")
+        unlink(self, missing_ok)
+
+    monkeypatch.setattr(PathType, "unlink", refuse)
+    assert delete_expired_frames(tmp_path, 72 * 3600, now) == 3
+    assert held.exists() and not any(path.exists() for path in frames if path != held)
+    assert "1 kept frames past their age could not be deleted" in caplog.text and "not permitted" in caplog.text

@@ -259,3 +259,67 @@ def test_a_frame_stages_missing_and_corrupt_counts_are_exported_at_zero(redis_ur
     build_worker_context("redact", loaded, connect_redis(redis_url), metrics)
     for name in ("alpr_frames_missing_total", "alpr_frames_corrupt_total"):
         assert metrics.registry.get_sample_value(name, {"stage": "redact"}) == 0.0, name
+
+
+def test_kept_frames_past_their_age_go_while_postgres_is_away(redis_url, postgres_url, tmp_path, settings):
+    """A review: the pool's duties ran in one line, the lost frames' sweep (Postgres) first, so during an
+    outage no kept frame was deleted, whatever its age. The keep folder's sweep spares the frames alerts
+    cited when last loaded (none is cited meanwhile: alerts are recorded in Postgres) and, never loaded,
+    deletes nothing."""
+    import json
+    import os
+
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.db import DatabaseWriteError
+    from common.metrics import Metrics
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    stage.handle(stored_job(connection, ("cam", "other"), age_s=100 * 3600))
+    kept = {path.parts[-3]: path for path in keep_dir.rglob("*.jpg")}
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read', 'cam',"
+                   " now(), %s)", (json.dumps({"frame_id": "cam:1:0", "plate": "KPX4721"}),))  # fmt: skip
+    stage.last_keep_sweep = float("-inf")
+    stage.maintain()  # the alert's frames loaded; nothing old enough yet
+    assert all(path.is_file() for path in kept.values())
+    old = time.time() - 100 * 3600
+    for path in kept.values():
+        os.utime(path, (old, old))
+    loaded = Settings.load({}, redis_url=redis_url, database_url=postgres_url, keep_dir=keep_dir,
+                           model_dir=settings.model_dir)  # fmt: skip
+    fresh = build_worker_context("redact", loaded, connection, Metrics()).stage
+    with psycopg.connect(postgres_url) as db:  # Postgres away for the pool
+        db.execute("ALTER TABLE frames RENAME TO frames_away")
+        db.execute("ALTER TABLE alerts RENAME TO alerts_away")
+    try:
+        fresh.last_keep_sweep = stage.last_keep_sweep = float("-inf")
+        with pytest.raises(DatabaseWriteError):
+            fresh.maintain()  # never loaded what alerts cite: nothing deleted
+        assert all(path.is_file() for path in kept.values())
+        with pytest.raises(DatabaseWriteError):
+            stage.maintain()  # the outage is still raised (the lost frames' sweep's), after the sweep
+    finally:
+        with psycopg.connect(postgres_url) as db:
+            db.execute("ALTER TABLE frames_away RENAME TO frames")
+            db.execute("ALTER TABLE alerts_away RENAME TO alerts")
+    assert kept["cam"].is_file() and not kept["other"].exists()
+
+
+def test_frames_kept_by_no_policy_are_not_blurred_for_nothing(redis_url, postgres_url, tmp_path, settings,
+                                                              monkeypatch):  # fmt: skip
+    """A review: with ALPR_KEEP_FRAMES=none every frame with a plate was decoded, blurred and encoded
+    again, then thrown away (147 ms a 4K frame), the pool's seconds per frame counted by `alpr status`."""
+    import redactor_worker.worker as redactor
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    monkeypatch.setattr(stage, "keep", "none")
+    decoded: list[str] = []
+    monkeypatch.setattr(redactor, "decode_jpeg", lambda data, key: decoded.append(key) or decode_jpeg(data, key))
+    stage.handle(stored_job(connection, ("cam", "other")))
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT outcome, kept_path FROM frames").fetchall() == [("done", None)] * 2
+    assert decoded == [] and list(keep_dir.rglob("*")) == []
+    monkeypatch.setattr(stage, "keep", "plates")  # positive control: a frame kept is decoded and blurred
+    stage.handle(stored_job(connection, ("third",)))
+    assert len(decoded) == 1 and len(list(keep_dir.rglob("*.jpg"))) == 1
