@@ -6,6 +6,7 @@ with a database, every sampled frame accounted for (or still in the chain)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -60,7 +61,7 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{stage:<8} {queue.count:>7} {running:>7} {workers[stage]:>7} {failed:>6}")
     sighting_workers = queues.live_sighting_workers(connection)
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
-    print(f"oldest waiting frame: {oldest_waiting(connection)}")
+    print(f"oldest waiting frame: {oldest_waiting(connection, frame_ttls(settings, connection))}")
     states = {raw(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     mark_cameras_without_node(connection, states)
     cameras = sorted({raw(k) for table in then for k in table} | set(states))  # shown by text(), looked up as is
@@ -247,8 +248,21 @@ def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[Stage
         print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}  {over}".rstrip())
 
 
-def oldest_waiting(connection: redis.Redis) -> str:
-    """Age of the first frame of the first job waiting in the detect queue."""
+def frame_ttls(settings: Settings, connection: redis.Redis) -> redis.Redis | None:
+    """The frame store's Redis, to age waiting frames by (their keys' TTLs); None where it is not reached."""
+    if settings.store_url == settings.redis_url:
+        return connection
+    try:
+        return reach_redis(settings, settings.store_url, "frame store")
+    except ConfigError:
+        return None
+
+
+def oldest_waiting(connection: redis.Redis, store: redis.Redis | None = None) -> str:
+    """Age of the oldest frame of the first job waiting in the detect queue, as the detector ages it
+    (`DetectJob.age_s`: the ingest host's clock until stored, then the store's TTL, Redis's clock): by
+    its capture date on this host's clock, recorded footage (dated ahead by design) showed a negative
+    age, and an ingest host's clock behind a frame minutes old that was stored a second ago."""
     try:
         ids = stage_queue(connection, "detect").get_job_ids(0, 1)
         if not ids:
@@ -256,4 +270,11 @@ def oldest_waiting(connection: redis.Redis) -> str:
         job = parse_job(StageJob.fetch(ids[0], connection=connection, serializer=JSONSerializer).args[0], DetectJob)
     except Exception:  # not one of ours, or gone meanwhile: a worker will refuse or skip it
         return "unknown (the first waiting job is not a readable detect job)"
-    return f"{time.time() - min(frame.captured_at_s for frame in job.frames):.1f} s ago"
+    ttls: list[float | None] = [None] * len(job.frames)
+    if store is not None:
+        with contextlib.suppress(redis.RedisError), store.pipeline(transaction=False) as pipeline:
+            for frame in job.frames:
+                pipeline.pttl(frame.key)
+            ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in pipeline.execute()]
+    now = time.time()
+    return f"{max(0.0, *(job.age_s(frame, ttl, now) for frame, ttl in zip(job.frames, ttls, strict=True))):.1f} s ago"

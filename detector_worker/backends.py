@@ -14,6 +14,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from common.types import FloatArray
+from detector_worker.weights import unloadable_weights
 
 NMS_IOU = 0.7
 """IoU above which overlapping plate boxes are merged (ultralytics' default)."""
@@ -62,7 +63,10 @@ class OnnxBackend:
         if device.startswith("cuda"):
             index = device.partition(":")[2] or "0"
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))  # type: ignore[arg-type]
-        self.session = ort.InferenceSession(str(weights), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(weights), options, providers=providers)
+        except Exception as error:  # onnxruntime's errors share no base of their own
+            raise unloadable_weights(weights, error) from None
         self.input_name = self.session.get_inputs()[0].name
         self.imgsz = imgsz
 
@@ -131,7 +135,10 @@ class TorchBackend:
         torch.set_num_threads(threads)
         if torch.get_num_threads() != threads:  # rq issue #1991: check what a worker really gets
             log.warning("torch runs %d threads, not the %d asked for", torch.get_num_threads(), threads)
-        self.model = YOLO(str(weights), task="detect")
+        try:
+            self.model = YOLO(str(weights), task="detect")
+        except Exception as error:  # torch.load's, pickle's, ultralytics' own: a file that is not a model
+            raise unloadable_weights(weights, error) from None
         self.device = device
         self.imgsz = imgsz
         self.half = half

@@ -1,14 +1,18 @@
 """Where the detector's weights come from: the licence-plate YOLOv8n shipped in `fastanpr`, installed
-into a model folder with its ONNX export, so nothing is downloaded at run time."""
+into a model folder with its ONNX export, so nothing is downloaded at run time. Each file is written
+whole or not at all, and `alpr setup` replaces one it finds cut short."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.private_files import write_whole
 
 TORCH_WEIGHTS_NAME = "plate_yolov8n.pt"
 """File name of the PyTorch weights inside the model folder."""
@@ -28,20 +32,68 @@ def bundled_weights_path() -> Path:
     return path
 
 
+def is_whole_checkpoint(path: Path) -> bool:
+    """Whether `path` holds a whole PyTorch checkpoint: a zip archive each member of which reads back (its
+    CRC checks). One cut short (a copy killed mid-way, a full disk) is not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def is_loadable_onnx(path: Path) -> bool:
+    """Whether ONNX Runtime loads the model at `path` (0.1 s for the detector's)."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime's errors (InvalidProtobuf, Fail, NoSuchFile) share no base of their own
+        return False
+    return True
+
+
+def export_onnx(torch_path: Path, onnx_path: Path) -> None:
+    """Export the weights at `torch_path` to ONNX (dynamic batch and size) at `onnx_path`, whole: ultralytics
+    writes its export beside the weights it reads, so it works on a copy in a folder of its own and the
+    file is moved in once written (an export killed mid-way had left a file cut short, newer than the
+    weights, which every later `alpr setup` took for done)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=onnx_path.parent) as folder:
+        weights = Path(folder) / torch_path.name
+        shutil.copyfile(torch_path, weights)
+        exported = YOLO(str(weights)).export(format="onnx", dynamic=True, simplify=False, verbose=False)
+        Path(exported).replace(onnx_path)
+
+
 def install_models(model_dir: Path) -> tuple[Path, Path]:
-    """Copy the bundled weights into `model_dir` and export them to ONNX (dynamic batch and size)."""
+    """Copy the bundled weights into `model_dir` and export them to ONNX (dynamic batch and size); weights
+    or an export found cut short are made again (they had been kept, and every detector worker then
+    died at start on them: `alpr setup` could not mend its own interrupted run)."""
     model_dir.mkdir(parents=True, exist_ok=True)
     torch_path = model_dir / TORCH_WEIGHTS_NAME
     onnx_path = model_dir / ONNX_WEIGHTS_NAME
-    if not torch_path.is_file():
-        shutil.copyfile(bundled_weights_path(), torch_path)
-    if not onnx_path.is_file() or onnx_path.stat().st_mtime < torch_path.stat().st_mtime:
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        from ultralytics import YOLO
-
-        exported = YOLO(str(torch_path)).export(format="onnx", dynamic=True, simplify=False, verbose=False)
-        Path(exported).replace(onnx_path)
+    if not is_whole_checkpoint(torch_path):
+        write_whole(torch_path, bundled_weights_path().read_bytes(), 0o644)
+    if (
+        not onnx_path.is_file()
+        or onnx_path.stat().st_mtime < torch_path.stat().st_mtime
+        or not is_loadable_onnx(onnx_path)
+    ):
+        export_onnx(torch_path, onnx_path)
     return torch_path, onnx_path
+
+
+def unloadable_weights(weights: Path, error: Exception) -> ConfigError:
+    """The error a detector backend raises at start for weights it cannot load: one line naming the file
+    and the way out, not the runtime's traceback."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return ConfigError(
+        f"detector weights {weights} cannot be loaded ({reason}); a file cut short or not a model:"
+        " `alpr setup` installs the default weights again"
+    )
 
 
 def resolve_weights(backend: str, model_dir: Path, weights: Path | None) -> Path:

@@ -390,3 +390,19 @@ def test_status_reads_past_records_it_cannot_read_and_prints_no_escape_from_the_
     assert "\x1b" not in out and "gate\\x1b[2J\\nframes log: forged" in out
     assert sum(line.startswith("frames log:") for line in out.splitlines()) == 1
     assert "oldest waiting frame: unknown" in out
+
+
+def test_status_ages_the_oldest_waiting_frame_as_the_detector_does(redis_url, capsys):
+    """A review: by its capture date on the status host's clock, recorded footage (dated ahead by design)
+    waiting in the queue showed `-5399.2 s ago`; the detector ages it by its time in the store."""
+    connection = connect_redis(redis_url)
+    connection.flushdb()
+    now = time.time()
+    ref = FrameRef(frame_id="cam:f1:0:12", camera_id="cam", seq=0, frame_index=12, captured_at_s=now + 5400,
+                   source_time_s=5400, key=frame_key("cam:f1:0:12"), region="us", recorded=True)  # fmt: skip
+    connection.set(ref.key, b"jpeg", px=590_000)  # stored 10 s ago, by its TTL of 600 s
+    job = DetectJob(batch_id="n:0", frames=[ref], stored_at_s=now - 10, frame_ttl_s=600)
+    enqueue(stage_queue(connection, "detect"), job, 120)
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    shown = re.search(r"oldest waiting frame: (-?[0-9.]+) s ago", capsys.readouterr().out)
+    assert shown and 9.5 <= float(shown[1]) <= 20, shown
