@@ -57,9 +57,11 @@ def safe_camera_id(name: str) -> str:
 
 def default_camera_id(source: str) -> str:
     """The camera id `alpr run` gives a source without --camera-id: a file's or folder's name, or a
-    stream's host, port and path, never the URL's user or password (rtsp://admin:pw@10.0.0.5:554/live/main
-    -> 10.0.0.5_554_live_main); a query adds a short digest of itself with its credentials masked, so
-    two channels of one recorder (`?channel=1`, `?channel=2`) are two cameras and a token is not in it."""
+    stream's host and port, its path and query named by a short digest of them with their credentials
+    masked (rtsp://admin:pw@10.0.0.5:554/live/main -> 10.0.0.5_554_p3f9a1c): never the URL's user or
+    password, nor a path that holds one (a review: DVRs put `/user=admin&password=…` in the path, UniFi's
+    path is its token; copied into the id, they reached the records, a log line and snapshot names).
+    Two channels of one recorder (`/ch1`, `/ch2`; `?channel=1`, `?channel=2`) are two cameras."""
     from ingest.sources import is_stream_uri
 
     if not is_stream_uri(source):
@@ -72,10 +74,10 @@ def default_camera_id(source: str) -> str:
         port = str(parts.port or "")
     except ValueError:
         port = ""
-    path = parts.path.strip("/").replace("/", "_")
-    name = safe_camera_id("_".join(p for p in (parts.hostname or "", port, path) if p))
-    query = urlsplit(mask_url(source)).query
-    return f"{name[:56]}_q{hashlib.sha1(query.encode()).hexdigest()[:6]}" if query else name
+    name = safe_camera_id("_".join(p for p in (parts.hostname or "", port) if p))
+    masked = urlsplit(mask_url(source))
+    where = f"{masked.path.strip('/')}?{masked.query}" if masked.query else masked.path.strip("/")
+    return f"{name[:56]}_p{hashlib.sha1(where.encode()).hexdigest()[:6]}" if where else name
 
 
 MAX_SOURCE_FILE_BYTES = 64 * 1024
