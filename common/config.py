@@ -104,7 +104,7 @@ class Settings(BaseModel):
     sqlite_path: Path = Field(Path(defaults.SQLITE_PATH), description="SQLite file of the standalone pipeline.")
     sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=240, description="Frames sampled per second of video.")
     datasets_dir: Path = Field(Path(defaults.DATASETS_DIR), description="Evaluation photographs.")
-    redis_url: str = Field(defaults.REDIS_URL, pattern=r"^rediss?://", description="Queues (and frame store).")
+    redis_url: str = Field(defaults.REDIS_URL, pattern=r"^(rediss?|unix)://", description="Queues (and frame store).")
     redis_password: SecretStr | None = Field(
         None, description="Password of both Redis servers, when a URL carries none (ALPR_REDIS_PASSWORD_FILE)."
     )
@@ -114,7 +114,9 @@ class Settings(BaseModel):
         " own jobs run; unset, whoever can write to Redis can queue jobs.",
     )  # fmt: skip
     frame_store_url: str | None = Field(
-        None, pattern=r"^rediss?://", description="Redis of raw frames and crops (no persistence); default: redis_url."
+        None,
+        pattern=r"^(rediss?|unix)://",
+        description="Redis of raw frames and crops (no persistence); default: redis_url.",
     )
     frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")

@@ -52,6 +52,8 @@ def url_problem(url: str, kind: ServerKind) -> str | None:
     names = [parameter.split("=", 1)[0] for parameter in query.removeprefix("?").split("&")]
     if "@" in password or "@" in path or "@" in fragment or any("@" in name for name in names):
         return "an '@', '/', '?' or '#' in the password must be percent-encoded (%40, %2F, %3F, %23)"
+    if kind == "redis" and url.lower().startswith("unix://"):
+        return _socket_problem(hosts, path, query) or _library_problem(url, kind)
     for host in hosts.split(",") if kind == "postgres" else [hosts]:
         match = HOST_PORT.fullmatch(host)
         port = match["port"] if match else "?"
@@ -66,6 +68,21 @@ def url_problem(url: str, kind: ServerKind) -> str | None:
             " databases, and redis-py would quietly use database 0"
         )
     return _library_problem(url, kind)
+
+
+def _socket_problem(hosts: str, path: str, query: str) -> str | None:
+    """What is wrong with a Redis URL of a unix socket (`unix:///run/redis/redis.sock?db=0`, the password
+    `unix://:pw@/run/…` or in the secret file): its path is the socket's, its database the `db` parameter.
+    It was refused as a database named by its path, and a Redis reachable on its socket alone (`port 0`, a
+    common hardening) could not be used."""
+    if hosts or not path.startswith("/"):
+        return "a unix socket's URL names no host, and the socket by its absolute path: unix:///run/redis/redis.sock"
+    databases = [
+        value for name, _, value in (p.partition("=") for p in query.removeprefix("?").split("&")) if name == "db"
+    ]
+    if any(not (value.isascii() and value.isdigit()) for value in databases):
+        return "the database (the `db` parameter of a unix socket's URL) must be a number, as in ?db=0"
+    return None
 
 
 def _library_problem(url: str, kind: ServerKind) -> str | None:

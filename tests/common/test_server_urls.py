@@ -39,6 +39,12 @@ SECRET = "s3cr"
         ("redis://redis:6379/0?db=x", "redis", "the driver cannot parse it"),
         ("postgresql://u:s3cret@db/alpr?passwrd=s3cret", "postgres", "the driver cannot parse it"),
         ("postgresql://u@db/alpr?password=s3cr%zz", "postgres", "the path or query has a '%'"),
+        # a Redis on its unix socket alone (a review: refused as a database named by its path)
+        ("unix:///run/redis/redis.sock?db=2", "redis", None),
+        ("unix://:s3cr@/run/redis/redis.sock", "redis", None),
+        ("unix://redis/run/redis.sock", "redis", "names no host"),
+        ("unix:///run/redis/redis.sock?db=two", "redis", "the database .the `db` parameter"),
+        ("unix:///run/redis/redis.sock?dbx=2", "redis", "the driver cannot parse it"),
     ],
 )
 def test_url_problems_are_named_and_never_quoted(url, kind, problem):
@@ -67,3 +73,30 @@ def test_url_problems_are_named_and_never_quoted(url, kind, problem):
 )
 def test_the_password_is_taken_out_of_the_url(url, bare, password):
     assert split_password(url) == (bare, password)
+
+
+def test_a_worker_and_status_reach_a_redis_on_its_unix_socket_alone(tmp_path, capsys, settings):
+    """`port 0` and `unixsocket`: the settings refused the URL redis-py connects by."""
+    import subprocess
+    import time
+
+    import redis
+
+    from alpr.cli import main
+
+    socket = tmp_path / "redis.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket), "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(200):
+            if socket.exists():
+                break
+            time.sleep(0.05)
+        url = f"unix://{socket}?db=3"
+        assert main(["status", "--interval", "0.1", "--redis-url", url]) == 0
+        assert "detect" in capsys.readouterr().out
+        assert main(["worker", "detect", "--burst", "--redis-url", url]) == 0
+        assert redis.Redis(unix_socket_path=str(socket), db=3).keys("rq:*")  # the worker's own records
+    finally:
+        server.kill()
+        server.wait(timeout=10)
