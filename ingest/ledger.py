@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TextIO
@@ -67,17 +67,33 @@ def record_line(record: FrameRecord) -> str:
     return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
 
 
-def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:
-    """The records of a spool file's lines, and how many could not be read (the last one cut short by a
-    kill mid-write, say)."""
-    records, broken = [], 0
+def iter_spool(lines: Iterable[str]) -> Iterator[FrameRecord | None]:
+    """The records of a spool file's lines, one at a time (a file may hold more than the ledger has room
+    for); None for a line that cannot be read (the last one cut short by a kill mid-write, say)."""
     for line in lines:
         try:
             fields = json.loads(line)
-            records.append(FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])}))
+            record: FrameRecord | None = FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])})
         except (ValueError, TypeError, KeyError):
-            broken += 1
-    return records, broken
+            record = None
+        yield record
+
+
+def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:
+    """The records of a spool file's lines, and how many could not be read."""
+    read = list(iter_spool(lines))
+    records = [record for record in read if record is not None]
+    return records, len(read) - len(records)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a folder's entries durable (a file made in it, one removed): without it a power cut may keep
+    a removal made after a file was made, and lose the file."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class FrameLedger:
@@ -94,8 +110,14 @@ class FrameLedger:
         self.spool: TextIO | None = None
         """This ledger's spool file, open (and locked) from the first failed write until the buffer drains."""
         self.spool_path: Path | None = None
-        self.adopted: list[Path] = []
-        """Spool files of ledgers gone, whose records this one holds: deleted once they are written."""
+        self.adopted: dict[Path, int | None] = {}
+        """Spool files whose records this ledger holds and its open spool does not: those of ledgers gone
+        it adopted, and its own former spool once that held their records and could be appended to no
+        more (`_drop_spool`). Each is held locked by its descriptor (None: the lock could not be kept), so
+        that no ledger starting meanwhile adopts it too; removed once their records are written, or once
+        this ledger's spool holds them (`_release_adopted`), or counted unrecorded at the stop."""
+        self.spool_holds_adopted = False
+        """Whether the open spool holds records of adopted files since removed: on disk nowhere else."""
         self.now = now  # the clock the node dates its frames by: a watermark is a capture time
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
@@ -148,28 +170,137 @@ class FrameLedger:
                                 " spooled until it is", time.monotonic() - began)  # fmt: skip
 
     def adopt_spools(self) -> None:
-        """The records a ledger gone left in the spool folder (killed while Postgres was away: their frames
-        had no row, and no count as unrecorded), first in line; a file a live ledger holds locked is its."""
+        """The records ledgers gone left in the spool folder (killed while Postgres was away: their frames
+        had no row, and no count as unrecorded), first in line: each frame once, and no more than the
+        buffer has room for (`capacity`), the rest counted unrecorded. A file a live ledger holds locked
+        is its (its own spool, or one it adopted).
+
+        A file adopted stays locked until its records are written or this ledger's spool holds them, and
+        is removed then (`_release_adopted`). Copied into each new node's spool on a failed write and left
+        in place, the files doubled with every node killed in turn while Postgres was away (a review:
+        2,550 records for 80 frames after 8 kills), and the next node took them all into memory, past its
+        capacity, so that every frame it sampled went unrecorded. Unlocked once read, a file was adopted
+        by a second node starting meanwhile as well.
+
+        A node killed after its spool holds the records and before the files it adopted are gone leaves
+        those records twice: repeats are dropped here by frame id (and a row written twice is written
+        once: a sampled frame's row is inserted only when it has none). Records past capacity have this
+        ledger's spool made at once with what it holds, and the files removed: left in them, a node
+        killed later left them to the next, which wrote rows for frames counted unrecorded here (as it
+        still does when that spool cannot be written, a full disk say: the files are all that hold the
+        records kept, and they stay until those are written)."""
         if self.spool_dir is None or not self.spool_dir.is_dir():
             return
+        with self.lock:
+            seen = {record.frame.frame_id for record in (*self.in_flight, *self.buffer)}
+            room = max(0, self.capacity - len(self.buffer))
+        taken: list[FrameRecord] = []
+        past_capacity: Counter[str] = Counter()  # per camera
         for path in sorted(self.spool_dir.glob(SPOOL_PATTERN)):
-            try:
-                descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
-                with os.fdopen(descriptor, encoding="utf-8", errors="replace") as held:
-                    status = os.fstat(descriptor)
-                    if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
-                        log.warning("frames log: %s is not a spool file of this user's (another owner's, or"
-                                    " writable by others): left alone", path)  # fmt: skip
-                        continue  # a folder others may write to: their rows would be taken for ours
-                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at close: read, then written
-                    records, broken = read_spool(held)
-            except OSError:  # a live ledger's, a link, or gone
+            descriptor = self._claim(path)
+            if descriptor is None:
                 continue
-            with self.lock:
-                self.buffer.extendleft(reversed(records))
-            self.adopted.append(path)
+            fresh: list[FrameRecord] = []  # this file's, added to the rest once it is read whole
+            over: Counter[str] = Counter()
+            ids: set[str] = set()
+            repeats = broken = 0
+            try:
+                with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
+                    for record in iter_spool(lines):
+                        if record is None:
+                            broken += 1
+                        elif record.frame.frame_id in seen or record.frame.frame_id in ids:
+                            repeats += 1
+                        else:
+                            ids.add(record.frame.frame_id)
+                            if len(taken) + len(fresh) < room:
+                                fresh.append(record)
+                            else:
+                                over[record.frame.camera_id] += 1
+            except OSError as error:  # it cannot be read (an I/O error): left to the next node
+                log.warning("frames log: %s cannot be read (%s): left as it is", path, error)
+                os.close(descriptor)
+                continue
+            self.adopted[path] = descriptor
+            taken += fresh
+            past_capacity += over
+            seen |= ids
+            dropped = [f"{repeats} repeated", f"{over.total()} past capacity", f"{broken} lines unreadable"]
+            dropped = [part for part in dropped if not part.startswith("0 ")]
             log.warning("frames log: %d frame records a stopped ingest node left in %s are written now%s",
-                        len(records), path, f" ({broken} lines unreadable)" if broken else "")  # fmt: skip
+                        len(fresh), path, f" ({', '.join(dropped)})" if dropped else "")  # fmt: skip
+        with self.lock:
+            room = max(0, self.capacity - len(self.buffer))  # cameras may have added meanwhile
+            past_capacity.update(record.frame.camera_id for record in taken[room:])
+            self.buffer.extendleft(reversed(taken[:room]))
+            if self.spool is not None and self.adopted:  # (a ledger spooling already: its spool takes them)
+                self._spool_records(taken[:room])
+                self._release_adopted()
+            elif past_capacity and self.adopted:  # the files hold records now counted unrecorded: they go
+                self._open_spool()
+        if past_capacity:
+            self._count_unrecorded_cameras(past_capacity)
+            log.warning("frames log: %d frame records stopped ingest nodes left go unrecorded: past the %d"
+                        " this node holds while Postgres is away", past_capacity.total(), self.capacity)  # fmt: skip
+
+    def _claim(self, path: Path) -> int | None:
+        """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
+        (locked), another user's or one others may write (their rows would be taken for ours), a link, or
+        one gone once locked (removed by the ledger that held it, its records written or in its spool)."""
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
+        except OSError:
+            return None
+        claimed = False
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+                log.warning("frames log: %s is not a spool file of this user's (another owner's, or"
+                            " writable by others): left alone", path)  # fmt: skip
+            else:  # (a folder others may write to: their rows would be taken for ours)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked, named = os.fstat(descriptor), os.stat(path, follow_symlinks=False)
+                claimed = locked.st_nlink > 0 and (locked.st_dev, locked.st_ino) == (named.st_dev, named.st_ino)
+        except OSError:  # a live ledger's, or gone
+            pass
+        if not claimed:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+            return None
+        return descriptor
+
+    def _release_adopted(self) -> None:
+        """The spool, just written with every record this ledger holds, holds those of the adopted files:
+        it is made durable (the file synced, and the folder, so that a power cut cannot keep the removals
+        and lose the file), then the adopted files are removed, and only then unlocked (a ledger that
+        locks one after finds it gone: `_claim`). A kill between leaves records twice, never nowhere.
+        Under the lock."""
+        if self.spool is None or self.spool_dir is None or not self.adopted:
+            return
+        try:
+            self.spool.flush()
+            os.fsync(self.spool.fileno())
+            sync_folder(self.spool_dir)
+        except OSError as error:
+            if not self.spool_failing:
+                log.warning("frames log spool %s cannot be synced (%s): records held in memory only, and in the"
+                            " files adopted", self.spool_path, error)  # fmt: skip
+            self.spool_failing = True
+            self._drop_spool()  # the adopted files stay: their records are on disk there
+            return
+        self._let_go_adopted(remove=True)
+        self.spool_holds_adopted = True
+
+    def _let_go_adopted(self, remove: bool) -> None:
+        """Unlock the adopted files, with `remove` removed first (while locked). Under the lock."""
+        for path, descriptor in self.adopted.items():
+            if remove:
+                with contextlib.suppress(OSError):  # one left holds only records held elsewhere: repeats
+                    path.unlink()
+            if descriptor is not None:
+                with contextlib.suppress(OSError):
+                    os.close(descriptor)
+        self.adopted = {}
 
     def _spool_records(self, records: list[FrameRecord]) -> None:
         """Append records to the spool file (flushed: a kill of the process leaves them). A spool file
@@ -203,16 +334,26 @@ class FrameLedger:
 
     def _drop_spool(self) -> None:
         """Close this ledger's own spool file and remove it (its records are all held in memory), adopted
-        files left as they are. Under the lock."""
-        path = self.spool_path
-        if self.spool is not None:
+        files left as they are. A spool that holds records of adopted files since removed
+        (`spool_holds_adopted`) is kept, locked, among the adopted files: those records are on disk
+        nowhere else, and a node killed after would lose them with no count; it goes as they do (written,
+        spooled anew, or counted unrecorded at the stop). Under the lock."""
+        path, spool = self.spool_path, self.spool
+        keep = path is not None and spool is not None and self.spool_holds_adopted and not self._spool_gone()
+        if keep and path is not None and spool is not None:
+            claim: int | None = None
             with contextlib.suppress(OSError):
-                self.spool.close()
+                claim = os.dup(spool.fileno())  # the lock stays while this descriptor is open
+            self.adopted[path] = claim
+        if spool is not None:
+            with contextlib.suppress(OSError):
+                spool.close()
             self.spool = None
-        if path is not None and path not in self.adopted:
+        if path is not None and not keep:
             with contextlib.suppress(OSError):
                 path.unlink()
         self.spool_path = None
+        self.spool_holds_adopted = False
 
     def _open_spool(self) -> None:
         """Postgres failed a write: spool what the buffer holds and, until it drains, what comes. Under the lock."""
@@ -225,8 +366,7 @@ class FrameLedger:
             self._drop_spool()
         try:
             make_private_folders(self.spool_dir)
-            self.spool_path = self.spool_dir / f"ledger-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
-            descriptor = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            self.spool_path, descriptor = self._new_spool_file(self.spool_dir)
             self.spool = os.fdopen(descriptor, "a", encoding="utf-8")
             fcntl.flock(self.spool, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -236,19 +376,37 @@ class FrameLedger:
             self.spool_failing = True
             self._drop_spool()
             return
+        self.spool_holds_adopted = False  # (until `_release_adopted`)
         self._spool_records([*self.in_flight, *self.buffer])
+        self._release_adopted()  # they were copied in: were the files left, each kill in turn doubled them
+
+    @staticmethod
+    def _new_spool_file(folder: Path) -> tuple[Path, int]:
+        """A spool file made in `folder` (its path, and a descriptor open for appending): a name no file
+        has, as this ledger's former spool, kept (`_drop_spool`), may have the name a new one made in the
+        same millisecond would, and opened again, its lock refused, it was removed."""
+        stamp = int(time.time() * 1000)
+        while True:
+            path = folder / f"ledger-{os.getpid()}-{stamp}.jsonl"
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+                return path, os.open(path, flags, 0o600)
+            except FileExistsError:
+                stamp += 1
 
     def _close_spool(self, delete: bool) -> None:
-        """Close the spool file; with `delete`, every record of it and of the adopted files is written."""
+        """Close the spool file; with `delete`, every record of it and of the adopted files is written:
+        they are removed, each before it is unlocked. Under the lock."""
+        if delete and self.spool_path is not None:
+            with contextlib.suppress(OSError):
+                self.spool_path.unlink()
         if self.spool is not None:
             with contextlib.suppress(OSError):
                 self.spool.close()
             self.spool = None
         if delete:
-            for path in [*([self.spool_path] if self.spool_path else []), *self.adopted]:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            self.spool_path, self.adopted = None, []
+            self.spool_path = None
+            self._let_go_adopted(remove=True)
 
     def sampled(self, ref: FrameRef, dated_back: bool = False) -> None:
         """A frame was just sampled: the camera's watermark stays before it until its row is written, and
@@ -399,10 +557,14 @@ class FrameLedger:
 
     def _count_unrecorded(self, records: list[FrameRecord]) -> None:
         """These frames will have no record: counted in the metric and in `unrecorded`."""
-        for record in records:
-            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(record.frame.camera_id)).inc()
+        self._count_unrecorded_cameras(Counter(record.frame.camera_id for record in records))
+
+    def _count_unrecorded_cameras(self, cameras: Counter[str]) -> None:
+        """So many frames of each camera will have no record: counted in the metric and in `unrecorded`."""
+        for camera_id, count in cameras.items():
+            self.metrics.frames_unrecorded.labels(camera=self.metrics.camera(camera_id)).inc(count)
         with self.lock:
-            self.unrecorded.update(record.frame.camera_id for record in records)
+            self.unrecorded.update(cameras)
 
     def unrecorded_counts(self) -> Counter[str]:
         """A copy of `unrecorded` (other threads add to it)."""
@@ -450,13 +612,10 @@ class FrameLedger:
             left = [*self.in_flight, *self.buffer] if self.thread.is_alive() else list(self.buffer)
             spooled = False
             if left and self.spool_dir is not None:
-                self._open_spool()  # (open already when Postgres failed a write: it holds them)
-                spooled = self.spool is not None
+                self._open_spool()  # (open already when Postgres failed a write: it holds them, and the
+                spooled = self.spool is not None  # adopted files' records, those files removed)
                 if spooled:
                     self._close_spool(delete=False)
-                    for path in self.adopted:  # their records left are in this ledger's spool now
-                        with contextlib.suppress(FileNotFoundError):
-                            path.unlink()
         if spooled:
             log.warning("%d frame records could not be written to the frames log: kept in the spool folder %s,"
                         " written by the next ingest node that starts with it", len(left), self.spool_dir)  # fmt: skip
@@ -466,8 +625,5 @@ class FrameLedger:
             log.warning("%d frame records could not be written to the frames log: those frames go unrecorded",
                         len(left))  # fmt: skip
         with self.lock:  # counted now: the files of ledgers gone that they came from go, or the next node
-            for path in self.adopted:  # wrote them as well (counted twice: a review)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            self.adopted = []
+            self._let_go_adopted(remove=True)  # wrote them as well (counted twice: a review)
         return len(left)
