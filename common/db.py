@@ -208,28 +208,51 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 DELETED_FROM = ("camera_watermarks", "watchlist")
 """The tables the chain deletes rows from (a camera's watermark once passed, `alpr watchlist remove`):
-the logs of reads, frames, sightings and alerts are only ever added to and updated."""
+the logs of reads, frames, sightings and alerts are only ever added to (and a frame's outcome updated)."""
+
+UPDATED = ("alert_deliveries", "sighting_cursors", "camera_watermarks", "cameras", "watchlist")
+"""The tables whose rows the chain updates whole: a delivery's state, a camera's grouping cursor and
+watermark, its settings, a listed plate's reason and expiry."""
+
+FRAMES_UPDATED = ("plates", "stage_ms", "kept_path", "outcome", "detail", "done_at", "read_outcome")
+"""The columns of a frame's row the chain updates: how it ended. Its id, camera and capture time are
+written once. The workers' role updated every column of every table: a worker broken into back-dated
+the plate log's reads, a frame's capture time, an alert's body (a review), and the next prune deleted
+the evidence that the logs "cannot be erased" by it was to keep."""
 
 
 def grant_to(pool: ConnectionPool, role: str) -> None:
-    """Give `role` what the chain's processes need and nothing more: read, add and update the rows of
-    every table of the schema (and use its sequences), delete only those of DELETED_FROM, only add to the
-    audit records (AUDIT_TABLES), never write the migrations' record nor change the schema itself; run by
-    `alpr db upgrade --grant` after the migrations, so tables added later are granted too. The migrating
-    role owns the tables; a worker that is broken into cannot drop them or run as a superuser."""
+    """Give `role` what the chain's processes need and nothing more: read and add the rows of every table
+    of the schema (and use its sequences), update only those of UPDATED and a frame's FRAMES_UPDATED,
+    delete only those of DELETED_FROM, only add to the audit records (AUDIT_TABLES), never write the
+    migrations' record nor create in the schema; run by `alpr db upgrade --grant` after the migrations, so
+    tables added later are granted too. The migrating role owns the tables; a worker that is broken into
+    cannot drop them or run as a superuser. ConfigError (nothing changed) when the role may still create
+    in the schema (through PUBLIC, as PostgreSQL 14 and before let every role, or a role it is a member
+    of): an operator or function it planted there (`&&` on text arrays, which Postgres prefers to
+    pg_catalog's) ran as whoever searched or pruned, the owner."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
-        check_role_exists(connection, role)
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))  # grants at once: refused
+        check_role_exists(connection, role)  # ("tuple concurrently updated"), and Compose waits on `migrate`
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)
         for statement in (
             "GRANT USAGE ON SCHEMA {} TO {}",
-            "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {} TO {}",
-            "REVOKE DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {} FROM {}",  # granted before: the logs' rows erasable
+            "REVOKE CREATE ON SCHEMA {} FROM {}",
+            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {} TO {}",
+            "REVOKE UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {} FROM {}",  # as granted before
             "REVOKE SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} FROM {}",  # setval: a rewound id failed every insert
             "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {} TO {}",  # nextval, all an insert needs
         ):
             connection.execute(sql.SQL(statement).format(schema, name))
+        frames = sql.Identifier(schema_name, "frames")
+        connection.execute(sql.SQL("REVOKE UPDATE ({}) ON {} FROM {}").format(  # column grants of an earlier run
+            sql.SQL(", ").join(map(sql.Identifier, frame_columns(connection, schema_name))), frames, name))  # fmt: skip
+        connection.execute(sql.SQL("GRANT UPDATE ({}) ON {} TO {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, FRAMES_UPDATED)), frames, name))  # fmt: skip
+        for table in UPDATED:
+            connection.execute(sql.SQL("GRANT UPDATE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
         # the migrations' record is read (start checks), never written: a row deleted made the next upgrade
         # run migration 1 again and fail (every service waits on it), a row added skipped a migration
         migrations = sql.Identifier(schema_name, "schema_migrations")
@@ -256,6 +279,32 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
                 connection.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.SQL(row[0]), name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
+        refuse_schema_creators(connection, role, schema_name)
+
+
+def frame_columns(connection: psycopg.Connection, schema_name: str) -> list[str]:
+    """The columns of the frames table."""
+    return [str(column) for (column,) in connection.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(schema_name, "frames").as_string(connection),),
+    )]  # fmt: skip
+
+
+def refuse_schema_creators(connection: psycopg.Connection, role: str, schema_name: str) -> None:
+    """ConfigError unless neither `role` nor a role it is a member of (SET ROLE reaches it, inherited or
+    not) may create in the schema."""
+    creators = [str(who) for (who,) in connection.execute(
+        "SELECT rolname FROM pg_roles WHERE pg_has_role(%s, oid, 'MEMBER')"
+        " AND has_schema_privilege(oid, %s, 'CREATE') ORDER BY rolname <> %s, rolname",
+        (role, schema_name, role),
+    )]  # fmt: skip
+    if creators:
+        through = "" if creators == [role] else f" (as {', '.join(c for c in creators if c != role)})"
+        raise ConfigError(
+            f"--grant: role {role} may still create in schema {schema_name}{through}, through PUBLIC (PostgreSQL"
+            f" 14 and before let every role) or a role it is a member of: run REVOKE CREATE ON SCHEMA"
+            f" {schema_name} FROM PUBLIC as its owner, or name a role of its own"
+        )
 
 
 def check_role_name(role: str, flag: str) -> None:

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.db import check_role_exists, check_role_name, current_schema, require_schema
+from common.db import ADVISORY_LOCK_ID, check_role_exists, check_role_name, current_schema, require_schema
 from common.errors import ConfigError
 from common.retention import PRUNED
 
@@ -64,6 +64,7 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
     tables' owner, or one given them through PUBLIC or a role it is a member of."""
     check_role_name(role, "--grant-pruner")
     with pool.connection() as connection, connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))  # one grant at a time
         check_role_exists(connection, role)
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)

@@ -344,9 +344,10 @@ def test_no_login_may_date_a_row_where_no_reader_can_follow(postgres_url, when):
             " best_frame_id, best_confidence, x1, y1, x2, y2, texts) VALUES ('s1', 'gate', 'KPX4721', 0.9,"
             " now(), now(), 1, 'gate:1:0', 0.9, 1, 1, 2, 2, '[]')"
         )
+        for update in ("UPDATE sightings SET last_seen = %s", "UPDATE sightings SET first_seen = %s"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # a sighting is written once
+                worker.execute(update, (when,))
         statements = (
-            "UPDATE sightings SET last_seen = %s",
-            "UPDATE sightings SET first_seen = %s",
             "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome)"
             " VALUES ('gate:1:1', 'gate', 0, 0, %s, 0, '{}', 'done')",
             "INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at, plate_index,"
@@ -435,3 +436,88 @@ def test_the_grant_works_in_a_schema_whose_name_needs_quoting(postgres_url):
     finally:
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_the_workers_login_updates_only_what_the_chain_updates(postgres_url):
+    """A review: it could update every column of every table; it back-dated the plate log's reads and a
+    frame's capture time and rewrote an alert's body, and the next prune deleted the evidence the logs
+    "cannot be erased" by it was to keep. It adds rows, and updates only a frame's outcome and the
+    tables the chain keeps state in (the whole chain runs as it: tests/distributed/test_chain.py)."""
+    from tests.helpers import workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms,"
+                      " outcome) VALUES ('gate:1:0', 'gate', 0, 0, now(), 1, '{}', 'pending')")  # fmt: skip
+        admin.execute("INSERT INTO plate_reads (camera_id, frame_id, frame_index, source_time_s, captured_at,"
+                      " plate_index, plate_text, confidence, format_match, candidates, x1, y1, x2, y2,"
+                      " detection_confidence, stage_ms) VALUES ('gate', 'gate:1:0', 0, 0, now(), 0, 'KPX4721', 0.9,"
+                      " true, '[]', 1, 1, 2, 2, 0.9, '{}')")  # fmt: skip
+        admin.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read',"
+                      " 'gate', now(), '{\"frame_id\": \"gate:1:0\"}')")  # fmt: skip
+    with workers_role(postgres_url) as (_, as_workers), psycopg.connect(as_workers, autocommit=True) as worker:
+        for refused in (
+            "UPDATE plate_reads SET captured_at = '1970-01-02', plate_text = 'AAA0000'",
+            "UPDATE frames SET captured_at = '1970-01-02'",
+            "UPDATE frames SET camera_id = 'other'",
+            'UPDATE alerts SET body = body || \'{"frame_id": "x:y:1"}\'',
+            "UPDATE sightings SET plate = 'AAA0000'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                worker.execute(refused)
+        worker.execute("UPDATE frames SET outcome = 'done', detail = NULL, done_at = now() WHERE frame_id = 'gate:1:0'")
+        worker.execute("INSERT INTO camera_watermarks (camera_id, recorded_until_s) VALUES ('gate', 1) ON CONFLICT"
+                       " (camera_id) DO UPDATE SET recorded_until_s = excluded.recorded_until_s")  # fmt: skip
+
+
+def test_the_grant_is_refused_while_the_workers_login_may_create_in_the_schema(postgres_url, capsys):
+    """A review: PostgreSQL 14 and before let every role create in `public` (kept by pg_upgrade); the
+    workers' login planted an `&&` on text arrays there, which Postgres prefers to pg_catalog's, and an
+    owner's `alpr search` ran it as a superuser. The grant takes CREATE from the role, and refuses while
+    it has it still through PUBLIC."""
+    import uuid
+
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT CREATE ON SCHEMA {schema} TO {role}, PUBLIC")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 2
+        assert f"may still create in schema {schema}" in capsys.readouterr().err
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM PUBLIC")
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (role, schema)).fetchone() == (
+                False,)  # fmt: skip
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_grants_run_at_once_are_taken_one_at_a_time(postgres_url):
+    """A review: four `alpr db upgrade --grant` at once failed now and then with "tuple concurrently
+    updated" (Compose's every service waits on `migrate`): the grants take the upgrade's lock."""
+    import subprocess
+    import sys
+    import uuid
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    roles = [f"alpr_app_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        for role in roles:
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        for _ in range(3):
+            runs = [subprocess.Popen([sys.executable, "-m", "alpr.cli", "db", "upgrade", "--database-url", postgres_url,
+                                      "--grant", roles[0], "--grant-pruner", roles[1]], stderr=subprocess.PIPE)
+                    for _ in range(4)]  # fmt: skip
+            errors = [run.communicate(timeout=120)[1].decode() for run in runs]
+            assert [run.returncode for run in runs] == [0] * 4, errors
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            for role in roles:
+                admin.execute(f"DROP OWNED BY {role}")
+                admin.execute(f"DROP ROLE {role}")

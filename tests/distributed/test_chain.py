@@ -20,7 +20,7 @@ from alpr.cli import main
 from alpr.democlip import make_clip
 from common.frame_store import KEY_PREFIX
 from tests.alert_servers import WebhookServer
-from tests.helpers import alpr_process, free_port, wait_for, write_cameras
+from tests.helpers import alpr_process, free_port, wait_for, workers_role, write_cameras
 
 CAMERA_PASSES = {
     "cam-north": (("KPX4721", "KPX4727"), "7ABC284"),  # two cars side by side, then one
@@ -63,12 +63,20 @@ def cameras_file(tmp_path):
 
 
 @pytest.fixture()
+def as_workers(chain_env):  # type: ignore[no-untyped-def]
+    """A URL logging in as a role given the workers' rights (`alpr db upgrade --grant`), as Compose's roles
+    log in: the chain runs on what it was granted, no more."""
+    with workers_role(chain_env["ALPR_DATABASE_URL"]) as (_, url):
+        yield url
+
+
+@pytest.fixture()
 def hook():  # type: ignore[no-untyped-def]
     with WebhookServer(SECRET) as server:
         yield server
 
 
-def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file, tmp_path, hook):
+def test_three_cameras_through_two_workers_of_each_kind(chain_env, as_workers, cameras_file, tmp_path, hook):
     (tmp_path / "hook.secret").write_text(SECRET)
     (tmp_path / "receivers.yaml").write_text(
         f"receivers:\n  ops:\n    type: webhook\n    url: {hook.url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
@@ -77,10 +85,11 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         # recorded footage (not live) waits for the chain at the default depth and age limit: its frames are
         # dated by the footage however long they wait (dated when handed on, one clip's three cars gave 11
         # sightings), and never shed as too old (with 64 jobs queued, 256 of a video's 317 frames were)
-        chain_env, ALPR_FRAMES_PER_JOB="4", ALPR_DETECTOR_BATCH_SIZE="2",
+        chain_env, ALPR_DATABASE_URL=as_workers, ALPR_FRAMES_PER_JOB="4", ALPR_DETECTOR_BATCH_SIZE="2",
         ALPR_KEEP_FRAMES="all", ALPR_ALERT_RECEIVERS=str(tmp_path / "receivers.yaml"),
     )  # fmt: skip
-    assert main(["watchlist", "add", LISTED, "--reason", "stolen", "--database-url", env["ALPR_DATABASE_URL"]]) == 0
+    owner = chain_env["ALPR_DATABASE_URL"]  # the test's own look at the logs
+    assert main(["watchlist", "add", LISTED, "--reason", "stolen", "--database-url", owner]) == 0
     workers, ports = [], {}
     for stage in ("detect", "ocr", "redact", "sight", "alert"):
         for n in range(1 if stage == "alert" else 2):
@@ -98,7 +107,7 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
         assert ingest.poll() is None, ingest_log.read_text()
         ingest_metrics = scrape(ingest_port)
         expected_frames = FRAMES_PER_CAMERA * len(CAMERA_PLATES)
-        with psycopg.connect(env["ALPR_DATABASE_URL"]) as db:
+        with psycopg.connect(owner) as db:
             # redacted and read: the redactor's outcome can come first, with the frame's reads still queued
             done_sql = (
                 "SELECT count(*) FROM frames WHERE outcome <> 'pending' AND read_outcome IS DISTINCT FROM 'pending'"
@@ -125,7 +134,7 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, cameras_file,
             trusted = Counter(t for c, t, matched, conf in reads if c == camera and matched and conf >= 0.5)
             seen = {text for text, count in trusted.items() if count >= 4}
             assert seen == set(plates), (camera, trusted)
-        with psycopg.connect(env["ALPR_DATABASE_URL"]) as db:
+        with psycopg.connect(owner) as db:
             expected_cars = sum(len(p) for p in CAMERA_PLATES.values())
             sighted_sql = "SELECT count(*) FROM sightings"
             wait_for(lambda: db.execute(sighted_sql).fetchone()[0] >= expected_cars, 60, "every car's sighting")
