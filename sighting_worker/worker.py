@@ -103,6 +103,11 @@ def note_where(span: list[float], seen: Observation) -> None:
         span[WHERE:] = [seen.captured_at_s, *seen.center_xy, seen.width_px]
 
 
+def nearest(span: list[float]) -> float:
+    """The distance of the nearest match alerted on in the pass (0, exact, in a pass saved without it)."""
+    return span[NEAREST] if len(span) > NEAREST else 0.0
+
+
 def within_reach(span: list[float], seen: Observation) -> bool:
     """Whether the read's box lies where the pass's newest read's car could have gone by then, by the
     grouping's own allowance (sighting_worker/grouping.py); False when the pass kept no box (one saved
@@ -280,7 +285,8 @@ class SightingStage:
         self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes
     ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
-        new read of a listed plate, sure or not, widens a pass already alerted on."""
+        new read of a listed plate, sure or not, widens the pass already alerted on that holds it
+        (`holds`: a lookalike's only where the tracker would take it for that pass's car)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], time.time())
@@ -379,29 +385,57 @@ class SightingStage:
         alerting: bool = True,
         read: Observation | None = None,
     ) -> bool:
-        """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (it overlaps
-        the pass, give or take the pass gap: the sighting gap, or ALPR_ALERT_REPEAT_S when longer) with a
+        """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
         match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
         `alerting` (a sure read, or a sighting: this will be alerted on), a new pass begins where none
         holds it, and a nearer match in a pass is alerted on again (a misread KPX4727 raised the pass's
-        alert for KPX4721: the exact reads after it confirm it instead of being silenced). Reads may come
-        in any order: a pass is the span of the listed plate's reads with no gap longer than the gap."""
+        alert for KPX4721: the exact reads after it confirm it instead of being silenced). Of the passes
+        that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
+        while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
+        Reads may come in any order: a pass is the span of the reads it holds, in either direction."""
         passes = alerted.setdefault(self.watch_key(match), [])
-        for span in passes:
-            if first_s - self.settings.pass_gap_s <= span[1] and span[0] <= last_s + self.settings.pass_gap_s:
-                span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
-                if read is not None:
-                    note_where(span, read)
-                nearest = span[NEAREST] if len(span) > NEAREST else 0.0
-                if alerting and match.distance < nearest:
-                    span[NEAREST] = match.distance
-                    return False
-                return True
+        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, read)]
+        if holding:
+            span = min(holding, key=lambda held: nearest(held) > match.distance)  # as near first (a stable min)
+            span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
+            if read is not None:
+                note_where(span, read)
+            if alerting and match.distance < nearest(span):
+                span[NEAREST] = match.distance
+                return False
+            return True
         if alerting:
             passes.append([first_s, last_s, time.time(), match.distance])
             if read is not None:
                 note_where(passes[-1], read)
         return False
+
+    def holds(
+        self, span: list[float], distance: float, first_s: float, last_s: float, read: Observation | None
+    ) -> bool:
+        """Whether a match at `distance` of the listed plate, [first_s, last_s] (a read, or a sighting
+        without its `read`), is the car of the pass `span`:
+
+        - exact reads in a pass of exact matches: within the pass gap (ALPR_ALERT_REPEAT_S, 60 s),
+          wherever in view (the listed plate is one car);
+        - a lookalike (distance > 0: one character off) beside exact matches, or an exact read beside
+          lookalikes: only where the tracker would join them (a misread of one car), within the sighting
+          gap of the pass and where its car could have gone since the pass's newest read (`within_reach`;
+          a sighting, whose box is not at hand, within the sighting gap alone);
+        - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's newest read
+          was (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
+
+        Before, any match within the pass gap widened the pass, anywhere in view: an unlisted fleet car
+        KPX4727 parked beside the road, read every 20 s, held the listed KPX4721's pass open, and the
+        listed car's next pass, five minutes on, raised no alert (its reads logged last first: the first
+        pass lost its alert instead). A lookalike's sure read that no pass holds begins its own pass (an
+        alert, as it raises with no listed car about); an unsure one is passed over."""
+        exact = distance == 0 and nearest(span) == 0
+        lookalikes = distance > 0 and nearest(span) > 0 and read is not None
+        gap_s = self.settings.pass_gap_s if exact or lookalikes else self.settings.gap_s
+        if not (first_s - gap_s <= span[1] and span[0] <= last_s + gap_s):
+            return False
+        return exact or read is None or within_reach(span, read)
 
     @staticmethod
     def key_parts(match: WatchMatch) -> tuple[str, str]:

@@ -73,12 +73,12 @@ def chain(postgres_url, redis_url, tmp_path, monkeypatch):  # type: ignore[no-un
     pool.close()
 
 
-def log_frames(pool, frames, settled: bool = True) -> None:  # type: ignore[no-untyped-def]
-    """As the chain does: the ingest node's pending rows, the OCR pool's reads, then (when settled)
-    the redactor's outcome and the OCR pool's read outcome."""
+def log_frames(pool, frames, settled: bool = True, in_capture_order: bool = False) -> None:  # type: ignore[no-untyped-def]
+    """As the chain does: the ingest node's pending rows, the OCR pool's reads (last frame first, unless
+    `in_capture_order`), then (when settled) the redactor's outcome and the OCR pool's read outcome."""
     frame_log = FrameLog(pool, 0)
     frame_log.record_sampled([FrameRecord(ref, "pending") for ref, _ in frames])
-    PostgresPlateLog(pool).record_many(list(reversed(frames)))  # OCR workers log in any order
+    PostgresPlateLog(pool).record_many(frames if in_capture_order else list(reversed(frames)))  # in any order
     if settled:
         frame_log.record_reads([(ref, "done") for ref, _ in frames])
         frame_log.record_final([FrameRecord(ref, "done", plates=len(reads)) for ref, reads in frames])
@@ -309,6 +309,37 @@ def test_an_unlisted_lookalike_parked_in_view_does_not_silence_the_listed_cars_n
     assert [p for (p,) in table(pool, "SELECT plate FROM sightings WHERE plate = 'KPX4721'")] == ["KPX4721"] * 2
     alerts = table(pool, "SELECT body->>'plate' FROM alerts ORDER BY (body->>'captured_at_s')::float")
     assert alerts == [("KPX4721",), ("KPX4721",)]  # one per pass
+
+
+@pytest.mark.parametrize("in_capture_order", [True, False], ids=["logged-in-capture-order", "logged-last-first"])
+@pytest.mark.parametrize("confidence", [0.95, 0.6], ids=["sure-lookalike", "unsure-lookalike"])
+def test_a_lookalike_one_character_off_parked_in_view_does_not_silence_the_listed_car(
+    chain, redis_url, in_capture_order, confidence
+):
+    """KPX4727, one character from the listed KPX4721 (a fleet's next car: a match at distance 1),
+    parked elsewhere in view and read every 20 s: each of its reads widened the listed car's pass (any
+    match within ALPR_ALERT_REPEAT_S, anywhere), and the listed car, back 5.6 minutes later, raised no
+    alert; reads logged last first, its first pass lost its alert instead (a review). The lookalike's
+    own sure reads raise one alert for its whole stay (a fuzzy match, as without the listed car), not
+    one each read; unsure, none."""
+    pool, settings = chain
+    start_s = time.time() - 400
+    at = [start_s + 0.2 * k for k in range(5)]
+    at += [start_s + 20.0 * k for k in range(1, 17)]
+    at += [start_s + 340 + 0.2 * k for k in range(5)]
+    frames = []
+    for index, at_s in enumerate(sorted(at)):
+        listed = at_s < start_s + 1 or at_s >= start_s + 340
+        read = plate("KPX4721", 100 + 30 * (index % 5)) if listed else plate("KPX4727", 1000.0, confidence)
+        frames.append((frame(index, at_s), [read]))
+    log_frames(pool, frames, in_capture_order=in_capture_order)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    for _ in range(3):
+        stage.poll()
+    alerts = table(pool, "SELECT body->>'plate', (body->>'captured_at_s')::float FROM alerts ORDER BY 2")
+    listed_passes = sorted(round(at_s - start_s) // 100 for plate_text, at_s in alerts if plate_text == "KPX4721")
+    assert listed_passes == [0, 3], alerts  # one alert on each of the listed car's passes (t = 0 s and 340 s)
+    assert len([a for a in alerts if a[0] == "KPX4727"]) == (1 if confidence >= 0.85 else 0), alerts
 
 
 def test_a_pass_that_kept_no_box_is_held_open_by_no_lookalike() -> None:
