@@ -144,11 +144,15 @@ HEARTBEAT_JOIN_S = 1.0
 def _rounds(
     stage: Any, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float | None]
 ) -> None:
-    """The rounds themselves, each one's start noted in `round_began` (None once it ended)."""
+    """The rounds themselves, each one's start noted in `round_began` (None once it ended). While
+    Postgres is away a round fails within DB_ATTEMPT_S (`SightingStage.poll`) and the next is tried
+    after DB_OUTAGE_BACKOFF_S's wait (0.5 s doubling to 5 s), as a job's writes are: with the sources'
+    RECONNECT_BACKOFF_S (1 s doubling to 30 s) a worker resumed up to 30 s after Postgres was back, its
+    early alerts that late (a review)."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
-    backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+    backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     while not stop.is_set():
         round_began[0] = time.monotonic()
         try:
@@ -157,7 +161,7 @@ def _rounds(
         except (psycopg.OperationalError, PoolTimeout) as error:
             round_began[0] = None
             delay = backoff.next_delay()
-            log.warning("Postgres unavailable (%s); retrying in %.0f s", mask_url(str(error).strip()[:200]), delay)
+            log.warning("Postgres unavailable (%s); retrying in %.1f s", mask_url(str(error).strip()[:200]), delay)
             stop.wait(delay)
             continue
         round_began[0] = None

@@ -208,10 +208,18 @@ class SightingStage:
     def poll(self) -> GroupResult:
         """One round over every camera no other worker holds; what it did, all cameras together. The
         watch-lists are brought up to date first, every round (reads or none: their age is a metric,
-        which a quiet night must not make look stale); while none has ever loaded, no camera is grouped."""
+        which a quiet night must not make look stale); while none has ever loaded, no camera is grouped.
+
+        Each connection is waited for DB_ATTEMPT_S at most, as `write_through_outage`'s attempts are: a
+        caller already waiting in the pool when Postgres comes back is not served (the pool's own
+        attempt to connect gave up after RECONNECT_GIVE_UP_S; only a new request starts another), so
+        with psycopg_pool's default 30 s wait a round begun during an outage held the worker up to
+        30 s past Postgres's return, and the loop's back-off (up to 30 s) as much again: early alerts
+        came up to a minute late (a review). The round then fails (PoolTimeout) and the loop tries
+        again within DB_OUTAGE_BACKOFF_S (alpr/worker_command.py)."""
         total = GroupResult()
         try:
-            with self.pool.connection() as connection:
+            with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
                 cameras = camera_ids(connection)
                 if self.watch is not None:
                     self.watch.current(connection)
@@ -243,7 +251,7 @@ class SightingStage:
 
     def group_camera(self, camera_id: str) -> GroupResult:
         result = GroupResult()
-        with self.pool.connection() as connection, connection.transaction():
+        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, connection.transaction():
             cursor = lock_cursor(connection, camera_id)
             if cursor is None:  # another worker is grouping this camera
                 return result
