@@ -343,6 +343,7 @@ class Pipeline:
         writer = RedactedWriter(out_dir, as_frames, source.sampled_fps) if out_dir else None
         start = time.perf_counter()
         tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
+        tracker.set_frame_interval(camera_id, 1.0 / source.sampled_fps)  # a slow sample rate stretches the gap
 
         def close(closed: list[Sighting]) -> None:
             sightings = [s for s in closed if is_vehicle_pass(s, self.min_confidence)]

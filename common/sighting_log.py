@@ -267,6 +267,30 @@ def grouping_horizon(
     return float(row[0]) if row else 0.0
 
 
+FRAME_INTERVAL = """
+SELECT percentile_disc(0.1) WITHIN GROUP (ORDER BY gap_s) FROM (
+    SELECT extract(epoch FROM captured_at - lag(captured_at) OVER (ORDER BY captured_at)) AS gap_s
+    FROM (SELECT captured_at FROM frames WHERE camera_id = %s ORDER BY captured_at DESC LIMIT %s) AS recent
+) AS gaps WHERE gap_s > 0
+"""
+
+INTERVAL_FRAMES = 17
+"""The camera's newest frames whose gaps (16) `frame_interval` looks at."""
+
+
+def frame_interval(connection: psycopg.Connection, camera_id: str) -> float | None:
+    """The camera's time between sampled frames (s), from the gaps between its newest frames in the
+    frames log, which holds every frame sampled, read or not, skipped or not (the reads alone lie further
+    apart where a plate went unread); None when it has fewer than two. The sighting pool stretches the
+    camera's gap to two of it (sighting_worker/grouping.FRAME_GAPS): a camera's sample rate is its ingest
+    node's setting, kept nowhere in Postgres. The second shortest of the gaps is taken, not a median: a
+    longer gap merges cars (a vehicle and its alert hidden), a shorter one at worst splits a slow
+    camera's parked car as before, so the estimate errs short — a restart's pause or a stalled stream
+    never lengthens it, and one frame dated out of step does not shorten it."""
+    row = connection.execute(FRAME_INTERVAL, (camera_id, INTERVAL_FRAMES)).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 READ_COLUMNS = (
     "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id"
 )

@@ -1,10 +1,11 @@
 """Grouping: `SightingTracker` turns each camera's plate reads, fed in capture order, into sightings
 (one per vehicle pass). Per camera it holds the open tracks; each frame's reads are assigned to them
 jointly, and a track is closed, and its sighting emitted once, when the camera has been without a read
-for it for more than `gap_s`.
+for it for more than the camera's gap: `gap_s`, or FRAME_GAPS of the camera's own frame intervals when
+that is longer (`set_frame_interval`, up to MAX_FRAME_GAP_S).
 
-A read may join an open track when it lies within `gap_s` of the track's time span and either its
-text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
+A read may join an open track when it lies within the camera's gap of the track's time span and either
+its text is within `max_text_distance` (`plate_distance`) of the track's voted text, or its box centre
 lies within `width * min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * |dt|)` of the
 centre the track's motion predicts (`width`: the track's newest box width, `dt`: seconds since the
 track's newest read), or within `width * CENTER_SHIFT_FLOOR_WIDTHS` of the way from the newest read's
@@ -24,7 +25,7 @@ share a track, and a plate goes to the track whose box it continues. A read no t
 
 Reads arriving late (older than the camera's newest read) are accepted: such a read joins a matching
 open track (its first read, best read and counts change, its motion does not) or starts its own track,
-which is closed at once when it is already more than `gap_s` older than the camera's newest read. A
+which is closed at once when it is already more than the camera's gap older than its newest read. A
 read whose track was emitted already can no longer join it: it makes a sighting of its own.
 
 `to_state()` / `SightingTracker.from_state` carry the open tracks across a process restart (JSON)."""
@@ -66,6 +67,23 @@ plate's read is now less sure): with it, at 0.8 benchmarks/bench_grouping.py sam
 merged 11 of 296 cars into another (5 before); at 0.7, 5, with every other figure as before. The price:
 a read of a plate cut short by three characters or more (383 of 383WJP) at 0.7-0.8 now makes a
 sighting of its own; a merge hides a vehicle (and its alert), a split shows one twice."""
+
+FRAME_GAPS = 2.0
+"""A camera's gap is at least this many of its frame intervals (`SightingTracker.camera_gap_s`): a track
+outlives one frame in which its plate went unread. The gap is one setting for every camera
+(ALPR_SIGHTING_GAP_S, 2 s), and any sample rate above 0 is accepted: at a camera sampled more slowly
+than one frame a gap (0.4 frames/s: a frame every 2.5 s), a parked car read surely in every frame was a
+sighting per frame (24 in a minute, a review), and its pass as many. The interval is the camera's own,
+learnt where its frames are (the chain's frames log: common/sighting_log.frame_interval; `alpr run`'s
+source), not a setting to keep in step with each camera's sample rate: refusing slow cameras, or
+asking for a gap per camera, would leave the next one configured wrong to split its cars. Two
+intervals change no camera at 1 frame/s or faster at the default gap (the grouping's measured figures
+stand); a slower camera's tracks stay open longer, as its reads lie further apart."""
+
+MAX_FRAME_GAP_S = 600.0
+"""The longest a camera's frame interval stretches its gap (ALPR_SIGHTING_GAP_S's own upper bound): a
+camera sampled once an hour would hold every track open two hours, its sightings (and its passes' alerts
+through the sighting pool's pass gap) that late; slower than a frame in 300 s, each frame is a pass."""
 
 UNKNOWN_TEXT_COST = 0.5
 """Text part of a read-track pair's cost when the read or the track has no text."""
@@ -139,6 +157,19 @@ class SightingTracker:
         self.max_center_shift = max_center_shift
         self.max_voting_reads = max_voting_reads
         self._cameras: dict[str, _Camera] = {}
+        self._frame_intervals: dict[str, float] = {}
+
+    def set_frame_interval(self, camera_id: str, interval_s: float | None) -> None:
+        """The camera's time between frames (None or 0: not known; its gap is then `gap_s`)."""
+        if interval_s is not None and interval_s > 0 and math.isfinite(interval_s):
+            self._frame_intervals[camera_id] = interval_s
+        else:
+            self._frame_intervals.pop(camera_id, None)
+
+    def camera_gap_s(self, camera_id: str) -> float:
+        """How long the camera may be without a read of a track before it closes (see FRAME_GAPS)."""
+        interval_s = self._frame_intervals.get(camera_id, 0.0)
+        return max(self.gap_s, min(MAX_FRAME_GAP_S, FRAME_GAPS * interval_s))
 
     @property
     def open_tracks(self) -> int:
@@ -175,8 +206,9 @@ class SightingTracker:
             )
         camera = self._cameras.setdefault(first.camera_id, _Camera(newest_s=first.captured_at_s))
         camera.newest_s = max(camera.newest_s, first.captured_at_s)
+        gap_s = self.camera_gap_s(first.camera_id)
         went_to = []
-        for observation, track in zip(observations, self._assign(observations, camera.tracks), strict=True):
+        for observation, track in zip(observations, self._assign(observations, camera.tracks, gap_s), strict=True):
             if track is None:
                 track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
                 camera.tracks.append(track)
@@ -184,7 +216,7 @@ class SightingTracker:
                 track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
             went_to.append(track.sighting_id)
         crowded = self._close_oldest(camera, len(camera.tracks) - MAX_OPEN_TRACKS)
-        return sorted(crowded + self._close(camera, camera.newest_s - self.gap_s), key=_sighting_order), went_to
+        return sorted(crowded + self._close(camera, camera.newest_s - gap_s), key=_sighting_order), went_to
 
     def _close_oldest(self, camera: _Camera, count: int) -> list[Sighting]:
         """Closes the camera's `count` tracks seen longest ago (none when count <= 0); their sightings."""
@@ -195,9 +227,13 @@ class SightingTracker:
         return [track.to_sighting() for track in closed]
 
     def close_due(self, now_s: float) -> list[Sighting]:
-        """Closes, on every camera, the tracks whose newest read is more than `gap_s` older than
+        """Closes, on every camera, the tracks whose newest read is more than the camera's gap older than
         `now_s` (the clock of the capture times), and returns their sightings."""
-        closed = [s for camera in self._cameras.values() for s in self._close(camera, now_s - self.gap_s)]
+        closed = [
+            s
+            for camera_id, camera in self._cameras.items()
+            for s in self._close(camera, now_s - self.camera_gap_s(camera_id))
+        ]
         return sorted(closed, key=_sighting_order)
 
     def close_all(self) -> list[Sighting]:
@@ -212,13 +248,13 @@ class SightingTracker:
         camera.tracks = [track for track in camera.tracks if track.last.captured_at_s >= before_s]
         return sorted((track.to_sighting() for track in closed), key=_sighting_order)
 
-    def _assign(self, observations: Sequence[Observation], tracks: list[Track]) -> list[Track | None]:
+    def _assign(self, observations: Sequence[Observation], tracks: list[Track], gap_s: float) -> list[Track | None]:
         """The open track each read joins (None: it starts one), greedily by increasing pair cost."""
         pairs: list[tuple[float, int, int]] = []
         counts: dict[str, dict[str, int]] = {}  # each text's character counts, once per frame
         for read_index, observation in enumerate(observations):
             for track_index, track in enumerate(tracks):
-                cost = self._match_cost(observation, track, counts)
+                cost = self._match_cost(observation, track, gap_s, counts)
                 if cost is not None:
                     pairs.append((cost, read_index, track_index))
         assigned: list[Track | None] = [None] * len(observations)
@@ -230,12 +266,13 @@ class SightingTracker:
         return assigned
 
     def _match_cost(
-        self, observation: Observation, track: Track, counts: dict[str, dict[str, int]] | None = None
+        self, observation: Observation, track: Track, gap_s: float, counts: dict[str, dict[str, int]] | None = None
     ) -> float | None:
         """The cost of the read joining the track, or None when it may not (see the module docstring).
         `counts` caches texts' character counts: a read far from the track whose text cannot be near
-        its plate is refused without the edit distance (a hundred plates in view: 3.6 times faster)."""
-        if track.time_gap_s(observation.captured_at_s) > self.gap_s:
+        its plate is refused without the edit distance (a hundred plates in view: 3.6 times faster).
+        `gap_s`: the camera's gap (`camera_gap_s`)."""
+        if track.time_gap_s(observation.captured_at_s) > gap_s:
             return None
         dt_s = observation.captured_at_s - track.last.captured_at_s
         allowed_widths = reach_widths(dt_s, self.max_center_shift)

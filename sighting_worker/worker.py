@@ -42,6 +42,7 @@ from common.sighting_log import (
     SightingCursor,
     camera_ids,
     early_reads,
+    frame_interval,
     grouping_horizon,
     insert_sightings,
     last_read_id,
@@ -71,10 +72,10 @@ class SightingSettings:
     alert_repeat_s: float = 0.0
     """Reads of a listed plate closer in time than this (or the gap) are one pass: one alert."""
 
-    @property
-    def pass_gap_s(self) -> float:
-        """The longest time without a read of a listed plate within one pass alerted on."""
-        return max(self.gap_s, self.alert_repeat_s)
+    def pass_gap_s(self, gap_s: float) -> float:
+        """The longest time without a read of a listed plate within one pass alerted on, at a camera whose
+        sighting gap is `gap_s` (the setting, or longer at a camera sampled slowly: `camera_gap_s`)."""
+        return max(gap_s, self.alert_repeat_s)
 
 
 @dataclass
@@ -265,14 +266,16 @@ class SightingStage:
                 if "tracker" in state
                 else SightingTracker(self.settings.gap_s)
             )
+            tracker.set_frame_interval(camera_id, frame_interval(connection, camera_id))
+            gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
             alerted: Passes = {key: [list(span) for span in spans] for key, spans in state.get("alerted", {}).items()}
             early = EarlyScan.load(cursor.early_read_id, state)
-            result.alerts += self.match_early(connection, camera_id, early, alerted)
+            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
             fed, result.sightings = self.group(connection, cursor, tracker)
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
-            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, connection)]
+            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
             cursor.early_read_id = early.from_id
@@ -281,7 +284,7 @@ class SightingStage:
                 "early": early.state(),
                 "alerted": prune(
                     alerted,
-                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s,
+                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
                     time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
                 ),  # fmt: skip
             }
@@ -290,7 +293,7 @@ class SightingStage:
         return result
 
     def match_early(
-        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes
+        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes, gap_s: float
     ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
         new read of a listed plate, sure or not, widens the pass already alerted on that holds it
@@ -308,15 +311,18 @@ class SightingStage:
             sure = seen.confidence >= self.settings.read_min_confidence
             matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, connection)
             for match in matches:
-                if self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, sure, seen) or not sure:
+                if (
+                    self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen)
+                    or not sure
+                ):
                     continue
                 alerts.append(
                     self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
                 )
-            self.hold_open(alerted, seen, {self.watch_key(m) for m in matches})
+            self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
         return alerts
 
-    def hold_open(self, alerted: Passes, seen: Observation, matched: set[str]) -> None:
+    def hold_open(self, alerted: Passes, seen: Observation, matched: set[str], gap_s: float) -> None:
         """A read too far from a listed plate to match it, but near enough for the tracker to take it for
         the same car (a misread, half the plate hidden), widens that plate's open pass, never alerting:
         a listed plate unread for longer than the gap is still one pass. As for the tracker, such a read
@@ -324,14 +330,14 @@ class SightingStage:
         the pass's newest read: widened within ALPR_ALERT_REPEAT_S and anywhere in view, an unlisted
         car two characters off parked in view (KPX4799 for KPX4721), read every 20 s, held the pass
         open for minutes, and the listed car's next pass raised no alert. Only the passes alerted on are
-        looked at (a few), not the whole watch-list."""
+        looked at (a few), not the whole watch-list. `gap_s`: the camera's sighting gap (`camera_gap_s`)."""
         for key, spans in alerted.items():
             if key in matched or plate_distance(seen.text, key.split(":", 1)[1]) > MAX_TEXT_DISTANCE:
                 continue
             for span in spans:
                 if (
-                    seen.captured_at_s - self.settings.gap_s <= span[1]
-                    and span[0] <= seen.captured_at_s + self.settings.gap_s
+                    seen.captured_at_s - gap_s <= span[1]
+                    and span[0] <= seen.captured_at_s + gap_s
                     and within_reach(span, seen)
                 ):
                     span[0], span[1] = min(span[0], seen.captured_at_s), max(span[1], seen.captured_at_s)
@@ -366,7 +372,7 @@ class SightingStage:
         ]
 
     def match_sighting(
-        self, sighting: Sighting, alerted: Passes, connection: psycopg.Connection | None = None
+        self, sighting: Sighting, alerted: Passes, gap_s: float, connection: psycopg.Connection | None = None
     ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
@@ -381,7 +387,7 @@ class SightingStage:
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, connection
             )
-            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s)
+            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s)
         ]
 
     def seen_in_pass(
@@ -390,6 +396,7 @@ class SightingStage:
         match: WatchMatch,
         first_s: float,
         last_s: float,
+        gap_s: float,
         alerting: bool = True,
         read: Observation | None = None,
     ) -> bool:
@@ -402,7 +409,7 @@ class SightingStage:
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
         Reads may come in any order: a pass is the span of the reads it holds, in either direction."""
         passes = alerted.setdefault(self.watch_key(match), [])
-        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, read)]
+        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, gap_s, read)]
         if holding:
             span = min(holding, key=lambda held: nearest(held) > match.distance)  # as near first (a stable min)
             span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
@@ -419,10 +426,10 @@ class SightingStage:
         return False
 
     def holds(
-        self, span: list[float], distance: float, first_s: float, last_s: float, read: Observation | None
+        self, span: list[float], distance: float, first_s: float, last_s: float, gap_s: float, read: Observation | None
     ) -> bool:
         """Whether a match at `distance` of the listed plate, [first_s, last_s] (a read, or a sighting
-        without its `read`), is the car of the pass `span`:
+        without its `read`), is the car of the pass `span`, at a camera whose sighting gap is `gap_s`:
 
         - exact reads in a pass of exact matches: within the pass gap (ALPR_ALERT_REPEAT_S, 60 s),
           wherever in view (the listed plate is one car);
@@ -440,8 +447,8 @@ class SightingStage:
         alert, as it raises with no listed car about); an unsure one is passed over."""
         exact = distance == 0 and nearest(span) == 0
         lookalikes = distance > 0 and nearest(span) > 0 and read is not None
-        gap_s = self.settings.pass_gap_s if exact or lookalikes else self.settings.gap_s
-        if not (first_s - gap_s <= span[1] and span[0] <= last_s + gap_s):
+        within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes else gap_s
+        if not (first_s - within_s <= span[1] and span[0] <= last_s + within_s):
             return False
         return exact or read is None or within_reach(span, read)
 

@@ -111,6 +111,34 @@ def test_a_pause_longer_than_the_gap_splits_the_pass(pause_s: float, expected: i
     assert sum(s.reads for s in sightings) == 5
 
 
+@pytest.mark.parametrize("fps", [5.0, 1.0, 0.5, 0.4, 0.1])
+def test_a_parked_car_at_a_camera_sampled_slower_than_the_gap_is_one_sighting(fps: float) -> None:
+    """A camera sampled more slowly than one frame a gap (0.4 frames/s: a frame every 2.5 s, the gap 2 s)
+    made a parked car read surely in every frame a sighting per frame (24 in a minute, a review): its gap
+    is now at least two of its frame intervals. Unknown, the gap alone decides (the control), and two
+    frames' reads 2.1 intervals apart at 0.4 frames/s are still two passes."""
+    times = [1000.0 + i / fps for i in range(max(2, int(60 * fps)))]
+    tracker = SightingTracker(GAP_S)
+    tracker.set_frame_interval("cam1", 1 / fps)
+    assert tracker.camera_gap_s("cam1") == max(GAP_S, 2 / fps) and tracker.camera_gap_s("cam2") == GAP_S
+    assert len(run(tracker, one_car(times, confidence=0.95))) == 1
+    unknown = SightingTracker(GAP_S)
+    unknown.set_frame_interval("cam1", None)
+    assert len(run(unknown, one_car(times, confidence=0.95))) == (1 if 1 / fps <= GAP_S else len(times))
+    tracker.set_frame_interval("cam1", 2.5)
+    assert len(run(tracker, one_car([0.0, 2.5 * 2.1], confidence=0.95))) == 2
+
+
+def test_a_camera_sampled_once_an_hour_stretches_its_gap_ten_minutes_at_most() -> None:
+    from sighting_worker.grouping import MAX_FRAME_GAP_S
+
+    tracker = SightingTracker(GAP_S)
+    tracker.set_frame_interval("cam1", 3600.0)
+    assert tracker.camera_gap_s("cam1") == MAX_FRAME_GAP_S
+    tracker.observe(read("7ABC284", t=0.0))
+    assert tracker.close_due(MAX_FRAME_GAP_S) == [] and len(tracker.close_due(MAX_FRAME_GAP_S + 0.1)) == 1
+
+
 def test_a_misread_frame_is_outvoted() -> None:
     frames = [[read("7A8C284" if i == 2 else "7ABC284", 0.9, t=i * 0.2)] for i in range(5)]
     (sighting,) = run(SightingTracker(GAP_S), frames)

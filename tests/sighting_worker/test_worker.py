@@ -342,6 +342,42 @@ def test_a_lookalike_one_character_off_parked_in_view_does_not_silence_the_liste
     assert len([a for a in alerts if a[0] == "KPX4727"]) == (1 if confidence >= 0.85 else 0), alerts
 
 
+@pytest.mark.parametrize("fps", [1.0, 0.5, 0.4, 0.2])
+def test_a_car_parked_in_front_of_a_camera_sampled_slowly_is_one_sighting_and_one_alert(
+    chain, redis_url, monkeypatch, fps
+):
+    """A camera sampled more slowly than one frame a sighting gap (ALPR_SIGHTING_GAP_S, 2 s, for every
+    camera; any sample_fps above 0 is accepted) made a parked car read surely in every frame a sighting
+    per frame: 24 in a minute at 0.4 frames/s (a review), and with ALPR_ALERT_REPEAT_S at 0 (the pass gap
+    the sighting gap) an alert per frame. The camera's gap is now at least two of its frame intervals,
+    learnt from its frames in the frames log (its sample rate is kept nowhere in Postgres)."""
+    monkeypatch.setenv("ALPR_ALERT_REPEAT_S", "0")
+    pool, _ = chain
+    start_s = time.time() - 120
+    log_frames(pool, [(frame(i, start_s + i / fps), [plate("KPX4721", 500.0)]) for i in range(int(60 * fps))])
+    stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
+    for _ in range(2):
+        stage.poll()
+    assert [(p, n) for p, n in table(pool, "SELECT plate, reads FROM sightings")] == [("KPX4721", int(60 * fps))]
+    assert table(pool, "SELECT kind FROM alerts") == [("read",)]
+
+
+def test_a_cameras_frame_interval_is_learnt_from_its_frames_erring_short(chain):
+    """From the frames log (every frame sampled, read or not): a restart's pause of five minutes does not
+    lengthen it, one frame dated out of step does not shorten it; too few frames: unknown."""
+    from common.sighting_log import frame_interval
+
+    pool, _ = chain
+    start_s = time.time() - 600
+    times = [start_s + 2.5 * i for i in range(8)] + [start_s + 320 + 2.5 * i for i in range(8)]
+    times.append(times[-1] + 0.3)  # out of step
+    FrameLog(pool, 0).record_sampled([FrameRecord(frame(i, at_s), "pending") for i, at_s in enumerate(times)])
+    FrameLog(pool, 0).record_sampled([FrameRecord(frame(0, start_s, camera="new"), "pending")])
+    with pool.connection() as connection:
+        assert frame_interval(connection, "gate") == pytest.approx(2.5)
+        assert frame_interval(connection, "new") is None and frame_interval(connection, "none") is None
+
+
 def test_a_pass_that_kept_no_box_is_held_open_by_no_lookalike() -> None:
     """A pass saved before it kept its newest read's box ([first, last, touched] or with the nearest
     match's distance), or begun by a sighting, was within reach of any read: the first lookalike held it
