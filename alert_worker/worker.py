@@ -1,19 +1,26 @@
-"""The alert pool's edge: takes an alert job (one alert, one receiver), claims the delivery in the
-alerts log (so no other worker sends it at the same time, and a delivery already made is not made
-again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried after a
-doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
+"""The alert pool's edge: takes an alert job (one alert, one receiver) and hands it to that receiver's
+lane (alert_worker/lanes.py), a thread of its own that makes one attempt at a time; the lane claims the
+delivery in the alerts log (so no other worker sends it at the same time, and a delivery already made is
+not made again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried
+after a doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
 ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials) or, after
-a quarter of an hour, when this worker's receivers file does not name it. A
-receiver whose attempt failed rests (its back-off, doubling while it keeps failing, or its
-Retry-After): meanwhile its alerts are put back, not sent, so one that hangs costs a worker one
-timeout per rest, not one per alert, and other receivers' alerts do not wait behind it. Between
-jobs the pool queues the deliveries that are due: retries after their back-off, and deliveries whose
-job was lost (a worker killed mid-delivery: its lease runs out, and the alert is sent again, with the
-same idempotency key)."""
+a quarter of an hour, when this worker's receivers file does not name it (at once, on the worker's own
+thread: there is nothing to send).
+
+Receivers do not wait for each other: every attempt was made on the worker's one loop, and a receiver
+that answered slowly inside its timeout, or hung to it, delayed every other receiver's alerts by that
+much per alert (a review: a healthy receiver got a burst of 6 alerts 4.7 to 24.8 s late behind one
+answering in 4 s). A receiver whose attempt failed also rests (its back-off, doubling while it keeps
+failing, or its Retry-After): meanwhile its alerts are put back, not sent, so one that hangs costs its
+lane one timeout per rest, not one per alert. Between jobs the pool queues the deliveries that are due:
+retries after their back-off, and deliveries whose job was lost (a worker killed mid-delivery: its lease
+runs out, and the alert is sent again, with the same idempotency key). A stopping worker (`finish`)
+hands back the jobs still waiting, to be queued again at once, and lets the attempts in flight end."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, Literal, get_args
@@ -21,6 +28,7 @@ from typing import Any, Final, Literal, get_args
 from rq import Queue
 
 from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
+from alert_worker.lanes import Lane
 from common import defaults
 from common.alert_log import AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
@@ -69,29 +77,46 @@ class AlertStage:
         """Per receiver whose last attempt failed: its back-off (doubling while it keeps failing)."""
         self.rested_until: dict[str, float] = {}
         """Per failing receiver, the monotonic time before which this worker sends it nothing: a receiver
-        that hangs cost a whole timeout per alert, and every other receiver's alerts waited behind it."""
+        that hangs cost its lane a whole timeout per alert. Each receiver's entries are its lane's alone."""
+        self.lanes = {name: Lane(name, self.attempt, defaults.ALERT_LANE_BACKLOG) for name in receivers}
+        """One per receiver: its attempts on a thread of its own, one at a time."""
 
     def handle(self, payload: Any) -> StageResult:
+        """Hand the job to its receiver's lane and return: the worker takes the next job at once, whatever
+        that receiver does (answers slowly, hangs to its timeout). A job for a receiver this worker does not
+        know is settled here (nothing to send); one its lane cannot take (the backlog full, the worker
+        stopping) is left pending, never claimed, for `due` to queue again."""
         job = parse_job(payload, AlertJob)
+        lane = self.lanes.get(job.receiver)
+        if lane is None:
+            self.attempt(job)
+        elif not lane.offer(job):
+            log.debug("alert %s to %s: its lane is full or closed; queued again later", job.alert_id, job.receiver)
+        return StageResult(frames=0)
+
+    def attempt(self, job: AlertJob) -> None:
+        """Claim the job's delivery, make one attempt and record its outcome: on the receiver's lane (the
+        claim's lease, the receiver's timeout plus a margin, starts with the attempt, not while the job
+        waited its turn), or on the worker's thread for a receiver it does not know."""
         receiver = self.receivers.get(job.receiver)
         lease_s = (receiver.timeout_s if receiver else 0.0) + defaults.ALERT_LEASE_MARGIN_S
         delivery = self.alert_log.claim(job.alert_id, job.receiver, lease_s)
         if delivery is None:  # delivered already, or not due: another job or worker has it
-            return StageResult(frames=0)
+            return
         if isinstance(delivery, UnreadableDelivery):  # rejected by the claim itself
             log.warning("alert %s to %s rejected: %s", job.alert_id, job.receiver, delivery.reason)
             known = job.receiver if job.receiver in self.receivers else "unknown"
             self.metrics.alert_deliveries.labels(receiver=known, outcome="rejected").inc()
-            return StageResult(frames=0)
+            return
         if receiver is None:
             self.unknown_receiver(delivery)
-            return StageResult(frames=0)
+            return
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
-        if resting_s > 0:  # it failed just now: this alert waits its turn without holding the worker
+        if resting_s > 0:  # it failed just now: this alert waits its turn without holding the lane
             self.retry(
                 delivery, DeliveryRetryable("not tried: the receiver failed its last attempt", resting_s), "rested"
             )
-            return StageResult(frames=0)
+            return
         try:
             self.send(delivery.alert, receiver)
         except DeliveryRejected as error:
@@ -110,7 +135,6 @@ class AlertStage:
             self.alert_log.delivered(delivery)
             self.count(delivery, "sent")
             self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))
-        return StageResult(frames=0)
 
     def unknown_receiver(self, delivery: Delivery) -> None:
         """A receiver this worker's file does not name: new in a file this worker has not been restarted
@@ -153,3 +177,26 @@ class AlertStage:
         """Queue the deliveries that are due: retries after their back-off, jobs lost with a worker."""
         for alert_id, receiver, attempts in self.alert_log.due(defaults.ALERT_REQUEUE_AFTER_S, limit=1000):
             enqueue(self.queue, alert_job(alert_id, receiver, attempts + 1), self.job_timeout_s)
+
+    def finish(self, stop: threading.Event) -> None:
+        """The worker is done taking jobs (`alpr worker alert` calls this once its last RQ worker ended).
+        Unless `stop` is set (SIGTERM, SIGINT), the lanes first send what waits in them (a burst worker's
+        jobs all taken: `--burst` and `--max-jobs` finish their jobs); then what still waits is handed back,
+        never claimed, and marked to be queued again at once (by any worker's next round, not 30 s later);
+        then the attempts in flight are waited for, each up to its lease, so their outcome is recorded.
+        An attempt that outlives it is left (its thread a daemon): the lease runs out and it is sent again."""
+        while not stop.is_set() and not all(lane.idle() for lane in self.lanes.values()):
+            stop.wait(0.05)
+        handed_back = [(job.alert_id, job.receiver) for lane in self.lanes.values() for job in lane.close()]
+        if handed_back:
+            log.info("%d alert deliveries handed back to the pool, never attempted here", len(handed_back))
+            try:
+                self.alert_log.not_queued(handed_back)
+            except Exception as error:  # Postgres away: still pending, so `due` queues them 30 s later
+                log.warning("could not hand back %d alert deliveries (%s); queued again later",
+                            len(handed_back), type(error).__name__)  # fmt: skip
+        began = time.monotonic()
+        for name, lane in self.lanes.items():
+            lease_s = self.receivers[name].timeout_s + defaults.ALERT_LEASE_MARGIN_S
+            if not lane.join(began + lease_s - time.monotonic()):
+                log.warning("an attempt to %s outlived its lease; it will be sent again", name)

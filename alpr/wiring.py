@@ -132,8 +132,9 @@ def build_worker_context(
     """What a worker of one kind starts with: its stage, the model loaded once, here, before any job."""
     from common.frame_log import FrameLog
 
-    if stage == "alert":  # the one kind that never touches frames
-        return WorkerContext(build_alert_stage(settings, connection, metrics), metrics, settings.job_timeout_s)
+    if stage == "alert":  # the one kind that never touches frames; its lanes end with the process's last worker
+        alert = build_alert_stage(settings, connection, metrics)
+        return WorkerContext(alert, metrics, settings.job_timeout_s, finish=alert.finish)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
     store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s, settings.db_patience_s)

@@ -25,7 +25,7 @@ from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
 from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, queue_keys
-from common.worker import StageWorker
+from common.worker import StageWorker, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,17 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         return sighting_loop(stage, settings, stop, args.burst)
     context = build_worker_context(args.stage, settings, connection, metrics)
     metrics.serve(settings.metrics_port, settings.metrics_address)
+    code = run_workers(args, settings, connection, context, stop)
+    if context.finish is not None:  # RQ's signal handlers replaced: a signal now only sets `stop`. Not after
+        context.finish(stop)  # a cold shutdown (a second signal raised SystemExit): that one ends at once
+    return code
+
+
+def run_workers(
+    args: argparse.Namespace, settings: Settings, connection: redis.Redis, context: WorkerContext, stop: threading.Event
+) -> int:
+    """RQ workers of the stage, one after another (a new one whenever Redis dropped the last), until a
+    signal, or the end of a burst or of --max-jobs."""
     quick = worker_options(args.stage)
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"

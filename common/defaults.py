@@ -112,6 +112,12 @@ new receiver would have its deliveries rejected by an alert worker not restarted
 ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 
+ALERT_LANE_BACKLOG = 1000
+"""Most alert jobs waiting for one receiver's lane in one worker (alert_worker/lanes.py), as many as one
+round of the pool's `due` queues: a job past it stays pending and is queued again ALERT_REQUEUE_AFTER_S
+later. Fewer would idle a fast receiver's lane for that long after a burst (a receiver back from an
+outage gets up to 1,000 retries a round)."""
+
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""
 

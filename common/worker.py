@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
@@ -89,6 +90,10 @@ class WorkerContext:
     metrics: Metrics
     job_timeout_s: int = defaults.JOB_TIMEOUT_S
     """How long one of its jobs may run: the pool's setting, whatever a job's hash says."""
+    finish: Callable[[threading.Event], None] | None = None
+    """What the process does once its last RQ worker ended, given the stop event: the alert pool's lanes
+    send or hand back the jobs they hold and let the attempts in flight end (a stage whose jobs end with
+    handle() needs nothing)."""
 
     def __post_init__(self) -> None:  # every outcome exported at 0: a first refused job is an increase
         for outcome in get_args(JobOutcome):

@@ -102,6 +102,9 @@ class Reply:
     """With echo_path: the path is quoted without its query."""
     echo_text: str | None = None
     """Words the reason phrase quotes instead (a receiver echoing one piece of its URL, its token)."""
+    held_until: threading.Event | None = None
+    """When given: the answer waits until it is set (at most a minute): a receiver slow to answer, but
+    answering, within its timeout."""
 
 
 class WebhookServer:
@@ -124,6 +127,8 @@ class WebhookServer:
                 if owner.reply.hang:
                     owner.release.wait(30)
                     return
+                if owner.reply.held_until is not None:
+                    owner.reply.held_until.wait(60)
                 if owner.reply.trickle_s > 0 or owner.reply.trickle_body_s > 0:
                     if owner.reply.trickle_s > 0:
                         answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 400 + b"\r\nContent-Length: 2\r\n\r\nok"

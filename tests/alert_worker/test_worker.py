@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -368,6 +369,7 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
         assert counted("alpr_alert_deliveries_total", {"receiver": "ops", "outcome": "failed"}) == 0
         with caplog.at_level("INFO"):
             stage.handle(alert_job(ALERT.alert_id, "ops", 1).model_dump(mode="json"))
+            stage.finish(threading.Event())  # the attempt is made on the receiver's lane: its outcome recorded
         with pool.connection() as connection:
             row = connection.execute("SELECT status, last_error FROM alert_deliveries").fetchone()
     finally:
@@ -444,3 +446,154 @@ def test_an_idle_worker_does_its_duties_as_often_as_its_pool_asks(redis_url, sta
     worker = StageWorker(queue, WorkerContext(Idle(), Metrics()), **worker_options(stage))  # type: ignore[arg-type]
     assert worker.dequeue_timeout == wait_s
     assert worker.maintenance_interval == (wait_s if stage == "alert" else 15)
+
+
+def receivers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeouts: dict[str, tuple[str, float]]) -> None:
+    """A receivers file naming each receiver with its (webhook URL, timeout_s), in this order."""
+    (tmp_path / "hook.secret").write_text(SECRET)
+    text = "receivers:\n"
+    for name, (url, timeout_s) in timeouts.items():
+        text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+        text += f"    timeout_s: {timeout_s}\n"
+    (tmp_path / "receivers.yaml").write_text(text)
+    monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+
+
+def raise_alerts(postgres_url: str, redis_url: str, count: int, receivers: list[str]) -> list[str]:
+    """`count` alerts, each with a delivery to every receiver, their jobs queued in the receivers' order
+    (as the sighting pool queues them); their ids."""
+    alerts = [ALERT.model_copy(update={"alert_id": f"read-{i:016x}"}) for i in range(count)]
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection, connection.transaction():
+            insert_alerts(connection, alerts, receivers)
+    finally:
+        pool.close()
+    queue = stage_queue(connect_redis(redis_url), "alert")
+    for alert in alerts:
+        for receiver in receivers:
+            enqueue(queue, alert_job(alert.alert_id, receiver, 1), 60)
+    return [alert.alert_id for alert in alerts]
+
+
+def alert_worker() -> subprocess.Popen:  # type: ignore[type-arg]
+    """`alpr worker alert` in a process of its own (one worker, as Compose runs), until a signal."""
+    env = dict(os.environ)  # the tests' own ALPR_TEST* variables are gone already (tests/conftest.py)
+    return subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "alert"], env=env)
+
+
+def wait_for(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done()
+
+
+def stopped(process: subprocess.Popen) -> int:  # type: ignore[type-arg]
+    """SIGTERM, and the worker's exit status (it ends once its attempts in flight have)."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+@pytest.mark.parametrize("dashboard_is", ["slow", "hung"])
+def test_a_slow_or_hung_receiver_delays_no_other_receivers_alerts(
+    dashboard_is, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A review: all receivers shared the worker's one loop, so a dashboard listed first that answered 200
+    after 4 s (inside its 5 s timeout) got a burst of 6 alerts to dispatch 4.7 to 24.8 s late, and one that
+    hung to a 20 s timeout held dispatch's alerts 8.7 s at the median. Now each receiver has a lane of its
+    own: every alert to dispatch is delivered while the dashboard's first attempt is still in flight (its
+    answer held back by the test, within a 60 s timeout), and the dashboard's other alerts wait for it
+    unclaimed (attempt count and back-off untouched); the slow dashboard then gets each in one attempt."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    answer = threading.Event()
+    reply = Reply(held_until=answer) if dashboard_is == "slow" else Reply(hang=True)
+    with WebhookServer(SECRET, reply) as dashboard, WebhookServer(SECRET) as dispatch:
+        # the dashboard first, with the longest timeout a file allows: its attempt stays in flight while we look
+        receivers_file(tmp_path, monkeypatch, {"dashboard": (dashboard.url, 60), "dispatch": (dispatch.url, 5)})
+        alert_ids = raise_alerts(postgres_url, redis_url, 4, ["dashboard", "dispatch"])
+        process = alert_worker()
+        try:
+            to_dispatch = "SELECT count(*) FROM alert_deliveries WHERE receiver = 'dispatch' AND status = 'delivered'"
+            assert wait_for(lambda: rows(postgres_url, to_dispatch) == [(4,)], 50), "dispatch waited"
+            found = rows(postgres_url, "SELECT status, attempts FROM alert_deliveries WHERE receiver = 'dashboard'")
+            # the dashboard's first attempt is in flight, never answered; the other three wait unclaimed
+            assert len(dashboard.received) == 1 and sorted(found) == [("pending", 0)] * 3 + [("sending", 1)]
+            assert sorted(r.headers[IDEMPOTENCY_HEADER] for r in dispatch.received) == alert_ids
+            if dashboard_is == "slow":
+                answer.set()  # it answers 200, as slow receivers do
+                done = "SELECT status, attempts FROM alert_deliveries WHERE receiver = 'dashboard'"
+                assert wait_for(lambda: rows(postgres_url, done) == [("delivered", 1)] * 4, 50)
+                assert sorted(r.headers[IDEMPOTENCY_HEADER] for r in dashboard.received) == alert_ids
+        finally:
+            answer.set()
+            dashboard.release.set()  # a hung dashboard lets go (the attempt fails: retried later)
+            assert stopped(process) == 0
+
+
+def test_a_worker_stopped_mid_attempt_finishes_it_and_hands_back_the_alerts_waiting(
+    setup, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """SIGTERM while an attempt is in flight on a receiver's lane and two more alerts wait behind it: the
+    worker waits for the attempt (recorded delivered: not sent again), and hands the two back never
+    claimed, marked to be queued again at once; the next worker sends them, each once, with its key."""
+    answer = threading.Event()
+    try:
+        with WebhookServer(SECRET, Reply(held_until=answer)) as hook:
+            receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 60)})  # answered within its timeout
+            alert_ids = raise_alerts(postgres_url, redis_url, 3, ["ops"])
+            process = alert_worker()
+            assert wait_for(lambda: len(hook.received) == 1, 50)
+            waiting = "SELECT count(*) FROM alert_deliveries WHERE status = 'pending' AND attempts = 0"
+            assert wait_for(lambda: rows(postgres_url, waiting) == [(2,)], 10)
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                process.wait(timeout=1)  # it waits for the attempt in flight
+            answer.set()
+            assert process.wait(timeout=60) == 0
+            found = rows(postgres_url, "SELECT status, attempts, queued_at IS NULL FROM alert_deliveries")
+            assert sorted(found) == [("delivered", 1, False), ("pending", 0, True), ("pending", 0, True)]
+            burst()  # its first round queues the two handed back
+        assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
+        assert sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received) == alert_ids
+    finally:
+        answer.set()
+
+
+def deliveries_by_alert(postgres_url: str) -> dict[str, str]:
+    return dict(rows(postgres_url, "SELECT alert_id, status FROM alert_deliveries"))
+
+
+def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, redis_url, tmp_path, monkeypatch):
+    """A lane holds the jobs it took from the queue in memory: a worker killed mid-attempt with two more
+    alerts waiting for that receiver lost no job to RQ's care, so they are the pool's to find again. The
+    one in flight is sent again once its lease runs out (the same idempotency key); the two waiting were
+    never claimed, so `due` queues them again (ALERT_REQUEUE_AFTER_S, shortened here)."""
+    from common.alert_log import AlertLog
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    monkeypatch.setattr(defaults, "ALERT_REQUEUE_AFTER_S", 1.0)  # for this process's burst worker only
+    with WebhookServer(SECRET, Reply(hang=True)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        alert_ids = raise_alerts(postgres_url, redis_url, 3, ["ops"])
+        pool = open_pool(postgres_url)
+        try:
+            AlertLog(pool, 0).queued([(alert_id, "ops") for alert_id in alert_ids])  # as the raiser says
+        finally:
+            pool.close()
+        process = alert_worker()
+        assert wait_for(lambda: len(hook.received) == 1, 50)
+        process.kill()  # mid-attempt: sent, never acknowledged
+        process.wait(timeout=10)
+        found = rows(postgres_url, "SELECT status, attempts FROM alert_deliveries")
+        assert sorted(found) == [("pending", 0), ("pending", 0), ("sending", 1)]
+        hook.reply = Reply(status=200)
+        time.sleep(1 + defaults.ALERT_LEASE_MARGIN_S + 0.5)  # the claim's lease: the timeout plus a margin
+        burst()
+    assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
+    keys = sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received)
+    assert len(keys) == 4 and sorted(set(keys)) == alert_ids  # the one in flight twice, the others once
