@@ -1,8 +1,13 @@
 """A camera cannot send its ingest node elsewhere: no HTTP redirect, no playlist naming other URLs, no
-protocol but its scheme's — and the operator's own FFmpeg options cannot loosen that."""
+protocol but the streams' (never a local file) — and the operator's own FFmpeg options cannot loosen
+that; and one camera's open does not hold up another's."""
 
 import http.server
 import os
+import socket
+import threading
+import time
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -11,15 +16,19 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
+from ingest import ffmpeg_open
 from ingest.ffmpeg_open import (
     CAPTURE_OPTIONS_VARIABLE,
+    FILE_OPTIONS,
     NEUTRAL_OPTIONS,
+    SCHEME_PROTOCOLS,
+    STREAM_OPTIONS,
     capture_options,
     joined_options,
     open_capture,
 )
 from ingest.sources import open_source
-from tests.helpers import http_server, mjpeg_camera
+from tests.helpers import http_server, mjpeg_camera, wait_for
 
 
 @contextmanager
@@ -94,20 +103,146 @@ def test_the_operators_options_still_apply_but_cannot_loosen_ours(internal_servi
 
 
 @pytest.mark.parametrize(
-    ("uri", "protocols", "redirects"),
-    [
-        ("http://cam/video.mjpg", "http,tcp", "0"),
-        ("HTTPS://cam/video.mjpg", "https,tls,tcp", "0"),
-        ("rtsp://admin:pw@cam:554/s1", "tcp,udp,rtp,http", None),
-        ("rtmp://cam/live", "rtmp,tcp", None),
-        ("udp://@:1234", "udp", None),
-        ("tcp://cam:9000", "tcp", None),
-        ("gopher://cam/1", "none", None),
-    ],
-)
-def test_each_scheme_opens_its_own_protocols_only(uri, protocols, redirects):
+    "uri",
+    ["http://cam/video.mjpg", "HTTPS://cam/video.mjpg", "rtsp://admin:pw@cam:554/s1", "rtsps://cam/s1",
+     "rtmp://cam/live", "udp://@:1234", "tcp://cam:9000"],
+)  # fmt: skip
+def test_every_stream_opens_the_streams_protocols_only_and_never_a_file(uri):
+    """One set for every stream (the union of the schemes' own: opens of one set run side by side), which
+    holds no `file` (a stream reaches no local file), no playlist's protocol and no redirect."""
     options = capture_options(uri)
-    assert options["protocol_whitelist"] == protocols
-    assert options.get("max_redirects") == redirects
-    assert "hls" not in options["format_whitelist"].split(",")
-    assert capture_options("/videos/cam1.mp4") == {"protocol_whitelist": "file"}
+    assert options == STREAM_OPTIONS and options["max_redirects"] == "0"
+    protocols = set(options["protocol_whitelist"].split(","))
+    assert protocols == {p for scheme in SCHEME_PROTOCOLS.values() for p in scheme.split(",")}
+    assert not protocols & {"file", "pipe", "fd", "hls", "concat", "concatf", "crypto", "data", "subfile", "cache"}
+    assert not set(options["format_whitelist"].split(",")) & {"hls", "dash", "concat", "sdp", "rtp", "image2pipe"}
+    assert capture_options("/videos/cam1.mp4") == FILE_OPTIONS == {"protocol_whitelist": "file"}
+
+
+@pytest.mark.parametrize("uri", ["gopher://cam/1", "file:///etc/passwd", "hls+http://cam/live.m3u8", "ftp://cam/a.mp4"])
+def test_a_url_of_another_scheme_is_never_handed_to_ffmpeg(uri, monkeypatch):
+    monkeypatch.setattr(ffmpeg_open, "cv2", types.SimpleNamespace(VideoCapture=cv2.VideoCapture, CAP_FFMPEG=0))
+    opened: list[tuple] = []
+    monkeypatch.setattr(ffmpeg_open.cv2, "VideoCapture", lambda *args: opened.append(args) or cv2.VideoCapture())
+    assert capture_options(uri) is None
+    assert not open_capture(uri).isOpened()
+    assert opened == [()]  # an empty capture: FFmpeg never asked
+
+
+@contextmanager
+def hung_camera() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A camera that accepts TCP connections and never answers (one mid-reboot, a half-dead link): yields
+    its URL and the connections it holds; closing them (and the listening socket) ends their opens."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # the timeout, or the socket closed
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/video.mjpg", held
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+        for connection in held:
+            connection.close()
+
+
+def test_a_hung_camera_does_not_hold_up_another_cameras_open():
+    """Each open held one process-wide lock for the whole of OpenCV's open (FFmpeg's connect and probe,
+    up to the open timeout): a camera that accepts TCP and never answers held every other camera's
+    connect and reconnect (a review: 0.11 s alone, 19.85 s behind two hung ones). The healthy camera now
+    opens while the hung ones' opens are still under way."""
+    jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 200, np.uint8))[1].tobytes()
+    hung_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 20_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 20_000]
+    hung_ended: list[bool] = []
+    healthy: list[bool] = []
+
+    def open_and_note(url: str, params: list[int], noted: list[bool]) -> None:
+        capture = open_capture(url, params)
+        noted.append(capture.isOpened())
+        capture.release()
+
+    with hung_camera() as (hung_url, held), mjpeg_camera([jpeg], fps=25) as healthy_url:
+        hung = [threading.Thread(target=open_and_note, args=(hung_url, hung_timeout, hung_ended)) for _ in range(3)]
+        for thread in hung:
+            thread.start()
+        wait_for(lambda: held, 10, "a hung camera's open to connect")
+        opener = threading.Thread(target=open_and_note, args=(healthy_url, [], healthy))
+        opener.start()
+        wait_for(lambda: healthy or hung_ended, 60, "the healthy camera's open, or a hung one's timeout")
+        healthy_then, hung_ended_then, held_at_once = list(healthy), list(hung_ended), len(held)
+    for thread in [*hung, opener]:  # the hung camera gone: their opens fail at once
+        thread.join(30)
+    assert healthy_then == [True] and hung_ended_then == [], (
+        f"the healthy camera's open {healthy_then} waited for a hung camera's to time out {hung_ended_then}"
+    )
+    assert hung_ended == [False] * 3
+    assert held_at_once == 3  # the hung cameras' opens under way side by side too
+
+
+def test_a_files_open_never_overlaps_a_streams_and_the_variable_holds_each_opens_own_options(monkeypatch):
+    """Stream opens share one option set and run at once; a video file's (the file protocol alone) waits
+    for those under way, and a stream arriving meanwhile waits for it (the file is not starved by cameras
+    reconnecting); each open reads its own set, after the operator's options, which are back afterwards."""
+    monkeypatch.setenv(CAPTURE_OPTIONS_VARIABLE, "rtsp_transport;udp")
+    release = {uri: threading.Event() for uri in ("http://cam1/v", "rtsp://cam2/s", "/videos/a.mp4", "http://cam3/v")}
+    seen: list[tuple[str, str]] = []
+
+    def capture(uri: str, api: int, params: list[int]) -> str:
+        seen.append((uri, os.environ[CAPTURE_OPTIONS_VARIABLE]))
+        release[uri].wait(30)
+        return uri
+
+    monkeypatch.setattr(ffmpeg_open, "cv2", types.SimpleNamespace(VideoCapture=capture, CAP_FFMPEG=0))
+    threads: dict[str, threading.Thread] = {}
+
+    def start(uri: str) -> None:
+        threads[uri] = threading.Thread(target=open_capture, args=(uri,), daemon=True)
+        threads[uri].start()
+
+    def opened() -> list[str]:
+        return [uri for uri, _ in seen]
+
+    stream = joined_options("rtsp_transport;udp", STREAM_OPTIONS)
+    file = joined_options("rtsp_transport;udp", FILE_OPTIONS)
+    try:
+        start("http://cam1/v")
+        wait_for(lambda: opened() == ["http://cam1/v"], 10, "the first stream's open")
+        start("rtsp://cam2/s")
+        wait_for(lambda: len(seen) == 2, 10, "a second stream's open beside the first")
+        start("/videos/a.mp4")
+        wait_for(lambda: len(ffmpeg_open._options_lock._waiting) == 1, 10, "the file's open to wait")
+        start("http://cam3/v")
+        wait_for(lambda: len(ffmpeg_open._options_lock._waiting) == 2, 10, "the third stream's open to wait")
+        release["http://cam1/v"].set()
+        threads["http://cam1/v"].join(10)
+        time.sleep(0.2)
+        assert opened() == ["http://cam1/v", "rtsp://cam2/s"]  # the file waits for the stream still opening
+        release["rtsp://cam2/s"].set()
+        wait_for(lambda: len(seen) == 3, 10, "the file's open")
+        time.sleep(0.2)
+        assert opened()[2] == "/videos/a.mp4" and len(seen) == 3  # the third stream waits for the file
+        release["/videos/a.mp4"].set()
+        wait_for(lambda: len(seen) == 4, 10, "the third stream's open")
+        release["http://cam3/v"].set()
+        for thread in threads.values():
+            thread.join(10)
+    finally:
+        for event in release.values():
+            event.set()
+    assert seen == [("http://cam1/v", stream), ("rtsp://cam2/s", stream), ("/videos/a.mp4", file),
+                    ("http://cam3/v", stream)]  # fmt: skip
+    assert file == "rtsp_transport;udp|protocol_whitelist;file"
+    assert os.environ[CAPTURE_OPTIONS_VARIABLE] == "rtsp_transport;udp"  # the operator's, as set
