@@ -40,12 +40,12 @@ class CameraConfig(BaseModel):
     )
     region: str = Field(defaults.OCR_REGION, description="Plate-format region: us, eu, br, ...")
     enabled: bool = Field(True, description="A disabled camera is validated but not opened.")
-    loop: bool = Field(False, description="Start a video file again when it ends.")
+    loop: bool = Field(False, description="Start a video file (or a video served over http://) again when it ends.")
     realtime: bool = Field(
         True,
-        description="Pace a file source at its sampling rate, as a live camera (false: recorded footage, read"
-        " as fast as the chain takes it and waiting for it when full, never skipped, each frame dated by its"
-        " time in the footage from the pass's start).",
+        description="Pace a file source (or a video served over http://) at its sampling rate, as a live camera"
+        " (false: recorded footage, read as fast as the chain takes it and waiting for it when full, never"
+        " skipped, each frame dated by its time in the footage from the pass's start).",
     )
 
     @field_validator("sample_fps")

@@ -71,6 +71,18 @@ def source_tag(uri: str) -> str:
     return hashlib.sha1(f"{path}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:10]
 
 
+def footage_tag(run: CameraRun, source: FrameSource) -> str | None:
+    """What a camera's footage is named by in its frame ids (CameraRun.frame_id_at): a file or folder
+    by its fingerprint (`source_tag`); a video served over http:// by the node's run (`u` and the run's
+    start), as nothing the node can read tells that URL's file from another put there since (the same
+    length, rate and size): named by the URL alone, a new recording would have taken the ids of the last
+    and its reads been dropped as repeats; a restarted node reads it again whole. None for a live stream
+    (numbered within the run), also where the URL served footage at an earlier open."""
+    if source.is_live:
+        return None
+    return f"u{run.run_ms}" if source.is_stream else source_tag(source.uri)
+
+
 HOST_PART_CHARS = 64
 """The most characters of the host name a node's id (and so its jobs' batch ids) carries."""
 
@@ -223,10 +235,12 @@ class IngestNode:
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(self, camera: CameraConfig) -> None:
-        """Sample one camera until its file ends (unless looping), the file fails, or the node stops. A
-        stream that drops, or ends (a camera closing the connection, or silent past the read timeout), is
-        reopened with backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING
-        when lost, one INFO when back; a camera that serves a frame per connection is not polled flat out."""
+        """Sample one camera until its footage ends (unless looping: a file, or a video served over
+        http://, which states its frames), the file fails, or the node stops. A live stream that drops,
+        or ends (a camera closing the connection, or silent past the read timeout), is reopened with
+        backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING when lost, one INFO
+        when back; a camera that serves a frame per connection is not polled flat out. A URL that cannot
+        be opened is retried so, footage or not."""
         try:
             self.sample_camera(camera)
         finally:
@@ -243,24 +257,23 @@ class IngestNode:
         while not self.stop.is_set():
             try:
                 source = open_source(camera.source, camera.sample_fps)
-                if not source.is_stream:
-                    run.tag = source_tag(camera.source)
+                run.tag = footage_tag(run, source)
                 if backoff.failures:
                     log.info("camera %s: reconnected after %d failed attempts", camera.id, backoff.failures)
                 else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
                     log.log(logging.DEBUG if run.passes else logging.INFO, "camera %s: connected to %s", camera.id,
                             mask_url(camera.source))  # fmt: skip
-                if not source.is_stream:
+                if not source.is_live:
                     backoff.reset()
                 connected_at = time.monotonic()
                 self.set_state(camera, "connected", errors)
                 self.sample(run, source)
                 report_unread(camera, source)
-                if source.is_stream and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
+                if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
                     raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
-                if self.stop.is_set() or (not camera.loop and not source.is_stream):
-                    self.set_state(camera, "ended", errors)
-                    return
+                if self.stop.is_set() or (not camera.loop and not source.is_live):  # footage: a file, or served
+                    self.set_state(camera, "ended", errors)  # over http:// (reopened for ever, it was logged and
+                    return  # alerted on again each pass: a review)
                 run.passes += 1
             except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
                 if connected_at is not None and time.monotonic() - connected_at >= defaults.STABLE_STREAM_S:
@@ -290,7 +303,7 @@ class IngestNode:
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
         resumed = None  # recorded footage read before: the frames it finished, its date once one is left
-        if not source.is_stream and not camera.realtime and (resumed := self.resume(run, source)) is None:
+        if not source.is_live and not camera.realtime and (resumed := self.resume(run, source)) is None:
             run.start_footage_pass()
         for frame in source.samples():
             if self.stop.is_set():
@@ -298,7 +311,7 @@ class IngestNode:
             if resumed is not None:  # the first frame left: its time in the footage is known now
                 run.start_footage_pass(self.resumed_start(run, source, resumed, frame.source_time_s))
                 resumed = None
-            if camera.realtime and not source.is_stream:
+            if camera.realtime and not source.is_live:
                 interval_s = 1.0 / camera.sample_fps
                 if started + frame.source_time_s < run.stamped_at + interval_s * (1 - SCHEDULE_SLACK):
                     # held up (the chain full, Redis away): it plays on an interval after the frame that
@@ -325,8 +338,8 @@ class IngestNode:
         A restarted node read the whole file again: hours of footage detected and read anew to log
         nothing new (reads are keyed by frame id)."""
         camera = run.camera
-        if self.ledger is None or camera.loop:
-            return None
+        if self.ledger is None or camera.loop or source.is_stream:  # footage served over http:// is named by
+            return None  # the run (footage_tag): none of it was finished before
         finished = self.ledger.finished(run.frame_id_at(index, tag) for index, tag in source.positions())
         if finished is None:
             log.warning("camera %s: the frames log cannot say how much of %s was read before: it is read"
@@ -367,16 +380,16 @@ class IngestNode:
         return max(started_s, now_s - first_left_s)
 
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
-        """Number one sampled frame and put it in the pending jobs, or record why not. A stream's frame
-        finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
-        the camera; a file's waits for room (nothing is lost by waiting) unless the node stops. A full
-        chain (back-pressure) skips a live camera's frame, and a file's played in real time (a live
-        camera's stand-in); recorded footage (`realtime: false`) waits for the chain instead: it lost
-        half its frames to a chain that merely had not caught up."""
+        """Number one sampled frame and put it in the pending jobs, or record why not. A live stream's
+        frame finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
+        the camera; footage's (a file's, or a video's served over http://) waits for room (nothing is lost
+        by waiting) unless the node stops. A full chain (back-pressure) skips a live camera's frame, and
+        footage's played in real time (a live camera's stand-in); recorded footage (`realtime: false`)
+        waits for the chain instead: it lost half its frames to a chain that merely had not caught up."""
         camera = run.camera
-        offline = not source.is_stream and not camera.realtime
+        offline = not source.is_live and not camera.realtime
         while (
-            not source.is_stream
+            not source.is_live
             and not self.stop.is_set()
             and (self.pending.full() or (offline and self.depth >= self.recorded_depth))
         ):
@@ -412,9 +425,9 @@ class IngestNode:
                 with contextlib.suppress(queue.Full):
                     self.pending.put_nowait((ref, data))
                     return
-            if source.is_stream or self.stop.is_set():
+            if source.is_live or self.stop.is_set():
                 busy: SkipReason = "redis_unavailable" if self.redis_down else "node_busy"  # the packing waits it out
-                self.skip(ref, busy if source.is_stream else "node_stopped")
+                self.skip(ref, busy if source.is_live else "node_stopped")
                 return
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
 

@@ -239,7 +239,11 @@ class FrameSource:
     first MAX_FAILURES_KEPT; `failure_count` counts them all); the node logs them."""
 
     is_stream = False
+    """Read from a URL: one that cannot be opened (or read) now may be later, so it is retried."""
     is_live = False
+    """A camera's live stream: dated and sampled by when its frames are captured, and it ends only when
+    the camera ends it. A URL that states its frame count (a video served over http://) is footage, as a
+    file is: is_stream, not is_live."""
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         if sample_fps <= 0:
@@ -399,7 +403,9 @@ class FootageClock:
 
 
 class VideoSource(FrameSource):
-    """A video file or stream URL, sampled at `sample_fps` (every frame when the source is slower)."""
+    """A video file or stream URL, sampled at `sample_fps` (every frame when the source is slower): a
+    live stream by its frames' capture time, footage (a file, or a URL stating its frame count) by its
+    own timestamps."""
 
     def __init__(
         self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS,
@@ -420,15 +426,19 @@ class VideoSource(FrameSource):
         # 31 years on (real time: the camera waited for it; recorded footage: dates past the year 9999)
         self.source_fps = fps if defaults.MIN_SAMPLE_FPS <= fps <= MAX_SOURCE_FPS else 0.0
         stated_frames = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.frame_count = stated_frames if not self.is_stream else 0
         self.is_live = self.is_stream and stated_frames <= 0
-        """A camera's live stream, which ends only when the camera ends it (a video served over http://
-        states its frames: it ends where it ends)."""
+        """A camera's live stream, which ends only when the camera ends it. A video served over http://
+        states its frames: it is footage, dated and sampled by its own timestamps as a file is, and it ends
+        where it ends. Taken for a live stream, it was sampled by how fast it was read (a review: at 2
+        frames/s, `alpr run` over http:// gave 1 frame and 1 of 3 cars; the same file on disk 24 frames and
+        3 cars), and an ingest node reopened it for ever as a stream that dropped, logging and alerting
+        on the same footage again each pass under new frame ids."""
+        self.frame_count = stated_frames if not self.is_live else 0
         self.stream_lag = StreamLag()
 
     @property
     def dates_back(self) -> bool:
-        return self.is_stream and self.stream_lag.trusted
+        return self.is_live and self.stream_lag.trusted
 
     @property
     def sampled_fps(self) -> float:  # a 5 frames/s video sampled at --fps 25 played five times too fast (a review)
@@ -436,13 +446,13 @@ class VideoSource(FrameSource):
 
     @property
     def expected_frames(self) -> int | None:
-        if self.is_stream or not self.source_fps or self.frame_count <= 0:
+        if self.is_live or not self.source_fps or self.frame_count <= 0:
             return None
         return int(np.ceil(self.frame_count * min(1.0, self.sample_fps / self.source_fps)))
 
     def positions(self) -> Iterator[tuple[int, str | None]]:
         if (
-            self.is_stream
+            self.is_stream  # footage served over http:// is named by the node's run: never resumed
             or self.frame_count > MAX_RESUMED_FRAMES
             or self.time_of(self.frame_count) > defaults.MAX_RESUMED_FOOTAGE_S
         ):
@@ -460,7 +470,7 @@ class VideoSource(FrameSource):
         footage = FootageClock(self.source_fps or self.sample_fps, trusted=bool(self.source_fps))
         index = 0
         decoded = passed = 0
-        if not self.is_stream and not self.source_fps:  # not by the wall clock, as before: what was
+        if not self.is_live and not self.source_fps:  # not by the wall clock, as before: what was
             log.warning(  # sampled then depended on the machine's speed
                 "video %s states no usable frame rate: every frame sampled, timed as %g frames/s",
                 mask_url(self.uri), self.sample_fps,
@@ -468,11 +478,12 @@ class VideoSource(FrameSource):
         try:
             while self.capture.grab():
                 lag_s = 0.0
-                if self.is_stream:  # sampled by capture time: the frames a stall held back are footage as any
+                if self.is_live:  # sampled by capture time: the frames a stall held back are footage as any
                     read_s = time.monotonic() - started
                     lag_s = self.stream_lag.lag_s(read_s, self.stamp_s())  # every frame's: the stream's pace
                     time_s = read_s - lag_s
-                else:  # by its own timestamp: a recording's gaps, held frames and changes of rate kept
+                else:  # by its own timestamp (a file's, or one served over http://): a recording's gaps, held
+                    # frames and changes of rate kept, however fast it is read
                     time_s = footage.time_s(self.stamp_s(), index)
                 if schedule.due(time_s):
                     if self.pass_over(index, None, time_s):

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import cv2
@@ -104,6 +104,38 @@ def mjpeg_camera(
 
 
 @contextmanager
+def served_video(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """The file at `path` served over HTTP with byte ranges (as a web server or an NVR's export does: an
+    MP4 whose index is at its end is read so); yields its URL and the requests made for it (each its
+    Range header, or "whole")."""
+    data = path.read_bytes()
+    requests: list[str] = []
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked = self.headers.get("Range", "")
+            requests.append(asked or "whole")
+            start, _, end = asked.removeprefix("bytes=").partition("-")
+            first = int(start) if start.isdigit() else 0
+            last = min(int(end), len(data) - 1) if end.isdigit() else len(data) - 1
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(last + 1 - first))
+            self.end_headers()
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data[first : last + 1])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Server) as base:
+        yield f"{base}/{path.name}", requests
+
+
+@contextmanager
 def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """`handler` served on a free local port, one thread per request; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -124,6 +156,7 @@ __all__ = [
     "iou",
     "mjpeg_camera",
     "scene_samples",
+    "served_video",
     "wait_for",
     "write_cameras",
 ]

@@ -1,6 +1,6 @@
 """Recorded footage is dated by its frames' own timestamps: a recorder's file with a 10-minute gap and a
 change of frame rate, run through `alpr run` (the same sources the ingest node reads), logs each car at
-the time it passed, with one sighting per car."""
+the time it passed, with one sighting per car; a video served over http:// is run as the file is."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from alpr.cli import main
-from tests.helpers import clip_frames
+from tests.helpers import clip_frames, served_video
 from tests.ingest.mkv import write_mjpeg_mkv
 
 
@@ -39,3 +39,19 @@ def test_a_recording_with_a_gap_and_a_change_of_rate_logs_each_car_when_it_passe
     assert seen(second, "first_seen") - seen(first, "first_seen") == pytest.approx(604, abs=0.5)
     assert seen(third, "first_seen") - seen(second, "first_seen") == pytest.approx(4, abs=0.5)
     assert seen(third, "last_seen") - seen(third, "first_seen") == pytest.approx(7.8, abs=1.0)  # 40 frames at 5/s
+
+
+def test_a_video_served_over_http_is_run_as_the_file_on_disk_is(demo_clip, settings, tmp_path, capsys):
+    """`alpr run http://.../clip.mp4 --fps 2` gave 1 frame and 1 of the 3 cars, exit 0 (the same file on
+    disk: 24 frames, 3 cars; a review): a URL stating its frame count was sampled by how fast it was read,
+    as a live stream. It is footage: sampled and dated by its own timestamps, and it ends where it ends."""
+    path, truth = demo_clip
+    log = tmp_path / "reads.sqlite"
+    with served_video(path) as (url, _):
+        code = main(["run", url, "--fps", "2", "--sqlite", str(log), "--out", str(tmp_path / "out"), "--camera-id",
+                     "nvr", "--no-progress", "--model-dir", str(settings.model_dir)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "24 frames in" in printed, printed
+    exported = tmp_path / "sightings.csv"
+    assert main(["export", "--csv", str(exported), "--reason", "test", "--sightings", "--sqlite", str(log)]) == 0
+    assert sorted(row["plate"] for row in csv.DictReader(exported.open())) == sorted(truth["plates"])

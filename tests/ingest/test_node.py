@@ -25,12 +25,12 @@ from common.frame_log import FrameLog
 from common.frame_store import encode_jpeg, frame_key, jpeg_digest
 from common.jobs import FrameRef
 from common.metrics import Metrics
-from common.queues import connect_redis, stage_queue
+from common.queues import CAMERA_STATE_KEY, connect_redis, stage_queue
 from ingest.cameras import CameraConfig
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
-from tests.helpers import clip_frames, mjpeg_camera, wait_for
+from tests.helpers import clip_frames, mjpeg_camera, served_video, wait_for
 from tests.ingest.helpers import release_fifo
 from tests.ingest.mkv import write_mjpeg_mkv
 
@@ -644,3 +644,46 @@ def test_a_camera_that_failed_for_good_says_so_in_its_metric(redis_url, tmp_path
     IngestNode(cameras, Settings.load({}, redis_url=redis_url), connection, connection, metrics, None).run(3.0)
     exported = generate_latest(metrics.registry).decode()
     assert 'alpr_camera_failed{camera="broken"} 1.0' in exported and 'alpr_camera_failed{camera="good"} 0.0' in exported
+
+
+@pytest.mark.parametrize("realtime", [True, False], ids=["realtime", "recorded"])
+def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for_ever(redis_url, tmp_path, realtime):
+    """A URL stating its frame count (a recording an NVR serves) was a live stream to the node: sampled
+    by read speed, and reopened at each end as a stream that dropped ("the stream ended... reconnecting"),
+    each pass under new frame ids, so the same footage was logged and alerted on again and again (a
+    review: in 40 s, 18 requests and 6 frames queued, one a pass). It is footage, as a file is: one pass
+    sampled by its timestamps, then ended (no `loop`); played at its pace, or recorded footage
+    (`realtime: false`) dated by its own clock."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob
+
+    clip = tmp_path / "car.mp4"
+    make_clip(clip, ("KPX4721",))  # 4 s at 10 frames/s
+    connection = connect_redis(redis_url)
+    metrics = Metrics()
+    with served_video(clip) as (url, requests):
+        list(open_source(url, 5).frames())
+        one_pass = len(requests)  # FFmpeg's requests for one read of it (the index at its end, then the rest)
+        camera = CameraConfig(id="nvr", source=url, sample_fps=5, realtime=realtime)
+        node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+        started = time.monotonic()
+        summary = run_node(node, tmp_path / "no-fifo", timeout_s=30)
+        took = time.monotonic() - started
+    assert summary.ingested["nvr"] == 20 and summary.skipped["nvr"] == 0, summary
+    assert len(requests) == 2 * one_pass  # the node's one pass
+    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "nvr"}) == 0
+    assert json.loads(connection.hget(CAMERA_STATE_KEY, "nvr") or b"{}").get("state") == "ended"
+    frames = []
+    for job_id in stage_queue(connection, "detect").get_job_ids():
+        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        frames += parse_job(job.args[0], DetectJob).frames
+    assert [frame.frame_index for frame in frames] == list(range(0, 40, 2))  # by its timestamps, every 0.2 s
+    assert [frame.source_time_s for frame in frames] == pytest.approx([0.2 * i for i in range(20)])
+    assert len({frame.frame_id for frame in frames}) == 20 and all(frame.recorded is not realtime for frame in frames)
+    gaps = [later.captured_at_s - earlier.captured_at_s for earlier, later in zip(frames, frames[1:], strict=False)]
+    if realtime:  # played at its pace: 3.8 s from the first frame to the last
+        assert took >= 3.5 and min(gaps) > 0.1, (took, gaps)
+    else:  # dated by its own clock, however fast it was read
+        assert [round(gap, 6) for gap in gaps] == [0.2] * 19

@@ -3,6 +3,7 @@ credentials in every message."""
 
 import os
 import struct
+import time
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import pytest
 from common.credentials import mask_url
 from common.errors import InputError
 from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, check_source, open_source
+from tests.helpers import served_video
 from tests.ingest.mkv import write_mjpeg_mkv
 
 
@@ -25,6 +27,25 @@ def test_video_is_sampled_at_the_set_rate(demo_clip):
     assert [f.index for f in frames[:3]] == [0, 2, 4]
     assert frames[1].source_time_s == pytest.approx(0.2)
     assert source.failures == []
+
+
+@pytest.mark.parametrize("seconds_per_frame", [0.0, 0.05])
+def test_a_video_served_over_http_is_footage_sampled_and_dated_by_its_timestamps(demo_clip, seconds_per_frame):
+    """A URL stating its frame count (a recording served over http://, an NVR's export) was taken for a
+    live stream: sampled and dated by how fast it was read (a review: 1 frame of a 12 s clip read at
+    once, 120 frames dated over 36 s read at 0.3 s a frame). It is footage: the same frames as the file,
+    at the same times, however fast it is read."""
+    path, _ = demo_clip
+    on_disk = [(f.index, round(f.source_time_s, 3)) for f in open_source(str(path), sample_fps=5.0).frames()]
+    with served_video(path) as (url, _):
+        source = open_source(url, sample_fps=5.0)
+        assert isinstance(source, VideoSource) and source.is_stream and not source.is_live
+        assert source.expected_frames == len(on_disk) == 60 and not source.dates_back
+        served = []
+        for frame in source.frames():
+            served.append((frame.index, round(frame.source_time_s, 3)))
+            time.sleep(seconds_per_frame)  # a pipeline this slow a frame
+    assert served == on_disk and source.failures == []
 
 
 def test_image_folder_reports_unreadable_images(tmp_path):
@@ -476,7 +497,7 @@ def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, mo
     stream = StallingStream()
     source = VideoSource(str(write_video(tmp_path / "any.avi", "MJPG")), sample_fps=5)
     source.capture.release()
-    source.capture, source.is_stream = stream, True  # type: ignore[assignment]
+    source.capture, source.is_stream, source.is_live = stream, True, True  # type: ignore[assignment]
     monkeypatch.setattr("ingest.sources.time", SimpleNamespace(monotonic=lambda: next(stream.clock)))
     times = [frame.source_time_s for frame in source.samples()]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
