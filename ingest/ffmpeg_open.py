@@ -38,9 +38,13 @@ unless OPENCV_FFMPEG_IS_THREAD_SAFE is 1: FFmpeg (4.0 on) opens separate capture
 so it is set, unless the operator set it (0: one open at a time again, for an FFmpeg built without
 threads).
 
-Left open: FFmpeg follows an RTSP server's own redirect (a 3xx answer) with no option to refuse it, so
-an RTSP camera can still send the node to another RTSP server; and FFmpeg bounds neither a stream
-part's length nor a mid-stream frame's size (README, Safe by default).
+An RTSP server's own redirect (a 3xx answer), which FFmpeg follows with no option to refuse it, is
+refused by the protocol whitelist: FFmpeg opens the new URL by its protocol (rtsp, or satip), which no
+set here names (the camera's own rtsp:// URL is opened by its demuxer, without asking the whitelist).
+tests/ingest/test_ffmpeg_open.py holds this against an FFmpeg that changes it.
+
+Left open: FFmpeg bounds neither a stream part's length nor a mid-stream frame's size (README, Safe by
+default).
 
 The variable is set for a group of opens of one option set as the first of them begins and given
 back as the last ends, after any options the operator put there, so theirs still apply (rtsp_transport,
@@ -83,7 +87,8 @@ under it; RTSP also over HTTP: `rtsp_transport http`, to the camera's own host).
 every stream may open (`STREAM_PROTOCOLS`); a URL of another scheme is never opened."""
 
 STREAM_PROTOCOLS = ",".join(dict.fromkeys(p for protocols in SCHEME_PROTOCOLS.values() for p in protocols.split(",")))
-"""Every stream scheme's protocols, and no other: not `file`, nor a playlist's (hls, concat, crypto...)."""
+"""Every stream scheme's protocols, and no other: not `file`, nor a playlist's (hls, concat, crypto...),
+nor rtsp, rtsps or satip, which an RTSP server's redirect opens (a camera's own rtsp:// URL needs none)."""
 
 STREAM_OPTIONS = {
     "protocol_whitelist": STREAM_PROTOCOLS,

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import cv2
@@ -115,6 +115,7 @@ def test_every_stream_opens_the_streams_protocols_only_and_never_a_file(uri):
     protocols = set(options["protocol_whitelist"].split(","))
     assert protocols == {p for scheme in SCHEME_PROTOCOLS.values() for p in scheme.split(",")}
     assert not protocols & {"file", "pipe", "fd", "hls", "concat", "concatf", "crypto", "data", "subfile", "cache"}
+    assert not protocols & {"rtsp", "rtsps", "satip"}  # what an RTSP server's redirect opens (test below)
     assert not set(options["format_whitelist"].split(",")) & {"hls", "dash", "concat", "sdp", "rtp", "image2pipe"}
     assert capture_options("/videos/cam1.mp4") == FILE_OPTIONS == {"protocol_whitelist": "file"}
 
@@ -246,3 +247,79 @@ def test_a_files_open_never_overlaps_a_streams_and_the_variable_holds_each_opens
                     ("http://cam3/v", stream)]  # fmt: skip
     assert file == "rtsp_transport;udp|protocol_whitelist;file"
     assert os.environ[CAPTURE_OPTIONS_VARIABLE] == "rtsp_transport;udp"  # the operator's, as set
+
+
+@contextmanager
+def rtsp_server(answer: Callable[[str, str], str]) -> Iterator[tuple[str, list[str]]]:
+    """A bare RTSP server on a free local port: each request's first line is noted and answered with
+    `answer(method, cseq)` (a status line and headers); yields its base URL and those lines."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.1)
+    requests: list[str] = []
+    done = threading.Event()
+
+    def serve(connection: socket.socket) -> None:
+        buffer = b""
+        with connection:
+            connection.settimeout(5)
+            while not done.is_set():
+                try:
+                    data = connection.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, buffer = buffer.split(b"\r\n\r\n", 1)
+                    lines = head.decode("latin-1").split("\r\n")
+                    requests.append(lines[0])
+                    cseq = next((line[5:].strip() for line in lines if line.lower().startswith("cseq:")), "0")
+                    connection.sendall(f"{answer(lines[0].split(' ')[0], cseq)}\r\n\r\n".encode())
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                connection = server.accept()[0]
+            except OSError:  # the timeout, or the socket closed
+                continue
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"rtsp://127.0.0.1:{server.getsockname()[1]}", requests
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.parametrize("scheme", ["rtsp", "satip"])  # the two FFmpeg's RTSP client follows
+def test_an_rtsp_cameras_redirect_is_refused_by_the_protocol_whitelist(scheme, monkeypatch):
+    """README said FFmpeg follows an RTSP server's own redirect (a 3xx answer) with no option to refuse
+    it. Left to itself it does (checked here first); but the redirect opens the new URL by its protocol,
+    rtsp (or satip), which no whitelist of ours names (the rtsp demuxer opens the camera's own URL without
+    asking it): refused before the other server hears of it."""
+    monkeypatch.setenv(CAPTURE_OPTIONS_VARIABLE, NEUTRAL_OPTIONS)  # OpenCV's default: FFmpeg left to itself
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
+    with rtsp_server(lambda method, cseq: f"RTSP/1.0 404 Not Found\r\nCSeq: {cseq}") as (target, target_requests):
+        moved = f"{scheme}{target.removeprefix('rtsp')}/live"
+
+        def camera_answer(method: str, cseq: str) -> str:
+            if method == "DESCRIBE":
+                return f"RTSP/1.0 302 Moved Temporarily\r\nCSeq: {cseq}\r\nLocation: {moved}"
+            return f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN"
+
+        with rtsp_server(camera_answer) as (camera, camera_requests):
+            cv2.VideoCapture(f"{camera}/stream", cv2.CAP_FFMPEG, timeouts).release()
+            wait_for(lambda: target_requests, 10, "FFmpeg left to itself to follow the redirect")
+            target_requests.clear()
+            camera_requests.clear()
+            with pytest.raises(InputError, match="cannot connect to stream"):
+                open_source(f"{camera}/stream", sample_fps=5.0)
+            time.sleep(0.5)
+    assert any(line.startswith("DESCRIBE ") for line in camera_requests)  # it was sent the redirect
+    assert target_requests == []
