@@ -438,3 +438,35 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
+
+LOCK_MODES = ("SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+"""The table locks that make a migration wait for the chain: SHARE and above conflict with the workers'
+writes (ROW EXCLUSIVE), ACCESS EXCLUSIVE with every reader too (ACCESS SHARE)."""
+
+MIGRATION_LOCKS: dict[int, dict[str, str]] = {
+    2: {"frames": "ACCESS EXCLUSIVE"},
+    3: {"frames": "ACCESS EXCLUSIVE"},
+    4: {"plate_reads": "ACCESS EXCLUSIVE"},
+    5: {"frames": "ACCESS EXCLUSIVE"},
+    7: {"frames": "SHARE", "plate_reads": "SHARE"},
+    8: {"frames": "ACCESS EXCLUSIVE"},
+    9: {"watchlist": "SHARE ROW EXCLUSIVE"},
+    11: {"frames": "ACCESS EXCLUSIVE"},
+    12: {"alerts": "SHARE", "sightings": "SHARE"},
+    14: {"alerts": "SHARE"},
+    15: {
+        "alerts": "ACCESS EXCLUSIVE",
+        "frames": "ACCESS EXCLUSIVE",
+        "plate_reads": "ACCESS EXCLUSIVE",
+        "sightings": "ACCESS EXCLUSIVE",
+    },
+    16: {"watchlist": "SHARE ROW EXCLUSIVE"},
+    17: {"plate_exports": "ACCESS EXCLUSIVE", "plate_searches": "ACCESS EXCLUSIVE"},
+    18: {"frames": "ACCESS EXCLUSIVE"},
+}
+"""Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
+it (tests/common/test_db.py checks each against what Postgres records the migration holding). `alpr db
+upgrade` asks for each in turn before the migration's SQL runs (common/db.py's _apply_next), so a table
+held by a long reader makes the attempt fail before any of its work is done: migration 15's full scans of
+the frames log and the plate reads were run again on every attempt while it waited for the frames lock
+(a review). A new migration that locks a table the chain uses is added here with it."""

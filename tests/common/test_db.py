@@ -6,10 +6,11 @@ constraint violation."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -87,7 +88,10 @@ def test_processes_upgrading_at_once_apply_each_migration_once(postgres_url):
         for p in pools:
             p.close()
     assert errors == []
-    assert sorted(results) == [[], [], VERSIONS]  # the advisory lock: one applies them all, the others wait
+    # the advisory lock, taken by each migration's transaction: the processes take turns, and each migration
+    # is applied once, in order (a process may apply some and another the rest)
+    assert sorted(version for applied in results for version in applied) == VERSIONS
+    assert all(applied == sorted(applied) for applied in results)
 
 
 def test_require_schema_fails_clearly_until_upgraded(pool, postgres_url, redis_url, capsys):
@@ -293,6 +297,188 @@ def test_an_upgrade_waits_briefly_for_a_table_in_use_and_gives_up_clearly(pool, 
             upgrade(pool)
         assert time.monotonic() - started < 3
     assert upgrade(pool) == [999]  # the reader gone, it goes through
+
+
+def schema_at(pool: ConnectionPool, monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    """The test's schema brought to `version` (a database of an earlier release), the migrations then
+    all there again for the upgrade under test."""
+    import common.db
+
+    monkeypatch.setattr(common.db, "MIGRATIONS", [migration for migration in MIGRATIONS if migration[0] <= version])
+    upgrade(pool)
+    monkeypatch.setattr(common.db, "MIGRATIONS", MIGRATIONS)
+
+
+def schema_versions(url: str) -> list[int]:
+    with psycopg.connect(url) as db:
+        return [version for (version,) in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def someone_waits_for(url: str, table: str) -> bool:
+    """Whether a session waits for a lock on `table` (of the test's schema)."""
+    with psycopg.connect(url) as db:
+        waiting = db.execute("SELECT count(*) FROM pg_locks WHERE relation = to_regclass(%s) AND NOT granted", (table,))
+        return waiting.fetchone() != (0,)
+
+
+def wait_until(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not seen within {within_s} s: {what}"
+        time.sleep(0.05)
+
+
+def insert_alert(connection: psycopg.Connection, alert_id: str) -> None:
+    connection.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body)"
+                       " VALUES (%s, 'read', 'gate', now(), '{}')", (alert_id,))  # fmt: skip
+
+
+def test_a_migration_waiting_for_a_table_holds_no_lock_of_the_migrations_before_it(pool, postgres_url, monkeypatch):
+    """A review: the migrations ran in one transaction, so from version 13 migration 14's SHARE lock on
+    `alerts` was held while migration 15 waited for the frames log a long reader held (an export, `alpr
+    status`'s counts): the chain's alert inserts waited 5 s at a time, 60 s of a 72 s upgrade, which then
+    gave up having applied nothing. Each migration now commits on its own: while 15 waits, 14 is applied
+    and an alert insert waits for no lock at all, a frame's insert at most the upgrade's lock timeout;
+    once the reader ends, the upgrade goes on from where it stood."""
+    import common.db
+
+    schema_at(pool, monkeypatch, 13)
+    monkeypatch.setattr(common.db, "UPGRADE_LOCK_TIMEOUT", "4s")
+    monkeypatch.setattr(common.db, "UPGRADE_BACKOFF_S", (0.2, 0.5), raising=False)
+    monkeypatch.setattr(common.db, "UPGRADE_ATTEMPTS", 1000)  # it waits the reader out, however slow the machine
+    outcome: list[object] = []
+
+    def upgrading() -> None:
+        try:
+            outcome.append(upgrade(pool))
+        except BaseException as error:  # reported by the assertion below
+            outcome.append(error)
+
+    upgrader = threading.Thread(target=upgrading)
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT count(*) FROM frames")  # a long reader's transaction, left open: frames held
+        upgrader.start()
+        try:
+            wait_until(lambda: someone_waits_for(postgres_url, "frames"), 60, "the upgrade asking for frames")
+            with psycopg.connect(postgres_url, autocommit=True) as writer:
+                writer.execute("SET lock_timeout = '1s'")  # a wait for a lock this long: behind the upgrade
+                for n in range(5):  # the sighting pool's alerts, as the reader goes on
+                    insert_alert(writer, f"a{n}")  # waited 4 s (the upgrade's lock timeout) and failed here
+                    time.sleep(0.1)
+                writer.execute("SET lock_timeout = '8s'")  # twice the upgrade's: queued behind its request at most
+                writer.execute(
+                    "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates,"
+                    " stage_ms, outcome) VALUES ('gate:1:0', 'gate', 0, 0, now(), 0, '{}', 'done')"
+                )
+            assert schema_versions(postgres_url) == VERSIONS[:14]  # 14 applied, for good, while 15 waits
+        finally:
+            reader.rollback()  # the reader ends
+            upgrader.join(timeout=120)
+    assert outcome == [VERSIONS[13:]]  # 14 and the rest, once the frames log was free
+    assert schema_versions(postgres_url) == VERSIONS
+
+
+def test_an_upgrade_that_gives_up_keeps_what_it_applied_and_backs_off_between_attempts(pool, postgres_url, monkeypatch):
+    """Given up on migration 15 (a reader holds the frames log), the upgrade keeps migration 14, says so,
+    and the next upgrade goes on from it; between attempts it waited 1 s each time, so a long reader's
+    table was asked for (every writer of it queued behind) five seconds in six: the waits now double."""
+    import common.db
+
+    schema_at(pool, monkeypatch, 13)
+    monkeypatch.setattr(common.db, "UPGRADE_LOCK_TIMEOUT", "200ms")
+    waits: list[float] = []
+    monkeypatch.setattr(common.db.time, "sleep", waits.append)
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT count(*) FROM frames")  # a transaction left open: its lock is held
+        with pytest.raises(ConfigError, match=r"could not lock the tables in 8 attempts") as given_up:
+            upgrade(pool)
+    assert "migration 15 waits for frames" in str(given_up.value), given_up.value
+    assert "migrations [14] were applied and stay: the schema is at version 14" in str(given_up.value)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]  # about two minutes' patience, at 5 s a try
+    assert schema_versions(postgres_url) == VERSIONS[:14]
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT to_regclass('alerts_by_sighting') IS NOT NULL").fetchone() == (True,)
+    assert upgrade(pool) == VERSIONS[14:]  # the reader gone, from where it stood
+
+
+def test_an_upgrade_killed_midway_leaves_an_earlier_version_the_next_one_goes_on_from(pool, postgres_url, monkeypatch):
+    """`alpr db upgrade` killed while migration 15 waits for a table: migration 14 stays applied, nothing
+    of 15 is left, the advisory lock dies with the killed process's transaction, and the next upgrade
+    applies the rest."""
+    import signal
+    import subprocess
+    import sys
+
+    schema_at(pool, monkeypatch, 13)
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT count(*) FROM frames")  # frames held: migration 15 waits
+        run = subprocess.Popen([sys.executable, "-m", "alpr.cli", "db", "upgrade", "--database-url", postgres_url],
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_until(lambda: someone_waits_for(postgres_url, "frames"), 60, "the upgrade asking for frames")
+        finally:
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=30)
+        assert schema_versions(postgres_url) == VERSIONS[:14]
+        with psycopg.connect(postgres_url) as db:  # nothing of 15: its first statement deleted rows like these
+            constraint = db.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'frames_captured_at_in_reach'"
+                                    " AND connamespace = current_schema()::regnamespace").fetchone()  # fmt: skip
+        assert constraint == (0,)
+    assert upgrade(pool) == VERSIONS[14:]
+
+
+def test_an_attempt_that_cannot_have_a_table_does_none_of_its_migrations_work(pool, postgres_url, monkeypatch):
+    """Each attempt ran migration 15's full scans of the frames log and the plate reads again (0.4 s per 3
+    million rows), to fail at its ALTER on a table a reader held (a review): a migration's tables are asked
+    for before any of its SQL runs. A sequence counts the runs of a migration's SQL (it keeps its count
+    when the transaction rolls back)."""
+    import common.db
+
+    upgrade(pool)
+    with pool.connection() as connection:
+        connection.execute("CREATE SEQUENCE body_runs")
+    later = (999, "SELECT nextval('body_runs'); ALTER TABLE frames ADD COLUMN later INTEGER")
+    monkeypatch.setattr(common.db, "MIGRATIONS", [*MIGRATIONS, later])
+    monkeypatch.setattr(common.db, "MIGRATION_LOCKS", {999: {"frames": "ACCESS EXCLUSIVE"}})
+    monkeypatch.setattr(common.db, "UPGRADE_LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(common.db, "UPGRADE_ATTEMPTS", 3)
+    monkeypatch.setattr(common.db.time, "sleep", lambda _s: None)
+    with psycopg.connect(postgres_url) as reader:
+        reader.execute("SELECT count(*) FROM frames")
+        with pytest.raises(ConfigError, match="could not lock the tables in 3 attempts"):
+            upgrade(pool)
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT is_called FROM body_runs").fetchone() == (False,)  # never run
+    assert upgrade(pool) == [999]
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT last_value FROM body_runs").fetchone() == (1,)  # run once, when it could go on
+
+
+def test_each_migration_declares_the_tables_it_locks_against_the_chain(postgres_url):
+    """MIGRATION_LOCKS names, for each migration, the tables there before it that it locks in a mode the
+    chain's writes or reads wait for, and the strongest such mode: what Postgres records the migration's
+    transaction holding. A table left out would be waited for only once the migration's work is done."""
+    from common.migrations import LOCK_MODES, MIGRATION_LOCKS
+
+    taken: dict[int, dict[str, str]] = {}
+    with psycopg.connect(postgres_url) as db:
+        schema = db.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        for version, statements in MIGRATIONS:
+            there = "SELECT oid FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = %s::regnamespace"
+            before = {oid for (oid,) in db.execute(there, (schema,))}
+            db.execute(statements.encode())
+            locks: dict[str, str] = {}
+            for oid, table, held in db.execute(
+                "SELECT relation, relation::regclass::text, mode FROM pg_locks WHERE pid = pg_backend_pid()"
+                " AND locktype = 'relation'"
+            ):
+                mode = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", held.removesuffix("Lock")).upper()
+                if oid in before and mode in LOCK_MODES:
+                    locks[table] = max(locks.get(table, mode), mode, key=LOCK_MODES.index)
+            if locks:
+                taken[version] = locks
+            db.commit()
+    assert taken == MIGRATION_LOCKS
 
 
 def test_a_session_frozen_mid_transaction_is_ended_by_the_server(pool):
