@@ -45,8 +45,20 @@ class Lane:
     """One receiver's attempts in this worker: `work` (claim, attempt, record the outcome) runs on the
     lane's own thread, for one job at a time, in the order they came; at most `capacity` jobs wait."""
 
-    def __init__(self, receiver: str, work: Callable[[AlertJob], None], capacity: int) -> None:
-        self.receiver, self.work, self.capacity = receiver, work, capacity
+    def __init__(
+        self,
+        receiver: str,
+        work: Callable[[AlertJob], None],
+        capacity: int,
+        halted: Callable[[], bool] = lambda: False,
+        failed: Callable[[], None] = lambda: None,
+        held_count: Callable[[int], None] = lambda count: None,
+    ) -> None:
+        self.receiver, self.work, self.capacity, self.halted = receiver, work, capacity, halted
+        self.failed, self.held_count = failed, held_count
+        """Called on an attempt that raised (counted as a failed job: on the worker's loop it failed the
+        job, and the pool's rule on failing jobs fired; on a lane it was one WARNING line, unseen), and
+        with how many alerts the lane holds whenever that changes."""
         self.waiting: deque[AlertJob] = deque()
         self.held: set[str] = set()
         """Alert ids waiting here or in flight: a job for one of them again (queued by `due` while it
@@ -66,13 +78,20 @@ class Lane:
                 return True
             if self.closed or len(self.waiting) >= self.capacity:
                 return False
-            self.waiting.append(job)
-            self.held.add(job.alert_id)
             if self.thread is None:
                 # a daemon: an attempt stuck where nothing can cut it (a host name's lookup) cannot keep
                 # a stopping worker alive; its lease runs out and the delivery is sent again
-                self.thread = threading.Thread(target=self.run, name=f"alert-lane-{self.receiver}", daemon=True)
-                self.thread.start()
+                thread = threading.Thread(target=self.run, name=f"alert-lane-{self.receiver}", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as error:  # no thread to be had (a container's process limit): the job
+                    log.warning("alert %s to %s: no thread for its lane (%s); queued again later", job.alert_id,
+                                self.receiver, error)  # fmt: skip
+                    return False  # is left pending, and the next job tries again (it stuck the lane for good)
+                self.thread = thread
+            self.waiting.append(job)
+            self.held.add(job.alert_id)
+            self.held_count(len(self.held))
             self.changed.notify_all()
             return True
 
@@ -80,9 +99,9 @@ class Lane:
         """The lane's thread: the jobs one at a time until the lane is closed and nothing waits."""
         while True:
             with self.changed:
-                while not self.waiting and not self.closed:
-                    self.changed.wait()
-                if not self.waiting:
+                while not self.closed and (not self.waiting or self.halted()):
+                    self.changed.wait(0.05)  # a stop (a signal: nothing notifies) begins no further attempt
+                if not self.waiting or self.halted():
                     return
                 job = self.waiting.popleft()
                 self.busy = True
@@ -94,10 +113,12 @@ class Lane:
                 log.warning("alert %s to %s: not done (%s); left to be queued again", job.alert_id,
                             self.receiver, type(error).__name__)  # fmt: skip
                 log.debug("alert %s to %s: not done", job.alert_id, self.receiver, exc_info=True)
+                self.failed()
             finally:
                 with self.changed:
                     self.busy = False
                     self.held.discard(job.alert_id)
+                    self.held_count(len(self.held))
                     self.changed.notify_all()
 
     def idle(self) -> bool:
@@ -112,6 +133,7 @@ class Lane:
             handed_back = list(self.waiting)
             self.waiting.clear()
             self.held.difference_update(job.alert_id for job in handed_back)
+            self.held_count(len(self.held))
             self.changed.notify_all()
             return handed_back
 

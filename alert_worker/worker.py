@@ -78,8 +78,20 @@ class AlertStage:
         self.rested_until: dict[str, float] = {}
         """Per failing receiver, the monotonic time before which this worker sends it nothing: a receiver
         that hangs cost its lane a whole timeout per alert. Each receiver's entries are its lane's alone."""
-        self.lanes = {name: Lane(name, self.attempt, defaults.ALERT_LANE_BACKLOG) for name in receivers}
+        self.stopping = threading.Event()
+        """Set by `alpr worker alert` at a stop signal: the lanes begin no further attempt."""
+        self.lanes = {name: self.lane(name) for name in receivers}
         """One per receiver: its attempts on a thread of its own, one at a time."""
+
+    def lane(self, receiver: str) -> Lane:
+        """The receiver's lane: it stops with the worker, counts an attempt that raised as a failed job,
+        and exports how many alerts it holds (exported at 0)."""
+        waiting = self.metrics.alert_lane_waiting.labels(receiver=receiver)
+        waiting.set(0)
+        return Lane(
+            receiver, self.attempt, defaults.ALERT_LANE_BACKLOG, halted=self.stopping.is_set,
+            failed=self.metrics.jobs.labels(stage=self.name, outcome="failed").inc, held_count=waiting.set,
+        )  # fmt: skip
 
     def handle(self, payload: Any) -> StageResult:
         """Hand the job to its receiver's lane and return: the worker takes the next job at once, whatever

@@ -134,7 +134,7 @@ def build_worker_context(
 
     if stage == "alert":  # the one kind that never touches frames; its lanes end with the process's last worker
         alert = build_alert_stage(settings, connection, metrics)
-        return WorkerContext(alert, metrics, settings.job_timeout_s, finish=alert.finish)
+        return WorkerContext(alert, metrics, settings.job_timeout_s, finish=alert.finish, stop=alert.stopping)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
     store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s, settings.db_patience_s)

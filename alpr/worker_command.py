@@ -44,6 +44,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         metrics.serve(settings.metrics_port, settings.metrics_address)
         return sighting_loop(stage, settings, stop, args.burst)
     context = build_worker_context(args.stage, settings, connection, metrics)
+    stop = context.stop or stop
     metrics.serve(settings.metrics_port, settings.metrics_address)
     code = run_workers(args, settings, connection, context, stop)
     if context.finish is not None:  # RQ's signal handlers replaced: a signal now only sets `stop`. Not after

@@ -151,6 +151,12 @@ class Metrics:
             " rests after a failure, failed, rejected).",
             ["receiver", "outcome"], registry=r,
         )  # fmt: skip
+        self.alert_lane_waiting = Gauge(
+            "alpr_alert_lane_waiting",
+            "Alerts this worker holds for a receiver: waiting in its lane, and the attempt in flight (the alert"
+            " queue no longer shows a backlog behind a slow receiver: each job is handed to its lane at once).",
+            ["receiver"], registry=r,
+        )  # fmt: skip
         self.alert_latency_seconds = Histogram(
             "alpr_alert_latency_seconds", "Capture of the read that raised an alert to its delivery.",
             buckets=LATENCY_BUCKETS, registry=r,

@@ -94,6 +94,10 @@ class WorkerContext:
     """What the process does once its last RQ worker ended, given the stop event: the alert pool's lanes
     send or hand back the jobs they hold and let the attempts in flight end (a stage whose jobs end with
     handle() needs nothing)."""
+    stop: threading.Event | None = None
+    """The stop event the process's signals set, where the stage must see it at once (the alert pool's
+    lanes begin no attempt once it is set: told only at `finish`, after RQ's own teardown of up to a
+    second, a lane began the next alert waiting behind the one in flight); None: the process makes one."""
 
     def __post_init__(self) -> None:  # every outcome exported at 0: a first refused job is an increase
         for outcome in get_args(JobOutcome):

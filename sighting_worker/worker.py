@@ -387,7 +387,7 @@ class SightingStage:
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, connection
             )
-            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s)
+            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting)
         ]
 
     def seen_in_pass(
@@ -399,6 +399,7 @@ class SightingStage:
         gap_s: float,
         alerting: bool = True,
         read: Observation | None = None,
+        box: Sighting | None = None,
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
         match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
@@ -409,7 +410,7 @@ class SightingStage:
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
         Reads may come in any order: a pass is the span of the reads it holds, in either direction."""
         passes = alerted.setdefault(self.watch_key(match), [])
-        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, gap_s, read)]
+        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, gap_s, read, box)]
         if holding:
             span = min(holding, key=lambda held: nearest(held) > match.distance)  # as near first (a stable min)
             span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
@@ -426,7 +427,14 @@ class SightingStage:
         return False
 
     def holds(
-        self, span: list[float], distance: float, first_s: float, last_s: float, gap_s: float, read: Observation | None
+        self,
+        span: list[float],
+        distance: float,
+        first_s: float,
+        last_s: float,
+        gap_s: float,
+        read: Observation | None,
+        box: Sighting | None = None,
     ) -> bool:
         """Whether a match at `distance` of the listed plate, [first_s, last_s] (a read, or a sighting
         without its `read`), is the car of the pass `span`, at a camera whose sighting gap is `gap_s`:
@@ -450,7 +458,16 @@ class SightingStage:
         within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes else gap_s
         if not (first_s - within_s <= span[1] and span[0] <= last_s + within_s):
             return False
-        return exact or read is None or within_reach(span, read)
+        if exact:
+            return True
+        if read is None and box is not None and len(span) > WHERE:  # a sighting: by its best read's box
+            x1, y1, x2, y2 = box.best_box_xyxy
+            at_s = min(max(span[WHERE], first_s), last_s)  # its time nearest the pass's newest read
+            allowed = reach_widths(at_s - span[WHERE])
+            return math.dist(((x1 + x2) / 2, (y1 + y2) / 2), tuple(span[WHERE + 1 : WHERE + 3])) <= allowed * max(
+                span[WHERE + 3], x2 - x1, 1.0
+            )
+        return read is None or within_reach(span, read)
 
     @staticmethod
     def key_parts(match: WatchMatch) -> tuple[str, str]:

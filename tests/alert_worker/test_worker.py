@@ -533,12 +533,15 @@ def test_a_slow_or_hung_receiver_delays_no_other_receivers_alerts(
             assert stopped(process) == 0
 
 
+@pytest.mark.parametrize("answered_after_s", [0.3, 1.0])
 def test_a_worker_stopped_mid_attempt_finishes_it_and_hands_back_the_alerts_waiting(
-    setup, postgres_url, redis_url, tmp_path, monkeypatch
+    setup, postgres_url, redis_url, tmp_path, monkeypatch, answered_after_s
 ):
     """SIGTERM while an attempt is in flight on a receiver's lane and two more alerts wait behind it: the
     worker waits for the attempt (recorded delivered: not sent again), and hands the two back never
-    claimed, marked to be queued again at once; the next worker sends them, each once, with its key."""
+    claimed, marked to be queued again at once; the next worker sends them, each once, with its key.
+    Answered 0.3 s after the signal, within RQ's own teardown (up to a second), the lane began the next
+    alert waiting (a review: the lanes were told of the stop only after it): they see the signal at once."""
     answer = threading.Event()
     try:
         with WebhookServer(SECRET, Reply(held_until=answer)) as hook:
@@ -550,7 +553,7 @@ def test_a_worker_stopped_mid_attempt_finishes_it_and_hands_back_the_alerts_wait
             assert wait_for(lambda: rows(postgres_url, waiting) == [(2,)], 10)
             process.send_signal(signal.SIGTERM)
             with pytest.raises(subprocess.TimeoutExpired):
-                process.wait(timeout=1)  # it waits for the attempt in flight
+                process.wait(timeout=answered_after_s)  # it waits for the attempt in flight
             answer.set()
             assert process.wait(timeout=60) == 0
             found = rows(postgres_url, "SELECT status, attempts, queued_at IS NULL FROM alert_deliveries")
@@ -597,3 +600,60 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
     assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
     keys = sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received)
     assert len(keys) == 4 and sorted(set(keys)) == alert_ids  # the one in flight twice, the others once
+
+
+def test_an_attempt_that_raises_on_a_lane_is_counted_failed_and_the_lane_held_is_exported(
+    setup, postgres_url, redis_url, monkeypatch
+):
+    """A review of the lanes: an alert whose claim failed (Postgres refusing the write, or away past the
+    worker's patience) failed its job on the worker's loop, and AlprJobsFailing fired; on a lane it was one
+    WARNING line, the job counted done. And the alert queue, emptied into the lanes at once, no longer
+    showed a backlog behind a slow receiver: what each lane holds is exported."""
+    from alert_worker.worker import AlertStage
+    from common.alert_log import AlertLog
+    from common.alerts import load_receivers
+    from common.db import DatabaseWriteError
+    from common.metrics import Metrics
+
+    setup("http://127.0.0.1:9/hook")
+    raise_alert(postgres_url, redis_url, ["ops"])
+    release = threading.Event()
+
+    def refused(self: AlertLog, alert_id: str, receiver: str, lease_s: float) -> None:
+        release.wait(30)  # the first attempt held in flight while two more wait behind it
+        raise DatabaseWriteError("Postgres refused the write: InsufficientPrivilege (SQLSTATE 42501)")
+
+    monkeypatch.setattr(AlertLog, "claim", refused)
+    pool = open_pool(postgres_url)
+    try:
+        metrics = Metrics()
+        receivers = load_receivers(Path(os.environ["ALPR_ALERT_RECEIVERS"]))
+        stage = AlertStage(receivers, AlertLog(pool, 0), stage_queue(connect_redis(redis_url), "alert"), metrics,
+                           3600.0, 60)  # fmt: skip
+        counted = metrics.registry.get_sample_value
+        assert counted("alpr_alert_lane_waiting", {"receiver": "ops"}) == 0  # exported from the start
+        for number in range(3):
+            stage.handle(alert_job(f"read-{number:016x}", "ops", 1).model_dump(mode="json"))
+        assert counted("alpr_alert_lane_waiting", {"receiver": "ops"}) == 3  # one in flight, two waiting
+        release.set()
+        stage.finish(threading.Event())
+    finally:
+        pool.close()
+    assert counted("alpr_jobs_total", {"stage": "alert", "outcome": "failed"}) == 3
+    assert counted("alpr_alert_lane_waiting", {"receiver": "ops"}) == 0
+
+
+def test_a_lane_whose_thread_cannot_start_takes_no_job_and_a_later_one_starts_it(monkeypatch):
+    """A review: the lane kept a thread that never started (a container's process limit), took every later
+    job into a backlog nothing read, and its finish raised; it takes none, and the next job tries again."""
+    from alert_worker.lanes import Lane
+
+    done: list[str] = []
+    lane = Lane("ops", lambda job: done.append(job.alert_id), 10)
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self: (_ for _ in ()).throw(RuntimeError("no thread")))
+    assert not lane.offer(alert_job("read-0000000000000001", "ops", 1))
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert lane.offer(alert_job("read-0000000000000002", "ops", 1))
+    lane.close()
+    assert lane.join(10) and done == ["read-0000000000000002"]

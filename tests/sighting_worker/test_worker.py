@@ -311,6 +311,63 @@ def test_an_unlisted_lookalike_parked_in_view_does_not_silence_the_listed_cars_n
     assert alerts == [("KPX4721",), ("KPX4721",)]  # one per pass
 
 
+def test_a_listed_cars_sighting_beside_a_parked_lookalike_does_not_join_the_lookalikes_pass(chain, redis_url):
+    """A review of the lookalike fix: a sighting (no read's box) was held by a lookalike's pass within
+    the sighting gap alone, wherever it was: the listed car's first pass, alerted only at its sighting
+    (reads of 0.87: sure for a sighting, not for an early alert), joined the pass of a lookalike parked
+    elsewhere in view, which the lookalike then kept open, and the listed car's next pass raised nothing.
+    A sighting is weighed by its best read's box, as a read is."""
+    pool, settings = chain
+    start_s = time.time() - 400
+    events = [(start_s + k, "lookalike") for k in range(361)]  # KPX4727 parked at x=1000, read every second
+    events += [(start_s + 100.1 + 0.2 * k, "first") for k in range(5)]  # the listed car, unsure reads
+    events += [(start_s + 340.1 + 0.2 * k, "second") for k in range(5)]  # and again, sure ones
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    index = 0
+    for phase in (
+        [e for e in sorted(events) if e[0] < start_s + 200],
+        [e for e in sorted(events) if e[0] >= start_s + 200],
+    ):
+        frames = []
+        for at_s, what in phase:
+            sure = 0.87 if what == "first" else 0.95
+            reads = (
+                [plate("KPX4727", 1000.0, 0.95)]
+                if what == "lookalike"
+                else [plate("KPX4721", 100 + 30 * (index % 5), sure)]
+            )
+            frames.append((frame(index, at_s), reads))
+            index += 1
+        log_frames(pool, frames, in_capture_order=True)
+        for _ in range(4):
+            stage.poll()
+    alerts = table(pool, "SELECT body->>'plate', (body->>'captured_at_s')::float8 FROM alerts ORDER BY 2")
+    listed = [at_s - start_s for plate_text, at_s in alerts if plate_text == "KPX4721"]
+    assert len(listed) == 2 and listed[0] < 200 < listed[1], alerts  # each of its passes
+
+
+def test_a_lookalike_driving_by_a_parked_listed_car_is_alerted_on(chain, redis_url):
+    """The mirror: the listed KPX4721 parked at x=1000 (one alerted pass) and another car, KPX4727,
+    driving by at x=100 (a sure sighting of unsure reads): its sighting was held by the listed car's pass
+    within the sighting gap alone, and no alert raised; alone, it raises its fuzzy alert."""
+    pool, settings = chain
+    start_s = time.time() - 300
+    events = [(start_s + k, "listed") for k in range(200)] + [
+        (start_s + 100.1 + 0.2 * k, "lookalike") for k in range(5)
+    ]
+    frames = []
+    for index, (at_s, what) in enumerate(sorted(events)):
+        reads = (
+            [plate("KPX4721", 1000.0, 0.95)] if what == "listed" else [plate("KPX4727", 100 + 30 * (index % 5), 0.87)]
+        )
+        frames.append((frame(index, at_s), reads))
+    log_frames(pool, frames, in_capture_order=True)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    for _ in range(4):
+        stage.poll()
+    assert "KPX4727" in [plate_text for (plate_text,) in table(pool, "SELECT body->>'plate' FROM alerts")]
+
+
 @pytest.mark.parametrize("in_capture_order", [True, False], ids=["logged-in-capture-order", "logged-last-first"])
 @pytest.mark.parametrize("confidence", [0.95, 0.6], ids=["sure-lookalike", "unsure-lookalike"])
 def test_a_lookalike_one_character_off_parked_in_view_does_not_silence_the_listed_car(
