@@ -79,8 +79,11 @@ def record_postgres(database_url: str, password: str | None, export: PlateExport
 
 
 def record_sqlite(path: Path, export: PlateExport) -> None:
-    """The record, in the SQLite log itself (its table made when missing)."""
-    connection = sqlite3.connect(path)
+    """The record, in the SQLite log itself (its table made when missing), opened as every command opens
+    it (common/sqlite_log.connect_log: private, in WAL mode, waiting for a running `alpr run`'s write)."""
+    from common.sqlite_log import connect_log
+
+    connection = connect_log(path)
     try:
         connection.executescript(SQLITE_SCHEMA)
         with connection:

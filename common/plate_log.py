@@ -6,7 +6,6 @@ twice adds nothing."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +16,9 @@ from psycopg_pool import ConnectionPool
 
 from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
 from common.jobs import FrameRef
-from common.private_files import keep_private, make_private_folders
+from common.private_files import make_private_folders
 from common.sighting_log import REGISTER_CAMERAS
+from common.sqlite_log import connect_log, reporting_locks
 from common.types import PlateRead
 
 COLUMNS = (
@@ -85,12 +85,14 @@ def record(log: PlateLog, frame: FrameRef, reads: Sequence[PlateRead]) -> int:
 
 
 class SqlitePlateLog:
-    """The standalone pipeline's default log: one SQLite file."""
+    """The standalone pipeline's default log: one SQLite file, in WAL mode with a long busy timeout
+    (common/sqlite_log.connect_log): an export or a prune of the file while `alpr run` writes it ended the
+    run with `database is locked` (a review)."""
 
     def __init__(self, path: Path) -> None:
         make_private_folders(path.parent)
-        keep_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
-        self.connection = sqlite3.connect(path)
+        self.path = path
+        self.connection = connect_log(path)  # reads are plates, times and places: for the owner only
         columns = {row[1] for row in self.connection.execute("PRAGMA table_info(plate_reads)")}
         if "frame_time_s" in columns:  # a log written before the column's rename
             self.connection.execute("ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s")
@@ -103,7 +105,8 @@ class SqlitePlateLog:
             for row in read_rows(frame, reads)
         ]
         placeholders = ", ".join("?" for _ in COLUMNS)
-        with self.connection:
+        what = f"the reads of {len(frames)} frame(s) were"
+        with reporting_locks(self.path, what), self.connection:  # a lock held past the timeout: says by what
             before = self.connection.total_changes
             self.connection.executemany(
                 f"INSERT OR IGNORE INTO plate_reads ({INSERT_COLUMNS}) VALUES ({placeholders})", rows

@@ -210,11 +210,44 @@ def refuse_link(path: Path) -> None:
         )
 
 
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+"""The ends of the names of the files SQLite keeps beside a database while it writes it (common/sqlite_log:
+the log is in WAL mode): the write-ahead log, which holds the pages written since the last checkpoint
+(plates), its index in shared memory, and the rollback journal of a log not yet in WAL mode. SQLite opens
+each by name, following a link there, and makes each with the database's mode."""
+
+
+def sqlite_side_files(path: Path) -> list[Path]:
+    """The files SQLite keeps beside the database at `path`, there or not (SQLITE_SIDE_FILES)."""
+    return [path.with_name(path.name + end) for end in SQLITE_SIDE_FILES]
+
+
+def check_sqlite_side_files(path: Path) -> None:
+    """ConfigError where a symbolic link, or anything but a regular file, stands at the name of a file
+    SQLite keeps beside the database at `path` (its `-wal`, `-shm`, `-journal`); nothing is changed.
+    SQLite opens them by name and follows a link: one planted at `reads.sqlite-wal` took the log's pages,
+    plates among them, into whatever file it named, though the log itself refuses a link."""
+    for side in sqlite_side_files(path):
+        try:
+            status = side.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(status.st_mode):
+            raise ConfigError(
+                f"{side} is a symbolic link beside the SQLite log: SQLite would write the log's pages (plates)"
+                " through it; remove it"
+            )
+        if not stat.S_ISREG(status.st_mode):
+            raise ConfigError(f"{side} is not a regular file: SQLite keeps its own file of the log there; remove it")
+
+
 def check_sqlite_file(path: Path) -> None:
     """ConfigError unless the file at `path` is missing, or a regular file that is empty or an SQLite
-    database (its header); nothing is changed. `--sqlite` naming a folder or a video was made 0600
+    database (its header), and no link or other file stands where SQLite keeps its files beside it
+    (check_sqlite_side_files); nothing is changed. `--sqlite` naming a folder or a video was made 0600
     before SQLite refused it: the folder could no longer be entered, the video's mode was changed."""
     refuse_link(path)
+    check_sqlite_side_files(path)
     try:  # not blocking on a FIFO, and the file checked is the one read
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -235,16 +268,25 @@ def keep_private(path: Path) -> None:
     Another user's file is refused: `alpr run` wrote the plates it read into a log another user had made
     0666 beforehand, who read them (a review). A symbolic link at its name, anything but a regular file
     and a file that is neither empty nor an SQLite database are refused too (ConfigError), each before
-    anything is changed (check_sqlite_file)."""
+    anything is changed (check_sqlite_file). So are the files SQLite keeps beside it, `-wal` and `-shm`
+    in WAL mode (common/sqlite_log), which hold its pages: those there are made 0600 too, another user's
+    refused; those SQLite makes later take the log's mode, 0600. One left readable by all (the log made
+    0644 for a while, then a run) stayed so when only the log was made private again."""
     refuse_shared_folder(path.parent, "the plate log")
     check_sqlite_file(path)
+    files = [path, *sqlite_side_files(path)]
+    for file in files:
+        try:
+            owner = file.stat().st_uid
+        except FileNotFoundError:  # missing, or a side file the last connection to the log removed meanwhile
+            continue
+        if owner != os.geteuid():
+            raise foreign_file(file, owner)
     if not path.exists():
         create_private(path)
-        return
-    if (owner := path.stat().st_uid) != os.geteuid():
-        raise foreign_file(path, owner)
-    with contextlib.suppress(OSError):  # a read-only file system: read as it is
-        os.chmod(path, FILE_MODE)
+    for file in files:
+        with contextlib.suppress(OSError):  # a read-only file system: read as it is; a side file not there
+            os.chmod(file, FILE_MODE)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+
+from common.sqlite_log import connect_log
 
 BATCH_ROWS = 5000
 """Rows deleted per statement (and transaction)."""
@@ -108,8 +111,8 @@ def prune_logs(
     set ends it after the batch in hand (`Pruned.stopped`): a prune of millions of rows started by mistake
     went on to the end whatever signal it was sent (a review)."""
     pruned = Pruned()
-    for table, (key, time, kept_unless) in PRUNED.items():
-        parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time),
+    for table, (key, time_column, kept_unless) in PRUNED.items():
+        parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time_column),
                  "kept_unless": sql.SQL(kept_unless)}  # fmt: skip
         with pool.connection() as connection:
             cameras = [row[0] for row in connection.execute(sql.SQL(CAMERAS).format(**parts))]
@@ -172,39 +175,89 @@ def snapshot_to_delete(named: str) -> str | None:
     return None
 
 
+SQLITE_BATCH_ROWS = 5000
+"""Rows of `alpr run`'s log a prune deletes per transaction (`prune_sqlite_log`): what a writer waits
+for at most. The whole backlog in one transaction, as before, held the log's write lock 14.8 s for 2
+million reads (a month of a busy camera, the first prune after an upgrade), and the running `alpr run`
+failed its next write and ended (a review)."""
+
+SQLITE_BATCH_PAUSE_S = 0.15
+"""The prune's pause between two batches, the write lock free: longer than the longest sleep of
+SQLite's busy handler between two tries of a waiting writer (100 ms), so a writer that waits for a batch
+takes the lock before the next one; without it the prune's next BEGIN could win every time, and a
+writer wait for many batches. 2 million reads: 400 batches, a minute of pauses: a cron job's."""
+
+
 def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pruned:
     """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
     and the snapshot files of the sightings deleted (`snapshot_to_delete`: others are left and named in
     `Pruned.snapshots_left`, as are those that could not be deleted; the next file is tried all the same);
-    or count them (`dry_run`)."""
+    or count them (`dry_run`). The log is opened as `alpr run` opens it (common/sqlite_log.connect_log:
+    WAL mode, a long busy timeout) and the rows go in batches (`_delete_in_batches`), each committed on
+    its own: a running `alpr run` writes between them, where it failed `database is locked` behind one
+    transaction of the whole backlog (a review). A prune that fails part way keeps what it deleted; the
+    snapshots of the sightings it deleted are deleted all the same, and the next prune goes on."""
     pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
     before = cutoff.astimezone(UTC).isoformat()
     snapshots: list[str] = []
-    connection = sqlite3.connect(path)
+    connection = connect_log(path)
     try:
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        with connection:  # one transaction: all of it or none
-            for table, column in SQLITE_PRUNED.items():
-                if table not in tables:
-                    continue
-                where = f"FROM {table} WHERE {column} < ?"
-                if table == "sightings":
-                    snapshots = [row[0] for row in connection.execute(f"SELECT snapshot_path {where}", (before,))]
-                (count,) = connection.execute(f"SELECT count(*) {where}", (before,)).fetchone()
+        for table, column in SQLITE_PRUNED.items():
+            if table not in tables:
+                continue
+            if dry_run:
+                (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {column} < ?", (before,)).fetchone()
                 pruned.rows[table] = int(count)
-                if not dry_run:
-                    connection.execute(f"DELETE {where}", (before,))
+            else:
+                pruned.rows[table] = _delete_in_batches(connection, table, column, before, snapshots)
     finally:
         connection.close()
-    if not dry_run:
-        for snapshot in (s for s in snapshots if isinstance(s, str) and s):
-            if (kept := snapshot_to_delete(snapshot)) is None:
-                try:
-                    os.unlink(os.path.realpath(snapshot))
-                except FileNotFoundError:
-                    pass
-                except OSError as error:
-                    kept = error.strerror or str(error)
-            if kept is not None:
-                pruned.snapshots_left.append(f"{snapshot} ({kept})")
+        _delete_snapshots(snapshots, pruned)
     return pruned
+
+
+def _delete_in_batches(
+    connection: sqlite3.Connection, table: str, column: str, before: str, snapshots: list[str]
+) -> int:
+    """Delete the rows of `table` whose `column` is before `before`, SQLITE_BATCH_ROWS a transaction, in
+    rowid order; returns how many went, and adds to `snapshots` the snapshot paths of the sightings
+    deleted. Each batch's rows are found first, by a read that holds no writer back (WAL), from the rowid
+    the last batch reached (the table is read once in all); then BEGIN IMMEDIATE takes the write lock
+    (waiting as a writer does) and deletes them by rowid, each still past the cutoff, and the commit lets
+    it go; SQLITE_BATCH_PAUSE_S later the next batch. A batch that searched for its own rows inside its
+    transaction (DELETE ... WHERE rowid IN (SELECT ... LIMIT)) would hold the lock while it read past the
+    rows kept: on the last batch, the whole table."""
+    wanted = ", snapshot_path" if table == "sightings" else ""
+    find = f"SELECT rowid{wanted} FROM {table} WHERE rowid > ? AND {column} < ? ORDER BY rowid LIMIT ?"
+    delete = f"DELETE FROM {table} WHERE rowid = ? AND {column} < ?"
+    deleted, reached = 0, 0
+    while batch := connection.execute(find, (reached, before, SQLITE_BATCH_ROWS)).fetchall():
+        reached = batch[-1][0]
+        gone = []
+        connection.execute("BEGIN IMMEDIATE")  # the write lock first, waited for as a writer waits for it
+        with connection:  # committed, or rolled back on an error
+            for row in batch:
+                if connection.execute(delete, (row[0], before)).rowcount > 0:
+                    gone.append(row)
+        deleted += len(gone)  # committed: their snapshots may go
+        snapshots += [row[1] for row in gone if wanted and isinstance(row[1], str) and row[1]]
+        if len(batch) < SQLITE_BATCH_ROWS:
+            break
+        time.sleep(SQLITE_BATCH_PAUSE_S)  # a writer waiting for the lock takes it now
+    return deleted
+
+
+def _delete_snapshots(snapshots: list[str], pruned: Pruned) -> None:
+    """Delete the snapshot files of the sightings deleted, but those `snapshot_to_delete` keeps, which go
+    to `pruned.snapshots_left` with why, as do those that could not be deleted."""
+    for snapshot in snapshots:
+        if (kept := snapshot_to_delete(snapshot)) is None:
+            try:
+                os.unlink(os.path.realpath(snapshot))
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                kept = error.strerror or str(error)
+        if kept is not None:
+            pruned.snapshots_left.append(f"{snapshot} ({kept})")

@@ -7,7 +7,6 @@ pool's cursor per camera (table `sighting_cursors`) and the queries that feed it
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
-from common.private_files import keep_private, make_private_folders
+from common.private_files import make_private_folders
+from common.sqlite_log import connect_log, reporting_locks
 from common.types import Observation, Sighting
 
 COLUMNS = (
@@ -72,12 +72,13 @@ class SightingLog(Protocol):
 
 
 class SqliteSightingLog:
-    """`alpr run`'s sightings, in the same SQLite file as its reads."""
+    """`alpr run`'s sightings, in the same SQLite file as its reads (opened as they are: in WAL mode,
+    with a long busy timeout, common/sqlite_log.connect_log)."""
 
     def __init__(self, path: Path) -> None:
         make_private_folders(path.parent)
-        keep_private(path)  # reads are plates, times and places: for the owner only (SQLite's journal follows)
-        self.connection = sqlite3.connect(path)
+        self.path = path
+        self.connection = connect_log(path)  # reads are plates, times and places: for the owner only
         self.connection.executescript(SQLITE_SCHEMA)
 
     def record_many(self, sightings: Sequence[tuple[Sighting, str | None]]) -> int:
@@ -85,7 +86,7 @@ class SqliteSightingLog:
             tuple(v.isoformat() if isinstance(v, datetime) else v for v in sighting_row(s, path))
             for s, path in sightings
         ]
-        with self.connection:
+        with reporting_locks(self.path, f"{len(sightings)} sighting(s) were"), self.connection:  # a lock: says by what
             before = self.connection.total_changes
             placeholders = ", ".join("?" for _ in COLUMNS)
             self.connection.executemany(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -175,7 +175,7 @@ def test_alpr_runs_sqlite_log_records_its_exports_in_the_file(tmp_path, capsys, 
 def test_an_sqlite_export_whose_record_cannot_be_written_writes_nothing(tmp_path, capsys):
     """A log holding a plate_exports table of another shape: the record cannot be added, so nothing is read."""
     log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
-    with sqlite3.connect(log) as db:
+    with closing(sqlite3.connect(log)) as db, db:  # closed: the log's -wal and -shm go with it (WAL)
         db.execute("CREATE TABLE plate_exports (id INTEGER PRIMARY KEY, note TEXT)")
     target = tmp_path / "reads.csv"
     target.write_text("an earlier export\n")

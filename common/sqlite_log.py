@@ -1,0 +1,93 @@
+"""How every command opens `alpr run`'s SQLite log (its reads, sightings and audit records): made
+private first (common/private_files.keep_private, the files SQLite keeps beside it too), then opened
+in write-ahead-log mode with a long busy timeout, so one command never ends another that shares the
+file.
+
+A review found `alpr export --sqlite` and `alpr db prune --sqlite` killing a running `alpr run`: the
+log used SQLite's rollback journal and Python's 5 s busy timeout. An export streams the whole log in
+one SELECT (25 s for 2 million reads) and held its SHARED lock throughout, which no writer may commit
+past; the prune deleted a month of backlog in one 14.8 s transaction. The run's next write of reads
+failed `database is locked` after 5 s, and the run ended. Now:
+
+- the log is in WAL mode (`PRAGMA journal_mode=WAL`, which the file keeps): a reader reads the
+  snapshot it began with and never holds a writer back, so an export of any length streams while the
+  run writes on;
+- a prune deletes in short batches, each its own transaction (common/retention.prune_sqlite_log), so
+  a writer waits at most for one batch;
+- every connection waits up to BUSY_TIMEOUT_S for a lock another holds, far past any batch;
+- a write that still finds the log locked after all that ends `alpr run` with an OutputError that
+  says what held it (`reporting_locks`), not a bare `database is locked`.
+
+WAL keeps two more files beside the log while it is open, `<log>-wal` (the pages written since the
+last checkpoint: plates) and `<log>-shm` (an index of them), which SQLite creates with the log's own
+mode and deletes when the last connection closes; keep_private makes them private and refuses a link
+or another user's file at their names, as at the log's. WAL needs every process that opens the log to
+share memory through `<log>-shm`: the log must be on a local disk of the host that runs them, never on a
+network file system (NFS, SMB), where SQLite's locks are not to be trusted either way."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from common.errors import OutputError
+from common.private_files import keep_private
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 60.0
+"""How long a connection waits for a lock another one holds before SQLite gives up (`database is
+locked`). Python's default, 5 s, was shorter than an export's read or a prune's delete: the waiting
+`alpr run` failed and ended. In WAL mode only a write waits, and only for another write: a batch of a
+prune (common/retention.SQLITE_BATCH_ROWS rows, well under a second), a frame's reads, an export's or a
+search's record. Waiting longer than this means a transaction left open elsewhere (an `sqlite3` shell
+inside BEGIN): `reporting_locks` says so."""
+
+JOURNAL_MODE = "wal"
+"""The log's journal mode: write-ahead, so that readers and the writer never block one another."""
+
+
+def connect_log(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite log at `path`: the log and the files SQLite keeps beside it made
+    private first (keep_private: created 0600 when missing; a link, another user's file or what is not
+    an SQLite file refused), then in WAL mode, waiting up to BUSY_TIMEOUT_S for a lock. Every command
+    that opens the log opens it here: one opened in the rollback journal's mode with a 5 s timeout, as
+    before, held the running `alpr run` back until it failed (a review)."""
+    keep_private(path)
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    try:
+        (mode,) = connection.execute(f"PRAGMA journal_mode = {JOURNAL_MODE}").fetchone()
+    except BaseException:
+        connection.close()
+        raise
+    if str(mode).lower() != JOURNAL_MODE:  # a file system without shared memory: SQLite keeps its journal
+        log.warning("the SQLite log %s stays in journal mode %s (not WAL): a long export blocks `alpr run`", path, mode)
+    return connection
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether `error` is SQLite's `database is locked` (or `database table is locked`): a lock another
+    connection held past the busy timeout."""
+    return error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # BUSY_SNAPSHOT too
+
+
+@contextlib.contextmanager
+def reporting_locks(path: Path, what: str) -> Iterator[None]:
+    """The block's write of `what` (`the reads of 2 frames were`) to the log at `path`, an SQLite error
+    of a lock another connection held past BUSY_TIMEOUT_S turned into an OutputError that names the log
+    and what may hold it, so `alpr run` ends with a line that says why and what to do (it ended with a
+    bare `OperationalError: database is locked`, a review); any other error as it is (a full disk says
+    so already). The reads in hand are not logged: the run stops there rather than go on without them."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if not is_busy(error):
+            raise
+        raise OutputError(
+            f"the SQLite log {path} stayed locked by another process for {BUSY_TIMEOUT_S:g} s ({error}): {what}"
+            " not logged, so the run stops here; what was logged before is kept. Is a transaction left open"
+            " there (an `sqlite3` shell inside BEGIN)?"
+        ) from error
