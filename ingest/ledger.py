@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections import Counter, deque
@@ -56,6 +57,10 @@ WATERMARK_MARGIN_S = 1.0
 """A camera with no frame waiting gets a watermark this far before now: a frame's capture time is taken
 a moment before the ledger hears of it."""
 
+
+ADOPT_AGAIN_S = 2.0
+"""How often, at most, a ledger that left spool files for want of room adopts again once its buffer has
+drained (`adopt_spools`): each pass reads the files it tries."""
 
 SPOOL_PATTERN = "ledger-*.jsonl"
 """The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
@@ -116,6 +121,10 @@ class FrameLedger:
         more (`_drop_spool`). Each is held locked by its descriptor (None: the lock could not be kept), so
         that no ledger starting meanwhile adopts it too; removed once their records are written, or once
         this ledger's spool holds them (`_release_adopted`), or counted unrecorded at the stop."""
+        self.left_behind = False
+        """Whether the last adoption left spool files for want of room: it adopts again once the buffer has
+        drained (`run`)."""
+        self.adopt_after = 0.0  # monotonic: adoption is not tried again before then
         self.spool_holds_adopted = False
         """Whether the open spool holds records of adopted files since removed: on disk nowhere else."""
         self.now = now  # the clock the node dates its frames by: a watermark is a capture time
@@ -172,8 +181,24 @@ class FrameLedger:
     def adopt_spools(self) -> None:
         """The records ledgers gone left in the spool folder (killed while Postgres was away: their frames
         had no row, and no count as unrecorded), first in line: each frame once, and no more than the
-        buffer has room for (`capacity`), the rest counted unrecorded. A file a live ledger holds locked
-        is its (its own spool, or one it adopted).
+        buffer has room for (`capacity`). A file a live ledger holds locked is its (its own spool, or one
+        it adopted).
+
+        Whole files are taken while their records fit in the room left; the first that does not is left
+        on disk, unlocked, and no file after it is claimed: the ledger adopts again once its buffer has
+        drained (`run`, at most every ADOPT_AGAIN_S), and a node starting meanwhile takes what it has room
+        for. Taking every file and counting what did not fit as unrecorded, their files removed, lost 13
+        of 18 records with Postgres up (a review: nodes on a host share the folder, a power cut during an
+        outage kills them all, and the first to restart took every file, the second found none).
+
+        Only a file that alone has more records than the room (one spooled by a node of a larger capacity,
+        or a spool that grew with records written while Postgres came and went) is split: taken whole
+        it passed the capacity, and left whole it would never fit. Its first records go to a new file this
+        ledger holds locked, the rest to another new file left for later, both made under a name no
+        ledger claims, synced and then named as spool files (`_write_spool_file`), and only then is the
+        original removed: a kill at any step leaves every record on disk (twice at worst: repeats are
+        dropped by frame id, and a row is inserted only when missing). Taking its first `room` records
+        and leaving the file whole was no choice: each pass would take the same records again.
 
         A file adopted stays locked until its records are written or this ledger's spool holds them, and
         is removed then (`_release_adopted`). Copied into each new node's spool on a failed write and left
@@ -184,64 +209,160 @@ class FrameLedger:
 
         A node killed after its spool holds the records and before the files it adopted are gone leaves
         those records twice: repeats are dropped here by frame id (and a row written twice is written
-        once: a sampled frame's row is inserted only when it has none). Records past capacity have this
-        ledger's spool made at once with what it holds, and the files removed: left in them, a node
-        killed later left them to the next, which wrote rows for frames counted unrecorded here (as it
-        still does when that spool cannot be written, a full disk say: the files are all that hold the
-        records kept, and they stay until those are written)."""
+        once: a sampled frame's row is inserted only when it has none). Files read while cameras filled
+        the buffer are let go, left on disk, where their records no longer fit: the buffer never holds
+        more than `capacity`."""
+        self.adopt_after = time.monotonic() + ADOPT_AGAIN_S
         if self.spool_dir is None or not self.spool_dir.is_dir():
             return
         with self.lock:
             seen = {record.frame.frame_id for record in (*self.in_flight, *self.buffer)}
             room = max(0, self.capacity - len(self.buffer))
-        taken: list[FrameRecord] = []
-        past_capacity: Counter[str] = Counter()  # per camera
+        read: list[tuple[Path, int | None, list[FrameRecord], str]] = []  # (file, its claim, records, note)
+        left_behind = False
         for path in sorted(self.spool_dir.glob(SPOOL_PATTERN)):
+            room_left = room - sum(len(records) for _, _, records, _ in read)
+            if room_left <= 0:
+                left_behind = True
+                break
             descriptor = self._claim(path)
             if descriptor is None:
                 continue
-            fresh: list[FrameRecord] = []  # this file's, added to the rest once it is read whole
-            over: Counter[str] = Counter()
-            ids: set[str] = set()
-            repeats = broken = 0
             try:
-                with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
-                    for record in iter_spool(lines):
-                        if record is None:
-                            broken += 1
-                        elif record.frame.frame_id in seen or record.frame.frame_id in ids:
-                            repeats += 1
-                        else:
-                            ids.add(record.frame.frame_id)
-                            if len(taken) + len(fresh) < room:
-                                fresh.append(record)
-                            else:
-                                over[record.frame.camera_id] += 1
+                every, fresh, notes = self._read_claimed(descriptor, seen)
             except OSError as error:  # it cannot be read (an I/O error): left to the next node
                 log.warning("frames log: %s cannot be read (%s): left as it is", path, error)
                 os.close(descriptor)
                 continue
-            self.adopted[path] = descriptor
-            taken += fresh
-            past_capacity += over
-            seen |= ids
-            dropped = [f"{repeats} repeated", f"{over.total()} past capacity", f"{broken} lines unreadable"]
-            dropped = [part for part in dropped if not part.startswith("0 ")]
-            log.warning("frames log: %d frame records a stopped ingest node left in %s are written now%s",
-                        len(fresh), path, f" ({', '.join(dropped)})" if dropped else "")  # fmt: skip
+            if len(fresh) > room_left:
+                left_behind = True
+                if read:  # whole files only: this one waits until the buffer has drained
+                    os.close(descriptor)
+                    break
+                split = self._split(path, descriptor, fresh[:room_left], every)
+                if split is None:
+                    break
+                path, descriptor = split
+                notes.append(f"{len(fresh) - room_left} left in a file of their own for later")
+                fresh = fresh[:room_left]
+            read.append((path, descriptor, fresh, ", ".join(note for note in notes if not note.startswith("0 "))))
+            seen.update(record.frame.frame_id for record in fresh)
+        left_behind = not self._take(read) or left_behind
+        self.left_behind = left_behind
+        if left_behind:
+            log.info("frames log: spool files in %s left for when this node's buffer has room (or another"
+                     " node's)", self.spool_dir)  # fmt: skip
+
+    def _take(self, read: list[tuple[Path, int | None, list[FrameRecord], str]]) -> bool:
+        """Adopt the files read (each with its claim, its records to take and a note for the log), in turn
+        while their records fit in the room the buffer has now (cameras may have added meanwhile); the
+        rest are let go, left on disk. Whether all were adopted."""
+        taken: list[FrameRecord] = []
+        every_one = True
         with self.lock:
-            room = max(0, self.capacity - len(self.buffer))  # cameras may have added meanwhile
-            past_capacity.update(record.frame.camera_id for record in taken[room:])
-            self.buffer.extendleft(reversed(taken[:room]))
+            room = max(0, self.capacity - len(self.buffer))
+            for path, descriptor, records, note in read:
+                if len(taken) + len(records) > room:  # let go, left on disk: for later, or another node
+                    if descriptor is not None:
+                        with contextlib.suppress(OSError):
+                            os.close(descriptor)
+                    room, every_one = 0, False  # (and those after it: in turn)
+                    continue
+                taken += records
+                self.adopted[path] = descriptor
+                log.warning("frames log: %d frame records a stopped ingest node left in %s are written now%s",
+                            len(records), path, f" ({note})" if note else "")  # fmt: skip
+            self.buffer.extendleft(reversed(taken))
             if self.spool is not None and self.adopted:  # (a ledger spooling already: its spool takes them)
-                self._spool_records(taken[:room])
+                self._spool_records(taken)
                 self._release_adopted()
-            elif past_capacity and self.adopted:  # the files hold records now counted unrecorded: they go
-                self._open_spool()
-        if past_capacity:
-            self._count_unrecorded_cameras(past_capacity)
-            log.warning("frames log: %d frame records stopped ingest nodes left go unrecorded: past the %d"
-                        " this node holds while Postgres is away", past_capacity.total(), self.capacity)  # fmt: skip
+        return every_one
+
+    @staticmethod
+    def _read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], list[FrameRecord], list[str]]:
+        """A claimed spool file's readable records (repeats and all), those of frames not in `seen` (each
+        once), and notes for the log (repeats, lines that could not be read)."""
+        every: list[FrameRecord] = []
+        fresh: list[FrameRecord] = []
+        ids: set[str] = set()
+        broken = 0
+        with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
+            for record in iter_spool(lines):
+                if record is None:
+                    broken += 1
+                    continue
+                every.append(record)
+                if record.frame.frame_id not in seen and record.frame.frame_id not in ids:
+                    ids.add(record.frame.frame_id)
+                    fresh.append(record)
+        return every, fresh, [f"{len(every) - len(fresh)} repeated", f"{broken} lines unreadable"]
+
+    def _split(self, path: Path, descriptor: int, first: list[FrameRecord],
+               every: list[FrameRecord]) -> tuple[Path, int | None] | None:  # fmt: skip
+        """Split the spool file `path` (claimed: `descriptor`) that alone holds more records than this
+        ledger has room for: `first` to a new file held locked (its path and claim are returned), every
+        other record of `every` to a second new file left unlocked for later, both synced, and the folder;
+        then `path` is removed (still locked) and let go. None when the files cannot be written (a full
+        disk): what was made of them is removed, and `path` left whole, unlocked. See `adopt_spools`."""
+        assert self.spool_dir is not None
+        firsts = {record.frame.frame_id for record in first}
+        rest = [record for record in every if record.frame.frame_id not in firsts]
+        made: list[Path] = []
+        try:
+            kept, claim = self._write_spool_file(self.spool_dir, first, keep_locked=True)
+            made.append(kept)
+            if rest:
+                made.append(self._write_spool_file(self.spool_dir, rest, keep_locked=False)[0])
+            sync_folder(self.spool_dir)
+            path.unlink()  # (the made files hold every record now: from here on they stay)
+        except OSError as error:
+            log.warning("frames log: %s holds more records than this node has room for and cannot be split"
+                        " (%s): left as it is, for later or a node with more room", path, error)  # fmt: skip
+            for made_path in made:  # (their records are all in `path` still)
+                with contextlib.suppress(OSError):
+                    made_path.unlink()
+            if made:
+                with contextlib.suppress(OSError):
+                    os.close(claim)
+            os.close(descriptor)
+            return None
+        with contextlib.suppress(OSError):  # (a power cut undoing the removal leaves repeats, no loss)
+            sync_folder(self.spool_dir)
+        os.close(descriptor)
+        return kept, claim
+
+    @classmethod
+    def _write_spool_file(cls, folder: Path, records: list[FrameRecord], keep_locked: bool) -> tuple[Path, int]:
+        """A new spool file in `folder` holding `records`: written and synced under a name no ledger
+        claims (made with O_EXCL), locked meanwhile, and only then linked under a spool file's name (a
+        name no file has) and its first name removed. Made under its spool name, it could be claimed by
+        another ledger before it was locked, or read before it was whole, and removed by that ledger with
+        the records it had not read. Its path and its descriptor: open and locked with `keep_locked`,
+        else closed (the returned number then means nothing)."""
+        temp, name = "", ""
+        descriptor, temp = tempfile.mkstemp(prefix=".ledger-split-", suffix=".part", dir=folder)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
+                file.write("".join(record_line(record) for record in records))
+            os.fsync(descriptor)
+            stamp = int(time.time() * 1000)
+            while True:
+                name = str(folder / f"ledger-{os.getpid()}-{stamp}.jsonl")
+                try:
+                    os.link(temp, name)
+                    break
+                except FileExistsError:
+                    stamp += 1
+            os.unlink(temp)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            os.close(descriptor)
+            raise
+        if not keep_locked:
+            os.close(descriptor)
+        return Path(name), descriptor
 
     def _claim(self, path: Path) -> int | None:
         """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
@@ -445,6 +566,11 @@ class FrameLedger:
         while not self.stopped.is_set():
             self.wake.wait(FLUSH_S)
             self.wake.clear()
+            if self.left_behind and not self.closing.is_set() and time.monotonic() >= self.adopt_after:
+                with self.lock:
+                    drained = not self.buffer
+                if drained:  # every record held is written: the spool files left for want of room, their turn
+                    self.adopt_spools()
             with self.lock:
                 batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
                 self.in_flight = batch
@@ -620,10 +746,30 @@ class FrameLedger:
             log.warning("%d frame records could not be written to the frames log: kept in the spool folder %s,"
                         " written by the next ingest node that starts with it", len(left), self.spool_dir)  # fmt: skip
             return 0
-        self._count_unrecorded(left)
-        if left:
-            log.warning("%d frame records could not be written to the frames log: those frames go unrecorded",
-                        len(left))  # fmt: skip
-        with self.lock:  # counted now: the files of ledgers gone that they came from go, or the next node
-            self._let_go_adopted(remove=True)  # wrote them as well (counted twice: a review)
-        return len(left)
+        with self.lock:  # no spool could be made (a full disk): the adopted files stay, unlocked, for the next
+            on_disk = self._adopted_frame_ids()  # node; only what they do not hold is lost
+            self._let_go_adopted(remove=False)
+        lost = [record for record in left if record.frame.frame_id not in on_disk]
+        self._count_unrecorded(lost)
+        if lost:
+            log.warning("%d frame records could not be written to the frames log: those frames go unrecorded%s",
+                        len(lost), f" ({len(left) - len(lost)} kept in the spool folder)" if len(lost) < len(left)
+                        else "")  # fmt: skip
+        return len(lost)
+
+    def _adopted_frame_ids(self) -> set[str]:
+        """The frames whose records the adopted files hold, read back from disk. A stop that could make no
+        spool (a full disk) counted every record held unrecorded and removed the adopted files, though their
+        records were safely on disk for the next node (a review: 60 counted and deleted, 10 lost). Read
+        back rather than remembered: a file may hold fewer than were put in it (a write cut short). A file
+        that cannot be read holds none here: its records are counted, and may be written later as well
+        (a row counted unrecorded and written, rather than one lost without a count). Under the lock."""
+        held: set[str] = set()
+        for path in self.adopted:
+            try:  # (by its path, which names it while it is held: a kept spool's claim is open for writing)
+                with path.open(encoding="utf-8", errors="replace") as lines:
+                    records = read_spool(lines)[0]
+            except OSError:
+                continue
+            held.update(record.frame.frame_id for record in records)
+        return held
