@@ -271,6 +271,13 @@ class IngestNode:
                 report_unread(camera, source)
                 if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
                     raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
+                if source.is_stream and source.ended_early and not self.stop.is_set():
+                    # a URL's footage cut short: its connection dropped (a server without ranges, which FFmpeg
+                    # cannot resume), or a live camera taken for footage (a length FFmpeg guessed from a stated
+                    # size): ended, the camera was never read again (a review). Read again, as a new pass:
+                    # under the same ids a live stream's new frames would have been taken for repeats
+                    run.passes += 1
+                    raise OSError("the video ended before its stated length (the connection dropped?)")
                 if self.stop.is_set() or (not camera.loop and not source.is_live):  # footage: a file, or served
                     self.set_state(camera, "ended", errors)  # over http:// (reopened for ever, it was logged and
                     return  # alerted on again each pass: a review)

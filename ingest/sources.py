@@ -244,6 +244,9 @@ class FrameSource:
     """A camera's live stream: dated and sampled by when its frames are captured, and it ends only when
     the camera ends it. A URL that states its frame count (a video served over http://) is footage, as a
     file is: is_stream, not is_live."""
+    ended_early = False
+    """Whether the pass just read ended before the length the source stated: a file cut short, or a URL
+    whose connection dropped (or a live stream whose length FFmpeg guessed from its size)."""
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         if sample_fps <= 0:
@@ -502,6 +505,7 @@ class VideoSource(FrameSource):
         # a file whose last frame is stamped at its stated end is whole, however many frames it held
         reached_end = footage.trusted and (footage.last_s or 0.0) >= self.time_of(self.frame_count - 2)
         if self.frame_count and index < self.frame_count - 1 and not reached_end:
+            self.ended_early = True
             self.note_failure(
                 f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )

@@ -687,3 +687,54 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
         assert took >= 3.5 and min(gaps) > 0.1, (took, gaps)
     else:  # dated by its own clock, however fast it was read
         assert [round(gap, 6) for gap in gaps] == [0.2] * 19
+
+
+def test_footage_over_http_cut_short_is_read_again_not_ended(redis_url, tmp_path):
+    """A review: a URL's footage whose transfer dropped midway (a server without ranges, which FFmpeg
+    cannot resume; or a live camera whose length FFmpeg guessed from a stated size) was ended for good
+    ("ended early at frame 91 of 200"), the rest never read, no source error counted. It is read again,
+    as a new pass (under new frame ids: a live stream's new frames are no repeats), with a source error."""
+    import http.server
+    from contextlib import suppress
+
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob
+    from tests.helpers import http_server
+
+    clip = tmp_path / "recording.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for index in range(60):  # 6 s at 10 frames/s
+        writer.write(np.full((120, 160, 3), (index * 4) % 250, np.uint8))
+    writer.release()
+    data, requests = clip.read_bytes(), []
+
+    class CutOnce(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            requests.append(self.path)  # no ranges served: a cut transfer cannot be resumed
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data[: len(data) * 2 // 5] if len(requests) == 1 else data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    connection = connect_redis(redis_url)
+    metrics = Metrics()
+    with http_server(CutOnce) as base:
+        camera = CameraConfig(id="nvr", source=f"{base}/{clip.name}", sample_fps=2, realtime=False)
+        node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+        summary = run_node(node, tmp_path / "no-fifo", timeout_s=60)
+    assert len(requests) == 2 and json.loads(connection.hget(CAMERA_STATE_KEY, "nvr") or b"{}")["state"] == "ended"
+    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "nvr"}) == 1
+    frames = []
+    for job_id in stage_queue(connection, "detect").get_job_ids():
+        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        frames += parse_job(job.args[0], DetectJob).frames
+    whole = [frame.frame_index for frame in frames if frame.frame_id.split(":")[-2] == "1"]  # the second pass
+    assert whole == list(range(0, 60, 5)) and summary.ingested["nvr"] == len(frames) > 12
+    assert len({frame.frame_id for frame in frames}) == len(frames)
