@@ -14,6 +14,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,10 +197,11 @@ def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pru
     WAL mode, a long busy timeout) and the rows go in batches (`_delete_in_batches`), each committed on
     its own: a running `alpr run` writes between them, where it failed `database is locked` behind one
     transaction of the whole backlog (a review). A prune that fails part way keeps what it deleted; the
-    snapshots of the sightings it deleted are deleted all the same, and the next prune goes on."""
+    snapshots of the sightings it deleted are deleted batch by batch, as each commits (once after the
+    last batch, a prune killed between two left the snapshots of the batches done for good: the next
+    prune never saw their rows; a review), and the next prune goes on."""
     pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
     before = cutoff.astimezone(UTC).isoformat()
-    snapshots: list[str] = []
     connection = connect_log(path)
     try:
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -210,24 +212,25 @@ def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pru
                 (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {column} < ?", (before,)).fetchone()
                 pruned.rows[table] = int(count)
             else:
-                pruned.rows[table] = _delete_in_batches(connection, table, column, before, snapshots)
+                pruned.rows[table] = _delete_in_batches(
+                    connection, table, column, before, lambda snapshots: _delete_snapshots(snapshots, pruned)
+                )
     finally:
         connection.close()
-        _delete_snapshots(snapshots, pruned)
     return pruned
 
 
 def _delete_in_batches(
-    connection: sqlite3.Connection, table: str, column: str, before: str, snapshots: list[str]
+    connection: sqlite3.Connection, table: str, column: str, before: str, deleted_snapshots: Callable[[list[str]], None]
 ) -> int:
     """Delete the rows of `table` whose `column` is before `before`, SQLITE_BATCH_ROWS a transaction, in
-    rowid order; returns how many went, and adds to `snapshots` the snapshot paths of the sightings
-    deleted. Each batch's rows are found first, by a read that holds no writer back (WAL), from the rowid
-    the last batch reached (the table is read once in all); then BEGIN IMMEDIATE takes the write lock
-    (waiting as a writer does) and deletes them by rowid, each still past the cutoff, and the commit lets
-    it go; SQLITE_BATCH_PAUSE_S later the next batch. A batch that searched for its own rows inside its
-    transaction (DELETE ... WHERE rowid IN (SELECT ... LIMIT)) would hold the lock while it read past the
-    rows kept: on the last batch, the whole table."""
+    rowid order; returns how many went, and hands `deleted_snapshots` the snapshot paths of each batch's
+    sightings once it is committed. Each batch's rows are found first, by a read that holds no writer back
+    (WAL), from the rowid the last batch reached (the table is read once in all); then BEGIN IMMEDIATE
+    takes the write lock (waiting as a writer does) and deletes them by rowid, each still past the cutoff,
+    and the commit lets it go; SQLITE_BATCH_PAUSE_S later the next batch. A batch that searched for its
+    own rows inside its transaction (DELETE ... WHERE rowid IN (SELECT ... LIMIT)) would hold the lock
+    while it read past the rows kept: on the last batch, the whole table."""
     wanted = ", snapshot_path" if table == "sightings" else ""
     find = f"SELECT rowid{wanted} FROM {table} WHERE rowid > ? AND {column} < ? ORDER BY rowid LIMIT ?"
     delete = f"DELETE FROM {table} WHERE rowid = ? AND {column} < ?"
@@ -241,7 +244,7 @@ def _delete_in_batches(
                 if connection.execute(delete, (row[0], before)).rowcount > 0:
                     gone.append(row)
         deleted += len(gone)  # committed: their snapshots may go
-        snapshots += [row[1] for row in gone if wanted and isinstance(row[1], str) and row[1]]
+        deleted_snapshots([row[1] for row in gone if wanted and isinstance(row[1], str) and row[1]])
         if len(batch) < SQLITE_BATCH_ROWS:
             break
         time.sleep(SQLITE_BATCH_PAUSE_S)  # a writer waiting for the lock takes it now

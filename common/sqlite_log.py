@@ -46,6 +46,12 @@ prune (common/retention.SQLITE_BATCH_ROWS rows, well under a second), a frame's 
 search's record. Waiting longer than this means a transaction left open elsewhere (an `sqlite3` shell
 inside BEGIN): `reporting_locks` says so."""
 
+MODE_SWITCH_TIMEOUT_S = 2.0
+"""How long the switch to WAL waits for the readers of a log still in the rollback journal's mode (one an
+older version made, read by an old export or an sqlite3 shell): past it the log stays as it is for now,
+with a warning, and is switched at a later open (waited 60 s, the command failed with `database is
+locked`: a review)."""
+
 JOURNAL_MODE = "wal"
 """The log's journal mode: write-ahead, so that readers and the writer never block one another."""
 
@@ -57,21 +63,29 @@ def connect_log(path: Path) -> sqlite3.Connection:
     that opens the log opens it here: one opened in the rollback journal's mode with a 5 s timeout, as
     before, held the running `alpr run` back until it failed (a review)."""
     keep_private(path)
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    connection = sqlite3.connect(path, timeout=MODE_SWITCH_TIMEOUT_S)
     try:
-        (mode,) = connection.execute(f"PRAGMA journal_mode = {JOURNAL_MODE}").fetchone()
+        try:
+            (mode,) = connection.execute(f"PRAGMA journal_mode = {JOURNAL_MODE}").fetchone()
+        except sqlite3.OperationalError as error:  # a log of an older version another process reads (an old
+            if not is_busy(error):  # export, an sqlite3 shell): it waited 60 s, then failed the command
+                raise
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()  # switched at a later open
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     except BaseException:
         connection.close()
         raise
-    if str(mode).lower() != JOURNAL_MODE:  # a file system without shared memory: SQLite keeps its journal
-        log.warning("the SQLite log %s stays in journal mode %s (not WAL): a long export blocks `alpr run`", path, mode)
+    if str(mode).lower() != JOURNAL_MODE:  # a file system without shared memory, or a reader of an older
+        log.warning("the SQLite log %s stays in journal mode %s (not WAL) for now: a long export blocks `alpr run`",
+                    path, mode)  # fmt: skip
     return connection
 
 
 def is_busy(error: sqlite3.Error) -> bool:
     """Whether `error` is SQLite's `database is locked` (or `database table is locked`): a lock another
     connection held past the busy timeout."""
-    return error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # BUSY_SNAPSHOT too
+    code = getattr(error, "sqlite_errorcode", None)  # none on the errors the module raises itself
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # BUSY_SNAPSHOT too
 
 
 @contextlib.contextmanager

@@ -180,6 +180,51 @@ def test_a_prune_in_batches_deletes_every_old_sighting_and_its_snapshot(tmp_path
         connection.close()
 
 
+KILLED_IN_THE_PAUSE = """
+import os, sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+import common.retention as retention
+retention.SQLITE_BATCH_ROWS = 2
+retention.time.sleep = lambda seconds: os.kill(os.getpid(), 9)  # killed in the pause after the first batch
+retention.prune_sqlite_log(Path(sys.argv[1]), datetime.now(UTC) - timedelta(days=30))
+"""
+
+
+def test_a_prune_killed_between_batches_leaves_no_snapshot_of_a_row_it_deleted(tmp_path):
+    """A review: the snapshots went once after the last batch; a prune killed between two left those of
+    the batches done on disk for good (unblurred cars past their retention), their rows gone, so no later
+    prune saw them. Each batch's snapshots go as it commits."""
+    from common import retention
+    from common.types import Sighting
+
+    path, folder = tmp_path / "reads.sqlite", tmp_path / "sightings"
+    folder.mkdir()
+    log = SqliteSightingLog(path)
+    at_s = (datetime.now(UTC) - timedelta(days=60)).timestamp()
+    for index in range(5):
+        snapshot = folder / f"s{index}.jpg"
+        snapshot.write_bytes(b"\xff\xd8jpeg\xff\xd9")
+        sighting = Sighting(
+            sighting_id=f"s{index}", camera_id="cam", plate="KPX4721", confidence=0.9, first_seen_s=at_s,
+            last_seen_s=at_s, reads=1, best_frame_id="cam:1:0", best_box_xyxy=(0, 0, 9, 3), best_confidence=0.9,
+            texts=(("KPX4721", 1),),
+        )  # fmt: skip
+        log.record_many([(sighting, str(snapshot))])
+    log.close()
+    repo = Path(__file__).resolve().parents[2]
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_THE_PAUSE, str(path)], cwd=repo, check=False)
+    connection = sqlite3.connect(path)
+    try:
+        (left,) = connection.execute("SELECT count(*) FROM sightings").fetchone()
+    finally:
+        connection.close()
+    assert killed.returncode == -9 and left == 3  # one batch of two committed
+    assert sorted(p.name for p in folder.iterdir()) == ["s2.jpg", "s3.jpg", "s4.jpg"]
+    retention.prune_sqlite_log(path, datetime.now(UTC) - timedelta(days=30))
+    assert list(folder.iterdir()) == []
+
+
 def test_the_logs_wal_and_shm_files_are_for_its_owner_only_whatever_the_umask(tmp_path):
     """WAL keeps the pages written since the last checkpoint (plates) in `<log>-wal`, beside its index
     `<log>-shm`, while the log is open: 0600 as the log is, under a umask that lets all read."""
@@ -275,3 +320,34 @@ def test_a_write_locked_out_past_the_busy_timeout_stops_the_run_with_a_line_that
     finally:
         holder.close()
         run_log.close()
+
+
+def test_a_log_an_older_version_made_read_meanwhile_stays_in_its_mode_for_now(tmp_path, caplog):
+    """A review: the switch to WAL of a log still in the rollback journal's mode, which another process
+    was reading (an old export, an sqlite3 shell), waited 60 s and failed the command `database is
+    locked`; it stays in its mode for now, with a warning, and is switched at a later open."""
+    from common.sqlite_log import connect_log
+
+    path = tmp_path / "reads.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE plate_reads (x)")
+    old.execute("INSERT INTO plate_reads VALUES (1)")
+    old.commit()
+    os.chmod(path, 0o600)
+    old.execute("BEGIN")
+    old.execute("SELECT * FROM plate_reads").fetchall()  # a reader's SHARED lock, held
+    started = time.monotonic()
+    with caplog.at_level("WARNING"):
+        connection = connect_log(path)
+    try:
+        assert time.monotonic() - started < 30 and "stays in journal mode delete" in caplog.text
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    finally:
+        connection.close()
+        old.rollback()
+        old.close()
+    connection = connect_log(path)  # no reader now: switched
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        connection.close()
