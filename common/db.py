@@ -353,6 +353,7 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
         refuse_schema_creators(connection, role, schema_name)
+        refuse_extra_writes(connection, role, schema_name)
 
 
 def frame_columns(connection: psycopg.Connection, schema_name: str) -> list[str]:
@@ -361,6 +362,36 @@ def frame_columns(connection: psycopg.Connection, schema_name: str) -> list[str]
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
         (sql.Identifier(schema_name, "frames").as_string(connection),),
     )]  # fmt: skip
+
+
+def refuse_extra_writes(connection: psycopg.Connection, role: str, schema_name: str) -> None:
+    """ConfigError unless `role`, and each role it is a member of (SET ROLE reaches it, inherited or not),
+    may update, delete or empty only what the grant gives: given more through PUBLIC or a membership (a
+    role of an earlier set-up, pg_write_all_data), it still back-dated and deleted the plate log, the
+    grant said done all the same (a review)."""
+    from common.pruner_role import rights_in_schema  # (it imports this module)
+
+    allowed = {(t, "UPDATE") for t in (*UPDATED, "frames")} | {(t, "DELETE") for t in DELETED_FROM}
+    extra: set[str] = set()
+    for (who,) in connection.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = %s OR pg_has_role(%s, oid, 'MEMBER')", (role, role)
+    ).fetchall():
+        shown = "" if who == role else f" as {who}"
+        extra |= {f"{right} {table}{shown}" for table, right in rights_in_schema(connection, str(who), schema_name)
+                  if right in ("UPDATE", "DELETE", "TRUNCATE") and (table, right) not in allowed}  # fmt: skip
+        frames = sql.Identifier(schema_name, "frames").as_string(connection)
+        for column in set(frame_columns(connection, schema_name)) - set(FRAMES_UPDATED):
+            row = connection.execute(
+                "SELECT has_column_privilege(%s, %s::regclass, %s, 'UPDATE')", (who, frames, column)
+            )
+            if row.fetchone() == (True,):
+                extra.add(f"UPDATE frames.{column}{shown}")
+    if extra:
+        shown = ", ".join(sorted(extra)[:6]) + (" ..." if len(extra) > 6 else "")
+        raise ConfigError(
+            f"--grant: role {role} may still {shown} (a superuser, the tables' owner, or given it through PUBLIC"
+            " or a role it is a member of): the logs it could rewrite or erase; name a role of its own"
+        )
 
 
 def refuse_schema_creators(connection: psycopg.Connection, role: str, schema_name: str) -> None:

@@ -30,13 +30,14 @@ SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")
 
 RIGHTS = """
 SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(table_rights)s::text[]) AS r(privilege)
-WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND CASE WHEN r.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
       THEN has_any_column_privilege(%(role)s, c.oid, r.privilege)  -- a grant of some columns counts
       ELSE has_table_privilege(%(role)s, c.oid, r.privilege) END
 UNION ALL
 SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(sequence_rights)s::text[]) AS r(privilege)
-WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind = 'S'
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s) AND c.relkind = 'S'
   AND has_sequence_privilege(%(role)s, c.oid, r.privilege)
 UNION ALL
 SELECT '', 'CREATE' WHERE has_schema_privilege(%(role)s, %(schema)s, 'CREATE')

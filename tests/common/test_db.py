@@ -707,3 +707,31 @@ def test_grants_run_at_once_are_taken_one_at_a_time(postgres_url):
             for role in roles:
                 admin.execute(f"DROP OWNED BY {role}")
                 admin.execute(f"DROP ROLE {role}")
+
+
+def test_the_grant_is_refused_while_the_workers_login_may_rewrite_the_logs_through_a_membership(postgres_url, capsys):
+    """A review: a member of a role that may update and delete the logs (an earlier set-up's, or
+    pg_write_all_data) was granted as if it were narrowed, and back-dated and deleted the plate log."""
+    import uuid
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    role, writer = (f"alpr_app_{uuid.uuid4().hex[:8]}", f"writer_{uuid.uuid4().hex[:8]}")
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE ROLE {writer}")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {writer}")
+        admin.execute(f"GRANT UPDATE, DELETE ON {schema}.plate_reads TO {writer}")
+        admin.execute(f"GRANT {writer} TO {role}")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 2
+        error = capsys.readouterr().err
+        assert f"DELETE plate_reads as {writer}" in error and f"UPDATE plate_reads as {writer}" in error
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE {writer} FROM {role}")
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            for name in (role, writer):
+                admin.execute(f"DROP OWNED BY {name}")
+                admin.execute(f"DROP ROLE {name}")
