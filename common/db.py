@@ -241,10 +241,13 @@ def _apply_next(pool: ConnectionPool) -> int | None:
     Before the migration's SQL runs, each table it locks (MIGRATION_LOCKS) is asked for in turn, in a
     fixed order, in the mode the migration takes it, and let go again at once (a savepoint rolled back):
     a table held by a long reader fails the attempt before any of the migration's work is done, so
-    migration 15's full scans of the frames log and the plate reads are not run again on each attempt,
-    and no table is held while another is waited for. The locks are let go rather than kept because the
-    migrations read before they alter (15 scans four tables, then adds their checks): kept, they would
-    stop the chain's writes to those tables for the whole of the scans."""
+    migration 15's full scans of the frames log and the plate reads are not run for nothing while one
+    is held, and no table is held while another is waited for then. The locks are let go rather than
+    kept because the migrations read before they alter (15 scans four tables, then adds their checks):
+    kept, they would stop the chain's writes to those tables for the whole of the scans. So a reader
+    that begins after the check, during the migration's own statements, can still make the attempt wait
+    (UPGRADE_LOCK_TIMEOUT at most) holding the tables it has locked so far, and the attempt's work is
+    then done again (a review; not mended: rare, and bounded by the timeout)."""
     with pool.connection() as connection:
         version, asking_for = None, None
         try:
