@@ -148,19 +148,13 @@ def test_a_prune_deletes_in_batches_that_the_running_alpr_runs_writes_go_between
     assert count(path, "captured_at < ?", cutoff) == 0 and count(path, "frame_id LIKE 'cam:live:%'") == index
 
 
-def test_a_prune_in_batches_deletes_every_old_sighting_and_its_snapshot(tmp_path, monkeypatch):
-    """Batches of two: each old sighting's row and snapshot go, whichever batch it falls in; a new one stays."""
-    from common import retention
+def log_sightings_with_snapshots(path: Path, folder: Path, seen_at_s: list[float]) -> None:
+    """A sighting of KPX4721 seen at each of `seen_at_s`, `s<index>`, with its snapshot `s<index>.jpg`
+    in `folder`, logged in the SQLite log at `path`."""
     from common.types import Sighting
 
-    monkeypatch.setattr(retention, "SQLITE_BATCH_ROWS", 2)
-    monkeypatch.setattr(retention, "SQLITE_BATCH_PAUSE_S", 0.0)
-    path, folder = tmp_path / "reads.sqlite", tmp_path / "sightings"
-    folder.mkdir()
     log = SqliteSightingLog(path)
-    now = datetime.now(UTC)
-    for index, age_days in enumerate((50, 45, 40, 35, 31, 1)):
-        at_s = (now - timedelta(days=age_days)).timestamp()
+    for index, at_s in enumerate(seen_at_s):
         snapshot = folder / f"s{index}.jpg"
         snapshot.write_bytes(b"\xff\xd8jpeg\xff\xd9")
         sighting = Sighting(
@@ -170,6 +164,20 @@ def test_a_prune_in_batches_deletes_every_old_sighting_and_its_snapshot(tmp_path
         )  # fmt: skip
         log.record_many([(sighting, str(snapshot))])
     log.close()
+
+
+def test_a_prune_in_batches_deletes_every_old_sighting_and_its_snapshot(tmp_path, monkeypatch):
+    """Batches of two: each old sighting's row and snapshot go, whichever batch it falls in; a new one stays."""
+    from common import retention
+
+    monkeypatch.setattr(retention, "SQLITE_BATCH_ROWS", 2)
+    monkeypatch.setattr(retention, "SQLITE_BATCH_PAUSE_S", 0.0)
+    path, folder = tmp_path / "reads.sqlite", tmp_path / "sightings"
+    folder.mkdir()
+    now = datetime.now(UTC)
+    log_sightings_with_snapshots(
+        path, folder, [(now - timedelta(days=age)).timestamp() for age in (50, 45, 40, 35, 31, 1)]
+    )
     pruned = retention.prune_sqlite_log(path, now - timedelta(days=30))
     assert pruned.rows == {"plate_reads": 0, "sightings": 5} and pruned.snapshots_left == []
     assert sorted(p.name for p in folder.iterdir()) == ["s5.jpg"]
@@ -196,22 +204,10 @@ def test_a_prune_killed_between_batches_leaves_no_snapshot_of_a_row_it_deleted(t
     the batches done on disk for good (unblurred cars past their retention), their rows gone, so no later
     prune saw them. Each batch's snapshots go as it commits."""
     from common import retention
-    from common.types import Sighting
 
     path, folder = tmp_path / "reads.sqlite", tmp_path / "sightings"
     folder.mkdir()
-    log = SqliteSightingLog(path)
-    at_s = (datetime.now(UTC) - timedelta(days=60)).timestamp()
-    for index in range(5):
-        snapshot = folder / f"s{index}.jpg"
-        snapshot.write_bytes(b"\xff\xd8jpeg\xff\xd9")
-        sighting = Sighting(
-            sighting_id=f"s{index}", camera_id="cam", plate="KPX4721", confidence=0.9, first_seen_s=at_s,
-            last_seen_s=at_s, reads=1, best_frame_id="cam:1:0", best_box_xyxy=(0, 0, 9, 3), best_confidence=0.9,
-            texts=(("KPX4721", 1),),
-        )  # fmt: skip
-        log.record_many([(sighting, str(snapshot))])
-    log.close()
+    log_sightings_with_snapshots(path, folder, [(datetime.now(UTC) - timedelta(days=60)).timestamp()] * 5)
     repo = Path(__file__).resolve().parents[2]
     killed = subprocess.run([sys.executable, "-c", KILLED_IN_THE_PAUSE, str(path)], cwd=repo, check=False)
     connection = sqlite3.connect(path)
