@@ -4,6 +4,7 @@ without a record because the node stopped during an outage)."""
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 from psycopg_pool import ConnectionPool
@@ -547,6 +548,12 @@ def test_nodes_killed_in_turn_while_postgres_is_away_spool_each_record_once(post
             killed.wait(10)
         assert sorted(spooled(spool)) == list(range(5 * (run + 1))), f"after kill {run + 1}"
         assert len(list(spool.glob("ledger-*.jsonl"))) == 1
+    assert written_by_a_node(postgres_url, spool) == list(range(20))
+
+
+def written_by_a_node(postgres_url: str, spool: Path) -> list[int]:
+    """Start a node's ledger on `spool` with Postgres up (the schema made); the frame indexes of the
+    frames log once it has written the spool folder's records and removed their files."""
     from alpr.cli import main
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
@@ -557,9 +564,7 @@ def test_nodes_killed_in_turn_while_postgres_is_away_spool_each_record_once(post
         wait_for(lambda: not list(spool.glob("ledger-*.jsonl")), 10, "the spool written and deleted")
         assert ledger.close(5) == 0
         with pool.connection() as connection:
-            assert connection.execute("SELECT frame_index FROM frames ORDER BY 1").fetchall() == [
-                (index,) for index in range(20)
-            ]
+            return [index for (index,) in connection.execute("SELECT frame_index FROM frames ORDER BY 1")]
     finally:
         pool.close()
 
@@ -594,21 +599,7 @@ def test_a_node_adopts_each_frame_once_and_no_more_than_its_capacity(postgres_ur
     with other.lock:
         other._let_go_adopted(remove=False)
     assert ledger.close(1) == 0  # kept in the spool for the next node
-    from alpr.cli import main
-
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    pool = open_pool(postgres_url, wait_s=3)
-    try:
-        following = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100, spool_dir=spool)
-        following.start()
-        wait_for(lambda: not list(spool.glob("ledger-*.jsonl")), 10, "the spool written and deleted")
-        assert following.close(5) == 0
-        with pool.connection() as connection:
-            assert connection.execute("SELECT frame_index FROM frames ORDER BY 1").fetchall() == [
-                (index,) for index in range(9)
-            ]
-    finally:
-        pool.close()
+    assert written_by_a_node(postgres_url, spool) == list(range(9))
 
 
 def test_nodes_restarting_with_postgres_up_write_every_record_past_their_capacity(postgres_url, tmp_path):
