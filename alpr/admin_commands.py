@@ -121,6 +121,8 @@ def report_round(pruned: Pruned, what: str | None, dry_run: bool, metrics: Metri
 def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr run`'s reads and sightings (and their snapshots) past the retention, once: its log was kept
     without limit whatever ALPR_RETENTION_DAYS said."""
+    import signal
+    import threading
     from datetime import UTC, datetime, timedelta
 
     from common.private_files import check_sqlite_file
@@ -138,12 +140,17 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
         raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run)
+    stop = threading.Event()  # SIGTERM, SIGINT: after the batch in hand, its snapshots deleted with it
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run, stop)
     verb = "would delete" if args.dry_run else "deleted"
+    if pruned.stopped:
+        verb = f"stopped by a signal; {verb} so far"
     print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
     for left in pruned.snapshots_left:
         print(f"alpr: a deleted sighting's snapshot left on disk: {escape_controls(left)}", file=sys.stderr)
-    return 1 if pruned.snapshots_left else 0
+    return 1 if pruned.snapshots_left or pruned.stopped else 0
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -189,7 +189,9 @@ takes the lock before the next one; without it the prune's next BEGIN could win 
 writer wait for many batches. 2 million reads: 400 batches, a minute of pauses: a cron job's."""
 
 
-def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pruned:
+def prune_sqlite_log(
+    path: Path, cutoff: datetime, dry_run: bool = False, stop: threading.Event | None = None
+) -> Pruned:
     """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
     and the snapshot files of the sightings deleted (`snapshot_to_delete`: others are left and named in
     `Pruned.snapshots_left`, as are those that could not be deleted; the next file is tried all the same);
@@ -213,15 +215,23 @@ def prune_sqlite_log(path: Path, cutoff: datetime, dry_run: bool = False) -> Pru
                 pruned.rows[table] = int(count)
             else:
                 pruned.rows[table] = _delete_in_batches(
-                    connection, table, column, before, lambda snapshots: _delete_snapshots(snapshots, pruned)
+                    connection, table, column, before, lambda snapshots: _delete_snapshots(snapshots, pruned), stop
                 )
+                if stop is not None and stop.is_set():
+                    pruned.stopped = True
+                    break
     finally:
         connection.close()
     return pruned
 
 
 def _delete_in_batches(
-    connection: sqlite3.Connection, table: str, column: str, before: str, deleted_snapshots: Callable[[list[str]], None]
+    connection: sqlite3.Connection,
+    table: str,
+    column: str,
+    before: str,
+    deleted_snapshots: Callable[[list[str]], None],
+    stop: threading.Event | None = None,
 ) -> int:
     """Delete the rows of `table` whose `column` is before `before`, SQLITE_BATCH_ROWS a transaction, in
     rowid order; returns how many went, and hands `deleted_snapshots` the snapshot paths of each batch's
@@ -230,12 +240,15 @@ def _delete_in_batches(
     takes the write lock (waiting as a writer does) and deletes them by rowid, each still past the cutoff,
     and the commit lets it go; SQLITE_BATCH_PAUSE_S later the next batch. A batch that searched for its
     own rows inside its transaction (DELETE ... WHERE rowid IN (SELECT ... LIMIT)) would hold the lock
-    while it read past the rows kept: on the last batch, the whole table."""
+    while it read past the rows kept: on the last batch, the whole table. `stop` set ends it before the
+    next batch."""
     wanted = ", snapshot_path" if table == "sightings" else ""
     find = f"SELECT rowid{wanted} FROM {table} WHERE rowid > ? AND {column} < ? ORDER BY rowid LIMIT ?"
     delete = f"DELETE FROM {table} WHERE rowid = ? AND {column} < ?"
     deleted, reached = 0, 0
-    while batch := connection.execute(find, (reached, before, SQLITE_BATCH_ROWS)).fetchall():
+    while not (stop is not None and stop.is_set()) and (
+        batch := connection.execute(find, (reached, before, SQLITE_BATCH_ROWS)).fetchall()
+    ):
         reached = batch[-1][0]
         gone = []
         connection.execute("BEGIN IMMEDIATE")  # the write lock first, waited for as a writer waits for it

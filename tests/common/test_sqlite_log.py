@@ -221,6 +221,42 @@ def test_a_prune_killed_between_batches_leaves_no_snapshot_of_a_row_it_deleted(t
     assert list(folder.iterdir()) == []
 
 
+TERMINATED_IN_THE_FIRST_BATCH = """
+import os, signal, sys
+import common.retention as retention
+from alpr.cli import main
+retention.SQLITE_BATCH_ROWS = 2
+deleting = retention._delete_snapshots
+def signalled(snapshots, pruned):  # cron's or systemd's SIGTERM, as the first batch's snapshots go
+    os.kill(os.getpid(), signal.SIGTERM)
+    deleting(snapshots, pruned)
+retention._delete_snapshots = signalled
+sys.exit(main(["db", "prune", "--sqlite", sys.argv[1]]))
+"""
+
+
+def test_a_prune_told_to_stop_ends_after_the_batch_in_hand_with_its_snapshots_deleted(tmp_path):
+    """SIGTERM killed `alpr db prune --sqlite` where it was: between a batch's commit and its snapshots'
+    deletion, those stayed on disk for good (their rows gone), and the rest of a mistaken prune of a
+    month's log went on at SIGINT's KeyboardInterrupt only. It now ends as the Postgres prune does: after
+    the batch in hand, its snapshots deleted, saying how far it got, exit 1; the next prune goes on."""
+    path, folder = tmp_path / "reads.sqlite", tmp_path / "sightings"
+    folder.mkdir()
+    log_sightings_with_snapshots(path, folder, [(datetime.now(UTC) - timedelta(days=60)).timestamp()] * 5)
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    stopped = subprocess.run([sys.executable, "-c", TERMINATED_IN_THE_FIRST_BATCH, str(path)], cwd=repo, env=env,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert stopped.returncode == 1, stopped.stderr
+    assert "stopped by a signal; deleted so far what was captured before" in stopped.stdout
+    assert stopped.stdout.strip().endswith(": 0 plate_reads, 2 sightings")
+    assert sorted(p.name for p in folder.iterdir()) == ["s2.jpg", "s3.jpg", "s4.jpg"]  # the batch's went with it
+    again = subprocess.run([sys.executable, "-m", "alpr.cli", "db", "prune", "--sqlite", str(path)], cwd=repo, env=env,
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert again.returncode == 0 and again.stdout.strip().endswith(": 0 plate_reads, 3 sightings")
+    assert list(folder.iterdir()) == []
+
+
 def test_the_logs_wal_and_shm_files_are_for_its_owner_only_whatever_the_umask(tmp_path):
     """WAL keeps the pages written since the last checkpoint (plates) in `<log>-wal`, beside its index
     `<log>-shm`, while the log is open: 0600 as the log is, under a umask that lets all read."""
