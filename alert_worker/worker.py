@@ -125,9 +125,7 @@ class AlertStage:
             return
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
         if resting_s > 0:  # it failed just now: this alert waits its turn without holding the lane
-            self.retry(
-                delivery, DeliveryRetryable("not tried: the receiver failed its last attempt", resting_s), "rested"
-            )
+            self.rest(delivery, resting_s)
             return
         try:
             self.send(delivery.alert, receiver)
@@ -164,9 +162,7 @@ class AlertStage:
         receiver = delivery.receiver if delivery.receiver in self.receivers else "unknown"
         self.metrics.alert_deliveries.labels(receiver=receiver, outcome=outcome).inc()
 
-    def retry(
-        self, delivery: Delivery, error: DeliveryRetryable, outcome: Literal["retried", "rested"] = "retried"
-    ) -> None:
+    def retry(self, delivery: Delivery, error: DeliveryRetryable) -> None:
         delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
         if delivery.age_s + delay_s > self.give_up_s:
             gave_up = f"gave up after {delivery.attempt} attempts: "
@@ -175,7 +171,20 @@ class AlertStage:
         log.info("alert %s to %s: attempt %d failed (%s); next in %.0f s", delivery.alert.alert_id,
                  delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
         self.alert_log.retry_after(delivery, delay_s, error.recorded)
-        self.count(delivery, outcome)
+        self.count(delivery, "retried")
+
+    def rest(self, delivery: Delivery, resting_s: float) -> None:
+        """A delivery not tried while its receiver rests: due again when the rest ends, its attempt given
+        back. Each rest counted an attempt and doubled the alert's own back-off, so an alert that came up
+        while the receiver was down waited up to a minute more once it was back (a review)."""
+        reason = "not tried: the receiver failed its last attempt"
+        if delivery.age_s + resting_s > self.give_up_s:
+            gave_up = f"gave up after {delivery.attempt - 1} attempts: "
+            self.give_up(delivery, "failed", gave_up + reason)
+            return
+        log.debug("alert %s to %s: %s; next in %.0f s", delivery.alert.alert_id, delivery.receiver, reason, resting_s)
+        self.alert_log.retry_after(delivery, resting_s, reason, tried=False)
+        self.count(delivery, "rested")
 
     def give_up(
         self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str, recorded: str | None = None

@@ -428,6 +428,34 @@ def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url,
     assert "timed out" in waiting[-1] and waiting[:3] == ["not tried: the receiver failed its last attempt"] * 3
 
 
+def test_an_alert_not_tried_while_its_receiver_rests_is_due_when_the_rest_ends(setup, postgres_url, redis_url):
+    """A receiver down: the first alert's attempt fails and the receiver rests; the next alert is not
+    tried. Each rest counted an attempt and doubled that alert's own back-off, so one rested six times
+    before waited a minute more once the receiver was back. A rest now counts no attempt, and the alert
+    is due when the receiver's rest ends."""
+    alerts = [ALERT.model_copy(update={"alert_id": f"read-{i:016x}"}) for i in range(2)]
+    with WebhookServer(SECRET, Reply(status=503)) as hook:
+        setup(hook.url)
+        pool = open_pool(postgres_url)
+        try:
+            with pool.connection() as connection, connection.transaction():
+                insert_alerts(connection, alerts, ["ops"])
+                connection.execute("UPDATE alert_deliveries SET attempts = 6 WHERE alert_id = %s",
+                                   (alerts[1].alert_id,))  # fmt: skip
+        finally:
+            pool.close()
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        for alert in alerts:
+            enqueue(queue, alert_job(alert.alert_id, "ops", 1), 60)
+        burst()
+    assert len(hook.received) == 1  # the first alert's attempt; the second waited the receiver's rest
+    found = rows(postgres_url, "SELECT alert_id, attempts, last_error, extract(epoch FROM next_attempt_at - now())"
+                               " FROM alert_deliveries ORDER BY alert_id")  # fmt: skip
+    (_, tried, _, _), (_, rested, error, due_in_s) = found
+    assert tried == 1 and rested == 6 and error == "not tried: the receiver failed its last attempt"
+    assert due_in_s <= defaults.ALERT_BACKOFF_S[0] * 1.5  # the receiver's first rest, not the seventh back-off
+
+
 @pytest.mark.parametrize(("stage", "wait_s"), [("alert", defaults.ALERT_MAINTENANCE_S), ("detect", 15)])
 def test_an_idle_worker_does_its_duties_as_often_as_its_pool_asks(redis_url, stage, wait_s):
     """RQ's idle worker waits worker_ttl - 15 s for a job before its duties; the alert pool's worker_ttl
