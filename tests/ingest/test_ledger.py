@@ -321,7 +321,7 @@ def test_a_spool_file_others_could_write_or_a_link_is_not_taken_for_a_stopped_no
     """The next node writes what the spool folder holds as the frames log's rows: pointed at a folder others
     may write to, it took anyone's file there (or a link to any file) for a stopped node's records."""
     from alpr.cli import main
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     spool, elsewhere = tmp_path / "spool", tmp_path / "elsewhere.jsonl"
@@ -344,7 +344,7 @@ def test_a_spool_file_others_could_write_or_a_link_is_not_taken_for_a_stopped_no
 
 def spooled(spool) -> list[int]:  # type: ignore[no-untyped-def]
     """The frame indexes the spool folder's files hold, in order."""
-    from ingest.ledger import read_spool
+    from ingest.ledger_spool import read_spool
 
     indexes = []
     for path in sorted(spool.glob("ledger-*.jsonl")):
@@ -457,7 +457,7 @@ def test_a_spool_that_cannot_be_written_leaves_no_partial_file_to_count_twice(tm
     import subprocess
     import sys
 
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
     from tests.conftest import REPO as REPO_ROOT
 
     spool = tmp_path / "spool"
@@ -579,7 +579,7 @@ def test_a_node_adopts_each_frame_once_and_no_more_than_its_capacity(postgres_ur
     before removing the files it adopted leaves them twice) and at most its capacity; a file that alone
     holds more is split, the rest left on disk for later (not counted unrecorded: a review found 13 of 18
     records destroyed that way with Postgres up), and the next node writes every one."""
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -608,7 +608,7 @@ def test_nodes_restarting_with_postgres_up_write_every_record_past_their_capacit
     every file): the first kept 5, counted 13 unrecorded and removed the files, and the second found none
     (a review: 5 rows of 18). A node takes what it has room for and the rest later, once written."""
     from alpr.cli import main
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     spool = tmp_path / "spool"
@@ -643,7 +643,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     unlocked, for the next node."""
     import errno
 
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -673,7 +673,7 @@ def test_a_spool_file_one_node_adopted_is_not_adopted_by_another(tmp_path):
     """Adoption locked a file only while reading it: a second node starting meanwhile adopted the same
     records, and both spooled them on a failed write. A node holds the files it adopted locked until their
     records are written or in its own spool (locked in turn)."""
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -716,7 +716,7 @@ def test_a_spool_holding_adopted_records_that_cannot_be_appended_to_is_kept(tmp_
     """A spool file that cannot be written is removed, its records held in memory; but once it holds the
     records of the files a node adopted (removed then), they would be on disk nowhere, and a node killed
     after lost them without a count. That file is kept, claimed, until its records are written or spooled."""
-    from ingest.ledger import record_line
+    from ingest.ledger_spool import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
