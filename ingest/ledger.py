@@ -94,6 +94,7 @@ class FrameLedger(SpoolingLedger):
         self.watchdog = threading.Thread(target=self.watch_writes, name="frame-ledger-watchdog", daemon=True)
 
     def start(self) -> None:
+        self.remove_stale_parts()
         self.adopt_spools()
         self.thread.start()
         if self.spool_dir is not None:

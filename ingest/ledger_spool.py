@@ -35,6 +35,13 @@ drained (`adopt_spools`): each pass reads the files it tries."""
 SPOOL_PATTERN = "ledger-*.jsonl"
 """The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
 
+SPLIT_PART_PREFIX = ".ledger-split-"
+"""How the name of a file a split writes begins (`_write_spool_file`): a name no ledger adopts, held until
+the file is whole and synced and is named as a spool file."""
+
+SPLIT_PART_SUFFIX = ".part"
+"""How the name of a file a split writes ends (after SPLIT_PART_PREFIX and a random part)."""
+
 
 def record_line(record: FrameRecord) -> str:
     """One spooled record: a line of JSON."""
@@ -267,7 +274,7 @@ class SpoolingLedger:
         the records it had not read. Its path and its descriptor: open and locked with `keep_locked`,
         else closed (the returned number then means nothing)."""
         temp, name = "", ""
-        descriptor, temp = tempfile.mkstemp(prefix=".ledger-split-", suffix=".part", dir=folder)
+        descriptor, temp = tempfile.mkstemp(prefix=SPLIT_PART_PREFIX, suffix=SPLIT_PART_SUFFIX, dir=folder)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
@@ -291,10 +298,38 @@ class SpoolingLedger:
             os.close(descriptor)
         return Path(name), descriptor
 
+    def remove_stale_parts(self) -> None:
+        """Remove the files a split left half made in the spool folder (SPLIT_PART_PREFIX, `_write_spool_file`):
+        a ledger killed while it split a file left the one it was writing, which no ledger adopts and none
+        removed, one more with each such kill. Its records are all on disk elsewhere (the file it split is
+        removed only once the split's files are named as spool files, and a part named so already is the
+        spool file under a second name). Only this folder's, not its subfolders'; only this user's regular
+        files (`_claim`: a link is not followed, nor removed); a part a live ledger holds locked (writing
+        it) is left alone: one it has made but not locked yet, removed, fails its split, the file to split
+        left whole."""
+        if self.spool_dir is None or not self.spool_dir.is_dir():
+            return
+        removed = 0
+        for path in sorted(self.spool_dir.glob(f"{SPLIT_PART_PREFIX}*{SPLIT_PART_SUFFIX}")):
+            descriptor = self._claim(path)
+            if descriptor is None:
+                continue
+            try:
+                path.unlink()  # (still locked: see `_claim`)
+                removed += 1
+            except OSError as error:
+                log.warning("frames log: %s, left by a split cut short, cannot be removed (%s)", path, error)
+            finally:
+                os.close(descriptor)
+        if removed:
+            log.info("frames log: %d files a split cut short left in %s removed (their records are in the"
+                     " spool files)", removed, self.spool_dir)  # fmt: skip
+
     def _claim(self, path: Path) -> int | None:
         """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
         (locked), another user's or one others may write (their rows would be taken for ours), a link, or
-        one gone once locked (removed by the ledger that held it, its records written or in its spool)."""
+        one gone once locked (removed by the ledger that held it, its records written or in its spool). A
+        split's part is claimed alike before it is removed (`remove_stale_parts`)."""
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
         except OSError:

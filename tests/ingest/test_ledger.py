@@ -734,3 +734,79 @@ def test_a_spool_holding_adopted_records_that_cannot_be_appended_to_is_kept(tmp_
     assert len(other.buffer) == 0  # claimed still
     assert ledger.close(1) == 0  # spooled anew, every record held
     assert sorted(spooled(spool)) == [0, 1, 2, 9] and len(list(spool.glob("ledger-*.jsonl"))) == 1
+
+
+KILLED_SPLIT = """
+import os, sys, time
+from pathlib import Path
+from common.db import open_pool
+from common.frame_log import FrameLog
+from common.metrics import Metrics
+from ingest.ledger import FrameLedger
+
+def killed_here(*args, **kwargs):
+    print("ready", flush=True)  # the split's first file written and synced, not yet named a spool file
+    time.sleep(600)
+
+def unreachable():
+    return FrameLog(open_pool("postgresql://postgres@127.0.0.1:" + sys.argv[2] + "/none", wait_s=0.2), patience_s=0)
+
+os.link = killed_here
+FrameLedger(unreachable, Metrics(), capacity=5, spool_dir=Path(sys.argv[1])).start()  # splits the file of 8
+"""
+
+
+def test_a_split_killed_midway_leaves_no_part_file_for_good(postgres_url, tmp_path):
+    """A node killed while it split a spool file too big for it (`_write_spool_file`) left the file it was
+    writing, `.ledger-split-*.part`: no ledger adopts it (its records are in the file split, still whole)
+    and none removed it, so each such kill left one more in the spool folder for good. A ledger that starts
+    removes them; every record is written once all the same."""
+    import signal
+    import subprocess
+    import sys
+
+    from ingest.ledger_spool import record_line
+    from tests.conftest import REPO as REPO_ROOT
+
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(8)))
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SPLIT, str(spool), str(closed_port())],
+                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert killed.stdout is not None and killed.stdout.readline().strip() == "ready"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+    assert len(list(spool.glob(".ledger-split-*.part"))) == 1  # what the kill left
+    assert sorted(spooled(spool)) == list(range(8))  # the file split whole still
+    assert written_by_a_node(postgres_url, spool) == list(range(8))
+    assert list(spool.iterdir()) == []
+
+
+def test_a_starting_ledger_removes_only_the_parts_splits_left_in_its_folder(tmp_path):
+    """Of the stale parts, only a split's own: this user's regular files named as a split names them, in
+    the spool folder itself. A link is not followed (its target stays) nor removed; a part a live ledger
+    holds locked (writing it) stays, as do other names and subfolders."""
+    import fcntl
+
+    from ingest.ledger_spool import record_line
+
+    spool, outside = tmp_path / "spool", tmp_path / "outside.part"
+    spool.mkdir(mode=0o700)
+    outside.write_text("not the ledger's")
+    (spool / ".ledger-split-stale.part").write_text(record_line(record(1)))
+    (spool / ".ledger-split-link.part").symlink_to(outside)
+    (spool / "notes.part").write_text("someone's")
+    (spool / "sub").mkdir()
+    (spool / "sub" / ".ledger-split-deeper.part").write_text(record_line(record(2)))
+    live = spool / ".ledger-split-live.part"
+    live.write_text(record_line(record(3)))
+    with live.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live ledger writing it
+        ledger = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
+        ledger.start()
+        assert ledger.close(1) == 0
+    left = sorted(path.name for path in spool.iterdir())
+    assert left == [".ledger-split-link.part", ".ledger-split-live.part", "notes.part", "sub"]
+    assert outside.read_text() == "not the ledger's" and (spool / "sub" / ".ledger-split-deeper.part").exists()
