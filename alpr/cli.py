@@ -80,11 +80,11 @@ def _positive_at_most(maximum: float) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+            raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
         if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a number above 0, got {text[:40]!r}")
+            raise argparse.ArgumentTypeError(f"must be a number above 0, got {mask_url(text)[:40]!r}")
         if value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text[:40]!r}")
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {mask_url(text)[:40]!r}")
         return value
 
     return positive
@@ -96,9 +96,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {mask_url(text)[:40]!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {mask_url(text)[:40]!r}")
     return value
 
 
@@ -110,7 +110,7 @@ def _non_negative_int(text: str) -> int:
 def _device(text: str) -> str:
     """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
     if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
-        raise argparse.ArgumentTypeError(f"cpu, cuda or cuda:N, not {text[:40]!r}")
+        raise argparse.ArgumentTypeError(f"cpu, cuda or cuda:N, not {mask_url(text)[:40]!r}")
     return text
 
 

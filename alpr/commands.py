@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 
 from common.audit import login_name, refused_flag
 from common.config import Settings
-from common.credentials import mask_url
+from common.credentials import mask_url, path_digest
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
@@ -75,9 +74,7 @@ def default_camera_id(source: str) -> str:
     except ValueError:
         port = ""
     name = safe_camera_id("_".join(p for p in (parts.hostname or "", port) if p))
-    masked = urlsplit(mask_url(source))
-    where = f"{masked.path.strip('/')}?{masked.query}" if masked.query else masked.path.strip("/")
-    return f"{name[:56]}_p{hashlib.sha1(where.encode()).hexdigest()[:6]}" if where else name
+    return f"{name[:56]}_p{digest}" if (digest := path_digest(source)) else name
 
 
 MAX_SOURCE_FILE_BYTES = 64 * 1024

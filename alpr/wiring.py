@@ -99,7 +99,7 @@ def reach_redis(
     connection = connect_redis(url, settings.secret("redis_password"), timeout_s)
     try:
         connection.ping()
-    except redis.RedisError as error:
+    except (redis.RedisError, ValueError) as error:  # ValueError: a host IDNA cannot encode (a traceback)
         raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
     return connection
 

@@ -5,8 +5,10 @@ characters a message carries (no forged line, no terminal escape)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+from urllib.parse import urlsplit
 
 MASK = "***"
 """What a password is replaced with."""
@@ -45,20 +47,81 @@ QUERY_KEY = re.compile(r"(?i)([?&]key=)(?!alpr:)([^&\s#]+)")
 (`live.m3u8?key=AIza...` was printed whole); a store key of our own (alpr:...) is not one."""
 
 
+ROLE_SCHEMES = re.compile(r"(?i)postgres(?:ql)?:")
+"""Schemes whose lone user token (no password) is shown: a Postgres role, its password in a file
+(ALPR_DATABASE_PASSWORD_FILE) or in trust; elsewhere (redis://TOKEN@host, rtsp://TOKEN@host) a lone
+token is taken for the password someone put in the user's place, and masked whole."""
+
+
+def _masked_credentials(found: re.Match[str]) -> str:
+    scheme, user = found["scheme"], found["user"]
+    if found["password"]:
+        return f"{scheme}{user}:{MASK}@"
+    if not user:  # udp://@:1234 (listen on every interface) has nothing to hide
+        return found[0]
+    return found[0] if ROLE_SCHEMES.match(scheme) else f"{scheme}{MASK}@"
+
+
 def mask_url(text: str) -> str:
-    """`text` with every URL's password replaced by *** (a lone user token is kept, and *** added); the
-    host stays readable.
+    """`text` with every URL's password replaced by ***, and a lone user token but a Postgres role's
+    (ROLE_SCHEMES: it was shown with *** added, as if masked: redis://PASSWORD@host); the host stays
+    readable.
 
     >>> mask_url("rtsp://admin:hunter2@10.0.0.5:554/s1")
     'rtsp://admin:***@10.0.0.5:554/s1'
     >>> mask_url("redis://:pw@redis:6379/0")
     'redis://:***@redis:6379/0'
+    >>> mask_url("redis://R3dis@redis:6379/0 postgresql://alpr_app@db/alpr")
+    'redis://***@redis:6379/0 postgresql://alpr_app@db/alpr'
     """
     masked = SLASHED_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-    masked = URL_CREDENTIALS.sub(
-        lambda m: f"{m['scheme']}{m['user']}:{MASK}@" if m["user"] or m["password"] else m[0], masked
-    )  # udp://@:1234 (listen on every interface) has nothing to hide
+    masked = URL_CREDENTIALS.sub(_masked_credentials, masked)
     return QUERY_KEY.sub(rf"\1{MASK}", QUERY_PASSWORD.sub(rf"\1{MASK}", masked))
+
+
+def url_origin(url: str) -> str:
+    """A URL as it may be shown with nothing of its path: scheme, host and port. Its path, query,
+    fragment and any user:password are left out: each may be the token (a Slack-style hook's path, a
+    UniFi camera's path, an RTMP stream key, a signed CDN query).
+
+    >>> url_origin("https://hooks.example:8443/services/T0001/B0002/XoXo?sig=1#f")
+    'https://hooks.example:8443'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def path_digest(url: str) -> str | None:
+    """A short digest naming what follows a URL's host (its path and query, their credentials masked
+    first), or None where nothing does: what `shown_source` shows of it, and `alpr run`'s default
+    camera id of a stream ends with. Two channels of one recorder (`/ch1`, `/ch2`; `?channel=1`,
+    `?channel=2`) differ."""
+    masked = urlsplit(mask_url(url))
+    where = f"{masked.path.strip('/')}?{masked.query}" if masked.query else masked.path.strip("/")
+    return hashlib.sha1(where.encode()).hexdigest()[:6] if where else None
+
+
+def shown_source(source: str) -> str:
+    """A camera's source as a log line or an error message may show it: a file or folder as its path
+    (any URL credentials in it masked); a URL as its origin (`url_origin`) and the digest of the rest
+    (`path_digest`), so two cameras of one host stay apart in the logs (rtsps://nvr:7441/…#5be1c3).
+    `mask_url` knows user:password and the query's usual names only: a UniFi camera's path is its token,
+    a Dahua camera's `authbasic=` and an RTMP path the stream key, and each was logged at every
+    reconnection (a review)."""
+    if "://" not in source:
+        return mask_url(source)
+    try:
+        origin, digest = url_origin(source), path_digest(source)
+    except ValueError:  # a host no parser takes (`rtsp://[::1/live`): its scheme alone
+        return f"{source.split('://', 1)[0][:20]}://…"
+    return f"{origin}/…#{digest}" if digest else origin
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")

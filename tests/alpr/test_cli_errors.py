@@ -94,6 +94,25 @@ def test_a_redis_refusal_is_one_line_with_the_password_masked(redis_url, capsys)
     assert "viewerpass0123" not in err[0]
 
 
+@pytest.mark.parametrize("host", ["h..x", "a" * 64 + ".example"])
+def test_a_redis_host_no_resolver_can_encode_is_one_line(host, capsys):
+    """A host with an empty label or one over 63 characters: IDNA's UnicodeError came out of Redis's
+    first command as a 53-line traceback (a review); Postgres said the same in one line."""
+    assert main(["status", "--interval", "0.1", "--redis-url", f"redis://:R3disPW0123@{host}:6379/0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alpr: error: cannot reach Redis (queues) at redis://:***@"), err
+    assert "R3disPW0123" not in err[0]
+
+
+def test_a_url_given_to_a_number_by_mistake_is_masked_before_it_is_cut(capsys):
+    """The parser quoted the first 40 characters of a wrong number, then masked them: a password that
+    ran past the cut had no `@` left to be found by, and was shown (a review)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["status", "--interval", "redis://:averyverylongpassword0123456789@redis:6379/0"])
+    err = capsys.readouterr().err
+    assert "averyverylong" not in err and "not a number: 'redis://:***@redis" in err, err
+
+
 def test_output_into_a_pipe_whose_reader_left_ends_quietly(redis_url):
     """`alpr status | head -1`: the reader closes the pipe; alpr ends with 141 (128 + SIGPIPE) and no
     message (it printed `alpr: error: BrokenPipeError` and exited 2, a failure for the script)."""

@@ -15,7 +15,10 @@ from common.credentials import MaskCredentials, mask_url
         ("cannot open rtsp://u:p@ss@h/x (timeout)", "cannot open rtsp://u:***@h/x (timeout)"),
         ("postgresql://alpr:x@db/alpr and redis://:y@r/0", "postgresql://alpr:***@db/alpr and redis://:***@r/0"),
         ("http://cam.local/mjpeg", "http://cam.local/mjpeg"),
-        ("redis://token@host/0", "redis://token:***@host/0"),
+        # a lone token: a password in the user's place was shown, *** added as if masked (a review)
+        ("redis://R3DISsecretPW@host/0", "redis://***@host/0"),
+        ("rtsp://CAMtoken@host/live", "rtsp://***@host/live"),
+        ("postgresql://alpr_app@db:5432/alpr", "postgresql://alpr_app@db:5432/alpr"),  # a role: its password apart
         ("/srv/video/depot.mp4", "/srv/video/depot.mp4"),
         ("rtsp://admin:hun/ter2@10.0.0.5/s1", "rtsp://admin:***@10.0.0.5/s1"),
         ("field rtsp:/admin:hunter2@cam/s1: Extra inputs", "field rtsp:/admin:***@cam/s1: Extra inputs"),
