@@ -49,7 +49,8 @@ from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
 from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri, open_source
+from ingest.reconnect import SourceKeeper
+from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
 log = logging.getLogger(__name__)
 
@@ -248,58 +249,24 @@ class IngestNode:
                 self.ledger.ended(camera.id)
 
     def sample_camera(self, camera: CameraConfig) -> None:
-        """camera_loop's work: open, sample and reopen the camera's source until it ends."""
-        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        """camera_loop's work: open, sample and reopen the camera's source until it ends (SourceKeeper,
+        which `alpr run` reconnects a live stream with too)."""
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
         run = CameraRun(camera, int(self.clock.now() * 1000), self.clock)
-        errors = 0
-        connected_at: float | None = None
-        while not self.stop.is_set():
-            try:
-                source = open_source(camera.source, camera.sample_fps)
-                run.tag = footage_tag(run, source)
-                if backoff.failures:
-                    log.info("camera %s: reconnected after %d failed attempts", camera.id, backoff.failures)
-                else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
-                    log.log(logging.DEBUG if run.passes else logging.INFO, "camera %s: connected to %s", camera.id,
-                            mask_url(camera.source))  # fmt: skip
-                if not source.is_live:
-                    backoff.reset()
-                connected_at = time.monotonic()
-                self.set_state(camera, "connected", errors)
-                self.sample(run, source)
-                report_unread(camera, source)
-                if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
-                    raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
-                if source.is_stream and source.ended_early and not self.stop.is_set():
-                    # a URL's footage cut short: its connection dropped (a server without ranges, which FFmpeg
-                    # cannot resume), or a live camera taken for footage (a length FFmpeg guessed from a stated
-                    # size): ended, the camera was never read again (a review). Read again, as a new pass:
-                    # under the same ids a live stream's new frames would have been taken for repeats
-                    run.passes += 1
-                    raise OSError("the video ended before its stated length (the connection dropped?)")
-                if self.stop.is_set() or (not camera.loop and not source.is_live):  # footage: a file, or served
-                    self.set_state(camera, "ended", errors)  # over http:// (reopened for ever, it was logged and
-                    return  # alerted on again each pass: a review)
-                run.passes += 1
-            except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
-                if connected_at is not None and time.monotonic() - connected_at >= defaults.STABLE_STREAM_S:
-                    backoff.reset()  # a drop after a good run starts the backoff afresh; a short one keeps it
-                connected_at = None
-                errors += 1
-                self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id)).inc()
-                if not isinstance(error, InputError | OSError) or not is_stream_uri(camera.source):
-                    # a file that fails now fails again; so does anything but a stream's I/O
-                    log.error("camera %s: %s; not retried", camera.id, mask_url(str(error)))
-                    self.set_state(camera, "failed", errors)
-                    return
-                delay = backoff.next_delay()
-                if backoff.failures == 1:
-                    log.warning("camera %s: %s; reconnecting with backoff", camera.id, mask_url(str(error)))
-                else:
-                    log.debug("camera %s: still unavailable; next attempt in %.0f s", camera.id, delay)
-                self.set_state(camera, "reconnecting", errors)
-                self.stop.wait(delay)
+        source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
+        keeper = SourceKeeper(
+            camera.source, camera.sample_fps, camera.id, self.stop, camera.loop,
+            on_state=lambda state, errors: self.set_state(camera, state, errors), on_error=source_errors.inc,
+            logger=log,
+        )  # fmt: skip
+
+        def read_pass(source: FrameSource) -> None:
+            run.passes = keeper.passes
+            run.tag = footage_tag(run, source)
+            self.sample(run, source)
+            report_unread(camera, source)
+
+        keeper.run(read_pass)
 
     def sample(self, run: CameraRun, source: FrameSource) -> None:
         """Sample one pass of the source into the pending jobs (or skip, when the chain is full). A file

@@ -1,0 +1,135 @@
+"""A camera's source kept open: opened, read pass after pass, and reopened with backoff when a stream
+drops. One loop for an ingest node's camera threads (ingest/node.py) and `alpr run` on a live stream
+(alpr/standalone.py): `alpr run` ended when its camera dropped the stream (a network blip, a camera
+rebooting), where the node reconnected."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from common import defaults
+from common.backoff import Backoff
+from common.credentials import mask_url
+from common.errors import InputError
+from ingest.sources import FrameSource, is_stream_uri, open_source
+
+log = logging.getLogger(__name__)
+
+SourceState = Literal["connected", "reconnecting", "failed", "ended"]
+"""A camera's state as `alpr status` shows it: "reconnecting" and "failed" each follow a source error."""
+
+
+class Stop(Protocol):
+    """What asks the loop to stop: a threading.Event (an ingest node's), or `alpr run`'s signals."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds, less once a stop is asked; whether one was."""
+        ...
+
+
+class ReaderError(Exception):
+    """An error a pass's reader met of its own (writing its output or its log), not the source's: the
+    keeper lets the error it carries out as it is, neither retried nor counted as a source error (an
+    encoder refusing the frames is no dropped stream)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def no_state(state: SourceState, errors: int) -> None:
+    """The default `on_state`: nothing."""
+
+
+def no_error() -> None:
+    """The default `on_error`: nothing."""
+
+
+@dataclass
+class SourceKeeper:
+    """Opens `uri` and hands each pass of it to a reader (`run`) until it ends: footage (a file, a folder,
+    a video served over http://, which states its length) at its end, unless `loop`; a live stream only
+    when `stop` is set. A stream that drops, or ends (a camera closing the connection, or silent past the
+    read timeout), or cannot be opened, is reopened with backoff (defaults.RECONNECT_BACKOFF_S), which
+    starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
+    still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
+    Footage over http:// cut short is read again as a new pass (`passes`), after the backoff's wait. A
+    file's failure, or anything but I/O, is logged at ERROR and not retried."""
+
+    uri: str
+    sample_fps: float
+    name: str
+    """The camera's id, as the log lines name it ("camera gate: ...")."""
+    stop: Stop
+    loop: bool = False
+    on_state: Callable[[SourceState, int], None] = no_state
+    """Told each state (and the source errors so far) as it is entered."""
+    on_error: Callable[[], None] = no_error
+    """Told each source error as it happens (an ingest node's metric)."""
+    logger: logging.Logger = log
+    """Where its lines go: the caller's logger (an ingest node's lines are still ingest.node's)."""
+    passes: int = 0
+    """Passes of footage read before the one being read: ended early (cut short) or looped."""
+    errors: int = 0
+    """Source errors so far: a drop, an open that failed, a pass cut short."""
+    backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
+
+    def run(self, read_pass: Callable[[FrameSource], None], first: FrameSource | None = None) -> SourceState:
+        """Open the source (or take `first`, opened already), hand it to `read_pass` to read one pass,
+        and so on until it ends ("ended") or fails for good ("failed"). A ReaderError out of `read_pass`
+        lets its error out; any other error is the source's."""
+        connected_at: float | None = None
+        while not self.stop.is_set():
+            try:
+                source, first = first or open_source(self.uri, self.sample_fps), None
+                if self.backoff.failures:
+                    self.logger.info("camera %s: reconnected after %d failed attempts", self.name,
+                                     self.backoff.failures)  # fmt: skip
+                else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
+                    self.logger.log(logging.DEBUG if self.passes else logging.INFO, "camera %s: connected to %s",
+                                    self.name, mask_url(self.uri))  # fmt: skip
+                if not source.is_live:
+                    self.backoff.reset()
+                connected_at = time.monotonic()
+                self.on_state("connected", self.errors)
+                read_pass(source)
+                if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
+                    raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
+                if source.is_stream and source.ended_early and not self.stop.is_set():
+                    # a URL's footage cut short: its connection dropped (a server without ranges, which FFmpeg
+                    # cannot resume), or a live camera taken for footage (a length FFmpeg guessed from a stated
+                    # size): ended, the camera was never read again (a review). Read again, as a new pass:
+                    # under the same ids a live stream's new frames would have been taken for repeats
+                    self.passes += 1
+                    raise OSError("the video ended before its stated length (the connection dropped?)")
+                if self.stop.is_set() or (not self.loop and not source.is_live):  # footage: a file, or served
+                    self.on_state("ended", self.errors)  # over http:// (reopened for ever, it was logged and
+                    return "ended"  # alerted on again each pass: a review)
+                self.passes += 1
+            except ReaderError as own:
+                raise own.error from own.error.__cause__
+            except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
+                if connected_at is not None and time.monotonic() - connected_at >= defaults.STABLE_STREAM_S:
+                    self.backoff.reset()  # a drop after a good run starts the backoff afresh; a short one keeps it
+                connected_at = None
+                self.errors += 1
+                self.on_error()
+                if not isinstance(error, InputError | OSError) or not is_stream_uri(self.uri):
+                    # a file that fails now fails again; so does anything but a stream's I/O
+                    self.logger.error("camera %s: %s; not retried", self.name, mask_url(str(error)))
+                    self.on_state("failed", self.errors)
+                    return "failed"
+                delay = self.backoff.next_delay()
+                if self.backoff.failures == 1:
+                    self.logger.warning("camera %s: %s; reconnecting with backoff", self.name, mask_url(str(error)))
+                else:
+                    self.logger.debug("camera %s: still unavailable; next attempt in %.0f s", self.name, delay)
+                self.on_state("reconnecting", self.errors)
+                self.stop.wait(delay)
+        return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
