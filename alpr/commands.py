@@ -138,10 +138,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not summary.frames and not summary.stopped_by:  # every image unreadable: it said 0 frames and exit 0
         raise InputError(f"no frame of {mask_url(args.source)} could be processed ({summary.failure_count} unreadable)")
     print_sightings(summary, settings.ocr_min_confidence)
-    if source.is_live and not summary.stopped_by:  # it ended with exit 0, no word: a supervisor
-        raise InputError(  # restarting on failure never restarted it (a review)
-            f"the stream {mask_url(args.source)} ended after {summary.frames} frames (the camera closed it, or"
-            " sent no frame in time); what was read is logged and written: run it again to go on"
+    if source.is_live and not summary.stopped_by:  # a drop is reconnected (ingest/reconnect.py): only an
+        raise InputError(  # error no retry mends ends it so, logged above (it ended with exit 0, no word)
+            f"the stream {mask_url(args.source)} failed after {summary.frames} frames and was not reopened (the"
+            " error is logged above); what was read is logged and written: run it again to go on"
         )
     return 0
 
@@ -173,6 +173,9 @@ def print_run(summary: RunSummary, settings: Settings) -> None:
     )
     if summary.output:  # only what was made: a folder where no frame was written was named before
         print(f"redacted output: {summary.output}")
+    if summary.source_errors:  # logged as they came: an outage's first at WARNING, its end at INFO (-v)
+        print(f"warning: {summary.source_errors} source errors: the stream dropped, or a reopening failed"
+              " (each retried with backoff)")  # fmt: skip
     for failure in summary.failures:
         print(f"warning: {failure}")
     if more := summary.failure_count - len(summary.failures):

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -37,13 +37,18 @@ from common.private_files import (
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, Polygon, boxes_to_read
-from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
+from ingest.reconnect import ReaderError, SourceKeeper
+from ingest.sources import MAX_FAILURES_KEPT, FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 
 log = logging.getLogger(__name__)
 
+
+CAPTURE_STEP_S = 0.001
+"""The least time between two frames of a live stream reopened after a drop (the first of the new pass
+dated after the last of the old: the sighting core groups forward in time)."""
 
 OUTPUT_JPEG_QUALITY = 95
 """JPEG quality of the redacted frames and snapshots `alpr run` writes (OpenCV's default, as before)."""
@@ -59,6 +64,9 @@ class RunSummary:
     """What the source could not read, the first MAX_FAILURES_KEPT of them (ingest.sources)."""
     failure_count: int = 0
     """All that the source could not read, those not in `failures` too."""
+    source_errors: int = 0
+    """A live stream's drops, and the reopenings that failed meanwhile (ingest/reconnect.py): it is reopened
+    with backoff, as an ingest node's camera is."""
     stopped_by: str | None = None
     """The signal that ended the run before its source did (SIGTERM, SIGINT), if one did."""
     sightings: list[Sighting] = field(default_factory=list)
@@ -225,6 +233,10 @@ class RedactedWriter:
         raise OutputError(f"the redacted video {self.path} {found} (a full disk?); the partial file was deleted")
 
 
+STOP_POLL_S = 0.1
+"""How often a run waiting to reopen its stream looks whether a signal asked it to stop."""
+
+
 class StopSignals:
     """SIGTERM, SIGINT and SIGHUP turned into a request to stop, for the length of a `with` block: a
     stream source ends only by a signal (systemd, docker stop, an ssh session dropped), which killed the
@@ -264,6 +276,17 @@ class StopSignals:
         """Whether a signal asked the run to stop."""
         return self.received is not None
 
+    is_set = requested  # a Stop (ingest/reconnect.py), as an ingest node's threading.Event is
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, less once a signal asks the run to stop (a reconnecting stream's
+        backoff: a stop waited for its 30 s); whether one did. Slept in short steps: the handler runs in
+        this thread, and a sleep it interrupts goes on (PEP 475)."""
+        deadline = time.monotonic() + timeout
+        while not self.requested() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(STOP_POLL_S, left))
+        return self.requested()
+
 
 def batches(frames: Iterator[SampledFrame], size: int, stop: StopSignals | None) -> Iterator[list[SampledFrame]]:
     """The frames in batches of `size`, the last one shorter; when `stop` is requested, the frames in
@@ -278,6 +301,64 @@ def batches(frames: Iterator[SampledFrame], size: int, stop: StopSignals | None)
                 return
     if batch:
         yield batch
+
+
+class SourcePasses:
+    """Reads a source's passes into `flush` in batches: one for footage; one per connection for a live
+    stream, which SourceKeeper (ingest/reconnect.py) reopens after a drop. A reopened stream counts its
+    frames and their time from 0 again: its frames are numbered on from the last frame read and dated by
+    when they were captured (from `started`, time.monotonic()), else their reads took the ids of the
+    first connection's frames and were dropped as repeats. With `own_errors_apart`, an error of `flush`
+    (the cores, the log, the output) is raised as a ReaderError: the keeper lets it out, it is no drop."""
+
+    def __init__(
+        self,
+        flush: Callable[[list[SampledFrame]], None],
+        batch_size: int,
+        stop: StopSignals | None,
+        started: float,
+        own_errors_apart: bool,
+    ) -> None:
+        self.flush, self.batch_size, self.stop = flush, batch_size, stop
+        self.started, self.own_errors_apart = started, own_errors_apart
+        self.last: SampledFrame | None = None
+        self.failures: list[str] = []
+        """What the source could not read, the first MAX_FAILURES_KEPT of all its passes'."""
+        self.failure_count = 0
+
+    def read(self, source: FrameSource) -> None:
+        """One pass of `source`, until it ends or a stop is requested."""
+        frames = self.frames(source)
+        try:
+            for batch in batches(frames, self.batch_size, self.stop):
+                try:
+                    self.flush(batch)
+                except Exception as error:
+                    if not self.own_errors_apart:
+                        raise
+                    raise ReaderError(error) from error
+        finally:
+            frames.close()  # stopped early: the stream's capture released now
+
+    def frames(self, source: FrameSource) -> Generator[SampledFrame, None, None]:
+        """The pass's frames, numbered and dated on from the last pass's; what it could not read kept."""
+        later, index_from, time_from_s = self.last is not None, 0, 0.0
+        if self.last is not None:  # a live stream reopened: on from the last frame read
+            index_from = self.last.index + 1
+            time_from_s = max(time.monotonic() - self.started, self.last.source_time_s + CAPTURE_STEP_S)
+        frames = source.frames()
+        try:
+            for sampled in frames:
+                if later:
+                    sampled = replace(sampled, index=index_from + sampled.index,
+                                      source_time_s=time_from_s + sampled.source_time_s)  # fmt: skip
+                self.last = sampled
+                yield sampled
+        finally:
+            if isinstance(frames, Generator):
+                frames.close()
+            self.failures.extend(source.failures[: MAX_FAILURES_KEPT - len(self.failures)])
+            self.failure_count += source.failure_count
 
 
 @dataclass
@@ -337,7 +418,7 @@ class Pipeline:
         the frames in hand are finished, every open sighting is closed and logged, and the output is
         released and checked (RedactedWriter.finish)."""
         summary = RunSummary()
-        started_at = time.time()
+        started_at, live_from = time.time(), time.monotonic()  # a reopened stream's frames dated from here
         run_id = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%S.%f")
         as_frames = isinstance(source, ImageFolderSource)
         writer = RedactedWriter(out_dir, as_frames, source.sampled_fps) if out_dir else None
@@ -366,14 +447,15 @@ class Pipeline:
                 if on_frame:
                     on_frame(summary)
 
+        passes = SourcePasses(flush, self.detector.settings.batch_size, stop, live_from, source.is_live)
+        keeper = None
         try:
-            frames = source.frames()
-            try:
-                for batch in batches(frames, self.detector.settings.batch_size, stop):
-                    flush(batch)
-            finally:
-                if isinstance(frames, Generator):  # stopped early: the stream's capture released now
-                    frames.close()
+            if source.is_live:  # a drop is reopened with backoff, as by an ingest node (the same code)
+                keeper = SourceKeeper(source.uri, source.sample_fps, camera_id, stop or threading.Event(),
+                                      logger=log)  # fmt: skip
+                keeper.run(passes.read, first=source)
+            else:  # footage (a file, a folder, a video served over http://) ends where it ends
+                passes.read(source)
             summary.stopped_by = stop.received if stop else None
             close(tracker.close_all())
         except BaseException:
@@ -384,10 +466,12 @@ class Pipeline:
                     writer.finish()
                 writer.close()
             raise
+        finally:
+            summary.source_errors = keeper.errors if keeper else 0
         if writer:
             summary.output = writer.finish()
-        summary.failures = [*snapshots.failures, *source.failures]
-        summary.failure_count = len(snapshots.failures) + source.failure_count
+        summary.failures = [*snapshots.failures, *passes.failures]
+        summary.failure_count = len(snapshots.failures) + passes.failure_count
         summary.seconds = time.perf_counter() - start
         log.info(
             "processed %d frames from %s: %d plates, %d reads logged, %d sightings",

@@ -5,6 +5,7 @@ import os
 import resource
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,6 +149,27 @@ def test_stop_signals_become_a_request_and_the_previous_handlers_come_back():
     thread.join()
 
 
+def test_a_signal_ends_the_wait_to_reopen_a_stream_at_once():
+    """A stream away is reopened after a wait that doubles up to 30 s: a stop must not wait it out."""
+    import threading
+
+    from alpr.standalone import StopSignals
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a signal come late does no harm
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        with StopSignals() as stop:
+            started = time.monotonic()
+            timer.start()
+            assert stop.wait(30.0)
+            waited = time.monotonic() - started
+    finally:
+        timer.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert 0.2 < waited < 5 and stop.received == "SIGTERM"
+    assert not StopSignals().wait(0.05)
+
+
 def test_a_stop_ends_the_batches_with_the_frames_in_hand_and_takes_no_more():
     from alpr.standalone import StopSignals, batches
     from ingest.sources import SampledFrame
@@ -182,15 +204,65 @@ def test_a_snapshot_that_cannot_be_written_leaves_its_sighting_logged(tmp_path, 
     assert sightings[0] >= 3 and sightings[1] == 0  # every pass logged, none with a snapshot
 
 
-def test_a_stream_the_camera_ends_is_an_error_with_what_was_read_kept(tmp_path, settings, capsys):
-    """A camera that closed its stream ended `alpr run` with exit 0 and no word: a supervisor restarting
-    it on failure never did (a review)."""
-    log, out = tmp_path / "reads.sqlite", tmp_path / "out"
-    with mjpeg_camera(car_frames(6), fps=10, per_connection=12) as url:
-        code = main(["run", url, "--camera-id", "gate", "--out", str(out), "--sqlite", str(log), "--fps", "5",
-                     "--no-progress", "--model-dir", str(settings.model_dir)])  # fmt: skip
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "ended after" in err[0] and "run it again" in err[0], err
-    assert "1 sightings:" in captured.out and count_rows(log, "sightings") == 1
+def test_a_stream_the_camera_drops_is_reopened_with_backoff_until_a_signal_ends_the_run(tmp_path, settings):
+    """A camera that closed its stream (a network blip, a reboot) ended `alpr run` (exit 2, "run it again
+    to go on"): run as a service on one camera, it stopped reading until someone restarted it. It is
+    reopened with backoff, as an ingest node's camera is (the same code): the drop logged once at WARNING,
+    the reconnection at INFO, the source errors counted in the summary; the reopened stream's frames
+    numbered and dated on (their reads no repeats of the first connection's); a signal still ends it."""
+    log, out, output, connections = tmp_path / "reads.sqlite", tmp_path / "out", tmp_path / "output.txt", []
+    with mjpeg_camera(car_frames(6), fps=10, per_connection=6, connections=connections) as url:
+        args = ["-v", "run", url, "--camera-id", "gate", "--out", str(out), "--sqlite", str(log), "--fps", "5",
+                "--no-progress", "--model-dir", str(settings.model_dir)]  # fmt: skip
+        process = alpr_process(dict(os.environ), args, output)
+        try:
+            wait_for(lambda: len(connections) >= 2 or process.poll() is not None, 60, "the camera reopened")
+            assert process.poll() is None, output.read_text()  # it ended at the drop, exit 2
+            wait_for(lambda: count_rows(log, "plate_reads") > 6 or process.poll() is not None, 60,
+                     "reads of a reopened stream (a connection gives 6 frames, a read each)")  # fmt: skip
+            assert process.poll() is None, output.read_text()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0, output.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+    printed = output.read_text()
+    assert "stopped by SIGTERM" in printed and "the stream dropped, or a reopening failed" in printed, printed
+    warnings = [line for line in printed.splitlines() if line.startswith("WARNING")]
+    assert warnings == ["WARNING alpr.standalone: camera gate: the stream ended (closed by the camera, or no frame"
+                        " within the read timeout); reconnecting with backoff"], printed  # fmt: skip
+    assert "INFO alpr.standalone: camera gate: reconnected after 1 failed attempts" in printed, printed
+    with sqlite3.connect(log) as db:
+        reads = db.execute("SELECT frame_index, frame_id, captured_at FROM plate_reads ORDER BY frame_index").fetchall()
+    assert len({frame_id for _, frame_id, _ in reads}) == len(reads) > 6  # none dropped as a repeat
+    assert [captured for _, _, captured in reads] == sorted(captured for _, _, captured in reads)
     assert (out / "redacted.mp4").is_file()
+
+
+def test_a_reopened_streams_frames_are_numbered_and_dated_on_and_the_runs_own_errors_end_it():
+    """SourcePasses, which `alpr run` reads a live stream's connections with: each reopened stream counts
+    its frames from 0 again; numbered so, their reads took the first connection's frame ids and were
+    dropped as repeats. An error of the run's own (its log, its output) is no drop: it ends the run as it
+    is, not retried."""
+    import threading
+
+    from alpr.standalone import SourcePasses
+    from common.backoff import Backoff
+    from ingest.reconnect import SourceKeeper
+
+    stop, batches, connections = threading.Event(), [], []
+
+    def flush(batch: list) -> None:
+        batches.append([(frame.index, frame.source_time_s) for frame in batch])
+        if sum(map(len, batches)) >= 8:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    with mjpeg_camera(car_frames(3), fps=20, per_connection=3, connections=connections) as url:
+        passes = SourcePasses(flush, 2, None, time.monotonic(), own_errors_apart=True)
+        keeper = SourceKeeper(url, 100.0, "gate", stop, backoff=Backoff(0.05, 0.1))  # every frame sampled
+        with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+            keeper.run(passes.read)
+    frames = [frame for batch in batches for frame in batch]
+    assert len(connections) >= 3 and keeper.errors == len(connections) - 1  # the drops; not the log's error
+    pairs = list(zip(frames, frames[1:], strict=False))
+    assert all(earlier[0] < later[0] and earlier[1] < later[1] for earlier, later in pairs), frames
