@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from common.audit import login_name, refused_flag
 from common.config import Settings
-from common.credentials import mask_url, path_digest
+from common.credentials import mask_url, path_digest, shown_source
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
@@ -136,11 +136,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sighting_log.close()
     print_run(summary, settings)
     if not summary.frames and not summary.stopped_by:  # every image unreadable: it said 0 frames and exit 0
-        raise InputError(f"no frame of {mask_url(args.source)} could be processed ({summary.failure_count} unreadable)")
+        unreadable = summary.failure_count
+        raise InputError(f"no frame of {shown_source(args.source)} could be processed ({unreadable} unreadable)")
     print_sightings(summary, settings.ocr_min_confidence)
     if source.is_live and not summary.stopped_by:  # a drop is reconnected (ingest/reconnect.py): only an
         raise InputError(  # error no retry mends ends it so, logged above (it ended with exit 0, no word)
-            f"the stream {mask_url(args.source)} failed after {summary.frames} frames and was not reopened (the"
+            f"the stream {shown_source(args.source)} failed after {summary.frames} frames and was not reopened (the"
             " error is logged above); what was read is logged and written: run it again to go on"
         )
     return 0

@@ -29,7 +29,7 @@ import redis
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
-from common.credentials import mask_url
+from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from common.frame_log import FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
@@ -317,13 +317,13 @@ class IngestNode:
         finished = self.ledger.finished(run.frame_id_at(index, tag) for index, tag in source.positions())
         if finished is None:
             log.warning("camera %s: the frames log cannot say how much of %s was read before: it is read"
-                        " from its start", camera.id, mask_url(camera.source))  # fmt: skip
+                        " from its start", camera.id, shown_source(camera.source))  # fmt: skip
             return None
         if not finished:
             return None
         source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
         log.info("camera %s: %d frames of %s were finished before: the rest is read", camera.id, len(finished),
-                 mask_url(camera.source))  # fmt: skip
+                 shown_source(camera.source))  # fmt: skip
         return finished
 
     def resumed_start(

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from common import defaults
 from common.backoff import Backoff
-from common.credentials import mask_url
+from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.sources import FrameSource, is_stream_uri, open_source
 
@@ -93,7 +93,7 @@ class SourceKeeper:
                                      self.backoff.failures)  # fmt: skip
                 else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
                     self.logger.log(logging.DEBUG if self.passes else logging.INFO, "camera %s: connected to %s",
-                                    self.name, mask_url(self.uri))  # fmt: skip
+                                    self.name, shown_source(self.uri))  # fmt: skip
                 if not source.is_live:
                     self.backoff.reset()
                 connected_at = time.monotonic()

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from common import defaults
-from common.credentials import mask_url
+from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.ffmpeg_open import open_capture
@@ -420,10 +420,10 @@ class VideoSource(FrameSource):
         self.capture = open_capture(uri, params)
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
-            raise InputError(f"{what}: {mask_url(uri)}")
+            raise InputError(f"{what}: {shown_source(uri)}")
         if problem := stated_size_problem(self.capture, max_pixels):
             self.capture.release()
-            raise InputError(f"{'stream' if self.is_stream else 'video'} {mask_url(uri)} has frames of {problem}")
+            raise InputError(f"{'stream' if self.is_stream else 'video'} {shown_source(uri)} has frames of {problem}")
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         # a rate under one frame an hour is no rate: a header stating 1e-9 frames/s dated the second frame
         # 31 years on (real time: the camera waited for it; recorded footage: dates past the year 9999)
@@ -476,7 +476,7 @@ class VideoSource(FrameSource):
         if not self.is_live and not self.source_fps:  # not by the wall clock, as before: what was
             log.warning(  # sampled then depended on the machine's speed
                 "video %s states no usable frame rate: every frame sampled, timed as %g frames/s",
-                mask_url(self.uri), self.sample_fps,
+                shown_source(self.uri), self.sample_fps,
             )  # fmt: skip
         try:
             while self.capture.grab():
@@ -500,14 +500,14 @@ class VideoSource(FrameSource):
         finally:
             self.capture.release()
         if decoded == passed == 0:
-            raise InputError(f"no frame could be decoded from {mask_url(self.uri)} (corrupt or empty video)")
+            raise InputError(f"no frame could be decoded from {shown_source(self.uri)} (corrupt or empty video)")
         # the frames an MKV states are its duration x rate (6,010 for a recorder's 240 frames with a gap):
         # a file whose last frame is stamped at its stated end is whole, however many frames it held
         reached_end = footage.trusted and (footage.last_s or 0.0) >= self.time_of(self.frame_count - 2)
         if self.frame_count and index < self.frame_count - 1 and not reached_end:
             self.ended_early = True
             self.note_failure(
-                f"video {mask_url(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
+                f"video {shown_source(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )
 
     def stamp_s(self) -> float | None:
@@ -518,7 +518,7 @@ class VideoSource(FrameSource):
     def retrieve(self, index: int, time_s: float) -> SampledFrame | UnreadFrame:
         """The frame just grabbed, decoded; unread when it does not decode or has too many pixels (the
         video stated frames within the limit when opened, but this one is larger)."""
-        what = f"frame {index} of {mask_url(self.uri)}"
+        what = f"frame {index} of {shown_source(self.uri)}"
         ok, image = self.capture.retrieve()
         if not ok or image is None:
             return self.unread(index, time_s, UnreadableFrameError("undecodable", "undecodable video frame"), what)
