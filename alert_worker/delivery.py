@@ -39,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from common import defaults
 from common.alerts import MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
-from common.credentials import escape_controls, mask_url
+from common.credentials import escape_controls, mask_url, url_origin
 
 SIGNATURE_HEADER = "X-ALPR-Signature"
 """Header of the webhook signature: `sha256=<hex HMAC-SHA256 of timestamp + "." + body>`."""
@@ -296,22 +296,10 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
 
 
 def receiver_origin(url: str) -> str:
-    """A webhook's URL as it may be shown: scheme, host and port only. Its path, query, fragment and any
-    user:password are left out: each may be the receiver's token
-    (`https://hooks.slack.com/services/T0/B0/<token>`).
-
-    >>> receiver_origin("https://hooks.example:8443/services/T0001/B0002/XoXo?sig=1#f")
-    'https://hooks.example:8443'
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    """A webhook's URL as it may be shown: scheme, host and port only (common/credentials.url_origin).
+    Its path, query, fragment and any user:password are left out: each may be the receiver's token
+    (`https://hooks.slack.com/services/T0/B0/<token>`)."""
+    return url_origin(url)
 
 
 MIN_HIDDEN_WORD = 6
