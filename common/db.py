@@ -78,7 +78,7 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
     except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
         pool.close()
         cause = attempts.last_error or str(error)
-        raise ConfigError(f"cannot connect to Postgres at {mask_url(bare_url)}: {mask_url(cause)}") from None
+        raise ConfigError(f"cannot connect to Postgres at {mask_url(url)}: {mask_url(cause)}") from None
     finally:
         pool_log.removeFilter(attempts)
     return pool

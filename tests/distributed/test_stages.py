@@ -349,7 +349,7 @@ def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, setting
     for args, shown in (
         (["status", "--redis-url", "redis://:hunter2@127.0.0.1:1/0"], "redis://:***@127.0.0.1:1/0"),
         (["db", "upgrade", "--database-url", "postgresql://alpr:hunter2@127.0.0.1:1/alpr?connect_timeout=1"],
-         "postgresql://alpr@127.0.0.1:1/alpr"),  # the password taken out of the URL before it is shown
+         "postgresql://alpr:***@127.0.0.1:1/alpr"),
     ):  # fmt: skip
         done = subprocess.run([sys.executable, "-m", "alpr.cli", *args], env=env, capture_output=True, text=True,
                               timeout=60)  # fmt: skip
