@@ -2,8 +2,8 @@
 by the region's character priors (US: a wavering O is the zero), k-best readings, template-constrained
 readings with letter/digit confusion correction, and a penalty for readings that fit no format of the
 region (the regions' formats are data, in common/regions.py). Each ranked reading
-keeps the probability of its least sure character, which calibration (ocr_worker/calibration.py) weighs
-beside the mean."""
+keeps the probability of its least sure character and its margin over a look-alike its region's formats
+allow in its place, which calibration (ocr_worker/calibration.py) weighs beside the mean."""
 
 from __future__ import annotations
 
@@ -44,6 +44,26 @@ MIN_PROBABILITY = 1e-4
 """Floor under character probabilities before taking logarithms."""
 
 
+def _look_alikes() -> dict[str, frozenset[str]]:
+    found: dict[str, set[str]] = {}
+    for a, b in [*TO_DIGIT.items(), *TO_LETTER.items()]:
+        found.setdefault(a, set()).add(b)
+        found.setdefault(b, set()).add(a)
+    return {character: frozenset(others) for character, others in found.items()}
+
+
+LOOK_ALIKES = _look_alikes()
+"""Each character's look-alikes of the other kind (a letter's digits, a digit's letters): the confusion
+tables' pairs, both ways (0: O, Q, D, U; O: 0; 1: I, L, T; T: 1, 7)."""
+
+LOOK_ALIKE_FLOOR = 1e-3
+"""Floor under both probabilities of `look_alike_margin`, which thus lies within ±log(1000) = ±6.9:
+a look-alike the recogniser gave less (or did not list among its alternatives) counts as this."""
+
+NO_LOOK_ALIKE_MARGIN = -math.log(LOOK_ALIKE_FLOOR)
+"""The margin of a reading none of whose characters has a look-alike its region's formats allow there."""
+
+
 @dataclass(frozen=True)
 class Reading:
     """A ranked reading before calibration: the candidate, its confidence the per-character geometric
@@ -54,6 +74,28 @@ class Reading:
 
     candidate: PlateCandidate
     weakest_character: float
+    look_alike_margin: float = NO_LOOK_ALIKE_MARGIN
+    """The least, over its characters that have a look-alike of the other kind which would also fit one of
+    the region's formats, of log(p(character) / p(look-alike)), each as the engine gave it after the
+    region's priors (0 where the engine did not list it), floored at LOOK_ALIKE_FLOOR. Where the formats
+    leave a glyph's kind open (RK026AJ or RKO26AJ: both fit an eu format), only the recogniser tells the
+    0 from the O, and a reading is as sure as that call is; where they pin it, the ranking corrects it."""
+
+
+def look_alike_margin(text: str, choices: CharChoices, positions: Sequence[int], region: RegionFormats) -> float:
+    """`Reading.look_alike_margin` of `text`, whose characters were read at `positions` of `choices`
+    (each of them but one the reading calls spurious and drops)."""
+    margin = NO_LOOK_ALIKE_MARGIN
+    for at, (character, position) in enumerate(zip(text, positions, strict=True)):
+        if not (others := LOOK_ALIKES.get(character)):
+            continue
+        listed = dict(choices[position])
+        mine = max(listed.get(character, 0.0), LOOK_ALIKE_FLOOR)
+        for other in others:
+            odds = math.log(mine / max(listed.get(other, 0.0), LOOK_ALIKE_FLOOR))
+            if odds < margin and region.match(text[:at] + other + text[at + 1 :]) is not None:  # the slower test last
+                margin = odds
+    return margin
 
 
 def _log(p: float) -> float:
@@ -127,25 +169,30 @@ def _drop_costs(choices: CharChoices) -> list[float]:
     return [_log(1 - min(0.99, sum(p for _, p in alts))) for alts in choices]
 
 
-def _template_readings(choices: CharChoices, templates: Sequence[str]) -> list[tuple[str, float, float]]:
+def _template_readings(
+    choices: CharChoices, templates: Sequence[str]
+) -> list[tuple[str, float, float, tuple[int, ...]]]:
     """For each template, the best reading of the whole choices and of the choices less each one
-    character in turn that fits it (text, log-probability with the drop's cost, least probability).
+    character in turn that fits it (text, log-probability with the drop's cost, least probability,
+    the positions of choices read).
     A position's best character per class, with its log-probability, is worked out once and shared by
     every template (this runs for every plate read: it was half of the ranking's time)."""
     fits = [{kind: _fit_with_log(alts, kind) for kind in CLASSES} for alts in choices]
     costs = _drop_costs(choices)
+    every = tuple(range(len(choices)))
     out = []
     for template in templates:
         if len(template) == len(choices):
             found = _joined_fits([fits[i][kind] for i, kind in enumerate(template)])
             if found:
-                out.append(found)
+                out.append((*found, every))
         if costs and len(template) == len(choices) - 1:
             for dropped, cost in enumerate(costs):
                 kept = fits[:dropped] + fits[dropped + 1 :]
                 found = _joined_fits([fit[kind] for fit, kind in zip(kept, template, strict=True)])
                 if found:
-                    out.append((found[0], found[1] + cost, min(found[2], math.exp(cost))))
+                    read = every[:dropped] + every[dropped + 1 :]
+                    out.append((found[0], found[1] + cost, min(found[2], math.exp(cost)), read))
     return out
 
 
@@ -192,26 +239,31 @@ def rank_candidates(choices: CharChoices, region: RegionFormats, limit: int) -> 
     is the reading's log-probability less the region's penalties; the confidence is its per-character
     geometric mean, in [0, 1]."""
     choices = with_priors(choices, region.character_log_priors)
-    scored: dict[str, tuple[float, float]] = {}
+    scored: dict[str, tuple[float, float, tuple[int, ...]]] = {}
 
-    def offer(text: str, logp: float, weakest: float) -> None:
-        if text and logp > scored.get(text, (-math.inf, 0.0))[0]:
-            scored[text] = (logp, weakest)
+    def offer(text: str, logp: float, weakest: float, positions: tuple[int, ...]) -> None:
+        if text and logp > scored.get(text, (-math.inf, 0.0, ()))[0]:
+            scored[text] = (logp, weakest, positions)
 
+    every = tuple(range(len(choices)))
     for text, logp, weakest in k_best(choices, max(limit * 2, 4)):
-        offer(text, logp, weakest)
-    for text, logp, weakest in _template_readings(choices, list(region.templates)):
-        offer(text, logp, weakest)
+        offer(text, logp, weakest, every)
+    for text, logp, weakest, positions in _template_readings(choices, list(region.templates)):
+        offer(text, logp, weakest, positions)
     ranked = []
-    for text, (logp, weakest) in scored.items():
+    for text, (logp, weakest, positions) in scored.items():
         matched = region.match(text)
         if matched is None:
             logp -= region.unmatched_log_penalty
         if not region.min_length <= len(text) <= region.max_length:
             logp -= region.length_log_penalty
-        ranked.append((logp, text, matched, weakest))
+        ranked.append((logp, text, matched, weakest, positions))
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [
-        Reading(PlateCandidate(text, round(min(1.0, math.exp(logp / len(text))), 4), matched), weakest)
-        for logp, text, matched, weakest in ranked[:limit]
+        Reading(
+            PlateCandidate(text, round(min(1.0, math.exp(logp / len(text))), 4), matched),
+            weakest,
+            look_alike_margin(text, choices, positions, region),
+        )
+        for logp, text, matched, weakest, positions in ranked[:limit]
     ]

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.regions import load_regions, parse_regions, region_formats
-from ocr_worker.formats import constrained_best, k_best, with_priors
+from ocr_worker.formats import NO_LOOK_ALIKE_MARGIN, constrained_best, k_best, with_priors
 from ocr_worker.formats import rank_candidates as rank_readings
 
 
@@ -111,6 +111,23 @@ def test_each_reading_keeps_its_least_sure_character():
     dropped = rank_readings([*sure("1T4"), [("8", 0.75), ("3", 0.02)], *sure("3213")], region_formats("eu"), 5)[0]
     assert dropped.candidate.text == "1T43213"  # the 8 called spurious, which it is with probability 1 - 0.77
     assert dropped.weakest_character == pytest.approx(0.23)
+
+
+def test_each_reading_keeps_its_margin_over_a_look_alike_its_formats_allow_in_its_place():
+    """Brazil's formats (LLLDDDD, Mercosul LLLDLDD) pin the fourth character to a digit, so a wavering 1
+    there is the ranking's to correct, not the confidence's; the fifth may be a letter, and a 2 read
+    against a Z there is as sure as the recogniser's odds between them. A character the reading calls
+    spurious does not shift which position's odds count."""
+    br = region_formats("br")
+    pinned = [*sure("ABC", 1.0), [("1", 0.9), ("I", 0.1)], *sure("234", 1.0)]
+    open_kind = [*sure("ABC1", 1.0), [("2", 0.9), ("Z", 0.1)], *sure("34", 1.0)]
+    spurious = [[("7", 0.05)], *open_kind]  # one character too many, hardly there: dropped
+    assert rank_readings(pinned, br, 5)[0].look_alike_margin == NO_LOOK_ALIKE_MARGIN == pytest.approx(math.log(1000))
+    for choices in (open_kind, spurious):
+        top = rank_readings(choices, br, 5)[0]
+        assert top.candidate.text == "ABC1234" and top.look_alike_margin == pytest.approx(math.log(0.9 / 0.1))
+    unlisted = [*sure("ABC1", 1.0), [("2", 0.9), ("7", 0.1)], *sure("34", 1.0)]  # Z not among the alternatives
+    assert rank_readings(unlisted, br, 5)[0].look_alike_margin == pytest.approx(math.log(0.9 / 1e-3))
 
 
 def test_a_wavering_o_reads_as_the_zero_where_the_region_says_so_and_a_sure_one_stands():
