@@ -3,9 +3,10 @@ data (`ocr_worker/calibration.json`): a confidence that means something (the pro
 reading is exactly right, from a logistic model over a few features of the ranked candidates: the
 reading's per-character confidence, its least sure character, its margin over the next reading,
 whether it fits a plate format, its length against the region's, how far the plate's crop falls short
-of the recogniser's full resolution), and the recogniser's format
-weight, which the reader (ocr_worker/core.py) applies to the region's template penalty before
-ranking. Without a fit, confidences stay as the engine's and templates count in full."""
+of the recogniser's full resolution, its odds against a look-alike the formats would allow in a
+character's place), and the recogniser's format weight, which the reader (ocr_worker/core.py) applies
+to the region's template penalty before ranking. Without a fit, confidences stay as the engine's and
+templates count in full."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ocr_worker.formats import Reading
 
 FEATURES = (
     "logit_confidence", "margin", "format_match", "length_gap", "logit_weakest_character", "log_short_height",
+    "look_alike_margin",
 )  # fmt: skip
 """What a model may see of a candidate, in order. A model weighs those it was fitted on (calibration.json
 names them), so one fitted before a feature was added goes on without it."""
@@ -72,6 +74,7 @@ def features(readings: Sequence[Reading], index: int, typical_length: float, hei
         abs(len(candidate.text) - typical_length),
         _logit(readings[index].weakest_character),
         math.log(min(max(height_px, 1.0), FULL_HEIGHT_PX) / FULL_HEIGHT_PX),
+        readings[index].look_alike_margin,
     ]
 
 

@@ -140,8 +140,8 @@ def test_the_format_weights_passes_share_one_detection_of_each_image(datasets_di
 
 
 def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_path, settings):
-    """On real plate crops: the row's logit_weakest_character is the least sure character of the top reading, as
-    the reader's own steps give it (line found, recognised, ranked)."""
+    """On real plate crops: the row's logit_weakest_character is the least sure character of the top reading, and
+    its look_alike_margin the reading's, as the reader's own steps give them (line found, recognised, ranked)."""
     from ocr_worker.core import OcrSettings
     from ocr_worker.formats import rank_candidates
 
@@ -157,11 +157,14 @@ def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_p
     reader = PlateReader(OcrSettings(region=settings.ocr_region, calibrated=False, format_weight=0.2))
     lines = reader.locator.locate([cv2.imread(str(folder / name)) for name in names])
     choices = reader._ppocr.recognize_batch(lines)
-    weakest = [rank_candidates(c, reader.formats, settings.ocr_max_candidates)[0].weakest_character for c in choices]
+    tops = [rank_candidates(c, reader.formats, settings.ocr_max_candidates)[0] for c in choices]
+    weakest = [top.weakest_character for top in tops]
     clamped = np.clip(weakest, 1e-4, 1 - 1e-4)
     weakest_column = x[:, FEATURES.index("logit_weakest_character")]
     assert x.shape[0] == len(names) and np.allclose(weakest_column, np.log(clamped / (1 - clamped)), atol=1e-6)
     assert min(weakest) < 0.95 < max(weakest)  # the crops differ in it: a real signal, not a constant
+    look_alike_column = x[:, FEATURES.index("look_alike_margin")]  # and so the margin over a look-alike
+    assert np.allclose(look_alike_column, [top.look_alike_margin for top in tops], atol=1e-9)
 
 
 @pytest.mark.parametrize(

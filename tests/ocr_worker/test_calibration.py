@@ -2,6 +2,7 @@
 file holds a model per ppocr recogniser."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,17 +17,19 @@ from ocr_worker.calibration import (
     features,
     load_calibrations,
 )
-from ocr_worker.formats import Reading
+from ocr_worker.formats import NO_LOOK_ALIKE_MARGIN, Reading
 
 
 def test_a_fit_recovers_the_probability_behind_the_data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, len(FEATURES)))
-    truth = np.array([1.0, 0.5, 0.0, -0.7, 0.6, 0.4])
+    truth = np.array([1.0, 0.5, 0.0, -0.7, 0.6, 0.4, 0.3])
     y = (rng.random(4000) < 1 / (1 + np.exp(-(x @ truth - 0.3)))).astype(float)
     model = Calibration.fit(x, y)
     assert np.allclose(model.weights, truth, atol=0.2) and abs(model.bias + 0.3) < 0.2
-    assert 0 < model.probability([-30, 0, 0, 30, 0, 0]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0, 0, 0]) < 1
+    assert (
+        0 < model.probability([-30, 0, 0, 30, 0, 0, 0]) < 0.01 and 0.99 < model.probability([30, 0, 0, 0, 0, 0, 0]) < 1
+    )
 
 
 def test_calibrated_candidates_keep_their_order_and_texts():
@@ -35,7 +38,7 @@ def test_calibrated_candidates_keep_their_order_and_texts():
         Reading(PlateCandidate("ABC1Z34", 0.80, None), 0.3),
     ]
     assert features(candidates, 0, 7.0, 60.0)[1] > 0 > features(candidates, 1, 7.0, 60.0)[1]  # margin over the other
-    model = Calibration((1.0, 0.5, 0.5, -0.5, 0.5, 1.0), -1.0)
+    model = Calibration((1.0, 0.5, 0.5, -0.5, 0.5, 1.0, 0.2), -1.0)
     calibrated = model.apply(candidates, 7.0, 60.0)
     assert [c.text for c in calibrated] == ["ABC1234", "ABC1Z34"]
     assert calibrated[0].confidence > calibrated[1].confidence and calibrated[0].format_name == "LLLDDDD"
@@ -67,6 +70,22 @@ def test_a_weak_character_lowers_the_probability_of_a_sure_looking_reading():
     assert doubtful.confidence < 0.85 <= plain.confidence
 
 
+def test_a_look_alike_the_formats_allow_lowers_the_probability_of_a_sure_looking_reading():
+    """The shipped model of the default recogniser: the same reading, as sure on the whole and of its
+    least sure character, across the default threshold by whether that character's look-alike of the
+    other kind would fit a format too (a Slovak digit group's 0 against O: RK026AJ and RKO26AJ both fit
+    an eu format) - then only the recogniser's odds between the two tell them apart."""
+    model = load_calibrations()["ppocr-plate"]
+    assert model.weights[FEATURES.index("look_alike_margin")] > 0
+    rival = Reading(PlateCandidate("RKO26AJ", 0.90, "LLLDDLL"), 0.47, -math.log(9))
+
+    def confidence(look_alike_margin: float) -> float:
+        reading = Reading(PlateCandidate("RK026AJ", 0.99, "LLDDDLL"), 0.9, look_alike_margin)
+        return model.apply([reading, rival], 6.7, 60.0)[0].confidence
+
+    assert confidence(math.log(0.9 / 0.1)) < 0.85 <= confidence(NO_LOOK_ALIKE_MARGIN)
+
+
 def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps({"models": {"ppocr-v4": {"weights": [1, 0, 0, 0], "bias": 0.0}}}))
@@ -75,10 +94,10 @@ def test_a_model_fitted_on_other_features_is_refused_with_what_to_do(tmp_path):
     mixed = tmp_path / "mixed.json"  # one engine refitted, another's model from an older version
     renamed = [*FEATURES[:-1], "something_else"]
     mixed.write_text(json.dumps({"models": {
-        "ppocr-plate": {"features": list(FEATURES), "weights": [1, 0, 0, 0, 0, 0], "bias": 0.0},
+        "ppocr-plate": {"features": list(FEATURES), "weights": [1, 0, 0, 0, 0, 0, 0], "bias": 0.0},
         "tesseract": {"features": renamed, "weights": [1, 0, 0, 0, 0], "bias": 0.0},
     }}))  # fmt: skip
-    assert calibration_for("ppocr-plate", mixed) == Calibration((1, 0, 0, 0, 0, 0), 0.0)
+    assert calibration_for("ppocr-plate", mixed) == Calibration((1, 0, 0, 0, 0, 0, 0), 0.0)
     with pytest.raises(ConfigError, match="tesseract was fitted on .*something_else"):
         calibration_for("tesseract", mixed)
 
@@ -95,10 +114,10 @@ def test_a_model_fitted_before_a_feature_was_added_weighs_the_ones_it_knows(tmp_
     for key in ("tesseract", "ppocr-v4"):
         model = load_calibrations(path)[key]
         assert model.names == tuple(five)
-        small, large = (model.probability([2.0, 0, 0, 0, 0, height]) for height in (-2.0, 0.0))
+        small, large = (model.probability([2.0, 0, 0, 0, 0, height, -3.0]) for height in (-2.0, 0.0))
         assert small == large == pytest.approx(1 / (1 + np.exp(-2.0)))
-    with pytest.raises(ValueError, match="6 features"):
-        model.probability([2.0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="7 features"):
+        model.probability([2.0, 0, 0, 0, 0, 0])
 
 
 def test_the_plate_crops_height_short_of_the_recognisers_counts_and_a_taller_one_does_not():
