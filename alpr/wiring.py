@@ -143,6 +143,8 @@ def build_worker_context(
 
         detector = build_detector(settings)
         metrics.worker_threads.set(detector.threads)
+        log.info("detector: %d inference threads (ALPR_DETECTOR_THREADS %d)", detector.threads,
+                 settings.detector_threads)  # fmt: skip
         detect = DetectStage(
             detector, store, signed_queue(settings, connection, "ocr"), signed_queue(settings, connection, "redact"),
             metrics, settings.ocr_crop_margin, settings.job_timeout_s, settings.max_frame_age_s,

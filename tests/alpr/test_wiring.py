@@ -164,3 +164,16 @@ def test_a_worker_failing_at_start_answers_no_scrape(stage, redis_url, postgres_
     log = (tmp_path / "worker.log").read_text()
     assert process.returncode == 2 and 'database "alpr_no_such_db" does not exist' in log, log
     assert answered == 0
+
+
+def test_a_detector_worker_says_the_inference_threads_it_got(redis_url, caplog):
+    """The README said workers log the inference threads they really got; only the gauge said it (a
+    review walking the README)."""
+    from alpr.wiring import build_worker_context
+    from common.metrics import Metrics
+
+    settings = Settings.load({"ALPR_REDIS_URL": redis_url, "ALPR_DETECTOR_THREADS": "1"})
+    with caplog.at_level(logging.INFO, logger="alpr.wiring"):
+        context = build_worker_context("detect", settings, redis.Redis.from_url(redis_url), Metrics())
+    assert context.stage.name == "detect"
+    assert "detector: 1 inference threads (ALPR_DETECTOR_THREADS 1)" in [r.getMessage() for r in caplog.records]
