@@ -79,7 +79,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signum, lambda *_: stop.set())
     metrics = Metrics()
     try:
-        require_prune_rights(pool, args.dry_run)  # and the schema current: refused at the start, in one line
+        require_prune_rights(pool)  # and the schema current: refused at the start, in one line, a dry run alike
         if args.every_h is not None:  # a role of its own (Compose's `prune`): watched as the others are
             metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready, as every role
         while not stop.is_set():

@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than-days", type=_positive_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
         help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30)",
     )  # fmt: skip
-    database.add_argument("--dry-run", action="store_true", help="prune: count the rows, delete nothing")
+    database.add_argument(
+        "--dry-run", action="store_true", help="prune: count the rows, delete nothing (its rights checked alike)"
+    )
     database.add_argument("--every-h", type=float, help="prune: again every this many hours, until stopped")
     database.add_argument(
         "--sqlite", dest="sqlite_path", type=Path, help="prune: `alpr run`'s SQLite log (its reads and sightings)"

@@ -95,10 +95,11 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
             )
 
 
-def require_prune_rights(pool: ConnectionPool, dry_run: bool = False) -> None:
+def require_prune_rights(pool: ConnectionPool) -> None:
     """ConfigError (NOT_GRANTED, or `alpr db upgrade` where the schema is not current) unless the role
-    logged in may do what a prune does (a dry run: read it): checked at the start, not found in the
-    middle of the first batch."""
+    logged in may do what a prune does: checked at the start, not found in the middle of the first
+    batch. A dry run is checked alike: it is how an operator tries a prune's login, and one that needed
+    only reading said "would delete" and exit 0 for the workers' role, which the prune then refused."""
     with pool.connection() as connection:
         row = connection.execute("SELECT current_user, current_schema()").fetchone()
     if row is None or row[1] is None:  # no schema of the search path the role may use
@@ -109,6 +110,5 @@ def require_prune_rights(pool: ConnectionPool, dry_run: bool = False) -> None:
         raise ConfigError(NOT_GRANTED) from None
     with pool.connection() as connection:
         rights = rights_in_schema(connection, str(row[0]), str(row[1]))
-    needed = {(t, r) for t, r in pruner_rights_wanted() if r == "SELECT" or not dry_run}
-    if missing := needed - rights:
+    if missing := pruner_rights_wanted() - rights:
         raise ConfigError(f"{NOT_GRANTED} (missing: {', '.join(f'{r} {t}' for t, r in sorted(missing))})")

@@ -178,7 +178,10 @@ def test_a_prune_by_a_role_not_granted_fails_at_its_start_in_one_line(
         error = capsys.readouterr().err
         assert "`alpr db upgrade --grant-pruner ROLE`" in error and len(error.strip().splitlines()) == 1, step
     assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings)" in error
-    assert main(["db", "prune", "--dry-run", "--database-url", as_role(postgres_url, bare_role)]) == 0  # reading
+    # a dry run is how a prune's login is tried: one that may only read said "would delete" and exit 0
+    assert main(["db", "prune", "--dry-run", "--database-url", as_role(postgres_url, bare_role)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == error and "would delete" not in captured.out  # refused as the prune is
 
 
 def test_a_role_that_may_set_role_to_the_workers_is_refused(postgres_url):
