@@ -67,9 +67,9 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     from common.pruner_role import NOT_GRANTED, require_prune_rights
     from common.retention import Pruned, prune_logs
 
-    days = settings.retention_days
+    days, kept = settings.retention_days, kept_without_limit(args)
     if days == 0 and args.every_h is None:
-        print(KEPT_WITHOUT_LIMIT)
+        print(kept)
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
@@ -89,7 +89,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
             what = f"captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days)" if days else None
-            report_round(pruned, what, args.dry_run, metrics)
+            report_round(pruned, what, kept, args.dry_run, metrics)
             if pruned.stopped:
                 return 1
             if args.every_h is None:
@@ -100,17 +100,21 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         pool.close()
 
 
-KEPT_WITHOUT_LIMIT = "ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned"
+def kept_without_limit(args: argparse.Namespace) -> str:
+    """What a prune says where the retention is 0 (kept without limit), naming what made it so:
+    `--older-than-days 0` means what ALPR_RETENTION_DAYS=0 does, and is no setting to be blamed for."""
+    given = "--older-than-days" if args.retention_days is not None else "ALPR_RETENTION_DAYS"
+    return f"{given} is 0: plate data is kept without limit; nothing pruned"
 
 
-def report_round(pruned: Pruned, what: str | None, dry_run: bool, metrics: Metrics) -> None:
+def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, metrics: Metrics) -> None:
     """One round of a prune said and counted: rows deleted (or that would be) of what was `what` (None:
-    kept without limit, none), success only for a round run to its end (not one a signal stopped
-    between batches)."""
+    kept without limit, none: `kept` said), success only for a round run to its end (not one a signal
+    stopped between batches)."""
     verb = "would delete" if dry_run else "deleted"
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
-    print(f"{verb} what was {what}: {pruned}" if what else KEPT_WITHOUT_LIMIT, flush=True)
+    print(f"{verb} what was {what}: {pruned}" if what else kept, flush=True)
     if not dry_run:
         for table, rows in pruned.rows.items():
             metrics.pruned_rows.labels(table=table).inc(rows)
@@ -130,7 +134,7 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
 
     days = settings.retention_days
     if days == 0:
-        print("ALPR_RETENTION_DAYS is 0: plate data is kept without limit; nothing pruned")
+        print(kept_without_limit(args))
         return 0
     if args.every_h is not None:
         raise ConfigError("--every-h: an SQLite log is pruned once a call (run it from cron)")

@@ -72,17 +72,21 @@ MAX_REPLAY_AGE_H = 10 * 365.25 * 24
 """`alpr replay --max-age-h`: at most ten years (1e8 hours overflowed Postgres's interval: a traceback)."""
 
 
-def _positive_at_most(maximum: float) -> Callable[[str], float]:
-    """An argparse type: a number above 0 and at most `maximum` (`--interval 0` divided by zero, a
-    negative one asked to sleep back, a huge one overflowed a sleep or a database interval)."""
+def _positive_at_most(maximum: float, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number above 0 (or 0 itself, with `zero`) and at most `maximum` (`--interval
+    0` divided by zero, a negative one asked to sleep back, a huge one overflowed a sleep or a database
+    interval)."""
 
     def positive(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
+        if zero and value == 0:
+            return 0.0
         if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a number above 0, got {mask_url(text)[:40]!r}")
+            either = "0 or " if zero else ""
+            raise argparse.ArgumentTypeError(f"must be {either}a number above 0, got {mask_url(text)[:40]!r}")
         if value > maximum:
             raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {mask_url(text)[:40]!r}")
         return value
@@ -120,8 +124,7 @@ YEAR_S = 365.25 * 24 * 3600
 
 def _non_negative_at_most(maximum: float) -> Callable[[str], float]:
     """An argparse type: 0, or a number above 0 and at most `maximum`."""
-    positive = _positive_at_most(maximum)
-    return lambda text: 0.0 if text.strip() in ("0", "0.0") else positive(text)
+    return _positive_at_most(maximum, zero=True)
 
 
 def _unseen_reads(text: str) -> UnseenReads:
@@ -221,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("action", choices=("upgrade", "prune"))
     database.add_argument("--database-url", help="postgresql://...")
     database.add_argument(
-        "--older-than-days", type=_positive_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
-        help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30)",
+        "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
+        help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30; 0: kept, none pruned)",
     )  # fmt: skip
     database.add_argument(
         "--dry-run", action="store_true", help="prune: count the rows, delete nothing (its rights checked alike)"

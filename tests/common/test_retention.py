@@ -169,11 +169,22 @@ def test_no_audit_record_is_ever_pruned():
     assert set(AUDIT_TABLES) == {"plate_searches", "plate_exports"} and not set(AUDIT_TABLES) & set(PRUNED)
 
 
-def test_a_retention_of_zero_keeps_everything(logged, capsys, monkeypatch):
-    monkeypatch.setenv("ALPR_RETENTION_DAYS", "0")
+@pytest.mark.parametrize(("setting", "flag", "named"), [
+    ("0", [], "ALPR_RETENTION_DAYS"),
+    (None, ["--older-than-days", "0"], "--older-than-days"),
+    ("30", ["--older-than-days", "0.0"], "--older-than-days"),  # the flag over the setting, as ever
+])  # fmt: skip
+def test_a_retention_of_zero_keeps_everything(setting, flag, named, logged, capsys, monkeypatch, tmp_path):
+    """`--older-than-days 0` means what ALPR_RETENTION_DAYS=0 does, and says so by its own name (it was
+    refused, "must be a number above 0", though the setting's own error offers 0), for either log."""
+    if setting is not None:
+        monkeypatch.setenv("ALPR_RETENTION_DAYS", setting)
     before = remaining(logged)
-    assert main(["db", "prune", "--database-url", logged]) == 0
-    assert "kept without limit" in capsys.readouterr().out and remaining(logged) == before
+    kept = f"{named} is 0: plate data is kept without limit; nothing pruned\n"
+    assert main(["db", "prune", *flag, "--database-url", logged]) == 0
+    assert capsys.readouterr().out == kept and remaining(logged) == before
+    assert main(["db", "prune", *flag, "--sqlite", str(tmp_path / "reads.sqlite")]) == 0
+    assert capsys.readouterr().out == kept
 
 
 def test_the_workers_role_may_not_prune(logged, capsys):
