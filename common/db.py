@@ -423,7 +423,10 @@ def check_role_name(role: str, flag: str) -> None:
 def check_role_exists(connection: psycopg.Connection, role: str) -> None:
     """ConfigError unless the role exists: grants are given to a role the operator made, never made here."""
     if connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
-        raise ConfigError(f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN PASSWORD ...)")
+        raise ConfigError(  # a password on a command line is shown by `ps` to every local user, kept in history
+            f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN), then set its password with psql's"
+            f" \\password {role}, which asks for it: never on a command line"
+        )
 
 
 def current_schema(connection: psycopg.Connection) -> str:

@@ -31,10 +31,10 @@ BEGIN SELECT RAISE(ABORT, 'the record of exports is append-only'); END;
 
 RECORD = "INSERT INTO plate_exports (exported_by, reason, exported, csv_path)"
 
-NOT_GRANTED = (
+NOT_GRANTED = (  # not "grant it the workers' rights": given the pruner's role, that undid its being a role apart
     "alpr export: role {role} may not add to the record of exports (INSERT on plate_exports): an export is"
-    " recorded before a row is written; give it the workers' rights with `alpr db upgrade --grant {role}` (as"
-    " the schema's owner) or export as the owner; nothing was exported"
+    " recorded before a row is written; export as the workers' role (the one `alpr db upgrade --grant ROLE`"
+    " names) or as the schema's owner; nothing was exported"
 )
 
 

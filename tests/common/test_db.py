@@ -227,7 +227,9 @@ def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postg
 
     role = f"alpr_app_{uuid.uuid4().hex[:8]}"
     assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 2  # no such role yet
-    assert f"no Postgres role {role}" in capsys.readouterr().err
+    error = capsys.readouterr().err  # how to make it, with no password on a command line (`ps` shows them)
+    assert f"no Postgres role {role}: create it first (CREATE ROLE {role} LOGIN)" in error
+    assert f"psql's \\password {role}" in error and "PASSWORD" not in error
     assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", "Robert'); DROP"]) == 2
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
