@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError
 
-from common.errors import InputError
+from common.errors import ConfigError, InputError
 
 AUDIT_TABLES = ("plate_searches", "plate_exports")
 """The audit records in Postgres (migrations 12 and 13): added to, never read, changed or pruned but
 by the schema's owner."""
+
+RECORDED_BEFORE = {
+    "search": ("plate_searches", "a search is recorded before its results are given", "none was given"),
+    "export": ("plate_exports", "an export is recorded before a row is written", "nothing was exported"),
+}
+"""Each recorded command's table, what it is recorded before, and what a refused record leaves undone."""
 
 OWNER_ONLY_TABLES = ("watchlist_changes",)
 """Records Postgres writes itself (migration 16's triggers, as the owner): no other role may touch them."""
@@ -75,3 +81,16 @@ def refused_flag(error: ValidationError) -> InputError:
     field = ".".join(str(part) for part in problem["loc"])
     flag = "by" if field in OPERATOR_FIELDS else FLAG_OF.get(field, field.replace("_", "-"))
     return InputError(f"--{flag}: {problem['msg']}")
+
+
+def record_refused(command: Literal["search", "export"], role: str) -> ConfigError:
+    """The one line for a `command` whose record the role logged in may not add to (a role with SELECT
+    alone, the pruner's): which role to use instead, never a grant of the workers' rights to this one
+    (given the pruner's role, that undid its being a role apart). A search printed psycopg's
+    `InsufficientPrivilege` raw where an export explained."""
+    table, before, undone = RECORDED_BEFORE[command]
+    return ConfigError(
+        f"alpr {command}: role {role} may not add to the record of {table.removeprefix('plate_')} (INSERT on"
+        f" {table}): {before}; {command} as the workers' role (the one `alpr db upgrade --grant ROLE` names) or"
+        f" as the schema's owner; {undone}"
+    )

@@ -13,9 +13,9 @@ from typing import Literal
 
 import psycopg
 
-from common.audit import Operator, Reason, RecordedPath
+from common.audit import Operator, Reason, RecordedPath, record_refused
 from common.db import open_current_pool
-from common.errors import ConfigError, OutputError
+from common.errors import OutputError
 from common.jobs import Strict
 
 SQLITE_SCHEMA = """
@@ -30,12 +30,6 @@ BEGIN SELECT RAISE(ABORT, 'the record of exports is append-only'); END;
 """
 
 RECORD = "INSERT INTO plate_exports (exported_by, reason, exported, csv_path)"
-
-NOT_GRANTED = (  # not "grant it the workers' rights": given the pruner's role, that undid its being a role apart
-    "alpr export: role {role} may not add to the record of exports (INSERT on plate_exports): an export is"
-    " recorded before a row is written; export as the workers' role (the one `alpr db upgrade --grant ROLE`"
-    " names) or as the schema's owner; nothing was exported"
-)
 
 
 class PlateExport(Strict):
@@ -68,7 +62,7 @@ def record_postgres(database_url: str, password: str | None, export: PlateExport
             try:
                 connection.execute(f"{RECORD} VALUES (%s, %s, %s, %s)", export.record_row())
             except psycopg.errors.InsufficientPrivilege:
-                raise ConfigError(NOT_GRANTED.format(role=role)) from None
+                raise record_refused("export", role) from None
             except psycopg.Error as error:
                 raise OutputError(
                     f"alpr export: the export could not be recorded ({type(error).__name__}, SQLSTATE"

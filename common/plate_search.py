@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import Field, ValidationInfo, field_validator
 
-from common.audit import Operator, Reason
+from common.audit import Operator, Reason, record_refused
 from common.jobs import CAMERA_ID_PATTERN, Strict
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.watchlist import normalise_plate
@@ -183,7 +184,10 @@ def search_postgres(pool: ConnectionPool, search: PlateSearch) -> list[dict[str,
         with connection.cursor(name="plate_search") as cursor:  # streamed: a month of sightings is millions
             cursor.execute(query, values)  # type: ignore[call-overload]
             found = matching(search, cursor)
-        connection.execute(f"{RECORD} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", search.record_row(len(found)))
+        try:
+            connection.execute(f"{RECORD} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", search.record_row(len(found)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise record_refused("search", connection.info.user) from None
     return found
 
 

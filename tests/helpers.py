@@ -179,6 +179,33 @@ def pruner_role(postgres_url: str) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
+def reader_role(postgres_url: str, rights: str) -> Iterator[tuple[str, str]]:
+    """A login role that may read every table and add to none (`select-only`), or the pruner's role: its
+    name and a URL that logs in as it; dropped afterwards."""
+    if rights == "pruner":
+        with pruner_role(postgres_url) as role_and_url:
+            yield role_and_url
+        return
+    import uuid
+
+    import psycopg
+
+    role = f"alpr_reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        row = admin.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {row[0]} TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {row[0]} TO {role}")
+    try:
+        yield role, as_role(postgres_url, role)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@contextmanager
 def granted_role(postgres_url: str, grant_flag: str, prefix: str) -> Iterator[tuple[str, str]]:
     """A new login role named `prefix` and a random tail, given rights by `alpr db upgrade grant_flag`:
     its name and a URL that logs in as it; dropped afterwards."""

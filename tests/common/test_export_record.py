@@ -6,9 +6,7 @@ may do neither, and an export whose record cannot be written writes nothing."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -18,7 +16,7 @@ from alpr.cli import main
 from common.plate_log import open_plate_log, record
 from tests.alpr.test_export import write_log
 from tests.common.test_plate_log import FRAME, READS
-from tests.helpers import as_role, pruner_role, workers_role
+from tests.helpers import reader_role, workers_role
 
 RECORD = "SELECT exported_by, database_user, reason, exported, csv_path FROM plate_exports ORDER BY id"
 
@@ -121,33 +119,6 @@ def test_an_export_whose_record_cannot_be_written_writes_nothing_and_says_what_t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reads.csv"]  # no partial file left
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT count(*) FROM plate_exports").fetchone() == (0,)
-
-
-@contextmanager
-def reader_role(postgres_url: str, rights: str) -> Iterator[tuple[str, str]]:
-    """A login role that may read every table and add to none (`select-only`), or the pruner's role: its
-    name and a URL that logs in as it; dropped afterwards."""
-    if rights == "pruner":
-        with pruner_role(postgres_url) as role_and_url:
-            yield role_and_url
-        return
-    role = f"alpr_reader_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"GRANT USAGE ON SCHEMA {schema(admin)} TO {role}")
-        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema(admin)} TO {role}")
-    try:
-        yield role, as_role(postgres_url, role)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f"DROP OWNED BY {role}")
-            admin.execute(f"DROP ROLE {role}")
-
-
-def schema(connection: psycopg.Connection) -> str:
-    row = connection.execute("SELECT current_schema()").fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 def test_alpr_runs_sqlite_log_records_its_exports_in_the_file(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ from alpr.cli import main
 from common.db import open_pool
 from common.sighting_log import SqliteSightingLog, insert_sightings
 from common.types import Sighting
-from tests.helpers import workers_role
+from tests.helpers import reader_role, workers_role
 
 DAY = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
 
@@ -103,6 +103,29 @@ def test_the_workers_role_may_search_but_neither_read_nor_change_the_record(post
             record = admin.execute("SELECT database_user, searched_at > now() - interval '1 hour', found"
                                    " FROM plate_searches ORDER BY id").fetchall()  # fmt: skip
         assert record == [(role, True, 0), (role, True, 0)]  # who and when are Postgres's to say
+
+
+@pytest.mark.parametrize("rights", ["select-only", "pruner"])
+def test_a_search_whose_record_cannot_be_written_gives_nothing_and_says_which_role_to_use(rights, postgres_url, capsys):
+    """As an export is told (tests/common/test_export_record.py): a role that may read the sightings but
+    not add to the record (SELECT alone, the pruner's) printed psycopg's `InsufficientPrivilege:
+    permission denied for table plate_searches`, with no word of why or what to use instead."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    with pool.connection() as connection:
+        insert_sightings(connection, [(s, None) for s in SIGHTINGS])
+    pool.close()
+    with reader_role(postgres_url, rights) as (role, url):
+        capsys.readouterr()
+        assert main(["search", "KPX4721", "--reason", "case 9", "--database-url", url]) == 2
+    captured = capsys.readouterr()
+    error = captured.err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("alpr: error: alpr search: "), error
+    assert f"role {role} may not add to the record of searches (INSERT on plate_searches)" in error[0]
+    assert "search as the workers' role" in error[0] and "none was given" in error[0]
+    assert f"--grant {role}" not in error[0] and captured.out == ""  # no result without its record
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT count(*) FROM plate_searches").fetchone() == (0,)
 
 
 def test_alpr_runs_sqlite_sightings_are_searched_and_the_search_recorded_in_the_file(tmp_path: Path, capsys):
