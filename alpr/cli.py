@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_flags(run)
 
     evaluate = sub.add_parser("eval", help="accuracy and speed on photographs with ground truth")
-    evaluate.add_argument("dataset", type=Path, help="folder in OpenALPR benchmark layout, or of such folders")
+    evaluate.add_argument(
+        "dataset", type=Path, help="folder in OpenALPR benchmark layout, or above such folders (each below is read)"
+    )
     evaluate.add_argument("--json", type=Path, dest="json_path", help="also write the metrics to this file")
     evaluate.add_argument(
         "--errors", type=Path, dest="errors_path", help="one CSV row per image: read, cause of a miss"

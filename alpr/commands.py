@@ -224,14 +224,15 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     scaled = f", images scaled by {args.scale:g}" if args.scale != 1 else ""
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
           f"confidence threshold {threshold:g}{scaled}")  # fmt: skip
-    print(f"{'set':<16} {'region':<6} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} {'wrong>thr':>9} "
-          f"{'coverage':>8} {'wrong/acc':>9} {'ms/img':>7}")  # fmt: skip
+    width = max(16, *map(len, results))  # a set below another folder is named by its path: openalpr-endtoend/us
+    print(f"{'set':<{width}} {'region':<6} {'n':>4} {'det@.5':>7} {'det@.3':>7} {'top1':>6} {'topN':>6} "
+          f"{'wrong>thr':>9} {'coverage':>8} {'wrong/acc':>9} {'ms/img':>7}")  # fmt: skip
     for name, r in results.items():
         det50 = "-" if r["detection_recall_iou50"] is None else f"{r['detection_recall_iou50']:.3f}"
         det30 = "-" if r["detection_recall_iou30"] is None else f"{r['detection_recall_iou30']:.3f}"
         wrong = "-" if r["wrong_among_accepted"] is None else f"{r['wrong_among_accepted']:.3f}"
         print(
-            f"{name:<16} {r['region']:<6} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} "
+            f"{name:<{width}} {r['region']:<6} {r['n']:>4} {det50:>7} {det30:>7} {r['exact_top1']:>6.3f} "
             f"{r['exact_topn']:>6.3f} {r['wrong_above_threshold']:>9.3f} {r['coverage']:>8.3f} {wrong:>9} "
             f"{r['ms_per_image']:>7.1f}"
         )
@@ -244,7 +245,7 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
             if reads
             else f"  {row['confidence']}:    0 reads"
         )
-    if any(r["region"] != name for name, r in results.items()):
+    if any(r["region"] != Path(name).name for name, r in results.items()):
         print(f"\n(a set whose folder is not named after a region (us, eu, br) is read with "
               f"{settings.ocr_region}'s plate formats: --region or ALPR_OCR_REGION sets them)")  # fmt: skip
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())

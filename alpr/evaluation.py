@@ -204,8 +204,16 @@ def truth_lines(path: Path) -> list[str]:
         raise InputError(f"{path}: ground truth must be UTF-8 text (byte {error.start} is not)") from None
 
 
+MAX_SET_DEPTH = 4
+"""How far below the folder `alpr eval` is given its sets are looked for (the shared datasets' scenes lie
+two down, openalpr-endtoend/us): a folder such as a home folder is not walked whole."""
+
+
 def dataset_folders(root: Path) -> list[Path]:
-    """`root` itself when it holds ground truth, else its sub-folders that do."""
+    """`root` itself when it holds ground truth, else every folder below it that does, by path, up to
+    MAX_SET_DEPTH down: a set's own sub-folders are not looked in, and a folder reached twice (by a link)
+    is read once, by its own path. Only the folders just below were looked in: given the shared datasets'
+    folder, eval read openalpr-plates alone and passed over openalpr-endtoend/{us,eu,br} unsaid."""
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist")
 
@@ -214,10 +222,33 @@ def dataset_folders(root: Path) -> list[Path]:
 
     if has_truth(root):
         return [root]
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and has_truth(p))
+    folders: list[Path] = []
+    seen = {root.resolve()}
+
+    def look_in(folder: Path, depth: int) -> None:  # a folder itself before a link to it
+        for path in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: (p.is_symlink(), p.name)):
+            if (real := path.resolve()) in seen:  # a link to a folder read already, or above (a loop)
+                continue
+            seen.add(real)
+            if has_truth(path):
+                folders.append(path)
+            elif depth < MAX_SET_DEPTH:
+                look_in(path, depth + 1)
+
+    look_in(root, 1)
+    folders.sort()
     if not folders:
-        raise InputError(f"{root} holds no ground truth (NAME.txt beside images, or groundtruth.csv)")
+        raise InputError(
+            f"{root} holds no ground truth (NAME.txt beside images, or groundtruth.csv), nor does any folder"
+            f" up to {MAX_SET_DEPTH} below it"
+        )
     return folders
+
+
+def set_name(folder: Path, root: Path) -> str:
+    """A set's name in the figures and the errors file: its path below `root` (`openalpr-endtoend/us`;
+    two sets of one name in two folders are two), or its own name where `root` is the set."""
+    return folder.name if folder == root else folder.relative_to(root).as_posix()
 
 
 def is_label(path: Path) -> bool:
@@ -375,7 +406,7 @@ def evaluate(
     keep: Callable[[Sample], bool] | None = None,
     scale: float = 1.0,
 ) -> dict[str, dict[str, Any]]:
-    """Metrics per dataset folder under `root`, keyed by folder name, over the samples `keep` accepts
+    """Metrics per dataset folder under `root`, keyed by `set_name`, over the samples `keep` accepts
     (all by default), each with the region whose formats read it (the folder's name where it is one,
     else the configured region); with `errors`, each folder's per-image outcomes go there too. With
     `scale` under 1, every image is read as a camera of that much less resolution would take it
@@ -395,9 +426,10 @@ def evaluate(
         )
         if not tally.n:  # none of the folds asked for: its figures would read 0.000, as if all were wrong
             continue
-        results[folder.name] = {**tally.as_dict(crops), "region": region, "scale": scale}
+        name = set_name(folder, root)
+        results[name] = {**tally.as_dict(crops), "region": region, "scale": scale}
         if errors is not None:
-            errors[folder.name] = outcomes
+            errors[name] = outcomes
     return results
 
 

@@ -262,3 +262,37 @@ def test_the_errors_file_escapes_formulas_and_the_outputs_stay_out_of_the_datase
     with errors.open() as handle:
         row = next(csv.DictReader(handle))
     assert row["image"] == "'" + name and row["truth"] == "ABC123"
+
+
+def test_every_set_below_the_folder_given_is_read(datasets_dir, tmp_path, settings):
+    """Given the shared datasets' folder, eval read openalpr-plates alone and passed over the scenes of
+    openalpr-endtoend/{us,eu,br} unsaid: every set below is found, named by its path, each once."""
+    import os
+
+    from alpr.evaluation import dataset_folders
+
+    assert [f.relative_to(datasets_dir).as_posix() for f in dataset_folders(datasets_dir)] == [
+        "openalpr-endtoend/br", "openalpr-endtoend/eu", "openalpr-endtoend/us", "openalpr-plates",
+    ]  # fmt: skip
+    root = tmp_path / "sets"
+    crops = datasets_dir / "openalpr-plates"
+    rows = [row for row in csv.reader((crops / "groundtruth.csv").open()) if row and row[0].startswith("ca")][:6]
+    for folder, part in (("openalpr-plates", rows[:3]), ("more/ca", rows[3:])):
+        (root / folder).mkdir(parents=True)
+        for row in part:
+            (root / folder / row[0]).write_bytes((crops / row[0]).read_bytes())
+        with (root / folder / "groundtruth.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows(part)
+    (root / "more" / "ca" / "inside").mkdir()  # a set's own sub-folders are not sets of it
+    (root / "more" / "ca" / "inside" / "groundtruth.csv").write_text("")
+    os.symlink(root / "more", root / "again")  # the same set reached twice: read once, by its own path
+    (root / "notes").mkdir()
+    os.symlink(root, root / "notes" / "loop")  # a link back up: not walked round for ever
+    assert [f.relative_to(root).as_posix() for f in dataset_folders(root)] == ["more/ca", "openalpr-plates"]
+    out = tmp_path / "m.json"
+    assert main(["eval", str(root), "--engine", "tesseract", "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert set(metrics["subsets"]) == {"more/ca", "openalpr-plates"} and metrics["n"] == 6
+    (tmp_path / "empty" / "a" / "b").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no ground truth .*, nor does any folder up to 4 below it"):
+        dataset_folders(tmp_path / "empty")
