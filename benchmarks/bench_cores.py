@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from alpr.cli import quiet_opencv
 from alpr.democlip import make_clip
 from alpr.standalone import Pipeline
 from alpr.wiring import build_detector, build_reader
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per detector measurement")
     parser.add_argument("--photos", type=int, default=40, help="real photos per region whose plates are read")
     args = parser.parse_args()
+    quiet_opencv("ERROR")  # as `alpr` does: OpenCV's thread-safety WARN at every open said nothing measured
     settings = Settings.load()
     install_models(settings.model_dir)
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-"))
