@@ -174,16 +174,18 @@ class AlertStage:
         self.count(delivery, "retried")
 
     def rest(self, delivery: Delivery, resting_s: float) -> None:
-        """A delivery not tried while its receiver rests: due again when the rest ends, its attempt given
-        back. Each rest counted an attempt and doubled the alert's own back-off, so an alert that came up
-        while the receiver was down waited up to a minute more once it was back (a review)."""
+        """A delivery not tried while its receiver rests: due again when the rest ends. It waited the
+        back-off of its claims so far, which each rest doubled, so an alert that came up while the receiver
+        was down waited up to a minute more once it was back (a review). Its claim still counts among its
+        attempts: each claim's number is its token, and one given back is claimed again by the next
+        holder, whom a retried write of this one (Postgres lost at its commit) then matched."""
         reason = "not tried: the receiver failed its last attempt"
         if delivery.age_s + resting_s > self.give_up_s:
-            gave_up = f"gave up after {delivery.attempt - 1} attempts: "
+            gave_up = f"gave up after {delivery.attempt} attempts: "
             self.give_up(delivery, "failed", gave_up + reason)
             return
         log.debug("alert %s to %s: %s; next in %.0f s", delivery.alert.alert_id, delivery.receiver, reason, resting_s)
-        self.alert_log.retry_after(delivery, resting_s, reason, tried=False)
+        self.alert_log.retry_after(delivery, resting_s, reason)
         self.count(delivery, "rested")
 
     def give_up(

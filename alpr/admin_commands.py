@@ -74,8 +74,8 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
     pool = open_pool(settings.database_url or "", password=settings.secret("database_password"))
-    stop = threading.Event()  # SIGTERM, SIGINT: a process 1 of a container is not ended by a signal it ignores
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    stop = threading.Event()  # SIGTERM, SIGINT, SIGHUP: a process 1 of a container is not ended by a signal it ignores
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     metrics = Metrics()
     try:
@@ -144,8 +144,8 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
         raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    stop = threading.Event()  # SIGTERM, SIGINT: after the batch in hand, its snapshots deleted with it
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    stop = threading.Event()  # SIGTERM, SIGINT, SIGHUP: after the batch in hand, its snapshots deleted with it
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run, stop)
     verb = "would delete" if args.dry_run else "deleted"

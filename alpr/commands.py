@@ -141,8 +141,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print_sightings(summary, settings.ocr_min_confidence)
     if source.is_live and not summary.stopped_by:  # a drop is reconnected (ingest/reconnect.py): only an
         raise InputError(  # error no retry mends ends it so, logged above (it ended with exit 0, no word)
-            f"the stream {shown_source(args.source)} failed after {summary.frames} frames and was not reopened (the"
-            " error is logged above); what was read is logged and written: run it again to go on"
+            f"the stream {shown_source(args.source)} ended after {summary.frames} frames and was not reopened (an"
+            " error no retry mends is logged above); what was read is logged and written: run it again to go on"
         )
     return 0
 

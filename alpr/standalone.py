@@ -290,15 +290,14 @@ class StopSignals:
 
 def batches(frames: Iterator[SampledFrame], size: int, stop: StopSignals | None) -> Iterator[list[SampledFrame]]:
     """The frames in batches of `size`, the last one shorter; when `stop` is requested, the frames in
-    hand are the last batch and no other frame is taken from the source."""
+    hand are the last batch and no other frame is taken from the source, the first one neither (a stream
+    opened after a signal, its open waited out on a hung camera, waited a read timeout more for a frame)."""
     batch: list[SampledFrame] = []
-    for frame in frames:
+    while not (stop and stop.requested()) and (frame := next(frames, None)) is not None:
         batch.append(frame)
         if len(batch) >= size or (stop and stop.requested()):
             yield batch
             batch = []
-            if stop and stop.requested():  # asked while the batch ran, too: no frame more is awaited
-                return
     if batch:
         yield batch
 

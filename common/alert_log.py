@@ -176,16 +176,11 @@ class AlertLog:
             (delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
-    def retry_after(self, delivery: Delivery, delay_s: float, error: str, tried: bool = True) -> None:
-        """Back to pending, due again in `delay_s`; a claim not `tried` (the receiver rests) gives back the
-        attempt it counted. No holder of an earlier claim matches again: each was a sending claim that
-        ended, or one of a lower number than any sending claim to come."""
-        counted = "" if tried else " attempts = attempts - 1,"
+    def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
+        """Back to pending, due again in `delay_s`."""
         self._update(
             "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s),"
-            + counted
-            + " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s"
-            + MINE,
+            " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
             (delay_s, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 

@@ -34,12 +34,14 @@ to end there and the stream never connects, and the password was logged on every
 Masked as URL_CREDENTIALS does, the user kept; a path holding ':' and '@' after a '/' is masked too."""
 
 QUERY_PASSWORD = re.compile(
-    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|secret|token|credential|passcode)\w*|pwd|psd|psw|pw|p|pass|passw|passphrase|loginpas|auth"""
+    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|passwort|secret|token|credential|passcode|auth|session)\w*|pwd|psd|psw"""
+    r"""|pw|p|pass|passw|passphrase|loginpas|clave|jwt|hdnts|policy|ticket|streamid|access_code"""
     r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
 """A credential in a URL's query (password=, pwd=, psd=, pw=, p= and passwd= as cameras take them, credential=,
-passcode=, token=, api_key=, auth=, X-Amz-Signature=, ...) or a libpq key=value string (password=,
-sslpassword=; quoted values whole).
+passcode=, token=, api_key=, auth=, X-Amz-Signature=, a Dahua camera's authbasic=, Wowza's wmsAuthSign=, a
+CDN's hdnts= or Policy=, jwt=, sessionid=, an SRT streamid=, ...) or a libpq key=value string (password=,
+sslpassword=; quoted values whole). Masked here, none reaches `path_digest` either.
 A bare `key=` is left alone: our own records show theirs (a frame's store key); see QUERY_KEY."""
 
 QUERY_KEY = re.compile(r"(?i)([?&]key=)(?!alpr:)([^&\s#]+)")
@@ -110,18 +112,18 @@ def path_digest(url: str) -> str | None:
 
 def shown_source(source: str) -> str:
     """A camera's source as a log line or an error message may show it: a file or folder as its path
-    (any URL credentials in it masked); a URL as its origin (`url_origin`) and the digest of the rest
-    (`path_digest`), so two cameras of one host stay apart in the logs (rtsps://nvr:7441/…#5be1c3).
-    `mask_url` knows user:password and the query's usual names only: a UniFi camera's path is its token,
-    a Dahua camera's `authbasic=` and an RTMP path the stream key, and each was logged at every
-    reconnection (a review)."""
+    (any URL credentials in it masked); a URL as its origin (`url_origin`), `/…` standing for the rest
+    (rtsps://nvr:7441/…): the lines name the camera by its id. `mask_url` knows user:password and the
+    query's usual names only: a UniFi camera's path is its token, an RTMP path the stream key, and each
+    was logged at every reconnection; a digest of the rest, shown at first, gave a low-entropy secret
+    to a guess list (a review)."""
     if "://" not in source:
         return mask_url(source)
     try:
-        origin, digest = url_origin(source), path_digest(source)
+        origin = url_origin(source)
     except ValueError:  # a host no parser takes (`rtsp://[::1/live`): its scheme alone
         return f"{source.split('://', 1)[0][:20]}://…"
-    return f"{origin}/…#{digest}" if digest else origin
+    return f"{origin}/…" if path_digest(source) else origin
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")

@@ -185,6 +185,8 @@ def test_a_stop_ends_the_batches_with_the_frames_in_hand_and_takes_no_more():
 
     assert [[f.index for f in batch] for batch in batches(frames(), 4, stop)] == [[0, 1, 2, 3], [4, 5]]
     assert taken == list(range(6))
+    taken.clear()  # a stream opened after the signal (its open waited out on a hung camera): no frame awaited
+    assert list(batches(frames(), 4, stop)) == [] and taken == []
 
 
 def test_a_snapshot_that_cannot_be_written_leaves_its_sighting_logged(tmp_path, settings, demo_clip, capsys):

@@ -52,6 +52,21 @@ from common.credentials import MaskCredentials, mask_url
         ("https://h/live.m3u8?key=AIzaSyHUNTER2", "https://h/live.m3u8?key=***"),  # a query's API key (shown whole)
         ("https://h/s?api_key=a&key=b&c=1", "https://h/s?api_key=***&key=***&c=1"),
         ("frame key=alpr:frame:gate:1 expired", "frame key=alpr:frame:gate:1 expired"),  # our own store keys
+        # names a review found shown whole: Dahua, Wowza, CDNs' signed URLs, sessions, SRT, German, Spanish
+        (
+            "rtsp://h/cam/realmonitor?channel=1&authbasic=YWRtaW4=&subtype=0",
+            "rtsp://h/cam/realmonitor?channel=1&authbasic=***&subtype=0",
+        ),
+        (
+            "http://h/v?wmsAuthSign=c2Vy&x=1 https://h/y?hdnts=exp=1~hmac=ab",
+            "http://h/v?wmsAuthSign=***&x=1 https://h/y?hdnts=***",
+        ),
+        ("https://h/x?Policy=eyJ&jwt=a.b.c&ticket=T1", "https://h/x?Policy=***&jwt=***&ticket=***"),
+        (
+            "http://h/a;jsessionid=ABC srt://h:9000?streamid=u=admin",
+            "http://h/a;jsessionid=*** srt://h:9000?streamid=***",
+        ),
+        ("http://h/a?passwort=geheim&clave=1234&access_code=99", "http://h/a?passwort=***&clave=***&access_code=***"),
     ],
 )
 def test_mask_url(text, masked):

@@ -227,15 +227,16 @@ import common.retention as retention
 from alpr.cli import main
 retention.SQLITE_BATCH_ROWS = 2
 deleting = retention._delete_snapshots
-def signalled(snapshots, pruned):  # cron's or systemd's SIGTERM, as the first batch's snapshots go
-    os.kill(os.getpid(), signal.SIGTERM)
+def signalled(snapshots, pruned):  # cron's or systemd's SIGTERM, a dropped ssh's SIGHUP, as the first batch's go
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
     deleting(snapshots, pruned)
 retention._delete_snapshots = signalled
 sys.exit(main(["db", "prune", "--sqlite", sys.argv[1]]))
 """
 
 
-def test_a_prune_told_to_stop_ends_after_the_batch_in_hand_with_its_snapshots_deleted(tmp_path):
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_prune_told_to_stop_ends_after_the_batch_in_hand_with_its_snapshots_deleted(tmp_path, signal_name):
     """SIGTERM killed `alpr db prune --sqlite` where it was: between a batch's commit and its snapshots'
     deletion, those stayed on disk for good (their rows gone), and the rest of a mistaken prune of a
     month's log went on at SIGINT's KeyboardInterrupt only. It now ends as the Postgres prune does: after
@@ -245,7 +246,8 @@ def test_a_prune_told_to_stop_ends_after_the_batch_in_hand_with_its_snapshots_de
     log_sightings_with_snapshots(path, folder, [(datetime.now(UTC) - timedelta(days=60)).timestamp()] * 5)
     repo = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
-    stopped = subprocess.run([sys.executable, "-c", TERMINATED_IN_THE_FIRST_BATCH, str(path)], cwd=repo, env=env,
+    stopped = subprocess.run([sys.executable, "-c", TERMINATED_IN_THE_FIRST_BATCH, str(path), signal_name], cwd=repo,
+                             env=env,
                              capture_output=True, text=True, check=False)  # fmt: skip
     assert stopped.returncode == 1, stopped.stderr
     assert "stopped by a signal; deleted so far what was captured before" in stopped.stdout

@@ -21,7 +21,6 @@ from alpr.cli import main
 from alpr.democlip import make_clip
 from alpr.status import workers_needed
 from common import defaults
-from common.credentials import path_digest
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
@@ -179,8 +178,7 @@ def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_p
     assert stage_queue(connection, "detect").count >= 1
     dead = [r for r in caplog.records if r.getMessage().startswith("camera dead")]
     warnings = [r.getMessage() for r in dead if r.levelno >= logging.WARNING]
-    shown = f"rtsp://127.0.0.1:9/…#{path_digest('rtsp://127.0.0.1:9/none')}"
-    assert warnings == [f"camera dead: cannot connect to stream: {shown}; reconnecting with backoff"]
+    assert warnings == ["camera dead: cannot connect to stream: rtsp://127.0.0.1:9/…; reconnecting with backoff"]
     retries = [r.getMessage() for r in dead if r.levelno == logging.DEBUG]  # one WARNING, then quiet retries
     assert len(retries) >= 1 and "next attempt in 2 s" in retries[0]  # backoff doubles
 
@@ -344,7 +342,7 @@ def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, setting
     alpr_process(env, ["-v", "ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--max-seconds", "4"],
                  log).wait(timeout=60)  # fmt: skip
     text = log.read_text()
-    assert "camera gate: cannot connect to stream: rtsp://127.0.0.1:9/…#" in text  # no path: it may be a token
+    assert "camera gate: cannot connect to stream: rtsp://127.0.0.1:9/…;" in text  # no path: it may be a token
     assert "camera ok: connected" in text and "hunter2" not in text
     for args, shown in (
         (["status", "--redis-url", "redis://:hunter2@127.0.0.1:1/0"], "redis://:***@127.0.0.1:1/0"),
