@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 import redis
@@ -53,11 +54,21 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM, SIGINT or SIGHUP (a dropped ssh session), for a prune to stop between two
+    batches; a SIGHUP ignored (`nohup`) stays ignored, as `alpr run` and `alpr ingest` leave it."""
+    import signal
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
 def prune(args: argparse.Namespace, settings: Settings) -> int:
     """Delete the reads, sightings and frame records past the retention (common/retention.py), once or
     every --every-h hours; as a role given the pruner's rights (common/pruner_role.py) or the owner."""
-    import signal
-    import threading
     from datetime import UTC, datetime, timedelta
 
     import psycopg
@@ -74,9 +85,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
     pool = open_pool(settings.database_url or "", password=settings.secret("database_password"))
-    stop = threading.Event()  # SIGTERM, SIGINT, SIGHUP: a process 1 of a container is not ended by a signal it ignores
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()  # a process 1 of a container is not ended by a signal it has no handler for
     metrics = Metrics()
     try:
         require_prune_rights(pool)  # and the schema current: refused at the start, in one line, a dry run alike
@@ -125,8 +134,6 @@ def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, met
 def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr run`'s reads and sightings (and their snapshots) past the retention, once: its log was kept
     without limit whatever ALPR_RETENTION_DAYS said."""
-    import signal
-    import threading
     from datetime import UTC, datetime, timedelta
 
     from common.private_files import check_sqlite_file
@@ -144,9 +151,7 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
         raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    stop = threading.Event()  # SIGTERM, SIGINT, SIGHUP: after the batch in hand, its snapshots deleted with it
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on_signals()  # after the batch in hand, its snapshots deleted with it
     pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run, stop)
     verb = "would delete" if args.dry_run else "deleted"
     if pruned.stopped:

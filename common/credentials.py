@@ -34,8 +34,9 @@ to end there and the stream never connects, and the password was logged on every
 Masked as URL_CREDENTIALS does, the user kept; a path holding ':' and '@' after a '/' is masked too."""
 
 QUERY_PASSWORD = re.compile(
-    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|passwort|secret|token|credential|passcode|auth|session)\w*|pwd|psd|psw"""
-    r"""|pw|p|pass|passw|passphrase|loginpas|clave|jwt|hdnts|policy|ticket|streamid|access_code"""
+    r"""(?i)(?<![\w.])((?:\w*(?:password|passwd|passwort|secret|token|credential|passcode|authsign|authbasic)\w*|pwd|psd"""
+    r"""|psw|pw|p|pass|passw|passphrase|loginpas|clave|jwt|hdnts|policy|ticket|streamid|access_code|authorization"""
+    r"""|auth|auth_?key|\w*session_?(?:id|key)"""
     r"""|(?:api|private|access|secret|client)[-_]?key|apikey|signature|sig)=)('[^']*'|"[^"]*"|[^&\s]+)"""
 )
 """A credential in a URL's query (password=, pwd=, psd=, pw=, p= and passwd= as cameras take them, credential=,

@@ -67,6 +67,15 @@ from common.credentials import MaskCredentials, mask_url
             "http://h/a;jsessionid=*** srt://h:9000?streamid=***",
         ),
         ("http://h/a?passwort=geheim&clave=1234&access_code=99", "http://h/a?passwort=***&clave=***&access_code=***"),
+        (
+            "http://h/a?auth_key=k1&authkey=k2&Authorization=Basic",
+            "http://h/a?auth_key=***&authkey=***&Authorization=***",
+        ),
+        # settings, not secrets: shown (a review found them masked by too wide a name)
+        (
+            "postgresql://db/alpr?target_session_attrs=read-write&require_auth=scram-sha-256 authmode=digest",
+            "postgresql://db/alpr?target_session_attrs=read-write&require_auth=scram-sha-256 authmode=digest",
+        ),
     ],
 )
 def test_mask_url(text, masked):

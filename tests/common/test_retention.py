@@ -230,6 +230,36 @@ def test_a_prune_every_few_hours_stops_at_once_when_told(logged, tmp_path):
         process.wait(10)
 
 
+def test_a_prune_started_under_nohup_outlives_the_sessions_hangup(logged, tmp_path):
+    """SIGHUP was made a stop for the prune (a dropped ssh session between a batch's commit and its
+    snapshots), over the ignoring `nohup` had set: `nohup alpr db prune --every-h 6 &` ended with the ssh
+    session (a review). An ignored SIGHUP stays ignored, as `alpr run` and `alpr ingest` leave it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    log = tmp_path / "prune.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "alpr.cli", "db", "prune", "--every-h", "6", "--database-url", logged],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup starts it
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "deleted what was captured" in log.read_text(), 60, "the first round")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert process.poll() is None, log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 @pytest.mark.parametrize("days", ["30", "0"])
 def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, tmp_path, days):
     """Compose's `prune` served no metrics: one crash-looping or stuck kept plate data past its retention
