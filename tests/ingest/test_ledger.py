@@ -38,6 +38,24 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def killed_once_ready(script: str, spool: Path) -> None:
+    """Run `script` (its arguments: the spool folder, a port no Postgres listens on) and SIGKILL it once
+    it prints `ready`."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    killed = subprocess.Popen([sys.executable, "-c", script, str(spool), str(closed_port())], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert killed.stdout is not None and killed.stdout.readline().strip() == "ready"
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+
+
 def test_close_wakes_a_ledger_in_backoff_and_writes_what_waited(postgres_url, monkeypatch):
     from alpr.cli import main
 
@@ -262,20 +280,9 @@ def test_a_node_killed_while_postgres_is_away_leaves_its_records_to_the_next(pos
     """An ingest node killed (SIGKILL, a power cut) while Postgres was away lost every record its buffer
     held: skipped frames, which have no other writer, had no row and no count (an audit: 15 of 24). Its
     records are spooled to a file as they come; the next ledger to start with the folder writes them."""
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO as REPO_ROOT
 
     spool = tmp_path / "spool"
-    killed = subprocess.Popen([sys.executable, "-c", SPOOLING_LEDGER, str(spool), str(closed_port())],
-                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert killed.stdout is not None and killed.stdout.readline().strip() == "ready"
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(10)
+    killed_once_ready(SPOOLING_LEDGER, spool)
     assert len(list(spool.glob("ledger-*.jsonl"))) == 1
     pool = open_pool(postgres_url, wait_s=3)
     from alpr.cli import main
@@ -761,23 +768,13 @@ def test_a_split_killed_midway_leaves_no_part_file_for_good(postgres_url, tmp_pa
     writing, `.ledger-split-*.part`: no ledger adopts it (its records are in the file split, still whole)
     and none removed it, so each such kill left one more in the spool folder for good. A ledger that starts
     removes them; every record is written once all the same."""
-    import signal
-    import subprocess
-    import sys
 
     from ingest.ledger_spool import record_line
-    from tests.conftest import REPO as REPO_ROOT
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
     (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(8)))
-    killed = subprocess.Popen([sys.executable, "-c", KILLED_SPLIT, str(spool), str(closed_port())],
-                              cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert killed.stdout is not None and killed.stdout.readline().strip() == "ready"
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(10)
+    killed_once_ready(KILLED_SPLIT, spool)
     assert len(list(spool.glob(".ledger-split-*.part"))) == 1  # what the kill left
     assert sorted(spooled(spool)) == list(range(8))  # the file split whole still
     assert written_by_a_node(postgres_url, spool) == list(range(8))
