@@ -151,7 +151,7 @@ class FrameLedger(SpoolingLedger):
         self.overflowing = bool(overflow)
 
     def run(self) -> None:
-        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)  # a camera's 1 -> 30 s wrote the outage's records 31 s late
         while not self.stopped.is_set():
             self.wake.wait(FLUSH_S)
             self.wake.clear()

@@ -60,7 +60,7 @@ def test_close_wakes_a_ledger_in_backoff_and_writes_what_waited(postgres_url, mo
     from alpr.cli import main
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    monkeypatch.setattr(defaults, "RECONNECT_BACKOFF_S", (60.0, 60.0))  # asleep for a minute after a failure
+    monkeypatch.setattr(defaults, "DB_OUTAGE_BACKOFF_S", (60.0, 60.0))  # asleep for a minute after a failure
     attempts: list[str] = []
     down = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
 
@@ -149,13 +149,41 @@ def test_records_waiting_for_postgres_hold_no_region_of_interest():
     assert [r.frame.frame_id for r in ledger.buffer] == ["cam:1:0", "cam:1:1"]
 
 
+def test_a_ledger_writes_what_waited_within_seconds_of_postgres_coming_back(postgres_url):
+    """The ledger waited a camera's backoff between tries (1 s doubling to 30 s): after a minute's
+    outage the records it held, the cameras' watermarks and `alpr status`'s accounting reached the log
+    31 s after Postgres was back, where the workers wrote within a second or two (a chaos review). It
+    waits Postgres's own (defaults.DB_OUTAGE_BACKOFF_S: 0.5 s doubling to 5 s)."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    down = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    attempts: list[float] = []
+
+    def open_log() -> FrameLog:  # Postgres away for the first four tries
+        attempts.append(time.monotonic())
+        return FrameLog(open_pool(down if len(attempts) <= 4 else postgres_url, wait_s=1), patience_s=0)
+
+    ledger = FrameLedger(open_log, Metrics(), capacity=100)
+    ledger.start()
+    started = time.monotonic()
+    ledger.add([record(i) for i in range(10)])
+    try:
+        wait_for(lambda: not ledger.buffer and not ledger.in_flight, 30, "the records written")
+    finally:
+        ledger.close(timeout_s=10)
+    waits = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    # each try takes about 1.5 s to find Postgres away, then waits 0.5, 1, 2, 4 s (1, 2, 4, 8 s before)
+    assert len(attempts) == 5 and time.monotonic() - started < 18 and max(waits) < 7.5, waits
+
+
 def test_an_error_without_a_message_leaves_the_ledger_running(postgres_url, monkeypatch, caplog):
     """Its warning took the message's first line, which an empty message has not: the IndexError ended
     the ledger's thread for good, and every later row waited in its buffer until it overflowed."""
     from alpr.cli import main
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    monkeypatch.setattr(defaults, "RECONNECT_BACKOFF_S", (0.1, 0.1))
+    monkeypatch.setattr(defaults, "DB_OUTAGE_BACKOFF_S", (0.1, 0.1))
     attempts: list[str] = []
 
     def open_log() -> FrameLog:
