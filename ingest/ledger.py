@@ -234,8 +234,14 @@ class FrameLedger(SpoolingLedger):
             return None
 
     def retry_later(self, batch: list[FrameRecord], error: Exception, backoff: Backoff) -> None:
-        """Put the batch back first in line and wait with backoff (bounded by close())."""
+        """Put the batch back first in line and wait with backoff (bounded by close()). Once close() has
+        taken over (its wait for this write ran out), the batch is its: spooled or counted there, so no
+        spool is opened here: one opened after close() held its records a second time, for the next node
+        to write twice (a review, seen once the retries came every 0.5 s)."""
         with self.lock:
+            if self.stopped.is_set():
+                self.in_flight = []
+                return
             self.write_began = None
             self.buffer.extendleft(reversed(batch))
             self.in_flight = []
