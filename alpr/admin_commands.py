@@ -55,14 +55,13 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM, SIGINT or SIGHUP (a dropped ssh session), for a prune to stop between two
-    batches; a SIGHUP ignored (`nohup`) stays ignored, as `alpr run` and `alpr ingest` leave it."""
-    import signal
+    """An event set by the signals that stop an ingest node (alpr/ingest_command.STOP_SIGNALS: SIGTERM,
+    SIGINT, SIGHUP, a dropped ssh session's; one ignored, SIGHUP under `nohup`, stays ignored), for a
+    prune to stop between two batches."""
+    from alpr.ingest_command import on_stop_signals
 
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:
-            signal.signal(signum, lambda *_: stop.set())
+    on_stop_signals(lambda *_: stop.set())
     return stop
 
 

@@ -121,10 +121,10 @@ def shown_source(source: str) -> str:
     if "://" not in source:
         return mask_url(source)
     try:
-        origin = url_origin(source)
+        origin, parts = url_origin(source), urlsplit(source)
     except ValueError:  # a host no parser takes (`rtsp://[::1/live`): its scheme alone
         return f"{source.split('://', 1)[0][:20]}://…"
-    return f"{origin}/…" if path_digest(source) else origin
+    return f"{origin}/…" if parts.path.strip("/") or parts.query else origin
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
