@@ -325,3 +325,12 @@ alert, not one each time the plate comes back into view for longer than the sigh
 
 WATCH_REFRESH_S = 5.0
 """How often a worker reloads the watch-lists from Postgres (it matches every read against its cached copy)."""
+
+CAPTURE_MEMORY_MB = 1024
+"""Most resident memory (MB) one video's or camera's capture may hold (ingest/capture_process.py): FFmpeg
+bounds neither a stream part's declared length nor a mid-stream frame's size. A 4K stream's decoding
+takes a few hundred MB; past this its reader is stopped and the camera reconnects."""
+
+CAPTURE_WAIT_S = 60.0
+"""Longest a capture's call (open, next frame) may go unanswered, FFmpeg's own timeouts (10 s) being past,
+before its reader is stopped as hung."""

@@ -100,7 +100,10 @@ class SourceKeeper:
                 self.on_state("connected", self.errors)
                 read_pass(source)
                 if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
-                    raise OSError("the stream ended (closed by the camera, or no frame within the read timeout)")
+                    raise OSError(
+                        f"the stream ended ({source.ended_because})" if source.ended_because
+                        else "the stream ended (closed by the camera, or no frame within the read timeout)"
+                    )  # fmt: skip
                 if source.is_stream and source.ended_early and not self.stop.is_set():
                     # a URL's footage cut short: its connection dropped (a server without ranges, which FFmpeg
                     # cannot resume), or a live camera taken for footage (a length FFmpeg guessed from a stated

@@ -26,7 +26,7 @@ from common import defaults
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from common.frame_store import pixels_problem
-from ingest.ffmpeg_open import open_capture
+from ingest.capture_process import IsolatedCapture
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
 from ingest.stream_lag import StreamLag
 
@@ -155,7 +155,7 @@ def check_image_folder(folder: Path, shown: str) -> None:
         raise InputError(f"image folder {shown} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
-def stated_size_problem(capture: cv2.VideoCapture, max_pixels: int) -> str | None:
+def stated_size_problem(capture: IsolatedCapture, max_pixels: int) -> str | None:
     """Why the frames an opened video or stream states (its width and height, known once opened) are
     refused (more than `max_pixels`), or None, also when it states none. Checked before any frame is
     decoded: a 3 MB video of 16000 x 16000 frames took 1.9 GB a frame to find each one too large, and
@@ -176,7 +176,7 @@ def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAM
         raise InputError(f"video {shown} cannot be read: {error.strerror or error}") from None
     if not first_bytes:
         raise InputError(f"video {shown} is empty (0 bytes)")
-    capture = open_capture(str(path))
+    capture = IsolatedCapture(str(path))
     try:
         if not capture.isOpened():
             raise InputError(f"cannot open video (corrupt or unsupported): {shown}")
@@ -184,7 +184,8 @@ def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAM
             raise InputError(f"video {shown} has frames of {problem}")
         decoded, image = capture.read()
         if not decoded or image is None:
-            raise InputError(f"no frame could be decoded from {shown} (truncated or corrupt video)")
+            why = capture.ended_because or "truncated or corrupt video"
+            raise InputError(f"no frame could be decoded from {shown} ({why})")
     finally:
         capture.release()
 
@@ -244,6 +245,9 @@ class FrameSource:
     """A camera's live stream: dated and sampled by when its frames are captured, and it ends only when
     the camera ends it. A URL that states its frame count (a video served over http://) is footage, as a
     file is: is_stream, not is_live."""
+    ended_because: str | None = None
+    """Why the pass just read ended before its source did, where its reader was stopped (a decoder's
+    crash, the memory bound, a hung read: ingest/capture_process.py), or None."""
     ended_early = False
     """Whether the pass just read ended before the length the source stated: a file cut short, or a URL
     whose connection dropped (or a live stream whose length FFmpeg guessed from its size)."""
@@ -417,10 +421,11 @@ class VideoSource(FrameSource):
         super().__init__(uri, sample_fps, max_pixels)
         self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        self.capture = open_capture(uri, params)
+        self.capture = IsolatedCapture(uri, params, defaults.CAPTURE_MEMORY_MB)  # FFmpeg in a process of its own
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
-            raise InputError(f"{what}: {shown_source(uri)}")
+            why = f" ({self.capture.ended_because})" if self.capture.ended_because else ""
+            raise InputError(f"{what}: {shown_source(uri)}{why}")
         if problem := stated_size_problem(self.capture, max_pixels):
             self.capture.release()
             raise InputError(f"{'stream' if self.is_stream else 'video'} {shown_source(uri)} has frames of {problem}")
@@ -499,8 +504,12 @@ class VideoSource(FrameSource):
                 index += 1
         finally:
             self.capture.release()
+        if self.capture.ended_because:  # its reader stopped: a crash, the memory bound, hung
+            self.ended_because = self.capture.ended_because
+            self.note_failure(f"{shown_source(self.uri)}: {self.ended_because}")
         if decoded == passed == 0:
-            raise InputError(f"no frame could be decoded from {shown_source(self.uri)} (corrupt or empty video)")
+            why = self.ended_because or "corrupt or empty video"
+            raise InputError(f"no frame could be decoded from {shown_source(self.uri)} ({why})")
         # the frames an MKV states are its duration x rate (6,010 for a recorder's 240 frames with a gap):
         # a file whose last frame is stamped at its stated end is whole, however many frames it held
         reached_end = footage.trusted and (footage.last_s or 0.0) >= self.time_of(self.frame_count - 2)

@@ -1,6 +1,6 @@
 """A camera cannot send its ingest node elsewhere: no HTTP redirect, no playlist naming other URLs, no
 protocol but the streams' (never a local file) — and the operator's own FFmpeg options cannot loosen
-that; and one camera's open does not hold up another's."""
+that; and one camera's open does not hold up another's (each capture opens in its own process)."""
 
 import http.server
 import os
@@ -17,10 +17,10 @@ import pytest
 
 from common.errors import InputError
 from ingest import ffmpeg_open
+from ingest.capture_process import IsolatedCapture
 from ingest.ffmpeg_open import (
     CAPTURE_OPTIONS_VARIABLE,
     FILE_OPTIONS,
-    NEUTRAL_OPTIONS,
     SCHEME_PROTOCOLS,
     STREAM_OPTIONS,
     capture_options,
@@ -96,10 +96,10 @@ def test_the_operators_options_still_apply_but_cannot_loosen_ours(internal_servi
         "rtsp_transport;tcp|max_redirects;0|protocol_whitelist;http,tcp"
     )
     monkeypatch.delenv(CAPTURE_OPTIONS_VARIABLE)
-    capture = open_capture(internal_url)  # the camera itself is read
+    capture = IsolatedCapture(internal_url)  # the camera itself is read
     assert capture.read()[0]
     capture.release()
-    assert os.environ[CAPTURE_OPTIONS_VARIABLE] == NEUTRAL_OPTIONS and len(connections) == 1  # OpenCV's default
+    assert CAPTURE_OPTIONS_VARIABLE not in os.environ and len(connections) == 1  # set in the capture's process
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_a_hung_camera_does_not_hold_up_another_cameras_open():
     healthy: list[bool] = []
 
     def open_and_note(url: str, params: list[int], noted: list[bool]) -> None:
-        capture = open_capture(url, params)
+        capture = IsolatedCapture(url, params)
         noted.append(capture.isOpened())
         capture.release()
 
@@ -193,60 +193,32 @@ def test_a_hung_camera_does_not_hold_up_another_cameras_open():
     assert held_at_once == 3  # the hung cameras' opens under way side by side too
 
 
-def test_a_files_open_never_overlaps_a_streams_and_the_variable_holds_each_opens_own_options(monkeypatch):
-    """Stream opens share one option set and run at once; a video file's (the file protocol alone) waits
-    for those under way, and a stream arriving meanwhile waits for it (the file is not starved by cameras
-    reconnecting); each open reads its own set, after the operator's options, which are back afterwards."""
-    monkeypatch.setenv(CAPTURE_OPTIONS_VARIABLE, "rtsp_transport;udp")
-    release = {uri: threading.Event() for uri in ("http://cam1/v", "rtsp://cam2/s", "/videos/a.mp4", "http://cam3/v")}
-    seen: list[tuple[str, str]] = []
+def test_a_files_open_waits_for_no_streams_open(demo_clip):
+    """Opens shared the node's one FFmpeg options variable, so a video file's open (the file protocol
+    alone) waited for every stream's open under way, up to its 10 s timeout behind a hung camera. Each
+    capture now sets its options in its own process: the file opens while the hung camera's opens go on."""
+    hung_timeout = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 20_000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 20_000]
+    hung_ended: list[bool] = []
 
-    def capture(uri: str, api: int, params: list[int]) -> str:
-        seen.append((uri, os.environ[CAPTURE_OPTIONS_VARIABLE]))
-        release[uri].wait(30)
-        return uri
+    def open_hung(url: str) -> None:
+        capture = IsolatedCapture(url, hung_timeout)
+        hung_ended.append(capture.isOpened())
+        capture.release()
 
-    monkeypatch.setattr(ffmpeg_open, "cv2", types.SimpleNamespace(VideoCapture=capture, CAP_FFMPEG=0))
-    threads: dict[str, threading.Thread] = {}
-
-    def start(uri: str) -> None:
-        threads[uri] = threading.Thread(target=open_capture, args=(uri,), daemon=True)
-        threads[uri].start()
-
-    def opened() -> list[str]:
-        return [uri for uri, _ in seen]
-
-    stream = joined_options("rtsp_transport;udp", STREAM_OPTIONS)
-    file = joined_options("rtsp_transport;udp", FILE_OPTIONS)
-    try:
-        start("http://cam1/v")
-        wait_for(lambda: opened() == ["http://cam1/v"], 10, "the first stream's open")
-        start("rtsp://cam2/s")
-        wait_for(lambda: len(seen) == 2, 10, "a second stream's open beside the first")
-        start("/videos/a.mp4")
-        wait_for(lambda: len(ffmpeg_open._options_lock._waiting) == 1, 10, "the file's open to wait")
-        start("http://cam3/v")
-        wait_for(lambda: len(ffmpeg_open._options_lock._waiting) == 2, 10, "the third stream's open to wait")
-        release["http://cam1/v"].set()
-        threads["http://cam1/v"].join(10)
-        time.sleep(0.2)
-        assert opened() == ["http://cam1/v", "rtsp://cam2/s"]  # the file waits for the stream still opening
-        release["rtsp://cam2/s"].set()
-        wait_for(lambda: len(seen) == 3, 10, "the file's open")
-        time.sleep(0.2)
-        assert opened()[2] == "/videos/a.mp4" and len(seen) == 3  # the third stream waits for the file
-        release["/videos/a.mp4"].set()
-        wait_for(lambda: len(seen) == 4, 10, "the third stream's open")
-        release["http://cam3/v"].set()
-        for thread in threads.values():
-            thread.join(10)
-    finally:
-        for event in release.values():
-            event.set()
-    assert seen == [("http://cam1/v", stream), ("rtsp://cam2/s", stream), ("/videos/a.mp4", file),
-                    ("http://cam3/v", stream)]  # fmt: skip
-    assert file == "rtsp_transport;udp|protocol_whitelist;file"
-    assert os.environ[CAPTURE_OPTIONS_VARIABLE] == "rtsp_transport;udp"  # the operator's, as set
+    with hung_camera() as (hung_url, held):
+        hung = [threading.Thread(target=open_hung, args=(hung_url,)) for _ in range(2)]
+        for thread in hung:
+            thread.start()
+        wait_for(lambda: len(held) == 2, 10, "the hung camera's opens to connect")
+        started = time.monotonic()
+        video = IsolatedCapture(str(demo_clip[0]))
+        opened_in_s, still_hung = time.monotonic() - started, not hung_ended
+        assert video.read()[0]
+        video.release()
+    for thread in hung:
+        thread.join(30)
+    assert still_hung and opened_in_s < 5.0
+    assert hung_ended == [False, False]
 
 
 @contextmanager
@@ -303,7 +275,7 @@ def test_an_rtsp_cameras_redirect_is_refused_by_the_protocol_whitelist(scheme, m
     it. Left to itself it does (checked here first); but the redirect opens the new URL by its protocol,
     rtsp (or satip), which no whitelist of ours names (the rtsp demuxer opens the camera's own URL without
     asking it): refused before the other server hears of it."""
-    monkeypatch.setenv(CAPTURE_OPTIONS_VARIABLE, NEUTRAL_OPTIONS)  # OpenCV's default: FFmpeg left to itself
+    monkeypatch.setenv(CAPTURE_OPTIONS_VARIABLE, "rtsp_flags;prefer_tcp")  # OpenCV's default: FFmpeg left to itself
     timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 5000]
     with rtsp_server(lambda method, cseq: f"RTSP/1.0 404 Not Found\r\nCSeq: {cseq}") as (target, target_requests):
         moved = f"{scheme}{target.removeprefix('rtsp')}/live"

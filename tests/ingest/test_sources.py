@@ -12,6 +12,7 @@ import pytest
 
 from common.credentials import mask_url
 from common.errors import InputError
+from ingest.capture_process import IsolatedCapture
 from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, check_source, open_source
 from tests.helpers import served_video
 from tests.ingest.mkv import write_mjpeg_mkv
@@ -422,8 +423,12 @@ class FailingRetrieve:
     packets were grabbed: FFmpeg skips a corrupt packet inside grab(), so no file reaches this path,
     which a decoder running out of memory or a hardware decoder's fault takes."""
 
-    def __init__(self, capture: cv2.VideoCapture, failing: set[int]) -> None:
+    def __init__(self, capture: IsolatedCapture, failing: set[int]) -> None:
         self.capture, self.failing, self.grabbed = capture, failing, -1
+
+    @property
+    def ended_because(self) -> str | None:
+        return self.capture.ended_because
 
     def grab(self) -> bool:
         self.grabbed += 1
@@ -489,6 +494,7 @@ class StallingStream:
         arrivals = [i * 0.04 for i in range(11)] + [1.4] * 25 + [1.4 + i * 0.04 for i in range(1, 26)]
         self.clock = iter([0.0, *arrivals])  # samples() reads its start, then one time per frame
         self.left = len(arrivals)
+        self.ended_because = None
 
     def grab(self) -> bool:
         self.left -= 1

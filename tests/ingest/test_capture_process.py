@@ -1,0 +1,173 @@
+"""IsolatedCapture (ingest/capture_process.py): every video and camera stream is decoded in a process of
+its own. A camera that declares a stream part of gigabytes is stopped at its reader's memory bound (the
+node's memory untouched); a reader that crashes or hangs ends its capture alone; the camera's URL never
+reaches a command line; the frames are OpenCV's own."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common import defaults
+from common.backoff import Backoff
+from ingest.capture_process import IsolatedCapture, resident_bytes
+from ingest.reconnect import SourceKeeper
+from ingest.sources import VideoSource, open_source
+from tests.helpers import http_server, mjpeg_camera, wait_for
+
+JPEG = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
+
+
+@contextmanager
+def camera_declaring_a_huge_part(frames: int = 5, megabytes: int = 600) -> Iterator[str]:
+    """An MJPEG camera that sends `frames` good frames, then a part declaring 4 GB and `megabytes` of it."""
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+            try:
+                for _ in range(frames):
+                    self.wfile.write(part % len(JPEG) + JPEG + b"\r\n")
+                    time.sleep(0.04)
+                self.wfile.write(part % (4 << 30))
+                chunk = bytes(1 << 20)
+                for _ in range(megabytes):
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base:
+        yield f"{base}/video.mjpg"
+
+
+@contextmanager
+def peak_growth() -> Iterator[list[int]]:
+    """This process's peak resident memory above its start while the block runs (bytes), in a list."""
+    start, peak, done = resident_bytes(os.getpid()) or 0, [0], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], (resident_bytes(os.getpid()) or 0) - start)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        watcher.join()
+
+
+def test_a_camera_declaring_a_part_of_gigabytes_is_stopped_at_its_readers_bound_not_the_nodes(monkeypatch):
+    """FFmpeg buffers a declared part whatever its length: read in the node's process, this camera took it
+    past 1.3 GB (measured: 1342 MB for 1.2 GB sent). Its reader is now stopped at its bound, the frames
+    before it kept, and the stream reads as ended, the reason said."""
+    monkeypatch.setattr(defaults, "CAPTURE_MEMORY_MB", 200)
+    with camera_declaring_a_huge_part() as url, peak_growth() as growth:
+        source = open_source(url, sample_fps=100.0)
+        frames = list(source.frames())
+    assert len(frames) >= 3 and frames[0].image.shape == (240, 320, 3)  # those before the part (one may be probed)
+    assert source.ended_because == "its reader went past its memory bound of 200 MB and was stopped"
+    assert any("memory bound of 200 MB" in failure for failure in source.failures)
+    assert growth[0] < 100 * 1024 * 1024
+
+
+def test_a_stream_whose_reader_is_stopped_is_reconnected_and_the_reason_logged(monkeypatch, caplog):
+    monkeypatch.setattr(defaults, "CAPTURE_MEMORY_MB", 200)
+    caplog.set_level(logging.INFO, logger="ingest.reconnect")
+    stop, states = threading.Event(), []
+
+    def on_state(state: str, errors: int) -> None:
+        states.append(state)
+        if state == "reconnecting":
+            stop.set()
+
+    with camera_declaring_a_huge_part() as url:
+        keeper = SourceKeeper(url, 100.0, "gate", stop, on_state=on_state, backoff=Backoff(0.05, 0.1))
+        keeper.run(lambda source: None if list(source.frames()) else None)
+    assert states == ["connected", "reconnecting"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["camera gate: the stream ended (its reader went past its memory bound of 200 MB and was"
+                        " stopped); reconnecting with backoff"]  # fmt: skip
+
+
+def test_a_video_is_read_through_its_reader_process_as_opencv_reads_it(demo_clip):
+    path = str(demo_clip[0])
+    direct, isolated = cv2.VideoCapture(path, cv2.CAP_FFMPEG), IsolatedCapture(path)
+    try:
+        for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS, cv2.CAP_PROP_FRAME_COUNT):
+            assert isolated.get(prop) == direct.get(prop)
+        for _ in range(12):
+            assert isolated.grab() and direct.grab()
+            assert isolated.get(cv2.CAP_PROP_POS_MSEC) == direct.get(cv2.CAP_PROP_POS_MSEC)
+            (ok, image), (_, expected) = isolated.retrieve(), direct.retrieve()
+            assert ok and image is not None and image.flags.writeable and np.array_equal(image, expected)
+    finally:
+        direct.release()
+        isolated.release()
+    assert isolated.ended_because is None and not isolated.isOpened() and isolated.grab() is False
+
+
+def test_a_reader_that_crashes_ends_its_capture_alone(demo_clip):
+    capture = IsolatedCapture(str(demo_clip[0]))
+    assert capture.grab()
+    os.kill(capture._process.pid, signal.SIGSEGV)  # as FFmpeg's crash on a malformed stream
+    assert capture.grab() is False and capture.retrieve() == (False, None)
+    assert capture.ended_because == "its reader process ended on signal SIGSEGV (FFmpeg crashed?)"
+    capture.release()
+
+
+def test_a_reader_that_stops_answering_is_stopped(demo_clip):
+    capture = IsolatedCapture(str(demo_clip[0]), wait_s=1.0)
+    os.kill(capture._process.pid, signal.SIGSTOP)  # as FFmpeg hung past its own timeouts
+    started = time.monotonic()
+    assert capture.grab() is False
+    assert time.monotonic() - started < 3.0
+    assert capture.ended_because == "its reader did not answer within 1 s and was stopped"
+    assert capture._process.poll() is not None  # killed and reaped
+    capture.release()
+
+
+def test_the_camera_url_never_reaches_a_command_line_and_ctrl_c_is_the_nodes():
+    with mjpeg_camera([JPEG], fps=25) as url:
+        secret_url = url.replace("http://", "http://admin:Summer2024@")
+        capture = IsolatedCapture(secret_url, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, 5000])
+        try:
+            assert capture.isOpened()
+            command_line = Path(f"/proc/{capture._process.pid}/cmdline").read_bytes()
+            assert b"Summer2024" not in command_line and b"video.mjpg" not in command_line
+            os.kill(capture._process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+            assert capture.grab() and capture.retrieve()[0]
+        finally:
+            capture.release()
+
+
+def test_a_reader_whose_node_is_gone_ends(demo_clip):
+    capture = IsolatedCapture(str(demo_clip[0]))
+    capture._connection.close()  # the node killed: its end of the pipe closes
+    wait_for(lambda: capture._process.poll() is not None, 10, "the reader to end")
+    assert capture._process.returncode == 0
+
+
+def test_a_videos_frames_reach_the_node_from_its_reader(demo_clip):
+    source = open_source(str(demo_clip[0]), sample_fps=5.0)
+    assert isinstance(source, VideoSource) and isinstance(source.capture, IsolatedCapture)
+    pid = source.capture._process.pid
+    assert pid != os.getpid() and len(list(source.frames())) == source.expected_frames
+    assert source.ended_because is None and source.capture._process.poll() is not None  # released: ended
