@@ -22,6 +22,7 @@ when the reader's pipe closes, the reader gone or killed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -48,6 +49,10 @@ MAX_ANSWER_BYTES = 4096
 
 POLL_S = 0.25
 """How often a reader waiting for its child's answer looks at the child's memory."""
+
+CHILD_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+"""Set for each child: glibc reserves 64 MB of address space per arena, up to one per decoding thread (8
+per core), which on a many-core host would spend the child's capped address space on nothing."""
 
 ADDRESS_SPACE_FACTOR = 3
 """A child's address space may grow by this many times its memory bound from its start: room for thread
@@ -138,7 +143,7 @@ class IsolatedCapture:
         with theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, env={**os.environ, **CHILD_ENVIRONMENT},
             )  # fmt: skip
         self._connection = Connection(ours.detach())
         self._call_unopened(uri, list(params))
@@ -147,6 +152,10 @@ class IsolatedCapture:
         self._properties = dict(zip(OPEN_PROPERTIES, map(float, values), strict=False))
         self._open = bool(opened)
         if not self._open:
+            self.release()
+
+    def __del__(self) -> None:  # a capture dropped unreleased (its reader's error): its child ends with it
+        with contextlib.suppress(Exception):
             self.release()
 
     def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's name)
