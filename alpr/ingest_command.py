@@ -35,7 +35,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     for camera in cameras:
         if camera.enabled:
             try:
-                check_source(camera.source)
+                check_source(camera.source, settings.capture_memory_mb)
             except InputError as error:
                 raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)

@@ -451,7 +451,7 @@ class Pipeline:
         try:
             if source.is_live:  # a drop is reopened with backoff, as by an ingest node (the same code)
                 keeper = SourceKeeper(source.uri, source.sample_fps, camera_id, stop or threading.Event(),
-                                      logger=log)  # fmt: skip
+                                      logger=log, memory_mb=source.memory_mb)  # fmt: skip
                 keeper.run(passes.read, first=source)
             else:  # footage (a file, a folder, a video served over http://) ends where it ends
                 passes.read(source)

@@ -132,6 +132,10 @@ class Settings(BaseModel):
     max_frame_age_s: float = Field(
         defaults.MAX_FRAME_AGE_S, gt=0, description="Frames older than this at detection are skipped, not processed."
     )
+    capture_memory_mb: int = Field(
+        defaults.CAPTURE_MEMORY_MB, ge=128, le=1_048_576,
+        description="Most memory (MB) one camera's or video's decoding may hold (ingest/capture_process.py).",
+    )  # fmt: skip
     keep_dir: Path = Field(default_factory=default_keep_dir, description="Where redacted frames are kept (absolute).")
     ledger_spool_dir: Path = Field(
         default_factory=default_spool_dir,

@@ -107,7 +107,7 @@ def uri_syntax_problem(uri: str) -> str | None:
     return None
 
 
-def check_source(uri: str) -> None:
+def check_source(uri: str, memory_mb: int = defaults.CAPTURE_MEMORY_MB) -> None:
     """Raise InputError if `uri` can never work: a malformed or unsupported URL; a path that does not
     exist, cannot be read, is neither a regular file nor a folder, or is a 0-byte file; a video OpenCV
     cannot open or whose first frame cannot be decoded (truncated, corrupt); a folder with no images.
@@ -128,7 +128,7 @@ def check_source(uri: str) -> None:
     if stat.S_ISDIR(mode):
         check_image_folder(path, shown)
     elif stat.S_ISREG(mode):
-        check_video_file(path, shown)
+        check_video_file(path, shown, memory_mb=memory_mb)
     else:
         raise InputError(f"source {shown} is neither a regular file nor a folder")
 
@@ -166,7 +166,9 @@ def stated_size_problem(capture: IsolatedCapture, max_pixels: int) -> str | None
     return pixels_problem(width, height, max_pixels)
 
 
-def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
+def check_video_file(
+    path: Path, shown: str, max_pixels: int = defaults.MAX_FRAME_PIXELS, memory_mb: int = defaults.CAPTURE_MEMORY_MB
+) -> None:
     """The file is not empty, can be read, and OpenCV opens it, its frames are within `max_pixels`, and
     it decodes its first frame."""
     try:
@@ -176,7 +178,7 @@ def check_video_file(path: Path, shown: str, max_pixels: int = defaults.MAX_FRAM
         raise InputError(f"video {shown} cannot be read: {error.strerror or error}") from None
     if not first_bytes:
         raise InputError(f"video {shown} is empty (0 bytes)")
-    capture = IsolatedCapture(str(path))
+    capture = IsolatedCapture(str(path), memory_mb=memory_mb)
     try:
         if not capture.isOpened():
             raise InputError(f"cannot open video (corrupt or unsupported): {shown}")
@@ -245,6 +247,8 @@ class FrameSource:
     """A camera's live stream: dated and sampled by when its frames are captured, and it ends only when
     the camera ends it. A URL that states its frame count (a video served over http://) is footage, as a
     file is: is_stream, not is_live."""
+    memory_mb = defaults.CAPTURE_MEMORY_MB
+    """Most memory (MB) its decoding may hold, where a process of its own decodes it (a video or stream)."""
     ended_because: str | None = None
     """Why the pass just read ended before its source did, where its reader was stopped (a decoder's
     crash, the memory bound, a hung read: ingest/capture_process.py), or None."""
@@ -416,12 +420,13 @@ class VideoSource(FrameSource):
 
     def __init__(
         self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS,
-        max_pixels: int = defaults.MAX_FRAME_PIXELS,
+        max_pixels: int = defaults.MAX_FRAME_PIXELS, memory_mb: int = defaults.CAPTURE_MEMORY_MB,
     ) -> None:  # fmt: skip
         super().__init__(uri, sample_fps, max_pixels)
+        self.memory_mb = memory_mb
         self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        self.capture = IsolatedCapture(uri, params, defaults.CAPTURE_MEMORY_MB)  # FFmpeg in a process of its own
+        self.capture = IsolatedCapture(uri, params, memory_mb)  # FFmpeg in a process of its own
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             why = f" ({self.capture.ended_because})" if self.capture.ended_because else ""
@@ -537,14 +542,16 @@ class VideoSource(FrameSource):
 
 
 def open_source(
-    uri: str, sample_fps: float = defaults.SAMPLE_FPS, max_pixels: int = defaults.MAX_FRAME_PIXELS
-) -> FrameSource:
+    uri: str, sample_fps: float = defaults.SAMPLE_FPS, max_pixels: int = defaults.MAX_FRAME_PIXELS,
+    memory_mb: int = defaults.CAPTURE_MEMORY_MB,
+) -> FrameSource:  # fmt: skip
     """The right source for `uri`: a stream URL, an image folder or a video file; frames with more than
-    `max_pixels` are not sampled (unread, `too_large`). A malformed URL is refused (InputError)."""
+    `max_pixels` are not sampled (unread, `too_large`); a video's or stream's decoding holds at most
+    `memory_mb`. A malformed URL is refused (InputError)."""
     if problem := uri_syntax_problem(uri):
         raise InputError(problem)
     if is_stream_uri(uri):
-        return VideoSource(uri, sample_fps, max_pixels=max_pixels)
+        return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb)
     path = Path(uri)
     if not path.exists():
         raise InputError(f"source {mask_url(uri)} does not exist")
@@ -554,4 +561,4 @@ def open_source(
         raise InputError(f"source {mask_url(uri)} is neither a regular file nor a folder")
     if path.stat().st_size == 0:
         raise InputError(f"video {mask_url(uri)} is empty")
-    return VideoSource(uri, sample_fps, max_pixels=max_pixels)
+    return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb)

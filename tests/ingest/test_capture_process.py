@@ -17,9 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-from common import defaults
 from common.backoff import Backoff
+from common.config import Settings
+from common.errors import ConfigError
 from ingest.capture_process import IsolatedCapture, resident_bytes
 from ingest.reconnect import SourceKeeper
 from ingest.sources import VideoSource, open_source
@@ -74,13 +76,12 @@ def peak_growth() -> Iterator[list[int]]:
         watcher.join()
 
 
-def test_a_camera_declaring_a_part_of_gigabytes_is_stopped_at_its_readers_bound_not_the_nodes(monkeypatch):
+def test_a_camera_declaring_a_part_of_gigabytes_is_stopped_at_its_readers_bound_not_the_nodes():
     """FFmpeg buffers a declared part whatever its length: read in the node's process, this camera took it
     past 1.3 GB (measured: 1342 MB for 1.2 GB sent). Its reader is now stopped at its bound, the frames
     before it kept, and the stream reads as ended, the reason said."""
-    monkeypatch.setattr(defaults, "CAPTURE_MEMORY_MB", 200)
     with camera_declaring_a_huge_part() as url, peak_growth() as growth:
-        source = open_source(url, sample_fps=100.0)
+        source = open_source(url, sample_fps=100.0, memory_mb=200)
         frames = list(source.frames())
     assert len(frames) >= 3 and frames[0].image.shape == (240, 320, 3)  # those before the part (one may be probed)
     assert source.ended_because == "its reader went past its memory bound of 200 MB and was stopped"
@@ -88,8 +89,7 @@ def test_a_camera_declaring_a_part_of_gigabytes_is_stopped_at_its_readers_bound_
     assert growth[0] < 100 * 1024 * 1024
 
 
-def test_a_stream_whose_reader_is_stopped_is_reconnected_and_the_reason_logged(monkeypatch, caplog):
-    monkeypatch.setattr(defaults, "CAPTURE_MEMORY_MB", 200)
+def test_a_stream_whose_reader_is_stopped_is_reconnected_and_the_reason_logged(caplog):
     caplog.set_level(logging.INFO, logger="ingest.reconnect")
     stop, states = threading.Event(), []
 
@@ -99,7 +99,7 @@ def test_a_stream_whose_reader_is_stopped_is_reconnected_and_the_reason_logged(m
             stop.set()
 
     with camera_declaring_a_huge_part() as url:
-        keeper = SourceKeeper(url, 100.0, "gate", stop, on_state=on_state, backoff=Backoff(0.05, 0.1))
+        keeper = SourceKeeper(url, 100.0, "gate", stop, on_state=on_state, backoff=Backoff(0.05, 0.1), memory_mb=200)
         keeper.run(lambda source: None if list(source.frames()) else None)
     assert states == ["connected", "reconnecting"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -171,3 +171,10 @@ def test_a_videos_frames_reach_the_node_from_its_reader(demo_clip):
     pid = source.capture._process.pid
     assert pid != os.getpid() and len(list(source.frames())) == source.expected_frames
     assert source.ended_because is None and source.capture._process.poll() is not None  # released: ended
+
+
+def test_the_bound_is_the_operators_setting_and_an_unworkable_one_is_refused():
+    assert Settings.load({}).capture_memory_mb == 1024
+    assert Settings.load({"ALPR_CAPTURE_MEMORY_MB": "4096"}).capture_memory_mb == 4096  # an 8K camera's decoding
+    with pytest.raises(ConfigError, match="CAPTURE_MEMORY_MB"):
+        Settings.load({"ALPR_CAPTURE_MEMORY_MB": "64"})
