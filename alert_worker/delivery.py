@@ -213,6 +213,7 @@ class _Deadline:
                     raise TimeoutError("connected only after the attempt's time: nothing sent")
 
             connection.connect = connect_in_time  # type: ignore[method-assign]
+            connection.response_class = _Answer
             return connection
 
         return connect
@@ -228,6 +229,25 @@ class _Deadline:
         """urllib's opener (proxies from the environment, verified TLS) without redirects, its
         connections tracked."""
         return urllib.request.build_opener(_NoRedirect, _TrackedHttp(self), _TrackedHttps(self))
+
+
+class _AnsweredYes(Exception):  # noqa: N818 (what happened, not a failure)
+    """The receiver's status line said 2xx, but what followed it could not be read."""
+
+
+class _Answer(http.client.HTTPResponse):
+    """http.client's response, its status line taken on its own: a receiver that answered `200 OK`, then
+    headers http.client refuses (more than 100 of them, a line over 64 KiB) or a reset, took the alert all
+    the same. Counted as a broken answer, the alert was sent again and again for a day (a review: 7 POSTs
+    of the same alerts within minutes)."""
+
+    def begin(self) -> None:
+        try:
+            super().begin()
+        except (HTTPException, OSError):
+            if isinstance(self.status, int) and 200 <= self.status <= 299:  # the status line was read
+                raise _AnsweredYes from None
+            raise
 
 
 class _TrackedHttp(urllib.request.HTTPHandler):
@@ -275,6 +295,8 @@ def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
         # worker past its lease, the 200 thrown away and the alert sent again and again)
         with deadline.opener().open(request, timeout=receiver.timeout_s):
             deadline.cancel()
+    except _AnsweredYes:  # its headers unreadable, but the yes is the status line
+        return
     except urllib.error.HTTPError as error:
         with error:
             phrase = _hide_url(" ".join(str(error.reason).split()), receiver.url)

@@ -118,6 +118,30 @@ def test_an_error_answer_is_classified(status, expected):
     assert_no_secret(caught.value)
 
 
+UNREADABLE_HEADERS = {
+    "101 headers": {f"X-Trace-{n}": "1" for n in range(101)},
+    "a 70 KiB header line": {"X-Trace": "x" * 70_000},
+}
+"""Headers http.client refuses to read after the status line (more than 100, a line over 64 KiB)."""
+
+
+@pytest.mark.parametrize("status", [200, 204])
+@pytest.mark.parametrize("headers", UNREADABLE_HEADERS.values(), ids=UNREADABLE_HEADERS.keys())
+def test_a_2xx_status_line_delivers_though_the_headers_after_it_cannot_be_read(status, headers):
+    """The receiver said yes in its status line; http.client raised on the headers that followed, and the
+    alert, kept pending, was sent again and again for a day (a review: 7 POSTs within minutes)."""
+    with WebhookServer(SECRET, Reply(status, headers=headers)) as server:
+        deliver_webhook(ALERT, webhook(server.url))
+    assert len(server.received) == 1 and server.received[0].signature_ok
+
+
+@pytest.mark.parametrize("headers", UNREADABLE_HEADERS.values(), ids=UNREADABLE_HEADERS.keys())
+def test_an_error_status_line_with_unreadable_headers_is_still_retried(headers):
+    with WebhookServer(SECRET, Reply(503, headers=headers)) as server, pytest.raises(DeliveryRetryable):
+        deliver_webhook(ALERT, webhook(server.url))
+    assert len(server.received) == 1
+
+
 def test_retry_after_is_passed_on_as_a_hint():
     with (
         WebhookServer(SECRET, Reply(429, headers={"Retry-After": "7"})) as server,
