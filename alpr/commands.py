@@ -16,12 +16,13 @@ from pydantic import ValidationError
 
 from common.audit import login_name, refused_flag
 from common.config import Settings
-from common.credentials import mask_url, path_digest, shown_source
+from common.credentials import escape_controls, mask_url, path_digest, shown_source
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
 from common.private_files import check_sqlite_file, refuse_link, replaced_privately, write_private
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
+from common.text_files import shown_path
 
 if TYPE_CHECKING:
     from alpr.standalone import RunSummary
@@ -164,7 +165,10 @@ def out_problem(source: str, out: Path) -> str | None:
 
 
 def print_run(summary: RunSummary, settings: Settings) -> None:
-    """What the run did and where it went, why it stopped early, and what could not be read."""
+    """What the run did and where it went, why it stopped early, and what could not be read. Printed,
+    not logged, so no log masking writes out control characters: names from the source (a file in an
+    image folder) are escaped here; one named with a line break forged a "0 plates" summary line."""
+
     where = settings.database_url and "Postgres" or str(settings.sqlite_path)
     if summary.stopped_by:
         print(f"stopped by {summary.stopped_by}: the frames in hand finished, every open sighting logged")
@@ -173,12 +177,12 @@ def print_run(summary: RunSummary, settings: Settings) -> None:
         f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}"
     )
     if summary.output:  # only what was made: a folder where no frame was written was named before
-        print(f"redacted output: {summary.output}")
+        print(f"redacted output: {shown_path(summary.output)}")
     if summary.source_errors:  # logged as they came: an outage's first at WARNING, its end at INFO (-v)
         print(f"warning: {summary.source_errors} source errors: the stream dropped, or a reopening failed"
               " (each retried with backoff)")  # fmt: skip
     for failure in summary.failures:
-        print(f"warning: {failure}")
+        print(f"warning: {escape_controls(failure)}")
     if more := summary.failure_count - len(summary.failures):
         print(f"warning: ... and {more} more that could not be read")
 

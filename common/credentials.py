@@ -117,14 +117,15 @@ def shown_source(source: str) -> str:
     (rtsps://nvr:7441/…): the lines name the camera by its id. `mask_url` knows user:password and the
     query's usual names only: a UniFi camera's path is its token, an RTMP path the stream key, and each
     was logged at every reconnection; a digest of the rest, shown at first, gave a low-entropy secret
-    to a guess list (a review)."""
+    to a guess list (a review). Its control characters are written out (`escape_controls`): a file named
+    with a line break and a terminal escape forged lines of `alpr run`'s output, which no log masking sees."""
     if "://" not in source:
-        return mask_url(source)
+        return escape_controls(mask_url(source))
     try:
         origin, parts = url_origin(source), urlsplit(source)
     except ValueError:  # a host no parser takes (`rtsp://[::1/live`): its scheme alone
-        return f"{source.split('://', 1)[0][:20]}://…"
-    return f"{origin}/…" if parts.path.strip("/") or parts.query else origin
+        return escape_controls(f"{source.split('://', 1)[0][:20]}://…")
+    return escape_controls(f"{origin}/…" if parts.path.strip("/") or parts.query else origin)
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")

@@ -26,6 +26,7 @@ from common import defaults
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from common.frame_store import pixels_problem
+from common.text_files import shown_path
 from ingest.capture_process import IsolatedCapture
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
 from ingest.stream_lag import StreamLag
@@ -349,7 +350,7 @@ class ImageFolderSource(FrameSource):
             try:
                 yield SampledFrame(index, time_s, read_image(path, self.max_pixels), tag)
             except UnreadableFrameError as error:
-                yield replace(self.unread(index, time_s, error, f"image {mask_url(str(path))}"), file_tag=tag)
+                yield replace(self.unread(index, time_s, error, f"image {mask_url(shown_path(path))}"), file_tag=tag)
 
 
 @dataclass

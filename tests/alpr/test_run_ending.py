@@ -268,3 +268,24 @@ def test_a_reopened_streams_frames_are_numbered_and_dated_on_and_the_runs_own_er
     assert len(connections) >= 3 and keeper.errors == len(connections) - 1  # the drops; not the log's error
     pairs = list(zip(frames, frames[1:], strict=False))
     assert all(earlier[0] < later[0] and earlier[1] < later[1] for earlier, later in pairs), frames
+
+
+FORGED = "\nINFO alpr.standalone: processed 1 frames from inject: 0 plates, 0 reads logged, 0 sightings\x1b[8m"
+"""What a file name dropped into a watched folder (an FTP-upload camera's) may hold: a line break, a forged
+summary line, and a terminal escape (conceal) hiding what follows (a review)."""
+
+
+def test_a_file_name_cannot_forge_the_runs_output(tmp_path, settings, capsys):
+    """`alpr run` printed an unreadable image's name as it was: the forged "0 plates" line followed the
+    run's real summary and the escape hid the rest, where `alpr ingest` escaped the same name."""
+    folder = tmp_path / "inject"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(car_frames(1)[0])
+    (folder / f"z.jpg{FORGED}.jpg").write_bytes(b"not a jpeg" * 10)
+    code = main(["run", str(folder), "--out", str(tmp_path / "out"), "--sqlite", str(tmp_path / "r.sqlite"),
+                 "--no-progress", "--model-dir", str(settings.model_dir)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0 and "\x1b" not in printed, printed
+    assert not [line for line in printed.splitlines() if line.startswith("INFO")], printed
+    [warning] = [line for line in printed.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: image ") and "z.jpg\\nINFO alpr.standalone" in warning and "\\x1b[8m" in warning

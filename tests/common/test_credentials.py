@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from common.credentials import MaskCredentials, mask_url
+from common.credentials import MaskCredentials, mask_url, shown_source
 
 
 @pytest.mark.parametrize(
@@ -87,3 +87,15 @@ def test_the_filter_masks_formatted_arguments():
         "x", logging.WARNING, __file__, 1, "camera %s: %s", ("gate", "rtsp://a:hunter2@h/"), None
     )
     assert MaskCredentials().filter(record) and record.getMessage() == "camera gate: rtsp://a:***@h/"
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [("/uploads/gate.mp4", "/uploads/gate.mp4"),
+     ("/uploads/clip\nINFO forged 0 plates\x1b[8m.mp4", "/uploads/clip\\nINFO forged 0 plates\\x1b[8m.mp4"),
+     ("rtsp://admin:pw@ca\x1bm:554/live", "rtsp://ca\\x1bm:554/…")],
+)  # fmt: skip
+def test_a_shown_source_holds_no_line_break_nor_terminal_escape(source, shown):
+    """Printed by `alpr run` (a video's failures, its errors), which no log masking sees: a file named with
+    a line break and an escape forged lines and hid the rest on a terminal (a review)."""
+    assert shown_source(source) == shown
