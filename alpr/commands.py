@@ -172,9 +172,10 @@ def print_run(summary: RunSummary, settings: Settings) -> None:
     where = settings.database_url and "Postgres" or str(settings.sqlite_path)
     if summary.stopped_by:
         print(f"stopped by {summary.stopped_by}: the frames in hand finished, every open sighting logged")
+    outside = f" ({summary.plates_outside_roi} outside the ROI, not read)" if summary.plates_outside_roi else ""
     print(
         f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.frames_per_second:.1f} frames/s); "
-        f"{summary.plates_detected} plates detected, {summary.reads_logged} reads logged to {where}"
+        f"{summary.plates_detected} plates detected{outside}, {summary.reads_logged} reads logged to {where}"
     )
     if summary.output:  # only what was made: a folder where no frame was written was named before
         print(f"redacted output: {shown_path(summary.output)}")

@@ -34,9 +34,10 @@ from common.private_files import (
     refuse_shared_folder,
     write_private,
 )
+from common.roi import Polygon, RoiWatch
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
-from detector_worker.core import PlateDetector, Polygon, boxes_to_read
+from detector_worker.core import PlateDetector, boxes_to_read, inside_roi, nested_in_stronger
 from ingest.reconnect import ReaderError, SourceKeeper
 from ingest.sources import MAX_FAILURES_KEPT, FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
@@ -58,6 +59,10 @@ OUTPUT_JPEG_QUALITY = 95
 class RunSummary:
     frames: int = 0
     plates_detected: int = 0
+    """Plates the detector found, each once (a box nested in a stronger one is a part of it), in the ROI or not."""
+    plates_outside_roi: int = 0
+    """Of those, the plates whose box's centre lies outside the ROI: blurred, never read. Counted as none
+    detected, they made a run with an ROI drawn for another resolution say "0 plates detected" (a review)."""
     reads_logged: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -143,6 +148,8 @@ class ProcessedFrame:
     frame: FrameRef
     reads: list[PlateRead]
     redacted: np.ndarray
+    outside_roi: int = 0
+    """Plates found outside the ROI (not nested in a stronger box): blurred, not read."""
 
 
 OUTPUT_NAMES = ("redacted.mp4", "redacted_frames", "sightings")
@@ -385,6 +392,7 @@ class Pipeline:
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
             boxes = list(boxes_to_read(found, self.roi).boxes())  # the ROI and nesting choose what is read
+            outside = int((~inside_roi(found, self.roi) & ~nested_in_stronger(found)).sum()) if self.roi else 0
             crops = [geometry.crop(image, box, self.crop_margin) for box, _ in boxes]
             edges = [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes]
             reads = self.reader.read_plates(crops, boxes, edges)
@@ -393,7 +401,7 @@ class Pipeline:
             redacted = redact(image, [box for box, _ in found.boxes()], self.redact_method)  # every box hidden
             redact_ms = 1000 * (time.perf_counter() - start)
             timed = frame.timed("detect", detect_ms).timed("ocr", ocr_ms).timed("redact", redact_ms)
-            out.append(ProcessedFrame(timed, reads, redacted))
+            out.append(ProcessedFrame(timed, reads, redacted, outside))
         return out
 
     def frame_ref(self, camera_id: str, run_id: str, started_at_s: float, sampled: SampledFrame, seq: int) -> FrameRef:
@@ -423,6 +431,7 @@ class Pipeline:
         writer = RedactedWriter(out_dir, as_frames, source.sampled_fps) if out_dir else None
         start = time.perf_counter()
         tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
+        roi_watch = RoiWatch(log)
         tracker.set_frame_interval(camera_id, 1.0 / source.sampled_fps)  # a slow sample rate stretches the gap
 
         def close(closed: list[Sighting]) -> None:
@@ -431,12 +440,15 @@ class Pipeline:
             summary.sightings += sightings
 
         def flush(batch: list[SampledFrame]) -> None:
+            for sampled in batch:
+                roi_watch.check(camera_id, self.roi, (sampled.image.shape[1], sampled.image.shape[0]))
             refs = [self.frame_ref(camera_id, run_id, started_at, sampled, seq) for seq, sampled in
                     enumerate(batch, start=summary.frames)]  # fmt: skip
             results = self.process_batch(refs, [sampled.image for sampled in batch])
             summary.reads_logged += self.plate_log.record_many([(r.frame, r.reads) for r in results])
             for sampled, result in zip(batch, results, strict=True):
-                summary.plates_detected += len(result.reads)
+                summary.plates_detected += len(result.reads) + result.outside_roi
+                summary.plates_outside_roi += result.outside_roi
                 close(tracker.observe_frame(observations(result.frame, result.reads)))  # older passes
                 snapshots.keep(result.frame.frame_id, result.redacted, tracker.best_frame_ids())
                 if writer:
@@ -473,10 +485,11 @@ class Pipeline:
         summary.failure_count = len(snapshots.failures) + passes.failure_count
         summary.seconds = time.perf_counter() - start
         log.info(
-            "processed %d frames from %s: %d plates, %d reads logged, %d sightings",
+            "processed %d frames from %s: %d plates (%d outside the ROI), %d reads logged, %d sightings",
             summary.frames,
             camera_id,
             summary.plates_detected,
+            summary.plates_outside_roi,
             summary.reads_logged,
             len(summary.sightings),
         )

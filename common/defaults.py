@@ -121,6 +121,10 @@ outage gets up to 1,000 retries a round)."""
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""
 
+ROI_MIN_SHARE_IN_FRAME = 0.5
+"""A camera's ROI of which less than this share of its area lies within its frames is warned of (once per
+camera and frame size, common/roi.py): drawn for another resolution, or with x and y swapped."""
+
 MIN_SAMPLE_FPS = 1 / 3600
 """The slowest sampling a camera may ask for, a frame an hour: 1e-300 was taken, and the camera failed
 on its first frame ("timestamp out of range for platform time_t")."""

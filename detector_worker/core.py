@@ -15,12 +15,11 @@ import numpy.typing as npt
 
 from common import defaults
 from common.errors import ConfigError, InputError
+from common.roi import Polygon
 from common.types import PlateDetections
 from detector_worker.backends import BACKENDS, DetectorBackend
 from detector_worker.tiles import ViewBoxes, Window, in_frame, merge_views, tile_windows, view_of
 from detector_worker.weights import resolve_weights
-
-Polygon = Sequence[tuple[float, float]]
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from common.queues import (
     queue_keys,
     stage_queue,
 )  # fmt: skip
+from common.roi import RoiWatch
 from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
 from ingest.clock import CaptureClock
@@ -200,6 +201,7 @@ class IngestNode:
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
+        self.roi_watch = RoiWatch(log)  # each camera's ROI against its frames' size (warned once)
         self.clock = clock or CaptureClock()  # the frames' dates, their store time, the ledger's watermarks
         # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
@@ -381,6 +383,7 @@ class IngestNode:
         if isinstance(frame, UnreadFrame):
             self.unread(ref, frame)
             return
+        self.roi_watch.check(camera.id, camera.roi, (frame.image.shape[1], frame.image.shape[0]))
         if self.depth >= self.settings.max_queue_depth:
             # recorded footage: stopped waiting; a live camera: the chain full, or the depth unknown
             self.skip(ref, "node_stopped" if offline else "redis_unavailable" if self.redis_down else "backpressure")

@@ -385,3 +385,29 @@ def test_a_video_the_encoder_refuses_is_an_error_not_an_empty_file_said_to_be_th
     tiny = np.zeros((1, 1, 3), np.uint8)
     with pytest.raises(InputError, match="the video encoder refused 1x1 frames"):
         writer.write(SampledFrame(0, 0.0, tiny), tiny)
+
+
+@pytest.mark.parametrize(
+    ("roi", "outside"),
+    [("5000,5000 6000,5000 6000,6000", True),  # drawn for another camera: wholly outside these 1280x720 frames
+     ("0,0 1280,0 1280,720 0,720", False)],  # the whole frame: the positive control
+)  # fmt: skip
+def test_a_run_whose_roi_lies_outside_the_frame_warns_and_counts_the_plates_it_did_not_read(
+    roi, outside, demo_clip, tmp_path, settings, capsys, caplog
+):
+    """It said "0 plates detected", no warning, while it had found (and blurred) every plate (a review)."""
+    path, truth = demo_clip
+    indices = {box["frame_index"] for box in truth["boxes"]}
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in clip_frames(path, set(sorted(indices)[:6])).items():
+        cv2.imwrite(str(folder / f"{index:04d}.png"), frame)
+    args = ["run", str(folder), "--roi", roi, "--camera-id", "gate", "--sqlite", str(tmp_path / "r.sqlite")]
+    assert main([*args, "--no-progress", "--model-dir", str(settings.model_dir)]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "ROI" in r.getMessage()]
+    if outside:
+        assert "6 plates detected (6 outside the ROI, not read), 0 reads logged" in summary, summary
+        assert len(warnings) == 1 and warnings[0].startswith("camera gate: its ROI covers none of its 1280x720 frames")
+    else:
+        assert "6 plates detected, 6 reads logged" in summary and not warnings, (summary, warnings)

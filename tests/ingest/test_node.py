@@ -738,3 +738,22 @@ def test_footage_over_http_cut_short_is_read_again_not_ended(redis_url, tmp_path
     whole = [frame.frame_index for frame in frames if frame.frame_id.split(":")[-2] == "1"]  # the second pass
     assert whole == list(range(0, 60, 5)) and summary.ingested["nvr"] == len(frames) > 12
     assert len({frame.frame_id for frame in frames}) == len(frames)
+
+
+def test_a_camera_whose_roi_lies_outside_its_frames_is_warned_of_once(redis_url, tmp_path, caplog):
+    """An ROI drawn for another resolution was taken without a word: the camera never read a plate, and
+    nothing told it from an empty road (a review)."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(folder / f"{name}.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    settings = Settings.load({}, redis_url=redis_url)
+    connection = connect_redis(redis_url)
+    outside = CameraConfig(id="cam", source=str(folder), roi=[(5000, 5000), (6000, 5000), (6000, 6000)])
+    within = CameraConfig(id="cam2", source=str(folder), roi=[(0, 60), (160, 60), (160, 120), (0, 120)])
+    node = IngestNode([outside, within], settings, connection, connection, Metrics(), None)
+    summary = run_node(node, folder / "none", timeout_s=30)
+    assert summary.ingested == {"cam": 3, "cam2": 3}
+    warned = [r.getMessage() for r in caplog.records if "ROI" in r.getMessage()]
+    assert [r.levelname for r in caplog.records if "ROI" in r.getMessage()] == ["WARNING"]
+    assert warned[0].startswith("camera cam: its ROI covers none of its 160x120 frames"), warned
