@@ -217,7 +217,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     pool = database_pool(settings, "sighting worker")
     tuning = SightingSettings(
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
-        read_min_confidence=settings.watch_read_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
+        read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
         max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
         alert_repeat_s=settings.alert_repeat_s,
     )  # fmt: skip

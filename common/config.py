@@ -154,9 +154,10 @@ class Settings(BaseModel):
     watch_max_distance: float = Field(
         defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
     )
-    watch_read_min_confidence: float = Field(
-        defaults.WATCH_READ_MIN_CONFIDENCE, ge=0, le=1, description="Reads at least this sure are matched at once."
-    )
+    watch_read_min_confidence: float | None = Field(
+        None, ge=0, le=1,
+        description="Reads at least this sure are matched at once (unset: `early_match_min_confidence`).",
+    )  # fmt: skip
     watch_refresh_s: float = Field(
         defaults.WATCH_REFRESH_S, gt=0, le=3600, description="How often workers reload the watch-lists."
     )
@@ -276,6 +277,30 @@ class Settings(BaseModel):
                 f" = {queued_s * 1000:.0f} ms: a frame waiting for its job to fill would be too old to detect"
             )
         return self
+
+    @model_validator(mode="after")
+    def consistent_thresholds(self) -> Settings:
+        """An early alert is raised on one read, a sighting's on its voted plate at ALPR_OCR_MIN_CONFIDENCE:
+        a read matched at once below that threshold raised an alert (a 0.92 misread, the threshold at 0.99)
+        that the voted sighting would not have (a review)."""
+        early = self.watch_read_min_confidence
+        if early is not None and early < self.ocr_min_confidence:
+            raise ValueError(
+                f"{ENV_PREFIX}WATCH_READ_MIN_CONFIDENCE ({early:g}) must be at least {ENV_PREFIX}OCR_MIN_CONFIDENCE"
+                f" ({self.ocr_min_confidence:g}): a single read the trusted-read threshold refuses would raise an"
+                f" alert; raise it too, or leave it unset (it then follows {ENV_PREFIX}OCR_MIN_CONFIDENCE)"
+            )
+        return self
+
+    @property
+    def early_match_min_confidence(self) -> float:
+        """The confidence at which a single read is matched against the watch-lists at once (an early
+        alert): ALPR_WATCH_READ_MIN_CONFIDENCE, or where unset WATCH_READ_MIN_CONFIDENCE (0.9) raised to
+        ALPR_OCR_MIN_CONFIDENCE when that is higher: an operator raising the trusted-read threshold to cut
+        false alerts cuts them on early alerts too."""
+        if self.watch_read_min_confidence is not None:
+            return self.watch_read_min_confidence
+        return max(defaults.WATCH_READ_MIN_CONFIDENCE, self.ocr_min_confidence)
 
     @property
     def store_url(self) -> str:

@@ -320,7 +320,9 @@ distance: within a whole edit, a listed A1 matched 72 of the 1,295 other two-cha
 review), K9X 105 of its length; KPX4721 matches 245 of 78 billion."""
 
 WATCH_READ_MIN_CONFIDENCE = 0.9
-"""Reads at or above this confidence are matched against the watch-lists at once; others via their sighting."""
+"""Reads at or above this confidence are matched against the watch-lists at once; others via their sighting.
+Where ALPR_WATCH_READ_MIN_CONFIDENCE is unset, ALPR_OCR_MIN_CONFIDENCE when that is higher
+(Settings.early_match_min_confidence)."""
 
 ALERT_REPEAT_S = 60.0
 """A listed plate seen again at a camera within this many seconds of its last read there belongs to the

@@ -1,7 +1,7 @@
 """The sighting pool's edge: a loop that, every ALPR_SIGHTING_POLL_S, takes each camera whose cursor
 no other worker holds and, in one Postgres transaction with that camera's cursor row locked:
 
-1. matches the camera's new confident reads (at least ALPR_WATCH_READ_MIN_CONFIDENCE, in log order)
+1. matches the camera's new confident reads (at least Settings.early_match_min_confidence, in log order)
    against the watch-lists at once: an early alert, the fast path (within a second of capture);
 2. feeds the grouping core the reads captured before the camera's horizon — the capture time before
    which every frame is settled (redacted, its reads recorded or found lost), so grouping sees the

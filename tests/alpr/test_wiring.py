@@ -177,3 +177,18 @@ def test_a_detector_worker_says_the_inference_threads_it_got(redis_url, caplog):
         context = build_worker_context("detect", settings, redis.Redis.from_url(redis_url), Metrics())
     assert context.stage.name == "detect"
     assert "detector: 1 inference threads (ALPR_DETECTOR_THREADS 1)" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_sighting_pool_matches_single_reads_no_less_sure_than_its_trusted_reads(redis_url, postgres_url):
+    """ALPR_OCR_MIN_CONFIDENCE raised to 0.99 left early alerts at 0.9: a single 0.92 misread raised an
+    alert that the voted sighting would not have (a review)."""
+    from alpr.wiring import build_sighting_stage
+    from common.metrics import Metrics
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    settings = Settings.load({"ALPR_OCR_MIN_CONFIDENCE": "0.99"}, redis_url=redis_url, database_url=postgres_url)
+    stage = build_sighting_stage(settings, redis.Redis.from_url(redis_url), Metrics())
+    try:
+        assert (stage.settings.read_min_confidence, stage.settings.sighting_min_confidence) == (0.99, 0.99)
+    finally:
+        stage.pool.close()

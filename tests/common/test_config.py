@@ -45,6 +45,11 @@ def test_environment_and_overrides():
         ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_DEVICE": "cuda:0"}, "here the backend is onnx on cuda:0"),
         ({"ALPR_JOB_KEY": "short"}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 5$"),  # not "16 items"
         ({"ALPR_JOB_KEY": "k" * 1025}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 1025$"),
+        # a single 0.92 misread alerted though the trusted-read threshold, and so the voted sighting, said no
+        (
+            {"ALPR_OCR_MIN_CONFIDENCE": "0.99", "ALPR_WATCH_READ_MIN_CONFIDENCE": "0.9"},
+            "ALPR_WATCH_READ_MIN_CONFIDENCE .0.9. must be at least ALPR_OCR_MIN_CONFIDENCE .0.99.: .* leave it unset",
+        ),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
@@ -126,3 +131,15 @@ def test_fp16_is_taken_for_the_torch_backend_on_cuda_and_a_flag_is_named_as_type
 
     assert build_parser().parse_args(["run", "--half", "clip.mp4"]).detector_half is True
     assert build_parser().parse_args(["run", "clip.mp4"]).detector_half is None  # ALPR_DETECTOR_HALF stands
+
+
+@pytest.mark.parametrize(
+    ("environ", "early"),
+    [({}, 0.9),
+     ({"ALPR_OCR_MIN_CONFIDENCE": "0.99"}, 0.99),  # raised to cut false alerts: early alerts are cut too
+     ({"ALPR_OCR_MIN_CONFIDENCE": "0.5"}, 0.9),
+     ({"ALPR_OCR_MIN_CONFIDENCE": "0.99", "ALPR_WATCH_READ_MIN_CONFIDENCE": "0.995"}, 0.995),
+     ({"ALPR_WATCH_READ_MIN_CONFIDENCE": "0.85"}, 0.85)],  # at the default trusted-read threshold: taken
+)  # fmt: skip
+def test_the_early_match_threshold_follows_the_trusted_read_threshold_unless_set(environ, early):
+    assert Settings.load(environ).early_match_min_confidence == early

@@ -453,7 +453,7 @@ def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it
 
 def test_the_watch_settings_have_defaults_and_bounds():
     settings = Settings.load({})
-    assert (settings.watch_max_distance, settings.watch_read_min_confidence, settings.watch_refresh_s) == (
+    assert (settings.watch_max_distance, settings.early_match_min_confidence, settings.watch_refresh_s) == (
         defaults.WATCH_MAX_DISTANCE, defaults.WATCH_READ_MIN_CONFIDENCE, defaults.WATCH_REFRESH_S
     )  # fmt: skip
     assert Settings.load({"ALPR_WATCH_MAX_DISTANCE": "0.5"}).watch_max_distance == 0.5
