@@ -411,10 +411,15 @@ def named_log(args: argparse.Namespace, settings: Settings) -> Settings:
     return settings.model_copy(update={"database_url": None})
 
 
-def one_line_error(error: Exception) -> str | None:
+def one_line_error(error: Exception, database_url: str | None = None) -> str | None:
     """The `alpr: error:` line for an error the operator can act on: one of the project's own, a
     database's or Redis's (down, refusing: a read-only monitoring user's `alpr status` printed a
-    47-line traceback), an OS error (a full disk); None for any other (a bug: its traceback)."""
+    47-line traceback), an OS error (a full disk); None for any other (a bug: its traceback). A right the
+    database role lacks names the role `database_url` logs in as, and how to mend it."""
+    from common.db_rights import rights_refused
+
+    if refused := rights_refused(error, database_url):
+        return f"alpr: error: {mask_url(refused)}"
     module = type(error).__module__
     if (
         module.split(".")[0] in PROJECT_PACKAGES
@@ -472,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     install_log_masking()  # no password of a camera, Redis or Postgres URL reaches a log line
+    settings: Settings | None = None
     try:
         overrides = {k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)}
         settings = named_log(args, Settings.load(flag_names=setting_flag_names(parser, args.command), **overrides))
@@ -487,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         return EXIT_BROKEN_PIPE
     except Exception as error:  # a database that is down, a disk that is full: one line, not a traceback
-        if line := one_line_error(error):
+        if line := one_line_error(error, settings.database_url if settings else None):
             print(line, file=sys.stderr)
             return EXIT_ERROR
         raise

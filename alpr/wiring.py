@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ from alpr.start_checks import check_device, check_keep_dir, check_session_device
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
+from common.db_rights import OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS
 from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.metrics import Metrics
@@ -115,14 +116,18 @@ def reach_frame_store(
     return connection
 
 
-def database_pool(settings: Settings, role: str) -> Any:
-    """The Postgres pool of a role that logs there, its schema checked."""
+def database_pool(settings: Settings, role: str, needs: Mapping[str, tuple[str, ...]] | None = None) -> Any:
+    """The Postgres pool of a role that logs there, its schema checked, and the rights it `needs` (table ->
+    rights; common/db_rights.py), where given."""
     from common.db import open_pool, require_schema
+    from common.db_rights import require_rights
 
     if not settings.database_url:
         raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
     pool = open_pool(settings.database_url, password=settings.secret("database_password"))
     require_schema(pool)
+    if needs:
+        require_rights(pool, f"the {role}", needs)
     return pool
 
 
@@ -154,7 +159,7 @@ def build_worker_context(
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage
 
-        pool = database_pool(settings, "OCR worker")
+        pool = database_pool(settings, "OCR worker", OCR_WORKER_RIGHTS)
         ocr = OcrStage(
             lambda region: build_reader(settings, region), store,
             PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
@@ -167,7 +172,8 @@ def build_worker_context(
     log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
              settings.keep_max_age_h)  # fmt: skip
     redact = RedactStage(
-        store, FrameLog(database_pool(settings, "redactor"), settings.db_patience_s), settings.keep_dir,
+        store, FrameLog(database_pool(settings, "redactor", REDACT_WORKER_RIGHTS), settings.db_patience_s),
+        settings.keep_dir,
         settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality,
         settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,

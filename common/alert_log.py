@@ -217,7 +217,7 @@ class AlertLog:
             rows = connection.execute(statement, (max_age_s,))  # type: ignore[arg-type]
             return [(str(a), str(r)) for a, r in rows]
 
-        return write_through_outage(self.pool, replay, self.patience_s)
+        return write_through_outage(self.pool, replay, self.patience_s, "read" if dry_run else "write")
 
     def counts(self) -> dict[str, int]:
         """Deliveries per status."""

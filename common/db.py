@@ -460,10 +460,13 @@ def require_schema(pool: ConnectionPool) -> None:
         raise ConfigError(f"the database schema is not at version {latest}; run `alpr db upgrade`")
 
 
-def write_through_outage(pool: ConnectionPool, write: Callable[[psycopg.Connection], T], patience_s: float) -> T:
+def write_through_outage(
+    pool: ConnectionPool, write: Callable[[psycopg.Connection], T], patience_s: float, what: str = "write"
+) -> T:
     """Run `write` in one transaction. While Postgres is unreachable (restarting, failing over), try
     again with backoff for up to `patience_s`, then raise: the job fails and RQ retries it. Errors
-    other than a lost connection (a constraint, bad SQL) raise at once."""
+    other than a lost connection (a constraint, bad SQL) raise at once, DatabaseWriteError saying
+    Postgres refused `what` (a read run so, a replay's dry run, said "refused the write")."""
     deadline = time.monotonic() + patience_s
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     while True:
@@ -478,7 +481,7 @@ def write_through_outage(pool: ConnectionPool, write: Callable[[psycopg.Connecti
             log.warning("Postgres unavailable (%s); retrying in %.1f s", reason, wait)
             time.sleep(wait)
         except psycopg.Error as error:
-            raise DatabaseWriteError.of(error) from None
+            raise DatabaseWriteError.of(error, what) from None
 
 
 class DatabaseWriteError(RuntimeError):
@@ -490,13 +493,15 @@ class DatabaseWriteError(RuntimeError):
     sqlstate: str | None = None
 
     @classmethod
-    def of(cls, error: psycopg.Error) -> DatabaseWriteError:
+    def of(cls, error: psycopg.Error, what: str = "write") -> DatabaseWriteError:
         diag = error.diag
         where = ", ".join(f"{name} {value}" for name, value in (
             ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name),
         ) if value)  # fmt: skip
-        refused = cls(f"Postgres refused the write: {type(error).__name__} (SQLSTATE {error.sqlstate})"
+        refused = cls(f"Postgres refused the {what}: {type(error).__name__} (SQLSTATE {error.sqlstate})"
                       + (f" at {where}" if where else ""))  # fmt: skip
+        if error.sqlstate == "42501" and diag.message_primary:  # names a table or schema, never a row's data
+            refused = cls(f"{refused}: {diag.message_primary}")
         refused.sqlstate = error.sqlstate
         return refused
 

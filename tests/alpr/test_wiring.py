@@ -192,3 +192,48 @@ def test_the_sighting_pool_matches_single_reads_no_less_sure_than_its_trusted_re
         assert (stage.settings.read_min_confidence, stage.settings.sighting_min_confidence) == (0.99, 0.99)
     finally:
         stage.pool.close()
+
+
+@pytest.mark.parametrize(("stage", "named", "missing"), [
+    ("ocr", "the OCR worker", "INSERT plate_reads, INSERT sighting_cursors, INSERT frames, UPDATE frames"),
+    ("redact", "the redactor", "INSERT frames, UPDATE frames"),
+])  # fmt: skip
+def test_an_ocr_or_redact_worker_whose_role_cannot_write_stops_at_start(stage, named, missing, redis_url,
+                                                                      postgres_url, monkeypatch, capsys):  # fmt: skip
+    """Started as the pruner's role it ran, then failed every job, three attempts each, each a traceback
+    (an operator review); it now says at start which role lacks which rights, and how to mend it."""
+    from tests.helpers import pruner_role, workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_KEEP_FRAMES", "none")
+    with pruner_role(postgres_url) as (role, url):
+        assert main(["worker", stage, "--burst", "--redis-url", redis_url, "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"alpr: error: {named}: Postgres role {role} may not {missing}: log in as the workers'")
+    assert f"`alpr db upgrade --grant {role}`" in line
+    if stage == "redact":  # the positive control: the workers' role starts (the OCR worker's model is slow)
+        with workers_role(postgres_url) as (_, url):
+            assert main(["worker", stage, "--burst", "--redis-url", redis_url, "--database-url", url]) == 0
+
+
+def test_a_right_the_role_lacks_is_one_line_naming_the_role_and_the_mend(redis_url, postgres_url, capsys):
+    """`alpr watchlist` (as the ingest node and the sighting worker) printed psycopg's `InsufficientPrivilege:
+    permission denied for table watchlist`, neither role nor fix; a replay's dry run said Postgres "refused
+    the write" of what is a read (an operator review)."""
+    from tests.helpers import pruner_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with pruner_role(postgres_url) as (role, url):
+        assert main(["watchlist", "list", "--database-url", url]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line == (
+            f"alpr: error: Postgres role {role} lacks a right this needs (permission denied for table watchlist):"
+            f" log in as the workers' role (the one `alpr db upgrade --grant ROLE` named) or the schema's owner;"
+            f" for {role} to be the workers' role, grant it with `alpr db upgrade --grant {role}` as the owner"
+        )
+        replay = ["replay", "--stage", "alert", "--dry-run", "--redis-url", redis_url, "--database-url", url]
+        assert main(replay) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"alpr: error: Postgres role {role} lacks a right this needs (Postgres refused the"
+                               " read: InsufficientPrivilege (SQLSTATE 42501): permission denied for table"
+                               " alert_deliveries)"), line  # fmt: skip
