@@ -2,7 +2,7 @@
 # The secrets of `docker compose up`, made once before the first start: a random 32-character password
 # (A-Z a-z 0-9, from /dev/urandom) in each of redis_password, postgres_password, postgres_app_password,
 # postgres_pruner_password, grafana_admin_password and job_key (the key every role signs its jobs
-# with), in the folder given as argument, else $ALPR_SECRETS_DIR, else secrets/ at the root of this repository (git-ignored). A file that exists is never overwritten: running it again only
+# with), in the folder given as argument, else $ALPR_SECRETS_DIR (an absolute path), else secrets/ at the root of this repository (git-ignored). A file that exists is never overwritten: running it again only
 # adds what is missing. To change a password, edit its file (Postgres and Grafana keep the password
 # they were first started with: change it in them too).
 #
@@ -11,12 +11,21 @@
 # non-root users (alpr, grafana) whose ids are not the owner's.
 set -eu
 
-dir=${1:-${ALPR_SECRETS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/secrets}}
 umask 077
 fail() {
     echo "make-secrets.sh: $*" >&2
     exit 1
 }
+# a relative ALPR_SECRETS_DIR is two folders: docker compose reads it from the project folder (beside
+# docker-compose.yml), this script would from the current one, and the stack found no secret made
+if [ $# -eq 0 ] && [ -n "${ALPR_SECRETS_DIR:-}" ]; then
+    case $ALPR_SECRETS_DIR in
+        /*) ;;
+        *) fail "ALPR_SECRETS_DIR=$ALPR_SECRETS_DIR is a relative path, which docker compose takes from the project" \
+            "folder and this script would from the current one: give an absolute path" ;;
+    esac
+fi
+dir=${1:-${ALPR_SECRETS_DIR:-$(cd "$(dirname "$0")/.." && pwd)/secrets}}
 # a folder or file another user made (first, in /tmp or a shared checkout) is theirs to read and to
 # plant passwords in whatever its mode: refused, never trusted, never chmod-ed as ours (test -O: ours)
 mkdir -p "$dir"

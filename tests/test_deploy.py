@@ -412,6 +412,21 @@ def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_
     assert os.access(MAKE_SECRETS, os.X_OK)
 
 
+@pytest.mark.parametrize("relative", ["mysecrets", "./secrets", "../x/secrets"])
+def test_make_secrets_refuses_a_relative_secrets_dir_which_compose_reads_from_elsewhere(relative, tmp_path: Path):
+    """A relative ALPR_SECRETS_DIR was made in the current folder, while docker compose reads it from the
+    project folder: the stack found none of the secrets (an operator review)."""
+    result = subprocess.run(["sh", str(MAKE_SECRETS)], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "ALPR_SECRETS_DIR": relative})  # fmt: skip
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"make-secrets.sh: ALPR_SECRETS_DIR={relative} is a relative path, which docker compose takes from the"
+        " project folder and this script would from the current one: give an absolute path"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing made where the script stood
+    made = run_make_secrets(env={"ALPR_SECRETS_DIR": str(tmp_path / relative)})  # an absolute one: made
+    assert f"made {tmp_path / relative}/job_key" in made
+
+
 def test_prometheus_scrapes_the_services_on_their_metrics_port(secrets_dir: Path):
     config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
     (sd,) = config["scrape_configs"][0]["dns_sd_configs"]
