@@ -19,18 +19,19 @@ from common.errors import ConfigError
 from common.queues import STAGES
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from common.metrics import Metrics
     from common.retention import Pruned
 
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
+    """`alpr db upgrade` or `alpr db prune` (alpr/cli.py gives each its own flags)."""
     from common.db import grant_to, open_pool, upgrade
     from common.pruner_role import grant_pruner
 
     if args.action == "prune" and args.sqlite_path is not None:
         return prune_sqlite(args, settings)
-    if args.sqlite_path is not None:
-        raise ConfigError("--sqlite: `alpr run`'s log has no schema to upgrade (it makes its own)")
     if not settings.database_url:
         raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}")
     if args.action == "prune":
@@ -38,6 +39,12 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights
         raise ConfigError(f"--grant and --grant-pruner name one role, {args.grant}: give the prune a role of its own")
     pool = open_pool(settings.database_url, password=settings.secret("database_password"))
+    if args.dry_run:
+        try:
+            print_pending_migrations(pool, args)
+        finally:
+            pool.close()
+        return 0
     try:
         applied = upgrade(pool)
         if args.grant:
@@ -52,6 +59,27 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if args.grant_pruner:
         print(f"role {args.grant_pruner} may read what alpr db prune reads and delete what it deletes, nothing more")
     return 0
+
+
+def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> None:
+    """`alpr db upgrade --dry-run`: the migrations an upgrade would apply and the tables each would lock (in
+    what mode: the chain's writes, or its reads too, wait for it), read from the schema's record alone;
+    nothing applied, nothing granted. Read so, it needs no more than SELECT: a preview before a
+    maintenance window."""
+    from common.db import check_role_name, pending_migrations
+    from common.migrations import MIGRATION_LOCKS
+
+    roles = {flag: role for flag, role in (("--grant", args.grant), ("--grant-pruner", args.grant_pruner)) if role}
+    for flag, role in roles.items():
+        check_role_name(role, flag)
+    pending = pending_migrations(pool)
+    print(f"would apply migrations {pending}" if pending else "schema already up to date; nothing to apply")
+    for version in pending:
+        if locks := MIGRATION_LOCKS.get(version):
+            waiting = ", ".join(f"{table} ({mode})" for table, mode in sorted(locks.items()))
+            print(f"  migration {version} locks {waiting}")
+    for flag, role in roles.items():
+        print(f"then {flag} {role}: not granted in a dry run")
 
 
 def stop_on_signals() -> threading.Event:

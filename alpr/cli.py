@@ -222,30 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chain_flags(worker)
     worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
 
-    database = sub.add_parser("db", help="the Postgres schema; prune: delete plate data past its retention")
-    database.add_argument("action", choices=("upgrade", "prune"))
-    database.add_argument("--database-url", help="postgresql://...")
-    database.add_argument(
-        "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
-        help="prune: rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30; 0: kept, none pruned)",
-    )  # fmt: skip
-    database.add_argument(
-        "--dry-run", action="store_true", help="prune: count the rows, delete nothing (its rights checked alike)"
-    )
-    database.add_argument("--every-h", type=float, help="prune: again every this many hours, until stopped")
-    database.add_argument(
-        "--sqlite", dest="sqlite_path", type=Path, help="prune: `alpr run`'s SQLite log (its reads and sightings)"
-    )
-    database.add_argument(
-        "--grant",
-        metavar="ROLE",
-        help="then let this role (the workers' login) read and write rows, nothing more",
-    )
-    database.add_argument(
-        "--grant-pruner",
-        metavar="ROLE",
-        help="then let this role (alpr db prune's login) read what a prune reads, delete what it deletes, nothing more",
-    )
+    _add_db_parser(sub)
 
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument(
@@ -309,6 +286,43 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--by", dest="exported_by", help="who exports (default: the login name)")
     _add_log_flags(export)
     return parser
+
+
+def _add_db_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr db upgrade` and `alpr db prune`, each with its own flags: they shared one set, and a flag of
+    the other action was accepted and ignored (`alpr db upgrade --dry-run` applied every migration: a
+    review)."""
+    database = sub.add_parser("db", help="the Postgres schema; prune: delete plate data past its retention")
+    actions = database.add_subparsers(dest="action", required=True)
+    upgrade = actions.add_parser("upgrade", help="create or migrate the schema, then grant roles their rights")
+    upgrade.add_argument("--database-url", help="postgresql://...")
+    upgrade.add_argument(
+        "--dry-run", action="store_true",
+        help="list the migrations not yet applied and the tables each locks; apply nothing, grant nothing",
+    )  # fmt: skip
+    upgrade.add_argument(
+        "--grant",
+        metavar="ROLE",
+        help="then let this role (the workers' login) read and write rows, nothing more",
+    )
+    upgrade.add_argument(
+        "--grant-pruner",
+        metavar="ROLE",
+        help="then let this role (alpr db prune's login) read what a prune reads, delete what it deletes, nothing more",
+    )
+    prune = actions.add_parser("prune", help="delete the reads, sightings and frame records past their retention")
+    prune.add_argument("--database-url", help="postgresql://...")
+    prune.add_argument(
+        "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
+        help="rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30; 0: kept, none pruned)",
+    )  # fmt: skip
+    prune.add_argument(
+        "--dry-run", action="store_true", help="count the rows, delete nothing (its rights checked alike)"
+    )
+    prune.add_argument("--every-h", type=float, help="again every this many hours, until stopped")
+    prune.add_argument(
+        "--sqlite", dest="sqlite_path", type=Path, help="`alpr run`'s SQLite log (its reads and sightings)"
+    )
 
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:

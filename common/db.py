@@ -216,6 +216,12 @@ def upgrade(pool: ConnectionPool) -> list[int]:
         attempts = 0
 
 
+def pending_migrations(pool: ConnectionPool) -> list[int]:
+    """The versions of the migrations not yet applied, in order (what `upgrade` would apply), read only."""
+    applied = _applied(pool)
+    return [version for version, _ in MIGRATIONS if version not in applied]
+
+
 def _applied(pool: ConnectionPool) -> set[int]:
     """The migrations applied (none where there is no schema_migrations table yet)."""
     with pool.connection() as connection:

@@ -1,0 +1,57 @@
+"""`alpr db` and `alpr replay` as the operator types them (alpr/cli.py, alpr/admin_commands.py): each
+action takes its own flags, and a flag that does not apply is refused rather than ignored."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+from common.migrations import MIGRATIONS
+
+VERSIONS = [version for version, _ in MIGRATIONS]
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (["db", "upgrade", "--every-h", "6"], "--every-h"),
+        (["db", "upgrade", "--older-than-days", "7"], "--older-than-days"),
+        (["db", "upgrade", "--sqlite", "reads.sqlite"], "--sqlite"),
+        (["db", "prune", "--grant", "alpr_app"], "--grant"),
+        (["db", "prune", "--grant-pruner", "alpr_pruner"], "--grant-pruner"),
+    ],
+)
+def test_a_flag_of_the_other_db_action_is_refused_not_ignored(args, refused, capsys):
+    """`db upgrade` and `db prune` shared one set of flags: `alpr db upgrade --every-h 6 --older-than-days 7`
+    upgraded and said nothing of them, `alpr db prune --grant ROLE` pruned and granted nothing."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2 and f"unrecognized arguments: {refused}" in capsys.readouterr().err
+
+
+def schema_tables(url: str) -> set[str]:
+    with psycopg.connect(url) as db:
+        return {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+
+def test_a_dry_run_upgrade_lists_what_it_would_apply_and_applies_nothing(postgres_url, capsys):
+    """`alpr db upgrade --dry-run` applied every migration (a review): an operator previewing a production
+    upgrade (migrations lock tables, 15 scans four of them) ran it for real."""
+    command = ["db", "upgrade", "--dry-run", "--database-url", postgres_url]
+    assert main([*command, "--grant", "alpr_app"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"would apply migrations {VERSIONS}"
+    assert out[-1] == "then --grant alpr_app: not granted in a dry run"
+    assert schema_tables(postgres_url) == set()  # not even the migrations' record made
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url) as db:  # a schema two versions behind, as before an upgrade of the project
+        recorded = len(db.execute("SELECT version FROM schema_migrations").fetchall())
+        db.execute("DELETE FROM schema_migrations WHERE version > %s", (VERSIONS[-3],))
+    capsys.readouterr()
+    assert main(command) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"would apply migrations {VERSIONS[-2:]}"
+    assert "  migration 18 locks frames (ACCESS EXCLUSIVE)" in out
+    with psycopg.connect(postgres_url) as db:
+        assert len(db.execute("SELECT version FROM schema_migrations").fetchall()) == recorded - 2  # nothing applied
