@@ -77,12 +77,17 @@ def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
 
 def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
     """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
-    down, the node starts anyway and says so; a database without the schema is still an error."""
-    from common.db import open_pool, register_cameras, require_schema
+    down, the node starts anyway and says so. A login Postgres refuses for good (a database or role that
+    does not exist, a wrong password: common/db.refused_for_good) and a database without the schema stop
+    the node at start, as they stop the workers: a node given a mistyped database name ran and exited 0,
+    its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review)."""
+    from common.db import CannotConnectError, open_pool, register_cameras, require_schema
 
     try:
         pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
-    except ConfigError as error:
+    except CannotConnectError as error:
+        if error.for_good:
+            raise ConfigError(f"{error} (no wait mends that: check the database URL and password)") from None
         log.warning("%s; cameras not registered, ingesting anyway", error)
         return
     try:

@@ -78,10 +78,42 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
     except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
         pool.close()
         cause = attempts.last_error or str(error)
-        raise ConfigError(f"cannot connect to Postgres at {mask_url(url)}: {mask_url(cause)}") from None
+        raise CannotConnectError(
+            f"cannot connect to Postgres at {mask_url(url)}: {mask_url(cause)}", refused_for_good(cause)
+        ) from None
     finally:
         pool_log.removeFilter(attempts)
     return pool
+
+
+class CannotConnectError(ConfigError):
+    """No connection could be opened; `for_good` where Postgres answered and refused the login in a way no
+    wait mends (refused_for_good), rather than not answering (down, restarting, not reachable yet)."""
+
+    def __init__(self, message: str, for_good: bool) -> None:
+        super().__init__(message)
+        self.for_good = for_good
+
+
+REFUSED_FOR_GOOD = re.compile(
+    r'(database|role) ".*" does not exist'  # 3D000, 28000: a mistyped name in the URL
+    r"|authentication failed for user"  # 28P01 password (or peer, ident, scram...): a wrong password
+    r"|no password supplied"  # libpq: the server asks for one, none was given
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects connection"  # 28000: the server admits no such login
+    r"|is not permitted to log in"  # 28000: a NOLOGIN role
+    r"|permission denied for database"  # 42501: CONNECT not granted
+)
+"""What libpq says of a login Postgres refused for good. Such errors carry no SQLSTATE on connection (libpq
+reports them as text), so they are told by Postgres's English messages; a server that speaks another
+language (lc_messages) is not recognised, and its refusal is taken for an outage, as every refusal was."""
+
+
+def refused_for_good(cause: str) -> bool:
+    """Whether a connection error's text (libpq's) says Postgres refused the login for good: a database or
+    role that does not exist, a wrong or missing password, a login the server does not admit. Connection
+    refused, timeouts, a host name not resolved, "the database system is starting up", too many clients:
+    not for good (Postgres may be starting, restarting, failing over, or its address not known yet)."""
+    return REFUSED_FOR_GOOD.search(cause) is not None
 
 
 class OpeningAttempts(logging.Filter):
