@@ -14,8 +14,7 @@ from typing import Any
 from alpr.wiring import frame_ledger, reach_frame_store, reach_redis, warn_if_jobs_unsigned
 from common import defaults
 from common.config import Settings
-from common.credentials import mask_url
-from common.errors import ConfigError, InputError
+from common.errors import ConfigError
 from common.metrics import Metrics
 from common.queues import queue_keys
 
@@ -26,18 +25,11 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.cameras import load_cameras, shared_sources
     from ingest.clock import CaptureClock
     from ingest.node import IngestNode
-    from ingest.sources import check_source
 
-    cameras = load_cameras(args.cameras)
+    cameras = load_cameras(args.cameras, check_sources=True)  # every mistake of the file at once, sources too
     for ids in shared_sources(cameras):
         log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
                     ", ".join(ids))  # fmt: skip
-    for camera in cameras:
-        if camera.enabled:
-            try:
-                check_source(camera.source, settings.capture_memory_mb)
-            except InputError as error:
-                raise ConfigError(f"camera {camera.id!r}: {mask_url(str(error))}") from None
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_jobs_unsigned(settings)
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)

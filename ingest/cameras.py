@@ -1,7 +1,8 @@
 """The cameras file (cameras.yaml): one entry per camera, read and validated at start. Every malformed
 file (not UTF-8, too large, bad YAML, repeated keys, aliases, nesting too deep, a wrong type, a
-non-finite number, a malformed source URL, a degenerate region of interest) is a ConfigError whose
-one-line message names the file, and the camera and field where there is one."""
+non-finite number, a malformed source URL, a degenerate region of interest, for `alpr ingest` a source
+that can never work) is a ConfigError whose one-line message names the file, and the camera and field
+where there is one: every mistake found in the cameras, not only the first."""
 
 from __future__ import annotations
 
@@ -14,17 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common import defaults
 from common.config import format_errors
-from common.errors import ConfigError
+from common.credentials import mask_url
+from common.errors import ConfigError, InputError
 from common.jobs import Coordinate
 from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file
-from ingest.sources import uri_syntax_problem
+from ingest.sources import check_source, uri_syntax_problem
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
 """A cameras file is a few lines per camera; anything larger is a mistake (or an attack on the parser)."""
 MAX_PROBLEMS_SHOWN = 5
 """Validation problems listed per camera; the rest are counted."""
+MAX_MISTAKES_SHOWN = 20
+"""Mistakes of a cameras file said in one run (each camera's, the repeated ids...); the rest are counted. A
+file was refused at its first mistake, and one with several took a run for each."""
 
 
 class CameraConfig(BaseModel):
@@ -98,33 +103,52 @@ class CameraConfig(BaseModel):
         return roi
 
 
-def parse_cameras(raw: Any, origin: str = "cameras file") -> list[CameraConfig]:
-    """Validate the parsed YAML: {cameras: [ {...}, ... ]}. `origin` (the file) starts every message."""
+def parse_cameras(raw: Any, origin: str = "cameras file", check_sources: bool = False) -> list[CameraConfig]:
+    """Validate the parsed YAML: {cameras: [ {...}, ... ]}. Every mistake found (up to MAX_MISTAKES_SHOWN,
+    the rest counted) is said in one ConfigError, which `origin` (the file) starts; with `check_sources`,
+    each enabled camera's source too (ingest/sources.check_source: a file that does not exist...)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cameras"), list) or set(raw) - {"cameras"}:
         raise ConfigError(f"{origin}: expected a mapping with one key, `cameras`, holding a list")
     cameras: list[CameraConfig] = []
+    mistakes: list[str] = []
     for position, entry in enumerate(raw["cameras"], start=1):
         if not isinstance(entry, dict):
-            raise ConfigError(
-                f"{origin}: camera #{position}: expected a mapping of fields (id, source, ...), "
-                f"got {type(entry).__name__}"
+            mistakes.append(
+                f"camera #{position}: expected a mapping of fields (id, source, ...), got {type(entry).__name__}"
             )
+            continue
         name = shorten(entry["id"]) if isinstance(entry.get("id"), str) else repr(f"#{position}")
         try:
-            cameras.append(CameraConfig.model_validate(entry))
+            camera = CameraConfig.model_validate(entry)
         except ValidationError as error:
-            problems = format_errors(error, limit=MAX_PROBLEMS_SHOWN, label="field ")
-            raise ConfigError(f"{origin}: camera {name}: {problems}") from None
-    ids = [c.id for c in cameras]
+            mistakes.append(f"camera {name}: {format_errors(error, limit=MAX_PROBLEMS_SHOWN, label='field ')}")
+            continue
+        cameras.append(camera)
+        if check_sources and camera.enabled and len(mistakes) < MAX_MISTAKES_SHOWN:  # (a video is opened: bounded)
+            try:
+                check_source(camera.source)
+            except InputError as error:
+                mistakes.append(f"camera {name}: {mask_url(str(error))}")
+    mistakes += repeated_ids([c.id for c in cameras])
+    if not mistakes and not any(c.enabled for c in cameras):
+        mistakes.append("no enabled camera")
+    if mistakes:
+        more = len(mistakes) - MAX_MISTAKES_SHOWN
+        said = "; ".join(mistakes[:MAX_MISTAKES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        raise ConfigError(f"{origin}: {said}")
+    return cameras
+
+
+def repeated_ids(ids: list[str]) -> list[str]:
+    """The mistakes of the cameras' ids taken together: an id given twice, two that differ only in case."""
+    mistakes = []
     if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
-        raise ConfigError(f"{origin}: camera ids must be unique; repeated: {', '.join(duplicates)}")
+        mistakes.append(f"camera ids must be unique; repeated: {', '.join(duplicates)}")
     folded: dict[str, str] = {}
     for camera_id in ids:  # one folder of kept frames on a file system blind to case (macOS, Windows shares)
         if (first := folded.setdefault(camera_id.casefold(), camera_id)) != camera_id:
-            raise ConfigError(f"{origin}: camera ids {first} and {camera_id} differ only in case: name them apart")
-    if not any(c.enabled for c in cameras):
-        raise ConfigError(f"{origin}: no enabled camera")
-    return cameras
+            mistakes.append(f"camera ids {first} and {camera_id} differ only in case: name them apart")
+    return mistakes
 
 
 def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
@@ -141,7 +165,8 @@ def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
     return [ids for ids in by_source.values() if len(ids) > 1]
 
 
-def load_cameras(path: Path) -> list[CameraConfig]:
-    """The cameras of the file at `path`, validated; any problem is a one-line ConfigError naming the file."""
+def load_cameras(path: Path, check_sources: bool = False) -> list[CameraConfig]:
+    """The cameras of the file at `path`, validated (with `check_sources`, their sources too); its mistakes
+    are a one-line ConfigError naming the file."""
     raw = load_strict_yaml(read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError), str(path))
-    return parse_cameras(raw, str(path))
+    return parse_cameras(raw, str(path), check_sources)

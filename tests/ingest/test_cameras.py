@@ -256,3 +256,41 @@ def test_cameras_reading_one_source_are_named_at_start(tmp_path, redis_url, capl
     )
     assert main(["ingest", "--cameras", str(path), "--redis-url", redis_url, "--max-seconds", "1"]) == 0
     assert "cameras a, b read the same source" in caplog.text
+
+
+def test_every_mistake_of_a_cameras_file_is_said_in_one_run():
+    """A file with several mistakes was refused at its first: one run to learn each."""
+    raw = {"cameras": [
+        {**GOOD, "id": "a", "sample_fps": 0}, {**GOOD, "id": "b", "region": "mars"}, {**GOOD, "id": "c"},
+        "gate-9", {**GOOD, "id": "c"}, {**GOOD, "id": "C"},
+    ]}  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        parse_cameras(raw, "cameras.yaml")
+    said = str(refused.value)
+    assert said.startswith("cameras.yaml: camera 'a': field sample_fps") and "\n" not in said
+    for mistake in ("camera 'b': field region: unknown plate region 'mars'", "camera #4: expected a mapping",
+                    "repeated: c", "camera ids c and C differ only in case"):  # fmt: skip
+        assert mistake in said, mistake
+
+
+def test_past_twenty_mistakes_the_rest_are_counted():
+    with pytest.raises(ConfigError, match=r"camera 'cam-19': field sample_fps[^;]*; and 5 more$") as refused:
+        parse_cameras({"cameras": [{**GOOD, "id": f"cam-{n}", "sample_fps": 0} for n in range(25)]}, "cameras.yaml")
+    assert "cam-20" not in str(refused.value)
+
+
+def test_alpr_ingest_names_every_source_that_cannot_work_and_the_file(tmp_path, redis_url, capsys):
+    """`source /srv/nope1.mp4 does not exist` named neither the file nor the next camera's missing source."""
+    from alpr.cli import main
+
+    path = tmp_path / "cameras.yaml"
+    path.write_text(
+        "cameras:\n  - {id: a, source: /srv/nope1.mp4}\n  - {id: b, source: /srv/nope2.mp4}\n"
+        "  - {id: c, source: rtsp://10.0.0.5/s1, sample_fps: 0}\n  - {id: d, source: /srv/nope3.mp4, enabled: false}\n"
+    )
+    assert main(["ingest", "--cameras", str(path), "--redis-url", redis_url]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"alpr: error: {path}: camera 'a': source /srv/nope1.mp4 does not exist; camera 'b': source /srv/nope2.mp4"
+        " does not exist; camera 'c': field sample_fps: Input should be greater than 0\n"
+    )  # a disabled camera's source is not opened
