@@ -190,8 +190,12 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Failed jobs of detect, ocr and redact (or of one) back on their queues; failed alert deliveries only
+    with `--stage alert` (README: weeks-old hits must not flood dispatch by default)."""
     from common.replay import replay_failed
 
+    if args.max_age_h is not None and args.stage != "alert":  # it was ignored, silently
+        raise ConfigError("--max-age-h: only alert deliveries are replayed by age; give it with --stage alert")
     queues_redis = reach_redis(settings)
     warn_if_jobs_unsigned(settings)
     if args.stage == "alert":

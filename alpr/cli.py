@@ -233,11 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
     replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
-    replay.add_argument("--stage", choices=("detect", "ocr", "redact", "alert"), help="one stage (default: all)")
+    replay.add_argument(
+        "--stage", choices=("detect", "ocr", "redact", "alert"),
+        help="one stage (default: detect, ocr and redact; alert deliveries only with --stage alert)",
+    )  # fmt: skip
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument(
         "--max-age-h", type=_positive_at_most(MAX_REPLAY_AGE_H),
-        help="alerts: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
+        help="--stage alert: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
     )  # fmt: skip
     replay.add_argument("--redis-url")
     replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")

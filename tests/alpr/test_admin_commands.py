@@ -55,3 +55,20 @@ def test_a_dry_run_upgrade_lists_what_it_would_apply_and_applies_nothing(postgre
     assert "  migration 18 locks frames (ACCESS EXCLUSIVE)" in out
     with psycopg.connect(postgres_url) as db:
         assert len(db.execute("SELECT version FROM schema_migrations").fetchall()) == recorded - 2  # nothing applied
+
+
+def test_replay_says_which_stages_it_replays_unless_told(capsys):
+    """Its help said "default: all"; alert deliveries are replayed only with `--stage alert` (README: failed
+    alerts are sent again only when asked, within --max-age-h)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", "--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0 and "default: all" not in said
+    assert "default: detect, ocr and redact; alert deliveries only with --stage alert" in said
+
+
+@pytest.mark.parametrize("stage", [[], ["--stage", "detect"]])
+def test_an_alert_age_without_the_alert_stage_is_refused(stage, redis_url, capsys):
+    """`alpr replay --stage detect --max-age-h 2` replayed every failed detect job, whatever its age."""
+    assert main(["replay", *stage, "--max-age-h", "2", "--redis-url", redis_url]) == 2
+    assert "--max-age-h: only alert deliveries are replayed by age" in capsys.readouterr().err
