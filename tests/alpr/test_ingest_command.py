@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from common.db import refused_for_good
 from common.queues import connect_redis, stage_queue
 from tests.helpers import as_role, free_port, write_cameras
 
@@ -98,4 +97,6 @@ def test_a_wrong_or_missing_password_stops_a_node_at_start(private_postgres, red
 )
 def test_a_login_refused_for_good_is_told_from_an_outage(cause, for_good):
     """libpq gives a connection's error no SQLSTATE: the text says which (common/db.refused_for_good)."""
+    from common.db import refused_for_good
+
     assert refused_for_good(cause) is for_good

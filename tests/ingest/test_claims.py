@@ -108,7 +108,6 @@ def test_a_node_restarted_after_a_crash_takes_its_dead_predecessors_cameras_over
     import os
     import signal
 
-    from ingest.claims import NODE_PREFIX
     from tests.helpers import alpr_process
 
     camera = {"id": "gate", "source": str(looping_folder(tmp_path)), "loop": True, "sample_fps": 5}
@@ -131,6 +130,8 @@ def test_a_node_restarted_after_a_crash_takes_its_dead_predecessors_cameras_over
     assert time.monotonic() - started < 15
     assert f"ingest node {holder.decode()!r}, of this host, ended" in caplog.text
     assert connection.get(CLAIM_PREFIX + "gate") is None  # released once it stopped
+    from ingest.claims import NODE_PREFIX
+
     assert connection.keys(NODE_PREFIX + "*") == [NODE_PREFIX.encode() + holder]  # the dead node's, lapsing
 
 
