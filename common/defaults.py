@@ -340,3 +340,7 @@ takes a few hundred MB; past this its reader is stopped and the camera reconnect
 CAPTURE_WAIT_S = 60.0
 """Longest a capture's call (open, next frame) may go unanswered, FFmpeg's own timeouts (10 s) being past,
 before its reader is stopped as hung."""
+
+REPEATED_LOG_INTERVAL_S = 60.0
+"""An event that may repeat for every job (a job refused for its signature, an RQ command refused) is
+logged at once, then at most this often, with the count since (`common.log_throttle`)."""

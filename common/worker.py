@@ -10,10 +10,13 @@ before anything is imported (RQ would otherwise run whatever importable function
 job that can never succeed (malformed, wrong version) fails at once, is not retried, and is marked
 so that `alpr replay` leaves it. A running job holds a short lease that a heartbeat thread renews,
 so the job of a killed worker runs again within a minute. A worker whose registration vanished
-(Redis restarted without persistence) registers again."""
+(Redis restarted without persistence) registers again. RQ's controls through Redis, which any client
+of it can use, are refused: its commands (`shutdown`: one PUBLISH per worker stopped every pool) and
+its suspension of every worker (`rq:suspended`); a worker of the chain is stopped by a signal."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,11 +29,13 @@ from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
 from rq.job import JOB_ID_PATTERN, Job, get_current_job
 from rq.serializers import JSONSerializer
+from rq.suspension import WORKERS_SUSPENDED, is_suspended
 from rq.utils import now
 
 from common import defaults
 from common.errors import InputError
 from common.jobs import StageName
+from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import (
     STAGES,
@@ -151,6 +156,17 @@ def unfetchable(connection: redis.Redis, entry: bytes | str) -> str | None:
     return None
 
 
+def rq_command(message: Any) -> str:
+    """The command an RQ control message names, for a log line (quoted and shortened: any client of
+    Redis may publish one)."""
+    try:
+        payload = json.loads(message["data"])
+        command = payload["command"] if isinstance(payload, dict) else payload
+    except (TypeError, KeyError, ValueError, RecursionError):  # not JSON, not UTF-8, too deeply nested
+        return "(an unreadable message)"
+    return repr(str(command)[:40])
+
+
 def mark_permanent(reason: str) -> None:
     """Mark the running job as one that will always fail: not retried, not replayed."""
     job = get_current_job()
@@ -173,6 +189,37 @@ class StageWorker(SimpleWorker):
         self.stop = stop or threading.Event()
         self.job_key: str | None = getattr(queue, "job_key", None)
         """The key its jobs must be signed with (the queue's: RQ hands jobs over with queues of its own)."""
+        self.commands_refused = Throttle()
+        """RQ commands published to this worker, all refused: logged at most once a minute (a flood of them
+        would otherwise flood the log)."""
+        self.suspension_seen = False
+        """Whether `rq:suspended` was there at the last check: it is warned of once each time it appears."""
+
+    def handle_payload(self, message: Any) -> None:
+        """A message on RQ's control channel (`rq:pubsub:<worker name>`), refused. RQ's worker obeys the
+        `shutdown`, `kill-horse` and `stop-job` any Redis client publishes there: one PUBLISH per worker
+        (their names are in `rq:workers`) stopped every pool of the chain for good, each exiting 0 and
+        logging nothing, jobs signed or not (a review). The chain stops a worker by a signal (SIGTERM:
+        `docker compose stop`), which only the host can send. A WARNING names the command, at most once a
+        minute with the count (RQ's thread reads the channel; a crafted message must not end it)."""
+        if count := self.commands_refused.note():
+            log.warning("worker %s: RQ command %s refused (%d since the last such line): the chain's workers obey"
+                        " no command through Redis, where any client of it can publish one; stop a worker with a"
+                        " signal (SIGTERM)", self.name, rq_command(message), count)  # fmt: skip
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ parks every worker while the key `rq:suspended` exists (`rq suspend`), saying so only at INFO,
+        below the workers' level: any Redis client parked every pool unseen, while the frames waiting
+        expired. The chain's workers are never suspended (a pool parked past the frames' TTL loses them;
+        stop the ingest nodes, or the workers by a signal): the key is ignored, with a WARNING each time it
+        appears. Checked as RQ checks it, with the worker's heartbeat."""
+        suspended = bool(is_suspended(self.connection, self))
+        if suspended and not self.suspension_seen:
+            log.warning("worker %s: %s is set in the queues' Redis (RQ's `rq suspend`, or any client of it):"
+                        " ignored, the worker goes on taking jobs (a suspended pool loses the frames that wait"
+                        " past their TTL); stop workers with a signal (SIGTERM) instead", self.name,
+                        WORKERS_SUSPENDED)  # fmt: skip
+        self.suspension_seen = suspended
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """A running job's lease: short, renewed by the heartbeat thread (RQ's SimpleWorker would hold
