@@ -46,9 +46,13 @@ from common.queues import (
     add_stats,
     redis_now,
 )
-from common.stage_job import PERMANENT, StageJob
+from common.stage_job import PERMANENT, RefusedJobError, StageJob
 
 log = logging.getLogger(__name__)
+
+EXPLAINED_FAILURES = (RefusedJobError, InputError)
+"""Failures a job's log line already explains (refused: not one of the chain's jobs; rejected: malformed, bad
+input): RQ's traceback of them is logged at DEBUG alone."""
 
 JobOutcome = Literal["done", "failed", "rejected", "refused"]
 """How a job ended, as counted in `alpr_jobs`: done; failed (retried: an outage, a bug); rejected (its
@@ -130,7 +134,8 @@ class JobRun:
             self.result = stage.handle(payload)
         except InputError as error:  # malformed, wrong version: it would fail the same way every time
             self.context.count("rejected")
-            log.warning("%s job rejected, not retried: %s", stage.name, error)
+            job = get_current_job()
+            log.warning("%s job %s rejected, not retried: %s", stage.name, str(job.id if job else "?")[:80], error)
             mark_permanent(f"rejected: {error}")
             raise
         except Exception:
@@ -360,6 +365,16 @@ class StageWorker(SimpleWorker):
             log.warning("job %s refused: %s", str(job.id)[:80], reason)
             job.mark_permanent(f"refused: {reason}")
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's ERROR with the job's traceback, for a failure the chain does not explain; one it explains
+        (EXPLAINED_FAILURES: the job was refused or rejected, and a line said why) has its traceback at
+        DEBUG alone: each refused job was logged twice, its traceback burying the line that said why
+        (30-90 tracebacks an incident). The chain pushes no exception handler of RQ's to skip."""
+        if isinstance(exc_info[1], EXPLAINED_FAILURES):
+            log.debug("job %s failed as logged: %s", str(job.id)[:80], exc_info[1], exc_info=exc_info)
+            return
+        super().handle_exception(job, *exc_info)
 
     def account(self, busy_s: float, result: StageResult | None) -> None:
         """Add a finished job's time, frames and finished frames to the pool's totals in Redis: `alpr
