@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from alpr.wiring import database_pool, reach_frame_store, reach_redis, signed_queue, warn_if_jobs_unsigned
+from alpr.wiring import check_job_key, database_pool, reach_frame_store, reach_redis, signed_queue
 from common.config import Settings
 from common.credentials import escape_controls
 from common.errors import ConfigError
@@ -197,16 +197,17 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_age_h is not None and args.stage != "alert":  # it was ignored, silently
         raise ConfigError("--max-age-h: only alert deliveries are replayed by age; give it with --stage alert")
     queues_redis = reach_redis(settings)
-    warn_if_jobs_unsigned(settings)
+    check_job_key(settings, queues_redis, None)
     if args.stage == "alert":
         return replay_alerts(args, settings, queues_redis)
     stages = [args.stage] if args.stage else list(STAGES)
     report = replay_failed(queues_redis, reach_frame_store(settings, queues_redis), stages, args.dry_run,
                            settings.secret("job_key"))  # fmt: skip
     verb = "would requeue" if args.dry_run else "requeued"
-    print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9}")
+    print(f"{'stage':<8} {verb:>13} {'expired':>8} {'malformed':>9} {'refused':>7}")
     for stage in stages:
-        print(f"{stage:<8} {report.requeued[stage]:>13} {report.expired[stage]:>8} {report.malformed[stage]:>9}")
+        print(f"{stage:<8} {report.requeued[stage]:>13} {report.expired[stage]:>8} {report.malformed[stage]:>9}"
+              f" {report.refused[stage]:>7}")  # fmt: skip
     if signed := sum(report.signed.values()):
         print(f"alpr: {signed} failed jobs are signed and were left where they are: set ALPR_JOB_KEY (the key the"
               " workers check jobs by) to replay them", file=sys.stderr)  # fmt: skip

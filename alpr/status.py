@@ -1,7 +1,8 @@
 """`alpr status`: what an operator checks first — queues, workers and failures; per camera its state,
 source errors, frames/s queued, skipped and done, and the frames whose record the ingest node could not
-keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; and,
-with a database, every sampled frame accounted for (or still in the chain)."""
+keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; the
+roles whose job keys differ, if any (common/job_key.py); and, with a database, every sampled frame
+accounted for (or still in the chain)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from common import defaults, queues
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
 from common.errors import ConfigError
+from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
 
@@ -62,6 +64,8 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     sighting_workers = queues.live_sighting_workers(connection)
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection, frame_ttls(settings, connection))}")
+    if differing := key_disagreement(connection):  # every job between them refused, its frames lost
+        print(f"job keys differ between roles (ALPR_JOB_KEY: each refuses the others' jobs): {differing}")
     states = {raw(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
     mark_cameras_without_node(connection, states)
     cameras = sorted({raw(k) for table in then for k in table} | set(states))  # shown by text(), looked up as is

@@ -19,8 +19,9 @@ from common.credentials import mask_url
 from common.db_rights import OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS
 from common.errors import ConfigError
 from common.frame_store import FrameStore
+from common.job_key import key_fingerprint, others_disagreeing, publish
 from common.metrics import Metrics
-from common.queues import StageName, StageQueue, connect_redis, stage_queue
+from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
 from common.redis_persistence import warn_if_frames_persist
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
@@ -80,12 +81,30 @@ def signed_queue(settings: Settings, connection: redis.Redis, stage: StageName) 
     return stage_queue(connection, stage, settings.secret("job_key"))
 
 
-def warn_if_jobs_unsigned(settings: Settings) -> None:
-    """A WARNING when no job key is set (ALPR_JOB_KEY): jobs are then neither signed nor checked."""
-    if settings.secret("job_key") is None:
+def check_job_key(settings: Settings, connection: redis.Redis, role: str | None) -> None:
+    """A WARNING when no job key is set (ALPR_JOB_KEY): jobs are then neither signed nor checked. Then the
+    key's fingerprint is published for `role` in the queues' Redis (None: a command, which only compares),
+    and an ERROR names the roles that published another key (or none): workers refuse every job signed
+    with another key, and its frames are lost (a key file with a trailing space on one host lost them all,
+    the ingest node saying nothing)."""
+    key = settings.secret("job_key")
+    if key is None:
         log.warning("no ALPR_JOB_KEY: jobs are not signed, and whoever can write to the queues' Redis can queue"
                     " jobs the workers run (a forged redaction job can keep a plate sharp); set the same key in"
                     " every role (`docker compose` does)")  # fmt: skip
+    try:
+        disagreeing = publish(connection, role, key) if role else others_disagreeing(connection, key)
+        now_s = redis_now(connection)
+    except redis.RedisError as error:  # a check only: the role starts, and its workers still say so
+        log.warning("could not compare the job key with the other roles' (%s)", mask_url(str(error)))
+        return
+    if disagreeing:
+        mine = "no job key" if key is None else f"key {key_fingerprint(key)}"
+        log.error("the job key differs between roles: this %s has %s, unlike %s. Workers refuse every job not"
+                  " signed with their own key, and its frames are lost: give every role the same ALPR_JOB_KEY"
+                  " (the `job_key` secret; a key file's trailing spaces, tabs and line end are not part of the"
+                  " key)", role or "command", mine,
+                  ", ".join(entry.describe(now_s) for entry in disagreeing))  # fmt: skip
 
 
 def reach_redis(

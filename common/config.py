@@ -31,6 +31,10 @@ ENV_PREFIX = "ALPR_"
 MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
 """How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
 
+JOB_KEY_FILE_TRAILER = " \t\r\n"
+"""What ALPR_JOB_KEY_FILE's key ends with that is not part of it: spaces, tabs, line ends. One role's key
+file with a trailing space gave it another key, and every job between it and the others was refused."""
+
 COMPOSE_VARIABLES = frozenset({
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
     "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
@@ -110,8 +114,8 @@ class Settings(BaseModel):
     )
     job_key: SecretStr | None = Field(
         None,
-        description="Key every role signs its jobs with and checks them by (ALPR_JOB_KEY_FILE): only the chain's"
-        " own jobs run; unset, whoever can write to Redis can queue jobs.",
+        description="Key every role signs its jobs with and checks them by (ALPR_JOB_KEY_FILE, its trailing spaces"
+        " and line ends left out): only the chain's own jobs run; unset, whoever can write to Redis can queue jobs.",
     )  # fmt: skip
     frame_store_url: str | None = Field(
         None,
@@ -326,6 +330,8 @@ class Settings(BaseModel):
                 name = key[len(ENV_PREFIX) :].lower()
                 if name.endswith("_file") and name not in cls.model_fields and name[:-5] in cls.model_fields:
                     name, value = name[:-5], read_setting_file(key, value)
+                    if name == "job_key":  # an editor's trailing space is no part of a key (passwords are read
+                        value = value.rstrip(JOB_KEY_FILE_TRAILER)  # as they are: a server holds those whole)
                     if not value:  # as an empty variable is: unset (a password of nothing failed at connect)
                         raise ConfigError(f"{key}: the file it names is empty")
                     if environ.get(key[:-5]):

@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 from common.errors import InputError
 from common.jobs import DetectJob, Job, OcrJob, RedactJob, parse_job
 from common.queues import stage_queue
-from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, SIGNATURE, StageJob
+from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, SIGNATURE, StageJob
 
 JOB_TYPES: dict[str, type[DetectJob] | type[OcrJob] | type[RedactJob]] = {
     "detect": DetectJob,
@@ -41,11 +41,20 @@ class ReplayReport:
     requeued: Counter[str] = field(default_factory=Counter)
     expired: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
+    """Rejected (a payload that always fails), or an entry RQ cannot fetch."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Not one of the chain's jobs: another function or callbacks, a hash RQ cannot read, or not signed
+    with the workers' key (a key differing between roles has every job refused: they were all called
+    malformed, which hid the cause)."""
     signed: Counter[str] = field(default_factory=Counter)
     """Signed jobs replay would change, left where they are: it was run without the job key (ALPR_JOB_KEY)."""
     other_key: Counter[str] = field(default_factory=Counter)
     """Jobs signed with another key than replay's, left where they are: replay's ALPR_JOB_KEY is not the
     workers' (they were counted malformed, and left to expire as junk)."""
+
+    def left(self, stage: str, reason: str | None) -> None:
+        """Count a job left for good: refused when `reason` (a PERMANENT mark, a refusal) says so."""
+        (self.refused if str(reason).startswith(REFUSED) else self.malformed)[stage] += 1
 
 
 def needed_keys(job: Job) -> list[str]:
@@ -95,8 +104,8 @@ def replay_failed(
                 if refusal == NOT_SIGNED_WITH_KEY and SIGNATURE in rq_job.meta:
                     report.other_key[stage] += 1
                     continue
-                if PERMANENT in rq_job.meta or refusal:  # refused, or never run (RQ's own cleaning)
-                    report.malformed[stage] += 1
+                if PERMANENT in rq_job.meta or refusal:  # refused or rejected, or never run (RQ's own cleaning)
+                    report.left(stage, rq_job.meta.get(PERMANENT, f"{REFUSED}{refusal}"))
                     continue
                 job = parse_job(rq_job.args[0] if rq_job.args else None, JOB_TYPES[stage])
             except (InputError, NoSuchJobError, DeserializationError, ValueError, TypeError, redis.ResponseError):

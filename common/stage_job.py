@@ -30,6 +30,9 @@ STAGE_JOB_FUNCTION = "alpr.stage"
 PERMANENT = "alpr_permanent"
 """Job meta key: why the job will always fail (never retried, not replayed)."""
 
+REFUSED = "refused: "
+"""How PERMANENT begins for a job refused as not one of the chain's (a rejected one's: `rejected: `)."""
+
 SIGNATURE = "alpr_signature"
 """Job meta key: the job's signature with the chain's job key (`job_signature`), when one is set."""
 
@@ -197,7 +200,7 @@ class StageJob(Job):
     @property
     def func(self) -> Any:
         if reason := self.refusal():
-            self.mark_permanent(f"refused: {reason}")  # replay and retries must see it
+            self.mark_permanent(REFUSED + reason)  # replay and retries must see it
             raise RefusedJobError(reason)
         if self.run is None:
             raise RuntimeError("alpr jobs run only inside `alpr worker STAGE` (a StageWorker)")

@@ -33,7 +33,9 @@ from rq.suspension import WORKERS_SUSPENDED, is_suspended
 from rq.utils import now
 
 from common import defaults
+from common.credentials import mask_url
 from common.errors import InputError
+from common.job_key import key_fingerprint, others_disagreeing
 from common.jobs import StageName
 from common.log_throttle import Throttle
 from common.metrics import Metrics
@@ -46,7 +48,7 @@ from common.queues import (
     add_stats,
     redis_now,
 )
-from common.stage_job import PERMANENT, RefusedJobError, StageJob
+from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, RefusedJobError, StageJob
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ class StageWorker(SimpleWorker):
         would otherwise flood the log)."""
         self.suspension_seen = False
         """Whether `rq:suspended` was there at the last check: it is warned of once each time it appears."""
+        self.unsigned_refused = Throttle()
+        """Jobs refused as not signed with this worker's key: told at most once a minute (`report_unsigned`)."""
 
     def handle_payload(self, message: Any) -> None:
         """A message on RQ's control channel (`rq:pubsub:<worker name>`), refused. RQ's worker obeys the
@@ -248,6 +252,8 @@ class StageWorker(SimpleWorker):
         lost, and the worker would go on taking jobs until killed. So it always propagates, and a stop
         asked for (`self.stop`) ends the loop even if a duty swallowed the exception."""
         self.stop_if_asked()  # no duties on the way out (the alert pool's would queue deliveries)
+        if count := self.unsigned_refused.due():  # the last minute's, told though no job came since
+            self.report_unsigned(count)
         super().run_maintenance_tasks()
         try:
             self.context.stage.maintain()
@@ -336,10 +342,8 @@ class StageWorker(SimpleWorker):
         if isinstance(job, StageJob):
             job.job_key = self.job_key
             if reason := job.refusal():
-                self.context.count("refused")
-                log.warning("job %s refused: %s", str(job.id)[:80], reason)
                 job.origin = queue.name  # RQ's bookkeeping (intermediate queue, registries) by the queue it is in
-                job.mark_permanent(f"refused: {reason}")  # before RQ reads its data: failed once, never retried
+                self.refuse(job, reason)  # marked before RQ reads its data: failed once, never retried
             job.run = run  # what StageJob.func hands RQ (a refused job fails there, never imported)
             job.timeout = self.context.job_timeout_s  # not the hash's (a crafted one could lift the limit)
         done = threading.Event()
@@ -361,10 +365,48 @@ class StageWorker(SimpleWorker):
         if isinstance(job, StageJob):
             job.job_key = self.job_key
         if isinstance(job, StageJob) and PERMANENT not in job.meta and (reason := job.refusal()):
-            self.context.count("refused")
-            log.warning("job %s refused: %s", str(job.id)[:80], reason)
-            job.mark_permanent(f"refused: {reason}")
+            self.refuse(job, reason)
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
+
+    def refuse(self, job: StageJob, reason: str) -> None:
+        """Count a job that is not one of the chain's, say why, and mark it refused for good (not retried,
+        not replayed). One not signed with this worker's key is told at ERROR at most once a minute, with
+        the count (`report_unsigned`): a key differing between roles has every job refused, and a line
+        each (with RQ's traceback) buried the cause."""
+        self.context.count("refused")
+        if reason == NOT_SIGNED_WITH_KEY:
+            if count := self.unsigned_refused.note():
+                self.report_unsigned(count)
+        else:
+            log.warning("job %s refused: %s", str(job.id)[:80], reason)
+        job.mark_permanent(REFUSED + reason)
+
+    def report_unsigned(self, count: int) -> None:
+        """The ERROR for `count` jobs refused as not signed with this worker's key, naming the roles whose
+        published key differs (common/job_key.py)."""
+        name = self.context.stage.name
+        try:
+            others = others_disagreeing(self.connection, self.job_key, name)
+            now_s = redis_now(self.connection)
+        except redis.RedisError as error:
+            why = f"the keys the other roles published could not be read ({mask_url(str(error))})"
+        else:
+            why = (
+                f"the key differs in {', '.join(entry.describe(now_s) for entry in others)}: give every role the"
+                " same ALPR_JOB_KEY (a key file's trailing spaces, tabs and line end are not part of the key)"
+                if others
+                else "every role that published its key holds this one: another process queued them (a role of"
+                " an older version, or a forger)"
+            )
+        log.error("%s: jobs refused, not signed with this worker's job key (ALPR_JOB_KEY, key %s): %d since the last"
+                  " such line, their frames lost; %s", name, key_fingerprint(self.job_key), count, why)  # fmt: skip
+
+    def teardown(self) -> None:
+        """RQ's, after telling the jobs refused as unsigned since the last such line (a worker stopping, or
+        at the end of a burst)."""
+        if count := self.unsigned_refused.due(now=True):
+            self.report_unsigned(count)
+        super().teardown()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's ERROR with the job's traceback, for a failure the chain does not explain; one it explains

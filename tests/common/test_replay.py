@@ -50,10 +50,10 @@ def test_replay_requeues_failed_jobs_whose_frames_are_still_stored(redis_url, se
 
     capsys.readouterr()
     assert main(["replay", "--dry-run", "--redis-url", redis_url]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1", "0"]
     assert failed.count == 3
     assert main(["replay", "--stage", "detect", "--redis-url", redis_url]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1"]
+    assert capsys.readouterr().out.splitlines()[1].split() == ["detect", "1", "1", "1", "0"]
     assert failed.count == 2 and detect.get_job_ids() == ["detect-fixable"]
     assert main(worker) == 0
     redact = stage_queue(connection, "redact")
@@ -79,16 +79,16 @@ def test_replay_leaves_a_crafted_job_that_failed_without_running(redis_url):
         detect.remove(job.id)
         failed.add(job)
     report = replay_failed(connection, connection, ["detect"], dry_run=True)
-    assert report.requeued["detect"] == 1 and report.malformed["detect"] == 1  # the plain one is a positive control
+    assert report.requeued["detect"] == 1 and report.refused["detect"] == 1  # the plain one is a positive control
     assert failed.count == 2 and detect.get_job_ids() == []  # a dry run moves nothing
     report = replay_failed(connection, connection, ["detect"])
-    assert (report.requeued["detect"], report.malformed["detect"]) == (1, 1)
+    assert (report.requeued["detect"], report.refused["detect"]) == (1, 1)
     assert detect.get_job_ids() == [plain.id] and failed.get_job_ids() == [crafted.id]
 
 
 def test_replay_reads_no_forged_field_whole(redis_url):
     """A failed job's status field set to 20 MB: the job is read within its bounds (StageJob.refresh), but
-    RQ's get_status then fetched the field again, whole. It is counted malformed, and Redis sends little."""
+    RQ's get_status then fetched the field again, whole. It is counted refused, and Redis sends little."""
     connection = connect_redis(redis_url)
     detect = stage_queue(connection, "detect")
     connection.set(frame_key("cam:1:0"), b"jpeg")
@@ -100,7 +100,7 @@ def test_replay_reads_no_forged_field_whole(redis_url):
     sent = connection.info("stats")["total_net_output_bytes"]
     report = replay_failed(connection, connection, ["detect"], dry_run=True)
     assert connection.info("stats")["total_net_output_bytes"] - sent < 1_000_000
-    assert report.malformed["detect"] == 1 and report.requeued["detect"] == 0
+    assert report.refused["detect"] == 1 and report.requeued["detect"] == 0
 
 
 def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(redis_url, settings, monkeypatch):
@@ -134,7 +134,7 @@ def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(
         meta = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer).meta
         assert meta[PERMANENT] == "refused: not signed with the chain's job key (ALPR_JOB_KEY)"
     report = replay_failed(connection, connection, ["detect"], job_key=key)
-    assert report.requeued["detect"] == 0 and report.malformed["detect"] == 3  # none of ours: never replayed
+    assert report.requeued["detect"] == 0 and report.refused["detect"] == 3  # none of ours: never replayed
 
     detect = stage_queue(connection, "detect", key)  # a signed job that failed (Redis away, say): replayed
     enqueue(detect, DetectJob(batch_id="again", frames=[ref("cam:1:0", age_s=120)]), 60)
@@ -142,7 +142,7 @@ def test_with_a_job_key_only_signed_jobs_run_and_a_replayed_one_is_signed_again(
     failed.add(StageJob.fetch("detect-again", connection=connection, serializer=JSONSerializer), ttl=600)
     # replayed with another key than the workers': counted malformed (junk, left to expire); now its own count
     wrong = replay_failed(connection, connection, ["detect"], job_key="wrong-key-0123456789abcdef")
-    assert wrong.requeued["detect"] == 0 and wrong.other_key["detect"] == 1 and wrong.malformed["detect"] == 3
+    assert wrong.requeued["detect"] == 0 and wrong.other_key["detect"] == 1 and wrong.refused["detect"] == 3
     monkeypatch.setenv("ALPR_JOB_KEY", "wrong-key-0123456789abcdef")
     assert main(["replay", "--stage", "detect", "--dry-run", "--redis-url", redis_url]) == 1  # and says so
     monkeypatch.setenv("ALPR_JOB_KEY", key)

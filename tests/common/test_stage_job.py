@@ -94,7 +94,7 @@ def test_a_job_hash_rq_cannot_read_is_refused_once_and_the_worker_goes_on(redis_
     job = queue.fetch_job(crafted)  # RQ and `alpr replay` read it back now, without raising
     assert isinstance(job, StageJob) and job.meta[PERMANENT].startswith("refused: ")
     report = replay_failed(connection, connection, ["detect"])
-    assert report.requeued["detect"] == 0 and report.malformed["detect"] == 1
+    assert report.requeued["detect"] == 0 and report.refused["detect"] == 1 and report.malformed["detect"] == 0
 
 
 def test_a_readable_job_is_not_marked_unreadable(redis_url):

@@ -66,7 +66,7 @@ def test_jobs_naming_another_function_arguments_or_callbacks_are_refused_unrun(r
     assert detect.fetch_job(attacks[0].id).retries_left == 2  # refused once, never retried
     assert stage_queue(connection, "redact").get_job_ids() == ["redact-good"]  # the worker went on
     report = replay_failed(connection, connection, ["detect"])
-    assert report.requeued["detect"] == 0 and report.malformed["detect"] == len(attacks)
+    assert report.requeued["detect"] == 0 and report.refused["detect"] == len(attacks)
 
 
 def test_a_crafted_function_name_forges_no_log_line_and_no_terminal_escape(redis_url, settings, caplog):
