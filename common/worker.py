@@ -48,13 +48,9 @@ from common.queues import (
     add_stats,
     redis_now,
 )
-from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, RefusedJobError, StageJob
+from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, StageJob
 
 log = logging.getLogger(__name__)
-
-EXPLAINED_FAILURES = (RefusedJobError, InputError)
-"""Failures a job's log line already explains (refused: not one of the chain's jobs; rejected: malformed, bad
-input): RQ's traceback of them is logged at DEBUG alone."""
 
 JobOutcome = Literal["done", "failed", "rejected", "refused"]
 """How a job ended, as counted in `alpr_jobs`: done; failed (retried: an outage, a bug); rejected (its
@@ -410,10 +406,12 @@ class StageWorker(SimpleWorker):
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's ERROR with the job's traceback, for a failure the chain does not explain; one it explains
-        (EXPLAINED_FAILURES: the job was refused or rejected, and a line said why) has its traceback at
-        DEBUG alone: each refused job was logged twice, its traceback burying the line that said why
-        (30-90 tracebacks an incident). The chain pushes no exception handler of RQ's to skip."""
-        if isinstance(exc_info[1], EXPLAINED_FAILURES):
+        has its traceback at DEBUG alone: a job refused (RQ's error is then ours, RefusedJobError, or its
+        own on data it cannot decode) or rejected (InputError: malformed, bad input), each told by a line
+        of its own. Each refused job was logged twice, its traceback burying the line that said why (30-90
+        tracebacks an incident). The chain pushes no exception handler of RQ's to skip."""
+        refused = isinstance(job, StageJob) and job.refusal() is not None  # checked once: found good, cached
+        if refused or isinstance(exc_info[1], InputError):
             log.debug("job %s failed as logged: %s", str(job.id)[:80], exc_info[1], exc_info=exc_info)
             return
         super().handle_exception(job, *exc_info)

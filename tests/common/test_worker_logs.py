@@ -46,6 +46,8 @@ def test_an_explained_failure_is_one_line_and_an_unforeseen_one_keeps_its_traceb
     connection = redis.Redis.from_url(redis_url)
     queue = stage_queue(connection, "detect")
     crafted = queue.enqueue_call(func="os.getcwd", retry=Retry(max=2)).id  # not one of the chain's jobs
+    undecodable = enqueue(queue, detect_job("undecodable"), 60)
+    connection.hset(f"rq:job:{undecodable}", "data", b"\x00not json")  # RQ raises its own error on it
     for batch in ("malformed", "broken", "good"):
         enqueue(queue, detect_job(batch), 60)
     metrics = Metrics()
@@ -56,14 +58,16 @@ def test_an_explained_failure_is_one_line_and_an_unforeseen_one_keeps_its_traceb
         return [r for r in caplog.records if job_id in r.getMessage() and r.levelno >= logging.WARNING]
 
     counted = metrics.registry.get_sample_value
-    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 1
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 2
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "done"}) == 1
     (refused,) = lines(crafted)  # one line, naming the job and why
     assert refused.levelname == "WARNING" and "'os.getcwd' is not alpr.stage" in refused.getMessage()
+    (garbled,) = lines(undecodable)
+    assert garbled.levelname == "WARNING" and garbled.getMessage().endswith("refused: undecodable job data")
     (rejected,) = lines("detect-malformed")
     assert rejected.levelname == "WARNING" and "rejected, not retried: malformed detect job" in rejected.getMessage()
-    assert not any("Traceback" in r.getMessage() or r.exc_info for r in [refused, rejected])
+    assert not any("Traceback" in r.getMessage() or r.exc_info for r in [refused, garbled, rejected])
     broken = lines("detect-broken")  # run three times (retried twice): its traceback each time, once
     assert [r.levelname for r in broken] == ["ERROR"] * 3
     assert all(r.getMessage().count("RuntimeError: a bug") == 1 for r in broken)
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [refused, rejected, *broken]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [refused, garbled, rejected, *broken]
