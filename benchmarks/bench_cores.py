@@ -1,5 +1,6 @@
 """Speed of each core on this machine, measured side by side in one run: detector ms per frame
-(ONNX Runtime vs torch, single and batched; a 4K frame whole and tiled), OCR ms per plate (PP-OCRv4,
+(ONNX Runtime vs torch, single and batched; a 4K frame whole and tiled), video decoding in the node's
+process against a process of its own (ingest/capture_process.py), OCR ms per plate (PP-OCRv4,
 v6, the plate recogniser, Tesseract through its C API, and pytesseract, which starts a process per call;
 the plate recogniser also on real photos' plates, ../shared/datasets), redactor ms per frame, and frames/s of `alpr run`
 on the synthetic clip.
@@ -29,6 +30,7 @@ from common.plate_log import SqlitePlateLog
 from common.sighting_log import SqliteSightingLog
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models
+from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from ocr_worker.core import OcrSettings, PlateReader
 from ocr_worker.text_lines import character_rows
@@ -75,6 +77,18 @@ def real_photo_crops(detector: PlateDetector, photos: int) -> None:
             f"  ppocr plate on {len(crops)} plates of {len(images)} {region} photos: {ms / len(crops):5.2f} in batches"
             f" of 8 ({searched} of {len(crops)} through the text detector)"
         )
+
+
+def read_video(capture: cv2.VideoCapture | IsolatedCapture) -> int:
+    """Grab every frame of an opened video and retrieve every other one, as a sampling reader does;
+    the frames grabbed."""
+    grabbed = 0
+    while capture.grab():
+        if grabbed % 2 == 0:
+            capture.retrieve()
+        grabbed += 1
+    capture.release()
+    return grabbed
 
 
 def main() -> None:
@@ -153,6 +167,18 @@ def main() -> None:
     huge = np.random.default_rng(0).integers(0, 255, (2160, 3840, 3), dtype=np.uint8)
     ms = best_ms(lambda: redact(huge, [(10.0, 10.0, 3830.0, 2150.0)]), 1)
     print(f"  one box filling a 4K frame (a close-up): {ms:.1f} ms (the old blur: ~20 s, an audit's figure)")
+
+    clip_frames = read_video(cv2.VideoCapture(str(clip)))
+    openers: dict[str, Callable[[str], cv2.VideoCapture | IsolatedCapture]] = {
+        "in the node's process": cv2.VideoCapture, "in a process of its own": IsolatedCapture,
+    }  # fmt: skip
+    decode_ms = {name: best_ms(lambda o=opener: read_video(o(str(clip))), 5) / clip_frames  # type: ignore[misc]
+                 for name, opener in openers.items()}  # fmt: skip
+    print("\nvideo decoding, ms per frame (every frame grabbed, every other handed over: the clip's 1280x720)")
+    for name, ms in decode_ms.items():
+        print(f"  {name:<24}: {ms:6.2f}")
+    ratio = decode_ms["in a process of its own"] / decode_ms["in the node's process"]
+    print(f"  ratio: {ratio:.2f} (the bounded reader's cost, opening included)")
 
     log, sighting_log = SqlitePlateLog(work / "reads.sqlite"), SqliteSightingLog(work / "reads.sqlite")
     pipeline = Pipeline(detector, build_reader(settings, "us"), log, sighting_log)

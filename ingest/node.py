@@ -511,8 +511,8 @@ class IngestNode:
             counted = not any(isinstance(answer, Exception) for answer in counts)
         except redis.RedisError as error:  # the last known depth is kept; the cameras' skips say why
             if not self.redis_down:  # at the queue limit no batch goes out: an outage was never logged
-                log.warning("Redis unavailable (%s): frames are skipped as redis_unavailable until it answers",
-                            mask_url(str(error)))  # fmt: skip
+                log.warning("Redis unavailable (%s): live cameras' frames are skipped as redis_unavailable, footage"
+                            " waits, until it answers", mask_url(str(error)))  # fmt: skip
             self.redis_down = True
             return
         if counted:
