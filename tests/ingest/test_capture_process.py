@@ -178,3 +178,18 @@ def test_the_bound_is_the_operators_setting_and_an_unworkable_one_is_refused():
     assert Settings.load({"ALPR_CAPTURE_MEMORY_MB": "4096"}).capture_memory_mb == 4096  # an 8K camera's decoding
     with pytest.raises(ConfigError, match="CAPTURE_MEMORY_MB"):
         Settings.load({"ALPR_CAPTURE_MEMORY_MB": "64"})
+
+
+def test_a_readers_frame_memory_cannot_be_shrunk_from_under_the_nodes_copy(demo_clip):
+    """The pixels are left in a memory both processes map; a child that shrank it while the node copied a
+    frame would end the node on SIGBUS: it is sealed against shrinking before the child starts."""
+    capture = IsolatedCapture(str(demo_clip[0]))
+    try:
+        ok, image = capture.read()
+        assert ok and image is not None and image.shape == (720, 1280, 3)
+        with pytest.raises(PermissionError):
+            os.ftruncate(capture._frames.fd, 0)
+        image[:] = 0  # the node's own copy, not the shared memory the next frame is written to
+        assert capture.read()[1].any()  # type: ignore[union-attr]
+    finally:
+        capture.release()
