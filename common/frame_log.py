@@ -34,6 +34,18 @@ camera's ROI)."""
 
 
 @dataclass(frozen=True)
+class LoggedFrame:
+    """A frame the log holds, as a restarted node resuming its footage asks (FrameLog.logged)."""
+
+    frame_index: int
+    """The frame's index in its source."""
+    captured_s: float
+    """Its capture time (Unix s), as the node that sampled it dated it."""
+    finished: bool
+    """Whether it ended for good (LOGGED): reading it again would add nothing."""
+
+
+@dataclass(frozen=True)
 class FrameRecord:
     """How one sampled frame ended (or that it is still in the chain: `pending`); the frame carries
     the stage timings."""
@@ -109,16 +121,19 @@ WHERE read_outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """Reads still pending that long after the redactor finished the frame (its done_at): their OCR job
 failed for good, or its crops were lost."""
 
-FINISHED = """
-SELECT frame_id, frame_index, captured_at FROM frames
-WHERE frame_id = ANY(%s)
-  AND (outcome IN ('done', 'expired', 'corrupt') OR (outcome = 'skipped' AND detail IN ('too large', 'unencodable')))
-  AND (read_outcome IS NULL OR read_outcome NOT IN ('pending', 'lost', 'skipped'))
+LOGGED = """
+SELECT frame_id, frame_index, captured_at, COALESCE(
+    (outcome IN ('done', 'expired', 'corrupt') OR (outcome = 'skipped' AND detail IN ('too large', 'unencodable')))
+    AND (read_outcome IS NULL OR read_outcome NOT IN ('pending', 'lost', 'skipped')), false)
+FROM frames WHERE frame_id = ANY(%s)
 """
-"""Which of these frames ended for good: processed (and their reads, if any, ended too), expired, or
-unreadable. A frame still pending (in the chain, or never queued by a node that was killed), lost, or
-skipped for a passing reason (back-pressure, a stop, its job out of time; its reads too) is not:
-reading it again may yet process it."""
+"""Which of these frames have a row, and whether each ended for good: processed (and their reads, if
+any, ended too), expired, or unreadable. A frame still pending (in the chain, or never queued by a node
+that was killed), lost, or skipped for a passing reason (back-pressure, a stop, its job out of time; its
+reads too) has not: reading it again may yet process it."""
+
+LATEST_CAPTURE = "SELECT extract(epoch FROM max(captured_at)) FROM frames WHERE camera_id = %s"
+"""The capture time of the camera's latest frame (an index's last entry: frames_by_camera_time)."""
 
 FINISHED_CHUNK = 5000
 """Frame ids asked about per statement (each found by the primary key)."""
@@ -195,16 +210,33 @@ class FrameLog:
 
         return write_through_outage(self.pool, sweep, 0.0)
 
-    def finished(self, frame_ids: Iterable[str]) -> dict[str, tuple[int, float]]:
-        """Of `frame_ids` (taken FINISHED_CHUNK at a time), those that ended for good (FINISHED): frame
-        id -> (its index in its source, its capture time). One attempt: raises when Postgres is away."""
-        found: dict[str, tuple[int, float]] = {}
+    def logged(self, frame_ids: Iterable[str]) -> dict[str, LoggedFrame]:
+        """Of `frame_ids` (taken FINISHED_CHUNK at a time), those the log holds (LOGGED): frame id -> its
+        index in its source, its capture time and whether it ended for good. One attempt: raises when
+        Postgres is away."""
+        found: dict[str, LoggedFrame] = {}
         ids = iter(frame_ids)
         with self.pool.connection() as connection:
             while chunk := list(islice(ids, FINISHED_CHUNK)):
-                for frame_id, index, captured_at in connection.execute(FINISHED, (chunk,)):
-                    found[frame_id] = (int(index), captured_at.timestamp())
+                for frame_id, index, captured_at, finished in connection.execute(LOGGED, (chunk,)):
+                    found[frame_id] = LoggedFrame(int(index), captured_at.timestamp(), bool(finished))
         return found
+
+    def finished(self, frame_ids: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """Of `frame_ids`, those that ended for good: frame id -> (its index in its source, its capture
+        time). One attempt: raises when Postgres is away."""
+        return {
+            frame_id: (frame.frame_index, frame.captured_s)
+            for frame_id, frame in self.logged(frame_ids).items()
+            if frame.finished
+        }
+
+    def latest_capture(self, camera_id: str) -> float | None:
+        """The capture time (Unix s) of the camera's latest frame in the log; None when it has none. One
+        attempt: raises when Postgres is away."""
+        with self.pool.connection() as connection:
+            row = connection.execute(LATEST_CAPTURE, (camera_id,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     def alerted_frames(self) -> set[tuple[str, str]]:
         """(camera, frame id) of every frame a watch-list alert cites: its kept image is the alert's

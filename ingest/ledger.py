@@ -27,7 +27,7 @@ from pathlib import Path
 from common import defaults
 from common.backoff import Backoff
 from common.db import DatabaseWriteError
-from common.frame_log import FrameLog, FrameRecord
+from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
 from ingest.ledger_spool import SpoolingLedger
@@ -208,18 +208,43 @@ class FrameLedger(SpoolingLedger):
                     frame_log.pool.close()
         return self.frame_log
 
-    def finished(self, frame_ids: Iterable[str]) -> dict[str, tuple[int, float]] | None:
-        """Of `frame_ids`, those the frames log holds as ended for good (FrameLog.finished), or None when
-        it cannot say (Postgres away; asked again only after FINISHED_RETRY_S: six cameras starting while
-        it was away waited 3 s each in turn, the last 18 s)."""
+    def logged(self, frame_ids: Iterable[str]) -> dict[str, LoggedFrame] | None:
+        """Of `frame_ids`, those the frames log holds, and whether each ended for good (FrameLog.logged),
+        or None when it cannot say (Postgres away; asked again only after FINISHED_RETRY_S: six cameras
+        starting while it was away waited 3 s each in turn, the last 18 s)."""
         if time.monotonic() < self.unanswered_until:
             return None
         try:
-            return self.connected_log().finished(frame_ids)
+            return self.connected_log().logged(frame_ids)
         except Exception as error:  # Postgres down, its schema missing: the caller reads it all
             self.unanswered_until = time.monotonic() + FINISHED_RETRY_S
             log.debug("frames log: cannot say which frames are finished: %s", error)
             return None
+
+    def last_dated(self, camera_id: str) -> tuple[float, bool]:
+        """The time the camera's next frame must be dated after (0.0: nothing known), and whether the
+        frames log could say. The latest of: the camera's latest frame in the frames log, its latest among
+        the records this ledger holds to write (adopted from a spool: the frames of a node killed while
+        Postgres was away, newer than any row), and how far the sighting pool has grouped it (a read dated
+        before that is never grouped). With Postgres away (asked again only after FINISHED_RETRY_S), the
+        records held are all there is. The records are read first: one written meanwhile is in the log."""
+        from common.sighting_log import grouped_until
+
+        with self.lock:
+            held = [r.frame.captured_at_s for r in (*self.in_flight, *self.buffer) if r.frame.camera_id == camera_id]
+        held_s = max(held, default=0.0)
+        if time.monotonic() < self.unanswered_until:
+            return held_s, False
+        try:
+            frame_log = self.connected_log()
+            logged_s = frame_log.latest_capture(camera_id) or 0.0
+            with frame_log.pool.connection() as connection:
+                grouped_s = grouped_until(connection, camera_id)
+        except Exception as error:  # Postgres down, its schema missing: the caller says so
+            self.unanswered_until = time.monotonic() + FINISHED_RETRY_S
+            log.debug("frames log: cannot say when camera %s was last dated: %s", camera_id, error)
+            return held_s, False
+        return max(held_s, logged_s, grouped_s), True
 
     def grouped_until(self, camera_id: str) -> float | None:
         """How far the sighting pool has grouped the camera (common/sighting_log.grouped_until), or None

@@ -31,7 +31,7 @@ from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
-from common.frame_log import FrameRecord
+from common.frame_log import FrameRecord, LoggedFrame
 from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
 from common.jobs import DetectJob, FrameRef, SkipReason, make_frame_id
 from common.metrics import Metrics
@@ -48,7 +48,7 @@ from common.queues import (
 from common.roi import RoiWatch
 from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
-from ingest.clock import CaptureClock
+from ingest.clock import FOLLOW_WITHIN_S, CameraClock, CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.reconnect import SourceKeeper
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame
@@ -124,34 +124,56 @@ class CameraRun:
 
     camera: CameraConfig
     run_ms: int
-    clock: CaptureClock = field(default_factory=CaptureClock)
+    clock: CaptureClock | CameraClock = field(default_factory=CaptureClock)
     seq: int = 0
     passes: int = 0
     tag: str | None = None
     last_captured_s: float = 0.0
+    """The camera's last frame's date: this run's, or at its start the camera's last frame logged by the
+    nodes before (IngestNode.dated_until); each frame is dated after it."""
     stamped_at: float = 0.0
     """When (time.monotonic()) the camera's last frame was dated."""
     next_pass_s: float = 0.0
     """When a looping file played in real time starts its next pass (time.monotonic())."""
     footage_start_s: float | None = None
     """Recorded footage (`realtime: false`): the date of its pass's start (start_footage_pass)."""
+    logged_dates: dict[str, float] = field(default_factory=dict)
+    """A resumed pass of recorded footage: its frames the frames log holds, not finished, by id -> the
+    date they were logged with (`date`)."""
 
     def start_footage_pass(self, started_s: float | None = None) -> None:
         """A pass of recorded footage begins: dated from now, or from `started_s` (a pass resumed: its
-        first start), never before the camera's last frame; each frame by its time in the footage,
-        however long it waits for the chain."""
-        start_s = self.clock.now() if started_s is None else started_s
-        self.footage_start_s = max(start_s, self.last_captured_s + CAPTURE_STEP_S)
+        first start), never before the camera's last frame (capture_time); each frame by its time in the
+        footage, however long it waits for the chain."""
+        self.footage_start_s = self.clock.now() if started_s is None else started_s
+
+    def date(self, frame_id: str, source_time_s: float, lag_s: float = 0.0) -> float:
+        """A frame's capture time: a frame of a resumed pass that the frames log holds keeps the date it
+        was logged with (`logged_dates`: its row has it, and the rest of the pass is dated after it), any
+        other is dated now (capture_time)."""
+        logged_s = self.logged_dates.pop(frame_id, None)
+        if logged_s is None:
+            return self.capture_time(source_time_s, lag_s)
+        self.last_captured_s = max(self.last_captured_s, logged_s)
+        return logged_s
 
     def capture_time(self, source_time_s: float, lag_s: float = 0.0) -> float:
-        """Now by the node's capture clock (ingest/clock.py: a step of the host's clock neither crowds
+        """Now by the camera's capture clock (ingest/clock.py: a step of the host's clock neither crowds
         nor spreads frames) less `lag_s` (a stream's frame read late: held back by a stall), or for
         recorded footage its pass's start plus `source_time_s` (dated when
         handed on, frames 0.2 s apart in a video landed 1 ms or 3 s apart, and a clip of three cars gave
         11 sightings); never before the camera's previous frame (by CAPTURE_STEP_S at least): the
         sighting pool groups each camera's reads forward in capture time, so frames dated before the
-        last were never grouped: their cars had no sighting."""
-        dated = self.clock.now() - lag_s if self.footage_start_s is None else self.footage_start_s + source_time_s
+        last were never grouped: their cars had no sighting. Footage that would be dated at or before
+        it moves its pass's dates on, keeping its pace (the pass of a new recording begun after the last
+        was dated ahead of the clock: dated from now, the two recordings' cars merged)."""
+        if self.footage_start_s is None:
+            dated = self.clock.now() - lag_s
+        else:
+            dated = self.footage_start_s + source_time_s
+            if dated <= self.last_captured_s:
+                self.footage_start_s += self.last_captured_s + CAPTURE_STEP_S - dated
+                dated = self.last_captured_s + CAPTURE_STEP_S
         self.last_captured_s = max(dated, self.last_captured_s + CAPTURE_STEP_S)
         return self.last_captured_s
 
@@ -254,7 +276,9 @@ class IngestNode:
         """camera_loop's work: open, sample and reopen the camera's source until it ends (SourceKeeper,
         which `alpr run` reconnects a live stream with too)."""
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
-        run = CameraRun(camera, int(self.clock.now() * 1000), self.clock)
+        dated_until_s = self.dated_until(camera)
+        run = CameraRun(camera, int(self.clock.now() * 1000), CameraClock(self.clock, dated_until_s),
+                        last_captured_s=dated_until_s)  # fmt: skip
         source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
         keeper = SourceKeeper(
             camera.source, camera.sample_fps, camera.id, self.stop, camera.loop,
@@ -269,6 +293,31 @@ class IngestNode:
             report_unread(camera, source)
 
         keeper.run(read_pass)
+
+    def dated_until(self, camera: CameraConfig) -> float:
+        """The time the camera's frames are dated after: its last frame logged by the nodes before this
+        one, or how far the sighting pool has grouped it (FrameLedger.last_dated; 0 without a ledger). A
+        node started from nothing: recorded footage switched to a new file was dated up to 69 s before
+        the last file's frames (footage read faster than it plays is dated ahead of the clock), and a node
+        whose host's clock was two minutes behind dated its frames before its predecessor's: the two
+        recordings' cars merged, or were never sighted (a chaos review). A live camera's frames are dated
+        from there by a clock that slews back to the node's (CameraClock), footage's passes after it."""
+        if self.ledger is None:
+            return 0.0
+        dated_until_s, known = self.ledger.last_dated(camera.id)
+        if not known:
+            log.warning("camera %s: the frames log cannot say when its last frame was dated (Postgres away):"
+                        " dated from %s; a frame dated before one logged already is never grouped", camera.id,
+                        "the last frame the spool holds" if dated_until_s else "this host's clock")  # fmt: skip
+        ahead_s = dated_until_s - self.clock.now()
+        if ahead_s > FOLLOW_WITHIN_S:
+            log.log(
+                logging.INFO if not camera.realtime else logging.WARNING,
+                "camera %s: its last frame is dated %.1f s ahead of this node's clock: its frames are dated"
+                " after it%s", camera.id, ahead_s,
+                "" if not camera.realtime else ", slewing back to the clock at half speed",
+            )  # fmt: skip
+        return dated_until_s
 
     def sample(self, run: CameraRun, source: FrameSource) -> None:
         """Sample one pass of the source into the pending jobs (or skip, when the chain is full). A file
@@ -307,29 +356,30 @@ class IngestNode:
                     self.in_flight -= 1
                     self.intake.notify_all()
 
-    def resume(self, run: CameraRun, source: FrameSource) -> dict[str, tuple[int, float]] | None:
+    def resume(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
-        holds as ended for good (frame id -> index, capture time) are passed over, and returned for
-        `resumed_start` to date the rest by; None: none was, or the log cannot say (read it all from now).
-        A restarted node read the whole file again: hours of footage detected and read anew to log
-        nothing new (reads are keyed by frame id)."""
+        holds as ended for good are passed over; every frame of it the log holds (frame id -> index,
+        capture time, finished) is returned for `resumed_start` to date the rest by; None: none was
+        finished, or the log cannot say (read it all from now). A restarted node read the whole file
+        again: hours of footage detected and read anew to log nothing new (reads are keyed by frame id)."""
         camera = run.camera
         if self.ledger is None or camera.loop or source.is_stream:  # footage served over http:// is named by
             return None  # the run (footage_tag): none of it was finished before
-        finished = self.ledger.finished(run.frame_id_at(index, tag) for index, tag in source.positions())
-        if finished is None:
+        logged = self.ledger.logged(run.frame_id_at(index, tag) for index, tag in source.positions())
+        if logged is None:
             log.warning("camera %s: the frames log cannot say how much of %s was read before: it is read"
                         " from its start", camera.id, shown_source(camera.source))  # fmt: skip
             return None
+        finished = {frame_id for frame_id, frame in logged.items() if frame.finished}
         if not finished:
             return None
         source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
         log.info("camera %s: %d frames of %s were finished before: the rest is read", camera.id, len(finished),
                  shown_source(camera.source))  # fmt: skip
-        return finished
+        return logged
 
     def resumed_start(
-        self, run: CameraRun, source: FrameSource, finished: dict[str, tuple[int, float]], first_left_s: float
+        self, run: CameraRun, source: FrameSource, logged: dict[str, LoggedFrame], first_left_s: float
     ) -> float | None:
         """The date of a resumed pass's start, once its first frame left (at `first_left_s` in the footage)
         is read: as the first read dated it (each frame passed over so far tells it: its capture time less
@@ -342,16 +392,23 @@ class IngestNode:
         where it stands (a review: the reads of a resumed footage dated five minutes back made no
         sighting). Where no frame before it was passed over (the first still pending), the finished
         frames' times at the stated rate tell it (a video's by their index: its timestamps unknown
-        until decoded)."""
-        starts = [finished[frame_id][1] - time_s for (index, tag), time_s in source.passed.items()
+        until decoded).
+
+        Dated as the first read dated it, the frames read again that the log holds keep the dates they
+        were logged with (`CameraRun.logged_dates`); a frame new to the log that would be dated at or
+        before the camera's last frame (another recording read since) moves the pass on
+        (CameraRun.capture_time)."""
+        finished = {frame_id: frame for frame_id, frame in logged.items() if frame.finished}
+        starts = [finished[frame_id].captured_s - time_s for (index, tag), time_s in source.passed.items()
                   if (frame_id := run.frame_id_at(index, tag)) in finished]  # fmt: skip
         if not starts:  # a review: dated from now, the car the restart cut in two was two sightings again
-            starts = [captured_s - source.time_of(index) for index, captured_s in finished.values()]
+            starts = [frame.captured_s - source.time_of(frame.frame_index) for frame in finished.values()]
         started_s, now_s = min(starts), self.clock.now()
         grouped_s = self.ledger.grouped_until(run.camera.id) if self.ledger else None
         # within half the history the pool groups a camera it first meets (and a dead node's watermark holds)
         recent = started_s + first_left_s >= now_s - (self.settings.frame_ttl_s + self.settings.job_timeout_s) / 2
         if grouped_s is not None and grouped_s <= started_s + first_left_s and recent:
+            run.logged_dates = {frame_id: frame.captured_s for frame_id, frame in logged.items() if not frame.finished}
             return started_s
         return max(started_s, now_s - first_left_s)
 
@@ -374,7 +431,7 @@ class IngestNode:
         run.stamped_at = time.monotonic()
         ref = FrameRef(
             frame_id=frame_id, camera_id=camera.id, seq=run.seq, frame_index=frame.index,
-            captured_at_s=run.capture_time(frame.source_time_s, frame.lag_s), source_time_s=frame.source_time_s,
+            captured_at_s=run.date(frame_id, frame.source_time_s, frame.lag_s), source_time_s=frame.source_time_s,
             key=frame_key(frame_id), region=camera.region, roi=camera.roi, recorded=offline,
         )  # fmt: skip
         run.seq += 1

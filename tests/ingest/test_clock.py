@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.cameras import CameraConfig
-from ingest.clock import STEP_HOLD_S, CaptureClock
+from ingest.clock import STEP_HOLD_S, CameraClock, CaptureClock
 from ingest.node import CameraRun
 
 
@@ -77,3 +77,19 @@ def test_a_small_step_back_is_slewed_too_and_a_cameras_frames_never_go_back():
     times = first + then
     assert min(gaps(times)) == pytest.approx(0.1, abs=1e-6)  # slewed at half speed, then on with the host
     assert then[-1] == pytest.approx(host.wall(), abs=1e-6)
+
+
+def test_a_cameras_clock_starts_at_its_last_frame_and_slews_back_to_the_nodes():
+    """A node whose host's clock is two minutes behind its predecessor's dated a camera's frames before
+    those logged already; the camera's clock starts at its last frame, runs at half speed until the node's
+    clock meets it, then is the node's."""
+    host = HostClocks()
+    node = CaptureClock(host.wall, host.monotonic)
+    last_frame_s = host.wall() + 120
+    camera = CameraClock(node, not_before_s=last_frame_s)
+    times = stamps(camera, int(2 * 120 / 0.2) + 20)
+    assert times[0] >= last_frame_s
+    assert min(gaps(times)) == pytest.approx(0.1, abs=1e-6)  # never back, never crowded
+    assert times[-1] == pytest.approx(node.now() - 0.2, abs=1e-6) and camera.lead_s == 0  # met the node's clock
+    behind = CameraClock(node, not_before_s=host.wall() - 60)
+    assert behind.lead_s == 0 and behind.now() == pytest.approx(host.wall(), abs=1e-6)  # the node's clock

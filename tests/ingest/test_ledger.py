@@ -278,7 +278,7 @@ def test_cameras_asking_what_is_finished_while_postgres_is_away_wait_for_one_att
 
     ledger = FrameLedger(unreachable, Metrics(), capacity=10)
     started = time.monotonic()
-    answers = [ledger.finished(iter(["cam:f1:0:0"])) for _ in range(6)]
+    answers = [ledger.logged(iter(["cam:f1:0:0"])) for _ in range(6)]
     assert answers == [None] * 6 and len(attempts) == 1 and time.monotonic() - started < 3
 
 
@@ -835,3 +835,35 @@ def test_a_starting_ledger_removes_only_the_parts_splits_left_in_its_folder(tmp_
     left = sorted(path.name for path in spool.iterdir())
     assert left == [".ledger-split-link.part", ".ledger-split-live.part", "notes.part", "sub"]
     assert outside.read_text() == "not the ledger's" and (spool / "sub" / ".ledger-split-deeper.part").exists()
+
+
+def test_a_cameras_last_date_is_its_latest_frame_logged_held_or_grouped(postgres_url):
+    """What a node dates a camera's frames after (FrameLedger.last_dated): the latest of its frames in the
+    frames log, of the records the ledger holds to write (a spool adopted: a node killed while Postgres was
+    away), and of how far the sighting pool grouped it; with Postgres away, the records held alone, and
+    it says it cannot tell more."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    now_s = time.time()
+    pool = open_pool(postgres_url)
+    try:
+        FrameLog(pool, patience_s=0).record_sampled([record(0, now_s - 30)])
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)  # not started: it holds
+        assert ledger.last_dated("cam") == (pytest.approx(now_s - 30, abs=1e-5), True)
+        ledger.add([record(1, now_s - 10)])
+        assert ledger.last_dated("cam") == (pytest.approx(now_s - 10, abs=1e-5), True)
+        with pool.connection() as connection:
+            connection.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)",
+                               (now_s + 5,))  # fmt: skip
+        assert ledger.last_dated("cam") == (pytest.approx(now_s + 5, abs=1e-5), True)
+        assert ledger.last_dated("other") == (0.0, True)
+    finally:
+        pool.close()
+
+    def unreachable() -> FrameLog:
+        return FrameLog(open_pool(f"postgresql://postgres@127.0.0.1:{closed_port()}/none", wait_s=0.5), patience_s=0)
+
+    away = FrameLedger(unreachable, Metrics(), capacity=10)
+    away.add([record(2, now_s + 60)])
+    assert away.last_dated("cam") == (now_s + 60, False) and away.last_dated("other") == (0.0, False)

@@ -27,6 +27,7 @@ from common.jobs import FrameRef
 from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY, connect_redis, stage_queue
 from ingest.cameras import CameraConfig
+from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
@@ -757,3 +758,136 @@ def test_a_camera_whose_roi_lies_outside_its_frames_is_warned_of_once(redis_url,
     warned = [r.getMessage() for r in caplog.records if "ROI" in r.getMessage()]
     assert [r.levelname for r in caplog.records if "ROI" in r.getMessage()] == ["WARNING"]
     assert warned[0].startswith("camera cam: its ROI covers none of its 160x120 frames"), warned
+
+
+def image_folder(path: Path, count: int) -> Path:
+    """A folder of `count` distinct images (a recording, or a live camera's stand-in when looped)."""
+    path.mkdir()
+    for index in range(count):
+        cv2.imwrite(str(path / f"{index:02d}.jpg"), np.full((120, 160, 3), 5 * index, np.uint8))
+    return path
+
+
+def logged_dates(postgres_url: str) -> dict[str, float]:
+    """Every frame in the frames log: frame id -> capture time."""
+    with psycopg.connect(postgres_url) as db:
+        return {frame_id: captured.timestamp() for frame_id, captured in db.execute(
+            "SELECT frame_id, captured_at FROM frames").fetchall()}  # fmt: skip
+
+
+def ingest_until_done(camera: CameraConfig, settings: Settings, connection, postgres_url: str,  # type: ignore[no-untyped-def]
+                      clock: CaptureClock | None = None, max_seconds: float | None = 30.0) -> NodeSummary:  # fmt: skip
+    """One node with a ledger on the frames log samples `camera` (until it ends, or `max_seconds`)."""
+    clock = clock or CaptureClock()
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100,
+                         now=clock.now)  # fmt: skip
+    return IngestNode([camera], settings, connection, connection, metrics, ledger, clock).run(max_seconds=max_seconds)
+
+
+def test_a_restarted_node_dates_a_new_recording_after_the_cameras_last_frame(redis_url, postgres_url, tmp_path):
+    """Recorded footage read faster than it plays is dated ahead of the clock. A node restarted with the
+    camera on a new recording dated it from now, up to 69 s before the last recording's frames: the two
+    interleaved on the camera's time, one recording's cars merged into the other's passes (12 of 30
+    sightings, 6 of 10 listed passes unalerted: a chaos review). It is dated after the camera's last frame
+    in the frames log now, at the footage's own pace."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url)
+    recordings = [CameraConfig(id="cam", source=str(image_folder(tmp_path / name, 20)), sample_fps=1, realtime=False)
+                  for name in ("old", "new")]  # 20 s of footage each, read within a second or two  # fmt: skip
+    assert ingest_until_done(recordings[0], settings, connection, postgres_url).ingested["cam"] == 20
+    old = logged_dates(postgres_url)
+    assert ingest_until_done(recordings[1], settings, connection, postgres_url).ingested["cam"] == 20
+    new = sorted(date for frame_id, date in logged_dates(postgres_url).items() if frame_id not in old)
+    assert len(new) == 20 and min(new) > max(old.values())
+    assert [round(later - earlier, 3) for earlier, later in zip(new, new[1:], strict=False)] == [1.0] * 19
+
+
+@pytest.mark.parametrize("ahead", ["host-clock-behind", "grouped-ahead"])
+def test_a_restarted_node_dates_a_live_cameras_frames_after_its_last_frame(ahead, redis_url, postgres_url, tmp_path,
+                                                                           caplog):  # fmt: skip
+    """A node started with its host's clock two minutes behind dated its frames two minutes before its
+    predecessor's last, which the sighting pool had grouped past: 48 cars had no sighting (a chaos
+    review). A pool that grouped the camera past now (a clock ahead before) was passed alike. The
+    camera's frames are dated after both now, slewing back to the node's clock at half speed: never
+    back, never crowded."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url)
+    camera = CameraConfig(id="cam", source=str(image_folder(tmp_path / "live", 1)), sample_fps=5, loop=True)
+    ingest_until_done(camera, settings, connection, postgres_url, max_seconds=1.0)
+    before = logged_dates(postgres_url)
+    last_s = max(before.values())
+    clock = CaptureClock()
+    if ahead == "grouped-ahead":
+        last_s = time.time() + 30
+        with psycopg.connect(postgres_url) as db:
+            db.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)", (last_s,))
+    else:
+        clock = CaptureClock(wall=lambda: time.time() - 120)
+    caplog.set_level("INFO", logger="ingest.node")
+    ingest_until_done(camera, settings, connection, postgres_url, clock, max_seconds=2.0)
+    new = sorted(date for frame_id, date in logged_dates(postgres_url).items() if frame_id not in before)
+    assert len(new) >= 5 and min(new) > last_s
+    assert min(later - earlier for earlier, later in zip(new, new[1:], strict=False)) > 0.05  # 0.2 s at half speed
+    assert "its last frame is dated" in caplog.text
+
+
+def test_a_node_started_while_postgres_is_away_dates_its_frames_after_those_its_spool_holds(redis_url, tmp_path,
+                                                                                           caplog):  # fmt: skip
+    """Postgres away at the start, the frames log cannot say when the camera's last frame was dated; a node
+    killed while it was away left its newest frames in the spool, which this node adopts: its frames are
+    dated after them, and it says what it knows no more."""
+    from common.frame_log import FrameRecord
+    from ingest.ledger_spool import record_line
+    from tests.ingest.test_ledger import closed_port
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    ahead_s = time.time() + 60  # the last node's clock a minute ahead
+    left = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=ahead_s,
+                    source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
+    (spool / "ledger-1-1.jsonl").write_text(record_line(FrameRecord(left, "pending")))
+    unreachable = f"postgresql://postgres@127.0.0.1:{closed_port()}/none"
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(unreachable, wait_s=0.5), patience_s=0), metrics, capacity=100,
+                         spool_dir=spool)  # fmt: skip
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="cam", source=str(image_folder(tmp_path / "live", 1)), sample_fps=5, loop=True)
+    IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, ledger).run(
+        max_seconds=1.5
+    )
+    dates = [frame.captured_at_s for frame in queued_frames(connection)]
+    assert dates and min(dates) > ahead_s
+    assert "the frames log cannot say when its last frame was dated (Postgres away): dated from the last frame the" \
+           " spool holds" in caplog.text  # fmt: skip
+
+
+def test_footage_resumed_after_another_recording_keeps_its_logged_dates_and_dates_the_rest_after_it(
+    redis_url, postgres_url, tmp_path
+):
+    """A recording cut short by a stop, another read on the camera since, then the first resumed: its frames
+    the log holds keep the dates they were logged with (one pass across the restart), and those new to the
+    log come after the other recording's, not among them."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    first = CameraConfig(id="cam", source=str(image_folder(tmp_path / "first", 20)), sample_fps=1, realtime=False)
+    other = CameraConfig(id="cam", source=str(image_folder(tmp_path / "other", 20)), sample_fps=1, realtime=False)
+    slow = Settings.load({}, redis_url=redis_url, max_queue_depth=2, frames_per_job=2)  # nothing takes the jobs
+    ingest_until_done(first, slow, connection, postgres_url, max_seconds=2.0)  # stopped part way
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET outcome = 'done' WHERE frame_index IN (0, 1)")
+    cut_short = logged_dates(postgres_url)
+    assert 3 <= len(cut_short) < 20
+    connection.flushall()
+    settings = Settings.load({}, redis_url=redis_url)
+    assert ingest_until_done(other, settings, connection, postgres_url).ingested["cam"] == 20
+    other_last_s = max(date for frame_id, date in logged_dates(postgres_url).items() if frame_id not in cut_short)
+    connection.flushall()
+    assert ingest_until_done(first, settings, connection, postgres_url).ingested["cam"] == 18
+    again = queued_frames(connection)
+    kept = {frame.frame_id: frame.captured_at_s for frame in again if frame.frame_id in cut_short}
+    new = [frame.captured_at_s for frame in again if frame.frame_id not in cut_short]
+    assert len(kept) == len(cut_short) - 2 and kept == pytest.approx({k: cut_short[k] for k in kept}, abs=1e-5)
+    assert len(new) == 20 - len(cut_short) and min(new) > other_last_s
