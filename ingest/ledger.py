@@ -7,7 +7,8 @@ one warning), never silently dropped, and memory stays bounded.
 With the rows goes each camera's watermark: the capture time before which every frame the camera
 sampled has its row (the oldest frame sampled and not yet written, or a moment ago when none is). The
 sighting pool groups no read past it, since a frame queued but not yet recorded could still bring
-reads. A node that stops takes its watermarks away (its cameras are sampled no more).
+reads. Each camera the node claimed has one from its start, whether it samples or not (`claimed`); a
+node that stops takes its watermarks away (its cameras are sampled no more).
 
 The spool, which keeps the records held on disk while Postgres is away and adopts those of nodes gone,
 is the ledger's base class, in ingest/ledger_spool.py."""
@@ -86,8 +87,8 @@ class FrameLedger(SpoolingLedger):
         self.outstanding: dict[str, dict[str, float]] = {}
         """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
         self.last_dates: dict[str, tuple[float, bool]] = {}
-        """Per camera whose next frame may be dated before now, its last frame's date and whether it is
-        recorded footage (_watermarks)."""
+        """Per camera whose next frame may be dated before now, its last frame's date (or the date it is
+        held at: `hold`) and whether it is recorded footage, or held (_watermarks)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
@@ -128,6 +129,26 @@ class FrameLedger(SpoolingLedger):
                 self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
             else:
                 self.last_dates.pop(ref.camera_id, None)
+
+    def claimed(self, camera_id: str, held_at_s: float = 0.0) -> None:
+        """The camera is this node's (its claim, ingest/claims.py): its watermark is written from the next
+        write on and removed at the stop, whether or not it samples a frame. Written only once it sampled
+        one, a camera taken over from a node killed that sampled nothing (its footage all finished) left
+        the dead node's watermark in place, and the camera's sightings waited for it to go stale: the
+        frames' lifetime, 12 minutes (a chaos review). Until its first frame the watermark stays at or
+        before `held_at_s` (`hold`; 0: a moment ago), after which its frames will be dated."""
+        with self.lock:
+            self.outstanding.setdefault(camera_id, {})
+        if held_at_s > 0:
+            self.hold(camera_id, held_at_s)
+
+    def hold(self, camera_id: str, until_s: float) -> None:
+        """Keep the camera's watermark at or before `until_s` until its next frame is sampled or it ends:
+        that frame will be dated no earlier, and the sighting pool groups nothing past the watermark."""
+        with self.lock:
+            held = self.last_dates.get(camera_id)
+            if held is None or until_s < held[0]:
+                self.last_dates[camera_id] = (until_s, True)
 
     def ended(self, camera_id: str) -> None:
         """The camera samples no more frames (its file ended, it failed, or the node stops)."""

@@ -51,7 +51,7 @@ from ingest.claims import CameraClaims
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock, CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame
+from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,12 @@ def footage_tag(run: CameraRun, source: FrameSource) -> str | None:
     if source.is_live:
         return None
     return f"u{run.run_ms}" if source.is_stream else source_tag(source.uri)
+
+
+def may_resume(camera: CameraConfig) -> bool:
+    """Whether a restarted node may resume the camera's footage, dated as it was first read, before now
+    (IngestNode.resume): recorded footage of a file or folder, read once."""
+    return not camera.realtime and not camera.loop and not is_stream_uri(camera.source)
 
 
 HOST_PART_CHARS = 64
@@ -301,10 +307,17 @@ class IngestNode:
         the last file's frames (footage read faster than it plays is dated ahead of the clock), and a node
         whose host's clock was two minutes behind dated its frames before its predecessor's: the two
         recordings' cars merged, or were never sighted (a chaos review). A live camera's frames are dated
-        from there by a clock that slews back to the node's (CameraClock), footage's passes after it."""
+        from there by a clock that slews back to the node's (CameraClock), footage's passes after it.
+
+        The camera is registered with the ledger here (FrameLedger.claimed): its watermark is this node's
+        from now on, sampling or not. Where its first frame may be dated before now (footage that may
+        resume, dated as first read: `may_resume`), the watermark is held at that time until the frame is
+        sampled. A live camera's frames are dated after a moment ago, and its watermark is not held: a
+        camera that could not be opened would have held back the sighting of its last car until it was."""
         if self.ledger is None:
             return 0.0
         dated_until_s, known = self.ledger.last_dated(camera.id)
+        self.ledger.claimed(camera.id, dated_until_s if may_resume(camera) else 0.0)
         if not known:
             log.warning("camera %s: the frames log cannot say when its last frame was dated (Postgres away):"
                         " dated from %s; a frame dated before one logged already is never grouped", camera.id,
@@ -395,9 +408,9 @@ class IngestNode:
         until decoded).
 
         Dated as the first read dated it, the frames read again that the log holds keep the dates they
-        were logged with (`CameraRun.logged_dates`); a frame new to the log that would be dated at or
-        before the camera's last frame (another recording read since) moves the pass on
-        (CameraRun.capture_time)."""
+        were logged with (`CameraRun.logged_dates`), and the camera's watermark is held at the first
+        frame left until it is sampled; a frame new to the log that would be dated at or before the
+        camera's last frame (another recording read since) moves the pass on (CameraRun.capture_time)."""
         finished = {frame_id: frame for frame_id, frame in logged.items() if frame.finished}
         starts = [finished[frame_id].captured_s - time_s for (index, tag), time_s in source.passed.items()
                   if (frame_id := run.frame_id_at(index, tag)) in finished]  # fmt: skip
@@ -405,10 +418,12 @@ class IngestNode:
             starts = [frame.captured_s - source.time_of(frame.frame_index) for frame in finished.values()]
         started_s, now_s = min(starts), self.clock.now()
         grouped_s = self.ledger.grouped_until(run.camera.id) if self.ledger else None
-        # within half the history the pool groups a camera it first meets (and a dead node's watermark holds)
+        # within half the history the pool groups a camera it first meets
         recent = started_s + first_left_s >= now_s - (self.settings.frame_ttl_s + self.settings.job_timeout_s) / 2
         if grouped_s is not None and grouped_s <= started_s + first_left_s and recent:
             run.logged_dates = {frame_id: frame.captured_s for frame_id, frame in logged.items() if not frame.finished}
+            if self.ledger:
+                self.ledger.hold(run.camera.id, started_s + first_left_s)
             return started_s
         return max(started_s, now_s - first_left_s)
 

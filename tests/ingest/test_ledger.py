@@ -867,3 +867,31 @@ def test_a_cameras_last_date_is_its_latest_frame_logged_held_or_grouped(postgres
     away = FrameLedger(unreachable, Metrics(), capacity=10)
     away.add([record(2, now_s + 60)])
     assert away.last_dated("cam") == (now_s + 60, False) and away.last_dated("other") == (0.0, False)
+
+
+def test_a_claimed_camera_has_its_watermark_before_its_first_frame_held_where_its_frames_will_be_dated(postgres_url):
+    """A camera the node claimed has its watermark from the start, sampling or not (a node that took a
+    camera over and sampled nothing left its dead predecessor's in place, for the frames' lifetime): held
+    at the date its frames will come after until it samples or ends, lowered by a hold, never raised by
+    one; a moment ago once it ended; removed at the stop."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    now_s = time.time()
+    try:
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
+        ledger.start()
+        ledger.claimed("cam", held_at_s=now_s - 100)
+        wait_for(lambda: watermark(pool) == now_s - 100, 10, "the watermark held where its frames will be dated")
+        ledger.hold("cam", now_s - 200)
+        wait_for(lambda: watermark(pool) == now_s - 200, 10, "the watermark lowered")
+        ledger.hold("cam", now_s - 50)
+        time.sleep(2 * IDLE_WATERMARK_S)
+        assert watermark(pool) == now_s - 200
+        ledger.ended("cam")
+        wait_for(lambda: (watermark(pool) or 0) > time.time() - 60, 10, "the watermark a moment ago once it ended")
+        assert ledger.close(timeout_s=10) == 0
+        assert watermark(pool) is None
+    finally:
+        pool.close()

@@ -891,3 +891,39 @@ def test_footage_resumed_after_another_recording_keeps_its_logged_dates_and_date
     new = [frame.captured_at_s for frame in again if frame.frame_id not in cut_short]
     assert len(kept) == len(cut_short) - 2 and kept == pytest.approx({k: cut_short[k] for k in kept}, abs=1e-5)
     assert len(new) == 20 - len(cut_short) and min(new) > other_last_s
+
+
+def test_a_camera_taken_over_that_samples_nothing_replaces_the_dead_nodes_watermark(redis_url, postgres_url,
+                                                                                   tmp_path):  # fmt: skip
+    """A node killed left its watermark; the node that took its camera over found the footage all finished,
+    sampled nothing, and wrote none: the dead node's held the camera's sightings back for the frames'
+    lifetime, 12 minutes (a chaos review). Every camera a node claims has its watermark from the start
+    (a camera that cannot be opened too), and the node removes it at its stop."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url)
+    footage = CameraConfig(id="cam", source=str(image_folder(tmp_path / "film", 3)), sample_fps=1, realtime=False)
+    ingest_until_done(footage, settings, connection, postgres_url)
+    unopened = CameraConfig(id="gone", source="http://127.0.0.1:9/cam.mjpg", sample_fps=1)  # nothing answers
+    stale_s = time.time() - 300
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET outcome = 'done'")  # all finished: the node reads nothing of it
+        db.execute("INSERT INTO camera_watermarks (camera_id, recorded_until_s) VALUES ('cam', %s), ('gone', %s)",
+                   (stale_s, stale_s))  # fmt: skip
+
+    def watermarks() -> dict[str, float]:
+        with psycopg.connect(postgres_url) as db:
+            return dict(db.execute("SELECT camera_id, recorded_until_s FROM camera_watermarks").fetchall())
+
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+    node = IngestNode([footage, unopened], settings, connection, connection, metrics, ledger)
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": 30}, daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: all(mark > time.time() - 10 for mark in watermarks().values()), 20,
+                 "both watermarks this node's")  # fmt: skip
+    finally:
+        node.stop.set()
+        runner.join(20)
+    assert not runner.is_alive() and watermarks() == {}
