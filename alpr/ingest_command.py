@@ -26,7 +26,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.clock import CaptureClock
     from ingest.node import IngestNode
 
-    cameras = load_cameras(args.cameras, check_sources=True)  # every mistake of the file at once, sources too
+    # every mistake of the file at once, sources too (a video opened within the operator's memory bound)
+    cameras = load_cameras(args.cameras, check_sources=True, memory_mb=settings.capture_memory_mb)
     for ids in shared_sources(cameras):
         log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
                     ", ".join(ids))  # fmt: skip

@@ -344,3 +344,8 @@ before its reader is stopped as hung."""
 REPEATED_LOG_INTERVAL_S = 60.0
 """An event that may repeat for every job (a job refused for its signature, an RQ command refused) is
 logged at once, then at most this often, with the count since (`common.log_throttle`)."""
+
+CAPTURE_DECODER_THREADS = 2
+"""Threads each video's or camera's decoder runs (OpenCV's default: one a core). Memory grows with them:
+an 8K H.264 stream took 532 MB with 2 and past 1 GB with 8, a 4K one 215 MB with 2 and 923 MB with 32; two
+decode a 4K camera in real time, and the detector, not decoding, sets a node's pace."""

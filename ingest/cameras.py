@@ -103,10 +103,13 @@ class CameraConfig(BaseModel):
         return roi
 
 
-def parse_cameras(raw: Any, origin: str = "cameras file", check_sources: bool = False) -> list[CameraConfig]:
+def parse_cameras(
+    raw: Any, origin: str = "cameras file", check_sources: bool = False, memory_mb: int = defaults.CAPTURE_MEMORY_MB
+) -> list[CameraConfig]:
     """Validate the parsed YAML: {cameras: [ {...}, ... ]}. Every mistake found (up to MAX_MISTAKES_SHOWN,
     the rest counted) is said in one ConfigError, which `origin` (the file) starts; with `check_sources`,
-    each enabled camera's source too (ingest/sources.check_source: a file that does not exist...)."""
+    each enabled camera's source too (ingest/sources.check_source: a file that does not exist...; a video
+    is opened within `memory_mb`, ALPR_CAPTURE_MEMORY_MB)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cameras"), list) or set(raw) - {"cameras"}:
         raise ConfigError(f"{origin}: expected a mapping with one key, `cameras`, holding a list")
     cameras: list[CameraConfig] = []
@@ -126,7 +129,7 @@ def parse_cameras(raw: Any, origin: str = "cameras file", check_sources: bool = 
         cameras.append(camera)
         if check_sources and camera.enabled and len(mistakes) < MAX_MISTAKES_SHOWN:  # (a video is opened: bounded)
             try:
-                check_source(camera.source)
+                check_source(camera.source, memory_mb)
             except InputError as error:
                 mistakes.append(f"camera {name}: {mask_url(str(error))}")
     mistakes += repeated_ids([c.id for c in cameras])
@@ -165,8 +168,10 @@ def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
     return [ids for ids in by_source.values() if len(ids) > 1]
 
 
-def load_cameras(path: Path, check_sources: bool = False) -> list[CameraConfig]:
+def load_cameras(
+    path: Path, check_sources: bool = False, memory_mb: int = defaults.CAPTURE_MEMORY_MB
+) -> list[CameraConfig]:
     """The cameras of the file at `path`, validated (with `check_sources`, their sources too); its mistakes
     are a one-line ConfigError naming the file."""
     raw = load_strict_yaml(read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError), str(path))
-    return parse_cameras(raw, str(path), check_sources)
+    return parse_cameras(raw, str(path), check_sources, memory_mb)

@@ -179,7 +179,9 @@ def check_video_file(
         raise InputError(f"video {shown} cannot be read: {error.strerror or error}") from None
     if not first_bytes:
         raise InputError(f"video {shown} is empty (0 bytes)")
-    capture = IsolatedCapture(str(path), memory_mb=memory_mb)
+    timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, defaults.STREAM_OPEN_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, defaults.STREAM_OPEN_TIMEOUT_MS]  # fmt: skip
+    capture = IsolatedCapture(str(path), timeouts, memory_mb=memory_mb)
     try:
         if not capture.isOpened():
             raise InputError(f"cannot open video (corrupt or unsupported): {shown}")

@@ -9,6 +9,9 @@ import http.server
 import logging
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
 from common.errors import ConfigError
@@ -160,7 +164,7 @@ def test_the_camera_url_never_reaches_a_command_line_and_ctrl_c_is_the_nodes():
 
 def test_a_reader_whose_node_is_gone_ends(demo_clip):
     capture = IsolatedCapture(str(demo_clip[0]))
-    capture._connection.close()  # the node killed: its end of the pipe closes
+    capture._channel.sock.close()  # the node killed: its end of the pipe closes
     wait_for(lambda: capture._process.poll() is not None, 10, "the reader to end")
     assert capture._process.returncode == 0
 
@@ -193,3 +197,111 @@ def test_a_readers_frame_memory_cannot_be_shrunk_from_under_the_nodes_copy(demo_
         assert capture.read()[1].any()  # type: ignore[union-attr]
     finally:
         capture.release()
+
+
+class HostileCapture(IsolatedCapture):
+    child_module = "tests.ingest.hostile_capture_child"
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("half-line", "did not answer within 2 s"), ("deep", "not a message of ours (RecursionError)"),
+     ("wrong-types", "an answer no reader of ours gives"), ("endless-line", "a message longer than 65536 bytes"),
+     ("bigger-frame", "a frame larger than it left")],
+)  # fmt: skip
+def test_a_child_a_hostile_stream_took_over_holds_no_thread_nor_memory_of_the_node(mode, reason, monkeypatch):
+    """Half a message held the reader's thread for ever (past its deadline, out of the node's stop); an
+    answer nested 4,000 deep or of the wrong types raised out of grab() and failed the camera for good."""
+    monkeypatch.setenv("HOSTILE_MODE", mode)
+    started = time.monotonic()
+    with peak_growth() as growth:
+        capture = HostileCapture("/videos/any.mp4", wait_s=2.0)
+        ok, image = capture.read() if capture.isOpened() else (False, None)
+    assert not ok and image is None and not capture.isOpened()
+    assert capture.ended_because is not None and reason in capture.ended_because
+    assert time.monotonic() - started < 6.0 and growth[0] < 50 * 1024 * 1024
+    assert capture._process.poll() is not None  # stopped and reaped
+    capture.release()
+
+
+def test_a_stream_whose_child_answers_wrongly_is_reconnected_not_failed_for_good(monkeypatch, caplog):
+    monkeypatch.setenv("HOSTILE_MODE", "wrong-types")
+    monkeypatch.setattr("ingest.sources.IsolatedCapture", HostileCapture)
+    stop, states = threading.Event(), []
+
+    def on_state(state: str, errors: int) -> None:
+        states.append(state)
+        stop.set()
+
+    keeper = SourceKeeper("http://127.0.0.1:9/video.mjpg", 5.0, "gate", stop, on_state=on_state)
+    assert keeper.run(lambda source: None) == "ended" and states == ["reconnecting"]
+    assert "an answer no reader of ours gives" in caplog.text
+
+
+def test_a_folder_holding_an_ingest_module_runs_nothing_in_the_child(demo_clip, tmp_path, monkeypatch):
+    """`-m` put the working directory first on the child's path: `alpr run` started in a folder holding an
+    ingest.py ran that file in the child."""
+    planted = tmp_path / "planted"
+    (tmp_path / "ingest.py").write_text(f"open({str(planted)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    capture = IsolatedCapture(str(demo_clip[0]))
+    try:
+        assert capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
+    assert not planted.exists()
+
+
+def test_a_child_ends_at_once_with_its_node_killed(tmp_path):
+    """A node killed with -9 while FFmpeg waited on a silent camera left its child 11 s; one whose FFmpeg
+    hung, for ever. The child now asks the kernel to end it with its node's thread."""
+    with hung_camera() as url:
+        node = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; from ingest.capture_process import IsolatedCapture;"
+             f" c = IsolatedCapture({url!r}, [], wait_s=600); print(c._process.pid, flush=True); time.sleep(600)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for(lambda: child_of(node.pid) is not None, 20, "the node's capture child")
+        child = child_of(node.pid)
+        node.kill()
+        node.wait()
+        wait_for(lambda: not Path(f"/proc/{child}").exists() or is_zombie(child), 5, "the child to end")
+
+
+def test_the_decoder_runs_the_set_threads_not_one_a_core(demo_clip, monkeypatch):
+    monkeypatch.setattr(defaults, "CAPTURE_DECODER_THREADS", 1)
+    capture = IsolatedCapture(str(demo_clip[0]))
+    try:
+        assert capture.get(cv2.CAP_PROP_N_THREADS) == 1
+    finally:
+        capture.release()
+    given = IsolatedCapture(str(demo_clip[0]), [cv2.CAP_PROP_N_THREADS, 2])  # a caller's own count stands
+    try:
+        assert given.get(cv2.CAP_PROP_N_THREADS) == 2
+    finally:
+        given.release()
+
+
+@contextmanager
+def hung_camera() -> Iterator[str]:
+    """A camera that accepts TCP and never answers; yields its URL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/video.mjpg"
+    finally:
+        server.close()
+
+
+def child_of(pid: int) -> int | None:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    text = children.read_text().split() if children.exists() else []
+    return int(text[0]) if text else None
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -1,0 +1,99 @@
+"""A capture's child process (`python -P -m ingest.capture_child SOCKET_FD FRAMES_FD PARENT_PID`): it opens
+the one video or stream its reader (ingest/capture_process.py) names over the socket, never on the
+command line, and answers its calls (grab, retrieve, get, release) until the reader releases it or goes.
+
+It holds itself to its reader's bounds before it opens anything: its address space capped (no single
+allocation of gigabytes succeeds), FFmpeg's options set in its own environment (ingest/ffmpeg_open.py),
+SIGINT ignored (a terminal's Ctrl-C is the reader's to handle), and SIGKILL asked for when the thread
+that started it ends (PR_SET_PDEATHSIG): a node killed with -9 while FFmpeg waits on a silent camera
+left its child running 11 s, and one whose FFmpeg hung, for ever."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import socket
+import sys
+
+import cv2
+import numpy as np
+
+from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
+
+OPEN_PROPERTIES = (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS, cv2.CAP_PROP_FRAME_COUNT)
+"""What a reader asks of an opened capture: sent once with the open's answer, not asked each time."""
+
+ADDRESS_SPACE_FACTOR = 3
+"""A child's address space may grow by this many times its memory bound from its start: room for thread
+stacks and allocators' reserved (unused) space, none for an allocation of gigabytes."""
+
+PR_SET_PDEATHSIG = 1
+"""prctl's option: the signal this process gets when the thread that started it ends."""
+
+
+def virtual_bytes() -> int:
+    """This process's address space (bytes)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the reader's thread ends; gone at once if the reader already has."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it ended before the request was made
+        os._exit(0)
+
+
+def serve(channel: Channel, frames: FrameBuffer) -> None:
+    """Open the source the reader names first and answer its calls until it releases the capture or goes."""
+    from ingest.ffmpeg_open import open_capture  # sets FFmpeg's options in the child's own environment
+
+    try:
+        uri, params, memory_bytes = channel.wait_message()
+    except (EOFError, OSError, MalformedMessageError, TypeError, ValueError):
+        return
+    limit = virtual_bytes() + ADDRESS_SPACE_FACTOR * int(memory_bytes)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    capture = open_capture(str(uri), [int(p) for p in params])
+    try:
+        opened = capture.isOpened()
+        channel.send([opened, [capture.get(prop) for prop in OPEN_PROPERTIES] if opened else []])
+        while answer_call(channel, capture, frames):
+            pass
+    except (EOFError, OSError, MalformedMessageError, TypeError, ValueError):  # the reader is gone
+        pass
+    finally:
+        capture.release()
+
+
+def answer_call(channel: Channel, capture: cv2.VideoCapture, frames: FrameBuffer) -> bool:
+    """Answer the reader's next call; False once it releases the capture."""
+    call, argument = channel.wait_message()
+    if call == "grab":
+        grabbed = capture.grab()
+        channel.send([grabbed, capture.get(cv2.CAP_PROP_POS_MSEC) if grabbed else -1.0])
+    elif call == "retrieve":
+        retrieved, image = capture.retrieve()
+        if not retrieved or image is None or image.dtype != np.uint8:
+            channel.send(None)
+        else:
+            frames.write(np.ascontiguousarray(image))
+            channel.send(list(image.shape))
+    elif call == "get":
+        channel.send(capture.get(int(argument)))
+    else:
+        return False
+    return True
+
+
+def main(arguments: list[str]) -> None:
+    socket_fd, frames_fd, parent_pid = (int(argument) for argument in arguments)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    end_with_parent(parent_pid)
+    serve(Channel(socket.socket(fileno=socket_fd)), FrameBuffer(frames_fd))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
