@@ -56,6 +56,9 @@ def serve(channel: Channel, frames: FrameBuffer) -> None:
         return
     limit = virtual_bytes() + ADDRESS_SPACE_FACTOR * int(memory_bytes)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # its one file is its frame buffer, held to the memory bound: a node's file-size limit (ulimit -f) is
+    # for what the node writes (a 320x240 frame's buffer failed under a 150 kB one, the child ending mute)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.getrlimit(resource.RLIMIT_FSIZE)[1],) * 2)
     capture = open_capture(str(uri), [int(p) for p in params])
     try:
         opened = capture.isOpened()

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -72,11 +73,16 @@ def write_cameras(path: Path, cameras: list[dict]) -> Path:
 
 @contextmanager
 def mjpeg_camera(
-    jpegs: list[bytes], fps: float, per_connection: int | None = None, connections: list[float] | None = None
+    jpegs: list[bytes],
+    fps: float,
+    per_connection: int | None = None,
+    connections: list[float] | None = None,
+    then: Callable[[BinaryIO], None] | None = None,
 ) -> Iterator[str]:
     """Serve the JPEGs in a loop as a live multipart/x-mixed-replace stream at `fps`; yields its URL.
     With `per_connection`, each connection is closed after that many frames (a camera that ends its
-    streams); `connections` gets the time of each one opened."""
+    streams), `then` given the connection first to write what it will; `connections` gets the time of
+    each one opened."""
 
     class Camera(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -93,6 +99,8 @@ def mjpeg_camera(
                     self.wfile.write(head + data + b"\r\n")
                     index += 1
                     time.sleep(1 / fps)
+                if then is not None:
+                    then(self.wfile)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 

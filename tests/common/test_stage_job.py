@@ -15,36 +15,12 @@ import redis
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from common import defaults
-from common.frame_store import frame_key
-from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
 from common.replay import replay_failed
 from common.stage_job import JOB_HASH_FIELDS, PERMANENT, StageJob, field_bound
 from common.worker import StageResult, StageWorker, WorkerContext
-
-
-class Recorder:
-    """A detect stage that records the batches it was handed."""
-
-    name = "detect"
-
-    def __init__(self) -> None:
-        self.batches: list[str] = []
-
-    def handle(self, payload: Any) -> StageResult:
-        self.batches.append(payload["batch_id"])
-        return StageResult(frames=len(payload["frames"]))
-
-    def maintain(self) -> None:
-        pass
-
-
-def detect_job(batch_id: str) -> DetectJob:
-    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
-                     source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
-    return DetectJob(batch_id=batch_id, frames=[frame])
-
+from tests.common.recording_stage import Recorder, detect_job
 
 CRAFTED: dict[str, dict[str, bytes | None]] = {
     "created_at": {"created_at": b"garbage"},

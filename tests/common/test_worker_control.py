@@ -11,43 +11,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import pytest
 import redis
 from rq.command import PUBSUB_CHANNEL_TEMPLATE
 from rq.suspension import WORKERS_SUSPENDED
 
-from common.frame_store import frame_key
-from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
-from common.worker import StageResult, StageWorker, WorkerContext
+from common.worker import StageWorker, WorkerContext
+from tests.common.recording_stage import Recorder, detect_job
 
 RESCUE_S = 20
 """A worker the test could not stop otherwise gets SIGINT after this long (RQ's own stop)."""
-
-
-class Recorder:
-    """A detect stage that records the batches it was handed."""
-
-    name = "detect"
-
-    def __init__(self) -> None:
-        self.batches: list[str] = []
-
-    def handle(self, payload: Any) -> StageResult:
-        self.batches.append(payload["batch_id"])
-        return StageResult(frames=len(payload["frames"]))
-
-    def maintain(self) -> None:
-        pass
-
-
-def detect_job(batch_id: str) -> DetectJob:
-    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
-                     source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
-    return DetectJob(batch_id=batch_id, frames=[frame])
 
 
 @contextmanager

@@ -6,18 +6,16 @@ ERROR: 30-90 tracebacks an incident, burying the line that said why."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis
 from rq import Retry
 
 from common.errors import InputError
-from common.frame_store import frame_key
-from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
 from common.worker import StageResult, StageWorker, WorkerContext
+from tests.common.recording_stage import detect_job
 
 
 class Failing:
@@ -34,12 +32,6 @@ class Failing:
 
     def maintain(self) -> None:
         pass
-
-
-def detect_job(batch_id: str) -> DetectJob:
-    frame = FrameRef(frame_id="cam:1:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
-                     source_time_s=0.0, key=frame_key("cam:1:0"), region="us")  # fmt: skip
-    return DetectJob(batch_id=batch_id, frames=[frame])
 
 
 def test_an_explained_failure_is_one_line_and_an_unforeseen_one_keeps_its_traceback(redis_url, caplog):

@@ -5,7 +5,6 @@ reaches a command line; the frames are OpenCV's own."""
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ from common.errors import ConfigError
 from ingest.capture_process import IsolatedCapture, resident_bytes
 from ingest.reconnect import SourceKeeper
 from ingest.sources import VideoSource, open_source
-from tests.helpers import http_server, mjpeg_camera, wait_for
+from tests.helpers import mjpeg_camera, wait_for
 
 JPEG = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
 
@@ -38,28 +38,14 @@ JPEG = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
 def camera_declaring_a_huge_part(frames: int = 5, megabytes: int = 600) -> Iterator[str]:
     """An MJPEG camera that sends `frames` good frames, then a part declaring 4 GB and `megabytes` of it."""
 
-    class Camera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-            try:
-                for _ in range(frames):
-                    self.wfile.write(part % len(JPEG) + JPEG + b"\r\n")
-                    time.sleep(0.04)
-                self.wfile.write(part % (4 << 30))
-                chunk = bytes(1 << 20)
-                for _ in range(megabytes):
-                    self.wfile.write(chunk)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def huge_part(stream: BinaryIO) -> None:
+        stream.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (4 << 30))
+        chunk = bytes(1 << 20)
+        for _ in range(megabytes):
+            stream.write(chunk)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_server(Camera) as base:
-        yield f"{base}/video.mjpg"
+    with mjpeg_camera([JPEG], fps=25, per_connection=frames, then=huge_part) as url:
+        yield url
 
 
 @contextmanager
