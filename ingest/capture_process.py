@@ -105,13 +105,20 @@ class IsolatedCapture:
             params += [cv2.CAP_PROP_N_THREADS, defaults.CAPTURE_DECODER_THREADS]
         ours, theirs = socket.socketpair()
         self._frames = FrameBuffer.new()
-        with theirs:
-            self._process = subprocess.Popen(
-                [sys.executable, "-P", "-m", self.child_module, str(theirs.fileno()), str(self._frames.fd),
-                 str(os.getpid())],
-                pass_fds=[theirs.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, env=child_environment(),
-            )  # fmt: skip
+        try:
+            with theirs:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-P", "-m", self.child_module, str(theirs.fileno()), str(self._frames.fd),
+                     str(os.getpid())],
+                    pass_fds=[theirs.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, env=child_environment(),
+                )  # fmt: skip
+        except BaseException:  # no child (out of processes or descriptors): nothing of it left open
+            ours.close()
+            self._frames.close()
+            raise
         self._channel = Channel(ours)
+        self._poller = select.poll()  # not select(): a node of many cameras holds descriptors past 1024
+        self._poller.register(ours, select.POLLIN)
         self._open = True
         answer = self._call_with(
             [uri, params, self.memory_bytes],
@@ -198,7 +205,7 @@ class IsolatedCapture:
                 whole, answer = self._channel.next_message()
                 if whole:
                     return True, answer
-                readable = select.select([self._channel.sock], [], [], POLL_S)[0]
+                readable = self._poller.poll(POLL_S * 1000)
                 resident = resident_bytes(self._process.pid)
                 if resident is not None and resident > self.memory_bytes:
                     self._end(f"its reader went past its memory bound of {self.memory_mb} MB and was stopped")

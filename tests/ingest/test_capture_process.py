@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -291,3 +292,26 @@ def is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_a_capture_opened_past_a_thousand_descriptors_is_read(demo_clip):
+    """select() refuses a descriptor past 1023 ("filedescriptor out of range"): a node of some hundreds
+    of cameras, each capture holding a socket and its frames' memory, would have had its later cameras'
+    captures raise at their first call. They are waited on with poll()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this host allows {hard} descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        capture = IsolatedCapture(str(demo_clip[0]))
+        try:
+            assert capture._channel.sock.fileno() >= 1024
+            ok, image = capture.read()
+            assert ok and image is not None and image.shape == (720, 1280, 3)
+        finally:
+            capture.release()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
