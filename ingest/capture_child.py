@@ -10,6 +10,7 @@ left its child running 11 s, and one whose FFmpeg hung, for ever."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -28,6 +29,9 @@ OPEN_PROPERTIES = (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_
 ADDRESS_SPACE_FACTOR = 3
 """A child's address space may grow by this many times its memory bound from its start: room for thread
 stacks and allocators' reserved (unused) space, none for an allocation of gigabytes."""
+
+MAX_ERROR_CHARS = 300
+"""The most of a failure's text a child tells its reader."""
 
 PR_SET_PDEATHSIG = 1
 """prctl's option: the signal this process gets when the thread that started it ends."""
@@ -65,8 +69,11 @@ def serve(channel: Channel, frames: FrameBuffer) -> None:
         channel.send([opened, [capture.get(prop) for prop in OPEN_PROPERTIES] if opened else []])
         while answer_call(channel, capture, frames):
             pass
-    except (EOFError, OSError, MalformedMessageError, TypeError, ValueError):  # the reader is gone
+    except (EOFError, ConnectionError, MalformedMessageError):  # the reader is gone
         pass
+    except Exception as error:  # the capture's own failure (OpenCV out of memory, a buffer that cannot grow)
+        with contextlib.suppress(OSError):  # told, where it ended mute (exit code 0)
+            channel.send({"error": f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]})
     finally:
         capture.release()
 

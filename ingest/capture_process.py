@@ -43,7 +43,7 @@ import numpy as np
 
 from common import defaults
 from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
-from ingest.capture_child import OPEN_PROPERTIES
+from ingest.capture_child import MAX_ERROR_CHARS, OPEN_PROPERTIES
 
 POLL_S = 0.25
 """How often a reader waiting for its child's answer looks at the child's memory."""
@@ -190,6 +190,9 @@ class IsolatedCapture:
             return None
         received, answer = self._answer()
         if not received:
+            return None
+        if isinstance(answer, dict) and isinstance(answer.get("error"), str):  # the child's own failure, told
+            self._end(f"its reader failed ({ascii(answer['error'][:MAX_ERROR_CHARS])[1:-1]})")
             return None
         if (answer is None and not none_is_answer) or not valid(answer):
             self._end("its reader sent an answer no reader of ours gives and was stopped")

@@ -22,6 +22,8 @@ def main(socket_fd: int) -> None:
         sock.sendall(b"[" * 100_000 + b"\n")
     elif mode == "wrong-types":
         sock.sendall(b'["yes", {"a": 1}]\n')
+    elif mode == "failed":
+        sock.sendall(b'{"error": "MemoryError: \\u001b[31mred"}\n')
     elif mode == "endless-line":
         sock.sendall(b"1" * 1_000_000)
     elif mode == "bigger-frame":

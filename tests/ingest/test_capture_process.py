@@ -194,7 +194,8 @@ class HostileCapture(IsolatedCapture):
     ("mode", "reason"),
     [("half-line", "did not answer within 2 s"), ("deep", "not a message of ours (RecursionError)"),
      ("wrong-types", "an answer no reader of ours gives"), ("endless-line", "a message longer than 65536 bytes"),
-     ("bigger-frame", "a frame larger than it left")],
+     ("bigger-frame", "a frame larger than it left"),
+     ("failed", "its reader failed (MemoryError: \\x1b[31mred)")],
 )  # fmt: skip
 def test_a_child_a_hostile_stream_took_over_holds_no_thread_nor_memory_of_the_node(mode, reason, monkeypatch):
     """Half a message held the reader's thread for ever (past its deadline, out of the node's stop); an
