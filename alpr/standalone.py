@@ -37,7 +37,7 @@ from common.private_files import (
 from common.roi import Polygon, RoiWatch
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
-from detector_worker.core import PlateDetector, boxes_to_read, inside_roi, nested_in_stronger
+from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
 from ingest.reconnect import ReaderError, SourceKeeper
 from ingest.sources import MAX_FAILURES_KEPT, FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
@@ -391,8 +391,10 @@ class Pipeline:
         out = []
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
-            boxes = list(boxes_to_read(found, self.roi).boxes())  # the ROI and nesting choose what is read
-            outside = int((~inside_roi(found, self.roi) & ~nested_in_stronger(found)).sum()) if self.roi else 0
+            inside, whole = inside_roi(found, self.roi), ~nested_in_stronger(found)  # each once a frame
+            read = inside & whole  # the ROI and nesting choose what is read (detector_worker.core.to_read)
+            boxes = [box for box, kept in zip(found.boxes(), read, strict=True) if kept]
+            outside = int((~inside & whole).sum())
             crops = [geometry.crop(image, box, self.crop_margin) for box, _ in boxes]
             edges = [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes]
             reads = self.reader.read_plates(crops, boxes, edges)
