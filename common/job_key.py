@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from common.bounded_hash import read_within_bounds
 from common.credentials import escape_controls
 from common.queues import redis_now
 
@@ -76,13 +77,9 @@ def format_ago(seconds: float) -> str:
 
 def published(connection: redis.Redis) -> list[Published]:
     """Every role's entry that reads back as the chain writes it (a forged or oversized one is left)."""
-    with connection.pipeline(transaction=False) as pipeline:
-        for role in ROLES:
-            pipeline.hstrlen(FINGERPRINTS_KEY, role)
-        lengths = pipeline.execute()
-    wanted = [role for role, length in zip(ROLES, lengths, strict=True) if 0 < length <= MAX_ENTRY_BYTES]
+    found = read_within_bounds(connection, FINGERPRINTS_KEY, dict.fromkeys(ROLES, MAX_ENTRY_BYTES))
     entries = []
-    for role, value in zip(wanted, connection.hmget(FINGERPRINTS_KEY, wanted) if wanted else [], strict=True):
+    for role, value in found.values.items():
         if (entry := parse_entry(role, value)) is not None:
             entries.append(entry)
     return entries

@@ -22,6 +22,7 @@ from rq.job import Job
 from rq.utils import decode_redis_hash
 
 from common import defaults
+from common.bounded_hash import read_within_bounds
 
 STAGE_JOB_FUNCTION = "alpr.stage"
 """The one function name a job may carry. It is never imported: a StageWorker hands each job a
@@ -109,19 +110,14 @@ class StageJob(Job):
         self.result_ttl, self.failure_ttl, self.ttl = defaults.RESULT_TTL_S, defaults.FAILURE_TTL_S, None
 
     def refresh(self) -> None:
-        """RQ's refresh, but each field's length is asked first (HSTRLEN) and only the fields RQ's restore
-        reads are fetched, each within its bound: a field over it stays in Redis and the job is restored
-        without it, unreadable. RQ fetched the whole hash: a forged 400 MB field took 1.3 GB in
+        """RQ's refresh, but only the fields RQ's restore reads are fetched, each within its bound, its length
+        and value taken in one step (common/bounded_hash.py): a field over it stays in Redis and the job is
+        restored without it, unreadable. RQ fetched the whole hash: a forged 400 MB field took 1.3 GB in
         `alpr status` before the data bound was ever checked."""
-        with self.connection.pipeline(transaction=False) as pipeline:
-            for name in JOB_HASH_FIELDS:
-                pipeline.hstrlen(self.key, name)
-            lengths = pipeline.execute()
-        over = [name for name, length in zip(JOB_HASH_FIELDS, lengths, strict=True) if length > field_bound(name)]
-        wanted = [name for name in JOB_HASH_FIELDS if name not in over]
-        values = self.connection.hmget(self.key, wanted)
-        raw_data = {name.encode(): value for name, value in zip(wanted, values, strict=True) if value is not None}
-        if not raw_data and not over and not self.connection.exists(self.key):
+        found = read_within_bounds(self.connection, self.key, {name: field_bound(name) for name in JOB_HASH_FIELDS})
+        over = [name for name in JOB_HASH_FIELDS if name in found.over]
+        raw_data = {name.encode(): value for name, value in found.values.items()}
+        if not found.exists:
             raise NoSuchJobError(f"No such job: {self.key}")
         self.left_in_redis = f"{over[0]} over {field_bound(over[0])} bytes" if over else None
         self.restore(raw_data)
