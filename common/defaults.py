@@ -81,6 +81,9 @@ EARLY_RESCAN_S = 30.0
 """Reads logged this recently are matched against the watch-lists again each round (a read's id is taken
 at insert, and commits land in any order); alert ids and passes make a second match harmless."""
 
+FRAME_INTERVAL_UNKNOWN_S = 2.0
+"""How often a sighting worker looks up a camera's frame interval while it is unknown (under two frames logged)."""
+
 SIGHTING_HEARTBEAT_TTL_S = 30
 """A sighting worker counts as alive this long after its last heartbeat (renewed every third of it)."""
 

@@ -214,9 +214,12 @@ class SightingStage:
     def camera_frame_interval(self, connection: psycopg.Connection, camera_id: str) -> float | None:
         """The camera's time between sampled frames (common/sighting_log.frame_interval), looked up again
         every FRAME_INTERVAL_REFRESH_S, not every round (every 0.2 s, for each camera with work: 62 ms a
-        round at 200 cameras, to learn a setting that changes when an operator edits it)."""
+        round at 200 cameras, to learn a setting that changes when an operator edits it); while unknown
+        (a camera with under two frames logged), every FRAME_INTERVAL_UNKNOWN_S: it was looked up again
+        every round, a query a round for each such camera with work."""
         looked_at, interval_s = self.frame_intervals.get(camera_id, (-math.inf, None))
-        if time.monotonic() - looked_at >= FRAME_INTERVAL_REFRESH_S or interval_s is None:
+        refresh_s = FRAME_INTERVAL_REFRESH_S if interval_s is not None else defaults.FRAME_INTERVAL_UNKNOWN_S
+        if time.monotonic() - looked_at >= refresh_s:
             interval_s = frame_interval(connection, camera_id)
             self.frame_intervals[camera_id] = (time.monotonic(), interval_s)
         return interval_s

@@ -435,6 +435,41 @@ def test_a_cameras_frame_interval_is_learnt_from_its_frames_erring_short(chain):
         assert frame_interval(connection, "new") is None and frame_interval(connection, "none") is None
 
 
+def test_a_camera_of_unknown_frame_interval_costs_one_lookup_a_period_not_one_a_round(chain, redis_url, monkeypatch):
+    """A camera with a single frame logged has no frame interval: it was looked up again every round
+    (0.2 s), a query a round for each such camera with work. Now once per FRAME_INTERVAL_UNKNOWN_S; the
+    interval is learnt at the first lookup after that. Queries counted as Postgres is sent them."""
+    from common.sighting_log import FRAME_INTERVAL
+
+    pool, settings = chain
+    sent: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(query if isinstance(query, str) else "")
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    start_s = time.time() - 2.05
+    log_frames(pool, [(frame(0, start_s), [plate("KPX4721", 500.0)])])  # its track open for about 2 s
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    visited: list[str] = []
+    group_camera = stage.group_camera
+    stage.group_camera = lambda camera_id: visited.append(camera_id) or group_camera(camera_id)  # type: ignore[method-assign]
+    for _ in range(5):
+        stage.poll()
+    assert visited == ["gate"] * 5  # a camera with work each round (its track open)
+    assert sent.count(FRAME_INTERVAL) == 1  # unknown, and not asked again within the period
+    log_frames(pool, [(frame(1, start_s + 0.2), [plate("KPX4721", 500.0)])])  # its interval now known: 0.2 s
+    with pool.connection() as connection:
+        assert stage.camera_frame_interval(connection, "gate") is None  # within the period: as it was
+        assert sent.count(FRAME_INTERVAL) == 1
+        monkeypatch.setattr(defaults, "FRAME_INTERVAL_UNKNOWN_S", 0.0)  # the period over
+        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2)
+        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2)  # known: kept a minute
+    assert sent.count(FRAME_INTERVAL) == 2
+
+
 def test_a_pass_that_kept_no_box_is_held_open_by_no_lookalike() -> None:
     """A pass saved before it kept its newest read's box ([first, last, touched] or with the nearest
     match's distance), or begun by a sighting, was within reach of any read: the first lookalike held it
