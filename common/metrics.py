@@ -111,6 +111,12 @@ class Metrics:
             "Reads logged of plates at the frame's left or right edge (maybe cut off: confidence capped), per camera.",
             ["camera"], registry=r,
         )  # fmt: skip
+        self.plates_outside_roi = Counter(
+            "alpr_plates_outside_roi",
+            "Plates found outside their camera's ROI (none nested in a stronger box): blurred, never read, per"
+            " camera. A camera whose plates all count here reads nothing: its ROI drawn for other frames?",
+            ["camera"], registry=r,
+        )  # fmt: skip
         self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
         self.core_cpu_seconds = Counter(
             "alpr_core_cpu_seconds", "CPU spent in the stage's core (model, OCR, blur), not moving jobs.", ["stage"],

@@ -112,12 +112,7 @@ def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
 def to_read(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
     """Per box: is it read? Its centre lies inside the ROI and it is not nested in a stronger box. Every
     box, read or not, is blurred."""
-    return readable(detections, inside_roi(detections, roi))
-
-
-def readable(detections: PlateDetections, inside: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """`to_read` for a caller that has `inside_roi` already (the detect worker records it per box)."""
-    return inside & ~nested_in_stronger(detections)
+    return inside_roi(detections, roi) & ~nested_in_stronger(detections)
 
 
 def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:

@@ -45,7 +45,7 @@ from common.metrics import Metrics
 from common.queues import enqueue
 from common.time_budget import within_budget
 from common.worker import StageResult
-from detector_worker.core import PlateDetector, inside_roi, readable
+from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,10 @@ class DetectStage:
         frames, crops = [], []
         for ref, detections in zip(present, found, strict=True):
             plates = []
-            inside = inside_roi(detections, ref.roi)
-            read = readable(detections, inside).tolist()
+            inside, whole = inside_roi(detections, ref.roi), ~nested_in_stronger(detections)  # each once a frame
+            read = (inside & whole).tolist()  # the ROI and nesting choose what is read (core.to_read)
+            if outside := int((~inside & whole).sum()):  # counted as `alpr run` counts them (alpr/standalone.py)
+                self.metrics.plates_outside_roi.labels(camera=self.metrics.camera(ref.camera_id)).inc(outside)
             for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), inside.tolist(), strict=True)):
                 crop = geometry.crop(images[ref.key], box, self.crop_margin) if read[index] else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None

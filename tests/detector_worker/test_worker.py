@@ -20,8 +20,9 @@ from tests.helpers import clip_frames
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
-    return FrameRef(frame_id=frame_id, camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time() - age_s,
-                    source_time_s=0.0, key=frame_key(frame_id), region="us")  # fmt: skip
+    return FrameRef(frame_id=frame_id, camera_id=frame_id.split(":")[0], seq=0, frame_index=0,
+                    captured_at_s=time.time() - age_s, source_time_s=0.0, key=frame_key(frame_id),
+                    region="us")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +261,36 @@ def test_frames_not_begun_within_the_jobs_time_budget_are_passed_on_skipped(redi
     assert (
         generous.handle(DetectJob(batch_id="in-time", frames=[ref(f) for f in ids]).model_dump(mode="json")).frames == 4
     )
+
+
+def test_plates_outside_the_cameras_roi_are_counted_per_camera(redis_url, detector, plate_and_box):
+    """A camera whose ROI misses its plates (drawn for another resolution, x and y swapped) read nothing,
+    and the chain said so nowhere but in the ingest node's one warning: `alpr run` counts them, the
+    detector pool had no metric. Now `alpr_plates_outside_roi_total{camera}`; plates in the ROI, or at a
+    camera with none, are not counted."""
+    from common.metrics import Metrics
+    from detector_worker.worker import DetectStage
+
+    image, (x1, y1, x2, y2) = plate_and_box
+    height, width = image.shape[:2]
+    around = [(x1 - 20, y1 - 20), (x2 + 20, y1 - 20), (x2 + 20, y2 + 20), (x1 - 20, y2 + 20)]
+    corner = [(0, 0), (40, 0), (40, 40), (0, 40)]
+    assert not (x1 < 40 and y1 < 40) and x2 < width and y2 < height  # the plate lies outside the corner
+    frames = {"cam:1:0": None, "cam:1:1": around, "far:1:0": corner, "far:1:1": corner}
+    connection = connect_redis(redis_url)
+    FrameStore(connection, 600).put_many([(frame_key(f), encode_jpeg(image, 90)) for f in frames])
+    refs = [FrameRef(**{**ref(f).model_dump(), "roi": roi}) for f, roi in frames.items()]
+    metrics = Metrics()
+    stage = DetectStage(
+        detector, FrameStore(connection, 600), stage_queue(connection, "ocr"), stage_queue(connection, "redact"),
+        metrics, 0.08, 60, 30.0,
+    )  # fmt: skip
+    stage.handle(DetectJob(batch_id="roi", frames=refs).model_dump(mode="json"))
+    redact = parse_job(stage_queue(connection, "redact").fetch_job("redact-roi").args[0], RedactJob)  # type: ignore[union-attr]
+    in_roi = {f.frame.frame_id: [p.in_roi for p in f.plates] for f in redact.frames}
+    assert in_roi == {"cam:1:0": [True], "cam:1:1": [True], "far:1:0": [False], "far:1:1": [False]}  # all blurred
+
+    def counted(camera: str) -> float | None:
+        return metrics.registry.get_sample_value("alpr_plates_outside_roi_total", {"camera": camera})
+
+    assert counted("far") == 2 and counted("cam") is None  # per camera; never plate text in a label
