@@ -1,6 +1,7 @@
 """The deployment files agree with the code and keep their secrets: every `alpr` service of
 docker-compose.yml runs a command the CLI accepts with settings the config accepts (passwords from
-Docker secrets, frames in a Redis that never writes to disk), no password is written in any deployment
+Docker secrets, frames in a Redis that never writes to disk), under a memory limit, healthy (each one
+that runs on) while it answers on its metrics port, no password is written in any deployment
 file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
 those on this host only, Prometheus scrapes the services on their metrics port, every metric the
 Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
@@ -16,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +34,7 @@ from common.metrics import Metrics
 from common.queues import queue_keys
 from ingest.cameras import parse_cameras
 from tests.conftest import unavailable
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
@@ -44,7 +47,9 @@ SECRET_NAMES = {
     "grafana_admin_password", "job_key",
 }  # fmt: skip
 SECRETS_IN_CONTAINER = "/run/secrets/"
-HOST_VARIABLES = {"ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR"}
+HOST_VARIABLES = {
+    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR", "ALPR_INGEST_MEMORY",
+}  # fmt: skip
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
 DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
@@ -640,3 +645,46 @@ def test_every_alpr_service_runs_without_capabilities_and_gains_none():
         assert "no-new-privileges:true" in service.get("security_opt", []), name
         assert service.get("user") in (None, "alpr"), name  # the image's USER
     assert re.search(r"^USER alpr$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def memory_bytes(value: str) -> int:
+    """A compose memory size in bytes: `512m`, `1g`, or a host variable's default (`${VAR:-1280m}`)."""
+    size = re.sub(r"^\$\{\w+:-(.+)\}$", r"\1", value).lower()
+    found = re.fullmatch(r"(\d+)([kmg]?)b?", size)
+    assert found, value
+    return int(found[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[found[2]]
+
+
+def test_every_alpr_service_has_a_memory_limit_and_every_long_running_one_a_healthcheck():
+    """No alpr role had a memory bound (a role a hostile stream or job took over could take the host's
+    memory) nor a healthcheck (a process that never became ready showed as up). Every one now has a
+    limit; the ingest node's, a host variable, leaves one camera's reader its whole bound
+    (ALPR_CAPTURE_MEMORY_MB), which stops it first; each long-running role is healthy while it answers
+    on its metrics port, asked by the image's own Python: the check passes against a process serving
+    metrics and fails with none."""
+    mib = 2**20
+    for name, service in ALPR_SERVICES.items():
+        assert 256 * mib <= memory_bytes(str(service["mem_limit"])) <= 4096 * mib, name
+    ingest = str(ALPR_SERVICES["ingest"]["mem_limit"])
+    assert ingest.startswith("${ALPR_INGEST_MEMORY:-")
+    assert memory_bytes(ingest) >= (defaults.CAPTURE_MEMORY_MB + 256) * mib  # the node, one camera at its bound
+    assert ALPR_SERVICES["migrate"]["healthcheck"] == {"disable": True}  # runs once, serves no metrics
+    long_running = set(ALPR_SERVICES) - {"migrate"}
+    tests = {json.dumps(ALPR_SERVICES[name]["healthcheck"]["test"]) for name in long_running}
+    assert len(tests) == 1, tests  # one check, on each role's own port
+    for name in long_running:
+        assert "ALPR_METRICS_PORT" in ALPR_SERVICES[name]["environment"], name  # the port the check asks
+    command = ALPR_SERVICES["ingest"]["healthcheck"]["test"]
+    assert command[:2] == ["CMD", "python"]  # the image's, from its base image
+    assert re.search(r"^FROM python:3[.\d]*-slim", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+
+    def check(port: int) -> int:
+        environment = {**os.environ, "ALPR_METRICS_PORT": str(port)}
+        return subprocess.run(
+            [sys.executable, *command[2:]], env=environment, capture_output=True, timeout=60
+        ).returncode
+
+    assert check(free_port()) != 0  # nothing serves: unhealthy
+    port = free_port()
+    Metrics().serve(port, "127.0.0.1")
+    assert check(port) == 0
