@@ -20,6 +20,7 @@ from common import defaults
 from common.audit import AUDIT_TABLES, OWNER_ONLY_TABLES
 from common.backoff import Backoff
 from common.credentials import mask_url
+from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
 from common.private_files import open_private
@@ -410,8 +411,6 @@ def refuse_extra_writes(connection: psycopg.Connection, role: str, schema_name: 
     may update, delete or empty only what the grant gives: given more through PUBLIC or a membership (a
     role of an earlier set-up, pg_write_all_data), it still back-dated and deleted the plate log, the
     grant said done all the same (a review)."""
-    from common.pruner_role import rights_in_schema  # (it imports this module)
-
     allowed = {(t, "UPDATE") for t in (*UPDATED, "frames")} | {(t, "DELETE") for t in DELETED_FROM}
     extra: set[str] = set()
     for (who,) in connection.execute(

@@ -12,24 +12,51 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import psycopg
     from psycopg_pool import ConnectionPool
 
 INSUFFICIENT_PRIVILEGE = "42501"
 """SQLSTATE of a statement the role has no right to run."""
 
-OCR_WORKER_RIGHTS = {"plate_reads": ("INSERT",), "sighting_cursors": ("INSERT",),
-                     "frames": ("SELECT", "INSERT", "UPDATE")}  # fmt: skip
-"""What an OCR worker writes: the reads, each new camera for the sighting pool, how a frame's reads ended."""
+Needs = Mapping[str, tuple[str, ...]]
+"""The rights a role needs: table (or sequence) -> rights, as Postgres names them."""
 
-REDACT_WORKER_RIGHTS = {"frames": ("SELECT", "INSERT", "UPDATE"), "alerts": ("SELECT",)}
+OCR_WORKER_RIGHTS: Needs = {"plate_reads": ("INSERT",), "plate_reads_id_seq": ("USAGE",),
+                            "sighting_cursors": ("INSERT",), "frames": ("SELECT", "INSERT", "UPDATE")}  # fmt: skip
+"""What an OCR worker writes: the reads (and their ids drawn), each new camera for the sighting pool, how a
+frame's reads ended."""
+
+REDACT_WORKER_RIGHTS: Needs = {"frames": ("SELECT", "INSERT", "UPDATE"), "alerts": ("SELECT",)}
 """What a redactor writes and reads: how each frame ended, the frames lost; the alerts' evidence it keeps."""
 
-HAS_RIGHT = """
-SELECT CASE WHEN %(right)s IN ('SELECT', 'INSERT', 'UPDATE')
-    THEN has_any_column_privilege(%(table)s::regclass, %(right)s)  -- a grant of some columns counts
-    ELSE has_table_privilege(%(table)s::regclass, %(right)s) END
+TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")
+
+RIGHTS = """
+SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(table_rights)s::text[]) AS r(privilege)
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND CASE WHEN r.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
+      THEN has_any_column_privilege(%(role)s, c.oid, r.privilege)  -- a grant of some columns counts
+      ELSE has_table_privilege(%(role)s, c.oid, r.privilege) END
+UNION ALL
+SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(sequence_rights)s::text[]) AS r(privilege)
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s) AND c.relkind = 'S'
+  AND has_sequence_privilege(%(role)s, c.oid, r.privilege)
+UNION ALL
+SELECT '', 'CREATE' WHERE has_schema_privilege(%(role)s, %(schema)s, 'CREATE')
 """
-"""Whether the role logged in may use `right` on `table` (as Postgres reckons it: PUBLIC, memberships)."""
+"""What `role` may do in the schema, as Postgres reckons it (through PUBLIC, memberships, a superuser's):
+(table or sequence, right) pairs, and ('', 'CREATE') where it may add tables. The one question of every
+rights check: the workers' start checks (`require_rights`), the prune's and the grants' (common/db.py,
+common/pruner_role.py)."""
+
+
+def rights_in_schema(connection: psycopg.Connection, role: str, schema: str) -> set[tuple[str, str]]:
+    """What `role` may do in `schema` (see RIGHTS)."""
+    values = {"role": role, "schema": schema, "table_rights": list(TABLE_RIGHTS),
+              "sequence_rights": list(SEQUENCE_RIGHTS)}  # fmt: skip
+    return {(str(name), str(right)) for name, right in connection.execute(RIGHTS, values)}
 
 
 def how_to_mend(role: str) -> str:
@@ -41,20 +68,19 @@ def how_to_mend(role: str) -> str:
     )
 
 
-def require_rights(pool: ConnectionPool, who: str, needs: Mapping[str, tuple[str, ...]]) -> None:
+def require_rights(pool: ConnectionPool, who: str, needs: Needs) -> None:
     """ConfigError (from common.errors) naming the role and every right it lacks of `needs` (table ->
-    rights), unless the role logged in has them all: checked at start, not found in every job."""
+    rights, each table or sequence in the schema the role works in), unless the role logged in has them
+    all: checked at start, not found in every job."""
     from common.errors import ConfigError
 
     with pool.connection() as connection:
-        row = connection.execute("SELECT current_user").fetchone()
-        role = str(row[0]) if row else "?"
-        missing = []
-        for table, rights in needs.items():
-            for right in rights:
-                if connection.execute(HAS_RIGHT, {"table": table, "right": right}).fetchone() != (True,):
-                    missing.append(f"{right} {table}")
-    if missing:
+        row = connection.execute("SELECT current_user, current_schema()").fetchone()
+        role, schema = (str(row[0]), row[1]) if row else ("?", None)
+        has = rights_in_schema(connection, role, str(schema)) if schema is not None else set()
+    if missing := [
+        f"{right} {table}" for table, rights in needs.items() for right in rights if (table, right) not in has
+    ]:
         raise ConfigError(f"{who}: Postgres role {role} may not {', '.join(missing)}: {how_to_mend(role)}")
 
 

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from common.db import ADVISORY_LOCK_ID, check_role_exists, check_role_name, current_schema, require_schema
+from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.retention import PRUNED
 
@@ -25,37 +26,10 @@ NOT_GRANTED = (
     " `alpr db upgrade --grant-pruner ROLE` (as the schema's owner), or run the prune as the owner"
 )
 
-TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
-SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")
-
-RIGHTS = """
-SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(table_rights)s::text[]) AS r(privilege)
-WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)
-  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-  AND CASE WHEN r.privilege IN ('SELECT', 'INSERT', 'UPDATE', 'REFERENCES')
-      THEN has_any_column_privilege(%(role)s, c.oid, r.privilege)  -- a grant of some columns counts
-      ELSE has_table_privilege(%(role)s, c.oid, r.privilege) END
-UNION ALL
-SELECT c.relname, r.privilege FROM pg_class c CROSS JOIN unnest(%(sequence_rights)s::text[]) AS r(privilege)
-WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s) AND c.relkind = 'S'
-  AND has_sequence_privilege(%(role)s, c.oid, r.privilege)
-UNION ALL
-SELECT '', 'CREATE' WHERE has_schema_privilege(%(role)s, %(schema)s, 'CREATE')
-"""
-"""What `role` may do in the schema, as Postgres reckons it: (table or sequence, right) pairs, and
-('', 'CREATE') where it may add tables."""
-
 
 def pruner_rights_wanted() -> set[tuple[str, str]]:
     """The rights a pruner role is given, and all it may have: (table, right) pairs."""
     return {(table, "SELECT") for table in READ_BY_THE_PRUNE} | {(table, "DELETE") for table in PRUNED}
-
-
-def rights_in_schema(connection: psycopg.Connection, role: str, schema: str) -> set[tuple[str, str]]:
-    """What `role` may do in `schema` (see RIGHTS)."""
-    values = {"role": role, "schema": schema, "table_rights": list(TABLE_RIGHTS),
-              "sequence_rights": list(SEQUENCE_RIGHTS)}  # fmt: skip
-    return {(str(name), str(right)) for name, right in connection.execute(RIGHTS, values)}
 
 
 def grant_pruner(pool: ConnectionPool, role: str) -> None:

@@ -1,6 +1,6 @@
 """Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes,
 an MJPEG-over-HTTP camera (what many IP cameras serve) and Postgres roles granted as the workers' or the
-prune's."""
+prune's, or given exactly the rights a role's start check asks for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -211,6 +211,44 @@ def reader_role(postgres_url: str, rights: str) -> Iterator[tuple[str, str]]:
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+@contextmanager
+def role_with_rights(postgres_url: str, needs: Mapping[str, tuple[str, ...]]) -> Iterator[tuple[str, str]]:
+    """A new login role given exactly `needs` (table or sequence -> rights, as common/db_rights.py's
+    constants; USAGE is a sequence's) and what every process reads at start (the schema, the migrations'
+    record), nothing more: its name and a URL that logs in as it; dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    role = f"alpr_exact_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        row = admin.execute("SELECT current_schema()").fetchone()
+        assert row is not None
+        name = sql.Identifier(role)
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
+        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(row[0]), name))
+        admin.execute(sql.SQL("GRANT SELECT ON schema_migrations TO {}").format(name))
+        for table, rights in needs.items():
+            for right in rights:
+                kind = sql.SQL("SEQUENCE" if right == "USAGE" else "TABLE")
+                admin.execute(
+                    sql.SQL("GRANT {} ON {} {} TO {}").format(sql.SQL(right), kind, sql.Identifier(table), name)
+                )
+    try:
+        yield role, as_role(postgres_url, role)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(name))
+            admin.execute(sql.SQL("DROP ROLE {}").format(name))
+
+
+def without(needs: Mapping[str, tuple[str, ...]], table: str, right: str) -> dict[str, tuple[str, ...]]:
+    """`needs` less one right."""
+    assert right in needs[table]
+    return {name: tuple(r for r in rights if (name, r) != (table, right)) for name, rights in needs.items()}
 
 
 @contextmanager

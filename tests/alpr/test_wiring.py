@@ -195,7 +195,8 @@ def test_the_sighting_pool_matches_single_reads_no_less_sure_than_its_trusted_re
 
 
 @pytest.mark.parametrize(("stage", "named", "missing"), [
-    ("ocr", "the OCR worker", "INSERT plate_reads, INSERT sighting_cursors, INSERT frames, UPDATE frames"),
+    ("ocr", "the OCR worker",
+     "INSERT plate_reads, USAGE plate_reads_id_seq, INSERT sighting_cursors, INSERT frames, UPDATE frames"),
     ("redact", "the redactor", "INSERT frames, UPDATE frames"),
 ])  # fmt: skip
 def test_an_ocr_or_redact_worker_whose_role_cannot_write_stops_at_start(stage, named, missing, redis_url,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from common.pruner_role import rights_in_schema
+from common.db_rights import rights_in_schema
 from tests.helpers import as_role, pruner_role, workers_role
 
 PRUNER_RIGHTS = {
