@@ -73,8 +73,11 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
     down, the node starts anyway and says so. A login Postgres refuses for good (a database or role that
     does not exist, a wrong password: common/db.refused_for_good) and a database without the schema stop
     the node at start, as they stop the workers: a node given a mistyped database name ran and exited 0,
-    its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review)."""
+    its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review).
+    So does a role that lacks a right the node needs (common/db_rights.INGEST_NODE_RIGHTS): it started,
+    then failed its first statement."""
     from common.db import CannotConnectError, open_pool, register_cameras, require_schema
+    from common.db_rights import INGEST_NODE_RIGHTS, require_rights
 
     try:
         pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
@@ -85,6 +88,7 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
         return
     try:
         require_schema(pool)
+        require_rights(pool, "the ingest node", INGEST_NODE_RIGHTS)
         register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
     finally:
         pool.close()

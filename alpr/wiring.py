@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +16,7 @@ from alpr.start_checks import check_device, check_keep_dir, check_session_device
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
-from common.db_rights import OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS
+from common.db_rights import ALERT_WORKER_RIGHTS, OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS, SIGHTING_WORKER_RIGHTS, Needs
 from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.job_key import key_fingerprint, others_disagreeing, publish
@@ -135,7 +135,7 @@ def reach_frame_store(
     return connection
 
 
-def database_pool(settings: Settings, role: str, needs: Mapping[str, tuple[str, ...]] | None = None) -> Any:
+def database_pool(settings: Settings, role: str, needs: Needs | None = None) -> Any:
     """The Postgres pool of a role that logs there, its schema checked, and the rights it `needs` (table ->
     rights; common/db_rights.py), where given."""
     from common.db import open_pool, require_schema
@@ -227,7 +227,7 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
         if plain and host not in LOOPBACK_HOSTS:
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
     return AlertStage(
-        targets, AlertLog(database_pool(settings, "alert worker"), settings.db_patience_s),
+        targets, AlertLog(database_pool(settings, "alert worker", ALERT_WORKER_RIGHTS), settings.db_patience_s),
         signed_queue(settings, connection, "alert"), metrics, settings.alert_give_up_s,
         settings.job_timeout_s,
     )  # fmt: skip
@@ -239,7 +239,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     from common.watchlist import WatchList, WatchListCache
     from sighting_worker.worker import SightingSettings, SightingStage
 
-    pool = database_pool(settings, "sighting worker")
+    pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS)
     tuning = SightingSettings(
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
         read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,

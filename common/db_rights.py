@@ -1,7 +1,8 @@
 """The rights a process's Postgres role lacks, said in one line that names the role and how to mend it:
-checked when an OCR or redact worker starts (one whose role could not write started fine, then failed
-every job, each attempt a traceback), and told for the error Postgres raised elsewhere (SQLSTATE 42501:
-the ingest node, the sighting worker, `alpr watchlist` and `alpr replay` printed psycopg's
+checked when a role that logs to Postgres starts — an ingest node reaching it, an OCR, redact, sighting
+or alert worker (one whose role could not write started fine, then failed every job, each attempt a
+traceback; an ingest node or a sighting worker failed its first statement) — and told for the error
+Postgres raised elsewhere (SQLSTATE 42501: `alpr watchlist` and `alpr replay` printed psycopg's
 `InsufficientPrivilege: permission denied for table cameras`, neither role nor fix)."""
 
 from __future__ import annotations
@@ -28,6 +29,36 @@ frame's reads ended."""
 
 REDACT_WORKER_RIGHTS: Needs = {"frames": ("SELECT", "INSERT", "UPDATE"), "alerts": ("SELECT",)}
 """What a redactor writes and reads: how each frame ended, the frames lost; the alerts' evidence it keeps."""
+
+INGEST_NODE_RIGHTS: Needs = {
+    "cameras": ("SELECT", "INSERT", "UPDATE"),
+    "frames": ("SELECT", "INSERT"),
+    "camera_watermarks": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "sighting_cursors": ("SELECT",),
+}
+"""What an ingest node writes and reads: its cameras (registered, or their settings updated), a row per
+sampled frame, each camera's watermark (set, then deleted once the camera is no longer sampled there); the
+frames logged already and their latest capture time, how far the sighting pool has grouped each camera
+(the watermark's and the cameras' upserts read their key: SELECT too)."""
+
+SIGHTING_WORKER_RIGHTS: Needs = {
+    "sighting_cursors": ("SELECT", "UPDATE"),
+    "plate_reads": ("SELECT",),
+    "frames": ("SELECT",),
+    "camera_watermarks": ("SELECT",),
+    "watchlist": ("SELECT",),
+    "sightings": ("INSERT",),
+    "alerts": ("INSERT",),
+    "alert_deliveries": ("SELECT", "INSERT", "UPDATE"),
+}
+"""What a sighting worker reads and writes: each camera's cursor (locked FOR UPDATE, saved), the reads to
+group, the frames and watermarks that settle them, the watch-lists; the sightings, the alerts and their
+deliveries, marked queued once their jobs are. Not `watchlist_version`: without it the lists are loaded
+every refresh, as before migration 9."""
+
+ALERT_WORKER_RIGHTS: Needs = {"alerts": ("SELECT",), "alert_deliveries": ("SELECT", "UPDATE")}
+"""What an alert worker reads and writes: the alert it delivers; each delivery's claim and outcome, and
+those due (queued again)."""
 
 TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")

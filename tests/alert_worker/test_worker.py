@@ -684,3 +684,43 @@ def test_a_lane_whose_thread_cannot_start_takes_no_job_and_a_later_one_starts_it
     assert lane.offer(alert_job("read-0000000000000002", "ops", 1))
     assert wait_for(lambda: bool(done), 10)  # sent (closed at once, the lane hands back what waits)
     assert lane.close() == [] and lane.join(10) and done == ["read-0000000000000002"]
+
+
+def test_an_alert_worker_whose_role_has_exactly_its_rights_retries_and_delivers(setup, postgres_url, redis_url,
+                                                                                caplog):  # fmt: skip
+    """ALERT_WORKER_RIGHTS are all the pool needs: its claims, an attempt's retry and its delivery, the
+    deliveries due queued again (a failure there is only logged)."""
+    from common import db_rights
+    from tests.helpers import role_with_rights
+
+    with (
+        WebhookServer(SECRET, Reply(status=503)) as hook,
+        role_with_rights(postgres_url, db_rights.ALERT_WORKER_RIGHTS) as (_, url),
+        caplog.at_level(logging.DEBUG),
+    ):
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        assert main(["worker", "alert", "--burst", "--database-url", url]) == 0
+        assert deliveries(postgres_url) == {"ops": "pending"}  # retried later
+        hook.reply = Reply(status=200)
+        time.sleep(1.2)  # the first back-off: queued again by the pool's duty
+        assert main(["worker", "alert", "--burst", "--database-url", url]) == 0
+    assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 2
+    assert "permission denied" not in caplog.text
+
+
+def test_an_alert_worker_whose_role_lacks_a_right_stops_at_start_naming_it(setup, postgres_url, redis_url, capsys):
+    """It started, then failed every claim (each job a traceback): the alerts stayed pending for ever."""
+    from common import db_rights
+    from tests.helpers import role_with_rights, without
+
+    setup("http://127.0.0.1:9/x")
+    raise_alert(postgres_url, redis_url, ["ops"])
+    lacking = without(db_rights.ALERT_WORKER_RIGHTS, "alert_deliveries", "UPDATE")
+    with role_with_rights(postgres_url, lacking) as (role, url):
+        assert main(["worker", "alert", "--burst", "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"alpr: error: the alert worker: Postgres role {role} may not UPDATE alert_deliveries: log in as the workers'"
+    ), line
+    assert stage_queue(connect_redis(redis_url), "alert").count == 1  # its job left for a worker that can

@@ -1,9 +1,11 @@
 """`alpr ingest` at start (alpr/ingest_command.py), on a real Redis and Postgres: a node starts while
 Postgres cannot be reached, as the README's outage policy has it, but not with a login Postgres refuses
-for good, which no wait mends: it stops with one line, as the workers do."""
+for good, which no wait mends, nor as a role that lacks a right it needs: it stops with one line, as the
+workers do."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -100,3 +102,46 @@ def test_a_login_refused_for_good_is_told_from_an_outage(cause, for_good):
     from common.db import refused_for_good
 
     assert refused_for_good(cause) is for_good
+
+
+def table(postgres_url: str, query: str) -> list[tuple]:  # type: ignore[type-arg]
+    with psycopg.connect(postgres_url) as connection:
+        return connection.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+def test_a_node_whose_role_has_exactly_its_rights_records_every_frame(postgres_url, redis_url, tmp_path, caplog):
+    """INGEST_NODE_RIGHTS are all a node needs: its camera registered, its frame's row, its watermark set and
+    deleted at the end, the frames logged asked for and when its camera was last dated and grouped (those
+    asks take a refusal for an outage: a right missing would show only at DEBUG, and as frames spooled)."""
+    from common.db_rights import INGEST_NODE_RIGHTS
+    from tests.helpers import role_with_rights
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    cameras = one_image_camera(tmp_path)
+    with role_with_rights(postgres_url, INGEST_NODE_RIGHTS) as (_, url), caplog.at_level(logging.DEBUG):
+        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", url]) == 0
+    assert "permission denied" not in caplog.text and "Postgres away" not in caplog.text
+    assert not spooled(tmp_path)
+    assert table(postgres_url, "SELECT camera_id FROM cameras") == [("gate",)]
+    assert table(postgres_url, "SELECT camera_id, outcome FROM frames") == [("gate", "pending")]
+    assert table(postgres_url, "SELECT camera_id FROM camera_watermarks") == []  # the camera no longer sampled
+
+
+def test_a_node_whose_role_lacks_a_right_stops_at_start_naming_it(postgres_url, redis_url, tmp_path, capsys):
+    """It started, sampled and queued its frames, and its ledger failed every write (its records spooled
+    for ever) or, for the watermark's deletion, at its end; the asks before sampling took the refusal for
+    an outage. Now one line, as the workers say it, before anything is sampled."""
+    from common.db_rights import INGEST_NODE_RIGHTS
+    from tests.helpers import role_with_rights, without
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    cameras = one_image_camera(tmp_path)
+    lacking = without(INGEST_NODE_RIGHTS, "camera_watermarks", "DELETE")
+    with role_with_rights(postgres_url, lacking) as (role, url):
+        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"alpr: error: the ingest node: Postgres role {role} may not DELETE camera_watermarks: log in as the workers'"
+    ), line
+    assert f"`alpr db upgrade --grant {role}`" in line
+    assert stage_queue(connect_redis(redis_url), "detect").count == 0 and not spooled(tmp_path)  # nothing sampled

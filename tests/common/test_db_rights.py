@@ -1,6 +1,8 @@
 """common/db_rights.py on the real Postgres: a role given exactly the rights an OCR worker's start check
-asks for does an OCR job's writes (its reads' ids drawn too), and the start check names what a role
-lacks, sequences included."""
+asks for does an OCR job's writes (its reads' ids drawn too), the start check names what a role lacks,
+sequences included, and the workers' role of `alpr db upgrade --grant` passes every role's check. The
+other roles' constants are tried by running each role's own work: tests/alpr/test_ingest_command.py,
+tests/sighting_worker/test_worker.py, tests/alert_worker/test_worker.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 import pytest
 
 from alpr.cli import main
+from common import db_rights
 from common.db import open_pool
 from common.db_rights import OCR_WORKER_RIGHTS, require_rights
 from common.errors import ConfigError
@@ -17,7 +20,7 @@ from common.frame_store import frame_key
 from common.jobs import FrameRef
 from common.plate_log import PostgresPlateLog
 from common.types import PlateCandidate, PlateRead
-from tests.helpers import role_with_rights, without
+from tests.helpers import role_with_rights, without, workers_role
 
 
 def read_frame(index: int) -> tuple[FrameRef, list[PlateRead]]:
@@ -61,3 +64,20 @@ def test_a_role_without_the_reads_id_sequence_is_refused_naming_it(postgres_url)
         finally:
             pool.close()
     assert str(refused.value).startswith(f"the OCR worker: Postgres role {role} may not USAGE plate_reads_id_seq: ")
+
+
+def test_the_workers_role_passes_every_roles_start_check(postgres_url):
+    """Compose runs every role as the one `--grant` role: a check asking for more than the grant gives would
+    stop the chain at start."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    roles = [
+        name for name in dir(db_rights) if name.endswith("_RIGHTS") and name not in ("TABLE_RIGHTS", "SEQUENCE_RIGHTS")
+    ]
+    assert len(roles) == 5, roles
+    with workers_role(postgres_url) as (_, url):
+        pool = open_pool(url)
+        try:
+            for name in roles:
+                require_rights(pool, name, getattr(db_rights, name))
+        finally:
+            pool.close()

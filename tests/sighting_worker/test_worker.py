@@ -6,6 +6,7 @@ the saved cursor with nothing emitted twice; a worker process killed mid-group l
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -742,14 +743,15 @@ def test_a_sighting_worker_resumes_within_seconds_of_postgres_coming_back(privat
 @contextmanager
 def stage_as_workers_role(postgres_url, redis_url, monkeypatch, statement):  # type: ignore[no-untyped-def]
     """A sighting stage logged in as a new role with the workers' rights, `statement` (its `{role}` the
-    role's name) run as the superuser first; the role's name as the stage's `role`."""
+    role's name) run as the superuser once it has started (a right revoked before is refused at start);
+    the role's name as the stage's `role`."""
     from tests.helpers import workers_role
 
     with workers_role(postgres_url) as (role, url):
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(statement.format(role=role))
         monkeypatch.setenv("ALPR_DATABASE_URL", url)
         stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(statement.format(role=role))
         stage.role = role
         try:
             yield stage
@@ -796,6 +798,50 @@ def rounds(stage) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
     """The stage's sighting rounds so far, by outcome, as Prometheus reads them."""
     registry = stage.metrics.registry
     return {o: registry.get_sample_value("alpr_sighting_rounds_total", {"outcome": o}) for o in ROUND_OUTCOMES}
+
+
+def test_a_sighting_worker_whose_role_has_exactly_its_rights_groups_and_alerts(chain, redis_url, postgres_url,
+                                                                              caplog):  # fmt: skip
+    """SIGHTING_WORKER_RIGHTS are all the pool needs: a camera met first (its reads' last id), its cursor
+    locked and saved, the reads grouped once settled (frames, watermarks), the lists read (their change
+    count not: without it they are loaded every refresh), the sightings, the alert and its delivery
+    logged, then marked queued (a failure there is only logged)."""
+    from common import db_rights
+    from tests.helpers import role_with_rights
+
+    pool, _ = chain
+    log_frames(pool, passes(time.time() - 30))
+    with (
+        role_with_rights(postgres_url, db_rights.SIGHTING_WORKER_RIGHTS) as (_, url),
+        caplog.at_level(logging.DEBUG),
+    ):
+        assert main(["worker", "sight", "--burst", "--database-url", url]) == 0
+    assert "permission denied" not in caplog.text and "grouping failed" not in caplog.text
+    assert "could not mark" not in caplog.text  # (its error's type alone)
+    assert table(pool, "SELECT plate FROM sightings ORDER BY first_seen, plate") == [
+        ("7ABC284",), ("KPX4721",), ("GHT2093",)
+    ]  # fmt: skip
+    assert table(pool, "SELECT kind, body->>'plate' FROM alerts") == [("read", "KPX4721")]
+    marked = "queued_at > now() - interval '10 seconds'"  # unmarked, it is ALERT_REQUEUE_AFTER_S - 3 s ago
+    assert table(pool, f"SELECT receiver, status, {marked} FROM alert_deliveries") == [("ops", "pending", True)]
+    assert stage_queue(connect_redis(redis_url), "alert").count == 1
+
+
+def test_a_sighting_worker_whose_role_lacks_a_right_stops_at_start_naming_it(chain, redis_url, postgres_url, capsys):
+    """It started, then failed every camera's grouping each round, a WARNING each: no sighting, no alert."""
+    from common import db_rights
+    from tests.helpers import role_with_rights, without
+
+    pool, _ = chain
+    log_frames(pool, passes(time.time() - 30))
+    lacking = without(db_rights.SIGHTING_WORKER_RIGHTS, "sightings", "INSERT")
+    with role_with_rights(postgres_url, lacking) as (role, url):
+        assert main(["worker", "sight", "--burst", "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"alpr: error: the sighting worker: Postgres role {role} may not INSERT sightings: log in as the workers'"
+    ), line
+    assert table(pool, "SELECT 1 FROM sighting_cursors WHERE grouped_until_s > 0") == []  # nothing taken
 
 
 def test_a_quiet_night_keeps_the_watch_list_fresh(chain, redis_url):
