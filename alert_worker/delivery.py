@@ -75,6 +75,11 @@ MQTT_KEEPALIVE_S = 60
 MQTT_POLL_S = 0.05
 """Longest single wait of the MQTT network loop, so a deadline is checked this often."""
 
+MQTT_READ_BUDGET_BYTES = 64 * 1024
+"""Most bytes one MQTT attempt reads from its broker: it needs a CONNACK and a PUBACK (4 bytes each).
+paho takes any packet up to 256 MB and asks for its whole announced length at once: a hostile broker
+took the worker to 890 MB an attempt (a review)."""
+
 MQTT_REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized"})
 """CONNACK refusals retrying cannot cure (the receiver's settings must change)."""
 
@@ -381,12 +386,12 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     """Publish `alert` to the receiver's topic with QoS 1; returns once the broker acknowledged it
     (PUBACK). The exchange (CONNACK, PUBACK) runs within `receiver.timeout_s` of the connection, the
     whole attempt within attempt_bound_s, on this thread (paho's synchronous loop: no network thread to
-    leak), and it always disconnects."""
+    leak), reading at most MQTT_READ_BUDGET_BYTES from the broker, and it always disconnects."""
     where = f"mqtt {receiver.host}:{receiver.port}"
     if MQTT_WILDCARDS & set(receiver.topic) or not receiver.topic:
         raise DeliveryRejected(f"{where}: a topic to publish to may not be empty or hold the wildcards + or #")
     bound_at = time.monotonic() + attempt_bound_s(receiver.timeout_s)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
+    client = _BoundedClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
     client.connect_timeout = receiver.timeout_s
     if receiver.uses_tls:  # the broker's certificate and host name verified (paho's defaults)
         try:
@@ -415,10 +420,39 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise DeliveryRetryable(f"{where}: publish failed: {mqtt.error_string(info.rc)}")
         _loop_until(client, info.is_published, deadline, f"{where}: no PUBACK")
+    except _PastReadBudget as error:  # a broker sending what no attempt needs: retried after the back-off
+        raise DeliveryRetryable(f"{where}: {error}") from None
     except (OSError, ValueError, RuntimeError) as error:  # refused, reset, unresolvable, timed out
         raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
     finally:
         _close(client)
+
+
+class _PastReadBudget(Exception):  # noqa: N818 (what happened)
+    """The broker sent, or announced, more than an attempt reads (MQTT_READ_BUDGET_BYTES)."""
+
+
+class _BoundedClient(mqtt.Client):
+    """paho's client reading at most MQTT_READ_BUDGET_BYTES from its connection. paho reads a packet's
+    fixed header a byte at a time, then asks `_sock_recv` for its whole announced remaining length: a
+    request past what is left of the budget is refused before anything is allocated for it, and so is
+    any read once the budget is spent (a broker streaming small packets). `_PastReadBudget` is no
+    OSError, so paho does not take it for a lost connection: it ends the attempt. (`_sock_recv` is
+    paho's own; the pinned paho-mqtt 2.1.0 reads through it alone, TLS included.)"""
+
+    read_bytes = 0
+    """Bytes read from the broker on this client's connections."""
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        left = MQTT_READ_BUDGET_BYTES - self.read_bytes
+        if bufsize > left:
+            raise _PastReadBudget(
+                f"the broker sent or announced more than the {MQTT_READ_BUDGET_BYTES} bytes an attempt reads"
+                f" (a CONNACK and a PUBACK are 4 each; {bufsize} bytes asked for, {left} left): cut off"
+            )
+        data = super()._sock_recv(bufsize)
+        self.read_bytes += len(data)
+        return data
 
 
 def _loop_until(client: mqtt.Client, done: Callable[[], bool], deadline: float, late: str) -> None:

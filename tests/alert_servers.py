@@ -214,3 +214,58 @@ class MuteBroker:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.listener.close()
         self.thread.join(15)
+
+
+class FloodingBroker:
+    """A hostile MQTT broker (a security review's): each client it takes gets a CONNACK, then, in place of
+    the PUBACK of its publish, a flood until the client closes: with `huge`, a PUBLISH announcing MQTT's
+    largest length (268,435,455 bytes) and zeros in 1 MiB chunks; else small PUBLISH packets (5 bytes
+    each) without end. Serves one client after another; `connections` counts them. Use as a context
+    manager."""
+
+    HUGE_PUBLISH = b"\x30\xff\xff\xff\x7f" + b"\x00\x01a"
+    """Fixed header (PUBLISH, QoS 0; remaining length 268,435,455), then a topic `a`: the rest follows."""
+
+    SMALL_PUBLISH = b"\x30\x03\x00\x01a"
+    """A whole PUBLISH, QoS 0, to topic `a`, with no payload."""
+
+    def __init__(self, huge: bool) -> None:
+        self.first = self.HUGE_PUBLISH if huge else b""
+        # made once, here: not counted among what the client holds
+        self.chunk = b"\x00" * (1 << 20) if huge else self.SMALL_PUBLISH * (1 << 18)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.connections = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve)
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            self.connections += 1
+            with connection:
+                connection.settimeout(10)
+                try:
+                    connection.recv(65536)  # CONNECT
+                    connection.sendall(MuteBroker.CONNACK_ACCEPTED)
+                    connection.recv(65536)  # the alert's PUBLISH
+                    connection.sendall(self.first)
+                    while not self.stopped.is_set():
+                        connection.sendall(self.chunk)
+                except OSError:  # the client closed the connection
+                    pass
+
+    def __enter__(self) -> FloodingBroker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stopped.set()
+        self.thread.join(15)
+        self.listener.close()

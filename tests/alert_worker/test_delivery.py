@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -37,7 +38,7 @@ from alert_worker.delivery import (
     verify_signature,
 )
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
-from tests.alert_servers import MuteBroker, PrivateMosquitto, Reply, WebhookServer
+from tests.alert_servers import FloodingBroker, MuteBroker, PrivateMosquitto, Reply, WebhookServer
 from tests.conftest import unavailable
 from tests.helpers import free_port
 
@@ -531,6 +532,34 @@ def test_a_tls_broker_that_never_answers_the_handshake_fails_within_the_timeout(
         with pytest.raises(DeliveryRetryable):
             deliver_mqtt(ALERT, receiver)
         assert time.monotonic() - started < 5  # not paho's 60 s keepalive
+
+
+@pytest.mark.parametrize("huge", [True, False], ids=["one-huge-packet", "small-packets"])
+def test_a_broker_flooding_the_attempt_is_cut_off_at_once_holding_little_memory(huge):
+    """A security review: paho takes any packet up to 256 MB and asks for its whole announced length at
+    once; a broker answering the publish with a PUBLISH of 268,435,455 bytes took the worker from 110 to
+    891 MB an attempt. An attempt now reads at most MQTT_READ_BUDGET_BYTES (a CONNACK and a PUBACK are 4
+    bytes each): the huge packet is refused as it is announced, a stream of small ones once the budget is
+    spent, either a retryable failure at once, not the timeout, its sockets closed."""
+    gc.collect()
+    fds = open_fds()
+    with FloodingBroker(huge) as hostile:
+        receiver = MqttReceiver(host="127.0.0.1", port=hostile.port, topic="alpr/alerts", timeout_s=10)
+        tracemalloc.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeliveryRetryable) as failed:
+                deliver_mqtt(ALERT, receiver)
+            elapsed = time.monotonic() - started
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes held"  # was 256 MB and more (the review's RSS: +780 MB)
+    assert elapsed < 5  # cut off, not timed out after 10 s (small packets: 13,000 of them, 1.1 s here)
+    assert "cut off" in str(failed.value) and f"mqtt 127.0.0.1:{hostile.port}:" in str(failed.value)
+    assert ALERT.plate not in str(failed.value)
+    assert hostile.connections == 1
+    assert open_fds() == fds
 
 
 def test_an_attempts_time_running_out_as_its_connection_is_made_sends_nothing(monkeypatch):

@@ -29,7 +29,7 @@ from common.alerts import Alert
 from common.db import open_pool
 from common.jobs import alert_job
 from common.queues import connect_redis, enqueue, stage_queue
-from tests.alert_servers import PrivateMosquitto, Reply, WebhookServer
+from tests.alert_servers import FloodingBroker, PrivateMosquitto, Reply, WebhookServer
 from tests.conftest import unavailable
 
 SECRET = "hook-secret-0123456789abcdef"
@@ -235,6 +235,23 @@ def test_an_unreachable_receiver_is_retried_not_lost(setup, postgres_url, redis_
     burst()
     status, attempts, error = delivery_row(postgres_url)
     assert (status, attempts) == ("pending", 1) and "refused" in error and SECRET not in error
+
+
+def test_a_broker_flooding_an_attempt_is_cut_off_and_retried_with_back_off(setup, postgres_url, redis_url):
+    """A security review's hostile broker answers the publish with a PUBLISH announcing 256 MB: each
+    attempt is cut off as a failure worth retrying (the delivery pending, its attempt counted), then made
+    again after the back-off, by a worker whose memory it never held."""
+    with FloodingBroker(huge=True) as hostile:
+        setup("http://127.0.0.1:9/unused", hostile.port)
+        raise_alert(postgres_url, redis_url, ["broker"])
+        burst()
+        status, attempts, error = delivery_row(postgres_url)
+        assert (status, attempts, hostile.connections) == ("pending", 1, 1)
+        assert "cut off" in error and "268435455 bytes asked for" in error
+        time.sleep(1.2)  # the first back-off
+        burst()
+        status, attempts, error = delivery_row(postgres_url)
+    assert (status, attempts, hostile.connections) == ("pending", 2, 2) and "cut off" in error
 
 
 @pytest.mark.parametrize(("reply", "status"), [(None, "pending"), (Reply(404, echo_path=True), "rejected")])
