@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from alpr.folds import parse_folds
+from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV (recorded)")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     export.add_argument("--sightings", action="store_true", help="one row per vehicle pass instead of per read")
-    export.add_argument("--reason", required=True, help="why the log leaves (a case number, a hand-over): recorded")
+    add_reason_flags(export, "why the log leaves (a case number, a hand-over): recorded")
     export.add_argument("--by", dest="exported_by", help="who exports (default: the login name)")
     _add_log_flags(export)
     return parser

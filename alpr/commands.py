@@ -327,7 +327,11 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
 
 def planned_export(args: argparse.Namespace) -> PlateExport:
     """The export's record as the flags ask it (InputError naming the flag where one is refused); the file
-    is named by its absolute path, links resolved: where the data went."""
+    is named by its absolute path, links resolved: where the data went. The reason may come from
+    --reason-file (alpr/private_values.py)."""
+    from alpr.private_values import take_private_values
+
+    take_private_values(args)
     try:
         return PlateExport(
             reason=args.reason, exported_by=args.exported_by or login_name(),

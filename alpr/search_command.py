@@ -1,6 +1,7 @@
 """`alpr search PLATE --reason R`: where a plate was seen (common/plate_search.py), in the chain's
 Postgres or `alpr run`'s SQLite file; every search is recorded with who made it and why before its
-results are printed. Plates are printed here (the operator's question), never logged."""
+results are printed. Plates are printed here (the operator's question), never logged; the plate and
+reason may be given off the command line (alpr/private_values.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from alpr.private_values import PLATE_HELP, add_reason_flags, take_private_values
 from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.credentials import escape_controls
@@ -22,8 +24,8 @@ from common.iso_time import from_iso, period
 def add_search_parser(sub: Any) -> None:
     """The `search` subcommand, on the `alpr` parser's subparsers."""
     search = sub.add_parser("search", help="where a plate was seen: its sightings, newest first (recorded)")
-    search.add_argument("plate", help="the plate (spaces, - and . are dropped; letters are upper-cased)")
-    search.add_argument("--reason", required=True, help="why it is looked up (a case number): recorded")
+    search.add_argument("plate", help=PLATE_HELP)
+    add_reason_flags(search, "why it is looked up (a case number): recorded")
     search.add_argument(
         "--within", type=float, default=1.0,
         help="edits a sighting may differ by (a look-alike such as O/0 counts half; 0-3, default 1)",
@@ -63,6 +65,7 @@ def _end_moment(text: str) -> datetime:
 def search(args: argparse.Namespace, settings: Settings) -> int:
     from common.plate_search import PlateSearch
 
+    take_private_values(args)  # PLATE -, --reason-file: kept off the command line
     try:
         query = PlateSearch(
             plate=args.plate, reason=args.reason, searched_by=args.searched_by or login_name(), within=args.within,

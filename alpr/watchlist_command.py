@@ -1,5 +1,6 @@
 """`alpr watchlist add|remove|list|import`: the operator's watch-lists in Postgres (common/watchlist.py).
-Plates are printed here (the operator's own list), never logged."""
+Plates are printed here (the operator's own list), never logged; `add` and `remove` take the plate and
+reason off the command line too (alpr/private_values.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from alpr.private_values import PLATE_HELP, add_reason_flags, take_private_values
 from common.audit import Operator, login_name, refused_flag
 from common.config import Settings
 from common.errors import ConfigError, InputError
@@ -25,12 +27,12 @@ def add_watchlist_parser(sub: Any) -> None:
     watch = sub.add_parser("watchlist", help="plates to alert on: add, remove, list, import a CSV")
     actions = watch.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="add a plate, or change its reason and expiry")
-    add.add_argument("plate", help="the plate (spaces, - and . are dropped; letters are upper-cased)")
-    add.add_argument("--reason", required=True, help="why it is listed (at most 200 characters)")
+    add.add_argument("plate", help=PLATE_HELP)
+    add_reason_flags(add, "why it is listed (at most 200 characters)")
     add.add_argument("--expires", default="", help="ISO-8601 date or time the listing ends (UTC unless given)")
     add.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
     remove = actions.add_parser("remove", help="remove a plate from a list")
-    remove.add_argument("plate")
+    remove.add_argument("plate", help=PLATE_HELP)
     remove.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
     listing = actions.add_parser("list", help="print the entries: plate, list, expiry, reason")
     listing.add_argument("--all", action="store_true", dest="include_expired", help="expired entries too")
@@ -54,6 +56,7 @@ def watchlist(args: argparse.Namespace, settings: Settings) -> int:
 
     if not settings.database_url:
         raise ConfigError("set ALPR_DATABASE_URL (or --database-url) to the Postgres that holds the watch-lists")
+    take_private_values(args)  # PLATE -, --reason-file: kept off the command line
     changed_by = getattr(args, "changed_by", None) or login_name()
     try:
         Operated(changed_by=changed_by)

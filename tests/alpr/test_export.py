@@ -48,7 +48,9 @@ def test_an_export_without_a_reason_is_refused_and_nothing_exported_or_recorded(
     log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
     with pytest.raises(SystemExit) as exited:
         main(["export", "--csv", str(tmp_path / "reads.csv"), "--sqlite", str(log)])
-    assert exited.value.code == 2 and "the following arguments are required: --reason" in capsys.readouterr().err
+    assert (
+        exited.value.code == 2 and "one of the arguments --reason --reason-file is required" in capsys.readouterr().err
+    )
     for refused, flag in ((["--reason", "x"], "--reason"), (["--reason", "case\n1"], "--reason"),
                           (["--reason", "case 1", "--by", "clerk\t7"], "--by")):  # fmt: skip
         code = main(["export", "--csv", str(tmp_path / "reads.csv"), *refused, "--sqlite", str(log)])
