@@ -19,6 +19,7 @@ delivery jobs are queued (the alert pool queues any whose job was lost)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import re
@@ -176,9 +177,23 @@ class EarlyScan:
         return {"seen": runs, "taken": len(self.seen), "marks": self.marks}  # taken: for CAMERAS_WITH_WORK
 
 
-def alert_id(kind: str, *parts: object) -> str:
-    """A deterministic alert id: the same match always has the same id (idempotent)."""
-    return f"{kind}-" + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+ALERT_ID_LABEL = b"alpr alert id v1"
+"""What the job key is an HMAC key for, to make the key alert ids are keyed with (never a job's signature
+nor the key's fingerprint: common/job_key.py)."""
+
+
+def alert_id(kind: str, *parts: object, key: str | None = None) -> str:
+    """A deterministic alert id: the same match always has the same id (idempotent), in every sighting
+    worker holding the same job key. With the chain's job key (ALPR_JOB_KEY), an HMAC-SHA256 of the parts
+    under a key made of it: a plain hash of a frame id, list and plate, logged and an RQ job's id, gave the
+    listed plate to whoever knew the frame id, by trying each plate of its format offline (a review). Without
+    a key, a SHA-256 of the parts, as before. Ids are kept as raised: an alert raised before a key was set
+    keeps its id, and only a new match's id is compared (ON CONFLICT), so none of them changes."""
+    message = "|".join(str(p) for p in parts).encode()
+    if key is None:
+        return f"{kind}-" + hashlib.sha256(message).hexdigest()[:32]
+    id_key = hmac.new(key.encode(), ALERT_ID_LABEL, hashlib.sha256).digest()
+    return f"{kind}-" + hmac.new(id_key, message, hashlib.sha256).hexdigest()[:32]
 
 
 FRAME_INTERVAL_REFRESH_S = 60.0
@@ -334,9 +349,8 @@ class SightingStage:
                     or not sure
                 ):
                     continue
-                alerts.append(
-                    self.alert(match, seen, alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match)))
-                )
+                identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match), key=self.id_key)
+                alerts.append(self.alert(match, seen, identifier))
             self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
         return alerts
 
@@ -401,7 +415,9 @@ class SightingStage:
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
             return []
         return [
-            self.alert(match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match)))
+            self.alert(
+                match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key)
+            )
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, connection
             )
@@ -486,6 +502,11 @@ class SightingStage:
                 span[WHERE + 3], x2 - x1, 1.0
             )
         return read is None or within_reach(span, read)
+
+    @property
+    def id_key(self) -> str | None:
+        """The chain's job key, which this stage's alert jobs are signed with: alert ids are keyed with it."""
+        return getattr(self.alert_queue, "job_key", None)
 
     @staticmethod
     def key_parts(match: WatchMatch) -> tuple[str, str]:

@@ -6,6 +6,7 @@ the saved cursor with nothing emitted twice; a worker process killed mid-group l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
-from sighting_worker.worker import ROUND_OUTCOMES
+from sighting_worker.worker import ROUND_OUTCOMES, alert_id
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -875,3 +876,56 @@ def test_a_long_round_does_not_commit_its_alerts_deliveries_already_due(chain, m
     assert AlertLog(pool, 0.0).due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == []  # the raiser's, for now
     time.sleep(1.2)
     assert AlertLog(pool, 0.0).due(defaults.ALERT_REQUEUE_AFTER_S, limit=10) == [(alert.alert_id, "ops", 0)]
+
+
+JOB_KEY = "chain-job-key-0123456789abcdef"
+
+
+def unkeyed_ids(frame_id: str, plate_text: str) -> set[str]:
+    """What an id was, and what one without the key computes trying a plate: SHA-256 of frame id, the
+    read's index in its frame (a few to try), list and plate."""
+    return {
+        "read-" + hashlib.sha256(f"{frame_id}|{index}|default|{plate_text}".encode()).hexdigest()[:32]
+        for index in range(4)
+    }
+
+
+def test_an_alert_id_keyed_with_the_job_key_tells_no_plate_and_still_dedupes(chain, redis_url, monkeypatch):
+    """A security review: alert ids were SHA-256(frame id | read index | list | plate), logged at INFO and
+    RQ job ids: whoever knew a frame id found the listed plate by hashing each plate of its format offline
+    (~1.8e8 tries). With the chain's job key they are keyed: the same alert gets the same id in every
+    worker holding the key (a camera grouped again from scratch raises nothing twice), and trying the
+    right plate without the key finds nothing."""
+    pool, _ = chain
+    log_frames(pool, passes(time.time() - 30))
+    monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
+    keyed = Settings.load()
+    build_sighting_stage(keyed, connect_redis(redis_url), Metrics()).poll()
+    [(identifier, frame_id)] = table(pool, "SELECT alert_id, body->>'frame_id' FROM alerts")
+    assert identifier not in unkeyed_ids(frame_id, "KPX4721")  # the plate cannot be tried without the key
+    assert identifier in {
+        alert_id("read", frame_id, index, "default", "KPX4721", key=JOB_KEY) for index in range(4)
+    }  # fmt: skip
+
+    def grouped_again_from_scratch(settings: Settings) -> set[str]:
+        """Another worker meets the camera afresh (its cursor gone): every read matched again."""
+        with pool.connection() as connection:
+            connection.execute("UPDATE sighting_cursors SET grouped_until_s = 0, early_read_id = 0, state = '{}'")
+        build_sighting_stage(settings, connect_redis(redis_url), Metrics()).poll()
+        return {row[0] for row in table(pool, "SELECT alert_id FROM alerts")}
+
+    assert grouped_again_from_scratch(keyed) == {identifier}  # the same id: not raised twice
+    monkeypatch.setenv("ALPR_JOB_KEY", "another-key-0123456789abcdef")
+    assert len(grouped_again_from_scratch(Settings.load())) == 2  # the id is the key's: another key, another id
+
+
+def test_alert_ids_differ_between_keys_and_are_the_plain_hash_only_without_one():
+    parts = ("gate:run1:4", 1, "stolen", "KPX4721")
+    plain = "read-" + hashlib.sha256(b"gate:run1:4|1|stolen|KPX4721").hexdigest()[:32]
+    assert alert_id("read", *parts) == plain  # without a key, as before: ids already raised keep matching
+    one, other = alert_id("read", *parts, key=JOB_KEY), alert_id("read", *parts, key=JOB_KEY + "x")
+    assert len({plain, one, other}) == 3 and one == alert_id("read", *parts, key=JOB_KEY)  # deterministic
+    assert re.fullmatch(r"read-[0-9a-f]{32}", one)  # the id's form is unchanged (Alert's pattern, RQ job ids)
+    candidates = {"read-" + hashlib.sha256(f"gate:run1:4|1|stolen|KPX47{n:02d}".encode()).hexdigest()[:32]
+                  for n in range(100)}  # fmt: skip
+    assert one not in candidates and plain in candidates  # a plain hash gave the plate away
