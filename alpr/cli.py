@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("out"), help="folder for the redacted video or frames")
     run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")
     run.add_argument("--roi", type=parse_roi, help="region of interest polygon: 'x,y x,y x,y ...'")
+    run.add_argument(
+        "--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="how an rtsp:// camera's packets come:"
+        " over its RTSP connection (default), or as RTP over UDP (a camera that refuses TCP; packets from"
+        " other addresses than the one it names are dropped)",
+    )  # fmt: skip
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _add_engine_flags(run)
     _add_log_flags(run)

@@ -105,17 +105,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from alpr.standalone import StopSignals
     from alpr.wiring import build_pipeline
+    from ingest.ffmpeg_open import rtsp_transport_problem
     from ingest.sources import open_source, uri_syntax_problem
 
     args.source = run_source(args.source, args.source_file)
     if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
         raise InputError(problem)
+    if problem := rtsp_transport_problem(args.source, args.rtsp_transport):
+        raise InputError(f"--{problem.replace('_', '-', 1)}")
     if args.out is not None and (problem := out_problem(args.source, args.out)):
         raise InputError(problem)
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
-    source = open_source(args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb)
+    source = open_source(
+        args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb, rtsp_transport=args.rtsp_transport
+    )
     password = settings.secret("database_password")
     plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
     sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)

@@ -465,7 +465,8 @@ class Pipeline:
         try:
             if source.is_live:  # a drop is reopened with backoff, as by an ingest node (the same code)
                 keeper = SourceKeeper(source.uri, source.sample_fps, camera_id, stop or threading.Event(),
-                                      logger=log, memory_mb=source.memory_mb)  # fmt: skip
+                                      logger=log, memory_mb=source.memory_mb,
+                                      rtsp_transport=source.rtsp_transport)  # fmt: skip
                 keeper.run(passes.read, first=source)
             else:  # footage (a file, a folder, a video served over http://) ends where it ends
                 passes.read(source)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from common import defaults
 from common.config import format_errors
@@ -21,6 +21,7 @@ from common.jobs import Coordinate
 from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file
+from ingest.ffmpeg_open import rtsp_transport_problem
 from ingest.sources import check_source, uri_syntax_problem
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
@@ -52,6 +53,11 @@ class CameraConfig(BaseModel):
         " (false: recorded footage, read as fast as the chain takes it and waiting for it when full, never"
         " skipped, each frame dated by its time in the footage from the pass's start).",
     )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp",
+        description="How an rtsp:// camera's packets come: over its RTSP connection (tcp), or as RTP over UDP"
+        " (udp: for a camera that refuses TCP; only packets from the address the camera names are taken).",
+    )
 
     @field_validator("sample_fps")
     @classmethod
@@ -72,6 +78,15 @@ class CameraConfig(BaseModel):
         if problem := uri_syntax_problem(source):
             raise ValueError(problem)
         return source
+
+    @field_validator("rtsp_transport")
+    @classmethod
+    def udp_for_rtsp_only(cls, rtsp_transport: str, info: ValidationInfo) -> str:
+        """UDP is chosen for an RTSP camera only: another source would keep to its own transport silently."""
+        source = info.data.get("source")  # (absent where it was refused itself)
+        if isinstance(source, str) and (problem := rtsp_transport_problem(source, rtsp_transport)):
+            raise ValueError(problem.removeprefix("rtsp_transport "))
+        return rtsp_transport
 
     @field_validator("sample_fps", mode="before")
     @classmethod

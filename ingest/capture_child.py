@@ -1,6 +1,7 @@
 """A capture's child process (`python -P -m ingest.capture_child SOCKET_FD FRAMES_FD PARENT_PID`): it opens
 the one video or stream its reader (ingest/capture_process.py) names over the socket, never on the
-command line, and answers its calls (grab, retrieve, get, release) until the reader releases it or goes.
+command line (with how an RTSP camera's packets come: ingest/ffmpeg_open.RTSP_TRANSPORTS), and answers
+its calls (grab, retrieve, get, release) until the reader releases it or goes.
 
 It holds itself to its reader's bounds before it opens anything: its address space capped (no single
 allocation of gigabytes succeeds), FFmpeg's options set in its own environment (ingest/ffmpeg_open.py),
@@ -52,18 +53,29 @@ def end_with_parent(parent_pid: int) -> None:
 
 def serve(channel: Channel, frames: FrameBuffer) -> None:
     """Open the source the reader names first and answer its calls until it releases the capture or goes."""
-    from ingest.ffmpeg_open import open_capture  # sets FFmpeg's options in the child's own environment
+    from ingest.ffmpeg_open import RTSP_TRANSPORTS
 
     try:
-        uri, params, memory_bytes = channel.wait_message()
+        uri, params, memory_bytes, rtsp_transport = channel.wait_message()
     except (EOFError, OSError, MalformedMessageError, TypeError, ValueError):
         return
+    if rtsp_transport not in RTSP_TRANSPORTS:
+        return
+    open_and_answer(channel, frames, str(uri), params, int(memory_bytes), rtsp_transport)
+
+
+def open_and_answer(
+    channel: Channel, frames: FrameBuffer, uri: str, params: list[int], memory_bytes: int, rtsp_transport: str
+) -> None:
+    """Bound this process, open `uri` and answer the reader's calls until it releases the capture or goes."""
+    from ingest.ffmpeg_open import open_capture  # sets FFmpeg's options in the child's own environment
+
     limit = virtual_bytes() + ADDRESS_SPACE_FACTOR * int(memory_bytes)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     # its one file is its frame buffer, held to the memory bound: a node's file-size limit (ulimit -f) is
     # for what the node writes (a 320x240 frame's buffer failed under a 150 kB one, the child ending mute)
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.getrlimit(resource.RLIMIT_FSIZE)[1],) * 2)
-    capture = open_capture(str(uri), [int(p) for p in params])
+    capture = open_capture(uri, [int(p) for p in params], rtsp_transport)
     try:
         opened = capture.isOpened()
         channel.send([opened, [capture.get(prop) for prop in OPEN_PROPERTIES] if opened else []])

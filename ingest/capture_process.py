@@ -87,14 +87,16 @@ class IsolatedCapture:
     """cv2.VideoCapture's calls that ingest makes (isOpened, get, grab, retrieve, read, release), answered
     by a child process that holds the capture (the module's docstring). A call the child does not answer
     within `wait_s`, an answer no child of ours gives, a child gone (a crash) or grown past `memory_mb`
-    ends the capture: it is released and reads as closed from then on, `ended_because` saying why."""
+    ends the capture: it is released and reads as closed from then on, `ended_because` saying why. An RTSP
+    camera's packets come over its RTSP connection, or as RTP over UDP where `rtsp_transport` is "udp" (the
+    operator's choice: ingest/ffmpeg_open.py)."""
 
     child_module = "ingest.capture_child"
     """What the child runs (a test runs a hostile one in its place)."""
 
     def __init__(
         self, uri: str, params: Sequence[int] = (), memory_mb: int = defaults.CAPTURE_MEMORY_MB,
-        wait_s: float = defaults.CAPTURE_WAIT_S,
+        wait_s: float = defaults.CAPTURE_WAIT_S, rtsp_transport: str = "tcp",
     ) -> None:  # fmt: skip
         self.memory_mb, self.memory_bytes, self.wait_s = memory_mb, memory_mb * 1024 * 1024, wait_s
         self.ended_because: str | None = None
@@ -121,7 +123,7 @@ class IsolatedCapture:
         self._poller.register(ours, select.POLLIN)
         self._open = True
         answer = self._call_with(
-            [uri, params, self.memory_bytes],
+            [uri, params, self.memory_bytes, rtsp_transport],
             lambda a: isinstance(a, list) and len(a) == 2 and type(a[0]) is bool and isinstance(a[1], list)
             and (not a[0] or (len(a[1]) == len(OPEN_PROPERTIES) and all(map(is_number, a[1])))),
         )  # fmt: skip

@@ -14,7 +14,13 @@ stream is opened with one set of options (`STREAM_OPTIONS`):
   single JPEG (a snapshot URL), MPEG-TS, FLV, raw H.264/H.265, MP4, Matroska, AVI — no playlist or list demuxer
   (hls, dash, concat) that names other URLs;
 - no HTTP redirect (`max_redirects` 0): a camera's URL names where its frames come from;
-- RTSP over TCP first (`rtsp_flags` prefer_tcp), as OpenCV does when given no options.
+- RTSP over TCP only (`rtsp_transport` tcp). OpenCV's own choice, TCP first (`rtsp_flags` prefer_tcp), fell
+  back to RTP over UDP when a camera refused TCP (a 461 answer, as many do), and UDP takes its packets
+  from anyone: any host that could reach the node's RTP port had its own frames ingested as the camera's
+  (a review), and a camera naming another host in its answer (`source=`) had the node send UDP there. UDP
+  is the operator's choice, camera by camera (`rtsp_transport: udp` in the cameras file, `alpr run
+  --rtsp-transport udp`), and then with `rtsp_flags` filter_src (`UDP_RTSP_OPTIONS`): packets from any
+  address but the one the camera's answer names are dropped.
 
 A video file is opened with the `file` protocol alone (`FILE_OPTIONS`): a playlist or concat list among
 the files reaches no network.
@@ -27,9 +33,10 @@ from a demuxer that names URLs (none is allowed), and neither the URL's own sche
 OpenCV takes FFmpeg's options only from the environment variable OPENCV_FFMPEG_CAPTURE_OPTIONS, read as
 a capture opens. Each capture is opened in a process of its own (ingest/capture_process.py), which sets
 the variable once for its one open (`open_capture`), after any options the operator put there, so theirs
-still apply (rtsp_transport, say) but cannot loosen these (`joined_options`). Before, every open shared
-the node's one variable: opens of different sets (a stream's, a file's) had to take turns under a
-process-wide lock, and a file's open waited for every stream's open under way, up to its 10 s timeout.
+still apply (a timeout, say) but cannot loosen these (`joined_options`; an `rtsp_transport` there no
+longer applies: it is the camera's own). Before, every open shared the node's one variable: opens of
+different sets (a stream's, a file's) had to take turns under a process-wide lock, and a file's open
+waited for every stream's open under way, up to its 10 s timeout.
 
 An RTSP server's own redirect (a 3xx answer), which FFmpeg follows with no option to refuse it, is
 refused by the protocol whitelist: FFmpeg opens the new URL by its protocol (rtsp, or satip), which no
@@ -78,10 +85,20 @@ STREAM_OPTIONS = {
     "protocol_whitelist": STREAM_PROTOCOLS,
     "format_whitelist": ",".join(CAMERA_FORMATS),
     "max_redirects": "0",
-    "rtsp_flags": "prefer_tcp",
+    "rtsp_transport": "tcp",
 }
 """FFmpeg's options for every stream (each option applies only where it means something: max_redirects
-to HTTP, rtsp_flags to RTSP)."""
+to HTTP, rtsp_transport to RTSP)."""
+
+RTSP_TRANSPORTS = ("tcp", "udp")
+"""How an RTSP camera's packets may come: over its RTSP connection (the default), or as RTP over UDP where
+the operator chose it for the camera (`UDP_RTSP_OPTIONS`)."""
+
+UDP_RTSP_OPTIONS = {"rtsp_transport": "udp", "rtsp_flags": "filter_src"}
+"""STREAM_OPTIONS's RTSP transport where UDP is chosen: RTP packets from any address but the one the
+camera's SETUP answer names are dropped (without it, any host on the network reaching the node's RTP port
+had its frames ingested). That address is still the camera's to name (`source=`): a camera chosen for UDP
+is trusted to name itself."""
 
 FILE_PROTOCOLS = "file"
 """A video file reads itself only: a playlist or concat list among the files reaches no network."""
@@ -90,13 +107,29 @@ FILE_OPTIONS = {"protocol_whitelist": FILE_PROTOCOLS}
 """FFmpeg's options for a video file."""
 
 
-def capture_options(uri: str) -> dict[str, str] | None:
-    """FFmpeg's options for opening `uri`: STREAM_OPTIONS for a URL of a scheme in SCHEME_PROTOCOLS,
-    FILE_OPTIONS for a path; None for a URL of any other scheme, which is not opened."""
+def rtsp_transport_problem(uri: str, rtsp_transport: str) -> str | None:
+    """Why `rtsp_transport` cannot be chosen for `uri`, or None: UDP is for an rtsp:// or rtsps:// URL only
+    (another source would take the choice silently and keep to its own transport)."""
+    if rtsp_transport not in RTSP_TRANSPORTS:
+        return f"rtsp_transport must be one of {', '.join(RTSP_TRANSPORTS)}, got {str(rtsp_transport)[:20]!r}"
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if rtsp_transport == "udp" and scheme not in ("rtsp", "rtsps"):
+        return "rtsp_transport udp is for an rtsp:// or rtsps:// source only"
+    return None
+
+
+def capture_options(uri: str, rtsp_transport: str = "tcp") -> dict[str, str] | None:
+    """FFmpeg's options for opening `uri`: STREAM_OPTIONS for a URL of a scheme in SCHEME_PROTOCOLS (with
+    UDP_RTSP_OPTIONS where `rtsp_transport` is "udp"), FILE_OPTIONS for a path; None for a URL of any other
+    scheme, or a transport not in RTSP_TRANSPORTS: not opened."""
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    if rtsp_transport not in RTSP_TRANSPORTS:
+        return None
     if not scheme:
         return dict(FILE_OPTIONS)
-    return dict(STREAM_OPTIONS) if scheme in SCHEME_PROTOCOLS else None
+    if scheme not in SCHEME_PROTOCOLS:
+        return None
+    return {**STREAM_OPTIONS, **UDP_RTSP_OPTIONS} if rtsp_transport == "udp" else dict(STREAM_OPTIONS)
 
 
 def joined_options(operator_options: str | None, options: dict[str, str]) -> str:
@@ -106,13 +139,13 @@ def joined_options(operator_options: str | None, options: dict[str, str]) -> str
     return "|".join([*pairs, *(f"{key};{value}" for key, value in options.items())])
 
 
-def open_capture(uri: str, params: Sequence[int] = ()) -> cv2.VideoCapture:
-    """A capture of `uri` through FFmpeg under `capture_options(uri)` (after the operator's own options);
-    `params` are OpenCV's open parameters (timeouts). Check `isOpened()`: a source refused by the options,
-    or a URL of a scheme not in SCHEME_PROTOCOLS (never handed to FFmpeg), does not open. The options are
+def open_capture(uri: str, params: Sequence[int] = (), rtsp_transport: str = "tcp") -> cv2.VideoCapture:
+    """A capture of `uri` through FFmpeg under `capture_options(uri, rtsp_transport)` (after the operator's
+    own options); `params` are OpenCV's open parameters (timeouts). Check `isOpened()`: a source refused by
+    the options, or a URL of a scheme not in SCHEME_PROTOCOLS (never handed to FFmpeg), does not open. The options are
     left in this process's environment: it is called by a capture's own process, once
     (ingest/capture_process.py), never where other opens or threads could meet it."""
-    options = capture_options(uri)
+    options = capture_options(uri, rtsp_transport)
     if options is None:
         return cv2.VideoCapture()
     os.environ[CAPTURE_OPTIONS_VARIABLE] = joined_options(os.environ.get(CAPTURE_OPTIONS_VARIABLE), options)

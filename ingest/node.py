@@ -289,7 +289,7 @@ class IngestNode:
         keeper = SourceKeeper(
             camera.source, camera.sample_fps, camera.id, self.stop, camera.loop,
             on_state=lambda state, errors: self.set_state(camera, state, errors), on_error=source_errors.inc,
-            logger=log, memory_mb=self.settings.capture_memory_mb,
+            logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
         )  # fmt: skip
 
         def read_pass(source: FrameSource) -> None:

@@ -81,6 +81,11 @@ class SourceKeeper:
     backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
     memory_mb: int = defaults.CAPTURE_MEMORY_MB
     """Most memory (MB) the source's decoding may hold (ALPR_CAPTURE_MEMORY_MB)."""
+    rtsp_transport: str = "tcp"
+    """How an RTSP camera's packets come: over its RTSP connection, or "udp" where the operator chose it."""
+
+    def open(self) -> FrameSource:
+        return open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb, rtsp_transport=self.rtsp_transport)
 
     def run(self, read_pass: Callable[[FrameSource], None], first: FrameSource | None = None) -> SourceState:
         """Open the source (or take `first`, opened already), hand it to `read_pass` to read one pass,
@@ -89,7 +94,7 @@ class SourceKeeper:
         connected_at: float | None = None
         while not self.stop.is_set():
             try:
-                source, first = first or open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb), None
+                source, first = first or self.open(), None
                 if self.backoff.failures:
                     self.logger.info("camera %s: reconnected after %d failed attempts", self.name,
                                      self.backoff.failures)  # fmt: skip

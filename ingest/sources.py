@@ -252,6 +252,9 @@ class FrameSource:
     file is: is_stream, not is_live."""
     memory_mb = defaults.CAPTURE_MEMORY_MB
     """Most memory (MB) its decoding may hold, where a process of its own decodes it (a video or stream)."""
+    rtsp_transport = "tcp"
+    """How an RTSP camera's packets come (ingest/ffmpeg_open.RTSP_TRANSPORTS): over its RTSP connection, or
+    "udp" where the operator chose it; what a reopened stream is opened with again."""
     ended_because: str | None = None
     """Why the pass just read ended before its source did, where its reader was stopped (a decoder's
     crash, the memory bound, a hung read: ingest/capture_process.py), or None."""
@@ -424,12 +427,14 @@ class VideoSource(FrameSource):
     def __init__(
         self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS,
         max_pixels: int = defaults.MAX_FRAME_PIXELS, memory_mb: int = defaults.CAPTURE_MEMORY_MB,
+        rtsp_transport: str = "tcp",
     ) -> None:  # fmt: skip
         super().__init__(uri, sample_fps, max_pixels)
-        self.memory_mb = memory_mb
+        self.memory_mb, self.rtsp_transport = memory_mb, rtsp_transport
         self.is_stream = is_stream_uri(uri)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        self.capture = IsolatedCapture(uri, params, memory_mb)  # FFmpeg in a process of its own
+        # FFmpeg in a process of its own
+        self.capture = IsolatedCapture(uri, params, memory_mb, rtsp_transport=rtsp_transport)
         if not self.capture.isOpened():
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             why = f" ({self.capture.ended_because})" if self.capture.ended_because else ""
@@ -546,15 +551,16 @@ class VideoSource(FrameSource):
 
 def open_source(
     uri: str, sample_fps: float = defaults.SAMPLE_FPS, max_pixels: int = defaults.MAX_FRAME_PIXELS,
-    memory_mb: int = defaults.CAPTURE_MEMORY_MB,
+    memory_mb: int = defaults.CAPTURE_MEMORY_MB, rtsp_transport: str = "tcp",
 ) -> FrameSource:  # fmt: skip
     """The right source for `uri`: a stream URL, an image folder or a video file; frames with more than
     `max_pixels` are not sampled (unread, `too_large`); a video's or stream's decoding holds at most
-    `memory_mb`. A malformed URL is refused (InputError)."""
+    `memory_mb`; an RTSP camera is read over its RTSP connection, or as RTP over UDP where `rtsp_transport`
+    is "udp" (ingest/ffmpeg_open.py). A malformed URL is refused (InputError)."""
     if problem := uri_syntax_problem(uri):
         raise InputError(problem)
     if is_stream_uri(uri):
-        return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb)
+        return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb, rtsp_transport=rtsp_transport)
     path = Path(uri)
     if not path.exists():
         raise InputError(f"source {mask_url(uri)} does not exist")
