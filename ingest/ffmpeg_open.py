@@ -20,7 +20,10 @@ stream is opened with one set of options (`STREAM_OPTIONS`):
   (a review), and a camera naming another host in its answer (`source=`) had the node send UDP there. UDP
   is the operator's choice, camera by camera (`rtsp_transport: udp` in the cameras file, `alpr run
   --rtsp-transport udp`), and then with `rtsp_flags` filter_src (`UDP_RTSP_OPTIONS`): packets from any
-  address but the one the camera's answer names are dropped.
+  address but the one the camera's answer names are dropped;
+- a snapshot URL read as one image (`pattern_type` none): FFmpeg's image2 took a `%3d` in it (a password's
+  `=` percent-encoded) for a frame number's pattern, and tried the camera with some 30 wrong passwords
+  (`Pa000ss`, `Pa001ss`...: an account locked out), printing the URL whole.
 
 A video file is opened with the `file` protocol alone (`FILE_OPTIONS`): a playlist or concat list among
 the files reaches no network.
@@ -86,9 +89,10 @@ STREAM_OPTIONS = {
     "format_whitelist": ",".join(CAMERA_FORMATS),
     "max_redirects": "0",
     "rtsp_transport": "tcp",
+    "pattern_type": "none",
 }
 """FFmpeg's options for every stream (each option applies only where it means something: max_redirects
-to HTTP, rtsp_transport to RTSP)."""
+to HTTP, rtsp_transport to RTSP, pattern_type to a snapshot URL's image2)."""
 
 RTSP_TRANSPORTS = ("tcp", "udp")
 """How an RTSP camera's packets may come: over its RTSP connection (the default), or as RTP over UDP where

@@ -1,13 +1,60 @@
-"""Helpers of the ingest tests: letting go of a reader blocked on a FIFO (what the old code did)."""
+"""Helpers of the ingest tests: letting go of a reader blocked on a FIFO (what the old code did); a
+camera's snapshot URL behind Basic authentication."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers import http_server
 
 
 def release_fifo(fifo: Path) -> None:
     """Let a reader blocked opening `fifo` go (open and close its other end); nothing when none waits."""
     with contextlib.suppress(OSError):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@dataclass
+class SnapshotRequest:
+    """One request a snapshot camera got: its path and query, and its Basic credentials decoded (or None)."""
+
+    path: str
+    credentials: str | None
+
+
+@contextmanager
+def snapshot_camera(jpeg: bytes, accepts: Callable[[SnapshotRequest], bool]) -> Iterator[tuple[str, list]]:
+    """A camera serving `jpeg` at any path to a request it `accepts`, and 401 (Basic) to any other, as a
+    camera's snapshot URL does; yields its base URL and the requests it got (SnapshotRequest)."""
+    requests: list[SnapshotRequest] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            given = self.headers.get("Authorization", "")
+            credentials = base64.b64decode(given.split()[1]).decode() if given.startswith("Basic ") else None
+            request = SnapshotRequest(self.path, credentials)
+            requests.append(request)
+            if not accepts(request):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            self.wfile.write(jpeg)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base:
+        yield base, requests

@@ -10,6 +10,7 @@ import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ from ingest.ffmpeg_open import (
 )
 from ingest.sources import open_source
 from tests.helpers import http_server, mjpeg_camera, wait_for
+from tests.ingest.helpers import snapshot_camera
 
 
 @contextmanager
@@ -295,3 +297,22 @@ def test_an_rtsp_cameras_redirect_is_refused_by_the_protocol_whitelist(scheme, m
             time.sleep(0.5)
     assert any(line.startswith("DESCRIBE ") for line in camera_requests)  # it was sent the redirect
     assert target_requests == []
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "path", "right"),
+    [("admin:Pa%3dss@", "/snap.jpg", lambda r: r.credentials == "admin:Pa=ss"),
+     ("", "/snap.jpg?pwd=Pa%3dss&x=.jpg", lambda r: parse_qs(urlsplit(r.path).query).get("pwd") == ["Pa=ss"])],
+    ids=["userinfo", "query"],
+)  # fmt: skip
+def test_a_snapshot_url_holding_a_pattern_is_fetched_with_its_own_password_only(userinfo, path, right):
+    """FFmpeg's image2, which reads a snapshot URL (.jpg), took `%3d` in it (a password's `=` percent-encoded)
+    for a frame number's pattern: the camera was tried with Pa000ss, Pa001ss... some 30 wrong passwords (an
+    account locked out; a review). It is read as one image now: each request carries the password given
+    (or, before the camera asks for it, none)."""
+    jpeg = cv2.imencode(".jpg", np.full((240, 320, 3), 90, np.uint8))[1].tobytes()
+    with snapshot_camera(jpeg, right) as (base, requests):
+        frames = list(open_source(base.replace("://", f"://{userinfo}") + path, sample_fps=2.0).frames())
+    wrong = [request for request in requests if not right(request) and (request.credentials or not userinfo)]
+    assert wrong == [], f"{len(wrong)} of {len(requests)} requests with another password: {wrong[:3]}"
+    assert len(frames) == 1 and any(right(request) for request in requests)
