@@ -23,7 +23,8 @@ stream is opened with one set of options (`STREAM_OPTIONS`):
   address but the one the camera's answer names are dropped;
 - a snapshot URL read as one image (`pattern_type` none): FFmpeg's image2 took a `%3d` in it (a password's
   `=` percent-encoded) for a frame number's pattern, and tried the camera with some 30 wrong passwords
-  (`Pa000ss`, `Pa001ss`...: an account locked out), printing the URL whole.
+  (`Pa000ss`, `Pa001ss`...: an account locked out), printing the URL whole (what FFmpeg prints is
+  scrubbed of it now: ingest/capture_output.py).
 
 A video file is opened with the `file` protocol alone (`FILE_OPTIONS`): a playlist or concat list among
 the files reaches no network.
