@@ -37,7 +37,7 @@ from common.private_files import (
 from common.roi import Polygon, RoiWatch
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
-from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
+from detector_worker.core import PlateDetector, select_reads
 from ingest.reconnect import ReaderError, SourceKeeper
 from ingest.sources import MAX_FAILURES_KEPT, FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
@@ -391,10 +391,8 @@ class Pipeline:
         out = []
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
-            inside, whole = inside_roi(found, self.roi), ~nested_in_stronger(found)  # each once a frame
-            read = inside & whole  # the ROI and nesting choose what is read (detector_worker.core.to_read)
-            boxes = [box for box, kept in zip(found.boxes(), read, strict=True) if kept]
-            outside = int((~inside & whole).sum())
+            selection = select_reads(found, self.roi)  # the ROI and nesting choose what is read
+            boxes = [box for box, kept in zip(found.boxes(), selection.read, strict=True) if kept]
             crops = [geometry.crop(image, box, self.crop_margin) for box, _ in boxes]
             edges = [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes]
             reads = self.reader.read_plates(crops, boxes, edges)
@@ -403,7 +401,7 @@ class Pipeline:
             redacted = redact(image, [box for box, _ in found.boxes()], self.redact_method)  # every box hidden
             redact_ms = 1000 * (time.perf_counter() - start)
             timed = frame.timed("detect", detect_ms).timed("ocr", ocr_ms).timed("redact", redact_ms)
-            out.append(ProcessedFrame(timed, reads, redacted, outside))
+            out.append(ProcessedFrame(timed, reads, redacted, selection.outside_roi))
         return out
 
     def frame_ref(self, camera_id: str, run_id: str, started_at_s: float, sampled: SampledFrame, seq: int) -> FrameRef:

@@ -57,7 +57,7 @@ class PlateDetector:
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:
         """Every plate in each frame, highest confidence first. A region of interest and nesting choose
-        which of them are read (`to_read`), never which are hidden: every box found is redacted. A frame
+        which of them are read (`select_reads`), never which are hidden: every box found is redacted. A frame
         the detector would shrink more than `max_downscale` is also searched in overlapping tiles
         (detector_worker/tiles.py); the whole frame and its tiles go through the batches as frames do."""
         for index, frame in enumerate(frames):
@@ -97,7 +97,7 @@ def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
     """Per box: does DETECTOR_NESTED_SHARE of the smaller one's area lie in its overlap with a stronger
     box? Plates do not overlap, but the detector also marks part of a plate, or a plate with its holder,
     which NMS at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. Such a
-    box is blurred, never read (`boxes_to_read`): the stronger box may be the part."""
+    box is blurred, never read (`select_reads`): the stronger box may be the part."""
     xyxy = detections.xyxy
     areas = np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None), axis=1)
     nested = np.zeros(len(xyxy), bool)
@@ -109,10 +109,25 @@ def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
     return nested
 
 
-def to_read(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
-    """Per box: is it read? Its centre lies inside the ROI and it is not nested in a stronger box. Every
-    box, read or not, is blurred."""
-    return inside_roi(detections, roi) & ~nested_in_stronger(detections)
+@dataclass(frozen=True)
+class ReadSelection:
+    """Which of a frame's boxes are read (`select_reads`), per box in the detections' order. Every box,
+    read or not, is blurred."""
+
+    in_roi: npt.NDArray[np.bool_]
+    """Its centre lies inside the ROI (every box, when there is none)."""
+    read: npt.NDArray[np.bool_]
+    """It is read: in the ROI and not nested in a stronger box."""
+    outside_roi: int
+    """How many boxes lie outside the ROI, not nested in a stronger box: the plates the ROI misses
+    (alpr_plates_outside_roi_total in the chain, RunSummary in `alpr run`)."""
+
+
+def select_reads(detections: PlateDetections, roi: Polygon | None) -> ReadSelection:
+    """The one rule of both pipelines for which boxes are read: a box whose centre lies inside the ROI
+    and that is not nested in a stronger box (`nested_in_stronger`). Each test runs once a frame."""
+    inside, whole = inside_roi(detections, roi), ~nested_in_stronger(detections)
+    return ReadSelection(in_roi=inside, read=inside & whole, outside_roi=int((~inside & whole).sum()))
 
 
 def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[np.bool_]:
@@ -125,7 +140,7 @@ def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[
 
 
 def boxes_to_read(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
-    """The boxes to read (`to_read`): inside the polygon (all, when there is none), none nested in a
+    """The boxes to read (`select_reads`): inside the polygon (all, when there is none), none nested in a
     stronger box."""
-    read = to_read(detections, roi)
+    read = select_reads(detections, roi).read
     return PlateDetections(detections.xyxy[read], detections.confidence[read])

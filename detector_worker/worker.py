@@ -45,7 +45,7 @@ from common.metrics import Metrics
 from common.queues import enqueue
 from common.time_budget import within_budget
 from common.worker import StageResult
-from detector_worker.core import PlateDetector, inside_roi, nested_in_stronger
+from detector_worker.core import PlateDetector, select_reads
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +170,13 @@ class DetectStage:
         frames, crops = [], []
         for ref, detections in zip(present, found, strict=True):
             plates = []
-            inside, whole = inside_roi(detections, ref.roi), ~nested_in_stronger(detections)  # each once a frame
-            read = (inside & whole).tolist()  # the ROI and nesting choose what is read (core.to_read)
-            if outside := int((~inside & whole).sum()):  # counted as `alpr run` counts them (alpr/standalone.py)
-                self.metrics.plates_outside_roi.labels(camera=self.metrics.camera(ref.camera_id)).inc(outside)
-            for index, ((box, conf), in_roi) in enumerate(zip(detections.boxes(), inside.tolist(), strict=True)):
-                crop = geometry.crop(images[ref.key], box, self.crop_margin) if read[index] else None
+            selection = select_reads(detections, ref.roi)  # the ROI and nesting choose what is read
+            if selection.outside_roi:  # counted as `alpr run` counts them (alpr/standalone.py)
+                camera = self.metrics.camera(ref.camera_id)
+                self.metrics.plates_outside_roi.labels(camera=camera).inc(selection.outside_roi)
+            flags = zip(selection.in_roi.tolist(), selection.read.tolist(), strict=True)
+            for index, ((box, conf), (in_roi, read)) in enumerate(zip(detections.boxes(), flags, strict=True)):
+                crop = geometry.crop(images[ref.key], box, self.crop_margin) if read else None
                 key = frame_key(f"{ref.frame_id}:plate{index}") if crop is not None and crop.size else None
                 digest = None
                 if key and crop is not None:

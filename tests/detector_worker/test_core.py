@@ -7,7 +7,14 @@ import pytest
 from alpr.democlip import make_clip
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
-from detector_worker.core import DetectorSettings, PlateDetector, boxes_to_read, inside_roi, nested_in_stronger, to_read
+from detector_worker.core import (
+    DetectorSettings,
+    PlateDetector,
+    boxes_to_read,
+    inside_roi,
+    nested_in_stronger,
+    select_reads,
+)
 from redactor_worker.core import redact
 from tests.helpers import clip_frames, iou, scene_samples
 
@@ -97,7 +104,7 @@ def test_a_box_nested_in_a_stronger_one_is_blurred_not_read(boxes, nested):
         np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
     )
     assert nested_in_stronger(detections).tolist() == nested
-    assert to_read(detections, None).tolist() == [not n for n in nested]
+    assert select_reads(detections, None).read.tolist() == [not n for n in nested]
     read = boxes_to_read(detections, None)
     assert read.xyxy.tolist() == detections.xyxy[[not n for n in nested]].tolist()
     # every box is still blurred: the part's surer box does not hide the whole plate, its own box does
@@ -151,6 +158,35 @@ def test_the_roi_chooses_by_box_centres(roi, kept):
     )
     assert len(boxes_to_read(detections, roi)) == kept
     assert len(boxes_to_read(PlateDetections.empty(), roi)) == 0
+
+
+SQUARE = [(0, 0), (100, 0), (100, 100), (0, 100)]
+"""An ROI around the frame's top-left corner."""
+
+
+@pytest.mark.parametrize(
+    ("boxes", "roi", "in_roi", "read", "outside_roi"),
+    [
+        ([], None, [], [], 0),  # an empty (0, 4) frame
+        ([], SQUARE, [], [], 0),
+        ([(10, 10, 30, 20)], None, [True], [True], 0),  # no ROI: every box is in it
+        ([(10, 10, 30, 20), (200, 200, 260, 230)], SQUARE, [True, False], [True, False], 1),
+        ([(200, 200, 260, 230)], SQUARE, [False], [False], 1),  # the ROI misses the only plate
+        ([(90, 10, 130, 20)], SQUARE, [False], [False], 1),  # by its centre (110, 15), not its corner
+        ([(0, 0, 100, 20), (0, 0, 50, 20)], SQUARE, [True, True], [True, False], 0),  # nested: blurred, not read
+        ([(200, 200, 300, 220), (200, 200, 250, 220)], SQUARE, [False, False], [False, False], 1),  # nested out: 1
+        ([(0, 0, 50, 20), (0, 0, 100, 20)], None, [True, True], [True, False], 0),  # the surer box is the part
+    ],
+)
+def test_select_reads_chooses_by_roi_and_nesting(boxes, roi, in_roi, read, outside_roi):
+    detections = PlateDetections(
+        np.array(boxes, np.float32).reshape(-1, 4), np.linspace(0.9, 0.1, len(boxes), dtype=np.float32)
+    )
+    selection = select_reads(detections, roi)
+    assert selection.in_roi.tolist() == in_roi
+    assert selection.read.tolist() == read
+    assert selection.outside_roi == outside_roi
+    assert boxes_to_read(detections, roi).xyxy.tolist() == detections.xyxy[selection.read].tolist()
 
 
 @pytest.mark.parametrize(
