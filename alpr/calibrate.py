@@ -28,8 +28,8 @@ from common.types import BoxXYXY, PlateCandidate, PlateRead
 from detector_worker.core import DetectorSettings, PlateDetections, PlateDetector
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, Calibration, features
 from ocr_worker.core import OcrSettings, PlateReader
+from ocr_worker.engines import ENGINES
 from ocr_worker.formats import Reading
-from ocr_worker.ppocr_engine import bundled_model_path
 
 CV_FOLDS = 5
 """Cross-validation folds (by position among the reads, not alpr/folds.py's folds by image name)."""
@@ -270,8 +270,10 @@ def calibrate(
     format weight is chosen on the reads at full size), and write them into `out`; the written entry."""
     for root in roots:
         dataset_folders(root)  # a clear error before minutes of work
-    if any(source.model_file is not None for source in sources) and settings.ocr_engine != "ppocr":
-        raise InputError("unseen reads with a recogniser file need the ppocr engine")
+    engine = ENGINES[settings.ocr_engine]
+    if any(source.model_file is not None for source in sources) and not engine.reads_recogniser_files:
+        readers = ", ".join(key for key, kind in ENGINES.items() if kind.reads_recogniser_files)
+        raise InputError(f"unseen reads with a recogniser file need the {readers} engine")
     if 1.0 not in scales or not all(0 < scale <= 1 for scale in scales):
         raise InputError(f"the scales to read at lie in (0, 1] and include 1 (full size), got {list(scales)}")
     for source in sources:  # a file that is no model failed with ONNX Runtime's traceback, after minutes
@@ -280,7 +282,7 @@ def calibrate(
     existing = calibration_file(out)  # before the work: a file that is no calibration failed after the fit
     detector = remembering_detector()  # each image detected once, not once a pass; built only if needed
     collected = {weight: collect(roots, settings, weight, sources, detector, scales) for weight in FORMAT_WEIGHTS}
-    default_file = bundled_model_path(settings.ocr_model) if settings.ocr_engine == "ppocr" else None
+    default_file = engine.recogniser_file(settings.ocr_model)
     exact = {weight: int(reads.y[at_full_size(reads)].sum()) for weight, reads in collected.items()}
     weight = choose_format_weight(exact)
     x, y, sets, images = collected[weight]

@@ -273,9 +273,10 @@ def calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from alpr.calibrate import calibrate as fit
     from alpr.wiring import ocr_settings
     from ocr_worker.calibration import calibration_path
+    from ocr_worker.engines import ENGINES
 
     out = args.out or calibration_path()
-    if settings.ocr_engine == "ppocr" and settings.ocr_model == "plate" and not args.unseen_reads:
+    if ENGINES[settings.ocr_engine].trained_on_benchmark(settings.ocr_model) and not args.unseen_reads:
         print(
             "note: the plate recogniser trained on most of the benchmark's images, so a fit on all of them "
             "is overconfident on a camera's; the shipped fit uses --unseen-reads (README, Confidence)",

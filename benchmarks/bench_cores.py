@@ -33,6 +33,7 @@ from detector_worker.weights import install_models
 from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from ocr_worker.core import OcrSettings, PlateReader
+from ocr_worker.tesseract_engine import binarized_line
 from ocr_worker.text_lines import character_rows
 from redactor_worker.core import redact
 
@@ -155,7 +156,7 @@ def main() -> None:
     try:
         import pytesseract
 
-        binaries = [PlateReader.for_tesseract(line) for line in reader.locator.locate(crops)]
+        binaries = [binarized_line(line) for line in reader.locator.locate(crops)]
         ms = best_ms(lambda: [pytesseract.image_to_string(b, config="--psm 7") for b in binaries], 1) / len(crops)
         print(f"  pytesseract: {ms:7.2f}  (a tesseract process per call: the original design)")
     except Exception as error:  # noqa: BLE001 - the comparison is optional

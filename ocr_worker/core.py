@@ -17,16 +17,10 @@ from common import defaults
 from common.errors import ConfigError, InputError
 from common.regions import region_formats
 from common.types import BoxXYXY, PlateCandidate, PlateRead
-from ocr_worker import preprocess
 from ocr_worker.calibration import calibration_for
-from ocr_worker.formats import CharChoices, Reading, rank_candidates
+from ocr_worker.engines import ENGINES, OcrEngine
+from ocr_worker.formats import Reading, rank_candidates
 from ocr_worker.text_lines import PlateTextLocator
-
-ENGINES = ("ppocr", "tesseract")
-"""OCR engines by the config key that selects them."""
-
-TESSERACT_HEIGHT = 64
-"""Height, in pixels, plate crops are scaled to before Tesseract reads them."""
 
 MAX_CROP_ASPECT = 15
 """A crop more than this many times as wide as it is tall is no plate (plates are 2:1 to 5:1, a loose
@@ -71,7 +65,7 @@ class OcrSettings:
     @property
     def engine_key(self) -> str:
         """The engine and recogniser, as calibration.json keys their fits (`ppocr-plate`, `tesseract`)."""
-        return f"ppocr-{self.model}" if self.engine == "ppocr" else self.engine
+        return ENGINES[self.engine].calibration_key(self.model)
 
 
 TOO_SHORT_MAX_CONFIDENCE = 0.2
@@ -102,14 +96,8 @@ class PlateReader:
             weight = fitted.format_weight if fitted else 1.0
         self.formats = region_formats(settings.region).weighted(weight)
         self.locator = PlateTextLocator(threads=settings.threads)
-        if settings.engine == "ppocr":
-            from ocr_worker.ppocr_engine import PpocrEngine
-
-            self._ppocr = PpocrEngine(settings.model_file, threads=settings.threads, version=settings.model)
-        else:
-            from ocr_worker.tesseract_engine import TesseractEngine
-
-            self._tesseract = TesseractEngine()
+        engine = ENGINES[settings.engine]
+        self.engine: OcrEngine = engine.configured(settings.model, settings.model_file, settings.threads)
 
     def read(self, crop_bgr: np.ndarray) -> list[PlateCandidate]:
         """Candidates for one plate crop, best first (empty when nothing legible)."""
@@ -131,13 +119,8 @@ class PlateReader:
             if min(c.shape[:2]) >= MIN_CROP_PIXELS
             and c.shape[1] <= MAX_CROP_ASPECT * c.shape[0] and c.shape[0] <= MAX_CROP_TALLNESS * c.shape[1]
         ]  # fmt: skip
-        choices: dict[int, CharChoices]
         lines = self.locator.locate([crops_bgr[i] for i in legible])
-        if self.settings.engine == "ppocr":
-            choices = dict(zip(legible, self._ppocr.recognize_batch(lines), strict=True))
-        else:
-            binaries = [self.for_tesseract(line) for line in lines]
-            choices = {i: self._tesseract.recognize(binary) for i, binary in zip(legible, binaries, strict=True)}
+        choices = dict(zip(legible, self.engine.recognize_batch(lines), strict=True))
         ranked = max(self.settings.max_candidates, defaults.OCR_MAX_CANDIDATES)  # as calibrate read them: a
         return [  # list cut to one first had no rival to weigh its margin by, and misreads rose over 0.85
             self.finish(rank_candidates(choices[i], self.formats, ranked), crops_bgr[i].shape[0])[
@@ -185,11 +168,3 @@ class PlateReader:
                 candidates = [capped(c, SIDE_EDGE_MAX_CONFIDENCE) for c in candidates]
             reads.append(PlateRead(box, confidence, tuple(candidates)))
         return reads
-
-    @staticmethod
-    def for_tesseract(line: np.ndarray) -> np.ndarray:
-        """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the located
-        line, scaled to a height Tesseract reads well and framed in white."""
-        gray = preprocess.upscale_to_height(preprocess.to_gray(line), TESSERACT_HEIGHT)
-        binary = preprocess.clear_border(preprocess.binarize(preprocess.denoise(gray)))
-        return np.pad(binary, 12, constant_values=255)

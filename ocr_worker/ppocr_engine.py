@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -101,7 +101,28 @@ def padded_width(crop: np.ndarray) -> int:
 
 
 class PpocrEngine:
-    """Recognises one line of plate text, giving per-character alternatives with probabilities."""
+    """Recognises one line of plate text, giving per-character alternatives with probabilities (an
+    ocr_worker.engines.OcrEngine)."""
+
+    type_key: ClassVar[str] = "ppocr"
+    reads_recogniser_files: ClassVar[bool] = True
+
+    @classmethod
+    def configured(cls, model: str, model_file: Path | None, threads: int) -> PpocrEngine:
+        """The recogniser `model` (plate, v4, v6), or `model_file` in its place."""
+        return cls(model_file, threads=threads, version=model)
+
+    @staticmethod
+    def calibration_key(model: str) -> str:
+        return f"ppocr-{model}"
+
+    @staticmethod
+    def recogniser_file(model: str) -> Path | None:
+        return bundled_model_path(model)
+
+    @staticmethod
+    def trained_on_benchmark(model: str) -> bool:
+        return model == "plate"  # `alpr train-ocr` trains it on most of the benchmark's images
 
     def __init__(self, model_path: Path | None = None, threads: int = 1, version: str = "v4") -> None:
         self.session = cpu_session(model_path or bundled_model_path(version), threads)

@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from common.errors import ConfigError
 from common.regions import DIGITS, LETTERS
+from ocr_worker import preprocess
 from ocr_worker.formats import CharChoices
 
 WHITELIST = "".join(sorted(LETTERS | DIGITS))
+
+TESSERACT_HEIGHT = 64
+"""Height, in pixels, plate lines are scaled to before Tesseract reads them."""
+
+
+def binarized_line(line: np.ndarray) -> np.ndarray:
+    """The original design's recipe (grayscale, bilateral filter, Otsu threshold) on the located
+    line, scaled to a height Tesseract reads well and framed in white."""
+    gray = preprocess.upscale_to_height(preprocess.to_gray(line), TESSERACT_HEIGHT)
+    binary = preprocess.clear_border(preprocess.binarize(preprocess.denoise(gray)))
+    return np.pad(binary, 12, constant_values=255)
 
 
 def find_tessdata() -> str:
@@ -25,7 +40,28 @@ def find_tessdata() -> str:
 
 
 class TesseractEngine:
-    """Reads a binarised plate line with Tesseract; one API object, reused for every plate."""
+    """Reads a binarised plate line with Tesseract; one API object, reused for every plate (an
+    ocr_worker.engines.OcrEngine)."""
+
+    type_key: ClassVar[str] = "tesseract"
+    reads_recogniser_files: ClassVar[bool] = False
+
+    @classmethod
+    def configured(cls, model: str, model_file: Path | None, threads: int) -> TesseractEngine:
+        """Tesseract's own English model: the recogniser settings are the ppocr engine's."""
+        return cls()
+
+    @staticmethod
+    def calibration_key(model: str) -> str:
+        return "tesseract"
+
+    @staticmethod
+    def recogniser_file(model: str) -> Path | None:
+        return None
+
+    @staticmethod
+    def trained_on_benchmark(model: str) -> bool:
+        return False
 
     def __init__(self, tessdata: str | None = None) -> None:
         from tesserocr import OEM, PSM, PyTessBaseAPI
@@ -35,6 +71,10 @@ class TesseractEngine:
         self.api.SetVariable("lstm_choice_mode", "2")
         self.api.SetVariable("load_system_dawg", "0")
         self.api.SetVariable("load_freq_dawg", "0")
+
+    def recognize_batch(self, lines: Sequence[np.ndarray]) -> list[CharChoices]:
+        """Each located line, binarised (`binarized_line`), read in turn."""
+        return [self.recognize(binarized_line(line)) for line in lines]
 
     def recognize(self, binary: np.ndarray) -> CharChoices:
         from tesserocr import RIL, iterate_level

@@ -156,7 +156,7 @@ def test_collect_weighs_the_least_sure_character_of_the_read(datasets_dir, tmp_p
     x, _, _, _ = calibrate_module.collect([folder], settings, 0.2)
     reader = PlateReader(OcrSettings(region=settings.ocr_region, calibrated=False, format_weight=0.2))
     lines = reader.locator.locate([cv2.imread(str(folder / name)) for name in names])
-    choices = reader._ppocr.recognize_batch(lines)
+    choices = reader.engine.recognize_batch(lines)
     tops = [rank_candidates(c, reader.formats, settings.ocr_max_candidates)[0] for c in choices]
     weakest = [top.weakest_character for top in tops]
     clamped = np.clip(weakest, 1e-4, 1 - 1e-4)
