@@ -31,9 +31,6 @@ from ocr_worker.core import OcrSettings, PlateReader
 from ocr_worker.engines import ENGINES
 from ocr_worker.formats import Reading
 
-CV_FOLDS = 5
-"""Cross-validation folds (by position among the reads, not alpr/folds.py's folds by image name)."""
-
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95)
 """Confidence thresholds the cross-validation reports, beside the configured one."""
 
@@ -222,9 +219,9 @@ def cross_validated_scores(x: np.ndarray, y: np.ndarray, images: list[str] | Non
     """Each read's probability by a model fitted without its fold: folds by image (alpr/folds.py) when
     `images` are given, so that two reads of one image (by two recognisers) fall in the same fold;
     else by position."""
-    folds = np.array([fold(name) for name in images]) if images else np.arange(len(y)) % CV_FOLDS
+    folds = np.array([fold(name) for name in images]) if images else np.arange(len(y)) % FOLDS
     scores = np.zeros(len(y))
-    for k in range(CV_FOLDS):
+    for k in range(FOLDS):
         if (folds == k).any():
             model = Calibration.fit(x[folds != k], y[folds != k])
             scores[folds == k] = [model.probability(row) for row in x[folds == k]]

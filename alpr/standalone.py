@@ -398,7 +398,9 @@ class Pipeline:
             reads = self.reader.read_plates(crops, boxes, edges)
             ocr_ms = 1000 * (time.perf_counter() - start)
             start = time.perf_counter()
-            redacted = redact(image, [box for box, _ in found.boxes()], self.redact_method)  # every box hidden
+            every_box = [box for box, _ in found.boxes()]  # every box hidden, read or not
+            cap = self.detector.settings.max_plates_per_frame
+            redacted = redact(image, every_box, self.redact_method, max_boxes=cap)
             redact_ms = 1000 * (time.perf_counter() - start)
             timed = frame.timed("detect", detect_ms).timed("ocr", ocr_ms).timed("redact", redact_ms)
             out.append(ProcessedFrame(timed, reads, redacted, selection.outside_roi))

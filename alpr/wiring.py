@@ -30,24 +30,28 @@ from ocr_worker.core import OcrSettings, PlateReader
 log = logging.getLogger(__name__)
 
 
+def detector_settings(settings: Settings) -> DetectorSettings:
+    """How the detector runs, from the one Settings object (its cap on plates a frame also tells the
+    redactor when to hide a whole frame)."""
+    return DetectorSettings(
+        model_dir=settings.model_dir,
+        weights=settings.detector_weights,
+        backend=settings.detector_backend,
+        device=settings.detector_device,
+        half=settings.detector_half,
+        imgsz=settings.detector_imgsz,
+        confidence=settings.detector_confidence,
+        batch_size=settings.detector_batch_size,
+        threads=settings.detector_threads,
+        max_downscale=settings.detector_max_downscale,
+    )
+
+
 def build_detector(settings: Settings, kind: type[PlateDetector] = PlateDetector) -> PlateDetector:
     """The detector (of `kind`, a PlateDetector or one that extends it), on the device asked for: a
     CUDA device the backend cannot use is an error here, not a quiet fall-back to the CPU."""
     check_device(settings.detector_backend, settings.detector_device)
-    detector = kind(
-        DetectorSettings(
-            model_dir=settings.model_dir,
-            weights=settings.detector_weights,
-            backend=settings.detector_backend,
-            device=settings.detector_device,
-            half=settings.detector_half,
-            imgsz=settings.detector_imgsz,
-            confidence=settings.detector_confidence,
-            batch_size=settings.detector_batch_size,
-            threads=settings.detector_threads,
-            max_downscale=settings.detector_max_downscale,
-        )
-    )
+    detector = kind(detector_settings(settings))
     if session := getattr(detector.backend, "session", None):  # ONNX Runtime's
         check_session_device(settings.detector_backend, settings.detector_device, session)
     return detector
@@ -196,6 +200,7 @@ def build_worker_context(
         settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality,
         settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
+        max_boxes=detector_settings(settings).max_plates_per_frame,
     )  # fmt: skip
     return WorkerContext(redact, metrics, settings.job_timeout_s)
 

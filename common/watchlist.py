@@ -294,9 +294,9 @@ def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> in
     return len(last)
 
 
-CLOCK_MARGIN_S = 60.0
-"""The cache loads entries expired this much longer ago than it judges by: Postgres's clock decides
-what is loaded, the worker's what is judged."""
+POSTGRES_CLOCK_SKEW_S = 60.0
+"""How far the worker's clock may be from Postgres's: the cache loads entries expired this much longer
+ago than it judges by, as Postgres's clock decides what is loaded and the worker's what is judged."""
 
 
 class WatchListUnavailableError(Exception):
@@ -346,7 +346,7 @@ class WatchListCache:
                 except psycopg.errors.InsufficientPrivilege:  # a role not granted it since migration 9
                     version = None  # every refresh loads them, as before the count
                 if version is None or version != self._version:  # 100,000 entries took 0.4 s: only when changed
-                    window_s = self.expired_within_s + CLOCK_MARGIN_S
+                    window_s = self.expired_within_s + POSTGRES_CLOCK_SKEW_S
                     entries = tuple(self.watchlist.entries(expired_within_s=window_s, connection=connection))
                     self._entries, self._index, self._version = entries, WatchIndex(entries), version
                     self._ever_loaded = True

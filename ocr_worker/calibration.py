@@ -24,6 +24,7 @@ import numpy as np
 from common.errors import ConfigError
 from common.types import PlateCandidate
 from ocr_worker.formats import Reading
+from ocr_worker.ppocr_engine import INPUT_HEIGHT
 
 FEATURES = (
     "logit_confidence", "margin", "format_match", "length_gap", "logit_weakest_character", "log_short_height",
@@ -31,12 +32,6 @@ FEATURES = (
 )  # fmt: skip
 """What a model may see of a candidate, in order. A model weighs those it was fitted on (calibration.json
 names them), so one fitted before a feature was added goes on without it."""
-
-FULL_HEIGHT_PX = 48
-"""A plate crop this many pixels tall or taller is read at the recogniser's full resolution (its input
-is 48 pixels tall); `log_short_height` is log(height / FULL_HEIGHT_PX) below it, 0 above. How far short
-of it a plate falls tells how much its reading guessed (`alpr eval --scale`: US photos read 98% at
-their size, 61% at a third of it)."""
 
 CALIBRATION_FILE = "calibration.json"
 """The fitted models, keyed by engine (`ppocr-v4`, `ppocr-v6`, `tesseract`), in this package."""
@@ -58,7 +53,10 @@ def _logit(p: float) -> float:
 
 def features(readings: Sequence[Reading], index: int, typical_length: float, height_px: float) -> list[float]:
     """The features (FEATURES, in order) of reading `index` among the ranked `readings` of a crop
-    `height_px` pixels tall."""
+    `height_px` pixels tall. A crop as tall as the recogniser's input (INPUT_HEIGHT) or taller is read at
+    its full resolution: `log_short_height` is log(height / INPUT_HEIGHT) below it, 0 above. How far short
+    of it a plate falls tells how much its reading guessed (`alpr eval --scale`: US photos read 98% at
+    their size, 61% at a third of it)."""
     candidate = readings[index].candidate
     score = len(candidate.text) * math.log(min(max(candidate.confidence, 1e-4), 1 - 1e-4))
     others = [
@@ -73,7 +71,7 @@ def features(readings: Sequence[Reading], index: int, typical_length: float, hei
         1.0 if candidate.matches_format else 0.0,
         abs(len(candidate.text) - typical_length),
         _logit(readings[index].weakest_character),
-        math.log(min(max(height_px, 1.0), FULL_HEIGHT_PX) / FULL_HEIGHT_PX),
+        math.log(min(max(height_px, 1.0), INPUT_HEIGHT) / INPUT_HEIGHT),
         readings[index].look_alike_margin,
     ]
 

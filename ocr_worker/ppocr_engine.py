@@ -20,7 +20,9 @@ from common.regions import DIGITS, LETTERS
 from ocr_worker.formats import CharChoices
 
 INPUT_HEIGHT = 48
-"""The recogniser's input height in pixels."""
+"""The recogniser's input height in pixels (PP-OCR's and the plate model's alike): the text lines are
+rectified to it (ocr_worker/text_lines.py) and calibration counts a crop shorter than it as short of
+full resolution (ocr_worker/calibration.py)."""
 
 MIN_INPUT_WIDTH = 96
 """Inputs narrower than this are padded on the right (PaddleOCR pads to 320; plates need far less)."""

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ocr_worker import preprocess
-from ocr_worker.ppocr_engine import cpu_session, packaged_model
+from ocr_worker.ppocr_engine import INPUT_HEIGHT, cpu_session, packaged_model
 
 ROW_SEARCH_HEIGHT = 100
 """Crops are scaled to this height while looking for rows of characters."""
@@ -45,9 +45,6 @@ with a little background far better than with a lost end character."""
 SEARCH_PADDING = 0.15
 """Crops are framed by this share of their height (edge pixels repeated) before the search, so
 characters at a tight crop's edge have the context the detector expects."""
-
-LINE_HEIGHT = 48
-"""Rectified lines are this many pixels tall (the recogniser's input height)."""
 
 DETECTOR_FILE = ("rapidocr_onnxruntime", "rapidocr-onnxruntime", "ch_PP-OCRv4_det_infer.onnx")
 """The text detector: package, how to install it, file in its models/ folder."""
@@ -139,17 +136,17 @@ def plate_rows(lines: Sequence[TextLine]) -> list[TextLine]:
 
 
 def rectified(crop: np.ndarray, line: TextLine) -> np.ndarray:
-    """The line cut out of the crop and warped flat, LINE_HEIGHT pixels tall."""
+    """The line cut out of the crop and warped flat, as tall as the recogniser's input (INPUT_HEIGHT)."""
     corners = line.corners.copy()
     along = (corners[1] - corners[0]) / max(float(np.linalg.norm(corners[1] - corners[0])), 1e-6)
     extend = along * SIDE_MARGIN * line.height
     corners[[0, 3]] -= extend
     corners[[1, 2]] += extend
     width = (np.linalg.norm(corners[1] - corners[0]) + np.linalg.norm(corners[2] - corners[3])) / 2
-    out_w = max(1, int(round(width * LINE_HEIGHT / max(line.height, 1.0))))
-    target = np.array([[0, 0], [out_w, 0], [out_w, LINE_HEIGHT], [0, LINE_HEIGHT]], np.float32)
+    out_w = max(1, int(round(width * INPUT_HEIGHT / max(line.height, 1.0))))
+    target = np.array([[0, 0], [out_w, 0], [out_w, INPUT_HEIGHT], [0, INPUT_HEIGHT]], np.float32)
     matrix = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
-    return cv2.warpPerspective(crop, matrix, (out_w, LINE_HEIGHT), flags=cv2.INTER_LINEAR,
+    return cv2.warpPerspective(crop, matrix, (out_w, INPUT_HEIGHT), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
@@ -157,8 +154,8 @@ def joined(pieces: Sequence[np.ndarray]) -> np.ndarray:
     """Rows side by side, a short gap between them, as one line to read."""
     if len(pieces) == 1:
         return pieces[0]
-    pieces = [preprocess.upscale_to_height(piece, LINE_HEIGHT) for piece in pieces]
-    gap = np.repeat(pieces[0][:, -1:], LINE_HEIGHT // 4, axis=1)
+    pieces = [preprocess.upscale_to_height(piece, INPUT_HEIGHT) for piece in pieces]
+    gap = np.repeat(pieces[0][:, -1:], INPUT_HEIGHT // 4, axis=1)
     out = [pieces[0]]
     for piece in pieces[1:]:
         out += [gap, piece]

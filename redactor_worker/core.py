@@ -33,12 +33,14 @@ def redact(
     boxes_xyxy: Iterable[BoxXYXY],
     method: Literal["blur", "pixelate"] = "blur",
     margin: float = defaults.REDACT_MARGIN,
+    max_boxes: int = defaults.DETECTOR_MAX_PLATES_PER_FRAME,
 ) -> np.ndarray:
     """A copy of `frame` with each box repainted from its surroundings (module docstring); the whole
-    frame repainted (a flat fill) when the boxes reach the detector's cap (DETECTOR_MAX_PLATES_PER_FRAME):
-    it keeps the strongest only, and a car park's 120 plates were kept with the last 20 sharp (an audit)."""
+    frame repainted (a flat fill) when the boxes reach `max_boxes`, the cap of the detector that found
+    them (DetectorSettings.max_plates_per_frame): it keeps the strongest only, and a car park's 120
+    plates were kept with the last 20 sharp (an audit)."""
     boxes = list(boxes_xyxy)
-    if len(boxes) >= defaults.DETECTOR_MAX_PLATES_PER_FRAME:
+    if len(boxes) >= max_boxes:
         boxes = [(0.0, 0.0, float(frame.shape[1]), float(frame.shape[0]))]
     out = frame.copy()
     for box in boxes:

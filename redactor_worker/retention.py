@@ -22,11 +22,12 @@ from common.private_files import PARTIAL_SUFFIX, make_private_folders, write_pri
 
 log = logging.getLogger(__name__)
 
-CLOCK_MARGIN_S = 3600.0
-"""A day folder that began more than this after the sweep's cutoff (and not after now) holds no frame to
-delete: no frame is filed under a day before that day began (`kept_path`), on a clock this close to the
-sweeping host's. A day still to come is always looked into (kept there by an earlier version, or by a
-redactor whose clock ran ahead: its files go as much later as it was ahead)."""
+REDACTOR_CLOCK_SKEW_S = 3600.0
+"""How far the clock of the redactor that filed a kept frame may be from the sweeping host's: a day
+folder that began more than this after the sweep's cutoff (and not after now) holds no frame to delete,
+as no frame is filed under a day before that day began (`kept_path`). A day still to come is always
+looked into (kept there by an earlier version, or by a redactor whose clock ran ahead: its files go as
+much later as it was ahead)."""
 
 DAY_FORMAT = "%Y-%m-%d"
 """A day folder's name: the UTC date its frames were captured on (or written on, if that was earlier)."""
@@ -195,7 +196,9 @@ def delete_expired_frames(
         emptied = False
         for day in _folders(camera, is_day_name):
             start_s = day_start_s(day.name)
-            if start_s is not None and cutoff + CLOCK_MARGIN_S < start_s <= now_s:  # a recent day: no frame of it
+            if (
+                start_s is not None and cutoff + REDACTOR_CLOCK_SKEW_S < start_s <= now_s
+            ):  # a recent day: no frame of it
                 continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle)
             deleted += _delete_expired_in(day, camera.name, kept_names, cutoff, failed)
             if start_s is not None and start_s + DAY_S <= cutoff:  # never a recent day, made for a frame now

@@ -63,9 +63,11 @@ class RedactStage:
         keep_max_age_s: float,
         lost_after_s: float,
         keep_sweep_s: float,
+        max_boxes: int,
     ) -> None:
+        """`max_boxes`: the detector's cap on plates a frame (redactor_worker.core.redact)."""
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
-        self.method, self.metrics, self.quality = method, metrics, quality
+        self.method, self.metrics, self.quality, self.max_boxes = method, metrics, quality, max_boxes
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()  # camera labels of frames_unaccounted
@@ -125,7 +127,8 @@ class RedactStage:
                 self.metrics.frames_corrupt.labels(stage=self.name).inc()
                 return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates))
             with self.metrics.core_cpu(self.name):
-                jpeg = encode_jpeg(redact(image, [p.box_xyxy for p in item.plates], self.method), self.quality)
+                boxes = [p.box_xyxy for p in item.plates]
+                jpeg = encode_jpeg(redact(image, boxes, self.method, max_boxes=self.max_boxes), self.quality)
         path = kept_path(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
         try:
             write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide

@@ -92,3 +92,11 @@ def test_a_frame_with_as_many_boxes_as_the_detector_keeps_is_hidden_whole():
     assert (redact(frame, elsewhere) == 128).all()
     below = redact(frame, elsewhere[: cap - 1])
     assert np.array_equal(below[120:224, 200:408], frame[120:224, 200:408])  # under the cap: boxes alone
+
+
+@pytest.mark.parametrize(("boxes", "max_boxes", "whole"), [(3, 3, True), (2, 3, False), (0, 1, False), (1, 1, True)])
+def test_the_cap_is_the_detectors_passed_in(boxes, max_boxes, whole):
+    """A detector configured to keep fewer boxes hides the whole frame at its own cap, not the default's."""
+    frame, _ = scene_with_plate()
+    elsewhere = [(10.0 + i, 300.0, 30.0 + i, 320.0) for i in range(boxes)]
+    assert (redact(frame, elsewhere, max_boxes=max_boxes) == 128).all() == whole
