@@ -3,8 +3,9 @@ frame (`grow_box`) and the frame region it covers (`crop`). The detector crops p
 pool with it, the OCR core crops detections with it, the redactor hides exactly the same region and
 training crops its samples the same way. Growing is outward: the min corner is floored and the max
 corner ceiled, so the whole pixels always contain the (fractional) grown box, then clipped to the
-frame. Whether a box may be cut off by the frame's side (`at_side_edge`) is decided here too. Pure
-functions on numpy images."""
+frame. Whether a box may be cut off by the frame's side (`at_side_edge`) is decided here too, and the
+areas the detector weighs boxes by: each box's (`box_areas`) and what one shares with others
+(`overlap_areas`). Pure functions on numpy images and arrays."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 
 import numpy as np
 
-from common.types import BoxXYXY
+from common.types import BoxXYXY, FloatArray
 
 SIDE_EDGE_MARGIN = 0.1
 """A box whose left or right side is within this fraction of its height (at least SIDE_EDGE_MIN_PX)
@@ -53,3 +54,17 @@ def at_side_edge(box_xyxy: BoxXYXY, frame_width: int) -> bool:
     x1, y1, x2, y2 = box_xyxy
     near = max(SIDE_EDGE_MIN_PX, SIDE_EDGE_MARGIN * (y2 - y1))
     return x1 <= near or x2 >= frame_width - near
+
+
+def box_areas(xyxy: FloatArray) -> FloatArray:
+    """The area of each box (N x 4, x1 y1 x2 y2), in square pixels; 0 for a box with its corners swapped
+    or no width or height."""
+    return np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None), axis=1)
+
+
+def overlap_areas(box_xyxy: FloatArray, others_xyxy: FloatArray) -> FloatArray:
+    """The area `box_xyxy` (4) shares with each of `others_xyxy` (N x 4), in square pixels; 0 where they
+    do not overlap."""
+    corner_min = np.maximum(box_xyxy[:2], others_xyxy[:, :2])
+    corner_max = np.minimum(box_xyxy[2:], others_xyxy[:, 2:])
+    return np.prod(np.clip(corner_max - corner_min, 0, None), axis=1)

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from common import defaults
 from common.errors import ConfigError, InputError
+from common.geometry import box_areas, overlap_areas
 from common.roi import Polygon
 from common.types import PlateDetections
 from detector_worker.backends import BACKENDS, DetectorBackend
@@ -99,11 +100,10 @@ def nested_in_stronger(detections: PlateDetections) -> npt.NDArray[np.bool_]:
     which NMS at IoU 0.7 keeps: read too, one plate became two tracks and one car two sightings. Such a
     box is blurred, never read (`select_reads`): the stronger box may be the part."""
     xyxy = detections.xyxy
-    areas = np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None), axis=1)
+    areas = box_areas(xyxy)
     nested = np.zeros(len(xyxy), bool)
     for index in range(1, len(xyxy)):  # highest confidence first
-        overlaps = np.prod(np.clip(np.minimum(xyxy[index, 2:], xyxy[:index, 2:])
-                                   - np.maximum(xyxy[index, :2], xyxy[:index, :2]), 0, None), axis=1)  # fmt: skip
+        overlaps = overlap_areas(xyxy[index], xyxy[:index])
         smaller = np.maximum(np.minimum(areas[index], areas[:index]), 1e-6)
         nested[index] = bool((overlaps >= defaults.DETECTOR_NESTED_SHARE * smaller).any())
     return nested

@@ -11,6 +11,7 @@ import math
 import cv2
 import numpy as np
 
+from common.geometry import box_areas, overlap_areas
 from common.types import FloatArray
 from detector_worker.backends import NMS_IOU
 
@@ -88,11 +89,11 @@ def merge_views(views: list[ViewBoxes], max_det: int) -> tuple[FloatArray, Float
     confidence = np.concatenate([v[1] for v in views]).astype(np.float32)
     cut = np.concatenate([v[2] for v in views]).astype(bool)
     view = np.repeat(np.arange(len(views)), [len(v[0]) for v in views])
-    whole = xyxy[~cut]
+    whole, areas = xyxy[~cut], box_areas(xyxy)
     pieces = [
         i
         for i in np.flatnonzero(cut)
-        if overlap_areas(xyxy[i], whole).max(initial=0) < CUT_COVERED_SHARE * area(xyxy[i])
+        if overlap_areas(xyxy[i], whole).max(initial=0) < CUT_COVERED_SHARE * max(float(areas[i]), 1e-6)
     ]
     joined, joined_confidence = joined_pieces(xyxy[pieces], confidence[pieces], view[pieces])
     xyxy = np.concatenate([whole, joined]).reshape(-1, 4)
@@ -102,15 +103,6 @@ def merge_views(views: list[ViewBoxes], max_det: int) -> tuple[FloatArray, Float
     chosen = np.asarray(kept, dtype=np.int64).reshape(-1)
     chosen = chosen[np.argsort(-confidence[chosen], kind="stable")][:max_det]
     return xyxy[chosen], confidence[chosen]
-
-
-def area(box: FloatArray) -> float:
-    return max(float(np.prod(np.clip(box[2:] - box[:2], 0, None))), 1e-6)
-
-
-def overlap_areas(box: FloatArray, others: FloatArray) -> FloatArray:
-    """The area `box` shares with each of `others` (N x 4)."""
-    return np.prod(np.clip(np.minimum(box[2:], others[:, 2:]) - np.maximum(box[:2], others[:, :2]), 0, None), axis=1)
 
 
 def joined_pieces(xyxy: FloatArray, confidence: FloatArray, view: np.ndarray) -> tuple[FloatArray, FloatArray]:

@@ -1,7 +1,8 @@
 """Box geometry (common/geometry.py): whole-pixel boxes map to themselves, fractional ones grow outward
 to the smallest whole-pixel box that contains them, everything is clipped to the frame, empty boxes
 give empty crops, and `crop` cuts exactly the region `grow_box` names; a box at the frame's left or
-right edge may be cut off (`at_side_edge`)."""
+right edge may be cut off (`at_side_edge`); box areas and overlaps are zero where boxes are empty or
+apart, for empty (0, 4) arrays too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.geometry import at_side_edge, crop, grow_box
+from common.geometry import at_side_edge, box_areas, crop, grow_box, overlap_areas
 from tests.strategies import FUZZ_SETTINGS
 
 FRAME_HW = (120, 200)
@@ -124,3 +125,31 @@ def test_crop_is_a_view_of_a_grayscale_frame_too():
 )
 def test_a_box_at_the_frames_left_or_right_edge_may_be_cut_off(box, expected):
     assert at_side_edge(box, 640) is expected
+
+
+@pytest.mark.parametrize(
+    ("boxes", "areas"),
+    [
+        ([], []),  # an empty (0, 4) array
+        ([(0, 0, 10, 5)], [50]),
+        ([(2.5, 1, 4.5, 2)], [2]),  # fractional
+        ([(10, 0, 0, 5), (0, 0, 0, 5), (0, 3, 10, 3)], [0, 0, 0]),  # corners swapped, no width, no height
+    ],
+)
+def test_box_areas(boxes, areas):
+    assert box_areas(np.array(boxes, np.float32).reshape(-1, 4)).tolist() == areas
+
+
+@pytest.mark.parametrize(
+    ("box", "others", "overlaps"),
+    [
+        ((0, 0, 10, 10), [], []),  # no others: an empty (0, 4) array
+        ((0, 0, 10, 10), [(0, 0, 10, 10)], [100]),  # itself
+        ((0, 0, 10, 10), [(5, 5, 20, 20), (2, 2, 4, 4)], [25, 4]),  # a corner; one inside
+        ((0, 0, 10, 10), [(10, 0, 20, 10), (30, 30, 40, 40)], [0, 0]),  # touching; apart
+        ((2, 2, 4, 4), [(0, 0, 10, 10)], [4]),  # inside another
+    ],
+)
+def test_overlap_areas(box, others, overlaps):
+    shared = overlap_areas(np.array(box, np.float32), np.array(others, np.float32).reshape(-1, 4))
+    assert shared.tolist() == overlaps
