@@ -152,7 +152,9 @@ def print_accounting(settings: Settings) -> None:
         counts, reads = FrameLog(pool, 0).outcome_counts(), FrameLog(pool, 0).read_outcome_counts()
         deliveries = AlertLog(pool, 0).counts()
         with pool.connection() as connection:
-            sightings = dict(connection.execute("SELECT camera_id, count(*) FROM sightings GROUP BY 1").fetchall())
+            sightings: dict[str, int] = dict(
+                connection.execute("SELECT camera_id, count(*) FROM sightings GROUP BY 1").fetchall()
+            )
     finally:
         pool.close()
     print("\nsightings: " + (", ".join(f"{text(c)} {n}" for c, n in sorted(sightings.items())) or "none"))

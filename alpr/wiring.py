@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import redis
@@ -26,6 +26,18 @@ from common.redis_persistence import warn_if_frames_persist
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
+
+if TYPE_CHECKING:  # the roles' edges, imported by the builders that need them (a worker loads its own)
+    from psycopg_pool import ConnectionPool
+
+    from alert_worker.worker import AlertStage
+    from alpr.standalone import Pipeline
+    from common.alerts import MqttReceiver, WebhookReceiver
+    from common.plate_log import PlateLog
+    from common.roi import Polygon
+    from common.sighting_log import SightingLog
+    from ingest.ledger import FrameLedger
+    from sighting_worker.worker import SightingStage
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +151,7 @@ def reach_frame_store(
     return connection
 
 
-def database_pool(settings: Settings, role: str, needs: Needs | None = None) -> Any:
+def database_pool(settings: Settings, role: str, needs: Needs | None = None) -> ConnectionPool:
     """The Postgres pool of a role that logs there, its schema checked, and the rights it `needs` (table ->
     rights; common/db_rights.py), where given."""
     from common.db import open_pool, require_schema
@@ -205,14 +217,14 @@ def build_worker_context(
     return WorkerContext(redact, metrics, settings.job_timeout_s)
 
 
-def receivers(settings: Settings) -> dict[str, Any]:
+def receivers(settings: Settings) -> dict[str, WebhookReceiver | MqttReceiver]:
     """The alert receivers of the receivers file (ALPR_ALERT_RECEIVERS); none without one."""
     from common.alerts import load_receivers
 
     return load_receivers(settings.alert_receivers) if settings.alert_receivers else {}
 
 
-def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
+def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> AlertStage:
     """The alert pool's stage: the receivers (the file is required) and the alerts log."""
     from alert_worker.worker import AlertStage
     from common.alert_log import AlertLog
@@ -223,6 +235,7 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     targets = receivers(settings)
     if not targets:
         log.warning("the receivers file %s lists no receiver: there is nothing to deliver", settings.alert_receivers)
+    host: str | None
     for name, receiver in targets.items():  # alerts carry plate text: in the clear only on this host
         if isinstance(receiver, MqttReceiver):
             plain, host = not receiver.uses_tls, receiver.host
@@ -238,7 +251,7 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     )  # fmt: skip
 
 
-def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> Any:
+def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> SightingStage:
     """The sighting pool's stage: the grouping settings, the watch-lists (cached) and the receivers
     each alert gets a delivery to (with none, alerts are only logged)."""
     from common.watchlist import WatchList, WatchListCache
@@ -264,7 +277,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
                          tuning, settings.job_timeout_s)  # fmt: skip
 
 
-def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> Any:
+def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> FrameLedger:
     """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers. `now`: the
     clock the node dates its frames by (its watermarks are on it)."""
     from common.db import open_pool
@@ -278,7 +291,9 @@ def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] 
     return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now, spool_dir=settings.ledger_spool_dir)
 
 
-def build_pipeline(settings: Settings, plate_log: Any, sighting_log: Any, roi: Any = None) -> Any:
+def build_pipeline(
+    settings: Settings, plate_log: PlateLog, sighting_log: SightingLog, roi: Polygon | None = None
+) -> Pipeline:
     """The standalone pipeline (`alpr run`): the same cores the chain's stages call, one process."""
     from alpr.standalone import Pipeline
 
