@@ -116,6 +116,24 @@ def reach_widths(dt_s: float, max_center_shift: float = MAX_CENTER_SHIFT) -> flo
     return min(MAX_SHIFT_WIDTHS, CENTER_SHIFT_FLOOR_WIDTHS + max_center_shift * abs(dt_s))
 
 
+def position_shift(
+    center_xy: tuple[float, float],
+    newest_xy: tuple[float, float],
+    predicted_xy: tuple[float, float],
+    width_px: float,
+    dt_s: float,
+    max_center_shift: float = MAX_CENTER_SHIFT,
+) -> float:
+    """How far a read's box centre lies from a car, in units of the allowance a read joins by position
+    within (1 or less: within reach): from `predicted_xy`, where the car's motion puts it `dt_s` after its
+    read at `newest_xy` (a plate `width_px` wide), or from the way there (see the module docstring)."""
+    off_prediction = math.dist(center_xy, predicted_xy) / (width_px * reach_widths(dt_s, max_center_shift))
+    # or on the way there, as a car that braked while unseen (a barrier, a queue) stopped short of it:
+    # within box jitter of that way, never behind the newest read, where the next car comes from
+    off_way = _distance_to_segment(center_xy, newest_xy, predicted_xy) / (width_px * CENTER_SHIFT_FLOOR_WIDTHS)
+    return min(off_prediction, off_way)
+
+
 def _distance_to_segment(point: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
     """How far `point` lies from the segment a-b."""
     (px, py), (ax, ay), (bx, by) = point, a, b
@@ -274,17 +292,14 @@ class SightingTracker:
         `gap_s`: the camera's gap (`camera_gap_s`)."""
         if track.time_gap_s(observation.captured_at_s) > gap_s:
             return None
-        dt_s = observation.captured_at_s - track.last.captured_at_s
-        allowed_widths = reach_widths(dt_s, self.max_center_shift)
-        width_px = max(track.last.width_px, 1.0)
-        predicted = track.predicted_center_xy(observation.captured_at_s)
-        off_prediction = math.dist(observation.center_xy, predicted) / (width_px * allowed_widths)
-        # or on the way there, as a car that braked while unseen (a barrier, a queue) stopped short of it:
-        # within box jitter of that way, never behind the newest read, where the next car comes from
-        off_way = _distance_to_segment(observation.center_xy, track.last.center_xy, predicted) / (
-            width_px * CENTER_SHIFT_FLOOR_WIDTHS
+        shift = position_shift(
+            observation.center_xy,
+            track.last.center_xy,
+            track.predicted_center_xy(observation.captured_at_s),
+            max(track.last.width_px, 1.0),
+            observation.captured_at_s - track.last.captured_at_s,
+            self.max_center_shift,
         )
-        shift = min(off_prediction, off_way)
         if shift > 1.0 and observation.text and track.plate and counts is not None:
             for text in (observation.text, track.plate):
                 if text not in counts:

@@ -55,6 +55,7 @@ from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
+from sighting_worker.passes import Pass, Passes, load_passes, passes_state, prune
 
 log = logging.getLogger(__name__)
 
@@ -85,48 +86,6 @@ class GroupResult:
 
     sightings: list[Sighting] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
-
-
-Passes = dict[str, list[list[float]]]
-"""Per listed plate alerted on (`list:plate`), the passes alerted on: [first, last] capture times, when
-the pass last met a read (wall clock), in seconds, the distance of the nearest match alerted on in it
-(absent in state saved before it was kept: taken as exact), then where the pass's newest read was:
-its capture time, box centre x, y and box width (pixels; absent in state saved before it was kept)."""
-
-NEAREST, WHERE = 3, 4
-"""Indices in a pass: the nearest match's distance; the newest read's [capture time, x, y, width]."""
-
-
-def note_where(span: list[float], seen: Observation) -> None:
-    """Remember the read's box in the pass when it is the pass's newest read met so far."""
-    if len(span) <= NEAREST:
-        span.append(0.0)
-    if len(span) <= WHERE or seen.captured_at_s >= span[WHERE]:
-        span[WHERE:] = [seen.captured_at_s, *seen.center_xy, seen.width_px]
-
-
-def nearest(span: list[float]) -> float:
-    """The distance of the nearest match alerted on in the pass (0, exact, in a pass saved without it)."""
-    return span[NEAREST] if len(span) > NEAREST else 0.0
-
-
-def within_reach(span: list[float], seen: Observation) -> bool:
-    """Whether the read's box lies where the pass's newest read's car could have gone by then, by the
-    grouping's own allowance (sighting_worker/grouping.py); False when the pass kept no box (one saved
-    before it was kept, or begun by a sighting): held open anywhere, it then took the first lookalike's
-    box as its own, and a listed car's next pass went silent — an extra alert is the safer failure."""
-    if len(span) <= WHERE:
-        return False
-    at_s, x, y, width_px = span[WHERE : WHERE + 4]
-    allowed = reach_widths(seen.captured_at_s - at_s)
-    return math.dist(seen.center_xy, (x, y)) <= allowed * max(width_px, seen.width_px, 1.0)
-
-
-def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
-    """The passes a read may still meet: ending at or after `before_s` (capture time), or met by a read
-    since `untouched_since_s` (the reads matched again each round: EARLY_RESCAN_S)."""
-    kept = {key: [p for p in spans if p[1] >= before_s or p[2] >= untouched_since_s] for key, spans in alerted.items()}
-    return {key: spans for key, spans in kept.items() if spans}
 
 
 @dataclass
@@ -301,7 +260,7 @@ class SightingStage:
             )
             tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))
             gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
-            alerted: Passes = {key: [list(span) for span in spans] for key, spans in state.get("alerted", {}).items()}
+            alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
             result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
             fed, result.sightings = self.group(connection, cursor, tracker)
@@ -311,16 +270,13 @@ class SightingStage:
             result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
+            alerted = prune(
+                alerted,
+                min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
+                time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
+            )
             cursor.early_read_id = early.from_id
-            cursor.state = {
-                "tracker": tracker.to_state(),
-                "early": early.state(),
-                "alerted": prune(
-                    alerted,
-                    min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
-                    time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
-                ),  # fmt: skip
-            }
+            cursor.state = {"tracker": tracker.to_state(), "early": early.state(), "alerted": passes_state(alerted)}
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         return result
@@ -368,13 +324,12 @@ class SightingStage:
                 continue
             for span in spans:
                 if (
-                    seen.captured_at_s - gap_s <= span[1]
-                    and span[0] <= seen.captured_at_s + gap_s
-                    and within_reach(span, seen)
+                    seen.captured_at_s - gap_s <= span.last_s
+                    and span.first_s <= seen.captured_at_s + gap_s
+                    and span.reaches(seen)
                 ):
-                    span[0], span[1] = min(span[0], seen.captured_at_s), max(span[1], seen.captured_at_s)
-                    span[2] = time.time()
-                    note_where(span, seen)
+                    span.widen(seen.captured_at_s, seen.captured_at_s)
+                    span.note(seen)
 
     def group(
         self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker
@@ -446,23 +401,23 @@ class SightingStage:
         passes = alerted.setdefault(self.watch_key(match), [])
         holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, gap_s, read, box)]
         if holding:
-            span = min(holding, key=lambda held: nearest(held) > match.distance)  # as near first (a stable min)
-            span[0], span[1], span[2] = min(span[0], first_s), max(span[1], last_s), time.time()
+            span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
+            span.widen(first_s, last_s)
             if read is not None:
-                note_where(span, read)
-            if alerting and match.distance < nearest(span):
-                span[NEAREST] = match.distance
+                span.note(read)
+            if alerting and match.distance < span.nearest:
+                span.nearest = match.distance
                 return False
             return True
         if alerting:
-            passes.append([first_s, last_s, time.time(), match.distance])
+            passes.append(Pass(first_s, last_s, time.time(), match.distance))
             if read is not None:
-                note_where(passes[-1], read)
+                passes[-1].note(read)
         return False
 
     def holds(
         self,
-        span: list[float],
+        span: Pass,
         distance: float,
         first_s: float,
         last_s: float,
@@ -477,31 +432,31 @@ class SightingStage:
           wherever in view (the listed plate is one car);
         - a lookalike (distance > 0: one character off) beside exact matches, or an exact read beside
           lookalikes: only where the tracker would join them (a misread of one car), within the sighting
-          gap of the pass and where its car could have gone since the pass's newest read (`within_reach`;
-          a sighting, whose box is not at hand, within the sighting gap alone);
-        - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's newest read
-          was (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
+          gap of the pass and where its car could be at the read's capture time (`Pass.reaches`); a
+          sighting, where its best read's box lies within reach of the pass's newest read at the
+          sighting's time nearest it;
+        - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's car could be
+          (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
 
         Before, any match within the pass gap widened the pass, anywhere in view: an unlisted fleet car
         KPX4727 parked beside the road, read every 20 s, held the listed KPX4721's pass open, and the
         listed car's next pass, five minutes on, raised no alert (its reads logged last first: the first
         pass lost its alert instead). A lookalike's sure read that no pass holds begins its own pass (an
         alert, as it raises with no listed car about); an unsure one is passed over."""
-        exact = distance == 0 and nearest(span) == 0
-        lookalikes = distance > 0 and nearest(span) > 0 and read is not None
+        exact = distance == 0 and span.nearest == 0
+        lookalikes = distance > 0 and span.nearest > 0 and read is not None
         within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes else gap_s
-        if not (first_s - within_s <= span[1] and span[0] <= last_s + within_s):
+        if not (first_s - within_s <= span.last_s and span.first_s <= last_s + within_s):
             return False
         if exact:
             return True
-        if read is None and box is not None and len(span) > WHERE:  # a sighting: by its best read's box
+        if read is None and box is not None and span.points:  # a sighting: by its best read's box
             x1, y1, x2, y2 = box.best_box_xyxy
-            at_s = min(max(span[WHERE], first_s), last_s)  # its time nearest the pass's newest read
-            allowed = reach_widths(at_s - span[WHERE])
-            return math.dist(((x1 + x2) / 2, (y1 + y2) / 2), tuple(span[WHERE + 1 : WHERE + 3])) <= allowed * max(
-                span[WHERE + 3], x2 - x1, 1.0
-            )
-        return read is None or within_reach(span, read)
+            newest_s, x, y, width_px = span.points[-1]
+            at_s = min(max(newest_s, first_s), last_s)  # its time nearest the pass's newest read
+            allowed = reach_widths(at_s - newest_s)
+            return math.dist(((x1 + x2) / 2, (y1 + y2) / 2), (x, y)) <= allowed * max(width_px, x2 - x1, 1.0)
+        return read is None or span.reaches(read)
 
     @property
     def id_key(self) -> str | None:
