@@ -199,6 +199,10 @@ class SightingTracker:
         firsts = [track.first.captured_at_s for camera in self._cameras.values() for track in camera.tracks]
         return min(firsts) if firsts else None
 
+    def open_sighting_ids(self) -> set[str]:
+        """The ids of the open tracks (each the id its sighting will have), over all cameras."""
+        return {track.sighting_id for camera in self._cameras.values() for track in camera.tracks}
+
     def best_frame_ids(self) -> set[str]:
         """The frames holding the best read of an open track (whose snapshot a sighting may keep)."""
         return {track.best.frame_id for camera in self._cameras.values() for track in camera.tracks}

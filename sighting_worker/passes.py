@@ -1,16 +1,21 @@
 """The passes of listed plates a camera's sighting round has alerted on (its cursor's `alerted`), by which
 a pass is alerted on once: per watch-list entry, each pass's span of capture times, the nearest match
-alerted on in it, and where its newest reads' boxes were (to follow its car's motion).
+alerted on in it, where its newest reads' boxes were (to follow its car's motion), and its car's tracks.
 
 An early alert comes before the tracker has grouped its read (grouping waits for the camera's frames to
 settle), so whether a later read is the same car is judged by where the pass's car should be at that read's
 capture time: moving on, or back, as its reads around that time moved (`Pass.reaches`, by the tracker's own
-allowance, `grouping.position_shift`), in whatever order the reads were logged."""
+allowance, `grouping.position_shift`), in whatever order the reads were logged. Once the tracker groups a
+read the pass holds, the read's track is the pass's car (`Pass.tracks`): its sighting, closed later, is the
+pass already alerted on, however far its car went — the tracker decides, not a distance between two boxes
+(the best read's, wherever the car was then, against the pass's newest read: a car reading one character
+off a listed plate, moving, got a second alert at its sighting, a review)."""
 
 from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +24,15 @@ from sighting_worker.grouping import position_shift
 
 POINTS_KEPT = 8
 """Most reads' boxes a pass keeps (the newest by capture time): its car's motion is followed from them."""
+
+READS_KEPT = 64
+"""Most reads a pass keeps not yet grouped by the tracker (the newest by capture time): a read the tracker
+groups ties its track to the pass and is let go, so a pass holds a few seconds' reads (the settle time)."""
+
+
+def read_key(read: Observation) -> str:
+    """A read's identity within its camera: its frame id and its index in the frame."""
+    return f"{read.frame_id}#{read.plate_index}"
 
 
 @dataclass
@@ -36,6 +50,10 @@ class Pass:
     points: list[list[float]] = field(default_factory=list)
     """[capture time, box centre x, y, box width] of its newest reads, in capture order (none: begun by a
     sighting, or saved before they were kept)."""
+    reads: dict[str, float] = field(default_factory=dict)
+    """Its reads not yet grouped by the tracker (`read_key`), with their capture times."""
+    tracks: set[str] = field(default_factory=set)
+    """The tracker's open tracks (by the id their sighting will have) that hold one of its reads."""
 
     @classmethod
     def from_state(cls, saved: Any) -> Pass:
@@ -46,6 +64,8 @@ class Pass:
             return cls(
                 first_s, last_s, touched_s, float(saved.get("nearest", 0.0)),
                 [[float(v) for v in point] for point in saved.get("points", [])],
+                {str(k): float(v) for k, v in saved.get("reads", {}).items()},
+                {str(track) for track in saved.get("tracks", [])},
             )  # fmt: skip
         values = [float(v) for v in saved]
         kept = cls(values[0], values[1], values[2], values[3] if len(values) > 3 else 0.0)
@@ -58,6 +78,10 @@ class Pass:
         state: dict[str, Any] = {"span": [self.first_s, self.last_s, self.touched_s], "nearest": self.nearest}
         if self.points:
             state["points"] = self.points
+        if self.reads:
+            state["reads"] = self.reads
+        if self.tracks:
+            state["tracks"] = sorted(self.tracks)
         return state
 
     def widen(self, first_s: float, last_s: float) -> None:
@@ -65,10 +89,13 @@ class Pass:
         self.first_s, self.last_s, self.touched_s = min(self.first_s, first_s), max(self.last_s, last_s), time.time()
 
     def note(self, read: Observation) -> None:
-        """Keep the read's box (among the newest POINTS_KEPT)."""
+        """Keep the read's box (among the newest POINTS_KEPT) and its identity until the tracker groups it."""
         point = [read.captured_at_s, *read.center_xy, read.width_px]
         bisect.insort(self.points, point)
         del self.points[: max(0, len(self.points) - POINTS_KEPT)]
+        self.reads[read_key(read)] = read.captured_at_s
+        if len(self.reads) > READS_KEPT:
+            del self.reads[min(self.reads, key=self.reads.__getitem__)]
 
     def reaches(self, read: Observation) -> bool:
         """Whether the read's box lies where the pass's car could be at its capture time, by the tracker's
@@ -124,3 +151,28 @@ def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
         for key, spans in alerted.items()
     }
     return {key: spans for key, spans in kept.items() if spans}
+
+
+def link_tracks(alerted: Passes, reads: Sequence[Observation], went_to: Iterable[str]) -> None:
+    """The tracker grouped `reads` into the tracks `went_to` (by the id their sighting will have): each
+    track holding a read of a pass is that pass's car from now on, and the read is let go."""
+    waiting: dict[str, list[Pass]] = {}
+    for spans in alerted.values():
+        for span in spans:
+            for key in span.reads:
+                waiting.setdefault(key, []).append(span)
+    if not waiting:
+        return
+    for read, sighting_id in zip(reads, went_to, strict=True):
+        for span in waiting.get(read_key(read), []):
+            span.reads.pop(read_key(read), None)
+            span.tracks.add(sighting_id)
+
+
+def forget_grouped(alerted: Passes, grouped_until_s: float, open_tracks: set[str]) -> None:
+    """Let go of the reads captured before `grouped_until_s` (grouped, or never to be) and of the tracks no
+    longer open (closed, their sightings matched)."""
+    for spans in alerted.values():
+        for span in spans:
+            span.reads = {key: at_s for key, at_s in span.reads.items() if at_s >= grouped_until_s}
+            span.tracks &= open_tracks

@@ -8,8 +8,8 @@ no other worker holds and, in one Postgres transaction with that camera's cursor
    reads in capture order although OCR workers log them in any order — and closes the sightings
    whose gap has passed by then;
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
-   watch-lists (no second alert for a pass already alerted on), and logs the alerts with their
-   deliveries (the outbox);
+   watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
+   the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
 4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks.
 
 A worker killed mid-group loses only the open transaction: the next one starts again from the saved
@@ -55,7 +55,7 @@ from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
-from sighting_worker.passes import Pass, Passes, load_passes, passes_state, prune
+from sighting_worker.passes import Pass, Passes, forget_grouped, link_tracks, load_passes, passes_state, prune
 
 log = logging.getLogger(__name__)
 
@@ -263,13 +263,14 @@ class SightingStage:
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
             result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
-            fed, result.sightings = self.group(connection, cursor, tracker)
+            fed, result.sightings = self.group(connection, cursor, tracker, alerted)
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
+            forget_grouped(alerted, horizon_s, tracker.open_sighting_ids())
             alerted = prune(
                 alerted,
                 min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
@@ -332,10 +333,11 @@ class SightingStage:
                     span.note(seen)
 
     def group(
-        self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker
+        self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker, alerted: Passes
     ) -> tuple[int, list[Sighting]]:
         """Feed the reads up to the camera's horizon, in capture order; how many were fed, and the vehicle
-        passes closed by then."""
+        passes closed by then. Each track given a read of a pass alerted on is that pass's car from then on
+        (`link_tracks`)."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
             from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
@@ -350,8 +352,15 @@ class SightingStage:
                 horizon_s = last_s + 1e-6  # the next microsecond
                 reads = reads_to_group(connection, camera_id, last_s, horizon_s, limit=None)
         closed: list[Sighting] = []
+        fed: list[Observation] = []
+        went_to: list[str] = []
         for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
-            closed += tracker.observe_frame([r.observation for r in frame])
+            observations = [r.observation for r in frame]
+            closed_now, joined = tracker.observe_frame_joined(observations)
+            closed += closed_now
+            fed += observations
+            went_to += joined
+        link_tracks(alerted, fed, went_to)
         closed += tracker.close_due(horizon_s)
         cursor.grouped_until_s = horizon_s
         return len(reads) + len(closed), [
@@ -397,9 +406,15 @@ class SightingStage:
         alert for KPX4721: the exact reads after it confirm it instead of being silenced). Of the passes
         that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
-        Reads may come in any order: a pass is the span of the reads it holds, in either direction."""
+        Reads may come in any order: a pass is the span of the reads it holds, in either direction. A
+        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it."""
         passes = alerted.setdefault(self.watch_key(match), [])
-        holding = [span for span in passes if self.holds(span, match.distance, first_s, last_s, gap_s, read, box)]
+        holding = [
+            span
+            for span in passes
+            if (box is not None and box.sighting_id in span.tracks)
+            or self.holds(span, match.distance, first_s, last_s, gap_s, read, box)
+        ]
         if holding:
             span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
             span.widen(first_s, last_s)
@@ -433,8 +448,9 @@ class SightingStage:
         - a lookalike (distance > 0: one character off) beside exact matches, or an exact read beside
           lookalikes: only where the tracker would join them (a misread of one car), within the sighting
           gap of the pass and where its car could be at the read's capture time (`Pass.reaches`); a
-          sighting, where its best read's box lies within reach of the pass's newest read at the
-          sighting's time nearest it;
+          sighting whose track held none of the pass's reads (those are held by `seen_in_pass` itself),
+          where its best read's box lies within reach of the pass's newest read at the sighting's time
+          nearest it;
         - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's car could be
           (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
 

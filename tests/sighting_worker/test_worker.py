@@ -401,6 +401,32 @@ def test_a_lookalike_one_character_off_parked_in_view_does_not_silence_the_liste
     assert len([a for a in alerts if a[0] == "KPX4727"]) == (1 if confidence >= 0.85 else 0), alerts
 
 
+@pytest.mark.parametrize("live", [False, True], ids=["grouped-with-its-reads", "grouped-rounds-after-its-alert"])
+@pytest.mark.parametrize("step_px", [40.0, 0.0], ids=["moving", "standing"])
+def test_a_car_reading_one_character_off_a_listed_plate_is_alerted_on_once_a_pass(chain, redis_url, live, step_px):
+    """KPX4727 in every frame for the listed KPX4721 (a fuzzy match: what it is for), ten sure reads at 5
+    frames/s: its early `read` alert, then a `sighting` alert for the same pass at its close, which was
+    weighed by its best read's box against the pass's newest read as if at one time (0.5 plate widths):
+    a car moving 40 px a frame (a plate 90 px wide) was taken for another (a review). The tracker grouped
+    the pass's reads into the sighting: it is the pass's car. Live, the sighting closes rounds after the
+    alert, the pass's reads carried in the cursor; standing, the control."""
+    pool, settings = chain
+    start_s = time.time() - (2.0 if live else 30.0)
+    frames = [(frame(i, start_s + i * 0.2), [plate("KPX4727", 100 + step_px * i)]) for i in range(10)]
+    log_frames(pool, frames, in_capture_order=True)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    first = stage.poll()
+    assert [(a.kind, a.plate) for a in first.alerts] == [("read", "KPX4727")]  # early, from the first round
+    deadline = time.monotonic() + 20
+    while not table(pool, "SELECT 1 FROM sightings") and time.monotonic() < deadline:
+        time.sleep(defaults.SIGHTING_POLL_S)
+        stage.poll()
+    stage.poll()
+    assert table(pool, "SELECT plate, reads FROM sightings") == [("KPX4727", 10)]
+    alerts = table(pool, "SELECT kind, body->>'plate', (body->>'distance')::float FROM alerts")
+    assert alerts == [("read", "KPX4727", 1.0)]  # not again at its sighting
+
+
 def test_a_misread_in_a_listed_cars_pass_raises_no_second_alert_however_fast_or_late_it_is(chain, redis_url):
     """A listed car per camera, eight sure reads at 5 frames/s, one read one character off (KPX4727). The
     misread was held in the car's pass only within reach of the pass's newest read's box, standing: a fast
