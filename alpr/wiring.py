@@ -151,15 +151,22 @@ def reach_frame_store(
     return connection
 
 
-def database_pool(settings: Settings, role: str, needs: Needs | None = None) -> ConnectionPool:
+def database_pool(
+    settings: Settings, role: str, needs: Needs | None = None, session_settings: str = ""
+) -> ConnectionPool:
     """The Postgres pool of a role that logs there, its schema checked, and the rights it `needs` (table ->
-    rights; common/db_rights.py), where given."""
-    from common.db import open_pool, require_schema
+    rights; common/db_rights.py), where given; its sessions' `session_settings` where given (else
+    common/db.SESSION_SETTINGS)."""
+    from common.db import SESSION_SETTINGS, open_pool, require_schema
     from common.db_rights import require_rights
 
     if not settings.database_url:
         raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
-    pool = open_pool(settings.database_url, password=settings.secret("database_password"))
+    pool = open_pool(
+        settings.database_url,
+        password=settings.secret("database_password"),
+        session_settings=session_settings or SESSION_SETTINGS,
+    )
     require_schema(pool)
     if needs:
         require_rights(pool, f"the {role}", needs)
@@ -254,10 +261,11 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
 def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> SightingStage:
     """The sighting pool's stage: the grouping settings, the watch-lists (cached) and the receivers
     each alert gets a delivery to (with none, alerts are only logged)."""
+    from common.db import SIGHTING_SESSION_SETTINGS
     from common.watchlist import WatchList, WatchListCache
     from sighting_worker.worker import SightingSettings, SightingStage
 
-    pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS)
+    pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS, SIGHTING_SESSION_SETTINGS)
     tuning = SightingSettings(
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
         read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,

@@ -44,9 +44,22 @@ cameras then had no sightings and no alerts, with no error, as the others skip l
 server now ends such a session within two minutes."""
 
 
-def configure_session(connection: psycopg.Connection) -> None:
-    """SESSION_SETTINGS on a new pooled connection, in one round trip."""
-    connection.execute(SESSION_SETTINGS)
+SIGHTING_SESSION_SETTINGS = (
+    f"SET idle_in_transaction_session_timeout = '{round(defaults.SIGHTING_IDLE_IN_TRANSACTION_S * 1000)}ms';"
+    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; SET tcp_keepalives_idle = 60;"
+    " SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
+)
+"""The sighting pool's sessions: a camera's transaction holds its cursor row (FOR UPDATE), which every other
+sighting worker skips, so a worker frozen inside one (SIGSTOP, a paused VM) held that camera's sightings and
+alerts back for SESSION_SETTINGS' two minutes (a listed car alerted on 117 s late, a review); its session is
+now ended after SIGHTING_IDLE_IN_TRANSACTION_S, and after SIGHTING_TCP_USER_TIMEOUT_S where what Postgres
+sent it goes unacknowledged (a host gone, a statement's rows unread). A round's own Python work between two
+statements is kept under it (`SightingStage.keep_alive`)."""
+
+
+def configure_session(connection: psycopg.Connection, settings: str = SESSION_SETTINGS) -> None:
+    """`settings` (SESSION_SETTINGS unless given) on a new pooled connection, in one round trip."""
+    connection.execute(settings)
     connection.commit()
 
 
@@ -57,10 +70,17 @@ psycopg_pool's 300 s, a pool served again up to the outage's length after Postgr
 after a 70 s outage: frames' reads and redactions expired meanwhile, found by an audit)."""
 
 
-def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str | None = None) -> ConnectionPool:
+def open_pool(
+    url: str,
+    max_size: int = 4,
+    wait_s: float = 10.0,
+    password: str | None = None,
+    session_settings: str = SESSION_SETTINGS,
+) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
     is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
-    psycopg apart from the URL, so that neither libpq's messages nor the pool's warnings can quote it."""
+    psycopg apart from the URL, so that neither libpq's messages nor the pool's warnings can quote it.
+    `session_settings`: each connection's (SESSION_SETTINGS; the sighting pool's, SIGHTING_SESSION_SETTINGS)."""
     if problem := url_problem(url, "postgres"):
         raise ConfigError(f"the Postgres URL is malformed: {problem}")
     bare_url, url_password = split_password(url)
@@ -68,7 +88,8 @@ def open_pool(url: str, max_size: int = 4, wait_s: float = 10.0, password: str |
     if (password := url_password or password) is not None:
         options["password"] = password
     pool = ConnectionPool(
-        bare_url, min_size=1, max_size=max_size, open=False, kwargs=options, configure=configure_session,
+        bare_url, min_size=1, max_size=max_size, open=False, kwargs=options,
+        configure=lambda connection: configure_session(connection, session_settings),
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
         reconnect_timeout=RECONNECT_GIVE_UP_S,
     )  # fmt: skip

@@ -90,6 +90,18 @@ SIGHTING_HEARTBEAT_TTL_S = 30
 SIGHTING_BATCH_READS = 5000
 """Most reads a sighting worker groups for one camera in one transaction (a backlog goes in steps)."""
 
+SIGHTING_IDLE_IN_TRANSACTION_S = 5.0
+"""How long a sighting worker's session may sit idle in a transaction before Postgres ends it (a frozen holder)."""
+
+SIGHTING_STATEMENT_TIMEOUT_S = 5.0
+"""Longest statement of a camera's transaction (the one holding its cursor); longer, Postgres cancels it."""
+
+SIGHTING_ALIVE_EVERY_S = 1.0
+"""How often a camera's transaction busy in Python (a backlog, a long list) sends Postgres a statement."""
+
+SIGHTING_TCP_USER_TIMEOUT_S = 10.0
+"""How long Postgres lets data it sent a sighting worker go unacknowledged before dropping the connection."""
+
 ALERT_GIVE_UP_S = 86400.0
 """How long an alert's delivery is retried (a day) before it is marked failed (`alpr replay --stage alert`)."""
 

@@ -990,3 +990,77 @@ def test_alert_ids_differ_between_keys_and_are_the_plain_hash_only_without_one()
     candidates = {"read-" + hashlib.sha256(f"gate:run1:4|1|stolen|KPX47{n:02d}".encode()).hexdigest()[:32]
                   for n in range(100)}  # fmt: skip
     assert one not in candidates and plain in candidates  # a plain hash gave the plate away
+
+
+def test_a_worker_frozen_inside_a_cameras_transaction_holds_the_camera_seconds_not_minutes(chain, redis_url, caplog):
+    """A sighting worker frozen (SIGSTOP, a paused VM) while it held a camera's cursor row held that camera
+    from every other worker until Postgres's idle-in-transaction limit of two minutes: a listed car's alert
+    came 117 s late (a review). The sighting pool's sessions are now ended after
+    SIGHTING_IDLE_IN_TRANSACTION_S: a second worker raises the alert within seconds. The frozen worker, once
+    thawed, fails that camera's round (nothing of it committed) and raises nothing twice after."""
+    import threading
+
+    pool, settings = chain
+    frozen_stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    frozen, thawed = threading.Event(), threading.Event()
+    look_up = frozen_stage.camera_frame_interval
+
+    def freezing(connection, camera_id):  # type: ignore[no-untyped-def]  # inside the transaction, row locked
+        frozen.set()
+        thawed.wait(60)  # no statement meanwhile, as a process stopped
+        return look_up(connection, camera_id)
+
+    frozen_stage.camera_frame_interval = freezing  # type: ignore[method-assign]
+    log_frames(pool, [(frame(i, time.time() - 40 + i * 0.2), [plate("GHT2093", 100 + 10 * i)]) for i in range(5)])
+    rounds_of_frozen: list[object] = []
+    frozen_round = threading.Thread(target=lambda: rounds_of_frozen.append(frozen_stage.poll()), daemon=True)
+    frozen_round.start()
+    try:
+        assert frozen.wait(10)
+        now_s = time.time()
+        log_frames(pool, [(frame(i, now_s + (i - 10) * 0.2), [plate("KPX4721", 100 + 20 * i)]) for i in range(10, 15)])
+        healthy = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+        started = time.monotonic()
+        while not table(pool, "SELECT 1 FROM alerts") and time.monotonic() - started < 30:
+            healthy.poll()
+            time.sleep(defaults.SIGHTING_POLL_S)
+        waited_s = time.monotonic() - started
+        assert table(pool, "SELECT kind, body->>'plate' FROM alerts") == [("read", "KPX4721")]
+        assert waited_s < defaults.SIGHTING_IDLE_IN_TRANSACTION_S + 3, waited_s  # 120 s before
+    finally:
+        thawed.set()
+        frozen_round.join(20)
+    assert not frozen_round.is_alive() and len(rounds_of_frozen) == 1
+    assert "its transaction was ended by Postgres" in caplog.text
+    for _ in range(20):  # both go on: the cars' sightings once each, the alert once
+        for stage in (frozen_stage, healthy):
+            stage.poll()
+        time.sleep(defaults.SIGHTING_POLL_S)
+    assert sorted(table(pool, "SELECT plate FROM sightings")) == [("GHT2093",), ("KPX4721",)]
+    assert table(pool, "SELECT kind, body->>'plate' FROM alerts") == [("read", "KPX4721")]
+
+
+@pytest.mark.parametrize("kept_alive", [True, False], ids=["kept-alive", "silent"])
+def test_a_round_busy_longer_than_the_idle_limit_is_not_ended_for_it(chain, redis_url, monkeypatch, kept_alive):
+    """The sighting pool's sessions are ended after SIGHTING_IDLE_IN_TRANSACTION_S idle in a transaction (a
+    frozen worker), but a round's own Python work between two statements can be longer: 5,000 reads matched
+    against 100,000 listed plates took 17 s here, 49 s with the CPUs busy. The round sends Postgres a
+    statement every SIGHTING_ALIVE_EVERY_S meanwhile; silent (the control), Postgres ends it. Here the limit
+    is 1 s and matching a read takes 0.25 s."""
+    monkeypatch.setattr("common.db.SIGHTING_SESSION_SETTINGS", "SET idle_in_transaction_session_timeout = '1s'")
+    monkeypatch.setattr(defaults, "SIGHTING_ALIVE_EVERY_S", 0.2 if kept_alive else 3600.0)
+    pool, settings = chain
+    log_frames(pool, [(frame(i, time.time() - 30 + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(10)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    assert stage.watch is not None
+    match_lists = stage.watch.match_lists
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.25)
+        return match_lists(*args, **kwargs)
+
+    monkeypatch.setattr(stage.watch, "match_lists", slow)
+    stage.poll()
+    grouped = (table(pool, "SELECT kind FROM alerts"), len(table(pool, "SELECT 1 FROM sightings")))
+    assert grouped == (([("read",)], 1) if kept_alive else ([], 0))
+    assert rounds(stage)["camera_failed"] == (0 if kept_alive else 1)
