@@ -1,8 +1,10 @@
 """A capture's child process (`python -P -m ingest.capture_child SOCKET_FD FRAMES_FD PARENT_PID`): it opens
 the one video or stream its reader (ingest/capture_process.py) names over the socket, never on the
 command line (with how an RTSP camera's packets come: ingest/ffmpeg_open.RTSP_TRANSPORTS), and answers
-its calls (grab, retrieve, get, release) until the reader releases it or goes. What FFmpeg and OpenCV print
-in it reaches the node's stderr without the source's credentials (ingest/capture_output.py).
+its calls (grab, retrieve, get, release) until the reader releases it or goes. Its stdout and stderr are a
+pipe its reader reads: what FFmpeg, OpenCV and Python print in it (a traceback, an assertion's line
+before an abort) reaches the node's stderr without the source's credentials, however it ends
+(ingest/capture_output.py); C's stdout is written a line at a time, not held to its end.
 
 It holds itself to its reader's bounds before it opens anything: its address space capped (no single
 allocation of gigabytes succeeds), FFmpeg's options set in its own environment (ingest/ffmpeg_open.py),
@@ -24,7 +26,7 @@ import cv2
 import numpy as np
 
 from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
-from ingest.capture_output import scrub_output
+from ingest.capture_output import line_buffered_c_stdout
 
 OPEN_PROPERTIES = (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS, cv2.CAP_PROP_FRAME_COUNT)
 """What a reader asks of an opened capture: sent once with the open's answer, not asked each time."""
@@ -63,11 +65,7 @@ def serve(channel: Channel, frames: FrameBuffer) -> None:
         return
     if rtsp_transport not in RTSP_TRANSPORTS:
         return
-    finish_output = scrub_output(str(uri))  # (its copying thread's stack within the address space's start)
-    try:
-        open_and_answer(channel, frames, str(uri), params, int(memory_bytes), rtsp_transport)
-    finally:
-        finish_output()
+    open_and_answer(channel, frames, str(uri), params, int(memory_bytes), rtsp_transport)
 
 
 def open_and_answer(
@@ -120,6 +118,7 @@ def main(arguments: list[str]) -> None:
     socket_fd, frames_fd, parent_pid = (int(argument) for argument in arguments)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent_pid)
+    line_buffered_c_stdout()  # before FFmpeg is first used
     serve(Channel(socket.socket(fileno=socket_fd)), FrameBuffer(frames_fd))
 
 

@@ -4,18 +4,27 @@ FFmpeg and OpenCV print their own lines in the child, which the node's stderr an
 were: a snapshot camera's URL with its password (`Could find no file or sequence with path
 'http://admin:Pa%3dss@…'`), and at FFmpeg's debug level (OPENCV_FFMPEG_LOGLEVEL 48) each request with
 its headers. The node masks its own log lines (common/credentials.py), but these never pass through it
-(a review). So in the child (`scrub_output`):
+(a review). So:
 
-- everything written to its stdout and stderr (FFmpeg's lines, which OpenCV prints on stdout once the
-  operator sets a level, OpenCV's, Python's) goes through a pipe to a thread that writes it on to the
-  node's stderr a line at a time, the source's secrets replaced (`source_secrets`: the URL as its
-  scheme, host and port, `shown_source`; its password, path and query, and the Basic credentials made of
-  them) and any URL's credentials masked (`mask_url`), control characters written out; `alpr run`'s
-  stdout, its report, gets none of it;
-- FFmpeg's level is held to MAX_FFMPEG_LOG_LEVEL (its info lines): its verbose and debug ones show each
-  request and its headers, an Authorization among them. Its errors and warnings (`method SETUP failed:
-  461 Unsupported Transport`, `HTTP error 401 Unauthorized`) still reach the node's stderr where the
-  operator asks for them (`alpr` sets OPENCV_FFMPEG_LOGLEVEL to -8, quiet, unless it is set)."""
+- the child's stdout and stderr (FFmpeg's lines, which OpenCV prints on stdout once the operator sets a
+  level, OpenCV's, Python's tracebacks) are one pipe that its reader, in the node, reads (`relay_output`,
+  a thread of its own: a child printing while the node calls nothing of it never blocks on a full pipe)
+  and writes to the node's stderr a line at a time, the source's secrets replaced (`source_secrets`:
+  the URL as its scheme, host and port, `shown_source`; its password, path and query, and the Basic
+  credentials made of them) and any URL's credentials masked (`mask_url`), control characters written
+  out; `alpr run`'s stdout, its report, gets none of it. Read in the node, what a child prints last
+  reaches the node's stderr however the child ends: an FFmpeg assertion's line before its abort() and
+  a Python traceback were lost with a thread copying them in the child. A node whose stderr is closed
+  or refuses the write (`2>&-`, a full disk) drops the lines and reads on: the capture goes on;
+- a line is written whole up to MAX_LINE_BYTES; past it, cut there once (what follows to its end
+  dropped, `LINE_CUT` said in its place), never split into lines scrubbed apart, which showed a secret
+  that ran across the split; a secret that starts before the cut is replaced whole (`Scrubber`), and a
+  last word holding a ':' dropped (another URL's user:password cut before its '@', `without_cut_word`);
+- FFmpeg's level is held to MAX_FFMPEG_LOG_LEVEL (its info lines, `ffmpeg_log_level`, set in the
+  child's environment by its reader): its verbose and debug ones show each request and its headers, an
+  Authorization among them. Its errors and warnings (`method SETUP failed: 461 Unsupported Transport`,
+  `HTTP error 401 Unauthorized`) still reach the node's stderr where the operator asks for them (`alpr`
+  sets OPENCV_FFMPEG_LOGLEVEL to -8, quiet, unless it is set)."""
 
 from __future__ import annotations
 
@@ -23,9 +32,8 @@ import base64
 import contextlib
 import ctypes
 import os
+import re
 import sys
-import threading
-from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 from common.credentials import MASK, escape_controls, mask_url, shown_source
@@ -40,10 +48,15 @@ MAX_FFMPEG_LOG_LEVEL = 32
 """FFmpeg's info level: the most of FFmpeg's log a child prints (verbose and debug lines show requests)."""
 
 MAX_LINE_BYTES = 16 * 1024
-"""A line is written on at this length at the latest, its end or not."""
+"""The most of one line a child prints that reaches the node's stderr (bytes, before scrubbing): a longer
+line is cut there, once, the rest of it to its end dropped. A reader holds at most this, the longest of
+its source's secrets and one read (READ_BYTES)."""
 
-JOIN_S = 0.5
-"""How long a child ending waits for its last lines to be written on (its reader waits 1 s for it to end)."""
+LINE_CUT = f"… [line cut at {MAX_LINE_BYTES // 1024} KiB]"
+"""What ends a line cut at MAX_LINE_BYTES."""
+
+READ_BYTES = 64 * 1024
+"""The most a reader takes from its child's pipe at once."""
 
 
 def ffmpeg_log_level(environment: dict[str, str]) -> str | None:
@@ -88,33 +101,90 @@ def source_secrets(uri: str) -> list[tuple[str, str]]:
     return sorted({form: stands for form, stands in secrets if form}.items(), key=lambda s: -len(s[0]))
 
 
+class Scrubber:
+    """Lines as the node's stderr may show them: each of a source's secrets (`source_secrets`) replaced
+    where it starts, the longest first, any URL's credentials masked and control characters written out."""
+
+    def __init__(self, secrets: list[tuple[str, str]]) -> None:
+        forms = {form.encode("utf-8", "surrogateescape"): stands for form, stands in secrets}
+        ordered = sorted(forms, key=len, reverse=True)
+        self._stands = {form: stands.encode("utf-8", "surrogateescape") for form, stands in forms.items()}
+        self._pattern = re.compile(b"|".join(map(re.escape, ordered))) if ordered else None
+        self.overlap = len(ordered[0]) if ordered else 0
+        """How far past MAX_LINE_BYTES a line is held: a secret starting before the cut ends within it."""
+
+    def line(self, raw: bytes) -> str:
+        """`raw` (one line, without its end) as shown: cut at MAX_LINE_BYTES, `LINE_CUT` added, where
+        longer; a secret starting before the cut replaced whole, never cut in two."""
+        cut = len(raw) > MAX_LINE_BYTES
+        limit = MAX_LINE_BYTES if cut else len(raw)
+        kept, at = [], 0
+        for found in self._pattern.finditer(raw, 0, limit + self.overlap) if self._pattern else ():
+            if found.start() >= limit:
+                break
+            kept += [raw[at : found.start()], self._stands[found[0]]]
+            at = found.end()
+        kept.append(raw[at:limit])
+        shown = b"".join(kept)
+        if cut:
+            shown = without_cut_word(shown)
+        text = escape_controls(mask_url(shown.decode("utf-8", "backslashreplace")))
+        return f"{text}{LINE_CUT}" if cut else text
+
+
+def without_cut_word(line: bytes) -> bytes:
+    """`line`, cut, without its last word where that holds a ':': a URL's user:password cut before its
+    '@', which `mask_url` does not know (the source's own secrets are replaced whole, `Scrubber`)."""
+    start = max(line.rfind(space) for space in (b" ", b"\t", b"\r", b"\v", b"\f")) + 1
+    return line[:start] if b":" in line[start:] else line
+
+
 def scrubbed(line: str, secrets: list[tuple[str, str]]) -> str:
     """`line` with each of `secrets` replaced, any URL's credentials masked and control characters written
     out."""
-    for secret, stands in secrets:
-        line = line.replace(secret, stands)
-    return escape_controls(mask_url(line))
+    return Scrubber(secrets).line(line.encode("utf-8", "surrogateescape"))
 
 
-def copy_scrubbed(source_fd: int, target_fd: int, secrets: list[tuple[str, str]]) -> None:
-    """Write what comes from `source_fd` to `target_fd` a line at a time, scrubbed, until its end; read to
-    its end even where the target takes nothing more (a closed pipe): the writers would block."""
-    pending = b""
-    with contextlib.suppress(OSError), open(source_fd, "rb", buffering=0) as source:
-        while chunk := source.read(MAX_LINE_BYTES):
-            pending += chunk
-            lines = pending.split(b"\n")
-            pending = lines.pop()
-            if len(pending) >= MAX_LINE_BYTES:
-                lines, pending = [*lines, pending], b""
-            write_lines(target_fd, lines, secrets)
-    write_lines(target_fd, [pending] if pending else [], secrets)
+def node_stderr() -> int | None:
+    """The node's stderr as a file descriptor, None where it has none (started with it closed: its
+    descriptor 2 may be any file the node opened since)."""
+    try:
+        return sys.__stderr__.fileno() if sys.__stderr__ is not None else None
+    except (OSError, ValueError):
+        return None
 
 
-def write_lines(target_fd: int, lines: list[bytes], secrets: list[tuple[str, str]]) -> None:
-    """`lines`, scrubbed, written to `target_fd` (nothing where it takes nothing)."""
-    text = "".join(f"{scrubbed(line.decode('utf-8', 'backslashreplace'), secrets)}\n" for line in lines)
-    data = text.encode("utf-8", "backslashreplace")
+def relay_output(source_fd: int, uri: str, target_fd: int | None) -> None:
+    """Write what comes from `source_fd` (a child's stdout and stderr) to `target_fd` a line at a time,
+    scrubbed of `uri`'s secrets (`Scrubber`), until its end, and close it; read to its end whatever
+    `target_fd` takes (nothing where it is None, closed or full): the child would block on its writes."""
+    scrubber, pending, dropping = Scrubber(source_secrets(uri)), b"", False
+    try:
+        while chunk := os.read(source_fd, READ_BYTES):
+            if dropping:  # the rest of a line cut: dropped to its end
+                end = chunk.find(b"\n")
+                if end < 0:
+                    continue
+                chunk, dropping = chunk[end + 1 :], False
+            *lines, pending = (pending + chunk).split(b"\n")
+            shown = [scrubber.line(line) for line in lines]
+            if len(pending) > MAX_LINE_BYTES + scrubber.overlap:  # cut now, not held to its end
+                shown.append(scrubber.line(pending))
+                pending, dropping = b"", True
+            write_lines(target_fd, shown)
+        if pending:
+            write_lines(target_fd, [scrubber.line(pending)])
+    except OSError:  # (the pipe's end lost: not ours to say)
+        pass
+    finally:
+        os.close(source_fd)
+
+
+def write_lines(target_fd: int | None, lines: list[str]) -> None:
+    """`lines` written to `target_fd`, each ended; nothing where it takes nothing."""
+    if target_fd is None or not lines:
+        return
+    data = "".join(f"{line}\n" for line in lines).encode("utf-8", "backslashreplace")
     with contextlib.suppress(OSError):
         while data:
             data = data[os.write(target_fd, data) :]
@@ -122,39 +192,7 @@ def write_lines(target_fd: int, lines: list[bytes], secrets: list[tuple[str, str
 
 def line_buffered_c_stdout() -> None:
     """C's stdout written a line at a time (OpenCV prints FFmpeg's lines there; to a pipe, C holds them
-    until the process ends), where the C library lets it be reached."""
+    until the process ends, and loses them where it aborts), where the C library lets it be reached."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None)
         libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 1, 0)  # _IOLBF
-
-
-def scrub_output(uri: str) -> Callable[[], None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2, FFmpeg's and OpenCV's writes too)
-    through `scrubbed` to its stderr as it was, and hold FFmpeg's log level (`ffmpeg_log_level`); call
-    before FFmpeg is first used. Returns what to call at the end: the last lines written on, and 1 and 2
-    left on /dev/null."""
-    if (level := ffmpeg_log_level(dict(os.environ))) is not None:
-        os.environ[FFMPEG_LOG_LEVEL_VARIABLE] = level
-    line_buffered_c_stdout()
-    target = os.dup(2)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 1)
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    copier = threading.Thread(target=copy_scrubbed, args=(read_end, target, source_secrets(uri)), daemon=True)
-    copier.start()
-
-    def finish() -> None:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-            ctypes.CDLL(None).fflush(None)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.close(null)
-        copier.join(JOIN_S)
-        if not copier.is_alive():  # (else it still writes there: left open, the process ending)
-            os.close(target)
-
-    return finish

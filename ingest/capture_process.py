@@ -17,7 +17,12 @@ JSON value a line, leaving each retrieved frame's pixels in a memory both map
   for `wait_s` (FFmpeg hung past its own timeouts; half a message counts as none) ends that capture
   alone: `grab()` returns False, as at a stream's end, and `ended_because` says why; a stream is then
   reopened by its keeper (ingest/reconnect.py) after its backoff;
-- each child sets FFmpeg's options in its own environment, so no open waits for another's.
+- each child sets FFmpeg's options in its own environment, so no open waits for another's;
+- what a child prints (FFmpeg's, OpenCV's and Python's lines, on its stdout or stderr) comes to its
+  reader through a pipe that a thread of the reader's reads to its end, and reaches the node's stderr a
+  line at a time scrubbed of the source's credentials (ingest/capture_output.py): a child's last lines
+  (an assertion's before an abort, a traceback) reach it however the child ends, and a node whose
+  stderr is closed still opens its cameras, the lines dropped.
 
 Each child is a fresh interpreter (about 0.1 s to start with cv2) started with `-P` and this package's
 own folder first on its path: a folder the node was started in that holds an `ingest.py` runs nothing
@@ -33,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +50,7 @@ import numpy as np
 from common import defaults
 from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
 from ingest.capture_child import MAX_ERROR_CHARS, OPEN_PROPERTIES
+from ingest.capture_output import FFMPEG_LOG_LEVEL_VARIABLE, ffmpeg_log_level, node_stderr, relay_output
 
 POLL_S = 0.25
 """How often a reader waiting for its child's answer looks at the child's memory."""
@@ -51,6 +58,10 @@ POLL_S = 0.25
 CHILD_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 """Set for each child: glibc reserves 64 MB of address space per arena, up to one per decoding thread (8
 per core), which would spend the child's capped address space on nothing."""
+
+OUTPUT_JOIN_S = 1.0
+"""How long a capture ending waits for its child's last lines to reach the node's stderr (the child is
+gone by then: its pipe ends at once)."""
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 """The folder holding this package: first on a child's path, so it runs the node's own code."""
@@ -66,8 +77,13 @@ def resident_bytes(pid: int) -> int | None:
 
 
 def child_environment() -> dict[str, str]:
+    """The node's environment, CHILD_ENVIRONMENT, this package first on the path and FFmpeg's log level
+    held to its info lines (ingest/capture_output.py)."""
     path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, **CHILD_ENVIRONMENT, "PYTHONPATH": path}
+    environment = {**os.environ, **CHILD_ENVIRONMENT, "PYTHONPATH": path}
+    if (level := ffmpeg_log_level(environment)) is not None:
+        environment[FFMPEG_LOG_LEVEL_VARIABLE] = level
+    return environment
 
 
 def is_frame_shape(shape: object) -> bool:
@@ -107,14 +123,33 @@ class IsolatedCapture:
             params += [cv2.CAP_PROP_N_THREADS, defaults.CAPTURE_DECODER_THREADS]
         ours, theirs = socket.socketpair()
         self._frames = FrameBuffer.new()
+        output = None
         try:
             with theirs:
+                output = os.pipe()  # the child's stdout and stderr, read here
                 self._process = subprocess.Popen(
                     [sys.executable, "-P", "-m", self.child_module, str(theirs.fileno()), str(self._frames.fd),
                      str(os.getpid())],
-                    pass_fds=[theirs.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, env=child_environment(),
+                    pass_fds=[theirs.fileno(), self._frames.fd], stdin=subprocess.DEVNULL, stdout=output[1],
+                    stderr=output[1], env=child_environment(),
                 )  # fmt: skip
         except BaseException:  # no child (out of processes or descriptors): nothing of it left open
+            ours.close()
+            self._frames.close()
+            for fd in output or ():
+                os.close(fd)
+            raise
+        os.close(output[1])
+        self._output = threading.Thread(
+            target=relay_output, args=(output[0], uri, node_stderr()), name=f"capture output {self._process.pid}",
+            daemon=True,
+        )  # fmt: skip
+        try:
+            self._output.start()
+        except BaseException:  # no thread to read it (out of threads): the child ended, nothing left open
+            self._process.kill()
+            self._process.wait()
+            os.close(output[0])
             ours.close()
             self._frames.close()
             raise
@@ -254,3 +289,4 @@ class IsolatedCapture:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
+        self._output.join(OUTPUT_JOIN_S)  # its last lines written before its end is told

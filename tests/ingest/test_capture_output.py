@@ -1,18 +1,25 @@
 """What a capture's child prints (ingest/capture_output.py): FFmpeg's and OpenCV's lines reach the node's
 stderr, never its stdout, and none shows its camera's password, path or Basic credentials, whatever log
-level the operator asks of them."""
+level the operator asks of them; a child's last lines reach it however the child ends, a line is never
+split, and a node whose stderr is closed still reads its cameras."""
 
 from __future__ import annotations
 
 import base64
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from common.errors import InputError
-from ingest.capture_output import MAX_FFMPEG_LOG_LEVEL, ffmpeg_log_level, scrubbed, source_secrets
+from ingest.capture_output import MAX_FFMPEG_LOG_LEVEL, MAX_LINE_BYTES, ffmpeg_log_level, scrubbed, source_secrets
+from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from tests.ingest.helpers import snapshot_camera
+
+REPO = Path(__file__).resolve().parents[2]
 
 TOKEN = "Xq7Tk3Rv9Zp2Lm5W"
 """A path that is the camera's token (a UniFi camera's)."""
@@ -74,3 +81,74 @@ def test_a_line_shows_nothing_of_its_cameras_url_but_where_it_is(line, shown):
 def test_ffmpegs_level_is_the_operators_up_to_its_info_lines(environment, level):
     """FFmpeg's verbose and debug lines show each request with its headers (an Authorization among them)."""
     assert ffmpeg_log_level(environment) == level
+
+
+class PrintingCapture(IsolatedCapture):
+    child_module = "tests.ingest.hostile_capture_child"  # the real child, its FFmpeg open printing
+
+
+PASSWORD = "S3cretPassw0rd"
+CAMERA = f"rtsp://admin:{PASSWORD}@10.0.0.5:554/live"
+
+
+def test_a_childs_last_line_before_it_aborts_reaches_the_nodes_stderr_scrubbed(capfd, monkeypatch):
+    """FFmpeg's av_assert0 prints its line and aborts: copied by a thread in the child, the line died with
+    it (1 time in 20 it came through). Read by the node, it is there each time."""
+    monkeypatch.setenv("HOSTILE_MODE", "print-and-abort")
+    for _ in range(3):
+        capture = PrintingCapture(CAMERA)
+        assert not capture.isOpened() and capture.ended_because == (
+            "its reader process ended on signal SIGABRT (FFmpeg crashed?)"
+        )
+        err = capfd.readouterr().err
+        assert "Assertion n >= 0 failed at libavcodec/h264_slice.c:123 opening rtsp://10.0.0.5:554/…" in err
+        assert PASSWORD not in err and "/live" not in err
+
+
+def test_a_childs_traceback_reaches_the_nodes_stderr_scrubbed(capfd, monkeypatch):
+    """A child's exception left it after its output was sent to /dev/null: its reader said only "exit code
+    1" (a review: setrlimit's ValueError under a node's `ulimit -v`)."""
+    monkeypatch.setenv("HOSTILE_MODE", "traceback")
+    capture = PrintingCapture(CAMERA)
+    assert not capture.isOpened() and capture.ended_because == "its reader process ended (exit code 1)"
+    out, err = capfd.readouterr()
+    assert "Traceback (most recent call last):" in err and "ingest/capture_child.py" in err
+    assert "RuntimeError: could not open rtsp://10.0.0.5:554/…" in err
+    assert PASSWORD not in out + err and "/live" not in out + err
+
+
+def test_a_long_line_is_cut_once_never_split_its_secrets_masked(capfd, monkeypatch):
+    """A line was written on in 16 KiB pieces, each scrubbed alone: a password across the mark was
+    shown in two halves (a review), as was another camera's. A line is cut at MAX_LINE_BYTES, once (a
+    line of a megabyte is one line), a secret that starts before the cut replaced whole, and the lines
+    after it come through."""
+    monkeypatch.setenv("HOSTILE_MODE", "long-lines")
+    capture = PrintingCapture(CAMERA)
+    assert not capture.isOpened() and capture.ended_because is None
+    out, err = capfd.readouterr()
+    lines = err.splitlines()
+    assert out == "" and "after the long lines" in lines
+    assert PASSWORD[:4] not in err and PASSWORD[-4:] not in err
+    assert "root:ot" not in err and "herpass" not in err
+    tried = [line for line in lines if "xxxx" in line]
+    assert len(tried) == 1 and " tried ***" in tried[0]
+    for mark in ("xxxx", "zzzz", "yyyy"):
+        (line,) = (line for line in lines if mark in line)
+        assert MAX_LINE_BYTES - 50 <= len(line.encode()) <= MAX_LINE_BYTES + 50
+
+
+def test_a_node_whose_stderr_is_closed_still_reads_its_cameras(demo_clip):
+    """`alpr run ... 2>&-`: the child's copying of its output failed on the closed descriptor (EBADF) and
+    no capture opened. What the child prints is dropped; its frames are read."""
+    script = (
+        "from ingest.capture_process import IsolatedCapture\n"
+        f"capture = IsolatedCapture({str(demo_clip[0])!r})\n"
+        "ok, image = capture.read()\n"
+        "print(capture.isOpened(), capture.ended_because, ok, image.shape if ok else None, flush=True)\n"
+        "capture.release()\n"
+    )
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -c "$1" 2>&-', sys.executable, script], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.stdout == "True None True (720, 1280, 3)\n"
