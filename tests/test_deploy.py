@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -661,7 +662,8 @@ def test_every_alpr_service_has_a_memory_limit_and_every_long_running_one_a_heal
     limit; the ingest node's, a host variable, leaves one camera's reader its whole bound
     (ALPR_CAPTURE_MEMORY_MB), which stops it first; each long-running role is healthy while it answers
     on its metrics port, asked by the image's own Python: the check passes against a process serving
-    metrics and fails with none."""
+    metrics and fails with none, whatever proxy the container's environment names (Docker sets
+    http_proxy from its client's proxies: urlopen asked the proxy for the container's 127.0.0.1)."""
     mib = 2**20
     for name, service in ALPR_SERVICES.items():
         assert 256 * mib <= memory_bytes(str(service["mem_limit"])) <= 4096 * mib, name
@@ -678,13 +680,20 @@ def test_every_alpr_service_has_a_memory_limit_and_every_long_running_one_a_heal
     assert command[:2] == ["CMD", "python"]  # the image's, from its base image
     assert re.search(r"^FROM python:3[.\d]*-slim", (REPO / "Dockerfile").read_text(), re.MULTILINE)
 
+    proxy = socket.socket()  # a proxy that refuses every connection (bound, never listening)
+    proxy.bind(("127.0.0.1", 0))
+    unreachable = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+    proxies = {name: unreachable for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")}
+    without_exceptions = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"}
+
     def check(port: int) -> int:
-        environment = {**os.environ, "ALPR_METRICS_PORT": str(port)}
+        environment = {**without_exceptions, **proxies, "ALPR_METRICS_PORT": str(port)}
         return subprocess.run(
             [sys.executable, *command[2:]], env=environment, capture_output=True, timeout=60
         ).returncode
 
-    assert check(free_port()) != 0  # nothing serves: unhealthy
-    port = free_port()
-    Metrics().serve(port, "127.0.0.1")
-    assert check(port) == 0
+    with proxy:
+        assert check(free_port()) != 0  # nothing serves: unhealthy
+        port = free_port()
+        Metrics().serve(port, "127.0.0.1")
+        assert check(port) == 0  # asked directly, not through the proxy
