@@ -160,7 +160,10 @@ def _rounds(
     Postgres is away a round fails within DB_ATTEMPT_S (`SightingStage.poll`) and the next is tried
     after DB_OUTAGE_BACKOFF_S's wait (0.5 s doubling to 5 s), as a job's writes are: with the sources'
     RECONNECT_BACKOFF_S (1 s doubling to 30 s) a worker resumed up to 30 s after Postgres was back, its
-    early alerts that late (a review)."""
+    early alerts that late (a review). A round whose session Postgres ended idle in a transaction
+    (IdleInTransactionSessionTimeout, an InternalError) fails alone, its connection dropped by the pool, and
+    the next is tried as usual: the worker exited on it (a review; no transaction is left open at a round's
+    start any more, `SightingStage.refresh_watch`)."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
@@ -176,6 +179,9 @@ def _rounds(
             log.warning("Postgres unavailable (%s); retrying in %.1f s", mask_url(str(error).strip()[:200]), delay)
             stop.wait(delay)
             continue
+        except psycopg.errors.IdleInTransactionSessionTimeout as error:
+            log.warning("sighting round failed: Postgres ended its session (%s), tried again next round",
+                        type(error).__name__)  # fmt: skip
         round_began[0] = None
         if burst:
             break

@@ -4,11 +4,12 @@ advisory lock, so several processes may run them at once."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,7 +55,27 @@ sighting worker skips, so a worker frozen inside one (SIGSTOP, a paused VM) held
 alerts back for SESSION_SETTINGS' two minutes (a listed car alerted on 117 s late, a review); its session is
 now ended after SIGHTING_IDLE_IN_TRANSACTION_S, and after SIGHTING_TCP_USER_TIMEOUT_S where what Postgres
 sent it goes unacknowledged (a host gone, a statement's rows unread). A round's own Python work between two
-statements is kept under it (`SightingStage.keep_alive`)."""
+statements is kept under it (`SightingStage.keep_alive`), and its reads outside a camera's transaction are
+made in autocommit (`autocommitting`): no transaction stays open while Python builds the watch-lists."""
+
+
+@contextlib.contextmanager
+def autocommitting(connection: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """`connection`, out of any transaction, in autocommit for the block: each statement is its own
+    transaction, ended before its rows come back, so none is open while Python works on them. The sighting
+    pool's reads at a round's start, then the watch-lists built from them (1.5 million entries, or the CPUs
+    busy, took past SIGHTING_IDLE_IN_TRANSACTION_S): Postgres ended the session idle in the transaction, and
+    the worker exited (a review). Put back after; a connection that cannot be is closed (the pool drops it)."""
+    was = connection.autocommit
+    connection.autocommit = True
+    try:
+        yield connection
+    finally:
+        if not connection.closed:
+            try:
+                connection.autocommit = was
+            except psycopg.Error:
+                connection.close()
 
 
 def configure_session(connection: psycopg.Connection, settings: str = SESSION_SETTINGS) -> None:

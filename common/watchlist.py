@@ -222,8 +222,8 @@ class WatchList:
         self, include_expired: bool = False, expired_within_s: float = 0.0, connection: psycopg.Connection | None = None
     ) -> list[WatchEntry]:
         """Every entry (only those not expired, or expired less than `expired_within_s` ago, unless
-        asked), by list and plate; read over `connection` where given (within a savepoint of its
-        transaction: a failure leaves the transaction going), else one of the pool's."""
+        asked), by list and plate; read over `connection` where given (`_connection`), else one of the
+        pool's."""
         where = (
             ""
             if include_expired
@@ -258,7 +258,12 @@ class WatchList:
 
     @contextlib.contextmanager
     def _connection(self, connection: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
-        """`connection` within a savepoint of its transaction, or one of the pool's."""
+        """`connection` within a savepoint of its transaction (a failure leaves the transaction going), or
+        as it is in autocommit (each statement its own transaction, ended before its rows are turned into
+        Python's: a list of 1.5 million rows takes seconds), or one of the pool's."""
+        if connection is not None and connection.autocommit:
+            yield connection
+            return
         if connection is not None:
             with connection.transaction():
                 yield connection
@@ -333,9 +338,11 @@ class WatchListCache:
 
     def current(self, connection: psycopg.Connection | None = None) -> tuple[WatchEntry, ...]:
         """The entries, reloaded first when the last load (or attempt) is `refresh_s` old, over
-        `connection` where given (the caller's transaction, in a savepoint: a second connection from the
-        pool could be refused — too many clients, a role's connection limit — and a worker just started
-        matched a listed car against no entry at all, its alerts lost for good: a review).
+        `connection` where given (a second connection from the pool could be refused — too many clients,
+        a role's connection limit — and a worker just started matched a listed car against no entry at
+        all, its alerts lost for good: a review). The sighting worker gives it in autocommit, out of any
+        transaction (common/db.autocommitting): the entries and their index are built in Python, seconds
+        for a long list, and a session of its pool idle in a transaction that long is ended by Postgres.
         WatchListUnavailableError while no load has ever succeeded."""
         now = self.clock()
         if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
@@ -358,18 +365,31 @@ class WatchListCache:
                     raise WatchListUnavailableError(f"the watch-lists cannot be loaded ({reason})") from error
                 log.warning("watch-lists not reloaded (%s); matching against the %d entries loaded before",
                             reason, len(self._entries))  # fmt: skip
+        return self.loaded()
+
+    def loaded(self) -> tuple[WatchEntry, ...]:
+        """The entries as last loaded, never reloading; WatchListUnavailableError while none ever were."""
         if not self._ever_loaded:
             raise WatchListUnavailableError("the watch-lists have not been loaded yet")
         return self._entries
 
     def match_lists(
-        self, plate: str, max_distance: float, captured_at_s: float, connection: psycopg.Connection | None = None
+        self,
+        plate: str,
+        max_distance: float,
+        captured_at_s: float,
+        connection: psycopg.Connection | None = None,
+        refresh: bool = True,
     ) -> list[WatchMatch]:
-        """match_lists against the current entries (`current`, over `connection` where given), each judged
-        as of `captured_at_s` (an entry that expired after the car was seen still matches it), or as of
-        `expired_within_s` ago when that is later: entries expired before are no longer loaded, and a pass
-        longer than that (a parked car) alerted on an entry expired meanwhile only while the table
-        happened not to change."""
-        self.current(connection)
+        """match_lists against the current entries (`current`, over `connection` where given; with
+        `refresh` False, those `loaded` already: within a transaction kept alive, which a reload would
+        leave idle while Python builds the list), each judged as of `captured_at_s` (an entry that expired
+        after the car was seen still matches it), or as of `expired_within_s` ago when that is later:
+        entries expired before are no longer loaded, and a pass longer than that (a parked car) alerted
+        on an entry expired meanwhile only while the table happened not to change."""
+        if refresh:
+            self.current(connection)
+        else:
+            self.loaded()
         as_of_s = max(captured_at_s, self.wall_clock() - self.expired_within_s)
         return self._index.match_lists(plate, max_distance, as_of_s)

@@ -18,12 +18,14 @@ delivery jobs are queued (the alert pool queues any whose job was lost)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Literal
@@ -35,6 +37,7 @@ from rq import Queue
 from common import defaults
 from common.alert_log import AlertLog, insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
+from common.db import autocommitting
 from common.jobs import alert_job
 from common.metrics import Metrics
 from common.plate_text import plate_distance
@@ -157,10 +160,24 @@ def alert_id(kind: str, *parts: object, key: str | None = None) -> str:
 
 STATEMENT_LIMIT = f"SET LOCAL statement_timeout = {round(defaults.SIGHTING_STATEMENT_TIMEOUT_S * 1000)}"
 """Each statement of a camera's transaction, which holds its cursor locked, is bounded (not the watch-lists'
-load at the round's start: a long list takes seconds, and holds no camera)."""
+load, made outside any transaction, `SightingStage.refresh_watch`: a long list takes seconds, and holds no
+camera)."""
 
 FRAME_INTERVAL_REFRESH_S = 60.0
 """How often a sighting worker looks up a camera's frame interval again (`camera_frame_interval`)."""
+
+ENDED_BY_POSTGRES = (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout)
+"""What Postgres raises on a camera's transaction it ended (a statement past SIGHTING_STATEMENT_TIMEOUT_S, a
+worker stalled in it past SIGHTING_IDLE_IN_TRANSACTION_S); a session it ended otherwise (pg_terminate_backend,
+AdminShutdown) or found closed is a `CameraSessionEndedError`."""
+
+
+class CameraSessionEndedError(Exception):
+    """A camera's connection closed under its transaction: the session ended by Postgres (AdminShutdown,
+    pg_terminate_backend, an error read earlier and passed over), or Postgres gone, which the next camera's
+    connection tells (PoolTimeout: the round ends there). That camera's failure alone: an OperationalError
+    ('the connection is closed') counted the whole round as a Postgres outage, its other cameras not grouped."""
+
 
 ROUND_OUTCOMES = ("grouped", "camera_failed", "watchlist_unavailable")
 """How a sighting round ends (`alpr_sighting_rounds_total{outcome}`; deploy/prometheus-rules.yml alerts on
@@ -228,11 +245,9 @@ class SightingStage:
         again within DB_OUTAGE_BACKOFF_S (alpr/worker_command.py)."""
         total = GroupResult()
         try:
-            with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection:
+            with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, autocommitting(connection):
                 cameras = camera_ids(connection)
-                if self.watch is not None:
-                    self.watch.current(connection)
-                    self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s or 0)  # at the start: a long round
+                self.refresh_watch(connection)
             outcome = self.group_cameras(cameras, total)
         except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
             log.error("sightings not grouped, %s: every camera's reads wait for it", error)
@@ -240,19 +255,47 @@ class SightingStage:
         self.metrics.sighting_rounds.labels(outcome=outcome).inc()
         return total
 
+    def refresh_watch(self, connection: psycopg.Connection) -> None:
+        """The watch-lists brought up to date when due (WatchListCache.current), over `connection` in
+        autocommit: at a round's start, and between cameras (a long round's later cameras match a list
+        changed meanwhile), never within a camera's transaction. Its reads and the entries' build took an
+        open transaction: a list that builds past SIGHTING_IDLE_IN_TRANSACTION_S (1.5 million entries, or
+        the CPUs busy) had Postgres end the session — at the round's start an error the worker exited on,
+        at each start again; within a camera's, the error passed over, that camera's next statement found
+        the connection closed and the whole round was taken for an outage (a review)."""
+        if self.watch is None:
+            return
+        with autocommitting(connection):
+            self.watch.current(connection)
+        self.metrics.watchlist_loaded.set(self.watch.loaded_wall_s or 0)
+
+    @contextlib.contextmanager
+    def camera_session(self, connection: psycopg.Connection) -> Iterator[psycopg.Connection]:
+        """A camera's connection, the watch-lists refreshed over it first when due (`refresh_watch`); an
+        OperationalError that leaves it closed is CameraSessionEndedError."""
+        self.refresh_watch(connection)
+        try:
+            yield connection
+        except psycopg.OperationalError as error:
+            if connection.closed and not isinstance(error, ENDED_BY_POSTGRES):
+                raise CameraSessionEndedError(type(error).__name__) from error
+            raise
+
     def group_cameras(self, cameras: list[str], total: GroupResult) -> str:
         """Each camera's round, its sightings and alerts added to `total`; the round's outcome. A camera's
         transaction Postgres ended (its statement past SIGHTING_STATEMENT_TIMEOUT_S, or the worker stalled
         in it past SIGHTING_IDLE_IN_TRANSACTION_S: another worker may have grouped the camera since) is that
         camera's failure: nothing of it was committed, its connection is dropped or rolled back, and the
-        camera is done again from its saved cursor."""
+        camera is done again from its saved cursor. So is one whose session Postgres ended or closed
+        (CameraSessionEndedError); Postgres gone, the next camera gets no connection (PoolTimeout)."""
         outcome = "grouped"
         for camera_id in cameras:
             try:
                 result = self.group_camera(camera_id)
-            except (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout) as error:
+            except (*ENDED_BY_POSTGRES, CameraSessionEndedError) as error:
+                cause = str(error) if isinstance(error, CameraSessionEndedError) else type(error).__name__
                 log.warning("camera %s: its transaction was ended by Postgres (%s), done again from its cursor",
-                            camera_id, type(error).__name__)  # fmt: skip
+                            camera_id, cause)  # fmt: skip
                 outcome = "camera_failed"
                 continue
             except (psycopg.OperationalError, PoolTimeout, WatchListUnavailableError):
@@ -269,7 +312,11 @@ class SightingStage:
 
     def group_camera(self, camera_id: str) -> GroupResult:
         result = GroupResult()
-        with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, connection.transaction():
+        with (
+            self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection,
+            self.camera_session(connection),
+            connection.transaction(),
+        ):
             connection.execute(STATEMENT_LIMIT)
             self.said_at = time.monotonic()
             cursor = lock_cursor(connection, camera_id)
@@ -327,7 +374,7 @@ class SightingStage:
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, connection)
+            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False)
             for match in matches:
                 if (
                     self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen)
@@ -414,7 +461,7 @@ class SightingStage:
                 match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key)
             )
             for match in self.watch.match_lists(
-                sighting.plate, self.settings.max_distance, sighting.first_seen_s, connection
+                sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False
             )
             if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting)
         ]

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -1064,3 +1065,165 @@ def test_a_round_busy_longer_than_the_idle_limit_is_not_ended_for_it(chain, redi
     grouped = (table(pool, "SELECT kind FROM alerts"), len(table(pool, "SELECT 1 FROM sightings")))
     assert grouped == (([("read",)], 1) if kept_alive else ([], 0))
     assert rounds(stage)["camera_failed"] == (0 if kept_alive else 1)
+
+
+def idle_limit_1s(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The sighting pool's sessions ended after 1 s idle in a transaction (5 s in service); kept alive every 0.2 s."""
+    monkeypatch.setattr("common.db.SIGHTING_SESSION_SETTINGS", "SET idle_in_transaction_session_timeout = '1s'")
+    monkeypatch.setattr(defaults, "SIGHTING_ALIVE_EVERY_S", 0.2)
+
+
+def slow_index_build(monkeypatch, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Each watch-list index built from now on takes `seconds` more (a list of 1.5 million plates, or the CPUs
+    busy); when each build began (monotonic)."""
+    import common.watchlist
+
+    build = common.watchlist.WatchIndex.__init__
+    began: list[float] = []
+
+    def slow(self, entries):  # type: ignore[no-untyped-def]
+        began.append(time.monotonic())
+        time.sleep(seconds)
+        build(self, entries)
+
+    monkeypatch.setattr(common.watchlist.WatchIndex, "__init__", slow)
+    return began
+
+
+def test_a_watch_list_built_longer_than_the_idle_limit_neither_stops_the_worker_nor_loses_its_alerts(
+    chain, redis_url, monkeypatch, caplog
+):
+    """A round's start read the cameras and the watch-lists in one transaction, then built the entries and
+    their index in Python with it open: past the sighting pool's idle-in-transaction limit (1.5 million
+    plates, or the CPUs busy), Postgres ended the session, and the IdleInTransactionSessionTimeout (an
+    InternalError, not an OperationalError) went out of the worker's loop: the worker exited, and again at
+    each start, which takes the same path (a review). The reads are now made in autocommit: none is open."""
+    from alpr.worker_command import _rounds
+
+    idle_limit_1s(monkeypatch)
+    pool, settings = chain
+    log_frames(pool, passes(time.time() - 30))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    builds = slow_index_build(monkeypatch, 1.5)
+    _rounds(stage, settings, threading.Event(), True, [None])  # the worker's loop, one round (burst)
+    assert len(builds) == 1  # the first load: past the limit
+    assert table(pool, "SELECT kind, body->>'plate' FROM alerts") == [("read", "KPX4721")]
+    assert len(table(pool, "SELECT 1 FROM sightings")) == 3
+    assert rounds(stage) == {"grouped": 1, "camera_failed": 0, "watchlist_unavailable": 0}
+    assert "ended" not in caplog.text and "not reloaded" not in caplog.text
+
+
+@pytest.mark.parametrize("slow", ["index", "rows"])
+def test_a_watch_list_due_for_reload_within_a_cameras_transaction_fails_neither_camera_nor_round(
+    chain, redis_url, postgres_url, monkeypatch, caplog, slow
+):
+    """A camera's transaction matched each read against the list, reloading it there when due: a list that
+    built past the idle limit had Postgres end the camera's session; the camera failed (the index built
+    slowly: the next statement was ended), or, where Python was slow between the reload's own statements
+    (turning a long list's rows into entries), the reload's error was passed over and the camera's next
+    statement found the connection closed, an OperationalError that took the whole round for a Postgres
+    outage: no other camera grouped (a review). The list is now reloaded between cameras, in autocommit."""
+    idle_limit_1s(monkeypatch)
+    pool, settings = chain
+    start_s = time.time() - 30
+    for camera in ("gate", "yard"):
+        log_frames(pool, [(frame(i, start_s + i * 0.2, camera), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    watch = stage.watch
+    assert watch is not None
+    now = [0.0]
+    watch.clock = lambda: now[0]
+    watch.current()  # loaded before the round
+    if slow == "index":
+        slow_index_build(monkeypatch, 1.5)
+    else:
+        version = watch.watchlist.version
+        slowed = [False]
+
+        def slow_after_version(connection=None):  # type: ignore[no-untyped-def]
+            found = version(connection)
+            if slowed[0]:
+                time.sleep(1.5)  # stands for converting a long list's rows, between the reload's statements
+            return found
+
+        monkeypatch.setattr(watch.watchlist, "version", slow_after_version)
+    look_up, first = stage.camera_frame_interval, []
+
+    def list_changed_meanwhile(connection, camera_id):  # type: ignore[no-untyped-def]  # in the transaction
+        if not first:
+            first.append(camera_id)
+            now[0] += watch.refresh_s  # the reload due
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("INSERT INTO watchlist (list_name, plate, reason) VALUES ('default', 'ZZZ999', 'x')")
+            if slow == "rows":
+                slowed[0] = True
+        return look_up(connection, camera_id)
+
+    monkeypatch.setattr(stage, "camera_frame_interval", list_changed_meanwhile)
+    result = stage.poll()
+    assert sorted(a.camera_id for a in result.alerts) == ["gate", "yard"]
+    assert rounds(stage) == {"grouped": 1, "camera_failed": 0, "watchlist_unavailable": 0}
+    assert "ZZZ999" in {e.plate for e in watch.loaded()}  # reloaded between the cameras
+    assert "ended by Postgres" not in caplog.text and "not reloaded" not in caplog.text
+
+
+def test_a_session_ended_by_postgres_mid_round_fails_that_camera_alone(chain, redis_url, postgres_url, caplog):
+    """A camera's session Postgres ended (pg_terminate_backend, AdminShutdown) or found closed raised an
+    OperationalError, taken for a Postgres outage: the round ended there, its other cameras not grouped, and
+    the loop waited out its back-off. It is now that camera's failure alone, logged once; the next round
+    groups it from its cursor, and nothing is alerted on twice."""
+    pool, settings = chain
+    start_s = time.time() - 30
+    for camera in ("gate", "yard"):
+        log_frames(pool, [(frame(i, start_s + i * 0.2, camera), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    look_up, ended = stage.camera_frame_interval, []
+
+    def terminated(connection, camera_id):  # type: ignore[no-untyped-def]  # in the camera's transaction
+        if not ended:
+            ended.append(camera_id)
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+        return look_up(connection, camera_id)
+
+    stage.camera_frame_interval = terminated  # type: ignore[method-assign]
+    first = stage.poll()
+    other = ({"gate", "yard"} - set(ended)).pop()
+    assert [a.camera_id for a in first.alerts] == [other]  # the other camera grouped in the same round
+    assert rounds(stage) == {"grouped": 0, "camera_failed": 1, "watchlist_unavailable": 0}
+    assert caplog.text.count(f"camera {ended[0]}: its transaction was ended by Postgres") == 1
+    again = stage.poll()
+    assert [a.camera_id for a in again.alerts] == ended
+    assert rounds(stage) == {"grouped": 1, "camera_failed": 1, "watchlist_unavailable": 0}
+    assert sorted(table(pool, "SELECT camera_id FROM alerts")) == [("gate",), ("yard",)]
+    assert sorted(table(pool, "SELECT camera_id FROM sightings")) == [("gate",), ("yard",)]
+
+
+def test_a_round_whose_session_postgres_ended_idle_in_a_transaction_does_not_stop_the_worker(
+    chain, postgres_url, caplog
+):
+    """IdleInTransactionSessionTimeout is an InternalError, which the worker's loop let out: the worker
+    exited (a review). That round fails alone, logged, and the next is tried as usual."""
+    from alpr.worker_command import _rounds
+
+    _, settings = chain
+    stop = threading.Event()
+
+    class EndedOnce:
+        polls = 0
+
+        def poll(self) -> None:
+            self.polls += 1
+            if self.polls > 1:
+                stop.set()
+                return
+            with psycopg.connect(postgres_url) as connection:
+                connection.execute("SET idle_in_transaction_session_timeout = '200ms'")
+                connection.execute("SELECT 1")  # within a transaction
+                time.sleep(0.6)
+                connection.execute("SELECT 1")  # Postgres ended the session meanwhile
+
+    stage = EndedOnce()
+    _rounds(stage, settings, stop, False, [None])
+    assert stage.polls == 2
+    assert "Postgres ended its session (IdleInTransactionSessionTimeout)" in caplog.text
