@@ -47,10 +47,6 @@ from sighting_worker.core import SightingTracker, is_vehicle_pass
 log = logging.getLogger(__name__)
 
 
-CAPTURE_STEP_S = 0.001
-"""The least time between two frames of a live stream reopened after a drop (the first of the new pass
-dated after the last of the old: the sighting core groups forward in time)."""
-
 OUTPUT_JPEG_QUALITY = 95
 """JPEG quality of the redacted frames and snapshots `alpr run` writes (OpenCV's default, as before)."""
 
@@ -351,7 +347,7 @@ class SourcePasses:
         later, index_from, time_from_s = self.last is not None, 0, 0.0
         if self.last is not None:  # a live stream reopened: on from the last frame read
             index_from = self.last.index + 1
-            time_from_s = max(time.monotonic() - self.started, self.last.source_time_s + CAPTURE_STEP_S)
+            time_from_s = max(time.monotonic() - self.started, self.last.source_time_s + defaults.CAPTURE_STEP_S)
         frames = source.frames()
         try:
             for sampled in frames:

@@ -152,6 +152,10 @@ def at_least_a_frame_an_hour(fps: float) -> float:
     return fps
 
 
+CAPTURE_STEP_S = 0.001
+"""The least time between two capture times of one camera's frames (sightings group forward in time)."""
+
+
 SQLITE_PATH = "alpr_reads.sqlite"
 """Where the standalone pipeline logs reads when no database URL is set."""
 

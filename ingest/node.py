@@ -118,9 +118,6 @@ CLOCK_DISAGREEMENT_S = 60.0
 SCHEDULE_SLACK = 0.1
 """The share of a sample interval a file played in real time may run late before its schedule moves on."""
 
-CAPTURE_STEP_S = 0.001
-"""The least time between two frames' capture times of one camera (see CameraRun.capture_time)."""
-
 
 @dataclass
 class CameraRun:
@@ -168,7 +165,7 @@ class CameraRun:
         nor spreads frames) less `lag_s` (a stream's frame read late: held back by a stall), or for
         recorded footage its pass's start plus `source_time_s` (dated when
         handed on, frames 0.2 s apart in a video landed 1 ms or 3 s apart, and a clip of three cars gave
-        11 sightings); never before the camera's previous frame (by CAPTURE_STEP_S at least): the
+        11 sightings); never before the camera's previous frame (by defaults.CAPTURE_STEP_S at least): the
         sighting pool groups each camera's reads forward in capture time, so frames dated before the
         last were never grouped: their cars had no sighting. Footage that would be dated at or before
         it moves its pass's dates on, keeping its pace (the pass of a new recording begun after the last
@@ -178,9 +175,9 @@ class CameraRun:
         else:
             dated = self.footage_start_s + source_time_s
             if dated <= self.last_captured_s:
-                self.footage_start_s += self.last_captured_s + CAPTURE_STEP_S - dated
-                dated = self.last_captured_s + CAPTURE_STEP_S
-        self.last_captured_s = max(dated, self.last_captured_s + CAPTURE_STEP_S)
+                self.footage_start_s += self.last_captured_s + defaults.CAPTURE_STEP_S - dated
+                dated = self.last_captured_s + defaults.CAPTURE_STEP_S
+        self.last_captured_s = max(dated, self.last_captured_s + defaults.CAPTURE_STEP_S)
         return self.last_captured_s
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
