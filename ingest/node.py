@@ -1,15 +1,17 @@
-"""An ingest node: one thread per camera samples frames (reconnecting dropped streams with backoff),
-and the node's main loop packs them into detect jobs — JPEG bytes into the frame store with a TTL,
-frame references onto the detect queue. When the chain's queues hold more jobs than the limit
-(every waiting job holds frames in Redis), cameras skip frames and count them: memory stays
-bounded, whatever the workers do. Every sampled frame, queued, skipped or undecodable (`corrupt`),
-gets a row in the frames log (through the ledger). Frame ids of file sources derive from the file and the position, so a
-restarted node that reads a file again is recognised and nothing is logged twice."""
+"""An ingest node: its life (claim the cameras, start the ledger and one thread per camera, stop, drain)
+and what its camera threads do — sample frames (reconnecting dropped streams with backoff), number and
+date them (ingest/camera_run.py), resume recorded footage read before, and hand each frame on to the
+frames to pack or record why not. The node's main thread packs them into detect jobs
+(ingest/job_packer.py) — JPEG bytes into the frame store with a TTL, frame references onto the detect
+queue. When the chain's queues hold more jobs than the limit (every waiting job holds frames in Redis),
+cameras skip frames and count them: memory stays bounded, whatever the workers do. Every sampled
+frame, queued, skipped or undecodable (`corrupt`), gets a row in the frames log (through the ledger).
+Frame ids of file sources derive from the file and the position, so a restarted node that reads a
+file again is recognised and nothing is logged twice."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -20,38 +22,29 @@ import threading
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
-from pathlib import Path
 from secrets import token_hex
-from typing import Any, get_args
+from typing import get_args
 
 import redis
 
 from common import defaults
-from common.backoff import Backoff
 from common.config import Settings
-from common.credentials import mask_url, shown_source
+from common.credentials import shown_source
 from common.errors import InputError
 from common.frame_log import FrameRecord, LoggedFrame
-from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
-from common.jobs import DetectJob, FrameRef, SkipReason, make_frame_id
+from common.frame_store import encode_jpeg, frame_key, jpeg_digest
+from common.jobs import FrameRef, SkipReason
 from common.metrics import Metrics
-from common.queues import (
-    CAMERA_STATE_KEY,
-    STATS_INGESTED_KEY,
-    STATS_SKIPPED_KEY,
-    STATS_UNRECORDED_KEY,
-    add_stats,
-    enqueue,
-    queue_keys,
-    stage_queue,
-)  # fmt: skip
+from common.queues import CAMERA_STATE_KEY
 from common.roi import RoiWatch
+from ingest.camera_run import CameraRun, footage_tag, may_resume
 from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock, CaptureClock
+from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri
+from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +56,6 @@ PENDING_WAIT_S = 0.5
 
 PENDING_POLL_S = 0.05
 """How often a file camera's frame looks for room among the frames to pack."""
-
-
-def source_tag(uri: str) -> str:
-    """A short fingerprint of a file or folder source (path, size, modification time): the same file
-    read again gives the same frame ids; a replaced file gives new ones."""
-    path = Path(uri).resolve()
-    status = path.stat()
-    return hashlib.sha1(f"{path}|{status.st_size}|{status.st_mtime_ns}".encode()).hexdigest()[:10]
-
-
-def footage_tag(run: CameraRun, source: FrameSource) -> str | None:
-    """What a camera's footage is named by in its frame ids (CameraRun.frame_id_at): a file or folder
-    by its fingerprint (`source_tag`); a video served over http:// by the node's run (`u` and the run's
-    start), as nothing the node can read tells that URL's file from another put there since (the same
-    length, rate and size): named by the URL alone, a new recording would have taken the ids of the last
-    and its reads been dropped as repeats; a restarted node reads it again whole. None for a live stream
-    (numbered within the run), also where the URL served footage at an earlier open."""
-    if source.is_live:
-        return None
-    return f"u{run.run_ms}" if source.is_stream else source_tag(source.uri)
-
-
-def may_resume(camera: CameraConfig) -> bool:
-    """Whether a restarted node may resume the camera's footage, dated as it was first read, before now
-    (IngestNode.resume): recorded footage of a file or folder, read once."""
-    return not camera.realtime and not camera.loop and not is_stream_uri(camera.source)
 
 
 HOST_PART_CHARS = 64
@@ -112,87 +79,8 @@ class NodeSummary:
     """Why the node stopped early: another node claimed one of its cameras (ingest/claims.py)."""
 
 
-CLOCK_DISAGREEMENT_S = 60.0
-"""How far this host's clock may lie from Redis's before it is warned of."""
-
 SCHEDULE_SLACK = 0.1
 """The share of a sample interval a file played in real time may run late before its schedule moves on."""
-
-
-@dataclass
-class CameraRun:
-    """What a camera thread numbers its frames by: the run (streams), the video file and its pass, or
-    each image file of a folder and the pass (a folder's fingerprint and an image's place in it changed
-    whenever a file was added, and stayed when one was overwritten: reads logged twice, or dropped)."""
-
-    camera: CameraConfig
-    run_ms: int
-    clock: CaptureClock | CameraClock = field(default_factory=CaptureClock)
-    seq: int = 0
-    passes: int = 0
-    tag: str | None = None
-    last_captured_s: float = 0.0
-    """The camera's last frame's date: this run's, or at its start the camera's last frame logged by the
-    nodes before (IngestNode.dated_until); each frame is dated after it."""
-    stamped_at: float = 0.0
-    """When (time.monotonic()) the camera's last frame was dated."""
-    next_pass_s: float = 0.0
-    """When a looping file played in real time starts its next pass (time.monotonic())."""
-    footage_start_s: float | None = None
-    """Recorded footage (`realtime: false`): the date of its pass's start (start_footage_pass)."""
-    logged_dates: dict[str, float] = field(default_factory=dict)
-    """A resumed pass of recorded footage: its frames the frames log holds, not finished, by id -> the
-    date they were logged with (`date`)."""
-
-    def start_footage_pass(self, started_s: float | None = None) -> None:
-        """A pass of recorded footage begins: dated from now, or from `started_s` (a pass resumed: its
-        first start), never before the camera's last frame (capture_time); each frame by its time in the
-        footage, however long it waits for the chain."""
-        self.footage_start_s = self.clock.now() if started_s is None else started_s
-
-    def date(self, frame_id: str, source_time_s: float, lag_s: float = 0.0) -> float:
-        """A frame's capture time: a frame of a resumed pass that the frames log holds keeps the date it
-        was logged with (`logged_dates`: its row has it, and the rest of the pass is dated after it), any
-        other is dated now (capture_time)."""
-        logged_s = self.logged_dates.pop(frame_id, None)
-        if logged_s is None:
-            return self.capture_time(source_time_s, lag_s)
-        self.last_captured_s = max(self.last_captured_s, logged_s)
-        return logged_s
-
-    def capture_time(self, source_time_s: float, lag_s: float = 0.0) -> float:
-        """Now by the camera's capture clock (ingest/clock.py: a step of the host's clock neither crowds
-        nor spreads frames) less `lag_s` (a stream's frame read late: held back by a stall), or for
-        recorded footage its pass's start plus `source_time_s` (dated when
-        handed on, frames 0.2 s apart in a video landed 1 ms or 3 s apart, and a clip of three cars gave
-        11 sightings); never before the camera's previous frame (by defaults.CAPTURE_STEP_S at least): the
-        sighting pool groups each camera's reads forward in capture time, so frames dated before the
-        last were never grouped: their cars had no sighting. Footage that would be dated at or before
-        it moves its pass's dates on, keeping its pace (the pass of a new recording begun after the last
-        was dated ahead of the clock: dated from now, the two recordings' cars merged)."""
-        if self.footage_start_s is None:
-            dated = self.clock.now() - lag_s
-        else:
-            dated = self.footage_start_s + source_time_s
-            if dated <= self.last_captured_s:
-                self.footage_start_s += self.last_captured_s + defaults.CAPTURE_STEP_S - dated
-                dated = self.last_captured_s + defaults.CAPTURE_STEP_S
-        self.last_captured_s = max(dated, self.last_captured_s + defaults.CAPTURE_STEP_S)
-        return self.last_captured_s
-
-    def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
-        return self.frame_id_at(frame.index, frame.file_tag)
-
-    def frame_id_at(self, index: int, file_tag: str | None) -> str:
-        """A file read again gives the same ids (nothing logged twice); a looping file's passes are new
-        traffic, named by the run too (a restarted node's passes took the ids of the last run's, and
-        none of them reached the log)."""
-        passes = f"{self.run_ms}.{self.passes}" if self.camera.loop else str(self.passes)
-        if file_tag is not None:  # an image of a folder: its own file, and the pass
-            return make_frame_id(self.camera.id, f"i{file_tag}", passes)
-        if self.tag is None:  # a stream: sampled frames numbered within this run
-            return make_frame_id(self.camera.id, str(self.run_ms), self.seq)
-        return make_frame_id(self.camera.id, f"f{self.tag}:{passes}", index)
 
 
 class IngestNode:
@@ -209,23 +97,13 @@ class IngestNode:
         self.cameras = [c for c in cameras if c.enabled]
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
-        self.store = FrameStore(frames, settings.frame_ttl_s)
-        self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
-        self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
-        self.queue_keys = list(queue_keys().values())
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
         self.stop = threading.Event()
         self.intake = threading.Condition()  # guards `closed` and `in_flight`
         self.closed = False  # pending drained: a camera thread that outlived the stop samples nothing more
         self.in_flight = 0  # camera threads between sampling a frame and handing it on
-        self.depth = 0
         self.recorded_depth = max(1, int(settings.max_queue_depth * defaults.RECORDED_QUEUE_SHARE))
         """Jobs queued past which recorded footage waits: its frames must be detected within their TTL."""
-        self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
-        self.store_full = False  # the last job could not be stored: Redis at its maxmemory
-        self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
-        self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
-        self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
         self.roi_watch = RoiWatch(log)  # each camera's ROI against its frames' size (warned once)
         self.clock = clock or CaptureClock()  # the frames' dates, their store time, the ledger's watermarks
         # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
@@ -233,8 +111,11 @@ class IngestNode:
         self.summary = NodeSummary()
         self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras])
         self.states: dict[str, str] = {}  # camera id -> its state for `alpr status`, as last set
-        self.skipped_reported: Tally[str] = Tally()
-        self.unrecorded_reported: Tally[str] = Tally()
+        self.packer = JobPacker(
+            settings, queues, frames, self.pending, node_id=self.node_id, clock=self.clock, metrics=metrics,
+            ledger=ledger, claims=self.claims, summary=self.summary, states=self.states, stop=self.stop,
+            skip=self.skip,
+        )  # fmt: skip
 
     def skip(self, ref: FrameRef, reason: SkipReason) -> None:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(ref.camera_id), reason=reason).inc()
@@ -436,7 +317,7 @@ class IngestNode:
         while (
             not source.is_live
             and not self.stop.is_set()
-            and (self.pending.full() or (offline and self.depth >= self.recorded_depth))
+            and (self.pending.full() or (offline and self.packer.depth >= self.recorded_depth))
         ):
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
@@ -453,9 +334,10 @@ class IngestNode:
             self.unread(ref, frame)
             return
         self.roi_watch.check(camera.id, camera.roi, (frame.image.shape[1], frame.image.shape[0]))
-        if self.depth >= self.settings.max_queue_depth:
+        if self.packer.depth >= self.settings.max_queue_depth:
             # recorded footage: stopped waiting; a live camera: the chain full, or the depth unknown
-            self.skip(ref, "node_stopped" if offline else "redis_unavailable" if self.redis_down else "backpressure")
+            away = self.packer.redis_down
+            self.skip(ref, "node_stopped" if offline else "redis_unavailable" if away else "backpressure")
             return
         try:
             data = encode_jpeg(frame.image, self.settings.jpeg_quality)
@@ -472,139 +354,11 @@ class IngestNode:
                     self.pending.put_nowait((ref, data))
                     return
             if source.is_live or self.stop.is_set():
-                busy: SkipReason = "redis_unavailable" if self.redis_down else "node_busy"  # the packing waits it out
+                away = self.packer.redis_down  # the packing waits it out
+                busy: SkipReason = "redis_unavailable" if away else "node_busy"
                 self.skip(ref, busy if source.is_live else "node_stopped")
                 return
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
-
-    def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
-        """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
-        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
-        while True:
-            if self.stop.is_set() and self.redis_down:
-                self.redis_gone = True  # a round trip failed before the stop: it tries no more
-            if self.redis_gone:  # each batch blocked for Redis's timeouts again: a stop took minutes
-                for ref, _ in batch:
-                    self.skip(ref, "redis_unavailable")
-                return
-            try:
-                self.store_and_queue(batch)
-                self.redis_up()
-                break
-            except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
-                self.skip_while_full(batch, "backpressure" if self.queues_answer() else "redis_unavailable")
-                return
-            except redis.RedisError as error:
-                self.redis_down = True
-                if self.deadline is not None and time.monotonic() >= self.deadline:
-                    self.stop.set()  # --max-seconds holds while Redis is away
-                if self.stop.is_set():
-                    self.redis_gone = True  # never queued: recorded as skipped, not left pending (below)
-                    continue
-                delay = backoff.next_delay()
-                log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
-                self.stop.wait(
-                    delay if self.deadline is None else min(delay, max(0.0, self.deadline - time.monotonic()))
-                )
-        if self.store_full:
-            log.info("the frame store has room again")
-            self.store_full = False
-        if self.ledger:
-            self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
-        with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
-            add_stats(self.queues, {STATS_INGESTED_KEY: dict(Tally(ref.camera_id for ref, _ in batch))})
-        self.summary.jobs += 1
-        self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
-        for ref, _ in batch:
-            self.metrics.frames_ingested.labels(camera=self.metrics.camera(ref.camera_id)).inc()
-            self.summary.ingested[ref.camera_id] += 1
-
-    def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
-        """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
-        job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
-                        stored_at_s=self.clock.now(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
-        self.store.put_many([(ref.key, data) for ref, data in batch])
-        enqueue(self.detect_queue, job, self.settings.job_timeout_s)
-
-    def queues_answer(self) -> bool:
-        """Whether the queues' Redis answers, told apart from a full frame store's (its own server): its
-        full answer had counted as the queues' too, so their outage went unrecorded (the frames skipped as
-        back-pressure) and the log said "Redis answers again" a dozen times a second (a review)."""
-        if self.store_apart:
-            try:
-                self.queues.ping()
-            except redis.RedisError:
-                self.redis_down = True
-                return False
-        self.redis_up()
-        return True
-
-    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure") -> None:
-        """The frame store at its maxmemory: the batch skipped (as back-pressure, or as Redis unavailable
-        when the queues' Redis is away too), its stored frames deleted."""
-        if not self.store_full:
-            log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
-                        " until it has room")  # fmt: skip
-        self.store_full = True
-        with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
-            self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
-        for ref, _ in batch:
-            self.skip(ref, reason)
-
-    def refresh_depth(self) -> None:
-        """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
-        round trip that also reports the frames skipped since the last one (for `alpr status`) and reads
-        Redis's clock (`compare_clocks`): a camera thread never waits on Redis to skip a frame."""
-        if self.redis_gone:
-            return
-        unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
-        unrecorded = (self.ledger.unrecorded_counts() if self.ledger else Tally()) - self.unrecorded_reported
-        try:
-            pipe = self.queues.pipeline(transaction=False)
-            for key in self.queue_keys:
-                pipe.llen(key)
-            pipe.time()
-            add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
-                      pipeline=pipe)  # fmt: skip
-            states: dict[Any, Any] = dict(self.states)
-            if states:  # a restarted Redis had lost them: status showed a live camera as "-"
-                pipe.hset(CAMERA_STATE_KEY, mapping=states)
-            answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest
-            depths_and_time = answers[: len(self.queue_keys) + 1]
-            counts = answers[len(self.queue_keys) + 1 : len(answers) - (1 if states else 0)]
-            if refused := next((a for a in depths_and_time if isinstance(a, redis.RedisError)), None):
-                raise refused
-            self.depth = sum(depths_and_time[:-1])
-            seconds, microseconds = depths_and_time[-1]
-            self.compare_clocks(seconds + microseconds / 1e6)
-            counted = not any(isinstance(answer, Exception) for answer in counts)
-        except redis.RedisError as error:  # the last known depth is kept; the cameras' skips say why
-            if not self.redis_down:  # at the queue limit no batch goes out: an outage was never logged
-                log.warning("Redis unavailable (%s): live cameras' frames are skipped as redis_unavailable, footage"
-                            " waits, until it answers", mask_url(str(error)))  # fmt: skip
-            self.redis_down = True
-            return
-        if counted:
-            self.skipped_reported.update(unreported)
-            self.unrecorded_reported.update(unrecorded)
-        self.redis_up()
-
-    def compare_clocks(self, redis_now_s: float) -> None:
-        """Warns once while the frames' time and Redis's clock, the chain's common one, are more than
-        CLOCK_DISAGREEMENT_S apart: a box without a real-time clock dated its frames 1970 unwarned."""
-        off_s = self.clock.now() - redis_now_s
-        if abs(off_s) > CLOCK_DISAGREEMENT_S and not self.clock_off:
-            log.warning("the frames' time is %+.0f s off Redis's clock: frames are dated by this host's clock"
-                        " (set it right: sightings, alerts and retention go by it)", off_s)  # fmt: skip
-        elif abs(off_s) <= CLOCK_DISAGREEMENT_S and self.clock_off:
-            log.info("the frames' time agrees with Redis's clock again")
-        self.clock_off = abs(off_s) > CLOCK_DISAGREEMENT_S
-
-    def redis_up(self) -> None:
-        """Redis answered: after an outage, logged once."""
-        if self.redis_down:
-            log.info("Redis answers again")
-        self.redis_down = False
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has ended (files without loop), `max_seconds`, or stop(); ConfigError
@@ -616,9 +370,8 @@ class IngestNode:
             self.ledger.start()
         for thread in threads:
             thread.start()
-        self.deadline = time.monotonic() + max_seconds if max_seconds else None
         try:
-            self.pack_jobs(threads)
+            self.packer.pack_jobs(threads, time.monotonic() + max_seconds if max_seconds else None)
         finally:
             self.stop.set()
             deadline = time.monotonic() + defaults.CAMERA_STOP_S  # one wait for all: a supervisor's grace is short
@@ -627,8 +380,9 @@ class IngestNode:
             self.drain_pending()
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)
-            self.refresh_depth()  # the last skips, and the frames the ledger could not record
-            if not (self.redis_gone or self.redis_down):  # (else they lapse: a stop waits on no stalled Redis)
+            self.packer.refresh_depth()  # the last skips, and the frames the ledger could not record
+            redis_away = self.packer.redis_gone or self.packer.redis_down
+            if not redis_away:  # (else they lapse: a stop waits on no stalled Redis)
                 self.claims.release()  # its frames recorded and its watermarks gone: another node may take over
         return self.summary
 
@@ -645,36 +399,6 @@ class IngestNode:
             except queue.Empty:
                 return
             self.skip(ref, "node_stopped")
-
-    def pack_jobs(self, cameras: list[threading.Thread]) -> None:
-        """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
-        has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended."""
-        batch: list[tuple[FrameRef, bytes]] = []
-        oldest = last_depth = 0.0
-        wait_s = self.settings.max_batch_wait_ms / 1000
-        while True:
-            now = time.monotonic()
-            if self.deadline is not None and now >= self.deadline:
-                self.stop.set()
-            if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
-                self.refresh_depth()
-                last_depth = now
-            if not self.stop.is_set() and (taken := self.claims.renew()):
-                log.error("%s since this node claimed it (its claims lapsed while Redis was away): this node"
-                          " stops", taken)  # fmt: skip
-                self.summary.claim_lost = taken
-                self.stop.set()
-            with contextlib.suppress(queue.Empty):
-                item = self.pending.get(timeout=0.05)
-                oldest = oldest if batch else time.monotonic()
-                batch.append(item)
-            ended = (self.stop.is_set() or not any(t.is_alive() for t in cameras)) and self.pending.empty()
-            full = len(batch) >= self.settings.frames_per_job
-            if batch and (full or ended or time.monotonic() - oldest >= wait_s):
-                self.flush(batch)
-                batch = []
-            if ended and not batch:
-                return
 
 
 def report_unread(camera: CameraConfig, source: FrameSource) -> None:

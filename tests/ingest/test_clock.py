@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from ingest.camera_run import CameraRun
 from ingest.cameras import CameraConfig
 from ingest.clock import STEP_HOLD_S, CameraClock, CaptureClock
-from ingest.node import CameraRun
 
 
 class HostClocks:

@@ -303,13 +303,13 @@ def test_a_full_frame_store_of_its_own_does_not_hide_the_queues_redis_being_away
                            region="us", digest=jpeg_digest(data))  # fmt: skip
             return [(ref, data)]
 
-        node.flush(batch(0))  # the queues' Redis answers: back-pressure
+        node.packer.flush(batch(0))  # the queues' Redis answers: back-pressure
         redis_server.stop()
-        node.flush(batch(1))  # away: said so, and the node knows it is
+        node.packer.flush(batch(1))  # away: said so, and the node knows it is
         skipped = {reason: metrics.registry.get_sample_value(
             "alpr_frames_skipped_total", {"camera": "cam", "reason": reason}) for reason in (
             "backpressure", "redis_unavailable")}  # fmt: skip
-        assert skipped == {"backpressure": 1.0, "redis_unavailable": 1.0} and node.redis_down
+        assert skipped == {"backpressure": 1.0, "redis_unavailable": 1.0} and node.packer.redis_down
     finally:
         store_server.stop()
 
@@ -397,14 +397,14 @@ def test_a_node_stopping_while_redis_stalls_tries_it_once_not_once_per_batch(red
     node = IngestNode([CameraConfig(id="cam", source=str(folder), realtime=False)], settings, stalling, stalling,
                       Metrics(), None)  # fmt: skip
     attempts_after_stop: list[int] = []
-    store_and_queue = node.store_and_queue
+    store_and_queue = node.packer.store_and_queue
 
     def counted(batch):  # type: ignore[no-untyped-def]
         if node.stop.is_set():
             attempts_after_stop.append(len(batch))
         store_and_queue(batch)
 
-    node.store_and_queue = counted  # type: ignore[method-assign]
+    node.packer.store_and_queue = counted  # type: ignore[method-assign]
     connect_redis(redis_url).execute_command("CLIENT", "PAUSE", 5000, "ALL")
     summary = node.run(max_seconds=0.5)
     assert len(attempts_after_stop) <= 1, attempts_after_stop
@@ -476,8 +476,8 @@ def test_a_host_clock_far_from_redis_is_warned_of_once(redis_url, tmp_path, capl
     settings = Settings.load({}, redis_url=redis_url, frames_per_job=1)
     connection = connect_redis(redis_url)
     camera = CameraConfig(id="cam", source=str(folder), sample_fps=20)  # dated as read (recorded: by the footage)
-    node = IngestNode([camera], settings, connection, connection, Metrics(), None)
-    node.clock = CaptureClock(lambda: time.time() - 86_400)
+    node = IngestNode([camera], settings, connection, connection, Metrics(), None,
+                      clock=CaptureClock(lambda: time.time() - 86_400))  # fmt: skip
     summary = run_node(node, folder / "none", timeout_s=30)
     assert summary.ingested["cam"] == 3
     assert caplog.text.count("the frames' time is -86400 s off Redis's clock") == 1
@@ -486,9 +486,9 @@ def test_a_host_clock_far_from_redis_is_warned_of_once(redis_url, tmp_path, capl
     for job in stage_queue(connection, "detect").get_jobs():  # stored on the frames' clock: not a day old
         payload = job.args[0]
         assert all(0 <= payload["stored_at_s"] - frame["captured_at_s"] < 5 for frame in payload["frames"])
-    node.clock = CaptureClock()  # the positive control: the host's own clock agrees
+    node.packer.clock = CaptureClock()  # the positive control: the host's own clock agrees
     caplog.clear()
-    node.refresh_depth()
+    node.packer.refresh_depth()
     assert "off Redis's" not in caplog.text
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.camera_run import CameraRun
 from ingest.cameras import CameraConfig
-from ingest.node import CameraRun
 from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, write_kept
 from redactor_worker.worker import kept_path
 

@@ -1,0 +1,257 @@
+"""Packing an ingest node's sampled frames into detect jobs, and the node's view of the chain's Redis.
+The camera threads put their frames (JPEG bytes and reference) among the frames to pack; `pack_jobs`
+gathers them into jobs — full at `frames_per_job`, or when the oldest has waited `max_batch_wait_ms` —
+and `flush` stores each job's frames in the frame store with a TTL and queues its frame references on
+the detect queue, waiting out a Redis outage (the cameras skip meanwhile, by `redis_down`) and skipping
+a batch the full frame store refuses (back-pressure). Every QUEUE_DEPTH_REFRESH_S it reads how many jobs
+the chain's queues hold (`depth`, by which the cameras skip or wait), reports the frames skipped and
+unrecorded since (for `alpr status`) and compares the frames' clock with Redis's. The node
+(ingest/node.py) makes one JobPacker and runs `pack_jobs` on its main thread."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from common import defaults
+from common.backoff import Backoff
+from common.config import Settings
+from common.credentials import mask_url
+from common.frame_log import FrameRecord
+from common.frame_store import FrameStore
+from common.jobs import DetectJob, FrameRef, SkipReason
+from common.metrics import Metrics
+from common.queues import (
+    CAMERA_STATE_KEY,
+    STATS_INGESTED_KEY,
+    STATS_SKIPPED_KEY,
+    STATS_UNRECORDED_KEY,
+    add_stats,
+    enqueue,
+    queue_keys,
+    stage_queue,
+)  # fmt: skip
+from ingest.claims import CameraClaims
+from ingest.clock import CaptureClock
+from ingest.ledger import FrameLedger
+
+if TYPE_CHECKING:
+    from ingest.node import NodeSummary
+
+log = logging.getLogger("ingest.node")
+"""The node's logger: what the packing says (Redis away and back, a full store, the clocks) is the node's,
+as it was before the packing had a module of its own."""
+
+CLOCK_DISAGREEMENT_S = 60.0
+"""How far this host's clock may lie from Redis's before it is warned of."""
+
+
+class JobPacker:
+    """Packs the frames a node's camera threads sampled into detect jobs and hands them to the chain;
+    knows how full the chain is (`depth`) and whether Redis answers (`redis_down`, `redis_gone`,
+    `store_full`). What it shares with the node: the frames to pack (`pending`), the stop, the node's
+    summary and its cameras' states (written again with every depth refresh), its claims (renewed
+    while packing), and `skip`, by which a frame is counted and recorded as skipped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queues: redis.Redis,
+        frames: redis.Redis,
+        pending: queue.Queue[tuple[FrameRef, bytes]],
+        *,
+        node_id: str,
+        clock: CaptureClock,
+        metrics: Metrics,
+        ledger: FrameLedger | None,
+        claims: CameraClaims,
+        summary: NodeSummary,
+        states: dict[str, str],
+        stop: threading.Event,
+        skip: Callable[[FrameRef, SkipReason], None],
+    ) -> None:
+        self.settings, self.queues, self.pending = settings, queues, pending
+        self.node_id, self.clock, self.metrics, self.ledger, self.claims = node_id, clock, metrics, ledger, claims
+        self.summary, self.states, self.stop, self.skip = summary, states, stop, skip
+        self.store = FrameStore(frames, settings.frame_ttl_s)
+        self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
+        self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
+        self.queue_keys = list(queue_keys().values())
+        self.depth = 0
+        self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
+        self.store_full = False  # the last job could not be stored: Redis at its maxmemory
+        self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
+        self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
+        self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
+        self.skipped_reported: Tally[str] = Tally()
+        self.unrecorded_reported: Tally[str] = Tally()
+
+    def pack_jobs(self, cameras: list[threading.Thread], deadline: float | None) -> None:
+        """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
+        has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended. Past `deadline`
+        (time.monotonic(); IngestNode.run's `max_seconds`), or when a claim of the node's was taken, the
+        node is stopped; meanwhile its claims are renewed and the chain's depth read."""
+        self.deadline = deadline
+        batch: list[tuple[FrameRef, bytes]] = []
+        oldest = last_depth = 0.0
+        wait_s = self.settings.max_batch_wait_ms / 1000
+        while True:
+            now = time.monotonic()
+            if self.deadline is not None and now >= self.deadline:
+                self.stop.set()
+            if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
+                self.refresh_depth()
+                last_depth = now
+            if not self.stop.is_set() and (taken := self.claims.renew()):
+                log.error("%s since this node claimed it (its claims lapsed while Redis was away): this node"
+                          " stops", taken)  # fmt: skip
+                self.summary.claim_lost = taken
+                self.stop.set()
+            with contextlib.suppress(queue.Empty):
+                item = self.pending.get(timeout=0.05)
+                oldest = oldest if batch else time.monotonic()
+                batch.append(item)
+            ended = (self.stop.is_set() or not any(t.is_alive() for t in cameras)) and self.pending.empty()
+            full = len(batch) >= self.settings.frames_per_job
+            if batch and (full or ended or time.monotonic() - oldest >= wait_s):
+                self.flush(batch)
+                batch = []
+            if ended and not batch:
+                return
+
+    def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
+        """Store the frames and queue their detect job; waits out a Redis outage (cameras skip meanwhile)."""
+        backoff = Backoff(*defaults.RECONNECT_BACKOFF_S)
+        while True:
+            if self.stop.is_set() and self.redis_down:
+                self.redis_gone = True  # a round trip failed before the stop: it tries no more
+            if self.redis_gone:  # each batch blocked for Redis's timeouts again: a stop took minutes
+                for ref, _ in batch:
+                    self.skip(ref, "redis_unavailable")
+                return
+            try:
+                self.store_and_queue(batch)
+                self.redis_up()
+                break
+            except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
+                self.skip_while_full(batch, "backpressure" if self.queues_answer() else "redis_unavailable")
+                return
+            except redis.RedisError as error:
+                self.redis_down = True
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.stop.set()  # --max-seconds holds while Redis is away
+                if self.stop.is_set():
+                    self.redis_gone = True  # never queued: recorded as skipped, not left pending (below)
+                    continue
+                delay = backoff.next_delay()
+                log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
+                self.stop.wait(
+                    delay if self.deadline is None else min(delay, max(0.0, self.deadline - time.monotonic()))
+                )
+        if self.store_full:
+            log.info("the frame store has room again")
+            self.store_full = False
+        if self.ledger:
+            self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
+        with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
+            add_stats(self.queues, {STATS_INGESTED_KEY: dict(Tally(ref.camera_id for ref, _ in batch))})
+        self.summary.jobs += 1
+        self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
+        for ref, _ in batch:
+            self.metrics.frames_ingested.labels(camera=self.metrics.camera(ref.camera_id)).inc()
+            self.summary.ingested[ref.camera_id] += 1
+
+    def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
+        """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
+        job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
+                        stored_at_s=self.clock.now(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
+        self.store.put_many([(ref.key, data) for ref, data in batch])
+        enqueue(self.detect_queue, job, self.settings.job_timeout_s)
+
+    def queues_answer(self) -> bool:
+        """Whether the queues' Redis answers, told apart from a full frame store's (its own server): its
+        full answer had counted as the queues' too, so their outage went unrecorded (the frames skipped as
+        back-pressure) and the log said "Redis answers again" a dozen times a second (a review)."""
+        if self.store_apart:
+            try:
+                self.queues.ping()
+            except redis.RedisError:
+                self.redis_down = True
+                return False
+        self.redis_up()
+        return True
+
+    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure") -> None:
+        """The frame store at its maxmemory: the batch skipped (as back-pressure, or as Redis unavailable
+        when the queues' Redis is away too), its stored frames deleted."""
+        if not self.store_full:
+            log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
+                        " until it has room")  # fmt: skip
+        self.store_full = True
+        with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
+            self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
+        for ref, _ in batch:
+            self.skip(ref, reason)
+
+    def refresh_depth(self) -> None:
+        """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the
+        round trip that also reports the frames skipped since the last one (for `alpr status`) and reads
+        Redis's clock (`compare_clocks`): a camera thread never waits on Redis to skip a frame."""
+        if self.redis_gone:
+            return
+        unreported = self.summary.skipped.copy() - self.skipped_reported  # camera threads add keys meanwhile
+        unrecorded = (self.ledger.unrecorded_counts() if self.ledger else Tally()) - self.unrecorded_reported
+        try:
+            pipe = self.queues.pipeline(transaction=False)
+            for key in self.queue_keys:
+                pipe.llen(key)
+            pipe.time()
+            add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
+                      pipeline=pipe)  # fmt: skip
+            states: dict[Any, Any] = dict(self.states)
+            if states:  # a restarted Redis had lost them: status showed a live camera as "-"
+                pipe.hset(CAMERA_STATE_KEY, mapping=states)
+            answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest
+            depths_and_time = answers[: len(self.queue_keys) + 1]
+            counts = answers[len(self.queue_keys) + 1 : len(answers) - (1 if states else 0)]
+            if refused := next((a for a in depths_and_time if isinstance(a, redis.RedisError)), None):
+                raise refused
+            self.depth = sum(depths_and_time[:-1])
+            seconds, microseconds = depths_and_time[-1]
+            self.compare_clocks(seconds + microseconds / 1e6)
+            counted = not any(isinstance(answer, Exception) for answer in counts)
+        except redis.RedisError as error:  # the last known depth is kept; the cameras' skips say why
+            if not self.redis_down:  # at the queue limit no batch goes out: an outage was never logged
+                log.warning("Redis unavailable (%s): live cameras' frames are skipped as redis_unavailable, footage"
+                            " waits, until it answers", mask_url(str(error)))  # fmt: skip
+            self.redis_down = True
+            return
+        if counted:
+            self.skipped_reported.update(unreported)
+            self.unrecorded_reported.update(unrecorded)
+        self.redis_up()
+
+    def compare_clocks(self, redis_now_s: float) -> None:
+        """Warns once while the frames' time and Redis's clock, the chain's common one, are more than
+        CLOCK_DISAGREEMENT_S apart: a box without a real-time clock dated its frames 1970 unwarned."""
+        off_s = self.clock.now() - redis_now_s
+        if abs(off_s) > CLOCK_DISAGREEMENT_S and not self.clock_off:
+            log.warning("the frames' time is %+.0f s off Redis's clock: frames are dated by this host's clock"
+                        " (set it right: sightings, alerts and retention go by it)", off_s)  # fmt: skip
+        elif abs(off_s) <= CLOCK_DISAGREEMENT_S and self.clock_off:
+            log.info("the frames' time agrees with Redis's clock again")
+        self.clock_off = abs(off_s) > CLOCK_DISAGREEMENT_S
+
+    def redis_up(self) -> None:
+        """Redis answered: after an outage, logged once."""
+        if self.redis_down:
+            log.info("Redis answers again")
+        self.redis_down = False
