@@ -62,7 +62,7 @@ def default_camera_id(source: str) -> str:
     password, nor a path that holds one (a review: DVRs put `/user=admin&password=…` in the path, UniFi's
     path is its token; copied into the id, they reached the records, a log line and snapshot names).
     Two channels of one recorder (`/ch1`, `/ch2`; `?channel=1`, `?channel=2`) are two cameras."""
-    from ingest.sources import is_stream_uri
+    from ingest.source_checks import is_stream_uri
 
     if not is_stream_uri(source):
         return safe_camera_id(Path(source.rstrip("/")).stem)
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from alpr.standalone import StopSignals
     from alpr.wiring import build_pipeline
     from ingest.ffmpeg_open import rtsp_transport_problem
-    from ingest.sources import open_source, uri_syntax_problem
+    from ingest.source_checks import uri_syntax_problem
+    from ingest.sources import open_source
 
     args.source = run_source(args.source, args.source_file)
     if problem := uri_syntax_problem(args.source):  # before a camera id is made of it
@@ -158,7 +159,7 @@ def out_problem(source: str, out: Path) -> str | None:
     not UTF-8 (the log keeps snapshots' paths as text), a file there (a bare FileExistsError after the
     run), an output that is the source itself (written over)."""
     from alpr.standalone import written_over
-    from ingest.sources import is_utf8
+    from ingest.source_checks import is_utf8
 
     if not is_utf8(str(out)):
         return f"--out {ascii(str(out))[1:-1][:300]} is not valid UTF-8: name another folder"

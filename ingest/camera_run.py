@@ -14,7 +14,8 @@ from common import defaults
 from common.jobs import make_frame_id
 from ingest.cameras import CameraConfig
 from ingest.clock import CameraClock, CaptureClock
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame, is_stream_uri
+from ingest.source_checks import is_stream_uri
+from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
 
 def source_tag(uri: str) -> str:

@@ -22,7 +22,7 @@ from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file
 from ingest.ffmpeg_open import rtsp_transport_problem
-from ingest.sources import check_source, uri_syntax_problem
+from ingest.source_checks import check_source, uri_syntax_problem
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
 """A cameras file is a few lines per camera; anything larger is a mistake (or an attack on the parser)."""
@@ -123,7 +123,7 @@ def parse_cameras(
 ) -> list[CameraConfig]:
     """Validate the parsed YAML: {cameras: [ {...}, ... ]}. Every mistake found (up to MAX_MISTAKES_SHOWN,
     the rest counted) is said in one ConfigError, which `origin` (the file) starts; with `check_sources`,
-    each enabled camera's source too (ingest/sources.check_source: a file that does not exist...; a video
+    each enabled camera's source too (ingest/source_checks.check_source: a file that does not exist...; a video
     is opened within `memory_mb`, ALPR_CAPTURE_MEMORY_MB)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cameras"), list) or set(raw) - {"cameras"}:
         raise ConfigError(f"{origin}: expected a mapping with one key, `cameras`, holding a list")

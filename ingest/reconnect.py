@@ -15,7 +15,8 @@ from common import defaults
 from common.backoff import Backoff
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
-from ingest.sources import FrameSource, is_stream_uri, open_source
+from ingest.source_checks import is_stream_uri
+from ingest.sources import FrameSource, open_source
 
 log = logging.getLogger(__name__)
 

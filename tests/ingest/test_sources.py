@@ -13,7 +13,8 @@ import pytest
 from common.credentials import mask_url
 from common.errors import InputError
 from ingest.capture_process import IsolatedCapture
-from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, check_source, open_source
+from ingest.source_checks import check_source
+from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, open_source
 from tests.helpers import served_video
 from tests.ingest.mkv import write_mjpeg_mkv
 
@@ -369,7 +370,7 @@ def make_folder(tmp_path: Path, broken: int) -> Path:
 def test_a_video_stating_frames_over_the_pixel_limit_is_refused_before_any_frame_is_decoded(demo_clip):
     """Its width and height are known once it is opened: a 3 MB video of 16000 x 16000 frames took
     1.9 GB a frame to find each one too large (three cameras on it: an ingest node past 5 GB)."""
-    from ingest.sources import check_video_file
+    from ingest.source_checks import check_video_file
 
     limit = 1280 * 720 - 1
     expected = "has frames of 1280x720 pixels, more than the limit of 921599"
