@@ -109,8 +109,8 @@ NODE_GONE = "node gone"
 
 def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[str, Any]]) -> None:
     """A camera whose last state is live but that no node claims any more (ingest/claims.py: a claim
-    lapses CLAIM_TTL_S after a killed node's last renewal) shows NODE_GONE: it showed `connected` for ever
-    after its node was killed, the state having no expiry (a review)."""
+    lapses CAMERA_CLAIM_TTL_S after a killed node's last renewal) shows NODE_GONE: it showed `connected`
+    for ever after its node was killed, the state having no expiry (a review)."""
     from ingest.claims import CLAIM_PREFIX
 
     live = [camera for camera, state in states.items() if state.get("state") in LIVE_STATES]

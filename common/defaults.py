@@ -311,6 +311,13 @@ CAMERA_STOP_S = 5.0
 """How long a stopping ingest node waits for all its camera threads together (one stuck in a read is
 left behind) before it records the frames in hand: well within a supervisor's grace (Docker's 10 s)."""
 
+CAMERA_CLAIM_TTL_S = 30
+"""How long an ingest node's claim on a camera outlives its last renewal: a node that died holds its
+cameras this long at most (ingest/claims.py)."""
+
+CAMERA_CLAIM_RENEW_S = 10.0
+"""How often a running ingest node renews its claims on its cameras."""
+
 STABLE_STREAM_S = 30.0
 """A stream connected this long before it dropped or ended starts its reconnection backoff afresh; one
 that drops sooner keeps backing off (a camera closing every connection is not reopened flat out)."""
@@ -329,6 +336,22 @@ Past it, frames are counted as unrecorded (alpr_frames_unrecorded_total)."""
 
 LEDGER_CLOSE_S = 15.0
 """How long a stopping ingest node tries to write the frame records it still holds."""
+
+LEDGER_BATCH_ROWS = 1000
+"""Frame records an ingest node's ledger writes per statement batch."""
+
+LEDGER_FLUSH_S = 0.5
+"""How often an ingest node's ledger writes what it holds."""
+
+LEDGER_IDLE_WATERMARK_S = 2.0
+"""How often an ingest node's ledger renews the watermarks of cameras with nothing to write."""
+
+LEDGER_SPOOL_AFTER_S = 5.0
+"""A ledger's write unanswered this long has what the ledger holds spooled (as a failed write has), in
+case the node is killed before Postgres answers."""
+
+LEDGER_FINISHED_RETRY_S = 30.0
+"""After the frames log could not say which frames are finished, how long a ledger does not ask again."""
 
 WATCH_MAX_DISTANCE = 1.0
 """Largest plate distance (common/plate_text.py; a look-alike swap costs 0.5) of a watch-list match."""

@@ -1,13 +1,14 @@
-"""Which ingest node samples a camera: each node claims its cameras in the queues' Redis for CLAIM_TTL_S
-and renews the claims while it runs; a node naming a camera another live node holds refuses to start,
-and one that finds a claim of its own taken (its claims lapsed through a long Redis outage, and another
-node started meanwhile) stops. Two nodes given one camera (`docker compose up --scale ingest=2`, two
-hosts with one cameras file) sampled it twice, and their watermarks for it overwrote each other: the
-sighting pool grouped past frames one node had not recorded yet, and their reads were never grouped.
-A node releases its claims once it has stopped and closed its frames log; a node that died leaves them
-to lapse, unless a node started on its host finds its process verifiably ended (ingest/node_process.py)
-and takes them over: a node restarted right after a crash was refused for up to CLAIM_TTL_S, and
-systemd's default start limit (5 starts in 10 s) then gave the unit up."""
+"""Which ingest node samples a camera: each node claims its cameras in the queues' Redis for
+CAMERA_CLAIM_TTL_S (common/defaults.py) and renews the claims while it runs; a node naming a camera
+another live node holds refuses to start, and one that finds a claim of its own taken (its claims lapsed
+through a long Redis outage, and another node started meanwhile) stops. Two nodes given one camera
+(`docker compose up --scale ingest=2`, two hosts with one cameras file) sampled it twice, and their
+watermarks for it overwrote each other: the sighting pool grouped past frames one node had not recorded
+yet, and their reads were never grouped. A node releases its claims once it has stopped and closed its
+frames log; a node that died leaves them to lapse, unless a node started on its host finds its process
+verifiably ended (ingest/node_process.py) and takes them over: a node restarted right after a crash was
+refused for up to CAMERA_CLAIM_TTL_S, and systemd's default start limit (5 starts in 10 s) then gave the
+unit up."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 
+from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
 from ingest.node_process import NodeProcess
@@ -31,12 +33,6 @@ NODE_PREFIX = "alpr:ingest-node:"
 """Redis key of a claiming node's process (its node id after the prefix; NodeProcess as JSON), set and
 renewed with its claims and lapsing with them: what a node started later on its host reads to tell
 whether the holder of its cameras has ended."""
-
-CLAIM_TTL_S = 30
-"""How long a claim outlives its last renewal: a node that died holds its cameras this long at most."""
-
-RENEW_S = 10.0
-"""How often a running node renews its claims."""
 
 CLAIM_ALL = """
 local cameras = #KEYS - 1
@@ -90,10 +86,10 @@ class CameraClaims:
 
     def _claim(self, ended: tuple[str, ...] = ()) -> list[Any]:
         """Claim every camera, taking over those of the nodes `ended`; which are held by other nodes."""
-        self.renewed_at = time.monotonic()  # (tried again in RENEW_S when Redis fails it)
+        self.renewed_at = time.monotonic()  # (tried again in CAMERA_CLAIM_RENEW_S when Redis fails it)
         keys = [*self.keys, self.node_key]
-        taken = self.connection.eval(CLAIM_ALL, len(keys), *keys, self.node_id, CLAIM_TTL_S, self.process_record,
-                                     *ended)  # fmt: skip
+        taken = self.connection.eval(CLAIM_ALL, len(keys), *keys, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
+                                     self.process_record, *ended)  # fmt: skip
         return list(taken)  # type: ignore[arg-type]
 
     def _ended_holders(self, taken: list[Any]) -> dict[str, int]:
@@ -133,13 +129,13 @@ class CameraClaims:
         if taken:
             raise ConfigError(
                 f"{self._taken(taken)}: one camera is sampled by one node (a node that stopped or died gives its"
-                f" cameras up within {CLAIM_TTL_S} s); give each node its own cameras"
+                f" cameras up within {defaults.CAMERA_CLAIM_TTL_S} s); give each node its own cameras"
             )
 
     def renew(self) -> str | None:
-        """Renew the claims when RENEW_S has passed: None while they are this node's (or Redis cannot say
-        now), else which camera another node has claimed since."""
-        if not self.keys or time.monotonic() - self.renewed_at < RENEW_S:
+        """Renew the claims when CAMERA_CLAIM_RENEW_S has passed: None while they are this node's (or Redis
+        cannot say now), else which camera another node has claimed since."""
+        if not self.keys or time.monotonic() - self.renewed_at < defaults.CAMERA_CLAIM_RENEW_S:
             return None
         try:
             taken = self._claim()

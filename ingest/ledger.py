@@ -11,7 +11,8 @@ reads. Each camera the node claimed has one from its start, whether it samples o
 node that stops takes its watermarks away (its cameras are sampled no more).
 
 The spool, which keeps the records held on disk while Postgres is away and adopts those of nodes gone,
-is the ledger's base class, in ingest/ledger_spool.py."""
+is the ledger's base class, in ingest/ledger_spool.py. Its tuning (LEDGER_CAPACITY, LEDGER_FLUSH_S,
+LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
 
 from __future__ import annotations
 
@@ -35,22 +36,6 @@ from ingest.ledger_spool import SpoolingLedger
 from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
-
-BATCH_ROWS = 1000
-"""Rows written per statement batch."""
-
-FLUSH_S = 0.5
-"""How often the ledger writes what it holds."""
-
-IDLE_WATERMARK_S = 2.0
-"""How often the watermarks of cameras with nothing to write are renewed."""
-
-SPOOL_AFTER_S = 5.0
-"""A write unanswered this long has what the ledger holds spooled (as a failed write has), in case the
-node is killed before Postgres answers."""
-
-FINISHED_RETRY_S = 30.0
-"""After the frames log could not say which frames are finished, how long it is not asked again."""
 
 WATERMARK_MARGIN_S = 1.0
 """A camera with no frame waiting gets a watermark this far before now: a frame's capture time is taken
@@ -102,7 +87,7 @@ class FrameLedger(SpoolingLedger):
             self.watchdog.start()
 
     def watch_writes(self) -> None:
-        """Spool what is held once a write has gone SPOOL_AFTER_S without an answer: a Postgres that hangs
+        """Spool what is held once a write has gone LEDGER_SPOOL_AFTER_S without an answer: a Postgres that hangs
         (a frozen host, a network cut) fails no write, and the spool, opened on a failure, never was;
         a node killed then lost every record since, with no count and no word (a review: 198 frames)."""
         tried_for: float | None = None  # the stalled write the spool was tried for: once each (a spool that
@@ -111,7 +96,7 @@ class FrameLedger(SpoolingLedger):
                 began = self.write_began
                 if began is None or began == tried_for or self.spool is not None:
                     continue
-                if time.monotonic() - began < SPOOL_AFTER_S:
+                if time.monotonic() - began < defaults.LEDGER_SPOOL_AFTER_S:
                     continue
                 tried_for = began
                 self._open_spool()
@@ -174,7 +159,7 @@ class FrameLedger(SpoolingLedger):
     def run(self) -> None:
         backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)  # a camera's 1 -> 30 s wrote the outage's records 31 s late
         while not self.stopped.is_set():
-            self.wake.wait(FLUSH_S)
+            self.wake.wait(defaults.LEDGER_FLUSH_S)
             self.wake.clear()
             if self.left_behind and not self.closing.is_set() and time.monotonic() >= self.adopt_after:
                 with self.lock:
@@ -182,10 +167,11 @@ class FrameLedger(SpoolingLedger):
                 if drained:  # every record held is written: the spool files left for want of room, their turn
                     self.adopt_spools()
             with self.lock:
-                batch = [self.buffer.popleft() for _ in range(min(BATCH_ROWS, len(self.buffer)))]
+                batch = [self.buffer.popleft() for _ in range(min(defaults.LEDGER_BATCH_ROWS, len(self.buffer)))]
                 self.in_flight = batch
                 closing = self.closing.is_set() and not batch and not self.buffer
-                idle = not batch and not closing and time.monotonic() - self.marks_written < IDLE_WATERMARK_S
+                since_marks_s = time.monotonic() - self.marks_written
+                idle = not batch and not closing and since_marks_s < defaults.LEDGER_IDLE_WATERMARK_S
                 marks = {} if idle else self._watermarks(batch, closing)
             if not batch and not marks:
                 if self.closing.is_set():
@@ -231,14 +217,14 @@ class FrameLedger(SpoolingLedger):
 
     def logged(self, frame_ids: Iterable[str]) -> dict[str, LoggedFrame] | None:
         """Of `frame_ids`, those the frames log holds, and whether each ended for good (FrameLog.logged),
-        or None when it cannot say (Postgres away; asked again only after FINISHED_RETRY_S: six cameras
+        or None when it cannot say (Postgres away; asked again only after LEDGER_FINISHED_RETRY_S: six cameras
         starting while it was away waited 3 s each in turn, the last 18 s)."""
         if time.monotonic() < self.unanswered_until:
             return None
         try:
             return self.connected_log().logged(frame_ids)
         except Exception as error:  # Postgres down, its schema missing: the caller reads it all
-            self.unanswered_until = time.monotonic() + FINISHED_RETRY_S
+            self.unanswered_until = time.monotonic() + defaults.LEDGER_FINISHED_RETRY_S
             log.debug("frames log: cannot say which frames are finished: %s", error)
             return None
 
@@ -247,7 +233,7 @@ class FrameLedger(SpoolingLedger):
         frames log could say. The latest of: the camera's latest frame in the frames log, its latest among
         the records this ledger holds to write (adopted from a spool: the frames of a node killed while
         Postgres was away, newer than any row), and how far the sighting pool has grouped it (a read dated
-        before that is never grouped). With Postgres away (asked again only after FINISHED_RETRY_S), the
+        before that is never grouped). With Postgres away (asked again only after LEDGER_FINISHED_RETRY_S), the
         records held are all there is. The records are read first: one written meanwhile is in the log."""
         from common.sighting_log import grouped_until
 
@@ -262,7 +248,7 @@ class FrameLedger(SpoolingLedger):
             with frame_log.pool.connection() as connection:
                 grouped_s = grouped_until(connection, camera_id)
         except Exception as error:  # Postgres down, its schema missing: the caller says so
-            self.unanswered_until = time.monotonic() + FINISHED_RETRY_S
+            self.unanswered_until = time.monotonic() + defaults.LEDGER_FINISHED_RETRY_S
             log.debug("frames log: cannot say when camera %s was last dated: %s", camera_id, error)
             return held_s, False
         return max(held_s, logged_s, grouped_s), True

@@ -65,7 +65,7 @@ def test_a_second_node_given_a_sampled_camera_refuses_to_start_until_the_first_h
 
 def test_a_node_whose_camera_another_node_claimed_meanwhile_stops(redis_url, tmp_path, monkeypatch, caplog):
     """Its claims lapsed (Redis away past their 30 s) and another node took the camera: two sampled it."""
-    monkeypatch.setattr("ingest.claims.RENEW_S", 0.2)
+    monkeypatch.setattr("common.defaults.CAMERA_CLAIM_RENEW_S", 0.2)
     ingest = node(redis_url, looping_folder(tmp_path))
     runner, result = start(ingest)
     connection = connect_redis(redis_url)
@@ -91,7 +91,7 @@ def test_a_node_started_while_redis_is_away_claims_its_cameras_once_it_answers(r
     """A node waits a Redis outage out (its cameras skip meanwhile): it claims its cameras when Redis is back."""
     from ingest.claims import CameraClaims
 
-    monkeypatch.setattr("ingest.claims.RENEW_S", 0.0)
+    monkeypatch.setattr("common.defaults.CAMERA_CLAIM_RENEW_S", 0.0)
     claims = CameraClaims(connect_redis(redis_server.url, timeout_s=1), "node-1", ["gate"])
     redis_server.stop()
     claims.claim()

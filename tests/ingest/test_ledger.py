@@ -15,7 +15,7 @@ from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import frame_key
 from common.jobs import FrameRef
 from common.metrics import Metrics
-from ingest.ledger import IDLE_WATERMARK_S, FrameLedger
+from ingest.ledger import FrameLedger
 from tests.helpers import wait_for
 
 
@@ -128,7 +128,7 @@ def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame
         ledger.sampled(footage.frame)
         ledger.add([footage])
         wait_for(lambda: FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
-        time.sleep(2 * IDLE_WATERMARK_S)
+        time.sleep(2 * defaults.LEDGER_IDLE_WATERMARK_S)
         assert watermark(pool) == footage.frame.captured_at_s  # not a moment ago: its next frame may be older
         ledger.ended("cam")
         wait_for(lambda: (watermark(pool) or 0) > time.time() - 60, 10, "the watermark a moment ago once it ended")
@@ -407,12 +407,11 @@ def postgres_processes(server) -> list[int]:  # type: ignore[no-untyped-def]
 def test_a_postgres_that_hangs_has_the_records_spooled_within_seconds(private_postgres, tmp_path):
     """A Postgres that stops answering (a frozen host, a network cut) fails no write: the spool, opened
     on a failure, never was, and a node killed then lost every record since, with no count and no word
-    (a review: 198 frames). A write unanswered for SPOOL_AFTER_S has what is held spooled."""
+    (a review: 198 frames). A write unanswered for LEDGER_SPOOL_AFTER_S has what is held spooled."""
     import os
     import signal
 
     from alpr.cli import main
-    from ingest.ledger import SPOOL_AFTER_S
 
     assert main(["db", "upgrade", "--database-url", private_postgres.url]) == 0
     pool = open_pool(private_postgres.url, wait_s=3)
@@ -433,7 +432,8 @@ def test_a_postgres_that_hangs_has_the_records_spooled_within_seconds(private_po
         ledger.add([record(index) for index in range(1, 4)])
         time.sleep(1.0)
         ledger.add([record(index) for index in range(4, 6)])
-        wait_for(lambda: sorted(spooled(spool)) == [1, 2, 3, 4, 5], SPOOL_AFTER_S + 10, "the records spooled")
+        within_s = defaults.LEDGER_SPOOL_AFTER_S + 10
+        wait_for(lambda: sorted(spooled(spool)) == [1, 2, 3, 4, 5], within_s, "the records spooled")
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
@@ -511,9 +511,7 @@ def test_a_stalled_write_whose_spool_cannot_be_written_is_tried_once_not_every_s
     and warning each time (a review: cameras held up to 1.4 s)."""
     import threading
 
-    from ingest import ledger as ledger_module
-
-    monkeypatch.setattr(ledger_module, "SPOOL_AFTER_S", 0.5)
+    monkeypatch.setattr(defaults, "LEDGER_SPOOL_AFTER_S", 0.5)
     release = threading.Event()
 
     def hanging() -> FrameLog:
@@ -887,7 +885,7 @@ def test_a_claimed_camera_has_its_watermark_before_its_first_frame_held_where_it
         ledger.hold("cam", now_s - 200)
         wait_for(lambda: watermark(pool) == now_s - 200, 10, "the watermark lowered")
         ledger.hold("cam", now_s - 50)
-        time.sleep(2 * IDLE_WATERMARK_S)
+        time.sleep(2 * defaults.LEDGER_IDLE_WATERMARK_S)
         assert watermark(pool) == now_s - 200
         ledger.ended("cam")
         wait_for(lambda: (watermark(pool) or 0) > time.time() - 60, 10, "the watermark a moment ago once it ended")
