@@ -11,8 +11,8 @@ reads. Each camera the node claimed has one from its start, whether it samples o
 node that stops takes its watermarks away (its cameras are sampled no more).
 
 The spool, which keeps the records held on disk while Postgres is away and adopts those of nodes gone,
-is the ledger's base class, in ingest/ledger_spool.py. Its tuning (LEDGER_CAPACITY, LEDGER_FLUSH_S,
-LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
+is the ledger's `spool` (ingest/ledger_spool.py), handed its buffer, batch in flight and lock. Its
+tuning (LEDGER_CAPACITY, LEDGER_FLUSH_S, LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from common.db import DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
-from ingest.ledger_spool import SpoolingLedger
+from ingest.ledger_spool import Spool
 from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ WATERMARK_MARGIN_S = 1.0
 a moment before the ledger hears of it."""
 
 
-class FrameLedger(SpoolingLedger):
+class FrameLedger:
     """Buffers frame records and writes them to the frames log from its own thread. With a spool folder,
     what it holds while Postgres is away is also appended to a file there (the node may be killed before
-    Postgres is back), and a ledger that starts writes the files of ledgers gone (see `adopt_spools`, in
+    Postgres is back), and a ledger that starts writes the files of ledgers gone (see `Spool.adopt`, in
     ingest/ledger_spool.py)."""
 
     def __init__(
@@ -53,7 +53,6 @@ class FrameLedger(SpoolingLedger):
         spool_dir: Path | None = None,
     ) -> None:  # fmt: skip
         self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
-        super().__init__(spool_dir)
         self.now = now  # the clock the node dates its frames by: a watermark is a capture time
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
@@ -66,7 +65,9 @@ class FrameLedger(SpoolingLedger):
         self.overflowing = False
         self.marks_written = 0.0
         self.in_flight: list[FrameRecord] = []
-        """The batch the thread is writing (taken from the buffer, not yet written nor put back)."""
+        """The batch the thread is writing (taken from the buffer, not yet written nor put back), changed
+        in place: the spool holds it too."""
+        self.spool = Spool(spool_dir, self.buffer, self.in_flight, self.lock, capacity)
         self.write_began: float | None = None
         """When (monotonic) the write in progress began; None between writes."""
         self.outstanding: dict[str, dict[str, float]] = {}
@@ -80,10 +81,10 @@ class FrameLedger(SpoolingLedger):
         self.watchdog = threading.Thread(target=self.watch_writes, name="frame-ledger-watchdog", daemon=True)
 
     def start(self) -> None:
-        self.remove_stale_parts()
-        self.adopt_spools()
+        self.spool.remove_stale_parts()
+        self.spool.adopt()
         self.thread.start()
-        if self.spool_dir is not None:
+        if self.spool.folder is not None:
             self.watchdog.start()
 
     def watch_writes(self) -> None:
@@ -94,13 +95,13 @@ class FrameLedger(SpoolingLedger):
         while not self.stopped.wait(1.0):  # cannot be written was tried every second, the buffer under the lock)
             with self.lock:
                 began = self.write_began
-                if began is None or began == tried_for or self.spool is not None:
+                if began is None or began == tried_for or self.spool.file is not None:
                     continue
                 if time.monotonic() - began < defaults.LEDGER_SPOOL_AFTER_S:
                     continue
                 tried_for = began
-                self._open_spool()
-                if self.spool is not None:
+                self.spool.open()
+                if self.spool.file is not None:
                     log.warning("frames log: a write unanswered for %.0f s (Postgres not answering?): records"
                                 " spooled until it is", time.monotonic() - began)  # fmt: skip
 
@@ -148,7 +149,7 @@ class FrameLedger(SpoolingLedger):
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])
-            self._spool_records(records[:room])
+            self.spool.append(records[:room])
             overflow = records[room:]
             self._settle(overflow)  # never written: they hold no watermark back
         self._count_unrecorded(overflow)
@@ -161,14 +162,15 @@ class FrameLedger(SpoolingLedger):
         while not self.stopped.is_set():
             self.wake.wait(defaults.LEDGER_FLUSH_S)
             self.wake.clear()
-            if self.left_behind and not self.closing.is_set() and time.monotonic() >= self.adopt_after:
+            spool = self.spool
+            if spool.left_behind and not self.closing.is_set() and time.monotonic() >= spool.adopt_after:
                 with self.lock:
                     drained = not self.buffer
                 if drained:  # every record held is written: the spool files left for want of room, their turn
-                    self.adopt_spools()
+                    self.spool.adopt()
             with self.lock:
                 batch = [self.buffer.popleft() for _ in range(min(defaults.LEDGER_BATCH_ROWS, len(self.buffer)))]
-                self.in_flight = batch
+                self.in_flight[:] = batch
                 closing = self.closing.is_set() and not batch and not self.buffer
                 since_marks_s = time.monotonic() - self.marks_written
                 idle = not batch and not closing and since_marks_s < defaults.LEDGER_IDLE_WATERMARK_S
@@ -191,9 +193,9 @@ class FrameLedger(SpoolingLedger):
                 with self.lock:
                     self.write_began = None
                     self._settle(batch)
-                    self.in_flight = []
-                    if (self.spool_path or self.adopted) and not self.buffer:
-                        self._close_spool(delete=True)  # every record of them written
+                    self.in_flight.clear()
+                    if (self.spool.file_path or self.spool.adopted) and not self.buffer:
+                        self.spool.close(delete=True)  # every record of them written
                 if closing:
                     return
                 if backoff.failures:
@@ -272,15 +274,15 @@ class FrameLedger(SpoolingLedger):
         to write twice (a review, seen once the retries came every 0.5 s)."""
         with self.lock:
             if self.stopped.is_set():
-                self.in_flight = []
+                self.in_flight.clear()
                 return
             self.write_began = None
             self.buffer.extendleft(reversed(batch))
-            self.in_flight = []
-            self._open_spool()
-            if self.spool is not None:
+            self.in_flight.clear()
+            self.spool.open()
+            if self.spool.file is not None:
                 with contextlib.suppress(OSError):
-                    os.fsync(self.spool.fileno())  # and a power cut
+                    os.fsync(self.spool.file.fileno())  # and a power cut
         delay = backoff.next_delay()
         if self.closing.is_set():  # close() bounds how long this goes on
             delay = min(delay, 1.0)
@@ -364,18 +366,19 @@ class FrameLedger(SpoolingLedger):
         with self.lock:  # the thread (a daemon) may finish a write after this: counted all the same
             left = [*self.in_flight, *self.buffer] if self.thread.is_alive() else list(self.buffer)
             spooled = False
-            if left and self.spool_dir is not None:
-                self._open_spool()  # (open already when Postgres failed a write: it holds them, and the
-                spooled = self.spool is not None  # adopted files' records, those files removed)
+            if left and self.spool.folder is not None:
+                self.spool.open()  # (open already when Postgres failed a write: it holds them, and the
+                spooled = self.spool.file is not None  # adopted files' records, those files removed)
                 if spooled:
-                    self._close_spool(delete=False)
+                    self.spool.close(delete=False)
         if spooled:
             log.warning("%d frame records could not be written to the frames log: kept in the spool folder %s,"
-                        " written by the next ingest node that starts with it", len(left), self.spool_dir)  # fmt: skip
+                        " written by the next ingest node that starts with it", len(left),
+                        self.spool.folder)  # fmt: skip
             return 0
         with self.lock:  # no spool could be made (a full disk): the adopted files stay, unlocked, for the next
-            on_disk = self._adopted_frame_ids()  # node; only what they do not hold is lost
-            self._let_go_adopted(remove=False)
+            on_disk = self.spool.adopted_frame_ids()  # node; only what they do not hold is lost
+            self.spool.let_go_adopted(remove=False)
         lost = [record for record in left if record.frame.frame_id not in on_disk]
         self._count_unrecorded(lost)
         if lost:

@@ -1,9 +1,10 @@
-"""The ingest node's ledger spool (`SpoolingLedger`, the base of ingest/ledger.py's FrameLedger): while
-Postgres is away, what the ledger holds is also appended to a spool file of its own in the spool folder, so
-that a node killed meanwhile (SIGKILL, a power cut) leaves its records on disk. A ledger that starts
-adopts the files of ledgers gone, no more records than its buffer has room for (a file that alone holds
-more is split), and adopts again once its buffer has drained. The files a ledger holds are locked: no
-other ledger takes them. The buffer, the writes to Postgres and the watermarks are ingest/ledger.py's."""
+"""The ingest node's ledger spool (`Spool`, held by ingest/ledger.py's FrameLedger): while Postgres is
+away, what the ledger holds is also appended to a spool file of its own in the spool folder, so that a
+node killed meanwhile (SIGKILL, a power cut) leaves its records on disk. A ledger that starts adopts the
+files of ledgers gone, no more records than its buffer has room for (a file that alone holds more is
+split), and adopts again once its buffer has drained. The files a ledger holds are locked: no other
+ledger takes them. The buffer, the writes to Postgres and the watermarks are ingest/ledger.py's: the
+spool is handed the ledger's buffer, its batch in flight and the lock that guards them."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ADOPT_AGAIN_S = 2.0
 """How often, at most, a ledger that left spool files for want of room adopts again once its buffer has
-drained (`adopt_spools`): each pass reads the files it tries."""
+drained (`adopt`): each pass reads the files it tries."""
 
 SPOOL_PATTERN = "ledger-*.jsonl"
 """The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
@@ -78,25 +79,35 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-class SpoolingLedger:
-    """The spool files of a FrameLedger (its base): its own spool, open from a failed write until its
-    buffer drains, and the files of ledgers gone it adopted. The ledger's lock, buffer, batch in flight and
-    capacity are FrameLedger's; a method said to run under the lock is called with `lock` held."""
+class Spool:
+    """The spool files of a FrameLedger: its own spool, open from a failed write until its buffer
+    drains, and the files of ledgers gone it adopted. The ledger's buffer, batch in flight, lock and
+    capacity are handed in, shared with the ledger; a method said to run under the lock is called with
+    `lock` held."""
 
-    capacity: int
-    """How many records the buffer holds at most (FrameLedger's)."""
-    lock: threading.Lock
-    """Guards the buffer, the batch in flight and the spool state (FrameLedger's)."""
-    buffer: deque[FrameRecord]
-    """The records waiting to be written, oldest first (FrameLedger's)."""
-    in_flight: list[FrameRecord]
-    """The batch the writer thread is writing (FrameLedger's)."""
-
-    def __init__(self, spool_dir: Path | None) -> None:
-        self.spool_dir = spool_dir
-        self.spool: TextIO | None = None
-        """This ledger's spool file, open (and locked) from the first failed write until the buffer drains."""
-        self.spool_path: Path | None = None
+    def __init__(
+        self,
+        folder: Path | None,
+        buffer: deque[FrameRecord],
+        in_flight: list[FrameRecord],
+        lock: threading.Lock,
+        capacity: int,
+    ) -> None:
+        self.folder = folder
+        """The spool folder (ALPR_LEDGER_SPOOL_DIR); None: nothing is spooled."""
+        self.buffer = buffer
+        """The records waiting to be written, oldest first (the ledger's)."""
+        self.in_flight = in_flight
+        """The batch the ledger's writer thread is writing (the ledger's, changed in place)."""
+        self.lock = lock
+        """Guards the buffer, the batch in flight and the spool state (the ledger's)."""
+        self.capacity = capacity
+        """How many records the buffer holds at most (the ledger's)."""
+        self.file: TextIO | None = None
+        """This ledger's own spool file, open (and locked) from the first failed write until the buffer
+        drains."""
+        self.file_path: Path | None = None
+        """Where `file` is (kept after it is closed at the stop, its records left there)."""
         self.adopted: dict[Path, int | None] = {}
         """Spool files whose records this ledger holds and its open spool does not: those of ledgers gone
         it adopted, and its own former spool once that held their records and could be appended to no
@@ -105,14 +116,14 @@ class SpoolingLedger:
         this ledger's spool holds them (`_release_adopted`), or counted unrecorded at the stop."""
         self.left_behind = False
         """Whether the last adoption left spool files for want of room: it adopts again once the buffer has
-        drained (`run`)."""
+        drained (FrameLedger.run)."""
         self.adopt_after = 0.0  # monotonic: adoption is not tried again before then
         self.spool_holds_adopted = False
         """Whether the open spool holds records of adopted files since removed: on disk nowhere else."""
         self.spool_failing = False
         """Whether the last spool write failed (warned once until one succeeds)."""
 
-    def adopt_spools(self) -> None:
+    def adopt(self) -> None:
         """The records ledgers gone left in the spool folder (killed while Postgres was away: their frames
         had no row, and no count as unrecorded), first in line: each frame once, and no more than the
         buffer has room for (`capacity`). A file a live ledger holds locked is its (its own spool, or one
@@ -120,7 +131,7 @@ class SpoolingLedger:
 
         Whole files are taken while their records fit in the room left; the first that does not is left
         on disk, unlocked, and no file after it is claimed: the ledger adopts again once its buffer has
-        drained (`run`, at most every ADOPT_AGAIN_S), and a node starting meanwhile takes what it has room
+        drained (FrameLedger.run, at most every ADOPT_AGAIN_S), and a node starting meanwhile takes what it has room
         for. Taking every file and counting what did not fit as unrecorded, their files removed, lost 13
         of 18 records with Postgres up (a review: nodes on a host share the folder, a power cut during an
         outage kills them all, and the first to restart took every file, the second found none).
@@ -147,14 +158,14 @@ class SpoolingLedger:
         the buffer are let go, left on disk, where their records no longer fit: the buffer never holds
         more than `capacity`."""
         self.adopt_after = time.monotonic() + ADOPT_AGAIN_S
-        if self.spool_dir is None or not self.spool_dir.is_dir():
+        if self.folder is None or not self.folder.is_dir():
             return
         with self.lock:
             seen = {record.frame.frame_id for record in (*self.in_flight, *self.buffer)}
             room = max(0, self.capacity - len(self.buffer))
         read: list[tuple[Path, int | None, list[FrameRecord], str]] = []  # (file, its claim, records, note)
         left_behind = False
-        for path in sorted(self.spool_dir.glob(SPOOL_PATTERN)):
+        for path in sorted(self.folder.glob(SPOOL_PATTERN)):
             room_left = room - sum(len(records) for _, _, records, _ in read)
             if room_left <= 0:
                 left_behind = True
@@ -185,7 +196,7 @@ class SpoolingLedger:
         self.left_behind = left_behind
         if left_behind:
             log.info("frames log: spool files in %s left for when this node's buffer has room (or another"
-                     " node's)", self.spool_dir)  # fmt: skip
+                     " node's)", self.folder)  # fmt: skip
 
     def _take(self, read: list[tuple[Path, int | None, list[FrameRecord], str]]) -> bool:
         """Adopt the files read (each with its claim, its records to take and a note for the log), in turn
@@ -207,8 +218,8 @@ class SpoolingLedger:
                 log.warning("frames log: %d frame records a stopped ingest node left in %s are written now%s",
                             len(records), path, f" ({note})" if note else "")  # fmt: skip
             self.buffer.extendleft(reversed(taken))
-            if self.spool is not None and self.adopted:  # (a ledger spooling already: its spool takes them)
-                self._spool_records(taken)
+            if self.file is not None and self.adopted:  # (a ledger spooling already: its spool takes them)
+                self.append(taken)
                 self._release_adopted()
         return every_one
 
@@ -237,17 +248,17 @@ class SpoolingLedger:
         ledger has room for: `first` to a new file held locked (its path and claim are returned), every
         other record of `every` to a second new file left unlocked for later, both synced, and the folder;
         then `path` is removed (still locked) and let go. None when the files cannot be written (a full
-        disk): what was made of them is removed, and `path` left whole, unlocked. See `adopt_spools`."""
-        assert self.spool_dir is not None
+        disk): what was made of them is removed, and `path` left whole, unlocked. See `adopt`."""
+        assert self.folder is not None
         firsts = {record.frame.frame_id for record in first}
         rest = [record for record in every if record.frame.frame_id not in firsts]
         made: list[Path] = []
         try:
-            kept, claim = self._write_spool_file(self.spool_dir, first, keep_locked=True)
+            kept, claim = self._write_spool_file(self.folder, first, keep_locked=True)
             made.append(kept)
             if rest:
-                made.append(self._write_spool_file(self.spool_dir, rest, keep_locked=False)[0])
-            sync_folder(self.spool_dir)
+                made.append(self._write_spool_file(self.folder, rest, keep_locked=False)[0])
+            sync_folder(self.folder)
             path.unlink()  # (the made files hold every record now: from here on they stay)
         except OSError as error:
             log.warning("frames log: %s holds more records than this node has room for and cannot be split"
@@ -261,7 +272,7 @@ class SpoolingLedger:
             os.close(descriptor)
             return None
         with contextlib.suppress(OSError):  # (a power cut undoing the removal leaves repeats, no loss)
-            sync_folder(self.spool_dir)
+            sync_folder(self.folder)
         os.close(descriptor)
         return kept, claim
 
@@ -307,10 +318,10 @@ class SpoolingLedger:
         files (`_claim`: a link is not followed, nor removed); a part a live ledger holds locked (writing
         it) is left alone: one it has made but not locked yet, removed, fails its split, the file to split
         left whole."""
-        if self.spool_dir is None or not self.spool_dir.is_dir():
+        if self.folder is None or not self.folder.is_dir():
             return
         removed = 0
-        for path in sorted(self.spool_dir.glob(f"{SPLIT_PART_PREFIX}*{SPLIT_PART_SUFFIX}")):
+        for path in sorted(self.folder.glob(f"{SPLIT_PART_PREFIX}*{SPLIT_PART_SUFFIX}")):
             descriptor = self._claim(path)
             if descriptor is None:
                 continue
@@ -323,7 +334,7 @@ class SpoolingLedger:
                 os.close(descriptor)
         if removed:
             log.info("frames log: %d files a split cut short left in %s removed (their records are in the"
-                     " spool files)", removed, self.spool_dir)  # fmt: skip
+                     " spool files)", removed, self.folder)  # fmt: skip
 
     def _claim(self, path: Path) -> int | None:
         """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
@@ -358,23 +369,23 @@ class SpoolingLedger:
         and lose the file), then the adopted files are removed, and only then unlocked (a ledger that
         locks one after finds it gone: `_claim`). A kill between leaves records twice, never nowhere.
         Under the lock."""
-        if self.spool is None or self.spool_dir is None or not self.adopted:
+        if self.file is None or self.folder is None or not self.adopted:
             return
         try:
-            self.spool.flush()
-            os.fsync(self.spool.fileno())
-            sync_folder(self.spool_dir)
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            sync_folder(self.folder)
         except OSError as error:
             if not self.spool_failing:
                 log.warning("frames log spool %s cannot be synced (%s): records held in memory only, and in the"
-                            " files adopted", self.spool_path, error)  # fmt: skip
+                            " files adopted", self.file_path, error)  # fmt: skip
             self.spool_failing = True
             self._drop_spool()  # the adopted files stay: their records are on disk there
             return
-        self._let_go_adopted(remove=True)
+        self.let_go_adopted(remove=True)
         self.spool_holds_adopted = True
 
-    def _let_go_adopted(self, remove: bool) -> None:
+    def let_go_adopted(self, remove: bool) -> None:
         """Unlock the adopted files, with `remove` removed first (while locked). Under the lock."""
         for path, descriptor in self.adopted.items():
             if remove:
@@ -385,32 +396,32 @@ class SpoolingLedger:
                     os.close(descriptor)
         self.adopted = {}
 
-    def _spool_records(self, records: list[FrameRecord]) -> None:
+    def append(self, records: list[FrameRecord]) -> None:
         """Append records to the spool file (flushed: a kill of the process leaves them). A spool file
         removed meanwhile (its folder deleted) is made anew with every record held: they were appended to
         a file no one would read, and the node said at its stop that they were kept (a review). Under the lock."""
-        if self.spool is None or not records:
+        if self.file is None or not records:
             return
         if self._spool_gone():
-            self._open_spool()  # anew, with every record held, these among them
+            self.open()  # anew, with every record held, these among them
             return
         try:
-            self.spool.write("".join(record_line(r) for r in records))
-            self.spool.flush()
+            self.file.write("".join(record_line(r) for r in records))
+            self.file.flush()
             self.spool_failing = False
         except OSError as error:
             if not self.spool_failing:
-                log.warning("frames log spool %s: %s: records held in memory only", self.spool_path, error)
+                log.warning("frames log spool %s: %s: records held in memory only", self.file_path, error)
             self.spool_failing = True
             self._drop_spool()  # its records are all held in memory: a partial file left was adopted by the
             # next node, which wrote rows for frames this one counted unrecorded (a review: 19 counted twice)
 
     def _spool_gone(self) -> bool:
         """Whether the open spool file is no longer at its path (removed, or its folder). Under the lock."""
-        if self.spool is None or self.spool_path is None:
+        if self.file is None or self.file_path is None:
             return False
         try:
-            opened, named = os.fstat(self.spool.fileno()), os.stat(self.spool_path, follow_symlinks=False)
+            opened, named = os.fstat(self.file.fileno()), os.stat(self.file_path, follow_symlinks=False)
         except OSError:
             return True
         return opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino)
@@ -421,7 +432,7 @@ class SpoolingLedger:
         (`spool_holds_adopted`) is kept, locked, among the adopted files: those records are on disk
         nowhere else, and a node killed after would lose them with no count; it goes as they do (written,
         spooled anew, or counted unrecorded at the stop). Under the lock."""
-        path, spool = self.spool_path, self.spool
+        path, spool = self.file_path, self.file
         keep = path is not None and spool is not None and self.spool_holds_adopted and not self._spool_gone()
         if keep and path is not None and spool is not None:
             claim: int | None = None
@@ -431,36 +442,36 @@ class SpoolingLedger:
         if spool is not None:
             with contextlib.suppress(OSError):
                 spool.close()
-            self.spool = None
+            self.file = None
         if path is not None and not keep:
             with contextlib.suppress(OSError):
                 path.unlink()
-        self.spool_path = None
+        self.file_path = None
         self.spool_holds_adopted = False
 
-    def _open_spool(self) -> None:
+    def open(self) -> None:
         """Postgres failed a write: spool what the buffer holds and, until it drains, what comes. Under the lock."""
-        if self.spool_dir is None:
+        if self.folder is None:
             return
-        if self.spool is not None:
+        if self.file is not None:
             if not self._spool_gone():
                 return
-            log.warning("frames log spool %s was removed: spooling anew", self.spool_path)
+            log.warning("frames log spool %s was removed: spooling anew", self.file_path)
             self._drop_spool()
         try:
-            make_private_folders(self.spool_dir)
-            self.spool_path, descriptor = self._new_spool_file(self.spool_dir)
-            self.spool = os.fdopen(descriptor, "a", encoding="utf-8")
-            fcntl.flock(self.spool, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            make_private_folders(self.folder)
+            self.file_path, descriptor = self._new_spool_file(self.folder)
+            self.file = os.fdopen(descriptor, "a", encoding="utf-8")
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if not self.spool_failing:
                 log.warning("frames log spool in %s cannot be written (%s): records held in memory only",
-                            self.spool_dir, error)  # fmt: skip
+                            self.folder, error)  # fmt: skip
             self.spool_failing = True
             self._drop_spool()
             return
         self.spool_holds_adopted = False  # (until `_release_adopted`)
-        self._spool_records([*self.in_flight, *self.buffer])
+        self.append([*self.in_flight, *self.buffer])
         self._release_adopted()  # they were copied in: were the files left, each kill in turn doubled them
 
     @staticmethod
@@ -477,21 +488,21 @@ class SpoolingLedger:
             except FileExistsError:
                 stamp += 1
 
-    def _close_spool(self, delete: bool) -> None:
+    def close(self, delete: bool) -> None:
         """Close the spool file; with `delete`, every record of it and of the adopted files is written:
         they are removed, each before it is unlocked. Under the lock."""
-        if delete and self.spool_path is not None:
+        if delete and self.file_path is not None:
             with contextlib.suppress(OSError):
-                self.spool_path.unlink()
-        if self.spool is not None:
+                self.file_path.unlink()
+        if self.file is not None:
             with contextlib.suppress(OSError):
-                self.spool.close()
-            self.spool = None
+                self.file.close()
+            self.file = None
         if delete:
-            self.spool_path = None
-            self._let_go_adopted(remove=True)
+            self.file_path = None
+            self.let_go_adopted(remove=True)
 
-    def _adopted_frame_ids(self) -> set[str]:
+    def adopted_frame_ids(self) -> set[str]:
         """The frames whose records the adopted files hold, read back from disk. A stop that could make no
         spool (a full disk) counted every record held unrecorded and removed the adopted files, though their
         records were safely on disk for the next node (a review: 60 counted and deleted, 10 lost). Read

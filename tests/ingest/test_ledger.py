@@ -522,8 +522,8 @@ def test_a_stalled_write_whose_spool_cannot_be_written_is_tried_once_not_every_s
     blocked.write_text("")  # the spool folder cannot be made here
     ledger = FrameLedger(hanging, Metrics(), capacity=100, spool_dir=blocked)
     tries = []
-    open_spool = ledger._open_spool
-    monkeypatch.setattr(ledger, "_open_spool", lambda: tries.append(1) or open_spool())
+    open_spool = ledger.spool.open
+    monkeypatch.setattr(ledger.spool, "open", lambda: tries.append(1) or open_spool())
     ledger.start()
     ledger.add([record(index) for index in range(3)])
     time.sleep(4.0)
@@ -551,7 +551,7 @@ ledger.add([record(index) for index in range(first, first + 5)])
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline:  # a failed write: the spool opens with every record held
     with ledger.lock:  # (opened and written under it)
-        if ledger.spool is not None:
+        if ledger.spool.file is not None:
             break
     time.sleep(0.05)
 print("ready", flush=True)
@@ -620,17 +620,17 @@ def test_a_node_adopts_each_frame_once_and_no_more_than_its_capacity(postgres_ur
     (spool / "ledger-2-2.jsonl").write_text("".join(record_line(record(index)) for index in range(3, 9)))
     metrics = Metrics()
     ledger = FrameLedger(unreachable_log, metrics, capacity=5, spool_dir=spool)
-    ledger.adopt_spools()
+    ledger.spool.adopt()
     assert [r.frame.frame_index for r in ledger.buffer] == [0, 1, 2, 3, 4]
     assert not metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"})
     assert ledger.unrecorded_counts() == {}
     assert not (spool / "ledger-1-1.jsonl").exists()  # split: its first 5 held, locked; the 6th left alone
     assert sorted(spooled(spool)) == [0, 1, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8] and not list(spool.glob(".*"))
     other = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
-    other.adopt_spools()  # a node starting meanwhile takes what this one left, not what it holds
+    other.spool.adopt()  # a node starting meanwhile takes what this one left, not what it holds
     assert sorted(r.frame.frame_index for r in other.buffer) == [3, 4, 5, 6, 7, 8]
     with other.lock:
-        other._let_go_adopted(remove=False)
+        other.spool.let_go_adopted(remove=False)
     assert ledger.close(1) == 0  # kept in the spool for the next node
     assert written_by_a_node(postgres_url, spool) == list(range(9))
 
@@ -676,7 +676,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     unlocked, for the next node."""
     import errno
 
-    from ingest.ledger_spool import record_line
+    from ingest.ledger_spool import Spool, record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -685,7 +685,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     def full_disk(folder):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(FrameLedger, "_new_spool_file", staticmethod(full_disk))
+    monkeypatch.setattr(Spool, "_new_spool_file", staticmethod(full_disk))
     metrics = Metrics()
     ledger = FrameLedger(unreachable_log, metrics, capacity=1000, spool_dir=spool)
     ledger.start()
@@ -698,7 +698,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     assert metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"}) == 10
     assert sorted(spooled(spool)) == list(range(50))
     other = FrameLedger(unreachable_log, Metrics(), capacity=1000, spool_dir=spool)
-    other.adopt_spools()  # let go: the next node takes it
+    other.spool.adopt()  # let go: the next node takes it
     assert len(other.buffer) == 50
 
 
@@ -713,13 +713,13 @@ def test_a_spool_file_one_node_adopted_is_not_adopted_by_another(tmp_path):
     (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(3)))
     first = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
     second = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
-    first.adopt_spools()
-    second.adopt_spools()
+    first.spool.adopt()
+    second.spool.adopt()
     assert len(first.buffer) == 3 and len(second.buffer) == 0
     with first.lock:
-        first._open_spool()  # a failed write: its own spool holds them, the adopted file goes
+        first.spool.open()  # a failed write: its own spool holds them, the adopted file goes
     assert sorted(spooled(spool)) == [0, 1, 2] and not (spool / "ledger-1-1.jsonl").exists()
-    second.adopt_spools()
+    second.spool.adopt()
     assert len(second.buffer) == 0
     assert first.close(1) == 0 and sorted(spooled(spool)) == [0, 1, 2]
 
@@ -755,15 +755,15 @@ def test_a_spool_holding_adopted_records_that_cannot_be_appended_to_is_kept(tmp_
     spool.mkdir(mode=0o700)
     (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(3)))
     ledger = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
-    ledger.adopt_spools()
+    ledger.spool.adopt()
     with ledger.lock:
-        ledger._open_spool()  # a failed write
-        assert ledger.spool is not None
-        ledger.spool = FullDisk(ledger.spool)  # type: ignore[assignment]
+        ledger.spool.open()  # a failed write
+        assert ledger.spool.file is not None
+        ledger.spool.file = FullDisk(ledger.spool.file)  # type: ignore[assignment]
     ledger.add([record(9)])  # cannot be appended: held in memory
-    assert ledger.spool is None and sorted(spooled(spool)) == [0, 1, 2]  # on disk still, for a node killed now
+    assert ledger.spool.file is None and sorted(spooled(spool)) == [0, 1, 2]  # on disk still, for a node killed now
     other = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool)
-    other.adopt_spools()
+    other.spool.adopt()
     assert len(other.buffer) == 0  # claimed still
     assert ledger.close(1) == 0  # spooled anew, every record held
     assert sorted(spooled(spool)) == [0, 1, 2, 9] and len(list(spool.glob("ledger-*.jsonl"))) == 1
