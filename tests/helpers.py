@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -249,6 +249,29 @@ def without(needs: Mapping[str, tuple[str, ...]], table: str, right: str) -> dic
     """`needs` less one right."""
     assert right in needs[table]
     return {name: tuple(r for r in rights if (name, r) != (table, right)) for name, rights in needs.items()}
+
+
+def refused_at_start(
+    postgres_url: str,
+    capsys: Any,
+    who: str,
+    needs: Mapping[str, tuple[str, ...]],
+    missing: tuple[str, str],
+    argv: list[str],
+) -> str:
+    """Run `alpr ARGV --database-url URL` as a role given `needs` less the `missing` (table, right): it must
+    exit 2 with one line naming `who`, the role, the right and the mend; that line."""
+    from alpr.cli import main
+
+    table, right = missing
+    with role_with_rights(postgres_url, without(needs, table, right)) as (role, url):
+        assert main([*argv, "--database-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"alpr: error: the {who}: Postgres role {role} may not {right} {table}: log in as the workers'"
+    ), line
+    assert f"`alpr db upgrade --grant {role}`" in line
+    return line
 
 
 @contextmanager

@@ -729,15 +729,12 @@ def test_an_alert_worker_whose_role_has_exactly_its_rights_retries_and_delivers(
 def test_an_alert_worker_whose_role_lacks_a_right_stops_at_start_naming_it(setup, postgres_url, redis_url, capsys):
     """It started, then failed every claim (each job a traceback): the alerts stayed pending for ever."""
     from common import db_rights
-    from tests.helpers import role_with_rights, without
+    from tests.helpers import refused_at_start
 
     setup("http://127.0.0.1:9/x")
     raise_alert(postgres_url, redis_url, ["ops"])
-    lacking = without(db_rights.ALERT_WORKER_RIGHTS, "alert_deliveries", "UPDATE")
-    with role_with_rights(postgres_url, lacking) as (role, url):
-        assert main(["worker", "alert", "--burst", "--database-url", url]) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(
-        f"alpr: error: the alert worker: Postgres role {role} may not UPDATE alert_deliveries: log in as the workers'"
-    ), line
+    refused_at_start(
+        postgres_url, capsys, "alert worker", db_rights.ALERT_WORKER_RIGHTS, ("alert_deliveries", "UPDATE"),
+        ["worker", "alert", "--burst"],
+    )  # fmt: skip
     assert stage_queue(connect_redis(redis_url), "alert").count == 1  # its job left for a worker that can

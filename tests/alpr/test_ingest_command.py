@@ -132,16 +132,12 @@ def test_a_node_whose_role_lacks_a_right_stops_at_start_naming_it(postgres_url, 
     for ever) or, for the watermark's deletion, at its end; the asks before sampling took the refusal for
     an outage. Now one line, as the workers say it, before anything is sampled."""
     from common.db_rights import INGEST_NODE_RIGHTS
-    from tests.helpers import role_with_rights, without
+    from tests.helpers import refused_at_start
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     cameras = one_image_camera(tmp_path)
-    lacking = without(INGEST_NODE_RIGHTS, "camera_watermarks", "DELETE")
-    with role_with_rights(postgres_url, lacking) as (role, url):
-        assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", url]) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(
-        f"alpr: error: the ingest node: Postgres role {role} may not DELETE camera_watermarks: log in as the workers'"
-    ), line
-    assert f"`alpr db upgrade --grant {role}`" in line
+    refused_at_start(
+        postgres_url, capsys, "ingest node", INGEST_NODE_RIGHTS, ("camera_watermarks", "DELETE"),
+        ["ingest", "--cameras", str(cameras), "--redis-url", redis_url],
+    )  # fmt: skip
     assert stage_queue(connect_redis(redis_url), "detect").count == 0 and not spooled(tmp_path)  # nothing sampled

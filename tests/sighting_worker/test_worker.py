@@ -893,17 +893,14 @@ def test_a_sighting_worker_whose_role_has_exactly_its_rights_groups_and_alerts(c
 def test_a_sighting_worker_whose_role_lacks_a_right_stops_at_start_naming_it(chain, redis_url, postgres_url, capsys):
     """It started, then failed every camera's grouping each round, a WARNING each: no sighting, no alert."""
     from common import db_rights
-    from tests.helpers import role_with_rights, without
+    from tests.helpers import refused_at_start
 
     pool, _ = chain
     log_frames(pool, passes(time.time() - 30))
-    lacking = without(db_rights.SIGHTING_WORKER_RIGHTS, "sightings", "INSERT")
-    with role_with_rights(postgres_url, lacking) as (role, url):
-        assert main(["worker", "sight", "--burst", "--database-url", url]) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(
-        f"alpr: error: the sighting worker: Postgres role {role} may not INSERT sightings: log in as the workers'"
-    ), line
+    refused_at_start(
+        postgres_url, capsys, "sighting worker", db_rights.SIGHTING_WORKER_RIGHTS, ("sightings", "INSERT"),
+        ["worker", "sight", "--burst"],
+    )  # fmt: skip
     assert table(pool, "SELECT 1 FROM sighting_cursors WHERE grouped_until_s > 0") == []  # nothing taken
 
 
