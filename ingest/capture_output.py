@@ -139,12 +139,6 @@ def without_cut_word(line: bytes) -> bytes:
     return line[:start] if b":" in line[start:] else line
 
 
-def scrubbed(line: str, secrets: list[tuple[str, str]]) -> str:
-    """`line` with each of `secrets` replaced, any URL's credentials masked and control characters written
-    out."""
-    return Scrubber(secrets).line(line.encode("utf-8", "surrogateescape"))
-
-
 def node_stderr() -> int | None:
     """The node's stderr as a file descriptor, None where it has none (started with it closed: its
     descriptor 2 may be any file the node opened since)."""

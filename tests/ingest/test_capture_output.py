@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import InputError
-from ingest.capture_output import MAX_FFMPEG_LOG_LEVEL, MAX_LINE_BYTES, ffmpeg_log_level, scrubbed, source_secrets
+from ingest.capture_output import MAX_FFMPEG_LOG_LEVEL, MAX_LINE_BYTES, Scrubber, ffmpeg_log_level, source_secrets
 from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from tests.ingest.helpers import snapshot_camera
@@ -69,7 +69,7 @@ URI = f"rtsp://admin:Pa%3dss@10.0.0.5:554/{TOKEN}?channel=1"
      ("HTTP error 401 Unauthorized", "HTTP error 401 Unauthorized")],
 )  # fmt: skip
 def test_a_line_shows_nothing_of_its_cameras_url_but_where_it_is(line, shown):
-    assert scrubbed(line, source_secrets(URI)) == shown
+    assert Scrubber(source_secrets(URI)).line(line.encode("utf-8", "surrogateescape")) == shown
 
 
 @pytest.mark.parametrize(
