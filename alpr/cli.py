@@ -160,16 +160,41 @@ class MaskingParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `alpr` parser: its own flags, then each subcommand's, in the order `alpr --help` lists them."""
     parser = MaskingParser(prog="alpr", description="Licence-plate recognition: detect, read, redact, log.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_setup_parser(sub)
+    _add_demo_clip_parser(sub)
+    _add_run_parser(sub)
+    _add_eval_parser(sub)
+    _add_ingest_parser(sub)
+    _add_worker_parser(sub)
+    _add_db_parser(sub)
+    _add_status_parser(sub)
+    _add_replay_parser(sub)
+    _add_calibrate_parser(sub)
+    _add_train_ocr_parser(sub)
+    add_watchlist_parser(sub)
+    add_search_parser(sub)
+    _add_export_parser(sub)
+    return parser
 
+
+def _add_setup_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr setup`."""
     setup = sub.add_parser("setup", help="put the detector weights in place and export them to ONNX")
     setup.add_argument("--model-dir", type=Path)
 
+
+def _add_demo_clip_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr demo-clip [OUTPUT]`."""
     clip = sub.add_parser("demo-clip", help="write a synthetic traffic clip with known plates")
     clip.add_argument("output", nargs="?", type=Path, default=DEMO_CLIP)
 
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr run SOURCE`: the standalone pipeline."""
     run = sub.add_parser("run", help="detect, read and redact plates in a video, image folder or stream URL")
     run.add_argument("source", nargs="?", help="video file, image folder or rtsp/http URL")
     run.add_argument(
@@ -189,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_flags(run)
     _add_log_flags(run)
 
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr eval DATASET`."""
     evaluate = sub.add_parser("eval", help="accuracy and speed on photographs with ground truth")
     evaluate.add_argument(
         "dataset", type=Path, help="folder in OpenALPR benchmark layout, or above such folders (each below is read)"
@@ -209,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_engine_flags(evaluate)
 
+
+def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr ingest --cameras FILE`: an ingest node of the chain."""
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
     ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
     ingest.add_argument(  # at most a year: 1e300 overflowed the wait (a traceback)
@@ -220,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chain_flags(ingest)
     ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
 
+
+def _add_worker_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr worker STAGE`: a worker of the chain."""
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
     worker.add_argument("stage", choices=("detect", "ocr", "redact", "sight", "alert"))
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -228,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_chain_flags(worker)
     worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
 
-    _add_db_parser(sub)
 
+def _add_status_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr status`."""
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument(
         "--interval", type=_positive_at_most(MAX_STATUS_INTERVAL_S), default=2.0,
@@ -238,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
 
+
+def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr replay`."""
     replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
     replay.add_argument(
         "--stage", choices=("detect", "ocr", "redact", "alert"),
@@ -251,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--redis-url")
     replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
 
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr calibrate DATASET...`."""
     calibrate = sub.add_parser("calibrate", help="fit the OCR confidence to photographs with ground truth")
     calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")
     calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
@@ -266,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_engine_flags(calibrate)
 
+
+def _add_train_ocr_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr train-ocr`."""
     train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")
     train_ocr.add_argument("--epochs", type=int, default=25, help="25: the shipped model (about 16 min on 2 cores)")
     train_ocr.add_argument("--seed", type=int, default=1, help="1: the shipped model (its card says why not 0)")
@@ -285,16 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
     )  # fmt: skip
 
-    add_watchlist_parser(sub)
-    add_search_parser(sub)
 
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr export --csv FILE`."""
     export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV (recorded)")
     export.add_argument("--csv", type=Path, required=True, dest="csv_path")
     export.add_argument("--sightings", action="store_true", help="one row per vehicle pass instead of per read")
     add_reason_flags(export, "why the log leaves (a case number, a hand-over): recorded")
     export.add_argument("--by", dest="exported_by", help="who exports (default: the login name)")
     _add_log_flags(export)
-    return parser
 
 
 def _add_db_parser(sub: argparse._SubParsersAction) -> None:
