@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
-    """`alpr db upgrade` or `alpr db prune` (alpr/cli.py gives each its own flags)."""
+    """`alpr db upgrade` or `alpr db prune` (alpr/arguments.py gives each its own flags)."""
     from common.db import grant_to, open_pool, upgrade
     from common.pruner_role import grant_pruner
 

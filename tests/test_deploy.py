@@ -28,7 +28,7 @@ import redis
 import yaml
 from prometheus_client import generate_latest
 
-from alpr.cli import build_parser
+from alpr.arguments import build_parser
 from common import defaults
 from common.config import Settings
 from common.metrics import Metrics

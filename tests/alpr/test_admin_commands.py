@@ -1,4 +1,4 @@
-"""`alpr db` and `alpr replay` as the operator types them (alpr/cli.py, alpr/admin_commands.py): each
+"""`alpr db` and `alpr replay` as the operator types them (alpr/arguments.py, alpr/admin_commands.py): each
 action takes its own flags, and a flag that does not apply is refused rather than ignored."""
 
 from __future__ import annotations

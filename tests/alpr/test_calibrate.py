@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import alpr.calibrate as calibrate_module
-from alpr.cli import build_parser
+from alpr.arguments import build_parser
 from common.config import Settings
 from common.errors import InputError
 from ocr_worker.calibration import FEATURES, FORMAT_WEIGHTS, load_calibrations

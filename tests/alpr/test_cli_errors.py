@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from alpr.cli import build_parser, main
+from alpr.arguments import build_parser
+from alpr.cli import main
 
 
 def test_a_stream_url_that_cannot_be_parsed_is_one_line_with_its_password_masked(capsys):

@@ -167,7 +167,7 @@ def test_eval_refuses_a_scale_that_no_camera_of_less_resolution_has(capsys):
         with pytest.raises(SystemExit):
             main(["eval", "anywhere", "--scale", bad])
         assert "--scale" in capsys.readouterr().err
-    from alpr.cli import build_parser
+    from alpr.arguments import build_parser
 
     assert build_parser().parse_args(["eval", "anywhere", "--scale", "0.5"]).scale == 0.5
 

@@ -112,7 +112,7 @@ def test_real_crops_are_degraded_as_far_and_poor_cameras_do_reproducibly():
 
 
 def test_the_command_trains_on_four_fifths_unless_told_which_folds():
-    from alpr.cli import build_parser
+    from alpr.arguments import build_parser
 
     assert build_parser().parse_args(["train-ocr"]).folds == frozenset({1, 2, 3, 4})
     default = build_parser().parse_args(["train-ocr"])

@@ -127,7 +127,7 @@ def test_fp16_is_taken_for_the_torch_backend_on_cuda_and_a_flag_is_named_as_type
     assert Settings.load(environ).detector_half is True and Settings.load({}).detector_half is False
     with pytest.raises(ConfigError, match="invalid settings: --half: FP16 runs the torch backend on a CUDA device"):
         Settings.load({}, flag_names={"detector_half": "--half"}, detector_half=True)
-    from alpr.cli import build_parser
+    from alpr.arguments import build_parser
 
     assert build_parser().parse_args(["run", "--half", "clip.mp4"]).detector_half is True
     assert build_parser().parse_args(["run", "clip.mp4"]).detector_half is None  # ALPR_DETECTOR_HALF stands

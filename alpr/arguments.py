@@ -1,0 +1,397 @@
+"""The `alpr` command line: each subcommand and its flags (`build_parser`, a table of contents of one
+builder a subcommand; `alpr watchlist` and `alpr search` build theirs in their own modules), and the
+argument types that check a value as it is read, so a bad one ends in a usage line naming the flag, never
+a traceback. Its error messages have URL credentials masked (MaskingParser). alpr/cli.py runs what it
+parsed."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from alpr.folds import parse_folds
+from alpr.private_values import add_reason_flags
+from alpr.search_command import add_search_parser
+from alpr.watchlist_command import add_watchlist_parser
+from common import defaults
+from common.credentials import mask_url
+from common.jobs import MAX_COORDINATE
+
+if TYPE_CHECKING:
+    from alpr.calibrate import UnseenReads
+
+DEMO_CLIP = Path("demo/clip.mp4")
+"""Where `alpr demo-clip` writes by default."""
+
+
+def _folds(text: str) -> frozenset[int]:
+    """`--folds 2,3,4`: a set of fold numbers."""
+    try:
+        return parse_folds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _scale(text: str) -> float:
+    """`--scale 0.5`: a factor in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1] (a camera of less resolution), got {text}")
+    return value
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    """`--scales 1,0.5,0.35`: factors in (0, 1], 1 among them."""
+    scales = tuple(_scale(part) for part in text.split(","))
+    if 1.0 not in scales:
+        raise argparse.ArgumentTypeError(f"the scales must include 1 (the images at their own size), got {text}")
+    return tuple(sorted(set(scales), reverse=True))
+
+
+MAX_STATUS_INTERVAL_S = 24 * 3600.0
+"""`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
+
+MAX_REPLAY_AGE_H = 10 * 365.25 * 24
+"""`alpr replay --max-age-h`: at most ten years (1e8 hours overflowed Postgres's interval: a traceback)."""
+
+
+def _positive_at_most(maximum: float, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number above 0 (or 0 itself, with `zero`) and at most `maximum` (`--interval
+    0` divided by zero, a negative one asked to sleep back, a huge one overflowed a sleep or a database
+    interval)."""
+
+    def positive(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
+        if zero and value == 0:
+            return 0.0
+        if not (value > 0 and math.isfinite(value)):
+            either = "0 or " if zero else ""
+            raise argparse.ArgumentTypeError(f"must be {either}a number above 0, got {mask_url(text)[:40]!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {mask_url(text)[:40]!r}")
+        return value
+
+    return positive
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (`--max-jobs 0` ran one job a worker, endlessly
+    starting a new worker after each; a negative one ran one job)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {mask_url(text)[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {mask_url(text)[:40]!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _device(text: str) -> str:
+    """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
+    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
+        raise argparse.ArgumentTypeError(f"cpu, cuda or cuda:N, not {mask_url(text)[:40]!r}")
+    return text
+
+
+YEAR_S = 365.25 * 24 * 3600
+"""The longest `alpr ingest --max-seconds` or `--linger` (a larger wait overflowed the thread's wait)."""
+
+
+def _non_negative_at_most(maximum: float) -> Callable[[str], float]:
+    """An argparse type: 0, or a number above 0 and at most `maximum`."""
+    return _positive_at_most(maximum, zero=True)
+
+
+def _unseen_reads(text: str) -> UnseenReads:
+    """`--unseen-reads FILE:FOLDS` (alpr.calibrate.UnseenReads)."""
+    from alpr.calibrate import UnseenReads
+
+    try:
+        return UnseenReads.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_roi(text: str) -> list[tuple[float, float]]:
+    """'x,y x,y x,y ...' (at least three points) to a polygon."""
+    try:
+        points = [tuple(float(v) for v in pair.split(",")) for pair in text.split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"region of interest must be 'x,y x,y x,y ...', got {text!r}") from None
+    if len(points) < 3 or any(len(p) != 2 for p in points):
+        raise argparse.ArgumentTypeError(f"region of interest needs at least three x,y points, got {text!r}")
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for p in points for v in p):
+        raise argparse.ArgumentTypeError(f"region of interest points are pixels, at most {MAX_COORDINATE:g} each")
+    return [(p[0], p[1]) for p in points]
+
+
+class MaskingParser(argparse.ArgumentParser):
+    """argparse's parser whose error messages (which quote the offending argument: perhaps a
+    --database-url with its password) have URL credentials masked; its subparsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(mask_url(message))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `alpr` parser: its own flags, then each subcommand's, in the order `alpr --help` lists them."""
+    parser = MaskingParser(prog="alpr", description="Licence-plate recognition: detect, read, redact, log.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_setup_parser(sub)
+    _add_demo_clip_parser(sub)
+    _add_run_parser(sub)
+    _add_eval_parser(sub)
+    _add_ingest_parser(sub)
+    _add_worker_parser(sub)
+    _add_db_parser(sub)
+    _add_status_parser(sub)
+    _add_replay_parser(sub)
+    _add_calibrate_parser(sub)
+    _add_train_ocr_parser(sub)
+    add_watchlist_parser(sub)
+    add_search_parser(sub)
+    _add_export_parser(sub)
+    return parser
+
+
+def _add_setup_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr setup`."""
+    setup = sub.add_parser("setup", help="put the detector weights in place and export them to ONNX")
+    setup.add_argument("--model-dir", type=Path)
+
+
+def _add_demo_clip_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr demo-clip [OUTPUT]`."""
+    clip = sub.add_parser("demo-clip", help="write a synthetic traffic clip with known plates")
+    clip.add_argument("output", nargs="?", type=Path, default=DEMO_CLIP)
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr run SOURCE`: the standalone pipeline."""
+    run = sub.add_parser("run", help="detect, read and redact plates in a video, image folder or stream URL")
+    run.add_argument("source", nargs="?", help="video file, image folder or rtsp/http URL")
+    run.add_argument(
+        "--source-file", type=Path, help="a file whose one line is the source: a URL with a password, kept off the"
+        " command line, which every user of the host can read (ps)",
+    )  # fmt: skip
+    run.add_argument("--camera-id", help="camera id logged with each read (default: the source's name)")
+    run.add_argument("--out", type=Path, default=Path("out"), help="folder for the redacted video or frames")
+    run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")
+    run.add_argument("--roi", type=parse_roi, help="region of interest polygon: 'x,y x,y x,y ...'")
+    run.add_argument(
+        "--rtsp-transport", choices=("tcp", "udp"), default="tcp", help="how an rtsp:// camera's packets come:"
+        " over its RTSP connection (default), or as RTP over UDP (a camera that refuses TCP; packets from"
+        " other addresses than the one it names are dropped)",
+    )  # fmt: skip
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_engine_flags(run)
+    _add_log_flags(run)
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr eval DATASET`."""
+    evaluate = sub.add_parser("eval", help="accuracy and speed on photographs with ground truth")
+    evaluate.add_argument(
+        "dataset", type=Path, help="folder in OpenALPR benchmark layout, or above such folders (each below is read)"
+    )
+    evaluate.add_argument("--json", type=Path, dest="json_path", help="also write the metrics to this file")
+    evaluate.add_argument(
+        "--errors", type=Path, dest="errors_path", help="one CSV row per image: read, cause of a miss"
+    )
+    evaluate.add_argument(
+        "--format-weight", type=float, help="weigh the region's templates so (0-1), not as fitted for the recogniser"
+    )
+    evaluate.add_argument(
+        "--folds", type=_folds, help="only the images of these fifths (0: the one the plate model never trained on)"
+    )
+    evaluate.add_argument(
+        "--scale", type=_scale, default=1.0,
+        help="read each image shrunk by this factor (0-1]: as a camera of less resolution, or farther, sees it",
+    )  # fmt: skip
+    _add_engine_flags(evaluate)
+
+
+def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr ingest --cameras FILE`: an ingest node of the chain."""
+    ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
+    ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
+    ingest.add_argument(  # at most a year: 1e300 overflowed the wait (a traceback)
+        "--max-seconds", type=_positive_at_most(YEAR_S), help="stop after this long (default: until every file ends)"
+    )
+    ingest.add_argument(
+        "--linger", type=_non_negative_at_most(YEAR_S), default=0, help="keep serving metrics this long after the end"
+    )
+    _add_chain_flags(ingest)
+    ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
+
+
+def _add_worker_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr worker STAGE`: a worker of the chain."""
+    worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
+    worker.add_argument("stage", choices=("detect", "ocr", "redact", "sight", "alert"))
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
+    _add_engine_flags(worker)
+    _add_chain_flags(worker)
+    worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
+
+
+def _add_status_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr status`."""
+    status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
+    status.add_argument(
+        "--interval", type=_positive_at_most(MAX_STATUS_INTERVAL_S), default=2.0,
+        help="seconds between the two samples of the rates (at most a day)",
+    )  # fmt: skip
+    status.add_argument("--redis-url")
+    status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
+
+
+def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr replay`."""
+    replay = sub.add_parser("replay", help="put failed jobs whose frames are still stored back on their queues")
+    replay.add_argument(
+        "--stage", choices=("detect", "ocr", "redact", "alert"),
+        help="one stage (default: detect, ocr and redact; alert deliveries only with --stage alert)",
+    )  # fmt: skip
+    replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
+    replay.add_argument(
+        "--max-age-h", type=_positive_at_most(MAX_REPLAY_AGE_H),
+        help="--stage alert: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
+    )  # fmt: skip
+    replay.add_argument("--redis-url")
+    replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
+
+
+def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr calibrate DATASET...`."""
+    calibrate = sub.add_parser("calibrate", help="fit the OCR confidence to photographs with ground truth")
+    calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")
+    calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
+    calibrate.add_argument(
+        "--unseen-reads", type=_unseen_reads, action="append", metavar="FILE:FOLDS",
+        help="fit on reads of images a recogniser never trained on: its ONNX file and those folds "
+        "(e.g. a model from `alpr train-ocr --folds 2,3,4`:0,1), or default:0 for the configured one; repeatable",
+    )  # fmt: skip
+    calibrate.add_argument(
+        "--scales", type=_scales, default=(1.0,),
+        help="also read each image shrunk by these factors (e.g. 1,0.5,0.35; 1 must be among them), so the fit"
+        " learns how sure a reader may be of smaller plates (the shipped fit's: README, Confidence)",
+    )  # fmt: skip
+    _add_engine_flags(calibrate)
+
+
+def _add_train_ocr_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr train-ocr`."""
+    train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")
+    train_ocr.add_argument("--epochs", type=int, default=25, help="25: the shipped model (about 16 min on 2 cores)")
+    train_ocr.add_argument("--seed", type=int, default=1, help="1: the shipped model (its card says why not 0)")
+    train_ocr.add_argument("--synthetic-share", type=float, default=0.5, help="share of synthetic plates per epoch")
+    train_ocr.add_argument("--out", type=Path, help="ONNX file to write (default: the package's plate model)")
+    train_ocr.add_argument("--float-out", type=Path, help="also write the float model here (before int8)")
+    train_ocr.add_argument(
+        "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
+    )
+    train_ocr.add_argument(
+        "--folds", type=_folds, default="1,2,3,4",
+        help="the fifths of the real images to train on, 0-4 (default 1,2,3,4; fold 0 is measured each epoch)",
+    )  # fmt: skip
+    train_ocr.add_argument("--device", type=_device, default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
+    train_ocr.add_argument(
+        "--workers", type=_non_negative_int, default=0,
+        help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
+    )  # fmt: skip
+
+
+def _add_export_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr export --csv FILE`."""
+    export = sub.add_parser("export", help="write the logged reads (or sightings) to CSV (recorded)")
+    export.add_argument("--csv", type=Path, required=True, dest="csv_path")
+    export.add_argument("--sightings", action="store_true", help="one row per vehicle pass instead of per read")
+    add_reason_flags(export, "why the log leaves (a case number, a hand-over): recorded")
+    export.add_argument("--by", dest="exported_by", help="who exports (default: the login name)")
+    _add_log_flags(export)
+
+
+def _add_db_parser(sub: argparse._SubParsersAction) -> None:
+    """`alpr db upgrade` and `alpr db prune`, each with its own flags: they shared one set, and a flag of
+    the other action was accepted and ignored (`alpr db upgrade --dry-run` applied every migration: a
+    review)."""
+    database = sub.add_parser("db", help="the Postgres schema; prune: delete plate data past its retention")
+    actions = database.add_subparsers(dest="action", required=True)
+    upgrade = actions.add_parser("upgrade", help="create or migrate the schema, then grant roles their rights")
+    upgrade.add_argument("--database-url", help="postgresql://...")
+    upgrade.add_argument(
+        "--dry-run", action="store_true",
+        help="list the migrations not yet applied and the tables each locks; apply nothing, grant nothing",
+    )  # fmt: skip
+    upgrade.add_argument(
+        "--grant",
+        metavar="ROLE",
+        help="then let this role (the workers' login) read and write rows, nothing more",
+    )
+    upgrade.add_argument(
+        "--grant-pruner",
+        metavar="ROLE",
+        help="then let this role (alpr db prune's login) read what a prune reads, delete what it deletes, nothing more",
+    )
+    prune = actions.add_parser("prune", help="delete the reads, sightings and frame records past their retention")
+    prune.add_argument("--database-url", help="postgresql://...")
+    prune.add_argument(
+        "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
+        help="rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30; 0: kept, none pruned)",
+    )  # fmt: skip
+    prune.add_argument(
+        "--dry-run", action="store_true", help="count the rows, delete nothing (its rights checked alike)"
+    )
+    prune.add_argument("--every-h", type=float, help="again every this many hours, until stopped")
+    prune.add_argument(
+        "--sqlite", dest="sqlite_path", type=Path, help="`alpr run`'s SQLite log (its reads and sightings)"
+    )
+
+
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", dest="ocr_engine", choices=("ppocr", "tesseract"))
+    parser.add_argument(
+        "--ocr-model",
+        dest="ocr_model",
+        choices=("v4", "v6", "plate"),
+        help="recogniser: PP-OCRv4, v6, or plate-trained",
+    )
+    parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
+    parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
+    parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
+    parser.add_argument(
+        "--half", dest="detector_half", action="store_const", const=True, help="FP16 (torch backend on cuda)"
+    )
+    parser.add_argument("--imgsz", dest="detector_imgsz", type=int)
+    parser.add_argument("--weights", dest="detector_weights", type=Path, help="your own YOLO weights")
+    parser.add_argument("--model-dir", type=Path)
+
+
+def _add_chain_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="redis://host:port/db of the queues and frame store")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url", help="postgresql://... (default: ALPR_DATABASE_URL when set, else the SQLite file)"
+    )
+    parser.add_argument("--sqlite", dest="sqlite_path", type=Path, help="SQLite file of the reads (no database URL)")
