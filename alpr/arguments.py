@@ -18,6 +18,7 @@ from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
+from common.config import OCR_ENGINES
 from common.credentials import mask_url
 from common.jobs import MAX_COORDINATE
 
@@ -367,7 +368,7 @@ def _add_db_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", dest="ocr_engine", choices=("ppocr", "tesseract"))
+    parser.add_argument("--engine", dest="ocr_engine", choices=OCR_ENGINES)
     parser.add_argument(
         "--ocr-model",
         dest="ocr_model",

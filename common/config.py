@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,14 @@ from common.server_urls import check_url
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 ENV_PREFIX = "ALPR_"
+
+OcrEngineName = Literal["ppocr", "tesseract"]
+"""The OCR engines ALPR_OCR_ENGINE (and `--engine`) may name: the keys of ocr_worker/engines.py's ENGINES,
+the engines' table, which common cannot read (common knows no role), so tests/ocr_worker/test_engines.py
+holds the two equal. A new engine: its class in that table, its key here."""
+
+OCR_ENGINES: tuple[str, ...] = get_args(OcrEngineName)
+"""The same names, in that order (`--engine`'s choices)."""
 
 MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
 """How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
@@ -85,7 +93,7 @@ class Settings(BaseModel):
         defaults.DETECTOR_MAX_DOWNSCALE, ge=0, le=64,
         description="Frames shrunk more than this to fit imgsz are also searched in tiles; 0 = never tiled.",
     )  # fmt: skip
-    ocr_engine: Literal["ppocr", "tesseract"] = Field(defaults.OCR_ENGINE, description="OCR engine.")
+    ocr_engine: OcrEngineName = Field(defaults.OCR_ENGINE, description="OCR engine.")
     ocr_model: Literal["v4", "v6", "plate"] = Field(
         defaults.OCR_MODEL, description="Recogniser of the ppocr engine: plate-trained, PP-OCRv4 or v6."
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from common.config import OcrEngineName
 
 DETECTOR_BACKEND: Literal["onnx", "torch"] = "onnx"
 """Inference backend for the plate detector: `onnx` (ONNX Runtime) or `torch` (ultralytics)."""
@@ -39,7 +42,7 @@ searched in overlapping tiles shrunk at most this much (detector_worker/tiles.py
 alone, plates under ~100 px wide fell below what the detector finds, and were neither read nor blurred.
 2.0 leaves 1080p at 960 as it was (one view); 4K takes 7 (the frame and 3x2 tiles); 0: never tiled."""
 
-OCR_ENGINE: Literal["ppocr", "tesseract"] = "ppocr"
+OCR_ENGINE: OcrEngineName = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 
 OCR_MODEL: Literal["v4", "v6", "plate"] = "plate"
