@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from common.errors import ConfigError
 from common.private_files import make_private_folders
-from redactor_worker.retention import is_camera_name, is_day_name
+from redactor_worker.kept_frames import is_camera_name, is_day_name
 
 
 def cuda_devices(backend: str) -> int | None:

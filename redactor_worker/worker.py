@@ -24,7 +24,7 @@ from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
-from redactor_worker.retention import (
+from redactor_worker.kept_frames import (
     LinkedKeepFolderError,
     delete_expired_frames,
     earlier_kept_paths,

@@ -8,7 +8,7 @@ import pytest
 
 from ingest.camera_run import CameraRun
 from ingest.cameras import CameraConfig
-from redactor_worker.retention import LinkedKeepFolderError, delete_expired_frames, write_kept
+from redactor_worker.kept_frames import LinkedKeepFolderError, delete_expired_frames, write_kept
 from redactor_worker.worker import kept_path
 
 
@@ -184,7 +184,7 @@ def test_a_frame_dated_ahead_of_the_clock_goes_at_the_age_limit(tmp_path):
 
 
 def test_an_earlier_attempt_of_a_frame_dated_ahead_is_found_either_side_of_midnight(tmp_path):
-    from redactor_worker.retention import earlier_kept_paths
+    from redactor_worker.kept_frames import earlier_kept_paths
 
     midnight = 1_700_006_400.0  # 2023-11-15 00:00 UTC
     assert time.gmtime(midnight)[3:6] == (0, 0, 0)
