@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from alpr.wiring import check_job_key, database_pool, reach_frame_store, reach_redis, signed_queue
+from alpr.wiring import check_job_key, database_pool, reach_frame_store, reach_redis, signed_queue, unchecked_pool
 from common.config import Settings
 from common.credentials import escape_controls
 from common.errors import ConfigError
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr db upgrade` or `alpr db prune` (alpr/arguments.py gives each its own flags)."""
-    from common.db import grant_to, open_pool, upgrade
+    from common.db import grant_to, upgrade
     from common.pruner_role import grant_pruner
 
     if args.action == "prune" and args.sqlite_path is not None:
@@ -38,7 +38,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
         return prune(args, settings)
     if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights
         raise ConfigError(f"--grant and --grant-pruner name one role, {args.grant}: give the prune a role of its own")
-    pool = open_pool(settings.database_url, password=settings.secret("database_password"))
+    pool = unchecked_pool(settings)
     if args.dry_run:
         try:
             print_pending_migrations(pool, args)
@@ -100,7 +100,6 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
 
     import psycopg
 
-    from common.db import open_pool
     from common.metrics import Metrics
     from common.pruner_role import NOT_GRANTED, require_prune_rights
     from common.retention import Pruned, prune_logs
@@ -111,7 +110,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
-    pool = open_pool(settings.database_url or "", password=settings.secret("database_password"))
+    pool = unchecked_pool(settings)
     stop = stop_on_signals()  # a process 1 of a container is not ended by a signal it has no handler for
     metrics = Metrics()
     try:

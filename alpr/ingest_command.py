@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from alpr.wiring import check_job_key, frame_ledger, reach_frame_store, reach_redis
+from alpr.wiring import check_job_key, frame_ledger, ingest_pool, reach_frame_store, reach_redis
 from common import defaults
 from common.config import Settings
 from common.errors import ConfigError
@@ -76,11 +76,11 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
     its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review).
     So does a role that lacks a right the node needs (common/db_rights.INGEST_NODE_RIGHTS): it started,
     then failed its first statement."""
-    from common.db import CannotConnectError, open_pool, register_cameras, require_schema
+    from common.db import CannotConnectError, register_cameras, require_schema
     from common.db_rights import INGEST_NODE_RIGHTS, require_rights
 
     try:
-        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
+        pool = ingest_pool(settings)
     except CannotConnectError as error:
         if error.for_good:
             raise ConfigError(f"{error} (no wait mends that: check the database URL and password)") from None

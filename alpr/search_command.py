@@ -84,9 +84,9 @@ def _run(query: Any, settings: Settings) -> list[dict[str, Any]]:
     from common.plate_search import search_postgres, search_sqlite
 
     if settings.database_url:
-        from common.db import open_current_pool
+        from alpr.wiring import database_pool
 
-        pool = open_current_pool(settings.database_url, settings.secret("database_password"))
+        pool = database_pool(settings, "search")
         try:
             return search_postgres(pool, query)
         finally:

@@ -154,9 +154,9 @@ def reach_frame_store(
 def database_pool(
     settings: Settings, role: str, needs: Needs | None = None, session_settings: str = ""
 ) -> ConnectionPool:
-    """The Postgres pool of a role that logs there, its schema checked, and the rights it `needs` (table ->
-    rights; common/db_rights.py), where given; its sessions' `session_settings` where given (else
-    common/db.SESSION_SETTINGS)."""
+    """The Postgres pool of a role that logs there (or a command that reads it), its schema checked, and the
+    rights it `needs` (table -> rights; common/db_rights.py), where given; closed again when a check fails.
+    Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS)."""
     from common.db import SESSION_SETTINGS, open_pool, require_schema
     from common.db_rights import require_rights
 
@@ -167,10 +167,32 @@ def database_pool(
         password=settings.secret("database_password"),
         session_settings=session_settings or SESSION_SETTINGS,
     )
-    require_schema(pool)
-    if needs:
-        require_rights(pool, f"the {role}", needs)
+    try:
+        require_schema(pool)
+        if needs:
+            require_rights(pool, f"the {role}", needs)
+    except BaseException:
+        pool.close()
+        raise
     return pool
+
+
+def unchecked_pool(settings: Settings) -> ConnectionPool:
+    """A pool on the configured Postgres, nothing in it checked: for `alpr db upgrade`, which makes the
+    schema and grants the rights, and `alpr db prune`, which checks its own (common/pruner_role.py). No
+    URL set: refused as malformed (its callers say which variable to set first)."""
+    from common.db import open_pool
+
+    return open_pool(settings.database_url or "", password=settings.secret("database_password"))
+
+
+def ingest_pool(settings: Settings) -> ConnectionPool:
+    """An ingest node's pool (its cameras registered, its ledger's frame records written), nothing in it
+    checked, opened within 3 s or not at all (common/db.CannotConnectError): a node ingests while Postgres
+    is away."""
+    from common.db import open_pool
+
+    return open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
 
 
 def build_worker_context(
@@ -288,13 +310,11 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
 def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> FrameLedger:
     """The ingest node's ledger of sampled frames; it opens Postgres itself, when it answers. `now`: the
     clock the node dates its frames by (its watermarks are on it)."""
-    from common.db import open_pool
     from common.frame_log import FrameLog
     from ingest.ledger import FrameLedger
 
     def open_log() -> FrameLog:
-        pool = open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
-        return FrameLog(pool, patience_s=0)
+        return FrameLog(ingest_pool(settings), patience_s=0)
 
     return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now, spool_dir=settings.ledger_spool_dir)
 
