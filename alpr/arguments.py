@@ -18,7 +18,7 @@ from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
-from common.config import OCR_ENGINES
+from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS
 from common.credentials import mask_url
 from common.jobs import MAX_COORDINATE
 
@@ -372,11 +372,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ocr-model",
         dest="ocr_model",
-        choices=("v4", "v6", "plate"),
+        choices=OCR_MODELS,
         help="recogniser: PP-OCRv4, v6, or plate-trained",
     )
     parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
-    parser.add_argument("--backend", dest="detector_backend", choices=("onnx", "torch"))
+    parser.add_argument("--backend", dest="detector_backend", choices=DETECTOR_BACKENDS)
     parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
     parser.add_argument(
         "--half", dest="detector_half", action="store_const", const=True, help="FP16 (torch backend on cuda)"

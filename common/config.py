@@ -36,6 +36,18 @@ holds the two equal. A new engine: its class in that table, its key here."""
 OCR_ENGINES: tuple[str, ...] = get_args(OcrEngineName)
 """The same names, in that order (`--engine`'s choices)."""
 
+OcrModelName = Literal["v4", "v6", "plate"]
+"""The recognisers ALPR_OCR_MODEL (and `--ocr-model`) may name for the ppocr engine."""
+
+OCR_MODELS: tuple[str, ...] = get_args(OcrModelName)
+"""The same names, in that order (`--ocr-model`'s choices)."""
+
+DetectorBackendName = Literal["onnx", "torch"]
+"""The detector runtimes ALPR_DETECTOR_BACKEND (and `--backend`) may name."""
+
+DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackendName)
+"""The same names, in that order (`--backend`'s choices)."""
+
 MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
 """How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
 
@@ -82,7 +94,7 @@ class Settings(BaseModel):
     detector_weights: Path | None = Field(
         None, description="Your own YOLO weights (.pt or .onnx) instead of the bundled ones."
     )
-    detector_backend: Literal["onnx", "torch"] = Field(defaults.DETECTOR_BACKEND, description="Detector runtime.")
+    detector_backend: DetectorBackendName = Field(defaults.DETECTOR_BACKEND, description="Detector runtime.")
     detector_device: str = Field(defaults.DETECTOR_DEVICE, pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda:N.")
     detector_half: bool = Field(defaults.DETECTOR_HALF, description="FP16 (torch backend on cuda only).")
     detector_imgsz: int = Field(defaults.DETECTOR_IMGSZ, ge=128, le=4096, multiple_of=32, description="Letterbox size.")
@@ -94,7 +106,7 @@ class Settings(BaseModel):
         description="Frames shrunk more than this to fit imgsz are also searched in tiles; 0 = never tiled.",
     )  # fmt: skip
     ocr_engine: OcrEngineName = Field(defaults.OCR_ENGINE, description="OCR engine.")
-    ocr_model: Literal["v4", "v6", "plate"] = Field(
+    ocr_model: OcrModelName = Field(
         defaults.OCR_MODEL, description="Recogniser of the ppocr engine: plate-trained, PP-OCRv4 or v6."
     )
     ocr_region: str = Field(defaults.OCR_REGION, description="Plate-format region (us, eu, br, ...).")

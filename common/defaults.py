@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from common.config import OcrEngineName
+    from common.config import DetectorBackendName, OcrEngineName, OcrModelName
 
-DETECTOR_BACKEND: Literal["onnx", "torch"] = "onnx"
+DETECTOR_BACKEND: DetectorBackendName = "onnx"
 """Inference backend for the plate detector: `onnx` (ONNX Runtime) or `torch` (ultralytics)."""
 
 DETECTOR_DEVICE = "cpu"
@@ -45,7 +45,7 @@ alone, plates under ~100 px wide fell below what the detector finds, and were ne
 OCR_ENGINE: OcrEngineName = "ppocr"
 """OCR engine: `ppocr` (PP-OCRv4 recogniser via ONNX Runtime) or `tesseract` (Tesseract C API)."""
 
-OCR_MODEL: Literal["v4", "v6", "plate"] = "plate"
+OCR_MODEL: OcrModelName = "plate"
 """The ppocr engine's recogniser: `plate` (PP-OCRv6 small fine-tuned on plates by `alpr train-ocr`, in
 ocr_worker/models), PP-OCRv4 (rapidocr-onnxruntime) or PP-OCRv6 small (rapidocr 3.10.0)."""
 
