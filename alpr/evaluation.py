@@ -18,7 +18,7 @@ import numpy as np
 
 from common import defaults, geometry
 from common.config import Settings
-from common.db import spreadsheet_safe
+from common.csv_files import spreadsheet_safe
 from common.errors import InputError
 from common.private_files import replaced_privately
 from common.regions import load_regions

@@ -1,17 +1,15 @@
 """Postgres: the schema upgrade (`alpr db upgrade`, applying common/migrations.py), the connection
-pool every role shares, writes that wait out an outage, and the CSV export of a log. Upgrades take an
-advisory lock, so several processes may run them at once."""
+pool every role shares, and writes that wait out an outage (the CSV export of a log is
+common/csv_files.py's). Upgrades take an advisory lock, so several processes may run them at once."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -24,7 +22,6 @@ from common.credentials import mask_url
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
-from common.private_files import open_private
 from common.server_urls import split_password, url_problem
 
 log = logging.getLogger(__name__)
@@ -196,30 +193,6 @@ def open_current_pool(url: str, password: str | None = None) -> ConnectionPool:
         pool.close()
         raise
     return pool
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""What a spreadsheet takes a cell's text for a formula by, when it begins it."""
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula, made text by a leading quote (OWASP's rule):
-    the chain writes none, but a login with the workers' rights can (a camera named `=HYPERLINK(...)`
-    sent the export's other cells to a web address when the CSV was opened). Numbers are left alone."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
-def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
-    """Write rows (column -> value) to a CSV file with a header, created readable by its owner only
-    (the reads are plates, times and places), no text cell a formula; returns the number of rows."""
-    count = 0
-    with open(open_private(path), "w", newline="") as handle:  # plates: for its owner only
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
-            count += 1
-    return count
 
 
 UPGRADE_LOCK_TIMEOUT = "5s"

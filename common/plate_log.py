@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from common.db import open_current_pool, open_upgraded_pool, write_csv, write_through_outage
+from common.csv_files import write_csv
+from common.db import open_current_pool, open_upgraded_pool, write_through_outage
 from common.jobs import FrameRef
 from common.private_files import make_private_folders
 from common.sighting_log import REGISTER_CAMERAS

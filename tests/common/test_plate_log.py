@@ -108,19 +108,6 @@ def test_an_export_reads_a_current_schema_and_never_migrates_one(tmp_path, postg
     assert stat.S_IMODE(os.stat(tmp_path / "reads.csv").st_mode) == 0o600  # plates: its owner's only
 
 
-def test_an_export_over_a_file_that_was_readable_by_all_leaves_it_its_owners(tmp_path):
-    import os
-    import stat
-
-    from common.db import write_csv
-
-    path = tmp_path / "old.csv"
-    path.write_text("old")
-    path.chmod(0o644)
-    assert write_csv([{"a": 1}], ["a"], path) == 1
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text().splitlines() == ["a", "1"]
-
-
 def test_the_sqlite_log_is_for_its_owner_only(tmp_path):
     """Its reads are plates, times and places: 0600 (as the CSV export), even where it was there before."""
     from common.plate_log import SqlitePlateLog

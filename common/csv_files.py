@@ -1,0 +1,35 @@
+"""CSV files written for a person to open (`alpr export`'s reads and sightings, `alpr eval`'s errors):
+created readable by their owner only (the reads are plates, times and places), and no text cell a
+spreadsheet would run as a formula (`spreadsheet_safe`)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.private_files import open_private
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes a cell's text for a formula by, when it begins it."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, made text by a leading quote (OWASP's rule):
+    the chain writes none, but a login with the workers' rights can (a camera named `=HYPERLINK(...)`
+    sent the export's other cells to a web address when the CSV was opened). Numbers are left alone."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
+    """Write rows (column -> value) to a CSV file with a header, created readable by its owner only
+    (the reads are plates, times and places), no text cell a formula; returns the number of rows."""
+    count = 0
+    with open(open_private(path), "w", newline="") as handle:  # plates: for its owner only
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+            count += 1
+    return count
