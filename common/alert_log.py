@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from common import defaults
 from common.alerts import Alert
 from common.credentials import escape_controls
-from common.db import write_through_outage
+from common.db_writes import write_through_outage
 
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "rejected"]
 """A delivery's state: to send (now or after its back-off), being sent (claimed, with a lease), sent

@@ -137,7 +137,7 @@ def login_role(database_url: str | None) -> str:
 
 def rights_refused(error: BaseException, database_url: str | None) -> str | None:
     """The one line for an error Postgres raised for want of a right (psycopg's InsufficientPrivilege, or
-    common.db.DatabaseWriteError carrying its SQLSTATE): the role and how to mend it; None for another."""
+    common.db_writes.DatabaseWriteError carrying its SQLSTATE): the role and how to mend it; None for another."""
     if getattr(error, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
         return None
     role = login_role(database_url)

@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from common.db import write_through_outage
+from common.db_writes import write_through_outage
 from common.jobs import FrameOutcome, FrameRef
 
 ReadOutcome = Literal["pending", "done", "expired", "lost", "refused", "corrupt", "skipped"]

@@ -15,7 +15,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from common.csv_files import write_csv
-from common.db import open_current_pool, open_upgraded_pool, write_through_outage
+from common.db import open_current_pool, open_upgraded_pool
+from common.db_writes import write_through_outage
 from common.jobs import FrameRef
 from common.private_files import make_private_folders
 from common.sighting_log import REGISTER_CAMERAS

@@ -18,7 +18,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.csv_files import write_csv
-from common.db import open_current_pool, open_upgraded_pool, write_through_outage
+from common.db import open_current_pool, open_upgraded_pool
+from common.db_writes import write_through_outage
 from common.private_files import make_private_folders
 from common.sqlite_log import connect_log, reporting_locks
 from common.types import Observation, Sighting

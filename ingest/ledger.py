@@ -28,7 +28,7 @@ from pathlib import Path
 
 from common import defaults
 from common.backoff import Backoff
-from common.db import DatabaseWriteError
+from common.db_writes import DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics

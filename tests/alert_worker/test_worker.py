@@ -656,7 +656,7 @@ def test_an_attempt_that_raises_on_a_lane_is_counted_failed_and_the_lane_held_is
     from alert_worker.worker import AlertStage
     from common.alert_log import AlertLog
     from common.alerts import load_receivers
-    from common.db import DatabaseWriteError
+    from common.db_writes import DatabaseWriteError
     from common.metrics import Metrics
 
     setup("http://127.0.0.1:9/hook")

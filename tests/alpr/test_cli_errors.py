@@ -46,7 +46,7 @@ def test_a_time_too_large_to_mean_anything_is_refused_by_the_parser(args, capsys
 def test_the_projects_own_errors_are_one_line(monkeypatch, tmp_path, capsys):
     """DatabaseWriteError (a RuntimeError: Postgres refused a write) reached the operator as a traceback."""
     import alpr.commands
-    from common.db import DatabaseWriteError
+    from common.db_writes import DatabaseWriteError
 
     def refused(args: object, settings: object) -> int:
         raise DatabaseWriteError("Postgres refused the write: NumericValueOutOfRange (SQLSTATE 22003)\nmore")

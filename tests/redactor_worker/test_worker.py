@@ -179,7 +179,7 @@ def test_a_frame_kept_by_an_attempt_whose_recording_failed_is_recorded_with_its_
     """The frame is kept before its outcome is recorded; Postgres away, the job is retried after the raw
     frame expired, and it was recorded expired with its kept (blurred) file on disk and named nowhere:
     an erasure request worked from the frames log missed it (a fault drill found 8)."""
-    from common.db import DatabaseWriteError
+    from common.db_writes import DatabaseWriteError
 
     keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
     job = stored_job(connection, ("cam", "other"))
@@ -271,7 +271,7 @@ def test_kept_frames_past_their_age_go_while_postgres_is_away(redis_url, postgre
 
     from alpr.wiring import build_worker_context
     from common.config import Settings
-    from common.db import DatabaseWriteError
+    from common.db_writes import DatabaseWriteError
     from common.metrics import Metrics
 
     keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
