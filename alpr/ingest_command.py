@@ -76,9 +76,10 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
     its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review).
     So does a role that lacks a right the node needs (common/db_rights.INGEST_NODE_RIGHTS): it started,
     then failed its first statement."""
-    from common.db import CannotConnectError, require_schema
+    from common.db import CannotConnectError
     from common.db_rights import INGEST_NODE_RIGHTS, require_rights
     from common.db_writes import register_cameras
+    from common.schema_upgrade import require_schema
 
     try:
         pool = ingest_pool(settings)

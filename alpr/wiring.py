@@ -157,8 +157,9 @@ def database_pool(
     """The Postgres pool of a role that logs there (or a command that reads it), its schema checked, and the
     rights it `needs` (table -> rights; common/db_rights.py), where given; closed again when a check fails.
     Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS)."""
-    from common.db import SESSION_SETTINGS, open_pool, require_schema
+    from common.db import SESSION_SETTINGS, open_pool
     from common.db_rights import require_rights
+    from common.schema_upgrade import require_schema
 
     if not settings.database_url:
         raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")

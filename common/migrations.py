@@ -1,4 +1,4 @@
-"""The Postgres schema as numbered migrations, applied in order by `alpr db upgrade` (common/db.py):
+"""The Postgres schema as numbered migrations, applied in order by `alpr db upgrade` (common/schema_upgrade.py):
 the frames log, the plate reads, the watch-lists, the sightings and their cursors, the alerts and
 their deliveries, and the audit records of plate searches and exports (common/audit.py)."""
 
@@ -465,8 +465,9 @@ MIGRATION_LOCKS: dict[int, dict[str, str]] = {
     18: {"frames": "ACCESS EXCLUSIVE"},
 }
 """Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
-it (tests/common/test_db.py checks each against what Postgres records the migration holding). `alpr db
-upgrade` asks for each in turn before the migration's SQL runs (common/db.py's _apply_next), so a table
-held by a long reader makes the attempt fail before any of its work is done: migration 15's full scans of
-the frames log and the plate reads were run again on every attempt while it waited for the frames lock
-(a review). A new migration that locks a table the chain uses is added here with it."""
+it (tests/common/test_migrations.py checks each against what Postgres records the migration holding).
+`alpr db upgrade` asks for each in turn before the migration's SQL runs (common/schema_upgrade.py's
+_apply_next), so a table held by a long reader makes the attempt fail before any of its work is done:
+migration 15's full scans of the frames log and the plate reads were run again on every attempt while it
+waited for the frames lock (a review). A new migration that locks a table the chain uses is added here
+with it."""

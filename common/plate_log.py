@@ -1,5 +1,5 @@
 """The plate log: where every read is recorded. One interface, two stores: SQLite (the standalone
-default) and Postgres (when a database URL is set; schema in common/db.py), plus CSV export. Writes
+default) and Postgres (when a database URL is set; schema in common/migrations.py), plus CSV export. Writes
 are batched and idempotent: a read is keyed by (frame_id, plate_index), so logging the same frame
 twice adds nothing."""
 

@@ -12,10 +12,11 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.db import ADVISORY_LOCK_ID, check_role_exists, check_role_name, current_schema, require_schema
+from common.db import check_role_exists, check_role_name, current_schema
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.retention import PRUNED
+from common.schema_upgrade import ADVISORY_LOCK_ID, require_schema
 
 READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
 """The tables the prune reads: the migrations' record (the schema must be current), the alerts (what

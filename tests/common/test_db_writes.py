@@ -10,8 +10,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from common.db import open_pool, upgrade
+from common.db import open_pool
 from common.db_writes import DatabaseWriteError, write_through_outage
+from common.schema_upgrade import upgrade
 
 
 @pytest.fixture()

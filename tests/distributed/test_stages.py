@@ -1,6 +1,6 @@
 """Each role of the chain against a private Redis and real Postgres, in this process: back-pressure at
 the ingest node, malformed and expired jobs at a worker, `alpr status` (`alpr db upgrade` and `alpr
-replay`: tests/common/test_db.py and test_replay.py)."""
+replay`: tests/common/test_schema_upgrade.py and test_replay.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,174 @@
+"""The schema upgrade (`alpr db upgrade`): the migrations of common/migrations.py applied in order, each in
+a transaction of its own under an advisory lock (several processes may upgrade at once), giving up a table a
+long reader holds and trying again later (`TableInUseError`, UPGRADE_*); what is left to apply
+(`pending_migrations`), and the check every role makes at start that the schema is current (`require_schema`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from common.backoff import Backoff
+from common.errors import ConfigError
+from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
+
+log = logging.getLogger("common.db")
+"""common.db's logger: what an upgrade says is said as it was before the upgrade had a module of its own."""
+
+ADVISORY_LOCK_ID = 720_417
+"""Postgres advisory lock held while migrating."""
+
+
+UPGRADE_LOCK_TIMEOUT = "5s"
+"""How long a migration waits for one table's lock (and each of its statements for theirs): one queued
+behind a long reader (an export, a count) held every worker's write to that table behind it; past this
+the attempt gives up, rolls back, and is tried again after a wait (UPGRADE_BACKOFF_S)."""
+
+UPGRADE_BACKOFF_S = (1.0, 30.0)
+"""The wait before the next attempt of a migration whose tables are in use: doubling from the first to
+the last (1, 2, 4, 8, 16, 30, 30 s). Tried again after 1 s each time, a long reader's table was asked
+for (and every writer of it queued behind the request) five seconds in every six."""
+
+UPGRADE_ATTEMPTS = 8
+"""How many attempts one migration gets before `upgrade` gives up with a ConfigError: with the waits
+of UPGRADE_BACKOFF_S between them, about two minutes (91 s of waits and up to 5 s a try)."""
+
+
+class TableInUseError(Exception):
+    """A migration's attempt gave up waiting for a table's lock (or was chosen by Postgres to end a
+    deadlock), its transaction rolled back: which migration, and the table it was asking for, where
+    known (None: one of its own statements waited)."""
+
+    def __init__(self, version: int | None, table: str | None) -> None:
+        super().__init__(f"{f'migration {version}' if version else 'the upgrade'} waits for {table or 'a table'}")
+        self.version, self.table = version, table
+
+
+def upgrade(pool: ConnectionPool) -> list[int]:
+    """Apply the migrations not yet applied, each in a transaction of its own with its schema_migrations
+    row; returns their versions. A current schema is only read (a role that may not create in the schema,
+    a worker's, runs `alpr run` on it).
+
+    All the migrations used to run in one transaction, tried again whole: a lock an earlier migration took
+    (14's SHARE lock on `alerts`) was held while a later one (15) waited for a table a long reader held,
+    so the chain's alert inserts waited 5 s at a time, 60 s of a 72 s upgrade, and then the upgrade gave
+    up having applied nothing (a review). Now each migration commits on its own: an attempt that cannot
+    have its tables holds nothing of the migrations before it, and one interrupted midway (given up,
+    killed) leaves the schema at the last version applied, from which the next upgrade goes on, redoing
+    nothing committed. An attempt waits at most UPGRADE_LOCK_TIMEOUT for a table (so does every write
+    queued behind it), then the migration is tried again after a wait that doubles (UPGRADE_BACKOFF_S)
+    and reset once one is applied, UPGRADE_ATTEMPTS times, then a ConfigError says which table and what
+    was applied."""
+    if _applied(pool) >= {version for version, _ in MIGRATIONS}:
+        return []
+    applied: list[int] = []
+    backoff, started, attempts = Backoff(*UPGRADE_BACKOFF_S), time.monotonic(), 0
+    while True:
+        try:
+            version = _apply_next(pool)
+        except TableInUseError as busy:
+            attempts += 1
+            if attempts >= UPGRADE_ATTEMPTS:
+                kept = (f"migrations {applied} were applied and stay: the schema is at version {applied[-1]},"
+                        " where the next upgrade goes on" if applied else "nothing was changed")  # fmt: skip
+                raise ConfigError(
+                    f"alpr db upgrade: could not lock the tables in {attempts} attempts over"
+                    f" {time.monotonic() - started:.0f} s ({busy}: a long query holds it, an export or a count?);"
+                    f" {kept}; try again when it has ended"
+                ) from None
+            wait = backoff.next_delay()
+            log.warning("schema upgrade: %s (in use by a long query?); trying again in %.0f s (%d of %d)",
+                        busy, wait, attempts, UPGRADE_ATTEMPTS)  # fmt: skip
+            time.sleep(wait)
+            continue
+        if version is None:
+            return applied
+        applied.append(version)
+        backoff.reset()
+        attempts = 0
+
+
+def pending_migrations(pool: ConnectionPool) -> list[int]:
+    """The versions of the migrations not yet applied, in order (what `upgrade` would apply), read only."""
+    applied = _applied(pool)
+    return [version for version, _ in MIGRATIONS if version not in applied]
+
+
+def _applied(pool: ConnectionPool) -> set[int]:
+    """The migrations applied (none where there is no schema_migrations table yet)."""
+    with pool.connection() as connection:
+        row = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return set()
+        return {version for (version,) in connection.execute("SELECT version FROM schema_migrations")}
+
+
+def _apply_next(pool: ConnectionPool) -> int | None:
+    """Apply the first migration not yet applied, with its schema_migrations row, in one transaction;
+    returns its version, or None when there is none left. TableInUseError, the transaction rolled back, when
+    one of its tables stays held past UPGRADE_LOCK_TIMEOUT.
+
+    Processes upgrading at once (Compose starts its services together) take turns: the transaction takes
+    the advisory lock first and only then reads which migrations are applied, so each is applied once.
+    The lock is the transaction's, not the session's: it ends with the transaction however that ends
+    (rolled back, the process killed, a frozen process's session ended by the server after
+    idle_in_transaction_session_timeout), and never rides on a pooled connection back into the pool, as
+    a session lock left behind by an exception would, holding every later upgrade and grant. The wait for
+    it is not bounded by the lock timeout: the holder is a migration that is itself bounded, or done.
+
+    Before the migration's SQL runs, each table it locks (MIGRATION_LOCKS) is asked for in turn, in a
+    fixed order, in the mode the migration takes it, and let go again at once (a savepoint rolled back):
+    a table held by a long reader fails the attempt before any of the migration's work is done, so
+    migration 15's full scans of the frames log and the plate reads are not run for nothing while one
+    is held, and no table is held while another is waited for then. The locks are let go rather than
+    kept because the migrations read before they alter (15 scans four tables, then adds their checks):
+    kept, they would stop the chain's writes to those tables for the whole of the scans. So a reader
+    that begins after the check, during the migration's own statements, can still make the attempt wait
+    (UPGRADE_LOCK_TIMEOUT at most) holding the tables it has locked so far, and the attempt's work is
+    then done again (a review; not mended: rare, and bounded by the timeout)."""
+    with pool.connection() as connection:
+        version, asking_for = None, None
+        try:
+            with connection.transaction():
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+                connection.execute(f"SET LOCAL lock_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                done = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+                pending = [(number, statements) for number, statements in MIGRATIONS if number not in done]
+                if not pending:
+                    return None
+                version, statements = pending[0]
+                for table, mode in sorted(MIGRATION_LOCKS.get(version, {}).items()):
+                    if mode not in LOCK_MODES:
+                        raise ValueError(f"migration {version}: no lock mode {mode!r}")
+                    asking_for = table
+                    with connection.transaction(force_rollback=True):  # a savepoint: the lock let go
+                        connection.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(
+                            sql.Identifier(table), sql.SQL(mode)))  # fmt: skip
+                asking_for = None
+                connection.execute(statements.encode())
+                connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+            raise TableInUseError(version, asking_for) from None
+    return version
+
+
+def require_schema(pool: ConnectionPool) -> None:
+    """Fail clearly when `alpr db upgrade` has not been run against this database."""
+    latest = MIGRATIONS[-1][0]
+    with pool.connection() as connection:
+        exists = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        version = (
+            connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
+            if exists and exists[0]
+            else None
+        )
+    if not version or version[0] is None or version[0] < latest:
+        raise ConfigError(f"the database schema is not at version {latest}; run `alpr db upgrade`")
