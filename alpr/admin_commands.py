@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr db upgrade` or `alpr db prune` (alpr/arguments.py gives each its own flags)."""
-    from common.db import grant_to
+    from common.grants import grant_to
     from common.pruner_role import grant_pruner
     from common.schema_upgrade import upgrade
 
@@ -67,7 +67,7 @@ def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> 
     what mode: the chain's writes, or its reads too, wait for it), read from the schema's record alone;
     nothing applied, nothing granted. Read so, it needs no more than SELECT: a preview before a
     maintenance window."""
-    from common.db import check_role_name
+    from common.grants import check_role_name
     from common.migrations import MIGRATION_LOCKS
     from common.schema_upgrade import pending_migrations
 

@@ -1,7 +1,7 @@
 """What the records of who took plate data share (`alpr search`'s look-ups, `alpr export`'s dumps):
 the tables they are kept in, the reason and operator each record names, and the operator's default
 name. A record is written before the data is given, is append-only (a trigger), and the workers'
-role may add to it but never read or change it (common/db.py's grant_to): it is the owner's to audit."""
+role may add to it but never read or change it (common/grants.py's grant_to): it is the owner's to audit."""
 
 from __future__ import annotations
 

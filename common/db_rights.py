@@ -79,7 +79,7 @@ SELECT '', 'CREATE' WHERE has_schema_privilege(%(role)s, %(schema)s, 'CREATE')
 """
 """What `role` may do in the schema, as Postgres reckons it (through PUBLIC, memberships, a superuser's):
 (table or sequence, right) pairs, and ('', 'CREATE') where it may add tables. The one question of every
-rights check: the workers' start checks (`require_rights`), the prune's and the grants' (common/db.py,
+rights check: the workers' start checks (`require_rights`), the prune's and the grants' (common/grants.py,
 common/pruner_role.py)."""
 
 

@@ -12,9 +12,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.db import check_role_exists, check_role_name, current_schema
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
+from common.grants import check_role_exists, check_role_name, current_schema
 from common.retention import PRUNED
 from common.schema_upgrade import ADVISORY_LOCK_ID, require_schema
 
