@@ -33,6 +33,7 @@ from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
 from ingest.ledger_spool import Spool
+from ingest.spool_files import remove_stale_parts
 from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class FrameLedger:
         self.watchdog = threading.Thread(target=self.watch_writes, name="frame-ledger-watchdog", daemon=True)
 
     def start(self) -> None:
-        self.spool.remove_stale_parts()
+        remove_stale_parts(self.spool.folder)
         self.spool.adopt()
         self.thread.start()
         if self.spool.folder is not None:

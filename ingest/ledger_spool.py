@@ -4,79 +4,40 @@ node killed meanwhile (SIGKILL, a power cut) leaves its records on disk. A ledge
 files of ledgers gone, no more records than its buffer has room for (a file that alone holds more is
 split), and adopts again once its buffer has drained. The files a ledger holds are locked: no other
 ledger takes them. The buffer, the writes to Postgres and the watermarks are ingest/ledger.py's: the
-spool is handed the ledger's buffer, its batch in flight and the lock that guards them."""
+spool is handed the ledger's buffer, its batch in flight and the lock that guards them. Each file on its
+own (a record's line, a file made, claimed, read or split, a split's leftovers removed) is
+ingest/spool_files.py's."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import stat
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import TextIO
 
 from common.frame_log import FrameRecord
-from common.jobs import FrameRef
 from common.private_files import make_private_folders
+from ingest.spool_files import (
+    SPOOL_PATTERN,
+    claim_file,
+    new_spool_file,
+    read_claimed,
+    read_spool,
+    record_line,
+    split_file,
+    sync_folder,
+)
 
 log = logging.getLogger(__name__)
 
 ADOPT_AGAIN_S = 2.0
 """How often, at most, a ledger that left spool files for want of room adopts again once its buffer has
 drained (`adopt`): each pass reads the files it tries."""
-
-SPOOL_PATTERN = "ledger-*.jsonl"
-"""The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
-
-SPLIT_PART_PREFIX = ".ledger-split-"
-"""How the name of a file a split writes begins (`_write_spool_file`): a name no ledger adopts, held until
-the file is whole and synced and is named as a spool file."""
-
-SPLIT_PART_SUFFIX = ".part"
-"""How the name of a file a split writes ends (after SPLIT_PART_PREFIX and a random part)."""
-
-
-def record_line(record: FrameRecord) -> str:
-    """One spooled record: a line of JSON."""
-    fields_ = {field.name: getattr(record, field.name) for field in fields(record)}
-    return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
-
-
-def iter_spool(lines: Iterable[str]) -> Iterator[FrameRecord | None]:
-    """The records of a spool file's lines, one at a time (a file may hold more than the ledger has room
-    for); None for a line that cannot be read (the last one cut short by a kill mid-write, say)."""
-    for line in lines:
-        try:
-            fields = json.loads(line)
-            record: FrameRecord | None = FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])})
-        except (ValueError, TypeError, KeyError):
-            record = None
-        yield record
-
-
-def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:
-    """The records of a spool file's lines, and how many could not be read."""
-    read = list(iter_spool(lines))
-    records = [record for record in read if record is not None]
-    return records, len(read) - len(records)
-
-
-def sync_folder(folder: Path) -> None:
-    """Make a folder's entries durable (a file made in it, one removed): without it a power cut may keep
-    a removal made after a file was made, and lose the file."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class Spool:
@@ -140,7 +101,7 @@ class Spool:
         or a spool that grew with records written while Postgres came and went) is split: taken whole
         it passed the capacity, and left whole it would never fit. Its first records go to a new file this
         ledger holds locked, the rest to another new file left for later, both made under a name no
-        ledger claims, synced and then named as spool files (`_write_spool_file`), and only then is the
+        ledger claims, synced and then named as spool files (`write_spool_file`), and only then is the
         original removed: a kill at any step leaves every record on disk (twice at worst: repeats are
         dropped by frame id, and a row is inserted only when missing). Taking its first `room` records
         and leaving the file whole was no choice: each pass would take the same records again.
@@ -170,11 +131,11 @@ class Spool:
             if room_left <= 0:
                 left_behind = True
                 break
-            descriptor = self._claim(path)
+            descriptor = claim_file(path)
             if descriptor is None:
                 continue
             try:
-                every, fresh, notes = self._read_claimed(descriptor, seen)
+                every, fresh, notes = read_claimed(descriptor, seen)
             except OSError as error:  # it cannot be read (an I/O error): left to the next node
                 log.warning("frames log: %s cannot be read (%s): left as it is", path, error)
                 os.close(descriptor)
@@ -184,7 +145,7 @@ class Spool:
                 if read:  # whole files only: this one waits until the buffer has drained
                     os.close(descriptor)
                     break
-                split = self._split(path, descriptor, fresh[:room_left], every)
+                split = split_file(self.folder, path, descriptor, fresh[:room_left], every)
                 if split is None:
                     break
                 path, descriptor = split
@@ -223,151 +184,11 @@ class Spool:
                 self._release_adopted()
         return every_one
 
-    @staticmethod
-    def _read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], list[FrameRecord], list[str]]:
-        """A claimed spool file's readable records (repeats and all), those of frames not in `seen` (each
-        once), and notes for the log (repeats, lines that could not be read)."""
-        every: list[FrameRecord] = []
-        fresh: list[FrameRecord] = []
-        ids: set[str] = set()
-        broken = 0
-        with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
-            for record in iter_spool(lines):
-                if record is None:
-                    broken += 1
-                    continue
-                every.append(record)
-                if record.frame.frame_id not in seen and record.frame.frame_id not in ids:
-                    ids.add(record.frame.frame_id)
-                    fresh.append(record)
-        return every, fresh, [f"{len(every) - len(fresh)} repeated", f"{broken} lines unreadable"]
-
-    def _split(self, path: Path, descriptor: int, first: list[FrameRecord],
-               every: list[FrameRecord]) -> tuple[Path, int | None] | None:  # fmt: skip
-        """Split the spool file `path` (claimed: `descriptor`) that alone holds more records than this
-        ledger has room for: `first` to a new file held locked (its path and claim are returned), every
-        other record of `every` to a second new file left unlocked for later, both synced, and the folder;
-        then `path` is removed (still locked) and let go. None when the files cannot be written (a full
-        disk): what was made of them is removed, and `path` left whole, unlocked. See `adopt`."""
-        assert self.folder is not None
-        firsts = {record.frame.frame_id for record in first}
-        rest = [record for record in every if record.frame.frame_id not in firsts]
-        made: list[Path] = []
-        try:
-            kept, claim = self._write_spool_file(self.folder, first, keep_locked=True)
-            made.append(kept)
-            if rest:
-                made.append(self._write_spool_file(self.folder, rest, keep_locked=False)[0])
-            sync_folder(self.folder)
-            path.unlink()  # (the made files hold every record now: from here on they stay)
-        except OSError as error:
-            log.warning("frames log: %s holds more records than this node has room for and cannot be split"
-                        " (%s): left as it is, for later or a node with more room", path, error)  # fmt: skip
-            for made_path in made:  # (their records are all in `path` still)
-                with contextlib.suppress(OSError):
-                    made_path.unlink()
-            if made:
-                with contextlib.suppress(OSError):
-                    os.close(claim)
-            os.close(descriptor)
-            return None
-        with contextlib.suppress(OSError):  # (a power cut undoing the removal leaves repeats, no loss)
-            sync_folder(self.folder)
-        os.close(descriptor)
-        return kept, claim
-
-    @classmethod
-    def _write_spool_file(cls, folder: Path, records: list[FrameRecord], keep_locked: bool) -> tuple[Path, int]:
-        """A new spool file in `folder` holding `records`: written and synced under a name no ledger
-        claims (made with O_EXCL), locked meanwhile, and only then linked under a spool file's name (a
-        name no file has) and its first name removed. Made under its spool name, it could be claimed by
-        another ledger before it was locked, or read before it was whole, and removed by that ledger with
-        the records it had not read. Its path and its descriptor: open and locked with `keep_locked`,
-        else closed (the returned number then means nothing)."""
-        temp, name = "", ""
-        descriptor, temp = tempfile.mkstemp(prefix=SPLIT_PART_PREFIX, suffix=SPLIT_PART_SUFFIX, dir=folder)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
-                file.write("".join(record_line(record) for record in records))
-            os.fsync(descriptor)
-            stamp = int(time.time() * 1000)
-            while True:
-                name = str(folder / f"ledger-{os.getpid()}-{stamp}.jsonl")
-                try:
-                    os.link(temp, name)
-                    break
-                except FileExistsError:
-                    stamp += 1
-            os.unlink(temp)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            os.close(descriptor)
-            raise
-        if not keep_locked:
-            os.close(descriptor)
-        return Path(name), descriptor
-
-    def remove_stale_parts(self) -> None:
-        """Remove the files a split left half made in the spool folder (SPLIT_PART_PREFIX, `_write_spool_file`):
-        a ledger killed while it split a file left the one it was writing, which no ledger adopts and none
-        removed, one more with each such kill. Its records are all on disk elsewhere (the file it split is
-        removed only once the split's files are named as spool files, and a part named so already is the
-        spool file under a second name). Only this folder's, not its subfolders'; only this user's regular
-        files (`_claim`: a link is not followed, nor removed); a part a live ledger holds locked (writing
-        it) is left alone: one it has made but not locked yet, removed, fails its split, the file to split
-        left whole."""
-        if self.folder is None or not self.folder.is_dir():
-            return
-        removed = 0
-        for path in sorted(self.folder.glob(f"{SPLIT_PART_PREFIX}*{SPLIT_PART_SUFFIX}")):
-            descriptor = self._claim(path)
-            if descriptor is None:
-                continue
-            try:
-                path.unlink()  # (still locked: see `_claim`)
-                removed += 1
-            except OSError as error:
-                log.warning("frames log: %s, left by a split cut short, cannot be removed (%s)", path, error)
-            finally:
-                os.close(descriptor)
-        if removed:
-            log.info("frames log: %d files a split cut short left in %s removed (their records are in the"
-                     " spool files)", removed, self.folder)  # fmt: skip
-
-    def _claim(self, path: Path) -> int | None:
-        """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
-        (locked), another user's or one others may write (their rows would be taken for ours), a link, or
-        one gone once locked (removed by the ledger that held it, its records written or in its spool). A
-        split's part is claimed alike before it is removed (`remove_stale_parts`)."""
-        try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
-        except OSError:
-            return None
-        claimed = False
-        try:
-            status = os.fstat(descriptor)
-            if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
-                log.warning("frames log: %s is not a spool file of this user's (another owner's, or"
-                            " writable by others): left alone", path)  # fmt: skip
-            else:  # (a folder others may write to: their rows would be taken for ours)
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked, named = os.fstat(descriptor), os.stat(path, follow_symlinks=False)
-                claimed = locked.st_nlink > 0 and (locked.st_dev, locked.st_ino) == (named.st_dev, named.st_ino)
-        except OSError:  # a live ledger's, or gone
-            pass
-        if not claimed:
-            with contextlib.suppress(OSError):
-                os.close(descriptor)
-            return None
-        return descriptor
-
     def _release_adopted(self) -> None:
         """The spool, just written with every record this ledger holds, holds those of the adopted files:
         it is made durable (the file synced, and the folder, so that a power cut cannot keep the removals
         and lose the file), then the adopted files are removed, and only then unlocked (a ledger that
-        locks one after finds it gone: `_claim`). A kill between leaves records twice, never nowhere.
+        locks one after finds it gone: `claim_file`). A kill between leaves records twice, never nowhere.
         Under the lock."""
         if self.file is None or self.folder is None or not self.adopted:
             return
@@ -460,7 +281,7 @@ class Spool:
             self._drop_spool()
         try:
             make_private_folders(self.folder)
-            self.file_path, descriptor = self._new_spool_file(self.folder)
+            self.file_path, descriptor = new_spool_file(self.folder)
             self.file = os.fdopen(descriptor, "a", encoding="utf-8")
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -473,20 +294,6 @@ class Spool:
         self.spool_holds_adopted = False  # (until `_release_adopted`)
         self.append([*self.in_flight, *self.buffer])
         self._release_adopted()  # they were copied in: were the files left, each kill in turn doubled them
-
-    @staticmethod
-    def _new_spool_file(folder: Path) -> tuple[Path, int]:
-        """A spool file made in `folder` (its path, and a descriptor open for appending): a name no file
-        has, as this ledger's former spool, kept (`_drop_spool`), may have the name a new one made in the
-        same millisecond would, and opened again, its lock refused, it was removed."""
-        stamp = int(time.time() * 1000)
-        while True:
-            path = folder / f"ledger-{os.getpid()}-{stamp}.jsonl"
-            try:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-                return path, os.open(path, flags, 0o600)
-            except FileExistsError:
-                stamp += 1
 
     def close(self, delete: bool) -> None:
         """Close the spool file; with `delete`, every record of it and of the adopted files is written:

@@ -356,7 +356,7 @@ def test_a_spool_file_others_could_write_or_a_link_is_not_taken_for_a_stopped_no
     """The next node writes what the spool folder holds as the frames log's rows: pointed at a folder others
     may write to, it took anyone's file there (or a link to any file) for a stopped node's records."""
     from alpr.cli import main
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     spool, elsewhere = tmp_path / "spool", tmp_path / "elsewhere.jsonl"
@@ -379,7 +379,7 @@ def test_a_spool_file_others_could_write_or_a_link_is_not_taken_for_a_stopped_no
 
 def spooled(spool) -> list[int]:  # type: ignore[no-untyped-def]
     """The frame indexes the spool folder's files hold, in order."""
-    from ingest.ledger_spool import read_spool
+    from ingest.spool_files import read_spool
 
     indexes = []
     for path in sorted(spool.glob("ledger-*.jsonl")):
@@ -492,7 +492,7 @@ def test_a_spool_that_cannot_be_written_leaves_no_partial_file_to_count_twice(tm
     import subprocess
     import sys
 
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
     from tests.conftest import REPO as REPO_ROOT
 
     spool = tmp_path / "spool"
@@ -612,7 +612,7 @@ def test_a_node_adopts_each_frame_once_and_no_more_than_its_capacity(postgres_ur
     before removing the files it adopted leaves them twice) and at most its capacity; a file that alone
     holds more is split, the rest left on disk for later (not counted unrecorded: a review found 13 of 18
     records destroyed that way with Postgres up), and the next node writes every one."""
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -641,7 +641,7 @@ def test_nodes_restarting_with_postgres_up_write_every_record_past_their_capacit
     every file): the first kept 5, counted 13 unrecorded and removed the files, and the second found none
     (a review: 5 rows of 18). A node takes what it has room for and the rest later, once written."""
     from alpr.cli import main
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     spool = tmp_path / "spool"
@@ -676,7 +676,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     unlocked, for the next node."""
     import errno
 
-    from ingest.ledger_spool import Spool, record_line
+    from ingest.spool_files import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -685,7 +685,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     def full_disk(folder):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Spool, "_new_spool_file", staticmethod(full_disk))
+    monkeypatch.setattr("ingest.ledger_spool.new_spool_file", full_disk)
     metrics = Metrics()
     ledger = FrameLedger(unreachable_log, metrics, capacity=1000, spool_dir=spool)
     ledger.start()
@@ -706,7 +706,7 @@ def test_a_spool_file_one_node_adopted_is_not_adopted_by_another(tmp_path):
     """Adoption locked a file only while reading it: a second node starting meanwhile adopted the same
     records, and both spooled them on a failed write. A node holds the files it adopted locked until their
     records are written or in its own spool (locked in turn)."""
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -749,7 +749,7 @@ def test_a_spool_holding_adopted_records_that_cannot_be_appended_to_is_kept(tmp_
     """A spool file that cannot be written is removed, its records held in memory; but once it holds the
     records of the files a node adopted (removed then), they would be on disk nowhere, and a node killed
     after lost them without a count. That file is kept, claimed, until its records are written or spooled."""
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -790,12 +790,12 @@ FrameLedger(unreachable, Metrics(), capacity=5, spool_dir=Path(sys.argv[1])).sta
 
 
 def test_a_split_killed_midway_leaves_no_part_file_for_good(postgres_url, tmp_path):
-    """A node killed while it split a spool file too big for it (`_write_spool_file`) left the file it was
+    """A node killed while it split a spool file too big for it (`write_spool_file`) left the file it was
     writing, `.ledger-split-*.part`: no ledger adopts it (its records are in the file split, still whole)
     and none removed it, so each such kill left one more in the spool folder for good. A ledger that starts
     removes them; every record is written once all the same."""
 
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     spool = tmp_path / "spool"
     spool.mkdir(mode=0o700)
@@ -813,7 +813,7 @@ def test_a_starting_ledger_removes_only_the_parts_splits_left_in_its_folder(tmp_
     holds locked (writing it) stays, as do other names and subfolders."""
     import fcntl
 
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
 
     spool, outside = tmp_path / "spool", tmp_path / "outside.part"
     spool.mkdir(mode=0o700)

@@ -840,7 +840,7 @@ def test_a_node_started_while_postgres_is_away_dates_its_frames_after_those_its_
     killed while it was away left its newest frames in the spool, which this node adopts: its frames are
     dated after them, and it says what it knows no more."""
     from common.frame_log import FrameRecord
-    from ingest.ledger_spool import record_line
+    from ingest.spool_files import record_line
     from tests.ingest.test_ledger import closed_port
 
     spool = tmp_path / "spool"

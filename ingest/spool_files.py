@@ -1,0 +1,228 @@
+"""The ledger spool's files, each on its own, none of a ledger's state (ingest/ledger_spool.py's `Spool`
+holds that): a record's line of JSON and a file's lines read back; a spool file made (named only once
+whole and synced, or made with a name no file has), claimed (opened and locked: no live ledger's, no other
+user's, no link), read, split in two when it alone holds more records than a ledger has room for; the
+folder's entries made durable; the parts a split cut short left removed."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from pathlib import Path
+
+from common.frame_log import FrameRecord
+from common.jobs import FrameRef
+
+log = logging.getLogger("ingest.ledger_spool")
+"""The spool's logger: what its files' handling says is said as it was before the files had a module of
+their own."""
+
+SPOOL_PATTERN = "ledger-*.jsonl"
+"""The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
+
+SPLIT_PART_PREFIX = ".ledger-split-"
+"""How the name of a file a split writes begins (`write_spool_file`): a name no ledger adopts, held until
+the file is whole and synced and is named as a spool file."""
+
+SPLIT_PART_SUFFIX = ".part"
+"""How the name of a file a split writes ends (after SPLIT_PART_PREFIX and a random part)."""
+
+
+def record_line(record: FrameRecord) -> str:
+    """One spooled record: a line of JSON."""
+    fields_ = {field.name: getattr(record, field.name) for field in fields(record)}
+    return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
+
+
+def iter_spool(lines: Iterable[str]) -> Iterator[FrameRecord | None]:
+    """The records of a spool file's lines, one at a time (a file may hold more than the ledger has room
+    for); None for a line that cannot be read (the last one cut short by a kill mid-write, say)."""
+    for line in lines:
+        try:
+            fields = json.loads(line)
+            record: FrameRecord | None = FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])})
+        except (ValueError, TypeError, KeyError):
+            record = None
+        yield record
+
+
+def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:
+    """The records of a spool file's lines, and how many could not be read."""
+    read = list(iter_spool(lines))
+    records = [record for record in read if record is not None]
+    return records, len(read) - len(records)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a folder's entries durable (a file made in it, one removed): without it a power cut may keep
+    a removal made after a file was made, and lose the file."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def new_spool_file(folder: Path) -> tuple[Path, int]:
+    """A spool file made in `folder` (its path, and a descriptor open for appending): a name no file
+    has, as a ledger's former spool, kept (`Spool._drop_spool`), may have the name a new one made in the
+    same millisecond would, and opened again, its lock refused, it was removed."""
+    stamp = int(time.time() * 1000)
+    while True:
+        path = folder / f"ledger-{os.getpid()}-{stamp}.jsonl"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
+            return path, os.open(path, flags, 0o600)
+        except FileExistsError:
+            stamp += 1
+
+
+def write_spool_file(folder: Path, records: list[FrameRecord], keep_locked: bool) -> tuple[Path, int]:
+    """A new spool file in `folder` holding `records`: written and synced under a name no ledger
+    claims (made with O_EXCL), locked meanwhile, and only then linked under a spool file's name (a
+    name no file has) and its first name removed. Made under its spool name, it could be claimed by
+    another ledger before it was locked, or read before it was whole, and removed by that ledger with
+    the records it had not read. Its path and its descriptor: open and locked with `keep_locked`,
+    else closed (the returned number then means nothing)."""
+    temp, name = "", ""
+    descriptor, temp = tempfile.mkstemp(prefix=SPLIT_PART_PREFIX, suffix=SPLIT_PART_SUFFIX, dir=folder)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open(descriptor, "w", encoding="utf-8", closefd=False) as file:
+            file.write("".join(record_line(record) for record in records))
+        os.fsync(descriptor)
+        stamp = int(time.time() * 1000)
+        while True:
+            name = str(folder / f"ledger-{os.getpid()}-{stamp}.jsonl")
+            try:
+                os.link(temp, name)
+                break
+            except FileExistsError:
+                stamp += 1
+        os.unlink(temp)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        os.close(descriptor)
+        raise
+    if not keep_locked:
+        os.close(descriptor)
+    return Path(name), descriptor
+
+
+def claim_file(path: Path) -> int | None:
+    """A spool file of a ledger gone, opened and locked (its descriptor), or None: a live ledger's
+    (locked), another user's or one others may write (their rows would be taken for ours), a link, or
+    one gone once locked (removed by the ledger that held it, its records written or in its spool). A
+    split's part is claimed alike before it is removed (`remove_stale_parts`)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link: refused
+    except OSError:
+        return None
+    claimed = False
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o022:
+            log.warning("frames log: %s is not a spool file of this user's (another owner's, or"
+                        " writable by others): left alone", path)  # fmt: skip
+        else:  # (a folder others may write to: their rows would be taken for ours)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked, named = os.fstat(descriptor), os.stat(path, follow_symlinks=False)
+            claimed = locked.st_nlink > 0 and (locked.st_dev, locked.st_ino) == (named.st_dev, named.st_ino)
+    except OSError:  # a live ledger's, or gone
+        pass
+    if not claimed:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+        return None
+    return descriptor
+
+
+def read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], list[FrameRecord], list[str]]:
+    """A claimed spool file's readable records (repeats and all), those of frames not in `seen` (each
+    once), and notes for the log (repeats, lines that could not be read)."""
+    every: list[FrameRecord] = []
+    fresh: list[FrameRecord] = []
+    ids: set[str] = set()
+    broken = 0
+    with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
+        for record in iter_spool(lines):
+            if record is None:
+                broken += 1
+                continue
+            every.append(record)
+            if record.frame.frame_id not in seen and record.frame.frame_id not in ids:
+                ids.add(record.frame.frame_id)
+                fresh.append(record)
+    return every, fresh, [f"{len(every) - len(fresh)} repeated", f"{broken} lines unreadable"]
+
+
+def split_file(
+    folder: Path, path: Path, descriptor: int, first: list[FrameRecord], every: list[FrameRecord]
+) -> tuple[Path, int | None] | None:
+    """Split the spool file `path` (claimed: `descriptor`) that alone holds more records than this
+    ledger has room for: `first` to a new file held locked (its path and claim are returned), every
+    other record of `every` to a second new file left unlocked for later, both synced, and the folder;
+    then `path` is removed (still locked) and let go. None when the files cannot be written (a full
+    disk): what was made of them is removed, and `path` left whole, unlocked. See `Spool.adopt`."""
+    firsts = {record.frame.frame_id for record in first}
+    rest = [record for record in every if record.frame.frame_id not in firsts]
+    made: list[Path] = []
+    try:
+        kept, claim = write_spool_file(folder, first, keep_locked=True)
+        made.append(kept)
+        if rest:
+            made.append(write_spool_file(folder, rest, keep_locked=False)[0])
+        sync_folder(folder)
+        path.unlink()  # (the made files hold every record now: from here on they stay)
+    except OSError as error:
+        log.warning("frames log: %s holds more records than this node has room for and cannot be split"
+                    " (%s): left as it is, for later or a node with more room", path, error)  # fmt: skip
+        for made_path in made:  # (their records are all in `path` still)
+            with contextlib.suppress(OSError):
+                made_path.unlink()
+        if made:
+            with contextlib.suppress(OSError):
+                os.close(claim)
+        os.close(descriptor)
+        return None
+    with contextlib.suppress(OSError):  # (a power cut undoing the removal leaves repeats, no loss)
+        sync_folder(folder)
+    os.close(descriptor)
+    return kept, claim
+
+
+def remove_stale_parts(folder: Path | None) -> None:
+    """Remove the files a split left half made in the spool folder (SPLIT_PART_PREFIX, `write_spool_file`):
+    a ledger killed while it split a file left the one it was writing, which no ledger adopts and none
+    removed, one more with each such kill. Its records are all on disk elsewhere (the file it split is
+    removed only once the split's files are named as spool files, and a part named so already is the
+    spool file under a second name). Only this folder's, not its subfolders'; only this user's regular
+    files (`claim_file`: a link is not followed, nor removed); a part a live ledger holds locked (writing
+    it) is left alone: one it has made but not locked yet, removed, fails its split, the file to split
+    left whole."""
+    if folder is None or not folder.is_dir():
+        return
+    removed = 0
+    for path in sorted(folder.glob(f"{SPLIT_PART_PREFIX}*{SPLIT_PART_SUFFIX}")):
+        descriptor = claim_file(path)
+        if descriptor is None:
+            continue
+        try:
+            path.unlink()  # (still locked: see `claim_file`)
+            removed += 1
+        except OSError as error:
+            log.warning("frames log: %s, left by a split cut short, cannot be removed (%s)", path, error)
+        finally:
+            os.close(descriptor)
+    if removed:
+        log.info("frames log: %d files a split cut short left in %s removed (their records are in the"
+                 " spool files)", removed, folder)  # fmt: skip
