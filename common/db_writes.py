@@ -15,9 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from common import defaults
 from common.backoff import Backoff
 
-log = logging.getLogger("common.db")
-"""common.db's logger: what a write says while Postgres is away is said as it was before the writes had a
-module of their own."""
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -16,8 +16,7 @@ from common.backoff import Backoff
 from common.errors import ConfigError
 from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
 
-log = logging.getLogger("common.db")
-"""common.db's logger: what an upgrade says is said as it was before the upgrade had a module of its own."""
+log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_ID = 720_417
 """Postgres advisory lock held while migrating."""

@@ -21,9 +21,7 @@ from pathlib import Path
 from common.frame_log import FrameRecord
 from common.jobs import FrameRef
 
-log = logging.getLogger("ingest.ledger_spool")
-"""The spool's logger: what its files' handling says is said as it was before the files had a module of
-their own."""
+log = logging.getLogger(__name__)
 
 SPOOL_PATTERN = "ledger-*.jsonl"
 """The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
