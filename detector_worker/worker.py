@@ -95,12 +95,13 @@ class DetectStage:
                         " or more time", job.batch_id, len(late), len(job.frames), self.time_budget_s,
                         100 * defaults.JOB_TIME_BUDGET_SHARE)  # fmt: skip
             passed_on += [self.not_detected(ref, "skipped", "over job time budget") for ref in late]
-        to_read = [f for f in frames if any(p.crop_key for p in f.plates)]
+        frames_with_crops = [f for f in frames if any(p.crop_key for p in f.plates)]
         with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
             enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
                     self.job_timeout_s, hand_off)  # fmt: skip
-            if to_read:  # crops have keys of their own: the redactor deleting the frame leaves them
-                enqueue(self.ocr_queue, OcrJob(batch_id=job.batch_id, frames=to_read), self.job_timeout_s, hand_off)
+            if frames_with_crops:  # crops have keys of their own: the redactor deleting the frame leaves them
+                ocr_job = OcrJob(batch_id=job.batch_id, frames=frames_with_crops)
+                enqueue(self.ocr_queue, ocr_job, self.job_timeout_s, hand_off)
             hand_off.execute()
         return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
 

@@ -114,21 +114,21 @@ class OcrStage:
     def read_frame(self, item: DetectedFrame, crops: dict[str, np.ndarray], unreadable: set[str]) -> FrameReads:
         """One frame's plates read (those with a crop: in the ROI, not nested), and how its reads ended."""
         start = time.perf_counter()
-        to_read = [p for p in item.plates if p.crop_key]
+        plates_with_crops = [p for p in item.plates if p.crop_key]
         reader = self.reader(item.frame.region)
         if reader is None:
             return FrameReads(item.frame, [], self.refuse(item.frame))
-        missing = {p.crop_key for p in to_read if p.crop_key not in crops}
+        missing = {p.crop_key for p in plates_with_crops if p.crop_key not in crops}
         outcome: ReadOutcome = "done" if not missing else "expired" if missing - unreadable else "corrupt"
         if outcome == "expired":
             self.metrics.frames_missing.labels(stage=self.name).inc()
         with self.metrics.core_cpu(self.name):
             reads = reader.read_plates(
-                [crops.get(p.crop_key or "") for p in to_read],
-                [(p.box_xyxy, p.confidence) for p in to_read],
-                [p.at_side_edge for p in to_read],
+                [crops.get(p.crop_key or "") for p in plates_with_crops],
+                [(p.box_xyxy, p.confidence) for p in plates_with_crops],
+                [p.at_side_edge for p in plates_with_crops],
             )
-        edge = sum(1 for p, r in zip(to_read, reads, strict=True) if p.at_side_edge and r.best)
+        edge = sum(1 for p, r in zip(plates_with_crops, reads, strict=True) if p.at_side_edge and r.best)
         return FrameReads(item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads, outcome, edge)
 
     def refuse(self, frame: FrameRef) -> ReadOutcome:
