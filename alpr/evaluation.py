@@ -387,7 +387,7 @@ def _run(
         assert detector is not None
         detections = detector.detect([image])[0]
         detected = time.perf_counter()
-        boxes = list(boxes_to_read(detections, None).boxes())  # what the pipeline reads
+        boxes = list(boxes_to_read(detections, None, detector.settings.confidence).boxes())  # what is read
         plates = [geometry.crop(image, box, crop_margin) for box, _ in boxes]
         reads = reader.read_plates(plates, boxes, [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes])
         yield (

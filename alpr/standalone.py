@@ -387,7 +387,7 @@ class Pipeline:
         out = []
         for frame, image, found in zip(frames, images, detections, strict=True):
             start = time.perf_counter()
-            selection = select_reads(found, self.roi)  # the ROI and nesting choose what is read
+            selection = select_reads(found, self.roi, self.detector.settings.confidence)  # what is read
             boxes = [box for box, kept in zip(found.boxes(), selection.read, strict=True) if kept]
             crops = [geometry.crop(image, box, self.crop_margin) for box, _ in boxes]
             edges = [geometry.at_side_edge(box, image.shape[1]) for box, _ in boxes]

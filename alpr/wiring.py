@@ -63,6 +63,11 @@ def build_detector(settings: Settings, kind: type[PlateDetector] = PlateDetector
     """The detector (of `kind`, a PlateDetector or one that extends it), on the device asked for: a
     CUDA device the backend cannot use is an error here, not a quiet fall-back to the CPU."""
     check_device(settings.detector_backend, settings.detector_device)
+    if settings.detector_imgsz < defaults.DETECTOR_IMGSZ and settings.keep_frames != "none":
+        log.warning("ALPR_DETECTOR_IMGSZ %d is under the default %d: small plates are found less often, and a "
+                    "plate not found is not blurred in the frames kept (ALPR_KEEP_FRAMES %s; 2 of the demo clip's "
+                    "24 plates at 320)",
+                    settings.detector_imgsz, defaults.DETECTOR_IMGSZ, settings.keep_frames)  # fmt: skip
     detector = kind(detector_settings(settings))
     if session := getattr(detector.backend, "session", None):  # ONNX Runtime's
         check_session_device(settings.detector_backend, settings.detector_device, session)

@@ -98,7 +98,10 @@ class Settings(BaseModel):
     detector_device: str = Field(defaults.DETECTOR_DEVICE, pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu or cuda:N.")
     detector_half: bool = Field(defaults.DETECTOR_HALF, description="FP16 (torch backend on cuda only).")
     detector_imgsz: int = Field(defaults.DETECTOR_IMGSZ, ge=128, le=4096, multiple_of=32, description="Letterbox size.")
-    detector_confidence: float = Field(defaults.DETECTOR_CONFIDENCE, gt=0, lt=1, description="Lowest box confidence.")
+    detector_confidence: float = Field(
+        defaults.DETECTOR_CONFIDENCE, gt=0, lt=1,
+        description="Lowest box confidence read (boxes down to 0.05 are blurred all the same).",
+    )  # fmt: skip
     detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
     detector_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per core.")
     detector_max_downscale: float = Field(

@@ -22,7 +22,11 @@ DETECTOR_IMGSZ = 960
 """Longest side, in pixels, that frames are letterboxed to before detection."""
 
 DETECTOR_CONFIDENCE = 0.05
-"""Lowest detector confidence kept; low on purpose, the OCR stage decides what is a plate."""
+"""Lowest detector confidence read; low on purpose, the OCR stage decides what is a plate."""
+
+DETECTOR_REDACT_CONFIDENCE = 0.05
+"""Lowest detector confidence blurred, whatever ALPR_DETECTOR_CONFIDENCE says (it chooses what is read):
+raised to 0.5 it left 4 of 120 kept frames of the demo clip with a readable plate (a review)."""
 
 DETECTOR_MAX_PLATES_PER_FRAME = 100
 """At most this many plate boxes per frame, highest confidence first (every one is blurred: a car park

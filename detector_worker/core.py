@@ -55,10 +55,14 @@ class PlateDetector:
         backend = BACKENDS[settings.backend]
         self.backend: DetectorBackend = backend(weights, settings.device, settings.imgsz, threads, settings.half)
         self.told_of_tiles = False
+        self.floor = min(settings.confidence, defaults.DETECTOR_REDACT_CONFIDENCE)
+        """The confidence boxes are found down to: every one is blurred, those at `settings.confidence` or
+        above read (`select_reads`)."""
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[PlateDetections]:
-        """Every plate in each frame, highest confidence first. A region of interest and nesting choose
-        which of them are read (`select_reads`), never which are hidden: every box found is redacted. A frame
+        """Every plate in each frame down to the blurring floor (`floor`), highest confidence first. The read
+        threshold, a region of interest and nesting choose which of them are read (`select_reads`), never
+        which are hidden: every box found is redacted. A frame
         the detector would shrink more than `max_downscale` is also searched in overlapping tiles
         (detector_worker/tiles.py); the whole frame and its tiles go through the batches as frames do."""
         for index, frame in enumerate(frames):
@@ -87,7 +91,7 @@ class PlateDetector:
         for start in range(0, len(views), step):
             chunk = views[start : start + step]
             images = [view_of(frames[index], tile) for index, tile in chunk]
-            raw = self.backend.infer(images, self.settings.confidence, self.settings.max_plates_per_frame)
+            raw = self.backend.infer(images, self.floor, self.settings.max_plates_per_frame)
             for (index, tile), (xyxy, confidence) in zip(chunk, raw, strict=True):
                 found[index].append(in_frame(xyxy, confidence, tile, frames[index].shape[:2]))
         limit = self.settings.max_plates_per_frame
@@ -117,16 +121,19 @@ class ReadSelection:
     in_roi: npt.NDArray[np.bool_]
     """Its centre lies inside the ROI (every box, when there is none)."""
     read: npt.NDArray[np.bool_]
-    """It is read: in the ROI and not nested in a stronger box."""
+    """It is read: sure enough, in the ROI and not nested in a stronger box."""
     outside_roi: int
-    """How many boxes lie outside the ROI, not nested in a stronger box: the plates the ROI misses
-    (alpr_plates_outside_roi_total in the chain, RunSummary in `alpr run`)."""
+    """How many boxes sure enough to read lie outside the ROI, not nested in a stronger box: the plates the
+    ROI misses (alpr_plates_outside_roi_total in the chain, RunSummary in `alpr run`)."""
 
 
-def select_reads(detections: PlateDetections, roi: Polygon | None) -> ReadSelection:
-    """The one rule of both pipelines for which boxes are read: a box whose centre lies inside the ROI
-    and that is not nested in a stronger box (`nested_in_stronger`). Each test runs once a frame."""
+def select_reads(detections: PlateDetections, roi: Polygon | None, min_confidence: float = 0.0) -> ReadSelection:
+    """The one rule of both pipelines for which boxes are read: a box of at least `min_confidence` (the
+    operator's ALPR_DETECTOR_CONFIDENCE; the detector finds boxes down to the blurring floor, and blurs
+    them all) whose centre lies inside the ROI and that is not nested in a stronger box
+    (`nested_in_stronger`). Each test runs once a frame."""
     inside, whole = inside_roi(detections, roi), ~nested_in_stronger(detections)
+    whole &= detections.confidence >= min_confidence
     return ReadSelection(in_roi=inside, read=inside & whole, outside_roi=int((~inside & whole).sum()))
 
 
@@ -139,8 +146,8 @@ def inside_roi(detections: PlateDetections, roi: Polygon | None) -> npt.NDArray[
     return np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
 
 
-def boxes_to_read(detections: PlateDetections, roi: Polygon | None) -> PlateDetections:
-    """The boxes to read (`select_reads`): inside the polygon (all, when there is none), none nested in a
-    stronger box."""
-    read = select_reads(detections, roi).read
+def boxes_to_read(detections: PlateDetections, roi: Polygon | None, min_confidence: float = 0.0) -> PlateDetections:
+    """The boxes to read (`select_reads`): of at least `min_confidence`, inside the polygon (all, when there
+    is none), none nested in a stronger box."""
+    read = select_reads(detections, roi, min_confidence).read
     return PlateDetections(detections.xyxy[read], detections.confidence[read])

@@ -171,7 +171,7 @@ class DetectStage:
         frames, crops = [], []
         for ref, detections in zip(present, found, strict=True):
             plates = []
-            selection = select_reads(detections, ref.roi)  # the ROI and nesting choose what is read
+            selection = select_reads(detections, ref.roi, self.detector.settings.confidence)  # what is read
             if selection.outside_roi:  # counted as `alpr run` counts them (alpr/standalone.py)
                 camera = self.metrics.camera(ref.camera_id)
                 self.metrics.plates_outside_roi.labels(camera=camera).inc(selection.outside_roi)

@@ -238,3 +238,19 @@ def test_a_right_the_role_lacks_is_one_line_naming_the_role_and_the_mend(redis_u
         assert line.startswith(f"alpr: error: Postgres role {role} lacks a right this needs (Postgres refused the"
                                " read: InsufficientPrivilege (SQLSTATE 42501): permission denied for table"
                                " alert_deliveries)"), line  # fmt: skip
+
+
+def test_a_smaller_letterbox_is_warned_about_while_frames_are_kept(settings: Settings, caplog):
+    """Plates a smaller letterbox misses go unblurred in the kept frames (2 of the demo clip's 24 at 320, a
+    review): said at start, unless no frame is kept."""
+
+    def warnings(**update: object) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            build_detector(settings.model_copy(update=update))
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warnings() == []
+    [warning] = warnings(detector_imgsz=320)
+    assert "ALPR_DETECTOR_IMGSZ 320 is under the default 960" in warning and "not blurred" in warning
+    assert warnings(detector_imgsz=320, keep_frames="none") == []
