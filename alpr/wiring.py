@@ -22,6 +22,7 @@ from common.frame_store import FrameStore
 from common.job_key import key_fingerprint, others_disagreeing, publish
 from common.metrics import Metrics
 from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
+from common.redis_eviction import check_eviction
 from common.redis_persistence import warn_if_frames_persist
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
@@ -132,7 +133,8 @@ def reach_redis(
     settings: Settings, url: str | None = None, what: str = "queues", timeout_s: float = defaults.REDIS_TIMEOUT_S
 ) -> redis.Redis:
     """A checked connection to the queues' Redis (or, with `url`, another: the frame store's), whose
-    commands wait `timeout_s` at most for an answer."""
+    commands wait `timeout_s` at most for an answer; refused when the queues' Redis evicts keys when full
+    (common/redis_eviction.py)."""
     url = url or settings.redis_url
     if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
         log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
@@ -142,6 +144,7 @@ def reach_redis(
         connection.ping()
     except (redis.RedisError, ValueError) as error:  # ValueError: a host IDNA cannot encode (a traceback)
         raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
+    check_eviction(connection, url, holds_queues=url == settings.redis_url)
     return connection
 
 

@@ -55,18 +55,28 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 def run_workers(
     args: argparse.Namespace, settings: Settings, connection: redis.Redis, context: WorkerContext, stop: threading.Event
 ) -> int:
-    """RQ workers of the stage, one after another (a new one whenever Redis dropped the last), until a
-    signal, or the end of a burst or of --max-jobs."""
+    """RQ workers of the stage, one after another (a new one whenever Redis dropped the last, after a
+    backoff where the last lasted under WORKER_STEADY_S), until a signal, or the end of a burst or of
+    --max-jobs."""
     quick = worker_options(args.stage)
+    restarts = Backoff(*defaults.RECONNECT_BACKOFF_S)
     for run in itertools.count():
         name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
         queue = signed_queue(settings, connection, args.stage)
         rq_worker = StageWorker(queue, context, stop, name=name, **quick)
         log.info("worker %s ready", name)
+        started = time.monotonic()
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
         except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
-            log.warning("worker %s lost Redis: %s", name, mask_url(str(error)))
+            if time.monotonic() - started >= defaults.WORKER_STEADY_S:
+                restarts.reset()
+                log.warning("worker %s lost Redis: %s", name, mask_url(str(error)))
+            else:  # PING answers but the worker's writes are refused (full, a replica): not in a loop
+                delay = restarts.next_delay()
+                log.warning("worker %s lost Redis %.0f s after it started: %s; the next one in %.0f s", name,
+                            time.monotonic() - started, mask_url(str(error)), delay)  # fmt: skip
+                stop.wait(delay)
         except StopRequested:  # a signal after RQ's loop ended, before its handlers were replaced
             stop.set()
         finally:

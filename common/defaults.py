@@ -246,6 +246,12 @@ WORKER_MAINTENANCE_S = 15
 """How often an idle worker cleans RQ's registries: the job of a worker that died is queued again
 (while it has retries left) within this long of its heartbeat expiring."""
 
+WORKER_STEADY_S = 30.0
+"""An RQ worker that lost Redis sooner than this after it started is followed by the next only after a
+backoff (RECONNECT_BACKOFF_S): a Redis that answers PING but refuses the worker's writes (full, or a
+read-only replica) had each pool start some 1,500 workers a second, one core busy, the log flooded."""
+
+
 FAILURE_TTL_S = 7 * 24 * 3600
 """How long failed jobs stay in RQ's failed registry for inspection and replay: one week."""
 

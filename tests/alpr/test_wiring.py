@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -254,3 +255,66 @@ def test_a_smaller_letterbox_is_warned_about_while_frames_are_kept(settings: Set
     [warning] = warnings(detector_imgsz=320)
     assert "ALPR_DETECTOR_IMGSZ 320 is under the default 960" in warning and "not blurred" in warning
     assert warnings(detector_imgsz=320, keep_frames="none") == []
+
+
+def test_a_queues_redis_that_evicts_keys_stops_every_role_and_a_frame_store_that_does_is_warned_of(
+    redis_server, tmp_path, postgres_url, caplog, capsys
+):  # fmt: skip
+    """allkeys-lru on a full Redis dropped RQ's job hashes: 104 of 120 frames stayed `pending`, no line
+    logged, until the sweep called them lost 12 minutes later (a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    server = redis.Redis.from_url(redis_server.url)
+    server.config_set("maxmemory", "64mb")  # noeviction with a bound: what Compose runs, accepted
+    assert main(["worker", "ocr", "--burst", "--redis-url", redis_server.url, "--database-url", postgres_url]) == 0
+    server.config_set("maxmemory-policy", "allkeys-lru")
+    capsys.readouterr()
+    for role in (["worker", "sight", "--burst"], ["worker", "detect", "--burst"], ["status"]):
+        assert main([*role, "--redis-url", redis_server.url, "--database-url", postgres_url]) == 2
+        error = capsys.readouterr().err
+        assert "drops keys when full (maxmemory-policy allkeys-lru)" in error, role
+        assert "set maxmemory-policy noeviction" in error
+    store = PrivateRedis(tmp_path / "store")
+    (tmp_path / "store").mkdir()
+    store.start()
+    try:
+        redis.Redis(port=store.port).config_set("maxmemory", "64mb")
+        redis.Redis(port=store.port).config_set("maxmemory-policy", "volatile-ttl")
+        server.config_set("maxmemory-policy", "noeviction")
+        [warning] = frame_store_warnings(
+            caplog, {"ALPR_REDIS_URL": redis_server.url, "ALPR_FRAME_STORE_URL": store.url}
+        )
+        assert "the frame store's Redis" in warning and "(maxmemory-policy volatile-ttl)" in warning
+    finally:
+        store.stop()
+
+
+def test_a_redis_that_answers_but_refuses_the_workers_writes_is_retried_with_backoff(
+    redis_url, postgres_url, tmp_path
+):  # fmt: skip
+    """A queues' Redis at its maxmemory (noeviction) answers PING but refuses BLMOVE: the pool started
+    the next RQ worker at once, some 1,500 a second, each with a WARNING, one core busy (a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env |= {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url}
+    port = free_port()
+    process = alpr_process(env, ["worker", "ocr"], tmp_path / "worker.log", metrics_port=port)
+
+    def serving() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(serving, 60, "the worker to start")  # metrics are served once it is ready
+        time.sleep(1)
+        server = redis.Redis.from_url(redis_url)
+        server.config_set("maxmemory", str(int(server.info("memory")["used_memory"]) // 2))  # full: writes refused
+        lost = lambda: set(re.findall(r"worker (\S+) lost Redis", (tmp_path / "worker.log").read_text()))  # noqa: E731
+        wait_for(lost, 30, "the worker to lose Redis")  # its blocking dequeue refused
+        first = len(lost())
+        time.sleep(8)
+        assert len(lost()) - first <= 5, f"{len(lost()) - first} more workers lost Redis in 8 s"
+        assert "the next one in" in (tmp_path / "worker.log").read_text()
+        server.config_set("maxmemory", "0")  # room again: the pool works on
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
