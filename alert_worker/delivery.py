@@ -7,7 +7,8 @@ cannot help). Messages never hold a secret: a webhook is named by its scheme, ho
 Webhook signatures (the scheme Stripe uses), for receivers to check:
 
     body      = the alert as compact JSON with sorted keys, UTF-8 (`alert_body`)
-    timestamp = X-ALPR-Timestamp, Unix seconds as decimal digits
+    timestamp = X-ALPR-Timestamp, Unix seconds as decimal digits, by Postgres's clock as the delivery
+                is claimed (the chain's shared clock, not the alert worker host's)
     signed    = timestamp + "." + body                  (bytes)
     X-ALPR-Signature: sha256=<hex HMAC-SHA256(secret, signed)>
 
@@ -146,10 +147,11 @@ def verify_signature(
     return hmac.compare_digest(expected, signature_header.encode("utf-8", "replace"))
 
 
-def deliver(alert: Alert, receiver: WebhookReceiver | MqttReceiver) -> None:
-    """Deliver `alert` to `receiver` once; raises DeliveryRetryable or DeliveryRejected when it fails."""
+def deliver(alert: Alert, receiver: WebhookReceiver | MqttReceiver, now_s: float | None = None) -> None:
+    """Deliver `alert` to `receiver` once; raises DeliveryRetryable or DeliveryRejected when it fails.
+    `now_s`: the time a webhook is signed at, by the chain's shared clock (default: this host's)."""
     if isinstance(receiver, WebhookReceiver):
-        deliver_webhook(alert, receiver)
+        deliver_webhook(alert, receiver, now_s)
     else:
         deliver_mqtt(alert, receiver)
 
@@ -280,10 +282,11 @@ class _TrackedHttps(urllib.request.HTTPSHandler):
         )  # fmt: skip
 
 
-def deliver_webhook(alert: Alert, receiver: WebhookReceiver) -> None:
-    """POST `alert` to the receiver's URL, signed; returns once it answered 2xx."""
+def deliver_webhook(alert: Alert, receiver: WebhookReceiver, now_s: float | None = None) -> None:
+    """POST `alert` to the receiver's URL, signed at `now_s` (Unix seconds, by the chain's shared clock:
+    the alert worker passes Postgres's at the claim; default this host's); returns once it answered 2xx."""
     body = alert_body(alert)
-    timestamp = str(int(time.time()))
+    timestamp = str(int(time.time() if now_s is None else now_s))
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -360,6 +363,9 @@ def _status_error(where: str, status: int, reason: str, retry_after: str | None)
         return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after), words=words)
     if 300 <= status <= 399:
         return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)", words)
+    if status in (401, 403):  # what a receiver checking the signature answers (verify_signature failed)
+        check = "the receiver's secret must be the receivers file's, its clock within its tolerance of Postgres's"
+        return DeliveryRejected(f"{message} (the signature refused? {check}, which dates it)", words)
     return DeliveryRejected(message, words)
 
 

@@ -40,7 +40,11 @@ from common.worker import StageResult
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver], None]
+Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver, float], None]
+"""One attempt: the alert, its receiver, and the time to sign it at (Postgres's clock at the claim)."""
+
+CLOCK_DISAGREEMENT_S = 60.0
+"""How far this host's clock may lie from Postgres's before the worker warns of it at its start."""
 
 DeliveryOutcome = Literal["sent", "retried", "rested", "failed", "rejected"]
 """An attempt's outcome, as counted in `alpr_alert_deliveries`."""
@@ -51,6 +55,23 @@ def retry_delay_s(attempt: int, asked_s: float | None) -> float:
     what the receiver asked for (Retry-After), whichever is longer."""
     first_s, longest_s = defaults.ALERT_BACKOFF_S
     return max(Backoff(first_s, longest_s, failures=max(0, attempt - 1)).next_delay(), asked_s or 0.0)
+
+
+def warn_if_clock_off(alert_log: AlertLog) -> None:
+    """A WARNING at the worker's start when this host's clock is more than CLOCK_DISAGREEMENT_S off
+    Postgres's. Webhooks are signed by Postgres's clock (a worker 10 minutes ahead signed by its own, and
+    receivers refused every alert); what still goes by this one is its log lines' times and the alerts'
+    latency (`alpr_alert_latency_seconds`)."""
+    try:
+        before_s = time.time()
+        postgres_s = alert_log.clock_s()
+        off_s = (before_s + time.time()) / 2 - postgres_s
+    except Exception as error:  # a check only: the worker starts
+        log.warning("could not compare this host's clock with Postgres's (%s)", type(error).__name__)
+        return
+    if abs(off_s) > CLOCK_DISAGREEMENT_S:
+        log.warning("this host's clock is %+.0f s off Postgres's: webhooks are signed by Postgres's clock, but"
+                    " this worker's log times and alert latencies go by this one (set it right)", off_s)  # fmt: skip
 
 
 class AlertStage:
@@ -128,7 +149,7 @@ class AlertStage:
             self.rest(delivery, resting_s)
             return
         try:
-            self.send(delivery.alert, receiver)
+            self.send(delivery.alert, receiver, delivery.claimed_at_s)
         except DeliveryRejected as error:
             self.give_up(delivery, "rejected", str(error), error.recorded)
         except DeliveryRetryable as error:

@@ -264,7 +264,7 @@ def receivers(settings: Settings) -> dict[str, WebhookReceiver | MqttReceiver]:
 
 def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> AlertStage:
     """The alert pool's stage: the receivers (the file is required) and the alerts log."""
-    from alert_worker.worker import AlertStage
+    from alert_worker.worker import AlertStage, warn_if_clock_off
     from common.alert_log import AlertLog
     from common.alerts import LOOPBACK_HOSTS, MqttReceiver
 
@@ -282,9 +282,10 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
             plain, host = parts.scheme == "http", parts.hostname
         if plain and host not in LOOPBACK_HOSTS:
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
+    alert_log = AlertLog(database_pool(settings, "alert worker", ALERT_WORKER_RIGHTS), settings.db_patience_s)
+    warn_if_clock_off(alert_log)
     return AlertStage(
-        targets, AlertLog(database_pool(settings, "alert worker", ALERT_WORKER_RIGHTS), settings.db_patience_s),
-        signed_queue(settings, connection, "alert"), metrics, settings.alert_give_up_s,
+        targets, alert_log, signed_queue(settings, connection, "alert"), metrics, settings.alert_give_up_s,
         settings.job_timeout_s,
     )  # fmt: skip
 

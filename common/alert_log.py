@@ -49,10 +49,11 @@ UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
 FROM alerts a
 WHERE d.alert_id = %s AND d.receiver = %s AND a.alert_id = d.alert_id
     AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
-RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from)
+RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from), extract(epoch FROM now())
 """
 """A delivery due now (pending, or being sent by a worker whose lease ran out): this worker's, for
-the lease; the alert, the attempt's number (this claim's token) and how long it has been tried."""
+the lease; the alert, the attempt's number (this claim's token), how long it has been tried, and
+Postgres's clock (what its webhook is signed at)."""
 
 MINE = " AND status = 'sending' AND attempts = %s"
 """An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
@@ -91,13 +92,17 @@ def unreadable(error: ValidationError) -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One claimed delivery: the alert, the receiver's name, this attempt's number (the claim's token) and
-    how long the delivery has been tried (since the alert, or since `alpr replay`)."""
+    """One claimed delivery: the alert, the receiver's name, this attempt's number (the claim's token),
+    how long the delivery has been tried (since the alert, or since `alpr replay`), and when it was
+    claimed by Postgres's clock, the chain's shared one (Unix seconds): the time its webhook is signed
+    at. Signed by the worker's own clock, a worker 10 minutes ahead had every alert refused by receivers
+    checking the timestamp (verify_signature: 5 minutes), and lost for good (a review)."""
 
     alert: Alert
     receiver: str
     attempt: int
     age_s: float
+    claimed_at_s: float
 
 
 def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Sequence[str]) -> list[Alert]:
@@ -157,7 +162,7 @@ class AlertLog:
             if row is None:
                 return None
             try:
-                return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]))
+                return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]), float(row[3]))
             except ValidationError as error:
                 reason = unreadable(error)
                 connection.execute(
@@ -218,6 +223,12 @@ class AlertLog:
             return [(str(a), str(r)) for a, r in rows]
 
         return write_through_outage(self.pool, replay, self.patience_s, "read" if dry_run else "write")
+
+    def clock_s(self) -> float:
+        """Postgres's clock now (Unix seconds): the one deliveries are signed by (`Delivery.claimed_at_s`)."""
+        with self.pool.connection() as connection:
+            row = connection.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+            return float(row[0]) if row else 0.0
 
     def counts(self) -> dict[str, int]:
         """Deliveries per status."""

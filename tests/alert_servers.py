@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -109,11 +110,11 @@ class Reply:
 
 class WebhookServer:
     """A ThreadingHTTPServer on 127.0.0.1 and a free port, in a thread: records every POST (checking its
-    signature with `secret`) and answers with `reply`. Use as a context manager; leaving it releases a
-    hanging handler and joins every thread."""
+    signature with `secret`, by `clock` when given, else verify_signature's own) and answers with `reply`.
+    Use as a context manager; leaving it releases a hanging handler and joins every thread."""
 
-    def __init__(self, secret: str, reply: Reply | None = None) -> None:
-        self.secret, self.reply = secret, reply or Reply()
+    def __init__(self, secret: str, reply: Reply | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.secret, self.reply, self.clock = secret, reply or Reply(), clock
         self.received: list[Received] = []
         self.release = threading.Event()
         owner = self
@@ -122,7 +123,8 @@ class WebhookServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 timestamp, signature = self.headers.get(TIMESTAMP_HEADER, ""), self.headers.get(SIGNATURE_HEADER, "")
-                signed = verify_signature(body, timestamp, signature, owner.secret)
+                now_s = owner.clock() if owner.clock is not None else None
+                signed = verify_signature(body, timestamp, signature, owner.secret, now_s=now_s)
                 owner.received.append(Received(self.command, self.path, self.headers, body, signed))
                 if owner.reply.hang:
                     owner.release.wait(30)

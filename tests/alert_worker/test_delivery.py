@@ -119,6 +119,18 @@ def test_an_error_answer_is_classified(status, expected):
     assert_no_secret(caught.value)
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_signature_is_rejected_saying_what_to_check(status):
+    """A 401 is rejected for good, as any 4xx; a review's receiver refused the signature of a worker whose
+    clock ran ahead, and the line said "HTTP 401 Unauthorized" alone: it now names the secret and the
+    clocks. The timestamp signed is the one given (Postgres's clock at the claim), not this host's."""
+    with WebhookServer(SECRET, Reply(status)) as server, pytest.raises(DeliveryRejected) as caught:
+        deliver_webhook(ALERT, webhook(server.url), now_s=1_700_000_000.9)
+    assert server.received[0].headers[TIMESTAMP_HEADER] == "1700000000" and not server.received[0].signature_ok
+    assert str(caught.value).startswith(f"webhook {receiver_origin(server.url)}: HTTP {status} (the signature")
+    assert "secret" in str(caught.value) and "Postgres's" in str(caught.value)
+
+
 UNREADABLE_HEADERS = {
     "101 headers": {f"X-Trace-{n}": "1" for n in range(101)},
     "a 70 KiB header line": {"X-Trace": "x" * 70_000},

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -290,6 +291,27 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url,
     assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}
 
 
+def test_a_worker_whose_clock_runs_ahead_signs_by_postgres_clock_and_is_warned_of(
+    setup, postgres_url, redis_url, monkeypatch, caplog
+):
+    """A review: an alert worker whose host clock ran 10 minutes ahead signed each webhook by it; a
+    receiver checking the signature with verify_signature (5 minutes' tolerance) answered 401, and the
+    alert was rejected for good. The timestamp is now Postgres's at the claim, and the worker says at its
+    start that its clock is off."""
+    from alert_worker import delivery, worker
+
+    ahead = SimpleNamespace(time=lambda: time.time() + 600, monotonic=time.monotonic)  # this host's clock
+    monkeypatch.setattr(delivery, "time", ahead)
+    monkeypatch.setattr(worker, "time", ahead)
+    with WebhookServer(SECRET, clock=time.time) as hook:  # the receiver's clock is right
+        setup(hook.url)
+        raise_alert(postgres_url, redis_url, ["ops"])
+        burst()
+    assert deliveries(postgres_url) == {"ops": "delivered"} and [r.signature_ok for r in hook.received] == [True]
+    assert abs(int(hook.received[0].headers["X-ALPR-Timestamp"]) - time.time()) < 5
+    assert "this host's clock is +600 s off Postgres's" in caplog.text
+
+
 def test_a_receiver_no_longer_in_the_file_is_rejected_not_retried_forever(setup, postgres_url, redis_url, monkeypatch):
     monkeypatch.setattr(defaults, "ALERT_UNKNOWN_RECEIVER_GRACE_S", 0.5)  # its first retry would come later
     with WebhookServer(SECRET) as hook:
@@ -373,7 +395,7 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
     setup("https://alerts.example.org/hook?token=hunter2")
     raise_alert(postgres_url, redis_url, ["ops"])
 
-    def broken(alert: Alert, receiver: object) -> None:
+    def broken(alert: Alert, receiver: object, now_s: float) -> None:
         raise ValueError(f"cannot send {alert.plate} to https://alerts.example.org/hook?token=hunter2")
 
     pool = open_pool(postgres_url)
