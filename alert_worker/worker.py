@@ -218,9 +218,26 @@ class AlertStage:
         self.count(delivery, status)
 
     def maintain(self) -> None:
-        """Queue the deliveries that are due: retries after their back-off, jobs lost with a worker."""
+        """Give the alerts raised lately a delivery to each receiver of this worker's file they lack; then
+        queue the deliveries that are due: those, retries after their back-off, jobs lost with a worker."""
+        try:
+            self.add_missing_deliveries()
+        except Exception as error:  # tried again next round; the due deliveries are queued all the same
+            log.warning("could not add the deliveries recent alerts lack (%s)", type(error).__name__)
         for alert_id, receiver, attempts in self.alert_log.due(defaults.ALERT_REQUEUE_AFTER_S, limit=1000):
             enqueue(self.queue, alert_job(alert_id, receiver, attempts + 1), self.job_timeout_s)
+
+    def add_missing_deliveries(self) -> None:
+        """A sighting worker raises an alert with a delivery to each receiver of its own file: one still on
+        an older file (a rolling restart) left out a receiver just added, which never got the alert, and
+        `alpr replay` had no delivery to resend (a review: 3 of 18 alerts). This worker adds a delivery to
+        each receiver its file names for the alerts raised in the last ALERT_MISSING_RECEIVER_S that lack
+        one; a delivery there already is left as it is, and a receiver its file does not name gets none."""
+        added = self.alert_log.add_missing(list(self.receivers), defaults.ALERT_MISSING_RECEIVER_S)
+        if added:
+            log.warning("%d deliveries added that their alerts lacked, to %s: raised by a sighting worker whose"
+                        " receivers file does not name them (give every worker the same file)", len(added),
+                        ", ".join(sorted({receiver for _, receiver in added})))  # fmt: skip
 
     def finish(self, stop: threading.Event) -> None:
         """The worker is done taking jobs (`alpr worker alert` calls this once its last RQ worker ended).

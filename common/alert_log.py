@@ -6,7 +6,9 @@ It is an outbox: the sighting pool inserts an alert and its deliveries in the tr
 it, so no alert is lost to a crash between raising and queuing it. The alert pool claims one delivery
 at a time (`claim`: only one worker sends an alert to a receiver at once, and a delivery already done
 is not sent again), records each attempt and when to try again, and queues what is due (`due`):
-retries after their back-off, and deliveries whose job was lost. Writes wait out a Postgres outage."""
+retries after their back-off, and deliveries whose job was lost. Writes wait out a Postgres outage.
+It also adds the deliveries a recent alert lacks to a receiver its own file names (`add_missing`: the
+alert was raised by a sighting worker on an older receivers file)."""
 
 from __future__ import annotations
 
@@ -72,6 +74,19 @@ RETURNING alert_id, receiver, attempts
 """
 """Deliveries due and not queued lately (a retry after its back-off; a job never queued), or being
 sent by a worker whose lease ran out (it died mid-delivery): marked queued now."""
+
+
+ADD_MISSING = """
+INSERT INTO alert_deliveries (alert_id, receiver)
+SELECT a.alert_id, r.receiver FROM alerts a CROSS JOIN unnest(%s::text[]) AS r(receiver)
+WHERE a.created_at > now() - make_interval(secs => %s)
+    AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.alert_id AND d.receiver = r.receiver)
+ON CONFLICT DO NOTHING
+RETURNING alert_id, receiver
+"""
+"""A pending delivery, never queued (so `due` queues it), to each of these receivers for every alert raised
+lately (migration 19's index) that has none: a delivery there already, whatever its state, is left as it is,
+and a receiver not among these gets nothing."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +218,18 @@ class AlertLog:
             return [(str(a), str(r), int(n)) for a, r, n in connection.execute(DUE, (requeue_after_s, limit))]
 
         return write_through_outage(self.pool, due, 0.0)
+
+    def add_missing(self, receivers: Sequence[str], max_age_s: float) -> list[tuple[str, str]]:
+        """(alert id, receiver) of the deliveries added to these `receivers` for the alerts raised less than
+        `max_age_s` ago (Postgres's clock) that had none: the raiser's receivers file did not name them."""
+        if not receivers:
+            return []
+
+        def add(connection: psycopg.Connection) -> list[tuple[str, str]]:
+            rows = connection.execute(ADD_MISSING, (list(receivers), max_age_s))
+            return [(str(a), str(r)) for a, r in rows]
+
+        return write_through_outage(self.pool, add, 0.0)
 
     def replay(self, max_age_s: float, dry_run: bool = False) -> list[tuple[str, str]]:
         """Failed and rejected deliveries given up less than `max_age_s` ago (`give_up` notes when in

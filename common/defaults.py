@@ -131,6 +131,13 @@ ALERT_UNKNOWN_RECEIVER_GRACE_S = 900.0
 rejected: while the pools are restarted with a new file, a sighting worker already raising alerts to a
 new receiver would have its deliveries rejected by an alert worker not restarted yet."""
 
+ALERT_MISSING_RECEIVER_S = ALERT_UNKNOWN_RECEIVER_GRACE_S
+"""An alert raised this recently (by Postgres's clock) with no delivery to a receiver the alert worker's
+file names is given one by the alert pool: a sighting worker still on an older receivers file (a rolling
+restart) raised it without the receiver just added, which never got it, and `alpr replay` had no
+delivery to resend. The window the pool gives such a restart the other way round; older alerts are left
+(a receiver added today is not sent last week's)."""
+
 ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 

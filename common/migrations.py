@@ -436,6 +436,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- out on every attempt, and none of its frames was read)
         """,
     ),
+    (
+        19,
+        """
+        CREATE INDEX alerts_by_created ON alerts (created_at);
+        -- the alert pool's round finds the alerts raised lately (common/alert_log.py's ADD_MISSING) without
+        -- reading the whole log every second
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 
@@ -463,6 +471,7 @@ MIGRATION_LOCKS: dict[int, dict[str, str]] = {
     16: {"watchlist": "SHARE ROW EXCLUSIVE"},
     17: {"plate_exports": "ACCESS EXCLUSIVE", "plate_searches": "ACCESS EXCLUSIVE"},
     18: {"frames": "ACCESS EXCLUSIVE"},
+    19: {"alerts": "SHARE"},
 }
 """Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
 it (tests/common/test_migrations.py checks each against what Postgres records the migration holding).

@@ -225,8 +225,9 @@ def test_a_delivery_given_up_after_its_day_of_retries_is_replayed_by_default(set
     assert deliveries(postgres_url) == {"ops": "delivered"} and len(hook.received) == 1
 
 
-def delivery_row(postgres_url: str) -> tuple[str, int, str]:
-    [row] = rows(postgres_url, "SELECT status, attempts, last_error FROM alert_deliveries")
+def delivery_row(postgres_url: str, receiver: str = "ops") -> tuple[str, int, str]:
+    query = "SELECT status, attempts, last_error FROM alert_deliveries WHERE receiver = "
+    [row] = rows(postgres_url, query + f"'{receiver}'")
     return row
 
 
@@ -246,12 +247,12 @@ def test_a_broker_flooding_an_attempt_is_cut_off_and_retried_with_back_off(setup
         setup("http://127.0.0.1:9/unused", hostile.port)
         raise_alert(postgres_url, redis_url, ["broker"])
         burst()
-        status, attempts, error = delivery_row(postgres_url)
+        status, attempts, error = delivery_row(postgres_url, "broker")
         assert (status, attempts, hostile.connections) == ("pending", 1, 1)
         assert "cut off" in error and "268435455 bytes asked for" in error
         time.sleep(1.2)  # the first back-off
         burst()
-        status, attempts, error = delivery_row(postgres_url)
+        status, attempts, error = delivery_row(postgres_url, "broker")
     assert (status, attempts, hostile.connections) == ("pending", 2, 2) and "cut off" in error
 
 
@@ -337,6 +338,32 @@ def test_a_receiver_new_to_a_worker_not_restarted_yet_is_retried_until_one_knows
         burst()
         burst()
     assert deliveries(postgres_url) == {"ops": "delivered", "added": "delivered"} and len(hook.received) == 2
+
+
+def test_a_receiver_the_raisers_file_lacked_gets_the_recent_alerts_from_the_alert_pool(
+    setup, postgres_url, redis_url, tmp_path, monkeypatch, caplog
+):
+    """A review (a rolling restart): a sighting worker still on the old receivers file (ops) raised alerts
+    with no delivery to dash, just added to the file, so dash never got them and `alpr replay` had nothing
+    to resend. An alert worker whose file names ops and dash adds the missing delivery to a recent alert
+    and sends it once; not to one raised past ALERT_MISSING_RECEIVER_S (Postgres's clock), nor again, and
+    a delivery to a receiver its file does not name (removed) is left as it was."""
+    setup("http://127.0.0.1:9/unused")
+    with WebhookServer(SECRET) as ops, WebhookServer(SECRET) as dash:
+        receivers_file(tmp_path, monkeypatch, {"ops": (ops.url, 1), "dash": (dash.url, 1)})
+        recent, old = raise_alerts(postgres_url, redis_url, 2, ["ops", "gone"])  # the raiser's file: ops, gone
+        age = f"{defaults.ALERT_MISSING_RECEIVER_S + 60} seconds"
+        rows(postgres_url, f"UPDATE alerts SET created_at = now() - interval '{age}' WHERE alert_id = '{old}'"
+                           " RETURNING 1")  # fmt: skip
+        rows(postgres_url, "UPDATE alert_deliveries SET status = 'rejected' WHERE receiver = 'gone' RETURNING 1")
+        burst()
+        burst()  # a second worker adds nothing, sends nothing again
+    found = rows(postgres_url, "SELECT alert_id, receiver, status FROM alert_deliveries")
+    assert sorted(found) == sorted([(recent, "ops", "delivered"), (recent, "dash", "delivered"),
+                                    (recent, "gone", "rejected"), (old, "ops", "delivered"),
+                                    (old, "gone", "rejected")])  # fmt: skip
+    assert [r.headers[IDEMPOTENCY_HEADER] for r in dash.received] == [recent] and len(ops.received) == 2
+    assert "1 deliveries added that their alerts lacked, to dash" in caplog.text
 
 
 def test_the_outcome_of_a_claim_that_ran_out_changes_nothing(setup, postgres_url, redis_url):
