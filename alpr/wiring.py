@@ -313,8 +313,10 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     if not names:
         log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
                     " logged, but delivered to no receiver")  # fmt: skip
-    return SightingStage(pool, watch, names, signed_queue(settings, connection, "alert"), metrics,
-                         tuning, settings.job_timeout_s)  # fmt: skip
+    stage = SightingStage(pool, watch, names, signed_queue(settings, connection, "alert"), metrics,
+                          tuning, settings.job_timeout_s)  # fmt: skip
+    stage.compare_clocks()
+    return stage
 
 
 def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] = time.time) -> FrameLedger:

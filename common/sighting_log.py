@@ -182,6 +182,9 @@ class SightingCursor:
     grouped_until_s: float
     early_read_id: int
     state: dict[str, Any]
+    now_s: float = 0.0
+    """Postgres's clock as it was locked (its transaction's now()): what the sighting pool dates and judges
+    by, never its host's clock."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class LoggedRead:
 CAMERAS_WITH_WORK = """
 SELECT c.camera_id FROM sighting_cursors c
 WHERE c.grouped_until_s = 0
+    OR c.grouped_until_s > extract(epoch FROM now())::float8
     OR jsonb_path_exists(c.state, '$.tracker.cameras.*.tracks[0]')
     OR (SELECT count(*) FROM plate_reads r WHERE r.camera_id = c.camera_id AND r.id > c.early_read_id)
        > coalesce((c.state->'early'->>'taken')::bigint, jsonb_array_length(coalesce(c.state->'early'->'seen', '[]')))
@@ -202,8 +206,9 @@ WHERE c.grouped_until_s = 0
                AND r.captured_at >= to_timestamp(c.grouped_until_s))
 ORDER BY c.camera_id
 """
-"""The cameras a round has work for: met for the first time, with an open track (closed once the gap has
-passed), with reads the early scan has not taken (more of its reads above the scan's mark than the scan
+"""The cameras a round has work for: met for the first time, with a cursor past Postgres's now (saved by a
+worker whose host clock ran ahead: set right, SightingStage.set_cursor_right), with an open track (closed
+once the gap has passed), with reads the early scan has not taken (more of its reads above the scan's mark than the scan
 has seen: it keeps exactly those ids, as runs, and their number as `taken`; a search of each id in that
 list grew with the square of a busy camera's reads), or with reads not yet grouped (their frames not
 settled yet). An idle camera costs the round nothing: with 300 cameras and no car the round took 0.3 s
@@ -216,28 +221,35 @@ def camera_ids(connection: psycopg.Connection) -> list[str]:
 
 
 def lock_cursor(connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:
-    """The camera's cursor, locked until the transaction ends; None when another worker holds it."""
+    """The camera's cursor, locked until the transaction ends, with Postgres's clock (`now_s`, in the same
+    statement); None when another worker holds it."""
     row = connection.execute(
-        "SELECT grouped_until_s, early_read_id, state FROM sighting_cursors WHERE camera_id = %s"
-        " FOR UPDATE SKIP LOCKED",
+        "SELECT grouped_until_s, early_read_id, state, extract(epoch FROM now())::float8 FROM sighting_cursors"
+        " WHERE camera_id = %s FOR UPDATE SKIP LOCKED",
         (camera_id,),
     ).fetchone()
-    return SightingCursor(camera_id, float(row[0]), int(row[1]), dict(row[2])) if row else None
+    return SightingCursor(camera_id, float(row[0]), int(row[1]), dict(row[2]), float(row[3])) if row else None
 
 
 def save_cursor(connection: psycopg.Connection, cursor: SightingCursor) -> None:
+    """The cursor saved, its `grouped_until_s` never past Postgres's now (a cursor dated ahead by a worker's
+    host clock left every read captured before it ungrouped, for good: a review)."""
     connection.execute(
-        "UPDATE sighting_cursors SET grouped_until_s = %s, early_read_id = %s, state = %s, updated_at = now()"
-        " WHERE camera_id = %s",
+        "UPDATE sighting_cursors SET grouped_until_s = LEAST(%s, extract(epoch FROM now())::float8),"
+        " early_read_id = %s, state = %s, updated_at = now() WHERE camera_id = %s",
         (cursor.grouped_until_s, cursor.early_read_id, Jsonb(cursor.state), cursor.camera_id),
     )
 
 
 def grouped_until(connection: psycopg.Connection, camera_id: str) -> float:
     """The capture time (Unix s) up to which the sighting pool has grouped the camera's reads (0: none
-    yet): a read dated before it is never grouped."""
+    yet): a read dated before it is never grouped. One past Postgres's now is none (0): saved by a worker
+    whose host clock ran ahead, it is set right at the camera's next round; an ingest node restarted meanwhile
+    dated the camera's frames after it, 18 minutes ahead (a review)."""
     row = connection.execute(
-        "SELECT grouped_until_s FROM sighting_cursors WHERE camera_id = %s", (camera_id,)
+        "SELECT grouped_until_s FROM sighting_cursors WHERE camera_id = %s"
+        " AND grouped_until_s <= extract(epoch FROM now())::float8",
+        (camera_id,),
     ).fetchone()
     return float(row[0]) if row else 0.0
 

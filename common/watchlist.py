@@ -380,16 +380,20 @@ class WatchListCache:
         captured_at_s: float,
         connection: psycopg.Connection | None = None,
         refresh: bool = True,
+        now_s: float | None = None,
     ) -> list[WatchMatch]:
         """match_lists against the current entries (`current`, over `connection` where given; with
         `refresh` False, those `loaded` already: within a transaction kept alive, which a reload would
         leave idle while Python builds the list), each judged as of `captured_at_s` (an entry that expired
-        after the car was seen still matches it), or as of `expired_within_s` ago when that is later:
+        after the car was seen still matches it), or as of `expired_within_s` before now when that is later:
         entries expired before are no longer loaded, and a pass longer than that (a parked car) alerted
-        on an entry expired meanwhile only while the table happened not to change."""
+        on an entry expired meanwhile only while the table happened not to change. Now is `now_s` where
+        given (the sighting pool gives Postgres's clock: by its host's, 30 minutes ahead, a listed car
+        whose entry had 10 minutes left was judged expired and never alerted on, a review), else
+        `wall_clock`'s."""
         if refresh:
             self.current(connection)
         else:
             self.loaded()
-        as_of_s = max(captured_at_s, self.wall_clock() - self.expired_within_s)
+        as_of_s = max(captured_at_s, (self.wall_clock() if now_s is None else now_s) - self.expired_within_s)
         return self._index.match_lists(plate, max_distance, as_of_s)

@@ -14,7 +14,6 @@ off a listed plate, moving, got a second alert at its sighting, a review)."""
 from __future__ import annotations
 
 import bisect
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +43,7 @@ class Pass:
     last_s: float
     """The capture time of its latest read, or of its sighting's."""
     touched_s: float
-    """When a read or sighting last met it (wall clock)."""
+    """When a read or sighting last met it (Postgres's clock, as the sighting pool reads it)."""
     nearest: float = 0.0
     """The distance of the nearest match alerted on in it (0, exact, in a pass saved without it)."""
     points: list[list[float]] = field(default_factory=list)
@@ -84,9 +83,9 @@ class Pass:
             state["tracks"] = sorted(self.tracks)
         return state
 
-    def widen(self, first_s: float, last_s: float) -> None:
-        """Take [first_s, last_s] into its span; it was met now."""
-        self.first_s, self.last_s, self.touched_s = min(self.first_s, first_s), max(self.last_s, last_s), time.time()
+    def widen(self, first_s: float, last_s: float, now_s: float) -> None:
+        """Take [first_s, last_s] into its span; it was met at `now_s`."""
+        self.first_s, self.last_s, self.touched_s = min(self.first_s, first_s), max(self.last_s, last_s), now_s
 
     def note(self, read: Observation) -> None:
         """Keep the read's box (among the newest POINTS_KEPT) and its identity until the tracker groups it."""

@@ -101,7 +101,7 @@ class EarlyScan:
     from_id: int
     seen: set[int] = field(default_factory=set)
     marks: list[list[float]] = field(default_factory=list)
-    """[wall-clock time, highest id taken by then], one per round that took reads, within the window."""
+    """[Postgres's time, highest id taken by then], one per round that took reads, within the window."""
     took_reads: bool = False
     """Whether this round took any read."""
 
@@ -117,7 +117,8 @@ class EarlyScan:
         return cls(from_id, seen, [list(m) for m in early.get("marks", [])])
 
     def took(self, ids: list[int], now_s: float) -> None:
-        """Note the reads taken this round; move `from_id` up to the highest id taken a window ago."""
+        """Note the reads taken this round (at `now_s`, Postgres's clock); move `from_id` up to the highest id
+        taken a window ago."""
         self.took_reads = True
         self.seen.update(ids)
         self.marks.append([now_s, float(max(self.seen))])
@@ -179,6 +180,9 @@ class CameraSessionEndedError(Exception):
     ('the connection is closed') counted the whole round as a Postgres outage, its other cameras not grouped."""
 
 
+CLOCK_OFF_WARN_S = 1.0
+"""A sighting worker whose host's clock is further than this off Postgres's warns at start (`compare_clocks`)."""
+
 ROUND_OUTCOMES = ("grouped", "camera_failed", "watchlist_unavailable")
 """How a sighting round ends (`alpr_sighting_rounds_total{outcome}`; deploy/prometheus-rules.yml alerts on
 the last two)."""
@@ -207,6 +211,36 @@ class SightingStage:
         """Per camera, when its frame interval was last looked up (monotonic) and what it was."""
         self.said_at = time.monotonic()
         """When the camera's transaction last sent Postgres a statement `keep_alive` knows of (monotonic)."""
+        self.clock_at: tuple[float, float] | None = None
+        """Postgres's clock as the last camera's transaction began (its now()), and time.monotonic() then."""
+
+    def postgres_now(self) -> float:
+        """Now by Postgres's clock, as read at the camera's transaction's start (`group_camera`) and run on by
+        the monotonic clock: what a sighting worker dates and judges by (a pass met, the early scan's marks,
+        a camera's first cursor, the watch-list's as-of time), never its host's clock. A worker whose host
+        clock ran 30 minutes ahead judged a listed car's entry, 10 minutes left, expired (no alert), and
+        started the cameras it met first 18 minutes ahead: their reads never grouped, for good (a review)."""
+        if self.clock_at is None:
+            raise RuntimeError("Postgres's clock is read at a camera's transaction's start: none began yet")
+        postgres_s, monotonic_s = self.clock_at
+        return postgres_s + (time.monotonic() - monotonic_s)
+
+    def compare_clocks(self) -> None:
+        """A WARNING at start when this host's clock is more than CLOCK_OFF_WARN_S off Postgres's. The
+        sighting pool goes by Postgres's clock; its log lines and others' by the host's."""
+        try:
+            with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, autocommitting(connection):
+                before_s = time.time()
+                row = connection.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+                after_s = time.time()
+        except (psycopg.Error, PoolTimeout) as error:  # a check only: the rounds wait Postgres out
+            log.warning("could not compare this host's clock with Postgres's (%s)", type(error).__name__)
+            return
+        off_s = (before_s + after_s) / 2 - float(row[0]) if row else 0.0
+        if abs(off_s) > CLOCK_OFF_WARN_S:
+            log.warning("this host's clock is %+.1f s off Postgres's: the sighting worker dates and judges by"
+                        " Postgres's clock, but set this host's right (NTP): other roles and the logs go by it",
+                        off_s)  # fmt: skip
 
     def keep_alive(self, connection: psycopg.Connection) -> None:
         """Within a camera's transaction, between its statements: a statement (SELECT 1) when none was sent
@@ -322,9 +356,10 @@ class SightingStage:
             cursor = lock_cursor(connection, camera_id)
             if cursor is None:  # another worker is grouping this camera
                 return result
+            self.clock_at = (cursor.now_s, time.monotonic())
             first_met = cursor.grouped_until_s == 0
             if first_met:  # reads older than the frames' lifetime are history; only recent ones raise alerts
-                cursor.grouped_until_s = time.time() - self.settings.history_s
+                cursor.grouped_until_s = cursor.now_s - self.settings.history_s
                 cursor.early_read_id = last_read_id(connection, camera_id, defaults.EARLY_RESCAN_S)
             state = cursor.state
             tracker = (
@@ -332,13 +367,14 @@ class SightingStage:
                 if "tracker" in state
                 else SightingTracker(self.settings.gap_s)
             )
+            set_right = self.set_cursor_right(cursor, tracker)
             tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))
             gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
             result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
             fed, result.sightings = self.group(connection, cursor, tracker, alerted)
-            if not (first_met or fed or early.took_reads):
+            if not (first_met or set_right or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
@@ -348,13 +384,28 @@ class SightingStage:
             alerted = prune(
                 alerted,
                 min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
-                time.time() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
+                self.postgres_now() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
             )
             cursor.early_read_id = early.from_id
             cursor.state = {"tracker": tracker.to_state(), "early": early.state(), "alerted": passes_state(alerted)}
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         return result
+
+    def set_cursor_right(self, cursor: SightingCursor, tracker: SightingTracker) -> bool:
+        """Whether the cursor was found past Postgres's now, saved by a worker whose host clock ran ahead
+        (before workers read Postgres's): none of the camera's reads captured before it was ever grouped, and
+        its horizon would have stayed there until Postgres's clock caught up. It is set back as for a camera
+        met for the first time (reads of the last `history_s` grouped), or to now while tracks are open (their
+        reads are not grouped twice), with an ERROR."""
+        if cursor.grouped_until_s <= cursor.now_s:
+            return False
+        ahead_s = cursor.grouped_until_s - cursor.now_s
+        cursor.grouped_until_s = cursor.now_s - (0.0 if tracker.open_tracks else self.settings.history_s)
+        log.error("camera %s: its cursor was %.0f s past Postgres's clock (saved by a sighting worker whose host"
+                  " clock ran ahead); set back to %.0f s ago: its reads captured before that and not yet grouped"
+                  " have no sighting", cursor.camera_id, ahead_s, cursor.now_s - cursor.grouped_until_s)  # fmt: skip
+        return True
 
     def match_early(
         self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes, gap_s: float
@@ -364,7 +415,7 @@ class SightingStage:
         (`holds`: a lookalike's only where the tracker would take it for that pass's car)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
-            early.took([read.read_id for read in reads], time.time())
+            early.took([read.read_id for read in reads], self.postgres_now())
         if self.watch is None:
             return []
         alerts = []
@@ -374,7 +425,9 @@ class SightingStage:
             if not re.fullmatch(PLATE_PATTERN, seen.text):
                 continue
             sure = seen.confidence >= self.settings.read_min_confidence
-            matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False)
+            matches = self.watch.match_lists(
+                seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False, now_s=self.postgres_now()
+            )
             for match in matches:
                 if (
                     self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen)
@@ -404,7 +457,7 @@ class SightingStage:
                     and span.first_s <= seen.captured_at_s + gap_s
                     and span.reaches(seen)
                 ):
-                    span.widen(seen.captured_at_s, seen.captured_at_s)
+                    span.widen(seen.captured_at_s, seen.captured_at_s, self.postgres_now())
                     span.note(seen)
 
     def group(
@@ -456,12 +509,13 @@ class SightingStage:
             return []
         if connection is not None:
             self.keep_alive(connection)
+        now_s = self.postgres_now()
         return [
             self.alert(
                 match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key)
             )
             for match in self.watch.match_lists(
-                sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False
+                sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False, now_s=now_s
             )
             if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting)
         ]
@@ -495,7 +549,7 @@ class SightingStage:
         ]
         if holding:
             span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
-            span.widen(first_s, last_s)
+            span.widen(first_s, last_s, self.postgres_now())
             if read is not None:
                 span.note(read)
             if alerting and match.distance < span.nearest:
@@ -503,7 +557,7 @@ class SightingStage:
                 return False
             return True
         if alerting:
-            passes.append(Pass(first_s, last_s, time.time(), match.distance))
+            passes.append(Pass(first_s, last_s, self.postgres_now(), match.distance))
             if read is not None:
                 passes[-1].note(read)
         return False
@@ -581,7 +635,7 @@ class SightingStage:
 
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
         """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
-        now = time.time()
+        now = self.postgres_now()
         for sighting in result.sightings:
             self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)

@@ -528,6 +528,7 @@ def test_a_long_pass_is_judged_the_same_whether_or_not_the_lists_were_reloaded_m
     wall[0] = now + 400  # it closes long after the entry expired; no list changed meanwhile
     clock.now += 5
     assert not kept.match_lists("PARKED1", 0.0, now - 10)
+    assert kept.match_lists("PARKED1", 0.0, now - 10, now_s=now + 120)  # now as the caller says (Postgres's)
 
 
 @pytest.mark.parametrize(

@@ -838,8 +838,9 @@ def test_a_starting_ledger_removes_only_the_parts_splits_left_in_its_folder(tmp_
 def test_a_cameras_last_date_is_its_latest_frame_logged_held_or_grouped(postgres_url):
     """What a node dates a camera's frames after (FrameLedger.last_dated): the latest of its frames in the
     frames log, of the records the ledger holds to write (a spool adopted: a node killed while Postgres was
-    away), and of how far the sighting pool grouped it; with Postgres away, the records held alone, and
-    it says it cannot tell more."""
+    away), and of how far the sighting pool grouped it, unless past Postgres's now (a cursor a sighting worker
+    whose host clock ran ahead saved: a node dated the camera's frames 18 minutes ahead, a review); with
+    Postgres away, the records held alone, and it says it cannot tell more."""
     from alpr.cli import main
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
@@ -853,8 +854,11 @@ def test_a_cameras_last_date_is_its_latest_frame_logged_held_or_grouped(postgres
         assert ledger.last_dated("cam") == (pytest.approx(now_s - 10, abs=1e-5), True)
         with pool.connection() as connection:
             connection.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)",
-                               (now_s + 5,))  # fmt: skip
-        assert ledger.last_dated("cam") == (pytest.approx(now_s + 5, abs=1e-5), True)
+                               (now_s - 5,))  # fmt: skip
+        assert ledger.last_dated("cam") == (pytest.approx(now_s - 5, abs=1e-5), True)
+        with pool.connection() as connection:
+            connection.execute("UPDATE sighting_cursors SET grouped_until_s = %s", (now_s + 1080,))
+        assert ledger.last_dated("cam") == (pytest.approx(now_s - 10, abs=1e-5), True)
         assert ledger.last_dated("other") == (0.0, True)
     finally:
         pool.close()

@@ -804,14 +804,15 @@ def test_a_restarted_node_dates_a_new_recording_after_the_cameras_last_frame(red
     assert [round(later - earlier, 3) for earlier, later in zip(new, new[1:], strict=False)] == [1.0] * 19
 
 
-@pytest.mark.parametrize("ahead", ["host-clock-behind", "grouped-ahead"])
+@pytest.mark.parametrize("ahead", ["host-clock-behind", "grouped-ahead", "grouped-past-postgres-now"])
 def test_a_restarted_node_dates_a_live_cameras_frames_after_its_last_frame(ahead, redis_url, postgres_url, tmp_path,
                                                                            caplog):  # fmt: skip
     """A node started with its host's clock two minutes behind dated its frames two minutes before its
     predecessor's last, which the sighting pool had grouped past: 48 cars had no sighting (a chaos
-    review). A pool that grouped the camera past now (a clock ahead before) was passed alike. The
-    camera's frames are dated after both now, slewing back to the node's clock at half speed: never
-    back, never crowded."""
+    review). A pool that grouped the camera past that clock was passed alike. The camera's frames are
+    dated after both now, slewing back to the node's clock at half speed: never back, never crowded. A
+    cursor past Postgres's now, though (saved by a sighting worker whose host clock ran ahead, set right at
+    the camera's next round), is none: the camera's frames were dated 18 minutes ahead (a review)."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)
     settings = Settings.load({}, redis_url=redis_url)
@@ -819,19 +820,22 @@ def test_a_restarted_node_dates_a_live_cameras_frames_after_its_last_frame(ahead
     ingest_until_done(camera, settings, connection, postgres_url, max_seconds=1.0)
     before = logged_dates(postgres_url)
     last_s = max(before.values())
-    clock = CaptureClock()
-    if ahead == "grouped-ahead":
-        last_s = time.time() + 30
+    clock = CaptureClock() if ahead == "grouped-past-postgres-now" else CaptureClock(wall=lambda: time.time() - 120)
+    if ahead != "host-clock-behind":
+        grouped_s = time.time() + (1080 if ahead == "grouped-past-postgres-now" else 0)  # past the node's clock
         with psycopg.connect(postgres_url) as db:
-            db.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)", (last_s,))
-    else:
-        clock = CaptureClock(wall=lambda: time.time() - 120)
+            db.execute("INSERT INTO sighting_cursors (camera_id, grouped_until_s) VALUES ('cam', %s)", (grouped_s,))
+        if ahead == "grouped-ahead":
+            last_s = grouped_s
     caplog.set_level("INFO", logger="ingest.node")
     ingest_until_done(camera, settings, connection, postgres_url, clock, max_seconds=2.0)
     new = sorted(date for frame_id, date in logged_dates(postgres_url).items() if frame_id not in before)
     assert len(new) >= 5 and min(new) > last_s
     assert min(later - earlier for earlier, later in zip(new, new[1:], strict=False)) > 0.05  # 0.2 s at half speed
-    assert "its last frame is dated" in caplog.text
+    if ahead == "grouped-past-postgres-now":
+        assert max(new) < time.time() + 1 and "its last frame is dated" not in caplog.text
+    else:
+        assert "its last frame is dated" in caplog.text
 
 
 def test_a_node_started_while_postgres_is_away_dates_its_frames_after_those_its_spool_holds(redis_url, tmp_path,
