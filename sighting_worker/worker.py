@@ -183,6 +183,34 @@ class CameraSessionEndedError(Exception):
 CLOCK_OFF_WARN_S = 1.0
 """A sighting worker whose host's clock is further than this off Postgres's warns at start (`compare_clocks`)."""
 
+STATE_VERSION = 1
+"""The form of the camera cursor's state this worker saves and reads (its `version`; none: saved before there
+was one, in any earlier form, read as before). Raised with every change to the state's form: a worker refuses a
+newer one (`NewerCursorStateError`). A worker of the form before each alerted pass kept its reads and tracks
+read the new form, dropped what it did not know and saved the rest: beside a newer worker during an upgrade,
+a car reading one character off a listed plate was alerted on twice a pass (a review)."""
+
+
+class NewerCursorStateError(Exception):
+    """A camera's cursor saved by a newer sighting worker (its state's version past STATE_VERSION, or not a
+    number): the camera is not grouped here and its cursor not written."""
+
+    def __init__(self, camera_id: str, found: object) -> None:
+        self.camera_id, self.found = camera_id, repr(found)[:40]
+        super().__init__(
+            f"camera {camera_id}: its cursor was saved by a newer sighting worker (state version {self.found};"
+            f" this worker knows versions up to {STATE_VERSION}): not grouped here, its cursor left as it is."
+            " Run one version of the sighting worker: stop every earlier one before a newer one starts"
+        )
+
+
+def check_state_version(cursor: SightingCursor) -> None:
+    """NewerCursorStateError when the cursor's state is of a version this worker does not know."""
+    found = cursor.state.get("version", 0)
+    if type(found) is not int or found > STATE_VERSION:
+        raise NewerCursorStateError(cursor.camera_id, found)
+
+
 ROUND_OUTCOMES = ("grouped", "camera_failed", "watchlist_unavailable")
 """How a sighting round ends (`alpr_sighting_rounds_total{outcome}`; deploy/prometheus-rules.yml alerts on
 the last two)."""
@@ -212,6 +240,8 @@ class SightingStage:
         self.said_at = time.monotonic()
         """When the camera's transaction last sent Postgres a statement `keep_alive` knows of (monotonic)."""
         self.clock_at: tuple[float, float] | None = None
+        self.refused: dict[str, str] = {}
+        """The cameras whose cursor a newer worker saved, with the version found (its ERROR logged once)."""
         """Postgres's clock as the last camera's transaction began (its now()), and time.monotonic() then."""
 
     def postgres_now(self) -> float:
@@ -326,6 +356,11 @@ class SightingStage:
         for camera_id in cameras:
             try:
                 result = self.group_camera(camera_id)
+            except NewerCursorStateError as error:  # left to the newer worker; an ERROR once a camera and version
+                log.log(logging.DEBUG if self.refused.get(camera_id) == error.found else logging.ERROR, "%s", error)
+                self.refused[camera_id] = error.found
+                outcome = "camera_failed"
+                continue
             except (*ENDED_BY_POSTGRES, CameraSessionEndedError) as error:
                 cause = str(error) if isinstance(error, CameraSessionEndedError) else type(error).__name__
                 log.warning("camera %s: its transaction was ended by Postgres (%s), done again from its cursor",
@@ -356,6 +391,7 @@ class SightingStage:
             cursor = lock_cursor(connection, camera_id)
             if cursor is None:  # another worker is grouping this camera
                 return result
+            check_state_version(cursor)
             self.clock_at = (cursor.now_s, time.monotonic())
             first_met = cursor.grouped_until_s == 0
             if first_met:  # reads older than the frames' lifetime are history; only recent ones raise alerts
@@ -387,7 +423,12 @@ class SightingStage:
                 self.postgres_now() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
             )
             cursor.early_read_id = early.from_id
-            cursor.state = {"tracker": tracker.to_state(), "early": early.state(), "alerted": passes_state(alerted)}
+            cursor.state = {
+                "version": STATE_VERSION,
+                "tracker": tracker.to_state(),
+                "early": early.state(),
+                "alerted": passes_state(alerted),
+            }
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         return result

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
@@ -33,7 +34,7 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
-from sighting_worker.worker import ROUND_OUTCOMES, alert_id
+from sighting_worker.worker import ROUND_OUTCOMES, STATE_VERSION, alert_id
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -349,6 +350,39 @@ def test_a_sighting_worker_warns_at_start_of_a_host_clock_off_postgres(chain, re
         with stage_with_clock_ahead(monkeypatch, settings, redis_url, 5.0):
             pass
     assert re.search(r"this host's clock is \+5\.\d s off Postgres's", caplog.text), caplog.text
+
+
+def test_a_cursor_saved_by_a_newer_worker_is_refused_and_left_as_it_is_and_an_older_one_read(chain, redis_url, caplog):
+    """A worker of the form before each alerted pass kept its reads and tracks read the new form, dropped what
+    it did not know and saved the rest: beside a newer worker during an upgrade, a lookalike's pass was
+    alerted on twice (a review). The cursor's state has a version: one newer than the worker knows fails
+    that camera, an ERROR naming both versions once, and is left as it is; one saved before versions is read."""
+    pool, settings = chain
+    log_frames(pool, passes(time.time() - 30))
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    assert len(stage.poll().sightings) == 3
+    (state,) = [row[0] for row in table(pool, "SELECT state FROM sighting_cursors")]
+    assert state["version"] == STATE_VERSION
+    with pool.connection() as connection:  # as saved before there were versions
+        connection.execute("UPDATE sighting_cursors SET state = state - 'version'")
+    now_s = time.time()
+    log_frames(pool, [(frame(i, now_s - 1.9 + (i - 30) * 0.1), [plate("GHT2093", 100)]) for i in range(30, 33)])
+    stage.poll()
+    assert table(pool, "SELECT state->'version' FROM sighting_cursors") == [(STATE_VERSION,)]
+    assert rounds(stage) == {"grouped": 2, "camera_failed": 0, "watchlist_unavailable": 0}
+    newer = dict(state, version=STATE_VERSION + 1, kept_elsewhere={"of": "a newer form"})  # readable, but not whole
+    with pool.connection() as connection:
+        connection.execute("UPDATE sighting_cursors SET state = %s", (Jsonb(newer),))
+    log_frames(pool, [(frame(i, now_s - 1.5 + (i - 40) * 0.1), [plate("KPX4721", 300)]) for i in range(40, 43)])
+    saved = table(pool, "SELECT grouped_until_s, early_read_id, state, updated_at FROM sighting_cursors")
+    with caplog.at_level(logging.ERROR, logger="sighting_worker.worker"):
+        refused = [stage.poll(), stage.poll()]
+    assert [(r.sightings, r.alerts) for r in refused] == [([], [])] * 2
+    assert len(table(pool, "SELECT 1 FROM alerts")) == 1  # the first round's, none since
+    assert table(pool, "SELECT grouped_until_s, early_read_id, state, updated_at FROM sighting_cursors") == saved
+    assert rounds(stage) == {"grouped": 2, "camera_failed": 2, "watchlist_unavailable": 0}
+    message = f"camera gate: its cursor was saved by a newer sighting worker (state version {STATE_VERSION + 1};"
+    assert caplog.text.count(message) == 1 and f"knows versions up to {STATE_VERSION})" in caplog.text
 
 
 def test_a_pass_first_alerted_on_a_misread_is_alerted_again_on_its_exact_reads_once(chain, redis_url):
