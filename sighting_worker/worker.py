@@ -183,7 +183,7 @@ class CameraSessionEndedError(Exception):
 CLOCK_OFF_WARN_S = 1.0
 """A sighting worker whose host's clock is further than this off Postgres's warns at start (`compare_clocks`)."""
 
-STATE_VERSION = 1
+CURSOR_STATE_VERSION = 1
 """The form of the camera cursor's state this worker saves and reads (its `version`; none: saved before there
 was one, in any earlier form, read as before). Raised with every change to the state's form: a worker refuses a
 newer one (`NewerCursorStateError`). A worker of the form before each alerted pass kept its reads and tracks
@@ -192,14 +192,14 @@ a car reading one character off a listed plate was alerted on twice a pass (a re
 
 
 class NewerCursorStateError(Exception):
-    """A camera's cursor saved by a newer sighting worker (its state's version past STATE_VERSION, or not a
+    """A camera's cursor saved by a newer sighting worker (its state's version past CURSOR_STATE_VERSION, or not a
     number): the camera is not grouped here and its cursor not written."""
 
     def __init__(self, camera_id: str, found: object) -> None:
         self.camera_id, self.found = camera_id, repr(found)[:40]
         super().__init__(
             f"camera {camera_id}: its cursor was saved by a newer sighting worker (state version {self.found};"
-            f" this worker knows versions up to {STATE_VERSION}): not grouped here, its cursor left as it is."
+            f" this worker knows versions up to {CURSOR_STATE_VERSION}): not grouped here, its cursor left as it is."
             " Run one version of the sighting worker: stop every earlier one before a newer one starts"
         )
 
@@ -207,7 +207,7 @@ class NewerCursorStateError(Exception):
 def check_state_version(cursor: SightingCursor) -> None:
     """NewerCursorStateError when the cursor's state is of a version this worker does not know."""
     found = cursor.state.get("version", 0)
-    if type(found) is not int or found > STATE_VERSION:
+    if type(found) is not int or found > CURSOR_STATE_VERSION:
         raise NewerCursorStateError(cursor.camera_id, found)
 
 
@@ -424,7 +424,7 @@ class SightingStage:
             )
             cursor.early_read_id = early.from_id
             cursor.state = {
-                "version": STATE_VERSION,
+                "version": CURSOR_STATE_VERSION,
                 "tracker": tracker.to_state(),
                 "early": early.state(),
                 "alerted": passes_state(alerted),

@@ -34,7 +34,7 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
-from sighting_worker.worker import ROUND_OUTCOMES, STATE_VERSION, alert_id
+from sighting_worker.worker import CURSOR_STATE_VERSION, ROUND_OUTCOMES, alert_id
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -362,15 +362,15 @@ def test_a_cursor_saved_by_a_newer_worker_is_refused_and_left_as_it_is_and_an_ol
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     assert len(stage.poll().sightings) == 3
     (state,) = [row[0] for row in table(pool, "SELECT state FROM sighting_cursors")]
-    assert state["version"] == STATE_VERSION
+    assert state["version"] == CURSOR_STATE_VERSION
     with pool.connection() as connection:  # as saved before there were versions
         connection.execute("UPDATE sighting_cursors SET state = state - 'version'")
     now_s = time.time()
     log_frames(pool, [(frame(i, now_s - 1.9 + (i - 30) * 0.1), [plate("GHT2093", 100)]) for i in range(30, 33)])
     stage.poll()
-    assert table(pool, "SELECT state->'version' FROM sighting_cursors") == [(STATE_VERSION,)]
+    assert table(pool, "SELECT state->'version' FROM sighting_cursors") == [(CURSOR_STATE_VERSION,)]
     assert rounds(stage) == {"grouped": 2, "camera_failed": 0, "watchlist_unavailable": 0}
-    newer = dict(state, version=STATE_VERSION + 1, kept_elsewhere={"of": "a newer form"})  # readable, but not whole
+    newer = dict(state, version=CURSOR_STATE_VERSION + 1, kept_elsewhere={"of": "a newer form"})  # readable, not whole
     with pool.connection() as connection:
         connection.execute("UPDATE sighting_cursors SET state = %s", (Jsonb(newer),))
     log_frames(pool, [(frame(i, now_s - 1.5 + (i - 40) * 0.1), [plate("KPX4721", 300)]) for i in range(40, 43)])
@@ -381,8 +381,8 @@ def test_a_cursor_saved_by_a_newer_worker_is_refused_and_left_as_it_is_and_an_ol
     assert len(table(pool, "SELECT 1 FROM alerts")) == 1  # the first round's, none since
     assert table(pool, "SELECT grouped_until_s, early_read_id, state, updated_at FROM sighting_cursors") == saved
     assert rounds(stage) == {"grouped": 2, "camera_failed": 2, "watchlist_unavailable": 0}
-    message = f"camera gate: its cursor was saved by a newer sighting worker (state version {STATE_VERSION + 1};"
-    assert caplog.text.count(message) == 1 and f"knows versions up to {STATE_VERSION})" in caplog.text
+    message = f"camera gate: its cursor was saved by a newer sighting worker (state version {CURSOR_STATE_VERSION + 1};"
+    assert caplog.text.count(message) == 1 and f"knows versions up to {CURSOR_STATE_VERSION})" in caplog.text
 
 
 def test_a_pass_first_alerted_on_a_misread_is_alerted_again_on_its_exact_reads_once(chain, redis_url):
