@@ -319,6 +319,10 @@ DB_ATTEMPT_S = 2.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+STORE_FULL_RETRY_S = (0.5, 10.0)
+"""First and longest wait before an ingest node tries again to store recorded footage's batch that the
+full frame store refused (its maxmemory): footage waits for room, never skipped."""
+
 REDIS_TIMEOUT_S = 30.0
 """How long a Redis command may wait for its answer (a worker's dequeue blocks for less)."""
 

@@ -2,8 +2,10 @@
 The camera threads put their frames (JPEG bytes and reference) among the frames to pack; `pack_jobs`
 gathers them into jobs — full at `frames_per_job`, or when the oldest has waited `max_batch_wait_ms` —
 and `flush` stores each job's frames in the frame store with a TTL and queues its frame references on
-the detect queue, waiting out a Redis outage (the cameras skip meanwhile, by `redis_down`) and skipping
-a batch the full frame store refuses (back-pressure). Every QUEUE_DEPTH_REFRESH_S it reads how many jobs
+the detect queue, waiting out a Redis outage (the cameras skip meanwhile, by `redis_down`). A batch the
+full frame store refuses (its maxmemory) is skipped as back-pressure, but for its recorded footage's
+frames (`realtime: false`), which are held and tried again with backoff (`held`; footage cameras wait
+meanwhile) until the store has room: footage waits, never skipped. Every QUEUE_DEPTH_REFRESH_S it reads how many jobs
 the chain's queues hold (`depth`, by which the cameras skip or wait), reports the frames skipped and
 unrecorded since (for `alpr status`) and compares the frames' clock with Redis's. The node
 (ingest/node.py) makes one JobPacker and runs `pack_jobs` on its main thread."""
@@ -91,6 +93,9 @@ class JobPacker:
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
+        self.held: list[list[tuple[FrameRef, bytes]]] = []  # footage's batches the full store refused, in order
+        self.held_backoff = Backoff(*defaults.STORE_FULL_RETRY_S)
+        self.held_retry_at = 0.0  # monotonic: when the held batches are tried again
         self.skipped_reported: Tally[str] = Tally()
         self.unrecorded_reported: Tally[str] = Tally()
 
@@ -107,6 +112,8 @@ class JobPacker:
             now = time.monotonic()
             if self.deadline is not None and now >= self.deadline:
                 self.stop.set()
+            if self.held and (self.stop.is_set() or now >= self.held_retry_at):
+                self.retry_held()
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 self.refresh_depth()
                 last_depth = now
@@ -122,9 +129,29 @@ class JobPacker:
             ended = (self.stop.is_set() or not any(t.is_alive() for t in cameras)) and self.pending.empty()
             full = len(batch) >= self.settings.frames_per_job
             if batch and (full or ended or time.monotonic() - oldest >= wait_s):
-                self.flush(batch)
+                if batch := self.behind_held(batch) if self.held else batch:  # footage goes behind the held
+                    self.flush(batch)
                 batch = []
-            if ended and not batch:
+            if ended and not batch and not self.held:  # footage held for room is waited for
+                return
+
+    @property
+    def holding(self) -> bool:
+        """Recorded footage's frames are held for room in the full frame store: footage cameras wait."""
+        return bool(self.held)
+
+    def retry_held(self) -> None:
+        """Try the held footage batches again, oldest first; one refused again keeps the rest behind it.
+        After the stop they are recorded as skipped (node_stopped), as footage waiting for room is."""
+        batches, self.held = self.held, []
+        for index, batch in enumerate(batches):
+            if self.stop.is_set():
+                for ref, _ in batch:
+                    self.skip(ref, "node_stopped")
+                continue
+            self.flush(batch)
+            if self.held:  # refused again (the store still full): tried again after the backoff
+                self.held.extend(batches[index + 1 :])
                 return
 
     def flush(self, batch: list[tuple[FrameRef, bytes]]) -> None:
@@ -159,6 +186,7 @@ class JobPacker:
         if self.store_full:
             log.info("the frame store has room again")
             self.store_full = False
+        self.held_backoff.reset()
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
         with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
@@ -168,6 +196,12 @@ class JobPacker:
         for ref, _ in batch:
             self.metrics.frames_ingested.labels(camera=self.metrics.camera(ref.camera_id)).inc()
             self.summary.ingested[ref.camera_id] += 1
+
+    def behind_held(self, batch: list[tuple[FrameRef, bytes]]) -> list[tuple[FrameRef, bytes]]:
+        """The batch's recorded footage put behind the footage held for room; its live frames returned."""
+        if footage := [item for item in batch if item[0].recorded]:
+            self.held.append(footage)
+        return [item for item in batch if not item[0].recorded]
 
     def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
         """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
@@ -190,16 +224,22 @@ class JobPacker:
         return True
 
     def skip_while_full(self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure") -> None:
-        """The frame store at its maxmemory: the batch skipped (as back-pressure, or as Redis unavailable
-        when the queues' Redis is away too), its stored frames deleted."""
+        """The frame store at its maxmemory: the batch's stored frames deleted; its live cameras' frames
+        skipped (as back-pressure, or as Redis unavailable when the queues' Redis is away too), its recorded
+        footage's held, tried again after a backoff (a review: footage lost two thirds of its frames to a
+        full store, skipped as back-pressure, where the README promised it waits)."""
         if not self.store_full:
-            log.warning("the frame store is full (its maxmemory): frames are skipped as back-pressure"
-                        " until it has room")  # fmt: skip
+            log.warning("the frame store is full (its maxmemory): live cameras' frames are skipped as"
+                        " back-pressure, recorded footage waits, until it has room")  # fmt: skip
         self.store_full = True
         with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
             self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
+        if footage := [item for item in batch if item[0].recorded]:
+            self.held.insert(0, footage)  # (retry_held took the held ones: it puts the rest behind this one)
+            self.held_retry_at = time.monotonic() + self.held_backoff.next_delay()
         for ref, _ in batch:
-            self.skip(ref, reason)
+            if not ref.recorded:
+                self.skip(ref, reason)
 
     def refresh_depth(self) -> None:
         """Jobs waiting in all three queues (each holds frames or crops in the frame store), read in the

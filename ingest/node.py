@@ -311,13 +311,14 @@ class IngestNode:
         the camera; footage's (a file's, or a video's served over http://) waits for room (nothing is lost
         by waiting) unless the node stops. A full chain (back-pressure) skips a live camera's frame, and
         footage's played in real time (a live camera's stand-in); recorded footage (`realtime: false`)
-        waits for the chain instead: it lost half its frames to a chain that merely had not caught up."""
+        waits for the chain instead: it lost half its frames to a chain that merely had not caught up. It
+        waits too while the packer holds footage the full frame store refused (JobPacker.holding)."""
         camera = run.camera
         offline = not source.is_live and not camera.realtime
         while (
             not source.is_live
             and not self.stop.is_set()
-            and (self.pending.full() or (offline and self.packer.depth >= self.recorded_depth))
+            and (self.pending.full() or (offline and (self.packer.depth >= self.recorded_depth or self.packer.holding)))
         ):
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)

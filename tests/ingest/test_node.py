@@ -255,8 +255,9 @@ def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_whe
 def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(redis_server, postgres_url, tmp_path,
                                                                                caplog):  # fmt: skip
     """Redis at its maxmemory refuses the frames: the node waited it out as an outage (1 s doubling to
-    30 s) while its frames grew stale; now each batch is skipped as back-pressure, recorded, and the
-    node goes on (and says so once)."""
+    30 s) while its frames grew stale; now a live camera's batch (here a folder played in real time, a
+    live camera's stand-in) is skipped as back-pressure, recorded, and the node goes on (and says so
+    once). Recorded footage waits instead (the next test)."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     folder = tmp_path / "shots"
     folder.mkdir()
@@ -268,7 +269,7 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
     settings = Settings.load({}, redis_url=redis_server.url, database_url=postgres_url, frames_per_job=2)
     metrics = Metrics()
     ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
-    node = IngestNode([CameraConfig(id="files", source=str(folder), realtime=False)], settings, connection,
+    node = IngestNode([CameraConfig(id="files", source=str(folder), sample_fps=10)], settings, connection,
                       connection, metrics, ledger)  # fmt: skip
     started = time.monotonic()
     summary = node.run(max_seconds=60)
@@ -277,6 +278,56 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
         rows = db.execute("SELECT outcome, detail, count(*) FROM frames GROUP BY 1, 2").fetchall()
     assert rows == [("skipped", "backpressure", 6)]
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
+
+
+def test_recorded_footage_waits_for_room_in_a_full_frame_store_and_none_is_skipped(redis_server, postgres_url,
+                                                                                    tmp_path, caplog):  # fmt: skip
+    """A frame store of its own at its maxmemory (noeviction, as Compose runs it) refused recorded
+    footage's batches, and each was skipped as back-pressure (a review: 80 of 120 frames skipped, where
+    the README says footage waits). Now the batch is held and tried again with backoff while nothing
+    frees the store, and once something does (a consumer deleting the frames) every frame ends queued."""
+    from tests.servers import PrivateRedis
+
+    caplog.set_level("INFO", logger="ingest.node")
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(12):  # about 60 kB each as JPEG
+        cv2.imwrite(str(folder / f"{index:03d}.jpg"), rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    (tmp_path / "store").mkdir()
+    store_server = PrivateRedis(tmp_path / "store")
+    store_server.start()
+    try:
+        store = connect_redis(store_server.url)
+        store.config_set("maxmemory-policy", "noeviction")
+        used = int(store.info("memory")["used_memory"])
+        store.config_set("maxmemory", str(used + 300_000))  # a job's 2 frames, not 4
+        settings = Settings.load({}, redis_url=redis_server.url, frame_store_url=store_server.url,
+                                 database_url=postgres_url, frames_per_job=2)  # fmt: skip
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+        node = IngestNode([CameraConfig(id="footage", source=str(folder), realtime=False)], settings,
+                          connect_redis(redis_server.url), store, metrics, ledger)  # fmt: skip
+        result: list[NodeSummary] = []
+        runner = threading.Thread(target=lambda: result.append(node.run(max_seconds=60)), daemon=True)
+        runner.start()
+        wait_for(lambda: node.packer.store_full or not runner.is_alive(), 20, "the frame store to fill")
+        time.sleep(2.0)  # nothing consumes: the footage waits (tried again meanwhile), none skipped
+        assert runner.is_alive() and node.summary.skipped["footage"] == 0, node.summary
+        while runner.is_alive():  # a consumer: the detector's jobs read and delete their frames
+            keys = list(store.scan_iter("alpr:frame:*"))
+            if keys:
+                store.delete(*keys)
+            runner.join(0.2)
+    finally:
+        store_server.stop()
+    summary = result[0]
+    assert summary.skipped["footage"] == 0 and summary.ingested["footage"] == 12, summary
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT outcome, count(*) FROM frames GROUP BY 1").fetchall()
+    assert rows == [("pending", 12)]
+    assert "the frame store is full" in caplog.text and "the frame store has room again" in caplog.text
 
 
 def test_a_full_frame_store_of_its_own_does_not_hide_the_queues_redis_being_away(redis_server, tmp_path):
