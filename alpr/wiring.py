@@ -324,11 +324,13 @@ def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] 
     clock the node dates its frames by (its watermarks are on it)."""
     from common.frame_log import FrameLog
     from ingest.ledger import FrameLedger
+    from ingest.spool_files import database_tag
 
     def open_log() -> FrameLog:
         return FrameLog(ingest_pool(settings), patience_s=0)
 
-    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now, spool_dir=settings.ledger_spool_dir)
+    return FrameLedger(open_log, metrics, defaults.LEDGER_CAPACITY, now, spool_dir=settings.ledger_spool_dir,
+                       spool_tag=database_tag(settings.database_url))  # fmt: skip
 
 
 def build_pipeline(

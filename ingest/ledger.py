@@ -47,11 +47,12 @@ class FrameLedger:
     """Buffers frame records and writes them to the frames log from its own thread. With a spool folder,
     what it holds while Postgres is away is also appended to a file there (the node may be killed before
     Postgres is back), and a ledger that starts writes the files of ledgers gone (see `Spool.adopt`, in
-    ingest/ledger_spool.py)."""
+    ingest/ledger_spool.py). `spool_tag`: the identity of the database written to (spool_files.database_tag):
+    the spool files it adopts are its database's alone."""
 
     def __init__(
         self, open_log: Callable[[], FrameLog], metrics: Metrics, capacity: int, now: Callable[[], float] = time.time,
-        spool_dir: Path | None = None,
+        spool_dir: Path | None = None, spool_tag: str = "",
     ) -> None:  # fmt: skip
         self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
         self.now = now  # the clock the node dates its frames by: a watermark is a capture time
@@ -68,7 +69,7 @@ class FrameLedger:
         self.in_flight: list[FrameRecord] = []
         """The batch the thread is writing (taken from the buffer, not yet written nor put back), changed
         in place: the spool holds it too."""
-        self.spool = Spool(spool_dir, self.buffer, self.in_flight, self.lock, capacity)
+        self.spool = Spool(spool_dir, self.buffer, self.in_flight, self.lock, capacity, spool_tag)
         self.write_began: float | None = None
         """When (monotonic) the write in progress began; None between writes."""
         self.outstanding: dict[str, dict[str, float]] = {}

@@ -4,7 +4,9 @@ node killed meanwhile (SIGKILL, a power cut) leaves its records on disk. A ledge
 files of ledgers gone, no more records than its buffer has room for (a file that alone holds more is
 split), and adopts again once its buffer has drained. The files a ledger holds are locked: no other
 ledger takes them. The buffer, the writes to Postgres and the watermarks are ingest/ledger.py's: the
-spool is handed the ledger's buffer, its batch in flight and the lock that guards them. Each file on its
+spool is handed the ledger's buffer, its batch in flight and the lock that guards them. A spool file is
+named for the database it is for (`tag`), and only the files of this ledger's database are adopted (and
+untagged ones, an earlier version's). Each file on its
 own (a record's line, a file made, claimed, read or split, a split's leftovers removed) is
 ingest/spool_files.py's."""
 
@@ -25,6 +27,7 @@ from common.private_files import make_private_folders
 from ingest.spool_files import (
     SPOOL_PATTERN,
     claim_file,
+    file_tag,
     new_spool_file,
     read_claimed,
     read_spool,
@@ -53,6 +56,7 @@ class Spool:
         in_flight: list[FrameRecord],
         lock: threading.Lock,
         capacity: int,
+        tag: str = "",
     ) -> None:
         self.folder = folder
         """The spool folder (ALPR_LEDGER_SPOOL_DIR); None: nothing is spooled."""
@@ -64,6 +68,11 @@ class Spool:
         """Guards the buffer, the batch in flight and the spool state (the ledger's)."""
         self.capacity = capacity
         """How many records the buffer holds at most (the ledger's)."""
+        self.tag = tag
+        """The identity of the database this ledger writes to (spool_files.database_tag): its spool files
+        are named with it, and only files named with it (or untagged) are adopted."""
+        self.foreign_warned = False
+        """Whether the spool files of another database in the folder were warned of (once)."""
         self.file: TextIO | None = None
         """This ledger's own spool file, open (and locked) from the first failed write until the buffer
         drains."""
@@ -126,7 +135,9 @@ class Spool:
             room = max(0, self.capacity - len(self.buffer))
         read: list[tuple[Path, int | None, list[FrameRecord], str]] = []  # (file, its claim, records, note)
         left_behind = False
-        for path in sorted(self.folder.glob(SPOOL_PATTERN)):
+        paths = sorted(self.folder.glob(SPOOL_PATTERN))
+        self._warn_foreign([path for path in paths if file_tag(path) not in ("", self.tag)])
+        for path in (path for path in paths if file_tag(path) in ("", self.tag)):
             room_left = room - sum(len(records) for _, _, records, _ in read)
             if room_left <= 0:
                 left_behind = True
@@ -145,12 +156,14 @@ class Spool:
                 if read:  # whole files only: this one waits until the buffer has drained
                     os.close(descriptor)
                     break
-                split = split_file(self.folder, path, descriptor, fresh[:room_left], every)
+                split = split_file(self.folder, path, descriptor, fresh[:room_left], every, self.tag)
                 if split is None:
                     break
                 path, descriptor = split
                 notes.append(f"{len(fresh) - room_left} left in a file of their own for later")
                 fresh = fresh[:room_left]
+            if not file_tag(path):  # an earlier version's: a folder served one chain then, mostly (README)
+                notes.append("untagged, spooled by an earlier version: taken as this database's")
             read.append((path, descriptor, fresh, ", ".join(note for note in notes if not note.startswith("0 "))))
             seen.update(record.frame.frame_id for record in fresh)
         left_behind = not self._take(read) or left_behind
@@ -158,6 +171,15 @@ class Spool:
         if left_behind:
             log.info("frames log: spool files in %s left for when this node's buffer has room (or another"
                      " node's)", self.folder)  # fmt: skip
+
+    def _warn_foreign(self, foreign: list[Path]) -> None:
+        """Spool files of another database in the folder (another chain's nodes, sharing the default
+        folder): left in place, for a node of their database; said once, their count, not their contents."""
+        if foreign and not self.foreign_warned:
+            log.warning("frames log: %d spool files in %s are another database's (spooled by a node with another"
+                        " ALPR_DATABASE_URL): left in place for a node of that database; give each chain its own"
+                        " ALPR_LEDGER_SPOOL_DIR", len(foreign), self.folder)  # fmt: skip
+            self.foreign_warned = True
 
     def _take(self, read: list[tuple[Path, int | None, list[FrameRecord], str]]) -> bool:
         """Adopt the files read (each with its claim, its records to take and a note for the log), in turn
@@ -281,7 +303,7 @@ class Spool:
             self._drop_spool()
         try:
             make_private_folders(self.folder)
-            self.file_path, descriptor = new_spool_file(self.folder)
+            self.file_path, descriptor = new_spool_file(self.folder, self.tag)
             self.file = os.fdopen(descriptor, "a", encoding="utf-8")
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

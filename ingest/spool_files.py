@@ -2,15 +2,18 @@
 holds that): a record's line of JSON and a file's lines read back; a spool file made (named only once
 whole and synced, or made with a name no file has), claimed (opened and locked: no live ledger's, no other
 user's, no link), read, split in two when it alone holds more records than a ledger has room for; the
-folder's entries made durable; the parts a split cut short left removed."""
+folder's entries made durable; the parts a split cut short left removed. Each file's name carries the
+identity of the database its records are for (`database_tag`): a node adopts only its database's."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
@@ -24,7 +27,53 @@ from common.jobs import FrameRef
 log = logging.getLogger(__name__)
 
 SPOOL_PATTERN = "ledger-*.jsonl"
-"""The spool files of a spool folder: one per ledger that spooled, `ledger-<pid>-<ms>.jsonl`."""
+"""The spool files of a spool folder: one per ledger that spooled, `ledger-<tag>-<pid>-<ms>.jsonl` (the
+tag: its database's, `database_tag`), or `ledger-<pid>-<ms>.jsonl` (untagged: an earlier version's)."""
+
+TAGGED_NAME = re.compile(r"ledger-(db[0-9a-f]+)-\d+-\d+\.jsonl")
+"""A spool file's name that carries its database's tag (its first group)."""
+
+LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
+"""Host names of this host's Postgres, one identity (no host: libpq's socket; the same server mostly)."""
+
+
+def database_tag(url: str | None) -> str:
+    """The identity of the database a spool file's records are for, from the configured URL, without
+    connecting (the spool is written while Postgres is away): its host, port, database name and, where
+    the URL's options set one, search path (two chains may keep their tables in two schemas of one
+    database), hashed; never the password, the user only when the URL names no database (libpq's default
+    is the user's name). "" without a URL. Chains on one host shared the default spool folder, and one
+    chain's node wrote the records another's had spooled into its own database (a review)."""
+    if not url:
+        return ""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - never a reason not to spool: a URL libpq cannot read names no database
+        parts = {"host": url.split("@")[-1]}  # (what follows any user:password@)
+    host = str(parts.get("host") or "").lower()
+    options = str(parts.get("options") or "")
+    search_path = re.search(r"(?:-c\s*|--)search_path=(\S+)", options)
+    identity = [
+        "localhost" if host in LOCAL_HOSTS else host,
+        str(parts.get("port") or "5432"),
+        str(parts.get("dbname") or parts.get("user") or ""),
+        search_path.group(1) if search_path else "",
+    ]
+    return "db" + hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+
+def file_tag(path: Path) -> str:
+    """The database tag a spool file's name carries; "" for an untagged one (an earlier version's)."""
+    tagged = TAGGED_NAME.fullmatch(path.name)
+    return tagged.group(1) if tagged else ""
+
+
+def spool_name(folder: Path, tag: str, stamp: int) -> Path:
+    """A spool file's path in `folder`: this process's, made at `stamp` (ms), for the database `tag`."""
+    return folder / f"ledger-{tag + '-' if tag else ''}{os.getpid()}-{stamp}.jsonl"
+
 
 SPLIT_PART_PREFIX = ".ledger-split-"
 """How the name of a file a split writes begins (`write_spool_file`): a name no ledger adopts, held until
@@ -69,13 +118,13 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def new_spool_file(folder: Path) -> tuple[Path, int]:
+def new_spool_file(folder: Path, tag: str = "") -> tuple[Path, int]:
     """A spool file made in `folder` (its path, and a descriptor open for appending): a name no file
     has, as a ledger's former spool, kept (`Spool._drop_spool`), may have the name a new one made in the
     same millisecond would, and opened again, its lock refused, it was removed."""
     stamp = int(time.time() * 1000)
     while True:
-        path = folder / f"ledger-{os.getpid()}-{stamp}.jsonl"
+        path = spool_name(folder, tag, stamp)
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
             return path, os.open(path, flags, 0o600)
@@ -83,7 +132,7 @@ def new_spool_file(folder: Path) -> tuple[Path, int]:
             stamp += 1
 
 
-def write_spool_file(folder: Path, records: list[FrameRecord], keep_locked: bool) -> tuple[Path, int]:
+def write_spool_file(folder: Path, records: list[FrameRecord], keep_locked: bool, tag: str = "") -> tuple[Path, int]:
     """A new spool file in `folder` holding `records`: written and synced under a name no ledger
     claims (made with O_EXCL), locked meanwhile, and only then linked under a spool file's name (a
     name no file has) and its first name removed. Made under its spool name, it could be claimed by
@@ -99,7 +148,7 @@ def write_spool_file(folder: Path, records: list[FrameRecord], keep_locked: bool
         os.fsync(descriptor)
         stamp = int(time.time() * 1000)
         while True:
-            name = str(folder / f"ledger-{os.getpid()}-{stamp}.jsonl")
+            name = str(spool_name(folder, tag, stamp))
             try:
                 os.link(temp, name)
                 break
@@ -164,7 +213,7 @@ def read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], li
 
 
 def split_file(
-    folder: Path, path: Path, descriptor: int, first: list[FrameRecord], every: list[FrameRecord]
+    folder: Path, path: Path, descriptor: int, first: list[FrameRecord], every: list[FrameRecord], tag: str = ""
 ) -> tuple[Path, int | None] | None:
     """Split the spool file `path` (claimed: `descriptor`) that alone holds more records than this
     ledger has room for: `first` to a new file held locked (its path and claim are returned), every
@@ -175,10 +224,10 @@ def split_file(
     rest = [record for record in every if record.frame.frame_id not in firsts]
     made: list[Path] = []
     try:
-        kept, claim = write_spool_file(folder, first, keep_locked=True)
+        kept, claim = write_spool_file(folder, first, keep_locked=True, tag=tag)
         made.append(kept)
         if rest:
-            made.append(write_spool_file(folder, rest, keep_locked=False)[0])
+            made.append(write_spool_file(folder, rest, keep_locked=False, tag=tag)[0])
         sync_folder(folder)
         path.unlink()  # (the made files hold every record now: from here on they stay)
     except OSError as error:

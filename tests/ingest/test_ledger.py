@@ -682,7 +682,7 @@ def test_a_stop_that_can_make_no_spool_leaves_the_adopted_files_on_disk(tmp_path
     spool.mkdir(mode=0o700)
     (spool / "ledger-1-1.jsonl").write_text("".join(record_line(record(index)) for index in range(50)))
 
-    def full_disk(folder):  # type: ignore[no-untyped-def]
+    def full_disk(folder, tag=""):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("ingest.ledger_spool.new_spool_file", full_disk)
@@ -897,3 +897,80 @@ def test_a_claimed_camera_has_its_watermark_before_its_first_frame_held_where_it
         assert watermark(pool) is None
     finally:
         pool.close()
+
+
+def test_a_spool_files_database_is_named_by_host_port_name_and_search_path_never_its_password():
+    """The tag a spool file is named with: the database's host, port, name and search path, hashed; not
+    the password nor the user (a node whose password was rotated adopts its files as before)."""
+    from ingest.spool_files import database_tag
+
+    tag = database_tag("postgresql://alpr:secret@db.example:5432/alpr")
+    assert tag.startswith("db") and "secret" not in tag and "alpr" not in tag
+    assert tag == database_tag("postgresql://other:rotated@db.example/alpr")  # the port is 5432 unsaid
+    assert database_tag("postgresql://u@localhost/alpr") == database_tag("postgresql://u@127.0.0.1:5432/alpr")
+    others = [
+        "postgresql://alpr@db2.example/alpr",
+        "postgresql://alpr@db.example:5433/alpr",
+        "postgresql://alpr@db.example/alpr2",
+        "postgresql://alpr@db.example/alpr?options=-csearch_path%3Dx",
+    ]
+    assert len({tag, *map(database_tag, others)}) == 5 and database_tag(None) == ""
+
+
+def test_a_spool_file_is_adopted_only_by_a_node_of_its_database(postgres_url, tmp_path, caplog):
+    """Chains on one host shared the default spool folder: chain A's records, spooled while its Postgres
+    was away, were written by chain B's node into B's database and the file removed (a review: B held
+    A's camera as pending, and swept it as lost). Each spool file is named for its database, and a node
+    adopts only its database's: another's are left in place (said once, their count), for A's node.
+    An earlier version's file (untagged) is adopted as before, and said so."""
+    import uuid
+
+    import psycopg
+
+    from alpr.cli import main
+    from ingest.spool_files import database_tag, record_line
+
+    base = postgres_url.split("?")[0]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    url_a, url_b = f"{base}?options=-csearch_path%3D{schema}", postgres_url
+    pools: list[ConnectionPool] = []
+
+    def written(url: str) -> list[int]:
+        pools.append(pool := open_pool(url, wait_s=3))
+        with pool.connection() as connection:
+            return [index for (index,) in connection.execute("SELECT frame_index FROM frames ORDER BY 1")]
+
+    try:
+        assert main(["db", "upgrade", "--database-url", url_a]) == 0
+        assert main(["db", "upgrade", "--database-url", url_b]) == 0
+        spool = tmp_path / "spool"
+        away = FrameLedger(unreachable_log, Metrics(), capacity=100, spool_dir=spool, spool_tag=database_tag(url_a))
+        away.start()
+        away.add([record(index) for index in range(4)])
+        assert away.close(1) == 0  # chain A's node stopped while its Postgres was away: kept in the spool
+        [spooled_a] = spool.glob("ledger-*.jsonl")
+        (spool / "ledger-7-7.jsonl").write_text(record_line(record(10)))  # an earlier version's: untagged
+        caplog.set_level("INFO", logger="ingest.ledger_spool")
+        pools.append(pool_b := open_pool(url_b, wait_s=3))
+        node_b = FrameLedger(lambda: FrameLog(pool_b, patience_s=0), Metrics(), capacity=100, spool_dir=spool,
+                             spool_tag=database_tag(url_b))  # fmt: skip
+        node_b.start()
+        wait_for(lambda: not (spool / "ledger-7-7.jsonl").exists(), 10, "the untagged file written")
+        node_b.spool.adopt()  # again: A's file is still not B's, and said once
+        assert node_b.close(5) == 0
+        assert written(url_b) == [10] and spooled_a.exists()
+        assert caplog.text.count("1 spool files in") == 1 and "another database's" in caplog.text
+        assert "untagged, spooled by an earlier version" in caplog.text
+        pools.append(pool_a := open_pool(url_a, wait_s=3))
+        node_a = FrameLedger(lambda: FrameLog(pool_a, patience_s=0), Metrics(), capacity=100, spool_dir=spool,
+                             spool_tag=database_tag(url_a))  # fmt: skip
+        node_a.start()
+        wait_for(lambda: not spooled_a.exists(), 10, "chain A's spool written by chain A's node")
+        assert node_a.close(5) == 0 and written(url_a) == [0, 1, 2, 3]
+    finally:
+        for pool in pools:
+            pool.close()
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
