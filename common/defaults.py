@@ -319,6 +319,11 @@ DB_ATTEMPT_S = 2.0
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+CREDENTIALS_RETRY_S = 300.0
+"""How long an ingest node (or `alpr run`) waits before it opens again a camera that refused its
+credentials (HTTP or RTSP 401/403): tried at the reconnect backoff, a wrong password logged in again
+every 30 s, 120 times an hour, enough for a camera to lock the account (a review)."""
+
 STORE_FULL_RETRY_S = (0.5, 10.0)
 """First and longest wait before an ingest node tries again to store recorded footage's batch that the
 full frame store refused (its maxmemory): footage waits for room, never skipped."""

@@ -24,7 +24,11 @@ its headers. The node masks its own log lines (common/credentials.py), but these
   child's environment by its reader): its verbose and debug ones show each request and its headers, an
   Authorization among them. Its errors and warnings (`method SETUP failed: 461 Unsupported Transport`,
   `HTTP error 401 Unauthorized`) still reach the node's stderr where the operator asks for them (`alpr`
-  sets OPENCV_FFMPEG_LOGLEVEL to -8, quiet, unless it is set)."""
+  sets OPENCV_FFMPEG_LOGLEVEL to -8, quiet, unless it is set);
+- the child runs FFmpeg at its warning level at least (REFUSAL_LOG_LEVEL), so that a camera refusing
+  the credentials (`HTTP error 401 Unauthorized`, `method DESCRIBE failed: 403 Forbidden`) is known
+  (`refusal`, told to the capture: its open's error says "credentials refused"); FFmpeg's lines past the
+  level the operator asked for (`shown_level`) are read for that, never written."""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import ctypes
 import os
 import re
 import sys
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 from common.credentials import MASK, escape_controls, mask_url, shown_source
@@ -58,6 +63,19 @@ LINE_CUT = f"… [line cut at {MAX_LINE_BYTES // 1024} KiB]"
 READ_BYTES = 64 * 1024
 """The most a reader takes from its child's pipe at once."""
 
+REFUSAL_LOG_LEVEL = 24
+"""FFmpeg's warning level, the least a child runs FFmpeg at: its HTTP errors' (`HTTP error 401 ...`)."""
+
+OPENCV_DEFAULT_LEVEL = 16
+"""FFmpeg's level where neither variable is set (OpenCV's own: FFmpeg's errors)."""
+
+FFMPEG_LINE = re.compile(rb"\[OPENCV:FFMPEG:(-?\d+)\]")
+"""How OpenCV starts a line of FFmpeg's it prints: its level."""
+
+REFUSED = re.compile(rb"\b(401|403):? \(?(Unauthorized|Forbidden)\b")
+"""FFmpeg's words for a camera refusing the credentials: HTTP's (`HTTP error 401 Unauthorized`) and
+RTSP's (`method DESCRIBE failed: 401 (Unauthorized)`, or without the brackets)."""
+
 
 def ffmpeg_log_level(environment: dict[str, str]) -> str | None:
     """OPENCV_FFMPEG_LOGLEVEL's value for the child: the operator's (or the verbose level that
@@ -71,6 +89,28 @@ def ffmpeg_log_level(environment: dict[str, str]) -> str | None:
     except ValueError:  # OpenCV reads it with atoi: what does not parse is 0, FFmpeg's panic level
         level = 0
     return str(min(level, MAX_FFMPEG_LOG_LEVEL))
+
+
+def child_levels(environment: dict[str, str]) -> tuple[str, int]:
+    """FFmpeg's level for the child (at least REFUSAL_LOG_LEVEL) and the level whose lines are shown (the
+    operator's, `ffmpeg_log_level`)."""
+    given = ffmpeg_log_level(environment)
+    shown = int(given) if given is not None else OPENCV_DEFAULT_LEVEL
+    return str(max(shown, REFUSAL_LOG_LEVEL)), shown
+
+
+def refusal(line: bytes) -> str | None:
+    """The refusal an FFmpeg line tells ("401 Unauthorized", "403 Forbidden"), or None."""
+    if not FFMPEG_LINE.match(line):
+        return None
+    found = REFUSED.search(line)
+    return f"{found.group(1).decode()} {found.group(2).decode()}" if found else None
+
+
+def shown_line(line: bytes, shown_level: int) -> bool:
+    """Whether a child's line is written: not an FFmpeg line past the level the operator asked for."""
+    level = FFMPEG_LINE.match(line)
+    return level is None or int(level.group(1)) <= shown_level
 
 
 def source_secrets(uri: str) -> list[tuple[str, str]]:
@@ -148,11 +188,26 @@ def node_stderr() -> int | None:
         return None
 
 
-def relay_output(source_fd: int, uri: str, target_fd: int | None) -> None:
+def relay_output(
+    source_fd: int,
+    uri: str,
+    target_fd: int | None,
+    shown_level: int = MAX_FFMPEG_LOG_LEVEL,
+    on_refused: Callable[[str], None] | None = None,
+) -> None:
     """Write what comes from `source_fd` (a child's stdout and stderr) to `target_fd` a line at a time,
     scrubbed of `uri`'s secrets (`Scrubber`), until its end, and close it; read to its end whatever
-    `target_fd` takes (nothing where it is None, closed or full): the child would block on its writes."""
+    `target_fd` takes (nothing where it is None, closed or full): the child would block on its writes.
+    FFmpeg's lines past `shown_level` are not written; one telling the credentials refused is told to
+    `on_refused` ("401 Unauthorized")."""
     scrubber, pending, dropping = Scrubber(source_secrets(uri)), b"", False
+
+    def shown(lines: list[bytes]) -> list[str]:
+        for line in lines:
+            if on_refused is not None and (refused := refusal(line)):
+                on_refused(refused)
+        return [scrubber.line(line) for line in lines if shown_line(line, shown_level)]
+
     try:
         while chunk := os.read(source_fd, READ_BYTES):
             if dropping:  # the rest of a line cut: dropped to its end
@@ -161,13 +216,12 @@ def relay_output(source_fd: int, uri: str, target_fd: int | None) -> None:
                     continue
                 chunk, dropping = chunk[end + 1 :], False
             *lines, pending = (pending + chunk).split(b"\n")
-            shown = [scrubber.line(line) for line in lines]
             if len(pending) > MAX_LINE_BYTES + scrubber.overlap:  # cut now, not held to its end
-                shown.append(scrubber.line(pending))
+                lines.append(pending)
                 pending, dropping = b"", True
-            write_lines(target_fd, shown)
+            write_lines(target_fd, shown(lines))
         if pending:
-            write_lines(target_fd, [scrubber.line(pending)])
+            write_lines(target_fd, shown([pending]))
     except OSError:  # (the pipe's end lost: not ours to say)
         pass
     finally:

@@ -50,7 +50,7 @@ import numpy as np
 from common import defaults
 from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
 from ingest.capture_child import MAX_ERROR_CHARS, OPEN_PROPERTIES
-from ingest.capture_output import FFMPEG_LOG_LEVEL_VARIABLE, ffmpeg_log_level, node_stderr, relay_output
+from ingest.capture_output import FFMPEG_LOG_LEVEL_VARIABLE, child_levels, node_stderr, relay_output
 
 POLL_S = 0.25
 """How often a reader waiting for its child's answer looks at the child's memory."""
@@ -78,11 +78,11 @@ def resident_bytes(pid: int) -> int | None:
 
 def child_environment() -> dict[str, str]:
     """The node's environment, CHILD_ENVIRONMENT, this package first on the path and FFmpeg's log level
-    held to its info lines (ingest/capture_output.py)."""
+    held to its info lines, at least its warnings (a camera refusing the credentials: the lines past the
+    operator's level are read, not shown; ingest/capture_output.py)."""
     path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     environment = {**os.environ, **CHILD_ENVIRONMENT, "PYTHONPATH": path}
-    if (level := ffmpeg_log_level(environment)) is not None:
-        environment[FFMPEG_LOG_LEVEL_VARIABLE] = level
+    environment[FFMPEG_LOG_LEVEL_VARIABLE] = child_levels(environment)[0]
     return environment
 
 
@@ -117,6 +117,8 @@ class IsolatedCapture:
         self.memory_mb, self.memory_bytes, self.wait_s = memory_mb, memory_mb * 1024 * 1024, wait_s
         self.ended_because: str | None = None
         """Why the capture ended before its source did (a crash, the memory bound, no answer), or None."""
+        self.refused: str | None = None
+        """How the source refused the credentials, as FFmpeg said ("401 Unauthorized"), or None."""
         self._open, self._position_ms, self._properties = False, -1.0, dict[int, float]()
         params = list(params)
         if cv2.CAP_PROP_N_THREADS not in params[::2]:
@@ -141,8 +143,8 @@ class IsolatedCapture:
             raise
         os.close(output[1])
         self._output = threading.Thread(
-            target=relay_output, args=(output[0], uri, node_stderr()), name=f"capture output {self._process.pid}",
-            daemon=True,
+            target=relay_output, args=(output[0], uri, node_stderr(), child_levels(dict(os.environ))[1],
+                                       self._refused), name=f"capture output {self._process.pid}", daemon=True,
         )  # fmt: skip
         try:
             self._output.start()
@@ -166,6 +168,10 @@ class IsolatedCapture:
             self._properties = dict(zip(OPEN_PROPERTIES, map(float, answer[1]), strict=True))
         else:
             self.release()
+
+    def _refused(self, how: str) -> None:
+        """FFmpeg said the source refused the credentials (the output's thread tells it)."""
+        self.refused = how
 
     def __del__(self) -> None:  # a capture dropped unreleased (its reader's error): its child ends with it
         with contextlib.suppress(Exception):

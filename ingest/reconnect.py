@@ -16,7 +16,7 @@ from common.backoff import Backoff
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.source_checks import is_stream_uri
-from ingest.sources import FrameSource, open_source
+from ingest.sources import CredentialsRefusedError, FrameSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,10 @@ class SourceKeeper:
     starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
     still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
     Footage over http:// cut short is read again as a new pass (`passes`), after the backoff's wait. A
-    file's failure, or anything but I/O, is logged at ERROR and not retried."""
+    file's failure, or anything but I/O, is logged at ERROR and not retried. A camera that refuses the
+    credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again only every
+    defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an hour, enough
+    for a camera to lock the account, and the log said only "cannot connect" (a review)."""
 
     uri: str
     sample_fps: float
@@ -84,6 +87,8 @@ class SourceKeeper:
     """Most memory (MB) the source's decoding may hold (ALPR_CAPTURE_MEMORY_MB)."""
     rtsp_transport: str = "tcp"
     """How an RTSP camera's packets come: over its RTSP connection, or "udp" where the operator chose it."""
+    refused: bool = False
+    """Whether the last open was refused its credentials (said at ERROR once until one succeeds)."""
 
     def open(self) -> FrameSource:
         return open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb, rtsp_transport=self.rtsp_transport)
@@ -96,12 +101,7 @@ class SourceKeeper:
         while not self.stop.is_set():
             try:
                 source, first = first or self.open(), None
-                if self.backoff.failures:
-                    self.logger.info("camera %s: reconnected after %d failed attempts", self.name,
-                                     self.backoff.failures)  # fmt: skip
-                else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
-                    self.logger.log(logging.DEBUG if self.passes else logging.INFO, "camera %s: connected to %s",
-                                    self.name, shown_source(self.uri))  # fmt: skip
+                self.say_connected()
                 if not source.is_live:
                     self.backoff.reset()
                 connected_at = time.monotonic()
@@ -136,6 +136,9 @@ class SourceKeeper:
                     self.logger.error("camera %s: %s; not retried", self.name, mask_url(str(error)))
                     self.on_state("failed", self.errors)
                     return "failed"
+                if isinstance(error, CredentialsRefusedError):
+                    self.credentials_refused(error)
+                    continue
                 delay = self.backoff.next_delay()
                 if self.backoff.failures == 1:
                     self.logger.warning("camera %s: %s; reconnecting with backoff", self.name, mask_url(str(error)))
@@ -144,3 +147,28 @@ class SourceKeeper:
                 self.on_state("reconnecting", self.errors)
                 self.stop.wait(delay)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
+
+    def say_connected(self) -> None:
+        """Opened: INFO after failed attempts (or refused credentials), or the first pass; DEBUG else."""
+        if self.refused:
+            self.logger.info("camera %s: reconnected: its credentials accepted", self.name)
+            self.refused = False
+        elif self.backoff.failures:
+            self.logger.info("camera %s: reconnected after %d failed attempts", self.name,
+                             self.backoff.failures)  # fmt: skip
+        else:  # a looping file's later passes at DEBUG: it said so every pass, every 5 s for a short one
+            self.logger.log(logging.DEBUG if self.passes else logging.INFO, "camera %s: connected to %s",
+                            self.name, shown_source(self.uri))  # fmt: skip
+
+    def credentials_refused(self, error: CredentialsRefusedError) -> None:
+        """The camera refused the credentials: said at ERROR (once until it is back), "failed" meanwhile,
+        tried again after defaults.CREDENTIALS_RETRY_S."""
+        retry_s = defaults.CREDENTIALS_RETRY_S
+        if not self.refused:
+            self.logger.error("camera %s: %s: check the user and password in its URL; tried again every %.0f s",
+                              self.name, mask_url(str(error)), retry_s)  # fmt: skip
+        else:
+            self.logger.debug("camera %s: credentials still refused; next attempt in %.0f s", self.name, retry_s)
+        self.refused = True
+        self.on_state("failed", self.errors)
+        self.stop.wait(retry_s)

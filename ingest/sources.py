@@ -260,6 +260,11 @@ class FootageClock:
         return dated
 
 
+class CredentialsRefusedError(InputError):
+    """The camera refused the user and password its URL gives (HTTP or RTSP 401, 403): reopened only
+    every defaults.CREDENTIALS_RETRY_S (ingest/reconnect.py), never at the reconnect backoff."""
+
+
 class VideoSource(FrameSource):
     """A video file or stream URL, sampled at `sample_fps` (every frame when the source is slower): a
     live stream by its frames' capture time, footage (a file, or a URL stating its frame count) by its
@@ -277,6 +282,8 @@ class VideoSource(FrameSource):
         # FFmpeg in a process of its own
         self.capture = IsolatedCapture(uri, params, memory_mb, rtsp_transport=rtsp_transport)
         if not self.capture.isOpened():
+            if self.is_stream and self.capture.refused:  # told by FFmpeg's line (its output read to its end)
+                raise CredentialsRefusedError(f"credentials refused ({self.capture.refused}): {shown_source(uri)}")
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             why = f" ({self.capture.ended_because})" if self.capture.ended_because else ""
             raise InputError(f"{what}: {shown_source(uri)}{why}")

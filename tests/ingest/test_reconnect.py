@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -97,3 +98,54 @@ def test_an_error_of_the_readers_own_is_let_out_as_it_is_not_taken_for_a_drop(er
         with pytest.raises(type(error)) as raised:
             keeper.run(read_pass)
     assert raised.value is error and keeper.errors == 0 and len(connections) == 1
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_a_camera_refusing_the_credentials_is_said_so_and_tried_again_only_after_minutes(refusal, caplog):
+    """A camera answering 401 to a wrong password was retried at the reconnect backoff, 7 times in 90 s
+    (~120 an hour: a camera may lock the account), and the log said only "cannot connect to stream"
+    (a review). Now it says the credentials were refused, at ERROR, without the password, the camera
+    is "failed" meanwhile, and it is opened again only after defaults.CREDENTIALS_RETRY_S."""
+    import http.server
+
+    from tests.helpers import http_server
+
+    caplog.set_level(logging.DEBUG, logger="ingest.reconnect")
+    logins: list[str | None] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            logins.append(self.headers.get("Authorization"))
+            self.send_response(refusal)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    stop, states = threading.Event(), []
+    with http_server(Camera) as base:
+        keeper = SourceKeeper(f"{base.replace('://', '://admin:WrongPass@')}/mjpeg", 2.0, "gate", stop,
+                              on_state=lambda state, errors: states.append(state))  # fmt: skip
+        runner = threading.Thread(target=keeper.run, args=(lambda source: None,), daemon=True)
+        runner.start()
+        try:
+            time.sleep(4.0)  # at the reconnect backoff (1 s, 2 s...): three opens by now
+            assert len(logins) == (2 if refusal == 401 else 1), logins  # one open (401: asked, then the login)
+        finally:
+            stop.set()
+            runner.join(10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    reason = "401 Unauthorized" if refusal == 401 else "403 Forbidden"
+    assert len(errors) == 1 and f"credentials refused ({reason})" in errors[0], errors
+    assert "WrongPass" not in caplog.text and states == ["failed"]
+
+
+def test_ffmpegs_words_for_refused_credentials_are_known_over_http_and_rtsp():
+    from ingest.capture_output import refusal
+
+    assert refusal(b"[OPENCV:FFMPEG:24] HTTP error 401 Unauthorized") == "401 Unauthorized"
+    assert refusal(b"[OPENCV:FFMPEG:16] method DESCRIBE failed: 401 (Unauthorized)") == "401 Unauthorized"
+    assert refusal(b"[OPENCV:FFMPEG:16] method DESCRIBE failed: 403 Forbidden") == "403 Forbidden"
+    assert refusal(b"Traceback: 401 Unauthorized") is None  # FFmpeg's lines only
