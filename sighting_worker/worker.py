@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog, RaisedAlert, alerts_raised, insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
 from common.db import autocommitting
 from common.jobs import alert_job
@@ -137,6 +137,20 @@ class EarlyScan:
             else:
                 runs.append([read_id, read_id])
         return {"seen": runs, "taken": len(self.seen), "marks": self.marks}  # taken: for CAMERAS_WITH_WORK
+
+
+@dataclass(frozen=True)
+class RaisedBefore:
+    """Where a camera's round finds the passes its cursor may have let go of: a pass alerted on is pruned
+    once its reads lie well behind the cursor and no read met it for EARLY_RESCAN_S (passes.prune), so a
+    read of it logged later still (a spool replayed after an outage, in batches) found none and raised a
+    second alert (a fault review: two webhooks an hour late for one pass). A match captured before
+    `behind_s`, the camera's cursor as the round found it, that no pass in the cursor holds is looked up
+    among the camera's alerts (`SightingStage.raised_passes`)."""
+
+    connection: psycopg.Connection
+    camera_id: str
+    behind_s: float
 
 
 ALERT_ID_LABEL = b"alpr alert id v1"
@@ -336,12 +350,15 @@ class SightingStage:
             gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
-            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
+            raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
+            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised)
             fed, result.sightings = self.group(connection, cursor, tracker, alerted)
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
-            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
+            result.alerts += [
+                a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection, raised)
+            ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
             forget_grouped(alerted, horizon_s, tracker.open_sighting_ids())
@@ -357,11 +374,18 @@ class SightingStage:
         return result
 
     def match_early(
-        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes, gap_s: float
+        self,
+        connection: psycopg.Connection,
+        camera_id: str,
+        early: EarlyScan,
+        alerted: Passes,
+        gap_s: float,
+        raised: RaisedBefore | None = None,
     ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
         new read of a listed plate, sure or not, widens the pass already alerted on that holds it
-        (`holds`: a lookalike's only where the tracker would take it for that pass's car)."""
+        (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
+        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], time.time())
@@ -377,7 +401,9 @@ class SightingStage:
             matches = self.watch.match_lists(seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False)
             for match in matches:
                 if (
-                    self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen)
+                    self.seen_in_pass(
+                        alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen, raised=raised
+                    )
                     or not sure
                 ):
                     continue
@@ -444,7 +470,12 @@ class SightingStage:
         ]
 
     def match_sighting(
-        self, sighting: Sighting, alerted: Passes, gap_s: float, connection: psycopg.Connection | None = None
+        self,
+        sighting: Sighting,
+        alerted: Passes,
+        gap_s: float,
+        connection: psycopg.Connection | None = None,
+        raised: RaisedBefore | None = None,
     ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
@@ -463,7 +494,9 @@ class SightingStage:
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False
             )
-            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting)
+            if not self.seen_in_pass(
+                alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting, raised=raised
+            )
         ]
 
     def seen_in_pass(
@@ -476,6 +509,7 @@ class SightingStage:
         alerting: bool = True,
         read: Observation | None = None,
         box: Sighting | None = None,
+        raised: RaisedBefore | None = None,
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
         match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
@@ -485,7 +519,9 @@ class SightingStage:
         that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
         Reads may come in any order: a pass is the span of the reads it holds, in either direction. A
-        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it."""
+        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it.
+        One that none holds, captured behind the cursor, may be held by a pass the cursor let go of: those
+        are found among the alerts `raised` (`raised_passes`) and kept again."""
         passes = alerted.setdefault(self.watch_key(match), [])
         holding = [
             span
@@ -493,6 +529,9 @@ class SightingStage:
             if (box is not None and box.sighting_id in span.tracks)
             or self.holds(span, match.distance, first_s, last_s, gap_s, read, box)
         ]
+        if not holding and alerting and raised is not None and first_s < raised.behind_s:
+            holding = self.raised_passes(raised, match, passes, first_s, last_s, gap_s, read, box)
+            passes += holding
         if holding:
             span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
             span.widen(first_s, last_s)
@@ -507,6 +546,49 @@ class SightingStage:
             if read is not None:
                 passes[-1].note(read)
         return False
+
+    def raised_passes(
+        self,
+        raised: RaisedBefore,
+        match: WatchMatch,
+        passes: list[Pass],
+        first_s: float,
+        last_s: float,
+        gap_s: float,
+        read: Observation | None,
+        box: Sighting | None,
+    ) -> list[Pass]:
+        """The passes of the match's watch-list entry that the camera alerted on already (the alerts log,
+        within the pass gap of [first_s, last_s]) and that hold the match (`holds`), each remade from its
+        alert: its capture time, its match's distance and its read's box. An alert is the entry's when its
+        id is the one this entry's match would have been given (the list is in no alert's body); one
+        within a pass still kept is that pass's, which `seen_in_pass` asked already."""
+        within_s = self.settings.pass_gap_s(gap_s)
+        found = []
+        for alert in alerts_raised(
+            raised.connection, raised.camera_id, match.entry.plate, first_s - within_s, last_s + within_s
+        ):
+            if not self.entrys_alert(alert, match) or any(p.first_s <= alert.captured_at_s <= p.last_s for p in passes):
+                continue
+            span = Pass(alert.captured_at_s, alert.captured_at_s, time.time(), alert.distance)
+            if alert.box_xyxy is not None:
+                x1, y1, x2, y2 = alert.box_xyxy
+                span.points = [[alert.captured_at_s, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1]]
+            if self.holds(span, match.distance, first_s, last_s, gap_s, read, box):
+                found.append(span)
+        return found
+
+    def entrys_alert(self, alert: RaisedAlert, match: WatchMatch) -> bool:
+        """Whether the `alert` was raised on the match's watch-list entry (list and plate): its id is the
+        one `alert_id` gives that entry (with this worker's key; one raised under another key is not
+        recognised, and the match alerts again: the safer failure)."""
+        parts = self.key_parts(match)
+        if alert.kind == "sighting":
+            return alert.alert_id == alert_id("sighting", alert.sighting_id, *parts, key=self.id_key)
+        return any(
+            alert.alert_id == alert_id("read", alert.frame_id, index, *parts, key=self.id_key)
+            for index in alert.plate_indexes
+        )
 
     def holds(
         self,

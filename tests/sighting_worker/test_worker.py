@@ -462,6 +462,75 @@ def test_a_misread_in_a_listed_cars_pass_raises_no_second_alert_however_fast_or_
     ]  # fmt: skip
 
 
+def live_car(index: int, text: str) -> list[tuple[FrameRef, list[PlateRead]]]:
+    """A car read in one frame just now, at camera `gate` (the camera live: its rounds go on)."""
+    return [(frame(index, time.time() - 1.5), [plate(text, 300)])]
+
+
+def late_pass(first_index: int, start_s: float, text: str = "KPX4721") -> list[tuple[FrameRef, list[PlateRead]]]:
+    """A car's pass at camera `gate` captured at `start_s`, long ago: five sure reads 0.2 s apart."""
+    return [(frame(first_index + i, start_s + i * 0.2), [plate(text, 100 + 20 * i)]) for i in range(5)]
+
+
+def test_a_listed_cars_pass_logged_an_hour_late_in_two_batches_raises_one_alert(chain, redis_url, monkeypatch):
+    """A spool replayed after an outage: a listed car's reads captured an hour ago are logged now in two
+    batches, the camera live meanwhile. The first batch's alert's pass lay far behind the cursor and no
+    read met it for EARLY_RESCAN_S (here 0: 0.4 s), so the cursor let it go (passes.prune) before the second
+    batch came, which raised a second alert (a fault review: two webhooks, two Idempotency-Keys, one pass).
+    The second batch's first read is a misread, held by the pass as where its car was. The same car five
+    minutes before that is another pass: its alert (the control)."""
+    pool, settings = chain
+    monkeypatch.setattr("common.defaults.EARLY_RESCAN_S", 0.0)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    log_frames(pool, live_car(1, "AAA1111"))
+    stage.poll()
+    late_s = time.time() - 3600
+    listed = late_pass(500, late_s)
+    log_frames(pool, listed[:2])
+    stage.poll()
+    assert len(table(pool, "SELECT 1 FROM alerts")) == 1
+    for k in range(3):
+        time.sleep(0.3)
+        log_frames(pool, live_car(10 + k, f"LIV{k:04d}"))
+        stage.poll()
+    assert "KPX4721" not in str(table(pool, "SELECT state FROM sighting_cursors"))  # the pass was let go of
+    misread = [(listed[2][0], [plate("KPX4727", 140, 0.93)])]  # its car's, within reach of the alert's read
+    log_frames(pool, misread)
+    log_frames(pool, listed[3:])
+    stage.poll()
+    assert len(table(pool, "SELECT 1 FROM alerts")) == 1  # one pass, one alert
+    log_frames(pool, late_pass(600, late_s - 300))
+    stage.poll()
+    alerts = table(pool, "SELECT body->>'frame_id' FROM alerts ORDER BY captured_at")
+    assert [frame_id for (frame_id,) in alerts] == ["gate:run1:604", "gate:run1:501"]  # logged last first
+
+
+def test_a_late_pass_alerted_on_for_one_list_is_still_alerted_on_for_a_list_that_lists_it_since(
+    chain, redis_url, postgres_url, monkeypatch
+):
+    """The alerts looked up for a pass let go of are the same watch-list entry's: KPX4721 listed on
+    `parking` too between the two late batches, the second raises parking's alert, and not stolen's again."""
+    pool, _ = chain
+    monkeypatch.setattr("common.defaults.EARLY_RESCAN_S", 0.0)
+    monkeypatch.setenv("ALPR_WATCH_REFRESH_S", "0.1")
+    stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
+    log_frames(pool, live_car(1, "AAA1111"))
+    stage.poll()
+    listed = late_pass(500, time.time() - 3600)
+    log_frames(pool, listed[:2])
+    stage.poll()
+    assert main(["watchlist", "add", "KPX4721", "--reason", "unpaid", "--list", "parking",
+                 "--database-url", postgres_url]) == 0  # fmt: skip
+    for k in range(3):
+        time.sleep(0.3)
+        log_frames(pool, live_car(10 + k, f"LIV{k:04d}"))
+        stage.poll()
+    log_frames(pool, listed[2:])
+    stage.poll()
+    alerts = table(pool, "SELECT body->>'reason', body->>'frame_id' FROM alerts ORDER BY captured_at")
+    assert alerts == [("stolen", "gate:run1:501"), ("unpaid", "gate:run1:504")]
+
+
 @pytest.mark.parametrize("fps", [1.0, 0.5, 0.4, 0.2])
 def test_a_car_parked_in_front_of_a_camera_sampled_slowly_is_one_sighting_and_one_alert(
     chain, redis_url, monkeypatch, fps
