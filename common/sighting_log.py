@@ -190,6 +190,8 @@ class LoggedRead:
 
     read_id: int
     observation: Observation
+    logged_at_s: float = 0.0
+    """When it was logged (Postgres's clock, Unix s)."""
 
 
 CAMERAS_WITH_WORK = """
@@ -295,16 +297,17 @@ def frame_interval(connection: psycopg.Connection, camera_id: str) -> float | No
 
 
 READ_COLUMNS = (
-    "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id"
+    "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id,"
+    " extract(epoch FROM logged_at)"
 )
 
 
 def _logged(row: tuple[Any, ...]) -> LoggedRead:
-    read_id, frame_id, plate_index, captured_at_s, x1, y1, x2, y2, text, confidence, camera_id = row
+    read_id, frame_id, plate_index, captured_at_s, x1, y1, x2, y2, text, confidence, camera_id, logged_at_s = row
     box = (float(x1), float(y1), float(max(x1, x2)), float(max(y1, y2)))
     observation = Observation(camera_id, frame_id, int(plate_index), float(captured_at_s), box, text,
                               min(1.0, max(0.0, float(confidence))))  # fmt: skip
-    return LoggedRead(int(read_id), observation)
+    return LoggedRead(int(read_id), observation, float(logged_at_s))
 
 
 def reads_to_group(

@@ -43,6 +43,7 @@ from common.metrics import Metrics
 from common.plate_text import plate_distance
 from common.queues import enqueue
 from common.sighting_log import (
+    LoggedRead,
     SightingCursor,
     camera_ids,
     early_reads,
@@ -96,7 +97,7 @@ class EarlyScan:
     """Which logged reads the early match has taken. Read ids are drawn at insert and commits land in
     any order, so a read may become visible after higher ids were taken: each round reads the ids above
     `from_id` — the highest id taken EARLY_RESCAN_S ago — skipping those in `seen`, the ones taken since.
-    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`)."""
+    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`, `grouped`)."""
 
     from_id: int
     seen: set[int] = field(default_factory=set)
@@ -104,6 +105,9 @@ class EarlyScan:
     """[wall-clock time, highest id taken by then], one per round that took reads, within the window."""
     took_reads: bool = False
     """Whether this round took any read."""
+    grouped: set[int] = field(default_factory=set)
+    """Reads the grouping took before this scan did (a backlog past SIGHTING_BATCH_READS a round, or a read
+    committed between the two in one round): captured behind the cursor when taken, yet not logged late."""
 
     @classmethod
     def load(cls, from_id: int, state: dict[str, object]) -> EarlyScan:
@@ -114,7 +118,8 @@ class EarlyScan:
         for entry in early.get("seen", []):  # runs of ids [first, last], or single ids (as saved before)
             first, last = (entry, entry) if isinstance(entry, int) else entry
             seen.update(range(int(first), int(last) + 1))
-        return cls(from_id, seen, [list(m) for m in early.get("marks", [])])
+        grouped = {i for first, last in early.get("grouped", []) for i in range(int(first), int(last) + 1)}
+        return cls(from_id, seen, [list(m) for m in early.get("marks", [])], grouped=grouped)
 
     def took(self, ids: list[int], now_s: float) -> None:
         """Note the reads taken this round; move `from_id` up to the highest id taken a window ago."""
@@ -126,17 +131,37 @@ class EarlyScan:
             self.from_id = max(self.from_id, int(old[-1][1]))
             self.marks = [m for m in self.marks if m[0] > now_s - defaults.EARLY_RESCAN_S]
         self.seen = {i for i in self.seen if i > self.from_id}
+        self.grouped = {i for i in self.grouped if i > self.from_id}
+
+    def late(self, read: LoggedRead, behind_s: float) -> bool:
+        """Whether a read this round took was logged late: captured before `behind_s`, the camera's cursor
+        as the round found it, and not grouped already (`grouped`), so that no grouping will ever read it."""
+        grouped = read.read_id in self.grouped
+        self.grouped.discard(read.read_id)
+        return read.observation.captured_at_s < behind_s and not grouped
+
+    def grouping(self, ids: list[int]) -> None:
+        """Note the reads the grouping took this round that this scan has not (`grouped`)."""
+        self.grouped.update(i for i in ids if i > self.from_id and i not in self.seen)
 
     def state(self) -> dict[str, object]:
         """Saved in the cursor: `seen` as runs of consecutive ids [first, last] (a frame's reads are logged
         together): a car park's 14,500 ids, one by one, rewrote 250 KB of JSON every round."""
-        runs: list[list[int]] = []
-        for read_id in sorted(self.seen):
-            if runs and read_id == runs[-1][1] + 1:
-                runs[-1][1] = read_id
-            else:
-                runs.append([read_id, read_id])
-        return {"seen": runs, "taken": len(self.seen), "marks": self.marks}  # taken: for CAMERAS_WITH_WORK
+        state: dict[str, object] = {"seen": id_runs(self.seen), "taken": len(self.seen), "marks": self.marks}
+        if self.grouped:
+            state["grouped"] = id_runs(self.grouped)
+        return state  # taken: for CAMERAS_WITH_WORK
+
+
+def id_runs(ids: set[int]) -> list[list[int]]:
+    """Ids as runs of consecutive ids [first, last]."""
+    runs: list[list[int]] = []
+    for read_id in sorted(ids):
+        if runs and read_id == runs[-1][1] + 1:
+            runs[-1][1] = read_id
+        else:
+            runs.append([read_id, read_id])
+    return runs
 
 
 @dataclass(frozen=True)
@@ -352,7 +377,7 @@ class SightingStage:
             early = EarlyScan.load(cursor.early_read_id, state)
             raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
             result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised)
-            fed, result.sightings = self.group(connection, cursor, tracker, alerted)
+            fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
@@ -389,6 +414,8 @@ class SightingStage:
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], time.time())
+        behind_s = raised.behind_s if raised is not None else -math.inf
+        late = {read.read_id for read in reads if early.late(read, behind_s)}
         if self.watch is None:
             return []
         alerts = []
@@ -408,7 +435,7 @@ class SightingStage:
                 ):
                     continue
                 identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match), key=self.id_key)
-                alerts.append(self.alert(match, seen, identifier))
+                alerts.append(self.alert(match, seen, identifier, read.logged_at_s if read.read_id in late else None))
             self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
         return alerts
 
@@ -434,11 +461,16 @@ class SightingStage:
                     span.note(seen)
 
     def group(
-        self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker, alerted: Passes
+        self,
+        connection: psycopg.Connection,
+        cursor: SightingCursor,
+        tracker: SightingTracker,
+        alerted: Passes,
+        early: EarlyScan | None = None,
     ) -> tuple[int, list[Sighting]]:
         """Feed the reads up to the camera's horizon, in capture order; how many were fed, and the vehicle
         passes closed by then. Each track given a read of a pass alerted on is that pass's car from then on
-        (`link_tracks`)."""
+        (`link_tracks`). The reads fed that the `early` scan has not taken yet are noted in it (`grouping`)."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
             from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
@@ -452,6 +484,8 @@ class SightingStage:
             else:  # the whole batch captured at one time: every read of that time, now
                 horizon_s = last_s + 1e-6  # the next microsecond
                 reads = reads_to_group(connection, camera_id, last_s, horizon_s, limit=None)
+        if early is not None:
+            early.grouping([read.read_id for read in reads])
         closed: list[Sighting] = []
         fed: list[Observation] = []
         went_to: list[str] = []
@@ -647,8 +681,12 @@ class SightingStage:
         return ":".join(self.key_parts(match))
 
     @staticmethod
-    def alert(match: WatchMatch, seen: Observation | Sighting, identifier: str) -> Alert:
-        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched."""
+    def alert(
+        match: WatchMatch, seen: Observation | Sighting, identifier: str, late_logged_at_s: float | None = None
+    ) -> Alert:
+        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched; with
+        `late_logged_at_s`, a late one (`Alert.late`): its reads logged then, after the camera was grouped
+        past their capture time."""
         kind: Literal["read", "sighting"]
         if isinstance(seen, Observation):
             kind, plate, at_s, frame_id, sighting_id = "read", seen.text, seen.captured_at_s, seen.frame_id, None
@@ -658,7 +696,7 @@ class SightingStage:
         return Alert(
             alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
             distance=match.distance, confidence=seen.confidence, kind=kind, plate=plate, captured_at_s=at_s,
-            frame_id=frame_id, sighting_id=sighting_id,
+            frame_id=frame_id, sighting_id=sighting_id, late=late_logged_at_s is not None, logged_at_s=late_logged_at_s,
         )  # fmt: skip
 
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:

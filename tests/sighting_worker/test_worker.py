@@ -7,6 +7,7 @@ the saved cursor with nothing emitted twice; a worker process killed mid-group l
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -21,9 +22,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from alert_worker.delivery import alert_body
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
 from common import defaults
+from common.alerts import Alert
 from common.config import Settings
 from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
@@ -529,6 +532,49 @@ def test_a_late_pass_alerted_on_for_one_list_is_still_alerted_on_for_a_list_that
     stage.poll()
     alerts = table(pool, "SELECT body->>'reason', body->>'frame_id' FROM alerts ORDER BY captured_at")
     assert alerts == [("stolen", "gate:run1:501"), ("unpaid", "gate:run1:504")]
+
+
+def test_an_alert_on_a_read_logged_an_hour_late_says_it_is_late_and_when_it_was_logged(chain, redis_url):
+    """An alert on a read captured an hour ago and logged now (a spool replayed) went out as any `read`
+    alert, an operator left to notice captured_at_s (a fault review): it says `late` and when its read was
+    logged (`logged_at_s`). A live alert's body is the same as before: no such fields."""
+    pool, settings = chain
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    log_frames(pool, live_car(1, "KPX4721"))
+    stage.poll()
+    log_frames(pool, late_pass(500, time.time() - 3600))
+    logged_s = time.time()
+    stage.poll()
+    (late,), (live,) = table(pool, "SELECT body FROM alerts ORDER BY captured_at")
+    assert sorted(live) == [
+        "alert_id", "camera_id", "captured_at_s", "confidence", "distance", "frame_id", "kind", "plate", "reason",
+        "sighting_id", "watch_plate",
+    ]  # fmt: skip
+    assert late["late"] is True and late["kind"] == "read" and late["captured_at_s"] < logged_s - 3590
+    assert logged_s - 5 < late["logged_at_s"] < logged_s + 5  # Postgres's clock, this machine's
+    assert set(late) == {*live, "late", "logged_at_s"}
+    for body in (late, live):  # as sent: the same fields, read back by the alert pool
+        assert json.loads(alert_body(Alert.model_validate(body))) == body
+
+
+def test_a_backlogs_listed_read_matched_after_it_was_grouped_is_not_late(chain, redis_url, monkeypatch):
+    """A backlog, three reads a round: the early scan takes them in log order, the grouping in capture order.
+    A car captured later but logged first holds the early scan back, so the listed car's reads are grouped
+    before the early scan takes them: behind the cursor by then, but logged in time, and neither late nor
+    grouped again (in its one sighting)."""
+    pool, settings = chain
+    monkeypatch.setattr("common.defaults.SIGHTING_BATCH_READS", 3)
+    start_s = time.time() - 30
+    log_frames(pool, late_pass(20, start_s + 5, "GHT2093") + late_pass(25, start_s + 6, "7ABC284"))
+    listed = [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 20 * i)]) for i in range(15)]
+    log_frames(pool, listed, in_capture_order=True)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    for _ in range(15):
+        stage.poll()
+    assert table(pool, "SELECT plate, reads FROM sightings ORDER BY first_seen") == [
+        ("KPX4721", 15), ("GHT2093", 5), ("7ABC284", 5),
+    ]  # fmt: skip
+    assert table(pool, "SELECT kind, body ? 'late' FROM alerts") == [("read", False)]
 
 
 @pytest.mark.parametrize("fps", [1.0, 0.5, 0.4, 0.2])
