@@ -39,6 +39,7 @@ from common.alert_log import AlertLog, RaisedAlert, alerts_raised, insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
 from common.db import autocommitting
 from common.jobs import alert_job
+from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.plate_text import plate_distance
 from common.queues import enqueue
@@ -54,6 +55,7 @@ from common.sighting_log import (
     lock_cursor,
     reads_to_group,
     save_cursor,
+    sighted_reads,
 )
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
@@ -90,6 +92,12 @@ class GroupResult:
 
     sightings: list[Sighting] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    late: dict[str, float] = field(default_factory=dict)
+    """The late sightings among `sightings` (`SightingStage.group_late`), each with when its newest read was logged."""
+    late_reads: int = 0
+    """Reads taken that were captured behind the camera's cursor (logged late)."""
+    late_by_s: float = 0.0
+    """The longest any of them was logged after its capture."""
 
 
 @dataclass
@@ -246,6 +254,10 @@ class SightingStage:
         """Per camera, when its frame interval was last looked up (monotonic) and what it was."""
         self.said_at = time.monotonic()
         """When the camera's transaction last sent Postgres a statement `keep_alive` knows of (monotonic)."""
+        self.late_told = Throttle()
+        """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
+        self.late_untold = (0, 0.0)
+        """The late reads since that WARNING, and the longest any was logged after its capture."""
 
     def keep_alive(self, connection: psycopg.Connection) -> None:
         """Within a camera's transaction, between its statements: a statement (SELECT 1) when none was sent
@@ -347,6 +359,9 @@ class SightingStage:
                 continue
             total.sightings += result.sightings
             total.alerts += result.alerts
+            total.late.update(result.late)
+            total.late_reads += result.late_reads
+            total.late_by_s = max(total.late_by_s, result.late_by_s)
         return outcome
 
     def group_camera(self, camera_id: str) -> GroupResult:
@@ -376,13 +391,17 @@ class SightingStage:
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
             raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
-            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised)
+            late: list[LoggedRead] = []
+            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised, late)
             fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
+            result.sightings += self.group_late(connection, camera_id, late, alerted, result)
             if not (first_met or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [
-                a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection, raised)
+                a
+                for s in result.sightings
+                for a in self.match_sighting(s, alerted, gap_s, connection, raised, result.late.get(s.sighting_id))
             ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
@@ -396,6 +415,8 @@ class SightingStage:
             cursor.state = {"tracker": tracker.to_state(), "early": early.state(), "alerted": passes_state(alerted)}
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
+        if result.late_reads:
+            self.count_late(camera_id, result)
         return result
 
     def match_early(
@@ -406,16 +427,20 @@ class SightingStage:
         alerted: Passes,
         gap_s: float,
         raised: RaisedBefore | None = None,
+        late_reads: list[LoggedRead] | None = None,
     ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
         new read of a listed plate, sure or not, widens the pass already alerted on that holds it
         (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
-        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`)."""
+        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`); those
+        reads, sure or not, are added to `late_reads` (grouped apart: `group_late`)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], time.time())
         behind_s = raised.behind_s if raised is not None else -math.inf
         late = {read.read_id for read in reads if early.late(read, behind_s)}
+        if late_reads is not None:
+            late_reads += [read for read in reads if read.read_id in late]
         if self.watch is None:
             return []
         alerts = []
@@ -503,6 +528,53 @@ class SightingStage:
             s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
         ]
 
+    def group_late(
+        self,
+        connection: psycopg.Connection,
+        camera_id: str,
+        late: list[LoggedRead],
+        alerted: Passes,
+        result: GroupResult,
+    ) -> list[Sighting]:
+        """The vehicle passes among the reads taken this round that were captured behind the cursor, which
+        the grouping, forward in capture time, never reads again (a spool replayed after an outage: its
+        cars were in no sighting, `alpr search` and the sightings export did not find them, a fault review).
+        They are grouped apart, in capture order, by a tracker of their own that closes every track at the
+        round's end: late sightings (in `result.late`, with when their newest read was logged). A read a
+        logged sighting holds already is left out (`sighted_reads`). A pass whose reads come over several
+        rounds is a sighting per round's share (the tracker goes forward in capture time, and a late read of
+        a sighting closed already cannot join it): a car seen twice rather than not at all. Counted in
+        `result` (late_reads, late_by_s)."""
+        if not late:
+            return []
+        result.late_reads = len(late)
+        result.late_by_s = max(read.logged_at_s - read.observation.captured_at_s for read in late)
+        sighted = sighted_reads(connection, camera_id, late)
+        reads = sorted(
+            (read for read in late if read.read_id not in sighted),
+            key=lambda r: (r.observation.captured_at_s, r.observation.frame_id, r.observation.plate_index),
+        )
+        tracker = SightingTracker(self.settings.gap_s)
+        tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))
+        closed: list[Sighting] = []
+        fed: list[Observation] = []
+        went_to: list[str] = []
+        logged_at_s: dict[str, float] = {}
+        for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
+            self.keep_alive(connection)
+            frame_reads = list(frame)
+            closed_now, joined = tracker.observe_frame_joined([r.observation for r in frame_reads])
+            closed += closed_now
+            fed += [r.observation for r in frame_reads]
+            went_to += joined
+            for read, sighting_id in zip(frame_reads, joined, strict=True):
+                logged_at_s[sighting_id] = max(logged_at_s.get(sighting_id, 0.0), read.logged_at_s)
+        link_tracks(alerted, fed, went_to)
+        closed += tracker.close_all()
+        sightings = [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
+        result.late.update((s.sighting_id, logged_at_s[s.sighting_id]) for s in sightings)
+        return sightings
+
     def match_sighting(
         self,
         sighting: Sighting,
@@ -510,11 +582,13 @@ class SightingStage:
         gap_s: float,
         connection: psycopg.Connection | None = None,
         raised: RaisedBefore | None = None,
+        late_logged_at_s: float | None = None,
     ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
         reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
-        before now: WatchListCache.match_lists)."""
+        before now: WatchListCache.match_lists). A late sighting (its newest read logged at
+        `late_logged_at_s`) raises a late alert."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
@@ -523,7 +597,10 @@ class SightingStage:
             self.keep_alive(connection)
         return [
             self.alert(
-                match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key)
+                match,
+                sighting,
+                alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key),
+                late_logged_at_s,
             )
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False
@@ -699,13 +776,29 @@ class SightingStage:
             frame_id=frame_id, sighting_id=sighting_id, late=late_logged_at_s is not None, logged_at_s=late_logged_at_s,
         )  # fmt: skip
 
+    def count_late(self, camera_id: str, result: GroupResult) -> None:
+        """Count the camera's reads logged late (committed), and say so in a WARNING at most once a minute:
+        its cars' sightings and alerts are an outage's backlog, not traffic now. Never the plates."""
+        self.metrics.late_reads.labels(camera=self.metrics.camera(camera_id)).inc(result.late_reads)
+        reads, late_by_s = self.late_untold
+        self.late_untold = (reads + result.late_reads, max(late_by_s, result.late_by_s))
+        if self.late_told.note():
+            reads, late_by_s = self.late_untold
+            log.warning(
+                "%d read(s) logged after their camera had been grouped past their capture time (camera %s lately,"
+                " up to %.0f s after capture: a spool replayed?): grouped apart into late sightings, their alerts"
+                " marked late (alpr_sighting_late_reads_total)", reads, camera_id, late_by_s,
+            )  # fmt: skip
+            self.late_untold = (0, 0.0)
+
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
         """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
         now = time.time()
         for sighting in result.sightings:
             self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
-            self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
+            if sighting.sighting_id not in result.late:  # late ones are counted as late reads
+                self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
         queued: list[tuple[str, str]] = []
         not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
