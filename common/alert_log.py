@@ -136,6 +136,55 @@ def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], recei
     return new
 
 
+RAISED_AT = """
+SELECT a.alert_id, a.kind, extract(epoch FROM a.captured_at), (a.body ->> 'distance')::float8,
+    a.body ->> 'frame_id', a.body ->> 'sighting_id', r.plate_index, r.x1, r.y1, r.x2, r.y2
+FROM alerts a LEFT JOIN plate_reads r ON r.camera_id = a.camera_id
+    AND r.captured_at BETWEEN a.captured_at - interval '1 millisecond' AND a.captured_at + interval '1 millisecond'
+    AND r.frame_id = a.body ->> 'frame_id' AND r.plate_text = a.body ->> 'plate'
+WHERE a.camera_id = %s AND a.body ->> 'watch_plate' = %s
+    AND a.captured_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)
+ORDER BY a.captured_at, a.alert_id, r.plate_index
+"""
+"""The alerts a camera raised on a listed plate within a window of capture times (the index on camera and
+capture time), each with the read its body names (its frame's read of that text: index and box)."""
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """An alert already raised, as the sighting pool looks it up (`alerts_raised`): its id, kind, capture
+    time, match distance, the frame and sighting it names, and the read it names, when still logged: its
+    plate indexes in the frame (a frame may read the same text twice) and its box."""
+
+    alert_id: str
+    kind: str
+    captured_at_s: float
+    distance: float
+    frame_id: str
+    sighting_id: str | None
+    plate_indexes: tuple[int, ...]
+    box_xyxy: tuple[float, float, float, float] | None
+
+
+def alerts_raised(
+    connection: psycopg.Connection, camera_id: str, watch_plate: str, from_s: float, until_s: float
+) -> list[RaisedAlert]:
+    """The alerts raised at `camera_id` on the listed plate `watch_plate`, captured in [from_s, until_s]."""
+    found: dict[str, RaisedAlert] = {}
+    for row in connection.execute(RAISED_AT, (camera_id, watch_plate, from_s, until_s)):
+        identifier, kind, at_s, distance, frame_id, sighting_id, plate_index, *box = row
+        earlier = found.get(identifier)
+        indexes = (earlier.plate_indexes if earlier else ()) + (() if plate_index is None else (int(plate_index),))
+        x1, y1, x2, y2 = box
+        box_xyxy = earlier.box_xyxy if earlier else None
+        if box_xyxy is None and x1 is not None:
+            box_xyxy = (float(x1), float(y1), float(max(x1, x2)), float(max(y1, y2)))
+        found[identifier] = RaisedAlert(
+            str(identifier), str(kind), float(at_s), float(distance), str(frame_id), sighting_id, indexes, box_xyxy
+        )
+    return list(found.values())
+
+
 class AlertLog:
     """The alert pool's view of the outbox, through a shared pool."""
 

@@ -9,10 +9,20 @@ import ipaddress
 import re
 import ssl
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from common.config import format_errors
 from common.errors import ConfigError
@@ -69,6 +79,25 @@ class Alert(Strict):
     kind: Literal["read", "sighting"] = Field(
         description="`read`: an early alert on a single confident read; `sighting`: on a closed sighting"
     )
+    late: bool = Field(
+        False,
+        description="its reads were logged after the sighting pool had grouped the camera past their capture"
+        " (a spool replayed after an outage): the car was there at captured_at_s, not lately",
+    )
+    logged_at_s: float | None = Field(
+        None, ge=0, le=MAX_TIMESTAMP, description="a late alert's: when its (latest) read was logged, Unix seconds"
+    )
+
+    @model_serializer(mode="wrap")
+    def _late_fields_only_when_late(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """`late` and `logged_at_s` are written only on a late alert: every other alert's body is the same
+        bytes as before they were added (its signature, what receivers parse, and an alert worker of the
+        earlier version, which refuses a field it does not know, still read it)."""
+        data: dict[str, Any] = handler(self)
+        if not self.late:
+            data.pop("late", None)
+            data.pop("logged_at_s", None)
+        return data
 
 
 class ReceiverConfig(Strict):

@@ -133,6 +133,12 @@ class Metrics:
             "alpr_sighting_delay_seconds", "A sighting's last read (capture) to the sighting logged.",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.late_reads = Counter(
+            "alpr_sighting_late_reads",
+            "Reads logged after the sighting pool had grouped their camera past their capture time (a spool"
+            " replayed after an outage), per camera: grouped apart into late sightings, their alerts marked late.",
+            ["camera"], registry=r,
+        )  # fmt: skip
         self.sighting_rounds = Counter(
             "alpr_sighting_rounds",
             "Sighting rounds by outcome: grouped; camera_failed (a camera's grouping failed, tried again next round);"

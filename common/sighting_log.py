@@ -193,6 +193,8 @@ class LoggedRead:
 
     read_id: int
     observation: Observation
+    logged_at_s: float = 0.0
+    """When it was logged (Postgres's clock, Unix s)."""
 
 
 CAMERAS_WITH_WORK = """
@@ -307,16 +309,17 @@ def frame_interval(connection: psycopg.Connection, camera_id: str) -> float | No
 
 
 READ_COLUMNS = (
-    "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id"
+    "id, frame_id, plate_index, extract(epoch FROM captured_at), x1, y1, x2, y2, plate_text, confidence, camera_id,"
+    " extract(epoch FROM logged_at)"
 )
 
 
 def _logged(row: tuple[Any, ...]) -> LoggedRead:
-    read_id, frame_id, plate_index, captured_at_s, x1, y1, x2, y2, text, confidence, camera_id = row
+    read_id, frame_id, plate_index, captured_at_s, x1, y1, x2, y2, text, confidence, camera_id, logged_at_s = row
     box = (float(x1), float(y1), float(max(x1, x2)), float(max(y1, y2)))
     observation = Observation(camera_id, frame_id, int(plate_index), float(captured_at_s), box, text,
                               min(1.0, max(0.0, float(confidence))))  # fmt: skip
-    return LoggedRead(int(read_id), observation)
+    return LoggedRead(int(read_id), observation, float(logged_at_s))
 
 
 def reads_to_group(
@@ -345,6 +348,34 @@ def early_reads(
         (camera_id, after_id, list(seen), limit),
     )
     return [_logged(row) for row in rows]
+
+
+def sighted_reads(connection: psycopg.Connection, camera_id: str, reads: Sequence[LoggedRead]) -> set[int]:
+    """The ids of `reads` (one camera's, logged late) that a logged sighting holds already: its span holds
+    the read's capture time and its texts the read's text (a frame swept lost, then redacted late: its car
+    was sighted by its other frames). One query: the camera's sightings over the reads' capture times."""
+    texted = [read for read in reads if read.observation.text]
+    if not texted:
+        return set()
+    times = [read.observation.captured_at_s for read in texted]
+    rows = connection.execute(
+        "SELECT extract(epoch FROM first_seen), extract(epoch FROM last_seen), texts FROM sightings"
+        " WHERE camera_id = %s AND first_seen <= to_timestamp(%s) AND last_seen >= to_timestamp(%s)"
+        " AND first_seen >= to_timestamp(%s)",
+        (camera_id, max(times), min(times), min(times) - SIGHTED_REACH_S),
+    ).fetchall()
+    spans = [(float(first), float(last), {str(pair[0]) for pair in texts}) for first, last, texts in rows]
+    return {
+        read.read_id
+        for read in texted
+        if any(first <= read.observation.captured_at_s <= last and read.observation.text in texts
+               for first, last, texts in spans)
+    }  # fmt: skip
+
+
+SIGHTED_REACH_S = 3600.0
+"""How long before a late read a sighting that holds it may have begun (`sighted_reads`): the camera's
+sightings are read from this far back, not from the first (a car parked in view longer is sighted again)."""
 
 
 def last_read_id(connection: psycopg.Connection, camera_id: str, logged_before_s: float) -> int:

@@ -35,14 +35,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog, RaisedAlert, alerts_raised, insert_alerts
 from common.alerts import PLATE_PATTERN, Alert
 from common.db import autocommitting
 from common.jobs import alert_job
+from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.plate_text import plate_distance
 from common.queues import enqueue
 from common.sighting_log import (
+    LoggedRead,
     SightingCursor,
     camera_ids,
     early_reads,
@@ -53,6 +55,7 @@ from common.sighting_log import (
     lock_cursor,
     reads_to_group,
     save_cursor,
+    sighted_reads,
 )
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
@@ -89,6 +92,12 @@ class GroupResult:
 
     sightings: list[Sighting] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    late: dict[str, float] = field(default_factory=dict)
+    """The late sightings among `sightings` (`SightingStage.group_late`), each with when its newest read was logged."""
+    late_reads: int = 0
+    """Reads taken that were captured behind the camera's cursor (logged late)."""
+    late_by_s: float = 0.0
+    """The longest any of them was logged after its capture."""
 
 
 @dataclass
@@ -96,7 +105,7 @@ class EarlyScan:
     """Which logged reads the early match has taken. Read ids are drawn at insert and commits land in
     any order, so a read may become visible after higher ids were taken: each round reads the ids above
     `from_id` — the highest id taken EARLY_RESCAN_S ago — skipping those in `seen`, the ones taken since.
-    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`)."""
+    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`, `grouped`)."""
 
     from_id: int
     seen: set[int] = field(default_factory=set)
@@ -104,6 +113,9 @@ class EarlyScan:
     """[Postgres's time, highest id taken by then], one per round that took reads, within the window."""
     took_reads: bool = False
     """Whether this round took any read."""
+    grouped: set[int] = field(default_factory=set)
+    """Reads the grouping took before this scan did (a backlog past SIGHTING_BATCH_READS a round, or a read
+    committed between the two in one round): captured behind the cursor when taken, yet not logged late."""
 
     @classmethod
     def load(cls, from_id: int, state: dict[str, object]) -> EarlyScan:
@@ -114,7 +126,8 @@ class EarlyScan:
         for entry in early.get("seen", []):  # runs of ids [first, last], or single ids (as saved before)
             first, last = (entry, entry) if isinstance(entry, int) else entry
             seen.update(range(int(first), int(last) + 1))
-        return cls(from_id, seen, [list(m) for m in early.get("marks", [])])
+        grouped = {i for first, last in early.get("grouped", []) for i in range(int(first), int(last) + 1)}
+        return cls(from_id, seen, [list(m) for m in early.get("marks", [])], grouped=grouped)
 
     def took(self, ids: list[int], now_s: float) -> None:
         """Note the reads taken this round (at `now_s`, Postgres's clock); move `from_id` up to the highest id
@@ -127,17 +140,51 @@ class EarlyScan:
             self.from_id = max(self.from_id, int(old[-1][1]))
             self.marks = [m for m in self.marks if m[0] > now_s - defaults.EARLY_RESCAN_S]
         self.seen = {i for i in self.seen if i > self.from_id}
+        self.grouped = {i for i in self.grouped if i > self.from_id}
+
+    def late(self, read: LoggedRead, behind_s: float) -> bool:
+        """Whether a read this round took was logged late: captured before `behind_s`, the camera's cursor
+        as the round found it, and not grouped already (`grouped`), so that no grouping will ever read it."""
+        grouped = read.read_id in self.grouped
+        self.grouped.discard(read.read_id)
+        return read.observation.captured_at_s < behind_s and not grouped
+
+    def grouping(self, ids: list[int]) -> None:
+        """Note the reads the grouping took this round that this scan has not (`grouped`)."""
+        self.grouped.update(i for i in ids if i > self.from_id and i not in self.seen)
 
     def state(self) -> dict[str, object]:
         """Saved in the cursor: `seen` as runs of consecutive ids [first, last] (a frame's reads are logged
         together): a car park's 14,500 ids, one by one, rewrote 250 KB of JSON every round."""
-        runs: list[list[int]] = []
-        for read_id in sorted(self.seen):
-            if runs and read_id == runs[-1][1] + 1:
-                runs[-1][1] = read_id
-            else:
-                runs.append([read_id, read_id])
-        return {"seen": runs, "taken": len(self.seen), "marks": self.marks}  # taken: for CAMERAS_WITH_WORK
+        state: dict[str, object] = {"seen": id_runs(self.seen), "taken": len(self.seen), "marks": self.marks}
+        if self.grouped:
+            state["grouped"] = id_runs(self.grouped)
+        return state  # taken: for CAMERAS_WITH_WORK
+
+
+def id_runs(ids: set[int]) -> list[list[int]]:
+    """Ids as runs of consecutive ids [first, last]."""
+    runs: list[list[int]] = []
+    for read_id in sorted(ids):
+        if runs and read_id == runs[-1][1] + 1:
+            runs[-1][1] = read_id
+        else:
+            runs.append([read_id, read_id])
+    return runs
+
+
+@dataclass(frozen=True)
+class RaisedBefore:
+    """Where a camera's round finds the passes its cursor may have let go of: a pass alerted on is pruned
+    once its reads lie well behind the cursor and no read met it for EARLY_RESCAN_S (passes.prune), so a
+    read of it logged later still (a spool replayed after an outage, in batches) found none and raised a
+    second alert (a fault review: two webhooks an hour late for one pass). A match captured before
+    `behind_s`, the camera's cursor as the round found it, that no pass in the cursor holds is looked up
+    among the camera's alerts (`SightingStage.raised_passes`)."""
+
+    connection: psycopg.Connection
+    camera_id: str
+    behind_s: float
 
 
 ALERT_ID_LABEL = b"alpr alert id v1"
@@ -271,6 +318,10 @@ class SightingStage:
             log.warning("this host's clock is %+.1f s off Postgres's: the sighting worker dates and judges by"
                         " Postgres's clock, but set this host's right (NTP): other roles and the logs go by it",
                         off_s)  # fmt: skip
+        self.late_told = Throttle()
+        """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
+        self.late_untold = (0, 0.0)
+        """The late reads since that WARNING, and the longest any was logged after its capture."""
 
     def keep_alive(self, connection: psycopg.Connection) -> None:
         """Within a camera's transaction, between its statements: a statement (SELECT 1) when none was sent
@@ -377,6 +428,9 @@ class SightingStage:
                 continue
             total.sightings += result.sightings
             total.alerts += result.alerts
+            total.late.update(result.late)
+            total.late_reads += result.late_reads
+            total.late_by_s = max(total.late_by_s, result.late_by_s)
         return outcome
 
     def group_camera(self, camera_id: str) -> GroupResult:
@@ -408,12 +462,19 @@ class SightingStage:
             gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
-            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s)
-            fed, result.sightings = self.group(connection, cursor, tracker, alerted)
+            raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
+            late: list[LoggedRead] = []
+            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised, late)
+            fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
+            result.sightings += self.group_late(connection, camera_id, late, alerted, result)
             if not (first_met or set_right or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
-            result.alerts += [a for s in result.sightings for a in self.match_sighting(s, alerted, gap_s, connection)]
+            result.alerts += [
+                a
+                for s in result.sightings
+                for a in self.match_sighting(s, alerted, gap_s, connection, raised, result.late.get(s.sighting_id))
+            ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
             forget_grouped(alerted, horizon_s, tracker.open_sighting_ids())
@@ -431,6 +492,8 @@ class SightingStage:
             }
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
+        if result.late_reads:
+            self.count_late(camera_id, result)
         return result
 
     def set_cursor_right(self, cursor: SightingCursor, tracker: SightingTracker) -> bool:
@@ -449,14 +512,27 @@ class SightingStage:
         return True
 
     def match_early(
-        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, alerted: Passes, gap_s: float
+        self,
+        connection: psycopg.Connection,
+        camera_id: str,
+        early: EarlyScan,
+        alerted: Passes,
+        gap_s: float,
+        raised: RaisedBefore | None = None,
+        late_reads: list[LoggedRead] | None = None,
     ) -> list[Alert]:
         """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
         new read of a listed plate, sure or not, widens the pass already alerted on that holds it
-        (`holds`: a lookalike's only where the tracker would take it for that pass's car)."""
+        (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
+        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`); those
+        reads, sure or not, are added to `late_reads` (grouped apart: `group_late`)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], self.postgres_now())
+        behind_s = raised.behind_s if raised is not None else -math.inf
+        late = {read.read_id for read in reads if early.late(read, behind_s)}
+        if late_reads is not None:
+            late_reads += [read for read in reads if read.read_id in late]
         if self.watch is None:
             return []
         alerts = []
@@ -471,12 +547,14 @@ class SightingStage:
             )
             for match in matches:
                 if (
-                    self.seen_in_pass(alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen)
+                    self.seen_in_pass(
+                        alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen, raised=raised
+                    )
                     or not sure
                 ):
                     continue
                 identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match), key=self.id_key)
-                alerts.append(self.alert(match, seen, identifier))
+                alerts.append(self.alert(match, seen, identifier, read.logged_at_s if read.read_id in late else None))
             self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
         return alerts
 
@@ -502,11 +580,16 @@ class SightingStage:
                     span.note(seen)
 
     def group(
-        self, connection: psycopg.Connection, cursor: SightingCursor, tracker: SightingTracker, alerted: Passes
+        self,
+        connection: psycopg.Connection,
+        cursor: SightingCursor,
+        tracker: SightingTracker,
+        alerted: Passes,
+        early: EarlyScan | None = None,
     ) -> tuple[int, list[Sighting]]:
         """Feed the reads up to the camera's horizon, in capture order; how many were fed, and the vehicle
         passes closed by then. Each track given a read of a pass alerted on is that pass's car from then on
-        (`link_tracks`)."""
+        (`link_tracks`). The reads fed that the `early` scan has not taken yet are noted in it (`grouping`)."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
             from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
@@ -520,6 +603,8 @@ class SightingStage:
             else:  # the whole batch captured at one time: every read of that time, now
                 horizon_s = last_s + 1e-6  # the next microsecond
                 reads = reads_to_group(connection, camera_id, last_s, horizon_s, limit=None)
+        if early is not None:
+            early.grouping([read.read_id for read in reads])
         closed: list[Sighting] = []
         fed: list[Observation] = []
         went_to: list[str] = []
@@ -537,13 +622,67 @@ class SightingStage:
             s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
         ]
 
+    def group_late(
+        self,
+        connection: psycopg.Connection,
+        camera_id: str,
+        late: list[LoggedRead],
+        alerted: Passes,
+        result: GroupResult,
+    ) -> list[Sighting]:
+        """The vehicle passes among the reads taken this round that were captured behind the cursor, which
+        the grouping, forward in capture time, never reads again (a spool replayed after an outage: its
+        cars were in no sighting, `alpr search` and the sightings export did not find them, a fault review).
+        They are grouped apart, in capture order, by a tracker of their own that closes every track at the
+        round's end: late sightings (in `result.late`, with when their newest read was logged). A read a
+        logged sighting holds already is left out (`sighted_reads`). A pass whose reads come over several
+        rounds is a sighting per round's share (the tracker goes forward in capture time, and a late read of
+        a sighting closed already cannot join it): a car seen twice rather than not at all. Counted in
+        `result` (late_reads, late_by_s)."""
+        if not late:
+            return []
+        result.late_reads = len(late)
+        result.late_by_s = max(read.logged_at_s - read.observation.captured_at_s for read in late)
+        sighted = sighted_reads(connection, camera_id, late)
+        reads = sorted(
+            (read for read in late if read.read_id not in sighted),
+            key=lambda r: (r.observation.captured_at_s, r.observation.frame_id, r.observation.plate_index),
+        )
+        tracker = SightingTracker(self.settings.gap_s)
+        tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))
+        closed: list[Sighting] = []
+        fed: list[Observation] = []
+        went_to: list[str] = []
+        logged_at_s: dict[str, float] = {}
+        for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
+            self.keep_alive(connection)
+            frame_reads = list(frame)
+            closed_now, joined = tracker.observe_frame_joined([r.observation for r in frame_reads])
+            closed += closed_now
+            fed += [r.observation for r in frame_reads]
+            went_to += joined
+            for read, sighting_id in zip(frame_reads, joined, strict=True):
+                logged_at_s[sighting_id] = max(logged_at_s.get(sighting_id, 0.0), read.logged_at_s)
+        link_tracks(alerted, fed, went_to)
+        closed += tracker.close_all()
+        sightings = [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
+        result.late.update((s.sighting_id, logged_at_s[s.sighting_id]) for s in sightings)
+        return sightings
+
     def match_sighting(
-        self, sighting: Sighting, alerted: Passes, gap_s: float, connection: psycopg.Connection | None = None
+        self,
+        sighting: Sighting,
+        alerted: Passes,
+        gap_s: float,
+        connection: psycopg.Connection | None = None,
+        raised: RaisedBefore | None = None,
+        late_logged_at_s: float | None = None,
     ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
         reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
-        before now: WatchListCache.match_lists)."""
+        before now: WatchListCache.match_lists). A late sighting (its newest read logged at
+        `late_logged_at_s`) raises a late alert."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
@@ -553,12 +692,17 @@ class SightingStage:
         now_s = self.postgres_now()
         return [
             self.alert(
-                match, sighting, alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key)
+                match,
+                sighting,
+                alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key),
+                late_logged_at_s,
             )
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False, now_s=now_s
             )
-            if not self.seen_in_pass(alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting)
+            if not self.seen_in_pass(
+                alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting, raised=raised
+            )
         ]
 
     def seen_in_pass(
@@ -571,6 +715,7 @@ class SightingStage:
         alerting: bool = True,
         read: Observation | None = None,
         box: Sighting | None = None,
+        raised: RaisedBefore | None = None,
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
         match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
@@ -580,7 +725,9 @@ class SightingStage:
         that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
         Reads may come in any order: a pass is the span of the reads it holds, in either direction. A
-        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it."""
+        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it.
+        One that none holds, captured behind the cursor, may be held by a pass the cursor let go of: those
+        are found among the alerts `raised` (`raised_passes`) and kept again."""
         passes = alerted.setdefault(self.watch_key(match), [])
         holding = [
             span
@@ -588,6 +735,9 @@ class SightingStage:
             if (box is not None and box.sighting_id in span.tracks)
             or self.holds(span, match.distance, first_s, last_s, gap_s, read, box)
         ]
+        if not holding and alerting and raised is not None and first_s < raised.behind_s:
+            holding = self.raised_passes(raised, match, passes, first_s, last_s, gap_s, read, box)
+            passes += holding
         if holding:
             span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
             span.widen(first_s, last_s, self.postgres_now())
@@ -602,6 +752,49 @@ class SightingStage:
             if read is not None:
                 passes[-1].note(read)
         return False
+
+    def raised_passes(
+        self,
+        raised: RaisedBefore,
+        match: WatchMatch,
+        passes: list[Pass],
+        first_s: float,
+        last_s: float,
+        gap_s: float,
+        read: Observation | None,
+        box: Sighting | None,
+    ) -> list[Pass]:
+        """The passes of the match's watch-list entry that the camera alerted on already (the alerts log,
+        within the pass gap of [first_s, last_s]) and that hold the match (`holds`), each remade from its
+        alert: its capture time, its match's distance and its read's box. An alert is the entry's when its
+        id is the one this entry's match would have been given (the list is in no alert's body); one
+        within a pass still kept is that pass's, which `seen_in_pass` asked already."""
+        within_s = self.settings.pass_gap_s(gap_s)
+        found = []
+        for alert in alerts_raised(
+            raised.connection, raised.camera_id, match.entry.plate, first_s - within_s, last_s + within_s
+        ):
+            if not self.entrys_alert(alert, match) or any(p.first_s <= alert.captured_at_s <= p.last_s for p in passes):
+                continue
+            span = Pass(alert.captured_at_s, alert.captured_at_s, self.postgres_now(), alert.distance)
+            if alert.box_xyxy is not None:
+                x1, y1, x2, y2 = alert.box_xyxy
+                span.points = [[alert.captured_at_s, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1]]
+            if self.holds(span, match.distance, first_s, last_s, gap_s, read, box):
+                found.append(span)
+        return found
+
+    def entrys_alert(self, alert: RaisedAlert, match: WatchMatch) -> bool:
+        """Whether the `alert` was raised on the match's watch-list entry (list and plate): its id is the
+        one `alert_id` gives that entry (with this worker's key; one raised under another key is not
+        recognised, and the match alerts again: the safer failure)."""
+        parts = self.key_parts(match)
+        if alert.kind == "sighting":
+            return alert.alert_id == alert_id("sighting", alert.sighting_id, *parts, key=self.id_key)
+        return any(
+            alert.alert_id == alert_id("read", alert.frame_id, index, *parts, key=self.id_key)
+            for index in alert.plate_indexes
+        )
 
     def holds(
         self,
@@ -660,8 +853,12 @@ class SightingStage:
         return ":".join(self.key_parts(match))
 
     @staticmethod
-    def alert(match: WatchMatch, seen: Observation | Sighting, identifier: str) -> Alert:
-        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched."""
+    def alert(
+        match: WatchMatch, seen: Observation | Sighting, identifier: str, late_logged_at_s: float | None = None
+    ) -> Alert:
+        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched; with
+        `late_logged_at_s`, a late one (`Alert.late`): its reads logged then, after the camera was grouped
+        past their capture time."""
         kind: Literal["read", "sighting"]
         if isinstance(seen, Observation):
             kind, plate, at_s, frame_id, sighting_id = "read", seen.text, seen.captured_at_s, seen.frame_id, None
@@ -671,8 +868,23 @@ class SightingStage:
         return Alert(
             alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
             distance=match.distance, confidence=seen.confidence, kind=kind, plate=plate, captured_at_s=at_s,
-            frame_id=frame_id, sighting_id=sighting_id,
+            frame_id=frame_id, sighting_id=sighting_id, late=late_logged_at_s is not None, logged_at_s=late_logged_at_s,
         )  # fmt: skip
+
+    def count_late(self, camera_id: str, result: GroupResult) -> None:
+        """Count the camera's reads logged late (committed), and say so in a WARNING at most once a minute:
+        its cars' sightings and alerts are an outage's backlog, not traffic now. Never the plates."""
+        self.metrics.late_reads.labels(camera=self.metrics.camera(camera_id)).inc(result.late_reads)
+        reads, late_by_s = self.late_untold
+        self.late_untold = (reads + result.late_reads, max(late_by_s, result.late_by_s))
+        if self.late_told.note():
+            reads, late_by_s = self.late_untold
+            log.warning(
+                "%d read(s) logged after their camera had been grouped past their capture time (camera %s lately,"
+                " up to %.0f s after capture: a spool replayed?): grouped apart into late sightings, their alerts"
+                " marked late (alpr_sighting_late_reads_total)", reads, camera_id, late_by_s,
+            )  # fmt: skip
+            self.late_untold = (0, 0.0)
 
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
         """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
@@ -680,7 +892,8 @@ class SightingStage:
         for sighting in result.sightings:
             self.metrics.sightings_closed.labels(camera=self.metrics.camera(sighting.camera_id)).inc()
             self.metrics.reads_per_sighting.observe(sighting.reads)
-            self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
+            if sighting.sighting_id not in result.late:  # late ones are counted as late reads
+                self.metrics.sighting_delay_seconds.observe(max(0.0, now - sighting.last_seen_s))
         queued: list[tuple[str, str]] = []
         not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
