@@ -41,6 +41,7 @@ from common.jobs import (
     job_id,
     parse_job,
 )
+from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.time_budget import within_budget
@@ -72,6 +73,8 @@ class DetectStage:
         self.crop_margin, self.job_timeout_s, self.max_frame_age_s = crop_margin, job_timeout_s, max_frame_age_s
         self.time_budget_s = job_timeout_s * defaults.JOB_TIME_BUDGET_SHARE if time_budget_s is None else time_budget_s
         """How long a job's frames may take (JOB_TIME_BUDGET_SHARE of its timeout): the rest are skipped."""
+        self.vanished = Throttle()
+        """Jobs none of whose frames were in the store, stored well within their TTL (`tell_if_vanished`)."""
 
     def maintain(self) -> None:
         """No periodic duty."""
@@ -144,7 +147,21 @@ class DetectStage:
                 except InputError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
+        self.tell_if_vanished(job, expired=sum(f.outcome == "expired" for f in passed_on), now_s=now)
         return present, images, passed_on
+
+    def tell_if_vanished(self, job: DetectJob, expired: int, now_s: float) -> None:
+        """A WARNING (one a minute at most) when none of a job's frames is in the store though it was stored
+        less than half their TTL ago: an ingest node and workers given different ALPR_FRAME_STORE_URLs had
+        every frame recorded expired, and no role said why (a review)."""
+        young = job.stored_at_s is not None and job.frame_ttl_s is not None
+        if not young or expired < len(job.frames) or now_s - (job.stored_at_s or 0.0) > (job.frame_ttl_s or 0) / 2:
+            return
+        if count := self.vanished.note():
+            log.warning("%d job(s) found none of their frames in the frame store, stored %.0f s ago with a TTL of %d"
+                        " s: is this worker's ALPR_FRAME_STORE_URL (or ALPR_REDIS_URL) the store the ingest node"
+                        " writes to? Or the store restarted, or evicted them", count, now_s - (job.stored_at_s or 0.0),
+                        job.frame_ttl_s)  # fmt: skip
 
     def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
         if outcome == "expired":

@@ -5,6 +5,7 @@ time, and passes on undetected frames with why."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -294,3 +295,28 @@ def test_plates_outside_the_cameras_roi_are_counted_per_camera(redis_url, detect
         return metrics.registry.get_sample_value("alpr_plates_outside_roi_total", {"camera": camera})
 
     assert counted("far") == 2 and counted("cam") is None  # per camera; never plate text in a label
+
+
+def test_a_job_whose_young_frames_are_all_missing_says_the_frame_store_may_be_another(redis_url, settings, caplog):
+    """An ingest node and workers given different ALPR_FRAME_STORE_URLs had every frame recorded expired
+    before detection, and no role said why (a review). A job stored well within its TTL of which no frame
+    is in the store is told of, once a minute at most; one stored long ago, or with a frame there, is not."""
+    connection = connect_redis(redis_url)
+    FrameStore(connection, 600).put_many([(frame_key("cam:3:0"), encode_jpeg(np.full((90, 160, 3), 90, np.uint8), 90))])
+    now = time.time()
+    jobs = {
+        "elsewhere": DetectJob(batch_id="elsewhere", frames=[ref("cam:1:0"), ref("cam:1:1")], stored_at_s=now,
+                               frame_ttl_s=600),
+        "again": DetectJob(batch_id="again", frames=[ref("cam:1:2")], stored_at_s=now, frame_ttl_s=600),
+        "long ago": DetectJob(batch_id="ago", frames=[ref("cam:2:0", 500)], stored_at_s=now - 500, frame_ttl_s=600),
+        "one there": DetectJob(batch_id="there", frames=[ref("cam:3:0"), ref("cam:3:1")], stored_at_s=now,
+                               frame_ttl_s=600),
+    }  # fmt: skip
+    for job in jobs.values():
+        enqueue(stage_queue(connection, "detect"), job, 60)
+    with caplog.at_level(logging.WARNING, logger="detector_worker.worker"):
+        assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir",
+                     str(settings.model_dir)]) == 0  # fmt: skip
+    told = [r.getMessage() for r in caplog.records if "none of their frames" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("1 job(s) found none of their frames in the frame store"), told
+    assert "ALPR_FRAME_STORE_URL" in told[0]
