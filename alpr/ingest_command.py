@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from alpr.wiring import check_job_key, frame_ledger, ingest_pool, reach_frame_store, reach_redis
+from alpr.wiring import check_job_key, frame_ledger, ingest_pool, reach_frame_store, reach_redis, warn_if_redis_open
 from common import defaults
 from common.config import Settings
 from common.errors import ConfigError
@@ -32,6 +32,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
                     ", ".join(ids))  # fmt: skip
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
+    warn_if_redis_open(settings)
     check_job_key(settings, connection, "ingest")
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
     metrics = Metrics()

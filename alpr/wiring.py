@@ -148,6 +148,26 @@ def reach_redis(
     return connection
 
 
+def warn_if_redis_open(settings: Settings) -> None:
+    """A WARNING for each Redis the role reaches with no credentials (none in its URL, no `redis_password`
+    secret): whoever reaches it can read the raw frames and plate crops and fill the queues. The roles said
+    nothing of it (a review), though they warn of an unsigned queue and of a frame store on disk."""
+    from redis.connection import parse_url
+
+    urls = {"the queues'": settings.redis_url, "the frame store's": settings.store_url}
+    if settings.store_url == settings.redis_url:
+        urls = {"the queues' and the frame store's": settings.redis_url}
+    for what, url in urls.items():
+        try:
+            given = parse_url(url)
+        except ValueError:  # reach_redis has said what is wrong with it
+            continue
+        if not (given.get("password") or given.get("username") or settings.secret("redis_password")):
+            log.warning("%s Redis (%s) is reached with no password: whoever can reach it can read the raw frames"
+                        " and plate crops and queue work; give it `requirepass` or an ACL user and put the"
+                        " password in the URL or the `redis_password` secret", what, mask_url(url))  # fmt: skip
+
+
 def reach_frame_store(
     settings: Settings, queues: redis.Redis, timeout_s: float = defaults.REDIS_TIMEOUT_S
 ) -> redis.Redis:

@@ -18,7 +18,14 @@ from typing import Any
 import redis
 from rq.exceptions import StopRequested
 
-from alpr.wiring import build_sighting_stage, build_worker_context, check_job_key, reach_redis, signed_queue
+from alpr.wiring import (
+    build_sighting_stage,
+    build_worker_context,
+    check_job_key,
+    reach_redis,
+    signed_queue,
+    warn_if_redis_open,
+)
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
@@ -35,6 +42,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     failing at start (a wrong database password) restarted every 12 s under Compose and answered most
     scrapes meanwhile, so no alert on a process down fired, and sightings and alerts stopped unseen."""
     connection = reach_redis(settings)
+    warn_if_redis_open(settings)
     check_job_key(settings, connection, args.stage)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))

@@ -318,3 +318,20 @@ def test_a_redis_that_answers_but_refuses_the_workers_writes_is_retried_with_bac
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+def test_a_redis_reached_with_no_password_is_warned_of_at_start(redis_server, postgres_url, caplog):
+    """The frames Redis holds raw frames and plate crops, which anyone who reaches it can GET; every role
+    ran against unauthenticated servers with INFO lines only (a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+
+    def open_warnings(url: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alpr.wiring"):
+            assert main(["worker", "ocr", "--burst", "--redis-url", url, "--database-url", postgres_url]) == 0
+        return [r.getMessage() for r in caplog.records if "with no password" in r.getMessage()]
+
+    [warning] = open_warnings(redis_server.url)
+    assert "the queues' and the frame store's Redis" in warning and "requirepass" in warning
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", "s3cret-pass")
+    assert open_warnings(redis_server.url.replace("redis://", "redis://:s3cret-pass@", 1)) == []
