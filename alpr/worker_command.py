@@ -73,7 +73,7 @@ def run_workers(
         queue = signed_queue(settings, connection, args.stage)
         rq_worker = StageWorker(queue, context, stop, name=name, **quick)
         log.info("worker %s ready", name)
-        started = time.monotonic()
+        started, delay = time.monotonic(), 0.0
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
         except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
@@ -84,12 +84,13 @@ def run_workers(
                 delay = restarts.next_delay()
                 log.warning("worker %s lost Redis %.0f s after it started: %s; the next one in %.0f s", name,
                             time.monotonic() - started, mask_url(str(error)), delay)  # fmt: skip
-                stop.wait(delay)
         except StopRequested:  # a signal after RQ's loop ended, before its handlers were replaced
             stop.set()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
                 signal.signal(signum, lambda *_: stop.set())
+        if delay:  # waited with our handlers in place: RQ's, raising StopRequested, ended the run before
+            stop.wait(delay)
         if stop.is_set() or args.burst or args.max_jobs is not None:
             return 0
         wait_for_redis(connection, stop)

@@ -287,9 +287,13 @@ class SightingStage:
         self.said_at = time.monotonic()
         """When the camera's transaction last sent Postgres a statement `keep_alive` knows of (monotonic)."""
         self.clock_at: tuple[float, float] | None = None
+        """Postgres's clock as the last camera's transaction began (its now()), and time.monotonic() then."""
         self.refused: dict[str, str] = {}
         """The cameras whose cursor a newer worker saved, with the version found (its ERROR logged once)."""
-        """Postgres's clock as the last camera's transaction began (its now()), and time.monotonic() then."""
+        self.late_told = Throttle()
+        """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
+        self.late_untold = (0, 0.0)
+        """The late reads since that WARNING, and the longest any was logged after its capture."""
 
     def postgres_now(self) -> float:
         """Now by Postgres's clock, as read at the camera's transaction's start (`group_camera`) and run on by
@@ -318,10 +322,6 @@ class SightingStage:
             log.warning("this host's clock is %+.1f s off Postgres's: the sighting worker dates and judges by"
                         " Postgres's clock, but set this host's right (NTP): other roles and the logs go by it",
                         off_s)  # fmt: skip
-        self.late_told = Throttle()
-        """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
-        self.late_untold = (0, 0.0)
-        """The late reads since that WARNING, and the longest any was logged after its capture."""
 
     def keep_alive(self, connection: psycopg.Connection) -> None:
         """Within a camera's transaction, between its statements: a statement (SELECT 1) when none was sent

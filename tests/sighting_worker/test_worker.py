@@ -1511,3 +1511,36 @@ def test_a_round_whose_session_postgres_ended_idle_in_a_transaction_does_not_sto
     _rounds(stage, settings, stop, False, [None])
     assert stage.polls == 2
     assert "Postgres ended its session (IdleInTransactionSessionTimeout)" in caplog.text
+
+
+def test_a_worker_whose_clock_check_found_no_postgres_at_start_still_counts_late_reads(chain, redis_url, monkeypatch):
+    """The late reads' WARNING state was made at the end of the start's clock comparison, after its early
+    return when Postgres did not answer within 2 s: every round that took a late read then failed its
+    camera (AttributeError) for the life of the process (a diff review)."""
+    from psycopg_pool import PoolTimeout
+
+    from sighting_worker.worker import SightingStage
+
+    class NotAnswering:  # Postgres busy at the worker's start: the comparison gives up
+        def connection(self, timeout: float | None = None) -> None:
+            raise PoolTimeout("couldn't get a connection after 2.00 sec")
+
+    compare = SightingStage.compare_clocks
+
+    def compare_unanswered(stage: SightingStage) -> None:
+        pool, stage.pool = stage.pool, NotAnswering()  # type: ignore[assignment]
+        try:
+            compare(stage)
+        finally:
+            stage.pool = pool
+
+    monkeypatch.setattr(SightingStage, "compare_clocks", compare_unanswered)
+    pool, settings = chain
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    start_s = time.time() - 3
+    log_frames(pool, [(frame(i, start_s + i * 0.2), [plate("GHT2093", 300 + 15 * i)]) for i in range(5)])
+    stage.poll()
+    log_frames(pool, late_pass(600, time.time() - 3600, "LATE123"))
+    stage.poll()
+    assert rounds(stage)["camera_failed"] == 0
+    assert stage.metrics.registry.get_sample_value("alpr_sighting_late_reads_total", {"camera": "gate"}) == 5
