@@ -315,7 +315,8 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     each alert gets a delivery to (with none, alerts are only logged)."""
     from common.db import SIGHTING_SESSION_SETTINGS
     from common.watchlist import WatchList, WatchListCache
-    from sighting_worker.worker import SightingSettings, SightingStage
+    from sighting_worker.stage_types import SightingSettings
+    from sighting_worker.worker import SightingStage
 
     pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS, SIGHTING_SESSION_SETTINGS)
     tuning = SightingSettings(

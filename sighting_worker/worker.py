@@ -2,15 +2,18 @@
 no other worker holds and, in one Postgres transaction with that camera's cursor row locked:
 
 1. matches the camera's new confident reads (at least Settings.early_match_min_confidence, in log order)
-   against the watch-lists at once: an early alert, the fast path (within a second of capture);
+   against the watch-lists at once: an early alert, the fast path (within a second of capture)
+   (sighting_worker/matching.py; which reads the scan took: sighting_worker/early_scan.py);
 2. feeds the grouping core the reads captured before the camera's horizon — the capture time before
    which every frame is settled (redacted, its reads recorded or found lost), so grouping sees the
    reads in capture order although OCR workers log them in any order — and closes the sightings
-   whose gap has passed by then;
+   whose gap has passed by then; reads logged late, captured behind the cursor, are grouped apart
+   (sighting_worker/late_reads.py);
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
    the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
-4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks.
+4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks (its
+   state's version: sighting_worker/cursor_state.py).
 
 A worker killed mid-group loses only the open transaction: the next one starts again from the saved
 cursor, so a sighting or an alert is never emitted twice nor lost. After the commit the new alerts'
@@ -19,35 +22,28 @@ delivery jobs are queued (the alert pool queues any whose job was lost)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 import math
-import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
-from common.alert_log import AlertLog, RaisedAlert, alerts_raised, insert_alerts
-from common.alerts import PLATE_PATTERN, Alert
+from common.alert_log import AlertLog, insert_alerts
+from common.alerts import Alert
 from common.db import autocommitting
 from common.jobs import alert_job
 from common.log_throttle import Throttle
 from common.metrics import Metrics
-from common.plate_text import plate_distance
 from common.queues import enqueue
 from common.sighting_log import (
     LoggedRead,
     SightingCursor,
     camera_ids,
-    early_reads,
     frame_interval,
     grouping_horizon,
     insert_sightings,
@@ -55,155 +51,18 @@ from common.sighting_log import (
     lock_cursor,
     reads_to_group,
     save_cursor,
-    sighted_reads,
 )
 from common.types import Observation, Sighting
-from common.watchlist import WatchListCache, WatchListUnavailableError, WatchMatch
+from common.watchlist import WatchListCache, WatchListUnavailableError
 from sighting_worker.core import SightingTracker, is_vehicle_pass
-from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
-from sighting_worker.passes import Pass, Passes, forget_grouped, link_tracks, load_passes, passes_state, prune
+from sighting_worker.cursor_state import CURSOR_STATE_VERSION, NewerCursorStateError, check_state_version
+from sighting_worker.early_scan import EarlyScan
+from sighting_worker.late_reads import RaisedBefore, group_late
+from sighting_worker.matching import WatchMatcher
+from sighting_worker.passes import Passes, forget_grouped, link_tracks, load_passes, passes_state, prune
+from sighting_worker.stage_types import GroupResult, SightingSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SightingSettings:
-    """What the sighting pool is tuned by (from Settings, in alpr/wiring.py)."""
-
-    gap_s: float
-    settle_s: float
-    read_min_confidence: float
-    sighting_min_confidence: float
-    max_distance: float
-    history_s: float
-    """How far back a camera's reads are grouped when the pool first meets it (the frames' lifetime)."""
-    alert_repeat_s: float = 0.0
-    """Reads of a listed plate closer in time than this (or the gap) are one pass: one alert."""
-
-    def pass_gap_s(self, gap_s: float) -> float:
-        """The longest time without a read of a listed plate within one pass alerted on, at a camera whose
-        sighting gap is `gap_s` (the setting, or longer at a camera sampled slowly: `camera_gap_s`)."""
-        return max(gap_s, self.alert_repeat_s)
-
-
-@dataclass
-class GroupResult:
-    """What one camera's transaction did."""
-
-    sightings: list[Sighting] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    late: dict[str, float] = field(default_factory=dict)
-    """The late sightings among `sightings` (`SightingStage.group_late`), each with when its newest read was logged."""
-    late_reads: int = 0
-    """Reads taken that were captured behind the camera's cursor (logged late)."""
-    late_by_s: float = 0.0
-    """The longest any of them was logged after its capture."""
-
-
-@dataclass
-class EarlyScan:
-    """Which logged reads the early match has taken. Read ids are drawn at insert and commits land in
-    any order, so a read may become visible after higher ids were taken: each round reads the ids above
-    `from_id` — the highest id taken EARLY_RESCAN_S ago — skipping those in `seen`, the ones taken since.
-    Kept as the cursor's early_read_id (`from_id`) and in its state (`seen`, `marks`, `grouped`)."""
-
-    from_id: int
-    seen: set[int] = field(default_factory=set)
-    marks: list[list[float]] = field(default_factory=list)
-    """[Postgres's time, highest id taken by then], one per round that took reads, within the window."""
-    took_reads: bool = False
-    """Whether this round took any read."""
-    grouped: set[int] = field(default_factory=set)
-    """Reads the grouping took before this scan did (a backlog past SIGHTING_BATCH_READS a round, or a read
-    committed between the two in one round): captured behind the cursor when taken, yet not logged late."""
-
-    @classmethod
-    def load(cls, from_id: int, state: dict[str, object]) -> EarlyScan:
-        early = state.get("early")
-        if not isinstance(early, dict):
-            return cls(from_id)
-        seen: set[int] = set()
-        for entry in early.get("seen", []):  # runs of ids [first, last], or single ids (as saved before)
-            first, last = (entry, entry) if isinstance(entry, int) else entry
-            seen.update(range(int(first), int(last) + 1))
-        grouped = {i for first, last in early.get("grouped", []) for i in range(int(first), int(last) + 1)}
-        return cls(from_id, seen, [list(m) for m in early.get("marks", [])], grouped=grouped)
-
-    def took(self, ids: list[int], now_s: float) -> None:
-        """Note the reads taken this round (at `now_s`, Postgres's clock); move `from_id` up to the highest id
-        taken a window ago."""
-        self.took_reads = True
-        self.seen.update(ids)
-        self.marks.append([now_s, float(max(self.seen))])
-        old = [m for m in self.marks if m[0] <= now_s - defaults.EARLY_RESCAN_S]
-        if old:
-            self.from_id = max(self.from_id, int(old[-1][1]))
-            self.marks = [m for m in self.marks if m[0] > now_s - defaults.EARLY_RESCAN_S]
-        self.seen = {i for i in self.seen if i > self.from_id}
-        self.grouped = {i for i in self.grouped if i > self.from_id}
-
-    def late(self, read: LoggedRead, behind_s: float) -> bool:
-        """Whether a read this round took was logged late: captured before `behind_s`, the camera's cursor
-        as the round found it, and not grouped already (`grouped`), so that no grouping will ever read it."""
-        grouped = read.read_id in self.grouped
-        self.grouped.discard(read.read_id)
-        return read.observation.captured_at_s < behind_s and not grouped
-
-    def grouping(self, ids: list[int]) -> None:
-        """Note the reads the grouping took this round that this scan has not (`grouped`)."""
-        self.grouped.update(i for i in ids if i > self.from_id and i not in self.seen)
-
-    def state(self) -> dict[str, object]:
-        """Saved in the cursor: `seen` as runs of consecutive ids [first, last] (a frame's reads are logged
-        together): a car park's 14,500 ids, one by one, rewrote 250 KB of JSON every round."""
-        state: dict[str, object] = {"seen": id_runs(self.seen), "taken": len(self.seen), "marks": self.marks}
-        if self.grouped:
-            state["grouped"] = id_runs(self.grouped)
-        return state  # taken: for CAMERAS_WITH_WORK
-
-
-def id_runs(ids: set[int]) -> list[list[int]]:
-    """Ids as runs of consecutive ids [first, last]."""
-    runs: list[list[int]] = []
-    for read_id in sorted(ids):
-        if runs and read_id == runs[-1][1] + 1:
-            runs[-1][1] = read_id
-        else:
-            runs.append([read_id, read_id])
-    return runs
-
-
-@dataclass(frozen=True)
-class RaisedBefore:
-    """Where a camera's round finds the passes its cursor may have let go of: a pass alerted on is pruned
-    once its reads lie well behind the cursor and no read met it for EARLY_RESCAN_S (passes.prune), so a
-    read of it logged later still (a spool replayed after an outage, in batches) found none and raised a
-    second alert (a fault review: two webhooks an hour late for one pass). A match captured before
-    `behind_s`, the camera's cursor as the round found it, that no pass in the cursor holds is looked up
-    among the camera's alerts (`SightingStage.raised_passes`)."""
-
-    connection: psycopg.Connection
-    camera_id: str
-    behind_s: float
-
-
-ALERT_ID_LABEL = b"alpr alert id v1"
-"""What the job key is an HMAC key for, to make the key alert ids are keyed with (never a job's signature
-nor the key's fingerprint: common/job_key.py)."""
-
-
-def alert_id(kind: str, *parts: object, key: str | None = None) -> str:
-    """A deterministic alert id: the same match always has the same id (idempotent), in every sighting
-    worker holding the same job key. With the chain's job key (ALPR_JOB_KEY), an HMAC-SHA256 of the parts
-    under a key made of it: a plain hash of a frame id, list and plate, logged and an RQ job's id, gave the
-    listed plate to whoever knew the frame id, by trying each plate of its format offline (a review). Without
-    a key, a SHA-256 of the parts, as before. Ids are kept as raised: an alert raised before a key was set
-    keeps its id, and only a new match's id is compared (ON CONFLICT), so none of them changes."""
-    message = "|".join(str(p) for p in parts).encode()
-    if key is None:
-        return f"{kind}-" + hashlib.sha256(message).hexdigest()[:32]
-    id_key = hmac.new(key.encode(), ALERT_ID_LABEL, hashlib.sha256).digest()
-    return f"{kind}-" + hmac.new(id_key, message, hashlib.sha256).hexdigest()[:32]
 
 
 STATEMENT_LIMIT = f"SET LOCAL statement_timeout = {round(defaults.SIGHTING_STATEMENT_TIMEOUT_S * 1000)}"
@@ -229,34 +88,6 @@ class CameraSessionEndedError(Exception):
 
 CLOCK_OFF_WARN_S = 1.0
 """A sighting worker whose host's clock is further than this off Postgres's warns at start (`compare_clocks`)."""
-
-CURSOR_STATE_VERSION = 1
-"""The form of the camera cursor's state this worker saves and reads (its `version`; none: saved before there
-was one, in any earlier form, read as before). Raised with every change to the state's form: a worker refuses a
-newer one (`NewerCursorStateError`). A worker of the form before each alerted pass kept its reads and tracks
-read the new form, dropped what it did not know and saved the rest: beside a newer worker during an upgrade,
-a car reading one character off a listed plate was alerted on twice a pass (a review)."""
-
-
-class NewerCursorStateError(Exception):
-    """A camera's cursor saved by a newer sighting worker (its state's version past CURSOR_STATE_VERSION, or not a
-    number): the camera is not grouped here and its cursor not written."""
-
-    def __init__(self, camera_id: str, found: object) -> None:
-        self.camera_id, self.found = camera_id, repr(found)[:40]
-        super().__init__(
-            f"camera {camera_id}: its cursor was saved by a newer sighting worker (state version {self.found};"
-            f" this worker knows versions up to {CURSOR_STATE_VERSION}): not grouped here, its cursor left as it is."
-            " Run one version of the sighting worker: stop every earlier one before a newer one starts"
-        )
-
-
-def check_state_version(cursor: SightingCursor) -> None:
-    """NewerCursorStateError when the cursor's state is of a version this worker does not know."""
-    found = cursor.state.get("version", 0)
-    if type(found) is not int or found > CURSOR_STATE_VERSION:
-        raise NewerCursorStateError(cursor.camera_id, found)
-
 
 ROUND_OUTCOMES = ("grouped", "camera_failed", "watchlist_unavailable")
 """How a sighting round ends (`alpr_sighting_rounds_total{outcome}`; deploy/prometheus-rules.yml alerts on
@@ -294,6 +125,8 @@ class SightingStage:
         """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
         self.late_untold = (0, 0.0)
         """The late reads since that WARNING, and the longest any was logged after its capture."""
+        self.matcher = WatchMatcher(watch, settings, alert_queue, self.postgres_now, self.keep_alive)
+        """The watch-list matching of each camera's reads and sightings (sighting_worker/matching.py)."""
 
     def postgres_now(self) -> float:
         """Now by Postgres's clock, as read at the camera's transaction's start (`group_camera`) and run on by
@@ -464,16 +297,20 @@ class SightingStage:
             early = EarlyScan.load(cursor.early_read_id, state)
             raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
             late: list[LoggedRead] = []
-            result.alerts += self.match_early(connection, camera_id, early, alerted, gap_s, raised, late)
+            result.alerts += self.matcher.match_early(connection, camera_id, early, alerted, gap_s, raised, late)
             fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
-            result.sightings += self.group_late(connection, camera_id, late, alerted, result)
+            result.sightings += group_late(
+                connection, camera_id, late, alerted, result, self.settings, self.camera_frame_interval, self.keep_alive
+            )
             if not (first_met or set_right or fed or early.took_reads):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [
                 a
                 for s in result.sightings
-                for a in self.match_sighting(s, alerted, gap_s, connection, raised, result.late.get(s.sighting_id))
+                for a in self.matcher.match_sighting(
+                    s, alerted, gap_s, connection, raised, result.late.get(s.sighting_id)
+                )
             ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
@@ -510,74 +347,6 @@ class SightingStage:
                   " clock ran ahead); set back to %.0f s ago: its reads captured before that and not yet grouped"
                   " have no sighting", cursor.camera_id, ahead_s, cursor.now_s - cursor.grouped_until_s)  # fmt: skip
         return True
-
-    def match_early(
-        self,
-        connection: psycopg.Connection,
-        camera_id: str,
-        early: EarlyScan,
-        alerted: Passes,
-        gap_s: float,
-        raised: RaisedBefore | None = None,
-        late_reads: list[LoggedRead] | None = None,
-    ) -> list[Alert]:
-        """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
-        new read of a listed plate, sure or not, widens the pass already alerted on that holds it
-        (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
-        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`); those
-        reads, sure or not, are added to `late_reads` (grouped apart: `group_late`)."""
-        reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
-        if reads:
-            early.took([read.read_id for read in reads], self.postgres_now())
-        behind_s = raised.behind_s if raised is not None else -math.inf
-        late = {read.read_id for read in reads if early.late(read, behind_s)}
-        if late_reads is not None:
-            late_reads += [read for read in reads if read.read_id in late]
-        if self.watch is None:
-            return []
-        alerts = []
-        for read in reads:
-            self.keep_alive(connection)
-            seen = read.observation
-            if not re.fullmatch(PLATE_PATTERN, seen.text):
-                continue
-            sure = seen.confidence >= self.settings.read_min_confidence
-            matches = self.watch.match_lists(
-                seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False, now_s=self.postgres_now()
-            )
-            for match in matches:
-                if (
-                    self.seen_in_pass(
-                        alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen, raised=raised
-                    )
-                    or not sure
-                ):
-                    continue
-                identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match), key=self.id_key)
-                alerts.append(self.alert(match, seen, identifier, read.logged_at_s if read.read_id in late else None))
-            self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
-        return alerts
-
-    def hold_open(self, alerted: Passes, seen: Observation, matched: set[str], gap_s: float) -> None:
-        """A read too far from a listed plate to match it, but near enough for the tracker to take it for
-        the same car (a misread, half the plate hidden), widens that plate's open pass, never alerting:
-        a listed plate unread for longer than the gap is still one pass. As for the tracker, such a read
-        continues the pass only within the sighting gap of it and where its car could have gone since
-        the pass's newest read: widened within ALPR_ALERT_REPEAT_S and anywhere in view, an unlisted
-        car two characters off parked in view (KPX4799 for KPX4721), read every 20 s, held the pass
-        open for minutes, and the listed car's next pass raised no alert. Only the passes alerted on are
-        looked at (a few), not the whole watch-list. `gap_s`: the camera's sighting gap (`camera_gap_s`)."""
-        for key, spans in alerted.items():
-            if key in matched or plate_distance(seen.text, key.split(":", 1)[1]) > MAX_TEXT_DISTANCE:
-                continue
-            for span in spans:
-                if (
-                    seen.captured_at_s - gap_s <= span.last_s
-                    and span.first_s <= seen.captured_at_s + gap_s
-                    and span.reaches(seen)
-                ):
-                    span.widen(seen.captured_at_s, seen.captured_at_s, self.postgres_now())
-                    span.note(seen)
 
     def group(
         self,
@@ -621,255 +390,6 @@ class SightingStage:
         return len(reads) + len(closed), [
             s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
         ]
-
-    def group_late(
-        self,
-        connection: psycopg.Connection,
-        camera_id: str,
-        late: list[LoggedRead],
-        alerted: Passes,
-        result: GroupResult,
-    ) -> list[Sighting]:
-        """The vehicle passes among the reads taken this round that were captured behind the cursor, which
-        the grouping, forward in capture time, never reads again (a spool replayed after an outage: its
-        cars were in no sighting, `alpr search` and the sightings export did not find them, a fault review).
-        They are grouped apart, in capture order, by a tracker of their own that closes every track at the
-        round's end: late sightings (in `result.late`, with when their newest read was logged). A read a
-        logged sighting holds already is left out (`sighted_reads`). A pass whose reads come over several
-        rounds is a sighting per round's share (the tracker goes forward in capture time, and a late read of
-        a sighting closed already cannot join it): a car seen twice rather than not at all. Counted in
-        `result` (late_reads, late_by_s)."""
-        if not late:
-            return []
-        result.late_reads = len(late)
-        result.late_by_s = max(read.logged_at_s - read.observation.captured_at_s for read in late)
-        sighted = sighted_reads(connection, camera_id, late)
-        reads = sorted(
-            (read for read in late if read.read_id not in sighted),
-            key=lambda r: (r.observation.captured_at_s, r.observation.frame_id, r.observation.plate_index),
-        )
-        tracker = SightingTracker(self.settings.gap_s)
-        tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))
-        closed: list[Sighting] = []
-        fed: list[Observation] = []
-        went_to: list[str] = []
-        logged_at_s: dict[str, float] = {}
-        for _, frame in groupby(reads, key=lambda r: r.observation.frame_id):
-            self.keep_alive(connection)
-            frame_reads = list(frame)
-            closed_now, joined = tracker.observe_frame_joined([r.observation for r in frame_reads])
-            closed += closed_now
-            fed += [r.observation for r in frame_reads]
-            went_to += joined
-            for read, sighting_id in zip(frame_reads, joined, strict=True):
-                logged_at_s[sighting_id] = max(logged_at_s.get(sighting_id, 0.0), read.logged_at_s)
-        link_tracks(alerted, fed, went_to)
-        closed += tracker.close_all()
-        sightings = [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)]
-        result.late.update((s.sighting_id, logged_at_s[s.sighting_id]) for s in sightings)
-        return sightings
-
-    def match_sighting(
-        self,
-        sighting: Sighting,
-        alerted: Passes,
-        gap_s: float,
-        connection: psycopg.Connection | None = None,
-        raised: RaisedBefore | None = None,
-        late_logged_at_s: float | None = None,
-    ) -> list[Alert]:
-        """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
-        enough, unless this pass was alerted on already for that list (an early alert on one of its
-        reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
-        before now: WatchListCache.match_lists). A late sighting (its newest read logged at
-        `late_logged_at_s`) raises a late alert."""
-        if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
-            return []
-        if not re.fullmatch(PLATE_PATTERN, sighting.plate):
-            return []
-        if connection is not None:
-            self.keep_alive(connection)
-        now_s = self.postgres_now()
-        return [
-            self.alert(
-                match,
-                sighting,
-                alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key),
-                late_logged_at_s,
-            )
-            for match in self.watch.match_lists(
-                sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False, now_s=now_s
-            )
-            if not self.seen_in_pass(
-                alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting, raised=raised
-            )
-        ]
-
-    def seen_in_pass(
-        self,
-        alerted: Passes,
-        match: WatchMatch,
-        first_s: float,
-        last_s: float,
-        gap_s: float,
-        alerting: bool = True,
-        read: Observation | None = None,
-        box: Sighting | None = None,
-        raised: RaisedBefore | None = None,
-    ) -> bool:
-        """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
-        match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
-        `alerting` (a sure read, or a sighting: this will be alerted on), a new pass begins where none
-        holds it, and a nearer match in a pass is alerted on again (a misread KPX4727 raised the pass's
-        alert for KPX4721: the exact reads after it confirm it instead of being silenced). Of the passes
-        that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
-        while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
-        Reads may come in any order: a pass is the span of the reads it holds, in either direction. A
-        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it.
-        One that none holds, captured behind the cursor, may be held by a pass the cursor let go of: those
-        are found among the alerts `raised` (`raised_passes`) and kept again."""
-        passes = alerted.setdefault(self.watch_key(match), [])
-        holding = [
-            span
-            for span in passes
-            if (box is not None and box.sighting_id in span.tracks)
-            or self.holds(span, match.distance, first_s, last_s, gap_s, read, box)
-        ]
-        if not holding and alerting and raised is not None and first_s < raised.behind_s:
-            holding = self.raised_passes(raised, match, passes, first_s, last_s, gap_s, read, box)
-            passes += holding
-        if holding:
-            span = min(holding, key=lambda held: held.nearest > match.distance)  # as near first (a stable min)
-            span.widen(first_s, last_s, self.postgres_now())
-            if read is not None:
-                span.note(read)
-            if alerting and match.distance < span.nearest:
-                span.nearest = match.distance
-                return False
-            return True
-        if alerting:
-            passes.append(Pass(first_s, last_s, self.postgres_now(), match.distance))
-            if read is not None:
-                passes[-1].note(read)
-        return False
-
-    def raised_passes(
-        self,
-        raised: RaisedBefore,
-        match: WatchMatch,
-        passes: list[Pass],
-        first_s: float,
-        last_s: float,
-        gap_s: float,
-        read: Observation | None,
-        box: Sighting | None,
-    ) -> list[Pass]:
-        """The passes of the match's watch-list entry that the camera alerted on already (the alerts log,
-        within the pass gap of [first_s, last_s]) and that hold the match (`holds`), each remade from its
-        alert: its capture time, its match's distance and its read's box. An alert is the entry's when its
-        id is the one this entry's match would have been given (the list is in no alert's body); one
-        within a pass still kept is that pass's, which `seen_in_pass` asked already."""
-        within_s = self.settings.pass_gap_s(gap_s)
-        found = []
-        for alert in alerts_raised(
-            raised.connection, raised.camera_id, match.entry.plate, first_s - within_s, last_s + within_s
-        ):
-            if not self.entrys_alert(alert, match) or any(p.first_s <= alert.captured_at_s <= p.last_s for p in passes):
-                continue
-            span = Pass(alert.captured_at_s, alert.captured_at_s, self.postgres_now(), alert.distance)
-            if alert.box_xyxy is not None:
-                x1, y1, x2, y2 = alert.box_xyxy
-                span.points = [[alert.captured_at_s, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1]]
-            if self.holds(span, match.distance, first_s, last_s, gap_s, read, box):
-                found.append(span)
-        return found
-
-    def entrys_alert(self, alert: RaisedAlert, match: WatchMatch) -> bool:
-        """Whether the `alert` was raised on the match's watch-list entry (list and plate): its id is the
-        one `alert_id` gives that entry (with this worker's key; one raised under another key is not
-        recognised, and the match alerts again: the safer failure)."""
-        parts = self.key_parts(match)
-        if alert.kind == "sighting":
-            return alert.alert_id == alert_id("sighting", alert.sighting_id, *parts, key=self.id_key)
-        return any(
-            alert.alert_id == alert_id("read", alert.frame_id, index, *parts, key=self.id_key)
-            for index in alert.plate_indexes
-        )
-
-    def holds(
-        self,
-        span: Pass,
-        distance: float,
-        first_s: float,
-        last_s: float,
-        gap_s: float,
-        read: Observation | None,
-        box: Sighting | None = None,
-    ) -> bool:
-        """Whether a match at `distance` of the listed plate, [first_s, last_s] (a read, or a sighting
-        without its `read`), is the car of the pass `span`, at a camera whose sighting gap is `gap_s`:
-
-        - exact reads in a pass of exact matches: within the pass gap (ALPR_ALERT_REPEAT_S, 60 s),
-          wherever in view (the listed plate is one car);
-        - a lookalike (distance > 0: one character off) beside exact matches, or an exact read beside
-          lookalikes: only where the tracker would join them (a misread of one car), within the sighting
-          gap of the pass and where its car could be at the read's capture time (`Pass.reaches`); a
-          sighting whose track held none of the pass's reads (those are held by `seen_in_pass` itself),
-          where its best read's box lies within reach of the pass's newest read at the sighting's time
-          nearest it;
-        - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's car could be
-          (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
-
-        Before, any match within the pass gap widened the pass, anywhere in view: an unlisted fleet car
-        KPX4727 parked beside the road, read every 20 s, held the listed KPX4721's pass open, and the
-        listed car's next pass, five minutes on, raised no alert (its reads logged last first: the first
-        pass lost its alert instead). A lookalike's sure read that no pass holds begins its own pass (an
-        alert, as it raises with no listed car about); an unsure one is passed over."""
-        exact = distance == 0 and span.nearest == 0
-        lookalikes = distance > 0 and span.nearest > 0 and read is not None
-        within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes else gap_s
-        if not (first_s - within_s <= span.last_s and span.first_s <= last_s + within_s):
-            return False
-        if exact:
-            return True
-        if read is None and box is not None and span.points:  # a sighting: by its best read's box
-            x1, y1, x2, y2 = box.best_box_xyxy
-            newest_s, x, y, width_px = span.points[-1]
-            at_s = min(max(newest_s, first_s), last_s)  # its time nearest the pass's newest read
-            allowed = reach_widths(at_s - newest_s)
-            return math.dist(((x1 + x2) / 2, (y1 + y2) / 2), (x, y)) <= allowed * max(width_px, x2 - x1, 1.0)
-        return read is None or span.reaches(read)
-
-    @property
-    def id_key(self) -> str | None:
-        """The chain's job key, which this stage's alert jobs are signed with: alert ids are keyed with it."""
-        return getattr(self.alert_queue, "job_key", None)
-
-    @staticmethod
-    def key_parts(match: WatchMatch) -> tuple[str, str]:
-        return match.entry.list_name, match.entry.plate
-
-    def watch_key(self, match: WatchMatch) -> str:
-        return ":".join(self.key_parts(match))
-
-    @staticmethod
-    def alert(
-        match: WatchMatch, seen: Observation | Sighting, identifier: str, late_logged_at_s: float | None = None
-    ) -> Alert:
-        """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched; with
-        `late_logged_at_s`, a late one (`Alert.late`): its reads logged then, after the camera was grouped
-        past their capture time."""
-        kind: Literal["read", "sighting"]
-        if isinstance(seen, Observation):
-            kind, plate, at_s, frame_id, sighting_id = "read", seen.text, seen.captured_at_s, seen.frame_id, None
-        else:
-            kind, plate, at_s, frame_id = "sighting", seen.plate, seen.first_seen_s, seen.best_frame_id
-            sighting_id = seen.sighting_id
-        return Alert(
-            alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
-            distance=match.distance, confidence=seen.confidence, kind=kind, plate=plate, captured_at_s=at_s,
-            frame_id=frame_id, sighting_id=sighting_id, late=late_logged_at_s is not None, logged_at_s=late_logged_at_s,
-        )  # fmt: skip
 
     def count_late(self, camera_id: str, result: GroupResult) -> None:
         """Count the camera's reads logged late (committed), and say so in a WARNING at most once a minute:

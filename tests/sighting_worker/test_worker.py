@@ -37,7 +37,9 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
-from sighting_worker.worker import CURSOR_STATE_VERSION, ROUND_OUTCOMES, alert_id
+from sighting_worker.alert_ids import alert_id
+from sighting_worker.cursor_state import CURSOR_STATE_VERSION
+from sighting_worker.worker import ROUND_OUTCOMES
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -956,7 +958,7 @@ def test_a_read_committed_after_higher_ids_still_raises_its_early_alert(chain, r
 def test_the_early_scan_saves_the_reads_it_took_as_runs_and_reads_the_old_form():
     """A car park's frame logs its 100 reads together: ids taken one by one, 14,500 of them, rewrote
     250 KB of the cursor's JSON every round (a sighting pool audit)."""
-    from sighting_worker.worker import EarlyScan
+    from sighting_worker.early_scan import EarlyScan
 
     early = EarlyScan(from_id=0)
     frames = [list(range(start, start + 100)) for start in range(1000, 15_000, 250)]  # other cameras between
