@@ -270,7 +270,7 @@ def build_worker_context(
         settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality,
         settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
-        max_boxes=detector_settings(settings).max_plates_per_frame,
+        max_boxes=detector_settings(settings).max_plates_per_frame, plate_confidence=settings.detector_confidence,
     )  # fmt: skip
     return WorkerContext(redact, metrics, settings.job_timeout_s)
 

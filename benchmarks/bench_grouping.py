@@ -227,7 +227,7 @@ def trace_scenario(folder: Path, scenario: str, count: int, settings: Settings, 
     trace = Trace([car.plate for car in cars], {}, [])
     for index, time_s, frame, plates in frames_of(cars, sprites, widths, scenario == "occluded"):
         trace.boxes[index] = plates
-        found = boxes_to_read(detector.detect([frame])[0], None)
+        found = boxes_to_read(detector.detect([frame])[0], None, detector.settings.confidence)
         boxes = list(found.boxes())
         crops = [geometry.crop(frame, box, settings.ocr_crop_margin) for box, _ in boxes]
         edges = [geometry.at_side_edge(box, FRAME_W) for box, _ in boxes]

@@ -106,7 +106,7 @@ def read_frame(
     margin: float,
 ) -> tuple[PlateRead | None, PlateRead | None]:  # fmt: skip
     """The plate's read with the side-edge flags and without them (None when not detected)."""
-    boxes = list(boxes_to_read(detector.detect([frame])[0], None).boxes())
+    boxes = list(boxes_to_read(detector.detect([frame])[0], None, detector.settings.confidence).boxes())
     matched = [b for b in boxes if iou(b[0], truth) >= MATCH_IOU]
     if not matched:
         return None, None

@@ -106,7 +106,9 @@ class DetectStage:
                 ocr_job = OcrJob(batch_id=job.batch_id, frames=frames_with_crops)
                 enqueue(self.ocr_queue, ocr_job, self.job_timeout_s, hand_off)
             hand_off.execute()
-        return StageResult(frames=len(frames), plates=sum(len(f.plates) for f in frames), not_done=len(passed_on))
+        threshold = self.detector.settings.confidence  # boxes below it are blurred, not plates
+        plates = sum(p.confidence >= threshold for f in frames for p in f.plates)
+        return StageResult(frames=len(frames), plates=plates, not_done=len(passed_on))
 
     def load(self, job: DetectJob) -> tuple[list[FrameRef], dict[str, np.ndarray], list[DetectedFrame]]:
         """The frames to detect in (each key's first), their pixels by key, and the frames passed on

@@ -64,8 +64,12 @@ class RedactStage:
         lost_after_s: float,
         keep_sweep_s: float,
         max_boxes: int,
+        plate_confidence: float = 0.0,
     ) -> None:
-        """`max_boxes`: the detector's cap on plates a frame (redactor_worker.core.redact)."""
+        """`max_boxes`: the detector's cap on plates a frame (redactor_worker.core.redact). `plate_confidence`:
+        ALPR_DETECTOR_CONFIDENCE, the boxes at or above which are plates (counted, and a frame kept for them
+        under keep=plates); every box the detector gave is blurred, down to its floor."""
+        self.plate_confidence = plate_confidence
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
         self.method, self.metrics, self.quality, self.max_boxes = method, metrics, quality, max_boxes
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
@@ -86,9 +90,14 @@ class RedactStage:
         done = Counter(r.frame.camera_id for r in records if r.outcome == "done")
         self.metrics.frames_processed.labels(stage=self.name).inc(done.total())
         return StageResult(
-            frames=done.total(), plates=sum(len(item.plates) for item in job.frames),
+            frames=done.total(), plates=sum(self.plates_in(item) for item in job.frames),
             not_done=len(records) - done.total(), done_by_camera=dict(done),
         )  # fmt: skip
+
+    def plates_in(self, item: DetectedFrame) -> int:
+        """The frame's plates: its boxes at or above the read threshold (those below it are only blurred: an
+        operator's raised ALPR_DETECTOR_CONFIDENCE kept every frame with a weak box, and counted it)."""
+        return sum(p.confidence >= self.plate_confidence for p in item.plates)
 
     @staticmethod
     def with_reads(item: DetectedFrame, record: FrameRecord) -> FrameRecord:
@@ -102,30 +111,30 @@ class RedactStage:
         if item.outcome != "done":
             return FrameRecord(ref, item.outcome, item.detail)
         if unread := stored.unread_reason(ref.key):  # a forged job's: the detector reads within the same bounds
-            return FrameRecord(ref, "skipped", unread, len(item.plates))
+            return FrameRecord(ref, "skipped", unread, self.plates_in(item))
         jpeg = stored.jpegs.get(ref.key)
-        kept = self.keep == "all" or (self.keep == "plates" and bool(item.plates))
+        kept = self.keep == "all" or (self.keep == "plates" and self.plates_in(item) > 0)
         if jpeg is None:
             earlier = earlier_kept_paths(self.keep_dir, ref.camera_id, ref.frame_id, ref.captured_at_s)
             for path in earlier if self.keep != "none" else []:
                 if is_whole_jpeg(path):  # not one cut short by a writer killed mid-write
                     # redacted and kept by an earlier attempt of its job, whose recording failed (Postgres
                     # away): recorded done with it, not expired with the kept file left unnamed by the log
-                    return FrameRecord(ref, "done", None, len(item.plates), str(path))
+                    return FrameRecord(ref, "done", None, self.plates_in(item), str(path))
             self.metrics.frames_missing.labels(stage=self.name).inc()
-            return FrameRecord(ref, "expired", "before redaction", len(item.plates))
+            return FrameRecord(ref, "expired", "before redaction", self.plates_in(item))
         if not as_stored(ref.digest, jpeg):  # another frame put under its key: never kept, blurred or not
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
-            return FrameRecord(ref, "corrupt", NOT_AS_STORED, len(item.plates))
+            return FrameRecord(ref, "corrupt", NOT_AS_STORED, self.plates_in(item))
         if not kept:  # nothing reaches disk: no blur to make (every plate's frame was decoded, blurred and
-            return FrameRecord(ref.timed("redact", 0.0), "done", None, len(item.plates))  # encoded for none)
+            return FrameRecord(ref.timed("redact", 0.0), "done", None, self.plates_in(item))  # encoded for none)
         start = time.perf_counter()
         if item.plates:  # every box, inside the ROI or not: no plate reaches disk unblurred
             try:
                 image = decode_jpeg(jpeg, ref.key)
             except InputError:
                 self.metrics.frames_corrupt.labels(stage=self.name).inc()
-                return FrameRecord(ref, "corrupt", "undecodable JPEG", len(item.plates))
+                return FrameRecord(ref, "corrupt", "undecodable JPEG", self.plates_in(item))
             with self.metrics.core_cpu(self.name):
                 boxes = [p.box_xyxy for p in item.plates]
                 jpeg = encode_jpeg(redact(image, boxes, self.method, max_boxes=self.max_boxes), self.quality)
@@ -134,9 +143,9 @@ class RedactStage:
             write_kept(path, jpeg)  # a frame without plates is kept as stored: nothing to hide
         except OSError as error:  # a linked folder, a full disk, no permission: the rest of the job goes on
             timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
-            return FrameRecord(timed, "done", not_kept(error), len(item.plates))
+            return FrameRecord(timed, "done", not_kept(error), self.plates_in(item))
         timed = ref.timed("redact", 1000 * (time.perf_counter() - start))
-        return FrameRecord(timed, "done", None, len(item.plates), str(path))
+        return FrameRecord(timed, "done", None, self.plates_in(item), str(path))
 
     def maintain(self) -> None:
         """The pool's duties, each whatever the other does (a Postgres outage stopped the keep folder's

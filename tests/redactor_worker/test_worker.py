@@ -323,3 +323,25 @@ def test_frames_kept_by_no_policy_are_not_blurred_for_nothing(redis_url, postgre
     monkeypatch.setattr(stage, "keep", "plates")  # positive control: a frame kept is decoded and blurred
     stage.handle(stored_job(connection, ("third",)))
     assert len(decoded) == 1 and len(list(keep_dir.rglob("*.jpg"))) == 1
+
+
+def test_a_box_below_the_read_threshold_is_blurred_but_keeps_and_counts_no_frame(redis_url, postgres_url, tmp_path,
+                                                                                 settings, monkeypatch):  # fmt: skip
+    """The detector finds boxes down to 0.05 whatever ALPR_DETECTOR_CONFIDENCE says, so that all are blurred:
+    raised to 0.5, ALPR_KEEP_FRAMES=plates kept every frame with a weak box, which the frames log counted
+    as a plate (a diff review). Such a box keeps and counts nothing."""
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    monkeypatch.setattr(stage, "plate_confidence", 0.5)
+    job = stored_job(connection, ("weak",))
+    job["frames"][0]["plates"][0]["confidence"] = 0.2
+    stage.handle(job)
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT outcome, plates, kept_path FROM frames").fetchall() == [("done", 0, None)]
+    assert list(keep_dir.rglob("*.jpg")) == []
+    monkeypatch.setattr(stage, "keep", "all")
+    job = stored_job(connection, ("kept",))
+    job["frames"][0]["plates"][0]["confidence"] = 0.2
+    stage.handle(job)
+    assert len(list(keep_dir.rglob("*.jpg"))) == 1  # kept for all, its weak box blurred (redactor_worker.core)
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT plates FROM frames WHERE camera_id = 'kept'").fetchall() == [(0,)]
