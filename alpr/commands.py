@@ -30,10 +30,12 @@ if TYPE_CHECKING:
 
 
 def setup(args: argparse.Namespace, settings: Settings) -> int:
-    from detector_worker.weights import install_models
+    from alpr.democlip import calibration_frames
+    from detector_worker.weights import install_int8, install_models
 
     torch_path, onnx_path = install_models(settings.model_dir)
-    print(f"detector weights: {torch_path}\nONNX export:      {onnx_path}")
+    int8_path = install_int8(settings.model_dir, calibration_frames)  # about 20 s the first time
+    print(f"detector weights: {torch_path}\nONNX export:      {onnx_path}\nint8 model:       {int8_path}")
     return 0
 
 

@@ -6,6 +6,7 @@ holds the plates and their boxes."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,3 +165,32 @@ def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLAT
     truth: dict[str, object] = {"fps": CLIP_FPS, "region": "us", "plates": flat, "boxes": boxes}
     path.with_suffix(path.suffix + ".json").write_text(json.dumps(truth, indent=1))
     return truth
+
+
+CALIBRATION_FRAMES = 16
+"""Frames of the default clip the int8 detector is calibrated on (`alpr setup`): every CALIBRATION_STEP-th."""
+
+CALIBRATION_STEP = 7
+
+
+def calibration_frames() -> list[np.ndarray]:
+    """The frames `alpr setup` calibrates the int8 detector on: the default clip written and decoded as a
+    camera's video is (its codec's blocks and ringing included), every CALIBRATION_STEP-th frame, 16 in all:
+    three cars from far to near. The clip is drawn from a fixed seed, so every setup calibrates alike."""
+    with tempfile.TemporaryDirectory(prefix="alpr-calibration-") as folder:
+        path = Path(folder) / "clip.mp4"
+        make_clip(path)
+        capture = cv2.VideoCapture(str(path))
+        frames: list[np.ndarray] = []
+        index = 0
+        while len(frames) < CALIBRATION_FRAMES:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % CALIBRATION_STEP == 0:
+                frames.append(frame)
+            index += 1
+        capture.release()
+    if len(frames) < CALIBRATION_FRAMES:
+        raise OutputError(f"the demo clip gave {len(frames)} of the {CALIBRATION_FRAMES} calibration frames")
+    return frames

@@ -16,9 +16,9 @@ from redactor_worker.kept_frames import is_camera_name, is_day_name
 
 
 def cuda_devices(backend: str) -> int | None:
-    """How many CUDA devices `backend` ('onnx' or 'torch') can run on here: 0 for none (or no CUDA
-    build); None where ONNX Runtime has its CUDA provider, which counts no devices before a session."""
-    if backend == "onnx":
+    """How many CUDA devices `backend` ('onnx', 'onnx-int8' or 'torch') can run on here: 0 for none (or no
+    CUDA build); None where ONNX Runtime has its CUDA provider, which counts no devices before a session."""
+    if backend.startswith("onnx"):
         import onnxruntime as ort
 
         return None if "CUDAExecutionProvider" in ort.get_available_providers() else 0
@@ -32,6 +32,8 @@ def check_device(backend: str, device: str) -> None:
     CPU with a library warning, or fail every job)."""
     if not device.startswith("cuda"):
         return
+    if backend == "onnx-int8":
+        _refuse(backend, device, "the int8 model runs on the CPU only")
     index = int(device.partition(":")[2] or 0)
     found = cuda_devices(backend)
     if found is not None and index >= found:

@@ -42,7 +42,7 @@ OcrModelName = Literal["v4", "v6", "plate"]
 OCR_MODELS: tuple[str, ...] = get_args(OcrModelName)
 """The same names, in that order (`--ocr-model`'s choices)."""
 
-DetectorBackendName = Literal["onnx", "torch"]
+DetectorBackendName = Literal["onnx", "onnx-int8", "torch"]
 """The detector runtimes ALPR_DETECTOR_BACKEND (and `--backend`) may name."""
 
 DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackendName)

@@ -1,4 +1,5 @@
-"""Detector inference backends, chosen by config key: `onnx` (ONNX Runtime, no torch at run time)
+"""Detector inference backends, chosen by config key: `onnx` (ONNX Runtime, no torch at run time),
+`onnx-int8` (the same runtime on the export quantised to int8 at `alpr setup`: detector_worker/quantize.py)
 and `torch` (ultralytics). Each maps a batch of BGR frames to boxes in the frames' own pixels."""
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ about 11 per plate (216 for a frame of 20 plates), and NMS's cost grows with the
 
 STRIDE = 32
 """The network's largest stride: letterboxed sides are padded to a multiple of it."""
+
+INT8_CONFIDENCE_SHARE = 0.7
+"""The int8 model keeps boxes from this share of the confidence floor (0.035 at the default 0.05). Its scores
+scatter about the float model's (on the benchmark photos 0.01-0.02 higher on average, a twentieth of
+boxes 0.015-0.055 lower), and three plates of cars further back that the float model kept at 0.05-0.07 at
+imgsz 640 came out at 0.041-0.045: every box is blurred, so a plate dropped under the floor would reach
+disk unblurred. From 0.7 of it, every plate the float model keeps at the floor is kept, at 960 and at
+640 (about 10% more boxes, each read as well; the reads the same)."""
 
 RawBoxes = tuple[FloatArray, FloatArray]
 
@@ -71,24 +80,44 @@ class OnnxBackend:
         self.imgsz = imgsz
 
     def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
-        height, width = _letterbox_shape(frames, self.imgsz)
-        batch = np.full((len(frames), height, width, 3), 114, np.uint8)
-        placements = []
-        for index, frame in enumerate(frames):
-            h, w = frame.shape[:2]
-            ratio = min(height / h, width / w, self.imgsz / max(h, w))
-            new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-            top, left = (height - new_h) // 2, (width - new_w) // 2
-            batch[index, top : top + new_h, left : left + new_w] = cv2.resize(
-                frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR
-            )
-            placements.append((ratio, left, top))
-        tensor = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        tensor, placements = letterboxed(frames, self.imgsz)
         output = self.session.run(None, {self.input_name: tensor})[0]
         return [
             _decode(prediction, confidence, max_det, placement, frame.shape[:2])
             for prediction, placement, frame in zip(output, placements, frames, strict=False)
         ]
+
+
+class OnnxInt8Backend(OnnxBackend):
+    """The float backend on the int8 model, on the CPU (its 7-bit weights compute alike on every x86 CPU;
+    not measured on a GPU), keeping boxes from INT8_CONFIDENCE_SHARE of the confidence floor."""
+
+    def __init__(self, weights: Path, device: str, imgsz: int, threads: int, half: bool = False) -> None:
+        if device != "cpu":
+            raise ConfigError(f"the int8 detector (onnx-int8) runs on the CPU, not {device}: choose onnx or torch")
+        super().__init__(weights, device, imgsz, threads, half)
+
+    def infer(self, frames: Sequence[np.ndarray], confidence: float, max_det: int) -> list[RawBoxes]:
+        return super().infer(frames, confidence * INT8_CONFIDENCE_SHARE, max_det)
+
+
+def letterboxed(frames: Sequence[np.ndarray], imgsz: int) -> tuple[np.ndarray, list[tuple[float, int, int]]]:
+    """The network's input for a batch of BGR frames: each scaled to fit `imgsz` and centred on grey, RGB,
+    NCHW, 0-1; with each frame's placement in it (scale, left, top)."""
+    height, width = _letterbox_shape(frames, imgsz)
+    batch = np.full((len(frames), height, width, 3), 114, np.uint8)
+    placements = []
+    for index, frame in enumerate(frames):
+        h, w = frame.shape[:2]
+        ratio = min(height / h, width / w, imgsz / max(h, w))
+        new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        batch[index, top : top + new_h, left : left + new_w] = cv2.resize(
+            frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR
+        )
+        placements.append((ratio, left, top))
+    tensor = np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return tensor, placements
 
 
 def _decode(
@@ -164,5 +193,7 @@ class TorchBackend:
         return out
 
 
-BACKENDS: dict[str, type[OnnxBackend] | type[TorchBackend]] = {"onnx": OnnxBackend, "torch": TorchBackend}
+BACKENDS: dict[str, type[OnnxBackend] | type[TorchBackend]] = {
+    "onnx": OnnxBackend, "onnx-int8": OnnxInt8Backend, "torch": TorchBackend,
+}  # fmt: skip
 """Backends by the config key that selects them."""

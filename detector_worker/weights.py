@@ -1,6 +1,7 @@
 """Where the detector's weights come from: the licence-plate YOLOv8n shipped in `fastanpr`, installed
-into a model folder with its ONNX export, so nothing is downloaded at run time. Each file is written
-whole or not at all, and `alpr setup` replaces one it finds cut short."""
+into a model folder with its ONNX export and that export quantised to int8 (detector_worker/quantize.py),
+so nothing is downloaded at run time. Each file is written whole or not at all, and `alpr setup`
+replaces one it finds cut short."""
 
 from __future__ import annotations
 
@@ -9,16 +10,27 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import ConfigError
 from common.private_files import write_whole
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TORCH_WEIGHTS_NAME = "plate_yolov8n.pt"
 """File name of the PyTorch weights inside the model folder."""
 
 ONNX_WEIGHTS_NAME = "plate_yolov8n.onnx"
 """File name of the ONNX export inside the model folder."""
+
+INT8_WEIGHTS_NAME = "plate_yolov8n_int8.onnx"
+"""File name of the export quantised to int8 (the `onnx-int8` backend's) inside the model folder."""
+
+WEIGHTS_NAMES = {"onnx": ONNX_WEIGHTS_NAME, "onnx-int8": INT8_WEIGHTS_NAME, "torch": TORCH_WEIGHTS_NAME}
+"""The default weights' file name per backend."""
 
 
 def bundled_weights_path() -> Path:
@@ -86,6 +98,23 @@ def install_models(model_dir: Path) -> tuple[Path, Path]:
     return torch_path, onnx_path
 
 
+def install_int8(model_dir: Path, calibration_frames: Callable[[], Sequence[np.ndarray]]) -> Path:
+    """The int8 model of the ONNX export in `model_dir` (install_models first), made from the frames
+    `calibration_frames` gives when it is missing, cut short, older than the export or of another recipe
+    (detector_worker/quantize.py); a model that is current is left as it is."""
+    from detector_worker.quantize import INT8_RECIPE, quantize_detector, recipe_of
+
+    onnx_path, int8_path = model_dir / ONNX_WEIGHTS_NAME, model_dir / INT8_WEIGHTS_NAME
+    if (
+        not int8_path.is_file()
+        or int8_path.stat().st_mtime < onnx_path.stat().st_mtime
+        or recipe_of(int8_path) != INT8_RECIPE
+        or not is_loadable_onnx(int8_path)
+    ):
+        quantize_detector(onnx_path, int8_path, calibration_frames())
+    return int8_path
+
+
 def unloadable_weights(weights: Path, error: Exception) -> ConfigError:
     """The error a detector backend raises at start for weights it cannot load: one line naming the file
     and the way out, not the runtime's traceback."""
@@ -102,7 +131,7 @@ def resolve_weights(backend: str, model_dir: Path, weights: Path | None) -> Path
         if not weights.is_file():
             raise ConfigError(f"detector weights {weights} do not exist")
         return weights
-    path = model_dir / (ONNX_WEIGHTS_NAME if backend == "onnx" else TORCH_WEIGHTS_NAME)
+    path = model_dir / WEIGHTS_NAMES[backend]
     if not path.is_file():
         raise ConfigError(f"detector weights {path} are missing; run `alpr setup` first")
     return path
