@@ -1,9 +1,9 @@
 """Speed of each core on this machine, measured side by side in one run: detector ms per frame
-(ONNX Runtime vs torch, single and batched; a 4K frame whole and tiled), video decoding in the node's
-process against a process of its own (ingest/capture_process.py), OCR ms per plate (PP-OCRv4,
-v6, the plate recogniser, Tesseract through its C API, and pytesseract, which starts a process per call;
-the plate recogniser also on real photos' plates, ../shared/datasets), redactor ms per frame, and frames/s of `alpr run`
-on the synthetic clip.
+(ONNX Runtime in float and int8 vs torch, single and batched, on every core and on one; a 4K frame whole
+and tiled), video decoding in the node's process against a process of its own (ingest/capture_process.py),
+OCR ms per plate (PP-OCRv4, v6, the plate recogniser, Tesseract through its C API, and pytesseract, which
+starts a process per call; the plate recogniser also on real photos' plates, ../shared/datasets), redactor
+ms per frame, and frames/s of `alpr run` on the synthetic clip.
 
     .venv/bin/python benchmarks/bench_cores.py [--frames N]
 """
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from alpr.cli import quiet_opencv
-from alpr.democlip import make_clip
+from alpr.democlip import calibration_frames, make_clip
 from alpr.standalone import Pipeline
 from alpr.wiring import build_detector, build_reader
 from common import geometry
@@ -29,7 +29,7 @@ from common.errors import ConfigError
 from common.plate_log import SqlitePlateLog
 from common.sighting_log import SqliteSightingLog
 from detector_worker.core import DetectorSettings, PlateDetector
-from detector_worker.weights import install_models
+from detector_worker.weights import install_int8, install_models
 from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from ocr_worker.core import OcrSettings, PlateReader
@@ -80,6 +80,40 @@ def real_photo_crops(detector: PlateDetector, photos: int) -> None:
         )
 
 
+DETECTOR_ROUNDS = 5
+"""Rounds of the side-by-side detector measurement: each round runs every backend, batch size and thread
+count once, in turn, so a busy minute on a shared machine slows them all alike."""
+
+
+def detector_ms(settings: Settings, frames: list[np.ndarray]) -> None:
+    """Each backend at batch 1 and 4, on every core, and the ONNX ones on one core too (torch's thread count
+    is the process's), interleaved (DETECTOR_ROUNDS), the best round of each; and the int8 model's speed-up
+    over the float one, the median of the rounds' ratios."""
+    runs = {
+        (backend, batch, threads): PlateDetector(DetectorSettings(
+            model_dir=settings.model_dir, backend=backend, imgsz=settings.detector_imgsz, batch_size=batch,
+            threads=threads,
+        ))
+        for threads in (0, 1) for backend in ("onnx", "onnx-int8", "torch") for batch in (1, 4)
+        if threads == 0 or backend != "torch"
+    }  # fmt: skip
+    for detector in runs.values():
+        detector.detect(frames[:4])  # warm-up
+    times: dict[tuple[str, int, int], list[float]] = {key: [] for key in runs}
+    for _ in range(DETECTOR_ROUNDS):
+        for key, detector in runs.items():
+            start = time.perf_counter()
+            detector.detect(frames)
+            times[key].append(1000 * (time.perf_counter() - start) / len(frames))
+    for (backend, batch, threads), ms in times.items():
+        cores = "all cores" if threads == 0 else "1 core"
+        line = f"  {backend:<9} batch {batch}, {cores:<9}: {min(ms):7.1f}"
+        if backend == "onnx-int8":
+            ratios = sorted(f / i for f, i in zip(times[("onnx", batch, threads)], ms, strict=True))
+            line += f"  ({ratios[len(ratios) // 2]:.2f} times as fast as onnx, the rounds' median)"
+        print(line)
+
+
 def read_video(capture: cv2.VideoCapture | IsolatedCapture) -> int:
     """Grab every frame of an opened video and retrieve every other one, as a sampling reader does;
     the frames grabbed."""
@@ -100,6 +134,7 @@ def main() -> None:
     quiet_opencv("ERROR")  # as `alpr` does: OpenCV's thread-safety WARN at every open said nothing measured
     settings = Settings.load()
     install_models(settings.model_dir)
+    install_int8(settings.model_dir, calibration_frames)
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-"))
     clip = work / "clip.mp4"
     truth = make_clip(clip)
@@ -109,15 +144,7 @@ def main() -> None:
     )
 
     print("detector, ms per frame")
-    for backend in ("onnx", "torch"):
-        for batch in (1, 4):
-            detector = PlateDetector(
-                DetectorSettings(
-                    model_dir=settings.model_dir, backend=backend, imgsz=settings.detector_imgsz, batch_size=batch
-                )
-            )
-            ms = best_ms(lambda d=detector: d.detect(frames)) / len(frames)
-            print(f"  {backend:<6} batch {batch}: {ms:7.1f}")
+    detector_ms(settings, frames)
     four_k = [cv2.resize(frame, (3840, 2160)) for frame in frames[:4]]  # the clip's frames, upscaled
     for downscale, what in ((0.0, "whole frame only"), (settings.detector_max_downscale, "whole frame and tiles")):
         detector = PlateDetector(
