@@ -89,6 +89,7 @@ def run_workers(
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):  # RQ's handlers belong to the worker that ended
                 signal.signal(signum, lambda *_: stop.set())
+            rq_worker.release_control_channel()  # its teardown may not have run (a stop during its start)
         if delay:  # waited with our handlers in place: RQ's, raising StopRequested, ended the run before
             stop.wait(delay)
         if stop.is_set() or args.burst or args.max_jobs is not None:

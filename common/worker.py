@@ -16,6 +16,7 @@ its suspension of every worker (`rq:suspended`); a worker of the chain is stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -399,10 +400,27 @@ class StageWorker(SimpleWorker):
 
     def teardown(self) -> None:
         """RQ's, after telling the jobs refused as unsigned since the last such line (a worker stopping, or
-        at the end of a burst)."""
+        at the end of a burst); its control channel's thread stopped even when RQ's teardown fails on Redis
+        (`release_control_channel`)."""
         if count := self.unsigned_refused.due(now=True):
             self.report_unsigned(count)
-        super().teardown()
+        try:
+            super().teardown()
+        finally:
+            self.release_control_channel()
+
+    def release_control_channel(self) -> None:
+        """Stop the thread that listens on RQ's control channel and close its connection. RQ's teardown
+        does so last, after registering the worker's death, which a full or read-only Redis refuses: each
+        worker the pool started again after such an error left its thread behind, retrying every 2 s for
+        ever (a diff review found the tests' leftovers logging into later tests)."""
+        thread = getattr(self, "pubsub_thread", None)
+        if thread is not None:  # not by is_alive(): it said False of one still retrying (a test's leftover)
+            thread.stop()
+            thread.join(timeout=1)
+            if self.pubsub is not None:
+                with contextlib.suppress(Exception):  # its connection may be gone with Redis
+                    self.pubsub.close()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's ERROR with the job's traceback, for a failure the chain does not explain; one it explains

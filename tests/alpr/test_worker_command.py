@@ -11,11 +11,13 @@ import sys
 import threading
 
 import redis
+from redis.client import PubSubWorkerThread
 
 from alpr.worker_command import run_workers
 from common.config import Settings
 from common.metrics import Metrics
 from common.worker import StageResult, WorkerContext
+from tests.helpers import wait_for
 
 
 class IdleStage:
@@ -51,3 +53,7 @@ def test_a_stop_during_the_restart_backoff_ends_the_loop_cleanly(redis_server):
         signal.signal(signal.SIGTERM, previous)
         redis.Redis(port=redis_server.port).replicaof("NO", "ONE")
     assert code == 0 and stop.is_set()  # returned: `alpr worker` then runs the pool's finish
+    # RQ's teardown failed on Redis before it stopped the worker's control channel thread: it retried every
+    # 2 s for ever (into later tests). Stopped now, it ends once its reconnection attempt in hand gives up.
+    wait_for(lambda: not any(isinstance(t, PubSubWorkerThread) for t in threading.enumerate()), 30,
+             "the RQ workers' control channel threads to end")  # fmt: skip
