@@ -1515,30 +1515,30 @@ def test_a_round_whose_session_postgres_ended_idle_in_a_transaction_does_not_sto
     assert "Postgres ended its session (IdleInTransactionSessionTimeout)" in caplog.text
 
 
-def test_a_worker_whose_clock_check_found_no_postgres_at_start_still_counts_late_reads(chain, redis_url, monkeypatch):
+def test_a_worker_whose_clock_check_found_no_postgres_at_start_still_counts_late_reads(
+    chain, redis_url, monkeypatch, caplog
+):  # fmt: skip
     """The late reads' WARNING state was made at the end of the start's clock comparison, after its early
     return when Postgres did not answer within 2 s: every round that took a late read then failed its
     camera (AttributeError) for the life of the process (a diff review)."""
-    from psycopg_pool import PoolTimeout
-
     from sighting_worker.worker import SightingStage
-
-    class NotAnswering:  # Postgres busy at the worker's start: the comparison gives up
-        def connection(self, timeout: float | None = None) -> None:
-            raise PoolTimeout("couldn't get a connection after 2.00 sec")
 
     compare = SightingStage.compare_clocks
 
-    def compare_unanswered(stage: SightingStage) -> None:
-        pool, stage.pool = stage.pool, NotAnswering()  # type: ignore[assignment]
+    def compare_unanswered(stage: SightingStage) -> None:  # every connection of the real pool in use
+        held = [stage.pool.getconn() for _ in range(stage.pool.max_size)]
         try:
-            compare(stage)
+            compare(stage)  # waits DB_ATTEMPT_S for a connection, then gives up (PoolTimeout)
         finally:
-            stage.pool = pool
+            for connection in held:
+                stage.pool.putconn(connection)
 
+    monkeypatch.setattr(defaults, "DB_ATTEMPT_S", 0.2)
     monkeypatch.setattr(SightingStage, "compare_clocks", compare_unanswered)
     pool, settings = chain
-    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    with caplog.at_level(logging.WARNING, logger="sighting_worker.worker"):
+        stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+    assert "could not compare this host's clock with Postgres's (PoolTimeout)" in caplog.text
     start_s = time.time() - 3
     log_frames(pool, [(frame(i, start_s + i * 0.2), [plate("GHT2093", 300 + 15 * i)]) for i in range(5)])
     stage.poll()
