@@ -132,21 +132,46 @@ CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 """What a log message may not carry as it is: line breaks and terminal escapes (a tab is left)."""
 
 
+PIPELINE_COMMAND = re.compile(r"Command # (\d+) \(.*\) of pipeline caused error: ", re.DOTALL)
+"""redis-py's account of a pipeline's refused command: its first 100 characters, arguments included —
+a frame's or a plate crop's JPEG bytes (SET key <bytes>), a job's fields — and then the server's reason
+(greedy: an argument holding the phrase itself ends at the last one)."""
+
+
+def without_command_arguments(text: str) -> str:
+    """`text` with redis-py's copy of a refused pipeline command left out, the server's reason kept:
+    a read-only replica's refusal put 100 characters of a frame's JPEG bytes into every ingest warning
+    while it lasted.
+
+    >>> without_command_arguments("Command # 1 (SET alpr:frame:a \\xff\\xd8) of pipeline caused error: READONLY")
+    'command 1 of a pipeline refused: READONLY'
+    """
+    return PIPELINE_COMMAND.sub(r"command \1 of a pipeline refused: ", text)
+
+
 def escape_controls(text: str) -> str:
     """`text` with every control character but a tab written out (`\\n`, `\\x1b`): one log line each,
     and no terminal escape. A crafted job's function name, which RQ logs as it is, forged whole lines."""
     return CONTROL_CHARACTERS.sub(lambda m: repr(m[0])[1:-1], text)
 
 
+TRACEBACKS = logging.Formatter()
+"""Formats a record's traceback for masking, as every handler's formatter would."""
+
+
 class MaskCredentials(logging.Filter):
     """Rewrites each record's message with `mask_url`, arguments included, before any handler sees it,
-    and writes out its control characters (`escape_controls`; a traceback the handler adds is kept)."""
+    leaves out a refused Redis pipeline command's arguments (`without_command_arguments`), and writes
+    out its control characters (`escape_controls`); a traceback the record carries is masked the same
+    way, its lines kept."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = escape_controls(mask_url(message))
+        masked = escape_controls(mask_url(without_command_arguments(message)))
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:  # formatted once here, as a Formatter caches it
+            record.exc_text = mask_url(without_command_arguments(TRACEBACKS.formatException(record.exc_info)))
         return True
 
 

@@ -1,8 +1,10 @@
 """Credentials never reach a log line: URL masking, and the filter on every handler."""
 
 import logging
+import sys
 
 import pytest
+import redis
 
 from common.credentials import MaskCredentials, mask_url, shown_source
 
@@ -87,6 +89,29 @@ def test_the_filter_masks_formatted_arguments():
         "x", logging.WARNING, __file__, 1, "camera %s: %s", ("gate", "rtsp://a:hunter2@h/"), None
     )
     assert MaskCredentials().filter(record) and record.getMessage() == "camera gate: rtsp://a:***@h/"
+
+
+def test_a_traceback_is_masked_and_keeps_its_lines(redis_server):
+    """A record's traceback was formatted by the handler after the filter ran: a password in the
+    exception's text, or a refused pipeline command's bytes (a read-only Redis), went out as it was."""
+    connection = redis.Redis.from_url(redis_server.url)
+    connection.replicaof("127.0.0.1", "1")
+    try:
+        pipe = connection.pipeline(transaction=False)
+        pipe.set("alpr:frame:gate:1", b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(200))
+        with pytest.raises(redis.RedisError) as refused:
+            pipe.execute()
+    finally:
+        connection.replicaof("NO", "ONE")
+    try:
+        raise RuntimeError("cannot reach rtsp://admin:hunter2@10.0.0.5/s1") from refused.value
+    except RuntimeError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    assert MaskCredentials().filter(record)
+    shown = logging.Formatter().format(record)
+    assert "hunter2" not in shown and "JFIF" not in shown and "alpr:frame" not in shown, shown
+    assert "command 1 of a pipeline refused: You can't write against a read only replica" in shown
+    assert shown.count("\n") > 4  # a traceback's lines, not one escaped line
 
 
 @pytest.mark.parametrize(

@@ -982,3 +982,31 @@ def test_a_camera_taken_over_that_samples_nothing_replaces_the_dead_nodes_waterm
         node.stop.set()
         runner.join(20)
     assert not runner.is_alive() and watermarks() == {}
+
+
+def test_a_read_only_redis_is_logged_without_the_frames_bytes(redis_server, tmp_path, caplog):
+    """A queues' Redis turned read-only (a replica after a failover) refuses the frame store's pipeline:
+    redis-py's error holds the refused command's first 100 characters — the frame's key and its JPEG
+    bytes — and every warning while it lasted carried them. The log says why, not what was sent."""
+    from common.credentials import install_log_masking
+
+    jpegs = camera_jpegs(tmp_path)
+    connection = connect_redis(redis_server.url)
+    settings = Settings.load({}, redis_url=redis_server.url, frames_per_job=1, max_batch_wait_ms=50)
+    caplog.set_level("WARNING")
+    install_log_masking()  # as every alpr command does at start (the test's capture handler is the root's)
+    with mjpeg_camera(jpegs, fps=10) as url:
+        node, runner = start_live_node(url, settings, connection, Metrics(), 6.0)
+        time.sleep(1.5)
+        assert node.summary.ingested["live"] >= 1
+        connection.replicaof("127.0.0.1", "1")  # a replica of nothing: writes refused with READONLY
+        try:
+            wait_for(lambda: any("read only replica" in r.getMessage() for r in caplog.records), 10,
+                     "the refusal to be logged")  # fmt: skip
+        finally:
+            connection.replicaof("NO", "ONE")
+        runner.join(30)
+    assert not runner.is_alive()
+    refused = [r.getMessage() for r in caplog.records if "read only replica" in r.getMessage()]
+    assert all("JFIF" not in m and "\\xff" not in m and "\ufffd" not in m and "SET " not in m for m in refused), refused
+    assert any("command 1 of a pipeline refused" in m for m in refused), refused
