@@ -175,6 +175,9 @@ def _add_setup_parser(sub: argparse._SubParsersAction) -> None:
     """`alpr setup`."""
     setup = sub.add_parser("setup", help="put the detector weights in place and export them to ONNX")
     setup.add_argument("--model-dir", type=Path)
+    setup.add_argument("--calibrate", action="store_true",
+                       help="make the int8 detector again, calibrated on this host's decoding of the demo clip"
+                            " rather than with the shipped ranges (written beside it)")  # fmt: skip
 
 
 def _add_demo_clip_parser(sub: argparse._SubParsersAction) -> None:

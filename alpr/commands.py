@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 
 def setup(args: argparse.Namespace, settings: Settings) -> int:
     from alpr.democlip import calibration_frames
+    from detector_worker.quantize import RANGES_KEY, recipe_of
     from detector_worker.weights import install_int8, install_models
 
     torch_path, onnx_path = install_models(settings.model_dir)
-    int8_path = install_int8(settings.model_dir, calibration_frames)  # about 20 s the first time
-    print(f"detector weights: {torch_path}\nONNX export:      {onnx_path}\nint8 model:       {int8_path}")
+    int8_path = install_int8(settings.model_dir, calibration_frames, args.calibrate)  # 20 s if calibrated
+    print(f"detector weights: {torch_path}\nONNX export:      {onnx_path}\nint8 model:       {int8_path}"
+          f" ({recipe_of(int8_path, RANGES_KEY) or 'calibrated'} ranges)")  # fmt: skip
     return 0
 
 

@@ -18,8 +18,9 @@ as moving the float model's boxes by a pixel does."""
 
 from __future__ import annotations
 
+import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,22 @@ DETECT_HEAD = "/model.22/"
 CALIBRATION_IMGSZ = 960
 """The letterbox size the calibration frames are scaled to (the default ALPR_DETECTOR_IMGSZ)."""
 
+SHIPPED_RANGES = Path(__file__).with_name("int8_ranges.json")
+"""The activation ranges of the shipped recipe on the bundled weights' export, calibrated once on the demo
+clip (`alpr setup --calibrate` writes them beside the model it makes, RANGES_NAME): every `alpr setup`
+quantises with them, so every host gets the same int8 model, where each calibrated on its own decoding of
+the clip (a codec's or a float kernel's last bits may differ between CPUs), and skips the calibration's
+16 frames (about 15 s). Used only where they name exactly the tensors the export has to calibrate."""
+
+RANGES_NAME = "plate_yolov8n_int8.ranges.json"
+"""The ranges an int8 model was made with, written beside it in the model folder."""
+
+RANGES_KEY = "alpr_int8_ranges"
+"""The model's metadata naming where its ranges came from: `shipped` or `calibrated`."""
+
+Ranges = dict[str, tuple[float, float]]
+"""Each activation's (lowest, highest) value, by tensor name."""
+
 
 def kept_in_float(node_names: Sequence[str]) -> list[str]:
     """The Detect head's decoding: every node of the head outside its two convolution branches (cv2 for the
@@ -67,7 +84,7 @@ def kept_in_float(node_names: Sequence[str]) -> list[str]:
 
 def percentile_ranges(
     session: InferenceSession, names: Sequence[str], inputs: Sequence[dict[str, np.ndarray]]
-) -> dict[str, tuple[np.floating, np.floating]]:
+) -> Ranges:
     """Each named output's range over the inputs, as ONNX Runtime's percentile calibrator computes it (its
     magnitudes' histogram over all inputs at once, symmetric, clipped to the values seen), but one input
     at a time: two passes (the extremes, then the histograms) in the memory of one input's activations,
@@ -99,18 +116,39 @@ def percentile_ranges(
                 range=(least[name], most[name]),  # type: ignore[arg-type]
             )
             counts[name] = counts[name] + hist if name in counts else hist
-    ranges: dict[str, tuple[np.floating, np.floating]] = {}
+    ranges: Ranges = {}
     for name in names:
         share = np.cumsum(counts[name] / counts[name].sum())
         bound: np.floating = edges[name][np.searchsorted(share, PERCENTILE / 100.0)]
-        ranges[name] = (max(-bound, low[name]), min(bound, high[name]))
+        ranges[name] = (float(max(-bound, low[name])), float(min(bound, high[name])))
     return ranges
 
 
-def quantize_detector(float_model: Path, out: Path, frames: Sequence[np.ndarray]) -> None:
-    """Write the int8 model of the float ONNX export at `float_model` to `out`, its activations calibrated
-    on `frames` (BGR, letterboxed as the backend does at CALIBRATION_IMGSZ). 16 frames of the demo clip take
-    about 20 s on 2 cores and 1 GB."""
+def read_ranges(path: Path) -> Ranges | None:
+    """The ranges in the file at `path` if they are of this recipe (None otherwise: a file of another
+    recipe, or none)."""
+    try:
+        data = json.loads(path.read_text())
+        if data["recipe"] != INT8_RECIPE:
+            return None
+        return {str(name): (float(low), float(high)) for name, (low, high) in data["ranges"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ranges_text(ranges: Ranges) -> str:
+    """The file `read_ranges` reads: each value a float32's exact decimal, so that it reads back bit for bit."""
+    lines = ",\n".join(f"  {json.dumps(name)}: [{low!r}, {high!r}]" for name, (low, high) in sorted(ranges.items()))
+    return f'{{"recipe": {json.dumps(INT8_RECIPE)},\n "ranges": {{\n{lines}\n}}}}\n'
+
+
+def quantize_detector(
+    float_model: Path, out: Path, frames: Callable[[], Sequence[np.ndarray]], calibrate: bool = False
+) -> Ranges:
+    """Write the int8 model of the float ONNX export at `float_model` to `out`, with the shipped ranges
+    (SHIPPED_RANGES) where they fit the export and `calibrate` is false, else with its activations
+    calibrated on the frames `frames` gives (BGR, letterboxed as the backend does at CALIBRATION_IMGSZ: 16
+    frames of the demo clip take about 20 s on 2 cores and 1 GB). Returns the ranges used."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator, save_tensors_data
@@ -124,11 +162,17 @@ def quantize_detector(float_model: Path, out: Path, frames: Sequence[np.ndarray]
             calibrate_method=CalibrationMethod.Percentile,
         )  # fmt: skip
         names = sorted(calibrator.tensors_to_calibrate)
-        feeds = [{"images": letterboxed([frame], CALIBRATION_IMGSZ)[0]} for frame in frames]
-        ranges = percentile_ranges(calibrator.infer_session, names, feeds)
+        shipped = None if calibrate else read_ranges(SHIPPED_RANGES)
+        if shipped is not None and sorted(shipped) == names:
+            ranges, source = shipped, "shipped"
+        else:
+            feeds = [{"images": letterboxed([frame], CALIBRATION_IMGSZ)[0]} for frame in frames()]
+            ranges, source = percentile_ranges(calibrator.infer_session, names, feeds), "calibrated"
         del calibrator
         cache = Path(folder) / "ranges.json"
-        data = {name: TensorData(lowest=low, highest=high) for name, (low, high) in ranges.items()}
+        data = {
+            name: TensorData(lowest=np.float32(low), highest=np.float32(high)) for name, (low, high) in ranges.items()
+        }
         save_tensors_data(TensorsData(CalibrationMethod.Percentile, data), cache)
         nodes = [node.name for node in onnx.load(str(prepared), load_external_data=False).graph.node]
         quantized = Path(folder) / "int8.onnx"
@@ -142,16 +186,19 @@ def quantize_detector(float_model: Path, out: Path, frames: Sequence[np.ndarray]
         del model.metadata_props[:]
         model.metadata_props.extend(onnx.load(str(float_model), load_external_data=False).metadata_props)
         model.metadata_props.add(key=RECIPE_KEY, value=INT8_RECIPE)
+        model.metadata_props.add(key=RANGES_KEY, value=source)
         onnx.save(model, str(quantized))
         quantized.replace(out)
+    return ranges
 
 
-def recipe_of(path: Path) -> str | None:
-    """The int8 recipe a model at `path` was made with (None: not one of ours, or not a model)."""
+def recipe_of(path: Path, key: str = RECIPE_KEY) -> str | None:
+    """The int8 recipe a model at `path` was made with (None: not one of ours, or not a model), or with
+    `key` RANGES_KEY, where its ranges came from."""
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # onnx's DecodeError and OSError: a file cut short or not a model
         return None
-    return next((p.value for p in model.metadata_props if p.key == RECIPE_KEY), None)
+    return next((p.value for p in model.metadata_props if p.key == key), None)

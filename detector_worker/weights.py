@@ -98,20 +98,26 @@ def install_models(model_dir: Path) -> tuple[Path, Path]:
     return torch_path, onnx_path
 
 
-def install_int8(model_dir: Path, calibration_frames: Callable[[], Sequence[np.ndarray]]) -> Path:
-    """The int8 model of the ONNX export in `model_dir` (install_models first), made from the frames
-    `calibration_frames` gives when it is missing, cut short, older than the export or of another recipe
-    (detector_worker/quantize.py); a model that is current is left as it is."""
-    from detector_worker.quantize import INT8_RECIPE, quantize_detector, recipe_of
+def install_int8(
+    model_dir: Path, calibration_frames: Callable[[], Sequence[np.ndarray]], calibrate: bool = False
+) -> Path:
+    """The int8 model of the ONNX export in `model_dir` (install_models first), made with the shipped
+    ranges (or, where they do not fit the export or `calibrate` asks it, from the frames
+    `calibration_frames` gives) when it is missing, cut short, older than the export or of another recipe
+    (detector_worker/quantize.py), or when `calibrate`; a model that is current is left as it is. The
+    ranges it was made with are written beside it (quantize.RANGES_NAME)."""
+    from detector_worker.quantize import INT8_RECIPE, RANGES_NAME, quantize_detector, ranges_text, recipe_of
 
     onnx_path, int8_path = model_dir / ONNX_WEIGHTS_NAME, model_dir / INT8_WEIGHTS_NAME
     if (
-        not int8_path.is_file()
+        calibrate
+        or not int8_path.is_file()
         or int8_path.stat().st_mtime < onnx_path.stat().st_mtime
         or recipe_of(int8_path) != INT8_RECIPE
         or not is_loadable_onnx(int8_path)
     ):
-        quantize_detector(onnx_path, int8_path, calibration_frames())
+        ranges = quantize_detector(onnx_path, int8_path, calibration_frames, calibrate)
+        write_whole(model_dir / RANGES_NAME, ranges_text(ranges).encode(), 0o644)
     return int8_path
 
 
