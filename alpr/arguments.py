@@ -265,6 +265,10 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
+    status.add_argument(
+        "--json", action="store_true",
+        help="the queues, workers and each pool's settings that change results as JSON (no rates, cameras, accounting)",
+    )  # fmt: skip
 
 
 def _add_replay_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,8 +1,13 @@
 """`alpr status`: what an operator checks first — queues, workers and failures; per camera its state,
 source errors, frames/s queued, skipped and done, and the frames whose record the ingest node could not
 keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; the
-roles whose job keys differ, if any (common/job_key.py); and, with a database, every sampled frame
-accounted for (or still in the chain)."""
+roles whose job keys differ, if any (common/job_key.py); per pool whether its live members run with the
+same settings that change results (alpr/pool_settings.py); and, with a database, every sampled frame
+accounted for (or still in the chain). `--json`: the queues, the workers and the pools' settings as one
+JSON object (no rates, cameras nor accounting).
+
+A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
+key differing between roles is); 2 says only that the queues' Redis could not be read."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from alpr.pool_settings import PoolSettings, pool_settings
 from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
@@ -34,6 +40,9 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     """The chain's state (queues' Redis), then with a database the frames log's accounting. With Redis
     unreachable the accounting is still shown (it said only "cannot reach Redis", just when an operator
     needs to know what the frames log holds), and the exit status is 2."""
+    if getattr(args, "json", False):
+        print(json.dumps(chain_document(settings), indent=2, sort_keys=True))
+        return 0
     try:
         print_chain(args, settings)
     except (ConfigError, redis.RedisError) as error:
@@ -55,7 +64,10 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
     time.sleep(args.interval)
     then = [connection.hgetall(key) for key in keys]
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
-    workers = {stage: readable_workers(connection, stage_queue(connection, stage)) for stage in QUEUED_STAGES}
+    worker_keys: dict[str, list[str]] = {
+        stage: readable_worker_keys(connection, stage_queue(connection, stage)) for stage in QUEUED_STAGES
+    }
+    workers: dict[StageName, int] = {stage: len(worker_keys[stage]) for stage in QUEUED_STAGES}
     for stage in QUEUED_STAGES:
         queue = stage_queue(connection, stage)
         running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
@@ -84,20 +96,58 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
               f"{totals[3]:>10}")  # fmt: skip
     print_pool_sizes(connection, offered_fps, workers)
+    print_pool_settings(pool_settings(connection, worker_keys))
 
 
-def readable_workers(connection: redis.Redis, queue: Queue) -> int:
-    """The workers registered on `queue` whose records RQ can read: a record it cannot (a forged one, a
-    foreign app's, a name that is not UTF-8) is no worker of ours, and made `alpr status` end in a
-    traceback, the frames log's accounting lost with it (a review)."""
-    count = 0
+def readable_worker_keys(connection: redis.Redis, queue: Queue) -> list[str]:
+    """The keys of the workers registered on `queue` whose records RQ can read: a record it cannot (a
+    forged one, a foreign app's, a name that is not UTF-8) is no worker of ours, and made `alpr status` end
+    in a traceback, the frames log's accounting lost with it (a review)."""
+    keys = []
     for key in connection.smembers(WORKERS_BY_QUEUE_KEY % queue.name):
         try:
             name = key.decode() if isinstance(key, bytes) else key
-            count += Worker.find_by_key(name, connection=connection) is not None
+            if Worker.find_by_key(name, connection=connection) is not None:
+                keys.append(name)
         except Exception:  # noqa: BLE001 - whatever a record RQ cannot read raises, it is not a worker
             continue
-    return count
+    return sorted(keys)
+
+
+def print_pool_settings(pools: list[PoolSettings]) -> None:
+    """Per pool with live members, whether they publish the same settings that change results; a mixed
+    pool told on stderr too (the exit status stays 0: a warning)."""
+    shown = [pool for pool in pools if pool.members]
+    if shown:
+        print("\nsettings that change results, per pool (common/role_settings.py):")
+    for pool in shown:
+        print(pool.line())
+    if mixed := [pool.pool for pool in shown if pool.mixed]:
+        print(f"alpr: warning: members of the {', '.join(mixed)} pool{'s' if len(mixed) > 1 else ''} run with"
+              " different settings that change results (`alpr status` lists them)", file=sys.stderr)  # fmt: skip
+
+
+def chain_document(settings: Settings) -> dict[str, Any]:
+    """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the roles whose
+    job keys differ, and per pool its members' settings (`mixed`: the pools whose members disagree)."""
+    connection = reach_redis(settings)
+    document: dict[str, Any] = {"queues": {}}
+    worker_keys: dict[str, list[str]] = {}
+    for stage in QUEUED_STAGES:
+        queue = stage_queue(connection, stage)
+        worker_keys[stage] = readable_worker_keys(connection, queue)
+        document["queues"][stage] = {
+            "waiting": queue.count,
+            "running": StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False),
+            "workers": len(worker_keys[stage]),
+            "failed": FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False),
+        }
+    document["sighting_workers"] = queues.live_sighting_workers(connection)
+    document["job_keys_differ"] = key_disagreement(connection)
+    pools = [pool for pool in pool_settings(connection, worker_keys) if pool.members]
+    document["pools"] = {pool.pool: pool.as_dict() for pool in pools}
+    document["mixed"] = [pool.pool for pool in pools if pool.mixed]
+    return document
 
 
 LIVE_STATES = ("connected", "reconnecting")

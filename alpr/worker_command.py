@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -31,7 +32,8 @@ from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
 from common.metrics import Metrics
-from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, queue_keys
+from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, leave, queue_keys
+from common.role_settings import role_settings
 from common.worker import StageWorker, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,14 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     check_job_key(settings, connection, args.stage)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
+    published = role_settings(settings, args.stage)  # with its heartbeats, and as a metric
+    metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
     stop = threading.Event()
     if args.stage == "sight":
         stage = build_sighting_stage(settings, connection, metrics)
         metrics.serve(settings.metrics_port, settings.metrics_address)
         return sighting_loop(stage, settings, stop, args.burst)
-    context = build_worker_context(args.stage, settings, connection, metrics)
+    context = replace(build_worker_context(args.stage, settings, connection, metrics), settings=published)
     stop = context.stop or stop
     metrics.serve(settings.metrics_port, settings.metrics_address)
     code = run_workers(args, settings, connection, context, stop)
@@ -130,13 +134,16 @@ def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: 
         sighting_rounds(stage, settings, stop, burst, connection, name)
     finally:
         with contextlib.suppress(redis.RedisError):  # stopped: no longer counted (a killed one ages out)
-            connection.zrem(SIGHTING_WORKERS_KEY, name)
+            leave(connection, SIGHTING_WORKERS_KEY, name)
     return 0
 
 
-def heartbeat(connection: redis.Redis, name: str, done: threading.Event, round_began: list[float | None]) -> None:
-    """Mark sighting worker `name` alive every third of the heartbeat's TTL until `done` (`alpr status`
-    counts the pool by it; a Redis outage only makes it miss beats), but while a round in progress
+def heartbeat(
+    connection: redis.Redis, name: str, done: threading.Event, round_began: list[float | None], entry: str | None = None
+) -> None:
+    """Mark sighting worker `name` alive every third of the heartbeat's TTL until `done`, with `entry`,
+    its settings that change its results (common/role_settings.py: `alpr status` counts the pool by the
+    beats and compares the entries; a Redis outage only makes it miss beats), but while a round in progress
     (`round_began[0]`, time.monotonic(); None between rounds) began more than the TTL ago: a worker whose
     round hangs drops out of the count, as it did when it beat between rounds; an idle one waiting out a
     long ALPR_SIGHTING_POLL_S does not (a review)."""
@@ -144,7 +151,7 @@ def heartbeat(connection: redis.Redis, name: str, done: threading.Event, round_b
         began = round_began[0]
         if began is None or time.monotonic() - began < defaults.SIGHTING_HEARTBEAT_TTL_S:
             with contextlib.suppress(redis.RedisError):
-                beat_sighting_worker(connection, name)
+                beat_sighting_worker(connection, name, entry)
         if done.wait(defaults.SIGHTING_HEARTBEAT_TTL_S / 3):
             return
 
@@ -159,7 +166,10 @@ def sighting_rounds(
     done = threading.Event()
     round_began: list[float | None] = [None]
     beating = threading.Thread(
-        target=heartbeat, args=(connection, name, done, round_began), name="sighting-heartbeat", daemon=True
+        target=heartbeat,
+        args=(connection, name, done, round_began, role_settings(settings, "sight").entry()),
+        name="sighting-heartbeat",
+        daemon=True,
     )
     beating.start()
     try:

@@ -118,6 +118,12 @@ class Metrics:
             ["camera"], registry=r,
         )  # fmt: skip
         self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
+        self.settings_info = Gauge(
+            "alpr_settings_info",
+            "1, labelled with the fingerprint of this process's settings that change its pool's results"
+            " (common/role_settings.py): a pool with two fingerprints is mixed, `alpr status` says how.",
+            ["pool", "fingerprint"], registry=r,
+        )  # fmt: skip
         self.core_cpu_seconds = Counter(
             "alpr_core_cpu_seconds", "CPU spent in the stage's core (model, OCR, blur), not moving jobs.", ["stage"],
             registry=r,

@@ -82,21 +82,76 @@ def redis_now(connection: redis.Redis) -> float:
     return seconds + microseconds / 1e6
 
 
-def beat_sighting_worker(connection: redis.Redis, name: str) -> None:
-    """Marks sighting worker `name` alive by Redis's clock (hosts' clocks need not agree) and forgets
-    workers silent for longer than the TTL."""
-    now = redis_now(connection)
-    pipe = connection.pipeline(transaction=False)
-    pipe.zadd(SIGHTING_WORKERS_KEY, {name: now})
-    pipe.zremrangebyscore(SIGHTING_WORKERS_KEY, "-inf", f"({now - defaults.SIGHTING_HEARTBEAT_TTL_S}")
-    pipe.expire(SIGHTING_WORKERS_KEY, 2 * defaults.SIGHTING_HEARTBEAT_TTL_S)  # gone once every worker is
-    pipe.execute()
+BEAT_MEMBER = """
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+local oldest = '(' .. string.format('%.6f', now - ttl)
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest, 'LIMIT', 0, 1000)) do
+    redis.call('HDEL', KEYS[2], name)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+end
+redis.call('EXPIRE', KEYS[1], math.ceil(2 * ttl))
+redis.call('EXPIRE', KEYS[2], math.ceil(2 * ttl))
+return 0
+"""
+"""One member's beat, in one step: KEYS the members' sorted set and their entries' hash (SETTINGS_SUFFIX);
+ARGV the member, Redis's time, the TTL and its entry ('' for none). Members silent past the TTL are
+forgotten with their entries; both keys are gone once every member is."""
+
+SETTINGS_SUFFIX = ":settings"
+"""A members' sorted set's hash of their published settings (common/role_settings.py) has its key and this."""
+
+INGEST_NODES_KEY = "alpr:ingest-nodes"
+"""Redis sorted set: ingest nodes scored by their last claim on their cameras (ingest/claims.py), which
+is their heartbeat; beside it their settings (`alpr status` compares them)."""
+
+
+def beat_member(connection: redis.Redis, members_key: str, name: str, ttl_s: float, entry: str | None = None) -> None:
+    """Marks member `name` of a pool alive by Redis's clock (hosts' clocks need not agree), with the
+    settings `entry` it publishes (kept from its last beat when None), and forgets members silent for
+    longer than `ttl_s`."""
+    keys = (members_key, members_key + SETTINGS_SUFFIX)
+    connection.eval(BEAT_MEMBER, 2, *keys, name, f"{redis_now(connection):.6f}", ttl_s, entry or "")
+
+
+def leave(connection: redis.Redis, members_key: str, name: str) -> None:
+    """Member `name` stopped: no longer counted, its entry gone (a killed one ages out)."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.zrem(members_key, name)
+        pipe.hdel(members_key + SETTINGS_SUFFIX, name)
+        pipe.execute()
+
+
+def beat_sighting_worker(connection: redis.Redis, name: str, entry: str | None = None) -> None:
+    """Marks sighting worker `name` alive (`beat_member`)."""
+    beat_member(connection, SIGHTING_WORKERS_KEY, name, defaults.SIGHTING_HEARTBEAT_TTL_S, entry)
 
 
 def live_sighting_workers(connection: redis.Redis) -> int:
     """Sighting workers whose heartbeat is at most SIGHTING_HEARTBEAT_TTL_S old (by Redis's clock)."""
     now = redis_now(connection)
     return int(connection.zcount(SIGHTING_WORKERS_KEY, now - defaults.SIGHTING_HEARTBEAT_TTL_S, "+inf"))
+
+
+MAX_MEMBERS_READ = 1000
+"""The most live members of one pool whose settings `live_members` reads."""
+
+
+def live_members(connection: redis.Redis, members_key: str, ttl_s: float) -> list[str]:
+    """The names of the members whose heartbeat is at most `ttl_s` old (by Redis's clock), at most
+    MAX_MEMBERS_READ; a name that is not UTF-8 is no member of ours."""
+    now = redis_now(connection)
+    found = connection.zrangebyscore(members_key, now - ttl_s, "+inf", start=0, num=MAX_MEMBERS_READ)
+    names = []
+    for name in found:
+        try:
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+        except UnicodeDecodeError:
+            continue
+    return names
 
 
 class StageQueue(Queue):

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import redis
 from rq import Queue, SimpleWorker, worker_registration
@@ -51,7 +51,13 @@ from common.queues import (
 )
 from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, StageJob
 
+if TYPE_CHECKING:
+    from common.role_settings import RoleSettings
+
 log = logging.getLogger(__name__)
+
+SETTINGS_FIELD = "alpr_settings"
+"""The field of an RQ worker's registration (its hash, `rq:worker:NAME`) with the settings it publishes."""
 
 JobOutcome = Literal["done", "failed", "rejected", "refused"]
 """How a job ended, as counted in `alpr_jobs`: done; failed (retried: an outage, a bug); rejected (its
@@ -106,6 +112,9 @@ class WorkerContext:
     """The stop event the process's signals set, where the stage must see it at once (the alert pool's
     lanes begin no attempt once it is set: told only at `finish`, after RQ's own teardown of up to a
     second, a lane began the next alert waiting behind the one in flight); None: the process makes one."""
+    settings: RoleSettings | None = None
+    """Its settings that change its results (common/role_settings.py), published with each of its RQ
+    workers' registration (SETTINGS_FIELD): `alpr status` tells a pool whose members disagree."""
 
     def __post_init__(self) -> None:  # every outcome exported at 0: a first refused job is an increase
         for outcome in get_args(JobOutcome):
@@ -231,6 +240,15 @@ class StageWorker(SimpleWorker):
         """A running job's lease: short, renewed by the heartbeat thread (RQ's SimpleWorker would hold
         it for the job timeout + 60 s, so a killed worker's job waited minutes)."""
         return defaults.JOB_LEASE_S
+
+    def serialize(self) -> dict[Any, Any]:
+        """RQ's registration of the worker, and the pool's settings that change its results: written at
+        its birth and whenever it registers anew, so its registration, which its heartbeat keeps alive,
+        carries them while it runs."""
+        fields: dict[Any, Any] = super().serialize()
+        if self.context.settings is not None:
+            fields[SETTINGS_FIELD] = self.context.settings.entry()
+        return fields
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's heartbeat, and registration anew when Redis lost it (restarted without persistence):

@@ -22,6 +22,7 @@ import redis
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.queues import INGEST_NODES_KEY, beat_member, leave
 from ingest.node_process import NodeProcess
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,13 @@ return 0
 class CameraClaims:
     """One node's claims on its cameras."""
 
-    def __init__(self, connection: redis.Redis, node_id: str, camera_ids: list[str]) -> None:
+    def __init__(
+        self, connection: redis.Redis, node_id: str, camera_ids: list[str], settings_entry: str | None = None
+    ) -> None:
         self.connection, self.node_id, self.camera_ids = connection, node_id, camera_ids
+        self.settings_entry = settings_entry
+        """The node's settings that change its results (common/role_settings.py), published with each claim
+        (its heartbeat) in INGEST_NODES_KEY: `alpr status` tells nodes that disagree."""
         self.keys = [CLAIM_PREFIX + camera_id for camera_id in camera_ids]
         self.node_key = NODE_PREFIX + node_id
         process = NodeProcess.this_process()  # None: no other node can tell this one has ended
@@ -90,6 +96,9 @@ class CameraClaims:
         keys = [*self.keys, self.node_key]
         taken = self.connection.eval(CLAIM_ALL, len(keys), *keys, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
                                      self.process_record, *ended)  # fmt: skip
+        if not taken:
+            beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
+                        self.settings_entry)  # fmt: skip
         return list(taken)  # type: ignore[arg-type]
 
     def _ended_holders(self, taken: list[Any]) -> dict[str, int]:
@@ -149,3 +158,4 @@ class CameraClaims:
             keys = [*self.keys, self.node_key]
             with contextlib.suppress(redis.RedisError):
                 self.connection.eval(RELEASE_ALL, len(keys), *keys, self.node_id)
+                leave(self.connection, INGEST_NODES_KEY, self.node_id)

@@ -37,6 +37,7 @@ from common.jobs import FrameRef, SkipReason
 from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY
 from common.roi import RoiWatch
+from common.role_settings import role_settings
 from ingest.camera_run import CameraRun, footage_tag, may_resume
 from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
@@ -109,7 +110,9 @@ class IngestNode:
         # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
         self.summary = NodeSummary()
-        self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras])
+        published = role_settings(settings, "ingest")  # with each claim; and as a metric (common/role_settings.py)
+        metrics.settings_info.labels(pool="ingest", fingerprint=published.fingerprint).set(1)
+        self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras], published.entry())
         self.states: dict[str, str] = {}  # camera id -> its state for `alpr status`, as last set
         self.packer = JobPacker(
             settings, queues, frames, self.pending, node_id=self.node_id, clock=self.clock, metrics=metrics,
