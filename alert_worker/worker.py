@@ -165,7 +165,15 @@ class AlertStage:
             self.rested_until.pop(job.receiver, None)
             self.alert_log.delivered(delivery)
             self.count(delivery, "sent")
-            self.metrics.alert_latency_seconds.observe(max(0.0, time.time() - delivery.alert.captured_at_s))
+            self.observe_latency(delivery.alert)
+
+    def observe_latency(self, alert: Alert) -> None:
+        """Capture to delivery, in alpr_alert_latency_seconds for a live alert; a late one's (its reads logged
+        after their camera had been grouped past them, a spool replayed) in alpr_late_alert_delay_seconds: an
+        hour's replay counted as latency put the latency's p99 past its top bucket, though the chain sent it
+        within seconds of its reads being logged (a review)."""
+        delay_s = max(0.0, time.time() - alert.captured_at_s)
+        (self.metrics.late_alert_delay_seconds if alert.late else self.metrics.alert_latency_seconds).observe(delay_s)
 
     def unknown_receiver(self, delivery: Delivery) -> None:
         """A receiver this worker's file does not name: new in a file this worker has not been restarted

@@ -17,6 +17,8 @@ from common.errors import ConfigError
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+LATE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 21600, 86400)
+"""How late a late alert went out (seconds from capture): minutes to a day of an outage's backlog."""
 
 
 class QueueDepthCollector(Collector):
@@ -176,8 +178,15 @@ class Metrics:
             ["receiver"], registry=r,
         )  # fmt: skip
         self.alert_latency_seconds = Histogram(
-            "alpr_alert_latency_seconds", "Capture of the read that raised an alert to its delivery.",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "alpr_alert_latency_seconds",
+            "Capture of the read that raised an alert to its delivery; live alerts only (a late one's in"
+            " alpr_late_alert_delay_seconds).", buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.late_alert_delay_seconds = Histogram(
+            "alpr_late_alert_delay_seconds",
+            "Capture of a late alert's read to its delivery: its reads were logged after their camera had been"
+            " grouped past them (a spool replayed after an outage); kept out of alpr_alert_latency_seconds.",
+            buckets=LATE_BUCKETS, registry=r,
         )  # fmt: skip
         self.prune_succeeded = Gauge(
             "alpr_prune_last_success_timestamp_seconds",
