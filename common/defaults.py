@@ -90,6 +90,12 @@ EARLY_RESCAN_S = 30.0
 """Reads logged this recently are matched against the watch-lists again each round (a read's id is taken
 at insert, and commits land in any order); alert ids and passes make a second match harmless."""
 
+LATE_SIGHTING_HOLD_S = 30.0
+"""A track of reads logged late (captured behind its camera's cursor: a spool replayed) is held open until no
+late read has joined it for this long (Postgres's clock), then closed: its sighting logged and matched
+(sighting_worker/late_tracks.py). A replay logs a car's reads over several rounds, in batches; each round's
+share was a sighting of its own. Its early alerts are not held; its sighting, an hour late already, is."""
+
 FRAME_INTERVAL_UNKNOWN_S = 2.0
 """How often a sighting worker looks up a camera's frame interval while it is unknown (under two frames logged)."""
 

@@ -202,6 +202,7 @@ SELECT c.camera_id FROM sighting_cursors c
 WHERE c.grouped_until_s = 0
     OR c.grouped_until_s > extract(epoch FROM now())::float8
     OR jsonb_path_exists(c.state, '$.tracker.cameras.*.tracks[0]')
+    OR jsonb_path_exists(c.state, '$.late.tracks[0]')
     OR (SELECT count(*) FROM plate_reads r WHERE r.camera_id = c.camera_id AND r.id > c.early_read_id)
        > coalesce((c.state->'early'->>'taken')::bigint, jsonb_array_length(coalesce(c.state->'early'->'seen', '[]')))
     OR EXISTS (SELECT 1 FROM plate_reads r WHERE r.camera_id = c.camera_id
@@ -210,11 +211,12 @@ ORDER BY c.camera_id
 """
 """The cameras a round has work for: met for the first time, with a cursor past Postgres's now (saved by a
 worker whose host clock ran ahead: set right, SightingStage.set_cursor_right), with an open track (closed
-once the gap has passed), with reads the early scan has not taken (more of its reads above the scan's mark than the scan
-has seen: it keeps exactly those ids, as runs, and their number as `taken`; a search of each id in that
-list grew with the square of a busy camera's reads), or with reads not yet grouped (their frames not
-settled yet). An idle camera costs the round nothing: with 300 cameras and no car the round took 0.3 s
-of queries, over the 0.2 s between rounds, so early alerts waited on idle cameras."""
+once the gap has passed) or a late track held open (closed once no late read joined it for
+LATE_SIGHTING_HOLD_S: sighting_worker/late_tracks.py), with reads the early scan has not taken (more of its
+reads above the scan's mark than the scan has seen: it keeps exactly those ids, as runs, and their number as
+`taken`; a search of each id in that list grew with the square of a busy camera's reads), or with reads not
+yet grouped (their frames not settled yet). An idle camera costs the round nothing: with 300 cameras and no
+car the round took 0.3 s of queries, over the 0.2 s between rounds, so early alerts waited on idle cameras."""
 
 
 def camera_ids(connection: psycopg.Connection) -> list[str]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from common.sighting_log import SightingCursor
 
-CURSOR_STATE_VERSION = 1
+CURSOR_STATE_VERSION = 2
 """The form of the camera cursor's state this worker saves and reads (its `version`; none: saved before there
 was one, in any earlier form, read as before). Raised with every change to the state's form: a worker refuses a
 newer one (`NewerCursorStateError`). A worker of the form before each alerted pass kept its reads and tracks
 read the new form, dropped what it did not know and saved the rest: beside a newer worker during an upgrade,
-a car reading one character off a listed plate was alerted on twice a pass (a review)."""
+a car reading one character off a listed plate was alerted on twice a pass (a review). Version 2 holds the late
+tracks open (`late`, sighting_worker/late_tracks.py): a worker of version 1 would drop them, and their reads
+would be in no sighting; it refuses the camera instead. A state of version 1 is read as holding none."""
 
 
 class NewerCursorStateError(Exception):

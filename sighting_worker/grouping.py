@@ -229,16 +229,23 @@ class SightingTracker:
         camera = self._cameras.setdefault(first.camera_id, _Camera(newest_s=first.captured_at_s))
         camera.newest_s = max(camera.newest_s, first.captured_at_s)
         gap_s = self.camera_gap_s(first.camera_id)
-        went_to = []
-        for observation, track in zip(observations, self._assign(observations, camera.tracks, gap_s), strict=True):
-            if track is None:
-                track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
-                camera.tracks.append(track)
-            else:
-                track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
-            went_to.append(track.sighting_id)
+        went_to = [track.sighting_id for track in self.join(observations, camera.tracks, gap_s)]
         crowded = self._close_oldest(camera, len(camera.tracks) - MAX_OPEN_TRACKS)
         return sorted(crowded + self._close(camera, camera.newest_s - gap_s), key=_sighting_order), went_to
+
+    def join(self, observations: Sequence[Observation], tracks: list[Track], gap_s: float) -> list[Track]:
+        """The reads of one frame joined to `tracks` (each to one track, by this tracker's rules, at a camera
+        whose gap is `gap_s`) or to tracks they start, added to `tracks`: the track each read went to. The
+        late reads' grouping (sighting_worker/late_tracks.py) joins its held tracks by it."""
+        joined = []
+        for observation, track in zip(observations, self._assign(observations, tracks, gap_s), strict=True):
+            if track is None:
+                track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
+                tracks.append(track)
+            else:
+                track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
+            joined.append(track)
+        return joined
 
     def _close_oldest(self, camera: _Camera, count: int) -> list[Sighting]:
         """Closes the camera's `count` tracks seen longest ago (none when count <= 0); their sightings."""

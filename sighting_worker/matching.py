@@ -46,28 +46,35 @@ class WatchMatcher:
         self.keep_alive = keep_alive
         """A statement in the camera's transaction when it is due (`SightingStage.keep_alive`)."""
 
-    def match_early(
-        self,
-        connection: psycopg.Connection,
-        camera_id: str,
-        early: EarlyScan,
-        alerted: Passes,
-        gap_s: float,
-        raised: RaisedBefore | None = None,
-        late_reads: list[LoggedRead] | None = None,
-    ) -> list[Alert]:
-        """Alerts on the camera's new confident reads that match a listed plate, once per pass; every
-        new read of a listed plate, sure or not, widens the pass already alerted on that holds it
-        (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
-        behind the cursor is also held by a pass of the alerts already `raised` (`raised_passes`); those
-        reads, sure or not, are added to `late_reads` (grouped apart: sighting_worker/late_reads.py, `group_late`)."""
+    def take_reads(
+        self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, raised: RaisedBefore | None = None
+    ) -> tuple[list[LoggedRead], set[int]]:
+        """The camera's reads the early scan takes this round (in log order), and the ids of those logged
+        late: captured behind the cursor as the round found it (`raised.behind_s`), grouped apart
+        (sighting_worker/late_reads.py, `group_late`)."""
         reads = early_reads(connection, camera_id, early.from_id, early.seen, limit=defaults.SIGHTING_BATCH_READS)
         if reads:
             early.took([read.read_id for read in reads], self.postgres_now())
         behind_s = raised.behind_s if raised is not None else -math.inf
-        late = {read.read_id for read in reads if early.late(read, behind_s)}
-        if late_reads is not None:
-            late_reads += [read for read in reads if read.read_id in late]
+        return reads, {read.read_id for read in reads if early.late(read, behind_s)}
+
+    def match_early(
+        self,
+        connection: psycopg.Connection,
+        reads: list[LoggedRead],
+        late: set[int],
+        alerted: Passes,
+        gap_s: float,
+        raised: RaisedBefore | None = None,
+        tracks: dict[int, str] | None = None,
+    ) -> list[Alert]:
+        """Alerts on the camera's new confident reads (`take_reads`) that match a listed plate, once per
+        pass; every new read of a listed plate, sure or not, widens the pass already alerted on that holds
+        it (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
+        late (its id in `late`: its alert says so) is also held by the pass that holds its late track
+        (`tracks`: read id -> the held late track it joined, `group_late`) or by a pass of the alerts already
+        `raised` (`raised_passes`)."""
+        tracks = tracks or {}
         if self.watch is None:
             return []
         alerts = []
@@ -80,11 +87,11 @@ class WatchMatcher:
             matches = self.watch.match_lists(
                 seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False, now_s=self.postgres_now()
             )
+            track = tracks.get(read.read_id)
             for match in matches:
+                at_s = seen.captured_at_s
                 if (
-                    self.seen_in_pass(
-                        alerted, match, seen.captured_at_s, seen.captured_at_s, gap_s, sure, seen, raised=raised
-                    )
+                    self.seen_in_pass(alerted, match, at_s, at_s, gap_s, sure, seen, raised=raised, track=track)
                     or not sure
                 ):
                     continue
@@ -161,6 +168,7 @@ class WatchMatcher:
         read: Observation | None = None,
         box: Sighting | None = None,
         raised: RaisedBefore | None = None,
+        track: str | None = None,
     ) -> bool:
         """Whether a pass of this listed plate already alerted on holds [first_s, last_s] (`holds`) with a
         match as near; the pass is widened to hold it (and, given the `read`, notes where it was). With
@@ -170,14 +178,17 @@ class WatchMatcher:
         that hold it, one with a match as near is taken first: the listed car's exact sighting, closed
         while a lookalike's pass was open beside it, was otherwise alerted on again in the lookalike's.
         Reads may come in any order: a pass is the span of the reads it holds, in either direction. A
-        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it.
-        One that none holds, captured behind the cursor, may be held by a pass the cursor let go of: those
-        are found among the alerts `raised` (`raised_passes`) and kept again."""
+        sighting (its `box`) is held first of all by the passes whose reads the tracker grouped into it, a
+        late read by the pass that holds its late `track` (the held late track it joined: its car's, by the
+        tracker's rules, however far in time from the pass's alert), which it then holds. One that none
+        holds, captured behind the cursor, may be held by a pass the cursor let go of: those are found among
+        the alerts `raised` (`raised_passes`) and kept again."""
         passes = alerted.setdefault(self.watch_key(match), [])
         holding = [
             span
             for span in passes
             if (box is not None and box.sighting_id in span.tracks)
+            or (track is not None and track in span.tracks)
             or self.holds(span, match.distance, first_s, last_s, gap_s, read, box)
         ]
         if not holding and alerting and raised is not None and first_s < raised.behind_s:
@@ -188,6 +199,8 @@ class WatchMatcher:
             span.widen(first_s, last_s, self.postgres_now())
             if read is not None:
                 span.note(read)
+            if track is not None:
+                span.tracks.add(track)
             if alerting and match.distance < span.nearest:
                 span.nearest = match.distance
                 return False
@@ -196,6 +209,8 @@ class WatchMatcher:
             passes.append(Pass(first_s, last_s, self.postgres_now(), match.distance))
             if read is not None:
                 passes[-1].note(read)
+            if track is not None:
+                passes[-1].tracks.add(track)
         return False
 
     def raised_passes(
@@ -209,15 +224,21 @@ class WatchMatcher:
         read: Observation | None,
         box: Sighting | None,
     ) -> list[Pass]:
-        """The passes of the match's watch-list entry that the camera alerted on already (the alerts log,
-        within the pass gap of [first_s, last_s]) and that hold the match (`holds`), each remade from its
-        alert: its capture time, its match's distance and its read's box. An alert is the entry's when its
-        id is the one this entry's match would have been given (the list is in no alert's body); one
-        within a pass still kept is that pass's, which `seen_in_pass` asked already."""
+        """The passes of the match's watch-list entry that the camera alerted on already (the alerts log)
+        and that hold the match (`holds`), each remade from its alert: its capture time, its match's distance
+        and its read's box. An exact match's pass reaches as far as the camera's logged sightings of the
+        listed plate chain on from it within the pass gap (`RaisedBefore.pass_span`): its alert is looked for
+        within the pass gap of that span, and a pass of exact matches is remade with it (exact reads within
+        the pass gap of a pass are its car's: `holds`); a lookalike's, within the pass gap of [first_s,
+        last_s] alone. An alert is the entry's when its id is the one this entry's match would have been
+        given (the list is in no alert's body); one within a pass still kept is that pass's, which
+        `seen_in_pass` asked already."""
         within_s = self.settings.pass_gap_s(gap_s)
+        exact = match.distance == 0
+        from_s, until_s = raised.pass_span(match.entry.plate, first_s, last_s, within_s) if exact else (first_s, last_s)
         found = []
         for alert in alerts_raised(
-            raised.connection, raised.camera_id, match.entry.plate, first_s - within_s, last_s + within_s
+            raised.connection, raised.camera_id, match.entry.plate, from_s - within_s, until_s + within_s
         ):
             if not self.entrys_alert(alert, match) or any(p.first_s <= alert.captured_at_s <= p.last_s for p in passes):
                 continue
@@ -225,6 +246,8 @@ class WatchMatcher:
             if alert.box_xyxy is not None:
                 x1, y1, x2, y2 = alert.box_xyxy
                 span.points = [[alert.captured_at_s, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1]]
+            if exact and alert.distance == 0:
+                span.widen(from_s, until_s, span.touched_s)
             if self.holds(span, match.distance, first_s, last_s, gap_s, read, box):
                 found.append(span)
         return found

@@ -143,10 +143,12 @@ def passes_state(alerted: Passes) -> dict[str, Any]:
 
 
 def prune(alerted: Passes, before_s: float, untouched_since_s: float) -> Passes:
-    """The passes a read may still meet: ending at or after `before_s` (capture time), or met by a read
-    since `untouched_since_s` (the reads matched again each round: EARLY_RESCAN_S)."""
+    """The passes a read may still meet: ending at or after `before_s` (capture time), met by a read since
+    `untouched_since_s` (the reads matched again each round: EARLY_RESCAN_S), or whose car's track is still
+    open (`forget_grouped` let go of the others): a late track held open across rounds
+    (sighting_worker/late_tracks.py) takes its car's late reads however far behind the cursor they lie."""
     kept = {
-        key: [span for span in spans if span.last_s >= before_s or span.touched_s >= untouched_since_s]
+        key: [span for span in spans if span.last_s >= before_s or span.touched_s >= untouched_since_s or span.tracks]
         for key, spans in alerted.items()
     }
     return {key: spans for key, spans in kept.items() if spans}
@@ -175,3 +177,13 @@ def forget_grouped(alerted: Passes, grouped_until_s: float, open_tracks: set[str
         for span in spans:
             span.reads = {key: at_s for key, at_s in span.reads.items() if at_s >= grouped_until_s}
             span.tracks &= open_tracks
+
+
+def rename_tracks(alerted: Passes, renamed: dict[str, str]) -> None:
+    """The tracks whose id changed (old -> new: a read captured before a held late track's first joined it,
+    and a track's id is its earliest read's) renamed in the passes that hold them."""
+    if not renamed:
+        return
+    for spans in alerted.values():
+        for span in spans:
+            span.tracks = {renamed.get(track, track) for track in span.tracks}

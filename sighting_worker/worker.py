@@ -7,13 +7,14 @@ no other worker holds and, in one Postgres transaction with that camera's cursor
 2. feeds the grouping core the reads captured before the camera's horizon — the capture time before
    which every frame is settled (redacted, its reads recorded or found lost), so grouping sees the
    reads in capture order although OCR workers log them in any order — and closes the sightings
-   whose gap has passed by then; reads logged late, captured behind the cursor, are grouped apart
-   (sighting_worker/late_reads.py);
+   whose gap has passed by then; reads logged late, captured behind the cursor, are grouped apart, their
+   tracks held open across rounds until no late read joined them for LATE_SIGHTING_HOLD_S
+   (sighting_worker/late_reads.py, late_tracks.py);
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
    the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
-4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks (its
-   state's version: sighting_worker/cursor_state.py).
+4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks, the late
+   tracks held (its state's version: sighting_worker/cursor_state.py).
 
 A worker killed mid-group loses only the open transaction: the next one starts again from the saved
 cursor, so a sighting or an alert is never emitted twice nor lost. After the commit the new alerts'
@@ -41,7 +42,6 @@ from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.sighting_log import (
-    LoggedRead,
     SightingCursor,
     camera_ids,
     frame_interval,
@@ -57,7 +57,8 @@ from common.watchlist import WatchListCache, WatchListUnavailableError
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.cursor_state import CURSOR_STATE_VERSION, NewerCursorStateError, check_state_version
 from sighting_worker.early_scan import EarlyScan
-from sighting_worker.late_reads import RaisedBefore, group_late
+from sighting_worker.late_reads import RaisedBefore, close_late, group_late
+from sighting_worker.late_tracks import HeldLate
 from sighting_worker.matching import WatchMatcher
 from sighting_worker.passes import Passes, forget_grouped, link_tracks, load_passes, passes_state, prune
 from sighting_worker.stage_types import GroupResult, SightingSettings
@@ -295,14 +296,17 @@ class SightingStage:
             gap_s = tracker.camera_gap_s(camera_id)  # longer than the setting at a camera sampled slowly
             alerted = load_passes(state.get("alerted", {}))
             early = EarlyScan.load(cursor.early_read_id, state)
+            held = HeldLate.load(state)
             raised = RaisedBefore(connection, camera_id, cursor.grouped_until_s)
-            late: list[LoggedRead] = []
-            result.alerts += self.matcher.match_early(connection, camera_id, early, alerted, gap_s, raised, late)
+            reads, late = self.matcher.take_reads(connection, camera_id, early, raised)
+            late_tracks = group_late(
+                connection, camera_id, [read for read in reads if read.read_id in late], held, alerted, result,
+                self.settings, self.camera_frame_interval, self.keep_alive, self.postgres_now(),
+            )  # fmt: skip
+            result.alerts += self.matcher.match_early(connection, reads, late, alerted, gap_s, raised, late_tracks)
             fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
-            result.sightings += group_late(
-                connection, camera_id, late, alerted, result, self.settings, self.camera_frame_interval, self.keep_alive
-            )
-            if not (first_met or set_right or fed or early.took_reads):
+            result.sightings += close_late(held, result, self.settings, self.postgres_now())
+            if not (first_met or set_right or fed or early.took_reads or held.changed):
                 return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [
@@ -314,7 +318,7 @@ class SightingStage:
             ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
-            forget_grouped(alerted, horizon_s, tracker.open_sighting_ids())
+            forget_grouped(alerted, horizon_s, tracker.open_sighting_ids() | held.open_ids())
             alerted = prune(
                 alerted,
                 min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
@@ -326,6 +330,7 @@ class SightingStage:
                 "tracker": tracker.to_state(),
                 "early": early.state(),
                 "alerted": passes_state(alerted),
+                "late": held.state(),
             }
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)

@@ -618,9 +618,11 @@ def test_a_listed_cars_pass_logged_an_hour_late_in_two_batches_raises_one_alert(
     read met it for EARLY_RESCAN_S (here 0: 0.4 s), so the cursor let it go (passes.prune) before the second
     batch came, which raised a second alert (a fault review: two webhooks, two Idempotency-Keys, one pass).
     The second batch's first read is a misread, held by the pass as where its car was. The same car five
-    minutes before that is another pass: its alert (the control)."""
+    minutes before that is another pass: its alert (the control). The late tracks are not held open past the
+    round (LATE_SIGHTING_HOLD_S at 0): the first batch's track, held, would have kept its pass."""
     pool, settings = chain
     monkeypatch.setattr("common.defaults.EARLY_RESCAN_S", 0.0)
+    monkeypatch.setattr("common.defaults.LATE_SIGHTING_HOLD_S", 0.0)
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     log_frames(pool, live_car(1, "AAA1111"))
     stage.poll()
@@ -714,13 +716,17 @@ def test_a_backlogs_listed_read_matched_after_it_was_grouped_is_not_late(chain, 
     assert table(pool, "SELECT kind, body ? 'late' FROM alerts") == [("read", False)]
 
 
-def test_reads_logged_an_hour_late_are_grouped_apart_into_late_sightings_counted_and_told(chain, redis_url, caplog):
+def test_reads_logged_an_hour_late_are_grouped_apart_into_late_sightings_counted_and_told(
+    chain, redis_url, caplog, monkeypatch
+):
     """Reads captured behind the camera's cursor were read by no grouping (it goes forward in capture
     time): a spool replayed after an outage left its cars in no sighting, unfound by `alpr search` and the
     sightings export, unsaid (a fault review). They are grouped apart into late sightings, a listed car
     read unsurely there alerted on late, counted per camera and told in a WARNING a minute; a late read a
-    logged sighting holds already (a lost frame's, redacted late) is in no second one."""
+    logged sighting holds already (a lost frame's, redacted late) is in no second one. Their tracks closed at
+    the round's end (LATE_SIGHTING_HOLD_S at 0; held open: tests/sighting_worker/test_late_passes.py)."""
     pool, settings = chain
+    monkeypatch.setattr("common.defaults.LATE_SIGHTING_HOLD_S", 0.0)
     caplog.set_level(logging.WARNING, logger="sighting_worker.worker")
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     start_s = time.time() - 3
