@@ -48,20 +48,34 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     check_job_key(settings, connection, args.stage)
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
-    published = role_settings(settings, args.stage)  # with its heartbeats, and as a metric
-    metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
     stop = threading.Event()
     if args.stage == "sight":
+        published = role_settings(settings, args.stage)  # with its heartbeats, and as a metric
+        metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
         stage = build_sighting_stage(settings, connection, metrics)
         metrics.serve(settings.metrics_port, settings.metrics_address)
         return sighting_loop(stage, settings, stop, args.burst)
-    context = replace(build_worker_context(args.stage, settings, connection, metrics), settings=published)
+    context = build_worker_context(args.stage, settings, connection, metrics)
+    published = role_settings(settings, args.stage, found_facts(args.stage, settings))
+    metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
+    context = replace(context, settings=published)
     stop = context.stop or stop
     metrics.serve(settings.metrics_port, settings.metrics_address)
     code = run_workers(args, settings, connection, context, stop)
     if context.finish is not None:  # RQ's signal handlers replaced: a signal now only sets `stop`. Not after
         context.finish(stop)  # a cold shutdown (a second signal raised SystemExit): that one ends at once
     return code
+
+
+def found_facts(stage: str, settings: Settings) -> dict[str, str]:
+    """What a worker of `stage` publishes beside its settings that changes its results: a detector worker's
+    weights file's digest (its model loaded: the file is there)."""
+    if stage != "detect":
+        return {}
+    from detector_worker.weights import resolve_weights, weights_digest
+
+    weights = resolve_weights(settings.detector_backend, settings.model_dir, settings.detector_weights)
+    return {"detector_weights_sha256": weights_digest(weights)}
 
 
 def run_workers(

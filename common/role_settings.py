@@ -96,9 +96,11 @@ def fingerprint(values: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
-def role_settings(settings: Settings, role: str) -> RoleSettings:
-    """`role`'s settings that change its results, as its members publish them."""
-    values = {name: published_value(getattr(settings, name)) for name in ROLE_SETTINGS[role]}
+def role_settings(settings: Settings, role: str, facts: dict[str, str] | None = None) -> RoleSettings:
+    """`role`'s settings that change its results, as its members publish them, and `facts` its process
+    found that do too (the detector's weights file's digest: two hosts' files of one name, one of them made
+    by `alpr setup --calibrate` or replaced by hand, looked alike)."""
+    values = {name: published_value(getattr(settings, name)) for name in ROLE_SETTINGS[role]} | (facts or {})
     return RoleSettings(role, values, fingerprint(values))
 
 
@@ -121,5 +123,5 @@ def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
 
 
 def variable(name: str) -> str:
-    """The environment variable of setting `name`: ALPR_ALERT_REPEAT_S."""
-    return ENV_PREFIX + name.upper()
+    """The environment variable of setting `name`: ALPR_ALERT_REPEAT_S; a fact's name as it is."""
+    return ENV_PREFIX + name.upper() if name in Settings.model_fields else name

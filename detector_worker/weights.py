@@ -5,6 +5,7 @@ replaces one it finds cut short."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -119,6 +120,20 @@ def install_int8(
         ranges = quantize_detector(onnx_path, int8_path, calibration_frames, calibrate)
         write_whole(model_dir / RANGES_NAME, ranges_text(ranges).encode(), 0o644)
     return int8_path
+
+
+WEIGHTS_DIGEST_CHARS = 12
+"""Hex characters of a weights file's SHA-256 a detector worker publishes (`weights_digest`)."""
+
+
+def weights_digest(path: Path) -> str:
+    """The start of the SHA-256 of the weights file at `path` (12 MB: about 20 ms), which a detector worker
+    publishes with its settings: `alpr status` tells a pool whose members load different weights."""
+    digest = hashlib.sha256()
+    with path.open("rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:WEIGHTS_DIGEST_CHARS]
 
 
 def unloadable_weights(weights: Path, error: Exception) -> ConfigError:

@@ -248,3 +248,28 @@ def test_each_role_publishes_the_settings_its_results_depend_on(tmp_path: Path):
         assert role_settings(Settings.load(speed), role) == role_settings(base, role)
     weights = Settings.load({"ALPR_DETECTOR_WEIGHTS": str(tmp_path / "plates.onnx")})
     assert role_settings(weights, "detect").values["detector_weights"] == "plates.onnx"  # not the host's folder
+
+
+def test_detector_workers_loading_different_weights_of_one_name_are_a_mixed_pool(chain_env, redis_url, settings,
+                                                                                  tmp_path, capsys):  # fmt: skip
+    """Two hosts' model folders with a weights file of the same name but other contents (one replaced by
+    hand, or made by `alpr setup --calibrate`): their settings agreed, so nothing told them apart."""
+    from detector_worker.weights import INT8_WEIGHTS_NAME, ONNX_WEIGHTS_NAME, weights_digest
+
+    folders = [tmp_path / "host0", tmp_path / "host1"]
+    for folder, source in zip(folders, (ONNX_WEIGHTS_NAME, INT8_WEIGHTS_NAME), strict=True):
+        folder.mkdir()
+        (folder / ONNX_WEIGHTS_NAME).write_bytes((settings.model_dir / source).read_bytes())  # both load as onnx
+    workers = [
+        alpr_process(chain_env | {"ALPR_MODEL_DIR": str(folder), "ALPR_DETECTOR_THREADS": "1"}, ["worker", "detect"],
+                     tmp_path / f"detect{index}.log")
+        for index, folder in enumerate(folders)
+    ]  # fmt: skip
+    try:
+        wait_for(lambda: members(capsys, redis_url, "detect") == 2, 90, "two detector workers registered")
+        detect = status_json(capsys, redis_url)["pools"]["detect"]
+        assert detect["differing"] == ["detector_weights_sha256"], detect
+        published = {group["settings"]["detector_weights_sha256"] for group in detect["fingerprints"].values()}
+        assert published == {weights_digest(folder / ONNX_WEIGHTS_NAME) for folder in folders}
+    finally:
+        stop(workers)
