@@ -270,6 +270,12 @@ read-only replica) had each pool start some 1,500 workers a second, one core bus
 FAILURE_TTL_S = 7 * 24 * 3600
 """How long failed jobs stay in RQ's failed registry for inspection and replay: one week."""
 
+LEFT_JOB_TTL_S = 3600
+"""How long a job left for good (refused: not the chain's, or signed with another key; rejected:
+malformed) stays in RQ's failed registry: counted by `alpr replay` and its reason readable for an hour,
+never replayed. Kept the week of FAILURE_TTL_S, a node with another ALPR_JOB_KEY filled Redis with them
+(6.4 KB each: about 9 GB a day from a 50-camera node, a soak review)."""
+
 RESULT_TTL_S = 60
 """How long RQ keeps a finished job's record."""
 

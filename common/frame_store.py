@@ -32,6 +32,25 @@ def frame_key(frame_id: str) -> str:
     return KEY_PREFIX + frame_id
 
 
+STORED_DIGEST_CHARS = 16
+"""Hex characters of a frame's JPEG digest its store key ends with (`stored_frame_key`)."""
+
+
+def stored_frame_key(frame_id: str, digest: str) -> str:
+    """The key an ingest node stores a frame's JPEG under: its id and the start of its bytes' SHA-256. Footage
+    read again while its frames were still in the chain (a restarted node, another node taking the camera
+    over) numbers them alike, and where the bytes differ (another JPEG quality, another build of the codec)
+    the new ones had replaced the first under the same key: each first job's frames were then logged
+    `corrupt` (NOT_AS_STORED, the sign of tampering), 120 of 120 in a review. Each set now stays its own."""
+    return frame_key(f"{frame_id}:{digest[:STORED_DIGEST_CHARS]}")
+
+
+def crop_key(frame_store_key: str, plate_index: int) -> str:
+    """The key a detector stores a frame's plate crop under: the frame's own key and the plate's index
+    (two versions of one frame, above, crop apart)."""
+    return f"{frame_store_key}:plate{plate_index}"
+
+
 NOT_AS_STORED = "not the frame stored at sampling"
 """A frame's record detail when the bytes under its key are not those its ingest node stored."""
 

@@ -158,12 +158,17 @@ class DetectedFrame(Strict):
 
     @model_validator(mode="after")
     def crops_of_this_frame(self) -> DetectedFrame:
-        """Each plate's crop key is one the detector makes for this frame (`<frame>:plate<N>`), each once:
-        an OCR job naming a raw frame's key as a crop deleted that frame before it was redacted."""
+        """Each plate's crop key is one the detector makes for this frame (`<frame's key>:plate<N>`, or
+        `<frame id>:plate<N>` from a detector of an earlier version), each once: an OCR job naming a raw
+        frame's key as a crop deleted that frame before it was redacted."""
         keys = [p.crop_key for p in self.plates if p.crop_key]
-        prefix = f"{KEY_PREFIX}{self.frame.frame_id}:plate"
-        if len(set(keys)) < len(keys) or not all(k.startswith(prefix) and k[len(prefix) :].isdigit() for k in keys):
-            raise ValueError(f"a plate's crop key is not this frame's ({prefix}N), or is named twice")
+        prefixes = (f"{self.frame.key}:plate", f"{KEY_PREFIX}{self.frame.frame_id}:plate")
+
+        def of_this_frame(key: str) -> bool:
+            return any(key.startswith(prefix) and key[len(prefix) :].isdigit() for prefix in prefixes)
+
+        if len(set(keys)) < len(keys) or not all(of_this_frame(key) for key in keys):
+            raise ValueError(f"a plate's crop key is not this frame's ({prefixes[0]}N), or is named twice")
         return self
 
 

@@ -148,7 +148,9 @@ class StageJob(Job):
 
     def mark_permanent(self, reason: str) -> None:
         """Mark the job as one that will always fail: not retried, not replayed (saved at once, as RQ's
-        failure handling does not save meta). Meta RQ kept unread (raw bytes) is replaced."""
+        failure handling does not save meta), and kept in the failed registry for LEFT_JOB_TTL_S only (RQ's
+        failure handling, which follows, reads `failure_ttl`). Meta RQ kept unread (raw bytes) is replaced."""
+        self.failure_ttl = defaults.LEFT_JOB_TTL_S
         self.meta[PERMANENT] = reason[:300]
         try:
             self.save_meta()

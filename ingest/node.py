@@ -32,7 +32,7 @@ from common.config import Settings
 from common.credentials import shown_source
 from common.errors import InputError
 from common.frame_log import FrameRecord, LoggedFrame
-from common.frame_store import encode_jpeg, frame_key, jpeg_digest
+from common.frame_store import encode_jpeg, frame_key, jpeg_digest, stored_frame_key
 from common.jobs import FrameRef, SkipReason
 from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY
@@ -348,7 +348,8 @@ class IngestNode:
         except InputError:  # an image no JPEG can hold: recorded, the camera goes on
             self.skip(ref, "unencodable")
             return
-        ref = ref.model_copy(update={"digest": jpeg_digest(data)})  # what every stage must find under its key
+        digest = jpeg_digest(data)  # what every stage must find under its key, which ends with its start
+        ref = ref.model_copy(update={"digest": digest, "key": stored_frame_key(frame_id, digest)})
         while True:
             with self.intake:  # never after the node drained what is pending: that frame had no record
                 if self.closed:

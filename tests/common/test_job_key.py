@@ -77,6 +77,14 @@ def test_a_key_differing_between_roles_is_told_at_start_once_a_minute_by_workers
         "stage    would requeue  expired malformed refused",
         "detect               0        0         0       3",
     ]
+    from rq.registry import FailedJobRegistry
+
+    from common import defaults
+
+    refused_ids = FailedJobRegistry(queue=detect).get_job_ids()
+    assert len(refused_ids) == 3  # counted, and kept an hour for a look, not RQ's week: a node with another
+    for job_id in refused_ids:  # key filled Redis with them (about 9 GB a day from a 50-camera node)
+        assert 0 < connect_redis(redis_url).ttl(f"rq:job:{job_id}") <= defaults.LEFT_JOB_TTL_S < defaults.FAILURE_TTL_S
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("job keys differ")]
     assert ingest in line and f"detect on {host} (key {detect_print}, " in line

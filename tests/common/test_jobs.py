@@ -60,6 +60,22 @@ def test_a_crop_key_outside_the_frame_store_is_refused():
                                                                     crop_key="alpr:frame:cam:1:0:plate0")]  # fmt: skip
 
 
+def test_a_crop_key_is_the_frames_stored_key_or_its_id_and_a_plate_index():
+    """An ingest node stores a frame under its id and its bytes' digest (`stored_frame_key`), and the
+    detector keys its crops by that key; a detector of an earlier version, mid-upgrade, by the frame's id."""
+    from common.frame_store import crop_key, stored_frame_key
+
+    ref = REF.model_copy(update={"key": stored_frame_key(REF.frame_id, "ab" * 32)})
+    for key in (crop_key(ref.key, 3), f"alpr:frame:{REF.frame_id}:plate3"):
+        frame = DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(1, 2, 3, 4), confidence=0.9, crop_key=key)])
+        assert parse_job(OcrJob(batch_id="b", frames=[frame]).model_dump(mode="json"), OcrJob).frames == [frame]
+    for key in (ref.key, f"{ref.key}:plateX", "alpr:frame:cam:9:0:plate3", f"{ref.key}x:plate3"):
+        payload = OcrJob(batch_id="b", frames=[DetectedFrame(frame=ref, plates=[])]).model_dump(mode="json")
+        payload["frames"][0]["plates"] = [{"box_xyxy": [1, 2, 3, 4], "confidence": 0.9, "crop_key": key}]
+        with pytest.raises(InputError, match="crop key is not this frame's"):
+            parse_job(payload, OcrJob)
+
+
 @pytest.mark.parametrize("detail", ["\x00", "too old\x00", "a\nb"])
 def test_a_frame_detail_with_a_control_character_is_refused_not_failed_in_the_database(detail):
     """Postgres refuses NUL in text: such a detail failed the frames' write, and the job was retried."""

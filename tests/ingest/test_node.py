@@ -1010,3 +1010,23 @@ def test_a_read_only_redis_is_logged_without_the_frames_bytes(redis_server, tmp_
     refused = [r.getMessage() for r in caplog.records if "read only replica" in r.getMessage()]
     assert all("JFIF" not in m and "\\xff" not in m and "\ufffd" not in m and "SET " not in m for m in refused), refused
     assert any("command 1 of a pipeline refused" in m for m in refused), refused
+
+
+def test_footage_read_again_with_other_bytes_keeps_the_first_reads_frames_as_stored(redis_url, tmp_path, demo_clip):
+    """Footage read again while its frames are still in the chain (a node restarted, or another node taking
+    the camera over) numbers them alike. Where its JPEG bytes differ (another ALPR_JPEG_QUALITY, another
+    build of the codec), they replaced the first read's under the same keys, and every first job's frame
+    was logged `corrupt`, not the frame stored at sampling (the sign of tampering): 120 of 120 in a review.
+    Each read's frames now lie under keys of their own."""
+    from common.frame_store import FrameStore, as_stored
+
+    camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=10, realtime=False)
+    connection = connect_redis(redis_url)
+    for quality in (90, 60):  # the chain took none: every frame still pending when it is read again
+        settings = Settings.load({}, redis_url=redis_url, frames_per_job=4, jpeg_quality=quality, max_queue_depth=1000)
+        IngestNode([camera], settings, connection, connection, Metrics(), None).run(max_seconds=60)
+    frames = queued_frames(connection)
+    assert len(frames) == 240 and len({f.frame_id for f in frames}) == 120  # each frame id twice
+    store = FrameStore(connection, 600)
+    stored = store.get_jpegs([f.key for f in frames])
+    assert all(as_stored(f.digest, stored[f.key] or b"") for f in frames)  # every job finds its own bytes
