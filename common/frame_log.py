@@ -12,7 +12,7 @@ final outcome, and reads once done stay done."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -147,7 +147,14 @@ SELECT camera_id, read_outcome, count(*) FROM frames WHERE read_outcome IS NOT N
 PENDING_COUNTS = "SELECT camera_id, count(*) FROM frames WHERE outcome = 'pending' GROUP BY camera_id"
 
 
-ALERTED_FRAMES = "SELECT DISTINCT camera_id, body ->> 'frame_id' FROM alerts"
+ALERTED_FRAMES = """
+SELECT camera_id, body ->> 'frame_id', extract(epoch FROM created_at) FROM alerts
+WHERE created_at >= to_timestamp(%s) AND body ->> 'frame_id' IS NOT NULL
+"""
+"""The frames alerts raised since a time cite (alerts_by_created: a few rows a sweep, once all are loaded)."""
+
+ALERTED_CHUNK = 10_000
+"""Rows of ALERTED_FRAMES fetched at a time: a first load of a million alerts is streamed, not held."""
 
 
 class FrameLog:
@@ -238,11 +245,18 @@ class FrameLog:
             row = connection.execute(LATEST_CAPTURE, (camera_id,)).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
-    def alerted_frames(self) -> set[tuple[str, str]]:
-        """(camera, frame id) of every frame a watch-list alert cites: its kept image is the alert's
-        evidence, kept with the alert (common/retention.py keeps the frame's record so)."""
-        with self.pool.connection() as connection:
-            return {(camera_id, frame_id) for camera_id, frame_id in connection.execute(ALERTED_FRAMES) if frame_id}
+    def alerted_frames(self, since_s: float, take: Callable[[list[tuple[str, str]]], None]) -> float:
+        """Hand `take`, ALERTED_CHUNK at a time, (camera, frame id) of every frame a watch-list alert
+        recorded since `since_s` (Unix seconds, its `created_at`) cites: its kept image is the alert's
+        evidence, kept with the alert (common/retention.py keeps the frame's record so). Returns the
+        newest such alert's `created_at` (`since_s` when none)."""
+        newest = since_s
+        with self.pool.connection() as connection, connection.cursor(name="alerted_frames") as cursor:  # streamed
+            cursor.execute(ALERTED_FRAMES, (since_s,))
+            while rows := cursor.fetchmany(ALERTED_CHUNK):
+                take([(str(camera_id), str(frame_id)) for camera_id, frame_id, _ in rows])
+                newest = max(newest, max(float(created_s) for _, _, created_s in rows))
+        return newest
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,14 +155,14 @@ def _folders(parent: Path, fits: Callable[[str], bool]) -> list[Path]:
 
 
 def _delete_expired_in(
-    day: Path, camera: str, kept_names: Collection[tuple[str, str]], cutoff: float, failed: list[tuple[Path, OSError]]
+    day: Path, camera: str, spared: Container[tuple[str, str]], cutoff: float, failed: list[tuple[Path, OSError]]
 ) -> int:
-    """Delete the camera's frames in one day folder last written before `cutoff`, but those of
-    `kept_names`; how many. One another worker deletes meanwhile is skipped; one that cannot be deleted
+    """Delete the camera's frames in one day folder last written before `cutoff`, but those `spared`; how
+    many. One another worker deletes meanwhile is skipped; one that cannot be deleted
     is added to `failed`."""
     deleted = 0
     for path in _entries(day):
-        if not is_ours(camera, path.name) or (camera, path.name) in kept_names:
+        if not is_ours(camera, path.name) or (camera, path.name) in spared:
             continue
         try:
             if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
@@ -175,20 +175,24 @@ def _delete_expired_in(
     return deleted
 
 
+def kept_name(camera_id: str, frame_id: str) -> tuple[str, str]:
+    """A kept frame's camera folder and file name (`kept_path`'s), as `delete_expired_frames` spares it."""
+    return _path_safe(camera_id), f"{_path_safe(frame_id)}.jpg"
+
+
 def delete_expired_frames(
-    keep_dir: Path, max_age_s: float, now: float | None = None, spared: Collection[tuple[str, str]] = ()
+    keep_dir: Path, max_age_s: float, now: float | None = None, spared: Container[tuple[str, str]] = ()
 ) -> int:
     """Delete the kept frames (`kept_path`'s layout only) last written more than `max_age_s` ago, but
-    those `spared` ((camera, frame id): the frames alerts cite, their evidence: they were deleted after
-    72 h while `alpr db prune` kept their records), and the empty folders of days that ended before that
-    (a camera folder too, when this emptied it: a day folder a worker has just made for a frame is never
-    removed under it); returns how many frames. Files another worker deletes meanwhile are skipped; one
-    that cannot be deleted (no permission, a read-only or immutable file: held as evidence by hand) is
-    passed over with one warning a sweep, and the sweep goes on (it stopped there, every sweep, and no
-    frame of a camera after it was deleted)."""
+    those `spared` ((camera folder, file name), `kept_name`'s: the frames alerts cite, their evidence:
+    they were deleted after 72 h while `alpr db prune` kept their records), and the empty folders of days
+    that ended before that (a camera folder too, when this emptied it: a day folder a worker has just made
+    for a frame is never removed under it); returns how many frames. Files another worker deletes
+    meanwhile are skipped; one that cannot be deleted (no permission, a read-only or immutable file: held
+    as evidence by hand) is passed over with one warning a sweep, and the sweep goes on (it stopped there,
+    every sweep, and no frame of a camera after it was deleted)."""
     if not keep_dir.is_dir():
         return 0
-    kept_names = {(_path_safe(camera_id), f"{_path_safe(frame_id)}.jpg") for camera_id, frame_id in spared}
     now_s = time.time() if now is None else now
     cutoff = now_s - max_age_s
     deleted, failed = 0, list[tuple[Path, OSError]]()
@@ -200,7 +204,7 @@ def delete_expired_frames(
                 start_s is not None and cutoff + REDACTOR_CLOCK_SKEW_S < start_s <= now_s
             ):  # a recent day: no frame of it
                 continue  # old enough (every kept file was stat'ed, every sweep: 2.2 s a 100,000, the worker idle)
-            deleted += _delete_expired_in(day, camera.name, kept_names, cutoff, failed)
+            deleted += _delete_expired_in(day, camera.name, spared, cutoff, failed)
             if start_s is not None and start_s + DAY_S <= cutoff:  # never a recent day, made for a frame now
                 with contextlib.suppress(OSError):  # not empty, or gone: both fine
                     day.rmdir()

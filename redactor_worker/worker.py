@@ -24,6 +24,7 @@ from common.jobs import DetectedFrame, RedactJob, parse_job
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
+from redactor_worker.evidence import AlertEvidence
 from redactor_worker.kept_frames import (
     LinkedKeepFolderError,
     delete_expired_frames,
@@ -75,7 +76,7 @@ class RedactStage:
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()  # camera labels of frames_unaccounted
-        self.alert_evidence: set[tuple[str, str]] | None = None  # the frames alerts cited, as last loaded
+        self.alert_evidence = AlertEvidence()  # the frames alerts cited, as last loaded
 
     def handle(self, payload: Any) -> StageResult:
         job = parse_job(payload, RedactJob)
@@ -188,9 +189,9 @@ class RedactStage:
         self.last_keep_sweep = time.monotonic()
         failure: Exception | None = None
         try:
-            self.alert_evidence = self.frame_log.alerted_frames()
+            self.alert_evidence.refresh(self.frame_log)  # those recorded since the last load
         except Exception as error:
-            if self.alert_evidence is None:
+            if not self.alert_evidence.loaded:
                 raise
             failure = error
         if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s, spared=self.alert_evidence):

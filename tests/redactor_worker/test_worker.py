@@ -246,6 +246,50 @@ def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_
     assert kept["cam"].is_file() and not kept["other"].exists()
 
 
+def test_the_sweep_holds_what_alerts_cite_in_8_bytes_an_alert_and_loads_only_those_recorded_since(
+    redis_url, postgres_url, tmp_path, settings
+):
+    """A soak review: every sweep (10 minutes) loaded every alert ever raised (alerts are never pruned)
+    into a set of names: a million took a redactor from 142 to 637 MB and 10 s a sweep, past Compose's
+    512 MB. Now they are held as 64-bit digests, loaded whole once and then only since the last load."""
+    import json
+    import os
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    stage.handle(stored_job(connection, ("cam", "other"), age_s=100 * 3600))
+    kept = {path.parts[-3]: path for path in keep_dir.rglob("*.jpg")}
+    old = time.time() - 100 * 3600
+    for path in kept.values():
+        os.utime(path, (old, old))
+    with psycopg.connect(postgres_url) as db:  # 50,000 alerts of two days ago, and the one citing "cam"'s frame
+        db.execute(
+            "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, created_at, body)"
+            " SELECT 'old' || n, 'read', 'far', now() - interval '2 days', now() - interval '2 days',"
+            " jsonb_build_object('frame_id', 'far:1:' || n, 'plate', 'ABC123') FROM generate_series(1, 50000) n"
+        )
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read', 'cam',"
+                   " now(), %s)", (json.dumps({"frame_id": "cam:1:0", "plate": "KPX4721"}),))  # fmt: skip
+    loaded: list[int] = []
+    alerted = stage.frame_log.alerted_frames
+
+    def counted(since_s, take):  # type: ignore[no-untyped-def]
+        return alerted(since_s, lambda rows: (loaded.append(len(rows)), take(rows)))
+
+    stage.frame_log.alerted_frames = counted
+    stage.last_keep_sweep = float("-inf")
+    stage.maintain()
+    assert kept["cam"].is_file() and not kept["other"].exists()  # the alert's evidence spared, the rest swept
+    assert sum(loaded) == 50001 and stage.alert_evidence.digests.nbytes == 8 * 50001
+    loaded.clear()
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a2', 'read', 'cam',"
+                   " now(), %s)", (json.dumps({"frame_id": "cam:2:0", "plate": "KPX4721"}),))  # fmt: skip
+    stage.last_keep_sweep = float("-inf")
+    stage.maintain()
+    assert sum(loaded) == 2 and len(stage.alert_evidence) == 50002  # the last hour's: a1 again, and a2
+    assert ("cam", "cam_2_0.jpg") in stage.alert_evidence and ("cam", "cam_3_0.jpg") not in stage.alert_evidence
+
+
 def test_a_frame_stages_missing_and_corrupt_counts_are_exported_at_zero(redis_url, postgres_url, tmp_path, settings):
     """They began at 1 with the first such frame, and the dashboard's increase() showed nothing of it."""
     from alpr.wiring import build_worker_context
