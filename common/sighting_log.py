@@ -167,8 +167,9 @@ def export_sightings_csv(log: SightingLog, path: Path) -> int:
 
 # The sighting pool's place in each camera's reads (table sighting_cursors): which reads it has grouped
 # (captured before `grouped_until_s`), which confident reads it has matched early (ids up to
-# `early_read_id`) and its open tracks (`state`). A pool worker holds a camera's row locked for the
-# transaction that groups it, so each camera is grouped by one worker at a time, in capture order.
+# `early_read_id`) and its open tracks (`state`). A pool worker claims a camera and holds its row locked for
+# the transaction that groups it (sighting_worker/camera_claim.py), so each camera is grouped by one worker
+# at a time, in capture order.
 
 REGISTER_CAMERAS = "INSERT INTO sighting_cursors (camera_id) VALUES (%s) ON CONFLICT DO NOTHING"
 """A camera with reads to group (the plate log adds it with the reads)."""
@@ -226,10 +227,11 @@ def camera_ids(connection: psycopg.Connection) -> list[str]:
 
 def lock_cursor(connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:
     """The camera's cursor, locked until the transaction ends, with Postgres's clock (`now_s`, in the same
-    statement); None when another worker holds it."""
+    statement); None when it has no row. LockNotAvailable, without a wait, when another session holds the row
+    (the sighting workers' own turns are taken before: sighting_worker/camera_claim.py)."""
     row = connection.execute(
         "SELECT grouped_until_s, early_read_id, state, extract(epoch FROM now())::float8 FROM sighting_cursors"
-        " WHERE camera_id = %s FOR UPDATE SKIP LOCKED",
+        " WHERE camera_id = %s FOR UPDATE NOWAIT",
         (camera_id,),
     ).fetchone()
     return SightingCursor(camera_id, float(row[0]), int(row[1]), dict(row[2]), float(row[3])) if row else None

@@ -1,5 +1,6 @@
-"""The sighting pool's edge: a loop that, every ALPR_SIGHTING_POLL_S, takes each camera whose cursor
-no other worker holds and, in one Postgres transaction with that camera's cursor row locked:
+"""The sighting pool's edge: a loop that, every ALPR_SIGHTING_POLL_S, takes each camera no other sighting
+worker has claimed and, in one Postgres transaction with that camera's cursor row locked (a row another
+session holds fails the camera's round, named in an ERROR: sighting_worker/camera_claim.py):
 
 1. matches the camera's new confident reads (at least Settings.early_match_min_confidence, in log order)
    against the watch-lists at once: an early alert, the fast path (within a second of capture)
@@ -48,12 +49,12 @@ from common.sighting_log import (
     grouping_horizon,
     insert_sightings,
     last_read_id,
-    lock_cursor,
     reads_to_group,
     save_cursor,
 )
 from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError
+from sighting_worker.camera_claim import ENDED_BY_POSTGRES, CameraSessionEndedError, CursorClaims, CursorHeldError
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.cursor_state import CURSOR_STATE_VERSION, NewerCursorStateError, check_state_version
 from sighting_worker.early_scan import EarlyScan
@@ -73,19 +74,6 @@ camera)."""
 
 FRAME_INTERVAL_REFRESH_S = 60.0
 """How often a sighting worker looks up a camera's frame interval again (`camera_frame_interval`)."""
-
-ENDED_BY_POSTGRES = (psycopg.errors.QueryCanceled, psycopg.errors.IdleInTransactionSessionTimeout)
-"""What Postgres raises on a camera's transaction it ended (a statement past SIGHTING_STATEMENT_TIMEOUT_S, a
-worker stalled in it past SIGHTING_IDLE_IN_TRANSACTION_S); a session it ended otherwise (pg_terminate_backend,
-AdminShutdown) or found closed is a `CameraSessionEndedError`."""
-
-
-class CameraSessionEndedError(Exception):
-    """A camera's connection closed under its transaction: the session ended by Postgres (AdminShutdown,
-    pg_terminate_backend, an error read earlier and passed over), or Postgres gone, which the next camera's
-    connection tells (PoolTimeout: the round ends there). That camera's failure alone: an OperationalError
-    ('the connection is closed') counted the whole round as a Postgres outage, its other cameras not grouped."""
-
 
 CLOCK_OFF_WARN_S = 1.0
 """A sighting worker whose host's clock is further than this off Postgres's warns at start (`compare_clocks`)."""
@@ -126,6 +114,8 @@ class SightingStage:
         """Rounds that took reads logged late: told in a WARNING at most once a minute (`count_late`)."""
         self.late_untold = (0, 0.0)
         """The late reads since that WARNING, and the longest any was logged after its capture."""
+        self.claims = CursorClaims()
+        """The cameras' claims, and the cameras whose cursor another session holds (sighting_worker/camera_claim.py)."""
         self.matcher = WatchMatcher(watch, settings, alert_queue, self.postgres_now, self.keep_alive)
         """The watch-list matching of each camera's reads and sightings (sighting_worker/matching.py)."""
 
@@ -181,7 +171,7 @@ class SightingStage:
         return interval_s
 
     def poll(self) -> GroupResult:
-        """One round over every camera no other worker holds; what it did, all cameras together. The
+        """One round over every camera no other sighting worker has claimed; what it did, all cameras together. The
         watch-lists are brought up to date first, every round (reads or none: their age is a metric,
         which a quiet night must not make look stale); while none has ever loaded, no camera is grouped.
 
@@ -236,7 +226,8 @@ class SightingStage:
         in it past SIGHTING_IDLE_IN_TRANSACTION_S: another worker may have grouped the camera since) is that
         camera's failure: nothing of it was committed, its connection is dropped or rolled back, and the
         camera is done again from its saved cursor. So is one whose session Postgres ended or closed
-        (CameraSessionEndedError); Postgres gone, the next camera gets no connection (PoolTimeout)."""
+        (CameraSessionEndedError), and one whose cursor row another session holds (CursorHeldError); Postgres
+        gone, the next camera gets no connection (PoolTimeout)."""
         outcome = "grouped"
         for camera_id in cameras:
             try:
@@ -244,6 +235,10 @@ class SightingStage:
             except NewerCursorStateError as error:  # left to the newer worker; an ERROR once a camera and version
                 log.log(logging.DEBUG if self.refused.get(camera_id) == error.found else logging.ERROR, "%s", error)
                 self.refused[camera_id] = error.found
+                outcome = "camera_failed"
+                continue
+            except CursorHeldError as error:  # a DBA's session left open on its row: an ERROR naming it
+                self.claims.report(self.pool, error)
                 outcome = "camera_failed"
                 continue
             except (*ENDED_BY_POSTGRES, CameraSessionEndedError) as error:
@@ -276,8 +271,8 @@ class SightingStage:
         ):
             connection.execute(STATEMENT_LIMIT)
             self.said_at = time.monotonic()
-            cursor = lock_cursor(connection, camera_id)
-            if cursor is None:  # another worker is grouping this camera
+            cursor = self.claims.claim(connection, camera_id)
+            if cursor is None:  # another sighting worker is grouping this camera
                 return result
             check_state_version(cursor)
             self.clock_at = (cursor.now_s, time.monotonic())
