@@ -29,7 +29,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr db upgrade` or `alpr db prune` (alpr/arguments.py gives each its own flags)."""
     from common.grants import grant_to
     from common.pruner_role import grant_pruner
-    from common.schema_upgrade import upgrade
+    from common.schema_upgrade import newer_schema, schema_version, upgrade
 
     if args.action == "prune" and args.sqlite_path is not None:
         return prune_sqlite(args, settings)
@@ -48,13 +48,20 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         applied = upgrade(pool)
+        ahead = newer_schema(schema_version(pool))
         if args.grant:
             grant_to(pool, args.grant)
         if args.grant_pruner:
             grant_pruner(pool, args.grant_pruner)
     finally:
         pool.close()
-    print(f"applied migrations {applied}" if applied else "schema already up to date")
+    if applied or not ahead:
+        print(f"applied migrations {applied}" if applied else "schema already up to date")
+    # a newer schema exits 0 all the same: Compose's services wait for `migrate` to succeed, and a release rolled
+    # back must start (its roles run on the newer schema, as the earlier release's do during a rolling upgrade)
+    if ahead:
+        done = "" if applied else "nothing applied; "
+        print(f"{ahead}: {done}this release's roles run on it as during a rolling upgrade")
     if args.grant:
         print(f"role {args.grant} may read and write the tables")
     if args.grant_pruner:
@@ -69,13 +76,15 @@ def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> 
     maintenance window."""
     from common.grants import check_role_name
     from common.migrations import MIGRATION_LOCKS
-    from common.schema_upgrade import pending_migrations
+    from common.schema_upgrade import newer_schema, pending_migrations, schema_version
 
     roles = {flag: role for flag, role in (("--grant", args.grant), ("--grant-pruner", args.grant_pruner)) if role}
     for flag, role in roles.items():
         check_role_name(role, flag)
     pending = pending_migrations(pool)
-    print(f"would apply migrations {pending}" if pending else "schema already up to date; nothing to apply")
+    ahead = newer_schema(schema_version(pool))
+    print(f"would apply migrations {pending}" if pending else f"{ahead}; nothing to apply" if ahead else
+          "schema already up to date; nothing to apply")  # fmt: skip
     for version in pending:
         if locks := MIGRATION_LOCKS.get(version):
             waiting = ", ".join(f"{table} ({mode})" for table, mode in sorted(locks.items()))

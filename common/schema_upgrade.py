@@ -1,7 +1,8 @@
 """The schema upgrade (`alpr db upgrade`): the migrations of common/migrations.py applied in order, each in
 a transaction of its own under an advisory lock (several processes may upgrade at once), giving up a table a
 long reader holds and trying again later (`TableInUseError`, UPGRADE_*); what is left to apply
-(`pending_migrations`), and the check every role makes at start that the schema is current (`require_schema`)."""
+(`pending_migrations`), and the check every role makes at start that the schema is current (`require_schema`),
+with a WARNING where it is newer than this release's (`newer_schema`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ UPGRADE_ATTEMPTS = 8
 of UPGRADE_BACKOFF_S between them, about two minutes (91 s of waits and up to 5 s a try)."""
 
 
+UPGRADE_SESSION = "SET LOCAL statement_timeout = 0"
+"""A migration's transaction runs unbounded by a statement timeout set for the role or the database (`ALTER ROLE
+alpr SET statement_timeout`, a guard against runaway queries): migration 15's scans of a 3-million-row frames
+log were canceled at 150 ms, and the upgrade stopped with `QueryCanceled`, nothing applied, no migration named
+(a review). Its waits are bounded by UPGRADE_LOCK_TIMEOUT instead."""
+
+
+class MigrationCanceledError(Exception):
+    """A migration's statement canceled by Postgres (pg_cancel_backend), its transaction rolled back."""
+
+    def __init__(self, version: int | None, cause: str) -> None:
+        super().__init__(f"{f'migration {version}' if version else 'the upgrade'} was canceled ({cause})")
+        self.version = version
+
+
 class TableInUseError(Exception):
     """A migration's attempt gave up waiting for a table's lock (or was chosen by Postgres to end a
     deadlock), its transaction rolled back: which migration, and the table it was asking for, where
@@ -69,6 +85,12 @@ def upgrade(pool: ConnectionPool) -> list[int]:
     while True:
         try:
             version = _apply_next(pool)
+        except MigrationCanceledError as canceled:
+            kept = f"migrations {applied} were applied and stay" if applied else "nothing was applied"
+            raise ConfigError(
+                f"alpr db upgrade: {canceled}, rolled back: canceled by another session (pg_cancel_backend) or an"
+                f" operator; {kept}; run it again"
+            ) from None
         except TableInUseError as busy:
             attempts += 1
             if attempts >= UPGRADE_ATTEMPTS:
@@ -133,6 +155,7 @@ def _apply_next(pool: ConnectionPool) -> int | None:
         version, asking_for = None, None
         try:
             with connection.transaction():
+                connection.execute(UPGRADE_SESSION)
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
                 connection.execute(f"SET LOCAL lock_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
                 connection.execute(
@@ -156,18 +179,42 @@ def _apply_next(pool: ConnectionPool) -> int | None:
                 connection.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
             raise TableInUseError(version, asking_for) from None
+        except psycopg.errors.QueryCanceled as error:
+            raise MigrationCanceledError(version, str(error).strip().splitlines()[0]) from None
     return version
 
 
-def require_schema(pool: ConnectionPool) -> None:
-    """Fail clearly when `alpr db upgrade` has not been run against this database."""
-    latest = MIGRATIONS[-1][0]
+def schema_version(pool: ConnectionPool) -> int | None:
+    """The schema's version: the highest migration applied (None: none, or no schema_migrations table)."""
     with pool.connection() as connection:
         exists = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        version = (
-            connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
-            if exists and exists[0]
-            else None
-        )
-    if not version or version[0] is None or version[0] < latest:
+        if not exists or not exists[0]:
+            return None
+        row = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def newer_schema(version: int | None) -> str | None:
+    """What to say of a schema at `version` newer than this release's last migration (None: it is not): a
+    newer release migrated it, and this one, rolled back or not yet upgraded, runs on it as the roles of the
+    release before an upgrade do during one (`alpr db upgrade` first, then the roles). It used to pass
+    without a word, `alpr db upgrade` printing "schema already up to date" (a review)."""
+    latest = MIGRATIONS[-1][0]
+    if version is None or version <= latest:
+        return None
+    return (
+        f"the database schema is at version {version}, newer than this release's {latest} (a newer release"
+        " migrated it: this one rolled back, or not upgraded yet?)"
+    )
+
+
+def require_schema(pool: ConnectionPool) -> None:
+    """Fail clearly when `alpr db upgrade` has not been run against this database; a WARNING naming both
+    versions when the schema is newer than this release's (`newer_schema`): the roles of a release run on the
+    schema of the next during a rolling upgrade, so a newer schema is not refused."""
+    latest = MIGRATIONS[-1][0]
+    version = schema_version(pool)
+    if version is None or version < latest:
         raise ConfigError(f"the database schema is not at version {latest}; run `alpr db upgrade`")
+    if ahead := newer_schema(version):
+        log.warning("%s; this process runs on it as during a rolling upgrade: upgrade it to that release", ahead)

@@ -5,6 +5,7 @@ migration committed on its own, then gives up keeping what it applied."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -289,3 +290,74 @@ def test_an_attempt_that_cannot_have_a_table_does_none_of_its_migrations_work(po
     assert upgrade(pool) == [999]
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT last_value FROM body_runs").fetchone() == (1,)  # run once, when it could go on
+
+
+def test_a_statement_timeout_set_for_the_role_does_not_cancel_a_migration(pool, postgres_url, monkeypatch, capsys):
+    """`ALTER ROLE alpr IN DATABASE x SET statement_timeout = '150ms'` (a guard against runaway queries) and a
+    3-million-row frames log: migration 15's scans were canceled, and `alpr db upgrade` exited 2 with
+    `QueryCanceled: canceling statement due to statement timeout`, nothing applied, no migration named (a
+    review). A migration's transaction now runs without it (its waits bounded by the lock timeout). The
+    session's default here stands for the role's: the options of the URL set it as ALTER ROLE would."""
+    import common.schema_upgrade
+
+    assert upgrade(pool) == VERSIONS
+    monkeypatch.setattr(common.schema_upgrade, "MIGRATIONS", [*MIGRATIONS, (999, "SELECT pg_sleep(0.6)")])
+    timed = f"{postgres_url}%20-cstatement_timeout%3D150"
+    with psycopg.connect(timed) as session:  # the setting is in force for the upgrade's sessions
+        assert session.execute("SHOW statement_timeout").fetchone() == ("150ms",)
+    capsys.readouterr()
+    assert main(["db", "upgrade", "--database-url", timed]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.splitlines() == ["applied migrations [999]"]
+    assert schema_versions(postgres_url)[-1] == 999
+
+
+def test_a_migration_canceled_by_another_session_is_named(pool, postgres_url, monkeypatch):
+    """Canceled all the same (pg_cancel_backend): the error names the migration and what stays applied; the
+    migration is rolled back and the next upgrade applies it."""
+    import common.schema_upgrade
+
+    assert upgrade(pool) == VERSIONS
+    later = [(998, "SELECT 1"), (999, "SELECT pg_sleep(30) AS migration_999")]
+    monkeypatch.setattr(common.schema_upgrade, "MIGRATIONS", [*MIGRATIONS, *later])
+
+    def cancel() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            running = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30) AS migration_999%'"
+            wait_until(lambda: admin.execute(running).fetchone() is not None, 10, "migration 999 running")
+            admin.execute(f"SELECT pg_cancel_backend(({running}))")
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"migration 999 was canceled \(canceling statement due to user request\)"
+                       r".* migrations \[998\] were applied and stay; run it again"):  # fmt: skip
+        upgrade(pool)
+    canceller.join(10)
+    assert time.monotonic() - started < 15 and schema_versions(postgres_url)[-2:] == [VERSIONS[-1], 998]
+
+
+def test_a_schema_newer_than_this_release_is_told_at_each_start_and_by_db_upgrade(
+    pool, postgres_url, redis_url, capsys, caplog
+):
+    """A release rolled back (or not yet upgraded) on a schema a newer one migrated: `alpr db upgrade` said
+    "schema already up to date" and the roles started without a word (a review). It is not refused — the
+    roles of a release run on the next one's schema during a rolling upgrade (`alpr db upgrade` first), and
+    Compose starts no service unless `migrate` succeeds — but said: by `db upgrade` (exit 0, nothing
+    applied) and its dry run, and in a WARNING at each role's start, naming both versions."""
+    latest = VERSIONS[-1]
+    assert upgrade(pool) == VERSIONS
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO schema_migrations (version) VALUES (%s), (%s)", (latest + 1, latest + 2))
+    capsys.readouterr()
+    newer = f"the database schema is at version {latest + 2}, newer than this release's {latest}"
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    assert newer in out and "nothing applied" in out and "up to date" not in out
+    assert main(["db", "upgrade", "--dry-run", "--database-url", postgres_url]) == 0
+    assert newer in capsys.readouterr().out
+    with caplog.at_level(logging.WARNING):
+        require_schema(pool)  # not refused
+        worker = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+        assert main(worker) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and newer in r.getMessage()]
+    assert len(warned) == 2, caplog.text  # the check, then the worker's start
