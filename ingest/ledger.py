@@ -10,9 +10,10 @@ sighting pool groups no read past it, since a frame queued but not yet recorded 
 reads. Each camera the node claimed has one from its start, whether it samples or not (`claimed`); a
 node that stops takes its watermarks away (its cameras are sampled no more).
 
-The spool, which keeps the records held on disk while Postgres is away and adopts those of nodes gone,
-is the ledger's `spool` (ingest/ledger_spool.py), handed its buffer, batch in flight and lock. Its
-tuning (LEDGER_CAPACITY, LEDGER_FLUSH_S, LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
+The spool, which keeps on disk what the ledger holds (each record as it is made, each frame as it is
+sampled: a node killed leaves them to the next) and adopts the files of nodes gone, is the ledger's
+`spool` (ingest/ledger_spool.py), handed its buffer, batch in flight and lock. Its tuning
+(LEDGER_CAPACITY, LEDGER_FLUSH_S, LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ a moment before the ledger hears of it."""
 
 class FrameLedger:
     """Buffers frame records and writes them to the frames log from its own thread. With a spool folder,
-    what it holds while Postgres is away is also appended to a file there (the node may be killed before
-    Postgres is back), and a ledger that starts writes the files of ledgers gone (see `Spool.adopt`, in
+    what it holds is also appended to a file there, each frame sampled and each record as they come (the
+    node may be killed before they are written: a kill lost the half second not yet written, and the
+    frames being packed), and a ledger that starts writes the files of ledgers gone (see `Spool.adopt`, in
     ingest/ledger_spool.py). `spool_tag`: the identity of the database written to (spool_files.database_tag):
     the spool files it adopts are its database's alone."""
 
@@ -102,7 +104,7 @@ class FrameLedger:
                 if time.monotonic() - began < defaults.LEDGER_SPOOL_AFTER_S:
                     continue
                 tried_for = began
-                self.spool.open()
+                self.spool.open_when_due()  # (not within SPOOL_RETRY_S of a spool that failed: a frame's try)
                 if self.spool.file is not None:
                     log.warning("frames log: a write unanswered for %.0f s (Postgres not answering?): records"
                                 " spooled until it is", time.monotonic() - began)  # fmt: skip
@@ -113,6 +115,7 @@ class FrameLedger:
         (`dated_back`: a stream whose timestamps are trusted)."""
         with self.lock:
             self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
+            self.spool.journal_sampled(ref)  # (until its record is made: a kill leaves it to the next node)
             if ref.recorded or dated_back:
                 self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
             else:
@@ -151,7 +154,7 @@ class FrameLedger:
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])
-            self.spool.append(records[:room])
+            self.spool.journal(records, records[:room])
             overflow = records[room:]
             self._settle(overflow)  # never written: they hold no watermark back
         self._count_unrecorded(overflow)
@@ -196,8 +199,8 @@ class FrameLedger:
                     self.write_began = None
                     self._settle(batch)
                     self.in_flight.clear()
-                    if (self.spool.file_path or self.spool.adopted) and not self.buffer:
-                        self.spool.close(delete=True)  # every record of them written
+                    if not self.buffer:  # every record of the spool and the adopted files written: they
+                        self.spool.written()  # go, or it starts anew with the frames sampled not yet recorded
                 if closing:
                     return
                 if backoff.failures:

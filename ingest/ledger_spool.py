@@ -1,6 +1,10 @@
-"""The ingest node's ledger spool (`Spool`, held by ingest/ledger.py's FrameLedger): while Postgres is
-away, what the ledger holds is also appended to a spool file of its own in the spool folder, so that a
-node killed meanwhile (SIGKILL, a power cut) leaves its records on disk. A ledger that starts adopts the
+"""The ingest node's ledger spool (`Spool`, held by ingest/ledger.py's FrameLedger): what the ledger holds
+is also appended to a spool file of its own in the spool folder, so that a node killed (SIGKILL, the OOM
+killer, a power cut) leaves its records on disk: each record as it is made, and each frame as it is
+sampled (a line the frame's record supersedes: a frame sampled and killed before it was recorded, in the
+packing or its job just queued, is written `lost` by the next node where no stage wrote its row). Outside
+an outage the file is started anew once every record is written (`written`): it holds the last half
+second or so. A ledger that starts adopts the
 files of ledgers gone, no more records than its buffer has room for (a file that alone holds more is
 split), and adopts again once its buffer has drained. The files a ledger holds are locked: no other
 ledger takes them. The buffer, the writes to Postgres and the watermarks are ingest/ledger.py's: the
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import TextIO
 
 from common.frame_log import FrameRecord
+from common.jobs import FrameRef
 from common.private_files import make_private_folders
 from ingest.spool_files import (
     SPOOL_PATTERN,
@@ -32,11 +37,15 @@ from ingest.spool_files import (
     read_claimed,
     read_spool,
     record_line,
+    sampled_record,
     split_file,
     sync_folder,
 )
 
 log = logging.getLogger(__name__)
+
+SPOOL_RETRY_S = 5.0
+"""How long a spool that could not be made or written waits before a record made tries it again."""
 
 ADOPT_AGAIN_S = 2.0
 """How often, at most, a ledger that left spool files for want of room adopts again once its buffer has
@@ -44,8 +53,9 @@ drained (`adopt`): each pass reads the files it tries."""
 
 
 class Spool:
-    """The spool files of a FrameLedger: its own spool, open from a failed write until its buffer
-    drains, and the files of ledgers gone it adopted. The ledger's buffer, batch in flight, lock and
+    """The spool files of a FrameLedger: its own spool, open while the ledger holds anything not yet
+    written (a record, a frame sampled and not yet given one) and started anew once all is written, and
+    the files of ledgers gone it adopted. The ledger's buffer, batch in flight, lock and
     capacity are handed in, shared with the ledger; a method said to run under the lock is called with
     `lock` held."""
 
@@ -74,8 +84,8 @@ class Spool:
         self.foreign_warned = False
         """Whether the spool files of another database in the folder were warned of (once)."""
         self.file: TextIO | None = None
-        """This ledger's own spool file, open (and locked) from the first failed write until the buffer
-        drains."""
+        """This ledger's own spool file, open (and locked) while the ledger holds anything not yet written
+        (`journal`, `journal_sampled`); each record held is in it."""
         self.file_path: Path | None = None
         """Where `file` is (kept after it is closed at the stop, its records left there)."""
         self.adopted: dict[Path, int | None] = {}
@@ -92,6 +102,14 @@ class Spool:
         """Whether the open spool holds records of adopted files since removed: on disk nowhere else."""
         self.spool_failing = False
         """Whether the last spool write failed (warned once until one succeeds)."""
+        self.sampled: dict[str, FrameRef] = {}
+        """The frames sampled whose records the ledger has not been given yet (in the node's packing, or
+        being queued), each with a line in the spool (`sampled_record`); only with a spool folder."""
+        self.lines = 0
+        """Lines written to the spool file since it was made (`written` starts a new one past the sampled)."""
+        self.open_again_at = 0.0
+        """Monotonic: a spool that could not be made or written is not made again before then by a record
+        or a frame sampled (`journal`), which came a hundred times a second."""
 
     def adopt(self) -> None:
         """The records ledgers gone left in the spool folder (killed while Postgres was away: their frames
@@ -251,11 +269,13 @@ class Spool:
         try:
             self.file.write("".join(record_line(r) for r in records))
             self.file.flush()
+            self.lines += len(records)
             self.spool_failing = False
         except OSError as error:
             if not self.spool_failing:
                 log.warning("frames log spool %s: %s: records held in memory only", self.file_path, error)
             self.spool_failing = True
+            self.open_again_at = time.monotonic() + SPOOL_RETRY_S
             self._drop_spool()  # its records are all held in memory: a partial file left was adopted by the
             # next node, which wrote rows for frames this one counted unrecorded (a review: 19 counted twice)
 
@@ -292,8 +312,67 @@ class Spool:
         self.file_path = None
         self.spool_holds_adopted = False
 
+    def journal_sampled(self, ref: FrameRef) -> None:
+        """A frame was sampled: a line for it in the spool (made if need be) until its record is made: a
+        node killed before leaves the frame to the next, which writes it `lost` where no row has it
+        (the packing's frames, a job's just queued). Under the lock."""
+        if self.folder is None:
+            return
+        ref = ref.model_copy(update={"roi": None}) if ref.roi else ref  # (FrameLedger.add: no row holds it)
+        self.sampled[ref.frame_id] = ref
+        if self.file is None:
+            self.open_when_due()  # (its line among what it holds)
+        else:
+            self.append([sampled_record(ref)])
+
+    def journal(self, made: list[FrameRecord], held: list[FrameRecord]) -> None:
+        """Records were made (`made`), of which the buffer took `held` (the rest go unrecorded): the
+        frames' sampled lines are superseded, and the records held appended (the spool made if need be).
+        Under the lock, the buffer holding them already."""
+        for record in made:
+            self.sampled.pop(record.frame.frame_id, None)
+        if self.folder is None or not held:
+            return
+        if self.file is None:
+            self.open_when_due()  # (they are in the buffer: among what it holds)
+        else:
+            self.append(held)
+
+    def open_when_due(self) -> None:
+        """Make the spool for a record or a frame sampled: unless one could not be made or written lately
+        (SPOOL_RETRY_S): tried again for each frame, a full disk cost every frame a failed file. Under the lock."""
+        if not self.spool_failing or time.monotonic() >= self.open_again_at:
+            self.open()
+
+    def written(self) -> None:
+        """Every record held is written (the buffer drained): the spool and the adopted files are removed,
+        or, with frames sampled and not yet given their records, the spool is started anew with their
+        lines alone (made before the old one is removed: a kill between leaves repeats, which the next
+        node drops): spooled from the node's start outside an outage too, it grew without end. Under the
+        lock."""
+        if not self.sampled or self.file is None:
+            if self.file_path is not None or self.adopted:
+                self.close(delete=True)
+            return
+        if self.lines <= len(self.sampled) and not self.adopted:
+            return  # (it holds their lines alone)
+        self.let_go_adopted(remove=True)  # (their records written)
+        old_path, old_file = self.file_path, self.file
+        self.file, self.file_path = None, None
+        self.open()
+        if self.file is None:  # none could be made (a full disk): the old one goes on, holding their lines
+            self.file, self.file_path = old_file, old_path
+            return
+        with contextlib.suppress(OSError):
+            if old_path is not None:
+                old_path.unlink()
+        with contextlib.suppress(OSError):
+            old_file.close()
+
     def open(self) -> None:
-        """Postgres failed a write: spool what the buffer holds and, until it drains, what comes. Under the lock."""
+        """Spool what the ledger holds (the batch in flight, the buffer, the frames sampled without their
+        records) and, until all is written, what comes: at the first record or frame sampled, or when
+        Postgres failed a write and no spool could be made before. Under the lock."""
         if self.folder is None:
             return
         if self.file is not None:
@@ -311,10 +390,12 @@ class Spool:
                 log.warning("frames log spool in %s cannot be written (%s): records held in memory only",
                             self.folder, error)  # fmt: skip
             self.spool_failing = True
+            self.open_again_at = time.monotonic() + SPOOL_RETRY_S
             self._drop_spool()
             return
         self.spool_holds_adopted = False  # (until `_release_adopted`)
-        self.append([*self.in_flight, *self.buffer])
+        self.lines = 0
+        self.append([*self.in_flight, *self.buffer, *map(sampled_record, self.sampled.values())])
         self._release_adopted()  # they were copied in: were the files left, each kill in turn doubled them
 
     def close(self, delete: bool) -> None:

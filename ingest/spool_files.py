@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from common.frame_log import FrameRecord
-from common.jobs import FrameRef
+from common.jobs import FrameOutcome, FrameRef
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,27 @@ the file is whole and synced and is named as a spool file."""
 
 SPLIT_PART_SUFFIX = ".part"
 """How the name of a file a split writes ends (after SPLIT_PART_PREFIX and a random part)."""
+
+
+SAMPLED_OUTCOME: FrameOutcome = "lost"
+"""The outcome of a spool line that journals a frame sampled and not yet given its record
+(`sampled_record`): the ledger gives no frame that outcome (its records are pending, skipped or corrupt),
+so the line stands for the frame alone and gives way to the frame's record (`read_claimed`)."""
+
+SAMPLED_DETAIL = "ingest node killed"
+"""The detail of a sampled frame's line: written as the frame's row only when its node left no record of
+it (killed, SIGKILL or a power cut, before it made one) and no stage wrote one either (`lost` with it:
+a stage that finishes the frame after replaces it, as it replaces a sweep's `lost`)."""
+
+
+def sampled_record(ref: FrameRef) -> FrameRecord:
+    """The spool's line for a frame sampled whose record is not yet made (see SAMPLED_OUTCOME)."""
+    return FrameRecord(ref, SAMPLED_OUTCOME, SAMPLED_DETAIL)
+
+
+def is_sampled_only(record: FrameRecord) -> bool:
+    """Whether a spooled record is a sampled frame's line (`sampled_record`), not the frame's record."""
+    return record.outcome == SAMPLED_OUTCOME
 
 
 def record_line(record: FrameRecord) -> str:
@@ -195,10 +216,10 @@ def claim_file(path: Path) -> int | None:
 
 def read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], list[FrameRecord], list[str]]:
     """A claimed spool file's readable records (repeats and all), those of frames not in `seen` (each
-    once), and notes for the log (repeats, lines that could not be read)."""
+    once: a frame's record in place of its sampled line, `is_sampled_only`, wherever each is), and notes
+    for the log (repeats, lines that could not be read)."""
     every: list[FrameRecord] = []
-    fresh: list[FrameRecord] = []
-    ids: set[str] = set()
+    fresh: dict[str, FrameRecord] = {}
     broken = 0
     with open(descriptor, encoding="utf-8", errors="replace", closefd=False) as lines:
         for record in iter_spool(lines):
@@ -206,10 +227,16 @@ def read_claimed(descriptor: int, seen: set[str]) -> tuple[list[FrameRecord], li
                 broken += 1
                 continue
             every.append(record)
-            if record.frame.frame_id not in seen and record.frame.frame_id not in ids:
-                ids.add(record.frame.frame_id)
-                fresh.append(record)
-    return every, fresh, [f"{len(every) - len(fresh)} repeated", f"{broken} lines unreadable"]
+            frame_id = record.frame.frame_id
+            if frame_id in seen:
+                continue
+            if frame_id not in fresh or (is_sampled_only(fresh[frame_id]) and not is_sampled_only(record)):
+                fresh[frame_id] = record  # (a dict keeps the place of the frame's first line)
+    records = [record for record in every if not is_sampled_only(record)]
+    taken, sampled_only = list(fresh.values()), sum(is_sampled_only(record) for record in fresh.values())
+    notes = [f"{len(records) - (len(taken) - sampled_only)} repeated", f"{broken} lines unreadable",
+             f"{sampled_only} frames sampled and given no record: `lost` where the frames log has no row"]  # fmt: skip
+    return every, taken, notes
 
 
 def split_file(
