@@ -166,7 +166,8 @@ class Settings(BaseModel):
     keep_dir: Path = Field(default_factory=default_keep_dir, description="Where redacted frames are kept (absolute).")
     ledger_spool_dir: Path = Field(
         default_factory=default_spool_dir,
-        description="Where an ingest node spools its frame records while Postgres is away (a kill loses none).",
+        description="Where an ingest node keeps its frame records and sampled frames until written (a kill loses"
+        " none; the next node started with it writes them).",
     )
     keep_frames: Literal["plates", "all", "none"] = Field(
         defaults.KEEP_FRAMES, description="Which redacted frames are kept: with a plate, all, or none."
