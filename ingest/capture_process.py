@@ -52,6 +52,11 @@ from ingest.capture_channel import Channel, FrameBuffer, MalformedMessageError
 from ingest.capture_child import MAX_ERROR_CHARS, OPEN_PROPERTIES
 from ingest.capture_output import FFMPEG_LOG_LEVEL_VARIABLE, child_levels, node_stderr, relay_output
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+"""Signals that stop a reader rather than crash it: systemd's stop (KillMode=control-group), Docker's and a
+terminal's Ctrl-C reach every process of the node's group, the readers with it: each camera's end said
+"FFmpeg crashed?" on an ordinary stop (a review)."""
+
 POLL_S = 0.25
 """How often a reader waiting for its child's answer looks at the child's memory."""
 
@@ -281,6 +286,11 @@ class IsolatedCapture:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = str(-code)
+            if -code in STOP_SIGNALS:  # a stop sent to the node's whole process group: no crash
+                return (f"its reader process was stopped by {name} (sent to the node's process group, as a service"
+                        " manager's stop or a terminal's Ctrl-C sends it)")  # fmt: skip
+            if -code == signal.SIGKILL:
+                return "its reader process was killed (SIGKILL: by the kernel's out-of-memory killer, or by hand)"
             return f"its reader process ended on signal {name} (FFmpeg crashed?)"
         return f"its reader process ended (exit code {code})"
 

@@ -124,6 +124,26 @@ def test_a_reader_that_crashes_ends_its_capture_alone(demo_clip):
     capture.release()
 
 
+@pytest.mark.parametrize(
+    ("sent", "said"),
+    [
+        (signal.SIGTERM, "was stopped by SIGTERM (sent to the node's process group"),
+        (signal.SIGKILL, "was killed (SIGKILL: by the kernel's out-of-memory"),
+    ],
+)
+def test_a_reader_stopped_with_its_process_group_is_not_said_to_have_crashed(demo_clip, sent, said):
+    """systemd's stop (KillMode=control-group) reaches the readers with the node: each camera's end said
+    "FFmpeg crashed?" on an ordinary stop (a review)."""
+    capture = IsolatedCapture(str(demo_clip[0]))
+    assert capture.grab()
+    os.kill(capture._process.pid, sent)
+    assert capture.grab() is False
+    assert (
+        capture.ended_because is not None and said in capture.ended_because and "crashed" not in capture.ended_because
+    )
+    capture.release()
+
+
 def test_a_reader_that_stops_answering_is_stopped(demo_clip):
     capture = IsolatedCapture(str(demo_clip[0]), wait_s=1.0)
     os.kill(capture._process.pid, signal.SIGSTOP)  # as FFmpeg hung past its own timeouts
