@@ -226,10 +226,9 @@ def test_a_frame_swapped_in_the_store_after_detection_is_never_kept(redis_url, p
     assert list(keep_dir.rglob("*.jpg")) == []
 
 
-def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_url, postgres_url, tmp_path, settings):
-    """An alert's evidence: the prune keeps the frame's record, but the keep folder's sweep deleted its
-    image after ALPR_KEEP_MAX_AGE_H (72 h), the record's kept_path naming a file gone."""
-    import json
+def frames_kept_100_hours_ago(redis_url: str, postgres_url: str, tmp_path: Path, settings):  # type: ignore[no-untyped-def]
+    """A redact stage and the frames it kept of cameras "cam" and "other", last written 100 h ago (past
+    the 72 h limit): (stage, camera -> kept file)."""
     import os
 
     keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
@@ -238,6 +237,15 @@ def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_
     old = time.time() - 100 * 3600
     for path in kept.values():
         os.utime(path, (old, old))
+    return stage, kept
+
+
+def test_the_kept_image_of_a_frame_an_alert_cites_outlives_the_keep_limit(redis_url, postgres_url, tmp_path, settings):
+    """An alert's evidence: the prune keeps the frame's record, but the keep folder's sweep deleted its
+    image after ALPR_KEEP_MAX_AGE_H (72 h), the record's kept_path naming a file gone."""
+    import json
+
+    stage, kept = frames_kept_100_hours_ago(redis_url, postgres_url, tmp_path, settings)
     with psycopg.connect(postgres_url) as db:
         db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a1', 'read', 'cam',"
                    " now(), %s)", (json.dumps({"frame_id": "cam:1:0", "plate": "KPX4721"}),))  # fmt: skip
@@ -253,14 +261,8 @@ def test_the_sweep_holds_what_alerts_cite_in_8_bytes_an_alert_and_loads_only_tho
     into a set of names: a million took a redactor from 142 to 637 MB and 10 s a sweep, past Compose's
     512 MB. Now they are held as 64-bit digests, loaded whole once and then only since the last load."""
     import json
-    import os
 
-    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
-    stage.handle(stored_job(connection, ("cam", "other"), age_s=100 * 3600))
-    kept = {path.parts[-3]: path for path in keep_dir.rglob("*.jpg")}
-    old = time.time() - 100 * 3600
-    for path in kept.values():
-        os.utime(path, (old, old))
+    stage, kept = frames_kept_100_hours_ago(redis_url, postgres_url, tmp_path, settings)
     with psycopg.connect(postgres_url) as db:  # 50,000 alerts of two days ago, and the one citing "cam"'s frame
         db.execute(
             "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, created_at, body)"
