@@ -39,7 +39,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
         return prune(args, settings)
     if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights
         raise ConfigError(f"--grant and --grant-pruner name one role, {args.grant}: give the prune a role of its own")
-    pool = unchecked_pool(settings)
+    pool = unchecked_pool(settings, "upgrade")
     if args.dry_run:
         try:
             print_pending_migrations(pool, args)
@@ -121,7 +121,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
         raise ConfigError(f"--every-h must be above 0 and at most a year of hours, not {args.every_h:g}")
-    pool = unchecked_pool(settings)
+    pool = unchecked_pool(settings, "prune")
     stop = stop_on_signals()  # a process 1 of a container is not ended by a signal it has no handler for
     metrics = Metrics()
     try:

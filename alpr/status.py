@@ -7,7 +7,9 @@ accounted for (or still in the chain). `--json`: the queues, the workers and the
 JSON object (no rates, cameras nor accounting).
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
-key differing between roles is); 2 says only that the queues' Redis could not be read."""
+key differing between roles is); 2 says only that the queues' Redis could not be read, or, with `alpr: error:`,
+that Postgres could not: a statement of the frames-log part unanswered within STATUS_STATEMENT_TIMEOUT_S
+(behind a lock it hung until killed, a review) ends it so, the chain's part already shown."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
-from common.errors import ConfigError
+from common.errors import AlprError, ConfigError
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
@@ -194,19 +196,27 @@ def text(value: bytes | str) -> str:
 def print_accounting(settings: Settings) -> None:
     """Per camera from the frames log: frames sampled, how they ended, those not yet accounted for, and
     the frames whose reads are pending, expired (crops gone) or lost (no OCR job recorded them)."""
+    import psycopg
+
     from common.alert_log import AlertLog
+    from common.db import STATUS_SESSION_SETTINGS
     from common.frame_log import FrameLog
 
-    pool = database_pool(settings, "status")
+    pool = None
     try:
+        pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
         counts, reads = FrameLog(pool, 0).outcome_counts(), FrameLog(pool, 0).read_outcome_counts()
         deliveries = AlertLog(pool, 0).counts()
         with pool.connection() as connection:
             sightings: dict[str, int] = dict(
                 connection.execute("SELECT camera_id, count(*) FROM sightings GROUP BY 1").fetchall()
             )
+    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+        raise UnansweredError(f"frames log not answered in {defaults.STATUS_STATEMENT_TIMEOUT_S:g} s"
+                              " (a lock? see pg_locks)") from None  # fmt: skip
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
     print("\nsightings: " + (", ".join(f"{text(c)} {n}" for c, n in sorted(sightings.items())) or "none"))
     statuses = ("pending", "sending", "delivered", "failed", "rejected")
     print("alert deliveries: " + " ".join(f"{s} {deliveries.get(s, 0)}" for s in statuses))
@@ -222,6 +232,10 @@ def print_accounting(settings: Settings) -> None:
         read_cells = " ".join(f"{reads.get(camera, {}).get(o, 0):>8}" for o in read_outcomes)
         shown = text(camera)
         print(f"{'':<12}{shown:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8} | {'':>14}{read_cells}")
+
+
+class UnansweredError(AlprError):
+    """A statement of the frames-log part ran past STATUS_STATEMENT_TIMEOUT_S (common/db.STATUS_SESSION_SETTINGS)."""
 
 
 def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:

@@ -179,12 +179,21 @@ def reach_frame_store(
     return connection
 
 
+POOL_NAMES = {
+    "OCR worker": "ocr", "redactor": "redact", "alert worker": "alert", "sighting worker": "sight",
+    "status": "status", "search": "search", "watch-list command": "watchlist", "alert replay": "replay",
+}  # fmt: skip
+"""The name each role's Postgres sessions carry (`alpr-ocr@host`: common/db.application_name), by the role
+database_pool is given."""
+
+
 def database_pool(
     settings: Settings, role: str, needs: Needs | None = None, session_settings: str = ""
 ) -> ConnectionPool:
     """The Postgres pool of a role that logs there (or a command that reads it), its schema checked, and the
     rights it `needs` (table -> rights; common/db_rights.py), where given; closed again when a check fails.
-    Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS)."""
+    Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS), named after the role
+    (POOL_NAMES)."""
     from common.db import SESSION_SETTINGS, open_pool
     from common.db_rights import require_rights
     from common.schema_upgrade import require_schema
@@ -195,6 +204,7 @@ def database_pool(
         settings.database_url,
         password=settings.secret("database_password"),
         session_settings=session_settings or SESSION_SETTINGS,
+        role=POOL_NAMES.get(role, "command"),
     )
     try:
         require_schema(pool)
@@ -206,13 +216,15 @@ def database_pool(
     return pool
 
 
-def unchecked_pool(settings: Settings) -> ConnectionPool:
+def unchecked_pool(settings: Settings, role: str) -> ConnectionPool:
     """A pool on the configured Postgres, nothing in it checked: for `alpr db upgrade`, which makes the
-    schema and grants the rights, and `alpr db prune`, which checks its own (common/pruner_role.py). No
-    URL set: refused as malformed (its callers say which variable to set first)."""
-    from common.db import open_pool
+    schema and grants the rights, and `alpr db prune`, which checks its own (common/pruner_role.py); `role`
+    (upgrade, prune) names its sessions. Their lock waits are not bounded (common/db.MIGRATION_SESSION_SETTINGS).
+    No URL set: refused as malformed (its callers say which variable to set first)."""
+    from common.db import MIGRATION_SESSION_SETTINGS, open_pool
 
-    return open_pool(settings.database_url or "", password=settings.secret("database_password"))
+    return open_pool(settings.database_url or "", password=settings.secret("database_password"),
+                     session_settings=MIGRATION_SESSION_SETTINGS, role=role)  # fmt: skip
 
 
 def ingest_pool(settings: Settings) -> ConnectionPool:
@@ -221,7 +233,9 @@ def ingest_pool(settings: Settings) -> ConnectionPool:
     is away."""
     from common.db import open_pool
 
-    return open_pool(settings.database_url or "", wait_s=3, password=settings.secret("database_password"))
+    return open_pool(
+        settings.database_url or "", wait_s=3, password=settings.secret("database_password"), role="ingest"
+    )
 
 
 def build_worker_context(

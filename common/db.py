@@ -1,6 +1,7 @@
 """Postgres connections: the pool every role shares (`open_pool`), each pooled session's settings (the
-sighting pool's its own), why a pool could not open, said in one line (`CannotConnectError`, told apart
-where Postgres refused the login for good), and a pool opened with its schema upgraded or checked current
+sighting pool's, the migrating pool's and `alpr status`'s their own) and name (`application_name`), why a
+pool could not open, said in one line (`CannotConnectError`, told apart where Postgres refused the login for
+good), and a pool opened with its schema upgraded or checked current
 (common/schema_upgrade.py). The writes made through it are common/db_writes.py's, the workers' grant
 common/grants.py's."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 from collections.abc import Iterator
 
 import psycopg
@@ -20,20 +22,37 @@ from common.errors import ConfigError
 from common.schema_upgrade import require_schema, upgrade
 from common.server_urls import split_password, url_problem
 
-SESSION_SETTINGS = (
-    "SET idle_in_transaction_session_timeout = '120s'; SET tcp_keepalives_idle = 60;"
-    " SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
-)
-"""Every pooled session's: a process frozen or cut off mid-transaction (a host paused, a partition)
+KEEPALIVES = "SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
+"""TCP keepalives of every pooled session: a peer gone is noticed within a few minutes, not TCP's two hours."""
+
+LOCK_TIMEOUT = f"SET lock_timeout = '{round(defaults.DB_LOCK_TIMEOUT_S * 1000)}ms'"
+"""A statement waits DB_LOCK_TIMEOUT_S at most for a lock, then fails (LockNotAvailable, an OperationalError):
+a table an operator locked (`LOCK TABLE frames IN ACCESS EXCLUSIVE MODE`, a long maintenance) held every
+OCR and redaction job silently until RQ's job timeout (120 s), nothing in the logs naming a lock (a
+review). A write then waits it out as an outage, its log line naming the lock (common/db_writes.py)."""
+
+MIGRATION_SESSION_SETTINGS = f"SET idle_in_transaction_session_timeout = '120s'; {KEEPALIVES}"
+"""The sessions of a pool that migrates (`alpr db upgrade`, a standalone run's) and prunes: without
+LOCK_TIMEOUT, so a migration waits its turn at the advisory lock for as long as the one before it takes, as
+common/schema_upgrade.py intends (it bounds its own table locks with SET LOCAL lock_timeout), and a prune
+waits for the tables it deletes from rather than failing its round."""
+
+SESSION_SETTINGS = f"{MIGRATION_SESSION_SETTINGS}; {LOCK_TIMEOUT}"
+"""Every other pooled session's: a process frozen or cut off mid-transaction (a host paused, a partition)
 held its row locks until the server's TCP keepalive noticed, about two hours — a sighting worker's
 cameras then had no sightings and no alerts, with no error, as the others skip locked cameras; the
-server now ends such a session within two minutes."""
+server now ends such a session within two minutes. A lock waited for past LOCK_TIMEOUT fails the statement."""
+
+STATUS_SESSION_SETTINGS = (
+    f"{SESSION_SETTINGS}; SET statement_timeout = '{round(defaults.STATUS_STATEMENT_TIMEOUT_S * 1000)}ms'"
+)
+"""`alpr status`'s sessions: no statement of its frames-log part runs past STATUS_STATEMENT_TIMEOUT_S (behind
+an operator's lock on the frames table it hung until killed, a review); it says so instead (alpr/status.py)."""
 
 
 SIGHTING_SESSION_SETTINGS = (
     f"SET idle_in_transaction_session_timeout = '{round(defaults.SIGHTING_IDLE_IN_TRANSACTION_S * 1000)}ms';"
-    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; SET tcp_keepalives_idle = 60;"
-    " SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
+    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; {KEEPALIVES}; {LOCK_TIMEOUT}"
 )
 """The sighting pool's sessions: a camera's transaction holds its cursor row (FOR UPDATE), which every other
 sighting worker skips, so a worker frozen inside one (SIGSTOP, a paused VM) held that camera's sightings and
@@ -41,7 +60,22 @@ alerts back for SESSION_SETTINGS' two minutes (a listed car alerted on 117 s lat
 now ended after SIGHTING_IDLE_IN_TRANSACTION_S, and after SIGHTING_TCP_USER_TIMEOUT_S where what Postgres
 sent it goes unacknowledged (a host gone, a statement's rows unread). A round's own Python work between two
 statements is kept under it (`SightingStage.keep_alive`), and its reads outside a camera's transaction are
-made in autocommit (`autocommitting`): no transaction stays open while Python builds the watch-lists."""
+made in autocommit (`autocommitting`): no transaction stays open while Python builds the watch-lists. Its
+lock waits are bounded as every session's (LOCK_TIMEOUT; a camera's statements by their statement_timeout
+sooner)."""
+
+
+APPLICATION_NAME_MAX = 63
+"""Postgres keeps an application_name to this many bytes (NAMEDATALEN - 1)."""
+
+
+def application_name(role: str) -> str:
+    """What a pool's sessions call themselves in pg_stat_activity: `alpr-<role>@<host>` (the host name's first
+    label), so that a DBA at max_connections can tell which role on which host holds the slots (every
+    session's was empty, a review). Neither the URL nor a credential goes into it."""
+    host = socket.gethostname().split(".")[0]
+    name = f"alpr-{role}@{host}" if host else f"alpr-{role}"
+    return name.encode("ascii", "replace").decode()[:APPLICATION_NAME_MAX]
 
 
 @contextlib.contextmanager
@@ -82,15 +116,18 @@ def open_pool(
     wait_s: float = 10.0,
     password: str | None = None,
     session_settings: str = SESSION_SETTINGS,
+    role: str = "run",
 ) -> ConnectionPool:
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
     is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
     psycopg apart from the URL, so that neither libpq's messages nor the pool's warnings can quote it.
-    `session_settings`: each connection's (SESSION_SETTINGS; the sighting pool's, SIGHTING_SESSION_SETTINGS)."""
+    `session_settings`: each connection's (SESSION_SETTINGS; the sighting pool's, SIGHTING_SESSION_SETTINGS).
+    `role`: named in the sessions' application_name (`application_name`), unless the URL or PGAPPNAME names
+    one (libpq's fallback_application_name)."""
     if problem := url_problem(url, "postgres"):
         raise ConfigError(f"the Postgres URL is malformed: {problem}")
     bare_url, url_password = split_password(url)
-    options: dict[str, object] = {"autocommit": False}
+    options: dict[str, object] = {"autocommit": False, "fallback_application_name": application_name(role)}
     if (password := url_password or password) is not None:
         options["password"] = password
     pool = ConnectionPool(
@@ -99,6 +136,7 @@ def open_pool(
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used
         reconnect_timeout=RECONNECT_GIVE_UP_S,
     )  # fmt: skip
+    quiet_pipeline_echo()
     pool_log, attempts = logging.getLogger("psycopg.pool"), OpeningAttempts(pool.name)
     pool_log.addFilter(attempts)
     try:
@@ -112,6 +150,28 @@ def open_pool(
     finally:
         pool_log.removeFilter(attempts)
     return pool
+
+
+class PipelineAbortedEcho(logging.Filter):
+    """Drops psycopg's `error ignored terminating <psycopg.Pipeline [INERROR]>: pipeline aborted` WARNING, and
+    that alone: an `executemany` (its statements pipelined) one of whose statements failed leaves the ones
+    queued after it unrun, and psycopg, ending the pipeline, warns that they were (PipelineAborted) while the
+    error that aborted them is raised to the caller, who handles it. An ingest node logged ten a read-only
+    incident, besides its own line (a review). Any other error on ending a pipeline is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        echo = record.msg == "error ignored terminating %r: %s" and len(args) == 2
+        return not (
+            echo and isinstance(args[0], psycopg.Pipeline) and isinstance(args[1], psycopg.errors.PipelineAborted)
+        )
+
+
+def quiet_pipeline_echo() -> None:
+    """PipelineAbortedEcho on psycopg's logger, once."""
+    psycopg_log = logging.getLogger("psycopg")
+    if not any(isinstance(each, PipelineAbortedEcho) for each in psycopg_log.filters):
+        psycopg_log.addFilter(PipelineAbortedEcho())
 
 
 class CannotConnectError(ConfigError):
@@ -162,19 +222,19 @@ class OpeningAttempts(logging.Filter):
         return False
 
 
-def open_upgraded_pool(url: str, password: str | None = None) -> ConnectionPool:
+def open_upgraded_pool(url: str, password: str | None = None, role: str = "run") -> ConnectionPool:
     """A pool on `url` with the schema upgraded on the way (the standalone run, which may be the first
-    to meet a database)."""
-    pool = open_pool(url, password=password)
+    to meet a database); its sessions' MIGRATION_SESSION_SETTINGS."""
+    pool = open_pool(url, password=password, session_settings=MIGRATION_SESSION_SETTINGS, role=role)
     upgrade(pool)
     return pool
 
 
-def open_current_pool(url: str, password: str | None = None) -> ConnectionPool:
+def open_current_pool(url: str, password: str | None = None, role: str = "run") -> ConnectionPool:
     """A pool on `url` whose schema must already be current (ConfigError naming `alpr db upgrade`
     otherwise): for commands that only read, so they neither change a schema workers still use nor
     need the rights to."""
-    pool = open_pool(url, password=password)
+    pool = open_pool(url, password=password, role=role)
     try:
         require_schema(pool)
     except BaseException:

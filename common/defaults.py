@@ -330,6 +330,15 @@ DB_OUTAGE_BACKOFF_S = (0.5, 5.0)
 DB_ATTEMPT_S = 2.0
 """Longest wait for a pooled Postgres connection in one attempt (a healthy pool answers at once)."""
 
+DB_LOCK_TIMEOUT_S = 10.0
+"""Longest a pooled session's statement waits for a lock (Postgres's `lock_timeout`) before it is cancelled
+(LockNotAvailable) and the write is tried again as through an outage, the log naming the lock: a table an
+operator locked (`LOCK TABLE frames`) held the OCR and redaction jobs silently until RQ's job timeout."""
+
+STATUS_STATEMENT_TIMEOUT_S = 5.0
+"""Longest any statement of `alpr status`'s frames-log part may run (Postgres's `statement_timeout`): behind
+a lock it hung until killed."""
+
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 

@@ -55,7 +55,7 @@ def record_export(database_url: str | None, sqlite_path: Path, password: str | N
 
 def record_postgres(database_url: str, password: str | None, export: PlateExport) -> None:
     """The record, committed in a transaction of its own before the export reads a row."""
-    pool = open_current_pool(database_url, password)
+    pool = open_current_pool(database_url, password, role="export")
     try:
         with pool.connection() as connection:
             role = connection.info.user
