@@ -71,7 +71,8 @@ def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
 
 def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
     """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
-    down, the node starts anyway and says so. A login Postgres refuses for good (a database or role that
+    down, or read-only (common/db_writes.OUTAGES: a node started during a failover exited at once), the node
+    starts anyway and says so. A login Postgres refuses for good (a database or role that
     does not exist, a wrong password: common/db.refused_for_good) and a database without the schema stop
     the node at start, as they stop the workers: a node given a mistyped database name ran and exited 0,
     its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review).
@@ -79,7 +80,7 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
     then failed its first statement."""
     from common.db import CannotConnectError
     from common.db_rights import INGEST_NODE_RIGHTS, require_rights
-    from common.db_writes import register_cameras
+    from common.db_writes import OUTAGES, outage_reason, register_cameras
     from common.schema_upgrade import require_schema
 
     try:
@@ -93,5 +94,7 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
         require_schema(pool)
         require_rights(pool, "the ingest node", INGEST_NODE_RIGHTS)
         register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
+    except OUTAGES as error:  # read-only (a failover under way), gone since, a table locked: as when down
+        log.warning("%s; cameras not registered, ingesting anyway", outage_reason(error))
     finally:
         pool.close()

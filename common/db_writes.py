@@ -1,4 +1,5 @@
-"""The chain's writes to Postgres: a write that waits out an outage (`write_through_outage`, every log's),
+"""The chain's writes to Postgres: a write that waits out an outage (`write_through_outage`, every log's;
+what counts as one, `OUTAGES`: read-only and a lock waited past lock_timeout too),
 a write Postgres refused said by its class, SQLSTATE and the schema's names, never the row's data
 (`DatabaseWriteError`), and the cameras an ingest node registers (`register_cameras`)."""
 
@@ -20,28 +21,67 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,  # connection lost or refused, a statement cancelled, a lock waited past lock_timeout
+    PoolTimeout,  # no pooled connection within DB_ATTEMPT_S
+    psycopg.errors.ReadOnlySqlTransaction,  # 25006: a primary demoted (a failover), a standby reached
+    psycopg.errors.IdleInTransactionSessionTimeout,  # 25P03: Postgres ended the session idle in its transaction
+)
+"""What a write waits out, as Postgres being away, rather than a refusal of the write itself. The two InternalErrors
+were taken for refusals: a primary made read-only for 60 s failed every OCR and redaction job in hand for good
+within milliseconds, three attempts back to back (a review: 79 + 115 jobs in RQ's failed registry)."""
+
+
+def outage_reason(error: BaseException, what: str = "write") -> str:
+    """What an outage error (OUTAGES) says, in the log's words: its kind where told apart (read-only, a lock,
+    a session ended), else "Postgres unavailable" and the error's first line (libpq's and Postgres's texts
+    name no row's data)."""
+    if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+        return "Postgres read-only: it takes no writes (a failover or demotion? default_transaction_read_only?)"
+    if isinstance(error, psycopg.errors.LockNotAvailable):
+        return (f"Postgres: the {what} waited {defaults.DB_LOCK_TIMEOUT_S:g} s for a lock held by another session"
+                " (lock_timeout; see pg_locks)")  # fmt: skip
+    if isinstance(error, psycopg.errors.IdleInTransactionSessionTimeout):
+        return "Postgres ended the session idle in its transaction (idle_in_transaction_session_timeout)"
+    line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"Postgres unavailable ({line})"
+
+
 def write_through_outage(
     pool: ConnectionPool, write: Callable[[psycopg.Connection], T], patience_s: float, what: str = "write"
 ) -> T:
-    """Run `write` in one transaction. While Postgres is unreachable (restarting, failing over), try
-    again with backoff for up to `patience_s`, then raise: the job fails and RQ retries it. Errors
-    other than a lost connection (a constraint, bad SQL) raise at once, DatabaseWriteError saying
-    Postgres refused `what` (a read run so, a replay's dry run, said "refused the write")."""
-    deadline = time.monotonic() + patience_s
+    """Run `write` in one transaction. While Postgres is unreachable (restarting, failing over), read-only
+    (a primary demoted), or a table is locked past lock_timeout (OUTAGES), try again with backoff for up to
+    `patience_s`, then raise: the job fails and RQ retries it. Logged at WARNING once a call and kind (then
+    at DEBUG), and at INFO when the write goes through after. A read-only server's connections are dropped
+    (the pool's `drain`), so the next attempt connects afresh: to the new primary behind the same name.
+    Errors other than these (a constraint, bad SQL) raise at once, DatabaseWriteError saying Postgres
+    refused `what` (a read run so, a replay's dry run, said "refused the write")."""
+    started = time.monotonic()
+    deadline = started + patience_s
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
+    told: set[str] = set()
     while True:
         try:
             with pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, connection.transaction():
-                return write(connection)
-        except (psycopg.OperationalError, PoolTimeout) as error:
+                result = write(connection)
+        except OUTAGES as error:
+            if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+                pool.drain()  # every pooled session is on the server that became read-only
             wait = backoff.next_delay()
             if time.monotonic() + wait > deadline:
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            log.warning("Postgres unavailable (%s); retrying in %.1f s", reason, wait)
+            level = logging.DEBUG if type(error).__name__ in told else logging.WARNING
+            told.add(type(error).__name__)
+            log.log(level, "%s; the %s is tried again with backoff for up to %.0f s", outage_reason(error, what),
+                    what, max(deadline - time.monotonic(), 0))  # fmt: skip
             time.sleep(wait)
         except psycopg.Error as error:
             raise DatabaseWriteError.of(error, what) from None
+        else:
+            if told:
+                log.info("Postgres took the %s after %.1f s", what, time.monotonic() - started)
+            return result
 
 
 class DatabaseWriteError(RuntimeError):

@@ -1,6 +1,7 @@
 """The chain keeps going when its servers or workers fall over, on private servers the tests stop
-and start: a Postgres outage is waited out inside the job (and by the ingest node's ledger), the job
-of a worker killed mid-job runs again on another worker within a minute, and a Redis restart without
+and start: a Postgres outage, or a primary made read-only, is waited out inside the job (and by the
+ingest node's ledger), the job of a worker killed mid-job runs again on another worker within a minute,
+and a Redis restart without
 persistence is survived by the ingest node and every worker, which register again. Every test ends
 with every sampled frame accounted for in the frames log and no read logged twice."""
 
@@ -126,6 +127,53 @@ def test_postgres_outage_is_waited_out_and_a_killed_workers_job_runs_again(
             assert FailedJobRegistry(queue=stage_queue(connection, stage)).count == 0, stage
         assert all(processes[name].poll() is None for name in ("detect", "ocr1", "redact"))
     finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(timeout=30)
+
+
+def test_a_read_only_primary_is_waited_out_inside_the_jobs(redis_url, private_postgres, settings, tmp_path):
+    """A primary made read-only (a failover's demotion: `ALTER SYSTEM SET default_transaction_read_only`) failed
+    every OCR and redaction job in hand three times back to back within milliseconds, into RQ's failed
+    registry for good (79 + 115 jobs in 60 s, a review). Now each job waits it out as an outage, says so
+    once, and every frame and read is logged once Postgres takes writes again."""
+    pg = private_postgres
+    assert main(["db", "upgrade", "--database-url", pg.url]) == 0
+    env = fault_env(redis_url, pg.url, settings, tmp_path)
+    logs = {name: tmp_path / f"{name}.log" for name in ("detect", "ocr", "redact", "ingest")}
+    processes = {name: alpr_process(env, ["worker", name], logs[name]) for name in ("detect", "ocr", "redact")}
+    connection = redis.Redis.from_url(redis_url)
+    admin = psycopg.connect(pg.url, autocommit=True)
+    failed = lambda: sum(FailedJobRegistry(queue=stage_queue(connection, s)).count for s in STAGES)  # noqa: E731
+    read_only = lambda name: "Postgres read-only" in logs[name].read_text()  # noqa: E731
+    try:
+        wait_for(lambda: workers_ready(connection) == 3, 120, "the workers to start")
+        admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        admin.execute("SELECT pg_reload_conf()")
+        cameras = one_camera(tmp_path, realtime=False)
+        processes["ingest"] = alpr_process(env, ["ingest", "--cameras", str(cameras)], logs["ingest"])
+        wait_for(lambda: read_only("ocr") and read_only("redact") or failed() > 0, 120, "the jobs to meet it")
+        time.sleep(5)  # the jobs in hand wait on
+        assert failed() == 0
+        admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        admin.execute("SELECT pg_reload_conf()")
+        processes["ingest"].wait(timeout=120)  # the file has ended: the node closes its ledger and exits
+        reads_pending = "SELECT count(*) FROM frames WHERE outcome = 'pending' OR read_outcome = 'pending'"
+        wait_for(lambda: count(pg.url, reads_pending) == 0, 120, "every frame and its reads recorded")
+        outcomes = assert_all_accounted(pg.url, sampled_by_ingest(logs["ingest"]))
+        assert outcomes == {"done": FRAMES} and failed() == 0
+        with psycopg.connect(pg.url) as db:
+            reads = db.execute("SELECT plate_text FROM plate_reads WHERE format_match").fetchall()
+        assert {text for (text,) in reads} >= set(PLATES)
+        for name in ("ocr", "redact"):
+            text = logs[name].read_text()
+            assert "Traceback" not in text and "ERROR" not in text, text[-3000:]
+            assert text.count("Postgres read-only") == 1  # once a job, at WARNING (the rest at DEBUG)
+    finally:
+        admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        admin.execute("SELECT pg_reload_conf()")
+        admin.close()
         for process in processes.values():
             process.terminate()
         for process in processes.values():
