@@ -31,6 +31,7 @@ from common import defaults
 from common.backoff import Backoff
 from common.config import Settings
 from common.credentials import mask_url
+from common.db_writes import outage_reason
 from common.metrics import Metrics
 from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, leave, queue_keys
 from common.role_settings import role_settings
@@ -212,15 +213,23 @@ def _rounds(
     from psycopg_pool import PoolTimeout
 
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
+    away: str | None = None  # the outage told, once (a read-only primary: a WARNING a camera a round before)
     while not stop.is_set():
         round_began[0] = time.monotonic()
         try:
             stage.poll()
             backoff.reset()
-        except (psycopg.OperationalError, PoolTimeout) as error:
+            if away is not None:
+                log.info("Postgres answers again: sighting rounds go on")
+                away = None
+        except (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction) as error:
             round_began[0] = None
+            if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+                stage.pool.drain()  # each retry connects afresh: to the new primary behind the same name
             delay = backoff.next_delay()
-            log.warning("Postgres unavailable (%s); retrying in %.1f s", mask_url(str(error).strip()[:200]), delay)
+            reason = mask_url(outage_reason(error, "round")[:200])
+            log.log(logging.DEBUG if away == reason else logging.WARNING, "%s; retrying in %.1f s", reason, delay)
+            away = reason
             stop.wait(delay)
             continue
         except psycopg.errors.IdleInTransactionSessionTimeout as error:

@@ -247,8 +247,9 @@ class SightingStage:
                             camera_id, cause)  # fmt: skip
                 outcome = "camera_failed"
                 continue
-            except (psycopg.OperationalError, PoolTimeout, WatchListUnavailableError):
-                raise  # Postgres is down (the loop waits it out), or no list: every camera would fail alike
+            except (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction,
+                    WatchListUnavailableError):  # fmt: skip
+                raise  # Postgres down or read-only (the loop waits it out), or no list: every camera would fail alike
             except Exception as error:  # one camera's fault (a bad row, a bug) stops neither the others nor the pool
                 # the error's text may quote a row (plate text): the type here, the whole only at DEBUG
                 log.warning("camera %s: grouping failed (%s), tried again next round", camera_id, type(error).__name__)

@@ -1552,3 +1552,60 @@ def test_a_worker_whose_clock_check_found_no_postgres_at_start_still_counts_late
     stage.poll()
     assert rounds(stage)["camera_failed"] == 0
     assert stage.metrics.registry.get_sample_value("alpr_sighting_late_reads_total", {"camera": "gate"}) == 5
+
+
+def test_a_read_only_primary_is_one_warning_and_waited_out_not_a_warning_a_camera_a_round(
+    private_postgres, redis_url, monkeypatch, caplog
+):
+    """A primary demoted (a failover) refused every camera's cursor lock: the pool logged a WARNING a
+    camera a round, 272 in 60 s for one camera (a review), and kept its sessions to the old server. It
+    waits the outage out as Postgres being away, says so once, and connects afresh."""
+    import threading
+
+    import psycopg
+
+    from alpr.worker_command import sighting_rounds
+    from tests.helpers import wait_for
+
+    url = private_postgres.url
+    assert main(["db", "upgrade", "--database-url", url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    monkeypatch.delenv("ALPR_ALERT_RECEIVERS", raising=False)
+    pool = open_pool(url)
+    settings = Settings.load()
+    connection = connect_redis(redis_url)
+    stage = build_sighting_stage(settings, connection, Metrics())
+    stop = threading.Event()
+    rounds = threading.Thread(
+        target=sighting_rounds, args=(stage, settings, stop, False, connection, "w1"), daemon=True
+    )
+
+    def read_only(on: bool) -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}")
+            admin.execute("SELECT pg_reload_conf()")
+
+    caplog.set_level("INFO")
+    rounds.start()
+    try:
+        time.sleep(1.0)
+        now_s = time.time()  # reads to group once settled (2 s): by then Postgres takes no writes
+        log_frames(pool, [(frame(i, now_s - 0.5 + 0.1 * i, camera), [plate("KPX4721", 100)]) for i in range(2)
+                          for camera in ("gate", "yard", "dock")])  # fmt: skip
+        read_only(True)
+        stage.pool.drain()  # the sessions already open keep the setting they began with
+        caplog.clear()
+        time.sleep(6.0)
+        spell = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        read_only(False)
+        log_frames(pool, [(frame(5, time.time(), "gate"), [plate("KPX4721", 100)])])
+        wait_for(lambda: any("answers again" in r.getMessage() for r in caplog.records), 20, "the rounds going on")
+    finally:
+        stop.set()
+        rounds.join(40)
+        stage.pool.close()
+        pool.close()
+        read_only(False)
+    assert not rounds.is_alive()
+    assert len(spell) == 1 and "Postgres read-only" in spell[0].getMessage(), [r.getMessage() for r in spell]
