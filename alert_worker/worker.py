@@ -12,10 +12,15 @@ that answered slowly inside its timeout, or hung to it, delayed every other rece
 much per alert (a review: a healthy receiver got a burst of 6 alerts 4.7 to 24.8 s late behind one
 answering in 4 s). A receiver whose attempt failed also rests (its back-off, doubling while it keeps
 failing, or its Retry-After): meanwhile its alerts are put back, not sent, so one that hangs costs its
-lane one timeout per rest, not one per alert. Between jobs the pool queues the deliveries that are due:
-retries after their back-off, and deliveries whose job was lost (a worker killed mid-delivery: its lease
-runs out, and the alert is sent again, with the same idempotency key). A stopping worker (`finish`)
-hands back the jobs still waiting, to be queued again at once, and lets the attempts in flight end."""
+lane one timeout per rest, not one per alert. Its backlog is put back in one write, not job by job
+(`hold`): one probe is due when the rest ends, the others are held in the alerts log until a probe
+succeeds, then come due oldest first at a bounded rate (`release`): a receiver down for hours with
+thousands of alerts pending no longer fills the queue ahead of the others'. Between jobs the pool queues
+the deliveries that are due: retries after their back-off, and deliveries whose job was lost (a worker
+killed mid-delivery: its lease runs out, and the alert is sent again, with the same idempotency key); a
+share of each receiver a round, none of a resting one, and never a job whose id the queue still holds.
+A stopping worker (`finish`) hands back the jobs still waiting, to be queued again at once, and lets the
+attempts in flight end."""
 
 from __future__ import annotations
 
@@ -30,10 +35,10 @@ from rq import Queue
 from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
 from alert_worker.lanes import Lane
 from common import defaults
-from common.alert_log import AlertLog, Delivery, UnreadableDelivery
+from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
-from common.jobs import AlertJob, alert_job, parse_job
+from common.jobs import AlertJob, alert_job, job_id, parse_job
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.worker import StageResult
@@ -99,6 +104,11 @@ class AlertStage:
         self.rested_until: dict[str, float] = {}
         """Per failing receiver, the monotonic time before which this worker sends it nothing: a receiver
         that hangs cost its lane a whole timeout per alert. Each receiver's entries are its lane's alone."""
+        self.probed_at: dict[str, float] = {}
+        """Per failing receiver, when this worker's round last queued its probe (monotonic): no other is
+        queued while that one may still be in flight (its lease), unless it failed (the entry is dropped)."""
+        self.released_at: dict[str, float] = {}
+        """Per receiver, when this worker last made its held deliveries due again (monotonic)."""
         self.stopping = threading.Event()
         """Set by `alpr worker alert` at a stop signal: the lanes begin no further attempt."""
         self.lanes = {name: self.lane(name) for name in receivers}
@@ -155,17 +165,23 @@ class AlertStage:
         except DeliveryRetryable as error:
             self.retry(delivery, error)
             backoff = self.failing.setdefault(job.receiver, Backoff(*defaults.ALERT_BACKOFF_S))
-            self.rested_until[job.receiver] = time.monotonic() + max(backoff.next_delay(), error.retry_after_s or 0.0)
+            rest_s = max(backoff.next_delay(), error.retry_after_s or 0.0)
+            self.rested_until[job.receiver] = time.monotonic() + rest_s
+            self.probed_at.pop(job.receiver, None)
+            self.hold(job.receiver, rest_s)
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
             log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, delivery.receiver, exc_info=True)
             self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
         else:
-            self.failing.pop(job.receiver, None)
+            was_failing = self.failing.pop(job.receiver, None) is not None
             self.rested_until.pop(job.receiver, None)
+            self.probed_at.pop(job.receiver, None)
             self.alert_log.delivered(delivery)
             self.count(delivery, "sent")
             self.observe_latency(delivery.alert)
+            if was_failing or delivery.attempt > 1:  # back: what it held is due again (a retry of another
+                self.release(job.receiver, checked=not was_failing)  # worker's probe tells this one too)
 
     def observe_latency(self, alert: Alert) -> None:
         """Capture to delivery, in alpr_alert_latency_seconds for a live alert; a late one's (its reads logged
@@ -208,7 +224,7 @@ class AlertStage:
         was down waited up to a minute more once it was back (a review). Its claim still counts among its
         attempts: each claim's number is its token, and one given back is claimed again by the next
         holder, whom a retried write of this one (Postgres lost at its commit) then matched."""
-        reason = "not tried: the receiver failed its last attempt"
+        reason = HELD
         if delivery.age_s + resting_s > self.give_up_s:
             gave_up = f"gave up after {delivery.attempt} attempts: "
             self.give_up(delivery, "failed", gave_up + reason)
@@ -216,6 +232,47 @@ class AlertStage:
         log.debug("alert %s to %s: %s; next in %.0f s", delivery.alert.alert_id, delivery.receiver, reason, resting_s)
         self.alert_log.retry_after(delivery, resting_s, reason)
         self.count(delivery, "rested")
+
+    def hold(self, receiver: str, rest_s: float) -> None:
+        """The receiver's attempt failed and it rests `rest_s`: its backlog is put off in one write (`AlertLog.
+        hold`), not queued and claimed one delivery at a time. Each pending delivery went round the queue
+        once a rest (a job, a claim, `rested`), and once the queue held more than ALERT_REQUEUE_AFTER_S of
+        them, every other receiver's alerts waited behind them (a soak review: 6,150 pending to a receiver
+        down, a working one got nothing for 3 minutes). Now one probe is due when the rest ends; the others
+        wait in the alerts log until a probe succeeds (`release`), ALERT_HOLD_S at most. A failure here is
+        logged: the deliveries are still pending, queued as before."""
+        try:
+            failed, held = self.alert_log.hold(
+                receiver, rest_s, defaults.ALERT_HOLD_S, self.give_up_s, defaults.ALERT_REQUEUE_AFTER_S
+            )
+        except Exception as error:
+            log.warning("could not hold the alerts to %s while it rests (%s)", receiver, type(error).__name__)
+            return
+        known = receiver if receiver in self.receivers else "unknown"
+        if held:
+            log.info("%d alerts to %s held while it fails: one is tried when its rest ends", held, receiver)
+            self.metrics.alert_deliveries.labels(receiver=known, outcome="rested").inc(held)
+        if failed:
+            log.warning("%d alerts to %s failed: gave up, not tried while it failed (%s%s)", len(failed), receiver,
+                        ", ".join(failed[:5]), ", ..." if len(failed) > 5 else "")  # fmt: skip
+            self.metrics.alert_deliveries.labels(receiver=known, outcome="failed").inc(len(failed))
+
+    def release(self, receiver: str, checked: bool) -> None:
+        """The receiver answered: what it held is due again, the oldest first, ALERT_RELEASE_PER_S a second,
+        so its backlog never fills the queue ahead of the other receivers' alerts. On a retry's success
+        (`checked`: this worker did not see it fail), at most once in ALERT_HOLD_S / 10 per receiver."""
+        now = time.monotonic()
+        if checked and now - self.released_at.get(receiver, float("-inf")) < defaults.ALERT_HOLD_S / 10:
+            return
+        self.released_at[receiver] = now
+        try:
+            released = self.alert_log.release(receiver, defaults.ALERT_RELEASE_PER_S)
+        except Exception as error:  # they are due all the same, ALERT_HOLD_S after they were held
+            log.warning("could not release the alerts held for %s (%s)", receiver, type(error).__name__)
+            return
+        if released:
+            log.info("%s answers again: %d alerts held for it are due, %g a second", receiver, released,
+                     defaults.ALERT_RELEASE_PER_S)  # fmt: skip
 
     def give_up(
         self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str, recorded: str | None = None
@@ -232,8 +289,32 @@ class AlertStage:
             self.add_missing_deliveries()
         except Exception as error:  # tried again next round; the due deliveries are queued all the same
             log.warning("could not add the deliveries recent alerts lack (%s)", type(error).__name__)
-        for alert_id, receiver, attempts in self.alert_log.due(defaults.ALERT_REQUEUE_AFTER_S, limit=1000):
-            enqueue(self.queue, alert_job(alert_id, receiver, attempts + 1), self.job_timeout_s)
+        due = self.alert_log.due(
+            defaults.ALERT_REQUEUE_AFTER_S, 1000, defaults.ALERT_DUE_PER_RECEIVER, self.capped(time.monotonic())
+        )
+        if not due:
+            return
+        # a job still queued is not queued again: `enqueue` replaced its record and pushed its id once more,
+        # and a queue holding more than ALERT_REQUEUE_AFTER_S of work held ids up to 6 times (a soak review)
+        waiting = {entry.decode() if isinstance(entry, bytes) else str(entry)
+                   for entry in self.queue.connection.lrange(self.queue.key, 0, -1)}  # fmt: skip
+        for alert_id, receiver, attempts in due:
+            job = alert_job(alert_id, receiver, attempts + 1)
+            if job_id(job.stage, job.batch_id) not in waiting:
+                enqueue(self.queue, job, self.job_timeout_s)
+            if receiver in self.failing:
+                self.probed_at[receiver] = time.monotonic()
+
+    def capped(self, now: float) -> dict[str, int]:
+        """How many due deliveries this round may queue of each receiver that failed its last attempt here:
+        none while it rests or its probe may still be in flight (the probe's lease), else one, its probe."""
+        caps = {}
+        for receiver in list(self.failing):
+            lease_s = self.receivers[receiver].timeout_s + defaults.ALERT_LEASE_MARGIN_S
+            resting = self.rested_until.get(receiver, 0.0) > now
+            probing = self.probed_at.get(receiver, -lease_s) + lease_s > now
+            caps[receiver] = 0 if resting or probing else 1
+        return caps
 
     def add_missing_deliveries(self) -> None:
         """A sighting worker raises an alert with a delivery to each receiver of its own file: one still on

@@ -12,7 +12,7 @@ alert was raised by a sighting worker on an older receivers file)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -61,19 +61,91 @@ MINE = " AND status = 'sending' AND attempts = %s"
 """An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
 ran out mid-send (another has claimed it since) changes nothing."""
 
-DUE = """
-UPDATE alert_deliveries SET queued_at = now()
-WHERE (alert_id, receiver) IN (
-    SELECT alert_id, receiver FROM alert_deliveries
-    WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
-        AND ((status = 'sending' AND (queued_at IS NULL OR queued_at < next_attempt_at))
-            OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %s))
-    ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED
-)
-RETURNING alert_id, receiver, attempts
+DUE_ROWS = """
+status IN ('pending', 'sending') AND next_attempt_at <= now()
+    AND ((status = 'sending' AND (queued_at IS NULL OR queued_at < next_attempt_at))
+        OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %(requeue_after_s)s))
 """
 """Deliveries due and not queued lately (a retry after its back-off; a job never queued), or being
-sent by a worker whose lease ran out (it died mid-delivery): marked queued now."""
+sent by a worker whose lease ran out (it died mid-delivery)."""
+
+DUE = f"""
+WITH ranked AS (
+    SELECT alert_id, receiver,
+        row_number() OVER (PARTITION BY receiver ORDER BY next_attempt_at, retry_from, alert_id) AS n
+    FROM alert_deliveries WHERE {DUE_ROWS}
+), queued AS (
+    UPDATE alert_deliveries SET queued_at = now()
+    WHERE (alert_id, receiver) IN (
+        SELECT d.alert_id, d.receiver FROM alert_deliveries d JOIN ranked r USING (alert_id, receiver)
+            LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS c(receiver, cap) ON c.receiver = d.receiver
+        WHERE r.n <= coalesce(c.cap, %(per_receiver)s) AND {DUE_ROWS}
+        ORDER BY d.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED
+    )
+    RETURNING alert_id, receiver, attempts, next_attempt_at, retry_from
+)
+SELECT alert_id, receiver, attempts FROM queued ORDER BY next_attempt_at, retry_from, alert_id
+"""
+"""The deliveries due (DUE_ROWS), the earliest first, at most `per_receiver` of each receiver (or its cap
+in `capped`: 0 for one resting, 1, its probe, for one that failed last), `limit` in all: marked queued now,
+and returned in the order they came due (a receiver's held backlog, released oldest first, is sent so).
+One receiver's backlog (a day of alerts to one that was down) is queued a share a round, never all at once
+ahead of the other receivers' alerts."""
+
+HELD = "not tried: the receiver failed its last attempt"
+"""A delivery's last error while its receiver rests or is held (`hold`): the mark `release` looks for."""
+
+RELEASED = "not tried: held while the receiver failed; released once it answered"
+"""A held delivery's last error once `release` has made it due again."""
+
+CANDIDATES = """
+SELECT alert_id, retry_from FROM alert_deliveries
+WHERE receiver = %(receiver)s AND status = 'pending'
+    AND (queued_at IS NULL OR queued_at < now() - make_interval(secs => %(requeue_after_s)s))
+"""
+"""A receiver's pending deliveries whose job is not queued lately (one that is is left to its job)."""
+
+GIVE_UP_HELD = f"""
+UPDATE alert_deliveries SET status = 'failed', next_attempt_at = now(),
+    last_error = 'gave up after ' || attempts || ' attempts: ' || %(reason)s
+WHERE (alert_id, receiver) IN (
+    SELECT alert_id, %(receiver)s::text FROM ({CANDIDATES}
+        AND now() - retry_from + make_interval(secs => %(rest_s)s) > make_interval(secs => %(give_up_s)s)
+        FOR UPDATE SKIP LOCKED) c
+)
+RETURNING alert_id
+"""
+"""A resting receiver's deliveries whose retries would outlast ALPR_ALERT_GIVE_UP_S by the rest's end:
+failed, as `rest` gives up one."""
+
+HOLD = f"""
+UPDATE alert_deliveries d SET queued_at = NULL,
+    next_attempt_at = CASE WHEN h.n = 1 THEN greatest(d.next_attempt_at, now() + make_interval(secs => %(rest_s)s))
+        ELSE least(now() + make_interval(secs => %(hold_s)s), d.retry_from + make_interval(secs => %(give_up_s)s)) END,
+    last_error = CASE WHEN h.n = 1 THEN d.last_error ELSE %(reason)s END
+FROM (
+    SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM ({CANDIDATES}
+        AND next_attempt_at < now() + make_interval(secs => %(hold_s)s / 2) FOR UPDATE SKIP LOCKED) c
+) h
+WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
+RETURNING h.n
+"""
+"""A resting receiver's deliveries not queued: the oldest is its probe, due when the rest ends; the others
+are held, due ALERT_HOLD_S from now (or when they are to be given up), pushed again by each failed probe
+(those due within half of it) and made due by a probe that succeeds (`release`)."""
+
+RELEASE = """
+UPDATE alert_deliveries d SET queued_at = NULL, last_error = %(released)s,
+    next_attempt_at = now() + make_interval(secs => (h.n - 1) / %(per_s)s)
+FROM (
+    SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM (
+        SELECT alert_id, retry_from FROM alert_deliveries
+        WHERE receiver = %(receiver)s AND status = 'pending' AND last_error = %(held)s FOR UPDATE SKIP LOCKED
+    ) c
+) h
+WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
+"""
+"""A receiver's held deliveries (and those rested), due again oldest first, `per_s` a second."""
 
 
 ADD_MISSING = """
@@ -260,13 +332,50 @@ class AlertLog:
             (status, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
-    def due(self, requeue_after_s: float, limit: int) -> list[tuple[str, str, int]]:
-        """(alert id, receiver, attempts so far) of the deliveries to queue now, marked queued."""
+    def due(
+        self,
+        requeue_after_s: float,
+        limit: int,
+        per_receiver: int | None = None,
+        capped: Mapping[str, int] | None = None,
+    ) -> list[tuple[str, str, int]]:
+        """(alert id, receiver, attempts so far) of the deliveries to queue now, marked queued: `limit` in
+        all, `per_receiver` of each receiver (default `limit`), or its own cap in `capped`."""
+        caps = dict(capped or {})
+        values = {"requeue_after_s": requeue_after_s, "limit": limit, "per_receiver": per_receiver or limit,
+                  "capped": list(caps), "caps": list(caps.values())}  # fmt: skip
 
         def due(connection: psycopg.Connection) -> list[tuple[str, str, int]]:
-            return [(str(a), str(r), int(n)) for a, r, n in connection.execute(DUE, (requeue_after_s, limit))]
+            return [(str(a), str(r), int(n)) for a, r, n in connection.execute(DUE, values)]
 
         return write_through_outage(self.pool, due, 0.0)
+
+    def hold(
+        self, receiver: str, rest_s: float, hold_s: float, give_up_s: float, requeue_after_s: float
+    ) -> tuple[list[str], int]:
+        """A receiver's attempt failed and it rests `rest_s`: its pending deliveries not queued lately are
+        put off in one transaction, none of them claimed: those whose retries would outlast `give_up_s` by
+        the rest's end are failed; the oldest of the others is due when the rest ends (the probe); the rest
+        are held for `hold_s` (or until they are to be given up). The ids failed and how many were held."""
+        values = {"receiver": receiver, "rest_s": rest_s, "hold_s": hold_s, "give_up_s": give_up_s,
+                  "requeue_after_s": requeue_after_s, "reason": HELD}  # fmt: skip
+
+        def hold(connection: psycopg.Connection) -> tuple[list[str], int]:
+            failed = [str(a) for (a,) in connection.execute(GIVE_UP_HELD, values)]
+            held = sum(1 for (n,) in connection.execute(HOLD, values) if n > 1)
+            return failed, held
+
+        return write_through_outage(self.pool, hold, self.patience_s)
+
+    def release(self, receiver: str, per_s: float) -> int:
+        """A receiver answered again: its held deliveries due again, the oldest first, `per_s` a second
+        (a backlog is not queued all at once); how many."""
+        values = {"receiver": receiver, "per_s": per_s, "held": HELD, "released": RELEASED}
+
+        def release(connection: psycopg.Connection) -> int:
+            return connection.execute(RELEASE, values).rowcount
+
+        return write_through_outage(self.pool, release, self.patience_s)
 
     def add_missing(self, receivers: Sequence[str], max_age_s: float) -> list[tuple[str, str]]:
         """(alert id, receiver) of the deliveries added to these `receivers` for the alerts raised less than

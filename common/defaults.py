@@ -149,11 +149,23 @@ delivery to resend. The window the pool gives such a restart the other way round
 ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 
+ALERT_HOLD_S = 600.0
+"""How long a failing receiver's pending deliveries are held while one probe is tried each rest: a failed
+probe holds them again, one that succeeds makes them due (ALERT_RELEASE_PER_S). A probe lost with its
+worker leaves them held this long at most."""
+
+ALERT_RELEASE_PER_S = 20.0
+"""How many of a receiver's held deliveries come due a second once it answers again, the oldest first."""
+
+ALERT_DUE_PER_RECEIVER = 100
+"""Most due deliveries of one receiver the pool's round queues (of 1,000 in all): one receiver's backlog
+(a day's alerts to a receiver that was down) is not queued at once ahead of every other receiver's alerts."""
+
 ALERT_LANE_BACKLOG = 1000
 """Most alert jobs waiting for one receiver's lane in one worker (alert_worker/lanes.py), as many as one
 round of the pool's `due` queues: a job past it stays pending and is queued again ALERT_REQUEUE_AFTER_S
 later. Fewer would idle a fast receiver's lane for that long after a burst (a receiver back from an
-outage gets up to 1,000 retries a round)."""
+outage gets its held alerts ALERT_RELEASE_PER_S a second, up to ALERT_DUE_PER_RECEIVER a round)."""
 
 SAMPLE_FPS = 5.0
 """Frames per second sampled from each source."""

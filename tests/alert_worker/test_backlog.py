@@ -1,0 +1,197 @@
+"""A receiver that stays down with a backlog of pending deliveries, through `alpr worker alert` on the real
+Postgres, a private Redis, a real closed port and a real HTTP receiver: the backlog must not cycle through
+the alert queue, fill it, or delay the alerts of a receiver that works (a soak review)."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import threading
+import time
+
+from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alpr.cli import main
+from common import defaults
+from common.alert_log import AlertLog, insert_alerts
+from common.db import open_pool
+from common.jobs import alert_job
+from common.queues import connect_redis, enqueue, queue_keys, stage_queue
+from tests.alert_servers import Reply, WebhookServer
+from tests.alert_worker.test_worker import (
+    ALERT,
+    SECRET,
+    alert_worker,
+    receivers_file,
+    rows,
+    stopped,
+    wait_for,
+)
+from tests.helpers import free_port
+
+RESTED = "not tried: the receiver failed its last attempt"
+"""A delivery's last error while its receiver rests after a failure."""
+
+BACKLOG = 5000
+"""Pending deliveries to the dead receiver when the worker starts (a day of alerts leaves more)."""
+
+RAISING_S = 45.0
+"""How long new alerts are raised for both receivers: past ALERT_REQUEUE_AFTER_S (30 s), after which
+the pool re-queued every delivery its queue still held."""
+
+
+def backlog(postgres_url: str, count: int) -> None:
+    """`count` alerts raised 20 minutes ago (past ALERT_MISSING_RECEIVER_S: no delivery is added to the
+    other receiver), each with a pending delivery to `dead` alone, never queued (as the review's repro)."""
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection, connection.transaction():
+            insert_alerts(connection, [ALERT.model_copy(update={"alert_id": "read-f000000000000000"})], ["dead"])
+            connection.execute(
+                "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body, created_at)"
+                " SELECT 'read-e' || lpad(i::text, 15, '0'), kind, camera_id, captured_at,"
+                " jsonb_set(body, '{alert_id}', to_jsonb('read-e' || lpad(i::text, 15, '0'))), created_at"
+                " FROM alerts, generate_series(1, %s) i",
+                (count - 1,),
+            )
+            connection.execute("INSERT INTO alert_deliveries (alert_id, receiver) SELECT alert_id, 'dead' FROM alerts"
+                               " ON CONFLICT DO NOTHING")  # fmt: skip
+            connection.execute("UPDATE alerts SET created_at = now() - interval '20 minutes'")
+            connection.execute("UPDATE alert_deliveries SET queued_at = NULL")
+    finally:
+        pool.close()
+
+
+def raise_new(postgres_url: str, redis_url: str, number: int) -> str:
+    """As the sighting pool raises one: logged with a delivery to each receiver, its jobs queued, then
+    marked queued."""
+    alert = ALERT.model_copy(update={"alert_id": f"read-a{number:015d}", "captured_at_s": time.time()})
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection, connection.transaction():
+            insert_alerts(connection, [alert], ["dead", "dispatch"])
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        for receiver in ("dead", "dispatch"):
+            enqueue(queue, alert_job(alert.alert_id, receiver, 1), 60)
+        AlertLog(pool, 0.0).queued([(alert.alert_id, "dead"), (alert.alert_id, "dispatch")])
+    finally:
+        pool.close()
+    return alert.alert_id
+
+
+def test_a_dead_receivers_backlog_delays_no_other_receiver_and_queues_no_job_twice(
+    postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A soak review: every pending delivery to a receiver that stays down went round the alert queue once
+    per rest (a job, a claim, `rested`), and once the queue held more than 30 s of work the pool's round
+    queued every delivery not yet claimed again, under the same id: 6,150 pending took the queue from
+    6,000 to 43,000 entries in 6 minutes, and a working receiver got nothing for 3 minutes. Now a resting
+    receiver's backlog waits in the alerts log while one probe is tried, and a job still queued is not
+    queued again: the working receiver gets each alert within seconds, the queue stays short, no id twice."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    redis_ = connect_redis(redis_url)
+    queue_key = queue_keys(("alert",))["alert"]
+    longest, twice, stop = [0], set[str](), threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            entries = [entry.decode() for entry in redis_.lrange(queue_key, 0, -1)]
+            longest[0] = max(longest[0], len(entries))
+            twice.update(entry for entry, n in collections.Counter(entries).items() if n > 1)
+            stop.wait(0.25)
+
+    with WebhookServer(SECRET) as dispatch:
+        dead_url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+        receivers_file(tmp_path, monkeypatch, {"dead": (dead_url, 1), "dispatch": (dispatch.url, 5)})
+        backlog(postgres_url, BACKLOG)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        process = alert_worker()
+        try:
+            raised, began = [], time.monotonic()
+            while time.monotonic() - began < RAISING_S:
+                raised.append(raise_new(postgres_url, redis_url, len(raised)))
+                time.sleep(0.5)
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE receiver = 'dispatch' AND status = 'delivered'"
+            wait_for(lambda: rows(postgres_url, delivered) == [(len(raised),)], 30)
+        finally:
+            stop.set()
+            watcher.join()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+    late = rows(postgres_url, "SELECT coalesce(extract(epoch FROM d.delivered_at - a.created_at), 1e9)"
+                              " FROM alert_deliveries d JOIN alerts a USING (alert_id) WHERE d.receiver = 'dispatch'"
+                              " ORDER BY 1")  # fmt: skip
+    latencies = [float(row[0]) for row in late]
+    ((claims,),) = rows(postgres_url, "SELECT sum(attempts) FROM alert_deliveries WHERE receiver = 'dead'")
+    states = dict(rows(postgres_url, "SELECT status, count(*) FROM alert_deliveries WHERE receiver = 'dead'"
+                                     " GROUP BY status"))  # fmt: skip
+    print(f"\nbacklog {BACKLOG}: {len(raised)} alerts raised; dispatch's latency median"
+          f" {latencies[len(latencies) // 2]:.2f} s, worst {latencies[-1]:.2f} s; alert queue longest {longest[0]};"
+          f" ids queued twice {len(twice)}; claims of the dead receiver's deliveries {claims}; {states}")  # fmt: skip
+    assert states == {"pending": BACKLOG + len(raised)}  # none lost, none given up, none sent
+    assert len(latencies) == len(raised) and latencies[-1] < 5.0, "the working receiver waited"
+    assert longest[0] <= 300 and not twice
+
+
+def test_the_pools_round_does_not_queue_again_a_job_still_queued(postgres_url, redis_url, tmp_path, monkeypatch):
+    """A delivery queued more than ALERT_REQUEUE_AFTER_S ago and not yet claimed (its job waits behind a
+    long queue) was queued again under the same id: `enqueue` replaced its record and pushed the id once
+    more, so the queue held it twice (up to 6 times in the soak) and fed itself. A job lost (its id no
+    longer in the queue) is still queued again."""
+    from alert_worker.worker import AlertStage
+    from common.alerts import load_receivers
+    from common.metrics import Metrics
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    receivers_file(tmp_path, monkeypatch, {"ops": ("http://127.0.0.1:9/hook", 1)})
+    raised = [raise_new(postgres_url, redis_url, number) for number in range(2)]  # jobs for `dead`, `dispatch` too
+    rows(postgres_url, "DELETE FROM alert_deliveries WHERE receiver <> 'dead' RETURNING 1")
+    rows(postgres_url, "UPDATE alert_deliveries SET queued_at = now() - interval '31 seconds' RETURNING 1")
+    queue = stage_queue(connect_redis(redis_url), "alert")
+    lost = alert_job(raised[1], "dead", 1)
+    queue.connection.lrem(queue.key, 0, f"alert-{lost.batch_id}".replace(".", "_d"))  # a job lost with Redis
+    pool = open_pool(postgres_url)
+    try:
+        receivers = load_receivers(tmp_path / "receivers.yaml")
+        AlertStage(receivers, AlertLog(pool, 0.0), queue, Metrics(), 3600.0, 60).maintain()
+    finally:
+        pool.close()
+    entries = collections.Counter(entry.decode() for entry in queue.connection.lrange(queue.key, 0, -1))
+    dead = {entry: n for entry, n in entries.items() if entry.endswith("_ddead_d1")}
+    assert dead == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
+
+
+def test_a_receiver_back_gets_its_held_backlog_once_each_oldest_first(postgres_url, redis_url, tmp_path, monkeypatch):
+    """The backlog held while the receiver failed is sent once it answers: each alert once, the oldest
+    first, ALERT_RELEASE_PER_S a second (not all queued at once), none lost."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    count = 200
+    redis_ = connect_redis(redis_url)
+    queue_key = queue_keys(("alert",))["alert"]
+    with WebhookServer(SECRET, Reply(status=503)) as dead:
+        receivers_file(tmp_path, monkeypatch, {"dead": (dead.url, 1)})
+        backlog(postgres_url, count)
+        process = alert_worker()
+        try:
+            held = f"SELECT count(*) >= {count - 2} FROM alert_deliveries WHERE last_error = '{RESTED}'"
+            assert wait_for(lambda: rows(postgres_url, held) == [(True,)], 30), "not held"
+            tried = len(dead.received)
+            time.sleep(3)
+            assert len(dead.received) - tried <= 3  # a probe a rest, not the backlog
+            switched = len(dead.received)
+            dead.reply = Reply(status=200)
+            longest, began = 0, time.monotonic()
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'"
+            while rows(postgres_url, delivered) != [(count,)] and time.monotonic() - began < 90:
+                longest = max(longest, redis_.llen(queue_key))
+                time.sleep(0.2)
+        finally:
+            assert stopped(process) == 0
+    after = [r.headers[IDEMPOTENCY_HEADER] for r in dead.received[switched:]]
+    assert rows(postgres_url, delivered) == [(count,)] and len(set(after)) == len(after) >= count - 1  # each once
+    assert after[3:] == sorted(after[3:])  # past the probe and the first tried, released oldest first
+    assert longest <= 2 * defaults.ALERT_RELEASE_PER_S + 10  # released a share a second, not all at once
