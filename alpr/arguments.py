@@ -59,6 +59,9 @@ def _scales(text: str) -> tuple[float, ...]:
 MAX_STATUS_INTERVAL_S = 24 * 3600.0
 """`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
 
+MAX_STATUS_HOURS = 24.0 * 366
+"""`alpr status --hours`: at most a year (the frames log keeps ALPR_RETENTION_DAYS, 30 by default)."""
+
 MAX_REPLAY_AGE_H = 10 * 365.25 * 24
 """`alpr replay --max-age-h`: at most ten years (1e8 hours overflowed Postgres's interval: a traceback)."""
 
@@ -265,6 +268,11 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
+    status.add_argument(
+        "--hours", type=_positive_at_most(MAX_STATUS_HOURS), default=1.0,
+        help="the accounting's window: frames captured, sightings begun and alerts raised in the last H hours"
+             " (deliveries pending: all); the log's whole history is read by no statement (default 1)",
+    )  # fmt: skip
     status.add_argument(
         "--json", action="store_true",
         help="the queues, workers and each pool's settings that change results as JSON (no rates, cameras, accounting)",

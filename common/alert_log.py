@@ -257,6 +257,14 @@ def alerts_raised(
     return list(found.values())
 
 
+RECENT_DELIVERY_COUNTS = """
+SELECT status, count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending') GROUP BY status
+UNION ALL
+SELECT d.status, count(*) FROM alerts a JOIN alert_deliveries d ON d.alert_id = a.alert_id
+WHERE a.created_at >= statement_timestamp() - make_interval(secs => %s) AND d.status NOT IN ('pending', 'sending')
+GROUP BY d.status"""
+
+
 class AlertLog:
     """The alert pool's view of the outbox, through a shared pool."""
 
@@ -419,6 +427,14 @@ class AlertLog:
         """Deliveries per status."""
         with self.pool.connection() as connection:
             rows = connection.execute("SELECT status, count(*) FROM alert_deliveries GROUP BY status")
+            return {str(status): int(number) for status, number in rows}
+
+    def recent_counts(self, window_s: float) -> dict[str, int]:
+        """Deliveries per status: every one still pending or being sent (alert_deliveries_due), and those of
+        the alerts raised in the last `window_s` seconds (alerts_by_created) that ended: never every row of a
+        table kept for ever (`alpr status`)."""
+        with self.pool.connection() as connection:
+            rows = connection.execute(RECENT_DELIVERY_COUNTS, (window_s,))
             return {str(status): int(number) for status, number in rows}
 
     def _update(self, statement: str, values: tuple[object, ...]) -> None:

@@ -328,6 +328,18 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
     assert "cannot reach Redis" in err and "hunter2" not in err + out
     assert any(line.strip().startswith("cam") and "40" in line for line in out.splitlines())
 
+    # the accounting reads the last hour's frames (--hours), each camera's index range: the whole log's
+    # counts read every row, billions in a city's 30 days, past the statements' 5 s (a soak review)
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET captured_at = captured_at - interval '2 hours' WHERE frame_index % 2 = 0")
+    for hours, sampled in (([], "20"), (["--hours", "3"], "40")):
+        assert main(["status", "--interval", "0.1", "--redis-url", redis_url, "--database-url", postgres_url,
+                     *hours]) == 0  # fmt: skip
+        out = capsys.readouterr().out
+        assert f"frames log: frames captured in the last {hours[1] if hours else '1'} h" in out
+        (accounting,) = [line for line in out.splitlines() if line.strip().startswith("cam ") and "|" in line]
+        assert accounting.split()[1] == sampled, accounting
+
 
 def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, settings):
     clip = tmp_path / "ok.mp4"
