@@ -208,6 +208,7 @@ class StageWorker(SimpleWorker):
         self.suspension_seen = False
         """Whether `rq:suspended` was there at the last check: it is warned of once each time it appears."""
         self.unsigned_refused = Throttle()
+        self.duty_failures = Throttle()  # a duty failing at every maintenance (a read-only Postgres): a line a minute
         """Jobs refused as not signed with this worker's key: told at most once a minute (`report_unsigned`)."""
 
     def handle_payload(self, message: Any) -> None:
@@ -275,7 +276,9 @@ class StageWorker(SimpleWorker):
         except StopRequested:
             raise
         except Exception as error:  # a duty that fails now is tried again next time; jobs go on
-            log.warning("%s pool duty failed: %s", self.context.stage.name, error)
+            if count := self.duty_failures.note():  # once a minute at most: the alert pool's, a second, 56 lines
+                log.warning("%s pool duty failed (%d time%s since the last such line): %s", self.context.stage.name,
+                            count, "" if count == 1 else "s", error)  # fmt: skip
         self.stop_if_asked()
 
     def stop_if_asked(self) -> None:

@@ -63,3 +63,25 @@ def test_an_explained_failure_is_one_line_and_an_unforeseen_one_keeps_its_traceb
     assert [r.levelname for r in broken] == ["ERROR"] * 3
     assert all(r.getMessage().count("RuntimeError: a bug") == 1 for r in broken)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [refused, garbled, rejected, *broken]
+
+
+class DutyFailing(Failing):
+    """A detect stage whose pool duty fails every time (its database read-only, or away)."""
+
+    def maintain(self) -> None:
+        raise RuntimeError("Postgres read-only")
+
+
+def test_a_pool_duty_failing_at_every_maintenance_is_told_once_a_minute_with_its_count(redis_url, caplog):
+    """The alert pool's duties run every second: a read-only spell of a minute logged 56 lines (a review)."""
+    connection = redis.Redis.from_url(redis_url)
+    worker = StageWorker(stage_queue(connection, "detect"), WorkerContext(DutyFailing(), Metrics()))  # type: ignore[arg-type]
+    caplog.set_level(logging.INFO)
+    for _ in range(5):
+        worker.run_maintenance_tasks()
+    failed = [r.getMessage() for r in caplog.records if "pool duty failed" in r.getMessage()]
+    assert failed == ["detect pool duty failed (1 time since the last such line): Postgres read-only"], failed
+    worker.duty_failures.reported_at = -1e9  # a minute on
+    worker.run_maintenance_tasks()
+    failed = [r.getMessage() for r in caplog.records if "pool duty failed" in r.getMessage()]
+    assert failed[-1] == "detect pool duty failed (5 times since the last such line): Postgres read-only", failed
