@@ -201,6 +201,8 @@ class FrameLedger:
                     self.in_flight.clear()
                     if not self.buffer:  # every record of the spool and the adopted files written: they
                         self.spool.written()  # go, or it starts anew with the frames sampled not yet recorded
+                    else:  # more came meanwhile: started anew once past twice what is held
+                        self.spool.compact()
                 if closing:
                     return
                 if backoff.failures:
