@@ -18,6 +18,7 @@ as moving the float model's boxes by a pixel does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Sequence
@@ -53,7 +54,8 @@ CALIBRATION_IMGSZ = 960
 """The letterbox size the calibration frames are scaled to (the default ALPR_DETECTOR_IMGSZ)."""
 
 SHIPPED_RANGES = Path(__file__).with_name("int8_ranges.json")
-"""The activation ranges of the shipped recipe on the bundled weights' export, calibrated once on the demo
+"""The activation ranges of the shipped recipe on the bundled weights' export (their `weights_digest` in
+it: any other weights are calibrated on the clip), calibrated once on the demo
 clip (`alpr setup --calibrate` writes them beside the model it makes, RANGES_NAME): every `alpr setup`
 quantises with them, so every host gets the same int8 model, where each calibrated on its own decoding of
 the clip (a codec's or a float kernel's last bits may differ between CPUs), and skips the calibration's
@@ -124,22 +126,38 @@ def percentile_ranges(
     return ranges
 
 
-def read_ranges(path: Path) -> Ranges | None:
-    """The ranges in the file at `path` if they are of this recipe (None otherwise: a file of another
-    recipe, or none)."""
+def weights_digest(model_path: Path) -> str:
+    """The SHA-256 of an ONNX model's weights (its initialisers by name and bytes): the same for two exports
+    of one checkpoint, whose files differ (the exporter dates them), and another for any other weights of
+    the same layers (fine-tuned, or replaced by hand), which the shipped ranges do not fit."""
+    import onnx
+    from onnx import numpy_helper
+
+    digest = hashlib.sha256()
+    for tensor in sorted(onnx.load(str(model_path)).graph.initializer, key=lambda tensor: tensor.name):
+        digest.update(tensor.name.encode() + b"\0" + numpy_helper.to_array(tensor).tobytes())
+    return digest.hexdigest()
+
+
+def read_ranges(path: Path, weights: str | None = None) -> Ranges | None:
+    """The ranges in the file at `path` if they are of this recipe and, given `weights`, calibrated for
+    the weights of that digest (`weights_digest`); None otherwise (a file of another recipe or weights, or
+    none)."""
     try:
         data = json.loads(path.read_text())
-        if data["recipe"] != INT8_RECIPE:
+        if data["recipe"] != INT8_RECIPE or (weights is not None and data["weights_sha256"] != weights):
             return None
         return {str(name): (float(low), float(high)) for name, (low, high) in data["ranges"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def ranges_text(ranges: Ranges) -> str:
-    """The file `read_ranges` reads: each value a float32's exact decimal, so that it reads back bit for bit."""
+def ranges_text(ranges: Ranges, weights: str) -> str:
+    """The file `read_ranges` reads, for the weights of digest `weights`: each value a float32's exact
+    decimal, so that it reads back bit for bit."""
     lines = ",\n".join(f"  {json.dumps(name)}: [{low!r}, {high!r}]" for name, (low, high) in sorted(ranges.items()))
-    return f'{{"recipe": {json.dumps(INT8_RECIPE)},\n "ranges": {{\n{lines}\n}}}}\n'
+    return (f'{{"recipe": {json.dumps(INT8_RECIPE)},\n "weights_sha256": {json.dumps(weights)},\n'
+            f' "ranges": {{\n{lines}\n}}}}\n')  # fmt: skip
 
 
 def quantize_detector(
@@ -162,7 +180,7 @@ def quantize_detector(
             calibrate_method=CalibrationMethod.Percentile,
         )  # fmt: skip
         names = sorted(calibrator.tensors_to_calibrate)
-        shipped = None if calibrate else read_ranges(SHIPPED_RANGES)
+        shipped = None if calibrate else read_ranges(SHIPPED_RANGES, weights_digest(float_model))
         if shipped is not None and sorted(shipped) == names:
             ranges, source = shipped, "shipped"
         else:

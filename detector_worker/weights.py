@@ -107,7 +107,14 @@ def install_int8(
     `calibration_frames` gives) when it is missing, cut short, older than the export or of another recipe
     (detector_worker/quantize.py), or when `calibrate`; a model that is current is left as it is. The
     ranges it was made with are written beside it (quantize.RANGES_NAME)."""
-    from detector_worker.quantize import INT8_RECIPE, RANGES_NAME, quantize_detector, ranges_text, recipe_of
+    from detector_worker.quantize import (
+        INT8_RECIPE,
+        RANGES_NAME,
+        quantize_detector,
+        ranges_text,
+        recipe_of,
+        weights_digest,
+    )
 
     onnx_path, int8_path = model_dir / ONNX_WEIGHTS_NAME, model_dir / INT8_WEIGHTS_NAME
     if (
@@ -118,7 +125,7 @@ def install_int8(
         or not is_loadable_onnx(int8_path)
     ):
         ranges = quantize_detector(onnx_path, int8_path, calibration_frames, calibrate)
-        write_whole(model_dir / RANGES_NAME, ranges_text(ranges).encode(), 0o644)
+        write_whole(model_dir / RANGES_NAME, ranges_text(ranges, weights_digest(onnx_path)).encode(), 0o644)
     return int8_path
 
 

@@ -4,6 +4,7 @@ is chosen by the backend setting, on the CPU only."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from detector_worker.quantize import (
     ranges_text,
     read_ranges,
     recipe_of,
+    weights_digest,
 )
 from detector_worker.weights import (
     INT8_WEIGHTS_NAME,
@@ -186,10 +188,28 @@ def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, t
     assert recipe_of(made_from_shipped, RANGES_KEY) == "shipped"
     if ranges == shipped:
         assert onnx.load(str(made_from_shipped)).graph.SerializeToString() == calibrated_graph
-    partial = tmp_path / "partial.json"
-    partial.write_text(ranges_text(dict(list(shipped.items())[1:])))  # a tensor left out
+    partial = tmp_path / "partial.json"  # a tensor left out
+    partial.write_text(ranges_text(dict(list(shipped.items())[1:]), weights_digest(models / ONNX_WEIGHTS_NAME)))
     monkeypatch.setattr("detector_worker.quantize.SHIPPED_RANGES", partial)
     made: list[int] = []
     (models / ONNX_WEIGHTS_NAME).touch()
     install_int8(models, lambda: made.append(1) or calibration_frames()[5:7])  # type: ignore[func-returns-value]
     assert made == [1] and recipe_of(made_from_shipped, RANGES_KEY) == "calibrated"
+
+
+def test_other_weights_of_the_same_layers_are_calibrated_not_given_the_shipped_ranges(settings, tmp_path):
+    """A diff review: the shipped ranges were used for any weights whose layers are named alike (a
+    fine-tuned checkpoint, weights replaced by hand), one frame's scores then 0.73 off the float model's."""
+    import onnx
+    from onnx import numpy_helper
+
+    models = copied_export(settings, tmp_path)
+    export = models / ONNX_WEIGHTS_NAME
+    assert weights_digest(export) == json.loads(SHIPPED_RANGES.read_text())["weights_sha256"]  # the bundled ones
+    model = onnx.load(str(export))
+    first = next(tensor for tensor in model.graph.initializer if tensor.name.startswith("model.0."))
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 3, first.name))  # other weights
+    onnx.save(model, str(export))
+    made: list[int] = []
+    int8_path = install_int8(models, lambda: made.append(1) or calibration_frames()[5:7])  # type: ignore[func-returns-value]
+    assert made == [1] and recipe_of(int8_path, RANGES_KEY) == "calibrated"
