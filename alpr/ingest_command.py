@@ -1,9 +1,11 @@
-"""`alpr ingest`: check the cameras file and every enabled source, connect, register the cameras,
-then run an ingest node until its files end, `--max-seconds`, or a signal."""
+"""`alpr ingest`: check the cameras file and every enabled source, connect, then run an ingest node until
+its files end, `--max-seconds`, or a signal; each camera's row in the cameras table is written once the
+node has claimed it (ingest/claims.py)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import threading
@@ -14,6 +16,7 @@ from typing import Any
 from alpr.wiring import check_job_key, frame_ledger, ingest_pool, reach_frame_store, reach_redis, warn_if_redis_open
 from common import defaults
 from common.config import Settings
+from common.credentials import mask_url
 from common.errors import ConfigError
 from common.metrics import Metrics
 from common.queues import queue_keys
@@ -38,12 +41,14 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
     metrics.watch_queues(connection, queue_keys())
     ledger, clock = None, CaptureClock()  # one clock: the frames' dates, their store time, the watermarks
+    register = None
     if settings.database_url:
-        register_cameras_if_reachable(settings, cameras)
+        register_cameras_if_reachable(settings, [c for c in cameras if not c.enabled], overwrite=False)
         ledger = frame_ledger(settings, metrics, clock.now)
+        register = functools.partial(register_claimed, settings)
     else:
         log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
-    node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock)
+    node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock, register)
     metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready: a node failing at start answers none
     on_stop_signals(lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)
@@ -69,15 +74,27 @@ def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
             signal.signal(signum, handler)
 
 
-def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> None:
-    """Fill the cameras table, for joins and dashboards. Frames flow without it: while Postgres is
-    down, or read-only (common/db_writes.OUTAGES: a node started during a failover exited at once), the node
-    starts anyway and says so. A login Postgres refuses for good (a database or role that
+def register_claimed(settings: Settings, cameras: list[Any]) -> None:
+    """The cameras table's rows of cameras the node has just claimed (IngestNode.claimed, from a thread of
+    its own): a node that stands by for a camera another node samples rewrote its row at each start (a
+    review: another region, a disabled camera); Postgres away, said and passed over."""
+    try:
+        register_cameras_if_reachable(settings, cameras)
+    except Exception as error:  # noqa: BLE001 - a row for dashboards: the camera is sampled all the same
+        log.warning("cameras %s not registered in the cameras table: %s", ", ".join(c.id for c in cameras),
+                    mask_url(str(error)) or type(error).__name__)  # fmt: skip
+
+
+def register_cameras_if_reachable(settings: Settings, cameras: list[Any], overwrite: bool = True) -> None:
+    """Fill the cameras table, for joins and dashboards: at the start the rows it lacks of the disabled cameras
+    (`overwrite` False), the enabled ones as they are claimed (`register_claimed`). Frames flow without it:
+    while Postgres is down, or read-only (common/db_writes.OUTAGES: a node started during a failover exited
+    at once), the node starts anyway and says so. A login Postgres refuses for good (a database or role that
     does not exist, a wrong password: common/db.refused_for_good) and a database without the schema stop
     the node at start, as they stop the workers: a node given a mistyped database name ran and exited 0,
-    its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review).
-    So does a role that lacks a right the node needs (common/db_rights.INGEST_NODE_RIGHTS): it started,
-    then failed its first statement."""
+    its frames in the chain and their records only in its spool folder, with WARNINGs alone (a review). So
+    does a role that lacks a right the node needs (common/db_rights.INGEST_NODE_RIGHTS): it started, then
+    failed its first statement."""
     from common.db import CannotConnectError
     from common.db_rights import INGEST_NODE_RIGHTS, require_rights
     from common.db_writes import OUTAGES, outage_reason, register_cameras
@@ -93,7 +110,8 @@ def register_cameras_if_reachable(settings: Settings, cameras: list[Any]) -> Non
     try:
         require_schema(pool)
         require_rights(pool, "the ingest node", INGEST_NODE_RIGHTS)
-        register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras])
+        if cameras:
+            register_cameras(pool, [(c.id, c.region, c.enabled) for c in cameras], overwrite)
     except OUTAGES as error:  # read-only (a failover under way), gone since, a table locked: as when down
         log.warning("%s; cameras not registered, ingesting anyway", outage_reason(error))
     finally:

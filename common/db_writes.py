@@ -112,11 +112,13 @@ class DatabaseWriteError(RuntimeError):
         return (self.sqlstate or "")[:2] in ("22", "23")
 
 
-def register_cameras(pool: ConnectionPool, cameras: list[tuple[str, str, bool]]) -> None:
-    """Insert or update (camera_id, region, enabled) rows of the cameras table."""
+def register_cameras(pool: ConnectionPool, cameras: list[tuple[str, str, bool]], overwrite: bool = True) -> None:
+    """Insert or update (camera_id, region, enabled) rows of the cameras table; with `overwrite` False, insert
+    only those it lacks (a camera disabled in one node's file must not rewrite the row of a node sampling it)."""
+    conflict = "DO UPDATE SET region = excluded.region, enabled = excluded.enabled, updated_at = now()"
     with pool.connection() as connection, connection.transaction(), connection.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO cameras (camera_id, region, enabled) VALUES (%s, %s, %s) ON CONFLICT (camera_id)"
-            " DO UPDATE SET region = excluded.region, enabled = excluded.enabled, updated_at = now()",
+            "INSERT INTO cameras (camera_id, region, enabled) VALUES (%s, %s, %s) ON CONFLICT (camera_id) "
+            + (conflict if overwrite else "DO NOTHING"),
             cameras,
         )

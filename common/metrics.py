@@ -71,6 +71,23 @@ class Metrics:
             "alpr_camera_failed", "1 while a camera's source has failed for good (not retried), else 0.", ["camera"],
             registry=r,
         )  # fmt: skip
+        self.camera_claimed = Gauge(
+            "alpr_camera_claimed", "1 while this ingest node holds the camera's claim (samples it), 0 while it stands"
+            " by for it (another node holds it): a camera whose max over the nodes is 0 is sampled by none.",
+            ["camera"], registry=r,
+        )  # fmt: skip
+        self.camera_takeovers = Counter(
+            "alpr_camera_takeovers", "Cameras this ingest node took over from a node that never gave them up (it"
+            " died, froze or lost Redis).", ["camera"], registry=r,
+        )  # fmt: skip
+        self.camera_unsampled_seconds = Counter(
+            "alpr_camera_unsampled_seconds", "Seconds a camera taken over went unsampled: from its previous"
+            " holder's last frame to this node's first.", ["camera"], registry=r,
+        )  # fmt: skip
+        self.camera_settings_changed = Counter(
+            "alpr_camera_settings_changed", "Claims of a camera whose previous holder gave it other settings"
+            " (source, sample_fps, region, roi, enabled): one camera id, other settings.", ["camera"], registry=r,
+        )  # fmt: skip
         ProcessCollector(registry=r)  # process_start_time_seconds: a process restarting over and over shows
         self.jobs = Counter("alpr_jobs", "Jobs handled per stage and outcome.", ["stage", "outcome"], registry=r)
         self.frames_processed = Counter("alpr_frames_processed", "Frames through each stage.", ["stage"], registry=r)
@@ -228,6 +245,8 @@ class Metrics:
         for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
             counter.labels(camera=camera)
         self.camera_failed.labels(camera=camera).set(0)
+        for counter in (self.camera_takeovers, self.camera_unsampled_seconds, self.camera_settings_changed):
+            counter.labels(camera=camera)
         for reason in skip_reasons:
             self.frames_skipped.labels(camera=camera, reason=reason)
 

@@ -1,28 +1,36 @@
-"""Which ingest node samples a camera: each node claims its cameras in the queues' Redis for
-CAMERA_CLAIM_TTL_S (common/defaults.py) and renews the claims while it runs; a node naming a camera
-another live node holds refuses to start, and one that finds a claim of its own taken (its claims lapsed
-through a long Redis outage, and another node started meanwhile) stops. Two nodes given one camera
-(`docker compose up --scale ingest=2`, two hosts with one cameras file) sampled it twice, and their
-watermarks for it overwrote each other: the sighting pool grouped past frames one node had not recorded
-yet, and their reads were never grouped. A node releases its claims once it has stopped and closed its
+"""Which ingest node samples a camera: each node claims each of its cameras apart in the queues' Redis for
+CAMERA_CLAIM_TTL_S (common/defaults.py), samples those it wins, and at every renewal (CAMERA_CLAIM_RENEW_S)
+renews them and tries the others again: a node given a camera another live node holds stands by for it and
+takes it over within one renewal of that claim lapsing (its holder stopped, died or froze). Two nodes given
+one camera (`docker compose up --scale ingest=2`, two hosts with one cameras file) sampled it twice, and
+their watermarks for it overwrote each other; claimed all or nothing, nodes with overlapping cameras files
+left the cameras only the loser named dark for as long as the winner lived, and a standby node took over
+only by crash-looping (a review: 31-47 s without frames per camera, 90 s under Docker's restart backoff).
+
+A node that finds a camera it sampled claimed by another (its claims lapsed through a long Redis outage or
+a freeze, and another node took it) stops. A node releases its claims once it has stopped and closed its
 frames log; a node that died leaves them to lapse, unless a node started on its host finds its process
-verifiably ended (ingest/node_process.py) and takes them over: a node restarted right after a crash was
-refused for up to CAMERA_CLAIM_TTL_S, and systemd's default start limit (5 starts in 10 s) then gave the
-unit up."""
+verifiably ended (ingest/node_process.py) and takes them over at once.
+
+Beside each claim, its holder's record (HOLDER_PREFIX: the node, its settings for the camera as
+ingest/camera_fingerprint.py writes them, its last renewal, whether it gave the camera up), kept
+HOLDER_TTL_S: a node taking a camera over names its previous holder and tells settings that differ; and
+per camera the last node that wanted it (WANTED_PREFIX): `alpr status` lists cameras no node claims."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from common import defaults
 from common.credentials import mask_url
-from common.errors import ConfigError
 from common.queues import INGEST_NODES_KEY, beat_member, leave
+from ingest.camera_fingerprint import differing
 from ingest.node_process import NodeProcess
 
 log = logging.getLogger(__name__)
@@ -35,127 +43,229 @@ NODE_PREFIX = "alpr:ingest-node:"
 renewed with its claims and lapsing with them: what a node started later on its host reads to tell
 whether the holder of its cameras has ended."""
 
-CLAIM_ALL = """
-local cameras = #KEYS - 1
+HOLDER_PREFIX = "alpr:camera-holder:"
+"""Redis hash of a camera's last holder: `node`, `settings` (its fingerprint), `renewed` (its last renewal,
+epoch seconds by its clock) and `released` (1: it gave the camera up)."""
+
+WANTED_PREFIX = "alpr:camera-wanted:"
+"""Redis key per camera a node's cameras file names (enabled): `node|epoch seconds` of the last node that
+tried to claim it; kept HOLDER_TTL_S."""
+
+HOLDER_TTL_S = 86400
+"""How long a camera's holder record and wanted mark outlive their last write: a camera named in no
+cameras file for a day is forgotten by `alpr status`."""
+
+CLAIM_EACH = """
+local n = (#KEYS - 1) / 3
+local node, ttl, holder_ttl, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
 local ended = {}
-for i = 4, #ARGV do
+for i = 6 + n, #ARGV do
     ended[ARGV[i]] = true
 end
-local taken = {}
-for i = 1, cameras do
+local result, won = {}, false
+for i = 1, n do
     local owner = redis.call('GET', KEYS[i])
-    if owner and owner ~= ARGV[1] and not ended[owner] then
-        table.insert(taken, i)
-        table.insert(taken, owner)
+    local before = redis.call('HMGET', KEYS[n + i], 'node', 'settings', 'renewed', 'released')
+    redis.call('SET', KEYS[2 * n + i], node .. '|' .. now, 'EX', holder_ttl)
+    local state = 'held'
+    if not owner or owner == node or ended[owner] then
+        state = (owner == node) and 'renewed' or 'claimed'
+        redis.call('SET', KEYS[i], node, 'EX', ttl)
+        redis.call('HSET', KEYS[n + i], 'node', node, 'settings', ARGV[5 + i], 'renewed', now, 'released', '0')
+        redis.call('EXPIRE', KEYS[n + i], holder_ttl)
+        won = true
     end
+    table.insert(result, {state, owner or '', before[1] or '', before[2] or '', before[3] or '', before[4] or ''})
 end
-if #taken == 0 then
-    for i = 1, cameras do
-        redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
-    end
-    redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', ARGV[2])
+if won then
+    redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', ttl)
 end
-return taken
+return result
 """
-"""All of a node's claims at once, or none: the (1-based) index and owner of each held by another node,
-but those held by a node named from ARGV[4] on (whose process has ended: taken over). KEYS: the claims, then
-the node's process record (NODE_PREFIX), set with them; ARGV: the node's id, the claims' TTL, its process
-as JSON, the ids of nodes found ended."""
+"""Each camera's claim apart: set (or renewed) where it is free, this node's, or held by a node named from
+ARGV[6 + n] on (whose process has ended: taken over); per camera its state (claimed, renewed or held), its
+owner before, and its holder record before. KEYS: the claims, their holder records, their wanted marks, the
+node's process record (NODE_PREFIX, set with any claim); ARGV: the node's id, the claims' TTL, its process
+as JSON, HOLDER_TTL_S, now (epoch seconds), each camera's settings fingerprint, the ids of nodes ended."""
 
 RELEASE_ALL = """
-for i = 1, #KEYS - 1 do
+local n = (#KEYS - 1) / 2
+for i = 1, n do
     if redis.call('GET', KEYS[i]) == ARGV[1] then
         redis.call('DEL', KEYS[i])
+        redis.call('HSET', KEYS[n + i], 'released', '1')
     end
 end
 redis.call('DEL', KEYS[#KEYS])
 return 0
 """
-"""A node's claims deleted, those still its own only, and its process record (the last key)."""
+"""A node's claims deleted, those still its own only (their holder records marked released), and its
+process record (the last key)."""
+
+
+def text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A camera this node has just claimed, and who held it before (`previous`; empty: none known)."""
+
+    camera: str
+    previous: str = ""
+    taken_over: bool = False
+    """The previous holder never gave it up: it died, froze or lost Redis (its claim lapsed or it ended)."""
+    previous_renewed_s: float = 0.0
+    """The previous holder's last renewal (epoch seconds; 0: unknown)."""
+    settings_differ: list[str] = field(default_factory=list)
+    """The settings (ingest/camera_fingerprint.COMPARED) the previous holder gave it otherwise."""
+
+
+@dataclass
+class ClaimRound:
+    """What one round of claims found: cameras newly this node's, those other nodes hold (camera -> node),
+    and those this node sampled that another node holds now (its claims lapsed)."""
+
+    won: list[Claimed] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
 
 
 class CameraClaims:
-    """One node's claims on its cameras."""
+    """One node's claims on its cameras; `held`: those it holds (or, Redis away at its start, presumes)."""
 
     def __init__(
-        self, connection: redis.Redis, node_id: str, camera_ids: list[str], settings_entry: str | None = None
-    ) -> None:
+        self, connection: redis.Redis, node_id: str, camera_ids: list[str], settings_entry: str | None = None,
+        fingerprints: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.connection, self.node_id, self.camera_ids = connection, node_id, camera_ids
         self.settings_entry = settings_entry
         """The node's settings that change its results (common/role_settings.py), published with each claim
         (its heartbeat) in INGEST_NODES_KEY: `alpr status` tells nodes that disagree."""
-        self.keys = [CLAIM_PREFIX + camera_id for camera_id in camera_ids]
+        self.fingerprints = fingerprints or {}
+        n = len(camera_ids)
+        self.keys = [CLAIM_PREFIX + c for c in camera_ids] + [HOLDER_PREFIX + c for c in camera_ids]
+        self.keys += [WANTED_PREFIX + c for c in camera_ids]
         self.node_key = NODE_PREFIX + node_id
         process = NodeProcess.this_process()  # None: no other node can tell this one has ended
         self.process_record = process.as_json() if process else "{}"
         self.renewed_at = 0.0
+        self.held: set[str] = set()
+        self.told: dict[str, str] = {}  # camera -> the other node it was said to be held by (said once)
+        self.count = n
 
-    def _claim(self, ended: tuple[str, ...] = ()) -> list[Any]:
-        """Claim every camera, taking over those of the nodes `ended`; which are held by other nodes."""
-        self.renewed_at = time.monotonic()  # (tried again in CAMERA_CLAIM_RENEW_S when Redis fails it)
+    @property
+    def all_held(self) -> bool:
+        return len(self.held) == self.count
+
+    def _eval(self, ended: tuple[str, ...]) -> list[Any]:
+        args = [self.node_id, defaults.CAMERA_CLAIM_TTL_S, self.process_record, HOLDER_TTL_S, f"{time.time():.3f}"]
+        args += [self.fingerprints.get(c, "") for c in self.camera_ids]
         keys = [*self.keys, self.node_key]
-        taken = self.connection.eval(CLAIM_ALL, len(keys), *keys, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
-                                     self.process_record, *ended)  # fmt: skip
-        if not taken:
-            beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
-                        self.settings_entry)  # fmt: skip
-        return list(taken)  # type: ignore[arg-type]
+        return list(self.connection.eval(CLAIM_EACH, len(keys), *keys, *args, *ended))  # type: ignore[arg-type]
 
-    def _ended_holders(self, taken: list[Any]) -> dict[str, int]:
-        """Of the nodes holding `taken`, those of this host whose process has verifiably ended (a crash, a
-        kill: their claims not released), with its pid; empty unless every holder has."""
-        holders = {owner.decode(errors="replace") if isinstance(owner, bytes) else str(owner) for owner in taken[1::2]}
+    def _round(self) -> ClaimRound:
+        """One round: every camera claimed or renewed where it may be, those of holders of this host found
+        ended taken over (ingest/node_process.py); raises redis.RedisError."""
+        self.renewed_at = time.monotonic()  # (tried again in CAMERA_CLAIM_RENEW_S when Redis fails it)
+        rows = [[text(v) for v in row] for row in self._eval(())]
+        holders = {row[1] for row in rows if row[0] == "held"}
+        if ended := self._ended(holders):
+            rows = [[text(v) for v in row] for row in self._eval(tuple(ended))]
+        beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S, self.settings_entry)
+        found = ClaimRound()
+        for camera, (state, owner, before, settings, renewed, released) in zip(self.camera_ids, rows, strict=True):
+            if state == "held":
+                found.held[camera] = owner
+                if camera in self.held:
+                    found.lost[camera] = owner
+                    self.held.discard(camera)
+                continue
+            if camera in self.held:
+                continue
+            self.held.add(camera)
+            self.told.pop(camera, None)
+            if before in ("", self.node_id):
+                found.won.append(Claimed(camera))
+                continue
+            renewed_s = float(renewed) if renewed.replace(".", "", 1).isdigit() else 0.0
+            differ = differing(self.fingerprints.get(camera, ""), settings)
+            found.won.append(Claimed(camera, before, released != "1", renewed_s, differ))
+            self._tell_claimed(found.won[-1], ended.get(owner))
+        self._tell_held(found.held)
+        return found
+
+    def _ended(self, holders: set[str]) -> dict[str, int]:
+        """Of `holders`, those of this host whose process has verifiably ended (a crash, a kill: their claims
+        not released), with its pid."""
         ended = {}
         for holder in sorted(holders):
             process = NodeProcess.from_json(self.connection.get(NODE_PREFIX + holder))
-            if process is None or not process.ended():
-                return {}
-            ended[holder] = process.pid
+            if process is not None and process.ended():
+                ended[holder] = process.pid
         return ended
 
-    def _taken(self, taken: list[Any]) -> str:
-        """Which camera another node holds, in words."""
-        camera, owner = self.camera_ids[int(taken[0]) - 1], taken[1]
-        owner = owner.decode(errors="replace") if isinstance(owner, bytes) else str(owner)
-        return f"camera {camera} is sampled by ingest node {owner!r}"
+    def _tell_claimed(self, claimed: Claimed, ended_pid: int | None) -> None:
+        camera, previous = claimed.camera, claimed.previous
+        if ended_pid is not None:
+            log.warning("camera %s: taken over from ingest node %r, of this host, which ended (its process, pid"
+                        " %d, is gone) without giving it up", camera, previous, ended_pid)  # fmt: skip
+        elif claimed.taken_over:
+            log.warning("camera %s: taken over from ingest node %r, which stopped renewing its claim %.0f s ago"
+                        " without giving it up (it died, froze or lost Redis)", camera, previous,
+                        max(0.0, time.time() - claimed.previous_renewed_s))  # fmt: skip
+        else:
+            log.info("camera %s: claimed (ingest node %r, which sampled it before, gave it up)", camera, previous)
+        if claimed.settings_differ:
+            log.warning("camera %s: this node's settings for it differ from those of ingest node %r, which sampled"
+                        " it before: %s (one camera id, other settings: check the nodes' cameras files)", camera,
+                        previous, ", ".join(claimed.settings_differ))  # fmt: skip
 
-    def claim(self) -> None:
-        """Claim every camera, or raise ConfigError naming one another live node holds. With Redis away
-        (the node waits it out), claimed at the first renewal it answers."""
-        if not self.keys:
+    def _tell_held(self, held: dict[str, str]) -> None:
+        """One WARNING per change: the cameras other nodes hold, by node id, that this node stands by for."""
+        new = {camera: owner for camera, owner in held.items() if self.told.get(camera) != owner}
+        self.told = {camera: owner for camera, owner in held.items()}
+        if not new:
             return
+        whom = ", ".join(f"{camera} (ingest node {owner!r})" for camera, owner in sorted(new.items()))
+        scope = "every camera of this node is" if not self.held else "cameras"
+        log.warning("%s held by another live node: %s; this node stands by for %s and takes %s over within"
+                    " %.0f s of its holder stopping or dying", scope, whom, *(("them", "each") if len(new) > 1
+                    else ("it", "it")), defaults.CAMERA_CLAIM_TTL_S + defaults.CAMERA_CLAIM_RENEW_S)  # fmt: skip
+
+    def claim(self) -> ClaimRound | None:
+        """The first round: the cameras this node wins, and those other nodes hold (it stands by for them).
+        With Redis away (the node waits it out), None: every camera is presumed this node's until the first
+        renewal Redis answers, which finds those another node holds lost."""
+        if not self.camera_ids:
+            return ClaimRound()
         try:
-            taken = self._claim()
-            if taken and (ended := self._ended_holders(taken)):
-                taken = self._claim(tuple(ended))  # (a node started meanwhile took them first: refused as ever)
-                for holder, pid in ended.items():
-                    if not taken:
-                        log.warning("ingest node %r, of this host, ended (its process, pid %d, is gone) holding"
-                                    " cameras of this node: taken over", holder, pid)  # fmt: skip
+            return self._round()
         except redis.RedisError as error:
             log.warning("cameras not claimed yet (%s): claimed once Redis answers", mask_url(str(error)))
-            return
-        if taken:
-            raise ConfigError(
-                f"{self._taken(taken)}: one camera is sampled by one node (a node that stopped or died gives its"
-                f" cameras up within {defaults.CAMERA_CLAIM_TTL_S} s); give each node its own cameras"
-            )
+            self.held = set(self.camera_ids)
+            return None
 
-    def renew(self) -> str | None:
-        """Renew the claims when CAMERA_CLAIM_RENEW_S has passed: None while they are this node's (or Redis
-        cannot say now), else which camera another node has claimed since."""
-        if not self.keys or time.monotonic() - self.renewed_at < defaults.CAMERA_CLAIM_RENEW_S:
+    def renew(self) -> ClaimRound | None:
+        """Once CAMERA_CLAIM_RENEW_S has passed: renew the claims and try the cameras not held again; None
+        when not due or Redis cannot say now."""
+        if not self.camera_ids or time.monotonic() - self.renewed_at < defaults.CAMERA_CLAIM_RENEW_S:
             return None
         try:
-            taken = self._claim()
+            return self._round()
         except redis.RedisError:  # tried again at the next renewal; the outage is logged by the node
             return None
-        return self._taken(taken) if taken else None
 
     def release(self) -> None:
         """Give the cameras up (a node that cannot reach Redis leaves its claims to lapse)."""
-        if self.keys:
-            keys = [*self.keys, self.node_key]
+        if self.camera_ids:
+            n = len(self.camera_ids)
+            keys = [*self.keys[: 2 * n], self.node_key]
             with contextlib.suppress(redis.RedisError):
                 self.connection.eval(RELEASE_ALL, len(keys), *keys, self.node_id)
                 leave(self.connection, INGEST_NODES_KEY, self.node_id)
+
+
+def lost_words(lost: dict[str, str]) -> str:
+    """The cameras another node claimed since this node did, in words."""
+    return "; ".join(f"camera {camera} is sampled by ingest node {owner!r}" for camera, owner in sorted(lost.items()))

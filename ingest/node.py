@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from secrets import token_hex
 from typing import get_args
@@ -38,9 +39,10 @@ from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY
 from common.roi import RoiWatch
 from common.role_settings import role_settings
+from ingest.camera_fingerprint import camera_fingerprint
 from ingest.camera_run import CameraRun, footage_tag, may_resume
 from ingest.cameras import CameraConfig
-from ingest.claims import CameraClaims
+from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock, CaptureClock
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
@@ -94,8 +96,10 @@ class IngestNode:
         metrics: Metrics,
         ledger: FrameLedger | None,
         clock: CaptureClock | None = None,
+        register: Callable[[list[CameraConfig]], None] | None = None,
     ):
         self.cameras = [c for c in cameras if c.enabled]
+        self.register = register  # the cameras table's rows of the cameras this node claims (alpr/ingest_command.py)
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
@@ -112,13 +116,54 @@ class IngestNode:
         self.summary = NodeSummary()
         published = role_settings(settings, "ingest")  # with each claim; and as a metric (common/role_settings.py)
         metrics.settings_info.labels(pool="ingest", fingerprint=published.fingerprint).set(1)
-        self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras], published.entry())
+        key = settings.secret("job_key")
+        fingerprints = {c.id: camera_fingerprint(c, key) for c in self.cameras}
+        self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras], published.entry(), fingerprints)
+        self.threads: list[threading.Thread] = []  # one per camera claimed (started as it is)
+        self.gap_from: dict[str, tuple[str, float]] = {}  # cameras taken over: (previous holder, its last sign)
+        self.registering: list[threading.Thread] = []
+        for camera in self.cameras:
+            metrics.camera_claimed.labels(camera=metrics.camera(camera.id)).set(0)
         self.states: dict[str, str] = {}  # camera id -> its state for `alpr status`, as last set
         self.packer = JobPacker(
             settings, queues, frames, self.pending, node_id=self.node_id, clock=self.clock, metrics=metrics,
             ledger=ledger, claims=self.claims, summary=self.summary, states=self.states, stop=self.stop,
-            skip=self.skip,
+            skip=self.skip, on_claims=self.claimed,
         )  # fmt: skip
+
+    def claimed(self, found: ClaimRound | None) -> None:
+        """A round of claims (ingest/claims.py): each camera newly this node's registered in the cameras table,
+        counted, and sampled from now on (every camera, presumed, where Redis could not say); a camera taken
+        over has its unsampled span counted at its first frame (`gap`), and one whose previous holder gave it
+        other settings is counted too. A node refused a camera writes nothing of it."""
+        won = [c for c in self.cameras if found is None or c.id in {w.camera for w in found.won}]
+        for claim in found.won if found else []:
+            label = self.metrics.camera(claim.camera)
+            if claim.taken_over:
+                self.metrics.camera_takeovers.labels(camera=label).inc()
+                self.gap_from[claim.camera] = (claim.previous, claim.previous_renewed_s)
+            if claim.settings_differ:
+                self.metrics.camera_settings_changed.labels(camera=label).inc()
+        if won and self.register is not None:
+            registering = threading.Thread(target=self.register, args=(won,), name="register-cameras", daemon=True)
+            registering.start()
+            self.registering.append(registering)
+        for camera in won:
+            self.metrics.camera_claimed.labels(camera=self.metrics.camera(camera.id)).set(1)
+            thread = threading.Thread(target=self.camera_loop, args=(camera,), name=f"camera-{camera.id}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def gap(self, camera_id: str, first_s: float) -> None:
+        """A camera taken over has sampled its first frame here (dated `first_s`): the span since its previous
+        holder's last frame (the frames log's: `sample_camera`, else that node's last renewal) is counted and
+        said."""
+        previous, last_s = self.gap_from.pop(camera_id)
+        span_s = first_s - last_s
+        if span_s > 0 and last_s > 0:
+            self.metrics.camera_unsampled_seconds.labels(camera=self.metrics.camera(camera_id)).inc(span_s)
+            log.warning("camera %s: unsampled for %.1f s between the last frame of ingest node %r and this"
+                        " node's first", camera_id, span_s, previous)  # fmt: skip
 
     def skip(self, ref: FrameRef, reason: SkipReason) -> None:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(ref.camera_id), reason=reason).inc()
@@ -164,6 +209,8 @@ class IngestNode:
         which `alpr run` reconnects a live stream with too)."""
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
         dated_until_s = self.dated_until(camera)
+        if (taken := self.gap_from.get(camera.id)) is not None:  # its previous holder's last frame, logged
+            self.gap_from[camera.id] = (taken[0], max(taken[1], dated_until_s))
         run = CameraRun(camera, int(self.clock.now() * 1000), CameraClock(self.clock, dated_until_s),
                         last_captured_s=dated_until_s)  # fmt: skip
         source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
@@ -331,6 +378,8 @@ class IngestNode:
             captured_at_s=run.date(frame_id, frame.source_time_s, frame.lag_s), source_time_s=frame.source_time_s,
             key=frame_key(frame_id), region=camera.region, roi=camera.roi, recorded=offline,
         )  # fmt: skip
+        if camera.id in self.gap_from:  # taken over: its first frame here
+            self.gap(camera.id, ref.captured_at_s)
         run.seq += 1
         if self.ledger:
             self.ledger.sampled(ref, dated_back=source.dates_back)
@@ -366,21 +415,19 @@ class IngestNode:
             self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
-        """Ingest until every camera has ended (files without loop), `max_seconds`, or stop(); ConfigError
-        at once when another live node samples one of the cameras (ingest/claims.py)."""
-        threads = [threading.Thread(target=self.camera_loop, args=(c,), name=f"camera-{c.id}", daemon=True)
-                   for c in self.cameras]  # fmt: skip
-        self.claims.claim()
+        """Ingest until every camera has been claimed and has ended (files without loop), `max_seconds`, or
+        stop(). Cameras other live nodes hold are claimed as they give them up (ingest/claims.py): meanwhile
+        this node stands by for them."""
+        found = self.claims.claim()
         if self.ledger:
             self.ledger.start()
-        for thread in threads:
-            thread.start()
+        self.claimed(found)
         try:
-            self.packer.pack_jobs(threads, time.monotonic() + max_seconds if max_seconds else None)
+            self.packer.pack_jobs(self.threads, time.monotonic() + max_seconds if max_seconds else None)
         finally:
             self.stop.set()
             deadline = time.monotonic() + defaults.CAMERA_STOP_S  # one wait for all: a supervisor's grace is short
-            for thread in threads:
+            for thread in [*self.threads, *self.registering]:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
             self.drain_pending()
             if self.ledger:
@@ -389,6 +436,8 @@ class IngestNode:
             redis_away = self.packer.redis_gone or self.packer.redis_down
             if not redis_away:  # (else they lapse: a stop waits on no stalled Redis)
                 self.claims.release()  # its frames recorded and its watermarks gone: another node may take over
+                for camera in self.cameras:
+                    self.metrics.camera_claimed.labels(camera=self.metrics.camera(camera.id)).set(0)
         return self.summary
 
     def drain_pending(self) -> None:

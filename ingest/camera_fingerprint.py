@@ -1,0 +1,43 @@
+"""A camera's settings as an ingest node publishes them with its claim on it (ingest/claims.py): what a node
+taking the camera over compares with its previous holder's. Two nodes' cameras files may give one camera id
+other settings (another URL, rate, plate region): a node that took the camera over sampled another physical
+camera under that id, with other plate formats, and nothing said so (a review).
+
+The source is published as a digest, never as written: a URL may hold a password. The digest is keyed by
+the chain's job key where one is set (every node of a chain has it; a reader of Redis without it cannot test
+guessed URLs against the digest)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from ingest.cameras import CameraConfig
+
+COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
+"""The settings compared, in the order a difference is told."""
+
+
+def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
+    """The camera's settings (COMPARED) as compact JSON, its source as a digest (keyed by `key`)."""
+    source = camera.source.strip().encode()
+    digest = hmac.new(key.encode(), source, hashlib.sha256) if key else hashlib.sha256(source)
+    roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
+    fields = {"source": digest.hexdigest()[:24], "sample_fps": camera.sample_fps, "region": camera.region,
+              "roi": roi, "enabled": camera.enabled}  # fmt: skip
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def differing(mine: str, theirs: str) -> list[str]:
+    """The names of the settings that differ between two fingerprints (COMPARED order); none where the other
+    is empty or unreadable (a node of an earlier version publishes none)."""
+    try:
+        other: Any = json.loads(theirs) if theirs else None
+        own: Any = json.loads(mine)
+    except ValueError:
+        return []
+    if not isinstance(other, dict) or not isinstance(own, dict):
+        return []
+    return [name for name in COMPARED if own.get(name) != other.get(name)]

@@ -1,0 +1,160 @@
+"""Several `alpr ingest` processes sharing cameras (ingest/claims.py), on a private Redis and a real Postgres:
+each camera sampled by one node at a time, a standby that takes a camera over when its holder is killed
+(the span without frames counted), and settings that differ between the nodes' cameras files told. A review
+of real nodes: claimed all or nothing, the node whose file overlapped another's exited 2 and a camera only
+it named stayed dark; a standby only crash-looped its way to a takeover, nothing recorded the gap; and a
+refused node rewrote the cameras table, then after the takeover sampled another camera under the same id."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psycopg
+import pytest
+
+from alpr.cli import main
+from common import defaults
+from common.queues import connect_redis
+from ingest.claims import CLAIM_PREFIX
+from tests.distributed.test_chain import scrape
+from tests.helpers import alpr_process, free_port, wait_for, write_cameras
+
+
+@pytest.fixture()
+def node_env(redis_url: str, postgres_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env.update({"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": "takeover-job-key-0123",
+                "ALPR_LEDGER_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    return env
+
+
+def camera(tmp_path: Path, camera_id: str, shade: int = 90, **fields: object) -> dict[str, object]:
+    """A camera on a looping folder of one image: live-like, sampled at its rate for as long as it runs."""
+    folder = tmp_path / f"shots-{camera_id}-{shade}"
+    folder.mkdir(exist_ok=True)
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), shade, np.uint8))
+    return {"id": camera_id, "source": str(folder), "loop": True, "sample_fps": 5, **fields}
+
+
+class Node:
+    """One `alpr ingest` process and its metrics port."""
+
+    def __init__(self, env: dict[str, str], cameras: Path, log: Path) -> None:
+        self.port, self.log = free_port(), log
+        self.process = alpr_process(env, ["ingest", "--cameras", str(cameras)], log, self.port)
+
+    def metric(self, name: str, camera_id: str) -> float:
+        try:
+            return scrape(self.port).get(f'{name}{{camera="{camera_id}"}}', 0.0)
+        except OSError:
+            return 0.0
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture()
+def nodes() -> Iterator[list[Node]]:
+    started: list[Node] = []
+    yield started
+    for node in started:
+        node.process.kill()
+        node.process.wait(10)
+
+
+def holder(redis_url: str, camera_id: str) -> str | None:
+    value = connect_redis(redis_url).get(CLAIM_PREFIX + camera_id)
+    return value.decode() if value else None
+
+
+def test_nodes_with_overlapping_cameras_files_sample_every_camera_each_by_one_node(
+    node_env, redis_url, tmp_path, nodes
+):
+    a = write_cameras(tmp_path / "a.yaml", [camera(tmp_path, "cam-a"), camera(tmp_path, "cam-b")])
+    b = write_cameras(tmp_path / "b.yaml", [camera(tmp_path, "cam-b"), camera(tmp_path, "cam-c")])
+    nodes += [Node(node_env, a, tmp_path / "a.log"), Node(node_env, b, tmp_path / "b.log")]
+    first, second = nodes
+    ingested = "alpr_frames_ingested_total"
+    wait_for(lambda: first.metric(ingested, "cam-a") > 0 and second.metric(ingested, "cam-c") > 0, 60,
+             "both nodes sampling the cameras only each names")  # fmt: skip
+    time.sleep(3)
+    assert first.process.poll() is None and second.process.poll() is None
+    shared = [node for node in nodes if node.metric(ingested, "cam-b") > 0]
+    assert len(shared) == 1  # sampled, by one node alone
+    standby = second if shared == [first] else first
+    assert standby.metric("alpr_camera_claimed", "cam-b") == 0 and shared[0].metric("alpr_camera_claimed", "cam-b") == 1
+    assert f"cam-b (ingest node {holder(redis_url, 'cam-b')!r}); this node stands by for it" in standby.text()
+
+
+def test_a_standby_takes_over_the_cameras_of_a_node_killed_and_counts_the_span_unsampled(
+    node_env, redis_url, tmp_path, nodes
+):
+    cameras = write_cameras(tmp_path / "cameras.yaml", [camera(tmp_path, "cam-a"), camera(tmp_path, "cam-b")])
+    nodes.append(Node(node_env, cameras, tmp_path / "owner.log"))
+    owner = nodes[0]
+    wait_for(lambda: owner.metric("alpr_frames_ingested_total", "cam-a") > 0, 60, "the owner sampling")
+    owner_id = holder(redis_url, "cam-a")
+    nodes.append(Node(node_env, cameras, tmp_path / "standby.log"))
+    standby = nodes[1]
+    wait_for(lambda: "this node stands by for them" in standby.text(), 60, "the standby standing by")
+    time.sleep(2)
+    assert standby.process.poll() is None and standby.metric("alpr_frames_ingested_total", "cam-a") == 0
+    owner.process.send_signal(signal.SIGKILL)
+    owner.process.wait(10)
+    killed = time.monotonic()
+    within_s = defaults.CAMERA_CLAIM_TTL_S + defaults.CAMERA_CLAIM_RENEW_S + 3
+    wait_for(lambda: holder(redis_url, "cam-a") not in (None, owner_id) and holder(redis_url, "cam-b") not in
+             (None, owner_id), within_s, "the standby's takeover")  # fmt: skip
+    taken_s = time.monotonic() - killed
+    wait_for(lambda: standby.metric("alpr_frames_ingested_total", "cam-a") > 0, 15, "the standby sampling")
+    for camera_id in ("cam-a", "cam-b"):
+        assert f"camera {camera_id}: taken over from ingest node {owner_id!r}" in standby.text()
+        assert standby.metric("alpr_camera_takeovers_total", camera_id) == 1
+        unsampled_s = standby.metric("alpr_camera_unsampled_seconds_total", camera_id)
+        assert 0 < unsampled_s < taken_s + 5, (camera_id, unsampled_s, taken_s)
+    said = re.findall(r"camera cam-a: unsampled for ([0-9.]+) s between the last frame of ingest node", standby.text())
+    assert len(said) == 1
+
+
+def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_alone(
+    node_env, postgres_url, redis_url, tmp_path, nodes
+):
+    mine = [camera(tmp_path, "cam-a", region="us"), camera(tmp_path, "cam-b")]
+    theirs = [
+        camera(tmp_path, "cam-a", shade=30, sample_fps=2, region="eu"),
+        {**camera(tmp_path, "cam-b"), "enabled": False},
+    ]
+    nodes.append(Node(node_env, write_cameras(tmp_path / "a.yaml", mine), tmp_path / "a.log"))
+    owner = nodes[0]
+    wait_for(lambda: owner.metric("alpr_frames_ingested_total", "cam-a") > 0, 60, "the owner sampling")
+    owner_id = holder(redis_url, "cam-a")
+
+    def rows() -> list[tuple[str, str, bool]]:
+        with psycopg.connect(postgres_url) as connection:
+            return connection.execute("SELECT camera_id, region, enabled FROM cameras ORDER BY 1").fetchall()
+
+    wait_for(lambda: rows() == [("cam-a", "us", True), ("cam-b", "us", True)], 15, "the owner's rows")
+    nodes.append(Node(node_env, write_cameras(tmp_path / "b.yaml", theirs), tmp_path / "b.log"))
+    other = nodes[1]
+    wait_for(lambda: "this node stands by for it" in other.text(), 60, "the other node standing by")
+    time.sleep(2)
+    assert other.process.poll() is None
+    assert rows() == [("cam-a", "us", True), ("cam-b", "us", True)]  # a node standing by writes no row
+    owner.process.send_signal(signal.SIGTERM)  # gives its cameras up: taken at the next renewal
+    assert owner.process.wait(60) == 0
+    wait_for(lambda: other.metric("alpr_frames_ingested_total", "cam-a") > 0, defaults.CAMERA_CLAIM_RENEW_S + 10,
+             "the other node taking cam-a")  # fmt: skip
+    assert (f"camera cam-a: this node's settings for it differ from those of ingest node {owner_id!r}, which"
+            " sampled it before: source, sample_fps, region") in other.text()  # fmt: skip
+    assert other.metric("alpr_camera_settings_changed_total", "cam-a") == 1
+    wait_for(lambda: rows() == [("cam-a", "eu", True), ("cam-b", "us", True)], 15, "cam-a's row the new holder's")
+    record = connect_redis(redis_url).hgetall("alpr:camera-holder:cam-a")
+    assert record[b"settings"] and str(theirs[0]["source"]).encode() not in b" ".join(record.values())  # a digest
