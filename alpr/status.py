@@ -97,6 +97,7 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
               f"{totals[3]:>10}")  # fmt: skip
+    print_unclaimed_cameras(connection)
     print_pool_sizes(connection, offered_fps, workers)
     print_pool_settings(pool_settings(connection, worker_keys))
 
@@ -173,6 +174,41 @@ def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[
     for camera, held in zip(live, claimed, strict=True):
         if not held:
             states[camera]["state"] = NODE_GONE
+
+
+def unclaimed_cameras(connection: redis.Redis) -> list[tuple[str, str]]:
+    """The cameras a node's cameras file names (enabled) or a node has held within HOLDER_TTL_S that no live
+    node claims now (ingest/claims.py), each with its last holder in words: a camera only a node refused
+    named, or whose node died with no standby, was sampled by none and listed nowhere (a review)."""
+    from ingest.claims import CLAIM_PREFIX, HOLDER_PREFIX, WANTED_PREFIX
+
+    known = {raw(key)[len(prefix) :] for prefix in (WANTED_PREFIX, HOLDER_PREFIX)
+             for key in connection.scan_iter(match=prefix + "*", count=500)}  # fmt: skip
+    cameras = sorted(known)
+    with connection.pipeline(transaction=False) as pipeline:
+        for camera in cameras:
+            pipeline.exists(CLAIM_PREFIX.encode() + camera)
+            pipeline.hmget(HOLDER_PREFIX.encode() + camera, "node", "renewed", "released")
+        answers = pipeline.execute()
+    unclaimed = []
+    for camera, held, (node, renewed, released) in zip(cameras, answers[::2], answers[1::2], strict=True):
+        if held:
+            continue
+        if node is None:
+            last = "never claimed"
+        else:
+            how = "gave it up" if released == b"1" else "stopped renewing"
+            last = f"last held by ingest node {text(node)}, which {how} {format_age(time.time() - number(renewed))} ago"
+        unclaimed.append((text(camera), last))
+    return unclaimed
+
+
+def print_unclaimed_cameras(connection: redis.Redis) -> None:
+    """`unclaimed_cameras`, listed when there are any."""
+    if unclaimed := unclaimed_cameras(connection):
+        print("\ncameras no live ingest node claims (sampled by none):")
+        for camera, last in unclaimed:
+            print(f"  {camera:<20} {last}")
 
 
 def format_age(seconds: float) -> str:

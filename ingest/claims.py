@@ -55,6 +55,9 @@ HOLDER_TTL_S = 86400
 """How long a camera's holder record and wanted mark outlive their last write: a camera named in no
 cameras file for a day is forgotten by `alpr status`."""
 
+LAPSE_SLACK_S = 0.2
+"""How long after a claim held elsewhere should lapse a standby node tries it again."""
+
 CLAIM_EACH = """
 local n = (#KEYS - 1) / 3
 local node, ttl, holder_ttl, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
@@ -67,15 +70,18 @@ for i = 1, n do
     local owner = redis.call('GET', KEYS[i])
     local before = redis.call('HMGET', KEYS[n + i], 'node', 'settings', 'renewed', 'released')
     redis.call('SET', KEYS[2 * n + i], node .. '|' .. now, 'EX', holder_ttl)
-    local state = 'held'
+    local state, lapses = 'held', 0
     if not owner or owner == node or ended[owner] then
         state = (owner == node) and 'renewed' or 'claimed'
         redis.call('SET', KEYS[i], node, 'EX', ttl)
         redis.call('HSET', KEYS[n + i], 'node', node, 'settings', ARGV[5 + i], 'renewed', now, 'released', '0')
         redis.call('EXPIRE', KEYS[n + i], holder_ttl)
         won = true
+    else
+        lapses = redis.call('PTTL', KEYS[i])
     end
-    table.insert(result, {state, owner or '', before[1] or '', before[2] or '', before[3] or '', before[4] or ''})
+    table.insert(result, {state, owner or '', before[1] or '', before[2] or '', before[3] or '', before[4] or '',
+                          lapses})
 end
 if won then
     redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', ttl)
@@ -84,9 +90,10 @@ return result
 """
 """Each camera's claim apart: set (or renewed) where it is free, this node's, or held by a node named from
 ARGV[6 + n] on (whose process has ended: taken over); per camera its state (claimed, renewed or held), its
-owner before, and its holder record before. KEYS: the claims, their holder records, their wanted marks, the
-node's process record (NODE_PREFIX, set with any claim); ARGV: the node's id, the claims' TTL, its process
-as JSON, HOLDER_TTL_S, now (epoch seconds), each camera's settings fingerprint, the ids of nodes ended."""
+owner before, its holder record before, and for one held the milliseconds until that claim lapses. KEYS: the
+claims, their holder records, their wanted marks, the node's process record (NODE_PREFIX, set with any
+claim); ARGV: the node's id, the claims' TTL, its process as JSON, HOLDER_TTL_S, now (epoch seconds), each
+camera's settings fingerprint, the ids of nodes ended."""
 
 RELEASE_ALL = """
 local n = (#KEYS - 1) / 2
@@ -150,6 +157,7 @@ class CameraClaims:
         process = NodeProcess.this_process()  # None: no other node can tell this one has ended
         self.process_record = process.as_json() if process else "{}"
         self.renewed_at = 0.0
+        self.next_round_at = 0.0  # monotonic: the next renewal, or sooner where a claim held elsewhere lapses
         self.held: set[str] = set()
         self.told: dict[str, str] = {}  # camera -> the other node it was said to be held by (said once)
         self.count = n
@@ -168,15 +176,20 @@ class CameraClaims:
         """One round: every camera claimed or renewed where it may be, those of holders of this host found
         ended taken over (ingest/node_process.py); raises redis.RedisError."""
         self.renewed_at = time.monotonic()  # (tried again in CAMERA_CLAIM_RENEW_S when Redis fails it)
+        self.next_round_at = self.renewed_at + defaults.CAMERA_CLAIM_RENEW_S
         rows = [[text(v) for v in row] for row in self._eval(())]
         holders = {row[1] for row in rows if row[0] == "held"}
         if ended := self._ended(holders):
             rows = [[text(v) for v in row] for row in self._eval(tuple(ended))]
         beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S, self.settings_entry)
-        found = ClaimRound()
-        for camera, (state, owner, before, settings, renewed, released) in zip(self.camera_ids, rows, strict=True):
+        found, differ_held = ClaimRound(), {}
+        for camera, (state, owner, before, settings, renewed, released, lapses) in zip(self.camera_ids, rows,
+                                                                                     strict=True):  # fmt: skip
             if state == "held":
                 found.held[camera] = owner
+                differ_held[camera] = differing(self.fingerprints.get(camera, ""), settings)
+                if lapses.isdigit():  # tried again just after the holder's claim lapses, not up to a renewal later
+                    self.next_round_at = min(self.next_round_at, time.monotonic() + int(lapses) / 1000 + LAPSE_SLACK_S)
                 if camera in self.held:
                     found.lost[camera] = owner
                     self.held.discard(camera)
@@ -192,7 +205,7 @@ class CameraClaims:
             differ = differing(self.fingerprints.get(camera, ""), settings)
             found.won.append(Claimed(camera, before, released != "1", renewed_s, differ))
             self._tell_claimed(found.won[-1], ended.get(owner))
-        self._tell_held(found.held)
+        self._tell_held(found.held, differ_held)
         return found
 
     def _ended(self, holders: set[str]) -> dict[str, int]:
@@ -221,13 +234,15 @@ class CameraClaims:
                         " it before: %s (one camera id, other settings: check the nodes' cameras files)", camera,
                         previous, ", ".join(claimed.settings_differ))  # fmt: skip
 
-    def _tell_held(self, held: dict[str, str]) -> None:
-        """One WARNING per change: the cameras other nodes hold, by node id, that this node stands by for."""
+    def _tell_held(self, held: dict[str, str], differ: dict[str, list[str]]) -> None:
+        """One WARNING per change: the cameras other nodes hold, by node id, that this node stands by for, and
+        the settings the holder gives one otherwise."""
         new = {camera: owner for camera, owner in held.items() if self.told.get(camera) != owner}
         self.told = {camera: owner for camera, owner in held.items()}
         if not new:
             return
-        whom = ", ".join(f"{camera} (ingest node {owner!r})" for camera, owner in sorted(new.items()))
+        whom = ", ".join(f"{camera} (ingest node {owner!r}" + (f"; its settings differ: {', '.join(differ[camera])}"
+                         if differ.get(camera) else "") + ")" for camera, owner in sorted(new.items()))  # fmt: skip
         scope = "every camera of this node is" if not self.held else "cameras"
         log.warning("%s held by another live node: %s; this node stands by for %s and takes %s over within"
                     " %.0f s of its holder stopping or dying", scope, whom, *(("them", "each") if len(new) > 1
@@ -247,9 +262,9 @@ class CameraClaims:
             return None
 
     def renew(self) -> ClaimRound | None:
-        """Once CAMERA_CLAIM_RENEW_S has passed: renew the claims and try the cameras not held again; None
-        when not due or Redis cannot say now."""
-        if not self.camera_ids or time.monotonic() - self.renewed_at < defaults.CAMERA_CLAIM_RENEW_S:
+        """Once CAMERA_CLAIM_RENEW_S has passed, or a claim held elsewhere has just lapsed: renew the claims
+        and try the cameras not held again; None when not due or Redis cannot say now."""
+        if not self.camera_ids or time.monotonic() < self.next_round_at:
             return None
         try:
             return self._round()

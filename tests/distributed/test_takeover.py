@@ -147,6 +147,7 @@ def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_al
     wait_for(lambda: "this node stands by for it" in other.text(), 60, "the other node standing by")
     time.sleep(2)
     assert other.process.poll() is None
+    assert f"cam-a (ingest node {owner_id!r}; its settings differ: source, sample_fps, region)" in other.text()
     assert rows() == [("cam-a", "us", True), ("cam-b", "us", True)]  # a node standing by writes no row
     owner.process.send_signal(signal.SIGTERM)  # gives its cameras up: taken at the next renewal
     assert owner.process.wait(60) == 0

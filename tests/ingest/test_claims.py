@@ -222,3 +222,28 @@ def test_a_process_is_judged_ended_only_where_it_can_be_told():
     assert NodeProcess.from_json(here.as_json()) == here
     for record in (None, "{}", "not json", '{"pid": 1}', here.as_json().replace(f'"pid": {here.pid}', '"pid": -1')):
         assert NodeProcess.from_json(record) is None, record
+
+
+def test_alpr_status_lists_the_cameras_no_live_node_claims(redis_url, tmp_path, monkeypatch, capsys):
+    """A camera whose node died with none standing by, or that only a refused node named, was sampled by
+    none and `alpr status` listed it nowhere (a review: it lists cameras by their states and counts)."""
+    from ingest.claims import WANTED_PREFIX
+
+    monkeypatch.setattr("common.defaults.CAMERA_CLAIM_RENEW_S", 0.3)
+    monkeypatch.setattr("common.defaults.CAMERA_CLAIM_TTL_S", 1)
+    ingest = node(redis_url, looping_folder(tmp_path), ("gate", "yard"))
+    monkeypatch.setattr(ingest.claims, "renew", lambda: None)  # it dies, as far as its claims tell
+    runner, _ = start(ingest)
+    connection = connect_redis(redis_url)
+    wait_for(lambda: ingest.summary.ingested["gate"] > 0, 10, "the node sampling")
+    wait_for(lambda: connection.get(CLAIM_PREFIX + "gate") is None, 10, "its claims lapsing")
+    connection.set(CLAIM_PREFIX + "yard", "node-2", ex=30)  # held by another live node
+    connection.set(WANTED_PREFIX + "dock", "node-3|1700000000", ex=60)  # named by a node, never claimed
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    listed = capsys.readouterr().out.partition("cameras no live ingest node claims (sampled by none):")[2]
+    rows = {line.split()[0]: line for line in listed.splitlines() if line.startswith("  ")}
+    assert set(rows) == {"gate", "dock"}, listed
+    assert f"last held by ingest node {ingest.node_id}, which stopped renewing" in rows["gate"]
+    assert "never claimed" in rows["dock"]
+    ingest.stop.set()
+    runner.join(30)
