@@ -33,6 +33,7 @@ from common import defaults, queues
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
 from common.errors import AlprError, ConfigError
+from common.frame_log import recent_per_camera
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
@@ -229,18 +230,8 @@ def text(value: bytes | str) -> str:
     return escape_controls(value.decode(errors="replace") if isinstance(value, bytes) else value)
 
 
-RECENT_SIGHTINGS = """
-WITH RECURSIVE seen(camera_id) AS (
-    (SELECT camera_id FROM sightings ORDER BY camera_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT s.camera_id FROM sightings s WHERE s.camera_id > seen.camera_id ORDER BY s.camera_id LIMIT 1)
-    FROM seen WHERE seen.camera_id IS NOT NULL
-)
-SELECT seen.camera_id, recent.count FROM seen CROSS JOIN LATERAL (
-    SELECT count(*) FROM sightings
-    WHERE camera_id = seen.camera_id AND first_seen >= statement_timestamp() - make_interval(secs => %s)
-) recent WHERE recent.count > 0"""
-"""Sightings per camera begun within a window: each camera's range of sightings_by_camera_time."""
+RECENT_SIGHTINGS = recent_per_camera("sightings", "first_seen")
+"""Sightings per camera begun within a window (sightings_by_camera_time)."""
 
 
 def print_accounting(settings: Settings, window_s: float) -> None:
