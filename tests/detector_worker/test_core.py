@@ -16,7 +16,7 @@ from detector_worker.core import (
     select_reads,
 )
 from redactor_worker.core import redact
-from tests.helpers import clip_frames, iou, scene_samples
+from tests.helpers import clip_frames, demo_clip_plates_found, iou, scene_samples
 
 
 def test_finds_plates_in_real_photos(detector, datasets_dir):
@@ -30,15 +30,8 @@ def test_finds_plates_in_real_photos(detector, datasets_dir):
 
 
 def test_finds_the_demo_clip_plates(detector, demo_clip):
-    path, truth = demo_clip
-    wanted = {b["frame_index"]: b for b in truth["boxes"] if b["frame_index"] % 5 == 0}
-    frames = clip_frames(path, set(wanted))
-    found = detector.detect([frames[i] for i in sorted(frames)])
-    hits = sum(
-        any(iou(box, tuple(wanted[i]["box_xyxy"])) >= 0.5 for box, _ in d.boxes())
-        for i, d in zip(sorted(frames), found, strict=False)
-    )
-    assert hits >= 0.9 * len(frames), f"plates found in {hits} of {len(frames)} frames"
+    hits, frames = demo_clip_plates_found(detector, demo_clip)
+    assert hits >= 0.9 * frames, f"plates found in {hits} of {frames} frames"
 
 
 def car_park(datasets_dir: Path, count: int) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:

@@ -36,7 +36,7 @@ from detector_worker.weights import (
     install_int8,
     is_loadable_onnx,
 )
-from tests.helpers import clip_frames, iou, scene_samples
+from tests.helpers import clip_frames, demo_clip_plates_found, iou, scene_samples
 
 
 @pytest.fixture(scope="session")
@@ -83,15 +83,8 @@ def test_the_int8_detector_finds_the_plates_the_float_one_finds_in_real_photos(d
 
 
 def test_the_int8_detector_finds_the_demo_clip_plates(int8_detector, demo_clip):
-    path, truth = demo_clip
-    wanted = {b["frame_index"]: b for b in truth["boxes"] if b["frame_index"] % 5 == 0}
-    frames = clip_frames(path, set(wanted))
-    found = int8_detector.detect([frames[i] for i in sorted(frames)])
-    hits = sum(
-        any(iou(box, tuple(wanted[i]["box_xyxy"])) >= 0.5 for box, _ in d.boxes())
-        for i, d in zip(sorted(frames), found, strict=True)
-    )
-    assert hits >= 0.9 * len(frames), f"plates found in {hits} of {len(frames)} frames"
+    hits, frames = demo_clip_plates_found(int8_detector, demo_clip)
+    assert hits >= 0.9 * frames, f"plates found in {hits} of {frames} frames"
 
 
 def test_the_int8_detector_keeps_boxes_from_a_share_of_the_confidence_floor(int8_weights, demo_clip):

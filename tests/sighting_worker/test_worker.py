@@ -1052,18 +1052,16 @@ def test_the_heartbeat_ends_with_the_rounds_and_stops_while_a_round_hangs(chain,
     rounds.join(20)
 
 
-def test_a_sighting_worker_resumes_within_seconds_of_postgres_coming_back(private_postgres, redis_url, monkeypatch):
-    """A round begun while Postgres was away waited psycopg_pool's default 30 s for a connection, and was
-    not served when Postgres came back (the pool's own attempt had given up); the loop then rested up to
-    30 s more (the sources' back-off): a listed car read just after a 70 s outage was alerted on 26.8 s
-    late (a review). A round now waits DB_ATTEMPT_S at most, and the loop DB_OUTAGE_BACKOFF_S."""
+def rounds_on(url: str, redis_url: str, monkeypatch, listed: bool = False):  # type: ignore[no-untyped-def]
+    """A sighting stage as `alpr worker sight` builds it on the database at `url` (upgraded; KPX4721 listed
+    with `listed`), and its rounds' thread, not started: (stage, stop event, thread)."""
     import threading
 
     from alpr.worker_command import sighting_rounds
 
-    url = private_postgres.url
     assert main(["db", "upgrade", "--database-url", url]) == 0
-    assert main(["watchlist", "add", "KPX4721", "--reason", "stolen", "--database-url", url]) == 0
+    if listed:
+        assert main(["watchlist", "add", "KPX4721", "--reason", "stolen", "--database-url", url]) == 0
     monkeypatch.setenv("ALPR_DATABASE_URL", url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     monkeypatch.delenv("ALPR_ALERT_RECEIVERS", raising=False)
@@ -1071,9 +1069,19 @@ def test_a_sighting_worker_resumes_within_seconds_of_postgres_coming_back(privat
     connection = connect_redis(redis_url)
     stage = build_sighting_stage(settings, connection, Metrics())
     stop = threading.Event()
-    rounds = threading.Thread(
-        target=sighting_rounds, args=(stage, settings, stop, False, connection, "w1"), daemon=True
-    )
+    rounds = threading.Thread(target=sighting_rounds, args=(stage, settings, stop, False, connection, "w1"),
+                              daemon=True)  # fmt: skip
+    return stage, stop, rounds
+
+
+def test_a_sighting_worker_resumes_within_seconds_of_postgres_coming_back(private_postgres, redis_url, monkeypatch):
+    """A round begun while Postgres was away waited psycopg_pool's default 30 s for a connection, and was
+    not served when Postgres came back (the pool's own attempt had given up); the loop then rested up to
+    30 s more (the sources' back-off): a listed car read just after a 70 s outage was alerted on 26.8 s
+    late (a review). A round now waits DB_ATTEMPT_S at most, and the loop DB_OUTAGE_BACKOFF_S."""
+
+    url = private_postgres.url
+    stage, stop, rounds = rounds_on(url, redis_url, monkeypatch, listed=True)
     rounds.start()
     try:
         time.sleep(1.0)  # rounds going
@@ -1560,26 +1568,14 @@ def test_a_read_only_primary_is_one_warning_and_waited_out_not_a_warning_a_camer
     """A primary demoted (a failover) refused every camera's cursor lock: the pool logged a WARNING a
     camera a round, 272 in 60 s for one camera (a review), and kept its sessions to the old server. It
     waits the outage out as Postgres being away, says so once, and connects afresh."""
-    import threading
 
     import psycopg
 
-    from alpr.worker_command import sighting_rounds
     from tests.helpers import wait_for
 
     url = private_postgres.url
-    assert main(["db", "upgrade", "--database-url", url]) == 0
-    monkeypatch.setenv("ALPR_DATABASE_URL", url)
-    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
-    monkeypatch.delenv("ALPR_ALERT_RECEIVERS", raising=False)
+    stage, stop, rounds = rounds_on(url, redis_url, monkeypatch)
     pool = open_pool(url)
-    settings = Settings.load()
-    connection = connect_redis(redis_url)
-    stage = build_sighting_stage(settings, connection, Metrics())
-    stop = threading.Event()
-    rounds = threading.Thread(
-        target=sighting_rounds, args=(stage, settings, stop, False, connection, "w1"), daemon=True
-    )
 
     def read_only(on: bool) -> None:
         with psycopg.connect(url, autocommit=True) as admin:
