@@ -5,7 +5,10 @@ camera under that id, with other plate formats, and nothing said so (a review).
 
 The source is published as a digest, never as written: a URL may hold a password. The digest is keyed by
 the chain's job key where one is set (every node of a chain has it; a reader of Redis without it cannot test
-guessed URLs against the digest)."""
+guessed URLs against the digest). Where no key is set, the digest is of the URL with its credentials masked
+(common/credentials.mask_url): a plain digest of the whole URL let a reader of the queues' Redis test
+guessed camera passwords against it offline (a review). A password changed alone is then not told as other
+settings; host, port, path and every other setting still are."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import hmac
 import json
 from typing import Any
 
+from common.credentials import mask_url
 from ingest.cameras import CameraConfig
 
 COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
@@ -21,9 +25,13 @@ COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
 
 
 def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
-    """The camera's settings (COMPARED) as compact JSON, its source as a digest (keyed by `key`)."""
-    source = camera.source.strip().encode()
-    digest = hmac.new(key.encode(), source, hashlib.sha256) if key else hashlib.sha256(source)
+    """The camera's settings (COMPARED) as compact JSON, its source as a digest: keyed by `key`, or of the
+    URL with its credentials masked where there is none."""
+    source = camera.source.strip()
+    if key:
+        digest = hmac.new(key.encode(), source.encode(), hashlib.sha256)
+    else:
+        digest = hashlib.sha256(mask_url(source).encode())
     roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
     fields = {"source": digest.hexdigest()[:24], "sample_fps": camera.sample_fps, "region": camera.region,
               "roi": roi, "enabled": camera.enabled}  # fmt: skip
