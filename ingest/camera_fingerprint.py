@@ -29,11 +29,11 @@ def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
     URL with its credentials masked where there is none."""
     source = camera.source.strip()
     if key:
-        digest = hmac.new(key.encode(), source.encode(), hashlib.sha256)
+        digest = hmac.new(key.encode(), source.encode(), hashlib.sha256).hexdigest()
     else:
-        digest = hashlib.sha256(mask_url(source).encode())
+        digest = hashlib.sha256(mask_url(source).encode()).hexdigest()
     roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
-    fields = {"source": digest.hexdigest()[:24], "sample_fps": camera.sample_fps, "region": camera.region,
+    fields = {"source": digest[:24], "sample_fps": camera.sample_fps, "region": camera.region,
               "roi": roi, "enabled": camera.enabled}  # fmt: skip
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
