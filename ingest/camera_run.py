@@ -1,12 +1,13 @@
 """A camera's run: what an ingest node's camera thread numbers and dates its frames by (`CameraRun`:
 the run, the video file and its pass, or each image of a folder; the camera's capture clock, recorded
-footage's pass start, a resumed pass's logged dates), what a camera's footage is named by in its frame
-ids (`footage_tag`, `source_tag`), and whether a restarted node may resume it (`may_resume`). The node
-(ingest/node.py) makes one CameraRun per camera thread."""
+footage's pass start, a resumed pass's logged dates, what stops the thread), what a camera's footage is
+named by in its frame ids (`footage_tag`, `source_tag`), and whether a restarted node may resume it
+(`may_resume`). The node (ingest/node.py) makes one CameraRun per camera thread."""
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,9 @@ class CameraRun:
     logged_dates: dict[str, float] = field(default_factory=dict)
     """A resumed pass of recorded footage: its frames the frames log holds, not finished, by id -> the
     date they were logged with (`date`)."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    """What ends the camera's thread: its node's stop, or the camera lost to another node
+    (ingest/node_stop.py)."""
 
     def start_footage_pass(self, started_s: float | None = None) -> None:
         """A pass of recorded footage begins: dated from now, or from `started_s` (a pass resumed: its

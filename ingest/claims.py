@@ -8,9 +8,11 @@ left the cameras only the loser named dark for as long as the winner lived, and 
 only by crash-looping (a review: 31-47 s without frames per camera, 90 s under Docker's restart backoff).
 
 A node that finds a camera it sampled claimed by another (its claims lapsed through a long Redis outage or
-a freeze, and another node took it) stops. A node releases its claims once it has stopped and closed its
-frames log; a node that died leaves them to lapse, unless a node started on its host finds its process
-verifiably ended (ingest/node_process.py) and takes them over at once.
+a freeze, and another node took it) stops sampling that camera alone (ingest/node.py: IngestNode.lose) and
+stands by for it as for any camera another node holds: it stopped whole, its other cameras dark until an
+operator restarted it. A node releases its claims once it has stopped and closed its frames log; a node
+that died leaves them to lapse, unless a node started on its host finds its process verifiably ended
+(ingest/node_process.py) and takes them over at once.
 
 Beside each claim, its holder's record (HOLDER_PREFIX: the node, its settings for the camera as
 ingest/camera_fingerprint.py writes them, its last renewal, whether it gave the camera up), kept
@@ -157,6 +159,7 @@ class CameraClaims:
         process = NodeProcess.this_process()  # None: no other node can tell this one has ended
         self.process_record = process.as_json() if process else "{}"
         self.renewed_at = 0.0
+        self.answered_at = 0.0  # monotonic: the start of the last round Redis answered (0: none yet)
         self.next_round_at = 0.0  # monotonic: the next renewal, or sooner where a claim held elsewhere lapses
         self.held: set[str] = set()
         self.told: dict[str, str] = {}  # camera -> the other node it was said to be held by (said once)
@@ -190,9 +193,10 @@ class CameraClaims:
                 differ_held[camera] = differing(self.fingerprints.get(camera, ""), settings)
                 if lapses.isdigit():  # tried again just after the holder's claim lapses, not up to a renewal later
                     self.next_round_at = min(self.next_round_at, time.monotonic() + int(lapses) / 1000 + LAPSE_SLACK_S)
-                if camera in self.held:
+                if camera in self.held:  # said by the node (IngestNode.lose), not again as held
                     found.lost[camera] = owner
                     self.held.discard(camera)
+                    self.told[camera] = owner
                 continue
             if camera in self.held:
                 continue
@@ -206,6 +210,7 @@ class CameraClaims:
             found.won.append(Claimed(camera, before, released != "1", renewed_s, differ))
             self._tell_claimed(found.won[-1], ended.get(owner))
         self._tell_held(found.held, differ_held)
+        self.answered_at = self.renewed_at  # (once `held` tells the cameras lost: IngestNode.claim_unsure)
         return found
 
     def _ended(self, holders: set[str]) -> dict[str, int]:
@@ -248,6 +253,11 @@ class CameraClaims:
                     " %.0f s of its holder stopping or dying", scope, whom, *(("them", "each") if len(new) > 1
                     else ("it", "it")), defaults.CAMERA_CLAIM_TTL_S + defaults.CAMERA_CLAIM_RENEW_S)  # fmt: skip
 
+    def unconfirmed(self) -> bool:
+        """No round has answered for CAMERA_CLAIM_TTL_S (this node frozen, or its renewals stalled): its
+        claims may have lapsed and another node taken a camera. False before any round has answered."""
+        return self.answered_at > 0 and time.monotonic() - self.answered_at > defaults.CAMERA_CLAIM_TTL_S
+
     def claim(self) -> ClaimRound | None:
         """The first round: the cameras this node wins, and those other nodes hold (it stands by for them).
         With Redis away (the node waits it out), None: every camera is presumed this node's until the first
@@ -279,8 +289,3 @@ class CameraClaims:
             with contextlib.suppress(redis.RedisError):
                 self.connection.eval(RELEASE_ALL, len(keys), *keys, self.node_id)
                 leave(self.connection, INGEST_NODES_KEY, self.node_id)
-
-
-def lost_words(lost: dict[str, str]) -> str:
-    """The cameras another node claimed since this node did, in words."""
-    return "; ".join(f"camera {camera} is sampled by ingest node {owner!r}" for camera, owner in sorted(lost.items()))

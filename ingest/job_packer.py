@@ -41,7 +41,7 @@ from common.queues import (
     queue_keys,
     stage_queue,
 )  # fmt: skip
-from ingest.claims import CameraClaims, ClaimRound, lost_words
+from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
 
@@ -84,7 +84,7 @@ class JobPacker:
         self.settings, self.queues, self.pending = settings, queues, pending
         self.node_id, self.clock, self.metrics, self.ledger, self.claims = node_id, clock, metrics, ledger, claims
         self.summary, self.states, self.stop, self.skip = summary, states, stop, skip
-        self.on_claims = on_claims  # a round of claims that lost none: the cameras won are sampled (IngestNode.claimed)
+        self.on_claims = on_claims  # a round of claims: cameras lost stop, those won start (IngestNode.claimed)
         self.store = FrameStore(frames, settings.frame_ttl_s)
         self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
         self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
@@ -105,8 +105,8 @@ class JobPacker:
         """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
         has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended (every camera
         claimed: one another node holds is stood by for). Past `deadline` (time.monotonic(); IngestNode.run's
-        `max_seconds`), or when a claim of the node's was taken, the node is stopped; meanwhile its claims
-        are renewed (the cameras it wins handed to `on_claims`) and the chain's depth read."""
+        `max_seconds`) the node is stopped; meanwhile its claims are renewed (each round handed to `on_claims`:
+        the cameras it wins, and those another node took from it, which alone stop) and the chain's depth read."""
         self.deadline = deadline
         batch: list[tuple[FrameRef, bytes]] = []
         oldest = last_depth = 0.0
@@ -121,14 +121,7 @@ class JobPacker:
                 self.refresh_depth()
                 last_depth = now
             if not self.stop.is_set() and (found := self.claims.renew()) is not None:
-                if found.lost:
-                    taken = lost_words(found.lost)
-                    log.error("%s since this node claimed it (its claims lapsed while Redis was away or this node"
-                              " was frozen): this node stops", taken)  # fmt: skip
-                    self.summary.claim_lost = taken
-                    self.stop.set()
-                else:
-                    self.on_claims(found)
+                self.on_claims(found)
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
                 oldest = oldest if batch else time.monotonic()

@@ -8,7 +8,9 @@ With the rows goes each camera's watermark: the capture time before which every 
 sampled has its row (the oldest frame sampled and not yet written, or a moment ago when none is). The
 sighting pool groups no read past it, since a frame queued but not yet recorded could still bring
 reads. Each camera the node claimed has one from its start, whether it samples or not (`claimed`); a
-node that stops takes its watermarks away (its cameras are sampled no more).
+node that stops takes its watermarks away (its cameras are sampled no more). A camera another node took
+from this one (`released`) keeps its watermark held before the frames it left here until their rows are
+written; then this node writes it no more and never deletes it: it is the new holder's.
 
 The spool, which keeps on disk what the ledger holds (each record as it is made, each frame as it is
 sampled: a node killed leaves them to the next) and adopts the files of nodes gone, is the ledger's
@@ -79,6 +81,8 @@ class FrameLedger:
         self.last_dates: dict[str, tuple[float, bool]] = {}
         """Per camera whose next frame may be dated before now, its last frame's date (or the date it is
         held at: `hold`) and whether it is recorded footage, or held (_watermarks)."""
+        self.let_go: set[str] = set()
+        """Cameras another node took from this one (`released`) with frames not yet written (`outstanding`)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
@@ -130,6 +134,7 @@ class FrameLedger:
         before `held_at_s` (`hold`; 0: a moment ago), after which its frames will be dated."""
         with self.lock:
             self.outstanding.setdefault(camera_id, {})
+            self.let_go.discard(camera_id)
         if held_at_s > 0:
             self.hold(camera_id, held_at_s)
 
@@ -145,6 +150,23 @@ class FrameLedger:
         """The camera samples no more frames (its file ended, it failed, or the node stops)."""
         with self.lock:
             self.last_dates.pop(camera_id, None)
+
+    def released(self, camera_id: str) -> None:
+        """Another node took the camera from this one, which samples it no more (IngestNode.lose): its frames
+        sampled here and not yet written hold its watermark before them until their rows are written, after
+        which this node writes it no more, and never deletes it (at its stop): it is the new holder's. Kept
+        as any other, it was written over by this node's moment ago, or deleted at its stop. Said again
+        once the camera's thread has ended (after its last frame); `claimed` takes the camera back."""
+        with self.lock:
+            self.last_dates.pop(camera_id, None)
+            self.let_go.add(camera_id)
+            self._forget_let_go()
+
+    def _forget_let_go(self) -> None:
+        """The cameras let go whose frames are all written: this ledger has no more to say of them. Under the lock."""
+        for camera_id in [c for c in self.let_go if not self.outstanding.get(c)]:
+            self.let_go.discard(camera_id)
+            self.outstanding.pop(camera_id, None)
 
     def add(self, records: list[FrameRecord]) -> None:
         """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
@@ -337,6 +359,8 @@ class FrameLedger:
         """These frames' rows are written (or never will be). Under the lock."""
         for record in records:
             self.outstanding.get(record.frame.camera_id, {}).pop(record.frame.frame_id, None)
+        if self.let_go:
+            self._forget_let_go()
 
     def _watermarks(self, batch: list[FrameRecord], closing: bool) -> dict[str, float | None]:
         """Each camera's watermark once `batch` is written (None for every camera when the node is
@@ -345,14 +369,19 @@ class FrameLedger:
         the footage for recorded footage (which may run behind the clock), by the stream's timestamps
         for a stream's frame read late (at most MAX_LAG_S before now: a stream that went silent holds
         its watermark back no further). Frames of a stall, dated back into it, fell behind a watermark
-        already written, and their reads were never grouped (a review). Under the lock."""
+        already written, and their reads were never grouped (a review). A camera let go (`released`): its
+        oldest frame still to write alone, never None. Under the lock."""
         if closing:
-            return dict.fromkeys(self.outstanding)
+            return dict.fromkeys(c for c in self.outstanding if c not in self.let_go)
         written = {record.frame.frame_id for record in batch}
         now_s = self.now()
         marks: dict[str, float | None] = {}
         for camera_id, frames in self.outstanding.items():
             waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)
+            if camera_id in self.let_go:  # another node's camera now: held before its frames left here alone
+                if (oldest_s := next(waiting, None)) is not None:
+                    marks[camera_id] = oldest_s
+                continue
             settled_s = now_s - WATERMARK_MARGIN_S
             if camera_id in self.last_dates:
                 last_s, recorded = self.last_dates[camera_id]

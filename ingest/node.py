@@ -46,6 +46,7 @@ from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock, CaptureClock
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
+from ingest.node_stop import CameraStop, NodeStop
 from ingest.reconnect import SourceKeeper
 from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
@@ -78,8 +79,9 @@ class NodeSummary:
     ingested: Tally[str] = field(default_factory=Tally)
     skipped: Tally[str] = field(default_factory=Tally)
     jobs: int = 0
-    claim_lost: str | None = None
-    """Why the node stopped early: another node claimed one of its cameras (ingest/claims.py)."""
+    lost: dict[str, str] = field(default_factory=dict)
+    """The cameras another node took from this one (its claims lapsed: ingest/claims.py) and not won back
+    by its end, each with that node: it stopped sampling them alone and stood by for them."""
 
 
 SCHEDULE_SLACK = 0.1
@@ -103,7 +105,7 @@ class IngestNode:
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
         self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
-        self.stop = threading.Event()
+        self.stop = NodeStop()  # the node's, which stops each camera's too (a camera lost stops alone)
         self.intake = threading.Condition()  # guards `closed` and `in_flight`
         self.closed = False  # pending drained: a camera thread that outlived the stop samples nothing more
         self.in_flight = 0  # camera threads between sampling a frame and handing it on
@@ -119,7 +121,8 @@ class IngestNode:
         key = settings.secret("job_key")
         fingerprints = {c.id: camera_fingerprint(c, key) for c in self.cameras}
         self.claims = CameraClaims(queues, self.node_id, [c.id for c in self.cameras], published.entry(), fingerprints)
-        self.threads: list[threading.Thread] = []  # one per camera claimed (started as it is)
+        self.threads: list[threading.Thread] = []  # one per camera claimed (started as it is, again once won back)
+        self.camera_threads: dict[str, threading.Thread] = {}  # camera id -> its latest thread
         self.gap_from: dict[str, tuple[str, float]] = {}  # cameras taken over: (previous holder, its last sign)
         self.registering: list[threading.Thread] = []
         for camera in self.cameras:
@@ -132,10 +135,13 @@ class IngestNode:
         )  # fmt: skip
 
     def claimed(self, found: ClaimRound | None) -> None:
-        """A round of claims (ingest/claims.py): each camera newly this node's registered in the cameras table,
-        counted, and sampled from now on (every camera, presumed, where Redis could not say); a camera taken
-        over has its unsampled span counted at its first frame (`gap`), and one whose previous holder gave it
-        other settings is counted too. A node refused a camera writes nothing of it."""
+        """A round of claims (ingest/claims.py): each camera another node took from this one stops here
+        (`lose`); each camera newly this node's registered in the cameras table, counted, and sampled from
+        now on (every camera, presumed, where Redis could not say); a camera taken over has its unsampled
+        span counted at its first frame (`gap`), and one whose previous holder gave it other settings is
+        counted too. A node refused a camera writes nothing of it."""
+        for camera_id, owner in sorted(found.lost.items()) if found else []:
+            self.lose(camera_id, owner)
         won = [c for c in self.cameras if found is None or c.id in {w.camera for w in found.won}]
         for claim in found.won if found else []:
             label = self.metrics.camera(claim.camera)
@@ -149,10 +155,33 @@ class IngestNode:
             registering.start()
             self.registering.append(registering)
         for camera in won:
+            self.summary.lost.pop(camera.id, None)
             self.metrics.camera_claimed.labels(camera=self.metrics.camera(camera.id)).set(1)
-            thread = threading.Thread(target=self.camera_loop, args=(camera,), name=f"camera-{camera.id}", daemon=True)
+            args = (camera, self.stop.camera(camera.id), self.camera_threads.get(camera.id))  # (the thread before:
+            thread = threading.Thread(target=self.camera_loop, args=args, name=f"camera-{camera.id}", daemon=True)
+            self.camera_threads[camera.id] = thread  # a camera lost, won back)
             self.threads.append(thread)
             thread.start()
+
+    def lose(self, camera_id: str, owner: str) -> None:
+        """Another node holds a camera this node was sampling (this node's claim on it lapsed: Redis away past
+        the claim's TTL, or this node frozen): that camera alone stops here. Its thread ends after the frame
+        in hand (recorded as any), closing its source; its state for `alpr status` and its watermark are left
+        to the new holder (ingest/ledger.py: `released`), and the node stands by for it as for any camera
+        another node holds (ingest/claims.py tries it again as that claim lapses). The node stopped whole:
+        every other camera it sampled dark until an operator restarted it."""
+        others = "its other cameras go on" if self.claims.held else "it samples no camera now"
+        log.warning("camera %s: claimed by ingest node %r since this node's claim on it lapsed (Redis away or this"
+                    " node frozen past %.0f s): this node stops sampling it and stands by for it; %s", camera_id,
+                    owner, defaults.CAMERA_CLAIM_TTL_S, others)  # fmt: skip
+        self.summary.lost[camera_id] = owner
+        self.stop.lose(camera_id)
+        if self.ledger:  # (again once its thread ends, after its last frame; now for a thread ended before)
+            self.ledger.released(camera_id)
+        self.states.pop(camera_id, None)  # (written again with every depth refresh: the new holder's now)
+        label = self.metrics.camera(camera_id)
+        self.metrics.camera_claimed.labels(camera=label).set(0)
+        self.metrics.camera_failed.labels(camera=label).set(0)  # its failure, if any, is the holder's to tell
 
     def gap(self, camera_id: str, first_s: float) -> None:
         """A camera taken over has sampled its first frame here (dated `first_s`): the span since its previous
@@ -191,32 +220,45 @@ class IngestNode:
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
-    def camera_loop(self, camera: CameraConfig) -> None:
+    def camera_loop(
+        self, camera: CameraConfig, stop: CameraStop | None = None, before: threading.Thread | None = None
+    ) -> None:
         """Sample one camera until its footage ends (unless looping: a file, or a video served over
         http://, which states its frames), the file fails, or the node stops. A live stream that drops,
         or ends (a camera closing the connection, or silent past the read timeout), is reopened with
         backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING when lost, one INFO
         when back; a camera that serves a frame per connection is not polled flat out. A URL that cannot
-        be opened is retried so, footage or not."""
+        be opened is retried so, footage or not.
+
+        `stop` ends it: the node's stop, or the camera lost to another node (`lose`). A camera won back
+        waits for its thread of `before` to end (the frame it held recorded, its source closed)."""
+        stop = stop or self.stop.camera(camera.id)
+        while before is not None and before.is_alive() and not stop.is_set():
+            before.join(PENDING_WAIT_S)
         try:
-            self.sample_camera(camera)
+            if not stop.is_set():
+                self.sample_camera(camera, stop)
         finally:
-            if self.ledger:  # its last frame's watermark holds no read back any longer
+            if self.ledger and stop.lost:  # its frames in hand recorded, its watermark is the new holder's
+                self.ledger.released(camera.id)
+            elif self.ledger:  # its last frame's watermark holds no read back any longer
                 self.ledger.ended(camera.id)
 
-    def sample_camera(self, camera: CameraConfig) -> None:
-        """camera_loop's work: open, sample and reopen the camera's source until it ends (SourceKeeper,
-        which `alpr run` reconnects a live stream with too)."""
+    def sample_camera(self, camera: CameraConfig, stop: CameraStop | None = None) -> None:
+        """camera_loop's work: open, sample and reopen the camera's source until it ends or `stop` (SourceKeeper,
+        which `alpr run` reconnects a live stream with too). A camera lost tells no state: the new holder's."""
+        stop = stop or self.stop.camera(camera.id)
         self.metrics.start_camera(camera.id, INGEST_SKIP_REASONS)
         dated_until_s = self.dated_until(camera)
         if (taken := self.gap_from.get(camera.id)) is not None:  # its previous holder's last frame, logged
             self.gap_from[camera.id] = (taken[0], max(taken[1], dated_until_s))
         run = CameraRun(camera, int(self.clock.now() * 1000), CameraClock(self.clock, dated_until_s),
-                        last_captured_s=dated_until_s)  # fmt: skip
+                        last_captured_s=dated_until_s, stop=stop)  # fmt: skip
         source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
         keeper = SourceKeeper(
-            camera.source, camera.sample_fps, camera.id, self.stop, camera.loop,
-            on_state=lambda state, errors: self.set_state(camera, state, errors), on_error=source_errors.inc,
+            camera.source, camera.sample_fps, camera.id, stop, camera.loop,
+            on_state=lambda state, errors: None if stop.lost else self.set_state(camera, state, errors),
+            on_error=source_errors.inc,
             logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
         )  # fmt: skip
 
@@ -272,7 +314,7 @@ class IngestNode:
         if not source.is_live and not camera.realtime and (resumed := self.resume(run, source)) is None:
             run.start_footage_pass()
         for frame in source.samples():
-            if self.stop.is_set():
+            if run.stop.is_set():
                 return
             if resumed is not None:  # the first frame left: its time in the footage is known now
                 run.start_footage_pass(self.resumed_start(run, source, resumed, frame.source_time_s))
@@ -283,9 +325,11 @@ class IngestNode:
                     # held up (the chain full, Redis away): it plays on an interval after the frame that
                     # waited; caught up at once, it dated seconds of footage within 50 ms
                     started = run.stamped_at + interval_s - frame.source_time_s
-                if self.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic())):
+                if run.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic())):
                     return  # not yet due when the node stopped: not sampled (it was, and dated early)
                 run.next_pass_s = started + frame.source_time_s + 1.0 / camera.sample_fps
+            if self.claim_unsure(camera.id) and not self.claim_told(run):
+                return  # another node holds it now, or the node stopped: not sampled
             with self.intake:
                 if self.closed:  # this thread outlived the node's stop wait: its frame is never sampled
                     return
@@ -296,6 +340,22 @@ class IngestNode:
                 with self.intake:
                     self.in_flight -= 1
                     self.intake.notify_all()
+
+    def claim_unsure(self, camera_id: str) -> bool:
+        """Whether this node's claim on the camera is in doubt while Redis answers: no round of claims has
+        answered within their TTL (this node frozen: another may have taken the camera), or the camera was
+        just found lost. With Redis away the node samples on, as it did (its frames skipped meanwhile)."""
+        return not self.packer.redis_down and (self.claims.unconfirmed() or camera_id not in self.claims.held)
+
+    def claim_told(self, run: CameraRun) -> bool:
+        """Wait, up to a renewal, for the round of claims that ends the doubt (the packing runs it at once);
+        whether the camera may be sampled. A node resumed from a freeze sampled a frame of each camera
+        before its first round told it another node held one: a frame of that camera sampled by both."""
+        deadline = time.monotonic() + defaults.CAMERA_CLAIM_RENEW_S
+        while self.claim_unsure(run.camera.id) and time.monotonic() < deadline:
+            if run.stop.wait(PENDING_POLL_S):
+                return False
+        return not run.stop.is_set()
 
     def resume(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
@@ -367,10 +427,10 @@ class IngestNode:
         offline = not source.is_live and not camera.realtime
         while (
             not source.is_live
-            and not self.stop.is_set()
+            and not run.stop.is_set()
             and (self.pending.full() or (offline and (self.packer.depth >= self.recorded_depth or self.packer.holding)))
         ):
-            self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
+            run.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
         frame_id = run.frame_id(frame)
         run.stamped_at = time.monotonic()
         ref = FrameRef(
@@ -407,17 +467,17 @@ class IngestNode:
                 with contextlib.suppress(queue.Full):
                     self.pending.put_nowait((ref, data))
                     return
-            if source.is_live or self.stop.is_set():
+            if source.is_live or run.stop.is_set():
                 away = self.packer.redis_down  # the packing waits it out
                 busy: SkipReason = "redis_unavailable" if away else "node_busy"
                 self.skip(ref, busy if source.is_live else "node_stopped")
                 return
-            self.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
+            run.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has been claimed and has ended (files without loop), `max_seconds`, or
         stop(). Cameras other live nodes hold are claimed as they give them up (ingest/claims.py): meanwhile
-        this node stands by for them."""
+        this node stands by for them, as for a camera another node took from it (`lose`)."""
         found = self.claims.claim()
         if self.ledger:
             self.ledger.start()

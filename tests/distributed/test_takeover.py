@@ -3,13 +3,16 @@ each camera sampled by one node at a time, a standby that takes a camera over wh
 (the span without frames counted), and settings that differ between the nodes' cameras files told. A review
 of real nodes: claimed all or nothing, the node whose file overlapped another's exited 2 and a camera only
 it named stayed dark; a standby only crash-looped its way to a takeover, nothing recorded the gap; and a
-refused node rewrote the cameras table, then after the takeover sampled another camera under the same id."""
+refused node rewrote the cameras table, then after the takeover sampled another camera under the same id;
+and a node frozen past its claims' lapse that found one camera taken stopped whole, its other cameras dark."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,12 +47,28 @@ def camera(tmp_path: Path, camera_id: str, shade: int = 90, **fields: object) ->
     return {"id": camera_id, "source": str(folder), "loop": True, "sample_fps": 5, **fields}
 
 
-class Node:
-    """One `alpr ingest` process and its metrics port."""
+SHORT_CLAIMS = """
+import sys
+from common import defaults
+defaults.CAMERA_CLAIM_TTL_S, defaults.CAMERA_CLAIM_RENEW_S = 3, 1.0
+from alpr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+"""`alpr` with claims that lapse 3 s after their last renewal (renewed every second): a freeze past them
+in seconds, not the 30 s a node's claims outlive it."""
 
-    def __init__(self, env: dict[str, str], cameras: Path, log: Path) -> None:
+
+class Node:
+    """One `alpr ingest` process and its metrics port (`short_claims`: SHORT_CLAIMS)."""
+
+    def __init__(self, env: dict[str, str], cameras: Path, log: Path, short_claims: bool = False) -> None:
         self.port, self.log = free_port(), log
-        self.process = alpr_process(env, ["ingest", "--cameras", str(cameras)], log, self.port)
+        if not short_claims:
+            self.process = alpr_process(env, ["ingest", "--cameras", str(cameras)], log, self.port)
+            return
+        self.process = subprocess.Popen([sys.executable, "-c", SHORT_CLAIMS, "ingest", "--cameras", str(cameras)],
+                                        env={**env, "ALPR_METRICS_PORT": str(self.port)}, stdout=log.open("w"),
+                                        stderr=subprocess.STDOUT)  # fmt: skip
 
     def metric(self, name: str, camera_id: str) -> float:
         try:
@@ -159,3 +178,68 @@ def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_al
     wait_for(lambda: rows() == [("cam-a", "eu", True), ("cam-b", "us", True)], 15, "cam-a's row the new holder's")
     record = connect_redis(redis_url).hgetall("alpr:camera-holder:cam-a")
     assert record[b"settings"] and str(theirs[0]["source"]).encode() not in b" ".join(record.values())  # a digest
+
+
+def test_a_node_frozen_past_its_claims_loses_one_camera_and_samples_its_other_on_resuming(
+    node_env, postgres_url, redis_url, tmp_path, nodes
+):
+    """A node frozen (SIGSTOP) past its claims' lapse finds, resumed, that a standby took one of its two
+    cameras: it stopped whole (exit 1), its other camera dark until restarted. It stops that camera alone
+    (one WARNING naming it and its holder), samples the other on, and stands by; the camera taken is
+    sampled by one node at a time, and the node's stop leaves the holder's watermark in place."""
+    both = write_cameras(tmp_path / "both.yaml", [camera(tmp_path, "cam-a"), camera(tmp_path, "cam-b")])
+    nodes.append(Node(node_env, both, tmp_path / "frozen.log", short_claims=True))
+    frozen = nodes[0]
+    ingested = "alpr_frames_ingested_total"
+    wait_for(lambda: frozen.metric(ingested, "cam-a") > 0 and frozen.metric(ingested, "cam-b") > 0, 60,
+             "the first node sampling both cameras")  # fmt: skip
+    frozen_id = holder(redis_url, "cam-b")
+    nodes.append(Node(node_env, write_cameras(tmp_path / "b.yaml", [camera(tmp_path, "cam-b")]),
+                      tmp_path / "standby.log", short_claims=True))  # fmt: skip
+    standby = nodes[1]
+    wait_for(lambda: "this node stands by for it" in standby.text(), 60, "the standby standing by")
+    frozen.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: holder(redis_url, "cam-b") not in (None, frozen_id), 15, "the standby's takeover")
+        standby_id = holder(redis_url, "cam-b")
+        wait_for(lambda: standby.metric(ingested, "cam-b") > 0, 15, "the standby sampling cam-b")
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+    resumed_s = time.time()
+    wait_for(lambda: frozen.metric("alpr_camera_claimed", "cam-b") == 0, 15, "the resumed node finding cam-b taken")
+    time.sleep(3)  # renewals: cam-a sampled on, cam-b by the standby alone
+
+    def logged(camera_id: str, after_s: float = 0.0) -> list[tuple[str, float]]:
+        with psycopg.connect(postgres_url) as connection:
+            return connection.execute("SELECT frame_id, extract(epoch FROM captured_at)::float FROM frames WHERE"
+                                      " camera_id = %s AND captured_at > to_timestamp(%s) ORDER BY captured_at",
+                                      (camera_id, after_s)).fetchall()  # fmt: skip
+
+    assert frozen.process.poll() is None, frozen.text()[-3000:]  # it stopped, exit 1, cam-a dark
+    assert len(logged("cam-a", resumed_s + 1)) >= 5  # sampled on: 5 frames/s
+    assert holder(redis_url, "cam-a") == frozen_id and holder(redis_url, "cam-b") == standby_id
+    assert frozen.metric("alpr_camera_claimed", "cam-a") == 1 and frozen.metric("alpr_camera_claimed", "cam-b") == 0
+    assert standby.metric("alpr_camera_claimed", "cam-b") == 1
+    lost = f"WARNING ingest.node: camera cam-b: claimed by ingest node {standby_id!r} since this node's claim"
+    assert lost in frozen.text() and frozen.text().count("camera cam-b: claimed by ingest node") == 1
+    assert f"(ingest node {standby_id!r})" not in frozen.text()  # not told again as held by another
+    frozen_a, frozen_b = frozen.metric(ingested, "cam-a"), frozen.metric(ingested, "cam-b")
+    time.sleep(1)
+    assert frozen.metric(ingested, "cam-b") == frozen_b and frozen.metric(ingested, "cam-a") > frozen_a
+    # cam-b by one node at a time: the frozen node's frames all dated before the standby's first
+    runs = [(frame_id.rsplit(":", 1)[1].split(".")[0], captured_s) for frame_id, captured_s in logged("cam-b")]
+    first_run = runs[0][0]  # the frozen node's; then the standby's alone
+    assert len({run for run, _ in runs}) == 2, runs
+    taken_s = min(captured_s for run, captured_s in runs if run != first_run)
+    overlap = [captured_s - taken_s for run, captured_s in runs if run == first_run and captured_s > taken_s]
+    assert overlap == [], (overlap, resumed_s - taken_s)  # resumed, it sampled a frame of cam-b before its round
+    frozen.process.send_signal(signal.SIGTERM)
+    assert frozen.process.wait(60) == 0  # a camera taken and stood by for is no failure
+    said = re.findall(r"^(cam-[ab]): (\d+) frames queued, (\d+) skipped(.*)$", frozen.text(), re.MULTILINE)
+    sampled = {camera_id: int(queued) + int(skipped) for camera_id, queued, skipped, _ in said}
+    assert [rest for *_, rest in said] == ["", f"; taken by ingest node {standby_id!r}, stood by for"], said
+    assert len(logged("cam-a")) == sampled["cam-a"]  # every frame it sampled has its row, cam-b's in hand too
+    assert len([f for f, _ in logged("cam-b") if f.rsplit(":", 1)[1].startswith(f"{first_run}.")]) == sampled["cam-b"]
+    with psycopg.connect(postgres_url) as connection:
+        marks = dict(connection.execute("SELECT camera_id, recorded_until_s FROM camera_watermarks").fetchall())
+    assert "cam-b" in marks and "cam-a" not in marks, marks  # its own taken away; cam-b's the standby's

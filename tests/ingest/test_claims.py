@@ -76,55 +76,92 @@ def test_nodes_with_overlapping_cameras_each_sample_theirs_and_stand_by_for_the_
     assert second.metrics.camera_takeovers.labels(camera="yard")._value.get() == 0  # given up: no takeover
     second.stop.set()
     second_runner.join(30)
-    assert second_result and second_result[0].claim_lost is None
+    assert second_result and second_result[0].lost == {}
     assert connection.get(CLAIM_PREFIX + "yard") is None and connection.get(CLAIM_PREFIX + "dock") is None
 
 
-def test_a_frozen_node_loses_its_camera_to_a_standby_and_stops_on_resuming(redis_url, tmp_path, monkeypatch, caplog):
-    """Split brain: a node that stops renewing (frozen, cut off) has its claim lapse; the standby takes the
-    camera over (WARNING naming the holder, counted) and the frozen node, resumed, stops at once."""
+def test_a_frozen_node_loses_one_camera_to_a_standby_and_samples_its_other_on_resuming(
+    redis_url, tmp_path, monkeypatch, caplog
+):
+    """Split brain: a node that stops renewing (frozen, cut off) has its claims lapse; the standby takes one
+    camera over (WARNING naming the holder, counted). The frozen node, resumed, stopped whole: its other
+    camera dark until restarted. It stops the camera taken alone (its thread ended, its state and its
+    claimed metric let go; one WARNING), samples the other on, and takes the camera back once the
+    standby gives it up."""
     from ingest.claims import CameraClaims
 
+    caplog.set_level("INFO", logger="ingest")
     monkeypatch.setattr("common.defaults.CAMERA_CLAIM_RENEW_S", 0.3)
     monkeypatch.setattr("common.defaults.CAMERA_CLAIM_TTL_S", 2)
     folder = looping_folder(tmp_path)
-    first = node(redis_url, folder, ("gate",))
+    first = node(redis_url, folder, ("gate", "yard"))
     frozen = threading.Event()
     renew = first.claims.renew
     monkeypatch.setattr(first.claims, "renew", lambda: None if frozen.is_set() else renew())
     runner, result = start(first)
     connection = connect_redis(redis_url)
-    wait_for(lambda: first.summary.ingested["gate"] > 0, 10, "the first node sampling")
-    second = node(redis_url, folder, ("gate",))
+    wait_for(lambda: first.summary.ingested["yard"] > 0, 10, "the first node sampling")
+    second = node(redis_url, folder, ("yard",))
     second_runner, _ = start(second)
     time.sleep(1.0)
-    assert second.summary.ingested["gate"] == 0
+    assert second.summary.ingested["yard"] == 0
     frozen.set()
-    wait_for(lambda: connection.get(CLAIM_PREFIX + "gate") == second.node_id.encode(), 10, "the takeover")
-    assert f"camera gate: taken over from ingest node {first.node_id!r}, which stopped renewing" in caplog.text
-    assert second.metrics.camera_takeovers.labels(camera="gate")._value.get() == 1
-    wait_for(lambda: second.summary.ingested["gate"] > 0, 10, "the standby sampling")
-    frozen.clear()
-    runner.join(5)  # resumed: its next renewal finds the camera another's
-    assert not runner.is_alive() and result[0].claim_lost == f"camera gate is sampled by ingest node {second.node_id!r}"
-    assert isinstance(first.claims, CameraClaims) and connection.get(CLAIM_PREFIX + "gate") == second.node_id.encode()
-    second.stop.set()
+    wait_for(lambda: connection.get(CLAIM_PREFIX + "yard") == second.node_id.encode(), 10, "the takeover")
+    assert f"camera yard: taken over from ingest node {first.node_id!r}, which stopped renewing" in caplog.text
+    assert second.metrics.camera_takeovers.labels(camera="yard")._value.get() == 1
+    wait_for(lambda: second.summary.ingested["yard"] > 0, 10, "the standby sampling")
+    frozen.clear()  # resumed: its next renewal finds yard another's
+    wait_for(lambda: first.metrics.camera_claimed.labels(camera="yard")._value.get() == 0, 10, "yard found lost")
+    wait_for(lambda: not any(t.is_alive() for t in first.threads if t.name == "camera-yard"), 10, "yard's thread end")
+    yard, gate = first.summary.ingested["yard"], first.summary.ingested["gate"]
+    time.sleep(1.0)
+    assert runner.is_alive() and first.summary.ingested["yard"] == yard and first.summary.ingested["gate"] > gate
+    lost = [r for r in caplog.records if r.getMessage().startswith("camera yard: claimed by ingest node")]
+    assert [(r.levelname, r.getMessage()) for r in lost] == [("WARNING", (
+        f"camera yard: claimed by ingest node {second.node_id!r} since this node's claim on it lapsed (Redis away"
+        " or this node frozen past 2 s): this node stops sampling it and stands by for it; its other cameras go on"
+    ))]  # fmt: skip
+    assert f"yard (ingest node {second.node_id!r})" not in caplog.text  # not told again as held
+    assert first.metrics.camera_claimed.labels(camera="yard")._value.get() == 0
+    assert first.metrics.camera_claimed.labels(camera="gate")._value.get() == 1
+    assert "yard" not in first.states and "gate" in first.states  # yard's state is the standby's to write
+    assert first.summary.lost == {"yard": second.node_id}
+    assert isinstance(first.claims, CameraClaims) and first.claims.held == {"gate"}
+    second.stop.set()  # gives yard up: the first node, standing by, takes it back
     second_runner.join(30)
+    wait_for(lambda: first.summary.ingested["yard"] > yard, 10, "the first node sampling yard again")
+    assert connection.get(CLAIM_PREFIX + "yard") == first.node_id.encode()
+    assert first.metrics.camera_claimed.labels(camera="yard")._value.get() == 1
+    first.stop.set()
+    runner.join(30)
+    assert result and result[0].lost == {}
+    assert connection.get(CLAIM_PREFIX + "yard") is None and connection.get(CLAIM_PREFIX + "gate") is None
 
 
-def test_a_node_whose_camera_another_node_claimed_meanwhile_stops(redis_url, tmp_path, monkeypatch, caplog):
-    """Its claims lapsed (Redis away past their 30 s) and another node took the camera: two sampled it."""
+def test_a_node_whose_every_camera_another_node_claimed_meanwhile_stands_by_for_it(
+    redis_url, tmp_path, monkeypatch, caplog
+):
+    """Its claims lapsed (Redis away past their 30 s) and another node took its only camera: it stopped
+    (exit 1). It stands by, sampling nothing, as a node started with every camera held elsewhere, and
+    takes the camera back once that claim lapses."""
     monkeypatch.setattr("common.defaults.CAMERA_CLAIM_RENEW_S", 0.2)
     ingest = node(redis_url, looping_folder(tmp_path))
     runner, result = start(ingest)
     connection = connect_redis(redis_url)
-    wait_for(lambda: connection.get(CLAIM_PREFIX + "gate") is not None, 10, "its claim")
-    connection.set(CLAIM_PREFIX + "gate", "other-node", ex=30)
-    runner.join(30)
-    assert result and result[0].claim_lost == "camera gate is sampled by ingest node 'other-node'"
-    assert ingest.metrics.camera_claimed.labels(camera="gate")._value.get() == 0
-    assert "this node stops" in caplog.text
+    wait_for(lambda: ingest.summary.ingested["gate"] > 0, 10, "its sampling")
+    connection.set(CLAIM_PREFIX + "gate", "other-node", px=2500)
+    wait_for(lambda: ingest.metrics.camera_claimed.labels(camera="gate")._value.get() == 0, 10, "gate lost")
+    assert "this node stops sampling it and stands by for it; it samples no camera now" in caplog.text
+    sampled = ingest.summary.ingested["gate"]
+    time.sleep(1.0)
+    assert runner.is_alive() and ingest.summary.ingested["gate"] == sampled
+    assert ingest.summary.lost == {"gate": "other-node"}
     assert connection.get(CLAIM_PREFIX + "gate") == b"other-node"  # not released: not its own
+    wait_for(lambda: ingest.summary.ingested["gate"] > sampled, 10, "gate taken back once that claim lapsed")
+    assert connection.get(CLAIM_PREFIX + "gate") == ingest.node_id.encode()
+    ingest.stop.set()
+    runner.join(30)
+    assert result and result[0].lost == {}
 
 
 def test_alpr_ingest_whose_every_camera_another_node_samples_stands_by(redis_url, tmp_path, capsys, caplog):

@@ -113,6 +113,37 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
         pool.close()
 
 
+def test_a_camera_another_node_took_leaves_its_watermark_to_that_node(postgres_url):
+    """A node whose camera another node took (its claim lapsed) kept writing the camera's watermark, a moment
+    ago by its own frames, over the new holder's, and deleted it at its stop: the sighting pool grouped past
+    the holder's frames not yet recorded, then held the camera for want of a watermark. Let go, it holds the
+    watermark before the frames it left until their rows are written, and then neither writes nor deletes it."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url)
+    try:
+        ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
+        ledger.start()
+        ledger.claimed("cam")
+        wait_for(lambda: watermark(pool) is not None, 10, "its watermark")
+        left = record(0)
+        ledger.sampled(left.frame)
+        ledger.released("cam")  # another node's camera now: the frame in hand still to be recorded
+        wait_for(lambda: watermark(pool) == left.frame.captured_at_s, 10, "the watermark held before it")
+        ledger.add([left])
+        wait_for(lambda: FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
+        holders_s = time.time() - 5  # the new holder's, behind a frame of its own still to record
+        with pool.connection() as connection:
+            connection.execute("UPDATE camera_watermarks SET recorded_until_s = %s", (holders_s,))
+        time.sleep(2 * defaults.LEDGER_IDLE_WATERMARK_S + defaults.LEDGER_FLUSH_S)
+        assert watermark(pool) == holders_s  # not written over
+        assert ledger.close(timeout_s=10) == 0
+        assert watermark(pool) == holders_s  # nor deleted at the stop
+    finally:
+        pool.close()
+
+
 def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame_until_it_ends(postgres_url):
     """Recorded footage is dated by its time in the footage, which runs behind the clock when the chain is
     slower than the footage: with every row written, a moment ago would pass the date of the frame to
