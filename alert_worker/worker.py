@@ -15,7 +15,9 @@ failing, or its Retry-After): meanwhile its alerts are put back, not sent, so on
 lane one timeout per rest, not one per alert. Its backlog is put back in one write, not job by job
 (`hold`): one probe is due when the rest ends, the others are held in the alerts log until a probe
 succeeds, then come due oldest first at a bounded rate (`release`): a receiver down for hours with
-thousands of alerts pending no longer fills the queue ahead of the others'. Between jobs the pool queues
+thousands of alerts pending no longer fills the queue ahead of the others'. The probe is marked in the
+alerts log, so its delivery releases them whichever worker makes it (one killed or frozen leaves it to
+the next, once due or once its lease runs out), in the transaction that records it. Between jobs the pool queues
 the deliveries that are due: retries after their back-off, and deliveries whose job was lost (a worker
 killed mid-delivery: its lease runs out, and the alert is sent again, with the same idempotency key); a
 share of each receiver a round, none of a resting one, and never a job whose id the queue still holds.
@@ -177,10 +179,14 @@ class AlertStage:
             was_failing = self.failing.pop(job.receiver, None) is not None
             self.rested_until.pop(job.receiver, None)
             self.probed_at.pop(job.receiver, None)
-            self.alert_log.delivered(delivery)
+            # a probe (whichever worker's hold marked it) releases what its receiver held as it is recorded
+            released = self.alert_log.delivered(delivery, defaults.ALERT_RELEASE_PER_S)
             self.count(delivery, "sent")
             self.observe_latency(delivery.alert)
-            if was_failing or delivery.attempt > 1:  # back: what it held is due again (a retry of another
+            if delivery.probe:
+                self.released_at[job.receiver] = time.monotonic()
+                self.told_released(job.receiver, released)
+            elif was_failing or delivery.attempt > 1:  # back: what it held is due again (a retry of another
                 self.release(job.receiver, checked=not was_failing)  # worker's probe tells this one too)
 
     def observe_latency(self, alert: Alert) -> None:
@@ -224,7 +230,7 @@ class AlertStage:
         was down waited up to a minute more once it was back (a review). Its claim still counts among its
         attempts: each claim's number is its token, and one given back is claimed again by the next
         holder, whom a retried write of this one (Postgres lost at its commit) then matched."""
-        reason = HELD
+        reason = delivery.last_error if delivery.probe and delivery.last_error else HELD  # a probe stays one
         if delivery.age_s + resting_s > self.give_up_s:
             gave_up = f"gave up after {delivery.attempt} attempts: "
             self.give_up(delivery, "failed", gave_up + reason)
@@ -270,6 +276,10 @@ class AlertStage:
         except Exception as error:  # they are due all the same, ALERT_HOLD_S after they were held
             log.warning("could not release the alerts held for %s (%s)", receiver, type(error).__name__)
             return
+        self.told_released(receiver, released)
+
+    def told_released(self, receiver: str, released: int) -> None:
+        """The INFO line of a release that made `released` held alerts due again (none: no line)."""
         if released:
             log.info("%s answers again: %d alerts held for it are due, %g a second", receiver, released,
                      defaults.ALERT_RELEASE_PER_S)  # fmt: skip

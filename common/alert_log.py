@@ -51,11 +51,11 @@ UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
 FROM alerts a
 WHERE d.alert_id = %s AND d.receiver = %s AND a.alert_id = d.alert_id
     AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
-RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from), extract(epoch FROM now())
+RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from), extract(epoch FROM now()), d.last_error
 """
 """A delivery due now (pending, or being sent by a worker whose lease ran out): this worker's, for
-the lease; the alert, the attempt's number (this claim's token), how long it has been tried, and
-Postgres's clock (what its webhook is signed at)."""
+the lease; the alert, the attempt's number (this claim's token), how long it has been tried, Postgres's
+clock (what its webhook is signed at) and its last error (the claim leaves it: a probe's mark, PROBE)."""
 
 MINE = " AND status = 'sending' AND attempts = %s"
 """An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
@@ -98,6 +98,14 @@ HELD = "not tried: the receiver failed its last attempt"
 RELEASED = "not tried: held while the receiver failed; released once it answered"
 """A held delivery's last error once `release` has made it due again."""
 
+PROBE = "the probe while the receiver fails (its other alerts held until it answers)"
+"""The start of the last error of a held receiver's probe (`hold`), its own last error after it: whichever
+worker claims it knows it for the probe, and its delivery makes the held ones due in the same transaction
+(`delivered`). A worker that had not seen the receiver fail took the probe of one killed -9 for an alert
+like any other where the probe was never tried before (its first attempt), and the held alerts waited
+ALERT_HOLD_S (10 minutes) with the receiver back; so did a worker killed between the probe's delivery and
+the release."""
+
 CANDIDATES = """
 SELECT alert_id, retry_from FROM alert_deliveries
 WHERE receiver = %(receiver)s AND status = 'pending'
@@ -122,7 +130,8 @@ HOLD = f"""
 UPDATE alert_deliveries d SET queued_at = NULL,
     next_attempt_at = CASE WHEN h.n = 1 THEN greatest(d.next_attempt_at, now() + make_interval(secs => %(rest_s)s))
         ELSE least(now() + make_interval(secs => %(hold_s)s), d.retry_from + make_interval(secs => %(give_up_s)s)) END,
-    last_error = CASE WHEN h.n = 1 THEN d.last_error ELSE %(reason)s END
+    last_error = CASE WHEN h.n > 1 THEN %(reason)s WHEN starts_with(d.last_error, %(probe)s) THEN d.last_error
+        ELSE %(probe)s || coalesce(': ' || d.last_error, '') END
 FROM (
     SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM ({CANDIDATES}
         AND next_attempt_at < now() + make_interval(secs => %(hold_s)s / 2) FOR UPDATE SKIP LOCKED) c
@@ -130,9 +139,10 @@ FROM (
 WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
 RETURNING h.n
 """
-"""A resting receiver's deliveries not queued: the oldest is its probe, due when the rest ends; the others
-are held, due ALERT_HOLD_S from now (or when they are to be given up), pushed again by each failed probe
-(those due within half of it) and made due by a probe that succeeds (`release`)."""
+"""A resting receiver's deliveries not queued: the oldest is its probe, due when the rest ends, marked so
+(PROBE, before its last error); the others are held, due ALERT_HOLD_S from now (or when they are to be given
+up), pushed again by each failed probe (those due within half of it) and made due by a probe that succeeds
+(`release`, with its delivery: `delivered`)."""
 
 RELEASE = """
 UPDATE alert_deliveries d SET queued_at = NULL, last_error = %(released)s,
@@ -140,12 +150,14 @@ UPDATE alert_deliveries d SET queued_at = NULL, last_error = %(released)s,
 FROM (
     SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM (
         SELECT alert_id, retry_from FROM alert_deliveries
-        WHERE receiver = %(receiver)s AND status = 'pending' AND last_error = %(held)s FOR UPDATE SKIP LOCKED
+        WHERE receiver = %(receiver)s AND status = 'pending'
+            AND (last_error = %(held)s OR starts_with(last_error, %(probe)s)) FOR UPDATE SKIP LOCKED
     ) c
 ) h
 WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
 """
-"""A receiver's held deliveries (and those rested), due again oldest first, `per_s` a second."""
+"""A receiver's held deliveries (and those rested, and a probe still pending), due again oldest first,
+`per_s` a second."""
 
 
 ADD_MISSING = """
@@ -190,6 +202,13 @@ class Delivery:
     attempt: int
     age_s: float
     claimed_at_s: float
+    last_error: str | None = None
+    """As the claim found it: a probe's mark (PROBE) or an earlier attempt's error."""
+
+    @property
+    def probe(self) -> bool:
+        """Whether it is its receiver's probe (`hold` marked it): its delivery ends the hold, whoever sends it."""
+        return (self.last_error or "").startswith(PROBE)
 
 
 def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Sequence[str]) -> list[Alert]:
@@ -306,7 +325,8 @@ class AlertLog:
             if row is None:
                 return None
             try:
-                return Delivery(Alert.model_validate(row[0]), receiver, int(row[1]), float(row[2]), float(row[3]))
+                alert = Alert.model_validate(row[0])
+                return Delivery(alert, receiver, int(row[1]), float(row[2]), float(row[3]), row[4])
             except ValidationError as error:
                 reason = unreadable(error)
                 connection.execute(
@@ -318,12 +338,24 @@ class AlertLog:
 
         return write_through_outage(self.pool, claim, self.patience_s)
 
-    def delivered(self, delivery: Delivery) -> None:
-        self._update(
-            "UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL"
-            " WHERE alert_id = %s AND receiver = %s" + MINE,
-            (delivery.alert.alert_id, delivery.receiver, delivery.attempt),
-        )
+    def delivered(self, delivery: Delivery, release_per_s: float | None = None) -> int:
+        """Recorded delivered (while the claim is still this worker's); when it was its receiver's probe
+        and `release_per_s` is given, in the same transaction its held deliveries due again (RELEASE): how
+        many. Two writes, a worker killed between them left the held ones to wait ALERT_HOLD_S."""
+        values = {"receiver": delivery.receiver, "per_s": release_per_s, "held": HELD, "released": RELEASED,
+                  "probe": PROBE}  # fmt: skip
+
+        def delivered(connection: psycopg.Connection) -> int:
+            recorded = connection.execute(
+                "UPDATE alert_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL"
+                " WHERE alert_id = %s AND receiver = %s" + MINE,
+                (delivery.alert.alert_id, delivery.receiver, delivery.attempt),
+            ).rowcount
+            if not (recorded and delivery.probe and release_per_s):
+                return 0
+            return connection.execute(RELEASE, values).rowcount
+
+        return write_through_outage(self.pool, delivered, self.patience_s)
 
     def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
         """Back to pending, due again in `delay_s`."""
@@ -366,7 +398,7 @@ class AlertLog:
         the rest's end are failed; the oldest of the others is due when the rest ends (the probe); the rest
         are held for `hold_s` (or until they are to be given up). The ids failed and how many were held."""
         values = {"receiver": receiver, "rest_s": rest_s, "hold_s": hold_s, "give_up_s": give_up_s,
-                  "requeue_after_s": requeue_after_s, "reason": HELD}  # fmt: skip
+                  "requeue_after_s": requeue_after_s, "reason": HELD, "probe": PROBE}  # fmt: skip
 
         def hold(connection: psycopg.Connection) -> tuple[list[str], int]:
             failed = [str(a) for (a,) in connection.execute(GIVE_UP_HELD, values)]
@@ -378,7 +410,7 @@ class AlertLog:
     def release(self, receiver: str, per_s: float) -> int:
         """A receiver answered again: its held deliveries due again, the oldest first, `per_s` a second
         (a backlog is not queued all at once); how many."""
-        values = {"receiver": receiver, "per_s": per_s, "held": HELD, "released": RELEASED}
+        values = {"receiver": receiver, "per_s": per_s, "held": HELD, "released": RELEASED, "probe": PROBE}
 
         def release(connection: psycopg.Connection) -> int:
             return connection.execute(RELEASE, values).rowcount

@@ -151,8 +151,9 @@ ALERT_LEASE_MARGIN_S = 5.0
 
 ALERT_HOLD_S = 600.0
 """How long a failing receiver's pending deliveries are held while one probe is tried each rest: a failed
-probe holds them again, one that succeeds makes them due (ALERT_RELEASE_PER_S). A probe lost with its
-worker leaves them held this long at most."""
+probe holds them again, one that succeeds makes them due (ALERT_RELEASE_PER_S), whichever worker sends it
+(marked in the alerts log: the probe of a worker killed or frozen is sent by another once it is due, or
+once its claim's lease runs out). Held this long at most: when no probe is left to answer."""
 
 ALERT_RELEASE_PER_S = 20.0
 """How many of a receiver's held deliveries come due a second once it answers again, the oldest first."""

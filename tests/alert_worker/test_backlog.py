@@ -195,3 +195,60 @@ def test_a_receiver_back_gets_its_held_backlog_once_each_oldest_first(postgres_u
     assert rows(postgres_url, delivered) == [(count,)] and len(set(after)) == len(after) >= count - 1  # each once
     assert after[3:] == sorted(after[3:])  # past the probe and the first tried, released oldest first
     assert longest <= 2 * defaults.ALERT_RELEASE_PER_S + 10  # released a share a second, not all at once
+
+
+def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_backlog(
+    postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A receiver draining a released backlog (40 alerts never tried, due 20 a second) fails again on a live
+    alert: its worker holds them all, the oldest its probe. That worker is killed -9 while the
+    receiver rests, the receiver comes back, and another worker sends the probe: its first attempt, a worker
+    that never saw the receiver fail took it for an alert like any other, and the 40 others waited ALERT_HOLD_S
+    (10 minutes) with the receiver back. The probe is now marked in the alerts log: its delivery, by whichever
+    worker, makes the held alerts due at once; each is delivered once, and nothing but the probe is tried
+    before it answers."""
+    from common.alert_log import HELD, RELEASED
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    count = 40
+    with WebhookServer(SECRET, Reply(status=503, headers={"Retry-After": "3"})) as receiver:  # a rest of 3 s
+        receivers_file(tmp_path, monkeypatch, {"dead": (receiver.url, 1)})
+        backlog(postgres_url, count)
+        rows(postgres_url, f"UPDATE alert_deliveries d SET last_error = '{RELEASED}', next_attempt_at = now()"
+                           " + interval '8 seconds' + make_interval(secs => n / 20.0) FROM (SELECT alert_id,"
+                           " row_number() OVER (ORDER BY alert_id) AS n FROM alert_deliveries) o"
+                           " WHERE o.alert_id = d.alert_id RETURNING 1")  # fmt: skip
+        live = ALERT.model_copy(update={"alert_id": "read-a000000000000000", "captured_at_s": time.time()})
+        pool = open_pool(postgres_url)
+        try:
+            with pool.connection() as connection, connection.transaction():
+                insert_alerts(connection, [live], ["dead"])
+        finally:
+            pool.close()
+        enqueue(stage_queue(connect_redis(redis_url), "alert"), alert_job(live.alert_id, "dead", 1), 60)
+        first = alert_worker()  # its first job: the live alert, the backlog not due yet
+        try:
+            held = f"SELECT count(*) FROM alert_deliveries WHERE last_error = '{HELD}'"
+            assert wait_for(lambda: rows(postgres_url, held) == [(count,)], 30), "not held"
+        finally:
+            first.kill()  # SIGKILL: its memory of the receiver's rest and probe is gone with it
+            first.wait(timeout=10)
+        assert [r.headers[IDEMPOTENCY_HEADER] for r in receiver.received] == [live.alert_id]
+        receiver.reply = Reply(status=200)
+        killed_at = time.monotonic()
+        second = alert_worker()
+        try:
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'"
+            wait_for(lambda: rows(postgres_url, delivered) == [(count + 1,)], 30)
+            took_s = time.monotonic() - killed_at
+        finally:
+            assert stopped(second) == 0
+    due_in = rows(postgres_url, "SELECT max(extract(epoch FROM next_attempt_at - now())) FROM alert_deliveries"
+                                " WHERE status = 'pending'")  # fmt: skip
+    print(f"\nprobe's worker killed: all {count + 1} delivered {took_s:.1f} s after; still pending due in {due_in}")
+    assert rows(postgres_url, delivered) == [(count + 1,)], f"held; still pending due in {due_in} s"
+    after = [r.headers[IDEMPOTENCY_HEADER] for r in receiver.received[1:]]
+    assert len(after) == len(set(after)) == count + 1  # each once, the probe first and alone until it answered
+    assert after[0] == "read-e000000000000001" and after[1:] == sorted(after[1:-1]) + [live.alert_id]
