@@ -27,6 +27,7 @@ attempts in flight end."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
 from common.jobs import AlertJob, alert_job, job_id, parse_job
+from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.worker import StageResult
@@ -111,6 +113,8 @@ class AlertStage:
         queued while that one may still be in flight (its lease), unless it failed (the entry is dropped)."""
         self.released_at: dict[str, float] = {}
         """Per receiver, when this worker last made its held deliveries due again (monotonic)."""
+        self.missing_failing = Throttle(math.inf)
+        """Rounds whose `add_missing_deliveries` failed, told once a spell (`maintain`)."""
         self.stopping = threading.Event()
         """Set by `alpr worker alert` at a stop signal: the lanes begin no further attempt."""
         self.lanes = {name: self.lane(name) for name in receivers}
@@ -294,11 +298,19 @@ class AlertStage:
 
     def maintain(self) -> None:
         """Give the alerts raised lately a delivery to each receiver of this worker's file they lack; then
-        queue the deliveries that are due: those, retries after their back-off, jobs lost with a worker."""
+        queue the deliveries that are due: those, retries after their back-off, jobs lost with a worker.
+        The first's failure is said once a spell (a read-only Postgres failed it every second, each round a
+        WARNING: a review), its end at INFO with how many rounds failed."""
         try:
             self.add_missing_deliveries()
         except Exception as error:  # tried again next round; the due deliveries are queued all the same
-            log.warning("could not add the deliveries recent alerts lack (%s)", type(error).__name__)
+            if self.missing_failing.note():
+                log.warning("could not add the deliveries recent alerts lack (%s); tried again each round, said"
+                            " again once it goes through", type(error).__name__)  # fmt: skip
+        else:
+            if spell := self.missing_failing.end():
+                log.info("adding the deliveries recent alerts lack answers again, after %d failed rounds in %.0f s",
+                         *spell)  # fmt: skip
         due = self.alert_log.due(
             defaults.ALERT_REQUEUE_AFTER_S, 1000, defaults.ALERT_DUE_PER_RECEIVER, self.capped(time.monotonic())
         )

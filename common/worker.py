@@ -208,8 +208,9 @@ class StageWorker(SimpleWorker):
         self.suspension_seen = False
         """Whether `rq:suspended` was there at the last check: it is warned of once each time it appears."""
         self.unsigned_refused = Throttle()
-        self.duty_failures = Throttle()  # a duty failing at every maintenance (a read-only Postgres): a line a minute
         """Jobs refused as not signed with this worker's key: told at most once a minute (`report_unsigned`)."""
+        self.duty_failures = Throttle()
+        """A pool duty failing at every maintenance (a read-only Postgres): a line a minute, and one at its end."""
 
     def handle_payload(self, message: Any) -> None:
         """A message on RQ's control channel (`rq:pubsub:<worker name>`), refused. RQ's worker obeys the
@@ -279,6 +280,9 @@ class StageWorker(SimpleWorker):
             if count := self.duty_failures.note():  # once a minute at most: the alert pool's, a second, 56 lines
                 log.warning("%s pool duty failed (%d time%s since the last such line): %s", self.context.stage.name,
                             count, "" if count == 1 else "s", error)  # fmt: skip
+        else:
+            if spell := self.duty_failures.end():
+                log.info("%s pool duty answers again, after %d failures in %.0f s", self.context.stage.name, *spell)
         self.stop_if_asked()
 
     def stop_if_asked(self) -> None:
