@@ -105,8 +105,10 @@ def stop_on_signals() -> threading.Event:
 
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete the reads, sightings and frame records past the retention (common/retention.py), once or
-    every --every-h hours; as a role given the pruner's rights (common/pruner_role.py) or the owner."""
+    """Delete the reads, sightings and frame records past the retention (common/retention.py), and the
+    snapshot files of the sightings deleted (`alpr run`'s: a file left is named on stderr, and a single
+    prune exits 1), once or every --every-h hours; as a role given the pruner's rights
+    (common/pruner_role.py) or the owner."""
     from datetime import UTC, datetime, timedelta
 
     import psycopg
@@ -139,7 +141,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             if pruned.stopped:
                 return 1
             if args.every_h is None:
-                return 0
+                return 1 if pruned.snapshots_left else 0
             stop.wait(args.every_h * 3600)
         return 0  # stopped between rounds (a delete stopped mid-batch is rolled back whole)
     finally:
@@ -161,6 +163,7 @@ def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, met
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
     print(f"{verb} what was {what}: {pruned}" if what else kept, flush=True)
+    report_snapshots_left(pruned)
     if not dry_run:
         for table, rows in pruned.rows.items():
             metrics.pruned_rows.labels(table=table).inc(rows)
@@ -194,9 +197,15 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
     print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
+    report_snapshots_left(pruned)
+    return 1 if pruned.snapshots_left or pruned.stopped else 0
+
+
+def report_snapshots_left(pruned: Pruned) -> None:
+    """Each snapshot file of a deleted sighting left on disk, with why, on stderr (the prune then exits 1;
+    a prune `--every-h` says so each round and goes on)."""
     for left in pruned.snapshots_left:
         print(f"alpr: a deleted sighting's snapshot left on disk: {escape_controls(left)}", file=sys.stderr)
-    return 1 if pruned.snapshots_left or pruned.stopped else 0
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:

@@ -5,7 +5,9 @@ sighting): alerts are hits an operator acts on, kept with their evidence until d
 still `pending` is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
 pruned. Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
 delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them.
-`prune_sqlite_log` does the same for `alpr run`'s SQLite log (`alpr db prune --sqlite`)."""
+`prune_sqlite_log` does the same for `alpr run`'s SQLite log (`alpr db prune --sqlite`). Either deletes the
+snapshot files the sightings it deletes name (`alpr run`'s, written where it ran: the chain's sightings name
+none), under the same rules (`snapshot_to_delete`)."""
 
 from __future__ import annotations
 
@@ -76,8 +78,14 @@ DELETE_BATCH = """
 DELETE FROM {table} WHERE {key} IN (
     SELECT {key} FROM {table} t WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}
     LIMIT %(rows)s
-)
+) RETURNING {returned}
 """
+
+RETURNED = {"sightings": "snapshot_path"}
+"""What a batch's deleted rows hand back, per table: a sighting's snapshot file (`alpr run` with a database
+URL logs its sightings in Postgres with the snapshots it wrote), deleted once the batch commits. The Postgres
+prune deleted the rows only, and the files stayed on disk for good, no row naming them (a review: 3 files,
+277 KB); `alpr db prune --sqlite` deleted them."""
 
 COUNT = "SELECT count(*) FROM {table} t WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}"
 
@@ -88,7 +96,7 @@ class Pruned:
 
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRUNED, 0))
     snapshots_left: list[str] = field(default_factory=list)
-    """Snapshot files of deleted sightings left on disk, each with why (`prune_sqlite_log`)."""
+    """Snapshot files of deleted sightings left on disk, each with why."""
     stopped: bool = False
     """Whether a stop request ended the prune between two batches (what was deleted before stays so)."""
 
@@ -108,13 +116,15 @@ def _probe_by_index(connection: psycopg.Connection) -> None:
 def prune_logs(
     pool: ConnectionPool, cutoff: datetime, dry_run: bool = False, stop: threading.Event | None = None
 ) -> Pruned:
-    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite; `stop`
-    set ends it after the batch in hand (`Pruned.stopped`): a prune of millions of rows started by mistake
-    went on to the end whatever signal it was sent (a review)."""
+    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite, and the
+    snapshot files of the sightings deleted, batch by batch as each commits (`_delete_snapshots`: those it
+    keeps or cannot delete are named in `Pruned.snapshots_left`); `stop` set ends it after the batch in
+    hand (`Pruned.stopped`): a prune of millions of rows started by mistake went on to the end whatever
+    signal it was sent (a review)."""
     pruned = Pruned()
     for table, (key, time_column, kept_unless) in PRUNED.items():
         parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time_column),
-                 "kept_unless": sql.SQL(kept_unless)}  # fmt: skip
+                 "kept_unless": sql.SQL(kept_unless), "returned": sql.Identifier(RETURNED.get(table, key))}  # fmt: skip
         with pool.connection() as connection:
             cameras = [row[0] for row in connection.execute(sql.SQL(CAMERAS).format(**parts))]
         for camera in cameras:
@@ -131,8 +141,11 @@ def prune_logs(
                     return pruned
                 with pool.connection() as connection:  # one batch a transaction: locks held briefly
                     _probe_by_index(connection)
-                    deleted = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).rowcount
-                pruned.rows[table] += max(deleted, 0)
+                    gone = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).fetchall()
+                deleted = len(gone)  # committed: the snapshots they name may go
+                pruned.rows[table] += deleted
+                if table in RETURNED:
+                    _delete_snapshots([path for (path,) in gone if isinstance(path, str) and path], pruned, True)
                 if deleted < BATCH_ROWS:
                     break
     return pruned
@@ -264,16 +277,29 @@ def _delete_in_batches(
     return deleted
 
 
-def _delete_snapshots(snapshots: list[str], pruned: Pruned) -> None:
+NOT_ON_THIS_HOST = "its folder is not on this host: delete it where `alpr run` wrote it, or prune where the files are"
+"""Why a snapshot a Postgres log names is left: `alpr run` wrote it on its own host (or container), and the
+prune runs elsewhere (Compose's `prune` service holds no `alpr run` output)."""
+
+
+def _delete_snapshots(snapshots: list[str], pruned: Pruned, elsewhere: bool = False) -> None:
     """Delete the snapshot files of the sightings deleted, but those `snapshot_to_delete` keeps, which go
-    to `pruned.snapshots_left` with why, as do those that could not be deleted."""
+    to `pruned.snapshots_left` with why, as do those that could not be deleted. With `elsewhere` (a
+    Postgres log, which any host's `alpr run` may have written to), a file whose folder is missing here is
+    named too (NOT_ON_THIS_HOST), not taken for one deleted already."""
     for snapshot in snapshots:
-        if (kept := snapshot_to_delete(snapshot)) is None:
-            try:
-                os.unlink(os.path.realpath(snapshot))
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                kept = error.strerror or str(error)
-        if kept is not None:
+        if elsewhere and Path(snapshot).is_absolute() and not os.path.isdir(os.path.dirname(snapshot)):
+            pruned.snapshots_left.append(f"{snapshot} ({NOT_ON_THIS_HOST})")
+        elif (kept := snapshot_to_delete(snapshot) or _unlinked(snapshot)) is not None:
             pruned.snapshots_left.append(f"{snapshot} ({kept})")
+
+
+def _unlinked(snapshot: str) -> str | None:
+    """Delete the snapshot file (gone already: done); why not, where it could not be deleted."""
+    try:
+        os.unlink(os.path.realpath(snapshot))
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

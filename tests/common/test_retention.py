@@ -452,3 +452,56 @@ def test_a_prune_stops_between_batches_when_told(logged, capsys, monkeypatch):
             signal.signal(signum, handler)
     assert "stopped by a signal; deleted so far what was captured before" in capsys.readouterr().out
     assert len(batches) == 1 and len(remaining(logged)["plate_reads"]) == 17 - 1  # one batch, then it stopped
+
+
+def test_a_postgres_prune_deletes_the_snapshots_alpr_run_wrote_and_names_those_left(logged, tmp_path):
+    """`alpr run` with a database URL logs its sightings in Postgres with the snapshots it wrote; `alpr db
+    prune` deleted the rows and left the files on disk for good, no row naming them (a review: 3 files, 277
+    KB), where `--sqlite` deleted them. A prune process, logged in as the pruner's role (Compose's `prune`),
+    now deletes them under the same rules as `--sqlite`, and names on stderr, exiting 1, those it leaves:
+    another file than a snapshot, and one whose folder is not on its host (written by `alpr run` elsewhere)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from common.db import open_pool
+    from common.sighting_log import PostgresSightingLog
+    from common.types import Sighting
+
+    folder = tmp_path / "out" / "sightings"
+    folder.mkdir(parents=True)
+    notes = tmp_path / "notes.jpg"  # a file of the user's, no snapshot of alpr run's
+    elsewhere = "/nonexistent-host-b/out/sightings/cam_9.jpg"
+    snapshots = {"s-old-0": folder / "cam_0.jpg", "s-old-1": folder / "cam_1.jpg", "s-recent": folder / "cam_2.jpg"}
+    for file in (*snapshots.values(), notes):
+        file.write_bytes(b"\xff\xd8jpeg\xff\xd9")
+    written = [*snapshots.items(), ("s-notes", notes), ("s-elsewhere", Path(elsewhere))]
+    pool = open_pool(logged)
+    try:
+        log = PostgresSightingLog(pool)  # as `alpr run` logs them
+        for sighting_id, snapshot in written:
+            at_s = (RECENT if sighting_id == "s-recent" else OLD).timestamp()
+            sighting = Sighting(
+                sighting_id=sighting_id, camera_id="run", plate="KPX4721", confidence=0.9, first_seen_s=at_s,
+                last_seen_s=at_s + 3, reads=1, best_frame_id="run:1:0", best_box_xyxy=(0, 0, 9, 3),
+                best_confidence=0.9, texts=(("KPX4721", 1),),
+            )  # fmt: skip
+            assert log.record_many([(sighting, str(snapshot))]) == 1
+    finally:
+        pool.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
+    env["PYTHONPATH"] = str(Path(__file__).parents[2])
+    with pruner_role(logged) as (_, as_pruner):
+        prune = [sys.executable, "-m", "alpr.cli", "db", "prune", "--database-url", as_pruner]
+        dry = subprocess.run([*prune, "--dry-run"], capture_output=True, text=True, env=env, timeout=60)
+        assert dry.returncode == 0 and all(file.exists() for file in (*snapshots.values(), notes)), dry.stderr
+        done = subprocess.run(prune, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.strip().endswith("(30 days): 14 plate_reads, 18 sightings, 13 frames")
+    assert not snapshots["s-old-0"].exists() and not snapshots["s-old-1"].exists()
+    assert snapshots["s-recent"].exists() and notes.exists()  # its sighting kept; not a snapshot
+    left = [line for line in done.stderr.splitlines() if "snapshot left on disk" in line]
+    assert len(left) == 2 and f"{notes} (not a snapshot of" in left[0] + left[1]
+    assert f"{elsewhere} (its folder is not on this host" in left[0] + left[1]
+    assert remaining(logged)["sightings"] == ["s-bridge:recent", "s-gate:old:5", "s-gate:recent", "s-recent"]
