@@ -276,7 +276,7 @@ def build_worker_context(
         return WorkerContext(ocr, metrics, settings.job_timeout_s)
     from redactor_worker.worker import RedactStage
 
-    log.info("redactor keeps %s frames in %s for %.0f h", settings.keep_frames, settings.keep_dir,
+    log.info("redactor keeps %s frames in %s for %g h", settings.keep_frames, settings.keep_dir,
              settings.keep_max_age_h)  # fmt: skip
     redact = RedactStage(
         store, FrameLog(database_pool(settings, "redactor", REDACT_WORKER_RIGHTS), settings.db_patience_s),

@@ -173,8 +173,9 @@ class Settings(BaseModel):
         defaults.KEEP_FRAMES, description="Which redacted frames are kept: with a plate, all, or none."
     )
     keep_max_age_h: float = Field(
-        defaults.KEEP_MAX_AGE_H, gt=0, description="Kept frames older than this are deleted by the redactor pool."
-    )
+        defaults.KEEP_MAX_AGE_H, gt=0, le=24 * defaults.MAX_RETENTION_DAYS,
+        description="Kept frames older than this are deleted by the redactor pool (at most the retention).",
+    )  # fmt: skip
     retention_days: float = Field(
         defaults.RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
         description="Reads, sightings and frame records older than this are deleted by `alpr db prune` (0: kept).",
@@ -307,6 +308,32 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def kept_within_the_retention(self, info: ValidationInfo) -> Settings:
+        """Nothing of a car outlives the records of it: a kept frame (blurred at its plates only: the car, its
+        driver's face, the place) is deleted before its frame's record, reads and sightings are pruned, and
+        the sighting pool's memory of a listed plate's passes (kept twice the alert repeat window,
+        sighting_worker/passes.prune) goes before them too. ALPR_KEEP_MAX_AGE_H had no bound: 100,000 h
+        kept the frames 11 years past a 30-day retention (a review). A retention of 0 keeps the records for
+        ever, and one given by a flag (`alpr db prune --older-than-days`: a deeper prune, once) is not the
+        chain's: neither is checked."""
+        if self.retention_days == 0 or "retention_days" in (info.context or {}).get("flags", ()):
+            return self
+        retention_h = 24 * self.retention_days
+        if self.keep_max_age_h > retention_h:
+            raise ValueError(
+                f"{ENV_PREFIX}KEEP_MAX_AGE_H ({self.keep_max_age_h:g} h) must be at most {ENV_PREFIX}RETENTION_DAYS"
+                f" ({self.retention_days:g} days = {retention_h:g} h): kept frames (cars, faces and places; only the"
+                " plates blurred) would outlive the records that name them; lower it, or raise the retention"
+            )
+        if 2 * self.alert_repeat_s > retention_h * 3600:
+            raise ValueError(
+                f"{ENV_PREFIX}ALERT_REPEAT_S ({self.alert_repeat_s:g} s) must be at most half of"
+                f" {ENV_PREFIX}RETENTION_DAYS ({self.retention_days:g} days): the sighting pool remembers a listed"
+                " plate's passes for twice the repeat window, past the records it would outlive"
+            )
+        return self
+
+    @model_validator(mode="after")
     def consistent_thresholds(self) -> Settings:
         """An early alert is raised on one read, a sighting's on its voted plate at ALPR_OCR_MIN_CONFIDENCE:
         a read matched at once below that threshold raised an alert (a 0.92 misread, the threshold at 0.99)
@@ -367,8 +394,8 @@ class Settings(BaseModel):
                 values[name] = value
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
-        try:
-            return cls.model_validate(values)
+        try:  # which settings flags gave: a retention a flag gave is a prune's, not the chain's
+            return cls.model_validate(values, context={"flags": frozenset(given)})
         except ValidationError as error:
             names = {field: flag for field, flag in (flag_names or {}).items() if field in given}
             raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX, names=names)}") from None

@@ -195,7 +195,7 @@ class RedactStage:
                 raise
             failure = error
         if deleted := delete_expired_frames(self.keep_dir, self.keep_max_age_s, spared=self.alert_evidence):
-            log.info("deleted %d kept frames older than %.0f h", deleted, self.keep_max_age_s / 3600)
+            log.info("deleted %d kept frames older than %g h", deleted, self.keep_max_age_s / 3600)
             self.metrics.kept_deleted.inc(deleted)
         if failure is not None:
             raise failure

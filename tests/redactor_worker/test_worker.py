@@ -391,3 +391,30 @@ def test_a_box_below_the_read_threshold_is_blurred_but_keeps_and_counts_no_frame
     assert len(list(keep_dir.rglob("*.jpg"))) == 1  # kept for all, its weak box blurred (redactor_worker.core)
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT plates FROM frames WHERE camera_id = 'kept'").fetchall() == [(0,)]
+
+
+def test_a_keep_age_under_an_hour_is_logged_as_it_was_set(redis_url, postgres_url, tmp_path, settings, caplog):
+    """ALPR_KEEP_MAX_AGE_H=0.01 (36 s) was logged at start as `for 0 h`, and each sweep's deletions as of
+    frames `older than 0 h`: the operator could not see the age the frames are kept for."""
+    import logging
+    import os
+
+    from alpr.wiring import build_worker_context
+    from common.config import Settings
+    from common.metrics import Metrics
+
+    caplog.set_level(logging.INFO)
+    keep_dir = tmp_path / "kept"
+    keep_dir.mkdir()
+    loaded = Settings.load({"ALPR_KEEP_MAX_AGE_H": "0.01"}, redis_url=redis_url, database_url=postgres_url,
+                           keep_dir=keep_dir, model_dir=settings.model_dir)  # fmt: skip
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    connection = connect_redis(redis_url)
+    stage = build_worker_context("redact", loaded, connection, Metrics()).stage
+    assert f"redactor keeps plates frames in {keep_dir} for 0.01 h" in caplog.text
+    stage.handle(stored_job(connection, ("cam",)))
+    (kept,) = keep_dir.rglob("*.jpg")
+    os.utime(kept, (time.time() - 60, time.time() - 60))  # past 36 s
+    stage.last_keep_sweep = float("-inf")
+    stage.maintain()
+    assert not kept.exists() and "deleted 1 kept frames older than 0.01 h" in caplog.text
