@@ -208,6 +208,9 @@ WHERE c.grouped_until_s = 0
        > coalesce((c.state->'early'->>'taken')::bigint, jsonb_array_length(coalesce(c.state->'early'->'seen', '[]')))
     OR EXISTS (SELECT 1 FROM plate_reads r WHERE r.camera_id = c.camera_id
                AND r.captured_at >= to_timestamp(c.grouped_until_s))
+    OR jsonb_path_exists(c.state, '$.alerted.*[*] ? (@.span[1] < $ended && @.span[2] < $untouched)',
+                         jsonb_build_object('ended', extract(epoch FROM now()) - %(pass_kept_s)s,
+                                            'untouched', extract(epoch FROM now()) - %(pass_untouched_s)s))
 ORDER BY c.camera_id
 """
 """The cameras a round has work for: met for the first time, with a cursor past Postgres's now (saved by a
@@ -216,13 +219,17 @@ once the gap has passed) or a late track held open (closed once no late read joi
 LATE_SIGHTING_HOLD_S: sighting_worker/late_tracks.py), with reads the early scan has not taken (more of its
 reads above the scan's mark than the scan has seen: it keeps exactly those ids, as runs, and their number as
 `taken`; a search of each id in that list grew with the square of a busy camera's reads), or with reads not
-yet grouped (their frames not settled yet). An idle camera costs the round nothing: with 300 cameras and no
-car the round took 0.3 s of queries, over the 0.2 s between rounds, so early alerts waited on idle cameras."""
+yet grouped (their frames not settled yet), or with a pass of a listed plate alerted on that no read may
+join any more (its last read `pass_kept_s` ago, none met it for `pass_untouched_s`): the round lets it go
+(sighting_worker/passes.prune), where a quiet or retired camera's cursor kept the plate and its car's track
+for good (a review). An idle camera costs the round nothing: with 300 cameras and no car the round took
+0.3 s of queries, over the 0.2 s between rounds, so early alerts waited on idle cameras."""
 
 
-def camera_ids(connection: psycopg.Connection) -> list[str]:
+def camera_ids(connection: psycopg.Connection, pass_kept_s: float, pass_untouched_s: float) -> list[str]:
     """The cameras with work for a round (CAMERAS_WITH_WORK)."""
-    return [row[0] for row in connection.execute(CAMERAS_WITH_WORK)]
+    values = {"pass_kept_s": pass_kept_s, "pass_untouched_s": pass_untouched_s}
+    return [row[0] for row in connection.execute(CAMERAS_WITH_WORK, values)]
 
 
 def lock_cursor(connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:

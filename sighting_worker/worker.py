@@ -185,7 +185,7 @@ class SightingStage:
         total = GroupResult()
         try:
             with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, autocommitting(connection):
-                cameras = camera_ids(connection)
+                cameras = camera_ids(connection, *self.passes_due_after_s())
                 self.refresh_watch(connection)
             outcome = self.group_cameras(cameras, total)
         except WatchListUnavailableError as error:  # the round rolled back: its reads wait, none taken unmatched
@@ -303,7 +303,9 @@ class SightingStage:
             fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
             result.sightings += close_late(held, result, self.settings, self.postgres_now())
             if not (first_met or set_right or fed or early.took_reads or held.changed):
-                return result  # nothing taken, nothing closed: the cursor stays (the next round looks again)
+                alerted = self.passes_kept(alerted, cursor, tracker, held, gap_s)  # a quiet camera's too
+                if passes_state(alerted) == state.get("alerted", {}):
+                    return result  # nothing taken, closed or let go of: the cursor stays (the next round looks again)
             insert_sightings(connection, [(s, None) for s in result.sightings])
             result.alerts += [
                 a
@@ -313,13 +315,7 @@ class SightingStage:
                 )
             ]
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
-            horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
-            forget_grouped(alerted, horizon_s, tracker.open_sighting_ids() | held.open_ids())
-            alerted = prune(
-                alerted,
-                min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
-                self.postgres_now() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
-            )
+            alerted = self.passes_kept(alerted, cursor, tracker, held, gap_s)
             cursor.early_read_id = early.from_id
             cursor.state = {
                 "version": CURSOR_STATE_VERSION,
@@ -333,6 +329,30 @@ class SightingStage:
         if result.late_reads:
             self.count_late(camera_id, result)
         return result
+
+    def passes_due_after_s(self) -> tuple[float, float]:
+        """How long after its last read, and after a read last met it, a pass is let go of at the soonest
+        (`passes_kept`, at a camera sampled fast enough for the sighting gap): a round visits a camera whose
+        cursor holds one (common/sighting_log.CAMERAS_WITH_WORK)."""
+        kept_s = self.settings.settle_s + 2 * self.settings.pass_gap_s(self.settings.gap_s)
+        return kept_s, defaults.EARLY_RESCAN_S + 2 * defaults.SIGHTING_POLL_S
+
+    def passes_kept(
+        self, alerted: Passes, cursor: SightingCursor, tracker: SightingTracker, held: HeldLate, gap_s: float
+    ) -> Passes:
+        """The passes alerted on that a read may still join (sighting_worker/passes.prune), their reads and
+        tracks grouped let go of (`forget_grouped`): a pass goes once it ended twice the pass gap (at most
+        ALPR_ALERT_REPEAT_S's, which the settings keep under half the retention) before the camera's horizon
+        and its earliest open track, untouched by a read for EARLY_RESCAN_S, its car's track closed. Done in
+        every round, one that took no reads too: a quiet or retired camera's cursor kept a listed plate and
+        its car's track for as long as it stayed so (a review)."""
+        horizon_s, open_since_s = cursor.grouped_until_s, tracker.earliest_open_s()
+        forget_grouped(alerted, horizon_s, tracker.open_sighting_ids() | held.open_ids())
+        return prune(
+            alerted,
+            min(horizon_s, open_since_s or horizon_s) - 2 * self.settings.pass_gap_s(gap_s),
+            self.postgres_now() - defaults.EARLY_RESCAN_S - 2 * defaults.SIGHTING_POLL_S,
+        )
 
     def set_cursor_right(self, cursor: SightingCursor, tracker: SightingTracker) -> bool:
         """Whether the cursor was found past Postgres's now, saved by a worker whose host clock ran ahead

@@ -39,6 +39,7 @@ from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
 from sighting_worker.alert_ids import alert_id
 from sighting_worker.cursor_state import CURSOR_STATE_VERSION
+from sighting_worker.passes import load_passes, passes_state
 from sighting_worker.worker import ROUND_OUTCOMES
 
 SECRET = "hook-secret-0123456789abcdef"
@@ -230,6 +231,37 @@ def test_a_listed_car_long_in_view_is_alerted_once_per_pass(chain, redis_url, mo
     stage.poll()
     assert [row[0] for row in table(pool, "SELECT plate FROM sightings")] == ["KPX4721"] * 3
     assert table(pool, "SELECT kind FROM alerts") == [("read",)] * alerts
+
+
+@pytest.mark.parametrize(("repeat_s", "let_go"), [(0.0, True), (defaults.ALERT_REPEAT_S, False)])
+def test_a_quiet_cameras_cursor_lets_go_of_the_listed_plates_it_alerted_on(
+    chain, redis_url, monkeypatch, repeat_s, let_go
+):
+    """A round that took no reads returned before the cursor's passes were pruned: a listed plate and its
+    car's track (`"alerted": {"default:KPX4721": [{"span": ..., "points": ...}]}`) stayed in the cursor's
+    state for as long as the camera stayed quiet, or retired: for good (a review). A pass goes once no read
+    can join it: past twice the pass gap (ALPR_ALERT_REPEAT_S, or the sighting gap, 2 s, where it is 0) and
+    untouched for EARLY_RESCAN_S (here 0); within ALPR_ALERT_REPEAT_S (60 s) it stays (the repeat window
+    needs it). A quiet round with nothing to let go of writes nothing (the row's xmin stays)."""
+    pool, _ = chain
+    monkeypatch.setattr("common.defaults.EARLY_RESCAN_S", 0.0)
+    monkeypatch.setenv("ALPR_ALERT_REPEAT_S", str(repeat_s))
+    stage = build_sighting_stage(Settings.load(), connect_redis(redis_url), Metrics())
+    log_frames(pool, [(frame(i, time.time() - 30 + i * 0.2), [plate("KPX4721", 100 + 20 * i)]) for i in range(5)])
+    stage.poll()
+    assert len(table(pool, "SELECT 1 FROM alerts")) == 1 and len(table(pool, "SELECT 1 FROM sightings")) == 1
+    ((state,),) = table(pool, "SELECT state FROM sighting_cursors")
+    assert "KPX4721" in json.dumps(state["alerted"])
+    assert passes_state(load_passes(state["alerted"])) == state["alerted"]  # as saved: a quiet round writes nothing
+    time.sleep(0.6)  # untouched past EARLY_RESCAN_S and two polls; nothing logged since: a quiet camera
+    stage.poll()
+    ((state, xmin),) = table(pool, "SELECT state, xmin::text FROM sighting_cursors")
+    assert ("KPX4721" not in json.dumps(state)) is let_go
+    if let_go:
+        assert state["alerted"] == {}
+    stage.poll()
+    assert table(pool, "SELECT xmin::text FROM sighting_cursors") == [(xmin,)]  # nothing more to let go of
+    assert len(table(pool, "SELECT 1 FROM alerts")) == 1 and len(table(pool, "SELECT 1 FROM sightings")) == 1
 
 
 def test_a_plate_on_two_lists_raises_both_and_an_entry_expired_since_the_car_passed_still_does(
