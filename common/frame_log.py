@@ -182,6 +182,9 @@ WHERE created_at >= to_timestamp(%s) AND body ->> 'frame_id' IS NOT NULL
 """
 """The frames alerts raised since a time cite (alerts_by_created: a few rows a sweep, once all are loaded)."""
 
+ALERTS_COUNTED = "SELECT count(*) FROM alerts"
+"""How many alerts there are: fewer than at the last load, one was deleted (by hand: alerts are never pruned)."""
+
 ALERTED_CHUNK = 10_000
 """Rows of ALERTED_FRAMES fetched at a time: a first load of a million alerts is streamed, not held."""
 
@@ -286,6 +289,12 @@ class FrameLog:
                 take([(str(camera_id), str(frame_id)) for camera_id, frame_id, _ in rows])
                 newest = max(newest, max(float(created_s) for _, _, created_s in rows))
         return newest
+
+    def alerts_counted(self) -> int:
+        """How many alerts there are (ALERTS_COUNTED)."""
+        with self.pool.connection() as connection:
+            row = connection.execute(ALERTS_COUNTED).fetchone()
+        return int(row[0]) if row else 0
 
     def pending_counts(self) -> dict[str, int]:
         """camera -> frames sampled without a final outcome yet (cheap: a partial index)."""

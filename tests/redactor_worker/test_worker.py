@@ -418,3 +418,42 @@ def test_a_keep_age_under_an_hour_is_logged_as_it_was_set(redis_url, postgres_ur
     stage.last_keep_sweep = float("-inf")
     stage.maintain()
     assert not kept.exists() and "deleted 1 kept frames older than 0.01 h" in caplog.text
+
+
+def test_a_running_redactor_sweeps_the_frame_of_an_alert_deleted_by_hand(redis_url, postgres_url, tmp_path, settings):
+    """The loads since the last only ever added to what alerts cite: an alert deleted by hand kept its
+    frame spared for as long as the redactor ran (a review). The set is built whole again when there are
+    fewer alerts than at the last load, and at least once an hour of sweeps (six: one alert deleted and
+    another raised between two sweeps)."""
+    import json
+
+    hour_of_sweeps = 3600 // 600  # KEEP_SWEEP_S
+    stage, kept = frames_kept_100_hours_ago(redis_url, postgres_url, tmp_path, settings)
+
+    def alert(db: psycopg.Connection, alert_id: str, frame_id: str) -> None:
+        body = json.dumps({"frame_id": frame_id, "plate": "KPX4721"})
+        db.execute("INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES (%s, 'read', %s,"
+                   " now(), %s)", (alert_id, frame_id.split(":")[0], body))  # fmt: skip
+
+    def sweep() -> None:
+        stage.last_keep_sweep = float("-inf")
+        stage.maintain()
+
+    with psycopg.connect(postgres_url) as db:
+        alert(db, "a1", "cam:1:0")
+        alert(db, "a2", "other:1:0")
+    sweep()
+    assert kept["cam"].is_file() and kept["other"].is_file()  # both cited
+    with psycopg.connect(postgres_url) as db:
+        db.execute("DELETE FROM alerts WHERE alert_id = 'a1'")  # by hand: a false hit
+    sweep()
+    assert not kept["cam"].exists() and kept["other"].is_file()  # fewer alerts: loaded whole
+    with psycopg.connect(postgres_url) as db:
+        db.execute("DELETE FROM alerts WHERE alert_id = 'a2'")
+        alert(db, "a3", "cam:9:0")  # as many alerts as before
+    sweeps = 0
+    while kept["other"].exists() and sweeps < hour_of_sweeps + 1:
+        sweep()
+        sweeps += 1
+    assert not kept["other"].exists() and sweeps <= hour_of_sweeps
+    assert len(stage.alert_evidence) == 1  # a3's alone
