@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -319,19 +319,20 @@ def train_ocr(args: argparse.Namespace, settings: Settings) -> int:
 
 def export(args: argparse.Namespace, settings: Settings) -> int:
     """Every logged read (or sighting) as a private CSV file, which replaces the file at --csv only once
-    the whole of it is written: an export that fails leaves that file as it was. The export is recorded
-    (common/export_record.py) before a row is read; one whose record cannot be written exports nothing."""
+    the whole of it is written: an export that fails leaves that file as it was, and one killed leaves no
+    copy of the rows beside it (replaced_privately). The export is recorded (common/export_record.py)
+    before a row is read; one whose record cannot be written exports nothing."""
     planned = planned_export(args)
     if not settings.database_url:
         check_export_paths(settings.sqlite_path, args.csv_path)
     password = settings.secret("database_password")
     where = (settings.database_url, settings.sqlite_path, password)
-    with replaced_privately(args.csv_path) as partial_csv:  # the target checked before the export is recorded
+    with replaced_privately(args.csv_path) as csv_file:  # the target checked before the export is recorded
         record_export(*where, planned)
         if args.sightings:
-            count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, partial_csv)
+            count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, csv_file)
         else:
-            count = write_and_close(open_plate_log(*where, migrate=False), export_csv, partial_csv)
+            count = write_and_close(open_plate_log(*where, migrate=False), export_csv, csv_file)
     print(f"wrote {count} {planned.exported} to {args.csv_path} (export recorded)")
     return 0
 
@@ -367,9 +368,9 @@ def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:
 AnyLog = TypeVar("AnyLog", PlateLog, SightingLog)
 
 
-def write_and_close(log: AnyLog, write: Callable[[AnyLog, Path], int], path: Path) -> int:
+def write_and_close(log: AnyLog, write: Callable[[AnyLog, TextIO], int], handle: TextIO) -> int:
     """Export a log with its writer, and close it."""
     try:
-        return write(log, path)
+        return write(log, handle)
     finally:
         log.close()

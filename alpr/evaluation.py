@@ -332,7 +332,7 @@ def evaluate_folder(
 def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
     """One CSV row per image: truth, best read, its confidence, the top-N candidates, the cause; written
     as the exports are (replaced_privately: 0600, no link followed), as the rows are plates."""
-    with replaced_privately(path) as partial, partial.open("w", newline="") as handle:
+    with replaced_privately(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(ERROR_COLUMNS)
         for name, rows in outcomes.items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from common.private_files import open_private
 
@@ -22,14 +22,17 @@ def spreadsheet_safe(value: Any) -> Any:
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
-def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], path: Path) -> int:
-    """Write rows (column -> value) to a CSV file with a header, created readable by its owner only
-    (the reads are plates, times and places), no text cell a formula; returns the number of rows."""
+def write_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str], target: Path | TextIO) -> int:
+    """Write rows (column -> value) with a header to a CSV file, created readable by its owner only (the
+    reads are plates, times and places), or to a private file open as text (`replaced_privately`'s), no
+    text cell a formula; returns the number of rows."""
+    if isinstance(target, Path):
+        with open(open_private(target), "w", newline="") as handle:  # plates: for its owner only
+            return write_csv(rows, columns, handle)
     count = 0
-    with open(open_private(path), "w", newline="") as handle:  # plates: for its owner only
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
-            count += 1
+    writer = csv.DictWriter(target, fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+        count += 1
     return count

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -191,6 +191,6 @@ def open_plate_log(
     return SqlitePlateLog(sqlite_path)
 
 
-def export_csv(log: PlateLog, path: Path) -> int:
+def export_csv(log: PlateLog, path: Path | TextIO) -> int:
     """Write every read to a CSV file; returns the number of rows."""
     return write_csv(log.reads(), COLUMNS, path)

@@ -11,11 +11,15 @@ import errno
 import grp
 import os
 import pwd
+import re
 import resource
+import secrets
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from common.errors import ConfigError
 
@@ -290,14 +294,18 @@ def keep_private(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def replaced_privately(path: Path) -> Iterator[Path]:
-    """A new private file (0600) beside `path` for the block to write the whole of `path` in; it takes
-    the place of `path` (os.replace) only when the block succeeds, and is removed when it fails. An
-    export used to open its CSV with O_TRUNC before reading a row: one that failed (the SQLite log named
-    as the CSV, a database that is down, a full disk) had emptied the file already. A symbolic link at
-    `path` and anything but a regular file there are refused (ConfigError) before anything is written, as
-    are another user's file there and a folder others may write in or reach through their link
-    (refuse_shared_folder): root's export replaced a user's own file, and went through their link."""
+def replaced_privately(path: Path) -> Iterator[TextIO]:
+    """A new private file (0600) beside `path`, open as text for the block (newline="", as the csv module
+    wants) to write the whole of `path` in; it takes the place of `path` only when the block succeeds, and
+    is gone when it fails. An export used to open its CSV with O_TRUNC before reading a row: one that
+    failed (the SQLite log named as the CSV, a database that is down, a full disk) had emptied the file
+    already. The file has no name while it is written (`_nameless_beside`): an export killed by SIGKILL
+    or the OOM killer left `.<name>.<8 random>.partial`, 12.7 MB of plate rows, for good (a review); where
+    the file system cannot, this user's such files untouched for STALE_PARTIAL_S are removed first. A
+    symbolic link at `path` and anything but a regular file there are refused (ConfigError) before
+    anything is written, as are another user's file there and a folder others may write in or reach
+    through their link (refuse_shared_folder): root's export replaced a user's own file, and went through
+    their link."""
     refuse_link(path)
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} is not a regular file: name the file to write")
@@ -306,9 +314,90 @@ def replaced_privately(path: Path) -> Iterator[Path]:
     refuse_shared_folder(path.parent, "the file")
     if path.exists() and (owner := path.stat().st_uid) != os.geteuid():
         raise foreign_file(path, owner)
-    with _written_beside(path) as (descriptor, partial):
+    remove_stale_partials(path)
+    with _nameless_beside(path) as descriptor, open(descriptor, "w", newline="", closefd=False) as handle:
+        yield handle
+
+
+STALE_PARTIAL_S = 60.0
+"""A partial file (`.<name>.<8 random>.partial`) untouched for this long is a killed writer's: a writer
+still at work touches its file as it writes."""
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove this user's regular files beside `path` named as its partial files are (`_written_beside`)
+    and untouched for STALE_PARTIAL_S: a writer killed before the end left them, and nothing else ever
+    would (the folder is this user's: `refuse_shared_folder`)."""
+    named = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}{re.escape(PARTIAL_SUFFIX)}")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not named.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: left as it is
+            status = entry.stat(follow_symlinks=False)
+            stale = time.time() - status.st_mtime > STALE_PARTIAL_S
+            if stale and stat.S_ISREG(status.st_mode) and status.st_uid == os.geteuid():
+                os.unlink(entry.path)
+
+
+@contextlib.contextmanager
+def _nameless_beside(path: Path) -> Iterator[int]:
+    """A new private file (0600) with no name yet, in the folder of `path` (O_TMPFILE), open for the block:
+    a process killed meanwhile leaves nothing behind (the kernel frees a file no name holds). When the
+    block succeeds it is synced, linked beside `path` under a partial name (by /proc/self/fd: linkat with
+    AT_EMPTY_PATH needs a capability) and renamed over `path`, or linked at `path` itself where nothing is
+    there; the folder synced after. Where the file system or the kernel has no O_TMPFILE, or /proc is not
+    mounted, it is `_written_beside`'s partial file, named from the start."""
+    try:
+        descriptor = os.open(path.parent, getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
+    except OSError:  # EOPNOTSUPP, EISDIR (a kernel before 3.11), or no O_TMPFILE at all (the folder itself)
+        descriptor = -1
+    if descriptor < 0 or not os.path.exists(f"/proc/self/fd/{descriptor}"):
+        if descriptor >= 0:
+            os.close(descriptor)
+        with _written_beside(path) as (named, _):
+            try:
+                yield named
+            finally:
+                os.close(named)
+        return
+    try:
+        os.fchmod(descriptor, FILE_MODE)  # whatever the umask
+        yield descriptor
+        os.fsync(descriptor)
+        _link_in_place(f"/proc/self/fd/{descriptor}", path)
+    finally:
         os.close(descriptor)
-        yield partial
+
+
+def _link_in_place(source: str, path: Path) -> None:
+    """The nameless file at `source` (/proc/self/fd/N) given the name `path`, in place of a file there.
+    Linked by linkat(AT_SYMLINK_FOLLOW) in the folder opened (os.link calls link(2) where given no folder
+    descriptor, which links /proc's own link: EXDEV)."""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.link(source, path.name, dst_dir_fd=folder, follow_symlinks=True)  # nothing there: its name at once
+        except FileExistsError:
+            while True:
+                partial = f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+                try:
+                    os.link(source, partial, dst_dir_fd=folder, follow_symlinks=True)
+                    break
+                except FileExistsError:
+                    continue
+            try:
+                os.replace(partial, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial, dir_fd=folder)
+                raise
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 PR_SET_DUMPABLE = 4

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -160,7 +160,7 @@ def open_sighting_log(
     return SqliteSightingLog(sqlite_path)
 
 
-def export_sightings_csv(log: SightingLog, path: Path) -> int:
+def export_sightings_csv(log: SightingLog, path: Path | TextIO) -> int:
     """Write every sighting to a CSV file (a `plate` column among others); returns the number of rows."""
     return write_csv(log.sightings(), COLUMNS, path)
 

@@ -225,3 +225,54 @@ sys.exit(main(["export", "--reason", "case 1", "--csv", {str(out / "reads.csv")!
                           cwd=Path(__file__).parents[2])  # fmt: skip
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert list(out.iterdir()) == []
+
+
+KILLED_MIDWAY = """
+import os, signal, sys
+import common.plate_log as plate_log
+{prelude}
+write_csv = plate_log.write_csv
+def killed_midway(rows, columns, target):  # the real signal, once 1,500 rows are written
+    def rows_then_sigkill():
+        for index, row in enumerate(rows):
+            if index == 1500:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield row
+    return write_csv(rows_then_sigkill(), columns, target)
+plate_log.write_csv = killed_midway
+from alpr.cli import main
+sys.exit(main(["export", "--reason", "case 1", "--csv", sys.argv[1], "--sqlite", sys.argv[2]]))
+"""
+
+
+@pytest.mark.parametrize("nameless", [True, False])
+def test_an_export_killed_outright_leaves_no_copy_of_the_rows_for_good(tmp_path, capsys, nameless):
+    """SIGKILL (`kill -9`, the OOM killer) left `.big.csv.XXXXXXXX.partial` beside --csv: 12.7 MB, 119,446
+    plate rows, for good (a review). Where the file system has O_TMPFILE the CSV has no name until it is
+    whole, and a kill leaves nothing. Where it has not (here Python's os without O_TMPFILE, as on a kernel
+    without it) the partial file stays, and the next export removes it once a minute old: only this file's
+    partial files, this user's, and none touched lately (an export still writing)."""
+    import signal
+    import subprocess
+    import sys
+
+    log = write_log(tmp_path / "reads.sqlite", [f"KPX{n:04d}" for n in range(2000)])
+    out = tmp_path / "out"
+    out.mkdir()
+    script = KILLED_MIDWAY.format(prelude="" if nameless else "del os.O_TMPFILE")
+    killed = subprocess.run([sys.executable, "-c", script, str(out / "reads.csv"), str(log)], capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).parents[2])  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if nameless:
+        assert list(out.iterdir()) == []
+        return
+    (partial,) = out.iterdir()
+    assert partial.name.startswith(".reads.csv.") and "KPX0001" in partial.read_text()
+    other, fresh = out / ".notes.csv.abcd1234.partial", out / ".reads.csv.abcd1234.partial"
+    for file in (other, fresh):
+        file.write_text("KPX0001\n")
+    aged_s = time.time() - 120
+    for file in (partial, other):
+        os.utime(file, (aged_s, aged_s))
+    assert export(capsys, "--csv", out / "reads.csv", "--sqlite", log)[0] == 0
+    assert sorted(file.name for file in out.iterdir()) == sorted([other.name, fresh.name, "reads.csv"])

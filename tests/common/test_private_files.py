@@ -113,19 +113,28 @@ def test_a_folder_others_may_write_in_is_refused_for_plates(folder_mode, group, 
         assert not (folder / "reads.sqlite").exists()
 
 
-def test_a_replaced_file_changes_only_once_the_block_succeeds(tmp_path):
+@pytest.mark.parametrize("nameless", [True, False])
+def test_a_replaced_file_changes_only_once_the_block_succeeds(tmp_path, monkeypatch, nameless):
+    """Written with no name (O_TMPFILE), or where there is none (a kernel or file system without it) under
+    a partial name beside it, removed when the block fails."""
+    if not nameless:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
     target = tmp_path / "out.csv"
     target.write_text("before\n")
-    with pytest.raises(RuntimeError), replaced_privately(target) as partial:
-        partial.write_text("half")
+    with pytest.raises(RuntimeError), replaced_privately(target) as handle:
+        handle.write("half")
+        handle.flush()
         assert target.read_text() == "before\n"
         raise RuntimeError("the query failed")
     assert target.read_text() == "before\n" and os.listdir(tmp_path) == ["out.csv"]
     target.chmod(0o644)
-    with replaced_privately(target) as partial:
-        assert mode(partial) == 0o600
-        partial.write_text("after\n")
+    with replaced_privately(target) as handle:
+        assert stat.S_IMODE(os.fstat(handle.fileno()).st_mode) == 0o600
+        handle.write("after\n")
     assert target.read_text() == "after\n" and mode(target) == 0o600 and os.listdir(tmp_path) == ["out.csv"]
+    with replaced_privately(tmp_path / "new.csv") as handle:  # nothing there: linked at its name at once
+        handle.write("new\n")
+    assert (tmp_path / "new.csv").read_text() == "new\n" and mode(tmp_path / "new.csv") == 0o600
 
 
 @pytest.mark.parametrize("kind", ["link", "folder"])
@@ -169,8 +178,8 @@ def test_a_file_is_not_written_through_another_users_link_nor_over_their_file(tm
         pytest.fail("the block ran")
     mine = tmp_path / "mine"
     mine.symlink_to(system)  # this user's own link, in a folder of its own: followed as before
-    with replaced_privately(mine / "out.csv") as partial:
-        partial.write_text("a,b\n")
+    with replaced_privately(mine / "out.csv") as handle:
+        handle.write("a,b\n")
     assert (system / "out.csv").read_text() == "a,b\n"
 
 
