@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import socket
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from common.bounded_hash import read_within_bounds
 from common.credentials import escape_controls
 from common.queues import redis_now
+from common.redis_json import json_object
 
 FINGERPRINTS_KEY = "alpr:job-key:fingerprints"
 """Redis hash: role -> JSON {fingerprint, host, at} of the job key it started with (the last to start
@@ -85,11 +86,16 @@ def published(connection: redis.Redis) -> list[Published]:
     return entries
 
 
-def parse_entry(role: str, value: Any) -> Published | None:
+def parse_entry(role: str, value: bytes | str | None) -> Published | None:
+    """An entry as read back; None for one the chain did not write (common/redis_json.py)."""
+    fields = json_object(value, MAX_ENTRY_BYTES)
+    if fields is None:
+        return None
     try:
-        fields = json.loads(value)
         fingerprint, host, at_s = str(fields["fingerprint"]), str(fields["host"]), float(fields["at"])
-    except (TypeError, ValueError, KeyError, UnicodeDecodeError):
+    except (TypeError, ValueError, KeyError):
+        return None
+    if not math.isfinite(at_s):
         return None
     return Published(role, escape_controls(fingerprint[:FINGERPRINT_CHARS]), escape_controls(host[:64]), at_s)
 

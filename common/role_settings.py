@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from common.config import ENV_PREFIX, Settings
 from common.credentials import escape_controls
+from common.redis_json import json_object
 
 ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "ingest": ("sample_fps", "jpeg_quality"),
@@ -107,13 +108,10 @@ def role_settings(settings: Settings, role: str, facts: dict[str, str] | None = 
 def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
     """A published entry as read back from Redis; None for none, or for one the chain did not write
     (not JSON, oversized, no fingerprint). Text shown from it has its control characters written out."""
-    if raw is None or len(raw) > MAX_ENTRY_BYTES:
+    fields = json_object(raw, MAX_ENTRY_BYTES)
+    if fields is None:
         return None
-    try:
-        fields = json.loads(raw)
-        published, values = fields["fingerprint"], fields["settings"]
-    except (TypeError, ValueError, KeyError, UnicodeDecodeError, RecursionError):
-        return None
+    published, values = fields.get("fingerprint"), fields.get("settings")
     if not isinstance(values, dict) or not isinstance(published, str) or not FINGERPRINT.fullmatch(published):
         return None
     safe = {

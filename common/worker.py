@@ -17,7 +17,6 @@ its suspension of every worker (`rq:suspended`); a worker of the chain is stoppe
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -49,6 +48,7 @@ from common.queues import (
     add_stats,
     redis_now,
 )
+from common.redis_json import json_object
 from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, StageJob
 
 if TYPE_CHECKING:
@@ -169,15 +169,17 @@ def unfetchable(connection: redis.Redis, entry: bytes | str) -> str | None:
     return None
 
 
+MAX_COMMAND_BYTES = 1024
+"""Longest RQ control message read (RQ's own are some 40 bytes: `{"command": "shutdown"}`)."""
+
+
 def rq_command(message: Any) -> str:
     """The command an RQ control message names, for a log line (quoted and shortened: any client of
     Redis may publish one)."""
-    try:
-        payload = json.loads(message["data"])
-        command = payload["command"] if isinstance(payload, dict) else payload
-    except (TypeError, KeyError, ValueError, RecursionError):  # not JSON, not UTF-8, too deeply nested
+    payload = json_object(message.get("data") if isinstance(message, dict) else None, MAX_COMMAND_BYTES)
+    if payload is None or "command" not in payload:  # not JSON, not UTF-8, too deeply nested, not RQ's shape
         return "(an unreadable message)"
-    return repr(str(command)[:40])
+    return repr(str(payload["command"])[:40])
 
 
 def mark_permanent(reason: str) -> None:
