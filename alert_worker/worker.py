@@ -41,6 +41,7 @@ from common import defaults
 from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
+from common.bounded_scan import list_tail_within_bounds
 from common.jobs import AlertJob, alert_job, job_id, parse_job
 from common.log_throttle import Throttle
 from common.metrics import Metrics
@@ -51,6 +52,12 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver, float], None]
 """One attempt: the alert, its receiver, and the time to sign it at (Postgres's clock at the claim)."""
+
+MAX_WAITING_READ = 10_000
+"""The most ids at the alert queue's end a round reads, to queue no job still waiting there again."""
+
+MAX_JOB_ID_BYTES = 256
+"""Longest id read there (an alert job's is some 50 bytes; a longer one is none of this pool's)."""
 
 CLOCK_DISAGREEMENT_S = 60.0
 """How far this host's clock may lie from Postgres's before the worker warns of it at its start."""
@@ -317,9 +324,11 @@ class AlertStage:
         if not due:
             return
         # a job still queued is not queued again: `enqueue` replaced its record and pushed its id once more,
-        # and a queue holding more than ALERT_REQUEUE_AFTER_S of work held ids up to 6 times (a soak review)
-        waiting = {entry.decode() if isinstance(entry, bytes) else str(entry)
-                   for entry in self.queue.connection.lrange(self.queue.key, 0, -1)}  # fmt: skip
+        # and a queue holding more than ALERT_REQUEUE_AFTER_S of work held ids up to 6 times (a soak review).
+        # Only its last MAX_WAITING_READ ids are read, where this pool's own are pushed: the whole queue was,
+        # each round, whatever any client of Redis had pushed there (a review); one further in is queued again.
+        tail = list_tail_within_bounds(self.queue.connection, self.queue.key, MAX_WAITING_READ, MAX_JOB_ID_BYTES)
+        waiting = {entry.decode(errors="replace") for entry in tail}
         for alert_id, receiver, attempts in due:
             job = alert_job(alert_id, receiver, attempts + 1)
             if job_id(job.stage, job.batch_id) not in waiting:

@@ -12,7 +12,7 @@ import redis
 from rq.worker import Worker
 
 from common import defaults
-from common.bounded_hash import read_within_bounds
+from common.bounded_hash import read_many_within_bounds, read_within_bounds
 from common.credentials import escape_controls
 from common.queues import (
     INGEST_NODES_KEY,
@@ -127,11 +127,16 @@ def shown_value(published: dict[str, Any], name: str) -> str:
 
 
 def rq_members(connection: redis.Redis, pool: str, worker_keys: list[str]) -> PoolSettings:
-    """An RQ pool's settings, from its live workers' registrations (`worker_keys`, `rq:worker:NAME`)."""
+    """An RQ pool's settings, from its live workers' registrations (`worker_keys`, `rq:worker:NAME`), read
+    in a round trip (a round trip each took a second for 1000); a registration no longer a hash is
+    passed over as one that publishes none."""
+    keys = worker_keys[:MAX_MEMBERS_READ]
     members: dict[str, RoleSettings | None] = {}
-    for key in worker_keys[:MAX_MEMBERS_READ]:
-        found = read_within_bounds(connection, key, {SETTINGS_FIELD: MAX_ENTRY_BYTES}).values.get(SETTINGS_FIELD)
-        members[escape_controls(key.removeprefix(Worker.redis_worker_namespace_prefix))] = parse_entry(pool, found)
+    for key, found in zip(
+        keys, read_many_within_bounds(connection, keys, {SETTINGS_FIELD: MAX_ENTRY_BYTES}), strict=True
+    ):
+        entry = None if found is None else found.values.get(SETTINGS_FIELD)
+        members[escape_controls(key.removeprefix(Worker.redis_worker_namespace_prefix))] = parse_entry(pool, entry)
     return PoolSettings(pool, members)
 
 
@@ -145,7 +150,17 @@ def beating_members(connection: redis.Redis, pool: str) -> PoolSettings:
 
 def pool_settings(connection: redis.Redis, worker_keys: dict[str, list[str]]) -> list[PoolSettings]:
     """Every pool's settings, RQ pools' from `worker_keys` (pool -> its live workers' keys)."""
-    return [
-        beating_members(connection, pool) if pool in BEATING else rq_members(connection, pool, worker_keys[pool])
-        for pool in POOLS
-    ]
+    return [one_pool(connection, pool, worker_keys) for pool in POOLS]
+
+
+def one_pool(connection: redis.Redis, pool: str, worker_keys: dict[str, list[str]]) -> PoolSettings:
+    """Pool `pool`'s settings (`pool_settings`)."""
+    return beating_members(connection, pool) if pool in BEATING else rq_members(connection, pool, worker_keys[pool])
+
+
+def pool_keys(pool: str, worker_keys: dict[str, list[str]]) -> dict[str | bytes, str]:
+    """The keys `one_pool` reads for `pool`, each with the type the chain writes there."""
+    if pool in BEATING:
+        members_key = BEATING[pool][0]
+        return {members_key: "zset", members_key + SETTINGS_SUFFIX: "hash"}
+    return dict.fromkeys(worker_keys[pool][:MAX_MEMBERS_READ], "hash")

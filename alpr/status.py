@@ -7,9 +7,12 @@ accounted for (or still in the chain). `--json`: the queues, the workers and the
 JSON object (no rates, cameras nor accounting).
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
-key differing between roles is); 2 says only that the queues' Redis could not be read, or, with `alpr: error:`,
-that Postgres could not: a statement of the frames-log part unanswered within STATUS_STATEMENT_TIMEOUT_S
-(behind a lock it hung until killed, a review) ends it so, the chain's part already shown."""
+key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'
+Redis could not be read, or that a key of the chain's there holds another type than the chain writes (each
+such key named on stderr in one line, what status reads there left out, the rest shown), or, with `alpr:
+error:`, that Postgres could not be: a statement of the frames-log part unanswered within
+STATUS_STATEMENT_TIMEOUT_S (behind a lock it hung until killed, a review) ends it so, the chain's part
+already shown. `--json` exits 2 the same way, the keys listed under `unreadable_keys`."""
 
 from __future__ import annotations
 
@@ -19,24 +22,40 @@ import json
 import math
 import sys
 import time
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import redis
-from rq import Queue, Worker
-from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from alpr.pool_settings import PoolSettings, pool_settings
+from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
+from alpr.status_reads import (
+    MAX_CAMERAS_READ,
+    STAT_BYTES,
+    QueueRow,
+    WrongTypes,
+    camera_fields,
+    cut_short,
+    format_age,
+    number,
+    queue_row,
+    tell_unread_members,
+    unclaimed_cameras,
+)
 from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
+from common.bounded_hash import read_many_within_bounds, read_within_bounds
+from common.bounded_scan import Fields
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
 from common.errors import AlprError, ConfigError
 from common.frame_log import recent_per_camera
+from common.job_key import FINGERPRINTS_KEY
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
+from common.redis_json import json_object
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -44,10 +63,11 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     unreachable the accounting is still shown (it said only "cannot reach Redis", just when an operator
     needs to know what the frames log holds), and the exit status is 2."""
     if getattr(args, "json", False):
-        print(json.dumps(chain_document(settings), indent=2, sort_keys=True))
-        return 0
+        document = chain_document(settings)
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return 2 if document["unreadable_keys"] else 0
     try:
-        print_chain(args, settings)
+        types = print_chain(args, settings)
     except (ConfigError, redis.RedisError) as error:
         if not settings.database_url:
             raise
@@ -56,41 +76,59 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if settings.database_url:
         print_accounting(settings, args.hours * 3600)
-    return 0
+    return 2 if types.found else 0
 
 
-def print_chain(args: argparse.Namespace, settings: Settings) -> None:
-    """Queues, workers, cameras and pool sizes, from the queues' Redis."""
+def print_chain(args: argparse.Namespace, settings: Settings) -> WrongTypes:
+    """Queues, workers, cameras and pool sizes, from the queues' Redis; the keys found holding another
+    type than the chain writes (each told on stderr, what status reads there left out)."""
     connection = reach_redis(settings)
+    types = WrongTypes(connection)
     keys = (queues.STATS_INGESTED_KEY, queues.STATS_SKIPPED_KEY, queues.STATS_DONE_KEY, queues.STATS_UNRECORDED_KEY)
-    first = [connection.hgetall(key) for key in keys]
+    first = [camera_fields(connection, types, key, STAT_BYTES) for key in keys]
     time.sleep(args.interval)
-    then = [connection.hgetall(key) for key in keys]
+    then = [camera_fields(connection, types, key, STAT_BYTES) for key in keys]
     print(f"{'queue':<8} {'waiting':>7} {'running':>7} {'workers':>7} {'failed':>6}")
-    worker_keys: dict[str, list[str]] = {
-        stage: readable_worker_keys(connection, stage_queue(connection, stage)) for stage in QUEUED_STAGES
-    }
-    workers: dict[StageName, int] = {stage: len(worker_keys[stage]) for stage in QUEUED_STAGES}
-    for stage in QUEUED_STAGES:
-        queue = stage_queue(connection, stage)
-        running = StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
-        failed = FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False)
-        print(f"{stage:<8} {queue.count:>7} {running:>7} {workers[stage]:>7} {failed:>6}")
-    sighting_workers = queues.live_sighting_workers(connection)
+    rows: dict[str, QueueRow] = {stage: queue_row(connection, types, stage) for stage in QUEUED_STAGES}
+    worker_keys = {stage: row.workers.keys if row.workers else [] for stage, row in rows.items()}
+    workers: dict[StageName, int | str] = {stage: rows[stage].worker_count for stage in QUEUED_STAGES}
+    for stage, row in rows.items():
+        waiting, running, failed = row.counts or ("?", "?", "?")
+        print(f"{stage:<8} {waiting:>7} {running:>7} {row.worker_count:>7} {failed:>6}")
+    tell_unread_members(rows)
+    sighting_workers = types.read(
+        {queues.SIGHTING_WORKERS_KEY: "zset"}, partial(queues.live_sighting_workers, connection), "?"
+    )
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
     print(f"oldest waiting frame: {oldest_waiting(connection, frame_ttls(settings, connection))}")
-    if differing := key_disagreement(connection):  # every job between them refused, its frames lost
+    differing = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
+    if differing:  # every job between them refused, its frames lost
         print(f"job keys differ between roles (ALPR_JOB_KEY: each refuses the others' jobs): {differing}")
-    states = {raw(k): camera_state(v) for k, v in connection.hgetall(queues.CAMERA_STATE_KEY).items()}
+    offered_fps = print_cameras(connection, types, args.interval, first, then)
+    print_unclaimed_cameras(connection, types)
+    types.read(pool_stats_keys(connection), partial(print_pool_sizes, connection, offered_fps, workers), None)
+    print_pool_settings(guarded_pool_settings(connection, types, worker_keys))
+    return types
+
+
+def print_cameras(
+    connection: redis.Redis, types: WrongTypes, interval_s: float, first: list[Fields], then: list[Fields]
+) -> float:
+    """Per camera its state and its counts' rates over `interval_s` (`first` and `then`: each count's
+    hash read, camera -> count); at most MAX_CAMERAS_READ cameras, the rest counted. The frames/s the
+    cameras offer (queued + skipped)."""
+    stored = camera_fields(connection, types, queues.CAMERA_STATE_KEY, MAX_STATE_BYTES)
+    states = {k: camera_state(v) for k, v in stored.values.items()}
     mark_cameras_without_node(connection, states)
-    cameras = sorted({raw(k) for table in then for k in table} | set(states))  # shown by text(), looked up as is
+    cameras = sorted({k for table in then for k in table.values} | set(states))  # shown by text(), looked up as is
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
               f"{'queued':>8} {'skipped':>8} {'done':>8} {'unrecorded':>10}")  # fmt: skip
     offered_fps = 0.0
-    for key in cameras:
-        rates = [(number(b.get(key)) - number(a.get(key))) / args.interval for a, b in zip(first, then, strict=True)]
-        totals = [int(number(table.get(key))) for table in then]
+    for key in cameras[:MAX_CAMERAS_READ]:
+        rates = [(number(b.values.get(key)) - number(a.values.get(key))) / interval_s
+                 for a, b in zip(first, then, strict=True)]  # fmt: skip
+        totals = [int(number(table.values.get(key))) for table in then]
         state, camera = states.get(key, {}), text(key)
         if "since" in state:
             state["state"] = f"{state.get('state', '-')} {format_age(time.time() - number(state['since']))}"
@@ -98,24 +136,27 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> None:
         print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
               f"{totals[3]:>10}")  # fmt: skip
-    print_unclaimed_cameras(connection)
-    print_pool_sizes(connection, offered_fps, workers)
-    print_pool_settings(pool_settings(connection, worker_keys))
+    for line in cut_short([*then, stored], len(cameras)):
+        print(line)
+    return offered_fps
 
 
-def readable_worker_keys(connection: redis.Redis, queue: Queue) -> list[str]:
-    """The keys of the workers registered on `queue` whose records RQ can read: a record it cannot (a
-    forged one, a foreign app's, a name that is not UTF-8) is no worker of ours, and made `alpr status` end
-    in a traceback, the frames log's accounting lost with it (a review)."""
-    keys = []
-    for key in connection.smembers(WORKERS_BY_QUEUE_KEY % queue.name):
-        try:
-            name = key.decode() if isinstance(key, bytes) else key
-            if Worker.find_by_key(name, connection=connection) is not None:
-                keys.append(name)
-        except Exception:  # noqa: BLE001 - whatever a record RQ cannot read raises, it is not a worker
-            continue
-    return sorted(keys)
+def pool_stats_keys(connection: redis.Redis) -> dict[str | bytes, str]:
+    """The hashes the pools are sized by (`pool_work`)."""
+    buckets = queues.pool_stats_buckets(queues.redis_now(connection))
+    return dict.fromkeys([queues.STATS_BUSY_KEY, queues.STATS_FRAMES_KEY, *buckets], "hash")
+
+
+def guarded_pool_settings(
+    connection: redis.Redis, types: WrongTypes, worker_keys: dict[str, list[str]]
+) -> list[PoolSettings]:
+    """`pool_settings`, each pool read apart: one whose keys hold another type is shown with no members."""
+    return [
+        types.read(
+            pool_keys(pool, worker_keys), partial(one_pool, connection, pool, worker_keys), PoolSettings(pool, {})
+        )
+        for pool in POOLS
+    ]
 
 
 def print_pool_settings(pools: list[PoolSettings]) -> None:
@@ -135,22 +176,23 @@ def chain_document(settings: Settings) -> dict[str, Any]:
     """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the roles whose
     job keys differ, and per pool its members' settings (`mixed`: the pools whose members disagree)."""
     connection = reach_redis(settings)
+    types = WrongTypes(connection)
     document: dict[str, Any] = {"queues": {}}
-    worker_keys: dict[str, list[str]] = {}
-    for stage in QUEUED_STAGES:
-        queue = stage_queue(connection, stage)
-        worker_keys[stage] = readable_worker_keys(connection, queue)
-        document["queues"][stage] = {
-            "waiting": queue.count,
-            "running": StartedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False),
-            "workers": len(worker_keys[stage]),
-            "failed": FailedJobRegistry(queue=queue, job_class=StageJob).get_job_count(cleanup=False),
-        }
-    document["sighting_workers"] = queues.live_sighting_workers(connection)
-    document["job_keys_differ"] = key_disagreement(connection)
-    pools = [pool for pool in pool_settings(connection, worker_keys) if pool.members]
+    rows: dict[str, QueueRow] = {stage: queue_row(connection, types, stage) for stage in QUEUED_STAGES}
+    worker_keys = {stage: row.workers.keys if row.workers else [] for stage, row in rows.items()}
+    for stage, row in rows.items():
+        waiting, running, failed = row.counts or (None, None, None)
+        workers = row.worker_count if row.workers else None
+        document["queues"][stage] = {"waiting": waiting, "running": running, "workers": workers, "failed": failed}
+    tell_unread_members(rows)
+    document["sighting_workers"] = types.read(
+        {queues.SIGHTING_WORKERS_KEY: "zset"}, partial(queues.live_sighting_workers, connection), None
+    )
+    document["job_keys_differ"] = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
+    pools = [pool for pool in guarded_pool_settings(connection, types, worker_keys) if pool.members]
     document["pools"] = {pool.pool: pool.as_dict() for pool in pools}
     document["mixed"] = [pool.pool for pool in pools if pool.mixed]
+    document["unreadable_keys"] = dict(sorted(types.found.items()))
     return document
 
 
@@ -177,50 +219,12 @@ def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[
             states[camera]["state"] = NODE_GONE
 
 
-def unclaimed_cameras(connection: redis.Redis) -> list[tuple[str, str]]:
-    """The cameras a node's cameras file names (enabled) or a node has held within HOLDER_TTL_S that no live
-    node claims now (ingest/claims.py), each with its last holder in words: a camera only a node refused
-    named, or whose node died with no standby, was sampled by none and listed nowhere (a review)."""
-    from ingest.claims import CLAIM_PREFIX, HOLDER_PREFIX, WANTED_PREFIX
-
-    known = {raw(key)[len(prefix) :] for prefix in (WANTED_PREFIX, HOLDER_PREFIX)
-             for key in connection.scan_iter(match=prefix + "*", count=500)}  # fmt: skip
-    cameras = sorted(known)
-    with connection.pipeline(transaction=False) as pipeline:
-        for camera in cameras:
-            pipeline.exists(CLAIM_PREFIX.encode() + camera)
-            pipeline.hmget(HOLDER_PREFIX.encode() + camera, "node", "renewed", "released")
-        answers = pipeline.execute()
-    unclaimed = []
-    for camera, held, (node, renewed, released) in zip(cameras, answers[::2], answers[1::2], strict=True):
-        if held:
-            continue
-        if node is None:
-            last = "never claimed"
-        else:
-            how = "gave it up" if released == b"1" else "stopped renewing"
-            last = f"last held by ingest node {text(node)}, which {how} {format_age(time.time() - number(renewed))} ago"
-        unclaimed.append((text(camera), last))
-    return unclaimed
-
-
-def print_unclaimed_cameras(connection: redis.Redis) -> None:
-    """`unclaimed_cameras`, listed when there are any."""
-    if unclaimed := unclaimed_cameras(connection):
+def print_unclaimed_cameras(connection: redis.Redis, types: WrongTypes) -> None:
+    """The cameras no live ingest node claims (alpr/status_reads.py), listed when there are any."""
+    unclaimed = unclaimed_cameras(connection, types)
+    if unclaimed.cameras or unclaimed.too_long or not unclaimed.complete:
         print("\ncameras no live ingest node claims (sampled by none):")
-        for camera, last in unclaimed:
-            print(f"  {camera:<20} {last}")
-
-
-def format_age(seconds: float) -> str:
-    return (
-        f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.0f}h"
-    )
-
-
-def raw(value: bytes | str) -> bytes:
-    """A Redis key as the bytes it is (redis-py gives bytes; a str only from a hand-made mapping)."""
-    return value if isinstance(value, bytes) else value.encode()
+        print("\n".join(unclaimed.lines()))
 
 
 def text(value: bytes | str) -> str:
@@ -292,23 +296,14 @@ def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
     return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
 
 
-def number(value: Any) -> float:
-    """A count or time as the chain writes it to Redis; 0 for anything else (a garbled or hand-set
-    value must not take the whole status down)."""
-    try:
-        parsed = float(value.decode() if isinstance(value, bytes) else value) if value is not None else 0.0
-    except (TypeError, ValueError, UnicodeDecodeError):
-        return 0.0
-    return parsed if math.isfinite(parsed) else 0.0
+MAX_STATE_BYTES = 1024
+"""Longest camera state read (ingest writes some 60 bytes: state, since, errors)."""
 
 
 def camera_state(value: bytes | str) -> dict[str, Any]:
     """A camera's state as ingest writes it (JSON: state, since, errors); {} for anything else."""
-    try:
-        parsed = json.loads(value)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
-    if not isinstance(parsed, dict):
+    parsed = json_object(value, MAX_STATE_BYTES)
+    if parsed is None:
         return {}
     return {
         k: text(v) if isinstance(v, str) else v
@@ -323,18 +318,19 @@ def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[fl
     the last POOL_STATS_WINDOW_S's — else all time, for a pool that finished no job in the window (one
     whose workers all died is sized by what it did before; an OCR pool that read in the window while the
     detectors did not stands for its frames read over all time's share of frames with plates)."""
-    pipe = connection.pipeline(transaction=False)
-    for key in queues.pool_stats_buckets(now_s):
-        pipe.hgetall(key)
+    fields = {f"{stage}:{what}": STAT_BYTES for stage in STAGES for what in ("busy_seconds", "frames")}
     recent = {stage: (0.0, 0) for stage in STAGES}
-    for bucket in pipe.execute():
+    for bucket in read_many_within_bounds(connection, queues.pool_stats_buckets(now_s), fields):
+        if bucket is None:  # as reading it whole raised: the section is left out, the bucket told (WrongTypes)
+            raise redis.ResponseError("WRONGTYPE a pool statistics bucket holds another type than a hash")
         for stage, (busy_s, count) in recent.items():
             recent[stage] = (
-                busy_s + number(bucket.get(f"{stage}:busy_seconds".encode())),
-                count + int(number(bucket.get(f"{stage}:frames".encode()))),
+                busy_s + number(bucket.values.get(f"{stage}:busy_seconds")),
+                count + int(number(bucket.values.get(f"{stage}:frames"))),
             )
-    busy, handled = connection.hgetall(queues.STATS_BUSY_KEY), connection.hgetall(queues.STATS_FRAMES_KEY)
-    total = {s: (number(busy.get(s.encode())), int(number(handled.get(s.encode())))) for s in STAGES}
+    busy, handled = (read_within_bounds(connection, key, dict.fromkeys(STAGES, STAT_BYTES)).values
+                     for key in (queues.STATS_BUSY_KEY, queues.STATS_FRAMES_KEY))  # fmt: skip
+    total = {s: (number(busy.get(s)), int(number(handled.get(s)))) for s in STAGES}
     work: dict[StageName, tuple[float, int, bool]] = {}
     for stage in STAGES:
         source, in_window = (recent, True) if recent[stage][1] else (total, False)
@@ -348,7 +344,7 @@ def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[fl
     return work
 
 
-def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: dict[StageName, int]) -> None:
+def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: Mapping[StageName, int | str]) -> None:
     """Per pool: live workers, seconds of work per frame entering the chain in the last hour (jobs that
     finished; all time for a pool that finished none), and the workers the current input needs."""
     work = pool_work(connection, queues.redis_now(connection))  # the clock the workers' buckets are numbered by

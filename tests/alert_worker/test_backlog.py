@@ -8,6 +8,9 @@ import collections
 import signal
 import threading
 import time
+from collections.abc import Callable
+
+from rq import Queue
 
 from alert_worker.delivery import IDEMPOTENCY_HEADER
 from alpr.cli import main
@@ -140,6 +143,41 @@ def test_the_pools_round_does_not_queue_again_a_job_still_queued(postgres_url, r
     long queue) was queued again under the same id: `enqueue` replaced its record and pushed the id once
     more, so the queue held it twice (up to 6 times in the soak) and fed itself. A job lost (its id no
     longer in the queue) is still queued again."""
+
+    def lose_one(queue: Queue, raised: list[str]) -> None:
+        lost = alert_job(raised[1], "dead", 1)
+        queue.connection.lrem(queue.key, 0, f"alert-{lost.batch_id}".replace(".", "_d"))  # a job lost with Redis
+
+    queue, raised, _ = round_with_two_due(postgres_url, redis_url, tmp_path, monkeypatch, lose_one)
+    assert dead_entries(queue) == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
+
+
+def test_the_pools_round_reads_only_the_end_of_the_alert_queue_within_bounds(
+    postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """Any client of Redis may push to the alert queue, and each round read it whole to find the jobs still
+    waiting (a review): 200,000 ids and one of 5 MB pushed ahead of the pool's were sent every round, and
+    one that is not UTF-8 failed the round (no delivery queued). Only its end is read, each id within a
+    bound, and a job still waiting there is not queued again."""
+
+    def flood(queue: Queue, raised: list[str]) -> None:
+        with queue.connection.pipeline(transaction=False) as pipeline:
+            for number in range(0, 200_000, 1000):
+                pipeline.lpush(queue.key, *(f"alert-forged-{n:06d}" for n in range(number, number + 1000)))
+            pipeline.lpush(queue.key, b"\xff\xfe", b"x" * 5_000_000)
+            pipeline.execute()
+
+    queue, raised, sent = round_with_two_due(postgres_url, redis_url, tmp_path, monkeypatch, flood)
+    assert sent < 1_000_000, sent  # was 13 MB a round
+    assert dead_entries(queue) == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
+
+
+def round_with_two_due(
+    postgres_url: str, redis_url: str, tmp_path, monkeypatch, before: Callable[[Queue, list[str]], None]
+) -> tuple[Queue, list[str], int]:
+    """Two alerts whose deliveries to `dead` are due again (queued 31 s ago, their jobs still in the queue),
+    `before` given the queue and their ids, then one round of the pool's duties: the queue, the alerts' ids
+    and the bytes Redis sent during the round."""
     from alert_worker.worker import AlertStage
     from common.alerts import load_receivers
     from common.metrics import Metrics
@@ -150,17 +188,24 @@ def test_the_pools_round_does_not_queue_again_a_job_still_queued(postgres_url, r
     rows(postgres_url, "DELETE FROM alert_deliveries WHERE receiver <> 'dead' RETURNING 1")
     rows(postgres_url, "UPDATE alert_deliveries SET queued_at = now() - interval '31 seconds' RETURNING 1")
     queue = stage_queue(connect_redis(redis_url), "alert")
-    lost = alert_job(raised[1], "dead", 1)
-    queue.connection.lrem(queue.key, 0, f"alert-{lost.batch_id}".replace(".", "_d"))  # a job lost with Redis
+    before(queue, raised)
     pool = open_pool(postgres_url)
     try:
-        receivers = load_receivers(tmp_path / "receivers.yaml")
-        AlertStage(receivers, AlertLog(pool, 0.0), queue, Metrics(), 3600.0, 60).maintain()
+        stage = AlertStage(
+            load_receivers(tmp_path / "receivers.yaml"), AlertLog(pool, 0.0), queue, Metrics(), 3600.0, 60
+        )
+        sent = queue.connection.info("stats")["total_net_output_bytes"]
+        stage.maintain()
+        sent = queue.connection.info("stats")["total_net_output_bytes"] - sent
     finally:
         pool.close()
-    entries = collections.Counter(entry.decode() for entry in queue.connection.lrange(queue.key, 0, -1))
-    dead = {entry: n for entry, n in entries.items() if entry.endswith("_ddead_d1")}
-    assert dead == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
+    return queue, raised, sent
+
+
+def dead_entries(queue: Queue) -> dict[str, int]:
+    """How many times the alert queue holds each job of a delivery to `dead`."""
+    entries = collections.Counter(entry.decode(errors="replace") for entry in queue.connection.lrange(queue.key, 0, -1))
+    return {entry: n for entry, n in entries.items() if entry.endswith("_ddead_d1")}
 
 
 def test_a_receiver_back_gets_its_held_backlog_once_each_oldest_first(postgres_url, redis_url, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Job hashes and the job-key fingerprints are read each field within its bound. The lengths were asked
 first and the values after: another Redis client that swapped a field for 20 MB in between had it sent
-whole. Here a client's every round trip is followed by such a swap, and Redis must send none of it."""
+whole. Here a client's every round trip is followed by such a swap, and Redis must send none of it. The
+listings of keys, set members, hash fields and list entries are bounded too (common/bounded_scan.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import redis
 from redis.client import Pipeline
 
 from common import defaults
-from common.bounded_hash import read_within_bounds
+from common.bounded_hash import read_many_within_bounds, read_within_bounds
+from common.bounded_scan import hash_within_bounds, list_tail_within_bounds, scan_within_bounds
 from common.job_key import FINGERPRINTS_KEY, publish, published
 from common.queues import enqueue, stage_queue
 from common.stage_job import StageJob, field_bound
@@ -87,3 +89,31 @@ def test_a_fingerprint_swapped_for_an_oversized_one_while_being_read_is_never_se
     assert sent_by(plain) - before < 200_000
     assert racing.swap is None
     assert [entry.role for entry in entries] == ["ocr"]
+
+
+def test_listings_and_many_hashes_send_nothing_over_its_bound_and_stop_at_their_most(redis_url):
+    """The bounded listings `alpr status` and the alert pool read with (common/bounded_scan.py): a name,
+    field or entry over its bound is counted, never sent; a listing stops at its most and says so."""
+    connection = redis.Redis.from_url(redis_url)
+    big = b"x" * 2_000_000
+    connection.mset({f"k:{number:02d}": 1 for number in range(50)} | {b"k:" + big: 1})
+    connection.sadd("set", "h:1", "h:2", "h:absent", "k:01", b"h:" + big)
+    connection.hset("h:1", mapping={"a": "1", "b": big})
+    connection.hset("h:2", mapping={"a": "2", "c" * 100: "1"})
+    connection.rpush("list", *(f"id-{number}" for number in range(100)), big)
+    connection.set("string", "x")
+    before = sent_by(connection)
+    every = scan_within_bounds(connection, "k:*", 64, 1000)
+    assert (len(every.names), every.too_long, every.complete) == (50, 1, True)
+    cut = scan_within_bounds(connection, "k:*", 64, 10)
+    assert (len(cut.names), cut.complete) == (10, False)
+    hashes = scan_within_bounds(connection, "h:*", 64, 1000, "set", "hash")  # members naming no hash stay in Redis
+    assert (sorted(hashes.names), hashes.too_long) == ([b"h:1", b"h:2"], 1)
+    fields = hash_within_bounds(connection, "h:2", 64, 32, 1000)
+    assert (fields.values, fields.too_long, fields.complete) == ({b"a": b"2"}, 1, True)
+    read = read_many_within_bounds(connection, ["h:1", "h:absent", "string", "h:2"], {"a": 8, "b": 8})
+    assert [r if r is None else (r.values, r.over, r.exists) for r in read] == [
+        ({"a": b"1"}, {"b": len(big)}, True), ({}, {}, False), None, ({"a": b"2"}, {}, True),
+    ]  # fmt: skip
+    assert list_tail_within_bounds(connection, "list", 5, 64) == [b"id-96", b"id-97", b"id-98", b"id-99"]
+    assert sent_by(connection) - before < 100_000
