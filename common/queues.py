@@ -84,6 +84,12 @@ def redis_now(connection: redis.Redis) -> float:
 
 BEAT_MEMBER = """
 local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i, kind in ipairs({'zset', 'hash'}) do
+    local found = redis.call('TYPE', KEYS[i])['ok']
+    if found ~= kind and found ~= 'none' then
+        redis.call('DEL', KEYS[i])
+    end
+end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 local oldest = '(' .. string.format('%.6f', now - ttl)
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', oldest, 'LIMIT', 0, 1000)) do
@@ -99,7 +105,8 @@ return 0
 """
 """One member's beat, in one step: KEYS the members' sorted set and their entries' hash (SETTINGS_SUFFIX);
 ARGV the member, Redis's time, the TTL and its entry ('' for none). Members silent past the TTL are
-forgotten with their entries; both keys are gone once every member is."""
+forgotten with their entries; both keys are gone once every member is. A key of another type (written by a
+client of Redis: no member writes one) is replaced: `SET alpr:ingest-nodes x` failed every beat."""
 
 SETTINGS_SUFFIX = ":settings"
 """A members' sorted set's hash of their published settings (common/role_settings.py) has its key and this."""

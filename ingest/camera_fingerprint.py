@@ -40,11 +40,12 @@ def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
 
 def differing(mine: str, theirs: str) -> list[str]:
     """The names of the settings that differ between two fingerprints (COMPARED order); none where the other
-    is empty or unreadable (a node of an earlier version publishes none)."""
+    is empty or unreadable (a node of an earlier version publishes none; anyone who can reach Redis may
+    write one: JSON nested past the recursion limit stopped the node comparing it)."""
     try:
         other: Any = json.loads(theirs) if theirs else None
         own: Any = json.loads(mine)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     if not isinstance(other, dict) or not isinstance(own, dict):
         return []

@@ -17,7 +17,12 @@ that died leaves them to lapse, unless a node started on its host finds its proc
 Beside each claim, its holder's record (HOLDER_PREFIX: the node, its settings for the camera as
 ingest/camera_fingerprint.py writes them, its last renewal, whether it gave the camera up), kept
 HOLDER_TTL_S: a node taking a camera over names its previous holder and tells settings that differ; and
-per camera the last node that wanted it (WANTED_PREFIX): `alpr status` lists cameras no node claims."""
+per camera the last node that wanted it (WANTED_PREFIX): `alpr status` lists cameras no node claims.
+
+Whoever reaches the queues' Redis may write these keys: the scripts (ingest/claim_scripts.py) replace a key
+of another type, take a claim no node could have written, and send no field past its bound; a round Redis
+refuses with an error (not an outage) takes no camera and is said once (ERROR), where every camera was
+presumed held on every node; a record that cannot be read is none."""
 
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -33,6 +37,15 @@ from common import defaults
 from common.credentials import mask_url
 from common.queues import INGEST_NODES_KEY, beat_member, leave
 from ingest.camera_fingerprint import differing
+from ingest.claim_scripts import (
+    CLAIM_EACH,
+    FIELD_BOUND,
+    NODE_RECORD,
+    NODE_RECORD_BOUND,
+    RELEASE_ALL,
+    ClaimRow,
+    epoch_seconds,
+)
 from ingest.node_process import NodeProcess
 
 log = logging.getLogger(__name__)
@@ -60,61 +73,6 @@ cameras file for a day is forgotten by `alpr status`."""
 LAPSE_SLACK_S = 0.2
 """How long after a claim held elsewhere should lapse a standby node tries it again."""
 
-CLAIM_EACH = """
-local n = (#KEYS - 1) / 3
-local node, ttl, holder_ttl, now = ARGV[1], ARGV[2], ARGV[4], ARGV[5]
-local ended = {}
-for i = 6 + n, #ARGV do
-    ended[ARGV[i]] = true
-end
-local result, won = {}, false
-for i = 1, n do
-    local owner = redis.call('GET', KEYS[i])
-    local before = redis.call('HMGET', KEYS[n + i], 'node', 'settings', 'renewed', 'released')
-    redis.call('SET', KEYS[2 * n + i], node .. '|' .. now, 'EX', holder_ttl)
-    local state, lapses = 'held', 0
-    if not owner or owner == node or ended[owner] then
-        state = (owner == node) and 'renewed' or 'claimed'
-        redis.call('SET', KEYS[i], node, 'EX', ttl)
-        redis.call('HSET', KEYS[n + i], 'node', node, 'settings', ARGV[5 + i], 'renewed', now, 'released', '0')
-        redis.call('EXPIRE', KEYS[n + i], holder_ttl)
-        won = true
-    else
-        lapses = redis.call('PTTL', KEYS[i])
-    end
-    table.insert(result, {state, owner or '', before[1] or '', before[2] or '', before[3] or '', before[4] or '',
-                          lapses})
-end
-if won then
-    redis.call('SET', KEYS[#KEYS], ARGV[3], 'EX', ttl)
-end
-return result
-"""
-"""Each camera's claim apart: set (or renewed) where it is free, this node's, or held by a node named from
-ARGV[6 + n] on (whose process has ended: taken over); per camera its state (claimed, renewed or held), its
-owner before, its holder record before, and for one held the milliseconds until that claim lapses. KEYS: the
-claims, their holder records, their wanted marks, the node's process record (NODE_PREFIX, set with any
-claim); ARGV: the node's id, the claims' TTL, its process as JSON, HOLDER_TTL_S, now (epoch seconds), each
-camera's settings fingerprint, the ids of nodes ended."""
-
-RELEASE_ALL = """
-local n = (#KEYS - 1) / 2
-for i = 1, n do
-    if redis.call('GET', KEYS[i]) == ARGV[1] then
-        redis.call('DEL', KEYS[i])
-        redis.call('HSET', KEYS[n + i], 'released', '1')
-    end
-end
-redis.call('DEL', KEYS[#KEYS])
-return 0
-"""
-"""A node's claims deleted, those still its own only (their holder records marked released), and its
-process record (the last key)."""
-
-
-def text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
 
 @dataclass(frozen=True)
 class Claimed:
@@ -133,11 +91,13 @@ class Claimed:
 @dataclass
 class ClaimRound:
     """What one round of claims found: cameras newly this node's, those other nodes hold (camera -> node),
-    and those this node sampled that another node holds now (its claims lapsed)."""
+    and those this node sampled that another node holds now (its claims lapsed, or were `overwritten`
+    while they had not: another node judged this one ended, or a client of Redis wrote them)."""
 
     won: list[Claimed] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
+    overwritten: set[str] = field(default_factory=set)
 
 
 class CameraClaims:
@@ -163,75 +123,132 @@ class CameraClaims:
         self.next_round_at = 0.0  # monotonic: the next renewal, or sooner where a claim held elsewhere lapses
         self.held: set[str] = set()
         self.told: dict[str, str] = {}  # camera -> the other node it was said to be held by (said once)
+        self.lapse_at: dict[str, float] = {}  # camera held elsewhere -> when that claim lapses (monotonic)
+        self.refused = False  # the last round failed with an error Redis answered (said once: ERROR)
+        self.beat_failed = False  # the last heartbeat failed (said once)
         self.count = n
 
     @property
     def all_held(self) -> bool:
         return len(self.held) == self.count
 
-    def _eval(self, ended: tuple[str, ...]) -> list[Any]:
+    def _eval(self, ended: tuple[str, ...]) -> list[ClaimRow]:
         args = [self.node_id, defaults.CAMERA_CLAIM_TTL_S, self.process_record, HOLDER_TTL_S, f"{time.time():.3f}"]
+        args.append(FIELD_BOUND)
         args += [self.fingerprints.get(c, "") for c in self.camera_ids]
         keys = [*self.keys, self.node_key]
-        return list(self.connection.eval(CLAIM_EACH, len(keys), *keys, *args, *ended))  # type: ignore[arg-type]
+        rows = self.connection.eval(CLAIM_EACH, len(keys), *keys, *args, *ended)  # type: ignore[arg-type]
+        return [ClaimRow.parse(row) for row in rows]  # type: ignore[union-attr]
 
     def _round(self) -> ClaimRound:
         """One round: every camera claimed or renewed where it may be, those of holders of this host found
         ended taken over (ingest/node_process.py); raises redis.RedisError."""
         self.renewed_at = time.monotonic()  # (tried again in CAMERA_CLAIM_RENEW_S when Redis fails it)
         self.next_round_at = self.renewed_at + defaults.CAMERA_CLAIM_RENEW_S
-        rows = [[text(v) for v in row] for row in self._eval(())]
-        holders = {row[1] for row in rows if row[0] == "held"}
-        if ended := self._ended(holders):
-            rows = [[text(v) for v in row] for row in self._eval(tuple(ended))]
-        beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S, self.settings_entry)
+        # renewed within their TTL: this node's claims cannot have lapsed since
+        unlapsed = self.answered_at > 0 and self.renewed_at - self.answered_at < defaults.CAMERA_CLAIM_TTL_S
+        rows = self._eval(())
+        if ended := self._ended({row.owner for row in rows if row.state == "held"}):
+            rows = self._eval(tuple(ended))
+        self._beat()
         found, differ_held = ClaimRound(), {}
-        for camera, (state, owner, before, settings, renewed, released, lapses) in zip(self.camera_ids, rows,
-                                                                                     strict=True):  # fmt: skip
-            if state == "held":
-                found.held[camera] = owner
-                differ_held[camera] = differing(self.fingerprints.get(camera, ""), settings)
-                if lapses.isdigit():  # tried again just after the holder's claim lapses, not up to a renewal later
-                    self.next_round_at = min(self.next_round_at, time.monotonic() + int(lapses) / 1000 + LAPSE_SLACK_S)
+        for camera, row in zip(self.camera_ids, rows, strict=True):
+            self._tell_foreign(camera, row)
+            if row.state == "held":
+                found.held[camera] = row.owner
+                differ_held[camera] = differing(self.fingerprints.get(camera, ""), row.settings)
+                if row.lapses_ms >= 0:  # tried again just after the holder's claim lapses, not up to a renewal later
+                    self.lapse_at[camera] = time.monotonic() + row.lapses_ms / 1000
+                    self.next_round_at = min(self.next_round_at, self.lapse_at[camera] + LAPSE_SLACK_S)
                 if camera in self.held:  # said by the node (IngestNode.lose), not again as held
-                    found.lost[camera] = owner
+                    found.lost[camera] = row.owner
+                    if unlapsed:
+                        found.overwritten.add(camera)
                     self.held.discard(camera)
-                    self.told[camera] = owner
+                    self.told[camera] = row.owner
                 continue
             if camera in self.held:
                 continue
             self.held.add(camera)
-            self.told.pop(camera, None)
-            if before in ("", self.node_id):
-                found.won.append(Claimed(camera))
-                continue
-            renewed_s = float(renewed) if renewed.replace(".", "", 1).isdigit() else 0.0
-            differ = differing(self.fingerprints.get(camera, ""), settings)
-            found.won.append(Claimed(camera, before, released != "1", renewed_s, differ))
-            self._tell_claimed(found.won[-1], ended.get(owner))
+            found.won.append(self._won(camera, row))
+            self._tell_claimed(found.won[-1], ended.get(row.owner))
         self._tell_held(found.held, differ_held)
         self.answered_at = self.renewed_at  # (once `held` tells the cameras lost: IngestNode.claim_unsure)
+        if self.refused:
+            log.info("cameras claimed and renewed again: Redis answers the round of claims")
+            self.refused = False
         return found
+
+    def _won(self, camera: str, row: ClaimRow) -> Claimed:
+        """A camera just claimed, and from whom: its holder record's node, or, where that names another (a
+        node of an earlier version writes none), the node whose claim this one replaced or saw hold it at
+        the round before (taken over where that claim lapsed: its last renewal one TTL before)."""
+        seen, lapse_at = self.told.pop(camera, None), self.lapse_at.pop(camera, None)
+        replaced = row.owner if not row.note.startswith("claim-") else ""  # ended; none of a node's: no holder
+        previous = replaced or seen or ""
+        if previous not in ("", self.node_id, row.before):
+            now = time.monotonic()
+            lapsed = lapse_at is not None and now >= lapse_at - LAPSE_SLACK_S
+            renewed_s = time.time() - (now - lapse_at) - defaults.CAMERA_CLAIM_TTL_S if lapse_at and lapsed else 0.0
+            return Claimed(camera, previous, bool(replaced) or lapsed, max(0.0, renewed_s))
+        if row.before in ("", self.node_id):
+            return Claimed(camera)
+        differ = differing(self.fingerprints.get(camera, ""), row.settings)
+        return Claimed(camera, row.before, row.released != "1", epoch_seconds(row.renewed), differ)
+
+    def _beat(self) -> None:
+        """The node's heartbeat (INGEST_NODES_KEY), apart from its claims: a failed beat stopped the round."""
+        try:
+            beat_member(self.connection, INGEST_NODES_KEY, self.node_id, defaults.CAMERA_CLAIM_TTL_S,
+                        self.settings_entry)  # fmt: skip
+        except redis.RedisError as error:
+            if not self.beat_failed:
+                log.warning("this node's heartbeat (%s) not written: %s; its claims go on", INGEST_NODES_KEY,
+                            mask_url(str(error)))  # fmt: skip
+            self.beat_failed = True
+        else:
+            self.beat_failed = False
 
     def _ended(self, holders: set[str]) -> dict[str, int]:
         """Of `holders`, those of this host whose process has verifiably ended (a crash, a kill: their claims
-        not released), with its pid."""
+        not released), with its pid. A node record past NODE_RECORD_BOUND is none of a node's: not read."""
         ended = {}
         for holder in sorted(holders):
-            process = NodeProcess.from_json(self.connection.get(NODE_PREFIX + holder))
+            record = self.connection.eval(NODE_RECORD, 1, NODE_PREFIX + holder, NODE_RECORD_BOUND)
+            process = NodeProcess.from_json(record)  # type: ignore[arg-type]
             if process is not None and process.ended():
                 ended[holder] = process.pid
         return ended
 
+    def _tell_foreign(self, camera: str, row: ClaimRow) -> None:
+        """A WARNING per key of the camera's that no node wrote (CLAIM_EACH's note), naming it."""
+        for note in row.note.split():
+            what, _, value = note.partition(":")
+            claim, holder = CLAIM_PREFIX + camera, HOLDER_PREFIX + camera
+            if what == "claim-kind":
+                said = f"its claim {claim} was a {value}, not a node's claim (a string): replaced by this node's"
+            elif what == "claim-size":
+                said = f"its claim {claim} held {value} bytes, no node's id: not a node's claim; taken"
+            elif what == "claim-ttl":
+                life = "had no expiry" if int(value) < 0 else f"had {int(value) / 1000:.0f} s to live"
+                said = (f"its claim {claim}, by {row.owner!r}, {life}: not a node's claim (a node's lapses within"
+                        f" {defaults.CAMERA_CLAIM_TTL_S} s of its last renewal); taken")  # fmt: skip
+            else:
+                said = f"its holder record {holder} was a {value}, not a hash: deleted"
+            log.warning("camera %s: %s (written by a client of Redis, not by an ingest node)", camera, said)
+
     def _tell_claimed(self, claimed: Claimed, ended_pid: int | None) -> None:
         camera, previous = claimed.camera, claimed.previous
+        if not previous:
+            return
         if ended_pid is not None:
             log.warning("camera %s: taken over from ingest node %r, of this host, which ended (its process, pid"
                         " %d, is gone) without giving it up", camera, previous, ended_pid)  # fmt: skip
         elif claimed.taken_over:
-            log.warning("camera %s: taken over from ingest node %r, which stopped renewing its claim %.0f s ago"
-                        " without giving it up (it died, froze or lost Redis)", camera, previous,
-                        max(0.0, time.time() - claimed.previous_renewed_s))  # fmt: skip
+            ago = (f" {max(0.0, time.time() - claimed.previous_renewed_s):.0f} s ago" if claimed.previous_renewed_s
+                   else "")  # fmt: skip
+            log.warning("camera %s: taken over from ingest node %r, which stopped renewing its claim%s without"
+                        " giving it up (it died, froze or lost Redis)", camera, previous, ago)  # fmt: skip
         else:
             log.info("camera %s: claimed (ingest node %r, which sampled it before, gave it up)", camera, previous)
         if claimed.settings_differ:
@@ -261,15 +278,19 @@ class CameraClaims:
     def claim(self) -> ClaimRound | None:
         """The first round: the cameras this node wins, and those other nodes hold (it stands by for them).
         With Redis away (the node waits it out), None: every camera is presumed this node's until the first
-        renewal Redis answers, which finds those another node holds lost."""
+        renewal Redis answers, which finds those another node holds lost. A round Redis refuses (an error
+        it answers) takes no camera: tried again at each renewal."""
         if not self.camera_ids:
             return ClaimRound()
         try:
             return self._round()
-        except redis.RedisError as error:
+        except (redis.ConnectionError, redis.TimeoutError) as error:
             log.warning("cameras not claimed yet (%s): claimed once Redis answers", mask_url(str(error)))
             self.held = set(self.camera_ids)
             return None
+        except redis.RedisError as error:
+            self._refused(error)
+            return ClaimRound()
 
     def renew(self) -> ClaimRound | None:
         """Once CAMERA_CLAIM_RENEW_S has passed, or a claim held elsewhere has just lapsed: renew the claims
@@ -278,8 +299,21 @@ class CameraClaims:
             return None
         try:
             return self._round()
-        except redis.RedisError:  # tried again at the next renewal; the outage is logged by the node
+        except (redis.ConnectionError, redis.TimeoutError):  # tried again at the next renewal; the outage is
+            return None  # logged by the node
+        except redis.RedisError as error:
+            self._refused(error)
             return None
+
+    def _refused(self, error: redis.RedisError) -> None:
+        """A round Redis answered with an error (it is no outage: presumed one, every camera was presumed this
+        node's on every node): said once, as an ERROR, until a round succeeds."""
+        if not self.refused:
+            log.error("cameras not claimed nor renewed: Redis refused the round of claims (%s): this node takes no"
+                      " camera it does not hold, and those it holds lapse %d s after their last renewal unless a"
+                      " round succeeds; tried again every %.0f s", mask_url(str(error)) or type(error).__name__,
+                      defaults.CAMERA_CLAIM_TTL_S, defaults.CAMERA_CLAIM_RENEW_S)  # fmt: skip
+        self.refused = True
 
     def release(self) -> None:
         """Give the cameras up (a node that cannot reach Redis leaves its claims to lapse)."""
@@ -288,4 +322,5 @@ class CameraClaims:
             keys = [*self.keys[: 2 * n], self.node_key]
             with contextlib.suppress(redis.RedisError):
                 self.connection.eval(RELEASE_ALL, len(keys), *keys, self.node_id)
+            with contextlib.suppress(redis.RedisError):
                 leave(self.connection, INGEST_NODES_KEY, self.node_id)

@@ -141,7 +141,7 @@ class IngestNode:
         span counted at its first frame (`gap`), and one whose previous holder gave it other settings is
         counted too. A node refused a camera writes nothing of it."""
         for camera_id, owner in sorted(found.lost.items()) if found else []:
-            self.lose(camera_id, owner)
+            self.lose(camera_id, owner, found is not None and camera_id in found.overwritten)
         won = [c for c in self.cameras if found is None or c.id in {w.camera for w in found.won}]
         for claim in found.won if found else []:
             label = self.metrics.camera(claim.camera)
@@ -163,17 +163,22 @@ class IngestNode:
             self.threads.append(thread)
             thread.start()
 
-    def lose(self, camera_id: str, owner: str) -> None:
+    def lose(self, camera_id: str, owner: str, overwritten: bool = False) -> None:
         """Another node holds a camera this node was sampling (this node's claim on it lapsed: Redis away past
-        the claim's TTL, or this node frozen): that camera alone stops here. Its thread ends after the frame
-        in hand (recorded as any), closing its source; its state for `alpr status` and its watermark are left
-        to the new holder (ingest/ledger.py: `released`), and the node stands by for it as for any camera
-        another node holds (ingest/claims.py tries it again as that claim lapses). The node stopped whole:
-        every other camera it sampled dark until an operator restarted it."""
+        the claim's TTL, or this node frozen; or it was `overwritten` before it lapsed: another node judged
+        this one ended, or a client of Redis wrote it; a review: such a claim was said to have lapsed): that
+        camera alone stops here. Its thread ends after the frame in hand (recorded as any), closing its source;
+        its state for `alpr status` and its watermark are left to the new holder (ingest/ledger.py:
+        `released`), and the node stands by for it as for any camera another node holds (ingest/claims.py
+        tries it again as that claim lapses). The node stopped whole: every other camera it sampled dark
+        until an operator restarted it."""
         others = "its other cameras go on" if self.claims.held else "it samples no camera now"
-        log.warning("camera %s: claimed by ingest node %r since this node's claim on it lapsed (Redis away or this"
-                    " node frozen past %.0f s): this node stops sampling it and stands by for it; %s", camera_id,
-                    owner, defaults.CAMERA_CLAIM_TTL_S, others)  # fmt: skip
+        how = (f"since this node's claim on it lapsed (Redis away or this node frozen past"
+               f" {defaults.CAMERA_CLAIM_TTL_S:.0f} s)" if not overwritten else "while this node still held it (its"
+               " claim overwritten before it could lapse: a node of this host that judged this one ended, or a"
+               " client of Redis)")  # fmt: skip
+        log.warning("camera %s: claimed by ingest node %r %s: this node stops sampling it and stands by for it; %s",
+                    camera_id, owner, how, others)  # fmt: skip
         self.summary.lost[camera_id] = owner
         self.stop.lose(camera_id)
         if self.ledger:  # (again once its thread ends, after its last frame; now for a thread ended before)

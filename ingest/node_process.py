@@ -21,6 +21,10 @@ from typing import Any
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 """A random id the kernel draws at each boot: two hosts, or one host's two boots, never share it."""
 
+PID_MAX = 4194304
+"""The highest pid Linux gives (PID_MAX_LIMIT on 64 bits): a record naming a pid past it is none of a node's
+(2**31 raised OverflowError in os.kill and stopped the node reading it, at every start)."""
+
 ENDED_STATES = ("Z", "X")
 """The states /proc shows of a process that has ended (a zombie not yet reaped by its parent, dead)."""
 
@@ -56,19 +60,20 @@ class NodeProcess:
     @classmethod
     def from_json(cls, text: str | bytes | None) -> NodeProcess | None:
         """A record another node wrote, or None where there is none or it is not one (a node of an earlier
-        version writes none)."""
+        version writes none; anyone who can reach Redis may write one: JSON nested past the recursion limit
+        stopped the node reading it)."""
         if text is None:
             return None
         try:
             fields: Any = json.loads(text)
             process = cls(**fields)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return None
         typed = (str, str, str, int, int)
         values = (process.host, process.boot_id, process.pid_namespace, process.pid, process.started_ticks)
-        if not all(type(value) is kind for value, kind in zip(values, typed, strict=True)) or process.pid < 1:
-            return None  # (a pid of 0 or below names a process group to os.kill)
-        return process
+        if not all(type(value) is kind for value, kind in zip(values, typed, strict=True)):
+            return None
+        return process if 1 <= process.pid <= PID_MAX else None  # (a pid of 0 or below: a process group to os.kill)
 
     def ended(self) -> bool:
         """Whether this process, recorded by another node, has verifiably ended, as this process sees it:
@@ -93,6 +98,8 @@ def process_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's
+        return True
+    except OverflowError:  # no pid the kernel gives: nothing is concluded
         return True
     return True
 
