@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
 
 from common.credentials import mask_url
+from common.redis_json import json_object
 from ingest.cameras import CameraConfig
+from ingest.claim_scripts import FIELD_BOUND
 
 COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
 """The settings compared, in the order a difference is told."""
@@ -42,11 +43,7 @@ def differing(mine: str, theirs: str) -> list[str]:
     """The names of the settings that differ between two fingerprints (COMPARED order); none where the other
     is empty or unreadable (a node of an earlier version publishes none; anyone who can reach Redis may
     write one: JSON nested past the recursion limit stopped the node comparing it)."""
-    try:
-        other: Any = json.loads(theirs) if theirs else None
-        own: Any = json.loads(mine)
-    except (ValueError, RecursionError):
-        return []
-    if not isinstance(other, dict) or not isinstance(own, dict):
+    other, own = json_object(theirs, FIELD_BOUND), json_object(mine, FIELD_BOUND)
+    if other is None or own is None:
         return []
     return [name for name in COMPARED if own.get(name) != other.get(name)]

@@ -16,7 +16,9 @@ import json
 import os
 import socket
 from dataclasses import asdict, dataclass
-from typing import Any
+
+from common.redis_json import json_object
+from ingest.claim_scripts import NODE_RECORD_BOUND
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 """A random id the kernel draws at each boot: two hosts, or one host's two boots, never share it."""
@@ -62,12 +64,12 @@ class NodeProcess:
         """A record another node wrote, or None where there is none or it is not one (a node of an earlier
         version writes none; anyone who can reach Redis may write one: JSON nested past the recursion limit
         stopped the node reading it)."""
-        if text is None:
-            return None
+        fields = json_object(text, NODE_RECORD_BOUND)
         try:
-            fields: Any = json.loads(text)
-            process = cls(**fields)
-        except (ValueError, TypeError, RecursionError):
+            process = cls(**fields) if fields is not None else None
+        except TypeError:
+            return None
+        if process is None:
             return None
         typed = (str, str, str, int, int)
         values = (process.host, process.boot_id, process.pid_namespace, process.pid, process.started_ticks)
