@@ -1,7 +1,9 @@
-"""The form of a camera cursor's saved state (`CURSOR_STATE_VERSION`), and the check that refuses a state
-saved by a newer sighting worker (`check_state_version`, `NewerCursorStateError`)."""
+"""The form of a camera cursor's saved state (`CURSOR_STATE_VERSION`, `saved_state`), and the check that
+refuses a state saved by a newer sighting worker (`check_state_version`, `NewerCursorStateError`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from common.sighting_log import SightingCursor
 
@@ -13,6 +15,11 @@ read the new form, dropped what it did not know and saved the rest: beside a new
 a car reading one character off a listed plate was alerted on twice a pass (a review). Version 2 holds the late
 tracks open (`late`, sighting_worker/late_tracks.py): a worker of version 1 would drop them, and their reads
 would be in no sighting; it refuses the camera instead. A state of version 1 is read as holding none."""
+
+WITHOUT_LATE_VERSION = 1
+"""The version of a state that holds no late track (`saved_state`): the form of version 1 exactly, which a
+worker of that version reads. Saved as version 2 whatever it held, every cursor was refused by a worker of
+version 1 after a rollback: no camera grouped, not one sighting or alert (215 reads in 70 s, a review)."""
 
 
 class NewerCursorStateError(Exception):
@@ -33,3 +40,12 @@ def check_state_version(cursor: SightingCursor) -> None:
     found = cursor.state.get("version", 0)
     if type(found) is not int or found > CURSOR_STATE_VERSION:
         raise NewerCursorStateError(cursor.camera_id, found)
+
+
+def saved_state(parts: dict[str, Any], late: dict[str, Any] | None) -> dict[str, Any]:
+    """The state a cursor is saved with: its `parts` (the tracker, the early scan, the alerted passes) and,
+    while late tracks are held (`late`, sighting_worker/late_tracks.py), those tracks, as CURSOR_STATE_VERSION;
+    holding none, as WITHOUT_LATE_VERSION, which a worker of that version reads (a rollback groups on)."""
+    if late is None:
+        return {"version": WITHOUT_LATE_VERSION, **parts}
+    return {"version": CURSOR_STATE_VERSION, **parts, "late": late}

@@ -15,7 +15,8 @@ session holds fails the camera's round, named in an ERROR: sighting_worker/camer
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
    the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
 4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks, the late
-   tracks held (its state's version: sighting_worker/cursor_state.py).
+   tracks held (its state's version, 1 while none is held, which a worker of the earlier release reads:
+   sighting_worker/cursor_state.py).
 
 A worker killed mid-group loses only the open transaction: the next one starts again from the saved
 cursor, so a sighting or an alert is never emitted twice nor lost. After the commit the new alerts'
@@ -56,7 +57,7 @@ from common.types import Observation, Sighting
 from common.watchlist import WatchListCache, WatchListUnavailableError
 from sighting_worker.camera_claim import ENDED_BY_POSTGRES, CameraSessionEndedError, CursorClaims, CursorHeldError
 from sighting_worker.core import SightingTracker, is_vehicle_pass
-from sighting_worker.cursor_state import CURSOR_STATE_VERSION, NewerCursorStateError, check_state_version
+from sighting_worker.cursor_state import NewerCursorStateError, check_state_version, saved_state
 from sighting_worker.early_scan import EarlyScan
 from sighting_worker.late_reads import RaisedBefore, close_late, group_late
 from sighting_worker.late_tracks import HeldLate
@@ -317,13 +318,10 @@ class SightingStage:
             new_alerts = insert_alerts(connection, result.alerts, self.receivers)
             alerted = self.passes_kept(alerted, cursor, tracker, held, gap_s)
             cursor.early_read_id = early.from_id
-            cursor.state = {
-                "version": CURSOR_STATE_VERSION,
-                "tracker": tracker.to_state(),
-                "early": early.state(),
-                "alerted": passes_state(alerted),
-                "late": held.state(),
-            }
+            cursor.state = saved_state(
+                {"tracker": tracker.to_state(), "early": early.state(), "alerted": passes_state(alerted)},
+                held.state() if held.held else None,  # version 1 while none is held: a rollback reads it
+            )
             save_cursor(connection, cursor)
         self.after_commit(result, new_alerts)
         if result.late_reads:

@@ -104,3 +104,40 @@ def test_a_late_track_held_at_a_camera_gone_quiet_is_closed_all_the_same(chain, 
     time.sleep(1.1)
     stage.poll()
     assert table(pool, "SELECT plate, reads FROM sightings ORDER BY first_seen") == [("LATE123", 5), ("AAA1111", 1)]
+
+
+def earlier_release_groups(state: dict) -> bool:  # type: ignore[type-arg]
+    """Whether a sighting worker of the release before late tracks were held (f6b2a11) groups a camera whose
+    cursor holds `state`, and drops nothing of it. Its rule, fixed here (not this release's constants): its
+    `check_state_version` refuses a state whose `version` is not an int or is past its CURSOR_STATE_VERSION, 1
+    (that camera never grouped again, an ERROR once); it reads `tracker`, `early` and `alerted` and saves no
+    other part (a `late` part would be dropped with its tracks' reads)."""
+    found = state.get("version", 0)
+    return type(found) is int and found <= 1 and set(state) <= {"version", "tracker", "early", "alerted"}
+
+
+def test_a_cursor_holding_no_late_track_is_saved_in_the_form_the_earlier_release_groups(chain, redis_url, monkeypatch):
+    """Saved as version 2 whether it held a late track or not, every camera's cursor was refused by the
+    sighting workers of the earlier release after a rollback: not one sighting or alert since (215 reads
+    left ungrouped in 70 s, a review). A cursor holding no late track is saved in version 1's form; one
+    holding late tracks is version 2 (a worker of version 1 would drop them: it refuses the camera), and
+    version 1 again once they are closed."""
+    pool, settings = chain
+    monkeypatch.setattr("common.defaults.LATE_SIGHTING_HOLD_S", 1.0, raising=False)
+    stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
+
+    def saved() -> dict:  # type: ignore[type-arg]
+        ((state,),) = table(pool, "SELECT state FROM sighting_cursors")
+        return state  # type: ignore[no-any-return]
+
+    log_frames(pool, live_car(1, "AAA1111"))
+    stage.poll()
+    assert earlier_release_groups(saved()), saved()
+    log_frames(pool, late_pass(500, time.time() - 3600, "LATE123"))
+    stage.poll()
+    held = saved()
+    assert held["version"] == 2 and len(held["late"]["tracks"]) == 1 and not earlier_release_groups(held)
+    time.sleep(1.1)
+    stage.poll()
+    assert table(pool, "SELECT plate, reads FROM sightings WHERE plate LIKE 'LATE%'") == [("LATE123", 5)]  # closed
+    assert earlier_release_groups(saved()), saved()

@@ -38,7 +38,7 @@ from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis, stage_queue
 from common.types import PlateCandidate, PlateRead
 from sighting_worker.alert_ids import alert_id
-from sighting_worker.cursor_state import CURSOR_STATE_VERSION
+from sighting_worker.cursor_state import CURSOR_STATE_VERSION, WITHOUT_LATE_VERSION
 from sighting_worker.passes import load_passes, passes_state
 from sighting_worker.worker import ROUND_OUTCOMES
 
@@ -399,13 +399,13 @@ def test_a_cursor_saved_by_a_newer_worker_is_refused_and_left_as_it_is_and_an_ol
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     assert len(stage.poll().sightings) == 3
     (state,) = [row[0] for row in table(pool, "SELECT state FROM sighting_cursors")]
-    assert state["version"] == CURSOR_STATE_VERSION
+    assert state["version"] == WITHOUT_LATE_VERSION  # no late track held (tests/sighting_worker/test_late_passes.py)
     with pool.connection() as connection:  # as saved before there were versions
         connection.execute("UPDATE sighting_cursors SET state = state - 'version'")
     now_s = time.time()
     log_frames(pool, [(frame(i, now_s - 1.9 + (i - 30) * 0.1), [plate("GHT2093", 100)]) for i in range(30, 33)])
     stage.poll()
-    assert table(pool, "SELECT state->'version' FROM sighting_cursors") == [(CURSOR_STATE_VERSION,)]
+    assert table(pool, "SELECT state->'version' FROM sighting_cursors") == [(WITHOUT_LATE_VERSION,)]
     assert rounds(stage) == {"grouped": 2, "camera_failed": 0, "watchlist_unavailable": 0}
     newer = dict(state, version=CURSOR_STATE_VERSION + 1, kept_elsewhere={"of": "a newer form"})  # readable, not whole
     with pool.connection() as connection:
