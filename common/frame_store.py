@@ -45,10 +45,31 @@ def stored_frame_key(frame_id: str, digest: str) -> str:
     return frame_key(f"{frame_id}:{digest[:STORED_DIGEST_CHARS]}")
 
 
-def crop_key(frame_store_key: str, plate_index: int) -> str:
-    """The key a detector stores a frame's plate crop under: the frame's own key and the plate's index
-    (two versions of one frame, above, crop apart)."""
-    return f"{frame_store_key}:plate{plate_index}"
+STORE_KEY_CHARS = 200
+"""Most characters of a frame-store key after KEY_PREFIX (common/jobs.py's STORE_KEY_PATTERN)."""
+
+CROP_VERSION_DIGITS = 16
+"""Most digits of the number a crop key carries for its frame's stored key (`crop_key`)."""
+
+
+def crop_key(frame_id: str, frame_store_key: str, plate_index: int) -> str:
+    """The key a detector stores a frame's plate crop under: `<frame_key(frame_id)>:plate<digits>`, the form
+    the OCR and redaction workers of every release accept (common/jobs.py's DetectedFrame; the release before
+    the frame's key carried its digest accepts nothing else). Of a frame stored under its id alone (by an
+    ingest node of that release) the digits are the plate's index; of one stored under its id and digest
+    (`stored_frame_key`), a number made of that key (its SHA-256 in decimal, CROP_VERSION_DIGITS at most,
+    fewer where a long frame id leaves less room: 9 at the longest such a key allows), then the plate's
+    index, so that two versions of one frame (read again with other bytes) crop apart. Keyed
+    `<stored key>:plate<N>`, a detector's crops were refused by every OCR and redaction worker of the
+    release before: after a rollback, or with detectors upgraded first, every job (31 + 31, a review) and
+    every frame's reads (120 of 120) were lost."""
+    prefix = frame_key(f"{frame_id}:plate")
+    if frame_store_key == frame_key(frame_id):
+        return f"{prefix}{plate_index}"
+    index_chars = len(str(defaults.DETECTOR_MAX_PLATES_PER_FRAME - 1))
+    digits = max(1, min(CROP_VERSION_DIGITS, STORE_KEY_CHARS - (len(prefix) - len(KEY_PREFIX)) - index_chars))
+    number = int.from_bytes(hashlib.sha256(frame_store_key.encode()).digest(), "big") % 10**digits
+    return f"{prefix}{number:0{digits}d}{plate_index}"
 
 
 NOT_AS_STORED = "not the frame stored at sampling"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common import defaults
 from common.config import format_errors
 from common.errors import InputError
-from common.frame_store import KEY_PREFIX
+from common.frame_store import KEY_PREFIX, STORE_KEY_CHARS
 
 SCHEMA_VERSION: Literal[2] = 2
 """Version of the job payloads below; workers reject payloads of another version (2: the detector
@@ -28,7 +28,7 @@ is a store key (a 193-200 character id failed its whole batch, every frame of it
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
 """A camera id: letters, digits and `_ . -`, never a dot first (it names the camera's folder of kept frames)."""
 
-STORE_KEY_PATTERN = "^" + KEY_PREFIX.replace(":", r"\:") + r"[A-Za-z0-9_.:-]{1,200}$"
+STORE_KEY_PATTERN = "^" + KEY_PREFIX.replace(":", r"\:") + r"[A-Za-z0-9_.:-]{1," + f"{STORE_KEY_CHARS}}}$"
 """A job may name frame-store keys only: a job naming any other key (`canary:x`) is malformed."""
 
 FrameOutcome = Literal["pending", "done", "skipped", "expired", "corrupt", "lost"]
@@ -158,11 +158,12 @@ class DetectedFrame(Strict):
 
     @model_validator(mode="after")
     def crops_of_this_frame(self) -> DetectedFrame:
-        """Each plate's crop key is one the detector makes for this frame (`<frame's key>:plate<N>`, or
-        `<frame id>:plate<N>` from a detector of an earlier version), each once: an OCR job naming a raw
+        """Each plate's crop key is one a detector makes for this frame, each once: `<frame id>:plate<digits>`
+        (common/frame_store.py's crop_key, and every earlier release's), or `<frame's stored key>:plate<N>`
+        (as detectors keyed crops for a while: their jobs may still be queued). An OCR job naming a raw
         frame's key as a crop deleted that frame before it was redacted."""
         keys = [p.crop_key for p in self.plates if p.crop_key]
-        prefixes = (f"{self.frame.key}:plate", f"{KEY_PREFIX}{self.frame.frame_id}:plate")
+        prefixes = (f"{KEY_PREFIX}{self.frame.frame_id}:plate", f"{self.frame.key}:plate")
 
         def of_this_frame(key: str) -> bool:
             return any(key.startswith(prefix) and key[len(prefix) :].isdigit() for prefix in prefixes)

@@ -197,7 +197,7 @@ class DetectStage:
             flags = zip(selection.in_roi.tolist(), selection.read.tolist(), strict=True)
             for index, ((box, conf), (in_roi, read)) in enumerate(zip(detections.boxes(), flags, strict=True)):
                 crop = geometry.crop(images[ref.key], box, self.crop_margin) if read else None
-                key = crop_key(ref.key, index) if crop is not None and crop.size else None
+                key = crop_key(ref.frame_id, ref.key, index) if crop is not None and crop.size else None
                 digest = None
                 if key and crop is not None:
                     crops.append((key, encode_jpeg(crop, defaults.CROP_JPEG_QUALITY)))

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from common import defaults
@@ -60,13 +62,14 @@ def test_a_crop_key_outside_the_frame_store_is_refused():
                                                                     crop_key="alpr:frame:cam:1:0:plate0")]  # fmt: skip
 
 
-def test_a_crop_key_is_the_frames_stored_key_or_its_id_and_a_plate_index():
-    """An ingest node stores a frame under its id and its bytes' digest (`stored_frame_key`), and the
-    detector keys its crops by that key; a detector of an earlier version, mid-upgrade, by the frame's id."""
+def test_a_crop_key_is_the_frames_id_and_digits_or_its_stored_key_and_a_plate_index():
+    """An ingest node stores a frame under its id and its bytes' digest (`stored_frame_key`); the detector
+    keys its crops `<frame id>:plate<digits>` (a number for that key, then the index), as a detector of an
+    earlier release did (the index alone); for a while detectors keyed them `<stored key>:plate<N>`."""
     from common.frame_store import crop_key, stored_frame_key
 
     ref = REF.model_copy(update={"key": stored_frame_key(REF.frame_id, "ab" * 32)})
-    for key in (crop_key(ref.key, 3), f"alpr:frame:{REF.frame_id}:plate3"):
+    for key in (crop_key(ref.frame_id, ref.key, 3), f"alpr:frame:{REF.frame_id}:plate3", f"{ref.key}:plate3"):
         frame = DetectedFrame(frame=ref, plates=[PlateBox(box_xyxy=(1, 2, 3, 4), confidence=0.9, crop_key=key)])
         assert parse_job(OcrJob(batch_id="b", frames=[frame]).model_dump(mode="json"), OcrJob).frames == [frame]
     for key in (ref.key, f"{ref.key}:plateX", "alpr:frame:cam:9:0:plate3", f"{ref.key}x:plate3"):
@@ -74,6 +77,24 @@ def test_a_crop_key_is_the_frames_stored_key_or_its_id_and_a_plate_index():
         payload["frames"][0]["plates"] = [{"box_xyxy": [1, 2, 3, 4], "confidence": 0.9, "crop_key": key}]
         with pytest.raises(InputError, match="crop key is not this frame's"):
             parse_job(payload, OcrJob)
+
+
+@pytest.mark.parametrize("length", [7, 120, 176, 183])
+def test_crop_keys_of_two_versions_of_a_frame_differ_and_keep_the_form_and_bound_of_the_earlier_release(length):
+    """The crops of one frame stored twice (read again with other bytes: two digests) never share a key, at
+    any plate index, and each key is `alpr:frame:<frame id>:plate` and digits within 200 characters after
+    `alpr:frame:` (the only crop keys the OCR and redaction workers of the release before the digest accept,
+    fixed here), up to the longest frame id a stored key allows (183). A frame stored under its id alone (an
+    ingest node of that release) keeps the plain index."""
+    from common.frame_store import crop_key, frame_key, stored_frame_key
+
+    frame_id = "cam:" + "1" * (length - 4)
+    indexes = range(defaults.DETECTOR_MAX_PLATES_PER_FRAME)
+    versions = [[crop_key(frame_id, stored_frame_key(frame_id, d * 64), i) for i in indexes] for d in "ab"]
+    assert len(set(versions[0]) | set(versions[1])) == 2 * len(indexes)
+    earlier = re.compile(rf"alpr:frame:{re.escape(frame_id)}:plate[0-9]+")
+    assert all(earlier.fullmatch(key) and len(key) <= len("alpr:frame:") + 200 for v in versions for key in v)
+    assert crop_key(frame_id, frame_key(frame_id), 7) == f"alpr:frame:{frame_id}:plate7"
 
 
 @pytest.mark.parametrize("detail", ["\x00", "too old\x00", "a\nb"])

@@ -6,6 +6,7 @@ time, and passes on undetected frames with why."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from alpr.cli import main
 from alpr.democlip import make_clip
 from alpr.status import pool_work
-from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest
+from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest, stored_frame_key
 from common.jobs import DetectJob, FrameRef, OcrJob, RedactJob, parse_job
 from common.queues import connect_redis, enqueue, stage_queue
 from tests.helpers import clip_frames
@@ -183,6 +184,42 @@ def test_the_longest_frame_id_a_job_may_carry_still_names_its_crops(redis_url, s
     payload["frames"][0]["frame_id"] += "x"
     with pytest.raises(InputError, match="frame_id"):
         parse_job(payload, DetectJob)
+
+
+EARLIER_RELEASE_CROP_KEY = r"alpr:frame:{frame_id}:plate[0-9]+"
+"""The crop keys the OCR and redaction workers of the release before frames were stored with their digest
+(f6b2a11) accept, fixed here: its DetectedFrame takes `alpr:frame:<frame id>:plate` and digits alone (and a
+store key of 200 characters at most after `alpr:frame:`); a job naming any other is rejected whole."""
+
+
+@pytest.mark.parametrize("frame_id", ["cam:1:0", "cam:" + "x" * 179], ids=["short", "longest_stored"])
+def test_two_versions_of_a_frame_crop_apart_under_keys_the_earlier_release_reads(
+    redis_url, settings, plate_frame, frame_id
+):
+    """Footage read again with other bytes is stored twice under one frame id (`stored_frame_key`), and its
+    crops must not replace each other's (the first job's reads were logged corrupt). Keyed `<stored key>:plateN`
+    they did not, but every OCR and redaction worker of the release before rejected each job of such a
+    detector (31 + 31 jobs, 120 frames never read, a review: a rollback, or detectors upgraded first, lost
+    all). Each version's crop now has a key of its own in the earlier form, within the store's bound for the
+    longest frame id a stored key allows (183 characters)."""
+    connection = connect_redis(redis_url)
+    store, crops = FrameStore(connection, 600), []
+    args = ["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]
+    for version, quality in enumerate((90, 60)):  # the same frame, sampled again with other bytes
+        jpeg = encode_jpeg(plate_frame, quality)
+        digest = jpeg_digest(jpeg)
+        key = stored_frame_key(frame_id, digest)
+        store.put_many([(key, jpeg)])
+        frame = ref(frame_id).model_copy(update={"key": key, "digest": digest})
+        enqueue(stage_queue(connection, "detect"), DetectJob(batch_id=f"v{version}", frames=[frame]), 60)
+        assert main(args) == 0
+        ocr_job = parse_job(stage_queue(connection, "ocr").fetch_job(f"ocr-v{version}").args[0], OcrJob)  # type: ignore[union-attr]
+        crops.append([(p.crop_key, p.crop_digest) for p in ocr_job.frames[0].plates if p.crop_key])
+    assert crops[0] and crops[1] and not {k for k, _ in crops[0]} & {k for k, _ in crops[1]}
+    stored = store.get_within_bounds([key for version in crops for key, _ in version]).jpegs
+    assert all(jpeg_digest(stored[key] or b"") == digest for v in crops for key, digest in v)  # each its own
+    earlier = EARLIER_RELEASE_CROP_KEY.format(frame_id=re.escape(frame_id))
+    assert all(re.fullmatch(earlier, key) and len(key) <= len("alpr:frame:") + 200 for v in crops for key, _ in v)
 
 
 def test_stored_frames_past_the_byte_bounds_are_skipped_unread_and_a_key_named_twice_is_refused(
