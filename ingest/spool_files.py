@@ -99,27 +99,40 @@ def sampled_record(ref: FrameRef) -> FrameRecord:
     return FrameRecord(ref, SAMPLED_OUTCOME, SAMPLED_DETAIL)
 
 
+SAMPLED_MARK = "sampled_only"
+"""A field a sampled frame's line holds besides a record's (`record_line`), `true`: no field of a FrameRecord,
+so that a node of the release before sampled frames were journalled, whose reader keeps a frame's first
+line it can read, counts the line unreadable and takes the frame's record after it. Read as a record, the
+line was written as the row of each frame the new node had skipped or recorded (`lost`, `ingest node
+killed` over `skipped`: 71 of 71, a review of a rollback). Lines without it (an earlier node's, or a line
+of such a frame written before the mark) are read as before: `lost` is a sampled frame's line alone."""
+
+
 def is_sampled_only(record: FrameRecord) -> bool:
     """Whether a spooled record is a sampled frame's line (`sampled_record`), not the frame's record."""
     return record.outcome == SAMPLED_OUTCOME
 
 
 def record_line(record: FrameRecord) -> str:
-    """One spooled record: a line of JSON."""
+    """One spooled record: a line of JSON (a sampled frame's marked, SAMPLED_MARK)."""
     fields_ = {field.name: getattr(record, field.name) for field in fields(record)}
-    return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json")}) + "\n"
+    mark = {SAMPLED_MARK: True} if is_sampled_only(record) else {}
+    return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json"), **mark}) + "\n"
 
 
 def iter_spool(lines: Iterable[str]) -> Iterator[FrameRecord | None]:
     """The records of a spool file's lines, one at a time (a file may hold more than the ledger has room
-    for); None for a line that cannot be read (the last one cut short by a kill mid-write, say)."""
+    for); None for a line that cannot be read (the last one cut short by a kill mid-write, say, or one
+    marked a sampled frame's that is not one)."""
     for line in lines:
+        marked = False
         try:
             fields = json.loads(line)
+            marked = fields.pop(SAMPLED_MARK, False) is True
             record: FrameRecord | None = FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])})
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             record = None
-        yield record
+        yield None if marked and record is not None and not is_sampled_only(record) else record
 
 
 def read_spool(lines: Iterable[str]) -> tuple[list[FrameRecord], int]:

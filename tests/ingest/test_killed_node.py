@@ -4,6 +4,7 @@ processes against a private Redis and the real Postgres, killed in turn mid-run.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,11 +21,11 @@ import psycopg
 from alpr.cli import main
 from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
-from common.jobs import DetectJob
+from common.jobs import DetectJob, FrameRef
 from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
 from ingest.ledger import FrameLedger
-from ingest.spool_files import read_spool
+from ingest.spool_files import is_sampled_only, read_spool
 from tests.conftest import REPO
 from tests.helpers import alpr_process, wait_for, write_cameras
 from tests.ingest.test_ledger import record
@@ -139,13 +140,10 @@ def frames_log(url: str) -> dict[int, tuple[str, str | None]]:
     return {index: (outcome, detail) for index, outcome, detail in rows}
 
 
-def test_a_ledger_killed_with_postgres_up_leaves_its_records_and_frames_sampled_to_the_next(postgres_url, tmp_path):
-    """Outside an outage nothing was spooled: a node killed lost the records its ledger had not yet
-    written (the skipped frames: no other writer) and had made none for the frames it was packing. The
-    next ledger writes both from the spool: the records as made, each frame sampled without one `lost`
-    (ingest node killed) unless a stage wrote its row meanwhile; a stage's outcome after it replaces it."""
+def kill_mid_write(postgres_url: str, spool: Path) -> None:
+    """A ledger (KILLED_MID_WRITE) killed with SIGKILL while its write of frames 4-7's records (skipped) waits
+    on the frames table, frames 0-3's records written (pending) and frames 8-11 sampled without one."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    spool = tmp_path / "spool"
     killed = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(spool), postgres_url], cwd=REPO,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     holder = psycopg.connect(postgres_url)
@@ -163,6 +161,15 @@ def test_a_ledger_killed_with_postgres_up_leaves_its_records_and_frames_sampled_
         killed.wait(10)
         holder.rollback()
         holder.close()
+
+
+def test_a_ledger_killed_with_postgres_up_leaves_its_records_and_frames_sampled_to_the_next(postgres_url, tmp_path):
+    """Outside an outage nothing was spooled: a node killed lost the records its ledger had not yet
+    written (the skipped frames: no other writer) and had made none for the frames it was packing. The
+    next ledger writes both from the spool: the records as made, each frame sampled without one `lost`
+    (ingest node killed) unless a stage wrote its row meanwhile; a stage's outcome after it replaces it."""
+    spool = tmp_path / "spool"
+    kill_mid_write(postgres_url, spool)
     pool = open_pool(postgres_url, wait_s=3)
     try:
         FrameLog(pool, patience_s=0).record_final([FrameRecord(record(9).frame, "done")])  # a stage's, meanwhile
@@ -180,6 +187,48 @@ def test_a_ledger_killed_with_postgres_up_leaves_its_records_and_frames_sampled_
         assert frames_log(postgres_url)[10] == ("done", None)
     finally:
         pool.close()
+
+
+EARLIER_RECORD_FIELDS = {"frame", "outcome", "detail", "plates", "kept_path", "read_outcome"}
+"""The fields of a spooled record, FrameRecord's, as the release before frames sampled were journalled (f6b2a11)
+reads them."""
+
+
+def earlier_release_reads(spool: Path) -> dict[int, tuple[str, str | None]]:
+    """What an ingest node of the release before frames sampled were journalled (f6b2a11) writes of a spool
+    folder it adopts (frame index -> outcome, detail). Its rule, fixed here: the files in name order, a line
+    read as a record when it is a JSON object of FrameRecord's fields and no other (`frame` a FrameRef,
+    `outcome`), any other counted unreadable and dropped, and of a frame's lines the first read taken."""
+    taken: dict[int, tuple[str, str | None]] = {}
+    for path in sorted(spool.glob("ledger-*.jsonl")):
+        for line in path.read_text().splitlines():
+            fields = json.loads(line)
+            if set(fields) <= EARLIER_RECORD_FIELDS and {"frame", "outcome"} <= set(fields):
+                taken.setdefault(
+                    FrameRef.model_validate(fields["frame"]).frame_index, (fields["outcome"], fields.get("detail"))
+                )
+    return taken
+
+
+def test_a_killed_ledgers_spool_adopted_by_the_earlier_release_gives_each_frame_its_record_not_lost(
+    postgres_url, tmp_path
+):
+    """A node of the earlier release adopting a killed node's spool took each frame's first line it could
+    read, which was the frame's sampled line (`lost`, `ingest node killed`), written before its record:
+    a rollback recorded every skipped frame lost for good (71 of 71, a review). The sampled lines are
+    unreadable to it now (a field no record has): it writes the frames' records, and, for the frames
+    sampled without one, nothing, as a node of its release killed left them."""
+    spool = tmp_path / "spool"
+    kill_mid_write(postgres_url, spool)
+    earlier = earlier_release_reads(spool)
+    assert {index: earlier[index] for index in range(4, 12) if index in earlier} == {
+        index: ("skipped", "backpressure") for index in range(4, 8)
+    }
+    assert all(earlier[index] == ("pending", None) for index in range(4) if index in earlier), earlier
+    records, unreadable = read_spool(
+        line for path in spool.glob("ledger-*.jsonl") for line in path.read_text().splitlines()
+    )
+    assert unreadable == 0 and {r.frame.frame_index for r in records if is_sampled_only(r)} >= set(range(8, 12))
 
 
 def spool_lines(spool: Path) -> list[tuple[int, str]]:
@@ -213,3 +262,28 @@ def test_the_spool_outside_an_outage_holds_only_what_is_not_yet_written(postgres
         assert ledger.close(5) == 0
     finally:
         pool.close()
+
+
+def test_a_spool_of_any_release_is_read_each_frames_record_before_its_sampled_line(tmp_path):
+    """This release reads the spools of every release: an earlier node's records (no sampled line), a
+    sampled line written before the mark (`lost` alone: the frame's record supersedes it all the same) and
+    a marked one; a line marked a sampled frame's that holds a record is unreadable, not taken for one."""
+    from ingest.spool_files import SAMPLED_MARK, read_claimed, record_line, sampled_record
+
+    unmarked = json.loads(record_line(sampled_record(record(1).frame)))
+    del unmarked[SAMPLED_MARK]
+    forged = {**json.loads(record_line(record(4))), SAMPLED_MARK: True}
+    lines = [json.dumps(unmarked) + "\n", record_line(sampled_record(record(2).frame)),
+             record_line(FrameRecord(record(1).frame, "skipped", "backpressure")), json.dumps(forged) + "\n",
+             record_line(record(3))]  # fmt: skip
+    assert SAMPLED_MARK not in record_line(record(3))  # a record's line is as every release wrote it
+    path = tmp_path / "ledger-1-1.jsonl"
+    path.write_text('{"frame": "cut short by a kill' + "\n" + "".join(lines) + "[1]\n")
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        _, fresh, notes = read_claimed(descriptor, set())
+    finally:
+        os.close(descriptor)
+    assert [(r.frame.frame_index, r.outcome, r.detail) for r in fresh] == [
+        (1, "skipped", "backpressure"), (2, "lost", "ingest node killed"), (3, "pending", None)]  # fmt: skip
+    assert "3 lines unreadable" in notes
