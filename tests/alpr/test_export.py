@@ -197,6 +197,24 @@ def test_a_file_named_with_a_line_break_is_refused_before_anything_is_recorded(t
     connection.close()
 
 
+STOPPED_MIDWAY = """
+import os, signal, sys
+import common.plate_log as plate_log
+{prelude}
+write_csv = plate_log.write_csv
+def stopped_midway(rows, columns, target):  # the real signal, once `row` rows are written
+    def rows_then_signal():
+        for index, row in enumerate(rows):
+            if index == {row}:
+                os.kill(os.getpid(), signal.{signal})
+            yield row
+    return write_csv(rows_then_signal(), columns, target)
+plate_log.write_csv = stopped_midway
+from alpr.cli import main
+sys.exit(main(["export", "--reason", "case 1", "--csv", sys.argv[1], "--sqlite", sys.argv[2]]))
+"""
+
+
 def test_an_export_stopped_by_sigterm_leaves_no_copy_of_the_log_behind(tmp_path):
     """SIGTERM's default killed the process outright: the hidden partial CSV beside --csv stayed for good."""
     import signal
@@ -206,43 +224,11 @@ def test_an_export_stopped_by_sigterm_leaves_no_copy_of_the_log_behind(tmp_path)
     log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC123", "XYZ789"])
     out = tmp_path / "out"
     out.mkdir()
-    script = f"""
-import os, signal, sys
-import common.plate_log as plate_log
-write_csv = plate_log.write_csv
-def stopped_midway(rows, columns, path):  # the real signal, sent once the first row is written
-    def rows_then_sigterm():
-        for index, row in enumerate(rows):
-            if index == 1:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield row
-    return write_csv(rows_then_sigterm(), columns, path)
-plate_log.write_csv = stopped_midway
-from alpr.cli import main
-sys.exit(main(["export", "--reason", "case 1", "--csv", {str(out / "reads.csv")!r}, "--sqlite", {str(log)!r}]))
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).parents[2])  # fmt: skip
+    script = STOPPED_MIDWAY.format(prelude="", row=1, signal="SIGTERM")
+    done = subprocess.run([sys.executable, "-c", script, str(out / "reads.csv"), str(log)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parents[2])  # fmt: skip
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert list(out.iterdir()) == []
-
-
-KILLED_MIDWAY = """
-import os, signal, sys
-import common.plate_log as plate_log
-{prelude}
-write_csv = plate_log.write_csv
-def killed_midway(rows, columns, target):  # the real signal, once 1,500 rows are written
-    def rows_then_sigkill():
-        for index, row in enumerate(rows):
-            if index == 1500:
-                os.kill(os.getpid(), signal.SIGKILL)
-            yield row
-    return write_csv(rows_then_sigkill(), columns, target)
-plate_log.write_csv = killed_midway
-from alpr.cli import main
-sys.exit(main(["export", "--reason", "case 1", "--csv", sys.argv[1], "--sqlite", sys.argv[2]]))
-"""
 
 
 @pytest.mark.parametrize("nameless", [True, False])
@@ -259,7 +245,7 @@ def test_an_export_killed_outright_leaves_no_copy_of_the_rows_for_good(tmp_path,
     log = write_log(tmp_path / "reads.sqlite", [f"KPX{n:04d}" for n in range(2000)])
     out = tmp_path / "out"
     out.mkdir()
-    script = KILLED_MIDWAY.format(prelude="" if nameless else "del os.O_TMPFILE")
+    script = STOPPED_MIDWAY.format(prelude="" if nameless else "del os.O_TMPFILE", row=1500, signal="SIGKILL")
     killed = subprocess.run([sys.executable, "-c", script, str(out / "reads.csv"), str(log)], capture_output=True,
                             text=True, timeout=60, cwd=Path(__file__).parents[2])  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr
