@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 import redis
 from rq import Queue, SimpleWorker, worker_registration
 from rq.exceptions import StopRequested
-from rq.job import JOB_ID_PATTERN, Job, get_current_job
+from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 from rq.suspension import WORKERS_SUSPENDED, is_suspended
 from rq.utils import now
@@ -39,6 +39,7 @@ from common.job_key import key_fingerprint, others_disagreeing
 from common.jobs import StageName
 from common.log_throttle import Throttle
 from common.metrics import Metrics
+from common.queue_entries import EntryWindows, Kind
 from common.queues import (
     STAGES,
     STATS_BUSY_KEY,
@@ -154,21 +155,6 @@ class JobRun:
         return self.result.as_dict()
 
 
-def unfetchable(connection: redis.Redis, entry: bytes | str) -> str | None:
-    """Why RQ cannot fetch the job a queue or registry entry names, or None (a missing job is fine:
-    RQ passes over it)."""
-    try:
-        job_id = entry.decode() if isinstance(entry, bytes) else str(entry)
-    except UnicodeDecodeError:
-        return "an id that is not UTF-8"
-    job_id = job_id.split(":", 1)[0]  # the started registry adds :execution
-    if not JOB_ID_PATTERN.fullmatch(job_id):
-        return "an id RQ does not allow"
-    if connection.type(Job.redis_job_namespace_prefix + job_id) not in (b"hash", b"none"):
-        return "a job key that is not a hash"
-    return None
-
-
 MAX_COMMAND_BYTES = 1024
 """Longest RQ control message read (RQ's own are some 40 bytes: `{"command": "shutdown"}`)."""
 
@@ -213,6 +199,8 @@ class StageWorker(SimpleWorker):
         """Jobs refused as not signed with this worker's key: told at most once a minute (`report_unsigned`)."""
         self.duty_failures = Throttle()
         """A pool duty failing at every maintenance (a read-only Postgres): a line a minute, and one at its end."""
+        self.entry_windows = EntryWindows()
+        """Where `drop_unfetchable` looks next in each key."""
 
     def handle_payload(self, message: Any) -> None:
         """A message on RQ's control channel (`rq:pubsub:<worker name>`), refused. RQ's worker obeys the
@@ -330,18 +318,18 @@ class StageWorker(SimpleWorker):
 
     def drop_unfetchable(self, queue: Queue) -> int:
         """Drop the entries of the queue's intermediate list and started-jobs registry that RQ cannot
-        fetch (each refused and counted); returns how many."""
-        redis_, dropped = self.connection, 0
-        intermediate, started = queue.intermediate_queue_key, queue.started_job_registry.key
-        entries: list[tuple[str, Any]] = [(intermediate, e) for e in redis_.lrange(intermediate, 0, -1)]
-        entries += [(started, e) for e in redis_.zrange(started, 0, -1)]
-        for key, entry in entries:
-            if (reason := unfetchable(redis_, entry)) and (
-                redis_.lrem(key, 0, entry) if key == intermediate else redis_.zrem(key, entry)
-            ):
+        fetch (each refused and counted), looked for in Redis within a bound (common/queue_entries.py: both
+        were read whole, a TYPE round trip an entry, at every cleaning); returns how many."""
+        dropped = 0
+        keys: tuple[tuple[str, Kind], ...] = (
+            (queue.intermediate_queue_key, "list"),
+            (queue.started_job_registry.key, "zset"),
+        )
+        for key, kind in keys:
+            for entry in self.entry_windows.drop_unfetchable(self.connection, key, kind):
                 dropped += 1
                 self.context.count("refused")
-                log.warning("queue entry %r dropped, refused: %s", entry[:80], reason)
+                log.warning("queue entry %r dropped, refused: %s", entry.preview, entry.reason)
         return dropped
 
     def renew_lease(self, job: Job, done: threading.Event) -> None:
