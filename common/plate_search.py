@@ -8,7 +8,6 @@ even try), as police and city policies on plate data require an audit of every l
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from common.audit import Operator, Reason, record_refused
 from common.jobs import CAMERA_ID_PATTERN, Strict
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
+from common.redis_json import json_list
 from common.watchlist import normalise_plate
 
 RESULT_COLUMNS = ("first_seen", "last_seen", "camera_id", "plate", "distance", "confidence", "reads",
@@ -45,7 +45,7 @@ BEGIN SELECT RAISE(ABORT, 'the record of plate searches is append-only'); END;
 RECORD = "INSERT INTO plate_searches (searched_by, reason, plate, within, since, until, camera_id, found)"
 
 CANDIDATES_POSTGRES = """
-SELECT s.sighting_id, s.camera_id, s.plate, s.confidence, s.first_seen, s.last_seen, s.reads, s.texts,
+SELECT s.sighting_id, s.camera_id, s.plate, s.confidence, s.first_seen, s.last_seen, s.reads, s.texts::text,
        COALESCE(s.snapshot_path, (SELECT f.kept_path FROM frames f WHERE f.frame_id = s.best_frame_id))
 FROM {sightings} s
 WHERE s.first_seen <= %(until)s AND s.last_seen >= %(since)s AND (%(camera)s::text IS NULL OR s.camera_id = %(camera)s)
@@ -53,7 +53,8 @@ ORDER BY s.first_seen DESC
 """
 """The sightings of the window and camera, newest first, each with its snapshot: the kept frame of its
 best read, looked up for each sighting given (a join read the whole frames log: 4 million rows, 2.9 s a
-search, and more with each day)."""
+search, and more with each day). Its texts as JSON text, read by `texts_read`: psycopg's jsonb loader
+raised RecursionError on texts nested 5,000 deep, which ended the search."""
 
 BY_KEY = """(WITH hits AS MATERIALIZED (
     SELECT * FROM sightings WHERE plate_search_keys(plate, texts) && %(keys)s::text[]
@@ -156,18 +157,19 @@ def matching(search: PlateSearch, candidates: Iterable[tuple[Any, ...]]) -> list
     return found
 
 
+MAX_TEXTS_BYTES = 65_536
+"""Longest `texts` read: a sighting counts at most 50 distinct texts (some 2 KB); a longer one is none of ours."""
+
+
 def texts_read(texts: object) -> list[str]:
-    """The texts a sighting's `texts` holds (`[[text, count], ...]`; JSON text in SQLite); one of another
-    shape (written by hand, or forged by whoever may write the log) holds none, and the sighting is
-    searched by its plate alone: it ended the search in a traceback (a review)."""
-    if isinstance(texts, str | bytes):
-        try:
-            texts = json.loads(texts)
-        except ValueError:
-            return []
-    if not isinstance(texts, list):
+    """The texts a sighting's `texts` holds (`[[text, count], ...]`, as JSON text); one of another shape
+    (written by hand, or forged by whoever may write the log) holds none, and the sighting is searched by its
+    plate alone: it ended the search in a traceback (a review), and so did texts nested past the parser's
+    depth (RecursionError, not a ValueError): read by the chain's one parser (common/redis_json.py)."""
+    found = json_list(texts, MAX_TEXTS_BYTES) if isinstance(texts, str | bytes) else texts
+    if not isinstance(found, list):
         return []
-    return [item[0] for item in texts if isinstance(item, list) and item and isinstance(item[0], str)]
+    return [item[0] for item in found if isinstance(item, list) and item and isinstance(item[0], str)]
 
 
 def _iso(moment: datetime | str) -> str:

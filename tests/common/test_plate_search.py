@@ -306,3 +306,41 @@ def test_a_forged_sighting_neither_reaches_the_terminal_raw_nor_ends_the_search(
     assert "\x1b" not in out and "\x07" not in out and "gate\\x1b]0;pwned\\x07\\x1b[2J" in out
     assert "/x\\n2026-01-01\\tforged" in out
     assert len(out.splitlines()) == 4  # the header and the three sightings, found by their plate
+
+
+DEEP = "[" * 5000 + "]" * 5000
+"""Texts nested past the interpreter's depth (Postgres's jsonb takes them): json.loads raises RecursionError."""
+
+
+@pytest.mark.parametrize("log", ["sqlite", "postgres"])
+def test_texts_nested_past_the_parsers_depth_leave_the_sighting_searched_by_its_plate(
+    log, tmp_path, postgres_url, capsys
+):
+    """A sighting's texts are JSON text whoever may write the log chose: nested 5,000 deep they raised
+    RecursionError, which `texts_read` did not catch (SQLite), nor psycopg's jsonb loader before it
+    (Postgres): `alpr search` ended in a traceback. They are read by the shared parser (common/redis_json.py):
+    the sighting is searched by its plate alone, and the others by their texts too."""
+    forged = sighting("gate", "KPX4721", DAY + 60)
+    other = sighting("bridge", "ZZZ9999", DAY + 120, (("ZZZ9999", 3), ("KPX4721", 1)))
+    if log == "sqlite":
+        import sqlite3
+
+        path = tmp_path / "reads.sqlite"
+        sqlite_log = SqliteSightingLog(path)
+        sqlite_log.record_many([(forged, None), (other, None)])
+        sqlite_log.close()
+        with sqlite3.connect(path) as connection:
+            connection.execute("UPDATE sightings SET texts = ? WHERE camera_id = 'gate'", (DEEP,))
+        connection.close()
+        where = ["--sqlite", str(path)]
+    else:
+        assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+        pool = open_pool(postgres_url)
+        with pool.connection() as connection:
+            insert_sightings(connection, [(forged, None), (other, None)])
+            connection.execute("UPDATE sightings SET texts = %s::jsonb WHERE camera_id = 'gate'", (DEEP,))
+        pool.close()
+        where = ["--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(["search", "KPX4721", "--reason", "case 9", "--within", "2", *where]) == 0
+    assert sorted(found(capsys.readouterr().out)) == [("bridge", "ZZZ9999", "0.0"), ("gate", "KPX4721", "0.0")]
