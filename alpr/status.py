@@ -30,6 +30,7 @@ import redis
 from rq.serializers import JSONSerializer
 
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
+from alpr.status_claims import read_claims
 from alpr.status_reads import (
     MAX_CAMERAS_READ,
     STAT_BYTES,
@@ -206,16 +207,14 @@ NODE_GONE = "node gone"
 def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[str, Any]]) -> None:
     """A camera whose last state is live but that no node claims any more (ingest/claims.py: a claim
     lapses CAMERA_CLAIM_TTL_S after a killed node's last renewal) shows NODE_GONE: it showed `connected`
-    for ever after its node was killed, the state having no expiry (a review)."""
+    for ever after its node was killed, the state having no expiry (a review). A claim no node could have
+    written (no expiry, past the claims' TTL: alpr/status_claims.py) holds it no more than none does."""
     from ingest.claims import CLAIM_PREFIX
 
     live = [camera for camera, state in states.items() if state.get("state") in LIVE_STATES]
-    with connection.pipeline(transaction=False) as pipeline:
-        for camera in live:
-            pipeline.exists(CLAIM_PREFIX.encode() + camera)
-        claimed = pipeline.execute()
-    for camera, held in zip(live, claimed, strict=True):
-        if not held:
+    claims = read_claims(connection, [CLAIM_PREFIX.encode() + camera for camera in live])
+    for camera, claim in zip(live, claims, strict=True):
+        if not claim.held:
             states[camera]["state"] = NODE_GONE
 
 

@@ -22,6 +22,7 @@ from rq.utils import utcparse
 from rq.worker import Worker
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from alpr.status_claims import read_claims
 from common.bounded_hash import BoundedFields, read_many_within_bounds
 from common.bounded_scan import Fields, hash_within_bounds, scan_within_bounds
 from common.credentials import escape_controls
@@ -220,7 +221,8 @@ class Unclaimed:
 def unclaimed_cameras(connection: redis.Redis, types: WrongTypes) -> Unclaimed:
     """The cameras a node's cameras file names (enabled) or a node has held within HOLDER_TTL_S that no live
     node claims now (ingest/claims.py), each with its last holder in words: a camera only a node refused
-    named, or whose node died with no standby, was sampled by none and listed nowhere (a review)."""
+    named, or whose node died with no standby, was sampled by none and listed nowhere (a review); so was one
+    whose claim key no node could have written (no expiry, past the claims' TTL), said so instead."""
     from ingest.claims import CLAIM_PREFIX, HOLDER_PREFIX, WANTED_PREFIX
 
     known: dict[bytes, None] = {}
@@ -230,19 +232,15 @@ def unclaimed_cameras(connection: redis.Redis, types: WrongTypes) -> Unclaimed:
         known.update(dict.fromkeys(name[len(prefix) :] for name in listed.names))
         complete, too_long = complete and listed.complete, too_long + listed.too_long
     cameras = sorted(known)
-    with connection.pipeline(transaction=False) as pipeline:
-        for camera in cameras:
-            pipeline.exists(CLAIM_PREFIX.encode() + camera)
-        held = pipeline.execute()
-    free = [camera for camera, claimed in zip(cameras, held, strict=True) if not claimed]
-    holders = read_many_within_bounds(connection, [HOLDER_PREFIX.encode() + camera for camera in free], HOLDER_BOUNDS)
+    claims = read_claims(connection, [CLAIM_PREFIX.encode() + camera for camera in cameras])
+    free = [(camera, claim) for camera, claim in zip(cameras, claims, strict=True) if not claim.held]
+    holders = read_many_within_bounds(connection, [HOLDER_PREFIX.encode() + c for c, _ in free], HOLDER_BOUNDS)
     unclaimed = []
-    for camera, holder in zip(free, holders, strict=True):
+    for (camera, claim), holder in zip(free, holders, strict=True):
         if holder is None:
             types.check({HOLDER_PREFIX.encode() + camera: "hash"})
-            last = "its holder record is not a hash"
-        else:
-            last = last_holder(holder)
+        # a claim key no node could have written (alpr/status_claims.py) said first
+        last = claim.words() or ("its holder record is not a hash" if holder is None else last_holder(holder))
         unclaimed.append((shown(camera), last))
     return Unclaimed(unclaimed, complete, too_long)
 

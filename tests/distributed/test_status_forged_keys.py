@@ -113,3 +113,39 @@ def test_forged_names_and_fields_are_read_within_bounds_and_listed_up_to_a_count
         f" read (at most {MAX_MEMBERS_READ} workers, {MAX_MEMBERS_LOOKED_AT} names), the workers counted may be short"
     ]
     assert next(line for line in flooded.stdout.splitlines() if line.startswith("detect ")).split()[3] == "1000"
+
+
+def test_a_claim_no_node_could_have_written_holds_no_camera(chain_env):
+    """A claim key with no expiry (`SET alpr:camera-claim:cam-a ghost-node`), one past the claims' TTL, of
+    another type or past their bound is no node's claim (ingest takes it at its next round), yet status
+    counted the camera held by the key's mere existence (EXISTS): sampled by none, it was listed nowhere,
+    and its last state showed `connected` for ever. A node's own claim still holds its camera."""
+    from ingest.claims import CLAIM_PREFIX
+
+    connection = redis.Redis.from_url(chain_env["ALPR_REDIS_URL"])
+    cameras = ("cam-a", "cam-b", "cam-c", "cam-d", "cam-e")
+    for camera in cameras:
+        connection.set(WANTED_PREFIX + camera, "node-1|1700000000", ex=600)
+    live = json.dumps({"state": "connected", "since": time.time() - 60, "errors": 0})
+    connection.hset(CAMERA_STATE_KEY, mapping={"cam-a": live, "cam-c": live})
+    connection.set(CLAIM_PREFIX + "cam-a", "ghost-node")  # no expiry
+    connection.set(CLAIM_PREFIX + "cam-b", "ghost-node", ex=3600)  # past CAMERA_CLAIM_TTL_S
+    connection.set(CLAIM_PREFIX + "cam-c", "node-1", ex=30)  # a node's claim
+    connection.hset(CLAIM_PREFIX + "cam-d", "node", "node-1")
+    connection.expire(CLAIM_PREFIX + "cam-d", 20)
+    connection.set(CLAIM_PREFIX + "cam-e", "n" * 5000, ex=20)  # past the claims' bound (FIELD_BOUND)
+    shown = status(chain_env, "--interval", "0.1")
+    assert shown.returncode == 0, shown.stderr
+    listed = shown.stdout.partition("cameras no live ingest node claims (sampled by none):")[2]
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in listed.splitlines() if line.startswith("  cam-")}
+    taken = "no node's claim; a node naming the camera takes it at its next round"
+    lapses = re.fullmatch(r"claimed by 'ghost-node' for ([0-9]+) s \(a node's claim lapses within 30 s\): (.*)",
+                          rows.pop("cam-b", ""))  # fmt: skip
+    assert lapses and 3500 < int(lapses[1]) <= 3600 and lapses[2] == taken, listed
+    assert rows == {
+        "cam-a": f"claimed by 'ghost-node' with no expiry: {taken}",
+        "cam-d": f"its claim key holds a hash: {taken}",
+        "cam-e": f"claimed by '{'n' * 100}'..., 5000 bytes long (a node's id is far shorter): {taken}",
+    }, listed
+    states = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("cam-")}
+    assert "node gone" in states["cam-a"] and "connected" in states["cam-c"], states

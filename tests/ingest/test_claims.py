@@ -274,6 +274,7 @@ def test_alpr_status_lists_the_cameras_no_live_node_claims(redis_url, tmp_path, 
     connection = connect_redis(redis_url)
     wait_for(lambda: ingest.summary.ingested["gate"] > 0, 10, "the node sampling")
     wait_for(lambda: connection.get(CLAIM_PREFIX + "gate") is None, 10, "its claims lapsing")
+    monkeypatch.setattr("common.defaults.CAMERA_CLAIM_TTL_S", 30)  # a claim of 30 s is a node's again
     connection.set(CLAIM_PREFIX + "yard", "node-2", ex=30)  # held by another live node
     connection.set(WANTED_PREFIX + "dock", "node-3|1700000000", ex=60)  # named by a node, never claimed
     assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
