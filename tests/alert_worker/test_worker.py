@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from rq.registry import FinishedJobRegistry
 
 from alert_worker.delivery import IDEMPOTENCY_HEADER
 from alpr.cli import main
@@ -644,6 +645,10 @@ def test_a_worker_stopped_mid_attempt_finishes_it_and_hands_back_the_alerts_wait
             assert wait_for(lambda: len(hook.received) == 1, 50)
             waiting = "SELECT count(*) FROM alert_deliveries WHERE status = 'pending' AND attempts = 0"
             assert wait_for(lambda: rows(postgres_url, waiting) == [(2,)], 10)
+            # the two behind it in its lane: RQ has run every job (each handed to the lane), none left in the
+            # queue (under load the third still waited there at the signal: not handed back, its queued_at kept)
+            finished = FinishedJobRegistry(queue=stage_queue(connect_redis(redis_url), "alert"))
+            assert wait_for(lambda: finished.count == 3, 10)
             process.send_signal(signal.SIGTERM)
             with pytest.raises(subprocess.TimeoutExpired):
                 process.wait(timeout=answered_after_s)  # it waits for the attempt in flight
