@@ -63,6 +63,10 @@ SIGNATURE_TOLERANCE_S = 300
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """4xx answers worth retrying (timeout, too early, too many requests); every 5xx is too."""
 
+REFUSED_AS_SETTINGS = frozenset({401, 403, 407})
+"""4xx answers that refuse the sender, not the alert (the secret, a proxy's credentials): every alert gets
+the same, so a probe so refused does not show the receiver taking alerts (`DeliveryRejected.answered`)."""
+
 ATTEMPT_SAFETY_S = 1.5
 """An attempt ends this long before its delivery's lease (the receiver's timeout plus
 defaults.ALERT_LEASE_MARGIN_S) runs out: its outcome is recorded before another worker may claim it."""
@@ -113,6 +117,13 @@ class DeliveryRetryable(DeliveryError):  # noqa: N818 (the name says what to do 
 class DeliveryRejected(DeliveryError):  # noqa: N818
     """The receiver refused the alert for good (4xx, a redirect, bad credentials, a bad topic): retrying
     cannot help; its settings or the receiver must change."""
+
+    def __init__(self, message: str, words: str = "", answered: bool = False) -> None:
+        super().__init__(message, words)
+        self.answered = answered
+        """Whether the refusal shows the receiver up and taking alerts, refusing this one (a 4xx of its own:
+        409 a duplicate, 404, 422...), not its settings (a redirect; 401, 403, 407: the secret or a proxy's
+        credentials) nor its load (408, 425, 429 are retried): a probe so refused hands its mark on."""
 
 
 def alert_body(alert: Alert) -> bytes:
@@ -366,7 +377,7 @@ def _status_error(where: str, status: int, reason: str, retry_after: str | None)
     if status in (401, 403):  # what a receiver checking the signature answers (verify_signature failed)
         check = "the receiver's secret must be the receivers file's, its clock within its tolerance of Postgres's"
         return DeliveryRejected(f"{message} (the signature refused? {check}, which dates it)", words)
-    return DeliveryRejected(message, words)
+    return DeliveryRejected(message, words, answered=400 <= status <= 499 and status not in REFUSED_AS_SETTINGS)
 
 
 def _retry_after_s(value: str | None) -> float | None:

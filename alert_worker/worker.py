@@ -17,10 +17,12 @@ lane one timeout per rest, not one per alert. Its backlog is put back in one wri
 succeeds, then come due oldest first at a bounded rate (`release`): a receiver down for hours with
 thousands of alerts pending no longer fills the queue ahead of the others'. The probe is marked in the
 alerts log, so its delivery releases them whichever worker makes it (one killed or frozen leaves it to
-the next, once due or once its lease runs out), in the transaction that records it. Between jobs the pool queues
-the deliveries that are due: retries after their back-off, and deliveries whose job was lost (a worker
-killed mid-delivery: its lease runs out, and the alert is sent again, with the same idempotency key); a
-share of each receiver a round, none of a resting one, and never a job whose id the queue still holds.
+the next, once due or once its lease runs out), in the transaction that records it; refused for good by a
+receiver that answers (a 409 for that alert), it hands its mark to the next alert held, due at once.
+Between jobs the pool queues the deliveries that are due: retries after their back-off, and deliveries
+whose job was lost (a worker killed mid-delivery: its lease runs out, and the alert is sent again, with
+the same idempotency key); a share of each receiver a round, none of a resting one, and never a job whose
+id the queue still holds.
 A stopping worker (`finish`) hands back the jobs still waiting, to be queued again at once, and lets the
 attempts in flight end."""
 
@@ -174,7 +176,10 @@ class AlertStage:
         try:
             self.send(delivery.alert, receiver, delivery.claimed_at_s)
         except DeliveryRejected as error:
-            self.give_up(delivery, "rejected", str(error), error.recorded)
+            if delivery.probe and error.answered:  # the receiver is up, refusing this alert alone
+                self.probe_refused(delivery, error)
+            else:
+                self.give_up(delivery, "rejected", str(error), error.recorded)
         except DeliveryRetryable as error:
             self.retry(delivery, error)
             backoff = self.failing.setdefault(job.receiver, Backoff(*defaults.ALERT_BACKOFF_S))
@@ -294,6 +299,22 @@ class AlertStage:
         if released:
             log.info("%s answers again: %d alerts held for it are due, %g a second", receiver, released,
                      defaults.ALERT_RELEASE_PER_S)  # fmt: skip
+
+    def probe_refused(self, delivery: Delivery, error: DeliveryRejected) -> None:
+        """The receiver's probe refused for good by a receiver that answers (a 409 for that alert alone): the
+        probe is rejected and its mark handed to the oldest alert held, due at once (`AlertLog.refused_probe`,
+        one transaction), queued by the next round. Rejected alone, nothing released what the receiver held:
+        a review measured 49 alerts held, due in 572 s, the receiver answering 200 to the others. The mark,
+        not a release: until the receiver takes an alert, one is tried at a time, as while it failed (one
+        answering 404 or 409 to every alert rejects them one by one, as a release would all at once), and a
+        held alert is made due by one write of the probe's claim alone (MINE): none is queued twice."""
+        log.warning("alert %s to %s rejected: %s", delivery.alert.alert_id, delivery.receiver, error)
+        handed = self.alert_log.refused_probe(delivery, error.recorded, defaults.ALERT_REQUEUE_AFTER_S)
+        self.count(delivery, "rejected")
+        self.probed_at.pop(delivery.receiver, None)  # the next probe is due now: this round may queue it
+        if handed:
+            log.info("%s answers but refused its probe for good: alert %s, held, is its probe now, due at once",
+                     delivery.receiver, handed)  # fmt: skip
 
     def give_up(
         self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str, recorded: str | None = None

@@ -159,6 +159,23 @@ WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
 """A receiver's held deliveries (and those rested, and a probe still pending), due again oldest first,
 `per_s` a second."""
 
+HANDED_ON = PROBE + ": handed on by the one before it, refused for good by the receiver, which answers"
+"""The last error of a held delivery made its receiver's probe by `refused_probe`."""
+
+HAND_ON = """
+UPDATE alert_deliveries d SET queued_at = NULL, next_attempt_at = now(),
+    last_error = CASE WHEN starts_with(d.last_error, %(probe)s) THEN d.last_error ELSE %(handed)s END
+WHERE d.receiver = %(receiver)s AND d.alert_id = (
+    SELECT alert_id FROM alert_deliveries
+    WHERE receiver = %(receiver)s AND status = 'pending'
+        AND (queued_at IS NULL OR queued_at < now() - make_interval(secs => %(requeue_after_s)s))
+        AND (last_error = %(held)s OR starts_with(last_error, %(probe)s))
+    ORDER BY retry_from, alert_id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+RETURNING d.alert_id
+"""
+"""The oldest of a receiver's held deliveries (or a probe still pending), not queued lately: its probe now
+(HANDED_ON), due at once."""
 
 ADD_MISSING = """
 INSERT INTO alert_deliveries (alert_id, receiver)
@@ -356,6 +373,25 @@ class AlertLog:
             return connection.execute(RELEASE, values).rowcount
 
         return write_through_outage(self.pool, delivered, self.patience_s)
+
+    def refused_probe(self, delivery: Delivery, error: str, requeue_after_s: float) -> str | None:
+        """Its receiver's probe refused for good by a receiver that answers (`DeliveryRejected.answered`):
+        recorded rejected (while the claim is still this worker's) and, in the same transaction, the mark
+        handed to the oldest delivery it holds, due at once (HAND_ON): its id, or None where none is held.
+        Rejected alone, it left the held ones to wait ALERT_HOLD_S with the receiver back."""
+        values = {"receiver": delivery.receiver, "requeue_after_s": requeue_after_s, "held": HELD, "probe": PROBE,
+                  "handed": HANDED_ON}  # fmt: skip
+
+        def refused(connection: psycopg.Connection) -> str | None:
+            recorded = connection.execute(
+                "UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()"
+                " WHERE alert_id = %s AND receiver = %s" + MINE,
+                (escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
+            ).rowcount
+            row = connection.execute(HAND_ON, values).fetchone() if recorded else None
+            return str(row[0]) if row else None
+
+        return write_through_outage(self.pool, refused, self.patience_s)
 
     def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
         """Back to pending, due again in `delay_s`."""

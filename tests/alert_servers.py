@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from alert_worker.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from alert_worker.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.helpers import free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -110,11 +110,14 @@ class Reply:
 
 class WebhookServer:
     """A ThreadingHTTPServer on 127.0.0.1 and a free port, in a thread: records every POST (checking its
-    signature with `secret`, by `clock` when given, else verify_signature's own) and answers with `reply`.
+    signature with `secret`, by `clock` when given, else verify_signature's own) and answers with `reply`
+    (or, for an alert id in `by_alert`, with its own).
     Use as a context manager; leaving it releases a hanging handler and joins every thread."""
 
     def __init__(self, secret: str, reply: Reply | None = None, clock: Callable[[], float] | None = None) -> None:
         self.secret, self.reply, self.clock = secret, reply or Reply(), clock
+        self.by_alert: dict[str, Reply] = {}
+        """Alert id -> the answer to that alert alone (the others get `reply`)."""
         self.received: list[Received] = []
         self.release = threading.Event()
         owner = self
@@ -126,20 +129,21 @@ class WebhookServer:
                 now_s = owner.clock() if owner.clock is not None else None
                 signed = verify_signature(body, timestamp, signature, owner.secret, now_s=now_s)
                 owner.received.append(Received(self.command, self.path, self.headers, body, signed))
-                if owner.reply.hang:
+                reply = owner.by_alert.get(self.headers.get(IDEMPOTENCY_HEADER, ""), owner.reply)
+                if reply.hang:
                     owner.release.wait(30)
                     return
-                if owner.reply.held_until is not None:
-                    owner.reply.held_until.wait(60)
-                if owner.reply.trickle_s > 0 or owner.reply.trickle_body_s > 0:
-                    if owner.reply.trickle_s > 0:
+                if reply.held_until is not None:
+                    reply.held_until.wait(60)
+                if reply.trickle_s > 0 or reply.trickle_body_s > 0:
+                    if reply.trickle_s > 0:
                         answer = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 400 + b"\r\nContent-Length: 2\r\n\r\nok"
                     else:
                         self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n")
                         self.wfile.flush()
                         answer = b"x" * 4096
                     for byte in answer:  # each read gets a byte well within its timeout
-                        if owner.release.wait(owner.reply.trickle_s or owner.reply.trickle_body_s):
+                        if owner.release.wait(reply.trickle_s or reply.trickle_body_s):
                             return
                         try:
                             self.wfile.write(bytes([byte]))
@@ -147,12 +151,12 @@ class WebhookServer:
                         except OSError:  # the client gave up
                             return
                     return
-                quoted = self.path.split("?")[0] if owner.reply.echo_without_query else self.path
-                if owner.reply.echo_text is not None:
-                    quoted = owner.reply.echo_text
-                echoes = owner.reply.echo_path or owner.reply.echo_text is not None
-                self.send_response(owner.reply.status, f"No hook at {quoted}" if echoes else None)
-                for name, value in owner.reply.headers.items():
+                quoted = self.path.split("?")[0] if reply.echo_without_query else self.path
+                if reply.echo_text is not None:
+                    quoted = reply.echo_text
+                echoes = reply.echo_path or reply.echo_text is not None
+                self.send_response(reply.status, f"No hook at {quoted}" if echoes else None)
+                for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 from rq import Queue
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from alert_worker.delivery import IDEMPOTENCY_HEADER
 from alpr.cli import main
@@ -297,3 +299,57 @@ def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_bac
     after = [r.headers[IDEMPOTENCY_HEADER] for r in receiver.received[1:]]
     assert len(after) == len(set(after)) == count + 1  # each once, the probe first and alone until it answered
     assert after[0] == "read-e000000000000001" and after[1:] == sorted(after[1:-1]) + [live.alert_id]
+
+
+@pytest.mark.parametrize("refusal", [409, 404])
+def test_a_probe_refused_for_good_by_a_receiver_that_answers_hands_the_probe_on(
+    postgres_url, redis_url, tmp_path, monkeypatch, refusal
+):
+    """A receiver fails (503, a rest of 3 s) and its worker holds its backlog, the oldest alert its probe.
+    Back, it refuses that one alert for good (409: a duplicate of its own; 404) and answers 200 to the others:
+    the probe was rejected and nothing released what it held (a review measured 49 alerts held, due in 572 s,
+    the receiver answering 200 to others). A refusal of the probe that shows the receiver answers hands the
+    probe's mark to the next-oldest alert held, due at once, in the transaction that records it: that one
+    answered, the backlog is released. Each alert is sent once, and before an answer of 200 nothing but a
+    probe is tried."""
+    from common.alert_log import HELD, PROBE
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    count = 20
+    with WebhookServer(SECRET, Reply(status=503, headers={"Retry-After": "3"})) as receiver:
+        receivers_file(tmp_path, monkeypatch, {"dead": (receiver.url, 1)})
+        backlog(postgres_url, count)
+        rows(postgres_url, "UPDATE alert_deliveries SET next_attempt_at = now() + interval '1 hour' RETURNING 1")
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        process = alert_worker()
+        try:
+            assert wait_for(lambda: bool(queue.connection.scard(WORKERS_BY_QUEUE_KEY % queue.name)), 60), "no worker"
+            rows(postgres_url, "UPDATE alert_deliveries SET next_attempt_at = now() + interval '8 seconds' RETURNING 1")
+            live = ALERT.model_copy(update={"alert_id": "read-a000000000000000", "captured_at_s": time.time()})
+            pool = open_pool(postgres_url)
+            try:
+                with pool.connection() as connection, connection.transaction():
+                    insert_alerts(connection, [live], ["dead"])
+            finally:
+                pool.close()
+            enqueue(queue, alert_job(live.alert_id, "dead", 1), 60)  # refused 503: the backlog held
+            held = f"SELECT count(*) FROM alert_deliveries WHERE last_error = '{HELD}'"
+            assert wait_for(lambda: rows(postgres_url, held) == [(count,)], 30), "not held"
+            ((probe,),) = rows(postgres_url, f"SELECT alert_id FROM alert_deliveries WHERE starts_with(last_error,"
+                                             f" '{PROBE}')")  # fmt: skip
+            receiver.by_alert[probe] = Reply(status=refusal)
+            receiver.reply = Reply(status=200)
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'"
+            wait_for(lambda: rows(postgres_url, delivered) == [(count,)], 30)
+        finally:
+            assert stopped(process) == 0
+    due_in = rows(postgres_url, "SELECT max(extract(epoch FROM next_attempt_at - now())) FROM alert_deliveries"
+                                " WHERE status = 'pending'")  # fmt: skip
+    states = dict(rows(postgres_url, "SELECT status, count(*) FROM alert_deliveries GROUP BY status"))
+    assert states == {"delivered": count, "rejected": 1}, f"{states}; still pending due in {due_in} s"
+    after = [r.headers[IDEMPOTENCY_HEADER] for r in receiver.received[1:]]
+    assert len(after) == len(set(after)) == count + 1  # each once
+    assert after[0] == probe == "read-e000000000000001" and after[1] == "read-e000000000000002"  # a probe alone
+    assert after[2:] == sorted(after[2:-1]) + [live.alert_id]  # then the backlog released, oldest first

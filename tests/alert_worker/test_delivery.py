@@ -119,6 +119,17 @@ def test_an_error_answer_is_classified(status, expected):
     assert_no_secret(caught.value)
 
 
+@pytest.mark.parametrize(("status", "answered"), [(409, True), (404, True), (422, True), (400, True), (401, False),
+                                                  (403, False), (407, False), (302, False)])  # fmt: skip
+def test_a_refusal_tells_whether_the_receiver_takes_alerts(status, answered):
+    """A probe refused for good hands its mark on only where the refusal shows the receiver up and taking
+    alerts (alert_worker/worker.py `probe_refused`): a 4xx for that alert, not one refusing the sender (the
+    secret, a proxy's credentials) nor a redirect, which every alert would get."""
+    with WebhookServer(SECRET, Reply(status)) as server, pytest.raises(DeliveryRejected) as caught:
+        deliver_webhook(ALERT, webhook(server.url))
+    assert caught.value.answered is answered
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_signature_is_rejected_saying_what_to_check(status):
     """A 401 is rejected for good, as any 4xx; a review's receiver refused the signature of a worker whose
