@@ -328,7 +328,11 @@ class AlertStage:
         """Give the alerts raised lately a delivery to each receiver of this worker's file they lack; then
         queue the deliveries that are due: those, retries after their back-off, jobs lost with a worker.
         The first's failure is said once a spell (a read-only Postgres failed it every second, each round a
-        WARNING: a review), its end at INFO with how many rounds failed."""
+        WARNING: a review), its end at INFO with how many rounds failed. A stopping worker queues nothing: RQ's
+        StopRequested, raised by the signal wherever the main thread is, was caught as the first's failure
+        when it landed there, and the round went on queueing deliveries on the way out."""
+        if self.stopping.is_set():
+            return
         try:
             self.add_missing_deliveries()
         except Exception as error:  # tried again next round; the due deliveries are queued all the same
@@ -339,6 +343,8 @@ class AlertStage:
             if spell := self.missing_failing.end():
                 log.info("adding the deliveries recent alerts lack answers again, after %d failed rounds in %.0f s",
                          *spell)  # fmt: skip
+        if self.stopping.is_set():  # the signal came meanwhile (its StopRequested caught above)
+            return
         due = self.alert_log.due(
             defaults.ALERT_REQUEUE_AFTER_S, 1000, defaults.ALERT_DUE_PER_RECEIVER, self.capped(time.monotonic())
         )

@@ -174,12 +174,29 @@ def test_the_pools_round_reads_only_the_end_of_the_alert_queue_within_bounds(
     assert dead_entries(queue) == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
 
 
+def test_a_stopping_workers_round_queues_nothing(postgres_url, redis_url, tmp_path, monkeypatch):
+    """A stop signal raises RQ's StopRequested wherever the main thread is: landing in the round's first duty
+    (adding the deliveries alerts lack, which catches every exception as its failure) it was taken for one,
+    and the round went on queueing the deliveries due on the way out. A stopping worker's round queues none."""
+
+    def stopping(queue: Queue, raised: list[str]) -> None:
+        queue.connection.delete(queue.key)  # the jobs gone: both would be queued again
+
+    queue, _, _ = round_with_two_due(postgres_url, redis_url, tmp_path, monkeypatch, stopping, stop=True)
+    assert dead_entries(queue) == {}
+
+
 def round_with_two_due(
-    postgres_url: str, redis_url: str, tmp_path, monkeypatch, before: Callable[[Queue, list[str]], None]
+    postgres_url: str,
+    redis_url: str,
+    tmp_path,
+    monkeypatch,
+    before: Callable[[Queue, list[str]], None],
+    stop: bool = False,
 ) -> tuple[Queue, list[str], int]:
     """Two alerts whose deliveries to `dead` are due again (queued 31 s ago, their jobs still in the queue),
-    `before` given the queue and their ids, then one round of the pool's duties: the queue, the alerts' ids
-    and the bytes Redis sent during the round."""
+    `before` given the queue and their ids, then one round of the pool's duties (with `stop`, of a worker
+    stopping): the queue, the alerts' ids and the bytes Redis sent during the round."""
     from alert_worker.worker import AlertStage
     from common.alerts import load_receivers
     from common.metrics import Metrics
@@ -196,6 +213,8 @@ def round_with_two_due(
         stage = AlertStage(
             load_receivers(tmp_path / "receivers.yaml"), AlertLog(pool, 0.0), queue, Metrics(), 3600.0, 60
         )
+        if stop:  # as a stop signal does (`alpr worker alert`: the stage's event is its workers' stop)
+            stage.stopping.set()
         sent = queue.connection.info("stats")["total_net_output_bytes"]
         stage.maintain()
         sent = queue.connection.info("stats")["total_net_output_bytes"] - sent
