@@ -337,7 +337,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
         read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
         max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
-        alert_repeat_s=settings.alert_repeat_s,
+        alert_repeat_s=settings.alert_repeat_s, fuzzy_min_probability=settings.watch_fuzzy_min_probability,
     )  # fmt: skip
     watch = WatchListCache(
         WatchList(pool), settings.watch_refresh_s, expired_within_s=settings.frame_ttl_s + settings.job_timeout_s

@@ -59,10 +59,28 @@ MQTT_WILDCARDS = frozenset("+#")
 """Characters a topic one publishes to may not hold (they are for subscriptions)."""
 
 
+ALERT_BODY_VERSION = 2
+"""The alert body's version (`Alert.version`): 1, the fields up to `logged_at_s` (a body without `version`);
+2 adds `list_name`, `match_probability` and `candidates`, and writes `version`. Fields are only ever added:
+a receiver of version 1 reads a version 2 body by ignoring what it does not know."""
+
+ALERT_FIELDS_SINCE_2 = ("list_name", "match_probability", "candidates", "version")
+"""The body's fields of version 2: written only when set, so that a version 1 body (raised by an earlier
+sighting worker, delivered again by this alert worker) is sent as the same bytes as before."""
+
+
+class AlertCandidate(Strict):
+    """One of the texts the recogniser read the plate as, and its probability (calibrated confidence)."""
+
+    text: str = Field(pattern=PLATE_PATTERN)
+    confidence: float = Field(ge=0, le=1)
+
+
 class Alert(Strict):
     """A watch-list match to tell receivers about: which plate was seen, where and when, and which
     listed plate it matched. `alert_id` is the idempotency key: a receiver that sees it twice (a retry
-    after a lost acknowledgement) keeps one."""
+    after a lost acknowledgement) keeps one. Its fields are documented in the README (the alert body) and
+    versioned (`ALERT_BODY_VERSION`)."""
 
     alert_id: str = Field(pattern=ID_PATTERN, description="idempotency key, unique per alert")
     camera_id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
@@ -87,16 +105,33 @@ class Alert(Strict):
     logged_at_s: float | None = Field(
         None, ge=0, le=MAX_TIMESTAMP, description="a late alert's: when its (latest) read was logged, Unix seconds"
     )
+    list_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the watch-list of the entry it matched (version 2)"
+    )
+    match_probability: float | None = Field(
+        None, ge=0, le=1,
+        description="how probable the recogniser found the listed plate (version 2): an exact match's confidence;"
+        " a fuzzy one's, the listed text's probability among the read's candidates (a sighting's: averaged over"
+        " its reads)",
+    )  # fmt: skip
+    candidates: tuple[AlertCandidate, ...] | None = Field(
+        None, max_length=20, description="the read's (a sighting's: its reads') top texts, best first (version 2)"
+    )
+    version: int = Field(1, ge=1, le=ALERT_BODY_VERSION, description="the body's version (written from 2)")
 
     @model_serializer(mode="wrap")
     def _late_fields_only_when_late(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """`late` and `logged_at_s` are written only on a late alert: every other alert's body is the same
         bytes as before they were added (its signature, what receivers parse, and an alert worker of the
-        earlier version, which refuses a field it does not know, still read it)."""
+        earlier version, which refuses a field it does not know, still read it). The fields of version 2
+        are written only when set (ALERT_FIELDS_SINCE_2): a version 1 body is delivered as it was raised."""
         data: dict[str, Any] = handler(self)
         if not self.late:
             data.pop("late", None)
             data.pop("logged_at_s", None)
+        for name in ALERT_FIELDS_SINCE_2:
+            if data.get(name) is None or (name == "version" and data[name] == 1):
+                data.pop(name, None)
         return data
 
 

@@ -183,6 +183,10 @@ class Settings(BaseModel):
     watch_max_distance: float = Field(
         defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
     )
+    watch_fuzzy_min_probability: float = Field(
+        defaults.WATCH_FUZZY_MIN_PROBABILITY, ge=0, le=1,
+        description="A fuzzy match alerts only when the listed text is among the read's candidates this sure (0: any).",
+    )  # fmt: skip
     watch_read_min_confidence: float | None = Field(
         None, ge=0, le=1,
         description="Reads at least this sure are matched at once (unset: `early_match_min_confidence`).",

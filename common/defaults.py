@@ -426,6 +426,19 @@ WATCH_FUZZY_MIN_CHARS = 5
 distance: within a whole edit, a listed A1 matched 72 of the 1,295 other two-character plates (a
 review), K9X 105 of its length; KPX4721 matches 245 of 78 billion."""
 
+WATCH_FUZZY_MIN_PROBABILITY = 0.001
+"""A fuzzy watch-list match (a listed plate within ALPR_WATCH_MAX_DISTANCE of the plate read, not equal to it)
+alerts only when the recogniser itself gave the listed text at least this probability: among a read's own
+candidates (plate_reads.candidates, its top texts), a sighting's averaged over its reads
+(sighting_worker/match_evidence.py). Matched on distance alone, a listed plate one edit or a look-alike swap
+from a passing car alerted on nearly every pass where that car was read right: 1,756 fuzzy alerts on real
+photos with near-miss lists for one rescued misread (precision 20%), and a 100,000-entry random hot-list
+alerted on 4.2% of correctly read us cars (an alert review). At 0.001: 117 of those alerts left, the rescue
+(RKO26AJ read RK026AJ, RKO26AJ its candidate at 0.0091) kept. 0: distance alone, as before."""
+
+ALERT_CANDIDATES = 3
+"""How many of the read's (a sighting's: its reads') candidate texts an alert's body carries, best first."""
+
 WATCH_READ_MIN_CONFIDENCE = 0.9
 """Reads at or above this confidence are matched against the watch-lists at once; others via their sighting.
 Where ALPR_WATCH_READ_MIN_CONFIDENCE is unset, ALPR_OCR_MIN_CONFIDENCE when that is higher

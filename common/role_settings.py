@@ -34,7 +34,7 @@ ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "redact": ("redact_method", "keep_frames", "keep_max_age_h", "jpeg_quality", "detector_confidence"),
     "sight": (
         "sighting_gap_s", "sighting_settle_s", "alert_repeat_s", "watch_max_distance", "watch_read_min_confidence",
-        "ocr_min_confidence", "ocr_region",
+        "watch_fuzzy_min_probability", "ocr_min_confidence", "ocr_region",
     ),
     "alert": ("alert_give_up_s",),
 }  # fmt: skip

@@ -16,7 +16,7 @@ from rq import Queue
 
 from common import defaults
 from common.alert_log import RaisedAlert, alerts_raised
-from common.alerts import PLATE_PATTERN, Alert
+from common.alerts import ALERT_BODY_VERSION, PLATE_PATTERN, Alert
 from common.plate_text import plate_distance
 from common.sighting_log import LoggedRead, early_reads
 from common.types import Observation, Sighting
@@ -25,6 +25,7 @@ from sighting_worker.alert_ids import alert_id
 from sighting_worker.early_scan import EarlyScan
 from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
 from sighting_worker.late_reads import RaisedBefore
+from sighting_worker.match_evidence import Evidence, read_evidence, sighting_evidence
 from sighting_worker.passes import Pass, Passes
 from sighting_worker.stage_types import SightingSettings
 
@@ -73,7 +74,8 @@ class WatchMatcher:
         it (`holds`: a lookalike's only where the tracker would take it for that pass's car). A read logged
         late (its id in `late`: its alert says so) is also held by the pass that holds its late track
         (`tracks`: read id -> the held late track it joined, `group_late`) or by a pass of the alerts already
-        `raised` (`raised_passes`)."""
+        `raised` (`raised_passes`). A sure read's fuzzy match that its own candidates do not bear out
+        (sighting_worker/match_evidence.py) is taken as an unsure read's: it widens a pass, never alerts."""
         tracks = tracks or {}
         if self.watch is None:
             return []
@@ -88,15 +90,18 @@ class WatchMatcher:
                 seen.text, self.settings.max_distance, seen.captured_at_s, refresh=False, now_s=self.postgres_now()
             )
             track = tracks.get(read.read_id)
+            evidence = read_evidence(connection, read.read_id, seen.confidence)
             for match in matches:
                 at_s = seen.captured_at_s
+                alerting = sure and evidence.allows(match, self.settings.fuzzy_min_probability)
                 if (
-                    self.seen_in_pass(alerted, match, at_s, at_s, gap_s, sure, seen, raised=raised, track=track)
-                    or not sure
+                    self.seen_in_pass(alerted, match, at_s, at_s, gap_s, alerting, seen, raised=raised, track=track)
+                    or not alerting
                 ):
                     continue
                 identifier = alert_id("read", seen.frame_id, seen.plate_index, *self.key_parts(match), key=self.id_key)
-                alerts.append(self.alert(match, seen, identifier, read.logged_at_s if read.read_id in late else None))
+                logged_at_s = read.logged_at_s if read.read_id in late else None
+                alerts.append(self.alert(match, seen, identifier, logged_at_s, evidence))
             self.hold_open(alerted, seen, {self.watch_key(m) for m in matches}, gap_s)
         return alerts
 
@@ -134,7 +139,8 @@ class WatchMatcher:
         enough, unless this pass was alerted on already for that list (an early alert on one of its
         reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
         before now: WatchListCache.match_lists). A late sighting (its newest read logged at
-        `late_logged_at_s`) raises a late alert."""
+        `late_logged_at_s`) raises a late alert. A fuzzy match its reads' candidates do not bear out
+        (sighting_worker/match_evidence.py) is no match."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
@@ -142,17 +148,20 @@ class WatchMatcher:
         if connection is not None:
             self.keep_alive(connection)
         now_s = self.postgres_now()
+        evidence = sighting_evidence(connection, sighting)
         return [
             self.alert(
                 match,
                 sighting,
                 alert_id("sighting", sighting.sighting_id, *self.key_parts(match), key=self.id_key),
                 late_logged_at_s,
+                evidence,
             )
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False, now_s=now_s
             )
-            if not self.seen_in_pass(
+            if evidence.allows(match, self.settings.fuzzy_min_probability)
+            and not self.seen_in_pass(
                 alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting, raised=raised
             )
         ]
@@ -322,11 +331,16 @@ class WatchMatcher:
 
     @staticmethod
     def alert(
-        match: WatchMatch, seen: Observation | Sighting, identifier: str, late_logged_at_s: float | None = None
+        match: WatchMatch,
+        seen: Observation | Sighting,
+        identifier: str,
+        late_logged_at_s: float | None = None,
+        evidence: Evidence | None = None,
     ) -> Alert:
         """The alert on a read (`read`: early) or a closed sighting (`sighting`) that matched; with
         `late_logged_at_s`, a late one (`Alert.late`): its reads logged then, after the camera was grouped
-        past their capture time."""
+        past their capture time. With the match's `evidence`, a body of version 2: the entry's list, how
+        probable the listed plate was and the likeliest texts read (ALERT_CANDIDATES)."""
         kind: Literal["read", "sighting"]
         if isinstance(seen, Observation):
             kind, plate, at_s, frame_id, sighting_id = "read", seen.text, seen.captured_at_s, seen.frame_id, None
@@ -337,4 +351,8 @@ class WatchMatcher:
             alert_id=identifier, camera_id=seen.camera_id, watch_plate=match.entry.plate, reason=match.entry.reason,
             distance=match.distance, confidence=seen.confidence, kind=kind, plate=plate, captured_at_s=at_s,
             frame_id=frame_id, sighting_id=sighting_id, late=late_logged_at_s is not None, logged_at_s=late_logged_at_s,
+            list_name=None if evidence is None else match.entry.list_name,
+            match_probability=None if evidence is None else round(evidence.probability(match), 6),
+            candidates=None if evidence is None else evidence.top(defaults.ALERT_CANDIDATES),
+            version=1 if evidence is None else ALERT_BODY_VERSION,
         )  # fmt: skip

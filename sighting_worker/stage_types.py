@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common import defaults
 from common.alerts import Alert
 from common.types import Sighting
 
@@ -22,6 +23,9 @@ class SightingSettings:
     """How far back a camera's reads are grouped when the pool first meets it (the frames' lifetime)."""
     alert_repeat_s: float = 0.0
     """Reads of a listed plate closer in time than this (or the gap) are one pass: one alert."""
+    fuzzy_min_probability: float = defaults.WATCH_FUZZY_MIN_PROBABILITY
+    """A fuzzy match alerts only where the recogniser gave the listed text this probability at least
+    (sighting_worker/match_evidence.py)."""
 
     def pass_gap_s(self, gap_s: float) -> float:
         """The longest time without a read of a listed plate within one pass alerted on, at a camera whose

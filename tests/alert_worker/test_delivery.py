@@ -37,7 +37,7 @@ from alert_worker.delivery import (
     sign,
     verify_signature,
 )
-from common.alerts import Alert, MqttReceiver, WebhookReceiver
+from common.alerts import Alert, AlertCandidate, MqttReceiver, WebhookReceiver
 from tests.alert_servers import FloodingBroker, MuteBroker, PrivateMosquitto, Reply, WebhookServer
 from tests.conftest import unavailable
 from tests.helpers import free_port
@@ -58,6 +58,16 @@ ALERT = Alert(
     frame_id="gate:run1:42",
     kind="read",
 )
+
+ALERT_V2 = Alert(
+    **ALERT.model_dump(),
+    list_name="stolen_cars",
+    match_probability=0.031,
+    candidates=(AlertCandidate(text="AB123CD", confidence=0.93), AlertCandidate(text="AB128CD", confidence=0.031)),
+    version=2,
+)
+"""The same alert as a sighting worker of this version raises it: its list, how probable the listed plate
+was, and the texts read."""
 
 
 def webhook(url: str, timeout_s: float = 2.0) -> WebhookReceiver:
@@ -94,6 +104,31 @@ def test_a_2xx_answer_delivers_a_signed_alert(status):
     expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
     assert request.headers[SIGNATURE_HEADER] == expected
     assert abs(int(request.headers[TIMESTAMP_HEADER]) - time.time()) < 5
+
+
+def test_a_version_2_body_adds_its_fields_to_the_earlier_ones_and_is_signed_as_any():
+    """An operator judging an alert needs the list, how probable the listed plate was and what else the plate
+    was read as (an alert review); a receiver of the earlier body still finds each of its fields as it was."""
+    with WebhookServer(SECRET, Reply(204)) as server:
+        deliver(ALERT_V2, webhook(server.url))
+    [request] = server.received
+    assert request.signature_ok and request.body == alert_body(ALERT_V2)
+    body, earlier = json.loads(request.body), json.loads(alert_body(ALERT))
+    assert {name: body[name] for name in earlier} == earlier  # additive only
+    assert set(body) - set(earlier) == {"list_name", "match_probability", "candidates", "version"}
+    assert (body["list_name"], body["match_probability"], body["version"]) == ("stolen_cars", 0.031, 2)
+    assert body["candidates"] == [{"text": "AB123CD", "confidence": 0.93}, {"text": "AB128CD", "confidence": 0.031}]
+    assert Alert.model_validate(body) == ALERT_V2
+
+
+def test_a_version_1_body_is_sent_as_it_was_raised():
+    """An alert raised by an earlier sighting worker, delivered by this alert worker: the same bytes (no
+    field of version 2 written empty), its signature what its receiver computed before."""
+    raised = {"alert_id": "read-0123", "camera_id": "gate", "plate": "KPX4727", "watch_plate": "KPX4721",
+              "reason": "stolen", "distance": 1.0, "confidence": 0.93, "captured_at_s": 1714550000.25,
+              "sighting_id": None, "frame_id": "gate:run1:42", "kind": "read"}  # fmt: skip
+    as_raised = json.dumps(raised, sort_keys=True, separators=(",", ":")).encode()
+    assert alert_body(Alert.model_validate(raised)) == as_raised
 
 
 @pytest.mark.parametrize(
@@ -350,6 +385,9 @@ def test_a_bad_webhook_url_is_refused(url):
         ({"reason": "x" * 201}, "reason"),
         ({"kind": "frame"}, "kind"),
         ({"extra": 1}, "extra"),
+        ({"match_probability": 1.5}, "match_probability"),
+        ({"version": 3}, "version"),
+        ({"candidates": [{"text": "ab1", "confidence": 0.5}]}, "candidates"),
     ],
 )
 def test_a_bad_alert_is_refused(change, field):

@@ -233,7 +233,9 @@ def test_each_role_publishes_the_settings_its_results_depend_on(tmp_path: Path):
     base = Settings.load({})
     for role in ROLE_SETTINGS:
         assert len(role_settings(base, role).fingerprint) == 12
-    assert {"alert_repeat_s", "sighting_gap_s", "watch_max_distance"} <= set(ROLE_SETTINGS["sight"])
+    assert {"alert_repeat_s", "sighting_gap_s", "watch_max_distance", "watch_fuzzy_min_probability"} <= set(
+        ROLE_SETTINGS["sight"]
+    )
     assert {"detector_backend", "detector_weights", "detector_imgsz", "detector_confidence"} <= set(
         ROLE_SETTINGS["detect"]
     )
