@@ -163,6 +163,11 @@ def test_three_cameras_through_two_workers_of_each_kind(chain_env, as_workers, c
         assert [a["watch_plate"] for a in alerts] == [LISTED]
         assert alerts[0]["plate"] == LISTED or (alerts[0]["kind"] == "read" and alerts[0]["distance"] <= 1.0), alerts
         assert all(r.signature_ok for r in hook.received)
+        # version 2 (common/alerts.py): the list, how probable the listed plate was, the texts read
+        first = alerts[0]
+        assert (first["version"], first["list_name"]) == (2, "default") and first["candidates"], first
+        exact = first["distance"] == 0
+        assert (first["match_probability"] == first["confidence"]) if exact else first["match_probability"] >= 0.001
         redis_client = redis.Redis.from_url(env["ALPR_REDIS_URL"])
         assert redis_client.keys(KEY_PREFIX + "*") == []  # no raw frame outlives its processing
 
