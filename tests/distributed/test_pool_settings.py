@@ -204,9 +204,10 @@ def test_forged_or_oversized_entries_are_left_unread_and_reach_no_terminal(redis
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     line = pool_line(out, "sight")
+    held = sorted([("abcdef012345", "esc\\x1b[31m", "\\x1b[2J"), (entry.fingerprint, "ours", "60.0")])  # ties: by print
     assert line == (
-        f"sight    MIXED: 5 members, 2 settings: abcdef012345 x1 (esc\\x1b[31m), {entry.fingerprint} x1 (ours);"
-        f" differing: ALPR_ALERT_REPEAT_S \\x1b[2J | 60.0; 3 publish no settings (an older version?)"
+        f"sight    MIXED: 5 members, 2 settings: {held[0][0]} x1 ({held[0][1]}), {held[1][0]} x1 ({held[1][1]});"
+        f" differing: ALPR_ALERT_REPEAT_S {held[0][2]} | {held[1][2]}; 3 publish no settings (an older version?)"
     ), line
 
 
