@@ -85,3 +85,51 @@ def test_a_pool_duty_failing_at_every_maintenance_is_told_once_a_minute_with_its
     worker.run_maintenance_tasks()
     failed = [r.getMessage() for r in caplog.records if "pool duty failed" in r.getMessage()]
     assert failed[-1] == "detect pool duty failed (5 times since the last such line): Postgres read-only", failed
+
+
+class DutyFlapping(Failing):
+    """A detect stage whose pool duty fails at every other round (a flaky database: one round fails, the
+    next goes through)."""
+
+    rounds = 0
+
+    def maintain(self) -> None:
+        self.rounds += 1
+        if self.rounds % 2:
+            raise RuntimeError("Postgres read-only")
+
+
+def test_a_pool_duty_failing_every_other_round_is_told_once_a_minute_not_each_time(redis_url, caplog):
+    """A review: `end()` forgot when the last line was said, so a duty alternating fail/succeed told each
+    failure (WARNING) and each recovery (INFO): 60 + 60 lines in 120 rounds of a second, where a steady
+    failure tells one. The bound holds across a recovery: a spell begun within the minute of the last line
+    is counted, told with the next line (its count since), and its end said only once a failure was told."""
+    connection = redis.Redis.from_url(redis_url)
+    worker = StageWorker(stage_queue(connection, "detect"), WorkerContext(DutyFlapping(), Metrics()))  # type: ignore[arg-type]
+    now = [1000.0]
+    worker.duty_failures.clock = lambda: now[0]
+    caplog.set_level(logging.INFO)
+    for _ in range(120):  # two minutes of rounds a second apart
+        worker.run_maintenance_tasks()
+        now[0] += 1.0
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "pool duty" in r.getMessage()]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"] * 2, lines
+    assert lines[0][1] == "detect pool duty failed (1 time since the last such line): Postgres read-only"
+    assert lines[2][1] == "detect pool duty failed (30 times since the last such line): Postgres read-only"
+    assert lines[3][1] == "detect pool duty answers again, after 1 failures in 1 s"
+
+
+def test_a_spell_told_once_whole_is_told_again_a_minute_after_the_last_spells_line():
+    """A throttle of a line a spell (math.inf: the alert pool's first duty) tells each spell's first event
+    at once where the last line is a minute old, and a spell begun within that minute at its next line."""
+    import math
+
+    from common.log_throttle import Throttle
+
+    now = [0.0]
+    throttle = Throttle(math.inf, lambda: now[0])
+    told = []
+    for at, failed in [(0, True), (5, True), (6, False), (7, True), (8, False), (70, True), (500, True), (501, False)]:
+        now[0] = at
+        told.append(throttle.note() if failed else throttle.end())
+    assert told == [1, 0, (2, 6.0), 0, None, 2, 0, (2, 431.0)]
