@@ -8,7 +8,14 @@ the chain's job key where one is set (every node of a chain has it; a reader of 
 guessed URLs against the digest). Where no key is set, the digest is of the URL with its credentials masked
 (common/credentials.mask_url): a plain digest of the whole URL let a reader of the queues' Redis test
 guessed camera passwords against it offline (a review). A password changed alone is then not told as other
-settings; host, port, path and every other setting still are."""
+settings; host, port, path and every other setting still are.
+
+A fingerprint names its source digest's scheme (SCHEME_FIELD: keyed or masked, and its version): the
+masked digest replaced a plain one, and the first node of the new version to claim a camera after a node of
+the old found "settings differ: source" and counted alpr_camera_settings_changed_total, firing
+AlprCameraSettingsChanged at every upgrade and rollback (a review; holder records live a day). Two
+fingerprints of different schemes (an older one names none) leave the source unknown: not told as
+differing; the other settings are still compared."""
 
 from __future__ import annotations
 
@@ -24,17 +31,24 @@ from ingest.claim_scripts import FIELD_BOUND
 COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
 """The settings compared, in the order a difference is told."""
 
+SCHEME_FIELD = "source_scheme"
+"""The fingerprint's field naming how its source was digested; a fingerprint of an older version has none."""
+
+KEYED_SCHEME, MASKED_SCHEME = "hmac-sha256-1", "masked-sha256-1"
+"""The schemes of the source's digest: keyed by the job key, or of the URL with its credentials masked
+(a new scheme is a new name: fingerprints of two schemes never compare their sources)."""
+
 
 def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
     """The camera's settings (COMPARED) as compact JSON, its source as a digest: keyed by `key`, or of the
     URL with its credentials masked where there is none."""
     source = camera.source.strip()
     if key:
-        digest = hmac.new(key.encode(), source.encode(), hashlib.sha256).hexdigest()
+        digest, scheme = hmac.new(key.encode(), source.encode(), hashlib.sha256).hexdigest(), KEYED_SCHEME
     else:
-        digest = hashlib.sha256(mask_url(source).encode()).hexdigest()
+        digest, scheme = hashlib.sha256(mask_url(source).encode()).hexdigest(), MASKED_SCHEME
     roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
-    fields = {"source": digest[:24], "sample_fps": camera.sample_fps, "region": camera.region,
+    fields = {"source": digest[:24], SCHEME_FIELD: scheme, "sample_fps": camera.sample_fps, "region": camera.region,
               "roi": roi, "enabled": camera.enabled}  # fmt: skip
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
@@ -42,8 +56,11 @@ def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
 def differing(mine: str, theirs: str) -> list[str]:
     """The names of the settings that differ between two fingerprints (COMPARED order); none where the other
     is empty or unreadable (a node of an earlier version publishes none; anyone who can reach Redis may
-    write one: JSON nested past the recursion limit stopped the node comparing it)."""
+    write one: JSON nested past the recursion limit stopped the node comparing it). The sources are
+    compared only where both fingerprints name one scheme (SCHEME_FIELD): else the source is unknown."""
     other, own = json_object(theirs, FIELD_BOUND), json_object(mine, FIELD_BOUND)
     if other is None or own is None:
         return []
-    return [name for name in COMPARED if own.get(name) != other.get(name)]
+    schemes = own.get(SCHEME_FIELD), other.get(SCHEME_FIELD)
+    compared = [name for name in COMPARED if name != "source" or (schemes[0] is not None and len(set(schemes)) == 1)]
+    return [name for name in compared if own.get(name) != other.get(name)]

@@ -38,3 +38,60 @@ def test_with_a_job_key_every_change_of_the_source_is_told_and_the_digest_is_key
     assert differing(mine, rotated) == ["source"]
     assert published_source(mine) not in guessed_digests("rtsp://admin:{}@10.0.0.5:554/Streaming/Channels/101")
     assert published_source(mine) != published_source(camera_fingerprint(CameraConfig(id="cam-1", source=SOURCE)))
+
+
+def fingerprint_of_the_version_before(camera: CameraConfig) -> str:
+    """A camera's fingerprint as `alpr ingest` wrote it before the source's digest was masked (written out
+    here, not taken from the code under test): a plain digest of the whole URL, and no scheme named."""
+    roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
+    fields = {"source": hashlib.sha256(camera.source.strip().encode()).hexdigest()[:24], "roi": roi,
+              "sample_fps": camera.sample_fps, "region": camera.region, "enabled": camera.enabled}  # fmt: skip
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def test_a_fingerprint_of_another_scheme_leaves_the_source_unknown_and_compares_the_rest():
+    """A review: the digest of a source without a job key changed (masked URL), so the first node of the new
+    version to claim a camera after one of the old found "settings differ: source" and counted
+    alpr_camera_settings_changed_total (AlprCameraSettingsChanged fired at every upgrade, and at a rollback).
+    Fingerprints name their digest's scheme: two of different schemes (an older one names none) leave the
+    source unknown, not differing; every other setting is still compared."""
+    camera = CameraConfig(id="cam-1", source=SOURCE)
+    older = fingerprint_of_the_version_before(camera)
+    assert differing(camera_fingerprint(camera), older) == differing(older, camera_fingerprint(camera)) == []
+    assert differing(camera_fingerprint(camera, "k" * 32), older) == []  # keyed: its scheme named too
+    faster = fingerprint_of_the_version_before(CameraConfig(id="cam-1", source=SOURCE, sample_fps=2))
+    assert differing(camera_fingerprint(camera), faster) == ["sample_fps"]
+    # one scheme: compared as before (a key on one node and none on the other: two schemes, unknown)
+    elsewhere = CameraConfig(id="cam-1", source=SOURCE.replace("10.0.0.5", "10.0.0.6"))
+    assert differing(camera_fingerprint(camera), camera_fingerprint(elsewhere)) == ["source"]
+    assert differing(camera_fingerprint(camera, "k" * 32), camera_fingerprint(elsewhere, "k" * 32)) == ["source"]
+    assert differing(camera_fingerprint(camera, "k" * 32), camera_fingerprint(camera)) == []
+
+
+def test_a_camera_taken_from_a_node_of_the_version_before_counts_no_settings_change(redis_url, tmp_path):
+    """On a private Redis, through a real round of claims and the node's metric: the holder record an older
+    node left (its fingerprint of the older scheme, released at its upgrade) is no change of settings."""
+    import time
+
+    from common.config import Settings
+    from common.metrics import Metrics
+    from common.queues import connect_redis
+    from ingest.claims import HOLDER_PREFIX
+    from ingest.node import IngestNode
+
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="gate", source="rtsp://admin:hunter2@127.0.0.1:9/stream")  # refused at once
+    connection.hset(HOLDER_PREFIX + "gate", mapping={"node": "node-of-the-version-before", "released": "1",
+                                                     "settings": fingerprint_of_the_version_before(camera),
+                                                     "renewed": f"{time.time() - 5:.3f}"})  # fmt: skip
+    metrics = Metrics()
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+    found = node.claims.claim()
+    assert found is not None and [(c.camera, c.previous, c.settings_differ) for c in found.won] == [
+        ("gate", "node-of-the-version-before", [])
+    ]
+    node.claimed(found)
+    node.stop.set()
+    for thread in node.threads:
+        thread.join(10)
+    assert metrics.registry.get_sample_value("alpr_camera_settings_changed_total", {"camera": "gate"}) in (None, 0)
