@@ -39,11 +39,11 @@ from rq import Queue
 
 from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
 from alert_worker.lanes import Lane
+from alert_worker.waiting import waiting
 from common import defaults
 from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver
 from common.backoff import Backoff
-from common.bounded_scan import list_tail_within_bounds
 from common.jobs import AlertJob, alert_job, job_id, parse_job
 from common.log_throttle import Throttle
 from common.metrics import Metrics
@@ -54,12 +54,6 @@ log = logging.getLogger(__name__)
 
 Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver, float], None]
 """One attempt: the alert, its receiver, and the time to sign it at (Postgres's clock at the claim)."""
-
-MAX_WAITING_READ = 10_000
-"""The most ids at the alert queue's end a round reads, to queue no job still waiting there again."""
-
-MAX_JOB_ID_BYTES = 256
-"""Longest id read there (an alert job's is some 50 bytes; a longer one is none of this pool's)."""
 
 CLOCK_DISAGREEMENT_S = 60.0
 """How far this host's clock may lie from Postgres's before the worker warns of it at its start."""
@@ -352,16 +346,15 @@ class AlertStage:
             return
         # a job still queued is not queued again: `enqueue` replaced its record and pushed its id once more,
         # and a queue holding more than ALERT_REQUEUE_AFTER_S of work held ids up to 6 times (a soak review).
-        # Only its last MAX_WAITING_READ ids are read, where this pool's own are pushed: the whole queue was,
-        # each round, whatever any client of Redis had pushed there (a review); one further in is queued again.
-        tail = list_tail_within_bounds(self.queue.connection, self.queue.key, MAX_WAITING_READ, MAX_JOB_ID_BYTES)
-        waiting = {entry.decode(errors="replace") for entry in tail}
-        for alert_id, receiver, attempts in due:
-            job = alert_job(alert_id, receiver, attempts + 1)
-            if job_id(job.stage, job.batch_id) not in waiting:
+        # Each due job's id is looked for itself (alert_worker/waiting.py): the whole queue was read each round
+        # (a review), then its last 10,000 ids, where the jobs due again at its head were not (a review).
+        jobs = [alert_job(alert_id, receiver, attempts + 1) for alert_id, receiver, attempts in due]
+        still = waiting(self.queue, [job_id(job.stage, job.batch_id) for job in jobs])
+        for job in jobs:
+            if job_id(job.stage, job.batch_id) not in still:
                 enqueue(self.queue, job, self.job_timeout_s)
-            if receiver in self.failing:
-                self.probed_at[receiver] = time.monotonic()
+            if job.receiver in self.failing:
+                self.probed_at[job.receiver] = time.monotonic()
 
     def capped(self, now: float) -> dict[str, int]:
         """How many due deliveries this round may queue of each receiver that failed its last attempt here:

@@ -1,8 +1,9 @@
 """Listing what anyone with access to the queues' Redis may have added: the keys of a pattern, the members
-of a set, the fields of a hash, the end of a list. A name, field or entry over its bound is counted, never
-sent, and a listing stops after the names it may hold. `alpr status` read every `alpr:camera-wanted:*` key,
-every member of a queue's worker set and every field of the cameras' counts: 300,000 forged keys took it
-17 s and 500 MB, 100,000 forged members 23 s; the alert pool read its whole queue each round (a review)."""
+of a set, the fields of a hash. A name, field or entry over its bound is counted, never sent, and a
+listing stops after the names it may hold. `alpr status` read every `alpr:camera-wanted:*` key, every
+member of a queue's worker set and every field of the cameras' counts: 300,000 forged keys took it 17 s
+and 500 MB, 100,000 forged members 23 s (a review). (The alert pool looks for its due jobs' ids one by
+one: alert_worker/waiting.py.)"""
 
 from __future__ import annotations
 
@@ -125,22 +126,3 @@ def hash_within_bounds(
             found[name] = value if isinstance(value, bytes) else str(value).encode()
         if int(cursor) == 0:
             return Fields(found, too_long, True)
-
-
-LIST_TAIL_WITHIN_BOUNDS = """
-local out = {}
-local bound = tonumber(ARGV[2])
-for _, entry in ipairs(redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)) do
-    if #entry <= bound then
-        out[#out + 1] = entry
-    end
-end
-return out
-"""
-"""The last ARGV[1] entries of list KEYS[1], those longer than ARGV[2] bytes left out (never sent)."""
-
-
-def list_tail_within_bounds(connection: redis.Redis, key: str, most: int, max_entry_bytes: int) -> list[bytes]:
-    """The last `most` entries of list `key`, each at most `max_entry_bytes` long (longer ones left out)."""
-    found = connection.eval(LIST_TAIL_WITHIN_BOUNDS, 1, key, most, max_entry_bytes)
-    return [entry if isinstance(entry, bytes) else str(entry).encode() for entry in found]

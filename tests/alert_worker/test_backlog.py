@@ -174,6 +174,23 @@ def test_the_pools_round_reads_only_the_end_of_the_alert_queue_within_bounds(
     assert dead_entries(queue) == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
 
 
+def test_due_jobs_at_the_head_of_a_long_queue_are_not_queued_again(postgres_url, redis_url, tmp_path, monkeypatch):
+    """A legitimate backlog of more than MAX_WAITING_READ alert jobs (a review): RQ pushes new jobs at the
+    tail and workers take them from the head, so the deliveries due again (queued 31 s ago, their jobs still
+    waiting) sit at the head; the round read only the tail's 10,000 ids, missed them and queued each again
+    (two copies instead of one). Each due id is now looked for itself: found, it is not queued again."""
+
+    def newer_jobs_behind(queue: Queue, raised: list[str]) -> None:
+        with queue.connection.pipeline(transaction=False) as pipeline:
+            for number in range(0, 12_000, 1000):  # newer alert jobs queued behind the two (as RQ does: RPUSH)
+                pipeline.rpush(queue.key, *(f"alert-a{n:06d}_dops_d1" for n in range(number, number + 1000)))
+            pipeline.execute()
+
+    queue, raised, sent = round_with_two_due(postgres_url, redis_url, tmp_path, monkeypatch, newer_jobs_behind)
+    assert dead_entries(queue) == {f"alert-{raised[0]}_ddead_d1": 1, f"alert-{raised[1]}_ddead_d1": 1}
+    assert sent < 100_000, sent  # no window of the queue read (its last 10,000 ids: some 250 kB)
+
+
 def test_a_stopping_workers_round_queues_nothing(postgres_url, redis_url, tmp_path, monkeypatch):
     """A stop signal raises RQ's StopRequested wherever the main thread is: landing in the round's first duty
     (adding the deliveries alerts lack, which catches every exception as its failure) it was taken for one,
