@@ -276,8 +276,12 @@ def build_worker_context(
         return WorkerContext(ocr, metrics, settings.job_timeout_s)
     from redactor_worker.worker import RedactStage
 
-    log.info("redactor keeps %s frames in %s for %g h", settings.keep_frames, settings.keep_dir,
-             settings.keep_max_age_h)  # fmt: skip
+    settings = settings.within_retention("redact")  # (as `alpr worker redact` has: the same settings again)
+    cut = "" if settings.keep_age_cut_h is None else (
+        f" (ALPR_KEEP_MAX_AGE_H unset: its default {settings.keep_age_cut_h:g} h cut to ALPR_RETENTION_DAYS,"
+        f" {settings.retention_days:g} days)")  # fmt: skip
+    log.info("redactor keeps %s frames in %s for %g h%s", settings.keep_frames, settings.keep_dir,
+             settings.keep_max_age_h, cut)  # fmt: skip
     redact = RedactStage(
         store, FrameLog(database_pool(settings, "redactor", REDACT_WORKER_RIGHTS), settings.db_patience_s),
         settings.keep_dir,

@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     """Metrics are served once the worker is ready (Redis reached, Postgres opened, model loaded): a worker
     failing at start (a wrong database password) restarted every 12 s under Compose and answered most
-    scrapes meanwhile, so no alert on a process down fired, and sightings and alerts stopped unseen."""
+    scrapes meanwhile, so no alert on a process down fired, and sightings and alerts stopped unseen. What
+    the kind keeps of the cars is bounded by the retention first (Settings.within_retention: a keep age
+    set past it refused, one unset cut to it), and the settings it publishes are those it runs with."""
+    settings = settings.within_retention(args.stage)
     connection = reach_redis(settings)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, args.stage)

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -89,6 +90,7 @@ class Settings(BaseModel):
     """Every setting of every role. Environment variable: ALPR_ + the field name in capitals."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _keep_age_cut_from_h: float | None = PrivateAttr(None)
 
     model_dir: Path = Field(default_factory=default_model_dir, description="Folder of the detector weights.")
     detector_weights: Path | None = Field(
@@ -312,32 +314,6 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def kept_within_the_retention(self, info: ValidationInfo) -> Settings:
-        """Nothing of a car outlives the records of it: a kept frame (blurred at its plates only: the car, its
-        driver's face, the place) is deleted before its frame's record, reads and sightings are pruned, and
-        the sighting pool's memory of a listed plate's passes (kept twice the alert repeat window,
-        sighting_worker/passes.prune) goes before them too. ALPR_KEEP_MAX_AGE_H had no bound: 100,000 h
-        kept the frames 11 years past a 30-day retention (a review). A retention of 0 keeps the records for
-        ever, and one given by a flag (`alpr db prune --older-than-days`: a deeper prune, once) is not the
-        chain's: neither is checked."""
-        if self.retention_days == 0 or "retention_days" in (info.context or {}).get("flags", ()):
-            return self
-        retention_h = 24 * self.retention_days
-        if self.keep_max_age_h > retention_h:
-            raise ValueError(
-                f"{ENV_PREFIX}KEEP_MAX_AGE_H ({self.keep_max_age_h:g} h) must be at most {ENV_PREFIX}RETENTION_DAYS"
-                f" ({self.retention_days:g} days = {retention_h:g} h): kept frames (cars, faces and places; only the"
-                " plates blurred) would outlive the records that name them; lower it, or raise the retention"
-            )
-        if 2 * self.alert_repeat_s > retention_h * 3600:
-            raise ValueError(
-                f"{ENV_PREFIX}ALERT_REPEAT_S ({self.alert_repeat_s:g} s) must be at most half of"
-                f" {ENV_PREFIX}RETENTION_DAYS ({self.retention_days:g} days): the sighting pool remembers a listed"
-                " plate's passes for twice the repeat window, past the records it would outlive"
-            )
-        return self
-
-    @model_validator(mode="after")
     def consistent_thresholds(self) -> Settings:
         """An early alert is raised on one read, a sighting's on its voted plate at ALPR_OCR_MIN_CONFIDENCE:
         a read matched at once below that threshold raised an alert (a 0.92 misread, the threshold at 0.99)
@@ -350,6 +326,49 @@ class Settings(BaseModel):
                 f" alert; raise it too, or leave it unset (it then follows {ENV_PREFIX}OCR_MIN_CONFIDENCE)"
             )
         return self
+
+    def within_retention(self, role: str) -> Settings:
+        """These settings as `role` runs with them: nothing it keeps of a car outlives the records of it (a
+        retention of 0 keeps them for ever: no bound). The redactor (`redact`) keeping frames (blurred at
+        their plates only: the car, its driver's face, the place) deletes them before their records are
+        pruned: an ALPR_KEEP_MAX_AGE_H set past ALPR_RETENTION_DAYS is refused (100,000 h kept frames 11
+        years past a 30-day retention: a review); one left unset is cut to the retention (`keep_age_cut_h`:
+        told in the redactor's start line). The sighting pool (`sight`) remembers a listed plate's passes for
+        twice ALPR_ALERT_REPEAT_S (sighting_worker/passes.prune): one set past half the retention is
+        refused. Checked at those roles' start alone: checked in every command's settings, a retention of 1
+        or 2 days with the default keep age (72 h) stopped every command, `alpr db prune` (Compose's prune
+        service sets the retention alone: nothing pruned, ever) and `alpr status` among them (a review)."""
+        if self.retention_days == 0:
+            return self
+        retention_h = 24 * self.retention_days
+        if (
+            role == "sight"
+            and "alert_repeat_s" in self.model_fields_set
+            and 2 * self.alert_repeat_s > retention_h * 3600
+        ):
+            raise ConfigError(
+                f"{ENV_PREFIX}ALERT_REPEAT_S ({self.alert_repeat_s:g} s) must be at most half of"
+                f" {ENV_PREFIX}RETENTION_DAYS ({self.retention_days:g} days): the sighting pool remembers a listed"
+                " plate's passes for twice the repeat window, past the records it would outlive"
+            )
+        if role != "redact" or self.keep_frames == "none" or self.keep_max_age_h <= retention_h:
+            return self
+        if "keep_max_age_h" in self.model_fields_set:
+            raise ConfigError(
+                f"{ENV_PREFIX}KEEP_MAX_AGE_H ({self.keep_max_age_h:g} h) must be at most {ENV_PREFIX}RETENTION_DAYS"
+                f" ({self.retention_days:g} days = {retention_h:g} h): kept frames (cars, faces and places; only the"
+                " plates blurred) would outlive the records that name them; lower it, leave it unset (then it"
+                " follows the retention), or raise the retention"
+            )
+        cut = self.model_copy(update={"keep_max_age_h": retention_h})
+        cut._keep_age_cut_from_h = self.keep_max_age_h
+        return cut
+
+    @property
+    def keep_age_cut_h(self) -> float | None:
+        """The default keep age (ALPR_KEEP_MAX_AGE_H unset) `within_retention` cut to the retention; None
+        where it did not."""
+        return self._keep_age_cut_from_h
 
     @property
     def early_match_min_confidence(self) -> float:
@@ -398,8 +417,8 @@ class Settings(BaseModel):
                 values[name] = value
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
-        try:  # which settings flags gave: a retention a flag gave is a prune's, not the chain's
-            return cls.model_validate(values, context={"flags": frozenset(given)})
+        try:
+            return cls.model_validate(values)
         except ValidationError as error:
             names = {field: flag for field, flag in (flag_names or {}).items() if field in given}
             raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX, names=names)}") from None

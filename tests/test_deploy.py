@@ -322,7 +322,10 @@ def test_the_redactor_keeps_frames_in_an_absolute_folder_on_a_volume(secrets_dir
     settings = Settings.load(container_environment(redact, secrets_dir))
     assert settings.keep_dir == Path("/data/kept") and f"kept:{settings.keep_dir}" in redact["volumes"]
     assert (settings.keep_frames, settings.keep_max_age_h) == (defaults.KEEP_FRAMES, defaults.KEEP_MAX_AGE_H)
-    assert {"ALPR_KEEP_DIR", "ALPR_KEEP_FRAMES", "ALPR_KEEP_MAX_AGE_H"} <= set(redact["environment"])
+    assert {"ALPR_KEEP_DIR", "ALPR_KEEP_FRAMES", "ALPR_RETENTION_DAYS"} <= set(redact["environment"])
+    # the keep age left unset follows a retention tightened below it; set to 72, the redactor refused to start
+    assert "ALPR_KEEP_MAX_AGE_H" not in redact["environment"]
+    assert redact["environment"]["ALPR_RETENTION_DAYS"] == ALPR_SERVICES["prune"]["environment"]["ALPR_RETENTION_DAYS"]
 
 
 def test_the_ingest_node_spools_its_frame_records_on_a_volume(secrets_dir: Path):
