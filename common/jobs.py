@@ -37,11 +37,14 @@ the frame store, undecodable, or lost (no stage finished it in time: a Redis res
 
 
 SkipReason = Literal[
-    "backpressure", "node_busy", "node_stopped", "redis_unavailable", "unencodable", "too_large", "too_old"
-]
+    "backpressure", "node_busy", "node_stopped", "redis_unavailable", "unencodable", "too_large", "too_old",
+    "claim_unsure",
+]  # fmt: skip
 """Why a sampled frame was skipped (the `reason` label of alpr_frames_skipped_total; its detail in the
 frames log reads with spaces): the chain full, the node's buffer full, the node stopping, Redis down,
-no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum frame age at detection."""
+no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum frame age at detection;
+claim_unsure counts the frames a live camera's rate would have given while its node waited for a round of
+claims to say it still holds the camera (ingest/node.py: claim_told): never sampled, so never logged."""
 
 
 class Strict(BaseModel):

@@ -73,6 +73,9 @@ cameras file for a day is forgotten by `alpr status`."""
 LAPSE_SLACK_S = 0.2
 """How long after a claim held elsewhere should lapse a standby node tries it again."""
 
+HURRY_GAP_S = 1.0
+"""The least time between the starts of two rounds a camera in doubt asks for (CameraClaims.hurry)."""
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -120,6 +123,7 @@ class CameraClaims:
         self.process_record = process.as_json() if process else "{}"
         self.renewed_at = 0.0
         self.answered_at = 0.0  # monotonic: the start of the last round Redis answered (0: none yet)
+        self.alive_at = 0.0  # monotonic: the start of the last round Redis answered, or refused with an error
         self.next_round_at = 0.0  # monotonic: the next renewal, or sooner where a claim held elsewhere lapses
         self.held: set[str] = set()
         self.told: dict[str, str] = {}  # camera -> the other node it was said to be held by (said once)
@@ -173,7 +177,7 @@ class CameraClaims:
             found.won.append(self._won(camera, row))
             self._tell_claimed(found.won[-1], ended.get(row.owner))
         self._tell_held(found.held, differ_held)
-        self.answered_at = self.renewed_at  # (once `held` tells the cameras lost: IngestNode.claim_unsure)
+        self.answered_at = self.alive_at = self.renewed_at  # (once `held` tells the cameras lost: claim_unsure)
         if self.refused:
             log.info("cameras claimed and renewed again: Redis answers the round of claims")
             self.refused = False
@@ -272,8 +276,17 @@ class CameraClaims:
 
     def unconfirmed(self) -> bool:
         """No round has answered for CAMERA_CLAIM_TTL_S (this node frozen, or its renewals stalled): its
-        claims may have lapsed and another node taken a camera. False before any round has answered."""
-        return self.answered_at > 0 and time.monotonic() - self.answered_at > defaults.CAMERA_CLAIM_TTL_S
+        claims may have lapsed and another node taken a camera. False before any round has answered. A
+        round Redis refused with an error answered too: the node is not frozen, and no node takes a camera
+        while Redis refuses the rounds (its memory full: a review measured every camera at 0.1 frame/s,
+        each frame waiting for the next renewal); it confirms no claim newly (`answered_at` stays)."""
+        return self.alive_at > 0 and time.monotonic() - self.alive_at > defaults.CAMERA_CLAIM_TTL_S
+
+    def hurry(self) -> None:
+        """A camera found its claim in doubt: the next round at once (the packing runs it within its poll),
+        not at the renewal (up to CAMERA_CLAIM_RENEW_S on: a camera waited that long for it), unless one
+        began within HURRY_GAP_S (a doubt no round ends, Redis timing out, tries one a second at most)."""
+        self.next_round_at = min(self.next_round_at, self.renewed_at + HURRY_GAP_S)
 
     def claim(self) -> ClaimRound | None:
         """The first round: the cameras this node wins, and those other nodes hold (it stands by for them).
@@ -307,7 +320,9 @@ class CameraClaims:
 
     def _refused(self, error: redis.RedisError) -> None:
         """A round Redis answered with an error (it is no outage: presumed one, every camera was presumed this
-        node's on every node): said once, as an ERROR, until a round succeeds."""
+        node's on every node): said once, as an ERROR, until a round succeeds. It shows this node alive
+        (`unconfirmed`)."""
+        self.alive_at = self.renewed_at
         if not self.refused:
             log.error("cameras not claimed nor renewed: Redis refused the round of claims (%s): this node takes no"
                       " camera it does not hold, and those it holds lapse %d s after their last renewal unless a"

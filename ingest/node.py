@@ -333,7 +333,8 @@ class IngestNode:
                 if run.stop.wait(max(0.0, started + frame.source_time_s - time.monotonic())):
                     return  # not yet due when the node stopped: not sampled (it was, and dated early)
                 run.next_pass_s = started + frame.source_time_s + 1.0 / camera.sample_fps
-            if self.claim_unsure(camera.id) and not self.claim_told(run):
+            held_back = source.is_live or camera.realtime  # (recorded footage waits: nothing lost)
+            if self.claim_unsure(camera.id) and not self.claim_told(run, held_back):
                 return  # another node holds it now, or the node stopped: not sampled
             with self.intake:
                 if self.closed:  # this thread outlived the node's stop wait: its frame is never sampled
@@ -352,15 +353,27 @@ class IngestNode:
         just found lost. With Redis away the node samples on, as it did (its frames skipped meanwhile)."""
         return not self.packer.redis_down and (self.claims.unconfirmed() or camera_id not in self.claims.held)
 
-    def claim_told(self, run: CameraRun) -> bool:
-        """Wait, up to a renewal, for the round of claims that ends the doubt (the packing runs it at once);
-        whether the camera may be sampled. A node resumed from a freeze sampled a frame of each camera
-        before its first round told it another node held one: a frame of that camera sampled by both."""
-        deadline = time.monotonic() + defaults.CAMERA_CLAIM_RENEW_S
+    def claim_told(self, run: CameraRun, held_back: bool = True) -> bool:
+        """Wait, up to a renewal, for the round of claims that ends the doubt (the packing runs it at once:
+        CameraClaims.hurry; it waited for the next renewal, up to CAMERA_CLAIM_RENEW_S); whether the camera
+        may be sampled. A node resumed from a freeze sampled a frame of each camera before its first round
+        told it another node held one: a frame of that camera sampled by both. The frames the camera's rate
+        would have given meanwhile (`held_back`: a live camera or its stand-in; recorded footage only
+        waits) are counted skipped as claim_unsure where it samples on: they were neither sampled nor
+        counted (a review); they have no frame id, so no row in the frames log."""
+        began = time.monotonic()
+        deadline = began + defaults.CAMERA_CLAIM_RENEW_S
         while self.claim_unsure(run.camera.id) and time.monotonic() < deadline:
+            self.claims.hurry()
             if run.stop.wait(PENDING_POLL_S):
                 return False
-        return not run.stop.is_set()
+        if run.stop.is_set():
+            return False
+        if held_back and (unsampled := int((time.monotonic() - began) * run.camera.sample_fps)):
+            label = self.metrics.camera(run.camera.id)
+            self.metrics.frames_skipped.labels(camera=label, reason="claim_unsure").inc(unsampled)
+            self.summary.skipped[run.camera.id] += unsampled
+        return True
 
     def resume(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
