@@ -24,8 +24,9 @@ class EarlyScan:
     took_reads: bool = False
     """Whether this round took any read."""
     grouped: set[int] = field(default_factory=set)
-    """Reads the grouping took before this scan did (a backlog past SIGHTING_BATCH_READS a round, or a read
-    committed between the two in one round): captured behind the cursor when taken, yet not logged late."""
+    """Reads a worker of the earlier release grouped before this scan took them (saved in its cursor): captured
+    behind the cursor when taken, yet not logged late. This release matches such reads as it groups them
+    (`grouping`) and notes them in `seen` instead."""
 
     @classmethod
     def load(cls, from_id: int, state: dict[str, object]) -> EarlyScan:
@@ -43,8 +44,9 @@ class EarlyScan:
         """Note the reads taken this round (at `now_s`, Postgres's clock); move `from_id` up to the highest id
         taken a window ago."""
         self.took_reads = True
-        self.seen.update(ids)
-        self.marks.append([now_s, float(max(self.seen))])
+        scanned = max(ids, default=self.from_id)
+        self.seen.update(ids)  # also holds the reads taken by `grouping`, not by this scan: not its progress
+        self.marks.append([now_s, float(max(scanned, int(self.marks[-1][1]) if self.marks else self.from_id))])
         old = [m for m in self.marks if m[0] <= now_s - defaults.EARLY_RESCAN_S]
         if old:
             self.from_id = max(self.from_id, int(old[-1][1]))
@@ -59,9 +61,18 @@ class EarlyScan:
         self.grouped.discard(read.read_id)
         return read.observation.captured_at_s < behind_s and not grouped
 
-    def grouping(self, ids: list[int]) -> None:
-        """Note the reads the grouping took this round that this scan has not (`grouped`)."""
-        self.grouped.update(i for i in ids if i > self.from_id and i not in self.seen)
+    def grouping(self, reads: list[LoggedRead]) -> list[LoggedRead]:
+        """The reads the grouping takes this round that this scan has not taken (a backlog past
+        SIGHTING_BATCH_READS a round, or a read committed between a round's early query and its grouping
+        query), taken now: the early match is done on them before they are grouped, so that the pass their
+        alert begins holds their track (sighting_worker/passes.link_tracks). Taken after their sighting was
+        closed and alerted on, a lookalike's read (a fuzzy match) met a pass that kept no box, and was
+        alerted on again (a review: one read, two alerts on each of 4 lookalike entries). Noted in `seen`
+        (skipped by the scan, as by the earlier release's), not in its progress (`marks`): they lie ahead
+        of it in a backlog."""
+        taken = [read for read in reads if read.read_id > self.from_id and read.read_id not in self.seen]
+        self.seen.update(read.read_id for read in taken)
+        return taken
 
     def state(self) -> dict[str, object]:
         """Saved in the cursor: `seen` as runs of consecutive ids [first, last] (a frame's reads are logged

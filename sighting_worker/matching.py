@@ -210,12 +210,13 @@ class WatchMatcher:
                 span.note(read)
             if track is not None:
                 span.tracks.add(track)
-            if alerting and match.distance < span.nearest:
-                span.nearest = match.distance
-                return False
-            return True
+            nearer = alerting and match.distance < span.nearest
+            if alerting:
+                span.matched(matched_text(read, box), match.distance)
+            return not nearer
         if alerting:
             passes.append(Pass(first_s, last_s, self.postgres_now(), match.distance))
+            passes[-1].matched(matched_text(read, box), match.distance)
             if read is not None:
                 passes[-1].note(read)
             if track is not None:
@@ -295,7 +296,10 @@ class WatchMatcher:
           where its best read's box lies within reach of the pass's newest read at the sighting's time
           nearest it;
         - a lookalike's read in a pass of lookalikes: within the pass gap where that pass's car could be
-          (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read).
+          (a lookalike parked in view, read every 20 s, is one pass and one alert, not one a read);
+        - a text the pass matched at its nearest distance, at that distance (`Pass.same_text`): within the
+          pass gap, wherever in view, for a lookalike as for the listed plate (one text read again is one
+          car); a sighting's voted plate so too, where its pass kept no box.
 
         Before, any match within the pass gap widened the pass, anywhere in view: an unlisted fleet car
         KPX4727 parked beside the road, read every 20 s, held the listed KPX4721's pass open, and the
@@ -304,10 +308,11 @@ class WatchMatcher:
         alert, as it raises with no listed car about); an unsure one is passed over."""
         exact = distance == 0 and span.nearest == 0
         lookalikes = distance > 0 and span.nearest > 0 and read is not None
-        within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes else gap_s
+        same_text = span.same_text(matched_text(read, box), distance)
+        within_s = self.settings.pass_gap_s(gap_s) if exact or lookalikes or same_text else gap_s
         if not (first_s - within_s <= span.last_s and span.first_s <= last_s + within_s):
             return False
-        if exact:
+        if exact or same_text:
             return True
         if read is None and box is not None and span.points:  # a sighting: by its best read's box
             x1, y1, x2, y2 = box.best_box_xyxy
@@ -356,3 +361,8 @@ class WatchMatcher:
             candidates=None if evidence is None else evidence.top(defaults.ALERT_CANDIDATES),
             version=1 if evidence is None else ALERT_BODY_VERSION,
         )  # fmt: skip
+
+
+def matched_text(read: Observation | None, box: Sighting | None) -> str | None:
+    """The text a match was made of: the read's, or the sighting's voted plate."""
+    return read.text if read is not None else box.plate if box is not None else None

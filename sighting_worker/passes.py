@@ -1,6 +1,7 @@
 """The passes of listed plates a camera's sighting round has alerted on (its cursor's `alerted`), by which
 a pass is alerted on once: per watch-list entry, each pass's span of capture times, the nearest match
-alerted on in it, where its newest reads' boxes were (to follow its car's motion), and its car's tracks.
+alerted on in it and the texts matched that near, where its newest reads' boxes were (to follow its car's
+motion), and its car's tracks.
 
 An early alert comes before the tracker has grouped its read (grouping waits for the camera's frames to
 settle), so whether a later read is the same car is judged by where the pass's car should be at that read's
@@ -53,6 +54,9 @@ class Pass:
     """Its reads not yet grouped by the tracker (`read_key`), with their capture times."""
     tracks: set[str] = field(default_factory=set)
     """The tracker's open tracks (by the id their sighting will have) that hold one of its reads."""
+    texts: set[str] = field(default_factory=set)
+    """The texts it matched at its nearest distance (its reads', its sightings' voted plates): one read
+    again within the pass gap is its car wherever in view (`same_text`)."""
 
     @classmethod
     def from_state(cls, saved: Any) -> Pass:
@@ -65,6 +69,7 @@ class Pass:
                 [[float(v) for v in point] for point in saved.get("points", [])],
                 {str(k): float(v) for k, v in saved.get("reads", {}).items()},
                 {str(track) for track in saved.get("tracks", [])},
+                {str(text) for text in saved.get("texts", [])},
             )  # fmt: skip
         values = [float(v) for v in saved]
         kept = cls(values[0], values[1], values[2], values[3] if len(values) > 3 else 0.0)
@@ -81,7 +86,23 @@ class Pass:
             state["reads"] = self.reads
         if self.tracks:
             state["tracks"] = sorted(self.tracks)
+        if self.texts:
+            state["texts"] = sorted(self.texts)
         return state
+
+    def same_text(self, text: str | None, distance: float) -> bool:
+        """Whether `text`, matched at `distance`, is a text the pass matched at its nearest distance: the
+        same car within the pass gap, wherever in view, for a lookalike's pass as for the listed plate's
+        (an identical read is one car). By position alone, a lookalike read identically in two frames, its
+        box elsewhere in the second, was alerted on twice, the listed plate once (a review, OUM7311)."""
+        return text is not None and distance == self.nearest and text in self.texts
+
+    def matched(self, text: str | None, distance: float) -> None:
+        """Note a match of `text` at `distance` in the pass: a nearer one than its nearest is its nearest."""
+        if distance < self.nearest:
+            self.nearest, self.texts = distance, set()
+        if text is not None and distance == self.nearest:
+            self.texts.add(text)
 
     def widen(self, first_s: float, last_s: float, now_s: float) -> None:
         """Take [first_s, last_s] into its span; it was met at `now_s`."""

@@ -7,10 +7,10 @@ session holds fails the camera's round, named in an ERROR: sighting_worker/camer
    (sighting_worker/matching.py; which reads the scan took: sighting_worker/early_scan.py);
 2. feeds the grouping core the reads captured before the camera's horizon — the capture time before
    which every frame is settled (redacted, its reads recorded or found lost), so grouping sees the
-   reads in capture order although OCR workers log them in any order — and closes the sightings
-   whose gap has passed by then; reads logged late, captured behind the cursor, are grouped apart, their
-   tracks held open across rounds until no late read joined them for LATE_SIGHTING_HOLD_S
-   (sighting_worker/late_reads.py, late_tracks.py);
+   reads in capture order although OCR workers log them in any order (those the early scan has not taken
+   yet are matched first, as in step 1) — and closes the sightings whose gap has passed by then; reads
+   logged late, captured behind the cursor, are grouped apart, their tracks held open across rounds
+   until no late read joined them for LATE_SIGHTING_HOLD_S (sighting_worker/late_reads.py, late_tracks.py);
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
    the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
@@ -44,6 +44,7 @@ from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.sighting_log import (
+    LoggedRead,
     SightingCursor,
     camera_ids,
     frame_interval,
@@ -301,7 +302,10 @@ class SightingStage:
                 self.settings, self.camera_frame_interval, self.keep_alive, self.postgres_now(),
             )  # fmt: skip
             result.alerts += self.matcher.match_early(connection, reads, late, alerted, gap_s, raised, late_tracks)
-            fed, result.sightings = self.group(connection, cursor, tracker, alerted, early)
+            to_group, horizon_s = self.reads_due(connection, cursor)
+            taken = early.grouping(to_group)  # not taken by the early scan yet: matched before they are grouped
+            result.alerts += self.matcher.match_early(connection, taken, set(), alerted, gap_s, raised)
+            fed, result.sightings = self.group(connection, cursor, tracker, alerted, to_group, horizon_s)
             result.sightings += close_late(held, result, self.settings, self.postgres_now())
             if not (first_met or set_right or fed or early.took_reads or held.changed):
                 alerted = self.passes_kept(alerted, cursor, tracker, held, gap_s)  # a quiet camera's too
@@ -367,17 +371,9 @@ class SightingStage:
                   " have no sighting", cursor.camera_id, ahead_s, cursor.now_s - cursor.grouped_until_s)  # fmt: skip
         return True
 
-    def group(
-        self,
-        connection: psycopg.Connection,
-        cursor: SightingCursor,
-        tracker: SightingTracker,
-        alerted: Passes,
-        early: EarlyScan | None = None,
-    ) -> tuple[int, list[Sighting]]:
-        """Feed the reads up to the camera's horizon, in capture order; how many were fed, and the vehicle
-        passes closed by then. Each track given a read of a pass alerted on is that pass's car from then on
-        (`link_tracks`). The reads fed that the `early` scan has not taken yet are noted in it (`grouping`)."""
+    def reads_due(self, connection: psycopg.Connection, cursor: SightingCursor) -> tuple[list[LoggedRead], float]:
+        """The camera's reads to group this round, in capture order, and the horizon they are grouped to:
+        captured before the camera's horizon, at most SIGHTING_BATCH_READS (a backlog: whole capture times)."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
         horizon_s = max(
             from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
@@ -391,8 +387,20 @@ class SightingStage:
             else:  # the whole batch captured at one time: every read of that time, now
                 horizon_s = last_s + 1e-6  # the next microsecond
                 reads = reads_to_group(connection, camera_id, last_s, horizon_s, limit=None)
-        if early is not None:
-            early.grouping([read.read_id for read in reads])
+        return reads, horizon_s
+
+    def group(
+        self,
+        connection: psycopg.Connection,
+        cursor: SightingCursor,
+        tracker: SightingTracker,
+        alerted: Passes,
+        reads: list[LoggedRead],
+        horizon_s: float,
+    ) -> tuple[int, list[Sighting]]:
+        """Feed the `reads` (`reads_due`), in capture order, and move the cursor to `horizon_s`; how many were
+        fed, and the vehicle passes closed by then. Each track given a read of a pass alerted on is that
+        pass's car from then on (`link_tracks`)."""
         closed: list[Sighting] = []
         fed: list[Observation] = []
         went_to: list[str] = []
