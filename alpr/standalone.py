@@ -428,7 +428,8 @@ class Pipeline:
         as_frames = isinstance(source, ImageFolderSource)
         writer = RedactedWriter(out_dir, as_frames, source.sampled_fps) if out_dir else None
         start = time.perf_counter()
-        tracker, snapshots = SightingTracker(self.sighting_gap_s), Snapshots(out_dir)
+        tracker = SightingTracker(self.sighting_gap_s, trusted_confidence=self.min_confidence)
+        snapshots = Snapshots(out_dir)
         roi_watch = RoiWatch(log)
         tracker.set_frame_interval(camera_id, 1.0 / source.sampled_fps)  # a slow sample rate stretches the gap
 

@@ -28,6 +28,11 @@ open track (its first read, best read and counts change, its motion does not) or
 which is closed at once when it is already more than the camera's gap older than its newest read. A
 read whose track was emitted already can no longer join it: it makes a sighting of its own.
 
+A closed track's sighting votes its plate (sighting_worker/voting.py); a plate one of its reads says
+exactly at the trusted-read threshold (`trusted_confidence`, ALPR_OCR_MIN_CONFIDENCE) is contested only by
+its reads within `max_text_distance` of it: another car's unsure read joined by its box, 1 s later, no
+longer makes a listed plate read surely alone unsure.
+
 `to_state()` / `SightingTracker.from_state` carry the open tracks across a process restart (JSON)."""
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import defaults
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.types import Observation, Sighting
 from sighting_worker.track import Track
+from sighting_worker.voting import REACH
 
-MAX_TEXT_DISTANCE = 2.0
-"""Largest `plate_distance` between a read and a track's voted text for the read to join by text."""
+MAX_TEXT_DISTANCE = REACH
+"""Largest `plate_distance` between a read and a track's voted text for the read to join by text (2), and
+from a plate read surely for a read to contest it in the vote (sighting_worker/voting.py)."""
 
 MAX_CENTER_SHIFT = 4.0
 """How far (plate widths per second since the track's newest read) a read's box centre may lie from
@@ -163,6 +171,7 @@ class SightingTracker:
         max_text_distance: float = MAX_TEXT_DISTANCE,
         max_center_shift: float = MAX_CENTER_SHIFT,
         max_voting_reads: int = MAX_VOTING_READS,
+        trusted_confidence: float = defaults.OCR_MIN_CONFIDENCE,
     ) -> None:
         if not gap_s > 0:
             raise ValueError(f"gap_s must be > 0, but got {gap_s}")
@@ -174,6 +183,9 @@ class SightingTracker:
         self.max_text_distance = max_text_distance
         self.max_center_shift = max_center_shift
         self.max_voting_reads = max_voting_reads
+        self.trusted_confidence = trusted_confidence
+        """A read this sure is a sure sighting alone (ALPR_OCR_MIN_CONFIDENCE): a plate so read is contested
+        in its sighting's vote only by reads within `max_text_distance` of it (`Track.to_sighting`)."""
         self._cameras: dict[str, _Camera] = {}
         self._frame_intervals: dict[str, float] = {}
 
@@ -253,7 +265,7 @@ class SightingTracker:
             return []
         camera.tracks.sort(key=lambda track: track.last.captured_at_s)
         closed, camera.tracks = camera.tracks[:count], camera.tracks[count:]
-        return [track.to_sighting() for track in closed]
+        return [self.sighting(track) for track in closed]
 
     def close_due(self, now_s: float) -> list[Sighting]:
         """Closes, on every camera, the tracks whose newest read is more than the camera's gap older than
@@ -267,7 +279,7 @@ class SightingTracker:
 
     def close_all(self) -> list[Sighting]:
         """Closes every open track (the end of a file or stream) and forgets every camera."""
-        closed = [track.to_sighting() for camera in self._cameras.values() for track in camera.tracks]
+        closed = [self.sighting(track) for camera in self._cameras.values() for track in camera.tracks]
         self._cameras.clear()
         return sorted(closed, key=_sighting_order)
 
@@ -275,7 +287,12 @@ class SightingTracker:
         """Removes the camera's tracks whose newest read is older than `before_s`; their sightings."""
         closed = [track for track in camera.tracks if track.last.captured_at_s < before_s]
         camera.tracks = [track for track in camera.tracks if track.last.captured_at_s >= before_s]
-        return sorted((track.to_sighting() for track in closed), key=_sighting_order)
+        return sorted((self.sighting(track) for track in closed), key=_sighting_order)
+
+    def sighting(self, track: Track) -> Sighting:
+        """The sighting of a closed track: its plate voted, one read surely alone contested only within
+        `max_text_distance` (`trusted_confidence`)."""
+        return track.to_sighting(self.trusted_confidence, self.max_text_distance)
 
     def _assign(self, observations: Sequence[Observation], tracks: list[Track], gap_s: float) -> list[Track | None]:
         """The open track each read joins (None: it starts one), greedily by increasing pair cost."""
@@ -350,11 +367,12 @@ class SightingTracker:
         max_text_distance: float = MAX_TEXT_DISTANCE,
         max_center_shift: float = MAX_CENTER_SHIFT,
         max_voting_reads: int = MAX_VOTING_READS,
+        trusted_confidence: float = defaults.OCR_MIN_CONFIDENCE,
     ) -> SightingTracker:
         """A tracker that goes on where the one that wrote `state` (`to_state`) stood."""
         if state.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"tracker state version {READABLE_VERSIONS} expected, but got {state.get('version')!r}")
-        tracker = cls(gap_s, max_text_distance, max_center_shift, max_voting_reads)
+        tracker = cls(gap_s, max_text_distance, max_center_shift, max_voting_reads, trusted_confidence)
         for camera_id, camera in state["cameras"].items():
             tracks = [Track.from_state(track) for track in camera["tracks"]]
             tracker._cameras[str(camera_id)] = _Camera(newest_s=float(camera["newest_s"]), tracks=tracks)

@@ -16,6 +16,7 @@ import psycopg
 from common.sighting_log import SIGHTED_REACH_S, LoggedRead, sighted_reads
 from common.types import Sighting
 from sighting_worker.core import SightingTracker, is_vehicle_pass
+from sighting_worker.grouping import MAX_TEXT_DISTANCE
 from sighting_worker.late_tracks import HeldLate
 from sighting_worker.passes import Passes, rename_tracks
 from sighting_worker.stage_types import GroupResult, SightingSettings
@@ -88,7 +89,7 @@ def group_late(
         (read for read in late if read.read_id not in sighted),
         key=lambda r: (r.observation.captured_at_s, r.observation.frame_id, r.observation.plate_index),
     )
-    tracker = SightingTracker(settings.gap_s)
+    tracker = SightingTracker(settings.gap_s, trusted_confidence=settings.sighting_min_confidence)
     tracker.set_frame_interval(camera_id, frame_interval(connection, camera_id))
     went, renamed = held.group(reads, tracker, tracker.camera_gap_s(camera_id), now_s, lambda: keep_alive(connection))
     rename_tracks(alerted, renamed)
@@ -100,7 +101,7 @@ def close_late(held: HeldLate, result: GroupResult, settings: SightingSettings, 
     `result.late`, with when their newest read was logged)."""
     sightings = []
     for closed in held.close_due(now_s):
-        sighting = closed.track.to_sighting()
+        sighting = closed.track.to_sighting(settings.sighting_min_confidence, MAX_TEXT_DISTANCE)
         if is_vehicle_pass(sighting, settings.sighting_min_confidence):
             sightings.append(sighting)
             result.late[sighting.sighting_id] = closed.logged_at_s

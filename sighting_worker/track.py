@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.types import Observation, Sighting
-from sighting_worker.voting import Ballot, Voter, vote
+from sighting_worker.voting import REACH, Ballot, Voter, vote
 
 
 def observation_to_state(observation: Observation) -> dict[str, Any]:
@@ -122,9 +122,10 @@ class Track:
         """The id of the sighting: "<camera_id>:<frame_id>:<plate_index>" of the earliest read."""
         return f"{self.first.camera_id}:{self.first.frame_id}:{self.first.plate_index}"
 
-    def to_sighting(self) -> Sighting:
-        """The sighting these reads make."""
-        plate, confidence = vote(self.kept)
+    def to_sighting(self, trusted_confidence: float | None = None, reach: float = REACH) -> Sighting:
+        """The sighting these reads make: a plate one of them reads exactly at `trusted_confidence` is
+        contested only by the reads within `reach` of it (`vote`)."""
+        plate, confidence = vote(self.kept, trusted_confidence, reach)
         return Sighting(
             sighting_id=self.sighting_id,
             camera_id=self.first.camera_id,

@@ -18,12 +18,24 @@ strongly the strongest rival contests it, at the weakest position (and for the l
 One read alone gives its own confidence; agreeing reads never make the plate surer than its surest
 read (reads of one car in consecutive frames fail together, so their agreement is weak evidence), and
 each disagreeing read lowers it: 7ABC284 read five times at 0.9, once of them as 7A8C284, gives
-0.9 / (1 + 0.25**2) = 0.847; GHT2093 read fifteen times and OHT2093 five times, all at 0.9, gives 0.81."""
+0.9 / (1 + 0.25**2) = 0.847; GHT2093 read fifteen times and OHT2093 five times, all at 0.9, gives 0.81.
+
+A voted plate that one of its reads says exactly at `trusted_confidence` (the trusted-read threshold: that
+read alone would be a sure sighting) is contested only by the reads within `reach` of it (the tracker's
+reach by text, two edits): a read further off reads another plate (the next car, joined by its box) or no
+plate (a sticker, a fragment), and is no evidence against it. Contested by such a read, a listed plate
+read once at 0.876 (BB135BO) was voted at 0.568 beside the next car's read at 0.644 (RK6O5AB) 1 s later,
+and raised no alert, which it raised alone (a review: 3 of 26 reads in [0.85, 0.9) lost their alert)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import NamedTuple, Protocol
+
+from common.plate_text import plate_distance
+
+REACH = 2.0
+"""Default `reach` of `vote`, two edits: the tracker's reach by text (sighting_worker/grouping.MAX_TEXT_DISTANCE)."""
 
 
 class Voter(Protocol):
@@ -88,12 +100,25 @@ def _vote_position(reads: list[Voter], position: int, best_char: str) -> tuple[s
     return char, tally[char][2] * _certainty(tally, char)
 
 
-def vote(voters: Iterable[Voter]) -> tuple[str, float]:
+def vote(voters: Iterable[Voter], trusted_confidence: float | None = None, reach: float = REACH) -> tuple[str, float]:
     """The voted plate text of these reads and the sighting confidence (see the module docstring);
-    ("", 0.0) when no read has text."""
+    ("", 0.0) when no read has text. With `trusted_confidence`, a plate one of them reads exactly that
+    sure is contested only by the reads within `reach` of it."""
     reads = [read for read in voters if read.text]
     if not reads:
         return "", 0.0
+    plate, confidence = _vote(reads)
+    if trusted_confidence is not None and any(r.text == plate and r.confidence >= trusted_confidence for r in reads):
+        near = [read for read in reads if plate_distance(read.text, plate) <= reach]
+        if len(near) < len(reads):
+            near_plate, near_confidence = _vote(near)
+            if near_plate == plate:  # the plate stays the vote's; only its contest is narrowed
+                confidence = max(confidence, near_confidence)  # never less sure than with every read
+    return plate, confidence
+
+
+def _vote(reads: list[Voter]) -> tuple[str, float]:
+    """`vote` over reads with text, every read contesting."""
     length, length_certainty = _vote_length(reads)
     same_length = [read for read in reads if len(read.text) == length]
     best_text = max(same_length, key=_confidence).text

@@ -283,11 +283,11 @@ class SightingStage:
             if first_met:  # reads older than the frames' lifetime are history; only recent ones raise alerts
                 cursor.grouped_until_s = cursor.now_s - self.settings.history_s
                 cursor.early_read_id = last_read_id(connection, camera_id, defaults.EARLY_RESCAN_S)
-            state = cursor.state
+            state, trusted = cursor.state, self.settings.sighting_min_confidence
             tracker = (
-                SightingTracker.from_state(state["tracker"], self.settings.gap_s)
+                SightingTracker.from_state(state["tracker"], self.settings.gap_s, trusted_confidence=trusted)
                 if "tracker" in state
-                else SightingTracker(self.settings.gap_s)
+                else SightingTracker(self.settings.gap_s, trusted_confidence=trusted)
             )
             set_right = self.set_cursor_right(cursor, tracker)
             tracker.set_frame_interval(camera_id, self.camera_frame_interval(connection, camera_id))

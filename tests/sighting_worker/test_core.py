@@ -96,6 +96,32 @@ def test_agreement_alone_never_makes_a_plate_surer_than_its_surest_read() -> Non
     assert vote(texts(*[("7ABC284", 0.6)] * 20))[1] == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize(
+    ("first", "other", "expected"),
+    [
+        (("BB135BO", 0.876), ("RK6O5AB", 0.644), 0.876),  # the next car's read, 1 s on: its own plate
+        (("BB135BO", 0.876), ("CU", 0.285), 0.876),  # a sticker's: no plate
+        (("BB135BO", 0.876), ("BB136BO", 0.644), 0.876 / (1 + (0.644 / 0.876) ** 2)),  # a misread contests it
+        (("BB135BO", 0.8), ("RK6O5AB", 0.644), 0.8 / (1 + (0.644 / 0.8) ** 2)),  # not trusted alone: as before
+    ],
+    ids=["another-car", "no-plate", "misread", "unsure"],
+)
+def test_a_plate_read_surely_alone_is_contested_only_by_reads_within_two_edits(
+    first: tuple[str, float], other: tuple[str, float], expected: float
+) -> None:
+    """A listed plate read once at 0.876, the trusted-read threshold (0.85) but not the early alert's (0.9),
+    and 1 s later the next car's unsure read, which joins its track by its box (as an unsure read may): the
+    vote set one against the other, 0.568, and the plate raised no alert, which it raised alone (a review:
+    3 of 26 such reads). A read more than two edits from it (the tracker's reach by text) reads another
+    plate or none and contests it no longer; a misread within reach still does, and so does every read of
+    a plate no read of which is trusted alone."""
+    (sighting,) = run(SightingTracker(GAP_S), [[read(*first, t=0.0)], [read(*other, t=1.0, x=150.0)]])
+    assert (sighting.plate, sighting.reads) == (first[0], 2)
+    assert sighting.confidence == pytest.approx(expected)
+    assert vote([read(*first), read(*other)], trusted_confidence=0.85)[1] == pytest.approx(expected)
+    assert vote([read(*first), read(*other)])[1] <= expected  # without a trusted threshold, every read contests
+
+
 # ------------------------------------------------------------------------------------------ grouping
 
 
