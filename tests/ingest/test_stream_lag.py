@@ -101,7 +101,7 @@ def frame_ends(data: bytes) -> list[int]:
     return [*starts[1:], len(data)]
 
 
-def stalling_stream(clip: Path) -> str:
+def stalling_stream(clip: Path, sent: threading.Event) -> str:
     """Serve the MPEG-TS file over TCP frame by frame, at its pace by the clock as a camera does, holding
     back the frames of STALL_S from frame STALL_AT_FRAME and sending them at once at the stall's end.
     Paced by sleeps one after another, the server fell behind its clock by what each sleep overran (2.5 ms
@@ -109,7 +109,7 @@ def stalling_stream(clip: Path) -> str:
     held for HELD_LAG_S was rightly taken for the stream's new normal, its timestamps trusted again only
     10 s later, too late for the stall in 4 of 12 runs. Sent in equal shares of bytes, frames arrived two
     at once now and then, and sampled by read time before the timestamps were trusted, 3 in a row were
-    passed over on a busy machine."""
+    passed over on a busy machine. `sent` is set once the last frame is sent and the connection closed."""
     data = clip.read_bytes()
     ends = frame_ends(data)
     assert len(ends) == STREAM_FPS * 25
@@ -129,6 +129,7 @@ def stalling_stream(clip: Path) -> str:
         finally:
             connection.close()
             server.close()
+            sent.set()
 
     threading.Thread(target=serve, daemon=True).start()
     return f"tcp://127.0.0.1:{server.getsockname()[1]}"
@@ -143,8 +144,19 @@ def stalled_stream_problems(redis_url: str, clip: Path) -> list[str]:
 
     connection = connect_redis(redis_url)
     connection.flushall()
-    camera = CameraConfig(id="cam", source=stalling_stream(clip), sample_fps=5)
+    sent = threading.Event()
+    camera = CameraConfig(id="cam", source=stalling_stream(clip, sent), sample_fps=5)
     node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
+
+    def stop_once_read() -> None:
+        """The stream is live: its end is a drop, reopened with backoff until the node stops (40 s, 15 s after
+        the stream's 25 s). Stopped once every frame was sent and the camera found the stream ended: its
+        frames all handed on by then (the packer queues what it holds on a stop)."""
+        while not node.stop.wait(0.2):
+            if sent.is_set() and '"reconnecting"' in node.states.get("cam", ""):
+                node.stop.set()
+
+    threading.Thread(target=stop_once_read, daemon=True).start()
     node.run(max_seconds=40)
     frames = sorted(
         (frame for job in stage_queue(connection, "detect").get_jobs()
