@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -43,6 +44,19 @@ from tests.helpers import clip_frames, demo_clip_plates_found, iou, scene_sample
 def int8_weights(settings: Settings) -> Path:
     """The int8 model in the model folder, as `alpr setup` makes it (about 20 s the first time)."""
     return install_int8(settings.model_dir, calibration_frames)
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[np.ndarray]:
+    """calibration_frames() once for the module: each call draws, encodes and decodes the default clip (7 s
+    and more; four calls took half of this module's time). The clip is drawn from a fixed seed: the same
+    frames each call."""
+    return calibration_frames()
+
+
+def frames_of(frames: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
+    """As calibration_frames, copies of `frames`."""
+    return lambda: [frame.copy() for frame in frames]
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +136,15 @@ def copied_export(settings: Settings, tmp_path: Path) -> Path:
     return models
 
 
-def test_setup_makes_the_int8_model_again_when_cut_short_stale_or_of_another_recipe(settings, int8_weights, tmp_path):
+def test_setup_makes_the_int8_model_again_when_cut_short_stale_or_of_another_recipe(
+    settings, int8_weights, calibration, tmp_path
+):
     models = copied_export(settings, tmp_path)
     made: list[int] = []
 
     def frames() -> list[np.ndarray]:
         made.append(1)
-        return calibration_frames()[5:7]
+        return frames_of(calibration)()[5:7]
 
     def stamp() -> int:
         return int8_path.stat().st_ino
@@ -158,7 +174,7 @@ def test_setup_makes_the_int8_model_again_when_cut_short_stale_or_of_another_rec
     assert read_ranges(models / RANGES_NAME) != read_ranges(SHIPPED_RANGES)  # two frames, not the sixteen
 
 
-def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, tmp_path, monkeypatch):
+def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, calibration, tmp_path, monkeypatch):
     """The shipped ranges are what the recipe's calibration on the demo clip gives (this host's decoding of
     it), and the model made with them is the one that calibration makes: each host had calibrated on its own
     decoding, which a codec or a float kernel may change in the last bits. Ranges that do not name the
@@ -166,7 +182,7 @@ def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, t
     shipped = read_ranges(SHIPPED_RANGES)
     assert shipped is not None and len(shipped) == 269
     models = copied_export(settings, tmp_path)
-    calibrated = install_int8(models, calibration_frames, calibrate=True)
+    calibrated = install_int8(models, frames_of(calibration), calibrate=True)
     ranges = read_ranges(models / RANGES_NAME)
     assert ranges is not None and sorted(ranges) == sorted(shipped)
     for name, (low, high) in shipped.items():  # bit for bit on this kind of host; a codec may move the last bits
@@ -174,7 +190,7 @@ def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, t
     import onnx
 
     calibrated_graph = onnx.load(str(calibrated)).graph.SerializeToString()
-    install_int8(models, calibration_frames)  # current: kept, calibrated
+    install_int8(models, frames_of(calibration))  # current: kept, calibrated
     assert recipe_of(calibrated, RANGES_KEY) == "calibrated"
     (models / ONNX_WEIGHTS_NAME).touch()
     made_from_shipped = install_int8(models, lambda: pytest.fail("calibrated where the shipped ranges fit"))
@@ -186,11 +202,11 @@ def test_every_host_gets_the_same_int8_model_from_the_shipped_ranges(settings, t
     monkeypatch.setattr("detector_worker.quantize.SHIPPED_RANGES", partial)
     made: list[int] = []
     (models / ONNX_WEIGHTS_NAME).touch()
-    install_int8(models, lambda: made.append(1) or calibration_frames()[5:7])  # type: ignore[func-returns-value]
+    install_int8(models, lambda: made.append(1) or frames_of(calibration)()[5:7])  # type: ignore[func-returns-value]
     assert made == [1] and recipe_of(made_from_shipped, RANGES_KEY) == "calibrated"
 
 
-def test_other_weights_of_the_same_layers_are_calibrated_not_given_the_shipped_ranges(settings, tmp_path):
+def test_other_weights_of_the_same_layers_are_calibrated_not_given_the_shipped_ranges(settings, calibration, tmp_path):
     """A diff review: the shipped ranges were used for any weights whose layers are named alike (a
     fine-tuned checkpoint, weights replaced by hand), one frame's scores then 0.73 off the float model's."""
     import onnx
@@ -204,5 +220,5 @@ def test_other_weights_of_the_same_layers_are_calibrated_not_given_the_shipped_r
     first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 3, first.name))  # other weights
     onnx.save(model, str(export))
     made: list[int] = []
-    int8_path = install_int8(models, lambda: made.append(1) or calibration_frames()[5:7])  # type: ignore[func-returns-value]
+    int8_path = install_int8(models, lambda: made.append(1) or frames_of(calibration)()[5:7])  # type: ignore[func-returns-value]
     assert made == [1] and recipe_of(int8_path, RANGES_KEY) == "calibrated"
