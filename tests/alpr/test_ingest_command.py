@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from alpr.cli import main
+from common import defaults
 from common.queues import connect_redis, stage_queue
 from tests.helpers import as_role, free_port, write_cameras
 
@@ -54,9 +55,10 @@ def test_a_node_given_a_login_postgres_refuses_for_good_stops_at_start(
     assert stage_queue(connect_redis(redis_url), "detect").count == 0 and not spooled(tmp_path)  # nothing sampled
 
 
-def test_a_node_started_while_postgres_cannot_be_reached_still_ingests(redis_url, tmp_path, capsys):
+def test_a_node_started_while_postgres_cannot_be_reached_still_ingests(redis_url, tmp_path, capsys, monkeypatch):
     """Nothing answers at the URL's port: Postgres may be starting or restarting, so the node starts and
     keeps its records in the spool folder until it answers (README, Postgres down)."""
+    monkeypatch.setattr(defaults, "LEDGER_CLOSE_S", 1.0)  # its 15 s of tries on the way out: to no avail here
     cameras = one_image_camera(tmp_path)
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/alpr"
     assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", url]) == 0
