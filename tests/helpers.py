@@ -1,13 +1,17 @@
-"""Small helpers the tests share: dataset ground truth, demo-clip frames, free ports, `alpr` processes,
-an MJPEG-over-HTTP camera (what many IP cameras serve) and Postgres roles granted as the workers' or the
-prune's, or given exactly the rights a role's start check asks for."""
+"""Small helpers the tests share: dataset ground truth, demo clips (each drawn once a session) and their
+frames, free ports, `alpr` processes, an MJPEG-over-HTTP camera (what many IP cameras serve) and Postgres
+roles granted as the workers' or the prune's, or given exactly the rights a role's start check asks for."""
 
 from __future__ import annotations
 
+import atexit
+import copy
 import http.server
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +22,7 @@ from typing import Any, BinaryIO
 import cv2
 import numpy as np
 
+from alpr.democlip import DEFAULT_PLATES, make_clip
 from alpr.evaluation import Sample, iou, load_samples
 
 
@@ -37,6 +42,26 @@ def demo_clip_plates_found(detector: Any, demo_clip: tuple[Path, dict[str, Any]]
         for i, d in zip(sorted(frames), found, strict=True)
     )
     return hits, len(frames)
+
+
+DRAWN_CLIPS: dict[tuple[tuple[str | tuple[str, ...], ...], int], tuple[Path, dict[str, Any]]] = {}
+"""make_clip's clips drawn this session: (plates, seed) -> the clip (in a folder removed at exit), its sidecar."""
+
+
+def write_clip(path: Path, plates: tuple[str | tuple[str, ...], ...] = DEFAULT_PLATES, seed: int = 7) -> dict[str, Any]:
+    """make_clip's clip of `plates` at `path`, with its sidecar; returns the sidecar's content. Drawn once a
+    session for each (plates, seed), then copied: drawing takes 1-3 s a car (its every frame blurred, noised
+    and encoded), and the tests ask for the same few clips some twenty-five times a run. The drawing is seeded:
+    a copy holds the very bytes a new drawing writes."""
+    key = (tuple(plates), seed)
+    if key not in DRAWN_CLIPS:
+        folder = Path(tempfile.mkdtemp(prefix="alpr-test-clip-"))
+        atexit.register(shutil.rmtree, folder, True)
+        DRAWN_CLIPS[key] = (folder / "clip.mp4", make_clip(folder / "clip.mp4", plates, seed))
+    drawn, truth = DRAWN_CLIPS[key]
+    shutil.copyfile(drawn, path)
+    shutil.copyfile(drawn.with_suffix(".mp4.json"), path.with_suffix(path.suffix + ".json"))
+    return copy.deepcopy(truth)
 
 
 def clip_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:

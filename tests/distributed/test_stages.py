@@ -18,14 +18,13 @@ import redis
 from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from alpr.status import workers_needed
 from common import defaults
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from ingest.sources import open_source
-from tests.helpers import alpr_process, mjpeg_camera, write_cameras
+from tests.helpers import alpr_process, mjpeg_camera, write_cameras, write_clip
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
@@ -35,7 +34,7 @@ def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
 
 def test_backpressure_skips_frames_and_bounds_memory(redis_url, tmp_path, monkeypatch, capsys):
     clip = tmp_path / "one.mp4"
-    make_clip(clip, ("KPX4721",))  # 40 frames at 10 fps
+    write_clip(clip, ("KPX4721",))  # 40 frames at 10 fps
     cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(clip), "sample_fps": 10}])
     monkeypatch.setenv("ALPR_MAX_QUEUE_DEPTH", "2")
     monkeypatch.setenv("ALPR_FRAMES_PER_JOB", "2")
@@ -165,7 +164,7 @@ def test_pools_are_sized_by_their_last_hour_of_work_and_by_all_time_only_when_id
 def test_a_dead_source_is_retried_while_the_other_cameras_go_on(redis_url, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG, logger="ingest.node")
     clip = tmp_path / "ok.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     cameras = write_cameras(tmp_path / "cameras.yaml", [
         {"id": "ok", "source": str(clip), "sample_fps": 5, "realtime": False},
         {"id": "dead", "source": "rtsp://127.0.0.1:9/none", "sample_fps": 5},
@@ -210,7 +209,7 @@ def test_every_frame_is_recorded_with_its_outcome(redis_url, postgres_url, tmp_p
 
 def test_a_live_http_camera_is_sampled_at_its_rate(redis_url, tmp_path, capsys):
     clip = tmp_path / "cam.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()]
     with mjpeg_camera(jpegs, fps=10) as url:
         cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "gate", "source": url, "sample_fps": 5}])
@@ -226,7 +225,7 @@ def test_a_camera_that_ends_every_stream_is_reopened_with_backoff_not_flat_out(r
     """A camera that closes each connection after a few frames (as snapshot URLs do) was reopened at once,
     as if its stream had been a file that ended: polled as fast as it answered, never shown failing."""
     clip = tmp_path / "cam.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     jpegs = [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:5]
     opened: list[float] = []
     with caplog.at_level(logging.DEBUG), mjpeg_camera(jpegs, fps=10, per_connection=3, connections=opened) as url:
@@ -280,7 +279,7 @@ def test_an_image_keeps_its_frame_id_whatever_else_its_folder_gains_and_a_replac
 def test_a_file_read_again_after_a_restart_gets_the_same_frame_ids(redis_url, postgres_url, tmp_path, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     clip = tmp_path / "one.mp4"
-    make_clip(clip, ("KPX4721",))  # 40 frames at 10 fps, sampled at 5: 20 frames
+    write_clip(clip, ("KPX4721",))  # 40 frames at 10 fps, sampled at 5: 20 frames
     cameras = write_cameras(tmp_path / "cameras.yaml",
                             [{"id": "cam", "source": str(clip), "sample_fps": 5, "realtime": False}])  # fmt: skip
     connection = connect_redis(redis_url)
@@ -301,7 +300,7 @@ def test_a_file_read_again_after_a_restart_gets_the_same_frame_ids(redis_url, po
 def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, tmp_path, monkeypatch, capsys):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     clip = tmp_path / "one.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(clip), "sample_fps": 10}])
     monkeypatch.setenv("ALPR_MAX_QUEUE_DEPTH", "2")
     monkeypatch.setenv("ALPR_FRAMES_PER_JOB", "2")
@@ -344,7 +343,7 @@ def test_skipped_frames_are_recorded_with_their_reason(redis_url, postgres_url, 
 
 def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, settings):
     clip = tmp_path / "ok.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     cameras = write_cameras(tmp_path / "cameras.yaml", [
         {"id": "ok", "source": str(clip), "sample_fps": 5, "realtime": False},
         {"id": "gate", "source": "rtsp://admin:hunter2@127.0.0.1:9/stream1", "sample_fps": 5},
