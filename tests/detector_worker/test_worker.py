@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from alpr.status import pool_work
 from common.frame_store import FrameStore, encode_jpeg, frame_key, jpeg_digest, stored_frame_key
 from common.jobs import DetectJob, FrameRef, OcrJob, RedactJob, parse_job
 from common.queues import connect_redis, enqueue, stage_queue
-from tests.helpers import clip_frames
+from tests.helpers import clip_frames, write_clip
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
@@ -30,7 +29,7 @@ def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
 @pytest.fixture(scope="module")
 def plate_and_box(tmp_path_factory) -> tuple[np.ndarray, list[float]]:  # type: ignore[no-untyped-def]
     clip = tmp_path_factory.mktemp("clip") / "one.mp4"
-    truth = make_clip(clip, ("KPX4721",))
+    truth = write_clip(clip, ("KPX4721",))
     box = next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22)  # type: ignore[index, union-attr]
     return clip_frames(clip, {22})[22], list(box)  # type: ignore[arg-type]
 
