@@ -21,14 +21,13 @@ from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from common.replay import replay_failed
 from common.stage_job import PERMANENT
-from tests.helpers import clip_frames
+from tests.helpers import clip_frames, write_clip
 
 PLATE = "KPX4721"
 
@@ -144,7 +143,7 @@ def test_a_malformed_job_fails_once_and_a_key_outside_the_store_is_untouched(red
 @pytest.fixture(scope="module")
 def plate_frames(tmp_path_factory) -> dict[int, np.ndarray]:  # type: ignore[no-untyped-def]
     clip = tmp_path_factory.mktemp("clip") / "one.mp4"
-    truth = make_clip(clip, (PLATE,))
+    truth = write_clip(clip, (PLATE,))
     boxes = {b["frame_index"]: b["box_xyxy"] for b in truth["boxes"]}  # type: ignore[index, union-attr]
     frames = clip_frames(clip, {20, 24})
     return {i: frames[i] for i in frames} | {-1: np.asarray(boxes[20]), -2: np.asarray(boxes[24])}
