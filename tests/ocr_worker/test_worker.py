@@ -15,7 +15,6 @@ import pytest
 from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from common import geometry
 from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
@@ -23,7 +22,7 @@ from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
 from ocr_worker.core import SIDE_EDGE_MAX_CONFIDENCE
-from tests.helpers import clip_frames
+from tests.helpers import clip_frames, write_clip
 
 PLATE = "KPX4721"
 
@@ -31,7 +30,7 @@ PLATE = "KPX4721"
 @pytest.fixture(scope="module")
 def plate_frame(tmp_path_factory) -> tuple[np.ndarray, tuple[float, float, float, float]]:  # type: ignore[no-untyped-def]
     clip = tmp_path_factory.mktemp("clip") / "one.mp4"
-    truth = make_clip(clip, (PLATE,))
+    truth = write_clip(clip, (PLATE,))
     box = next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22)  # type: ignore[index, union-attr]
     return clip_frames(clip, {22})[22], tuple(float(v) for v in box)  # type: ignore[return-value]
 
