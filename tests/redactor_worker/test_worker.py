@@ -13,12 +13,11 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from common import geometry
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
-from tests.helpers import clip_frames
+from tests.helpers import clip_frames, write_clip
 
 
 def stored_job(connection, cameras: tuple[str, ...], age_s: float = 0.0) -> dict:  # type: ignore[no-untyped-def, type-arg]
@@ -53,7 +52,7 @@ def test_redaction_needs_no_ocr_and_deletes_only_the_frame(redis_url, postgres_u
                                                            monkeypatch):  # fmt: skip
     monkeypatch.setenv("ALPR_KEEP_DIR", str(tmp_path / "kept"))
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    truth = make_clip(tmp_path / "one.mp4", ("KPX4721",))
+    truth = write_clip(tmp_path / "one.mp4", ("KPX4721",))
     box = tuple(float(v) for v in next(b["box_xyxy"] for b in truth["boxes"] if b["frame_index"] == 22))  # type: ignore[index, union-attr]
     image = clip_frames(tmp_path / "one.mp4", {22})[22]
     assert reader_us.read(geometry.crop(image, box, 0.08))[0].text == "KPX4721"  # positive control: readable
