@@ -238,11 +238,11 @@ def test_cameras_reading_one_source_are_named_at_start(tmp_path, redis_url, capl
     """A camera entry copied with its source left unchanged read every car twice: two sightings, two
     alerts for one listed car, unseen. Two regions of one view may be meant: said at start, not refused."""
     from alpr.cli import main
-    from alpr.democlip import make_clip
     from ingest.cameras import shared_sources
+    from tests.helpers import write_clip
 
     clip = tmp_path / "gate.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     (tmp_path / "link.mp4").symlink_to(clip)
     cameras = parse_cameras({"cameras": [
         {"id": "gate", "source": str(clip)}, {"id": "gate-copy", "source": str(tmp_path / "link.mp4")},
