@@ -19,9 +19,8 @@ from rq import Worker
 from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from common.queues import STAGES, stage_queue
-from tests.helpers import alpr_process, wait_for, write_cameras
+from tests.helpers import alpr_process, wait_for, write_cameras, write_clip
 from tests.servers import PrivateRedis
 
 PLATES = ("KPX4721", "7ABC284")
@@ -39,7 +38,7 @@ def fault_env(redis_url: str, database_url: str, settings, tmp_path: Path, **ext
 
 def one_camera(tmp_path: Path, **options: object) -> Path:
     clip = tmp_path / "cam.mp4"
-    make_clip(clip, PLATES, seed=3)
+    write_clip(clip, PLATES, seed=3)
     camera = {"id": "cam", "source": str(clip), "sample_fps": 5, "region": "us", **options}
     return write_cameras(tmp_path / "cameras.yaml", [camera])
 
