@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from alpr.democlip import make_clip
 from common import defaults
 from common.config import Settings
 from common.db import open_pool
@@ -31,7 +30,7 @@ from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
-from tests.helpers import clip_frames, mjpeg_camera, served_video, wait_for
+from tests.helpers import clip_frames, mjpeg_camera, served_video, wait_for, write_clip
 from tests.ingest.helpers import release_fifo
 from tests.ingest.mkv import write_mjpeg_mkv
 
@@ -53,7 +52,7 @@ def run_node(node: IngestNode, fifo: Path, timeout_s: float) -> NodeSummary:
 def camera_jpegs(tmp_path: Path) -> list[bytes]:
     """A second of a car passing, as JPEGs for an MJPEG test camera."""
     clip = tmp_path / "cam.mp4"
-    make_clip(clip, ("KPX4721",))
+    write_clip(clip, ("KPX4721",))
     return [encode_jpeg(f.image, 80) for f in open_source(str(clip), 10).frames()][:10]
 
 
@@ -506,6 +505,9 @@ def test_a_file_played_in_real_time_plays_on_after_a_hold_up_without_a_burst(red
     redis_server.stop()  # the frames queued so far go with it (this server keeps nothing)
     time.sleep(4.0)
     redis_server.start()
+    # 3 s of footage after the outage (its first frames a burst, when it caught up): enough, not 16 s of run
+    wait_for(lambda: stage_queue(connection, "detect").count >= 15 or not runner.is_alive(), 30, "frames queued")
+    node.stop.set()
     runner.join(40)
     assert not runner.is_alive()
     jobs = stage_queue(connection, "detect").get_jobs()
@@ -712,7 +714,7 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
     from common.queues import StageJob
 
     clip = tmp_path / "car.mp4"
-    make_clip(clip, ("KPX4721",))  # 4 s at 10 frames/s
+    write_clip(clip, ("KPX4721",))  # 4 s at 10 frames/s
     connection = connect_redis(redis_url)
     metrics = Metrics()
     with served_video(clip) as (url, requests):
@@ -889,11 +891,13 @@ def test_a_restarted_node_dates_a_live_cameras_frames_after_its_last_frame(ahead
         assert "its last frame is dated" in caplog.text
 
 
-def test_a_node_started_while_postgres_is_away_dates_its_frames_after_those_its_spool_holds(redis_url, tmp_path,
-                                                                                           caplog):  # fmt: skip
+def test_a_node_started_while_postgres_is_away_dates_its_frames_after_those_its_spool_holds(
+    redis_url, tmp_path, caplog, monkeypatch
+):
     """Postgres away at the start, the frames log cannot say when the camera's last frame was dated; a node
     killed while it was away left its newest frames in the spool, which this node adopts: its frames are
     dated after them, and it says what it knows no more."""
+    monkeypatch.setattr(defaults, "LEDGER_CLOSE_S", 1.0)  # its 15 s of tries on the way out: to no avail here
     from common.frame_log import FrameRecord
     from ingest.spool_files import record_line
     from tests.ingest.test_ledger import closed_port
