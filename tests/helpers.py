@@ -51,7 +51,7 @@ DRAWN_CLIPS: dict[tuple[tuple[str | tuple[str, ...], ...], int], tuple[Path, dic
 def write_clip(path: Path, plates: tuple[str | tuple[str, ...], ...] = DEFAULT_PLATES, seed: int = 7) -> dict[str, Any]:
     """make_clip's clip of `plates` at `path`, with its sidecar; returns the sidecar's content. Drawn once a
     session for each (plates, seed), then copied: drawing takes 1-3 s a car (its every frame blurred, noised
-    and encoded), and the tests ask for the same few clips some twenty-five times a run. The drawing is seeded:
+    and encoded), and the tests ask for the same few clips some twenty times a run. The drawing is seeded:
     a copy holds the very bytes a new drawing writes."""
     key = (tuple(plates), seed)
     if key not in DRAWN_CLIPS:
