@@ -466,7 +466,7 @@ def test_the_dashboard_plots_only_exported_metrics():
 def test_the_alert_rules_watch_exported_metrics_load_in_prometheus_and_pass_their_unit_tests():
     """deploy/prometheus-rules.yml (the chain's own health: lost frames, failing jobs, a camera down,
     falling behind, alerts not delivered): mounted and named by the compose stack's Prometheus, every
-    metric exported, and promtool's unit tests (tests/prometheus/rules_test.yml) pass."""
+    metric exported, and promtool's unit tests (tests/prometheus/rules_test.yml, prune_rules_test.yml) pass."""
     rules_file = REPO / "deploy" / "prometheus-rules.yml"
     rules = yaml.safe_load(rules_file.read_text())
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
@@ -480,8 +480,8 @@ def test_the_alert_rules_watch_exported_metrics_load_in_prometheus_and_pass_thei
         unavailable("promtool is not installed (Debian package prometheus)")
     checked = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run([promtool, "test", "rules", "rules_test.yml"], cwd=REPO / "tests" / "prometheus",
-                            capture_output=True, text=True)  # fmt: skip
+    tested = subprocess.run([promtool, "test", "rules", "rules_test.yml", "prune_rules_test.yml"],
+                            cwd=REPO / "tests" / "prometheus", capture_output=True, text=True)  # fmt: skip
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
