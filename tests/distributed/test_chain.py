@@ -10,6 +10,7 @@ import json
 import re
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -54,11 +55,13 @@ def total(samples_by_process: list[dict[str, float]], pattern: str) -> float:
 
 @pytest.fixture()
 def cameras_file(tmp_path):
-    cameras = []
-    for camera, passes in CAMERA_PASSES.items():
-        clip = tmp_path / f"{camera}.mp4"
-        make_clip(clip, passes, seed=len(camera))
-        cameras.append({"id": camera, "source": str(clip), "sample_fps": 5, "region": "us", "realtime": False})
+    """The three cameras' clips, drawn side by side (11.6 s one after another here, 7.7 s in threads: the
+    drawing's blur, noise and encoding let go of the GIL)."""
+    with ThreadPoolExecutor(len(CAMERA_PASSES)) as drawing:
+        list(drawing.map(lambda camera: make_clip(tmp_path / f"{camera}.mp4", CAMERA_PASSES[camera], seed=len(camera)),
+                         CAMERA_PASSES))  # fmt: skip
+    cameras = [{"id": camera, "source": str(tmp_path / f"{camera}.mp4"), "sample_fps": 5, "region": "us",
+                "realtime": False} for camera in CAMERA_PASSES]  # fmt: skip
     return write_cameras(tmp_path / "cameras.yaml", cameras)
 
 
