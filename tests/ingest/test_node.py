@@ -177,14 +177,17 @@ def test_a_live_camera_is_captured_at_its_rate_while_the_node_cannot_hand_frames
     connection = connect_redis(redis_server.url)
     settings = Settings.load({}, redis_url=redis_server.url, frames_per_job=1, max_batch_wait_ms=50)
     metrics = Metrics()
+    gone = {"camera": "live", "reason": "redis_unavailable"}  # why: the packing waits out Redis (node_busy before)
     with mjpeg_camera(jpegs, fps=10) as url:
         node, runner = start_live_node(url, settings, connection, metrics, 8.0)
         time.sleep(2.0)
         assert node.summary.ingested["live"] >= 3  # connected and queuing
         redis_server.stop()
+        wait_for(lambda: (metrics.registry.get_sample_value("alpr_frames_skipped_total", gone) or 0) >= 12
+                 or not runner.is_alive(), 30, "the skips, or the node's 8 s")  # fmt: skip
+        node.stop.set()  # (at 12 skips: the node's 8 s are the bound)
         runner.join(30)
     assert not runner.is_alive()
-    gone = {"camera": "live", "reason": "redis_unavailable"}  # why: the packing waits out Redis (node_busy before)
     busy = metrics.registry.get_sample_value("alpr_frames_skipped_total", gone)
     assert busy is not None and busy >= 12, busy  # ~6 s down at 5 a second, less the few frames held
 
@@ -213,6 +216,9 @@ def test_an_outage_at_the_queue_limit_is_logged_and_its_skips_say_redis(redis_se
         assert skipped("redis_unavailable") >= 8
         redis_server.start()
         connection.rpush(queue_keys()["detect"], "a-job-waiting")  # this server kept nothing
+        wait_for(lambda: any(r.getMessage() == "Redis answers again" for r in caplog.records) or not runner.is_alive(),
+                 30, "Redis said back, or the node's 9 s")  # fmt: skip
+        node.stop.set()
         runner.join(30)
     assert not runner.is_alive()
     messages = [record.getMessage() for record in caplog.records]
