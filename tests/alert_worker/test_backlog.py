@@ -303,13 +303,7 @@ def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_bac
                            " + interval '8 seconds' + make_interval(secs => n / 20.0) FROM (SELECT alert_id,"
                            " row_number() OVER (ORDER BY alert_id) AS n FROM alert_deliveries) o"
                            " WHERE o.alert_id = d.alert_id RETURNING 1")  # fmt: skip
-        live = ALERT.model_copy(update={"alert_id": "read-a000000000000000", "captured_at_s": time.time()})
-        pool = open_pool(postgres_url)
-        try:
-            with pool.connection() as connection, connection.transaction():
-                insert_alerts(connection, [live], ["dead"])
-        finally:
-            pool.close()
+        live = live_alert(postgres_url)
         enqueue(stage_queue(connect_redis(redis_url), "alert"), alert_job(live.alert_id, "dead", 1), 60)
         first = alert_worker()  # its first job: the live alert, the backlog not due yet
         try:
@@ -335,6 +329,18 @@ def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_bac
     after = [r.headers[IDEMPOTENCY_HEADER] for r in receiver.received[1:]]
     assert len(after) == len(set(after)) == count + 1  # each once, the probe first and alone until it answered
     assert after[0] == "read-e000000000000001" and after[1:] == sorted(after[1:-1]) + [live.alert_id]
+
+
+def live_alert(postgres_url: str):  # type: ignore[no-untyped-def]
+    """A fresh alert to the receiver `dead`, recorded in the alerts log (its delivery pending)."""
+    live = ALERT.model_copy(update={"alert_id": "read-a000000000000000", "captured_at_s": time.time()})
+    pool = open_pool(postgres_url)
+    try:
+        with pool.connection() as connection, connection.transaction():
+            insert_alerts(connection, [live], ["dead"])
+    finally:
+        pool.close()
+    return live
 
 
 @pytest.mark.parametrize("refusal", [409, 404])
@@ -363,13 +369,7 @@ def test_a_probe_refused_for_good_by_a_receiver_that_answers_hands_the_probe_on(
         try:
             assert wait_for(lambda: bool(queue.connection.scard(WORKERS_BY_QUEUE_KEY % queue.name)), 60), "no worker"
             rows(postgres_url, "UPDATE alert_deliveries SET next_attempt_at = now() + interval '8 seconds' RETURNING 1")
-            live = ALERT.model_copy(update={"alert_id": "read-a000000000000000", "captured_at_s": time.time()})
-            pool = open_pool(postgres_url)
-            try:
-                with pool.connection() as connection, connection.transaction():
-                    insert_alerts(connection, [live], ["dead"])
-            finally:
-                pool.close()
+            live = live_alert(postgres_url)
             enqueue(queue, alert_job(live.alert_id, "dead", 1), 60)  # refused 503: the backlog held
             held = f"SELECT count(*) FROM alert_deliveries WHERE last_error = '{HELD}'"
             assert wait_for(lambda: rows(postgres_url, held) == [(count,)], 30), "not held"

@@ -113,16 +113,21 @@ def test_the_watermark_stays_before_the_oldest_frame_not_yet_recorded(postgres_u
         pool.close()
 
 
+def watermark_pool(postgres_url: str, monkeypatch):  # type: ignore[no-untyped-def]
+    """A pool on the upgraded log, the ledger's idle rounds every 0.5 s rather than 2 (its waits 1 s)."""
+    monkeypatch.setattr(defaults, "LEDGER_IDLE_WATERMARK_S", 0.5)
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    return open_pool(postgres_url)
+
+
 def test_a_camera_another_node_took_leaves_its_watermark_to_that_node(postgres_url, monkeypatch):
     """A node whose camera another node took (its claim lapsed) kept writing the camera's watermark, a moment
     ago by its own frames, over the new holder's, and deleted it at its stop: the sighting pool grouped past
     the holder's frames not yet recorded, then held the camera for want of a watermark. Let go, it holds the
     watermark before the frames it left until their rows are written, and then neither writes nor deletes it."""
-    monkeypatch.setattr(defaults, "LEDGER_IDLE_WATERMARK_S", 0.5)  # idle rounds every 0.5 s, not 2: the waits 1 s
-    from alpr.cli import main
-
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    pool = open_pool(postgres_url)
+    pool = watermark_pool(postgres_url, monkeypatch)
     try:
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
         ledger.start()
@@ -151,11 +156,7 @@ def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame
     """Recorded footage is dated by its time in the footage, which runs behind the clock when the chain is
     slower than the footage: with every row written, a moment ago would pass the date of the frame to
     come, and the sighting pool would group past it, never to group its reads."""
-    monkeypatch.setattr(defaults, "LEDGER_IDLE_WATERMARK_S", 0.5)  # idle rounds every 0.5 s, not 2: the waits 1 s
-    from alpr.cli import main
-
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    pool = open_pool(postgres_url)
+    pool = watermark_pool(postgres_url, monkeypatch)
     try:
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
         ledger.start()
@@ -916,11 +917,7 @@ def test_a_claimed_camera_has_its_watermark_before_its_first_frame_held_where_it
     camera over and sampled nothing left its dead predecessor's in place, for the frames' lifetime): held
     at the date its frames will come after until it samples or ends, lowered by a hold, never raised by
     one; a moment ago once it ended; removed at the stop."""
-    monkeypatch.setattr(defaults, "LEDGER_IDLE_WATERMARK_S", 0.5)  # idle rounds every 0.5 s, not 2: the waits 1 s
-    from alpr.cli import main
-
-    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    pool = open_pool(postgres_url)
+    pool = watermark_pool(postgres_url, monkeypatch)
     now_s = time.time()
     try:
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), Metrics(), capacity=100)
