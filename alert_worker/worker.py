@@ -42,7 +42,7 @@ from alert_worker.lanes import Lane
 from alert_worker.waiting import waiting
 from common import defaults
 from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
-from common.alerts import Alert, MqttReceiver, WebhookReceiver
+from common.alerts import Alert, MqttReceiver, WebhookReceiver, takes
 from common.backoff import Backoff
 from common.jobs import AlertJob, alert_job, job_id, parse_job
 from common.log_throttle import Throttle
@@ -160,8 +160,8 @@ class AlertStage:
             known = job.receiver if job.receiver in self.receivers else "unknown"
             self.metrics.alert_deliveries.labels(receiver=known, outcome="rejected").inc()
             return
-        if receiver is None:
-            self.unknown_receiver(delivery)
+        if receiver is None or not takes(receiver.list_filter, delivery.alert):
+            self.not_this_files(delivery, receiver)
             return
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
         if resting_s > 0:  # it failed just now: this alert waits its turn without holding the lane
@@ -207,11 +207,18 @@ class AlertStage:
         delay_s = max(0.0, time.time() - alert.captured_at_s)
         (self.metrics.late_alert_delay_seconds if alert.late else self.metrics.alert_latency_seconds).observe(delay_s)
 
-    def unknown_receiver(self, delivery: Delivery) -> None:
-        """A receiver this worker's file does not name: new in a file this worker has not been restarted
-        with yet (another worker, or this one restarted, sends it), or renamed or removed (it would never
-        be sent): retried within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, then rejected."""
-        reason = f"no receiver named {delivery.receiver!r} in this worker's receivers file"
+    def not_this_files(self, delivery: Delivery, receiver: WebhookReceiver | MqttReceiver | None) -> None:
+        """A delivery this worker's file does not send: to a receiver it does not name (new in a file this
+        worker has not been restarted with yet, or renamed or removed), or one it gives other watch-lists
+        than the alert's (`lists:`; raised by a sighting worker on an older file, or one this worker has
+        not been restarted with yet: a list's alerts go only to the receivers meant for them). Retried within
+        ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, for a worker on the newer file to send, then rejected."""
+        if receiver is None:
+            reason = f"no receiver named {delivery.receiver!r} in this worker's receivers file"
+        else:
+            named = delivery.alert.list_name or "none (an earlier sighting worker's alert)"
+            taken = ", ".join(receiver.lists or ())
+            reason = f"receiver {delivery.receiver!r} takes the lists {taken} only; this alert's list: {named}"
         if delivery.age_s + retry_delay_s(delivery.attempt, None) > defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S:
             self.give_up(delivery, "rejected", reason)
         else:
@@ -372,11 +379,14 @@ class AlertStage:
         an older file (a rolling restart) left out a receiver just added, which never got the alert, and
         `alpr replay` had no delivery to resend (a review: 3 of 18 alerts). This worker adds a delivery to
         each receiver its file names for the alerts raised in the last ALERT_MISSING_RECEIVER_S that lack
-        one; a delivery there already is left as it is, and a receiver its file does not name gets none."""
-        added = self.alert_log.add_missing(list(self.receivers), defaults.ALERT_MISSING_RECEIVER_S)
+        one and whose list it takes; a delivery there already is left as it is, and a receiver its file does not
+        name gets none."""
+        routes = {name: receiver.list_filter for name, receiver in self.receivers.items()}
+        added = self.alert_log.add_missing(routes, defaults.ALERT_MISSING_RECEIVER_S)
         if added:
             log.warning("%d deliveries added that their alerts lacked, to %s: raised by a sighting worker whose"
-                        " receivers file does not name them (give every worker the same file)", len(added),
+                        " receivers file does not name them, or not for those lists (give every worker the same"
+                        " file)", len(added),
                         ", ".join(sorted({receiver for _, receiver in added})))  # fmt: skip
 
     def finish(self, stop: threading.Event) -> None:

@@ -346,13 +346,13 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     watch = WatchListCache(
         WatchList(pool), settings.watch_refresh_s, expired_within_s=settings.frame_ttl_s + settings.job_timeout_s
     )
-    from common.alerts import receiver_names
+    from common.alerts import receiver_routes
 
-    names = receiver_names(settings.alert_receivers) if settings.alert_receivers else []
-    if not names:
+    routes = receiver_routes(settings.alert_receivers) if settings.alert_receivers else {}
+    if not routes:
         log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
                     " logged, but delivered to no receiver")  # fmt: skip
-    stage = SightingStage(pool, watch, names, signed_queue(settings, connection, "alert"), metrics,
+    stage = SightingStage(pool, watch, routes, signed_queue(settings, connection, "alert"), metrics,
                           tuning, settings.job_timeout_s)  # fmt: skip
     stage.compare_clocks()
     return stage

@@ -23,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from common import defaults
-from common.alerts import Alert
+from common.alerts import Alert, ListFilter, routed
 from common.credentials import escape_controls
 from common.db_writes import write_through_outage
 
@@ -179,15 +179,17 @@ RETURNING d.alert_id
 
 ADD_MISSING = """
 INSERT INTO alert_deliveries (alert_id, receiver)
-SELECT a.alert_id, r.receiver FROM alerts a CROSS JOIN unnest(%s::text[]) AS r(receiver)
+SELECT a.alert_id, r.receiver FROM alerts a CROSS JOIN unnest(%s::text[], %s::text[]) AS r(receiver, lists)
 WHERE a.created_at > now() - make_interval(secs => %s)
+    AND (r.lists IS NULL OR a.body ->> 'list_name' = ANY (string_to_array(r.lists, ',')))
     AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.alert_id AND d.receiver = r.receiver)
 ON CONFLICT DO NOTHING
 RETURNING alert_id, receiver
 """
 """A pending delivery, never queued (so `due` queues it), to each of these receivers for every alert raised
-lately (migration 19's index) that has none: a delivery there already, whatever its state, is left as it is,
-and a receiver not among these gets nothing."""
+lately (migration 19's index) that has none and whose list it takes (`lists`: the names joined by commas, which
+no list name holds; NULL: every list, a body that names none included): a delivery there already, whatever its
+state, is left as it is, and a receiver not among these gets nothing."""
 
 
 @dataclass(frozen=True)
@@ -228,9 +230,13 @@ class Delivery:
         return (self.last_error or "").startswith(PROBE)
 
 
-def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Sequence[str]) -> list[Alert]:
-    """Log alerts with a pending delivery to each receiver, inside the caller's transaction; returns
-    those that are new (an alert raised again, by a group done twice, is not)."""
+def insert_alerts(
+    connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Mapping[str, ListFilter] | Sequence[str]
+) -> list[Alert]:
+    """Log alerts with a pending delivery to each receiver that takes its list (`receivers`: name -> the lists
+    it takes, or names that take every list), inside the caller's transaction; returns those that are new
+    (an alert raised again, by a group done twice, is not)."""
+    routes = receivers if isinstance(receivers, Mapping) else dict.fromkeys(receivers)
     new = []
     with connection.cursor() as cursor:
         for alert in alerts:
@@ -240,7 +246,8 @@ def insert_alerts(connection: psycopg.Connection, alerts: Sequence[Alert], recei
             if cursor.rowcount:
                 new.append(alert)
                 unconfirmed_age_s = defaults.ALERT_REQUEUE_AFTER_S - defaults.ALERT_UNCONFIRMED_S
-                cursor.executemany(INSERT_DELIVERY, [(alert.alert_id, r, unconfirmed_age_s) for r in receivers])
+                deliveries = [(alert.alert_id, r, unconfirmed_age_s) for r in routed(alert, routes)]
+                cursor.executemany(INSERT_DELIVERY, deliveries)
     return new
 
 
@@ -453,14 +460,17 @@ class AlertLog:
 
         return write_through_outage(self.pool, release, self.patience_s)
 
-    def add_missing(self, receivers: Sequence[str], max_age_s: float) -> list[tuple[str, str]]:
-        """(alert id, receiver) of the deliveries added to these `receivers` for the alerts raised less than
-        `max_age_s` ago (Postgres's clock) that had none: the raiser's receivers file did not name them."""
+    def add_missing(self, receivers: Mapping[str, ListFilter], max_age_s: float) -> list[tuple[str, str]]:
+        """(alert id, receiver) of the deliveries added to these `receivers` (name -> the lists it takes) for
+        the alerts of their lists raised less than `max_age_s` ago (Postgres's clock) that had none: the
+        raiser's receivers file did not name them."""
         if not receivers:
             return []
+        names = list(receivers)
+        lists = [None if (taken := receivers[name]) is None else ",".join(sorted(taken)) for name in names]
 
         def add(connection: psycopg.Connection) -> list[tuple[str, str]]:
-            rows = connection.execute(ADD_MISSING, (list(receivers), max_age_s))
+            rows = connection.execute(ADD_MISSING, (names, lists, max_age_s))
             return [(str(a), str(r)) for a, r in rows]
 
         return write_through_outage(self.pool, add, 0.0)

@@ -1,13 +1,15 @@
 """The alert: the validated type that crosses from the sighting stage (a read or a closed sighting
 that matched the watch list) to the alert stage, and the receivers an alert is delivered to (an HTTP
 webhook signed with a shared secret, an MQTT topic). Secrets never show: not in a repr, not in a
-validation error. The receivers are read from a YAML file (`load_receivers`)."""
+validation error. The receivers are read from a YAML file (`load_receivers`); each takes the alerts of every
+watch-list, or of the lists it names (`lists:`, `routed`)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -54,6 +56,15 @@ the port of one with `tls: true` and no port of its own)."""
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 """Hosts to which plate text and credentials may go in the clear: this machine's own."""
+
+LIST_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+"""A watch-list's name (common/watchlist.LIST_NAME_RE)."""
+
+MAX_LISTS_PER_RECEIVER = 256
+"""Most watch-lists one receiver's `lists` names."""
+
+ListFilter = frozenset[str] | None
+"""The watch-lists whose alerts a receiver takes; None: every list's."""
 
 MQTT_WILDCARDS = frozenset("+#")
 """Characters a topic one publishes to may not hold (they are for subscriptions)."""
@@ -141,6 +152,15 @@ class ReceiverConfig(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
 
     timeout_s: float = Field(DELIVERY_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="per delivery attempt")
+    lists: tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...] | None = Field(
+        None, min_length=1, max_length=MAX_LISTS_PER_RECEIVER,
+        description="the watch-lists whose alerts it takes (left out: every list's)",
+    )  # fmt: skip
+
+    @property
+    def list_filter(self) -> ListFilter:
+        """`lists` as a set; None where it takes every list's alerts."""
+        return None if self.lists is None else frozenset(self.lists)
 
 
 class WebhookReceiver(ReceiverConfig):
@@ -252,10 +272,39 @@ SECRET_FILE_FIELDS = {"secret_file": "secret", "password_file": "password"}
 field the file's content becomes."""
 
 
-def receiver_names(path: Path) -> list[str]:
-    """The receivers' names in the receivers file, its secrets left unread (the sighting pool, which only
-    records a delivery per receiver, needs no secret)."""
-    return list(_entries(path))
+class _Routing(Strict):
+    """A receiver's settings as the sighting pool reads them: which lists it takes; the rest not checked."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    lists: tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...] | None = Field(
+        None, min_length=1, max_length=MAX_LISTS_PER_RECEIVER
+    )
+
+
+def receiver_routes(path: Path) -> dict[str, ListFilter]:
+    """Each receiver's name in the receivers file and the lists it takes (None: every list), its secrets
+    left unread (the sighting pool, which only records a delivery per receiver, needs no secret)."""
+    routes: dict[str, ListFilter] = {}
+    for name, settings in _entries(path).items():
+        try:
+            lists = _Routing.model_validate(settings).lists
+        except ValidationError as error:
+            raise ConfigError(format_errors(error, label=f"{path}: receiver {name}: ")) from None
+        routes[name] = None if lists is None else frozenset(lists)
+    return routes
+
+
+def takes(lists: ListFilter, alert: Alert) -> bool:
+    """Whether a receiver taking `lists` gets `alert`: every alert where it takes every list; else an alert
+    whose list it names. A version 1 body (an earlier sighting worker's) names none: it goes only to the
+    receivers that take every list, since it may be any list's."""
+    return lists is None or (alert.list_name is not None and alert.list_name in lists)
+
+
+def routed(alert: Alert, receivers: Mapping[str, ListFilter]) -> list[str]:
+    """The receivers, of name -> lists taken, that get `alert`."""
+    return [name for name, lists in receivers.items() if takes(lists, alert)]
 
 
 def _entries(path: Path) -> dict[str, dict[str, object]]:

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import groupby
 
 import psycopg
@@ -37,7 +37,7 @@ from rq import Queue
 
 from common import defaults
 from common.alert_log import AlertLog, insert_alerts
-from common.alerts import Alert
+from common.alerts import Alert, ListFilter, routed
 from common.db import autocommitting
 from common.jobs import alert_job
 from common.log_throttle import Throttle
@@ -92,7 +92,7 @@ class SightingStage:
         self,
         pool: ConnectionPool,
         watch: WatchListCache | None,
-        receivers: list[str],
+        receivers: Mapping[str, ListFilter],
         alert_queue: Queue,
         metrics: Metrics,
         settings: SightingSettings,
@@ -445,7 +445,7 @@ class SightingStage:
         not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
             self.metrics.alerts_raised.labels(kind=alert.kind).inc()
-            for receiver in self.receivers:
+            for receiver in routed(alert, self.receivers):
                 if not_queued:  # Redis failed just now: the rest are not tried (a Redis that never answers
                     not_queued.append((alert.alert_id, receiver))  # cost its whole timeout for each)
                     continue

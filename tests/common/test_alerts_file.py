@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.alerts import WebhookReceiver, load_receivers, receiver_names
+from common.alerts import WebhookReceiver, load_receivers, receiver_routes
 from common.errors import ConfigError
 
 SECRET = "receiver-secret-0123456789"
@@ -62,11 +62,9 @@ def test_secrets_are_read_from_files(tmp_path):
 
 
 def test_the_sighting_pool_learns_the_names_without_reading_a_secret(tmp_path):
-    from common.alerts import receiver_names
-
     path = tmp_path / "receivers.yaml"
     path.write_text(webhook(secret_line="    secret_file: /run/secrets/readable-by-the-alert-pool-only\n"))
-    assert receiver_names(path) == ["ops"]
+    assert receiver_routes(path) == {"ops": None}
     with pytest.raises(ConfigError, match="its secret_file: cannot read: it does not exist"):
         load_receivers(path)  # the alert pool, which sends, reads it
 
@@ -74,7 +72,7 @@ def test_the_sighting_pool_learns_the_names_without_reading_a_secret(tmp_path):
 def test_a_file_that_lists_no_receiver_loads_empty(tmp_path):
     path = tmp_path / "receivers.yaml"
     path.write_text("receivers: {}\n")
-    assert load_receivers(path) == {} and receiver_names(path) == []
+    assert load_receivers(path) == {} and receiver_routes(path) == {}
 
 
 def test_a_secret_written_where_its_file_belongs_stays_out_of_the_message(tmp_path):
@@ -94,3 +92,26 @@ def test_a_ca_file_that_holds_no_certificate_is_refused_at_load(tmp_path):
     path.write_text(f"receivers:\n  m: {{type: mqtt, host: broker, topic: t, tls: true, ca_file: {ca}}}\n")
     with pytest.raises(ConfigError, match="holds no PEM certificate"):
         load_receivers(path)
+
+
+def test_a_receiver_takes_the_lists_it_names_and_both_pools_read_them_alike(tmp_path):
+    (tmp_path / "hook.secret").write_text(SECRET + "\n")
+    path = tmp_path / "receivers.yaml"
+    lists = "    lists: [stolen, amber.2026]\n"
+    path.write_text(webhook(secret_line=f"    secret_file: {tmp_path / 'hook.secret'}\n" + lists))
+    (receiver,) = load_receivers(path).values()
+    assert receiver.list_filter == frozenset({"stolen", "amber.2026"})
+    assert receiver_routes(path) == {"ops": frozenset({"stolen", "amber.2026"})}
+
+
+@pytest.mark.parametrize(
+    ("lists", "says"),
+    [("[]", "at least 1 item"), ("[stolen, 'no/slash']", "lists.1"), ("stolen", "valid tuple"), ("[1]", "string")],
+)
+def test_a_lists_setting_that_routes_nothing_or_no_list_is_refused_by_both_pools(tmp_path, lists, says):
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line=f"    secret: {SECRET}\n    lists: {lists}\n"))
+    for read in (load_receivers, receiver_routes):
+        with pytest.raises(ConfigError, match=says) as refused:
+            read(path)
+        assert "receiver ops" in str(refused.value) and SECRET not in str(refused.value)
