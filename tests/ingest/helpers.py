@@ -1,5 +1,5 @@
 """Helpers of the ingest tests: letting go of a reader blocked on a FIFO (what the old code did); a
-camera's snapshot URL behind Basic authentication."""
+camera's snapshot URL behind Basic authentication; the frames an ingest node queued."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import http_server
 
@@ -58,3 +59,17 @@ def snapshot_camera(jpeg: bytes, accepts: Callable[[SnapshotRequest], bool]) -> 
 
     with http_server(Camera) as base:
         yield base, requests
+
+
+def queued_frames(connection: Any) -> list[Any]:
+    """The frames of every detect job waiting on the queue (read, not taken off: a node may run on)."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob, stage_queue
+
+    frames = []
+    for job_id in stage_queue(connection, "detect").get_job_ids():
+        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        frames += parse_job(job.args[0], DetectJob).frames
+    return frames

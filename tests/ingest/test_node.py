@@ -31,7 +31,7 @@ from ingest.ledger import FrameLedger
 from ingest.node import IngestNode, NodeSummary
 from ingest.sources import open_source
 from tests.helpers import clip_frames, mjpeg_camera, served_video, wait_for, write_clip
-from tests.ingest.helpers import release_fifo
+from tests.ingest.helpers import queued_frames, release_fifo
 from tests.ingest.mkv import write_mjpeg_mkv
 
 
@@ -571,20 +571,6 @@ def test_a_looping_camera_restarted_logs_its_passes_anew(redis_url, postgres_url
     with psycopg.connect(postgres_url) as db:
         rows = db.execute("SELECT count(*) FROM frames WHERE camera_id = 'still'").fetchone()
     assert rows is not None and sampled >= 8 and rows[0] == sampled
-
-
-def queued_frames(connection) -> list:  # type: ignore[no-untyped-def]
-    """The frames of every detect job waiting, taken off the queue."""
-    from rq.serializers import JSONSerializer
-
-    from common.jobs import DetectJob, parse_job
-    from common.queues import StageJob, stage_queue
-
-    frames = []
-    for job_id in stage_queue(connection, "detect").get_job_ids():
-        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
-        frames += parse_job(job.args[0], DetectJob).frames
-    return frames
 
 
 @pytest.mark.parametrize("before", ["nothing", "first-pending", "grouped-past-it", "an-hour-back"])
