@@ -29,8 +29,9 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.clock import CaptureClock
     from ingest.node import IngestNode
 
-    # every mistake of the file at once, sources too (a video opened within the operator's memory bound)
-    cameras = load_cameras(args.cameras, check_sources=True, memory_mb=settings.capture_memory_mb)
+    # every mistake of the file at once, sources too (a video opened within the operator's memory bound); a
+    # camera without a sample_fps or region of its own takes ALPR_SAMPLE_FPS and ALPR_OCR_REGION, as `alpr run`
+    cameras = load_cameras(args.cameras, settings, check_sources=True)
     for ids in shared_sources(cameras):
         log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
                     ", ".join(ids))  # fmt: skip

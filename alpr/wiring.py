@@ -272,7 +272,9 @@ def build_worker_context(
             PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
             settings.job_timeout_s * defaults.JOB_TIME_BUDGET_SHARE,
         )  # fmt: skip
-        ocr.reader(settings.ocr_region)  # load the recogniser now, not on the first job
+        # load the recogniser now, not on the first job; a frame of another region (its camera's, which the
+        # ingest node set) is read with that region's reader, made at its first frame and kept
+        ocr.reader(settings.ocr_region)
         return WorkerContext(ocr, metrics, settings.job_timeout_s)
     from redactor_worker.worker import RedactStage
 

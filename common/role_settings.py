@@ -25,23 +25,29 @@ from common.credentials import escape_controls
 from common.redis_json import json_object
 
 ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "ingest": ("sample_fps", "jpeg_quality"),
+    "ingest": ("sample_fps", "ocr_region", "jpeg_quality"),
     "detect": (
         "detector_backend", "detector_weights", "detector_imgsz", "detector_confidence", "detector_half",
         "detector_max_downscale", "ocr_crop_margin", "max_frame_age_s",
     ),
-    "ocr": ("ocr_engine", "ocr_model", "ocr_region", "ocr_max_candidates"),
+    "ocr": ("ocr_engine", "ocr_model", "ocr_max_candidates"),
     "redact": ("redact_method", "keep_frames", "keep_max_age_h", "jpeg_quality", "detector_confidence"),
     "sight": (
         "sighting_gap_s", "sighting_settle_s", "alert_repeat_s", "watch_max_distance", "watch_read_min_confidence",
-        "watch_fuzzy_min_probability", "ocr_min_confidence", "ocr_region",
+        "watch_fuzzy_min_probability", "ocr_min_confidence",
     ),
     "alert": ("alert_give_up_s",),
 }  # fmt: skip
 """Per role, the Settings fields (ALPR_ + the name in capitals) whose value changes what its members
 produce from the same input: which plates are found and read, how reads group into sightings and alerts,
 which frames are kept and how hidden. Not those that change only speed or where things go (threads,
-batch sizes, devices, URLs, folders)."""
+batch sizes, devices, URLs, folders), nor one a role reads and its results do not depend on: the plate
+region is the ingest node's (ALPR_OCR_REGION, for each camera without a `region` of its own, as
+ALPR_SAMPLE_FPS for one without a `sample_fps`: ingest/cameras.py); each frame carries it, and an OCR
+worker reads it with that region's formats whatever its own ALPR_OCR_REGION (which names only the reader
+it loads at start), a sighting worker never reads it. It was listed for those two pools, where it changed
+no result, and not for the ingest nodes, which ignored it (and ALPR_SAMPLE_FPS, listed) until then: `alpr
+status` showed settings in force that were not (a review)."""
 
 NEVER_PUBLISHED = ("database_url", "redis_url", "frame_store_url", "alert_receivers", "keep_dir", "model_dir",
                    "ledger_spool_dir", "sqlite_path", "datasets_dir")  # fmt: skip

@@ -2,7 +2,12 @@
 file (not UTF-8, too large, bad YAML, repeated keys, aliases, nesting too deep, a wrong type, a
 non-finite number, a malformed source URL, a degenerate region of interest, for `alpr ingest` a source
 that can never work) is a ConfigError whose one-line message names the file, and the camera and field
-where there is one: every mistake found in the cameras, not only the first."""
+where there is one: every mistake found in the cameras, not only the first.
+
+A camera that sets no `sample_fps` or `region` of its own is sampled at ALPR_SAMPLE_FPS and read with
+ALPR_OCR_REGION's plate formats, as `alpr run` samples and reads its source: the file is read with the
+Settings in force (`parse_cameras`). The chain sampled such a camera at 5 frames/s and queued its frames
+as "us" whatever the two said, while `alpr status` showed them in force (a review)."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from common import defaults
-from common.config import format_errors
+from common.config import ENV_PREFIX, Settings, format_errors
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
 from common.jobs import Coordinate
@@ -31,6 +36,11 @@ MAX_PROBLEMS_SHOWN = 5
 MAX_MISTAKES_SHOWN = 20
 """Mistakes of a cameras file said in one run (each camera's, the repeated ids...); the rest are counted. A
 file was refused at its first mistake, and one with several took a run for each."""
+MAX_CAMERA_FPS = 60
+"""The most frames a second a camera of the chain may be sampled at (ALPR_SAMPLE_FPS, which `alpr run`
+reads too, goes to 240)."""
+FROM_SETTINGS = {"sample_fps": "sample_fps", "region": "ocr_region"}
+"""A camera's fields that a cameras file's entry without them takes from the Settings: field -> setting."""
 
 
 class CameraConfig(BaseModel):
@@ -40,11 +50,16 @@ class CameraConfig(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="Camera id, logged with every read.")
     source: str = Field(min_length=1, description="rtsp/http URL, video file or image folder.")
-    sample_fps: float = Field(defaults.SAMPLE_FPS, gt=0, le=60, description="Frames sampled per second.")
+    sample_fps: float = Field(
+        defaults.SAMPLE_FPS, gt=0, le=MAX_CAMERA_FPS,
+        description="Frames sampled per second (a cameras file's entry without one: ALPR_SAMPLE_FPS).",
+    )  # fmt: skip
     roi: list[tuple[Coordinate, Coordinate]] | None = Field(
         None, min_length=3, max_length=256, description="Region of interest polygon, pixels."
     )
-    region: str = Field(defaults.OCR_REGION, description="Plate-format region: us, eu, br, ...")
+    region: str = Field(
+        defaults.OCR_REGION, description="Plate-format region: us, eu, br, ... (an entry without one: ALPR_OCR_REGION)."
+    )
     enabled: bool = Field(True, description="A disabled camera is validated but not opened.")
     loop: bool = Field(False, description="Start a video file (or a video served over http://) again when it ends.")
     realtime: bool = Field(
@@ -119,12 +134,13 @@ class CameraConfig(BaseModel):
 
 
 def parse_cameras(
-    raw: Any, origin: str = "cameras file", check_sources: bool = False, memory_mb: int = defaults.CAPTURE_MEMORY_MB
+    raw: Any, settings: Settings, origin: str = "cameras file", check_sources: bool = False
 ) -> list[CameraConfig]:
-    """Validate the parsed YAML: {cameras: [ {...}, ... ]}. Every mistake found (up to MAX_MISTAKES_SHOWN,
-    the rest counted) is said in one ConfigError, which `origin` (the file) starts; with `check_sources`,
-    each enabled camera's source too (ingest/source_checks.check_source: a file that does not exist...; a video
-    is opened within `memory_mb`, ALPR_CAPTURE_MEMORY_MB)."""
+    """Validate the parsed YAML: {cameras: [ {...}, ... ]}, an entry without a `sample_fps` or `region` of
+    its own given `settings`' (ALPR_SAMPLE_FPS, ALPR_OCR_REGION: `with_settings`). Every mistake found (up
+    to MAX_MISTAKES_SHOWN, the rest counted) is said in one ConfigError, which `origin` (the file) starts;
+    with `check_sources`, each enabled camera's source too (ingest/source_checks.check_source: a file that
+    does not exist...; a video is opened within ALPR_CAPTURE_MEMORY_MB)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("cameras"), list) or set(raw) - {"cameras"}:
         raise ConfigError(f"{origin}: expected a mapping with one key, `cameras`, holding a list")
     cameras: list[CameraConfig] = []
@@ -136,15 +152,17 @@ def parse_cameras(
             )
             continue
         name = shorten(entry["id"]) if isinstance(entry.get("id"), str) else repr(f"#{position}")
+        values, taken = with_settings(entry, settings)
         try:
-            camera = CameraConfig.model_validate(entry)
+            camera = CameraConfig.model_validate(values)
         except ValidationError as error:
-            mistakes.append(f"camera {name}: {format_errors(error, limit=MAX_PROBLEMS_SHOWN, label='field ')}")
+            said = format_errors(error, limit=MAX_PROBLEMS_SHOWN, label="field ", names=taken)
+            mistakes.append(f"camera {name}: {said}")
             continue
         cameras.append(camera)
         if check_sources and camera.enabled and len(mistakes) < MAX_MISTAKES_SHOWN:  # (a video is opened: bounded)
             try:
-                check_source(camera.source, memory_mb)
+                check_source(camera.source, settings.capture_memory_mb)
             except InputError as error:
                 mistakes.append(f"camera {name}: {mask_url(str(error))}")
     mistakes += repeated_ids([c.id for c in cameras])
@@ -155,6 +173,15 @@ def parse_cameras(
         said = "; ".join(mistakes[:MAX_MISTAKES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
         raise ConfigError(f"{origin}: {said}")
     return cameras
+
+
+def with_settings(entry: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:
+    """A cameras file's entry, the fields it leaves out of FROM_SETTINGS taken from `settings`; and how an
+    error names each field so taken: by its variable too (`field sample_fps (ALPR_SAMPLE_FPS 100.0)`), as
+    the entry does not name it."""
+    taken = {field: getattr(settings, setting) for field, setting in FROM_SETTINGS.items() if field not in entry}
+    names = {field: f"{field} ({ENV_PREFIX}{FROM_SETTINGS[field].upper()} {value})" for field, value in taken.items()}
+    return taken | entry, names
 
 
 def repeated_ids(ids: list[str]) -> list[str]:
@@ -183,10 +210,8 @@ def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
     return [ids for ids in by_source.values() if len(ids) > 1]
 
 
-def load_cameras(
-    path: Path, check_sources: bool = False, memory_mb: int = defaults.CAPTURE_MEMORY_MB
-) -> list[CameraConfig]:
-    """The cameras of the file at `path`, validated (with `check_sources`, their sources too); its mistakes
-    are a one-line ConfigError naming the file."""
+def load_cameras(path: Path, settings: Settings, check_sources: bool = False) -> list[CameraConfig]:
+    """The cameras of the file at `path`, validated with the Settings in force (`parse_cameras`; with
+    `check_sources`, their sources too); its mistakes are a one-line ConfigError naming the file."""
     raw = load_strict_yaml(read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError), str(path))
-    return parse_cameras(raw, str(path), check_sources, memory_mb)
+    return parse_cameras(raw, settings, str(path), check_sources)

@@ -486,7 +486,7 @@ def test_the_alert_rules_watch_exported_metrics_load_in_prometheus_and_pass_thei
 
 
 def test_the_compose_cameras_file_is_valid():
-    cameras = parse_cameras(yaml.safe_load((REPO / "deploy" / "cameras.compose.yaml").read_text()))
+    cameras = parse_cameras(yaml.safe_load((REPO / "deploy" / "cameras.compose.yaml").read_text()), Settings.load({}))
     assert [c.id for c in cameras] == ["demo-clip"] and cameras[0].loop
 
 

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from common.alerts import load_receivers
+from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.text_files import read_text_file
 from common.watchlist_csv import read_csv
 from ingest.cameras import load_cameras
 
 READERS = [
-    pytest.param(load_cameras, ConfigError, id="cameras"),
+    pytest.param(lambda path: load_cameras(path, Settings.load({})), ConfigError, id="cameras"),
     pytest.param(read_csv, InputError, id="watch-list"),
     pytest.param(load_receivers, ConfigError, id="receivers"),
 ]

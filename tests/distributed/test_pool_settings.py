@@ -240,7 +240,8 @@ def test_each_role_publishes_the_settings_its_results_depend_on(tmp_path: Path):
     assert {"detector_backend", "detector_weights", "detector_imgsz", "detector_confidence"} <= set(
         ROLE_SETTINGS["detect"]
     )
-    assert {"ocr_engine", "ocr_model", "ocr_region"} <= set(ROLE_SETTINGS["ocr"])
+    assert {"ocr_engine", "ocr_model"} <= set(ROLE_SETTINGS["ocr"])
+    assert {"sample_fps", "ocr_region"} <= set(ROLE_SETTINGS["ingest"])  # what a camera naming neither takes
     assert {"redact_method", "keep_frames"} <= set(ROLE_SETTINGS["redact"])
     changed = {"sight": {"ALPR_ALERT_REPEAT_S": "7"}, "detect": {"ALPR_DETECTOR_IMGSZ": "1280"},
                "ocr": {"ALPR_OCR_ENGINE": "tesseract"}, "redact": {"ALPR_REDACT_METHOD": "pixelate"},
@@ -249,6 +250,10 @@ def test_each_role_publishes_the_settings_its_results_depend_on(tmp_path: Path):
     for role, variables in changed.items():
         assert role_settings(Settings.load(variables), role).fingerprint != role_settings(base, role).fingerprint
         assert role_settings(Settings.load(speed), role) == role_settings(base, role)
+    eu = Settings.load({"ALPR_OCR_REGION": "eu"})  # each frame carries its camera's region: the OCR and sighting
+    for role in ("ocr", "sight"):  # pools read it whatever their own (listed, they showed MIXED for nothing)
+        assert role_settings(eu, role) == role_settings(base, role)
+    assert role_settings(eu, "ingest").fingerprint != role_settings(base, "ingest").fingerprint
     weights = Settings.load({"ALPR_DETECTOR_WEIGHTS": str(tmp_path / "plates.onnx")})
     assert role_settings(weights, "detect").values["detector_weights"] == "plates.onnx"  # not the host's folder
 

@@ -6,8 +6,12 @@ import time
 
 import pytest
 
+from common.config import Settings
 from common.errors import ConfigError
 from ingest.cameras import load_cameras, parse_cameras
+
+SETTINGS = Settings.load({})
+"""The settings a camera without a `sample_fps` or `region` of its own takes them from: the defaults."""
 
 GOOD = {"id": "gate-3", "source": "rtsp://10.0.0.5/stream", "sample_fps": 4, "region": "eu",
         "roi": [[0, 0], [100, 0], [100, 80]]}  # fmt: skip
@@ -18,7 +22,7 @@ def test_a_valid_file_loads(tmp_path):
     path.write_text(
         "cameras:\n  - id: gate-3\n    source: /videos/gate.mp4\n  - id: gate-4\n    source: x\n    enabled: false\n"
     )
-    cameras = load_cameras(path)
+    cameras = load_cameras(path, SETTINGS)
     assert [c.id for c in cameras] == ["gate-3", "gate-4"] and cameras[0].region == "us" and not cameras[1].enabled
 
 
@@ -41,15 +45,15 @@ def test_a_valid_file_loads(tmp_path):
 )
 def test_errors_name_the_camera_and_field(raw, message):
     with pytest.raises(ConfigError, match=message):
-        parse_cameras(raw, "cameras.yaml")
+        parse_cameras(raw, SETTINGS, "cameras.yaml")
 
 
 def test_missing_or_broken_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_cameras(tmp_path / "none.yaml")
+        load_cameras(tmp_path / "none.yaml", SETTINGS)
     (tmp_path / "bad.yaml").write_text("cameras: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_cameras(tmp_path / "bad.yaml")
+        load_cameras(tmp_path / "bad.yaml", SETTINGS)
 
 
 CAMERA = "cameras:\n  - id: gate-3\n    source: /videos/gate.mp4\n"
@@ -118,7 +122,7 @@ def test_malformed_files_are_one_line_config_errors(tmp_path, content, message):
     path.write_bytes(content)
     started = time.monotonic()
     with pytest.raises(ConfigError, match=message) as refused:
-        load_cameras(path)
+        load_cameras(path, SETTINGS)
     assert time.monotonic() - started < 10.0  # unguarded, billion laughs takes minutes (2 s flaked under load)
     assert str(refused.value).startswith(f"{path}: ") and "\n" not in str(refused.value)
 
@@ -146,7 +150,7 @@ def test_malformed_files_are_one_line_config_errors(tmp_path, content, message):
 )
 def test_malformed_sources_are_refused(source, message):
     with pytest.raises(ConfigError, match=f"camera 'gate-3': field source: .*{message}"):
-        parse_cameras({"cameras": [{**GOOD, "source": source}]}, "cameras.yaml")
+        parse_cameras({"cameras": [{**GOOD, "source": source}]}, SETTINGS, "cameras.yaml")
 
 
 @pytest.mark.parametrize(
@@ -156,7 +160,7 @@ def test_malformed_sources_are_refused(source, message):
 )  # fmt: skip
 def test_a_refused_source_never_shows_its_password(source):
     with pytest.raises(ConfigError, match="admin:\\*\\*\\*@") as refused:
-        parse_cameras({"cameras": [{**GOOD, "source": source}]}, "cameras.yaml")
+        parse_cameras({"cameras": [{**GOOD, "source": source}]}, SETTINGS, "cameras.yaml")
     assert "hunter2" not in str(refused.value)
 
 
@@ -167,7 +171,7 @@ def test_a_refused_source_never_shows_its_password(source):
 )  # fmt: skip
 def test_a_url_in_the_wrong_place_never_shows_its_password(camera):
     with pytest.raises(ConfigError) as refused:
-        parse_cameras({"cameras": [camera]}, "cameras.yaml")
+        parse_cameras({"cameras": [camera]}, SETTINGS, "cameras.yaml")
     assert "hunter2" not in str(refused.value) and "admin:***@" in str(refused.value)
 
 
@@ -176,7 +180,7 @@ def test_a_badly_tagged_value_is_not_shown_it_may_be_a_password(tmp_path, value)
     path = tmp_path / "cameras.yaml"
     path.write_text(f"cameras:\n  - id: a\n    source: !!float {value}\n")
     with pytest.raises(ConfigError, match="cannot read the value as float at line 3") as refused:
-        load_cameras(path)
+        load_cameras(path, SETTINGS)
     assert "hunter2" not in str(refused.value)
 
 
@@ -186,7 +190,7 @@ def test_a_badly_tagged_value_is_not_shown_it_may_be_a_password(tmp_path, value)
      "tcp://10.0.0.5:9000", "/videos/gate.mp4", "videos/rtsp_gate.mp4", "rtsp/gate.mp4", "clips/http-01.mp4", "."],
 )  # fmt: skip
 def test_well_formed_sources_are_accepted(source):
-    assert parse_cameras({"cameras": [{**GOOD, "source": source}]})[0].source == source
+    assert parse_cameras({"cameras": [{**GOOD, "source": source}]}, SETTINGS)[0].source == source
 
 
 @pytest.mark.parametrize(
@@ -201,20 +205,20 @@ def test_well_formed_sources_are_accepted(source):
 def test_files_that_are_strict_but_legal_still_load(tmp_path, content):
     path = tmp_path / "cameras.yaml"
     path.write_bytes(content)
-    cameras = load_cameras(path)
+    cameras = load_cameras(path, SETTINGS)
     assert [c.id for c in cameras] == ["gate-3"] and cameras[0].source == "/videos/gate.mp4"
 
 
 def test_a_folder_or_an_unreadable_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not a regular file"):
-        load_cameras(tmp_path)
+        load_cameras(tmp_path, SETTINGS)
     if os.geteuid() == 0:
         pytest.skip("root reads any file")
     path = tmp_path / "cameras.yaml"
     path.write_text(CAMERA)
     path.chmod(0)
     with pytest.raises(ConfigError, match="cannot read: Permission denied"):
-        load_cameras(path)
+        load_cameras(path, SETTINGS)
 
 
 def test_a_read_refused_by_the_system_is_a_config_error(tmp_path, monkeypatch):
@@ -231,7 +235,7 @@ def test_a_read_refused_by_the_system_is_a_config_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ConfigError, match=f"{path}: cannot read: Permission denied"):
-        load_cameras(path)
+        load_cameras(path, SETTINGS)
 
 
 def test_cameras_reading_one_source_are_named_at_start(tmp_path, redis_url, caplog):
@@ -248,7 +252,7 @@ def test_cameras_reading_one_source_are_named_at_start(tmp_path, redis_url, capl
         {"id": "gate", "source": str(clip)}, {"id": "gate-copy", "source": str(tmp_path / "link.mp4")},
         {"id": "lane", "source": "rtsp://10.0.0.5/s1"}, {"id": "lane2", "source": "rtsp://10.0.0.5/s1"},
         {"id": "off", "source": "rtsp://10.0.0.5/s1", "enabled": False}, {"id": "other", "source": "rtsp://10.0.0.6/s1"},
-    ]})  # fmt: skip
+    ]}, SETTINGS)  # fmt: skip
     assert shared_sources(cameras) == [["gate", "gate-copy"], ["lane", "lane2"]]
     path = tmp_path / "cameras.yaml"
     path.write_text(
@@ -265,7 +269,7 @@ def test_every_mistake_of_a_cameras_file_is_said_in_one_run():
         "gate-9", {**GOOD, "id": "c"}, {**GOOD, "id": "C"},
     ]}  # fmt: skip
     with pytest.raises(ConfigError) as refused:
-        parse_cameras(raw, "cameras.yaml")
+        parse_cameras(raw, SETTINGS, "cameras.yaml")
     said = str(refused.value)
     assert said.startswith("cameras.yaml: camera 'a': field sample_fps") and "\n" not in said
     for mistake in ("camera 'b': field region: unknown plate region 'mars'", "camera #4: expected a mapping",
@@ -275,7 +279,8 @@ def test_every_mistake_of_a_cameras_file_is_said_in_one_run():
 
 def test_past_twenty_mistakes_the_rest_are_counted():
     with pytest.raises(ConfigError, match=r"camera 'cam-19': field sample_fps[^;]*; and 5 more$") as refused:
-        parse_cameras({"cameras": [{**GOOD, "id": f"cam-{n}", "sample_fps": 0} for n in range(25)]}, "cameras.yaml")
+        raw = {"cameras": [{**GOOD, "id": f"cam-{n}", "sample_fps": 0} for n in range(25)]}
+        parse_cameras(raw, SETTINGS, "cameras.yaml")
     assert "cam-20" not in str(refused.value)
 
 
@@ -294,3 +299,91 @@ def test_alpr_ingest_names_every_source_that_cannot_work_and_the_file(tmp_path, 
         f"alpr: error: {path}: camera 'a': source /srv/nope1.mp4 does not exist; camera 'b': source /srv/nope2.mp4"
         " does not exist; camera 'c': field sample_fps: Input should be greater than 0\n"
     )  # a disabled camera's source is not opened
+
+
+IN_FORCE = Settings.load({"ALPR_OCR_REGION": "eu", "ALPR_SAMPLE_FPS": "10"})
+"""Settings that name another plate region and sampling rate than the defaults (us, 5 frames/s)."""
+
+
+def test_a_camera_without_its_own_rate_or_region_takes_alpr_sample_fps_and_ocr_region():
+    """`alpr run` samples at ALPR_SAMPLE_FPS and reads with ALPR_OCR_REGION's formats; a cameras file's entry
+    that named neither was sampled at 5 frames/s and read as "us" whatever the two said (a review)."""
+    raw = {"cameras": [{"id": "plain", "source": "rtsp://10.0.0.5/s1"},
+                       {"id": "own", "source": "rtsp://10.0.0.5/s2", "sample_fps": 2, "region": "br"}]}  # fmt: skip
+    plain, own = parse_cameras(raw, IN_FORCE)
+    assert (plain.sample_fps, plain.region) == (10.0, "eu")
+    assert (own.sample_fps, own.region) == (2.0, "br")  # the camera's own still wins
+    assert [(c.sample_fps, c.region) for c in parse_cameras(raw, SETTINGS)] == [(5.0, "us"), (2.0, "br")]
+
+
+def test_alpr_sample_fps_past_a_cameras_bound_is_refused_naming_the_setting():
+    """ALPR_SAMPLE_FPS goes to 240 (`alpr run`), a camera to 60: a camera that takes it is refused, and the
+    message names the variable, which its entry does not."""
+    fast = Settings.load({"ALPR_SAMPLE_FPS": "100"})
+    raw = {"cameras": [{"id": "plain", "source": "rtsp://10.0.0.5/s1"}]}
+    with pytest.raises(ConfigError) as refused:
+        parse_cameras(raw, fast, "cameras.yaml")
+    assert str(refused.value) == (
+        "cameras.yaml: camera 'plain': field sample_fps (ALPR_SAMPLE_FPS 100.0): Input should be less than or"
+        " equal to 60"
+    )
+    assert parse_cameras({"cameras": [{**raw["cameras"][0], "sample_fps": 25}]}, fast)[0].sample_fps == 25
+
+
+def test_alpr_ingest_samples_and_tags_a_camera_as_the_settings_in_force_say_and_status_shows_them(
+    tmp_path, redis_url, capsys
+):
+    """The repro: ALPR_OCR_REGION=eu ALPR_SAMPLE_FPS=10 `alpr ingest` of a camera naming neither queued
+    every frame as "us", 0.2 s apart in the footage (5 frames/s), while `alpr status --json` showed the
+    ingest pool with ALPR_SAMPLE_FPS 10 in force (and no plate region). A camera's own rate and region
+    still win; status shows what the node samples and tags by."""
+    import json
+    import shutil
+    import signal
+    import statistics
+
+    from alpr.cli import main
+    from common.queues import connect_redis
+    from common.role_settings import role_settings
+    from tests.helpers import alpr_process, wait_for, write_cameras, write_clip
+    from tests.ingest.helpers import queued_frames
+
+    clip = tmp_path / "gate.mp4"
+    write_clip(clip, ("KPX4721",))  # 10 frames/s
+    shutil.copy(clip, tmp_path / "lane.mp4")
+    cameras = write_cameras(tmp_path / "cameras.yaml", [
+        {"id": "gate", "source": str(clip), "loop": True},
+        {"id": "lane", "source": str(tmp_path / "lane.mp4"), "loop": True, "sample_fps": 2, "region": "br"},
+    ])  # fmt: skip
+    variables = {"ALPR_OCR_REGION": "eu", "ALPR_SAMPLE_FPS": "10"}
+    chain = {"ALPR_REDIS_URL": redis_url, "ALPR_LEDGER_SPOOL_DIR": str(tmp_path / "spool"), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")} | variables | chain
+    connection = connect_redis(redis_url)
+
+    def by_camera() -> dict[str, list]:
+        frames: dict[str, list] = {"gate": [], "lane": []}
+        for frame in queued_frames(connection):
+            frames[frame.camera_id].append(frame)
+        return frames
+
+    node = alpr_process(env, ["ingest", "--cameras", str(cameras), "--max-seconds", "60"], tmp_path / "ingest.log")
+    try:
+        wait_for(lambda: len(by_camera()["lane"]) >= 3 or node.poll() is not None, 60, "frames of both cameras")
+        capsys.readouterr()
+        assert main(["status", "--json", "--redis-url", redis_url]) == 0
+        ingest = json.loads(capsys.readouterr().out)["pools"]["ingest"]
+    finally:
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=30)
+    assert node.returncode == 0, (tmp_path / "ingest.log").read_text()
+    for camera, region, step_s in (("gate", "eu", 0.1), ("lane", "br", 0.5)):
+        frames = sorted(by_camera()[camera], key=lambda frame: frame.seq)
+        assert len(frames) >= 3 and {frame.region for frame in frames} == {region}, camera
+        steps = [round(b.source_time_s - a.source_time_s, 3) for a, b in zip(frames, frames[1:], strict=False)]
+        forward = [step for step in steps if step > 0]  # (a looped file starts its time again)
+        assert min(forward) == pytest.approx(step_s, abs=0.01), (camera, steps)
+        assert statistics.median(forward) == pytest.approx(step_s, abs=0.01), (camera, steps)
+
+    (group,) = ingest["fingerprints"].values()
+    assert group["settings"] == role_settings(Settings.load(variables), "ingest").values
+    assert group["settings"]["ocr_region"] == "eu" and group["settings"]["sample_fps"] == 10.0

@@ -11,9 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.config import Settings
 from common.errors import ConfigError
 from ingest.cameras import CameraConfig, load_cameras, parse_cameras
 from tests.strategies import FUZZ_SETTINGS, json_like
+
+DEFAULT_SETTINGS = Settings.load({})
+"""The settings a camera without a `sample_fps` or `region` of its own takes them from: the defaults."""
 
 VALID_FILE = (
     "cameras:\n"
@@ -62,7 +66,7 @@ def cameras_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def assert_loads_or_is_refused(path: Path) -> None:
     try:
-        cameras = load_cameras(path)
+        cameras = load_cameras(path, DEFAULT_SETTINGS)
     except ConfigError as error:
         assert_one_line_naming(str(error), str(path))
         return
@@ -71,7 +75,7 @@ def assert_loads_or_is_refused(path: Path) -> None:
 
 def assert_parses_or_is_refused(raw: Any) -> None:
     try:
-        cameras = parse_cameras(raw, "fuzz.yaml")
+        cameras = parse_cameras(raw, DEFAULT_SETTINGS, "fuzz.yaml")
     except ConfigError as error:
         assert_one_line_naming(str(error), "fuzz.yaml")
         return
@@ -138,4 +142,4 @@ def test_camera_shaped_structures(raw: dict[str, Any]) -> None:
 
 def test_the_valid_file_loads(cameras_path: Path) -> None:
     cameras_path.write_text(VALID_FILE)
-    assert [c.id for c in load_cameras(cameras_path)] == ["gate-3", "depot"]
+    assert [c.id for c in load_cameras(cameras_path, DEFAULT_SETTINGS)] == ["gate-3", "depot"]
