@@ -11,10 +11,11 @@ import contextlib
 import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common import defaults
 from common.credentials import mask_url
@@ -140,7 +141,8 @@ def open_pool(
     pool_log, attempts = logging.getLogger("psycopg.pool"), OpeningAttempts(pool.name)
     pool_log.addFilter(attempts)
     try:
-        pool.open(wait=True, timeout=wait_s)
+        pool.open(wait=False)
+        wait_until_open(pool, attempts, wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
         pool.close()
         cause = attempts.last_error or str(error)
@@ -150,6 +152,23 @@ def open_pool(
     finally:
         pool_log.removeFilter(attempts)
     return pool
+
+
+OPEN_POLL_S = 0.02
+"""How often an opening pool is looked at: ready, or refused for good."""
+
+
+def wait_until_open(pool: ConnectionPool, attempts: OpeningAttempts, wait_s: float) -> None:
+    """Return once the pool holds its first connections; PoolTimeout after `wait_s`, or as soon as an attempt
+    was refused for good (refused_for_good: a wrong password or database name is not mended by waiting, and a
+    careless operator's command waited the full 10 s to say so)."""
+    deadline = time.monotonic() + wait_s
+    while pool.get_stats().get("pool_available", 0) < pool.min_size:
+        if refused_for_good(attempts.last_error):
+            raise PoolTimeout("the login was refused")
+        if time.monotonic() >= deadline:
+            raise PoolTimeout(f"pool initialization incomplete after {wait_s} sec")
+        time.sleep(OPEN_POLL_S)
 
 
 class PipelineAbortedEcho(logging.Filter):

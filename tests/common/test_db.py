@@ -69,6 +69,23 @@ def test_a_pool_that_cannot_open_says_why_in_one_line(postgres_url, caplog):
     assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
 
 
+def test_a_login_refused_for_good_fails_at_the_first_answer_and_an_outage_is_waited_out(postgres_url):
+    """A mistyped database name is refused by Postgres at the first attempt: no wait mends it, and every
+    command and worker given one waited the pool's full 10 s of retries before saying so. Nothing answering
+    (Postgres starting, restarting) is still waited for, its wait_s."""
+    from common.db import CannotConnectError
+
+    url = postgres_url.replace(f"/{urlsplit(postgres_url).path.lstrip('/')}", "/alpr_no_such_db")
+    started = time.monotonic()
+    with pytest.raises(CannotConnectError) as refused:
+        open_pool(url, wait_s=30)
+    assert refused.value.for_good and time.monotonic() - started < 15  # a wait that ran out took 30
+    started = time.monotonic()
+    with pytest.raises(CannotConnectError) as unanswered:
+        open_pool(f"postgresql://postgres@127.0.0.1:{closed_port()}/test", wait_s=1.5)
+    assert not unanswered.value.for_good and time.monotonic() - started >= 1.5
+
+
 def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
     opened = open_pool(with_password(postgres_url, "s3cr%20et"), password="not-this-one")
     try:
