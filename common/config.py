@@ -58,6 +58,7 @@ file with a trailing space gave it another key, and every job between it and the
 
 COMPOSE_VARIABLES = frozenset({
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
+    "ALPR_INGEST_MEMORY",
     "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
 })  # fmt: skip
 """Variables that are not settings (docker-compose.yml reads some on the host; the tests and benchmarks

@@ -31,6 +31,7 @@ from prometheus_client import generate_latest
 from alpr.arguments import build_parser
 from common import defaults
 from common.config import Settings
+from common.errors import ConfigError
 from common.metrics import Metrics
 from common.queues import queue_keys
 from ingest.cameras import parse_cameras
@@ -483,6 +484,19 @@ def test_the_alert_rules_watch_exported_metrics_load_in_prometheus_and_pass_thei
     tested = subprocess.run([promtool, "test", "rules", "rules_test.yml", "prune_rules_test.yml"],
                             cwd=REPO / "tests" / "prometheus", capture_output=True, text=True)  # fmt: skip
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_no_variable_compose_interpolates_stops_an_alpr_command():
+    """`ALPR_INGEST_MEMORY=4g alpr status` exited 2, "unknown setting ALPR_INGEST_MEMORY": a variable set in
+    the shell for compose stopped every alpr command run in that shell. Each variable docker-compose.yml
+    interpolates is one the settings ignore (compose's alone) or a setting (handed on to the containers)."""
+    interpolated = set(re.findall(r"(?<!\$)\$\{(ALPR_\w+)", COMPOSE_TEXT))
+    assert "ALPR_INGEST_MEMORY" in interpolated
+    for variable in sorted(interpolated):
+        try:
+            Settings.load(environ={variable: "x"})
+        except ConfigError as error:  # a setting's value refused ("x" days), not the variable
+            assert "unknown setting" not in str(error), variable
 
 
 def test_the_compose_cameras_file_is_valid():
