@@ -53,6 +53,9 @@ HOST_VARIABLES = {
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR", "ALPR_INGEST_MEMORY",
 }  # fmt: skip
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
+HOST_SETTINGS = {"ALPR_RETENTION_DAYS"}
+"""Settings compose takes from the host (its environment, .env) and hands on to each container that reads
+them, one value for all of them."""
 DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
 )
@@ -97,13 +100,20 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def container_environment(service: dict, secrets_dir: Path) -> dict[str, str]:
-    """A service's environment as its container sees it, the secret files at their place here."""
+    """A service's environment as its container sees it with no host variable set (`${VAR:-default}`: the
+    default), the secret files at their place here."""
+    environment = {key: compose_default(str(value)) for key, value in (service.get("environment") or {}).items()}
     return {
-        key: str(value).replace(SECRETS_IN_CONTAINER, f"{secrets_dir}/", 1)
-        if str(value).startswith(SECRETS_IN_CONTAINER)
-        else str(value)
-        for key, value in (service.get("environment") or {}).items()
+        key: value.replace(SECRETS_IN_CONTAINER, f"{secrets_dir}/", 1)
+        if value.startswith(SECRETS_IN_CONTAINER)
+        else value
+        for key, value in environment.items()
     }
+
+
+def compose_default(value: str) -> str:
+    """A value as compose interpolates it when its host variable is unset: `${VAR:-default}` its default."""
+    return re.sub(r"(?<!\$)\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
 def secret_names(service: dict) -> set[str]:
@@ -198,7 +208,8 @@ def test_every_alpr_variable_of_the_deployment_is_a_known_setting():
     named = {variable for text in texts.values() for variable in re.findall(r"\bALPR_[A-Z0-9_]+", text)}
     assert {v for v in named - HOST_VARIABLES if not known_setting(v)} == set()
     assert not any(known_setting(v) for v in HOST_VARIABLES)
-    assert set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_TEXT)) <= HOST_VARIABLES
+    assert set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_TEXT)) <= HOST_VARIABLES | HOST_SETTINGS
+    assert all(known_setting(v) for v in HOST_SETTINGS)
     for name, service in SERVICES.items():
         for variable in service.get("environment") or {}:
             assert not variable.startswith("ALPR_") or known_setting(variable), f"{name}: {variable}"
@@ -532,6 +543,40 @@ def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Pat
     )
     assert by_default.returncode == 0, by_default.stderr
     assert {Path(s["file"]).parent for s in yaml.safe_load(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
+
+
+RETENTION_READERS = {"prune", "redact", "sight"}
+"""Services that read ALPR_RETENTION_DAYS: the prune deletes records past it, the redactor its kept frames
+within it, the sighting pool checks its repeat window against it."""
+
+
+def test_the_retention_of_env_reaches_every_service_that_reads_it_alike(secrets_dir: Path, tmp_path: Path):
+    """Compose wrote ALPR_RETENTION_DAYS: '30' in `prune` and in `redact`: a .env's ALPR_RETENTION_DAYS=7
+    was ignored (plate data kept 30 days), and one service edited alone made them disagree (kept frames past
+    the records naming them). Now one value, the host's (30 unset), in each service that reads it."""
+    command = compose_command()
+    written = {name: s["environment"].get("ALPR_RETENTION_DAYS") for name, s in ALPR_SERVICES.items()}
+    assert {name for name, value in written.items() if value is not None} == RETENTION_READERS
+    assert {written[name] for name in RETENTION_READERS} == {"${ALPR_RETENTION_DAYS:-30}"}
+    without = {k: v for k, v in os.environ.items() if k != "ALPR_RETENTION_DAYS"}
+    base = {**without, "ALPR_SECRETS_DIR": str(secrets_dir)}
+    dot_env = tmp_path / "retention.env"
+    dot_env.write_text("ALPR_RETENTION_DAYS=7\n")
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    for options, environment, days in (
+        (["--env-file", str(empty_env)], {**base, "ALPR_RETENTION_DAYS": "7"}, 7),  # the shell's
+        (["--env-file", str(dot_env)], base, 7),  # .env's
+        (["--env-file", str(empty_env)], base, 30),  # neither: the default
+    ):
+        result = subprocess.run(
+            [*command, *options, "config"], cwd=REPO, env=environment, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        resolved = yaml.safe_load(result.stdout)["services"]
+        for name in RETENTION_READERS:
+            settings = Settings.load(container_environment(resolved[name], secrets_dir))
+            assert settings.retention_days == days, (name, options)
 
 
 def test_the_example_receivers_file_loads(tmp_path):
