@@ -326,6 +326,21 @@ def _entries(path: Path) -> dict[str, dict[str, object]]:
     return entries
 
 
+def _read_secret_file(path: Path, name: str, settings: dict[str, object], file_field: str, field_name: str) -> str:
+    """The secret in the file a receiver's `file_field` names (popped from `settings`), its spaces and line
+    ends around it left out. Refused: the secret written in place too (the file silently won), and a file
+    that holds nothing else (an MQTT password of nothing loaded, and the broker refused every delivery).
+    Neither the path (it may be the secret, written there by mistake) nor the secret is in a message."""
+    where = f"{path}: receiver {name}:"
+    if field_name in settings:
+        raise ConfigError(f"{where} set {field_name} or {file_field}, not both")
+    secret_path = Path(str(settings.pop(file_field)))
+    secret = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, f"{where} its {file_field}").strip()
+    if not secret:
+        raise ConfigError(f"{where} its {file_field}: the file it names is empty (or holds only spaces and line ends)")
+    return secret
+
+
 def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
@@ -337,9 +352,7 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
         settings = dict(written)
         for file_field, field_name in SECRET_FILE_FIELDS.items():
             if file_field in settings:
-                secret_path = Path(str(settings.pop(file_field)))  # never in a message: it may be the secret
-                label = f"{path}: receiver {name}: its {file_field}"
-                settings[field_name] = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, label).strip()
+                settings[field_name] = _read_secret_file(path, name, settings, file_field, field_name)
         try:
             receivers[name] = adapter.validate_python(settings)
         except ValidationError as error:

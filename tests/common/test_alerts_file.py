@@ -115,3 +115,42 @@ def test_a_lists_setting_that_routes_nothing_or_no_list_is_refused_by_both_pools
         with pytest.raises(ConfigError, match=says) as refused:
             read(path)
         assert "receiver ops" in str(refused.value) and SECRET not in str(refused.value)
+
+
+def mqtt(secret_line: str) -> str:
+    return (
+        "receivers:\n  broker:\n    type: mqtt\n    host: 127.0.0.1\n    topic: alpr/alerts\n    username: alpr\n"
+        + (secret_line)
+    )
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \t\r\n", b"\r\n\r\n"])
+@pytest.mark.parametrize(("receiver", "field"), [("mqtt", "password_file"), ("webhook", "secret_file")])
+def test_a_secret_file_that_holds_nothing_is_refused(tmp_path, content, receiver, field):
+    """An empty password_file loaded an MQTT password of nothing: the broker refused every delivery
+    ("Not authorized"), each retried for a day. An empty secret_file said only "secret: at least 16
+    characters", of a secret the file never showed."""
+    secret = tmp_path / "empty.secret"
+    secret.write_bytes(content)
+    path = tmp_path / "receivers.yaml"
+    line = f"    {field}: {secret}\n"
+    path.write_text(mqtt(line) if receiver == "mqtt" else webhook(secret_line=line))
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    name = "broker" if receiver == "mqtt" else "ops"
+    assert str(refused.value) == (
+        f"{path}: receiver {name}: its {field}: the file it names is empty (or holds only spaces and line ends)"
+    )
+
+
+@pytest.mark.parametrize(("receiver", "field"), [("mqtt", "password"), ("webhook", "secret")])
+def test_a_secret_written_in_place_and_in_a_file_is_refused(tmp_path, receiver, field):
+    """Both given, the file silently won: the operator who changed the one in place changed nothing."""
+    (tmp_path / "file.secret").write_text("file-secret-0123456789\n")
+    path = tmp_path / "receivers.yaml"
+    lines = f"    {field}: {SECRET}\n    {field}_file: {tmp_path / 'file.secret'}\n"
+    path.write_text(mqtt(lines) if receiver == "mqtt" else webhook(secret_line=lines))
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    name = "broker" if receiver == "mqtt" else "ops"
+    assert str(refused.value) == f"{path}: receiver {name}: set {field} or {field}_file, not both"
