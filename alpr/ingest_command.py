@@ -28,6 +28,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.cameras import load_cameras, shared_sources
     from ingest.clock import CaptureClock
     from ingest.node import IngestNode
+    from ingest.spool_files import check_spool_folder
 
     # every mistake of the file at once, sources too (a video opened within the operator's memory bound); a
     # camera without a sample_fps or region of its own takes ALPR_SAMPLE_FPS and ALPR_OCR_REGION, as `alpr run`
@@ -35,6 +36,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     for ids in shared_sources(cameras):
         log.warning("cameras %s read the same source: every car there is read, logged and alerted on by each",
                     ", ".join(ids))  # fmt: skip
+    if settings.database_url:  # its frame records kept there until written: a kill loses none
+        check_spool_folder(settings.ledger_spool_dir)
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, "ingest")

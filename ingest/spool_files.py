@@ -8,6 +8,7 @@ identity of the database its records are for (`database_tag`): a node adopts onl
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -21,8 +22,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
+from common.errors import ConfigError
 from common.frame_log import FrameRecord
 from common.jobs import FrameOutcome, FrameRef
+from common.private_files import make_private_folders
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,36 @@ def sync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+PROBE_PREFIX = ".ledger-probe-"
+"""How the name of the file `check_spool_folder` writes begins: a name no ledger adopts or removes."""
+
+
+def check_spool_folder(folder: Path) -> None:
+    """The spool folder made where missing (0700) and a file written, synced and removed in it: one that
+    cannot be (a file's path, a folder this user may not write, a read-only mount) stops the node at start.
+    It logged a WARNING at its first record and ran on with its records in memory alone: a kill lost them
+    all, and a node that sampled for a second exited 0 (a review). A later failure (a full disk) is still
+    the spool's WARNING (`Spool.open`): the node runs on, as it did."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is not a folder")
+        make_private_folders(folder)
+        descriptor, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)  # (0600, a name no file had)
+        try:
+            os.write(descriptor, b"probe\n")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+            os.unlink(probe)
+        sync_folder(folder)
+    except OSError as error:
+        raise ConfigError(
+            f"ALPR_LEDGER_SPOOL_DIR ({folder}) cannot be written: {error.strerror or type(error).__name__}; the"
+            " node keeps its frame records there until Postgres has them (a kill loses none): name a folder"
+            " this user may write"
+        ) from None
 
 
 def new_spool_file(folder: Path, tag: str = "") -> tuple[Path, int]:

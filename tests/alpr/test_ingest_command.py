@@ -143,3 +143,20 @@ def test_a_node_whose_role_lacks_a_right_stops_at_start_naming_it(postgres_url, 
         ["ingest", "--cameras", str(cameras), "--redis-url", redis_url],
     )  # fmt: skip
     assert stage_queue(connect_redis(redis_url), "detect").count == 0 and not spooled(tmp_path)  # nothing sampled
+
+
+def test_a_node_whose_spool_folder_cannot_be_written_stops_at_start(
+    postgres_url, redis_url, tmp_path, capsys, monkeypatch
+):
+    """ALPR_LEDGER_SPOOL_DIR naming a file: the node logged a WARNING, ran with its frame records in memory
+    alone (a kill lost them all) and exited 0 (a review). Now exit 2 before anything is sampled."""
+    a_file = tmp_path / "clip.mp4"
+    a_file.write_bytes(b"frames")
+    monkeypatch.setenv("ALPR_LEDGER_SPOOL_DIR", str(a_file))
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    capsys.readouterr()
+    cameras = one_image_camera(tmp_path)
+    assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ALPR_LEDGER_SPOOL_DIR" in err and "cannot be written" in err
+    assert stage_queue(connect_redis(redis_url), "detect").count == 0

@@ -1052,3 +1052,23 @@ def test_a_busy_nodes_spool_stays_small_with_postgres_a_few_milliseconds_away(po
         proxy.kill()
         proxy.wait()
     assert frames >= 1500 and lines < 2500, (frames, lines)  # 2 lines a frame had stayed: 4,000 and growing
+
+
+def test_a_spool_folder_is_made_and_tried_at_start_and_one_that_cannot_be_written_refused(tmp_path):
+    """ALPR_LEDGER_SPOOL_DIR naming a file ran the node with a WARNING at its first record, its records in
+    memory alone (a kill lost them all): the node's start now makes the folder and writes a file there."""
+    from common.errors import ConfigError
+    from ingest.spool_files import check_spool_folder
+
+    missing = tmp_path / "a" / "spool"
+    check_spool_folder(missing)
+    assert missing.is_dir() and list(missing.iterdir()) == [] and missing.stat().st_mode & 0o777 == 0o700
+    check_spool_folder(missing)  # again, as each start does: nothing left
+    assert list(missing.iterdir()) == []
+    a_file = tmp_path / "clip.mp4"
+    a_file.write_bytes(b"frames")
+    for folder in (a_file, a_file / "spool"):
+        with pytest.raises(ConfigError, match=r"^ALPR_LEDGER_SPOOL_DIR \(.*\) cannot be written: ") as refused:
+            check_spool_folder(folder)
+        assert str(folder) in str(refused.value)
+    assert a_file.read_bytes() == b"frames"
