@@ -29,6 +29,7 @@ from pydantic import (
 from common.config import format_errors
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
+from common.private_files import file_mode, others_may_change_file
 from common.strict_yaml import load_strict_yaml
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
@@ -338,6 +339,12 @@ def _read_secret_file(path: Path, name: str, settings: dict[str, object], file_f
     secret = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, f"{where} its {file_field}").strip()
     if not secret:
         raise ConfigError(f"{where} its {file_field}: the file it names is empty (or holds only spaces and line ends)")
+    if others_may_change_file(secret_path):
+        raise ConfigError(
+            f"{where} its {file_field}: the file it names may be written by other users of this host (mode"
+            f" {file_mode(secret_path):04o}): whoever writes it sets the {field_name}; make it writable by its"
+            " owner alone: chmod go-w on it"
+        )
     return secret
 
 

@@ -23,6 +23,7 @@ from pydantic import (
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
+from common.private_files import file_mode, others_may_change_file
 from common.regions import load_regions
 from common.server_urls import check_url
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
@@ -428,9 +429,18 @@ class Settings(BaseModel):
 def read_setting_file(variable: str, path: str) -> str:
     """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
     The message of a failure names the variable, never the path (a secret written there by mistake
-    would be logged) nor what the file holds."""
+    would be logged) nor what the file holds. A file other users of the host may write is refused: one at
+    0666 set the Redis password or the job key (which jobs every role runs) for anyone local (a review);
+    one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700)."""
     label = f"{variable}: the file it names"
-    return read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
+    value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
+    if others_may_change_file(Path(path)):  # read first: a device's mode (/dev/zero's 0666) is not the fault
+        mode, setting = file_mode(Path(path)), variable.removesuffix("_FILE")
+        raise ConfigError(
+            f"{label} may be written by other users of this host (mode {mode:04o}): whoever writes it sets"
+            f" {setting}; make it writable by its owner alone: chmod go-w (others may still read it)"
+        )
+    return value
 
 
 MAX_PLACE_CHARS = 40

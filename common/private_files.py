@@ -77,6 +77,24 @@ def others_may_write(folder: Path) -> bool:
     return bool(status.st_mode & stat.S_IWOTH) or group_writes
 
 
+def others_may_change_file(path: Path) -> bool:
+    """Whether a user but the owner of the file at `path` (links followed) and root may write it: it is
+    writable by others, or by a group with another member (a user's own private group is no one else; a
+    group unknown here, as a host's in a container, is taken to have). Its owner is not asked: compose
+    mounts a secret with the host user's id, no user of the container's. False where it cannot be read."""
+    try:
+        status = path.stat()
+    except (OSError, ValueError):
+        return False
+    group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid)
+    return bool(status.st_mode & stat.S_IWOTH) or group_writes
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of the file at `path` (links followed), as `chmod` takes them."""
+    return stat.S_IMODE(path.stat().st_mode)
+
+
 def group_has_others(gid: int) -> bool:
     """Whether group `gid` has a member other than this process's user (listed in it, or its primary
     group); an unknown group is taken to have."""

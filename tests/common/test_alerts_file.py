@@ -3,6 +3,8 @@ secret shows in it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from common.alerts import WebhookReceiver, load_receivers, receiver_routes
@@ -154,3 +156,24 @@ def test_a_secret_written_in_place_and_in_a_file_is_refused(tmp_path, receiver, 
         load_receivers(path)
     name = "broker" if receiver == "mqtt" else "ops"
     assert str(refused.value) == f"{path}: receiver {name}: set {field} or {field}_file, not both"
+
+
+@pytest.mark.parametrize(("receiver", "field"), [("mqtt", "password_file"), ("webhook", "secret_file")])
+def test_a_secret_file_other_users_may_write_is_refused(tmp_path, receiver, field):
+    """Anyone local could set the password (or the key alerts are signed with) by writing the file."""
+    secret = tmp_path / "file.secret"
+    secret.write_text(SECRET + "\n")
+    path = tmp_path / "receivers.yaml"
+    line = f"    {field}: {secret}\n"
+    path.write_text(mqtt(line) if receiver == "mqtt" else webhook(secret_line=line))
+    os.chmod(secret, 0o644)  # others may read it, as compose's secrets
+    assert len(load_receivers(path)) == 1
+    os.chmod(secret, 0o646)
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    name = "broker" if receiver == "mqtt" else "ops"
+    assert str(refused.value).startswith(
+        f"{path}: receiver {name}: its {field}: the file it names may be written by other users of this host"
+        " (mode 0646)"
+    )
+    assert "chmod go-w" in str(refused.value) and SECRET not in str(refused.value)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from common.config import Settings
@@ -162,3 +164,26 @@ def test_settings_past_the_retention_load_for_every_command(environ):
 def test_a_keep_age_past_a_century_is_refused_whatever_the_retention():
     with pytest.raises(ConfigError, match="ALPR_KEEP_MAX_AGE_H: Input should be less than"):
         Settings.load({"ALPR_KEEP_MAX_AGE_H": "1e9", "ALPR_RETENTION_DAYS": "0"})
+
+
+@pytest.mark.parametrize("variable", ["ALPR_REDIS_PASSWORD_FILE", "ALPR_JOB_KEY_FILE", "ALPR_DATABASE_PASSWORD_FILE"])
+@pytest.mark.parametrize(("mode", "group"), [(0o666, None), (0o602, None), (0o660, 54321)])
+def test_a_secret_file_other_users_may_write_is_refused(tmp_path, variable, mode, group):
+    """Anyone local rewrote a 0666 ALPR_JOB_KEY_FILE (which jobs every role runs) or Redis password file:
+    it was read silently. Writable by others, or by a group with another member (an unknown group is taken
+    to have one): refused, saying the fix; readable by others (compose's 0644 secrets) is fine."""
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value-0123456789\n")
+    os.chmod(secret, 0o644)
+    assert Settings.load({variable: str(secret)}).secret(variable[5:-5].lower()) == "s3cret-value-0123456789"
+    if group is not None:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another group")
+        os.chown(secret, -1, group)
+    os.chmod(secret, mode)
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({variable: str(secret)})
+    assert str(refused.value) == (
+        f"{variable}: the file it names may be written by other users of this host (mode {mode:04o}): whoever"
+        f" writes it sets {variable[:-5]}; make it writable by its owner alone: chmod go-w (others may still read it)"
+    )

@@ -16,6 +16,7 @@ from common.private_files import (
     PARTIAL_SUFFIX,
     keep_private,
     open_private,
+    others_may_change_file,
     others_may_write,
     replaced_privately,
     write_private,
@@ -80,6 +81,33 @@ def test_another_users_file_is_refused_before_anything_is_written_to_it(tmp_path
     with pytest.raises(ConfigError, match="another user's file"):
         open_private(video)  # not even truncated
     assert [(mode(p), p.stat().st_size) for p in (log, video)] == [(0o666, 0), (0o666, 20)]
+
+
+@pytest.mark.parametrize(
+    ("file_mode", "group", "changed"),
+    [(0o600, None, False), (0o644, None, False), (0o666, None, True), (0o646, None, True),
+     (0o664, None, False),  # Debian's umask 002: the user's own private group, no one else in it
+     (0o660, NOBODY, True), (0o640, NOBODY, False)],  # a group with another member: it may write, not read
+)  # fmt: skip
+def test_a_file_others_may_write_is_told(file_mode, group, changed, tmp_path):
+    """A secret file anyone local may rewrite (the job key, a password) is refused by the settings; one they
+    may only read is not (compose's secrets are 0644, in a folder of 0700)."""
+    import grp
+    import pwd
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    if group is not None:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user's group")
+        os.chown(secret, -1, group)
+    else:
+        own = pwd.getpwuid(os.geteuid())
+        if grp.getgrgid(own.pw_gid).gr_mem or sum(u.pw_gid == own.pw_gid for u in pwd.getpwall()) > 1:
+            pytest.skip("this user's primary group has other members")
+    secret.chmod(file_mode)
+    assert others_may_change_file(secret) is changed
+    assert not others_may_change_file(tmp_path / "missing")
 
 
 @pytest.mark.parametrize(
