@@ -105,6 +105,19 @@ def _non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else _positive_int(text)
 
 
+MAX_BATCH_WORKERS = 64
+"""Most processes `alpr train-ocr --workers` may prepare batches in (each a Python process holding the data
+set: unbounded, a slip of the finger forked thousands)."""
+
+
+def _batch_workers(text: str) -> int:
+    """`--workers N` (alpr train-ocr): 0 to MAX_BATCH_WORKERS."""
+    value = _non_negative_int(text)
+    if value > MAX_BATCH_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_WORKERS}, got {value}")
+    return value
+
+
 def _device(text: str) -> str:
     """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
     if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
@@ -330,7 +343,7 @@ def _add_train_ocr_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     train_ocr.add_argument("--device", type=_device, default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
     train_ocr.add_argument(
-        "--workers", type=_non_negative_int, default=0,
+        "--workers", type=_batch_workers, default=0,
         help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
     )  # fmt: skip
 

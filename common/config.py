@@ -107,7 +107,9 @@ class Settings(BaseModel):
         description="Lowest box confidence read (boxes down to 0.05 are blurred all the same).",
     )  # fmt: skip
     detector_batch_size: int = Field(defaults.DETECTOR_BATCH_SIZE, ge=1, le=256, description="Frames per inference.")
-    detector_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = one per core.")
+    detector_threads: int = Field(
+        0, ge=0, le=defaults.MAX_INFERENCE_THREADS, description="CPU threads for inference; 0 = one per core."
+    )
     detector_max_downscale: float = Field(
         defaults.DETECTOR_MAX_DOWNSCALE, ge=0, le=64,
         description="Frames shrunk more than this to fit imgsz are also searched in tiles; 0 = never tiled.",

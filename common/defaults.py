@@ -42,6 +42,11 @@ DETECTOR_BATCH_SIZE = 1
 """Frames per detector inference call. On CPU, 1 measures best (benchmarks/bench_cores.py compares
 batch sizes; README, Performance); on a GPU, raise it to the frames per job."""
 
+MAX_INFERENCE_THREADS = 256
+"""Most CPU threads ALPR_DETECTOR_THREADS may ask for (more than a large host's cores: the threads spin on
+the cores there are). Unbounded, 100,000 made the detector start 10,000 threads, reach 16 GB resident and
+ignore SIGINT, never ready (a review)."""
+
 DETECTOR_MAX_DOWNSCALE = 2.0
 """A frame the detector would shrink more than this to fit DETECTOR_IMGSZ (a 4K frame, 4x at 960) is also
 searched in overlapping tiles shrunk at most this much (detector_worker/tiles.py): on the whole frame

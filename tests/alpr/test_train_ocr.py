@@ -117,7 +117,9 @@ def test_the_command_trains_on_four_fifths_unless_told_which_folds():
     assert build_parser().parse_args(["train-ocr"]).folds == frozenset({1, 2, 3, 4})
     default = build_parser().parse_args(["train-ocr"])
     assert default.device == "cpu" and default.workers == 0
-    for bad in (["--workers", "-1"], ["--device", "gpu"], ["--device", "cuda:x"], ["--device", "cpu:0"]):
+    assert build_parser().parse_args(["train-ocr", "--workers", "64"]).workers == 64
+    bad_ones = (["--workers", "-1"], ["--workers", "100000"], ["--device", "gpu"], ["--device", "cuda:x"])
+    for bad in (*bad_ones, ["--device", "cpu:0"]):  # 100,000 processes forked, each holding the data set
         with pytest.raises(SystemExit):  # a negative count or an unknown device: a traceback after the conversion
             build_parser().parse_args(["train-ocr", *bad])
     assert build_parser().parse_args(["train-ocr", "--folds", "2,3,4"]).folds == frozenset({2, 3, 4})

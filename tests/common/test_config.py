@@ -26,6 +26,9 @@ def test_environment_and_overrides():
         ({"ALPR_KEEP_DIR": "kept_frames"}, "ALPR_KEEP_DIR: must be an absolute path"),
         ({"ALPR_KEEP_FRAMES": "some"}, "ALPR_KEEP_FRAMES"),
         ({"ALPR_METRICS_PORT": "70000"}, "ALPR_METRICS_PORT"),
+        # 10,000 threads started, 16 GB resident, SIGINT ignored, never ready
+        ({"ALPR_DETECTOR_THREADS": "100000"}, "ALPR_DETECTOR_THREADS: Input should be less than or equal to 256"),
+        ({"ALPR_OCR_THREADS": "65"}, "ALPR_OCR_THREADS: Input should be less than or equal to 64"),
         ({"ALPR_REDIS_PASSWORD": "a", "ALPR_REDIS_PASSWORD_FILE": "/etc/hostname"}, "not both"),
         ({"ALPR_REDIS_PASSWORD_FILE": "/nonexistent/pw"}, "ALPR_REDIS_PASSWORD_FILE: the file it names: cannot read"),
         ({"ALPR_SECRET_FILE": "/etc/hostname"}, "unknown setting ALPR_SECRET_FILE"),
