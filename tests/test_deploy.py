@@ -273,6 +273,46 @@ def test_postgres_takes_its_password_from_a_secret():
         assert "postgres_password" not in secret_names(service) or name == "migrate", name  # the owner's
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"owner-secret-0123\n", None),
+        (b"owner-secret-0123", None),
+        (b"owner-secret-0123\r\n\r\n", None),  # saved on Windows: initdb and the chain both leave the CR out
+        (b"\xef\xbb\xbfowner-secret-0123\n", None),  # "UTF-8 with BOM": SCRAM's SASLprep drops the mark
+        (b"owner-secret-0123\nsecond-line\n", "holds more than one line"),  # initdb takes the first alone
+        (b"\r\nowner-secret-0123\n", "holds more than one line"),
+        (b"", "empty postgres_password secret"),
+        (b"\r\n", "empty postgres_password secret"),
+    ],
+)
+def test_postgres_starts_only_with_an_owners_password_the_chain_reads_alike(content, said, tmp_path: Path):
+    """The image reads POSTGRES_PASSWORD_FILE whole ($(< file)) and initdb takes its first line without its
+    line end, `migrate` all of it but the line ends at its end: a secret of two lines made the owner's
+    password one `migrate` never sent ("password authentication failed", no hint). The postgres service's
+    start script (run here by sh, the image's entrypoint a stand-in) refuses it before the image makes
+    anything, as Redis's refuses what its server would read otherwise. CRLF and a byte-order mark log in
+    (measured with PostgreSQL 15's initdb and SCRAM): not refused, a working volume not stopped."""
+    command = SERVICES["postgres"]["command"]
+    assert command[:2] == ["sh", "-c"] and command[3:] == ["postgres-start", "postgres"]
+    secret = tmp_path / "postgres_password"
+    secret.write_bytes(content)
+    script = command[2].replace("$$", "$").replace("/run/secrets/postgres_password", str(secret))
+    assert script.count(str(secret)) == 1 and "docker-entrypoint.sh" in script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    entrypoint = bin_dir / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\necho "entrypoint $*"\n')
+    entrypoint.chmod(0o755)
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(["sh", "-c", script, *command[3:]], env=environment, capture_output=True, text=True)
+    assert "owner-secret" not in done.stdout + done.stderr
+    if said is None:
+        assert (done.returncode, done.stdout, done.stderr) == (0, "entrypoint postgres\n", "")
+    else:
+        assert done.returncode == 1 and done.stdout == "" and said in done.stderr, done.stderr
+
+
 def test_only_the_migration_logs_in_as_the_owner_and_grants_the_workers_and_the_pruners_roles(secrets_dir: Path):
     assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app", "--grant-pruner", "alpr_pruner"]
     assert [name for name in ALPR_SERVICES if database_role(name) == "alpr"] == ["migrate"]
