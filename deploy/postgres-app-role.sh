@@ -22,6 +22,11 @@ login_role() {  # $1: the role's name, $2: the file of its password
         echo "postgres-app-role.sh: $2 starts with a byte-order mark: save it without (plain ASCII)" >&2
         exit 1
     fi
+    # a file of two lines: the chain reads both (but the line ends at the end), this script would join them
+    if [ "$(printf '%s' "$(tr -d '\r' < "$2")" | wc -l)" -ne 0 ]; then
+        echo "postgres-app-role.sh: $2 holds more than one line: write the password alone, on one line" >&2
+        exit 1
+    fi
     # psql reads the password itself (\set with backquotes), so it is never on a command line `ps` shows;
     # without its line ends, as the chain reads its secret files (a file saved with CRLF gave Postgres the
     # password and a carriage return, and the chain the password alone: no login)

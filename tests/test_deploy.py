@@ -733,6 +733,12 @@ def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_reset
             assert done.returncode == 1 and "starts with a byte-order mark" in done.stderr  # drops it, Postgres kept it
             row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
             assert row and scram_verifies(row[0], "crlf-secret'0123")  # unchanged
+            roles[app].write_bytes(b"crlf-secret'0123\r\nsecond-line\r\n")  # the chain reads both lines
+            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
+            assert done.returncode == 1 and "holds more than one line" in done.stderr  # it joined them
+            assert "second-line" not in done.stdout + done.stderr
+            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
+            assert row and scram_verifies(row[0], "crlf-secret'0123")  # unchanged
             roles[app].write_bytes(b"crlf-secret'0123\r\n")
             roles[pruner].unlink()  # a secrets folder from before the pruner: told, not a role without one
             done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
