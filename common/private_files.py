@@ -263,6 +263,11 @@ def check_sqlite_side_files(path: Path) -> None:
             raise ConfigError(f"{side} is not a regular file: SQLite keeps its own file of the log there; remove it")
 
 
+SQLITE_LOG_NAMED = "--sqlite or ALPR_SQLITE_PATH names the SQLite log file"
+"""What a refused SQLite log's message says of where it was named: by the flag or the variable (it said
+--sqlite alone, to an operator who had set the variable)."""
+
+
 def check_sqlite_file(path: Path) -> None:
     """ConfigError unless the file at `path` is missing, or a regular file that is empty or an SQLite
     database (its header), and no link or other file stands where SQLite keeps its files beside it
@@ -276,12 +281,12 @@ def check_sqlite_file(path: Path) -> None:
         return
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ConfigError(f"{path} is not a regular file: --sqlite names the SQLite log file")
+            raise ConfigError(f"{path} is not a regular file: {SQLITE_LOG_NAMED}")
         header = os.read(descriptor, len(SQLITE_HEADER))
     finally:
         os.close(descriptor)
     if header and header != SQLITE_HEADER:
-        raise ConfigError(f"{path} is not an SQLite database: --sqlite names the SQLite log file")
+        raise ConfigError(f"{path} is not an SQLite database: {SQLITE_LOG_NAMED}")
 
 
 def keep_private(path: Path) -> None:
