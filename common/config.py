@@ -3,6 +3,7 @@ validated at start. A misspelt variable or a bad value fails with a message nami
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -415,9 +416,7 @@ class Settings(BaseModel):
                     if environ.get(key[:-5]):
                         raise ConfigError(f"set {key[:-5]} or {key}, not both")
                 if name not in cls.model_fields:
-                    raise ConfigError(
-                        f"unknown setting {key}; known: {', '.join(ENV_PREFIX + f.upper() for f in cls.model_fields)}"
-                    )
+                    raise ConfigError(unknown_setting(key, [ENV_PREFIX + f.upper() for f in cls.model_fields]))
                 values[name] = value
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
@@ -426,6 +425,19 @@ class Settings(BaseModel):
         except ValidationError as error:
             names = {field: flag for field, flag in (flag_names or {}).items() if field in given}
             raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX, names=names)}") from None
+
+
+SECRET_SETTINGS = ("redis_password", "database_password", "job_key")
+"""The settings that hold a secret: read from a file by their `_FILE` variable, as deployments do."""
+
+
+def unknown_setting(variable: str, known: list[str]) -> str:
+    """The refusal of an unknown ALPR_ variable: the setting (or secret's `_FILE` variable) it is likely a
+    slip for first (the list of every known one, 53 names, hid it), then every known one."""
+    files = [f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_SETTINGS]
+    close = difflib.get_close_matches(variable, [*known, *files], n=1, cutoff=0.8)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting {variable}{guess}; known: {', '.join(known)}"
 
 
 def read_setting_file(variable: str, path: str) -> str:

@@ -190,3 +190,16 @@ def test_a_secret_file_other_users_may_write_is_refused(tmp_path, variable, mode
         f"{variable}: the file it names may be written by other users of this host (mode {mode:04o}): whoever"
         f" writes it sets {variable[:-5]}; make it writable by its owner alone: chmod go-w (others may still read it)"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [("ALPR_OCR_ENGIN", "ALPR_OCR_ENGINE"), ("ALPR_RETENTION_DAY", "ALPR_RETENTION_DAYS"),
+     ("ALPR_JOB_KEYFILE", "ALPR_JOB_KEY_FILE"), ("ALPR_REDIS_ULR", "ALPR_REDIS_URL"), ("ALPR_FOO", None)],
+)  # fmt: skip
+def test_an_unknown_setting_names_the_one_it_is_likely_a_slip_for_first(variable, meant):
+    """The refusal listed every known setting (53 names): the one misspelt was left to find among them."""
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({variable: "1"})
+    guess = f" (did you mean {meant}?)" if meant else ""
+    assert str(refused.value).startswith(f"unknown setting {variable}{guess}; known: ALPR_MODEL_DIR, ")
