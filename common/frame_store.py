@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -142,6 +142,11 @@ def decode_jpeg(data: bytes, key: str, budget: PixelBudget | None = None) -> np.
     return image
 
 
+UnreadReason = Literal["too_large", "over_job_byte_budget"]
+"""Why FrameStore.get_within_bounds left a key's bytes unread: more than MAX_FRAME_BYTES, or past the job's
+MAX_JOB_FRAME_BYTES (a skip reason: common/jobs.py, StageSkipReason)."""
+
+
 @dataclass(frozen=True)
 class BoundedRead:
     """What FrameStore.get_within_bounds read: the bytes by key (a key missing: expired, or left unread),
@@ -152,9 +157,9 @@ class BoundedRead:
     over_budget: set[str]
     ttls: dict[str, float | None]
 
-    def unread_reason(self, key: str) -> str | None:
-        """Why the key's bytes were not read ("too large", "over job byte budget"), None when they were."""
-        return "too large" if key in self.too_large else "over job byte budget" if key in self.over_budget else None
+    def unread_reason(self, key: str) -> UnreadReason | None:
+        """Why the key's bytes were not read, None when they were."""
+        return "too_large" if key in self.too_large else "over_job_byte_budget" if key in self.over_budget else None
 
 
 class FrameStore:

@@ -4,14 +4,14 @@ that fails validation is a clear, recorded job failure."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import defaults
 from common.config import format_errors
 from common.errors import InputError
-from common.frame_store import KEY_PREFIX, STORE_KEY_CHARS
+from common.frame_store import KEY_PREFIX, STORE_KEY_CHARS, UnreadReason
 
 SCHEMA_VERSION: Literal[2] = 2
 """Version of the job payloads below; workers reject payloads of another version (2: the detector
@@ -45,6 +45,24 @@ frames log reads with spaces): the chain full, the node's buffer full, the node 
 no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum frame age at detection;
 claim_unsure counts the frames a live camera's rate would have given while its node waited for a round of
 claims to say it still holds the camera (ingest/node.py: claim_told): never sampled, so never logged."""
+
+StageSkipReason = Literal[
+    UnreadReason, "too_old", "over_job_pixel_budget", "over_job_time_budget", "named_twice_in_its_job",
+    "unknown_region",
+]  # fmt: skip
+"""Why a worker skipped a frame of its job (the `reason` label of alpr_frames_skipped_total; its detail in the
+frames log reads with spaces: skip_detail): its bytes unread (UnreadReason), older than the maximum frame age
+at detection, past the job's pixel or time budget, named twice in its job; a plate region the OCR worker
+does not know."""
+
+SKIP_REASONS: frozenset[str] = frozenset(get_args(SkipReason)) | frozenset(get_args(StageSkipReason))
+"""Every value of alpr_frames_skipped_total's `reason` label: the alert rules and the dashboard name no other
+(tests/test_monitoring.py)."""
+
+
+def skip_detail(reason: str) -> str:
+    """A skip reason as the frames log's detail says it (`too old`)."""
+    return reason.replace("_", " ")
 
 
 class Strict(BaseModel):

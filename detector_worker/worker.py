@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 from rq import Queue
@@ -33,13 +33,14 @@ from common.frame_store import (
 from common.jobs import (
     DetectedFrame,
     DetectJob,
-    FrameOutcome,
     FrameRef,
     OcrJob,
     PlateBox,
     RedactJob,
+    StageSkipReason,
     job_id,
     parse_job,
+    skip_detail,
 )
 from common.log_throttle import Throttle
 from common.metrics import Metrics
@@ -97,7 +98,7 @@ class DetectStage:
                         " ALPR_JOB_TIMEOUT_S): passed on undetected; give jobs fewer frames (ALPR_FRAMES_PER_JOB)"
                         " or more time", job.batch_id, len(late), len(job.frames), self.time_budget_s,
                         100 * defaults.JOB_TIME_BUDGET_SHARE)  # fmt: skip
-            passed_on += [self.not_detected(ref, "skipped", "over job time budget") for ref in late]
+            passed_on += [self.skipped(ref, "over_job_time_budget") for ref in late]
         frames_with_crops = [f for f in frames if any(p.crop_key for p in f.plates)]
         with self.redact_queue.connection.pipeline() as hand_off:  # both jobs or neither (MULTI/EXEC)
             enqueue(self.redact_queue, RedactJob(batch_id=job.batch_id, frames=frames + passed_on),
@@ -124,11 +125,11 @@ class DetectStage:
         for ref in job.frames:
             data = stored.jpegs.get(ref.key)
             if ref.key in named:  # read once: a key named 64 times was read 64 times over (gigabytes)
-                passed_on.append(self.not_detected(ref, "skipped", "named twice in its job"))
+                passed_on.append(self.skipped(ref, "named_twice_in_its_job"))
                 continue
             named.add(ref.key)
             if unread := stored.unread_reason(ref.key):
-                passed_on.append(self.not_detected(ref, "skipped", unread))
+                passed_on.append(self.skipped(ref, unread))
             elif data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
             elif not as_stored(ref.digest, data):
@@ -138,14 +139,14 @@ class DetectStage:
                 and not ref.recorded  # footage has no freshness to keep: 256 of 317 frames of a video were shed
                 and job.age_s(ref, stored.ttls[ref.key], now) > self.max_frame_age_s * defaults.MAX_AGE_QUEUED_SHARE
             ):
-                passed_on.append(self.not_detected(ref, "skipped", "too old"))
+                passed_on.append(self.skipped(ref, "too_old"))
             else:
                 try:
                     images[ref.key] = decode_jpeg(data, ref.key, budget)
                     present.append(ref)
                 except PixelBudgetError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
-                    passed_on.append(self.not_detected(ref, "skipped", "over job pixel budget"))
+                    passed_on.append(self.skipped(ref, "over_job_pixel_budget"))
                 except InputError as error:
                     log.warning("batch %s: %s", job.batch_id, error)
                     passed_on.append(self.not_detected(ref, "corrupt", "undecodable JPEG"))
@@ -165,16 +166,17 @@ class DetectStage:
                         " writes to? Or the store restarted, or evicted them", count, now_s - (job.stored_at_s or 0.0),
                         job.frame_ttl_s)  # fmt: skip
 
-    def not_detected(self, ref: FrameRef, outcome: FrameOutcome, detail: str) -> DetectedFrame:
+    def not_detected(self, ref: FrameRef, outcome: Literal["expired", "corrupt"], detail: str) -> DetectedFrame:
         if outcome == "expired":
             self.metrics.frames_missing.labels(stage=self.name).inc()
-        elif outcome == "skipped":
-            self.metrics.frames_skipped.labels(
-                camera=self.metrics.camera(ref.camera_id), reason=detail.replace(" ", "_")
-            ).inc()
         else:
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
         return DetectedFrame(frame=ref, plates=[], outcome=outcome, detail=detail)
+
+    def skipped(self, ref: FrameRef, reason: StageSkipReason) -> DetectedFrame:
+        """A frame passed on undetected for `reason`, counted (its detail in the frames log reads with spaces)."""
+        self.metrics.frames_skipped.labels(camera=self.metrics.camera(ref.camera_id), reason=reason).inc()
+        return DetectedFrame(frame=ref, plates=[], outcome="skipped", detail=skip_detail(reason))
 
     def detect(self, present: list[FrameRef], images: dict[str, np.ndarray]) -> list[DetectedFrame]:
         """One batched inference over the frames (a batch's worth: `within_budget`); stores the crop of

@@ -18,7 +18,7 @@ from common import defaults
 from common.errors import InputError
 from common.frame_log import FrameLog, ReadOutcome
 from common.frame_store import CROP_NOT_AS_STORED, FrameStore, PixelBudget, as_stored, decode_jpeg
-from common.jobs import DetectedFrame, FrameRef, OcrJob, parse_job
+from common.jobs import DetectedFrame, FrameRef, OcrJob, StageSkipReason, parse_job, skip_detail
 from common.metrics import Metrics
 from common.plate_log import PlateLog
 from common.regions import load_regions
@@ -89,9 +89,7 @@ class OcrStage:
                         " or more time", job.batch_id, len(late), len(job.frames), self.time_budget_s,
                         100 * defaults.JOB_TIME_BUDGET_SHARE)  # fmt: skip
             for item in late:
-                self.metrics.frames_skipped.labels(
-                    camera=self.metrics.camera(item.frame.camera_id), reason="over_job_time_budget"
-                ).inc()
+                self.skipped(item.frame, "over_job_time_budget")
             read += [FrameReads(item.frame, [], "skipped") for item in late]
         logged = [(frame.frame, frame.reads) for frame in read]
         outcomes = [frame.outcome for frame in read]
@@ -131,6 +129,10 @@ class OcrStage:
         edge = sum(1 for p, r in zip(plates_with_crops, reads, strict=True) if p.at_side_edge and r.best)
         return FrameReads(item.frame.timed("ocr", 1000 * (time.perf_counter() - start)), reads, outcome, edge)
 
+    def skipped(self, frame: FrameRef, reason: StageSkipReason) -> None:
+        """Count a frame whose plates are not read, for `reason`."""
+        self.metrics.frames_skipped.labels(camera=self.metrics.camera(frame.camera_id), reason=reason).inc()
+
     def refuse(self, frame: FrameRef) -> ReadOutcome:
         """A frame whose plate region this worker does not know: warned, counted and recorded as refused;
         the rest of its job is read."""
@@ -140,7 +142,7 @@ class OcrStage:
             known = ", ".join(sorted(load_regions()))
             log.warning("camera %s: unknown plate region %r (this OCR worker knows %s): its frames' plates are"
                         " not read, their reads recorded as refused", frame.camera_id, frame.region, known)  # fmt: skip
-        self.metrics.frames_skipped.labels(camera=self.metrics.camera(frame.camera_id), reason="unknown_region").inc()
+        self.skipped(frame, "unknown_region")
         return "refused"
 
     def decode_crops(self, digests: dict[str, str | None]) -> tuple[dict[str, np.ndarray], set[str]]:
@@ -152,7 +154,7 @@ class OcrStage:
         stored = self.store.get_within_bounds(list(digests))  # each once, within the byte bounds
         unreadable = stored.too_large | stored.over_budget
         for key in unreadable:
-            log.warning("crop %s not read: %s", key[:120], stored.unread_reason(key))
+            log.warning("crop %s not read: %s", key[:120], skip_detail(stored.unread_reason(key) or ""))
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
         for key, data in stored.jpegs.items():
             if data is None:

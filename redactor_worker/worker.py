@@ -20,7 +20,7 @@ from rq.exceptions import StopRequested
 from common.errors import InputError
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import NOT_AS_STORED, BoundedRead, FrameStore, as_stored, decode_jpeg, encode_jpeg
-from common.jobs import DetectedFrame, RedactJob, parse_job
+from common.jobs import DetectedFrame, RedactJob, parse_job, skip_detail
 from common.metrics import Metrics
 from common.worker import StageResult
 from redactor_worker.core import redact
@@ -112,7 +112,7 @@ class RedactStage:
         if item.outcome != "done":
             return FrameRecord(ref, item.outcome, item.detail)
         if unread := stored.unread_reason(ref.key):  # a forged job's: the detector reads within the same bounds
-            return FrameRecord(ref, "skipped", unread, self.plates_in(item))
+            return FrameRecord(ref, "skipped", skip_detail(unread), self.plates_in(item))
         jpeg = stored.jpegs.get(ref.key)
         kept = self.keep == "all" or (self.keep == "plates" and self.plates_in(item) > 0)
         if jpeg is None:
