@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.errors import ConfigError
+from common.metrics_registry import RegistryWithoutCreated
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -54,7 +55,7 @@ class Metrics:
     """Every metric of every role; a process uses the ones of its role."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry: CollectorRegistry = RegistryWithoutCreated()  # no `_created` series: common/metrics_registry.py
         self.cameras: set[str] = set()
         """The camera label values given so far (`camera`)."""
         r = self.registry
