@@ -70,6 +70,15 @@ ListFilter = frozenset[str] | None
 MQTT_WILDCARDS = frozenset("+#")
 """Characters a topic one publishes to may not hold (they are for subscriptions)."""
 
+MQTT_RESERVED_PREFIX = "$"
+"""How topics the broker keeps for itself begin (`$SYS/...`): a publish there reaches no subscriber (a
+review: `$SYS/alpr` was acknowledged and recorded delivered, nothing received)."""
+
+MqttProtocol = Literal["auto", "5", "3.1.1"]
+"""The MQTT version an MQTT receiver is spoken to in: 5, or 3.1.1, or `auto` (5, and 3.1.1 where the broker
+answers that it does not speak 5). Only MQTT 5's PUBACK says whether the broker took a publish: under 3.1.1 a
+publish its ACL refuses is acknowledged all the same (alert_worker/delivery.py)."""
+
 
 ALERT_BODY_VERSION = 2
 """The alert body's version (`Alert.version`): 1, the fields up to `logged_at_s` (a body without `version`);
@@ -205,6 +214,15 @@ class MqttReceiver(ReceiverConfig):
     qos: Literal[1] = Field(1, description="at least once: delivered when the broker acknowledged (PUBACK)")
     tls: bool | None = Field(None, description="TLS to the broker, its certificate verified (default: on port 8883)")
     ca_file: str | None = Field(None, min_length=1, description="CA certificates (PEM) to verify the broker by")
+    protocol: MqttProtocol = Field(
+        "auto", description="MQTT 5, 3.1.1, or auto: 5, else 3.1.1 where the broker refuses 5 (`MqttProtocol`)"
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _version_as_text(cls, version: object) -> object:
+        """`protocol: 5` is a number in YAML: read as the text "5"."""
+        return str(version) if isinstance(version, int) and not isinstance(version, bool) else version
 
     @property
     def uses_tls(self) -> bool:
@@ -255,6 +273,8 @@ class MqttReceiver(ReceiverConfig):
             raise ValueError("a topic to publish to may not hold the wildcards + or #")
         if "\x00" in topic:
             raise ValueError("a topic may not hold a NUL character")
+        if topic.startswith(MQTT_RESERVED_PREFIX):
+            raise ValueError("a topic starting with $ is the broker's own ($SYS/...): nothing subscribed gets it")
         return topic
 
 
@@ -351,8 +371,9 @@ def _read_secret_file(path: Path, name: str, settings: dict[str, object], file_f
 def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
-    place (`secret`, `password`) or, better, read from files. Any fault is one ConfigError that shows
-    no secret."""
+    place (`secret`, `password`) or, better, read from files, whose content is taken stripped of the
+    whitespace around it (the newline `echo` leaves): a receiver signs with the stripped secret. Any fault
+    is one ConfigError that shows no secret."""
     receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
     adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
     for name, written in _entries(path).items():

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from common.alerts import WebhookReceiver, load_receivers, receiver_routes
+from common.alerts import MqttReceiver, WebhookReceiver, load_receivers, receiver_routes
 from common.errors import ConfigError
 
 SECRET = "receiver-secret-0123456789"
@@ -31,6 +31,8 @@ def webhook(url: str = "https://hooks.example.org/alpr", secret_line: str = f"  
         (webhook(secret_line="    secret: short\n").encode(), "secret"),
         (webhook(secret_line="    secret_file: /nonexistent/secret\n").encode(), "its secret_file: cannot read"),
         (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/#\n", "wildcards"),
+        (b"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: $SYS/alpr\n", r"starting with \$"),
+        (b"receivers:\n  m: {type: mqtt, host: broker, topic: t, protocol: 3.1}\n", "protocol"),
         (b"x" * 70000, "larger than"),
         (
             b"receivers:\n  ops.a: {type: mqtt, host: b, topic: t}\n  ops_a: {type: mqtt, host: b, topic: u}\n",
@@ -177,3 +179,13 @@ def test_a_secret_file_other_users_may_write_is_refused(tmp_path, receiver, fiel
         " (mode 0646)"
     )
     assert "chmod go-w" in str(refused.value) and SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(("written", "read"), [("", "auto"), ("protocol: 5", "5"), ("protocol: '5'", "5"),
+                                               ("protocol: 3.1.1", "3.1.1"), ("protocol: auto", "auto")])  # fmt: skip
+def test_an_mqtt_receivers_protocol_is_read_as_written(tmp_path, written, read):
+    """MQTT 5 by default (`auto`: 3.1.1 where the broker refuses 5); `protocol: 5` is a number in YAML."""
+    path = tmp_path / "receivers.yaml"
+    path.write_text(f"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/alerts\n    {written}\n")
+    (receiver,) = load_receivers(path).values()
+    assert isinstance(receiver, MqttReceiver) and receiver.protocol == read
