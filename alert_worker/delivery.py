@@ -1,8 +1,9 @@
 """Delivery of one alert to one receiver, once: an HTTP webhook POST signed with HMAC-SHA256, or an MQTT
-publish with QoS 1. Each attempt either returns (the receiver acknowledged: a 2xx answer, a PUBACK) or
-raises `DeliveryRetryable` (worth another attempt later) or `DeliveryRejected` (permanent: retrying
-cannot help). Messages never hold a secret: a webhook is named by its scheme, host and port only
-(`receiver_origin`), as Slack- and Discord-style hooks carry their token in the path.
+publish with QoS 1 in MQTT 5. Each attempt either returns (the receiver acknowledged: a 2xx answer, a PUBACK
+whose reason code says the broker took it) or raises `DeliveryRetryable` (worth another attempt later) or
+`DeliveryRejected` (the receiver refused it: for good, or, `for_now`, perhaps only for a while). Messages
+never hold a secret: a webhook is named by its scheme, host and port only (`receiver_origin`), as Slack- and
+Discord-style hooks carry their token in the path.
 
 Webhook signatures (the scheme Stripe uses), for receivers to check:
 
@@ -14,11 +15,14 @@ Webhook signatures (the scheme Stripe uses), for receivers to check:
 
 A receiver recomputes the HMAC over the exact body bytes it received, compares in constant time, and
 refuses timestamps more than 5 minutes from its clock (replays): `verify_signature` does all three.
-`Idempotency-Key` carries the alert id: a retry after a lost answer sends the same key."""
+`Idempotency-Key` carries the alert id: a retry after a lost answer sends the same key. It is not signed:
+a receiver de-duplicates on the signed body's `alert_id`. MQTT alerts carry no signature: that they come
+from the alert pool rests on the broker's ACL (who may publish to the topic)."""
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import http.client
@@ -30,16 +34,18 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC
 from http.client import HTTPException
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from common import defaults
-from common.alerts import MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
+from common.alerts import MQTT_RESERVED_PREFIX, MQTT_WILDCARDS, Alert, MqttReceiver, WebhookReceiver
 from common.credentials import escape_controls, mask_url, url_origin
 
 SIGNATURE_HEADER = "X-ALPR-Signature"
@@ -66,6 +72,14 @@ RETRYABLE_STATUS = frozenset({408, 425, 429})
 REFUSED_AS_SETTINGS = frozenset({401, 403, 407})
 """4xx answers that refuse the sender, not the alert (the secret, a proxy's credentials): every alert gets
 the same, so a probe so refused does not show the receiver taking alerts (`DeliveryRejected.answered`)."""
+
+REFUSED_FOR_NOW = frozenset({401, 403, 404, 405, 407, 410})
+"""4xx answers that may be the receiver's state for a while, not the alert's (with every 3xx): a maintenance
+window, a deploy, a secret or proxy credentials being rotated; a static maintenance page answers a POST 405.
+Rejected at once, every alert raised in a 25 s window of 404 was lost (10 of 22, a review; with 503 all 22
+came through): now retried within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert (`DeliveryRejected.for_now`),
+the receiver resting and probed as a failing one. Other 4xx (400, 409, 413, 422...) are about the alert
+itself: rejected at once."""
 
 ATTEMPT_SAFETY_S = 1.5
 """An attempt ends this long before its delivery's lease (the receiver's timeout plus
@@ -118,12 +132,16 @@ class DeliveryRejected(DeliveryError):  # noqa: N818
     """The receiver refused the alert for good (4xx, a redirect, bad credentials, a bad topic): retrying
     cannot help; its settings or the receiver must change."""
 
-    def __init__(self, message: str, words: str = "", answered: bool = False) -> None:
+    def __init__(self, message: str, words: str = "", answered: bool = False, for_now: bool = False) -> None:
         super().__init__(message, words)
         self.answered = answered
         """Whether the refusal shows the receiver up and taking alerts, refusing this one (a 4xx of its own:
         409 a duplicate, 404, 422...), not its settings (a redirect; 401, 403, 407: the secret or a proxy's
         credentials) nor its load (408, 425, 429 are retried): a probe so refused hands its mark on."""
+        self.for_now = for_now
+        """Whether the refusal may be the receiver's state for a while rather than the alert's (REFUSED_FOR_NOW,
+        a redirect): the worker retries it within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, the receiver
+        resting as a failing one, and rejects it after."""
 
 
 def alert_body(alert: Alert) -> bytes:
@@ -158,13 +176,15 @@ def verify_signature(
     return hmac.compare_digest(expected, signature_header.encode("utf-8", "replace"))
 
 
-def deliver(alert: Alert, receiver: WebhookReceiver | MqttReceiver, now_s: float | None = None) -> None:
+def deliver(alert: Alert, receiver: WebhookReceiver | MqttReceiver, now_s: float | None = None) -> str | None:
     """Deliver `alert` to `receiver` once; raises DeliveryRetryable or DeliveryRejected when it fails.
-    `now_s`: the time a webhook is signed at, by the chain's shared clock (default: this host's)."""
+    `now_s`: the time a webhook is signed at, by the chain's shared clock (default: this host's). Returns
+    a caveat on the acknowledgement where there is one, for the worker to tell once (an MQTT broker that
+    speaks 3.1.1 only: its PUBACK does not say whether it took the publish)."""
     if isinstance(receiver, WebhookReceiver):
         deliver_webhook(alert, receiver, now_s)
-    else:
-        deliver_mqtt(alert, receiver)
+        return None
+    return deliver_mqtt(alert, receiver)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -373,18 +393,32 @@ def _status_error(where: str, status: int, reason: str, retry_after: str | None)
     if status in RETRYABLE_STATUS or 500 <= status <= 599:
         return DeliveryRetryable(message, retry_after_s=_retry_after_s(retry_after), words=words)
     if 300 <= status <= 399:
-        return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)", words)
+        return DeliveryRejected(f"{message} (redirects are not followed: give the final URL)", words, for_now=True)
     if status in (401, 403):  # what a receiver checking the signature answers (verify_signature failed)
         check = "the receiver's secret must be the receivers file's, its clock within its tolerance of Postgres's"
-        return DeliveryRejected(f"{message} (the signature refused? {check}, which dates it)", words)
-    return DeliveryRejected(message, words, answered=400 <= status <= 499 and status not in REFUSED_AS_SETTINGS)
+        return DeliveryRejected(f"{message} (the signature refused? {check}, which dates it)", words, for_now=True)
+    answered = 400 <= status <= 499 and status not in REFUSED_AS_SETTINGS
+    return DeliveryRejected(message, words, answered=answered, for_now=status in REFUSED_FOR_NOW)
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    """A Retry-After given in seconds (an HTTP date is ignored), capped."""
-    if value is None or not value.strip().isdigit():
+def _retry_after_s(value: str | None, now_s: float | None = None) -> float | None:
+    """A Retry-After as a wait in seconds, capped at MAX_RETRY_AFTER_S: ASCII digits, or an HTTP date (its
+    distance from `now_s`, default this host's clock, none where past); anything else is no hint. It took
+    `str.isdigit`, which says yes to `²` (one Latin-1 byte a receiver sent) where `float` says no: the
+    ValueError escaped as an unexpected error, the receiver never rested, and it got 64 requests in 45 s
+    where a plain 503 got 5 (a review)."""
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"  # int() refuses more than 4,300 digits: a long one is past the cap
+        return MAX_RETRY_AFTER_S if len(digits) > 12 else min(float(digits), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):  # not a date (or an empty header)
         return None
-    return min(float(value.strip()), MAX_RETRY_AFTER_S)
+    if when.tzinfo is None:  # "-0000": a date that names no zone, which HTTP's always is (GMT)
+        when = when.replace(tzinfo=UTC)
+    wait_s = when.timestamp() - (time.time() if now_s is None else now_s)
+    return min(wait_s, MAX_RETRY_AFTER_S) if wait_s > 0 else None
 
 
 def _describe(error: object, url: str | None = None) -> str:
@@ -399,16 +433,87 @@ def _describe(error: object, url: str | None = None) -> str:
     return text[:200]
 
 
-def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
+def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> str | None:
     """Publish `alert` to the receiver's topic with QoS 1; returns once the broker acknowledged it
-    (PUBACK). The exchange (CONNACK, PUBACK) runs within `receiver.timeout_s` of the connection, the
-    whole attempt within attempt_bound_s, on this thread (paho's synchronous loop: no network thread to
-    leak), reading at most MQTT_READ_BUDGET_BYTES from the broker, and it always disconnects."""
+    (PUBACK) and, under MQTT 5, said it took it (its reason code). The exchange (CONNACK, PUBACK) runs
+    within `receiver.timeout_s` of the connection, the whole attempt within attempt_bound_s, on this
+    thread (paho's synchronous loop: no network thread to leak), reading at most MQTT_READ_BUDGET_BYTES
+    from the broker, and it always disconnects. With `protocol: auto`, a broker that refuses MQTT 5 (its
+    CONNACK: unsupported protocol version) is spoken to in 3.1.1 in the same attempt: the caveat returned
+    says that its refusals cannot be seen, for the worker to tell once."""
     where = f"mqtt {receiver.host}:{receiver.port}"
-    if MQTT_WILDCARDS & set(receiver.topic) or not receiver.topic:
-        raise DeliveryRejected(f"{where}: a topic to publish to may not be empty or hold the wildcards + or #")
+    if MQTT_WILDCARDS & set(receiver.topic) or not receiver.topic or receiver.topic.startswith(MQTT_RESERVED_PREFIX):
+        raise DeliveryRejected(f"{where}: a topic to publish to may not be empty, hold the wildcards + or #, or"
+                               " start with $ (the broker's own)")  # fmt: skip
     bound_at = time.monotonic() + attempt_bound_s(receiver.timeout_s)
-    client = _BoundedClient(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv311)
+    if receiver.protocol == "3.1.1":
+        _publish(alert, receiver, MQTTProtocolVersion.MQTTv311, bound_at, where)
+        return None
+    try:
+        _publish(alert, receiver, MQTTProtocolVersion.MQTTv5, bound_at, where)
+        return None
+    except _SpeaksNoMqtt5:
+        if receiver.protocol == "5":
+            raise DeliveryRejected(f"{where}: the broker does not speak MQTT 5 (its CONNACK: unsupported protocol"
+                                   " version): set protocol: 3.1.1 or auto for it") from None  # fmt: skip
+    _publish(alert, receiver, MQTTProtocolVersion.MQTTv311, bound_at, where)
+    return f"{where} {MQTT_311_CAVEAT}"
+
+
+MQTT_311_CAVEAT = (
+    "speaks MQTT 3.1.1 only (it refused MQTT 5): a publish its ACL refuses is acknowledged all the same, and"
+    " counted delivered; only MQTT 5's PUBACK says so. Each attempt connects twice: set `protocol: 3.1.1` for it"
+    " to connect once, or upgrade the broker"
+)
+"""What the worker tells, once, of a receiver whose broker `auto` found speaking 3.1.1 only."""
+
+PUBACK_REFUSED_FOR_GOOD = frozenset({0x87, 0x90})
+"""MQTT 5 PUBACK reason codes that refuse a publish for good: Not authorized (the broker's ACL) and Topic
+Name invalid. Other codes from 0x80 up (Quota exceeded, Unspecified error...) are retried; below it
+(Success; 0x10, No matching subscribers) the broker took it."""
+
+
+class _SpeaksNoMqtt5(Exception):  # noqa: N818 (what happened)
+    """The broker's CONNACK to an MQTT 5 CONNECT: unsupported protocol version (a 3.1.1 broker's 0x01)."""
+
+
+def _publish(alert: Alert, receiver: MqttReceiver, protocol: MQTTProtocolVersion, bound_at: float, where: str) -> None:
+    """One connection of `deliver_mqtt`, in `protocol`, within the attempt's bound (`bound_at`, monotonic)."""
+    client = _client(receiver, protocol, where)
+    connack: list[ReasonCode] = []
+    puback: list[tuple[ReasonCode, Properties | None]] = []
+    client.on_connect = lambda _client, _userdata, _flags, code, _properties: connack.append(code)
+    client.on_publish = lambda _client, _userdata, _mid, code, properties: puback.append((code, properties))
+    try:
+        # paho bounds the TLS handshake by the keepalive: no longer than the attempt may take
+        keepalive = min(MQTT_KEEPALIVE_S, max(1, math.ceil(receiver.timeout_s)))
+        client.connect(receiver.host, receiver.port, keepalive=keepalive)  # the lookup: unbounded, so checked
+        if time.monotonic() >= bound_at:  # connected as the lease ran out: nothing published
+            raise DeliveryRetryable(f"{where}: connected only after the attempt's time: nothing sent")
+        deadline = min(time.monotonic() + receiver.timeout_s, bound_at)  # the exchange's time starts now
+        _loop_until(client, lambda: bool(connack), deadline, f"{where}: no CONNACK")
+        _check_connack(connack[0], protocol, where)
+        info = client.publish(receiver.topic, alert_body(alert), qos=receiver.qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise DeliveryRetryable(f"{where}: publish failed: {mqtt.error_string(info.rc)}")
+        _loop_until(client, info.is_published, deadline, f"{where}: no PUBACK")
+    except (DeliveryError, _SpeaksNoMqtt5):
+        raise
+    except _PastReadBudget as error:  # a broker sending what no attempt needs: retried after the back-off
+        raise DeliveryRetryable(f"{where}: {error}") from None
+    except (OSError, ValueError, RuntimeError) as error:  # refused, reset, unresolvable, timed out
+        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
+    except Exception as error:  # an answer paho cannot parse (an MQTT 5 CONNACK without its properties)
+        raise DeliveryRetryable(f"{where}: the broker's answer cannot be read ({type(error).__name__})") from None
+    finally:
+        _close(client)
+    if puback:  # under 3.1.1, always Success
+        _check_puback(*puback[0], where)
+
+
+def _client(receiver: MqttReceiver, protocol: MQTTProtocolVersion, where: str) -> _BoundedClient:
+    """paho's client for one connection to the receiver's broker: TLS and credentials as its settings say."""
+    client = _BoundedClient(CallbackAPIVersion.VERSION2, protocol=protocol)
     client.connect_timeout = receiver.timeout_s
     if receiver.uses_tls:  # the broker's certificate and host name verified (paho's defaults)
         try:
@@ -418,31 +523,34 @@ def deliver_mqtt(alert: Alert, receiver: MqttReceiver) -> None:
     if receiver.username is not None:
         password = receiver.password.get_secret_value() if receiver.password is not None else None
         client.username_pw_set(receiver.username, password)
-    connack: list[ReasonCode] = []
-    client.on_connect = lambda _client, _userdata, _flags, code, _properties: connack.append(code)
-    try:
-        # paho bounds the TLS handshake by the keepalive: no longer than the attempt may take
-        keepalive = min(MQTT_KEEPALIVE_S, max(1, math.ceil(receiver.timeout_s)))
-        client.connect(receiver.host, receiver.port, keepalive=keepalive)  # the lookup: unbounded, so checked
-        if time.monotonic() >= bound_at:  # connected as the lease ran out: nothing published
-            raise DeliveryRetryable(f"{where}: connected only after the attempt's time: nothing sent")
-        deadline = min(time.monotonic() + receiver.timeout_s, bound_at)  # the exchange's time starts now
-        _loop_until(client, lambda: bool(connack), deadline, f"{where}: no CONNACK")
-        if connack[0].is_failure:
-            refusal = f"{where}: the broker refused the connection: {connack[0].getName()}"
-            if connack[0].getName() in MQTT_REFUSED_FOR_GOOD:
-                raise DeliveryRejected(refusal)
-            raise DeliveryRetryable(refusal)
-        info = client.publish(receiver.topic, alert_body(alert), qos=receiver.qos)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise DeliveryRetryable(f"{where}: publish failed: {mqtt.error_string(info.rc)}")
-        _loop_until(client, info.is_published, deadline, f"{where}: no PUBACK")
-    except _PastReadBudget as error:  # a broker sending what no attempt needs: retried after the back-off
-        raise DeliveryRetryable(f"{where}: {error}") from None
-    except (OSError, ValueError, RuntimeError) as error:  # refused, reset, unresolvable, timed out
-        raise DeliveryRetryable(mask_url(f"{where}: {_describe(error)}")) from None
-    finally:
-        _close(client)
+    return client
+
+
+def _check_connack(code: ReasonCode, protocol: MQTTProtocolVersion, where: str) -> None:
+    """Raises unless the CONNACK accepted the connection: _SpeaksNoMqtt5 where an MQTT 5 CONNECT was refused
+    for its version; DeliveryRejected for credentials; DeliveryRetryable for the rest."""
+    if not code.is_failure:
+        return
+    if protocol == MQTTProtocolVersion.MQTTv5 and code.getName() == "Unsupported protocol version":
+        raise _SpeaksNoMqtt5
+    refusal = f"{where}: the broker refused the connection: {code.getName()}"
+    if code.getName() in MQTT_REFUSED_FOR_GOOD:
+        raise DeliveryRejected(refusal)
+    raise DeliveryRetryable(refusal)
+
+
+def _check_puback(code: ReasonCode, properties: Properties | None, where: str) -> None:
+    """Raises where an MQTT 5 PUBACK refused the publish: DeliveryRejected for PUBACK_REFUSED_FOR_GOOD,
+    DeliveryRetryable for another code from 0x80 up. The broker's reason string is recorded, never logged."""
+    if not code.is_failure:
+        return
+    refusal = f"{where}: the broker refused the publish: {code.getName()} (0x{code.value:02X})"
+    said = getattr(properties, "ReasonString", None)
+    words = escape_controls(" ".join(str(said).split()))[:200] if said else ""
+    if code.value in PUBACK_REFUSED_FOR_GOOD:
+        hint = " (its ACL does not let this client publish to the topic)" if code.value == 0x87 else ""
+        raise DeliveryRejected(refusal + hint, words)
+    raise DeliveryRetryable(refusal, words=words)
 
 
 class _PastReadBudget(Exception):  # noqa: N818 (what happened)

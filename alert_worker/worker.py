@@ -3,9 +3,11 @@ lane (alert_worker/lanes.py), a thread of its own that makes one attempt at a ti
 delivery in the alerts log (so no other worker sends it at the same time, and a delivery already made is
 not made again), delivers it (alert_worker/delivery.py) and records the outcome: delivered; retried
 after a doubling back-off while the receiver is down, answers 5xx or hangs; failed once retried for
-ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses it for good (a 4xx, bad credentials) or, after
-a quarter of an hour, when this worker's receivers file does not name it (at once, on the worker's own
-thread: there is nothing to send).
+ALPR_ALERT_GIVE_UP_S; rejected when the receiver refuses the alert itself (400, 409, 413, 422, bad MQTT
+credentials, a topic its ACL refuses), or after a quarter of an hour of refusals that may be its state for a
+while (404, 410, 401, 403, a redirect: a maintenance window, retried meanwhile as a failing receiver's), or
+when this worker's receivers file does not name it (at once, on the worker's own thread: there is nothing
+to send).
 
 Receivers do not wait for each other: every attempt was made on the worker's one loop, and a receiver
 that answered slowly inside its timeout, or hung to it, delayed every other receiver's alerts by that
@@ -18,7 +20,8 @@ succeeds, then come due oldest first at a bounded rate (`release`): a receiver d
 thousands of alerts pending no longer fills the queue ahead of the others'. The probe is marked in the
 alerts log, so its delivery releases them whichever worker makes it (one killed or frozen leaves it to
 the next, once due or once its lease runs out), in the transaction that records it; refused for good by a
-receiver that answers (a 409 for that alert), it hands its mark to the next alert held, due at once.
+receiver that answers (a 409 for that alert), it hands its mark to the next alert held, due at once; refused
+for now (a 404), it is tried again after its own back-off, and the receiver's next probe is another alert.
 Between jobs the pool queues the deliveries that are due: retries after their back-off, and deliveries
 whose job was lost (a worker killed mid-delivery: its lease runs out, and the alert is sent again, with
 the same idempotency key); a share of each receiver a round, none of a resting one, and never a job whose
@@ -41,7 +44,7 @@ from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
 from alert_worker.lanes import Lane
 from alert_worker.waiting import waiting
 from common import defaults
-from common.alert_log import HELD, AlertLog, Delivery, UnreadableDelivery
+from common.alert_log import HELD, REFUSED_FOR_NOW, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver, takes
 from common.backoff import Backoff
 from common.jobs import AlertJob, alert_job, job_id, parse_job
@@ -52,8 +55,9 @@ from common.worker import StageResult
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver, float], None]
-"""One attempt: the alert, its receiver, and the time to sign it at (Postgres's clock at the claim)."""
+Deliver = Callable[[Alert, WebhookReceiver | MqttReceiver, float], str | None]
+"""One attempt: the alert, its receiver, and the time to sign it at (Postgres's clock at the claim); returns a
+caveat on the acknowledgement to tell once (alert_worker/delivery.deliver)."""
 
 CLOCK_DISAGREEMENT_S = 60.0
 """How far this host's clock may lie from Postgres's before the worker warns of it at its start."""
@@ -116,6 +120,8 @@ class AlertStage:
         queued while that one may still be in flight (its lease), unless it failed (the entry is dropped)."""
         self.released_at: dict[str, float] = {}
         """Per receiver, when this worker last made its held deliveries due again (monotonic)."""
+        self.caveats_told: set[str] = set()
+        """Receivers whose delivery's caveat (an MQTT broker speaking 3.1.1 only) this worker has told."""
         self.missing_failing = Throttle(math.inf)
         """Rounds whose `add_missing_deliveries` failed, told once a spell (`maintain`)."""
         self.stopping = threading.Event()
@@ -165,39 +171,56 @@ class AlertStage:
             return
         resting_s = self.rested_until.get(job.receiver, 0.0) - time.monotonic()
         if resting_s > 0:  # it failed just now: this alert waits its turn without holding the lane
-            self.rest(delivery, resting_s)
+            self.rested(delivery, resting_s)
             return
+        self.send_once(delivery, receiver)
+
+    def send_once(self, delivery: Delivery, receiver: WebhookReceiver | MqttReceiver) -> None:
+        """The claimed delivery's attempt, and its outcome recorded: delivered (a probe's releases what its
+        receiver held); rejected; or retried, the receiver resting (`rest`) and its backlog held (`hold`)."""
+        name = delivery.receiver
         try:
-            self.send(delivery.alert, receiver, delivery.claimed_at_s)
+            caveat = self.send(delivery.alert, receiver, delivery.claimed_at_s)
         except DeliveryRejected as error:
-            if delivery.probe and error.answered:  # the receiver is up, refusing this alert alone
+            if error.for_now:  # perhaps the receiver's state (maintenance, a deploy): it rests as a failing one
+                self.refused_for_now(delivery, error)
+            elif delivery.probe and error.answered:  # the receiver is up, refusing this alert alone
                 self.probe_refused(delivery, error)
             else:
                 self.give_up(delivery, "rejected", str(error), error.recorded)
         except DeliveryRetryable as error:
             self.retry(delivery, error)
-            backoff = self.failing.setdefault(job.receiver, Backoff(*defaults.ALERT_BACKOFF_S))
-            rest_s = max(backoff.next_delay(), error.retry_after_s or 0.0)
-            self.rested_until[job.receiver] = time.monotonic() + rest_s
-            self.probed_at.pop(job.receiver, None)
-            self.hold(job.receiver, rest_s)
+            self.hold(name, self.rest(name, error.retry_after_s))
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
-            log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, delivery.receiver, exc_info=True)
+            log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, name, exc_info=True)
             self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
+            self.hold(name, self.rest(name, None))  # it rests all the same: such a fault flooded a receiver (a review)
         else:
-            was_failing = self.failing.pop(job.receiver, None) is not None
-            self.rested_until.pop(job.receiver, None)
-            self.probed_at.pop(job.receiver, None)
+            if caveat and name not in self.caveats_told:
+                self.caveats_told.add(name)
+                log.warning("receiver %s: %s", name, caveat)
+            was_failing = self.failing.pop(name, None) is not None
+            self.rested_until.pop(name, None)
+            self.probed_at.pop(name, None)
             # a probe (whichever worker's hold marked it) releases what its receiver held as it is recorded
             released = self.alert_log.delivered(delivery, defaults.ALERT_RELEASE_PER_S)
             self.count(delivery, "sent")
             self.observe_latency(delivery.alert)
             if delivery.probe:
-                self.released_at[job.receiver] = time.monotonic()
-                self.told_released(job.receiver, released)
+                self.released_at[name] = time.monotonic()
+                self.told_released(name, released)
             elif was_failing or delivery.attempt > 1:  # back: what it held is due again (a retry of another
-                self.release(job.receiver, checked=not was_failing)  # worker's probe tells this one too)
+                self.release(name, checked=not was_failing)  # worker's probe tells this one too)
+
+    def rest(self, receiver: str, retry_after_s: float | None) -> float:
+        """The receiver's attempt failed (or was refused for now): it rests its back-off (doubling while it
+        keeps failing) or its Retry-After, whichever is longer; how long. Its backlog is then held (`hold`)."""
+        backoff = self.failing.setdefault(receiver, Backoff(*defaults.ALERT_BACKOFF_S))
+        rest_s = max(backoff.next_delay(), retry_after_s or 0.0)
+        self.rested_until[receiver] = time.monotonic() + rest_s
+        self.probed_at.pop(receiver, None)
+        return rest_s
 
     def observe_latency(self, alert: Alert) -> None:
         """Capture to delivery, in alpr_alert_latency_seconds for a live alert; a late one's (its reads logged
@@ -224,6 +247,39 @@ class AlertStage:
         else:
             self.retry(delivery, DeliveryRetryable(reason))
 
+    def refused_for_now(self, delivery: Delivery, error: DeliveryRejected) -> None:
+        """A refusal that may be the receiver's state rather than the alert's (`DeliveryRejected.for_now`: 404,
+        410, 401, 403, a redirect... for a maintenance window or a deploy): retried after the alert's own
+        back-off within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, then rejected; either way the receiver
+        rests and its backlog is held, as a failing receiver's. Marked REFUSED_FOR_NOW, the delivery is no
+        probe and never held (`AlertLog.hold`); a probe so refused hands its mark to the next alert held, due
+        when the rest ends (`AlertLog.refused_probe`): a receiver answering 404 to this alert alone takes the
+        next, and the others are released. Rejected at once, every alert raised in 25 s of a receiver's 404
+        was lost (a review: 10 of 22; with 503 none)."""
+        rest_s = self.rest(delivery.receiver, None)
+        delay_s = retry_delay_s(delivery.attempt, None)
+        grace_s = defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S
+        past = delivery.age_s + delay_s > grace_s
+        told = f"still refused {delivery.age_s:.0f} s after the alert (tried again within {grace_s:g} s): "
+        recorded = told + error.recorded if past else f"{REFUSED_FOR_NOW}: {error.recorded}"
+        if past:
+            log.warning("alert %s to %s rejected: %s", delivery.alert.alert_id, delivery.receiver, told + str(error))
+        else:
+            log.info("alert %s to %s: attempt %d refused (%s), perhaps for a while only; next in %.0f s",
+                     delivery.alert.alert_id, delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
+        if delivery.probe:
+            requeue_s, retry_in_s = defaults.ALERT_REQUEUE_AFTER_S, None if past else delay_s
+            handed = self.alert_log.refused_probe(delivery, recorded, requeue_s, retry_in_s, rest_s)
+            if handed:
+                log.info("%s refused its probe, perhaps for a while: alert %s, held, is its probe now, due in %.0f s",
+                         delivery.receiver, handed, rest_s)  # fmt: skip
+        elif past:
+            self.alert_log.give_up(delivery, "rejected", recorded)
+        else:
+            self.alert_log.retry_after(delivery, delay_s, recorded)
+        self.count(delivery, "rejected" if past else "retried")
+        self.hold(delivery.receiver, rest_s)
+
     def count(self, delivery: Delivery, outcome: DeliveryOutcome) -> None:
         """One delivery outcome in the metrics, by receiver (a name from the receivers file; a job naming
         another counts as `unknown`: names in jobs are not the operator's to bound)."""
@@ -241,13 +297,14 @@ class AlertStage:
         self.alert_log.retry_after(delivery, delay_s, error.recorded)
         self.count(delivery, "retried")
 
-    def rest(self, delivery: Delivery, resting_s: float) -> None:
+    def rested(self, delivery: Delivery, resting_s: float) -> None:
         """A delivery not tried while its receiver rests: due again when the rest ends. It waited the
         back-off of its claims so far, which each rest doubled, so an alert that came up while the receiver
         was down waited up to a minute more once it was back (a review). Its claim still counts among its
         attempts: each claim's number is its token, and one given back is claimed again by the next
         holder, whom a retried write of this one (Postgres lost at its commit) then matched."""
-        reason = delivery.last_error if delivery.probe and delivery.last_error else HELD  # a probe stays one
+        # a probe stays one, and a delivery refused for now keeps its mark (no probe, never held)
+        reason = delivery.last_error if (delivery.probe or delivery.refused_for_now) and delivery.last_error else HELD
         if delivery.age_s + resting_s > self.give_up_s:
             gave_up = f"gave up after {delivery.attempt} attempts: "
             self.give_up(delivery, "failed", gave_up + reason)
@@ -302,12 +359,12 @@ class AlertStage:
                      defaults.ALERT_RELEASE_PER_S)  # fmt: skip
 
     def probe_refused(self, delivery: Delivery, error: DeliveryRejected) -> None:
-        """The receiver's probe refused for good by a receiver that answers (a 409 for that alert alone): the
+        """The receiver's probe refused for good by a receiver that answers (a 409 or 422 for that alert alone): the
         probe is rejected and its mark handed to the oldest alert held, due at once (`AlertLog.refused_probe`,
         one transaction), queued by the next round. Rejected alone, nothing released what the receiver held:
         a review measured 49 alerts held, due in 572 s, the receiver answering 200 to the others. The mark,
         not a release: until the receiver takes an alert, one is tried at a time, as while it failed (one
-        answering 404 or 409 to every alert rejects them one by one, as a release would all at once), and a
+        answering 409 to every alert rejects them one by one, as a release would all at once), and a
         held alert is made due by one write of the probe's claim alone (MINE): none is queued twice."""
         log.warning("alert %s to %s rejected: %s", delivery.alert.alert_id, delivery.receiver, error)
         handed = self.alert_log.refused_probe(delivery, error.recorded, defaults.ALERT_REQUEUE_AFTER_S)

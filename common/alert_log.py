@@ -71,8 +71,8 @@ sent by a worker whose lease ran out (it died mid-delivery)."""
 
 DUE = f"""
 WITH ranked AS (
-    SELECT alert_id, receiver,
-        row_number() OVER (PARTITION BY receiver ORDER BY next_attempt_at, retry_from, alert_id) AS n
+    SELECT alert_id, receiver, row_number() OVER (PARTITION BY receiver
+        ORDER BY starts_with(coalesce(last_error, ''), %(probe)s) DESC, next_attempt_at, retry_from, alert_id) AS n
     FROM alert_deliveries WHERE {DUE_ROWS}
 ), queued AS (
     UPDATE alert_deliveries SET queued_at = now()
@@ -87,7 +87,8 @@ WITH ranked AS (
 SELECT alert_id, receiver, attempts FROM queued ORDER BY next_attempt_at, retry_from, alert_id
 """
 """The deliveries due (DUE_ROWS), the earliest first, at most `per_receiver` of each receiver (or its cap
-in `capped`: 0 for one resting, 1, its probe, for one that failed last), `limit` in all: marked queued now,
+in `capped`: 0 for one resting, 1, its probe, for one that failed last; a probe due is a receiver's first, ahead
+of the retries of alerts refused for now, which came due with it rest after rest), `limit` in all: marked queued now,
 and returned in the order they came due (a receiver's held backlog, released oldest first, is sent so).
 One receiver's backlog (a day of alerts to one that was down) is queued a share a round, never all at once
 ahead of the other receivers' alerts."""
@@ -105,6 +106,13 @@ worker claims it knows it for the probe, and its delivery makes the held ones du
 like any other where the probe was never tried before (its first attempt), and the held alerts waited
 ALERT_HOLD_S (10 minutes) with the receiver back; so did a worker killed between the probe's delivery and
 the release."""
+
+REFUSED_FOR_NOW = "refused, perhaps for a while only (the receiver's state, not the alert's): tried again"
+"""The start of the last error of a delivery refused in a way that may be its receiver's state for a while
+(alert_worker/delivery.REFUSED_FOR_NOW: a 404 in a maintenance window), tried again after its own back-off
+within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert: never a probe nor held (`hold`), never released. A
+receiver refusing that one alert (404 to it alone) would otherwise be probed with it again and again, its
+other alerts held; as it is, the next probe is another alert, which it takes."""
 
 CANDIDATES = """
 SELECT alert_id, retry_from FROM alert_deliveries
@@ -134,7 +142,8 @@ UPDATE alert_deliveries d SET queued_at = NULL,
         ELSE %(probe)s || coalesce(': ' || d.last_error, '') END
 FROM (
     SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM ({CANDIDATES}
-        AND next_attempt_at < now() + make_interval(secs => %(hold_s)s / 2) FOR UPDATE SKIP LOCKED) c
+        AND next_attempt_at < now() + make_interval(secs => %(hold_s)s / 2)
+        AND NOT starts_with(coalesce(last_error, ''), %(refused)s) FOR UPDATE SKIP LOCKED) c
 ) h
 WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
 RETURNING h.n
@@ -142,7 +151,8 @@ RETURNING h.n
 """A resting receiver's deliveries not queued: the oldest is its probe, due when the rest ends, marked so
 (PROBE, before its last error); the others are held, due ALERT_HOLD_S from now (or when they are to be given
 up), pushed again by each failed probe (those due within half of it) and made due by a probe that succeeds
-(`release`, with its delivery: `delivered`)."""
+(`release`, with its delivery: `delivered`). A delivery refused for now (REFUSED_FOR_NOW) keeps its own
+back-off: neither probe nor held."""
 
 RELEASE = """
 UPDATE alert_deliveries d SET queued_at = NULL, last_error = %(released)s,
@@ -163,7 +173,7 @@ HANDED_ON = PROBE + ": handed on by the one before it, refused for good by the r
 """The last error of a held delivery made its receiver's probe by `refused_probe`."""
 
 HAND_ON = """
-UPDATE alert_deliveries d SET queued_at = NULL, next_attempt_at = now(),
+UPDATE alert_deliveries d SET queued_at = NULL, next_attempt_at = now() + make_interval(secs => %(due_in_s)s),
     last_error = CASE WHEN starts_with(d.last_error, %(probe)s) THEN d.last_error ELSE %(handed)s END
 WHERE d.receiver = %(receiver)s AND d.alert_id = (
     SELECT alert_id FROM alert_deliveries
@@ -175,7 +185,7 @@ WHERE d.receiver = %(receiver)s AND d.alert_id = (
 RETURNING d.alert_id
 """
 """The oldest of a receiver's held deliveries (or a probe still pending), not queued lately: its probe now
-(HANDED_ON), due at once."""
+(HANDED_ON), due in `due_in_s` (at once; when its rest ends, for a probe refused for now)."""
 
 ADD_MISSING = """
 INSERT INTO alert_deliveries (alert_id, receiver)
@@ -228,6 +238,11 @@ class Delivery:
     def probe(self) -> bool:
         """Whether it is its receiver's probe (`hold` marked it): its delivery ends the hold, whoever sends it."""
         return (self.last_error or "").startswith(PROBE)
+
+    @property
+    def refused_for_now(self) -> bool:
+        """Whether its last attempt was refused in a way that may be the receiver's state (REFUSED_FOR_NOW)."""
+        return (self.last_error or "").startswith(REFUSED_FOR_NOW)
 
 
 def insert_alerts(
@@ -381,19 +396,34 @@ class AlertLog:
 
         return write_through_outage(self.pool, delivered, self.patience_s)
 
-    def refused_probe(self, delivery: Delivery, error: str, requeue_after_s: float) -> str | None:
-        """Its receiver's probe refused for good by a receiver that answers (`DeliveryRejected.answered`):
-        recorded rejected (while the claim is still this worker's) and, in the same transaction, the mark
-        handed to the oldest delivery it holds, due at once (HAND_ON): its id, or None where none is held.
-        Rejected alone, it left the held ones to wait ALERT_HOLD_S with the receiver back."""
+    def refused_probe(
+        self,
+        delivery: Delivery,
+        error: str,
+        requeue_after_s: float,
+        retry_in_s: float | None = None,
+        hand_on_in_s: float = 0.0,
+    ) -> str | None:
+        """Its receiver's probe refused by a receiver that answers (`DeliveryRejected.answered`), or refused
+        for now (`for_now`): recorded rejected, or pending again in `retry_in_s` where given (while the claim
+        is still this worker's), and, in the same transaction, the mark handed to the oldest delivery it holds,
+        due in `hand_on_in_s` (HAND_ON): its id, or None where none is held. Rejected alone, it left the held
+        ones to wait ALERT_HOLD_S with the receiver back."""
         values = {"receiver": delivery.receiver, "requeue_after_s": requeue_after_s, "held": HELD, "probe": PROBE,
-                  "handed": HANDED_ON}  # fmt: skip
+                  "handed": HANDED_ON, "due_in_s": hand_on_in_s}  # fmt: skip
+        mine = (delivery.alert.alert_id, delivery.receiver, delivery.attempt)
+        if retry_in_s is None:
+            statement = "UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()"
+            recorded_values: tuple[object, ...] = (escape_controls(error)[:500], *mine)
+        else:
+            statement = ("UPDATE alert_deliveries SET status = 'pending', last_error = %s, queued_at = NULL,"
+                         " next_attempt_at = now() + make_interval(secs => %s)")  # fmt: skip
+            recorded_values = (escape_controls(error)[:500], retry_in_s, *mine)
 
         def refused(connection: psycopg.Connection) -> str | None:
             recorded = connection.execute(
-                "UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()"
-                " WHERE alert_id = %s AND receiver = %s" + MINE,
-                (escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
+                statement + " WHERE alert_id = %s AND receiver = %s" + MINE,  # type: ignore[arg-type]
+                recorded_values,
             ).rowcount
             row = connection.execute(HAND_ON, values).fetchone() if recorded else None
             return str(row[0]) if row else None
@@ -426,7 +456,7 @@ class AlertLog:
         all, `per_receiver` of each receiver (default `limit`), or its own cap in `capped`."""
         caps = dict(capped or {})
         values = {"requeue_after_s": requeue_after_s, "limit": limit, "per_receiver": per_receiver or limit,
-                  "capped": list(caps), "caps": list(caps.values())}  # fmt: skip
+                  "capped": list(caps), "caps": list(caps.values()), "probe": PROBE}  # fmt: skip
 
         def due(connection: psycopg.Connection) -> list[tuple[str, str, int]]:
             return [(str(a), str(r), int(n)) for a, r, n in connection.execute(DUE, values)]
@@ -441,7 +471,8 @@ class AlertLog:
         the rest's end are failed; the oldest of the others is due when the rest ends (the probe); the rest
         are held for `hold_s` (or until they are to be given up). The ids failed and how many were held."""
         values = {"receiver": receiver, "rest_s": rest_s, "hold_s": hold_s, "give_up_s": give_up_s,
-                  "requeue_after_s": requeue_after_s, "reason": HELD, "probe": PROBE}  # fmt: skip
+                  "requeue_after_s": requeue_after_s, "reason": HELD, "probe": PROBE,
+                  "refused": REFUSED_FOR_NOW}  # fmt: skip
 
         def hold(connection: psycopg.Connection) -> tuple[list[str], int]:
             failed = [str(a) for (a,) in connection.execute(GIVE_UP_HELD, values)]

@@ -3,6 +3,7 @@ webhook receiver that records each request, checks its signature and answers as 
 
 from __future__ import annotations
 
+import contextlib
 import email.message
 import getpass
 import http.server
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from alert_worker.delivery import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from tests.helpers import free_port
@@ -26,10 +28,15 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 class PrivateMosquitto:
     """A mosquitto that listens on 127.0.0.1 only and keeps nothing on disk; anonymous clients are let in
     unless `allow_anonymous` is False (then every client is refused: no password file). With
-    `tls_files` (certificate, key), a TLS listener too, on `tls_port`."""
+    `tls_files` (certificate, key), a TLS listener too, on `tls_port`; with `acl`, the topics clients may
+    use (mosquitto's ACL file)."""
 
     def __init__(
-        self, directory: Path, allow_anonymous: bool = True, tls_files: tuple[Path, Path] | None = None
+        self,
+        directory: Path,
+        allow_anonymous: bool = True,
+        tls_files: tuple[Path, Path] | None = None,
+        acl: str | None = None,
     ) -> None:
         binary = shutil.which("mosquitto") or (MOSQUITTO if Path(MOSQUITTO).exists() else None)
         if binary is None:
@@ -39,12 +46,19 @@ class PrivateMosquitto:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous {str(allow_anonymous).lower()}\npersistence false\n"
         )
+        if tls_files is not None or acl is not None:  # as root, mosquitto would drop to a user who cannot read them
+            with self.config.open("a") as config:
+                config.write(f"user {getpass.getuser()}\n")
+        if acl is not None:  # an ACL file's lines (before any `user` line, they are anonymous clients')
+            (directory / "mosquitto.acl").write_text(acl)
+            with self.config.open("a") as config:
+                config.write(f"acl_file {directory / 'mosquitto.acl'}\n")
         self.tls_port: int | None = None
         if tls_files is not None:  # a second listener, TLS with this certificate and key: `tls_port`
             self.tls_port = free_port()
             certificate, key = tls_files
-            with self.config.open("a") as config:  # as root, mosquitto would drop to a user who cannot read the key
-                config.write(f"user {getpass.getuser()}\nlistener {self.tls_port} 127.0.0.1\n")
+            with self.config.open("a") as config:
+                config.write(f"listener {self.tls_port} 127.0.0.1\n")
                 config.write(f"certfile {certificate}\nkeyfile {key}\n")
         self.process: subprocess.Popen | None = None
 
@@ -186,12 +200,34 @@ class WebhookServer:
         self.thread.join(10)
 
 
+CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+"""MQTT 3.1.1 CONNACK: no session present, connection accepted."""
+
+CONNACK_ACCEPTED_5 = b"\x20\x03\x00\x00\x00"
+"""MQTT 5 CONNACK: no session present, success, no properties."""
+
+CONNACK_REFUSED_VERSION = b"\x20\x02\x00\x01"
+"""MQTT 3.1.1 CONNACK: unacceptable protocol version (what a 3.1.1 broker answers an MQTT 5 CONNECT)."""
+
+
+def protocol_level(connect: bytes) -> int:
+    """The protocol level of a CONNECT packet (4: MQTT 3.1.1, 5: MQTT 5): after its fixed header (a type byte
+    and the remaining length, 1 to 4 bytes) and the protocol name ("MQTT", its length first)."""
+    at = 1
+    while connect[at] & 0x80:
+        at += 1
+    name_length = int.from_bytes(connect[at + 1 : at + 3], "big")
+    return connect[at + 3 + name_length]
+
+
+def connack_for(connect: bytes) -> bytes:
+    """The CONNACK accepting a client, in its CONNECT's version."""
+    return CONNACK_ACCEPTED_5 if protocol_level(connect) == 5 else CONNACK_ACCEPTED
+
+
 class MuteBroker:
     """A TCP server that takes one MQTT client and never acknowledges its publishes: it answers the
     CONNECT with a CONNACK when `accept_connect`, or says nothing at all. Use as a context manager."""
-
-    CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
-    """MQTT 3.1.1 CONNACK: no session present, connection accepted."""
 
     def __init__(self, accept_connect: bool) -> None:
         self.accept_connect = accept_connect
@@ -210,7 +246,7 @@ class MuteBroker:
             connection.settimeout(10)
             while chunk := connection.recv(65536):
                 if not self.received and self.accept_connect:
-                    connection.sendall(self.CONNACK_ACCEPTED)
+                    connection.sendall(connack_for(chunk))
                 self.received += chunk
 
     def __enter__(self) -> MuteBroker:
@@ -233,12 +269,18 @@ class FloodingBroker:
     """Fixed header (PUBLISH, QoS 0; remaining length 268,435,455), then a topic `a`: the rest follows."""
 
     SMALL_PUBLISH = b"\x30\x03\x00\x01a"
-    """A whole PUBLISH, QoS 0, to topic `a`, with no payload."""
+    """A whole MQTT 3.1.1 PUBLISH, QoS 0, to topic `a`, with no payload."""
+
+    SMALL_PUBLISH_5 = b"\x30\x04\x00\x01a\x00"
+    """The same in MQTT 5: no properties."""
 
     def __init__(self, huge: bool) -> None:
         self.first = self.HUGE_PUBLISH if huge else b""
         # made once, here: not counted among what the client holds
-        self.chunk = b"\x00" * (1 << 20) if huge else self.SMALL_PUBLISH * (1 << 18)
+        self.chunks = {
+            level: b"\x00" * (1 << 20) if huge else small * (1 << 18)
+            for level, small in ((4, self.SMALL_PUBLISH), (5, self.SMALL_PUBLISH_5))
+        }
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)
         self.port = int(self.listener.getsockname()[1])
@@ -258,16 +300,86 @@ class FloodingBroker:
             with connection:
                 connection.settimeout(10)
                 try:
-                    connection.recv(65536)  # CONNECT
-                    connection.sendall(MuteBroker.CONNACK_ACCEPTED)
+                    connect = connection.recv(65536)
+                    connection.sendall(connack_for(connect))  # accepted, in its version
+                    chunk = self.chunks[protocol_level(connect)]
                     connection.recv(65536)  # the alert's PUBLISH
                     connection.sendall(self.first)
                     while not self.stopped.is_set():
-                        connection.sendall(self.chunk)
+                        connection.sendall(chunk)
                 except OSError:  # the client closed the connection
                     pass
 
     def __enter__(self) -> FloodingBroker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stopped.set()
+        self.thread.join(15)
+        self.listener.close()
+
+
+class Mqtt311Broker:
+    """An MQTT broker of the 3.1.1 kind only (as brokers before MQTT 5 are: Azure IoT Hub's, mosquitto
+    before 1.6): an MQTT 5 CONNECT gets CONNACK "unacceptable protocol version" and the connection is closed;
+    a 3.1.1 client is accepted and each QoS 1 PUBLISH acknowledged (PUBACK), its topic and payload kept in
+    `published`. Serves one client after another; `levels` lists each CONNECT's protocol level. Use as a
+    context manager."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.levels: list[int] = []
+        self.published: list[tuple[str, bytes]] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve)
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            with connection, connection.makefile("rb") as stream, contextlib.suppress(OSError, IndexError):
+                connection.settimeout(10)
+                self._session(connection, stream)  # until the client closes the connection
+
+    def _session(self, connection: socket.socket, stream: BinaryIO) -> None:
+        while packet := self._packet(stream):
+            kind, body = packet
+            if kind >> 4 == 1:  # CONNECT
+                self.levels.append(protocol_level(bytes([kind, 0]) + body))
+                if self.levels[-1] == 5:
+                    connection.sendall(CONNACK_REFUSED_VERSION)
+                    return
+                connection.sendall(CONNACK_ACCEPTED)
+            elif kind >> 4 == 3:  # PUBLISH, QoS 1: topic, packet id, payload
+                topic_length = int.from_bytes(body[:2], "big")
+                packet_id = body[2 + topic_length : 4 + topic_length]
+                self.published.append((body[2 : 2 + topic_length].decode(), body[4 + topic_length :]))
+                connection.sendall(b"\x40\x02" + packet_id)
+            elif kind >> 4 == 14:  # DISCONNECT
+                return
+
+    @staticmethod
+    def _packet(stream: BinaryIO) -> tuple[int, bytes] | None:
+        """The next packet's first byte and its body; None once the client closed."""
+        first = stream.read(1)
+        if not first:
+            return None
+        length, shift = 0, 0
+        while True:
+            byte = stream.read(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return first[0], stream.read(length)
+
+    def __enter__(self) -> Mqtt311Broker:
         self.thread.start()
         return self
 

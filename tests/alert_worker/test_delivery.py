@@ -38,7 +38,7 @@ from alert_worker.delivery import (
     verify_signature,
 )
 from common.alerts import Alert, AlertCandidate, MqttReceiver, WebhookReceiver
-from tests.alert_servers import FloodingBroker, MuteBroker, PrivateMosquitto, Reply, WebhookServer
+from tests.alert_servers import FloodingBroker, Mqtt311Broker, MuteBroker, PrivateMosquitto, Reply, WebhookServer
 from tests.conftest import unavailable
 from tests.helpers import free_port
 
@@ -208,6 +208,47 @@ def test_retry_after_is_passed_on_as_a_hint():
     ):
         deliver_webhook(ALERT, webhook(server.url))
     assert caught.value.retry_after_s == 7
+
+
+@pytest.mark.parametrize(
+    ("header", "wait_s"),
+    [("7", 7.0), (" 120 ", 120.0), ("0007", 7.0), ("9" * 5000, 3600.0), ("\xb2", None), ("\uff17", None),
+     ("1e3", None), ("-5", None), ("soon", None), ("", None), ("Thu, 01 Jan 1970 00:00:30 GMT", None),
+     ("Thu, 01 Jan 1970 00:02:00 GMT", 60.0), ("Thu, 01 Jan 1970 00:01:30 -0000", 30.0)],
+)  # fmt: skip
+def test_a_retry_after_is_ascii_seconds_or_an_http_date_and_anything_else_no_hint(header, wait_s):
+    """A review's receiver sent `Retry-After: ²` (one Latin-1 byte): str.isdigit() took it, float() did not,
+    and the ValueError escaped the attempt (64 requests in 45 s, where a plain 503 got 5). Digits are ASCII
+    ones; an HTTP date is a wait from now (here: 60 s past the epoch), none where past; anything else is no
+    hint."""
+    from alert_worker.delivery import _retry_after_s
+
+    assert _retry_after_s(header, now_s=60.0) == wait_s
+
+
+def test_a_503_with_a_retry_after_no_number_reads_is_retried_as_any_503():
+    with (
+        WebhookServer(SECRET, Reply(503, headers={"Retry-After": "\xb2"})) as server,  # sent as the byte 0xb2
+        pytest.raises(DeliveryRetryable, match="HTTP 503") as caught,
+    ):
+        deliver_webhook(ALERT, webhook(server.url))
+    assert caught.value.retry_after_s is None and len(server.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "for_now"),
+    [(404, True), (410, True), (401, True), (403, True), (405, True), (407, True), (302, True), (307, True),
+     (400, False), (409, False), (413, False), (422, False)],
+)  # fmt: skip
+def test_a_refusal_tells_whether_it_may_be_the_receivers_state_for_a_while(status, for_now):
+    """A receiver in a maintenance window answers 404 (or 401, 403, 410, a redirect) to every alert for a
+    while: each was rejected for good (a review: 10 of 22 alerts lost in 25 s of 404). Such a refusal is
+    now `for_now`, retried within a grace by the worker; one about the alert itself (400, 409, 413, 422)
+    is not."""
+    with WebhookServer(SECRET) as server, pytest.raises(DeliveryRejected) as caught:
+        server.reply = Reply(status, headers={"Location": server.url} if 300 <= status <= 399 else {})
+        deliver_webhook(ALERT, webhook(server.url))
+    assert caught.value.for_now is for_now
 
 
 def test_a_hanging_receiver_is_retryable_within_the_timeout():
@@ -483,6 +524,62 @@ def test_mqtt_refused_credentials_are_rejected(tmp_path):
     assert_no_secret(caught.value)
 
 
+def test_a_publish_the_brokers_acl_refuses_is_rejected_and_a_permitted_one_delivered(tmp_path):
+    """A review: under MQTT 3.1.1 mosquitto acknowledges a publish its ACL denies, and the alert was recorded
+    delivered, nothing received. Spoken to in MQTT 5, the PUBACK's reason code says Not authorized (0x87)."""
+    try:
+        broker = PrivateMosquitto(tmp_path, acl="topic write alpr/ok/#\ntopic read alpr/#\n")
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    broker.start()
+    subscriber, got = subscribe(broker.port, "alpr/#")
+    try:
+        denied = MqttReceiver(host="127.0.0.1", port=broker.port, topic="alpr/denied", timeout_s=2)
+        with pytest.raises(DeliveryRejected, match=r"refused the publish: Not authorized \(0x87\).*ACL") as caught:
+            deliver(ALERT, denied)
+        assert not caught.value.for_now
+        permitted = MqttReceiver(host="127.0.0.1", port=broker.port, topic="alpr/ok/alerts", timeout_s=2)
+        assert deliver(ALERT, permitted) is None  # 0x10, no matching subscribers, would be taken too
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        subscriber.disconnect()
+        subscriber.loop_stop()
+        broker.stop()
+    assert [(m.topic, m.payload) for m in got] == [("alpr/ok/alerts", alert_body(ALERT))]
+
+
+@pytest.mark.parametrize(("protocol", "levels", "caveat"), [("auto", [5, 4], True), ("3.1.1", [4], False)])
+def test_a_broker_speaking_mqtt_311_only_is_spoken_to_in_it_with_a_caveat(protocol, levels, caveat):
+    """A broker before MQTT 5 refuses its CONNECT (CONNACK: unacceptable protocol version). `auto` speaks
+    3.1.1 to it in the same attempt and returns the caveat the worker tells once: its refusals cannot be
+    seen; `protocol: 3.1.1` connects so at once."""
+    with Mqtt311Broker() as old:
+        receiver = MqttReceiver(host="127.0.0.1", port=old.port, topic="alpr/alerts", timeout_s=2, protocol=protocol)
+        told = deliver(ALERT, receiver)
+    assert old.levels == levels and old.published == [("alpr/alerts", alert_body(ALERT))]
+    assert (told is not None and "3.1.1 only" in told and "protocol: 3.1.1" in told) is caveat
+
+
+def test_a_broker_speaking_mqtt_311_only_is_refused_where_the_receiver_asks_for_mqtt_5():
+    with Mqtt311Broker() as old:
+        receiver = MqttReceiver(host="127.0.0.1", port=old.port, topic="alpr/alerts", timeout_s=2, protocol=5)
+        with pytest.raises(DeliveryRejected, match="does not speak MQTT 5"):
+            deliver_mqtt(ALERT, receiver)
+    assert old.levels == [5] and old.published == []
+
+
+def test_a_topic_the_broker_keeps_for_itself_is_refused():
+    """A review: `$SYS/alpr/alerts` was acknowledged and recorded delivered; no subscriber gets it."""
+    with pytest.raises(ValidationError, match="starting with \\$"):
+        MqttReceiver(host="127.0.0.1", topic="$SYS/alpr/alerts")
+    unchecked = MqttReceiver.model_construct(host="127.0.0.1", port=free_port(), topic="$SYS/alpr", timeout_s=1,
+                                             qos=1, protocol="auto")  # fmt: skip
+    with pytest.raises(DeliveryRejected, match="start with \\$"):  # refused before connecting: nothing listens
+        deliver_mqtt(ALERT, unchecked)
+
+
 @pytest.mark.parametrize("topic", ["alpr/+/alerts", "alpr/#"])
 def test_a_wildcard_topic_is_refused(topic):
     with pytest.raises(ValidationError, match="wildcards"):
@@ -606,7 +703,7 @@ def test_a_broker_flooding_the_attempt_is_cut_off_at_once_holding_little_memory(
     gc.collect()
     fds = open_fds()
     with FloodingBroker(huge) as hostile:
-        receiver = MqttReceiver(host="127.0.0.1", port=hostile.port, topic="alpr/alerts", timeout_s=10)
+        receiver = MqttReceiver(host="127.0.0.1", port=hostile.port, topic="alpr/alerts", timeout_s=30)
         tracemalloc.start()
         try:
             started = time.monotonic()
@@ -617,7 +714,9 @@ def test_a_broker_flooding_the_attempt_is_cut_off_at_once_holding_little_memory(
         finally:
             tracemalloc.stop()
     assert peak < 1 << 20, f"{peak} bytes held"  # was 256 MB and more (the review's RSS: +780 MB)
-    assert elapsed < 5  # cut off, not timed out after 10 s (small packets: 13,000 of them, 1.1 s here)
+    # cut off, not timed out after 30 s (small packets: 10,900 MQTT 5 ones, 0.9 s here, 3 s traced, 6-7 s traced
+    # on this machine under others' load; 13,000 MQTT 3.1.1 ones took 1.1 s traced)
+    assert elapsed < 15
     assert "cut off" in str(failed.value) and f"mqtt 127.0.0.1:{hostile.port}:" in str(failed.value)
     assert ALERT.plate not in str(failed.value)
     assert hostile.connections == 1

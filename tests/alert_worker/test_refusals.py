@@ -1,0 +1,167 @@
+"""How the alert pool takes a receiver's refusals, through `alpr worker alert` on the real Postgres, a private
+Redis, a real HTTP receiver and a private mosquitto: a publish the broker's ACL refuses is rejected, not
+recorded delivered; a refusal that may be the receiver's state for a while (404 in a maintenance window) is
+tried again within a grace, the receiver probed as a failing one, and one about the alert itself (409) is
+rejected at once; a Retry-After no number reads rests the receiver as any 503 (a review of the receivers)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alpr.cli import main
+from common import defaults
+from common.alert_log import HELD, REFUSED_FOR_NOW
+from tests.alert_servers import Mqtt311Broker, PrivateMosquitto, Reply, WebhookServer
+from tests.alert_worker.test_worker import (
+    SECRET,
+    alert_worker,
+    burst,
+    raise_alert,
+    raise_alerts,
+    receivers_file,
+    rows,
+    stopped,
+    wait_for,
+)
+from tests.conftest import unavailable
+
+
+@pytest.fixture()
+def chain(postgres_url, redis_url, monkeypatch):  # type: ignore[no-untyped-def]
+    """The alerts log's tables, and the worker pointed at them and at the private Redis."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+
+
+def mqtt_receivers(tmp_path, monkeypatch, port: int, topics: dict[str, str], protocol: str = "auto") -> None:  # type: ignore[no-untyped-def]
+    """A receivers file naming an MQTT receiver on the broker at `port` for each name -> topic."""
+    text = "receivers:\n"
+    for name, topic in topics.items():
+        text += f"  {name}:\n    type: mqtt\n    host: 127.0.0.1\n    port: {port}\n    topic: {topic}\n"
+        text += f"    timeout_s: 2\n    protocol: '{protocol}'\n"
+    (tmp_path / "receivers.yaml").write_text(text)
+    monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+
+
+def test_a_publish_the_brokers_acl_refuses_is_rejected_and_a_permitted_one_delivered(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A review: spoken to in MQTT 3.1.1, mosquitto acknowledged a publish its ACL denies, and the alert was
+    recorded delivered, nothing received. In MQTT 5 the PUBACK says Not authorized: rejected, saying why."""
+    try:
+        broker = PrivateMosquitto(tmp_path, acl="topic write alpr/ok/#\ntopic read alpr/#\n")
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    broker.start()
+    got: list[str] = []
+    subscribed = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = lambda _c, _u, message: got.append(message.topic)
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("alpr/#", qos=1)
+    client.loop_start()
+    try:
+        assert subscribed.wait(5)
+        mqtt_receivers(tmp_path, monkeypatch, broker.port, {"denied": "alpr/denied", "permitted": "alpr/ok/alerts"})
+        raise_alert(postgres_url, redis_url, ["denied", "permitted"])
+        burst()
+        assert wait_for(lambda: bool(got), 5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        broker.stop()
+    found = {r: (s, e) for r, s, e in rows(postgres_url, "SELECT receiver, status, last_error FROM alert_deliveries")}
+    assert found["permitted"] == ("delivered", None) and got == ["alpr/ok/alerts"]
+    status, error = found["denied"]
+    assert status == "rejected" and "refused the publish: Not authorized (0x87)" in error and "ACL" in error
+
+
+def test_a_broker_speaking_mqtt_311_only_gets_its_alerts_and_the_worker_says_once_what_it_cannot_see(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch, caplog
+):
+    with Mqtt311Broker() as old:
+        mqtt_receivers(tmp_path, monkeypatch, old.port, {"room": "alpr/alerts"})
+        raise_alerts(postgres_url, redis_url, 2, ["room"])
+        burst()
+    assert rows(postgres_url, "SELECT status, count(*) FROM alert_deliveries GROUP BY status") == [("delivered", 2)]
+    assert old.levels == [5, 4, 5, 4] and len(old.published) == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("alert")]
+    assert len(warned) == 1 and "receiver room: mqtt 127.0.0.1" in warned[0] and "3.1.1 only" in warned[0]
+
+
+@pytest.mark.parametrize("retry_after", [None, "\xb2"], ids=["plain", "superscript-two"])
+def test_a_503_whose_retry_after_no_number_reads_rests_the_receiver_as_any_503(
+    retry_after, chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A review's receiver answered 503 with `Retry-After: ²`: the ValueError escaped the attempt as an
+    unexpected error, and the receiver never rested (64 requests in 45 s, 5 for a plain 503). Three alerts:
+    one attempt, the receiver rests, the other two are held, as for a plain 503."""
+    headers = {} if retry_after is None else {"Retry-After": retry_after}
+    with WebhookServer(SECRET, Reply(status=503, headers=headers)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        raise_alerts(postgres_url, redis_url, 3, ["ops"])
+        burst()
+    assert len(hook.received) == 1
+    errors = sorted(e for (e,) in rows(postgres_url, "SELECT last_error FROM alert_deliveries"))
+    assert errors[:2] == [HELD] * 2 and "HTTP 503" in errors[2]
+
+
+@pytest.mark.parametrize(("status", "after_grace"), [(404, "rejected"), (409, None)])
+def test_a_refusal_for_now_is_tried_again_within_the_grace_and_one_about_the_alert_rejected_at_once(
+    status, after_grace, chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A 404 may be a receiver's maintenance window: pending, tried again after its back-off, and rejected
+    once the alert is older than ALERT_UNKNOWN_RECEIVER_GRACE_S (here 2 s, not 15 minutes); a 409 is about
+    the alert itself: rejected at its first attempt, as before."""
+    monkeypatch.setattr(defaults, "ALERT_UNKNOWN_RECEIVER_GRACE_S", 2.0)
+    query = "SELECT status, last_error FROM alert_deliveries"
+    with WebhookServer(SECRET, Reply(status=status)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        raise_alert(postgres_url, redis_url, ["ops"])
+        burst()
+        ((first, error),) = rows(postgres_url, query)
+        if after_grace is None:
+            assert (first, len(hook.received)) == ("rejected", 1) and f"HTTP {status}" in error
+            return
+        assert first == "pending" and error.startswith(REFUSED_FOR_NOW) and f"HTTP {status}" in error
+        time.sleep(1.2)  # the first back-off: the second attempt's would end past the grace
+        burst()
+    ((last, error),) = rows(postgres_url, query)
+    assert (last, len(hook.received)) == (after_grace, 2) and "still refused" in error and f"HTTP {status}" in error
+
+
+def test_a_receiver_answering_404_for_a_while_gets_every_alert_once_back_probed_meanwhile(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A review: a receiver under a short maintenance window answered 404 (or 401, 403, 410, a redirect),
+    and every alert raised in it was rejected for good (10 of 22 lost; with 503 all 22 came through). Six
+    alerts to one answering 404 for 2.5 s: it is probed as a failing receiver (an attempt each rest, not one
+    per alert), and each alert is delivered once it answers 200."""
+    with WebhookServer(SECRET, Reply(status=404)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        alert_ids = raise_alerts(postgres_url, redis_url, 6, ["ops"])
+        process = alert_worker()
+        try:
+            assert wait_for(lambda: bool(hook.received), 60), "no attempt"
+            time.sleep(2.5)
+            refused = len(hook.received)
+            hook.reply = Reply(status=200)
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'"
+            assert wait_for(lambda: rows(postgres_url, delivered) == [(6,)], 60), rows(
+                postgres_url, "SELECT status, last_error FROM alert_deliveries"
+            )
+        finally:
+            assert stopped(process) == 0
+    taken = [r.headers[IDEMPOTENCY_HEADER] for r in hook.received[refused:]]  # (one in flight at the switch: before)
+    print(f"\n{refused} attempts refused in 2.5 s of 404; then {len(taken)} for the 6 alerts")
+    assert refused <= 3  # a probe each rest (1 s, 2 s), not an attempt per alert
+    assert len(taken) == len(set(taken)) >= 5 and set(taken) <= set(alert_ids)  # each once, once it answers
