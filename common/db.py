@@ -32,7 +32,13 @@ a table an operator locked (`LOCK TABLE frames IN ACCESS EXCLUSIVE MODE`, a long
 OCR and redaction job silently until RQ's job timeout (120 s), nothing in the logs naming a lock (a
 review). A write then waits it out as an outage, its log line naming the lock (common/db_writes.py)."""
 
-MIGRATION_SESSION_SETTINGS = f"SET idle_in_transaction_session_timeout = '120s'; {KEEPALIVES}"
+NO_JIT = "SET jit = off"
+"""No LLVM compilation of a statement's plan: the chain's statements are short and planned on estimates of a
+city's tables, which put their cost past jit_above_cost, so Postgres compiled them every time (a scale review,
+8 million reads: the sighting pool's cameras-with-work query took 415-470 ms with JIT, 275-410 of it compiling,
+and 18-26 ms without, against a round of 0.2 s; a search paid 770 ms, a prune batch the same)."""
+
+MIGRATION_SESSION_SETTINGS = f"SET idle_in_transaction_session_timeout = '120s'; {KEEPALIVES}; {NO_JIT}"
 """The sessions of a pool that migrates (`alpr db upgrade`, a standalone run's) and prunes: without
 LOCK_TIMEOUT, so a migration waits its turn at the advisory lock for as long as the one before it takes, as
 common/schema_upgrade.py intends (it bounds its own table locks with SET LOCAL lock_timeout), and a prune
@@ -53,7 +59,8 @@ an operator's lock on the frames table it hung until killed, a review); it says 
 
 SIGHTING_SESSION_SETTINGS = (
     f"SET idle_in_transaction_session_timeout = '{round(defaults.SIGHTING_IDLE_IN_TRANSACTION_S * 1000)}ms';"
-    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; {KEEPALIVES}; {LOCK_TIMEOUT}"
+    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; {KEEPALIVES}; {LOCK_TIMEOUT};"
+    f" {NO_JIT}"
 )
 """The sighting pool's sessions: a camera's transaction holds its cursor row (FOR UPDATE), which every other
 sighting worker skips, so a worker frozen inside one (SIGSTOP, a paused VM) held that camera's sightings and

@@ -86,6 +86,20 @@ def test_a_login_refused_for_good_fails_at_the_first_answer_and_an_outage_is_wai
     assert not unanswered.value.for_good and time.monotonic() - started >= 1.5
 
 
+def test_every_pooled_session_plans_without_jit(postgres_url):
+    """A city's row estimates put the chain's short statements past jit_above_cost: Postgres compiled each
+    (the sighting pool's round query 415-470 ms, 18-26 without): every kind of pool turns JIT off."""
+    from common.db import MIGRATION_SESSION_SETTINGS, SIGHTING_SESSION_SETTINGS, STATUS_SESSION_SETTINGS
+
+    for settings in (None, MIGRATION_SESSION_SETTINGS, SIGHTING_SESSION_SETTINGS, STATUS_SESSION_SETTINGS):
+        opened = open_pool(postgres_url) if settings is None else open_pool(postgres_url, session_settings=settings)
+        try:
+            with opened.connection() as connection:
+                assert connection.execute("SHOW jit").fetchone() == ("off",), settings
+        finally:
+            opened.close()
+
+
 def test_the_password_goes_to_psycopg_apart_from_the_url(postgres_url):
     opened = open_pool(with_password(postgres_url, "s3cr%20et"), password="not-this-one")
     try:
