@@ -476,3 +476,7 @@ CAPTURE_DECODER_THREADS = 2
 """Threads each video's or camera's decoder runs (OpenCV's default: one a core). Memory grows with them:
 an 8K H.264 stream took 532 MB with 2 and past 1 GB with 8, a 4K one 215 MB with 2 and 923 MB with 32; two
 decode a 4K camera in real time, and the detector, not decoding, sets a node's pace."""
+
+
+UNROUTED_LOG_INTERVAL_S = 600.0
+"""How often the sighting pool says again that a watch-list's alerts go to no receiver (common/alerts.routed)."""

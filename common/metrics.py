@@ -183,6 +183,11 @@ class Metrics:
         self.alerts_raised = Counter(
             "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
         )
+        self.alerts_unrouted = Counter(
+            "alpr_alerts_unrouted",
+            "Watch-list alerts raised that no receiver takes: the receivers file names receivers, none of whose"
+            " `lists:` holds the alert's list (logged only).", registry=r,
+        )  # fmt: skip
         self.alert_deliveries = Counter(
             "alpr_alert_deliveries",
             "Alert deliveries by receiver and outcome (sent, retried, rested: put back untried while the receiver"

@@ -100,6 +100,8 @@ class SightingStage:
     ) -> None:
         self.pool, self.watch, self.receivers, self.alert_queue = pool, watch, receivers, alert_queue
         self.metrics, self.settings, self.job_timeout_s = metrics, settings, job_timeout_s
+        self.unrouted_told: dict[str, Throttle] = {}
+        """Per watch-list whose alerts no receiver takes: when that was last told (`unrouted`)."""
         for outcome in ROUND_OUTCOMES:  # every series from 0: the first failure shows in increase()
             metrics.sighting_rounds.labels(outcome=outcome)
         if watch is not None:
@@ -433,6 +435,16 @@ class SightingStage:
             )  # fmt: skip
             self.late_untold = (0, 0.0)
 
+    def unrouted(self, alert: Alert) -> None:
+        """An alert no receiver takes: every receiver names `lists:` and none names its list (a slip of the
+        case, `Stolen` for `stolen`, or a list added to the watch-lists and to no receiver). Logged, as every
+        alert is, and counted (alpr_alerts_unrouted_total, AlprAlertsUnrouted); told once per list a spell."""
+        self.metrics.alerts_unrouted.inc()
+        watch_list = alert.list_name or "(unnamed: an earlier sighting worker's)"
+        if self.unrouted_told.setdefault(watch_list, Throttle(defaults.UNROUTED_LOG_INTERVAL_S)).note():
+            log.warning("alerts of the watch-list %r go to no receiver: no receiver's lists: names it (the alert is"
+                        " logged in the alerts table only)", watch_list)  # fmt: skip
+
     def after_commit(self, result: GroupResult, new_alerts: list[Alert]) -> None:
         """Count what was logged; queue the new alerts' deliveries (the alert pool re-queues any lost)."""
         now = self.postgres_now()
@@ -445,6 +457,8 @@ class SightingStage:
         not_queued: list[tuple[str, str]] = []
         for alert in new_alerts:
             self.metrics.alerts_raised.labels(kind=alert.kind).inc()
+            if self.receivers and not routed(alert, self.receivers):
+                self.unrouted(alert)
             for receiver in routed(alert, self.receivers):
                 if not_queued:  # Redis failed just now: the rest are not tried (a Redis that never answers
                     not_queued.append((alert.alert_id, receiver))  # cost its whole timeout for each)

@@ -111,3 +111,21 @@ def test_the_deliveries_the_alert_pool_adds_follow_each_receivers_lists(chain, p
     assert sorted(added) == [
         (STOLEN.alert_id, "archive"), (STOLEN.alert_id, "police"), (parked.alert_id, "archive"),
     ]  # fmt: skip
+
+
+def test_an_alert_of_a_list_no_receiver_takes_is_logged_counted_and_told(
+    chain, redis_url, postgres_url, tmp_path, monkeypatch, caplog
+):
+    """The only receiver takes `Stolen`; the plate is on `default` (a case slip, or a list added to the
+    watch-lists and to no receiver): the alert is logged with no delivery, and said, not dropped unseen."""
+    pool, settings = chain
+    receivers_file(tmp_path, monkeypatch, {"police": ("http://127.0.0.1:9/x", "[Stolen]")})
+    start_s = time.time() - 30
+    log_frames(pool, [(frame(i, start_s + i * 0.2), [plate("KPX4721", 100 + 10 * i)]) for i in range(5)])
+    metrics = Metrics()
+    build_sighting_stage(settings, connect_redis(redis_url), metrics).poll()
+    assert table(pool, "SELECT body->>'list_name' FROM alerts") == [("default",)]
+    assert table(pool, "SELECT count(*) FROM alert_deliveries") == [(0,)]
+    assert metrics.registry.get_sample_value("alpr_alerts_unrouted_total") == 1
+    assert "alerts of the watch-list 'default' go to no receiver" in caplog.text
+    assert "KPX4721" not in caplog.text
