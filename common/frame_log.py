@@ -101,12 +101,20 @@ row when the frame is not logged yet: the ingest node's ledger is asynchronous).
 done (a replayed job finds its crops deleted), and a job run again that finds the crops gone says
 nothing new of reads found corrupt (a crop swapped: an attack's trace) or refused: they stay so."""
 
-UPSERT_WATERMARK = """
-INSERT INTO camera_watermarks (camera_id, recorded_until_s) VALUES (%s, %s)
+UPSERT_WATERMARKS = """
+INSERT INTO camera_watermarks (camera_id, recorded_until_s)
+SELECT marks.camera_id, marks.recorded_until_s
+FROM unnest(%s::text[], %s::double precision[]) AS marks(camera_id, recorded_until_s)
+ORDER BY marks.camera_id
 ON CONFLICT (camera_id) DO UPDATE SET recorded_until_s = excluded.recorded_until_s, updated_at = now()
 """
-"""An ingest node's word that every frame the camera sampled before `recorded_until_s` has its row: the
-sighting pool groups no read past it (a frame queued but not yet recorded could still bring reads)."""
+"""An ingest node's word, for each of its cameras (one statement for them all: a node with 500 cameras sent
+500 round trips a write, 1.57 s over a 2.5 ms link, a scale review), that every frame the camera sampled
+before `recorded_until_s` has its row: the sighting pool groups no read past it (a frame queued but not yet
+recorded could still bring reads). Rows taken in camera order, as nodes sharing cameras lock them."""
+
+DELETE_WATERMARKS = "DELETE FROM camera_watermarks WHERE camera_id = ANY(%s)"
+"""The watermarks of cameras no longer sampled here, in one statement."""
 
 SWEEP_LOST = """
 UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
@@ -206,11 +214,10 @@ class FrameLog:
             with connection.cursor() as cursor:
                 if rows:
                     cursor.executemany(INSERT_SAMPLED, rows)
-                for camera_id, until_s in marks:
-                    if until_s is None:
-                        cursor.execute("DELETE FROM camera_watermarks WHERE camera_id = %s", (camera_id,))
-                    else:
-                        cursor.execute(UPSERT_WATERMARK, (camera_id, until_s))
+                if gone := [camera_id for camera_id, until_s in marks if until_s is None]:
+                    cursor.execute(DELETE_WATERMARKS, (gone,))
+                if kept := [(camera_id, until_s) for camera_id, until_s in marks if until_s is not None]:
+                    cursor.execute(UPSERT_WATERMARKS, ([camera_id for camera_id, _ in kept], [s for _, s in kept]))
 
         if rows or marks:
             write_through_outage(self.pool, write, self.patience_s)
