@@ -47,6 +47,14 @@ CREATE INDEX IF NOT EXISTS plate_reads_by_camera_time ON plate_reads (camera_id,
 
 INSERT_COLUMNS = ", ".join(COLUMNS)
 
+EXPORT_POSTGRES = f"SELECT {INSERT_COLUMNS} FROM plate_reads ORDER BY id"
+"""Every read, in the order logged: the primary key's order, streamed from the first row. In capture order
+Postgres sorted the whole log before its first row (7.9 million reads: 24.5 s and 4 GB of temporary files,
+a scale review); reads are logged within seconds of their capture, per camera in capture order."""
+
+EXPORT_SQLITE = f"SELECT {INSERT_COLUMNS} FROM plate_reads ORDER BY id"
+"""Every read of `alpr run`'s file, in the order logged (its rowid: no sort), as from Postgres."""
+
 
 def read_rows(frame: FrameRef, reads: Sequence[PlateRead]) -> list[tuple[Any, ...]]:
     """One row per read plate, in COLUMNS order (plates without any candidate are left out)."""
@@ -116,7 +124,7 @@ class SqlitePlateLog:
             return self.connection.total_changes - before
 
     def reads(self) -> Iterator[dict[str, Any]]:
-        cursor = self.connection.execute(f"SELECT {INSERT_COLUMNS} FROM plate_reads ORDER BY captured_at, id")
+        cursor = self.connection.execute(EXPORT_SQLITE)
         for row in cursor:
             record = dict(zip(COLUMNS, row, strict=True))
             record["format_match"] = bool(record["format_match"])
@@ -167,7 +175,7 @@ class PostgresPlateLog:
 
     def reads(self) -> Iterator[dict[str, Any]]:
         with self.pool.connection() as connection, connection.cursor(name="export") as cursor:  # streamed
-            cursor.execute(f"SELECT {INSERT_COLUMNS} FROM plate_reads ORDER BY captured_at, id")
+            cursor.execute(EXPORT_POSTGRES)  # type: ignore[arg-type]
             for row in cursor:
                 record = dict(zip(COLUMNS, row, strict=True))
                 record["candidates"] = json.dumps(record["candidates"])

@@ -60,6 +60,16 @@ INSERT_POSTGRES = (
 )
 """A closed sighting; nothing when it is logged already (a retried or replayed group)."""
 
+EXPORT_POSTGRES = f"""
+SELECT {", ".join(f"s.{column}" for column in COLUMNS[:-1])},
+       COALESCE(s.snapshot_path, (SELECT f.kept_path FROM frames f WHERE f.frame_id = s.best_frame_id))
+FROM sightings s ORDER BY s.first_seen, s.sighting_id
+"""
+"""Every sighting in first-seen order (sightings_by_first_seen, migration 20: streamed from the first row),
+with its snapshot: the kept (blurred) frame of its best read, looked up for each sighting as it is given.
+Joined to the frames log, and sorted, the export hashed every frame before its first row (1.58 million
+sightings, 16.9 million frames: 14.9 s, a scale review)."""
+
 
 class SightingLog(Protocol):
     def record_many(self, sightings: Sequence[tuple[Sighting, str | None]]) -> int:
@@ -130,13 +140,8 @@ class PostgresSightingLog:
 
     def sightings(self) -> Iterator[dict[str, Any]]:
         """Every sighting; its snapshot is the kept (blurred) frame of its best read, when one was kept."""
-        columns = ", ".join(f"s.{c}" for c in COLUMNS[:-1])
-        query = (
-            f"SELECT {columns}, COALESCE(s.snapshot_path, f.kept_path) FROM sightings s"
-            " LEFT JOIN frames f ON f.frame_id = s.best_frame_id ORDER BY s.first_seen, s.sighting_id"
-        )
         with self.pool.connection() as connection, connection.cursor(name="export") as cursor:  # streamed
-            cursor.execute(query)  # type: ignore[arg-type]
+            cursor.execute(EXPORT_POSTGRES)  # type: ignore[arg-type]
             for row in cursor:
                 record = dict(zip(COLUMNS, row, strict=True))
                 record["texts"] = json.dumps(record["texts"])
