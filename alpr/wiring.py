@@ -188,12 +188,17 @@ database_pool is given."""
 
 
 def database_pool(
-    settings: Settings, role: str, needs: Needs | None = None, session_settings: str = ""
+    settings: Settings,
+    role: str,
+    needs: Needs | None = None,
+    session_settings: str = "",
+    metrics: Metrics | None = None,
 ) -> ConnectionPool:
     """The Postgres pool of a role that logs there (or a command that reads it), its schema checked, and the
     rights it `needs` (table -> rights; common/db_rights.py), where given; closed again when a check fails.
     Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS), named after the role
-    (POOL_NAMES)."""
+    (POOL_NAMES). With `metrics` (a worker's), whether Postgres takes its statements is exported as
+    alpr_database_up{pool} (common/db_watch.py), at 1 from now."""
     from common.db import SESSION_SETTINGS, open_pool
     from common.db_rights import require_rights
     from common.schema_upgrade import require_schema
@@ -213,6 +218,10 @@ def database_pool(
     except BaseException:
         pool.close()
         raise
+    if metrics is not None:
+        from common.db_watch import DatabaseWatch
+
+        DatabaseWatch(pool, metrics, POOL_NAMES.get(role, "command"))
     return pool
 
 
@@ -266,7 +275,7 @@ def build_worker_context(
         from common.plate_log import PostgresPlateLog
         from ocr_worker.worker import OcrStage
 
-        pool = database_pool(settings, "OCR worker", OCR_WORKER_RIGHTS)
+        pool = database_pool(settings, "OCR worker", OCR_WORKER_RIGHTS, metrics=metrics)
         ocr = OcrStage(
             lambda region: build_reader(settings, region), store,
             PostgresPlateLog(pool, patience_s=settings.db_patience_s), FrameLog(pool, settings.db_patience_s), metrics,
@@ -284,9 +293,9 @@ def build_worker_context(
         f" {settings.retention_days:g} days)")  # fmt: skip
     log.info("redactor keeps %s frames in %s for %g h%s", settings.keep_frames, settings.keep_dir,
              settings.keep_max_age_h, cut)  # fmt: skip
+    pool = database_pool(settings, "redactor", REDACT_WORKER_RIGHTS, metrics=metrics)
     redact = RedactStage(
-        store, FrameLog(database_pool(settings, "redactor", REDACT_WORKER_RIGHTS), settings.db_patience_s),
-        settings.keep_dir,
+        store, FrameLog(pool, settings.db_patience_s), settings.keep_dir,
         settings.keep_frames, settings.redact_method, metrics, settings.jpeg_quality,
         settings.keep_max_age_h * 3600,
         lost_after_s=settings.frame_ttl_s + settings.job_timeout_s, keep_sweep_s=defaults.KEEP_SWEEP_S,
@@ -322,7 +331,8 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
             plain, host = parts.scheme == "http", parts.hostname
         if plain and host not in LOOPBACK_HOSTS:
             log.warning("receiver %s gets plate text unencrypted (plain http or MQTT without TLS)", name)
-    alert_log = AlertLog(database_pool(settings, "alert worker", ALERT_WORKER_RIGHTS), settings.db_patience_s)
+    alert_pool = database_pool(settings, "alert worker", ALERT_WORKER_RIGHTS, metrics=metrics)
+    alert_log = AlertLog(alert_pool, settings.db_patience_s)
     warn_if_clock_off(alert_log)
     return AlertStage(
         targets, alert_log, signed_queue(settings, connection, "alert"), metrics, settings.alert_give_up_s,
@@ -338,7 +348,7 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     from sighting_worker.stage_types import SightingSettings
     from sighting_worker.worker import SightingStage
 
-    pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS, SIGHTING_SESSION_SETTINGS)
+    pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS, SIGHTING_SESSION_SETTINGS, metrics)
     tuning = SightingSettings(
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
         read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,

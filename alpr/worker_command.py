@@ -211,22 +211,29 @@ def _rounds(
     early alerts that late (a review). A round whose session Postgres ended idle in a transaction
     (IdleInTransactionSessionTimeout, an InternalError) fails alone, its connection dropped by the pool, and
     the next is tried as usual: the worker exited on it (a review; no transaction is left open at a round's
-    start any more, `SightingStage.refresh_watch`)."""
+    start any more, `SightingStage.refresh_watch`). Each round's outcome, gone through or met an outage, is
+    the worker's alpr_database_up (common/db_watch.py): a round may only read."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
+    from common.db import WatchedPool
+
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     away: str | None = None  # the outage told, once (a read-only primary: a WARNING a camera a round before)
+    pool = getattr(stage, "pool", None)
+    answered = pool.answered if isinstance(pool, WatchedPool) else lambda up: None  # its alpr_database_up
     while not stop.is_set():
         round_began[0] = time.monotonic()
         try:
             stage.poll()
+            answered(True)  # (a round that only read: no write told it)
             backoff.reset()
             if away is not None:
                 log.info("Postgres answers again: sighting rounds go on")
                 away = None
         except (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction) as error:
             round_began[0] = None
+            answered(False)
             if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
                 stage.pool.drain()  # each retry connects afresh: to the new primary behind the same name
             delay = backoff.next_delay()

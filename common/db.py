@@ -1,9 +1,9 @@
 """Postgres connections: the pool every role shares (`open_pool`), each pooled session's settings (the
 sighting pool's, the migrating pool's and `alpr status`'s their own) and name (`application_name`), why a
 pool could not open, said in one line (`CannotConnectError`, told apart where Postgres refused the login for
-good), and a pool opened with its schema upgraded or checked current
-(common/schema_upgrade.py). The writes made through it are common/db_writes.py's, the workers' grant
-common/grants.py's."""
+good), whom a pool tells whether Postgres answered (`WatchedPool`: a role's alpr_database_up), and a pool
+opened with its schema upgraded or checked current (common/schema_upgrade.py). The writes made through it
+are common/db_writes.py's, the workers' grant common/grants.py's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -118,6 +118,19 @@ psycopg_pool's 300 s, a pool served again up to the outage's length after Postgr
 after a 70 s outage: frames' reads and redactions expired meanwhile, found by an audit)."""
 
 
+class WatchedPool(ConnectionPool):
+    """open_pool's pool: a ConnectionPool the paths that meet Postgres's outages tell whether Postgres answered
+    (`answered`: common/db_writes.write_through_outage, the sighting rounds), passed on to its `watcher` where
+    the role set one (its `alpr_database_up`: common/db_watch.py)."""
+
+    watcher: Callable[[bool], None] | None = None
+
+    def answered(self, up: bool) -> None:
+        """A statement went through (`up`), or met an outage (common/db_writes.OUTAGES)."""
+        if self.watcher is not None:
+            self.watcher(up)
+
+
 def open_pool(
     url: str,
     max_size: int = 4,
@@ -138,7 +151,7 @@ def open_pool(
     options: dict[str, object] = {"autocommit": False, "fallback_application_name": application_name(role)}
     if (password := url_password or password) is not None:
         options["password"] = password
-    pool = ConnectionPool(
+    pool = WatchedPool(
         bare_url, min_size=1, max_size=max_size, open=False, kwargs=options,
         configure=lambda connection: configure_session(connection, session_settings),
         check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced, not used

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from common import defaults
 from common.backoff import Backoff
+from common.db import WatchedPool
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,11 @@ def write_through_outage(
     at DEBUG), and at INFO when the write goes through after. A read-only server's connections are dropped
     (the pool's `drain`), so the next attempt connects afresh: to the new primary behind the same name.
     Errors other than these (a constraint, bad SQL) raise at once, DatabaseWriteError saying Postgres
-    refused `what` (a read run so, a replay's dry run, said "refused the write")."""
+    refused `what` (a read run so, a replay's dry run, said "refused the write"). Each attempt tells the pool
+    (`WatchedPool.answered`) whether it went through or met an outage: the role's alpr_database_up."""
     started = time.monotonic()
     deadline = started + patience_s
+    answered = pool.answered if isinstance(pool, WatchedPool) else lambda up: None  # (its alpr_database_up)
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     told: set[str] = set()
     while True:
@@ -66,6 +69,7 @@ def write_through_outage(
             with pool.connection(timeout=defaults.DB_ATTEMPT_S) as connection, connection.transaction():
                 result = write(connection)
         except OUTAGES as error:
+            answered(False)
             if isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
                 pool.drain()  # every pooled session is on the server that became read-only
             wait = backoff.next_delay()
@@ -77,8 +81,10 @@ def write_through_outage(
                     what, max(deadline - time.monotonic(), 0))  # fmt: skip
             time.sleep(wait)
         except psycopg.Error as error:
+            answered(True)  # refused, but it answers: the refusal is the caller's (AlprJobsFailing's) to tell
             raise DatabaseWriteError.of(error, what) from None
         else:
+            answered(True)
             if told:
                 log.info("Postgres took the %s after %.1f s", what, time.monotonic() - started)
             return result

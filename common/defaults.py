@@ -350,6 +350,11 @@ DB_OUTAGE_BACKOFF_S = (0.5, 5.0)
 DB_ATTEMPT_S = 2.0
 """Longest wait for a pooled Postgres connection in one attempt (a healthy pool answers at once)."""
 
+DB_CHECK_S = 5.0
+"""While a process's `alpr_database_up` says 0 (a statement met an outage: common/db_watch.py), how long it waits
+for one of its own statements to say whether Postgres is back before it asks itself (SELECT): a worker idle
+since the outage said 0 until its next job."""
+
 DB_LOCK_TIMEOUT_S = 10.0
 """Longest a pooled session's statement waits for a lock (Postgres's `lock_timeout`) before it is cancelled
 (LockNotAvailable) and the write is tried again as through an outage, the log naming the lock: a table an

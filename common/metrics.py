@@ -113,6 +113,11 @@ class Metrics:
             "alpr_frames_unrecorded", "Sampled frames whose record the ingest node could not keep.", ["camera"],
             registry=r,
         )  # fmt: skip
+        self.database_up = Gauge(
+            "alpr_database_up", "1 while Postgres takes this process's statements, 0 from one that met an outage"
+            " (unreachable, read-only, a lock waited past lock_timeout) until one goes through; by the pool"
+            " of the role (a role without Postgres exports none).", ["pool"], registry=r,
+        )  # fmt: skip
         self.kept_deleted = Counter("alpr_kept_frames_deleted", "Kept frames deleted past their age.", registry=r)
         self.stage_seconds = Histogram(
             "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
