@@ -113,6 +113,16 @@ class Metrics:
             "alpr_frames_unrecorded", "Sampled frames whose record the ingest node could not keep.", ["camera"],
             registry=r,
         )  # fmt: skip
+        self.ledger_held_records = Gauge(
+            "alpr_ledger_held_records", "Frame records this ingest node holds for the frames log, not yet written"
+            " (in memory, and in its spool folder where it has one): they grow while Postgres is away, and past"
+            " LEDGER_CAPACITY (200,000) further frames go unrecorded.", registry=r,
+        )  # fmt: skip
+        self.ledger_unwritten_seconds = Gauge(
+            "alpr_ledger_unwritten_seconds", "Seconds this ingest node has held frame records without a write to the"
+            " frames log going through (0 while it holds none): Postgres down, refusing, or not answering.",
+            registry=r,
+        )  # fmt: skip
         self.database_up = Gauge(
             "alpr_database_up", "1 while Postgres takes this process's statements, 0 from one that met an outage"
             " (unreachable, read-only, a lock waited past lock_timeout) until one goes through; by the pool"

@@ -2,7 +2,8 @@
 a frame queued into the chain, `skipped` (with the reason) for one that was not — written in batches
 by a background thread. Postgres may be down when the node starts or later: rows wait in a bounded
 buffer and go out when it answers; past the buffer, frames are counted as unrecorded (a metric and
-one warning), never silently dropped, and memory stays bounded.
+one warning), never silently dropped, and memory stays bounded. How many it holds and how long no write
+went through are metrics, as is whether Postgres took its last write (`held`, `unwritten_s`, `answered`).
 
 With the rows goes each camera's watermark: the capture time before which every frame the camera
 sampled has its row (the oldest frame sampled and not yet written, or a moment ago when none is). The
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from common import defaults
 from common.backoff import Backoff
-from common.db_writes import DatabaseWriteError
+from common.db_writes import OUTAGES, DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
@@ -85,8 +86,39 @@ class FrameLedger:
         """Cameras another node took from this one (`released`) with frames not yet written (`outstanding`)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
+        self.written_at = time.monotonic()
+        """When (monotonic) a write last went through (or the ledger was made): `unwritten_s`."""
         self.thread = threading.Thread(target=self.run, name="frame-ledger", daemon=True)
         self.watchdog = threading.Thread(target=self.watch_writes, name="frame-ledger-watchdog", daemon=True)
+        metrics.ledger_held_records.set_function(self.held)
+        metrics.ledger_unwritten_seconds.set_function(self.unwritten_s)
+
+    def held(self) -> int:
+        """The records held, not yet written (the buffer and the batch in flight; in the spool too, where
+        there is one): alpr_ledger_held_records, read at each scrape."""
+        with self.lock:
+            return len(self.buffer) + len(self.in_flight)
+
+    def unwritten_s(self) -> float:
+        """How long records have been held without a write going through (0 while none is held):
+        alpr_ledger_unwritten_seconds, read at each scrape. Postgres away, and one that does not answer
+        (which fails no write), both show: only AlprFramesUnrecorded told of an outage, once the buffer had
+        overflowed, after the loss (a review: the spool grew to 2.9 MB in 12 minutes, no metric moved)."""
+        with self.lock:
+            held = self.buffer or self.in_flight
+            return time.monotonic() - self.written_at if held else 0.0
+
+    def answered(self, error: Exception | None) -> None:
+        """Whether Postgres took the ledger's last write, as the node's alpr_database_up{pool="ingest"}: 1
+        once one went through (`error` None) or Postgres answered refusing it (DatabaseWriteError), 0 where it
+        could not be reached, took no writes or could not be logged in to (OUTAGES, CannotConnectError); an
+        error of another kind says nothing. The series appears with the ledger's first write."""
+        from common.db import CannotConnectError
+
+        if error is None or isinstance(error, DatabaseWriteError):
+            self.metrics.database_up.labels(pool="ingest").set(1)
+        elif isinstance(error, (*OUTAGES, CannotConnectError)):
+            self.metrics.database_up.labels(pool="ingest").set(0)
 
     def start(self) -> None:
         remove_stale_parts(self.spool.folder)
@@ -217,7 +249,9 @@ class FrameLedger:
                         raise
                     self.write_apart(batch, marks, refused)  # one row it refuses held every frame after it
                 self.marks_written = time.monotonic()
+                self.answered(None)
                 with self.lock:
+                    self.written_at = time.monotonic()
                     self.write_began = None
                     self._settle(batch)
                     self.in_flight.clear()
@@ -232,6 +266,7 @@ class FrameLedger:
                 backoff.reset()
                 self.wake.set()  # more may be waiting
             except Exception as error:  # Postgres down (or its schema missing): keep the rows, try again later
+                self.answered(error)
                 self.retry_later(batch, error, backoff)  # rows written meanwhile are written alike again
 
     def connected_log(self) -> FrameLog:
