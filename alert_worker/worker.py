@@ -110,6 +110,9 @@ class AlertStage:
         for name in [*receivers, "unknown"]:  # exported at 0: a first alert given up is an increase to alert on
             for outcome in get_args(DeliveryOutcome):
                 metrics.alert_deliveries.labels(receiver=name, outcome=outcome)
+            metrics.alert_deliveries_pending.labels(receiver=name).set(0)
+        self.counted_at = float("-inf")
+        """When (monotonic) `count_pending` last counted (tried to)."""
         self.failing: dict[str, Backoff] = {}
         """Per receiver whose last attempt failed: its back-off (doubling while it keeps failing)."""
         self.rested_until: dict[str, float] = {}
@@ -320,18 +323,21 @@ class AlertStage:
         them, every other receiver's alerts waited behind them (a soak review: 6,150 pending to a receiver
         down, a working one got nothing for 3 minutes). Now one probe is due when the rest ends; the others
         wait in the alerts log until a probe succeeds (`release`), ALERT_HOLD_S at most. A failure here is
-        logged: the deliveries are still pending, queued as before."""
+        logged: the deliveries are still pending, queued as before. Counted `rested` are those held now that
+        were not held already: each failed probe holds again those due within ALERT_HOLD_S / 2, and counting
+        them all at every rest made 171 `rested` of a few dozen alerts (a review). How many are held is the
+        pool's `alpr_alert_deliveries_pending` (`count_pending`): the lanes and the queue hold none of them."""
         try:
-            failed, held = self.alert_log.hold(
+            done = self.alert_log.hold(
                 receiver, rest_s, defaults.ALERT_HOLD_S, self.give_up_s, defaults.ALERT_REQUEUE_AFTER_S
             )
         except Exception as error:
             log.warning("could not hold the alerts to %s while it rests (%s)", receiver, type(error).__name__)
             return
-        known = receiver if receiver in self.receivers else "unknown"
-        if held:
-            log.info("%d alerts to %s held while it fails: one is tried when its rest ends", held, receiver)
-            self.metrics.alert_deliveries.labels(receiver=known, outcome="rested").inc(held)
+        known, failed = receiver if receiver in self.receivers else "unknown", done.failed
+        if done.held:
+            log.info("%d alerts to %s held while it fails: one is tried when its rest ends", done.held, receiver)
+            self.metrics.alert_deliveries.labels(receiver=known, outcome="rested").inc(done.newly)
         if failed:
             log.warning("%d alerts to %s failed: gave up, not tried while it failed (%s%s)", len(failed), receiver,
                         ", ".join(failed[:5]), ", ..." if len(failed) > 5 else "")  # fmt: skip
@@ -403,6 +409,7 @@ class AlertStage:
                          *spell)  # fmt: skip
         if self.stopping.is_set():  # the signal came meanwhile (its StopRequested caught above)
             return
+        self.count_pending()
         due = self.alert_log.due(
             defaults.ALERT_REQUEUE_AFTER_S, 1000, defaults.ALERT_DUE_PER_RECEIVER, self.capped(time.monotonic())
         )
@@ -419,6 +426,27 @@ class AlertStage:
                 enqueue(self.queue, job, self.job_timeout_s)
             if job.receiver in self.failing:
                 self.probed_at[job.receiver] = time.monotonic()
+
+    def count_pending(self) -> None:
+        """Every ALERT_PENDING_COUNT_S, the deliveries not made yet per receiver (`alpr_alert_deliveries_pending`:
+        a name of this worker's file, the others summed as `unknown`). The alerts held while a receiver fails
+        wait in the alerts log, in no lane and no queue: "19 alerts to ops held", the log said, while the lane's
+        gauge and the queue's depth read 0 (a review). Postgres away: the last count stays (they are still
+        undelivered), and so while Redis is away (no round runs)."""
+        now = time.monotonic()
+        if now - self.counted_at < defaults.ALERT_PENDING_COUNT_S:
+            return
+        self.counted_at = now
+        try:
+            counts = self.alert_log.pending_counts()
+        except Exception as error:  # noqa: BLE001 - counted again next time
+            log.debug("could not count the pending deliveries (%s)", type(error).__name__)
+            return
+        by_receiver = dict.fromkeys([*self.receivers, "unknown"], 0)
+        for receiver, number in counts.items():
+            by_receiver[receiver if receiver in self.receivers else "unknown"] += number
+        for receiver, number in by_receiver.items():
+            self.metrics.alert_deliveries_pending.labels(receiver=receiver).set(number)
 
     def capped(self, now: float) -> dict[str, int]:
         """How many due deliveries this round may queue of each receiver that failed its last attempt here:

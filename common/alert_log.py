@@ -115,7 +115,7 @@ receiver refusing that one alert (404 to it alone) would otherwise be probed wit
 other alerts held; as it is, the next probe is another alert, which it takes."""
 
 CANDIDATES = """
-SELECT alert_id, retry_from FROM alert_deliveries
+SELECT alert_id, retry_from, last_error FROM alert_deliveries
 WHERE receiver = %(receiver)s AND status = 'pending'
     AND (queued_at IS NULL OR queued_at < now() - make_interval(secs => %(requeue_after_s)s))
 """
@@ -141,18 +141,20 @@ UPDATE alert_deliveries d SET queued_at = NULL,
     last_error = CASE WHEN h.n > 1 THEN %(reason)s WHEN starts_with(d.last_error, %(probe)s) THEN d.last_error
         ELSE %(probe)s || coalesce(': ' || d.last_error, '') END
 FROM (
-    SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n FROM ({CANDIDATES}
+    SELECT alert_id, row_number() OVER (ORDER BY retry_from, alert_id) AS n,
+        last_error IS NOT DISTINCT FROM %(reason)s AS was_held FROM ({CANDIDATES}
         AND next_attempt_at < now() + make_interval(secs => %(hold_s)s / 2)
         AND NOT starts_with(coalesce(last_error, ''), %(refused)s) FOR UPDATE SKIP LOCKED) c
 ) h
 WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
-RETURNING h.n
+RETURNING h.n, h.was_held
 """
 """A resting receiver's deliveries not queued: the oldest is its probe, due when the rest ends, marked so
 (PROBE, before its last error); the others are held, due ALERT_HOLD_S from now (or when they are to be given
 up), pushed again by each failed probe (those due within half of it) and made due by a probe that succeeds
 (`release`, with its delivery: `delivered`). A delivery refused for now (REFUSED_FOR_NOW) keeps its own
-back-off: neither probe nor held."""
+back-off: neither probe nor held. Each row says whether it was held already (HELD: held, or rested by a
+worker, before), for the deliveries newly put back to be counted once (`AlertLog.hold`)."""
 
 RELEASE = """
 UPDATE alert_deliveries d SET queued_at = NULL, last_error = %(released)s,
@@ -200,6 +202,22 @@ RETURNING alert_id, receiver
 lately (migration 19's index) that has none and whose list it takes (`lists`: the names joined by commas, which
 no list name holds; NULL: every list, a body that names none included): a delivery there already, whatever its
 state, is left as it is, and a receiver not among these gets nothing."""
+
+
+PENDING_BY_RECEIVER = """
+SELECT receiver, count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending') GROUP BY receiver
+"""
+"""Deliveries not made yet per receiver (the index alert_deliveries_due holds these rows alone)."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """What `AlertLog.hold` did: the ids given up, how many deliveries it held, and how many of those were
+    not held already (`newly`: what the alert pool counts as rested)."""
+
+    failed: list[str]
+    held: int
+    newly: int
 
 
 @dataclass(frozen=True)
@@ -463,23 +481,30 @@ class AlertLog:
 
         return write_through_outage(self.pool, due, 0.0)
 
-    def hold(
-        self, receiver: str, rest_s: float, hold_s: float, give_up_s: float, requeue_after_s: float
-    ) -> tuple[list[str], int]:
+    def hold(self, receiver: str, rest_s: float, hold_s: float, give_up_s: float, requeue_after_s: float) -> Held:
         """A receiver's attempt failed and it rests `rest_s`: its pending deliveries not queued lately are
         put off in one transaction, none of them claimed: those whose retries would outlast `give_up_s` by
         the rest's end are failed; the oldest of the others is due when the rest ends (the probe); the rest
-        are held for `hold_s` (or until they are to be given up). The ids failed and how many were held."""
+        are held for `hold_s` (or until they are to be given up). The ids failed, how many were held, and
+        how many of those were not held already (a failed probe holds again those due within `hold_s` / 2)."""
         values = {"receiver": receiver, "rest_s": rest_s, "hold_s": hold_s, "give_up_s": give_up_s,
                   "requeue_after_s": requeue_after_s, "reason": HELD, "probe": PROBE,
                   "refused": REFUSED_FOR_NOW}  # fmt: skip
 
-        def hold(connection: psycopg.Connection) -> tuple[list[str], int]:
+        def hold(connection: psycopg.Connection) -> Held:
             failed = [str(a) for (a,) in connection.execute(GIVE_UP_HELD, values)]
-            held = sum(1 for (n,) in connection.execute(HOLD, values) if n > 1)
-            return failed, held
+            held = [bool(was_held) for n, was_held in connection.execute(HOLD, values) if n > 1]
+            return Held(failed, len(held), held.count(False))
 
         return write_through_outage(self.pool, hold, self.patience_s)
+
+    def pending_counts(self) -> dict[str, int]:
+        """Deliveries not made yet (pending, or being sent), per receiver; one attempt (an outage raises)."""
+
+        def count(connection: psycopg.Connection) -> dict[str, int]:
+            return {str(receiver): int(number) for receiver, number in connection.execute(PENDING_BY_RECEIVER)}
+
+        return write_through_outage(self.pool, count, 0.0, "read")
 
     def release(self, receiver: str, per_s: float) -> int:
         """A receiver answered again: its held deliveries due again, the oldest first, `per_s` a second

@@ -162,6 +162,10 @@ probe holds them again, one that succeeds makes them due (ALERT_RELEASE_PER_S), 
 (marked in the alerts log: the probe of a worker killed or frozen is sent by another once it is due, or
 once its claim's lease runs out). Held this long at most: when no probe is left to answer."""
 
+ALERT_PENDING_COUNT_S = 10.0
+"""How often an alert worker counts the deliveries pending per receiver in the alerts log, for its
+`alpr_alert_deliveries_pending` (one indexed query: the pending rows alone)."""
+
 ALERT_RELEASE_PER_S = 20.0
 """How many of a receiver's held deliveries come due a second once it answers again, the oldest first."""
 

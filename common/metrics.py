@@ -206,7 +206,7 @@ class Metrics:
         self.alert_deliveries = Counter(
             "alpr_alert_deliveries",
             "Alert deliveries by receiver and outcome (sent, retried, rested: put back untried while the receiver"
-            " rests after a failure, failed, rejected).",
+            " rests after a failure, once each time, not again while it stays held, failed, rejected).",
             ["receiver", "outcome"], registry=r,
         )  # fmt: skip
         self.alert_lane_waiting = Gauge(
@@ -214,6 +214,12 @@ class Metrics:
             "Alerts this worker holds for a receiver: waiting in its lane, and the attempt in flight (the alert"
             " queue no longer shows a backlog behind a slow receiver: each job is handed to its lane at once).",
             ["receiver"], registry=r,
+        )  # fmt: skip
+        self.alert_deliveries_pending = Gauge(
+            "alpr_alert_deliveries_pending",
+            "Deliveries to a receiver not made yet, as the alerts log holds them (pending: due, waiting their"
+            " back-off, or held while the receiver fails; or being sent), counted every ALERT_PENDING_COUNT_S by"
+            " each alert worker; the last count is kept while Postgres does not answer.", ["receiver"], registry=r,
         )  # fmt: skip
         self.alert_latency_seconds = Histogram(
             "alpr_alert_latency_seconds",
