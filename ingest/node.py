@@ -370,10 +370,33 @@ class IngestNode:
         if run.stop.is_set():
             return False
         if held_back and (unsampled := int((time.monotonic() - began) * run.camera.sample_fps)):
-            label = self.metrics.camera(run.camera.id)
-            self.metrics.frames_skipped.labels(camera=label, reason="claim_unsure").inc(unsampled)
-            self.summary.skipped[run.camera.id] += unsampled
+            self.unsampled(run, unsampled, "claim_unsure")
         return True
+
+    def unsampled(self, run: CameraRun, count: int, reason: SkipReason) -> None:
+        """`count` frames the camera's rate would have given, never sampled (held back: no frame id, so no
+        row in the frames log, as the README says of claim_unsure), counted skipped for `reason`."""
+        self.metrics.frames_skipped.labels(camera=self.metrics.camera(run.camera.id), reason=reason).inc(count)
+        self.summary.skipped[run.camera.id] += count
+
+    def wait_for_room(self, run: CameraRun, busy: Callable[[], bool]) -> None:
+        """Wait, PENDING_POLL_S at a time, while `busy` (a file's frame waiting for room among the frames to
+        pack, or for the chain) and the camera runs. A file played in real time stands in for a live camera:
+        the frames its rate would have given while the packing finds Redis away (it waits the outage out,
+        and the frames to pack fill up) are counted skipped as redis_unavailable as their times pass, as a
+        live camera's frames are (`unsampled`: never sampled, no row). A review: looped files showed no skip
+        and no alert through a 6-minute Redis outage, their counters flat, while the live cameras' rose."""
+        stand_in, interval_s = run.camera.realtime, 1.0 / run.camera.sample_fps
+        away_s, last = 0.0, time.monotonic()
+        while busy() and not run.stop.is_set():
+            run.stop.wait(PENDING_POLL_S)
+            now = time.monotonic()
+            if stand_in and self.packer.redis_down:
+                away_s += now - last
+                if missed := int(away_s / interval_s):
+                    self.unsampled(run, missed, "redis_unavailable")
+                    away_s -= missed * interval_s
+            last = now
 
     def resume(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
@@ -443,12 +466,9 @@ class IngestNode:
         waits too while the packer holds footage the full frame store refused (JobPacker.holding)."""
         camera = run.camera
         offline = not source.is_live and not camera.realtime
-        while (
-            not source.is_live
-            and not run.stop.is_set()
-            and (self.pending.full() or (offline and (self.packer.depth >= self.recorded_depth or self.packer.holding)))
-        ):
-            run.stop.wait(PENDING_POLL_S)  # a file's frame waits for room before it is stamped: its age starts now
+        if not source.is_live:  # a file's frame waits for room before it is stamped: its age starts now
+            self.wait_for_room(run, lambda: self.pending.full() or (
+                offline and (self.packer.depth >= self.recorded_depth or self.packer.holding)))  # fmt: skip
         frame_id = run.frame_id(frame)
         run.stamped_at = time.monotonic()
         ref = FrameRef(
@@ -490,7 +510,7 @@ class IngestNode:
                 busy: SkipReason = "redis_unavailable" if away else "node_busy"
                 self.skip(ref, busy if source.is_live else "node_stopped")
                 return
-            run.stop.wait(PENDING_POLL_S)  # a file's frame waits for room; stop is checked between waits
+            self.wait_for_room(run, self.pending.full)  # a file's frame waits for room; then the stop is checked
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has been claimed and has ended (files without loop), `max_seconds`, or

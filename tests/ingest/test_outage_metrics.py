@@ -1,7 +1,8 @@
 """What a real `alpr ingest` on a looped clip played in real time shows in its metrics while a private
-Postgres is stopped mid-run (a review, with a real Prometheus: the outage moved no metric of the node):
-the frame records it holds for Postgres and how long none was written, and whether Postgres takes its
-writes."""
+Postgres or a private Redis is stopped mid-run (a review, with a real Prometheus: neither outage moved a
+metric of the node): the frame records it holds for Postgres and how long none was written, whether
+Postgres takes its writes, and the frames its camera's rate would have given while the packing waited
+Redis out, skipped as redis_unavailable."""
 
 from __future__ import annotations
 
@@ -90,3 +91,24 @@ def test_the_records_held_while_postgres_is_away_and_the_outage_itself_show_in_t
         assert scrape(port)[unwritten] < 2
     assert said_s < 10 and back_s < 15, (said_s, back_s)
     assert during[unwritten] >= 5 and during['alpr_frames_unrecorded_total{camera="file"}'] == 0
+
+
+def test_a_file_played_in_real_time_counts_its_frames_skipped_while_redis_is_away(redis_server, tmp_path):
+    """A looped file stands in for a live camera. With Redis stopped, the packing waits it out and the frames
+    to pack fill up; the file's next frame then waited for room, and every frame its rate would have given
+    meanwhile was neither sampled nor counted: no skip, no alert (AlprQueuesUnreachable) for 6 minutes in
+    a review, where the live cameras' skips rose. They are counted as redis_unavailable as their times
+    pass (never sampled: no frame id, no row), and the node goes on once Redis is back."""
+    skipped, ingested = 'alpr_frames_skipped_total{camera="file",reason="redis_unavailable"}', (
+        'alpr_frames_ingested_total{camera="file"}')  # fmt: skip
+    with ingest_node(tmp_path, redis_server.url, None) as port:
+        wait_for(lambda: scrape(port).get(ingested, 0) >= 5, 60, "frames queued")
+        redis_server.stop()
+        time.sleep(3.0)
+        early = scrape(port)[skipped]
+        time.sleep(3.0)
+        during = scrape(port)
+        redis_server.start()
+        wait_for(lambda: scrape(port)[ingested] > during[ingested], 60, "frames queued again")
+    assert early >= 5 and during[skipped] >= early + 10, (early, during[skipped])  # 5 a second: as the time passes
+    assert during[skipped] <= 6 * 5  # no more than the rate gives
