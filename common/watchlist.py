@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 from common import defaults
 from common.errors import InputError
 from common.iso_time import from_iso, period
+from common.plate_keys import KEY_WIDTH, KEYED_REACH, DeletionKeys
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,14 @@ def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, 
 
 
 class WatchIndex:
-    """The entries as arrays, to bound a read's distance to all of them at once (numpy): only the few
-    the bounds leave are compared character by character. A national hot-list of 100,000 plates took
-    30 ms a read, one entry at a time in Python (230 ms within distance 2): a sighting worker fell
-    behind a few dozen reads a second."""
+    """The entries indexed two ways. Within a distance below KEYED_REACH (ALPR_WATCH_MAX_DISTANCE's
+    default 1.0 among them) a read's candidates are looked up by their deletion keys (common/plate_keys.py:
+    every entry within that distance shares one with the read), a handful on a hot-list of 100,000; the
+    numpy bounds (length and character set, computed over every entry at once) narrow what is left, and
+    the exact distance decides. Beyond it the bounds alone, over every entry (`match_lists_scanned`): they
+    left about 370 of 100,000 random 7-character plates within 1.0 (a look-alike swap costs 0.5, so two
+    differing characters passed them), 8 ms a read, and a sighting worker of 250 reads a second fell
+    further behind every round (a review). One entry at a time in Python, before: 30 ms a read."""
 
     def __init__(self, entries: Sequence[WatchEntry]) -> None:
         self.entries = tuple(entries)
@@ -166,20 +171,36 @@ class WatchIndex:
         )
         self.short = self.lengths < defaults.WATCH_FUZZY_MIN_CHARS
         """Entries matched within a look-alike swap at most (a whole edit matched too many other plates)."""
+        self.keys = DeletionKeys([e.plate for e in self.entries])
 
     def match_lists(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
         """match_lists (module function) against these entries."""
         if not plate or not self.entries:
             return []
+        if max_distance < KEYED_REACH and len(plate) <= KEY_WIDTH + 1:
+            return self._nearest(plate, max_distance, now_s, self.keys.candidates(plate))
+        return self._nearest(plate, max_distance, now_s, np.arange(len(self.entries)))
+
+    def match_lists_scanned(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
+        """match_lists with the bounds over every entry, no keys: what match_lists does beyond KEYED_REACH
+        (and did at any distance before them), for comparing the two."""
+        if not plate or not self.entries:
+            return []
+        return self._nearest(plate, max_distance, now_s, np.arange(len(self.entries)))
+
+    def _nearest(self, plate: str, max_distance: float, now_s: float, candidates: np.ndarray) -> list[WatchMatch]:
+        """Each list's nearest entry among `candidates` (indices, ascending: of a plate listed twice on a
+        list, the first wins) within reach of `plate`, by list name."""
         # Lower bounds of the distance: the length difference; a character of one plate missing from the
-        # other takes an edit of at least the look-alike cost. They leave nearly no entry.
+        # other takes an edit of at least the look-alike cost.
         chars, edit_cost = np.uint64(char_set(plate)), min(LOOKALIKE_SUBSTITUTION_COST, 1.0)
-        missing = np.maximum(np.bitwise_count(chars & ~self.chars), np.bitwise_count(self.chars & ~chars))
+        entry_chars = self.chars[candidates]
+        missing = np.maximum(np.bitwise_count(chars & ~entry_chars), np.bitwise_count(entry_chars & ~chars))
         short_distance = min(max_distance, LOOKALIKE_SUBSTITUTION_COST)
-        reach = np.where(self.short, short_distance, max_distance)
-        near = (np.abs(self.lengths - len(plate)) <= reach) & (missing * edit_cost <= reach)
+        reach = np.where(self.short[candidates], short_distance, max_distance)
+        near = (np.abs(self.lengths[candidates] - len(plate)) <= reach) & (missing * edit_cost <= reach)
         best: dict[str, WatchMatch] = {}
-        for index in np.flatnonzero(near & (self.expires_s > now_s)).tolist():
+        for index in candidates[near & (self.expires_s[candidates] > now_s)].tolist():
             entry = self.entries[index]
             distance = plate_distance(plate, entry.plate)
             held = best.get(entry.list_name)
