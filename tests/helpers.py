@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import copy
 import http.server
+import json
 import shutil
 import socket
 import subprocess
@@ -84,12 +85,51 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def alpr_process(env: dict[str, str], args: list[str], log: Path, metrics_port: int | None = None) -> subprocess.Popen:
+WITH_DEFAULTS = """
+import json, sys
+from common import defaults
+for name, value in json.loads(sys.argv.pop(1)).items():
+    assert hasattr(defaults, name), f"no default {name}"
+    setattr(defaults, name, tuple(value) if isinstance(value, list) else value)
+from alpr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+"""`alpr ARGS` run as `python -c WITH_DEFAULTS '{"NAME": value, ...}' ARGS`: common/defaults.py's NAMEs set to
+the values first (what monkeypatch does in the tests' own process), before any other module is imported."""
+
+
+def alpr_process(
+    env: dict[str, str],
+    args: list[str],
+    log: Path,
+    metrics_port: int | None = None,
+    timers: Mapping[str, float | tuple[float, ...]] | None = None,
+) -> subprocess.Popen:
+    """`alpr ARGS` as a process of its own, its output in `log`; `timers` as for alpr_command."""
     env = dict(env)
     if metrics_port:
         env["ALPR_METRICS_PORT"] = str(metrics_port)
     handle = log.open("w")
-    return subprocess.Popen([sys.executable, "-m", "alpr.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    return subprocess.Popen(alpr_command(args, timers), env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def alpr_command(args: list[str], timers: Mapping[str, float | tuple[float, ...]] | None = None) -> list[str]:
+    """The command line of `alpr ARGS`; with `timers`, those defaults of common/defaults.py set first (a
+    lease, a maintenance interval, a wait for Postgres: seconds a test would wait out)."""
+    start = ["-c", WITH_DEFAULTS, json.dumps(dict(timers))] if timers else ["-m", "alpr.cli"]
+    return [sys.executable, *start, *args]
+
+
+def short_recovery(lease_s: int = 6, maintenance_s: int = 3, margin_s: int = 10) -> dict[str, float]:
+    """Timers for `alpr_process` under which a killed worker's job runs again within seconds: its lease
+    lapses `lease_s` after its last renewal (renewed every third of it) and idle workers clean RQ's registries
+    every `maintenance_s` (defaults: 15 s each); RECOVERY_S, which ALPR_FRAME_TTL_S must cover past the job
+    timeout, reckoned from them as common/defaults.py does, with `margin_s` for its margin (30 s)."""
+    return {
+        "JOB_LEASE_S": lease_s,
+        "WORKER_MAINTENANCE_S": maintenance_s,
+        "RECOVERY_S": lease_s + 2 * maintenance_s + margin_s,
+    }
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -195,6 +235,7 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[s
 
 
 __all__ = [
+    "alpr_command",
     "alpr_process",
     "clip_frames",
     "free_port",

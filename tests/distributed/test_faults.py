@@ -20,7 +20,7 @@ from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
 from common.queues import STAGES, stage_queue
-from tests.helpers import alpr_process, wait_for, write_cameras, write_clip
+from tests.helpers import alpr_process, short_recovery, wait_for, write_cameras, write_clip
 from tests.servers import PrivateRedis
 
 PLATES = ("KPX4721", "7ABC284")
@@ -84,8 +84,9 @@ def test_postgres_outage_is_waited_out_and_a_killed_workers_job_runs_again(
     assert main(["db", "upgrade", "--database-url", pg.url]) == 0
     env = fault_env(redis_url, pg.url, settings, tmp_path)  # default job timeout: the lease brings the job back
     logs = {name: tmp_path / f"{name}.log" for name in ("detect", "ocr0", "ocr1", "redact", "ingest")}
+    recovery = short_recovery()  # the lease and registry cleaning in seconds, not 15 s each
     processes = {
-        name: alpr_process(env, ["worker", name.rstrip("01")], logs[name])
+        name: alpr_process(env, ["worker", name.rstrip("01")], logs[name], timers=recovery)
         for name in ("detect", "ocr0", "ocr1", "redact")
     }
     connection = redis.Redis.from_url(redis_url)
@@ -104,7 +105,7 @@ def test_postgres_outage_is_waited_out_and_a_killed_workers_job_runs_again(
         wait_for(lambda: count(pg.url, done_sql) >= FRAMES, 90, "every frame, the killed job's too")
         recovered_s = time.monotonic() - killed_at
         print(f"killed worker's job done again {recovered_s:.0f} s after the kill")
-        assert recovered_s <= 75  # the lease (15 s) + registry cleaning (15 s) + the chain's own time
+        assert recovered_s <= 75  # the lease + registry cleaning (15 s each by default) + the chain's own time
         processes["ingest"].wait(timeout=60)  # the file has ended: the node closes its ledger and exits
         assert_all_accounted(pg.url, sampled_by_ingest(logs["ingest"]))
         # the redactor does not wait for OCR: a frame is done before its reads are (the killed job's come after
@@ -183,13 +184,17 @@ def test_redis_restart_without_persistence_loses_no_frame_in_silence(
     redis_server: PrivateRedis, postgres_url, settings, tmp_path
 ):
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    # short times, so frames lost with Redis are swept as lost within the test: TTL + job timeout = 105 s
+    # short times, so frames lost with Redis are swept as lost within the test: TTL (the job timeout + the
+    # recovery of short_recovery, 22 s) + job timeout = 52 s
+    recovery = short_recovery()
+    ttl_s = 15 + int(recovery["RECOVERY_S"])
     env = fault_env(redis_server.url, postgres_url, settings, tmp_path, ALPR_JOB_TIMEOUT_S="15",
-                    ALPR_DB_PATIENCE_S="10", ALPR_FRAME_TTL_S="90", ALPR_MAX_FRAME_AGE_S="60")  # fmt: skip
+                    ALPR_DB_PATIENCE_S="10", ALPR_FRAME_TTL_S=str(ttl_s), ALPR_MAX_FRAME_AGE_S="30")  # fmt: skip
     cameras = one_camera(tmp_path, loop=True)  # a live-paced camera that never ends
     logs = {name: tmp_path / f"{name}.log" for name in ("detect", "ocr", "redact", "ingest")}
-    processes = {name: alpr_process(env, ["worker", name], logs[name]) for name in ("detect", "ocr", "redact")}
-    processes["ingest"] = alpr_process(env, ["ingest", "--cameras", str(cameras)], logs["ingest"])
+    processes = {name: alpr_process(env, ["worker", name], logs[name], timers=recovery)
+                 for name in ("detect", "ocr", "redact")}  # fmt: skip
+    processes["ingest"] = alpr_process(env, ["ingest", "--cameras", str(cameras)], logs["ingest"], timers=recovery)
     connection = redis.Redis.from_url(redis_server.url)
     frames_sql = "SELECT count(*) FROM frames WHERE outcome = 'done'"
     try:
