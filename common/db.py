@@ -134,7 +134,7 @@ class WatchedPool(ConnectionPool):
 def open_pool(
     url: str,
     max_size: int = 4,
-    wait_s: float = 10.0,
+    wait_s: float | None = None,
     password: str | None = None,
     session_settings: str = SESSION_SETTINGS,
     role: str = "run",
@@ -142,6 +142,7 @@ def open_pool(
     """A connection pool, opened and checked: a wrong URL fails here with a clear message. `password`
     is used when the URL carries none (from ALPR_DATABASE_PASSWORD[_FILE]). The password goes to
     psycopg apart from the URL, so that neither libpq's messages nor the pool's warnings can quote it.
+    `wait_s`: the longest wait for the first connection (DB_OPEN_WAIT_S unless given).
     `session_settings`: each connection's (SESSION_SETTINGS; the sighting pool's, SIGHTING_SESSION_SETTINGS).
     `role`: named in the sessions' application_name (`application_name`), unless the URL or PGAPPNAME names
     one (libpq's fallback_application_name)."""
@@ -162,7 +163,7 @@ def open_pool(
     pool_log.addFilter(attempts)
     try:
         pool.open(wait=False)
-        wait_until_open(pool, attempts, wait_s)
+        wait_until_open(pool, attempts, defaults.DB_OPEN_WAIT_S if wait_s is None else wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
         pool.close()
         cause = attempts.last_error or str(error)
@@ -181,7 +182,7 @@ OPEN_POLL_S = 0.02
 def wait_until_open(pool: ConnectionPool, attempts: OpeningAttempts, wait_s: float) -> None:
     """Return once the pool holds its first connections; PoolTimeout after `wait_s`, or as soon as an attempt
     was refused for good (refused_for_good: a wrong password or database name is not mended by waiting, and a
-    careless operator's command waited the full 10 s to say so)."""
+    careless operator's command waited the full DB_OPEN_WAIT_S to say so)."""
     deadline = time.monotonic() + wait_s
     while pool.get_stats().get("pool_available", 0) < pool.min_size:
         if refused_for_good(attempts.last_error):

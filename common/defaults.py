@@ -359,6 +359,10 @@ DB_CHECK_S = 5.0
 for one of its own statements to say whether Postgres is back before it asks itself (SELECT): a worker idle
 since the outage said 0 until its next job."""
 
+DB_OPEN_WAIT_S = 10.0
+"""Longest wait for a new Postgres pool's first connection (a server starting up) before a role or command
+says it cannot connect; a login refused for good is told at once."""
+
 DB_LOCK_TIMEOUT_S = 10.0
 """Longest a pooled session's statement waits for a lock (Postgres's `lock_timeout`) before it is cancelled
 (LockNotAvailable) and the write is tried again as through an outage, the log naming the lock: a table an

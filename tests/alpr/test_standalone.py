@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from alpr.cli import main
+from common import defaults
 from ocr_worker.core import OcrSettings, PlateReader
 from tests.helpers import clip_frames, iou
 
@@ -173,7 +174,8 @@ def test_a_folder_linked_elsewhere_in_the_output_is_refused_before_anything_is_w
         (["eval", "{tmp}/empty_dir"], "holds no ground truth"),
     ],
 )
-def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path, capsys, settings):
+def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path, capsys, settings, monkeypatch):
+    monkeypatch.setattr(defaults, "DB_OPEN_WAIT_S", 1.0)  # nothing listens on port 1: no server starting to wait for
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01garbage" * 4000)
     code = main(

@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from common import defaults
 from common.errors import ConfigError
 from common.frame_store import frame_key
 from common.jobs import FrameRef
@@ -76,7 +77,8 @@ def test_the_cameras_a_postgres_log_remembers_are_bounded(tmp_path, postgres_url
     assert [camera for (camera,) in handed] == cameras  # every camera still handed to the sighting pool
 
 
-def test_postgres_unreachable_is_a_clear_error(tmp_path):
+def test_postgres_unreachable_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "DB_OPEN_WAIT_S", 1.0)  # nothing listens on port 1: no server starting to wait for
     with pytest.raises(
         ConfigError, match=r"cannot connect to Postgres at postgresql://nobody:\*\*\*@127.0.0.1:1/"
     ) as e:

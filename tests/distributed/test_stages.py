@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import time
 
 import cv2
@@ -24,7 +23,7 @@ from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, DetectJob, FrameRef, RedactJob
 from common.queues import STAGE_JOB_FUNCTION, connect_redis, enqueue, stage_queue
 from ingest.sources import open_source
-from tests.helpers import alpr_process, mjpeg_camera, write_cameras, write_clip
+from tests.helpers import alpr_command, alpr_process, mjpeg_camera, write_cameras, write_clip
 
 
 def ref(frame_id: str, age_s: float = 0.0) -> FrameRef:
@@ -361,7 +360,8 @@ def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, setting
         (["db", "upgrade", "--database-url", "postgresql://alpr:hunter2@127.0.0.1:1/alpr?connect_timeout=1"],
          "postgresql://alpr:***@127.0.0.1:1/alpr"),
     ):  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "alpr.cli", *args], env=env, capture_output=True, text=True,
+        # nothing listens on port 1: the error after a second of waiting for it, not the 10 s a server starting is given
+        done = subprocess.run(alpr_command(args, {"DB_OPEN_WAIT_S": 1.0}), env=env, capture_output=True, text=True,
                               timeout=60)  # fmt: skip
         assert done.returncode == 2 and "alpr: error: cannot " in done.stderr
         assert "hunter2" not in done.stderr + done.stdout and shown in done.stderr
