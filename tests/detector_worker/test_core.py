@@ -215,7 +215,9 @@ def test_a_raised_read_threshold_still_finds_every_box_to_blur(detector, demo_cl
     """ALPR_DETECTOR_CONFIDENCE chooses what is read, not what is hidden: raised to 0.5 it left the
     demo clip's plate sharp in 4 of 120 kept frames (a review), its box found at 0.05-0.5."""
     path, truth = demo_clip
-    wanted = {b["frame_index"]: tuple(b["box_xyxy"]) for b in truth["boxes"]}
+    # the odd frames, half the clip: its frames whose plate the detector finds only below 0.5 were 1, 82, 85,
+    # 95 and 119 of 120 (x86, onnxruntime CPU); the assert below says so if none is left among them
+    wanted = {b["frame_index"]: tuple(b["box_xyxy"]) for b in truth["boxes"] if b["frame_index"] % 2}
     frames = clip_frames(path, set(wanted))
     order = sorted(frames)
     found = detector.detect([frames[i] for i in order])
