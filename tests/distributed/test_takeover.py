@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,28 +45,22 @@ def camera(tmp_path: Path, camera_id: str, shade: int = 90, **fields: object) ->
     return {"id": camera_id, "source": str(folder), "loop": True, "sample_fps": 5, **fields}
 
 
-SHORT_CLAIMS = """
-import sys
-from common import defaults
-defaults.CAMERA_CLAIM_TTL_S, defaults.CAMERA_CLAIM_RENEW_S = 3, 1.0
-from alpr.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-"""`alpr` with claims that lapse 3 s after their last renewal (renewed every second): a freeze past them
-in seconds, not the 30 s a node's claims outlive it."""
+QUICK_RENEWALS = {"CAMERA_CLAIM_RENEW_S": 1.0}
+"""`alpr_process` timers: claims renewed (and a standby's cameras tried) every second, not every 10 s: a
+camera given up, or whose holder on this host is gone, is taken within a second; claims still lapse 30 s
+after their last renewal."""
+
+SHORT_CLAIMS = {"CAMERA_CLAIM_TTL_S": 3, **QUICK_RENEWALS}
+"""QUICK_RENEWALS and claims that lapse 3 s after their last renewal: a freeze past them in seconds, not the
+30 s a node's claims outlive it."""
 
 
 class Node:
-    """One `alpr ingest` process and its metrics port (`short_claims`: SHORT_CLAIMS)."""
+    """One `alpr ingest` process and its metrics port (`timers`: alpr_process's)."""
 
-    def __init__(self, env: dict[str, str], cameras: Path, log: Path, short_claims: bool = False) -> None:
+    def __init__(self, env: dict[str, str], cameras: Path, log: Path, timers: dict[str, float] | None = None) -> None:
         self.port, self.log = free_port(), log
-        if not short_claims:
-            self.process = alpr_process(env, ["ingest", "--cameras", str(cameras)], log, self.port)
-            return
-        self.process = subprocess.Popen([sys.executable, "-c", SHORT_CLAIMS, "ingest", "--cameras", str(cameras)],
-                                        env={**env, "ALPR_METRICS_PORT": str(self.port)}, stdout=log.open("w"),
-                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = alpr_process(env, ["ingest", "--cameras", str(cameras)], log, self.port, timers)
 
     def metric(self, name: str, camera_id: str) -> float:
         try:
@@ -117,11 +109,11 @@ def test_a_standby_takes_over_the_cameras_of_a_node_killed_and_counts_the_span_u
     node_env, redis_url, tmp_path, nodes
 ):
     cameras = write_cameras(tmp_path / "cameras.yaml", [camera(tmp_path, "cam-a"), camera(tmp_path, "cam-b")])
-    nodes.append(Node(node_env, cameras, tmp_path / "owner.log"))
+    nodes.append(Node(node_env, cameras, tmp_path / "owner.log", QUICK_RENEWALS))
     owner = nodes[0]
     wait_for(lambda: owner.metric("alpr_frames_ingested_total", "cam-a") > 0, 60, "the owner sampling")
     owner_id = holder(redis_url, "cam-a")
-    nodes.append(Node(node_env, cameras, tmp_path / "standby.log"))
+    nodes.append(Node(node_env, cameras, tmp_path / "standby.log", QUICK_RENEWALS))
     standby = nodes[1]
     wait_for(lambda: "this node stands by for them" in standby.text(), 60, "the standby standing by")
     time.sleep(2)
@@ -129,7 +121,7 @@ def test_a_standby_takes_over_the_cameras_of_a_node_killed_and_counts_the_span_u
     owner.process.send_signal(signal.SIGKILL)
     owner.process.wait(10)
     killed = time.monotonic()
-    within_s = defaults.CAMERA_CLAIM_TTL_S + defaults.CAMERA_CLAIM_RENEW_S + 3
+    within_s = defaults.CAMERA_CLAIM_TTL_S + QUICK_RENEWALS["CAMERA_CLAIM_RENEW_S"] + 3
     wait_for(lambda: holder(redis_url, "cam-a") not in (None, owner_id) and holder(redis_url, "cam-b") not in
              (None, owner_id), within_s, "the standby's takeover")  # fmt: skip
     taken_s = time.monotonic() - killed
@@ -151,7 +143,7 @@ def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_al
         camera(tmp_path, "cam-a", shade=30, sample_fps=2, region="eu"),
         {**camera(tmp_path, "cam-b"), "enabled": False},
     ]
-    nodes.append(Node(node_env, write_cameras(tmp_path / "a.yaml", mine), tmp_path / "a.log"))
+    nodes.append(Node(node_env, write_cameras(tmp_path / "a.yaml", mine), tmp_path / "a.log", QUICK_RENEWALS))
     owner = nodes[0]
     wait_for(lambda: owner.metric("alpr_frames_ingested_total", "cam-a") > 0, 60, "the owner sampling")
     owner_id = holder(redis_url, "cam-a")
@@ -161,7 +153,7 @@ def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_al
             return connection.execute("SELECT camera_id, region, enabled FROM cameras ORDER BY 1").fetchall()
 
     wait_for(lambda: rows() == [("cam-a", "us", True), ("cam-b", "us", True)], 15, "the owner's rows")
-    nodes.append(Node(node_env, write_cameras(tmp_path / "b.yaml", theirs), tmp_path / "b.log"))
+    nodes.append(Node(node_env, write_cameras(tmp_path / "b.yaml", theirs), tmp_path / "b.log", QUICK_RENEWALS))
     other = nodes[1]
     wait_for(lambda: "this node stands by for it" in other.text(), 60, "the other node standing by")
     time.sleep(2)
@@ -170,8 +162,10 @@ def test_conflicting_settings_are_told_and_a_standby_leaves_the_cameras_table_al
     assert rows() == [("cam-a", "us", True), ("cam-b", "us", True)]  # a node standing by writes no row
     owner.process.send_signal(signal.SIGTERM)  # gives its cameras up: taken at the next renewal
     assert owner.process.wait(60) == 0
-    wait_for(lambda: other.metric("alpr_frames_ingested_total", "cam-a") > 0, defaults.CAMERA_CLAIM_RENEW_S + 10,
-             "the other node taking cam-a")  # fmt: skip
+    renew_s = QUICK_RENEWALS["CAMERA_CLAIM_RENEW_S"]
+    wait_for(
+        lambda: other.metric("alpr_frames_ingested_total", "cam-a") > 0, renew_s + 10, "the other node taking cam-a"
+    )
     assert (f"camera cam-a: this node's settings for it differ from those of ingest node {owner_id!r}, which"
             " sampled it before: source, sample_fps, region") in other.text()  # fmt: skip
     assert other.metric("alpr_camera_settings_changed_total", "cam-a") == 1
@@ -188,14 +182,14 @@ def test_a_node_frozen_past_its_claims_loses_one_camera_and_samples_its_other_on
     (one WARNING naming it and its holder), samples the other on, and stands by; the camera taken is
     sampled by one node at a time, and the node's stop leaves the holder's watermark in place."""
     both = write_cameras(tmp_path / "both.yaml", [camera(tmp_path, "cam-a"), camera(tmp_path, "cam-b")])
-    nodes.append(Node(node_env, both, tmp_path / "frozen.log", short_claims=True))
+    nodes.append(Node(node_env, both, tmp_path / "frozen.log", SHORT_CLAIMS))
     frozen = nodes[0]
     ingested = "alpr_frames_ingested_total"
     wait_for(lambda: frozen.metric(ingested, "cam-a") > 0 and frozen.metric(ingested, "cam-b") > 0, 60,
              "the first node sampling both cameras")  # fmt: skip
     frozen_id = holder(redis_url, "cam-b")
     nodes.append(Node(node_env, write_cameras(tmp_path / "b.yaml", [camera(tmp_path, "cam-b")]),
-                      tmp_path / "standby.log", short_claims=True))  # fmt: skip
+                      tmp_path / "standby.log", SHORT_CLAIMS))  # fmt: skip
     standby = nodes[1]
     wait_for(lambda: "this node stands by for it" in standby.text(), 60, "the standby standing by")
     frozen.process.send_signal(signal.SIGSTOP)
