@@ -26,7 +26,7 @@ from common.server_urls import split_password, url_problem
 KEEPALIVES = "SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
 """TCP keepalives of every pooled session: a peer gone is noticed within a few minutes, not TCP's two hours."""
 
-LOCK_TIMEOUT = f"SET lock_timeout = '{round(defaults.DB_LOCK_TIMEOUT_S * 1000)}ms'"
+LOCK_TIMEOUT = "SET lock_timeout = '{lock_timeout_ms}ms'"
 """A statement waits DB_LOCK_TIMEOUT_S at most for a lock, then fails (LockNotAvailable, an OperationalError):
 a table an operator locked (`LOCK TABLE frames IN ACCESS EXCLUSIVE MODE`, a long maintenance) held every
 OCR and redaction job silently until RQ's job timeout (120 s), nothing in the logs naming a lock (a
@@ -50,17 +50,14 @@ held its row locks until the server's TCP keepalive noticed, about two hours —
 cameras then had no sightings and no alerts, with no error, as the others skip locked cameras; the
 server now ends such a session within two minutes. A lock waited for past LOCK_TIMEOUT fails the statement."""
 
-STATUS_SESSION_SETTINGS = (
-    f"{SESSION_SETTINGS}; SET statement_timeout = '{round(defaults.STATUS_STATEMENT_TIMEOUT_S * 1000)}ms'"
-)
+STATUS_SESSION_SETTINGS = SESSION_SETTINGS + "; SET statement_timeout = '{status_statement_timeout_ms}ms'"
 """`alpr status`'s sessions: no statement of its frames-log part runs past STATUS_STATEMENT_TIMEOUT_S (behind
 an operator's lock on the frames table it hung until killed, a review); it says so instead (alpr/status.py)."""
 
 
 SIGHTING_SESSION_SETTINGS = (
-    f"SET idle_in_transaction_session_timeout = '{round(defaults.SIGHTING_IDLE_IN_TRANSACTION_S * 1000)}ms';"
-    f" SET tcp_user_timeout = {round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000)}; {KEEPALIVES}; {LOCK_TIMEOUT};"
-    f" {NO_JIT}"
+    "SET idle_in_transaction_session_timeout = '{sighting_idle_ms}ms';"
+    f" SET tcp_user_timeout = {{sighting_tcp_user_timeout_ms}}; {KEEPALIVES}; {LOCK_TIMEOUT}; {NO_JIT}"
 )
 """The sighting pool's sessions: a camera's transaction holds its cursor row (FOR UPDATE), which every other
 sighting worker skips, so a worker frozen inside one (SIGSTOP, a paused VM) held that camera's sightings and
@@ -105,9 +102,21 @@ def autocommitting(connection: psycopg.Connection) -> Iterator[psycopg.Connectio
                 connection.close()
 
 
+def session_statements(settings: str) -> str:
+    """`settings` (SESSION_SETTINGS and the like) with the timeouts of common/defaults.py in their places
+    ({lock_timeout_ms} and the others), read as each session starts: a test shortens them as any default."""
+    return settings.format(
+        lock_timeout_ms=round(defaults.DB_LOCK_TIMEOUT_S * 1000),
+        status_statement_timeout_ms=round(defaults.STATUS_STATEMENT_TIMEOUT_S * 1000),
+        sighting_idle_ms=round(defaults.SIGHTING_IDLE_IN_TRANSACTION_S * 1000),
+        sighting_tcp_user_timeout_ms=round(defaults.SIGHTING_TCP_USER_TIMEOUT_S * 1000),
+    )
+
+
 def configure_session(connection: psycopg.Connection, settings: str = SESSION_SETTINGS) -> None:
-    """`settings` (SESSION_SETTINGS unless given) on a new pooled connection, in one round trip."""
-    connection.execute(settings)
+    """`settings` (SESSION_SETTINGS unless given; session_statements) on a new pooled connection, in one round
+    trip."""
+    connection.execute(session_statements(settings))
     connection.commit()
 
 

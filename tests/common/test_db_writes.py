@@ -139,11 +139,19 @@ def test_a_session_postgres_ended_idle_in_its_transaction_is_tried_again(pool):
     assert len(calls) == 2 and calls[0] != calls[1]  # the ended session was dropped, a new one used
 
 
-def test_a_write_behind_a_table_lock_gives_up_at_lock_timeout_and_says_so(pool, caplog):
+@pytest.fixture()
+def short_lock_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DB_LOCK_TIMEOUT_S of 1 s (10 s), for the sessions of a pool opened after it."""
+    monkeypatch.setattr(defaults, "DB_LOCK_TIMEOUT_S", 1.0)
+
+
+def test_a_write_behind_a_table_lock_gives_up_at_lock_timeout_and_says_so(short_lock_timeout, pool, caplog):
     """An operator's `LOCK TABLE ... IN ACCESS EXCLUSIVE MODE` held every OCR and redaction job silently until
     RQ's job timeout (120 s; a review). Now each attempt waits DB_LOCK_TIMEOUT_S at most (LockNotAvailable),
     the log names the lock, and the write goes through once it is let go."""
     upgrade(pool)
+    with pool.connection() as connection:  # the pool's sessions began under the shortened limit
+        assert connection.execute("SHOW lock_timeout").fetchone() == ("1s",)
     locker = psycopg.connect(pool.conninfo)
     locker.execute("LOCK TABLE cameras IN ACCESS EXCLUSIVE MODE")
     let_go = threading.Timer(defaults.DB_LOCK_TIMEOUT_S + 3, locker.rollback)

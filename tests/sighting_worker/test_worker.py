@@ -1333,7 +1333,9 @@ def test_alert_ids_differ_between_keys_and_are_the_plain_hash_only_without_one()
     assert one not in candidates and plain in candidates  # a plain hash gave the plate away
 
 
-def test_a_worker_frozen_inside_a_cameras_transaction_holds_the_camera_seconds_not_minutes(chain, redis_url, caplog):
+def test_a_worker_frozen_inside_a_cameras_transaction_holds_the_camera_seconds_not_minutes(
+    chain, redis_url, caplog, monkeypatch
+):
     """A sighting worker frozen (SIGSTOP, a paused VM) while it held a camera's cursor row held that camera
     from every other worker until Postgres's idle-in-transaction limit of two minutes: a listed car's alert
     came 117 s late (a review). The sighting pool's sessions are now ended after
@@ -1341,6 +1343,7 @@ def test_a_worker_frozen_inside_a_cameras_transaction_holds_the_camera_seconds_n
     thawed, fails that camera's round (nothing of it committed) and raises nothing twice after."""
     import threading
 
+    monkeypatch.setattr(defaults, "SIGHTING_IDLE_IN_TRANSACTION_S", 2.0)  # the pools' sessions': 2 s, not 5
     pool, settings = chain
     frozen_stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     frozen, thawed = threading.Event(), threading.Event()
