@@ -863,8 +863,9 @@ def test_a_camera_of_unknown_frame_interval_costs_one_lookup_a_period_not_one_a_
         assert stage.camera_frame_interval(connection, "gate") is None  # within the period: as it was
         assert sent.count(FRAME_INTERVAL) == 1
         monkeypatch.setattr(defaults, "FRAME_INTERVAL_UNKNOWN_S", 0.0)  # the period over
-        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2)
-        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2)  # known: kept a minute
+        # Postgres keeps capture times to the microsecond: the two frames' 0.2 s came back as 0.200001
+        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2, abs=2e-6)
+        assert stage.camera_frame_interval(connection, "gate") == pytest.approx(0.2, abs=2e-6)  # known: kept a minute
     assert sent.count(FRAME_INTERVAL) == 2
 
 
