@@ -19,6 +19,7 @@ from rq import Worker
 from rq.registry import FailedJobRegistry
 
 from alpr.cli import main
+from common import defaults
 from common.queues import STAGES, stage_queue
 from tests.helpers import alpr_process, short_recovery, wait_for, write_cameras, write_clip
 from tests.servers import PrivateRedis
@@ -84,7 +85,9 @@ def test_postgres_outage_is_waited_out_and_a_killed_workers_job_runs_again(
     assert main(["db", "upgrade", "--database-url", pg.url]) == 0
     env = fault_env(redis_url, pg.url, settings, tmp_path)  # default job timeout: the lease brings the job back
     logs = {name: tmp_path / f"{name}.log" for name in ("detect", "ocr0", "ocr1", "redact", "ingest")}
-    recovery = short_recovery()  # the lease and registry cleaning in seconds, not 15 s each
+    # the lease and registry cleaning in seconds here; those shipped bring a killed worker's job back within a minute
+    assert defaults.JOB_LEASE_S + 2 * defaults.WORKER_MAINTENANCE_S <= 60
+    recovery = short_recovery()
     processes = {
         name: alpr_process(env, ["worker", name.rstrip("01")], logs[name], timers=recovery)
         for name in ("detect", "ocr0", "ocr1", "redact")

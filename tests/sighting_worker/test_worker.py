@@ -1344,6 +1344,7 @@ def test_a_worker_frozen_inside_a_cameras_transaction_holds_the_camera_seconds_n
     thawed, fails that camera's round (nothing of it committed) and raises nothing twice after."""
     import threading
 
+    assert defaults.SIGHTING_IDLE_IN_TRANSACTION_S <= 10  # shipped: seconds, not minutes
     monkeypatch.setattr(defaults, "SIGHTING_IDLE_IN_TRANSACTION_S", 2.0)  # the pools' sessions': 2 s, not 5
     pool, settings = chain
     frozen_stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
