@@ -4,7 +4,6 @@ import cv2
 import numpy as np
 import pytest
 
-from alpr.democlip import make_clip
 from common.errors import ConfigError, InputError
 from common.types import PlateDetections
 from detector_worker.core import (
@@ -16,7 +15,7 @@ from detector_worker.core import (
     select_reads,
 )
 from redactor_worker.core import redact
-from tests.helpers import clip_frames, demo_clip_plates_found, iou, scene_samples
+from tests.helpers import clip_frames, demo_clip_plates_found, iou, scene_samples, write_clip
 
 
 def test_finds_plates_in_real_photos(detector, datasets_dir):
@@ -111,7 +110,7 @@ def test_a_box_nested_in_a_stronger_one_is_blurred_not_read(boxes, nested):
 
 def test_one_plate_is_one_read_box_in_every_frame_of_a_clip(detector, tmp_path):
     # On this clip the detector also marks part of a plate (frame 6) and a plate with its holder (42).
-    truth = make_clip(tmp_path / "clip.mp4", ("4RTY532", "BDF3301"), seed=8)
+    truth = write_clip(tmp_path / "clip.mp4", ("4RTY532", "BDF3301"), seed=8)  # also tests/distributed's cam-west
     frames = clip_frames(tmp_path / "clip.mp4", set(range(0, len(truth["boxes"]), 2)))
     found = detector.detect([frames[i] for i in sorted(frames)])
     counts = {i: len(boxes_to_read(boxes, None)) for i, boxes in zip(sorted(frames), found, strict=True)}
