@@ -165,7 +165,8 @@ def test_the_cameras_file_chooses_udp_per_camera_and_the_node_opens_it_so(monkey
 )  # fmt: skip
 def test_a_cameras_transport_is_checked_with_the_rest_of_the_file(entry, problem):
     if problem is None:
-        assert parse_cameras({"cameras": [{"id": "gate", **entry}]})[0].rtsp_transport == entry["rtsp_transport"]
+        (camera,) = parse_cameras({"cameras": [{"id": "gate", **entry}]}, Settings.load({}))
+        assert camera.rtsp_transport == entry["rtsp_transport"]
     else:
         with pytest.raises(ConfigError, match=re.escape(f"camera 'gate': {problem}")):
-            parse_cameras({"cameras": [{"id": "gate", **entry}]})
+            parse_cameras({"cameras": [{"id": "gate", **entry}]}, Settings.load({}))
