@@ -99,8 +99,23 @@ MQTT_READ_BUDGET_BYTES = 64 * 1024
 paho takes any packet up to 256 MB and asks for its whole announced length at once: a hostile broker
 took the worker to 890 MB an attempt (a review)."""
 
-MQTT_REFUSED_FOR_GOOD = frozenset({"Bad user name or password", "Not authorized"})
-"""CONNACK refusals retrying cannot cure (the receiver's settings must change)."""
+CONNACK_REFUSED_FOR_NOW = frozenset({0x86, 0x87, 0x8A, 0x9C, 0x9D})
+"""CONNACK reason codes (MQTT 5's; paho gives a 3.1.1 return code its MQTT 5 equivalent: 4 is 0x86, 5 is
+0x87) that may be the broker's state for a while, as a webhook's 401/403/3xx (REFUSED_FOR_NOW): Bad user
+name or password and Not authorized (a password or an ACL being rotated), Banned (a ban lifted), Use another
+server and Server moved (a broker being moved). Rejected at once, every alert raised while an operator
+rotated a broker's password was lost; now retried within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert
+(`DeliveryRejected.for_now`), the receiver resting and probed. Server unavailable (3.1.1's 3), Server busy,
+Quota exceeded, Connection rate exceeded, Unspecified and Implementation specific error are retried as a
+503 is (any code not named here or in CONNACK_REFUSED_FOR_GOOD is)."""
+
+CONNACK_REFUSED_FOR_GOOD = frozenset({0x81, 0x82, 0x84, 0x85, 0x8C, 0x90, 0x95, 0x9A, 0x9B})
+"""CONNACK reason codes that refuse the CONNECT itself, the same on every attempt (only a new paho or new
+receiver settings could change it): Malformed packet, Protocol error, Unsupported protocol version (under
+3.1.1, or `protocol: 5`: `auto` falls back to 3.1.1 on it), Client identifier not valid (paho's own, 3.1.1's
+2), Bad authentication method (only user name and password are sent), and the will's Topic name invalid,
+Packet too large, Retain and QoS not supported (no will is sent: a broker that says so never takes this
+client)."""
 
 
 class DeliveryError(Exception):
@@ -129,8 +144,8 @@ class DeliveryRetryable(DeliveryError):  # noqa: N818 (the name says what to do 
 
 
 class DeliveryRejected(DeliveryError):  # noqa: N818
-    """The receiver refused the alert for good (4xx, a redirect, bad credentials, a bad topic): retrying
-    cannot help; its settings or the receiver must change."""
+    """The receiver refused the alert (4xx, a redirect, bad credentials, a bad topic): for good, retrying
+    cannot help, its settings or the receiver must change; or, `for_now`, perhaps only for a while."""
 
     def __init__(self, message: str, words: str = "", answered: bool = False, for_now: bool = False) -> None:
         super().__init__(message, words)
@@ -140,8 +155,8 @@ class DeliveryRejected(DeliveryError):  # noqa: N818
         credentials) nor its load (408, 425, 429 are retried): a probe so refused hands its mark on."""
         self.for_now = for_now
         """Whether the refusal may be the receiver's state for a while rather than the alert's (REFUSED_FOR_NOW,
-        a redirect): the worker retries it within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert, the receiver
-        resting as a failing one, and rejects it after."""
+        a redirect, CONNACK_REFUSED_FOR_NOW): the worker retries it within ALERT_UNKNOWN_RECEIVER_GRACE_S of the
+        alert, the receiver resting as a failing one, and rejects it after."""
 
 
 def alert_body(alert: Alert) -> bytes:
@@ -528,13 +543,17 @@ def _client(receiver: MqttReceiver, protocol: MQTTProtocolVersion, where: str) -
 
 def _check_connack(code: ReasonCode, protocol: MQTTProtocolVersion, where: str) -> None:
     """Raises unless the CONNACK accepted the connection: _SpeaksNoMqtt5 where an MQTT 5 CONNECT was refused
-    for its version; DeliveryRejected for credentials; DeliveryRetryable for the rest."""
+    for its version; DeliveryRejected, `for_now`, for CONNACK_REFUSED_FOR_NOW (credentials) and for good for
+    CONNACK_REFUSED_FOR_GOOD; DeliveryRetryable for the rest (a busy or unavailable broker)."""
     if not code.is_failure:
         return
     if protocol == MQTTProtocolVersion.MQTTv5 and code.getName() == "Unsupported protocol version":
         raise _SpeaksNoMqtt5
-    refusal = f"{where}: the broker refused the connection: {code.getName()}"
-    if code.getName() in MQTT_REFUSED_FOR_GOOD:
+    refusal = f"{where}: the broker refused the connection: {code.getName()} (0x{code.value:02X})"
+    if code.value in CONNACK_REFUSED_FOR_NOW:  # the receiver's user name and password, perhaps being rotated
+        raise DeliveryRejected(f"{refusal} (tried again for a while: the receiver's credentials or the broker's"
+                               " settings may be changing)", for_now=True)  # fmt: skip
+    if code.value in CONNACK_REFUSED_FOR_GOOD:
         raise DeliveryRejected(refusal)
     raise DeliveryRetryable(refusal)
 

@@ -387,3 +387,40 @@ class Mqtt311Broker:
         self.stopped.set()
         self.thread.join(15)
         self.listener.close()
+
+
+class RefusingBroker:
+    """An MQTT broker that refuses every client's CONNECT: a CONNACK with `code` (an MQTT 5 reason code to an
+    MQTT 5 CONNECT, a 3.1.1 return code to a 3.1.1 one), then the connection closed. Use as a context manager."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve)
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            with connection, contextlib.suppress(OSError, IndexError):
+                connection.settimeout(10)
+                connect = connection.recv(65536)
+                five = protocol_level(connect) == 5  # MQTT 5's CONNACK ends in its properties' length (none)
+                connack = b"\x20\x03\x00" + bytes([self.code, 0]) if five else b"\x20\x02\x00" + bytes([self.code])
+                connection.sendall(connack)
+
+    def __enter__(self) -> RefusingBroker:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stopped.set()
+        self.thread.join(15)
+        self.listener.close()
