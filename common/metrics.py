@@ -89,6 +89,11 @@ class Metrics:
             "alpr_camera_settings_changed", "Claims of a camera whose previous holder gave it other settings"
             " (source, sample_fps, region, roi, enabled): one camera id, other settings.", ["camera"], registry=r,
         )  # fmt: skip
+        self.camera_settings_differ = Gauge(
+            "alpr_camera_settings_differ", "1 on an ingest node standing by for a camera whose holder, another live"
+            " node, gives it other settings: two cameras files that disagree (0 once they agree).", ["camera"],
+            registry=r,
+        )  # fmt: skip
         ProcessCollector(registry=r)  # process_start_time_seconds: a process restarting over and over shows
         self.jobs = Counter("alpr_jobs", "Jobs handled per stage and outcome.", ["stage", "outcome"], registry=r)
         self.frames_processed = Counter("alpr_frames_processed", "Frames through each stage.", ["stage"], registry=r)
@@ -272,6 +277,7 @@ class Metrics:
         for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
             counter.labels(camera=camera)
         self.camera_failed.labels(camera=camera).set(0)
+        self.camera_settings_differ.labels(camera=camera).set(0)
         for counter in (self.camera_takeovers, self.camera_unsampled_seconds, self.camera_settings_changed):
             counter.labels(camera=camera)
         for reason in skip_reasons:

@@ -95,10 +95,13 @@ class Claimed:
 class ClaimRound:
     """What one round of claims found: cameras newly this node's, those other nodes hold (camera -> node),
     and those this node sampled that another node holds now (its claims lapsed, or were `overwritten`
-    while they had not: another node judged this one ended, or a client of Redis wrote them)."""
+    while they had not: another node judged this one ended, or a client of Redis wrote them); `differ_held`:
+    of the cameras other nodes hold, the settings their holder gives them otherwise (its cameras file and
+    this node's disagree while both live)."""
 
     won: list[Claimed] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)
+    differ_held: dict[str, list[str]] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
     overwritten: set[str] = field(default_factory=set)
 
@@ -155,12 +158,12 @@ class CameraClaims:
         if ended := self._ended({row.owner for row in rows if row.state == "held"}):
             rows = self._eval(tuple(ended))
         self._beat()
-        found, differ_held = ClaimRound(), {}
+        found = ClaimRound()
         for camera, row in zip(self.camera_ids, rows, strict=True):
             self._tell_foreign(camera, row)
             if row.state == "held":
                 found.held[camera] = row.owner
-                differ_held[camera] = differing(self.fingerprints.get(camera, ""), row.settings)
+                found.differ_held[camera] = differing(self.fingerprints.get(camera, ""), row.settings)
                 if row.lapses_ms >= 0:  # tried again just after the holder's claim lapses, not up to a renewal later
                     self.lapse_at[camera] = time.monotonic() + row.lapses_ms / 1000
                     self.next_round_at = min(self.next_round_at, self.lapse_at[camera] + LAPSE_SLACK_S)
@@ -176,7 +179,7 @@ class CameraClaims:
             self.held.add(camera)
             found.won.append(self._won(camera, row))
             self._tell_claimed(found.won[-1], ended.get(row.owner))
-        self._tell_held(found.held, differ_held)
+        self._tell_held(found.held, found.differ_held)
         self.answered_at = self.alive_at = self.renewed_at  # (once `held` tells the cameras lost: claim_unsure)
         if self.refused:
             log.info("cameras claimed and renewed again: Redis answers the round of claims")

@@ -139,7 +139,8 @@ class IngestNode:
         (`lose`); each camera newly this node's registered in the cameras table, counted, and sampled from
         now on (every camera, presumed, where Redis could not say); a camera taken over has its unsampled
         span counted at its first frame (`gap`), and one whose previous holder gave it other settings is
-        counted too. A node refused a camera writes nothing of it."""
+        counted too; each camera another live node holds giving it other settings is shown
+        (alpr_camera_settings_differ). A node refused a camera writes nothing of it."""
         for camera_id, owner in sorted(found.lost.items()) if found else []:
             self.lose(camera_id, owner, found is not None and camera_id in found.overwritten)
         won = [c for c in self.cameras if found is None or c.id in {w.camera for w in found.won}]
@@ -150,6 +151,13 @@ class IngestNode:
                 self.gap_from[claim.camera] = (claim.previous, claim.previous_renewed_s)
             if claim.settings_differ:
                 self.metrics.camera_settings_changed.labels(camera=label).inc()
+        if found is not None:  # a camera stood by for whose live holder's cameras file disagrees with this one's
+            differ: dict[str, bool] = {}  # by label (cameras past MAX_CAMERA_LABELS share one)
+            for camera in self.cameras:
+                label = self.metrics.camera(camera.id)
+                differ[label] = differ.get(label, False) or bool(found.differ_held.get(camera.id))
+            for label, disagree in differ.items():
+                self.metrics.camera_settings_differ.labels(camera=label).set(int(disagree))
         if won and self.register is not None:
             registering = threading.Thread(target=self.register, args=(won,), name="register-cameras", daemon=True)
             registering.start()

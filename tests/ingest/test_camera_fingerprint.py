@@ -95,3 +95,39 @@ def test_a_camera_taken_from_a_node_of_the_version_before_counts_no_settings_cha
     for thread in node.threads:
         thread.join(10)
     assert metrics.registry.get_sample_value("alpr_camera_settings_changed_total", {"camera": "gate"}) in (None, 0)
+
+
+def test_a_node_standing_by_for_a_camera_its_live_holder_gives_other_settings_shows_it(redis_url):
+    """A review: one edit of a cameras file, the node restarted, paged once per camera (21 warnings), as the
+    change was told at the claim alone. A change nobody made is two live nodes whose files disagree: the one
+    standing by shows it (alpr_camera_settings_differ, AlprCameraSettingsChanged) for as long as they do; a
+    node agreeing with the holder shows 0. On a private Redis, through real rounds of claims."""
+    from common.config import Settings
+    from common.metrics import Metrics
+    from common.queues import connect_redis
+    from ingest.node import IngestNode
+
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url)
+    gate = CameraConfig(id="gate", source="rtsp://127.0.0.1:9/stream")  # refused at once
+    holder = IngestNode([gate], settings, connection, connection, Metrics(), None)
+    nodes = [holder]
+    try:
+        won = holder.claims.claim()
+        assert won is not None and [c.camera for c in won.won] == ["gate"]
+        shown = {}
+        slower = CameraConfig(id="gate", source=gate.source, sample_fps=2)  # another cameras file's gate
+        for name, camera in [("agreeing", gate), ("disagreeing", slower)]:
+            metrics = Metrics()
+            standby = IngestNode([camera], settings, connection, connection, metrics, None)
+            nodes.append(standby)
+            found = standby.claims.claim()
+            assert found is not None and not found.won and list(found.held) == ["gate"]
+            standby.claimed(found)
+            shown[name] = metrics.registry.get_sample_value("alpr_camera_settings_differ", {"camera": "gate"})
+    finally:
+        for node in nodes:
+            node.stop.set()
+            for thread in node.threads:
+                thread.join(10)
+    assert shown == {"agreeing": 0, "disagreeing": 1}
