@@ -20,6 +20,7 @@ from common.credentials import mask_url
 from common.errors import ConfigError
 from common.metrics import Metrics
 from common.queues import queue_keys
+from common.redis_watch import watch_redis
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     check_job_key(settings, connection, "ingest")
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
     metrics = Metrics()
+    watch_redis(connection, metrics)  # alpr_redis_up: recorded footage waits a Redis outage out, shown here
+    watch_redis(frames, metrics, "frame_store")  # (where it is the queues' Redis, watched once)
     metrics.watch_queues(connection, queue_keys())
     ledger, clock = None, CaptureClock()  # one clock: the frames' dates, their store time, the watermarks
     register = None

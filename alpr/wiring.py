@@ -24,6 +24,7 @@ from common.metrics import Metrics
 from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
 from common.redis_eviction import check_eviction
 from common.redis_persistence import warn_if_frames_persist
+from common.redis_watch import watch_redis
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
@@ -258,7 +259,9 @@ def build_worker_context(
         return WorkerContext(alert, metrics, settings.job_timeout_s, finish=alert.finish, stop=alert.stopping)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
-    store = FrameStore(reach_frame_store(settings, connection), settings.frame_ttl_s, settings.db_patience_s)
+    frames = reach_frame_store(settings, connection)
+    watch_redis(frames, metrics, "frame_store")  # (where it is the queues' Redis, watched once)
+    store = FrameStore(frames, settings.frame_ttl_s, settings.db_patience_s)
     if stage == "detect":
         from detector_worker.worker import DetectStage
 

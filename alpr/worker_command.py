@@ -34,6 +34,7 @@ from common.credentials import mask_url
 from common.db_writes import outage_reason
 from common.metrics import Metrics
 from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, leave, queue_keys
+from common.redis_watch import watch_redis
 from common.role_settings import role_settings
 from common.worker import StageWorker, WorkerContext
 
@@ -51,6 +52,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     warn_if_redis_open(settings)
     check_job_key(settings, connection, args.stage)
     metrics = Metrics()
+    watch_redis(connection, metrics)  # alpr_redis_up{redis="queues"}
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
     stop = threading.Event()
     if args.stage == "sight":

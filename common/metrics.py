@@ -133,6 +133,11 @@ class Metrics:
             " (unreachable, read-only, a lock waited past lock_timeout) until one goes through; by the pool"
             " of the role (a role without Postgres exports none).", ["pool"], registry=r,
         )  # fmt: skip
+        self.redis_up = Gauge(
+            "alpr_redis_up", "1 from this process's last Redis command that Redis answered, 0 from one that met an"
+            " outage (unreachable, timed out, loading, out of memory, read-only) until one goes through; by the"
+            " Redis (queues, frame_store: where the frame store is another).", ["redis"], registry=r,
+        )  # fmt: skip
         self.kept_deleted = Counter("alpr_kept_frames_deleted", "Kept frames deleted past their age.", registry=r)
         self.stage_seconds = Histogram(
             "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r

@@ -98,11 +98,14 @@ def test_a_file_played_in_real_time_counts_its_frames_skipped_while_redis_is_awa
     to pack fill up; the file's next frame then waited for room, and every frame its rate would have given
     meanwhile was neither sampled nor counted: no skip, no alert (AlprQueuesUnreachable) for 6 minutes in
     a review, where the live cameras' skips rose. They are counted as redis_unavailable as their times
-    pass (never sampled: no frame id, no row), and the node goes on once Redis is back."""
+    pass (never sampled: no frame id, no row), and the node goes on once Redis is back. The outage itself
+    shows as alpr_redis_up 0 (recorded footage skips nothing: that gauge alone says it waits)."""
     skipped, ingested = 'alpr_frames_skipped_total{camera="file",reason="redis_unavailable"}', (
         'alpr_frames_ingested_total{camera="file"}')  # fmt: skip
+    up = 'alpr_redis_up{redis="queues"}'
     with ingest_node(tmp_path, redis_server.url, None) as port:
         wait_for(lambda: scrape(port).get(ingested, 0) >= 5, 60, "frames queued")
+        assert scrape(port)[up] == 1
         redis_server.stop()
         time.sleep(3.0)
         early = scrape(port)[skipped]
@@ -110,5 +113,7 @@ def test_a_file_played_in_real_time_counts_its_frames_skipped_while_redis_is_awa
         during = scrape(port)
         redis_server.start()
         wait_for(lambda: scrape(port)[ingested] > during[ingested], 60, "frames queued again")
+        wait_for(lambda: scrape(port)[up] == 1, 10, "Redis said up again")
+    assert during[up] == 0
     assert early >= 5 and during[skipped] >= early + 10, (early, during[skipped])  # 5 a second: as the time passes
     assert during[skipped] <= 6 * 5  # no more than the rate gives
