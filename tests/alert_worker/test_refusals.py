@@ -2,7 +2,8 @@
 Redis, a real HTTP receiver and a private mosquitto: a publish the broker's ACL refuses is rejected, not
 recorded delivered; a refusal that may be the receiver's state for a while (404 in a maintenance window) is
 tried again within a grace, the receiver probed as a failing one, and one about the alert itself (409) is
-rejected at once; a Retry-After no number reads rests the receiver as any 503 (a review of the receivers)."""
+rejected at once; a broker refusing the credentials while its password is rotated is tried again as a 401 is;
+a Retry-After no number reads rests the receiver as any 503 (a review of the receivers)."""
 
 from __future__ import annotations
 
@@ -165,3 +166,43 @@ def test_a_receiver_answering_404_for_a_while_gets_every_alert_once_back_probed_
     print(f"\n{refused} attempts refused in 2.5 s of 404; then {len(taken)} for the 6 alerts")
     assert refused <= 3  # a probe each rest (1 s, 2 s), not an attempt per alert
     assert len(taken) == len(set(taken)) >= 5 and set(taken) <= set(alert_ids)  # each once, once it answers
+
+
+def test_an_alert_raised_while_a_brokers_password_is_rotated_is_delivered_once_it_takes_the_new_one(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """A review: a broker answering CONNACK "not authorized" or "bad user name or password" was rejected at
+    once, and every alert raised while an operator rotated its password (a minute) was lost, where a webhook's
+    401 is tried again within ALERT_UNKNOWN_RECEIVER_GRACE_S. A private mosquitto refuses the receiver's
+    credentials, then takes them (its password file rotated, restarted on its port): the alert waits, pending,
+    and is delivered."""
+    import getpass
+    import subprocess
+
+    try:
+        broker = PrivateMosquitto(tmp_path, allow_anonymous=False)
+    except FileNotFoundError as error:
+        unavailable(str(error))
+    broker.start()
+    (tmp_path / "receivers.yaml").write_text(
+        f"receivers:\n  room:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    topic: alpr/alerts\n"
+        "    timeout_s: 2\n    username: alpr\n    password: the-new-one\n"
+    )
+    monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+    query = "SELECT status, last_error FROM alert_deliveries"
+    try:
+        raise_alert(postgres_url, redis_url, ["room"])
+        burst()
+        ((status, error),) = rows(postgres_url, query)
+        assert status == "pending" and error.startswith(REFUSED_FOR_NOW) and "Not authorized" in error
+        broker.stop()  # the password rotated: the broker now takes the receiver's
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwords"), "alpr", "the-new-one"],
+                       check=True, capture_output=True)  # fmt: skip
+        with broker.config.open("a") as config:
+            config.write(f"password_file {tmp_path / 'passwords'}\nuser {getpass.getuser()}\n")
+        broker.start()
+        time.sleep(1.2)  # the first back-off
+        burst()
+    finally:
+        broker.stop()
+    assert rows(postgres_url, query) == [("delivered", None)]
