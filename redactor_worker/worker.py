@@ -151,9 +151,11 @@ class RedactStage:
     def maintain(self) -> None:
         """The pool's duties, each whatever the other does (a Postgres outage stopped the keep folder's
         sweep, which needs no database, and frames stayed past their age): mark the frames no stage
-        finished in time as lost; delete kept frames past their age. The first failure is raised after."""
+        finished in time as lost; merge the frames log's per-minute count changes into the counts `alpr status`
+        reads (common/frame_log.py's MERGE_COUNTS); delete kept frames past their age. The first failure is
+        raised after."""
         failures: list[Exception] = []
-        for duty in (self.sweep_lost_frames, self.sweep_kept_frames):
+        for duty in (self.sweep_lost_frames, self.merge_frame_counts, self.sweep_kept_frames):
             try:
                 duty()
             except StopRequested:
@@ -178,6 +180,11 @@ class RedactStage:
         for label in {*unaccounted, *self.cameras_seen}:  # a camera with none left goes back to 0
             self.metrics.frames_unaccounted.labels(camera=label).set(unaccounted[label])
         self.cameras_seen.update(unaccounted)
+
+    def merge_frame_counts(self) -> None:
+        """Merge the count changes the frames' writes left since the last round (each pool worker's round
+        takes what is there: `alpr status` sums those not merged yet, and reads fewer the more are)."""
+        self.frame_log.merge_counts()
 
     def sweep_kept_frames(self) -> None:
         """Every KEEP_SWEEP_S, delete kept frames past their age but those alerts cite (an alert's evidence
