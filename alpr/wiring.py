@@ -359,7 +359,10 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
         alert_repeat_s=settings.alert_repeat_s, fuzzy_min_probability=settings.watch_fuzzy_min_probability,
     )  # fmt: skip
     watch = WatchListCache(
-        WatchList(pool), settings.watch_refresh_s, expired_within_s=settings.frame_ttl_s + settings.job_timeout_s
+        WatchList(pool),
+        settings.watch_refresh_s,
+        expired_within_s=settings.frame_ttl_s + settings.job_timeout_s,
+        keyed_distance=settings.watch_max_distance,
     )
     from common.alerts import receiver_routes
 

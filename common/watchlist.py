@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from common import defaults
 from common.errors import InputError
 from common.iso_time import from_iso, period
-from common.plate_keys import KEY_WIDTH, KEYED_REACH, DeletionKeys
+from common.plate_keys import KEY_WIDTH, MAX_DELETIONS, DeletionKeys, deletions_for
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
 
 log = logging.getLogger(__name__)
@@ -148,20 +148,23 @@ def match_lists(plate: str, entries: Sequence[WatchEntry], max_distance: float, 
     entry shorter than defaults.WATCH_FUZZY_MIN_CHARS), its nearest (ties by plate),
     by list name: a plate listed as unpaid parking and as stolen raises both, not the first list's
     alone. Expired entries (at `now_s`: the capture time) and an empty plate never match."""
-    return WatchIndex(entries).match_lists(plate, max_distance, now_s)
+    return WatchIndex(entries, max_distance).match_lists(plate, max_distance, now_s)
 
 
 class WatchIndex:
-    """The entries indexed two ways. Within a distance below KEYED_REACH (ALPR_WATCH_MAX_DISTANCE's
-    default 1.0 among them) a read's candidates are looked up by their deletion keys (common/plate_keys.py:
-    every entry within that distance shares one with the read), a handful on a hot-list of 100,000; the
-    numpy bounds (length and character set, computed over every entry at once) narrow what is left, and
-    the exact distance decides. Beyond it the bounds alone, over every entry (`match_lists_scanned`): they
-    left about 370 of 100,000 random 7-character plates within 1.0 (a look-alike swap costs 0.5, so two
+    """The entries indexed two ways. Within `keyed_distance` (ALPR_WATCH_MAX_DISTANCE: the sighting worker
+    builds it so; 1.0 by default) a read's candidates are looked up by their deletion keys
+    (common/plate_keys.py: every entry within that distance shares one with the read, keys with up to
+    floor(keyed_distance) characters dropped), a handful on a hot-list of 100,000; the numpy bounds
+    (length and character set, computed over every entry at once) narrow what is left, and the exact
+    distance decides. Beyond it the bounds alone, over every entry (`match_lists_scanned`): they left
+    about 370 of 100,000 random 7-character plates within 1.0 (a look-alike swap costs 0.5, so two
     differing characters passed them), 8 ms a read, and a sighting worker of 250 reads a second fell
-    further behind every round (a review). One entry at a time in Python, before: 30 ms a read."""
+    further behind every round (a review); within 2 and 3 (no keys there before) 0.36–0.62 s and 2.0–2.2 s,
+    against 0.5–1.2 and 10–31 ms by the keys (benchmarks/bench_watchlist.py). One entry at a time in
+    Python, before: 30 ms a read."""
 
-    def __init__(self, entries: Sequence[WatchEntry]) -> None:
+    def __init__(self, entries: Sequence[WatchEntry], keyed_distance: float = defaults.WATCH_MAX_DISTANCE) -> None:
         self.entries = tuple(entries)
         count = len(self.entries)
         self.lengths = np.fromiter((len(e.plate) for e in self.entries), np.int64, count)
@@ -171,19 +174,21 @@ class WatchIndex:
         )
         self.short = self.lengths < defaults.WATCH_FUZZY_MIN_CHARS
         """Entries matched within a look-alike swap at most (a whole edit matched too many other plates)."""
-        self.keys = DeletionKeys([e.plate for e in self.entries])
+        deletions = min(deletions_for(keyed_distance), MAX_DELETIONS)  # further: the bounds over every entry
+        self.keys = DeletionKeys([e.plate for e in self.entries], deletions)
 
     def match_lists(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
         """match_lists (module function) against these entries."""
         if not plate or not self.entries:
             return []
-        if max_distance < KEYED_REACH and len(plate) <= KEY_WIDTH + 1:
-            return self._nearest(plate, max_distance, now_s, self.keys.candidates(plate))
+        deletions = deletions_for(max_distance)
+        if deletions <= self.keys.deletions and len(plate) <= KEY_WIDTH + deletions:
+            return self._nearest(plate, max_distance, now_s, self.keys.candidates(plate, deletions))
         return self._nearest(plate, max_distance, now_s, np.arange(len(self.entries)))
 
     def match_lists_scanned(self, plate: str, max_distance: float, now_s: float) -> list[WatchMatch]:
-        """match_lists with the bounds over every entry, no keys: what match_lists does beyond KEYED_REACH
-        (and did at any distance before them), for comparing the two."""
+        """match_lists with the bounds over every entry, no keys: what match_lists does beyond the distance
+        keyed (and did at any distance before the keys), for comparing the two."""
         if not plate or not self.entries:
             return []
         return self._nearest(plate, max_distance, now_s, np.arange(len(self.entries)))
@@ -342,8 +347,12 @@ class WatchListCache:
         clock: Callable[[], float] = time.monotonic,
         expired_within_s: float = 0.0,
         wall_clock: Callable[[], float] = time.time,
+        keyed_distance: float = defaults.WATCH_MAX_DISTANCE,
     ) -> None:
         self.watchlist = watchlist
+        self.keyed_distance = keyed_distance
+        """The distance the index's keys reach (WatchIndex): the worker's ALPR_WATCH_MAX_DISTANCE. Within 3,
+        100,000 plates' keys take 77 MB (35 MB within 2, 10 MB within 1), built again at each reload."""
         self.refresh_s = refresh_s
         self.clock, self.wall_clock = clock, wall_clock
         self.expired_within_s = expired_within_s
@@ -376,7 +385,8 @@ class WatchListCache:
                 if version is None or version != self._version:  # 100,000 entries took 0.4 s: only when changed
                     window_s = self.expired_within_s + POSTGRES_CLOCK_SKEW_S
                     entries = tuple(self.watchlist.entries(expired_within_s=window_s, connection=connection))
-                    self._entries, self._index, self._version = entries, WatchIndex(entries), version
+                    index = WatchIndex(entries, self.keyed_distance)
+                    self._entries, self._index, self._version = entries, index, version
                     self._ever_loaded = True
                 self.loaded_wall_s = self.wall_clock()
             except Exception as error:  # Postgres away or anything else: matching goes on with what it had

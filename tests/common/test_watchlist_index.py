@@ -1,8 +1,9 @@
 """The watch-list index (common/watchlist.py `WatchIndex`, common/plate_keys.py): its deletion keys find
-every text within the distance they claim (exhaustively over short look-alike-dense texts), its
-matches are the same as the bounds over every entry for 100,000 random plates and reads of every kind
+every text within the distance they claim, to each level (exhaustively over short look-alike-dense
+texts), its matches are the same as the bounds over every entry at every distance a worker may be set
+to (0 to 3), for 100,000 random plates and for a dense list of every length, and reads of every kind
 (listed, look-alike swaps, edits, random, odd), and it computes the exact distance for a few entries a
-read, not hundreds (a sighting worker fell further behind every round: a review)."""
+read, not hundreds (a sighting worker fell further behind every round: a review), within 2 and 3 too."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 import common.watchlist
-from common.plate_keys import KEYED_REACH, DeletionKeys, text_keys
+from common.plate_keys import MAX_DELETIONS, DeletionKeys, text_keys
 from common.plate_text import LOOKALIKE_GROUPS, plate_distance
 from common.watchlist import WatchEntry, WatchIndex, WatchMatch
 
@@ -86,35 +88,49 @@ def as_compared(matches: list[WatchMatch]) -> list[tuple[str, str, str, float]]:
 
 @pytest.fixture(scope="module")
 def large_index() -> WatchIndex:
-    """100,000 random entries, indexed once for the module."""
-    return WatchIndex(hot_list(random.Random(7), 100_000))
+    """100,000 random entries, indexed once for the module to the largest distance a worker may be set to."""
+    return WatchIndex(hot_list(random.Random(7), 100_000), keyed_distance=3.0)
 
 
-def test_deletion_keys_find_every_text_within_their_reach():
-    """Every pair of short texts over look-alikes and others (and a read one longer, or with a character
-    outside A-Z 0-9) within a distance below KEYED_REACH shares a key: exhaustively."""
+@pytest.mark.parametrize("deletions", range(1, MAX_DELETIONS + 1))
+def test_deletion_keys_find_every_text_within_their_reach(deletions):
+    """Every pair of short texts over look-alikes and others (every text of 1 to 3 of them, and reads of
+    up to 6, or with a character outside A-Z 0-9) within a distance below `deletions` + 1 shares a key:
+    exhaustively."""
     texts = ["".join(chars) for length in range(1, 4) for chars in itertools.product("O0B8XI1", repeat=length)]
-    keys = DeletionKeys(texts)
-    read_texts = [*texts, "O0B8", "XX1I", "8B0O", "O?", "?", "x0B"]
-    for read in read_texts:
+    keys = DeletionKeys(texts, deletions)
+    rng = random.Random(deletions)
+    longer = ["".join(rng.choices("O0B8XI1", k=rng.randint(4, 6))) for _ in range(150)]
+    for read in [*texts, *longer, "O?", "?", "x0B", "O0?8B", "??????"]:
         candidates = set(keys.candidates(read).tolist())
-        within = {index for index, text in enumerate(texts) if plate_distance(read, text) < KEYED_REACH}
+        within = {index for index, text in enumerate(texts) if plate_distance(read, text) < deletions + 1}
         assert within <= candidates, (read, [texts[index] for index in within - candidates])
 
 
 def test_keys_of_a_read_are_the_keys_of_the_same_listed_plate():
-    """The keys hashed in Python for a read and in numpy for a listed plate agree."""
+    """The keys hashed in Python for a read and in numpy for a listed plate agree, to every level."""
     rng = random.Random(3)
     texts = ["".join(rng.choices(PLATE_CHARS, k=rng.randint(1, 16))) for _ in range(300)]
-    keys = DeletionKeys(texts)
-    for index, text in enumerate(texts):
-        assert sorted(keys.hashes[keys.owners == index].tolist()) == sorted(text_keys(text))
+    for deletions in range(MAX_DELETIONS + 1):
+        keys = DeletionKeys(texts, deletions)
+        high = ~np.uint64(2**keys.owner_bits - 1)
+        kept = np.concatenate(keys.levels)
+        owners = np.concatenate([keys.owners(level) for level in range(deletions + 1)])
+        for index, text in enumerate(texts):
+            read = {key & int(high) for key in text_keys(text, deletions)}
+            assert set((kept[owners == index] & high).tolist()) == read, (deletions, text)
 
 
-@pytest.mark.parametrize(("max_distance", "count"), [(1.0, 1000), (0.0, 500), (0.5, 500), (1.5, 60), (1.99, 30)])
-def test_the_keyed_index_matches_what_the_bounds_over_every_entry_match(large_index, max_distance, count):
-    """100,000 random entries: every read (listed, misread, random, odd) matches the same entries, at
-    the same distances, as by the bounds over every entry (what the index did before its keys)."""
+ALLOWED_DISTANCES = [0.0, 0.5, 1.0, 1.5, 1.99, 2.0, 2.5, 3.0]
+"""Every step ALPR_WATCH_MAX_DISTANCE may take (a look-alike swap costs 0.5), to its largest, 3."""
+
+
+@pytest.mark.parametrize("max_distance", ALLOWED_DISTANCES)
+def test_the_keyed_index_matches_what_the_bounds_over_every_entry_match(large_index, max_distance):
+    """100,000 random entries: every read (listed, misread by up to three edits, random, odd) matches the
+    same entries, at the same distances, as by the bounds over every entry (what the index did before
+    its keys). Fewer reads within 2 and 3: the bounds take a third of a second a read and more there."""
+    count = 1000 if max_distance < 1.5 else 100 if max_distance < 2 else 30 if max_distance < 3 else 12
     rng = random.Random(int(max_distance * 100))
     entries = list(large_index.entries)
     matched = 0
@@ -125,9 +141,59 @@ def test_the_keyed_index_matches_what_the_bounds_over_every_entry_match(large_in
     assert matched > count // 4  # the reads near listed plates did match
 
 
-def test_a_read_computes_the_exact_distance_for_a_few_entries(large_index, monkeypatch):
-    """100,000 random entries, random reads of the densest format within 1.0: the bounds over every entry
-    left about 370 a read for the exact distance (8 ms, a review); the keys leave under 5 on average."""
+DENSE_CHARS = "O0DQB8I1LS5XK"
+"""Look-alikes (O0DQ, B8, I1L, S5) and two others: a list of these is near every read of them."""
+
+
+def dense_list(rng: random.Random, count: int) -> list[WatchEntry]:
+    """`count` entries of 1 to 12 dense characters, on two lists, a few expired."""
+    expired = datetime(2030, 5, 1, tzinfo=UTC)
+    return [
+        WatchEntry(
+            "".join(rng.choices(DENSE_CHARS, k=rng.randint(1, 12))),
+            f"reason {number}",
+            "stolen" if number % 3 else "parking",
+            expired if number % 50 == 0 else None,
+        )
+        for number in range(count)
+    ]
+
+
+@pytest.mark.parametrize("max_distance", ALLOWED_DISTANCES)
+def test_the_keyed_index_matches_the_bounds_on_a_dense_list_of_every_length(max_distance):
+    """1,000 entries of 1 to 12 look-alike-dense characters and 1,500 reads of them (look-alike swaps,
+    substitutions, insertions, deletions, up to three at once, and other lengths): the same matches, at
+    the same distances, by the keys as by the bounds over every entry, with a match of every distance up
+    to `max_distance` among them (the keys are tested where they have something to miss)."""
+    rng = random.Random(17 + int(max_distance * 10))
+    index = WatchIndex(dense_list(rng, 1000), keyed_distance=3.0)
+    entries = list(index.entries)
+    seen: set[float] = set()
+    for number in range(1500):
+        listed = rng.choice(entries).plate
+        read = (variant(listed, rng), variant(variant(listed, rng), rng), listed)[number % 3]
+        keyed = index.match_lists(read, max_distance, NOW_S)
+        assert as_compared(keyed) == as_compared(index.match_lists_scanned(read, max_distance, NOW_S)), read
+        seen |= {match.distance for match in keyed}
+    assert seen == {step / 2 for step in range(int(max_distance * 2) + 1)}
+
+
+def test_an_index_keyed_to_one_distance_scans_beyond_it():
+    """An index keyed within 1.0 (the default) matches within 3 by the bounds over every entry, the same."""
+    rng = random.Random(5)
+    index = WatchIndex(dense_list(rng, 500))
+    assert index.keys.deletions == 1
+    for read in ["O0B8X", "SKQ1", "LLL", "XXXXXXXXXXXXXXXX"]:
+        assert as_compared(index.match_lists(read, 3.0, NOW_S)) == as_compared(
+            index.match_lists_scanned(read, 3.0, NOW_S)
+        )
+
+
+@pytest.mark.parametrize(("max_distance", "most", "count"), [(1.0, 5, 1000), (2.0, 100, 200), (3.0, 2500, 100)])
+def test_a_read_computes_the_exact_distance_for_a_few_entries(large_index, monkeypatch, max_distance, most, count):
+    """100,000 random entries, random reads of the densest format: within 1.0 the bounds over every entry
+    left about 450 a read for the exact distance (8 ms, a review), within 2 and 3 about 26,000 and 94,000
+    (0.6 and 2.2 s, benchmarks/bench_watchlist.py); the keys leave under 5, 100 and 2,500 on average."""
     calls = [0]
 
     def counted(a: str, b: str) -> float:
@@ -136,7 +202,7 @@ def test_a_read_computes_the_exact_distance_for_a_few_entries(large_index, monke
 
     monkeypatch.setattr(common.watchlist, "plate_distance", counted)
     rng = random.Random(11)
-    plates = [us_plate(rng) for _ in range(1000)]
+    plates = [us_plate(rng) for _ in range(count)]
     for plate in plates:
-        large_index.match_lists(plate, 1.0, NOW_S)
-    assert calls[0] / len(plates) < 5
+        large_index.match_lists(plate, max_distance, NOW_S)
+    assert calls[0] / len(plates) < most
