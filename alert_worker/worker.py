@@ -328,9 +328,7 @@ class AlertStage:
         them all at every rest made 171 `rested` of a few dozen alerts (a review). How many are held is the
         pool's `alpr_alert_deliveries_pending` (`count_pending`): the lanes and the queue hold none of them."""
         try:
-            done = self.alert_log.hold(
-                receiver, rest_s, defaults.ALERT_HOLD_S, self.give_up_s, defaults.ALERT_REQUEUE_AFTER_S
-            )
+            done = self.alert_log.hold(receiver, rest_s, defaults.ALERT_HOLD_S, self.give_up_s)
         except Exception as error:
             log.warning("could not hold the alerts to %s while it rests (%s)", receiver, type(error).__name__)
             return

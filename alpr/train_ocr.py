@@ -119,6 +119,21 @@ def to_batch(crops: list[np.ndarray]) -> np.ndarray:
     return input_batch(crops, INPUT_WIDTH)
 
 
+def onnx2torch_reading_the_exporter() -> None:
+    """Point onnx2torch at the module torch's ONNX exporter keeps its state in. onnx2torch reads the opset
+    being exported (its Shape node, traced) from `torch.onnx.symbolic_helper` as it found it when imported;
+    importing torchvision.ops (ultralytics does: the detector) imports the submodule of that name, torch's
+    backward-compatibility copy without GLOBALS, which takes the name's place. onnx2torch imported after it
+    failed every export (AttributeError on `_export_onnx_opset_version`): this file's test, after the
+    detector's in one pytest process, and `alpr train-ocr` in any process that had loaded ultralytics."""
+    import importlib
+
+    from onnx2torch.utils import common
+
+    if not hasattr(common.symbolic_helper, "GLOBALS"):  # the one torch.onnx binds itself (torch 2.14)
+        common.symbolic_helper = importlib.import_module("torch.onnx._internal.torchscript_exporter.symbolic_helper")
+
+
 def plate_model(work: Path) -> Any:
     """PP-OCRv6 small as a torch module with a plate head, returning logits (no softmax)."""
     import onnx
@@ -126,6 +141,7 @@ def plate_model(work: Path) -> Any:
     from onnx import helper, numpy_helper
     from onnx2torch import convert
 
+    onnx2torch_reading_the_exporter()
     model = onnx.load(str(bundled_model_path("v6")))
     for node in model.graph.node:  # onnx2torch reads explicit pads only
         for attribute in list(node.attribute):
@@ -439,6 +455,7 @@ def export(model: Any, out: Path) -> None:
             return self.inner(x).softmax(-1)
 
     wrapped = WithSoftmax(model).eval()
+    onnx2torch_reading_the_exporter()  # its nodes, traced, read the opset exported
     with warnings.catch_warnings():  # the tracer's notes on onnx2torch's shape arithmetic: widths stay dynamic
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from rq.exceptions import StopRequested
@@ -37,6 +37,9 @@ from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_wor
 from common.redis_watch import watch_redis
 from common.role_settings import role_settings
 from common.worker import StageWorker, WorkerContext
+
+if TYPE_CHECKING:  # built by alpr/wiring.py; the sighting worker's modules load in its process only
+    from sighting_worker.worker import SightingStage
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
             stop.wait(delay)
 
 
-def sighting_loop(stage: Any, settings: Settings, stop: threading.Event, burst: bool) -> int:
+def sighting_loop(stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool) -> int:
     """The sighting pool's loop: a round over the cameras every ALPR_SIGHTING_POLL_S until a signal
     (one round with `burst`); a Postgres outage is waited out with backoff, the cursors where they were."""
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -177,7 +180,7 @@ def heartbeat(
 
 
 def sighting_rounds(
-    stage: Any, settings: Settings, stop: threading.Event, burst: bool, connection: redis.Redis, name: str
+    stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool, connection: redis.Redis, name: str
 ) -> None:
     """The rounds of `sighting_loop`; its heartbeat, every third of its TTL, on a thread of its own: a
     Redis that accepts and never answers held each beat for its whole timeout (30 s), and the rounds,
@@ -204,7 +207,7 @@ HEARTBEAT_JOIN_S = 1.0
 
 
 def _rounds(
-    stage: Any, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float | None]
+    stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool, round_began: list[float | None]
 ) -> None:
     """The rounds themselves, each one's start noted in `round_began` (None once it ended). While
     Postgres is away a round fails within DB_ATTEMPT_S (`SightingStage.poll`) and the next is tried
@@ -222,7 +225,7 @@ def _rounds(
 
     backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
     away: str | None = None  # the outage told, once (a read-only primary: a WARNING a camera a round before)
-    pool = getattr(stage, "pool", None)
+    pool = stage.pool
     answered = pool.answered if isinstance(pool, WatchedPool) else lambda up: None  # its alpr_database_up
     while not stop.is_set():
         round_began[0] = time.monotonic()

@@ -2,7 +2,10 @@
 ONNX export reads exactly as the torch model does, through the engine that reads plates, and its int8
 form (what ships) still reads, with weights that no x86 CPU's int8 arithmetic can saturate."""
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,30 @@ def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path
     assert small.stat().st_size < 0.5 * path.stat().st_size and int8.input_width == 160
     assert ["".join(c[0][0] for c in choices) for choices in int8.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
     assert widest_int8_weight(small) <= 64
+
+
+EXPORTED_AFTER_TORCHVISION = """
+import sys
+from pathlib import Path
+
+import torchvision.ops  # what ultralytics (the detector) imports: torch.onnx.symbolic_helper, its compatibility copy
+
+from alpr.train_ocr import export, plate_model
+
+work = Path(sys.argv[1])
+export(plate_model(work).eval(), work / "plate.onnx")
+"""
+
+
+def test_the_export_goes_through_in_a_process_that_imported_torchvision_first(tmp_path):
+    """torchvision.ops, imported before onnx2torch, left onnx2torch reading the exporter's opset from a module
+    without it: every export failed (AttributeError), as the test above did after the detector's tests in one
+    pytest process. A process of its own: in this one, which imported first is already decided."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", EXPORTED_AFTER_TORCHVISION, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "plate.onnx").stat().st_size > 1_000_000
 
 
 def widest_int8_weight(path: Path) -> int:

@@ -1551,11 +1551,14 @@ def test_a_round_whose_session_postgres_ended_idle_in_a_transaction_does_not_sto
     exited (a review). That round fails alone, logged, and the next is tried as usual."""
     from alpr.worker_command import _rounds
 
-    _, settings = chain
+    pool, settings = chain
     stop = threading.Event()
 
-    class EndedOnce:
+    class EndedOnce:  # a SightingStage's pool and round: the pool the real one's is (open_pool's)
         polls = 0
+
+        def __init__(self) -> None:
+            self.pool = pool
 
         def poll(self) -> None:
             self.polls += 1
