@@ -1426,10 +1426,10 @@ def slow_index_build(monkeypatch, seconds: float) -> list[float]:  # type: ignor
     build = common.watchlist.WatchIndex.__init__
     began: list[float] = []
 
-    def slow(self, entries):  # type: ignore[no-untyped-def]
+    def slow(self, entries, *args, **kwargs):  # type: ignore[no-untyped-def]
         began.append(time.monotonic())
         time.sleep(seconds)
-        build(self, entries)
+        build(self, entries, *args, **kwargs)
 
     monkeypatch.setattr(common.watchlist.WatchIndex, "__init__", slow)
     return began
