@@ -70,12 +70,14 @@ class FrameRecord:
 COLUMNS = (
     "frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, kept_path, outcome, detail, read_outcome"
 )
-VALUES = "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+ROWS_GIVEN = f"""
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::integer[],
+    %s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) AS given({COLUMNS})"""
+"""A batch's rows as one array a column (FrameRecord.row's order: COLUMNS)."""
 
 INSERT_SAMPLED = f"""
-INSERT INTO frames ({COLUMNS})
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::integer[],
-    %s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[])
+INSERT INTO frames ({COLUMNS}){ROWS_GIVEN}
 ON CONFLICT DO NOTHING
 """
 """Sampled frames, one array a column: a new row each, or nothing for a frame known already (a re-read after
@@ -84,7 +86,7 @@ and once a row it cost an ingest batch of 2,500 frames 60% more (a row's stateme
 sends them)."""
 
 UPSERT_FINAL = f"""
-INSERT INTO frames ({COLUMNS}) {VALUES}
+INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
 ON CONFLICT (frame_id) DO UPDATE SET
     plates = excluded.plates, stage_ms = frames.stage_ms || excluded.stage_ms, kept_path = excluded.kept_path,
     outcome = excluded.outcome, detail = excluded.detail, done_at = now(),
@@ -93,10 +95,11 @@ WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND e
 """
 """How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
 a restart processed after all; never another final outcome. Its reads become `pending` unless the OCR
-pool has already recorded them."""
+pool has already recorded them. A batch's rows at once (FrameLog._write), in frame-id order: the rows
+locked in one order by every writer."""
 
 RECORD_READS = f"""
-INSERT INTO frames ({COLUMNS}) {VALUES}
+INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
 ON CONFLICT (frame_id) DO UPDATE SET stage_ms = frames.stage_ms || excluded.stage_ms,
     read_outcome = CASE
         WHEN frames.read_outcome = 'done' THEN 'done'
@@ -238,6 +241,24 @@ ALERTED_CHUNK = 10_000
 """Rows of ALERTED_FRAMES fetched at a time: a first load of a million alerts is streamed, not held."""
 
 
+def rounds_by_frame(records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
+    """`records` in rounds: each frame's first record in the first, its second in the second, and so on.
+    One statement cannot update a row twice (ON CONFLICT DO UPDATE refuses it), and a frame's records
+    written one after the other each meet what the one before left (a skip then done: done; done then
+    expired: done; reads done then expired: done; both frames' stage timings merged), as a statement a
+    record did: the rounds written in order leave every row as they did. A batch names each frame once
+    (the usual case): one round."""
+    rounds: list[list[FrameRecord]] = []
+    seen: dict[str, int] = {}
+    for record in records:
+        times = seen.get(record.frame.frame_id, 0)
+        seen[record.frame.frame_id] = times + 1
+        if times == len(rounds):
+            rounds.append([])
+        rounds[times].append(record)
+    return rounds
+
+
 class FrameLog:
     """Writes and counts the frames table through a shared pool, waiting out Postgres outages."""
 
@@ -273,13 +294,17 @@ class FrameLog:
         self._write(RECORD_READS, [FrameRecord(frame, "pending", read_outcome=reads) for frame, reads in frames])
 
     def _write(self, statement: str, records: Sequence[FrameRecord]) -> None:
+        """`statement` (UPSERT_FINAL, RECORD_READS) for every record, in one transaction: a statement for
+        the batch (each fires the frame counts' trigger once: migration 21), or one for each round of
+        rounds_by_frame where a frame comes more than once."""
         if not records:
             return
-        rows = [record.row() for record in records]
+        rounds = [[record.row() for record in part] for part in rounds_by_frame(records)]
 
         def write(connection: psycopg.Connection) -> None:
             with connection.cursor() as cursor:
-                cursor.executemany(statement, rows)
+                for rows in rounds:
+                    cursor.execute(statement, [list(column) for column in zip(*rows, strict=True)])
 
         write_through_outage(self.pool, write, self.patience_s)
 
