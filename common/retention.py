@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common.frame_log import MERGE_COUNTS
 from common.sqlite_log import connect_log
 
 BATCH_ROWS = 5000
@@ -99,6 +100,8 @@ class Pruned:
     """Snapshot files of deleted sightings left on disk, each with why."""
     stopped: bool = False
     """Whether a stop request ended the prune between two batches (what was deleted before stays so)."""
+    counts_merged: int = 0
+    """The frames log's per-minute count changes merged into its counts at the round's end (_merge_frame_counts)."""
 
     def __str__(self) -> str:
         return ", ".join(f"{count} {table}" for table, count in self.rows.items())
@@ -148,7 +151,20 @@ def prune_logs(
                     _delete_snapshots([path for (path,) in gone if isinstance(path, str) and path], pruned, True)
                 if deleted < BATCH_ROWS:
                     break
+    if not dry_run:
+        pruned.counts_merged = _merge_frame_counts(pool)
     return pruned
+
+
+def _merge_frame_counts(pool: ConnectionPool) -> int:
+    """The frames log's per-minute count changes merged into its counts (common/frame_log.py's MERGE_COUNTS,
+    migration 21), as the redactor pool's duty does: a log that ingest wrote with no redactor running kept
+    every statement's changes unmerged, and `alpr status` read more of them the longer it ran. The merge is
+    Postgres's own function (SECURITY DEFINER: it moves counts, and the pruner's role may do nothing else
+    with them); returns the changes merged."""
+    with pool.connection() as connection:
+        row = connection.execute(MERGE_COUNTS).fetchone()
+    return int(row[0]) if row else 0
 
 
 SQLITE_PRUNED = {"plate_reads": "captured_at", "sightings": "last_seen"}

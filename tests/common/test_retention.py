@@ -47,6 +47,13 @@ def remaining(url: str) -> dict[str, list[str]]:
         }
 
 
+def unmerged_count_changes(url: str) -> int:
+    """Rows of per-minute count changes (migration 21) not merged into the counts yet."""
+    with psycopg.connect(url) as db:
+        row = db.execute("SELECT count(*) FROM frame_count_changes").fetchone()
+    return int(row[0]) if row else 0
+
+
 @pytest.fixture()
 def logged(postgres_url: str) -> str:
     """Two cameras' frames, reads and sightings, 40 and 2 days old; an alert citing an old one."""
@@ -145,10 +152,18 @@ def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]
     """`alpr db prune` logged in at `prune_url` deletes the rows of `logged` past the retention, and
     keeps what an alert cites, the alerts and the audit records (searches, exports)."""
     before = remaining(logged)
+    changes = unmerged_count_changes(logged)
+    assert changes  # the frames' inserts', left for a merge (no redactor runs here)
     assert main(["db", "prune", "--dry-run", "--database-url", prune_url]) == 0
     assert "would delete" in capsys.readouterr().out and remaining(logged) == before
+    assert unmerged_count_changes(logged) == changes  # a dry run changes nothing
     assert main(["db", "prune", "--database-url", prune_url]) == 0
     assert capsys.readouterr().out.strip().endswith("(30 days): 14 plate_reads, 14 sightings, 13 frames")
+    assert unmerged_count_changes(logged) == 0  # merged by the prune: the per-minute counts are the frames'
+    with psycopg.connect(logged) as db:
+        counted = "SELECT camera_id, outcome, sum(frames) FROM frame_counts GROUP BY 1, 2 ORDER BY 1, 2"
+        by_frame = "SELECT camera_id, outcome, count(*) FROM frames GROUP BY 1, 2 ORDER BY 1, 2"
+        assert db.execute(counted).fetchall() == db.execute(by_frame).fetchall()
     assert remaining(logged) == {
         "frames": ["bridge:recent", "gate:old:3", "gate:old:pending", "gate:recent"],
         "plate_reads": ["bridge:recent", "gate:old:3", "gate:recent"],
