@@ -23,6 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from functools import partial
 from typing import Any
 
@@ -247,12 +248,12 @@ def print_accounting(settings: Settings, window_s: float) -> None:
 
     from common.alert_log import AlertLog
     from common.db import STATUS_SESSION_SETTINGS
-    from common.frame_log import FrameLog
+    from common.frame_log import OLDER_FRAMES_COUNTED, FrameLog
 
     pool = None
     try:
         pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
-        counts, reads = FrameLog(pool, 0).recent_outcome_counts(window_s)
+        recent = FrameLog(pool, 0).recent_outcome_counts(window_s)
         deliveries = AlertLog(pool, 0).recent_counts(window_s)
         with pool.connection() as connection:
             sightings: dict[str, int] = dict(connection.execute(RECENT_SIGHTINGS, (window_s,)).fetchall())
@@ -270,7 +271,12 @@ def print_accounting(settings: Settings, window_s: float) -> None:
     print(f"alert deliveries (pending: all; the others of alerts raised in {window}): {shown_deliveries}")
     outcomes = ("done", "skipped", "expired", "corrupt", "lost")
     read_outcomes = ("pending", "expired", "corrupt", "lost", "refused", "skipped")
+    counts, reads = recent.outcomes, recent.reads
     print(f"\nframes log: frames captured in {window} (--hours)")
+    if recent.counted_from is not None:
+        print(f"  counted from {recent.counted_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC only, not the window's start:"
+              " the per-minute counts begin then (`alpr db upgrade` to migration 21), and the frames captured"
+              f" before it are more than {OLDER_FRAMES_COUNTED:,} to count one by one")  # fmt: skip
     print(
         f"{'':<12}{'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}"
         " | frames' reads " + " ".join(f"{o:>8}" for o in read_outcomes)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from psycopg_pool import ConnectionPool
 
 from common.db import open_pool
-from common.frame_log import FrameLog, FrameRecord, ReadOutcome, recent_per_camera
+from common.frame_log import FrameLog, FrameRecord, ReadOutcome, RecentCounts, recent_per_camera
 from common.frame_store import frame_key
 from common.jobs import FrameOutcome, FrameRef
 from common.migrations import MIGRATIONS
@@ -48,9 +48,9 @@ def counted_one_by_one(pool: ConnectionPool, window_s: float) -> Counts:
 def assert_counts_agree(pool: ConnectionPool, log: FrameLog, window_s: float) -> Counts:
     """The window's counts, merged or not yet, are those of the frames counted one by one."""
     expected = counted_one_by_one(pool, window_s)
-    assert log.recent_outcome_counts(window_s) == expected  # with the changes not yet merged
+    assert log.recent_outcome_counts(window_s) == RecentCounts(*expected)  # with the changes not yet merged
     log.merge_counts()
-    assert log.recent_outcome_counts(window_s) == expected
+    assert log.recent_outcome_counts(window_s) == RecentCounts(*expected)
     with pool.connection() as connection:
         assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() == (0,)
         assert connection.execute("SELECT count(*) FROM frame_counts WHERE frames <= 0").fetchone() == (0,)
@@ -150,31 +150,78 @@ def test_concurrent_writers_of_one_camera_minute_lose_no_change_and_wait_for_no_
         pool.close()
 
 
-def test_a_database_upgraded_with_frames_there_counts_them(postgres_url, monkeypatch):
-    """Frames written before migration 21 (no counts kept then) are counted by the upgrade itself."""
+def upgraded_with_frames(pool: ConnectionPool, monkeypatch) -> None:
+    """3,000 frames of three cameras over the last 85 minutes written before migration 21, then it."""
     import common.schema_upgrade
     from common.schema_upgrade import upgrade
 
+    with monkeypatch.context() as before:
+        before.setattr(common.schema_upgrade, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 21])
+        assert upgrade(pool)[-1] == 20
+    with pool.connection() as connection:
+        connection.execute(
+            "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome,"
+            " read_outcome) SELECT 'cam' || (i %% 3) || ':' || i, 'cam' || (i %% 3), i, i,"
+            " now() - make_interval(secs => i * 1.7), i %% 2, %s,"
+            " (ARRAY['done', 'pending', 'skipped', 'lost'])[1 + i %% 4],"
+            " CASE WHEN i %% 2 = 1 THEN (ARRAY['done', 'pending', 'expired'])[1 + i %% 3] END"
+            " FROM generate_series(0, 2999) AS i",
+            (json.dumps({}),),
+        )
+    assert upgrade(pool) == [21]
+
+
+def test_a_database_upgraded_with_frames_there_counts_them(postgres_url, monkeypatch):
+    """Frames written before migration 21 (no counts kept then) are counted one by one, up to
+    OLDER_FRAMES_COUNTED of them."""
     pool = open_pool(postgres_url, max_size=2)
     try:
-        with monkeypatch.context() as before:
-            before.setattr(common.schema_upgrade, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 21])
-            assert upgrade(pool)[-1] == 20
-        with pool.connection() as connection:
-            connection.execute(
-                "INSERT INTO frames (frame_id, camera_id, seq, frame_index, captured_at, plates, stage_ms, outcome,"
-                " read_outcome) SELECT 'cam' || (i %% 3) || ':' || i, 'cam' || (i %% 3), i, i,"
-                " now() - make_interval(secs => i * 1.7), i %% 2, %s,"
-                " (ARRAY['done', 'pending', 'skipped', 'lost'])[1 + i %% 4],"
-                " CASE WHEN i %% 2 = 1 THEN (ARRAY['done', 'pending', 'expired'])[1 + i %% 3] END"
-                " FROM generate_series(0, 2999) AS i",
-                (json.dumps({}),),
-            )
-        assert upgrade(pool) == [21]
+        upgraded_with_frames(pool, monkeypatch)
         log = FrameLog(pool, patience_s=0)
         for window_s in (600.5, 3600, 7200):
             counts, _ = assert_counts_agree(pool, log, window_s)
         assert sum(sum(by_outcome.values()) for by_outcome in counts.values()) == 3000
+    finally:
+        pool.close()
+
+
+def test_past_so_many_frames_before_the_counts_begin_the_counts_begin_there_and_say_so(
+    postgres_url, monkeypatch, capsys
+):
+    """A window reaching back before the per-minute counts begin (the upgrade's next minute), over more
+    frames than OLDER_FRAMES_COUNTED: counted from where the counts begin, never those before, and `alpr
+    status` says where its counts begin (counting them one by one ran past the statement's 5 s at city
+    rates the hour after the upgrade)."""
+    import common.frame_log
+    from alpr.status import print_accounting
+    from common.config import Settings
+
+    pool = open_pool(postgres_url, max_size=2)
+    try:
+        upgraded_with_frames(pool, monkeypatch)
+        with pool.connection() as connection:
+            row = connection.execute("SELECT counted_from FROM frame_counts_since").fetchone()
+        assert row is not None
+        counted_from: datetime = row[0]
+        log = FrameLog(pool, patience_s=0)
+        later = [frame("cam9", index, counted_from.timestamp() + index) for index in range(5)]  # counted
+        log.record_sampled([FrameRecord(ref, "pending") for ref in later])
+        older_in_window = sum(sum(n.values()) for n in counted_one_by_one(pool, 3600)[0].values()) - len(later)
+        assert 1000 < older_in_window < 3000
+
+        assert log.recent_outcome_counts(3600, older_counted=older_in_window) == RecentCounts(
+            *counted_one_by_one(pool, 3600)
+        )  # as many as it may count: all counted
+        fewer = log.recent_outcome_counts(3600, older_counted=older_in_window - 1)
+        assert fewer == RecentCounts({"cam9": {"pending": 5}}, {}, counted_from)
+
+        monkeypatch.setattr(common.frame_log, "OLDER_FRAMES_COUNTED", 100)
+        print_accounting(Settings(database_url=postgres_url), 3600)
+        out = capsys.readouterr().out
+        assert f"counted from {counted_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC only" in out
+        assert "more than 100 to count one by one" in out
+        rows = [line.split()[:2] for line in out.splitlines() if line.split()[:1] in (["cam0"], ["cam1"], ["cam9"])]
+        assert rows == [["cam9", "5"]]  # the older cameras' frames not counted
     finally:
         pool.close()
 
@@ -198,7 +245,7 @@ def test_the_count_reads_the_frames_of_the_windows_first_part_minute_only(postgr
             if "%(since)s" in RECENT_OUTCOME_COUNTS:
                 from common.frame_log import WINDOW_BOUNDS
 
-                since, whole_from = connection.execute(WINDOW_BOUNDS, (3600,)).fetchone()  # type: ignore[misc]
+                since, whole_from, _ = connection.execute(WINDOW_BOUNDS, (3600,)).fetchone()  # type: ignore[misc]
                 values = {"since": since, "whole_from": whole_from}
             row = connection.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {RECENT_OUTCOME_COUNTS}", values).fetchone()
         assert row is not None
