@@ -1,7 +1,9 @@
 """The rights of the role `alpr db prune` logs in as (`alpr db upgrade --grant-pruner ROLE`): it reads
 what the prune reads (the pruned tables, the alerts whose evidence is kept, the migrations' record a
 start checks) and deletes rows of the pruned tables (common/retention.py's PRUNED), nothing more: no
-insert or update anywhere, no other table's rows deleted, no table's emptied, no schema changed. A
+insert or update anywhere, no other table's rows deleted, no table's emptied, no schema changed (the frames
+log's per-minute counts change through Postgres's own SECURITY DEFINER functions, which every role may run:
+its deletes' trigger, and the merge at a round's end, common/retention.py's _merge_frame_counts). A
 process that runs for as long as the chain does then holds no owner's (in Compose, a superuser's)
 password. The rights are checked once granted, as Postgres reckons them (through PUBLIC, a role it is
 a member of, a superuser's), and the grant refused whole where the role may more."""
