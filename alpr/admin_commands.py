@@ -76,11 +76,12 @@ def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> 
     maintenance window."""
     from common.grants import check_role_name
     from common.migrations import MIGRATION_LOCKS
-    from common.schema_upgrade import newer_schema, pending_migrations, schema_version
+    from common.schema_upgrade import check_server_version, newer_schema, pending_migrations, schema_version
 
     roles = {flag: role for flag, role in (("--grant", args.grant), ("--grant-pruner", args.grant_pruner)) if role}
     for flag, role in roles.items():
         check_role_name(role, flag)
+    check_server_version(pool)  # what the upgrade would refuse
     pending = pending_migrations(pool)
     ahead = newer_schema(schema_version(pool))
     print(f"would apply migrations {pending}" if pending else f"{ahead}; nothing to apply" if ahead else

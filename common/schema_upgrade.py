@@ -2,7 +2,8 @@
 a transaction of its own under an advisory lock (several processes may upgrade at once), giving up a table a
 long reader holds and trying again later (`TableInUseError`, UPGRADE_*); what is left to apply
 (`pending_migrations`), and the check every role makes at start that the schema is current (`require_schema`),
-with a WARNING where it is newer than this release's (`newer_schema`)."""
+with a WARNING where it is newer than this release's (`newer_schema`); both refuse a server older than the
+schema needs (`check_server_version`) before anything is applied or run."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ for (and every writer of it queued behind the request) five seconds in every six
 UPGRADE_ATTEMPTS = 8
 """How many attempts one migration gets before `upgrade` gives up with a ConfigError: with the waits
 of UPGRADE_BACKOFF_S between them, about two minutes (91 s of waits and up to 5 s a try)."""
+
+
+MINIMUM_SERVER_VERSION = 150000
+"""The oldest PostgreSQL the schema runs on, as server_version_num gives it (15.0): migration 21's per-minute
+frame counts are keyed UNIQUE NULLS NOT DISTINCT (PostgreSQL 15) and its triggers bin minutes with date_bin
+(14). On 14 the upgrade failed midway with a syntax error naming neither (a review)."""
 
 
 UPGRADE_SESSION = "SET LOCAL statement_timeout = 0"
@@ -77,7 +84,8 @@ def upgrade(pool: ConnectionPool) -> list[int]:
     nothing committed. An attempt waits at most UPGRADE_LOCK_TIMEOUT for a table (so does every write
     queued behind it), then the migration is tried again after a wait that doubles (UPGRADE_BACKOFF_S)
     and reset once one is applied, UPGRADE_ATTEMPTS times, then a ConfigError says which table and what
-    was applied."""
+    was applied. A server older than MINIMUM_SERVER_VERSION is refused first, nothing applied."""
+    check_server_version(pool)
     if _applied(pool) >= {version for version, _ in MIGRATIONS}:
         return []
     applied: list[int] = []
@@ -111,6 +119,28 @@ def upgrade(pool: ConnectionPool) -> list[int]:
         applied.append(version)
         backoff.reset()
         attempts = 0
+
+
+def check_server_version(pool: ConnectionPool, needed: int | None = None) -> None:
+    """ConfigError naming the server's PostgreSQL version and the one `needed` (MINIMUM_SERVER_VERSION unless
+    given, as server_version_num counts: 150000 is 15.0) when the server is older."""
+    needed = MINIMUM_SERVER_VERSION if needed is None else needed
+    with pool.connection() as connection:
+        found = connection.info.server_version
+    if found < needed:
+        raise ConfigError(
+            f"PostgreSQL {server_version_shown(needed)} or later is needed (the schema's per-minute frame counts,"
+            f" migration 21, use UNIQUE NULLS NOT DISTINCT and date_bin); this server is PostgreSQL"
+            f" {server_version_shown(found)}: upgrade it (pg_upgrade, or the Compose file's postgres:15), nothing"
+            " was changed"
+        )
+
+
+def server_version_shown(number: int) -> str:
+    """A server_version_num as PostgreSQL names its releases: 150004 is 15.4, 90624 is 9.6.24."""
+    if number >= 100000:
+        return f"{number // 10000}.{number % 10000}"
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
 
 
 def pending_migrations(pool: ConnectionPool) -> list[int]:
@@ -211,7 +241,9 @@ def newer_schema(version: int | None) -> str | None:
 def require_schema(pool: ConnectionPool) -> None:
     """Fail clearly when `alpr db upgrade` has not been run against this database; a WARNING naming both
     versions when the schema is newer than this release's (`newer_schema`): the roles of a release run on the
-    schema of the next during a rolling upgrade, so a newer schema is not refused."""
+    schema of the next during a rolling upgrade, so a newer schema is not refused. A server older than
+    MINIMUM_SERVER_VERSION is refused first (`check_server_version`)."""
+    check_server_version(pool)
     latest = MIGRATIONS[-1][0]
     version = schema_version(pool)
     if version is None or version < latest:

@@ -6,6 +6,7 @@ migration committed on its own, then gives up keeping what it applied."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from alpr.cli import main
 from common.db import open_pool
 from common.errors import ConfigError
 from common.migrations import MIGRATIONS
-from common.schema_upgrade import require_schema, upgrade
+from common.schema_upgrade import check_server_version, require_schema, server_version_shown, upgrade
 
 VERSIONS = [version for version, _ in MIGRATIONS]
 TABLES = {"cameras", "frames", "plate_reads", "schema_migrations"}
@@ -90,6 +91,38 @@ def test_processes_upgrading_at_once_apply_each_migration_once(postgres_url):
     # is applied once, in order (a process may apply some and another the rest)
     assert sorted(version for applied in results for version in applied) == VERSIONS
     assert all(applied == sorted(applied) for applied in results)
+
+
+def test_a_server_older_than_the_schema_needs_is_refused_by_name_before_anything_is_applied(
+    pool, postgres_url, redis_url, monkeypatch, capsys
+):
+    """Migration 21 needs PostgreSQL 15 (UNIQUE NULLS NOT DISTINCT; date_bin, 14): on 14 the upgrade failed
+    midway with a syntax error naming neither version. PostgreSQL 13 and 14 cannot run here, so the check
+    runs against this server with the version it needs raised past the server's own: `alpr db upgrade`, its
+    dry run and a role's start refuse it naming both versions, the schema left untouched."""
+    import common.schema_upgrade as schema_upgrade
+
+    assert server_version_shown(140011) == "14.11" and server_version_shown(90624) == "9.6.24"
+    with pool.connection() as connection:
+        found = connection.info.server_version
+    assert found >= schema_upgrade.MINIMUM_SERVER_VERSION == 150000  # this server runs the schema (15 or later)
+    check_server_version(pool, needed=found)  # a server at the version needed passes
+    newer = (found // 10000 + 1) * 10000
+    refusal = (rf"PostgreSQL {found // 10000 + 1}\.0 or later is needed .*; this server is PostgreSQL"
+               rf" {server_version_shown(found)}: upgrade it")  # fmt: skip
+    with pytest.raises(ConfigError, match=refusal):
+        check_server_version(pool, needed=newer)
+
+    monkeypatch.setattr(schema_upgrade, "MINIMUM_SERVER_VERSION", newer)  # as a PostgreSQL 14 server meets 15
+    for command in (["db", "upgrade"], ["db", "upgrade", "--dry-run"]):
+        assert main([*command, "--database-url", postgres_url]) == 2
+        assert re.search(refusal, capsys.readouterr().err)
+    assert tables(postgres_url) == set()  # nothing applied, not even the migrations' record
+    monkeypatch.setattr(schema_upgrade, "MINIMUM_SERVER_VERSION", 150000)
+    assert upgrade(pool) == VERSIONS
+    monkeypatch.setattr(schema_upgrade, "MINIMUM_SERVER_VERSION", newer)  # a role's start on such a server
+    assert main(["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]) == 2
+    assert re.search(refusal, capsys.readouterr().err)
 
 
 def test_require_schema_fails_clearly_until_upgraded(pool, postgres_url, redis_url, capsys):
