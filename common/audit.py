@@ -26,6 +26,12 @@ RECORDED_BEFORE = {
 OWNER_ONLY_TABLES = ("watchlist_changes",)
 """Records Postgres writes itself (migration 16's triggers, as the owner): no other role may touch them."""
 
+COUNTS_TABLES = ("frame_counts", "frame_count_changes", "frame_counts_since")
+"""The frames log's per-minute counts (migration 21), written by Postgres alone: its triggers on the frames
+log and the merge (frame_counts_merged), SECURITY DEFINER functions run as the owner. Other roles read them
+(`alpr status`) and write none: the workers' login, granted INSERT on every table, could add a million
+frames done to a camera's minute (a review)."""
+
 
 def _printable_line(least: int) -> AfterValidator:
     """Text of at least `least` characters besides spaces, printable, on one line: the pattern refused

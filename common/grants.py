@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.audit import AUDIT_TABLES, OWNER_ONLY_TABLES
+from common.audit import AUDIT_TABLES, COUNTS_TABLES, OWNER_ONLY_TABLES
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.schema_upgrade import ADVISORY_LOCK_ID
@@ -45,7 +45,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
     cannot drop them or run as a superuser. ConfigError (nothing changed) when the role may still create
     in the schema (through PUBLIC, as PostgreSQL 14 and before let every role, or a role it is a member
     of): an operator or function it planted there (`&&` on text arrays, which Postgres prefers to
-    pg_catalog's) ran as whoever searched or pruned, the owner."""
+    pg_catalog's) ran as whoever searched or pruned, the owner. The frames log's per-minute counts
+    (COUNTS_TABLES) are only read: Postgres's own functions write them, as the owner."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))  # grants at once: refused
@@ -92,6 +93,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
             row = connection.execute("SELECT pg_get_serial_sequence(%s, 'id')", (qualified,)).fetchone()
             if row and row[0]:  # nor its ids drawn (gaps in the record)
                 connection.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.SQL(row[0]), name))
+        for table in COUNTS_TABLES:  # the frames' per-minute counts: read by `alpr status`, written by Postgres
+            connection.execute(sql.SQL("REVOKE INSERT ON {} FROM {}").format(sql.Identifier(schema_name, table), name))
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
         refuse_schema_creators(connection, role, schema_name)
@@ -108,7 +111,8 @@ def frame_columns(connection: psycopg.Connection, schema_name: str) -> list[str]
 
 def refuse_extra_writes(connection: psycopg.Connection, role: str, schema_name: str) -> None:
     """ConfigError unless `role`, and each role it is a member of (SET ROLE reaches it, inherited or not),
-    may update, delete or empty only what the grant gives: given more through PUBLIC or a membership (a
+    may update, delete or empty only what the grant gives, nor add to the counts Postgres keeps
+    (COUNTS_TABLES): given more through PUBLIC or a membership (a
     role of an earlier set-up, pg_write_all_data), it still back-dated and deleted the plate log, the
     grant said done all the same (a review)."""
     allowed = {(t, "UPDATE") for t in (*UPDATED, "frames")} | {(t, "DELETE") for t in DELETED_FROM}
@@ -118,7 +122,8 @@ def refuse_extra_writes(connection: psycopg.Connection, role: str, schema_name: 
     ).fetchall():
         shown = "" if who == role else f" as {who}"
         extra |= {f"{right} {table}{shown}" for table, right in rights_in_schema(connection, str(who), schema_name)
-                  if right in ("UPDATE", "DELETE", "TRUNCATE") and (table, right) not in allowed}  # fmt: skip
+                  if right in ("UPDATE", "DELETE", "TRUNCATE") and (table, right) not in allowed
+                  or right == "INSERT" and table in COUNTS_TABLES}  # fmt: skip
         frames = sql.Identifier(schema_name, "frames").as_string(connection)
         for column in set(frame_columns(connection, schema_name)) - set(FRAMES_UPDATED):
             row = connection.execute(

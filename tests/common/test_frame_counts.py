@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
+import psycopg
+import pytest
 from psycopg_pool import ConnectionPool
 
 from common.db import open_pool
@@ -258,3 +261,62 @@ def frames_rows_read(plan: dict) -> int:
     """Rows the plan's scans of the frames table returned, over all their loops."""
     own = plan["Actual Rows"] * plan["Actual Loops"] if plan.get("Relation Name") == "frames" else 0
     return own + sum(frames_rows_read(child) for child in plan.get("Plans", []))
+
+
+def test_the_workers_and_pruners_logins_cannot_forge_counts_and_their_writes_are_counted(postgres_url, capsys):
+    """A review: the workers' login, granted INSERT on every table, added a million frames done to a camera's
+    minute. The counts are Postgres's to write (its triggers and merge run as the owner): no login the
+    project grants may add to, change or empty them, yet each reads them (`alpr status`), and the frames the
+    workers add and finish, and those the pruner deletes, are counted and merged as those logins. A role
+    given INSERT on them through PUBLIC is refused the workers' grant, naming it."""
+    from alpr.cli import main
+    from common.audit import COUNTS_TABLES
+    from tests.helpers import pruner_role, workers_role
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    forgeries = (
+        "INSERT INTO frame_counts VALUES (now(), 'gate', 'done', NULL, 1000000)",
+        "INSERT INTO frame_count_changes VALUES (now(), 'gate', 'done', NULL, 1000000)",
+        "INSERT INTO frame_counts_since VALUES (true, now())",
+        "UPDATE frame_counts SET frames = frames + 1000000",
+        "DELETE FROM frame_count_changes",
+        "TRUNCATE frame_counts",
+    )
+    now = time.time()
+    refs = [frame(camera, index, now - 1200 + index * 9.1) for camera in ("gate", "yard") for index in range(120)]
+    with workers_role(postgres_url) as (_, as_workers), pruner_role(postgres_url) as (_, as_pruner):
+        for login in (as_workers, as_pruner):
+            for forged in forgeries:
+                with psycopg.connect(login) as db, pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    db.execute(forged)
+        workers = open_pool(as_workers, max_size=2)
+        pruner = open_pool(as_pruner, max_size=2)
+        owner = open_pool(postgres_url, max_size=2)
+        try:
+            log = FrameLog(workers, patience_s=0)
+            log.record_sampled([FrameRecord(ref, "pending") for ref in refs])  # added: the trigger, as the owner
+            log.record_final([FrameRecord(ref, "done", plates=1) for ref in refs if ref.frame_index % 3])  # updated
+            log.record_reads([(ref, "done") for ref in refs if ref.frame_index % 3 == 1])
+            assert log.merge_counts() > 0  # the merge, as the workers' login
+            assert_counts_agree(owner, log, 1800)  # read as the workers' login, agreeing with the frames
+            assert prune_logs(pruner, datetime.fromtimestamp(now - 600, UTC)).rows["frames"]  # deleted as the pruner
+            with owner.connection() as connection:  # the round's merge, as the pruner's login (which reads none)
+                assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() == (0,)
+            assert_counts_agree(owner, FrameLog(owner, patience_s=0), 1800)
+        finally:
+            for pool in (workers, pruner, owner):
+                pool.close()
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"GRANT INSERT ON {COUNTS_TABLES[0]} TO PUBLIC")
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 2
+        assert f"role {role} may still INSERT {COUNTS_TABLES[0]} (" in capsys.readouterr().err
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE INSERT ON {COUNTS_TABLES[0]} FROM PUBLIC")
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
