@@ -560,8 +560,8 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- cameras at 5 frames/s (9 million an hour) ran past its 5 s (a scale review). Every change to the
         -- frames log (a frame added, its outcome or read outcome changed, a frame pruned, the table truncated)
         -- is written by Postgres, one statement's worth at a time, as rows added to frame_count_changes, never
-        -- updated: concurrent writers of one camera's minute wait for no lock. The redactor pool's duty
-        -- (frame_counts_merged) moves them into frame_counts in one statement, in key order; a reader sums both.
+        -- updated: concurrent writers of one camera's minute wait for no lock. The redactor's and OCR pools'
+        -- duties (frame_counts_merged) move them into frame_counts in one statement, in key order; a reader sums both.
         -- Counted: the frames captured from counted_from on; a log with frames already is counted from the
         -- minute after the upgrade's (those already there captured since, found camera by camera), and a
         -- reader counts older frames one by one: counting them all here took 2.1 s a million frames with the

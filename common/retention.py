@@ -158,7 +158,7 @@ def prune_logs(
 
 def _merge_frame_counts(pool: ConnectionPool) -> int:
     """The frames log's per-minute count changes merged into its counts (common/frame_log.py's MERGE_COUNTS,
-    migration 21), as the redactor pool's duty does: a log that ingest wrote with no redactor running kept
+    migration 21), as the redactor and OCR pools' duties do: a log that ingest wrote with no redactor running kept
     every statement's changes unmerged, and `alpr status` read more of them the longer it ran. The merge is
     Postgres's own function (SECURITY DEFINER: it moves counts, and the pruner's role may do nothing else
     with them); returns the changes merged."""

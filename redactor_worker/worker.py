@@ -183,7 +183,8 @@ class RedactStage:
 
     def merge_frame_counts(self) -> None:
         """Merge the count changes the frames' writes left since the last round (each pool worker's round
-        takes what is there: `alpr status` sums those not merged yet, and reads fewer the more are)."""
+        takes what is there: `alpr status` sums those not merged yet, and reads fewer the more are); the
+        OCR pool's duty merges them too, so either pool down, the other's goes on."""
         self.frame_log.merge_counts()
 
     def sweep_kept_frames(self) -> None:

@@ -17,7 +17,7 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from common import geometry
 from common.db import open_pool
-from common.frame_log import FrameLog, FrameRecord
+from common.frame_log import FrameLog, FrameRecord, RecentCounts
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
@@ -311,5 +311,42 @@ def test_frames_not_begun_within_the_jobs_time_budget_have_their_reads_skipped(
     pool = open_pool(postgres_url)
     try:  # recorded footage read again after a restart reads the skipped frames again, not the one read
         assert set(FrameLog(pool, 0.0).finished(ends)) == {"cam:1:0"}
+    finally:
+        pool.close()
+
+
+def test_the_pools_duty_merges_the_frames_logs_count_changes_with_the_redactor_pool_down(
+    redis_url, postgres_url, monkeypatch
+):
+    """A review: only the redactor pool's duty (and prune rounds) merged the frames log's per-minute count
+    changes; with that pool down, ingest and the OCR pool wrote on, and `alpr status`, which sums those not
+    merged, slowed past its 5 s in an hour or two at a city's rate. The OCR pool's duty merges them too: the
+    counts read after it are those of the frames, and no change is left."""
+    from common.metrics import Metrics
+    from common.plate_log import PostgresPlateLog
+    from ocr_worker.core import OcrSettings, PlateReader
+    from ocr_worker.worker import OcrStage
+    from tests.common.test_frame_counts import counted_one_by_one, frame
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    now, pool = time.time(), open_pool(postgres_url)
+    try:
+        frame_log = FrameLog(pool, 0.0)
+        refs = [frame("gate", index, now - 900 + index * 3.7) for index in range(200)]
+        frame_log.record_sampled([FrameRecord(ref, "pending") for ref in refs])  # ingest, no redactor running
+        frame_log.record_reads([(ref, "done") for ref in refs[::2]])  # the OCR pool's own writes
+        stage = OcrStage(
+            lambda region: PlateReader(OcrSettings(region=region)), FrameStore(connect_redis(redis_url), 600),
+            PostgresPlateLog(pool), frame_log, Metrics(),
+        )  # fmt: skip
+        with pool.connection() as connection:
+            assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() != (0,)
+        stage.maintain()
+        with pool.connection() as connection:
+            assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() == (0,)
+            assert connection.execute("SELECT sum(frames) FROM frame_counts").fetchone() == (200,)
+        expected = ({"gate": {"pending": 200}}, {"gate": {"done": 100}})
+        assert counted_one_by_one(pool, 1200) == expected
+        assert frame_log.recent_outcome_counts(1200) == RecentCounts(*expected)
     finally:
         pool.close()
