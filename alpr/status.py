@@ -238,28 +238,42 @@ RECENT_SIGHTINGS = recent_per_camera("sightings", "first_seen")
 """Sightings per camera begun within a window (sightings_by_camera_time)."""
 
 
+def unmerged_backlog(unmerged: int) -> str:
+    """What to say of `unmerged` per-minute count changes waiting to be merged (common/frame_log.py's
+    UNMERGED_CHANGES_WARNED)."""
+    return (
+        f"about {unmerged:,} changes to the per-minute counts wait to be merged, and this count reads each (about"
+        f" 12 million pass its {defaults.STATUS_STATEMENT_TIMEOUT_S:g} s): the redactor and OCR pools merge them"
+        f" every {defaults.WORKER_MAINTENANCE_S:g} s, `alpr db prune` at each round; are both pools down?"
+    )
+
+
 def print_accounting(settings: Settings, window_s: float) -> None:
     """Per camera from the frames log, of the frames captured in the last `window_s` seconds: frames
     sampled, how they ended, those not yet accounted for, and the frames whose reads are pending, expired
     (crops gone) or lost (no OCR job recorded them); the sightings begun and alert deliveries of that window
     (those pending: all). Each count reads an index's range: counting the whole log read every row (0.46 s
-    a 2 million; a city's 30 days hold billions, past the statements' 5 s: a soak review)."""
+    a 2 million; a city's 30 days hold billions, past the statements' 5 s: a soak review). More per-minute
+    count changes waiting to be merged than UNMERGED_CHANGES_WARNED are warned of, and named where the count
+    times out: it reads each."""
     import psycopg
 
     from common.alert_log import AlertLog
     from common.db import STATUS_SESSION_SETTINGS
-    from common.frame_log import OLDER_FRAMES_COUNTED, FrameLog
+    from common.frame_log import OLDER_FRAMES_COUNTED, UNMERGED_CHANGES_WARNED, FrameLog
 
-    pool = None
+    pool, unmerged = None, 0
     try:
         pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
+        unmerged = FrameLog(pool, 0).unmerged_changes()
         recent = FrameLog(pool, 0).recent_outcome_counts(window_s)
         deliveries = AlertLog(pool, 0).recent_counts(window_s)
         with pool.connection() as connection:
             sightings: dict[str, int] = dict(connection.execute(RECENT_SIGHTINGS, (window_s,)).fetchall())
     except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
+        backlog = f"; {unmerged_backlog(unmerged)}" if unmerged > UNMERGED_CHANGES_WARNED else ""
         raise UnansweredError(f"frames log not answered in {defaults.STATUS_STATEMENT_TIMEOUT_S:g} s"
-                              " (a lock? see pg_locks)") from None  # fmt: skip
+                              f" (a lock? see pg_locks){backlog}") from None  # fmt: skip
     finally:
         if pool is not None:
             pool.close()
@@ -273,6 +287,8 @@ def print_accounting(settings: Settings, window_s: float) -> None:
     read_outcomes = ("pending", "expired", "corrupt", "lost", "refused", "skipped")
     counts, reads = recent.outcomes, recent.reads
     print(f"\nframes log: frames captured in {window} (--hours)")
+    if unmerged > UNMERGED_CHANGES_WARNED:
+        print(f"  {unmerged_backlog(unmerged)}")
     if recent.counted_from is not None:
         print(f"  counted from {recent.counted_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC only, not the window's start:"
               " the per-minute counts begin then (`alpr db upgrade` to migration 21), and the frames captured"

@@ -252,6 +252,17 @@ hour (a scale review)."""
 MERGE_COUNTS = "SELECT frame_counts_merged()"
 """Moves the per-minute count changes into frame_counts (migration 21); returns how many it moved."""
 
+UNMERGED_CHANGES = """
+SELECT coalesce(sum(n_live_tup), 0) FROM pg_stat_user_tables WHERE relid = to_regclass('frame_count_changes')
+"""
+"""About how many per-minute count changes wait to be merged, as Postgres's statistics have it: no row read
+(they follow the writes within a second or so)."""
+
+UNMERGED_CHANGES_WARNED = 1_000_000
+"""Count changes waiting to be merged past which `alpr status` warns: it reads each (2 million: 0.7-0.9 s;
+about 12 million pass its 5 s), and only the redactor and OCR pools' duties and `alpr db prune`'s rounds merge
+them, so both pools down for an hour or two at a city's rate ends in a status that times out (a review)."""
+
 PENDING_COUNTS = "SELECT camera_id, count(*) FROM frames WHERE outcome = 'pending' GROUP BY camera_id"
 
 
@@ -460,6 +471,12 @@ class FrameLog:
             return int(row[0]) if row else 0
 
         return write_through_outage(self.pool, merge, 0.0)
+
+    def unmerged_changes(self) -> int:
+        """About how many per-minute count changes wait to be merged (UNMERGED_CHANGES)."""
+        with self.pool.connection() as connection:
+            row = connection.execute(UNMERGED_CHANGES).fetchone()
+        return int(row[0]) if row else 0
 
     def _counts(self, query: str, values: tuple[float, ...] = ()) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
