@@ -134,9 +134,15 @@ class Metrics:
             " of the role (a role without Postgres exports none).", ["pool"], registry=r,
         )  # fmt: skip
         self.redis_up = Gauge(
-            "alpr_redis_up", "1 from this process's last Redis command that Redis answered, 0 from one that met an"
-            " outage (unreachable, timed out, loading, out of memory, read-only) until one goes through; by the"
-            " Redis (queues, frame_store: where the frame store is another).", ["redis"], registry=r,
+            "alpr_redis_up", "1 from this process's last Redis command that Redis answered (a refusal included:"
+            " alpr_redis_refused_total), 0 from one that could not be sent or answered (unreachable, timed out,"
+            " loading) until one is; by the Redis (queues, frame_store: where the frame store is another).",
+            ["redis"], registry=r,
+        )  # fmt: skip
+        self.redis_refused = Counter(
+            "alpr_redis_refused", "Commands Redis refused for its own state, by the Redis and the reason"
+            " (out_of_memory, read_only, master_down, misconf, busy, no_permission; a full frame store is"
+            " back-pressure, not counted).", ["redis", "reason"], registry=r,
         )  # fmt: skip
         self.kept_deleted = Counter("alpr_kept_frames_deleted", "Kept frames deleted past their age.", registry=r)
         self.stage_seconds = Histogram(

@@ -27,6 +27,7 @@ from alpr.pool_settings import POOLS
 from common.jobs import SKIP_REASONS, StageName
 from common.metrics import Metrics
 from common.queues import QUEUE_NAMES, QUEUED_STAGES, queue_keys
+from common.redis_watch import REDIS_NAMES, REFUSAL_REASONS
 from common.worker import JobOutcome
 from ingest.node import INGEST_SKIP_REASONS
 from sighting_worker.worker import ROUND_OUTCOMES
@@ -112,6 +113,8 @@ def label_values() -> dict[tuple[str | None, str], frozenset[str]]:
         (None, "stage"): frozenset(get_args(StageName)),
         (None, "queue"): frozenset(QUEUE_NAMES),
         (None, "pool"): frozenset(POOLS),
+        (None, "redis"): frozenset(REDIS_NAMES),
+        ("alpr_redis_refused_total", "reason"): REFUSAL_REASONS,
         ("alpr_jobs_total", "outcome"): frozenset(get_args(JobOutcome)),
         ("alpr_alert_deliveries_total", "outcome"): frozenset(get_args(DeliveryOutcome)),
         ("alpr_sighting_rounds_total", "outcome"): frozenset(ROUND_OUTCOMES),
