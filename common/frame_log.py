@@ -164,6 +164,17 @@ SELECT camera_id, read_outcome, count(*) FROM frames WHERE read_outcome IS NOT N
 """
 
 
+def cameras_of(table: str) -> str:
+    """A WITH clause naming `cameras`, every camera_id of `table`, found one index probe each (a loose index
+    scan of an index led by camera_id), not by reading every row. `table` is the chain's own constant."""
+    return f"""WITH RECURSIVE cameras(camera_id) AS (
+    (SELECT camera_id FROM {table} ORDER BY camera_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.camera_id FROM {table} t WHERE t.camera_id > cameras.camera_id ORDER BY t.camera_id LIMIT 1)
+    FROM cameras WHERE cameras.camera_id IS NOT NULL
+)"""
+
+
 def recent_per_camera(table: str, time_column: str, counted: str | None = None, only: str = "") -> str:
     """A query of `table`'s rows per camera (and per value of the column `counted`, if any) whose `time_column`
     lies within a window (its one parameter: seconds back from the statement's time), `only` those where
@@ -173,12 +184,7 @@ def recent_per_camera(table: str, time_column: str, counted: str | None = None, 
     are the chain's own constants, never input."""
     column = f"recent.{counted}, " if counted else ""
     return f"""
-WITH RECURSIVE cameras(camera_id) AS (
-    (SELECT camera_id FROM {table} ORDER BY camera_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT t.camera_id FROM {table} t WHERE t.camera_id > cameras.camera_id ORDER BY t.camera_id LIMIT 1)
-    FROM cameras WHERE cameras.camera_id IS NOT NULL
-)
+{cameras_of(table)}
 SELECT cameras.camera_id, {column}count(*) FROM cameras CROSS JOIN LATERAL (
     SELECT {counted or "1"} FROM {table}
     WHERE camera_id = cameras.camera_id AND {time_column} >= statement_timestamp() - make_interval(secs => %s)
@@ -198,13 +204,8 @@ frame_counts begin: the next minute, or where the counts begin (frame_counts_sin
 later: the window reaches back past the window's first part-minute to frames no per-minute count holds (a log
 upgraded to migration 21 with frames: the hour after the upgrade)."""
 
-OLDER_FRAMES = """
-WITH RECURSIVE cameras(camera_id) AS (
-    (SELECT camera_id FROM frames ORDER BY camera_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT f.camera_id FROM frames f WHERE f.camera_id > cameras.camera_id ORDER BY f.camera_id LIMIT 1)
-    FROM cameras WHERE cameras.camera_id IS NOT NULL
-)
+OLDER_FRAMES = f"""
+{cameras_of("frames")}
 SELECT count(*) FROM (
     SELECT FROM cameras CROSS JOIN LATERAL (
         SELECT FROM frames WHERE camera_id = cameras.camera_id AND captured_at >= %(since)s
@@ -221,13 +222,8 @@ past it, its counts begin where the per-minute counts do, and it says so. Counte
 frames/s, upgraded to migration 21 with frames, read 9 million frames the first hour (4.6 us each: past
 the statement's 5 s)."""
 
-RECENT_OUTCOME_COUNTS = """
-WITH RECURSIVE cameras(camera_id) AS (
-    (SELECT camera_id FROM frames ORDER BY camera_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT f.camera_id FROM frames f WHERE f.camera_id > cameras.camera_id ORDER BY f.camera_id LIMIT 1)
-    FROM cameras WHERE cameras.camera_id IS NOT NULL
-)
+RECENT_OUTCOME_COUNTS = f"""
+{cameras_of("frames")}
 SELECT counted.camera_id, counted.outcome, counted.read_outcome, sum(counted.frames) FROM (
     SELECT camera_id, outcome, read_outcome, frames FROM frame_counts WHERE minute >= %(whole_from)s
     UNION ALL
