@@ -77,13 +77,14 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::tim
 """A batch's rows as one array a column (FrameRecord.row's order: COLUMNS)."""
 
 INSERT_SAMPLED = f"""
-INSERT INTO frames ({COLUMNS}){ROWS_GIVEN}
+INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
 ON CONFLICT DO NOTHING
 """
 """Sampled frames, one array a column: a new row each, or nothing for a frame known already (a re-read after
-a restart). One statement for the batch: the frame counts' trigger (migration 21) runs once a statement,
-and once a row it cost an ingest batch of 2,500 frames 60% more (a row's statement each, as executemany
-sends them)."""
+a restart), in frame-id order as every writer of frames takes them (in sampling order, an ingest batch and an OCR
+or redactor batch naming two of its frames waited each on the other: a deadlock, retried as an outage). One
+statement for the batch: the frame counts' trigger (migration 21) runs once a statement, and once a row it cost
+an ingest batch of 2,500 frames 60% more (a row's statement each, as executemany sends them)."""
 
 UPSERT_FINAL = f"""
 INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id

@@ -36,6 +36,12 @@ the plate log's reads, a frame's capture time, an alert's body (a review), and t
 the evidence that the logs "cannot be erased" by it was to keep."""
 
 
+MERGE_GRANT = "GRANT EXECUTE ON FUNCTION {}.frame_counts_merged() TO {}"
+"""The frames' per-minute counts merged (migration 21's definer function): the OCR and redactor pools' duty and
+each prune round. Given by name, not left to PUBLIC's default: a database that takes EXECUTE from PUBLIC
+refused every merge, and the changes piled up under `alpr status` (a review)."""
+
+
 def grant_to(pool: ConnectionPool, role: str) -> None:
     """Give `role` what the chain's processes need and nothing more: read and add the rows of every table
     of the schema (and use its sequences), update only those of UPDATED and a frame's FRAMES_UPDATED,
@@ -95,6 +101,7 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
                 connection.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.SQL(row[0]), name))
         for table in COUNTS_TABLES:  # the frames' per-minute counts: read by `alpr status`, written by Postgres
             connection.execute(sql.SQL("REVOKE INSERT ON {} FROM {}").format(sql.Identifier(schema_name, table), name))
+        connection.execute(sql.SQL(MERGE_GRANT).format(sql.Identifier(schema_name), name))  # the pools' duty
         for table in DELETED_FROM:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
         refuse_schema_creators(connection, role, schema_name)

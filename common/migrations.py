@@ -512,6 +512,9 @@ MIGRATIONS: list[tuple[int, str]] = [
         DECLARE
             merged BIGINT;
         BEGIN
+            IF NOT pg_try_advisory_xact_lock(7368517021) THEN
+                RETURN 0;  -- another pool's merge is under way: this one's changes wait for the next round
+            END IF;
             WITH moved AS (
                 DELETE FROM frame_count_changes RETURNING minute, camera_id, outcome, read_outcome, frames
             ), added AS (

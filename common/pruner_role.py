@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
-from common.grants import check_role_exists, check_role_name, current_schema
+from common.grants import MERGE_GRANT, check_role_exists, check_role_name, current_schema
 from common.retention import PRUNED
 from common.schema_upgrade import ADVISORY_LOCK_ID, require_schema
 
@@ -57,6 +57,7 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
             connection.execute(
                 sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(right), sql.Identifier(schema_name, table), name)
             )
+        connection.execute(sql.SQL(MERGE_GRANT).format(schema, name))  # each round merges the frame counts
         extra = rights_in_schema(connection, role, schema_name) - pruner_rights_wanted()
         for (other,) in connection.execute(  # rights a role may SET ROLE to (a NOINHERIT membership)
             "SELECT rolname FROM pg_roles WHERE rolname <> %s AND pg_has_role(%s, oid, 'MEMBER')", (role, role)

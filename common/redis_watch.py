@@ -32,9 +32,10 @@ REFUSAL_CLASSES: tuple[tuple[type[redis.ResponseError], str], ...] = (
 )
 """Refusals redis-py gives a class of their own (and strips of their first word: match the class)."""
 
-REFUSAL_CODES = {"MISCONF": "misconf", "BUSY": "busy"}
+REFUSAL_CODES = {"MISCONF": "misconf", "BUSY": "busy", "NOREPLICAS": "no_replicas"}
 """Refusals redis-py keeps as a plain ResponseError, by their first word: its snapshot failing on disk
-(writes stopped), a script or function past busy-reply-threshold (every command refused). BUSYKEY and
+(writes stopped), a script or function past busy-reply-threshold (every command refused), fewer replicas in
+reach than min-replicas-to-write (every write refused, a review: counted nowhere, `alpr_redis_up` 1). BUSYKEY and
 BUSYGROUP are a command's own errors: the whole word is compared."""
 
 REFUSAL_REASONS = frozenset(reason for _, reason in REFUSAL_CLASSES) | frozenset(REFUSAL_CODES.values())

@@ -174,6 +174,32 @@ def upgraded_with_frames(pool: ConnectionPool, monkeypatch) -> None:
     assert upgrade(pool) == [21]
 
 
+def test_a_merge_under_way_leaves_the_others_to_return_at_once(postgres_url):
+    """Every OCR and redactor worker and each prune round merge: one at a time (an advisory lock), the others
+    returning 0 at once, their changes left for the next round. Deleting the same changes concurrently, a
+    large backlog's merges could each hold rows the other needed next (a deadlock) or wait out the lock
+    timeout (a review)."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url, max_size=2)
+    try:
+        log = FrameLog(pool, patience_s=0)
+        now = time.time()
+        log.record_sampled([FrameRecord(frame("gate", index, now - 60 + index), "pending") for index in range(30)])
+        with psycopg.connect(postgres_url) as first:
+            assert first.execute("SELECT frame_counts_merged()").fetchone()[0] > 0  # its transaction open
+            started = time.monotonic()
+            assert log.merge_counts() == 0  # another merge holds the lock: none waited for
+            assert time.monotonic() - started < 2
+            first.commit()
+        log.record_sampled([FrameRecord(frame("gate", index, now - 60 + index), "pending") for index in range(30, 40)])
+        assert log.merge_counts() > 0  # the lock let go with its transaction
+        assert_counts_agree(pool, log, 120)
+    finally:
+        pool.close()
+
+
 def test_a_database_upgraded_with_frames_there_counts_them(postgres_url, monkeypatch):
     """Frames written before migration 21 (no counts kept then) are counted one by one, up to
     OLDER_FRAMES_COUNTED of them."""
@@ -268,7 +294,8 @@ def test_the_workers_and_pruners_logins_cannot_forge_counts_and_their_writes_are
     minute. The counts are Postgres's to write (its triggers and merge run as the owner): no login the
     project grants may add to, change or empty them, yet each reads them (`alpr status`), and the frames the
     workers add and finish, and those the pruner deletes, are counted and merged as those logins. A role
-    given INSERT on them through PUBLIC is refused the workers' grant, naming it."""
+    given INSERT on them through PUBLIC is refused the workers' grant, naming it. Both logins merge by a grant of
+    their own: a database that takes EXECUTE from PUBLIC refused every merge (a review)."""
     from alpr.cli import main
     from common.audit import COUNTS_TABLES
     from tests.helpers import pruner_role, workers_role
@@ -284,6 +311,8 @@ def test_the_workers_and_pruners_logins_cannot_forge_counts_and_their_writes_are
     )
     now = time.time()
     refs = [frame(camera, index, now - 1200 + index * 9.1) for camera in ("gate", "yard") for index in range(120)]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # a database that gives PUBLIC no EXECUTE
+        admin.execute("REVOKE EXECUTE ON FUNCTION frame_counts_merged() FROM PUBLIC")
     with workers_role(postgres_url) as (_, as_workers), pruner_role(postgres_url) as (_, as_pruner):
         for login in (as_workers, as_pruner):
             for forged in forgeries:
@@ -306,6 +335,8 @@ def test_the_workers_and_pruners_logins_cannot_forge_counts_and_their_writes_are
         finally:
             for pool in (workers, pruner, owner):
                 pool.close()
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("GRANT EXECUTE ON FUNCTION frame_counts_merged() TO PUBLIC")
 
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"GRANT INSERT ON {COUNTS_TABLES[0]} TO PUBLIC")

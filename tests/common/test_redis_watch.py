@@ -182,3 +182,23 @@ def test_a_busy_script_and_an_acl_denial_are_refusals_and_a_busykey_is_not():
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_primary_short_of_the_replicas_it_must_write_to_is_refusing():
+    """min-replicas-to-write with the replica gone: Redis answers every write NOREPLICAS (a plain ResponseError
+    in redis-py). A review found it counted nowhere while every job and frame write failed, `alpr_redis_up`
+    at 1: neither alert could fire."""
+    port = free_port()
+    server = start_redis(port, "--min-replicas-to-write", "1")
+    try:
+        connection = connect_redis(f"redis://127.0.0.1:{port}/0", timeout_s=5)
+        metrics = Metrics()
+        watch_redis(connection, metrics)
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            connection.set("k", "v")
+        assert connection.get("k") is None  # reads still answered: reachable
+        assert up(metrics) == 1
+        assert refused(metrics, "no_replicas") == 1
+    finally:
+        server.terminate()
+        server.wait(10)
