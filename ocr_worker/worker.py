@@ -77,7 +77,7 @@ class OcrStage:
         reads (common/frame_log.py's MERGE_COUNTS), as the redactor pool's duty does. The redactor's alone
         left them growing while its pool was down, ingest and this pool writing on: `alpr status` sums those
         not merged, 0.7-0.9 s at 2 million, past its 5 s at about 12 million, an hour or two of a city's
-        frames (a review). Concurrent merges are safe (each moves what it deletes)."""
+        frames (a review). One merge runs at a time (an advisory lock: the others return at once)."""
         self.frame_log.merge_counts()
 
     def handle(self, payload: Any) -> StageResult:
