@@ -680,12 +680,16 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
     never claimed, so `due` queues them again (ALERT_REQUEUE_AFTER_S, shortened here)."""
     from common.alert_log import AlertLog
 
+    timeout_s = 4.0
+
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     monkeypatch.setattr(defaults, "ALERT_REQUEUE_AFTER_S", 1.0)  # for this process's burst worker only
     with WebhookServer(SECRET, Reply(hang=True)) as hook:
-        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        # a timeout the kill lands well inside: with 1 s, a test process stalled a second on busy CPUs saw the
+        # attempt time out (and the next alert claimed) before its kill
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, timeout_s)})
         alert_ids = raise_alerts(postgres_url, redis_url, 3, ["ops"])
         pool = open_pool(postgres_url)
         try:
@@ -699,7 +703,7 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
         found = rows(postgres_url, "SELECT status, attempts FROM alert_deliveries")
         assert sorted(found) == [("pending", 0), ("pending", 0), ("sending", 1)]
         hook.reply = Reply(status=200)
-        time.sleep(1 + defaults.ALERT_LEASE_MARGIN_S + 0.5)  # the claim's lease: the timeout plus a margin
+        time.sleep(timeout_s + defaults.ALERT_LEASE_MARGIN_S + 0.5)  # the claim's lease: timeout plus margin
         burst()
     assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
     keys = sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received)
