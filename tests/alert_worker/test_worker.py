@@ -73,9 +73,9 @@ def setup(postgres_url, redis_url, tmp_path, monkeypatch):  # type: ignore[no-un
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     (tmp_path / "hook.secret").write_text(SECRET)
 
-    def receivers(url: str, mqtt_port: int | None = None) -> None:
+    def receivers(url: str, mqtt_port: int | None = None, timeout_s: float = 1) -> None:
         text = f"receivers:\n  ops:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
-        text += "    timeout_s: 1\n"
+        text += f"    timeout_s: {timeout_s}\n"
         if mqtt_port:
             text += f"  broker:\n    type: mqtt\n    host: 127.0.0.1\n    port: {mqtt_port}\n    topic: alpr/alerts\n"
         (tmp_path / "receivers.yaml").write_text(text)
@@ -279,7 +279,7 @@ def test_a_token_in_the_webhook_path_reaches_no_log_and_no_row(setup, postgres_u
 
 def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url, redis_url):
     with WebhookServer(SECRET, Reply(hang=True)) as hook:
-        setup(hook.url)
+        setup(hook.url, timeout_s=4)  # the kill lands inside it even when this process stalls a second
         raise_alert(postgres_url, redis_url, ["ops"])
         env = dict(os.environ)  # the tests' own ALPR_TEST* variables are gone already (tests/conftest.py)
         process = subprocess.Popen([sys.executable, "-m", "alpr.cli", "worker", "alert"], env=env)
@@ -290,7 +290,7 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_the_next(setup, postgres_url,
         process.wait(timeout=10)
         assert deliveries(postgres_url) == {"ops": "sending"}
         hook.reply = Reply(status=200)
-        time.sleep(1 + 5 + 0.5)  # the claim's lease: the receiver's timeout plus a margin
+        time.sleep(4 + 5 + 0.5)  # the claim's lease: the receiver's timeout plus a margin
         burst()
     assert deliveries(postgres_url) == {"ops": "delivered"}
     assert len(hook.received) == 2 and {r.headers[IDEMPOTENCY_HEADER] for r in hook.received} == {ALERT.alert_id}
