@@ -121,6 +121,9 @@ class AlertStage:
         self.probed_at: dict[str, float] = {}
         """Per failing receiver, when this worker's round last queued its probe (monotonic): no other is
         queued while that one may still be in flight (its lease), unless it failed (the entry is dropped)."""
+        self.refusing_since: dict[str, float] = {}
+        """Per receiver refusing for now (a 404...), when this worker's unbroken run of such refusals began
+        (monotonic): any other outcome of an attempt ends it (`refused_for_now`)."""
         self.released_at: dict[str, float] = {}
         """Per receiver, when this worker last made its held deliveries due again (monotonic)."""
         self.caveats_told: set[str] = set()
@@ -185,6 +188,8 @@ class AlertStage:
         try:
             caveat = self.send(delivery.alert, receiver, delivery.claimed_at_s)
         except DeliveryRejected as error:
+            if not error.for_now:
+                self.refusing_since.pop(name, None)
             if error.for_now:  # perhaps the receiver's state (maintenance, a deploy): it rests as a failing one
                 self.refused_for_now(delivery, error)
             elif delivery.probe and error.answered:  # the receiver is up, refusing this alert alone
@@ -192,11 +197,13 @@ class AlertStage:
             else:
                 self.give_up(delivery, "rejected", str(error), error.recorded)
         except DeliveryRetryable as error:
+            self.refusing_since.pop(name, None)
             self.retry(delivery, error)
             self.hold(name, self.rest(name, error.retry_after_s))
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
             log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, name, exc_info=True)
+            self.refusing_since.pop(name, None)
             self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
             self.hold(name, self.rest(name, None))  # it rests all the same: such a fault flooded a receiver (a review)
         else:
@@ -204,6 +211,7 @@ class AlertStage:
                 self.caveats_told.add(name)
                 log.warning("receiver %s: %s", name, caveat)
             was_failing = self.failing.pop(name, None) is not None
+            self.refusing_since.pop(name, None)
             self.rested_until.pop(name, None)
             self.probed_at.pop(name, None)
             # a probe (whichever worker's hold marked it) releases what its receiver held as it is recorded
@@ -258,7 +266,9 @@ class AlertStage:
         probe and never held (`AlertLog.hold`); a probe so refused hands its mark to the next alert held, due
         when the rest ends (`AlertLog.refused_probe`): a receiver answering 404 to this alert alone takes the
         next, and the others are released. Rejected at once, every alert raised in 25 s of a receiver's 404
-        was lost (a review: 10 of 22; with 503 none)."""
+        was lost (a review: 10 of 22; with 503 none). Refused so for the whole grace, the receiver's backlog
+        older than it is rejected at once (`reject_refused`)."""
+        refusing_s = time.monotonic() - self.refusing_since.setdefault(delivery.receiver, time.monotonic())
         rest_s = self.rest(delivery.receiver, None)
         delay_s = retry_delay_s(delivery.attempt, None)
         grace_s = defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S
@@ -281,7 +291,31 @@ class AlertStage:
         else:
             self.alert_log.retry_after(delivery, delay_s, recorded)
         self.count(delivery, "rejected" if past else "retried")
+        if refusing_s >= grace_s:
+            self.reject_refused(delivery.receiver, refusing_s, error)
         self.hold(delivery.receiver, rest_s)
+
+    def reject_refused(self, receiver: str, refusing_s: float, error: DeliveryRejected) -> None:
+        """The receiver has refused every attempt for now for `refusing_s`, past the grace: its pending
+        deliveries older than the grace are rejected in one write (`AlertLog.reject_refused`; not where it
+        took one meanwhile), each saying why. Probed one a rest, 40 alerts to a receiver answering 404 for
+        good took 3.8 times the grace to be rejected (a review: an hour for 60 alerts at a 15-minute grace)."""
+        grace_s = defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S
+        reason = (
+            f"not tried: the receiver refused every attempt for {refusing_s:.0f} s, past the {grace_s:g} s"
+            f" grace for a state of its own, and this alert is older; its last answer: {error.recorded}"
+        )
+        try:
+            rejected = self.alert_log.reject_refused(receiver, grace_s, reason)
+        except Exception as failure:  # they are rejected one by one as before, a probe each rest
+            log.warning("could not reject the alerts %s refuses (%s)", receiver, type(failure).__name__)
+            return
+        if rejected:
+            shown = ", ".join(rejected[:5]) + (", ..." if len(rejected) > 5 else "")
+            log.warning("%d alerts to %s rejected: it refused every attempt for %.0f s (%s): %s", len(rejected),
+                        receiver, refusing_s, error, shown)  # fmt: skip
+            known = receiver if receiver in self.receivers else "unknown"
+            self.metrics.alert_deliveries.labels(receiver=known, outcome="rejected").inc(len(rejected))
 
     def count(self, delivery: Delivery, outcome: DeliveryOutcome) -> None:
         """One delivery outcome in the metrics, by receiver (a name from the receivers file; a job naming

@@ -8,10 +8,15 @@ a Retry-After no number reads rests the receiver as any 503 (a review of the rec
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -32,6 +37,7 @@ from tests.alert_worker.test_worker import (
     wait_for,
 )
 from tests.conftest import unavailable
+from tests.helpers import free_port
 
 
 @pytest.fixture()
@@ -206,3 +212,76 @@ def test_an_alert_raised_while_a_brokers_password_is_rotated_is_delivered_once_i
     finally:
         broker.stop()
     assert rows(postgres_url, query) == [("delivered", None)]
+
+
+SHORTENED = ("import sys; from common import defaults as d; d.ALERT_UNKNOWN_RECEIVER_GRACE_S = {grace_s};"
+             " d.ALERT_BACKOFF_S = (0.1, 1.0); d.ALERT_REQUEUE_AFTER_S = 1.0; from alpr.cli import main;"
+             " sys.exit(main(['worker', 'alert']))")  # fmt: skip
+"""`alpr worker alert` with the grace shortened to `grace_s` and the longest rest to 1 s (15 minutes and 60 s)."""
+
+
+def shortened_worker(grace_s: float, metrics_port: int) -> subprocess.Popen:  # type: ignore[type-arg]
+    env = {**os.environ, "ALPR_METRICS_PORT": str(metrics_port), "ALPR_METRICS_ADDRESS": "127.0.0.1"}
+    return subprocess.Popen([sys.executable, "-c", SHORTENED.format(grace_s=grace_s)], env=env)
+
+
+def test_a_receiver_answering_404_for_good_has_its_backlog_rejected_within_about_the_grace(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch, capsys
+):
+    """A review: a receiver whose URL went wrong (404 for good) had its alerts probed one a rest, each
+    rejected once tried past the grace: 40 alerts took 115 s at a grace of 30 s and a longest rest of 2 s (an
+    hour for 60 alerts at 15 minutes and 60 s; a day's backlog, days). Now once it has refused every attempt
+    for the grace, its backlog older than the grace is rejected in one write, each saying why, and counted."""
+    grace_s, count, port = 3.0, 20, free_port()
+    settled = "SELECT count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending')"
+    with WebhookServer(SECRET, Reply(status=404)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        raise_alerts(postgres_url, redis_url, count, ["ops"])
+        process = shortened_worker(grace_s, port)
+        try:
+            assert wait_for(lambda: bool(hook.received), 60), "no attempt"
+            first = time.monotonic()
+            assert wait_for(lambda: rows(postgres_url, settled) == [(0,)], 60)
+            took_s = time.monotonic() - first
+            served = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        finally:
+            assert stopped(process) == 0
+    print(f"\n{count} alerts to a receiver answering 404: settled {took_s:.1f} s after its first attempt"
+          f" (grace {grace_s:g} s), {len(hook.received)} attempts")  # fmt: skip
+    assert took_s < grace_s + 4  # it was 23 s: one more alert rejected a rest (1 s) past the grace
+    found = rows(postgres_url, "SELECT status, last_error FROM alert_deliveries")
+    assert {status for status, _ in found} == {"rejected"} and all("HTTP 404" in error for _, error in found)
+    assert sum("refused every attempt for" in error for _, error in found) >= count // 2
+    assert f'alpr_alert_deliveries_total{{outcome="rejected",receiver="ops"}} {count:.1f}' in served
+    assert main(["status", "--interval", "0.1", "--redis-url", redis_url]) == 0
+    assert f"pending 0 sending 0 delivered 0 failed 0 rejected {count}" in capsys.readouterr().out
+
+
+def test_a_backlog_older_than_the_grace_survives_a_brief_404_and_is_delivered(
+    chain, postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """What the rejection above must not take: alerts held past the grace (a receiver down for a while), and the
+    receiver answering 404 for less than the grace (a deploy) before it takes them. Only the alerts it refused
+    themselves are rejected (each tried past its grace); the others are delivered."""
+    grace_s, count = 3.0, 12
+    with WebhookServer(SECRET, Reply(status=404)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 1)})
+        raise_alerts(postgres_url, redis_url, count, ["ops"])
+        with psycopg.connect(postgres_url) as connection:  # raised a minute ago: past the grace already
+            connection.execute("UPDATE alert_deliveries SET retry_from = retry_from - interval '60 s'")
+        process = shortened_worker(grace_s, free_port())
+        try:
+            assert wait_for(lambda: bool(hook.received), 60), "no attempt"
+            time.sleep(grace_s * 0.6)
+            refused = len(hook.received)
+            hook.reply = Reply(status=200)
+            settled = "SELECT count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending')"
+            assert wait_for(lambda: rows(postgres_url, settled) == [(0,)], 60)
+        finally:
+            assert stopped(process) == 0
+    found = dict(rows(postgres_url, "SELECT status, count(*) FROM alert_deliveries GROUP BY status"))
+    errors = [e for (e,) in rows(postgres_url, "SELECT last_error FROM alert_deliveries WHERE last_error IS NOT NULL")]
+    assert not any("refused every attempt for" in e for e in errors)
+    print(f"\n{refused} attempts refused in {grace_s * 0.6:g} s of 404; then {found}")
+    assert found.get("rejected", 0) <= refused + 1  # the alerts it refused (one more in flight at the switch)
+    assert found.get("delivered", 0) == count - found.get("rejected", 0) >= count - 4
