@@ -1,8 +1,8 @@
 """The deployment files agree with the code and keep their secrets: every `alpr` service of
 docker-compose.yml runs a command the CLI accepts with settings the config accepts (passwords from
-Docker secrets, frames in a Redis that never writes to disk), under a memory limit, healthy (each one
-that runs on) while it answers on its metrics port, no password is written in any deployment
-file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
+Docker secrets, frames in a Redis that never writes to disk), under a memory limit with no swap nor
+core dump, healthy (each one that runs on) while it answers on its metrics port, no password is written in any
+deployment file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
 those on this host only, Prometheus scrapes the services on their metrics port, every metric the
 Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
 the sighting and alert pools read one receivers file (by default one that lists none), and
@@ -127,6 +127,15 @@ def redis_arguments(service: dict) -> list[str]:
     return command[4:]
 
 
+def tmpfs_options(service: dict) -> dict[str, dict[str, str]]:
+    """A service's tmpfs mounts: path -> options (`/data:mode=0700,size=16m` -> {"mode": "0700", ...})."""
+    mounts = {}
+    for entry in service.get("tmpfs", []):
+        path, _, options = entry.partition(":")
+        mounts[path] = dict(option.partition("=")[::2] for option in options.split(",") if option)
+    return mounts
+
+
 def known_setting(variable: str) -> bool:
     field = variable.removeprefix("ALPR_").lower()
     return field in Settings.model_fields or (field.endswith("_file") and field[:-5] in Settings.model_fields)
@@ -245,7 +254,7 @@ def test_redis_requires_its_password_and_the_frames_redis_never_writes_to_disk()
         assert "/run/secrets/redis_password" in script and "requirepass" in script, name
         assert "redis_password" in secret_names(service), name
         assert not any("pass" in argument or "auth" in argument for argument in redis_arguments(service)), name
-        assert "/run/redis" in service["tmpfs"], name  # the config file with the password, never on disk
+        assert "/run/redis" in tmpfs_options(service), name  # the config file with the password, never on disk
         assert "/run/secrets/redis_password" in " ".join(service["healthcheck"]["test"]), name
     queues = redis_arguments(SERVICES["redis"])
     assert queues[queues.index("--appendonly") + 1] == "yes"
@@ -253,7 +262,7 @@ def test_redis_requires_its_password_and_the_frames_redis_never_writes_to_disk()
     frames = redis_arguments(SERVICES["frames"])
     assert frames[frames.index("--save") + 1] == "" and frames[frames.index("--appendonly") + 1] == "no"
     assert frames[frames.index("--maxmemory-policy") + 1] == "noeviction" and "--maxmemory" in frames
-    assert "volumes" not in SERVICES["frames"] and "/data" in SERVICES["frames"]["tmpfs"]
+    assert "volumes" not in SERVICES["frames"] and "/data" in tmpfs_options(SERVICES["frames"])
     for name, service in ALPR_SERVICES.items():
         if name in WITHOUT_REDIS:
             continue
@@ -808,3 +817,33 @@ def test_every_alpr_service_has_a_memory_limit_and_every_long_running_one_a_heal
         port = free_port()
         Metrics().serve(port, "127.0.0.1")
         assert check(port) == 0  # asked directly, not through the proxy
+
+
+def test_no_service_holding_frames_can_write_them_to_disk_in_a_core_dump_or_to_swap():
+    """The frames Redis (every raw frame) had no core limit and no memory limit, and the alpr roles a
+    mem_limit but no memswap_limit, which Docker then takes as leave to swap as much again: frames and
+    plate crops could reach the host's disk in a core file or its swap (a review). Every service that can
+    hold pixels now dumps no core and may not swap; the frames Redis's bound leaves its maxmemory room."""
+    holding_pixels = {"frames", *ALPR_SERVICES}
+    for name in holding_pixels:
+        service = SERVICES[name]
+        assert service.get("ulimits", {}).get("core") == 0, name
+        assert "mem_limit" in service and "memswap_limit" in service, name
+        assert memory_bytes(str(service["memswap_limit"])) == memory_bytes(str(service["mem_limit"])), name
+        assert str(service["memswap_limit"]) == str(service["mem_limit"]), name  # one host variable for both
+    frames = SERVICES["frames"]
+    arguments = redis_arguments(frames)
+    maxmemory = memory_bytes(arguments[arguments.index("--maxmemory") + 1])
+    data = tmpfs_options(frames)["/data"]
+    assert data.get("mode") == "0700" and "size" in data
+    headroom = memory_bytes(str(frames["mem_limit"])) - maxmemory - memory_bytes(data["size"])
+    assert headroom >= maxmemory // 4, "room for fragmentation and client buffers past maxmemory"
+
+
+def test_prometheus_and_grafana_gain_no_privileges_and_have_a_memory_limit():
+    """They ran with no memory limit and could gain privileges through a setuid binary (a review)."""
+    for name in ("prometheus", "grafana"):
+        service = SERVICES[name]
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert 256 * 2**20 <= memory_bytes(str(service["mem_limit"])) <= 4096 * 2**20, name
+        assert str(service.get("memswap_limit")) == str(service["mem_limit"]), name
