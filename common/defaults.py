@@ -348,6 +348,14 @@ heartbeat thread: a killed worker's job is found abandoned this long after its l
 METRICS_ADDRESS = "127.0.0.1"
 """Address the metrics server binds to: this host only unless set (0.0.0.0 for a scraper elsewhere)."""
 
+METRICS_SOCKET_TIMEOUT_S = 10.0
+"""Longest wait of the metrics server on a connection's read or write: an idle connection is closed after it
+(a scrape sends its request at once; prometheus_client's server waited for ever, a thread held each time)."""
+
+METRICS_MAX_CONNECTIONS = 16
+"""Connections the metrics server serves at once, a thread each (Prometheus and the healthcheck need one
+each); one more is closed at once."""
+
 DB_OUTAGE_BACKOFF_S = (0.5, 5.0)
 """First and longest wait between attempts while Postgres is unreachable inside a job."""
 

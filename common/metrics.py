@@ -9,12 +9,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.errors import ConfigError
 from common.metrics_registry import RegistryWithoutCreated
+from common.metrics_server import serve_metrics
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -270,11 +271,12 @@ class Metrics:
         self.registry.register(QueueDepthCollector(connection, queue_keys))
 
     def serve(self, port: int, address: str) -> None:
-        """Serve /metrics on `address`:`port` (port 0: do not serve); ConfigError, naming the settings,
-        where the address does not resolve or cannot be bound."""
+        """Serve /metrics on `address`:`port` (port 0: do not serve), idle connections closed and those
+        served at once bounded (common/metrics_server.py); ConfigError, naming the settings, where the
+        address does not resolve or cannot be bound."""
         if port:
             try:
-                start_http_server(port, addr=address, registry=self.registry)
+                serve_metrics(self.registry, address, port)
             except OSError as error:  # gaierror too: an unknown host name
                 reason = error.strerror or str(error) or type(error).__name__
                 raise ConfigError(

@@ -1,0 +1,94 @@
+"""The metrics server, over real sockets: idle connections are closed after the socket timeout, the threads
+it holds stay bounded however many are open, and /metrics answers in Prometheus's text format meanwhile.
+prometheus_client's start_http_server held a thread for each idle connection for ever (a review)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from common import defaults
+from common.metrics import Metrics
+from common.metrics_server import serve_metrics
+from tests.helpers import free_port
+
+Idle = Callable[[int, int], list[socket.socket]]
+"""Opens that many idle connections to a port."""
+
+
+def scrape(port: int) -> tuple[str, str]:
+    """(Content-Type, body) of /metrics, asked directly (no proxy), within 5 s."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def idle() -> Iterator[Idle]:
+    """Opens `n` connections to a port that never send a request; all closed at the end."""
+    with ExitStack() as stack:
+
+        def open_idle(port: int, n: int) -> list[socket.socket]:
+            return [stack.enter_context(socket.create_connection(("127.0.0.1", port))) for _ in range(n)]
+
+        yield open_idle
+
+
+def closed_by_server(connection: socket.socket, within_s: float) -> bool:
+    """Whether the server closed `connection` (end of stream or a reset) within `within_s`."""
+    connection.settimeout(within_s)
+    try:
+        return connection.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_the_threads_stay_bounded_under_many_idle_connections_and_metrics_answer_meanwhile(idle: Idle) -> None:
+    metrics = Metrics()
+    metrics.worker_threads.set(3)
+    port = free_port()
+    before = threading.active_count()
+    metrics.serve(port, "127.0.0.1")
+    held = idle(port, defaults.METRICS_MAX_CONNECTIONS - 2)  # room left for Prometheus and the healthcheck
+    time.sleep(0.5)
+    content_type, body = scrape(port)
+    assert content_type.startswith("text/plain; version=0.0.4")
+    families = {family.name: family for family in text_string_to_metric_families(body)}
+    assert [s.value for s in families["alpr_worker_threads"].samples] == [3.0]  # the process's own registry
+
+    extra = idle(port, 100)  # past the bound: closed at once, no thread held for them
+    time.sleep(0.5)
+    assert threading.active_count() <= before + 1 + defaults.METRICS_MAX_CONNECTIONS
+    assert all(closed_by_server(connection, 2) for connection in extra[-10:])
+    assert not closed_by_server(held[0], 0.2)  # within the timeout, the first ones still served
+
+
+def test_idle_connections_are_closed_after_the_socket_timeout_and_their_threads_end(idle: Idle) -> None:
+    metrics = Metrics()
+    port = free_port()
+    before = threading.active_count()
+    serve_metrics(metrics.registry, "127.0.0.1", port, timeout_s=2, max_connections=8)
+    held = idle(port, 8)
+    assert wait_until(lambda: threading.active_count() >= before + 1 + 8, 1)  # a thread each
+    assert not closed_by_server(held[0], 0.5)
+    assert all(closed_by_server(connection, 3) for connection in held)
+    assert wait_until(lambda: threading.active_count() <= before + 1, 2)  # their threads ended
+    assert "alpr_worker_threads" in scrape(port)[1]  # slots free again: served
