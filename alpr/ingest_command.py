@@ -13,7 +13,15 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from alpr.wiring import check_job_key, frame_ledger, ingest_pool, reach_frame_store, reach_redis, warn_if_redis_open
+from alpr.wiring import (
+    check_job_key,
+    frame_ledger,
+    ingest_pool,
+    reach_frame_store,
+    reach_redis,
+    warn_if_links_in_clear,
+    warn_if_redis_open,
+)
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url
@@ -39,6 +47,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
                     ", ".join(ids))  # fmt: skip
     if settings.database_url:  # its frame records kept there until written: a kill loses none
         check_spool_folder(settings.ledger_spool_dir)
+    warn_if_links_in_clear(settings)  # before a start that may fail on that link
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, "ingest")

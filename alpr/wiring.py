@@ -21,7 +21,7 @@ from common.errors import ConfigError
 from common.frame_store import FrameStore
 from common.job_key import key_fingerprint, others_disagreeing, publish
 from common.metrics import Metrics
-from common.plain_links import warn_if_redis_in_clear
+from common.plain_links import links_in_clear
 from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
 from common.redis_eviction import check_eviction
 from common.redis_persistence import warn_if_frames_persist
@@ -136,12 +136,11 @@ def reach_redis(
 ) -> redis.Redis:
     """A checked connection to the queues' Redis (or, with `url`, another: the frame store's), whose
     commands wait `timeout_s` at most for an answer; refused when the queues' Redis evicts keys when full
-    (common/redis_eviction.py). A WARNING where it is reached unencrypted off this host (common/plain_links.py)."""
+    (common/redis_eviction.py)."""
     url = url or settings.redis_url
     if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
         log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
     log.info("Redis for the %s: %s", what, mask_url(url))
-    warn_if_redis_in_clear(url, what)
     connection = connect_redis(url, settings.secret("redis_password"), timeout_s)
     try:
         connection.ping()
@@ -149,6 +148,17 @@ def reach_redis(
         raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
     check_eviction(connection, url, holds_queues=url == settings.redis_url)
     return connection
+
+
+def warn_if_links_in_clear(settings: Settings) -> None:
+    """A WARNING at a role's start for each Redis or Postgres it reaches unencrypted off this host (raw frames,
+    the Redis password, plate text in the clear), but for the hosts of ALPR_PLAIN_LINK_HOSTS
+    (common/plain_links.py)."""
+    redis_urls = {"queues": settings.redis_url}
+    if settings.store_url != settings.redis_url:
+        redis_urls["frame store"] = settings.store_url
+    for message in links_in_clear(redis_urls, settings.database_url, settings.plain_link_host_names):
+        log.warning("%s", message)
 
 
 def warn_if_redis_open(settings: Settings) -> None:

@@ -25,6 +25,7 @@ from alpr.wiring import (
     check_job_key,
     reach_redis,
     signed_queue,
+    warn_if_links_in_clear,
     warn_if_redis_open,
 )
 from common import defaults
@@ -51,6 +52,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     the kind keeps of the cars is bounded by the retention first (Settings.within_retention: a keep age
     set past it refused, one unset cut to it), and the settings it publishes are those it runs with."""
     settings = settings.within_retention(args.stage)
+    warn_if_links_in_clear(settings)  # before a start that may fail on that link
     connection = reach_redis(settings)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, args.stage)

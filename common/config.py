@@ -152,6 +152,12 @@ class Settings(BaseModel):
         pattern=r"^(rediss?|unix)://",
         description="Redis of raw frames and crops (no persistence); default: redis_url.",
     )
+    plain_link_hosts: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9.,:_\[\] -]*$",
+        description="Comma-separated hosts of Redis or Postgres reached without TLS knowingly, within this host's own"
+        " network (a compose network's service names): not warned of at start.",
+    )
     frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
     frames_per_job: int = Field(
@@ -384,6 +390,11 @@ class Settings(BaseModel):
         if self.watch_read_min_confidence is not None:
             return self.watch_read_min_confidence
         return max(defaults.WATCH_READ_MIN_CONFIDENCE, self.ocr_min_confidence)
+
+    @property
+    def plain_link_host_names(self) -> frozenset[str]:
+        """ALPR_PLAIN_LINK_HOSTS as lower-case host names (IPv6 addresses without their brackets)."""
+        return frozenset(h.strip().strip("[]").lower() for h in self.plain_link_hosts.split(",") if h.strip())
 
     @property
     def store_url(self) -> str:

@@ -20,7 +20,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
-from common.plain_links import warn_if_postgres_in_clear
 from common.schema_upgrade import require_schema, upgrade
 from common.server_urls import split_password, url_problem
 
@@ -155,11 +154,9 @@ def open_pool(
     `wait_s`: the longest wait for the first connection (DB_OPEN_WAIT_S unless given).
     `session_settings`: each connection's (SESSION_SETTINGS; the sighting pool's, SIGHTING_SESSION_SETTINGS).
     `role`: named in the sessions' application_name (`application_name`), unless the URL or PGAPPNAME names
-    one (libpq's fallback_application_name). A WARNING where it reaches a Postgres off this host without TLS
-    required (common/plain_links.py)."""
+    one (libpq's fallback_application_name)."""
     if problem := url_problem(url, "postgres"):
         raise ConfigError(f"the Postgres URL is malformed: {problem}")
-    warn_if_postgres_in_clear(url)  # once a process for each host
     bare_url, url_password = split_password(url)
     options: dict[str, object] = {"autocommit": False, "fallback_application_name": application_name(role)}
     if (password := url_password or password) is not None:

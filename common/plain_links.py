@@ -1,25 +1,20 @@
 """WARNINGs for the links that carry raw frames, the Redis password or plate text unencrypted off this host:
 a Redis reached with redis:// (not rediss://), a Postgres reached without sslmode require, verify-ca or
 verify-full, on a host other than this one (a loopback address, localhost, a unix socket). The roles said
-nothing of it, though they warn when an alert receiver gets plate text unencrypted (a review). Each link is
-warned of once a process, naming its host, never its URL (which may hold a password)."""
+nothing of it, though they warn when an alert receiver gets plate text unencrypted (a review). A role warns
+of each link once, at its start (alpr/wiring.py), naming its host, never its URL (which may hold a password);
+the hosts of ALPR_PLAIN_LINK_HOSTS (a compose network's service names: nothing leaves the host) are not warned
+of."""
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
-import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-log = logging.getLogger(__name__)
-
 ENCRYPTED_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
 """libpq's sslmodes that never fall back to a plain connection."""
-
-_warned: set[tuple[str, str]] = set()
-_warned_lock = threading.Lock()
 
 
 def is_this_host(host: str | None) -> bool:
@@ -63,31 +58,28 @@ def postgres_hosts_in_clear(url: str, environ: Mapping[str, str] = os.environ) -
     return [host for host in str(given or "").split(",") if not is_this_host(host)]
 
 
-def _first_time(kind: str, host: str) -> bool:
-    with _warned_lock:
-        if (kind, host) in _warned:
-            return False
-        _warned.add((kind, host))
-        return True
-
-
-def warn_if_redis_in_clear(url: str, what: str) -> None:
-    """A WARNING, once a process for each host, when `url` reaches a Redis (holding `what`: the queues, the
-    frame store) off this host with plain redis://."""
-    host = redis_host_in_clear(url)
-    if host is not None and _first_time("redis", host):
-        log.warning("Redis for the %s at %s is reached with redis://, unencrypted: raw frames, plate crops and the"
-                    " Redis password cross the network in the clear. Across hosts use rediss:// (TLS; "
-                    "?ssl_ca_certs=<your CA file>); within one host's own network (a compose network) nothing"
-                    " leaves the host", what, host)  # fmt: skip
-
-
-def warn_if_postgres_in_clear(url: str | None) -> None:
-    """A WARNING, once a process for each host, when `url` reaches a Postgres off this host without TLS
-    required."""
-    for host in postgres_hosts_in_clear(url) if url else []:
-        if _first_time("postgres", host):
-            log.warning("Postgres at %s is reached without TLS required (no sslmode=require, verify-ca or"
+def links_in_clear(
+    redis_urls: Mapping[str, str],
+    database_url: str | None,
+    known_hosts: frozenset[str],
+    environ: Mapping[str, str] = os.environ,
+) -> list[str]:
+    """A WARNING's text for each link that crosses the network unencrypted: each Redis of `redis_urls` (what it
+    holds -> its URL) reached with plain redis://, the Postgres of `database_url` without TLS required, off this
+    host; a host in `known_hosts` (ALPR_PLAIN_LINK_HOSTS: a compose network's service names) is not one. Each
+    names its host, never its URL (which may hold a password)."""
+    said: list[str] = []
+    for what, url in redis_urls.items():
+        host = redis_host_in_clear(url)
+        if host is not None and host.lower() not in known_hosts:
+            said.append(f"Redis for the {what} at {host} is reached with redis://, unencrypted: raw frames, plate"
+                        " crops and the Redis password cross the network in the clear. Across hosts use rediss://"
+                        " (TLS; ?ssl_ca_certs=<your CA file>); a host reached only within this host's own network"
+                        " (a compose network) is named in ALPR_PLAIN_LINK_HOSTS")  # fmt: skip
+    for host in postgres_hosts_in_clear(database_url, environ) if database_url else []:
+        if host.lower() not in known_hosts:
+            said.append(f"Postgres at {host} is reached without TLS required (no sslmode=require, verify-ca or"
                         " verify-full): plate text and the frames log may cross the network in the clear. Across"
-                        " hosts add ?sslmode=verify-full (sslrootcert=<your CA file>); within one host's own"
-                        " network (a compose network) nothing leaves the host", host)  # fmt: skip
+                        " hosts add ?sslmode=verify-full (sslrootcert=<your CA file>); a host reached only within"
+                        " this host's own network (a compose network) is named in ALPR_PLAIN_LINK_HOSTS")  # fmt: skip
+    return said
