@@ -1,8 +1,9 @@
 """Matching a read against a large watch-list (a national hot-list holds 100,000 plates and more): ms
 per read with the index a worker uses (`common.watchlist.WatchIndex.match_lists`: deletion keys, common/
-plate_keys.py, built to the largest distance timed, 3), with the numpy bounds over every entry that it
-used before (`match_lists_scanned`) and, within 0 and 1, one entry at a time in Python with the same
-bounds (what that replaced), side by side in one run, with the exact distances computed a read; on
+plate_keys.py, built to the largest distance timed, 3; the candidates' exact distances at once, common/
+plate_distances.py), with the numpy bounds over every entry and the exact distance one entry at a time
+that it used before (`match_lists_scanned`) and, within 0 and 1, one entry at a time in Python with the
+same bounds (what that replaced), side by side in one run, with the exact distances computed a read; on
 random plates of the US alphabet (7 characters) and of the densest US format (3 letters, 4 digits).
 Then the keys' memory and build time (a reload's) to each level, 1 to 3 characters dropped.
 
@@ -16,7 +17,10 @@ import random
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 import common.watchlist
+from common.plate_distances import plate_distances
 from common.plate_keys import DeletionKeys
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
 from common.watchlist import WatchEntry, WatchIndex, char_set
@@ -40,7 +44,8 @@ def one_at_a_time(plate: str, entries: list[WatchEntry], max_distance: float) ->
 
 
 class Counted:
-    """plate_distance, counting its calls (put in common.watchlist's place while timing)."""
+    """plate_distance and plate_distances, counting the distances computed (put in common.watchlist's
+    place while timing)."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -48,6 +53,10 @@ class Counted:
     def __call__(self, a: str, b: str) -> float:
         self.calls += 1
         return plate_distance(a, b)
+
+    def many(self, text: str, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        self.calls += len(lengths)
+        return plate_distances(text, codes, lengths)
 
 
 def timed(
@@ -101,6 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     counted = Counted()
     common.watchlist.plate_distance = counted  # type: ignore[assignment]
+    common.watchlist.plate_distances = counted.many  # type: ignore[assignment]
     for name, make in FORMATS.items():
         rng = random.Random(0)
         entries = [WatchEntry(make(rng), "listed") for _ in range(args.entries)]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import common.watchlist
+from common.plate_distances import plate_distances
 from common.plate_keys import MAX_DELETIONS, DeletionKeys, text_keys
 from common.plate_text import LOOKALIKE_GROUPS, plate_distance
 from common.watchlist import WatchEntry, WatchIndex, WatchMatch
@@ -200,7 +201,12 @@ def test_a_read_computes_the_exact_distance_for_a_few_entries(large_index, monke
         calls[0] += 1
         return plate_distance(a, b)
 
+    def counted_at_once(text: str, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        calls[0] += len(lengths)
+        return plate_distances(text, codes, lengths)
+
     monkeypatch.setattr(common.watchlist, "plate_distance", counted)
+    monkeypatch.setattr(common.watchlist, "plate_distances", counted_at_once)
     rng = random.Random(11)
     plates = [us_plate(rng) for _ in range(count)]
     for plate in plates:
