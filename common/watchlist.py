@@ -162,12 +162,14 @@ class WatchIndex:
     (common/plate_keys.py: every entry within that distance shares one with the read, keys with up to
     floor(keyed_distance) characters dropped), a handful on a hot-list of 100,000; the numpy bounds
     (length and character set, computed over every entry at once) narrow what is left, and the exact
-    distance decides. Beyond it the bounds alone, over every entry (`match_lists_scanned`): they left
-    about 370 of 100,000 random 7-character plates within 1.0 (a look-alike swap costs 0.5, so two
-    differing characters passed them), 8 ms a read, and a sighting worker of 250 reads a second fell
-    further behind every round (a review); within 2 and 3 (no keys there before) 0.36–0.62 s and 2.0–2.2 s,
-    against 0.5–1.2 and 10–31 ms by the keys (benchmarks/bench_watchlist.py). One entry at a time in
-    Python, before: 30 ms a read."""
+    distance decides, for many candidates all at once (common/plate_distances.py: within 3 the keys leave
+    360 to 1,240 of 100,000 random plates, 9–31 ms a read one at a time, about 1–2.4 ms at once). Beyond
+    it the bounds alone, over every entry. With the exact distance one at a time (`match_lists_scanned`,
+    the tests' reference) they left about 370 of 100,000 random 7-character plates within 1.0 (a look-alike
+    swap costs 0.5, so two differing characters passed them), 8 ms a read, and a sighting worker of 250
+    reads a second fell further behind every round (a review); within 2 and 3 (no keys there before)
+    0.36–0.62 s and 2.0–2.2 s (benchmarks/bench_watchlist.py). One entry at a time in Python, before: 30 ms
+    a read."""
 
     def __init__(self, entries: Sequence[WatchEntry], keyed_distance: float = defaults.WATCH_MAX_DISTANCE) -> None:
         self.entries = tuple(entries)
@@ -203,8 +205,8 @@ class WatchIndex:
 
     def _distances(self, plate: str, indices: np.ndarray, at_once: bool = True) -> np.ndarray:
         """plate_distance from `plate` to each entry of `indices`: in Python for a few (numpy's start costs
-        about as much as one), else all at once (common/plate_distances.py: within 3 the keys leave 360 to
-        1,240 of 100,000 random plates, 31 ms a read one at a time); with `at_once` False, one at a time."""
+        about as much as one), else all at once (common/plate_distances.py); with `at_once` False, one at a
+        time."""
         if len(indices) < DISTANCES_AT_ONCE_FROM or not at_once:
             return np.array([plate_distance(plate, self.entries[index].plate) for index in indices.tolist()])
         return plate_distances(plate, self.codes[indices], self.lengths[indices])
@@ -370,8 +372,9 @@ class WatchListCache:
         self.watchlist = watchlist
         self.keyed_distance = keyed_distance
         """The distance the index's keys reach (WatchIndex): the worker's ALPR_WATCH_MAX_DISTANCE. Within 3,
-        100,000 plates' keys take 51 MB (23 MB within 2, 6.4 MB within 1; 1,000,000: ten times that), built
-        again at each reload that changed the table (1,000,000: 4.7 s within 3, 1.6 s within 1)."""
+        100,000 plates' keys take 51 MB (23 MB within 2, 6.4 MB within 1; 1,000,000: ten times that; their
+        plates' bytes, for the exact distance, 1.6 MB more at any distance), built again at each reload that
+        changed the table (1,000,000: 4.7 s within 3, 1.6 s within 1)."""
         self.refresh_s = refresh_s
         self.clock, self.wall_clock = clock, wall_clock
         self.expired_within_s = expired_within_s
