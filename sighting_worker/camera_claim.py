@@ -32,10 +32,21 @@ from common.sighting_log import SightingCursor, lock_cursor
 
 log = logging.getLogger(__name__)
 
-CLAIM = "SELECT pg_try_advisory_xact_lock(hashtextextended(%s::text, 'sighting_cursors'::regclass::oid::bigint))"
+CLAIM = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended(%(camera)s::text, 'sighting_cursors'::regclass::oid::bigint))"
+)
 """A camera claimed by a sighting worker until its transaction ends; false when another worker has it. The key
 is the camera's id hashed with the table's oid as seed: advisory locks are the database's, and schemas of
-their own (another deployment, each test) hold cursors of one name, each table its own oid."""
+their own (another deployment, each test) hold cursors of one name, each table its own oid. Taken in the
+statement that locks the cursor row (common/sighting_log.lock_cursor) as an uncorrelated subquery: an
+InitPlan, evaluated once before the row is read, whose one-time filter reads and locks no row when it is
+false. Three statements (the transaction's statement timeout, the claim, the row's lock) were three round
+trips of a camera's eleven, every round (a scale review: 500 cameras, rounds of 4.6–12.8 s)."""
+
+STATEMENT_TIMEOUT_MS = round(defaults.SIGHTING_STATEMENT_TIMEOUT_S * 1000)
+"""Each statement of a camera's transaction, which holds its cursor locked, is bounded (set with the claim, for
+the transaction's later statements; not the watch-lists' load, made outside any transaction,
+`SightingStage.refresh_watch`: a long list takes seconds, and holds no camera)."""
 
 HOLDER = """
 SELECT l.pid, a.usename, a.application_name, host(a.client_addr), a.state,
@@ -83,13 +94,12 @@ class CursorClaims:
     def claim(self, connection: psycopg.Connection, camera_id: str) -> SightingCursor | None:
         """The camera's cursor, locked until the transaction ends; None when another sighting worker has the
         camera. CursorHeldError when a session that is no sighting worker holds its row."""
-        claimed = connection.execute(CLAIM, (camera_id,)).fetchone()
-        if not claimed or not claimed[0]:
-            return None
         try:
-            cursor = lock_cursor(connection, camera_id)
+            cursor = lock_cursor(connection, camera_id, CLAIM, STATEMENT_TIMEOUT_MS)
         except psycopg.errors.LockNotAvailable:
             raise CursorHeldError(camera_id) from None
+        if cursor is None:
+            return None
         if camera_id in self.held:
             held_s = time.monotonic() - self.held.pop(camera_id)[0]
             log.warning("camera %s: its cursor row is free again after %.0f s; grouped from where it stood",

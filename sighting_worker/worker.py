@@ -48,10 +48,10 @@ from common.sighting_log import (
     SightingCursor,
     camera_ids,
     frame_interval,
-    grouping_horizon,
     insert_sightings,
     last_read_id,
     reads_to_group,
+    reads_to_horizon,
     save_cursor,
 )
 from common.types import Observation, Sighting
@@ -68,11 +68,6 @@ from sighting_worker.stage_types import GroupResult, SightingSettings
 
 log = logging.getLogger(__name__)
 
-
-STATEMENT_LIMIT = f"SET LOCAL statement_timeout = {round(defaults.SIGHTING_STATEMENT_TIMEOUT_S * 1000)}"
-"""Each statement of a camera's transaction, which holds its cursor locked, is bounded (not the watch-lists'
-load, made outside any transaction, `SightingStage.refresh_watch`: a long list takes seconds, and holds no
-camera)."""
 
 FRAME_INTERVAL_REFRESH_S = 60.0
 """How often a sighting worker looks up a camera's frame interval again (`camera_frame_interval`)."""
@@ -274,9 +269,8 @@ class SightingStage:
             self.camera_session(connection),
             connection.transaction(),
         ):
-            connection.execute(STATEMENT_LIMIT)
             self.said_at = time.monotonic()
-            cursor = self.claims.claim(connection, camera_id)
+            cursor = self.claims.claim(connection, camera_id)  # with the transaction's statement timeout
             if cursor is None:  # another sighting worker is grouping this camera
                 return result
             check_state_version(cursor)
@@ -377,10 +371,10 @@ class SightingStage:
         """The camera's reads to group this round, in capture order, and the horizon they are grouped to:
         captured before the camera's horizon, at most SIGHTING_BATCH_READS (a backlog: whole capture times)."""
         camera_id, from_s = cursor.camera_id, cursor.grouped_until_s
-        horizon_s = max(
-            from_s, grouping_horizon(connection, camera_id, self.settings.settle_s, self.settings.history_s, from_s)
+        settle_s, stale_s = self.settings.settle_s, self.settings.history_s
+        horizon_s, reads = reads_to_horizon(
+            connection, camera_id, settle_s, stale_s, from_s, defaults.SIGHTING_BATCH_READS
         )
-        reads = reads_to_group(connection, camera_id, from_s, horizon_s, limit=defaults.SIGHTING_BATCH_READS)
         if len(reads) == defaults.SIGHTING_BATCH_READS:  # a backlog: this round, the whole capture times in it
             last_s = reads[-1].observation.captured_at_s
             earlier = [r for r in reads if r.observation.captured_at_s < last_s]
