@@ -22,7 +22,8 @@ from common.db import open_pool
 from common.frame_log import FrameLog, FrameRecord
 from common.metrics import Metrics
 from common.queues import connect_redis
-from common.sighting_log import HORIZON, reads_to_group, reads_to_horizon
+from common.sighting_log import HORIZON, insert_sightings, reads_to_group, reads_to_horizon
+from common.types import Sighting
 from sighting_worker.camera_claim import CursorClaims
 from tests.sighting_worker.test_worker import chain, frame, log_frames, plate, table
 
@@ -30,32 +31,39 @@ __all__ = ["chain"]  # the fixture, used by name
 
 
 @contextmanager
-def counted(stage: Any) -> Iterator[list[str]]:
-    """The statements the `stage`'s cameras' transactions send (the watch-lists' refresh, made outside them,
-    left out: it is due by the clock, not by the work)."""
+def counted_connection() -> Iterator[list[str]]:
+    """The statements sent over psycopg meanwhile."""
     sent: list[str] = []
-    execute, refresh = psycopg.Cursor.execute, stage.refresh_watch
-    counting = [True]
+    execute = psycopg.Cursor.execute
 
     def counting_execute(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-        if counting[0]:
-            sent.append(" ".join(str(query).split())[:60])
+        sent.append(" ".join(str(query).split())[:60])
         return execute(cursor, query, *args, **kwargs)
 
-    def uncounted_refresh(connection: psycopg.Connection[Any]) -> None:
-        counting[0] = False
-        try:
-            refresh(connection)
-        finally:
-            counting[0] = True
-
     psycopg.Cursor.execute = counting_execute  # type: ignore[method-assign, assignment]
-    stage.refresh_watch = uncounted_refresh
     try:
         yield sent
     finally:
         psycopg.Cursor.execute = execute  # type: ignore[method-assign]
-        stage.refresh_watch = refresh
+
+
+@contextmanager
+def counted(stage: Any) -> Iterator[list[str]]:
+    """The statements the `stage`'s rounds send but the watch-lists' refresh (made outside the cameras'
+    transactions, due by the clock, not by the work)."""
+    refresh = stage.refresh_watch
+    with counted_connection() as sent:
+
+        def uncounted_refresh(connection: psycopg.Connection[Any]) -> None:
+            before = len(sent)
+            refresh(connection)
+            del sent[before:]
+
+        stage.refresh_watch = uncounted_refresh
+        try:
+            yield sent
+        finally:
+            stage.refresh_watch = refresh
 
 
 def cars(camera: str, first: int, count: int, start_s: float) -> list[Any]:
@@ -84,7 +92,7 @@ def round_of(pool: Any, stage: Any, cameras: list[str], per_camera: int, start_s
     return len(result.sightings), sent
 
 
-def test_a_cameras_round_costs_the_same_few_statements_however_many_cars_it_closes(chain, redis_url):
+def test_a_cameras_round_costs_the_same_few_statements_however_many_cars_it_closes(chain, redis_url):  # type: ignore[no-untyped-def]
     pool, settings = chain
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     start_s = time.time() - 60
@@ -98,7 +106,7 @@ def test_a_cameras_round_costs_the_same_few_statements_however_many_cars_it_clos
     assert len(table(pool, "SELECT 1 FROM sightings")) == 21
 
 
-def test_a_cameras_transaction_is_bounded_by_the_statement_timeout_and_its_session_is_not(chain, redis_url):
+def test_a_cameras_transaction_is_bounded_by_the_statement_timeout_and_its_session_is_not(chain, redis_url):  # type: ignore[no-untyped-def]
     """SIGHTING_STATEMENT_TIMEOUT_S is set for the camera's transaction alone, in its claim: its statements
     after the claim are bounded by it, and the connection's session (which loads the watch-lists, for seconds
     with a long list) is back to its own setting after it."""
@@ -112,7 +120,7 @@ def test_a_cameras_transaction_is_bounded_by_the_statement_timeout_and_its_sessi
         seen.append(("in", connection.execute("SHOW statement_timeout").fetchone()[0]))  # type: ignore[index]
         return reads_due(connection, cursor)
 
-    stage.reads_due = showing
+    stage.reads_due = showing  # type: ignore[method-assign]
     assert len(stage.poll().sightings) == 1
     with stage.pool.connection() as connection:
         seen.append(("after", connection.execute("SHOW statement_timeout").fetchone()[0]))  # type: ignore[index]
@@ -120,7 +128,7 @@ def test_a_cameras_transaction_is_bounded_by_the_statement_timeout_and_its_sessi
     assert seen[0] == ("in", expected) and seen[1][1] != expected, seen
 
 
-def test_a_camera_another_worker_claimed_is_neither_read_nor_locked(chain, postgres_url):
+def test_a_camera_another_worker_claimed_is_neither_read_nor_locked(chain, postgres_url):  # type: ignore[no-untyped-def]
     """The claim is taken before the row is read: a camera another worker holds yields no cursor, quietly (its
     row, which that worker holds locked, is not locked again: that would be a CursorHeldError)."""
     pool, _ = chain
@@ -139,7 +147,7 @@ def test_a_camera_another_worker_claimed_is_neither_read_nor_locked(chain, postg
 
 
 @pytest.mark.parametrize("limit", [defaults.SIGHTING_BATCH_READS, 3, None])
-def test_the_horizon_and_its_reads_in_one_statement_are_those_of_the_two(chain, limit):
+def test_the_horizon_and_its_reads_in_one_statement_are_those_of_the_two(chain, limit):  # type: ignore[no-untyped-def]
     """Within one transaction (one now()), `reads_to_horizon` gives the horizon and reads that HORIZON and
     `reads_to_group` gave: a frame pending holds the horizon back, a watermark too, a horizon behind the
     cursor is the cursor, and a camera with no reads has its horizon all the same."""
@@ -162,3 +170,25 @@ def test_the_horizon_and_its_reads_in_one_statement_are_those_of_the_two(chain, 
             horizon_s, reads = reads_to_horizon(connection, camera, 2.0, 600.0, from_s, limit)
         assert (horizon_s, reads) == (old_horizon_s, old_reads), (camera, from_s)
         assert reads or camera == "gone" or from_s > now_s - 20
+
+
+def test_sightings_inserted_in_chunks_count_the_new_ones_and_keep_the_first_of_an_id(chain, monkeypatch):  # type: ignore[no-untyped-def]
+    """One statement a chunk of INSERT_CHUNK sightings: one logged already, or twice in the list (a group done
+    again), adds nothing and is not counted; the first given of an id is the one kept, as one at a time."""
+    pool, _ = chain
+    monkeypatch.setattr("common.sighting_log.INSERT_CHUNK", 2)
+    at_s = time.time() - 60
+
+    def sighting(index: int, plate_text: str) -> Sighting:
+        return Sighting(f"gate:f{index}:0", "gate", plate_text, 0.9, at_s + index, at_s + index + 1, 5,
+                        f"gate:f{index}", (1.0, 2.0, 3.0, 4.0), 0.9, ((plate_text, 5),))  # fmt: skip
+
+    with pool.connection() as connection:
+        assert insert_sightings(connection, [(sighting(0, "AAA0000"), None)]) == 1
+    given = [sighting(0, "OLD0000"), sighting(1, "AAA1111"), sighting(2, "AAA2222"), sighting(1, "DUP1111")]
+    with pool.connection() as connection, counted_connection() as sent:
+        assert insert_sightings(connection, [(s, "snap.jpg") for s in [*given, sighting(3, "AAA3333")]]) == 3
+    assert len(sent) == 3  # 5 sightings, 2 a statement
+    assert table(pool, "SELECT sighting_id, plate FROM sightings ORDER BY sighting_id") == [
+        ("gate:f0:0", "AAA0000"), ("gate:f1:0", "AAA1111"), ("gate:f2:0", "AAA2222"), ("gate:f3:0", "AAA3333"),
+    ]  # fmt: skip
