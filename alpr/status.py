@@ -52,7 +52,7 @@ from common.bounded_scan import Fields
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
 from common.errors import AlprError, ConfigError
-from common.frame_log import recent_per_camera
+from common.frame_counts import recent_per_camera
 from common.job_key import FINGERPRINTS_KEY
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
@@ -239,7 +239,7 @@ RECENT_SIGHTINGS = recent_per_camera("sightings", "first_seen")
 
 
 def unmerged_backlog(unmerged: int) -> str:
-    """What to say of `unmerged` per-minute count changes waiting to be merged (common/frame_log.py's
+    """What to say of `unmerged` per-minute count changes waiting to be merged (common/frame_counts.py's
     UNMERGED_CHANGES_WARNED)."""
     return (
         f"about {unmerged:,} changes to the per-minute counts wait to be merged, and this count reads each (about"
@@ -260,13 +260,13 @@ def print_accounting(settings: Settings, window_s: float) -> None:
 
     from common.alert_log import AlertLog
     from common.db import STATUS_SESSION_SETTINGS
-    from common.frame_log import OLDER_FRAMES_COUNTED, UNMERGED_CHANGES_WARNED, FrameLog
+    from common.frame_counts import OLDER_FRAMES_COUNTED, UNMERGED_CHANGES_WARNED, FrameCounts
 
     pool, unmerged = None, 0
     try:
         pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
-        unmerged = FrameLog(pool, 0).unmerged_changes()
-        recent = FrameLog(pool, 0).recent_outcome_counts(window_s)
+        unmerged = FrameCounts(pool).unmerged_changes()
+        recent = FrameCounts(pool).recent_outcome_counts(window_s)
         deliveries = AlertLog(pool, 0).recent_counts(window_s)
         with pool.connection() as connection:
             sightings: dict[str, int] = dict(connection.execute(RECENT_SIGHTINGS, (window_s,)).fetchall())

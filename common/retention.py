@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.frame_log import MERGE_COUNTS
+from common.frame_counts import MERGE_COUNTS
 from common.sqlite_log import connect_log
 
 BATCH_ROWS = 5000
@@ -157,7 +157,7 @@ def prune_logs(
 
 
 def _merge_frame_counts(pool: ConnectionPool) -> int:
-    """The frames log's per-minute count changes merged into its counts (common/frame_log.py's MERGE_COUNTS,
+    """The frames log's per-minute count changes merged into its counts (common/frame_counts.py's MERGE_COUNTS,
     migration 21), as the redactor and OCR pools' duties do: a log that ingest wrote with no redactor running kept
     every statement's changes unmerged, and `alpr status` read more of them the longer it ran. The merge is
     Postgres's own function (SECURITY DEFINER: it moves counts, and the pruner's role may do nothing else

@@ -16,6 +16,7 @@ import numpy as np
 
 from common import defaults
 from common.errors import InputError
+from common.frame_counts import FrameCounts
 from common.frame_log import FrameLog, ReadOutcome
 from common.frame_store import CROP_NOT_AS_STORED, FrameStore, PixelBudget, as_stored, decode_jpeg
 from common.jobs import DetectedFrame, FrameRef, OcrJob, StageSkipReason, parse_job, skip_detail
@@ -59,6 +60,7 @@ class OcrStage:
         time_budget_s: float = defaults.JOB_TIMEOUT_S * defaults.JOB_TIME_BUDGET_SHARE,
     ) -> None:
         self.make_reader, self.store, self.plate_log, self.frame_log = make_reader, store, plate_log, frame_log
+        self.frame_counts = FrameCounts(frame_log.pool)  # its merge duty
         self.metrics, self.time_budget_s = metrics, time_budget_s
         self.readers: dict[str, PlateReader] = {}
         self.refused: set[tuple[str, str]] = set()  # (camera, region) warned of
@@ -74,11 +76,11 @@ class OcrStage:
 
     def maintain(self) -> None:
         """The pool's duty: merge the frames log's per-minute count changes into the counts `alpr status`
-        reads (common/frame_log.py's MERGE_COUNTS), as the redactor pool's duty does. The redactor's alone
+        reads (common/frame_counts.py's MERGE_COUNTS), as the redactor pool's duty does. The redactor's alone
         left them growing while its pool was down, ingest and this pool writing on: `alpr status` sums those
         not merged, 0.7-0.9 s at 2 million, past its 5 s at about 12 million, an hour or two of a city's
         frames (a review). One merge runs at a time (an advisory lock: the others return at once)."""
-        self.frame_log.merge_counts()
+        self.frame_counts.merge_counts()
 
     def handle(self, payload: Any) -> StageResult:
         started = time.monotonic()

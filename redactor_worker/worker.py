@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 from rq.exceptions import StopRequested
 
 from common.errors import InputError
+from common.frame_counts import FrameCounts
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import NOT_AS_STORED, BoundedRead, FrameStore, as_stored, decode_jpeg, encode_jpeg
 from common.jobs import DetectedFrame, RedactJob, parse_job, skip_detail
@@ -72,6 +73,7 @@ class RedactStage:
         under keep=plates); every box the detector gave is blurred, down to its floor."""
         self.plate_confidence = plate_confidence
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
+        self.frame_counts = FrameCounts(frame_log.pool)  # its metric of frames in the chain, and its merge duty
         self.method, self.metrics, self.quality, self.max_boxes = method, metrics, quality, max_boxes
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
@@ -152,7 +154,7 @@ class RedactStage:
         """The pool's duties, each whatever the other does (a Postgres outage stopped the keep folder's
         sweep, which needs no database, and frames stayed past their age): mark the frames no stage
         finished in time as lost; merge the frames log's per-minute count changes into the counts `alpr status`
-        reads (common/frame_log.py's MERGE_COUNTS); delete kept frames past their age. The first failure is
+        reads (common/frame_counts.py's MERGE_COUNTS); delete kept frames past their age. The first failure is
         raised after."""
         failures: list[Exception] = []
         for duty in (self.sweep_lost_frames, self.merge_frame_counts, self.sweep_kept_frames):
@@ -175,7 +177,7 @@ class RedactStage:
             log.warning("the reads of %d frames marked lost: no OCR job recorded them in time", reads_lost)
             self.metrics.reads_lost.inc(reads_lost)
         unaccounted: Counter[str] = Counter()  # per camera label (cameras past the labels' bound share one)
-        for camera_id, count in self.frame_log.pending_counts().items():
+        for camera_id, count in self.frame_counts.pending_counts().items():
             unaccounted[self.metrics.camera(camera_id)] += count
         for label in {*unaccounted, *self.cameras_seen}:  # a camera with none left goes back to 0
             self.metrics.frames_unaccounted.labels(camera=label).set(unaccounted[label])
@@ -185,7 +187,7 @@ class RedactStage:
         """Merge the count changes the frames' writes left since the last round (each pool worker's round
         takes what is there: `alpr status` sums those not merged yet, and reads fewer the more are); the
         OCR pool's duty merges them too, so either pool down, the other's goes on."""
-        self.frame_log.merge_counts()
+        self.frame_counts.merge_counts()
 
     def sweep_kept_frames(self) -> None:
         """Every KEEP_SWEEP_S, delete kept frames past their age but those alerts cite (an alert's evidence

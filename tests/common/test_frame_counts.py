@@ -1,4 +1,4 @@
-"""`alpr status`'s per-camera counts of a window (common/frame_log.py's RECENT_OUTCOME_COUNTS) against a
+"""`alpr status`'s per-camera counts of a window (common/frame_counts.py's RECENT_OUTCOME_COUNTS) against a
 real Postgres: the same counts as counting the window's frames one by one (as it did before migration 21),
 through frames added, finished, read, swept, pruned, written by concurrent writers, and on a database
 upgraded with frames already there; and the count reads the frames of the window's first part-minute only,
@@ -18,7 +18,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from common.db import open_pool
-from common.frame_log import FrameLog, FrameRecord, ReadOutcome, RecentCounts, recent_per_camera
+from common.frame_counts import FrameCounts, RecentCounts, recent_per_camera
+from common.frame_log import FrameLog, FrameRecord, ReadOutcome
 from common.frame_store import frame_key
 from common.jobs import FrameOutcome, FrameRef
 from common.migrations import MIGRATIONS
@@ -48,12 +49,12 @@ def counted_one_by_one(pool: ConnectionPool, window_s: float) -> Counts:
     return found[0], found[1]
 
 
-def assert_counts_agree(pool: ConnectionPool, log: FrameLog, window_s: float) -> Counts:
+def assert_counts_agree(pool: ConnectionPool, tally: FrameCounts, window_s: float) -> Counts:
     """The window's counts, merged or not yet, are those of the frames counted one by one."""
     expected = counted_one_by_one(pool, window_s)
-    assert log.recent_outcome_counts(window_s) == RecentCounts(*expected)  # with the changes not yet merged
-    log.merge_counts()
-    assert log.recent_outcome_counts(window_s) == RecentCounts(*expected)
+    assert tally.recent_outcome_counts(window_s) == RecentCounts(*expected)  # with the changes not yet merged
+    tally.merge_counts()
+    assert tally.recent_outcome_counts(window_s) == RecentCounts(*expected)
     with pool.connection() as connection:
         assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() == (0,)
         assert connection.execute("SELECT count(*) FROM frame_counts WHERE frames <= 0").fetchone() == (0,)
@@ -70,11 +71,12 @@ def test_the_counts_follow_every_change_to_the_frames_log(postgres_url):
     pool = open_pool(postgres_url, max_size=2)
     try:
         log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         now = time.time()
         refs = [frame(camera, index, now - 2400 + index * 7.3) for camera in ("gate", "yard") for index in range(330)]
         log.record_sampled([FrameRecord(ref, "skipped" if ref.frame_index % 11 == 0 else "pending") for ref in refs])
         window_s = 1800 + 17.5  # starts mid-minute: its first part-minute is counted from the frames themselves
-        assert_counts_agree(pool, log, window_s)
+        assert_counts_agree(pool, tally, window_s)
 
         outcomes: list[FrameOutcome] = ["done", "expired", "corrupt", "done"]
         finished = [
@@ -83,19 +85,19 @@ def test_the_counts_follow_every_change_to_the_frames_log(postgres_url):
             if ref.frame_index % 5 and ref.frame_index % 11
         ]
         log.record_final(finished)  # pending -> done (reads pending where plates), expired, corrupt
-        assert_counts_agree(pool, log, window_s)
+        assert_counts_agree(pool, tally, window_s)
 
         read_outcomes: list[ReadOutcome] = ["done", "expired", "refused", "skipped"]
         log.record_reads([(record.frame, read_outcomes[record.frame.frame_index % 4]) for record in finished
                           if record.plates])  # fmt: skip
         log.record_final([FrameRecord(refs[11], "done")])  # a skip processed after all by a re-read
         log.sweep_lost(0.0)  # every frame still pending: lost
-        counts, reads = assert_counts_agree(pool, log, window_s)
+        counts, reads = assert_counts_agree(pool, tally, window_s)
         assert counts["gate"]["lost"] and counts["yard"]["done"] and reads["gate"]["refused"]  # the test saw each
 
         pruned = prune_logs(pool, datetime.fromtimestamp(now - 2000, UTC))  # a window reaching back past it
         assert pruned.rows["frames"]
-        assert_counts_agree(pool, log, 2400)
+        assert_counts_agree(pool, tally, 2400)
         with pool.connection() as connection:  # the minutes pruned are no longer held, even as zeros
             oldest = connection.execute("SELECT extract(epoch FROM min(minute)) FROM frame_counts").fetchone()
         assert oldest is not None and float(oldest[0]) >= now - 2000 - 60
@@ -112,6 +114,7 @@ def test_concurrent_writers_of_one_camera_minute_lose_no_change_and_wait_for_no_
     pool = open_pool(postgres_url, max_size=10)
     try:
         log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         now = time.time()
         refs = [frame(camera, index, now - 90 + index * 0.05) for camera in ("gate", "yard") for index in range(1200)]
         log.record_sampled([FrameRecord(ref, "pending") for ref in refs])
@@ -131,7 +134,7 @@ def test_concurrent_writers_of_one_camera_minute_lose_no_change_and_wait_for_no_
         def merger() -> None:
             try:
                 while writing.is_set():
-                    log.merge_counts()
+                    tally.merge_counts()
             except BaseException as error:  # noqa: BLE001 - reported by the test
                 failures.append(error)
 
@@ -146,7 +149,7 @@ def test_concurrent_writers_of_one_camera_minute_lose_no_change_and_wait_for_no_
         for thread in mergers:
             thread.join(timeout=60)
         assert not failures
-        counts, reads = assert_counts_agree(pool, log, 3600)
+        counts, reads = assert_counts_agree(pool, tally, 3600)
         assert counts == {"gate": {"done": 1200}, "yard": {"done": 1200}}
         assert reads == {"gate": {"done": 1200}, "yard": {"done": 1200}}
     finally:
@@ -185,17 +188,18 @@ def test_a_merge_under_way_leaves_the_others_to_return_at_once(postgres_url):
     pool = open_pool(postgres_url, max_size=2)
     try:
         log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         now = time.time()
         log.record_sampled([FrameRecord(frame("gate", index, now - 60 + index), "pending") for index in range(30)])
         with psycopg.connect(postgres_url) as first:
             assert first.execute("SELECT frame_counts_merged()").fetchone()[0] > 0  # its transaction open
             started = time.monotonic()
-            assert log.merge_counts() == 0  # another merge holds the lock: none waited for
+            assert tally.merge_counts() == 0  # another merge holds the lock: none waited for
             assert time.monotonic() - started < 2
             first.commit()
         log.record_sampled([FrameRecord(frame("gate", index, now - 60 + index), "pending") for index in range(30, 40)])
-        assert log.merge_counts() > 0  # the lock let go with its transaction
-        assert_counts_agree(pool, log, 120)
+        assert tally.merge_counts() > 0  # the lock let go with its transaction
+        assert_counts_agree(pool, tally, 120)
     finally:
         pool.close()
 
@@ -206,9 +210,9 @@ def test_a_database_upgraded_with_frames_there_counts_them(postgres_url, monkeyp
     pool = open_pool(postgres_url, max_size=2)
     try:
         upgraded_with_frames(pool, monkeypatch)
-        log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         for window_s in (600.5, 3600, 7200):
-            counts, _ = assert_counts_agree(pool, log, window_s)
+            counts, _ = assert_counts_agree(pool, tally, window_s)
         assert sum(sum(by_outcome.values()) for by_outcome in counts.values()) == 3000
     finally:
         pool.close()
@@ -221,7 +225,7 @@ def test_past_so_many_frames_before_the_counts_begin_the_counts_begin_there_and_
     frames than OLDER_FRAMES_COUNTED: counted from where the counts begin, never those before, and `alpr
     status` says where its counts begin (counting them one by one ran past the statement's 5 s at city
     rates the hour after the upgrade)."""
-    import common.frame_log
+    import common.frame_counts
     from alpr.status import print_accounting
     from common.config import Settings
 
@@ -233,18 +237,19 @@ def test_past_so_many_frames_before_the_counts_begin_the_counts_begin_there_and_
         assert row is not None
         counted_from: datetime = row[0]
         log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         later = [frame("cam9", index, counted_from.timestamp() + index) for index in range(5)]  # counted
         log.record_sampled([FrameRecord(ref, "pending") for ref in later])
         older_in_window = sum(sum(n.values()) for n in counted_one_by_one(pool, 3600)[0].values()) - len(later)
         assert 1000 < older_in_window < 3000
 
-        assert log.recent_outcome_counts(3600, older_counted=older_in_window) == RecentCounts(
+        assert tally.recent_outcome_counts(3600, older_counted=older_in_window) == RecentCounts(
             *counted_one_by_one(pool, 3600)
         )  # as many as it may count: all counted
-        fewer = log.recent_outcome_counts(3600, older_counted=older_in_window - 1)
+        fewer = tally.recent_outcome_counts(3600, older_counted=older_in_window - 1)
         assert fewer == RecentCounts({"cam9": {"pending": 5}}, {}, counted_from)
 
-        monkeypatch.setattr(common.frame_log, "OLDER_FRAMES_COUNTED", 100)
+        monkeypatch.setattr(common.frame_counts, "OLDER_FRAMES_COUNTED", 100)
         print_accounting(Settings(database_url=postgres_url), 3600)
         out = capsys.readouterr().out
         assert f"counted from {counted_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC only" in out
@@ -260,7 +265,7 @@ def test_the_count_reads_the_frames_of_the_windows_first_part_minute_only(postgr
     the window's first part-minute (and a probe a camera), not the hour's 7,200 (their counts' changes not
     merged yet: those are read from frame_count_changes)."""
     from alpr.cli import main
-    from common.frame_log import RECENT_OUTCOME_COUNTS
+    from common.frame_counts import RECENT_OUTCOME_COUNTS
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     pool = open_pool(postgres_url, max_size=2)
@@ -272,7 +277,7 @@ def test_the_count_reads_the_frames_of_the_windows_first_part_minute_only(postgr
         with pool.connection() as connection:
             values: dict | tuple = (3600,)  # the count before migration 21: seconds back
             if "%(since)s" in RECENT_OUTCOME_COUNTS:
-                from common.frame_log import WINDOW_BOUNDS
+                from common.frame_counts import WINDOW_BOUNDS
 
                 since, whole_from, _ = connection.execute(WINDOW_BOUNDS, (3600,)).fetchone()  # type: ignore[misc]
                 values = {"since": since, "whole_from": whole_from}
@@ -323,15 +328,16 @@ def test_the_workers_and_pruners_logins_cannot_forge_counts_and_their_writes_are
         owner = open_pool(postgres_url, max_size=2)
         try:
             log = FrameLog(workers, patience_s=0)
+            tally = FrameCounts(workers)
             log.record_sampled([FrameRecord(ref, "pending") for ref in refs])  # added: the trigger, as the owner
             log.record_final([FrameRecord(ref, "done", plates=1) for ref in refs if ref.frame_index % 3])  # updated
             log.record_reads([(ref, "done") for ref in refs if ref.frame_index % 3 == 1])
-            assert log.merge_counts() > 0  # the merge, as the workers' login
-            assert_counts_agree(owner, log, 1800)  # read as the workers' login, agreeing with the frames
+            assert tally.merge_counts() > 0  # the merge, as the workers' login
+            assert_counts_agree(owner, tally, 1800)  # read as the workers' login, agreeing with the frames
             assert prune_logs(pruner, datetime.fromtimestamp(now - 600, UTC)).rows["frames"]  # deleted as the pruner
             with owner.connection() as connection:  # the round's merge, as the pruner's login (which reads none)
                 assert connection.execute("SELECT count(*) FROM frame_count_changes").fetchone() == (0,)
-            assert_counts_agree(owner, FrameLog(owner, patience_s=0), 1800)
+            assert_counts_agree(owner, FrameCounts(owner), 1800)
         finally:
             for pool in (workers, pruner, owner):
                 pool.close()
@@ -361,7 +367,7 @@ def test_alpr_status_warns_of_count_changes_left_unmerged_and_names_them_when_it
     then timed out saying only "a lock?". Past UNMERGED_CHANGES_WARNED (lowered here: Postgres's statistics
     give the backlog, no row read) it says how many wait and who merges them, and so does its time-out;
     merged, it says nothing of them."""
-    import common.frame_log
+    import common.frame_counts
     from alpr.cli import main
     from alpr.status import UnansweredError, print_accounting
     from common.config import Settings
@@ -370,13 +376,14 @@ def test_alpr_status_warns_of_count_changes_left_unmerged_and_names_them_when_it
     pool = open_pool(postgres_url, max_size=2)
     try:
         log = FrameLog(pool, patience_s=0)
+        tally = FrameCounts(pool)
         now = time.time()
         log.record_sampled(
             [FrameRecord(frame("gate", index, now - 3000 + index * 61), "pending") for index in range(40)]
         )
-        monkeypatch.setattr(common.frame_log, "UNMERGED_CHANGES_WARNED", 30)
+        monkeypatch.setattr(common.frame_counts, "UNMERGED_CHANGES_WARNED", 30)
         deadline = time.monotonic() + 10
-        while log.unmerged_changes() < 40 and time.monotonic() < deadline:  # the statistics, a second late or so
+        while tally.unmerged_changes() < 40 and time.monotonic() < deadline:  # the statistics, a second late or so
             time.sleep(0.2)
         warning = "about 40 changes to the per-minute counts wait to be merged, and this count reads each"
         print_accounting(Settings(database_url=postgres_url), 3600)
@@ -391,9 +398,9 @@ def test_alpr_status_warns_of_count_changes_left_unmerged_and_names_them_when_it
                 print_accounting(Settings(database_url=postgres_url), 3600)
         monkeypatch.undo()
 
-        log.merge_counts()
-        monkeypatch.setattr(common.frame_log, "UNMERGED_CHANGES_WARNED", 30)
-        while log.unmerged_changes() and time.monotonic() < deadline + 10:
+        tally.merge_counts()
+        monkeypatch.setattr(common.frame_counts, "UNMERGED_CHANGES_WARNED", 30)
+        while tally.unmerged_changes() and time.monotonic() < deadline + 10:
             time.sleep(0.2)
         print_accounting(Settings(database_url=postgres_url), 3600)
         assert "wait to be merged" not in capsys.readouterr().out

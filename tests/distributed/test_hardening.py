@@ -21,6 +21,7 @@ from rq.serializers import JSONSerializer
 from rq.webhook import Webhook
 
 from alpr.cli import main
+from common.frame_counts import FrameCounts
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, decode_jpeg, encode_jpeg, frame_key
 from common.jobs import DetectJob, FrameRef
@@ -198,18 +199,18 @@ def test_frames_no_stage_finished_are_swept_as_lost_and_a_late_outcome_wins(post
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     pool = open_pool(postgres_url)
     try:
-        frame_log = FrameLog(pool, patience_s=0)
+        frame_log, tally = FrameLog(pool, patience_s=0), FrameCounts(pool)
         old, new = ref("cam:1:0"), ref("cam:1:1")
         frame_log.record_sampled([FrameRecord(old, "pending")])
         time.sleep(1.5)
         frame_log.record_sampled([FrameRecord(new, "pending")])
         frame_log.record_sampled([FrameRecord(old, "pending")])  # a re-read after a restart: no change
         assert frame_log.sweep_lost(older_than_s=1.0) == (1, 0)  # pending longer than that since it was recorded
-        assert frame_log.outcome_counts() == {"cam": {"lost": 1, "pending": 1}}
+        assert tally.outcome_counts() == {"cam": {"lost": 1, "pending": 1}}
         frame_log.record_final([FrameRecord(old, "done"), FrameRecord(new, "done")])
         frame_log.record_final([FrameRecord(new, "expired", "before redaction")])  # a final outcome stays
-        assert frame_log.outcome_counts() == {"cam": {"done": 2}}
-        assert frame_log.pending_counts() == {}
+        assert tally.outcome_counts() == {"cam": {"done": 2}}
+        assert tally.pending_counts() == {}
     finally:
         pool.close()
 
@@ -220,7 +221,7 @@ def test_reads_no_ocr_job_recorded_are_swept_as_lost_and_reads_once_done_stay_do
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     pool = open_pool(postgres_url)
     try:
-        frame_log = FrameLog(pool, patience_s=0)
+        frame_log, tally = FrameLog(pool, patience_s=0), FrameCounts(pool)
         unread, read, plateless, read_first, crops_gone = (ref(f"cam:1:{i}") for i in range(5))
         frame_log.record_reads([(read_first, "done"), (crops_gone, "expired")])  # OCR before the redactor
         frame_log.record_final([
@@ -233,15 +234,15 @@ def test_reads_no_ocr_job_recorded_are_swept_as_lost_and_reads_once_done_stay_do
         frame_log.record_reads([(read, "done")])
         time.sleep(1.5)
         assert frame_log.sweep_lost(older_than_s=1.0) == (0, 1)  # only the reads no OCR job recorded
-        assert frame_log.read_outcome_counts() == {"cam": {"lost": 1, "done": 2, "expired": 1}}
+        assert tally.read_outcome_counts() == {"cam": {"lost": 1, "done": 2, "expired": 1}}
         with pool.connection() as connection:
             rows = dict(connection.execute("SELECT frame_id, read_outcome FROM frames").fetchall())
         assert rows == {"cam:1:0": "lost", "cam:1:1": "done", "cam:1:2": None, "cam:1:3": "done", "cam:1:4": "expired"}
         frame_log.record_reads([(unread, "done"), (read, "expired")])  # a late OCR job; a replay finds no crops
-        assert frame_log.read_outcome_counts() == {"cam": {"done": 3, "expired": 1}}
+        assert tally.read_outcome_counts() == {"cam": {"done": 3, "expired": 1}}
         frame_log.record_reads([(plateless, "corrupt")])  # a crop swapped in the frames Redis
         frame_log.record_reads([(plateless, "expired")])  # its job run again (a lease ran out): the crops gone
-        assert frame_log.read_outcome_counts() == {"cam": {"done": 3, "expired": 1, "corrupt": 1}}
-        assert frame_log.outcome_counts() == {"cam": {"done": 5}}  # the frames' own outcomes untouched
+        assert tally.read_outcome_counts() == {"cam": {"done": 3, "expired": 1, "corrupt": 1}}
+        assert tally.outcome_counts() == {"cam": {"done": 5}}  # the frames' own outcomes untouched
     finally:
         pool.close()

@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 
 from common import defaults
 from common.db import open_pool
+from common.frame_counts import FrameCounts
 from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import frame_key
 from common.jobs import FrameRef
@@ -81,7 +82,7 @@ def test_close_wakes_a_ledger_in_backoff_and_writes_what_waited(postgres_url, mo
     assert time.monotonic() - started < 8 and len(attempts) == 2
     pool = open_pool(postgres_url)
     try:
-        assert FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 10}}
+        assert FrameCounts(pool).outcome_counts() == {"cam": {"pending": 10}}
     finally:
         pool.close()
 
@@ -138,7 +139,7 @@ def test_a_camera_another_node_took_leaves_its_watermark_to_that_node(postgres_u
         ledger.released("cam")  # another node's camera now: the frame in hand still to be recorded
         wait_for(lambda: watermark(pool) == left.frame.captured_at_s, 10, "the watermark held before it")
         ledger.add([left])
-        wait_for(lambda: FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
+        wait_for(lambda: FrameCounts(pool).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
         holders_s = time.time() - 5  # the new holder's, behind a frame of its own still to record
         with pool.connection() as connection:
             connection.execute("UPDATE camera_watermarks SET recorded_until_s = %s", (holders_s,))
@@ -163,7 +164,7 @@ def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame
         footage = record(0, time.time() - 3600, recorded=True)
         ledger.sampled(footage.frame)
         ledger.add([footage])
-        wait_for(lambda: FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
+        wait_for(lambda: FrameCounts(pool).outcome_counts() == {"cam": {"pending": 1}}, 10, "its row")
         time.sleep(2 * defaults.LEDGER_IDLE_WATERMARK_S)
         assert watermark(pool) == footage.frame.captured_at_s  # not a moment ago: its next frame may be older
         ledger.ended("cam")
@@ -249,10 +250,10 @@ def test_a_row_postgres_refuses_goes_unrecorded_alone_and_the_frames_after_it_ar
         ledger = FrameLedger(lambda: FrameLog(pool, patience_s=0), metrics, capacity=100)
         ledger.start()
         ledger.add([record(i) for i in range(10)])
-        wait_for(lambda: FrameLog(pool, 0).outcome_counts().get("cam", {}).get("pending") == 9, 10, "nine rows")
+        wait_for(lambda: FrameCounts(pool).outcome_counts().get("cam", {}).get("pending") == 9, 10, "nine rows")
         ledger.add([record(i) for i in range(10, 15)])
         assert ledger.close(timeout_s=10) == 0
-        assert FrameLog(pool, 0).outcome_counts() == {"cam": {"pending": 14}}
+        assert FrameCounts(pool).outcome_counts() == {"cam": {"pending": 14}}
         assert metrics.registry.get_sample_value("alpr_frames_unrecorded_total", {"camera": "cam"}) == 1
     finally:
         pool.close()

@@ -17,7 +17,8 @@ from rq.registry import FailedJobRegistry
 from alpr.cli import main
 from common import geometry
 from common.db import open_pool
-from common.frame_log import FrameLog, FrameRecord, RecentCounts
+from common.frame_counts import FrameCounts, RecentCounts
+from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import FrameStore, encode_jpeg, frame_key
 from common.jobs import DetectedFrame, FrameRef, OcrJob, PlateBox, RedactJob
 from common.queues import connect_redis, enqueue, stage_queue
@@ -171,10 +172,10 @@ def test_a_frame_of_an_unknown_plate_region_is_refused_and_the_rest_of_its_job_r
     assert reads == [("cam", PLATE)]
     pool = open_pool(postgres_url)
     try:
-        frame_log = FrameLog(pool, patience_s=0)
-        assert frame_log.outcome_counts() == {"new": {"done": 1}, "cam": {"done": 1}, "late": {"done": 1}}
+        frame_log, tally = FrameLog(pool, patience_s=0), FrameCounts(pool)
+        assert tally.outcome_counts() == {"new": {"done": 1}, "cam": {"done": 1}, "late": {"done": 1}}
         assert frame_log.sweep_lost(older_than_s=0.0) == (0, 1)
-        assert frame_log.read_outcome_counts() == {"new": {"refused": 1}, "cam": {"done": 1}, "late": {"lost": 1}}
+        assert tally.read_outcome_counts() == {"new": {"refused": 1}, "cam": {"done": 1}, "late": {"lost": 1}}
     finally:
         pool.close()
     assert connection.keys("alpr:frame:new:*") == []  # the refused frame's crop is deleted with the rest
@@ -264,7 +265,7 @@ def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
         FrameLog(pool, patience_s=0).record_sampled([FrameRecord(d.frame, "pending") for d in detected])
         enqueue(stage_queue(connection, "ocr"), OcrJob(batch_id="b", frames=detected), 60)
         burst("ocr", redis_url, postgres_url, settings, tmp_path)
-        counts = FrameLog(pool, patience_s=0).read_outcome_counts()
+        counts = FrameCounts(pool).read_outcome_counts()
     finally:
         pool.close()
     assert counts == {"bad": {"corrupt": 1}, "gone": {"expired": 1}, "cam": {"done": 1}}
@@ -347,6 +348,6 @@ def test_the_pools_duty_merges_the_frames_logs_count_changes_with_the_redactor_p
             assert connection.execute("SELECT sum(frames) FROM frame_counts").fetchone() == (200,)
         expected = ({"gate": {"pending": 200}}, {"gate": {"done": 100}})
         assert counted_one_by_one(pool, 1200) == expected
-        assert frame_log.recent_outcome_counts(1200) == RecentCounts(*expected)
+        assert FrameCounts(pool).recent_outcome_counts(1200) == RecentCounts(*expected)
     finally:
         pool.close()
