@@ -40,7 +40,8 @@ from typing import Any, Final, Literal, get_args
 
 from rq import Queue
 
-from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver
+from alert_worker.attempts import DeliveryRejected, DeliveryRetryable
+from alert_worker.delivery import deliver
 from alert_worker.lanes import Lane
 from alert_worker.waiting import waiting
 from common import defaults

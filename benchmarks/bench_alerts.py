@@ -37,7 +37,7 @@ import numpy as np
 import psycopg
 import yaml
 
-from alert_worker.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from alert_worker.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from alpr.democlip import make_clip
 from common.config import Settings
 from detector_worker.weights import install_models

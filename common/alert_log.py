@@ -109,7 +109,7 @@ the release."""
 
 REFUSED_FOR_NOW = "refused, perhaps for a while only (the receiver's state, not the alert's): tried again"
 """The start of the last error of a delivery refused in a way that may be its receiver's state for a while
-(alert_worker/delivery.REFUSED_FOR_NOW: a 404 in a maintenance window), tried again after its own back-off
+(alert_worker/webhook.REFUSED_FOR_NOW: a 404 in a maintenance window), tried again after its own back-off
 within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert: never a probe nor held (`hold`), never released. A
 receiver refusing that one alert (404 to it alone) would otherwise be probed with it again and again, its
 other alerts held; as it is, the next probe is another alert, which it takes."""

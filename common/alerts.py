@@ -77,7 +77,7 @@ review: `$SYS/alpr` was acknowledged and recorded delivered, nothing received)."
 MqttProtocol = Literal["auto", "5", "3.1.1"]
 """The MQTT version an MQTT receiver is spoken to in: 5, or 3.1.1, or `auto` (5, and 3.1.1 where the broker
 answers that it does not speak 5). Only MQTT 5's PUBACK says whether the broker took a publish: under 3.1.1 a
-publish its ACL refuses is acknowledged all the same (alert_worker/delivery.py)."""
+publish its ACL refuses is acknowledged all the same (alert_worker/mqtt_publish.py)."""
 
 
 ALERT_BODY_VERSION = 2
@@ -175,7 +175,7 @@ class ReceiverConfig(Strict):
 
 class WebhookReceiver(ReceiverConfig):
     """An HTTP(S) endpoint that alerts are POSTed to, each signed with HMAC-SHA256 of `secret`
-    (alert_worker/delivery.py: the signed bytes and the headers)."""
+    (alert_worker/signing.py: the signed bytes and the headers)."""
 
     type: Literal["webhook"] = "webhook"
     url: str = Field(max_length=MAX_URL_CHARS, description="http:// or https:// URL, without user:password")

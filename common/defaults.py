@@ -144,7 +144,7 @@ ALERT_UNKNOWN_RECEIVER_GRACE_S = 900.0
 rejected: while the pools are restarted with a new file, a sighting worker already raising alerts to a
 new receiver would have its deliveries rejected by an alert worker not restarted yet. So is a delivery a
 receiver refused in a way that may be its state for a while (404, 410, 401, 403, a redirect: a maintenance
-window, a deploy; alert_worker/delivery.REFUSED_FOR_NOW), counted from the alert."""
+window, a deploy; alert_worker/webhook.REFUSED_FOR_NOW), counted from the alert."""
 
 ALERT_MISSING_RECEIVER_S = ALERT_UNKNOWN_RECEIVER_GRACE_S
 """An alert raised this recently (by Postgres's clock) with no delivery to a receiver the alert worker's

@@ -14,7 +14,7 @@ import pytest
 from rq import Queue
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
 from common.alert_log import AlertLog, insert_alerts

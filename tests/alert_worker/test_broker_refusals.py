@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from alert_worker.delivery import DeliveryRejected, DeliveryRetryable, deliver_mqtt
+from alert_worker.attempts import DeliveryRejected, DeliveryRetryable
+from alert_worker.mqtt_publish import deliver_mqtt
 from common.alerts import MqttReceiver
 from tests.alert_servers import PrivateMosquitto, RefusingBroker
 from tests.alert_worker.test_delivery import ALERT, PASSWORD, assert_no_secret
@@ -42,7 +43,7 @@ CODES_5 = [
     (0x80, RETRIED), (0x83, RETRIED), (0x88, RETRIED), (0x89, RETRIED), (0x97, RETRIED), (0x9F, RETRIED),
     (0x81, FOR_GOOD), (0x82, FOR_GOOD), (0x85, FOR_GOOD), (0x8C, FOR_GOOD), (0x95, FOR_GOOD),
 ]  # fmt: skip
-"""MQTT 5 CONNACK reason codes and what each makes of a delivery (alert_worker/delivery.CONNACK_REFUSED_*)."""
+"""MQTT 5 CONNACK reason codes and what each makes of a delivery (alert_worker/mqtt_publish.CONNACK_REFUSED_*)."""
 
 CODES_311 = [(1, FOR_GOOD), (2, FOR_GOOD), (3, RETRIED), (4, FOR_NOW), (5, FOR_NOW)]
 """MQTT 3.1.1 CONNACK return codes: unacceptable protocol version, identifier rejected, server unavailable,

@@ -21,22 +21,18 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr, ValidationError
 
-from alert_worker.delivery import (
+from alert_worker.attempts import DeliveryError, DeliveryRejected, DeliveryRetryable, attempt_bound_s, receiver_origin
+from alert_worker.delivery import deliver
+from alert_worker.mqtt_publish import deliver_mqtt
+from alert_worker.signing import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    DeliveryError,
-    DeliveryRejected,
-    DeliveryRetryable,
     alert_body,
-    attempt_bound_s,
-    deliver,
-    deliver_mqtt,
-    deliver_webhook,
-    receiver_origin,
     sign,
     verify_signature,
 )
+from alert_worker.webhook import deliver_webhook
 from common.alerts import Alert, AlertCandidate, MqttReceiver, WebhookReceiver
 from tests.alert_servers import FloodingBroker, Mqtt311Broker, MuteBroker, PrivateMosquitto, Reply, WebhookServer
 from tests.conftest import unavailable
@@ -221,7 +217,7 @@ def test_a_retry_after_is_ascii_seconds_or_an_http_date_and_anything_else_no_hin
     and the ValueError escaped the attempt (64 requests in 45 s, where a plain 503 got 5). Digits are ASCII
     ones; an HTTP date is a wait from now (here: 60 s past the epoch), none where past; anything else is no
     hint."""
-    from alert_worker.delivery import _retry_after_s
+    from alert_worker.webhook import _retry_after_s
 
     assert _retry_after_s(header, now_s=60.0) == wait_s
 
@@ -727,16 +723,16 @@ def test_an_attempts_time_running_out_as_its_connection_is_made_sends_nothing(mo
     """The timer fired between the connection's check and its socket's registration: it shut nothing,
     and a trickling receiver held the attempt 90 s past its bound, the alert sent as its lease ran out
     (a review). The interleaving is forced: the registration waits for the timer."""
-    import alert_worker.delivery as delivery
+    import alert_worker.webhook as webhook_module
 
-    registered = delivery._Deadline.connected
+    registered = webhook_module._Deadline.connected
 
     def late(self, sock):  # type: ignore[no-untyped-def]
         self.expired.wait(30)
         return registered(self, sock)
 
-    monkeypatch.setattr(delivery._Deadline, "connected", late)
-    monkeypatch.setattr(delivery, "attempt_bound_s", lambda timeout_s: 0.3)
+    monkeypatch.setattr(webhook_module._Deadline, "connected", late)
+    monkeypatch.setattr(webhook_module, "attempt_bound_s", lambda timeout_s: 0.3)
     with WebhookServer(SECRET, Reply(trickle_s=0.2)) as server:
         started = time.monotonic()
         with pytest.raises(DeliveryRetryable, match="timed out"):

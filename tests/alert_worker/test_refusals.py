@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
 from common.alert_log import HELD, REFUSED_FOR_NOW

@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rq.registry import FinishedJobRegistry
 
-from alert_worker.delivery import IDEMPOTENCY_HEADER
+from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
 from common.alert_log import insert_alerts
@@ -303,10 +303,10 @@ def test_a_worker_whose_clock_runs_ahead_signs_by_postgres_clock_and_is_warned_o
     receiver checking the signature with verify_signature (5 minutes' tolerance) answered 401, and the
     alert was rejected for good. The timestamp is now Postgres's at the claim, and the worker says at its
     start that its clock is off."""
-    from alert_worker import delivery, worker
+    from alert_worker import webhook, worker
 
     ahead = SimpleNamespace(time=lambda: time.time() + 600, monotonic=time.monotonic)  # this host's clock
-    monkeypatch.setattr(delivery, "time", ahead)
+    monkeypatch.setattr(webhook, "time", ahead)
     monkeypatch.setattr(worker, "time", ahead)
     with WebhookServer(SECRET, clock=time.time) as hook:  # the receiver's clock is right
         setup(hook.url)

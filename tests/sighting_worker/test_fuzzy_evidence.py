@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from alert_worker.delivery import alert_body
+from alert_worker.signing import alert_body
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
 from common.alerts import Alert

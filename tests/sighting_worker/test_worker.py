@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from alert_worker.delivery import alert_body
+from alert_worker.signing import alert_body
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
 from common import defaults
