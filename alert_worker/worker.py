@@ -45,7 +45,8 @@ from alert_worker.delivery import deliver
 from alert_worker.lanes import Lane
 from alert_worker.waiting import waiting
 from common import defaults
-from common.alert_log import HELD, REFUSED_FOR_NOW, AlertLog, Delivery, UnreadableDelivery
+from common.alert_holds import HELD, REFUSED_FOR_NOW
+from common.alert_log import AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver, takes
 from common.backoff import Backoff
 from common.jobs import AlertJob, alert_job, job_id, parse_job

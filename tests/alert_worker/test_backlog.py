@@ -290,7 +290,7 @@ def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_bac
     (10 minutes) with the receiver back. The probe is now marked in the alerts log: its delivery, by whichever
     worker, makes the held alerts due at once; each is delivered once, and nothing but the probe is tried
     before it answers."""
-    from common.alert_log import HELD, RELEASED
+    from common.alert_holds import HELD, RELEASED
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
@@ -356,7 +356,7 @@ def test_a_probe_refused_by_a_receiver_that_answers_holds_none_of_its_other_aler
     be tried again after its own back-off, and the receiver's next probe, after its rest, is the next-oldest
     alert: either way that one is answered, and the backlog is released. Each other alert is sent once, and
     before an answer of 200 nothing but a probe is tried."""
-    from common.alert_log import HELD, PROBE, REFUSED_FOR_NOW
+    from common.alert_holds import HELD, PROBE, REFUSED_FOR_NOW
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)

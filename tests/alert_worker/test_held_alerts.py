@@ -89,7 +89,7 @@ def test_a_failing_receivers_deliveries_whose_jobs_are_queued_are_held_too(faili
     job claimed after the rest sent its alert before any probe was answered, ahead of the older alerts held
     meanwhile (the 404 probe test of tests/alert_worker/test_backlog.py failed 1 run in 2 on busy CPUs: the
     live alert came before 7 of the backlog). Now they are held with the others, and their jobs send nothing."""
-    from common.alert_log import HELD, PROBE
+    from common.alert_holds import HELD, PROBE
 
     stage, metrics = failing
     ids = raised(postgres_url, range(5))

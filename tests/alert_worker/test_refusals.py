@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
-from common.alert_log import HELD, REFUSED_FOR_NOW
+from common.alert_holds import HELD, REFUSED_FOR_NOW
 from tests.alert_servers import Mqtt311Broker, PrivateMosquitto, Reply, WebhookServer
 from tests.alert_worker.test_worker import (
     SECRET,
