@@ -82,6 +82,25 @@ def mask_url(text: str) -> str:
     return QUERY_KEY.sub(rf"\1{MASK}", QUERY_PASSWORD.sub(rf"\1{MASK}", masked))
 
 
+AUTHORITY_END = re.compile(r"[/?#]")
+"""Where a URL parser ends a URL's authority (user:password@host:port): its first '/', '?' or '#'."""
+
+
+def authority_cut_short(url: str) -> bool:
+    """Whether an '@' follows the authority of `url` as a URL parser reads it (in its path, query or
+    fragment): a raw '/', '?' or '#' (or a second '@') in a user name or password ends the authority
+    inside the credentials, and what comes before is taken for the host and port:
+    rtsp://admin:1234/5678@cam parses as host `admin`, port 1234, and was shown `rtsp://admin:1234/…`
+    (a review). Whether such an '@' is the credentials' or the path's cannot be told.
+
+    >>> authority_cut_short("rtsp://1234/abcd@10.0.0.5/live"), authority_cut_short("rtsp://a:p%2F1@cam/live")
+    (True, False)
+    """
+    after = url.split("://", 1)[1] if "://" in url else ""
+    end = AUTHORITY_END.search(after)
+    return end is not None and "@" in after[end.start() :]
+
+
 def url_origin(url: str) -> str:
     """A URL as it may be shown with nothing of its path: scheme, host and port. Its path, query,
     fragment and any user:password are left out: each may be the token (a Slack-style hook's path, a
@@ -89,8 +108,15 @@ def url_origin(url: str) -> str:
 
     >>> url_origin("https://hooks.example:8443/services/T0001/B0002/XoXo?sig=1#f")
     'https://hooks.example:8443'
+
+    Where its authority may end inside its credentials (`authority_cut_short`), its scheme alone:
+
+    >>> url_origin("rtsp://admin:1234/5678@10.0.0.5:554/x")
+    'rtsp://…'
     """
     parts = urlsplit(url)
+    if authority_cut_short(url):
+        return f"{parts.scheme}://…"
     host = parts.hostname or "?"
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
@@ -117,14 +143,18 @@ def shown_source(source: str) -> str:
     (rtsps://nvr:7441/…): the lines name the camera by its id. `mask_url` knows user:password and the
     query's usual names only: a UniFi camera's path is its token, an RTMP path the stream key, and each
     was logged at every reconnection; a digest of the rest, shown at first, gave a low-entropy secret
-    to a guess list (a review). Its control characters are written out (`escape_controls`): a file named
-    with a line break and a terminal escape forged lines of `alpr run`'s output, which no log masking sees."""
+    to a guess list (a review); a URL whose authority may end inside its credentials (`authority_cut_short`),
+    as its scheme alone (rtsp://…). Its control characters are written out (`escape_controls`): a file
+    named with a line break and a terminal escape forged lines of `alpr run`'s output, which no log
+    masking sees."""
     if "://" not in source:
         return escape_controls(mask_url(source))
     try:
         origin, parts = url_origin(source), urlsplit(source)
     except ValueError:  # a host no parser takes (`rtsp://[::1/live`): its scheme alone
         return escape_controls(f"{source.split('://', 1)[0][:20]}://…")
+    if authority_cut_short(source):  # its "host" may be the user name and the password's start
+        return escape_controls(origin)
     return escape_controls(f"{origin}/…" if parts.path.strip("/") or parts.query else origin)
 
 

@@ -15,7 +15,7 @@ from common import defaults
 from common.backoff import Backoff
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
-from ingest.source_checks import is_stream_uri
+from ingest.source_checks import is_stream_uri, uri_syntax_problem
 from ingest.sources import CredentialsRefusedError, FrameSource, open_source
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ class SourceKeeper:
     starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
     still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
     Footage over http:// cut short is read again as a new pass (`passes`), after the backoff's wait. A
-    file's failure, or anything but I/O, is logged at ERROR and not retried. A camera that refuses the
-    credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again only every
-    defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an hour, enough
-    for a camera to lock the account, and the log said only "cannot connect" (a review)."""
+    file's failure, a malformed URL's, or anything but I/O, is logged at ERROR and not retried. A camera
+    that refuses the credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again
+    only every defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an
+    hour, enough for a camera to lock the account, and the log said only "cannot connect" (a review)."""
 
     uri: str
     sample_fps: float
@@ -131,8 +131,12 @@ class SourceKeeper:
                 connected_at = None
                 self.errors += 1
                 self.on_error()
-                if not isinstance(error, InputError | OSError) or not is_stream_uri(self.uri):
-                    # a file that fails now fails again; so does anything but a stream's I/O
+                if (
+                    not isinstance(error, InputError | OSError)
+                    or not is_stream_uri(self.uri)
+                    or uri_syntax_problem(self.uri)
+                ):
+                    # a file that fails now fails again; so do a malformed URL and anything but a stream's I/O
                     self.logger.error("camera %s: %s; not retried", self.name, mask_url(str(error)))
                     self.on_state("failed", self.errors)
                     return "failed"

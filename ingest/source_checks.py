@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import cv2
 
 from common import defaults
-from common.credentials import mask_url
+from common.credentials import authority_cut_short, mask_url
 from common.errors import InputError
 from common.frame_store import pixels_problem
 from ingest.capture_process import IsolatedCapture
@@ -47,18 +47,36 @@ def is_stream_uri(uri: str) -> bool:
     return uri.lower().startswith(STREAM_SCHEMES)
 
 
+def unshowable_problem(uri: str) -> str | None:
+    """Why `uri` is refused where no masking could show it safely, or None: a stream URL with whitespace
+    (where a password with a space or tab ends cannot be told), or a URL (scheme://) with an '@' after its
+    host (`authority_cut_short`: what a URL parser takes for its host and port is the user name and the
+    password's start, which masking does not see as credentials, no '@' following them)."""
+    if (is_stream_uri(uri) or BROKEN_STREAM_PREFIX.match(uri)) and re.search(r"\s", uri):
+        return "a stream URL source contains whitespace (write a space in it as %20)"
+    url = URL_LIKE_PREFIX.match(uri)
+    if url is None or not uri[url.end() :].startswith("//") or not authority_cut_short(uri):
+        return None
+    return (
+        f"source {url['scheme'][:20]}://… has an '@' after its host (in its path, query or fragment): a '/', '?' or"
+        " '#' in the user name or password must be written %2F, %3F or %23 (an '@' in the path or query, %40)"
+    )
+
+
 def uri_syntax_problem(uri: str) -> str | None:
     """What is wrong with the form of `uri` (credentials masked), or None. Nothing is opened: a stream
     URL must have a supported scheme and a host; something that looks like a mistyped URL
-    (rtsp//host, rtsp:/host, http:host) is refused rather than taken for a file path."""
+    (rtsp//host, rtsp:/host, http:host) is refused rather than taken for a file path; so is a URL with
+    an '@' after its host (`authority_cut_short`): rtsp://admin:1234/5678@cam, a password typed with a
+    raw '/', was read as host `admin`, port 1234, and shown so (a review). An '@' meant in a camera's
+    path or query is written %40: which of the two it is cannot be told."""
     if not uri.strip():
         return "source is empty"
     if not is_utf8(uri):  # OpenCV crashed the process on such a name (a segmentation fault)
         return f"source {ascii(uri)[1:-1][:300]} is not valid UTF-8 (a name in another encoding): rename it"
+    if problem := unshowable_problem(uri):
+        return problem
     shown = mask_url(uri)
-    if (is_stream_uri(uri) or BROKEN_STREAM_PREFIX.match(uri)) and re.search(r"\s", uri):
-        # not shown: where a password with a space (or tab) ends cannot be told, so it could not be masked
-        return "a stream URL source contains whitespace (write a space in it as %20)"
     if uri != uri.strip():
         return f"source {shown!r} has leading or trailing whitespace"
     if CONTROL_CHARACTERS.search(uri):

@@ -124,3 +124,28 @@ def test_a_shown_source_holds_no_line_break_nor_terminal_escape(source, shown):
     """Printed by `alpr run` (a video's failures, its errors), which no log masking sees: a file named with
     a line break and an escape forged lines and hid the rest on a terminal (a review)."""
     assert shown_source(source) == shown
+
+
+@pytest.mark.parametrize(
+    ("source", "shown", "origin"),
+    [
+        # a raw '/', '#' or '?' in the password ends the host early: the user and the password's start
+        # were shown as host and port (a review); the scheme alone now
+        ("rtsp://admin:1234/5678@10.0.0.5:554/x", "rtsp://…", "rtsp://…"),
+        ("http://admin:4242#k@10.0.0.5/snap.jpg", "http://…", "http://…"),
+        ("rtsp://1234/abcd@10.0.0.5/live", "rtsp://…", "rtsp://…"),
+        ("http://admin:12?ab@10.0.0.5/x", "http://…", "http://…"),
+        ("rtsp://admin:p@ss/w@10.0.0.5/live", "rtsp://…", "rtsp://…"),  # a raw '@' too: host `ss`
+        ("https://hooks.example/x?to=ops@example.com", "https://…", "https://…"),  # which, cannot be told
+        # percent-encoded, or an '@' in the credentials alone: the host as parsed is the host
+        ("rtsp://admin:1234%2F5678@10.0.0.5:554/x", "rtsp://10.0.0.5:554/…", "rtsp://10.0.0.5:554"),
+        ("http://admin:4242%23k@10.0.0.5/snap.jpg", "http://10.0.0.5/…", "http://10.0.0.5"),
+        ("rtsp://admin:p@ss@10.0.0.5/live", "rtsp://10.0.0.5/…", "rtsp://10.0.0.5"),
+        ("https://hooks.example/x?to=ops%40example.com", "https://hooks.example/…", "https://hooks.example"),
+        ("rtsp://10.0.0.5", "rtsp://10.0.0.5", "rtsp://10.0.0.5"),
+    ],
+)  # fmt: skip
+def test_a_url_whose_host_may_end_inside_its_credentials_is_shown_by_its_scheme_alone(source, shown, origin):
+    from common.credentials import url_origin
+
+    assert shown_source(source) == shown and url_origin(source) == origin

@@ -387,3 +387,37 @@ def test_alpr_ingest_samples_and_tags_a_camera_as_the_settings_in_force_say_and_
     (group,) = ingest["fingerprints"].values()
     assert group["settings"] == role_settings(Settings.load(variables), "ingest").values
     assert group["settings"]["ocr_region"] == "eu" and group["settings"]["sample_fps"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("source", "secrets"),
+    [
+        ("rtsp://admin:1234/5678@10.0.0.5:554/x", ["admin", "1234", "5678"]),
+        ("http://admin:4242#k@10.0.0.5/snap.jpg", ["admin", "4242"]),
+        ("rtsp://1234/abcd@10.0.0.5/live", ["1234", "abcd"]),
+        ("http://admin:12?ab@10.0.0.5/x", ["admin", "12?ab"]),
+        ("rtsp://admin:p@ss/w@10.0.0.5/live", ["admin", "p@ss"]),
+        # an '@' meant in the path or query of a URL without credentials cannot be told from one: %40
+        ("http://10.0.0.5/snap.jpg?notify=ops@example.com", ["ops"]),
+    ],
+)  # fmt: skip
+def test_a_source_with_an_at_sign_after_its_host_is_refused_without_showing_it(tmp_path, source, secrets):
+    """A password typed raw with a '/', '#' or '?' after 1-5 digits ends the host early: the camera was
+    accepted (host `admin`, port 1234), never connected, and `rtsp://admin:1234` logged (a review)."""
+    path = tmp_path / "cameras.yaml"
+    path.write_text(f'cameras:\n  - id: gate-3\n    source: "{source}"\n')
+    with pytest.raises(ConfigError, match="camera 'gate-3': field source: source [a-z]+://… has an '@' after its host"
+                       r" \(in its path, query or fragment\): a '/', '\?' or '#' in the user name or password must be"
+                       r" written %2F, %3F or %23 \(an '@' in the path or query, %40\)") as refused:  # fmt: skip
+        load_cameras(path, SETTINGS)
+    assert not any(secret in str(refused.value) for secret in secrets), refused.value
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["rtsp://admin:1234%2F5678@10.0.0.5:554/x", "http://admin:4242%23k@10.0.0.5/snap.jpg",
+     "rtsp://admin:12%3Fab@10.0.0.5/x", "rtsp://admin:p@ss@10.0.0.5/live", "rtsp://ad@min:pw@10.0.0.5/live",
+     "http://10.0.0.5/snap.jpg?notify=ops%40example.com"],
+)  # fmt: skip
+def test_a_source_with_its_credentials_percent_encoded_is_accepted(source):
+    assert parse_cameras({"cameras": [{**GOOD, "source": source}]}, SETTINGS)[0].source == source
