@@ -137,13 +137,15 @@ def check_source(uri: str, memory_mb: int = defaults.CAPTURE_MEMORY_MB) -> None:
 
 
 def is_image_entry(path: Path) -> bool:
-    """An image folder's entry to read: named by IMAGE_SUFFIXES and a regular file, or one that cannot be
-    looked at (a link into a folder the node may not enter): reading it records why it gave no frame,
-    where letting its error out would stop the whole camera."""
+    """An image folder's entry to read: named by IMAGE_SUFFIXES and a regular file, a link (to nothing, to
+    itself, to a folder or a FIFO: `Path.is_file()` is False for them without a word, and they were left
+    out unrecorded, a review), or one that cannot be looked at (a link into a folder the node may not
+    enter): reading it records why it gave no frame (`corrupt`), where letting its error out would stop
+    the whole camera. A FIFO or folder that is no link is not an image of the folder."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return False
     try:
-        return path.is_file()
+        return path.is_symlink() or path.is_file()
     except OSError:
         return True
 

@@ -980,6 +980,42 @@ def test_a_camera_taken_over_that_samples_nothing_replaces_the_dead_nodes_waterm
     assert not runner.is_alive() and watermarks() == {}
 
 
+def test_links_named_like_images_that_lead_to_no_image_are_recorded_corrupt(redis_url, postgres_url, tmp_path):
+    """Entries named *.jpg that are links to nothing, to themselves, to a folder or to a FIFO were left out of
+    the folder's images (`Path.is_file()` is False for them without raising): no frame id, no row in the
+    frames log, no warning (a review). Each is now a frame recorded `corrupt`, the reason said."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    (folder / "b.jpg").symlink_to(tmp_path / "nowhere.jpg")  # dangling
+    (folder / "c.jpg").symlink_to("c.jpg")  # a loop
+    (tmp_path / "sub").mkdir()
+    (folder / "d.jpg").symlink_to(tmp_path / "sub")
+    os.mkfifo(tmp_path / "pipe")
+    (folder / "e.jpg").symlink_to(tmp_path / "pipe")
+    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
+    node = IngestNode([camera], settings, connection, connection, metrics, ledger)
+
+    summary = run_node(node, tmp_path / "pipe", timeout_s=60)
+
+    assert summary.ingested["cam"] == 1 and summary.skipped["cam"] == 4
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT frame_index, outcome, detail FROM frames ORDER BY frame_index").fetchall()
+    assert rows == [
+        (0, "pending", None),
+        (1, "corrupt", "cannot read: No such file or directory"),
+        (2, "corrupt", "cannot read: Too many levels of symbolic links"),
+        (3, "corrupt", "not a regular file"),
+        (4, "corrupt", "not a regular file"),
+    ], rows
+    assert metrics.registry.get_sample_value("alpr_frames_corrupt_total", {"stage": "ingest"}) == 4
+
+
 def test_a_read_only_redis_is_logged_without_the_frames_bytes(redis_server, tmp_path, caplog):
     """A queues' Redis turned read-only (a replica after a failover) refuses the frame store's pipeline:
     redis-py's error holds the refused command's first 100 characters — the frame's key and its JPEG
