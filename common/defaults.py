@@ -208,6 +208,10 @@ SQLITE_PATH = "alpr_reads.sqlite"
 STREAM_OPEN_TIMEOUT_MS = 10_000
 """How long opening a stream URL may take before it is reported unreachable."""
 
+REDIRECT_PROBE_TIMEOUT_S = 2.0
+"""How long the one request asking an http(s) camera that could not be opened whether it redirects
+(ingest/redirect_probe.py) may take."""
+
 DATASETS_DIR = "../shared/datasets"
 """Where the evaluation photographs live, relative to the working directory."""
 

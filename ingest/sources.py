@@ -26,6 +26,7 @@ from common.frame_store import pixels_problem
 from common.text_files import shown_path
 from ingest.capture_process import IsolatedCapture
 from ingest.image_files import FrameProblem, UnreadableFrameError, read_image
+from ingest.redirect_probe import redirect_origin
 from ingest.source_checks import IMAGE_SUFFIXES, is_image_entry, is_stream_uri, stated_size_problem, uri_syntax_problem
 from ingest.stream_lag import StreamLag
 
@@ -284,6 +285,9 @@ class VideoSource(FrameSource):
         if not self.capture.isOpened():
             if self.is_stream and self.capture.refused:  # told by FFmpeg's line (its output read to its end)
                 raise CredentialsRefusedError(f"credentials refused ({self.capture.refused}): {shown_source(uri)}")
+            if self.is_stream and (elsewhere := redirect_origin(uri)):  # FFmpeg says nothing of a redirect
+                raise InputError(f"the camera {shown_source(uri)} redirects to {elsewhere}: put the URL it redirects"
+                                 " to in the cameras file (redirects are not followed)")  # fmt: skip
             what = "cannot connect to stream" if self.is_stream else "cannot open video (corrupt or unsupported)"
             why = f" ({self.capture.ended_because})" if self.capture.ended_because else ""
             raise InputError(f"{what}: {shown_source(uri)}{why}")

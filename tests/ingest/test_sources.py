@@ -593,3 +593,41 @@ def test_what_is_sampled_plays_at_the_slower_of_the_two_rates(demo_clip, tmp_pat
     assert open_source(str(path), sample_fps=5.0).sampled_fps == 5.0
     cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
     assert open_source(str(tmp_path), sample_fps=2.0).sampled_fps == 2.0
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "said"),
+    [
+        (302, "http://user:Zq9pw@127.0.0.1:9/snap.jpg?token=Zq9tok", "redirects to http://127.0.0.1:9: put the URL"),
+        (301, "https://other.example:8443/mjpeg", "redirects to https://other.example:8443: put the URL"),
+        (307, "/moved/snap.jpg?token=Zq9tok", "redirects to http://127.0.0.1:{port}: put the URL"),  # its own host
+        (404, None, "cannot connect to stream: http://127.0.0.1:{port}/…"),
+    ],
+)
+def test_a_camera_answering_a_redirect_is_said_so_by_where_it_points(status, location, said):
+    """FFmpeg follows no redirect (max_redirects 0) and says nothing of one: such a camera was reported only
+    as "cannot connect to stream" (a review). Now one request that follows nothing asks it, and its answer
+    is said by the origin it points to, without the credentials, path or query the Location carries."""
+    import http.server
+
+    from tests.helpers import http_server
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(status)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base, pytest.raises(InputError) as refused:
+        open_source(f"{base.replace('://', '://admin:Zq9own@')}/snap.jpg", sample_fps=5.0)
+    message, port = str(refused.value), base.rsplit(":", 1)[1]
+    assert said.format(port=port) in message, message
+    if location:
+        assert message.startswith(f"the camera http://127.0.0.1:{port}/… redirects to ")
+        assert message.endswith("in the cameras file (redirects are not followed)")
+    assert "Zq9" not in message and "user" not in message and "admin" not in message
