@@ -51,7 +51,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, "ingest")
-    frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S)
+    frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S, "ingest node")
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up: recorded footage waits a Redis outage out, shown here
     watch_redis(frames, metrics, "frame_store")  # (where it is the queues' Redis, watched once)

@@ -24,7 +24,7 @@ from common.metrics import Metrics
 from common.plain_links import links_in_clear
 from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
 from common.redis_eviction import check_eviction
-from common.redis_persistence import warn_if_frames_persist
+from common.redis_persistence import check_frames_persist
 from common.redis_watch import watch_redis
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
@@ -182,13 +182,14 @@ def warn_if_redis_open(settings: Settings) -> None:
 
 
 def reach_frame_store(
-    settings: Settings, queues: redis.Redis, timeout_s: float = defaults.REDIS_TIMEOUT_S
+    settings: Settings, queues: redis.Redis, timeout_s: float = defaults.REDIS_TIMEOUT_S, writer: str | None = None
 ) -> redis.Redis:
-    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another; a
-    WARNING when it writes to disk (raw frames would reach it)."""
+    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another. When it
+    writes to disk, a `writer` (the role that puts pixels there: 'ingest node', 'detector worker') is refused
+    unless ALPR_FRAME_STORE_MAY_PERSIST is set, and any other role warns (common/redis_persistence.py)."""
     shared = settings.store_url == settings.redis_url
     connection = queues if shared else reach_redis(settings, settings.store_url, "frame store", timeout_s)
-    warn_if_frames_persist(connection, settings.store_url, shared)
+    check_frames_persist(connection, settings.store_url, shared, writer, settings.frame_store_may_persist)
     return connection
 
 
@@ -271,7 +272,7 @@ def build_worker_context(
         return WorkerContext(alert, metrics, settings.job_timeout_s, finish=alert.finish, stop=alert.stopping)
     if stage == "redact" and settings.keep_frames != "none":  # frames kept: fail now, not in every job
         check_keep_dir(settings.keep_dir)
-    frames = reach_frame_store(settings, connection)
+    frames = reach_frame_store(settings, connection, writer="detector worker" if stage == "detect" else None)
     watch_redis(frames, metrics, "frame_store")  # (where it is the queues' Redis, watched once)
     store = FrameStore(frames, settings.frame_ttl_s, settings.db_patience_s)
     if stage == "detect":

@@ -152,6 +152,11 @@ class Settings(BaseModel):
         pattern=r"^(rediss?|unix)://",
         description="Redis of raw frames and crops (no persistence); default: redis_url.",
     )
+    frame_store_may_persist: bool = Field(
+        False,
+        description="The frame store's Redis may write to disk (its disk made safe: encrypted, private): the ingest"
+        " node and detector workers then warn instead of refusing to start.",
+    )
     plain_link_hosts: str = Field(
         "",
         pattern=r"^[A-Za-z0-9.,:_\[\] -]*$",

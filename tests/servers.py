@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -18,13 +19,14 @@ from tests.helpers import free_port
 
 
 class PrivateRedis:
-    """A redis-server that keeps nothing on disk, as this machine's; stop() and start() reuse the port."""
+    """A redis-server that keeps nothing on disk, as this machine's, but for what `options` (redis-server
+    arguments, after ours: `--save "3600 1"`) say; stop() and start() reuse the port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, options: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise FileNotFoundError("redis-server is not installed")
-        self.binary, self.directory, self.port = binary, directory, free_port()
+        self.binary, self.directory, self.port, self.options = binary, directory, free_port(), list(options)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -33,7 +35,8 @@ class PrivateRedis:
 
     def start(self) -> None:
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen([self.binary, *args, "--dir", str(self.directory)], stdout=subprocess.DEVNULL)
+        args += ["--dir", str(self.directory), *self.options]
+        self.process = subprocess.Popen([self.binary, *args], stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         for _ in range(200):
             try:
