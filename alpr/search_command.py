@@ -76,7 +76,9 @@ def search(args: argparse.Namespace, settings: Settings) -> int:
     found = _run(query, settings)
     _print(found)
     more = f", the newest {query.limit}: older ones may match too (--limit)" if len(found) >= query.limit else ""
-    print(f"{len(found)} sightings of {query.plate} within {query.within:g}{more} (search recorded)", file=sys.stderr)
+    # no plate on stderr, which a supervisor (cron, systemd's journal) keeps: the plate was kept off the command line
+    print(f"{len(found)} sightings within {query.within:g} of the plate searched{more} (search recorded)",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

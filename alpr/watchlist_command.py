@@ -1,6 +1,7 @@
 """`alpr watchlist add|remove|list|import`: the operator's watch-lists in Postgres (common/watchlist.py).
-Plates are printed here (the operator's own list), never logged; `add` and `remove` take the plate and
-reason off the command line too (alpr/private_values.py)."""
+Plates are printed on stdout (the operator's own list: what the command is for, sent where its caller
+says), never on stderr, which a supervisor keeps (cron's mail, systemd's journal), nor logged; `add` and
+`remove` take the plate and reason off the command line too (alpr/private_values.py)."""
 
 from __future__ import annotations
 
@@ -78,14 +79,14 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
         watch.add(entry)
         print(f"{entry.plate} is on the list {entry.list_name}")
         if entry.expired(time.time()):  # kept (list --all shows it), matching nothing: likely a typo
-            print(f"alpr: note: that expiry has passed; {entry.plate} matches nothing until it is changed",
+            print("alpr: note: that expiry has passed; the entry matches nothing until it is changed",
                   file=sys.stderr)  # fmt: skip
     elif args.action == "remove":
         plate, list_name = normalise_plate(args.plate), (args.list_name or "").strip() or DEFAULT_LIST
         if not LIST_NAME_RE.fullmatch(list_name):  # as `add` names it: " hot " was added as hot, not removed
             raise InputError(f"no list is named {shown(list_name)}: 1-64 letters, digits, '_', '.', '-'")
         if not watch.remove(plate, list_name):
-            print(f"alpr: {plate} is not on the list {list_name}", file=sys.stderr)
+            print(f"alpr: that plate is not on the list {list_name}", file=sys.stderr)
             return 1
         print(f"{plate} removed from the list {list_name}")
     elif args.action == "list":
@@ -100,6 +101,6 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
         again = f" ({rows - imported} rows named a plate of their list again: the last of them counts)"
         print(f"imported {imported} entries{again if rows > imported else ''}")
         if expired := [entry for entry in entries if entry.expired(time.time())]:  # as `add` says: likely a typo
-            print(f"alpr: note: {len(expired)} of them expired already ({expired[0].plate} first): they match"
-                  " nothing until changed", file=sys.stderr)  # fmt: skip
+            print(f"alpr: note: {len(expired)} of them expired already: they match nothing until changed (`alpr"
+                  " watchlist list --all` shows them)", file=sys.stderr)  # fmt: skip
     return 0

@@ -72,7 +72,8 @@ def test_a_search_reads_a_real_pipe_and_the_plate_and_reason_are_not_in_its_argu
         env={**os.environ, "PYTHONPATH": str(root)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "0 sightings of KPX4721 within 1 (search recorded)" in done.stderr
+    assert "0 sightings within 1 of the plate searched (search recorded)" in done.stderr
+    assert "KPX4721" not in done.stderr  # kept off the command line, and off stderr, which the journal keeps
     assert not {"KPX4721", "case 2025-118"} & set(argv)
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT plate, reason FROM plate_searches").fetchall() == [("KPX4721", "case 2025-118")]
