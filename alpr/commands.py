@@ -338,11 +338,15 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def planned_export(args: argparse.Namespace) -> PlateExport:
-    """The export's record as the flags ask it (InputError naming the flag where one is refused); the file
-    is named by its absolute path, links resolved: where the data went. The reason may come from
+    """The export's record as the flags ask it (InputError naming the flag where one is refused, `--csv -`
+    among them: an export is a private file, never stdout); the file is named by its absolute path, links
+    resolved: where the data went. The reason may come from
     --reason-file (alpr/private_values.py)."""
     from alpr.private_values import take_private_values
 
+    if str(args.csv_path) == "-":  # a file named `-` was written, "wrote 20 reads to -": not standard output
+        raise InputError("--csv: `-` is no file: an export is a file its owner alone may read (mode 0600), never"
+                         " standard output, which would hand the plates to whatever reads it; name a file")  # fmt: skip
     take_private_values(args)
     try:
         return PlateExport(

@@ -184,6 +184,22 @@ def test_no_exported_cell_is_a_formula_when_a_spreadsheet_opens_it(tmp_path, cap
     assert all(not row["x1"].startswith("'") for row in rows)  # numbers as they are
 
 
+def test_a_dash_for_standard_output_is_refused_before_anything_is_recorded(tmp_path, capsys, monkeypatch):
+    """`--csv -` wrote a file named `-` in the working directory and said "wrote 1 reads to -" (a privacy
+    review): an export is a file of mode 0600, and standard output would pass the plates on unprotected."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
+    monkeypatch.chdir(tmp_path)
+    code, err = export(capsys, "--csv", "-", "--sqlite", log)
+    assert code == 2 and err.startswith("alpr: error: --csv: `-` is no file: an export is a file") and "0600" in err
+    assert capsys.readouterr().out == "" and not (tmp_path / "-").exists()
+    with sqlite3.connect(log) as connection:  # no record (its table is made with the first)
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        assert (
+            "plate_exports" not in tables or not connection.execute("SELECT count(*) FROM plate_exports").fetchone()[0]
+        )
+    connection.close()
+
+
 def test_a_file_named_with_a_line_break_is_refused_before_anything_is_recorded(tmp_path, capsys):
     """The record names the file: `a\nsearched_by chief.csv` wrote a line of its own into it."""
     log = write_log(tmp_path / "reads.sqlite", ["KPX4721"])
