@@ -70,7 +70,10 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     summary = node.run(args.max_seconds)
     for camera in node.cameras:
         lost = f"; taken by ingest node {summary.lost[camera.id]!r}, stood by for" if camera.id in summary.lost else ""
-        print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped{lost}")
+        unsampled = summary.unsampled[camera.id]  # counted skipped, but never sampled: no frames-log row
+        never = f" ({unsampled} of them never sampled: no frames-log row)" if unsampled else ""
+        print(f"{camera.id}: {summary.ingested[camera.id]} frames queued, {summary.skipped[camera.id]} skipped{never}"
+              f"{lost}")  # fmt: skip
     print(f"{summary.jobs} detect jobs", flush=True)
     if args.linger:  # a last scrape of the final counts, for nodes that ingest files and end
         finished = threading.Event()
