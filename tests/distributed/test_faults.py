@@ -58,10 +58,12 @@ def workers_ready(connection: redis.Redis) -> int:
 
 
 def sampled_by_ingest(log: Path) -> int:
-    """Frames the ingest node sampled, queued or skipped, from its closing summary."""
-    match = re.search(r"cam: (\d+) frames queued, (\d+) skipped", log.read_text())
+    """Frames the ingest node sampled, queued or skipped, from its closing summary: less those it counted
+    skipped but never sampled (no frame id, no row), as a camera standing in for a live one does while the
+    packing waits Redis out. Counted in, they failed the Redis restart on a loaded machine (97 against 80)."""
+    match = re.search(r"cam: (\d+) frames queued, (\d+) skipped(?: \((\d+) of them never sampled)?", log.read_text())
     assert match, log.read_text()
-    return int(match[1]) + int(match[2])
+    return int(match[1]) + int(match[2]) - int(match[3] or 0)
 
 
 def assert_all_accounted(url: str, sampled: int) -> dict[str, int]:
@@ -203,7 +205,7 @@ def test_redis_restart_without_persistence_loses_no_frame_in_silence(
     try:
         wait_for(lambda: count(postgres_url, frames_sql) >= 8, 120, "frames through the chain")
         redis_server.stop()  # everything in flight is lost: this Redis keeps nothing on disk
-        time.sleep(3)
+        time.sleep(6)  # past the frames to pack filling (16, 3.2 s at 5 frames/s): the next are never sampled
         redis_server.start()
         after_restart = count(postgres_url, frames_sql)
         wait_for(lambda: count(postgres_url, frames_sql) >= after_restart + 12, 120, "frames after the restart")
@@ -213,6 +215,7 @@ def test_redis_restart_without_persistence_loses_no_frame_in_silence(
         processes["ingest"].send_signal(signal.SIGTERM)
         processes["ingest"].wait(timeout=60)
         sampled = sampled_by_ingest(logs["ingest"])
+        assert "never sampled" in logs["ingest"].read_text()  # the summary told them apart (3 s: only under load)
         pending_sql = "SELECT count(*) FROM frames WHERE outcome = 'pending'"
         wait_for(lambda: count(postgres_url, pending_sql) == 0, 180, "the sweep to account for every frame")
         outcomes = assert_all_accounted(postgres_url, sampled)
