@@ -17,7 +17,7 @@ import pytest
 
 import common.watchlist
 from common.plate_distances import plate_distances
-from common.plate_keys import MAX_DELETIONS, DeletionKeys, text_keys
+from common.plate_keys import MAX_DELETIONS, DeletionKeys, deletions_for, text_keys
 from common.plate_text import LOOKALIKE_GROUPS, plate_distance
 from common.watchlist import WatchEntry, WatchIndex, WatchMatch
 
@@ -126,18 +126,31 @@ ALLOWED_DISTANCES = [0.0, 0.5, 1.0, 1.5, 1.99, 2.0, 2.5, 3.0]
 """Every step ALPR_WATCH_MAX_DISTANCE may take (a look-alike swap costs 0.5), to its largest, 3."""
 
 
+@pytest.fixture(scope="module")
+def unkeyed_index(large_index: WatchIndex) -> WatchIndex:
+    """The same entries keyed to no deletion: from 1.0 on, the bounds over every entry and the exact distances
+    at once (common/plate_distances.py, itself compared with plate_distance exhaustively)."""
+    return WatchIndex(large_index.entries, keyed_distance=0.0)
+
+
 @pytest.mark.parametrize("max_distance", ALLOWED_DISTANCES)
-def test_the_keyed_index_matches_what_the_bounds_over_every_entry_match(large_index, max_distance):
+def test_the_keyed_index_matches_what_the_bounds_over_every_entry_match(large_index, unkeyed_index, max_distance):
     """100,000 random entries: every read (listed, misread by up to three edits, random, odd) matches the
     same entries, at the same distances, as by the bounds over every entry (what the index did before
-    its keys). Fewer reads within 2 and 3: the bounds take a third of a second a read and more there."""
-    count = 1000 if max_distance < 1.5 else 100 if max_distance < 2 else 30 if max_distance < 3 else 12
+    its keys). From 1.5 on, the bounds' exact distances are computed at once (one at a time took seconds a read
+    there: 12 to 100 reads took 4 of CI's minutes; now 100 each), but for the first two reads, compared one at a
+    time too."""
+    count = 1000 if max_distance < 1.5 else 100
     rng = random.Random(int(max_distance * 100))
     entries = list(large_index.entries)
     matched = 0
-    for read in reads(rng, entries, count):
+    for number, read in enumerate(reads(rng, entries, count)):
         keyed = large_index.match_lists(read, max_distance, NOW_S)
-        assert as_compared(keyed) == as_compared(large_index.match_lists_scanned(read, max_distance, NOW_S)), read
+        if max_distance < 1.5 or number < 2:
+            assert as_compared(keyed) == as_compared(large_index.match_lists_scanned(read, max_distance, NOW_S)), read
+        if max_distance >= 1.0:
+            assert unkeyed_index.keys.deletions < deletions_for(max_distance)  # the bounds over every entry
+            assert as_compared(keyed) == as_compared(unkeyed_index.match_lists(read, max_distance, NOW_S)), read
         matched += bool(keyed)
     assert matched > count // 4  # the reads near listed plates did match
 
@@ -168,13 +181,17 @@ def test_the_keyed_index_matches_the_bounds_on_a_dense_list_of_every_length(max_
     to `max_distance` among them (the keys are tested where they have something to miss)."""
     rng = random.Random(17 + int(max_distance * 10))
     index = WatchIndex(dense_list(rng, 1000), keyed_distance=3.0)
+    unkeyed = WatchIndex(index.entries, keyed_distance=0.0)  # from 1.0 on: the bounds, distances at once
     entries = list(index.entries)
     seen: set[float] = set()
     for number in range(1500):
         listed = rng.choice(entries).plate
         read = (variant(listed, rng), variant(variant(listed, rng), rng), listed)[number % 3]
         keyed = index.match_lists(read, max_distance, NOW_S)
-        assert as_compared(keyed) == as_compared(index.match_lists_scanned(read, max_distance, NOW_S)), read
+        if max_distance < 1.0 or number < 150:  # one at a time: 1,500 reads took 15-18 s a distance from 2 on
+            assert as_compared(keyed) == as_compared(index.match_lists_scanned(read, max_distance, NOW_S)), read
+        else:
+            assert as_compared(keyed) == as_compared(unkeyed.match_lists(read, max_distance, NOW_S)), read
         seen |= {match.distance for match in keyed}
     assert seen == {step / 2 for step in range(int(max_distance * 2) + 1)}
 
