@@ -107,7 +107,7 @@ def run_source(source: str | None, source_file: Path | None) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from alpr.standalone import StopSignals
+    from alpr.source_passes import StopSignals
     from alpr.wiring import build_pipeline
     from ingest.ffmpeg_open import rtsp_transport_problem
     from ingest.source_checks import uri_syntax_problem
@@ -162,7 +162,7 @@ def out_problem(source: str, out: Path) -> str | None:
     """What is wrong with `alpr run`'s --out folder for `source`, before anything is opened: a name that is
     not UTF-8 (the log keeps snapshots' paths as text), a file there (a bare FileExistsError after the
     run), an output that is the source itself (written over)."""
-    from alpr.standalone import written_over
+    from alpr.standalone_output import written_over
     from ingest.source_checks import is_utf8
 
     if not is_utf8(str(out)):

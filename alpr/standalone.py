@@ -1,54 +1,41 @@
 """The standalone pipeline (`alpr run`): sample frames from one source, detect -> read -> redact in
 one process, log every read, group the reads into sightings (one per vehicle pass, with the voted
 plate and the snapshot of its best frame, blurred) and write the redacted video or frames. It calls
-the same role cores as the distributed chain."""
+the same role cores as the distributed chain. This module owns the run itself (`Pipeline`) and its
+count (`RunSummary`); how the source is read and a signal stops it is alpr/source_passes.py's, what
+the run writes alpr/standalone_output.py's."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
-import signal
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Literal
+from typing import Literal
 
-import cv2
 import numpy as np
 
+from alpr.source_passes import SourcePasses, StopSignals
+from alpr.standalone_output import RedactedWriter, Snapshots
 from common import defaults, geometry
-from common.errors import InputError, OutputError
-from common.frame_store import encode_jpeg, frame_key
+from common.frame_store import frame_key
 from common.jobs import FrameRef, make_frame_id
 from common.plate_log import PlateLog
-from common.private_files import (
-    create_private,
-    make_private_folders,
-    refuse_link,
-    refuse_shared_folder,
-    write_private,
-)
 from common.roi import Polygon, RoiWatch
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, select_reads
-from ingest.reconnect import ReaderError, SourceKeeper
-from ingest.sources import MAX_FAILURES_KEPT, FrameSource, ImageFolderSource, SampledFrame
+from ingest.reconnect import SourceKeeper
+from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 
 log = logging.getLogger(__name__)
-
-
-OUTPUT_JPEG_QUALITY = 95
-"""JPEG quality of the redacted frames and snapshots `alpr run` writes (OpenCV's default, as before)."""
 
 
 @dataclass
@@ -104,38 +91,6 @@ def observations(frame: FrameRef, reads: Sequence[PlateRead]) -> list[Observatio
     ]
 
 
-class Snapshots:
-    """The redacted frames holding the best read of an open sighting, written as the sighting's snapshot
-    when it closes (`out/sightings/<sighting id>.jpg`); the others are let go at once."""
-
-    def __init__(self, out_dir: Path | None) -> None:
-        self.folder = out_dir / "sightings" if out_dir else None
-        if self.folder is not None:  # a link planted there took the snapshots into a folder not made private
-            refuse_link(self.folder)
-        self.frames: dict[str, np.ndarray] = {}
-        self.failures: list[str] = []
-        """Snapshots that could not be written (their sightings are logged without one)."""
-
-    def keep(self, frame_id: str, redacted: np.ndarray, wanted: set[str]) -> None:
-        if self.folder is not None and frame_id in wanted:
-            self.frames[frame_id] = redacted
-        for stale in set(self.frames) - wanted:
-            del self.frames[stale]
-
-    def write(self, sighting: Sighting) -> str | None:
-        image = self.frames.get(sighting.best_frame_id)
-        if self.folder is None or image is None:
-            return None
-        path = self.folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', sighting.sighting_id)}.jpg"
-        try:
-            make_private_folders(self.folder)
-            write_private(path, encode_jpeg(image, OUTPUT_JPEG_QUALITY))
-        except OSError as error:  # a full disk lost the sightings themselves, not just their snapshots (a review)
-            self.failures.append(f"the snapshot {path} of a sighting was not written: {error.strerror or error}")
-            return None
-        return str(path.absolute())  # `--out out` logged out/sightings/…: nothing, exported from elsewhere
-
-
 @dataclass(frozen=True)
 class ProcessedFrame:
     """One frame through the three cores: the frame (with its stage timings), its reads, its pixels
@@ -146,221 +101,6 @@ class ProcessedFrame:
     redacted: np.ndarray
     outside_roi: int = 0
     """Plates found outside the ROI (not nested in a stronger box): blurred, not read."""
-
-
-OUTPUT_NAMES = ("redacted.mp4", "redacted_frames", "sightings")
-"""What `alpr run` writes in its --out folder: the redacted video or frames, the sightings' snapshots."""
-
-
-def written_over(source: Path, out_dir: Path) -> Path | None:
-    """The output of a run into `out_dir` that is the file or folder `source` (by its path, a link or a
-    hard link) or holds it, if any: `alpr run out/redacted.mp4` replaced its own source with a video of
-    its first two frames (a review)."""
-    try:
-        real = source.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None
-    for name in OUTPUT_NAMES:
-        made = out_dir / name
-        with contextlib.suppress(OSError):
-            if os.path.samefile(made, real) or made.resolve() in real.parents:
-                return made
-    return None
-
-
-class RedactedWriter:
-    """Writes redacted frames: an mp4 for a video source, numbered JPEGs for an image folder."""
-
-    def __init__(self, out_dir: Path, as_frames: bool, fps: float) -> None:
-        refuse_shared_folder(out_dir, "the redacted frames")
-        make_private_folders(out_dir)  # redacted frames still show cars, faces and places
-        self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
-        self.video: cv2.VideoWriter | None = None
-        self.size_wh = (0, 0)
-        self.path = out_dir / ("redacted_frames" if as_frames else "redacted.mp4")
-        refuse_link(self.path)  # a folder linked elsewhere took the frames where no one made it private
-        self.frames_written = 0
-
-    def write(self, frame: SampledFrame, image: np.ndarray) -> None:
-        if self.as_frames:
-            make_private_folders(self.path)
-            write_private(self.path / f"{frame.index:06d}.jpg", encode_jpeg(image, OUTPUT_JPEG_QUALITY))
-            self.frames_written += 1
-            return
-        size_wh = (image.shape[1], image.shape[0])
-        if self.video is None:
-            self.size_wh = size_wh
-            create_private(self.path)  # the encoder opens it by name: private first, and never through a link
-            self.video = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size_wh)
-            if not self.video.isOpened():  # it wrote nothing, and the run said where its output was
-                raise InputError(f"the video encoder refused {size_wh[0]}x{size_wh[1]} frames: {self.path} not written")
-        self.video.write(image if size_wh == self.size_wh else cv2.resize(image, self.size_wh))
-        self.frames_written += 1
-
-    def close(self) -> None:
-        """Release the encoder: an mp4's index is written now (a video never released does not play)."""
-        if self.video is not None:
-            self.video.release()
-            self.video = None
-
-    def finish(self) -> Path | None:
-        """Close, and the output's path once the video is checked whole; None when no frame was written
-        (nothing was made). OpenCV only warns "Failed to write frame": a full disk ended the run with
-        exit 0, naming a video that does not play as its output. A video holding fewer frames than were
-        written, or whose last frame does not decode, is deleted and an OutputError."""
-        self.close()
-        if not self.frames_written:
-            return None
-        if not self.as_frames:
-            self.check_video()
-        return self.path
-
-    def check_video(self) -> None:
-        """OutputError, the file deleted, unless the video reopens with every frame written, the last decoding."""
-        capture = cv2.VideoCapture(str(self.path))
-        try:
-            held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-            last_decodes = held > 0 and capture.set(cv2.CAP_PROP_POS_FRAMES, held - 1) and capture.read()[0]
-        finally:
-            capture.release()
-        if held == self.frames_written and last_decodes:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        if held <= 0:
-            found = "does not play"
-        elif held != self.frames_written:
-            found = f"holds {held} of the {self.frames_written} frames written"
-        else:
-            found = "does not decode to its last frame"
-        raise OutputError(f"the redacted video {self.path} {found} (a full disk?); the partial file was deleted")
-
-
-STOP_POLL_S = 0.1
-"""How often a run waiting to reopen its stream looks whether a signal asked it to stop."""
-
-
-class StopSignals:
-    """SIGTERM, SIGINT and SIGHUP turned into a request to stop, for the length of a `with` block: a
-    stream source ends only by a signal (systemd, docker stop, an ssh session dropped), which killed the
-    run with its video never released (unplayable) and its open sightings never logged. Installed only
-    in the main thread (the only one Python lets set handlers), and a signal ignored (SIGHUP under
-    `nohup`) stays ignored; the previous handlers back afterwards; after the first signal they are back
-    at once, so a second one acts as it did before (Ctrl-C twice interrupts)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                if signal.getsignal(signum) != signal.SIG_IGN:
-                    self.previous[signum] = signal.signal(signum, self.handle)
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.restore()
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signal.Signals(signum).name
-        self.restore()
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():  # None: a handler not set from Python, the default's
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        self.previous.clear()
-
-    def requested(self) -> bool:
-        """Whether a signal asked the run to stop."""
-        return self.received is not None
-
-    is_set = requested  # a Stop (ingest/reconnect.py), as an ingest node's threading.Event is
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to `timeout` seconds, less once a signal asks the run to stop (a reconnecting stream's
-        backoff: a stop waited for its 30 s); whether one did. Slept in short steps: the handler runs in
-        this thread, and a sleep it interrupts goes on (PEP 475)."""
-        deadline = time.monotonic() + timeout
-        while not self.requested() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(STOP_POLL_S, left))
-        return self.requested()
-
-
-def batches(frames: Iterator[SampledFrame], size: int, stop: StopSignals | None) -> Iterator[list[SampledFrame]]:
-    """The frames in batches of `size`, the last one shorter; when `stop` is requested, the frames in
-    hand are the last batch and no other frame is taken from the source, the first one neither (a stream
-    opened after a signal, its open waited out on a hung camera, waited a read timeout more for a frame)."""
-    batch: list[SampledFrame] = []
-    while not (stop and stop.requested()) and (frame := next(frames, None)) is not None:
-        batch.append(frame)
-        if len(batch) >= size or (stop and stop.requested()):
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-class SourcePasses:
-    """Reads a source's passes into `flush` in batches: one for footage; one per connection for a live
-    stream, which SourceKeeper (ingest/reconnect.py) reopens after a drop. A reopened stream counts its
-    frames and their time from 0 again: its frames are numbered on from the last frame read and dated by
-    when they were captured (from `started`, time.monotonic()), else their reads took the ids of the
-    first connection's frames and were dropped as repeats. With `own_errors_apart`, an error of `flush`
-    (the cores, the log, the output) is raised as a ReaderError: the keeper lets it out, it is no drop."""
-
-    def __init__(
-        self,
-        flush: Callable[[list[SampledFrame]], None],
-        batch_size: int,
-        stop: StopSignals | None,
-        started: float,
-        own_errors_apart: bool,
-    ) -> None:
-        self.flush, self.batch_size, self.stop = flush, batch_size, stop
-        self.started, self.own_errors_apart = started, own_errors_apart
-        self.last: SampledFrame | None = None
-        self.failures: list[str] = []
-        """What the source could not read, the first MAX_FAILURES_KEPT of all its passes'."""
-        self.failure_count = 0
-
-    def read(self, source: FrameSource) -> None:
-        """One pass of `source`, until it ends or a stop is requested."""
-        frames = self.frames(source)
-        try:
-            for batch in batches(frames, self.batch_size, self.stop):
-                try:
-                    self.flush(batch)
-                except Exception as error:
-                    if not self.own_errors_apart:
-                        raise
-                    raise ReaderError(error) from error
-        finally:
-            frames.close()  # stopped early: the stream's capture released now
-
-    def frames(self, source: FrameSource) -> Generator[SampledFrame, None, None]:
-        """The pass's frames, numbered and dated on from the last pass's; what it could not read kept."""
-        later, index_from, time_from_s = self.last is not None, 0, 0.0
-        if self.last is not None:  # a live stream reopened: on from the last frame read
-            index_from = self.last.index + 1
-            time_from_s = max(time.monotonic() - self.started, self.last.source_time_s + defaults.CAPTURE_STEP_S)
-        frames = source.frames()
-        try:
-            for sampled in frames:
-                if later:
-                    sampled = replace(sampled, index=index_from + sampled.index,
-                                      source_time_s=time_from_s + sampled.source_time_s)  # fmt: skip
-                self.last = sampled
-                yield sampled
-        finally:
-            if isinstance(frames, Generator):
-                frames.close()
-            self.failures.extend(source.failures[: MAX_FAILURES_KEPT - len(self.failures)])
-            self.failure_count += source.failure_count
 
 
 @dataclass

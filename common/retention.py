@@ -173,7 +173,7 @@ ISO 8601 text, `datetime.isoformat()`'s: compared as text with the cutoff in the
 SQLite's own form, a space for the T, kept a day's rows past it). Its audit records are never pruned."""
 
 SNAPSHOT_FOLDER = "sightings"
-"""The folder `alpr run` writes its sightings' snapshots in (alpr/standalone.Snapshots)."""
+"""The folder `alpr run` writes its sightings' snapshots in (alpr/standalone_output.Snapshots)."""
 
 
 def snapshot_to_delete(named: str) -> str | None:

@@ -130,7 +130,7 @@ def test_a_folder_whose_every_image_fails_is_an_error_that_counts_them_all(tmp_p
 def test_stop_signals_become_a_request_and_the_previous_handlers_come_back():
     import threading
 
-    from alpr.standalone import StopSignals
+    from alpr.source_passes import StopSignals
 
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with StopSignals() as stop:
@@ -153,7 +153,7 @@ def test_a_signal_ends_the_wait_to_reopen_a_stream_at_once():
     """A stream away is reopened after a wait that doubles up to 30 s: a stop must not wait it out."""
     import threading
 
-    from alpr.standalone import StopSignals
+    from alpr.source_passes import StopSignals
 
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a signal come late does no harm
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
@@ -171,7 +171,7 @@ def test_a_signal_ends_the_wait_to_reopen_a_stream_at_once():
 
 
 def test_a_stop_ends_the_batches_with_the_frames_in_hand_and_takes_no_more():
-    from alpr.standalone import StopSignals, batches
+    from alpr.source_passes import StopSignals, batches
     from ingest.sources import SampledFrame
 
     stop, taken = StopSignals(), []
@@ -249,7 +249,7 @@ def test_a_reopened_streams_frames_are_numbered_and_dated_on_and_the_runs_own_er
     is, not retried."""
     import threading
 
-    from alpr.standalone import SourcePasses
+    from alpr.source_passes import SourcePasses
     from common.backoff import Backoff
     from ingest.reconnect import SourceKeeper
 

@@ -379,7 +379,7 @@ def test_alpr_run_groups_the_reads_the_chain_logs_and_no_plate_found_but_not_rea
 
 def test_a_video_the_encoder_refuses_is_an_error_not_an_empty_file_said_to_be_the_output(tmp_path):
     """A 1x1 first frame: the encoder opened nothing, wrote a 0-byte file, and the run named it as its output."""
-    from alpr.standalone import RedactedWriter
+    from alpr.standalone_output import RedactedWriter
     from common.errors import InputError
     from ingest.sources import SampledFrame
 
