@@ -26,12 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-from common.config import format_errors
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
 from common.private_files import file_mode, others_may_change_file
 from common.strict_yaml import load_strict_yaml
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
+from common.validation_errors import format_errors
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
 """Plate text as read and as listed: capitals and digits, at most 16."""

@@ -1,5 +1,7 @@
 """The one typed configuration: `ALPR_*` environment variables (and command-line overrides),
-validated at start. A misspelt variable or a bad value fails with a message naming it."""
+validated at start. A misspelt variable or a bad value fails with a message naming it. The files
+`ALPR_X_FILE` variables name are read by common/setting_files.py; a validation error is told as one
+line by common/validation_errors.py."""
 
 from __future__ import annotations
 
@@ -22,12 +24,11 @@ from pydantic import (
 )
 
 from common import defaults
-from common.credentials import mask_url
 from common.errors import ConfigError
-from common.private_files import file_mode, others_may_change_file
 from common.regions import load_regions
 from common.server_urls import check_url
-from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
+from common.setting_files import JOB_KEY_FILE_TRAILER, read_setting_file
+from common.validation_errors import format_errors
 
 ENV_PREFIX = "ALPR_"
 
@@ -53,10 +54,6 @@ DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackendName)
 
 MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
 """How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
-
-JOB_KEY_FILE_TRAILER = " \t\r\n"
-"""What ALPR_JOB_KEY_FILE's key ends with that is not part of it: spaces, tabs, line ends. One role's key
-file with a trailing space gave it another key, and every job between it and the others was refused."""
 
 COMPOSE_VARIABLES = frozenset({
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
@@ -454,53 +451,3 @@ def unknown_setting(variable: str, known: list[str]) -> str:
     close = difflib.get_close_matches(variable, [*known, *files], n=1, cutoff=0.8)
     guess = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown setting {variable}{guess}; known: {', '.join(known)}"
-
-
-def read_setting_file(variable: str, path: str) -> str:
-    """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
-    The message of a failure names the variable, never the path (a secret written there by mistake
-    would be logged) nor what the file holds. A file other users of the host may write is refused: one at
-    0666 set the Redis password or the job key (which jobs every role runs) for anyone local (a review);
-    one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700)."""
-    label = f"{variable}: the file it names"
-    value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
-    if others_may_change_file(Path(path)):  # read first: a device's mode (/dev/zero's 0666) is not the fault
-        mode, setting = file_mode(Path(path)), variable.removesuffix("_FILE")
-        raise ConfigError(
-            f"{label} may be written by other users of this host (mode {mode:04o}): whoever writes it sets"
-            f" {setting}; make it writable by its owner alone: chmod go-w (others may still read it)"
-        )
-    return value
-
-
-MAX_PLACE_CHARS = 40
-"""A field name from outside (a cameras file's, a job's) is shortened to this in a message."""
-
-
-def format_errors(
-    error: ValidationError, prefix: str = "", limit: int = 8, label: str = "", names: Mapping[str, str] | None = None
-) -> str:
-    """A pydantic ValidationError as one line: `[label]PLACE: message; ...` (the place in capitals after
-    a prefix, as environment variables are named; lower case without one), the rest counted past
-    `limit`. Input values are never shown; field names, which may come from outside, are shortened and
-    any URL password in them masked."""
-    problems = []
-    for item in error.errors()[:limit]:
-        place = ".".join(_place_part(p) for p in item["loc"])
-        if names and item["loc"] and str(item["loc"][0]) in names:  # given by a flag: named as typed
-            place = names[str(item["loc"][0])]
-        else:
-            place = (prefix + place.upper()) if prefix and place else place
-        message = " ".join(str(item["msg"]).removeprefix("Value error, ").split())
-        problems.append(f"{label}{place or '(entry)'}: {message}" if place or label else message)
-    if error.error_count() > limit:
-        problems.append(f"and {error.error_count() - limit} more")
-    return mask_url("; ".join(problems))
-
-
-def _place_part(part: str | int) -> str:
-    text = mask_url(str(part))
-    if text and text.isprintable() and len(text) <= MAX_PLACE_CHARS:
-        return text
-    shown = repr(text)
-    return shown if len(shown) <= MAX_PLACE_CHARS else shown[: MAX_PLACE_CHARS - 3] + "..."

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import defaults
-from common.config import format_errors
 from common.errors import InputError
 from common.frame_store import KEY_PREFIX, STORE_KEY_CHARS, UnreadReason
+from common.validation_errors import format_errors
 
 SCHEMA_VERSION: Literal[2] = 2
 """Version of the job payloads below; workers reject payloads of another version (2: the detector

@@ -1,0 +1,32 @@
+"""The files `ALPR_X_FILE` variables name, read as the value of ALPR_X (Docker/Kubernetes secrets):
+what a file may hold and who may write it, and the refusals, which name the variable, never the path or
+what the file holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.private_files import file_mode, others_may_change_file
+from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
+
+JOB_KEY_FILE_TRAILER = " \t\r\n"
+"""What ALPR_JOB_KEY_FILE's key ends with that is not part of it: spaces, tabs, line ends. One role's key
+file with a trailing space gave it another key, and every job between it and the others was refused."""
+
+
+def read_setting_file(variable: str, path: str) -> str:
+    """The value in a secret file (Docker/Kubernetes `*_FILE` convention), without its final newline.
+    The message of a failure names the variable, never the path (a secret written there by mistake
+    would be logged) nor what the file holds. A file other users of the host may write is refused: one at
+    0666 set the Redis password or the job key (which jobs every role runs) for anyone local (a review);
+    one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700)."""
+    label = f"{variable}: the file it names"
+    value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
+    if others_may_change_file(Path(path)):  # read first: a device's mode (/dev/zero's 0666) is not the fault
+        mode, setting = file_mode(Path(path)), variable.removesuffix("_FILE")
+        raise ConfigError(
+            f"{label} may be written by other users of this host (mode {mode:04o}): whoever writes it sets"
+            f" {setting}; make it writable by its owner alone: chmod go-w (others may still read it)"
+        )
+    return value
