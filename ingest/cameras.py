@@ -19,13 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from common import defaults
-from common.config import ENV_PREFIX, Settings, format_errors
+from common.config import ENV_PREFIX, Settings
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
 from common.jobs import Coordinate
 from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file
+from common.validation_errors import format_errors
 from ingest.ffmpeg_open import rtsp_transport_problem
 from ingest.source_checks import check_source, uri_syntax_problem
 
