@@ -70,6 +70,7 @@ def test_a_stop_during_the_backoff_ends_the_loop_without_another_attempt():
         time.sleep(0.5)
         stop.set()
         runner.join(5)
+    assert attempted == 2  # the open, and one question whether it redirects: no more
     assert not runner.is_alive() and len(connections) == attempted and keeper.errors == 1
 
 
