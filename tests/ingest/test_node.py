@@ -35,6 +35,16 @@ from tests.ingest.helpers import queued_frames, release_fifo
 from tests.ingest.mkv import write_mjpeg_mkv
 
 
+def folder_node(folder: Path, redis_url: str, postgres_url: str) -> tuple[IngestNode, Metrics]:
+    """A node of one camera reading `folder` once (not in real time), recording its frames in Postgres."""
+    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
+    metrics = Metrics()
+    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+    connection = connect_redis(redis_url)
+    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
+    return IngestNode([camera], settings, connection, connection, metrics, ledger), metrics
+
+
 def run_node(node: IngestNode, fifo: Path, timeout_s: float) -> NodeSummary:
     """Run the node in a thread; fail if its camera has not ended within `timeout_s`."""
     result: list[NodeSummary] = []
@@ -77,12 +87,7 @@ def test_every_sampled_image_is_recorded_and_counted(redis_url, postgres_url, tm
     cv2.imwrite(str(folder / "d.png"), np.zeros((4500, 8000), np.uint8))
     assert defaults.MAX_FRAME_PIXELS < 4500 * 8000 and (folder / "d.png").stat().st_size < 1_000_000
     os.mkfifo(folder / "e.jpg")
-    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
-    metrics = Metrics()
-    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
-    connection = connect_redis(redis_url)
-    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
-    node = IngestNode([camera], settings, connection, connection, metrics, ledger)
+    node, metrics = folder_node(folder, redis_url, postgres_url)
 
     summary = run_node(node, folder / "e.jpg", timeout_s=60)
 
@@ -994,12 +999,7 @@ def test_links_named_like_images_that_lead_to_no_image_are_recorded_corrupt(redi
     (folder / "d.jpg").symlink_to(tmp_path / "sub")
     os.mkfifo(tmp_path / "pipe")
     (folder / "e.jpg").symlink_to(tmp_path / "pipe")
-    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
-    metrics = Metrics()
-    ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
-    connection = connect_redis(redis_url)
-    camera = CameraConfig(id="cam", source=str(folder), realtime=False)
-    node = IngestNode([camera], settings, connection, connection, metrics, ledger)
+    node, metrics = folder_node(folder, redis_url, postgres_url)
 
     summary = run_node(node, tmp_path / "pipe", timeout_s=60)
 
