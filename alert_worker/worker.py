@@ -123,9 +123,10 @@ class AlertStage:
         self.probed_at: dict[str, float] = {}
         """Per failing receiver, when this worker's round last queued its probe (monotonic): no other is
         queued while that one may still be in flight (its lease), unless it failed (the entry is dropped)."""
-        self.refusing_since: dict[str, float] = {}
-        """Per receiver refusing for now (a 404...), when this worker's unbroken run of such refusals began
-        (monotonic): any other outcome of an attempt ends it (`refused_for_now`)."""
+        self.refusing: dict[str, tuple[float, float]] = {}
+        """Per receiver refusing for now (a 404...), when this worker's run of such refusals began and when it
+        saw the last (monotonic): any other outcome of an attempt ends it, and so does a gap of more than the
+        longest rest plus ALERT_REFUSAL_GAP_MARGIN_S between two (`refusing_for`)."""
         self.released_at: dict[str, float] = {}
         """Per receiver, when this worker last made its held deliveries due again (monotonic)."""
         self.caveats_told: set[str] = set()
@@ -191,29 +192,29 @@ class AlertStage:
             caveat = self.send(delivery.alert, receiver, delivery.claimed_at_s)
         except DeliveryRejected as error:
             if not error.for_now:
-                self.refusing_since.pop(name, None)
+                self.refusing.pop(name, None)
             if error.for_now:  # perhaps the receiver's state (maintenance, a deploy): it rests as a failing one
                 self.refused_for_now(delivery, error)
             elif delivery.probe and error.answered:  # the receiver is up, refusing this alert alone
                 self.probe_refused(delivery, error)
             else:
-                self.give_up(delivery, "rejected", str(error), error.recorded)
+                self.give_up(delivery, "rejected", str(error), error.recorded, attempted=True)
         except DeliveryRetryable as error:
-            self.refusing_since.pop(name, None)
-            self.retry(delivery, error)
+            self.refusing.pop(name, None)
+            self.retry(delivery, error, attempted=True)
             self.hold(name, self.rest(name, error.retry_after_s))
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
             log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, name, exc_info=True)
-            self.refusing_since.pop(name, None)
-            self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"))
+            self.refusing.pop(name, None)
+            self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"), attempted=True)
             self.hold(name, self.rest(name, None))  # it rests all the same: such a fault flooded a receiver (a review)
         else:
             if caveat and name not in self.caveats_told:
                 self.caveats_told.add(name)
                 log.warning("receiver %s: %s", name, caveat)
             was_failing = self.failing.pop(name, None) is not None
-            self.refusing_since.pop(name, None)
+            self.refusing.pop(name, None)
             self.rested_until.pop(name, None)
             self.probed_at.pop(name, None)
             # a probe (whichever worker's hold marked it) releases what its receiver held as it is recorded
@@ -270,7 +271,7 @@ class AlertStage:
         next, and the others are released. Rejected at once, every alert raised in 25 s of a receiver's 404
         was lost (a review: 10 of 22; with 503 none). Refused so for the whole grace, the receiver's backlog
         older than it is rejected at once (`reject_refused`)."""
-        refusing_s = time.monotonic() - self.refusing_since.setdefault(delivery.receiver, time.monotonic())
+        refusing_s = self.refusing_for(delivery.receiver)
         rest_s = self.rest(delivery.receiver, None)
         delay_s = retry_delay_s(delivery.attempt, None)
         grace_s = defaults.ALERT_UNKNOWN_RECEIVER_GRACE_S
@@ -296,6 +297,19 @@ class AlertStage:
         if refusing_s >= grace_s:
             self.reject_refused(delivery.receiver, refusing_s, error)
         self.hold(delivery.receiver, rest_s)
+
+    def refusing_for(self, receiver: str) -> float:
+        """A refusal for now seen just now: for how long this worker has seen the receiver refuse so. The run
+        ends where none came for longer than the longest rest (ALERT_BACKOFF_S) plus ALERT_REFUSAL_GAP_MARGIN_S:
+        one worker that saw a 404 hours before, and none since (another took its traffic), took one brief 404
+        of a restart for hours of them, and rejected the receiver's backlog (a review). Whatever it believes,
+        the alerts log must agree (REJECT_REFUSED)."""
+        now = time.monotonic()
+        since, last = self.refusing.get(receiver, (now, now))
+        if now - last > defaults.ALERT_BACKOFF_S[1] + defaults.ALERT_REFUSAL_GAP_MARGIN_S:
+            since = now
+        self.refusing[receiver] = (since, now)
+        return now - since
 
     def reject_refused(self, receiver: str, refusing_s: float, error: DeliveryRejected) -> None:
         """The receiver has refused every attempt for now for `refusing_s`, past the grace: its pending
@@ -325,15 +339,17 @@ class AlertStage:
         receiver = delivery.receiver if delivery.receiver in self.receivers else "unknown"
         self.metrics.alert_deliveries.labels(receiver=receiver, outcome=outcome).inc()
 
-    def retry(self, delivery: Delivery, error: DeliveryRetryable) -> None:
+    def retry(self, delivery: Delivery, error: DeliveryRetryable, attempted: bool = False) -> None:
+        """Pending again after its back-off, or failed past ALPR_ALERT_GIVE_UP_S; `attempted`: the receiver
+        was tried and did not refuse it for now (`AlertLog.retry_after`), not a delivery this file lacks."""
         delay_s = retry_delay_s(delivery.attempt, error.retry_after_s)
         if delivery.age_s + delay_s > self.give_up_s:
             gave_up = f"gave up after {delivery.attempt} attempts: "
-            self.give_up(delivery, "failed", gave_up + str(error), gave_up + error.recorded)
+            self.give_up(delivery, "failed", gave_up + str(error), gave_up + error.recorded, attempted)
             return
         log.info("alert %s to %s: attempt %d failed (%s); next in %.0f s", delivery.alert.alert_id,
                  delivery.receiver, delivery.attempt, error, delay_s)  # fmt: skip
-        self.alert_log.retry_after(delivery, delay_s, error.recorded)
+        self.alert_log.retry_after(delivery, delay_s, error.recorded, attempted)
         self.count(delivery, "retried")
 
     def rested(self, delivery: Delivery, resting_s: float) -> None:
@@ -407,7 +423,7 @@ class AlertStage:
         answering 409 to every alert rejects them one by one, as a release would all at once), and a
         held alert is made due by one write of the probe's claim alone (MINE): none is queued twice."""
         log.warning("alert %s to %s rejected: %s", delivery.alert.alert_id, delivery.receiver, error)
-        handed = self.alert_log.refused_probe(delivery, error.recorded, defaults.ALERT_REQUEUE_AFTER_S)
+        handed = self.alert_log.refused_probe(delivery, error.recorded, defaults.ALERT_REQUEUE_AFTER_S, attempted=True)
         self.count(delivery, "rejected")
         self.probed_at.pop(delivery.receiver, None)  # the next probe is due now: this round may queue it
         if handed:
@@ -415,11 +431,17 @@ class AlertStage:
                      delivery.receiver, handed)  # fmt: skip
 
     def give_up(
-        self, delivery: Delivery, status: Literal["failed", "rejected"], reason: str, recorded: str | None = None
+        self,
+        delivery: Delivery,
+        status: Literal["failed", "rejected"],
+        reason: str,
+        recorded: str | None = None,
+        attempted: bool = False,
     ) -> None:
-        """Logged with `reason`; recorded with `recorded` (the receiver's own words too) when given."""
+        """Logged with `reason`; recorded with `recorded` (the receiver's own words too) when given; `attempted`
+        as for `retry`."""
         log.warning("alert %s to %s %s: %s", delivery.alert.alert_id, delivery.receiver, status, reason)
-        self.alert_log.give_up(delivery, status, recorded or reason)
+        self.alert_log.give_up(delivery, status, recorded or reason, attempted)
         self.count(delivery, status)
 
     def maintain(self) -> None:

@@ -40,22 +40,31 @@ within ALERT_UNKNOWN_RECEIVER_GRACE_S of the alert: never a probe nor held (`hol
 receiver refusing that one alert (404 to it alone) would otherwise be probed with it again and again, its
 other alerts held; as it is, the next probe is another alert, which it takes."""
 
+UNREFUSED = ", unrefused_attempt_at = now()"
+"""Added to the write of an attempt's outcome other than a refusal for now (answered 5xx, timed out, refused
+the connection, refused the alert for good, given up after such): the column (migration 22) that tells
+REJECT_REFUSED the receiver did not refuse every attempt. The last error cannot: a hold overwrites it (HELD)."""
+
 REJECT_REFUSED = """
 UPDATE alert_deliveries SET status = 'rejected', next_attempt_at = now(), last_error = %(reason)s
 WHERE (alert_id, receiver) IN (
     SELECT alert_id, %(receiver)s::text FROM alert_deliveries
     WHERE receiver = %(receiver)s AND status = 'pending' AND now() - retry_from > make_interval(secs => %(grace_s)s)
-        AND NOT EXISTS (SELECT 1 FROM alert_deliveries k WHERE k.receiver = %(receiver)s AND k.status = 'delivered'
-            AND k.delivered_at > now() - make_interval(secs => %(grace_s)s))
+        AND NOT EXISTS (SELECT 1 FROM alert_deliveries k WHERE k.receiver = %(receiver)s
+            AND (k.delivered_at > now() - make_interval(secs => %(grace_s)s)
+                OR k.unrefused_attempt_at > now() - make_interval(secs => %(grace_s)s)))
     FOR UPDATE SKIP LOCKED
 )
 RETURNING alert_id
 """
 """A receiver's pending deliveries older than the grace (held, its probe, refused for now), rejected in one
-write once it has refused every alert for the grace (`AlertLog.reject_refused`), unless it took one in that
-time (a 404 to one alert alone). One at a time, a probe each rest, 40 alerts to a receiver answering 404 took
-3.8 times the grace to settle (a review, at a grace of 30 s and a longest rest of 2 s: 60 s a rest, a 15-minute
-grace, is an hour for 60 alerts), and a backlog of thousands a day."""
+write once it has refused every alert for the grace (`AlertLog.reject_refused`): only where every attempt
+made to it in the grace, by whichever worker, was a refusal for now; none delivered (a 404 to one alert
+alone), none answered otherwise (UNREFUSED). A worker that saw a 404 and then, its traffic taken by others
+meeting 503s for an hour, one brief 404 of a restart, rejected a backlog due to be delivered seconds later
+(a review: the worker's memory of the refusals alone decided). One at a time, a probe each rest, 40 alerts
+to a receiver answering 404 took 3.8 times the grace to settle (a review, at a grace of 30 s and a longest
+rest of 2 s: 60 s a rest, a 15-minute grace, is an hour for 60 alerts), and a backlog of thousands a day."""
 
 CANDIDATES = """
 SELECT alert_id, retry_from, last_error FROM alert_deliveries
@@ -171,7 +180,7 @@ class ReceiverHolds:
 
     def reject_refused(self, receiver: str, grace_s: float, reason: str) -> list[str]:
         """The receiver's pending deliveries older than `grace_s`, rejected with `reason` (REJECT_REFUSED),
-        unless it took a delivery in the last `grace_s`: their ids."""
+        unless an attempt to it in the last `grace_s` was delivered or not refused for now: their ids."""
         values = {"receiver": receiver, "grace_s": grace_s, "reason": escape_controls(reason)[:500]}
 
         def reject(connection: psycopg.Connection) -> list[str]:

@@ -25,7 +25,17 @@ from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from common import defaults
-from common.alert_holds import HAND_ON, HANDED_ON, HELD, PROBE, REFUSED_FOR_NOW, RELEASE, RELEASED, ReceiverHolds
+from common.alert_holds import (
+    HAND_ON,
+    HANDED_ON,
+    HELD,
+    PROBE,
+    REFUSED_FOR_NOW,
+    RELEASE,
+    RELEASED,
+    UNREFUSED,
+    ReceiverHolds,
+)
 from common.alerts import Alert, ListFilter, routed
 from common.credentials import escape_controls
 from common.db_writes import write_through_outage
@@ -318,12 +328,13 @@ class AlertLog(ReceiverHolds):
         requeue_after_s: float,
         retry_in_s: float | None = None,
         hand_on_in_s: float = 0.0,
+        attempted: bool = False,
     ) -> str | None:
         """Its receiver's probe refused by a receiver that answers (`DeliveryRejected.answered`), or refused
         for now (`for_now`): recorded rejected, or pending again in `retry_in_s` where given (while the claim
         is still this worker's), and, in the same transaction, the mark handed to the oldest delivery it holds,
         due in `hand_on_in_s` (HAND_ON): its id, or None where none is held. Rejected alone, it left the held
-        ones to wait ALERT_HOLD_S with the receiver back."""
+        ones to wait ALERT_HOLD_S with the receiver back. `attempted`: refused otherwise than for now (UNREFUSED)."""
         values = {"receiver": delivery.receiver, "requeue_after_s": requeue_after_s, "held": HELD, "probe": PROBE,
                   "handed": HANDED_ON, "due_in_s": hand_on_in_s}  # fmt: skip
         mine = (delivery.alert.alert_id, delivery.receiver, delivery.attempt)
@@ -334,6 +345,7 @@ class AlertLog(ReceiverHolds):
             statement = ("UPDATE alert_deliveries SET status = 'pending', last_error = %s, queued_at = NULL,"
                          " next_attempt_at = now() + make_interval(secs => %s)")  # fmt: skip
             recorded_values = (escape_controls(error)[:500], retry_in_s, *mine)
+        statement += UNREFUSED if attempted else ""
 
         def refused(connection: psycopg.Connection) -> str | None:
             recorded = connection.execute(
@@ -345,18 +357,27 @@ class AlertLog(ReceiverHolds):
 
         return write_through_outage(self.pool, refused, self.patience_s)
 
-    def retry_after(self, delivery: Delivery, delay_s: float, error: str) -> None:
-        """Back to pending, due again in `delay_s`."""
+    def retry_after(self, delivery: Delivery, delay_s: float, error: str, attempted: bool = False) -> None:
+        """Back to pending, due again in `delay_s`; `attempted`: after an attempt that was not refused for
+        now (UNREFUSED), not one put off untried or refused for now."""
         self._update(
             "UPDATE alert_deliveries SET status = 'pending', next_attempt_at = now() + make_interval(secs => %s),"
-            " queued_at = NULL, last_error = %s WHERE alert_id = %s AND receiver = %s" + MINE,
+            " queued_at = NULL, last_error = %s"
+            + (UNREFUSED if attempted else "")
+            + " WHERE alert_id = %s AND receiver = %s"
+            + MINE,
             (delay_s, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 
-    def give_up(self, delivery: Delivery, status: Literal["failed", "rejected"], error: str) -> None:
+    def give_up(
+        self, delivery: Delivery, status: Literal["failed", "rejected"], error: str, attempted: bool = False
+    ) -> None:
+        """Given up (`status`) saying why; `attempted` as for `retry_after`."""
         self._update(
             "UPDATE alert_deliveries SET status = %s, last_error = %s, next_attempt_at = now()"  # when given up
-            " WHERE alert_id = %s AND receiver = %s" + MINE,
+            + (UNREFUSED if attempted else "")
+            + " WHERE alert_id = %s AND receiver = %s"
+            + MINE,
             (status, escape_controls(error)[:500], delivery.alert.alert_id, delivery.receiver, delivery.attempt),
         )
 

@@ -153,6 +153,10 @@ restart) raised it without the receiver just added, which never got it, and `alp
 delivery to resend. The window the pool gives such a restart the other way round; older alerts are left
 (a receiver added today is not sent last week's)."""
 
+ALERT_REFUSAL_GAP_MARGIN_S = 30.0
+"""A worker's run of a receiver's refusals for now ends where none came for the longest rest (ALERT_BACKOFF_S)
+plus this (a round, a lease): the grace counts from the refusal after the gap."""
+
 ALERT_LEASE_MARGIN_S = 5.0
 """A claimed delivery's lease: the receiver's timeout plus this; past it another worker may send it."""
 

@@ -571,6 +571,15 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- chain's writes held (a city's 30 days: hours)
         """,
     ),
+    (
+        22,
+        """
+        ALTER TABLE alert_deliveries ADD COLUMN unrefused_attempt_at TIMESTAMPTZ;
+        -- when an attempt of the delivery last ended otherwise than refused for now (common/alert_holds.py's
+        -- UNREFUSED): a receiver's backlog is rejected for its refusals only where none did in the grace
+        -- (REJECT_REFUSED). Nullable, no default: no rewrite of the table under its lock
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 
@@ -601,6 +610,7 @@ MIGRATION_LOCKS: dict[int, dict[str, str]] = {
     19: {"alerts": "SHARE"},
     20: {"sightings": "SHARE"},
     21: {"frames": "SHARE ROW EXCLUSIVE"},
+    22: {"alert_deliveries": "ACCESS EXCLUSIVE"},
 }
 """Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
 it (tests/common/test_migrations.py checks each against what Postgres records the migration holding).
