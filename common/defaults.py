@@ -357,8 +357,12 @@ METRICS_ADDRESS = "127.0.0.1"
 """Address the metrics server binds to: this host only unless set (0.0.0.0 for a scraper elsewhere)."""
 
 METRICS_SOCKET_TIMEOUT_S = 10.0
-"""Longest wait of the metrics server on a connection's read or write: an idle connection is closed after it
-(a scrape sends its request at once; prometheus_client's server waited for ever, a thread held each time)."""
+"""How long the metrics server serves a connection from its accept, its request and answer together: one
+still unanswered is closed then (a scrape sends its request at once; prometheus_client's server waited for
+ever, a thread held each time; a per-read timeout let one byte every 9 s hold a slot for ever)."""
+
+METRICS_MAX_REQUEST_BYTES = 8192
+"""The most of a request the metrics server reads (its line and headers): a longer one is closed unanswered."""
 
 METRICS_MAX_CONNECTIONS = 16
 """Connections the metrics server serves at once, a thread each (Prometheus and the healthcheck need one

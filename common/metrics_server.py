@@ -2,13 +2,16 @@
 connection as its `start_http_server`, but each connection's socket timed out (METRICS_SOCKET_TIMEOUT_S)
 and at most METRICS_MAX_CONNECTIONS served at once, the connections past them closed at once.
 `start_http_server` set no timeout: a connection that never sent a request held its thread for ever, and
-100 idle ones held 100 threads (a review)."""
+100 idle ones held 100 threads (a review). The timeout is the connection's whole, not each read's: one
+sending a byte every 9 s held its slot for ever, and 16 of them shut Prometheus out (a review); and its
+request is METRICS_MAX_REQUEST_BYTES at most (a scrape's GET is a few hundred)."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -21,11 +24,62 @@ from common import defaults
 log = logging.getLogger(__name__)
 
 
+class RequestCutError(OSError):
+    """A connection past its deadline, or past METRICS_MAX_REQUEST_BYTES: closed unanswered."""
+
+
+class DeadlineReader:
+    """A connection's request, read from its socket by the deadline (monotonic) and `max_bytes` at most: each
+    read waits what is left of the time (the socket's timeout, set before it), so the response's write too."""
+
+    def __init__(self, connection: socket.socket, deadline: float, max_bytes: int) -> None:
+        self.connection, self.deadline, self.left = connection, deadline, max_bytes
+        self.buffer = b""
+        self.ended = False
+
+    def fill(self) -> None:
+        """One more chunk into the buffer (none at the end of the stream)."""
+        remaining_s = self.deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise RequestCutError("the connection's time is up")
+        if self.left <= 0:
+            raise RequestCutError("the request is too large")
+        self.connection.settimeout(remaining_s)
+        chunk = self.connection.recv(min(4096, self.left))
+        self.left -= len(chunk)
+        self.ended = not chunk
+        self.buffer += chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        while b"\n" not in self.buffer and not self.ended and (size < 0 or len(self.buffer) < size):
+            self.fill()
+        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
+        return self.take(end if size < 0 else min(end, size))
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.ended and (size < 0 or len(self.buffer) < size):
+            self.fill()
+        return self.take(len(self.buffer) if size < 0 else size)
+
+    def take(self, size: int) -> bytes:
+        taken, self.buffer = self.buffer[:size], self.buffer[size:]
+        return taken
+
+    def close(self) -> None:
+        """Nothing to release: the handler closes the socket."""
+
+
 class TimedHandler(WSGIRequestHandler):
-    """One request on a connection whose every read and write waits `timeout` seconds at most
-    (StreamRequestHandler sets it on the socket); logs no request."""
+    """One request on a connection served within `timeout` seconds of its accept, whatever it sends and
+    however slowly (`DeadlineReader`); logs no request."""
 
     timeout = defaults.METRICS_SOCKET_TIMEOUT_S
+
+    def setup(self) -> None:
+        deadline = time.monotonic() + (self.timeout or defaults.METRICS_SOCKET_TIMEOUT_S)
+        super().setup()
+        self.rfile.close()  # the buffered file over the socket: read through DeadlineReader instead
+        self.rfile = DeadlineReader(self.connection, deadline, defaults.METRICS_MAX_REQUEST_BYTES)  # type: ignore[assignment]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         """Log nothing (a scrape every few seconds)."""

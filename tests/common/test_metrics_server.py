@@ -92,3 +92,48 @@ def test_idle_connections_are_closed_after_the_socket_timeout_and_their_threads_
     assert all(closed_by_server(connection, 3) for connection in held)
     assert wait_until(lambda: threading.active_count() <= before + 1, 2)  # their threads ended
     assert "alpr_worker_threads" in scrape(port)[1]  # slots free again: served
+
+
+def drip(port: int, stop: threading.Event, every_s: float) -> socket.socket:
+    """A connection sending a request's bytes one every `every_s` (within any one read's timeout) until `stop`
+    or the server closes it, from a thread of its own."""
+    connection = socket.create_connection(("127.0.0.1", port))
+
+    def send() -> None:
+        for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 1000:
+            if stop.wait(every_s):
+                return
+            try:
+                connection.send(bytes([byte]))
+            except OSError:  # closed by the server
+                return
+
+    threading.Thread(target=send, daemon=True).start()
+    return connection
+
+
+def test_connections_dripping_their_request_cannot_keep_metrics_unanswered_past_the_timeout() -> None:
+    """A review: the timeout was each read's, so a connection sending a byte every 9 s held its slot for ever,
+    and 16 of them left Prometheus and the healthcheck no slot. Now a connection is served within the timeout
+    of its accept, or closed: the scrape after it is answered."""
+    port, stop = free_port(), threading.Event()
+    serve_metrics(Metrics().registry, "127.0.0.1", port, timeout_s=1.5, max_connections=2)
+    try:
+        dripping = [drip(port, stop, 0.3) for _ in range(2)]  # every slot, a byte each 0.3 s
+        time.sleep(0.3)
+        with pytest.raises(OSError):  # closed at once: no slot
+            scrape(port)
+        assert all(closed_by_server(connection, 2.5) for connection in dripping)  # within 1.5 s of their accept
+        assert "alpr_worker_threads" in scrape(port)[1]
+    finally:
+        stop.set()
+
+
+def test_a_request_past_its_byte_cap_is_closed_unanswered_before_the_timeout() -> None:
+    """A request's line and headers were read up to 65,536 bytes a line, 100 lines: now 8 KiB in all."""
+    port = free_port()
+    serve_metrics(Metrics().registry, "127.0.0.1", port, timeout_s=5, max_connections=2)
+    with socket.create_connection(("127.0.0.1", port)) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * defaults.METRICS_MAX_REQUEST_BYTES)
+        assert closed_by_server(connection, 1)
+    assert "alpr_worker_threads" in scrape(port)[1]
