@@ -214,7 +214,10 @@ STREAM_OPEN_TIMEOUT_MS = 10_000
 
 REDIRECT_PROBE_TIMEOUT_S = 2.0
 """How long the one request asking an http(s) camera that could not be opened whether it redirects
-(ingest/redirect_probe.py) may take."""
+(ingest/redirect_probe.py) may take, all of it: connection, TLS, request and the answer's head."""
+
+REDIRECT_PROBE_HEAD_BYTES = 8192
+"""The most of that answer's status line and headers read: a Location past it is not seen (no redirect told)."""
 
 DATASETS_DIR = "../shared/datasets"
 """Where the evaluation photographs live, relative to the working directory."""
