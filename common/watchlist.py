@@ -62,12 +62,26 @@ def _one_line(reason: str) -> str:
 
 def normalise_plate(text: str) -> str:
     """Plate text as listed and as read: upper case, spaces, dashes and dots dropped; anything else
-    (another character, empty, over 16 characters) is refused, naming the value."""
+    (another character, empty, over 16 characters) is refused, saying what is wrong without the value
+    (`plate_fault`)."""
     plate = re.sub(r"[\s.-]", "", text)
     plate = plate.upper() if plate.isascii() else plate  # upper-cased, ı and ſ became I and S, ß SS, ﬁ FI
     if not PLATE_RE.fullmatch(plate):
-        raise InputError(f"not a plate: {shown(text)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)")
+        raise InputError(
+            f"not a plate: {plate_fault(plate)} (letters A-Z and digits, 1 to 16; spaces, - and . ignored)"
+        )
     return plate
+
+
+def plate_fault(plate: str) -> str:
+    """What keeps `plate` (spaces, - and . dropped) from being one, by counts, never its characters: the
+    message was shown on stderr (which cron and systemd keep) by `alpr watchlist add/remove -`, `alpr search -`
+    and `alpr watchlist import` (a review: "not a plate: 'AB12CDÖ'")."""
+    if not plate:
+        return "nothing left once spaces, - and . are dropped"
+    others = sum(not ("A" <= c <= "Z" or "0" <= c <= "9") for c in plate)
+    said = [f"{len(plate)} characters"] + ["more than 16"] * (len(plate) > 16)
+    return ", ".join(said + [f"{others} not A-Z or 0-9"] * (others > 0))
 
 
 NEVER_FROM = datetime(9999, 12, 30, tzinfo=UTC)
@@ -116,7 +130,7 @@ class WatchEntry:
 
     def __post_init__(self) -> None:
         if not PLATE_RE.fullmatch(self.plate):
-            raise InputError(f"not a normalised plate: {shown(self.plate)}")
+            raise InputError(f"not a normalised plate: {plate_fault(self.plate)}")
         if not self.reason.strip() or len(self.reason) > MAX_REASON_CHARS or not self.reason.isprintable():
             raise InputError(f"a reason needs 1 to {MAX_REASON_CHARS} printable characters, on one line")
         if not LIST_NAME_RE.fullmatch(self.list_name):

@@ -89,7 +89,7 @@ def test_a_search_reads_a_real_pipe_and_the_plate_and_reason_are_not_in_its_argu
         (["KPX4721", "--reason-file", "REASON"], "", "REASON: holds 2 lines, expected one: the reason"),
         (["KPX4721", "--reason-file", "FOLDER"], "", "cannot read"),
         (["KPX4721", "--reason-file", "MISSING"], "", "it does not exist"),
-        (["-", "--reason", "case 1"], "KPX 47?21\n", "not a plate: 'KPX 47?21'"),  # checked as the argument is
+        (["-", "--reason", "case 1"], "KPX 47?21\n", "not a plate: 8 characters, 1 not A-Z or 0-9"),  # as the argument
         (["KPX4721", "--reason-file", "-"], "case\u2028forged line\n", "holds 2 lines, expected 1: the reason"),
     ],
 )
