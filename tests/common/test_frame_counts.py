@@ -174,7 +174,7 @@ def upgraded_with_frames(pool: ConnectionPool, monkeypatch) -> None:
             " FROM generate_series(0, 2999) AS i",
             (json.dumps({}),),
         )
-    assert upgrade(pool) == [21]
+    assert upgrade(pool) == [version for version, _ in MIGRATIONS if version >= 21]  # 21 and any after it
 
 
 def test_a_merge_under_way_leaves_the_others_to_return_at_once(postgres_url):
