@@ -24,6 +24,7 @@ from common.metrics import Metrics
 from common.plain_links import links_in_clear
 from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
 from common.redis_eviction import check_eviction
+from common.redis_open import accepts_no_password
 from common.redis_persistence import check_frames_persist
 from common.redis_watch import watch_redis
 from common.worker import WorkerContext
@@ -163,8 +164,9 @@ def warn_if_links_in_clear(settings: Settings) -> None:
 
 def warn_if_redis_open(settings: Settings) -> None:
     """A WARNING for each Redis the role reaches with no credentials (none in its URL, no `redis_password`
-    secret): whoever reaches it can read the raw frames and plate crops and fill the queues. The roles said
-    nothing of it (a review), though they warn of an unsigned queue and of a frame store on disk."""
+    secret), or that answers a client without them though some are given (common/redis_open.py): whoever
+    reaches it can read the raw frames and plate crops and fill the queues. The roles said nothing of it (a
+    review), though they warn of an unsigned queue and of a frame store on disk."""
     from redis.connection import parse_url
 
     urls = {"the queues'": settings.redis_url, "the frame store's": settings.store_url}
@@ -179,6 +181,10 @@ def warn_if_redis_open(settings: Settings) -> None:
             log.warning("%s Redis (%s) is reached with no password: whoever can reach it can read the raw frames"
                         " and plate crops and queue work; give it `requirepass` or an ACL user and put the"
                         " password in the URL or the `redis_password` secret", what, mask_url(url))  # fmt: skip
+        elif accepts_no_password(url):
+            log.warning("%s Redis at %s accepts connections without a password; the one given protects nothing:"
+                        " whoever can reach it can read the raw frames and plate crops and queue work; give it"
+                        " `requirepass` or an ACL user whose password that is", what, mask_url(url))  # fmt: skip
 
 
 def reach_frame_store(

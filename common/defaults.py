@@ -410,6 +410,10 @@ full frame store refused (its maxmemory): footage waits for room, never skipped.
 REDIS_TIMEOUT_S = 30.0
 """How long a Redis command may wait for its answer (a worker's dequeue blocks for less)."""
 
+REDIS_OPEN_PROBE_TIMEOUT_S = 2.0
+"""How long a role's start waits on the one connection without credentials by which it asks whether its
+Redis needs a password at all (common/redis_open.py)."""
+
 INGEST_REDIS_TIMEOUT_S = 10.0
 """The same for an ingest node, which never blocks on Redis: a stop while Redis stalled (no answer, a
 full disk or a paused server) waited 30 s on the batch being stored before recording the frames in

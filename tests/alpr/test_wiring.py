@@ -16,7 +16,7 @@ import redis
 
 from alpr.cli import main
 from alpr.start_checks import cuda_devices
-from alpr.wiring import build_detector, reach_frame_store
+from alpr.wiring import build_detector, reach_frame_store, warn_if_redis_open
 from common.config import Settings
 from common.errors import ConfigError
 from tests.helpers import alpr_process, free_port, wait_for
@@ -344,3 +344,35 @@ def test_a_redis_reached_with_no_password_is_warned_of_at_start(redis_server, po
     assert "the queues' and the frame store's Redis" in warning and "requirepass" in warning
     redis.Redis.from_url(redis_server.url).config_set("requirepass", "s3cret-pass")
     assert open_warnings(redis_server.url.replace("redis://", "redis://:s3cret-pass@", 1)) == []
+
+
+@pytest.mark.parametrize("given_by", ["url", "secret"])
+def test_a_password_given_to_a_redis_that_needs_none_is_warned_of_at_start(given_by, tmp_path, caplog):
+    """A password in the URL or the `redis_password` secret hid that the server had no `requirepass`: Redis
+    takes AUTH then, and answers anyone without it (a review). A server that asks for it is not warned of."""
+    open_server = PrivateRedis(tmp_path / "open")
+    guarded = PrivateRedis(tmp_path / "guarded")
+    for server in (open_server, guarded):
+        server.directory.mkdir()
+        server.start()
+    redis.Redis(port=guarded.port).config_set("requirepass", "s3cret-pass")
+    try:
+
+        def warnings(server: PrivateRedis) -> list[str]:
+            url, overrides = server.url, {"redis_password": "s3cret-pass"}
+            if given_by == "url":
+                url, overrides = url.replace("redis://", "redis://:s3cret-pass@", 1), {}
+            settings = Settings.load({}, redis_url=url, **overrides)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="alpr.wiring"):
+                warn_if_redis_open(settings)
+            return [record.getMessage() for record in caplog.records]
+
+        [warning] = warnings(open_server)
+        assert f"Redis at redis://{':***@' if given_by == 'url' else ''}127.0.0.1:{open_server.port}/0" in warning
+        assert "accepts connections without a password; the one given protects nothing" in warning
+        assert "s3cret-pass" not in warning
+        assert warnings(guarded) == []
+    finally:
+        for server in (open_server, guarded):
+            server.stop()
