@@ -118,6 +118,29 @@ def _batch_workers(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    """`--synthetic-share` (alpr train-ocr): a number in [0, 1) (1 left no real image in a batch: a
+    ZeroDivisionError after the model loaded; nan, 2 or -1 started a run that could not be right)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
+    if not 0 <= value < 1:  # nan too
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {mask_url(text)[:40]!r}")
+    return value
+
+
+def _new_file(text: str) -> Path:
+    """An argparse type: a file to write, in a folder that exists (`alpr train-ocr --out`): a folder, or a
+    file in a missing one, failed once the training was done."""
+    path = Path(text)
+    if text == "" or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{mask_url(text)[:80]!r} is a folder, not a file to write")
+    if not path.absolute().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {mask_url(str(path.parent))[:80]!r} to write {path.name!r} in")
+    return path
+
+
 def _device(text: str) -> str:
     """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
     if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
@@ -329,11 +352,15 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
 def _add_train_ocr_parser(sub: argparse._SubParsersAction) -> None:
     """`alpr train-ocr`."""
     train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")
-    train_ocr.add_argument("--epochs", type=int, default=25, help="25: the shipped model (about 16 min on 2 cores)")
+    train_ocr.add_argument(
+        "--epochs", type=_positive_int, default=25, help="25: the shipped model (about 16 min on 2 cores)"
+    )
     train_ocr.add_argument("--seed", type=int, default=1, help="1: the shipped model (its card says why not 0)")
-    train_ocr.add_argument("--synthetic-share", type=float, default=0.5, help="share of synthetic plates per epoch")
-    train_ocr.add_argument("--out", type=Path, help="ONNX file to write (default: the package's plate model)")
-    train_ocr.add_argument("--float-out", type=Path, help="also write the float model here (before int8)")
+    train_ocr.add_argument(
+        "--synthetic-share", type=_share, default=0.5, help="share of synthetic plates per epoch, 0 to below 1"
+    )
+    train_ocr.add_argument("--out", type=_new_file, help="ONNX file to write (default: the package's plate model)")
+    train_ocr.add_argument("--float-out", type=_new_file, help="also write the float model here (before int8)")
     train_ocr.add_argument(
         "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
     )

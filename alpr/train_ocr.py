@@ -266,9 +266,25 @@ def device_name(device: str) -> str:
     return f"{device} ({name}; CTC's backward pass on CUDA is not deterministic: a seed gives other weights)"
 
 
-def check_run(keep: str, folds: frozenset[int], device: str, workers: int) -> None:
+def check_run(
+    keep: str,
+    folds: frozenset[int],
+    device: str,
+    workers: int,
+    epochs: int = 1,
+    synthetic_share: float = 0.5,
+    outputs: Sequence[Path | None] = (),
+) -> None:
     """ValueError or InputError for a run `train` cannot do, before any work (an index past the CUDA
-    devices failed with a traceback once the model was converted)."""
+    devices failed with a traceback once the model was converted; 0 epochs in the LR scheduler, a share of
+    1 dividing by zero, and an `outputs` file that is a folder or in a missing one, after the model loaded)."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be 1 or more, not {epochs}")
+    if not 0 <= synthetic_share < 1:  # nan too
+        raise ValueError(f"synthetic_share must be at least 0 and below 1, not {synthetic_share}")
+    for path in filter(None, outputs):
+        if path.is_dir() or not path.absolute().parent.is_dir():
+            raise InputError(f"{path} is a folder or in a folder that does not exist: name a file to write")
     if keep not in KEEP_RULES:
         raise ValueError(f"keep must be one of {KEEP_RULES}, not {keep!r}")
     if not folds or not folds <= set(range(FOLDS)):
@@ -304,7 +320,7 @@ def train(
     runs the model (cpu, cuda, cuda:N); `workers` > 0 prepares the batches in that many processes, each
     batch from a seed of its own (another random stream than the default's one, which the shipped
     model was trained with)."""
-    check_run(keep, folds, device, workers)
+    check_run(keep, folds, device, workers, epochs, synthetic_share, (out, float_out))
     import warnings
 
     import torch
