@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
 import time
@@ -161,6 +162,9 @@ def open_pool(
     options: dict[str, object] = {"autocommit": False, "fallback_application_name": application_name(role)}
     if (password := url_password or password) is not None:
         options["password"] = password
+    target = psycopg.conninfo.conninfo_to_dict(bare_url)
+    if "connect_timeout" not in target and "PGCONNECT_TIMEOUT" not in os.environ:  # libpq's default: none
+        options["connect_timeout"] = defaults.DB_CONNECT_TIMEOUT_S
     pool = WatchedPool(
         bare_url, min_size=1, max_size=max_size, open=False, kwargs=options,
         configure=lambda connection: configure_session(connection, session_settings),
@@ -174,8 +178,14 @@ def open_pool(
         pool.open(wait=False)
         wait_until_open(pool, attempts, defaults.DB_OPEN_WAIT_S if wait_s is None else wait_s)
     except Exception as error:  # psycopg_pool raises PoolTimeout, the cause only in its log: said here
-        pool.close()
+        seen = attempts.last_error  # before the close, which waits out an attempt under way
+        pool.close()  # its worker may still wait on a server that never answers: OpeningAttempts quiets that
         cause = attempts.last_error or str(error)
+        if not seen or "timeout expired" in seen:  # a port where no Postgres answers (Redis's)
+            where = f"{target.get('host') or 'localhost'}:{target.get('port') or 5432}"
+            waited = defaults.DB_OPEN_WAIT_S if wait_s is None else wait_s
+            within = options.get("connect_timeout", waited) if seen else waited
+            cause = f"no Postgres answered at {where} within {within} s (is it a Postgres server?)"
         raise CannotConnectError(
             f"cannot connect to Postgres at {mask_url(url)}: {mask_url(cause)}", refused_for_good(cause)
         ) from None
@@ -256,7 +266,8 @@ def refused_for_good(cause: str) -> bool:
 class OpeningAttempts(logging.Filter):
     """Keeps quiet the pool's warnings while it opens (four or five lines, then an error that hid the cause:
     "pool initialization incomplete after 10.0 sec") and keeps the last attempt's error, first line, for
-    the one line that says why."""
+    the one line that says why; and its "couldn't stop thread" warning as a failed pool closes, its worker
+    still waiting on a server that does not answer."""
 
     def __init__(self, pool_name: str) -> None:
         super().__init__()
@@ -264,6 +275,8 @@ class OpeningAttempts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "couldn't stop thread %r within %s seconds" and args and args[0] is not None:
+            return not str(getattr(args[0], "name", args[0])).startswith(f"{self.pool_name}-worker")
         if not args or args[0] != self.pool_name:
             return True  # another pool's
         if isinstance(record.msg, str) and record.msg.startswith("error connecting") and len(args) > 1:

@@ -382,6 +382,10 @@ DB_CHECK_S = 5.0
 for one of its own statements to say whether Postgres is back before it asks itself (SELECT): a worker idle
 since the outage said 0 until its next job."""
 
+DB_CONNECT_TIMEOUT_S = 5
+"""libpq's connect_timeout for every Postgres connection, unless the URL or PGCONNECT_TIMEOUT gives one: a
+port where no Postgres answers (Redis's) was waited on for ever (libpq has no default)."""
+
 DB_OPEN_WAIT_S = 10.0
 """Longest wait for a new Postgres pool's first connection (a server starting up) before a role or command
 says it cannot connect; a login refused for good is told at once."""

@@ -69,6 +69,21 @@ def test_a_pool_that_cannot_open_says_why_in_one_line(postgres_url, caplog):
     assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
 
 
+def test_a_port_where_no_postgres_answers_is_said_so_within_the_connect_timeout(redis_url, caplog):
+    """A Postgres URL at Redis's port waited 16 s, printed psycopg's "couldn't stop thread" warning and said
+    only "pool initialization incomplete" (a review): libpq has no connect timeout of its own."""
+    where = f"127.0.0.1:{urlsplit(redis_url).port}"
+    caplog.set_level(logging.WARNING)
+    for wait_s, within in ((1.0, "1.0"), (7.0, "5")):  # before libpq's first attempt gave up, and after
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as caught:
+            open_pool(f"postgresql://postgres@{where}/test", wait_s=wait_s)
+        assert str(caught.value).endswith(f"no Postgres answered at {where} within {within} s (is it a Postgres"
+                                          " server?)"), caught.value  # fmt: skip
+        assert time.monotonic() - started < wait_s + 7
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.text
+
+
 def test_a_login_refused_for_good_fails_at_the_first_answer_and_an_outage_is_waited_out(postgres_url):
     """A mistyped database name is refused by Postgres at the first attempt: no wait mends it, and every
     command and worker given one waited the pool's full 10 s of retries before saying so. Nothing answering
