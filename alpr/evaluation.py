@@ -6,6 +6,8 @@ reliability table), and per image the cause of each miss."""
 from __future__ import annotations
 
 import csv
+import glob
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,8 @@ from common.watchlist import normalise_plate
 from detector_worker.core import PlateDetector, boxes_to_read
 from ingest.image_files import UnreadableFrameError, read_image
 from ocr_worker.core import PlateReader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,11 @@ def load_samples(folder: Path) -> tuple[list[Sample], bool]:
         return samples, True
     samples = []
     for label in sorted(t for t in folder.glob("*.txt") if is_label(t)):  # a README.txt beside is no label
-        for number, line in enumerate(truth_lines(label), start=1):
+        try:
+            lines = truth_lines(label)
+        except OSError as error:  # unreadable: its image was passed over unsaid
+            raise InputError(f"{label}: cannot read this label: {error.strerror or error}") from None
+        for number, line in enumerate(lines, start=1):
             where = f"{label}:{number}"
             if not line.strip():
                 continue
@@ -156,7 +164,20 @@ def load_samples(folder: Path) -> tuple[list[Sample], bool]:
                 raise InputError(f"{where}: expected file<TAB>x<TAB>y<TAB>width<TAB>height<TAB>PLATE")
             x, y, w, h = box_of(parts[1:5], where)
             samples.append(Sample(image_in(folder, parts[0], where), plate_of(parts[5], where), (x, y, x + w, y + h)))
+    labelled = {sample.image.name for sample in samples}
+    if unlabelled := sorted(p.name for p in folder.iterdir() if is_image(p) and p.name not in labelled):
+        names = ", ".join(ascii(name)[1:-1] for name in unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else "")
+        log.warning("%d image(s) in %s have no label and are not measured: %s", len(unlabelled), folder, names)
     return samples, False
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+"""Image files of a NAME.txt set: a .txt file beside one of the same stem is its label."""
+
+
+def is_image(path: Path) -> bool:
+    """Whether `path` is an image file of a set (by its suffix, of any case)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 HEADER_NAMES = ("file", "filename", "image", "name")
@@ -252,8 +273,12 @@ def set_name(folder: Path, root: Path) -> str:
 
 
 def is_label(path: Path) -> bool:
-    """Whether a .txt file is a photo's label (a README.txt or notes.txt beside the photos is not): its
-    first line holds six tab-separated fields, or begins with the name of a file in its folder."""
+    """Whether a .txt file is a photo's label (a README.txt or notes.txt beside the photos is not): an image
+    of its stem lies beside it (then an unreadable or garbled one is an error naming it, not passed over with
+    its image), or its first line holds six tab-separated fields, or begins with the name of a file in its
+    folder."""
+    if any(is_image(image) for image in path.parent.glob(f"{glob.escape(path.stem)}.*")):
+        return True
     try:
         with path.open("rb") as handle:
             first = handle.readline(4096).decode("utf-8-sig", "replace").strip()

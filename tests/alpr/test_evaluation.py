@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import re
 
 import cv2
@@ -187,6 +188,33 @@ def test_the_errors_file_is_not_written_through_a_link(datasets_dir, tmp_path, s
     args = ["eval", str(folder), "--engine", "tesseract", "--errors", str(link), "--model-dir", str(settings.model_dir)]
     assert main(args) == 2
     assert "is a symbolic link" in capsys.readouterr().err and target.read_text() == ""
+
+
+def test_a_label_beside_its_image_that_cannot_be_read_is_an_error_and_unlabelled_images_are_named(tmp_path, caplog):
+    """A NAME.txt beside NAME.png that was unreadable or garbled was taken for notes and passed over with its
+    image, unsaid (a review): a .txt of an image's stem is its label. Images no label names are said."""
+    from alpr.evaluation import load_samples
+
+    folder = tmp_path / "us"
+    folder.mkdir()
+    for name in ("car.png", "van.JPG", "bus.jpg"):
+        cv2.imwrite(str(folder / name), np.zeros((40, 80, 3), np.uint8))
+    (folder / "car.txt").write_text("car.png\t1\t2\t30\t10\tABC123\n")
+    (folder / "van.txt").write_bytes(b"\xff\xfe\x00garbled\x00\n")
+    with pytest.raises(InputError, match="van.txt: ground truth must be UTF-8"):
+        load_samples(folder)
+    (folder / "van.txt").unlink()
+    (folder / "van.txt").mkdir()  # unreadable (as root, a mode of 000 reads)
+    with pytest.raises(InputError, match="van.txt: cannot read this label"):
+        load_samples(folder)
+    (folder / "van.txt").rmdir()
+    (folder / "van.txt").write_text("not a label at all\n")
+    with pytest.raises(InputError, match="van.txt:1: expected file<TAB>x"):
+        load_samples(folder)
+    (folder / "van.txt").unlink()
+    with caplog.at_level(logging.WARNING, logger="alpr.evaluation"):
+        assert [s.image.name for s in load_samples(folder)[0]] == ["car.png"]
+    assert "2 image(s) in" in caplog.text and "not measured: bus.jpg, van.JPG" in caplog.text
 
 
 def test_labels_that_are_no_labels_are_named_not_passed_over(tmp_path, capsys):
