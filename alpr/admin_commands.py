@@ -177,8 +177,8 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     without limit whatever ALPR_RETENTION_DAYS said."""
     from datetime import UTC, datetime, timedelta
 
-    from common.private_files import check_sqlite_file
     from common.retention import prune_sqlite_log
+    from common.sqlite_log import check_run_log
 
     days = settings.retention_days
     if days == 0:
@@ -188,7 +188,7 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--every-h: an SQLite log is pruned once a call (run it from cron)")
     if not args.sqlite_path.is_file():
         raise ConfigError(f"--sqlite: {args.sqlite_path} is no file: nothing to prune")
-    check_sqlite_file(args.sqlite_path)
+    check_run_log(args.sqlite_path)
     if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
         raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
     cutoff = datetime.now(UTC) - timedelta(days=days)

@@ -20,8 +20,9 @@ from common.credentials import escape_controls, mask_url, path_digest, shown_sou
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
-from common.private_files import check_sqlite_file, refuse_link, replaced_privately, write_private
+from common.private_files import refuse_link, replaced_privately, write_private
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
+from common.sqlite_log import check_run_log
 from common.text_files import shown_path
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:
     truncated the log before reading a row)."""
     if not sqlite_path.exists():
         raise InputError(f"no reads to export: {sqlite_path} does not exist")
-    check_sqlite_file(sqlite_path)
+    check_run_log(sqlite_path)
     if csv_path.exists() and os.path.samefile(csv_path, sqlite_path):
         raise InputError(f"--csv {csv_path} is the SQLite log itself: name another file for the CSV")
 

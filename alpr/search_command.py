@@ -93,12 +93,11 @@ def _run(query: Any, settings: Settings) -> list[dict[str, Any]]:
             return search_postgres(pool, query)
         finally:
             pool.close()
-    from common.private_files import check_sqlite_file
-    from common.sqlite_log import connect_log
+    from common.sqlite_log import check_run_log, connect_log
 
     if not settings.sqlite_path.exists():
         raise InputError(f"no sightings to search: {settings.sqlite_path} does not exist")
-    check_sqlite_file(settings.sqlite_path)
+    check_run_log(settings.sqlite_path)  # an empty file or another database: refused, unchanged
     connection = connect_log(settings.sqlite_path)  # private, in WAL mode: a running `alpr run` writes on
     try:
         return search_sqlite(connection, query)

@@ -33,8 +33,8 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from common.errors import OutputError
-from common.private_files import keep_private
+from common.errors import ConfigError, OutputError
+from common.private_files import SQLITE_LOG_NAMED, check_sqlite_file, keep_private
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,34 @@ def connect_log(path: Path) -> sqlite3.Connection:
         log.warning("the SQLite log %s stays in journal mode %s (not WAL) for now: a long export blocks `alpr run`",
                     path, mode)  # fmt: skip
     return connection
+
+
+RUN_LOG_TABLES = ("plate_reads", "sightings", "plate_exports", "plate_searches")
+"""The tables of an SQLite log `alpr run` writes (common/plate_log, sighting_log, export_record, plate_search):
+a file with none of them is no log (a log of sightings alone is searched)."""
+
+
+def check_run_log(path: Path) -> None:
+    """ConfigError unless the file at `path` is an SQLite log `alpr run` wrote (check_sqlite_file, and a
+    table of RUN_LOG_TABLES), before anything is changed: `alpr search|export|db prune --sqlite` on an empty
+    file or another program's database wrote the log's tables into it, then failed with `no such table` (a
+    review). Read without a write: as it lies on disk (immutable) when no `-wal` file is beside it, else
+    read-only through that file, where a running `alpr run`'s newest pages are."""
+    check_sqlite_file(path)
+    beside = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.absolute().as_uri()}?{'mode=ro' if beside else 'immutable=1'}"
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            marks = ", ".join("?" * len(RUN_LOG_TABLES))
+            query = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN ({marks})"
+            found = connection.execute(query, RUN_LOG_TABLES).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise ConfigError(f"{path} cannot be read as an SQLite log ({error}): {SQLITE_LOG_NAMED}") from None
+    if found is None:
+        raise ConfigError(f"{path} is not an alpr run log (it has none of its tables): {SQLITE_LOG_NAMED}")
 
 
 def is_busy(error: sqlite3.Error) -> bool:

@@ -278,3 +278,28 @@ def test_an_export_killed_outright_leaves_no_copy_of_the_rows_for_good(tmp_path,
         os.utime(file, (aged_s, aged_s))
     assert export(capsys, "--csv", out / "reads.csv", "--sqlite", log)[0] == 0
     assert sorted(file.name for file in out.iterdir()) == sorted([other.name, fresh.name, "reads.csv"])
+
+
+@pytest.mark.parametrize("content", ["empty", "other database"])
+@pytest.mark.parametrize(
+    "command",
+    [["search", "KPX4721", "--reason", "case 1"], ["export", "--reason", "case 1", "--csv", "{tmp}/x.csv"],
+     ["db", "prune"]],
+)  # fmt: skip
+def test_a_file_that_is_no_run_log_is_refused_by_search_export_and_prune_and_left_as_it_was(
+    command, content, tmp_path, capsys
+):
+    """`--sqlite` naming a 0-byte file or another program's database had the log's tables written into it,
+    then a raw `OperationalError: no such table` (a review)."""
+    named = tmp_path / "notes.sqlite"
+    named.touch()
+    if content == "other database":
+        with sqlite3.connect(named) as other:
+            other.execute("CREATE TABLE notes (body TEXT)")
+        other.close()
+    before = named.read_bytes()
+    code = main([*(part.format(tmp=tmp_path) for part in command), "--sqlite", str(named)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"alpr: error: {named} is not an alpr run log (it has none of its tables):" \
+        " --sqlite or ALPR_SQLITE_PATH names the SQLite log file", err  # fmt: skip
+    assert named.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]
