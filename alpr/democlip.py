@@ -130,7 +130,9 @@ def draw_car(frame: np.ndarray, car: CarPass, progress: float, plate: np.ndarray
 
 def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLATES, seed: int = 7) -> dict[str, object]:
     """Write the clip (mp4) and its sidecar `<path>.json`; returns the sidecar's content. Each entry of
-    `plates` is one pass of SECONDS_PER_CAR: one car, or a tuple of cars driving side by side."""
+    `plates` is one pass of SECONDS_PER_CAR: one car, or a tuple of cars driving side by side. Both are
+    written to partial files beside `path` and renamed into place once whole: Ctrl-C left a clip cut short
+    at `path`, in place of a whole one that was there (a review)."""
     rng = np.random.default_rng(seed)
     background = draw_background(rng)
     colours = [(150, 60, 30), (40, 40, 160), (200, 200, 200), (40, 120, 40), (20, 20, 20)]
@@ -141,9 +143,28 @@ def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLAT
         passes.append([CarPass(text, colours[(i + k) % len(colours)], float(lane), float(rng.uniform(-1, 1)))
                        for k, (text, lane) in enumerate(zip(texts, lanes, strict=True))])  # fmt: skip
     make_private_folders(path.parent)  # 0700 whatever the umask: `make demo` logs and writes its output there
+    if path.is_dir():
+        raise OutputError(f"cannot write a video at {path}: name an .mp4 file in a folder that exists")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # its suffix: VideoWriter's container
+    try:
+        truth = draw_clip(partial, passes, background, rng, path)
+        partial.with_suffix(partial.suffix + ".json").write_text(json.dumps(truth, indent=1))
+        partial.replace(path)  # a clip cut short (Ctrl-C) neither lies at `path` nor replaces a whole one there
+        partial.with_suffix(partial.suffix + ".json").replace(path.with_suffix(path.suffix + ".json"))
+    except BaseException:
+        for left in (partial, partial.with_suffix(partial.suffix + ".json")):
+            left.unlink(missing_ok=True)
+        raise
+    return truth
+
+
+def draw_clip(
+    path: Path, passes: list[list[CarPass]], background: np.ndarray, rng: np.random.Generator, named: Path
+) -> dict[str, object]:
+    """The clip of `passes` written to `path` (the partial file of the one `named`); its sidecar's content."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), CLIP_FPS, FRAME_SIZE_WH)
     if not writer.isOpened():  # a folder or a .txt: it said "wrote" and left only the sidecar (a review)
-        raise OutputError(f"cannot write a video at {path}: name an .mp4 file in a folder that exists")
+        raise OutputError(f"cannot write a video at {named}: name an .mp4 file in a folder that exists")
     frames_per_car = int(SECONDS_PER_CAR * CLIP_FPS)
     boxes: list[dict[str, object]] = []
     for pass_index, cars in enumerate(passes):
@@ -162,9 +183,7 @@ def make_clip(path: Path, plates: Sequence[str | tuple[str, ...]] = DEFAULT_PLAT
             writer.write(frame)
     writer.release()
     flat = [car.plate for cars in passes for car in cars]
-    truth: dict[str, object] = {"fps": CLIP_FPS, "region": "us", "plates": flat, "boxes": boxes}
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps(truth, indent=1))
-    return truth
+    return {"fps": CLIP_FPS, "region": "us", "plates": flat, "boxes": boxes}
 
 
 CALIBRATION_FRAMES = 16

@@ -291,3 +291,36 @@ def test_a_streams_password_can_be_kept_off_the_command_line(tmp_path, capsys, m
     assert main(["run", "--source-file", str(secret)]) == 2
     error = capsys.readouterr().err
     assert "holds 2 lines, expected one" in error and "hunter2" not in error
+
+
+def test_a_demo_clip_stopped_by_ctrl_c_leaves_the_whole_clip_that_was_there(tmp_path, demo_clip):
+    """SIGINT during `alpr demo-clip` left a clip cut short at the path, in place of the whole one (a review):
+    the clip and its sidecar are written beside it and renamed into place once whole."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(demo_clip[0], clip)
+    shutil.copy(demo_clip[0].with_suffix(".mp4.json"), tmp_path / "clip.mp4.json")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    process = subprocess.Popen([sys.executable, "-m", "alpr.cli", "demo-clip", str(clip)], env=env,
+                               stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:  # the clip's writing under way
+            sizes = [path.stat().st_size for path in tmp_path.glob("*clip*.mp4") if path.exists()]
+            if len(sizes) > 1 or clip.stat().st_size != len(before["clip.mp4"]):
+                break
+            time.sleep(0.005)
+        time.sleep(0.5)
+        assert process.poll() is None, "the clip was done before it could be stopped"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+    finally:
+        process.kill()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
