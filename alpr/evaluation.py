@@ -235,6 +235,8 @@ def dataset_folders(root: Path) -> list[Path]:
     MAX_SET_DEPTH down: a set's own sub-folders are not looked in, and a folder reached twice (by a link)
     is read once, by its own path. Only the folders just below were looked in: given the shared datasets'
     folder, eval read openalpr-plates alone and passed over openalpr-endtoend/{us,eu,br} unsaid."""
+    if root.exists() and not root.is_dir():  # a file: it said "does not exist" (a review)
+        raise InputError(f"dataset {root} is not a folder: name the folder of the images and their labels")
     if not root.is_dir():
         raise InputError(f"dataset folder {root} does not exist")
 

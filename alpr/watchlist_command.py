@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from common.watchlist import WatchList
 
 
+def _list_name(text: str) -> str:
+    """`--list NAME`: a name given is not blank (`--list ''` put the plate on the list `default`, unsaid)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a list's name cannot be empty (leave --list out for the list 'default')")
+    return text
+
+
 def add_watchlist_parser(sub: Any) -> None:
     """The `watchlist` subcommand and its actions, on the `alpr` parser's subparsers."""
     watch = sub.add_parser("watchlist", help="plates to alert on: add, remove, list, import a CSV")
@@ -31,10 +38,10 @@ def add_watchlist_parser(sub: Any) -> None:
     add.add_argument("plate", help=PLATE_HELP)
     add_reason_flags(add, "why it is listed (at most 200 characters)")
     add.add_argument("--expires", default="", help="ISO-8601 date or time the listing ends (UTC unless given)")
-    add.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
+    add.add_argument("--list", dest="list_name", type=_list_name, help="list name (default: default)")
     remove = actions.add_parser("remove", help="remove a plate from a list")
     remove.add_argument("plate", help=PLATE_HELP)
-    remove.add_argument("--list", dest="list_name", default="", help="list name (default: default)")
+    remove.add_argument("--list", dest="list_name", type=_list_name, help="list name (default: default)")
     listing = actions.add_parser("list", help="print the entries: plate, list, expiry, reason")
     listing.add_argument("--all", action="store_true", dest="include_expired", help="expired entries too")
     imports = actions.add_parser("import", help="add or update every entry of a CSV file, all or none")
@@ -75,7 +82,7 @@ def _run(args: argparse.Namespace, watch: WatchList) -> int:
     from common.watchlist_csv import read_csv
 
     if args.action == "add":
-        entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name)
+        entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name or "")
         watch.add(entry)
         print(f"{entry.plate} is on the list {entry.list_name}")
         if entry.expired(time.time()):  # kept (list --all shows it), matching nothing: likely a typo

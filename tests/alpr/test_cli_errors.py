@@ -324,3 +324,21 @@ def test_a_demo_clip_stopped_by_ctrl_c_leaves_the_whole_clip_that_was_there(tmp_
     finally:
         process.kill()
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_an_empty_watch_list_name_is_refused_not_taken_for_the_default(capsys):
+    """`alpr watchlist add PLATE --list ''` put the plate on the list `default`, unsaid (a review)."""
+    for action in ("add", "remove"):
+        with pytest.raises(SystemExit) as stopped:
+            build_parser().parse_args(["watchlist", action, "KPX4721", "--list", " "])
+        assert stopped.value.code == 2
+        assert "--list: a list's name cannot be empty" in capsys.readouterr().err
+    assert build_parser().parse_args(["watchlist", "remove", "KPX4721"]).list_name is None
+
+
+def test_eval_given_a_file_says_it_is_not_a_folder(tmp_path, capsys):
+    """It said "does not exist" of a file that does (a review)."""
+    named = tmp_path / "labels.csv"
+    named.write_text("car.png,ca,KPX4721\n")
+    assert main(["eval", str(named)]) == 2
+    assert f"dataset {named} is not a folder" in capsys.readouterr().err
