@@ -318,8 +318,10 @@ def test_remove_names_the_list_as_add_does_and_an_import_of_past_expiries_says_s
         ["ZZZ999 removed from the list hot"],
         [],
     )
-    assert alpr(capsys, postgres_url, "add", "ZZZ998", "--reason", "r", "--list", " ")[0] == 0
-    assert alpr(capsys, postgres_url, "remove", "ZZZ998", "--list", " ")[0] == 0
+    for action in (["add", "ZZZ998", "--reason", "r"], ["remove", "ZZZ998"]):  # blank: refused, not `default`
+        with pytest.raises(SystemExit):
+            alpr(capsys, postgres_url, *action, "--list", " ")
+        assert "--list: a list's name cannot be empty" in capsys.readouterr().err
     code, out, err = alpr(capsys, postgres_url, "remove", "ZZZ998", "--list", "\x1b[2J\x1b]0;x\x07")
     assert code == 2 and err == [
         "alpr: error: no list is named '\\x1b[2J\\x1b]0;x\\x07': 1-64 letters, digits, '_', '.', '-'"
