@@ -705,6 +705,13 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
         hook.reply = Reply(status=200)
         time.sleep(timeout_s + defaults.ALERT_LEASE_MARGIN_S + 0.5)  # the claim's lease: timeout plus margin
         burst()
+        # in 2 of ~6 full runs on busy CPUs one alert was still pending after the burst (not lost: due again
+        # ALERT_REQUEUE_AFTER_S later; why that burst ended first is not known yet): a second burst then
+        for _ in range(2):
+            if "pending" not in deliveries_by_alert(postgres_url).values():
+                break
+            time.sleep(defaults.ALERT_REQUEUE_AFTER_S + 0.5)
+            burst()
     assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
     keys = sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received)
     assert len(keys) == 4 and sorted(set(keys)) == alert_ids  # the one in flight twice, the others once
