@@ -705,16 +705,40 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
         hook.reply = Reply(status=200)
         time.sleep(timeout_s + defaults.ALERT_LEASE_MARGIN_S + 0.5)  # the claim's lease: timeout plus margin
         burst()
-        # in 2 of ~6 full runs on busy CPUs one alert was still pending after the burst (not lost: due again
-        # ALERT_REQUEUE_AFTER_S later; why that burst ended first is not known yet): a second burst then
-        for _ in range(2):
-            if "pending" not in deliveries_by_alert(postgres_url).values():
-                break
-            time.sleep(defaults.ALERT_REQUEUE_AFTER_S + 0.5)
-            burst()
     assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
     keys = sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received)
     assert len(keys) == 4 and sorted(set(keys)) == alert_ids  # the one in flight twice, the others once
+
+
+def test_an_alert_a_killed_worker_took_and_never_started_is_sent_by_the_next(
+    postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """The kill test above left one alert pending in 2 of ~6 busy runs: the worker was killed between RQ's
+    taking a job (its id moved to the queue's taken list) and starting it. The next worker's round found the
+    delivery due but its job "waiting" in that list, where nothing would take it: queued again only once
+    RQ's cleaning failed the job, a minute or more later. The moment is made here by taking the job as
+    RQ's dequeue does and never starting it."""
+    from common.alert_log import AlertLog
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    monkeypatch.setattr(defaults, "ALERT_REQUEUE_AFTER_S", 1.0)  # for this process's burst worker only
+    with WebhookServer(SECRET, Reply(status=200)) as hook:
+        receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 4.0)})
+        alert_ids = raise_alerts(postgres_url, redis_url, 2, ["ops"])
+        pool = open_pool(postgres_url)
+        try:
+            AlertLog(pool, 0).queued([(alert_id, "ops") for alert_id in alert_ids])  # as the raiser says
+        finally:
+            pool.close()
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        assert queue.connection.lmove(queue.key, queue.intermediate_queue_key, "LEFT", "RIGHT")  # then killed
+        time.sleep(defaults.ALERT_REQUEUE_AFTER_S + 0.5)
+        burst()
+        assert queue.connection.llen(queue.intermediate_queue_key) == 0
+    assert deliveries_by_alert(postgres_url) == dict.fromkeys(alert_ids, "delivered")
+    assert sorted(r.headers[IDEMPOTENCY_HEADER] for r in hook.received) == alert_ids  # each once
 
 
 def test_an_attempt_that_raises_on_a_lane_is_counted_failed_and_the_lane_held_is_exported(
