@@ -4,7 +4,8 @@ and at most METRICS_MAX_CONNECTIONS served at once, the connections past them cl
 `start_http_server` set no timeout: a connection that never sent a request held its thread for ever, and
 100 idle ones held 100 threads (a review). The timeout is the connection's whole, not each read's: one
 sending a byte every 9 s held its slot for ever, and 16 of them shut Prometheus out (a review); and its
-request is METRICS_MAX_REQUEST_BYTES at most (a scrape's GET is a few hundred)."""
+request is METRICS_MAX_REQUEST_BYTES at most (a scrape's GET is a few hundred), read by that deadline through
+common/deadline_io.py's `DeadlineReader`."""
 
 from __future__ import annotations
 
@@ -20,53 +21,9 @@ from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector
 
 from common import defaults
+from common.deadline_io import DeadlineReader
 
 log = logging.getLogger(__name__)
-
-
-class RequestCutError(OSError):
-    """A connection past its deadline, or past METRICS_MAX_REQUEST_BYTES: closed unanswered."""
-
-
-class DeadlineReader:
-    """A connection's request, read from its socket by the deadline (monotonic) and `max_bytes` at most: each
-    read waits what is left of the time (the socket's timeout, set before it), so the response's write too."""
-
-    def __init__(self, connection: socket.socket, deadline: float, max_bytes: int) -> None:
-        self.connection, self.deadline, self.left = connection, deadline, max_bytes
-        self.buffer = b""
-        self.ended = False
-
-    def fill(self) -> None:
-        """One more chunk into the buffer (none at the end of the stream)."""
-        remaining_s = self.deadline - time.monotonic()
-        if remaining_s <= 0:
-            raise RequestCutError("the connection's time is up")
-        if self.left <= 0:
-            raise RequestCutError("the request is too large")
-        self.connection.settimeout(remaining_s)
-        chunk = self.connection.recv(min(4096, self.left))
-        self.left -= len(chunk)
-        self.ended = not chunk
-        self.buffer += chunk
-
-    def readline(self, size: int = -1) -> bytes:
-        while b"\n" not in self.buffer and not self.ended and (size < 0 or len(self.buffer) < size):
-            self.fill()
-        end = self.buffer.find(b"\n") + 1 or len(self.buffer)
-        return self.take(end if size < 0 else min(end, size))
-
-    def read(self, size: int = -1) -> bytes:
-        while not self.ended and (size < 0 or len(self.buffer) < size):
-            self.fill()
-        return self.take(len(self.buffer) if size < 0 else size)
-
-    def take(self, size: int) -> bytes:
-        taken, self.buffer = self.buffer[:size], self.buffer[size:]
-        return taken
-
-    def close(self) -> None:
-        """Nothing to release: the handler closes the socket."""
 
 
 class TimedHandler(WSGIRequestHandler):

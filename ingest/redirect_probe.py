@@ -5,9 +5,9 @@ URL names where its frames come from), and says nothing when it meets one: a cam
 redirect was reported only as "cannot connect to stream" and retried with backoff for ever (a review).
 Where such an open fails, one request that follows nothing, from the node (where the capture runs),
 asks the camera: a 3xx answer is said, by where it points (its origin: no credentials, path or query).
-The whole exchange is bounded, its answer's head read here (REDIRECT_PROBE_HEAD_BYTES at most): http.client's
-timeout was each read's, and a camera sending its status line a byte a second kept the source's thread in the
-probe for minutes (a review)."""
+The whole exchange is bounded, its answer's head read by common/deadline_io.py (REDIRECT_PROBE_HEAD_BYTES at
+most): http.client's timeout was each read's, and a camera sending its status line a byte a second kept the
+source's thread in the probe for minutes (a review)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from common import defaults
 from common.credentials import escape_controls, url_origin
+from common.deadline_io import DeadlineReader, left_s
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 """The HTTP answers that send a client elsewhere (with a Location)."""
@@ -70,19 +71,4 @@ def answer_head(parts: SplitResult, deadline: float) -> bytes:
             connection = context.wrap_socket(raw, server_hostname=str(parts.hostname))
         connection.settimeout(left_s(deadline))
         connection.sendall(request.encode("ascii"))
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < defaults.REDIRECT_PROBE_HEAD_BYTES:
-            connection.settimeout(left_s(deadline))
-            chunk = connection.recv(defaults.REDIRECT_PROBE_HEAD_BYTES - len(head))
-            if not chunk:
-                break
-            head += chunk
-        return head.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
-
-
-def left_s(deadline: float) -> float:
-    """The time left before `deadline` (monotonic); TimeoutError where none is."""
-    remaining_s = deadline - time.monotonic()
-    if remaining_s <= 0:
-        raise TimeoutError("the probe's time is up")
-    return remaining_s
+        return DeadlineReader(connection, deadline, defaults.REDIRECT_PROBE_HEAD_BYTES).read_head()
