@@ -7,7 +7,9 @@ file: `DeadlineReader`) and the redirect probe (a camera's answer's head: `Deadl
 from __future__ import annotations
 
 import socket
+import threading
 import time
+from typing import Any
 
 HEAD_END = b"\r\n\r\n"
 """The blank line that ends an HTTP head (its start line and header fields)."""
@@ -23,6 +25,50 @@ def left_s(deadline: float) -> float:
     if remaining_s <= 0:
         raise TimeoutError("the exchange's time is up")
     return remaining_s
+
+
+def resolve_by(host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
+    """getaddrinfo's TCP addresses of `host`:`port`, by `deadline` (TimeoutError past it). The lookup waits
+    on the resolver as long as it takes, which no socket timeout bounds (a dead DNS server: its timeout a try,
+    several tries; a review: a camera's source thread held that long), so it runs in a daemon thread waited on
+    with the time left; past it, that thread is left to end with the resolver's own timeout. The lookup's
+    error (socket.gaierror, UnicodeError of a name IDNA refuses) is raised here."""
+    found: list[tuple[Any, ...]] = []
+    failed: list[Exception] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except Exception as error:  # raised in the caller's thread
+            failed.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="name-lookup", daemon=True).start()
+    if not done.wait(left_s(deadline)):
+        raise TimeoutError("the exchange's time is up (looking up its name)")
+    if failed:
+        raise failed[0]
+    return found
+
+
+def connect_by(host: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection to `host`:`port` made by `deadline`, the name's lookup included (`resolve_by`): its
+    addresses tried in turn, as socket.create_connection, each connect waiting what is left of the time
+    (TimeoutError past it); the last address's error where none connects."""
+    error: OSError | None = None
+    for family, kind, protocol, _, address in resolve_by(host, port, deadline):
+        remaining_s = left_s(deadline)
+        connection = socket.socket(family, kind, protocol)
+        try:
+            connection.settimeout(remaining_s)
+            connection.connect(address)
+            return connection
+        except OSError as failure:
+            connection.close()
+            error = failure
+    raise error or OSError(f"no address for {host!r}")
 
 
 class DeadlineReader:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import http.client
 import io
-import socket
 import ssl
 import time
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from common import defaults
 from common.credentials import escape_controls, url_origin
-from common.deadline_io import DeadlineReader, left_s
+from common.deadline_io import DeadlineReader, connect_by, left_s
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 """The HTTP answers that send a client elsewhere (with a Location)."""
@@ -53,7 +52,8 @@ def redirect_origin(uri: str, timeout_s: float = defaults.REDIRECT_PROBE_TIMEOUT
 def answer_head(parts: SplitResult, deadline: float) -> bytes:
     """The status line and headers of the camera's answer to one GET of `parts`, read by `deadline` (monotonic;
     TimeoutError past it) and REDIRECT_PROBE_HEAD_BYTES at most (what came by then). Each step waits what is
-    left of the time; a TLS handshake is bounded as a whole by the socket's timeout."""
+    left of the time, the name's lookup too (`connect_by`); a TLS handshake is bounded as a whole by the
+    socket's timeout."""
     https = parts.scheme.lower() == "https"
     port = parts.port or (443 if https else 80)
     target = f"{parts.path or '/'}{'?' + parts.query if parts.query else ''}"
@@ -62,7 +62,7 @@ def answer_head(parts: SplitResult, deadline: float) -> bytes:
     host = f"[{parts.hostname}]" if ":" in str(parts.hostname) else str(parts.hostname)
     request = f"GET {target} HTTP/1.1\r\nHost: {host}{f':{parts.port}' if parts.port else ''}\r\n"
     request += "Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
-    with socket.create_connection((str(parts.hostname), port), timeout=left_s(deadline)) as raw:
+    with connect_by(str(parts.hostname), port, deadline) as raw:
         connection = raw
         if https:
             context = ssl.create_default_context()

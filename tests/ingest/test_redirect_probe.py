@@ -72,3 +72,40 @@ def test_a_redirect_is_told_and_one_past_the_heads_cap_is_not_read(camera) -> No
     started = time.monotonic()
     assert redirect_origin(f"http://127.0.0.1:{port}/x", timeout_s=2.0) is None
     assert time.monotonic() - started < 1.0
+
+
+def test_a_dead_name_server_keeps_the_probe_no_longer_than_its_timeout(camera, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A review: the camera's name was looked up (getaddrinfo) outside the probe's deadline, so a dead DNS server
+    held that camera's source thread as long as the resolver waited. Here the resolver (only it) takes 10 s; the
+    camera, real, would answer a redirect: the probe gives up within its timeout, saying nothing."""
+    port, answer = camera
+    answer.append(b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/\r\n\r\n")
+    real_lookup = socket.getaddrinfo
+
+    def dead_resolver(host: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == "camera.example":
+            time.sleep(10)
+            host = "127.0.0.1"
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", dead_resolver)
+    started = time.monotonic()
+    assert redirect_origin(f"http://camera.example:{port}/x", timeout_s=2.0) is None
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_name_is_looked_up_and_its_addresses_tried_in_turn(camera, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A name's addresses, as the resolver gives them, tried in turn within the deadline: the first refuses (no
+    camera on 127.0.0.2), the second is the camera, which answers a redirect."""
+    port, answer = camera
+    answer.append(b"HTTP/1.1 301 Moved\r\nLocation: https://elsewhere.example/\r\n\r\n")
+    real_lookup = socket.getaddrinfo
+
+    def slow_resolver(host: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != "camera.example":
+            return real_lookup(host, *args, **kwargs)
+        time.sleep(0.3)
+        return real_lookup("127.0.0.2", *args, **kwargs) + real_lookup("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    assert redirect_origin(f"http://camera.example:{port}/x", timeout_s=2.0) == "https://elsewhere.example"
