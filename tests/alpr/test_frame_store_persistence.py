@@ -99,7 +99,7 @@ def test_a_writer_is_refused_unless_the_operator_opts_in(writer, persisting, red
 
 
 def test_a_role_that_writes_no_pixels_only_warns(persisting, redis_url, caplog):
-    """The OCR worker, the redactor and `alpr jobs replay` read or delete what is there: they warn."""
+    """The OCR worker, the redactor and `alpr replay` read or delete what is there: they warn."""
     [warning] = reach({"ALPR_REDIS_URL": redis_url, "ALPR_FRAME_STORE_URL": persisting.url}, None, caplog)
     assert "unblurred, will be written to disk by Redis;" in warning
 
