@@ -18,8 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from alpr.evaluation import Outcome, Sample, dataset_folders, evaluate
+from alpr.eval_scoring import Outcome
+from alpr.evaluation import evaluate
 from alpr.folds import FOLDS, fold, parse_folds
+from alpr.ground_truth import Sample, dataset_folders
 from common.config import Settings
 from common.errors import ConfigError, InputError, OutputError
 from common.private_files import refuse_link

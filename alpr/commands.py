@@ -216,8 +216,11 @@ def print_sightings(summary: RunSummary, min_confidence: float) -> None:
 
 
 def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
-    from alpr.evaluation import Outcome, Sample, evaluate, summary, write_errors
+    from alpr.eval_report import summary, write_errors
+    from alpr.eval_scoring import Outcome
+    from alpr.evaluation import evaluate
     from alpr.folds import fold
+    from alpr.ground_truth import Sample
     from alpr.wiring import build_detector, build_reader
 
     def reader(s: Settings, region: str) -> PlateReader:

@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from alpr.evaluation import load_samples
 from alpr.folds import FOLDS, FOUR_FIFTHS, fold, held_out
+from alpr.ground_truth import load_samples
 from common import geometry
 from common.errors import InputError
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from alpr.democlip import make_clip
-from alpr.evaluation import iou
+from alpr.eval_scoring import iou
 from common.config import Settings
 from detector_worker.core import DetectorSettings, PlateDetector
 from detector_worker.weights import install_models

@@ -52,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from alpr.evaluation import load_samples, region_for
+from alpr.ground_truth import load_samples, region_for
 from alpr.wiring import build_detector, build_reader
 from common import defaults, geometry
 from common.config import Settings

@@ -47,7 +47,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from alpr.evaluation import Sample, iou, load_samples, region_for
+from alpr.eval_scoring import iou
+from alpr.ground_truth import Sample, load_samples, region_for
 from alpr.wiring import build_detector, build_reader
 from common import geometry
 from common.config import Settings

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 
 from alpr.democlip import DEFAULT_PLATES, make_clip
-from alpr.evaluation import Sample, iou, load_samples
+from alpr.eval_scoring import iou
+from alpr.ground_truth import Sample, load_samples
 
 
 def scene_samples(datasets_dir: Path, region: str, count: int) -> list[Sample]:

@@ -193,7 +193,7 @@ def test_the_errors_file_is_not_written_through_a_link(datasets_dir, tmp_path, s
 def test_a_label_beside_its_image_that_cannot_be_read_is_an_error_and_unlabelled_images_are_named(tmp_path, caplog):
     """A NAME.txt beside NAME.png that was unreadable or garbled was taken for notes and passed over with its
     image, unsaid (a review): a .txt of an image's stem is its label. Images no label names are said."""
-    from alpr.evaluation import load_samples
+    from alpr.ground_truth import load_samples
 
     folder = tmp_path / "us"
     folder.mkdir()
@@ -212,7 +212,7 @@ def test_a_label_beside_its_image_that_cannot_be_read_is_an_error_and_unlabelled
     with pytest.raises(InputError, match="van.txt:1: expected file<TAB>x"):
         load_samples(folder)
     (folder / "van.txt").unlink()
-    with caplog.at_level(logging.WARNING, logger="alpr.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="alpr.ground_truth"):
         assert [s.image.name for s in load_samples(folder)[0]] == ["car.png"]
     assert "2 image(s) in" in caplog.text and "not measured: bus.jpg, van.JPG" in caplog.text
 
@@ -222,7 +222,7 @@ def test_labels_that_are_no_labels_are_named_not_passed_over(tmp_path, capsys):
     not there: each was passed over unsaid (fewer images than given) or failed as `cannot decode`. Now
     one line names the file and line, before any image is read. A byte-order mark, a header row and a
     plate written with spaces and dashes are read as meant."""
-    from alpr.evaluation import load_samples
+    from alpr.ground_truth import load_samples
 
     folder = tmp_path / "us"
     folder.mkdir()
@@ -297,7 +297,7 @@ def test_every_set_below_the_folder_given_is_read(datasets_dir, tmp_path, settin
     openalpr-endtoend/{us,eu,br} unsaid: every set below is found, named by its path, each once."""
     import os
 
-    from alpr.evaluation import dataset_folders
+    from alpr.ground_truth import dataset_folders
 
     assert [f.relative_to(datasets_dir).as_posix() for f in dataset_folders(datasets_dir)] == [
         "openalpr-endtoend/br", "openalpr-endtoend/eu", "openalpr-endtoend/us", "openalpr-plates",

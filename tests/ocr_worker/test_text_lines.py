@@ -100,7 +100,7 @@ def test_a_tilted_plate_with_car_around_it_reads(reader):
 def test_loose_boxes_on_real_photos_read_better_than_the_whole_crop(datasets_dir, reader):
     """Brazilian photos whose plates sit in frames (no free-standing row): the located line reads
     where the whole crop did not (measured: 9 such misses of 114 before, 2 after)."""
-    from alpr.evaluation import load_samples
+    from alpr.ground_truth import load_samples
 
     samples, _ = load_samples(datasets_dir / "openalpr-endtoend" / "br")
     chosen = [s for s in samples if s.image.stem in ("OZC8400", "OKM2371", "PJH0957", "OZG3580")]

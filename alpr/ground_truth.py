@@ -1,0 +1,188 @@
+"""The evaluation sets on disk: finding the folders that hold ground truth below the one `alpr eval`
+is given, and reading their labels (the OpenALPR benchmark's `NAME.txt` beside each image, or
+`groundtruth.csv` of plate crops) into Samples, each label checked."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import InputError
+from common.regions import load_regions
+from common.watchlist import normalise_plate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    plate: str
+    box_xyxy: tuple[float, float, float, float] | None  # None for a crop: the image is the plate
+
+
+def load_samples(folder: Path) -> tuple[list[Sample], bool]:
+    """The folder's samples and whether they are crops (groundtruth.csv) rather than scenes. A line that is
+    not a label (too few fields, a box that is not four finite numbers of positive size, no plate text, an
+    image that is not in the folder), or ground truth that is not UTF-8, is an InputError naming the file
+    and line: such lines were passed over unsaid, and the figures were of fewer images than given. A
+    byte-order mark, a header row and blank lines are passed over."""
+    truth = folder / "groundtruth.csv"
+    if truth.is_file():
+        samples = []
+        for number, row in enumerate(csv.reader(truth_lines(truth)), start=1):
+            where = f"{truth}:{number}"
+            if not "".join(row).strip() or (number == 1 and row[0].strip().lower() in HEADER_NAMES):
+                continue
+            if len(row) < 3:
+                raise InputError(f"{where}: expected file,region,PLATE")
+            samples.append(Sample(image_in(folder, row[0], where), plate_of(row[2], where), None))
+        return samples, True
+    samples = []
+    for label in sorted(t for t in folder.glob("*.txt") if is_label(t)):  # a README.txt beside is no label
+        try:
+            lines = truth_lines(label)
+        except OSError as error:  # unreadable: its image was passed over unsaid
+            raise InputError(f"{label}: cannot read this label: {error.strerror or error}") from None
+        for number, line in enumerate(lines, start=1):
+            where = f"{label}:{number}"
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 6:
+                raise InputError(f"{where}: expected file<TAB>x<TAB>y<TAB>width<TAB>height<TAB>PLATE")
+            x, y, w, h = box_of(parts[1:5], where)
+            samples.append(Sample(image_in(folder, parts[0], where), plate_of(parts[5], where), (x, y, x + w, y + h)))
+    labelled = {sample.image.name for sample in samples}
+    if unlabelled := sorted(p.name for p in folder.iterdir() if is_image(p) and p.name not in labelled):
+        names = ", ".join(ascii(name)[1:-1] for name in unlabelled[:10]) + (" ..." if len(unlabelled) > 10 else "")
+        log.warning("%d image(s) in %s have no label and are not measured: %s", len(unlabelled), folder, names)
+    return samples, False
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+"""Image files of a NAME.txt set: a .txt file beside one of the same stem is its label."""
+
+
+def is_image(path: Path) -> bool:
+    """Whether `path` is an image file of a set (by its suffix, of any case)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+HEADER_NAMES = ("file", "filename", "image", "name")
+"""A groundtruth.csv whose first row's first cell is one of these has a header row."""
+
+
+def image_in(folder: Path, name: str, where: str) -> Path:
+    """The image a label names: a file in `folder` itself (a name with a folder in it, `..` or an
+    absolute path, read photos from elsewhere), else InputError naming `where`."""
+    name = name.strip()
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise InputError(f"{where}: the image must be named by its file name in {folder}, not {ascii(name)[:80]}")
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"{where}: no image file {ascii(name)[:80]} in {folder}")
+    return path
+
+
+def plate_of(text: str, where: str) -> str:
+    """A label's plate text as reads are written, normalised as a watch-list's plates are (upper case, no
+    spaces, dashes or dots: truth `YG9 X2G` never matched the read YG9X2G); InputError naming `where`."""
+    try:
+        return normalise_plate(text)
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
+def box_of(fields: list[str], where: str) -> tuple[float, float, float, float]:
+    """A label's box (x, y, width, height) from its four fields; InputError naming `where` unless they are
+    four finite numbers."""
+    try:
+        x, y, w, h = (float(v) for v in fields)
+    except ValueError:
+        x = y = w = h = math.nan
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise InputError(f"{where}: the plate's box must be four numbers (x, y, width, height), of positive size")
+    return x, y, w, h
+
+
+def truth_lines(path: Path) -> list[str]:
+    """The lines of a ground-truth file; InputError where it is not UTF-8 text."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()  # a byte-order mark was part of the first name
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: ground truth must be UTF-8 text (byte {error.start} is not)") from None
+
+
+MAX_SET_DEPTH = 4
+"""How far below the folder `alpr eval` is given its sets are looked for (the shared datasets' scenes lie
+two down, openalpr-endtoend/us): a folder such as a home folder is not walked whole."""
+
+
+def dataset_folders(root: Path) -> list[Path]:
+    """`root` itself when it holds ground truth, else every folder below it that does, by path, up to
+    MAX_SET_DEPTH down: a set's own sub-folders are not looked in, and a folder reached twice (by a link)
+    is read once, by its own path. Only the folders just below were looked in: given the shared datasets'
+    folder, eval read openalpr-plates alone and passed over openalpr-endtoend/{us,eu,br} unsaid."""
+    if root.exists() and not root.is_dir():  # a file: it said "does not exist" (a review)
+        raise InputError(f"dataset {root} is not a folder: name the folder of the images and their labels")
+    if not root.is_dir():
+        raise InputError(f"dataset folder {root} does not exist")
+
+    def has_truth(p: Path) -> bool:  # a notes.txt beside the sets' folders made the root a set of none
+        return (p / "groundtruth.csv").is_file() or any(is_label(t) for t in p.glob("*.txt"))
+
+    if has_truth(root):
+        return [root]
+    folders: list[Path] = []
+    seen = {root.resolve()}
+
+    def look_in(folder: Path, depth: int) -> None:  # a folder itself before a link to it
+        for path in sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: (p.is_symlink(), p.name)):
+            if (real := path.resolve()) in seen:  # a link to a folder read already, or above (a loop)
+                continue
+            seen.add(real)
+            if has_truth(path):
+                folders.append(path)
+            elif depth < MAX_SET_DEPTH:
+                look_in(path, depth + 1)
+
+    look_in(root, 1)
+    folders.sort()
+    if not folders:
+        raise InputError(
+            f"{root} holds no ground truth (NAME.txt beside images, or groundtruth.csv), nor does any folder"
+            f" up to {MAX_SET_DEPTH} below it"
+        )
+    return folders
+
+
+def set_name(folder: Path, root: Path) -> str:
+    """A set's name in the figures and the errors file: its path below `root` (`openalpr-endtoend/us`;
+    two sets of one name in two folders are two), or its own name where `root` is the set."""
+    return folder.name if folder == root else folder.relative_to(root).as_posix()
+
+
+def is_label(path: Path) -> bool:
+    """Whether a .txt file is a photo's label (a README.txt or notes.txt beside the photos is not): an image
+    of its stem lies beside it (then an unreadable or garbled one is an error naming it, not passed over with
+    its image), or its first line holds six tab-separated fields, or begins with the name of a file in its
+    folder."""
+    if any(is_image(image) for image in path.parent.glob(f"{glob.escape(path.stem)}.*")):
+        return True
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(4096).decode("utf-8-sig", "replace").strip()
+    except OSError:
+        return False
+    name = first.split("\t")[0].split(" ")[0]
+    return first.count("\t") >= 5 or (bool(name) and Path(name).name == name and (path.parent / name).is_file())
+
+
+def region_for(folder: Path, default: str) -> str:
+    """The plate region a folder's name announces (us, eu, br), else the configured one."""
+    return folder.name if folder.name in load_regions() else default
