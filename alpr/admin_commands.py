@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from alpr.wiring import check_job_key, database_pool, reach_frame_store, reach_redis, signed_queue, unchecked_pool
+from alpr.connections import database_pool, reach_frame_store, reach_redis, signed_queue, unchecked_pool
+from alpr.start_warnings import check_job_key
 from common.config import Settings
 from common.credentials import escape_controls
 from common.errors import ConfigError

@@ -13,15 +13,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from alpr.wiring import (
-    check_job_key,
-    frame_ledger,
-    ingest_pool,
-    reach_frame_store,
-    reach_redis,
-    warn_if_links_in_clear,
-    warn_if_redis_open,
-)
+from alpr.connections import ingest_pool, reach_frame_store, reach_redis
+from alpr.start_warnings import check_job_key, warn_if_links_in_clear, warn_if_redis_open
+from alpr.wiring import frame_ledger
 from common import defaults
 from common.config import Settings
 from common.credentials import mask_url

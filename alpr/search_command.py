@@ -86,7 +86,7 @@ def _run(query: Any, settings: Settings) -> list[dict[str, Any]]:
     from common.plate_search import search_postgres, search_sqlite
 
     if settings.database_url:
-        from alpr.wiring import database_pool
+        from alpr.connections import database_pool
 
         pool = database_pool(settings, "search")
         try:

@@ -30,6 +30,7 @@ from typing import Any
 import redis
 from rq.serializers import JSONSerializer
 
+from alpr.connections import database_pool, reach_redis
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
 from alpr.status_claims import read_claims
 from alpr.status_reads import (
@@ -45,7 +46,6 @@ from alpr.status_reads import (
     tell_unread_members,
     unclaimed_cameras,
 )
-from alpr.wiring import database_pool, reach_redis
 from common import defaults, queues
 from common.bounded_hash import read_many_within_bounds, read_within_bounds
 from common.bounded_scan import Fields

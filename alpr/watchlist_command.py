@@ -59,7 +59,7 @@ class Operated(BaseModel):
 
 
 def watchlist(args: argparse.Namespace, settings: Settings) -> int:
-    from alpr.wiring import database_pool
+    from alpr.connections import database_pool
     from common.watchlist import WatchList
 
     if not settings.database_url:

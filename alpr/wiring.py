@@ -1,10 +1,10 @@
-"""The composition root: builds the role cores, the connections and each worker kind's stage from
-the one Settings object, so every command (standalone, chain, evaluation) wires them the same way."""
+"""The composition root: builds the role cores and each worker kind's stage from the one Settings
+object, so every command (standalone, chain, evaluation) wires them the same way. The links they use
+are opened by alpr/connections.py; what a role warns of at its start is alpr/start_warnings.py."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -12,28 +12,21 @@ from urllib.parse import urlsplit
 
 import redis
 
+from alpr.connections import database_pool, ingest_pool, reach_frame_store, signed_queue
 from alpr.start_checks import check_device, check_keep_dir, check_session_device
 from common import defaults
 from common.config import Settings
-from common.credentials import mask_url
-from common.db_rights import ALERT_WORKER_RIGHTS, OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS, SIGHTING_WORKER_RIGHTS, Needs
+from common.db_rights import ALERT_WORKER_RIGHTS, OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS, SIGHTING_WORKER_RIGHTS
 from common.errors import ConfigError
 from common.frame_store import FrameStore
-from common.job_key import key_fingerprint, others_disagreeing, publish
 from common.metrics import Metrics
-from common.plain_links import links_in_clear
-from common.queues import StageName, StageQueue, connect_redis, redis_now, stage_queue
-from common.redis_eviction import check_eviction
-from common.redis_open import accepts_no_password
-from common.redis_persistence import check_frames_persist
+from common.queues import StageName
 from common.redis_watch import watch_redis
 from common.worker import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
 
 if TYPE_CHECKING:  # the roles' edges, imported by the builders that need them (a worker loads its own)
-    from psycopg_pool import ConnectionPool
-
     from alert_worker.worker import AlertStage
     from alpr.standalone import Pipeline
     from common.alerts import MqttReceiver, WebhookReceiver
@@ -98,173 +91,6 @@ def build_reader(
     """The reader; `calibrated=False` keeps the engine's own confidences and `format_weight` overrides
     the fitted one (what `alpr calibrate` fits)."""
     return PlateReader(ocr_settings(settings, region, calibrated, format_weight))
-
-
-def signed_queue(settings: Settings, connection: redis.Redis, stage: StageName) -> StageQueue:
-    """A stage's queue whose jobs are signed as they are queued and checked as they are run with the
-    configured job key (ALPR_JOB_KEY), when one is set: how every role but ingest opens one."""
-    return stage_queue(connection, stage, settings.secret("job_key"))
-
-
-def check_job_key(settings: Settings, connection: redis.Redis, role: str | None) -> None:
-    """A WARNING when no job key is set (ALPR_JOB_KEY): jobs are then neither signed nor checked. Then the
-    key's fingerprint is published for `role` in the queues' Redis (None: a command, which only compares),
-    and an ERROR names the roles that published another key (or none): workers refuse every job signed
-    with another key, and its frames are lost (a key file with a trailing space on one host lost them all,
-    the ingest node saying nothing)."""
-    key = settings.secret("job_key")
-    if key is None:
-        log.warning("no ALPR_JOB_KEY: jobs are not signed, and whoever can write to the queues' Redis can queue"
-                    " jobs the workers run (a forged redaction job can keep a plate sharp); set the same key in"
-                    " every role (`docker compose` does)")  # fmt: skip
-    try:
-        disagreeing = publish(connection, role, key) if role else others_disagreeing(connection, key)
-        now_s = redis_now(connection)
-    except redis.RedisError as error:  # a check only: the role starts, and its workers still say so
-        log.warning("could not compare the job key with the other roles' (%s)", mask_url(str(error)))
-        return
-    if disagreeing:
-        mine = "no job key" if key is None else f"key {key_fingerprint(key)}"
-        log.error("the job key differs between roles: this %s has %s, unlike %s. Workers refuse every job not"
-                  " signed with their own key, and its frames are lost: give every role the same ALPR_JOB_KEY"
-                  " (the `job_key` secret; a key file's trailing spaces, tabs and line end are not part of the"
-                  " key)", role or "command", mine,
-                  ", ".join(entry.describe(now_s) for entry in disagreeing))  # fmt: skip
-
-
-def reach_redis(
-    settings: Settings, url: str | None = None, what: str = "queues", timeout_s: float = defaults.REDIS_TIMEOUT_S
-) -> redis.Redis:
-    """A checked connection to the queues' Redis (or, with `url`, another: the frame store's), whose
-    commands wait `timeout_s` at most for an answer; refused when the queues' Redis evicts keys when full
-    (common/redis_eviction.py)."""
-    url = url or settings.redis_url
-    if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
-        log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
-    log.info("Redis for the %s: %s", what, mask_url(url))
-    connection = connect_redis(url, settings.secret("redis_password"), timeout_s)
-    try:
-        connection.ping()
-    except (redis.RedisError, ValueError) as error:  # ValueError: a host IDNA cannot encode (a traceback)
-        raise ConfigError(f"cannot reach Redis ({what}) at {mask_url(url)}: {mask_url(str(error))}") from None
-    check_eviction(connection, url, holds_queues=url == settings.redis_url)
-    return connection
-
-
-def warn_if_links_in_clear(settings: Settings) -> None:
-    """A WARNING at a role's start for each Redis or Postgres it reaches unencrypted off this host (raw frames,
-    the Redis password, plate text in the clear), but for the hosts of ALPR_PLAIN_LINK_HOSTS
-    (common/plain_links.py)."""
-    redis_urls = {"queues": settings.redis_url}
-    if settings.store_url != settings.redis_url:
-        redis_urls["frame store"] = settings.store_url
-    for message in links_in_clear(redis_urls, settings.database_url, settings.plain_link_host_names):
-        log.warning("%s", message)
-
-
-def warn_if_redis_open(settings: Settings) -> None:
-    """A WARNING for each Redis the role reaches with no credentials (none in its URL, no `redis_password`
-    secret), or that answers a client without them though some are given (common/redis_open.py): whoever
-    reaches it can read the raw frames and plate crops and fill the queues. The roles said nothing of it (a
-    review), though they warn of an unsigned queue and of a frame store on disk."""
-    from redis.connection import parse_url
-
-    urls = {"the queues'": settings.redis_url, "the frame store's": settings.store_url}
-    if settings.store_url == settings.redis_url:
-        urls = {"the queues' and the frame store's": settings.redis_url}
-    for what, url in urls.items():
-        try:
-            given = parse_url(url)
-        except ValueError:  # reach_redis has said what is wrong with it
-            continue
-        if not (given.get("password") or given.get("username") or settings.secret("redis_password")):
-            log.warning("%s Redis (%s) is reached with no password: whoever can reach it can read the raw frames"
-                        " and plate crops and queue work; give it `requirepass` or an ACL user and put the"
-                        " password in the URL or the `redis_password` secret", what, mask_url(url))  # fmt: skip
-        elif accepts_no_password(url):
-            log.warning("%s Redis at %s accepts connections without a password; the one given protects nothing:"
-                        " whoever can reach it can read the raw frames and plate crops and queue work; give it"
-                        " `requirepass` or an ACL user whose password that is", what, mask_url(url))  # fmt: skip
-
-
-def reach_frame_store(
-    settings: Settings, queues: redis.Redis, timeout_s: float = defaults.REDIS_TIMEOUT_S, writer: str | None = None
-) -> redis.Redis:
-    """The frame store's Redis: the queues' connection unless ALPR_FRAME_STORE_URL names another. When it
-    writes to disk, a `writer` (the role that puts pixels there: 'ingest node', 'detector worker') is refused
-    unless ALPR_FRAME_STORE_MAY_PERSIST is set, and any other role warns (common/redis_persistence.py)."""
-    shared = settings.store_url == settings.redis_url
-    connection = queues if shared else reach_redis(settings, settings.store_url, "frame store", timeout_s)
-    check_frames_persist(connection, settings.store_url, shared, writer, settings.frame_store_may_persist)
-    return connection
-
-
-POOL_NAMES = {
-    "OCR worker": "ocr", "redactor": "redact", "alert worker": "alert", "sighting worker": "sight",
-    "status": "status", "search": "search", "watch-list command": "watchlist", "alert replay": "replay",
-}  # fmt: skip
-"""The name each role's Postgres sessions carry (`alpr-ocr@host`: common/db.application_name), by the role
-database_pool is given."""
-
-
-def database_pool(
-    settings: Settings,
-    role: str,
-    needs: Needs | None = None,
-    session_settings: str = "",
-    metrics: Metrics | None = None,
-) -> ConnectionPool:
-    """The Postgres pool of a role that logs there (or a command that reads it), its schema checked, and the
-    rights it `needs` (table -> rights; common/db_rights.py), where given; closed again when a check fails.
-    Its sessions' `session_settings` where given (else common/db.SESSION_SETTINGS), named after the role
-    (POOL_NAMES). With `metrics` (a worker's), whether Postgres takes its statements is exported as
-    alpr_database_up{pool} (common/db_watch.py), at 1 from now."""
-    from common.db import SESSION_SETTINGS, open_pool
-    from common.db_rights import require_rights
-    from common.schema_upgrade import require_schema
-
-    if not settings.database_url:
-        raise ConfigError(f"the {role} needs ALPR_DATABASE_URL (or --database-url) to log to Postgres")
-    pool = open_pool(
-        settings.database_url,
-        password=settings.secret("database_password"),
-        session_settings=session_settings or SESSION_SETTINGS,
-        role=POOL_NAMES.get(role, "command"),
-    )
-    try:
-        require_schema(pool)
-        if needs:
-            require_rights(pool, f"the {role}", needs)
-    except BaseException:
-        pool.close()
-        raise
-    if metrics is not None:
-        from common.db_watch import DatabaseWatch
-
-        DatabaseWatch(pool, metrics, POOL_NAMES.get(role, "command"))
-    return pool
-
-
-def unchecked_pool(settings: Settings, role: str) -> ConnectionPool:
-    """A pool on the configured Postgres, nothing in it checked: for `alpr db upgrade`, which makes the
-    schema and grants the rights, and `alpr db prune`, which checks its own (common/pruner_role.py); `role`
-    (upgrade, prune) names its sessions. Their lock waits are not bounded (common/db.MIGRATION_SESSION_SETTINGS).
-    No URL set: refused as malformed (its callers say which variable to set first)."""
-    from common.db import MIGRATION_SESSION_SETTINGS, open_pool
-
-    return open_pool(settings.database_url or "", password=settings.secret("database_password"),
-                     session_settings=MIGRATION_SESSION_SETTINGS, role=role)  # fmt: skip
-
-
-def ingest_pool(settings: Settings) -> ConnectionPool:
-    """An ingest node's pool (its cameras registered, its ledger's frame records written), nothing in it
-    checked, opened within 3 s or not at all (common/db.CannotConnectError): a node ingests while Postgres
-    is away."""
-    from common.db import open_pool
-
-    return open_pool(
-        settings.database_url or "", wait_s=3, password=settings.secret("database_password"), role="ingest"
-    )
 
 
 def build_worker_context(

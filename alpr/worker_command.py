@@ -19,15 +19,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from rq.exceptions import StopRequested
 
-from alpr.wiring import (
-    build_sighting_stage,
-    build_worker_context,
-    check_job_key,
-    reach_redis,
-    signed_queue,
-    warn_if_links_in_clear,
-    warn_if_redis_open,
-)
+from alpr.connections import reach_redis, signed_queue
+from alpr.start_warnings import check_job_key, warn_if_links_in_clear, warn_if_redis_open
+from alpr.wiring import build_sighting_stage, build_worker_context
 from common import defaults
 from common.backoff import Backoff
 from common.config import Settings

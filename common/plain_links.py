@@ -2,7 +2,7 @@
 a Redis reached with redis:// (not rediss://), a Postgres reached without sslmode require, verify-ca or
 verify-full, on a host other than this one (a loopback address, localhost, a unix socket). The roles said
 nothing of it, though they warn when an alert receiver gets plate text unencrypted (a review). A role warns
-of each link once, at its start (alpr/wiring.py), naming its host, never its URL (which may hold a password);
+of each link once, at its start (alpr/start_warnings.py), naming its host, never its URL (which may hold a password);
 the hosts of ALPR_PLAIN_LINK_HOSTS (a compose network's service names: nothing leaves the host) are not warned
 of."""
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from alpr.cli import main
-from alpr.wiring import reach_frame_store
+from alpr.connections import reach_frame_store
 from common.config import Settings
 from common.errors import ConfigError
 from common.queues import connect_redis, stage_queue

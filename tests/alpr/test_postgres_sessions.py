@@ -1,4 +1,4 @@
-"""The Postgres sessions alpr/wiring.py opens, on the real Postgres: each names its role and host in
+"""The Postgres sessions alpr/connections.py opens, on the real Postgres: each names its role and host in
 pg_stat_activity (a DBA at max_connections saw only empty names), the chain's bound their lock waits
 (lock_timeout) while the migrating pool does not (its advisory lock is waited for as long as the migration
 before it takes), and `alpr status` behind a locked frames table says so within seconds (it hung)."""
@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from alpr.cli import main
-from alpr.wiring import database_pool, ingest_pool, unchecked_pool
+from alpr.connections import database_pool, ingest_pool, unchecked_pool
 from common import defaults
 from common.config import Settings
 from common.db import SIGHTING_SESSION_SETTINGS

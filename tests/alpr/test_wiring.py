@@ -1,6 +1,7 @@
-"""alpr/wiring.py and its start checks, on real Redis servers: a frame store that writes to disk is
-warned about at start (raw frames would reach it), a redactor that cannot write its keep folder and a
-detector asked for a CUDA device its backend lacks are refused at start, each in one line."""
+"""alpr/wiring.py, alpr/connections.py and the start checks and warnings, on real Redis servers: a
+frame store that writes to disk is warned about at start (raw frames would reach it), a redactor that
+cannot write its keep folder and a detector asked for a CUDA device its backend lacks are refused at
+start, each in one line."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 import redis
 
 from alpr.cli import main
+from alpr.connections import reach_frame_store
 from alpr.start_checks import cuda_devices
-from alpr.wiring import build_detector, reach_frame_store, warn_if_redis_open
+from alpr.start_warnings import warn_if_redis_open
+from alpr.wiring import build_detector
 from common.config import Settings
 from common.errors import ConfigError
 from tests.helpers import alpr_process, free_port, wait_for
@@ -336,7 +339,7 @@ def test_a_redis_reached_with_no_password_is_warned_of_at_start(redis_server, po
 
     def open_warnings(url: str) -> list[str]:
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="alpr.wiring"):
+        with caplog.at_level(logging.WARNING, logger="alpr.start_warnings"):
             assert main(["worker", "ocr", "--burst", "--redis-url", url, "--database-url", postgres_url]) == 0
         return [r.getMessage() for r in caplog.records if "with no password" in r.getMessage()]
 
@@ -364,7 +367,7 @@ def test_a_password_given_to_a_redis_that_needs_none_is_warned_of_at_start(given
                 url, overrides = url.replace("redis://", "redis://:s3cret-pass@", 1), {}
             settings = Settings.load({}, redis_url=url, **overrides)
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="alpr.wiring"):
+            with caplog.at_level(logging.WARNING, logger="alpr.start_warnings"):
                 warn_if_redis_open(settings)
             return [record.getMessage() for record in caplog.records]
 
