@@ -19,7 +19,7 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 def _size_text(max_bytes: int) -> str:
     if max_bytes >= 1024 * 1024 and max_bytes % (1024 * 1024) == 0:
         return f"{max_bytes // (1024 * 1024)} MiB"
-    return f"{max_bytes // 1024} KiB" if max_bytes >= 1024 and max_bytes % 1024 == 0 else f"{max_bytes} bytes"
+    return f"{max_bytes // 1024:,} KiB" if max_bytes >= 1024 and max_bytes % 1024 == 0 else f"{max_bytes} bytes"
 
 
 def os_reason(problem: Exception) -> str:
@@ -65,11 +65,14 @@ def shown_path(path: Path) -> str:
     return text if text.isprintable() else ascii(text)
 
 
-def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: str | None = None) -> str:
+def read_text_file(
+    path: Path, max_bytes: int, error: type[AlprError], label: str | None = None, too_large: str = ""
+) -> str:
     """The file's text; `error` (InputError, ConfigError) when it does not exist, is not a regular
     file, cannot be read, is larger than `max_bytes` or is not UTF-8 (with the line of the first bad
     byte). Messages begin with `label`, by default the path (a caller whose path may itself be a
-    misplaced secret names the file otherwise)."""
+    misplaced secret names the file otherwise); `too_large` is said after the size of a file larger (what
+    the limit is tied to)."""
     name = shown_path(path) if label is None else label
     try:
         raw = read_regular_bytes(path, max_bytes)
@@ -78,7 +81,7 @@ def read_text_file(path: Path, max_bytes: int, error: type[AlprError], label: st
     except (OSError, ValueError, NotRegularFileError) as problem:
         raise error(f"{name}: cannot read: {os_reason(problem)}") from None
     if len(raw) > max_bytes:
-        raise error(f"{name}: larger than {_size_text(max_bytes)}")
+        raise error(f"{name}: larger than {_size_text(max_bytes)}{too_large}")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as problem:

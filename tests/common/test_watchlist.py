@@ -257,7 +257,10 @@ def many_rows(count: int) -> str:
         ('plate,reason\nAB1,x\nCD2,"z\n\n\n', "line 3: not CSV"),  # a quote never closed
         (many_rows(MAX_CSV_ROWS) + "\n", None),  # the most accepted (and a blank line is no entry)
         (many_rows(MAX_CSV_ROWS + 1), f"line {MAX_CSV_ROWS + 2}: more than {MAX_CSV_ROWS} entries"),
-        ("plate,reason\nAB1,x\n" + "#" * MAX_CSV_BYTES, "larger than 10 MiB"),
+        (  # the byte limit says what it is tied to: it was an unsaid 10 MiB, under the row cap's realistic files
+            "plate,reason\nAB1,x\n" + "#" * MAX_CSV_BYTES,
+            "larger than 100,000 KiB (1 KiB a row for the 100,000 rows one import takes at most)",
+        ),
     ],
 )
 def test_a_faulty_csv_imports_nothing_and_names_its_line(pool, tmp_path, content, message):
