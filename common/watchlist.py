@@ -13,6 +13,7 @@ import math
 import re
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, datetime
@@ -278,6 +279,15 @@ class WatchList:
             )
             return cursor.rowcount > 0
 
+    def lists_of(self, plate: str) -> list[str]:
+        """The names of the lists that hold `plate` (expired entries too), sorted: what `alpr watchlist
+        remove` names when the plate is not on the list given."""
+        with self.pool.connection() as connection:
+            rows = connection.execute(
+                "SELECT list_name FROM watchlist WHERE plate = %s ORDER BY list_name", (normalise_plate(plate),)
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def entries(
         self, include_expired: bool = False, expired_within_s: float = 0.0, connection: psycopg.Connection | None = None
     ) -> list[WatchEntry]:
@@ -331,13 +341,44 @@ class WatchList:
         with self.pool.connection(timeout=defaults.DB_ATTEMPT_S) as pooled:
             yield pooled
 
-    def import_rows(self, rows: Sequence[WatchEntry]) -> int:
+    def import_rows(self, rows: Sequence[WatchEntry], replace: bool = False) -> ImportResult:
         """Add or update `rows` (an import file's, all checked first by common.watchlist_csv.read_csv: any
-        fault imports nothing) in one transaction; the entries written: a plate named again in its list is
-        one entry, its last row winning."""
+        fault imports nothing) in one transaction, a plate named again in its list one entry, its last row
+        winning. With `replace`, each list the rows name then holds exactly them: its other entries are
+        removed in the same transaction (an operator who keeps a list as a file and deletes a recovered
+        car's row left it listed and alerting, told "imported"); without, they are counted, and kept."""
         with self.pool.connection() as connection, connection.transaction():
             self._named(connection)
-            return _upsert(connection, rows)
+            written = _upsert(connection, rows)
+            in_rows = Counter(name for name, _ in {(row.list_name, row.plate) for row in rows})
+            lists = sorted(in_rows)
+            if replace:  # one statement, its change records one insert, as the upsert's
+                counted = connection.execute(
+                    "WITH gone AS (DELETE FROM watchlist w WHERE w.list_name = ANY(%s::text[]) AND NOT EXISTS"
+                    " (SELECT 1 FROM unnest(%s::text[], %s::text[]) AS f(list_name, plate)"
+                    " WHERE f.list_name = w.list_name AND f.plate = w.plate) RETURNING w.list_name)"
+                    " SELECT list_name, count(*) FROM gone GROUP BY 1",
+                    (lists, [row.list_name for row in rows], [row.plate for row in rows]),
+                ).fetchall()
+                not_in_rows = {str(name): int(count) for name, count in counted}
+            else:  # every entry of the rows is in the table now: the others are what the list holds beyond them
+                counted = connection.execute(
+                    "SELECT list_name, count(*) FROM watchlist WHERE list_name = ANY(%s::text[]) GROUP BY 1", (lists,)
+                ).fetchall()
+                not_in_rows = {str(name): int(count) - in_rows[name] for name, count in counted}
+        not_in_rows = {name: not_in_rows[name] for name in sorted(not_in_rows) if not_in_rows[name] > 0}
+        return ImportResult(written, lists, not_in_rows, replace)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What `WatchList.import_rows` did: the entries written, the lists the rows named and, of each such
+    list with entries the rows do not hold, how many: removed where `replaced`, else kept."""
+
+    written: int
+    lists: list[str]
+    not_in_rows: dict[str, int]
+    replaced: bool
 
 
 def _upsert(connection: psycopg.Connection, entries: Sequence[WatchEntry]) -> int:

@@ -209,7 +209,7 @@ HEADER = "line 1: the header must be plate,reason[,expires_at][,list]: "
 def import_csv(watch: WatchList, path: Path) -> tuple[int, int]:
     """What `alpr watchlist import` does: the file read and checked whole, then imported; (entries, rows)."""
     rows = read_csv(path)
-    return watch.import_rows(rows), len(rows)
+    return watch.import_rows(rows).written, len(rows)
 
 
 def many_rows(count: int) -> str:
@@ -302,7 +302,8 @@ def test_add_remove_import_and_list_through_the_command(pool, postgres_url, caps
     assert code == 0 and len(out) == 2 and out[1].split() == ["AB123CD", "default", "never", "stolen", "car"]
     code, out, _ = alpr(capsys, postgres_url, "list", "--all")
     assert out[2].split() == ["XY1", "p", "2001-01-02T00:00:00+00:00", "old"]  # listed through 1 January
-    no_plate = ["alpr: that plate is not on the list default"]  # not on stderr, which cron and systemd keep
+    no_plate = ["alpr: that plate is not on the list default; it is on 1 other list: p (give --list)"]  # no plate:
+    # not on stderr, which cron and systemd keep
     assert alpr(capsys, postgres_url, "remove", "XY1") == (1, [], no_plate)
     assert alpr(capsys, postgres_url, "remove", "xy1", "--list", "p") == (0, ["XY1 removed from the list p"], [])
     assert alpr(capsys, postgres_url, "list", "--all")[1][1:] == out[1:2]
