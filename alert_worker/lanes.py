@@ -5,7 +5,7 @@ Why: the worker made every attempt on its one loop, so a receiver that was slow 
 after 4 s, inside its 5 s timeout) or hung to its timeout held every other receiver's alerts behind
 it: a review measured a burst of 6 alerts reaching a healthy 'dispatch' receiver 4.7 to 24.8 s late
 behind a 4 s dashboard, and, behind a dashboard that hangs with a 20 s timeout, dispatch's alerts
-8.7 s late at the median. The rest a failing receiver takes (alert_worker/worker.py) spared the loop
+8.7 s late at the median. The rest a failing receiver takes (alert_worker/holds.py) spared the loop
 one timeout per alert, but not the first one, and nothing at all for a receiver that answers slowly.
 Now the worker's loop only hands each job to its receiver's lane and takes the next: a healthy
 receiver's alerts go out within its own round trip, whatever another receiver does.

@@ -519,7 +519,7 @@ def test_the_dashboard_plots_only_exported_metrics():
     assert all(t["datasource"]["uid"] == "prometheus" for p in dashboard["panels"] for t in p["targets"])
     for shared in ("alpr_queue_depth", "alpr_frames_unaccounted"):  # every process reports the same count:
         assert all("max by " in e for e in exprs if shared in e), shared  # summed, two redactors showed double
-    # the alert latency is the live alerts' (alert_worker/worker.py); a replay's late alerts are plotted apart
+    # the alert latency is the live alerts' (alert_worker/outcomes.py); a replay's late alerts are plotted apart
     latency = [e for p in dashboard["panels"] if "alpr_alert_latency_seconds" in str(p) for e in map(str, p["targets"])]
     assert "alpr_late_alert_delay_seconds" in families and "alpr_late_alert_delay_seconds" not in str(latency)
 

@@ -154,7 +154,7 @@ def test_an_error_answer_is_classified(status, expected):
                                                   (403, False), (407, False), (302, False)])  # fmt: skip
 def test_a_refusal_tells_whether_the_receiver_takes_alerts(status, answered):
     """A probe refused for good hands its mark on only where the refusal shows the receiver up and taking
-    alerts (alert_worker/worker.py `probe_refused`): a 4xx for that alert, not one refusing the sender (the
+    alerts (alert_worker/holds.py `probe_refused`): a 4xx for that alert, not one refusing the sender (the
     secret, a proxy's credentials) nor a redirect, which every alert would get."""
     with WebhookServer(SECRET, Reply(status)) as server, pytest.raises(DeliveryRejected) as caught:
         deliver_webhook(ALERT, webhook(server.url))

@@ -1,7 +1,7 @@
 """The one backoff: doubling to a ceiling, for as long as an outage lasts (a camera off overnight, a
 webhook down for a day), and reset once the thing waited for answers."""
 
-from alert_worker.worker import retry_delay_s
+from alert_worker.outcomes import retry_delay_s
 from common.backoff import Backoff
 
 
