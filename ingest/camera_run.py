@@ -2,7 +2,7 @@
 the run, the video file and its pass, or each image of a folder; the camera's capture clock, recorded
 footage's pass start, a resumed pass's logged dates, what stops the thread), what a camera's footage is
 named by in its frame ids (`footage_tag`, `source_tag`), and whether a restarted node may resume it
-(`may_resume`). The node (ingest/node.py) makes one CameraRun per camera thread."""
+(`may_resume`). The node (ingest/camera_sampling.py) makes one CameraRun per camera thread."""
 
 from __future__ import annotations
 

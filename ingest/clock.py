@@ -16,7 +16,7 @@ frames log's watermarks): a detector ages a frame by store time less capture tim
 apart would have made seconds or hours old.
 
 A camera's frames are dated by `CameraClock`: this clock, but never before the camera's last frame
-logged by the nodes before this one (the frames log, ingest/node.py `IngestNode.dated_until`). A node
+logged by the nodes before this one (the frames log, ingest/camera_sampling.py `IngestNode.dated_until`). A node
 started with its host's clock two minutes behind dated its frames two minutes before its predecessor's
 last, which the sighting pool had grouped past already: 48 cars had no sighting (a chaos review). Ahead
 of this clock, a camera's time runs at 1 - SLEW_RATE of real time until they meet, as for a step back."""

@@ -1,5 +1,5 @@
 """A camera's source kept open: opened, read pass after pass, and reopened with backoff when a stream
-drops. One loop for an ingest node's camera threads (ingest/node.py) and `alpr run` on a live stream
+drops. One loop for an ingest node's camera threads (ingest/camera_sampling.py) and `alpr run` on a live stream
 (alpr/standalone.py): `alpr run` ended when its camera dropped the stream (a network blip, a camera
 rebooting), where the node reconnected."""
 

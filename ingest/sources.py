@@ -113,7 +113,7 @@ class FrameSource:
         self.failures: list[str] = []
         self.failure_count = 0
         self.passed_over: Callable[[int, str | None], bool] = lambda index, tag: False
-        """Frames (index, file tag) not to sample: ended for good at an earlier read (ingest/node.py's resume)."""
+        """Frames (index, file tag) not to sample: ended for good at an earlier read (ingest/footage_resume.py)."""
         self.passed: dict[tuple[int, str | None], float] = {}
         """The frames passed over so far: (index, file tag) -> time in the file (a resume dates the rest by them)."""
 

@@ -22,14 +22,14 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from alert_worker.worker import DeliveryOutcome
+from alert_worker.outcomes import DeliveryOutcome
 from alpr.pool_settings import POOLS
 from common.jobs import SKIP_REASONS, StageName
 from common.metrics import Metrics
 from common.queues import QUEUE_NAMES, QUEUED_STAGES, queue_keys
 from common.redis_watch import REDIS_NAMES, REFUSAL_REASONS
 from common.worker import JobOutcome
-from ingest.node import INGEST_SKIP_REASONS
+from ingest.camera_sampling import INGEST_SKIP_REASONS
 from sighting_worker.worker import ROUND_OUTCOMES
 from tests.conftest import unavailable
 from tests.helpers import free_port

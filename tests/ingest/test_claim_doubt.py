@@ -1,4 +1,4 @@
-"""The freeze guard of an ingest node (ingest/node.py: claim_unsure) on a private redis-server: a node whose
+"""The freeze guard of an ingest node (ingest/camera_sampling.py: claim_unsure) on a private redis-server: a node whose
 rounds of claims have not answered for the claims' TTL may have been frozen, and another node may hold its
 cameras, so its cameras wait for a round before sampling. A round Redis refuses (its memory full) is an
 answer: the node is not frozen (a review: at maxmemory every camera sampled 0.1 frame/s, each frame

@@ -414,23 +414,23 @@ def test_recorded_footage_waits_for_a_full_chain_instead_of_skipping(redis_url, 
 def test_a_frame_handed_on_after_the_node_drained_its_pending_frames_is_recorded(redis_url, tmp_path, monkeypatch):
     """A camera thread still encoding a large frame when the stopping node stopped waiting for it put it
     among the pending frames after they were drained: sampled, never queued, never recorded."""
-    import ingest.node
+    import ingest.frame_handoff
 
     folder = tmp_path / "big"
     folder.mkdir()
     for name in ("a", "b"):
         cv2.imwrite(str(folder / f"{name}.jpg"), np.full((120, 160, 3), 90, np.uint8))
     encoded: list[int] = []
-    real_encode = ingest.node.encode_jpeg
+    real_encode = ingest.frame_handoff.encode_jpeg
 
     def slow_encode(image: np.ndarray, quality: int) -> bytes:
         encoded.append(1)
         time.sleep(1.0)  # a 33-megapixel frame on a busy host
         return real_encode(image, quality)
 
-    monkeypatch.setattr(ingest.node, "encode_jpeg", slow_encode)
+    monkeypatch.setattr(ingest.frame_handoff, "encode_jpeg", slow_encode)
     monkeypatch.setattr(defaults, "CAMERA_STOP_S", 0.2)
-    monkeypatch.setattr(ingest.node, "PENDING_WAIT_S", 0.1)
+    monkeypatch.setattr(ingest.frame_handoff, "PENDING_WAIT_S", 0.1)
     camera = CameraConfig(id="cam", source=str(folder), realtime=False)
     connection = connect_redis(redis_url)
     summary = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None).run(

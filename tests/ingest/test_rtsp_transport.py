@@ -21,7 +21,7 @@ from alpr.cli import main
 from common.config import Settings
 from common.errors import ConfigError, InputError
 from common.metrics import Metrics
-from ingest import node as node_module
+from ingest import camera_sampling
 from ingest.cameras import CameraConfig, parse_cameras
 from ingest.node import IngestNode
 from ingest.reconnect import SourceKeeper
@@ -145,7 +145,7 @@ def test_the_cameras_file_chooses_udp_per_camera_and_the_node_opens_it_so(monkey
         def run(self, read_pass: object) -> str:
             return "ended"
 
-    monkeypatch.setattr(node_module, "SourceKeeper", Keeper)
+    monkeypatch.setattr(camera_sampling, "SourceKeeper", Keeper)
     cameras = [CameraConfig(id="udp", source="rtsp://cam-1/live", rtsp_transport="udp"),
                CameraConfig(id="tcp", source="rtsp://cam-2/live")]  # fmt: skip
     unused = redis.Redis(port=1)
