@@ -111,6 +111,13 @@ class FrameHandOff:
                     away_s -= missed * interval_s
             last = now
 
+    def recorded_jobs_ahead(self) -> float:
+        """The chain's depth in jobs as recorded footage waits on it: the queues' last read depth and the
+        frames handed on but not queued yet (pending, or in the packer's hands), as jobs. The depth alone let
+        a starved packer's pending frames (up to 4 jobs' worth) through while it still read the depth before
+        them (a busy run: 6 jobs queued where 3 were the share)."""
+        return self.packer.depth + (self.pending.qsize() + self.packer.in_hand) / self.settings.frames_per_job
+
     def hand_on(self, run: CameraRun, source: FrameSource, frame: SampledFrame | UnreadFrame) -> None:
         """Number one sampled frame and put it in the pending jobs, or record why not. A live stream's
         frame finding the node's hands full is skipped at once (`node_busy`): capture must not fall behind
@@ -123,7 +130,7 @@ class FrameHandOff:
         offline = not source.is_live and not camera.realtime
         if not source.is_live:  # a file's frame waits for room before it is stamped: its age starts now
             self.wait_for_room(run, lambda: self.pending.full() or (
-                offline and (self.packer.depth >= self.recorded_depth or self.packer.holding)))  # fmt: skip
+                offline and (self.recorded_jobs_ahead() >= self.recorded_depth or self.packer.holding)))  # fmt: skip
         frame_id = run.frame_id(frame)
         run.stamped_at = time.monotonic()
         ref = FrameRef(

@@ -90,6 +90,9 @@ class JobPacker:
         self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
         self.queue_keys = list(queue_keys().values())
         self.depth = 0
+        self.in_hand = 0
+        """Frames taken from the pending ones into the batch being packed, not queued yet (the recorded
+        footage's share counts them: FrameHandOff.recorded_jobs_ahead)."""
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
@@ -126,6 +129,7 @@ class JobPacker:
                 item = self.pending.get(timeout=0.05)
                 oldest = oldest if batch else time.monotonic()
                 batch.append(item)
+                self.in_hand = len(batch)
             done = self.claims.all_held and not any(t.is_alive() for t in cameras)  # none stood by for
             ended = (self.stop.is_set() or done) and self.pending.empty()
             full = len(batch) >= self.settings.frames_per_job
@@ -133,6 +137,7 @@ class JobPacker:
                 if batch := self.behind_held(batch) if self.held else batch:  # footage goes behind the held
                     self.flush(batch)
                 batch = []
+                self.in_hand = 0  # queued now (the depth read after it counts it), held, or recorded skipped
             if ended and not batch and not self.held:  # footage held for room is waited for
                 return
 
