@@ -132,6 +132,7 @@ def build_worker_context(
         # load the recogniser now, not on the first job; a frame of another region (its camera's, which the
         # ingest node set) is read with that region's reader, made at its first frame and kept
         ocr.reader(settings.ocr_region)
+        metrics.worker_threads.set(settings.ocr_threads)  # each recogniser's ONNX session (ALPR_OCR_THREADS)
         return WorkerContext(ocr, metrics, settings.job_timeout_s)
     from redactor_worker.worker import RedactStage
 

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.errors import ConfigError
-from common.metrics_registry import RegistryWithoutCreated
+from common.metrics_registry import RegistryWithoutCreated, RoleGauge
 from common.metrics_server import serve_metrics
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -119,15 +119,14 @@ class Metrics:
             "alpr_frames_unrecorded", "Sampled frames whose record the ingest node could not keep.", ["camera"],
             registry=r,
         )  # fmt: skip
-        self.ledger_held_records = Gauge(
-            "alpr_ledger_held_records", "Frame records this ingest node holds for the frames log, not yet written"
+        self.ledger_held_records = RoleGauge(
+            r, "alpr_ledger_held_records", "Frame records this ingest node holds for the frames log, not yet written"
             " (in memory, and in its spool folder where it has one): they grow while Postgres is away, and past"
-            " LEDGER_CAPACITY (200,000) further frames go unrecorded.", registry=r,
+            " LEDGER_CAPACITY (200,000) further frames go unrecorded."
         )  # fmt: skip
-        self.ledger_unwritten_seconds = Gauge(
-            "alpr_ledger_unwritten_seconds", "Seconds this ingest node has held frame records without a write to the"
-            " frames log going through (0 while it holds none): Postgres down, refusing, or not answering.",
-            registry=r,
+        self.ledger_unwritten_seconds = RoleGauge(
+            r, "alpr_ledger_unwritten_seconds", "Seconds this ingest node has held frame records without a write to the"
+            " frames log going through (0 while it holds none): Postgres down, refusing, or not answering."
         )  # fmt: skip
         self.database_up = Gauge(
             "alpr_database_up", "1 while Postgres takes this process's statements, 0 from one that met an outage"
@@ -169,7 +168,7 @@ class Metrics:
             " camera. A camera whose plates all count here reads nothing: its ROI drawn for other frames?",
             ["camera"], registry=r,
         )  # fmt: skip
-        self.worker_threads = Gauge("alpr_worker_threads", "Inference threads in this process.", registry=r)
+        self.worker_threads = RoleGauge(r, "alpr_worker_threads", "Inference threads of this detector or OCR worker.")
         self.settings_info = Gauge(
             "alpr_settings_info",
             "1, labelled with the fingerprint of this process's settings that change its pool's results"
@@ -203,14 +202,14 @@ class Metrics:
             " watchlist_unavailable (no watch-list ever loaded: no camera grouped, the reads wait).",
             ["outcome"], registry=r,
         )  # fmt: skip
-        self.watchlist_loaded = Gauge(
-            "alpr_watchlist_loaded_timestamp_seconds",
+        self.watchlist_loaded = RoleGauge(
+            r, "alpr_watchlist_loaded_timestamp_seconds",
             "When this sighting worker last loaded the watch-lists, or found them unchanged (Unix time): listed cars"
-            " are matched against a list this old.", registry=r,
+            " are matched against a list this old."
         )  # fmt: skip
-        self.watchlist_refresh = Gauge(
-            "alpr_watchlist_refresh_seconds",
-            "How often this sighting worker reloads the watch-lists (ALPR_WATCH_REFRESH_S).", registry=r,
+        self.watchlist_refresh = RoleGauge(
+            r, "alpr_watchlist_refresh_seconds",
+            "How often this sighting worker reloads the watch-lists (ALPR_WATCH_REFRESH_S)."
         )  # fmt: skip
         self.alerts_raised = Counter(
             "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
@@ -249,14 +248,18 @@ class Metrics:
             " grouped past them (a spool replayed after an outage); kept out of alpr_alert_latency_seconds.",
             buckets=LATE_BUCKETS, registry=r,
         )  # fmt: skip
-        self.prune_succeeded = Gauge(
-            "alpr_prune_last_success_timestamp_seconds",
+        self.prune_succeeded = RoleGauge(
+            r, "alpr_prune_last_success_timestamp_seconds",
             "When the last prune round of `alpr db prune --every-h` ended well (Unix time): plate data past its"
-            " retention stays while it does not move.", registry=r,
+            " retention stays while it does not move."
         )  # fmt: skip
         self.pruned_rows = Counter(
             "alpr_pruned_rows", "Rows deleted past the retention, by table.", ["table"], registry=r
         )  # fmt: skip
+
+    def role_gauges(self) -> list[RoleGauge]:
+        """The unlabelled gauges only the roles that set them export (common/metrics_registry.RoleGauge)."""
+        return [value for value in vars(self).values() if isinstance(value, RoleGauge)]
 
     @contextmanager
     def core_cpu(self, stage: str) -> Iterator[None]:

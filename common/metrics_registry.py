@@ -2,14 +2,15 @@
 every counter and histogram (the Unix time each labelled series began). No rule or panel reads them,
 and they were 347 of an ingest node's 833 series at 26 cameras (41%). prometheus_client's own switch,
 disable_created_metrics(), is one flag for every registry of the process: tests building a registry
-each would have shared it."""
+each would have shared it. `RoleGauge`: an unlabelled gauge exported only by the processes that set it."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -48,3 +49,37 @@ class RegistryWithoutCreated(CollectorRegistry):
 
     def register(self, collector: Collector) -> None:
         super().register(CreatedDropped(collector))
+
+
+class RoleGauge:
+    """An unlabelled gauge that only the roles setting it export, from their first value on. Registered
+    with the others, prometheus_client exported it at 0 in every process: the prune's last success read 0
+    in every worker (`time() - min(alpr_prune_last_success_timestamp_seconds)`: 56 years), a redactor
+    reported 0 inference threads (a review). A labelled gauge needs none of this: its series appear once
+    labelled."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str) -> None:
+        self.gauge = Gauge(name, documentation, registry=None)
+        self.registry = registry
+        self.lock = threading.Lock()
+        self.exported = False
+
+    def set(self, value: float) -> None:
+        self.gauge.set(value)
+        self.export()
+
+    def set_to_current_time(self) -> None:
+        self.gauge.set_to_current_time()
+        self.export()
+
+    def set_function(self, read: Callable[[], float]) -> None:
+        """Read at each scrape (prometheus_client's Gauge.set_function)."""
+        self.gauge.set_function(read)
+        self.export()
+
+    def export(self) -> None:
+        """Into the registry, once: after its first value, so that no scrape reads a 0 it never had."""
+        with self.lock:
+            if not self.exported:
+                self.registry.register(self.gauge)
+                self.exported = True

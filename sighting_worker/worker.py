@@ -99,8 +99,9 @@ class SightingStage:
         """Per watch-list whose alerts no receiver takes: when that was last told (`unrouted`)."""
         for outcome in ROUND_OUTCOMES:  # every series from 0: the first failure shows in increase()
             metrics.sighting_rounds.labels(outcome=outcome)
-        if watch is not None:
+        if watch is not None:  # exported by the sighting pool alone; 0 till a list loads (AlprWatchListStale)
             metrics.watchlist_refresh.set(watch.refresh_s)
+            metrics.watchlist_loaded.set(watch.loaded_wall_s or 0)
         self.frame_intervals: dict[str, tuple[float, float | None]] = {}
         """Per camera, when its frame interval was last looked up (monotonic) and what it was."""
         self.said_at = time.monotonic()

@@ -148,6 +148,8 @@ def exported_metric_names() -> set[str]:
         metrics.jobs.labels(stage=stage, outcome="failed")
         metrics.core_cpu_seconds.labels(stage=stage)
         metrics.stage_seconds.labels(stage=stage)
+    for gauge in metrics.role_gauges():  # each exported by the roles that set it (common/metrics_registry.RoleGauge)
+        gauge.set(1)
     text = generate_latest(metrics.registry).decode()
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")} | {
         re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and not line.startswith("#")
