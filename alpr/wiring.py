@@ -197,10 +197,11 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     from sighting_worker.stage_types import SightingSettings
     from sighting_worker.worker import SightingStage
 
+    read_min_confidence = settings.early_match_min_confidence  # one below ALPR_OCR_MIN_CONFIDENCE refused first
     pool = database_pool(settings, "sighting worker", SIGHTING_WORKER_RIGHTS, SIGHTING_SESSION_SETTINGS, metrics)
     tuning = SightingSettings(
         gap_s=settings.sighting_gap_s, settle_s=settings.sighting_settle_s,
-        read_min_confidence=settings.early_match_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
+        read_min_confidence=read_min_confidence, sighting_min_confidence=settings.ocr_min_confidence,
         max_distance=settings.watch_max_distance, history_s=settings.frame_ttl_s + settings.job_timeout_s,
         alert_repeat_s=settings.alert_repeat_s, fuzzy_min_probability=settings.watch_fuzzy_min_probability,
     )  # fmt: skip

@@ -326,20 +326,6 @@ class Settings(BaseModel):
             )
         return self
 
-    @model_validator(mode="after")
-    def consistent_thresholds(self) -> Settings:
-        """An early alert is raised on one read, a sighting's on its voted plate at ALPR_OCR_MIN_CONFIDENCE:
-        a read matched at once below that threshold raised an alert (a 0.92 misread, the threshold at 0.99)
-        that the voted sighting would not have (a review)."""
-        early = self.watch_read_min_confidence
-        if early is not None and early < self.ocr_min_confidence:
-            raise ValueError(
-                f"{ENV_PREFIX}WATCH_READ_MIN_CONFIDENCE ({early:g}) must be at least {ENV_PREFIX}OCR_MIN_CONFIDENCE"
-                f" ({self.ocr_min_confidence:g}): a single read the trusted-read threshold refuses would raise an"
-                f" alert; raise it too, or leave it unset (it then follows {ENV_PREFIX}OCR_MIN_CONFIDENCE)"
-            )
-        return self
-
     def within_retention(self, role: str) -> Settings:
         """These settings as `role` runs with them: nothing it keeps of a car outlives the records of it (a
         retention of 0 keeps them for ever: no bound). The redactor (`redact`) keeping frames (blurred at
@@ -350,7 +336,11 @@ class Settings(BaseModel):
         twice ALPR_ALERT_REPEAT_S (sighting_worker/passes.prune): one set past half the retention is
         refused. Checked at those roles' start alone: checked in every command's settings, a retention of 1
         or 2 days with the default keep age (72 h) stopped every command, `alpr db prune` (Compose's prune
-        service sets the retention alone: nothing pruned, ever) and `alpr status` among them (a review)."""
+        service sets the retention alone: nothing pruned, ever) and `alpr status` among them (a review). The
+        sighting pool's watch-read threshold is checked here too, before it reaches any server
+        (`early_match_min_confidence`: one below ALPR_OCR_MIN_CONFIDENCE refused)."""
+        if role == "sight":
+            self.early_match_min_confidence  # noqa: B018 (raises ConfigError where inconsistent)
         if self.retention_days == 0:
             return self
         retention_h = 24 * self.retention_days
@@ -388,10 +378,23 @@ class Settings(BaseModel):
         """The confidence at which a single read is matched against the watch-lists at once (an early
         alert): ALPR_WATCH_READ_MIN_CONFIDENCE, or where unset WATCH_READ_MIN_CONFIDENCE (0.9) raised to
         ALPR_OCR_MIN_CONFIDENCE when that is higher: an operator raising the trusted-read threshold to cut
-        false alerts cuts them on early alerts too."""
-        if self.watch_read_min_confidence is not None:
-            return self.watch_read_min_confidence
-        return max(defaults.WATCH_READ_MIN_CONFIDENCE, self.ocr_min_confidence)
+        false alerts cuts them on early alerts too. One set below ALPR_OCR_MIN_CONFIDENCE is refused
+        (ConfigError): an early alert is raised on one read, a sighting's on its voted plate at that
+        threshold, and a read matched at once below it raised an alert (a 0.92 misread, the threshold at
+        0.99) that the voted sighting would not have (a review). Refused here, where it is used (the
+        sighting pool's start: alpr/wiring.build_sighting_stage), not in every command's settings: `alpr db
+        prune`, `alpr export` and `alpr status` exited 2 on it, as they did on a keep age past the retention
+        (`within_retention`)."""
+        early = self.watch_read_min_confidence
+        if early is None:
+            return max(defaults.WATCH_READ_MIN_CONFIDENCE, self.ocr_min_confidence)
+        if early < self.ocr_min_confidence:
+            raise ConfigError(
+                f"{ENV_PREFIX}WATCH_READ_MIN_CONFIDENCE ({early:g}) must be at least {ENV_PREFIX}OCR_MIN_CONFIDENCE"
+                f" ({self.ocr_min_confidence:g}): a single read the trusted-read threshold refuses would raise an"
+                f" alert; raise it too, or leave it unset (it then follows {ENV_PREFIX}OCR_MIN_CONFIDENCE)"
+            )
+        return early
 
     @property
     def plain_link_host_names(self) -> frozenset[str]:

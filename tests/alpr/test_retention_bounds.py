@@ -97,6 +97,34 @@ def test_an_alert_repeat_set_past_half_the_retention_stops_the_sighting_pool_alo
     assert refused.returncode == 2 and "ALPR_ALERT_REPEAT_S (86400 s) must be at most half of" in refused.stderr
 
 
+def test_a_watch_read_threshold_below_the_trusted_reads_stops_the_sighting_pool_alone(
+    postgres_url, redis_url, tmp_path
+):
+    """ALPR_WATCH_READ_MIN_CONFIDENCE below ALPR_OCR_MIN_CONFIDENCE was refused in every command's settings:
+    the prune and status exited 2 on it, as on a keep age past the retention (a review). It is refused where
+    it is used: at the sighting pool's start, in one line."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    thresholds = {
+        "ALPR_OCR_MIN_CONFIDENCE": "0.99",
+        "ALPR_WATCH_READ_MIN_CONFIDENCE": "0.9",
+        "ALPR_RETENTION_DAYS": "9",
+    }
+    prune = service_env("prune", postgres_url, redis_url, tmp_path, **thresholds)
+    done = alpr(prune, "db", "prune", "--dry-run")
+    assert done.returncode == 0 and done.stdout.startswith("would delete"), done.stdout + done.stderr
+    status = alpr(prune | {"ALPR_REDIS_URL": redis_url}, "status")
+    assert status.returncode == 0 and status.stdout.startswith("queue "), status.stdout + status.stderr
+    sight = service_env("sight", postgres_url, redis_url, tmp_path, **thresholds)
+    sight.pop("ALPR_ALERT_RECEIVERS")
+    refused = alpr(sight, "worker", "sight", "--burst")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(
+        "alpr: error: ALPR_WATCH_READ_MIN_CONFIDENCE (0.9) must be at least ALPR_OCR_MIN_CONFIDENCE (0.99):"
+    )
+    started = alpr(sight | {"ALPR_WATCH_READ_MIN_CONFIDENCE": "0.995"}, "worker", "sight", "--burst")
+    assert started.returncode == 0, started.stderr
+
+
 @pytest.mark.parametrize(
     ("environ", "role", "kept_h", "cut"),
     [

@@ -50,11 +50,6 @@ def test_environment_and_overrides():
         ({"ALPR_DETECTOR_HALF": "1", "ALPR_DETECTOR_DEVICE": "cuda:0"}, "here the backend is onnx on cuda:0"),
         ({"ALPR_JOB_KEY": "short"}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 5$"),  # not "16 items"
         ({"ALPR_JOB_KEY": "k" * 1025}, "ALPR_JOB_KEY: must be 16 to 1024 characters long, got 1025$"),
-        # a single 0.92 misread alerted though the trusted-read threshold, and so the voted sighting, said no
-        (
-            {"ALPR_OCR_MIN_CONFIDENCE": "0.99", "ALPR_WATCH_READ_MIN_CONFIDENCE": "0.9"},
-            "ALPR_WATCH_READ_MIN_CONFIDENCE .0.9. must be at least ALPR_OCR_MIN_CONFIDENCE .0.99.: .* leave it unset",
-        ),
     ],
 )
 def test_bad_settings_name_the_variable(environ, message):
@@ -162,6 +157,16 @@ def test_settings_past_the_retention_load_for_every_command(environ):
     tests/alpr/test_retention_bounds.py), not in every command's settings: `alpr db prune` and `alpr status`
     were refused with a short retention (a review)."""
     Settings.load(environ)
+
+
+def test_a_watch_read_threshold_below_the_trusted_reads_is_refused_where_it_is_used():
+    """A single 0.92 misread alerted though the trusted-read threshold, and so the voted sighting, said no;
+    refused where the threshold is used (the sighting pool's start: tests/alpr/test_retention_bounds.py),
+    not in every command's settings."""
+    settings = Settings.load({"ALPR_OCR_MIN_CONFIDENCE": "0.99", "ALPR_WATCH_READ_MIN_CONFIDENCE": "0.9"})
+    message = "ALPR_WATCH_READ_MIN_CONFIDENCE .0.9. must be at least ALPR_OCR_MIN_CONFIDENCE .0.99.: .* leave it unset"
+    with pytest.raises(ConfigError, match=message):
+        _ = settings.early_match_min_confidence
 
 
 def test_a_keep_age_past_a_century_is_refused_whatever_the_retention():
