@@ -1,13 +1,15 @@
 """The Redis and Postgres URLs of the settings: checked when the settings load, so that a malformed one
 is refused with a message that says what is wrong and quotes none of it (libpq and redis-py quote the
 token they choke on, a password included), and a Postgres URL's password taken out, so that the driver
-is handed it apart and never echoes it."""
+is handed it apart and never echoes it. A TLS file a Redis URL's query names (ssl_ca_certs…) must be
+a file this process can read: a missing one read as "cannot reach Redis … No such file or directory"."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 ServerKind = Literal["redis", "postgres"]
 
@@ -24,6 +26,10 @@ REDIS_DATABASE = re.compile(r"/?\d*/?")
 """A Redis URL's path: empty or the database's number."""
 
 MAX_PORT = 65535
+
+REDIS_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+"""The query fields of a Redis URL naming a file redis-py loads at each connection (the CA's certificates,
+the client's certificate and key)."""
 
 
 def split_url(url: str) -> tuple[str, str, str, str]:
@@ -67,7 +73,19 @@ def url_problem(url: str, kind: ServerKind) -> str | None:
             "the database (the URL's path) must be a number, as in redis://host:6379/0: Redis has no named"
             " databases, and redis-py would quietly use database 0"
         )
-    return _library_problem(url, kind)
+    return _library_problem(url, kind) or (_tls_file_problem(query) if kind == "redis" else None)
+
+
+def _tls_file_problem(query: str) -> str | None:
+    """A TLS file named in a Redis URL's query (REDIS_TLS_FILES) that is no file this process can read,
+    named by its field alone (the path is not quoted: this module quotes nothing of a URL)."""
+    for name, value in parse_qsl(query.removeprefix("?")):
+        if name in REDIS_TLS_FILES and value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            return (
+                f"the file its query's {name} names is missing or unreadable here (redis-py loads it at each"
+                " connection: every one would fail)"
+            )
+    return None
 
 
 def _socket_problem(hosts: str, path: str, query: str) -> str | None:

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from alpr.cli import main
 from common.config import Settings
 from common.errors import ConfigError
 
@@ -208,3 +209,23 @@ def test_an_unknown_setting_names_the_one_it_is_likely_a_slip_for_first(variable
         Settings.load({variable: "1"})
     guess = f" (did you mean {meant}?)" if meant else ""
     assert str(refused.value).startswith(f"unknown setting {variable}{guess}; known: ALPR_MODEL_DIR, ")
+
+
+@pytest.mark.parametrize("field", ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile"])
+@pytest.mark.parametrize("variable", ["ALPR_REDIS_URL", "ALPR_FRAME_STORE_URL"])
+def test_a_tls_file_a_redis_url_names_must_exist_and_is_named_by_its_field(variable, field, tmp_path, capsys):
+    """A missing CA file read as "cannot reach Redis … No such file or directory", after the role had tried
+    to connect (a review): now one line naming the setting and the query field, the password never."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    url = f"rediss://:s3cret-pw@10.0.0.5:6380/0?{field}={tmp_path / 'missing.pem'}"
+    with pytest.raises(ConfigError) as refused:
+        Settings.load({variable: url})
+    assert str(refused.value) == (
+        f"invalid settings: {variable}: the file its query's {field} names is missing or unreadable here"
+        " (redis-py loads it at each connection: every one would fail)"
+    )
+    assert Settings.load({variable: url.replace("missing.pem", "ca.pem")})  # one there: taken
+    assert main(["status", "--redis-url", url]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{field} names is missing" in line and "s3cret" not in line and "cannot reach" not in line
