@@ -35,7 +35,8 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "prune" and args.sqlite_path is not None:
         return prune_sqlite(args, settings)
     if not settings.database_url:
-        raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}")
+        sqlite = ", or --sqlite FILE to prune `alpr run`'s SQLite log" if args.action == "prune" else ""
+        raise ConfigError(f"set ALPR_DATABASE_URL (or --database-url) to the Postgres to {args.action}{sqlite}")
     if args.action == "prune":
         return prune(args, settings)
     if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -186,6 +186,24 @@ class MaskingParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         super().error(mask_url(message))
+
+    def parse_args(  # type: ignore[override]  # (typeshed's overloads; the namespace is always argparse's)
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """argparse's, but an argument no parser knows is refused by the subcommand's own parser, with its
+        usage: `alpr db prune --grant x` printed the top-level usage, which names no flag of the prune's."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.chosen(parsed).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+    def chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The innermost subcommand's parser that `parsed` went through (`alpr db prune`'s), else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and (name := getattr(parsed, action.dest, None)):
+                sub = action.choices[name]
+                return sub.chosen(parsed) if isinstance(sub, MaskingParser) else sub
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:

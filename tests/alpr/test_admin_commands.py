@@ -27,7 +27,22 @@ def test_a_flag_of_the_other_db_action_is_refused_not_ignored(args, refused, cap
     upgraded and said nothing of them, `alpr db prune --grant ROLE` pruned and granted nothing."""
     with pytest.raises(SystemExit) as exited:
         main(args)
-    assert exited.value.code == 2 and f"unrecognized arguments: {refused}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"unrecognized arguments: {refused}" in err
+    # told with the action's own usage and name (it was the top-level `usage: alpr [-h] [-v] {setup,…}`)
+    assert err.startswith(f"usage: alpr db {args[1]} [-h]") and f"\nalpr db {args[1]}: error: unrecognized" in err
+
+
+def test_a_prune_without_a_database_url_names_the_sqlite_flag_too(monkeypatch, capsys):
+    """It named ALPR_DATABASE_URL alone, even with ALPR_SQLITE_PATH set: `alpr run`'s log is pruned with
+    `--sqlite FILE`."""
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    monkeypatch.setenv("ALPR_SQLITE_PATH", "reads.sqlite")
+    assert main(["db", "prune"]) == 2
+    assert capsys.readouterr().err == (
+        "alpr: error: set ALPR_DATABASE_URL (or --database-url) to the Postgres to prune, or --sqlite FILE to"
+        " prune `alpr run`'s SQLite log\n"
+    )
 
 
 def schema_tables(url: str) -> set[str]:
