@@ -10,9 +10,10 @@ A pool whose members disagree is a warning: shown, told on stderr, and the exit 
 key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'
 Redis could not be read, or that a key of the chain's there holds another type than the chain writes (each
 such key named on stderr in one line, what status reads there left out, the rest shown), or, with `alpr:
-error:`, that Postgres could not be: a statement of the frames-log part unanswered within
-STATUS_STATEMENT_TIMEOUT_S (behind a lock it hung until killed, a review) ends it so, the chain's part
-already shown. `--json` exits 2 the same way, the keys listed under `unreadable_keys`."""
+error:`, that the frames log in Postgres could not be: Postgres unreachable, its schema not current, or a
+statement of the frames-log part unanswered within STATUS_STATEMENT_TIMEOUT_S (behind a lock it hung until
+killed, a review) ends it so, the chain's part already shown: a check that read half of what it was asked
+for does not pass. `--json` exits 2 the same way, the keys listed under `unreadable_keys`."""
 
 from __future__ import annotations
 

@@ -82,3 +82,21 @@ def test_status_behind_a_locked_frames_table_says_so_within_seconds(redis_url, p
     assert status.returncode == 2, (status.stdout, status.stderr)
     assert status.stderr.strip() == f"alpr: error: frames log not answered in {limit:g} s (a lock? see pg_locks)"
     assert status.stdout.startswith("queue") and took_s < limit + 20
+
+
+def test_status_with_a_frames_log_it_cannot_read_shows_the_chain_then_says_why_and_exits_2(
+    redis_url, postgres_url, capsys
+):
+    """Postgres down, or its schema not current: the chain's part (from Redis) is shown, then one line says
+    why the frames log is not, and the exit status is 2, as where Redis cannot be read: a check that read
+    half of what it was asked for does not pass (README's exit statuses of `alpr status`)."""
+    from tests.helpers import free_port
+
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    for url, why in [(down, "alpr: error: cannot connect to Postgres at "),
+                     (postgres_url, "alpr: error: the database schema is not at version ")]:  # fmt: skip
+        assert main(["status", "--interval", "0.1", "--redis-url", redis_url, "--database-url", url]) == 2
+        out, err = capsys.readouterr()
+        assert out.startswith("queue ") and "oldest waiting frame" in out
+        [line] = err.strip().splitlines()
+        assert line.startswith(why), line
