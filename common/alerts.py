@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -45,6 +46,10 @@ MAX_URL_CHARS = 2048
 MAX_TIMEOUT_S = 60.0
 """Longest time one delivery attempt may wait on its receiver."""
 
+MIN_TIMEOUT_S = 0.1
+"""Shortest time one delivery attempt may wait on its receiver: `timeout_s: 1e-9` was taken, every attempt
+timed out before its connection was made, and every alert was retried for a day (a review)."""
+
 DELIVERY_TIMEOUT_S = 5.0
 """Default time one delivery attempt waits on its receiver (connect, send, acknowledgement)."""
 
@@ -66,6 +71,22 @@ MAX_LISTS_PER_RECEIVER = 256
 
 ListFilter = frozenset[str] | None
 """The watch-lists whose alerts a receiver takes; None: every list's."""
+
+
+def _names_as_text(names: object) -> object:
+    """`lists:` as written, refused where YAML read a name as something else than text (`2024`, `007`, `on`,
+    `1.5`, a date): said so, not pydantic's "Input should be a valid string" and a misleading "Tuple should
+    have at least 1 item after validation, not 0" (a review). The name itself is not shown."""
+    if isinstance(names, list | tuple) and any(not isinstance(name, str) for name in names):
+        raise ValueError(
+            "a list name YAML reads as a number, a date or true/false (2024, 007, on) is written in quotes:"
+            " lists: ['2024']"
+        )
+    return names
+
+
+ListNames = Annotated[tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...], BeforeValidator(_names_as_text)]
+"""A receiver's `lists:`: the names of watch-lists, each as text (LIST_NAME_PATTERN)."""
 
 MQTT_WILDCARDS = frozenset("+#")
 """Characters a topic one publishes to may not hold (they are for subscriptions)."""
@@ -161,8 +182,10 @@ class ReceiverConfig(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True)
 
-    timeout_s: float = Field(DELIVERY_TIMEOUT_S, gt=0, le=MAX_TIMEOUT_S, description="per delivery attempt")
-    lists: tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...] | None = Field(
+    timeout_s: float = Field(
+        DELIVERY_TIMEOUT_S, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S, description="per delivery attempt, in seconds"
+    )
+    lists: ListNames | None = Field(
         None, min_length=1, max_length=MAX_LISTS_PER_RECEIVER,
         description="the watch-lists whose alerts it takes (left out: every list's)",
     )  # fmt: skip
@@ -181,6 +204,15 @@ class WebhookReceiver(ReceiverConfig):
     url: str = Field(max_length=MAX_URL_CHARS, description="http:// or https:// URL, without user:password")
     secret: SecretStr = Field(min_length=MIN_SECRET_CHARS, max_length=1024, description="HMAC key shared with it")
 
+    @field_validator("secret")
+    @classmethod
+    def _more_than_spaces(cls, secret: SecretStr) -> SecretStr:
+        """At least MIN_SECRET_CHARS besides the whitespace around them: `secret: '   ...   '` written in
+        place was taken (a secret file of spaces was refused), an HMAC key anyone could guess (a review)."""
+        if len(secret.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            raise ValueError(f"a secret needs at least {MIN_SECRET_CHARS} characters besides the spaces around them")
+        return secret
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
@@ -194,9 +226,11 @@ class WebhookReceiver(ReceiverConfig):
         if "@" in parts.netloc:
             raise ValueError("the URL may not carry user:password (the secret signs each alert)")
         try:
-            parts.port  # noqa: B018 (raises on a port out of range or not a number)
+            port = parts.port  # raises on a port out of range or not a number
         except ValueError:
-            raise ValueError("the URL's port is not a number from 1 to 65535") from None
+            port = 0
+        if port == 0:  # :0 was taken, and every attempt failed, retried for a day
+            raise ValueError("the URL's port is not a number from 1 to 65535")
         if not parts.hostname:
             raise ValueError("the URL names no host")
         return url
@@ -298,9 +332,7 @@ class _Routing(Strict):
 
     model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
-    lists: tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...] | None = Field(
-        None, min_length=1, max_length=MAX_LISTS_PER_RECEIVER
-    )
+    lists: ListNames | None = Field(None, min_length=1, max_length=MAX_LISTS_PER_RECEIVER)
 
 
 def receiver_routes(path: Path) -> dict[str, ListFilter]:
@@ -372,8 +404,8 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
     place (`secret`, `password`) or, better, read from files, whose content is taken stripped of the
-    whitespace around it (the newline `echo` leaves): a receiver signs with the stripped secret. Any fault
-    is one ConfigError that shows no secret."""
+    whitespace around it (the newline `echo` leaves): a receiver signs with the stripped secret. Two webhooks
+    may not share a secret (`_one_secret_each`). Any fault is one ConfigError that shows no secret."""
     receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
     adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
     for name, written in _entries(path).items():
@@ -385,4 +417,22 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
             receivers[name] = adapter.validate_python(settings)
         except ValidationError as error:
             raise ConfigError(format_errors(error, label=f"{path}: receiver {name}: ")) from None
+    _one_secret_each(path, receivers)
     return receivers
+
+
+def _one_secret_each(path: Path, receivers: Mapping[str, WebhookReceiver | MqttReceiver]) -> None:
+    """ConfigError naming two webhooks that share a secret (never the secret): the signature covers the
+    timestamp and the body alone, not the receiver, so either could sign alerts the other would take for
+    the alert pool's. With the README's routing (the parking list to the parking office, the stolen list to
+    the police) on one secret, the parking office could send the police "stolen" alerts of its own making
+    (a review)."""
+    holders: dict[str, str] = {}
+    for name, receiver in receivers.items():
+        if isinstance(receiver, WebhookReceiver):
+            other = holders.setdefault(receiver.secret.get_secret_value(), name)
+            if other != name:
+                raise ConfigError(
+                    f"{path}: receivers {other} and {name} share one secret: either could sign alerts the other"
+                    " takes for the alert pool's; give each webhook a secret of its own"
+                )

@@ -86,6 +86,12 @@ class PrivateMosquitto:
             self.process = None
 
 
+def own_secret(secret: str, name: str) -> str:
+    """Receiver `name`'s secret in a test's receivers file: `secret` and the name (common/alerts.load_receivers
+    refuses two webhooks that share a secret: either could sign the other's alerts)."""
+    return f"{secret}-{name}"
+
+
 @dataclass
 class Received:
     """One request the webhook receiver got."""

@@ -21,7 +21,7 @@ from common.alert_log import AlertLog, insert_alerts
 from common.db import open_pool
 from common.jobs import alert_job
 from common.queues import connect_redis, enqueue, queue_keys, stage_queue
-from tests.alert_servers import Reply, WebhookServer
+from tests.alert_servers import Reply, WebhookServer, own_secret
 from tests.alert_worker.test_worker import (
     ALERT,
     SECRET,
@@ -106,7 +106,7 @@ def test_a_dead_receivers_backlog_delays_no_other_receiver_and_queues_no_job_twi
             twice.update(entry for entry, n in collections.Counter(entries).items() if n > 1)
             stop.wait(0.25)
 
-    with WebhookServer(SECRET) as dispatch:
+    with WebhookServer(own_secret(SECRET, "dispatch")) as dispatch:
         dead_url = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
         receivers_file(tmp_path, monkeypatch, {"dead": (dead_url, 1), "dispatch": (dispatch.url, 5)})
         backlog(postgres_url, BACKLOG)
@@ -255,7 +255,7 @@ def test_a_receiver_back_gets_its_held_backlog_once_each_oldest_first(postgres_u
     count = 200
     redis_ = connect_redis(redis_url)
     queue_key = queue_keys(("alert",))["alert"]
-    with WebhookServer(SECRET, Reply(status=503)) as dead:
+    with WebhookServer(own_secret(SECRET, "dead"), Reply(status=503)) as dead:
         receivers_file(tmp_path, monkeypatch, {"dead": (dead.url, 1)})
         backlog(postgres_url, count)
         process = alert_worker()
@@ -296,7 +296,8 @@ def test_a_probe_left_by_a_worker_killed_is_sent_by_another_and_releases_the_bac
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     count = 40
-    with WebhookServer(SECRET, Reply(status=503, headers={"Retry-After": "3"})) as receiver:  # a rest of 3 s
+    rest_of_3_s = Reply(status=503, headers={"Retry-After": "3"})
+    with WebhookServer(own_secret(SECRET, "dead"), rest_of_3_s) as receiver:
         receivers_file(tmp_path, monkeypatch, {"dead": (receiver.url, 1)})
         backlog(postgres_url, count)
         rows(postgres_url, f"UPDATE alert_deliveries d SET last_error = '{RELEASED}', next_attempt_at = now()"
@@ -362,7 +363,7 @@ def test_a_probe_refused_by_a_receiver_that_answers_holds_none_of_its_other_aler
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     count = 20
-    with WebhookServer(SECRET, Reply(status=503, headers={"Retry-After": "3"})) as receiver:
+    with WebhookServer(own_secret(SECRET, "dead"), Reply(status=503, headers={"Retry-After": "3"})) as receiver:
         receivers_file(tmp_path, monkeypatch, {"dead": (receiver.url, 1)})
         backlog(postgres_url, count)
         rows(postgres_url, "UPDATE alert_deliveries SET next_attempt_at = now() + interval '1 hour' RETURNING 1")

@@ -16,7 +16,7 @@ from common.alert_log import AlertLog, insert_alerts
 from common.alerts import Alert
 from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
-from tests.alert_servers import WebhookServer
+from tests.alert_servers import WebhookServer, own_secret
 from tests.alert_worker.test_worker import rows
 from tests.sighting_worker.test_worker import SECRET, chain, frame, log_frames, plate, table
 
@@ -24,10 +24,12 @@ __all__ = ["chain"]
 
 
 def receivers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hooks: dict[str, tuple[str, str]]) -> None:
-    """A receivers file of webhooks, name -> (URL, its `lists:` line's value or "" for none)."""
+    """A receivers file of webhooks, name -> (URL, its `lists:` line's value or "" for none), each with its own
+    secret (`own_secret`) in a file."""
     text = "receivers:\n"
     for name, (url, lists) in hooks.items():
-        text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+        (tmp_path / f"{name}.secret").write_text(own_secret(SECRET, name))
+        text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / f'{name}.secret'}\n"
         text += f"    timeout_s: 2\n    lists: {lists}\n" if lists else "    timeout_s: 2\n"
     (tmp_path / "receivers.yaml").write_text(text)
     monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
@@ -46,7 +48,11 @@ def test_each_lists_alerts_reach_the_receivers_that_take_that_list_alone(
     pool, settings = chain
     assert main(["watchlist", "add", "KPX4721", "--reason", "unpaid", "--list", "parking",
                  "--database-url", postgres_url]) == 0  # fmt: skip
-    with WebhookServer(SECRET) as police, WebhookServer(SECRET) as parking, WebhookServer(SECRET) as archive:
+    with (
+        WebhookServer(own_secret(SECRET, "police")) as police,
+        WebhookServer(own_secret(SECRET, "parking")) as parking,
+        WebhookServer(own_secret(SECRET, "archive")) as archive,
+    ):
         hooks = {"police": (police.url, "[default]"), "parking": (parking.url, "[parking, permits]")}
         receivers_file(tmp_path, monkeypatch, {**hooks, "archive": (archive.url, "")})
         start_s = time.time() - 30
@@ -78,7 +84,7 @@ def test_a_delivery_logged_by_a_raiser_on_another_file_is_not_sent_to_a_receiver
     pool, _ = chain
     with pool.connection() as connection, connection.transaction():
         insert_alerts(connection, [STOLEN], ["police", "parking"])  # as an older file routed it: everyone
-    with WebhookServer(SECRET) as police, WebhookServer(SECRET) as parking:
+    with WebhookServer(own_secret(SECRET, "police")) as police, WebhookServer(own_secret(SECRET, "parking")) as parking:
         receivers_file(tmp_path, monkeypatch, {"police": (police.url, ""), "parking": (parking.url, "[parking]")})
         from common.jobs import alert_job
         from common.queues import enqueue

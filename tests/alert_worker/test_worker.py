@@ -31,7 +31,7 @@ from common.alerts import Alert
 from common.db import open_pool
 from common.jobs import alert_job
 from common.queues import connect_redis, enqueue, stage_queue
-from tests.alert_servers import FloodingBroker, PrivateMosquitto, Reply, WebhookServer
+from tests.alert_servers import FloodingBroker, PrivateMosquitto, Reply, WebhookServer, own_secret
 from tests.conftest import unavailable
 
 SECRET = "hook-secret-0123456789abcdef"
@@ -353,7 +353,7 @@ def test_a_receiver_the_raisers_file_lacked_gets_the_recent_alerts_from_the_aler
     and sends it once; not to one raised past ALERT_MISSING_RECEIVER_S (Postgres's clock), nor again, and
     a delivery to a receiver its file does not name (removed) is left as it was."""
     setup("http://127.0.0.1:9/unused")
-    with WebhookServer(SECRET) as ops, WebhookServer(SECRET) as dash:
+    with WebhookServer(own_secret(SECRET, "ops")) as ops, WebhookServer(own_secret(SECRET, "dash")) as dash:
         receivers_file(tmp_path, monkeypatch, {"ops": (ops.url, 1), "dash": (dash.url, 1)})
         recent, old = raise_alerts(postgres_url, redis_url, 2, ["ops", "gone"])  # the raiser's file: ops, gone
         age = f"{defaults.ALERT_MISSING_RECEIVER_S + 60} seconds"
@@ -471,15 +471,12 @@ def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url,
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
-    (tmp_path / "hook.secret").write_text(SECRET)
     alerts = [ALERT.model_copy(update={"alert_id": f"read-{i:016x}"}) for i in range(4)]
-    with WebhookServer(SECRET, Reply(hang=True)) as dashboard, WebhookServer(SECRET) as dispatch:
-        text = "receivers:\n"
-        for name, url in (("dashboard", dashboard.url), ("dispatch", dispatch.url)):
-            text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
-            text += "    timeout_s: 1\n"
-        (tmp_path / "receivers.yaml").write_text(text)
-        monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
+    with (
+        WebhookServer(own_secret(SECRET, "dashboard"), Reply(hang=True)) as dashboard,
+        WebhookServer(own_secret(SECRET, "dispatch")) as dispatch,
+    ):
+        receivers_file(tmp_path, monkeypatch, {"dashboard": (dashboard.url, 1), "dispatch": (dispatch.url, 1)})
         pool = open_pool(postgres_url)
         try:
             with pool.connection() as connection, connection.transaction():
@@ -549,11 +546,12 @@ def test_an_idle_worker_does_its_duties_as_often_as_its_pool_asks(redis_url, sta
 
 
 def receivers_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeouts: dict[str, tuple[str, float]]) -> None:
-    """A receivers file naming each receiver with its (webhook URL, timeout_s), in this order."""
-    (tmp_path / "hook.secret").write_text(SECRET)
+    """A receivers file naming each receiver with its (webhook URL, timeout_s), in this order, and its own
+    secret (`own_secret`), in a file."""
     text = "receivers:\n"
     for name, (url, timeout_s) in timeouts.items():
-        text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / 'hook.secret'}\n"
+        (tmp_path / f"{name}.secret").write_text(own_secret(SECRET, name))
+        text += f"  {name}:\n    type: webhook\n    url: {url}\n    secret_file: {tmp_path / f'{name}.secret'}\n"
         text += f"    timeout_s: {timeout_s}\n"
     (tmp_path / "receivers.yaml").write_text(text)
     monkeypatch.setenv("ALPR_ALERT_RECEIVERS", str(tmp_path / "receivers.yaml"))
@@ -610,7 +608,10 @@ def test_a_slow_or_hung_receiver_delays_no_other_receivers_alerts(
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     answer = threading.Event()
     reply = Reply(held_until=answer) if dashboard_is == "slow" else Reply(hang=True)
-    with WebhookServer(SECRET, reply) as dashboard, WebhookServer(SECRET) as dispatch:
+    with (
+        WebhookServer(own_secret(SECRET, "dashboard"), reply) as dashboard,
+        WebhookServer(own_secret(SECRET, "dispatch")) as dispatch,
+    ):
         # the dashboard first, with the longest timeout a file allows: its attempt stays in flight while we look
         receivers_file(tmp_path, monkeypatch, {"dashboard": (dashboard.url, 60), "dispatch": (dispatch.url, 5)})
         alert_ids = raise_alerts(postgres_url, redis_url, 4, ["dashboard", "dispatch"])
@@ -644,7 +645,7 @@ def test_a_worker_stopped_mid_attempt_finishes_it_and_hands_back_the_alerts_wait
     alert waiting (a review: the lanes were told of the stop only after it): they see the signal at once."""
     answer = threading.Event()
     try:
-        with WebhookServer(SECRET, Reply(held_until=answer)) as hook:
+        with WebhookServer(own_secret(SECRET, "ops"), Reply(held_until=answer)) as hook:
             receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 60)})  # answered within its timeout
             alert_ids = raise_alerts(postgres_url, redis_url, 3, ["ops"])
             process = alert_worker()
@@ -686,7 +687,7 @@ def test_a_worker_killed_with_alerts_waiting_in_a_lane_loses_none(postgres_url, 
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     monkeypatch.setattr(defaults, "ALERT_REQUEUE_AFTER_S", 1.0)  # for this process's burst worker only
-    with WebhookServer(SECRET, Reply(hang=True)) as hook:
+    with WebhookServer(own_secret(SECRET, "ops"), Reply(hang=True)) as hook:
         # a timeout the kill lands well inside: with 1 s, a test process stalled a second on busy CPUs saw the
         # attempt time out (and the next alert claimed) before its kill
         receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, timeout_s)})
@@ -724,7 +725,7 @@ def test_an_alert_a_killed_worker_took_and_never_started_is_sent_by_the_next(
     monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     monkeypatch.setattr(defaults, "ALERT_REQUEUE_AFTER_S", 1.0)  # for this process's burst worker only
-    with WebhookServer(SECRET, Reply(status=200)) as hook:
+    with WebhookServer(own_secret(SECRET, "ops"), Reply(status=200)) as hook:
         receivers_file(tmp_path, monkeypatch, {"ops": (hook.url, 4.0)})
         alert_ids = raise_alerts(postgres_url, redis_url, 2, ["ops"])
         pool = open_pool(postgres_url)

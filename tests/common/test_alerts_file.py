@@ -110,7 +110,7 @@ def test_a_receiver_takes_the_lists_it_names_and_both_pools_read_them_alike(tmp_
 
 @pytest.mark.parametrize(
     ("lists", "says"),
-    [("[]", "at least 1 item"), ("[stolen, 'no/slash']", "lists.1"), ("stolen", "valid tuple"), ("[1]", "string")],
+    [("[]", "at least 1 item"), ("[stolen, 'no/slash']", "lists.1"), ("stolen", "valid tuple"), ("[1]", "in quotes")],
 )
 def test_a_lists_setting_that_routes_nothing_or_no_list_is_refused_by_both_pools(tmp_path, lists, says):
     path = tmp_path / "receivers.yaml"
@@ -189,3 +189,84 @@ def test_an_mqtt_receivers_protocol_is_read_as_written(tmp_path, written, read):
     path.write_text(f"receivers:\n  m:\n    type: mqtt\n    host: broker\n    topic: alpr/alerts\n    {written}\n")
     (receiver,) = load_receivers(path).values()
     assert isinstance(receiver, MqttReceiver) and receiver.protocol == read
+
+
+def hook(name: str, secret_line: str) -> str:
+    return f"  {name}:\n    type: webhook\n    url: https://{name}.example.org/alpr\n" + secret_line
+
+
+@pytest.mark.parametrize("second", ["file", "in place"])
+def test_two_webhooks_that_share_a_secret_are_refused_naming_both(tmp_path, second):
+    """The signature covers the timestamp and the body, not the receiver: with the parking list routed to the
+    parking office and the stolen list to the police on one secret, the parking office could sign "stolen"
+    alerts the police took for the alert pool's (a review). Refused, naming the two, never the secret."""
+    (tmp_path / "hook.secret").write_text(SECRET + "\n")
+    in_file = f"    secret_file: {tmp_path / 'hook.secret'}\n"
+    path = tmp_path / "receivers.yaml"
+    path.write_text("receivers:\n" + hook("police", in_file) + hook("parking", in_file if second == "file"
+                                                                     else f"    secret: {SECRET}\n"))  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    assert str(refused.value) == (
+        f"{path}: receivers police and parking share one secret: either could sign alerts the other takes for"
+        " the alert pool's; give each webhook a secret of its own"
+    )
+    path.write_text("receivers:\n" + hook("police", in_file) + hook("parking", f"    secret: {SECRET}-parking\n"))
+    assert set(load_receivers(path)) == {"police", "parking"}
+
+
+def test_an_mqtt_password_like_a_webhooks_secret_is_no_shared_signing_key(tmp_path):
+    """MQTT alerts are not signed: a broker password that is also a webhook's secret lets neither sign."""
+    path = tmp_path / "receivers.yaml"
+    room = f"  room:\n    type: mqtt\n    host: 127.0.0.1\n    topic: t\n    username: u\n    password: {SECRET}\n"
+    path.write_text("receivers:\n" + hook("police", f"    secret: {SECRET}\n") + room)
+    assert set(load_receivers(path)) == {"police", "room"}
+
+
+SPACES_SAID = "webhook.secret: a secret needs at least 16 characters besides the spaces around them"
+TIMEOUT_SAID = "webhook.timeout_s: Input should be greater than or equal to 0.1"
+PORT_SAID = "webhook.url: the URL's port is not a number from 1 to 65535"
+
+
+@pytest.mark.parametrize(
+    ("url", "lines", "said"),
+    [
+        ("https://hooks.example.org/alpr", f"    secret: '{' ' * 20}'\n", SPACES_SAID),
+        ("https://hooks.example.org/alpr", f"    secret: '  {SECRET[:15]}  '\n", SPACES_SAID),
+        ("https://hooks.example.org/alpr", f"    secret: {SECRET}\n    timeout_s: 1e-9\n", TIMEOUT_SAID),
+        ("https://hooks.example.org/alpr", f"    secret: {SECRET}\n    timeout_s: 0.05\n", TIMEOUT_SAID),
+        ("http://127.0.0.1:0/x", f"    secret: {SECRET}\n", PORT_SAID),
+    ],
+)  # fmt: skip
+def test_a_secret_of_spaces_a_timeout_no_attempt_meets_and_port_0_are_refused(tmp_path, url, lines, said):
+    """Each was taken: an HMAC key of spaces anyone could guess (a secret file of spaces was refused); a
+    timeout every attempt ran past, and a port nothing listens on, each alert then retried for a day."""
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(url, secret_line=lines))
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    assert str(refused.value) == f"{path}: receiver ops: {said}"
+
+
+def test_the_shortest_timeout_and_a_secret_with_spaces_around_enough_characters_are_taken(tmp_path):
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line=f"    secret: '  {SECRET}  '\n    timeout_s: 0.1\n"))
+    (receiver,) = load_receivers(path).values()
+    assert receiver.timeout_s == 0.1
+
+
+@pytest.mark.parametrize("lists", ["[2024]", "[007]", "[on]", "[stolen, 1.5]", "[2026-01-01]", "[null]"])
+def test_a_list_name_yaml_reads_as_no_text_is_refused_saying_to_quote_it(tmp_path, lists):
+    """`lists: [2024]` said "Input should be a valid string; ... Tuple should have at least 1 item after
+    validation, not 0": the second part wrong (one name was given) and no word of the quotes it needed."""
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook(secret_line=f"    secret: {SECRET}\n    lists: {lists}\n"))
+    for read, place in ((load_receivers, "webhook.lists"), (receiver_routes, "lists")):
+        with pytest.raises(ConfigError) as refused:
+            read(path)
+        assert str(refused.value) == (
+            f"{path}: receiver ops: {place}: a list name YAML reads as a number, a date or true/false"
+            " (2024, 007, on) is written in quotes: lists: ['2024']"
+        )
+    path.write_text(webhook(secret_line=f"    secret: {SECRET}\n    lists: ['2024', '007', 'on']\n"))
+    assert receiver_routes(path) == {"ops": frozenset({"2024", "007", "on"})}
