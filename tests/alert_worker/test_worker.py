@@ -331,17 +331,19 @@ def test_a_receiver_no_longer_in_the_file_is_rejected_not_retried_forever(setup,
 def test_a_receiver_new_to_a_worker_not_restarted_yet_is_retried_until_one_knows_it(setup, postgres_url, redis_url):
     """Mid-upgrade: the sighting pool raises alerts to a receiver added to the file, and an alert worker
     still running with the old file takes the job; the delivery waits for a worker that knows it."""
-    with WebhookServer(SECRET) as hook:
+    with WebhookServer(SECRET) as hook, WebhookServer(own_secret(SECRET, "added")) as later:
         setup(hook.url)  # the old file names `ops` only
         raise_alert(postgres_url, redis_url, ["ops", "added"])
         burst()
         assert deliveries(postgres_url) == {"ops": "delivered", "added": "pending"}
         added = Path(os.environ["ALPR_ALERT_RECEIVERS"])
-        added.write_text(added.read_text() + added.read_text().split("\n", 1)[1].replace("  ops:", "  added:", 1))
+        added.write_text(added.read_text() + f"  added:\n    type: webhook\n    url: {later.url}\n"
+                         f"    secret: {own_secret(SECRET, 'added')}\n")  # fmt: skip
         time.sleep(1.2)  # the first back-off
         burst()
         burst()
-    assert deliveries(postgres_url) == {"ops": "delivered", "added": "delivered"} and len(hook.received) == 2
+    assert deliveries(postgres_url) == {"ops": "delivered", "added": "delivered"}
+    assert len(hook.received) == len(later.received) == 1 and later.received[0].signature_ok
 
 
 def test_a_receiver_the_raisers_file_lacked_gets_the_recent_alerts_from_the_alert_pool(
