@@ -70,6 +70,25 @@ RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from), extract(
 the lease; the alert, the attempt's number (this claim's token), how long it has been tried, Postgres's
 clock (what its webhook is signed at) and its last error (the claim leaves it: a probe's mark, PROBE)."""
 
+WITHDRAWN = "the watch-list entry was removed after the alert was raised"
+"""The last error of a delivery rejected at its claim because its alert's entry is no longer listed."""
+
+STILL_LISTED = "SELECT EXISTS (SELECT 1 FROM watchlist WHERE list_name = %s AND plate = %s)"
+"""Whether the entry an alert matched is listed still, by the primary key: 0.03 ms of a list of 100,000. An
+entry expired since is listed still (an alert raised on it is delivered, as a car seen before its entry
+expired is alerted on); one removed is not, one removed and added again since is."""
+
+STILL_LISTED_ANYWHERE = "SELECT EXISTS (SELECT 1 FROM watchlist WHERE plate = %s)"
+"""STILL_LISTED for a version 1 body, which names no list: its plate on any list (no index on the plate alone:
+10 ms of a list of 100,000; such bodies come from sighting workers of an earlier version only). Two statements,
+not one with `list IS NULL OR`: a prepared statement's generic plan would scan the table for every claim."""
+
+REJECT_CLAIMED = """
+UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()
+WHERE alert_id = %s AND receiver = %s
+"""
+"""A delivery claimed in this transaction, rejected for good by the claim itself (UnreadableDelivery)."""
+
 MINE = " AND status = 'sending' AND attempts = %s"
 """An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
 ran out mid-send (another has claimed it since) changes nothing."""
@@ -129,9 +148,11 @@ SELECT receiver, count(*) FROM alert_deliveries WHERE status IN ('pending', 'sen
 
 @dataclass(frozen=True)
 class UnreadableDelivery:
-    """A claimed delivery whose alert cannot be read (written by another version or by hand): recorded
-    `rejected` in the claim's own transaction. It was rolled back with the claim, queued again every 30 s
-    and never given up."""
+    """A claimed delivery the claim itself rejected for good, recorded `rejected` in the claim's own
+    transaction, `reason` its last error: its alert cannot be read (written by another version or by hand:
+    rolled back with the claim, it was queued again every 30 s and never given up), or its watch-list entry
+    was removed after it was raised (WITHDRAWN: a receiver down meanwhile was sent it once back, up to
+    ALPR_ALERT_GIVE_UP_S later, and `alpr replay` resent it; a review)."""
 
     receiver: str
     reason: str
@@ -282,7 +303,9 @@ class AlertLog(ReceiverHolds):
 
     def claim(self, alert_id: str, receiver: str, lease_s: float) -> Delivery | UnreadableDelivery | None:
         """This worker's delivery, for `lease_s`; None when it is not due (done, or another worker's);
-        an UnreadableDelivery, rejected, when its alert cannot be read."""
+        an UnreadableDelivery, rejected, when its alert cannot be read or its watch-list entry was removed
+        (STILL_LISTED). A rejected probe hands its mark on to the oldest delivery its receiver holds, due at
+        once (HAND_ON), as a probe refused by the receiver does: the held ones did not wait ALERT_HOLD_S."""
 
         def claim(connection: psycopg.Connection) -> Delivery | UnreadableDelivery | None:
             row = connection.execute(CLAIM, (lease_s, alert_id, receiver)).fetchone()
@@ -290,17 +313,30 @@ class AlertLog(ReceiverHolds):
                 return None
             try:
                 alert = Alert.model_validate(row[0])
-                return Delivery(alert, receiver, int(row[1]), float(row[2]), float(row[3]), row[4])
             except ValidationError as error:
-                reason = unreadable(error)
-                connection.execute(
-                    "UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()"
-                    " WHERE alert_id = %s AND receiver = %s",
-                    (reason, alert_id, receiver),
-                )
-                return UnreadableDelivery(receiver, reason)
+                return self._rejected_at_claim(connection, alert_id, receiver, unreadable(error), row[4])
+            listed = (
+                connection.execute(STILL_LISTED, (alert.list_name, alert.watch_plate))
+                if alert.list_name is not None
+                else connection.execute(STILL_LISTED_ANYWHERE, (alert.watch_plate,))
+            )
+            if not (found := listed.fetchone()) or not found[0]:
+                return self._rejected_at_claim(connection, alert_id, receiver, WITHDRAWN, row[4])
+            return Delivery(alert, receiver, int(row[1]), float(row[2]), float(row[3]), row[4])
 
         return write_through_outage(self.pool, claim, self.patience_s)
+
+    def _rejected_at_claim(
+        self, connection: psycopg.Connection, alert_id: str, receiver: str, reason: str, last_error: str | None
+    ) -> UnreadableDelivery:
+        """The delivery just claimed, rejected for `reason`, and, where it was its receiver's probe, the mark
+        handed on (HAND_ON, due at once)."""
+        connection.execute(REJECT_CLAIMED, (reason, alert_id, receiver))
+        if (last_error or "").startswith(PROBE):
+            values = {"receiver": receiver, "requeue_after_s": defaults.ALERT_REQUEUE_AFTER_S, "held": HELD,
+                      "probe": PROBE, "handed": HANDED_ON, "due_in_s": 0.0}  # fmt: skip
+            connection.execute(HAND_ON, values)
+        return UnreadableDelivery(receiver, reason)
 
     def delivered(self, delivery: Delivery, release_per_s: float | None = None) -> int:
         """Recorded delivered (while the claim is still this worker's); when it was its receiver's probe

@@ -56,9 +56,14 @@ group, the frames and watermarks that settle them, the watch-lists; the sighting
 deliveries, marked queued once their jobs are. Not `watchlist_version`: without it the lists are loaded
 every refresh, as before migration 9."""
 
-ALERT_WORKER_RIGHTS: Needs = {"alerts": ("SELECT",), "alert_deliveries": ("SELECT", "INSERT", "UPDATE")}
+ALERT_WORKER_RIGHTS: Needs = {
+    "alerts": ("SELECT",),
+    "alert_deliveries": ("SELECT", "INSERT", "UPDATE"),
+    "watchlist": ("SELECT",),
+}
 """What an alert worker reads and writes: the alert it delivers; each delivery's claim and outcome, those
-due (queued again), and those a recent alert lacks for a receiver its file names (added)."""
+due (queued again), and those a recent alert lacks for a receiver its file names (added); whether the entry
+an alert matched is listed still (a delivery whose entry was removed is rejected at its claim)."""
 
 TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_RIGHTS = ("USAGE", "SELECT", "UPDATE")

@@ -17,7 +17,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog
 from common.db import open_pool
 from common.jobs import alert_job
 from common.queues import connect_redis, enqueue, queue_keys, stage_queue
@@ -26,6 +26,7 @@ from tests.alert_worker.test_worker import (
     ALERT,
     SECRET,
     alert_worker,
+    insert_listed,
     receivers_file,
     rows,
     stopped,
@@ -50,7 +51,7 @@ def backlog(postgres_url: str, count: int) -> None:
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection, connection.transaction():
-            insert_alerts(connection, [ALERT.model_copy(update={"alert_id": "read-f000000000000000"})], ["dead"])
+            insert_listed(connection, [ALERT.model_copy(update={"alert_id": "read-f000000000000000"})], ["dead"])
             connection.execute(
                 "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body, created_at)"
                 " SELECT 'read-e' || lpad(i::text, 15, '0'), kind, camera_id, captured_at,"
@@ -73,7 +74,7 @@ def raise_new(postgres_url: str, redis_url: str, number: int) -> str:
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection, connection.transaction():
-            insert_alerts(connection, [alert], ["dead", "dispatch"])
+            insert_listed(connection, [alert], ["dead", "dispatch"])
         queue = stage_queue(connect_redis(redis_url), "alert")
         for receiver in ("dead", "dispatch"):
             enqueue(queue, alert_job(alert.alert_id, receiver, 1), 60)
@@ -338,7 +339,7 @@ def live_alert(postgres_url: str):  # type: ignore[no-untyped-def]
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection, connection.transaction():
-            insert_alerts(connection, [live], ["dead"])
+            insert_listed(connection, [live], ["dead"])
     finally:
         pool.close()
     return live

@@ -15,13 +15,13 @@ import pytest
 from alert_worker.worker import AlertStage
 from alpr.cli import main
 from common import defaults
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog
 from common.alerts import load_receivers
 from common.db import open_pool
 from common.jobs import alert_job
 from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
-from tests.alert_worker.test_worker import ALERT, receivers_file
+from tests.alert_worker.test_worker import ALERT, insert_listed, receivers_file
 from tests.helpers import free_port
 
 
@@ -29,7 +29,7 @@ def raised(postgres_url: str, numbers: range) -> list[str]:
     """Alerts with a delivery to ops each, never queued (due to the pool's round, and to a hold); their ids."""
     alerts = [ALERT.model_copy(update={"alert_id": f"read-{number:016x}"}) for number in numbers]
     with psycopg.connect(postgres_url) as connection:
-        insert_alerts(connection, alerts, ["ops"])
+        insert_listed(connection, alerts, ["ops"])
         connection.execute("UPDATE alert_deliveries SET queued_at = NULL")
     return [alert.alert_id for alert in alerts]
 

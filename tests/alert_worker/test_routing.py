@@ -12,12 +12,12 @@ import pytest
 
 from alpr.cli import main
 from alpr.wiring import build_sighting_stage
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog
 from common.alerts import Alert
 from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
 from tests.alert_servers import WebhookServer, own_secret
-from tests.alert_worker.test_worker import rows
+from tests.alert_worker.test_worker import insert_listed, rows
 from tests.sighting_worker.test_worker import SECRET, chain, frame, log_frames, plate, table
 
 __all__ = ["chain"]
@@ -83,7 +83,7 @@ def test_a_delivery_logged_by_a_raiser_on_another_file_is_not_sent_to_a_receiver
     version 1 body names no list: it goes to no receiver that names lists."""
     pool, _ = chain
     with pool.connection() as connection, connection.transaction():
-        insert_alerts(connection, [STOLEN], ["police", "parking"])  # as an older file routed it: everyone
+        insert_listed(connection, [STOLEN], ["police", "parking"])  # as an older file routed it: everyone
     with WebhookServer(own_secret(SECRET, "police")) as police, WebhookServer(own_secret(SECRET, "parking")) as parking:
         receivers_file(tmp_path, monkeypatch, {"police": (police.url, ""), "parking": (parking.url, "[parking]")})
         from common.jobs import alert_job
@@ -100,7 +100,7 @@ def test_a_delivery_logged_by_a_raiser_on_another_file_is_not_sent_to_a_receiver
     unnamed = STOLEN.model_copy(update={"alert_id": "read-00000000000000bb", "list_name": None, "version": 1})
     routes = {"police": None, "parking": frozenset({"parking"})}
     with pool.connection() as connection, connection.transaction():
-        insert_alerts(connection, [unnamed], routes)
+        insert_listed(connection, [unnamed], routes)
     assert rows(postgres_url, f"SELECT receiver FROM alert_deliveries WHERE alert_id = '{unnamed.alert_id}'") == [
         ("police",)
     ]
@@ -112,7 +112,7 @@ def test_the_deliveries_the_alert_pool_adds_follow_each_receivers_lists(chain, p
     pool, _ = chain
     parked = STOLEN.model_copy(update={"alert_id": "read-00000000000000cc", "list_name": "parking"})
     with pool.connection() as connection, connection.transaction():
-        insert_alerts(connection, [STOLEN, parked], [])
+        insert_listed(connection, [STOLEN, parked], [])
     added = AlertLog(pool, 0.0).add_missing({"police": frozenset({"default"}), "archive": None}, 900.0)
     assert sorted(added) == [
         (STOLEN.alert_id, "archive"), (STOLEN.alert_id, "police"), (parked.alert_id, "archive"),

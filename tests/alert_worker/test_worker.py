@@ -14,11 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rq.registry import FinishedJobRegistry
@@ -27,7 +28,7 @@ from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
 from common.alert_log import insert_alerts
-from common.alerts import Alert
+from common.alerts import Alert, ListFilter
 from common.db import open_pool
 from common.jobs import alert_job
 from common.queues import connect_redis, enqueue, stage_queue
@@ -41,12 +42,26 @@ ALERT = Alert(alert_id="read-0123456789abcdef", camera_id="gate", plate="KPX4721
               kind="read")  # fmt: skip
 
 
+LIST = "INSERT INTO watchlist (list_name, plate, reason) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+"""An alert's entry put on the watch-list (`insert_listed`)."""
+
+
+def insert_listed(
+    connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Mapping[str, ListFilter] | Sequence[str]
+) -> list[Alert]:
+    """As the sighting pool raises alerts, on entries listed: each alert's plate put on its list (`default` for
+    a version 1 body: a delivery whose entry is gone is rejected at its claim), then `insert_alerts`."""
+    for alert in alerts:
+        connection.execute(LIST, (alert.list_name or "default", alert.watch_plate, alert.reason))
+    return insert_alerts(connection, alerts, receivers)
+
+
 def raise_alert(postgres_url: str, redis_url: str, receivers: list[str]) -> None:
     """As the sighting pool does: the alert and its deliveries in one transaction, then their jobs."""
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection, connection.transaction():
-            assert insert_alerts(connection, [ALERT], receivers) == [ALERT]
+            assert insert_listed(connection, [ALERT], receivers) == [ALERT]
     finally:
         pool.close()
     for receiver in receivers:
@@ -482,7 +497,7 @@ def test_a_hung_receiver_rests_and_holds_no_other_receivers_alerts(postgres_url,
         pool = open_pool(postgres_url)
         try:
             with pool.connection() as connection, connection.transaction():
-                insert_alerts(connection, alerts, ["dashboard", "dispatch"])
+                insert_listed(connection, alerts, ["dashboard", "dispatch"])
         finally:
             pool.close()
         queue = stage_queue(connect_redis(redis_url), "alert")
@@ -509,7 +524,7 @@ def test_an_alert_not_tried_while_its_receiver_rests_is_due_when_the_rest_ends(s
         pool = open_pool(postgres_url)
         try:
             with pool.connection() as connection, connection.transaction():
-                insert_alerts(connection, alerts, ["ops"])
+                insert_listed(connection, alerts, ["ops"])
                 connection.execute("UPDATE alert_deliveries SET attempts = 6, status = 'sending', next_attempt_at ="
                                    " now() - interval '1 second' WHERE alert_id = %s",
                                    (alerts[1].alert_id,))  # fmt: skip
@@ -566,7 +581,7 @@ def raise_alerts(postgres_url: str, redis_url: str, count: int, receivers: list[
     pool = open_pool(postgres_url)
     try:
         with pool.connection() as connection, connection.transaction():
-            insert_alerts(connection, alerts, receivers)
+            insert_listed(connection, alerts, receivers)
     finally:
         pool.close()
     queue = stage_queue(connect_redis(redis_url), "alert")
@@ -857,7 +872,7 @@ def test_a_late_alerts_hour_is_kept_out_of_the_alert_latency_and_counted_apart(s
         with WebhookServer(SECRET) as hook:
             setup(hook.url)
             with pool.connection() as connection, connection.transaction():
-                assert insert_alerts(connection, [live, late], ["ops"]) == [live, late]
+                assert insert_listed(connection, [live, late], ["ops"]) == [live, late]
             metrics = Metrics()
             receivers = load_receivers(Path(os.environ["ALPR_ALERT_RECEIVERS"]))
             stage = AlertStage(receivers, AlertLog(pool, 0), stage_queue(connect_redis(redis_url), "alert"), metrics,
