@@ -215,6 +215,21 @@ class SightingTracker:
         """The ids of the open tracks (each the id its sighting will have), over all cameras."""
         return {track.sighting_id for camera in self._cameras.values() for track in camera.tracks}
 
+    def open_sightings(self, sighting_ids: set[str]) -> list[Sighting]:
+        """The sightings the open tracks of `sighting_ids` would make if they closed now: their running vote
+        (`sighting`), by which the sighting pool matches a car still in view against the watch-lists (a parked
+        listed car read under ALPR_WATCH_READ_MIN_CONFIDENCE is alerted on while it stands there, not once it
+        has gone). Ids of tracks closed since are passed over."""
+        return sorted(
+            (
+                self.sighting(track)
+                for camera in self._cameras.values()
+                for track in camera.tracks
+                if track.sighting_id in sighting_ids
+            ),
+            key=_sighting_order,
+        )
+
     def best_frame_ids(self) -> set[str]:
         """The frames holding the best read of an open track (whose snapshot a sighting may keep)."""
         return {track.best.frame_id for camera in self._cameras.values() for track in camera.tracks}

@@ -20,8 +20,9 @@ from common.alerts import ALERT_BODY_VERSION, PLATE_PATTERN, Alert
 from common.plate_text import plate_distance
 from common.sighting_log import LoggedRead, early_reads
 from common.types import Observation, Sighting
-from common.watchlist import WatchListCache, WatchMatch
+from common.watchlist import WatchEntry, WatchListCache, WatchMatch
 from sighting_worker.alert_ids import alert_id
+from sighting_worker.core import is_vehicle_pass
 from sighting_worker.early_scan import EarlyScan
 from sighting_worker.grouping import MAX_TEXT_DISTANCE, reach_widths
 from sighting_worker.late_reads import RaisedBefore
@@ -46,6 +47,11 @@ class WatchMatcher:
         """Now by Postgres's clock (`SightingStage.postgres_now`)."""
         self.keep_alive = keep_alive
         """A statement in the camera's transaction when it is due (`SightingStage.keep_alive`)."""
+        self.open_matched: dict[str, tuple[tuple[WatchEntry, ...], dict[str, str]]] = {}
+        """Per camera, its open tracks matched in committed rounds (track id -> the voted plate matched) and
+        the entries they were matched against (`match_open`, `opened`)."""
+        self.open_matching: dict[str, tuple[tuple[WatchEntry, ...], dict[str, str]]] = {}
+        """Per camera, those its round in progress matched: kept once it commits (`opened`)."""
 
     def take_reads(
         self, connection: psycopg.Connection, camera_id: str, early: EarlyScan, raised: RaisedBefore | None = None
@@ -137,10 +143,77 @@ class WatchMatcher:
     ) -> list[Alert]:
         """An alert per watch-list whose plate the sighting's voted plate matches, when it is sure
         enough, unless this pass was alerted on already for that list (an early alert on one of its
-        reads). Entries are judged as of the car's first sighting (at the latest, as of the cache's window
-        before now: WatchListCache.match_lists). A late sighting (its newest read logged at
-        `late_logged_at_s`) raises a late alert. A fuzzy match its reads' candidates do not bear out
-        (sighting_worker/match_evidence.py) is no match."""
+        reads, or its track's while it was open: `match_open`). Entries are judged as of the car's first
+        sighting (at the latest, as of the cache's window before now: WatchListCache.match_lists). A late
+        sighting (its newest read logged at `late_logged_at_s`) raises a late alert. A fuzzy match its reads'
+        candidates do not bear out (sighting_worker/match_evidence.py) is no match."""
+        return self.match_voted(sighting, alerted, gap_s, connection, raised, late_logged_at_s)
+
+    def match_open(
+        self,
+        connection: psycopg.Connection,
+        camera_id: str,
+        sightings: list[Sighting],
+        alerted: Passes,
+        gap_s: float,
+        raised: RaisedBefore | None = None,
+    ) -> list[Alert]:
+        """Alerts on the camera's open tracks that took reads this round (`sightings`: their running vote,
+        SightingTracker.open_sightings), each whose vote is already as sure as a closing track's must be
+        (ALPR_OCR_MIN_CONFIDENCE, `is_vehicle_pass`), as `match_sighting` alerts on a closed one: its pass
+        alerted on once, the same alert id as its closing sighting's, the track made the pass's car
+        (`Pass.tracks`) so that neither its later rounds nor its sighting, closed, alert on it again. A
+        listed car parked at a gate or queued at a toll, read at 0.87 (sure enough for a sighting, under
+        ALPR_WATCH_READ_MIN_CONFIDENCE), was alerted on only once it had left, an hour parked an hour
+        late, and not at all where its entry expired during its stay (judged at the close, a review).
+
+        Per round and per track, not per read; and a track is matched again only when its voted plate
+        changed or the watch-lists were reloaded since a committed round matched it (`opened`): its entries
+        are judged as of its first read, as its sighting's are, so nothing else brings a new match, and a
+        parked lookalike of a listed plate, its fuzzy match's evidence averaged over every read of its stay
+        (sighting_worker/match_evidence.py), is not looked up again every 0.2 s. (Evidence that grows sure
+        enough only later in the stay is matched at its sighting's close.)"""
+        if self.watch is None:
+            return []
+        entries = self.watch.loaded()
+        matched_against, matched = self.open_matched.get(camera_id, (entries, {}))
+        if matched_against is not entries:  # reloaded: an entry may be new, every open track matched again
+            matched = {}
+        due = [
+            sighting
+            for sighting in sightings
+            if is_vehicle_pass(sighting, self.settings.sighting_min_confidence)
+            and sighting.confidence >= self.settings.sighting_min_confidence
+            and matched.get(sighting.sighting_id) != sighting.plate
+        ]
+        self.open_matching[camera_id] = (entries, {sighting.sighting_id: sighting.plate for sighting in due})
+        return [
+            alert
+            for sighting in due
+            for alert in self.match_voted(sighting, alerted, gap_s, connection, raised, track=sighting.sighting_id)
+        ]
+
+    def opened(self, camera_id: str, open_ids: set[str]) -> None:
+        """The camera's round committed: the open tracks it matched (`match_open`) are kept as matched, and
+        only those still open (`open_ids`). A round rolled back keeps none: its alerts were not logged, and its
+        reads are grouped, its tracks matched, again."""
+        entries, matching = self.open_matching.pop(camera_id, ((), {}))
+        matched_against, matched = self.open_matched.get(camera_id, (entries, {}))
+        kept = {**(matched if matched_against is entries else {}), **matching}
+        self.open_matched[camera_id] = (entries, {track: plate for track, plate in kept.items() if track in open_ids})
+
+    def match_voted(
+        self,
+        sighting: Sighting,
+        alerted: Passes,
+        gap_s: float,
+        connection: psycopg.Connection | None,
+        raised: RaisedBefore | None,
+        late_logged_at_s: float | None = None,
+        track: str | None = None,
+    ) -> list[Alert]:
+        """`match_sighting`'s alerts, and `match_open`'s on an open `track` (its id: the pass alerted on
+        holds it from then on, `seen_in_pass`)."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
@@ -162,7 +235,14 @@ class WatchMatcher:
             )
             if evidence.allows(match, self.settings.fuzzy_min_probability)
             and not self.seen_in_pass(
-                alerted, match, sighting.first_seen_s, sighting.last_seen_s, gap_s, box=sighting, raised=raised
+                alerted,
+                match,
+                sighting.first_seen_s,
+                sighting.last_seen_s,
+                gap_s,
+                box=sighting,
+                raised=raised,
+                track=track,
             )
         ]
 

@@ -302,7 +302,9 @@ class SightingStage:
             to_group, horizon_s = self.reads_due(connection, cursor)
             taken = early.grouping(to_group)  # not taken by the early scan yet: matched before they are grouped
             result.alerts += self.matcher.match_early(connection, taken, set(), alerted, gap_s, raised)
-            fed, result.sightings = self.group(connection, cursor, tracker, alerted, to_group, horizon_s)
+            fed, result.sightings, joined = self.group(connection, cursor, tracker, alerted, to_group, horizon_s)
+            opened = tracker.open_sightings(joined)  # a car still in view, its vote sure: alerted on now
+            result.alerts += self.matcher.match_open(connection, camera_id, opened, alerted, gap_s, raised)
             result.sightings += close_late(held, result, self.settings, self.postgres_now())
             if not (first_met or set_right or fed or early.took_reads or held.changed):
                 alerted = self.passes_kept(alerted, cursor, tracker, held, gap_s)  # a quiet camera's too
@@ -324,6 +326,7 @@ class SightingStage:
                 held.state() if held.held else None,  # version 1 while none is held: a rollback reads it
             )
             save_cursor(connection, cursor)
+        self.matcher.opened(camera_id, tracker.open_sighting_ids())
         self.after_commit(result, new_alerts)
         if result.late_reads:
             self.count_late(camera_id, result)
@@ -394,10 +397,10 @@ class SightingStage:
         alerted: Passes,
         reads: list[LoggedRead],
         horizon_s: float,
-    ) -> tuple[int, list[Sighting]]:
+    ) -> tuple[int, list[Sighting], set[str]]:
         """Feed the `reads` (`reads_due`), in capture order, and move the cursor to `horizon_s`; how many were
-        fed, and the vehicle passes closed by then. Each track given a read of a pass alerted on is that
-        pass's car from then on (`link_tracks`)."""
+        fed, the vehicle passes closed by then, and the tracks the reads went to (by their sighting's id).
+        Each track given a read of a pass alerted on is that pass's car from then on (`link_tracks`)."""
         closed: list[Sighting] = []
         fed: list[Observation] = []
         went_to: list[str] = []
@@ -411,9 +414,11 @@ class SightingStage:
         link_tracks(alerted, fed, went_to)
         closed += tracker.close_due(horizon_s)
         cursor.grouped_until_s = horizon_s
-        return len(reads) + len(closed), [
-            s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)
-        ]
+        return (
+            len(reads) + len(closed),
+            [s for s in closed if is_vehicle_pass(s, self.settings.sighting_min_confidence)],
+            set(went_to),
+        )
 
     def count_late(self, camera_id: str, result: GroupResult) -> None:
         """Count the camera's reads logged late (committed), and say so in a WARNING at most once a minute:
