@@ -1,5 +1,6 @@
 """The watch-list matching of a camera's round (`WatchMatcher`): its new confident reads matched at once
-(early alerts), its closed sightings matched by their voted plate, each pass of a listed plate alerted on
+(early alerts), its open tracks whose running vote is sure and its closed sightings matched by their
+voted plate (a car still in view alerted on while it stands there), each pass of a listed plate alerted on
 once (the passes alerted on: sighting_worker/passes.py), and the alerts made (their ids:
 sighting_worker/alert_ids.py). It goes by Postgres's clock and keeps the camera's transaction alive through
 the stage that holds it (`SightingStage.postgres_now`, `SightingStage.keep_alive`)."""

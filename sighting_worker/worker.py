@@ -11,9 +11,13 @@ session holds fails the camera's round, named in an ERROR: sighting_worker/camer
    yet are matched first, as in step 1) — and closes the sightings whose gap has passed by then; reads
    logged late, captured behind the cursor, are grouped apart, their tracks held open across rounds
    until no late read joined them for LATE_SIGHTING_HOLD_S (sighting_worker/late_reads.py, late_tracks.py);
+   each open track that took reads, its running vote already as sure as a sighting's must be, is matched
+   against the watch-lists at once (a listed car parked or queued, read under the early scan's threshold,
+   is alerted on while it stands there, not once it has gone: WatchMatcher.match_open);
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
-   the sighting, sighting_worker/passes.py), and logs the alerts with their deliveries (the outbox);
+   the sighting, or whose track was alerted on while open, sighting_worker/passes.py), and logs the alerts
+   with their deliveries (the outbox);
 4. saves the camera's cursor: how far it grouped, the last read matched early, the open tracks, the late
    tracks held (its state's version, 1 while none is held, which a worker of the earlier release reads:
    sighting_worker/cursor_state.py).
