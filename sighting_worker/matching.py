@@ -176,10 +176,7 @@ class WatchMatcher:
         enough only later in the stay is matched at its sighting's close.)"""
         if self.watch is None:
             return []
-        entries = self.watch.loaded()
-        matched_against, matched = self.open_matched.get(camera_id, (entries, {}))
-        if matched_against is not entries:  # reloaded: an entry may be new, every open track matched again
-            matched = {}
+        entries, matched = self.watch.loaded(), self.matched_open(camera_id)
         due = [
             sighting
             for sighting in sightings
@@ -193,6 +190,14 @@ class WatchMatcher:
             for sighting in due
             for alert in self.match_voted(sighting, alerted, gap_s, connection, raised, track=sighting.sighting_id)
         ]
+
+    def matched_open(self, camera_id: str) -> dict[str, str]:
+        """The camera's open tracks matched in committed rounds against the entries loaded now, with the
+        plate each voted then (`match_open`); none once the watch-lists were reloaded (an entry may be new)."""
+        if self.watch is None:
+            return {}
+        matched_against, matched = self.open_matched.get(camera_id, ((), {}))
+        return matched if matched_against is self.watch.loaded() else {}
 
     def opened(self, camera_id: str, open_ids: set[str]) -> None:
         """The camera's round committed: the open tracks it matched (`match_open`) are kept as matched, and

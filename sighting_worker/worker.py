@@ -307,7 +307,7 @@ class SightingStage:
             taken = early.grouping(to_group)  # not taken by the early scan yet: matched before they are grouped
             result.alerts += self.matcher.match_early(connection, taken, set(), alerted, gap_s, raised)
             fed, result.sightings, joined = self.group(connection, cursor, tracker, alerted, to_group, horizon_s)
-            opened = tracker.open_sightings(joined)  # a car still in view, its vote sure: alerted on now
+            opened = tracker.open_sightings(joined, self.matcher.matched_open(camera_id))  # cars in view
             result.alerts += self.matcher.match_open(connection, camera_id, opened, alerted, gap_s, raised)
             result.sightings += close_late(held, result, self.settings, self.postgres_now())
             if not (first_met or set_right or fed or early.took_reads or held.changed):
