@@ -263,8 +263,8 @@ def test_argument_errors_mask_the_passwords_they_quote(capsys):
     ):
         with pytest.raises(SystemExit):
             main(argv)
-        error = capsys.readouterr().err
-        assert "alpr: error" in error and "hunter2" not in error and "***" in error
+        error = capsys.readouterr().err  # an argument no parser knows: the subcommand's own usage and error
+        assert ("alpr: error" in error or "alpr export: error" in error) and "hunter2" not in error and "***" in error
 
 
 def test_status_shows_garbled_statistics_as_nothing_instead_of_failing(redis_url, capsys):
