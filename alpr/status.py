@@ -34,6 +34,7 @@ from rq.serializers import JSONSerializer
 from alpr.connections import database_pool, reach_redis
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
 from alpr.status_claims import read_claims
+from alpr.status_orphans import print_orphans
 from alpr.status_reads import (
     MAX_CAMERAS_READ,
     STAT_BYTES,
@@ -79,6 +80,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     if settings.database_url:
         print_accounting(settings, args.hours * 3600)
+        print_orphans(settings, args.hours * 3600)
     return 2 if types.found else 0
 
 

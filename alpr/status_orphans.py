@@ -1,0 +1,65 @@
+"""`alpr status`'s line on orphaned frames (common/orphans.py): of the window's frames in the chain, those
+no job holds — lost with the queues' Redis (restarted without persistence) or never queued by a node
+killed — per camera, with when the sweep records them `lost`. Without it, status showed every queue
+empty and the same frames `in chain` for 12 minutes (a fault review). Told, never an error: the exit
+status stays as the rest of status set it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+
+from alpr.connections import database_pool, reach_redis
+from common.config import Settings
+from common.credentials import escape_controls, mask_url
+from common.errors import ConfigError
+from common.orphans import Orphans, find_orphans
+
+
+def clock(seconds: float) -> str:
+    """A Unix time as a UTC clock time to read (HH:MM)."""
+    return f"{datetime.fromtimestamp(seconds, UTC):%H:%M} UTC"
+
+
+def orphan_lines(found: Orphans, lost_after_s: float) -> list[str]:
+    """What status prints of `found` (nothing when every pending frame is in a job)."""
+    if found.unknown:
+        return [f"  frames in no job: not counted ({found.unknown})"]
+    lines = []
+    if found.per_camera and found.recorded_s:
+        first, last = (t + lost_after_s for t in found.recorded_s)
+        when = clock(first) if last - first < 60 else f"{clock(first)} to {clock(last)}"
+        total = sum(found.per_camera.values())
+        lines.append(
+            f"  of the frames in chain, {total:,} are in no job (no queue, running job or failed job holds them:"
+            " the queues' Redis lost them, restarted without persistence?, or their ingest node was killed"
+            f" before queueing them); nothing will finish them: the sweep records them lost at {when}"
+        )
+        lines += [f"{'':<12}{escape_controls(c):<20} {n:>8} in no job" for c, n in sorted(found.per_camera.items())]
+    if found.per_camera and found.unreadable_jobs:
+        lines.append(f"  ({found.unreadable_jobs:,} jobs could not be read: frames of theirs are counted in no job)")
+    if not found.all_examined:
+        lines.append(f"  (frames in no job: the oldest {found.examined:,} frames in chain examined only)")
+    return lines
+
+
+def print_orphans(settings: Settings, window_s: float) -> None:
+    """The frames of the last `window_s` seconds in the chain that no job holds, per camera; where the
+    queues' Redis or the frames log cannot be read, a line saying they were not counted."""
+    from common.db import STATUS_SESSION_SETTINGS
+
+    pool = None
+    try:
+        connection = reach_redis(settings)
+        pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
+        found = find_orphans(pool, connection, window_s)
+    except (ConfigError, redis.RedisError, psycopg.Error) as error:
+        print(f"  frames in no job: not counted ({escape_controls(mask_url(str(error)).splitlines()[0])})")
+        return
+    finally:
+        if pool is not None:
+            pool.close()
+    for line in orphan_lines(found, settings.frame_ttl_s + settings.job_timeout_s):
+        print(line)

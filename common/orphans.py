@@ -1,0 +1,159 @@
+"""Orphaned frames: frames the frames log holds `pending` that no job of the chain holds — not waiting in a
+queue, taken or running, nor failed (kept for `alpr replay`). Their jobs were lost with the queues' Redis
+(restarted without persistence) or never queued (an ingest node killed between its record and its job).
+Nothing will finish them: the redactor pool's sweep records them `lost` ALPR_FRAME_TTL_S +
+ALPR_JOB_TIMEOUT_S after their record. `alpr status` counted them as in the chain until then, and said
+nothing else (a fault review: 44 frames `in chain` for 12 minutes, every queue empty).
+
+Bounded at a city's scale: the window's pending frames are read from their index's range, the oldest
+ORPHAN_FRAMES_EXAMINED at most; the jobs' ids are read from each queue and registry in one atomic step,
+ORPHAN_JOBS_READ at most in all, and their payloads ORPHAN_JOBS_BATCH at a time, each within a bound."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from psycopg_pool import ConnectionPool
+from rq.job import Job as RqJob
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from common.bounded_hash import read_many_within_bounds
+from common.queues import STAGES, stage_queue
+
+ORPHAN_FRAMES_EXAMINED = 10_000
+"""The most pending frames of the window `find_orphans` examines (the oldest: the first to be swept)."""
+
+ORPHAN_JOBS_READ = 20_000
+"""The most job ids read from the frames' queues and registries together; past it, orphans are not told
+(a frame in a job not read would be called one)."""
+
+ORPHAN_JOBS_BATCH = 500
+"""Job payloads read a round trip."""
+
+MAX_JOB_DATA_BYTES = 4 << 20
+"""The most bytes of a job's payload read, compressed and decompressed (a detect job of MAX_FRAMES_PER_JOB
+frames, each with a 256-point ROI, is some 400 KB); a larger one is counted unreadable."""
+
+PENDING_IN_WINDOW = """
+SELECT frame_id, camera_id, extract(epoch FROM done_at) FROM frames
+WHERE outcome = 'pending' AND captured_at >= now() - make_interval(secs => %s)
+ORDER BY captured_at LIMIT %s
+"""
+"""The window's pending frames, oldest first (frames_pending's range), with when each was recorded."""
+
+STILL_PENDING = "SELECT frame_id FROM frames WHERE frame_id = ANY(%s) AND outcome = 'pending'"
+"""Of these frames, those still pending (a frame finished while the jobs were read is no orphan)."""
+
+
+@dataclass
+class Orphans:
+    """What `find_orphans` found: per camera the pending frames no job holds, the earliest and latest
+    time (Unix s, Postgres's clock) any was recorded, how many pending frames were examined and whether
+    that was all the window's, and `unknown`: why no count can be told (None when it can)."""
+
+    per_camera: Counter[str] = field(default_factory=Counter)
+    frame_ids: list[str] = field(default_factory=list)
+    recorded_s: tuple[float, float] | None = None
+    examined: int = 0
+    all_examined: bool = True
+    unreadable_jobs: int = 0
+    unknown: str | None = None
+
+
+def held_job_ids(connection: redis.Redis, most: int | None = None) -> list[str] | None:
+    """The ids of the jobs each frame stage's queue, intermediate list (taken, not started), started and
+    failed registries hold, read in one MULTI (no job moves between them meanwhile: a detector hands its
+    batch on while its own job is still started); None when they hold more than `most` in all, or a key
+    holds another type. `most`: ORPHAN_JOBS_READ unless given."""
+    most = ORPHAN_JOBS_READ if most is None else most
+    listings: list[tuple[str, str]] = []
+    for stage in STAGES:
+        queue = stage_queue(connection, stage)
+        listings += [(queue.key, "list"), (queue.intermediate_queue_key, "list")]
+        listings += [(StartedJobRegistry(queue=queue).key, "zset"), (FailedJobRegistry(queue=queue).key, "zset")]
+    with connection.pipeline(transaction=True) as pipe:
+        for key, kind in listings:
+            (pipe.lrange if kind == "list" else pipe.zrange)(key, 0, most)  # one past `most`: told apart
+        try:
+            replies = pipe.execute()
+        except redis.ResponseError:  # WRONGTYPE: status tells the key elsewhere (alpr/status_reads.py)
+            return None
+    entries = [entry for reply in replies for entry in reply]
+    if len(entries) > most:
+        return None
+    # RQ's started registry names `<job id>:<execution id>`; the chain's job ids hold no colon
+    return sorted({(e.decode(errors="replace") if isinstance(e, bytes) else str(e)).split(":")[0] for e in entries})
+
+
+def payload_frame_ids(data: bytes) -> list[str] | None:
+    """The frame ids a job's stored data names (a detect job's frames, an OCR or redaction job's frames'
+    frames); None when it is not a job of the chain's form or over MAX_JOB_DATA_BYTES decompressed."""
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, MAX_JOB_DATA_BYTES)
+        if inflater.unconsumed_tail:
+            return None
+    except zlib.error:
+        raw = data  # RQ's fallback: stored uncompressed
+    try:
+        _, _, args, _ = json.loads(raw)
+        frames = args[0]["frames"]
+        found = [frame.get("frame_id") or (frame.get("frame") or {}).get("frame_id") for frame in frames]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+        return None
+    return [frame_id for frame_id in found if isinstance(frame_id, str)]
+
+
+def held_frame_ids(connection: redis.Redis, job_ids: Iterable[str]) -> tuple[set[str], int]:
+    """The frame ids the jobs `job_ids` name, their payloads read ORPHAN_JOBS_BATCH at a time, each within
+    MAX_JOB_DATA_BYTES; and how many of them could not be read (gone since, or not of the chain's form)."""
+    ids, held, unreadable = list(job_ids), set[str](), 0
+    for start in range(0, len(ids), ORPHAN_JOBS_BATCH):
+        keys = [RqJob.key_for(job_id) for job_id in ids[start : start + ORPHAN_JOBS_BATCH]]
+        for found in read_many_within_bounds(connection, keys, {"data": MAX_JOB_DATA_BYTES}):
+            frames = payload_frame_ids(found.values["data"]) if found and "data" in found.values else None
+            if frames is None:
+                unreadable += 1
+            else:
+                held.update(frames)
+    return held, unreadable
+
+
+def find_orphans(pool: ConnectionPool, connection: redis.Redis, window_s: float) -> Orphans:
+    """The pending frames captured in the last `window_s` seconds that no job holds (see the module's
+    words): the frames log's pending rows read first, then the jobs, then those of the rows no job named
+    that are still pending (one finished meanwhile left its job, and is no orphan)."""
+    found = Orphans()
+    with pool.connection() as db:
+        rows: list[Any] = db.execute(PENDING_IN_WINDOW, (window_s, ORPHAN_FRAMES_EXAMINED + 1)).fetchall()
+    found.all_examined = len(rows) <= ORPHAN_FRAMES_EXAMINED
+    rows = rows[:ORPHAN_FRAMES_EXAMINED]
+    found.examined = len(rows)
+    if not rows:
+        return found
+    job_ids = held_job_ids(connection)
+    if job_ids is None:
+        found.unknown = (
+            f"the frames' queues and registries hold more than {ORPHAN_JOBS_READ:,} jobs, or a key of theirs"
+            " another type"
+        )
+        return found
+    held, found.unreadable_jobs = held_frame_ids(connection, job_ids)
+    candidates = {frame_id: (camera_id, float(recorded_s)) for frame_id, camera_id, recorded_s in rows
+                  if frame_id not in held}  # fmt: skip
+    if not candidates:
+        return found
+    with pool.connection() as db:
+        still = [row[0] for row in db.execute(STILL_PENDING, (list(candidates),)).fetchall()]
+    for frame_id in still:
+        found.per_camera[candidates[frame_id][0]] += 1
+    found.frame_ids = sorted(still)
+    times = [candidates[frame_id][1] for frame_id in still]
+    found.recorded_s = (min(times), max(times)) if times else None
+    return found
