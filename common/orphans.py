@@ -77,13 +77,17 @@ def held_job_ids(connection: redis.Redis, most: int | None = None) -> list[str] 
         queue = stage_queue(connection, stage)
         listings += [(queue.key, "list"), (queue.intermediate_queue_key, "list")]
         listings += [(StartedJobRegistry(queue=queue).key, "zset"), (FailedJobRegistry(queue=queue).key, "zset")]
-    with connection.pipeline(transaction=True) as pipe:
-        for key, kind in listings:
-            (pipe.lrange if kind == "list" else pipe.zrange)(key, 0, most)  # one past `most`: told apart
-        try:
+    try:
+        with connection.pipeline(transaction=True) as pipe:  # their lengths first: none read when too many
+            for key, kind in listings:
+                (pipe.llen if kind == "list" else pipe.zcard)(key)
+            if sum(pipe.execute()) > most:
+                return None
+            for key, kind in listings:
+                (pipe.lrange if kind == "list" else pipe.zrange)(key, 0, most)  # one past `most`: told apart
             replies = pipe.execute()
-        except redis.ResponseError:  # WRONGTYPE: status tells the key elsewhere (alpr/status_reads.py)
-            return None
+    except redis.ResponseError:  # WRONGTYPE: status tells the key elsewhere (alpr/status_reads.py)
+        return None
     entries = [entry for reply in replies for entry in reply]
     if len(entries) > most:
         return None
