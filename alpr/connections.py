@@ -20,6 +20,7 @@ from common.metrics import Metrics
 from common.queues import StageName, StageQueue, connect_redis, stage_queue
 from common.redis_eviction import check_eviction
 from common.redis_persistence import check_frames_persist
+from common.server_urls import tls_file_problem
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -43,6 +44,9 @@ def reach_redis(
     if url == defaults.REDIS_URL and "ALPR_REDIS_URL" not in os.environ:
         log.info("no ALPR_REDIS_URL set: using the default %s for the %s", url, what)
     log.info("Redis for the %s: %s", what, mask_url(url))
+    if problem := tls_file_problem(url):
+        setting = "ALPR_REDIS_URL" if url == settings.redis_url else "ALPR_FRAME_STORE_URL"
+        raise ConfigError(f"{setting}: {problem}")
     connection = connect_redis(url, settings.secret("redis_password"), timeout_s)
     try:
         connection.ping()

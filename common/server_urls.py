@@ -2,7 +2,8 @@
 is refused with a message that says what is wrong and quotes none of it (libpq and redis-py quote the
 token they choke on, a password included), and a Postgres URL's password taken out, so that the driver
 is handed it apart and never echoes it. A TLS file a Redis URL's query names (ssl_ca_certs…) must be
-a file this process can read: a missing one read as "cannot reach Redis … No such file or directory"."""
+a file this process can read where it reaches Redis: a missing one read as "cannot reach Redis … No such
+file or directory"."""
 
 from __future__ import annotations
 
@@ -73,13 +74,17 @@ def url_problem(url: str, kind: ServerKind) -> str | None:
             "the database (the URL's path) must be a number, as in redis://host:6379/0: Redis has no named"
             " databases, and redis-py would quietly use database 0"
         )
-    return _library_problem(url, kind) or (_tls_file_problem(query) if kind == "redis" else None)
+    return _library_problem(url, kind)
 
 
-def _tls_file_problem(query: str) -> str | None:
+def tls_file_problem(url: str) -> str | None:
     """A TLS file named in a Redis URL's query (REDIS_TLS_FILES) that is no file this process can read,
-    named by its field alone (the path is not quoted: this module quotes nothing of a URL)."""
-    for name, value in parse_qsl(query.removeprefix("?")):
+    named by its field alone (the path is not quoted: this module quotes nothing of a URL). Checked where a
+    role reaches Redis (alpr/connections.reach_redis), not when the settings load: a host whose shared
+    environment names the chain's CA file but holds none (a cron box's `alpr db prune`) ran no command."""
+    _, _, _, rest = split_url(url)
+    query = rest.partition("?")[2].partition("#")[0]
+    for name, value in parse_qsl(query):
         if name in REDIS_TLS_FILES and value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
             return (
                 f"the file its query's {name} names is missing or unreadable here (redis-py loads it at each"

@@ -213,19 +213,28 @@ def test_an_unknown_setting_names_the_one_it_is_likely_a_slip_for_first(variable
 
 @pytest.mark.parametrize("field", ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile"])
 @pytest.mark.parametrize("variable", ["ALPR_REDIS_URL", "ALPR_FRAME_STORE_URL"])
-def test_a_tls_file_a_redis_url_names_must_exist_and_is_named_by_its_field(variable, field, tmp_path, capsys):
+def test_a_tls_file_a_redis_url_names_must_exist_where_redis_is_reached(variable, field, tmp_path, capsys, monkeypatch):
     """A missing CA file read as "cannot reach Redis … No such file or directory", after the role had tried
-    to connect (a review): now one line naming the setting and the query field, the password never."""
+    to connect (a review): now one line naming the setting and the query field, the password never. Checked
+    where Redis is reached, not when the settings load: there it stopped `alpr db prune` on a host whose
+    shared environment names the chain's CA file but holds none (a diff review)."""
+    from alpr.connections import reach_redis
+
     pem = tmp_path / "ca.pem"
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
     url = f"rediss://:s3cret-pw@10.0.0.5:6380/0?{field}={tmp_path / 'missing.pem'}"
+    settings = Settings.load({variable: url})  # loads: only the roles reaching that Redis need the file
     with pytest.raises(ConfigError) as refused:
-        Settings.load({variable: url})
+        reach_redis(settings, url, "frame store" if variable == "ALPR_FRAME_STORE_URL" else "queues")
     assert str(refused.value) == (
-        f"invalid settings: {variable}: the file its query's {field} names is missing or unreadable here"
+        f"{variable}: the file its query's {field} names is missing or unreadable here"
         " (redis-py loads it at each connection: every one would fail)"
     )
-    assert Settings.load({variable: url.replace("missing.pem", "ca.pem")})  # one there: taken
-    assert main(["status", "--redis-url", url]) == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert f"{field} names is missing" in line and "s3cret" not in line and "cannot reach" not in line
+    if variable == "ALPR_REDIS_URL":
+        assert main(["status", "--redis-url", url]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert f"{field} names is missing" in line and "s3cret" not in line and "cannot reach" not in line
+        monkeypatch.setenv(variable, url)  # a command that never reaches Redis runs
+        assert main(["db", "prune", "--sqlite", str(tmp_path / "none.sqlite"), "--dry-run"]) == 2
+        error = capsys.readouterr().err  # past the settings, to its own error
+        assert "nothing to prune" in error and "names is missing" not in error
