@@ -411,6 +411,16 @@ STORE_FULL_RETRY_S = (0.5, 10.0)
 """First and longest wait before an ingest node tries again to store recorded footage's batch that the
 full frame store refused (its maxmemory): footage waits for room, never skipped."""
 
+FRAME_STORE_RESERVE_SHARE = 0.05
+"""Share of the frame store's maxmemory an ingest node leaves free (its frames stop short of it): room kept for
+the detectors' plate crops (JPEG q95, a few tens of kB each: far smaller than the frames), without which the
+detect jobs, then the redaction that frees the frames, stalled until the frames expired (a review: 0 of 77
+frames processed). Nothing of the kind where the store has no maxmemory (0)."""
+
+FRAME_STORE_RESERVE_MIN_BYTES = 32 * 1024 * 1024
+"""Least room an ingest node leaves free in the frame store (FRAME_STORE_RESERVE_SHARE's floor), and at most
+half its maxmemory: the crops of some 1,000 plates, and what other nodes store between two of its reads."""
+
 REDIS_TIMEOUT_S = 30.0
 """How long a Redis command may wait for its answer (a worker's dequeue blocks for less)."""
 

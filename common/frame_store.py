@@ -162,6 +162,38 @@ class BoundedRead:
         return "too_large" if key in self.too_large else "over_job_byte_budget" if key in self.over_budget else None
 
 
+def store_reserve_bytes(maxmemory: int) -> int:
+    """The room an ingest node leaves free in a frame store of `maxmemory` bytes for the detectors' plate
+    crops (FRAME_STORE_RESERVE_SHARE of it, FRAME_STORE_RESERVE_MIN_BYTES at least, half of it at most);
+    0 where it has no maxmemory (0): nothing is held back."""
+    if maxmemory <= 0:
+        return 0
+    share = int(maxmemory * defaults.FRAME_STORE_RESERVE_SHARE)
+    return min(maxmemory // 2, max(share, defaults.FRAME_STORE_RESERVE_MIN_BYTES))
+
+
+@dataclass(frozen=True)
+class StoreMemory:
+    """A frame store's memory as its Redis reports it (INFO memory): bytes used, its maxmemory (0: none)."""
+
+    used_bytes: int
+    max_bytes: int
+
+    @property
+    def reserve_bytes(self) -> int:
+        return store_reserve_bytes(self.max_bytes)
+
+    def within_reserve(self, added_bytes: int = 0) -> bool:
+        """Whether the store, `added_bytes` fuller, is within the crops' reserve (no maxmemory: never)."""
+        return self.max_bytes > 0 and self.used_bytes + added_bytes > self.max_bytes - self.reserve_bytes
+
+
+def store_memory(connection: redis.Redis) -> StoreMemory:
+    """The frame store's memory, read from its Redis in one INFO round trip (RedisError where it refuses)."""
+    info = connection.info("memory")
+    return StoreMemory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)))
+
+
 class FrameStore:
     """Puts and gets frames in one round trip per batch. With `patience_s`, as the workers have it, an
     unreachable Redis (restarting, failing over) is tried again with backoff for that long, as the
@@ -239,8 +271,10 @@ class FrameStore:
 
     def _through_outage(self, call: Callable[[], T]) -> T:
         """`call`, tried again with backoff while Redis cannot be reached, is a read-only replica (a
-        failover under way) or is full (maxmemory with noeviction: frames expire or are consumed, room
-        comes back), for up to `patience_s`; then its error is raised."""
+        failover under way) or is full (maxmemory with noeviction), for up to `patience_s`; then its error
+        is raised. Ingest nodes stop storing frames short of the maxmemory (`store_reserve_bytes`), so the
+        detectors' crops have room and the redactors, deleting the frames they are done with, make more;
+        a store full all the same (another writer, a reserve too small) frees room only as frames expire."""
         deadline = time.monotonic() + self.patience_s
         backoff = Backoff(*defaults.DB_OUTAGE_BACKOFF_S)
         while True:

@@ -3,9 +3,11 @@ The camera threads put their frames (JPEG bytes and reference) among the frames 
 gathers them into jobs — full at `frames_per_job`, or when the oldest has waited `max_batch_wait_ms` —
 and `flush` stores each job's frames in the frame store with a TTL and queues its frame references on
 the detect queue, waiting out a Redis outage (the cameras skip meanwhile, by `redis_down`). A batch the
-full frame store refuses (its maxmemory) is skipped as back-pressure, but for its recorded footage's
-frames (`realtime: false`), which are held and tried again with backoff (`held`; footage cameras wait
-meanwhile) until the store has room: footage waits, never skipped. Every QUEUE_DEPTH_REFRESH_S it reads how many jobs
+full frame store refuses (its maxmemory), or that would take the store within the reserve kept for the
+detectors' plate crops (`room`, ingest/store_room.py), is skipped as back-pressure, but for its recorded
+footage's frames (`realtime: false`), which are held and tried again with backoff (`held`; footage cameras
+wait meanwhile) until the store has room: footage waits, never skipped. Every QUEUE_DEPTH_REFRESH_S it reads
+the frame store's memory and how many jobs
 the chain's queues hold (`depth`, by which the cameras skip or wait), reports the frames skipped and
 unrecorded since (for `alpr status`) and compares the frames' clock with Redis's. The node
 (ingest/node.py) makes one JobPacker and runs `pack_jobs` on its main thread."""
@@ -44,6 +46,7 @@ from common.queues import (
 from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
+from ingest.store_room import ReserveReached, StoreRoom
 
 if TYPE_CHECKING:
     from ingest.node import NodeSummary
@@ -87,6 +90,7 @@ class JobPacker:
         self.on_claims = on_claims  # a round of claims: cameras lost stop, those won start (IngestNode.claimed)
         self.store = FrameStore(frames, settings.frame_ttl_s)
         self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
+        self.room = StoreRoom(frames)
         self.detect_queue = stage_queue(queues, "detect", settings.secret("job_key"))
         self.queue_keys = list(queue_keys().values())
         self.depth = 0
@@ -94,7 +98,7 @@ class JobPacker:
         """Frames taken from the pending ones into the batch being packed, not queued yet (the recorded
         footage's share counts them: FrameHandOff.recorded_jobs_ahead)."""
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
-        self.store_full = False  # the last job could not be stored: Redis at its maxmemory
+        self.store_full = False  # the last job could not be stored: Redis at its maxmemory, or within the reserve
         self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
@@ -121,6 +125,7 @@ class JobPacker:
             if self.held and (self.stop.is_set() or now >= self.held_retry_at):
                 self.retry_held()
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
+                self.room.read()  # the frame store's memory: the crops' reserve
                 self.refresh_depth()
                 last_depth = now
             if not self.stop.is_set() and (found := self.claims.renew()) is not None:
@@ -174,8 +179,9 @@ class JobPacker:
                 self.store_and_queue(batch)
                 self.redis_up()
                 break
-            except redis.exceptions.OutOfMemoryError:  # full (maxmemory): back-pressure, not an outage
-                self.skip_while_full(batch, "backpressure" if self.queues_answer() else "redis_unavailable")
+            except redis.exceptions.OutOfMemoryError as full:  # maxmemory or the reserve: back-pressure
+                reason: SkipReason = "backpressure" if self.queues_answer() else "redis_unavailable"
+                self.skip_while_full(batch, reason, stored=not isinstance(full, ReserveReached))
                 return
             except redis.RedisError as error:
                 self.redis_down = True
@@ -210,10 +216,15 @@ class JobPacker:
         return [item for item in batch if not item[0].recorded]
 
     def store_and_queue(self, batch: list[tuple[FrameRef, bytes]]) -> None:
-        """Store the frames and queue their detect job (RedisError when Redis refuses or is away)."""
+        """Store the frames and queue their detect job (RedisError when Redis refuses or is away; ReserveReached,
+        storing nothing, when the frame store is within the crops' reserve)."""
+        if self.room.full:
+            raise ReserveReached("the frame store is within the reserve kept for the detectors' plate crops")
         job = DetectJob(batch_id=f"{self.node_id}:{self.summary.jobs}", frames=[ref for ref, _ in batch],
                         stored_at_s=self.clock.now(), frame_ttl_s=self.settings.frame_ttl_s)  # fmt: skip
-        self.store.put_many([(ref.key, data) for ref, data in batch])
+        frames = [(ref.key, data) for ref, data in batch]
+        self.store.put_many(frames)
+        self.room.stored(frames)
         enqueue(self.detect_queue, job, self.settings.job_timeout_s)
 
     def queues_answer(self) -> bool:
@@ -229,17 +240,21 @@ class JobPacker:
         self.redis_up()
         return True
 
-    def skip_while_full(self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure") -> None:
-        """The frame store at its maxmemory: the batch's stored frames deleted; its live cameras' frames
+    def skip_while_full(
+        self, batch: list[tuple[FrameRef, bytes]], reason: SkipReason = "backpressure", *, stored: bool = True
+    ) -> None:
+        """The frame store at its maxmemory or within the crops' reserve: the batch's frames deleted where some
+        may have been `stored`; its live cameras' frames
         skipped (as back-pressure, or as Redis unavailable when the queues' Redis is away too), its recorded
         footage's held, tried again after a backoff (a review: footage lost two thirds of its frames to a
         full store, skipped as back-pressure, where the README promised it waits)."""
         if not self.store_full:
-            log.warning("the frame store is full (its maxmemory): live cameras' frames are skipped as"
-                        " back-pressure, recorded footage waits, until it has room")  # fmt: skip
+            log.warning("the frame store is full (%s): live cameras' frames are skipped as back-pressure,"
+                        " recorded footage waits, until it has room", self.room.describe())  # fmt: skip
         self.store_full = True
         with contextlib.suppress(redis.RedisError):  # those stored before it filled: no job will read them
-            self.store.delete_many([ref.key for ref, _ in batch])  # (DEL is allowed when full)
+            if stored:  # (DEL is allowed when full)
+                self.store.delete_many([ref.key for ref, _ in batch])
         if footage := [item for item in batch if item[0].recorded]:
             self.held.insert(0, footage)  # (retry_held took the held ones: it puts the rest behind this one)
             self.held_retry_at = time.monotonic() + self.held_backoff.next_delay()

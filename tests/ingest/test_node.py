@@ -290,14 +290,17 @@ def test_a_full_frame_store_is_back_pressure_recorded_not_an_outage_waited_out(r
     assert caplog.text.count("the frame store is full") == 1 and "Redis unavailable" not in caplog.text
 
 
-def test_recorded_footage_waits_for_room_in_a_full_frame_store_and_none_is_skipped(redis_server, postgres_url,
-                                                                                    tmp_path, caplog):  # fmt: skip
+def test_recorded_footage_waits_for_room_in_a_full_frame_store_and_none_is_skipped(
+    redis_server, postgres_url, tmp_path, caplog, monkeypatch
+):
     """A frame store of its own at its maxmemory (noeviction, as Compose runs it) refused recorded
     footage's batches, and each was skipped as back-pressure (a review: 80 of 120 frames skipped, where
     the README says footage waits). Now the batch is held and tried again with backoff while nothing
-    frees the store, and once something does (a consumer deleting the frames) every frame ends queued."""
+    frees the store, and once something does (a consumer deleting the frames) every frame ends queued.
+    (The store is full to the node at the crops' reserve below its maxmemory: 100 kB here.)"""
     from tests.servers import PrivateRedis
 
+    monkeypatch.setattr(defaults, "FRAME_STORE_RESERVE_MIN_BYTES", 100_000)
     caplog.set_level("INFO", logger="ingest.node")
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     folder = tmp_path / "shots"
@@ -312,7 +315,7 @@ def test_recorded_footage_waits_for_room_in_a_full_frame_store_and_none_is_skipp
         store = connect_redis(store_server.url)
         store.config_set("maxmemory-policy", "noeviction")
         used = int(store.info("memory")["used_memory"])
-        store.config_set("maxmemory", str(used + 300_000))  # a job's 2 frames, not 4
+        store.config_set("maxmemory", str(used + 100_000 + 300_000))  # the reserve, and a job's 2 frames, not 4
         settings = Settings.load({}, redis_url=redis_server.url, frame_store_url=store_server.url,
                                  database_url=postgres_url, frames_per_job=2)  # fmt: skip
         metrics = Metrics()
