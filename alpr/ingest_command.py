@@ -48,7 +48,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S, "ingest node")
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up: recorded footage waits a Redis outage out, shown here
-    watch_redis(frames, metrics, "frame_store")  # (where it is the queues' Redis, watched once)
+    watch_redis(frames, metrics, "frame_store", back_pressure=True)  # a full store: skipped or held, not counted
     metrics.watch_queues(connection, queue_keys())
     ledger, clock = None, CaptureClock()  # one clock: the frames' dates, their store time, the watermarks
     register = None

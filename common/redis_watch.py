@@ -42,10 +42,12 @@ REFUSAL_REASONS = frozenset(reason for _, reason in REFUSAL_CLASSES) | frozenset
 """The values of alpr_redis_refused_total's `reason` label."""
 
 BACK_PRESSURE = {"frame_store": frozenset({"out_of_memory"})}
-"""Refusals that are a Redis's designed state, not a fault, by its `redis` name: a frame store at its
-maxmemory (noeviction) holds the frames back (README, "No frame lost in silence": skipped as
-backpressure, or held and tried again). Where the frame store is the queues' Redis it is watched as the
-queues', and full it refuses their jobs too: counted."""
+"""Refusals an ingest node meets as designed back-pressure, not a fault, by the `redis` name: a frame store
+at its maxmemory (noeviction) holds its frames back (README, "No frame lost in silence": skipped as
+backpressure, or held and tried again). Not so for the workers (`watch_redis`'s `back_pressure`): a
+detector refused room for its plate crops stalled the chain until the frames expired, counted nowhere (a
+soak review). Where the frame store is the queues' Redis it is watched as the queues', and full it refuses
+their jobs too: counted."""
 
 
 def refusal_reason(error: redis.ResponseError) -> str | None:
@@ -90,17 +92,20 @@ class _WatchedConnection(AbstractConnection):
         return response
 
 
-def watch_redis(connection: redis.Redis, metrics: Metrics, name: str = "queues") -> None:
+def watch_redis(
+    connection: redis.Redis, metrics: Metrics, name: str = "queues", *, back_pressure: bool = False
+) -> None:
     """Export whether `connection`'s Redis answers as alpr_redis_up{redis=name}, at 1 from now (the role
     has just reached it), and its refusals as alpr_redis_refused_total{redis=name,reason}, each reason at
-    0 from now (an alert on their increase sees the first). Call it before the connection is shared with
+    0 from now (an alert on their increase sees the first), but for the BACK_PRESSURE ones where the role
+    meets them as `back_pressure` (the ingest node). Call it before the connection is shared with
     another thread: the pool's idle connections are closed, and made again watched."""
     pool = connection.connection_pool
     base = pool.connection_class
     if issubclass(base, _WatchedConnection):  # one Redis for the queues and the frame store: watched once
         return
     gauge = metrics.redis_up.labels(redis=name)
-    counted = REFUSAL_REASONS - BACK_PRESSURE.get(name, frozenset())
+    counted = REFUSAL_REASONS - (BACK_PRESSURE.get(name, frozenset()) if back_pressure else frozenset())
     refused = {reason: metrics.redis_refused.labels(redis=name, reason=reason) for reason in sorted(counted)}
 
     def answered(up: bool, refusal: str | None) -> None:

@@ -95,8 +95,9 @@ def test_the_gauge_follows_the_last_command_through_an_outage_and_back():
 
 def test_a_refused_write_stays_counted_through_the_scrapes_that_follow():
     """Full (maxmemory 1, noeviction): a worker's heartbeat is refused, and the scrapes' own LLEN, answered,
-    leave the refusal shown; a full frame store is back-pressure (README, "No frame lost in silence"), not
-    counted, where the queues' Redis full is."""
+    leave the refusal shown; a full frame store is the ingest node's back-pressure (README, "No frame lost
+    in silence"), not counted there, where the queues' Redis full is; a worker's refused frame store (a
+    detector's plate crops) is counted: it stalled the chain, counted nowhere (a soak review)."""
     port = free_port()
     server = start_redis(port, "--maxmemory-policy", "noeviction")
     try:
@@ -104,13 +105,20 @@ def test_a_refused_write_stays_counted_through_the_scrapes_that_follow():
         frames = connect_redis(f"redis://127.0.0.1:{port}/1", timeout_s=2)  # another pool: watched on its own
         metrics = Metrics()
         watch_redis(connection, metrics)
-        watch_redis(frames, metrics, "frame_store")
+        watch_redis(frames, metrics, "frame_store", back_pressure=True)  # the ingest node's
         metrics.watch_queues(connection, queue_keys())
+        detector = Metrics()
+        crops = connect_redis(f"redis://127.0.0.1:{port}/2", timeout_s=2)
+        watch_redis(crops, detector, "frame_store")  # a worker's (alpr/wiring.py)
+        assert refused(detector, "out_of_memory", "frame_store") == 0  # from its start: an increase to alert on
         connection.config_set("maxmemory", "1")
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             connection.hset("rq:worker:w", "last_heartbeat", "now")
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             frames.set("frame:1", b"x" * 1000)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            crops.set("frame:1:plate0", b"x" * 1000)
+        assert refused(detector, "out_of_memory", "frame_store") == 1
         first, second = scraped(metrics), scraped(metrics)
         assert first == second
         assert first["alpr_redis_refused_total{reason=out_of_memory,redis=queues}"] == 1
