@@ -1,7 +1,8 @@
 """`alpr status`: what an operator checks first — queues, workers and failures; per camera its state,
 source errors, frames/s queued, skipped and done, and the frames whose record the ingest node could not
 keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; the
-roles whose job keys differ, if any (common/job_key.py); per pool whether its live members run with the
+roles whose job keys differ, if any (common/job_key.py); the frame store at or near its maxmemory
+(alpr/status_store.py); per pool whether its live members run with the
 same settings that change results (alpr/pool_settings.py); and, with a database, every sampled frame
 accounted for (or still in the chain). `--json`: the queues, the workers and the pools' settings as one
 JSON object (no rates, cameras nor accounting).
@@ -48,6 +49,7 @@ from alpr.status_reads import (
     tell_unread_members,
     unclaimed_cameras,
 )
+from alpr.status_store import store_room
 from common import defaults, queues
 from common.bounded_hash import read_many_within_bounds, read_within_bounds
 from common.bounded_scan import Fields
@@ -105,7 +107,10 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> WrongTypes:
         {queues.SIGHTING_WORKERS_KEY: "zset"}, partial(queues.live_sighting_workers, connection), "?"
     )
     print(f"sighting workers (no queue: they read the logs): {sighting_workers}")
-    print(f"oldest waiting frame: {oldest_waiting(connection, frame_ttls(settings, connection))}")
+    store = frame_ttls(settings, connection)
+    print(f"oldest waiting frame: {oldest_waiting(connection, store)}")
+    if room := store_room(store):  # at or near its maxmemory: the crops' reserve, and what it means
+        print(room)
     differing = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
     if differing:  # every job between them refused, its frames lost
         print(f"job keys differ between roles (ALPR_JOB_KEY: each refuses the others' jobs): {differing}")

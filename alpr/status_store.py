@@ -1,0 +1,41 @@
+"""`alpr status`'s line on the frame store's room (`store_room`): shown while its Redis is at, or near, its
+maxmemory, with the reserve the ingest nodes leave for the detectors' plate crops (`store_reserve_bytes`).
+A store full with detection behind said nothing: status showed one detect job waiting and one running, the
+oldest waiting frame two minutes old, while every detect job was refused room for its crops (a soak review)."""
+
+from __future__ import annotations
+
+import redis
+
+from common.credentials import mask_url
+from common.frame_store import store_memory
+
+NEAR_FULL_RESERVES = 2
+"""Within this many reserves of its maxmemory, the store is said to be nearly full."""
+
+AT_MAXMEMORY_SLACK_BYTES = 64 * 1024
+"""How close to its maxmemory the store reads as at it: a write refused, the client's buffer that held it is
+let go, and the store reads a little below its maxmemory while refusing every write that needs room."""
+
+MIB = 1024 * 1024
+
+
+def store_room(store: redis.Redis | None) -> str | None:
+    """The frame store's line, or None: no maxmemory, room to spare, or its Redis not reached (said above)."""
+    if store is None:
+        return None
+    try:
+        memory = store_memory(store)
+    except redis.RedisError as error:
+        return f"frame store memory: unread ({mask_url(str(error))})"
+    if not memory.max_bytes or memory.used_bytes < memory.max_bytes - NEAR_FULL_RESERVES * memory.reserve_bytes:
+        return None
+    used = f"{memory.used_bytes / MIB:.1f} of its maxmemory of {memory.max_bytes / MIB:.1f} MiB used"
+    reserve = f"{memory.reserve_bytes / MIB:.1f} MiB kept for the detectors' plate crops"
+    if memory.used_bytes >= memory.max_bytes - AT_MAXMEMORY_SLACK_BYTES:
+        return (f"frame store FULL at its maxmemory: {used} ({reserve}, spent): its writes are refused, the"
+                " detectors' crops among them, and the chain stalls until frames expire")  # fmt: skip
+    if memory.within_reserve():
+        return (f"frame store full: {used}, within the {reserve}: ingest nodes store no frame (live cameras"
+                " skip as backpressure, recorded footage waits) until redaction frees room")  # fmt: skip
+    return f"frame store nearly full: {used}, {reserve}"
