@@ -2,10 +2,10 @@
 source errors, frames/s queued, skipped and done, and the frames whose record the ingest node could not
 keep (unrecorded: the frames log cannot show them); per pool the workers the frames offered need; the
 roles whose job keys differ, if any (common/job_key.py); the frame store at or near its maxmemory
-(alpr/status_store.py); per pool whether its live members run with the
-same settings that change results (alpr/pool_settings.py); and, with a database, every sampled frame
-accounted for (or still in the chain). `--json`: the queues, the workers and the pools' settings as one
-JSON object (no rates, cameras nor accounting).
+(alpr/status_store.py); per pool whether its live members run with the same settings that change results
+(alpr/pool_settings.py); and, with a database, every sampled frame accounted for (or still in the chain).
+`--json`: the queues, the workers, the frame store's memory and the pools' settings as one JSON object
+(no rates, cameras nor accounting).
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
 key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'
@@ -49,7 +49,7 @@ from alpr.status_reads import (
     tell_unread_members,
     unclaimed_cameras,
 )
-from alpr.status_store import store_room
+from alpr.status_store import store_document, store_room
 from common import defaults, queues
 from common.bounded_hash import read_many_within_bounds, read_within_bounds
 from common.bounded_scan import Fields
@@ -183,8 +183,9 @@ def print_pool_settings(pools: list[PoolSettings]) -> None:
 
 
 def chain_document(settings: Settings) -> dict[str, Any]:
-    """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the roles whose
-    job keys differ, and per pool its members' settings (`mixed`: the pools whose members disagree)."""
+    """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the frame store's
+    memory (alpr/status_store.py), the roles whose job keys differ, and per pool its members' settings
+    (`mixed`: the pools whose members disagree)."""
     connection = reach_redis(settings)
     types = WrongTypes(connection)
     document: dict[str, Any] = {"queues": {}}
@@ -198,6 +199,7 @@ def chain_document(settings: Settings) -> dict[str, Any]:
     document["sighting_workers"] = types.read(
         {queues.SIGHTING_WORKERS_KEY: "zset"}, partial(queues.live_sighting_workers, connection), None
     )
+    document["frame_store"] = store_document(frame_ttls(settings, connection))
     document["job_keys_differ"] = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
     pools = [pool for pool in guarded_pool_settings(connection, types, worker_keys) if pool.members]
     document["pools"] = {pool.pool: pool.as_dict() for pool in pools}

@@ -1,9 +1,12 @@
-"""`alpr status`'s line on the frame store's room (`store_room`): shown while its Redis is at, or near, its
-maxmemory, with the reserve the ingest nodes leave for the detectors' plate crops (`store_reserve_bytes`).
-A store full with detection behind said nothing: status showed one detect job waiting and one running, the
-oldest waiting frame two minutes old, while every detect job was refused room for its crops (a soak review)."""
+"""`alpr status`'s line on the frame store's room (`store_room`; `--json`: `store_document`): shown while
+its Redis is at, or near, its maxmemory, with the reserve the ingest nodes leave for the detectors' plate
+crops (`store_reserve_bytes`). A store full with detection behind said nothing: status showed one detect
+job waiting and one running, the oldest waiting frame two minutes old, while every detect job was refused
+room for its crops (a soak review)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis
 
@@ -39,3 +42,16 @@ def store_room(store: redis.Redis | None) -> str | None:
         return (f"frame store full: {used}, within the {reserve}: ingest nodes store no frame (live cameras"
                 " skip as backpressure, recorded footage waits) until redaction frees room")  # fmt: skip
     return f"frame store nearly full: {used}, {reserve}"
+
+
+def store_document(store: redis.Redis | None) -> dict[str, Any] | None:
+    """`alpr status --json`'s `frame_store`: bytes used, its maxmemory (0: none) and the crops' reserve, and
+    whether the ingest nodes hold frames back (`full`); None where its memory could not be read."""
+    if store is None:
+        return None
+    try:
+        memory = store_memory(store)
+    except redis.RedisError:
+        return None
+    return {"used_bytes": memory.used_bytes, "max_bytes": memory.max_bytes, "reserve_bytes": memory.reserve_bytes,
+            "full": memory.within_reserve()}  # fmt: skip

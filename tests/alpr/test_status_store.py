@@ -5,6 +5,7 @@ reserve the ingest nodes leave for the crops, and none where it has room or no m
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ def test_status_says_when_the_frame_store_is_at_or_near_its_maxmemory(
         store.config_set("maxmemory", str(used + 500_000))  # within the reserve (half of it, at most)
         (full,) = status_lines(redis_url, capsys)
         assert full.startswith("frame store full: ") and "ingest nodes store no frame" in full, full
+        assert main(["status", "--json", "--redis-url", redis_url]) == 0
+        document = json.loads(capsys.readouterr().out)["frame_store"]
+        assert document["max_bytes"] == used + 500_000 and document["full"], document
+        assert document["reserve_bytes"] == (used + 500_000) // 2 and document["used_bytes"] >= used
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             for index in range(100):
                 store.set(f"alpr:frame:f{index}", b"x" * 20_000)
