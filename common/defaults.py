@@ -91,6 +91,14 @@ SIGHTING_SETTLE_S = 2.0
 """A camera's reads are grouped up to this long before now at the latest: the ingest node records a
 frame in the frames log a moment after queuing it, and grouping must not pass a frame not yet there."""
 
+OPEN_TRACK_DWELL_S = 10.0
+"""A track still open (its car in view) is matched against the watch-lists once its reads span this long (a car
+parked or queued; a passing car crosses a view in ~2 s and is judged at its sighting's close): a running vote
+of a few reads, one misread at 0.86 alone, alerted on a passing car its closed sighting contradicts (a review)."""
+
+OPEN_TRACK_MIN_READS = 3
+"""An open track's vote is matched only when at least this many of its reads read the voted plate exactly."""
+
 EARLY_RESCAN_S = 30.0
 """Reads logged this recently are matched against the watch-lists again each round (a read's id is taken
 at insert, and commits land in any order); alert ids and passes make a second match harmless."""

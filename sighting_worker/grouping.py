@@ -215,20 +215,25 @@ class SightingTracker:
         """The ids of the open tracks (each the id its sighting will have), over all cameras."""
         return {track.sighting_id for camera in self._cameras.values() for track in camera.tracks}
 
-    def open_sightings(self, sighting_ids: set[str], matched: Mapping[str, str] | None = None) -> list[Sighting]:
+    def open_sightings(
+        self, sighting_ids: set[str], matched: Mapping[str, str] | None = None, min_span_s: float = 0.0
+    ) -> list[Sighting]:
         """The sightings the open tracks of `sighting_ids` would make if they closed now: their running vote
         (`sighting`), by which the sighting pool matches a car still in view against the watch-lists (a parked
         listed car read under ALPR_WATCH_READ_MIN_CONFIDENCE is alerted on while it stands there, not once it
-        has gone). Ids of tracks closed since are passed over, and so are those `matched` already with the
-        plate they vote now (the vote's plate is the track's `plate`: only its confidence is not voted yet; a
-        hundred cars parked in view, 50 reads each, took 14 ms a round to vote again)."""
+        has gone). Ids of tracks closed since are passed over, and so are those whose reads span less than
+        `min_span_s` (a passing car, judged at its close: not voted each round) and those `matched` already
+        with the plate they vote now (the vote's plate is the track's `plate`: only its confidence is not
+        voted yet; a hundred cars parked in view, 50 reads each, took 14 ms a round to vote again)."""
         matched = matched or {}
         return sorted(
             (
                 self.sighting(track)
                 for camera in self._cameras.values()
                 for track in camera.tracks
-                if track.sighting_id in sighting_ids and matched.get(track.sighting_id) != track.plate
+                if track.sighting_id in sighting_ids
+                and track.last.captured_at_s - track.first.captured_at_s >= min_span_s
+                and matched.get(track.sighting_id) != track.plate
             ),
             key=_sighting_order,
         )

@@ -1,8 +1,8 @@
 """The watch-list matching of a camera's round (`WatchMatcher`): its new confident reads matched at once
-(early alerts), its open tracks whose running vote is sure and its closed sightings matched by their
-voted plate (a car still in view alerted on while it stands there), each pass of a listed plate alerted on
-once (the passes alerted on: sighting_worker/passes.py), and the alerts made (their ids:
-sighting_worker/alert_ids.py). It goes by Postgres's clock and keeps the camera's transaction alive through
+(early alerts), its open tracks that have dwelt in view matched exactly by their running vote (a listed car
+parked or queued alerted on while it stands there) and its closed sightings matched by their voted plate, each
+pass of a listed plate alerted on once (the passes alerted on: sighting_worker/passes.py), and the alerts made
+(their ids: sighting_worker/alert_ids.py). It goes by Postgres's clock and keeps the camera's transaction alive through
 the stage that holds it (`SightingStage.postgres_now`, `SightingStage.keep_alive`)."""
 
 from __future__ import annotations
@@ -160,36 +160,49 @@ class WatchMatcher:
         raised: RaisedBefore | None = None,
     ) -> list[Alert]:
         """Alerts on the camera's open tracks that took reads this round (`sightings`: their running vote,
-        SightingTracker.open_sightings), each whose vote is already as sure as a closing track's must be
-        (ALPR_OCR_MIN_CONFIDENCE, `is_vehicle_pass`), as `match_sighting` alerts on a closed one: its pass
-        alerted on once, the same alert id as its closing sighting's, the track made the pass's car
-        (`Pass.tracks`) so that neither its later rounds nor its sighting, closed, alert on it again. A
-        listed car parked at a gate or queued at a toll, read at 0.87 (sure enough for a sighting, under
-        ALPR_WATCH_READ_MIN_CONFIDENCE), was alerted on only once it had left, an hour parked an hour
-        late, and not at all where its entry expired during its stay (judged at the close, a review).
+        SightingTracker.open_sightings) and are a car that stays in view (`dwelt`): reads spanning at least
+        OPEN_TRACK_DWELL_S, its vote as sure as a closing track's must be (ALPR_OCR_MIN_CONFIDENCE,
+        `is_vehicle_pass`) and read exactly by at least OPEN_TRACK_MIN_READS of them. Only an exact match
+        (distance 0) alerts while the car is in view; a fuzzy one is left to its sighting's close, where the
+        vote is final. Each alerts as `match_sighting` on a closed one: its pass alerted on once, the same
+        alert id as its closing sighting's, the track made the pass's car (`Pass.tracks`) so that neither its
+        later rounds nor its sighting, closed, alert on it again. A listed car parked at a gate or queued at a
+        toll, read at 0.87 (sure enough for a sighting, under ALPR_WATCH_READ_MIN_CONFIDENCE), was alerted on
+        only once it had left, an hour parked an hour late, and not at all where its entry expired during its
+        stay (judged at the close, a review). Matching any open track once its vote passed alerted on one
+        misread at 0.86 of a passing car whose sighting then voted another plate, and on a lookalike's fuzzy
+        match whose exact alert, the vote become the listed plate, was then dropped (same alert id; a review).
 
         Per round and per track, not per read; and a track is matched again only when its voted plate
         changed or the watch-lists were reloaded since a committed round matched it (`opened`): its entries
-        are judged as of its first read, as its sighting's are, so nothing else brings a new match, and a
-        parked lookalike of a listed plate, its fuzzy match's evidence averaged over every read of its stay
-        (sighting_worker/match_evidence.py), is not looked up again every 0.2 s. (Evidence that grows sure
-        enough only later in the stay is matched at its sighting's close.)"""
+        are judged as of its first read, as its sighting's are, so nothing else brings a new match."""
         if self.watch is None:
             return []
         entries, matched = self.watch.loaded(), self.matched_open(camera_id)
         due = [
             sighting
             for sighting in sightings
-            if is_vehicle_pass(sighting, self.settings.sighting_min_confidence)
-            and sighting.confidence >= self.settings.sighting_min_confidence
-            and matched.get(sighting.sighting_id) != sighting.plate
+            if self.dwelt(sighting) and matched.get(sighting.sighting_id) != sighting.plate
         ]
         self.open_matching[camera_id] = (entries, {sighting.sighting_id: sighting.plate for sighting in due})
         return [
             alert
             for sighting in due
-            for alert in self.match_voted(sighting, alerted, gap_s, connection, raised, track=sighting.sighting_id)
+            for alert in self.match_voted(
+                sighting, alerted, gap_s, connection, raised, track=sighting.sighting_id, exact_only=True
+            )
         ]
+
+    def dwelt(self, sighting: Sighting) -> bool:
+        """Whether an open track's running vote (`sighting`) may be matched while its car is in view
+        (`match_open`): its reads span OPEN_TRACK_DWELL_S, its vote is sure enough for a sighting and at
+        least OPEN_TRACK_MIN_READS of its reads read the voted plate exactly."""
+        return (
+            sighting.last_seen_s - sighting.first_seen_s >= defaults.OPEN_TRACK_DWELL_S
+            and is_vehicle_pass(sighting, self.settings.sighting_min_confidence)
+            and sighting.confidence >= self.settings.sighting_min_confidence
+            and dict(sighting.texts).get(sighting.plate, 0) >= defaults.OPEN_TRACK_MIN_READS
+        )
 
     def matched_open(self, camera_id: str) -> dict[str, str]:
         """The camera's open tracks matched in committed rounds against the entries loaded now, with the
@@ -217,9 +230,10 @@ class WatchMatcher:
         raised: RaisedBefore | None,
         late_logged_at_s: float | None = None,
         track: str | None = None,
+        exact_only: bool = False,
     ) -> list[Alert]:
         """`match_sighting`'s alerts, and `match_open`'s on an open `track` (its id: the pass alerted on
-        holds it from then on, `seen_in_pass`)."""
+        holds it from then on, `seen_in_pass`), of exact matches alone when `exact_only`."""
         if self.watch is None or sighting.confidence < self.settings.sighting_min_confidence:
             return []
         if not re.fullmatch(PLATE_PATTERN, sighting.plate):
@@ -239,7 +253,8 @@ class WatchMatcher:
             for match in self.watch.match_lists(
                 sighting.plate, self.settings.max_distance, sighting.first_seen_s, refresh=False, now_s=now_s
             )
-            if evidence.allows(match, self.settings.fuzzy_min_probability)
+            if (match.distance == 0 or not exact_only)
+            and evidence.allows(match, self.settings.fuzzy_min_probability)
             and not self.seen_in_pass(
                 alerted,
                 match,

@@ -11,9 +11,10 @@ session holds fails the camera's round, named in an ERROR: sighting_worker/camer
    yet are matched first, as in step 1) — and closes the sightings whose gap has passed by then; reads
    logged late, captured behind the cursor, are grouped apart, their tracks held open across rounds
    until no late read joined them for LATE_SIGHTING_HOLD_S (sighting_worker/late_reads.py, late_tracks.py);
-   each open track that took reads, its running vote already as sure as a sighting's must be, is matched
-   against the watch-lists at once (a listed car parked or queued, read under the early scan's threshold,
-   is alerted on while it stands there, not once it has gone: WatchMatcher.match_open);
+   each open track that took reads and has dwelt in view (its reads spanning OPEN_TRACK_DWELL_S), its
+   running vote as sure as a sighting's must be and read exactly by OPEN_TRACK_MIN_READS of them, is
+   matched exactly against the watch-lists at once (a listed car parked or queued, read under the early
+   scan's threshold, is alerted on while it stands there, not once it has gone: WatchMatcher.match_open);
 3. logs the closed sightings (keyed by id: never twice), matches each voted plate against the
    watch-lists (no second alert for a pass already alerted on: one whose reads the tracker grouped into
    the sighting, or whose track was alerted on while open, sighting_worker/passes.py), and logs the alerts
@@ -307,7 +308,8 @@ class SightingStage:
             taken = early.grouping(to_group)  # not taken by the early scan yet: matched before they are grouped
             result.alerts += self.matcher.match_early(connection, taken, set(), alerted, gap_s, raised)
             fed, result.sightings, joined = self.group(connection, cursor, tracker, alerted, to_group, horizon_s)
-            opened = tracker.open_sightings(joined, self.matcher.matched_open(camera_id))  # cars in view
+            dwell_s = defaults.OPEN_TRACK_DWELL_S  # a car parked or queued in view: matched while it stands there
+            opened = tracker.open_sightings(joined, self.matcher.matched_open(camera_id), dwell_s)
             result.alerts += self.matcher.match_open(connection, camera_id, opened, alerted, gap_s, raised)
             result.sightings += close_late(held, result, self.settings, self.postgres_now())
             if not (first_met or set_right or fed or early.took_reads or held.changed):
