@@ -13,8 +13,10 @@ import redis
 from common.credentials import mask_url
 from common.frame_store import store_memory
 
-NEAR_FULL_RESERVES = 2
-"""Within this many reserves of its maxmemory, the store is said to be nearly full."""
+NEAR_FULL_SHARE = 0.5
+"""The store is said to be nearly full once less than this share of its room above the crops' reserve is left,
+and at most one reserve's worth (two reserves below its maxmemory, as before, said a store of 64 MiB or less,
+whose reserve is half of it, nearly full empty: a diff review)."""
 
 AT_MAXMEMORY_SLACK_BYTES = 64 * 1024
 """How close to its maxmemory the store reads as at it: a write refused, the client's buffer that held it is
@@ -31,7 +33,9 @@ def store_room(store: redis.Redis | None) -> str | None:
         memory = store_memory(store)
     except redis.RedisError as error:
         return f"frame store memory: unread ({mask_url(str(error))})"
-    if not memory.max_bytes or memory.used_bytes < memory.max_bytes - NEAR_FULL_RESERVES * memory.reserve_bytes:
+    above_reserve = memory.max_bytes - memory.reserve_bytes
+    near = min(memory.reserve_bytes, NEAR_FULL_SHARE * above_reserve)
+    if not memory.max_bytes or memory.used_bytes < above_reserve - near:
         return None
     used = f"{memory.used_bytes / MIB:.1f} of its maxmemory of {memory.max_bytes / MIB:.1f} MiB used"
     reserve = f"{memory.reserve_bytes / MIB:.1f} MiB kept for the detectors' plate crops"

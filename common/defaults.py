@@ -427,7 +427,10 @@ frames processed). Nothing of the kind where the store has no maxmemory (0)."""
 
 FRAME_STORE_RESERVE_MIN_BYTES = 32 * 1024 * 1024
 """Least room an ingest node leaves free in the frame store (FRAME_STORE_RESERVE_SHARE's floor), and at most
-half its maxmemory: the crops of some 1,000 plates, and what other nodes store between two of its reads."""
+half its maxmemory: the crops of some 1,000 plates. Each node counts only its own writes between two reads, so
+several nodes near the line together store up to a batch each past it before one reads again (a diff review: 20
+nodes each storing 16 frames of 150 kB a read left 1.4 MiB of a 32 MiB reserve): with many ingest nodes on one
+store, raise its maxmemory so the share exceeds nodes × a batch's bytes."""
 
 REDIS_TIMEOUT_S = 30.0
 """How long a Redis command may wait for its answer (a worker's dequeue blocks for less)."""

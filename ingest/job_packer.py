@@ -125,7 +125,8 @@ class JobPacker:
             if self.held and (self.stop.is_set() or now >= self.held_retry_at):
                 self.retry_held()
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
-                self.room.read()  # the frame store's memory: the crops' reserve
+                if not (self.stop.is_set() or self.redis_gone):  # nothing more is stored: no read to wait on
+                    self.room.read()  # the frame store's memory: the crops' reserve
                 self.refresh_depth()
                 last_depth = now
             if not self.stop.is_set() and (found := self.claims.renew()) is not None:

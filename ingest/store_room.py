@@ -10,6 +10,7 @@ frames expired (a review: 0 of 77 frames processed)."""
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 
@@ -23,6 +24,12 @@ KEY_OVERHEAD_BYTES = 96
 between two reads, each read replacing it with what Redis counts."""
 
 
+UNREACHED_RETRY_S = 15.0
+"""After a read that found the store's Redis away or stalled (a timeout of up to INGEST_REDIS_TIMEOUT_S), how long
+before the next: read again each turn of the packer's loop, a frozen store held the node's loop 10 s a turn and its
+stop for minutes (a diff review: not stopped after 300 s, where it stopped in 11 s before the reserve)."""
+
+
 class ReserveReached(redis.exceptions.OutOfMemoryError):
     """The frame store is within the crops' reserve: the node stores no frame, as if Redis had refused it."""
 
@@ -34,22 +41,26 @@ class StoreRoom:
         self.frames = frames
         self.memory = StoreMemory(used_bytes=0, max_bytes=0)  # unread: nothing held back
         self.stored_bytes = 0  # stored since the last read
-        self.unreadable = False  # INFO refused (an ACL): the maxmemory's own refusal alone tells
+        self.unreadable = False  # INFO refused (an ACL): never asked again; the maxmemory's own refusal tells
+        self.next_read_at = 0.0  # monotonic: no read before (the store's Redis was away at the last)
 
     def read(self) -> None:
-        """Read the store's memory; the last known is kept while its Redis is away (the writes say so)."""
+        """Read the store's memory; the last known is kept while its Redis is away (the writes say so), and
+        not asked again for UNREACHED_RETRY_S. A Redis that refuses INFO (an ACL) is never asked again: each
+        refusal is counted by the connection's watch, and AlprRedisRefusing (critical) fired for ever on a
+        node that only could not keep the reserve (a diff review: 240 refusals in 2 minutes)."""
+        if self.unreadable or time.monotonic() < self.next_read_at:
+            return
         try:
             self.memory = store_memory(self.frames)
         except redis.ResponseError as error:
-            if not self.unreadable:
-                log.warning("the frame store refuses INFO memory (%s): this node cannot keep room for the"
-                            " detectors' plate crops, and stores frames until its maxmemory", error)  # fmt: skip
+            log.warning("the frame store refuses INFO memory (%s): this node cannot keep room for the detectors'"
+                        " plate crops, and stores frames until its maxmemory (not asked again)", error)  # fmt: skip
             self.unreadable = True
             self.memory = StoreMemory(used_bytes=0, max_bytes=0)
         except redis.RedisError:
+            self.next_read_at = time.monotonic() + UNREACHED_RETRY_S
             return
-        else:
-            self.unreadable = False
         self.stored_bytes = 0
 
     def stored(self, frames: list[tuple[str, bytes]]) -> None:

@@ -53,3 +53,22 @@ def test_status_says_when_the_frame_store_is_at_or_near_its_maxmemory(
         assert at_max.startswith("frame store FULL at its maxmemory: ") and "crops among them" in at_max, at_max
     finally:
         store_server.stop()
+
+
+@pytest.mark.parametrize("maxmemory_mb", [48, 60])
+def test_an_empty_store_of_64_mib_or_less_is_not_said_nearly_full(
+    maxmemory_mb: int,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its reserve is half of it (the 32 MiB floor capped): "within two reserves of its maxmemory" was all of it,
+    so an empty 48 MiB store was "nearly full" (a diff review)."""
+    store_server = PrivateRedis(tmp_path, ["--maxmemory-policy", "noeviction", "--maxmemory", f"{maxmemory_mb}mb"])
+    store_server.start()
+    try:
+        monkeypatch.setenv("ALPR_FRAME_STORE_URL", store_server.url)
+        assert status_lines(redis_url, capsys) == []
+    finally:
+        store_server.stop()

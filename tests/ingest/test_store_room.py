@@ -1,0 +1,70 @@
+"""An ingest node's reads of the frame store's room (ingest/store_room.py) where that Redis refuses INFO or stalls,
+on private redis-servers: a refusal is not asked again (each was counted, and AlprRedisRefusing fired for ever), and
+a frozen store does not hold the node's stop (each read waited its 10 s timeout, every turn of the packer's loop)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from common import defaults
+from common.config import Settings
+from common.metrics import Metrics
+from common.queues import connect_redis
+from common.redis_watch import watch_redis
+from ingest.cameras import CameraConfig
+from ingest.node import IngestNode
+from ingest.store_room import StoreRoom
+from tests.servers import PrivateRedis
+
+
+def test_a_store_refusing_info_is_asked_once_and_counted_once(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path, ["--maxmemory", "100mb", "--maxmemory-policy", "noeviction"])
+    server.start()
+    try:
+        connect_redis(server.url).execute_command("ACL", "SETUSER", "ingest", "on", ">pw", "~*", "+@all", "-info")
+        frames = connect_redis(server.url.replace("redis://", "redis://ingest:pw@"))
+        metrics = Metrics()
+        watch_redis(frames, metrics, "frame_store", back_pressure=True)  # as alpr/ingest_command.py watches it
+        room = StoreRoom(frames)
+        for _ in range(240):  # two minutes of reads, one each QUEUE_DEPTH_REFRESH_S
+            room.read()
+        refused = metrics.registry.get_sample_value(
+            "alpr_redis_refused_total", {"redis": "frame_store", "reason": "no_permission"}
+        )
+        assert refused == 1 and room.unreadable and not room.full
+    finally:
+        server.stop()
+
+
+def test_a_frozen_frame_store_does_not_hold_the_nodes_stop(tmp_path: Path, demo_clip) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "queues").mkdir()
+    (tmp_path / "store").mkdir()
+    queues_server, store_server = PrivateRedis(tmp_path / "queues"), PrivateRedis(tmp_path / "store")
+    queues_server.start()
+    store_server.start()
+    try:
+        settings = Settings.load({}, redis_url=queues_server.url, frame_store_url=store_server.url, max_queue_depth=256)
+        queues = connect_redis(queues_server.url, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
+        frames = connect_redis(store_server.url, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
+        camera = CameraConfig(id="footage", source=str(demo_clip[0]), sample_fps=10, realtime=False, loop=True)
+        node = IngestNode([camera], settings, queues, frames, Metrics(), None)
+        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 6.0}, daemon=True)
+        began = time.monotonic()
+        runner.start()
+        time.sleep(1.0)
+        os.kill(store_server.process.pid, signal.SIGSTOP)  # the store answers nothing, as a frozen host
+        try:
+            runner.join(60)
+            assert not runner.is_alive(), (
+                "the node did not stop within 60 s"
+            )  # 11-30 s: one write's, one read's timeout
+        finally:
+            os.kill(store_server.process.pid, signal.SIGCONT)
+        assert time.monotonic() - began < 60
+    finally:
+        store_server.stop()
+        queues_server.stop()
