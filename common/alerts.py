@@ -252,6 +252,15 @@ class MqttReceiver(ReceiverConfig):
         "auto", description="MQTT 5, 3.1.1, or auto: 5, else 3.1.1 where the broker refuses 5 (`MqttProtocol`)"
     )
 
+    @field_validator("password")
+    @classmethod
+    def _more_than_spaces(cls, password: SecretStr | None) -> SecretStr | None:
+        """A password written in place that is empty or only spaces: the broker refused every delivery (a
+        password file of spaces was refused already; a review)."""
+        if password is not None and not password.get_secret_value().strip():
+            raise ValueError("the password is empty or only spaces: leave it out for a broker that takes none")
+        return password
+
     @field_validator("protocol", mode="before")
     @classmethod
     def _version_as_text(cls, version: object) -> object:

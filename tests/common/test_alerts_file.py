@@ -270,3 +270,15 @@ def test_a_list_name_yaml_reads_as_no_text_is_refused_saying_to_quote_it(tmp_pat
         )
     path.write_text(webhook(secret_line=f"    secret: {SECRET}\n    lists: ['2024', '007', 'on']\n"))
     assert receiver_routes(path) == {"ops": frozenset({"2024", "007", "on"})}
+
+
+@pytest.mark.parametrize("password", ["''", "'    '"])
+def test_an_mqtt_password_written_in_place_of_only_spaces_is_refused(tmp_path, password):
+    """A password file of spaces was refused, one written in place was taken: the broker refused every
+    delivery, each retried for a day."""
+    path = tmp_path / "receivers.yaml"
+    path.write_text(f"receivers:\n  room:\n    type: mqtt\n    host: 127.0.0.1\n    topic: t\n    username: u\n"
+                    f"    password: {password}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    assert "the password is empty or only spaces" in str(refused.value) and "room" in str(refused.value)
