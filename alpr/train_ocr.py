@@ -28,6 +28,7 @@ import numpy as np
 
 from alpr.folds import FOLDS, FOUR_FIFTHS, fold, held_out
 from alpr.ground_truth import load_samples
+from alpr.ocr_int8 import quantize
 from common import geometry
 from common.errors import InputError
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
@@ -387,7 +388,7 @@ def train(
         export(model, Path(folder) / "float.onnx")
         if float_out is not None:
             shutil.copyfile(Path(folder) / "float.onnx", float_out)
-        quantize(Path(folder) / "float.onnx", out, calibration)
+        quantize(Path(folder) / "float.onnx", out, [to_batch([line]) for line in calibration])
     from ocr_worker.ppocr_engine import PpocrEngine
 
     engine = PpocrEngine(out)
@@ -403,55 +404,11 @@ def train(
         "held_out_greedy_exact": history, "keep": keep,
         "chosen_epoch": epochs if keep == "last" else max(history, key=lambda h: h["all"])["epoch"],
         "shipped": "int8 convolutions (7-bit weights, per channel; percentile calibration on 160 training crops), "
-                   "Gelu fused",
+                   "Gelu in uint8 as x * sigmoid(1.702 x)",
         "held_out_greedy_exact_shipped": int8,
     }  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
     return card
-
-
-def quantize(float_model: Path, out: Path, lines: list[np.ndarray]) -> None:
-    """The convolutions (nearly all of the model's time) in int8, per channel, their activation ranges
-    from the 99.999th percentile over real crops: 1.5-2 times as fast on CPU, and within a point of the
-    float model on every set (min-max ranges lost up to 3 points; int8 attention failed to calibrate).
-    Weights take 7 bits (reduce_range): x86 CPUs without VNNI (AVX2 only, e.g. AMD EPYC Milan) multiply
-    uint8 by int8 in pairs summed into int16 (vpmaddubsw), which saturates with 8-bit weights, so one
-    8-bit model read differently by CPU: on such a CPU the model shipped before this rule read 3 of 111
-    US photos fewer than its arithmetic gives (the quantisation simulated in float). With 7-bit weights
-    no pair can saturate, and every x86 CPU computes the same integers, no slower."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Lines(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.inputs = iter([{"x": to_batch([line])} for line in lines])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.inputs, None)
-
-    prepared = float_model.with_name("prepared.onnx")
-    quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared), str(out), Lines(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.Percentile,
-    )  # fmt: skip
-    from onnxruntime.transformers.fusion_gelu import FusionGelu
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    quantized = OnnxModel(onnx.load(str(out)))
-    FusionGelu(quantized).apply()  # erf, div, mul, add back into one Gelu (quantization split it)
-    quantized.prune_graph()
-    del quantized.model.metadata_props[:]
-    quantized.model.metadata_props.extend(onnx.load(str(float_model)).metadata_props)
-    onnx.save(quantized.model, str(out))
 
 
 def export(model: Any, out: Path) -> None:

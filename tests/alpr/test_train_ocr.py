@@ -10,16 +10,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from alpr.folds import FOLDS, fold, held_out
+from alpr.ocr_int8 import quantize
 from alpr.train_ocr import (
     RealCrop,
     exact_by_subset,
     export,
     greedy_text,
     plate_model,
-    quantize,
     to_batch,
     train,
 )
@@ -52,11 +53,12 @@ def test_the_plate_head_keeps_pretrained_reading_and_the_export_matches(tmp_path
     assert ["".join(c[0][0] for c in choices) for choices in engine.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
     assert engine.input_width == 160  # read at the width it was trained at, as the metadata says
     small = tmp_path / "plate_int8.onnx"
-    quantize(path, small, plates * 4)
+    quantize(path, small, [to_batch([plate]) for plate in plates * 4])
     int8 = PpocrEngine(small)
     assert small.stat().st_size < 0.5 * path.stat().st_size and int8.input_width == 160
     assert ["".join(c[0][0] for c in choices) for choices in int8.recognize_batch(plates)] == ["KPX4721", "RK605AB"]
     assert widest_int8_weight(small) <= 64
+    assert "Gelu" not in {node.op_type for node in onnx.load(str(small)).graph.node}  # in uint8 (ocr_int8.py)
 
 
 EXPORTED_AFTER_TORCHVISION = """
