@@ -1,6 +1,6 @@
 """The operator's maintenance commands of the chain: `alpr db upgrade` (the Postgres schema), `alpr db
 prune` (plate data past its retention) and `alpr replay` (failed jobs back on their queues; failed
-alert deliveries from the alerts log)."""
+alert deliveries from the alerts log; with --orphans, the frames in the chain no job holds)."""
 
 from __future__ import annotations
 
@@ -216,10 +216,16 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
     with `--stage alert` (README: weeks-old hits must not flood dispatch by default)."""
     from common.replay import replay_failed
 
+    if args.orphans and (args.stage or args.max_age_h is not None):
+        raise ConfigError(
+            "--orphans: frames in no job are queued for detection; give it without --stage or --max-age-h"
+        )
     if args.max_age_h is not None and args.stage != "alert":  # it was ignored, silently
         raise ConfigError("--max-age-h: only alert deliveries are replayed by age; give it with --stage alert")
     queues_redis = reach_redis(settings)
     check_job_key(settings, queues_redis, None)
+    if args.orphans:
+        return replay_orphaned_frames(args, settings, queues_redis)
     if args.stage == "alert":
         return replay_alerts(args, settings, queues_redis)
     stages = [args.stage] if args.stage else list(STAGES)
@@ -237,6 +243,42 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         print(f"alpr: {other_key} failed jobs are signed with another key and were left where they are: is"
               " ALPR_JOB_KEY the key the workers check jobs by?", file=sys.stderr)  # fmt: skip
     return 1 if signed or other_key else 0
+
+
+ORPHANS_WINDOW_S = 3600
+"""`alpr replay --orphans` looks at the frames captured in the last hour (`alpr status`'s window), or in the last
+ALPR_FRAME_TTL_S + ALPR_JOB_TIMEOUT_S where that is longer: older ones' bytes have expired."""
+
+
+def replay_orphaned_frames(args: argparse.Namespace, settings: Settings, queues_redis: redis.Redis) -> int:
+    """`alpr replay --orphans`: the frames in the chain no job holds queued again while their frames are
+    stored (common/orphan_replay.py); the rest counted."""
+    from common.db import STATUS_SESSION_SETTINGS
+    from common.orphan_replay import replay_orphans
+
+    frames = reach_frame_store(settings, queues_redis)
+    pool = database_pool(settings, "orphan replay", {"frames": ("SELECT",)}, STATUS_SESSION_SETTINGS)
+    try:
+        window_s = max(ORPHANS_WINDOW_S, settings.frame_ttl_s + settings.job_timeout_s)
+        report = replay_orphans(pool, queues_redis, frames, window_s, frames_per_job=settings.frames_per_job,
+                                job_timeout_s=settings.job_timeout_s, job_key=settings.secret("job_key"),
+                                dry_run=args.dry_run)  # fmt: skip
+    finally:
+        pool.close()
+    if report.unknown:
+        print(f"alpr: frames in no job not counted: {report.unknown}", file=sys.stderr)
+        return 1
+    verb = "would requeue" if args.dry_run else "requeued"
+    print(f"{'in no job':>9} {verb:>13} {'jobs':>5} {'expired':>8} {'no reference':>12} {'malformed':>9}")
+    print(f"{report.orphans:>9} {report.requeued:>13} {report.jobs:>5} {report.expired:>8} {report.unreferenced:>12}"
+          f" {report.malformed:>9}")  # fmt: skip
+    if not report.all_examined:
+        print(f"alpr: the oldest {report.examined:,} frames in chain examined only: run it again once they are"
+              " done", file=sys.stderr)  # fmt: skip
+    if report.unreferenced:
+        print(f"alpr: {report.unreferenced} frames in no job were recorded without their reference (by a release"
+              " before migration 23): the sweep records them lost", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def replay_alerts(args: argparse.Namespace, settings: Settings, queues_redis: redis.Redis) -> int:

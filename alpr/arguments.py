@@ -342,11 +342,18 @@ def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     replay.add_argument("--dry-run", action="store_true", help="count, do not requeue")
     replay.add_argument(
+        "--orphans", action="store_true",
+        help="instead: queue again the frames in the chain no job holds (`alpr status`'s `in no job`) while their"
+        " frames are stored (needs --database-url)",
+    )  # fmt: skip
+    replay.add_argument(
         "--max-age-h", type=_positive_at_most(MAX_REPLAY_AGE_H),
         help="--stage alert: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
     )  # fmt: skip
     replay.add_argument("--redis-url")
-    replay.add_argument("--database-url", help="postgresql://... (alerts: failed deliveries are kept there)")
+    replay.add_argument(
+        "--database-url", help="postgresql://... (alerts: failed deliveries are kept there; --orphans: the frames log)"
+    )
 
 
 def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:

@@ -71,6 +71,7 @@ def reach_frame_store(
 POOL_NAMES = {
     "OCR worker": "ocr", "redactor": "redact", "alert worker": "alert", "sighting worker": "sight",
     "status": "status", "search": "search", "watch-list command": "watchlist", "alert replay": "replay",
+    "orphan replay": "replay",
 }  # fmt: skip
 """The name each role's Postgres sessions carry (`alpr-ocr@host`: common/db.application_name), by the role
 database_pool is given."""

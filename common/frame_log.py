@@ -78,11 +78,17 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::tim
     %s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[]) AS given({COLUMNS})"""
 """A batch's rows as one array a column (FrameRecord.row's order: COLUMNS)."""
 
+SAMPLED_GIVEN = f"""
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::integer[],
+    %s::jsonb[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[]) AS given({COLUMNS}, frame_ref)"""
+"""As ROWS_GIVEN, and each frame's reference (`queued_ref`) last."""
+
 INSERT_SAMPLED = f"""
-INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
+INSERT INTO frames ({COLUMNS}, frame_ref){SAMPLED_GIVEN} ORDER BY given.frame_id
 ON CONFLICT DO NOTHING
 """
-"""Sampled frames, one array a column: a new row each, or nothing for a frame known already (a re-read after
+"""Sampled frames, one array a column (and each frame's reference, `frame_ref`: `queued_ref`): a new row each,
+or nothing for a frame known already (a re-read after
 a restart), in frame-id order as every writer of frames takes them (in sampling order, an ingest batch and an OCR
 or redactor batch naming two of its frames waited each on the other: a deadlock, retried as an outage). One
 statement for the batch: the frame counts' trigger (migration 21) runs once a statement, and once a row it cost
@@ -93,12 +99,13 @@ INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
 ON CONFLICT (frame_id) DO UPDATE SET
     plates = excluded.plates, stage_ms = frames.stage_ms || excluded.stage_ms, kept_path = excluded.kept_path,
     outcome = excluded.outcome, detail = excluded.detail, done_at = now(),
-    read_outcome = COALESCE(frames.read_outcome, excluded.read_outcome)
+    read_outcome = COALESCE(frames.read_outcome, excluded.read_outcome), frame_ref = NULL
 WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND excluded.outcome = 'done')
 """
 """How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
 a restart processed after all; never another final outcome. Its reads become `pending` unless the OCR
-pool has already recorded them. A batch's rows at once (FrameLog._write), in frame-id order: the rows
+pool has already recorded them; its reference for `alpr replay --orphans` is dropped (an ended frame is never
+queued again). A batch's rows at once (FrameLog._write), in frame-id order: the rows
 locked in one order by every writer."""
 
 RECORD_READS = f"""
@@ -131,7 +138,7 @@ DELETE_WATERMARKS = "DELETE FROM camera_watermarks WHERE camera_id = ANY(%s)"
 """The watermarks of cameras no longer sampled here, in one statement."""
 
 SWEEP_LOST = """
-UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
+UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now(), frame_ref = NULL
 WHERE outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """
 """A pending row's done_at is when it was recorded (Postgres's clock: no skew between hosts)."""
@@ -173,6 +180,13 @@ ALERTED_CHUNK = 10_000
 """Rows of ALERTED_FRAMES fetched at a time: a first load of a million alerts is streamed, not held."""
 
 
+def queued_ref(record: FrameRecord) -> Jsonb | None:
+    """What a sampled frame's row keeps of its reference (`frame_ref`, migration 23): the FrameRef its
+    detect job carries, for a pending frame (queued), that `alpr replay --orphans` queues again should no job
+    hold it (common/orphan_replay.py); None for one skipped or corrupt, never queued."""
+    return Jsonb(record.frame.model_dump(mode="json")) if record.outcome == "pending" else None
+
+
 def rounds_by_frame(records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
     """`records` in rounds: each frame's first record in the first, its second in the second, and so on.
     One statement cannot update a row twice (ON CONFLICT DO UPDATE refuses it), and a frame's records
@@ -201,7 +215,7 @@ class FrameLog:
         """Rows for frames just sampled (pending or skipped; a frame seen before keeps its row), and in the
         same transaction each camera's watermark: every frame it sampled before then has its row (None:
         the camera is no longer sampled here)."""
-        rows = [record.row() for record in records]
+        rows = [(*record.row(), queued_ref(record)) for record in records]
         marks = sorted((watermarks or {}).items())
 
         def write(connection: psycopg.Connection) -> None:

@@ -580,6 +580,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- (REJECT_REFUSED). Nullable, no default: no rewrite of the table under its lock
         """,
     ),
+    (
+        23,
+        """
+        ALTER TABLE frames ADD COLUMN frame_ref JSONB;
+        -- a pending frame's reference as its detect job carried it (common/jobs.py's FrameRef: its store key,
+        -- region, ROI, source time, digest), written with the ingest node's pending row and cleared when
+        -- the frame ends: `alpr replay --orphans` (common/orphan_replay.py) queues a frame no job holds again
+        -- from it while its bytes live (the row lacked them: such frames waited for the sweep's `lost`).
+        -- Nullable, no default: no rewrite of the table under its lock; rows of earlier releases have none
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 
@@ -611,6 +622,7 @@ MIGRATION_LOCKS: dict[int, dict[str, str]] = {
     20: {"sightings": "SHARE"},
     21: {"frames": "SHARE ROW EXCLUSIVE"},
     22: {"alert_deliveries": "ACCESS EXCLUSIVE"},
+    23: {"frames": "ACCESS EXCLUSIVE"},
 }
 """Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
 it (tests/common/test_migrations.py checks each against what Postgres records the migration holding).
