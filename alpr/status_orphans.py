@@ -35,7 +35,8 @@ def orphan_lines(found: Orphans, lost_after_s: float) -> list[str]:
         lines.append(
             f"  of the frames in chain, {total:,} are in no job (no queue, running job or failed job holds them:"
             " the queues' Redis lost them, restarted without persistence?, or their ingest node was killed"
-            f" before queueing them); nothing will finish them: the sweep records them lost at {when}"
+            f" before queueing them); nothing will finish them unless `alpr replay --orphans` queues them again while"
+            f" their frames are stored: the sweep records them lost at {when}"
         )
         lines += [f"{'':<12}{escape_controls(c):<20} {n:>8} in no job" for c, n in sorted(found.per_camera.items())]
     if found.per_camera and found.unreadable_jobs:

@@ -1,7 +1,8 @@
 """Orphaned frames: frames the frames log holds `pending` that no job of the chain holds — not waiting in a
 queue, taken or running, nor failed (kept for `alpr replay`). Their jobs were lost with the queues' Redis
 (restarted without persistence) or never queued (an ingest node killed between its record and its job).
-Nothing will finish them: the redactor pool's sweep records them `lost` ALPR_FRAME_TTL_S +
+Nothing will finish them unless `alpr replay --orphans` queues them again while their bytes live
+(common/orphan_replay.py): the redactor pool's sweep records them `lost` ALPR_FRAME_TTL_S +
 ALPR_JOB_TIMEOUT_S after their record. `alpr status` counted them as in the chain until then, and said
 nothing else (a fault review: 44 frames `in chain` for 12 minutes, every queue empty).
 

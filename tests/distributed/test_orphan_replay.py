@@ -69,7 +69,8 @@ def test_frames_whose_jobs_the_queues_redis_lost_are_queued_again_and_end_done(
     argv = ["replay", "--orphans"]
     capsys.readouterr()
     assert main(["status", "--interval", "0.01"]) == 0
-    assert f"of the frames in chain, {len(orphans)} are in no job" in capsys.readouterr().out
+    told = capsys.readouterr().out
+    assert f"of the frames in chain, {len(orphans)} are in no job" in told and "alpr replay --orphans" in told
 
     assert main([*argv, "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split() == [str(len(orphans)), str(len(orphans) - 1),
