@@ -17,7 +17,15 @@ from common.errors import ConfigError
 from common.metrics_registry import RegistryWithoutCreated, RoleGauge
 from common.metrics_server import serve_metrics
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.4, 1.6, 1.8, 2, 2.25, 2.5,
+    3, 3.5, 4, 5, 6, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 120,
+)  # fmt: skip
+"""Bounds of the latency histograms (a stage's job; capture to reads logged, to a sighting, to an alert
+delivered), in seconds: each at most a third above the one before from 0.25 s to a minute, where the
+chain's latencies lie, so that histogram_quantile reads the README's p50 / p99 within 15%
+(tests/common/test_latency_buckets.py; 0.5, 1, 2.5, 5 read a p99 of 1.22 s as 2.47 s). 37 bounds: 39
+series a histogram and label set."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LATE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 21600, 86400)
 """How late a late alert went out (seconds from capture): minutes to a day of an outage's backlog."""
