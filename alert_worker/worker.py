@@ -100,6 +100,8 @@ class AlertStage(PoolRounds):
         send: Deliver = deliver,
     ) -> None:
         self.receivers, self.alert_log, self.queue, self.metrics = receivers, alert_log, queue, metrics
+        metrics.alert_latency_seconds.export()  # this role's own (common/metrics_registry.RoleMetric)
+        metrics.late_alert_delay_seconds.export()
         self.give_up_s, self.job_timeout_s, self.send = give_up_s, job_timeout_s, send
         for name in [*receivers, "unknown"]:  # exported at 0: a first alert given up is an increase to alert on
             for outcome in get_args(DeliveryOutcome):

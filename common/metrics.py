@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common.errors import ConfigError
-from common.metrics_registry import RegistryWithoutCreated, RoleGauge
+from common.metrics_registry import RegistryWithoutCreated, RoleCounter, RoleGauge, RoleHistogram, RoleMetric
 from common.metrics_server import serve_metrics
 
 LATENCY_BUCKETS = (
@@ -112,12 +112,11 @@ class Metrics:
         self.frames_corrupt = Counter(
             "alpr_frames_corrupt", "Frames (or plate crops) that did not decode, per stage.", ["stage"], registry=r
         )
-        self.frames_lost = Counter(
-            "alpr_frames_lost", "Frames marked lost by the sweep: no stage finished them in time.", registry=r
+        self.frames_lost = RoleCounter(
+            r, "alpr_frames_lost", "Frames marked lost by the sweep: no stage finished them in time."
         )
-        self.reads_lost = Counter(
-            "alpr_reads_lost", "Frames whose plate reads the sweep marked lost: no OCR job recorded them in time.",
-            registry=r,
+        self.reads_lost = RoleCounter(
+            r, "alpr_reads_lost", "Frames whose plate reads the sweep marked lost: no OCR job recorded them in time."
         )  # fmt: skip
         self.frames_unaccounted = Gauge(
             "alpr_frames_unaccounted", "Frames sampled without a final outcome yet (in the chain), per camera.",
@@ -152,17 +151,17 @@ class Metrics:
             " (out_of_memory, read_only, master_down, misconf, busy, no_permission; a full frame store is"
             " back-pressure, not counted).", ["redis", "reason"], registry=r,
         )  # fmt: skip
-        self.kept_deleted = Counter("alpr_kept_frames_deleted", "Kept frames deleted past their age.", registry=r)
+        self.kept_deleted = RoleCounter(r, "alpr_kept_frames_deleted", "Kept frames deleted past their age.")
         self.stage_seconds = Histogram(
             "alpr_stage_seconds", "Time one job takes per stage.", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.end_to_end_seconds = Histogram(
-            "alpr_capture_to_logged_seconds",
+        self.end_to_end_seconds = RoleHistogram(
+            r, "alpr_capture_to_logged_seconds",
             "Capture of a live frame to its reads committed (recorded footage, dated by the footage: left out).",
-            buckets=LATENCY_BUCKETS, registry=r,
+            LATENCY_BUCKETS,
         )  # fmt: skip
-        self.detector_batch_frames = Histogram(
-            "alpr_detector_batch_frames", "Frames per detector inference.", buckets=BATCH_BUCKETS, registry=r
+        self.detector_batch_frames = RoleHistogram(
+            r, "alpr_detector_batch_frames", "Frames per detector inference.", BATCH_BUCKETS
         )
         self.plate_reads = Counter("alpr_plate_reads", "Reads logged, by format match.", ["format_match"], registry=r)
         self.side_edge_reads = Counter(
@@ -191,12 +190,12 @@ class Metrics:
         self.sightings_closed = Counter(
             "alpr_sightings_closed", "Sightings (vehicle passes) closed and logged, per camera.", ["camera"], registry=r
         )
-        self.reads_per_sighting = Histogram(
-            "alpr_reads_per_sighting", "Reads grouped into one sighting.", buckets=BATCH_BUCKETS, registry=r
+        self.reads_per_sighting = RoleHistogram(
+            r, "alpr_reads_per_sighting", "Reads grouped into one sighting.", BATCH_BUCKETS
         )
-        self.sighting_delay_seconds = Histogram(
-            "alpr_sighting_delay_seconds", "A sighting's last read (capture) to the sighting logged.",
-            buckets=LATENCY_BUCKETS, registry=r,
+        self.sighting_delay_seconds = RoleHistogram(
+            r, "alpr_sighting_delay_seconds", "A sighting's last read (capture) to the sighting logged.",
+            LATENCY_BUCKETS,
         )  # fmt: skip
         self.late_reads = Counter(
             "alpr_sighting_late_reads",
@@ -222,10 +221,10 @@ class Metrics:
         self.alerts_raised = Counter(
             "alpr_alerts_raised", "Watch-list alerts raised, by kind (read: early; sighting).", ["kind"], registry=r
         )
-        self.alerts_unrouted = Counter(
-            "alpr_alerts_unrouted",
+        self.alerts_unrouted = RoleCounter(
+            r, "alpr_alerts_unrouted",
             "Watch-list alerts raised that no receiver takes: the receivers file names receivers, none of whose"
-            " `lists:` holds the alert's list (logged only).", registry=r,
+            " `lists:` holds the alert's list (logged only).",
         )  # fmt: skip
         self.alert_deliveries = Counter(
             "alpr_alert_deliveries",
@@ -245,16 +244,16 @@ class Metrics:
             " back-off, or held while the receiver fails; or being sent), counted every ALERT_PENDING_COUNT_S by"
             " each alert worker; the last count is kept while Postgres does not answer.", ["receiver"], registry=r,
         )  # fmt: skip
-        self.alert_latency_seconds = Histogram(
-            "alpr_alert_latency_seconds",
+        self.alert_latency_seconds = RoleHistogram(
+            r, "alpr_alert_latency_seconds",
             "Capture of the read that raised an alert to its delivery; live alerts only (a late one's in"
-            " alpr_late_alert_delay_seconds).", buckets=LATENCY_BUCKETS, registry=r,
+            " alpr_late_alert_delay_seconds).", LATENCY_BUCKETS,
         )  # fmt: skip
-        self.late_alert_delay_seconds = Histogram(
-            "alpr_late_alert_delay_seconds",
+        self.late_alert_delay_seconds = RoleHistogram(
+            r, "alpr_late_alert_delay_seconds",
             "Capture of a late alert's read to its delivery: its reads were logged after their camera had been"
             " grouped past them (a spool replayed after an outage); kept out of alpr_alert_latency_seconds.",
-            buckets=LATE_BUCKETS, registry=r,
+            LATE_BUCKETS,
         )  # fmt: skip
         self.prune_succeeded = RoleGauge(
             r, "alpr_prune_last_success_timestamp_seconds",
@@ -268,6 +267,11 @@ class Metrics:
     def role_gauges(self) -> list[RoleGauge]:
         """The unlabelled gauges only the roles that set them export (common/metrics_registry.RoleGauge)."""
         return [value for value in vars(self).values() if isinstance(value, RoleGauge)]
+
+    def role_metrics(self) -> list[RoleMetric]:
+        """The unlabelled gauges, counters and histograms only the roles using them export (their stages
+        export theirs at start: common/metrics_registry.RoleMetric)."""
+        return [value for value in vars(self).values() if isinstance(value, RoleMetric)]
 
     @contextmanager
     def core_cpu(self, stage: str) -> Iterator[None]:

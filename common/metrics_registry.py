@@ -2,15 +2,16 @@
 every counter and histogram (the Unix time each labelled series began). No rule or panel reads them,
 and they were 347 of an ingest node's 833 series at 26 cameras (41%). prometheus_client's own switch,
 disable_created_metrics(), is one flag for every registry of the process: tests building a registry
-each would have shared it. `RoleGauge`: an unlabelled gauge exported only by the processes that set it."""
+each would have shared it. `RoleMetric`s (RoleGauge, RoleCounter, RoleHistogram): unlabelled metrics
+exported only by the processes of the roles that use them."""
 
 from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -51,18 +52,34 @@ class RegistryWithoutCreated(CollectorRegistry):
         super().register(CreatedDropped(collector))
 
 
-class RoleGauge:
-    """An unlabelled gauge that only the roles setting it export, from their first value on. Registered
-    with the others, prometheus_client exported it at 0 in every process: the prune's last success read 0
-    in every worker (`time() - min(alpr_prune_last_success_timestamp_seconds)`: 56 years), a redactor
-    reported 0 inference threads (a review). A labelled gauge needs none of this: its series appear once
-    labelled."""
+class RoleMetric:
+    """An unlabelled metric that only the roles using it export: from the role's start (its stage calls
+    `export`, so that a counter's first increase shows) or its first value. Registered with the others,
+    prometheus_client exported it at 0 in every process: the prune's last success read 0 in every worker
+    (`time() - min(alpr_prune_last_success_timestamp_seconds)`: 56 years), a redactor reported 0 inference
+    threads, and every process served every role's latency histograms and counters, 83 series of zeros
+    (reviews). A labelled metric needs none of this: its series appear once labelled."""
 
-    def __init__(self, registry: CollectorRegistry, name: str, documentation: str) -> None:
-        self.gauge = Gauge(name, documentation, registry=None)
+    def __init__(self, registry: CollectorRegistry, metric: Gauge | Counter | Histogram) -> None:
+        self.metric = metric
         self.registry = registry
         self.lock = threading.Lock()
         self.exported = False
+
+    def export(self) -> None:
+        """Into the registry, once (at the value it has: a counter's or histogram's 0 is its own)."""
+        with self.lock:
+            if not self.exported:
+                self.registry.register(self.metric)
+                self.exported = True
+
+
+class RoleGauge(RoleMetric):
+    """A role's unlabelled gauge, exported from its first value on: no scrape reads a 0 it never had."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str) -> None:
+        self.gauge = Gauge(name, documentation, registry=None)
+        super().__init__(registry, self.gauge)
 
     def set(self, value: float) -> None:
         self.gauge.set(value)
@@ -77,9 +94,26 @@ class RoleGauge:
         self.gauge.set_function(read)
         self.export()
 
-    def export(self) -> None:
-        """Into the registry, once: after its first value, so that no scrape reads a 0 it never had."""
-        with self.lock:
-            if not self.exported:
-                self.registry.register(self.gauge)
-                self.exported = True
+
+class RoleCounter(RoleMetric):
+    """A role's unlabelled counter (`_total`)."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str) -> None:
+        self.counter = Counter(name, documentation, registry=None)
+        super().__init__(registry, self.counter)
+
+    def inc(self, amount: float = 1) -> None:
+        self.export()
+        self.counter.inc(amount)
+
+
+class RoleHistogram(RoleMetric):
+    """A role's unlabelled histogram."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.histogram = Histogram(name, documentation, buckets=buckets, registry=None)
+        super().__init__(registry, self.histogram)
+
+    def observe(self, value: float) -> None:
+        self.export()
+        self.histogram.observe(value)

@@ -70,6 +70,7 @@ class DetectStage:
         time_budget_s: float | None = None,
     ) -> None:
         self.detector, self.store, self.metrics = detector, store, metrics
+        metrics.detector_batch_frames.export()  # this role's own (common/metrics_registry.RoleMetric)
         self.ocr_queue, self.redact_queue = ocr_queue, redact_queue
         self.crop_margin, self.job_timeout_s, self.max_frame_age_s = crop_margin, job_timeout_s, max_frame_age_s
         self.time_budget_s = job_timeout_s * defaults.JOB_TIME_BUDGET_SHARE if time_budget_s is None else time_budget_s

@@ -62,6 +62,7 @@ class OcrStage:
         self.make_reader, self.store, self.plate_log, self.frame_log = make_reader, store, plate_log, frame_log
         self.frame_counts = FrameCounts(frame_log.pool)  # its merge duty
         self.metrics, self.time_budget_s = metrics, time_budget_s
+        metrics.end_to_end_seconds.export()  # this role's own (common/metrics_registry.RoleMetric)
         self.readers: dict[str, PlateReader] = {}
         self.refused: set[tuple[str, str]] = set()  # (camera, region) warned of
 

@@ -75,6 +75,8 @@ class RedactStage:
         self.store, self.frame_log, self.keep_dir, self.keep = store, frame_log, keep_dir, keep
         self.frame_counts = FrameCounts(frame_log.pool)  # its metric of frames in the chain, and its merge duty
         self.method, self.metrics, self.quality, self.max_boxes = method, metrics, quality, max_boxes
+        for counter in (metrics.frames_lost, metrics.reads_lost, metrics.kept_deleted):
+            counter.export()  # this role's own, at 0 from the start (common/metrics_registry.RoleMetric)
         self.keep_max_age_s, self.lost_after_s, self.keep_sweep_s = keep_max_age_s, lost_after_s, keep_sweep_s
         self.last_keep_sweep = 0.0
         self.cameras_seen: set[str] = set()  # camera labels of frames_unaccounted

@@ -100,6 +100,8 @@ class SightingStage:
     ) -> None:
         self.pool, self.watch, self.receivers, self.alert_queue = pool, watch, receivers, alert_queue
         self.metrics, self.settings, self.job_timeout_s = metrics, settings, job_timeout_s
+        for own in (metrics.reads_per_sighting, metrics.sighting_delay_seconds, metrics.alerts_unrouted):
+            own.export()  # this role's own, at 0 from the start (common/metrics_registry.RoleMetric)
         self.unrouted_told: dict[str, Throttle] = {}
         """Per watch-list whose alerts no receiver takes: when that was last told (`unrouted`)."""
         for outcome in ROUND_OUTCOMES:  # every series from 0: the first failure shows in increase()

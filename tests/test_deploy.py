@@ -150,6 +150,8 @@ def exported_metric_names() -> set[str]:
         metrics.stage_seconds.labels(stage=stage)
     for gauge in metrics.role_gauges():  # each exported by the roles that set it (common/metrics_registry.RoleGauge)
         gauge.set(1)
+    for role_metric in metrics.role_metrics():  # each exported by the roles that use it (RoleMetric)
+        role_metric.export()
     text = generate_latest(metrics.registry).decode()
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")} | {
         re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and not line.startswith("#")

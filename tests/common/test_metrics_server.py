@@ -92,7 +92,7 @@ def test_idle_connections_are_closed_after_the_socket_timeout_and_their_threads_
         assert not closed_by_server(held[0], 0.5)
         assert all(closed_by_server(connection, 6) for connection in held)
         assert wait_until(lambda: served(server, 8) == 0, 3)  # their threads ended
-        assert "alpr_frames_lost_total" in scrape(port)[1]  # slots free again: served
+        assert "process_start_time_seconds" in scrape(port)[1]  # slots free again: served
     finally:
         server.shutdown()
         server.server_close()
@@ -133,7 +133,7 @@ def test_connections_dripping_their_request_cannot_keep_metrics_unanswered_past_
         with pytest.raises(OSError):  # closed at once: no slot
             scrape(port)
         assert all(closed_by_server(connection, 2.5) for connection in dripping)  # within 1.5 s of their accept
-        assert "alpr_frames_lost_total" in scrape(port)[1]
+        assert "process_start_time_seconds" in scrape(port)[1]
     finally:
         stop.set()
 
@@ -145,4 +145,4 @@ def test_a_request_past_its_byte_cap_is_closed_unanswered_before_the_timeout() -
     with socket.create_connection(("127.0.0.1", port)) as connection:
         connection.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * defaults.METRICS_MAX_REQUEST_BYTES)
         assert closed_by_server(connection, 1)
-    assert "alpr_frames_lost_total" in scrape(port)[1]
+    assert "process_start_time_seconds" in scrape(port)[1]
