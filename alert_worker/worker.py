@@ -158,7 +158,10 @@ class AlertStage(PoolRounds):
     def attempt(self, job: AlertJob) -> None:
         """Claim the job's delivery, make one attempt and record its outcome: on the receiver's lane (the
         claim's lease, the receiver's timeout plus a margin, starts with the attempt, not while the job
-        waited its turn), or on the worker's thread for a receiver it does not know."""
+        waited its turn), or on the worker's thread for a receiver it does not know. A probe the claim itself
+        rejects (its entry withdrawn, its body unreadable) frees the round to queue the next probe, as a probe
+        the receiver refuses does: the round took it for in flight for its lease, and the probe it handed on
+        waited that long (15 s at a 10 s timeout, the receiver back)."""
         receiver = self.receivers.get(job.receiver)
         lease_s = (receiver.timeout_s if receiver else 0.0) + defaults.ALERT_LEASE_MARGIN_S
         delivery = self.alert_log.claim(job.alert_id, job.receiver, lease_s)
@@ -168,6 +171,11 @@ class AlertStage(PoolRounds):
             log.warning("alert %s to %s rejected: %s", job.alert_id, job.receiver, delivery.reason)
             known = job.receiver if job.receiver in self.receivers else "unknown"
             self.metrics.alert_deliveries.labels(receiver=known, outcome="rejected").inc()
+            if delivery.probe:  # as `probe_refused`: none in flight, the next probe (handed on) due now
+                self.probed_at.pop(job.receiver, None)
+            if delivery.handed:
+                log.info("%s's probe was rejected at its claim: alert %s, held, is its probe now, due at once",
+                         job.receiver, delivery.handed)  # fmt: skip
             return
         if receiver is None or not takes(receiver.list_filter, delivery.alert):
             self.not_this_files(delivery, receiver)

@@ -156,6 +156,11 @@ class UnreadableDelivery:
 
     receiver: str
     reason: str
+    probe: bool = False
+    """Whether it was its receiver's probe (PROBE): the mark is handed on (`AlertLog.claim`), and no attempt of
+    it is in flight, so the worker's round may queue the next probe at once (as `probe_refused` lets it)."""
+    handed: str | None = None
+    """The held delivery made its receiver's probe in its stead, due at once; None where none is held."""
 
 
 def unreadable(error: ValidationError) -> str:
@@ -330,13 +335,14 @@ class AlertLog(ReceiverHolds):
         self, connection: psycopg.Connection, alert_id: str, receiver: str, reason: str, last_error: str | None
     ) -> UnreadableDelivery:
         """The delivery just claimed, rejected for `reason`, and, where it was its receiver's probe, the mark
-        handed on (HAND_ON, due at once)."""
+        handed on (HAND_ON, due at once): said in the UnreadableDelivery (`probe`, `handed`)."""
         connection.execute(REJECT_CLAIMED, (reason, alert_id, receiver))
-        if (last_error or "").startswith(PROBE):
-            values = {"receiver": receiver, "requeue_after_s": defaults.ALERT_REQUEUE_AFTER_S, "held": HELD,
-                      "probe": PROBE, "handed": HANDED_ON, "due_in_s": 0.0}  # fmt: skip
-            connection.execute(HAND_ON, values)
-        return UnreadableDelivery(receiver, reason)
+        if not (last_error or "").startswith(PROBE):
+            return UnreadableDelivery(receiver, reason)
+        values = {"receiver": receiver, "requeue_after_s": defaults.ALERT_REQUEUE_AFTER_S, "held": HELD,
+                  "probe": PROBE, "handed": HANDED_ON, "due_in_s": 0.0}  # fmt: skip
+        row = connection.execute(HAND_ON, values).fetchone()
+        return UnreadableDelivery(receiver, reason, probe=True, handed=str(row[0]) if row else None)
 
     def delivered(self, delivery: Delivery, release_per_s: float | None = None) -> int:
         """Recorded delivered (while the claim is still this worker's); when it was its receiver's probe

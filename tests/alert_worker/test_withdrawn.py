@@ -13,17 +13,29 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
+from alert_worker.signing import IDEMPOTENCY_HEADER
 from alert_worker.worker import AlertStage
 from alpr.cli import main
+from common.alert_holds import HELD, PROBE
 from common.alert_log import WITHDRAWN, AlertLog, Delivery, UnreadableDelivery
 from common.alerts import load_receivers
 from common.db import open_pool
 from common.jobs import alert_job
 from common.metrics import Metrics
-from common.queues import connect_redis, stage_queue
+from common.queues import connect_redis, enqueue, stage_queue
 from tests.alert_servers import Reply, WebhookServer, own_secret
-from tests.alert_worker.test_worker import ALERT, SECRET, insert_listed, receivers_file, rows, wait_for
+from tests.alert_worker.test_worker import (
+    ALERT,
+    SECRET,
+    alert_worker,
+    insert_listed,
+    receivers_file,
+    rows,
+    stopped,
+    wait_for,
+)
 
 STOLEN = ALERT.model_copy(update={"alert_id": "read-000000000000000a", "list_name": "stolen", "version": 2})
 """An early alert (kind `read`) on the stolen list's entry for KPX4721."""
@@ -129,3 +141,52 @@ def test_a_version_1_alert_naming_no_list_is_withdrawn_once_its_plate_is_on_no_l
     assert rows(postgres_url, f"SELECT status FROM alert_deliveries WHERE alert_id = '{second.alert_id}'") == [
         ("rejected",)
     ]
+
+
+def test_a_probe_whose_entry_is_removed_while_held_leaves_the_next_probe_to_be_sent_at_once(
+    postgres_url, redis_url, tmp_path, monkeypatch
+):
+    """Through `alpr worker alert`: ops answers 503 (Retry-After 3 s) and its worker holds its backlog, the
+    oldest alert (on the stolen list) its probe, the others (on the parking list) held. The stolen entry is
+    removed meanwhile and ops comes back. The probe is rejected at its claim, its mark handed to the oldest
+    held alert, due at once (AlertLog.claim); but the worker still took its probe for in flight for its
+    lease (ops's timeout, 10 s, plus ALERT_LEASE_MARGIN_S), and queued no other delivery to ops until then:
+    the backlog waited 15 s with ops back, where a probe refused by ops (409) lets the next round queue the
+    next probe. Now the rejected probe frees the round as `probe_refused` does: the backlog is delivered within
+    seconds of the rejection, the handed-on probe first, each once, the withdrawn alert never."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    parked = [PARKED.model_copy(update={"alert_id": f"read-00000000000000b{n}"}) for n in range(4)]
+    live = PARKED.model_copy(update={"alert_id": "read-f000000000000000", "captured_at_s": time.time()})
+    with WebhookServer(own_secret(SECRET, "ops"), Reply(status=503, headers={"Retry-After": "3"})) as server:
+        receivers_file(tmp_path, monkeypatch, {"ops": (server.url, 10)})
+        with psycopg.connect(postgres_url) as connection:
+            insert_listed(connection, [STOLEN, *parked], ["ops"])  # the stolen one oldest (by id): the probe
+            connection.execute("UPDATE alert_deliveries SET queued_at = NULL, next_attempt_at = now() + '1 hour'")
+        queue = stage_queue(connect_redis(redis_url), "alert")
+        process = alert_worker()
+        try:
+            assert wait_for(lambda: bool(queue.connection.scard(WORKERS_BY_QUEUE_KEY % queue.name)), 60), "no worker"
+            rows(postgres_url, "UPDATE alert_deliveries SET next_attempt_at = now() + '5 s' RETURNING 1")
+            with psycopg.connect(postgres_url) as connection:
+                insert_listed(connection, [live], ["ops"])
+            enqueue(queue, alert_job(live.alert_id, "ops", 1), 60)  # refused 503: ops rests 3 s, its backlog held
+            held = f"SELECT count(*) FROM alert_deliveries WHERE last_error = '{HELD}'"
+            assert wait_for(lambda: rows(postgres_url, held) == [(5,)], 30), "not held"
+            probe = f"SELECT alert_id FROM alert_deliveries WHERE starts_with(last_error, '{PROBE}')"
+            assert rows(postgres_url, probe) == [(STOLEN.alert_id,)]
+            assert main(["watchlist", "remove", "KPX4721", "--list", "stolen"]) == 0  # while held
+            server.reply = Reply(status=200)  # ops is back
+            assert wait_for(lambda: states(postgres_url)[STOLEN.alert_id][0] == "rejected", 30), "probe not claimed"
+            rejected_at = time.monotonic()
+            delivered = "SELECT count(*) FROM alert_deliveries WHERE status = 'delivered'"
+            wait_for(lambda: rows(postgres_url, delivered) == [(5,)], 30)
+            took_s = time.monotonic() - rejected_at
+        finally:
+            assert stopped(process) == 0
+    print(f"\nthe probe rejected at its claim: its receiver's backlog delivered {took_s:.1f} s after")
+    assert states(postgres_url)[STOLEN.alert_id] == ("rejected", WITHDRAWN)
+    sent = [r.headers[IDEMPOTENCY_HEADER] for r in server.received[1:]]
+    assert sent == [alert.alert_id for alert in parked] + [live.alert_id]  # the handed-on probe first, each once
+    assert took_s < 8.0  # it was 16.3 s: the rejected probe's lease (15 s) held the round
