@@ -129,3 +129,41 @@ def integer_gelu(model: Any) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     return len(replaced)
+
+
+def float_gelu(model: Any) -> int:
+    """`integer_gelu` undone in place: each rewritten Gelu back in float between its DequantizeLinear and
+    QuantizeLinear, as quantisation left it (for benchmarks/bench_cores.py, which times both forms side by
+    side). The number of Gelus restored."""
+    from onnx import helper
+
+    graph = model.graph
+    by_output = {output: node for node in graph.node for output in node.output}
+    restored: dict[int, Any] = {}
+    removed: set[int] = set()
+    n = 0
+    while f"integer_gelu_{n}_x" in by_output:
+        name = f"integer_gelu_{n}"
+        dequantize = by_output[f"{name}_x"]
+        quantize_node = next(node for node in graph.node if f"{name}_product" in node.input)
+        parts = [by_output[f"{name}_{part}"] for part in ("steep", "sigmoid", "sigmoid_q", "gate", "product")]
+        restored[id(quantize_node)] = [
+            helper.make_node("DequantizeLinear", list(dequantize.input), [f"{name}_x"]),
+            helper.make_node("Gelu", [f"{name}_x"], [f"{name}_gelu"], domain="com.microsoft"),
+            helper.make_node("QuantizeLinear", [f"{name}_gelu", *quantize_node.input[1:]], list(quantize_node.output)),
+        ]
+        removed |= {id(dequantize), *(id(part) for part in parts)}
+        n += 1
+    nodes = []
+    for node in graph.node:
+        if id(node) in restored:
+            nodes += restored[id(node)]
+        elif id(node) not in removed:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    unused = {f"integer_gelu_{k}_{part}" for k in range(n) for part in ("steep_scale", "sigmoid_scale", "sigmoid_zero")}
+    kept = [initializer for initializer in graph.initializer if initializer.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return n

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +34,7 @@ from detector_worker.weights import install_int8, install_models
 from ingest.capture_process import IsolatedCapture
 from ingest.sources import open_source
 from ocr_worker.core import OcrSettings, PlateReader
+from ocr_worker.ppocr_engine import bundled_model_path, input_batch
 from ocr_worker.tesseract_engine import binarized_line
 from ocr_worker.text_lines import character_rows
 from redactor_worker.core import redact
@@ -83,6 +85,40 @@ def real_photo_crops(detector: PlateDetector, photos: int) -> None:
 DETECTOR_ROUNDS = 5
 """Rounds of the side-by-side detector measurement: each round runs every backend, batch size and thread
 count once, in turn, so a busy minute on a shared machine slows them all alike."""
+
+
+def gelu_forms(lines: list[np.ndarray], rounds: int = 40) -> None:
+    """The plate recogniser alone (batches of 8, one thread) with its Gelus in uint8, as shipped
+    (alpr/ocr_int8.integer_gelu), against the same model with them in float (`float_gelu`), run in turn."""
+    import onnx
+
+    from alpr.ocr_int8 import float_gelu
+
+    shipped = onnx.load(str(bundled_model_path("plate")))
+    in_float = onnx.load(str(bundled_model_path("plate")))
+    float_gelu(in_float)
+    sessions = [cpu_session_of(model) for model in (shipped, in_float)]
+    batches = [input_batch(lines[i : i + 8], 160) for i in range(0, len(lines), 8)]
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for session, spent in zip(sessions, times, strict=True):
+            start = time.perf_counter()
+            for batch in batches:
+                session.run(None, {"x": batch})
+            spent.append(1000 * (time.perf_counter() - start) / len(lines))
+    ratio = float(np.median(np.array(times[0]) / np.array(times[1])))
+    print(f"  the recogniser alone, batches of 8: Gelus in uint8 {min(times[0]):5.2f}, in float {min(times[1]):5.2f}"
+          f" ({ratio:.2f} of the time, the rounds' median)")  # fmt: skip
+
+
+def cpu_session_of(model: Any) -> Any:
+    """An ONNX Runtime session of an in-memory model on one thread, as the OCR pool runs it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def detector_ms(settings: Settings, frames: list[np.ndarray]) -> None:
@@ -176,6 +212,7 @@ def main() -> None:
     ms = best_ms(lambda: [finder.plate_text(crops[i : i + 8]) for i in range(0, len(crops), 8)], OCR_REPEAT)
     ms /= len(crops)
     print(f"  + text detector, where no free-standing row is found: {ms:5.2f} more")
+    gelu_forms(reader.locator.locate(crops))
     real_photo_crops(detector, args.photos)
     sliver = np.random.default_rng(0).integers(0, 255, (4, 7680, 3), dtype=np.uint8)
     ms = best_ms(lambda: reader.read(sliver), 1)

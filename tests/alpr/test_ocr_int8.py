@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from alpr.ocr_int8 import integer_gelu
+from alpr.ocr_int8 import float_gelu, integer_gelu
 from ocr_worker.ppocr_engine import bundled_model_path
 
 IN_SCALE, IN_ZERO, OUT_SCALE, OUT_ZERO = 0.04, 120, 0.025, 10
@@ -78,3 +78,22 @@ def test_the_shipped_recogniser_runs_every_gelu_in_uint8(tmp_path):
     ort.InferenceSession(str(bundled_model_path("plate")), options, providers=["CPUExecutionProvider"])
     fused = collections.Counter(node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
     assert fused["QLinearSigmoid"] == 13 and fused["QLinearMul"] == 13 and fused["Gelu"] == 0
+
+
+def test_the_benchmarks_float_form_is_the_rewrite_undone():
+    """benchmarks/bench_cores.py times the shipped model against `float_gelu` of it: the Gelus back in float,
+    and rewritten again it computes exactly what ships."""
+    shipped = onnx.load(str(bundled_model_path("plate")))
+    in_float = onnx.load(str(bundled_model_path("plate")))
+    assert float_gelu(in_float) == 13
+    assert [node.op_type for node in in_float.graph.node].count("Gelu") == 13
+    assert not [i for i in in_float.graph.initializer if i.name.startswith("integer_gelu_")]
+    lines = np.random.default_rng(0).uniform(-1, 1, (4, 3, 48, 160)).astype(np.float32)
+
+    def read(model: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": lines})[0]
+
+    assert np.abs(read(in_float) - read(shipped)).max() > 1e-3  # another model
+    assert integer_gelu(in_float) == 13
+    assert np.array_equal(read(in_float), read(shipped))
