@@ -39,13 +39,23 @@ city's tables, which put their cost past jit_above_cost, so Postgres compiled th
 8 million reads: the sighting pool's cameras-with-work query took 415-470 ms with JIT, 275-410 of it compiling,
 and 18-26 ms without, against a round of 0.2 s; a search paid 770 ms, a prune batch the same)."""
 
-MIGRATION_SESSION_SETTINGS = f"SET idle_in_transaction_session_timeout = '120s'; {KEEPALIVES}; {NO_JIT}"
-"""The sessions of a pool that migrates (`alpr db upgrade`, a standalone run's) and prunes: without
-LOCK_TIMEOUT, so a migration waits its turn at the advisory lock for as long as the one before it takes, as
-common/schema_upgrade.py intends (it bounds its own table locks with SET LOCAL lock_timeout), and a prune
-waits for the tables it deletes from rather than failing its round."""
+EVERY_SESSION = f"SET idle_in_transaction_session_timeout = '120s'; {KEEPALIVES}; {NO_JIT}"
+"""What every pooled session sets, whatever its lock waits (MIGRATION_SESSION_SETTINGS, SESSION_SETTINGS)."""
 
-SESSION_SETTINGS = f"{MIGRATION_SESSION_SETTINGS}; {LOCK_TIMEOUT}"
+UNBOUNDED_LOCK_WAITS = "SET lock_timeout = 0"
+"""A session's lock waits not bounded, whatever lock_timeout the role or the database sets (managed Postgres
+often does: `ALTER DATABASE alpr SET lock_timeout = '200ms'`), which every session started with: left to
+it, a grant waiting for an upgrade's advisory lock failed after 200 ms with a bare LockNotAvailable, an
+upgrade waiting its turn behind another was told a table was in use and gave up after 8 attempts, and a
+prune failed at once behind a table a long query held (a review)."""
+
+MIGRATION_SESSION_SETTINGS = f"{EVERY_SESSION}; {UNBOUNDED_LOCK_WAITS}"
+"""The sessions of a pool that migrates (`alpr db upgrade`, a standalone run's) and prunes: their lock waits
+not bounded (UNBOUNDED_LOCK_WAITS), so a migration or a grant waits its turn at the advisory lock for as
+long as the one before it takes, as common/schema_upgrade.py intends (it bounds its own table locks with
+SET LOCAL lock_timeout), and a prune waits for the tables it deletes from rather than failing its round."""
+
+SESSION_SETTINGS = f"{EVERY_SESSION}; {LOCK_TIMEOUT}"
 """Every other pooled session's: a process frozen or cut off mid-transaction (a host paused, a partition)
 held its row locks until the server's TCP keepalive noticed, about two hours — a sighting worker's
 cameras then had no sightings and no alerts, with no error, as the others skip locked cameras; the

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from common.audit import AUDIT_TABLES, COUNTS_TABLES, OWNER_ONLY_TABLES
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
-from common.schema_upgrade import ADVISORY_LOCK_ID
+from common.schema_upgrade import wait_for_turn
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """A Postgres role the workers may log in as (lower case, as unquoted SQL names are)."""
@@ -56,8 +56,8 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
     (COUNTS_TABLES) are only read: Postgres's own functions write them, as the owner."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))  # grants at once: refused
-        check_role_exists(connection, role)  # ("tuple concurrently updated"), and Compose waits on `migrate`
+        wait_for_turn(connection)  # grants at once were refused ("tuple concurrently updated"), and Compose
+        check_role_exists(connection, role)  # waits on `migrate`: they take turns, after any upgrade
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)
         for statement in (

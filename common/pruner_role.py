@@ -18,7 +18,7 @@ from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.grants import MERGE_GRANT, check_role_exists, check_role_name, current_schema
 from common.retention import PRUNED
-from common.schema_upgrade import ADVISORY_LOCK_ID, require_schema
+from common.schema_upgrade import require_schema, wait_for_turn
 
 READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
 """The tables the prune reads: the migrations' record (the schema must be current), the alerts (what
@@ -42,7 +42,7 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
     tables' owner, or one given them through PUBLIC or a role it is a member of."""
     check_role_name(role, "--grant-pruner")
     with pool.connection() as connection, connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))  # one grant at a time
+        wait_for_turn(connection)  # one grant at a time, after any upgrade
         check_role_exists(connection, role)
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)

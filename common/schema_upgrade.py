@@ -21,7 +21,13 @@ from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_ID = 720_417
-"""Postgres advisory lock held while migrating."""
+"""Postgres advisory lock held while migrating (and granting: common/grants.py, common/pruner_role.py)."""
+
+TAKE_TURN = "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"
+"""Before the advisory lock is waited for (`wait_for_turn`): its wait bounded by nothing the session, the
+role or the database sets (`ALTER DATABASE alpr SET lock_timeout = '200ms'`, as managed Postgres often
+has): the holder is a migration that bounds its own table waits, or a grant, and a grant cut at 200 ms
+failed with a bare LockNotAvailable, an upgrade was told "a table is in use" and gave up (a review)."""
 
 
 UPGRADE_LOCK_TIMEOUT = "5s"
@@ -121,6 +127,14 @@ def upgrade(pool: ConnectionPool) -> list[int]:
         attempts = 0
 
 
+def wait_for_turn(connection: psycopg.Connection) -> None:
+    """Take the advisory lock (ADVISORY_LOCK_ID) for the transaction in hand, waiting for however long its
+    holder takes (TAKE_TURN: the transaction's lock and statement waits then unbounded, until it sets its
+    own): an upgrade or a grant of another process has it."""
+    connection.execute(TAKE_TURN)
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+
+
 def check_server_version(pool: ConnectionPool, needed: int | None = None) -> None:
     """ConfigError naming the server's PostgreSQL version and the one `needed` (MINIMUM_SERVER_VERSION unless
     given, as server_version_num counts: 150000 is 15.0) when the server is older."""
@@ -169,7 +183,9 @@ def _apply_next(pool: ConnectionPool) -> int | None:
     (rolled back, the process killed, a frozen process's session ended by the server after
     idle_in_transaction_session_timeout), and never rides on a pooled connection back into the pool, as
     a session lock left behind by an exception would, holding every later upgrade and grant. The wait for
-    it is not bounded by the lock timeout: the holder is a migration that is itself bounded, or done.
+    it is not bounded by any lock timeout, the database's included (`wait_for_turn`): the holder is a
+    migration that is itself bounded, or a grant; only the table locks after it are bounded, and only
+    their wait past UPGRADE_LOCK_TIMEOUT is told as a table in use.
 
     Before the migration's SQL runs, each table it locks (MIGRATION_LOCKS) is asked for in turn, in a
     fixed order, in the mode the migration takes it, and let go again at once (a savepoint rolled back):
@@ -186,7 +202,7 @@ def _apply_next(pool: ConnectionPool) -> int | None:
         try:
             with connection.transaction():
                 connection.execute(UPGRADE_SESSION)
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+                wait_for_turn(connection)
                 connection.execute(f"SET LOCAL lock_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
                 connection.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations"

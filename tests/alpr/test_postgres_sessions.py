@@ -1,14 +1,17 @@
 """The Postgres sessions alpr/connections.py opens, on the real Postgres: each names its role and host in
 pg_stat_activity (a DBA at max_connections saw only empty names), the chain's bound their lock waits
-(lock_timeout) while the migrating pool does not (its advisory lock is waited for as long as the migration
-before it takes), and `alpr status` behind a locked frames table says so within seconds (it hung)."""
+(lock_timeout) while the migrating pool does not, whatever the database sets (its advisory lock is waited
+for as long as the migration before it takes, a prune waits for its tables), and `alpr status` behind a
+locked frames table says so within seconds (it hung)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import subprocess
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -18,6 +21,7 @@ from alpr.connections import database_pool, ingest_pool, unchecked_pool
 from common import defaults
 from common.config import Settings
 from common.db import SIGHTING_SESSION_SETTINGS
+from tests.common.test_retention import add_frame, remaining
 from tests.helpers import alpr_command
 
 
@@ -61,6 +65,59 @@ def test_every_pool_names_its_role_and_host_and_only_the_migrating_ones_wait_for
         assert session(named)[0] == "dashboard"
     finally:
         named.close()
+
+
+DATABASE_LOCK_TIMEOUT = "%20-clock_timeout%3D200ms"
+"""A lock_timeout every session starts with, as `ALTER DATABASE alpr SET lock_timeout = '200ms'` (managed
+Postgres often has one) or a role's setting gives it: here in the URL's options, which reach no other test."""
+
+
+def test_the_migrating_pools_wait_unbounded_whatever_lock_timeout_the_database_sets(postgres_url):
+    """The database's lock_timeout cut the migrating pools' waits: a prune behind a table in use failed at
+    once (below), a grant at the upgrade's advisory lock after 200 ms (tests/common/test_grants.py), an upgrade
+    was told a table was in use (tests/common/test_schema_upgrade.py; a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    url = postgres_url + DATABASE_LOCK_TIMEOUT
+    settings = Settings.load({"ALPR_DATABASE_URL": url})
+    chain = database_pool(settings, "OCR worker")
+    try:  # the chain's pools bound theirs with their own (DB_LOCK_TIMEOUT_S)
+        assert session(chain)[1] == str(round(defaults.DB_LOCK_TIMEOUT_S * 1000))
+    finally:
+        chain.close()
+    for role in ("upgrade", "prune"):
+        pool = unchecked_pool(settings, role)
+        try:
+            assert session(pool)[1] == "0", role  # was 200
+        finally:
+            pool.close()
+
+
+def test_a_prune_waits_for_its_tables_whatever_lock_timeout_the_database_sets(postgres_url):
+    """Behind a table in use (an index built), `alpr db prune` failed at once with the database's lock_timeout
+    (a review): it waits, as its pool's sessions are meant to."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    url = postgres_url + DATABASE_LOCK_TIMEOUT
+    with psycopg.connect(postgres_url) as db:
+        add_frame(db, "gate", "gate:old:0", datetime.now(UTC) - timedelta(days=40))  # to be pruned
+    locked, done = threading.Event(), threading.Event()
+
+    def hold_the_pruned_tables() -> None:  # an index built, say: writes wait, reads do not
+        with psycopg.connect(postgres_url) as locker, locker.transaction():
+            locker.execute("LOCK TABLE plate_reads, sightings, frames IN SHARE MODE")
+            locked.set()
+            done.wait(1.5)
+
+    holder = threading.Thread(target=hold_the_pruned_tables)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        assert main(["db", "prune", "--database-url", url]) == 0  # failed at once: LockNotAvailable
+        assert time.monotonic() - started > 1.0  # it waited for them
+        assert remaining(postgres_url) == {"frames": [], "plate_reads": [], "sightings": []}
+    finally:
+        done.set()
+        holder.join()
 
 
 def test_status_behind_a_locked_frames_table_says_so_within_seconds(redis_url, postgres_url):

@@ -1,10 +1,16 @@
 """common/grants.py on the real Postgres, each test in a schema of its own: the role `alpr db upgrade
 --grant` names reads and adds rows but cannot change the schema nor erase the logs, updates only what the
 chain updates, is granted in a schema whose name needs quoting, and is refused while it may create in the
-schema or rewrite the logs through a membership; grants run at once take turns."""
+schema or rewrite the logs through a membership; grants run at once take turns, each waiting for its turn
+whatever timeouts the database sets."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -12,6 +18,7 @@ import pytest
 
 from alpr.cli import main
 from common.db import open_pool
+from common.schema_upgrade import ADVISORY_LOCK_ID
 from tests.common.test_schema_upgrade import tables
 
 
@@ -208,3 +215,45 @@ def test_the_grant_is_refused_while_the_workers_login_may_rewrite_the_logs_throu
             for name in (role, writer):
                 admin.execute(f"DROP OWNED BY {name}")
                 admin.execute(f"DROP ROLE {name}")
+
+
+@contextmanager
+def bare_role(postgres_url: str) -> Iterator[str]:
+    """A new login role given nothing yet; dropped afterwards."""
+    role = f"alpr_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        yield role
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def hold_the_upgrade_lock(postgres_url: str, seconds: float, held: threading.Event) -> None:
+    """Another `alpr db upgrade` mid-migration (or a grant): the advisory lock held for `seconds`."""
+    with psycopg.connect(postgres_url) as other, other.transaction():
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        held.set()
+        time.sleep(seconds)
+
+
+@pytest.mark.parametrize("timeout", ["lock_timeout", "statement_timeout"])
+def test_a_grant_waits_its_turn_whatever_timeouts_the_database_sets(timeout, postgres_url, capsys):
+    """`ALTER DATABASE alpr SET lock_timeout = '200ms'` (managed Postgres often has one; here the URL's options,
+    a session default as the database's is): a grant behind another process's upgrade failed after 200 ms with a
+    bare LockNotAvailable (a review); a statement_timeout cut it alike (QueryCanceled). It waits its turn."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    url = postgres_url + f"%20-c{timeout}%3D200ms"
+    held = threading.Event()
+    holder = threading.Thread(target=hold_the_upgrade_lock, args=(postgres_url, 1.5, held))
+    with bare_role(postgres_url) as role:
+        holder.start()
+        try:
+            assert held.wait(10)
+            capsys.readouterr()
+            assert main(["db", "upgrade", "--database-url", url, "--grant", role]) == 0, capsys.readouterr().err
+        finally:
+            holder.join()
+        assert capsys.readouterr().out.splitlines()[-1] == f"role {role} may read and write the tables"

@@ -1,7 +1,8 @@
 """common/schema_upgrade.py on the real Postgres, each test in a schema of its own: the migrations apply
 once and again do nothing (also when several processes upgrade at once), a role refuses a database that
-`alpr db upgrade` has not brought up to date, and an upgrade waits briefly for a table in use, each
-migration committed on its own, then gives up keeping what it applied."""
+`alpr db upgrade` has not brought up to date, an upgrade waits its turn behind another whatever lock_timeout
+the database sets, and waits briefly for a table in use, each migration committed on its own, then gives
+up keeping what it applied."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from alpr.cli import main
 from common.db import open_pool
 from common.errors import ConfigError
 from common.migrations import MIGRATIONS
-from common.schema_upgrade import check_server_version, require_schema, server_version_shown, upgrade
+from common.schema_upgrade import ADVISORY_LOCK_ID, check_server_version, require_schema, server_version_shown, upgrade
 
 VERSIONS = [version for version, _ in MIGRATIONS]
 TABLES = {"cameras", "frames", "plate_reads", "schema_migrations"}
@@ -394,3 +395,27 @@ def test_a_schema_newer_than_this_release_is_told_at_each_start_and_by_db_upgrad
         assert main(worker) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and newer in r.getMessage()]
     assert len(warned) == 2, caplog.text  # the check, then the worker's start
+
+
+def test_an_upgrade_waiting_its_turn_is_not_told_a_table_is_in_use(postgres_url, caplog):
+    """The database's lock_timeout (here the URL's options, a session default as `ALTER DATABASE ... SET
+    lock_timeout = '200ms'` gives) cut the wait for another upgrader's advisory lock: "the upgrade waits for a
+    table (in use by a long query?)", and after 8 attempts it gave up (a review). It waits its turn."""
+    held, done = threading.Event(), threading.Event()
+
+    def another_upgrade() -> None:
+        with psycopg.connect(postgres_url) as other, other.transaction():
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+            held.set()
+            done.wait(2.0)
+
+    holder = threading.Thread(target=another_upgrade)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with caplog.at_level(logging.WARNING):
+            assert main(["db", "upgrade", "--database-url", postgres_url + "%20-clock_timeout%3D200ms"]) == 0
+    finally:
+        done.set()
+        holder.join()
+    assert "waits for" not in caplog.text and "in use" not in caplog.text, caplog.text
