@@ -51,8 +51,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     try:
         applied = upgrade(pool)
         ahead = newer_schema(schema_version(pool))
-        if args.grant:
-            grant_to(pool, args.grant)
+        granted = grant_to(pool, args.grant) if args.grant else False
         if args.grant_pruner:
             grant_pruner(pool, args.grant_pruner)
     finally:
@@ -64,8 +63,11 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if ahead:
         done = "" if applied else "nothing applied; "
         print(f"{ahead}: {done}this release's roles run on it as during a rolling upgrade")
-    if args.grant:
+    if granted:
         print(f"role {args.grant} may read and write the tables")
+    elif args.grant:  # a release rolled back: granted, ALL TABLES gave the role the newer release's tables
+        print(f"role {args.grant} not granted: the schema is newer than this release knows, the newer release's"
+              " grants stand (this release's would give the role rights on tables it does not know)")  # fmt: skip
     if args.grant_pruner:
         print(f"role {args.grant_pruner} may read what alpr db prune reads and delete what it deletes, nothing more")
     return 0

@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from common.audit import AUDIT_TABLES, COUNTS_TABLES, OWNER_ONLY_TABLES
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
-from common.schema_upgrade import wait_for_turn
+from common.schema_upgrade import newer_schema, version_in, wait_for_turn
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """A Postgres role the workers may log in as (lower case, as unquoted SQL names are)."""
@@ -43,7 +43,7 @@ each prune round. Given by name, not left to PUBLIC's default: a database that t
 refused every merge, and the changes piled up under `alpr status` (a review)."""
 
 
-def grant_to(pool: ConnectionPool, role: str) -> None:
+def grant_to(pool: ConnectionPool, role: str) -> bool:
     """Give `role` what the chain's processes need and nothing more: read and add the rows of every table
     of the schema (and use its sequences), update only those of UPDATED and a frame's FRAMES_UPDATED,
     delete only those of DELETED_FROM, only add to the audit records (AUDIT_TABLES), never write the
@@ -53,11 +53,19 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
     in the schema (through PUBLIC, as PostgreSQL 14 and before let every role, or a role it is a member
     of): an operator or function it planted there (`&&` on text arrays, which Postgres prefers to
     pg_catalog's) ran as whoever searched or pruned, the owner. The frames log's per-minute counts
-    (COUNTS_TABLES) are only read: Postgres's own functions write them, as the owner."""
+    (COUNTS_TABLES) are only read: Postgres's own functions write them, as the owner.
+
+    True once granted; False, nothing changed, where the schema is newer than this release's (`newer_schema`:
+    a release rolled back, whose Compose `migrate` runs this at every `up`): the newer release's grants stand.
+    Granted, the grant of ALL TABLES gave the role SELECT and INSERT on the newer release's tables this one
+    knows nothing of, its owner-only records among them (a review: a million fake frames counted in through
+    frame_count_changes)."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
         wait_for_turn(connection)  # grants at once were refused ("tuple concurrently updated"), and Compose
         check_role_exists(connection, role)  # waits on `migrate`: they take turns, after any upgrade
+        if newer_schema(version_in(connection)):
+            return False
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)
         for statement in (
@@ -107,6 +115,7 @@ def grant_to(pool: ConnectionPool, role: str) -> None:
             connection.execute(sql.SQL("GRANT DELETE ON {} TO {}").format(sql.Identifier(schema_name, table), name))
         refuse_schema_creators(connection, role, schema_name)
         refuse_extra_writes(connection, role, schema_name)
+    return True
 
 
 def frame_columns(connection: psycopg.Connection, schema_name: str) -> list[str]:

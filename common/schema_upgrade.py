@@ -233,10 +233,15 @@ def _apply_next(pool: ConnectionPool) -> int | None:
 def schema_version(pool: ConnectionPool) -> int | None:
     """The schema's version: the highest migration applied (None: none, or no schema_migrations table)."""
     with pool.connection() as connection:
-        exists = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return version_in(connection)
+
+
+def version_in(connection: psycopg.Connection) -> int | None:
+    """`schema_version` read on `connection` (in its transaction, where one is open)."""
+    exists = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = connection.execute("SELECT max(version) FROM schema_migrations").fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
 

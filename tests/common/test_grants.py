@@ -2,7 +2,7 @@
 --grant` names reads and adds rows but cannot change the schema nor erase the logs, updates only what the
 chain updates, is granted in a schema whose name needs quoting, and is refused while it may create in the
 schema or rewrite the logs through a membership; grants run at once take turns, each waiting for its turn
-whatever timeouts the database sets."""
+whatever timeouts the database sets; a release rolled back grants nothing on a newer schema."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 
 from alpr.cli import main
 from common.db import open_pool
+from common.migrations import MIGRATIONS
 from common.schema_upgrade import ADVISORY_LOCK_ID
 from tests.common.test_schema_upgrade import tables
 
@@ -257,3 +258,29 @@ def test_a_grant_waits_its_turn_whatever_timeouts_the_database_sets(timeout, pos
         finally:
             holder.join()
         assert capsys.readouterr().out.splitlines()[-1] == f"role {role} may read and write the tables"
+
+
+def test_a_release_rolled_back_grants_nothing_on_the_newer_releases_tables(postgres_url, capsys):
+    """A release rolled back runs Compose's `migrate` (`db upgrade --grant`) at every `up` on the schema a newer
+    one migrated: its grant of ALL TABLES gave the workers' role SELECT and INSERT on the newer release's
+    tables, owner-only records among them (a review: a million fake frames counted in). It grants nothing
+    there, and says so: the newer release's grants stand."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    newer = MIGRATIONS[-1][0] + 1
+    with bare_role(postgres_url) as role:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the newer release's migration
+            admin.execute("CREATE TABLE newer_owner_only_record (id BIGSERIAL PRIMARY KEY, who TEXT)")
+            admin.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (newer,))
+        capsys.readouterr()
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant", role]) == 0  # Compose's `up`
+        out = capsys.readouterr().out
+        assert f"role {role} not granted" in out and "the newer release's grants stand" in out
+        assert "may read and write" not in out
+        with psycopg.connect(postgres_url) as admin:
+            row = admin.execute(
+                "SELECT has_table_privilege(%s, 'newer_owner_only_record', 'SELECT'),"
+                " has_table_privilege(%s, 'newer_owner_only_record', 'INSERT'),"
+                " has_sequence_privilege(%s, 'newer_owner_only_record_id_seq', 'USAGE')",
+                (role, role, role),
+            ).fetchone()
+        assert row == (False, False, False)  # was (True, True, True)
