@@ -105,6 +105,8 @@ def upgrade(pool: ConnectionPool) -> list[int]:
                 f"alpr db upgrade: {canceled}, rolled back: canceled by another session (pg_cancel_backend) or an"
                 f" operator; {kept}; run it again"
             ) from None
+        except psycopg.errors.InsufficientPrivilege as refused:
+            raise ConfigError(not_the_owner(pool, refused, applied)) from None
         except TableInUseError as busy:
             attempts += 1
             if attempts >= UPGRADE_ATTEMPTS:
@@ -133,6 +135,24 @@ def wait_for_turn(connection: psycopg.Connection) -> None:
     own): an upgrade or a grant of another process has it."""
     connection.execute(TAKE_TURN)
     connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+
+
+def not_the_owner(pool: ConnectionPool, refused: psycopg.Error, applied: list[int]) -> str:
+    """What to say when the role logged in may not migrate (InsufficientPrivilege): run it as the schema's owner,
+    named where the migrations' record shows it. The workers' role, on a schema behind, was told to "log in as
+    the workers' role ... or the schema's owner", which it was (a review)."""
+    with pool.connection() as connection:
+        row = connection.execute(
+            "SELECT current_user, (SELECT pg_get_userbyid(relowner) FROM pg_class"
+            " WHERE oid = to_regclass('schema_migrations'))"
+        ).fetchone()
+    who, owner = (row[0], row[1]) if row else ("?", None)
+    kept = f"migrations {applied} were applied and stay" if applied else "nothing was applied"
+    first = (str(refused).strip().splitlines() or [type(refused).__name__])[0]
+    return (
+        f"alpr db upgrade: Postgres role {who} may not migrate the schema ({first}); {kept}: run `alpr db upgrade`"
+        f" as the schema's owner{f' ({owner})' if owner and owner != who else ''}, the role that created its tables"
+    )
 
 
 def check_server_version(pool: ConnectionPool, needed: int | None = None) -> None:

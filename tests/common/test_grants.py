@@ -2,7 +2,8 @@
 --grant` names reads and adds rows but cannot change the schema nor erase the logs, updates only what the
 chain updates, is granted in a schema whose name needs quoting, and is refused while it may create in the
 schema or rewrite the logs through a membership; grants run at once take turns, each waiting for its turn
-whatever timeouts the database sets; a release rolled back grants nothing on a newer schema."""
+whatever timeouts the database sets; a release rolled back grants nothing on a newer schema; the workers'
+role that runs `alpr db upgrade` on a schema behind is told to run it as the owner."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from common.db import open_pool
 from common.migrations import MIGRATIONS
 from common.schema_upgrade import ADVISORY_LOCK_ID
 from tests.common.test_schema_upgrade import tables
+from tests.helpers import workers_role
 
 
 def test_a_granted_role_reads_and_writes_rows_but_cannot_change_the_schema(postgres_url, capsys, tmp_path):
@@ -284,3 +286,18 @@ def test_a_release_rolled_back_grants_nothing_on_the_newer_releases_tables(postg
                 (role, role, role),
             ).fetchone()
         assert row == (False, False, False)  # was (True, True, True)
+
+
+def test_the_workers_role_upgrading_a_schema_behind_is_told_to_run_it_as_the_owner(postgres_url, capsys):
+    """It was told to "log in as the workers' role ... or the schema's owner": it is the workers' role (a
+    review). Only the owner may migrate, and is named."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with workers_role(postgres_url) as (role, as_workers):
+        with psycopg.connect(postgres_url) as admin:  # behind: the last migration not applied
+            admin.execute("DELETE FROM schema_migrations WHERE version = %s", (MIGRATIONS[-1][0],))
+        capsys.readouterr()
+        assert main(["db", "upgrade", "--database-url", as_workers]) == 2
+        error = capsys.readouterr().err
+    assert error.startswith(f"alpr: error: alpr db upgrade: Postgres role {role} may not migrate the schema ("), error
+    assert "nothing was applied: run `alpr db upgrade` as the schema's owner (postgres)" in error
+    assert "log in as the workers' role" not in error
