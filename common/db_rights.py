@@ -23,12 +23,17 @@ Needs = Mapping[str, tuple[str, ...]]
 """The rights a role needs: table (or sequence) -> rights, as Postgres names them."""
 
 OCR_WORKER_RIGHTS: Needs = {"plate_reads": ("INSERT",), "plate_reads_id_seq": ("USAGE",),
-                            "sighting_cursors": ("INSERT",), "frames": ("SELECT", "INSERT", "UPDATE")}  # fmt: skip
+                            "sighting_cursors": ("INSERT",), "frames": ("SELECT", "INSERT", "UPDATE"),
+                            "frame_counts_merged": ("EXECUTE",)}  # fmt: skip
 """What an OCR worker writes: the reads (and their ids drawn), each new camera for the sighting pool, how a
-frame's reads ended."""
+frame's reads ended; and the frames' per-minute counts it merges (the pool's duty, migration 21's function:
+without EXECUTE, a database that took it from PUBLIC, the start check passed and every merge round failed,
+a WARNING a minute, the changes piling up; a review)."""
 
-REDACT_WORKER_RIGHTS: Needs = {"frames": ("SELECT", "INSERT", "UPDATE"), "alerts": ("SELECT",)}
-"""What a redactor writes and reads: how each frame ended, the frames lost; the alerts' evidence it keeps."""
+REDACT_WORKER_RIGHTS: Needs = {"frames": ("SELECT", "INSERT", "UPDATE"), "alerts": ("SELECT",),
+                               "frame_counts_merged": ("EXECUTE",)}  # fmt: skip
+"""What a redactor writes and reads: how each frame ended, the frames lost; the alerts' evidence it keeps; the
+frames' per-minute counts it merges (as an OCR worker's)."""
 
 INGEST_NODE_RIGHTS: Needs = {
     "cameras": ("SELECT", "INSERT", "UPDATE"),
@@ -88,6 +93,22 @@ rights check: the workers' start checks (`require_rights`), the prune's and the 
 common/pruner_role.py)."""
 
 
+FUNCTIONS_EXECUTED = """
+SELECT p.proname, 'EXECUTE' FROM pg_proc p
+WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s) AND p.proname = ANY(%(names)s)
+  AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')
+"""
+"""Which of the functions `names` of the schema `role` may run (through PUBLIC, as Postgres gives every role
+by default, unless a database took it back): (function, 'EXECUTE') pairs. Asked apart from RIGHTS, whose
+every right the grants' checks weigh (a pruner may run what every role may)."""
+
+
+def functions_run(connection: psycopg.Connection, role: str, schema: str, names: list[str]) -> set[tuple[str, str]]:
+    """Which of the functions `names` of `schema` `role` may run (see FUNCTIONS_EXECUTED)."""
+    values = {"role": role, "schema": schema, "names": names}
+    return {(str(name), str(right)) for name, right in connection.execute(FUNCTIONS_EXECUTED, values)}
+
+
 def rights_in_schema(connection: psycopg.Connection, role: str, schema: str) -> set[tuple[str, str]]:
     """What `role` may do in `schema` (see RIGHTS)."""
     values = {"role": role, "schema": schema, "table_rights": list(TABLE_RIGHTS),
@@ -106,14 +127,16 @@ def how_to_mend(role: str) -> str:
 
 def require_rights(pool: ConnectionPool, who: str, needs: Needs) -> None:
     """ConfigError (from common.errors) naming the role and every right it lacks of `needs` (table ->
-    rights, each table or sequence in the schema the role works in), unless the role logged in has them
-    all: checked at start, not found in every job."""
+    rights, each table, sequence or function (EXECUTE) in the schema the role works in), unless the role
+    logged in has them all: checked at start, not found in every job."""
     from common.errors import ConfigError
 
     with pool.connection() as connection:
         row = connection.execute("SELECT current_user, current_schema()").fetchone()
         role, schema = (str(row[0]), row[1]) if row else ("?", None)
         has = rights_in_schema(connection, role, str(schema)) if schema is not None else set()
+        if run := [name for name, rights in needs.items() if "EXECUTE" in rights and schema is not None]:
+            has |= functions_run(connection, role, str(schema), run)
     if missing := [
         f"{right} {table}" for table, rights in needs.items() for right in rights if (table, right) not in has
     ]:

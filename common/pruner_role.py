@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.db_rights import rights_in_schema
+from common.db_rights import functions_run, rights_in_schema
 from common.errors import ConfigError
 from common.grants import MERGE_GRANT, check_role_exists, check_role_name, current_schema
 from common.retention import PRUNED
@@ -23,6 +23,11 @@ from common.schema_upgrade import require_schema, wait_for_turn
 READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
 """The tables the prune reads: the migrations' record (the schema must be current), the alerts (what
 they cite is kept) and the pruned tables themselves."""
+
+MERGED = "frame_counts_merged"
+"""The function each prune round ends with (the frames' per-minute counts merged): checked at the start too, as
+every role may run it unless a database took EXECUTE back from PUBLIC: the prune then deleted its batches and
+failed at the merge, saying the role may not read or delete the plate data (a review)."""
 
 NOT_GRANTED = (
     "alpr db prune: the role it logs in as may not read or delete the plate data; grant it with"
@@ -75,9 +80,10 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
 
 def require_prune_rights(pool: ConnectionPool) -> None:
     """ConfigError (NOT_GRANTED, or `alpr db upgrade` where the schema is not current) unless the role
-    logged in may do what a prune does: checked at the start, not found in the middle of the first
-    batch. A dry run is checked alike: it is how an operator tries a prune's login, and one that needed
-    only reading said "would delete" and exit 0 for the workers' role, which the prune then refused."""
+    logged in may do what a prune does, its merge (MERGED) included: checked at the start, not found in the
+    middle of the first batch. A dry run is checked alike: it is how an operator tries a prune's login, and
+    one that needed only reading said "would delete" and exit 0 for the workers' role, which the prune then
+    refused."""
     with pool.connection() as connection:
         row = connection.execute("SELECT current_user, current_schema()").fetchone()
     if row is None or row[1] is None:  # no schema of the search path the role may use
@@ -88,5 +94,6 @@ def require_prune_rights(pool: ConnectionPool) -> None:
         raise ConfigError(NOT_GRANTED) from None
     with pool.connection() as connection:
         rights = rights_in_schema(connection, str(row[0]), str(row[1]))
-    if missing := pruner_rights_wanted() - rights:
+        rights |= functions_run(connection, str(row[0]), str(row[1]), [MERGED])
+    if missing := (pruner_rights_wanted() | {(MERGED, "EXECUTE")}) - rights:
         raise ConfigError(f"{NOT_GRANTED} (missing: {', '.join(f'{r} {t}' for t, r in sorted(missing))})")

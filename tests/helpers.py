@@ -295,9 +295,9 @@ def reader_role(postgres_url: str, rights: str) -> Iterator[tuple[str, str]]:
 
 @contextmanager
 def role_with_rights(postgres_url: str, needs: Mapping[str, tuple[str, ...]]) -> Iterator[tuple[str, str]]:
-    """A new login role given exactly `needs` (table or sequence -> rights, as common/db_rights.py's
-    constants; USAGE is a sequence's) and what every process reads at start (the schema, the migrations'
-    record), nothing more: its name and a URL that logs in as it; dropped afterwards."""
+    """A new login role given exactly `needs` (table, sequence or function -> rights, as common/db_rights.py's
+    constants; USAGE is a sequence's, EXECUTE a function's) and what every process reads at start (the schema,
+    the migrations' record), nothing more: its name and a URL that logs in as it; dropped afterwards."""
     import uuid
 
     import psycopg
@@ -313,10 +313,10 @@ def role_with_rights(postgres_url: str, needs: Mapping[str, tuple[str, ...]]) ->
         admin.execute(sql.SQL("GRANT SELECT ON schema_migrations TO {}").format(name))
         for table, rights in needs.items():
             for right in rights:
-                kind = sql.SQL("SEQUENCE" if right == "USAGE" else "TABLE")
-                admin.execute(
-                    sql.SQL("GRANT {} ON {} {} TO {}").format(sql.SQL(right), kind, sql.Identifier(table), name)
-                )
+                kind = sql.SQL({"USAGE": "SEQUENCE", "EXECUTE": "FUNCTION"}.get(right, "TABLE"))
+                called = sql.SQL("()" if right == "EXECUTE" else "")
+                admin.execute(sql.SQL("GRANT {} ON {} {}{} TO {}").format(
+                    sql.SQL(right), kind, sql.Identifier(table), called, name))  # fmt: skip
     try:
         yield role, as_role(postgres_url, role)
     finally:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 
 from alpr.cli import main
 from common import db_rights
 from common.db import open_pool
-from common.db_rights import OCR_WORKER_RIGHTS, require_rights
+from common.db_rights import OCR_WORKER_RIGHTS, REDACT_WORKER_RIGHTS, require_rights
 from common.errors import ConfigError
 from common.frame_log import FrameLog
 from common.frame_store import frame_key
@@ -79,5 +80,32 @@ def test_the_workers_role_passes_every_roles_start_check(postgres_url):
         try:
             for name in roles:
                 require_rights(pool, name, getattr(db_rights, name))
+        finally:
+            pool.close()
+
+
+@pytest.mark.parametrize("who, needs", [("the OCR worker", OCR_WORKER_RIGHTS), ("the redactor", REDACT_WORKER_RIGHTS)])
+def test_a_role_that_may_not_merge_the_frame_counts_is_refused_at_start_naming_it(who, needs, postgres_url):
+    """The OCR and redactor pools merge the frames' per-minute counts (frame_counts_merged): a database that
+    took EXECUTE back from PUBLIC passed their start check, then every merge round failed, a WARNING a minute
+    (a review)."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("REVOKE EXECUTE ON FUNCTION frame_counts_merged() FROM PUBLIC")
+    tables_only = {name: rights for name, rights in needs.items() if name != "frame_counts_merged"}
+    with role_with_rights(postgres_url, tables_only) as (role, url):
+        pool = open_pool(url)
+        try:
+            with pytest.raises(ConfigError) as refused:
+                require_rights(pool, who, needs)
+        finally:
+            pool.close()
+    assert str(refused.value).startswith(f"{who}: Postgres role {role} may not EXECUTE frame_counts_merged: ")
+    with role_with_rights(postgres_url, needs) as (_, url):  # given it by name, as `--grant` does
+        pool = open_pool(url)
+        try:
+            require_rights(pool, who, needs)
+            with pool.connection() as connection:
+                connection.execute("SELECT frame_counts_merged()")
         finally:
             pool.close()

@@ -4,12 +4,13 @@ anywhere, no other table's rows deleted, no table emptied, no schema changed, th
 exports' records unread (nor an export recorded, so none made); granting again changes nothing and
 takes back what it was given before; a role that would still may more (a superuser, a member of a
 writing role, the workers' role) is refused, nothing changed; a prune by a role not granted fails in
-one line at its start."""
+one line at its start, as does one whose role may not merge the frame counts."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -196,3 +197,26 @@ def test_a_role_that_may_set_role_to_the_workers_is_refused(postgres_url):
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_prune_whose_role_may_not_merge_the_frame_counts_fails_at_its_start(postgres_url, capsys):
+    """Each round ends merging the frames' per-minute counts (frame_counts_merged): where the database took
+    EXECUTE back from PUBLIC and the role was not given it by name, the prune deleted its batches, then failed
+    at the merge, saying the role may not read or delete the plate data (a review). It is refused at its
+    start, nothing deleted."""
+    from tests.common.test_retention import add_frame, remaining
+
+    with pruner_role(postgres_url) as (role, as_pruner):
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("REVOKE EXECUTE ON FUNCTION frame_counts_merged() FROM PUBLIC")
+            admin.execute(f"REVOKE EXECUTE ON FUNCTION frame_counts_merged() FROM {role}")
+            add_frame(admin, "gate", "gate:old:0", datetime.now(UTC) - timedelta(days=40))
+        capsys.readouterr()
+        assert main(["db", "prune", "--database-url", as_pruner]) == 2
+        error = capsys.readouterr().err
+        assert error.strip().endswith("(missing: EXECUTE frame_counts_merged)"), error
+        assert "`alpr db upgrade --grant-pruner ROLE`" in error
+        assert remaining(postgres_url)["frames"] == ["gate:old:0"]  # nothing deleted
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # given it by name, as the grant does
+            admin.execute(f"GRANT EXECUTE ON FUNCTION frame_counts_merged() TO {role}")
+        assert main(["db", "prune", "--database-url", as_pruner]) == 0
