@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from common import defaults
 from common.config import ENV_PREFIX, Settings
@@ -62,7 +62,11 @@ class CameraConfig(BaseModel):
         defaults.OCR_REGION, description="Plate-format region: us, eu, br, ... (an entry without one: ALPR_OCR_REGION)."
     )
     enabled: bool = Field(True, description="A disabled camera is validated but not opened.")
-    loop: bool = Field(False, description="Start a video file (or a video served over http://) again when it ends.")
+    loop: bool = Field(
+        False,
+        description="Start a video file (or a video served over http://) again when it ends: a live camera's"
+        " stand-in, so `realtime: true` only.",
+    )
     realtime: bool = Field(
         True,
         description="Pace a file source (or a video served over http://) at its sampling rate, as a live camera"
@@ -74,6 +78,18 @@ class CameraConfig(BaseModel):
         description="How an rtsp:// camera's packets come: over its RTSP connection (tcp), or as RTP over UDP"
         " (udp: for a camera that refuses TCP; only packets from the address the camera names are taken).",
     )
+
+    @model_validator(mode="after")
+    def loops_in_real_time(self) -> CameraConfig:
+        """`loop` with `realtime: false` is refused: recorded footage is dated by its time in the footage,
+        read faster than it plays, so each looped pass was dated further ahead of the clock (20 s of
+        running dated frames 9 minutes ahead: a review)."""
+        if self.loop and not self.realtime:
+            raise ValueError(
+                "loop: true needs realtime: true (a looping file stands in for a live camera; recorded"
+                " footage, realtime: false, is read once, and looped it was dated ever further ahead of the clock)"
+            )
+        return self
 
     @field_validator("sample_fps")
     @classmethod

@@ -39,6 +39,10 @@ def test_a_valid_file_loads(tmp_path):
         ({"cameras": [GOOD, GOOD]}, "camera ids must be unique; repeated: gate-3"),
         ({"cameras": [GOOD, {**GOOD, "id": "Gate-3"}]}, "camera ids gate-3 and Gate-3 differ only in case"),
         ({"cameras": [{**GOOD, "enabled": False}]}, "no enabled camera"),
+        (  # looped recorded footage was dated further ahead of the clock each pass (9 minutes in 20 s: a review)
+            {"cameras": [{**GOOD, "loop": True, "realtime": False}]},
+            "camera 'gate-3': field \\(entry\\): loop: true needs realtime: true",
+        ),
         ({"camera": [GOOD]}, "expected a mapping with one key, `cameras`"),
         ([GOOD], "expected a mapping"),
     ],

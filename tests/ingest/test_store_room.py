@@ -50,7 +50,7 @@ def test_a_frozen_frame_store_does_not_hold_the_nodes_stop(tmp_path: Path, demo_
         settings = Settings.load({}, redis_url=queues_server.url, frame_store_url=store_server.url, max_queue_depth=256)
         queues = connect_redis(queues_server.url, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
         frames = connect_redis(store_server.url, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
-        camera = CameraConfig(id="footage", source=str(demo_clip[0]), sample_fps=10, realtime=False, loop=True)
+        camera = CameraConfig(id="footage", source=str(demo_clip[0]), sample_fps=10, loop=True)
         node = IngestNode([camera], settings, queues, frames, Metrics(), None)
         runner = threading.Thread(target=node.run, kwargs={"max_seconds": 6.0}, daemon=True)
         began = time.monotonic()
