@@ -410,6 +410,12 @@ a lock it hung until killed."""
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+FOOTAGE_STALLED_PASSES = 3
+"""Passes in a row of footage (a file, a video served over http://) cut short without getting further than
+the one before (its reader killed at the same frame, a connection dropping at the same byte) after which an
+ingest node gives the camera up as failed: each pass resumes where the last stopped, with backoff; read
+again from its start as new footage, a transfer that always dropped halfway was queued for ever (a review)."""
+
 CREDENTIALS_RETRY_S = 300.0
 """How long an ingest node (or `alpr run`) waits before it opens again a camera that refused its
 credentials (HTTP or RTSP 401/403): tried at the reconnect backoff, a wrong password logged in again

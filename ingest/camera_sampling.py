@@ -144,15 +144,21 @@ class CameraSampling(FrameHandOff, FootageResume):
         played in real time keeps one schedule across the passes of a loop: each pass starts a sample
         interval after the last frame of the one before (a looping single image ran unpaced: each pass
         started at once, thousands of frames a second). Held up past a sample interval, it plays on from
-        where it stood, as a paused video does: no burst to catch up."""
+        where it stood, as a paused video does: no burst to catch up. A pass that reads on where the one
+        before was cut short (`source.resume_from`: ingest/reconnect.py) is the same pass: dated on from
+        the same start, played on from its first frame left."""
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
         resumed = None  # recorded footage read before: the frames it finished, its date once one is left
-        if not source.is_live and not camera.realtime and (resumed := self.resume(run, source)) is None:
+        reading_on = bool(source.resume_from) and not source.is_live
+        goes_on = reading_on and run.footage_start_s is not None  # the pass cut short: dated from its start
+        if not source.is_live and not camera.realtime and not goes_on and (resumed := self.resume(run, source)) is None:
             run.start_footage_pass()
         for frame in source.samples():
             if run.stop.is_set():
                 return
+            if reading_on:  # played on from its first frame left, not that frame's time from now
+                started, reading_on = started - frame.source_time_s, False
             if resumed is not None:  # the first frame left: its time in the footage is known now
                 run.start_footage_pass(self.resumed_start(run, source, resumed, frame.source_time_s))
                 resumed = None

@@ -44,6 +44,11 @@ class ReaderError(Exception):
         self.error = error
 
 
+class FootageCutShortError(OSError):
+    """A pass of footage ended before its end: its reader stopped (a crash, the memory bound, a hang), or
+    over http:// its connection dropped: read on from the frame reached (SourceKeeper.cut_short)."""
+
+
 def no_state(state: SourceState, errors: int) -> None:
     """The default `on_state`: nothing."""
 
@@ -60,11 +65,17 @@ class SourceKeeper:
     read timeout), or cannot be opened, is reopened with backoff (defaults.RECONNECT_BACKOFF_S), which
     starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
     still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
-    Footage over http:// cut short is read again as a new pass (`passes`), after the backoff's wait. A
-    file's failure, a malformed URL's, or anything but I/O, is logged at ERROR and not retried. A camera
-    that refuses the credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again
-    only every defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an
-    hour, enough for a camera to lock the account, and the log said only "cannot connect" (a review)."""
+    Footage whose pass is cut short (its reader killed or hung, a connection over http:// dropped) is
+    opened again after the backoff's wait and read on from the frame reached (`resume_from`: the same
+    frame ids and dates, nothing read twice); its backoff starts afresh only after a pass read to its
+    end (or STABLE_STREAM_S reading), and after defaults.FOOTAGE_STALLED_PASSES passes in a row that got
+    no further it is given up, at ERROR, "failed" (a review: reopened at once and read again from its
+    start as new footage, a transfer that always dropped halfway was queued for ever, and a file whose
+    reader was killed "ended", its rest unread). A file's failure, a malformed URL's, or anything but
+    I/O, is logged at ERROR and not retried. A camera that refuses the credentials (401, 403) is said so
+    at ERROR, "failed" meanwhile, and opened again only every defaults.CREDENTIALS_RETRY_S: at the
+    backoff a wrong password logged in 120 times an hour, enough for a camera to lock the account, and
+    the log said only "cannot connect" (a review)."""
 
     uri: str
     sample_fps: float
@@ -79,9 +90,13 @@ class SourceKeeper:
     logger: logging.Logger = log
     """Where its lines go: the caller's logger (an ingest node's lines are still ingest.node's)."""
     passes: int = 0
-    """Passes of footage read before the one being read: ended early (cut short) or looped."""
+    """Passes of footage read to its end before the one being read (looped)."""
     errors: int = 0
     """Source errors so far: a drop, an open that failed, a pass cut short."""
+    resume_from: int = 0
+    """Footage: the frame its next pass reads on from (where the last was cut short; 0: its start)."""
+    stalled: int = 0
+    """Footage: passes in a row cut short that got no further than the one before."""
     backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
     memory_mb: int = defaults.CAPTURE_MEMORY_MB
     """Most memory (MB) the source's decoding may hold (ALPR_CAPTURE_MEMORY_MB)."""
@@ -102,23 +117,12 @@ class SourceKeeper:
             try:
                 source, first = first or self.open(), None
                 self.say_connected()
-                if not source.is_live:
-                    self.backoff.reset()
+                if not source.is_live:  # (its backoff starts afresh once a pass reaches its end: below)
+                    source.resume_from = self.resume_from
                 connected_at = time.monotonic()
                 self.on_state("connected", self.errors)
                 read_pass(source)
-                if source.is_live and not self.stop.is_set():  # closed by the camera, or silent past the read timeout
-                    raise OSError(
-                        f"the stream ended ({source.ended_because})" if source.ended_because
-                        else "the stream ended (closed by the camera, or no frame within the read timeout)"
-                    )  # fmt: skip
-                if source.is_stream and source.ended_early and not self.stop.is_set():
-                    # a URL's footage cut short: its connection dropped (a server without ranges, which FFmpeg
-                    # cannot resume), or a live camera taken for footage (a length FFmpeg guessed from a stated
-                    # size): ended, the camera was never read again (a review). Read again, as a new pass:
-                    # under the same ids a live stream's new frames would have been taken for repeats
-                    self.passes += 1
-                    raise OSError("the video ended before its stated length (the connection dropped?)")
+                self.pass_ended(source)
                 if self.stop.is_set() or (not self.loop and not source.is_live):  # footage: a file, or served
                     self.on_state("ended", self.errors)  # over http:// (reopened for ever, it was logged and
                     return "ended"  # alerted on again each pass: a review)
@@ -131,13 +135,7 @@ class SourceKeeper:
                 connected_at = None
                 self.errors += 1
                 self.on_error()
-                if (
-                    not isinstance(error, InputError | OSError)
-                    or not is_stream_uri(self.uri)
-                    or uri_syntax_problem(self.uri)
-                ):
-                    # a file that fails now fails again; so do a malformed URL and anything but a stream's I/O
-                    self.logger.error("camera %s: %s; not retried", self.name, mask_url(str(error)))
+                if self.fails_for_good(error):
                     self.on_state("failed", self.errors)
                     return "failed"
                 if isinstance(error, CredentialsRefusedError):
@@ -145,12 +143,59 @@ class SourceKeeper:
                     continue
                 delay = self.backoff.next_delay()
                 if self.backoff.failures == 1:
-                    self.logger.warning("camera %s: %s; reconnecting with backoff", self.name, mask_url(str(error)))
+                    self.logger.warning("camera %s: %s; %s with backoff", self.name, mask_url(str(error)),
+                                        "read on from there" if isinstance(error, FootageCutShortError)
+                                        else "reconnecting")  # fmt: skip
                 else:
                     self.logger.debug("camera %s: still unavailable; next attempt in %.0f s", self.name, delay)
                 self.on_state("reconnecting", self.errors)
                 self.stop.wait(delay)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
+
+    def pass_ended(self, source: FrameSource) -> None:
+        """A pass read, unless stopped: a live stream's end is a drop (OSError); footage cut short is
+        read on from where it stopped (FootageCutShortError); footage read to its end starts its backoff
+        and its next pass afresh."""
+        if self.stop.is_set():
+            return
+        if source.is_live:  # closed by the camera, or silent past the read timeout
+            raise OSError(
+                f"the stream ended ({source.ended_because})" if source.ended_because
+                else "the stream ended (closed by the camera, or no frame within the read timeout)"
+            )  # fmt: skip
+        if source.ended_because or (source.is_stream and source.ended_early):
+            raise self.cut_short(source)  # read on from the frame reached, after the backoff
+        self.backoff.reset()
+        self.resume_from = self.stalled = 0
+
+    def fails_for_good(self, error: Exception) -> bool:
+        """Whether the source error is not retried (said at ERROR): footage cut short
+        defaults.FOOTAGE_STALLED_PASSES passes in a row at the same frame; a file that fails now fails
+        again; so do a malformed URL and anything but a stream's I/O."""
+        if isinstance(error, FootageCutShortError):
+            if self.stalled < defaults.FOOTAGE_STALLED_PASSES:
+                return False
+            self.logger.error("camera %s: %s, %d passes in a row without getting past frame %d; not retried",
+                              self.name, mask_url(str(error)), self.stalled, self.resume_from)  # fmt: skip
+            return True
+        if isinstance(error, InputError | OSError) and is_stream_uri(self.uri) and not uri_syntax_problem(self.uri):
+            return False
+        self.logger.error("camera %s: %s; not retried", self.name, mask_url(str(error)))
+        return True
+
+    def cut_short(self, source: FrameSource) -> FootageCutShortError:
+        """A pass of footage cut short: the next reads on from the frame this one reached (`resume_from`),
+        or, where it got no further than the one before, counts as stalled. Its reader stopped (killed,
+        over its memory bound, hung), the file is not blamed: it was taken for truncated, and ended."""
+        if source.reached > self.resume_from:
+            self.resume_from, self.stalled = source.reached, 0
+        else:
+            self.stalled += 1
+        why = (
+            f"its reader stopped ({source.ended_because})" if source.ended_because
+            else "the video ended before its stated length (the connection dropped?)"
+        )  # fmt: skip
+        return FootageCutShortError(f"{why} at frame {source.reached}")
 
     def say_connected(self) -> None:
         """Opened: INFO after failed attempts (or refused credentials), or the first pass; DEBUG else."""

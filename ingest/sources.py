@@ -102,7 +102,13 @@ class FrameSource:
     crash, the memory bound, a hung read: ingest/capture_process.py), or None."""
     ended_early = False
     """Whether the pass just read ended before the length the source stated: a file cut short, or a URL
-    whose connection dropped (or a live stream whose length FFmpeg guessed from its size)."""
+    whose connection dropped (or a live stream whose length FFmpeg guessed from its size); not where its
+    reader was stopped (`ended_because`): the file was not to blame."""
+    resume_from = 0
+    """Footage: the frames from its start not sampled again (a pass resumed where the one before was cut
+    short: ingest/reconnect.py); they are gone through, unsampled, so the same frames are sampled after."""
+    reached = 0
+    """Footage: the frames of the pass gone through (each sampled one handed on) when it ended."""
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         if sample_fps <= 0:
@@ -342,7 +348,7 @@ class VideoSource(FrameSource):
         schedule = SampleSchedule(1.0 / self.sample_fps)
         footage = FootageClock(self.source_fps or self.sample_fps, trusted=bool(self.source_fps))
         index = 0
-        decoded = passed = 0
+        decoded = passed = skipped = 0
         if not self.is_live and not self.source_fps:  # not by the wall clock, as before: what was
             log.warning(  # sampled then depended on the machine's speed
                 "video %s states no usable frame rate: every frame sampled, timed as %g frames/s",
@@ -358,8 +364,10 @@ class VideoSource(FrameSource):
                 else:  # by its own timestamp (a file's, or one served over http://): a recording's gaps, held
                     # frames and changes of rate kept, however fast it is read
                     time_s = footage.time_s(self.stamp_s(), index)
-                if schedule.due(time_s):
-                    if self.pass_over(index, None, time_s):
+                if schedule.due(time_s):  # (a resumed pass's frames before it too: the same frames sampled)
+                    if index < self.resume_from:
+                        skipped += 1
+                    elif self.pass_over(index, None, time_s):
                         passed += 1
                     else:
                         sample = replace(self.retrieve(index, time_s), lag_s=lag_s)
@@ -367,12 +375,15 @@ class VideoSource(FrameSource):
                             decoded += 1
                         yield sample
                 index += 1
+                self.reached = index
         finally:
             self.capture.release()
-        if self.capture.ended_because:  # its reader stopped: a crash, the memory bound, hung
-            self.ended_because = self.capture.ended_because
-            self.note_failure(f"{shown_source(self.uri)}: {self.ended_because}")
-        if decoded == passed == 0:
+        if self.capture.ended_because:  # its reader stopped: a crash, the memory bound, hung; the file is whole
+            self.ended_because = self.capture.ended_because  # for all it says (resumed: ingest/reconnect.py)
+            self.note_failure(f"{shown_source(self.uri)}: {self.ended_because} at frame {index}")
+            if decoded or passed or skipped or self.resume_from:
+                return
+        if decoded == passed == skipped == 0:
             why = self.ended_because or "corrupt or empty video"
             raise InputError(f"no frame could be decoded from {shown_source(self.uri)} ({why})")
         # the frames an MKV states are its duration x rate (6,010 for a recorder's 240 frames with a gap):

@@ -765,11 +765,13 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
         assert [round(gap, 6) for gap in gaps] == [0.2] * 19
 
 
-def test_footage_over_http_cut_short_is_read_again_not_ended(redis_url, tmp_path):
+def test_footage_over_http_cut_short_is_read_on_not_ended(redis_url, tmp_path):
     """A review: a URL's footage whose transfer dropped midway (a server without ranges, which FFmpeg
-    cannot resume; or a live camera whose length FFmpeg guessed from a stated size) was ended for good
-    ("ended early at frame 91 of 200"), the rest never read, no source error counted. It is read again,
-    as a new pass (under new frame ids: a live stream's new frames are no repeats), with a source error."""
+    cannot resume) was ended for good ("ended early at frame 91 of 200"), the rest never read, no source
+    error counted. Then it was read again from its start as a new pass, each pass new footage (a later
+    review: a transfer that always dropped halfway queued the same frames 23 times in 40 s, dated ever
+    further ahead). Now it is opened again and read on from the frame reached, with a source error: the
+    same pass, each frame queued once, dated on from the pass's start."""
     import http.server
     from contextlib import suppress
 
@@ -811,9 +813,11 @@ def test_footage_over_http_cut_short_is_read_again_not_ended(redis_url, tmp_path
     for job_id in stage_queue(connection, "detect").get_job_ids():
         job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
         frames += parse_job(job.args[0], DetectJob).frames
-    whole = [frame.frame_index for frame in frames if frame.frame_id.split(":")[-2] == "1"]  # the second pass
-    assert whole == list(range(0, 60, 5)) and summary.ingested["nvr"] == len(frames) > 12
-    assert len({frame.frame_id for frame in frames}) == len(frames)
+    first_pass = [frame.frame_index for frame in frames if frame.frame_id.split(":")[-2] == "0"]
+    assert [frame.frame_index for frame in frames] == first_pass == list(range(0, 60, 5))  # read on, each once
+    assert summary.ingested["nvr"] == len(frames) == len({frame.frame_id for frame in frames}) == 12
+    gaps = [later.captured_at_s - earlier.captured_at_s for earlier, later in zip(frames, frames[1:], strict=False)]
+    assert [round(gap, 6) for gap in gaps] == [0.5] * 11  # dated on from the pass's start, across the drop
 
 
 def test_a_camera_whose_roi_lies_outside_its_frames_is_warned_of_once(redis_url, tmp_path, caplog):
