@@ -120,14 +120,7 @@ def integer_gelu(model: Any) -> int:
             helper.make_node("QuantizeLinear", [f"{name}_product", *out_scale_zero], outputs),
         ]  # fmt: skip
         removed |= {id(dequantize), id(node)}
-    nodes = []
-    for node in graph.node:
-        if id(node) in replaced:
-            nodes += replaced[id(node)]
-        elif id(node) not in removed:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    rebuild(graph, replaced, removed)
     return len(replaced)
 
 
@@ -154,16 +147,22 @@ def float_gelu(model: Any) -> int:
         ]
         removed |= {id(dequantize), *(id(part) for part in parts)}
         n += 1
-    nodes = []
-    for node in graph.node:
-        if id(node) in restored:
-            nodes += restored[id(node)]
-        elif id(node) not in removed:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    rebuild(graph, restored, removed)
     unused = {f"integer_gelu_{k}_{part}" for k in range(n) for part in ("steep_scale", "sigmoid_scale", "sigmoid_zero")}
     kept = [initializer for initializer in graph.initializer if initializer.name not in unused]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return n
+
+
+def rebuild(graph: Any, replaced: dict[int, list[Any]], removed: set[int]) -> None:
+    """The graph's nodes in their order, each of `replaced` (by id) in place of the node it names and those
+    of `removed` left out."""
+    nodes = []
+    for node in graph.node:
+        if id(node) in replaced:
+            nodes += replaced[id(node)]
+        elif id(node) not in removed:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
