@@ -279,7 +279,8 @@ def replay_orphaned_frames(args: argparse.Namespace, settings: Settings, queues_
               " done", file=sys.stderr)  # fmt: skip
     if report.unreferenced:
         print(f"alpr: {report.unreferenced} frames in no job were recorded without their reference (by a release"
-              " before migration 23): the sweep records them lost", file=sys.stderr)  # fmt: skip
+              " before migration 23, or from a stopped ingest node's spool, which keeps no region of interest):"
+              " the sweep records them lost", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -34,6 +34,9 @@ there but not readable: not a JPEG, too large; migration 11), skipped (not begun
 time budget: defaults.JOB_TIME_BUDGET_SHARE; migration 18). None: nothing to read (no plate inside the
 camera's ROI)."""
 
+RoiDropped = Literal["held", "unknown"]
+"""Where a record's frame's region of interest went, when it was taken out of it (FrameRecord.roi_dropped)."""
+
 
 @dataclass(frozen=True)
 class LoggedFrame:
@@ -58,6 +61,12 @@ class FrameRecord:
     plates: int = 0
     kept_path: str | None = None
     read_outcome: ReadOutcome | None = None
+    roi_dropped: RoiDropped | None = None
+    """Whether its frame's region of interest was taken out of `frame` (None: not; it is as its detect job
+    carried it): `held` by the ingest node's ledger, which buffers it without (FrameLedger.add) and puts it
+    back as the row is written; `unknown`, read from a spool file, whose lines hold none (a frame of a camera
+    with no ROI reads alike). Never written to a spool line. A pending frame's row keeps no reference while it
+    is dropped (`queued_ref`): a frame queued again from it was detected over the whole frame."""
 
     def row(self) -> tuple[Any, ...]:
         ref = self.frame
@@ -183,8 +192,12 @@ ALERTED_CHUNK = 10_000
 def queued_ref(record: FrameRecord) -> Jsonb | None:
     """What a sampled frame's row keeps of its reference (`frame_ref`, migration 23): the FrameRef its
     detect job carries, for a pending frame (queued), that `alpr replay --orphans` queues again should no job
-    hold it (common/orphan_replay.py); None for one skipped or corrupt, never queued."""
-    return Jsonb(record.frame.model_dump(mode="json")) if record.outcome == "pending" else None
+    hold it (common/orphan_replay.py); None for one skipped or corrupt, never queued, and for one whose ROI
+    was taken out of it (`roi_dropped`): queued again without it, it was detected over the whole frame, the
+    plates outside the camera's ROI read and logged (such a frame is counted, `no reference`, and left)."""
+    if record.outcome != "pending" or record.roi_dropped is not None:
+        return None
+    return Jsonb(record.frame.model_dump(mode="json"))
 
 
 def rounds_by_frame(records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:

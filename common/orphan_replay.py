@@ -11,8 +11,10 @@ never is: it is no orphan), so a second run queues nothing the first did; jobs g
 job key through the ingest node's own `enqueue`, marked `replayed` (detected however old, as `alpr replay`'s);
 one run at a time (a lock in the queues' Redis: two at once had queued each frame twice); bounded as the
 finder is, the references read REFS_READ at a time and the frame store asked STORE_CHECKS keys a round trip.
-A frame whose bytes expired, or whose row has no reference (recorded by an earlier release) or one that does
-not validate, is counted and left: the sweep records it `lost` as before."""
+A frame whose bytes expired, or whose row has no reference (recorded by an earlier release, or from a spool
+file a stopped ingest node left, whose lines hold no ROI: queued again without it, a frame was detected over the
+whole frame, the plates outside its camera's ROI read and logged) or one that does not validate, is counted and
+left: the sweep records it `lost` as before."""
 
 from __future__ import annotations
 
@@ -53,9 +55,10 @@ PENDING_REFS = "SELECT frame_id, frame_ref FROM frames WHERE frame_id = ANY(%s) 
 class OrphanReplay:
     """What `replay_orphans` did: the frames in no job found (`orphans`), how many of them were queued
     again (`requeued`, in `jobs` detect jobs), left because their bytes expired from the frame store,
-    left because their row keeps no reference (`unreferenced`: recorded by a release before migration 23)
-    or one that does not validate (`malformed`); as the finder says, how many pending frames were examined
-    and whether that was all of the window's, and why nothing could be told (`unknown`)."""
+    left because their row keeps no reference (`unreferenced`: recorded by a release before migration 23, or
+    from a spool file, its ROI not known: common/frame_log.queued_ref) or one that does not validate
+    (`malformed`); as the finder says, how many pending frames were examined and whether that was all of the
+    window's, and why nothing could be told (`unknown`)."""
 
     orphans: int = 0
     requeued: int = 0

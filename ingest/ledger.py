@@ -27,7 +27,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 
 from common import defaults
@@ -37,6 +36,7 @@ from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
 from ingest.ledger_spool import Spool
+from ingest.roi_hold import RoiHold
 from ingest.spool_files import remove_stale_parts
 from ingest.stream_lag import MAX_LAG_S
 
@@ -82,6 +82,8 @@ class FrameLedger:
         self.last_dates: dict[str, tuple[float, bool]] = {}
         """Per camera whose next frame may be dated before now, its last frame's date (or the date it is
         held at: `hold`) and whether it is recorded footage, or held (_watermarks)."""
+        self.rois = RoiHold()
+        """The regions of interest the records are buffered without, one a camera."""
         self.let_go: set[str] = set()
         """Cameras another node took from this one (`released`) with frames not yet written (`outstanding`)."""
         self.unrecorded: Counter[str] = Counter()
@@ -202,9 +204,10 @@ class FrameLedger:
 
     def add(self, records: list[FrameRecord]) -> None:
         """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
-        A frame's region of interest is dropped first: no row holds it, and a 256-point polygon made
-        each buffered record ten times its size while Postgres was away."""
-        records = [replace(r, frame=r.frame.model_copy(update={"roi": None})) if r.frame.roi else r for r in records]
+        A frame's region of interest is taken out first, and put back as its row is written (`rois`:
+        ingest/roi_hold.py): a 256-point polygon made each buffered record ten times its size while Postgres
+        was away, and dropped for good, a frame `alpr replay --orphans` queued again was detected whole."""
+        records = [self.rois.take_out(record) for record in records]
         with self.lock:
             room = max(0, self.capacity - len(self.buffer))
             self.buffer.extend(records[:room])
@@ -242,12 +245,13 @@ class FrameLedger:
                 with self.lock:
                     self.write_began = time.monotonic()
                 frame_log = self.connected_log()
+                rows = self.rois.put_back(batch)  # (the batch in flight stays as the spool holds it)
                 try:
-                    frame_log.record_sampled(batch, marks)
+                    frame_log.record_sampled(rows, marks)
                 except DatabaseWriteError as refused:
                     if not refused.of_the_data:
                         raise
-                    self.write_apart(batch, marks, refused)  # one row it refuses held every frame after it
+                    self.write_apart(rows, marks, refused)  # one row it refuses held every frame after it
                 self.marks_written = time.monotonic()
                 self.answered(None)
                 with self.lock:

@@ -23,7 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.frame_log import FrameRecord
+from common.frame_log import FrameRecord, RoiDropped
 from common.jobs import FrameOutcome, FrameRef
 from common.private_files import make_private_folders
 
@@ -117,8 +117,10 @@ def is_sampled_only(record: FrameRecord) -> bool:
 
 
 def record_line(record: FrameRecord) -> str:
-    """One spooled record: a line of JSON (a sampled frame's marked, SAMPLED_MARK)."""
-    fields_ = {field.name: getattr(record, field.name) for field in fields(record)}
+    """One spooled record: a line of JSON (a sampled frame's marked, SAMPLED_MARK). Its `roi_dropped` is
+    not written: a node of an earlier release, reading every field of a line as a record's, would count
+    every line unreadable (`iter_spool` tells it anew)."""
+    fields_ = {field.name: getattr(record, field.name) for field in fields(record) if field.name != "roi_dropped"}
     mark = {SAMPLED_MARK: True} if is_sampled_only(record) else {}
     return json.dumps({**fields_, "frame": record.frame.model_dump(mode="json"), **mark}) + "\n"
 
@@ -126,13 +128,16 @@ def record_line(record: FrameRecord) -> str:
 def iter_spool(lines: Iterable[str]) -> Iterator[FrameRecord | None]:
     """The records of a spool file's lines, one at a time (a file may hold more than the ledger has room
     for); None for a line that cannot be read (the last one cut short by a kill mid-write, say, or one
-    marked a sampled frame's that is not one)."""
+    marked a sampled frame's that is not one). A frame with no ROI has its ROI `unknown` (roi_dropped):
+    the ledger journals its records without it (FrameLedger.add), and a line of a camera with none reads alike."""
     for line in lines:
         marked = False
         try:
             fields = json.loads(line)
             marked = fields.pop(SAMPLED_MARK, False) is True
-            record: FrameRecord | None = FrameRecord(**{**fields, "frame": FrameRef.model_validate(fields["frame"])})
+            frame = FrameRef.model_validate(fields["frame"])
+            dropped: RoiDropped | None = "unknown" if frame.roi is None else None
+            record: FrameRecord | None = FrameRecord(**{**fields, "frame": frame, "roi_dropped": dropped})
         except (ValueError, TypeError, KeyError, AttributeError):
             record = None
         yield None if marked and record is not None and not is_sampled_only(record) else record

@@ -3,7 +3,9 @@ node stored and recorded pending whose detect jobs the queues' Redis lost are qu
 references (migration 23) while their bytes live, signed with the chain's job key, and end `done` through real
 detect and redact workers; a frame a queued job holds is never queued twice, a second run queues nothing, and a
 frame whose bytes expired is counted and left for the sweep to record `lost` (such frames could not be queued
-again: their rows lacked the store key, region, ROI and source time a detect job needs)."""
+again: their rows lacked the store key, region, ROI and source time a detect job needs); a frame requeued carries
+its camera's ROI (the ingest node's ledger buffers records without it), and one whose ROI is not known (adopted from
+a spool file) is counted and left, never detected over the whole frame."""
 
 from __future__ import annotations
 
@@ -128,3 +130,82 @@ def test_only_a_queued_frame_keeps_its_reference_and_options_are_checked(postgre
     connect_redis(redis_url).set(REPLAY_LOCK_KEY, "another")
     assert main(base) == 2
     assert "under way" in capsys.readouterr().err
+
+
+def queued_rois(connection) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The detect queue's frames -> the ROI each job carries for it."""
+    queue = stage_queue(connection, "detect")
+    return {f["frame_id"]: f["roi"] for job_id in queue.get_job_ids()
+            for f in queue.fetch_job(job_id).args[0]["frames"]}  # type: ignore[union-attr]  # fmt: skip
+
+
+def test_a_frame_queued_again_carries_its_cameras_region_of_interest(
+    redis_url, postgres_url, settings, tmp_path, monkeypatch
+):
+    """The ingest node's ledger buffers a record without its frame's ROI (a 256-point polygon made each ten
+    times its size while Postgres was away): its pending row kept the reference with `roi` null, and a frame
+    queued again was detected over the whole frame, the plates outside the operator's ROI read and logged.
+    The ledger puts the camera's ROI back as it writes the row."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
+                        "ALPR_FRAMES_PER_JOB": "2", "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    clip = tmp_path / "one.mp4"
+    write_clip(clip, ("KPX4721",))
+    roi = [[10.0, 20.0], [300.0, 20.0], [300.0, 200.0], [10.0, 200.0]]
+    cameras = write_cameras(tmp_path / "cameras.yaml", [{"id": "cam", "source": str(clip), "sample_fps": 2,
+                                                         "roi": roi}])  # fmt: skip
+    assert main(["ingest", "--cameras", str(cameras)]) == 0
+    connection = connect_redis(redis_url)
+    queued = detect_frames(connection)
+    assert len(queued) >= 2
+    assert all(r == roi for r in queued_rois(connection).values())  # the jobs the node queued carry it
+    with psycopg.connect(postgres_url) as db:
+        kept = [r for (r,) in db.execute("SELECT frame_ref -> 'roi' FROM frames WHERE outcome = 'pending'")]
+    assert len(kept) == sum(len(frames) for frames in queued.values()) and all(r == roi for r in kept)
+
+    detect = stage_queue(connection, "detect")  # the queues' Redis loses every detect job
+    connection.delete(detect.key, *(RqJob.key_for(job_id) for job_id in queued))
+    assert main(["replay", "--orphans"]) == 0
+    requeued = queued_rois(connection)
+    assert sorted(requeued) == sorted(f for names in queued.values() for f in names)
+    assert all(r == roi for r in requeued.values())
+
+
+def test_a_frame_whose_region_of_interest_is_not_known_is_not_queued_again(
+    redis_url, postgres_url, tmp_path, monkeypatch, capsys
+):
+    """A spool file's lines hold no ROI: a pending frame a killed node left in one, adopted and written by the
+    next, may have had one. Its row keeps no reference, and `alpr replay --orphans` counts it (no reference)
+    rather than queueing it to be detected over the whole frame."""
+    import time
+
+    from common.metrics import Metrics
+    from ingest.ledger import FrameLedger
+    from ingest.spool_files import record_line
+    from tests.helpers import wait_for
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
+    ref = FrameRef(frame_id="cam:run:0", camera_id="cam", seq=0, frame_index=0, captured_at_s=time.time(),
+                   source_time_s=0.0, key=frame_key("cam:run:0"), region="us")  # fmt: skip
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    left = spool / "ledger-1-1.jsonl"
+    left.write_text(record_line(FrameRecord(ref, "pending")))  # as a node killed left it: the ROI dropped
+    connection = connect_redis(redis_url)
+    connection.set(ref.key, b"its JPEG")  # its bytes still stored
+    pool = open_pool(postgres_url, max_size=2)
+    try:
+        ledger = FrameLedger(lambda: FrameLog(pool, 0), Metrics(), capacity=10, spool_dir=spool)
+        ledger.start()
+        wait_for(lambda: not left.exists(), 10, "the spool file adopted and written")
+        assert ledger.close(5) == 0
+    finally:
+        pool.close()
+    assert outcomes(postgres_url) == {"cam:run:0": ("pending", False)}
+    capsys.readouterr()
+    assert main(["replay", "--orphans", "--redis-url", redis_url, "--database-url", postgres_url]) == 0
+    told = capsys.readouterr()
+    assert told.out.splitlines()[1].split() == ["1", "0", "0", "0", "1", "0"] and "spool" in told.err
+    assert detect_frames(connection) == {}

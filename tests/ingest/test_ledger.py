@@ -175,7 +175,8 @@ def test_recorded_footage_behind_the_clock_holds_the_watermark_at_its_last_frame
 
 
 def test_records_waiting_for_postgres_hold_no_region_of_interest():
-    """No row holds a frame's ROI; a 256-point polygon made each waiting record ten times its size."""
+    """A 256-point polygon made each waiting record ten times its size: a record waits without its frame's
+    ROI, held once for its camera and put back as its row is written (tests/distributed/test_orphan_replay.py)."""
     from dataclasses import replace
 
     ledger = FrameLedger(lambda: FrameLog(open_pool("postgresql://x@127.0.0.1:1/none"), 0), Metrics(), capacity=10)
@@ -183,6 +184,8 @@ def test_records_waiting_for_postgres_hold_no_region_of_interest():
     waiting = replace(record(0), frame=record(0).frame.model_copy(update={"roi": polygon}))
     ledger.add([waiting, record(1)])  # never started: they wait in the buffer
     assert [r.frame.roi for r in ledger.buffer] == [None, None]
+    assert [r.roi_dropped for r in ledger.buffer] == ["held", None]
+    assert [r.frame.roi for r in ledger.rois.put_back(list(ledger.buffer))] == [polygon, None]
     assert [r.frame.frame_id for r in ledger.buffer] == ["cam:1:0", "cam:1:1"]
 
 
