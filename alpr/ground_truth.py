@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.regions import load_regions
-from common.watchlist import normalise_plate
+from common.watchlist_entry import normalise_plate
 
 log = logging.getLogger(__name__)
 

@@ -85,8 +85,8 @@ def watchlist(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, watch: WatchList) -> int:
-    from common.watchlist import DEFAULT_LIST, LIST_NAME_RE, WatchEntry, normalise_plate, shown
     from common.watchlist_csv import read_csv
+    from common.watchlist_entry import DEFAULT_LIST, LIST_NAME_RE, WatchEntry, normalise_plate, shown
 
     if args.action == "add":
         entry = WatchEntry.parse(args.plate, args.reason, args.expires, args.list_name or "")

@@ -193,7 +193,8 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
     """The sighting pool's stage: the grouping settings, the watch-lists (cached) and the receivers
     each alert gets a delivery to (with none, alerts are only logged)."""
     from common.db import SIGHTING_SESSION_SETTINGS
-    from common.watchlist import WatchList, WatchListCache
+    from common.watchlist import WatchList
+    from common.watchlist_cache import WatchListCache
     from sighting_worker.stage_types import SightingSettings
     from sighting_worker.worker import SightingStage
 

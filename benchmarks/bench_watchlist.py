@@ -1,5 +1,5 @@
 """Matching a read against a large watch-list (a national hot-list holds 100,000 plates and more): ms
-per read with the index a worker uses (`common.watchlist.WatchIndex.match_lists`: deletion keys, common/
+per read with the index a worker uses (`common.watchlist_index.WatchIndex.match_lists`: deletion keys, common/
 plate_keys.py, built to the largest distance timed, 3; the candidates' exact distances at once, common/
 plate_distances.py), with the numpy bounds over every entry and the exact distance one entry at a time
 that it used before (`match_lists_scanned`) and, within 0 and 1, one entry at a time in Python with the
@@ -19,11 +19,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-import common.watchlist
+import common.watchlist_index
 from common.plate_distances import plate_distances
 from common.plate_keys import DeletionKeys
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, plate_distance
-from common.watchlist import WatchEntry, WatchIndex, char_set
+from common.watchlist_entry import WatchEntry, char_set
+from common.watchlist_index import WatchIndex
 
 ALPHABET = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 FORMATS: dict[str, Callable[[random.Random], str]] = {
@@ -44,7 +45,7 @@ def one_at_a_time(plate: str, entries: list[WatchEntry], max_distance: float) ->
 
 
 class Counted:
-    """plate_distance and plate_distances, counting the distances computed (put in common.watchlist's
+    """plate_distance and plate_distances, counting the distances computed (put in common.watchlist_index's
     place while timing)."""
 
     def __init__(self) -> None:
@@ -109,8 +110,8 @@ def main() -> None:
     parser.add_argument("--scan-reads", type=int, default=10, help="reads the bounds are timed on within 2 and 3")
     args = parser.parse_args()
     counted = Counted()
-    common.watchlist.plate_distance = counted  # type: ignore[assignment]
-    common.watchlist.plate_distances = counted.many  # type: ignore[assignment]
+    common.watchlist_index.plate_distance = counted  # type: ignore[assignment]
+    common.watchlist_index.plate_distances = counted.many  # type: ignore[assignment]
     for name, make in FORMATS.items():
         rng = random.Random(0)
         entries = [WatchEntry(make(rng), "listed") for _ in range(args.entries)]

@@ -1,5 +1,5 @@
 """`plate_distance` (common/plate_text.py) from one text to many listed plates at once, in numpy: the
-watch-list index's exact distance for its candidates (common.watchlist.WatchIndex). Within 3 a read of
+watch-list index's exact distance for its candidates (common.watchlist_index.WatchIndex). Within 3 a read of
 a 7-character plate leaves 360 to 1,240 of 100,000 random listed plates sharing a deletion key with it
 (common/plate_keys.py), and the dynamic programme in Python, one plate at a time, took 31 ms a read.
 
@@ -20,7 +20,7 @@ import numpy as np
 from common.plate_text import LOOKALIKE_SUBSTITUTION_COST, substitution_cost
 
 PLATE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-"""The characters of a listed plate (common.watchlist.PLATE_RE)."""
+"""The characters of a listed plate (common.watchlist_entry.PLATE_RE)."""
 
 _HALVES = 2
 """Costs are counted in halves of an edit."""

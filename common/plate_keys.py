@@ -2,7 +2,7 @@
 search): a text's look-alike skeleton (each character replaced by its LOOKALIKE_GROUPS representative)
 and that skeleton with up to `deletions` characters dropped, every way. Two texts within a plate
 distance below `deletions` + 1 share a key, so a watch-list read looks its candidates up among a few
-keys instead of bounding every listed plate (`DeletionKeys`, used by common.watchlist.WatchIndex).
+keys instead of bounding every listed plate (`DeletionKeys`, used by common.watchlist_index.WatchIndex).
 
 Why every match is found, for plate_distance(a, b) = c < d + 1: take an alignment of cost c. Its
 ordinary edits (an insertion, a deletion, a substitution of characters that are not look-alikes) cost
@@ -35,7 +35,7 @@ MAX_DELETIONS = 3
 edits."""
 
 KEY_WIDTH = 16
-"""The longest text keyed (a listed plate: common.watchlist.PLATE_RE); a key of a read longer than this
+"""The longest text keyed (a listed plate: common.watchlist_entry.PLATE_RE); a key of a read longer than this
 is no listed plate's and is not looked up."""
 
 _OTHER_CODE = 64

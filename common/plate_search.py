@@ -21,7 +21,7 @@ from common.audit import Operator, Reason, record_refused
 from common.jobs import CAMERA_ID_PATTERN, Strict
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.redis_json import json_list
-from common.watchlist import normalise_plate
+from common.watchlist_entry import normalise_plate
 
 RESULT_COLUMNS = ("first_seen", "last_seen", "camera_id", "plate", "distance", "confidence", "reads",
                   "snapshot_path", "sighting_id")  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.text_files import read_text_file, shown_path
-from common.watchlist import WatchEntry
+from common.watchlist_entry import WatchEntry
 
 MAX_CSV_ROWS = 100_000
 """Most entries one CSV import takes."""

@@ -24,7 +24,8 @@ import psycopg
 
 from common.alerts import AlertCandidate
 from common.types import Sighting
-from common.watchlist import PLATE_RE, WatchMatch
+from common.watchlist_entry import PLATE_RE
+from common.watchlist_index import WatchMatch
 
 READ_CANDIDATES = "SELECT candidates FROM plate_reads WHERE id = %s"
 """A logged read's candidates (JSON: text, confidence, format; best first)."""

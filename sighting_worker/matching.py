@@ -21,7 +21,9 @@ from common.alerts import ALERT_BODY_VERSION, PLATE_PATTERN, Alert
 from common.plate_text import plate_distance
 from common.sighting_log import LoggedRead, early_reads
 from common.types import Observation, Sighting
-from common.watchlist import WatchEntry, WatchListCache, WatchMatch
+from common.watchlist_cache import WatchListCache
+from common.watchlist_entry import WatchEntry
+from common.watchlist_index import WatchMatch
 from sighting_worker.alert_ids import alert_id
 from sighting_worker.core import is_vehicle_pass
 from sighting_worker.early_scan import EarlyScan

@@ -60,7 +60,7 @@ from common.sighting_log import (
     save_cursor,
 )
 from common.types import Observation, Sighting
-from common.watchlist import WatchListCache, WatchListUnavailableError
+from common.watchlist_cache import WatchListCache, WatchListUnavailableError
 from sighting_worker.camera_claim import ENDED_BY_POSTGRES, CameraSessionEndedError, CursorClaims, CursorHeldError
 from sighting_worker.core import SightingTracker, is_vehicle_pass
 from sighting_worker.cursor_state import NewerCursorStateError, check_state_version, saved_state

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import common.watchlist
+import common.watchlist_index
 from common.plate_distances import PLATE_CHARS, plate_codes, plate_distances
 from common.plate_keys import KEY_WIDTH
 from common.plate_text import LOOKALIKE_GROUPS, plate_distance
-from common.watchlist import DISTANCES_AT_ONCE_FROM, WatchEntry, WatchIndex
+from common.watchlist_entry import WatchEntry
+from common.watchlist_index import DISTANCES_AT_ONCE_FROM, WatchIndex
 from tests.strategies import FUZZ_SETTINGS
 
 DENSE = "O0DI1B8S5X"
@@ -90,8 +91,8 @@ def test_a_read_within_3_measures_its_candidates_at_once(monkeypatch: pytest.Mon
         at_once[0] += len(lengths)
         return plate_distances(text, codes, lengths)
 
-    monkeypatch.setattr(common.watchlist, "plate_distance", counted)
-    monkeypatch.setattr(common.watchlist, "plate_distances", counted_at_once)
+    monkeypatch.setattr(common.watchlist_index, "plate_distance", counted)
+    monkeypatch.setattr(common.watchlist_index, "plate_distances", counted_at_once)
     reads = ["".join(rng.choices("O0B8XK", k=7)) for _ in range(20)]
     for read in reads:
         assert index.match_lists(read, 3.0, 0.0)

@@ -1,7 +1,8 @@
-"""Watch-lists (common/watchlist.py, `alpr watchlist`): a table of matches (exact, look-alikes at half
-an edit, expiry, empty plate, best of several), the CSV import on the real Postgres (all or nothing,
-the faulty line named, idempotent), the command's add/remove/list and its one-line errors, and the
-workers' cached copy (reloaded after refresh_s, not before; kept through an outage of a Postgres of its own)."""
+"""Watch-lists (common/watchlist.py, its entry, index and cache modules, `alpr watchlist`): a table of
+matches (exact, look-alikes at half an edit, expiry, empty plate, best of several), the CSV import on the
+real Postgres (all or nothing, the faulty line named, idempotent), the command's add/remove/list and its
+one-line errors, and the workers' cached copy (reloaded after refresh_s, not before; kept through an
+outage of a Postgres of its own)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from common.config import Settings
 from common.db import open_pool, open_upgraded_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
-from common.watchlist import WatchEntry, WatchList, WatchListCache, WatchMatch, match_lists, normalise_plate
+from common.watchlist import WatchList
+from common.watchlist_cache import WatchListCache
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS, read_csv
+from common.watchlist_entry import WatchEntry, normalise_plate
+from common.watchlist_index import WatchMatch, match_lists
 
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 PAST = datetime(2030, 5, 1, tzinfo=UTC)
@@ -467,10 +471,10 @@ def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it
         server.stop()
         clock.now += 5.0
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger="common.watchlist"):
+        with caplog.at_level(logging.WARNING, logger="common.watchlist_cache"):
             assert cache_match(cache, "AB1", 0.0) is not None  # the entries loaded before
         assert time.monotonic() - started < defaults.DB_ATTEMPT_S + 5  # one bounded attempt, not the pool's 30 s
-        [warning] = [r.getMessage() for r in caplog.records if r.name == "common.watchlist"]
+        [warning] = [r.getMessage() for r in caplog.records if r.name == "common.watchlist_cache"]
         assert warning.startswith("watch-lists not reloaded (") and warning.endswith(
             "); matching against the 1 entries loaded before"
         ), warning
@@ -540,7 +544,7 @@ def test_a_row_written_by_hand_with_a_reason_no_command_takes_still_matches(pool
     ],
 )
 def test_an_expiry_given_as_a_date_lists_the_plate_through_that_day(text, ends):
-    from common.watchlist import parse_expiry
+    from common.watchlist_entry import parse_expiry
 
     assert parse_expiry(text) == ends
 
@@ -570,7 +574,7 @@ def test_a_long_pass_is_judged_the_same_whether_or_not_the_lists_were_reloaded_m
      "2030-07-01-05:00", "2030-07-01+02:00", "20300701-05:00", "2030-W27-1+02:00"],  # a date "in" a zone: was read
 )  # fmt: skip
 def test_an_expiry_the_log_cannot_keep_is_refused_clearly(text):  # as a time of day (05:00 UTC), a day early
-    from common.watchlist import parse_expiry
+    from common.watchlist_entry import parse_expiry
 
     with pytest.raises(InputError, match="expiry from 1970 on|not an ISO-8601"):
         parse_expiry(text)

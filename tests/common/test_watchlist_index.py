@@ -1,4 +1,4 @@
-"""The watch-list index (common/watchlist.py `WatchIndex`, common/plate_keys.py): its deletion keys find
+"""The watch-list index (common/watchlist_index.py `WatchIndex`, common/plate_keys.py): its deletion keys find
 every text within the distance they claim, to each level (exhaustively over short look-alike-dense
 texts), its matches are the same as the bounds over every entry at every distance a worker may be set
 to (0 to 3), for 100,000 random plates and for a dense list of every length, and reads of every kind
@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-import common.watchlist
+import common.watchlist_index
 from common.plate_distances import plate_distances
 from common.plate_keys import MAX_DELETIONS, DeletionKeys, deletions_for, text_keys
 from common.plate_text import LOOKALIKE_GROUPS, plate_distance
-from common.watchlist import WatchEntry, WatchIndex, WatchMatch
+from common.watchlist_entry import WatchEntry
+from common.watchlist_index import WatchIndex, WatchMatch
 
 NOW_S = datetime(2030, 6, 1, tzinfo=UTC).timestamp()
 LETTERS, DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
@@ -222,8 +223,8 @@ def test_a_read_computes_the_exact_distance_for_a_few_entries(large_index, monke
         calls[0] += len(lengths)
         return plate_distances(text, codes, lengths)
 
-    monkeypatch.setattr(common.watchlist, "plate_distance", counted)
-    monkeypatch.setattr(common.watchlist, "plate_distances", counted_at_once)
+    monkeypatch.setattr(common.watchlist_index, "plate_distance", counted)
+    monkeypatch.setattr(common.watchlist_index, "plate_distances", counted_at_once)
     rng = random.Random(11)
     plates = [us_plate(rng) for _ in range(count)]
     for plate in plates:

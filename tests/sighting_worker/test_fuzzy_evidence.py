@@ -27,7 +27,8 @@ from common.metrics import Metrics
 from common.plate_log import PostgresPlateLog
 from common.queues import connect_redis
 from common.types import PlateCandidate, PlateRead
-from common.watchlist import WatchEntry, WatchList
+from common.watchlist import WatchList
+from common.watchlist_entry import WatchEntry
 
 YG9X2G = [("YG9X2G", 0.9979), ("YG9X2C", 0.0002), ("YG9X26", 0.0002), ("YG9Y2G", 0.0002), ("YG9K2G", 0.0002)]
 """The real recogniser's candidates for a us photo read right (YG9X2G), as logged at camera cam_us_as_eu."""

@@ -315,7 +315,7 @@ def stage_with_clock_ahead(monkeypatch, settings, redis_url, ahead_s: float):  #
     watch-list cache's wall clock too)."""
     fast = HostClockAhead(ahead_s)
     with monkeypatch.context() as patch:
-        for module in ("sighting_worker.worker", "sighting_worker.passes", "common.watchlist"):
+        for module in ("sighting_worker.worker", "sighting_worker.passes", "common.watchlist_cache"):
             patch.setattr(f"{module}.time", fast, raising=False)
         stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
         stage.watch.wall_clock = fast.time
@@ -1421,9 +1421,9 @@ def idle_limit_1s(monkeypatch) -> None:  # type: ignore[no-untyped-def]
 def slow_index_build(monkeypatch, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
     """Each watch-list index built from now on takes `seconds` more (a list of 1.5 million plates, or the CPUs
     busy); when each build began (monotonic)."""
-    import common.watchlist
+    import common.watchlist_index
 
-    build = common.watchlist.WatchIndex.__init__
+    build = common.watchlist_index.WatchIndex.__init__
     began: list[float] = []
 
     def slow(self, entries, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -1431,7 +1431,7 @@ def slow_index_build(monkeypatch, seconds: float) -> list[float]:  # type: ignor
         time.sleep(seconds)
         build(self, entries, *args, **kwargs)
 
-    monkeypatch.setattr(common.watchlist.WatchIndex, "__init__", slow)
+    monkeypatch.setattr(common.watchlist_index.WatchIndex, "__init__", slow)
     return began
 
 
