@@ -1,26 +1,26 @@
 """The alerts log (tables `alerts` and `alert_deliveries`, migration 7): every alert raised, as it is
 sent, and its delivery to each receiver: pending, being sent, delivered, failed (its retries spent)
-or rejected (the receiver refused it for good).
+or rejected (the receiver refused it for good). This module owns the alert pool's view of it (`AlertLog`).
 
 It is an outbox: the sighting pool inserts an alert and its deliveries in the transaction that raised
-it, so no alert is lost to a crash between raising and queuing it. The alert pool claims one delivery
-at a time (`claim`: only one worker sends an alert to a receiver at once, and a delivery already done
-is not sent again), records each attempt and when to try again, and queues what is due (`due`):
-retries after their back-off, and deliveries whose job was lost. Writes wait out a Postgres outage.
-It also adds the deliveries a recent alert lacks to a receiver its own file names (`add_missing`: the
-alert was raised by a sighting worker on an older receivers file). What happens to a failing receiver's
-backlog as a whole (its probe, the deliveries held and released, a backlog refused for good) is
+it, so no alert is lost to a crash between raising and queuing it (common/alert_raising.py). The alert
+pool claims one delivery at a time (`claim`: only one worker sends an alert to a receiver at once, and a
+delivery already done is not sent again; `Delivery`, or `UnreadableDelivery` where the claim itself
+rejects it), records each attempt and when to try again, and queues what is due (`due`): retries after
+their back-off, and deliveries whose job was lost. Writes wait out a Postgres outage. It also adds the
+deliveries a recent alert lacks to a receiver its own file names (`add_missing`: the alert was raised by
+a sighting worker on an older receivers file), and answers `alpr status` and `alpr replay` (`counts`,
+`recent_counts`, `replay`). Its statements are common/alert_log_sql.py's. What happens to a failing
+receiver's backlog as a whole (its probe, the deliveries held and released, a backlog refused for good) is
 common/alert_holds.py's, a part of `AlertLog` (`ReceiverHolds`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 import psycopg
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
@@ -36,7 +36,18 @@ from common.alert_holds import (
     UNREFUSED,
     ReceiverHolds,
 )
-from common.alerts import Alert, ListFilter, routed
+from common.alert_log_sql import (
+    ADD_MISSING,
+    CLAIM,
+    DUE,
+    MINE,
+    PENDING_BY_RECEIVER,
+    RECENT_DELIVERY_COUNTS,
+    REJECT_CLAIMED,
+    STILL_LISTED,
+    STILL_LISTED_ANYWHERE,
+)
+from common.alerts import Alert, ListFilter
 from common.credentials import escape_controls
 from common.db_writes import write_through_outage
 
@@ -44,106 +55,8 @@ DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "rejected"
 """A delivery's state: to send (now or after its back-off), being sent (claimed, with a lease), sent
 and acknowledged, given up after its retries, refused by the receiver (a 4xx, bad credentials)."""
 
-INSERT_ALERT = """
-INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT DO NOTHING
-"""
-
-INSERT_DELIVERY = """
-INSERT INTO alert_deliveries (alert_id, receiver, queued_at)
-VALUES (%s, %s, statement_timestamp() - make_interval(secs => %s)) ON CONFLICT DO NOTHING
-"""
-"""A delivery to make, queued by the raiser right after its commit, which then says so (`queued`). Until
-it does, the delivery counts as queued ALERT_REQUEUE_AFTER_S - ALERT_UNCONFIRMED_S ago: a raiser killed
-between its commit and its queueing left it to `due` ALERT_REQUEUE_AFTER_S later (a review: 40 s). By the
-statement's clock, not the transaction's: a round of more than ALERT_UNCONFIRMED_S committed them due."""
-
-CLAIM = """
-UPDATE alert_deliveries d SET status = 'sending', attempts = d.attempts + 1,
-    next_attempt_at = now() + make_interval(secs => %s)
-FROM alerts a
-WHERE d.alert_id = %s AND d.receiver = %s AND a.alert_id = d.alert_id
-    AND d.status IN ('pending', 'sending') AND d.next_attempt_at <= now()
-RETURNING a.body, d.attempts, extract(epoch FROM now() - d.retry_from), extract(epoch FROM now()), d.last_error
-"""
-"""A delivery due now (pending, or being sent by a worker whose lease ran out): this worker's, for
-the lease; the alert, the attempt's number (this claim's token), how long it has been tried, Postgres's
-clock (what its webhook is signed at) and its last error (the claim leaves it: a probe's mark, PROBE)."""
-
 WITHDRAWN = "the watch-list entry was removed after the alert was raised"
 """The last error of a delivery rejected at its claim because its alert's entry is no longer listed."""
-
-STILL_LISTED = "SELECT EXISTS (SELECT 1 FROM watchlist WHERE list_name = %s AND plate = %s)"
-"""Whether the entry an alert matched is listed still, by the primary key: 0.03 ms of a list of 100,000. An
-entry expired since is listed still (an alert raised on it is delivered, as a car seen before its entry
-expired is alerted on); one removed is not, one removed and added again since is."""
-
-STILL_LISTED_ANYWHERE = "SELECT EXISTS (SELECT 1 FROM watchlist WHERE plate = %s)"
-"""STILL_LISTED for a version 1 body, which names no list: its plate on any list (no index on the plate alone:
-10 ms of a list of 100,000; such bodies come from sighting workers of an earlier version only). Two statements,
-not one with `list IS NULL OR`: a prepared statement's generic plan would scan the table for every claim."""
-
-REJECT_CLAIMED = """
-UPDATE alert_deliveries SET status = 'rejected', last_error = %s, next_attempt_at = now()
-WHERE alert_id = %s AND receiver = %s
-"""
-"""A delivery claimed in this transaction, rejected for good by the claim itself (UnreadableDelivery)."""
-
-MINE = " AND status = 'sending' AND attempts = %s"
-"""An outcome is recorded only by the worker whose claim is still the delivery's: a worker whose lease
-ran out mid-send (another has claimed it since) changes nothing."""
-
-DUE_ROWS = """
-status IN ('pending', 'sending') AND next_attempt_at <= now()
-    AND ((status = 'sending' AND (queued_at IS NULL OR queued_at < next_attempt_at))
-        OR queued_at IS NULL OR queued_at < now() - make_interval(secs => %(requeue_after_s)s))
-"""
-"""Deliveries due and not queued lately (a retry after its back-off; a job never queued), or being
-sent by a worker whose lease ran out (it died mid-delivery)."""
-
-DUE = f"""
-WITH ranked AS (
-    SELECT alert_id, receiver, row_number() OVER (PARTITION BY receiver
-        ORDER BY starts_with(coalesce(last_error, ''), %(probe)s) DESC, next_attempt_at, retry_from, alert_id) AS n
-    FROM alert_deliveries WHERE {DUE_ROWS}
-), queued AS (
-    UPDATE alert_deliveries SET queued_at = now()
-    WHERE (alert_id, receiver) IN (
-        SELECT d.alert_id, d.receiver FROM alert_deliveries d JOIN ranked r USING (alert_id, receiver)
-            LEFT JOIN unnest(%(capped)s::text[], %(caps)s::int[]) AS c(receiver, cap) ON c.receiver = d.receiver
-        WHERE r.n <= coalesce(c.cap, %(per_receiver)s) AND {DUE_ROWS}
-        ORDER BY d.next_attempt_at LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED
-    )
-    RETURNING alert_id, receiver, attempts, next_attempt_at, retry_from
-)
-SELECT alert_id, receiver, attempts FROM queued ORDER BY next_attempt_at, retry_from, alert_id
-"""
-"""The deliveries due (DUE_ROWS), the earliest first, at most `per_receiver` of each receiver (or its cap
-in `capped`: 0 for one resting, 1, its probe, for one that failed last; a probe due is a receiver's first, ahead
-of the retries of alerts refused for now, which came due with it rest after rest), `limit` in all: marked queued now,
-and returned in the order they came due (a receiver's held backlog, released oldest first, is sent so).
-One receiver's backlog (a day of alerts to one that was down) is queued a share a round, never all at once
-ahead of the other receivers' alerts."""
-
-ADD_MISSING = """
-INSERT INTO alert_deliveries (alert_id, receiver)
-SELECT a.alert_id, r.receiver FROM alerts a CROSS JOIN unnest(%s::text[], %s::text[]) AS r(receiver, lists)
-WHERE a.created_at > now() - make_interval(secs => %s)
-    AND (r.lists IS NULL OR a.body ->> 'list_name' = ANY (string_to_array(r.lists, ',')))
-    AND NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = a.alert_id AND d.receiver = r.receiver)
-ON CONFLICT DO NOTHING
-RETURNING alert_id, receiver
-"""
-"""A pending delivery, never queued (so `due` queues it), to each of these receivers for every alert raised
-lately (migration 19's index) that has none and whose list it takes (`lists`: the names joined by commas, which
-no list name holds; NULL: every list, a body that names none included): a delivery there already, whatever its
-state, is left as it is, and a receiver not among these gets nothing."""
-
-
-PENDING_BY_RECEIVER = """
-SELECT receiver, count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending') GROUP BY receiver
-"""
-"""Deliveries not made yet per receiver (the index alert_deliveries_due holds these rows alone)."""
 
 
 @dataclass(frozen=True)
@@ -196,84 +109,6 @@ class Delivery:
         return (self.last_error or "").startswith(REFUSED_FOR_NOW)
 
 
-def insert_alerts(
-    connection: psycopg.Connection, alerts: Sequence[Alert], receivers: Mapping[str, ListFilter] | Sequence[str]
-) -> list[Alert]:
-    """Log alerts with a pending delivery to each receiver that takes its list (`receivers`: name -> the lists
-    it takes, or names that take every list), inside the caller's transaction; returns those that are new
-    (an alert raised again, by a group done twice, is not)."""
-    routes = receivers if isinstance(receivers, Mapping) else dict.fromkeys(receivers)
-    new = []
-    with connection.cursor() as cursor:
-        for alert in alerts:
-            captured_at = datetime.fromtimestamp(alert.captured_at_s, UTC)
-            body = Jsonb(alert.model_dump(mode="json"))
-            cursor.execute(INSERT_ALERT, (alert.alert_id, alert.kind, alert.camera_id, captured_at, body))
-            if cursor.rowcount:
-                new.append(alert)
-                unconfirmed_age_s = defaults.ALERT_REQUEUE_AFTER_S - defaults.ALERT_UNCONFIRMED_S
-                deliveries = [(alert.alert_id, r, unconfirmed_age_s) for r in routed(alert, routes)]
-                cursor.executemany(INSERT_DELIVERY, deliveries)
-    return new
-
-
-RAISED_AT = """
-SELECT a.alert_id, a.kind, extract(epoch FROM a.captured_at), (a.body ->> 'distance')::float8,
-    a.body ->> 'frame_id', a.body ->> 'sighting_id', r.plate_index, r.x1, r.y1, r.x2, r.y2
-FROM alerts a LEFT JOIN plate_reads r ON r.camera_id = a.camera_id
-    AND r.captured_at BETWEEN a.captured_at - interval '1 millisecond' AND a.captured_at + interval '1 millisecond'
-    AND r.frame_id = a.body ->> 'frame_id' AND r.plate_text = a.body ->> 'plate'
-WHERE a.camera_id = %s AND a.body ->> 'watch_plate' = %s
-    AND a.captured_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)
-ORDER BY a.captured_at, a.alert_id, r.plate_index
-"""
-"""The alerts a camera raised on a listed plate within a window of capture times (the index on camera and
-capture time), each with the read its body names (its frame's read of that text: index and box)."""
-
-
-@dataclass(frozen=True)
-class RaisedAlert:
-    """An alert already raised, as the sighting pool looks it up (`alerts_raised`): its id, kind, capture
-    time, match distance, the frame and sighting it names, and the read it names, when still logged: its
-    plate indexes in the frame (a frame may read the same text twice) and its box."""
-
-    alert_id: str
-    kind: str
-    captured_at_s: float
-    distance: float
-    frame_id: str
-    sighting_id: str | None
-    plate_indexes: tuple[int, ...]
-    box_xyxy: tuple[float, float, float, float] | None
-
-
-def alerts_raised(
-    connection: psycopg.Connection, camera_id: str, watch_plate: str, from_s: float, until_s: float
-) -> list[RaisedAlert]:
-    """The alerts raised at `camera_id` on the listed plate `watch_plate`, captured in [from_s, until_s]."""
-    found: dict[str, RaisedAlert] = {}
-    for row in connection.execute(RAISED_AT, (camera_id, watch_plate, from_s, until_s)):
-        identifier, kind, at_s, distance, frame_id, sighting_id, plate_index, *box = row
-        earlier = found.get(identifier)
-        indexes = (earlier.plate_indexes if earlier else ()) + (() if plate_index is None else (int(plate_index),))
-        x1, y1, x2, y2 = box
-        box_xyxy = earlier.box_xyxy if earlier else None
-        if box_xyxy is None and x1 is not None:
-            box_xyxy = (float(x1), float(y1), float(max(x1, x2)), float(max(y1, y2)))
-        found[identifier] = RaisedAlert(
-            str(identifier), str(kind), float(at_s), float(distance), str(frame_id), sighting_id, indexes, box_xyxy
-        )
-    return list(found.values())
-
-
-RECENT_DELIVERY_COUNTS = """
-SELECT status, count(*) FROM alert_deliveries WHERE status IN ('pending', 'sending') GROUP BY status
-UNION ALL
-SELECT d.status, count(*) FROM alerts a JOIN alert_deliveries d ON d.alert_id = a.alert_id
-WHERE a.created_at >= statement_timestamp() - make_interval(secs => %s) AND d.status NOT IN ('pending', 'sending')
-GROUP BY d.status"""
-
-
 class AlertLog(ReceiverHolds):
     """The alert pool's view of the outbox, through a shared pool."""
 
@@ -282,8 +117,8 @@ class AlertLog(ReceiverHolds):
 
     def queued(self, deliveries: Sequence[tuple[str, str]]) -> None:
         """(alert id, receiver) deliveries whose job the raiser queued: not due to `due` before
-        ALERT_REQUEUE_AFTER_S (INSERT_DELIVERY). One attempt: when it fails, `due` queues them again
-        ALERT_UNCONFIRMED_S after the commit, a second job the first's claim makes a no-op."""
+        ALERT_REQUEUE_AFTER_S (common/alert_raising.INSERT_DELIVERY). One attempt: when it fails, `due`
+        queues them again ALERT_UNCONFIRMED_S after the commit, a second job the first's claim makes a no-op."""
         self._mark(deliveries, "queued_at = now()", " AND queued_at IS NOT NULL")
 
     def not_queued(self, deliveries: Sequence[tuple[str, str]]) -> None:

@@ -16,7 +16,7 @@ import psycopg
 from rq import Queue
 
 from common import defaults
-from common.alert_log import RaisedAlert, alerts_raised
+from common.alert_raising import RaisedAlert, alerts_raised
 from common.alerts import ALERT_BODY_VERSION, PLATE_PATTERN, Alert
 from common.plate_text import plate_distance
 from common.sighting_log import LoggedRead, early_reads

@@ -41,7 +41,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from rq import Queue
 
 from common import defaults
-from common.alert_log import AlertLog, insert_alerts
+from common.alert_log import AlertLog
+from common.alert_raising import insert_alerts
 from common.alerts import Alert, ListFilter, routed
 from common.db import autocommitting
 from common.jobs import alert_job
@@ -477,7 +478,7 @@ class SightingStage:
                 except Exception as error:  # Redis down: the alert pool queues it from the outbox
                     log.warning("could not queue alert %s for %s: %s", alert.alert_id, receiver, error)
                     not_queued.append((alert.alert_id, receiver))
-        try:  # not queued again by the alert pool before ALERT_REQUEUE_AFTER_S (common/alert_log.INSERT_DELIVERY)
+        try:  # not queued again by the alert pool before ALERT_REQUEUE_AFTER_S (common/alert_raising.INSERT_DELIVERY)
             AlertLog(self.pool, 0.0).queued(queued)
         except Exception as error:  # Postgres away: the alert pool queues a second job, which finds it claimed
             log.warning("could not mark %d alert deliveries as queued: %s", len(queued), type(error).__name__)

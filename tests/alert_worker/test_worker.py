@@ -27,7 +27,7 @@ from rq.registry import FinishedJobRegistry
 from alert_worker.signing import IDEMPOTENCY_HEADER
 from alpr.cli import main
 from common import defaults
-from common.alert_log import insert_alerts
+from common.alert_raising import insert_alerts
 from common.alerts import Alert, ListFilter
 from common.db import open_pool
 from common.jobs import alert_job

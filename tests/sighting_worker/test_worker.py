@@ -1265,7 +1265,8 @@ def test_a_quiet_night_keeps_the_watch_list_fresh(chain, redis_url):
 def test_a_long_round_does_not_commit_its_alerts_deliveries_already_due(chain, monkeypatch):
     """The grace for the raiser to queue a delivery ran from the round's transaction start (now()): a round
     longer than it committed the delivery due at once, and the alert pool queued a second job (a review)."""
-    from common.alert_log import AlertLog, insert_alerts
+    from common.alert_log import AlertLog
+    from common.alert_raising import insert_alerts
     from common.alerts import Alert
 
     monkeypatch.setattr(defaults, "ALERT_UNCONFIRMED_S", 1.0)
