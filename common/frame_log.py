@@ -108,14 +108,14 @@ INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
 ON CONFLICT (frame_id) DO UPDATE SET
     plates = excluded.plates, stage_ms = frames.stage_ms || excluded.stage_ms, kept_path = excluded.kept_path,
     outcome = excluded.outcome, detail = excluded.detail, done_at = now(),
-    read_outcome = COALESCE(frames.read_outcome, excluded.read_outcome), frame_ref = NULL
+    read_outcome = COALESCE(frames.read_outcome, excluded.read_outcome)
 WHERE frames.outcome IN ('pending', 'lost') OR (frames.outcome = 'skipped' AND excluded.outcome = 'done')
 """
 """How a frame ended: replaces `pending`, a `lost` that turned up late, or a skip that a re-read after
 a restart processed after all; never another final outcome. Its reads become `pending` unless the OCR
-pool has already recorded them; its reference for `alpr replay --orphans` is dropped (an ended frame is never
-queued again). A batch's rows at once (FrameLog._write), in frame-id order: the rows
-locked in one order by every writer."""
+pool has already recorded them; its reference for `alpr replay --orphans` is dropped by Postgres (migration
+24's trigger: an ended frame is never queued again). A batch's rows at once (FrameLog._write), in frame-id
+order: the rows locked in one order by every writer."""
 
 RECORD_READS = f"""
 INSERT INTO frames ({COLUMNS}){ROWS_GIVEN} ORDER BY given.frame_id
@@ -147,10 +147,14 @@ DELETE_WATERMARKS = "DELETE FROM camera_watermarks WHERE camera_id = ANY(%s)"
 """The watermarks of cameras no longer sampled here, in one statement."""
 
 SWEEP_LOST = """
-UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now(), frame_ref = NULL
+UPDATE frames SET outcome = 'lost', detail = 'no stage finished it in time', done_at = now()
 WHERE outcome = 'pending' AND done_at < now() - make_interval(secs => %s)
 """
-"""A pending row's done_at is when it was recorded (Postgres's clock: no skew between hosts)."""
+"""A pending row's done_at is when it was recorded (Postgres's clock: no skew between hosts); its reference is
+dropped by migration 24's trigger, as UPSERT_FINAL's. Neither statement names frame_ref: set by the workers, it
+needed a grant of UPDATE (frame_ref) that the release before's `alpr db upgrade --grant` (Compose's `migrate`,
+run on a rollback before the services are recreated) revoked, and every final record and sweep of this
+release's redactors still running was refused (permission denied for table frames, a review)."""
 
 SWEEP_READS_LOST = """
 UPDATE frames SET read_outcome = 'lost'

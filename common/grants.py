@@ -29,9 +29,12 @@ UPDATED = ("alert_deliveries", "sighting_cursors", "camera_watermarks", "cameras
 """The tables whose rows the chain updates whole: a delivery's state, a camera's grouping cursor and
 watermark, its settings, a listed plate's reason and expiry."""
 
-FRAMES_UPDATED = ("plates", "stage_ms", "kept_path", "outcome", "detail", "done_at", "read_outcome", "frame_ref")
+FRAMES_UPDATED = ("plates", "stage_ms", "kept_path", "outcome", "detail", "done_at", "read_outcome")
 """The columns of a frame's row the chain updates: how it ended. Its id, camera and capture time are
-written once; its reference for `alpr replay --orphans` (frame_ref) is dropped when it ends. The workers'
+written once; its reference for `alpr replay --orphans` (frame_ref) is written with its pending row and dropped
+by Postgres when it ends (migration 24's trigger), never updated by the chain: granted here, the release
+before's grant (a rollback's `migrate`) revoked it, and this release's redactors still running had every final
+record and sweep refused (a review). The workers'
 role updated every column of every table: a worker broken into back-dated
 the plate log's reads, a frame's capture time, an alert's body (a review), and the next prune deleted
 the evidence that the logs "cannot be erased" by it was to keep."""

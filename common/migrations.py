@@ -591,6 +591,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- Nullable, no default: no rewrite of the table under its lock; rows of earlier releases have none
         """,
     ),
+    (
+        24,
+        """
+        CREATE FUNCTION frame_ref_dropped() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.frame_ref := NULL;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER frame_ref_dropped BEFORE UPDATE OF outcome ON frames FOR EACH ROW
+            WHEN (NEW.outcome <> 'pending' AND NEW.frame_ref IS NOT NULL) EXECUTE FUNCTION frame_ref_dropped();
+        -- a frame's reference (migration 23) dropped by Postgres in the update that ends the frame (a stage's
+        -- final record, the sweep's `lost`, a release before's too), in the same row version: the workers
+        -- set it NULL themselves, which needed a grant of UPDATE (frame_ref) that a rolled-back release's
+        -- `alpr db upgrade --grant` revoked (every final record and sweep of the newer redactors still running
+        -- refused). Left until the prune, 300 bytes to 5 KB a row (a camera's ROI) at 9 million rows an hour
+        -- doubled the frames log or more; cleared by a later owner's UPDATE, every row written twice
+        """,
+    ),
 ]
 """(version, SQL) in order; a deployed migration is never edited, only followed by a new one."""
 
@@ -623,6 +641,7 @@ MIGRATION_LOCKS: dict[int, dict[str, str]] = {
     21: {"frames": "SHARE ROW EXCLUSIVE"},
     22: {"alert_deliveries": "ACCESS EXCLUSIVE"},
     23: {"frames": "ACCESS EXCLUSIVE"},
+    24: {"frames": "SHARE ROW EXCLUSIVE"},
 }
 """Version -> {table: the strongest of LOCK_MODES the migration takes on it}, for the tables there before
 it (tests/common/test_migrations.py checks each against what Postgres records the migration holding).

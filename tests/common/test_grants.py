@@ -7,11 +7,15 @@ role that runs `alpr db upgrade` on a schema behind is told to run it as the own
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -19,9 +23,12 @@ import pytest
 
 from alpr.cli import main
 from common.db import open_pool
+from common.frame_log import FrameLog, FrameRecord
+from common.jobs import FrameRef
 from common.migrations import MIGRATIONS
 from common.schema_upgrade import ADVISORY_LOCK_ID
 from tests.common.test_schema_upgrade import tables
+from tests.conftest import unavailable
 from tests.helpers import workers_role
 
 
@@ -301,3 +308,57 @@ def test_the_workers_role_upgrading_a_schema_behind_is_told_to_run_it_as_the_own
     assert error.startswith(f"alpr: error: alpr db upgrade: Postgres role {role} may not migrate the schema ("), error
     assert "nothing was applied: run `alpr db upgrade` as the schema's owner (postgres)" in error
     assert "log in as the workers' role" not in error
+
+
+RELEASE_BEFORE = "5d9e77f"
+"""The release before migration 23 (frames.frame_ref): its grant_to gives UPDATE on its own list of the frames'
+columns, after revoking UPDATE on every one."""
+
+
+def release_before_tree(tmp_path: Path) -> Path:
+    """RELEASE_BEFORE's common/ (its grant_to, as it ran), taken from this checkout's git history."""
+    root = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "-C", str(root), "archive", RELEASE_BEFORE, "common"], capture_output=True)
+    if archive.returncode != 0:
+        unavailable(f"no git history holding {RELEASE_BEFORE}: {archive.stderr.decode(errors='replace')[:200]}")
+    tree = tmp_path / RELEASE_BEFORE
+    tree.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def test_a_rollbacks_grant_leaves_this_releases_redactors_their_final_records_and_sweep(postgres_url, tmp_path):
+    """A rollback: the release before's Compose `migrate` (`alpr db upgrade --grant`) runs while this release's
+    redactors still run (Compose recreates them after). Its grant revoked UPDATE on every column of frames and
+    gave back its own list, without frame_ref, which this release's final record and sweep set NULL: both were
+    refused (permission denied for table frames, a review) until the redactors were replaced. They name it no
+    more; Postgres drops an ended frame's reference (migration 24's trigger), for a frame ended by either
+    release."""
+    tree = release_before_tree(tmp_path)
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    ref = FrameRef(frame_id="gate:1:0", camera_id="gate", seq=0, frame_index=0, captured_at_s=1.7e9,
+                   source_time_s=0.0, key="alpr:frame:gate:1:0", region="us")  # fmt: skip
+    with workers_role(postgres_url) as (role, as_workers):
+        rolled_back = "import sys; from common.db import open_pool; from common.grants import grant_to; grant_to(open_pool(sys.argv[1]), sys.argv[2])"  # noqa: E501
+        subprocess.run([sys.executable, "-c", rolled_back, postgres_url, role], cwd=tree, check=True,
+                       env={**os.environ, "PYTHONPATH": str(tree)})  # fmt: skip
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            assert admin.execute(  # the release before's grant ran
+                "SELECT has_column_privilege(%s, 'frames', 'outcome', 'UPDATE'),"
+                " has_column_privilege(%s, 'frames', 'frame_ref', 'UPDATE')", (role, role)
+            ).fetchone() == (True, False)  # fmt: skip
+        pool = open_pool(as_workers, max_size=1)
+        try:
+            log = FrameLog(pool, 0)
+            swept = ref.model_copy(update={"frame_id": "gate:1:1", "seq": 1, "frame_index": 1,
+                                           "key": "alpr:frame:gate:1:1"})  # fmt: skip
+            log.record_sampled([FrameRecord(ref, "pending"), FrameRecord(swept, "pending")])
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                admin.execute("UPDATE frames SET done_at = now() - interval '1 day' WHERE frame_id = 'gate:1:1'")
+            log.record_final([FrameRecord(ref, "done")])  # was DatabaseWriteError: InsufficientPrivilege
+            assert log.sweep_lost(60) == (1, 0)  # was DatabaseWriteError: InsufficientPrivilege
+        finally:
+            pool.close()
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT frame_id, outcome, frame_ref FROM frames ORDER BY frame_id").fetchall()
+    assert rows == [("gate:1:0", "done", None), ("gate:1:1", "lost", None)]
