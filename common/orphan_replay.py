@@ -7,10 +7,12 @@ all, for the redactor pool's sweep to record them `lost` ALPR_FRAME_TTL_S + ALPR
 record: the row lacked what a detect job needs.
 
 What holds: only the orphan finder's frames are queued (a frame a queue, a taken, running or failed job holds
-never is: it is no orphan), so a second run queues nothing the first did; jobs go out signed with the chain's
-job key through the ingest node's own `enqueue`, marked `replayed` (detected however old, as `alpr replay`'s);
-one run at a time (a lock in the queues' Redis: two at once had queued each frame twice); bounded as the
-finder is, the references read REFS_READ at a time and the frame store asked STORE_CHECKS keys a round trip.
+never is: it is no orphan), so a second run queues nothing the first did; nothing is queued while a job's payload
+could not be read (gone since its id was, or not of the chain's form: the frames it holds are counted in no job);
+jobs go out signed with the chain's job key through the ingest node's own `enqueue`, marked `replayed` (detected
+however old, as `alpr replay`'s); one run at a time (a lock in the queues' Redis: two at once had queued each
+frame twice); bounded as the finder is, the references read REFS_READ at a time and the frame store asked
+STORE_CHECKS keys a round trip.
 A frame whose bytes expired, or whose row has no reference (recorded by an earlier release, or from a spool
 file a stopped ingest node left, whose lines hold no ROI: queued again without it, a frame was detected over the
 whole frame, the plates outside its camera's ROI read and logged) or one that does not validate, is counted and
@@ -58,7 +60,8 @@ class OrphanReplay:
     left because their row keeps no reference (`unreferenced`: recorded by a release before migration 23, or
     from a spool file, its ROI not known: common/frame_log.queued_ref) or one that does not validate
     (`malformed`); as the finder says, how many pending frames were examined and whether that was all of the
-    window's, and why nothing could be told (`unknown`)."""
+    window's, why nothing could be told (`unknown`), and how many jobs' payloads could not be read
+    (`unreadable_jobs`: then nothing is queued, as the frames they hold are counted in no job)."""
 
     orphans: int = 0
     requeued: int = 0
@@ -69,6 +72,7 @@ class OrphanReplay:
     examined: int = 0
     all_examined: bool = True
     unknown: str | None = None
+    unreadable_jobs: int = 0
 
 
 def pending_refs(pool: ConnectionPool, frame_ids: list[str]) -> dict[str, Any]:
@@ -140,9 +144,9 @@ def _replay(
     """replay_orphans' work, under its lock."""
     found = find_orphans(pool, connection, window_s)
     report = OrphanReplay(orphans=len(found.frame_ids), examined=found.examined, all_examined=found.all_examined,
-                          unknown=found.unknown)  # fmt: skip
-    if found.unknown or not found.frame_ids:
-        return report
+                          unknown=found.unknown, unreadable_jobs=found.unreadable_jobs)  # fmt: skip
+    if found.unknown or found.unreadable_jobs or not found.frame_ids:
+        return report  # a job not read may hold frames counted in no job: queued again, each ran twice (a review)
     refs: list[FrameRef] = []
     for frame_id, frame_ref in sorted(pending_refs(pool, found.frame_ids).items()):
         if frame_ref is None:

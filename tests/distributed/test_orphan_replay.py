@@ -209,3 +209,35 @@ def test_a_frame_whose_region_of_interest_is_not_known_is_not_queued_again(
     told = capsys.readouterr()
     assert told.out.splitlines()[1].split() == ["1", "0", "0", "0", "1", "0"] and "spool" in told.err
     assert detect_frames(connection) == {}
+
+
+def test_nothing_is_queued_again_while_a_jobs_payload_could_not_be_read(redis_url, postgres_url, monkeypatch, capsys):
+    """A job whose payload could not be read (gone since its id was read, or not of the chain's form) may hold
+    frames the finder counts in no job: `alpr replay --orphans` queued them again, each detected twice (a
+    review). It queues nothing, says why, and fails; once the job is gone from the queue, it queues them."""
+    import time
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
+    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
+                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
+    pool = open_pool(postgres_url, max_size=1)
+    try:
+        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
+    finally:
+        pool.close()
+    connection = connect_redis(redis_url)
+    for ref in refs:
+        connection.set(ref.key, b"its JPEG")  # their bytes still stored
+    detect = stage_queue(connection, "detect")
+    connection.hset(RqJob.key_for("unread"), "data", b"not a job's payload")  # it may hold both frames
+    connection.rpush(detect.key, "unread")
+    base = ["replay", "--orphans", "--redis-url", redis_url, "--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(base) == 1  # was 0, both frames queued again
+    error = capsys.readouterr().err
+    assert "nothing queued: 1 jobs of the frames' queues could not be read" in error and "queued twice" in error
+    assert detect.get_job_ids() == ["unread"]
+    connection.delete(detect.key, RqJob.key_for("unread"))
+    assert main(base) == 0
+    assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
