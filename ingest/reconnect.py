@@ -16,7 +16,7 @@ from common.backoff import Backoff
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.source_checks import is_stream_uri, uri_syntax_problem
-from ingest.sources import CredentialsRefusedError, FrameSource, open_source
+from ingest.sources import CredentialsRefusedError, FootageKey, FrameSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class SourceKeeper:
     """Footage: the frame its next pass reads on from (where the last was cut short; 0: its start)."""
     stalled: int = 0
     """Footage: passes in a row cut short that got no further than the one before."""
+    footage: FootageKey | None = None
+    """Footage: what tells the footage last opened from other (`read_on`)."""
     backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
     memory_mb: int = defaults.CAPTURE_MEMORY_MB
     """Most memory (MB) the source's decoding may hold (ALPR_CAPTURE_MEMORY_MB)."""
@@ -118,7 +120,7 @@ class SourceKeeper:
                 source, first = first or self.open(), None
                 self.say_connected()
                 if not source.is_live:  # (its backoff starts afresh once a pass reaches its end: below)
-                    source.resume_from = self.resume_from
+                    self.read_on(source)
                 connected_at = time.monotonic()
                 self.on_state("connected", self.errors)
                 read_pass(source)
@@ -151,6 +153,21 @@ class SourceKeeper:
                 self.on_state("reconnecting", self.errors)
                 self.stop.wait(delay)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
+
+    def read_on(self, source: FrameSource) -> None:
+        """Footage opened: read on from the frame the last pass reached (`resume_from`) where it is the
+        same footage (FrameSource.footage_key: its stated length and its first frame); else read from its
+        start as a new pass, nothing passed over and no stall counted: a live camera served over http://
+        with a stated size, taken for footage, serves new frames at each connection (read on, its first
+        frames were dropped unrecorded, and it was failed after 3 connections: a review), a file replaced."""
+        key = source.footage_key()
+        if self.resume_from and (key is None or key != self.footage or not key[2]):
+            self.logger.debug("camera %s: reopened, other footage than the pass cut short at frame %d: read from"
+                              " its start as a new pass", self.name, self.resume_from)  # fmt: skip
+            self.passes += 1
+            self.resume_from = self.stalled = 0
+        self.footage = key
+        source.resume_from = self.resume_from
 
     def pass_ended(self, source: FrameSource) -> None:
         """A pass read, unless stopped: a live stream's end is a drop (OSError); footage cut short is

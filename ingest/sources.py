@@ -77,6 +77,9 @@ def file_tag(path: Path) -> str:
     return hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]  # any file name's bytes
 
 
+FootageKey = tuple[int, float | None, str]
+"""Footage's stated frame count, first frame's timestamp and pixels' digest ("": none): VideoSource.footage_key."""
+
 MAX_FAILURES_KEPT = 20
 """Messages a source keeps of what it could not read in one pass; the rest are counted (a stream that
 fails a frame now and then runs for months)."""
@@ -146,6 +149,10 @@ class FrameSource:
     @property
     def expected_frames(self) -> int | None:
         """How many frames sampling will give, when known in advance."""
+        return None
+
+    def footage_key(self) -> FootageKey | None:
+        """What tells this footage from other at the same URI; None: nothing (a folder is never read on)."""
         return None
 
     def positions(self) -> Iterator[tuple[int, str | None]]:
@@ -314,6 +321,9 @@ class VideoSource(FrameSource):
         on the same footage again each pass under new frame ids."""
         self.frame_count = stated_frames if not self.is_live else 0
         self.stream_lag = StreamLag()
+        self.key: FootageKey | None = None
+        self.read_ahead = False
+        """Whether the first frame is grabbed ahead (`footage_key`): `samples()` takes it as its first grab."""
 
     @property
     def dates_back(self) -> bool:
@@ -338,6 +348,19 @@ class VideoSource(FrameSource):
             return  # a header stating 400 million frames took minutes and gigabytes at every start
         yield from ((index, None) for index in range(self.frame_count))
 
+    def footage_key(self) -> FootageKey | None:
+        """Footage: its stated frame count, its first frame's timestamp and a digest of its pixels (the
+        first frame grabbed ahead, at the latest as `samples()` begins). A pass cut short is read on from
+        the frame reached only where the footage reopened has the same key (ingest/reconnect.py): a live
+        camera served over http:// with a stated size, taken for footage, serves new frames at each
+        connection, and its frames up to there were skipped, never read (a review). None: a live stream."""
+        if self.key is None and not self.is_live:
+            self.read_ahead = self.capture.grab()
+            ok, image = self.capture.retrieve() if self.read_ahead else (False, None)
+            digest = hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape) if ok and image is not None else ""
+            self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest)
+        return self.key
+
     def time_of(self, index: int) -> float:
         """A frame's time by its index at the stated rate: what a frame without a timestamp is dated by,
         and the footage's stated length (its frame count's time)."""
@@ -355,7 +378,9 @@ class VideoSource(FrameSource):
                 shown_source(self.uri), self.sample_fps,
             )  # fmt: skip
         try:
-            while self.capture.grab():
+            self.footage_key()  # (footage: its first frame grabbed ahead, if not yet: taken as the first grab)
+            while self.read_ahead or self.capture.grab():
+                self.read_ahead = False
                 lag_s = 0.0
                 if self.is_live:  # sampled by capture time: the frames a stall held back are footage as any
                     read_s = time.monotonic() - started

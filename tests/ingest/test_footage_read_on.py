@@ -1,0 +1,106 @@
+"""Footage cut short is read on from the frame reached only where it is the same footage
+(ingest/reconnect.SourceKeeper.read_on, ingest/sources.VideoSource.footage_key), and with the frames a
+node before finished still passed over (ingest/camera_sampling.py). A review found a live camera served
+over http:// with a stated size (taken for footage) skip its first frames at every reconnection, new
+frames dropped unrecorded, and be failed for good after 3 connections; and a restarted node whose reader
+was killed queue again the frames the node before had finished. Real parts: a real HTTP server, real
+capture processes killed by SIGKILL, real Redis and Postgres."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.backoff import Backoff
+from ingest.reconnect import SourceKeeper
+from ingest.sources import FrameSource, VideoSource
+from tests.ingest.test_footage_cut_short import write_avi
+
+
+def flat_avi(path: Path, frames: int, level: int) -> bytes:
+    """An AVI of `frames` frames, each of one grey `level`: a connection's live frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (64, 48))
+    for _ in range(frames):
+        writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()
+    return path.read_bytes()
+
+
+@contextmanager
+def live_camera(tmp_path: Path, connections: list[int]) -> Iterator[str]:
+    """A live camera served over http://: each connection states the same size (FFmpeg guesses a frame
+    count from it: taken for footage), serves new frames (a grey level of its own) and is closed after
+    the same quarter of it. Its base URL."""
+
+    class Live(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args: object) -> None: ...
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            connections.append(1)
+            data = flat_avi(tmp_path / f"c{len(connections)}.avi", 200, 40 * len(connections) % 250)
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(data[: len(data) // 4])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Live)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_live_camera_taken_for_footage_is_read_from_its_start_at_each_connection(tmp_path):
+    connections: list[int] = []
+    stop, states, passes = threading.Event(), [], []
+
+    def read_pass(source: FrameSource) -> None:
+        assert not source.is_live  # (footage, by its stated length: what the review's camera was taken for)
+        passes.append([(frame.index, int(frame.image[0, 0, 0])) for frame in source.frames()])
+        if len(passes) == 6:
+            stop.set()
+
+    with live_camera(tmp_path, connections) as base:
+        keeper = SourceKeeper(f"{base}/cam.avi", 10.0, "livecam", stop, backoff=Backoff(0.01, 0.05),
+                              on_state=lambda state, errors: states.append(state))  # fmt: skip
+        state = keeper.run(read_pass)
+    assert state == "ended" and "failed" not in states, states  # (failed after 3 connections)
+    assert len(passes) == 6 == len(connections), (len(passes), len(connections))
+    reached = len(passes[0])
+    assert 0 < reached < 200
+    for number, frames in enumerate(passes, 1):  # each connection's frames, from its first: none skipped
+        assert [index for index, _ in frames] == list(range(reached)), (number, frames)
+        assert {level for _, level in frames} <= set(range(40 * number % 250 - 3, 40 * number % 250 + 4)), frames
+    assert keeper.passes == 5 and keeper.stalled == 0  # each a new pass: new frame ids, no stall counted
+
+
+def test_the_same_footage_reopened_is_read_on_and_its_first_frame_sampled_once(tmp_path):
+    """A file's footage key reads its first frame ahead: sampled once, with its pixels, as before."""
+    clip = write_avi(tmp_path / "clip.avi", 30)
+    source = VideoSource(str(clip), 10.0)
+    key = source.footage_key()
+    assert key is not None and key[0] == 30 and key[2] and source.footage_key() == key
+    frames = list(source.frames())
+    assert [frame.index for frame in frames] == list(range(30))
+    unpeeked = list(VideoSource(str(clip), 10.0).frames())  # (no key read ahead)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, unpeeked, strict=True))
+    flat_avi(tmp_path / "other.avi", 30, 200)
+    same, other = VideoSource(str(clip), 10.0), VideoSource(str(tmp_path / "other.avi"), 10.0)
+    try:
+        assert same.footage_key() == key  # the same footage: the same key
+        assert other.footage_key() not in (key, None)  # (the same length, other frames)
+    finally:
+        same.capture.release()
+        other.capture.release()
