@@ -69,6 +69,9 @@ class CameraRun:
     logged_dates: dict[str, float] = field(default_factory=dict)
     """A resumed pass of recorded footage: its frames the frames log holds, not finished, by id -> the
     date they were logged with (`date`)."""
+    finished: set[str] = field(default_factory=set)
+    """Recorded footage resumed by a restarted node: the ids of its frames the frames log holds as finished
+    (FootageResume.resume), passed over again by a pass read on where the one before was cut short."""
     stop: threading.Event = field(default_factory=threading.Event)
     """What ends the camera's thread: its node's stop, or the camera lost to another node
     (ingest/node_stop.py)."""
@@ -108,6 +111,10 @@ class CameraRun:
                 dated = self.last_captured_s + defaults.CAPTURE_STEP_S
         self.last_captured_s = max(dated, self.last_captured_s + defaults.CAPTURE_STEP_S)
         return self.last_captured_s
+
+    def finished_at(self, index: int, file_tag: str | None) -> bool:
+        """Whether the frame at `index` (or the image `file_tag`) is one the frames log held as finished."""
+        return bool(self.finished) and self.frame_id_at(index, file_tag) in self.finished
 
     def frame_id(self, frame: SampledFrame | UnreadFrame) -> str:
         return self.frame_id_at(frame.index, frame.file_tag)

@@ -146,14 +146,13 @@ class CameraSampling(FrameHandOff, FootageResume):
         started at once, thousands of frames a second). Held up past a sample interval, it plays on from
         where it stood, as a paused video does: no burst to catch up. A pass that reads on where the one
         before was cut short (`source.resume_from`: ingest/reconnect.py) is the same pass: dated on from
-        the same start, played on from its first frame left."""
+        the same start, played on from its first frame left (recorded footage: `footage_pass`)."""
         camera = run.camera
         started = max(time.monotonic(), run.next_pass_s)
         resumed = None  # recorded footage read before: the frames it finished, its date once one is left
         reading_on = bool(source.resume_from) and not source.is_live
-        goes_on = reading_on and run.footage_start_s is not None  # the pass cut short: dated from its start
-        if not source.is_live and not camera.realtime and not goes_on and (resumed := self.resume(run, source)) is None:
-            run.start_footage_pass()
+        if not source.is_live and not camera.realtime:
+            resumed = self.footage_pass(run, source)
         for frame in source.samples():
             if run.stop.is_set():
                 return

@@ -1,7 +1,7 @@
 """Recorded footage an ingest node read before, in part or whole (`FootageResume`, a base of IngestNode in
 ingest/node.py): the frames the frames log holds as finished are passed over (`resume`), and the pass is
 dated on as its first read dated it (`resumed_start`), so a restarted node neither reads hours of footage
-again nor cuts a car in two."""
+again nor cuts a car in two; a pass cut short goes on as the same pass (`footage_pass`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ class FootageResume:
     ledger: FrameLedger | None
     clock: CaptureClock
 
+    def footage_pass(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
+        """A pass of recorded footage begins (dated from now, or as its first read dated it: `resume`), or
+        reads on where the one before was cut short (`source.resume_from`: ingest/reconnect.py): the same
+        pass, dated from its start, the frames a node before finished passed over still (a restarted node
+        whose reader was killed queued them again: a review). What `resume` returned, or None."""
+        if source.resume_from and run.footage_start_s is not None:
+            source.passed_over = run.finished_at
+            return None
+        run.finished = set()
+        if (resumed := self.resume(run, source)) is None:
+            run.start_footage_pass()
+        return resumed
+
     def resume(self, run: CameraRun, source: FrameSource) -> dict[str, LoggedFrame] | None:
         """Recorded footage read before, in part or whole (a node restarted): the frames the frames log
         holds as ended for good are passed over; every frame of it the log holds (frame id -> index,
@@ -43,7 +56,8 @@ class FootageResume:
         finished = {frame_id for frame_id, frame in logged.items() if frame.finished}
         if not finished:
             return None
-        source.passed_over = lambda index, tag: run.frame_id_at(index, tag) in finished
+        run.finished = finished  # (passed over still where the pass is cut short and read on: footage_pass)
+        source.passed_over = run.finished_at
         log.info("camera %s: %d frames of %s were finished before: the rest is read", camera.id, len(finished),
                  shown_source(camera.source))  # fmt: skip
         return logged

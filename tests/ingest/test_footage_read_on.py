@@ -8,7 +8,10 @@ capture processes killed by SIGKILL, real Redis and Postgres."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +19,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psycopg
 
 from common.backoff import Backoff
 from ingest.reconnect import SourceKeeper
 from ingest.sources import FrameSource, VideoSource
-from tests.ingest.test_footage_cut_short import write_avi
+from tests.ingest.test_footage_cut_short import capture_children, write_avi
 
 
 def flat_avi(path: Path, frames: int, level: int) -> bytes:
@@ -104,3 +108,56 @@ def test_the_same_footage_reopened_is_read_on_and_its_first_frame_sampled_once(t
     finally:
         same.capture.release()
         other.capture.release()
+
+
+def test_a_restarted_nodes_finished_frames_stay_passed_over_when_its_reader_is_killed(
+    redis_url, postgres_url, tmp_path
+):
+    """Recorded footage resumed by a restarted node (frames 0-9 and 40-59 finished by the node before),
+    whose reader is killed while it waits for room: the pass read on from the frame reached queued 40-59
+    again (the reopened source was not told the finished frames)."""
+    from alpr.cli import main
+    from common.config import Settings
+    from common.db import open_pool
+    from common.frame_log import FrameLog
+    from common.metrics import Metrics
+    from common.queues import connect_redis, stage_queue
+    from ingest.cameras import CameraConfig
+    from ingest.ledger import FrameLedger
+    from ingest.node import IngestNode
+    from tests.ingest.helpers import queued_frames
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    clip = write_avi(tmp_path / "clip.avi", 60)
+    camera = CameraConfig(id="cam", source=str(clip), sample_fps=10, realtime=False)
+    connection = connect_redis(redis_url)
+
+    def node(depth: int) -> IngestNode:
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=100)
+        settings = Settings.load({}, redis_url=redis_url, max_queue_depth=depth, frames_per_job=2)
+        return IngestNode([camera], settings, connection, connection, metrics, ledger)
+
+    node(1000).run(max_seconds=20)  # the first node: all 60 frames queued, pending
+    with psycopg.connect(postgres_url) as db:  # the chain finished 0-9 and 40-59 (jobs finish out of order)
+        db.execute("UPDATE frames SET outcome = 'done' WHERE frame_index < 10 OR frame_index >= 40")
+    connection.flushall()
+
+    others = set(capture_children())  # (readers of sources not yet collected, if any)
+    second = node(4)  # recorded footage waits for room: a quarter of 4 jobs
+    runner = threading.Thread(target=second.run, kwargs={"max_seconds": 40}, daemon=True)
+    runner.start()
+    queue = stage_queue(connection, "detect")
+    deadline = time.monotonic() + 20
+    while len(queue) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (reader,) = set(capture_children()) - others
+    os.kill(reader, signal.SIGKILL)  # the OOM killer, while the footage waits for room
+    seen: list[int] = []
+    while runner.is_alive():
+        seen += [frame.frame_index for frame in queued_frames(connection)]
+        connection.delete(queue.key)
+        time.sleep(0.05)
+    seen += [frame.frame_index for frame in queued_frames(connection)]
+    assert not sorted(i for i in seen if i < 10 or i >= 40), f"frames the last node finished queued again: {seen}"
+    assert set(seen) == set(range(10, 40)), sorted(set(seen))  # the rest, read on: every one queued
