@@ -65,17 +65,17 @@ class SourceKeeper:
     read timeout), or cannot be opened, is reopened with backoff (defaults.RECONNECT_BACKOFF_S), which
     starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
     still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
-    Footage whose pass is cut short (its reader killed or hung, a connection over http:// dropped) is
-    opened again after the backoff's wait and read on from the frame reached (`resume_from`: the same
-    frame ids and dates, nothing read twice); its backoff starts afresh only after a pass read to its
-    end (or STABLE_STREAM_S reading), and after defaults.FOOTAGE_STALLED_PASSES passes in a row that got
-    no further it is given up, at ERROR, "failed" (a review: reopened at once and read again from its
-    start as new footage, a transfer that always dropped halfway was queued for ever, and a file whose
-    reader was killed "ended", its rest unread). A file's failure, a malformed URL's, or anything but
-    I/O, is logged at ERROR and not retried. A camera that refuses the credentials (401, 403) is said so
-    at ERROR, "failed" meanwhile, and opened again only every defaults.CREDENTIALS_RETRY_S: at the
-    backoff a wrong password logged in 120 times an hour, enough for a camera to lock the account, and
-    the log said only "cannot connect" (a review)."""
+    Footage whose pass is cut short (its reader killed or hung, a connection over http:// dropped) is opened
+    again after the backoff's wait and read on from the frame reached where it is the same footage
+    (`read_on`; `resume_from`: the same frame ids and dates, nothing read twice); its backoff starts afresh
+    only after a pass read to its end (or STABLE_STREAM_S reading), and after
+    defaults.FOOTAGE_STALLED_PASSES passes in a row that got no further it is given up, at ERROR, "failed"
+    (a review: reopened at once and read again from its start as new footage, a transfer that always dropped
+    halfway was queued for ever, and a file whose reader was killed "ended", its rest unread). A file's
+    failure, a malformed URL's, or anything but I/O, is logged at ERROR and not retried. A camera that
+    refuses the credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again only every
+    defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an hour, enough for a
+    camera to lock the account, and the log said only "cannot connect" (a review)."""
 
     uri: str
     sample_fps: float
