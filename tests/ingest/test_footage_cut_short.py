@@ -169,13 +169,18 @@ def test_a_node_whose_file_reader_is_killed_mid_file_queues_every_frame_once_and
     connection, metrics = connect_redis(redis_url), Metrics()
     camera = CameraConfig(id="rec", source=str(clip), sample_fps=10)
     node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+    before = set(capture_children())  # another test's reader, still ending, is not this node's
     runner = threading.Thread(target=node.run, daemon=True)
     runner.start()
-    wait_for(lambda: len(capture_children()) == 1, 20, "the camera's reader")
-    threading.Event().wait(2.0)  # two seconds of the file played
-    (reader,) = capture_children()
-    os.kill(reader, signal.SIGKILL)
-    runner.join(30)
+    try:
+        wait_for(lambda: len(set(capture_children()) - before) == 1, 20, "the camera's reader")
+        threading.Event().wait(2.0)  # two seconds of the file played
+        (reader,) = set(capture_children()) - before
+        os.kill(reader, signal.SIGKILL)
+        runner.join(30)
+    finally:  # a node left running logged into the next tests' records (a full run: another test failed)
+        node.stop.set()
+        runner.join(30)
     assert not runner.is_alive(), "the node did not end"
     frames = []
     for job_id in stage_queue(connection, "detect").get_job_ids():
@@ -185,7 +190,8 @@ def test_a_node_whose_file_reader_is_killed_mid_file_queues_every_frame_once_and
     assert len({frame.frame_id for frame in frames}) == 40
     times = [frame.captured_at_s for frame in frames]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-    # the backoff's 1 s, the reopening: ~1.6 s (played on from the frame left as from its start: ~3.6 s)
-    assert min(gaps) > 0 and max(gaps) < 2.6, gaps
+    # the backoff's 1 s, the reopening: ~1.6 s, more on a busy machine (played on from the frame left as from its
+    # start: ~3.6 s and more)
+    assert min(gaps) > 0 and max(gaps) < 3.2, gaps
     assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "rec"}) == 1
     assert json.loads(connection.hget(CAMERA_STATE_KEY, "rec") or b"{}").get("state") == "ended"
