@@ -161,13 +161,24 @@ class SourceKeeper:
         with a stated size, taken for footage, serves new frames at each connection (read on, its first
         frames were dropped unrecorded, and it was failed after 3 connections: a review), a file replaced."""
         key = source.footage_key()
-        if self.resume_from and (key is None or key != self.footage or not key[2]):
+        if self.resume_from and self.other_footage(key):
             self.logger.debug("camera %s: reopened, other footage than the pass cut short at frame %d: read from"
                               " its start as a new pass", self.name, self.resume_from)  # fmt: skip
             self.passes += 1
             self.resume_from = self.stalled = 0
         self.footage = key
         source.resume_from = self.resume_from
+
+    def other_footage(self, key: FootageKey | None) -> bool:
+        """Whether footage reopened is other than the pass cut short: its key differs, by the first frame
+        where both first frames were read, else by the stated length alone. A first frame that did not
+        grab or decode tells nothing: taken for other footage, such a file was read from its start under
+        new frame ids at every reopening, for ever (a review), and one whose reader died at that first grab
+        failed for good, the rest unread."""
+        if key is None or self.footage is None:
+            return True
+        told = all(k[1] is not None and k[2] for k in (key, self.footage))
+        return key != self.footage if told else key[0] != self.footage[0]
 
     def pass_ended(self, source: FrameSource) -> None:
         """A pass read, unless stopped: a live stream's end is a drop (OSError); footage cut short is
