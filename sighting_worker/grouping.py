@@ -53,7 +53,7 @@ from typing import Any
 from common import defaults
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.types import Observation, Sighting
-from sighting_worker.split_tracks import another_car, awaited, fold, split_parent
+from sighting_worker.split_tracks import another_car, awaited, fold
 from sighting_worker.track import Track
 from sighting_worker.voting import REACH
 
@@ -284,9 +284,7 @@ class SightingTracker:
         joined = []
         for observation, track in zip(observations, self._assign(observations, tracks, gap_s), strict=True):
             if track is None:
-                parent = split_parent(
-                    observation, tracks, gap_s, self._shift, DISTINCT_PLATES_CONFIDENCE, self.max_text_distance
-                )
+                parent = self._split_parent(observation, tracks, gap_s)
                 track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
                 track.split_from = parent.sighting_id if parent is not None else ""
                 tracks.append(track)
@@ -295,14 +293,31 @@ class SightingTracker:
             joined.append(track)
         return joined
 
-    def _shift(self, observation: Observation, track: Track) -> float:
-        """How far the read's box lies from the track's car, in units of its reach (`position_shift`)."""
-        dt_s = observation.captured_at_s - track.last.captured_at_s
-        predicted_xy = track.predicted_center_xy(observation.captured_at_s)
-        width_px = max(track.last.width_px, 1.0)
-        return position_shift(
-            observation.center_xy, track.last.center_xy, predicted_xy, width_px, dt_s, self.max_center_shift
-        )
+    def _split_parent(self, observation: Observation, tracks: list[Track], gap_s: float) -> Track | None:
+        """The established track, within the read's reach, that refused the read as another car's (None:
+        no such track): the one the read's track folds back into unless a second sure read confirms it."""
+        if observation.confidence < DISTINCT_PLATES_CONFIDENCE or observation.text in {t.plate for t in tracks}:
+            return None
+        parents = []
+        for track in tracks:
+            if track.time_gap_s(observation.captured_at_s) > gap_s or not track.plate:
+                continue
+            distance = plate_distance(observation.text, track.plate)
+            if distance > self.max_text_distance or not another_car(
+                observation, track, distance, DISTINCT_PLATES_CONFIDENCE
+            ):
+                continue  # further off, two sure reads were two cars already: no misread to fold back
+            shift = position_shift(
+                observation.center_xy,
+                track.last.center_xy,
+                track.predicted_center_xy(observation.captured_at_s),
+                max(track.last.width_px, 1.0),
+                observation.captured_at_s - track.last.captured_at_s,
+                self.max_center_shift,
+            )
+            if shift <= 1.0:
+                parents.append((shift, track.last.captured_at_s, track))
+        return min(parents, key=lambda item: item[:2])[2] if parents else None
 
     def _fold(self, closing: list[Track], still_open: list[Track]) -> list[Sighting]:
         """The sightings of the `closing` tracks, unconfirmed split ones folded back (split_tracks.fold)."""
@@ -386,7 +401,14 @@ class SightingTracker:
         them is that car's or a misread, never a car come to take another's place)."""
         if track.time_gap_s(observation.captured_at_s) > gap_s:
             return None
-        shift = self._shift(observation, track)
+        shift = position_shift(
+            observation.center_xy,
+            track.last.center_xy,
+            track.predicted_center_xy(observation.captured_at_s),
+            max(track.last.width_px, 1.0),
+            observation.captured_at_s - track.last.captured_at_s,
+            self.max_center_shift,
+        )
         if shift > 1.0 and observation.text and track.plate and counts is not None:
             for text in (observation.text, track.plate):
                 if text not in counts:

@@ -6,9 +6,8 @@ late reads' held tracks (sighting_worker/late_tracks.py) close their tracks thro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from common.plate_text import plate_distance
 from common.types import Observation
 from sighting_worker.track import Track
 
@@ -42,32 +41,6 @@ def another_car(observation: Observation, track: Track, distance: float, sure_co
         and track.last.captured_at_s - track.first.captured_at_s >= ESTABLISHED_S
         and track.sure_reads(track.plate, sure_confidence) >= ESTABLISHED_SURE_READS
     )
-
-
-def split_parent(
-    observation: Observation,
-    tracks: Sequence[Track],
-    gap_s: float,
-    shift: Callable[[Observation, Track], float],
-    sure_confidence: float,
-    max_text_distance: float,
-) -> Track | None:
-    """The established track within the read's reach (`shift` 1 or less) and the camera's gap that refused
-    the read as another car's (None: none): the one its track folds back into unless a second sure read
-    confirms it. Not a track the read lies more than `max_text_distance` from: two sure reads that far
-    apart were two cars already, the read no misread to fold back."""
-    if observation.confidence < sure_confidence or observation.text in {track.plate for track in tracks}:
-        return None
-    parents = [
-        (reach, track.last.captured_at_s, index)
-        for index, track in enumerate(tracks)
-        if track.plate
-        and track.time_gap_s(observation.captured_at_s) <= gap_s
-        and (distance := plate_distance(observation.text, track.plate)) <= max_text_distance
-        and another_car(observation, track, distance, sure_confidence)
-        and (reach := shift(observation, track)) <= 1.0
-    ]
-    return tracks[min(parents)[2]] if parents else None
 
 
 def partial_view(a: str, b: str) -> bool:
