@@ -303,10 +303,8 @@ class SightingTracker:
             if track.time_gap_s(observation.captured_at_s) > gap_s or not track.plate:
                 continue
             distance = plate_distance(observation.text, track.plate)
-            if distance > self.max_text_distance or not another_car(
-                observation, track, distance, DISTINCT_PLATES_CONFIDENCE
-            ):
-                continue  # further off, two sure reads were two cars already: no misread to fold back
+            if not another_car(observation, track, distance, DISTINCT_PLATES_CONFIDENCE):
+                continue
             shift = position_shift(
                 observation.center_xy,
                 track.last.center_xy,

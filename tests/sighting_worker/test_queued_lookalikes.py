@@ -97,10 +97,3 @@ def test_late_reads_of_cars_at_a_gate_and_of_a_misread_group_as_live_ones() -> N
     misread = stop("RK248AH", 0.0, 15, (258, 190, 690, 340))
     misread[7] = replace(misread[7], text="RK248AN", confidence=0.992)
     assert close_late(misread) == [("RK248AH", 15)]
-
-
-def test_a_car_read_once_where_a_far_off_plate_stood_keeps_its_sighting() -> None:
-    """A sure read more than two edits from the established plate was another car's already: its track is
-    no split to fold back (benchmarks/bench_grouping.py, us/queued at 2.5 frames/s: 08E6CK read once)."""
-    reads = stop("47366J1", 0.0, 10, (258, 190, 690, 340)) + stop("08E6CK", 2.4, 1, (258, 190, 690, 340), 0.98)
-    assert [(plate, count) for plate, count, _ in group(reads)] == [("08E6CK", 1), ("47366J1", 10)]
