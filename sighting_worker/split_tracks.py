@@ -30,27 +30,15 @@ folds back into the track it split off."""
 def another_car(observation: Observation, track: Track, distance: float, sure_confidence: float) -> bool:
     """Whether a read `distance` (`plate_distance`) from the track's plate is another car's, not a misread
     of the track's car: both sure (`sure_confidence`), a full edit or more apart, the plate read surely
-    ESTABLISHED_SURE_READS times over ESTABLISHED_S or more, the read's text never, and neither text the
-    other with characters missing (`partial_view`)."""
+    ESTABLISHED_SURE_READS times over ESTABLISHED_S or more, and the read's text never."""
     return (
         observation.confidence >= sure_confidence
         and distance >= 1.0
         and bool(observation.text)
         and observation.text not in track.text_counts
-        and not partial_view(observation.text, track.plate)
         and track.last.captured_at_s - track.first.captured_at_s >= ESTABLISHED_S
         and track.sure_reads(track.plate, sure_confidence) >= ESTABLISHED_SURE_READS
     )
-
-
-def partial_view(a: str, b: str) -> bool:
-    """Whether one text is the other with characters missing (KPX47 of KPX4721, RK248A of RK248AH): a plate
-    half hidden or cut short, read so for seconds at times, not another car's (whose plate is whole)."""
-    shorter, longer = sorted((a, b), key=len)
-    if len(shorter) == len(longer):
-        return False
-    rest = iter(longer)
-    return all(char in rest for char in shorter)
 
 
 def unconfirmed(track: Track, sure_confidence: float) -> bool:
