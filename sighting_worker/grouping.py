@@ -13,14 +13,13 @@ centre to it (a car that braked while unseen stopped short of the prediction, on
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
 where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read a full
-edit or more (not a look-alike swap) from the voted text of a track read a second or more, with several
-sure reads of exactly that text and none of the read's (nor any open track's plate: a car in view
-misread as its neighbour follows its box): a second car pulling up where the first stood, its plate one
-or two edits from the first's (RK959AF then RK959AD), was merged into the first's sighting at
-confidence 0.5, hidden and never matched. Such a read starts a track split off the established one;
-when that track closes without a second sure read of its plate (a sure misread, RK248A for RK248AH), it
-folds back into the track it split off, held open till then (sighting_worker/split_tracks.py). Nor may
-any read join a
+edit or more (not a look-alike swap) from the voted text of a track holding several sure reads of exactly
+that text and none of the read's (nor any open track's plate: a car in view misread as its neighbour
+follows its box): a second car pulling up where the first stood, its plate one or two
+edits from the first's (RK959AF then RK959AD), was merged into the first's sighting at confidence 0.5,
+hidden and never matched. Such a read starts a track split off the established one; when that track
+closes without a second sure read of its plate (a sure misread, RK248A for RK248AH), it folds back into
+the track it split off, which is held open till then (sighting_worker/split_tracks.py). Nor may any read join a
 sure track by text alone, beyond its box's reach, unless it reads the same: KPX4722 appearing at the
 far side as KPX4721 leaves is a fleet's next car, not a jump of the first — also when its first read
 there is unsure (far, small, KPX472): only sure reads were held to this, and that first read joined

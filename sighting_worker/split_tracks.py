@@ -16,12 +16,6 @@ ESTABLISHED_SURE_READS = 3
 text, of a text the track holds no read of, is another car's: two sure reads could be a car and its own
 misread. A look-alike swap (half an edit: 0/O, 8/B) is the reader's, never another car's here."""
 
-ESTABLISHED_S = 1.0
-"""How long (its first read to its newest) a track must have been read before a sure read of another text
-is another car's: a reader's steady misread over a few frames as a car comes up (KPX4727 three times in
-0.2 s, then KPX4721 for 2 s: one car, tests/sighting_worker/test_open_passes.py) is not a plate
-established; a car that stood at the barrier a second or more, read surely, is."""
-
 CONFIRMING_SURE_READS = 2
 """Sure reads of its plate a split-off track needs by its close to be a car of its own; with fewer it
 folds back into the track it split off."""
@@ -30,13 +24,12 @@ folds back into the track it split off."""
 def another_car(observation: Observation, track: Track, distance: float, sure_confidence: float) -> bool:
     """Whether a read `distance` (`plate_distance`) from the track's plate is another car's, not a misread
     of the track's car: both sure (`sure_confidence`), a full edit or more apart, the plate read surely
-    ESTABLISHED_SURE_READS times over ESTABLISHED_S or more, and the read's text never."""
+    ESTABLISHED_SURE_READS times, and the read's text never."""
     return (
         observation.confidence >= sure_confidence
         and distance >= 1.0
         and bool(observation.text)
         and observation.text not in track.text_counts
-        and track.last.captured_at_s - track.first.captured_at_s >= ESTABLISHED_S
         and track.sure_reads(track.plate, sure_confidence) >= ESTABLISHED_SURE_READS
     )
 
