@@ -12,14 +12,7 @@ track's newest read), or within `width * CENTER_SHIFT_FLOOR_WIDTHS` of the way f
 centre to it (a car that braked while unseen stopped short of the prediction, on its way)
 — unless the read and the track's best read are both DISTINCT_PLATES_CONFIDENCE sure and their texts
 lie further apart than `max_text_distance`: two sure reads of different plates are two vehicles, even
-where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may a sure read a full
-edit or more (not a look-alike swap) from the voted text of a track holding several sure reads of exactly
-that text and none of the read's (nor any open track's plate: a car in view misread as its neighbour
-follows its box): a second car pulling up where the first stood, its plate one or two
-edits from the first's (RK959AF then RK959AD), was merged into the first's sighting at confidence 0.5,
-hidden and never matched. Such a read starts a track split off the established one; when that track
-closes without a second sure read of its plate (a sure misread, RK248A for RK248AH), it folds back into
-the track it split off, which is held open till then (sighting_worker/split_tracks.py). Nor may any read join a
+where one takes the other's place (a barrier, a toll booth, a parking gate). Nor may any read join a
 sure track by text alone, beyond its box's reach, unless it reads the same: KPX4722 appearing at the
 far side as KPX4721 leaves is a fleet's next car, not a jump of the first — also when its first read
 there is unsure (far, small, KPX472): only sure reads were held to this, and that first read joined
@@ -45,14 +38,13 @@ longer makes a listed plate read surely alone unsure.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from common import defaults
 from common.plate_text import character_counts, distance_lower_bound, plate_distance
 from common.types import Observation, Sighting
-from sighting_worker.split_tracks import another_car, awaited, fold
 from sighting_worker.track import Track
 from sighting_worker.voting import REACH
 
@@ -283,43 +275,12 @@ class SightingTracker:
         joined = []
         for observation, track in zip(observations, self._assign(observations, tracks, gap_s), strict=True):
             if track is None:
-                parent = self._split_parent(observation, tracks, gap_s)
                 track = Track.start(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
-                track.split_from = parent.sighting_id if parent is not None else ""
                 tracks.append(track)
             else:
                 track.add(observation, self.max_voting_reads, MAX_DISTINCT_TEXTS)
             joined.append(track)
         return joined
-
-    def _split_parent(self, observation: Observation, tracks: list[Track], gap_s: float) -> Track | None:
-        """The established track, within the read's reach, that refused the read as another car's (None:
-        no such track): the one the read's track folds back into unless a second sure read confirms it."""
-        if observation.confidence < DISTINCT_PLATES_CONFIDENCE or observation.text in {t.plate for t in tracks}:
-            return None
-        parents = []
-        for track in tracks:
-            if track.time_gap_s(observation.captured_at_s) > gap_s or not track.plate:
-                continue
-            distance = plate_distance(observation.text, track.plate)
-            if not another_car(observation, track, distance, DISTINCT_PLATES_CONFIDENCE):
-                continue
-            shift = position_shift(
-                observation.center_xy,
-                track.last.center_xy,
-                track.predicted_center_xy(observation.captured_at_s),
-                max(track.last.width_px, 1.0),
-                observation.captured_at_s - track.last.captured_at_s,
-                self.max_center_shift,
-            )
-            if shift <= 1.0:
-                parents.append((shift, track.last.captured_at_s, track))
-        return min(parents, key=lambda item: item[:2])[2] if parents else None
-
-    def _fold(self, closing: list[Track], still_open: list[Track]) -> list[Sighting]:
-        """The sightings of the `closing` tracks, unconfirmed split ones folded back (split_tracks.fold)."""
-        kept = fold(closing, still_open, DISTINCT_PLATES_CONFIDENCE, self.max_voting_reads, MAX_DISTINCT_TEXTS)
-        return sorted((self.sighting(track) for track in kept), key=_sighting_order)
 
     def _close_oldest(self, camera: _Camera, count: int) -> list[Sighting]:
         """Closes the camera's `count` tracks seen longest ago (none when count <= 0); their sightings."""
@@ -327,7 +288,7 @@ class SightingTracker:
             return []
         camera.tracks.sort(key=lambda track: track.last.captured_at_s)
         closed, camera.tracks = camera.tracks[:count], camera.tracks[count:]
-        return self._fold(closed, camera.tracks)
+        return [self.sighting(track) for track in closed]
 
     def close_due(self, now_s: float) -> list[Sighting]:
         """Closes, on every camera, the tracks whose newest read is more than the camera's gap older than
@@ -341,24 +302,15 @@ class SightingTracker:
 
     def close_all(self) -> list[Sighting]:
         """Closes every open track (the end of a file or stream) and forgets every camera."""
-        closed = [s for camera in self._cameras.values() for s in self._fold(camera.tracks, [])]
+        closed = [self.sighting(track) for camera in self._cameras.values() for track in camera.tracks]
         self._cameras.clear()
         return sorted(closed, key=_sighting_order)
 
     def _close(self, camera: _Camera, before_s: float) -> list[Sighting]:
-        """Removes the camera's tracks whose newest read is older than `before_s`, but for those an open
-        unconfirmed split track may still fold into (`_fold`); their sightings."""
-        waiting = awaited(
-            [track for track in camera.tracks if track.last.captured_at_s >= before_s], DISTINCT_PLATES_CONFIDENCE
-        )
-        due = {
-            id(track)
-            for track in camera.tracks
-            if track.last.captured_at_s < before_s and track.sighting_id not in waiting
-        }
-        closed = [track for track in camera.tracks if id(track) in due]
-        camera.tracks = [track for track in camera.tracks if id(track) not in due]
-        return self._fold(closed, camera.tracks)
+        """Removes the camera's tracks whose newest read is older than `before_s`; their sightings."""
+        closed = [track for track in camera.tracks if track.last.captured_at_s < before_s]
+        camera.tracks = [track for track in camera.tracks if track.last.captured_at_s >= before_s]
+        return sorted((self.sighting(track) for track in closed), key=_sighting_order)
 
     def sighting(self, track: Track) -> Sighting:
         """The sighting of a closed track: its plate voted, one read surely alone contested only within
@@ -369,10 +321,9 @@ class SightingTracker:
         """The open track each read joins (None: it starts one), greedily by increasing pair cost."""
         pairs: list[tuple[float, int, int]] = []
         counts: dict[str, dict[str, int]] = {}  # each text's character counts, once per frame
-        plates = {track.plate for track in tracks}
         for read_index, observation in enumerate(observations):
             for track_index, track in enumerate(tracks):
-                cost = self._match_cost(observation, track, gap_s, counts, plates)
+                cost = self._match_cost(observation, track, gap_s, counts)
                 if cost is not None:
                     pairs.append((cost, read_index, track_index))
         assigned: list[Track | None] = [None] * len(observations)
@@ -384,18 +335,12 @@ class SightingTracker:
         return assigned
 
     def _match_cost(
-        self,
-        observation: Observation,
-        track: Track,
-        gap_s: float,
-        counts: dict[str, dict[str, int]] | None = None,
-        plates: Collection[str] = (),
+        self, observation: Observation, track: Track, gap_s: float, counts: dict[str, dict[str, int]] | None = None
     ) -> float | None:
         """The cost of the read joining the track, or None when it may not (see the module docstring).
         `counts` caches texts' character counts: a read far from the track whose text cannot be near
         its plate is refused without the edit distance (a hundred plates in view: 3.6 times faster).
-        `gap_s`: the camera's gap (`camera_gap_s`); `plates`: the open tracks' plates (a read of one of
-        them is that car's or a misread, never a car come to take another's place)."""
+        `gap_s`: the camera's gap (`camera_gap_s`)."""
         if track.time_gap_s(observation.captured_at_s) > gap_s:
             return None
         shift = position_shift(
@@ -421,8 +366,6 @@ class SightingTracker:
             sure_track = track.best.confidence >= DISTINCT_PLATES_CONFIDENCE
             if sure_track and observation.confidence >= DISTINCT_PLATES_CONFIDENCE and not text_matches:
                 return None  # sure reads of different plates: two vehicles
-            if observation.text not in plates and another_car(observation, track, distance, DISTINCT_PLATES_CONFIDENCE):
-                return None  # a plate read surely again and again, and now surely another: the next car
             if sure_track and distance > 0 and shift > 1.0:
                 return None  # beyond a sure track's reach, another text: another vehicle, however unsure
         if not text_matches and shift > 1.0:

@@ -16,8 +16,7 @@ from typing import Any
 
 from common import defaults
 from common.sighting_log import LoggedRead
-from sighting_worker.grouping import DISTINCT_PLATES_CONFIDENCE, MAX_DISTINCT_TEXTS, MAX_VOTING_READS, SightingTracker
-from sighting_worker.split_tracks import awaited, fold
+from sighting_worker.grouping import SightingTracker
 from sighting_worker.track import Track
 
 LATE_TRACKS_HELD = 32
@@ -25,9 +24,6 @@ LATE_TRACKS_HELD = 32
 captured): a replay of an hour of a busy camera would otherwise hold hundreds, 2 KB each, rewritten with
 the cursor every round. A replay goes forward in capture time: the track a next batch continues is among
 the latest joined."""
-
-FOLDING = (DISTINCT_PLATES_CONFIDENCE, MAX_VOTING_READS, MAX_DISTINCT_TEXTS)
-"""How a closing late track split off another folds back into it (split_tracks.fold): as the live tracks do."""
 
 
 @dataclass
@@ -115,18 +111,8 @@ class HeldLate:
         self.held.sort(key=lambda held: (held.touched_s, held.track.last.captured_at_s), reverse=True)
         kept = [held for held in self.held if now_s - held.touched_s < defaults.LATE_SIGHTING_HOLD_S]
         kept = kept[:LATE_TRACKS_HELD]
-        waiting = awaited([held.track for held in kept], DISTINCT_PLATES_CONFIDENCE)  # a split track to fold
-        kept_ids = {id(held) for held in kept}
-        kept += [held for held in self.held if held.track.sighting_id in waiting and id(held) not in kept_ids]
         kept_ids = {id(held) for held in kept}
         closed = [held for held in self.held if id(held) not in kept_ids]
-        by_sighting = {held.track.sighting_id: held for held in self.held}
-        tracks = [held.track for held in closed]
-        emitted = {id(track) for track in fold(tracks, [held.track for held in kept], *FOLDING)}
-        for held in closed:  # folded: its newest read was logged with its parent's now
-            if id(held.track) not in emitted and (parent := by_sighting.get(held.track.split_from)):
-                parent.logged_at_s = max(parent.logged_at_s, held.logged_at_s)
         self.held = kept
         self.changed = self.changed or bool(closed)
-        closed = [held for held in closed if id(held.track) in emitted]
         return sorted(closed, key=lambda held: (held.track.first.captured_at_s, held.track.sighting_id))

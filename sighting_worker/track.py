@@ -4,9 +4,7 @@ it becomes a `Sighting` and a JSON-ready dict (the tracker's state) and back.
 A track keeps its earliest, newest and best reads, the read count, the motion of the box centre
 (from its two newest reads), the distinct texts read with their counts (at most `max_texts`) and,
 for the vote, the text and confidence of the `max_kept` reads with text of highest confidence (as
-`Ballot`s: the vote needs nothing else, and a track's saved state stays about 2 KB, not 12), and the
-id of the track it split off (`split_from`: a sure read of another text where an established plate
-stood), into which it folds back (`absorb`) when no second sure read confirms it."""
+`Ballot`s: the vote needs nothing else, and a track's saved state stays about 2 KB, not 12)."""
 
 from __future__ import annotations
 
@@ -74,8 +72,6 @@ class Track:
     text_counts: dict[str, int] = field(default_factory=dict)
     plate: str = ""
     """The current voted text (derived from `kept`, not stored in the state)."""
-    split_from: str = ""
-    """The sighting id of the track this one's first read was refused by, as another car's (empty: none)."""
 
     @classmethod
     def start(cls, observation: Observation, max_kept: int, max_texts: int) -> Track:
@@ -110,29 +106,6 @@ class Track:
         if text not in self.text_counts and len(self.text_counts) >= max_texts:
             del self.text_counts[min(self.text_counts, key=self.text_counts.__getitem__)]
         self.text_counts[text] = self.text_counts.get(text, 0) + 1
-
-    def absorb(self, other: Track, max_kept: int, max_texts: int) -> None:
-        """Takes in the reads of `other` (a track split off this one, whose new text no second sure read
-        confirmed: a misread of this plate). The motion stays this track's."""
-        self.reads += other.reads
-        if other.first.captured_at_s < self.first.captured_at_s:
-            self.first = other.first
-        if other.last.captured_at_s > self.last.captured_at_s:
-            self.last = other.last
-        if _best_key(other.best) > _best_key(self.best):
-            self.best = other.best
-        for text, count in other.text_counts.items():
-            self._count_text(text, max_texts)
-            self.text_counts[text] += count - 1
-        self.kept += other.kept
-        while len(self.kept) > max_kept:
-            self.kept.remove(min(self.kept, key=_confidence))
-        if self.kept:
-            self.plate = vote(self.kept)[0]
-
-    def sure_reads(self, text: str, min_confidence: float) -> int:
-        """How many of the kept reads say `text` at `min_confidence` or more."""
-        return sum(1 for ballot in self.kept if ballot.text == text and ballot.confidence >= min_confidence)
 
     def time_gap_s(self, captured_at_s: float) -> float:
         """How far `captured_at_s` lies outside the track's time span (0 inside it)."""
@@ -177,7 +150,6 @@ class Track:
             "velocity_px_s": list(self.velocity_px_s),
             "kept": [[ballot.text, ballot.confidence] for ballot in self.kept],
             "text_counts": [[text, count] for text, count in self.text_counts.items()],
-            "split_from": self.split_from,
         }
 
     @classmethod
@@ -194,5 +166,4 @@ class Track:
             kept=kept,
             text_counts={str(text): int(count) for text, count in state["text_counts"]},
             plate=vote(kept)[0],
-            split_from=str(state.get("split_from", "")),
         )
