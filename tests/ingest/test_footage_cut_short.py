@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,7 @@ from common import defaults
 from common.backoff import Backoff
 from ingest.reconnect import SourceKeeper
 from ingest.sources import FrameSource, VideoSource
+from tests.helpers import http_server
 
 
 def write_avi(path: Path, frames: int) -> Path:
@@ -52,13 +53,8 @@ def cut_server(data: bytes, requests: list[int]) -> Iterator[str]:
             with suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data[: len(data) // 2])  # the connection drops halfway, every time
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Cut)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Cut) as url:
+        yield url
 
 
 def kill_reader(source: FrameSource) -> None:

@@ -50,8 +50,9 @@ def passes_read(clip: Path, module: str, kill_at: int, every_pass: bool) -> tupl
 
 
 def test_footage_whose_first_frame_does_not_decode_is_read_on_not_read_again(tmp_path, monkeypatch):
-    module = "tests.ingest.undecodable_first_frame_child"
+    module = "tests.ingest.faulty_capture_child"
     monkeypatch.setattr(IsolatedCapture, "child_module", module)
+    monkeypatch.setenv("ALPR_TEST_CHILD_FAULT", "undecodable_first")
     ended, passes, states = passes_read(write_avi(tmp_path / "clip.avi", 60), module, 20, every_pass=False)
     read = [index for frames in passes for index in frames]
     assert ended == "ended" and "failed" not in states, (ended, states)
@@ -59,8 +60,9 @@ def test_footage_whose_first_frame_does_not_decode_is_read_on_not_read_again(tmp
 
 
 def test_footage_whose_reader_dies_at_its_first_grab_when_reopened_is_read_on(tmp_path, monkeypatch):
-    module = "tests.ingest.dies_on_reopen_child"
+    module = "tests.ingest.faulty_capture_child"
     monkeypatch.setattr(IsolatedCapture, "child_module", module)
+    monkeypatch.setenv("ALPR_TEST_CHILD_FAULT", "dies_on_reopen")
     monkeypatch.setenv("ALPR_TEST_STARTS_FILE", str(tmp_path / "starts"))
     ended, passes, states = passes_read(write_avi(tmp_path / "clip.avi", 60), module, 20, every_pass=False)
     read = [index for frames in passes for index in frames]

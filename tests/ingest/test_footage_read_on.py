@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,7 @@ import psycopg
 from common.backoff import Backoff
 from ingest.reconnect import SourceKeeper
 from ingest.sources import FrameSource, VideoSource
+from tests.helpers import http_server
 from tests.ingest.test_footage_cut_short import capture_children, write_avi
 
 
@@ -57,13 +58,8 @@ def live_camera(tmp_path: Path, connections: list[int]) -> Iterator[str]:
             with suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(data[: len(data) // 4])
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Live)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Live) as url:
+        yield url
 
 
 def test_a_live_camera_taken_for_footage_is_read_from_its_start_at_each_connection(tmp_path):
