@@ -73,3 +73,24 @@ def queued_frames(connection: Any) -> list[Any]:
         job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
         frames += parse_job(job.args[0], DetectJob).frames
     return frames
+
+
+def take_queued_frames(connection: Any) -> list[Any]:
+    """The frames of every detect job waiting on the queue, taking the jobs off it in one step (a job
+    the node queues meanwhile is either read here or left for the next call, never dropped unseen)."""
+    from rq.serializers import JSONSerializer
+
+    from common.jobs import DetectJob, parse_job
+    from common.queues import StageJob, stage_queue
+
+    key = stage_queue(connection, "detect").key
+    with connection.pipeline(transaction=True) as pipe:
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw_ids, _ = pipe.execute()
+    frames = []
+    for raw_id in raw_ids:
+        job_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        frames += parse_job(job.args[0], DetectJob).frames
+    return frames

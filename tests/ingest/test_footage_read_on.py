@@ -119,7 +119,7 @@ def test_a_restarted_nodes_finished_frames_stay_passed_over_when_its_reader_is_k
     from ingest.cameras import CameraConfig
     from ingest.ledger import FrameLedger
     from ingest.node import IngestNode
-    from tests.ingest.helpers import queued_frames
+    from tests.ingest.helpers import take_queued_frames
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     clip = write_avi(tmp_path / "clip.avi", 60)
@@ -149,9 +149,8 @@ def test_a_restarted_nodes_finished_frames_stay_passed_over_when_its_reader_is_k
     os.kill(reader, signal.SIGKILL)  # the OOM killer, while the footage waits for room
     seen: list[int] = []
     while runner.is_alive():
-        seen += [frame.frame_index for frame in queued_frames(connection)]
-        connection.delete(queue.key)
+        seen += [frame.frame_index for frame in take_queued_frames(connection)]
         time.sleep(0.05)
-    seen += [frame.frame_index for frame in queued_frames(connection)]
+    seen += [frame.frame_index for frame in take_queued_frames(connection)]
     assert not sorted(i for i in seen if i < 10 or i >= 40), f"frames the last node finished queued again: {seen}"
     assert set(seen) == set(range(10, 40)), sorted(set(seen))  # the rest, read on: every one queued
