@@ -128,3 +128,24 @@ def test_the_records_checks_cannot_be_turned_off_by_a_logins_own_operator(postgr
         finally:
             with psycopg.connect(postgres_url, autocommit=True) as admin:
                 admin.execute(f"DROP SCHEMA own_{role} CASCADE")
+
+
+def test_the_migrations_are_read_from_their_files_in_order_and_a_gap_or_a_stray_name_is_refused(tmp_path):
+    """The package's SQL files load as versions 1..N, each file's text as it is; a folder missing a version
+    (a build that dropped a file) or holding a file not named NNNN.sql is refused at import, not upgraded
+    past."""
+    from common.migrations import load_migrations
+
+    assert [version for version, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert "CREATE TABLE frames" in MIGRATIONS[0][1]
+    (tmp_path / "0002.sql").write_text("SELECT 2;")
+    (tmp_path / "0001.sql").write_text("SELECT 1;")
+    (tmp_path / "notes.txt").write_text("not SQL: passed over")
+    assert load_migrations(tmp_path) == [(1, "SELECT 1;"), (2, "SELECT 2;")]
+    (tmp_path / "0004.sql").write_text("SELECT 4;")
+    with pytest.raises(ValueError, match="not 1 to 3"):
+        load_migrations(tmp_path)
+    (tmp_path / "0004.sql").unlink()
+    (tmp_path / "3.sql").write_text("SELECT 3;")
+    with pytest.raises(ValueError, match="named NNNN.sql"):
+        load_migrations(tmp_path)
