@@ -2,8 +2,9 @@
 failed attempt, its oldest pending delivery is its probe, due when the rest ends (PROBE), and the others
 are held (HELD) or given up where their retries would outlast ALPR_ALERT_GIVE_UP_S (`hold`); once it
 answers again they are released, oldest first, a few a second (`release`, RELEASED); a probe refused by a
-receiver that answers hands its mark to the next held delivery (HAND_ON, HANDED_ON); a delivery refused in
-a way that may be the receiver's state keeps its own back-off (REFUSED_FOR_NOW); and a receiver refusing
+receiver that answers hands its mark to the next held delivery (HAND_ON, HANDED_ON; HANDED_ON_AT_CLAIM for one
+rejected at its claim); a delivery refused in a way that may be the receiver's state keeps its own back-off
+(REFUSED_FOR_NOW); and a receiver refusing
 every alert for the grace has its backlog rejected in one write (`reject_refused`). The statements and
 marks are this module's; `ReceiverHolds`, the part of `AlertLog` (common/alert_log.py) that acts on a
 receiver's backlog as a whole, runs them. A claimed delivery's own outcome (`AlertLog.delivered`,
@@ -128,6 +129,10 @@ WHERE d.alert_id = h.alert_id AND d.receiver = %(receiver)s
 
 HANDED_ON = PROBE + ": handed on by the one before it, refused for good by the receiver, which answers"
 """The last error of a held delivery made its receiver's probe by `refused_probe`."""
+
+HANDED_ON_AT_CLAIM = PROBE + ": handed on by the one before it, rejected at its claim (withdrawn or unreadable)"
+"""The last error of a held delivery made its receiver's probe by a probe rejected at its claim (AlertLog.claim):
+never sent, so nothing is known of the receiver (HANDED_ON said the receiver had refused it)."""
 
 HAND_ON = """
 UPDATE alert_deliveries d SET queued_at = NULL, next_attempt_at = now() + make_interval(secs => %(due_in_s)s),

@@ -28,6 +28,7 @@ from common import defaults
 from common.alert_holds import (
     HAND_ON,
     HANDED_ON,
+    HANDED_ON_AT_CLAIM,
     HELD,
     PROBE,
     REFUSED_FOR_NOW,
@@ -175,7 +176,7 @@ class AlertLog(ReceiverHolds):
         if not (last_error or "").startswith(PROBE):
             return UnreadableDelivery(receiver, reason)
         values = {"receiver": receiver, "requeue_after_s": defaults.ALERT_REQUEUE_AFTER_S, "held": HELD,
-                  "probe": PROBE, "handed": HANDED_ON, "due_in_s": 0.0}  # fmt: skip
+                  "probe": PROBE, "handed": HANDED_ON_AT_CLAIM, "due_in_s": 0.0}  # fmt: skip
         row = connection.execute(HAND_ON, values).fetchone()
         return UnreadableDelivery(receiver, reason, probe=True, handed=str(row[0]) if row else None)
 

@@ -95,6 +95,8 @@ def test_a_removed_entrys_pending_alerts_are_rejected_once_the_receiver_is_back_
     stage.attempt(alert_job(STOLEN.alert_id, "ops", 2))
     assert due_now(postgres_url, PARKED.alert_id)  # the probe's mark handed on to the oldest held, due at once
     assert not due_now(postgres_url, SIGHTED.alert_id)  # held still
+    (said,) = rows(postgres_url, f"SELECT last_error FROM alert_deliveries WHERE alert_id = '{PARKED.alert_id}'")
+    assert "rejected at its claim" in said[0] and "by the receiver" not in said[0]  # never sent: ops refused nothing
     stage.attempt(alert_job(PARKED.alert_id, "ops", 1))  # the probe delivered: what ops held is released
     assert due_now(postgres_url, SIGHTED.alert_id)
     stage.attempt(alert_job(SIGHTED.alert_id, "ops", 1))
