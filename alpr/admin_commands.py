@@ -272,8 +272,9 @@ def replay_orphaned_frames(args: argparse.Namespace, settings: Settings, queues_
         return 1
     if report.unreadable_jobs:
         print(f"alpr: nothing queued: {report.unreadable_jobs:,} jobs of the frames' queues could not be read (gone"
-              " since their ids were read, or not of the chain's form), and the frames they hold would be counted in"
-              " no job and queued twice; run it again, or see `alpr status`", file=sys.stderr)  # fmt: skip
+              " since their ids were read, or a record without data no worker has refused yet), and the frames"
+              " they may hold would be counted in no job and queued twice; run it again, or see `alpr status`",
+              file=sys.stderr)  # fmt: skip
         return 1
     verb = "would requeue" if args.dry_run else "requeued"
     print(f"{'in no job':>9} {verb:>13} {'jobs':>5} {'expired':>8} {'no reference':>12} {'malformed':>9}")

@@ -7,8 +7,11 @@ all, for the redactor pool's sweep to record them `lost` ALPR_FRAME_TTL_S + ALPR
 record: the row lacked what a detect job needs.
 
 What holds: only the orphan finder's frames are queued (a frame a queue, a taken, running or failed job holds
-never is: it is no orphan), so a second run queues nothing the first did; nothing is queued while a job's payload
-could not be read (gone since its id was, or not of the chain's form: the frames it holds are counted in no job);
+never is: it is no orphan), so a second run queues nothing the first did; nothing is queued while a job that may hold
+frames could not be read (its record gone since its id was read, or one without data no worker refused: the frames
+it holds are counted in no job), but a job that can never run a frame does not stop it (not of the chain's form,
+or refused at claim: one anyone with Redis access queued sat in the failed registry its hour, and no orphan was
+queued meanwhile; common/orphans.held_frame_ids);
 jobs go out signed with the chain's job key through the ingest node's own `enqueue`, marked `replayed` (detected
 however old, as `alpr replay`'s); one run at a time (a lock in the queues' Redis: two at once had queued each
 frame twice); bounded as the finder is, the references read REFS_READ at a time and the frame store asked
@@ -60,7 +63,7 @@ class OrphanReplay:
     left because their row keeps no reference (`unreferenced`: recorded by a release before migration 23, or
     from a spool file, its ROI not known: common/frame_log.queued_ref) or one that does not validate
     (`malformed`); as the finder says, how many pending frames were examined and whether that was all of the
-    window's, why nothing could be told (`unknown`), and how many jobs' payloads could not be read
+    window's, why nothing could be told (`unknown`), and how many jobs that may hold frames could not be read
     (`unreadable_jobs`: then nothing is queued, as the frames they hold are counted in no job)."""
 
     orphans: int = 0

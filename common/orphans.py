@@ -8,7 +8,9 @@ nothing else (a fault review: 44 frames `in chain` for 12 minutes, every queue e
 
 Bounded at a city's scale: the window's pending frames are read from their index's range, the oldest
 ORPHAN_FRAMES_EXAMINED at most; the jobs' ids are read from each queue and registry in one atomic step,
-ORPHAN_JOBS_READ at most in all, and their payloads ORPHAN_JOBS_BATCH at a time, each within a bound."""
+ORPHAN_JOBS_READ at most in all, and their payloads ORPHAN_JOBS_BATCH at a time, each within a bound.
+A job that can never run a frame (not of the chain's form, or refused at claim) holds none; one whose payload
+could not be read and that may hold frames is counted (`held_frame_ids`): its frames would be told in no job."""
 
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from psycopg_pool import ConnectionPool
 from rq.job import Job as RqJob
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from common import defaults
 from common.bounded_hash import read_many_within_bounds
 from common.queues import STAGES, stage_queue
+from common.stage_job import MAX_JOB_FIELD_BYTES, PERMANENT, REFUSED
 
 ORPHAN_FRAMES_EXAMINED = 10_000
 """The most pending frames of the window `find_orphans` examines (the oldest: the first to be swept)."""
@@ -37,9 +41,10 @@ ORPHAN_JOBS_READ = 20_000
 ORPHAN_JOBS_BATCH = 500
 """Job payloads read a round trip."""
 
-MAX_JOB_DATA_BYTES = 4 << 20
+MAX_JOB_DATA_BYTES = defaults.MAX_JOB_DATA_BYTES
 """The most bytes of a job's payload read, compressed and decompressed (a detect job of MAX_FRAMES_PER_JOB
-frames, each with a 256-point ROI, is some 400 KB); a larger one is counted unreadable."""
+frames, each with a 256-point ROI, is some 400 KB): the workers' own bound, so a larger one, refused at claim
+(common/stage_job.py), holds no frame."""
 
 PENDING_IN_WINDOW = """
 SELECT frame_id, camera_id, extract(epoch FROM done_at) FROM frames
@@ -115,18 +120,41 @@ def payload_frame_ids(data: bytes) -> list[str] | None:
     return [frame_id for frame_id in found if isinstance(frame_id, str)]
 
 
+def refused_at_claim(meta: bytes | None) -> bool:
+    """Whether a job's meta (JSON, as StageJob writes it) marks it refused by a worker (common/stage_job.py):
+    not one of the chain's, failed before it ran, never retried nor replayed."""
+    try:
+        mark = json.loads(meta)[PERMANENT] if meta is not None else None
+    except (ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return False
+    return isinstance(mark, str) and mark.startswith(REFUSED)
+
+
 def held_frame_ids(connection: redis.Redis, job_ids: Iterable[str]) -> tuple[set[str], int]:
     """The frame ids the jobs `job_ids` name, their payloads read ORPHAN_JOBS_BATCH at a time, each within
-    MAX_JOB_DATA_BYTES; and how many of them could not be read (gone since, or not of the chain's form)."""
+    MAX_JOB_DATA_BYTES; and how many of them could not be read, and may yet hold frames.
+
+    A job that can never run a frame holds none, wherever it is listed, and is not counted: data not of the
+    chain's form (another function, a payload not of a stage job's form: a worker refuses or rejects it at
+    claim, before it reads a frame: StageJob.refusal in common/stage_job.py, each stage's `parse_job`), data
+    over its bound (the worker reads it within the same bound, and refuses it), or a record a worker marked
+    refused (it never ran, and is neither retried nor replayed). Counted are those a job of the chain may be
+    among: a record gone since its id was read (it ran and handed its frames on to jobs not read, or was
+    deleted while its worker runs it), a record without data not marked refused (RQ's heartbeat writes one
+    field: a running job's record lost comes back so), a key of another type. A counted job stops `alpr replay
+    --orphans` (common/orphan_replay.py); a refused one was counted too, and for the hour it sat in the failed
+    registry (LEFT_JOB_TTL_S) anyone with Redis access could stop the recovery of orphaned frames (a review)."""
     ids, held, unreadable = list(job_ids), set[str](), 0
+    bounds = {"data": MAX_JOB_DATA_BYTES, "meta": MAX_JOB_FIELD_BYTES}
     for start in range(0, len(ids), ORPHAN_JOBS_BATCH):
         keys = [RqJob.key_for(job_id) for job_id in ids[start : start + ORPHAN_JOBS_BATCH]]
-        for found in read_many_within_bounds(connection, keys, {"data": MAX_JOB_DATA_BYTES}):
-            frames = payload_frame_ids(found.values["data"]) if found and "data" in found.values else None
-            if frames is None:
+        for found in read_many_within_bounds(connection, keys, bounds):
+            if found is None or not found.exists:
                 unreadable += 1
-            else:
-                held.update(frames)
+            elif "data" in found.values:
+                held.update(payload_frame_ids(found.values["data"]) or ())
+            elif "data" not in found.over and not refused_at_claim(found.values.get("meta")):
+                unreadable += 1
     return held, unreadable
 
 

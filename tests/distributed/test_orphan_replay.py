@@ -212,10 +212,13 @@ def test_a_frame_whose_region_of_interest_is_not_known_is_not_queued_again(
 
 
 def test_nothing_is_queued_again_while_a_jobs_payload_could_not_be_read(redis_url, postgres_url, monkeypatch, capsys):
-    """A job whose payload could not be read (gone since its id was read, or not of the chain's form) may hold
-    frames the finder counts in no job: `alpr replay --orphans` queued them again, each detected twice (a
-    review). It queues nothing, says why, and fails; once the job is gone from the queue, it queues them."""
+    """A job whose payload could not be read and that may hold frames — its record gone since its id was read (it
+    may have run and handed them on), or a running job's record lost but for the field RQ's heartbeat writes — may
+    hold frames the finder counts in no job: `alpr replay --orphans` queued them again, each detected twice (a
+    review). It queues nothing, says why, and fails; once the jobs are gone from the queues, it queues them."""
     import time
+
+    from rq.registry import StartedJobRegistry
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
@@ -230,14 +233,75 @@ def test_nothing_is_queued_again_while_a_jobs_payload_could_not_be_read(redis_ur
     for ref in refs:
         connection.set(ref.key, b"its JPEG")  # their bytes still stored
     detect = stage_queue(connection, "detect")
-    connection.hset(RqJob.key_for("unread"), "data", b"not a job's payload")  # it may hold both frames
-    connection.rpush(detect.key, "unread")
+    connection.rpush(detect.key, "gone")  # listed, its record gone: it may hold both frames
+    started = StartedJobRegistry(queue=detect).key
+    connection.hset(RqJob.key_for("running"), "last_heartbeat", "2025-01-01T00:00:00.000000Z")
+    connection.zadd(started, {"running:execution": time.time() + 60})
     base = ["replay", "--orphans", "--redis-url", redis_url, "--database-url", postgres_url]
     capsys.readouterr()
     assert main(base) == 1  # was 0, both frames queued again
     error = capsys.readouterr().err
-    assert "nothing queued: 1 jobs of the frames' queues could not be read" in error and "queued twice" in error
-    assert detect.get_job_ids() == ["unread"]
-    connection.delete(detect.key, RqJob.key_for("unread"))
+    assert "nothing queued: 2 jobs of the frames' queues could not be read" in error and "queued twice" in error
+    assert detect.get_job_ids() == ["gone"]
+    connection.delete(detect.key, started, RqJob.key_for("running"))
     assert main(base) == 0
     assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
+
+
+def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
+    redis_url, postgres_url, settings, monkeypatch, capsys
+):
+    """A job that can never run a frame — another function (`os.getcwd`, pickled), a payload not of a detect
+    job's form signed or not, data over the workers' bound, a record without data that its worker refused — was
+    counted as a job whose payload could not be read: refused at claim, it sat in the failed registry its hour,
+    and all that time `alpr replay --orphans` queued nothing (anyone with Redis access stopped the recovery of
+    orphaned frames). Only a job that may hold frames stops it: the record without data before a worker refused
+    it."""
+    import time
+
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+
+    from common.defaults import MAX_JOB_DATA_BYTES
+    from common.stage_job import PERMANENT, SIGNATURE, STAGE_JOB_FUNCTION, job_signature
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
+                        "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
+                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
+    pool = open_pool(postgres_url, max_size=1)
+    try:
+        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
+    finally:
+        pool.close()
+    connection = connect_redis(redis_url)
+    for ref in refs:
+        connection.set(ref.key, b"its JPEG")  # their bytes still stored, no job holds them
+    detect = stage_queue(connection, "detect", JOB_KEY)
+    Queue(detect.name, connection=connection).enqueue("os.getcwd", job_id="getcwd")  # RQ's pickle, not ours
+    detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"detect": "me"},), job_id="unsigned")
+    payload = {"batch_id": "b", "frames": "none"}  # signed with the chain's key, not a detect job
+    detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,), job_id="signed",
+                        meta={SIGNATURE: job_signature(JOB_KEY, "signed", payload)})  # fmt: skip
+    connection.hset(RqJob.key_for("nodata"), "origin", detect.name)  # a record without data, not yet refused
+    oversized = b"[" * (MAX_JOB_DATA_BYTES + 1)  # data over the workers' bound: refused at claim
+    connection.hset(RqJob.key_for("oversized"), mapping={"origin": detect.name, "data": oversized})
+    connection.rpush(detect.key, "nodata", "oversized")
+    base = ["replay", "--orphans"]
+    capsys.readouterr()
+    assert main(base) == 1  # the record without data: not yet claimed, it is not told from one that holds frames
+    assert "nothing queued: 1 jobs of the frames' queues could not be read" in capsys.readouterr().err
+
+    assert main(["worker", "detect", "--burst"]) == 0  # each refused, or rejected, at claim
+    failed = connection.zrange(FailedJobRegistry(queue=detect).key, 0, -1)
+    assert sorted(failed) == [b"getcwd", b"nodata", b"oversized", b"signed", b"unsigned"]
+    marks = {job_id: detect.fetch_job(job_id).meta.get(PERMANENT, "")  # type: ignore[union-attr]
+             for job_id in ("nodata", "oversized", "signed", "unsigned")}  # fmt: skip
+    assert all(marks[job_id].startswith("refused: ") for job_id in ("nodata", "oversized", "unsigned"))
+    assert marks["signed"].startswith("rejected: ")
+    assert main(base) == 0  # was 1: nothing queued for the failed registry's hour
+    assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
+    assert main(base) == 0  # a second run queues nothing: they are held now
+    assert capsys.readouterr().out.splitlines()[-1].split()[:3] == ["0", "0", "0"]
