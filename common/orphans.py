@@ -15,6 +15,7 @@ could not be read and that may hold frames is counted (`held_frame_ids`): its fr
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from collections import Counter
 from collections.abc import Iterable
@@ -74,23 +75,37 @@ class Orphans:
 
 def held_job_ids(connection: redis.Redis, most: int | None = None) -> list[str] | None:
     """The ids of the jobs each frame stage's queue, intermediate list (taken, not started), started and
-    failed registries hold, read in one MULTI (no job moves between them meanwhile: a detector hands its
-    batch on while its own job is still started); None when they hold more than `most` in all, or a key
-    holds another type. `most`: ORPHAN_JOBS_READ unless given."""
+    failed registries hold (a failed one's entries not yet expired), read in one MULTI (no job moves between
+    them meanwhile: a detector hands its batch on while its own job is still started); None when they hold more
+    than `most` in all, or a key holds another type. `most`: ORPHAN_JOBS_READ unless given."""
     most = ORPHAN_JOBS_READ if most is None else most
     listings: list[tuple[str, str]] = []
     for stage in STAGES:
         queue = stage_queue(connection, stage)
         listings += [(queue.key, "list"), (queue.intermediate_queue_key, "list")]
-        listings += [(StartedJobRegistry(queue=queue).key, "zset"), (FailedJobRegistry(queue=queue).key, "zset")]
+        listings += [(StartedJobRegistry(queue=queue).key, "zset"), (FailedJobRegistry(queue=queue).key, "failed")]
+    # a failed registry's entry is scored with its expiry, the record's own (RQ's `add`): one scored before now
+    # names a record gone with its TTL, which nothing can queue again, until a worker's maintenance drops it;
+    # read, it counted as unreadable and stopped `alpr replay --orphans` while the detect pool was down (a review)
+    now = int(time.time())
     try:
         with connection.pipeline(transaction=True) as pipe:  # their lengths first: none read when too many
             for key, kind in listings:
-                (pipe.llen if kind == "list" else pipe.zcard)(key)
+                if kind == "list":
+                    pipe.llen(key)
+                elif kind == "zset":
+                    pipe.zcard(key)
+                else:
+                    pipe.zcount(key, now, "+inf")
             if sum(pipe.execute()) > most:
                 return None
-            for key, kind in listings:
-                (pipe.lrange if kind == "list" else pipe.zrange)(key, 0, most)  # one past `most`: told apart
+            for key, kind in listings:  # one past `most`: told apart
+                if kind == "list":
+                    pipe.lrange(key, 0, most)
+                elif kind == "zset":
+                    pipe.zrange(key, 0, most)
+                else:
+                    pipe.zrangebyscore(key, now, "+inf", start=0, num=most + 1)
             replies = pipe.execute()
     except redis.ResponseError:  # WRONGTYPE: status tells the key elsewhere (alpr/status_reads.py)
         return None

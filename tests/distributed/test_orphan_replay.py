@@ -305,3 +305,39 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
     assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
     assert main(base) == 0  # a second run queues nothing: they are held now
     assert capsys.readouterr().out.splitlines()[-1].split()[:3] == ["0", "0", "0"]
+
+
+def test_a_failed_jobs_entry_left_after_its_record_expired_does_not_stop_orphans_being_queued_again(
+    redis_url, postgres_url, monkeypatch, capsys
+):
+    """A failed job's record expires with its entry's score (RQ scores a failed registry's entry with the
+    record's expiry); the entry stays until a worker's maintenance drops it. Read, it was a record gone since
+    its id was read: with the detect pool down past a failed job's hour (when orphans are recovered), `alpr
+    replay --orphans` queued nothing until a worker ran. An entry not yet expired whose record is gone still
+    stops it (the job may have been taken off meanwhile, its frames handed on)."""
+    import time
+
+    from rq.registry import FailedJobRegistry
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
+    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
+                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
+    pool = open_pool(postgres_url, max_size=1)
+    try:
+        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
+    finally:
+        pool.close()
+    connection = connect_redis(redis_url)
+    for ref in refs:
+        connection.set(ref.key, b"its JPEG")
+    detect = stage_queue(connection, "detect")
+    failed = FailedJobRegistry(queue=detect).key
+    connection.zadd(failed, {"expired": time.time() - 5, "current": time.time() + 3600})  # neither record there
+    base = ["replay", "--orphans", "--redis-url", redis_url, "--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(base) == 1  # the current entry's record gone: it may have been taken off meanwhile
+    assert "1 jobs of the frames' queues could not be read" in capsys.readouterr().err
+    connection.zrem(failed, "current")
+    assert main(base) == 0  # was 1: the expired entry's record read as gone
+    assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
