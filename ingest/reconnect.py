@@ -156,10 +156,12 @@ class SourceKeeper:
 
     def read_on(self, source: FrameSource) -> None:
         """Footage opened: read on from the frame the last pass reached (`resume_from`) where it is the
-        same footage (FrameSource.footage_key: its stated length and its first frame); else read from its
-        start as a new pass, nothing passed over and no stall counted: a live camera served over http://
-        with a stated size, taken for footage, serves new frames at each connection (read on, its first
-        frames were dropped unrecorded, and it was failed after 3 connections: a review), a file replaced."""
+        same footage (FrameSource.footage_key: its stated length, its first frame and a file's fingerprint);
+        else read from its start as a new pass, nothing passed over and no stall counted: a live camera
+        served over http:// with a stated size, taken for footage, serves new frames at each connection
+        (read on, its first frames were dropped unrecorded, and it was failed after 3 connections: a
+        review), a file replaced (by one of the same length and first frame too: its earlier frames were
+        never read, a review)."""
         key = source.footage_key()
         if self.resume_from and self.other_footage(key):
             self.logger.debug("camera %s: reopened, other footage than the pass cut short at frame %d: read from"
@@ -170,12 +172,13 @@ class SourceKeeper:
         source.resume_from = self.resume_from
 
     def other_footage(self, key: FootageKey | None) -> bool:
-        """Whether footage reopened is other than the pass cut short: its key differs, by the first frame
-        where both first frames were read, else by the stated length alone. A first frame that did not
-        grab or decode tells nothing: taken for other footage, such a file was read from its start under
-        new frame ids at every reopening, for ever (a review), and one whose reader died at that first grab
-        failed for good, the rest unread."""
-        if key is None or self.footage is None:
+        """Whether footage reopened is other than the pass cut short: a file whose fingerprint (path, size,
+        modification time) changed is; else its key differs, by the first frame where both first frames
+        were read, else by the stated length alone. A first frame that did not grab or decode tells
+        nothing: taken for other footage, such a file was read from its start under new frame ids at every
+        reopening, for ever (a review), and one whose reader died at that first grab failed for good, the
+        rest unread."""
+        if key is None or self.footage is None or key[3] != self.footage[3]:
             return True
         told = all(k[1] is not None and k[2] for k in (key, self.footage))
         return key != self.footage if told else key[0] != self.footage[0]

@@ -77,8 +77,10 @@ def file_tag(path: Path) -> str:
     return hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:12]  # any file name's bytes
 
 
-FootageKey = tuple[int, float | None, str]
-"""Footage's stated frame count, first frame's timestamp and pixels' digest ("": none): VideoSource.footage_key."""
+FootageKey = tuple[int, float | None, str, str]
+"""Footage's stated frame count, first frame's timestamp and pixels' digest ("": none), and a file's own
+fingerprint (`file_tag`; "": served over http://): VideoSource.footage_key."""
+
 
 MAX_FAILURES_KEPT = 20
 """Messages a source keeps of what it could not read in one pass; the rest are counted (a stream that
@@ -292,6 +294,8 @@ class VideoSource(FrameSource):
         super().__init__(uri, sample_fps, max_pixels)
         self.memory_mb, self.rtsp_transport = memory_mb, rtsp_transport
         self.is_stream = is_stream_uri(uri)
+        self.fingerprint = "" if self.is_stream else file_tag(Path(uri))
+        """A file's `file_tag`, taken before it is opened (one put in its place then is other footage)."""
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         # FFmpeg in a process of its own
         self.capture = IsolatedCapture(uri, params, memory_mb, rtsp_transport=rtsp_transport)
@@ -350,15 +354,18 @@ class VideoSource(FrameSource):
 
     def footage_key(self) -> FootageKey | None:
         """Footage: its stated frame count, its first frame's timestamp and a digest of its pixels (the
-        first frame grabbed ahead, at the latest as `samples()` begins). A pass cut short is read on from
-        the frame reached only where the footage reopened has the same key (ingest/reconnect.py): a live
-        camera served over http:// with a stated size, taken for footage, serves new frames at each
-        connection, and its frames up to there were skipped, never read (a review). None: a live stream."""
+        first frame grabbed ahead, at the latest as `samples()` begins), and a file's own fingerprint
+        (`file_tag`). A pass cut short is read on from the frame reached only where the footage reopened
+        has the same key (ingest/reconnect.py): a live camera served over http:// with a stated size, taken
+        for footage, serves new frames at each connection, and its frames up to there were skipped, never
+        read (a review); so were a file's replaced in place by footage of the same length and first frame
+        (a re-encode, a clip starting black, as cameras' clips often do: a review). Over http:// nothing
+        tells a file put at the URL since from the last where those agree. None: a live stream."""
         if self.key is None and not self.is_live:
             self.read_ahead = self.capture.grab()
             ok, image = self.capture.retrieve() if self.read_ahead else (False, None)
             digest = hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape) if ok and image is not None else ""
-            self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest)
+            self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest, self.fingerprint)
         return self.key
 
     def time_of(self, index: int) -> float:
