@@ -364,7 +364,8 @@ class VideoSource(FrameSource):
         if self.key is None and not self.is_live:
             self.read_ahead = self.capture.grab()
             ok, image = self.capture.retrieve() if self.read_ahead else (False, None)
-            digest = hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape) if ok and image is not None else ""
+            pixels = np.ascontiguousarray(image).data if ok and image is not None else None  # (`tobytes()` copied)
+            digest = hashlib.sha1(pixels).hexdigest() + str(pixels.shape) if pixels is not None else ""
             self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest, self.fingerprint)
         return self.key
 

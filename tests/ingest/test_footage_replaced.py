@@ -3,14 +3,16 @@
 modification time: ingest/sources.file_tag). A review found a file replaced by footage of the same length
 whose first frame was the same (a re-encode, or a clip that starts black, as cameras' clips often do)
 taken for the same footage: read on from the frame reached, the new file's earlier frames never read.
-Real parts: real AVI files, real capture
-processes killed by SIGKILL, real Redis."""
+And the first frame's digest copied the frame (`tobytes()`) to hash it. Real parts: real AVI files, real
+capture processes killed by SIGKILL, real Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -86,6 +88,30 @@ def test_the_footage_key_tells_a_touched_file_from_the_same_file_reopened(tmp_pa
         finally:
             source.capture.release()
     assert keys[0] == keys[1] and keys[2] != keys[0] and keys[2][:3] == keys[0][:3], keys  # type: ignore[index]
+
+
+def test_the_first_frames_digest_hashes_its_pixels_where_they_lie(tmp_path):
+    """A 1080p first frame (6 MB): the key's digest copied it whole (`tobytes()`): 12 MB at its peak,
+    the frame and its copy; hashed where it lies, the frame's own 6 MB. The digest is as it was."""
+    path = tmp_path / "hd.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (1920, 1080))
+    noise = np.random.default_rng(7).integers(0, 255, (1080, 1920, 3), np.uint8)
+    for _ in range(2):
+        writer.write(noise)
+    writer.release()
+    source = VideoSource(str(path), 10.0)
+    try:
+        tracemalloc.start()
+        try:
+            key = source.footage_key()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        frame = next(source.frames()).image  # (the first frame, grabbed ahead for the key)
+    finally:
+        source.capture.release()
+    assert key is not None and key[2] == hashlib.sha1(frame.tobytes()).hexdigest() + str(frame.shape)
+    assert peak < 1.5 * frame.nbytes, (peak, frame.nbytes)
 
 
 def test_a_nodes_file_replaced_while_its_reader_was_killed_queues_the_new_files_every_frame(redis_url, tmp_path):
