@@ -30,7 +30,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from common import defaults
 from common.bounded_hash import read_many_within_bounds
 from common.queues import STAGES, stage_queue
-from common.stage_job import MAX_JOB_FIELD_BYTES, PERMANENT, REFUSED
+from common.stage_job import MAX_JOB_FIELD_BYTES, PERMANENT, REFUSED, STAGE_JOB_FUNCTION
 
 ORPHAN_FRAMES_EXAMINED = 10_000
 """The most pending frames of the window `find_orphans` examines (the oldest: the first to be swept)."""
@@ -118,7 +118,8 @@ def held_job_ids(connection: redis.Redis, most: int | None = None) -> list[str] 
 
 def payload_frame_ids(data: bytes) -> list[str] | None:
     """The frame ids a job's stored data names (a detect job's frames, an OCR or redaction job's frames'
-    frames); None when it is not a job of the chain's form or over MAX_JOB_DATA_BYTES decompressed."""
+    frames); None when it is not a job of the chain's form (another function than STAGE_JOB_FUNCTION: a forged
+    job naming frames held them for ever, never recovered) or over MAX_JOB_DATA_BYTES decompressed."""
     try:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(data, MAX_JOB_DATA_BYTES)
@@ -127,7 +128,9 @@ def payload_frame_ids(data: bytes) -> list[str] | None:
     except zlib.error:
         raw = data  # RQ's fallback: stored uncompressed
     try:
-        _, _, args, _ = json.loads(raw)
+        function, _, args, _ = json.loads(raw)
+        if function != STAGE_JOB_FUNCTION:
+            return None  # refused at claim, never run: a job naming another function holds no frame of the chain
         frames = args[0]["frames"]
         found = [frame.get("frame_id") or (frame.get("frame") or {}).get("frame_id") for frame in frames]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):

@@ -285,6 +285,8 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
     payload = {"batch_id": "b", "frames": "none"}  # signed with the chain's key, not a detect job
     detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,), job_id="signed",
                         meta={SIGNATURE: job_signature(JOB_KEY, "signed", payload)})  # fmt: skip
+    forged = {"batch_id": "b", "frames": [ref.model_dump(mode="json") for ref in refs]}  # their frames named
+    detect.enqueue_call(func="os.getcwd", args=(forged,), job_id="forged")  # by another function: never run
     connection.hset(RqJob.key_for("nodata"), "origin", detect.name)  # a record without data, not yet refused
     oversized = b"[" * (MAX_JOB_DATA_BYTES + 1)  # data over the workers' bound: refused at claim
     connection.hset(RqJob.key_for("oversized"), mapping={"origin": detect.name, "data": oversized})
@@ -296,12 +298,13 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
 
     assert main(["worker", "detect", "--burst"]) == 0  # each refused, or rejected, at claim
     failed = connection.zrange(FailedJobRegistry(queue=detect).key, 0, -1)
-    assert sorted(failed) == [b"getcwd", b"nodata", b"oversized", b"signed", b"unsigned"]
+    assert sorted(failed) == [b"forged", b"getcwd", b"nodata", b"oversized", b"signed", b"unsigned"]
     marks = {job_id: detect.fetch_job(job_id).meta.get(PERMANENT, "")  # type: ignore[union-attr]
              for job_id in ("nodata", "oversized", "signed", "unsigned")}  # fmt: skip
     assert all(marks[job_id].startswith("refused: ") for job_id in ("nodata", "oversized", "unsigned"))
     assert marks["signed"].startswith("rejected: ")
-    assert main(base) == 0  # was 1: nothing queued for the failed registry's hour
+    assert main(base) == 0  # was 1: nothing queued for the failed registry's hour (and the forged job's frames
+    # were held by it: never queued again)
     assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
     assert main(base) == 0  # a second run queues nothing: they are held now
     assert capsys.readouterr().out.splitlines()[-1].split()[:3] == ["0", "0", "0"]
