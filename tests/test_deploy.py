@@ -5,12 +5,15 @@ core dump, healthy (each one that runs on) while it answers on its metrics port,
 deployment file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
 those on this host only, Prometheus scrapes the services on their metrics port, every metric the
 Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
-the sighting and alert pools read one receivers file (by default one that lists none), and
-deploy/make-secrets.sh makes the secrets once, at random, and never overwrites them.
+the sighting and alert pools read one receivers file (by default one that lists none), every line of
+.env reaches every alpr service (a misspelt one refused there), the image holds the packages alone (nothing
+an operator put in deploy/), every service's log is capped, and deploy/make-secrets.sh makes the secrets
+once, at random, and never overwrites them.
 `docker compose config` checks the file itself where a compose client is installed."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -53,9 +56,9 @@ HOST_VARIABLES = {
     "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR", "ALPR_INGEST_MEMORY",
 }  # fmt: skip
 """Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
-HOST_SETTINGS = {"ALPR_RETENTION_DAYS"}
+HOST_SETTINGS = {"ALPR_RETENTION_DAYS", "ALPR_DETECTOR_THREADS"}
 """Settings compose takes from the host (its environment, .env) and hands on to each container that reads
-them, one value for all of them."""
+them, one value for all of them, or a default of the deployment's own (the detector's one thread)."""
 DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
     p for p in (REPO / "deploy").rglob("*") if p.is_file()
 )
@@ -387,7 +390,8 @@ def test_the_redactor_keeps_frames_in_an_absolute_folder_on_a_volume(secrets_dir
     settings = Settings.load(container_environment(redact, secrets_dir))
     assert settings.keep_dir == Path("/data/kept") and f"kept:{settings.keep_dir}" in redact["volumes"]
     assert (settings.keep_frames, settings.keep_max_age_h) == (defaults.KEEP_FRAMES, defaults.KEEP_MAX_AGE_H)
-    assert {"ALPR_KEEP_DIR", "ALPR_KEEP_FRAMES", "ALPR_RETENTION_DAYS"} <= set(redact["environment"])
+    assert {"ALPR_KEEP_DIR", "ALPR_RETENTION_DAYS"} <= set(redact["environment"])
+    assert "ALPR_KEEP_FRAMES" not in redact["environment"]  # .env's (env_file), which a value here overrode
     # the keep age left unset follows a retention tightened below it; set to 72, the redactor refused to start
     assert "ALPR_KEEP_MAX_AGE_H" not in redact["environment"]
     assert redact["environment"]["ALPR_RETENTION_DAYS"] == ALPR_SERVICES["prune"]["environment"]["ALPR_RETENTION_DAYS"]
@@ -576,26 +580,41 @@ def compose_command() -> list[str]:
     unavailable("no docker compose client installed")
 
 
+ENV_FILE_ENTRY = "  env_file:\n    - path: .env\n      required: false\n"
+"""How the alpr services read .env, as docker-compose.yml writes it (the long form: Compose 2.24 or later)."""
+
+
+def compose_config(command: list[str], project: Path, dot_env: str | None, environment: dict[str, str]) -> dict:
+    """`config` of docker-compose.yml copied into `project`, a project of its own (the checkout's .env
+    never read), with `dot_env` as its .env (None: none). docker-compose 1.x (Debian's 1.29) knows no
+    env_file entry of the long form and needs the file it names: for it the copy names .env in the short
+    form, an empty one made where none is given."""
+    project.mkdir(exist_ok=True)
+    text = COMPOSE_TEXT
+    version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True).stdout.strip()
+    if command == ["docker-compose"] and version.startswith("1."):
+        text = text.replace(ENV_FILE_ENTRY, "  env_file: [.env]\n")
+        dot_env = "" if dot_env is None else dot_env
+    (project / "docker-compose.yml").write_text(text)
+    if dot_env is not None:
+        (project / ".env").write_text(dot_env)
+    result = subprocess.run([*command, "config"], cwd=project, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)  # YAML from every client (Debian's docker-compose 1.29 has no --format)
+
+
 def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Path):
     command = compose_command()
-    environment = {**os.environ, "ALPR_SECRETS_DIR": str(secrets_dir)}
-    result = subprocess.run([*command, "config"], cwd=REPO, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)  # YAML from every client (Debian's docker-compose 1.29 has no --format)
+    without = {k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"}
+    resolved = compose_config(command, tmp_path / "named", None, {**without, "ALPR_SECRETS_DIR": str(secrets_dir)})
     assert {name: Path(s["file"]) for name, s in resolved["secrets"].items()} == {
         name: secrets_dir / name for name in SECRET_NAMES
     }
-    empty_env = tmp_path / "empty.env"  # docker-compose 1.29 takes no /dev/null here
-    empty_env.write_text("")
-    by_default = subprocess.run(  # neither the environment nor a .env file names another folder
-        [*command, "--env-file", str(empty_env), "config"],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"},
-        capture_output=True,
-        text=True,
-    )
-    assert by_default.returncode == 0, by_default.stderr
-    assert {Path(s["file"]).parent for s in yaml.safe_load(by_default.stdout)["secrets"].values()} == {REPO / "secrets"}
+    by_default = compose_config(command, tmp_path / "default", None, without)  # no folder named anywhere
+    assert {Path(s["file"]).parent for s in by_default["secrets"].values()} == {tmp_path / "default" / "secrets"}
+    for name, service in ALPR_SERVICES.items():  # .env, where there is one, read by every alpr service
+        assert service["env_file"] == [{"path": ".env", "required": False}], name
+    assert COMPOSE_TEXT.count(ENV_FILE_ENTRY) == 1  # on the x-alpr anchor alone
 
 
 RETENTION_READERS = {"prune", "redact", "sight"}
@@ -613,23 +632,38 @@ def test_the_retention_of_env_reaches_every_service_that_reads_it_alike(secrets_
     assert {written[name] for name in RETENTION_READERS} == {"${ALPR_RETENTION_DAYS:-30}"}
     without = {k: v for k, v in os.environ.items() if k != "ALPR_RETENTION_DAYS"}
     base = {**without, "ALPR_SECRETS_DIR": str(secrets_dir)}
-    dot_env = tmp_path / "retention.env"
-    dot_env.write_text("ALPR_RETENTION_DAYS=7\n")
-    empty_env = tmp_path / "empty.env"
-    empty_env.write_text("")
-    for options, environment, days in (
-        (["--env-file", str(empty_env)], {**base, "ALPR_RETENTION_DAYS": "7"}, 7),  # the shell's
-        (["--env-file", str(dot_env)], base, 7),  # .env's
-        (["--env-file", str(empty_env)], base, 30),  # neither: the default
+    for project, dot_env, environment, days in (
+        ("shell", None, {**base, "ALPR_RETENTION_DAYS": "7"}, 7),  # the shell's
+        ("dot-env", "ALPR_RETENTION_DAYS=7\n", base, 7),  # .env's
+        ("neither", None, base, 30),  # neither: the default
     ):
-        result = subprocess.run(
-            [*command, *options, "config"], cwd=REPO, env=environment, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr
-        resolved = yaml.safe_load(result.stdout)["services"]
+        resolved = compose_config(command, tmp_path / project, dot_env, environment)["services"]
         for name in RETENTION_READERS:
             settings = Settings.load(container_environment(resolved[name], secrets_dir))
-            assert settings.retention_days == days, (name, options)
+            assert settings.retention_days == days, (name, project)
+
+
+def test_every_setting_of_env_reaches_every_alpr_service(secrets_dir: Path, tmp_path: Path) -> None:
+    """Compose handed a container only the variables its `environment:` interpolates: a .env's
+    ALPR_KEEP_FRAMES=none (no redacted frame kept) was ignored without a word, frames kept, and a misspelt
+    ALPR_RETENTON_DAYS=7 too (a review). Each line now reaches every alpr service, which takes a setting
+    and refuses a misspelt one; compose's own variables there are ignored by the roles as before."""
+    command = compose_command()
+    base = {**os.environ, "ALPR_SECRETS_DIR": str(secrets_dir)}
+    base = {k: v for k, v in base.items() if k not in {"ALPR_KEEP_FRAMES", "ALPR_DETECTOR_THREADS"}}
+    host = "".join(f"{variable}=/elsewhere/{variable.lower()}\n" for variable in sorted(HOST_VARIABLES))
+    host = host.replace("ALPR_INGEST_MEMORY=/elsewhere/alpr_ingest_memory", "ALPR_INGEST_MEMORY=2304m")
+    dot_env = f"ALPR_KEEP_FRAMES=none\nALPR_DETECTOR_THREADS=2\n{host}"
+    resolved = compose_config(command, tmp_path / "settings", dot_env, base)["services"]
+    for name in ALPR_SERVICES:
+        settings = Settings.load(container_environment(resolved[name], secrets_dir))  # compose's own: ignored
+        assert settings.keep_frames == "none" and settings.detector_threads == 2, name
+        assert settings.metrics_port == 9100, name  # what the service sets itself is kept
+    assert Settings.load(container_environment(resolved["redact"], secrets_dir)).keep_dir == Path("/data/kept")
+    misspelt = compose_config(command, tmp_path / "misspelt", "ALPR_RETENTON_DAYS=7\n", base)["services"]
+    for name in ALPR_SERVICES:
+        with pytest.raises(ConfigError, match="unknown setting ALPR_RETENTON_DAYS"):
+            Settings.load(container_environment(misspelt[name], secrets_dir))
 
 
 def test_the_example_receivers_file_loads(tmp_path):
@@ -666,13 +700,52 @@ def test_the_sighting_and_alert_pools_read_one_receivers_file_that_by_default_li
     assert "${ALPR_ALERT_SECRETS_DIR:-./secrets/alerts}:/run/secrets/alerts:ro" in ALPR_SERVICES["alert"]["volumes"]
 
 
-def test_the_image_copies_every_package_that_pip_installs():
-    """No engine builds the image here: `pip install .` in it needs each package's folder copied in."""
+def dockerignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` (of the build context) out: the last of its patterns that matches
+    the path or a folder above it decides, one starting `!` keeping it (Docker's rule; `*` here may also
+    match a `/`, which only widens a pattern)."""
+    ignored = False
+    parts = path.split("/")
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if pattern and not pattern.startswith("#"):
+            keep = pattern.startswith("!")
+            pattern = pattern.removeprefix("!").strip("/")
+            if any(fnmatch.fnmatchcase("/".join(parts[:end]), pattern) for end in range(1, len(parts) + 1)):
+                ignored = not keep
+    return ignored
+
+
+def test_the_image_holds_the_packages_and_nothing_an_operator_put_in_deploy() -> None:
+    """`COPY deploy/ deploy/` baked whatever an operator kept in deploy/ (a cameras file with its streams'
+    passwords, a receivers file with a webhook's secret) into the image, which nothing in it reads: compose
+    bind-mounts each file a container reads (a review). The image copies the packages and what pip reads
+    (pyproject.toml, README.md) alone (each package `pip install .` installs: no engine builds the image
+    here), the build context leaves deploy/ out, and git an operator's files
+    there (and .env); every file shipped in deploy/ stays tracked. The weights stay root's: only /data,
+    the kept frames' and the ledger's volumes, is the runtime user's."""
     import tomllib
 
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    copied = re.findall(r"^COPY (\S+)/ \1/$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
-    assert set(packages) <= set(copied), f"Dockerfile lacks COPY for {sorted(set(packages) - set(copied))}"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert not re.search(r"^ADD ", dockerfile, re.MULTILINE)
+    copies = re.findall(r"^COPY (.+)$", dockerfile, re.MULTILINE)
+    sources = {source.rstrip("/") for line in copies for source in line.split()[:-1]}
+    assert sources == set(packages) | {"pyproject.toml", "README.md"}
+    assert not any(dockerignored(source) or dockerignored(f"{source}/__init__.py") for source in sources)
+    operators = ["deploy/cameras.yaml", "deploy/receivers.yaml", "deploy/cameras.yml", ".env"]
+    assert all(dockerignored(path) for path in [*operators, "deploy/cameras.compose.yaml", "secrets/job_key"])
+    chowned = re.findall(r"chown (?:-R )?\S+ ([^&\\\n]+)", dockerfile)  # the paths after the owner
+    assert [paths.split() for paths in chowned] == [["/data"]]
+    git = shutil.which("git")
+    listed = subprocess.run([git or "git", "ls-files", "deploy"], cwd=REPO, capture_output=True, text=True)
+    if git is None or listed.returncode != 0:
+        unavailable("not a git checkout")
+    shipped = listed.stdout.split()
+    assert "deploy/cameras.example.yaml" in shipped and "deploy/prometheus-rules.yml" in shipped
+    checked = subprocess.run([git, "check-ignore", "--no-index", *shipped, *operators], cwd=REPO,
+                             capture_output=True, text=True)  # fmt: skip
+    assert checked.stdout.split() == operators
 
 
 def scram_verifies(stored: str, password: str) -> bool:
@@ -842,6 +915,16 @@ def test_no_service_holding_frames_can_write_them_to_disk_in_a_core_dump_or_to_s
     assert data.get("mode") == "0700" and "size" in data
     headroom = memory_bytes(str(frames["mem_limit"])) - maxmemory - memory_bytes(data["size"])
     assert headroom >= maxmemory // 4, "room for fragmentation and client buffers past maxmemory"
+
+
+def test_every_service_keeps_a_bounded_log() -> None:
+    """Docker's default json-file log grows without bound on the host's disk (a camera failing, a worker
+    retrying, logs a line every few seconds for months): every service's is capped, a few files of a few MB."""
+    for name, service in SERVICES.items():
+        logging = service.get("logging") or {}
+        assert logging.get("driver") in {"local", "json-file"}, name
+        size, files = logging["options"]["max-size"], int(logging["options"]["max-file"])
+        assert files >= 2 and memory_bytes(size) * files <= 64 * 2**20, name
 
 
 def test_prometheus_and_grafana_gain_no_privileges_and_have_a_memory_limit():
