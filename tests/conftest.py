@@ -127,3 +127,14 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     server.start()
     yield server
     server.remove()
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The secrets of the compose stack (the deployment tests), made by deploy/make-secrets.sh in a temporary
+    folder."""
+    from tests.deploy_files import run_make_secrets
+
+    folder = tmp_path_factory.mktemp("compose") / "secrets"
+    run_make_secrets(str(folder))
+    return folder

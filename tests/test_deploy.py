@@ -2,14 +2,12 @@
 docker-compose.yml runs a command the CLI accepts with settings the config accepts (passwords from
 Docker secrets, frames in a Redis that never writes to disk), under a memory limit with no swap nor
 core dump, healthy (each one that runs on) while it answers on its metrics port, no password is written in any
-deployment file, Redis, Postgres and Grafana all require one, nothing but Prometheus and Grafana is published and
+deployment file, Redis and Grafana require one, nothing but Prometheus and Grafana is published and
 those on this host only, Prometheus scrapes the services on their metrics port, every metric the
 Grafana dashboard plots is one the processes export, the cameras file of the compose stack is valid,
-the sighting and alert pools read one receivers file (by default one that lists none), every line of
-.env reaches every alpr service (a misspelt one refused there), the image holds the packages alone (nothing
-an operator put in deploy/), every service's log is capped, and deploy/make-secrets.sh makes the secrets
-once, at random, and never overwrites them.
-`docker compose config` checks the file itself where a compose client is installed."""
+the sighting and alert pools read one receivers file (by default one that lists none), the image holds the
+packages alone (nothing an operator put in deploy/), and every service's log is capped. Postgres's logins and
+deploy/make-secrets.sh: tests/test_deploy_secrets.py; .env and `docker compose config`: tests/test_deploy_env.py."""
 
 from __future__ import annotations
 
@@ -19,146 +17,44 @@ import os
 import re
 import shutil
 import socket
-import stat
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-import redis
 import yaml
-from prometheus_client import generate_latest
 
 from alpr.arguments import build_parser
 from common import defaults
 from common.config import Settings
 from common.errors import ConfigError
 from common.metrics import Metrics
-from common.queues import queue_keys
 from ingest.cameras import parse_cameras
 from tests.conftest import unavailable
-from tests.helpers import free_port
-
-REPO = Path(__file__).resolve().parent.parent
-COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
-COMPOSE = yaml.safe_load(COMPOSE_TEXT)
-SERVICES = COMPOSE["services"]
-ALPR_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith("alpr-")}
-MAKE_SECRETS = REPO / "deploy" / "make-secrets.sh"
-SECRET_NAMES = {
-    "redis_password", "postgres_password", "postgres_app_password", "postgres_pruner_password",
-    "grafana_admin_password", "job_key",
-}  # fmt: skip
-SECRETS_IN_CONTAINER = "/run/secrets/"
-HOST_VARIABLES = {
-    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR", "ALPR_INGEST_MEMORY",
-}  # fmt: skip
-"""Variables compose itself interpolates on the host; never set in a container (no setting has their name)."""
-HOST_SETTINGS = {"ALPR_RETENTION_DAYS", "ALPR_DETECTOR_THREADS"}
-"""Settings compose takes from the host (its environment, .env) and hands on to each container that reads
-them, one value for all of them, or a default of the deployment's own (the detector's one thread)."""
-DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
-    p for p in (REPO / "deploy").rglob("*") if p.is_file()
+from tests.deploy_files import (
+    ALLOWED_URL_CREDENTIALS,
+    ALPR_SERVICES,
+    COMPOSE,
+    COMPOSE_TEXT,
+    DATABASE_LOGINS,
+    DEPLOYMENT_FILES,
+    HOST_SETTINGS,
+    HOST_VARIABLES,
+    REPO,
+    SECRET_NAMES,
+    SECRETS_IN_CONTAINER,
+    SERVICES,
+    WITHOUT_DATABASE,
+    WITHOUT_REDIS,
+    container_environment,
+    database_role,
+    exported_metric_names,
+    known_setting,
+    redis_arguments,
+    secret_names,
+    tmpfs_options,
 )
-ALLOWED_URL_CREDENTIALS = {("deploy/cameras.example.yaml", "rtsp://user:pass@")}
-DATABASE_LOGINS = {
-    "alpr": "postgres_password", "alpr_app": "postgres_app_password", "alpr_pruner": "postgres_pruner_password",
-}  # fmt: skip
-"""Postgres roles and their password secrets: the owner (migrations only), the workers' role and the
-prune's."""
-
-
-WITHOUT_REDIS = {"migrate", "prune"}
-"""Services that never open Redis: given neither its address nor its password."""
-WITHOUT_DATABASE = {"detect"}
-"""Services that never open Postgres (the detector decodes the cameras' frames): no address, no password."""
-
-
-def database_role(service: str) -> str:
-    """The role a service logs in to Postgres as: the owner for the migration, alpr_pruner for the prune
-    (the workers' role may delete no plate data, the pruner nothing else), alpr_app for the rest."""
-    return {"migrate": "alpr", "prune": "alpr_pruner"}.get(service, "alpr_app")
-
-
-"""The example of a camera's credentials in its URL (masked in logs), the one allowed."""
-
-
-def run_make_secrets(*args: str, env: dict[str, str] | None = None) -> str:
-    """deploy/make-secrets.sh's output; it must succeed."""
-    result = subprocess.run(
-        ["sh", str(MAKE_SECRETS), *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The secrets of the compose stack, made by deploy/make-secrets.sh in a temporary folder."""
-    folder = tmp_path_factory.mktemp("compose") / "secrets"
-    run_make_secrets(str(folder))
-    return folder
-
-
-def container_environment(service: dict, secrets_dir: Path) -> dict[str, str]:
-    """A service's environment as its container sees it with no host variable set (`${VAR:-default}`: the
-    default), the secret files at their place here."""
-    environment = {key: compose_default(str(value)) for key, value in (service.get("environment") or {}).items()}
-    return {
-        key: value.replace(SECRETS_IN_CONTAINER, f"{secrets_dir}/", 1)
-        if value.startswith(SECRETS_IN_CONTAINER)
-        else value
-        for key, value in environment.items()
-    }
-
-
-def compose_default(value: str) -> str:
-    """A value as compose interpolates it when its host variable is unset: `${VAR:-default}` its default."""
-    return re.sub(r"(?<!\$)\$\{\w+:-([^}]*)\}", r"\1", value)
-
-
-def secret_names(service: dict) -> set[str]:
-    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
-
-
-def redis_arguments(service: dict) -> list[str]:
-    """The redis-server options of a Redis service: what follows the start script and its name."""
-    command = service["command"]
-    assert command[:2] == ["sh", "-c"], "Redis starts through the script that reads its password"
-    return command[4:]
-
-
-def tmpfs_options(service: dict) -> dict[str, dict[str, str]]:
-    """A service's tmpfs mounts: path -> options (`/data:mode=0700,size=16m` -> {"mode": "0700", ...})."""
-    mounts = {}
-    for entry in service.get("tmpfs", []):
-        path, _, options = entry.partition(":")
-        mounts[path] = dict(option.partition("=")[::2] for option in options.split(",") if option)
-    return mounts
-
-
-def known_setting(variable: str) -> bool:
-    field = variable.removeprefix("ALPR_").lower()
-    return field in Settings.model_fields or (field.endswith("_file") and field[:-5] in Settings.model_fields)
-
-
-def exported_metric_names() -> set[str]:
-    metrics = Metrics()
-    metrics.watch_queues(redis.Redis(port=1, socket_connect_timeout=0.1), queue_keys())  # depth family, no server
-    for stage in ("detect", "ocr", "redact"):  # labelled series appear once used
-        metrics.jobs.labels(stage=stage, outcome="failed")
-        metrics.core_cpu_seconds.labels(stage=stage)
-        metrics.stage_seconds.labels(stage=stage)
-    for gauge in metrics.role_gauges():  # each exported by the roles that set it (common/metrics_registry.RoleGauge)
-        gauge.set(1)
-    for role_metric in metrics.role_metrics():  # each exported by the roles that use it (RoleMetric)
-        role_metric.export()
-    text = generate_latest(metrics.registry).decode()
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")} | {
-        re.split(r"[{ ]", line)[0] for line in text.splitlines() if line and not line.startswith("#")
-    }
+from tests.helpers import free_port
 
 
 def test_every_alpr_service_runs_a_valid_command_with_valid_settings(secrets_dir: Path):
@@ -277,76 +173,6 @@ def test_redis_requires_its_password_and_the_frames_redis_never_writes_to_disk()
         assert urlsplit(service["environment"]["ALPR_REDIS_URL"]).hostname == "redis"
 
 
-def test_postgres_takes_its_password_from_a_secret():
-    postgres = SERVICES["postgres"]
-    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    assert "POSTGRES_PASSWORD" not in postgres["environment"] and "postgres_password" in secret_names(postgres)
-    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
-    for name, service in ALPR_SERVICES.items():
-        if name in WITHOUT_DATABASE:
-            continue
-        assert urlsplit(service["environment"]["ALPR_DATABASE_URL"]).username == database_role(name), name
-        assert "postgres_password" not in secret_names(service) or name == "migrate", name  # the owner's
-
-
-@pytest.mark.parametrize(
-    ("content", "said"),
-    [
-        (b"owner-secret-0123\n", None),
-        (b"owner-secret-0123", None),
-        (b"owner-secret-0123\r\n\r\n", None),  # saved on Windows: initdb and the chain both leave the CR out
-        (b"\xef\xbb\xbfowner-secret-0123\n", None),  # "UTF-8 with BOM": SCRAM's SASLprep drops the mark
-        (b"owner-secret-0123\nsecond-line\n", "holds more than one line"),  # initdb takes the first alone
-        (b"\r\nowner-secret-0123\n", "holds more than one line"),
-        (b"", "empty postgres_password secret"),
-        (b"\r\n", "empty postgres_password secret"),
-    ],
-)
-def test_postgres_starts_only_with_an_owners_password_the_chain_reads_alike(content, said, tmp_path: Path):
-    """The image reads POSTGRES_PASSWORD_FILE whole ($(< file)) and initdb takes its first line without its
-    line end, `migrate` all of it but the line ends at its end: a secret of two lines made the owner's
-    password one `migrate` never sent ("password authentication failed", no hint). The postgres service's
-    start script (run here by sh, the image's entrypoint a stand-in) refuses it before the image makes
-    anything, as Redis's refuses what its server would read otherwise. CRLF and a byte-order mark log in
-    (measured with PostgreSQL 15's initdb and SCRAM): not refused, a working volume not stopped."""
-    command = SERVICES["postgres"]["command"]
-    assert command[:2] == ["sh", "-c"] and command[3:] == ["postgres-start", "postgres"]
-    secret = tmp_path / "postgres_password"
-    secret.write_bytes(content)
-    script = command[2].replace("$$", "$").replace("/run/secrets/postgres_password", str(secret))
-    assert script.count(str(secret)) == 1 and "docker-entrypoint.sh" in script
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    entrypoint = bin_dir / "docker-entrypoint.sh"
-    entrypoint.write_text('#!/bin/sh\necho "entrypoint $*"\n')
-    entrypoint.chmod(0o755)
-    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    done = subprocess.run(["sh", "-c", script, *command[3:]], env=environment, capture_output=True, text=True)
-    assert "owner-secret" not in done.stdout + done.stderr
-    if said is None:
-        assert (done.returncode, done.stdout, done.stderr) == (0, "entrypoint postgres\n", "")
-    else:
-        assert done.returncode == 1 and done.stdout == "" and said in done.stderr, done.stderr
-
-
-def test_only_the_migration_logs_in_as_the_owner_and_grants_the_workers_and_the_pruners_roles(secrets_dir: Path):
-    assert SERVICES["migrate"]["command"] == ["db", "upgrade", "--grant", "alpr_app", "--grant-pruner", "alpr_pruner"]
-    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr"] == ["migrate"]
-    assert [name for name in ALPR_SERVICES if database_role(name) == "alpr_pruner"] == ["prune"]
-    prune = SERVICES["prune"]  # plate data kept 30 days, pruned every 6 hours, after the schema is current
-    assert prune["command"] == ["db", "prune", "--every-h", "6"] and prune["restart"] == "unless-stopped"
-    assert Settings.load(container_environment(prune, secrets_dir)).retention_days == 30
-    assert prune["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
-    assert {"postgres_app_password", "postgres_pruner_password"} <= secret_names(SERVICES["postgres"])
-    mounts = SERVICES["postgres"]["volumes"]
-    assert "./deploy/postgres-app-role.sh:/docker-entrypoint-initdb.d/alpr-app-role.sh:ro" in mounts
-    script = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    assert "\\set secret `tr -d '\\r\\n' < :'secret_file'`" in script  # psql reads it: never on a command line
-    for role, secret in DATABASE_LOGINS.items():
-        if role != "alpr":  # the image makes the owner
-            assert f"login_role {role} /run/secrets/{secret}\n" in script
-
-
 def test_grafana_requires_a_sign_in():
     grafana = SERVICES["grafana"]
     environment = grafana["environment"]
@@ -403,106 +229,6 @@ def test_the_ingest_node_spools_its_frame_records_on_a_volume(secrets_dir: Path)
     assert settings.ledger_spool_dir == Path("/data/ledger")
     assert f"ledger:{settings.ledger_spool_dir}" in ingest["volumes"]
     assert "ledger" in COMPOSE["volumes"] and "/data/ledger" in (REPO / "Dockerfile").read_text()
-
-
-def test_make_secrets_makes_random_passwords_once_and_never_overwrites_them(tmp_path: Path):
-    folder = tmp_path / "secrets"
-    folder.mkdir()
-    (folder / "grafana_admin_password").write_text("chosen by hand\n")  # one the user made: kept
-    first = run_make_secrets(str(folder))
-    assert {p.name for p in folder.iterdir()} == SECRET_NAMES | {"alerts"}
-    made = {name: (folder / name).read_text() for name in SECRET_NAMES}
-    assert made["grafana_admin_password"] == "chosen by hand\n" and "kept" in first
-    passwords = [made["redis_password"].strip(), made["postgres_password"].strip()]
-    assert all(re.fullmatch(r"[A-Za-z0-9]{32}", password) for password in passwords)
-    assert len(set(passwords)) == 2
-    # The folder keeps every other host user out; the files are readable inside the containers, whose
-    # non-root users (alpr, grafana) are not the host owner of a bind-mounted secret.
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    for name in ("redis_password", "postgres_password"):
-        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o644
-
-    second = run_make_secrets(env={"ALPR_SECRETS_DIR": str(folder)})
-    assert {name: (folder / name).read_text() for name in SECRET_NAMES} == made
-    assert second.count("kept") == len(SECRET_NAMES) and "made" not in second  # alerts/ too: kept as it is
-
-    other = tmp_path / "other"
-    run_make_secrets(str(other))
-    assert all((other / name).read_text() != made[name] for name in SECRET_NAMES)
-
-
-def make_secrets_fails(folder: Path) -> str:
-    """deploy/make-secrets.sh's error for `folder`; it must fail."""
-    result = subprocess.run(["sh", str(MAKE_SECRETS), str(folder)], capture_output=True, text=True)
-    assert result.returncode == 1, result.stdout + result.stderr
-    return result.stderr
-
-
-def test_make_secrets_trusts_no_folder_or_file_another_user_made_nor_keeps_an_empty_one(tmp_path: Path):
-    """Another user who made the folder first (in /tmp, a shared checkout) and planted a password she
-    knew had it kept, the new secrets added beside it, and read them all: the folder stayed hers, however
-    its mode (a review). A write that failed (a full disk) left empty files, kept for good; one killed
-    before its chmod, a 0600 file the containers could not read, kept as it was."""
-    folder = tmp_path / "secrets"
-    folder.mkdir()
-    (folder / "redis_password").write_text("")  # an earlier write that failed
-    assert "redis_password is empty" in make_secrets_fails(folder)
-    (folder / "redis_password").unlink()
-    (folder / "redis_password").symlink_to(tmp_path / "elsewhere")
-    assert "redis_password is not a regular file" in make_secrets_fails(folder)
-    (folder / "redis_password").unlink()
-    (folder / "redis_password").write_text("killed before its chmod\n")
-    (folder / "redis_password").chmod(0o600)
-    run_make_secrets(str(folder))
-    assert stat.S_IMODE((folder / "redis_password").stat().st_mode) == 0o644
-    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no partial file left
-    bin_folder = tmp_path / "bin"  # a file system without hard links (vfat, some SMB mounts): ln fails
-    bin_folder.mkdir()
-    (bin_folder / "ln").write_text("#!/bin/sh\nexit 1\n")
-    (bin_folder / "ln").chmod(0o755)
-    failed = subprocess.run(["sh", str(MAKE_SECRETS), str(tmp_path / "fresh")], capture_output=True, text=True,
-                            env={**os.environ, "PATH": f"{bin_folder}:{os.environ['PATH']}"})  # fmt: skip
-    assert failed.returncode == 1 and "could not make" in failed.stderr  # it said "kept" and exited 0, no secrets
-    if os.geteuid() != 0:
-        return  # only root can make a folder or a file another user's
-    for path in (folder, folder / "redis_password"):
-        os.chown(path, 65534, 65534)
-    assert "is another user's folder" in make_secrets_fails(folder)
-    os.chown(folder, 0, 0)
-    assert "redis_password is another user's file" in make_secrets_fails(folder)
-
-
-def test_make_secrets_writes_into_the_repository_by_default_from_any_folder(tmp_path: Path):
-    """Without a folder named, secrets/ beside deploy/, where docker-compose.yml looks; git and the
-    image's build context both leave it out."""
-    copy = tmp_path / "checkout"
-    (copy / "deploy").mkdir(parents=True)
-    shutil.copy(MAKE_SECRETS, copy / "deploy" / "make-secrets.sh")
-    environment = {k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"}
-    result = subprocess.run(["sh", "deploy/make-secrets.sh"], cwd=copy, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert {p.name for p in (copy / "secrets").iterdir()} == SECRET_NAMES | {"alerts"}  # alerts/: the receivers'
-    assert (copy / "secrets" / "alerts").is_dir() and oct(
-        (copy / "secrets" / "alerts").stat().st_mode & 0o777
-    ) == "0o755"
-    assert "/secrets/" in (REPO / ".gitignore").read_text().split()
-    assert "secrets" in (REPO / ".dockerignore").read_text().split()
-    assert os.access(MAKE_SECRETS, os.X_OK)
-
-
-@pytest.mark.parametrize("relative", ["mysecrets", "./secrets", "../x/secrets"])
-def test_make_secrets_refuses_a_relative_secrets_dir_which_compose_reads_from_elsewhere(relative, tmp_path: Path):
-    """A relative ALPR_SECRETS_DIR was made in the current folder, while docker compose reads it from the
-    project folder: the stack found none of the secrets (an operator review)."""
-    result = subprocess.run(["sh", str(MAKE_SECRETS)], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "ALPR_SECRETS_DIR": relative})  # fmt: skip
-    assert result.returncode == 1 and result.stderr.strip() == (
-        f"make-secrets.sh: ALPR_SECRETS_DIR={relative} is a relative path, which docker compose takes from the"
-        " project folder and this script would from the current one: give an absolute path"
-    )
-    assert list(tmp_path.iterdir()) == []  # nothing made where the script stood
-    made = run_make_secrets(env={"ALPR_SECRETS_DIR": str(tmp_path / relative)})  # an absolute one: made
-    assert f"made {tmp_path / relative}/job_key" in made
 
 
 def test_prometheus_scrapes_the_services_on_their_metrics_port(secrets_dir: Path):
@@ -570,100 +296,6 @@ def test_no_variable_compose_interpolates_stops_an_alpr_command():
 def test_the_compose_cameras_file_is_valid():
     cameras = parse_cameras(yaml.safe_load((REPO / "deploy" / "cameras.compose.yaml").read_text()), Settings.load({}))
     assert [c.id for c in cameras] == ["demo-clip"] and cameras[0].loop
-
-
-def compose_command() -> list[str]:
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    unavailable("no docker compose client installed")
-
-
-ENV_FILE_ENTRY = "  env_file:\n    - path: .env\n      required: false\n"
-"""How the alpr services read .env, as docker-compose.yml writes it (the long form: Compose 2.24 or later)."""
-
-
-def compose_config(command: list[str], project: Path, dot_env: str | None, environment: dict[str, str]) -> dict:
-    """`config` of docker-compose.yml copied into `project`, a project of its own (the checkout's .env
-    never read), with `dot_env` as its .env (None: none). docker-compose 1.x (Debian's 1.29) knows no
-    env_file entry of the long form and needs the file it names: for it the copy names .env in the short
-    form, an empty one made where none is given."""
-    project.mkdir(exist_ok=True)
-    text = COMPOSE_TEXT
-    version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True).stdout.strip()
-    if command == ["docker-compose"] and version.startswith("1."):
-        text = text.replace(ENV_FILE_ENTRY, "  env_file: [.env]\n")
-        dot_env = "" if dot_env is None else dot_env
-    (project / "docker-compose.yml").write_text(text)
-    if dot_env is not None:
-        (project / ".env").write_text(dot_env)
-    result = subprocess.run([*command, "config"], cwd=project, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)  # YAML from every client (Debian's docker-compose 1.29 has no --format)
-
-
-def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Path):
-    command = compose_command()
-    without = {k: v for k, v in os.environ.items() if k != "ALPR_SECRETS_DIR"}
-    resolved = compose_config(command, tmp_path / "named", None, {**without, "ALPR_SECRETS_DIR": str(secrets_dir)})
-    assert {name: Path(s["file"]) for name, s in resolved["secrets"].items()} == {
-        name: secrets_dir / name for name in SECRET_NAMES
-    }
-    by_default = compose_config(command, tmp_path / "default", None, without)  # no folder named anywhere
-    assert {Path(s["file"]).parent for s in by_default["secrets"].values()} == {tmp_path / "default" / "secrets"}
-    for name, service in ALPR_SERVICES.items():  # .env, where there is one, read by every alpr service
-        assert service["env_file"] == [{"path": ".env", "required": False}], name
-    assert COMPOSE_TEXT.count(ENV_FILE_ENTRY) == 1  # on the x-alpr anchor alone
-
-
-RETENTION_READERS = {"prune", "redact", "sight"}
-"""Services that read ALPR_RETENTION_DAYS: the prune deletes records past it, the redactor its kept frames
-within it, the sighting pool checks its repeat window against it."""
-
-
-def test_the_retention_of_env_reaches_every_service_that_reads_it_alike(secrets_dir: Path, tmp_path: Path):
-    """Compose wrote ALPR_RETENTION_DAYS: '30' in `prune` and in `redact`: a .env's ALPR_RETENTION_DAYS=7
-    was ignored (plate data kept 30 days), and one service edited alone made them disagree (kept frames past
-    the records naming them). Now one value, the host's (30 unset), in each service that reads it."""
-    command = compose_command()
-    written = {name: s["environment"].get("ALPR_RETENTION_DAYS") for name, s in ALPR_SERVICES.items()}
-    assert {name for name, value in written.items() if value is not None} == RETENTION_READERS
-    assert {written[name] for name in RETENTION_READERS} == {"${ALPR_RETENTION_DAYS:-30}"}
-    without = {k: v for k, v in os.environ.items() if k != "ALPR_RETENTION_DAYS"}
-    base = {**without, "ALPR_SECRETS_DIR": str(secrets_dir)}
-    for project, dot_env, environment, days in (
-        ("shell", None, {**base, "ALPR_RETENTION_DAYS": "7"}, 7),  # the shell's
-        ("dot-env", "ALPR_RETENTION_DAYS=7\n", base, 7),  # .env's
-        ("neither", None, base, 30),  # neither: the default
-    ):
-        resolved = compose_config(command, tmp_path / project, dot_env, environment)["services"]
-        for name in RETENTION_READERS:
-            settings = Settings.load(container_environment(resolved[name], secrets_dir))
-            assert settings.retention_days == days, (name, project)
-
-
-def test_every_setting_of_env_reaches_every_alpr_service(secrets_dir: Path, tmp_path: Path) -> None:
-    """Compose handed a container only the variables its `environment:` interpolates: a .env's
-    ALPR_KEEP_FRAMES=none (no redacted frame kept) was ignored without a word, frames kept, and a misspelt
-    ALPR_RETENTON_DAYS=7 too (a review). Each line now reaches every alpr service, which takes a setting
-    and refuses a misspelt one; compose's own variables there are ignored by the roles as before."""
-    command = compose_command()
-    base = {**os.environ, "ALPR_SECRETS_DIR": str(secrets_dir)}
-    base = {k: v for k, v in base.items() if k not in {"ALPR_KEEP_FRAMES", "ALPR_DETECTOR_THREADS"}}
-    host = "".join(f"{variable}=/elsewhere/{variable.lower()}\n" for variable in sorted(HOST_VARIABLES))
-    host = host.replace("ALPR_INGEST_MEMORY=/elsewhere/alpr_ingest_memory", "ALPR_INGEST_MEMORY=2304m")
-    dot_env = f"ALPR_KEEP_FRAMES=none\nALPR_DETECTOR_THREADS=2\n{host}"
-    resolved = compose_config(command, tmp_path / "settings", dot_env, base)["services"]
-    for name in ALPR_SERVICES:
-        settings = Settings.load(container_environment(resolved[name], secrets_dir))  # compose's own: ignored
-        assert settings.keep_frames == "none" and settings.detector_threads == 2, name
-        assert settings.metrics_port == 9100, name  # what the service sets itself is kept
-    assert Settings.load(container_environment(resolved["redact"], secrets_dir)).keep_dir == Path("/data/kept")
-    misspelt = compose_config(command, tmp_path / "misspelt", "ALPR_RETENTON_DAYS=7\n", base)["services"]
-    for name in ALPR_SERVICES:
-        with pytest.raises(ConfigError, match="unknown setting ALPR_RETENTON_DAYS"):
-            Settings.load(container_environment(misspelt[name], secrets_dir))
 
 
 def test_the_example_receivers_file_loads(tmp_path):
@@ -746,93 +378,6 @@ def test_the_image_holds_the_packages_and_nothing_an_operator_put_in_deploy() ->
     checked = subprocess.run([git, "check-ignore", "--no-index", *shipped, *operators], cwd=REPO,
                              capture_output=True, text=True)  # fmt: skip
     assert checked.stdout.split() == operators
-
-
-def scram_verifies(stored: str, password: str) -> bool:
-    """Whether Postgres's SCRAM-SHA-256 verifier `stored` is of `password` (RFC 5802: its StoredKey and
-    ServerKey from the salted password)."""
-    import base64
-    import hashlib
-    import hmac
-
-    method, rest = stored.split("$", 1)
-    iterations_salt, keys = rest.split("$")
-    iterations, salt = iterations_salt.split(":")
-    stored_key, server_key = (base64.b64decode(key) for key in keys.split(":"))
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    return (
-        method == "SCRAM-SHA-256"
-        and hashlib.sha256(client_key).digest() == stored_key
-        and hmac.new(salted, b"Server Key", "sha256").digest() == server_key
-    )
-
-
-def test_the_role_script_makes_the_roles_with_their_secrets_and_again_only_resets_them(tmp_path, postgres_url):
-    """deploy/postgres-app-role.sh run by psql against this machine's Postgres, as the postgres image
-    runs it at its first start (the secrets' paths pointed at files of the test's, the roles named its own:
-    the machine's Postgres is shared, and the fixed names failed a run beside another using them); first
-    on a cluster that has alpr_app and no alpr_pruner, as a volume made before the pruner's role has."""
-    import psycopg
-
-    psql = shutil.which("psql")
-    if psql is None:
-        unavailable("psql is not installed")
-    tail = uuid.uuid4().hex[:8]
-    app, pruner = f"alpr_app_{tail}", f"alpr_pruner_{tail}"
-    roles = {app: tmp_path / "postgres_app_password", pruner: tmp_path / "postgres_pruner_password"}
-    script = tmp_path / "alpr-app-role.sh"
-    text = (REPO / "deploy" / "postgres-app-role.sh").read_text()
-    for role, secret in zip(("alpr_app", "alpr_pruner"), roles.values(), strict=True):
-        assert f"login_role {role} /run/secrets/{secret.name}" in text
-        text = text.replace(f"login_role {role} /run/secrets/{secret.name}", f"login_role {role}_{tail} {secret}")
-    script.write_text(text)
-    parts = urlsplit(postgres_url)
-    environment = {**os.environ, "POSTGRES_USER": parts.username or "postgres", "POSTGRES_DB": parts.path[1:],
-                   "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432)}  # fmt: skip
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        try:
-            admin.execute(f"CREATE ROLE {app} LOGIN")  # the script of before made it alone
-            hashes = []
-            for run in ("first", "second"):
-                for role, secret in roles.items():
-                    secret.write_text(f"{run}-{role}-secret-0123\n")
-                done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-                assert done.returncode == 0, done.stderr
-                for role in roles:
-                    assert f"{run}-{role}-secret" not in done.stdout + done.stderr
-                    row = admin.execute(
-                        "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = %s", (role,)
-                    )
-                    can_login, superuser, hashed = row.fetchone()  # type: ignore[misc]
-                    assert can_login and not superuser and hashed and "secret" not in hashed, role
-                    assert scram_verifies(hashed, f"{run}-{role}-secret-0123"), role
-                    hashes.append(hashed)
-            assert len(set(hashes)) == 4  # run again (a volume made before), each password is its secret's
-            roles[app].write_bytes(b"crlf-secret'0123\r\n")  # saved on Windows; a quote in it
-            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-            assert done.returncode == 0, done.stderr
-            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
-            assert row and scram_verifies(row[0], "crlf-secret'0123")  # as the chain reads the file
-            roles[app].write_bytes(b"\xef\xbb\xbfbom-secret-0123\n")  # saved "UTF-8 with BOM": the chain
-            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-            assert done.returncode == 1 and "starts with a byte-order mark" in done.stderr  # drops it, Postgres kept it
-            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
-            assert row and scram_verifies(row[0], "crlf-secret'0123")  # unchanged
-            roles[app].write_bytes(b"crlf-secret'0123\r\nsecond-line\r\n")  # the chain reads both lines
-            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-            assert done.returncode == 1 and "holds more than one line" in done.stderr  # it joined them
-            assert "second-line" not in done.stdout + done.stderr
-            row = admin.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (app,)).fetchone()
-            assert row and scram_verifies(row[0], "crlf-secret'0123")  # unchanged
-            roles[app].write_bytes(b"crlf-secret'0123\r\n")
-            roles[pruner].unlink()  # a secrets folder from before the pruner: told, not a role without one
-            done = subprocess.run(["sh", str(script)], env=environment, capture_output=True, text=True)
-            assert done.returncode == 1 and f"no password for {pruner}" in done.stderr
-            assert "run deploy/make-secrets.sh" in done.stderr
-        finally:
-            for role in roles:
-                admin.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_every_alpr_service_runs_without_capabilities_and_gains_none():
