@@ -246,6 +246,12 @@ JPEG_QUALITY = 85
 MAX_FRAME_PIXELS = 7680 * 4320
 """Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
 
+MAX_JPEG_SCANS = 100
+"""Most scans (SOS markers) a JPEG may hold before it is decoded: progressive JPEGs of libjpeg, OpenCV and
+Pillow have 10 (6 grey), baseline ones 1 to 3. Each scan makes the decoder pass over the whole image again:
+an 8K progressive JPEG of one 20-byte scan repeated 20,000 times (595 KB) took 23 s in OpenCV and 20 s in
+simplejpeg, uninterruptible, and 10 MB would take some 10 minutes (a review)."""
+
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 """Most bytes a stored frame may hold (an 8K frame at the chain's JPEG quality is a few MB): a bigger one
 is skipped unread (a JPEG's header says nothing of what follows it: a job could have a worker read

@@ -107,6 +107,22 @@ def pixels_problem(width: int, height: int, max_pixels: int) -> str | None:
     return f"{width}x{height} pixels, more than the limit of {max_pixels}"
 
 
+JPEG_START, JPEG_SCAN = b"\xff\xd8", b"\xff\xda"
+"""A JPEG's first two bytes (SOI), and the marker that starts each of its scans (SOS)."""
+
+
+def jpeg_scans_problem(data: bytes) -> str | None:
+    """Why JPEG `data` is refused before it is decoded (more than MAX_JPEG_SCANS scans), or None; None for
+    data that is no JPEG. Its SOS markers are counted: byte stuffing keeps 0xFF 0xDA out of the entropy-coded
+    data, and the few it may find in metadata (an EXIF thumbnail's own scans) are far below the limit."""
+    if not data.startswith(JPEG_START):
+        return None
+    scans = data.count(JPEG_SCAN)
+    if scans <= defaults.MAX_JPEG_SCANS:
+        return None
+    return f"JPEG with {scans} scans, more than the limit of {defaults.MAX_JPEG_SCANS}"
+
+
 class PixelBudgetError(InputError):
     """A job's frames or crops together declare more pixels than it may decode (MAX_JOB_PIXELS)."""
 
@@ -129,11 +145,14 @@ def decode_jpeg(data: bytes, key: str, budget: PixelBudget | None = None) -> np.
     """BGR pixels of stored JPEG bytes, through libjpeg-turbo's SIMD decoder (simplejpeg), several
     times faster than OpenCV's imdecode — it runs twice per frame in the chain. The header's size is
     checked first (against MAX_FRAME_PIXELS, then taken from the job's `budget`): a few kilobytes of
-    JPEG can declare gigabytes of pixels, and a worker decodes a whole job's frames at once."""
+    JPEG can declare gigabytes of pixels, and a worker decodes a whole job's frames at once; and its
+    scans are counted (`jpeg_scans_problem`): a few hundred kilobytes of them took a worker 20 s."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         if problem := pixels_problem(width, height, defaults.MAX_FRAME_PIXELS):
             raise InputError(f"frame {key} is {problem}")
+        if problem := jpeg_scans_problem(data):  # each scan is a pass over every pixel: a scan bomb
+            raise InputError(f"frame {key} is a {problem}")
         if budget is not None:
             budget.take(width * height, key)
         image: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="BGR")

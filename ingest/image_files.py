@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from common.frame_store import pixels_problem
+from common.frame_store import jpeg_scans_problem, pixels_problem
 from common.text_files import NotRegularFileError, os_reason, read_regular_bytes
 
 FrameProblem = Literal["undecodable", "too_large"]
@@ -39,11 +39,14 @@ class UnreadableFrameError(Exception):
 def read_image(path: Path, max_pixels: int) -> np.ndarray:
     """The image at `path` decoded (BGR), or UnreadableFrameError: `too_large` when its header (or the
     file's size) says it has more than `max_pixels`, before decoding it; `undecodable` when it is not
-    a regular file, cannot be read, or is not an image OpenCV decodes."""
+    a regular file, cannot be read, is a JPEG of more scans than MAX_JPEG_SCANS (`jpeg_scans_problem`)
+    or is not an image OpenCV decodes."""
     data = read_regular_file(path, max_pixels * MAX_BYTES_PER_PIXEL + METADATA_BYTES)
     width, height = header_size(data)
     if problem := pixels_problem(width, height, max_pixels):
         raise UnreadableFrameError("too_large", problem)
+    if problem := jpeg_scans_problem(data):  # each scan a pass over every pixel: minutes of the camera's thread
+        raise UnreadableFrameError("undecodable", problem)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise UnreadableFrameError("undecodable", "undecodable image")

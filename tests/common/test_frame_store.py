@@ -107,3 +107,18 @@ def test_a_workers_store_waits_for_room_in_a_full_redis(redis_server):
     FrameStore(connection, 600, patience_s=20).put_many([(frame_key("cam:2:0:plate0"), b"crop" * 1000)])
     consumed.join()
     assert time.monotonic() - started >= 0.9 and connection.exists(frame_key("cam:2:0:plate0"))
+
+
+def test_a_stored_jpeg_of_thousands_of_scans_is_refused_before_decoding():
+    """A worker took 20 s over an 8K JPEG of one scan repeated 20,000 times (595 KB); MAX_JPEG_SCANS."""
+    import cv2
+
+    from common import defaults
+    from tests.crafted_jpegs import progressive_jpeg, scan_bomb
+
+    blocks = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    image = cv2.resize(blocks, (128, 96), interpolation=cv2.INTER_NEAREST)  # 2.6 KB as a JPEG
+    bomb = scan_bomb(image, defaults.MAX_JPEG_SCANS)
+    with pytest.raises(InputError, match=f"frame k is a JPEG with {defaults.MAX_JPEG_SCANS + 10} scans, more than"):
+        decode_jpeg(bomb, "k")
+    assert decode_jpeg(progressive_jpeg(image), "p").shape == (96, 128, 3)

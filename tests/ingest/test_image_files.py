@@ -17,6 +17,7 @@ import pytest
 
 from ingest.image_files import UnreadableFrameError, read_image
 from ingest.sources import SampledFrame, UnreadFrame, open_source
+from tests.crafted_jpegs import progressive_jpeg, scan_bomb
 from tests.ingest.helpers import release_fifo
 
 
@@ -115,3 +116,22 @@ def test_the_pixel_limit_counts_width_times_height(tmp_path, width, height, max_
         assert isinstance(samples[0], SampledFrame) and samples[0].image.shape == (height, width, 3)
     else:
         assert samples == [UnreadFrame(0, 0.0, "too_large", f"{width}x{height} pixels, more than the limit of 1199")]
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding_and_a_progressive_one_is_read(tmp_path):
+    """An 8K progressive JPEG of one 20-byte scan repeated 20,000 times (595 KB) took 23 s to decode, in
+    the folder camera's thread; a JPEG's scans are counted first (MAX_JPEG_SCANS)."""
+    blocks = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    image = cv2.resize(blocks, (128, 96), interpolation=cv2.INTER_NEAREST)  # 2.6 KB as a JPEG
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(scan_bomb(image, 500))
+    assert cv2.imdecode(np.fromfile(bomb, np.uint8), cv2.IMREAD_COLOR).shape == (96, 128, 3)  # a valid JPEG
+    with pytest.raises(UnreadableFrameError) as refused:
+        read_image(bomb, 10**6)
+    assert refused.value.problem == "undecodable" and refused.value.detail.startswith("JPEG with 510 scans, more ")
+    progressive = tmp_path / "progressive.jpg"
+    progressive.write_bytes(progressive_jpeg(image))
+    assert read_image(progressive, 10**6).shape == (96, 128, 3)
+    png = tmp_path / "scan_markers.png"  # the pair in a PNG's pixels is no scan: only JPEGs are counted
+    cv2.imwrite(str(png), np.tile(np.array([0xFF, 0xDA], np.uint8), (64, 150))[..., None].repeat(3, 2))
+    assert cv2.imread(str(png)).tobytes().count(b"\xff\xda") > 100 and read_image(png, 10**6).shape == (64, 300, 3)
