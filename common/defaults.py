@@ -246,6 +246,11 @@ JPEG_QUALITY = 85
 MAX_FRAME_PIXELS = 7680 * 4320
 """Most pixels (width × height) a sampled frame may have: 8K UHD, beyond any camera; larger frames are skipped."""
 
+MAX_FRAME_SIDE = 65_500
+"""Most pixels a sampled frame may have across or down: a JPEG holds no more (libjpeg's limit), so a wider or
+taller image can be neither stored for the chain nor written redacted by `alpr run --out` (a 70000x400
+PNG ended the whole run there, the images after it unread: a review); it is skipped as too large."""
+
 MAX_JPEG_SCANS = 100
 """Most scans (SOS markers) a JPEG may hold before it is decoded: progressive JPEGs of libjpeg, OpenCV and
 Pillow have 10 (6 grey), baseline ones 1 to 3. Each scan makes the decoder pass over the whole image again:

@@ -100,11 +100,14 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def pixels_problem(width: int, height: int, max_pixels: int) -> str | None:
-    """Why a `width` x `height` frame is refused (more than `max_pixels`), or None: the one rule that
-    ingest applies before a frame is sampled and the workers before a stored frame is decoded."""
-    if width * height <= max_pixels:
-        return None
-    return f"{width}x{height} pixels, more than the limit of {max_pixels}"
+    """Why a `width` x `height` frame is refused (more than `max_pixels`, or a side longer than a JPEG
+    holds: MAX_FRAME_SIDE), or None: the one rule that ingest applies before a frame is sampled (`alpr
+    run` too) and the workers before a stored frame is decoded."""
+    if width * height > max_pixels:
+        return f"{width}x{height} pixels, more than the limit of {max_pixels}"
+    if max(width, height) > defaults.MAX_FRAME_SIDE:
+        return f"{width}x{height} pixels, a side longer than a JPEG holds ({defaults.MAX_FRAME_SIDE})"
+    return None
 
 
 JPEG_START, JPEG_SCAN = b"\xff\xd8", b"\xff\xda"

@@ -12,7 +12,7 @@ import pytest
 from alpr.cli import main
 from common import defaults
 from ocr_worker.core import OcrSettings, PlateReader
-from tests.helpers import clip_frames, iou
+from tests.helpers import clip_frames, iou, scene_samples
 
 
 @pytest.fixture(scope="module")
@@ -413,3 +413,26 @@ def test_a_run_whose_roi_lies_outside_the_frame_warns_and_counts_the_plates_it_d
         assert len(warnings) == 1 and warnings[0].startswith("camera gate: its ROI covers none of its 1280x720 frames")
     else:
         assert "6 plates detected, 6 reads logged" in summary and not warnings, (summary, warnings)
+
+
+def test_an_image_wider_than_a_jpeg_holds_is_a_frame_unread_and_the_run_goes_on(
+    datasets_dir, tmp_path, settings, capsys
+):
+    """A 70000x400 PNG (within the pixel limit) ended `alpr run --out` at encoding, exit 2, the images after
+    it unprocessed and no file named (a review): it is refused from its header as too large (MAX_FRAME_SIDE)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_wide.png"), np.zeros((400, 70000, 3), np.uint8))
+    sample = scene_samples(datasets_dir, "br", 1)[0]
+    (folder / "b_photo.jpg").write_bytes(sample.image.read_bytes())
+    out = tmp_path / "out"
+    args = ["run", str(folder), "--out", str(out), "--sqlite", str(tmp_path / "r.sqlite"), "--region", "br"]
+    assert main([*args, "--no-progress", "--model-dir", str(settings.model_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("1 frames in ") and "a_wide.png" in printed, printed
+    assert "70000x400 pixels, a side longer than a JPEG holds (65500)" in printed, printed
+    [written] = (out / "redacted_frames").glob("*.jpg")
+    photo, redacted = cv2.imread(str(sample.image)), cv2.imread(str(written))
+    x1, y1, x2, y2 = (round(v) for v in sample.box_xyxy)
+    assert redacted.shape == photo.shape
+    assert np.abs(redacted[y1:y2, x1:x2].astype(int) - photo[y1:y2, x1:x2]).mean() > 10  # its plate blurred

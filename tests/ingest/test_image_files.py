@@ -85,8 +85,10 @@ def test_every_sampled_image_ends_as_a_frame_or_an_unread_one(tmp_path):
 
 @pytest.mark.parametrize(
     ("width", "height", "message"),
-    [(10_000, 5_000, "10000x5000 pixels, more than the limit of 40000000"), (20_000, 20_000, "decompression-bomb")],
-)
+    [(10_000, 5_000, "10000x5000 pixels, more than the limit of 40000000"), (20_000, 20_000, "decompression-bomb"),
+     (70_000, 400, "70000x400 pixels, a side longer than a JPEG holds"),  # within the pixels: no JPEG holds it
+     (1, 65_501, "1x65501 pixels, a side longer than a JPEG holds")],
+)  # fmt: skip
 def test_an_image_over_the_limit_is_refused_from_its_header(tmp_path, width, height, message):
     """The header announces too many pixels and the pixel data would not even decode: only reading the
     header first refuses it as too large (decoding first calls it undecodable, or, were it whole, takes
