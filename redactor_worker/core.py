@@ -7,6 +7,7 @@ recovered every character of clean 40-pixel plates so). Knows nothing of Redis o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -38,9 +39,10 @@ def redact(
     """A copy of `frame` with each box repainted from its surroundings (module docstring); the whole
     frame repainted (a flat fill) when the boxes reach `max_boxes`, the cap of the detector that found
     them (DetectorSettings.max_plates_per_frame): it keeps the strongest only, and a car park's 120
-    plates were kept with the last 20 sharp (an audit)."""
+    plates were kept with the last 20 sharp (an audit); so too when a box has a corner that is no finite
+    number (NaN, infinite): it cannot be placed, so the plate could be anywhere (it raised: a review)."""
     boxes = list(boxes_xyxy)
-    if len(boxes) >= max_boxes:
+    if len(boxes) >= max_boxes or not all(math.isfinite(value) for box in boxes for value in box):
         boxes = [(0.0, 0.0, float(frame.shape[1]), float(frame.shape[0]))]
     out = frame.copy()
     for box in boxes:

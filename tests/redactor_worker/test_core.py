@@ -100,3 +100,13 @@ def test_the_cap_is_the_detectors_passed_in(boxes, max_boxes, whole):
     frame, _ = scene_with_plate()
     elsewhere = [(10.0 + i, 300.0, 30.0 + i, 320.0) for i in range(boxes)]
     assert (redact(frame, elsewhere, max_boxes=max_boxes) == 128).all() == whole
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_box_not_made_of_finite_numbers_hides_the_whole_frame(bad):
+    """math.floor raised on a NaN or infinite corner and the redaction failed (a review): where a box
+    cannot be placed, the plate could be anywhere; the whole frame is repainted, with a plate beside it."""
+    frame, box = scene_with_plate()
+    for corrupt in [(bad, 10.0, 50.0, 50.0), (0.0, 0.0, 50.0, bad), (np.float32(bad), 0.0, 50.0, 50.0)]:
+        assert (redact(frame, [box, corrupt]) == 128).all()
+        assert (redact(frame, [corrupt], method="pixelate") == 128).all()
