@@ -8,7 +8,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import cv2
@@ -169,15 +169,24 @@ UnreadReason = Literal["too_large", "over_job_byte_budget"]
 MAX_JOB_FRAME_BYTES (a skip reason: common/jobs.py, StageSkipReason)."""
 
 
+EMPTY_VALUE = "an empty value under its key, no JPEG"
+"""Why a frame or crop present in the store is not read: its key holds an empty string."""
+
+OTHER_TYPE = "a value of another Redis type than a string under its key, no JPEG"
+"""Why a frame or crop present in the store is not read: its key holds a list, a hash, a set..."""
+
+
 @dataclass(frozen=True)
 class BoundedRead:
     """What FrameStore.get_within_bounds read: the bytes by key (a key missing: expired, or left unread),
-    the keys over MAX_FRAME_BYTES, those past the job's MAX_JOB_FRAME_BYTES, and each key's TTL left."""
+    the keys over MAX_FRAME_BYTES, those past the job's MAX_JOB_FRAME_BYTES, each key's TTL left, and the
+    keys present but holding no JPEG with why (EMPTY_VALUE, OTHER_TYPE: corrupt, not expired)."""
 
     jpegs: dict[str, bytes | None]
     too_large: set[str]
     over_budget: set[str]
     ttls: dict[str, float | None]
+    corrupt: dict[str, str] = field(default_factory=dict)
 
     def unread_reason(self, key: str) -> UnreadReason | None:
         """Why the key's bytes were not read, None when they were."""
@@ -253,29 +262,40 @@ class FrameStore:
         """The bytes each key holds (0 where expired) and, in the same round trip, the seconds each has
         left to live (None where expired or without a TTL): a frame's age on Redis's own clock. Read
         before the bytes themselves, so that a job does not make a worker read more than it may."""
+        sizes, ttls, _ = self.probe(keys)
+        return sizes, ttls
+
+    def probe(self, keys: Sequence[str]) -> tuple[dict[str, int], dict[str, float | None], dict[str, str]]:
+        """`sizes_and_ttls`, and the keys present that hold no JPEG, with why (EMPTY_VALUE, OTHER_TYPE):
+        counted 0 bytes, they were recorded `expired`, hiding a planted or truncated value."""
         if not keys:
-            return {}, {}
+            return {}, {}, {}
 
         def fetch() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             for key in keys:
                 pipe.strlen(key)
                 pipe.pttl(key)
-            return pipe.execute(raise_on_error=False)  # a key of another type: that frame alone, as expired
+            return pipe.execute(raise_on_error=False)  # a key of another type: that frame alone
 
         replies = self._through_outage(fetch)
         if errors := [r for r in replies if isinstance(r, Exception) and not str(r).startswith("WRONGTYPE")]:
             raise errors[0]  # Redis loading, or away: not the frames' doing
         sizes = [int(n) if isinstance(n, int) else 0 for n in replies[0::2]]
         ttls = [ms / 1000 if isinstance(ms, int) and ms >= 0 else None for ms in replies[1::2]]
-        return dict(zip(keys, sizes, strict=True)), dict(zip(keys, ttls, strict=True))
+        corrupt = {
+            key: OTHER_TYPE if isinstance(length, Exception) else EMPTY_VALUE  # WRONGTYPE: the others raised
+            for key, length, size, ms in zip(keys, replies[0::2], sizes, replies[1::2], strict=True)
+            if size == 0 and ms != -2  # PTTL -2: no such key (expired); -1: one without a TTL
+        }
+        return dict(zip(keys, sizes, strict=True)), dict(zip(keys, ttls, strict=True)), corrupt
 
     def get_within_bounds(self, keys: Sequence[str]) -> BoundedRead:
         """The stored bytes of each key (once, however often named) that fits the bounds — at most
         MAX_FRAME_BYTES each, MAX_JOB_FRAME_BYTES together, in the order given — with what was left
         unread and why, and each key's remaining TTL. Sizes are read first: a job naming padded values,
         or one key many times, had a worker read gigabytes (and Redis build the reply)."""
-        sizes, ttls = self.sizes_and_ttls(list(dict.fromkeys(keys)))
+        sizes, ttls, corrupt = self.probe(list(dict.fromkeys(keys)))
         within, too_large, over_budget, left = [], set(), set(), defaults.MAX_JOB_FRAME_BYTES
         for key, size in sizes.items():
             if size > defaults.MAX_FRAME_BYTES:
@@ -285,7 +305,7 @@ class FrameStore:
             elif size:
                 within.append(key)
                 left -= size
-        return BoundedRead(self.get_jpegs(within), too_large, over_budget, ttls)
+        return BoundedRead(self.get_jpegs(within), too_large, over_budget, ttls, corrupt)
 
     def delete_many(self, keys: Sequence[str]) -> None:
         if keys:

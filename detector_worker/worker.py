@@ -131,6 +131,8 @@ class DetectStage:
             named.add(ref.key)
             if unread := stored.unread_reason(ref.key):
                 passed_on.append(self.skipped(ref, unread))
+            elif why := stored.corrupt.get(ref.key):  # an empty value, a list: it was recorded expired
+                passed_on.append(self.not_detected(ref, "corrupt", why))
             elif data is None:
                 passed_on.append(self.not_detected(ref, "expired", "before detection"))
             elif not as_stored(ref.digest, data):

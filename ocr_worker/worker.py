@@ -164,6 +164,10 @@ class OcrStage:
         for key in unreadable:
             log.warning("crop %s not read: %s", key[:120], skip_detail(stored.unread_reason(key) or ""))
             self.metrics.frames_corrupt.labels(stage=self.name).inc()
+        for key, why in stored.corrupt.items():  # an empty value, a list: not an expired crop
+            log.warning("crop %s not read: %s", key[:120], why)
+            self.metrics.frames_corrupt.labels(stage=self.name).inc()
+            unreadable.add(key)
         for key, data in stored.jpegs.items():
             if data is None:
                 continue

@@ -117,6 +117,9 @@ class RedactStage:
             return FrameRecord(ref, item.outcome, item.detail)
         if unread := stored.unread_reason(ref.key):  # a forged job's: the detector reads within the same bounds
             return FrameRecord(ref, "skipped", skip_detail(unread), self.plates_in(item))
+        if why := stored.corrupt.get(ref.key):  # an empty value, a list put there since detection
+            self.metrics.frames_corrupt.labels(stage=self.name).inc()
+            return FrameRecord(ref, "corrupt", why, self.plates_in(item))
         jpeg = stored.jpegs.get(ref.key)
         kept = self.keep == "all" or (self.keep == "plates" and self.plates_in(item) > 0)
         if jpeg is None:

@@ -122,3 +122,18 @@ def test_a_stored_jpeg_of_thousands_of_scans_is_refused_before_decoding():
     with pytest.raises(InputError, match=f"frame k is a JPEG with {defaults.MAX_JPEG_SCANS + 10} scans, more than"):
         decode_jpeg(bomb, "k")
     assert decode_jpeg(progressive_jpeg(image), "p").shape == (96, 128, 3)
+
+
+def test_a_key_present_with_an_empty_value_or_of_another_type_is_read_as_corrupt_not_expired(redis_url):
+    """Both counted 0 bytes and read as no frame: recorded `expired`, a planted or cut value hidden (a review)."""
+    from common.frame_store import EMPTY_VALUE, OTHER_TYPE
+
+    store = FrameStore(redis.Redis.from_url(redis_url), ttl_s=60)
+    store.put_many([(frame_key("empty"), b""), (frame_key("a"), b"12345")])
+    store.redis.set(frame_key("empty, no ttl"), b"")
+    store.redis.hset(frame_key("hash"), "x", "y")
+    keys = [frame_key(k) for k in ("a", "empty", "empty, no ttl", "hash", "never")]
+    read = store.get_within_bounds(keys)
+    assert read.corrupt == {frame_key("empty"): EMPTY_VALUE, frame_key("empty, no ttl"): EMPTY_VALUE,
+                            frame_key("hash"): OTHER_TYPE}  # fmt: skip
+    assert read.jpegs == {frame_key("a"): b"12345"} and not read.too_large | read.over_budget

@@ -265,6 +265,22 @@ def test_a_frame_whose_stored_bytes_are_not_those_sampled_is_not_detected(redis_
     assert outcomes == {"cam:1:0": ("corrupt", NOT_AS_STORED), "cam:1:1": ("done", None)}
 
 
+def test_a_frame_key_holding_an_empty_value_or_a_list_is_corrupt_not_expired(redis_url, settings):
+    """Counted 0 bytes, a key with an empty value or of another type was recorded expired (a review)."""
+    from common.frame_store import EMPTY_VALUE, OTHER_TYPE
+
+    connection = connect_redis(redis_url)
+    connection.set(frame_key("cam:1:0"), b"", ex=600)
+    connection.rpush(frame_key("cam:1:1"), b"x")
+    frames = [ref("cam:1:0"), ref("cam:1:1"), ref("cam:1:2")]  # cam:1:2 was never stored
+    enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="planted", frames=frames), 60)
+    assert main(["worker", "detect", "--burst", "--redis-url", redis_url, "--model-dir", str(settings.model_dir)]) == 0
+    redact_job = parse_job(stage_queue(connection, "redact").fetch_job("redact-planted").args[0], RedactJob)  # type: ignore[union-attr]
+    outcomes = {f.frame.frame_id: (f.outcome, f.detail) for f in redact_job.frames}
+    assert outcomes == {"cam:1:0": ("corrupt", EMPTY_VALUE), "cam:1:1": ("corrupt", OTHER_TYPE),
+                        "cam:1:2": ("expired", "before detection")}  # fmt: skip
+
+
 def test_frames_not_begun_within_the_jobs_time_budget_are_passed_on_skipped(redis_url, detector, plate_frame):
     """A job of more work than its timeout timed out on every attempt, none of its frames detected."""
     from common.metrics import Metrics

@@ -244,13 +244,16 @@ def test_cameras_named_by_jobs_from_outside_cannot_grow_the_metrics_without_end(
 def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
     redis_url, postgres_url, settings, tmp_path, plate_frame
 ):
-    """A crop that is not a JPEG was recorded `expired`: an operator looked for a TTL problem (migration 11)."""
+    """A crop that is not a JPEG was recorded `expired`: an operator looked for a TTL problem (migration 11);
+    so was one whose key held an empty value or a list (a review)."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     connection = connect_redis(redis_url)
     image, box = plate_frame
     detected = []
     for camera, stored in (
         ("bad", b"not a jpeg"),
+        ("empty", b""),  # an empty value, or one of another type (below): counted 0 bytes, recorded expired
+        ("list", None),
         ("gone", None),
         ("cam", encode_jpeg(geometry.crop(image, box, 0.08), 95)),
     ):
@@ -259,6 +262,8 @@ def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
         crop_key = frame_key(f"{camera}:1:0:plate0")
         if stored is not None:
             FrameStore(connection, 600).put_many([(crop_key, stored)])
+        if camera == "list":
+            connection.rpush(crop_key, b"x")
         detected.append(DetectedFrame(frame=frame, plates=[PlateBox(box_xyxy=box, confidence=0.9, crop_key=crop_key)]))
     pool = open_pool(postgres_url)
     try:
@@ -268,7 +273,8 @@ def test_a_crop_that_is_there_but_unreadable_is_recorded_corrupt_not_expired(
         counts = FrameCounts(pool).read_outcome_counts()
     finally:
         pool.close()
-    assert counts == {"bad": {"corrupt": 1}, "gone": {"expired": 1}, "cam": {"done": 1}}
+    assert counts == {"bad": {"corrupt": 1}, "empty": {"corrupt": 1}, "list": {"corrupt": 1}, "gone": {"expired": 1},
+                      "cam": {"done": 1}}  # fmt: skip
 
 
 def test_frames_not_begun_within_the_jobs_time_budget_have_their_reads_skipped(

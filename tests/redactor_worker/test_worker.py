@@ -225,6 +225,24 @@ def test_a_frame_swapped_in_the_store_after_detection_is_never_kept(redis_url, p
     assert list(keep_dir.rglob("*.jpg")) == []
 
 
+def test_a_frame_key_emptied_or_made_a_list_after_detection_is_corrupt_not_expired(
+    redis_url, postgres_url, tmp_path, settings
+):
+    """Counted 0 bytes, such a key was recorded `expired`, hiding that the frame was replaced (a review)."""
+    from common.frame_store import EMPTY_VALUE, OTHER_TYPE
+
+    keep_dir, connection, stage = redact_stage(redis_url, postgres_url, tmp_path, settings)
+    job = stored_job(connection, ("cam", "other"))
+    connection.set(frame_key("cam:1:0"), b"", ex=600)
+    connection.delete(frame_key("other:1:0"))
+    connection.sadd(frame_key("other:1:0"), b"x")
+    stage.handle(job)
+    with psycopg.connect(postgres_url) as db:
+        rows = db.execute("SELECT camera_id, outcome, detail, kept_path FROM frames ORDER BY 1").fetchall()
+    assert rows == [("cam", "corrupt", EMPTY_VALUE, None), ("other", "corrupt", OTHER_TYPE, None)]
+    assert list(keep_dir.rglob("*.jpg")) == []
+
+
 def frames_kept_100_hours_ago(redis_url: str, postgres_url: str, tmp_path: Path, settings):  # type: ignore[no-untyped-def]
     """A redact stage and the frames it kept of cameras "cam" and "other", last written 100 h ago (past
     the 72 h limit): (stage, camera -> kept file)."""
