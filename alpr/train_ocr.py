@@ -13,6 +13,7 @@ the `train` extra (onnx2torch); running the model does not."""
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import random
 import shutil
@@ -29,11 +30,15 @@ import numpy as np
 from alpr.folds import FOLDS, FOUR_FIFTHS, fold, held_out
 from alpr.ground_truth import load_samples
 from alpr.ocr_int8 import quantize
-from common import geometry
+from common import defaults, geometry
 from common.errors import InputError
+from common.text_files import shown_path
+from ingest.image_files import UnreadableFrameError, read_image
 from ocr_worker.ppocr_engine import PLATE_ALPHABET, bundled_model_path, input_batch
 from ocr_worker.synthetic import sample as synthetic_sample
 from ocr_worker.text_lines import PlateTextLocator
+
+log = logging.getLogger(__name__)
 
 INPUT_WIDTH = 160
 """Every line is trained on, and read, at this width (narrower ones padded, wider squeezed): a model
@@ -42,6 +47,9 @@ goes into the model's metadata, where the engine finds it."""
 
 BATCH = 32
 """Crops per training step."""
+
+MAX_SKIPPED_NAMED = 5
+"""Images that could not be read named in the training's warning (all are counted)."""
 
 KEEP_RULES = ("best", "last")
 """Which epoch is written: the best on the held-out crops (first of ties), or the last (lr annealed; the default)."""
@@ -63,6 +71,25 @@ def real_crops(datasets: Path) -> list[RealCrop]:
     samples, _ = load_samples(datasets / "openalpr-plates")
     crops += [RealCrop(s.image, s.plate, None, "crops") for s in samples]
     return [c for c in crops if c.plate and set(c.plate) <= set(PLATE_ALPHABET)]
+
+
+def read_crop_images(crops: list[RealCrop]) -> tuple[dict[Path, np.ndarray], list[RealCrop]]:
+    """Each crop's image, read as ingest reads a frame (`read_image`, bounded by MAX_FRAME_PIXELS before
+    decoding), and the crops whose image was read. Those that could not be are left out with a WARNING
+    naming how many and the first MAX_SKIPPED_NAMED: cv2.imread took a 2.6 MB PNG of 30000x30000 to
+    5.3 GB, and dropped what it could not decode unsaid (a review)."""
+    images: dict[Path, np.ndarray] = {}
+    skipped: list[str] = []
+    for path in dict.fromkeys(c.image for c in crops):
+        try:
+            images[path] = read_image(path, defaults.MAX_FRAME_PIXELS)
+        except UnreadableFrameError as error:
+            skipped.append(f"{shown_path(path)} ({error.detail})")
+    if skipped:
+        more = f"; and {len(skipped) - MAX_SKIPPED_NAMED} more" if len(skipped) > MAX_SKIPPED_NAMED else ""
+        log.warning("%d images of the training set could not be read, their crops left out: %s%s",
+                    len(skipped), "; ".join(skipped[:MAX_SKIPPED_NAMED]), more)  # fmt: skip
+    return images, [c for c in crops if c.image in images]
 
 
 def cut(crop: RealCrop, image: np.ndarray, rng: random.Random | None, locator: PlateTextLocator) -> np.ndarray:
@@ -333,9 +360,7 @@ def train(
     with tempfile.TemporaryDirectory(prefix="alpr-train-") as folder:  # the 21 MB converted base, not kept
         model = plate_model(Path(folder)).to(device)
     crops = real_crops(datasets)
-    loaded = {c.image: cv2.imread(str(c.image)) for c in crops}
-    images: dict[Path, np.ndarray] = {path: image for path, image in loaded.items() if image is not None}
-    crops = [c for c in crops if c.image in images]
+    images, crops = read_crop_images(crops)
     training = [c for c in crops if fold(c.image.name) in folds]
     validation = [c for c in crops if held_out(c.image.name)]
     locator = PlateTextLocator(threads=torch.get_num_threads())

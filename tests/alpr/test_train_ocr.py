@@ -129,6 +129,33 @@ def test_exact_reads_are_counted_per_subset_and_over_all():
     assert exact_by_subset(crops, ["ABC123", "XYZ8", "RK605AB"]) == {"eu": 1.0, "us": 0.5, "all": 0.6667}
 
 
+def test_training_images_are_read_within_the_pixel_limit_and_those_left_out_are_counted_and_named(tmp_path, caplog):
+    """cv2.imread took a 2.6 MB PNG of 30000x30000 to 5.3 GB and dropped what it could not decode unsaid
+    (a review): the images are read as ingest reads frames, and those left out are said."""
+    import logging
+
+    import cv2
+
+    from alpr.train_ocr import read_crop_images
+    from common import defaults
+    from tests.crafted_images import png_header_only
+
+    (tmp_path / "a_bomb.png").write_bytes(png_header_only(10_000, 5_000))  # refused from its header
+    for i in range(6):
+        (tmp_path / f"b_{i}.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(tmp_path / "c_good.png"), np.full((40, 120, 3), 90, np.uint8))
+    crops = [RealCrop(path, "ABC123", None, "us") for path in sorted(tmp_path.iterdir())]
+    with caplog.at_level(logging.WARNING, logger="alpr.train_ocr"):
+        images, kept = read_crop_images([*crops, crops[-1]])
+    assert list(images) == [tmp_path / "c_good.png"] and kept == [crops[-1], crops[-1]]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    limit = defaults.MAX_FRAME_PIXELS
+    assert warning.startswith(f"7 images of the training set could not be read, their crops left out: "
+                              f"{tmp_path / 'a_bomb.png'} (10000x5000 pixels, more than the limit of {limit}); "
+                              f"{tmp_path / 'b_0.jpg'} (undecodable image); "), warning  # fmt: skip
+    assert "b_3.jpg" in warning and "b_4.jpg" not in warning and warning.endswith("; and 2 more"), warning
+
+
 def test_real_crops_are_degraded_as_far_and_poor_cameras_do_reproducibly():
     from alpr.train_ocr import degraded
 

@@ -114,7 +114,7 @@ def test_a_stored_jpeg_of_thousands_of_scans_is_refused_before_decoding():
     import cv2
 
     from common import defaults
-    from tests.crafted_jpegs import progressive_jpeg, scan_bomb
+    from tests.crafted_images import progressive_jpeg, scan_bomb
 
     blocks = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)
     image = cv2.resize(blocks, (128, 96), interpolation=cv2.INTER_NEAREST)  # 2.6 KB as a JPEG

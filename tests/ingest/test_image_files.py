@@ -5,10 +5,8 @@ with its reason (so that the node records it)."""
 from __future__ import annotations
 
 import os
-import struct
 import threading
 import warnings
-import zlib
 from pathlib import Path
 
 import cv2
@@ -17,7 +15,7 @@ import pytest
 
 from ingest.image_files import UnreadableFrameError, read_image
 from ingest.sources import SampledFrame, UnreadFrame, open_source
-from tests.crafted_jpegs import progressive_jpeg, scan_bomb
+from tests.crafted_images import png_header_only, progressive_jpeg, scan_bomb
 from tests.ingest.helpers import release_fifo
 
 
@@ -32,18 +30,6 @@ def samples_within(folder: Path, fifo: Path, timeout_s: float = 10.0, **kwargs: 
     release_fifo(fifo)
     assert not blocked, f"reading the folder still blocked after {timeout_s:.0f} s"
     return result
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header announces `width` x `height` but whose pixel data is a few bytes: only its
-    header can tell its size (a decoder fails on it)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def test_a_fifo_named_like_an_image_is_not_read(tmp_path):

@@ -1,12 +1,26 @@
-"""Crafted JPEGs the tests share: an ordinary progressive JPEG, and a scan bomb made of one (one of its
-scans repeated many times: each is a pass of the decoder over every pixel; /tmp review's scans2.py)."""
+"""Crafted images the tests share: a PNG whose header alone tells its size, an ordinary progressive JPEG,
+and a scan bomb made of one (one of its scans repeated many times: each is a pass of the decoder over
+every pixel, as a review's was)."""
 
 from __future__ import annotations
 
 import struct
+import zlib
 
 import cv2
 import numpy as np
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces `width` x `height` but whose pixel data is a few bytes: only its
+    header can tell its size (a decoder fails on it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def progressive_jpeg(image: np.ndarray) -> bytes:
