@@ -216,7 +216,7 @@ def print_sightings(summary: RunSummary, min_confidence: float) -> None:
 
 
 def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - the subcommand's name
-    from alpr.eval_report import summary, write_errors
+    from alpr.eval_report import no_figures, print_unreadable, summary, write_errors
     from alpr.eval_scoring import Outcome
     from alpr.evaluation import evaluate
     from alpr.folds import fold
@@ -236,9 +236,10 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
         if path.resolve().is_relative_to(args.dataset.resolve()):  # it replaced groundtruth.csv, or a photo
             raise ConfigError(f"{path}: inside the dataset {args.dataset}; write it elsewhere")
     outcomes: dict[str, list[Outcome]] = {}
-    results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds, args.scale)
-    if not results:  # the folds asked for hold none of its images: figures of 0.000, as if every read were wrong
-        raise InputError(f"{args.dataset}: no image of folds {sorted(args.folds or ())} in it")
+    unreadable: list[str] = []
+    results = evaluate(args.dataset, settings, build_detector, reader, outcomes, in_folds, args.scale, unreadable)
+    if not results:  # no image read, or none of the folds asked for: figures of 0.000, as if every read were wrong
+        raise no_figures(args.dataset, args.folds, unreadable)
     threshold = settings.ocr_min_confidence
     scaled = f", images scaled by {args.scale:g}" if args.scale != 1 else ""
     print(f"engine {settings.ocr_engine}, detector {settings.detector_backend} imgsz {settings.detector_imgsz}, "
@@ -269,12 +270,13 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
               f"{settings.ocr_region}'s plate formats: --region or ALPR_OCR_REGION sets them)")  # fmt: skip
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
                                    for name, r in results.items()))  # fmt: skip
+    print_unreadable(unreadable)  # passed over, not the end of the run: one truncated JPEG left no figures at all
     if args.json_path:
-        report = {"engine": settings.ocr_engine, **summary(results)}
+        report = {"engine": settings.ocr_engine, **summary(results), "unreadable": len(unreadable)}
         write_private(args.json_path, json.dumps(report, indent=2).encode())
     if args.errors_path:
         write_errors(args.errors_path, outcomes)
-    return 0
+    return 1 if unreadable else 0
 
 
 def calibrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,14 +1,17 @@
 """What `alpr eval` writes: the figures over every set together (`--json`) and one row per image
-with the cause of each miss (`--errors`, written privately: its rows are plates)."""
+with the cause of each miss (`--errors`, written privately: its rows are plates), and what it says of
+the images it could not read."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from alpr.eval_scoring import Outcome
 from common.csv_files import spreadsheet_safe
+from common.errors import InputError
 from common.private_files import replaced_privately
 
 ERROR_COLUMNS = ("set", "image", "truth", "best_read", "confidence", "top_n", "cause")
@@ -28,6 +31,27 @@ def write_errors(path: Path, outcomes: dict[str, list[Outcome]]) -> None:
                     name, o.sample.image.name, o.sample.plate, o.best.text if o.best else "",
                     f"{o.best.confidence:.4f}" if o.best else "", candidates, o.cause,
                 )])  # fmt: skip
+
+
+UNREADABLE_NAMED = 5
+"""Images that could not be read named in `alpr eval`'s report (all are counted)."""
+
+
+def print_unreadable(unreadable: list[str]) -> None:
+    """The report's line on the images that could not be read ("path: why" each), the first few named; none
+    when every image was read."""
+    if unreadable:
+        named = "; ".join(unreadable[:UNREADABLE_NAMED])
+        more = f"; and {len(unreadable) - UNREADABLE_NAMED} more" if len(unreadable) > UNREADABLE_NAMED else ""
+        print(f"\nunreadable: {len(unreadable)} images, left out of the figures: {named}{more}")
+
+
+def no_figures(dataset: Path, folds: Iterable[int] | None, unreadable: list[str]) -> InputError:
+    """Why `alpr eval` has no figure to give: no image could be read, or none is of the folds asked for."""
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more images)" if len(unreadable) > 1 else ""
+        return InputError(f"cannot read image {unreadable[0]}{more}: no figures")
+    return InputError(f"{dataset}: no image of folds {sorted(folds or ())} in it")
 
 
 def summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:

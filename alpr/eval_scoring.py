@@ -49,6 +49,8 @@ class Tally:
     causes: dict[str, int] = field(default_factory=dict)
     bins: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in RELIABILITY_BINS[:-1]])
     seconds: dict[str, float] = field(default_factory=lambda: {"load": 0.0, "detect": 0.0, "ocr": 0.0})
+    unreadable: int = 0
+    """Images that could not be read: not in `n` nor any figure."""
 
     def add(self, outcome: Outcome, min_confidence: float) -> None:
         self.n += 1
@@ -79,6 +81,7 @@ class Tally:
             "accepted": self.accepted,  # the counts, for sums over sets (their rounded shares were a point off)
             "wrong_accepted": self.wrong_above_threshold,
             "causes": dict(sorted(self.causes.items())),
+            "unreadable": self.unreadable,
             "reliability": [
                 {
                     "confidence": f"{low:.2f}-{min(high, 1.0):.2f}",

@@ -7,6 +7,7 @@ scored by alpr/eval_scoring.py, and the figures and errors written by alpr/eval_
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -27,6 +28,8 @@ from detector_worker.core import PlateDetector, boxes_to_read
 from ingest.image_files import UnreadableFrameError, read_image
 from ocr_worker.core import PlateReader
 
+log = logging.getLogger(__name__)
+
 MIN_SCALED_PIXELS = 4
 """The least width or height `scaled_image` shrinks an image to."""
 
@@ -39,15 +42,18 @@ def evaluate_folder(
     crop_margin: float = defaults.OCR_CROP_MARGIN,
     keep: Callable[[Sample], bool] | None = None,
     scale: float = 1.0,
+    unreadable: list[str] | None = None,
 ) -> tuple[Tally, bool, list[Outcome]]:
+    """The folder's tally, whether it is a set of crops, and each image's outcome; the images that cannot be
+    read are counted in the tally (`unreadable`), left out of its figures and named in `unreadable`."""
     samples, crops = load_samples(folder)
     if not samples:
         raise InputError(f"{folder} holds no samples")
     samples = [scaled_sample(s, scale) for s in samples if keep is None or keep(s)]
     if not crops and detector is None:
         raise ValueError("scene folders need a detector")
-    tally, outcomes = Tally(), []
-    for sample, reads, timings in _run(samples, crops, detector, reader, crop_margin, scale):
+    tally, outcomes, not_read = Tally(), [], list[str]()
+    for sample, reads, timings in _run(samples, crops, detector, reader, crop_margin, scale, not_read):
         for stage, seconds in timings.items():
             tally.seconds[stage] += seconds
         detected = None
@@ -68,6 +74,9 @@ def evaluate_folder(
         )  # fmt: skip
         tally.add(outcome, min_confidence)
         outcomes.append(outcome)
+    tally.unreadable = len(not_read)
+    if unreadable is not None:
+        unreadable += not_read
     return tally, crops, outcomes
 
 
@@ -96,13 +105,19 @@ def _run(
     reader: PlateReader,
     crop_margin: float,
     scale: float = 1.0,
+    unreadable: list[str] | None = None,
 ) -> Iterator[tuple[Sample, list[PlateRead], dict[str, float]]]:
+    """Each sample's reads and the seconds of each stage; an image that cannot be read is named in
+    `unreadable` (and a WARNING) and passed over: one truncated JPEG ended the whole run with no figures."""
     for sample in samples:
         start = time.perf_counter()
         try:  # as the ingest nodes read images: a FIFO hung, a bomb took GBs, a non-UTF-8 folder crashed imread
             image = read_image(sample.image, defaults.MAX_FRAME_PIXELS)
         except UnreadableFrameError as error:
-            raise InputError(f"cannot read image {shown_path(sample.image)}: {error}") from None
+            log.warning("cannot read image %s: %s; left out of the figures", shown_path(sample.image), error)
+            if unreadable is not None:
+                unreadable.append(f"{shown_path(sample.image)}: {error}")
+            continue
         image = scaled_image(image, scale)
         loaded = time.perf_counter()
         if crops:
@@ -132,12 +147,14 @@ def evaluate(
     errors: dict[str, list[Outcome]] | None = None,
     keep: Callable[[Sample], bool] | None = None,
     scale: float = 1.0,
+    unreadable: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per dataset folder under `root`, keyed by `set_name`, over the samples `keep` accepts
     (all by default), each with the region whose formats read it (the folder's name where it is one,
     else the configured region); with `errors`, each folder's per-image outcomes go there too. With
     `scale` under 1, every image is read as a camera of that much less resolution would take it
-    (`scaled_image`): how reads and their confidence hold as plates shrink."""
+    (`scaled_image`): how reads and their confidence hold as plates shrink. Images that cannot be read
+    are left out of the figures, counted in each set's `unreadable` and named in `unreadable`."""
     if not 0 < scale <= 1:
         raise InputError(f"the scale of the images must lie in (0, 1], got {scale!r}")
     folders = dataset_folders(root)
@@ -149,7 +166,7 @@ def evaluate(
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)
         tally, crops, outcomes = evaluate_folder(
-            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep, scale
+            folder, detector, reader, settings.ocr_min_confidence, settings.ocr_crop_margin, keep, scale, unreadable
         )
         if not tally.n:  # none of the folds asked for: its figures would read 0.000, as if all were wrong
             continue

@@ -272,6 +272,23 @@ def test_an_image_is_read_as_the_ingest_nodes_read_them(tmp_path, capsys):
             assert code == 2 and re.search(message, captured.err), captured.err
 
 
+def test_an_image_that_cannot_be_read_is_counted_and_named_and_the_others_still_give_figures(tmp_path, capsys):
+    """One truncated JPEG ended `alpr eval` with no figures at all (a review): it is left out, named, counted
+    under `unreadable` in --json, and the command exits 1 at the end."""
+    folder, report = tmp_path / "crops", tmp_path / "m.json"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), np.full((40, 120, 3), 200, np.uint8))
+    photo = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))[1]
+    (folder / "cut.jpg").write_bytes(photo.tobytes()[:5000])
+    (folder / "groundtruth.csv").write_text("good.png,ca,ABC123\ncut.jpg,ca,XYZ789\n")
+    assert main(["eval", str(folder), "--engine", "tesseract", "--json", str(report)]) == 1
+    printed = capsys.readouterr().out
+    assert f"unreadable: 1 images, left out of the figures: {folder / 'cut.jpg'}: undecodable image" in printed
+    assert re.search(r"^crops +\S+ +1 ", printed, re.MULTILINE), printed  # the good one's figures
+    metrics = json.loads(report.read_text())
+    assert (metrics["n"], metrics["unreadable"], metrics["subsets"]["crops"]["unreadable"]) == (1, 1, 1)
+
+
 def test_the_errors_file_escapes_formulas_and_the_outputs_stay_out_of_the_dataset(datasets_dir, tmp_path, capsys):
     src = datasets_dir / "openalpr-plates"
     folder = tmp_path / "crops"
