@@ -13,8 +13,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from common import defaults
+from ingest.frame_source import MAX_FAILURES_KEPT, FrameSource, SampledFrame
 from ingest.reconnect import ReaderError
-from ingest.sources import MAX_FAILURES_KEPT, FrameSource, SampledFrame
 
 STOP_POLL_S = 0.1
 """How often a run waiting to reopen its stream looks whether a signal asked it to stop."""

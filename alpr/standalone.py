@@ -29,8 +29,9 @@ from common.roi import Polygon, RoiWatch
 from common.sighting_log import SightingLog
 from common.types import Observation, PlateRead, Sighting
 from detector_worker.core import PlateDetector, select_reads
+from ingest.frame_source import FrameSource, SampledFrame
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, ImageFolderSource, SampledFrame
+from ingest.sources import ImageFolderSource
 from ocr_worker.core import PlateReader
 from redactor_worker.core import redact
 from sighting_worker.core import SightingTracker, is_vehicle_pass
@@ -49,7 +50,7 @@ class RunSummary:
     reads_logged: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
-    """What the source could not read, the first MAX_FAILURES_KEPT of them (ingest.sources)."""
+    """What the source could not read, the first MAX_FAILURES_KEPT of them (ingest.frame_source)."""
     failure_count: int = 0
     """All that the source could not read, those not in `failures` too."""
     source_errors: int = 0

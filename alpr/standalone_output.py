@@ -22,7 +22,7 @@ from common.private_files import (
     write_private,
 )
 from common.types import Sighting
-from ingest.sources import SampledFrame
+from ingest.frame_source import SampledFrame
 
 OUTPUT_JPEG_QUALITY = 95
 """JPEG quality of the redacted frames and snapshots `alpr run` writes (OpenCV's default, as before)."""

@@ -15,8 +15,8 @@ from common import defaults
 from common.jobs import make_frame_id
 from ingest.cameras import CameraConfig
 from ingest.clock import CameraClock, CaptureClock
+from ingest.frame_source import FrameSource, SampledFrame, UnreadFrame
 from ingest.source_checks import is_stream_uri
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
 
 def source_tag(uri: str) -> str:

@@ -26,9 +26,9 @@ from ingest.claims import CameraClaims
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock
 from ingest.footage_resume import FootageResume
 from ingest.frame_handoff import PENDING_POLL_S, PENDING_WAIT_S, FrameHandOff
+from ingest.frame_source import FrameSource
 from ingest.node_stop import CameraStop, NodeStop
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource
 
 log = logging.getLogger("ingest.node")
 """The node's logger: what a camera thread says is the node's, as it was before this module."""

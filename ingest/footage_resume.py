@@ -12,8 +12,8 @@ from common.credentials import shown_source
 from common.frame_log import LoggedFrame
 from ingest.camera_run import CameraRun
 from ingest.clock import CaptureClock
+from ingest.frame_source import FrameSource
 from ingest.ledger import FrameLedger
-from ingest.sources import FrameSource
 
 log = logging.getLogger("ingest.node")
 """The node's logger: what a resumed pass says is the node's, as it was before this module."""

@@ -24,9 +24,9 @@ from common.jobs import FrameRef, SkipReason
 from common.metrics import Metrics
 from common.roi import RoiWatch
 from ingest.camera_run import CameraRun
+from ingest.frame_source import FrameSource, SampledFrame, UnreadFrame
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
-from ingest.sources import FrameSource, SampledFrame, UnreadFrame
 
 if TYPE_CHECKING:
     from ingest.node import NodeSummary

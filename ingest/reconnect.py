@@ -15,8 +15,10 @@ from common import defaults
 from common.backoff import Backoff
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
+from ingest.frame_source import FootageKey, FrameSource
 from ingest.source_checks import is_stream_uri, uri_syntax_problem
-from ingest.sources import CredentialsRefusedError, FootageKey, FrameSource, open_source
+from ingest.sources import open_source
+from ingest.video_source import CredentialsRefusedError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@ file or folder path, `is_stream_uri`; what is wrong with it, `uri_syntax_problem
 and the start-up check of a source (`check_source`): a URL's syntax, a file's or folder's presence and
 readability, a video's stated frame size and its first frame. Bad input (missing path, corrupt video,
 empty folder, malformed URL) raises InputError with a one-line message in which a URL's credentials
-are masked. The sources themselves (opening and sampling) are ingest/sources.py."""
+are masked. The sources themselves (opening and sampling) are ingest/sources.py (a folder, `open_source`) and
+ingest/video_source.py (a video file or stream)."""
 
 from __future__ import annotations
 

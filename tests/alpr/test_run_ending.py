@@ -172,7 +172,7 @@ def test_a_signal_ends_the_wait_to_reopen_a_stream_at_once():
 
 def test_a_stop_ends_the_batches_with_the_frames_in_hand_and_takes_no_more():
     from alpr.source_passes import StopSignals, batches
-    from ingest.sources import SampledFrame
+    from ingest.frame_source import SampledFrame
 
     stop, taken = StopSignals(), []
 

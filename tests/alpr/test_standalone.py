@@ -381,7 +381,7 @@ def test_a_video_the_encoder_refuses_is_an_error_not_an_empty_file_said_to_be_th
     """A 1x1 first frame: the encoder opened nothing, wrote a 0-byte file, and the run named it as its output."""
     from alpr.standalone_output import RedactedWriter
     from common.errors import InputError
-    from ingest.sources import SampledFrame
+    from ingest.frame_source import SampledFrame
 
     writer = RedactedWriter(tmp_path, as_frames=False, fps=5.0)
     tiny = np.zeros((1, 1, 3), np.uint8)

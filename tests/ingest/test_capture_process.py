@@ -29,7 +29,8 @@ from common.config import Settings
 from common.errors import ConfigError
 from ingest.capture_process import IsolatedCapture, resident_bytes
 from ingest.reconnect import SourceKeeper
-from ingest.sources import VideoSource, open_source
+from ingest.sources import open_source
+from ingest.video_source import VideoSource
 from tests.helpers import mjpeg_camera, wait_for
 
 JPEG = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
@@ -234,7 +235,7 @@ def test_a_child_a_hostile_stream_took_over_holds_no_thread_nor_memory_of_the_no
 
 def test_a_stream_whose_child_answers_wrongly_is_reconnected_not_failed_for_good(monkeypatch, caplog):
     monkeypatch.setenv("HOSTILE_MODE", "wrong-types")
-    monkeypatch.setattr("ingest.sources.IsolatedCapture", HostileCapture)
+    monkeypatch.setattr("ingest.video_source.IsolatedCapture", HostileCapture)
     stop, states = threading.Event(), []
 
     def on_state(state: str, errors: int) -> None:

@@ -22,8 +22,9 @@ import numpy as np
 
 from common import defaults
 from common.backoff import Backoff
+from ingest.frame_source import FrameSource
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, VideoSource
+from ingest.video_source import VideoSource
 from tests.helpers import http_server
 
 

@@ -1,5 +1,5 @@
 """Footage cut short is read on from the frame reached only where it is the same footage
-(ingest/reconnect.SourceKeeper.read_on, ingest/sources.VideoSource.footage_key), and with the frames a
+(ingest/reconnect.SourceKeeper.read_on, ingest/video_source.VideoSource.footage_key), and with the frames a
 node before finished still passed over (ingest/camera_sampling.py). A review found a live camera served
 over http:// with a stated size (taken for footage) skip its first frames at every reconnection, new
 frames dropped unrecorded, and be failed for good after 3 connections; and a restarted node whose reader
@@ -22,8 +22,9 @@ import numpy as np
 import psycopg
 
 from common.backoff import Backoff
+from ingest.frame_source import FrameSource
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, VideoSource
+from ingest.video_source import VideoSource
 from tests.helpers import http_server
 from tests.ingest.test_footage_cut_short import capture_children, write_avi
 

@@ -1,6 +1,6 @@
 """A video file replaced in place while its pass was cut short is other footage, read from its start
 (ingest/reconnect.SourceKeeper.read_on): its footage key holds the file's own fingerprint (path, size,
-modification time: ingest/sources.file_tag). A review found a file replaced by footage of the same length
+modification time: ingest/frame_source.file_tag). A review found a file replaced by footage of the same length
 whose first frame was the same (a re-encode, or a clip that starts black, as cameras' clips often do)
 taken for the same footage: read on from the frame reached, the new file's earlier frames never read.
 And the first frame's digest copied the frame (`tobytes()`) to hash it. Real parts: real AVI files, real
@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 
 from common.backoff import Backoff
+from ingest.frame_source import FrameSource
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, VideoSource
+from ingest.video_source import VideoSource
 from tests.ingest.test_footage_cut_short import capture_children, kill_reader
 
 

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from ingest.frame_source import SampledFrame, UnreadFrame
 from ingest.image_files import UnreadableFrameError, read_image
-from ingest.sources import SampledFrame, UnreadFrame, open_source
+from ingest.sources import open_source
 from tests.crafted_images import png_header_only, progressive_jpeg, scan_bomb
 from tests.ingest.helpers import release_fifo
 

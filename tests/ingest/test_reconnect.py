@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from common.backoff import Backoff
+from ingest.frame_source import FrameSource
 from ingest.reconnect import ReaderError, SourceKeeper
-from ingest.sources import FrameSource
 from tests.helpers import mjpeg_camera
 
 QUICK = (0.05, 0.1)

@@ -23,9 +23,10 @@ from common.errors import ConfigError, InputError
 from common.metrics import Metrics
 from ingest import camera_sampling
 from ingest.cameras import CameraConfig, parse_cameras
+from ingest.frame_source import FrameSource
 from ingest.node import IngestNode
 from ingest.reconnect import SourceKeeper
-from ingest.sources import FrameSource, VideoSource
+from ingest.video_source import VideoSource
 from tests.ingest.rtsp_camera import inject_rtp, labelled_image, rtsp_camera
 
 CAMERA_IMAGE = labelled_image("GATE", 60)

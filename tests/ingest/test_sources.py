@@ -13,8 +13,10 @@ import pytest
 from common.credentials import mask_url
 from common.errors import InputError
 from ingest.capture_process import IsolatedCapture
+from ingest.frame_source import SampledFrame, UnreadFrame
 from ingest.source_checks import check_source
-from ingest.sources import ImageFolderSource, SampledFrame, UnreadFrame, VideoSource, open_source
+from ingest.sources import ImageFolderSource, open_source
+from ingest.video_source import VideoSource
 from tests.helpers import served_video
 from tests.ingest.mkv import write_mjpeg_mkv
 
@@ -66,7 +68,7 @@ def test_two_links_to_one_image_are_two_frames_and_a_plain_file_keeps_its_frame_
     """Frame ids come from the file's fingerprint; links to one image once shared it (one went unrecorded)."""
     import hashlib
 
-    from ingest.sources import file_tag
+    from ingest.frame_source import file_tag
 
     image = tmp_path / "a.jpg"
     cv2.imwrite(str(image), np.zeros((20, 30, 3), np.uint8))
@@ -351,7 +353,7 @@ def test_an_entry_that_cannot_be_looked_at_is_an_unread_frame_not_a_failed_camer
 
 
 def test_a_source_keeps_a_bounded_list_of_failures_and_counts_them_all(tmp_path):
-    from ingest.sources import MAX_FAILURES_KEPT
+    from ingest.frame_source import MAX_FAILURES_KEPT
 
     source = ImageFolderSource(str(make_folder(tmp_path, MAX_FAILURES_KEPT + 5)), 5.0)
     assert list(source.frames())[0].index == MAX_FAILURES_KEPT + 5  # the unreadable ones skipped
@@ -520,7 +522,7 @@ def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, mo
     source = VideoSource(str(write_video(tmp_path / "any.avi", "MJPG")), sample_fps=5)
     source.capture.release()
     source.capture, source.is_stream, source.is_live = stream, True, True  # type: ignore[assignment]
-    monkeypatch.setattr("ingest.sources.time", SimpleNamespace(monotonic=lambda: next(stream.clock)))
+    monkeypatch.setattr("ingest.video_source.time", SimpleNamespace(monotonic=lambda: next(stream.clock)))
     times = [frame.source_time_s for frame in source.samples()]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.1 - 1e-9, times
