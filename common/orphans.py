@@ -161,7 +161,9 @@ def held_frame_ids(connection: redis.Redis, job_ids: Iterable[str]) -> tuple[set
     deleted while its worker runs it), a record without data not marked refused (RQ's heartbeat writes one
     field: a running job's record lost comes back so), a key of another type. A counted job stops `alpr replay
     --orphans` (common/orphan_replay.py); a refused one was counted too, and for the hour it sat in the failed
-    registry (LEFT_JOB_TTL_S) anyone with Redis access could stop the recovery of orphaned frames (a review)."""
+    registry (LEFT_JOB_TTL_S) anyone with Redis access could stop the recovery of orphaned frames (a review); and
+    a refused one whose data names frames held them that hour, past their bytes' life in the frame store: an ingest
+    node on the job key before a rotation had its frames refused, then never queued again (a review)."""
     ids, held, unreadable = list(job_ids), set[str](), 0
     bounds = {"data": MAX_JOB_DATA_BYTES, "meta": MAX_JOB_FIELD_BYTES}
     for start in range(0, len(ids), ORPHAN_JOBS_BATCH):
@@ -169,9 +171,11 @@ def held_frame_ids(connection: redis.Redis, job_ids: Iterable[str]) -> tuple[set
         for found in read_many_within_bounds(connection, keys, bounds):
             if found is None or not found.exists:
                 unreadable += 1
+            elif refused_at_claim(found.values.get("meta")):
+                continue  # never ran, never retried nor replayed (common/replay.py leaves it): holds no frame
             elif "data" in found.values:
                 held.update(payload_frame_ids(found.values["data"]) or ())
-            elif "data" not in found.over and not refused_at_claim(found.values.get("meta")):
+            elif "data" not in found.over:
                 unreadable += 1
     return held, unreadable
 

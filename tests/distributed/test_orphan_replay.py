@@ -344,3 +344,41 @@ def test_a_failed_jobs_entry_left_after_its_record_expired_does_not_stop_orphans
     connection.zrem(failed, "current")
     assert main(base) == 0  # was 1: the expired entry's record read as gone
     assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
+
+
+def test_a_job_refused_at_claim_holds_none_of_the_frames_it_names(
+    redis_url, postgres_url, settings, monkeypatch, capsys
+):
+    """An ingest node still on the job key before a rotation: its detect job names real frames, and the workers
+    refuse it at claim (not signed with their key: never run, never replayed). Counted as holding its frames for
+    its hour in the failed registry, they were never queued again, their bytes expired (600 s) and the sweep
+    recorded them lost. They are orphans: queued again under the chain's key."""
+    import time
+
+    from rq.registry import FailedJobRegistry
+
+    from common.stage_job import PERMANENT, SIGNATURE, STAGE_JOB_FUNCTION, job_signature
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
+                        "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
+                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
+    pool = open_pool(postgres_url, max_size=1)
+    try:
+        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
+    finally:
+        pool.close()
+    connection = connect_redis(redis_url)
+    for ref in refs:
+        connection.set(ref.key, b"its JPEG")
+    detect = stage_queue(connection, "detect", JOB_KEY)
+    payload = {"batch_id": "b", "frames": [ref.model_dump(mode="json") for ref in refs]}
+    detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,), job_id="old-key",
+                        meta={SIGNATURE: job_signature("the-key-before-the-rotation", "old-key", payload)})  # fmt: skip
+    assert main(["worker", "detect", "--burst"]) == 0
+    assert connection.zrange(FailedJobRegistry(queue=detect).key, 0, -1) == [b"old-key"]
+    assert detect.fetch_job("old-key").meta[PERMANENT].startswith("refused: ")  # type: ignore[union-attr]
+    assert main(["replay", "--orphans"]) == 0
+    assert sorted(f for names in detect_frames(connection).values() for f in names) == [r.frame_id for r in refs]
