@@ -185,7 +185,12 @@ class VideoSource(FrameSource):
             ok, image = self.capture.retrieve() if self.read_ahead else (False, None)
             pixels = np.ascontiguousarray(image).data if ok and image is not None else None  # (`tobytes()` copied)
             digest = hashlib.sha1(pixels).hexdigest() + str(pixels.shape) if pixels is not None else ""
-            self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest, self.fingerprint)
+            fingerprint = self.fingerprint
+            if not self.is_stream and (now := file_tag(Path(self.uri))) != fingerprint:
+                # replaced between the fingerprint and the reader's open: which file was read is not known, so
+                # the key matches no other pass's (read from its start: frames read twice, never left unread)
+                fingerprint = f"{fingerprint}>{now}"
+            self.key = (self.frame_count, self.stamp_s() if self.read_ahead else None, digest, fingerprint)
         return self.key
 
     def time_of(self, index: int) -> float:

@@ -151,3 +151,23 @@ def test_a_nodes_file_replaced_while_its_reader_was_killed_queues_the_new_files_
     reached = len(indexes) - 40
     assert 0 < reached < 40 and indexes == list(range(reached)) + list(range(40)), indexes
     assert len({frame.frame_id for frame in frames}) == len(frames), [frame.frame_id for frame in frames]
+
+
+def test_a_file_replaced_between_its_fingerprint_and_its_first_frame_matches_no_pass(tmp_path):
+    """The fingerprint is taken before the reader opens the file, the first frame after: a clip rotated in
+    between (same length, same black first frame) gave a key of the old file's fingerprint and the new file's
+    frames, taken for the pass cut short and read on from the frame reached (a review). The fingerprint is
+    taken again after the first frame: one that changed matches no pass, and the file is read from its start."""
+    clip = clip_of(tmp_path / "clip.avi", 30, level_a)
+    cut_short = VideoSource(str(clip), 10.0)  # the pass cut short, on A
+    reopened = VideoSource(str(clip), 10.0)  # reopened: its fingerprint taken (A's) ...
+    try:
+        before = cut_short.footage_key()
+        replace_with(clip, clip_of(tmp_path / "other.avi", 30, level_b))  # ... then B rotated into its place
+        after = reopened.footage_key()
+        assert before is not None and after is not None
+        assert after[:3] == before[:3]  # the same length and first frame: only the fingerprint tells them apart
+        assert after[3] != before[3] and after[3].startswith(before[3] + ">")
+    finally:
+        cut_short.capture.release()
+        reopened.capture.release()
