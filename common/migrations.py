@@ -14,22 +14,28 @@ SQL_FOLDER = "migration_sql"
 """The folder of the `common` package holding one file of SQL per migration, NNNN.sql."""
 
 
-def load_migrations(folder: Traversable | None = None) -> list[tuple[int, str]]:
+LATEST_MIGRATION = 24
+"""The newest migration's version, raised with each new file: a build missing the newest files (which no gap
+shows) is refused at import, not upgraded to a schema `alpr db upgrade` reports current."""
+
+
+def load_migrations(folder: Traversable | None = None, latest: int = LATEST_MIGRATION) -> list[tuple[int, str]]:
     """(version, SQL) of every file of `folder` (the package's SQL_FOLDER), in order of version; ValueError
-    where a file is not named NNNN.sql or the versions are not 1, 2, 3, ... without a gap (a migration missing
-    from a build would otherwise leave a schema that `alpr db upgrade` reports current)."""
+    where a file whose name ends in .sql (in any case) is not named NNNN.sql or the versions are not 1, 2, 3, ...
+    `latest` without a gap (a migration missing from a build would otherwise leave a schema that `alpr db
+    upgrade` reports current)."""
     found: list[tuple[int, str]] = []
     for entry in (folder or resources.files("common").joinpath(SQL_FOLDER)).iterdir():
-        if not entry.name.endswith(".sql"):
+        if not entry.name.lower().endswith(".sql"):
             continue
-        stem = entry.name.removesuffix(".sql")
-        if len(stem) != 4 or not stem.isdigit():
+        stem = entry.name[:-4]
+        if len(stem) != 4 or not stem.isdigit() or not entry.name.endswith(".sql"):
             raise ValueError(f"{entry.name}: a migration's file is named NNNN.sql")
         found.append((int(stem), entry.read_text(encoding="utf-8")))
     found.sort()
     versions = [version for version, _ in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise ValueError(f"the migrations' versions are not 1 to {len(found)}: {versions}")
+    if versions != list(range(1, latest + 1)):
+        raise ValueError(f"the migrations' versions are not 1 to {latest}: {versions}")
     return found
 
 

@@ -35,8 +35,14 @@ HOST_SETTINGS = {"ALPR_RETENTION_DAYS", "ALPR_DETECTOR_THREADS"}
 """Settings compose takes from the host (its environment, .env) and hands on to each container that reads
 them, one value for all of them, or a default of the deployment's own (the detector's one thread)."""
 DEPLOYMENT_FILES = [REPO / "docker-compose.yml", REPO / "Dockerfile"] + sorted(
-    p for p in (REPO / "deploy").rglob("*") if p.is_file()
+    REPO / name
+    for name in subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "deploy"], capture_output=True, check=True, text=True
+    ).stdout.split("\0")
+    if name
 )
+"""The deployment files the project ships (tracked by git): an operator's own in deploy/ (a cameras file with
+its passwords, git-ignored) are not read, nor their lines written to a test's output."""
 ALLOWED_URL_CREDENTIALS = {("deploy/cameras.example.yaml", "rtsp://user:pass@")}
 """The example of a camera's credentials in its URL (masked in logs), the one allowed."""
 DATABASE_LOGINS = {

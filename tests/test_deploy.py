@@ -145,7 +145,7 @@ def test_no_password_is_written_in_the_deployment_files():
             for what, pattern in literal.items():
                 for match in pattern.finditer(line):
                     if (relative, match.group()) not in ALLOWED_URL_CREDENTIALS:
-                        found.append(f"{relative}:{number}: {what}: {line.strip()}")
+                        found.append(f"{relative}:{number}: {what}")  # the line not shown: it may hold one
     assert found == []
     assert "user:pass@" in (REPO / "deploy" / "cameras.example.yaml").read_text()  # the allowance is still needed
 

@@ -134,18 +134,22 @@ def test_the_migrations_are_read_from_their_files_in_order_and_a_gap_or_a_stray_
     """The package's SQL files load as versions 1..N, each file's text as it is; a folder missing a version
     (a build that dropped a file) or holding a file not named NNNN.sql is refused at import, not upgraded
     past."""
-    from common.migrations import load_migrations
+    from common.migrations import LATEST_MIGRATION, load_migrations
 
-    assert [version for version, _ in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert [version for version, _ in MIGRATIONS] == list(range(1, LATEST_MIGRATION + 1))
     assert "CREATE TABLE frames" in MIGRATIONS[0][1]
     (tmp_path / "0002.sql").write_text("SELECT 2;")
     (tmp_path / "0001.sql").write_text("SELECT 1;")
     (tmp_path / "notes.txt").write_text("not SQL: passed over")
-    assert load_migrations(tmp_path) == [(1, "SELECT 1;"), (2, "SELECT 2;")]
-    (tmp_path / "0004.sql").write_text("SELECT 4;")
+    assert load_migrations(tmp_path, latest=2) == [(1, "SELECT 1;"), (2, "SELECT 2;")]
     with pytest.raises(ValueError, match="not 1 to 3"):
-        load_migrations(tmp_path)
+        load_migrations(tmp_path, latest=3)  # the newest file missing from the build: no gap shows it
+    (tmp_path / "0004.sql").write_text("SELECT 4;")
+    with pytest.raises(ValueError, match="not 1 to 4"):
+        load_migrations(tmp_path, latest=4)
     (tmp_path / "0004.sql").unlink()
-    (tmp_path / "3.sql").write_text("SELECT 3;")
-    with pytest.raises(ValueError, match="named NNNN.sql"):
-        load_migrations(tmp_path)
+    for stray in ("3.sql", "0003.SQL"):
+        (tmp_path / stray).write_text("SELECT 3;")
+        with pytest.raises(ValueError, match="named NNNN.sql"):
+            load_migrations(tmp_path, latest=2)
+        (tmp_path / stray).unlink()
