@@ -15,8 +15,8 @@ import pytest
 
 from alpr.folds import FOLDS, fold, held_out
 from alpr.ocr_int8 import quantize
+from alpr.train_crops import RealCrop
 from alpr.train_ocr import (
-    RealCrop,
     exact_by_subset,
     export,
     greedy_text,
@@ -136,7 +136,7 @@ def test_training_images_are_read_within_the_pixel_limit_and_those_left_out_are_
 
     import cv2
 
-    from alpr.train_ocr import read_crop_images
+    from alpr.train_crops import read_crop_images
     from common import defaults
     from tests.crafted_images import png_header_only
 
@@ -145,7 +145,7 @@ def test_training_images_are_read_within_the_pixel_limit_and_those_left_out_are_
         (tmp_path / f"b_{i}.jpg").write_bytes(b"not an image")
     cv2.imwrite(str(tmp_path / "c_good.png"), np.full((40, 120, 3), 90, np.uint8))
     crops = [RealCrop(path, "ABC123", None, "us") for path in sorted(tmp_path.iterdir())]
-    with caplog.at_level(logging.WARNING, logger="alpr.train_ocr"):
+    with caplog.at_level(logging.WARNING, logger="alpr.train_crops"):
         images, kept = read_crop_images([*crops, crops[-1]])
     assert list(images) == [tmp_path / "c_good.png"] and kept == [crops[-1], crops[-1]]
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -157,7 +157,7 @@ def test_training_images_are_read_within_the_pixel_limit_and_those_left_out_are_
 
 
 def test_real_crops_are_degraded_as_far_and_poor_cameras_do_reproducibly():
-    from alpr.train_ocr import degraded
+    from alpr.train_crops import degraded
 
     crop = draw_plate("KPX4721", "us", random.Random(0))
     outs = [degraded(crop.copy(), random.Random(seed)) for seed in range(40)]
