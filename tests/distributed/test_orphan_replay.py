@@ -9,6 +9,8 @@ a spool file) is counted and left, never detected over the whole frame."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from rq.job import Job as RqJob
 
@@ -29,6 +31,24 @@ def detect_frames(connection) -> dict[str, list[str]]:  # type: ignore[no-untype
     queue = stage_queue(connection, "detect")
     return {job_id: [f["frame_id"] for f in queue.fetch_job(job_id).args[0]["frames"]]  # type: ignore[union-attr]
             for job_id in queue.get_job_ids()}  # fmt: skip
+
+
+def two_stored_orphans(postgres_url: str, redis_url: str) -> tuple[list[FrameRef], Any]:
+    """Two frames recorded pending now, with their references, their bytes in the frame store and no job
+    holding them; and a connection to the queues' Redis."""
+    import time
+
+    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
+                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
+    pool = open_pool(postgres_url, max_size=1)
+    try:
+        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
+    finally:
+        pool.close()
+    connection = connect_redis(redis_url)
+    for ref in refs:
+        connection.set(ref.key, b"its JPEG")
+    return refs, connection
 
 
 def outcomes(postgres_url: str) -> dict[str, tuple[str, bool]]:
@@ -222,16 +242,7 @@ def test_nothing_is_queued_again_while_a_jobs_payload_could_not_be_read(redis_ur
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
-    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
-                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
-    pool = open_pool(postgres_url, max_size=1)
-    try:
-        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
-    finally:
-        pool.close()
-    connection = connect_redis(redis_url)
-    for ref in refs:
-        connection.set(ref.key, b"its JPEG")  # their bytes still stored
+    refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect")
     connection.rpush(detect.key, "gone")  # listed, its record gone: it may hold both frames
     started = StartedJobRegistry(queue=detect).key
@@ -257,7 +268,6 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
     and all that time `alpr replay --orphans` queued nothing (anyone with Redis access stopped the recovery of
     orphaned frames). Only a job that may hold frames stops it: the record without data before a worker refused
     it."""
-    import time
 
     from rq import Queue
     from rq.registry import FailedJobRegistry
@@ -269,16 +279,7 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
     for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
                         "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
-                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
-    pool = open_pool(postgres_url, max_size=1)
-    try:
-        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
-    finally:
-        pool.close()
-    connection = connect_redis(redis_url)
-    for ref in refs:
-        connection.set(ref.key, b"its JPEG")  # their bytes still stored, no job holds them
+    refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect", JOB_KEY)
     Queue(detect.name, connection=connection).enqueue("os.getcwd", job_id="getcwd")  # RQ's pickle, not ours
     detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=({"detect": "me"},), job_id="unsigned")
@@ -324,16 +325,7 @@ def test_a_failed_jobs_entry_left_after_its_record_expired_does_not_stop_orphans
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)
-    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
-                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
-    pool = open_pool(postgres_url, max_size=1)
-    try:
-        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
-    finally:
-        pool.close()
-    connection = connect_redis(redis_url)
-    for ref in refs:
-        connection.set(ref.key, b"its JPEG")
+    refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect")
     failed = FailedJobRegistry(queue=detect).key
     connection.zadd(failed, {"expired": time.time() - 5, "current": time.time() + 3600})  # neither record there
@@ -353,7 +345,6 @@ def test_a_job_refused_at_claim_holds_none_of_the_frames_it_names(
     refuse it at claim (not signed with their key: never run, never replayed). Counted as holding its frames for
     its hour in the failed registry, they were never queued again, their bytes expired (600 s) and the sweep
     recorded them lost. They are orphans: queued again under the chain's key."""
-    import time
 
     from rq.registry import FailedJobRegistry
 
@@ -363,16 +354,7 @@ def test_a_job_refused_at_claim_holds_none_of_the_frames_it_names(
     for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
                         "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    refs = [FrameRef(frame_id=f"cam:run:{i}", camera_id="cam", seq=i, frame_index=i, captured_at_s=time.time(),
-                     source_time_s=float(i), key=frame_key(f"cam:run:{i}"), region="us") for i in range(2)]  # fmt: skip
-    pool = open_pool(postgres_url, max_size=1)
-    try:
-        FrameLog(pool, 0).record_sampled([FrameRecord(ref, "pending") for ref in refs])
-    finally:
-        pool.close()
-    connection = connect_redis(redis_url)
-    for ref in refs:
-        connection.set(ref.key, b"its JPEG")
+    refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect", JOB_KEY)
     payload = {"batch_id": "b", "frames": [ref.model_dump(mode="json") for ref in refs]}
     detect.enqueue_call(func=STAGE_JOB_FUNCTION, args=(payload,), job_id="old-key",
