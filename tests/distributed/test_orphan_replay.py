@@ -33,6 +33,13 @@ def detect_frames(connection) -> dict[str, list[str]]:  # type: ignore[no-untype
             for job_id in queue.get_job_ids()}  # fmt: skip
 
 
+def chain_environment(monkeypatch: Any, redis_url: str, postgres_url: str, model_dir: Any) -> None:
+    """The chain's settings in the environment, as every role of it reads them (the job key JOB_KEY)."""
+    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
+                        "ALPR_MODEL_DIR": str(model_dir)}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
 def two_stored_orphans(postgres_url: str, redis_url: str) -> tuple[list[FrameRef], Any]:
     """Two frames recorded pending now, with their references, their bytes in the frame store and no job
     holding them; and a connection to the queues' Redis."""
@@ -276,9 +283,7 @@ def test_a_job_not_of_the_chains_form_does_not_stop_orphans_being_queued_again(
     from common.stage_job import PERMANENT, SIGNATURE, STAGE_JOB_FUNCTION, job_signature
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
-                        "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    chain_environment(monkeypatch, redis_url, postgres_url, settings.model_dir)
     refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect", JOB_KEY)
     Queue(detect.name, connection=connection).enqueue("os.getcwd", job_id="getcwd")  # RQ's pickle, not ours
@@ -351,9 +356,7 @@ def test_a_job_refused_at_claim_holds_none_of_the_frames_it_names(
     from common.stage_job import PERMANENT, SIGNATURE, STAGE_JOB_FUNCTION, job_signature
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    for name, value in {"ALPR_REDIS_URL": redis_url, "ALPR_DATABASE_URL": postgres_url, "ALPR_JOB_KEY": JOB_KEY,
-                        "ALPR_MODEL_DIR": str(settings.model_dir)}.items():  # fmt: skip
-        monkeypatch.setenv(name, value)
+    chain_environment(monkeypatch, redis_url, postgres_url, settings.model_dir)
     refs, connection = two_stored_orphans(postgres_url, redis_url)  # their bytes stored, no job holds them
     detect = stage_queue(connection, "detect", JOB_KEY)
     payload = {"batch_id": "b", "frames": [ref.model_dump(mode="json") for ref in refs]}
