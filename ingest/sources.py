@@ -10,6 +10,7 @@ noted in the source's failures: not fatal."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,8 @@ from ingest.image_files import UnreadableFrameError, read_image
 from ingest.source_checks import IMAGE_SUFFIXES, is_image_entry, is_stream_uri, uri_syntax_problem
 from ingest.video_source import VideoSource
 
+log = logging.getLogger(__name__)
+
 
 class ImageFolderSource(FrameSource):
     """Every image of a folder (regular files named by IMAGE_SUFFIXES), in name order, as consecutive
@@ -30,7 +33,12 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         super().__init__(uri, sample_fps, max_pixels)
-        self.paths = sorted(p for p in Path(uri).iterdir() if is_image_entry(p))
+        entries = list(Path(uri).iterdir())
+        self.paths = sorted(p for p in entries if is_image_entry(p))
+        if passed := sorted(p.name for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p not in self.paths):
+            # named as images, neither files nor links (a FIFO, a folder): not read, nor left out without a word
+            log.warning("image folder %s: %d entries named as images are neither files nor links, not read: %s",
+                        mask_url(uri), len(passed), ", ".join(repr(name) for name in passed[:5]))  # fmt: skip
         if not self.paths:
             raise InputError(f"image folder {mask_url(uri)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
 

@@ -64,6 +64,23 @@ def test_image_folder_reports_unreadable_images(tmp_path):
     assert len(source.failures) == 1 and "b.jpg" in source.failures[0]
 
 
+def test_an_image_folders_entries_named_as_images_that_are_not_read_are_named_in_a_warning(tmp_path, caplog):
+    """A FIFO or a folder named *.jpg is no image of the folder (reading a FIFO would block the camera): it was
+    left out without a word (a review). The camera's log names them."""
+    import logging
+
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "upload.png").mkdir()
+    (tmp_path / "notes.txt").write_text("not named as an image: passed over unsaid")
+    with caplog.at_level(logging.WARNING, logger="ingest.sources"):
+        source = open_source(str(tmp_path), sample_fps=2.0)
+    assert [frame.index for frame in source.frames()] == [0]
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert "2 entries named as images" in said and "'pipe.jpg'" in said and "'upload.png'" in said
+    assert "notes.txt" not in said
+
+
 def test_two_links_to_one_image_are_two_frames_and_a_plain_file_keeps_its_frame_id(tmp_path):
     """Frame ids come from the file's fingerprint; links to one image once shared it (one went unrecorded)."""
     import hashlib
