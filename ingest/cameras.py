@@ -145,6 +145,12 @@ class CameraConfig(BaseModel):
         twice_area = sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(roi, roi[1:] + roi[:1], strict=True))
         if not math.isfinite(twice_area):
             raise ValueError("coordinates too large to be pixels")
+        if crossing := crossing_edges(roi):
+            first, second = crossing
+            raise ValueError(
+                f"the polygon's edges {first + 1} and {second + 1} cross (a bow tie): list its points in order"
+                " around the area, as you would draw it"
+            )  # its two lobes' areas cancelled: it was called a polygon of points on one line (a review)
         if twice_area == 0:
             raise ValueError("the polygon encloses no area (its points coincide or lie on one line)")
         return roi
@@ -232,3 +238,22 @@ def load_cameras(path: Path, settings: Settings, check_sources: bool = False) ->
     `check_sources`, their sources too); its mistakes are a one-line ConfigError naming the file."""
     raw = load_strict_yaml(read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError), str(path))
     return parse_cameras(raw, settings, str(path), check_sources)
+
+
+def crossing_edges(points: list[tuple[float, float]]) -> tuple[int, int] | None:
+    """The first two edges of a closed polygon that cross (edge i runs from point i to the next), None when none
+    does: a polygon listed out of order (a bow tie) encloses not the area drawn. Edges that only touch, at an end,
+    do not cross."""
+
+    def side(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    edges = list(zip(points, points[1:] + points[:1], strict=True))
+    for i, (p1, p2) in enumerate(edges):
+        for j in range(i + 2, len(edges)):
+            if i == 0 and j == len(edges) - 1:
+                continue  # the first and last edges share the first point
+            q1, q2 = edges[j]
+            if side(p1, p2, q1) * side(p1, p2, q2) < 0 and side(q1, q2, p1) * side(q1, q2, p2) < 0:
+                return i, j
+    return None

@@ -90,6 +90,14 @@ def camera_with(field_yaml: str) -> bytes:
         pytest.param(camera_with("    roi: [[0, 0], [1, 1], [2, 2]]"), "field roi: .*encloses no area", id="roi-line"),
         pytest.param(camera_with("    roi: [[3, 3], [3, 3], [3, 3]]"), "field roi: .*encloses no area", id="roi-point"),
         pytest.param(
+            camera_with("    roi: [[0, 0], [100, 100], [100, 0], [0, 100]]"),
+            "field roi: .*edges 1 and 3 cross \\(a bow tie\\)",
+            id="roi-bow-tie",
+        ),  # its lobes' areas cancel: it was said to lie on one line
+        pytest.param(
+            camera_with("    roi: [[0, 0], [300, 100], [300, 0], [0, 100]]"), "field roi: .*cross", id="roi-bow-tie-2"
+        ),
+        pytest.param(
             camera_with("    roi: [[0, 0], [1e300, 0], [0, 1e300]]"),
             "field roi.1.0: .*less than or equal to 1000000",
             id="roi-huge",
