@@ -194,19 +194,22 @@ def relay_output(
     target_fd: int | None,
     shown_level: int = MAX_FFMPEG_LOG_LEVEL,
     on_refused: Callable[[str], None] | None = None,
+    label: str | None = None,
 ) -> None:
     """Write what comes from `source_fd` (a child's stdout and stderr) to `target_fd` a line at a time,
     scrubbed of `uri`'s secrets (`Scrubber`), until its end, and close it; read to its end whatever
     `target_fd` takes (nothing where it is None, closed or full): the child would block on its writes.
     FFmpeg's lines past `shown_level` are not written; one telling the credentials refused is told to
-    `on_refused` ("401 Unauthorized")."""
+    `on_refused` ("401 Unauthorized"). With `label` (the camera's id), each line begins "camera LABEL: ", as
+    the node's own lines do: a node of many cameras wrote FFmpeg's lines with nothing to tell whose they were."""
     scrubber, pending, dropping = Scrubber(source_secrets(uri)), b"", False
+    prefix = f"camera {escape_controls(label)}: " if label is not None else ""
 
     def shown(lines: list[bytes]) -> list[str]:
         for line in lines:
             if on_refused is not None and (refused := refusal(line)):
                 on_refused(refused)
-        return [scrubber.line(line) for line in lines if shown_line(line, shown_level)]
+        return [prefix + scrubber.line(line) for line in lines if shown_line(line, shown_level)]
 
     try:
         while chunk := os.read(source_fd, READ_BYTES):

@@ -117,7 +117,7 @@ class IsolatedCapture:
 
     def __init__(
         self, uri: str, params: Sequence[int] = (), memory_mb: int = defaults.CAPTURE_MEMORY_MB,
-        wait_s: float = defaults.CAPTURE_WAIT_S, rtsp_transport: str = "tcp",
+        wait_s: float = defaults.CAPTURE_WAIT_S, rtsp_transport: str = "tcp", label: str | None = None,
     ) -> None:  # fmt: skip
         self.memory_mb, self.memory_bytes, self.wait_s = memory_mb, memory_mb * 1024 * 1024, wait_s
         self.ended_because: str | None = None
@@ -149,7 +149,8 @@ class IsolatedCapture:
         os.close(output[1])
         self._output = threading.Thread(
             target=relay_output, args=(output[0], uri, node_stderr(), child_levels(dict(os.environ))[1],
-                                       self._refused), name=f"capture output {self._process.pid}", daemon=True,
+                                       self._refused, label), name=f"capture output {self._process.pid}",
+            daemon=True,
         )  # fmt: skip
         try:
             self._output.start()

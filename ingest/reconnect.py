@@ -110,7 +110,8 @@ class SourceKeeper:
     """Whether the last open was refused its credentials (said at ERROR once until one succeeds)."""
 
     def open(self) -> FrameSource:
-        return open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb, rtsp_transport=self.rtsp_transport)
+        return open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb, rtsp_transport=self.rtsp_transport,
+                           label=self.name)  # fmt: skip
 
     def run(self, read_pass: Callable[[FrameSource], None], first: FrameSource | None = None) -> SourceState:
         """Open the source (or take `first`, opened already), hand it to `read_pass` to read one pass,

@@ -62,16 +62,18 @@ class ImageFolderSource(FrameSource):
 
 def open_source(
     uri: str, sample_fps: float = defaults.SAMPLE_FPS, max_pixels: int = defaults.MAX_FRAME_PIXELS,
-    memory_mb: int = defaults.CAPTURE_MEMORY_MB, rtsp_transport: str = "tcp",
+    memory_mb: int = defaults.CAPTURE_MEMORY_MB, rtsp_transport: str = "tcp", label: str | None = None,
 ) -> FrameSource:  # fmt: skip
     """The right source for `uri`: a stream URL, an image folder or a video file; frames with more than
     `max_pixels` are not sampled (unread, `too_large`); a video's or stream's decoding holds at most
     `memory_mb`; an RTSP camera is read over its RTSP connection, or as RTP over UDP where `rtsp_transport`
-    is "udp" (ingest/ffmpeg_open.py). A malformed URL is refused (InputError)."""
+    is "udp" (ingest/ffmpeg_open.py); what its decoder prints reaches stderr under `label` (the camera's id),
+    where given. A malformed URL is refused (InputError)."""
     if problem := uri_syntax_problem(uri):
         raise InputError(problem)
     if is_stream_uri(uri):
-        return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb, rtsp_transport=rtsp_transport)
+        return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb, rtsp_transport=rtsp_transport,
+                           label=label)  # fmt: skip
     path = Path(uri)
     if not path.exists():
         raise InputError(f"source {mask_url(uri)} does not exist")
@@ -81,4 +83,4 @@ def open_source(
         raise InputError(f"source {mask_url(uri)} is neither a regular file nor a folder")
     if path.stat().st_size == 0:
         raise InputError(f"video {mask_url(uri)} is empty")
-    return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb)
+    return VideoSource(uri, sample_fps, max_pixels=max_pixels, memory_mb=memory_mb, label=label)

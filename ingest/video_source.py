@@ -108,7 +108,7 @@ class VideoSource(FrameSource):
     def __init__(
         self, uri: str, sample_fps: float, timeout_ms: int = defaults.STREAM_OPEN_TIMEOUT_MS,
         max_pixels: int = defaults.MAX_FRAME_PIXELS, memory_mb: int = defaults.CAPTURE_MEMORY_MB,
-        rtsp_transport: str = "tcp",
+        rtsp_transport: str = "tcp", label: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(uri, sample_fps, max_pixels)
         self.memory_mb, self.rtsp_transport = memory_mb, rtsp_transport
@@ -117,7 +117,7 @@ class VideoSource(FrameSource):
         """A file's `file_tag`, taken before it is opened (one put in its place then is other footage)."""
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         # FFmpeg in a process of its own
-        self.capture = IsolatedCapture(uri, params, memory_mb, rtsp_transport=rtsp_transport)
+        self.capture = IsolatedCapture(uri, params, memory_mb, rtsp_transport=rtsp_transport, label=label)
         if not self.capture.isOpened():
             if self.is_stream and self.capture.refused:  # told by FFmpeg's line (its output read to its end)
                 raise CredentialsRefusedError(f"credentials refused ({self.capture.refused}): {shown_source(uri)}")

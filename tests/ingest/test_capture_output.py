@@ -152,3 +152,20 @@ def test_a_node_whose_stderr_is_closed_still_reads_its_cameras(demo_clip):
         timeout=120,
     )  # fmt: skip
     assert done.stdout == "True None True (720, 1280, 3)\n"
+
+
+def test_a_cameras_decoder_lines_name_the_camera_as_the_nodes_lines_do(capfd, monkeypatch):
+    """A node of many cameras wrote FFmpeg's lines with nothing to tell whose they were (a review): opened by the
+    camera's keeper, as the ingest node and `alpr run` open it, each begins with the camera's id."""
+    import threading
+
+    from ingest.reconnect import SourceKeeper
+
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "48")  # the operator asks for FFmpeg's lines
+    with snapshot_camera(b"", lambda request: False) as (base, _):
+        url = base.replace("://", "://admin:Pa%3dss@") + f"/{TOKEN}/snap.jpg"
+        keeper = SourceKeeper(url, 2.0, "gate-3", threading.Event())
+        with pytest.raises(InputError):
+            list(keeper.open().frames())
+    lines = [line for line in capfd.readouterr().err.splitlines() if "401 Unauthorized" in line]
+    assert lines and all(line.startswith("camera gate-3: ") for line in lines), lines
