@@ -11,6 +11,7 @@ none), under the same rules (`snapshot_to_delete`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -27,6 +28,8 @@ from psycopg_pool import ConnectionPool
 
 from common.frame_counts import MERGE_COUNTS
 from common.sqlite_log import connect_log
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 5000
 """Rows deleted per statement (and transaction)."""
@@ -235,6 +238,7 @@ def prune_sqlite_log(
     before = cutoff.astimezone(UTC).isoformat()
     connection = connect_log(path)
     try:
+        connection.execute("PRAGMA secure_delete = ON")  # whatever SQLite was built with: a deleted row's bytes zeroed
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table, column in SQLITE_PRUNED.items():
             if table not in tables:
@@ -249,9 +253,24 @@ def prune_sqlite_log(
                 if stop is not None and stop.is_set():
                     pruned.stopped = True
                     break
+        if not dry_run:
+            _empty_write_ahead_log(connection, path)
     finally:
         connection.close()
     return pruned
+
+
+def _empty_write_ahead_log(connection: sqlite3.Connection, path: Path) -> None:
+    """The pages the prune wrote copied into the log's file and its write-ahead log emptied (a TRUNCATE
+    checkpoint, waited for as a writer waits): until then the file kept the deleted rows' pages as they
+    were, plates and all, for as long as a running `alpr run` held the log open (SQLite checkpoints by
+    itself only every 1,000 pages written, and empties the write-ahead log when its last connection
+    closes; a review read a pruned plate back from the file). Where a reader holds the log's old state
+    past the busy timeout, a WARNING says so (no plate): the next checkpoint overwrites them."""
+    (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        log.warning("the SQLite log %s was pruned, but a reader held it: the deleted rows' old pages stay in the"
+                    " file until SQLite's next checkpoint (prune again once it is idle)", path)  # fmt: skip
 
 
 def _delete_in_batches(

@@ -1,0 +1,67 @@
+"""`alpr db prune --sqlite` leaves no trace of the plates it deletes in the log's file: SQLite keeps a
+deleted row's bytes in its free pages (and the write-ahead log) until they happen to be reused, so the
+plates past the retention were still read back from the file with `strings` (a review)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from alpr.cli import main
+
+
+def _log_of(path: Path, plates_by_age_days: dict[str, float]) -> None:
+    """An `alpr run` log at `path` with a read and a sighting of each plate, seen that many days ago."""
+    from common.frame_store import frame_key
+    from common.jobs import FrameRef
+    from common.plate_log import SqlitePlateLog
+    from common.sighting_log import SqliteSightingLog
+    from common.types import PlateCandidate, PlateRead, Sighting
+
+    reads, sightings = SqlitePlateLog(path), SqliteSightingLog(path)
+    for index, (plate, age_days) in enumerate(plates_by_age_days.items()):
+        at_s = time.time() - age_days * 86400
+        frame = FrameRef(frame_id=f"cam:1:{index}", camera_id="cam", seq=index, frame_index=index, captured_at_s=at_s,
+                         source_time_s=0.0, key=frame_key(f"cam:1:{index}"), region="us")  # fmt: skip
+        reads.record_many([(frame, [PlateRead((0, 0, 9, 3), 0.9, (PlateCandidate(plate, 0.95, "us"),))])])
+        sighting = Sighting(
+            sighting_id=f"cam:cam:1:{index}:0", camera_id="cam", plate=plate, confidence=0.9, first_seen_s=at_s,
+            last_seen_s=at_s + 3, reads=1, best_frame_id=frame.frame_id, best_box_xyxy=(0, 0, 9, 3),
+            best_confidence=0.9, texts=((plate, 1),),
+        )  # fmt: skip
+        sightings.record_many([(sighting, None)])
+    reads.close()
+    sightings.close()
+
+
+def _bytes_of(path: Path) -> bytes:
+    """The log's file and those SQLite keeps beside it, as a reader of the disk finds them."""
+    return b"".join(file.read_bytes() for file in (path, *path.parent.glob(path.name + "-*")) if file.is_file())
+
+
+def test_a_pruned_plate_is_gone_from_the_sqlite_file_not_only_from_its_queries(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")  # the flag names the log
+    path = tmp_path / "reads.sqlite"
+    _log_of(path, {"OLDPL8TE": 40, "NEWPL8TE": 1})
+    assert b"OLDPL8TE" in _bytes_of(path)
+    assert main(["db", "prune", "--sqlite", str(path)]) == 0
+    content = _bytes_of(path)
+    assert b"NEWPL8TE" in content  # kept: within the retention
+    assert b"OLDPL8TE" not in content
+
+
+def test_a_prune_leaves_no_trace_while_alpr_run_holds_the_log_open(tmp_path, monkeypatch):
+    """A running `alpr run` keeps a connection open (the write-ahead log stays): the pages a prune wrote
+    there held the deleted rows' old versions too."""
+    import sqlite3
+
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")
+    path = tmp_path / "reads.sqlite"
+    _log_of(path, {"OLDPL8TE": 40, "NEWPL8TE": 1})
+    running = sqlite3.connect(path)  # as `alpr run`'s log stays open
+    try:
+        running.execute("SELECT count(*) FROM plate_reads").fetchone()
+        assert main(["db", "prune", "--sqlite", str(path)]) == 0
+        assert b"OLDPL8TE" not in _bytes_of(path)
+    finally:
+        running.close()
