@@ -17,6 +17,7 @@ from alpr.private_values import PLATE_HELP, add_reason_flags, take_private_value
 from common.audit import login_name, refused_flag
 from common.config import Settings
 from common.credentials import escape_controls
+from common.csv_files import spreadsheet_safe
 from common.errors import InputError
 from common.iso_time import from_iso, period
 
@@ -116,5 +117,10 @@ def _print(found: list[dict[str, Any]]) -> None:
 def cell(value: object) -> str:
     """A column of an answer's row as printed: its control characters, tabs too, written out. A row the
     workers' role can write (a camera id, a snapshot path) reached the operator's terminal raw: escape
-    codes, a line break forging a row (a review)."""
-    return "" if value is None else escape_controls(str(value)).replace("\t", "\\t")
+    codes, a line break forging a row (a review). Its text is no formula where the printed columns are
+    opened in a spreadsheet (`alpr search ... > hits.tsv`; common/csv_files.spreadsheet_safe, as an export's
+    cells): a camera named `=HYPERLINK(...)` was one. Numbers are printed as they are."""
+    if value is None:
+        return ""
+    text = escape_controls(str(value)).replace("\t", "\\t")
+    return spreadsheet_safe(text) if isinstance(value, str) else text

