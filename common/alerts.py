@@ -29,9 +29,9 @@ from pydantic import (
 
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.private_files import file_mode, others_may_change_file
+from common.receiver_secrets import SECRET_FILE_FIELDS, read_secret_file, warn_if_others_may_read
 from common.strict_yaml import load_strict_yaml
-from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
+from common.text_files import read_text_file
 from common.validation_errors import format_errors
 
 PLATE_PATTERN = r"^[A-Z0-9]{1,16}$"
@@ -331,10 +331,6 @@ RECEIVER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 MAX_RECEIVERS_FILE_BYTES = 65536
 """Largest receivers file read."""
 
-SECRET_FILE_FIELDS = {"secret_file": "secret", "password_file": "password"}
-"""Fields of a receiver that name a file holding a secret (Docker and Kubernetes secrets), and the
-field the file's content becomes."""
-
 
 class _Routing(Strict):
     """A receiver's settings as the sighting pool reads them: which lists it takes; the rest not checked."""
@@ -388,45 +384,30 @@ def _entries(path: Path) -> dict[str, dict[str, object]]:
     return entries
 
 
-def _read_secret_file(path: Path, name: str, settings: dict[str, object], file_field: str, field_name: str) -> str:
-    """The secret in the file a receiver's `file_field` names (popped from `settings`), its spaces and line
-    ends around it left out. Refused: the secret written in place too (the file silently won), and a file
-    that holds nothing else (an MQTT password of nothing loaded, and the broker refused every delivery).
-    Neither the path (it may be the secret, written there by mistake) nor the secret is in a message."""
-    where = f"{path}: receiver {name}:"
-    if field_name in settings:
-        raise ConfigError(f"{where} set {field_name} or {file_field}, not both")
-    secret_path = Path(str(settings.pop(file_field)))
-    secret = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, f"{where} its {file_field}").strip()
-    if not secret:
-        raise ConfigError(f"{where} its {file_field}: the file it names is empty (or holds only spaces and line ends)")
-    if others_may_change_file(secret_path):
-        raise ConfigError(
-            f"{where} its {file_field}: the file it names may be written by other users of this host (mode"
-            f" {file_mode(secret_path):04o}): whoever writes it sets the {field_name}; make it writable by its"
-            " owner alone: chmod go-w on it"
-        )
-    return secret
-
-
 def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     """The receivers file (YAML): `receivers: {NAME: {type: webhook, url: ..., secret_file: ...}, NAME:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
     place (`secret`, `password`) or, better, read from files, whose content is taken stripped of the
     whitespace around it (the newline `echo` leaves): a receiver signs with the stripped secret. Two webhooks
-    may not share a secret (`_one_secret_each`). Any fault is one ConfigError that shows no secret."""
+    may not share a secret (`_one_secret_each`). Any fault is one ConfigError that shows no secret; a file
+    holding secrets in place that other users of this host may read is said in a WARNING
+    (common/receiver_secrets.warn_if_others_may_read)."""
     receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
     adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
+    in_place: list[str] = []
     for name, written in _entries(path).items():
         settings = dict(written)
+        if any(settings.get(field) not in (None, "") for field in SECRET_FILE_FIELDS.values()):
+            in_place.append(name)  # before any file is read into the settings
         for file_field, field_name in SECRET_FILE_FIELDS.items():
             if file_field in settings:
-                settings[field_name] = _read_secret_file(path, name, settings, file_field, field_name)
+                settings[field_name] = read_secret_file(path, name, settings, file_field, field_name)
         try:
             receivers[name] = adapter.validate_python(settings)
         except ValidationError as error:
             raise ConfigError(format_errors(error, label=f"{path}: receiver {name}: ")) from None
     _one_secret_each(path, receivers)
+    warn_if_others_may_read(path, in_place)
     return receivers
 
 

@@ -3,7 +3,11 @@ secret shows in it."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +286,48 @@ def test_an_mqtt_password_written_in_place_of_only_spaces_is_refused(tmp_path, p
     with pytest.raises(ConfigError) as refused:
         load_receivers(path)
     assert "the password is empty or only spaces" in str(refused.value) and "room" in str(refused.value)
+
+
+@pytest.fixture
+def open_folder():
+    """A folder others may go through (0755 under /tmp), unlike pytest's tmp_path (under a folder of 0700):
+    what a receivers file in /etc/alpr is."""
+    folder = Path(tempfile.mkdtemp(prefix="alpr-receivers-"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("receiver", ["webhook", "mqtt"])
+def test_secrets_written_in_a_file_others_may_read_are_warned_of(open_folder, caplog, receiver):
+    """A review: a receivers file of mode 0644 (umask 022) holding every webhook's HMAC key and the broker's
+    password in place loaded without a word, for any local user to read and sign alerts with."""
+    path = open_folder / "receivers.yaml"
+    in_place = f"    password: {SECRET}\n" if receiver == "mqtt" else f"    secret: {SECRET}\n"
+    path.write_text(mqtt(in_place) if receiver == "mqtt" else webhook(secret_line=in_place))
+    os.chmod(path, 0o644)
+    with caplog.at_level(logging.WARNING):
+        assert len(load_receivers(path)) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    name = "broker" if receiver == "mqtt" else "ops"
+    assert len(warned) == 1 and f"{path} (mode 0644) holds the secrets of {name} in place" in warned[0]
+    assert SECRET not in warned[0] and "chmod go-r" in warned[0]
+
+
+@pytest.mark.parametrize("case", ["owner-only", "folder-0700", "secret-file"])
+def test_secrets_only_their_owner_reads_or_kept_in_files_are_not_warned_of(open_folder, caplog, case):
+    """0600 under /etc/alpr, or 0644 in a folder of 0700 (compose's secrets folder), or secrets in files
+    (their own folder guards them): no word."""
+    folder = open_folder / "private" if case == "folder-0700" else open_folder
+    folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o700 if case == "folder-0700" else 0o755)
+    path = folder / "receivers.yaml"
+    line = f"    secret: {SECRET}\n"
+    if case == "secret-file":
+        (folder / "hook.secret").write_text(SECRET)
+        line = f"    secret_file: {folder / 'hook.secret'}\n"
+    path.write_text(webhook(secret_line=line))
+    os.chmod(path, 0o600 if case == "owner-only" else 0o644)
+    with caplog.at_level(logging.WARNING):
+        assert len(load_receivers(path)) == 1
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
