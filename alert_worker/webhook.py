@@ -82,16 +82,26 @@ class _Deadline:
         return timer
 
     def connected(self, sock: socket.socket) -> bool:
-        """A connection is made: the exchange's time starts now, within the attempt's bound; False (and
-        nothing started) when the attempt's time is up already. One critical section with `_expire`: a
-        timer firing between a check and the socket's registration shut nothing, and a trickling receiver
-        held the attempt 90 s past its bound (a review)."""
+        """A connection is made (its TCP socket, before any proxy's tunnel or TLS handshake on it): the
+        exchange's time starts now, within the attempt's bound; False (and nothing started) when the
+        attempt's time is up already. One critical section with `_expire`: a timer firing between a check
+        and the socket's registration shut nothing, and a trickling receiver held the attempt 90 s past its
+        bound (a review)."""
         with self.lock:
             if self.expired.is_set():
                 return False
             self.sockets.append(sock)
             self.timer.cancel()
             self.timer = self._timer(min(self.seconds, self.ends_at - time.monotonic()))
+            return True
+
+    def wrapped(self, sock: socket.socket) -> bool:
+        """The connection's socket once TLS wraps it (the TCP one it was made from is detached: shutting
+        that one shuts nothing), shut with the others at the time's end; False where that time is up."""
+        with self.lock:
+            if self.expired.is_set():
+                return False
+            self.sockets.append(sock)
             return True
 
     def cancel(self) -> None:
@@ -101,14 +111,22 @@ class _Deadline:
     def track(self, connection_class: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
         def connect(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             connection = connection_class(*args, **kwargs)
-            opened = connection.connect
+            opened, make = connection.connect, connection._create_connection  # type: ignore[attr-defined]
+
+            def make_in_time(*args: Any, **kwargs: Any) -> socket.socket:
+                sock = make(*args, **kwargs)  # known from here: a proxy trickling its answer to CONNECT (read
+                if not self.connected(sock):  # before TLS, and the socket known) held the attempt for ever
+                    sock.close()
+                    raise TimeoutError("connected only after the attempt's time: nothing sent")
+                return sock
 
             def connect_in_time() -> None:  # the host name's lookup cannot be cut short: a connection made
                 opened()  # after the attempt's bound sent the alert as the lease ran out, and another worker
-                if connection.sock is None or not self.connected(connection.sock):  # sent it again (a receiver
+                if connection.sock is None or not self.wrapped(connection.sock):  # sent it again (a receiver
                     connection.close()  # saw it twice); now nothing is sent
                     raise TimeoutError("connected only after the attempt's time: nothing sent")
 
+            connection._create_connection = make_in_time  # type: ignore[attr-defined]
             connection.connect = connect_in_time  # type: ignore[method-assign]
             connection.response_class = _Answer
             return connection

@@ -1,17 +1,21 @@
 """What a webhook attempt never does, against real receivers: follow a redirect anywhere (another host, the
 cloud's metadata address, a port on this host: a receiver's 3xx is an answer, never a request made for it),
-or send an alert over TLS it cannot verify (a certificate of no CA this host trusts, or of another name)."""
+or send an alert over TLS it cannot verify (a certificate of no CA this host trusts, or of another name); nor
+wait on a proxy past the attempt's time."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from alert_worker.attempts import DeliveryRejected, DeliveryRetryable
+from alert_worker.attempts import DeliveryRejected, DeliveryRetryable, attempt_bound_s
 from alert_worker.webhook import deliver_webhook
 from tests.alert_servers import Reply, WebhookServer
 from tests.alert_worker.test_delivery import ALERT, SECRET, assert_no_secret, self_signed, webhook
@@ -84,3 +88,43 @@ def test_a_webhook_over_tls_is_sent_only_to_a_certificate_verified_for_its_host(
         assert server.received == []
     assert ALERT.plate not in str(caught.value)
     assert_no_secret(caught.value)
+
+
+def test_a_proxy_trickling_its_answer_to_connect_is_cut_off_within_the_attempts_bound(monkeypatch):
+    """HTTPS through a proxy (HTTPS_PROXY, as urllib takes it from the environment): the proxy's answer to
+    CONNECT was read before the connection's socket was known to the attempt's deadline, each read within
+    the timeout alone, so a proxy sending a header line a byte at a time held the receiver's lane for as
+    long as it kept sending (past the lease: another worker claimed the alert). Now cut off with the
+    exchange's time, the alert never sent."""
+    proxy = socket.create_server(("127.0.0.1", 0))
+    stop, heard = threading.Event(), []
+
+    def trickle() -> None:
+        connection, _ = proxy.accept()
+        with connection:
+            heard.append(connection.recv(65536))
+            try:
+                connection.sendall(b"HTTP/1.1 200 Connection established\r\n")
+                for sent, byte in enumerate(itertools.cycle(b"X-Pad: 1\r\n")):  # header lines a byte at a time
+                    if stop.wait(0.05) or sent > 600:  # for 30 s at most
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:  # cut off
+                return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryRetryable, match="timed out"):
+            deliver_webhook(ALERT, webhook("https://receiver.example/hooks/alpr", timeout_s=0.5))
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(5)
+        proxy.close()
+    assert heard[0].startswith(b"CONNECT receiver.example:443 ")  # it went through the proxy
+    assert elapsed < attempt_bound_s(0.5) + 1  # the exchange's 0.5 s; it was 30 s, as long as the proxy sent
