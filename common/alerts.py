@@ -29,7 +29,13 @@ from pydantic import (
 
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.receiver_secrets import SECRET_FILE_FIELDS, read_secret_file, warn_if_others_may_read
+from common.private_files import file_mode, others_may_change_file
+from common.receiver_secrets import (
+    SECRET_FILE_FIELDS,
+    read_secret_file,
+    refuse_if_others_may_change,
+    warn_if_others_may_read,
+)
 from common.strict_yaml import load_strict_yaml
 from common.text_files import read_text_file
 from common.validation_errors import format_errors
@@ -302,6 +308,12 @@ class MqttReceiver(ReceiverConfig):
             raise ValueError(f"ca_file {self.ca_file} is not a file")
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
+        if self.ca_file is not None and others_may_change_file(Path(self.ca_file)):  # their CA: the broker theirs
+            raise ValueError(
+                f"ca_file {self.ca_file} may be written by other users of this host (mode"
+                f" {file_mode(Path(self.ca_file)):04o}): whoever writes it picks the brokers trusted with the"
+                " password and the alerts; make it writable by its owner alone: chmod go-w on it"
+            )
         if self.ca_file is not None:  # one that holds no certificate failed every attempt, retried for a day
             try:
                 ssl.create_default_context(cafile=self.ca_file)
@@ -389,9 +401,9 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
     {type: mqtt, host: ..., topic: ..., username: ..., password_file: ...}}`. Secrets may be written in
     place (`secret`, `password`) or, better, read from files, whose content is taken stripped of the
     whitespace around it (the newline `echo` leaves): a receiver signs with the stripped secret. Two webhooks
-    may not share a secret (`_one_secret_each`). Any fault is one ConfigError that shows no secret; a file
-    holding secrets in place that other users of this host may read is said in a WARNING
-    (common/receiver_secrets.warn_if_others_may_read)."""
+    may not share a secret (`_one_secret_each`). Any fault is one ConfigError that shows no secret. A file
+    other users of this host may write is refused, and one holding secrets in place that they may read is
+    said in a WARNING (common/receiver_secrets.py)."""
     receivers: dict[str, WebhookReceiver | MqttReceiver] = {}
     adapter: TypeAdapter[WebhookReceiver | MqttReceiver] = TypeAdapter(Receiver)
     in_place: list[str] = []
@@ -407,6 +419,7 @@ def load_receivers(path: Path) -> dict[str, WebhookReceiver | MqttReceiver]:
         except ValidationError as error:
             raise ConfigError(format_errors(error, label=f"{path}: receiver {name}: ")) from None
     _one_secret_each(path, receivers)
+    refuse_if_others_may_change(path)
     warn_if_others_may_read(path, in_place)
     return receivers
 

@@ -1,11 +1,12 @@
 """The receivers file's secrets (common/alerts.load_receivers): a webhook's `secret` and an MQTT receiver's
 `password`, written in place or read from the file a `secret_file` / `password_file` names
-(`read_secret_file`); and who else on this host may read the ones written in place
-(`warn_if_others_may_read`). A receivers file made under the usual umask 022 (0644, in /etc/alpr of 0755)
-held every webhook's HMAC key and the broker's password for any local user to read, and nothing said so
-(a review): whoever reads a webhook's secret can sign alerts it takes for the alert pool's. Said at the
-alert pool's start, never refused: compose shows the file to the containers only if others may read it,
-and the secrets then belong in secret files, under a folder of mode 0700 (deploy/make-secrets.sh's)."""
+(`read_secret_file`); who may write the receivers file (`refuse_if_others_may_change`: whoever writes it
+names where alerts go); and who else may read the secrets written in place (`warn_if_others_may_read`). A
+receivers file made under the usual umask 022 (0644, in /etc/alpr of 0755) held every webhook's HMAC key
+and the broker's password for any local user to read, and nothing said so (a review): whoever reads a
+webhook's secret can sign alerts it takes for the alert pool's. That is said at the alert pool's start,
+never refused: compose shows the file to the containers only if others may read it, and the secrets then
+belong in secret files, under a folder of mode 0700 (deploy/make-secrets.sh's)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,17 @@ def _passes(folder: os.stat_result, gid: int, world: bool) -> bool:
     if folder.st_mode & stat.S_IXOTH:
         return True
     return not world and folder.st_gid == gid and bool(folder.st_mode & stat.S_IXGRP)
+
+
+def refuse_if_others_may_change(path: Path) -> None:
+    """ConfigError where other users of this host may write the receivers file at `path`: whoever writes it
+    names where alerts go (a URL of theirs gets every plate) and the secret files they are signed with. It
+    was taken whatever its mode, while a secret file others may write was refused."""
+    if others_may_change_file(path):
+        raise ConfigError(
+            f"{path}: other users of this host may write it (mode {file_mode(path):04o}): whoever writes it"
+            " names where the alerts go and what signs them; make it writable by its owner alone: chmod go-w on it"
+        )
 
 
 def warn_if_others_may_read(path: Path, holders: Collection[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from common.alerts import MqttReceiver, WebhookReceiver, load_receivers, receiver_routes
 from common.errors import ConfigError
+from tests.conftest import unavailable
 
 SECRET = "receiver-secret-0123456789"
 
@@ -331,3 +333,39 @@ def test_secrets_only_their_owner_reads_or_kept_in_files_are_not_warned_of(open_
     with caplog.at_level(logging.WARNING):
         assert len(load_receivers(path)) == 1
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_receivers_file_other_users_may_write_is_refused(tmp_path):
+    """Whoever writes the file names where alerts go (a URL of theirs gets every plate) and which secret
+    files sign them: it was taken at 0666, while a secret file others may write was refused."""
+    path = tmp_path / "receivers.yaml"
+    path.write_text(webhook())
+    os.chmod(path, 0o644)
+    assert len(load_receivers(path)) == 1
+    os.chmod(path, 0o666)
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    assert str(refused.value).startswith(f"{path}: other users of this host may write it (mode 0666)")
+    assert "chmod go-w" in str(refused.value) and SECRET not in str(refused.value)
+
+
+def test_a_ca_file_other_users_may_write_is_refused(tmp_path):
+    """Whoever writes the CA file picks the brokers the receiver trusts over TLS, and gets the password
+    and every alert from the broker they put in between."""
+    if shutil.which("openssl") is None:
+        unavailable("openssl is not installed")
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ca",
+         "-keyout", str(tmp_path / "ca.key"), "-out", str(ca)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    path = tmp_path / "receivers.yaml"
+    path.write_text(mqtt(f"    password: {SECRET}\n    tls: true\n    ca_file: {ca}\n"))
+    os.chmod(ca, 0o644)
+    assert len(load_receivers(path)) == 1
+    os.chmod(ca, 0o646)
+    with pytest.raises(ConfigError) as refused:
+        load_receivers(path)
+    assert f"ca_file {ca} may be written by other users of this host (mode 0646)" in str(refused.value)
+    assert "chmod go-w" in str(refused.value) and SECRET not in str(refused.value)
