@@ -59,18 +59,14 @@ def others_may_read(path: Path) -> bool:
         folders = [folder.stat() for folder in real.parents]
     except (OSError, ValueError, RuntimeError):
         return False
-    world = bool(status.st_mode & stat.S_IROTH)
+    world = bool(status.st_mode & stat.S_IROTH) and all(_through(folder) for folder in folders)
     group = bool(status.st_mode & stat.S_IRGRP) and group_has_others(status.st_gid)
-    if not (world or group):
-        return False
-    return all(_passes(folder, status.st_gid, world) for folder in folders)
+    return world or (group and all(_through(folder, status.st_gid) for folder in folders))
 
 
-def _passes(folder: os.stat_result, gid: int, world: bool) -> bool:
-    """Whether others (`world`), or the file's group `gid`, may go through `folder`."""
-    if folder.st_mode & stat.S_IXOTH:
-        return True
-    return not world and folder.st_gid == gid and bool(folder.st_mode & stat.S_IXGRP)
+def _through(folder: os.stat_result, gid: int | None = None) -> bool:
+    """Whether others may go through `folder`, or, given its `gid`, the members of the file's group."""
+    return bool(folder.st_mode & stat.S_IXOTH) or (folder.st_gid == gid and bool(folder.st_mode & stat.S_IXGRP))
 
 
 def refuse_if_others_may_change(path: Path) -> None:
