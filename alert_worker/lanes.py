@@ -36,6 +36,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from common.errors import where_raised
 from common.jobs import AlertJob
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class Lane:
                 # sending until its lease runs out
                 log.warning("alert %s to %s: not done (%s); left to be queued again", job.alert_id,
                             self.receiver, type(error).__name__)  # fmt: skip
-                log.debug("alert %s to %s: not done", job.alert_id, self.receiver, exc_info=True)
+                log.debug("alert %s to %s: not done: %s", job.alert_id, self.receiver, where_raised(error))
                 self.failed()
             finally:
                 with self.changed:

@@ -52,6 +52,7 @@ from common import defaults
 from common.alert_log import AlertLog, Delivery, UnreadableDelivery
 from common.alerts import Alert, MqttReceiver, WebhookReceiver, takes
 from common.backoff import Backoff
+from common.errors import where_raised
 from common.jobs import AlertJob, parse_job
 from common.log_throttle import Throttle
 from common.metrics import Metrics
@@ -207,7 +208,7 @@ class AlertStage(PoolRounds):
             self.hold(name, self.rest(name, error.retry_after_s))
         except Exception as error:  # a fault of ours or of a library: tried again, given up in time
             # its text may quote the URL's token or the alert's plate: logged and recorded by its type only
-            log.debug("alert %s to %s: unexpected error", delivery.alert.alert_id, name, exc_info=True)
+            log.debug("alert %s to %s: unexpected %s", delivery.alert.alert_id, name, where_raised(error))
             self.refusing.pop(name, None)
             self.retry(delivery, DeliveryRetryable(f"unexpected {type(error).__name__}"), attempted=True)
             self.hold(name, self.rest(name, None))  # it rests all the same: such a fault flooded a receiver (a review)

@@ -454,7 +454,7 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
         stage = AlertStage(receivers, AlertLog(pool, 0), queue, metrics, 3600.0, 60, send=broken)
         counted = metrics.registry.get_sample_value  # exported at 0 from the start: a first failure is an increase
         assert counted("alpr_alert_deliveries_total", {"receiver": "ops", "outcome": "failed"}) == 0
-        with caplog.at_level("INFO"):
+        with caplog.at_level("DEBUG"):
             stage.handle(alert_job(ALERT.alert_id, "ops", 1).model_dump(mode="json"))
             stage.finish(threading.Event())  # the attempt is made on the receiver's lane: its outcome recorded
         with pool.connection() as connection:
@@ -464,6 +464,8 @@ def test_an_unexpected_error_is_retried_and_recorded_by_its_type_only(setup, pos
     assert row[0] == "pending" and row[1].endswith("unexpected ValueError")  # tried again later (its receiver's probe)
     shown = " ".join(r.getMessage() for r in caplog.records if r.levelno >= 20)
     assert "unexpected ValueError" in shown and "hunter2" not in shown and ALERT.plate not in shown
+    assert "hunter2" not in caplog.text and ALERT.plate not in caplog.text  # at DEBUG too: its traceback quoted it
+    assert "ValueError at " in caplog.text  # where it was raised, for whoever debugs it
 
 
 @pytest.mark.parametrize(("url", "warned"), [("http://alerts.example.org/x", True), ("http://127.0.0.1:9/x", False),
