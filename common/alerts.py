@@ -34,6 +34,7 @@ from common.receiver_secrets import (
     SECRET_FILE_FIELDS,
     read_secret_file,
     refuse_if_others_may_change,
+    unknown_group_writes,
     warn_if_others_may_read,
 )
 from common.strict_yaml import load_strict_yaml
@@ -308,7 +309,9 @@ class MqttReceiver(ReceiverConfig):
             raise ValueError(f"ca_file {self.ca_file} is not a file")
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
-        if self.ca_file is not None and others_may_change_file(Path(self.ca_file)):  # their CA: the broker theirs
+        if self.ca_file is not None and unknown_group_writes(Path(self.ca_file)) is not None:
+            refuse_if_others_may_change(Path(self.ca_file), "the MQTT ca_file")  # a WARNING (a host's group)
+        elif self.ca_file is not None and others_may_change_file(Path(self.ca_file)):  # their CA: the broker theirs
             raise ValueError(
                 f"ca_file {self.ca_file} may be written by other users of this host (mode"
                 f" {file_mode(Path(self.ca_file)):04o}): whoever writes it picks the brokers trusted with the"

@@ -10,6 +10,7 @@ belong in secret files, under a folder of mode 0700 (deploy/make-secrets.sh's)."
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import stat
@@ -69,10 +70,36 @@ def _through(folder: os.stat_result, gid: int | None = None) -> bool:
     return bool(folder.st_mode & stat.S_IXOTH) or (folder.st_gid == gid and bool(folder.st_mode & stat.S_IXGRP))
 
 
-def refuse_if_others_may_change(path: Path) -> None:
+def unknown_group_writes(path: Path) -> int | None:
+    """The group id where the file at `path` may be written by its group alone, a group this system does not
+    know (a host's, seen from a container: compose mounts a file with the host's modes and ids); None
+    otherwise. Who is in it cannot be told here: a checkout under the usual umask 002 is mode 0664, its group the
+    host user's own, which a container cannot tell from a shared one."""
+    try:
+        status = path.stat()
+        if not status.st_mode & stat.S_IWGRP or status.st_mode & stat.S_IWOTH:
+            return None
+        grp.getgrgid(status.st_gid)
+    except KeyError:
+        return status.st_gid
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def refuse_if_others_may_change(path: Path, what: str = "the receivers file") -> None:
     """ConfigError where other users of this host may write the receivers file at `path`: whoever writes it
     names where alerts go (a URL of theirs gets every plate) and the secret files they are signed with. It
-    was taken whatever its mode, while a secret file others may write was refused."""
+    was taken whatever its mode, while a secret file others may write was refused. Writable by a group unknown
+    here (a host's, from a container) it is a WARNING: the shipped compose file checked out under umask 002
+    (0664, the host user's own group) stopped the alert pool at every start (a review)."""
+    if (gid := unknown_group_writes(path)) is not None:
+        log.warning(
+            "%s %s (mode %04o) may be written by its group, %d, which this system does not know (a host's, seen"
+            " from a container): if others are in it, they choose where the alerts go; chmod g-w on it",
+            what, path, file_mode(path), gid,
+        )  # fmt: skip
+        return
     if others_may_change_file(path):
         raise ConfigError(
             f"{path}: other users of this host may write it (mode {file_mode(path):04o}): whoever writes it"
