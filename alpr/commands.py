@@ -125,8 +125,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
     source = open_source(
-        args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb, rtsp_transport=args.rtsp_transport
-    )
+        args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb, rtsp_transport=args.rtsp_transport,
+        label=camera_id,
+    )  # fmt: skip
     password = settings.secret("database_password")
     plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
     sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)

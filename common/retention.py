@@ -254,20 +254,37 @@ def prune_sqlite_log(
                     pruned.stopped = True
                     break
         if not dry_run:
-            _empty_write_ahead_log(connection, path)
+            _empty_write_ahead_log(connection, path, stop)
     finally:
         connection.close()
     return pruned
 
 
-def _empty_write_ahead_log(connection: sqlite3.Connection, path: Path) -> None:
+CHECKPOINT_TRY_MS = 100
+"""How long one try of the prune's closing checkpoint waits for a reader to let the log go: SQLite's TRUNCATE
+checkpoint holds the write lock while it waits, and `alpr run`'s writes wait with it."""
+
+CHECKPOINT_TRIES_S = 30.0
+"""How long the prune tries its closing checkpoint, SQLITE_BATCH_PAUSE_S between tries (the write lock free)."""
+
+
+def _empty_write_ahead_log(connection: sqlite3.Connection, path: Path, stop: threading.Event | None = None) -> None:
     """The pages the prune wrote copied into the log's file and its write-ahead log emptied (a TRUNCATE
-    checkpoint, waited for as a writer waits): until then the file kept the deleted rows' pages as they
-    were, plates and all, for as long as a running `alpr run` held the log open (SQLite checkpoints by
-    itself only every 1,000 pages written, and empties the write-ahead log when its last connection
-    closes; a review read a pruned plate back from the file). Where a reader holds the log's old state
-    past the busy timeout, a WARNING says so (no plate): the next checkpoint overwrites them."""
-    (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    checkpoint): until then the file kept the deleted rows' pages as they were, plates and all, for as long as
+    a running `alpr run` held the log open (SQLite checkpoints by itself only every 1,000 pages written, and
+    empties the write-ahead log when its last connection closes; a review read a pruned plate back from the
+    file). A checkpoint holds the write lock while it waits for readers: tried CHECKPOINT_TRY_MS at a time, the
+    lock let go SQLITE_BATCH_PAUSE_S between tries, for CHECKPOINT_TRIES_S or until `stop` (waited for as a
+    writer waits, 60 s, with an export reading the log it held `alpr run`'s writes that long: a review).
+    Where a reader still holds the log's old state, a WARNING says so (no plate): the next checkpoint
+    overwrites them."""
+    connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_TRY_MS}")
+    deadline = time.monotonic() + CHECKPOINT_TRIES_S
+    while True:
+        (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            break
+        time.sleep(SQLITE_BATCH_PAUSE_S)  # the write lock free: a writer waiting takes it now
     if busy:
         log.warning("the SQLite log %s was pruned, but a reader held it: the deleted rows' old pages stay in the"
                     " file until SQLite's next checkpoint (prune again once it is idle)", path)  # fmt: skip

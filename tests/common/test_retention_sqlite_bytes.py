@@ -65,3 +65,54 @@ def test_a_prune_leaves_no_trace_while_alpr_run_holds_the_log_open(tmp_path, mon
         assert b"OLDPL8TE" not in _bytes_of(path)
     finally:
         running.close()
+
+
+def test_the_closing_checkpoint_never_holds_alpr_runs_writes_while_a_reader_holds_the_log(
+    tmp_path, monkeypatch, caplog
+):
+    """A TRUNCATE checkpoint holds SQLite's write lock while it waits for readers: waited for as a writer waits
+    (60 s), an export reading the log held `alpr run`'s writes that long at every prune (a review). Tried a
+    moment at a time, the lock let go between tries, a writer that waits 2 s is never refused; the reader
+    still there at the end, the prune says so."""
+    import logging
+    import sqlite3
+    import threading
+
+    import common.retention
+    import common.sqlite_log
+
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")
+    monkeypatch.setattr(common.sqlite_log, "BUSY_TIMEOUT_S", 5.0)  # the old wait, shortened
+    monkeypatch.setattr(common.retention, "CHECKPOINT_TRIES_S", 3.0, raising=False)
+    path = tmp_path / "reads.sqlite"
+    _log_of(path, {"OLDPL8TE": 40, "NEWPL8TE": 1})
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM plate_reads").fetchone()  # an export reading, its snapshot held
+    refused: list[str] = []
+    done = threading.Event()
+
+    def write() -> None:  # as `alpr run` logs its reads
+        writer = sqlite3.connect(path, timeout=2.0)
+        writer.execute("CREATE TABLE IF NOT EXISTS run_writes (n INTEGER)")
+        writer.commit()
+        while not done.is_set():
+            try:
+                writer.execute("INSERT INTO run_writes VALUES (1)")
+                writer.commit()
+            except sqlite3.OperationalError as error:
+                refused.append(str(error))
+            time.sleep(0.05)
+        writer.close()
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="common.retention"):
+            assert main(["db", "prune", "--sqlite", str(path)]) == 0
+    finally:
+        done.set()
+        writing.join()
+        reader.close()
+    assert refused == []  # was: "database is locked", the writer held past its 2 s
+    assert any("a reader held it" in record.getMessage() for record in caplog.records)
