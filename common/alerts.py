@@ -34,8 +34,8 @@ from common.receiver_secrets import (
     SECRET_FILE_FIELDS,
     read_secret_file,
     refuse_if_others_may_change,
-    unknown_group_writes,
     warn_if_others_may_read,
+    warn_unknown_group,
 )
 from common.strict_yaml import load_strict_yaml
 from common.text_files import read_text_file
@@ -309,8 +309,9 @@ class MqttReceiver(ReceiverConfig):
             raise ValueError(f"ca_file {self.ca_file} is not a file")
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
-        if self.ca_file is not None and unknown_group_writes(Path(self.ca_file)) is not None:
-            refuse_if_others_may_change(Path(self.ca_file), "the MQTT ca_file")  # a WARNING (a host's group)
+        harm = "they pick the brokers trusted with the password and the alerts"
+        if self.ca_file is not None and warn_unknown_group(Path(self.ca_file), "the MQTT ca_file", harm):
+            pass  # a host user's own group, from a container: a WARNING
         elif self.ca_file is not None and others_may_change_file(Path(self.ca_file)):  # their CA: the broker theirs
             raise ValueError(
                 f"ca_file {self.ca_file} may be written by other users of this host (mode"

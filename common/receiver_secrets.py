@@ -13,6 +13,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import pwd
 import stat
 from collections.abc import Collection
 from pathlib import Path
@@ -71,34 +72,46 @@ def _through(folder: os.stat_result, gid: int | None = None) -> bool:
 
 
 def unknown_group_writes(path: Path) -> int | None:
-    """The group id where the file at `path` may be written by its group alone, a group this system does not
-    know (a host's, seen from a container: compose mounts a file with the host's modes and ids); None
-    otherwise. Who is in it cannot be told here: a checkout under the usual umask 002 is mode 0664, its group the
-    host user's own, which a container cannot tell from a shared one."""
+    """The group id where the file at `path` may be written by its group alone and looks like a host user's
+    own, seen from a container (compose mounts a file with the host's modes and ids): its group's number is its
+    owner's (useradd's private group) and this system knows neither; None otherwise. Who is in it cannot be
+    told here: a checkout under the usual umask 002 is mode 0664, its group the host user's own. Narrow on
+    purpose (a review): another user's file, a shared group, or a group whose lookup failed (an LDAP outage
+    reads as unknown) are refused as before."""
     try:
         status = path.stat()
-        if not status.st_mode & stat.S_IWGRP or status.st_mode & stat.S_IWOTH:
-            return None
-        grp.getgrgid(status.st_gid)
-    except KeyError:
-        return status.st_gid
     except (OSError, ValueError):
         return None
-    return None
+    if not status.st_mode & stat.S_IWGRP or status.st_mode & stat.S_IWOTH or status.st_gid != status.st_uid:
+        return None
+    for lookup, number in ((pwd.getpwuid, status.st_uid), (grp.getgrgid, status.st_gid)):
+        try:
+            lookup(number)
+            return None
+        except KeyError:
+            continue
+    return status.st_gid
 
 
-def refuse_if_others_may_change(path: Path, what: str = "the receivers file") -> None:
+def warn_unknown_group(path: Path, what: str, harm: str) -> bool:
+    """A WARNING where `unknown_group_writes` holds for `path` (`what` it is, the `harm` of others writing it);
+    whether it did."""
+    if (gid := unknown_group_writes(path)) is None:
+        return False
+    log.warning(
+        "%s %s (mode %04o) may be written by its group, %d, a host user's own as seen from a container (neither"
+        " known here): if others are in it, %s; chmod g-w on it", what, path, file_mode(path), gid, harm,
+    )  # fmt: skip
+    return True
+
+
+def refuse_if_others_may_change(path: Path) -> None:
     """ConfigError where other users of this host may write the receivers file at `path`: whoever writes it
     names where alerts go (a URL of theirs gets every plate) and the secret files they are signed with. It
     was taken whatever its mode, while a secret file others may write was refused. Writable by a group unknown
     here (a host's, from a container) it is a WARNING: the shipped compose file checked out under umask 002
     (0664, the host user's own group) stopped the alert pool at every start (a review)."""
-    if (gid := unknown_group_writes(path)) is not None:
-        log.warning(
-            "%s %s (mode %04o) may be written by its group, %d, which this system does not know (a host's, seen"
-            " from a container): if others are in it, they choose where the alerts go; chmod g-w on it",
-            what, path, file_mode(path), gid,
-        )  # fmt: skip
+    if warn_unknown_group(path, "the receivers file", "they choose where the alerts go"):
         return
     if others_may_change_file(path):
         raise ConfigError(

@@ -382,21 +382,31 @@ def test_a_ca_file_other_users_may_write_is_refused(tmp_path):
 
 def test_the_shipped_compose_receivers_file_checked_out_under_umask_002_starts_the_alert_pool(tmp_path, caplog):
     """Git checks files out at the user's umask: 002 on Debian, Ubuntu and Fedora makes the shipped
-    deploy/receivers.compose.yaml 0664, owned by the host user's own group, which the container does not know.
-    Refused as writable by others, the compose stack's alert pool stopped at every start (a review); a group
-    this system does not know is said in a WARNING (chmod g-w). A group known here with other members, and
-    others, are refused as before."""
+    deploy/receivers.compose.yaml 0664, owned by the host user and the host user's own group (uid = gid),
+    neither known in the container. Refused as writable by others, the compose stack's alert pool stopped at
+    every start (a review): such a file is said in a WARNING (chmod g-w). Refused as before: writable by others;
+    a group known here with another member; another user's file whose group differs from its owner's number."""
+    import grp
     import shutil as shell
 
+    if os.geteuid() != 0:
+        pytest.skip("giving the file an owner and group no one here has takes root")
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "receivers.compose.yaml"
     path = tmp_path / "receivers.yaml"
     shell.copyfile(shipped, path)
     os.chmod(path, 0o664)
-    os.chown(path, -1, UNKNOWN_GID)
+    os.chown(path, UNKNOWN_GID, UNKNOWN_GID)  # a host user 54321:54321, seen from a container
     with caplog.at_level(logging.WARNING):
         load_receivers(path)  # was: ConfigError "other users of this host may write it (mode 0664)"
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any(f"may be written by its group, {UNKNOWN_GID}, which this system does not know" in s for s in said)
+    assert any(f"may be written by its group, {UNKNOWN_GID}, a host user's own" in s for s in said), said
     os.chmod(path, 0o666)
+    with pytest.raises(ConfigError):
+        load_receivers(path)  # others may write it
+    os.chmod(path, 0o664)
+    os.chown(path, UNKNOWN_GID + 1, UNKNOWN_GID)  # another user's file, a group that is not its own
+    with pytest.raises(ConfigError):
+        load_receivers(path)
+    os.chown(path, 0, grp.getgrnam("nogroup").gr_gid)  # a group known here, nobody in it
     with pytest.raises(ConfigError):
         load_receivers(path)
