@@ -368,8 +368,9 @@ def test_no_password_reaches_a_log_line_or_an_error(redis_url, tmp_path, setting
 
 
 def test_an_image_no_jpeg_can_hold_is_recorded_as_skipped(redis_url, postgres_url, tmp_path, capsys):
-    """A folder image wider than JPEG allows (65,535 px) decodes but cannot be stored: a skipped record,
-    and the next image goes on."""
+    """A folder image wider than JPEG allows (65,535 px) cannot be stored: a skipped record, and the next image
+    goes on. Refused from its header as too large (a side past 65,500 px, as every frame's size is checked), it
+    is no longer decoded first and then found unencodable."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     folder = tmp_path / "shots"
     folder.mkdir()
@@ -379,7 +380,7 @@ def test_an_image_no_jpeg_can_hold_is_recorded_as_skipped(redis_url, postgres_ur
     assert main(["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]) == 0
     with psycopg.connect(postgres_url) as db:
         rows = dict(db.execute("SELECT outcome || ':' || coalesce(detail, ''), count(*) FROM frames GROUP BY 1"))
-    assert rows == {"pending:": 1, "skipped:unencodable": 1}
+    assert rows == {"pending:": 1, "skipped:too large": 1}
 
 
 def test_status_reads_past_records_it_cannot_read_and_prints_no_escape_from_the_log(redis_url, postgres_url, capsys):
