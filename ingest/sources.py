@@ -33,9 +33,10 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, uri: str, sample_fps: float, max_pixels: int = defaults.MAX_FRAME_PIXELS) -> None:
         super().__init__(uri, sample_fps, max_pixels)
-        entries = list(Path(uri).iterdir())
-        self.paths = sorted(p for p in entries if is_image_entry(p))
-        if passed := sorted(p.name for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p not in self.paths):
+        named = [p for p in Path(uri).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        readable = {p: is_image_entry(p) for p in named}
+        self.paths = sorted(p for p, read in readable.items() if read)
+        if passed := sorted(p.name for p, read in readable.items() if not read):
             # named as images, neither files nor links (a FIFO, a folder): not read, nor left out without a word
             log.warning("image folder %s: %d entries named as images are neither files nor links, not read: %s",
                         mask_url(uri), len(passed), ", ".join(repr(name) for name in passed[:5]))  # fmt: skip

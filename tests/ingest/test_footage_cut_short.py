@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -147,6 +148,20 @@ def capture_children() -> list[int]:
     return pids
 
 
+def node_reading_two_seconds(node: Any) -> tuple[threading.Thread, int]:
+    """`node` run on a thread of its own until its one camera's reader has played two seconds of its file: the
+    thread and the reader's pid (another test's reader, still ending, is not this node's)."""
+    from tests.helpers import wait_for
+
+    before = set(capture_children())
+    runner = threading.Thread(target=node.run, daemon=True)
+    runner.start()
+    wait_for(lambda: len(set(capture_children()) - before) == 1, 20, "the camera's reader")
+    threading.Event().wait(2.0)  # two seconds of the file played
+    (reader,) = set(capture_children()) - before
+    return runner, reader
+
+
 def test_a_node_whose_file_reader_is_killed_mid_file_queues_every_frame_once_and_ends(redis_url, tmp_path):
     """The node's camera: a file played in real time, its reader killed two seconds in. Its every frame is
     queued once (the rest read on after the backoff, under the same pass's ids, played on from there: not
@@ -160,19 +175,13 @@ def test_a_node_whose_file_reader_is_killed_mid_file_queues_every_frame_once_and
     from common.queues import CAMERA_STATE_KEY, StageJob, connect_redis, stage_queue
     from ingest.cameras import CameraConfig
     from ingest.node import IngestNode
-    from tests.helpers import wait_for
 
     clip = write_avi(tmp_path / "clip.avi", 40)  # 4 s at 10 frames/s
     connection, metrics = connect_redis(redis_url), Metrics()
     camera = CameraConfig(id="rec", source=str(clip), sample_fps=10)
     node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
-    before = set(capture_children())  # another test's reader, still ending, is not this node's
-    runner = threading.Thread(target=node.run, daemon=True)
-    runner.start()
+    runner, reader = node_reading_two_seconds(node)
     try:
-        wait_for(lambda: len(set(capture_children()) - before) == 1, 20, "the camera's reader")
-        threading.Event().wait(2.0)  # two seconds of the file played
-        (reader,) = set(capture_children()) - before
         os.kill(reader, signal.SIGKILL)
         runner.join(30)
     finally:  # a node left running logged into the next tests' records (a full run: another test failed)

@@ -22,7 +22,7 @@ from common.backoff import Backoff
 from ingest.frame_source import FrameSource
 from ingest.reconnect import SourceKeeper
 from ingest.video_source import VideoSource
-from tests.ingest.test_footage_cut_short import capture_children, kill_reader
+from tests.ingest.test_footage_cut_short import kill_reader, node_reading_two_seconds
 
 
 def level_a(index: int) -> int:
@@ -124,7 +124,6 @@ def test_a_nodes_file_replaced_while_its_reader_was_killed_queues_the_new_files_
     from common.queues import connect_redis
     from ingest.cameras import CameraConfig
     from ingest.node import IngestNode
-    from tests.helpers import wait_for
     from tests.ingest.helpers import queued_frames
 
     clip = clip_of(tmp_path / "clip.avi", 40, level_a)  # 4 s at 10 frames/s
@@ -132,13 +131,8 @@ def test_a_nodes_file_replaced_while_its_reader_was_killed_queues_the_new_files_
     connection = connect_redis(redis_url)
     camera = CameraConfig(id="rec", source=str(clip), sample_fps=10)
     node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, Metrics(), None)
-    before = set(capture_children())  # another test's reader, still ending, is not this node's
-    runner = threading.Thread(target=node.run, daemon=True)
-    runner.start()
+    runner, reader = node_reading_two_seconds(node)
     try:
-        wait_for(lambda: len(set(capture_children()) - before) == 1, 20, "the camera's reader")
-        threading.Event().wait(2.0)  # two seconds of the file played
-        (reader,) = set(capture_children()) - before
         replace_with(clip, other)
         os.kill(reader, signal.SIGKILL)
         runner.join(30)
