@@ -18,7 +18,7 @@ from common.metrics import Metrics
 from common.queues import connect_redis, stage_queue
 from tests.alert_servers import WebhookServer, own_secret
 from tests.alert_worker.test_worker import insert_listed, rows
-from tests.sighting_worker.test_worker import SECRET, chain, frame, log_frames, plate, table
+from tests.sighting_worker.chain_scenes import SECRET, chain, frame, log_frames, plate, table
 
 __all__ = ["chain"]
 

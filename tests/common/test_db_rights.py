@@ -2,7 +2,7 @@
 asks for does an OCR job's writes (its reads' ids drawn too), the start check names what a role lacks,
 sequences included, and the workers' role of `alpr db upgrade --grant` passes every role's check. The
 other roles' constants are tried by running each role's own work: tests/alpr/test_ingest_command.py,
-tests/sighting_worker/test_worker.py, tests/alert_worker/test_worker.py."""
+tests/sighting_worker/test_worker_rights.py, tests/alert_worker/test_worker.py."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Who holds a camera, on the real Postgres and a private Redis (the helpers and fixture of
-tests/sighting_worker/test_worker.py): a session that is no sighting worker holding a camera's cursor row (a
+tests/sighting_worker/chain_scenes.py): a session that is no sighting worker holding a camera's cursor row (a
 DBA's transaction left open in psql) fails that camera's rounds at once, with an ERROR naming the session and
 the failure counted, and the camera is grouped and alerted on as soon as it lets go; a camera another sighting
 worker is grouping is left to it quietly, as before (sighting_worker/camera_claim.py)."""
@@ -17,9 +17,7 @@ from common.db_rights import SIGHTING_WORKER_RIGHTS
 from common.metrics import Metrics
 from common.queues import connect_redis
 from tests.helpers import role_with_rights
-from tests.sighting_worker.test_worker import chain, log_frames, passes, rounds, table
-
-__all__ = ["chain"]  # the fixture, used by name
+from tests.sighting_worker.chain_scenes import log_frames, passes, rounds, table
 
 PLATES = ("7ABC284", "KPX4721", "GHT2093")
 """The plates of `passes`: never in a log line."""

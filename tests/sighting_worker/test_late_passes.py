@@ -1,5 +1,5 @@
 """Late reads of one vehicle pass that come over several of the sighting pool's rounds, on the real Postgres
-and a private Redis (the helpers and fixture of tests/sighting_worker/test_worker.py): a spool replayed in
+and a private Redis (the helpers and fixture of tests/sighting_worker/chain_scenes.py): a spool replayed in
 batches, or an OCR pool catching up, is one late sighting a pass, not one a round; and a listed car's pass
 is alerted on once, however far apart in time its late reads lie and however late each batch comes."""
 
@@ -12,9 +12,7 @@ import pytest
 from alpr.wiring import build_sighting_stage
 from common.metrics import Metrics
 from common.queues import connect_redis
-from tests.sighting_worker.test_worker import chain, frame, late_pass, live_car, log_frames, plate, table
-
-__all__ = ["chain"]  # the fixture, used by name
+from tests.sighting_worker.chain_scenes import frame, late_pass, live_car, log_frames, plate, table
 
 
 def live_rounds(pool, stage, first_index: int, rounds: int = 3) -> None:  # type: ignore[no-untyped-def]

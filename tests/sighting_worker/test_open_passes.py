@@ -4,8 +4,8 @@ ALPR_WATCH_READ_MIN_CONFIDENCE, so no early alert on a read), rests on OPEN_TRAC
 exactly is alerted on while it stands there, not once it has left; a passing car, a lookalike's fuzzy match
 and a vote of fewer reads are judged at the close; once for its pass, neither again in
 its later rounds nor at its sighting's close; and by an entry that expired during its stay, as it was
-listed when the car was seen. On the real Postgres and a private Redis (tests/sighting_worker/test_worker.py's
-fixtures)."""
+listed when the car was seen. On the real Postgres and a private Redis (tests/sighting_worker/chain_scenes.py's
+fixture)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,8 @@ from common.metrics import Metrics
 from common.queues import connect_redis
 from common.types import PlateRead
 from sighting_worker.alert_ids import alert_id
+from tests.sighting_worker.chain_scenes import frame, log_frames, plate, table
 from tests.sighting_worker.test_round_statements import counted_connection
-from tests.sighting_worker.test_worker import chain, frame, log_frames, plate, table
-
-__all__ = ["chain"]
 
 UNSURE_READ = 0.87
 """Sure enough for a sighting (ALPR_OCR_MIN_CONFIDENCE, 0.85), not for an early alert on a read (0.9)."""

@@ -1,6 +1,6 @@
 """A pass of a listed plate alerted on once however its reads come to the sighting pool, for a lookalike
 entry (a fuzzy match) as for the listed plate itself, on the real Postgres and a private Redis (the helpers
-and fixture of tests/sighting_worker/test_worker.py)."""
+and fixture of tests/sighting_worker/chain_scenes.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from common import defaults
 from common.metrics import Metrics
 from common.queues import connect_redis
 from common.types import PlateCandidate, PlateRead
-from tests.sighting_worker.test_worker import chain, frame, late_pass, log_frames, plate, table
-
-__all__ = ["chain"]  # the fixture, used by name
+from tests.sighting_worker.chain_scenes import frame, late_pass, log_frames, plate, table
 
 
 @pytest.mark.parametrize(

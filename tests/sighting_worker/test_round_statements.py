@@ -1,5 +1,5 @@
 """What a sighting round sends Postgres, on the real Postgres and a private Redis (the helpers and fixture of
-tests/sighting_worker/test_worker.py). Every statement is counted where psycopg sends it (Cursor.execute on
+tests/sighting_worker/chain_scenes.py). Every statement is counted where psycopg sends it (Cursor.execute on
 the pool's own connections): a camera's round costs the same few statements however many cars it closes, so
 a round's statements grow with its cameras alone (a scale review: 500 cameras, 4,000–6,500 statements and
 4.6–12.8 s a round, a statement for each sighting among them). The statements merged keep their meaning: the
@@ -25,9 +25,7 @@ from common.queues import connect_redis
 from common.sighting_log import HORIZON, insert_sightings, reads_to_group, reads_to_horizon
 from common.types import Sighting
 from sighting_worker.camera_claim import CursorClaims
-from tests.sighting_worker.test_worker import chain, frame, log_frames, plate, table
-
-__all__ = ["chain"]  # the fixture, used by name
+from tests.sighting_worker.chain_scenes import frame, log_frames, plate, table
 
 
 @contextmanager

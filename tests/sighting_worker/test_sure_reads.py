@@ -1,7 +1,7 @@
 """A listed plate read once surely enough to be trusted alone (ALPR_OCR_MIN_CONFIDENCE) but not enough for an
 early alert is alerted on at its sighting, whatever other plate's read the tracker took into that sighting by
 its box, on the real Postgres and a private Redis (the helpers and fixture of
-tests/sighting_worker/test_worker.py): live, and logged an hour late (grouped apart)."""
+tests/sighting_worker/chain_scenes.py): live, and logged an hour late (grouped apart)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import pytest
 from alpr.wiring import build_sighting_stage
 from common.metrics import Metrics
 from common.queues import connect_redis
-from tests.sighting_worker.test_worker import chain, frame, live_car, log_frames, plate, table
-
-__all__ = ["chain"]  # the fixture, used by name
+from tests.sighting_worker.chain_scenes import frame, live_car, log_frames, plate, table
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["live", "logged-an-hour-late"])
