@@ -178,7 +178,8 @@ def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, met
 
 def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr run`'s reads and sightings (and their snapshots) past the retention, once: its log was kept
-    without limit whatever ALPR_RETENTION_DAYS said."""
+    without limit whatever ALPR_RETENTION_DAYS said. Exits 1 where it left something behind: a snapshot,
+    the rows after a stop signal, or the deleted rows' old pages in a write-ahead log another process held."""
     from datetime import UTC, datetime, timedelta
 
     from common.retention import prune_sqlite_log
@@ -203,7 +204,12 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
         verb = f"stopped by a signal; {verb} so far"
     print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
     report_snapshots_left(pruned)
-    return 1 if pruned.snapshots_left or pruned.stopped else 0
+    if pruned.old_pages_left:  # what it deleted stays so, but the plates may still be read from that file
+        held = escape_controls(pruned.old_pages_left)
+        print(f"alpr: error: the deleted rows' old pages may still be read from {held} and {held}-wal: another"
+              " process (a running `alpr run`, an export) held the log, so its write-ahead log was not emptied;"
+              " run the prune again once `alpr run` is stopped", file=sys.stderr)  # fmt: skip
+    return 1 if pruned.snapshots_left or pruned.stopped or pruned.old_pages_left else 0
 
 
 def report_snapshots_left(pruned: Pruned) -> None:

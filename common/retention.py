@@ -105,6 +105,9 @@ class Pruned:
     """Whether a stop request ended the prune between two batches (what was deleted before stays so)."""
     counts_merged: int = 0
     """The frames log's per-minute count changes merged into its counts at the round's end (_merge_frame_counts)."""
+    old_pages_left: str | None = None
+    """`prune_sqlite_log`: the log whose write-ahead log its closing checkpoint could not empty (another process
+    held it: the deleted rows' old pages, plates and all, may still be read from the file or its -wal), or None."""
 
     def __str__(self) -> str:
         return ", ".join(f"{count} {table}" for table, count in self.rows.items())
@@ -222,7 +225,11 @@ writer wait for many batches. 2 million reads: 400 batches, a minute of pauses: 
 
 
 def prune_sqlite_log(
-    path: Path, cutoff: datetime, dry_run: bool = False, stop: threading.Event | None = None
+    path: Path,
+    cutoff: datetime,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
+    checkpoint_tries_s: float | None = None,
 ) -> Pruned:
     """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
     and the snapshot files of the sightings deleted (`snapshot_to_delete`: others are left and named in
@@ -233,7 +240,9 @@ def prune_sqlite_log(
     transaction of the whole backlog (a review). A prune that fails part way keeps what it deleted; the
     snapshots of the sightings it deleted are deleted batch by batch, as each commits (once after the
     last batch, a prune killed between two left the snapshots of the batches done for good: the next
-    prune never saw their rows; a review), and the next prune goes on."""
+    prune never saw their rows; a review), and the next prune goes on. Its closing checkpoint is tried for
+    `checkpoint_tries_s` (CHECKPOINT_TRIES_S when None); given up, the write-ahead log it left is named in
+    `Pruned.old_pages_left` (what it deleted stays deleted)."""
     pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
     before = cutoff.astimezone(UTC).isoformat()
     connection = connect_log(path)
@@ -253,8 +262,8 @@ def prune_sqlite_log(
                 if stop is not None and stop.is_set():
                     pruned.stopped = True
                     break
-        if not dry_run:
-            _empty_write_ahead_log(connection, path, stop)
+        if not dry_run and not _empty_write_ahead_log(connection, path, stop, checkpoint_tries_s):
+            pruned.old_pages_left = str(path)
     finally:
         connection.close()
     return pruned
@@ -268,26 +277,31 @@ CHECKPOINT_TRIES_S = 30.0
 """How long the prune tries its closing checkpoint, SQLITE_BATCH_PAUSE_S between tries (the write lock free)."""
 
 
-def _empty_write_ahead_log(connection: sqlite3.Connection, path: Path, stop: threading.Event | None = None) -> None:
+def _empty_write_ahead_log(
+    connection: sqlite3.Connection, path: Path, stop: threading.Event | None = None, tries_s: float | None = None
+) -> bool:
     """The pages the prune wrote copied into the log's file and its write-ahead log emptied (a TRUNCATE
     checkpoint): until then the file kept the deleted rows' pages as they were, plates and all, for as long as
     a running `alpr run` held the log open (SQLite checkpoints by itself only every 1,000 pages written, and
     empties the write-ahead log when its last connection closes; a review read a pruned plate back from the
     file). A checkpoint holds the write lock while it waits for readers: tried CHECKPOINT_TRY_MS at a time, the
-    lock let go SQLITE_BATCH_PAUSE_S between tries, for CHECKPOINT_TRIES_S or until `stop` (waited for as a
-    writer waits, 60 s, with an export reading the log it held `alpr run`'s writes that long: a review).
-    Where a reader still holds the log's old state, a WARNING says so (no plate): the next checkpoint
-    overwrites them."""
+    lock let go SQLITE_BATCH_PAUSE_S between tries, for `tries_s` (CHECKPOINT_TRIES_S when None) or until
+    `stop` (waited for as a writer waits, 60 s, with an export reading the log it held `alpr run`'s writes
+    that long: a review). Returns whether the write-ahead log was emptied; where a reader still holds the
+    log's old state, a WARNING names the file and what to do (no plate), and the prune exits 1 (it exited
+    0, the deleted plates still in the -wal file for as long as `alpr run` held it: a review)."""
     connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_TRY_MS}")
-    deadline = time.monotonic() + CHECKPOINT_TRIES_S
+    deadline = time.monotonic() + (CHECKPOINT_TRIES_S if tries_s is None else tries_s)
     while True:
         (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if not busy or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             break
         time.sleep(SQLITE_BATCH_PAUSE_S)  # the write lock free: a writer waiting takes it now
     if busy:
-        log.warning("the SQLite log %s was pruned, but a reader held it: the deleted rows' old pages stay in the"
-                    " file until SQLite's next checkpoint (prune again once it is idle)", path)  # fmt: skip
+        log.warning("the SQLite log %s was pruned, but a reader held it: the deleted rows' old pages may still be"
+                    " read from it and %s-wal until SQLite's next checkpoint; run the prune again once `alpr run`"
+                    " (or whatever reads the log) is stopped", path, path)  # fmt: skip
+    return not busy
 
 
 def _delete_in_batches(

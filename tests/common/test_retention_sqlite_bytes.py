@@ -68,12 +68,12 @@ def test_a_prune_leaves_no_trace_while_alpr_run_holds_the_log_open(tmp_path, mon
 
 
 def test_the_closing_checkpoint_never_holds_alpr_runs_writes_while_a_reader_holds_the_log(
-    tmp_path, monkeypatch, caplog
+    tmp_path, monkeypatch, caplog, capsys
 ):
     """A TRUNCATE checkpoint holds SQLite's write lock while it waits for readers: waited for as a writer waits
     (60 s), an export reading the log held `alpr run`'s writes that long at every prune (a review). Tried a
     moment at a time, the lock let go between tries, a writer that waits 2 s is never refused; the reader
-    still there at the end, the prune says so."""
+    still there at the end, the prune says so, naming the file and what to do, and exits 1 (it exited 0)."""
     import logging
     import sqlite3
     import threading
@@ -109,10 +109,46 @@ def test_the_closing_checkpoint_never_holds_alpr_runs_writes_while_a_reader_hold
     writing.start()
     try:
         with caplog.at_level(logging.WARNING, logger="common.retention"):
-            assert main(["db", "prune", "--sqlite", str(path)]) == 0
+            assert main(["db", "prune", "--sqlite", str(path)]) == 1  # as a prune that left a snapshot
     finally:
         done.set()
         writing.join()
         reader.close()
     assert refused == []  # was: "database is locked", the writer held past its 2 s
     assert any("a reader held it" in record.getMessage() for record in caplog.records)
+    err = capsys.readouterr().err
+    assert f"may still be read from {path} and {path}-wal" in err
+    assert "run the prune again once `alpr run` is stopped" in err
+
+
+def test_a_prune_whose_checkpoint_a_reader_outlasts_keeps_its_deletes_and_names_the_file(tmp_path, caplog):
+    """A second connection holding a read transaction (a running `alpr run`, an export) keeps the write-ahead
+    log from being emptied: the prune keeps what it deleted but says where the old pages are, and
+    `Pruned.old_pages_left` makes `alpr db prune --sqlite` exit 1 (it exited 0, the plates still in the files)."""
+    import logging
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from common.retention import prune_sqlite_log
+
+    path = tmp_path / "reads.sqlite"
+    _log_of(path, {"OLDPL8TE": 40, "NEWPL8TE": 1})
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM plate_reads").fetchone()  # its snapshot held
+        with caplog.at_level(logging.WARNING, logger="common.retention"):
+            pruned = prune_sqlite_log(path, datetime.now(UTC) - timedelta(days=30), checkpoint_tries_s=0.3)
+        assert b"OLDPL8TE" in _bytes_of(path)  # what the warning is about
+    finally:
+        reader.close()
+    assert pruned.rows == {"plate_reads": 1, "sightings": 1} and pruned.old_pages_left == str(path)
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert f"{path}-wal" in warning and "once `alpr run`" in warning and "OLDPL8TE" not in warning
+    after = sqlite3.connect(path)
+    try:  # kept deleted
+        assert after.execute("SELECT plate_text FROM plate_reads").fetchall() == [("NEWPL8TE",)]
+    finally:
+        after.close()
+    assert prune_sqlite_log(path, datetime.now(UTC) - timedelta(days=30)).old_pages_left is None  # reader gone
+    assert b"OLDPL8TE" not in _bytes_of(path)
