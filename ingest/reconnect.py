@@ -17,7 +17,7 @@ from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.frame_source import FootageKey, FrameSource
 from ingest.source_checks import is_stream_uri, uri_syntax_problem
-from ingest.sources import open_source
+from ingest.sources import EntryKey, open_source
 from ingest.video_source import CredentialsRefusedError
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,12 @@ class SourceKeeper:
     """How an RTSP camera's packets come: over its RTSP connection, or "udp" where the operator chose it."""
     refused: bool = False
     """Whether the last open was refused its credentials (said at ERROR once until one succeeds)."""
+    said: set[EntryKey] = field(default_factory=set)
+    """An image folder's entries not read that a WARNING named already: once for all its passes (ImageFolderSource)."""
 
     def open(self) -> FrameSource:
         return open_source(self.uri, self.sample_fps, memory_mb=self.memory_mb, rtsp_transport=self.rtsp_transport,
-                           label=self.name)  # fmt: skip
+                           label=self.name, said=self.said)  # fmt: skip
 
     def run(self, read_pass: Callable[[FrameSource], None], first: FrameSource | None = None) -> SourceState:
         """Open the source (or take `first`, opened already), hand it to `read_pass` to read one pass,

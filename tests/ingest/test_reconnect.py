@@ -86,6 +86,33 @@ def test_footage_is_read_once_and_ends(tmp_path):
     assert passes == [5] and states == ["connected", "ended"] and keeper.errors == 0
 
 
+def test_a_looped_image_folder_names_an_entry_it_does_not_read_once_not_every_pass(tmp_path, caplog):
+    """A FIFO or folder named as an image is named in a WARNING: a looping camera opened the folder again each
+    pass and said it again each time (a review: a log flooded). Once per entry for the camera's passes, and
+    again only for an entry that changed (a FIFO made a folder) or came back after it went."""
+    import os
+
+    caplog.set_level(logging.WARNING, logger="ingest.sources")
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((20, 30, 3), np.uint8))
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "upload.png").mkdir()
+    stop, passes = threading.Event(), []
+
+    def read_pass(source: FrameSource) -> None:
+        passes.append(len(list(source.frames())))
+        if len(passes) == 4:  # an entry changed: named again, alone
+            (tmp_path / "pipe.jpg").unlink()
+            (tmp_path / "pipe.jpg").mkdir()
+        stop.set() if len(passes) == 6 else None
+
+    keeper = SourceKeeper(str(tmp_path), 5.0, "gate", stop, loop=True)
+    assert keeper.run(read_pass) == "ended" and passes == [1] * 6
+    said = [record.getMessage() for record in caplog.records if "named as images" in record.getMessage()]
+    assert len(said) == 2, said  # was 6, one a pass
+    assert "2 entries" in said[0] and "'pipe.jpg'" in said[0] and "'upload.png'" in said[0]
+    assert "1 entries" in said[1] and "'pipe.jpg'" in said[1] and "upload.png" not in said[1]
+
+
 @pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), OSError(28, "No space left")])
 def test_an_error_of_the_readers_own_is_let_out_as_it_is_not_taken_for_a_drop(error):
     """`alpr run`'s cores and log run inside the pass: a full disk (an OSError) was a dropped stream to
