@@ -29,13 +29,12 @@ from pydantic import (
 
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.private_files import file_mode, others_may_change_file
+from common.private_files import file_mode, others_may_change
 from common.receiver_secrets import (
     SECRET_FILE_FIELDS,
     read_secret_file,
     refuse_if_others_may_change,
     warn_if_others_may_read,
-    warn_unknown_group,
 )
 from common.strict_yaml import load_strict_yaml
 from common.text_files import read_text_file
@@ -310,9 +309,7 @@ class MqttReceiver(ReceiverConfig):
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
         harm = "they pick the brokers trusted with the password and the alerts"
-        if self.ca_file is not None and warn_unknown_group(Path(self.ca_file), "the MQTT ca_file", harm):
-            pass  # a host user's own group, from a container: a WARNING
-        elif self.ca_file is not None and others_may_change_file(Path(self.ca_file)):  # their CA: the broker theirs
+        if self.ca_file is not None and others_may_change(Path(self.ca_file), f"the MQTT ca_file {self.ca_file}", harm):
             raise ValueError(
                 f"ca_file {self.ca_file} may be written by other users of this host (mode"
                 f" {file_mode(Path(self.ca_file)):04o}): whoever writes it picks the brokers trusted with the"

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import errno
 import grp
+import logging
 import os
 import pwd
 import re
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import TextIO
 
 from common.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 """A private file: its owner reads and writes it."""
@@ -88,6 +91,45 @@ def others_may_change_file(path: Path) -> bool:
         return False
     group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid)
     return bool(status.st_mode & stat.S_IWOTH) or group_writes
+
+
+def unknown_group_writes(path: Path) -> int | None:
+    """The group id where the file at `path` may be written by its group alone and looks like a host user's
+    own, seen from a container (compose mounts a file with the host's modes and ids): its group's number is its
+    owner's (useradd's private group) and this system knows neither; None otherwise. Who is in it cannot be
+    told here: a file made under the usual umask 002 is mode 0664, its group the host user's own. Narrow on
+    purpose (a review): another user's file, a shared group or a group whose lookup failed (an LDAP outage
+    reads as unknown) are not."""
+    try:
+        status = path.stat()
+    except (OSError, ValueError):
+        return None
+    if not status.st_mode & stat.S_IWGRP or status.st_mode & stat.S_IWOTH or status.st_gid != status.st_uid:
+        return None
+    for lookup, number in ((pwd.getpwuid, status.st_uid), (grp.getgrgid, status.st_gid)):
+        try:
+            lookup(number)
+            return None
+        except KeyError:
+            continue
+    return status.st_gid
+
+
+def others_may_change(path: Path, what: str, harm: str) -> bool:
+    """The one rule for a file whose writer chooses what a process does (an `ALPR_*_FILE` secret, the alert
+    receivers file, a receiver's secret file or MQTT `ca_file`): whether users of this host but its owner and
+    root may write it (`others_may_change_file`), so it is refused. Writable by a group that looks like a host
+    user's own seen from a container (`unknown_group_writes`) it is not: a WARNING names `what` (never a
+    secret file's path: it may be the secret) with the `harm` of others writing it, and `chmod g-w`. Each
+    check had its own rule: a receivers file under umask 002 was a WARNING in a container, a secret file
+    made beside it the same way was refused (a review)."""
+    if (gid := unknown_group_writes(path)) is not None:
+        log.warning(
+            "%s (mode %04o) may be written by its group, %d, a host user's own as seen from a container (neither"
+            " known here): if others are in it, %s; chmod g-w on it", what, file_mode(path), gid, harm,
+        )  # fmt: skip
+        return False
+    return others_may_change_file(path)
 
 
 def file_mode(path: Path) -> int:

@@ -10,16 +10,14 @@ belong in secret files, under a folder of mode 0700 (deploy/make-secrets.sh's)."
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import stat
 from collections.abc import Collection
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.private_files import file_mode, group_has_others, others_may_change_file
+from common.private_files import file_mode, group_has_others, others_may_change
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,10 @@ def read_secret_file(path: Path, name: str, settings: dict[str, object], file_fi
     """The secret in the file a receiver's `file_field` names (popped from `settings`), its spaces and line
     ends around it left out. Refused: the secret written in place too (the file silently won), and a file
     that holds nothing else (an MQTT password of nothing loaded, and the broker refused every delivery).
-    Neither the path (it may be the secret, written there by mistake) nor the secret is in a message."""
+    Neither the path (it may be the secret, written there by mistake) nor the secret is in a message. A
+    file others may write is refused, but where its group is a host user's own as a container sees it: a
+    WARNING (common/private_files.others_may_change, the receivers file's rule: under umask 002 a secret
+    file was refused there, the receivers file beside it not; a review)."""
     where = f"{path}: receiver {name}:"
     if field_name in settings:
         raise ConfigError(f"{where} set {field_name} or {file_field}, not both")
@@ -41,7 +42,7 @@ def read_secret_file(path: Path, name: str, settings: dict[str, object], file_fi
     secret = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, f"{where} its {file_field}").strip()
     if not secret:
         raise ConfigError(f"{where} its {file_field}: the file it names is empty (or holds only spaces and line ends)")
-    if others_may_change_file(secret_path):
+    if others_may_change(secret_path, f"{where} its {file_field}", f"they set the {field_name}"):
         raise ConfigError(
             f"{where} its {file_field}: the file it names may be written by other users of this host (mode"
             f" {file_mode(secret_path):04o}): whoever writes it sets the {field_name}; make it writable by its"
@@ -71,49 +72,14 @@ def _through(folder: os.stat_result, gid: int | None = None) -> bool:
     return bool(folder.st_mode & stat.S_IXOTH) or (folder.st_gid == gid and bool(folder.st_mode & stat.S_IXGRP))
 
 
-def unknown_group_writes(path: Path) -> int | None:
-    """The group id where the file at `path` may be written by its group alone and looks like a host user's
-    own, seen from a container (compose mounts a file with the host's modes and ids): its group's number is its
-    owner's (useradd's private group) and this system knows neither; None otherwise. Who is in it cannot be
-    told here: a checkout under the usual umask 002 is mode 0664, its group the host user's own. Narrow on
-    purpose (a review): another user's file, a shared group, or a group whose lookup failed (an LDAP outage
-    reads as unknown) are refused as before."""
-    try:
-        status = path.stat()
-    except (OSError, ValueError):
-        return None
-    if not status.st_mode & stat.S_IWGRP or status.st_mode & stat.S_IWOTH or status.st_gid != status.st_uid:
-        return None
-    for lookup, number in ((pwd.getpwuid, status.st_uid), (grp.getgrgid, status.st_gid)):
-        try:
-            lookup(number)
-            return None
-        except KeyError:
-            continue
-    return status.st_gid
-
-
-def warn_unknown_group(path: Path, what: str, harm: str) -> bool:
-    """A WARNING where `unknown_group_writes` holds for `path` (`what` it is, the `harm` of others writing it);
-    whether it did."""
-    if (gid := unknown_group_writes(path)) is None:
-        return False
-    log.warning(
-        "%s %s (mode %04o) may be written by its group, %d, a host user's own as seen from a container (neither"
-        " known here): if others are in it, %s; chmod g-w on it", what, path, file_mode(path), gid, harm,
-    )  # fmt: skip
-    return True
-
-
 def refuse_if_others_may_change(path: Path) -> None:
     """ConfigError where other users of this host may write the receivers file at `path`: whoever writes it
     names where alerts go (a URL of theirs gets every plate) and the secret files they are signed with. It
     was taken whatever its mode, while a secret file others may write was refused. Writable by a group unknown
-    here (a host's, from a container) it is a WARNING: the shipped compose file checked out under umask 002
-    (0664, the host user's own group) stopped the alert pool at every start (a review)."""
-    if warn_unknown_group(path, "the receivers file", "they choose where the alerts go"):
-        return
-    if others_may_change_file(path):
+    here (a host's, from a container) it is a WARNING (common/private_files.others_may_change, the rule of
+    the secret files too): the shipped compose file checked out under umask 002 (0664, the host user's own
+    group) stopped the alert pool at every start (a review)."""
+    if others_may_change(path, f"the receivers file {path}", "they choose where the alerts go"):
         raise ConfigError(
             f"{path}: other users of this host may write it (mode {file_mode(path):04o}): whoever writes it"
             " names where the alerts go and what signs them; make it writable by its owner alone: chmod go-w on it"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.private_files import file_mode, others_may_change_file
+from common.private_files import file_mode, others_may_change
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 JOB_KEY_FILE_TRAILER = " \t\r\n"
@@ -20,11 +20,14 @@ def read_setting_file(variable: str, path: str) -> str:
     The message of a failure names the variable, never the path (a secret written there by mistake
     would be logged) nor what the file holds. A file other users of the host may write is refused: one at
     0666 set the Redis password or the job key (which jobs every role runs) for anyone local (a review);
-    one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700)."""
+    one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700), nor one whose group
+    is a host user's own as a container sees it: a WARNING (common/private_files.others_may_change, the rule
+    of the receivers file and a receiver's secret file too)."""
     label = f"{variable}: the file it names"
     value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
-    if others_may_change_file(Path(path)):  # read first: a device's mode (/dev/zero's 0666) is not the fault
-        mode, setting = file_mode(Path(path)), variable.removesuffix("_FILE")
+    setting = variable.removesuffix("_FILE")
+    if others_may_change(Path(path), label, f"they set {setting}"):  # read first: /dev/zero's 0666 is not the fault
+        mode = file_mode(Path(path))
         raise ConfigError(
             f"{label} may be written by other users of this host (mode {mode:04o}): whoever writes it sets"
             f" {setting}; make it writable by its owner alone: chmod go-w (others may still read it)"
