@@ -461,6 +461,12 @@ INGEST_REDIS_TIMEOUT_S = 10.0
 full disk or a paused server) waited 30 s on the batch being stored before recording the frames in
 hand, past a supervisor's grace (Docker's 10 s unless told; the compose file gives ingest 60 s)."""
 
+QUEUE_DEPTH_TIMEOUT_S = 1.0
+"""How long a scrape waits on Redis for the queue depths (common/metrics.py), connecting and reading each: a
+hung Redis (paused, or a partition dropping its packets) held every role's scrape for the role's own Redis
+timeout (30 s a worker, 10 s an ingest node), past Prometheus's scrape_timeout (deploy/prometheus.yml), so
+every process read as down and alpr_redis_up was never scraped as 0 (a review)."""
+
 CAMERA_STOP_S = 5.0
 """How long a stopping ingest node waits for all its camera threads together (one stuck in a read is
 left behind) before it records the frames in hand: well within a supervisor's grace (Docker's 10 s)."""

@@ -12,7 +12,10 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from common import defaults
 from common.errors import ConfigError
 from common.metrics_registry import RegistryWithoutCreated, RoleCounter, RoleGauge, RoleHistogram, RoleMetric
 from common.metrics_server import serve_metrics
@@ -31,14 +34,45 @@ LATE_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 21600, 86400)
 """How late a late alert went out (seconds from capture): minutes to a day of an outage's backlog."""
 
 
-class QueueDepthCollector(Collector):
-    """Queue depths read from Redis at scrape time."""
+POOL_OWN_KWARGS = frozenset({
+    "maint_notifications_pool_handler", "orig_socket_timeout", "orig_socket_connect_timeout", "himport_registry",
+})  # fmt: skip
+"""The connection settings redis-py's pool gives its connections of its own (its maintenance handler, the
+timeouts it restores after one): left to the depth connection's pool to give."""
 
-    def __init__(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
-        self.connection = connection
-        self.queue_keys = queue_keys
+
+def depth_connection(connection: redis.Redis) -> redis.Redis:
+    """A client of `connection`'s Redis, as reached (address, credentials, TLS; its connections watched where
+    `watch_redis` watched the role's already), in a pool of its own, whose every connect and read waits
+    QUEUE_DEPTH_TIMEOUT_S at most and is not retried (redis-py retries a timeout 3 times unless told)."""
+    pool = connection.connection_pool
+    kwargs = {key: value for key, value in pool.connection_kwargs.items() if key not in POOL_OWN_KWARGS}
+    for key in ("socket_timeout", "socket_connect_timeout"):
+        kwargs[key] = min(kwargs.get(key) or defaults.QUEUE_DEPTH_TIMEOUT_S, defaults.QUEUE_DEPTH_TIMEOUT_S)
+    kwargs.update(retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+class QueueDepthCollector(Collector):
+    """Queue depths read from Redis at scrape time, once `watch`ing (none before: a role watching no
+    queues exports no depth family). Read on a connection of their own (`depth_connection`), so a hung Redis
+    holds a scrape QUEUE_DEPTH_TIMEOUT_S or so, well within Prometheus's scrape_timeout (deploy/prometheus.yml):
+    on the role's own connection a scrape waited its Redis timeout (30 s a worker), every scrape failed and
+    every process read as down while alpr_redis_up, never scraped, fired nothing (a review). A read that
+    times out sets alpr_redis_up to 0 (the connection is watched): `Metrics` registers this collector before
+    that gauge, so the scrape in which it timed out serves the 0."""
+
+    def __init__(self) -> None:
+        self.connection: redis.Redis | None = None
+        self.queue_keys: dict[str, str] = {}
+
+    def watch(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
+        self.queue_keys = dict(queue_keys)
+        self.connection = depth_connection(connection)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.connection is None:
+            return
         family = GaugeMetricFamily("alpr_queue_depth", "Jobs waiting in each queue.", labels=["queue"])
         try:
             pipe = self.connection.pipeline(transaction=False)
@@ -47,7 +81,7 @@ class QueueDepthCollector(Collector):
             for name, depth in zip(self.queue_keys, pipe.execute(), strict=True):
                 family.add_metric([name], float(depth))
         except redis.RedisError:
-            pass  # Redis down: no depth to report, the scrape itself still succeeds
+            pass  # Redis down or not answering: no depth to report, the scrape itself still succeeds
         yield family
 
 
@@ -140,6 +174,8 @@ class Metrics:
             " (unreachable, read-only, a lock waited past lock_timeout) until one goes through; by the pool"
             " of the role (a role without Postgres exports none).", ["pool"], registry=r,
         )  # fmt: skip
+        self.queue_depths = QueueDepthCollector()  # before alpr_redis_up: a depth read timing out shows in its scrape
+        r.register(self.queue_depths)
         self.redis_up = Gauge(
             "alpr_redis_up", "1 from this process's last Redis command that Redis answered (a refusal included:"
             " alpr_redis_refused_total), 0 from one that could not be sent or answered (unreachable, timed out,"
@@ -283,7 +319,10 @@ class Metrics:
             self.core_cpu_seconds.labels(stage=stage).inc(time.process_time() - start)
 
     def watch_queues(self, connection: redis.Redis, queue_keys: dict[str, str]) -> None:
-        self.registry.register(QueueDepthCollector(connection, queue_keys))
+        """Export the depths of `queue_keys` (name: Redis key) at each scrape, read from `connection`'s Redis
+        on a connection of their own (QueueDepthCollector); after `watch_redis(connection, ...)`, so that a
+        depth read Redis does not answer sets alpr_redis_up{redis="queues"} to 0."""
+        self.queue_depths.watch(connection, queue_keys)
 
     def serve(self, port: int, address: str) -> None:
         """Serve /metrics on `address`:`port` (port 0: do not serve), idle connections closed and those

@@ -238,6 +238,10 @@ def test_prometheus_scrapes_the_services_on_their_metrics_port(secrets_dir: Path
     assert set(sd["names"]) == set(ALPR_SERVICES) - {"migrate"}  # every long-running alpr service: none unwatched
     for name in sd["names"]:
         assert Settings.load(container_environment(SERVICES[name], secrets_dir)).metrics_port == 9100, name
+    # a scrape waits on a hung Redis 2 s at most (the queue depths' connect and read: common/metrics.py), well
+    # within the scrape's timeout, which the interval bounds (Prometheus refuses one longer)
+    interval, timeout = (float(config["global"][key].rstrip("s")) for key in ("scrape_interval", "scrape_timeout"))
+    assert 2 * defaults.QUEUE_DEPTH_TIMEOUT_S + 1 < timeout <= interval
 
 
 def test_the_dashboard_plots_only_exported_metrics():
