@@ -321,10 +321,14 @@ class UnansweredError(AlprError):
 
 def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
     """Workers a pool needs to keep up with `in_fps` frames/s at TARGET_BUSY of their time, from the
-    pool's measured seconds of work per frame; None before it has handled any frame."""
+    pool's measured seconds of work per frame; None before it has handled any frame, and where the count
+    is no number (past a float's range: forged statistics)."""
     if frames <= 0:
         return None
-    return max(1, math.ceil(in_fps * busy_s / frames / defaults.TARGET_BUSY)) if in_fps > 0 else 0
+    needed = in_fps * busy_s / frames / defaults.TARGET_BUSY
+    if not math.isfinite(needed):
+        return None
+    return max(1, math.ceil(needed)) if in_fps > 0 else 0
 
 
 MAX_STATE_BYTES = 1024

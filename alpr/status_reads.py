@@ -8,7 +8,6 @@ holder records 450 MB printed)."""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -273,14 +272,20 @@ def last_holder(holder: BoundedFields) -> str:
     return f"last held by ingest node {shown(node)}, which {how} {format_age(time.time() - number(renewed))} ago"
 
 
+MAX_NUMBER = 1e15
+"""Largest count or time (seconds) status takes from Redis: a billion frames a day for 2,700 years, or Unix time
+in the year 31 million. A forged 1e308, finite, overflowed the pools' sizing to infinity and ended `alpr
+status` in a traceback (a review)."""
+
+
 def number(value: Any) -> float:
-    """A count or time as the chain writes it to Redis; 0 for anything else (a garbled or hand-set
-    value must not take the whole status down)."""
+    """A count or time as the chain writes it to Redis (0 to MAX_NUMBER); 0 for anything else, negative or
+    past it too (a garbled or hand-set value must not take the whole status down)."""
     try:
         parsed = float(value.decode() if isinstance(value, bytes) else value) if value is not None else 0.0
     except (TypeError, ValueError, UnicodeDecodeError):
         return 0.0
-    return parsed if math.isfinite(parsed) else 0.0
+    return parsed if 0 <= parsed <= MAX_NUMBER else 0.0  # NaN too: no comparison holds
 
 
 def format_age(seconds: float) -> str:

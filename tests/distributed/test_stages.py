@@ -106,6 +106,7 @@ def test_pools_are_sized_by_their_work_per_frame_and_the_input_rate():
     assert workers_needed(busy_s=12.0, frames=100, in_fps=20.0) == 3  # 0.12 s/frame x 20 fps / 0.8 busy
     assert workers_needed(busy_s=12.0, frames=100, in_fps=0.0) == 0
     assert workers_needed(busy_s=0.0, frames=0, in_fps=20.0) is None
+    assert workers_needed(busy_s=1e300, frames=1, in_fps=1e300) is None  # past a float's range: "-", no traceback
 
 
 def test_the_ocr_pool_is_sized_per_frame_entering_the_chain_not_per_frame_it_reads(redis_url, capsys):

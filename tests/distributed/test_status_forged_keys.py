@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ import redis
 from rq import Worker
 
 from alpr.status_reads import MAX_CAMERAS_READ, MAX_MEMBERS_LOOKED_AT, MAX_UNCLAIMED_SHOWN
+from common import queues
 from common.queues import CAMERA_STATE_KEY, MAX_MEMBERS_READ, QUEUE_NAMES, STATS_INGESTED_KEY, stage_queue
 from ingest.claims import HOLDER_PREFIX, WANTED_PREFIX
 
@@ -149,3 +151,35 @@ def test_a_claim_no_node_could_have_written_holds_no_camera(chain_env):
     }, listed
     states = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("cam-")}
     assert "node gone" in states["cam-a"] and "connected" in states["cam-c"], states
+
+
+def test_forged_statistics_past_any_count_size_no_pool_and_end_nothing(chain_env):
+    """Values no worker writes in the pools' statistics (finite, within STAT_BYTES): 1e308 seconds of work
+    overflowed the workers needed to infinity, and `alpr status` ended in a traceback (OverflowError, a
+    review); two buckets of 1e308 add up to infinity; a negative count. Each read as nothing, while a
+    camera queues frames (the pools sized for them)."""
+    connection = redis.Redis.from_url(chain_env["ALPR_REDIS_URL"])
+    now_s = queues.redis_now(connection)
+    for bucket in queues.pool_stats_buckets(now_s)[-2:]:
+        connection.hset(bucket, mapping={"detect:busy_seconds": "1e308", "detect:frames": 1})
+    connection.hset(queues.STATS_BUSY_KEY, mapping={"redact": "1e308", "ocr": "-5"})
+    connection.hset(queues.STATS_FRAMES_KEY, mapping={"redact": 1, "ocr": 2})
+    stop = threading.Event()
+
+    def queue_frames() -> None:  # a camera queueing frames meanwhile
+        while not stop.wait(0.05):
+            connection.hincrby(STATS_INGESTED_KEY, "gate", 1)
+
+    camera = threading.Thread(target=queue_frames)
+    camera.start()
+    try:
+        shown = status(chain_env, "--interval", "1")
+    finally:
+        stop.set()
+        camera.join()
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    pools = shown.stdout.partition("pools, sized for ")[2]
+    assert float(pools.split()[0]) > 0, pools  # frames offered: the pools sized for them
+    rows = {line.split()[0]: line.split()[1:] for line in pools.splitlines()[2:] if line.split()}
+    assert rows["detect"][1:3] == rows["redact"][1:3] == ["0.000", "1"], rows  # no work per frame: 1 worker at least
+    assert rows["ocr"][1:3] == ["0.000", "1"], rows  # was -2.500 s a frame
