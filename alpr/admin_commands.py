@@ -20,6 +20,8 @@ from common.errors import ConfigError
 from common.queues import STAGES
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from psycopg_pool import ConnectionPool
 
     from common.metrics import Metrics
@@ -110,10 +112,11 @@ def stop_on_signals() -> threading.Event:
 
 
 def prune(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete the reads, sightings and frame records past the retention (common/retention.py), and the
-    snapshot files of the sightings deleted (`alpr run`'s: a file left is named on stderr, and a single
-    prune exits 1), once or every --every-h hours; as a role given the pruner's rights
-    (common/pruner_role.py) or the owner."""
+    """Delete the alerts past theirs (ALPR_ALERT_RETENTION_DAYS), the reads, sightings and frame records past
+    the retention (common/retention.py), the snapshot files of the sightings deleted (`alpr run`'s: a file
+    left is named on stderr, and a single prune exits 1) and the audit records past theirs
+    (ALPR_AUDIT_RETENTION_DAYS, common/audit_retention.py), once or every --every-h hours; as a role given
+    the pruner's rights (common/pruner_role.py) or the owner."""
     from datetime import UTC, datetime, timedelta
 
     import psycopg
@@ -123,7 +126,8 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     from common.retention import Pruned, prune_logs
 
     days, kept = settings.retention_days, kept_without_limit(args)
-    if days == 0 and args.every_h is None:
+    alert_days, audit_days = settings.alert_retention_days, settings.audit_days(retention_named(args))
+    if not (days or alert_days or audit_days) and args.every_h is None:
         print(kept)
         return 0
     if args.every_h is not None and not 0 < args.every_h <= 24 * 365:
@@ -131,17 +135,20 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     pool = unchecked_pool(settings, "prune")
     stop = stop_on_signals()  # a process 1 of a container is not ended by a signal it has no handler for
     metrics = Metrics()
-    try:
-        require_prune_rights(pool)  # and the schema current: refused at the start, in one line, a dry run alike
+    try:  # and the schema current: refused at the start, in one line, a dry run alike
+        require_prune_rights(pool, alerts=bool(alert_days), audit=bool(audit_days))
         if args.every_h is not None:  # a role of its own (Compose's `prune`): watched as the others are
             metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready, as every role
         while not stop.is_set():
-            cutoff = datetime.now(UTC) - timedelta(days=days)
+            now = datetime.now(UTC)
+            cutoff, alerts_before, audit_before = (now - timedelta(days=d) if d else None
+                                                   for d in (days, alert_days, audit_days))  # fmt: skip
             try:  # kept without limit: each round prunes nothing and ends well (a role that ended at once was
-                pruned = prune_logs(pool, cutoff, args.dry_run, stop) if days else Pruned()  # restarted for ever)
+                pruned = (prune_logs(pool, cutoff, args.dry_run, stop, alerts_before, audit_before)  # restarted
+                          if days or alert_days or audit_days else Pruned())  # for ever)  # fmt: skip
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
-            what = f"captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days)" if days else None
+            what = pruned_what(args, (cutoff, days), (alerts_before, alert_days), (audit_before, audit_days))
             report_round(pruned, what, kept, args.dry_run, metrics)
             if pruned.stopped:
                 return 1
@@ -153,11 +160,34 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         pool.close()
 
 
+def retention_named(args: argparse.Namespace) -> str:
+    """What gave the plate data's retention: `--older-than-days`, or ALPR_RETENTION_DAYS."""
+    return "--older-than-days" if args.retention_days is not None else "ALPR_RETENTION_DAYS"
+
+
 def kept_without_limit(args: argparse.Namespace) -> str:
     """What a prune says where the retention is 0 (kept without limit), naming what made it so:
     `--older-than-days 0` means what ALPR_RETENTION_DAYS=0 does, and is no setting to be blamed for."""
-    given = "--older-than-days" if args.retention_days is not None else "ALPR_RETENTION_DAYS"
-    return f"{given} is 0: plate data is kept without limit; nothing pruned"
+    return f"{retention_named(args)} is 0: plate data is kept without limit; nothing pruned"
+
+
+def pruned_what(
+    args: argparse.Namespace,
+    plate: tuple[datetime | None, float],
+    alerts: tuple[datetime | None, float] | None,
+    audit: tuple[datetime | None, float],
+) -> str | None:
+    """What a round prunes, each kind of record by its cutoff (and the days of retention it is), and what it
+    keeps without limit (a cutoff of None); None where it prunes nothing (`kept_without_limit` said).
+    `alerts` None: a log without them (`alpr run`'s)."""
+    kinds = [("what was captured", f"plate data ({retention_named(args)} is 0)", plate)]
+    kinds += [("alerts captured", "alerts (ALPR_ALERT_RETENTION_DAYS is 0)", alerts)] if alerts else []
+    kinds += [("audit records made", "audit records", audit)]
+    parts = [f"{what} before {cut:%Y-%m-%d %H:%M} UTC ({days:g} days)" for what, _, (cut, days) in kinds if cut]
+    kept = [kept for _, kept, (cut, _) in kinds if cut is None]
+    if not parts:
+        return None
+    return ", ".join(parts) + (f"; kept without limit: {', '.join(kept)}" if kept else "")
 
 
 def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, metrics: Metrics) -> None:
@@ -167,7 +197,7 @@ def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, met
     verb = "would delete" if dry_run else "deleted"
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
-    print(f"{verb} what was {what}: {pruned}" if what else kept, flush=True)
+    print(f"{verb} {what}: {pruned}" if what else kept, flush=True)
     report_snapshots_left(pruned)
     if not dry_run:
         for table, rows in pruned.rows.items():
@@ -185,8 +215,8 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     from common.retention import prune_sqlite_log
     from common.sqlite_log import check_run_log
 
-    days = settings.retention_days
-    if days == 0:
+    days, audit_days = settings.retention_days, settings.audit_days(retention_named(args))
+    if days == 0:  # and the audit records with it (Settings.audit_days)
         print(kept_without_limit(args))
         return 0
     if args.every_h is not None:
@@ -196,13 +226,14 @@ def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     check_run_log(args.sqlite_path)
     if (owner := args.sqlite_path.stat().st_uid) != os.geteuid():  # it names the files the prune deletes
         raise ConfigError(f"--sqlite: {args.sqlite_path} is another user's log (uid {owner}): prune it as that user")
-    cutoff = datetime.now(UTC) - timedelta(days=days)
+    now = datetime.now(UTC)
+    cutoff, audit_before = now - timedelta(days=days), now - timedelta(days=audit_days) if audit_days else None
     stop = stop_on_signals()  # after the batch in hand, its snapshots deleted with it
-    pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run, stop)
+    pruned = prune_sqlite_log(args.sqlite_path, cutoff, args.dry_run, stop, audit_before=audit_before)
     verb = "would delete" if args.dry_run else "deleted"
     if pruned.stopped:
         verb = f"stopped by a signal; {verb} so far"
-    print(f"{verb} what was captured before {cutoff:%Y-%m-%d %H:%M} UTC ({days:g} days): {pruned}")
+    print(f"{verb} {pruned_what(args, (cutoff, days), None, (audit_before, audit_days))}: {pruned}")
     report_snapshots_left(pruned)
     if pruned.old_pages_left:  # what it deleted stays so, but the plates may still be read from that file
         held = escape_controls(pruned.old_pages_left)

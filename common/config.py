@@ -195,6 +195,14 @@ class Settings(BaseModel):
         defaults.RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
         description="Reads, sightings and frame records older than this are deleted by `alpr db prune` (0: kept).",
     )  # fmt: skip
+    alert_retention_days: float = Field(
+        defaults.ALERT_RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
+        description="Alerts older than this (none still being delivered) are deleted by `alpr db prune` (0: kept).",
+    )  # fmt: skip
+    audit_retention_days: float = Field(
+        defaults.AUDIT_RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
+        description="Records of plate searches and exports older than this are deleted by `alpr db prune` (0: kept).",
+    )  # fmt: skip
     watch_max_distance: float = Field(
         defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
     )
@@ -245,6 +253,16 @@ class Settings(BaseModel):
             raise ValueError(
                 f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day: a shorter one deletes reads the"
                 " sighting pool has not grouped yet (no sighting, no alert for them)"
+            )
+        return days
+
+    @field_validator("alert_retention_days", "audit_retention_days")
+    @classmethod
+    def record_retention_long_enough(cls, days: float) -> float:
+        if 0 < days < defaults.MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day, as ALPR_RETENTION_DAYS"
+                " (Postgres never deletes an audit record younger than a day)"
             )
         return days
 
@@ -366,6 +384,23 @@ class Settings(BaseModel):
         cut = self.model_copy(update={"keep_max_age_h": retention_h})
         cut._keep_age_cut_from_h = self.keep_max_age_h
         return cut
+
+    def audit_days(self, plate_days_named: str = f"{ENV_PREFIX}RETENTION_DAYS") -> float:
+        """How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit):
+        ALPR_AUDIT_RETENTION_DAYS, refused (ConfigError) where shorter than the plate data's retention
+        (`plate_days_named`: the setting, or `--older-than-days`, that gave it): the audit is how misuse of
+        a search is found, and must outlive the data searched. Plate data kept without limit keeps the audit
+        without limit too. Checked by the prune alone, as `within_retention` is by its roles: a check in
+        every command's settings would stop the whole chain of a deployment that keeps plate data longer."""
+        if self.retention_days == 0 or self.audit_retention_days == 0:
+            return 0.0
+        if self.audit_retention_days < self.retention_days:
+            raise ConfigError(
+                f"{ENV_PREFIX}AUDIT_RETENTION_DAYS ({self.audit_retention_days:g} days) must be 0 (kept) or at least"
+                f" {plate_days_named} ({self.retention_days:g} days): the audit of plate searches and exports is"
+                " how misuse of a search is found, so it must outlive the plate data searched"
+            )
+        return self.audit_retention_days
 
     @property
     def keep_age_cut_h(self) -> float | None:

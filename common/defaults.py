@@ -351,6 +351,15 @@ MIN_RETENTION_DAYS = 1.0
 """The shortest retention but 0 (kept): a prune of the last minutes deleted reads the sighting pool had not
 grouped yet (no sighting, no alert for them) and frame records still being finished."""
 
+ALERT_RETENTION_DAYS = 365.0
+"""How long `alpr db prune` keeps a watch-list alert (its deliveries, and through it the evidence it cites:
+its frame's record, the read alerted on, its sighting) after its capture (0: without limit); one whose
+delivery is still pending or being sent is kept until it ends."""
+
+AUDIT_RETENTION_DAYS = 730.0
+"""How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit): at
+least as long as the plate data searched (ALPR_RETENTION_DAYS), for misuse of a search is found by them."""
+
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""
 

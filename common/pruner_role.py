@@ -1,6 +1,8 @@
 """The rights of the role `alpr db prune` logs in as (`alpr db upgrade --grant-pruner ROLE`): it reads
-what the prune reads (the pruned tables, the alerts whose evidence is kept, the migrations' record a
-start checks) and deletes rows of the pruned tables (common/retention.py's PRUNED), nothing more: no
+what the prune reads (the pruned tables, the alerts whose evidence is kept and their deliveries' status, the
+audit records' ids and times alone, the migrations' record a start checks) and deletes rows of the pruned
+tables (common/retention.py's PRUNED), of the alerts (their deliveries go by the schema's cascade, the
+owner's) and of the audit records (common/audit_retention.py), nothing more: no
 insert or update anywhere, no other table's rows deleted, no table's emptied, no schema changed (the frames
 log's per-minute counts change through Postgres's own SECURITY DEFINER functions, which every role may run:
 its deletes' trigger, and the merge at a round's end, common/retention.py's _merge_frame_counts). A
@@ -14,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common.audit_retention import AUDIT_TIMES
 from common.db_rights import functions_run, rights_in_schema
 from common.errors import ConfigError
 from common.grants import MERGE_GRANT, check_role_exists, check_role_name, current_schema
@@ -23,6 +26,16 @@ from common.schema_upgrade import require_schema, wait_for_turn
 READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
 """The tables the prune reads: the migrations' record (the schema must be current), the alerts (what
 they cite is kept) and the pruned tables themselves."""
+
+ALERT_RIGHTS = {("alerts", "DELETE"), ("alert_deliveries", "SELECT")}
+"""What pruning the alerts adds (ALPR_ALERT_RETENTION_DAYS): their rows deleted, each delivery's status read
+(one pending or being sent keeps its alert); the deliveries themselves go by the cascade, as the owner."""
+
+AUDIT_COLUMNS = {table: ("id", time) for table, time in AUDIT_TIMES.items()}
+"""The audit records' columns the prune reads (granted these alone: not who searched, why, or the plate)."""
+
+AUDIT_RIGHTS = {(table, right) for table in AUDIT_TIMES for right in ("SELECT", "DELETE")}
+"""What pruning the audit records adds (ALPR_AUDIT_RETENTION_DAYS): SELECT of AUDIT_COLUMNS, DELETE."""
 
 MERGED = "frame_counts_merged"
 """The function each prune round ends with (the frames' per-minute counts merged): checked at the start too, as
@@ -34,10 +47,20 @@ NOT_GRANTED = (
     " `alpr db upgrade --grant-pruner ROLE` (as the schema's owner), or run the prune as the owner"
 )
 
+OLDER_GRANT = (
+    "alpr db prune: role {role} lacks rights this release's prune needs (missing: {missing}): it was granted"
+    " an earlier release's, or they were taken back; re-run `alpr db upgrade --grant-pruner {role}` as the"
+    " schema's owner (Compose's `migrate` does at each start), or run the prune as the owner"
+)
+"""The refusal of a pruner with some of the rights but not all: one granted before the alerts and the audit
+records were pruned (an upgrade in place applies the migrations; the grant is its own flag)."""
 
-def pruner_rights_wanted() -> set[tuple[str, str]]:
-    """The rights a pruner role is given, and all it may have: (table, right) pairs."""
-    return {(table, "SELECT") for table in READ_BY_THE_PRUNE} | {(table, "DELETE") for table in PRUNED}
+
+def pruner_rights_wanted(alerts: bool = True, audit: bool = True) -> set[tuple[str, str]]:
+    """The rights a pruner role is given, and all it may have: (table, right) pairs; a prune that keeps the
+    alerts (`alerts` False) or the audit records (`audit` False) without limit needs fewer."""
+    wanted = {(table, "SELECT") for table in READ_BY_THE_PRUNE} | {(table, "DELETE") for table in PRUNED}
+    return wanted | (ALERT_RIGHTS if alerts else set()) | (AUDIT_RIGHTS if audit else set())
 
 
 def grant_pruner(pool: ConnectionPool, role: str) -> None:
@@ -59,9 +82,11 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
         ):
             connection.execute(sql.SQL(statement).format(schema, name))
         for table, right in sorted(pruner_rights_wanted()):
-            connection.execute(
-                sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(right), sql.Identifier(schema_name, table), name)
-            )
+            columns: sql.Composable = sql.SQL("")  # the audit records' ids and times alone (AUDIT_COLUMNS)
+            if right == "SELECT" and table in AUDIT_COLUMNS:
+                columns = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, AUDIT_COLUMNS[table])))
+            connection.execute(sql.SQL("GRANT {}{} ON {} TO {}").format(
+                sql.SQL(right), columns, sql.Identifier(schema_name, table), name))  # fmt: skip
         connection.execute(sql.SQL(MERGE_GRANT).format(schema, name))  # each round merges the frame counts
         extra = rights_in_schema(connection, role, schema_name) - pruner_rights_wanted()
         for (other,) in connection.execute(  # rights a role may SET ROLE to (a NOINHERIT membership)
@@ -78,12 +103,14 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
             )
 
 
-def require_prune_rights(pool: ConnectionPool) -> None:
+def require_prune_rights(pool: ConnectionPool, alerts: bool = True, audit: bool = True) -> None:
     """ConfigError (NOT_GRANTED, or `alpr db upgrade` where the schema is not current) unless the role
-    logged in may do what a prune does, its merge (MERGED) included: checked at the start, not found in the
-    middle of the first batch. A dry run is checked alike: it is how an operator tries a prune's login, and
-    one that needed only reading said "would delete" and exit 0 for the workers' role, which the prune then
-    refused."""
+    logged in may do what a prune does (of the alerts, of the audit records: where `alerts`, `audit`), its
+    merge (MERGED) included: checked at the start, not found in the middle of the first batch. A role with
+    the plate data's rights but not these (granted by an earlier release) is told to re-run the grant, by
+    name (OLDER_GRANT): it failed mid-prune on a bare permission error. A dry run is checked alike: it is how
+    an operator tries a prune's login, and one that needed only reading said "would delete" and exit 0 for
+    the workers' role, which the prune then refused."""
     with pool.connection() as connection:
         row = connection.execute("SELECT current_user, current_schema()").fetchone()
     if row is None or row[1] is None:  # no schema of the search path the role may use
@@ -95,5 +122,9 @@ def require_prune_rights(pool: ConnectionPool) -> None:
     with pool.connection() as connection:
         rights = rights_in_schema(connection, str(row[0]), str(row[1]))
         rights |= functions_run(connection, str(row[0]), str(row[1]), [MERGED])
-    if missing := (pruner_rights_wanted() | {(MERGED, "EXECUTE")}) - rights:
-        raise ConfigError(f"{NOT_GRANTED} (missing: {', '.join(f'{r} {t}' for t, r in sorted(missing))})")
+    missing = (pruner_rights_wanted(alerts, audit) | {(MERGED, "EXECUTE")}) - rights
+    named = ", ".join(f"{r} {t}" for t, r in sorted(missing))
+    if missing and missing <= ALERT_RIGHTS | AUDIT_RIGHTS:  # the plate data's all there: an older grant
+        raise ConfigError(OLDER_GRANT.format(role=row[0], missing=named))
+    if missing:
+        raise ConfigError(f"{NOT_GRANTED} (missing: {named})")

@@ -1,9 +1,10 @@
-"""How long plate data is kept in Postgres: `prune_logs` deletes the reads, sightings and frame records
-captured before a cutoff, camera by camera, in batches (short transactions: the chain writes on
-meanwhile), except what a watch-list alert cites (its frame's record, the read alerted on, its
-sighting): alerts are hits an operator acts on, kept with their evidence until deleted by hand. A frame
-still `pending` is left to the chain's sweep. The audit records (plate searches and exports: common/audit.py) are never
-pruned. Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
+"""How long plate data is kept in Postgres: `prune_logs` deletes the watch-list alerts captured before their
+own cutoff (ALPR_ALERT_RETENTION_DAYS; one still being delivered stays, its deliveries go with it), then the
+reads, sightings and frame records captured before a cutoff, camera by camera, in batches (short
+transactions: the chain writes on meanwhile), except what an alert left cites (its frame's record, the read
+alerted on, its sighting): its evidence, kept as long as the alert is. A frame still `pending` is left to the
+chain's sweep. The audit records (plate searches and exports) are pruned apart (common/audit_retention.py).
+Run by `alpr db prune` as the pruner's role (common/pruner_role.py: it may read what this reads and
 delete these rows, nothing more) or the schema's owner; the workers' role may delete none of them.
 `prune_sqlite_log` does the same for `alpr run`'s SQLite log (`alpr db prune --sqlite`). Either deletes the
 snapshot files the sightings it deletes name (`alpr run`'s, written where it ran: the chain's sightings name
@@ -26,6 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common.audit_retention import AUDIT_TIMES, prune_audit, sqlite_audit_before, sqlite_audit_prunable
 from common.frame_counts import MERGE_COUNTS
 from common.sqlite_log import connect_log
 
@@ -78,6 +80,29 @@ going an hour ago, was deleted whole by its start; each
 probe of the alerts by an index of migration 12: NOT IN over them read every alert for every row once
 they outgrew the working memory, 100 s a batch with 200,000 alerts)."""
 
+ALERT_KEPT_WHILE_DELIVERED = (
+    "NOT EXISTS (SELECT 1 FROM alert_deliveries d WHERE d.alert_id = t.alert_id AND d.status IN ('pending', 'sending'))"
+)
+"""An alert past its retention is kept while a delivery of it is pending or being sent: deleted under the alert
+worker, the receiver was told of a hit no longer on record."""
+
+ALERTS = ("alerts", ("alert_id", "captured_at", ALERT_KEPT_WHILE_DELIVERED))
+"""The alerts as PRUNED's tables (alerts_by_camera_time, migration 12, finds a camera's old ones), each pruned
+past its own cutoff: first, so the evidence of those deleted goes with the tables after them, the same round."""
+
+ALERT_STAYS = (
+    "NOT (a.captured_at < %(alerts_before)s AND NOT EXISTS (SELECT 1 FROM alert_deliveries d"
+    " WHERE d.alert_id = a.alert_id AND d.status IN ('pending', 'sending')))"
+)
+"""An alert a dry run leaves in place that the prune would not delete: what only the alerts it would delete
+cite is counted as the prune would delete it."""
+
+
+def with_alerts_staying(kept_unless: str) -> str:
+    """A rule of PRUNED whose alerts are those ALERT_STAYS keeps (a dry run's count, the alerts still there)."""
+    return kept_unless.replace("FROM alerts a WHERE ", f"FROM alerts a WHERE {ALERT_STAYS} AND ")
+
+
 DELETE_BATCH = """
 DELETE FROM {table} WHERE {key} IN (
     SELECT {key} FROM {table} t WHERE camera_id = %(camera)s AND {time} < %(cutoff)s AND {kept_unless}
@@ -98,7 +123,7 @@ COUNT = "SELECT count(*) FROM {table} t WHERE camera_id = %(camera)s AND {time} 
 class Pruned:
     """Rows deleted (or, on a dry run, that would be) per table."""
 
-    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRUNED, 0))
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*PRUNED, "alerts", *AUDIT_TIMES), 0))
     snapshots_left: list[str] = field(default_factory=list)
     """Snapshot files of deleted sightings left on disk, each with why."""
     stopped: bool = False
@@ -123,43 +148,72 @@ def _probe_by_index(connection: psycopg.Connection) -> None:
 
 
 def prune_logs(
-    pool: ConnectionPool, cutoff: datetime, dry_run: bool = False, stop: threading.Event | None = None
+    pool: ConnectionPool,
+    cutoff: datetime | None,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
+    alerts_before: datetime | None = None,
+    audit_before: datetime | None = None,
 ) -> Pruned:
-    """Delete the rows captured before `cutoff` (or count them, `dry_run`), but what alerts cite, and the
-    snapshot files of the sightings deleted, batch by batch as each commits (`_delete_snapshots`: those it
-    keeps or cannot delete are named in `Pruned.snapshots_left`); `stop` set ends it after the batch in
+    """Delete the alerts captured before `alerts_before` (but those still being delivered), then the rows
+    captured before `cutoff` (or count them, `dry_run`), but what the alerts left cite, and the snapshot
+    files of the sightings deleted, batch by batch as each commits (`_delete_snapshots`: those it keeps or
+    cannot delete are named in `Pruned.snapshots_left`); then the audit records made before `audit_before`
+    (common/audit_retention.py). A cutoff of None: that data kept. `stop` set ends it after the batch in
     hand (`Pruned.stopped`): a prune of millions of rows started by mistake went on to the end whatever
     signal it was sent (a review)."""
     pruned = Pruned()
-    for table, (key, time_column, kept_unless) in PRUNED.items():
+    tables = [(*ALERTS, alerts_before)] if alerts_before is not None else []
+    tables += [(table, rule, cutoff) for table, rule in PRUNED.items() if cutoff is not None]
+    for table, (key, time_column, kept_unless), before in tables:
+        if dry_run and alerts_before is not None and table in PRUNED:
+            kept_unless = with_alerts_staying(kept_unless)
         parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "time": sql.Identifier(time_column),
                  "kept_unless": sql.SQL(kept_unless), "returned": sql.Identifier(RETURNED.get(table, key))}  # fmt: skip
         with pool.connection() as connection:
             cameras = [row[0] for row in connection.execute(sql.SQL(CAMERAS).format(**parts))]
         for camera in cameras:
-            values = {"camera": camera, "cutoff": cutoff, "rows": BATCH_ROWS}
+            values = {"camera": camera, "cutoff": before, "rows": BATCH_ROWS, "alerts_before": alerts_before}
             if dry_run:
                 with pool.connection() as connection:
                     _probe_by_index(connection)
                     row = connection.execute(sql.SQL(COUNT).format(**parts), values).fetchone()
                 pruned.rows[table] += int(row[0]) if row else 0
-                continue
-            while True:
-                if stop is not None and stop.is_set():
-                    pruned.stopped = True
-                    return pruned
-                with pool.connection() as connection:  # one batch a transaction: locks held briefly
-                    _probe_by_index(connection)
-                    gone = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).fetchall()
-                deleted = len(gone)  # committed: the snapshots they name may go
-                pruned.rows[table] += deleted
-                if table in RETURNED:
-                    _delete_snapshots([path for (path,) in gone if isinstance(path, str) and path], pruned, True)
-                if deleted < BATCH_ROWS:
-                    break
+            elif not _delete_camera(pool, table, parts, values, pruned, stop):
+                pruned.stopped = True
+                return pruned
+    if audit_before is not None:
+        pruned.stopped = not prune_audit(pool, audit_before, pruned.rows, dry_run, stop)
+        if pruned.stopped:
+            return pruned
     if not dry_run:
         pruned.counts_merged = _merge_frame_counts(pool)
     return pruned
+
+
+def _delete_camera(
+    pool: ConnectionPool,
+    table: str,
+    parts: dict[str, sql.Composable],
+    values: dict[str, object],
+    pruned: Pruned,
+    stop: threading.Event | None,
+) -> bool:
+    """Delete a camera's rows of `table` (DELETE_BATCH of `parts`, `values`) batch by batch, into `pruned`, and
+    the snapshots of the sightings deleted as each batch commits; False where `stop` ended it between two."""
+    while True:
+        if stop is not None and stop.is_set():
+            return False
+        with pool.connection() as connection:  # one batch a transaction: locks held briefly
+            if table in PRUNED:  # checked against the alerts
+                _probe_by_index(connection)
+            gone = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).fetchall()
+        deleted = len(gone)  # committed: the snapshots they name may go
+        pruned.rows[table] += deleted
+        if table in RETURNED:
+            _delete_snapshots([path for (path,) in gone if isinstance(path, str) and path], pruned, True)
+        if deleted < BATCH_ROWS:
+            return True
 
 
 def _merge_frame_counts(pool: ConnectionPool) -> int:
@@ -176,7 +230,8 @@ def _merge_frame_counts(pool: ConnectionPool) -> int:
 SQLITE_PRUNED = {"plate_reads": "captured_at", "sightings": "last_seen"}
 """`alpr run`'s log: its tables of plate data and the time each row is pruned by (times stored as UTC
 ISO 8601 text, `datetime.isoformat()`'s: compared as text with the cutoff in the same form; a cutoff in
-SQLite's own form, a space for the T, kept a day's rows past it). Its audit records are never pruned."""
+SQLite's own form, a space for the T, kept a day's rows past it). Its audit records go by their own cutoff
+(common/audit_retention.py)."""
 
 SNAPSHOT_FOLDER = "sightings"
 """The folder `alpr run` writes its sightings' snapshots in (alpr/standalone_output.Snapshots)."""
@@ -230,6 +285,7 @@ def prune_sqlite_log(
     dry_run: bool = False,
     stop: threading.Event | None = None,
     checkpoint_tries_s: float | None = None,
+    audit_before: datetime | None = None,
 ) -> Pruned:
     """Delete `alpr run`'s reads and sightings captured before `cutoff` (a sighting once all of it is),
     and the snapshot files of the sightings deleted (`snapshot_to_delete`: others are left and named in
@@ -242,22 +298,28 @@ def prune_sqlite_log(
     last batch, a prune killed between two left the snapshots of the batches done for good: the next
     prune never saw their rows; a review), and the next prune goes on. Its closing checkpoint is tried for
     `checkpoint_tries_s` (CHECKPOINT_TRIES_S when None); given up, the write-ahead log it left is named in
-    `Pruned.old_pages_left` (what it deleted stays deleted)."""
-    pruned = Pruned(dict.fromkeys(SQLITE_PRUNED, 0))
+    `Pruned.old_pages_left` (what it deleted stays deleted). Its audit records made before `audit_before`
+    go the same way, after them (None: kept)."""
+    pruned = Pruned(dict.fromkeys((*SQLITE_PRUNED, *(AUDIT_TIMES if audit_before is not None else ())), 0))
     before = cutoff.astimezone(UTC).isoformat()
     connection = connect_log(path)
     try:
         connection.execute("PRAGMA secure_delete = ON")  # whatever SQLite was built with: a deleted row's bytes zeroed
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        for table, column in SQLITE_PRUNED.items():
+        pruned_by = [(table, column, before) for table, column in SQLITE_PRUNED.items()]
+        if audit_before is not None:  # SQLite's own CURRENT_TIMESTAMP form, a space for the T
+            pruned_by += [(table, column, sqlite_audit_before(audit_before)) for table, column in AUDIT_TIMES.items()]
+        for table, column, older in pruned_by:
             if table not in tables:
                 continue
             if dry_run:
-                (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {column} < ?", (before,)).fetchone()
+                (count,) = connection.execute(f"SELECT count(*) FROM {table} WHERE {column} < ?", (older,)).fetchone()
                 pruned.rows[table] = int(count)
             else:
+                if table in AUDIT_TIMES:
+                    sqlite_audit_prunable(connection, table)
                 pruned.rows[table] = _delete_in_batches(
-                    connection, table, column, before, lambda snapshots: _delete_snapshots(snapshots, pruned), stop
+                    connection, table, column, older, lambda snapshots: _delete_snapshots(snapshots, pruned), stop
                 )
                 if stop is not None and stop.is_set():
                     pruned.stopped = True

@@ -28,6 +28,12 @@ PRUNER_RIGHTS = {
     ("sightings", "DELETE"),
     ("frames", "SELECT"),
     ("frames", "DELETE"),
+    ("alerts", "DELETE"),  # past ALPR_ALERT_RETENTION_DAYS: their deliveries go by the cascade, the owner's
+    ("alert_deliveries", "SELECT"),  # a delivery pending or being sent keeps its alert
+    ("plate_searches", "SELECT"),  # of the ids and times alone (below)
+    ("plate_searches", "DELETE"),  # past ALPR_AUDIT_RETENTION_DAYS
+    ("plate_exports", "SELECT"),
+    ("plate_exports", "DELETE"),
 }
 """All a pruner may do, written out here rather than taken from the code under test."""
 
@@ -45,12 +51,13 @@ REFUSED = (
     "UPDATE frames SET outcome = 'done'",
     "INSERT INTO alerts (alert_id, kind, camera_id, captured_at, body) VALUES ('a', 'read', 'c', now(), '{}')",
     "UPDATE alerts SET body = '{}'",
-    "DELETE FROM alerts",
     "DELETE FROM alert_deliveries",
-    "DELETE FROM plate_searches",
+    "UPDATE alert_deliveries SET status = 'failed'",
     "SELECT * FROM plate_searches",  # who looked for which plate: the owner's to audit
-    "DELETE FROM plate_exports",
+    "SELECT plate, searched_by, reason FROM plate_searches",
     "SELECT * FROM plate_exports",  # who took the log away: the owner's to audit too
+    "SELECT exported_by, reason, csv_path FROM plate_exports",
+    "UPDATE plate_searches SET reason = 'x'",
     "INSERT INTO plate_exports (exported_by, reason, exported, csv_path) VALUES ('x', 'case 1', 'reads', '/x.csv')",
     "DELETE FROM watchlist",
     "DELETE FROM camera_watermarks",
@@ -94,8 +101,15 @@ def test_the_pruner_may_read_and_delete_plate_data_and_nothing_else(postgres_url
                 pruner.execute(statement)
         with psycopg.connect(as_pruner) as pruner:  # what a prune does
             pruner.execute("SELECT count(*) FROM alerts")
-            for table in ("plate_reads", "sightings", "frames"):
+            for table in ("plate_reads", "sightings", "frames", "alerts"):
                 pruner.execute(f"DELETE FROM {table} WHERE camera_id = 'none'")
+            pruner.execute("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'")
+            pruner.execute(
+                "DELETE FROM plate_searches WHERE id IN (SELECT id FROM plate_searches WHERE searched_at < now())"
+            )
+            pruner.execute(
+                "DELETE FROM plate_exports WHERE id IN (SELECT id FROM plate_exports WHERE exported_at < now())"
+            )
 
 
 def test_granting_the_pruner_again_changes_nothing_and_takes_back_what_it_was_given_before(
@@ -178,7 +192,10 @@ def test_a_prune_by_a_role_not_granted_fails_at_its_start_in_one_line(
         assert main(["db", "prune", "--database-url", as_role(postgres_url, bare_role)]) == 2, step
         error = capsys.readouterr().err
         assert "`alpr db upgrade --grant-pruner ROLE`" in error and len(error.strip().splitlines()) == 1, step
-    assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings)" in error
+    assert (
+        "missing: DELETE alerts, DELETE frames, DELETE plate_exports, DELETE plate_reads, DELETE plate_searches,"
+        " DELETE sightings)"
+    ) in error
     # a dry run is how a prune's login is tried: one that may only read said "would delete" and exit 0
     assert main(["db", "prune", "--dry-run", "--database-url", as_role(postgres_url, bare_role)]) == 2
     captured = capsys.readouterr()
@@ -220,3 +237,45 @@ def test_a_prune_whose_role_may_not_merge_the_frame_counts_fails_at_its_start(po
         with psycopg.connect(postgres_url, autocommit=True) as admin:  # given it by name, as the grant does
             admin.execute(f"GRANT EXECUTE ON FUNCTION frame_counts_merged() TO {role}")
         assert main(["db", "prune", "--database-url", as_pruner]) == 0
+
+
+def test_a_pruner_granted_an_earlier_releases_rights_is_told_to_grant_it_again(
+    postgres_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade in place applies the migrations; the pruner keeps the rights it was granted before the
+    alerts and the audit records were pruned. Its prune is refused at the start, naming the role, what it
+    lacks and the grant to run again by that name (not a bare permission error at the first alert's batch);
+    one that keeps those records without limit needs no more than it has."""
+    from tests.common.test_retention import add_frame, remaining
+
+    with pruner_role(postgres_url) as (role, as_pruner):
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the rights of the release before
+            schema = admin.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+            for statement in (
+                "REVOKE DELETE ON {schema}.alerts FROM {role}",
+                "REVOKE ALL ON {schema}.alert_deliveries FROM {role}",
+                "REVOKE ALL ON {schema}.plate_searches FROM {role}",
+                "REVOKE ALL ON {schema}.plate_exports FROM {role}",
+            ):
+                admin.execute(statement.format(schema=schema, role=role))
+            add_frame(admin, "gate", "gate:old:0", datetime.now(UTC) - timedelta(days=40))
+        capsys.readouterr()
+        for dry_run in ([], ["--dry-run"]):
+            assert main(["db", "prune", *dry_run, "--database-url", as_pruner]) == 2
+            error = capsys.readouterr().err
+            assert error == (
+                f"alpr: error: alpr db prune: role {role} lacks rights this release's prune needs (missing: SELECT"
+                " alert_deliveries, DELETE alerts, DELETE plate_exports, SELECT plate_exports, DELETE plate_searches,"
+                " SELECT plate_searches): it was granted an earlier release's, or they were taken back; re-run"
+                f" `alpr db upgrade --grant-pruner {role}` as the schema's owner (Compose's `migrate` does at each"
+                " start), or run the prune as the owner\n"
+            )
+        assert remaining(postgres_url)["frames"] == ["gate:old:0"]  # nothing deleted
+        monkeypatch.setenv("ALPR_ALERT_RETENTION_DAYS", "0")
+        monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "0")
+        assert main(["db", "prune", "--database-url", as_pruner]) == 0  # the plate data alone: its old rights do
+        assert remaining(postgres_url)["frames"] == []
+        monkeypatch.delenv("ALPR_ALERT_RETENTION_DAYS")
+        monkeypatch.delenv("ALPR_AUDIT_RETENTION_DAYS")
+        assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", role]) == 0
+        assert main(["db", "prune", "--database-url", as_pruner]) == 0  # granted again: all of it

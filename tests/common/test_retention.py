@@ -1,7 +1,8 @@
 """`alpr db prune` on the real Postgres: reads, sightings and frame records captured before the
 retention are deleted, camera by camera in batches; what a watch-list alert cites (its frame's reads and
-record, its sighting), frames still pending and the record of plate searches stay; the pruner's role
-(`--grant-pruner`) prunes alike, the workers' role may not prune; a dry run deletes nothing."""
+record, its sighting), frames still pending, and the alerts and audit records within their own retentions
+(tests/common/test_record_retention.py) stay; the pruner's role (`--grant-pruner`) prunes alike, the
+workers' role may not prune; a dry run deletes nothing."""
 
 from __future__ import annotations
 
@@ -158,7 +159,11 @@ def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]
     assert "would delete" in capsys.readouterr().out and remaining(logged) == before
     assert unmerged_count_changes(logged) == changes  # a dry run changes nothing
     assert main(["db", "prune", "--database-url", prune_url]) == 0
-    assert capsys.readouterr().out.strip().endswith("(30 days): 14 plate_reads, 14 sightings, 13 frames")
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("deleted what was captured before") and "(30 days), alerts captured before" in out
+    assert out.endswith(
+        "(730 days): 14 plate_reads, 14 sightings, 13 frames, 0 alerts, 0 plate_searches, 0 plate_exports"
+    )
     assert unmerged_count_changes(logged) == 0  # merged by the prune: the per-minute counts are the frames'
     with psycopg.connect(logged) as db:
         counted = "SELECT camera_id, outcome, sum(frames) FROM frame_counts GROUP BY 1, 2 ORDER BY 1, 2"
@@ -177,11 +182,13 @@ def check_pruned(prune_url: str, logged: str, capsys: pytest.CaptureFixture[str]
     assert remaining(logged)["sightings"] == ["s-gate:old:5"]
 
 
-def test_no_audit_record_is_ever_pruned():
+def test_the_audit_records_are_pruned_by_their_own_retention_not_the_plate_datas():
     from common.audit import AUDIT_TABLES
+    from common.audit_retention import AUDIT_TIMES
     from common.retention import PRUNED
 
-    assert set(AUDIT_TABLES) == {"plate_searches", "plate_exports"} and not set(AUDIT_TABLES) & set(PRUNED)
+    assert set(AUDIT_TABLES) == set(AUDIT_TIMES) == {"plate_searches", "plate_exports"}
+    assert not set(AUDIT_TABLES) & set(PRUNED)
 
 
 @pytest.mark.parametrize(("setting", "flag", "named"), [
@@ -194,6 +201,7 @@ def test_a_retention_of_zero_keeps_everything(setting, flag, named, logged, caps
     refused, "must be a number above 0", though the setting's own error offers 0), for either log."""
     if setting is not None:
         monkeypatch.setenv("ALPR_RETENTION_DAYS", setting)
+    monkeypatch.setenv("ALPR_ALERT_RETENTION_DAYS", "0")  # the alerts' own (tests/common/test_record_retention.py)
     before = remaining(logged)
     kept = f"{named} is 0: plate data is kept without limit; nothing pruned\n"
     assert main(["db", "prune", *flag, "--database-url", logged]) == 0
@@ -211,7 +219,10 @@ def test_the_workers_role_may_not_prune(logged, capsys):
             assert main(["db", "prune", *dry_run, "--database-url", as_role]) == 2, dry_run
             captured = capsys.readouterr()
             assert "--grant-pruner" in captured.err and len(captured.err.strip().splitlines()) == 1, dry_run
-            assert "missing: DELETE frames, DELETE plate_reads, DELETE sightings" in captured.err  # told at the start
+            assert (
+                "missing: DELETE alerts, DELETE frames, DELETE plate_exports, SELECT plate_exports, DELETE plate_reads,"
+                " DELETE plate_searches, SELECT plate_searches, DELETE sightings)"
+            ) in captured.err  # told at the start
             assert "would delete" not in captured.out
         assert remaining(logged) == before
 
@@ -290,6 +301,8 @@ def test_a_prune_every_few_hours_serves_when_its_last_round_ended_well(logged, t
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALPR_")}
     env.update(ALPR_METRICS_PORT=str(port), ALPR_METRICS_ADDRESS="127.0.0.1", ALPR_RETENTION_DAYS=days)
+    if days == "0":  # nothing at all pruned: the alerts kept too (their own retention)
+        env.update(ALPR_ALERT_RETENTION_DAYS="0")
     log = tmp_path / "prune.log"
     process = alpr_process(env, ["db", "prune", "--every-h", "6", "--database-url", logged], log)
     try:
@@ -353,7 +366,11 @@ def test_alpr_runs_sqlite_log_is_pruned_with_its_snapshots_and_audit_records_kep
     sightings.close()
     assert main(["search", "KPX4721", "--reason", "case 1", "--sqlite", str(path)]) == 0  # an audit record
     assert main(["db", "prune", "--dry-run", "--sqlite", str(path)]) == 0
-    assert capsys.readouterr().out.strip().endswith("(30 days): 2 plate_reads, 2 sightings")
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith("(730 days): 2 plate_reads, 2 sightings, 0 plate_searches, 0 plate_exports")
+    )
     assert all(snapshot.exists() for snapshot in snapshots)
     assert main(["db", "prune", "--sqlite", str(path)]) == 0
     with sqlite3.connect(path) as connection:
@@ -412,7 +429,7 @@ def test_an_sqlite_log_deletes_only_its_own_snapshots_and_names_those_left(tmp_p
     ])  # fmt: skip
     assert main(["db", "prune", "--sqlite", str(log)]) == 1
     out, err = capsys.readouterr()
-    assert out.strip().endswith("(30 days): 0 plate_reads, 4 sightings")
+    assert out.strip().endswith("(730 days): 0 plate_reads, 4 sightings, 0 plate_searches, 0 plate_exports")
     assert f"{evidence} (not a snapshot of" in err and evidence.exists()
     assert not (real / "s2.jpg").exists() and not (own / "s3.jpg").exists()
     if root:
@@ -513,7 +530,9 @@ def test_a_postgres_prune_deletes_the_snapshots_alpr_run_wrote_and_names_those_l
         assert dry.returncode == 0 and all(file.exists() for file in (*snapshots.values(), notes)), dry.stderr
         done = subprocess.run(prune, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1, done.stderr
-    assert done.stdout.strip().endswith("(30 days): 14 plate_reads, 18 sightings, 13 frames")
+    assert done.stdout.strip().endswith(
+        "(730 days): 14 plate_reads, 18 sightings, 13 frames, 0 alerts, 0 plate_searches, 0 plate_exports"
+    )
     assert not snapshots["s-old-0"].exists() and not snapshots["s-old-1"].exists()
     assert snapshots["s-recent"].exists() and notes.exists()  # its sighting kept; not a snapshot
     left = [line for line in done.stderr.splitlines() if "snapshot left on disk" in line]
