@@ -432,18 +432,21 @@ def _add_db_parser(sub: argparse._SubParsersAction) -> None:
         metavar="ROLE",
         help="then let this role (alpr db prune's login) read what a prune reads, delete what it deletes, nothing more",
     )
-    prune = actions.add_parser("prune", help="delete the reads, sightings and frame records past their retention")
+    prune = actions.add_parser(
+        "prune", help="delete the reads, sightings, frame records, alerts and audit records past their retentions"
+    )
     prune.add_argument("--database-url", help="postgresql://...")
     prune.add_argument(
         "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
-        help="rows captured this many days ago or more (default ALPR_RETENTION_DAYS, 30; 0: kept, none pruned)",
+        help="reads, sightings, frame records captured this many days ago or more (default ALPR_RETENTION_DAYS, 30;"
+        " 0: kept, none pruned; alerts and audit records go by ALPR_ALERT_/ALPR_AUDIT_RETENTION_DAYS)",
     )  # fmt: skip
     prune.add_argument(
         "--dry-run", action="store_true", help="count the rows, delete nothing (its rights checked alike)"
     )
     prune.add_argument("--every-h", type=float, help="again every this many hours, until stopped")
     prune.add_argument(
-        "--sqlite", dest="sqlite_path", type=Path, help="`alpr run`'s SQLite log (its reads and sightings)"
+        "--sqlite", dest="sqlite_path", type=Path, help="`alpr run`'s SQLite log (its reads, sightings, audit records)"
     )
 
 
