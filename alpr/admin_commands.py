@@ -123,7 +123,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
 
     from common.metrics import Metrics
     from common.pruner_role import NOT_GRANTED, require_prune_rights
-    from common.retention import Pruned, prune_logs
+    from common.retention import PruneContendedError, Pruned, prune_logs
 
     days, kept = settings.retention_days, kept_without_limit(args)
     alert_days, audit_days = settings.alert_retention_days, settings.audit_days(retention_named(args))
@@ -148,6 +148,12 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
                           if days or alert_days or audit_days else Pruned())  # for ever)  # fmt: skip
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
+            except PruneContendedError as error:  # alerts whose deliveries were written all the while
+                if args.every_h is None:
+                    raise
+                print(f"alpr: error: {error}", file=sys.stderr, flush=True)  # no prune_succeeded: watched
+                stop.wait(args.every_h * 3600)
+                continue
             what = pruned_what(args, (cutoff, days), (alerts_before, alert_days), (audit_before, audit_days))
             report_round(pruned, what, kept, args.dry_run, metrics)
             if pruned.stopped:

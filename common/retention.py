@@ -28,6 +28,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from common.audit_retention import AUDIT_TIMES, prune_audit, sqlite_audit_before, sqlite_audit_prunable
+from common.errors import AlprError
 from common.frame_counts import MERGE_COUNTS
 from common.sqlite_log import connect_log
 
@@ -89,6 +90,25 @@ worker, the receiver was told of a hit no longer on record."""
 ALERTS = ("alerts", ("alert_id", "captured_at", ALERT_KEPT_WHILE_DELIVERED))
 """The alerts as PRUNED's tables (alerts_by_camera_time, migration 12, finds a camera's old ones), each pruned
 past its own cutoff: first, so the evidence of those deleted goes with the tables after them, the same round."""
+
+ALERT_BATCH_TRIES = 5
+"""Tries of an alerts batch that a concurrent write to one of its alerts' deliveries failed (ALERT_BATCH_ISOLATION)."""
+
+ALERT_RETRY_S = 0.2
+"""The wait before an alerts batch's next try, times the tries made."""
+
+ALERT_BATCH_ISOLATION = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+"""An alerts batch runs in one snapshot: a delivery set back to pending (`alpr replay --stage alert`) or added
+(the alert pool's receiver added) while the batch ran was deleted by the cascade with its alert, the batch's
+ALERT_KEPT_WHILE_DELIVERED having read it before the write (READ COMMITTED's statement snapshot; a review).
+Postgres now fails the batch (SerializationFailure) where such a write touches its rows, and it is tried again,
+ALERT_BATCH_TRIES times, seeing the write. No row is locked to read it (FOR UPDATE: the pruner may update none)."""
+
+
+class PruneContendedError(AlprError):
+    """An alerts batch failed ALERT_BATCH_TRIES times, deliveries of its alerts being written each time: the
+    round ends, what it deleted before staying so."""
+
 
 ALERT_STAYS = (
     "NOT (a.captured_at < %(alerts_before)s AND NOT EXISTS (SELECT 1 FROM alert_deliveries d"
@@ -204,16 +224,40 @@ def _delete_camera(
     while True:
         if stop is not None and stop.is_set():
             return False
-        with pool.connection() as connection:  # one batch a transaction: locks held briefly
-            if table in PRUNED:  # checked against the alerts
-                _probe_by_index(connection)
-            gone = connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).fetchall()
+        gone = _delete_batch(pool, table, parts, values)
         deleted = len(gone)  # committed: the snapshots they name may go
         pruned.rows[table] += deleted
         if table in RETURNED:
             _delete_snapshots([path for (path,) in gone if isinstance(path, str) and path], pruned, True)
         if deleted < BATCH_ROWS:
             return True
+
+
+def _delete_batch(
+    pool: ConnectionPool, table: str, parts: dict[str, sql.Composable], values: dict[str, object]
+) -> list[tuple[object, ...]]:
+    """One DELETE_BATCH of `table`, a transaction (its locks held briefly), committed; the rows it returned. An
+    alerts batch runs at ALERT_BATCH_ISOLATION, tried again where a delivery's write failed it (PruneContendedError
+    past ALERT_BATCH_TRIES)."""
+    for tries in range(1, ALERT_BATCH_TRIES + 1):
+        try:
+            with pool.connection() as connection:
+                if table in PRUNED:  # checked against the alerts
+                    _probe_by_index(connection)
+                else:
+                    connection.execute(ALERT_BATCH_ISOLATION)
+                return connection.execute(sql.SQL(DELETE_BATCH).format(**parts), values).fetchall()
+        except psycopg.errors.SerializationFailure:
+            if table in PRUNED:
+                raise
+            if tries < ALERT_BATCH_TRIES:
+                log.info("an alerts batch met a delivery being written (try %d): tried again", tries)
+                time.sleep(ALERT_RETRY_S * tries)
+    raise PruneContendedError(
+        f"alpr db prune: the alerts of camera {values['camera']} could not be pruned: their deliveries were written"
+        f" (`alpr replay --stage alert`, the alert worker) during each of {ALERT_BATCH_TRIES} tries: none of them"
+        " deleted in that batch; the round ended there (the next round, or prune, tries again)"
+    )
 
 
 def _merge_frame_counts(pool: ConnectionPool) -> int:
