@@ -126,7 +126,7 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
     from common.retention import PruneContendedError, Pruned, prune_logs
 
     days, kept = settings.retention_days, kept_without_limit(args)
-    alert_days, audit_days = settings.alert_retention_days, settings.audit_days(retention_named(args))
+    alert_days, audit_days = settings.alert_days(), settings.audit_days(retention_named(args))
     if not (days or alert_days or audit_days) and args.every_h is None:
         print(kept)
         return 0

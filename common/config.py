@@ -197,11 +197,13 @@ class Settings(BaseModel):
     )  # fmt: skip
     alert_retention_days: float = Field(
         defaults.ALERT_RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
-        description="Alerts older than this (none still being delivered) are deleted by `alpr db prune` (0: kept).",
+        description="Alerts older than this (none still being delivered) are deleted by `alpr db prune` (0: kept;"
+        " unset: kept too where ALPR_RETENTION_DAYS is 0).",
     )  # fmt: skip
     audit_retention_days: float = Field(
         defaults.AUDIT_RETENTION_DAYS, ge=0, le=defaults.MAX_RETENTION_DAYS,
-        description="Records of plate searches and exports older than this are deleted by `alpr db prune` (0: kept).",
+        description="Records of plate searches and exports older than this are deleted by `alpr db prune` (0: kept;"
+        " unset: ALPR_RETENTION_DAYS where that is longer).",
     )  # fmt: skip
     watch_max_distance: float = Field(
         defaults.WATCH_MAX_DISTANCE, ge=0, le=3, description="Largest plate distance of a watch-list match (O/0: 0.5)."
@@ -385,15 +387,29 @@ class Settings(BaseModel):
         cut._keep_age_cut_from_h = self.keep_max_age_h
         return cut
 
+    def alert_days(self) -> float:
+        """How long `alpr db prune` keeps a watch-list alert (0: without limit): ALPR_ALERT_RETENTION_DAYS, or
+        where it is unset ALERT_RETENTION_DAYS (365), but 0 where the plate data is kept without limit
+        (ALPR_RETENTION_DAYS or `--older-than-days` 0): a deployment that kept everything found its alerts,
+        and the evidence they cite, deleted after a year by an upgrade (a review). A value set applies."""
+        if "alert_retention_days" not in self.model_fields_set and self.retention_days == 0:
+            return 0.0
+        return self.alert_retention_days
+
     def audit_days(self, plate_days_named: str = f"{ENV_PREFIX}RETENTION_DAYS") -> float:
         """How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit):
-        ALPR_AUDIT_RETENTION_DAYS, refused (ConfigError) where shorter than the plate data's retention
+        ALPR_AUDIT_RETENTION_DAYS, refused (ConfigError) where set shorter than the plate data's retention
         (`plate_days_named`: the setting, or `--older-than-days`, that gave it): the audit is how misuse of
-        a search is found, and must outlive the data searched. Plate data kept without limit keeps the audit
-        without limit too. Checked by the prune alone, as `within_retention` is by its roles: a check in
-        every command's settings would stop the whole chain of a deployment that keeps plate data longer."""
+        a search is found, and must outlive the data searched. Unset, it is AUDIT_RETENTION_DAYS (730) or the
+        plate data's, the longer: a deployment keeping plate data 1000 days had its prune refuse to start
+        after an upgrade, its plate data kept past its retention (a review). Plate data kept without limit
+        keeps the audit without limit too. Checked by the prune alone, as `within_retention` is by its roles:
+        a check in every command's settings would stop the whole chain of a deployment that keeps plate
+        data longer."""
         if self.retention_days == 0 or self.audit_retention_days == 0:
             return 0.0
+        if "audit_retention_days" not in self.model_fields_set:
+            return max(self.audit_retention_days, self.retention_days)
         if self.audit_retention_days < self.retention_days:
             raise ConfigError(
                 f"{ENV_PREFIX}AUDIT_RETENTION_DAYS ({self.audit_retention_days:g} days) must be 0 (kept) or at least"

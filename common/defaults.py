@@ -354,11 +354,13 @@ grouped yet (no sighting, no alert for them) and frame records still being finis
 ALERT_RETENTION_DAYS = 365.0
 """How long `alpr db prune` keeps a watch-list alert (its deliveries, and through it the evidence it cites:
 its frame's record, the read alerted on, its sighting) after its capture (0: without limit); one whose
-delivery is still pending or being sent is kept until it ends."""
+delivery is still pending or being sent is kept until it ends. Unset where the plate data is kept without
+limit (ALPR_RETENTION_DAYS 0), the alerts are too (Settings.alert_days)."""
 
 AUDIT_RETENTION_DAYS = 730.0
 """How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit): at
-least as long as the plate data searched (ALPR_RETENTION_DAYS), for misuse of a search is found by them."""
+least as long as the plate data searched (ALPR_RETENTION_DAYS), for misuse of a search is found by them;
+unset, the plate data's retention where that is longer (Settings.audit_days)."""
 
 KEEP_SWEEP_S = 600
 """How often a redactor worker deletes kept frames older than the age limit."""

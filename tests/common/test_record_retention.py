@@ -95,15 +95,34 @@ def test_an_alert_retention_of_zero_keeps_every_alert_and_its_evidence(alerted, 
 
 
 def test_plate_data_kept_without_limit_still_lets_alerts_go_past_theirs(alerted, capsys, monkeypatch):
-    """Each retention its own records: ALPR_RETENTION_DAYS=0 keeps the reads, the alerts go past theirs, and
-    the audit records are kept as long as the plate data searched is (without limit)."""
+    """Each retention its own records: ALPR_RETENTION_DAYS=0 keeps the reads, the alerts go past theirs where
+    it is set, and the audit records are kept as long as the plate data searched is (without limit)."""
     monkeypatch.setenv("ALPR_RETENTION_DAYS", "0")
+    monkeypatch.setenv("ALPR_ALERT_RETENTION_DAYS", "365")
     before = remaining(alerted)
     assert main(["db", "prune", "--database-url", alerted]) == 0
     out = capsys.readouterr().out
     assert "kept without limit: plate data (ALPR_RETENTION_DAYS is 0), audit records" in out
     assert counts(out) == "0 plate_reads, 0 sightings, 0 frames, 2 alerts, 0 plate_searches, 0 plate_exports"
     assert alerts_left(alerted)[0] == ["old-pending", "old-sending", "recent"] and remaining(alerted) == before
+
+
+@pytest.mark.parametrize(("environ", "flag", "named"), [
+    ({"ALPR_RETENTION_DAYS": "0"}, [], "ALPR_RETENTION_DAYS"),
+    ({}, ["--older-than-days", "0"], "--older-than-days"),
+])  # fmt: skip
+def test_plate_data_kept_without_limit_keeps_the_alerts_too_where_their_retention_is_unset(
+    environ, flag, named, alerted, capsys, monkeypatch
+):
+    """A deployment that kept everything (ALPR_RETENTION_DAYS=0) found its alerts, and the evidence they cite,
+    deleted a year after their capture by an upgrade that added their retention (a review): unset, it follows
+    the plate data's kept without limit; set, it applies (above)."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    before = remaining(alerted), alerts_left(alerted)
+    assert main(["db", "prune", *flag, "--database-url", alerted]) == 0
+    assert capsys.readouterr().out == f"{named} is 0: plate data is kept without limit; nothing pruned\n"
+    assert (remaining(alerted), alerts_left(alerted)) == before
 
 
 def add_audit_records(url: str, searched: list[datetime], exported: list[datetime]) -> None:
@@ -208,8 +227,8 @@ def test_audit_records_past_their_retention_are_pruned_in_alpr_runs_sqlite_log(t
      " ALPR_RETENTION_DAYS (30 days)"),
     ({"ALPR_AUDIT_RETENTION_DAYS": "35"}, ["--older-than-days", "40"], "ALPR_AUDIT_RETENTION_DAYS (35 days) must"
      " be 0 (kept) or at least --older-than-days (40 days)"),
-    ({"ALPR_RETENTION_DAYS": "1000"}, [], "ALPR_AUDIT_RETENTION_DAYS (730 days) must be 0 (kept) or at least"
-     " ALPR_RETENTION_DAYS (1000 days)"),
+    ({"ALPR_RETENTION_DAYS": "1000", "ALPR_AUDIT_RETENTION_DAYS": "730"}, [], "ALPR_AUDIT_RETENTION_DAYS (730 days)"
+     " must be 0 (kept) or at least ALPR_RETENTION_DAYS (1000 days)"),
 ])  # fmt: skip
 def test_an_audit_retention_shorter_than_the_plate_datas_is_refused(
     environ, flag, named, postgres_url, tmp_path, capsys, monkeypatch
@@ -229,6 +248,37 @@ def test_an_audit_retention_shorter_than_the_plate_datas_is_refused(
     sqlite_log_with_audit(tmp_path / "reads.sqlite", [NOW - timedelta(days=800)], [])
     assert main(["db", "prune", *flag, "--sqlite", str(tmp_path / "reads.sqlite")]) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("environ", "flag"), [
+    ({"ALPR_RETENTION_DAYS": "1000"}, []),
+    ({}, ["--older-than-days", "1000"]),
+])  # fmt: skip
+def test_an_unset_audit_retention_follows_a_plate_retention_longer_than_its_default(
+    environ, flag, postgres_url, tmp_path, capsys, monkeypatch
+):
+    """A deployment keeping plate data 1000 days, ALPR_AUDIT_RETENTION_DAYS unset, had its prune refuse to
+    start after the upgrade that added the audit's retention (730 by default): Compose's `prune` restarted for
+    ever, the plate data kept past its retention (a review). Unset, the audit is kept as long as the plate data
+    is, where that is longer; only a value set shorter is refused (above)."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url) as db:
+        add_frame(db, "gate", "gate:old:0", NOW - timedelta(days=1100))
+    add_audit_records(postgres_url, [NOW - timedelta(days=1100), NOW - timedelta(days=900)], [])
+    capsys.readouterr()
+    assert main(["db", "prune", *flag, "--database-url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    assert "captured before" in out and "audit records made before" in out and out.count("(1000 days)") == 2
+    assert counts(out) == "1 plate_reads, 1 sightings, 1 frames, 0 alerts, 1 plate_searches, 0 plate_exports"
+    assert audit_left(postgres_url) == (1, 0)
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    sqlite_log_with_audit(tmp_path / "reads.sqlite", [NOW - timedelta(days=1100), NOW - timedelta(days=900)], [])
+    assert main(["db", "prune", *flag, "--sqlite", str(tmp_path / "reads.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(1000 days)") == 2
+    assert counts(out) == "0 plate_reads, 0 sightings, 1 plate_searches, 0 plate_exports"
 
 
 @pytest.mark.parametrize("setting", ["ALPR_ALERT_RETENTION_DAYS", "ALPR_AUDIT_RETENTION_DAYS"])
