@@ -116,6 +116,24 @@ def rights_in_schema(connection: psycopg.Connection, role: str, schema: str) -> 
     return {(str(name), str(right)) for name, right in connection.execute(RIGHTS, values)}
 
 
+COLUMNS_READABLE = """
+SELECT c.relname, a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(schema)s) AND c.relname = ANY(%(tables)s)
+  AND a.attnum > 0 AND NOT a.attisdropped AND has_column_privilege(%(role)s, c.oid, a.attnum, 'SELECT')
+"""
+"""The columns of the tables `tables` that `role` may read, as Postgres reckons it (a grant of the table, of
+the column, through PUBLIC or a membership): RIGHTS counts a table whose one column may be read as read."""
+
+
+def columns_readable(connection: psycopg.Connection, role: str, schema: str, tables: list[str]) -> dict[str, set[str]]:
+    """The columns of each of `tables` in `schema` that `role` may read (see COLUMNS_READABLE)."""
+    values = {"role": role, "schema": schema, "tables": tables}
+    readable: dict[str, set[str]] = {table: set() for table in tables}
+    for table, column in connection.execute(COLUMNS_READABLE, values):
+        readable[str(table)].add(str(column))
+    return readable
+
+
 def how_to_mend(role: str) -> str:
     """What to do about a role without the chain's rights: log in as the role granted them, or grant them
     (never the pruner's role: that undid its being a role apart)."""

@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from common.audit_retention import AUDIT_TIMES
-from common.db_rights import functions_run, rights_in_schema
+from common.db_rights import columns_readable, functions_run, rights_in_schema
 from common.errors import ConfigError
 from common.grants import MERGE_GRANT, check_role_exists, check_role_name, current_schema
 from common.retention import PRUNED
@@ -28,11 +28,18 @@ READ_BY_THE_PRUNE = ("schema_migrations", "alerts", *PRUNED)
 they cite is kept) and the pruned tables themselves."""
 
 ALERT_RIGHTS = {("alerts", "DELETE"), ("alert_deliveries", "SELECT")}
-"""What pruning the alerts adds (ALPR_ALERT_RETENTION_DAYS): their rows deleted, each delivery's status read
-(one pending or being sent keeps its alert); the deliveries themselves go by the cascade, as the owner."""
+"""What pruning the alerts adds (ALPR_ALERT_RETENTION_DAYS): their rows deleted, each delivery's alert and
+status read (DELIVERY_COLUMNS: one pending or being sent keeps its alert); the deliveries themselves go by
+the cascade, as the owner."""
 
 AUDIT_COLUMNS = {table: ("id", time) for table, time in AUDIT_TIMES.items()}
 """The audit records' columns the prune reads (granted these alone: not who searched, why, or the plate)."""
+
+COLUMNS_READ = {**AUDIT_COLUMNS, "alert_deliveries": ("alert_id", "status")}
+"""The tables the prune reads some columns of, and those columns, granted alone: the audit records' ids and
+times, the deliveries' alert and status (not their receivers, or the error a receiver answered: the whole
+table was granted, a review). A pruner that may read any other column of them (through PUBLIC, a membership)
+is refused the grant, naming them, as for any other right more (the table counted as read alike before)."""
 
 AUDIT_RIGHTS = {(table, right) for table in AUDIT_TIMES for right in ("SELECT", "DELETE")}
 """What pruning the audit records adds (ALPR_AUDIT_RETENTION_DAYS): SELECT of AUDIT_COLUMNS, DELETE."""
@@ -82,13 +89,16 @@ def grant_pruner(pool: ConnectionPool, role: str) -> None:
         ):
             connection.execute(sql.SQL(statement).format(schema, name))
         for table, right in sorted(pruner_rights_wanted()):
-            columns: sql.Composable = sql.SQL("")  # the audit records' ids and times alone (AUDIT_COLUMNS)
-            if right == "SELECT" and table in AUDIT_COLUMNS:
-                columns = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, AUDIT_COLUMNS[table])))
+            columns: sql.Composable = sql.SQL("")  # some columns alone (COLUMNS_READ)
+            if right == "SELECT" and table in COLUMNS_READ:
+                columns = sql.SQL(" ({})").format(sql.SQL(", ").join(map(sql.Identifier, COLUMNS_READ[table])))
             connection.execute(sql.SQL("GRANT {}{} ON {} TO {}").format(
                 sql.SQL(right), columns, sql.Identifier(schema_name, table), name))  # fmt: skip
         connection.execute(sql.SQL(MERGE_GRANT).format(schema, name))  # each round merges the frame counts
         extra = rights_in_schema(connection, role, schema_name) - pruner_rights_wanted()
+        for table, readable in columns_readable(connection, role, schema_name, list(COLUMNS_READ)).items():
+            if more := sorted(readable - set(COLUMNS_READ[table])):  # PUBLIC's SELECT, say: who searched
+                extra.add((table, f"read {', '.join(more)} of"))
         for (other,) in connection.execute(  # rights a role may SET ROLE to (a NOINHERIT membership)
             "SELECT rolname FROM pg_roles WHERE rolname <> %s AND pg_has_role(%s, oid, 'MEMBER')", (role, role)
         ).fetchall():
@@ -122,6 +132,9 @@ def require_prune_rights(pool: ConnectionPool, alerts: bool = True, audit: bool 
     with pool.connection() as connection:
         rights = rights_in_schema(connection, str(row[0]), str(row[1]))
         rights |= functions_run(connection, str(row[0]), str(row[1]), [MERGED])
+        for table, readable in columns_readable(connection, str(row[0]), str(row[1]), list(COLUMNS_READ)).items():
+            if not set(COLUMNS_READ[table]) <= readable:  # some other column alone: the prune's read fails
+                rights.discard((table, "SELECT"))
     missing = (pruner_rights_wanted(alerts, audit) | {(MERGED, "EXECUTE")}) - rights
     named = ", ".join(f"{r} {t}" for t, r in sorted(missing))
     if missing and missing <= ALERT_RIGHTS | AUDIT_RIGHTS:  # the plate data's all there: an older grant

@@ -29,7 +29,7 @@ PRUNER_RIGHTS = {
     ("frames", "SELECT"),
     ("frames", "DELETE"),
     ("alerts", "DELETE"),  # past ALPR_ALERT_RETENTION_DAYS: their deliveries go by the cascade, the owner's
-    ("alert_deliveries", "SELECT"),  # a delivery pending or being sent keeps its alert
+    ("alert_deliveries", "SELECT"),  # of its alert and status alone: a delivery pending or being sent keeps it
     ("plate_searches", "SELECT"),  # of the ids and times alone (below)
     ("plate_searches", "DELETE"),  # past ALPR_AUDIT_RETENTION_DAYS
     ("plate_exports", "SELECT"),
@@ -53,6 +53,9 @@ REFUSED = (
     "UPDATE alerts SET body = '{}'",
     "DELETE FROM alert_deliveries",
     "UPDATE alert_deliveries SET status = 'failed'",
+    "SELECT * FROM alert_deliveries",  # its alert and status alone: not whom a hit was sent to, or their answer
+    "SELECT receiver FROM alert_deliveries",
+    "SELECT last_error FROM alert_deliveries",
     "SELECT * FROM plate_searches",  # who looked for which plate: the owner's to audit
     "SELECT plate, searched_by, reason FROM plate_searches",
     "SELECT * FROM plate_exports",  # who took the log away: the owner's to audit too
@@ -103,7 +106,7 @@ def test_the_pruner_may_read_and_delete_plate_data_and_nothing_else(postgres_url
             pruner.execute("SELECT count(*) FROM alerts")
             for table in ("plate_reads", "sightings", "frames", "alerts"):
                 pruner.execute(f"DELETE FROM {table} WHERE camera_id = 'none'")
-            pruner.execute("SELECT count(*) FROM alert_deliveries WHERE status = 'pending'")
+            pruner.execute("SELECT alert_id, status FROM alert_deliveries WHERE status = 'pending'")
             pruner.execute(
                 "DELETE FROM plate_searches WHERE id IN (SELECT id FROM plate_searches WHERE searched_at < now())"
             )
@@ -159,6 +162,45 @@ def test_a_role_that_would_still_may_more_is_refused_the_pruners_grant_and_left_
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {writer}")
             admin.execute(f"DROP ROLE {writer}")
+
+
+@pytest.mark.parametrize(("table", "given", "named"), [
+    ("plate_searches", "SELECT", "read camera_id, database_user, found, plate, reason, searched_by, since, until,"
+     " within of plate_searches"),
+    ("plate_exports", "SELECT (exported_by, reason)", "read exported_by, reason of plate_exports"),
+    ("alert_deliveries", "SELECT (receiver, last_error)", "read last_error, receiver of alert_deliveries"),
+])  # fmt: skip
+def test_a_pruner_that_may_read_more_columns_through_public_is_refused_naming_them(
+    table: str, given: str, named: str, postgres_url: str, bare_role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The grant reads an audit table or the deliveries as read where one column may be: a pruner that PUBLIC
+    let read every column (who searched, for which plate and why; whom a hit was sent to) was told it may read
+    what a prune reads, nothing more (a review). It is refused, naming the columns, nothing changed."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"GRANT {given} ON {table} TO PUBLIC")
+    capsys.readouterr()
+    before = rights(postgres_url, bare_role)
+    assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", bare_role]) == 2
+    error = capsys.readouterr().err
+    assert f"role {bare_role} may still {named} (a superuser" in error and len(error.strip().splitlines()) == 1
+    assert rights(postgres_url, bare_role) == before  # the grant undone whole
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"REVOKE ALL ON {table} FROM PUBLIC")
+    assert main(["db", "upgrade", "--database-url", postgres_url, "--grant-pruner", bare_role]) == 0
+
+
+def test_a_pruner_that_may_not_read_a_deliverys_status_is_refused_at_the_start(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deliveries' alert and status are all the prune reads of them, and both it must: one column of the
+    table readable counted as the table read, and the prune failed at the first alerts batch."""
+    with pruner_role(postgres_url) as (role, as_pruner):
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE SELECT (status) ON alert_deliveries FROM {role}")
+        capsys.readouterr()
+        assert main(["db", "prune", "--database-url", as_pruner]) == 2
+        assert "(missing: SELECT alert_deliveries): it was granted an earlier release's" in capsys.readouterr().err
 
 
 def test_the_workers_and_the_pruners_role_must_be_two(
