@@ -337,9 +337,9 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
     with replaced_privately(args.csv_path) as csv_file:  # the target checked before the export is recorded
         record_export(*where, planned)
         if args.sightings:
-            count = write_and_close(open_sighting_log(*where, migrate=False), export_sightings_csv, csv_file)
+            count = write_and_close(open_sighting_log(*where), export_sightings_csv, csv_file)
         else:
-            count = write_and_close(open_plate_log(*where, migrate=False), export_csv, csv_file)
+            count = write_and_close(open_plate_log(*where), export_csv, csv_file)
     print(f"wrote {count} {planned.exported} to {args.csv_path} (export recorded)")
     return 0
 

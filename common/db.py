@@ -2,8 +2,8 @@
 sighting pool's, the migrating pool's and `alpr status`'s their own) and name (`application_name`), why a
 pool could not open, said in one line (`CannotConnectError`, told apart where Postgres refused the login for
 good), whom a pool tells whether Postgres answered (`WatchedPool`: a role's alpr_database_up), and a pool
-opened with its schema upgraded or checked current (common/schema_upgrade.py). The writes made through it
-are common/db_writes.py's, the workers' grant common/grants.py's."""
+opened with its schema checked current (common/schema_upgrade.py; only `alpr db upgrade` migrates). The
+writes made through it are common/db_writes.py's, the workers' grant common/grants.py's."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from common import defaults
 from common.credentials import mask_url
 from common.errors import ConfigError
-from common.schema_upgrade import require_schema, upgrade
+from common.schema_upgrade import require_schema
 from common.server_urls import split_password, url_problem
 
 KEEPALIVES = "SET tcp_keepalives_idle = 60; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
@@ -50,7 +50,7 @@ upgrade waiting its turn behind another was told a table was in use and gave up 
 prune failed at once behind a table a long query held (a review)."""
 
 MIGRATION_SESSION_SETTINGS = f"{EVERY_SESSION}; {UNBOUNDED_LOCK_WAITS}"
-"""The sessions of a pool that migrates (`alpr db upgrade`, a standalone run's) and prunes: their lock waits
+"""The sessions of a pool that migrates (`alpr db upgrade`'s) and prunes: their lock waits
 not bounded (UNBOUNDED_LOCK_WAITS), so a migration or a grant waits its turn at the advisory lock for as
 long as the one before it takes, as common/schema_upgrade.py intends (it bounds its own table locks with
 SET LOCAL lock_timeout), and a prune waits for the tables it deletes from rather than failing its round."""
@@ -294,18 +294,11 @@ class OpeningAttempts(logging.Filter):
         return False
 
 
-def open_upgraded_pool(url: str, password: str | None = None, role: str = "run") -> ConnectionPool:
-    """A pool on `url` with the schema upgraded on the way (the standalone run, which may be the first
-    to meet a database); its sessions' MIGRATION_SESSION_SETTINGS."""
-    pool = open_pool(url, password=password, session_settings=MIGRATION_SESSION_SETTINGS, role=role)
-    upgrade(pool)
-    return pool
-
-
 def open_current_pool(url: str, password: str | None = None, role: str = "run") -> ConnectionPool:
     """A pool on `url` whose schema must already be current (ConfigError naming `alpr db upgrade`
-    otherwise): for commands that only read, so they neither change a schema workers still use nor
-    need the rights to."""
+    otherwise): for every command but `alpr db upgrade`, `alpr run` among them, so none changes a schema
+    workers still use, out of order and without re-granting the roles (`alpr run` did, a review), nor needs
+    the rights to."""
     pool = open_pool(url, password=password, role=role)
     try:
         require_schema(pool)

@@ -15,7 +15,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from common.csv_files import write_csv
-from common.db import open_current_pool, open_upgraded_pool
+from common.db import open_current_pool
 from common.db_writes import write_through_outage
 from common.jobs import FrameRef
 from common.private_files import make_private_folders
@@ -188,14 +188,12 @@ class PostgresPlateLog:
             self.pool.close()
 
 
-def open_plate_log(
-    database_url: str | None, sqlite_path: Path, password: str | None = None, migrate: bool = True
-) -> PlateLog:
-    """Postgres when a database URL is set (schema upgraded on the way; without `migrate`, as for an
-    export, which only reads, the schema must already be current), else the SQLite file."""
+def open_plate_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> PlateLog:
+    """Postgres when a database URL is set, its schema already current (ConfigError naming `alpr db upgrade`
+    otherwise: no command but that one migrates; `alpr run` did, out of order and without re-granting the
+    roles, a review), else the SQLite file."""
     if database_url:
-        pool = open_upgraded_pool(database_url, password) if migrate else open_current_pool(database_url, password)
-        return PostgresPlateLog(pool, owns_pool=True)
+        return PostgresPlateLog(open_current_pool(database_url, password), owns_pool=True)
     return SqlitePlateLog(sqlite_path)
 
 

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from common.csv_files import write_csv
-from common.db import open_current_pool, open_upgraded_pool
+from common.db import open_current_pool
 from common.db_writes import write_through_outage
 from common.private_files import make_private_folders
 from common.sqlite_log import connect_log, reporting_locks
@@ -158,14 +158,11 @@ class PostgresSightingLog:
             self.pool.close()
 
 
-def open_sighting_log(
-    database_url: str | None, sqlite_path: Path, password: str | None = None, migrate: bool = True
-) -> SightingLog:
-    """Postgres when a database URL is set (schema upgraded on the way; without `migrate`, as for an
-    export, which only reads, the schema must already be current), else the SQLite file."""
+def open_sighting_log(database_url: str | None, sqlite_path: Path, password: str | None = None) -> SightingLog:
+    """Postgres when a database URL is set, its schema already current (ConfigError naming `alpr db
+    upgrade` otherwise: as open_plate_log), else the SQLite file."""
     if database_url:
-        pool = open_upgraded_pool(database_url, password) if migrate else open_current_pool(database_url, password)
-        return PostgresSightingLog(pool, owns_pool=True)
+        return PostgresSightingLog(open_current_pool(database_url, password), owns_pool=True)
     return SqliteSightingLog(sqlite_path)
 
 

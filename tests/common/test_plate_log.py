@@ -44,8 +44,16 @@ def test_sqlite_log_is_idempotent_and_exports(tmp_path):
         log.close()
 
 
+def upgraded(postgres_url: str) -> str:
+    """The schema at `postgres_url` migrated, as `alpr db upgrade` does (a log opened never migrates)."""
+    from alpr.cli import main
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    return postgres_url
+
+
 def test_postgres_log_is_idempotent_and_exports(tmp_path, postgres_url):
-    log = open_plate_log(postgres_url, tmp_path / "unused.sqlite")
+    log = open_plate_log(upgraded(postgres_url), tmp_path / "unused.sqlite")
     try:
         check_log(log, tmp_path)
     finally:
@@ -59,7 +67,7 @@ def test_the_cameras_a_postgres_log_remembers_are_bounded(tmp_path, postgres_url
     from common import plate_log
 
     monkeypatch.setattr(plate_log, "REMEMBERED_CAMERAS", 3)
-    log = open_plate_log(postgres_url, tmp_path / "unused.sqlite")
+    log = open_plate_log(upgraded(postgres_url), tmp_path / "unused.sqlite")
     cameras = [f"bounded-{n}" for n in range(10)]
     try:
         for camera in cameras:

@@ -21,9 +21,10 @@ from psycopg_pool import ConnectionPool
 from alpr.cli import main
 from common import defaults
 from common.config import Settings
-from common.db import open_pool, open_upgraded_pool
+from common.db import open_pool
 from common.errors import ConfigError, InputError
 from common.plate_text import plate_distance
+from common.schema_upgrade import upgrade
 from common.watchlist import WatchList
 from common.watchlist_cache import WatchListCache
 from common.watchlist_csv import MAX_CSV_BYTES, MAX_CSV_ROWS, read_csv
@@ -462,7 +463,8 @@ def test_the_cache_reloads_after_refresh_s_and_not_before(pool):
 def test_the_cache_keeps_the_last_entries_through_an_outage_and_reloads_after_it(caplog, private_postgres):
     """A Postgres of its own, stopped and started again: no raising stand-in."""
     server = private_postgres
-    pool = open_upgraded_pool(server.url)
+    pool = open_pool(server.url)
+    upgrade(pool)
     try:
         watch, clock = WatchList(pool), Clock()
         watch.add(WatchEntry("AB1", "first"))
