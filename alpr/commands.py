@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise InputError(f"--{problem.replace('_', '-', 1)}")
     if args.out is not None and (problem := out_problem(args.source, args.out)):
         raise InputError(problem)
+    if not settings.database_url:
+        check_existing_run_log(settings.sqlite_path)
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
@@ -158,6 +161,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             " error no retry mends is logged above); what was read is logged and written: run it again to go on"
         )
     return 0
+
+
+def check_existing_run_log(sqlite_path: Path) -> None:
+    """ConfigError, before anything is created or changed, where `alpr run`'s SQLite log names a file that
+    is there and is not a log `alpr run` wrote (check_run_log): another program's database had the plate
+    tables written beside its own and was made 0600, where export, search and prune refuse it (a review).
+    A missing or empty file is a new log: created (or filled) as ever."""
+    try:
+        there = sqlite_path.lstat()
+    except FileNotFoundError:
+        return
+    if there.st_size or not stat.S_ISREG(there.st_mode):  # a link, a folder: refused by the check too
+        check_run_log(sqlite_path)
 
 
 def out_problem(source: str, out: Path) -> str | None:

@@ -6,6 +6,7 @@ and without re-granting the roles, where every other command says to run `alpr d
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import psycopg
 
 from alpr.cli import main
 from common.migrations import MIGRATIONS
+from tests.alpr.test_export import mode, write_log
 
 VERSIONS = [version for version, _ in MIGRATIONS]
 
@@ -27,8 +29,42 @@ def black_clip(path: Path) -> Path:
     return path
 
 
+def tables(path: Path) -> list[str]:
+    with sqlite3.connect(path) as connection:
+        return sorted(name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+
+
 def run(clip: Path, tmp_path: Path, *log: str) -> int:
     return main(["run", str(clip), "--out", str(tmp_path / "out"), "--no-progress", *log])
+
+
+def test_another_programs_sqlite_database_is_refused_and_left_as_it_was(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    clip, app = black_clip(tmp_path / "clip.mp4"), tmp_path / "app.db"
+    with sqlite3.connect(app) as connection:
+        connection.execute("CREATE TABLE users (name TEXT)")
+        connection.execute("INSERT INTO users VALUES ('alice')")
+    app.chmod(0o644)
+    before = app.read_bytes()
+    assert run(clip, tmp_path, "--sqlite", str(app)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"alpr: error: {app} is not an alpr run log (it has none of its tables): --sqlite or" \
+        " ALPR_SQLITE_PATH names the SQLite log file", err  # fmt: skip
+    assert app.read_bytes() == before and mode(app) == 0o644 and tables(app) == ["users"]
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "clip.mp4"]
+
+
+def test_a_new_an_empty_and_an_existing_run_log_are_written(tmp_path, capsys, monkeypatch):
+    """The positive control: the check refuses only a file that is there, not empty, and no run log."""
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    clip, new, empty = black_clip(tmp_path / "clip.mp4"), tmp_path / "new.sqlite", tmp_path / "empty.sqlite"
+    empty.touch()
+    existing = write_log(tmp_path / "existing.sqlite", ["KPX4721"])
+    for log in (new, empty, existing):
+        assert run(clip, tmp_path, "--sqlite", str(log)) == 0, capsys.readouterr().err
+        assert {"plate_reads", "sightings"} <= set(tables(log)) and mode(log) == 0o600
+    with sqlite3.connect(existing) as connection:
+        assert connection.execute("SELECT plate_text FROM plate_reads").fetchall() == [("KPX4721",)]
 
 
 def schema_tables(url: str) -> set[str]:
