@@ -141,6 +141,13 @@ def _new_file(text: str) -> Path:
     return path
 
 
+def _folder(text: str) -> Path:
+    """An argparse type: a folder's name, never empty (`alpr run --out ''` wrote into the working folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty: name a folder (`.` for this one)")
+    return Path(text)
+
+
 def _device(text: str) -> str:
     """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
     if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
@@ -252,7 +259,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         " command line, which every user of the host can read (ps)",
     )  # fmt: skip
     run.add_argument("--camera-id", help="camera id logged with each read (default: the source's name)")
-    run.add_argument("--out", type=Path, default=Path("out"), help="folder for the redacted video or frames")
+    run.add_argument("--out", type=_folder, default=Path("out"), help="folder for the redacted video or frames")
     run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")
     run.add_argument("--roi", type=parse_roi, help="region of interest polygon: 'x,y x,y x,y ...'")
     run.add_argument(

@@ -187,8 +187,25 @@ def out_problem(source: str, out: Path) -> str | None:
         return f"--out {ascii(str(out))[1:-1][:300]} is not valid UTF-8: name another folder"
     if out.exists() and not out.is_dir():
         return f"--out {out} is a file: name a folder for the redacted output"
+    if problem := unmade_folder(out):
+        return f"--out {out} cannot be made: {problem}: name another folder"
     if clash := written_over(Path(source), out):
         return f"the source {source} is {clash}, which the run writes: name another --out folder"
+    return None
+
+
+def unmade_folder(folder: Path) -> str | None:
+    """Why the missing `folder` cannot be made, where that is known before trying: the nearest path above it
+    that is there is a file (`/etc/hostname/x`: a bare `NotADirectoryError: [Errno 20] ...` was the message,
+    a review), or a folder this user may not write in; None otherwise (what fails only when tried, `/proc/x`,
+    is said by RedactedWriter)."""
+    if folder.exists():
+        return None
+    above = next((each for each in folder.absolute().parents if each.exists()), Path("/"))
+    if not above.is_dir():
+        return f"{above} is a file, not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"this user may not write in {above}"
     return None
 
 

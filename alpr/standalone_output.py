@@ -85,7 +85,14 @@ class RedactedWriter:
 
     def __init__(self, out_dir: Path, as_frames: bool, fps: float) -> None:
         refuse_shared_folder(out_dir, "the redacted frames")
-        make_private_folders(out_dir)  # redacted frames still show cars, faces and places
+        try:
+            make_private_folders(out_dir)  # redacted frames still show cars, faces and places
+        except OSError as error:  # `--out /proc/x`: a bare `FileNotFoundError: [Errno 2] ...` (a review)
+            made = Path(error.filename or out_dir)
+            raise OutputError(
+                f"--out {out_dir} cannot be made: no folder {made.name} could be made in {made.parent}"
+                f" ({error.strerror or error}): name another folder"
+            ) from None
         self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import psycopg
+import pytest
 
 from alpr.cli import main
 from common.migrations import MIGRATIONS
@@ -89,3 +90,26 @@ def test_an_unmigrated_or_older_postgres_schema_is_refused_and_not_migrated(tmp_
         db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (VERSIONS[-1],))
     assert run(clip, tmp_path, "--database-url", postgres_url) == 0  # the positive control: current, it runs
     assert "3 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        ("/etc/hostname/x", "--out /etc/hostname/x cannot be made: /etc/hostname is a file, not a folder"),
+        ("/proc/x", "--out /proc/x cannot be made: no folder x could be made in /proc (No such file or directory)"),
+    ],
+)
+def test_an_out_folder_that_cannot_be_made_is_said_in_words(out, says, tmp_path, capsys):
+    clip = black_clip(tmp_path / "clip.mp4")
+    assert main(["run", str(clip), "--out", out, "--sqlite", str(tmp_path / "r.sqlite"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"alpr: error: {says}") and "Error" not in err[0], err
+
+
+def test_an_empty_out_is_refused_and_nothing_written_in_the_working_folder(tmp_path, capsys, monkeypatch):
+    clip = black_clip(tmp_path / "clip.mp4")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(clip), "--out", "", "--sqlite", "r.sqlite", "--no-progress"])
+    assert exited.value.code == 2 and "argument --out: empty: name a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
