@@ -18,7 +18,7 @@ from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
-from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS
+from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS, rounds_to_zero
 from common.credentials import mask_url
 from common.jobs import MAX_COORDINATE
 
@@ -76,6 +76,8 @@ def _positive_at_most(maximum: float, zero: bool = False) -> Callable[[str], flo
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
+        if rounds_to_zero(text):  # `--older-than-days 1e-400` was 0, kept without limit; 0.000001 refused
+            raise argparse.ArgumentTypeError(f"{mask_url(text)[:40]!r} is not 0, yet too small to tell from it")
         if zero and value == 0:
             return 0.0
         if not (value > 0 and math.isfinite(value)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -86,6 +87,15 @@ def default_keep_dir() -> Path:
     return data_folder("kept").absolute()
 
 
+def rounds_to_zero(text: str) -> bool:
+    """Whether the number `text` is not 0 yet reads as 0 as a float (`1e-400`, `-1e-400`): taken for 0, a
+    retention of it was "kept without limit", where 0.000001 is refused (a review)."""
+    try:
+        return float(text) == 0 and Decimal(text.strip().replace("_", "")) != 0
+    except (ValueError, InvalidOperation):
+        return False
+
+
 class Settings(BaseModel):
     """Every setting of every role. Environment variable: ALPR_ + the field name in capitals."""
 
@@ -160,7 +170,7 @@ class Settings(BaseModel):
         description="Comma-separated hosts of Redis or Postgres reached without TLS knowingly, within this host's own"
         " network (a compose network's service names): not warned of at start.",
     )
-    frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis.")
+    frame_ttl_s: int = Field(defaults.FRAME_TTL_S, ge=1, description="Lifetime of a raw frame in Redis, a day at most.")
     jpeg_quality: int = Field(defaults.JPEG_QUALITY, ge=30, le=100, description="JPEG quality in the frame store.")
     frames_per_job: int = Field(
         defaults.FRAMES_PER_JOB, ge=1, le=defaults.MAX_FRAMES_PER_JOB, description="Frames per detect job."
@@ -247,6 +257,24 @@ class Settings(BaseModel):
         if not path.is_absolute():
             raise ValueError(f"must be an absolute path (a process's working directory is no place for it): {path}")
         return path
+
+    @field_validator("retention_days", "alert_retention_days", "audit_retention_days", mode="before")
+    @classmethod
+    def retention_not_rounded_to_zero(cls, days: object) -> object:
+        if isinstance(days, str) and rounds_to_zero(days):
+            raise ValueError(f"{days.strip()[:40]} is not 0, yet too small to tell from it (read as 0: kept without"
+                             f" limit): give 0, or at least {defaults.MIN_RETENTION_DAYS:g} day")  # fmt: skip
+        return days
+
+    @field_validator("frame_ttl_s")
+    @classmethod
+    def frame_ttl_bounded(cls, ttl_s: int) -> int:
+        if ttl_s > defaults.MAX_FRAME_TTL_S:
+            raise ValueError(
+                f"must be at most {defaults.MAX_FRAME_TTL_S} s (a day), got {ttl_s}: a stored frame (a camera's image,"
+                " plates unblurred) is kept only until its jobs have run"
+            )
+        return ttl_s
 
     @field_validator("retention_days")
     @classmethod

@@ -237,6 +237,12 @@ FRAME_TTL_S = 600
 """Seconds a raw frame may live in the frame store before Redis deletes it: long enough for the job of
 a job that failed or whose worker died to run again (at least JOB_TIMEOUT_S + RECOVERY_S, checked at start)."""
 
+MAX_FRAME_TTL_S = 86400
+"""The longest ALPR_FRAME_TTL_S (a day), refused at start above it: a stored frame holds a camera's image,
+plates unblurred, in Redis's memory, wanted only until its jobs have run (FRAME_TTL_S); and past what Redis
+accepts (SET ... EX, about 292 million years) every frame write was refused, which the ingest node took for
+Redis being down: it skipped every frame and exited 0 (a review)."""
+
 CROP_JPEG_QUALITY = 95
 """JPEG quality of the plate crops the detector hands to the OCR pool: high, they are small."""
 

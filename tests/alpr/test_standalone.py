@@ -345,6 +345,9 @@ def test_a_time_that_is_not_above_zero_is_refused_in_one_line(args, capsys):
         (["worker", "alert", "--burst", "--max-jobs", "-5"], "must be 1 or more"),
         (["worker", "alert", "--burst", "--max-jobs", "2.5"], "not a whole number"),
         (["db", "prune", "--older-than-days", "-1"], "must be 0 or a number above 0"),
+        # read as 0, "kept without limit", where 0.000001 is refused
+        (["db", "prune", "--older-than-days", "1e-400"], "'1e-400' is not 0, yet too small to tell from it"),
+        (["db", "prune", "--older-than-days=-1e-400"], "'-1e-400' is not 0, yet too small to tell from it"),
     ],
 )
 def test_a_count_or_age_no_run_can_mean_is_refused_in_one_line(args, says, capsys):

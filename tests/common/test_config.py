@@ -24,6 +24,12 @@ def test_environment_and_overrides():
         # frames would expire before a killed worker's job runs again
         ({"ALPR_JOB_TIMEOUT_S": "900", "ALPR_FRAME_TTL_S": "60"}, "ALPR_FRAME_TTL_S .60. must be at least"),
         ({"ALPR_MAX_FRAME_AGE_S": "700"}, "ALPR_MAX_FRAME_AGE_S .700. must be below ALPR_FRAME_TTL_S"),
+        # past Redis's limit every frame write was refused, taken for Redis down: every frame skipped, exit 0
+        ({"ALPR_FRAME_TTL_S": "99999999999999999"}, r"ALPR_FRAME_TTL_S: must be at most 86400 s \(a day\), got 9"),
+        ({"ALPR_FRAME_TTL_S": "86401"}, r"ALPR_FRAME_TTL_S: must be at most 86400 s"),
+        # not 0, yet read as 0: kept without limit, where 0.000001 is refused
+        ({"ALPR_RETENTION_DAYS": "1e-400"}, "ALPR_RETENTION_DAYS: 1e-400 is not 0, yet too small to tell from it"),
+        ({"ALPR_AUDIT_RETENTION_DAYS": "-1e-400"}, "ALPR_AUDIT_RETENTION_DAYS: -1e-400 is not 0, yet too small"),
         ({"ALPR_KEEP_DIR": "kept_frames"}, "ALPR_KEEP_DIR: must be an absolute path"),
         ({"ALPR_KEEP_FRAMES": "some"}, "ALPR_KEEP_FRAMES"),
         ({"ALPR_METRICS_PORT": "70000"}, "ALPR_METRICS_PORT"),
@@ -56,6 +62,13 @@ def test_environment_and_overrides():
 def test_bad_settings_name_the_variable(environ, message):
     with pytest.raises(ConfigError, match=message):
         Settings.load(environ)
+
+
+def test_the_bounds_of_frame_ttl_and_retention_take_what_they_name():
+    """The positive control of the refusals above: a day's frame TTL, and 0 however written, are taken."""
+    assert Settings.load({"ALPR_FRAME_TTL_S": "86400"}).frame_ttl_s == 86400
+    for zero in ("0", "0.0", "-0", "0e5"):
+        assert Settings.load({"ALPR_RETENTION_DAYS": zero, "ALPR_AUDIT_RETENTION_DAYS": zero}).retention_days == 0
 
 
 def test_secrets_come_from_files_and_never_show(tmp_path):
