@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.errors import ConfigError
-from common.private_files import make_private_folders
+from common.private_files import make_private_folders, refuse_open_folder_above
 from redactor_worker.kept_frames import is_camera_name, is_day_name
 
 
@@ -65,7 +65,9 @@ def check_keep_dir(keep_dir: Path) -> None:
     as it was, and another local user's camera folder, its day folder swapped for a link in a loop, had
     kept frames land in her folder, out of the sweep's reach), or when a camera or day folder in it is a
     link (the sweep follows none: frames kept through it would never be deleted, so the redactor refuses
-    to keep them)."""
+    to keep them), or when a folder above it is one others may change (refuse_open_folder_above: they could
+    swap the keep folder itself for a link)."""
+    refuse_open_folder_above(keep_dir, "kept frames", "ALPR_KEEP_DIR: ")
     try:
         make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from common.errors import ConfigError
+from common.errors import AlprError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,20 @@ def others_may_change(path: Path, what: str, harm: str) -> bool:
     return others_may_change_file(path)
 
 
+def refuse_if_others_may_change(path: Path, what: str, harm: str, error: type[AlprError] = ConfigError) -> None:
+    """`error` where users of this host but the owner of the file at `path` and root may write it
+    (others_may_change: a WARNING instead where its group looks like a host user's own seen from a container),
+    for a file an operator edits that chooses what a process does: the cameras file, a watch-list CSV,
+    `alpr run --source-file`. Each was taken at 0666: a local user could change a camera's source or region
+    of interest, or take a plate off the stolen list (a review). The message names `what` (the file, as it
+    may be shown) and the `harm` of others writing it ("they ..."), and `chmod go-w`."""
+    if others_may_change(path, what, harm):
+        raise error(
+            f"{what} may be written by other users of this host (mode {file_mode(path):04o}): {harm}; make it"
+            " writable by its owner alone: chmod go-w on it"
+        )
+
+
 def file_mode(path: Path) -> int:
     """The permission bits of the file at `path` (links followed), as `chmod` takes them."""
     return stat.S_IMODE(path.stat().st_mode)
@@ -172,19 +186,66 @@ MAX_LINK_HOPS = 40
 """Links followed from one to the next (the kernel's own limit is 40)."""
 
 
-def refuse_shared_folder(folder: Path, what: str) -> None:
+def open_folder_above(folder: Path) -> Path | None:
+    """The first folder passed through on the way to `folder` (from the root, each link on the way followed
+    as the kernel does, to its target's folders) that another user owns or others may write in without the
+    sticky bit (others_may_write); None where there is none. `folder` itself is not one of them. Whoever
+    may write in such a folder may rename the folder below it away and put a link in its place: with
+    `--out shared/out` and `shared` 0777, another user did that mid-run, and 17 of 18 sighting snapshots
+    went where the link pointed (a review). The usual safe-path rule: each folder above writable by this
+    user or root alone, or sticky (/tmp: each entry stays its owner's)."""
+    current = Path(folder.absolute().anchor)
+    pending = list(folder.absolute().parts[1:])
+    hops = 0
+    while pending:
+        if pending[0] != ".." and others_may_write(current):  # (`..` leaves it by its parent, none of theirs)
+            return current
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        following = current / part
+        if following.is_symlink() and hops < MAX_LINK_HOPS:
+            hops += 1
+            target = Path(os.readlink(following))
+            if target.is_absolute():
+                current = Path(target.anchor)
+            pending = [*target.parts[1 if target.is_absolute() else 0 :], *pending]
+            continue
+        current = following
+    return None
+
+
+def refuse_open_folder_above(folder: Path, what: str, named: str = "") -> None:
+    """ConfigError, its message begun with `named` (the setting's name and a colon, or nothing), where a
+    folder on the way to `folder`, which holds `what`, is one others may change (open_folder_above)."""
+    if (above := open_folder_above(folder)) is not None:
+        raise ConfigError(
+            f"{named}{above}, a folder on the way to {folder.absolute()}, is another user's or others may write in it"
+            f" without the sticky bit: they could rename the folder below it away and put a link in its place,"
+            f" and {what} would be written where it points; chmod o-w (and g-w, where its group has others) on"
+            f" {above}, or chmod +t on it (/tmp's sticky bit), or name a folder elsewhere"
+        )
+
+
+def refuse_shared_folder(folder: Path, what: str, named: str = "") -> None:
     """ConfigError where another user may write in `folder` (others_may_write), which holds `what`, or
-    made or may swap a link on the way to it (link_others_control)."""
+    made or may swap a link on the way to it (link_others_control), or may write in a folder above it
+    (refuse_open_folder_above); the message begun with `named`."""
     if (link := link_others_control(folder)) is not None:
         raise ConfigError(
-            f"{link} is a link another user made or may swap: {what} would be written wherever they point it;"
-            " name a folder of this user's own by its own path"
+            f"{named}{link} is a link another user made or may swap: {what} would be written wherever they point"
+            " it; name a folder of this user's own by its own path"
         )
     if others_may_write(folder):
         raise ConfigError(
-            f"{folder.absolute()} is another user's folder or others may write in it: {what} would be written where"
-            " they could swap a file for theirs or for a link; name a folder of this user's own (chmod go-w)"
+            f"{named}{folder.absolute()} is another user's folder or others may write in it: {what} would be"
+            " written where they could swap a file for theirs or for a link; name a folder of this user's own"
+            " (chmod go-w)"
         )
+    refuse_open_folder_above(folder, what, named)
 
 
 def open_private(path: Path, truncate: bool = True) -> int:

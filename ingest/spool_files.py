@@ -25,7 +25,7 @@ from pathlib import Path
 from common.errors import ConfigError
 from common.frame_log import FrameRecord, RoiDropped
 from common.jobs import FrameOutcome, FrameRef
-from common.private_files import make_private_folders
+from common.private_files import make_private_folders, refuse_shared_folder
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,10 @@ def check_spool_folder(folder: Path) -> None:
     cannot be (a file's path, a folder this user may not write, a read-only mount) stops the node at start.
     It logged a WARNING at its first record and ran on with its records in memory alone: a kill lost them
     all, and a node that sampled for a second exited 0 (a review). A later failure (a full disk) is still
-    the spool's WARNING (`Spool.open`): the node runs on, as it did."""
+    the spool's WARNING (`Spool.open`): the node runs on, as it did. A folder others may write in, or one
+    they may swap (through a folder above it they may write in, or a link of theirs), is refused
+    (refuse_shared_folder): the records would be written where they point."""
+    refuse_shared_folder(folder, "the frame records held while Postgres is away", "ALPR_LEDGER_SPOOL_DIR: ")
     try:
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is not a folder")

@@ -2,6 +2,7 @@
 `write_private` (a file written whole beside its target, then put in its place)."""
 
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -270,3 +271,35 @@ def test_a_written_file_is_on_the_disk_before_its_name_and_its_name_after(tmp_pa
         ("replace", str(frame)), ("fsync", str(tmp_path)),
     ]  # fmt: skip
     assert frame.read_bytes() == b"\xff\xd8jpeg\xff\xd9"
+
+
+def test_a_folder_above_others_may_write_in_is_found_on_the_way_links_and_all(tmp_path):
+    """With `--out shared/out` and `shared` 0777, another user renamed `out` away mid-run and put a link in
+    its place: 17 of 18 snapshots went where it pointed (a review). Every folder passed through on the way
+    counts, through links too; the folder itself does not (refuse_shared_folder's own check), nor one left by
+    `..`, nor a sticky one (/tmp)."""
+    from common.private_files import open_folder_above, refuse_shared_folder
+
+    shared, mine = tmp_path / "shared", tmp_path / "mine"
+    (shared / "deep").mkdir(parents=True)
+    mine.mkdir()
+    (mine / "link").symlink_to(shared / "deep")  # this user's own link, in its own folder, into the open one
+    (mine / "relative").symlink_to(Path("..") / "shared")
+    for path in (shared / "out", shared / "deep" / "out", mine / "link" / "out", mine / "relative" / "out"):
+        shared.chmod(0o755)
+        assert open_folder_above(path) is None
+        shared.chmod(0o777)
+        assert open_folder_above(path) == shared, path
+        with pytest.raises(ConfigError, match=re.escape(f"{shared}, a folder on the way to {path}, is another user's")):
+            refuse_shared_folder(path, "the redacted frames")
+        shared.chmod(0o1777)  # sticky: each entry stays its owner's
+        assert open_folder_above(path) is None
+        refuse_shared_folder(path, "the redacted frames")
+    shared.chmod(0o777)
+    assert open_folder_above(shared) is None  # the folder itself: others_may_write's, another message
+    assert open_folder_above(shared / ".." / "mine" / "out") is None
+    assert open_folder_above(mine / "out") is None and open_folder_above(tmp_path / "missing" / "a" / "b") is None
+    if os.geteuid() == 0:  # another user's folder above, though only they may write in it
+        shared.chmod(0o755)
+        os.chown(shared, NOBODY, NOBODY)
+        assert open_folder_above(mine / "link" / "out") == shared

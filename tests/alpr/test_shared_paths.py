@@ -1,0 +1,98 @@
+"""Paths other local users may change, refused by the real CLI (alpr.cli.main) on real files and modes: a
+folder on the way to `alpr run --out`, ALPR_KEEP_DIR or ALPR_LEDGER_SPOOL_DIR that others may write in
+without the sticky bit (they could rename the folder below it away and put a link in its place: 17 of 18
+snapshots went where such a link pointed, a review), and a file an operator edits that others may write
+(the cameras file, a watch-list CSV, `--source-file`: each was taken at 0666). The tests run as root: a
+file or folder given to another uid stands for another user's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from alpr.cli import main
+from common.queues import connect_redis, stage_queue
+from tests.alpr.test_ingest_command import one_image_camera
+
+NOBODY = 65534
+"""Another user's uid and group."""
+
+
+def open_folder(path: Path) -> Path:
+    """A folder anyone may write in, without the sticky bit (a "shared" folder made 0777)."""
+    path.mkdir(parents=True)
+    path.chmod(0o777)
+    return path
+
+
+def error_of(capsys: pytest.CaptureFixture[str]) -> str:
+    return capsys.readouterr().err.strip()
+
+
+def test_run_refuses_an_out_folder_in_a_folder_others_may_write_in(tmp_path, demo_clip, settings, capsys):
+    shared = open_folder(tmp_path / "shared")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "link").symlink_to(shared)  # this user's own link, to the open folder
+    log = ["--sqlite", str(tmp_path / "reads.sqlite"), "--no-progress", "--model-dir", str(settings.model_dir)]
+    for out in (shared / "out", tmp_path / "mine" / "link" / "out"):
+        assert main(["run", str(demo_clip[0]), "--out", str(out), *log]) == 2
+        error = error_of(capsys)
+        assert error.startswith(f"alpr: error: {shared}, a folder on the way to {out}, is another user's or others")
+        assert "chmod o-w" in error and "chmod +t" in error and "the redacted frames" in error
+        assert not out.exists()
+    shared.chmod(0o1777)  # sticky, as /tmp: accepted (a positive control)
+    assert main(["run", str(demo_clip[0]), "--out", str(shared / "out"), *log]) == 0, error_of(capsys)
+    assert (shared / "out" / "redacted.mp4").stat().st_size > 0 and list((shared / "out" / "sightings").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
+def test_run_refuses_an_out_folder_below_another_users_folder(tmp_path, demo_clip, capsys):
+    """Only its owner may write in it, but its owner is another user: they may rename what is in it."""
+    theirs = tmp_path / "bob"
+    (theirs / "cases").mkdir(parents=True)  # root's own, 0755, in bob's folder
+    os.chown(theirs, NOBODY, NOBODY)
+    out = theirs / "cases" / "out"
+    assert main(["run", str(demo_clip[0]), "--out", str(out), "--sqlite", str(tmp_path / "r.sqlite")]) == 2
+    assert f"{theirs}, a folder on the way to {out}, is another user's" in error_of(capsys)
+    assert not out.exists()
+
+
+def test_a_keep_folder_in_a_folder_others_may_write_in_stops_the_redactor(
+    redis_url, postgres_url, tmp_path, monkeypatch, capsys
+):
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    shared = open_folder(tmp_path / "shared")
+    monkeypatch.setenv("ALPR_KEEP_DIR", str(shared / "kept"))
+    worker = ["worker", "redact", "--burst", "--redis-url", redis_url, "--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(worker) == 2
+    error = error_of(capsys)
+    assert error.startswith(f"alpr: error: ALPR_KEEP_DIR: {shared}, a folder on the way to {shared / 'kept'}")
+    assert "kept frames" in error and "chmod +t" in error and not (shared / "kept").exists()
+    shared.chmod(0o1777)
+    assert main(worker) == 0 and (shared / "kept").is_dir()
+
+
+def test_a_spool_folder_others_may_change_stops_the_ingest_node(redis_url, postgres_url, tmp_path, monkeypatch, capsys):
+    """In a folder others may write in, or itself one: the node's frame records are written there while
+    Postgres is away."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    cameras = one_image_camera(tmp_path)
+    shared = open_folder(tmp_path / "shared")
+    spool = shared / "spool"
+    monkeypatch.setenv("ALPR_LEDGER_SPOOL_DIR", str(spool))
+    ingest = ["ingest", "--cameras", str(cameras), "--redis-url", redis_url, "--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(ingest) == 2
+    error = error_of(capsys)
+    assert error.startswith(f"alpr: error: ALPR_LEDGER_SPOOL_DIR: {shared}, a folder on the way to {spool}")
+    assert not spool.exists() and stage_queue(connect_redis(redis_url), "detect").count == 0
+    shared.chmod(0o755)
+    open_folder(spool)  # the spool folder itself
+    assert main(ingest) == 2
+    assert f"ALPR_LEDGER_SPOOL_DIR: {spool} is another user's folder or others may write in it" in error_of(capsys)
+    spool.chmod(0o700)
+    shared.chmod(0o1777)
+    assert main(ingest) == 0 and "gate: 1 frames queued" in capsys.readouterr().out
