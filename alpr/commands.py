@@ -21,7 +21,12 @@ from common.credentials import escape_controls, mask_url, path_digest, shown_sou
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.plate_log import PlateLog, export_csv, open_plate_log
-from common.private_files import refuse_link, replaced_privately, write_private
+from common.private_files import (
+    refuse_if_others_may_change,
+    refuse_link,
+    replaced_privately,
+    write_private,
+)
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 from common.sqlite_log import check_run_log
 from common.text_files import shown_path
@@ -99,7 +104,9 @@ def run_source(source: str | None, source_file: Path | None) -> str:
         )
     if source_file is None:
         return str(source)
-    text = read_text_file(source_file, MAX_SOURCE_FILE_BYTES, InputError, f"--source-file {source_file}")
+    label = f"--source-file {shown_path(source_file)}"
+    text = read_text_file(source_file, MAX_SOURCE_FILE_BYTES, InputError, label)
+    refuse_if_others_may_change(source_file, label, "they choose the source read (a camera of theirs)", InputError)
     given = [line.strip() for line in text.splitlines() if line.strip()]
     if len(given) != 1:
         raise InputError(f"--source-file {source_file}: holds {len(given)} lines, expected one: the source")

@@ -7,6 +7,8 @@ file or folder given to another uid stands for another user's."""
 
 from __future__ import annotations
 
+import grp
+import logging
 import os
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from tests.alpr.test_ingest_command import one_image_camera
 
 NOBODY = 65534
 """Another user's uid and group."""
+
+HOST_USER = 54321
+"""A host user's id and its own group's, neither known here (as a container sees them)."""
 
 
 def open_folder(path: Path) -> Path:
@@ -96,3 +101,67 @@ def test_a_spool_folder_others_may_change_stops_the_ingest_node(redis_url, postg
     spool.chmod(0o700)
     shared.chmod(0o1777)
     assert main(ingest) == 0 and "gate: 1 frames queued" in capsys.readouterr().out
+
+
+def test_a_cameras_file_others_may_write_is_refused(redis_url, tmp_path, capsys, caplog):
+    """A local user could change a camera's source or its region of interest (a review planted an ROI that
+    reads nothing, and the node ran on)."""
+    cameras = one_image_camera(tmp_path)
+    ingest = ["ingest", "--cameras", str(cameras), "--redis-url", redis_url]
+    cameras.chmod(0o666)
+    assert main(ingest) == 2
+    error = error_of(capsys)
+    assert error == (
+        f"alpr: error: the cameras file {cameras} may be written by other users of this host (mode 0666): they"
+        " choose what each camera reads (its source) and where plates are looked for (its roi); make it writable"
+        " by its owner alone: chmod go-w on it"
+    )
+    assert stage_queue(connect_redis(redis_url), "detect").count == 0
+    if os.geteuid() == 0:  # group-writable by a group with another member (nobody's own)
+        os.chown(cameras, -1, grp.getgrnam("nogroup").gr_gid)
+        cameras.chmod(0o664)
+        assert main(ingest) == 2 and "(mode 0664)" in error_of(capsys)
+        os.chown(cameras, HOST_USER, HOST_USER)  # umask 002, seen from a container: a WARNING
+        with caplog.at_level(logging.WARNING):
+            assert main(ingest) == 0
+        assert any("a host user's own as seen from a container" in r.getMessage() for r in caplog.records)
+        capsys.readouterr()
+    cameras.chmod(0o644)
+    assert main(ingest) == 0 and "gate: 1 frames queued" in capsys.readouterr().out
+
+
+def test_a_watch_list_file_others_may_write_is_refused_and_nothing_imported(postgres_url, tmp_path, capsys):
+    """A local user could take a plate off the stolen list before `alpr watchlist import --replace`."""
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    stolen = tmp_path / "stolen.csv"
+    stolen.write_text("plate,reason,list\nAAA111,stolen car,stolen\n")
+    stolen.chmod(0o666)
+    command = ["watchlist", "import", "--replace", str(stolen), "--database-url", postgres_url]
+    capsys.readouterr()
+    assert main(command) == 2
+    error = error_of(capsys)
+    assert error.startswith(f"alpr: error: the watch-list file {stolen} may be written by other users of this host")
+    assert "(mode 0666)" in error and "chmod go-w" in error
+    assert main(["watchlist", "list", "--database-url", postgres_url]) == 0
+    assert "AAA111" not in capsys.readouterr().out
+    stolen.chmod(0o644)
+    assert main(command) == 0 and "imported 1 entries" in capsys.readouterr().out
+
+
+def test_a_source_file_others_may_write_is_refused(tmp_path, capsys):
+    """It holds a stream's URL with its password: whoever writes it chooses what `alpr run` reads."""
+    source = tmp_path / "gate.url"
+    source.write_text("rtsp://admin:hunter2@127.0.0.1:9/live\n")
+    source.chmod(0o666)
+    run = ["run", "--source-file", str(source), "--out", str(tmp_path / "out"), "--sqlite", str(tmp_path / "r.sqlite")]
+    assert main(run) == 2
+    error = error_of(capsys)
+    assert error == (
+        f"alpr: error: --source-file {source} may be written by other users of this host (mode 0666): they choose"
+        " the source read (a camera of theirs); make it writable by its owner alone: chmod go-w on it"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r.sqlite").exists()
+    source.chmod(0o644)  # read and tried (nothing answers there): past the check
+    assert main(run) == 2
+    error = error_of(capsys)
+    assert "rtsp://127.0.0.1:9/" in error and "other users" not in error and "hunter2" not in error
