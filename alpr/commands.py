@@ -25,6 +25,7 @@ from common.private_files import (
     refuse_if_others_may_change,
     refuse_link,
     replaced_privately,
+    sqlite_side_files,
     write_private,
 )
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
@@ -408,12 +409,21 @@ def check_export_paths(sqlite_path: Path, csv_path: Path) -> None:
     """InputError or ConfigError, before anything is opened or changed, where the SQLite log to export
     is missing, is not an SQLite file (a folder, a video: their modes were changed to 0600 before SQLite
     refused them), or is the very file the CSV would replace (`--csv reads.sqlite --sqlite reads.sqlite`
-    truncated the log before reading a row)."""
+    truncated the log before reading a row), or one of the files SQLite keeps beside it (`-wal`, `-shm`,
+    `-journal`: a CSV written over the write-ahead log was deleted at the log's next close, its export
+    recorded as made, a review)."""
     if not sqlite_path.exists():
         raise InputError(f"no reads to export: {sqlite_path} does not exist")
     check_run_log(sqlite_path)
     if csv_path.exists() and os.path.samefile(csv_path, sqlite_path):
         raise InputError(f"--csv {csv_path} is the SQLite log itself: name another file for the CSV")
+    real_csv = Path(os.path.realpath(csv_path))
+    for side in sqlite_side_files(Path(os.path.realpath(sqlite_path))):  # there or not: SQLite makes them
+        if real_csv == side or (csv_path.exists() and side.exists() and os.path.samefile(csv_path, side)):
+            raise InputError(
+                f"--csv {csv_path} is {side.name}, a file SQLite keeps beside the log (its write-ahead log, its"
+                " index or its journal): the CSV would replace it, and SQLite delete it; name another file for the CSV"
+            )
 
 
 AnyLog = TypeVar("AnyLog", PlateLog, SightingLog)

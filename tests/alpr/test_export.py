@@ -75,6 +75,35 @@ def test_the_log_named_as_the_csv_is_refused_and_kept_whole(tmp_path, capsys):
         assert db.execute("SELECT count(*) FROM plate_reads").fetchone() == (2,)
 
 
+def test_a_file_sqlite_keeps_beside_the_log_named_as_the_csv_is_refused(tmp_path, capsys):
+    """`--csv reads.sqlite-wal` replaced SQLite's write-ahead log with the CSV, and the log's next close
+    deleted it: the export recorded as made, its file gone (a review). So for -shm and -journal, there
+    or not (SQLite makes them), and the write-ahead log by another name (a hard link)."""
+    log = write_log(tmp_path / "reads.sqlite", ["KPX4721", "ABC1234"])
+    for end in ("-wal", "-shm", "-journal"):
+        code, err = export(capsys, "--csv", f"{log}{end}", "--sqlite", log)
+        assert code == 2 and f"is reads.sqlite{end}, a file SQLite keeps beside the log" in err, err
+        assert not Path(f"{log}{end}").exists()
+    writer = sqlite3.connect(log)  # a run still writing: its pages in the write-ahead log, not yet in the log
+    try:
+        writer.execute("DELETE FROM plate_reads WHERE 0")
+        writer.execute("CREATE TABLE pending (x)")
+        writer.commit()
+        wal = Path(f"{log}-wal")
+        before = wal.read_bytes()
+        os.link(wal, tmp_path / "wal.csv")
+        for named in (wal, tmp_path / "wal.csv"):
+            code, err = export(capsys, "--csv", named, "--sqlite", log)
+            assert code == 2 and "a file SQLite keeps beside the log" in err, err
+        assert wal.read_bytes() == before
+    finally:
+        writer.close()
+    with sqlite3.connect(log) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'plate_exports'").fetchall() == []
+    assert export(capsys, "--csv", tmp_path / "reads.csv", "--sqlite", log)[0] == 0  # a positive control
+    assert len(list(csv.DictReader((tmp_path / "reads.csv").open()))) == 2
+
+
 def test_an_export_that_fails_leaves_the_file_at_csv_as_it_was(tmp_path, capsys):
     """A log whose reads cannot be selected (a foreign schema): the earlier CSV was emptied first."""
     log = tmp_path / "foreign.sqlite"
