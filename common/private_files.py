@@ -67,10 +67,11 @@ def others_may_write(folder: Path) -> bool:
     another user's, or writable by others, or by a group with another member, without the sticky bit
     (/tmp's, which keeps each file its owner's). There, a file checked private could be swapped for
     another's, or for a link, before a library opens it by name. A user's own private group (Debian's
-    umask 002 makes folders 775) is no one else. False when the folder is missing (it will be made 0700)."""
+    umask 002 makes folders 775) is no one else. False when the folder is missing (it will be made 0700), or
+    a file is on the way to it (making it says so: ALPR_LEDGER_SPOOL_DIR naming `clip.mp4/spool`)."""
     try:
         status = folder.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     if status.st_uid not in (os.geteuid(), 0):
         return True
