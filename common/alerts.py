@@ -29,7 +29,7 @@ from pydantic import (
 
 from common.errors import ConfigError
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.private_files import file_mode, others_may_change
+from common.private_files import others_may_change
 from common.receiver_secrets import (
     SECRET_FILE_FIELDS,
     read_secret_file,
@@ -309,11 +309,12 @@ class MqttReceiver(ReceiverConfig):
         if self.ca_file is not None and not self.uses_tls:
             raise ValueError("ca_file is for TLS: set tls: true (or port 8883)")
         harm = "they pick the brokers trusted with the password and the alerts"
-        if self.ca_file is not None and others_may_change(Path(self.ca_file), f"the MQTT ca_file {self.ca_file}", harm):
+        if self.ca_file is not None and (
+            changeable := others_may_change(Path(self.ca_file), f"the MQTT ca_file {self.ca_file}", harm)
+        ):
             raise ValueError(
-                f"ca_file {self.ca_file} may be written by other users of this host (mode"
-                f" {file_mode(Path(self.ca_file)):04o}): whoever writes it picks the brokers trusted with the"
-                " password and the alerts; make it writable by its owner alone: chmod go-w on it"
+                f"ca_file {self.ca_file} may be written by other users of this host ({changeable.why}): whoever"
+                f" writes it picks the brokers trusted with the password and the alerts; {changeable.fix}"
             )
         if self.ca_file is not None:  # one that holds no certificate failed every attempt, retried for a day
             try:

@@ -42,11 +42,10 @@ def read_secret_file(path: Path, name: str, settings: dict[str, object], file_fi
     secret = read_text_file(secret_path, MAX_SECRET_FILE_BYTES, ConfigError, f"{where} its {file_field}").strip()
     if not secret:
         raise ConfigError(f"{where} its {file_field}: the file it names is empty (or holds only spaces and line ends)")
-    if others_may_change(secret_path, f"{where} its {file_field}", f"they set the {field_name}"):
+    if changeable := others_may_change(secret_path, f"{where} its {file_field}", f"they set the {field_name}"):
         raise ConfigError(
-            f"{where} its {file_field}: the file it names may be written by other users of this host (mode"
-            f" {file_mode(secret_path):04o}): whoever writes it sets the {field_name}; make it writable by its"
-            " owner alone: chmod go-w on it"
+            f"{where} its {file_field}: the file it names may be written by other users of this host"
+            f" ({changeable.why}): whoever writes it sets the {field_name}; {changeable.fix}"
         )
     return secret
 
@@ -79,10 +78,10 @@ def refuse_if_others_may_change(path: Path) -> None:
     here (a host's, from a container) it is a WARNING (common/private_files.others_may_change, the rule of
     the secret files too): the shipped compose file checked out under umask 002 (0664, the host user's own
     group) stopped the alert pool at every start (a review)."""
-    if others_may_change(path, f"the receivers file {path}", "they choose where the alerts go"):
+    if changeable := others_may_change(path, f"the receivers file {path}", "they choose where the alerts go"):
         raise ConfigError(
-            f"{path}: other users of this host may write it (mode {file_mode(path):04o}): whoever writes it"
-            " names where the alerts go and what signs them; make it writable by its owner alone: chmod go-w on it"
+            f"{path}: other users of this host may write it ({changeable.why}): whoever writes it names where the"
+            f" alerts go and what signs them; {changeable.fix}"
         )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.private_files import file_mode, others_may_change
+from common.private_files import OWNER_ALONE, others_may_change
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 JOB_KEY_FILE_TRAILER = " \t\r\n"
@@ -26,10 +26,9 @@ def read_setting_file(variable: str, path: str) -> str:
     label = f"{variable}: the file it names"
     value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")
     setting = variable.removesuffix("_FILE")
-    if others_may_change(Path(path), label, f"they set {setting}"):  # read first: /dev/zero's 0666 is not the fault
-        mode = file_mode(Path(path))
+    if changeable := others_may_change(Path(path), label, f"they set {setting}"):  # read first: /dev/zero's 0666
         raise ConfigError(
-            f"{label} may be written by other users of this host (mode {mode:04o}): whoever writes it sets"
-            f" {setting}; make it writable by its owner alone: chmod go-w (others may still read it)"
+            f"{label} may be written by other users of this host ({changeable.why}): whoever writes it sets"
+            f" {setting}; {changeable.fix}{' (others may still read it)' if changeable.fix == OWNER_ALONE else ''}"
         )
     return value
