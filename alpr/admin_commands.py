@@ -215,7 +215,8 @@ def report_round(pruned: Pruned, what: str | None, kept: str, dry_run: bool, met
 def prune_sqlite(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr run`'s reads and sightings (and their snapshots) past the retention, once: its log was kept
     without limit whatever ALPR_RETENTION_DAYS said. Exits 1 where it left something behind: a snapshot,
-    the rows after a stop signal, or the deleted rows' old pages in a write-ahead log another process held."""
+    the rows after a stop signal, or the deleted rows' old pages in a write-ahead log another process held
+    (where it deleted rows: one that deleted none, a reader holding the log, is a WARNING, exit 0)."""
     from datetime import UTC, datetime, timedelta
 
     from common.retention import prune_sqlite_log

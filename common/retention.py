@@ -342,7 +342,9 @@ def prune_sqlite_log(
     last batch, a prune killed between two left the snapshots of the batches done for good: the next
     prune never saw their rows; a review), and the next prune goes on. Its closing checkpoint is tried for
     `checkpoint_tries_s` (CHECKPOINT_TRIES_S when None); given up, the write-ahead log it left is named in
-    `Pruned.old_pages_left` (what it deleted stays deleted). Its audit records made before `audit_before`
+    `Pruned.old_pages_left` (what it deleted stays deleted), where it deleted rows: one that deleted none
+    left no old pages (a WARNING only; it exited 1 with "the deleted rows' old pages may still be read" while
+    an export read the log: a review). Its audit records made before `audit_before`
     go the same way, after them (None: kept)."""
     pruned = Pruned(dict.fromkeys((*SQLITE_PRUNED, *(AUDIT_TIMES if audit_before is not None else ())), 0))
     before = cutoff.astimezone(UTC).isoformat()
@@ -368,8 +370,9 @@ def prune_sqlite_log(
                 if stop is not None and stop.is_set():
                     pruned.stopped = True
                     break
-        if not dry_run and not _empty_write_ahead_log(connection, path, stop, checkpoint_tries_s):
-            pruned.old_pages_left = str(path)
+        deleted = any(pruned.rows.values())  # nothing deleted: no old pages of this prune's (a WARNING only)
+        if not dry_run and not _empty_write_ahead_log(connection, path, stop, checkpoint_tries_s, deleted):
+            pruned.old_pages_left = str(path) if deleted else None
     finally:
         connection.close()
     return pruned
@@ -384,7 +387,11 @@ CHECKPOINT_TRIES_S = 30.0
 
 
 def _empty_write_ahead_log(
-    connection: sqlite3.Connection, path: Path, stop: threading.Event | None = None, tries_s: float | None = None
+    connection: sqlite3.Connection,
+    path: Path,
+    stop: threading.Event | None = None,
+    tries_s: float | None = None,
+    deleted: bool = True,
 ) -> bool:
     """The pages the prune wrote copied into the log's file and its write-ahead log emptied (a TRUNCATE
     checkpoint): until then the file kept the deleted rows' pages as they were, plates and all, for as long as
@@ -395,7 +402,8 @@ def _empty_write_ahead_log(
     `stop` (waited for as a writer waits, 60 s, with an export reading the log it held `alpr run`'s writes
     that long: a review). Returns whether the write-ahead log was emptied; where a reader still holds the
     log's old state, a WARNING names the file and what to do (no plate), and the prune exits 1 (it exited
-    0, the deleted plates still in the -wal file for as long as `alpr run` held it: a review)."""
+    0, the deleted plates still in the -wal file for as long as `alpr run` held it: a review); where it
+    `deleted` no row, the WARNING says so (an earlier prune's old pages, if any, may be there)."""
     connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_TRY_MS}")
     deadline = time.monotonic() + (CHECKPOINT_TRIES_S if tries_s is None else tries_s)
     while True:
@@ -403,7 +411,11 @@ def _empty_write_ahead_log(
         if not busy or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             break
         time.sleep(SQLITE_BATCH_PAUSE_S)  # the write lock free: a writer waiting takes it now
-    if busy:
+    if busy and not deleted:
+        log.warning("the SQLite log %s: nothing was past the retention, but a reader held it, so its write-ahead log"
+                    " was not emptied: pages an earlier prune deleted, if any, may still be read from it and %s-wal"
+                    " until SQLite's next checkpoint", path, path)  # fmt: skip
+    elif busy:
         log.warning("the SQLite log %s was pruned, but a reader held it: the deleted rows' old pages may still be"
                     " read from it and %s-wal until SQLite's next checkpoint; run the prune again once `alpr run`"
                     " (or whatever reads the log) is stopped", path, path)  # fmt: skip

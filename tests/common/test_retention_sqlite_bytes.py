@@ -152,3 +152,43 @@ def test_a_prune_whose_checkpoint_a_reader_outlasts_keeps_its_deletes_and_names_
         after.close()
     assert prune_sqlite_log(path, datetime.now(UTC) - timedelta(days=30)).old_pages_left is None  # reader gone
     assert b"OLDPL8TE" not in _bytes_of(path)
+
+
+def test_a_prune_that_deleted_nothing_while_a_reader_held_the_log_warns_and_exits_0(tmp_path, monkeypatch, capsys,
+                                                                                      caplog):  # fmt: skip
+    """Nothing past the retention, an export reading the log through the closing checkpoint: the prune exited 1
+    saying "the deleted rows' old pages may still be read", of rows it never deleted (a review). A WARNING now;
+    the same reader through a prune that deleted rows still exits 1 (a positive control)."""
+    import logging
+    import sqlite3
+
+    import common.retention
+
+    monkeypatch.setenv("ALPR_DATABASE_URL", "postgresql://alpr@127.0.0.1:1/city")
+    monkeypatch.setattr(common.retention, "CHECKPOINT_TRIES_S", 0.3)
+
+    def prune_while_read(path: Path) -> int:
+        writer = sqlite3.connect(path)  # `alpr run` wrote since: the write-ahead log holds pages
+        writer.execute("CREATE TABLE IF NOT EXISTS t(n)")
+        writer.execute("INSERT INTO t VALUES (1)")
+        writer.commit()
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM plate_reads").fetchone()  # an export reading
+            return main(["db", "prune", "--sqlite", str(path)])
+        finally:
+            reader.close()
+            writer.close()
+
+    recent = tmp_path / "recent.sqlite"
+    _log_of(recent, {"NEWPL8TE": 1})
+    with caplog.at_level(logging.WARNING, logger="common.retention"):
+        assert prune_while_read(recent) == 0
+    assert "old pages may still be read" not in capsys.readouterr().err
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warning.startswith(f"the SQLite log {recent}: nothing was past the retention, but a reader held it")
+    old = tmp_path / "old.sqlite"
+    _log_of(old, {"OLDPL8TE": 40, "NEWPL8TE": 1})
+    assert prune_while_read(old) == 1  # rows deleted, their old pages held
+    assert f"may still be read from {old} and {old}-wal" in capsys.readouterr().err
