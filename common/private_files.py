@@ -212,7 +212,8 @@ def others_may_change(path: Path, what: str, harm: str) -> Changeable | None:
     user's or others may write in it without the sticky bit (open_folder_above): they could put a file of
     theirs in its place (a 0600 secret in a 0777 folder was swapped for another user's, and read at the next
     start: a review); where another user known here owns it (a user unknown here is taken as a host's, seen
-    from a container: compose mounts a secret with the host user's id); and where its mode or its ACL lets
+    from a container: compose mounts a secret with the host user's id; so is a directory's user while its
+    lookup fails, as in unknown_group_writes); and where its mode or its ACL lets
     them (others_may_change_file: a named ACL entry showed as mode 0664 and was taken). Writable by a group
     that looks like a host user's own seen from a container (`unknown_group_writes`) it is not: a WARNING
     names `what` (never a secret file's path: it may be the secret) with the `harm` of others writing it,
