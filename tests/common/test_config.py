@@ -207,7 +207,8 @@ def test_a_secret_file_other_users_may_write_is_refused(tmp_path, variable, mode
         Settings.load({variable: str(secret)})
     assert str(refused.value) == (
         f"{variable}: the file it names may be written by other users of this host (mode {mode:04o}): whoever"
-        f" writes it sets {variable[:-5]}; make it writable by its owner alone: chmod go-w on it (others may still read it)"
+        f" writes it sets {variable[:-5]}; make it writable by its owner alone: chmod go-w on it"
+        " (others may still read it)"
     )
 
 
