@@ -177,7 +177,9 @@ class Settings(BaseModel):
     )
     max_batch_wait_ms: int = Field(defaults.MAX_BATCH_WAIT_MS, ge=0, description="Longest wait to fill a job.")
     max_queue_depth: int = Field(defaults.MAX_QUEUE_DEPTH, ge=1, description="Jobs queued before skipping.")
-    job_timeout_s: int = Field(defaults.JOB_TIMEOUT_S, ge=1, description="Longest run of one job.")
+    job_timeout_s: int = Field(
+        defaults.JOB_TIMEOUT_S, ge=1, description="Longest run of one job; below a day less the recovery time."
+    )
     db_patience_s: float = Field(
         defaults.DB_PATIENCE_S, ge=0, description="Longest wait for Postgres inside a job; below job_timeout_s."
     )
@@ -275,6 +277,18 @@ class Settings(BaseModel):
                 " plates unblurred) is kept only until its jobs have run"
             )
         return ttl_s
+
+    @field_validator("job_timeout_s")
+    @classmethod
+    def job_timeout_bounded(cls, timeout_s: int) -> int:
+        longest = defaults.MAX_FRAME_TTL_S - defaults.RECOVERY_S
+        if timeout_s > longest:
+            raise ValueError(
+                f"must be at most {longest} s (the frame TTL's maximum, {defaults.MAX_FRAME_TTL_S} s, less"
+                f" {defaults.RECOVERY_S} s of recovery), got {timeout_s}: a job's frames must outlive it and the"
+                " recovery of a killed worker's job, and no frame TTL could be long enough; lower it"
+            )
+        return timeout_s
 
     @field_validator("retention_days")
     @classmethod

@@ -27,6 +27,9 @@ def test_environment_and_overrides():
         # past Redis's limit every frame write was refused, taken for Redis down: every frame skipped, exit 0
         ({"ALPR_FRAME_TTL_S": "99999999999999999"}, r"ALPR_FRAME_TTL_S: must be at most 86400 s \(a day\), got 9"),
         ({"ALPR_FRAME_TTL_S": "86401"}, r"ALPR_FRAME_TTL_S: must be at most 86400 s"),
+        # above a day less the recovery no frame TTL could be valid: the message said to raise the TTL past its maximum
+        ({"ALPR_JOB_TIMEOUT_S": "86326"}, r"ALPR_JOB_TIMEOUT_S: must be at most 86325 s \(the frame TTL's maximum,"),
+        ({"ALPR_JOB_TIMEOUT_S": "86326", "ALPR_FRAME_TTL_S": "86400"}, r"ALPR_JOB_TIMEOUT_S: must be at most 86325"),
         # not 0, yet read as 0: kept without limit, where 0.000001 is refused
         ({"ALPR_RETENTION_DAYS": "1e-400"}, "ALPR_RETENTION_DAYS: 1e-400 is not 0, yet too small to tell from it"),
         ({"ALPR_AUDIT_RETENTION_DAYS": "-1e-400"}, "ALPR_AUDIT_RETENTION_DAYS: -1e-400 is not 0, yet too small"),
@@ -67,6 +70,8 @@ def test_bad_settings_name_the_variable(environ, message):
 def test_the_bounds_of_frame_ttl_and_retention_take_what_they_name():
     """The positive control of the refusals above: a day's frame TTL, and 0 however written, are taken."""
     assert Settings.load({"ALPR_FRAME_TTL_S": "86400"}).frame_ttl_s == 86400
+    longest = {"ALPR_JOB_TIMEOUT_S": "86325", "ALPR_FRAME_TTL_S": "86400"}
+    assert Settings.load(longest).job_timeout_s == 86325
     for zero in ("0", "0.0", "-0", "0e5"):
         assert Settings.load({"ALPR_RETENTION_DAYS": zero, "ALPR_AUDIT_RETENTION_DAYS": zero}).retention_days == 0
 
