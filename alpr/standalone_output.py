@@ -93,6 +93,7 @@ class RedactedWriter:
                 f"--out {out_dir} cannot be made: no folder {made.name} could be made in {made.parent}"
                 f" ({error.strerror or error}): name another folder"
             ) from None
+        refuse_shared_folder(out_dir, "the redacted frames", warn=False)  # made meanwhile by another user? (a review)
         self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)

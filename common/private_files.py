@@ -80,7 +80,7 @@ def others_may_write(folder: Path, host_owner: bool = False) -> bool:
         return True
     if status.st_mode & stat.S_ISVTX:
         return False
-    group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid)
+    group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid, status.st_uid)
     return bool(status.st_mode & stat.S_IWOTH) or group_writes or bool(acl_writers(folder, status))
 
 
@@ -122,7 +122,7 @@ def acl_writers(path: Path, status: os.stat_result) -> list[str]:
             continue
         if tag == ACL_USER and number not in (status.st_uid, os.geteuid(), 0):
             writers.append(f"user {user_name(number) or number}")
-        elif tag == ACL_GROUP and group_has_others(number):
+        elif tag == ACL_GROUP and group_has_others(number, status.st_uid):
             try:
                 writers.append(f"group {grp.getgrgid(number).gr_name}")
             except KeyError:
@@ -174,7 +174,7 @@ def others_may_change_file(path: Path) -> Changeable | None:
         return by_acl(writers)
     group_obj = [perm for tag, perm, _ in acl_entries(path) if tag == ACL_GROUP_OBJ]
     group_bit = bool(group_obj[0] & ACL_WRITE) if group_obj else bool(status.st_mode & stat.S_IWGRP)
-    group_writes = group_bit and bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid)
+    group_writes = group_bit and bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid, status.st_uid)
     if status.st_mode & stat.S_IWOTH or group_writes:
         return Changeable(f"mode {stat.S_IMODE(status.st_mode):04o}", OWNER_ALONE)
     return None
@@ -262,15 +262,21 @@ def file_mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def group_has_others(gid: int) -> bool:
-    """Whether group `gid` has a member other than this process's user (listed in it, or its primary
-    group); an unknown group is taken to have."""
+def group_has_others(gid: int, owner: int | None = None) -> bool:
+    """Whether group `gid` has a member other than this process's user and `owner`, the user whose file or
+    folder it is (listed in it, or its primary group); an unknown group is taken to have, as is any where
+    this process's user is unknown. The owner may write her file whatever its group: counted as another
+    through her own private group, a 0664 watch list read by root (`sudo alpr watchlist import`) was
+    refused though only she and root could write it (a review)."""
+    mine = {os.geteuid()} if owner is None else {os.geteuid(), owner}
     try:
         members = set(grp.getgrgid(gid).gr_mem)
-        me = pwd.getpwuid(os.geteuid()).pw_name
+        names = {pwd.getpwuid(os.geteuid()).pw_name}
     except KeyError:
         return True
-    return bool(members - {me}) or any(user.pw_gid == gid and user.pw_name != me for user in pwd.getpwall())
+    with contextlib.suppress(KeyError):  # an owner unknown here is listed in no group by name
+        names |= {pwd.getpwuid(owner).pw_name} if owner is not None else set()
+    return bool(members - names) or any(user.pw_gid == gid and user.pw_uid not in mine for user in pwd.getpwall())
 
 
 def link_others_control(folder: Path, hops: int = 0) -> Path | None:
@@ -305,12 +311,19 @@ def open_folder_above(folder: Path, host_owner: bool = False) -> Path | None:
     `--out shared/out` and `shared` 0777, another user did that mid-run, and 17 of 18 sighting snapshots
     went where the link pointed (a review). The usual safe-path rule: each folder above writable by this
     user or root alone, or sticky (/tmp: each entry stays its owner's). `host_owner`: others_may_write's."""
+    return next((above for above in folders_on_the_way(folder) if others_may_write(above, host_owner)), None)
+
+
+def folders_on_the_way(folder: Path) -> Iterator[Path]:
+    """Each folder passed through on the way to `folder`, from the root, each link on the way followed as the
+    kernel does, to its target's folders; `folder` itself and those left by `..` (by their parent, none of
+    theirs) are not among them."""
     current = Path(folder.absolute().anchor)
     pending = list(folder.absolute().parts[1:])
     hops = 0
     while pending:
-        if pending[0] != ".." and others_may_write(current, host_owner):  # (`..` leaves by its parent, not theirs)
-            return current
+        if pending[0] != "..":
+            yield current
         part = pending.pop(0)
         if part in ("", "."):
             continue
@@ -326,38 +339,110 @@ def open_folder_above(folder: Path, host_owner: bool = False) -> Path | None:
             pending = [*target.parts[1 if target.is_absolute() else 0 :], *pending]
             continue
         current = following
+
+
+def foreign_owner(folder: Path) -> str | None:
+    """Where `folder` is another user's (neither this process's user nor root owns it), that user ("uid
+    1000, alice"); None otherwise, or where it cannot be read."""
+    try:
+        owner = folder.stat().st_uid
+    except (OSError, ValueError):
+        return None
+    if owner in (os.geteuid(), 0):
+        return None
+    try:
+        return f"uid {owner}, {pwd.getpwuid(owner).pw_name}"
+    except KeyError:
+        return f"uid {owner}"
+
+
+def write_bits_to_remove(folder: Path) -> str:
+    """What `chmod` takes away so that only the owner of `folder` may write in it: `o-w`, `g-w` (where its group
+    has another member), or both."""
+    status = folder.stat()
+    bits = ["g-w"] if status.st_mode & stat.S_IWGRP and group_has_others(status.st_gid, status.st_uid) else []
+    return ",".join(["o-w"] * bool(status.st_mode & stat.S_IWOTH) + bits) or "go-w"
+
+
+def group_of_a_container(folder: Path) -> str | None:
+    """Where `folder` is writable by its group alone (this user's or root's, not sticky) and who else is in that
+    group cannot be told here, the group, as a WARNING names it: one that looks like a host user's own seen
+    from a container (unknown_group_writes: `docker run --user $(id -u):$(id -g)` on a checkout of mode 0775),
+    or one of this process's own groups unknown here (a Kubernetes fsGroup: the volume root:2000, mode 2775,
+    2000 among the pod's groups). Other pods given the same fsGroup may write there too: warned of, not
+    refused, as a file of such a group is (others_may_change). None otherwise."""
+    try:
+        status = folder.stat()
+    except (OSError, ValueError):
+        return None
+    if status.st_uid not in (os.geteuid(), 0) or status.st_mode & (stat.S_IWOTH | stat.S_ISVTX):
+        return None
+    if unknown_group_writes(folder) is not None:
+        return f"its group, {status.st_gid}, a host user's own as seen from a container (neither known here)"
+    try:
+        grp.getgrgid(status.st_gid)
+        return None  # known here: its members decide (group_has_others)
+    except KeyError:
+        pass
+    if status.st_mode & stat.S_IWGRP and status.st_gid in {os.getegid(), *os.getgroups()}:
+        return f"its group, {status.st_gid}, one of this process's own and not known here (a Kubernetes fsGroup)"
     return None
 
 
-def refuse_open_folder_above(folder: Path, what: str, named: str = "") -> None:
+def refuse_open_folder_above(folder: Path, what: str, named: str = "", warn: bool = True) -> None:
     """ConfigError, its message begun with `named` (the setting's name and a colon, or nothing), where a
-    folder on the way to `folder`, which holds `what`, is one others may change (open_folder_above)."""
-    if (above := open_folder_above(folder)) is not None:
+    folder on the way to `folder`, which holds `what`, is one others may change (open_folder_above). The
+    message says why: another user's folder (no mode keeps its owner out: root running in a user's checkout
+    was told to chmod it, to no avail, a review) or one others may write in (chmod). Where only its group
+    may write in it and who is in it cannot be told here (group_of_a_container), a WARNING instead (`warn`)."""
+    for above in folders_on_the_way(folder):
+        if not others_may_write(above):
+            continue
+        on_the_way = f"{named}{above}, a folder on the way to {folder.absolute()},"
+        harm = "they could rename the folder below it away and put a link in its place, and"
+        harm += f" {what} would be written where it points"
+        if (group := group_of_a_container(above)) is not None:
+            if warn:
+                log.warning(
+                    "%s may be written in by %s: if others are in it, %s; chmod g-w on it", on_the_way, group, harm
+                )
+            continue
+        if (owner := foreign_owner(above)) is not None:
+            raise ConfigError(
+                f"{on_the_way} is another user's ({owner}): {harm}; no mode keeps its owner out: run as that user, or"
+                " name a folder elsewhere (this user's or root's, as is every folder above it), or chown it to this"
+                " user where it need not stay theirs"
+            )
         raise ConfigError(
-            f"{named}{above}, a folder on the way to {folder.absolute()}, is another user's or others may write in it"
-            f" without the sticky bit: they could rename the folder below it away and put a link in its place,"
-            f" and {what} would be written where it points; chmod o-w (and g-w, where its group has others; setfacl"
-            f" -b, where an ACL lets others) on {above}, or chmod +t on it (/tmp's sticky bit), or name a folder"
-            " elsewhere"
+            f"{on_the_way} is one others may write in without the sticky bit (mode {file_mode(above):04o}): {harm};"
+            f" chmod {write_bits_to_remove(above)} on {above} (setfacl -b where an ACL lets others), or chmod +t on"
+            " it (/tmp's sticky bit), or name a folder elsewhere"
         )
 
 
-def refuse_shared_folder(folder: Path, what: str, named: str = "") -> None:
+def refuse_shared_folder(folder: Path, what: str, named: str = "", warn: bool = True) -> None:
     """ConfigError where another user may write in `folder` (others_may_write), which holds `what`, or
     made or may swap a link on the way to it (link_others_control), or may write in a folder above it
-    (refuse_open_folder_above); the message begun with `named`."""
+    (refuse_open_folder_above, which `warn`s of a group it cannot tell); the message begun with `named`, and
+    saying whether the folder is another user's (chmod cannot help) or others may write in it."""
     if (link := link_others_control(folder)) is not None:
         raise ConfigError(
             f"{named}{link} is a link another user made or may swap: {what} would be written wherever they point"
             " it; name a folder of this user's own by its own path"
         )
+    swapped = f"{what} would be written where they could swap a file for theirs or for a link"
+    if (owner := foreign_owner(folder)) is not None:
+        raise ConfigError(
+            f"{named}{folder.absolute()} is another user's folder ({owner}): {swapped}; no mode keeps its owner"
+            " out: run as that user, or name a folder of this user's own"
+        )
     if others_may_write(folder):
         raise ConfigError(
-            f"{named}{folder.absolute()} is another user's folder or others may write in it: {what} would be"
-            " written where they could swap a file for theirs or for a link; name a folder of this user's own"
-            " (chmod go-w; setfacl -b where an ACL lets others write in it)"
+            f"{named}{folder.absolute()} is a folder others may write in without the sticky bit (mode"
+            f" {file_mode(folder):04o}): {swapped}; name a folder of this user's own, or chmod"
+            f" {write_bits_to_remove(folder)} on it (setfacl -b where an ACL lets others write in it)"
         )
-    refuse_open_folder_above(folder, what, named)
+    refuse_open_folder_above(folder, what, named, warn)
 
 
 def open_private(path: Path, truncate: bool = True) -> int:

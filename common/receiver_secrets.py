@@ -62,7 +62,7 @@ def others_may_read(path: Path) -> bool:
     except (OSError, ValueError, RuntimeError):
         return False
     world = bool(status.st_mode & stat.S_IROTH) and all(_through(folder) for folder in folders)
-    group = bool(status.st_mode & stat.S_IRGRP) and group_has_others(status.st_gid)
+    group = bool(status.st_mode & stat.S_IRGRP) and group_has_others(status.st_gid, status.st_uid)
     return world or (group and all(_through(folder, status.st_gid) for folder in folders))
 
 

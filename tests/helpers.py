@@ -382,3 +382,24 @@ def as_role(postgres_url: str, role: str) -> str:
 
     parts = urlsplit(postgres_url)
     return urlunsplit(parts._replace(netloc=parts.netloc.replace("postgres@", f"{role}@")))
+
+
+def user_alone_in_own_group() -> tuple[int, int]:
+    """The uid and gid of a user of this host (root aside) whose primary group holds her alone: listed in no
+    group's members, no other user's primary group (useradd's private group, Debian's `daemon`). Skips the test
+    where there is none: a test makes no users (it would change the host's user database)."""
+    import grp
+    import pwd
+
+    import pytest
+
+    users = pwd.getpwall()
+    for user in users:
+        try:
+            group = grp.getgrgid(user.pw_gid)
+        except KeyError:
+            continue
+        sharing = [other for other in users if other.pw_gid == user.pw_gid and other.pw_uid != user.pw_uid]
+        if user.pw_uid != 0 and not group.gr_mem and not sharing:
+            return user.pw_uid, user.pw_gid
+    pytest.skip("no user of this host is alone in her own group")

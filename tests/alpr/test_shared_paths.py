@@ -17,6 +17,7 @@ import pytest
 from alpr.cli import main
 from common.queues import connect_redis, stage_queue
 from tests.alpr.test_ingest_command import one_image_camera
+from tests.helpers import user_alone_in_own_group
 
 NOBODY = 65534
 """Another user's uid and group."""
@@ -44,8 +45,8 @@ def test_run_refuses_an_out_folder_in_a_folder_others_may_write_in(tmp_path, dem
     for out in (shared / "out", tmp_path / "mine" / "link" / "out"):
         assert main(["run", str(demo_clip[0]), "--out", str(out), *log]) == 2
         error = error_of(capsys)
-        assert error.startswith(f"alpr: error: {shared}, a folder on the way to {out}, is another user's or others")
-        assert "chmod o-w" in error and "chmod +t" in error and "the redacted frames" in error
+        assert error.startswith(f"alpr: error: {shared}, a folder on the way to {out}, is one others may write in")
+        assert f"chmod o-w on {shared}, or chmod +t" in error and "the redacted frames" in error
         assert not out.exists()
     shared.chmod(0o1777)  # sticky, as /tmp: accepted (a positive control)
     assert main(["run", str(demo_clip[0]), "--out", str(shared / "out"), *log]) == 0, error_of(capsys)
@@ -60,8 +61,34 @@ def test_run_refuses_an_out_folder_below_another_users_folder(tmp_path, demo_cli
     os.chown(theirs, NOBODY, NOBODY)
     out = theirs / "cases" / "out"
     assert main(["run", str(demo_clip[0]), "--out", str(out), "--sqlite", str(tmp_path / "r.sqlite")]) == 2
-    assert f"{theirs}, a folder on the way to {out}, is another user's" in error_of(capsys)
+    error = error_of(capsys)
+    assert f"{theirs}, a folder on the way to {out}, is another user's (uid {NOBODY}, nobody)" in error
+    assert "run as that user" in error and "chmod" not in error  # no mode keeps its owner out: root was told to chmod
     assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
+def test_run_checks_the_folders_above_its_out_folder_again_once_made(tmp_path, demo_clip, monkeypatch, capsys):
+    """Checked before they were made, never after: a folder another user made in the gap, 0777, was taken as it
+    was and --out made in it (a review). The other user's mkdir is run as the writer makes its folders."""
+    import alpr.standalone_output
+
+    made = alpr.standalone_output.make_private_folders
+    shared = tmp_path / "tmp"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)  # /tmp's: anyone may make a folder in it
+
+    def theirs_first(path: Path) -> None:
+        (shared / "a").mkdir()
+        os.chown(shared / "a", NOBODY, NOBODY)
+        (shared / "a").chmod(0o777)
+        made(path)
+
+    monkeypatch.setattr(alpr.standalone_output, "make_private_folders", theirs_first)
+    out = shared / "a" / "b" / "out"
+    assert main(["run", str(demo_clip[0]), "--out", str(out), "--sqlite", str(tmp_path / "r.sqlite")]) == 2
+    assert f"alpr: error: {shared / 'a'}, a folder on the way to {out}, is another user's" in error_of(capsys)
+    assert not (out / "redacted.mp4").exists() and not (out / "sightings").exists()
 
 
 def test_a_keep_folder_in_a_folder_others_may_write_in_stops_the_redactor(
@@ -97,7 +124,7 @@ def test_a_spool_folder_others_may_change_stops_the_ingest_node(redis_url, postg
     shared.chmod(0o755)
     open_folder(spool)  # the spool folder itself
     assert main(ingest) == 2
-    assert f"ALPR_LEDGER_SPOOL_DIR: {spool} is another user's folder or others may write in it" in error_of(capsys)
+    assert f"ALPR_LEDGER_SPOOL_DIR: {spool} is a folder others may write in without the sticky bit" in error_of(capsys)
     spool.chmod(0o700)
     shared.chmod(0o1777)
     assert main(ingest) == 0 and "gate: 1 frames queued" in capsys.readouterr().out
@@ -146,6 +173,10 @@ def test_a_watch_list_file_others_may_write_is_refused_and_nothing_imported(post
     assert "AAA111" not in capsys.readouterr().out
     stolen.chmod(0o644)
     assert main(command) == 0 and "imported 1 entries" in capsys.readouterr().out
+    if os.geteuid() == 0:  # `sudo alpr watchlist import`: her file, 0664 under umask 002, her group hers alone
+        os.chown(stolen, *user_alone_in_own_group())
+        stolen.chmod(0o664)
+        assert main(command) == 0 and "imported 1 entries" in capsys.readouterr().out, error_of(capsys)
 
 
 def test_a_source_file_others_may_write_is_refused(tmp_path, capsys):

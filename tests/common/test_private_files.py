@@ -139,7 +139,7 @@ def test_a_folder_others_may_write_in_is_refused_for_plates(folder_mode, group, 
     assert others_may_write(folder) is shared
     assert not others_may_write(tmp_path / "missing")
     if shared:
-        with pytest.raises(ConfigError, match="others may write in it"):
+        with pytest.raises(ConfigError, match=f"{folder} is a folder others may write in without the sticky bit"):
             keep_private(folder / "reads.sqlite")
         assert not (folder / "reads.sqlite").exists()
 
@@ -290,7 +290,7 @@ def test_a_folder_above_others_may_write_in_is_found_on_the_way_links_and_all(tm
         assert open_folder_above(path) is None
         shared.chmod(0o777)
         assert open_folder_above(path) == shared, path
-        with pytest.raises(ConfigError, match=re.escape(f"{shared}, a folder on the way to {path}, is another user's")):
+        with pytest.raises(ConfigError, match=re.escape(f"{shared}, a folder on the way to {path}, is one others")):
             refuse_shared_folder(path, "the redacted frames")
         shared.chmod(0o1777)  # sticky: each entry stays its owner's
         assert open_folder_above(path) is None
