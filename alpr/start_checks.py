@@ -70,6 +70,7 @@ def check_keep_dir(keep_dir: Path) -> None:
     refuse_open_folder_above(keep_dir, "kept frames", "ALPR_KEEP_DIR: ")
     try:
         make_private_folders(keep_dir)  # kept frames show cars, faces and places: for the owner only
+        refuse_open_folder_above(keep_dir, "kept frames", "ALPR_KEEP_DIR: ", warn=False)  # one made meanwhile
         with tempfile.NamedTemporaryFile(dir=keep_dir, prefix=".alpr-write-check-"):
             pass
         cameras = [c for c in keep_dir.iterdir() if is_camera_name(c.name)]

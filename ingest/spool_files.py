@@ -172,11 +172,13 @@ def check_spool_folder(folder: Path) -> None:
     the spool's WARNING (`Spool.open`): the node runs on, as it did. A folder others may write in, or one
     they may swap (through a folder above it they may write in, or a link of theirs), is refused
     (refuse_shared_folder): the records would be written where they point."""
-    refuse_shared_folder(folder, "the frame records held while Postgres is away", "ALPR_LEDGER_SPOOL_DIR: ")
+    what, named = "the frame records held while Postgres is away", "ALPR_LEDGER_SPOOL_DIR: "
+    refuse_shared_folder(folder, what, named)
     try:
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it is not a folder")
         make_private_folders(folder)
+        refuse_shared_folder(folder, what, named, warn=False)  # a folder above made meanwhile by another user
         descriptor, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)  # (0600, a name no file had)
         try:
             os.write(descriptor, b"probe\n")

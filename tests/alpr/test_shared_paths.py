@@ -91,6 +91,35 @@ def test_run_checks_the_folders_above_its_out_folder_again_once_made(tmp_path, d
     assert not (out / "redacted.mp4").exists() and not (out / "sightings").exists()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
+@pytest.mark.parametrize("setting", ["ALPR_KEEP_DIR", "ALPR_LEDGER_SPOOL_DIR"])
+def test_the_keep_and_spool_folders_are_checked_again_once_made(tmp_path, monkeypatch, setting):
+    """As --out: a folder above made by another user, 0777, between the check and the making (in /tmp, where
+    anyone may make one) was used. The other user's mkdir is run as the folders are made."""
+    import alpr.start_checks
+    import ingest.spool_files
+    from common.errors import ConfigError
+
+    module = alpr.start_checks if setting == "ALPR_KEEP_DIR" else ingest.spool_files
+    check = alpr.start_checks.check_keep_dir if setting == "ALPR_KEEP_DIR" else ingest.spool_files.check_spool_folder
+    made = module.make_private_folders
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+
+    def theirs_first(path: Path) -> None:
+        (shared / "a").mkdir()
+        os.chown(shared / "a", NOBODY, NOBODY)
+        (shared / "a").chmod(0o777)
+        made(path)
+
+    monkeypatch.setattr(module, "make_private_folders", theirs_first)
+    folder = shared / "a" / "b" / "frames"
+    with pytest.raises(ConfigError, match=f"^{setting}: {shared / 'a'}, a folder on the way to {folder}, is another"):
+        check(folder)
+    assert not list(folder.iterdir())
+
+
 def test_a_keep_folder_in_a_folder_others_may_write_in_stops_the_redactor(
     redis_url, postgres_url, tmp_path, monkeypatch, capsys
 ):
