@@ -415,8 +415,8 @@ def refuse_open_folder_above(folder: Path, what: str, named: str = "", warn: boo
             )
         raise ConfigError(
             f"{on_the_way} is one others may write in without the sticky bit (mode {file_mode(above):04o}): {harm};"
-            f" chmod {write_bits_to_remove(above)} on {above} (setfacl -b where an ACL lets others), or chmod +t on"
-            " it (/tmp's sticky bit), or name a folder elsewhere"
+            f" chmod {write_bits_to_remove(above)} on {above}, or chmod +t on it (/tmp's sticky bit), or name a"
+            " folder elsewhere (setfacl -b where an ACL lets others write in it)"
         )
 
 

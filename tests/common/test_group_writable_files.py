@@ -113,19 +113,18 @@ def test_an_alpr_file_secret_follows_the_same_rule(tmp_path, caplog, mode, owner
 
 def test_a_file_of_a_user_alone_in_her_own_group_is_hers_to_write_alone(tmp_path, caplog):
     """Under Ubuntu's umask 002 her watch list, cameras file and secrets are 0664, group her own: root reading
-    them (`sudo alpr watchlist import stolen.csv`) counted her, the owner, as another member of her group and
-    refused them (a review). The same group on root's folder is another user's: she may write in it."""
+    them counted her, the owner, as another member of her group (a review): by their mode no one but she may
+    write them (root reading them still refuses them as hers, not root's: chown). The same group on root's
+    folder is another user's: she may write in it."""
     owner, group = user_alone_in_own_group()
     listed = tmp_path / "stolen.csv"
     listed.write_text("plate,reason\nKPX4721,stolen\n")
     _give(listed, 0o664, owner, group)
-    with caplog.at_level(logging.WARNING):
-        assert not others_may_change_file(listed)
+    assert not others_may_change_file(listed)  # by its mode, no one but her (and root)
+    with pytest.raises(ConfigError, match=r"make it this user's or root's own \(chown\)"):  # hers, not root's
         refuse_if_others_may_change(listed, f"the watch-list file {listed}", "they choose the plates watched for")
-    assert _warnings(caplog) == []
     listed.chmod(0o666)  # a positive control: others may write it
-    with pytest.raises(ConfigError, match="may be written by other users of this host .mode 0666."):
-        refuse_if_others_may_change(listed, f"the watch-list file {listed}", "they choose the plates watched for")
+    assert others_may_change_file(listed)
     folder = tmp_path / "roots"
     folder.mkdir()
     _give(folder, 0o775, 0, group)  # root's, writable by her group: she is another user here
