@@ -20,14 +20,9 @@ from common.config import Settings
 from common.credentials import escape_controls, mask_url, path_digest, shown_source
 from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
+from common.file_writers import refuse_if_others_may_change
 from common.plate_log import PlateLog, export_csv, open_plate_log
-from common.private_files import (
-    refuse_if_others_may_change,
-    refuse_link,
-    replaced_privately,
-    sqlite_side_files,
-    write_private,
-)
+from common.private_files import refuse_link, replaced_privately, sqlite_side_files, write_private
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 from common.sqlite_log import check_run_log
 from common.text_files import shown_path

@@ -14,13 +14,8 @@ import numpy as np
 
 from common.errors import InputError, OutputError
 from common.frame_store import encode_jpeg
-from common.private_files import (
-    create_private,
-    make_private_folders,
-    refuse_link,
-    refuse_shared_folder,
-    write_private,
-)
+from common.private_files import create_private, make_private_folders, refuse_link, write_private
+from common.shared_folders import refuse_shared_folder
 from common.types import Sighting
 from ingest.frame_source import SampledFrame
 

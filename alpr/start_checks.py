@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from common.errors import ConfigError
-from common.private_files import make_private_folders, refuse_open_folder_above
+from common.private_files import make_private_folders
+from common.shared_folders import refuse_open_folder_above
 from redactor_worker.kept_frames import is_camera_name, is_day_name
 
 

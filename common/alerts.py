@@ -28,8 +28,8 @@ from pydantic import (
 )
 
 from common.errors import ConfigError
+from common.file_writers import others_may_change
 from common.jobs import ID_PATTERN, MAX_TIMESTAMP, Strict
-from common.private_files import others_may_change
 from common.receiver_secrets import (
     SECRET_FILE_FIELDS,
     read_secret_file,

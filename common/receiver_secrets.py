@@ -17,7 +17,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.private_files import file_mode, group_has_others, others_may_change
+from common.file_writers import file_mode, group_has_others, others_may_change
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def read_secret_file(path: Path, name: str, settings: dict[str, object], file_fi
     that holds nothing else (an MQTT password of nothing loaded, and the broker refused every delivery).
     Neither the path (it may be the secret, written there by mistake) nor the secret is in a message. A
     file others may write is refused, but where its group is a host user's own as a container sees it: a
-    WARNING (common/private_files.others_may_change, the receivers file's rule: under umask 002 a secret
+    WARNING (common/file_writers.others_may_change, the receivers file's rule: under umask 002 a secret
     file was refused there, the receivers file beside it not; a review)."""
     where = f"{path}: receiver {name}:"
     if field_name in settings:
@@ -75,7 +75,7 @@ def refuse_if_others_may_change(path: Path) -> None:
     """ConfigError where other users of this host may write the receivers file at `path`: whoever writes it
     names where alerts go (a URL of theirs gets every plate) and the secret files they are signed with. It
     was taken whatever its mode, while a secret file others may write was refused. Writable by a group unknown
-    here (a host's, from a container) it is a WARNING (common/private_files.others_may_change, the rule of
+    here (a host's, from a container) it is a WARNING (common/file_writers.others_may_change, the rule of
     the secret files too): the shipped compose file checked out under umask 002 (0664, the host user's own
     group) stopped the alert pool at every start (a review)."""
     if changeable := others_may_change(path, f"the receivers file {path}", "they choose where the alerts go"):

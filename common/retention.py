@@ -285,9 +285,9 @@ def snapshot_to_delete(named: str) -> str | None:
     """Why the snapshot file a deleted sighting names is left where it is, or None where it is one `alpr
     run` wrote and may go: a regular .jpg file of this user's in a `sightings` folder, named by an absolute
     path whose links are this user's or root's, in folders only they may write (as `alpr run --out`
-    accepts them: common/private_files.link_others_control). The log's text alone chose what was deleted:
+    accepts them: common/shared_folders.link_others_control). The log's text alone chose what was deleted:
     any .jpg anywhere, through another user's link, whoever's it was (a review)."""
-    from common.private_files import link_others_control
+    from common.shared_folders import link_others_control
 
     file = Path(named)
     if not file.is_absolute() or file.suffix != ".jpg":

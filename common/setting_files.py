@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.private_files import OWNER_ALONE, others_may_change
+from common.file_writers import OWNER_ALONE, others_may_change
 from common.text_files import MAX_SECRET_FILE_BYTES, read_text_file
 
 JOB_KEY_FILE_TRAILER = " \t\r\n"
@@ -21,7 +21,7 @@ def read_setting_file(variable: str, path: str) -> str:
     would be logged) nor what the file holds. A file other users of the host may write is refused: one at
     0666 set the Redis password or the job key (which jobs every role runs) for anyone local (a review);
     one others may read is not (compose mounts its secrets 0644, in a folder of mode 0700), nor one whose group
-    is a host user's own as a container sees it: a WARNING (common/private_files.others_may_change, the rule
+    is a host user's own as a container sees it: a WARNING (common/file_writers.others_may_change, the rule
     of the receivers file and a receiver's secret file too)."""
     label = f"{variable}: the file it names"
     value = read_text_file(Path(path), MAX_SECRET_FILE_BYTES, ConfigError, label).rstrip("\r\n")

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from common.errors import InputError
-from common.private_files import refuse_if_others_may_change
+from common.file_writers import refuse_if_others_may_change
 from common.text_files import read_text_file, shown_path
 from common.watchlist_entry import WatchEntry
 
@@ -31,7 +31,7 @@ CSV_COLUMNS = ("plate", "reason", "expires_at", "list")
 
 def read_csv(path: Path) -> list[WatchEntry]:
     """The entries of an import file, all checked; InputError names the file and the first bad line. A file
-    other users of this host may write is refused (common/private_files.refuse_if_others_may_change)."""
+    other users of this host may write is refused (common/file_writers.refuse_if_others_may_change)."""
     text = io.StringIO(read_text_file(path, MAX_CSV_BYTES, InputError, too_large=TOO_LARGE), newline="")
     harm = "they choose the plates watched for (a plate taken off a list raises no alert)"
     refuse_if_others_may_change(path, f"the watch-list file {shown_path(path)}", harm, InputError)

@@ -22,8 +22,8 @@ from common import defaults
 from common.config import ENV_PREFIX, Settings
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
+from common.file_writers import refuse_if_others_may_change
 from common.jobs import Coordinate
-from common.private_files import refuse_if_others_may_change
 from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file, shown_path
@@ -237,7 +237,7 @@ def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
 def load_cameras(path: Path, settings: Settings, check_sources: bool = False) -> list[CameraConfig]:
     """The cameras of the file at `path`, validated with the Settings in force (`parse_cameras`; with
     `check_sources`, their sources too); its mistakes are a one-line ConfigError naming the file. A file
-    other users of this host may write is refused (common/private_files.refuse_if_others_may_change)."""
+    other users of this host may write is refused (common/file_writers.refuse_if_others_may_change)."""
     text = read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError)
     harm = "they choose what each camera reads (its source) and where plates are looked for (its roi)"
     refuse_if_others_may_change(path, f"the cameras file {shown_path(path)}", harm)

@@ -25,7 +25,8 @@ from pathlib import Path
 from common.errors import ConfigError
 from common.frame_log import FrameRecord, RoiDropped
 from common.jobs import FrameOutcome, FrameRef
-from common.private_files import make_private_folders, refuse_shared_folder
+from common.private_files import make_private_folders
+from common.shared_folders import refuse_shared_folder
 
 log = logging.getLogger(__name__)
 

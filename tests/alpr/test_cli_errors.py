@@ -261,7 +261,7 @@ def test_the_demo_clips_folder_is_private_whatever_the_umask(tmp_path):
     import os
     import stat
 
-    from common.private_files import others_may_write
+    from common.file_writers import others_may_write
 
     before = os.umask(0)
     try:

@@ -1,4 +1,4 @@
-"""The one rule for a file whose writer chooses what the chain does (common/private_files.others_may_change)
+"""The one rule for a file whose writer chooses what the chain does (common/file_writers.others_may_change)
 looks past the file's mode: a POSIX ACL entry naming another user or group with write (the mode then shows
 the mask, 0664 with the owner's own group: `setfacl -m u:nobody:rw`, or a default ACL on a shared /etc/alpr),
 a folder on the way to it that others may write in without the sticky bit (another user renamed a file of
@@ -22,7 +22,7 @@ import pytest
 from common.alerts import load_receivers
 from common.config import Settings
 from common.errors import ConfigError, InputError
-from common.private_files import others_may_change_file, others_may_write
+from common.file_writers import others_may_change_file, others_may_write
 from common.watchlist_csv import read_csv
 
 NOBODY = 65534

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.private_files import refuse_shared_folder
+from common.shared_folders import refuse_shared_folder
 
 NOBODY = 65534
 """Another user's uid, and nogroup, a group with another member (nobody)."""
@@ -96,7 +96,7 @@ def as_user(uid: int, gid: int, groups: list[int], folder: Path, checks: str) ->
         f"sys.path.insert(0, {str(Path(__file__).parents[2])!r})\n"
         "from pathlib import Path\n"
         "from common.errors import ConfigError\n"
-        "from common.private_files import refuse_open_folder_above, refuse_shared_folder\n"
+        "from common.shared_folders import refuse_open_folder_above, refuse_shared_folder\n"
         "logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='%(levelname)s %(message)s')\n"
         f"os.setgroups({groups!r}); os.setegid({gid}); os.seteuid({uid})\n"
         f"folder = Path({str(folder)!r})\n"

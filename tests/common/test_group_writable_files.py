@@ -1,4 +1,4 @@
-"""One rule for every file whose writer chooses what the chain does (common/private_files.others_may_change):
+"""One rule for every file whose writer chooses what the chain does (common/file_writers.others_may_change):
 the alert receivers file, a receiver's `secret_file` / `password_file` and an `ALPR_*_FILE` secret. Seen from a
 container, a file made under umask 002 (0664, its group the host user's own: uid = gid, neither known there)
 is a WARNING for each; written by others, by another group, or by a group known here with another member, it
@@ -17,7 +17,7 @@ import pytest
 from common.alerts import load_receivers
 from common.config import Settings
 from common.errors import ConfigError
-from common.private_files import others_may_change_file, others_may_write, refuse_if_others_may_change
+from common.file_writers import others_may_change_file, others_may_write, refuse_if_others_may_change
 from tests.helpers import user_alone_in_own_group
 
 SECRET = "receiver-secret-0123456789"

@@ -13,15 +13,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.private_files import (
-    PARTIAL_SUFFIX,
-    keep_private,
-    open_private,
-    others_may_change_file,
-    others_may_write,
-    replaced_privately,
-    write_private,
-)
+from common.file_writers import others_may_change_file, others_may_write
+from common.private_files import PARTIAL_SUFFIX, keep_private, open_private, replaced_privately, write_private
 
 NOBODY = 65534
 """Another user's uid, whose files root can make."""
@@ -278,7 +271,8 @@ def test_a_folder_above_others_may_write_in_is_found_on_the_way_links_and_all(tm
     its place: 17 of 18 snapshots went where it pointed (a review). Every folder passed through on the way
     counts, through links too; the folder itself does not (refuse_shared_folder's own check), nor one left by
     `..`, nor a sticky one (/tmp)."""
-    from common.private_files import open_folder_above, refuse_shared_folder
+    from common.file_writers import open_folder_above
+    from common.shared_folders import refuse_shared_folder
 
     shared, mine = tmp_path / "shared", tmp_path / "mine"
     (shared / "deep").mkdir(parents=True)
