@@ -39,8 +39,21 @@ def others_may_write(folder: Path, host_owner: bool = False) -> bool:
         return True
     if status.st_mode & stat.S_ISVTX:
         return False
-    group_writes = bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid, status.st_uid)
-    return bool(status.st_mode & stat.S_IWOTH) or group_writes or bool(acl_writers(folder, status))
+    return bool(status.st_mode & stat.S_IWOTH) or group_may_write(folder, status) or bool(acl_writers(folder, status))
+
+
+def group_may_write(path: Path, status: os.stat_result) -> bool:
+    """Whether the group of the file or folder at `path` (its `status`) may write it and has a member but its
+    owner and this process's user (group_has_others): by its mode's group bit, or where it has an ACL, by the
+    owning group's own entry (ACL_GROUP_OBJ) within the mask (the mode's group bits are then the mask). One
+    rule for files and folders: with `g::r-x` and mask rwx a folder was refused, a file of that ACL taken (a
+    review)."""
+    if not status.st_mode & stat.S_IWGRP:
+        return False
+    group_obj = [perm for tag, perm, _ in acl_entries(path) if tag == ACL_GROUP_OBJ]
+    if group_obj and not group_obj[0] & ACL_WRITE:
+        return False
+    return group_has_others(status.st_gid, status.st_uid)
 
 
 ACL_ACCESS = "system.posix_acl_access"
@@ -133,10 +146,7 @@ def others_may_change_file(path: Path) -> Changeable | None:
         return None
     if writers := acl_writers(path, status):
         return by_acl(writers)
-    group_obj = [perm for tag, perm, _ in acl_entries(path) if tag == ACL_GROUP_OBJ]
-    group_bit = bool(group_obj[0] & ACL_WRITE) if group_obj else bool(status.st_mode & stat.S_IWGRP)
-    group_writes = group_bit and bool(status.st_mode & stat.S_IWGRP) and group_has_others(status.st_gid, status.st_uid)
-    if status.st_mode & stat.S_IWOTH or group_writes:
+    if status.st_mode & stat.S_IWOTH or group_may_write(path, status):
         return Changeable(f"mode {stat.S_IMODE(status.st_mode):04o}", OWNER_ALONE)
     return None
 
@@ -170,23 +180,20 @@ def others_may_change(path: Path, what: str, harm: str) -> Changeable | None:
     receivers file, a receiver's secret file or MQTT `ca_file`, the cameras file, a watch-list CSV,
     `--source-file`): why users of this host but its owner and root may write it, so it is refused; None
     where none may. They may where a folder on the way to it (its own included, links followed) is another
-    user's or others may write in it without the sticky bit (open_folder_above): they could put a file of
-    theirs in its place (a 0600 secret in a 0777 folder was swapped for another user's, and read at the next
-    start: a review); where another user known here owns it (a user unknown here is taken as a host's, seen
-    from a container: compose mounts a secret with the host user's id; so is a directory's user while its
-    lookup fails, as in unknown_group_writes); and where its mode or its ACL lets
-    them (others_may_change_file: a named ACL entry showed as mode 0664 and was taken). Writable by a group
-    that looks like a host user's own seen from a container (`unknown_group_writes`) it is not: a WARNING
-    names `what` (never a secret file's path: it may be the secret) with the `harm` of others writing it,
-    and `chmod g-w`. Each check had its own rule: a receivers file under umask 002 was a WARNING in a
-    container, a secret file made beside it the same way was refused (a review)."""
-    if (above := open_folder_above(path, host_owner=True)) is not None:
-        return Changeable(
-            f"{above}, a folder on the way to it, is another user's or others may write in it without the sticky"
-            " bit: they could put a file of theirs in its place",
-            f"move it to a folder only its owner and root may write in, or chmod o-w (and g-w, where its group has"
-            f" others; setfacl -b, where an ACL lets others) on {above}, or chmod +t on it",
-        )
+    user's or others may write in it without the sticky bit (folder_others_may_change, a WARNING where only a
+    group of a container may): they could put a file of theirs in its place (a 0600 secret in a 0777 folder
+    was swapped for another user's, and read at the next start: a review); where another user known here
+    owns it (a user unknown here is taken as a host's, seen from a container: compose mounts a secret with
+    the host user's id; so is a directory's user while its lookup fails, as in unknown_group_writes); and
+    where its mode or its ACL lets them (others_may_change_file: a named ACL entry showed as mode 0664 and
+    was taken). Writable by a group that looks like a host user's own seen from a container
+    (`unknown_group_writes`) it is not: a WARNING names `what` (never a secret file's path: it may be the
+    secret) with the `harm` of others writing it, and `chmod g-w`. Each check had its own rule: a receivers
+    file under umask 002 was a WARNING in a container, a secret file made beside it the same way was refused
+    (a review)."""
+    for above in folders_on_the_way(path):
+        if (changeable := folder_others_may_change(above, what, harm)) is not None:
+            return changeable
     try:
         status = path.stat()
     except (OSError, ValueError):
@@ -204,6 +211,94 @@ def others_may_change(path: Path, what: str, harm: str) -> Changeable | None:
         )  # fmt: skip
         return None
     return others_may_change_file(path)
+
+
+def folder_others_may_change(folder: Path, what: str, harm: str) -> Changeable | None:
+    """Why users but this process's and root may put a file of theirs in `folder`, on the way to the file
+    others_may_change asks of (`what`, with the `harm` of others writing it), None where none may: it is another
+    user's (no mode keeps its owner out: root reading a user's file in her home was told to chmod it, to no
+    avail, a review), or others may write in it by its mode or its ACL (chmod, setfacl). Where only a group
+    of a container may write in it (group_of_a_container: a host user's own, a Kubernetes fsGroup), a WARNING,
+    as for plate-data folders (shared_folders) and for the file's own group (unknown_group_writes): a receiver's
+    secret file in an ALPR_ALERT_SECRETS_DIR made 0775 under umask 002 was refused, its folder for frames
+    warned of (a review). A user unknown here owning it is taken as a host's (others_may_write's `host_owner`)."""
+    if not others_may_write(folder, host_owner=True):
+        return None
+    on_the_way = f"{folder}, a folder on the way to it,"
+    if (owner := foreign_owner(folder, host_owner=True)) is not None:
+        return Changeable(
+            f"{on_the_way} is another user's ({owner}), who could put a file of theirs in its place",
+            "no mode keeps its owner out: run as that user, or copy the file to a folder of this user's or root's",
+        )
+    if (group := group_of_a_container(folder, host_owner=True)) is not None:
+        log.warning(
+            "%s: %s, a folder on the way to it, may be written in by %s: if others are in it, they could put a file"
+            " of theirs in its place, and %s; chmod g-w on it", what, folder, group, harm,
+        )  # fmt: skip
+        return None
+    try:
+        status = folder.stat()
+    except (OSError, ValueError):
+        return None
+    bits = ["o-w"] * bool(status.st_mode & stat.S_IWOTH) + ["g-w"] * group_may_write(folder, status)
+    writers = acl_writers(folder, status)
+    why = [f"mode {stat.S_IMODE(status.st_mode):04o}"] * bool(bits)
+    why += [f"an ACL lets {', '.join(writers)} write in it"] * bool(writers)
+    fix = [f"chmod {','.join(bits)} on {folder}"] * bool(bits) + [f"setfacl -b on {folder}"] * bool(writers)
+    return Changeable(
+        f"{on_the_way} is one others may write in without the sticky bit ({', '.join(why)}): they could put a file"
+        " of theirs in its place",
+        f"move it to a folder only its owner and root may write in, or {' and '.join(fix)}, or chmod +t on it",
+    )
+
+
+def foreign_owner(folder: Path, host_owner: bool = False) -> str | None:
+    """Where `folder` is another user's (neither this process's user nor root owns it), that user ("uid
+    1000, alice"); None otherwise, or where it cannot be read. With `host_owner`, a user unknown here is
+    taken as a host's seen from a container (others_may_write's), not another."""
+    try:
+        owner = folder.stat().st_uid
+    except (OSError, ValueError):
+        return None
+    if owner in (os.geteuid(), 0):
+        return None
+    if (name := user_name(owner)) is None:
+        return None if host_owner else f"uid {owner}"
+    return f"uid {owner}, {name}"
+
+
+def own_unknown_group(gid: int) -> bool:
+    """Whether group `gid` is one of this process's own and not known here (a Kubernetes fsGroup: the pod's
+    volumes root:2000, mode 2775, 2000 among its groups and in no /etc/group)."""
+    try:
+        grp.getgrgid(gid)
+        return False
+    except KeyError:
+        return gid in {os.getegid(), *os.getgroups()}
+
+
+def group_of_a_container(folder: Path, host_owner: bool = False) -> str | None:
+    """Where `folder` is writable by its group alone (this user's or root's, not sticky, no ACL entry letting
+    others: acl_writers) and who else is in that group cannot be told here, the group, as a WARNING names it:
+    one that looks like a host user's own seen from a container (unknown_group_writes: `docker run --user
+    $(id -u):$(id -g)` on a checkout of mode 0775), or one of this process's own groups unknown here
+    (own_unknown_group). Other pods given the same fsGroup may write there too: warned of, not refused, by
+    both rules (shared_folders' for plate-data folders, folder_others_may_change for a file in it). An ACL is
+    not hidden by it: a checkout whose ACL let www-data write was only warned of, and www-data swapped the
+    out folder for a link (a review). `host_owner`: others_may_write's. None otherwise."""
+    try:
+        status = folder.stat()
+    except (OSError, ValueError):
+        return None
+    if status.st_uid not in (os.geteuid(), 0) and not (host_owner and user_name(status.st_uid) is None):
+        return None
+    if status.st_mode & (stat.S_IWOTH | stat.S_ISVTX) or acl_writers(folder, status):
+        return None
+    if unknown_group_writes(folder) is not None:
+        return f"its group, {status.st_gid}, a host user's own as seen from a container (neither known here)"
+    if status.st_mode & stat.S_IWGRP and own_unknown_group(status.st_gid):
+        return f"its group, {status.st_gid}, one of this process's own and not known here (a Kubernetes fsGroup)"
+    return None
 
 
 def refuse_if_others_may_change(path: Path, what: str, harm: str, error: type[AlprError] = ConfigError) -> None:

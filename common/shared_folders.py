@@ -4,21 +4,22 @@ plates would be written where they point; the message says why and what mends it
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import stat
 from pathlib import Path
 
 from common.errors import ConfigError
 from common.file_writers import (
     MAX_LINK_HOPS,
+    acl_writers,
     file_mode,
     folders_on_the_way,
-    group_has_others,
+    foreign_owner,
+    group_may_write,
+    group_of_a_container,
     others_may_write,
-    unknown_group_writes,
+    own_unknown_group,
 )
 
 log = logging.getLogger(__name__)
@@ -44,52 +45,12 @@ def link_others_control(folder: Path, hops: int = 0) -> Path | None:
     return None
 
 
-def foreign_owner(folder: Path) -> str | None:
-    """Where `folder` is another user's (neither this process's user nor root owns it), that user ("uid
-    1000, alice"); None otherwise, or where it cannot be read."""
-    try:
-        owner = folder.stat().st_uid
-    except (OSError, ValueError):
-        return None
-    if owner in (os.geteuid(), 0):
-        return None
-    try:
-        return f"uid {owner}, {pwd.getpwuid(owner).pw_name}"
-    except KeyError:
-        return f"uid {owner}"
-
-
 def write_bits_to_remove(folder: Path) -> str:
     """What `chmod` takes away so that only the owner of `folder` may write in it: `o-w`, `g-w` (where its group
     has another member), or both."""
     status = folder.stat()
-    bits = ["g-w"] if status.st_mode & stat.S_IWGRP and group_has_others(status.st_gid, status.st_uid) else []
+    bits = ["g-w"] if group_may_write(folder, status) else []
     return ",".join(["o-w"] * bool(status.st_mode & stat.S_IWOTH) + bits) or "go-w"
-
-
-def group_of_a_container(folder: Path) -> str | None:
-    """Where `folder` is writable by its group alone (this user's or root's, not sticky) and who else is in that
-    group cannot be told here, the group, as a WARNING names it: one that looks like a host user's own seen
-    from a container (unknown_group_writes: `docker run --user $(id -u):$(id -g)` on a checkout of mode 0775),
-    or one of this process's own groups unknown here (a Kubernetes fsGroup: the volume root:2000, mode 2775,
-    2000 among the pod's groups). Other pods given the same fsGroup may write there too: warned of, not
-    refused, as a file of such a group is (others_may_change). None otherwise."""
-    try:
-        status = folder.stat()
-    except (OSError, ValueError):
-        return None
-    if status.st_uid not in (os.geteuid(), 0) or status.st_mode & (stat.S_IWOTH | stat.S_ISVTX):
-        return None
-    if unknown_group_writes(folder) is not None:
-        return f"its group, {status.st_gid}, a host user's own as seen from a container (neither known here)"
-    try:
-        grp.getgrgid(status.st_gid)
-        return None  # known here: its members decide (group_has_others)
-    except KeyError:
-        pass
-    if status.st_mode & stat.S_IWGRP and status.st_gid in {os.getegid(), *os.getgroups()}:
-        return f"its group, {status.st_gid}, one of this process's own and not known here (a Kubernetes fsGroup)"
-    return None
 
 
 def refuse_open_folder_above(folder: Path, what: str, named: str = "", warn: bool = True) -> None:
@@ -119,8 +80,20 @@ def refuse_open_folder_above(folder: Path, what: str, named: str = "", warn: boo
         raise ConfigError(
             f"{on_the_way} is one others may write in without the sticky bit (mode {file_mode(above):04o}): {harm};"
             f" chmod {write_bits_to_remove(above)} on {above}, or chmod +t on it (/tmp's sticky bit), or name a"
-            " folder elsewhere (setfacl -b where an ACL lets others write in it)"
+            f" folder elsewhere ({acl_hint(above)})"
         )
+
+
+def acl_hint(folder: Path) -> str:
+    """The end of a message refusing `folder`: the users and groups its ACL lets write in it (acl_writers) and
+    `setfacl -b`, or where it has none, that hint for an ACL the caller may add."""
+    try:
+        writers = acl_writers(folder, folder.stat())
+    except (OSError, ValueError):
+        writers = []
+    if writers:
+        return f"its ACL lets {', '.join(writers)} write in it: setfacl -b on it"
+    return "setfacl -b where an ACL lets others write in it"
 
 
 def refuse_shared_folder(folder: Path, what: str, named: str = "", warn: bool = True) -> None:
@@ -140,9 +113,11 @@ def refuse_shared_folder(folder: Path, what: str, named: str = "", warn: bool = 
             " out: run as that user, or name a folder of this user's own"
         )
     if others_may_write(folder):
+        # an fsGroup volume's root is root's: the pod's user cannot chmod it, but may make a folder in it
+        volume = ", or make it a subfolder of the volume" * own_unknown_group(folder.stat().st_gid)
         raise ConfigError(
             f"{named}{folder.absolute()} is a folder others may write in without the sticky bit (mode"
             f" {file_mode(folder):04o}): {swapped}; name a folder of this user's own, or chmod"
-            f" {write_bits_to_remove(folder)} on it (setfacl -b where an ACL lets others write in it)"
+            f" {write_bits_to_remove(folder)} on it{volume} ({acl_hint(folder)})"
         )
     refuse_open_folder_above(folder, what, named, warn)

@@ -129,7 +129,8 @@ def test_a_shared_config_folder_with_an_acl_is_one_others_may_write_in(tmp_path)
     key = _key(etc, None)  # made as the operator makes it: the folder's default ACL gives it nobody's entry
     assert others_may_write(etc) and _nobody_writes(key)
     said = _refusal(key)
-    assert f"({etc}, a folder on the way to it, is another user's or others may write in it without the" in said
+    assert f"({etc}, a folder on the way to it, is one others may write in without the sticky bit (an ACL lets" in said
+    assert "user nobody write in it)" in said and f"setfacl -b on {etc}, or chmod +t on it" in said
     os.chmod(etc, 0o1755)  # sticky: nobody may no longer swap the file; its own ACL still lets them write it
     assert not others_may_write(etc) and "(an ACL lets user nobody write it)" in _refusal(key)
 
@@ -141,8 +142,9 @@ def test_a_private_secret_in_a_folder_others_may_write_in_is_refused(tmp_path):
     os.chmod(shared, 0o777)
     key = _key(shared, 0o600)
     said = _refusal(key)
-    assert f"({shared}, a folder on the way to it, is another user's or others may write in it" in said
-    assert f"(and g-w, where its group has others; setfacl -b, where an ACL lets others) on {shared}" in said
+    assert f"({shared}, a folder on the way to it, is one others may write in without the sticky bit (mode" in said
+    assert "(mode 0777): they could put a file of theirs in its place" in said
+    assert f"or chmod o-w on {shared}, or chmod +t on it" in said
     below = shared / "deeper"
     below.mkdir(mode=0o700)
     assert f"({shared}, a folder on the way to it," in _refusal(_key(below, 0o600))  # any folder above it
