@@ -8,11 +8,12 @@ time in the process's metrics.
 Only the project's own jobs run: a job naming any other function, arguments or callbacks is refused
 before anything is imported (RQ would otherwise run whatever importable function a job names). A
 job that can never succeed (malformed, wrong version) fails at once, is not retried, and is marked
-so that `alpr replay` leaves it. A running job holds a short lease that a heartbeat thread renews,
-so the job of a killed worker runs again within a minute. A worker whose registration vanished
-(Redis restarted without persistence) registers again. RQ's controls through Redis, which any client
-of it can use, are refused: its commands (`shutdown`: one PUBLISH per worker stopped every pool) and
-its suspension of every worker (`rq:suspended`); a worker of the chain is stopped by a signal."""
+so that `alpr replay` leaves it. A running job holds a short lease that a heartbeat thread renews, so
+the job of a killed worker runs again within a minute, counted `abandoned` by the worker that finds
+it. A worker whose registration vanished (Redis restarted without persistence) registers again. RQ's
+controls through Redis, which any client of it can use, are refused: its commands (`shutdown`: one
+PUBLISH per worker stopped every pool) and its suspension of every worker (`rq:suspended`); a worker
+of the chain is stopped by a signal."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import redis
 from rq import Queue, SimpleWorker, worker_registration
-from rq.exceptions import StopRequested
+from rq.exceptions import AbandonedJobError, StopRequested
 from rq.job import Job, get_current_job
 from rq.serializers import JSONSerializer
 from rq.suspension import WORKERS_SUSPENDED, is_suspended
@@ -60,9 +61,11 @@ log = logging.getLogger(__name__)
 SETTINGS_FIELD = "alpr_settings"
 """The field of an RQ worker's registration (its hash, `rq:worker:NAME`) with the settings it publishes."""
 
-JobOutcome = Literal["done", "failed", "rejected", "refused"]
+JobOutcome = Literal["done", "failed", "rejected", "refused", "abandoned"]
 """How a job ended, as counted in `alpr_jobs`: done; failed (retried: an outage, a bug); rejected (its
-payload will always fail: malformed, wrong version); refused (not one of the chain's jobs)."""
+payload will always fail: malformed, wrong version); refused (not one of the chain's jobs); abandoned (its
+worker died holding it, SIGKILLed or OOM-killed: counted by the worker whose registry cleaning found its
+lease lapsed, which retries it or, its retries spent, fails it)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class StageWorker(SimpleWorker):
         """A pool duty failing at every maintenance (a read-only Postgres): a line a minute, and one at its end."""
         self.entry_windows = EntryWindows()
         """Where `drop_unfetchable` looks next in each key."""
+        self.push_exc_handler(self.count_abandoned)  # RQ's registry cleaning calls it for each abandoned job
 
     def handle_payload(self, message: Any) -> None:
         """A message on RQ's control channel (`rq:pubsub:<worker name>`), refused. RQ's worker obeys the
@@ -299,6 +303,20 @@ class StageWorker(SimpleWorker):
             self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ sets it on success only: each next job cleaned again
             log.warning("%s: registry cleaning failed (%s); tried again at the next maintenance",
                         self.context.stage.name, error)  # fmt: skip
+
+    def count_abandoned(self, job: Job, exc_type: Any, exc_value: Any = None, traceback: Any = None) -> bool:
+        """RQ's exception handler: its registry cleaning calls it (with AbandonedJobError) for each job whose
+        lease lapsed, its worker having died holding it (SIGKILL, the OOM killer), before retrying or failing
+        it outside any JobRun: counted `abandoned`, and told. Such jobs were counted nowhere (a job killing its
+        worker each time showed no failure). RQ calls it for the failures of jobs run here too: those are
+        JobRun's to count, left alone. Returns True: any handler after it runs."""
+        if isinstance(exc_value, AbandonedJobError):
+            self.context.count("abandoned")
+            retried = bool(job.retries_left and job.retries_left > 0)
+            log.warning("%s job %s abandoned: its worker died holding it (killed: SIGKILL, out of memory?); %s",
+                        self.context.stage.name, str(job.id)[:80],
+                        "queued again" if retried else "failed, its retries spent")  # fmt: skip
+        return True
 
     def release_maintenance_locks(self) -> None:
         for queue in self.queues:
