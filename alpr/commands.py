@@ -91,7 +91,9 @@ MAX_SOURCE_FILE_BYTES = 64 * 1024
 
 def run_source(source: str | None, source_file: Path | None) -> str:
     """The source `alpr run` reads: SOURCE, or the one line of --source-file (line ends and a byte-order
-    mark left out, as the secret files are read), one of the two; InputError otherwise."""
+    mark left out, as the secret files are read), one of the two; InputError otherwise. A file other users
+    may read holding a URL with its password is a WARNING (common/readable_urls)."""
+    from common.readable_urls import holds_credentials, warn_if_others_may_read_credentials
     from common.text_files import read_text_file
 
     if (source is None) == (source_file is None):
@@ -106,6 +108,8 @@ def run_source(source: str | None, source_file: Path | None) -> str:
     given = [line.strip() for line in text.splitlines() if line.strip()]
     if len(given) != 1:
         raise InputError(f"--source-file {source_file}: holds {len(given)} lines, expected one: the source")
+    if holds_credentials(given[0]):
+        warn_if_others_may_read_credentials(source_file, label)
     return given[0]
 
 

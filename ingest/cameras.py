@@ -24,6 +24,7 @@ from common.credentials import mask_url
 from common.errors import ConfigError, InputError
 from common.file_writers import refuse_if_others_may_change
 from common.jobs import Coordinate
+from common.readable_urls import holds_credentials, warn_if_others_may_read_credentials
 from common.regions import load_regions
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file, shown_path
@@ -237,12 +238,16 @@ def shared_sources(cameras: list[CameraConfig]) -> list[list[str]]:
 def load_cameras(path: Path, settings: Settings, check_sources: bool = False) -> list[CameraConfig]:
     """The cameras of the file at `path`, validated with the Settings in force (`parse_cameras`; with
     `check_sources`, their sources too); its mistakes are a one-line ConfigError naming the file. A file
-    other users of this host may write is refused (common/file_writers.refuse_if_others_may_change)."""
+    other users of this host may write is refused (common/file_writers.refuse_if_others_may_change); one
+    they may read whose sources hold a password is a WARNING (common/readable_urls)."""
     text = read_text_file(path, MAX_CAMERAS_FILE_BYTES, ConfigError)
     harm = "they choose what each camera reads (its source) and where plates are looked for (its roi)"
     refuse_if_others_may_change(path, f"the cameras file {shown_path(path)}", harm)
     raw = load_strict_yaml(text, str(path))
-    return parse_cameras(raw, settings, str(path), check_sources)
+    cameras = parse_cameras(raw, settings, str(path), check_sources)
+    if holders := [camera.id for camera in cameras if holds_credentials(camera.source)]:
+        warn_if_others_may_read_credentials(path, f"the cameras file {shown_path(path)}", holders)
+    return cameras
 
 
 def crossing_edges(points: list[tuple[float, float]]) -> tuple[int, int] | None:
