@@ -290,24 +290,16 @@ class Settings(BaseModel):
             )
         return timeout_s
 
-    @field_validator("retention_days")
+    @field_validator("retention_days", "alert_retention_days", "audit_retention_days")
     @classmethod
-    def retention_long_enough(cls, days: float) -> float:
+    def retention_long_enough(cls, days: float, info: ValidationInfo) -> float:
         if 0 < days < defaults.MIN_RETENTION_DAYS:
-            raise ValueError(
-                f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day: a shorter one deletes reads the"
-                " sighting pool has not grouped yet (no sighting, no alert for them)"
+            why = (
+                ": a shorter one deletes reads the sighting pool has not grouped yet (no sighting, no alert for them)"
+                if info.field_name == "retention_days"
+                else ", as ALPR_RETENTION_DAYS (Postgres never deletes an audit record younger than a day)"
             )
-        return days
-
-    @field_validator("alert_retention_days", "audit_retention_days")
-    @classmethod
-    def record_retention_long_enough(cls, days: float) -> float:
-        if 0 < days < defaults.MIN_RETENTION_DAYS:
-            raise ValueError(
-                f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day, as ALPR_RETENTION_DAYS"
-                " (Postgres never deletes an audit record younger than a day)"
-            )
+            raise ValueError(f"must be 0 (kept) or at least {defaults.MIN_RETENTION_DAYS:g} day{why}")
         return days
 
     @field_validator("ocr_region")
