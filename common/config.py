@@ -6,6 +6,7 @@ line by common/validation_errors.py."""
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -32,6 +33,8 @@ from common.setting_files import JOB_KEY_FILE_TRAILER, read_setting_file
 from common.validation_errors import format_errors
 
 ENV_PREFIX = "ALPR_"
+
+log = logging.getLogger(__name__)
 
 OcrEngineName = Literal["ppocr", "tesseract"]
 """The OCR engines ALPR_OCR_ENGINE (and `--engine`) may name: the keys of ocr_worker/engines.py's ENGINES,
@@ -504,6 +507,7 @@ class Settings(BaseModel):
         in an error by the flag (`flag_names`: setting -> `--flag`), not by its variable: `--fps -1` said
         ALPR_SAMPLE_FPS, which the operator never set."""
         environ = os.environ if environ is None else environ
+        warn_of_other_cases(environ, [ENV_PREFIX + field.upper() for field in cls.model_fields])
         values: dict[str, object] = {}
         for key, value in environ.items():
             if key.startswith(ENV_PREFIX) and value != "" and key not in COMPOSE_VARIABLES:
@@ -530,6 +534,16 @@ class Settings(BaseModel):
 
 SECRET_SETTINGS = ("redis_password", "database_password", "job_key")
 """The settings that hold a secret: read from a file by their `_FILE` variable, as deployments do."""
+
+
+def warn_of_other_cases(environ: Mapping[str, str], known: list[str]) -> None:
+    """One WARNING per variable whose prefix is not in capitals (`alpr_sample_fps`) but that names a setting
+    (or an `_FILE` variable) once upper-cased: it was ignored without a word, and its operator believed it
+    applied. Named, never its value (it may be a secret); not refused (it may be another program's)."""
+    names = {*known, *(f"{variable}_FILE" for variable in known)}
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) and key.upper() in names:
+            log.warning("%s is not read: settings are read from upper-case variables only; set %s", key, key.upper())
 
 
 def unknown_setting(variable: str, known: list[str]) -> str:

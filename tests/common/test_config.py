@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -257,3 +258,26 @@ def test_a_tls_file_a_redis_url_names_must_exist_where_redis_is_reached(variable
         assert main(["db", "prune", "--sqlite", str(tmp_path / "none.sqlite"), "--dry-run"]) == 2
         error = capsys.readouterr().err  # past the settings, to its own error
         assert "nothing to prune" in error and "names is missing" not in error
+
+
+@pytest.mark.parametrize(
+    "variable", ["alpr_sample_fps", "Alpr_Sample_Fps", "alpr_DATABASE_PASSWORD_FILE", "alpr_detector_weights_file"]
+)
+def test_a_setting_not_in_capitals_is_warned_of_by_name_not_value(variable, caplog):
+    """`alpr_sample_fps=2` was ignored without a word: the operator believed it applied. Warned of (its
+    name, never its value: it may be a secret), not refused. (`ALPR_sample_fps`, its prefix in capitals, is
+    read as ALPR_SAMPLE_FPS, as it was.)"""
+    with caplog.at_level(logging.WARNING, logger="common.config"):
+        settings = Settings.load({variable: "s3cret-2"})
+    assert settings.sample_fps == Settings.load({}).sample_fps  # not applied, not refused
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        f"{variable} is not read: settings are read from upper-case variables only; set {variable.upper()}"
+    )
+    assert "s3cret" not in caplog.text
+
+
+def test_variables_in_other_cases_that_name_no_setting_are_left_alone(caplog):
+    with caplog.at_level(logging.WARNING, logger="common.config"):
+        Settings.load({"alpr_no_such_thing": "1", "alpr_receivers_file": "/r.yaml", "path": "/bin"})
+    assert not caplog.records
