@@ -5,8 +5,9 @@ are opened by alpr/connections.py; what a role warns of at its start is alpr/sta
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -160,6 +161,20 @@ def receivers(settings: Settings) -> dict[str, WebhookReceiver | MqttReceiver]:
     return load_receivers(settings.alert_receivers) if settings.alert_receivers else {}
 
 
+def receivers_file_slip(environ: Mapping[str, str] | None = None) -> str:
+    """What to add where ALPR_ALERT_RECEIVERS is missing and ALPR_RECEIVERS_FILE, docker-compose.yml's name
+    for the host's receivers file, is set: it is read by no alpr command (common/config.COMPOSE_VARIABLES),
+    and a warning naming only ALPR_ALERT_RECEIVERS left its operator believing it read. Its value (a path)
+    is not repeated."""
+    environ = os.environ if environ is None else environ
+    if not environ.get("ALPR_RECEIVERS_FILE"):
+        return ""
+    return (
+        "; ALPR_RECEIVERS_FILE is set, but it is docker-compose.yml's (the host file compose mounts as the"
+        " receivers file), read by no alpr command: set ALPR_ALERT_RECEIVERS=FILE instead"
+    )
+
+
 def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metrics) -> AlertStage:
     """The alert pool's stage: the receivers (the file is required) and the alerts log."""
     from alert_worker.worker import AlertStage, warn_if_clock_off
@@ -167,7 +182,9 @@ def build_alert_stage(settings: Settings, connection: redis.Redis, metrics: Metr
     from common.alerts import LOOPBACK_HOSTS, MqttReceiver
 
     if not settings.alert_receivers:
-        raise ConfigError("the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers")
+        raise ConfigError(
+            f"the alert worker needs ALPR_ALERT_RECEIVERS: the YAML file of the receivers{receivers_file_slip()}"
+        )
     targets = receivers(settings)
     if not targets:
         log.warning("the receivers file %s lists no receiver: there is nothing to deliver", settings.alert_receivers)
@@ -216,8 +233,9 @@ def build_sighting_stage(settings: Settings, connection: redis.Redis, metrics: M
 
     routes = receiver_routes(settings.alert_receivers) if settings.alert_receivers else {}
     if not routes:
+        slip = "" if settings.alert_receivers else receivers_file_slip()
         log.warning("no alert receivers (ALPR_ALERT_RECEIVERS unset or listing none): watch-list alerts are"
-                    " logged, but delivered to no receiver")  # fmt: skip
+                    f" logged, but delivered to no receiver{slip}")  # fmt: skip
     stage = SightingStage(pool, watch, routes, signed_queue(settings, connection, "alert"), metrics,
                           tuning, settings.job_timeout_s)  # fmt: skip
     stage.compare_clocks()

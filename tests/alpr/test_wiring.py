@@ -379,3 +379,34 @@ def test_a_password_given_to_a_redis_that_needs_none_is_warned_of_at_start(given
     finally:
         for server in (open_server, guarded):
             server.stop()
+
+
+RECEIVERS_FILE_SLIP = (
+    "ALPR_RECEIVERS_FILE is set, but it is docker-compose.yml's (the host file compose mounts as the receivers"
+    " file), read by no alpr command: set ALPR_ALERT_RECEIVERS=FILE instead"
+)
+
+
+def test_a_compose_receivers_file_set_for_a_worker_is_named_with_what_to_set(
+    redis_url, postgres_url, caplog, monkeypatch
+):
+    """ALPR_RECEIVERS_FILE (docker-compose.yml's name) set by hand for a sighting or alert worker: the
+    warning and the refusal named ALPR_ALERT_RECEIVERS only, and the operator who set the other believed
+    it read."""
+    from alpr.wiring import build_alert_stage, build_sighting_stage
+    from common.metrics import Metrics
+
+    monkeypatch.setenv("ALPR_RECEIVERS_FILE", "/etc/alpr/receivers.yaml")
+    settings = Settings.load({}, redis_url=redis_url, database_url=postgres_url)
+    connection = redis.Redis.from_url(redis_url)
+    with pytest.raises(ConfigError) as refused:
+        build_alert_stage(settings, connection, Metrics())
+    assert str(refused.value).endswith(f"; {RECEIVERS_FILE_SLIP}")
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        stage = build_sighting_stage(settings, connection, Metrics())
+    stage.pool.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.endswith(f"; {RECEIVERS_FILE_SLIP}") and "ALPR_ALERT_RECEIVERS unset" in w for w in warnings)
+    assert "/etc/alpr" not in caplog.text
