@@ -290,3 +290,32 @@ def test_a_file_name_cannot_forge_the_runs_output(tmp_path, settings, capsys):
     assert not [line for line in printed.splitlines() if line.startswith("INFO")], printed
     [warning] = [line for line in printed.splitlines() if line.startswith("warning:")]
     assert warning.startswith("warning: image ") and "z.jpg\\nINFO alpr.standalone" in warning and "\\x1b[8m" in warning
+
+
+def test_a_truncated_video_is_an_error_after_every_frame_read_is_logged_and_written(tmp_path, settings, capsys):
+    """A video cut mid-stream (a copy interrupted, `head -c`) ended with a warning and exit 0: a script
+    running `alpr run` took it for read whole. Now exit 2 with one `alpr: error:` line, as the README says of
+    a truncated video, after the frames it did read are logged and written as ever."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (960, 540))
+    for jpeg in car_frames(20):
+        writer.write(cv2.resize(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), (960, 540)))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    out, log = tmp_path / "out", tmp_path / "r.sqlite"
+    code = main(["run", str(cut), "--fps", "10", "--out", str(out), "--sqlite", str(log), "--no-progress",
+                 "--model-dir", str(settings.model_dir)])  # fmt: skip
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    read = int(captured.out.split(" frames in ")[0].rsplit("\n", 1)[-1])
+    assert 0 < read < 20, captured.out
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (
+        f"alpr: error: the video {cut} was not read to its end: it ended early at frame {read} (truncated?);"
+        f" the {read} frames sampled before are logged and written"
+    )
+    assert "ended early" in captured.out and "redacted output" in captured.out  # the warning, the output
+    assert count_rows(log, "plate_reads") > 0 and count_rows(log, "sightings") >= 1
+    replayed = cv2.VideoCapture(str(out / "redacted.mp4"))
+    assert int(replayed.get(cv2.CAP_PROP_FRAME_COUNT)) == read
