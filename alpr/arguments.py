@@ -338,7 +338,8 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     status.add_argument(
         "--json", action="store_true",
-        help="the queues, workers and each pool's settings that change results as JSON (no rates, cameras, accounting)",
+        help="the queues, workers and each pool's settings that change results as JSON (no rates nor cameras); with"
+        " a database, the accounting and the frames in no job too",
     )  # fmt: skip
 
 

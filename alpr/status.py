@@ -5,7 +5,8 @@ roles whose job keys differ, if any (common/job_key.py); the frame store at or n
 (alpr/status_store.py); per pool whether its live members run with the same settings that change results
 (alpr/pool_settings.py); and, with a database, every sampled frame accounted for (or still in the chain).
 `--json`: the queues, the workers, the frame store's memory and the pools' settings as one JSON object
-(no rates, cameras nor accounting).
+(no rates nor cameras), and with a database the accounting (alpr/status_accounting.py) and the frames in
+no job.
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
 key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'
@@ -25,17 +26,17 @@ import math
 import sys
 import time
 from collections.abc import Mapping
-from datetime import UTC
 from functools import partial
 from typing import Any
 
 import redis
 from rq.serializers import JSONSerializer
 
-from alpr.connections import database_pool, reach_redis
+from alpr.connections import reach_redis
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
+from alpr.status_accounting import accounting_document, print_accounting
 from alpr.status_claims import read_claims
-from alpr.status_orphans import print_orphans
+from alpr.status_orphans import orphans_document, print_orphans
 from alpr.status_reads import (
     MAX_CAMERAS_READ,
     STAT_BYTES,
@@ -56,7 +57,6 @@ from common.bounded_scan import Fields
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
 from common.errors import AlprError, ConfigError
-from common.frame_counts import recent_per_camera
 from common.job_key import FINGERPRINTS_KEY
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
@@ -69,9 +69,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     unreachable the accounting is still shown (it said only "cannot reach Redis", just when an operator
     needs to know what the frames log holds), and the exit status is 2."""
     if getattr(args, "json", False):
-        document = chain_document(settings)
-        print(json.dumps(document, indent=2, sort_keys=True))
-        return 2 if document["unreadable_keys"] else 0
+        return print_document(settings, args.hours * 3600)
     try:
         types = print_chain(args, settings)
     except (ConfigError, redis.RedisError) as error:
@@ -84,6 +82,33 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         print_accounting(settings, args.hours * 3600)
         print_orphans(settings, args.hours * 3600)
     return 2 if types.found else 0
+
+
+def print_document(settings: Settings, window_s: float) -> int:
+    """`alpr status --json`: the chain's document, and with a database (`--database-url` or ALPR_DATABASE_URL,
+    ignored here without a word before) its `accounting` and `frames_in_no_job` of the last `window_s`
+    seconds. The exit status as the text's: 2 for keys of another type, or a frames log that could not be
+    read (then both are null, the document printed all the same, and the `alpr: error:` line on stderr).
+    With the queues' Redis unreachable it ends as before (`alpr: error:`, exit 2): no document."""
+    import psycopg
+
+    from alpr.cli import one_line_error
+
+    document, failed = chain_document(settings), None
+    if settings.database_url:
+        try:
+            document["accounting"] = accounting_document(settings, window_s)
+            document["frames_in_no_job"] = orphans_document(settings, window_s)
+        except AlprError as error:  # as alpr/cli.py tells it
+            document["accounting"] = document["frames_in_no_job"] = None
+            failed = f"alpr: error: {mask_url(str(error))}"
+        except psycopg.Error as error:
+            document["accounting"] = document["frames_in_no_job"] = None
+            failed = one_line_error(error, settings.database_url)
+    print(json.dumps(document, indent=2, sort_keys=True))
+    if failed:
+        print(failed, file=sys.stderr)
+    return 2 if document["unreadable_keys"] or failed else 0
 
 
 def print_chain(args: argparse.Namespace, settings: Settings) -> WrongTypes:
@@ -242,81 +267,6 @@ def text(value: bytes | str) -> str:
     control characters written out (a camera named with a line break forged rows of the table, and
     escape codes reached the operator's terminal: a security audit)."""
     return escape_controls(value.decode(errors="replace") if isinstance(value, bytes) else value)
-
-
-RECENT_SIGHTINGS = recent_per_camera("sightings", "first_seen")
-"""Sightings per camera begun within a window (sightings_by_camera_time)."""
-
-
-def unmerged_backlog(unmerged: int) -> str:
-    """What to say of `unmerged` per-minute count changes waiting to be merged (common/frame_counts.py's
-    UNMERGED_CHANGES_WARNED)."""
-    return (
-        f"about {unmerged:,} changes to the per-minute counts wait to be merged, and this count reads each (about"
-        f" 12 million pass its {defaults.STATUS_STATEMENT_TIMEOUT_S:g} s): the redactor and OCR pools merge them"
-        f" every {defaults.WORKER_MAINTENANCE_S:g} s, `alpr db prune` at each round; are both pools down?"
-    )
-
-
-def print_accounting(settings: Settings, window_s: float) -> None:
-    """Per camera from the frames log, of the frames captured in the last `window_s` seconds: frames
-    sampled, how they ended, those not yet accounted for, and the frames whose reads are pending, expired
-    (crops gone) or lost (no OCR job recorded them); the sightings begun and alert deliveries of that window
-    (those pending: all). Each count reads an index's range: counting the whole log read every row (0.46 s
-    a 2 million; a city's 30 days hold billions, past the statements' 5 s: a soak review). More per-minute
-    count changes waiting to be merged than UNMERGED_CHANGES_WARNED are warned of, and named where the count
-    times out: it reads each."""
-    import psycopg
-
-    from common.alert_log import AlertLog
-    from common.db import STATUS_SESSION_SETTINGS
-    from common.frame_counts import OLDER_FRAMES_COUNTED, UNMERGED_CHANGES_WARNED, FrameCounts
-
-    pool, unmerged = None, 0
-    try:
-        pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
-        unmerged = FrameCounts(pool).unmerged_changes()
-        recent = FrameCounts(pool).recent_outcome_counts(window_s)
-        deliveries = AlertLog(pool, 0).recent_counts(window_s)
-        with pool.connection() as connection:
-            sightings: dict[str, int] = dict(connection.execute(RECENT_SIGHTINGS, (window_s,)).fetchall())
-    except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable):
-        backlog = f"; {unmerged_backlog(unmerged)}" if unmerged > UNMERGED_CHANGES_WARNED else ""
-        raise UnansweredError(f"frames log not answered in {defaults.STATUS_STATEMENT_TIMEOUT_S:g} s"
-                              f" (a lock? see pg_locks){backlog}") from None  # fmt: skip
-    finally:
-        if pool is not None:
-            pool.close()
-    window = f"the last {window_s / 3600:g} h"
-    print(f"\nsightings begun in {window}: "
-          + (", ".join(f"{text(c)} {n}" for c, n in sorted(sightings.items())) or "none"))  # fmt: skip
-    statuses = ("pending", "sending", "delivered", "failed", "rejected")
-    shown_deliveries = " ".join(f"{s} {deliveries.get(s, 0)}" for s in statuses)
-    print(f"alert deliveries (pending: all; the others of alerts raised in {window}): {shown_deliveries}")
-    outcomes = ("done", "skipped", "expired", "corrupt", "lost")
-    read_outcomes = ("pending", "expired", "corrupt", "lost", "refused", "skipped")
-    counts, reads = recent.outcomes, recent.reads
-    print(f"\nframes log: frames captured in {window} (--hours)")
-    if unmerged > UNMERGED_CHANGES_WARNED:
-        print(f"  {unmerged_backlog(unmerged)}")
-    if recent.counted_from is not None:
-        print(f"  counted from {recent.counted_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC only, not the window's start:"
-              " the per-minute counts begin then (`alpr db upgrade` to migration 21), and the frames captured"
-              f" before it are more than {OLDER_FRAMES_COUNTED:,} to count one by one")  # fmt: skip
-    print(
-        f"{'':<12}{'camera':<20} {'sampled':>8} " + " ".join(f"{o:>8}" for o in outcomes) + f" {'in chain':>8}"
-        " | frames' reads " + " ".join(f"{o:>8}" for o in read_outcomes)
-    )
-    for camera, by_outcome in sorted(counts.items()):
-        sampled = sum(by_outcome.values())
-        cells = " ".join(f"{by_outcome.get(o, 0):>8}" for o in outcomes)
-        read_cells = " ".join(f"{reads.get(camera, {}).get(o, 0):>8}" for o in read_outcomes)
-        shown = text(camera)
-        print(f"{'':<12}{shown:<20} {sampled:>8} {cells} {by_outcome.get('pending', 0):>8} | {'':>14}{read_cells}")
-
-
-class UnansweredError(AlprError):
-    """A statement of the frames-log part ran past STATUS_STATEMENT_TIMEOUT_S (common/db.STATUS_SESSION_SETTINGS)."""
 
 
 def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:

@@ -2,11 +2,12 @@
 no job holds — lost with the queues' Redis (restarted without persistence) or never queued by a node
 killed — per camera, with when the sweep records them `lost`. Without it, status showed every queue
 empty and the same frames `in chain` for 12 minutes (a fault review). Told, never an error: the exit
-status stays as the rest of status set it."""
+status stays as the rest of status set it. `--json`: `orphans_document`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import redis
@@ -64,3 +65,30 @@ def print_orphans(settings: Settings, window_s: float) -> None:
             pool.close()
     for line in orphan_lines(found, settings.frame_ttl_s + settings.job_timeout_s):
         print(line)
+
+
+def orphans_document(settings: Settings, window_s: float) -> dict[str, Any]:
+    """`print_orphans`'s count for `alpr status --json`: per camera the frames in no job, `lost_at` (ISO
+    8601 UTC: when the sweep records the first of them lost; null with none), `all_examined`,
+    `unreadable_jobs`, and `unknown`: why none were counted (null when they were)."""
+    from common.db import STATUS_SESSION_SETTINGS
+
+    pool = None
+    try:
+        connection = reach_redis(settings)
+        pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
+        found = find_orphans(pool, connection, window_s)
+    except (ConfigError, redis.RedisError, psycopg.Error) as error:
+        found = Orphans(unknown=mask_url(str(error)).splitlines()[0])
+    finally:
+        if pool is not None:
+            pool.close()
+    lost_after_s = settings.frame_ttl_s + settings.job_timeout_s
+    first_lost = datetime.fromtimestamp(found.recorded_s[0] + lost_after_s, UTC) if found.recorded_s else None
+    return {
+        "cameras": {} if found.unknown else dict(sorted(found.per_camera.items())),
+        "lost_at": first_lost.isoformat() if first_lost and found.per_camera else None,
+        "all_examined": found.all_examined,
+        "unreadable_jobs": found.unreadable_jobs,
+        "unknown": found.unknown,
+    }

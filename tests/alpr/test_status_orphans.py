@@ -110,3 +110,51 @@ def test_orphans_are_the_pending_frames_no_job_names_each_examined_within_its_ca
         assert find_orphans(pool, connection, 3600).unknown is not None
     finally:
         pool.close()
+
+
+def test_status_json_gives_the_frames_logs_accounting_when_a_database_is_named(
+    redis_server, postgres_url, capsys, monkeypatch
+):
+    """`alpr status --json --database-url URL` printed the chain's part only, the URL ignored without a
+    word (from ALPR_DATABASE_URL too): a monitoring script asking for the frames log's accounting got none.
+    Now `accounting` (per camera the window's frames by outcome, the frames' reads, sightings begun, alert
+    deliveries) and `frames_in_no_job`, as the text shows them; without a database, neither key."""
+    import json
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    pool = open_pool(postgres_url, max_size=2)
+    try:
+        cam6 = [ref("cam6", index) for index in range(5)]
+        FrameLog(pool, 0).record_sampled([FrameRecord(f, "pending") for f in cam6])
+    finally:
+        pool.close()
+    base = ["status", "--json", "--redis-url", redis_server.url]
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "accounting" not in json.loads(capsys.readouterr().out)
+    for argv, environ in [([*base, "--database-url", postgres_url], {}), (base, {"ALPR_DATABASE_URL": postgres_url})]:
+        with monkeypatch.context() as patch:
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            assert main([*argv, "--hours", "2"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        accounting = document["accounting"]
+        assert accounting["window_hours"] == 2 and accounting["counted_from"] is None
+        assert accounting["cameras"] == {
+            "cam6": {"sampled": 5, "done": 0, "skipped": 0, "expired": 0, "corrupt": 0, "lost": 0, "in_chain": 5,
+                     "reads": {"pending": 0, "expired": 0, "corrupt": 0, "lost": 0, "refused": 0, "skipped": 0}}
+        }  # fmt: skip
+        assert accounting["sightings_begun"] == {}
+        assert accounting["alert_deliveries"] == dict.fromkeys(
+            ("pending", "sending", "delivered", "failed", "rejected"), 0
+        )
+        assert document["frames_in_no_job"]["cameras"] == {"cam6": 5}  # no job holds them: none queued
+    from tests.helpers import free_port
+
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    assert main([*base, "--database-url", unreachable]) == 2  # the frames log unread: no check passes
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)  # the chain's part printed all the same, the accounting null
+    assert document["accounting"] is None and document["frames_in_no_job"] is None and "queues" in document
+    [line] = captured.err.strip().splitlines()
+    assert line.startswith("alpr: error: ")

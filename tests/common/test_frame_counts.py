@@ -226,7 +226,7 @@ def test_past_so_many_frames_before_the_counts_begin_the_counts_begin_there_and_
     status` says where its counts begin (counting them one by one ran past the statement's 5 s at city
     rates the hour after the upgrade)."""
     import common.frame_counts
-    from alpr.status import print_accounting
+    from alpr.status_accounting import print_accounting
     from common.config import Settings
 
     pool = open_pool(postgres_url, max_size=2)
@@ -369,7 +369,7 @@ def test_alpr_status_warns_of_count_changes_left_unmerged_and_names_them_when_it
     merged, it says nothing of them."""
     import common.frame_counts
     from alpr.cli import main
-    from alpr.status import UnansweredError, print_accounting
+    from alpr.status_accounting import UnansweredError, print_accounting
     from common.config import Settings
 
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
