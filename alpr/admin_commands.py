@@ -56,10 +56,12 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
         granted = grant_to(pool, args.grant) if args.grant else False
         if args.grant_pruner:
             grant_pruner(pool, args.grant_pruner)
+        audit_said = set_database_audit_retention(pool, settings)
     finally:
         pool.close()
     if applied or not ahead:
         print(f"applied migrations {applied}" if applied else "schema already up to date")
+    print(audit_said, end="")
     # a newer schema exits 0 all the same: Compose's services wait for `migrate` to succeed, and a release rolled
     # back must start (its roles run on the newer schema, as the earlier release's do during a rolling upgrade)
     if ahead:
@@ -73,6 +75,22 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     if args.grant_pruner:
         print(f"role {args.grant_pruner} may read what alpr db prune reads and delete what it deletes, nothing more")
     return 0
+
+
+def set_database_audit_retention(pool: ConnectionPool, settings: Settings) -> str:
+    """The audit retention Postgres holds every delete of an audit record to (common/audit_policy.py) set from the
+    settings (Settings.audit_days), as the owner: what to say of it, a line where the owner changed it, else "". A
+    setting the prune refuses (shorter than the plate data's) leaves it as it was, said on stderr: the prune refuses
+    to start, but the chain, whose roles wait on the upgrade (Compose's `migrate`), runs on."""
+    from common.audit_policy import describe, set_audit_retention
+
+    try:
+        days = settings.audit_days()
+    except ConfigError as refused:
+        print(f"alpr: {refused}: the database's audit retention is left as it was", file=sys.stderr)
+        return ""
+    was = set_audit_retention(pool, days)
+    return "" if was is None else f"audit records: {describe(days)} (was: {describe(was)})\n"
 
 
 def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> None:
@@ -141,20 +159,26 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
             metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready, as every role
         while not stop.is_set():
             now = datetime.now(UTC)
+            round_audit_days = held_audit_days(pool, audit_days)
             cutoff, alerts_before, audit_before = (now - timedelta(days=d) if d else None
-                                                   for d in (days, alert_days, audit_days))  # fmt: skip
+                                                   for d in (days, alert_days, round_audit_days))  # fmt: skip
             try:  # kept without limit: each round prunes nothing and ends well (a role that ended at once was
                 pruned = (prune_logs(pool, cutoff, args.dry_run, stop, alerts_before, audit_before)  # restarted
                           if days or alert_days or audit_days else Pruned())  # for ever)  # fmt: skip
             except psycopg.errors.InsufficientPrivilege:
                 raise ConfigError(NOT_GRANTED) from None  # taken back since the start
+            except psycopg.errors.RaiseException as refused:  # the audit retention raised since the round began
+                raise ConfigError(
+                    f"alpr db prune: Postgres refused a delete ({refused.diag.message_primary}):"
+                    " the database's audit retention changed meanwhile? run the prune again"
+                ) from None
             except PruneContendedError as error:  # alerts whose deliveries were written all the while
                 if args.every_h is None:
                     raise
                 print(f"alpr: error: {error}", file=sys.stderr, flush=True)  # no prune_succeeded: watched
                 stop.wait(args.every_h * 3600)
                 continue
-            what = pruned_what(args, (cutoff, days), (alerts_before, alert_days), (audit_before, audit_days))
+            what = pruned_what(args, (cutoff, days), (alerts_before, alert_days), (audit_before, round_audit_days))
             report_round(pruned, what, kept, args.dry_run, metrics)
             if pruned.stopped:
                 return 1
@@ -164,6 +188,20 @@ def prune(args: argparse.Namespace, settings: Settings) -> int:
         return 0  # stopped between rounds (a delete stopped mid-batch is rolled back whole)
     finally:
         pool.close()
+
+
+def held_audit_days(pool: ConnectionPool, audit_days: float) -> float:
+    """The audit retention a prune round deletes past: `audit_days` (the prune's settings; 0: kept, the database
+    not read), or the database's where that is longer or without limit (common/audit_policy.py), said on stderr in
+    one line: Postgres refuses to delete a record younger (migration 26), and a batch it refused failed the prune."""
+    from common.audit_policy import held_to_database, read_audit_retention
+
+    if not audit_days:
+        return 0.0
+    held, told = held_to_database(audit_days, read_audit_retention(pool), "ALPR_AUDIT_RETENTION_DAYS")
+    if told:
+        print(f"alpr: {told}", file=sys.stderr, flush=True)
+    return held
 
 
 def retention_named(args: argparse.Namespace) -> str:

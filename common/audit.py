@@ -26,6 +26,11 @@ RECORDED_BEFORE = {
 OWNER_ONLY_TABLES = ("watchlist_changes",)
 """Records Postgres writes itself (migration 16's triggers, as the owner): no other role may touch them."""
 
+POLICY_TABLES = ("audit_retention",)
+"""The owner's settings Postgres holds every role to (migration 26: the audit retention its trigger refuses deletes
+within, common/audit_policy.py): read by the others, written by the owner alone (`alpr db upgrade`); the workers'
+login, granted INSERT on every table, is given none here (a second row is refused anyway)."""
+
 COUNTS_TABLES = ("frame_counts", "frame_count_changes", "frame_counts_since")
 """The frames log's per-minute counts (migration 21), written by Postgres alone: its triggers on the frames
 log and the merge (frame_counts_merged), SECURITY DEFINER functions run as the owner. Other roles read them

@@ -3,9 +3,11 @@ deletes those made before ALPR_AUDIT_RETENTION_DAYS (at least the plate data's r
 misuse of a search is found, so it outlives the data searched; Settings.audit_days), in Postgres
 (`prune_audit`, as the pruner's role, granted DELETE on them) and in `alpr run`'s SQLite log
 (`sqlite_audit_prunable`, then common/retention.prune_sqlite_log's batches). They stay append-only
-otherwise: never updated or emptied, and no record younger than a day deleted, by Postgres's trigger
-(migration 25) and the SQLite log's (SQLITE_NOT_ERASED): a login that may prune cannot erase the record
-of a search it just made."""
+otherwise: never updated or emptied. Postgres's trigger (migration 26) deletes none younger than the database's
+own audit retention (common/audit_policy.py: the owner's, set by `alpr db upgrade`; 0, none at all), whoever
+asks: a login that may prune cannot erase the record of a misuse within it (migration 25 let any record a day
+old go). The SQLite log's (SQLITE_NOT_ERASED) deletes none younger than a day: a file its user may rewrite
+whole, with no login apart to keep out, holds no floor the prune's own settings could not move."""
 
 from __future__ import annotations
 
@@ -23,9 +25,13 @@ SQLite's CURRENT_TIMESTAMP in `alpr run`'s log)."""
 AUDIT_BATCH_ROWS = 5000
 """Records deleted per statement (and transaction), as the plate data's batches (common/retention.BATCH_ROWS)."""
 
-OLD_ENOUGH = "{time} < %(before)s AND {time} < now() - interval '1 day'"
-"""A record the prune deletes: made before the cutoff, and a day ago or more by Postgres's clock, as its
-trigger allows (a client's clock ahead of the server's would otherwise fail the whole batch)."""
+OLD_ENOUGH = (
+    "{time} < %(before)s AND {time} < (SELECT now() - make_interval(secs => greatest(days, 1) * 86400)"
+    " FROM audit_retention WHERE days > 0)"
+)
+"""A record the prune deletes: made before the cutoff, and before the database's audit retention by Postgres's
+clock (migration 26's table: none where it is 0), as its trigger allows (a client's clock ahead of the server's,
+or a retention of the prune's shorter than the database's, would otherwise fail the whole batch)."""
 
 DELETE_AUDIT = f"DELETE FROM {{table}} WHERE id IN (SELECT id FROM {{table}} WHERE {OLD_ENOUGH} LIMIT %(rows)s)"
 """One batch: the records' ids and times are all the prune reads of them (its SELECT on those columns alone:

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from common.audit import AUDIT_TABLES, COUNTS_TABLES, OWNER_ONLY_TABLES
+from common.audit import AUDIT_TABLES, COUNTS_TABLES, OWNER_ONLY_TABLES, POLICY_TABLES
 from common.db_rights import rights_in_schema
 from common.errors import ConfigError
 from common.schema_upgrade import newer_schema, version_in, wait_for_turn
@@ -111,7 +111,8 @@ def grant_to(pool: ConnectionPool, role: str) -> bool:
             row = connection.execute("SELECT pg_get_serial_sequence(%s, 'id')", (qualified,)).fetchone()
             if row and row[0]:  # nor its ids drawn (gaps in the record)
                 connection.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.SQL(row[0]), name))
-        for table in COUNTS_TABLES:  # the frames' per-minute counts: read by `alpr status`, written by Postgres
+        for table in (*COUNTS_TABLES, *POLICY_TABLES):  # the frames' per-minute counts: read by `alpr status`,
+            # written by Postgres; the audit retention: read, written by the owner
             connection.execute(sql.SQL("REVOKE INSERT ON {} FROM {}").format(sql.Identifier(schema_name, table), name))
         connection.execute(sql.SQL(MERGE_GRANT).format(sql.Identifier(schema_name), name))  # the pools' duty
         for table in DELETED_FROM:
@@ -143,7 +144,7 @@ def refuse_extra_writes(connection: psycopg.Connection, role: str, schema_name: 
         shown = "" if who == role else f" as {who}"
         extra |= {f"{right} {table}{shown}" for table, right in rights_in_schema(connection, str(who), schema_name)
                   if right in ("UPDATE", "DELETE", "TRUNCATE") and (table, right) not in allowed
-                  or right == "INSERT" and table in COUNTS_TABLES}  # fmt: skip
+                  or right == "INSERT" and table in (*COUNTS_TABLES, *POLICY_TABLES)}  # fmt: skip
         frames = sql.Identifier(schema_name, "frames").as_string(connection)
         for column in set(frame_columns(connection, schema_name)) - set(FRAMES_UPDATED):
             row = connection.execute(

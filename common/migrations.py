@@ -14,7 +14,7 @@ SQL_FOLDER = "migration_sql"
 """The folder of the `common` package holding one file of SQL per migration, NNNN.sql."""
 
 
-LATEST_MIGRATION = 25
+LATEST_MIGRATION = 26
 """The newest migration's version, raised with each new file: a build missing the newest files (which no gap
 shows) is refused at import, not upgraded to a schema `alpr db upgrade` reports current."""
 

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common.audit_policy import AUDIT_POLICY
 from common.audit_retention import AUDIT_TIMES
 from common.db_rights import columns_readable, functions_run, rights_in_schema
 from common.errors import ConfigError
@@ -41,8 +42,9 @@ times, the deliveries' alert and status (not their receivers, or the error a rec
 table was granted, a review). A pruner that may read any other column of them (through PUBLIC, a membership)
 is refused the grant, naming them, as for any other right more (the table counted as read alike before)."""
 
-AUDIT_RIGHTS = {(table, right) for table in AUDIT_TIMES for right in ("SELECT", "DELETE")}
-"""What pruning the audit records adds (ALPR_AUDIT_RETENTION_DAYS): SELECT of AUDIT_COLUMNS, DELETE."""
+AUDIT_RIGHTS = {(table, right) for table in AUDIT_TIMES for right in ("SELECT", "DELETE")} | {(AUDIT_POLICY, "SELECT")}
+"""What pruning the audit records adds (ALPR_AUDIT_RETENTION_DAYS): SELECT of AUDIT_COLUMNS, DELETE; and the
+database's own audit retention read (migration 26: the owner's to change), which Postgres holds each delete to."""
 
 MERGED = "frame_counts_merged"
 """The function each prune round ends with (the frames' per-minute counts merged): checked at the start too, as

@@ -69,9 +69,10 @@ def test_docker_compose_config_accepts_the_file(secrets_dir: Path, tmp_path: Pat
     assert COMPOSE_TEXT.count(ENV_FILE_ENTRY) == 1  # on the x-alpr anchor alone
 
 
-RETENTION_READERS = {"prune", "redact", "sight"}
+RETENTION_READERS = {"migrate", "prune", "redact", "sight"}
 """Services that read ALPR_RETENTION_DAYS: the prune deletes records past it, the redactor its kept frames
-within it, the sighting pool checks its repeat window against it."""
+within it, the sighting pool checks its repeat window against it, `migrate` reckons the audit retention it sets
+in Postgres by it (730 days or the plate data's, the longer; 0 keeps the audit too), as the prune does."""
 
 
 def test_the_retention_of_env_reaches_every_service_that_reads_it_alike(secrets_dir: Path, tmp_path: Path):

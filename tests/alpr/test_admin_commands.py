@@ -60,17 +60,17 @@ def test_a_dry_run_upgrade_lists_what_it_would_apply_and_applies_nothing(postgre
     assert out[-1] == "then --grant alpr_app: not granted in a dry run"
     assert schema_tables(postgres_url) == set()  # not even the migrations' record made
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
-    with psycopg.connect(postgres_url) as db:  # a schema two versions behind, as before an upgrade of the project
+    with psycopg.connect(postgres_url) as db:  # a schema three versions behind (the last to lock a table among them)
         recorded = len(db.execute("SELECT version FROM schema_migrations").fetchall())
-        db.execute("DELETE FROM schema_migrations WHERE version > %s", (VERSIONS[-3],))
+        db.execute("DELETE FROM schema_migrations WHERE version > %s", (VERSIONS[-4],))
     capsys.readouterr()
     assert main(command) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"would apply migrations {VERSIONS[-2:]}"
-    locking = [version for version in VERSIONS[-2:] if version in MIGRATION_LOCKS]  # each named with its locks
+    assert out[0] == f"would apply migrations {VERSIONS[-3:]}"
+    locking = [version for version in VERSIONS[-3:] if version in MIGRATION_LOCKS]  # each named with its locks
     assert locking and [line.split()[1] for line in out if " locks " in line] == [str(v) for v in locking]
     with psycopg.connect(postgres_url) as db:
-        assert len(db.execute("SELECT version FROM schema_migrations").fetchall()) == recorded - 2  # nothing applied
+        assert len(db.execute("SELECT version FROM schema_migrations").fetchall()) == recorded - 3  # nothing applied
 
 
 def test_replay_says_which_stages_it_replays_unless_told(capsys):

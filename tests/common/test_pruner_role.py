@@ -34,6 +34,7 @@ PRUNER_RIGHTS = {
     ("plate_searches", "DELETE"),  # past ALPR_AUDIT_RETENTION_DAYS
     ("plate_exports", "SELECT"),
     ("plate_exports", "DELETE"),
+    ("audit_retention", "SELECT"),  # the database's audit retention, the owner's to set: each delete is held to it
 }
 """All a pruner may do, written out here rather than taken from the code under test."""
 

@@ -1,0 +1,74 @@
+"""The database's own audit retention (migration 26's one-row table, AUDIT_POLICY): how long Postgres keeps the
+records of plate searches and exports whoever asks, the pruner's login included (its trigger refuses to delete
+a record younger, and every record where it is 0: kept without limit). `alpr db upgrade`, run as the schema's
+owner, writes it from its settings (Settings.audit_days: ALPR_AUDIT_RETENTION_DAYS, or 730 days or the plate
+data's retention where longer, 0 where either is 0; `set_audit_retention`); the owner alone may change it, so
+lowering it is the owner's deliberate act, not the pruner's. `alpr db prune` reads it at each round
+(`read_audit_retention`) and prunes past the longer of its own setting and it, saying so in one line where its
+own is shorter (`held_to_database`): a batch the trigger refused failed the prune midway."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from common.audit import POLICY_TABLES
+from common.errors import ConfigError
+from common.schema_upgrade import wait_for_turn
+
+AUDIT_POLICY = POLICY_TABLES[0]
+"""The table of one row holding the audit retention in days (`days`), the owner's to change, the pruner's to read."""
+
+
+def describe(days: float) -> str:
+    """An audit retention as the commands say it."""
+    return f"deleted past {days:g} days, by no one sooner" if days else "kept without limit"
+
+
+def read_audit_retention(pool: ConnectionPool) -> float:
+    """The database's audit retention in days (0: kept without limit; no row, as Postgres's trigger reads it: 0)."""
+    with pool.connection() as connection:
+        row = connection.execute(f"SELECT days FROM {AUDIT_POLICY}").fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def set_audit_retention(pool: ConnectionPool, days: float) -> float | None:
+    """Write `days` as the database's audit retention (the owner's act: `alpr db upgrade`); the retention it
+    replaced where one was set before (the first, migration 26's 0 filled, is not told), or None (also where it
+    was `days` already: nothing written, and a role that may not write it, running the upgrade of a current schema,
+    is not refused). ConfigError where it differs and the role logged in may not change it (not the schema's
+    owner), or where the schema has no policy (older than migration 26)."""
+    with pool.connection() as connection, connection.transaction():
+        wait_for_turn(connection)  # after any upgrade or grant of another process
+        if connection.execute("SELECT to_regclass(%s)", (AUDIT_POLICY,)).fetchone() in (None, (None,)):
+            raise ConfigError("alpr db upgrade: the schema has no audit retention to set (migration 26): upgrade it")
+        row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY} FOR SHARE").fetchone()
+        if row is not None and float(row[0]) == days and row[1]:
+            return None
+        try:
+            if row is None:
+                connection.execute(f"INSERT INTO {AUDIT_POLICY} (days, set_at) VALUES (%s, now())", (days,))
+            else:
+                connection.execute(f"UPDATE {AUDIT_POLICY} SET days = %s, set_at = now()", (days,))
+        except psycopg.errors.InsufficientPrivilege:
+            raise ConfigError(
+                f"alpr db upgrade: the database's audit retention ({describe(float(row[0]) if row else 0.0)})"
+                f" is not the settings' ({describe(days)}), and only the schema's owner may set it: run the"
+                " upgrade as the owner"
+            ) from None
+    return float(row[0]) if row is not None and row[1] and float(row[0]) != days else None
+
+
+def held_to_database(configured: float, database: float, named: str) -> tuple[float, str | None]:
+    """The audit retention a prune deletes past: its own (`configured`, from `named`), or the database's where that
+    is longer or without limit (0: none deleted), which Postgres's trigger holds every delete to; with the line
+    that says so where they differ that way (None where the prune's own holds)."""
+    if database and configured >= database:
+        return configured, None
+    told = (
+        f"{named} is {configured:g} days, but the database keeps the audit records"
+        f" {f'{database:g} days' if database else 'without limit'} (set by `alpr db upgrade` from the owner's"
+        f" settings): {f'pruned past {database:g} days' if database else 'none pruned'}; run `alpr db upgrade` as"
+        " the schema's owner with this setting to change the database's"
+    )
+    return database, told
