@@ -40,7 +40,10 @@ def stage_with_clock_ahead(monkeypatch, settings, redis_url, ahead_s: float):  #
     watch-list cache's wall clock too)."""
     fast = HostClockAhead(ahead_s)
     with monkeypatch.context() as patch:
-        for module in ("sighting_worker.worker", "sighting_worker.passes", "common.watchlist_cache"):
+        for module in (
+            "sighting_worker.worker", "sighting_worker.camera_round", "sighting_worker.alert_hand_off",
+            "sighting_worker.passes", "common.watchlist_cache",
+        ):  # fmt: skip
             patch.setattr(f"{module}.time", fast, raising=False)
         stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
         stage.watch.wall_clock = fast.time
@@ -102,7 +105,7 @@ def test_a_cursor_saved_past_postgres_now_is_set_back_once_with_an_error(chain, 
         connection.execute("UPDATE sighting_cursors SET grouped_until_s = %s, early_read_id = (SELECT max(id)"
                            " FROM plate_reads)", (now_s + 1080,))  # fmt: skip
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
-    with caplog.at_level(logging.ERROR, logger="sighting_worker.worker"):
+    with caplog.at_level(logging.ERROR, logger="sighting_worker.camera_round"):
         assert [(s.plate, s.reads) for s in stage.poll().sightings] == [("KPX4721", 5)]
         stage.poll()
     assert len(re.findall(r"camera gate: its cursor was 10[78]\d s past Postgres's clock", caplog.text)) == 1

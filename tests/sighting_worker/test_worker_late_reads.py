@@ -133,7 +133,7 @@ def test_reads_logged_an_hour_late_are_grouped_apart_into_late_sightings_counted
     the round's end (LATE_SIGHTING_HOLD_S at 0; held open: tests/sighting_worker/test_late_passes.py)."""
     pool, settings = chain
     monkeypatch.setattr("common.defaults.LATE_SIGHTING_HOLD_S", 0.0)
-    caplog.set_level(logging.WARNING, logger="sighting_worker.worker")
+    caplog.set_level(logging.WARNING, logger="sighting_worker.alert_hand_off")
     stage = build_sighting_stage(settings, connect_redis(redis_url), Metrics())
     start_s = time.time() - 3
     log_frames(pool, [(frame(i, start_s + i * 0.2), [plate("GHT2093", 300 + 15 * i)]) for i in range(5)])
