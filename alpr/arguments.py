@@ -1,192 +1,44 @@
 """The `alpr` command line: each subcommand and its flags (`build_parser`, a table of contents of one
-builder a subcommand; `alpr watchlist` and `alpr search` build theirs in their own modules), and the
-argument types that check a value as it is read, so a bad one ends in a usage line naming the flag, never
-a traceback. Its error messages have URL credentials masked (MaskingParser). alpr/cli.py runs what it
-parsed."""
+builder a subcommand; `alpr watchlist` and `alpr search` build theirs in their own modules), each flag
+with its argument type, which checks a value as it is read (alpr/argument_types.py), so a bad one ends in
+a usage line naming the flag, never a traceback. Its error messages have URL credentials masked
+(MaskingParser). alpr/cli.py runs what it parsed."""
 
 from __future__ import annotations
 
 import argparse
-import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
-from alpr.folds import parse_folds
+from alpr.argument_types import (
+    MAX_REPLAY_AGE_H,
+    MAX_STATUS_HOURS,
+    MAX_STATUS_INTERVAL_S,
+    YEAR_S,
+    batch_workers,
+    fold_numbers,
+    folder,
+    new_file,
+    non_negative_at_most,
+    parse_roi,
+    positive_at_most,
+    positive_int,
+    scale_factor,
+    scale_factors,
+    share_below_one,
+    torch_device,
+    unseen_reads,
+)
 from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
-from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS, rounds_to_zero
+from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS
 from common.credentials import mask_url
-from common.jobs import MAX_COORDINATE
-
-if TYPE_CHECKING:
-    from alpr.calibrate import UnseenReads
 
 DEMO_CLIP = Path("demo/clip.mp4")
 """Where `alpr demo-clip` writes by default."""
-
-
-def _folds(text: str) -> frozenset[int]:
-    """`--folds 2,3,4`: a set of fold numbers."""
-    try:
-        return parse_folds(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _scale(text: str) -> float:
-    """`--scale 0.5`: a factor in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1] (a camera of less resolution), got {text}")
-    return value
-
-
-def _scales(text: str) -> tuple[float, ...]:
-    """`--scales 1,0.5,0.35`: factors in (0, 1], 1 among them."""
-    scales = tuple(_scale(part) for part in text.split(","))
-    if 1.0 not in scales:
-        raise argparse.ArgumentTypeError(f"the scales must include 1 (the images at their own size), got {text}")
-    return tuple(sorted(set(scales), reverse=True))
-
-
-MAX_STATUS_INTERVAL_S = 24 * 3600.0
-"""`alpr status --interval`: at most a day (1e300 overflowed time.sleep: a traceback)."""
-
-MAX_STATUS_HOURS = 24.0 * 366
-"""`alpr status --hours`: at most a year (the frames log keeps ALPR_RETENTION_DAYS, 30 by default)."""
-
-MAX_REPLAY_AGE_H = 10 * 365.25 * 24
-"""`alpr replay --max-age-h`: at most ten years (1e8 hours overflowed Postgres's interval: a traceback)."""
-
-
-def _positive_at_most(maximum: float, zero: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number above 0 (or 0 itself, with `zero`) and at most `maximum` (`--interval
-    0` divided by zero, a negative one asked to sleep back, a huge one overflowed a sleep or a database
-    interval)."""
-
-    def positive(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
-        if rounds_to_zero(text):  # `--older-than-days 1e-400` was 0, kept without limit; 0.000001 refused
-            raise argparse.ArgumentTypeError(f"{mask_url(text)[:40]!r} is not 0, yet too small to tell from it")
-        if zero and value == 0:
-            return 0.0
-        if not (value > 0 and math.isfinite(value)):
-            either = "0 or " if zero else ""
-            raise argparse.ArgumentTypeError(f"must be {either}a number above 0, got {mask_url(text)[:40]!r}")
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {mask_url(text)[:40]!r}")
-        return value
-
-    return positive
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number of 1 or more (`--max-jobs 0` ran one job a worker, endlessly
-    starting a new worker after each; a negative one ran one job)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {mask_url(text)[:40]!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {mask_url(text)[:40]!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """An argparse type: a whole number of 0 or more."""
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
-MAX_BATCH_WORKERS = 64
-"""Most processes `alpr train-ocr --workers` may prepare batches in (each a Python process holding the data
-set: unbounded, a slip of the finger forked thousands)."""
-
-
-def _batch_workers(text: str) -> int:
-    """`--workers N` (alpr train-ocr): 0 to MAX_BATCH_WORKERS."""
-    value = _non_negative_int(text)
-    if value > MAX_BATCH_WORKERS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_WORKERS}, got {value}")
-    return value
-
-
-def _share(text: str) -> float:
-    """`--synthetic-share` (alpr train-ocr): a number in [0, 1) (1 left no real image in a batch: a
-    ZeroDivisionError after the model loaded; nan, 2 or -1 started a run that could not be right)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {mask_url(text)[:40]!r}") from None
-    if not 0 <= value < 1:  # nan too
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {mask_url(text)[:40]!r}")
-    return value
-
-
-def _new_file(text: str) -> Path:
-    """An argparse type: a file to write, in a folder that exists (`alpr train-ocr --out`): a folder, or a
-    file in a missing one, failed once the training was done."""
-    path = Path(text)
-    if text == "" or path.is_dir():
-        raise argparse.ArgumentTypeError(f"{mask_url(text)[:80]!r} is a folder, not a file to write")
-    if not path.absolute().parent.is_dir():
-        raise argparse.ArgumentTypeError(f"no folder {mask_url(str(path.parent))[:80]!r} to write {path.name!r} in")
-    return path
-
-
-def _folder(text: str) -> Path:
-    """An argparse type: a folder's name, never empty (`alpr run --out ''` wrote into the working folder)."""
-    if not text:
-        raise argparse.ArgumentTypeError("empty: name a folder (`.` for this one)")
-    return Path(text)
-
-
-def _device(text: str) -> str:
-    """`--device cpu|cuda|cuda:N` (alpr train-ocr)."""
-    if not re.fullmatch(r"cpu|cuda(:\d{1,2})?", text):
-        raise argparse.ArgumentTypeError(f"cpu, cuda or cuda:N, not {mask_url(text)[:40]!r}")
-    return text
-
-
-YEAR_S = 365.25 * 24 * 3600
-"""The longest `alpr ingest --max-seconds` or `--linger` (a larger wait overflowed the thread's wait)."""
-
-
-def _non_negative_at_most(maximum: float) -> Callable[[str], float]:
-    """An argparse type: 0, or a number above 0 and at most `maximum`."""
-    return _positive_at_most(maximum, zero=True)
-
-
-def _unseen_reads(text: str) -> UnseenReads:
-    """`--unseen-reads FILE:FOLDS` (alpr.calibrate.UnseenReads)."""
-    from alpr.calibrate import UnseenReads
-
-    try:
-        return UnseenReads.parse(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def parse_roi(text: str) -> list[tuple[float, float]]:
-    """'x,y x,y x,y ...' (at least three points) to a polygon."""
-    try:
-        points = [tuple(float(v) for v in pair.split(",")) for pair in text.split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"region of interest must be 'x,y x,y x,y ...', got {text!r}") from None
-    if len(points) < 3 or any(len(p) != 2 for p in points):
-        raise argparse.ArgumentTypeError(f"region of interest needs at least three x,y points, got {text!r}")
-    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for p in points for v in p):
-        raise argparse.ArgumentTypeError(f"region of interest points are pixels, at most {MAX_COORDINATE:g} each")
-    return [(p[0], p[1]) for p in points]
 
 
 class MaskingParser(argparse.ArgumentParser):
@@ -261,7 +113,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         " command line, which every user of the host can read (ps)",
     )  # fmt: skip
     run.add_argument("--camera-id", help="camera id logged with each read (default: the source's name)")
-    run.add_argument("--out", type=_folder, default=Path("out"), help="folder for the redacted video or frames")
+    run.add_argument("--out", type=folder, default=Path("out"), help="folder for the redacted video or frames")
     run.add_argument("--fps", type=float, dest="sample_fps", help="frames sampled per second")
     run.add_argument("--roi", type=parse_roi, help="region of interest polygon: 'x,y x,y x,y ...'")
     run.add_argument(
@@ -288,10 +140,12 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
         "--format-weight", type=float, help="weigh the region's templates so (0-1), not as fitted for the recogniser"
     )
     evaluate.add_argument(
-        "--folds", type=_folds, help="only the images of these fifths (0: the one the plate model never trained on)"
+        "--folds",
+        type=fold_numbers,
+        help="only the images of these fifths (0: the one the plate model never trained on)",
     )
     evaluate.add_argument(
-        "--scale", type=_scale, default=1.0,
+        "--scale", type=scale_factor, default=1.0,
         help="read each image shrunk by this factor (0-1]: as a camera of less resolution, or farther, sees it",
     )  # fmt: skip
     _add_engine_flags(evaluate)
@@ -302,10 +156,10 @@ def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
     ingest = sub.add_parser("ingest", help="an ingest node: sample the cameras' frames into Redis and the detect queue")
     ingest.add_argument("--cameras", type=Path, required=True, help="cameras.yaml")
     ingest.add_argument(  # at most a year: 1e300 overflowed the wait (a traceback)
-        "--max-seconds", type=_positive_at_most(YEAR_S), help="stop after this long (default: until every file ends)"
+        "--max-seconds", type=positive_at_most(YEAR_S), help="stop after this long (default: until every file ends)"
     )
     ingest.add_argument(
-        "--linger", type=_non_negative_at_most(YEAR_S), default=0, help="keep serving metrics this long after the end"
+        "--linger", type=non_negative_at_most(YEAR_S), default=0, help="keep serving metrics this long after the end"
     )
     _add_chain_flags(ingest)
     ingest.add_argument("--database-url", help="postgresql://... (the frames log: every sampled frame recorded)")
@@ -316,7 +170,7 @@ def _add_worker_parser(sub: argparse._SubParsersAction) -> None:
     worker = sub.add_parser("worker", help="a worker of one stage's pool (RQ, model loaded once)")
     worker.add_argument("stage", choices=("detect", "ocr", "redact", "sight", "alert"))
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    worker.add_argument("--max-jobs", type=_positive_int, help="exit after this many jobs")
+    worker.add_argument("--max-jobs", type=positive_int, help="exit after this many jobs")
     _add_engine_flags(worker)
     _add_chain_flags(worker)
     worker.add_argument("--database-url", help="postgresql://... (every worker but the detector's)")
@@ -326,13 +180,13 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
     """`alpr status`."""
     status = sub.add_parser("status", help="queues, workers, failures and per-camera frames/s")
     status.add_argument(
-        "--interval", type=_positive_at_most(MAX_STATUS_INTERVAL_S), default=2.0,
+        "--interval", type=positive_at_most(MAX_STATUS_INTERVAL_S), default=2.0,
         help="seconds between the two samples of the rates (at most a day)",
     )  # fmt: skip
     status.add_argument("--redis-url")
     status.add_argument("--database-url", help="postgresql://... (adds the frames log's accounting per camera)")
     status.add_argument(
-        "--hours", type=_positive_at_most(MAX_STATUS_HOURS), default=1.0,
+        "--hours", type=positive_at_most(MAX_STATUS_HOURS), default=1.0,
         help="the accounting's window: frames captured, sightings begun and alerts raised in the last H hours"
              " (deliveries pending: all); the log's whole history is read by no statement (default 1)",
     )  # fmt: skip
@@ -357,7 +211,7 @@ def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
         " frames are stored (needs --database-url)",
     )  # fmt: skip
     replay.add_argument(
-        "--max-age-h", type=_positive_at_most(MAX_REPLAY_AGE_H),
+        "--max-age-h", type=positive_at_most(MAX_REPLAY_AGE_H),
         help="--stage alert: only those given up this recently, at most ten years (default: ALPR_ALERT_GIVE_UP_S)",
     )  # fmt: skip
     replay.add_argument("--redis-url")
@@ -372,12 +226,12 @@ def _add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
     calibrate.add_argument("datasets", type=Path, nargs="+", help="folders in the layouts `alpr eval` reads")
     calibrate.add_argument("--out", type=Path, help="calibration file (default: the package's)")
     calibrate.add_argument(
-        "--unseen-reads", type=_unseen_reads, action="append", metavar="FILE:FOLDS",
+        "--unseen-reads", type=unseen_reads, action="append", metavar="FILE:FOLDS",
         help="fit on reads of images a recogniser never trained on: its ONNX file and those folds "
         "(e.g. a model from `alpr train-ocr --folds 2,3,4`:0,1), or default:0 for the configured one; repeatable",
     )  # fmt: skip
     calibrate.add_argument(
-        "--scales", type=_scales, default=(1.0,),
+        "--scales", type=scale_factors, default=(1.0,),
         help="also read each image shrunk by these factors (e.g. 1,0.5,0.35; 1 must be among them), so the fit"
         " learns how sure a reader may be of smaller plates (the shipped fit's: README, Confidence)",
     )  # fmt: skip
@@ -388,24 +242,26 @@ def _add_train_ocr_parser(sub: argparse._SubParsersAction) -> None:
     """`alpr train-ocr`."""
     train_ocr = sub.add_parser("train-ocr", help="fine-tune the plate recogniser (needs the `train` extra)")
     train_ocr.add_argument(
-        "--epochs", type=_positive_int, default=25, help="25: the shipped model (about 16 min on 2 cores)"
+        "--epochs", type=positive_int, default=25, help="25: the shipped model (about 16 min on 2 cores)"
     )
     train_ocr.add_argument("--seed", type=int, default=1, help="1: the shipped model (its card says why not 0)")
     train_ocr.add_argument(
-        "--synthetic-share", type=_share, default=0.5, help="share of synthetic plates per epoch, 0 to below 1"
+        "--synthetic-share", type=share_below_one, default=0.5, help="share of synthetic plates per epoch, 0 to below 1"
     )
-    train_ocr.add_argument("--out", type=_new_file, help="ONNX file to write (default: the package's plate model)")
-    train_ocr.add_argument("--float-out", type=_new_file, help="also write the float model here (before int8)")
+    train_ocr.add_argument("--out", type=new_file, help="ONNX file to write (default: the package's plate model)")
+    train_ocr.add_argument("--float-out", type=new_file, help="also write the float model here (before int8)")
     train_ocr.add_argument(
         "--keep", choices=("best", "last"), default="last", help="epoch to write: last (lr annealed), or best held-out"
     )
     train_ocr.add_argument(
-        "--folds", type=_folds, default="1,2,3,4",
+        "--folds", type=fold_numbers, default="1,2,3,4",
         help="the fifths of the real images to train on, 0-4 (default 1,2,3,4; fold 0 is measured each epoch)",
     )  # fmt: skip
-    train_ocr.add_argument("--device", type=_device, default="cpu", help="cpu (the shipped model's), cuda or cuda:N")
     train_ocr.add_argument(
-        "--workers", type=_batch_workers, default=0,
+        "--device", type=torch_device, default="cpu", help="cpu (the shipped model's), cuda or cuda:N"
+    )
+    train_ocr.add_argument(
+        "--workers", type=batch_workers, default=0,
         help="processes preparing batches (default 0: in this one, the shipped model's random stream)",
     )  # fmt: skip
 
@@ -447,7 +303,7 @@ def _add_db_parser(sub: argparse._SubParsersAction) -> None:
     )
     prune.add_argument("--database-url", help="postgresql://...")
     prune.add_argument(
-        "--older-than-days", type=_non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
+        "--older-than-days", type=non_negative_at_most(defaults.MAX_RETENTION_DAYS), dest="retention_days",
         help="reads, sightings, frame records captured this many days ago or more (default ALPR_RETENTION_DAYS, 30;"
         " 0: kept, none pruned; alerts and audit records go by ALPR_ALERT_/ALPR_AUDIT_RETENTION_DAYS)",
     )  # fmt: skip
