@@ -116,8 +116,9 @@ def run_source(source: str | None, source_file: Path | None) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from alpr.run_start import made_out_folder, opened_logs
     from alpr.source_passes import StopSignals
-    from alpr.wiring import build_pipeline
+    from alpr.wiring import build_detector, build_pipeline, build_reader
     from ingest.ffmpeg_open import rtsp_transport_problem
     from ingest.source_checks import uri_syntax_problem
     from ingest.sources import open_source
@@ -138,10 +139,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb, rtsp_transport=args.rtsp_transport,
         label=camera_id,
     )  # fmt: skip
-    password = settings.secret("database_password")
-    plate_log = open_plate_log(settings.database_url, settings.sqlite_path, password)
-    sighting_log = open_sighting_log(settings.database_url, settings.sqlite_path, password)
-    pipeline = build_pipeline(settings, plate_log, sighting_log, args.roi)
+    cores = build_detector(settings), build_reader(settings)  # a device refused: before anything is made
+    out_made = made_out_folder(args.out)  # refused, or made before the log (alpr/run_start.py)
     bar = tqdm(
         total=source.expected_frames, unit="frame", disable=True if args.no_progress else None, dynamic_ncols=True
     )
@@ -151,12 +150,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_postfix(plates=summary.plates_detected, fps=f"{summary.frames_per_second:.1f}")
 
     try:
-        with StopSignals() as stop:  # SIGTERM, SIGINT: the run finishes what it holds and reports (exit 0)
-            summary = pipeline.run(source, camera_id, args.out, on_frame, stop)
+        with opened_logs(settings, out_made) as (plate_log, sighting_log), StopSignals() as stop:
+            pipeline = build_pipeline(settings, cores, plate_log, sighting_log, args.roi)
+            summary = pipeline.run(source, camera_id, args.out, on_frame, stop)  # SIGTERM, SIGINT: finished, exit 0
     finally:
         bar.close()
-        plate_log.close()
-        sighting_log.close()
     print_run(summary, settings)
     if not summary.frames and not summary.stopped_by:  # every image unreadable: it said 0 frames and exit 0
         unreadable = summary.failure_count

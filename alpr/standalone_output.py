@@ -75,20 +75,27 @@ def written_over(source: Path, out_dir: Path) -> Path | None:
     return None
 
 
+def make_out_folder(out_dir: Path, what: str, warn: bool = True) -> None:
+    """The --out folder made private, where it and every folder above it are this user's or root's and no one
+    else may write in them (refuse_shared_folder, which `warn`s of a group it cannot tell), checked again once
+    made; OutputError where it cannot be."""
+    refuse_shared_folder(out_dir, what, warn=warn)
+    try:
+        make_private_folders(out_dir)  # redacted frames still show cars, faces and places
+    except OSError as error:  # `--out /proc/x`: a bare `FileNotFoundError: [Errno 2] ...` (a review)
+        made = Path(error.filename or out_dir)
+        raise OutputError(
+            f"--out {out_dir} cannot be made: no folder {made.name} could be made in {made.parent}"
+            f" ({error.strerror or error}): name another folder"
+        ) from None
+    refuse_shared_folder(out_dir, what, warn=False)  # made meanwhile by another user? (a review)
+
+
 class RedactedWriter:
     """Writes redacted frames: an mp4 for a video source, numbered JPEGs for an image folder."""
 
     def __init__(self, out_dir: Path, as_frames: bool, fps: float) -> None:
-        refuse_shared_folder(out_dir, "the redacted frames")
-        try:
-            make_private_folders(out_dir)  # redacted frames still show cars, faces and places
-        except OSError as error:  # `--out /proc/x`: a bare `FileNotFoundError: [Errno 2] ...` (a review)
-            made = Path(error.filename or out_dir)
-            raise OutputError(
-                f"--out {out_dir} cannot be made: no folder {made.name} could be made in {made.parent}"
-                f" ({error.strerror or error}): name another folder"
-            ) from None
-        refuse_shared_folder(out_dir, "the redacted frames", warn=False)  # made meanwhile by another user? (a review)
+        make_out_folder(out_dir, "the redacted frames", warn=False)  # made before the logs: alpr/run_start.py
         self.out_dir, self.as_frames, self.fps = out_dir, as_frames, fps
         self.video: cv2.VideoWriter | None = None
         self.size_wh = (0, 0)

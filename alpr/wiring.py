@@ -257,12 +257,17 @@ def frame_ledger(settings: Settings, metrics: Metrics, now: Callable[[], float] 
 
 
 def build_pipeline(
-    settings: Settings, plate_log: PlateLog, sighting_log: SightingLog, roi: Polygon | None = None
+    settings: Settings,
+    cores: tuple[PlateDetector, PlateReader],
+    plate_log: PlateLog,
+    sighting_log: SightingLog,
+    roi: Polygon | None = None,
 ) -> Pipeline:
-    """The standalone pipeline (`alpr run`): the same cores the chain's stages call, one process."""
+    """The standalone pipeline (`alpr run`): the same cores the chain's stages call (`cores`: the detector and
+    reader, built before the logs are opened, so that a device refused leaves no log), one process."""
     from alpr.standalone import Pipeline
 
     return Pipeline(
-        build_detector(settings), build_reader(settings), plate_log, sighting_log, settings.redact_method,
+        *cores, plate_log, sighting_log, settings.redact_method,
         settings.ocr_min_confidence, roi, settings.ocr_crop_margin, settings.ocr_region, settings.sighting_gap_s,
     )  # fmt: skip

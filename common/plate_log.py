@@ -103,10 +103,14 @@ class SqlitePlateLog:
         make_private_folders(path.parent)
         self.path = path
         self.connection = connect_log(path)  # reads are plates, times and places: for the owner only
-        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(plate_reads)")}
-        if "frame_time_s" in columns:  # a log written before the column's rename
-            self.connection.execute("ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s")
-        self.connection.executescript(SQLITE_SCHEMA)
+        try:
+            columns = {row[1] for row in self.connection.execute("PRAGMA table_info(plate_reads)")}
+            if "frame_time_s" in columns:  # a log written before the column's rename
+                self.connection.execute("ALTER TABLE plate_reads RENAME COLUMN frame_time_s TO source_time_s")
+            self.connection.executescript(SQLITE_SCHEMA)
+        except BaseException:  # not left open (the sighting log's, alike)
+            self.connection.close()
+            raise
 
     def record_many(self, frames: Sequence[tuple[FrameRef, Sequence[PlateRead]]]) -> int:
         rows = [

@@ -86,7 +86,11 @@ class SqliteSightingLog:
         make_private_folders(path.parent)
         self.path = path
         self.connection = connect_log(path)  # reads are plates, times and places: for the owner only
-        self.connection.executescript(SQLITE_SCHEMA)
+        try:
+            self.connection.executescript(SQLITE_SCHEMA)
+        except BaseException:  # not left open: `alpr run` refused, its log held open by a connection no one had
+            self.connection.close()
+            raise
 
     def record_many(self, sightings: Sequence[tuple[Sighting, str | None]]) -> int:
         rows = [
