@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import sys
 import time
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -34,6 +32,9 @@ from rq.serializers import JSONSerializer
 
 from alpr.connections import reach_redis
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
+from alpr.pool_sizing import pool_work as pool_work  # where the tests and detector_worker read it
+from alpr.pool_sizing import print_pool_sizes
+from alpr.pool_sizing import workers_needed as workers_needed
 from alpr.status_accounting import accounting_document, print_accounting
 from alpr.status_claims import read_claims
 from alpr.status_orphans import orphans_document, print_orphans
@@ -51,8 +52,7 @@ from alpr.status_reads import (
     unclaimed_cameras,
 )
 from alpr.status_store import store_document, store_room
-from common import defaults, queues
-from common.bounded_hash import read_many_within_bounds, read_within_bounds
+from common import queues
 from common.bounded_scan import Fields
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
@@ -60,7 +60,7 @@ from common.errors import AlprError, ConfigError
 from common.job_key import FINGERPRINTS_KEY
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
-from common.queues import QUEUED_STAGES, STAGES, StageJob, stage_queue
+from common.queues import QUEUED_STAGES, StageJob, stage_queue
 from common.redis_json import json_object
 
 
@@ -141,7 +141,9 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> WrongTypes:
         print(f"job keys differ between roles (ALPR_JOB_KEY: each refuses the others' jobs): {differing}")
     offered_fps = print_cameras(connection, types, args.interval, first, then)
     print_unclaimed_cameras(connection, types)
-    types.read(pool_stats_keys(connection), partial(print_pool_sizes, connection, offered_fps, workers), None)
+    queued: dict[StageName, int] = {stage: sum(counts[:2]) for stage in QUEUED_STAGES  # waiting + running: a backlog
+                                    if (counts := rows[stage].counts)}  # fmt: skip
+    types.read(pool_stats_keys(connection), partial(print_pool_sizes, connection, offered_fps, workers, queued), None)
     print_pool_settings(guarded_pool_settings(connection, types, worker_keys))
     return types
 
@@ -269,18 +271,6 @@ def text(value: bytes | str) -> str:
     return escape_controls(value.decode(errors="replace") if isinstance(value, bytes) else value)
 
 
-def workers_needed(busy_s: float, frames: int, in_fps: float) -> int | None:
-    """Workers a pool needs to keep up with `in_fps` frames/s at TARGET_BUSY of their time, from the
-    pool's measured seconds of work per frame; None before it has handled any frame, and where the count
-    is no number (past a float's range: forged statistics)."""
-    if frames <= 0:
-        return None
-    needed = in_fps * busy_s / frames / defaults.TARGET_BUSY
-    if not math.isfinite(needed):
-        return None
-    return max(1, math.ceil(needed)) if in_fps > 0 else 0
-
-
 MAX_STATE_BYTES = 1024
 """Longest camera state read (ingest writes some 60 bytes: state, since, errors)."""
 
@@ -295,54 +285,6 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
         for k, v in parsed.items()
         if k in ("state", "since", "errors") and isinstance(v, str | int | float)
     }
-
-
-def pool_work(connection: redis.Redis, now_s: float) -> dict[StageName, tuple[float, int, bool]]:
-    """Per pool: the seconds its finished jobs took, the frames entering the chain they stand for (the
-    OCR pool reads only the frames with plates: its work counts per frame detected) and whether these are
-    the last POOL_STATS_WINDOW_S's — else all time, for a pool that finished no job in the window (one
-    whose workers all died is sized by what it did before; an OCR pool that read in the window while the
-    detectors did not stands for its frames read over all time's share of frames with plates)."""
-    fields = {f"{stage}:{what}": STAT_BYTES for stage in STAGES for what in ("busy_seconds", "frames")}
-    recent = {stage: (0.0, 0) for stage in STAGES}
-    for bucket in read_many_within_bounds(connection, queues.pool_stats_buckets(now_s), fields):
-        if bucket is None:  # as reading it whole raised: the section is left out, the bucket told (WrongTypes)
-            raise redis.ResponseError("WRONGTYPE a pool statistics bucket holds another type than a hash")
-        for stage, (busy_s, count) in recent.items():
-            recent[stage] = (
-                busy_s + number(bucket.values.get(f"{stage}:busy_seconds")),
-                count + int(number(bucket.values.get(f"{stage}:frames"))),
-            )
-    busy, handled = (read_within_bounds(connection, key, dict.fromkeys(STAGES, STAT_BYTES)).values
-                     for key in (queues.STATS_BUSY_KEY, queues.STATS_FRAMES_KEY))  # fmt: skip
-    total = {s: (number(busy.get(s)), int(number(handled.get(s)))) for s in STAGES}
-    work: dict[StageName, tuple[float, int, bool]] = {}
-    for stage in STAGES:
-        source, in_window = (recent, True) if recent[stage][1] else (total, False)
-        busy_s, frames = source[stage]
-        if stage == "ocr" and frames:  # at one frame in five with a plate, per frame read was 5x the workers
-            if source["detect"][1]:
-                frames = source["detect"][1]
-            elif total["detect"][1] and total["ocr"][1]:  # the detectors finished nothing in the window (all
-                frames = round(frames * total["detect"][1] / total["ocr"][1])  # dead): their all-time share
-        work[stage] = (busy_s, frames, in_window)
-    return work
-
-
-def print_pool_sizes(connection: redis.Redis, in_fps: float, workers: Mapping[StageName, int | str]) -> None:
-    """Per pool: live workers, seconds of work per frame entering the chain in the last hour (jobs that
-    finished; all time for a pool that finished none), and the workers the current input needs."""
-    work = pool_work(connection, queues.redis_now(connection))  # the clock the workers' buckets are numbered by
-    print(
-        f"\npools, sized for {in_fps:.1f} frames/s offered (queued + skipped), workers {defaults.TARGET_BUSY:.0%} busy:"
-    )
-    print(f"{'pool':<8} {'workers':>7} {'s/frame':>8} {'needed':>7}  over")
-    for stage in STAGES:
-        busy_s, done, in_window = work[stage]
-        needed = workers_needed(busy_s, done, in_fps)
-        per_frame = f"{busy_s / done:.3f}" if done else "-"
-        over = "the last hour" if in_window else "all time (no job in the last hour)" if done else ""
-        print(f"{stage:<8} {workers[stage]:>7} {per_frame:>8} {'-' if needed is None else needed:>7}  {over}".rstrip())
 
 
 def frame_ttls(settings: Settings, connection: redis.Redis) -> redis.Redis | None:
