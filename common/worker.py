@@ -10,10 +10,11 @@ before anything is imported (RQ would otherwise run whatever importable function
 job that can never succeed (malformed, wrong version) fails at once, is not retried, and is marked
 so that `alpr replay` leaves it. A running job holds a short lease that a heartbeat thread renews, so
 the job of a killed worker runs again within a minute, counted `abandoned` by the worker that finds
-it. A worker whose registration vanished (Redis restarted without persistence) registers again. RQ's
-controls through Redis, which any client of it can use, are refused: its commands (`shutdown`: one
-PUBLISH per worker stopped every pool) and its suspension of every worker (`rq:suspended`); a worker
-of the chain is stopped by a signal."""
+it (one killed between taking a job and starting it: by the worker whose cleaning of the queue's
+intermediate list finds the job there a minute after it first saw it). A worker whose registration
+vanished (Redis restarted without persistence) registers again. RQ's controls through Redis, which any
+client of it can use, are refused: its commands (`shutdown`: one PUBLISH per worker stopped every pool)
+and its suspension of every worker (`rq:suspended`); a worker of the chain is stopped by a signal."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from common.job_key import key_fingerprint, others_disagreeing
 from common.jobs import StageName
 from common.log_throttle import Throttle
 from common.metrics import Metrics
-from common.queue_entries import EntryWindows, Kind
+from common.queue_entries import STUCK_IN_INTERMEDIATE, EntryWindows, Kind, lost_before_start
 from common.queues import (
     STAGES,
     STATS_BUSY_KEY,
@@ -311,12 +312,15 @@ class StageWorker(SimpleWorker):
         worker each time showed no failure). RQ calls it for the failures of jobs run here too: those are
         JobRun's to count, left alone. Returns True: any handler after it runs."""
         if isinstance(exc_value, AbandonedJobError):
-            self.context.count("abandoned")
-            retried = bool(job.retries_left and job.retries_left > 0)
-            log.warning("%s job %s abandoned: its worker died holding it (killed: SIGKILL, out of memory?); %s",
-                        self.context.stage.name, str(job.id)[:80],
-                        "queued again" if retried else "failed, its retries spent")  # fmt: skip
+            self.tell_abandoned(job, "its worker died holding it")
         return True
+
+    def tell_abandoned(self, job: Job, how: str) -> None:
+        """Count a job whose worker died with it `abandoned`, and say so, before RQ retries or fails it."""
+        self.context.count("abandoned")
+        retried = bool(job.retries_left and job.retries_left > 0)
+        log.warning("%s job %s abandoned: %s (killed: SIGKILL, out of memory?); %s", self.context.stage.name,
+                    str(job.id)[:80], how, "queued again" if retried else "failed, its retries spent")  # fmt: skip
 
     def release_maintenance_locks(self) -> None:
         for queue in self.queues:
@@ -391,11 +395,14 @@ class StageWorker(SimpleWorker):
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
         """RQ's failure handling; a job not of ours that RQ's cleaning fails unrun (found stuck in the
-        intermediate list: a worker quit holding it) is counted and marked refused, as one run is."""
+        intermediate list: a worker quit holding it) is counted and marked refused, as one run is, and one of
+        ours lost there (`lost_before_start`) is counted `abandoned`, as one whose lease lapsed is."""
         if isinstance(job, StageJob):
             job.job_key = self.job_key
         if isinstance(job, StageJob) and PERMANENT not in job.meta and (reason := job.refusal()):
             self.refuse(job, reason)
+        elif exc_string == STUCK_IN_INTERMEDIATE and lost_before_start(job, queue):
+            self.tell_abandoned(job, "its worker died between taking it and starting it")
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
 
     def refuse(self, job: StageJob, reason: str) -> None:

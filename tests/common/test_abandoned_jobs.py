@@ -63,3 +63,59 @@ def test_a_job_that_kills_its_worker_each_time_is_counted_abandoned_each_time(re
     told = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
     assert len(told) == attempts and told[0].startswith(f"detect job {job_id} abandoned: its worker died")
     assert told[0].endswith("queued again") and told[-1].endswith("failed, its retries spent")
+
+
+def test_a_job_whose_worker_died_before_starting_it_is_counted_abandoned(redis_url, caplog):
+    """RQ moves the job it takes to the queue's intermediate list, and puts it in the started registry only as
+    it starts it: a worker killed in between leaves it there, with no lease to lapse. RQ's cleaning of that list
+    fails it (or queues it again) a minute after first finding it, through the worker's failure handling, not
+    its exception handlers: it was counted nowhere."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job_id = enqueue(queue, detect_job("lost"), 60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    dying = subprocess.Popen([sys.executable, "-m", "tests.common.dying_worker", redis_url], cwd=REPO, env=env)
+    assert dying.wait(timeout=60) == -signal.SIGKILL
+    assert queue.intermediate_queue.get_job_ids() == [job_id] and job_id not in queue.started_job_registry
+    metrics = Metrics()
+    survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
+    counted = metrics.registry.get_sample_value
+    caplog.set_level(logging.WARNING)
+    survivor.run_maintenance_tasks()  # RQ notes when it first found the job there, and waits a minute
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 0
+    first_seen = queue.intermediate_queue.get_first_seen_key(job_id)
+    connection.set(first_seen, float(connection.get(first_seen) or 0) - 61)  # the minute passed
+    survivor.run_maintenance_tasks()
+    assert queue.intermediate_queue.get_job_ids() == [] and queue.get_job_ids() == [job_id]  # queued again (retries)
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "refused"}) == 0
+    told = [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith(f"detect job {job_id} abandoned: its worker died"), told
+    assert told[0].endswith("queued again")
+
+
+def test_a_job_left_in_the_intermediate_list_after_its_start_is_counted_once(redis_url, caplog):
+    """Killed a step later, the job started (a lease) but not taken off the intermediate list: RQ's registry
+    cleaning queues it again once its lease lapses (counted then), and its intermediate cleaning fails it again
+    a minute later. It is one job abandoned once: not counted a second time."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job_id = enqueue(queue, detect_job("started"), 60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.common.dying_worker", redis_url, "started", str(LEASE_S)]
+    assert subprocess.Popen(command, cwd=REPO, env=env).wait(timeout=60) == -signal.SIGKILL
+    assert queue.intermediate_queue.get_job_ids() == [job_id] and job_id in queue.started_job_registry
+    metrics = Metrics()
+    survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
+    counted = metrics.registry.get_sample_value
+    caplog.set_level(logging.WARNING)
+    lapsed = lambda: queue.started_job_registry.get_expired_job_ids() != []  # noqa: E731
+    wait_for(lapsed, 30, "the killed worker's lease to lapse")
+    survivor.run_maintenance_tasks()  # the lease lapsed: queued again, counted; first found in the list
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
+    assert queue.get_job_ids() == [job_id]
+    first_seen = queue.intermediate_queue.get_first_seen_key(job_id)
+    connection.set(first_seen, float(connection.get(first_seen) or 0) - 61)  # the minute passed
+    survivor.run_maintenance_tasks()
+    assert queue.intermediate_queue.get_job_ids() == []
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
