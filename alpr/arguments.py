@@ -192,8 +192,8 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     status.add_argument(
         "--json", action="store_true",
-        help="the queues, workers and each pool's settings that change results as JSON (no rates nor cameras); with"
-        " a database, the accounting and the frames in no job too",
+        help="the queues, workers and each pool's settings that change results as JSON (no rates nor the cameras'"
+        " states); with a database, the frames log's accounting per camera and the frames in no job too",
     )  # fmt: skip
 
 

@@ -165,13 +165,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"the stream {shown_source(args.source)} ended after {summary.frames} frames and was not reopened (an"
             " error no retry mends is logged above); what was read is logged and written: run it again to go on"
         )
-    if not source.is_live and not summary.stopped_by and (source.ended_early or source.ended_because):
-        why = source.ended_because or "it ended early"  # (a truncated file: a warning and exit 0, taken for whole)
-        raise InputError(
-            f"the video {shown_source(args.source)} was not read to its end: {why} at frame {source.reached}"
-            f"{'' if source.ended_because else ' (truncated?)'}; the {summary.frames} frames sampled before are"
-            " logged and written"
-        )
+    if not source.is_live and not summary.stopped_by and source.ended_because:  # its reader stopped: the rest
+        raise InputError(  # of the file went unread (it warned and exited 0: taken for read whole)
+            f"the video {shown_source(args.source)} was not read to its end: {source.ended_because} at frame"
+            f" {source.reached}; the {summary.frames} frames sampled before are logged and written"
+        )  # one that `ended_early` stays a warning, exit 0: an MKV's, TS's or WebM's frame count is its duration x
+    # rate, and a whole file with a longer audio track or a segment's start time reads as cut short (a review)
     return 0
 
 

@@ -5,8 +5,8 @@ roles whose job keys differ, if any (common/job_key.py); the frame store at or n
 (alpr/status_store.py); per pool whether its live members run with the same settings that change results
 (alpr/pool_settings.py); and, with a database, every sampled frame accounted for (or still in the chain).
 `--json`: the queues, the workers, the frame store's memory and the pools' settings as one JSON object
-(no rates nor cameras), and with a database the accounting (alpr/status_accounting.py) and the frames in
-no job.
+(no rates nor the cameras' states), and with a database the accounting per camera
+(alpr/status_accounting.py) and the frames in no job.
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
 key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'

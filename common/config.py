@@ -539,11 +539,17 @@ SECRET_SETTINGS = ("redis_password", "database_password", "job_key")
 def warn_of_other_cases(environ: Mapping[str, str], known: list[str]) -> None:
     """One WARNING per variable whose prefix is not in capitals (`alpr_sample_fps`) but that names a setting
     (or an `_FILE` variable) once upper-cased: it was ignored without a word, and its operator believed it
-    applied. Named, never its value (it may be a secret); not refused (it may be another program's)."""
+    applied. Named, never its value (it may be a secret); not refused (it may be another program's). One
+    beside its upper-case twin of the same value says nothing new: not warned of (one that differs is)."""
     names = {*known, *(f"{variable}_FILE" for variable in known)}
-    for key in environ:
-        if not key.startswith(ENV_PREFIX) and key.upper() in names:
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) or key.upper() not in names:
+            continue
+        if key.upper() not in environ:
             log.warning("%s is not read: settings are read from upper-case variables only; set %s", key, key.upper())
+        elif environ[key.upper()] != value:
+            log.warning("%s is not read, and differs from %s, which is: settings are read from upper-case"
+                        " variables only", key, key.upper())  # fmt: skip
 
 
 def unknown_setting(variable: str, known: list[str]) -> str:

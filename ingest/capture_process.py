@@ -288,8 +288,9 @@ class IsolatedCapture:
             except ValueError:
                 name = str(-code)
             if -code in STOP_SIGNALS:  # a stop sent to the node's whole process group: no crash
-                return (f"its reader process was stopped by {name} (sent to the node's process group, as a service"
-                        " manager's stop or a terminal's Ctrl-C sends it)")  # fmt: skip
+                return (f"its reader process was stopped by {name} (a stop of the node's process group, as a service"
+                        " manager or a terminal's Ctrl-C sends, or of the reader alone, as a memory guard such as"
+                        " earlyoom or systemd-oomd sends)")  # fmt: skip
             if -code == signal.SIGKILL:
                 return "its reader process was killed (SIGKILL: by the kernel's out-of-memory killer, or by hand)"
             return f"its reader process ended on signal {name} (FFmpeg crashed?)"

@@ -281,3 +281,19 @@ def test_variables_in_other_cases_that_name_no_setting_are_left_alone(caplog):
     with caplog.at_level(logging.WARNING, logger="common.config"):
         Settings.load({"alpr_no_such_thing": "1", "alpr_receivers_file": "/r.yaml", "path": "/bin"})
     assert not caplog.records
+
+
+def test_a_lower_case_twin_of_a_set_variable_is_warned_of_only_where_it_differs(caplog):
+    """Both `alpr_sample_fps` and `ALPR_SAMPLE_FPS` set alike said "set ALPR_SAMPLE_FPS", which was set (a
+    review): the twin says nothing new. One that differs is named with the one read, never either value."""
+    with caplog.at_level(logging.WARNING, logger="common.config"):
+        settings = Settings.load({"alpr_sample_fps": "3", "ALPR_SAMPLE_FPS": "3"})
+    assert settings.sample_fps == 3 and not caplog.records
+    with caplog.at_level(logging.WARNING, logger="common.config"):
+        settings = Settings.load({"alpr_sample_fps": "7", "ALPR_SAMPLE_FPS": "3"})
+    assert settings.sample_fps == 3
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        "alpr_sample_fps is not read, and differs from ALPR_SAMPLE_FPS, which is: settings are read from"
+        " upper-case variables only"
+    )

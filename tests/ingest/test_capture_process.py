@@ -128,7 +128,7 @@ def test_a_reader_that_crashes_ends_its_capture_alone(demo_clip):
 @pytest.mark.parametrize(
     ("sent", "said"),
     [
-        (signal.SIGTERM, "was stopped by SIGTERM (sent to the node's process group"),
+        (signal.SIGTERM, "was stopped by SIGTERM (a stop of the node's process group"),
         (signal.SIGKILL, "was killed (SIGKILL: by the kernel's out-of-memory"),
     ],
 )
