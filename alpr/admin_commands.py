@@ -81,15 +81,20 @@ def set_database_audit_retention(pool: ConnectionPool, settings: Settings) -> st
     """The audit retention Postgres holds every delete of an audit record to (common/audit_policy.py) set from the
     settings (Settings.audit_days), as the owner: what to say of it, a line where the owner changed it, else "". A
     setting the prune refuses (shorter than the plate data's) leaves it as it was, said on stderr: the prune refuses
-    to start, but the chain, whose roles wait on the upgrade (Compose's `migrate`), runs on."""
-    from common.audit_policy import describe, set_audit_retention
+    to start, but the chain, whose roles wait on the upgrade (Compose's `migrate`), runs on; so does another role's
+    upgrade (not the owner's) whose settings differ from the database's, warned that the owner must run it."""
+    from common.audit_policy import NotOwnersToSetError, describe, set_audit_retention
 
     try:
         days = settings.audit_days()
     except ConfigError as refused:
         print(f"alpr: {refused}: the database's audit retention is left as it was", file=sys.stderr)
         return ""
-    was = set_audit_retention(pool, days)
+    try:
+        was = set_audit_retention(pool, days)
+    except NotOwnersToSetError as not_owners:  # the workers' or pruner's upgrade of a current schema: not refused
+        print(f"alpr: warning: {not_owners}", file=sys.stderr)
+        return ""
     return "" if was is None else f"audit records: {describe(days)} (was: {describe(was)})\n"
 
 

@@ -5,7 +5,10 @@ owner, writes it from its settings (Settings.audit_days: ALPR_AUDIT_RETENTION_DA
 data's retention where longer, 0 where either is 0; `set_audit_retention`); the owner alone may change it, so
 lowering it is the owner's deliberate act, not the pruner's. `alpr db prune` reads it at each round
 (`read_audit_retention`) and prunes past the longer of its own setting and it, saying so in one line where its
-own is shorter (`held_to_database`): a batch the trigger refused failed the prune midway."""
+own is shorter (`held_to_database`): a batch the trigger refused failed the prune midway. A role that may
+not write it (the workers', the pruner's) running the upgrade is not refused: where its settings give another
+retention it is warned (NotOwnersToSetError), the database's left as it was, and the upgrade, which every
+role of Compose waits on, goes on."""
 
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ def describe(days: float) -> str:
     return f"deleted past {days:g} days, by no one sooner" if days else "kept without limit"
 
 
+class NotOwnersToSetError(ConfigError):
+    """The database's audit retention is not the settings' (or may not be read) and the role logged in may not
+    set it: the owner's to set; `alpr db upgrade` says so in a warning and goes on."""
+
+
 def read_audit_retention(pool: ConnectionPool) -> float:
     """The database's audit retention in days (0: kept without limit; no row, as Postgres's trigger reads it: 0)."""
     with pool.connection() as connection:
@@ -35,28 +43,42 @@ def read_audit_retention(pool: ConnectionPool) -> float:
 def set_audit_retention(pool: ConnectionPool, days: float) -> float | None:
     """Write `days` as the database's audit retention (the owner's act: `alpr db upgrade`); the retention it
     replaced where one was set before (the first, migration 26's 0 filled, is not told), or None (also where it
-    was `days` already: nothing written, and a role that may not write it, running the upgrade of a current schema,
-    is not refused). ConfigError where it differs and the role logged in may not change it (not the schema's
-    owner), or where the schema has no policy (older than migration 26)."""
+    was `days` already: nothing written). NotOwnersToSetError where it differs, or may not be read, and the role
+    logged in may not change it (not the schema's owner): a role that may not write it, its settings the
+    database's retention, is not refused (the retention was read FOR SHARE, which needs UPDATE: the workers' and the
+    pruner's upgrade of a current schema failed, a review; upgrades take turns by wait_for_turn, and the UPDATE
+    locks the row). ConfigError where the schema has no policy (older than migration 26)."""
     with pool.connection() as connection, connection.transaction():
         wait_for_turn(connection)  # after any upgrade or grant of another process
         if connection.execute("SELECT to_regclass(%s)", (AUDIT_POLICY,)).fetchone() in (None, (None,)):
             raise ConfigError("alpr db upgrade: the schema has no audit retention to set (migration 26): upgrade it")
-        row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY} FOR SHARE").fetchone()
-        if row is not None and float(row[0]) == days and row[1]:
+        try:
+            row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY}").fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            raise NotOwnersToSetError(not_owners("not readable by this role", days, "may not be")) from None
+        was = float(row[0]) if row is not None else 0.0
+        if row is not None and was == days and row[1]:
             return None
         try:
-            if row is None:
-                connection.execute(f"INSERT INTO {AUDIT_POLICY} (days, set_at) VALUES (%s, now())", (days,))
-            else:
-                connection.execute(f"UPDATE {AUDIT_POLICY} SET days = %s, set_at = now()", (days,))
+            with connection.transaction():  # a savepoint: a refusal leaves the transaction usable
+                if row is None:
+                    connection.execute(f"INSERT INTO {AUDIT_POLICY} (days, set_at) VALUES (%s, now())", (days,))
+                else:
+                    connection.execute(f"UPDATE {AUDIT_POLICY} SET days = %s, set_at = now()", (days,))
         except psycopg.errors.InsufficientPrivilege:
-            raise ConfigError(
-                f"alpr db upgrade: the database's audit retention ({describe(float(row[0]) if row else 0.0)})"
-                f" is not the settings' ({describe(days)}), and only the schema's owner may set it: run the"
-                " upgrade as the owner"
-            ) from None
-    return float(row[0]) if row is not None and row[1] and float(row[0]) != days else None
+            if was == days:  # the settings' already, but for who wrote it (set_at): nothing to tell
+                return None
+            raise NotOwnersToSetError(not_owners(describe(was), days, "is not")) from None
+    return was if row is not None and row[1] and was != days else None
+
+
+def not_owners(database: str, days: float, differs: str) -> str:
+    """What a role that may not set the retention is told of the database's (`database`, as said) and the
+    settings' (`days`), which it `differs` from ("is not", or where not read "may not be")."""
+    return (
+        f"the database's audit retention ({database}) {differs} the settings' ({describe(days)}), and only the"
+        " schema's owner may set it: left as it was; run `alpr db upgrade` as the owner to change it"
+    )
 
 
 def held_to_database(configured: float, database: float, named: str) -> tuple[float, str | None]:

@@ -17,7 +17,7 @@ import pytest
 
 from alpr.cli import main
 from tests.common.test_record_retention import add_audit_records, audit_left, counts
-from tests.helpers import pruner_role
+from tests.helpers import pruner_role, workers_role
 from tests.servers import PrivatePostgres
 
 NOW = datetime.now(UTC)
@@ -160,5 +160,45 @@ def test_an_audit_setting_the_prune_refuses_leaves_the_databases_retention_as_it
     error = capsys.readouterr().err
     assert "at least ALPR_RETENTION_DAYS (30 days)" in error and "left as it was" in error
     assert len(error.splitlines()) == 1
+    with psycopg.connect(database) as owner:
+        assert owner.execute("SELECT days FROM audit_retention").fetchall() == [(730.0,)]
+
+
+@pytest.mark.parametrize("grant", ["workers", "pruner"])
+def test_a_non_owner_upgrading_a_current_schema_is_not_refused(database, capsys, grant):
+    """A role that may read the retention but not write it (the workers', the pruner's), running the upgrade of
+    a current schema whose retention is already the settings', is told it is up to date, as the release before
+    told it: its read of the retention took a row lock (FOR SHARE), which needs UPDATE, and the upgrade failed
+    with "lacks a right this needs" (a review)."""
+    assert main(["db", "upgrade", "--database-url", database]) == 0
+    with (workers_role if grant == "workers" else pruner_role)(database) as (_, as_role):
+        capsys.readouterr()
+        code = main(["db", "upgrade", "--database-url", as_role])
+        out = capsys.readouterr()
+    assert (code, out.err, out.out) == (0, "", "schema already up to date\n")
+
+
+def test_a_non_owner_whose_setting_differs_is_warned_and_the_databases_retention_stands(database, capsys, monkeypatch):
+    """The owner alone sets the retention: a role that may not, its settings another retention, is warned in
+    one line to run the upgrade as the owner, and the upgrade (every role of Compose waits on it) succeeds; a
+    role that may not even read the retention (a grant of the release before: a rollback's) alike."""
+    assert main(["db", "upgrade", "--database-url", database]) == 0  # 730 days
+    with workers_role(database) as (role, as_workers):  # granted by the owner's upgrade: 730 days still
+        monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "100")
+        capsys.readouterr()
+        assert main(["db", "upgrade", "--database-url", as_workers]) == 0
+        out = capsys.readouterr()
+        assert out.out == "schema already up to date\n"
+        assert out.err.splitlines() == [
+            "alpr: warning: the database's audit retention (deleted past 730 days, by no one sooner) is not the"
+            " settings' (deleted past 100 days, by no one sooner), and only the schema's owner may set it: left"
+            " as it was; run `alpr db upgrade` as the owner to change it"
+        ]
+        with psycopg.connect(database) as owner:
+            owner.execute(f"REVOKE SELECT ON audit_retention FROM {role}")
+        assert main(["db", "upgrade", "--database-url", as_workers]) == 0
+        out = capsys.readouterr()
+    assert out.out == "schema already up to date\n" and len(out.err.splitlines()) == 1
+    assert out.err.startswith("alpr: warning: the database's audit retention (not readable by this role) may not be")
     with psycopg.connect(database) as owner:
         assert owner.execute("SELECT days FROM audit_retention").fetchall() == [(730.0,)]
