@@ -202,3 +202,51 @@ def test_a_non_owner_whose_setting_differs_is_warned_and_the_databases_retention
     assert out.err.startswith("alpr: warning: the database's audit retention (not readable by this role) may not be")
     with psycopg.connect(database) as owner:
         assert owner.execute("SELECT days FROM audit_retention").fetchall() == [(730.0,)]
+
+
+def test_the_floor_holds_a_pruner_the_release_before_granted(database):
+    """A rollback's `migrate` grants the pruner as the release before did: every right it does not know taken
+    back, SELECT of the retention among them. The triggers read it as the owner (SECURITY DEFINER): a record
+    past it is deleted, one within it refused naming the retention and who sets it; read as the deleting role,
+    every delete failed "permission denied" (a review)."""
+    assert main(["db", "upgrade", "--database-url", database]) == 0
+    add_audit_records(database, [NOW - timedelta(days=800), NOW - timedelta(days=2)], [NOW - timedelta(days=2)])
+    with pruner_role(database) as (role, as_pruner):
+        with psycopg.connect(database) as owner:
+            owner.execute(f"REVOKE SELECT ON audit_retention FROM {role}")
+        with psycopg.connect(as_pruner) as pruner:
+            deleted = pruner.execute("DELETE FROM plate_searches WHERE searched_at < now() - interval '799 days'")
+            assert deleted.rowcount == 1
+        for table in ("plate_searches", "plate_exports"):
+            pruner = psycopg.connect(as_pruner)
+            with pruner, pytest.raises(psycopg.errors.RaiseException) as refused:
+                pruner.execute(f"DELETE FROM {table}")
+            assert "the database's audit retention alone (730 days, set by `alpr db upgrade` as the schema's" in (
+                str(refused.value)
+            )
+    assert audit_left(database) == (1, 1)
+
+
+def test_a_view_of_the_pruners_own_cannot_run_as_the_owner_through_the_triggers(database):
+    """The triggers run as the owner: one the pruner attaches to a temporary table of its own must read the
+    schema's retention, not a temporary view of the pruner's (of the deleting table's schema, pg_temp), whose
+    function would run as the owner and lower the retention."""
+    assert main(["db", "upgrade", "--database-url", database]) == 0
+    with psycopg.connect(database) as owner:
+        schema = owner.execute("SELECT current_schema()").fetchone()
+    assert schema is not None
+    with pruner_role(database) as (_, as_pruner), psycopg.connect(as_pruner) as pruner:
+        pruner.execute("CREATE TEMPORARY TABLE plate_searches (searched_at TIMESTAMPTZ)")
+        pruner.execute(
+            "CREATE FUNCTION pg_temp.lowered() RETURNS DOUBLE PRECISION LANGUAGE sql AS"
+            f" $$ UPDATE {schema[0]}.audit_retention SET days = 1 RETURNING 1::float8 $$"
+        )
+        pruner.execute("CREATE TEMPORARY VIEW audit_retention AS SELECT pg_temp.lowered() AS days")
+        pruner.execute(
+            "CREATE TRIGGER kept BEFORE DELETE ON pg_temp.plate_searches FOR EACH ROW"
+            f" EXECUTE FUNCTION {schema[0]}.plate_searches_kept()"
+        )
+        pruner.execute("INSERT INTO pg_temp.plate_searches VALUES (now() - interval '1000 days')")
+        pruner.execute("DELETE FROM pg_temp.plate_searches")
+    with psycopg.connect(database) as owner:
+        assert owner.execute("SELECT days FROM audit_retention").fetchall() == [(730.0,)]

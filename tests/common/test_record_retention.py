@@ -170,7 +170,7 @@ def test_audit_records_past_their_retention_are_pruned_in_postgres(postgres_url,
     assert counts(out).endswith("3 plate_searches, 1 plate_exports") and counts(dry) == counts(out)
     assert audit_left(postgres_url) == (2, 1)
     owner = psycopg.connect(postgres_url)  # the owner alike: append-only but past its retention
-    with owner, pytest.raises(psycopg.errors.RaiseException, match="730 days, set by alpr db upgrade"):
+    with owner, pytest.raises(psycopg.errors.RaiseException, match="730 days, set by `alpr db upgrade`"):
         owner.execute("DELETE FROM plate_searches WHERE searched_at > now() - interval '1 hour'")
     owner = psycopg.connect(postgres_url)
     with owner, pytest.raises(psycopg.errors.RaiseException, match="append-only"):
