@@ -15,6 +15,7 @@ from __future__ import annotations
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from common import defaults
 from common.audit import POLICY_TABLES
 from common.errors import ConfigError
 from common.schema_upgrade import wait_for_turn
@@ -34,10 +35,19 @@ class NotOwnersToSetError(ConfigError):
 
 
 def read_audit_retention(pool: ConnectionPool) -> float:
-    """The database's audit retention in days (0: kept without limit; no row, as Postgres's trigger reads it: 0)."""
+    """The database's audit retention in days (0: kept without limit; no row, as Postgres's trigger reads it: 0);
+    ConfigError, in one line, where it is not 0 or 1 to MAX_RETENTION_DAYS (the table's check dropped: NaN, an
+    infinity or a million days failed the prune's start with a traceback, a review)."""
     with pool.connection() as connection:
         row = connection.execute(f"SELECT days FROM {AUDIT_POLICY}").fetchone()
-    return float(row[0]) if row else 0.0
+    days = float(row[0]) if row else 0.0
+    if days != 0 and not 1 <= days <= defaults.MAX_RETENTION_DAYS:  # NaN compares false: refused too
+        raise ConfigError(
+            f"the database's audit retention ({AUDIT_POLICY}.days) is {days:g}: it must be 0 (kept without limit)"
+            f" or 1 to {defaults.MAX_RETENTION_DAYS:g} days; run `alpr db upgrade` as the schema's owner to set it"
+            " from the settings"
+        )
+    return days
 
 
 def set_audit_retention(pool: ConnectionPool, days: float) -> float | None:

@@ -1,13 +1,16 @@
 
         CREATE TABLE audit_retention (
             only_row BOOLEAN PRIMARY KEY DEFAULT true CONSTRAINT audit_retention_one_row CHECK (only_row),
-            days DOUBLE PRECISION NOT NULL CONSTRAINT audit_retention_days_known CHECK (days = 0 OR days >= 1),
+            days DOUBLE PRECISION NOT NULL
+                CONSTRAINT audit_retention_days_known CHECK (days = 0 OR days BETWEEN 1 AND 36500),
             set_at TIMESTAMPTZ
         );
         INSERT INTO audit_retention (days) VALUES (0);
         -- how long the records of plate searches and exports are kept, whoever asks: written by `alpr db upgrade`
         -- (as the owner) from its settings, ALPR_AUDIT_RETENTION_DAYS or its default rule (common/audit_policy.py),
-        -- 0 (kept without limit: no record deleted) until it is (set_at NULL: never set); read by the pruner, changed by the owner alone
+        -- 0 (kept without limit: no record deleted) until it is (set_at NULL: never set); read by the pruner, changed
+        -- by the owner alone. 0 or 1 to 36500 days (MAX_RETENTION_DAYS), as the settings: NaN, infinity or a million
+        -- days passed `days >= 1`, and the prune's start failed on them (a review)
         CREATE OR REPLACE FUNCTION plate_searches_kept() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
         DECLARE
             kept_days DOUBLE PRECISION;

@@ -250,3 +250,36 @@ def test_a_view_of_the_pruners_own_cannot_run_as_the_owner_through_the_triggers(
         pruner.execute("DELETE FROM pg_temp.plate_searches")
     with psycopg.connect(database) as owner:
         assert owner.execute("SELECT days FROM audit_retention").fetchall() == [(730.0,)]
+
+
+@pytest.mark.parametrize("days", ["NaN", "Infinity", "-Infinity", "1000000", "36500.5", "0.5", "-1"])
+def test_the_table_refuses_a_retention_no_setting_may_give(database, days):
+    """0 or 1 to MAX_RETENTION_DAYS, as the settings: NaN, infinity and a million days passed the table's check
+    (`days >= 1`), and the prune's start then failed with a traceback, the plate data never pruned (a review)."""
+    from common import defaults
+
+    assert defaults.MAX_RETENTION_DAYS == 36500  # the check's bound, written in migration 26
+    assert main(["db", "upgrade", "--database-url", database]) == 0
+    owner = psycopg.connect(database)
+    with owner, pytest.raises(psycopg.errors.CheckViolation):
+        owner.execute("UPDATE audit_retention SET days = %s::float8", (days,))
+    with psycopg.connect(database) as owner:
+        owner.execute("UPDATE audit_retention SET days = 36500")
+
+
+@pytest.mark.parametrize("days", ["NaN", "Infinity", "1000000"])
+def test_a_retention_out_of_bounds_fails_the_prune_in_one_line(database, capsys, days):
+    """A table whose check was dropped (by hand, or migration 26's first form on a test deployment): the prune
+    says in one line what it read and where, with no traceback; it was a ValueError or OverflowError."""
+    assert main(["db", "upgrade", "--database-url", database]) == 0
+    with pruner_role(database) as (_, as_pruner):
+        with psycopg.connect(database) as owner:
+            owner.execute("ALTER TABLE audit_retention DROP CONSTRAINT audit_retention_days_known")
+            owner.execute("UPDATE audit_retention SET days = %s::float8", (days,))
+        capsys.readouterr()
+        code = main(["db", "prune", "--dry-run", "--database-url", as_pruner])
+        out = capsys.readouterr()
+    assert code == 2 and out.err.splitlines() == [
+        f"alpr: error: the database's audit retention (audit_retention.days) is {float(days):g}: it must be 0 (kept"
+        " without limit) or 1 to 36500 days; run `alpr db upgrade` as the schema's owner to set it from the settings"
+    ]
