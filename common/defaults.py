@@ -12,7 +12,8 @@ by topic in the modules gathered here:
 
 Code reads every default as `defaults.NAME` (`from common import defaults`), never from a topic module,
 so that one setting of `common.defaults.NAME` (a test's monkeypatch, tests/helpers.WITH_DEFAULTS) reaches
-every reader."""
+every reader; the one function here reads them so too (in a topic module, its bare names were that
+module's, and a patch of `common.defaults` no longer reached it: a review)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,10 @@ from common.defaults_reading import *  # noqa: F403
 from common.defaults_retention import *  # noqa: F403
 from common.defaults_services import *  # noqa: F403
 from common.defaults_sightings import *  # noqa: F403
+
+
+def at_least_a_frame_an_hour(fps: float) -> float:
+    """`fps`, or ValueError (a validator's) when under MIN_SAMPLE_FPS."""
+    if fps < MIN_SAMPLE_FPS:  # noqa: F405 - gathered above
+        raise ValueError(f"at least one frame an hour ({MIN_SAMPLE_FPS:.6f} frames/s), not {fps:g}")  # noqa: F405
+    return fps

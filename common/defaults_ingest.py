@@ -17,13 +17,6 @@ MIN_SAMPLE_FPS = 1 / 3600
 on its first frame ("timestamp out of range for platform time_t")."""
 
 
-def at_least_a_frame_an_hour(fps: float) -> float:
-    """`fps`, or ValueError (a validator's) when under MIN_SAMPLE_FPS."""
-    if fps < MIN_SAMPLE_FPS:
-        raise ValueError(f"at least one frame an hour ({MIN_SAMPLE_FPS:.6f} frames/s), not {fps:g}")
-    return fps
-
-
 CAPTURE_STEP_S = 0.001
 """The least time between two capture times of one camera's frames (sightings group forward in time)."""
 

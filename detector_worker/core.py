@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """How the detector runs; see common/defaults.py for what each default means."""
+    """How the detector runs; see common/defaults_reading.py for what each default means."""
 
     model_dir: Path
     weights: Path | None = None

@@ -1,5 +1,5 @@
 """Which ingest node samples a camera: each node claims each of its cameras apart in the queues' Redis for
-CAMERA_CLAIM_TTL_S (common/defaults.py), samples those it wins, and at every renewal (CAMERA_CLAIM_RENEW_S)
+CAMERA_CLAIM_TTL_S (common/defaults_ingest.py), samples those it wins, and at every renewal (CAMERA_CLAIM_RENEW_S)
 renews them and tries the others again: a node given a camera another live node holds stands by for it and
 takes it over within one renewal of that claim lapsing (its holder stopped, died or froze). Two nodes given
 one camera (`docker compose up --scale ingest=2`, two hosts with one cameras file) sampled it twice, and

@@ -16,7 +16,7 @@ written; then this node writes it no more and never deletes it: it is the new ho
 The spool, which keeps on disk what the ledger holds (each record as it is made, each frame as it is
 sampled: a node killed leaves them to the next) and adopts the files of nodes gone, is the ledger's
 `spool` (ingest/ledger_spool.py), handed its buffer, batch in flight and lock. Its tuning
-(LEDGER_CAPACITY, LEDGER_FLUSH_S, LEDGER_BATCH_ROWS, ...) is in common/defaults.py."""
+(LEDGER_CAPACITY, LEDGER_FLUSH_S, LEDGER_BATCH_ROWS, ...) is in common/defaults_ingest.py."""
 
 from __future__ import annotations
 

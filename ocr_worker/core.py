@@ -47,7 +47,7 @@ or bottom instead, a plate is read wrong at 0.85 or more 19 times in 1332: those
 
 @dataclass(frozen=True)
 class OcrSettings:
-    """How plates are read; see common/defaults.py for what each default means."""
+    """How plates are read; see common/defaults_reading.py for what each default means."""
 
     engine: str = defaults.OCR_ENGINE
     region: str = defaults.OCR_REGION

@@ -125,7 +125,7 @@ def short_recovery(lease_s: int = 6, maintenance_s: int = 3, margin_s: int = 10)
     """Timers for `alpr_process` under which a killed worker's job runs again within seconds: its lease
     lapses `lease_s` after its last renewal (renewed every third of it) and idle workers clean RQ's registries
     every `maintenance_s` (defaults: 15 s each); RECOVERY_S, which ALPR_FRAME_TTL_S must cover past the job
-    timeout, reckoned from them as common/defaults.py does, with `margin_s` for its margin (30 s)."""
+    timeout, reckoned from them as common/defaults_jobs.py does, with `margin_s` for its margin (30 s)."""
     return {
         "JOB_LEASE_S": lease_s,
         "WORKER_MAINTENANCE_S": maintenance_s,

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from alpr.cli import main
+from common import defaults
 from common.config import Settings
 from common.errors import ConfigError
 
@@ -297,3 +298,13 @@ def test_a_lower_case_twin_of_a_set_variable_is_warned_of_only_where_it_differs(
         "alpr_sample_fps is not read, and differs from ALPR_SAMPLE_FPS, which is: settings are read from"
         " upper-case variables only"
     )
+
+
+def test_a_patch_of_the_slowest_sampling_reaches_its_check(monkeypatch):
+    """The defaults' one function reads them from `common.defaults`, where a test's patch lands: moved into a
+    topic module, it read that module's own MIN_SAMPLE_FPS and a patch reached the video source alone (a review)."""
+    monkeypatch.setattr(defaults, "MIN_SAMPLE_FPS", 1.0)
+    with pytest.raises(ValueError, match="at least one frame an hour"):
+        defaults.at_least_a_frame_an_hour(0.5)
+    with pytest.raises(ConfigError, match="at least one frame an hour"):
+        Settings.load({"ALPR_SAMPLE_FPS": "0.5"})
