@@ -324,7 +324,7 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
         choices=OCR_MODELS,
         help="recogniser: PP-OCRv4, v6, or plate-trained",
     )
-    parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br")
+    parser.add_argument("--region", dest="ocr_region", help="plate formats: us, eu, br, any (none)")
     parser.add_argument("--backend", dest="detector_backend", choices=DETECTOR_BACKENDS)
     parser.add_argument("--device", dest="detector_device", help="cpu or cuda:N")
     parser.add_argument(

@@ -311,8 +311,9 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
             else f"  {row['confidence']}:    0 reads"
         )
     if any(r["region"] != Path(name).name for name, r in results.items()):
-        print(f"\n(a set whose folder is not named after a region (us, eu, br) is read with "
-              f"{settings.ocr_region}'s plate formats: --region or ALPR_OCR_REGION sets them)")  # fmt: skip
+        print("\n(a set whose folder's name names no region (us, eu, br, any) is read with --region's or"
+              " ALPR_OCR_REGION's formats where given, else us's where its groundtruth.csv names a US state for"
+              " every plate, else with no country's: any)")  # fmt: skip
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
                                    for name, r in results.items()))  # fmt: skip
     print_unreadable(unreadable)  # passed over, not the end of the run: one truncated JPEG left no figures at all

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from alpr.eval_scoring import PLATE_MATCH_IOU, Outcome, Tally, best_read, iou
-from alpr.ground_truth import Sample, dataset_folders, load_samples, region_for, set_name
+from alpr.ground_truth import Sample, configured_region, dataset_folders, load_samples, region_for, set_name
 from common import defaults, geometry
 from common.config import Settings
 from common.errors import InputError
@@ -150,18 +150,19 @@ def evaluate(
     unreadable: list[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics per dataset folder under `root`, keyed by `set_name`, over the samples `keep` accepts
-    (all by default), each with the region whose formats read it (the folder's name where it is one,
-    else the configured region); with `errors`, each folder's per-image outcomes go there too. With
-    `scale` under 1, every image is read as a camera of that much less resolution would take it
-    (`scaled_image`): how reads and their confidence hold as plates shrink. Images that cannot be read
-    are left out of the figures, counted in each set's `unreadable` and named in `unreadable`."""
+    (all by default), each with the region whose formats read it (`region_for`: the folder's name where it
+    names one, else the configured region where one was given, else what its ground truth says, else none);
+    with `errors`, each folder's per-image outcomes go there too. With `scale` under 1, every image is read
+    as a camera of that much less resolution would take it (`scaled_image`): how reads and their confidence
+    hold as plates shrink. Images that cannot be read are left out of the figures, counted in each set's
+    `unreadable` and named in `unreadable`."""
     if not 0 < scale <= 1:
         raise InputError(f"the scale of the images must lie in (0, 1], got {scale!r}")
     folders = dataset_folders(root)
     detector = None
     results: dict[str, dict[str, Any]] = {}
     for folder in folders:
-        region = region_for(folder, settings.ocr_region)
+        region = region_for(folder, configured_region(settings))
         reader = build_reader(settings, region)
         if detector is None and not (folder / "groundtruth.csv").is_file():
             detector = build_detector(settings)

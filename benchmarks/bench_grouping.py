@@ -52,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from alpr.ground_truth import load_samples, region_for
+from alpr.ground_truth import configured_region, load_samples, region_for
 from alpr.wiring import build_detector, build_reader
 from common import defaults, geometry
 from common.config import Settings
@@ -302,7 +302,7 @@ def main() -> None:
         detector = build_detector(settings)
         for name in args.sets:
             folder = DATASETS / name
-            reader = build_reader(settings, region_for(folder, settings.ocr_region))
+            reader = build_reader(settings, region_for(folder, configured_region(settings)))
             for scenario in args.scenarios:
                 start = time.perf_counter()
                 trace = trace_scenario(folder, scenario, args.cars, settings, detector, reader)

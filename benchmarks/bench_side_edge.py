@@ -35,7 +35,7 @@ import numpy as np
 
 from alpr.eval_scoring import iou
 from alpr.folds import held_out
-from alpr.ground_truth import Sample, load_samples, region_for
+from alpr.ground_truth import Sample, configured_region, load_samples, region_for
 from alpr.wiring import build_detector, build_reader
 from common import geometry
 from common.config import Settings
@@ -176,7 +176,7 @@ def main() -> None:
         folder = args.root / name
         samples, _ = load_samples(folder)
         samples = [s for s in samples if not args.held_out or held_out(s.image.name)][: args.limit]
-        reader = build_reader(settings, region_for(folder, settings.ocr_region))
+        reader = build_reader(settings, region_for(folder, configured_region(settings)))
         tally, start = Tally(), time.perf_counter()
         for sample in samples:
             run_sample(sample, detector, reader, settings, tally)

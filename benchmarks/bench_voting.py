@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from alpr.eval_scoring import iou
-from alpr.ground_truth import Sample, load_samples, region_for
+from alpr.ground_truth import Sample, configured_region, load_samples, region_for
 from alpr.wiring import build_detector, build_reader
 from common import geometry
 from common.config import Settings
@@ -236,7 +236,7 @@ def run_set(folder: Path, detector: PlateDetector, settings: Settings, frames: i
     samples, crops = load_samples(folder)
     if crops:
         raise SystemExit(f"{folder} holds plate crops, not photos with plate boxes")
-    reader = build_reader(settings, region_for(folder, settings.ocr_region))
+    reader = build_reader(settings, region_for(folder, configured_region(settings)))
     tally = SetTally()
     photos: dict[Path, np.ndarray] = {}
     for sample in samples[:limit]:
