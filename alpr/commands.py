@@ -29,6 +29,7 @@ from common.text_files import shown_path
 
 if TYPE_CHECKING:
     from alpr.standalone import RunSummary
+    from ingest.frame_source import FrameSource
     from ocr_worker.core import PlateReader
 
 
@@ -114,11 +115,6 @@ def run_source(source: str | None, source_file: Path | None) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from alpr.run_start import made_out_folder, opened_logs
-    from alpr.source_passes import StopSignals
-    from alpr.wiring import build_detector, build_pipeline, build_reader
     from ingest.ffmpeg_open import rtsp_transport_problem
     from ingest.source_checks import uri_syntax_problem
     from ingest.sources import open_source
@@ -139,6 +135,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args.source, settings.sample_fps, memory_mb=settings.capture_memory_mb, rtsp_transport=args.rtsp_transport,
         label=camera_id,
     )  # fmt: skip
+    try:
+        return run_opened(args, settings, source, camera_id)
+    finally:  # refused after the open (a device, --out, a log): its reader ended (a caller kept it: a review)
+        source.close()
+
+
+def run_opened(args: argparse.Namespace, settings: Settings, source: FrameSource, camera_id: str) -> int:
+    """`alpr run` once its source is opened (`run` releases it): cores, --out, the logs, the frames, the summary."""
+    from tqdm import tqdm
+
+    from alpr.run_start import made_out_folder, opened_logs
+    from alpr.source_passes import StopSignals
+    from alpr.wiring import build_detector, build_pipeline, build_reader
+
     cores = build_detector(settings), build_reader(settings)  # a device refused: before anything is made
     out_made = made_out_folder(args.out)  # refused, or made before the log (alpr/run_start.py)
     bar = tqdm(

@@ -1,88 +1,139 @@
 """What `alpr run` makes before its first frame, in an order where a refused start leaves nothing behind: its
 --out folder is checked and made first (`made_out_folder`), its two logs opened last (`opened_logs`); a log
 that fails to open closes the one opened before it, removes the SQLite file this run created (never one that
-was there) and the --out folders this run made. A run refused for its --out folder once left an empty SQLite
-log, its `-wal` and `-shm` beside it; one whose sightings' log failed left the plate log's pool open."""
+was there, nor one a connection opened since) and the --out folders this run made. A run refused for its --out
+folder once left an empty SQLite log, its `-wal` and `-shm` beside it; one whose sightings' log failed left the
+plate log's pool open. What is removed is removed through a descriptor of its folder, and only while the entry
+at its name is still the one made (`Made`): a refusal's cleanup by path deleted the operator's own log once
+another user swapped a folder the run had made for a link (a review)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from alpr.standalone_output import OUTPUT_NAMES, make_out_folder
 from common.config import Settings
 from common.plate_log import PlateLog, open_plate_log
 from common.private_files import FILE_MODE, make_private_folders, refuse_link, sqlite_side_files
+from common.shared_folders import refuse_shared_folder
 from common.sighting_log import SightingLog, open_sighting_log
 
 
-def missing_folders(folder: Path) -> list[Path]:
-    """`folder` and the folders above it that are not there, the deepest first."""
-    missing = []
-    for each in (folder, *folder.parents):
-        if os.path.lexists(each):
-            break
-        missing.append(each)
-    return missing
+@dataclass(frozen=True)
+class Made:
+    """A folder or file this run made: its path, and its (st_dev, st_ino) as made. A file's `beside` are the
+    files SQLite keeps beside a log (sqlite_side_files) that were there when it was created."""
+
+    path: Path
+    identity: tuple[int, int]
+    beside: frozenset[str] = frozenset()
 
 
-def remove_made(folders: list[Path]) -> None:
-    """The folders a refused run made, the deepest first, each only while empty (nothing else is touched)."""
+def made_folders(folders: list[Path]) -> list[Made]:
+    """`folders`, each this run's mkdir made (make_private_folders), as `Made`; one gone meanwhile left out."""
+    made = []
     for folder in folders:
         with contextlib.suppress(OSError):
-            folder.rmdir()
+            status = folder.lstat()
+            made.append(Made(folder, (status.st_dev, status.st_ino)))
+    return made
 
 
-def made_out_folder(out_dir: Path | None) -> list[Path]:
+def remove_made(made: list[Made]) -> None:
+    """What this run made, in the order given (the deepest first), each through a descriptor of its folder
+    opened without following a link, and only while the entry at its name is still the one made: a folder
+    while empty; a file while empty and no file SQLite keeps beside it has come since (no connection opened
+    it: another run that opened the log meanwhile, it being there, had it removed under it, a review).
+    Nothing else is touched; what cannot be removed is left."""
+    for each in made:
+        with contextlib.suppress(OSError):
+            folder = os.open(each.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                remove_if_made(folder, each)
+            finally:
+                os.close(folder)
+
+
+def remove_if_made(folder: int, made: Made) -> None:
+    """`remove_made`'s step for one entry, in the folder open at descriptor `folder`."""
+    name = made.path.name
+    status = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    if (status.st_dev, status.st_ino) != made.identity:
+        return
+    if stat.S_ISDIR(status.st_mode):
+        os.rmdir(name, dir_fd=folder)
+        return
+    if status.st_size == 0 and not any(
+        side.name not in made.beside and there(folder, side.name) for side in sqlite_side_files(made.path)
+    ):
+        os.unlink(name, dir_fd=folder)
+
+
+def there(folder: int, name: str) -> bool:
+    """Whether an entry named `name` is in the folder open at descriptor `folder` (a link too)."""
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def made_out_folder(out_dir: Path | None) -> list[Made]:
     """Check and make the --out folder (make_out_folder: refused where others may write in it or above it, or
     it cannot be made) and refuse a link at the name of what the run writes in it, before any log is opened;
     the folders made, to be removed if the start is refused later. Refused here, the folders made are removed."""
     if out_dir is None:
         return []
-    made = missing_folders(out_dir.absolute())
+    made: list[Path] = []
     try:
-        make_out_folder(out_dir, "the redacted frames")
+        make_out_folder(out_dir, "the redacted frames", made=made)
         for name in OUTPUT_NAMES:
             refuse_link(out_dir / name)
     except BaseException:
-        remove_made(made)
+        remove_made(made_folders(made))
         raise
-    return made
+    return made_folders(made)
 
 
-def created_sqlite_log(path: Path) -> list[Path]:
+def created_sqlite_log(path: Path) -> list[Made]:
     """The SQLite log at `path` created empty, 0600, by this run where no file is there (an empty file is a new
     log to SQLite), with any folders above it made: what this run made, to remove if its start is refused.
-    Nothing where a file is there (or one appears meanwhile: it is not this run's)."""
-    made = missing_folders(path.absolute().parent)
-    make_private_folders(path.parent)
+    Nothing where a file is there (or one appears meanwhile: it is not this run's). Refused before anything is
+    made where others may write in a folder on the way (refuse_shared_folder; the log's own opening checks it
+    again): they could swap a folder made for a link. The folders made are removed where the file cannot be
+    created (a name too long)."""
+    refuse_shared_folder(path.parent, "the plate log", warn=False)  # the log's opening warns of a group
+    folders: list[Path] = []
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    except FileExistsError:
-        return made
-    os.close(descriptor)
-    return [path, *(side for side in sqlite_side_files(path) if not os.path.lexists(side)), *made]
-
-
-def remove_created(created: list[Path]) -> None:
-    """What `created_sqlite_log` and `made_out_folder` made: files unlinked, folders removed while empty."""
-    for each in created:
-        with contextlib.suppress(OSError):
-            if each.is_dir() and not each.is_symlink():
-                each.rmdir()
-            else:
-                each.unlink()
+        make_private_folders(path.parent, folders)
+        beside = frozenset(side.name for side in sqlite_side_files(path) if os.path.lexists(side))
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            descriptor = os.open(path, flags, FILE_MODE)
+        except FileExistsError:
+            return made_folders(folders)
+    except BaseException:
+        remove_made(made_folders(folders))
+        raise
+    try:
+        status = os.fstat(descriptor)
+    finally:
+        os.close(descriptor)
+    return [Made(path, (status.st_dev, status.st_ino), beside), *made_folders(folders)]
 
 
 @contextlib.contextmanager
-def opened_logs(settings: Settings, out_made: list[Path]) -> Iterator[tuple[PlateLog, SightingLog]]:
+def opened_logs(settings: Settings, out_made: list[Made]) -> Iterator[tuple[PlateLog, SightingLog]]:
     """The run's plate and sighting logs, closed on leaving. Where one fails to open, what was opened is
-    closed and what this run made (a new SQLite file, the folders in `out_made`) is removed before the error
-    goes on; a log that was there is kept as it is."""
+    closed and what this run made (a new SQLite file no connection opened, the folders in `out_made`) is
+    removed before the error goes on (remove_made); a log that was there is kept as it is."""
     password = settings.secret("database_password")
-    created: list[Path] = []
+    created: list[Made] = []
     with contextlib.ExitStack() as opened:
         try:
             if not settings.database_url:
@@ -93,6 +144,6 @@ def opened_logs(settings: Settings, out_made: list[Path]) -> Iterator[tuple[Plat
             opened.callback(sighting_log.close)
         except BaseException:
             opened.close()
-            remove_created([*created, *out_made])
+            remove_made([*created, *out_made])
             raise
         yield plate_log, sighting_log

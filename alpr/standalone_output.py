@@ -75,17 +75,17 @@ def written_over(source: Path, out_dir: Path) -> Path | None:
     return None
 
 
-def make_out_folder(out_dir: Path, what: str, warn: bool = True) -> None:
+def make_out_folder(out_dir: Path, what: str, warn: bool = True, made: list[Path] | None = None) -> None:
     """The --out folder made private, where it and every folder above it are this user's or root's and no one
     else may write in them (refuse_shared_folder, which `warn`s of a group it cannot tell), checked again once
-    made; OutputError where it cannot be."""
+    made; OutputError where it cannot be. The folders made are put in `made`, where given (make_private_folders)."""
     refuse_shared_folder(out_dir, what, warn=warn)
     try:
-        make_private_folders(out_dir)  # redacted frames still show cars, faces and places
+        make_private_folders(out_dir, made)  # redacted frames still show cars, faces and places
     except OSError as error:  # `--out /proc/x`: a bare `FileNotFoundError: [Errno 2] ...` (a review)
-        made = Path(error.filename or out_dir)
+        failed = Path(error.filename or out_dir)
         raise OutputError(
-            f"--out {out_dir} cannot be made: no folder {made.name} could be made in {made.parent}"
+            f"--out {out_dir} cannot be made: no folder {failed.name} could be made in {failed.parent}"
             f" ({error.strerror or error}): name another folder"
         ) from None
     refuse_shared_folder(out_dir, what, warn=False)  # made meanwhile by another user? (a review)

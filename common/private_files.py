@@ -35,9 +35,12 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
 
 
-def make_private_folders(path: Path) -> None:
+def make_private_folders(path: Path, made: list[Path] | None = None) -> None:
     """`path` and any missing folders above it, each made 0700 (folders already there keep their mode:
-    the operator's choice)."""
+    the operator's choice). Each folder this call's mkdir made is put first in `made`, where given, as it is
+    made (so the deepest comes first, and a failure part way leaves those made listed): what a caller may
+    remove again. Never one that was there: `new/../cases` names `cases` through `new`, and `cases` there
+    was listed as made, and removed (a review)."""
     missing = []
     for folder in (path, *path.parents):
         if folder.is_dir():
@@ -46,10 +49,12 @@ def make_private_folders(path: Path) -> None:
     for folder in reversed(missing):
         try:
             folder.mkdir(mode=FOLDER_MODE)
-        except FileExistsError:  # another worker made it meanwhile
+        except FileExistsError:  # another worker made it meanwhile (or `..` named one there)
             if not folder.is_dir():
                 raise
             continue
+        if made is not None:
+            made.insert(0, folder)
         os.chmod(folder, FOLDER_MODE)  # whatever the umask
 
 

@@ -144,6 +144,10 @@ class FrameSource:
         more than MAX_RESUMED_FOOTAGE_S."""
         return iter(())
 
+    def close(self) -> None:
+        """Release what the source holds open (a video's reader process); nothing where it holds nothing (an
+        image folder). Reading it to its end releases it too; closing twice is no error."""
+
     def pass_over(self, index: int, tag: str | None, time_s: float) -> bool:
         """Whether the frame is passed over (`passed_over`); if so, its time is kept in `passed`."""
         if not self.passed_over(index, tag):

@@ -148,6 +148,9 @@ class VideoSource(FrameSource):
         self.read_ahead = False
         """Whether the first frame is grabbed ahead (`footage_key`): `samples()` takes it as its first grab."""
 
+    def close(self) -> None:
+        self.capture.release()  # its reader process ended (a refusal after the open left it running: a review)
+
     @property
     def dates_back(self) -> bool:
         return self.is_live and self.stream_lag.trusted

@@ -11,6 +11,7 @@ import grp
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,11 +79,11 @@ def test_run_checks_the_folders_above_its_out_folder_again_once_made(tmp_path, d
     shared.mkdir(mode=0o1777)
     shared.chmod(0o1777)  # /tmp's: anyone may make a folder in it
 
-    def theirs_first(path: Path) -> None:
+    def theirs_first(path: Path, *listed: Any) -> None:
         (shared / "a").mkdir()
         os.chown(shared / "a", NOBODY, NOBODY)
         (shared / "a").chmod(0o777)
-        made(path)
+        made(path, *listed)
 
     monkeypatch.setattr(alpr.standalone_output, "make_private_folders", theirs_first)
     out = shared / "a" / "b" / "out"
