@@ -4,6 +4,12 @@ city operator asking "how many workers" with a backlog read as "none needed"."""
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+import zlib
+from typing import Any
+
+from alpr.pool_sizing import BACKLOG_SAMPLE_JOBS, queued_frames
 from alpr.status import print_pool_sizes, workers_needed
 from common import defaults
 from common.frame_store import frame_key
@@ -63,3 +69,49 @@ def test_a_small_backlog_needs_one_worker_not_0(redis_url, capsys):
     enqueue(stage_queue(connection, "detect"), DetectJob(batch_id="last", frames=frames(0, 1)), 60)
     print_pool_sizes(connection, 0.0, {"detect": 0, "ocr": 0, "redact": 0}, {"detect": 1, "ocr": 0, "redact": 0})
     assert pool_rows(capsys.readouterr().out)["detect"] == ["0", "0.050", "1"]
+
+
+def queued_detect_jobs(connection: Any, frames_each: list[int]) -> list[str]:
+    queue = stage_queue(connection, "detect")
+    return [enqueue(queue, DetectJob(batch_id=f"b{i}", frames=frames(i, n)), 60) for i, n in enumerate(frames_each)]
+
+
+def test_an_unreadable_job_in_the_sample_is_left_out_not_the_whole_sample(redis_url):
+    """One job of the sample that cannot be read (not the chain's data) made every job of the backlog count as
+    one frame: 20 jobs of 4 frames read as 20 frames, not 76 (19 readable jobs of 4)."""
+    connection = connect_redis(redis_url)
+    ids = queued_detect_jobs(connection, [4] * 20)
+    connection.hset(f"rq:job:{ids[0]}", "data", b"not a job")
+    assert queued_frames(connection, "detect", 20) == 80.0  # the mean of the 19 read: 4 a job
+
+
+def test_the_sample_is_the_first_20_waiting(redis_url):
+    """RQ's get_job_ids takes a length, not a last index: the sample read 19 jobs."""
+    connection = connect_redis(redis_url)
+    queued_detect_jobs(connection, [1] * (BACKLOG_SAMPLE_JOBS - 1) + [41] + [1] * 5)
+    assert queued_frames(connection, "detect", BACKLOG_SAMPLE_JOBS) == (BACKLOG_SAMPLE_JOBS - 1 + 41)
+
+
+def test_forged_jobs_at_the_size_bound_are_sampled_in_little_memory(redis_url):
+    """20 forged jobs, each data a list of two million frames within MAX_JOB_DATA_BYTES once decompressed: read
+    together and decoded whole they took 2.7 s and some 490 MB (a review); each counts as MAX_FRAMES_PER_JOB."""
+    connection = connect_redis(redis_url)
+    ids = queued_detect_jobs(connection, [1] * BACKLOG_SAMPLE_JOBS)
+    listed = (defaults.MAX_JOB_DATA_BYTES - 200) // 2
+    body = '["common.worker.run_stage_job", null, [{"frames": [' + ",".join(["0"] * listed) + "]}], {}]"
+    assert len(body) <= defaults.MAX_JOB_DATA_BYTES
+    data = zlib.compress(body.encode(), 9)
+    for job_id in ids:
+        connection.hset(f"rq:job:{job_id}", "data", data)
+    del body
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        counted = queued_frames(connection, "detect", BACKLOG_SAMPLE_JOBS)
+        took_s = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counted == BACKLOG_SAMPLE_JOBS * defaults.MAX_FRAMES_PER_JOB
+    assert peak < 32 * 1024 * 1024, peak
+    assert took_s < 2.0, took_s
