@@ -8,8 +8,8 @@ sent (a review), every 15 s (every second in the alert pool). Now a script looks
 Redis and drops what RQ cannot fetch there, sending back only what it dropped, cut short: the end a
 dequeue pushes to (the intermediate list's tail) or the entries RQ's cleaning reads next (the started
 registry's lowest scores), then a window that moves on at each cleaning, so a bad entry further in is
-reached within a bounded number of cleanings. And what RQ's cleaning of the intermediate list fails a job
-with, and whether that job was lost between its worker taking it and starting it (`lost_before_start`)."""
+reached within a bounded number of cleanings. (What a job RQ's cleaning of the intermediate list fails is:
+common/stuck_jobs.py.)"""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import redis
-from rq import Queue
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 DROP_UNFETCHABLE = """
 local key, kind = KEYS[1], ARGV[1]
@@ -128,22 +127,3 @@ def step(connection: redis.Redis, key: str, kind: Kind, start: int) -> tuple[lis
         for reason, preview in zip(reply[1::2], reply[2::2], strict=True)
     ]
     return found, int(reply[0])
-
-
-STUCK_IN_INTERMEDIATE = "Job was stuck in intermediate queue."
-"""What RQ's cleaning of a queue's intermediate list (rq/intermediate_queue.py, IntermediateQueue.cleanup) fails
-a job with, through the cleaning worker's handle_job_failure and none of its exception handlers: a job moved
-there as a worker took it, neither started since (not in the started registry) nor taken off, a minute after
-the cleaning first found it."""
-
-
-def lost_before_start(job: Job, queue: Queue) -> bool:
-    """Whether a job RQ found stuck in `queue`'s intermediate list was lost between its worker taking it and
-    starting it: still queued, and in the queue no more. Not one whose lease lapsed after its start, which
-    RQ's registry cleaning retried or failed, counted then (common/worker.py, StageWorker.count_abandoned):
-    RQ fails that one again here when it was left in the list too (its worker killed between starting it and
-    taking it off the list)."""
-    try:
-        return job.get_status(refresh=True) == JobStatus.QUEUED and queue.connection.lpos(queue.key, job.id) is None
-    except redis.RedisError:
-        return False

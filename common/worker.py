@@ -41,7 +41,7 @@ from common.job_key import key_fingerprint, others_disagreeing
 from common.jobs import StageName
 from common.log_throttle import Throttle
 from common.metrics import Metrics
-from common.queue_entries import STUCK_IN_INTERMEDIATE, EntryWindows, Kind, lost_before_start
+from common.queue_entries import EntryWindows, Kind
 from common.queues import (
     STAGES,
     STATS_BUSY_KEY,
@@ -53,6 +53,7 @@ from common.queues import (
 )
 from common.redis_json import json_object
 from common.stage_job import NOT_SIGNED_WITH_KEY, PERMANENT, REFUSED, StageJob
+from common.stuck_jobs import STUCK_IN_INTERMEDIATE, stuck_job
 
 if TYPE_CHECKING:
     from common.role_settings import RoleSettings
@@ -396,12 +397,15 @@ class StageWorker(SimpleWorker):
     ) -> None:
         """RQ's failure handling; a job not of ours that RQ's cleaning fails unrun (found stuck in the
         intermediate list: a worker quit holding it) is counted and marked refused, as one run is, and one of
-        ours lost there (`lost_before_start`) is counted `abandoned`, as one whose lease lapsed is."""
+        ours lost there is counted `abandoned`, as one whose lease lapsed is; one not lost (back in its queue, run
+        since) or noted there before its latest queueing is not RQ's to fail (common/stuck_jobs.py)."""
         if isinstance(job, StageJob):
             job.job_key = self.job_key
         if isinstance(job, StageJob) and PERMANENT not in job.meta and (reason := job.refusal()):
             self.refuse(job, reason)
-        elif exc_string == STUCK_IN_INTERMEDIATE and lost_before_start(job, queue):
+        elif exc_string == STUCK_IN_INTERMEDIATE and (stuck := stuck_job(job, queue)) != "unknown":
+            if stuck != "lost":  # failed again, it was queued twice and run twice, or counted as a live taker's
+                return
             self.tell_abandoned(job, "its worker died between taking it and starting it")
         super().handle_job_failure(job, queue, started_job_registry, exc_string)
 

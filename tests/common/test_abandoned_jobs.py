@@ -10,10 +10,14 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import redis
+from rq import Queue
 from rq.registry import FailedJobRegistry
+from rq.utils import utcformat
 
 from common import defaults
 from common.metrics import Metrics
@@ -25,6 +29,16 @@ from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_S = 2
+
+
+def minute_passed(connection: redis.Redis, queue: Queue, job_id: str) -> None:
+    """RQ's note of when its cleaning first found the job in the intermediate list put a minute back, and the
+    job's latest queueing with it (it was queued before it was found there)."""
+    first_seen = queue.intermediate_queue.get_first_seen_key(job_id)
+    connection.set(first_seen, float(connection.get(first_seen) or 0) - 61)
+    job = queue.fetch_job(job_id)
+    assert job is not None and job.enqueued_at is not None
+    connection.hset(job.key, "enqueued_at", utcformat(job.enqueued_at - timedelta(seconds=61)))
 
 
 def hanging_worker(redis_url: str) -> subprocess.Popen:  # type: ignore[type-arg]
@@ -83,8 +97,7 @@ def test_a_job_whose_worker_died_before_starting_it_is_counted_abandoned(redis_u
     caplog.set_level(logging.WARNING)
     survivor.run_maintenance_tasks()  # RQ notes when it first found the job there, and waits a minute
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 0
-    first_seen = queue.intermediate_queue.get_first_seen_key(job_id)
-    connection.set(first_seen, float(connection.get(first_seen) or 0) - 61)  # the minute passed
+    minute_passed(connection, queue, job_id)
     survivor.run_maintenance_tasks()
     assert queue.intermediate_queue.get_job_ids() == [] and queue.get_job_ids() == [job_id]  # queued again (retries)
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
@@ -114,8 +127,73 @@ def test_a_job_left_in_the_intermediate_list_after_its_start_is_counted_once(red
     survivor.run_maintenance_tasks()  # the lease lapsed: queued again, counted; first found in the list
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
     assert queue.get_job_ids() == [job_id]
-    first_seen = queue.intermediate_queue.get_first_seen_key(job_id)
-    connection.set(first_seen, float(connection.get(first_seen) or 0) - 61)  # the minute passed
+    minute_passed(connection, queue, job_id)
     survivor.run_maintenance_tasks()
     assert queue.intermediate_queue.get_job_ids() == []
     assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
+
+
+@pytest.mark.parametrize("meanwhile", ["waiting", "run"])
+def test_a_job_left_in_the_intermediate_list_after_its_start_is_queued_once(meanwhile, redis_url):
+    """Killed once the job started but before it left the intermediate list: the registry cleaning queued it
+    again (its lease lapsed), and the intermediate cleaning a minute later queued it a second time, spending a
+    retry, and it ran twice (a review); one that had run meanwhile was failed or queued again once done."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job_id = enqueue(queue, detect_job("started"), 60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.common.dying_worker", redis_url, "started", str(LEASE_S)]
+    assert subprocess.Popen(command, cwd=REPO, env=env).wait(timeout=60) == -signal.SIGKILL
+    recorder, metrics = Recorder(), Metrics()
+    survivor = StageWorker(queue, WorkerContext(recorder, metrics))  # type: ignore[arg-type]
+    wait_for(lambda: queue.started_job_registry.get_expired_job_ids() != [], 30, "the killed worker's lease to lapse")
+    survivor.run_maintenance_tasks()  # queued again, counted; first found in the intermediate list
+    retries_left = queue.fetch_job(job_id).retries_left  # type: ignore[union-attr]
+    assert queue.get_job_ids() == [job_id]
+    if meanwhile == "run":
+        StageWorker(queue, WorkerContext(recorder, metrics)).work(burst=True)  # type: ignore[arg-type]
+        assert recorder.batches == ["started"] and queue.get_job_ids() == []
+    minute_passed(connection, queue, job_id)
+    survivor.last_cleaned_at = None
+    survivor.run_maintenance_tasks()
+    job = queue.fetch_job(job_id)
+    assert job is not None and queue.intermediate_queue.get_job_ids() == []
+    if meanwhile == "waiting":
+        assert queue.get_job_ids() == [job_id] and job.retries_left == retries_left  # queued once, no retry spent
+        StageWorker(queue, WorkerContext(recorder, metrics)).work(burst=True)  # type: ignore[arg-type]
+    assert recorder.batches == ["started"] and queue.get_job_ids() == []  # run once
+    assert queue.fetch_job(job_id).get_status() == "finished"  # type: ignore[union-attr]
+    counted = metrics.registry.get_sample_value
+    assert counted("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"}) == 1
+
+
+def test_a_live_worker_taking_a_job_once_lost_is_not_counted_abandoned(redis_url):
+    """RQ's note of when its cleaning first found a job id in the intermediate list lives a day: after one
+    real loss, a live worker that had just taken the job queued again (moved it to the list, not yet started it)
+    had it counted abandoned and queued again by the next cleaning (a review). The note is older than the job's
+    latest queueing: the job is taken as first found now, and is counted only if it is still there a minute on."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job_id = enqueue(queue, detect_job("lost"), 60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    dying = subprocess.Popen([sys.executable, "-m", "tests.common.dying_worker", redis_url], cwd=REPO, env=env)
+    assert dying.wait(timeout=60) == -signal.SIGKILL
+    metrics = Metrics()
+    survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
+    counted = lambda: metrics.registry.get_sample_value("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"})  # noqa: E731
+    survivor.run_maintenance_tasks()
+    minute_passed(connection, queue, job_id)
+    survivor.last_cleaned_at = None
+    survivor.run_maintenance_tasks()
+    assert counted() == 1 and queue.get_job_ids() == [job_id]  # the real loss: counted, queued again
+    retries_left = queue.fetch_job(job_id).retries_left  # type: ignore[union-attr]
+    connection.lmove(queue.key, queue.intermediate_queue.key)  # a live worker takes it (RQ's dequeue), not started
+    survivor.last_cleaned_at = None
+    survivor.run_maintenance_tasks()  # another worker's cleaning lands in that moment
+    job = queue.fetch_job(job_id)
+    assert counted() == 1 and job is not None and job.retries_left == retries_left
+    assert queue.get_job_ids() == [] and queue.intermediate_queue.get_job_ids() == [job_id]  # the taker's
+    minute_passed(connection, queue, job_id)  # that worker died too, before starting it: a loss, a minute on
+    survivor.last_cleaned_at = None
+    survivor.run_maintenance_tasks()
+    assert counted() == 2 and queue.get_job_ids() == [job_id] and queue.intermediate_queue.get_job_ids() == []
