@@ -275,7 +275,7 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
     from alpr.eval_scoring import Outcome
     from alpr.evaluation import evaluate
     from alpr.folds import fold
-    from alpr.ground_truth import Sample
+    from alpr.ground_truth import Sample, named_region
     from alpr.wiring import build_detector, build_reader
 
     def reader(s: Settings, region: str) -> PlateReader:
@@ -320,10 +320,10 @@ def eval(args: argparse.Namespace, settings: Settings) -> int:  # noqa: A001 - t
             if reads
             else f"  {row['confidence']}:    0 reads"
         )
-    if any(r["region"] != Path(name).name for name, r in results.items()):
-        print("\n(a set whose folder's name names no region (us, eu, br, any) is read with --region's or"
-              " ALPR_OCR_REGION's formats where given, else us's where its groundtruth.csv names a US state for"
-              " every plate, else with no country's: any)")  # fmt: skip
+    if any(r["region"] != named_region(Path(name).name) for name, r in results.items()):
+        print("\n(a set not named after a region (us, eu, br, any) is read with --region's or ALPR_OCR_REGION's"
+              " formats where given, else with those of a region a word of its name names, else us's where its"
+              " groundtruth.csv names US states, else with no country's: any)")  # fmt: skip
     print("\ncauses: " + "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r["causes"].items())
                                    for name, r in results.items()))  # fmt: skip
     print_unreadable(unreadable)  # passed over, not the end of the run: one truncated JPEG left no figures at all

@@ -545,7 +545,7 @@ def warn_of_other_cases(environ: Mapping[str, str], known: list[str]) -> None:
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) or key.upper() not in names:
             continue
-        if key.upper() not in environ:
+        if not environ.get(key.upper()):  # unset, or empty: taken for unset
             log.warning("%s is not read: settings are read from upper-case variables only; set %s", key, key.upper())
         elif environ[key.upper()] != value:
             log.warning("%s is not read, and differs from %s, which is: settings are read from upper-case"

@@ -97,7 +97,7 @@ def test_eval_crops_gives_exact_figures_and_a_wrong_truth_lowers_them(datasets_d
     assert metrics["engine"] == "tesseract" and metrics["n"] == 20
     assert (tmp_path / "true.csv").stat().st_mode & 0o777 == 0o600  # plates, as an export's: its owner's only
     assert metrics["subsets"]["crops"]["region"] == "us"  # no region in its name: its truth names US states
-    assert "else us's where its groundtruth.csv names a US state" in capsys.readouterr().out
+    assert "else us's where its groundtruth.csv names US states" in capsys.readouterr().out
     assert metrics["detection_recall_iou50"] is None
     assert (metrics["exact_top1"], metrics["exact_topn"]) == (len(right) / 20, len(in_top_n) / 20)
     assert {r["image"] for r in errors if r["cause"] == "right"} == {row[0] for row in right}

@@ -50,7 +50,7 @@ def test_environment_and_overrides():
         ({"ALPR_MAX_BATCH_WAIT_MS": "24000"}, "ALPR_MAX_BATCH_WAIT_MS .24000. must be below 80% of"),
         ({"ALPR_MAX_FRAME_AGE_S": "0.2"}, "ALPR_MAX_BATCH_WAIT_MS .250. must be below 80% of ALPR_MAX_FRAME_AGE_S"),
         ({"ALPR_ALERT_GIVE_UP_S": "inf"}, "ALPR_ALERT_GIVE_UP_S"),  # loaded, then failed in Postgres's interval
-        ({"ALPR_OCR_REGION": "uk"}, "ALPR_OCR_REGION: .*unknown plate region 'uk'; known: br, eu, us"),
+        ({"ALPR_OCR_REGION": "uk"}, "ALPR_OCR_REGION: .*unknown plate region 'uk'; known: any, br, eu, us"),
         ({"ALPR_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timout=5"}, "ALPR_REDIS_URL: the driver cannot parse"),
         ({"ALPR_DETECTOR_MAX_DOWNSCALE": "0.5"}, "ALPR_DETECTOR_MAX_DOWNSCALE: must be 0 .never tiled. or at least 1"),
         # FP16 is the torch backend's on CUDA: anywhere else it would be ignored (ultralytics runs FP32 on a CPU)
@@ -308,3 +308,13 @@ def test_a_patch_of_the_slowest_sampling_reaches_its_check(monkeypatch):
         defaults.at_least_a_frame_an_hour(0.5)
     with pytest.raises(ConfigError, match="at least one frame an hour"):
         Settings.load({"ALPR_SAMPLE_FPS": "0.5"})
+
+
+def test_a_lower_case_variable_beside_an_empty_upper_case_one_says_to_set_it(caplog):
+    """An empty ALPR_SAMPLE_FPS is taken for unset: its lower-case twin was said to differ from one that
+    "is" read, while neither was and the default applied (a review)."""
+    with caplog.at_level(logging.WARNING, logger="common.config"):
+        settings = Settings.load({"alpr_sample_fps": "2", "ALPR_SAMPLE_FPS": ""})
+    assert settings.sample_fps == Settings.load({}).sample_fps
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.endswith("; set ALPR_SAMPLE_FPS")

@@ -130,6 +130,14 @@ def test_each_reading_keeps_its_margin_over_a_look_alike_its_formats_allow_in_it
     assert rank_readings(unlisted, br, 5)[0].look_alike_margin == pytest.approx(math.log(0.9 / 1e-3))
 
 
+def test_a_region_of_no_formats_leaves_every_look_alike_open():
+    """`any` has no templates: a wavering 1 against I anywhere is an ambiguity no format settles. None
+    counted (the margin at its most), and the confidence took an O read 0 for a sure read (a review)."""
+    pinned = [*sure("ABC", 1.0), [("1", 0.9), ("I", 0.1)], *sure("234", 1.0)]
+    top = rank_readings(pinned, region_formats("any"), 5)[0]
+    assert top.candidate.text == "ABC1234" and top.look_alike_margin == pytest.approx(math.log(0.9 / 0.1))
+
+
 def test_a_wavering_o_reads_as_the_zero_where_the_region_says_so_and_a_sure_one_stands():
     """US plates draw O like the zero and seldom hold the letter (the ground truth: 141 plates with 0,
     7 with O): the US prior tips a wavering glyph to 0, leaves a sure O alone, and other regions
