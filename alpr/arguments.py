@@ -34,8 +34,8 @@ from alpr.private_values import add_reason_flags
 from alpr.search_command import add_search_parser
 from alpr.watchlist_command import add_watchlist_parser
 from common import defaults
-from common.config import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS
 from common.credentials import mask_url
+from common.setting_choices import DETECTOR_BACKENDS, OCR_ENGINES, OCR_MODELS
 
 DEMO_CLIP = Path("demo/clip.mp4")
 """Where `alpr demo-clip` writes by default."""

@@ -163,7 +163,7 @@ def receivers(settings: Settings) -> dict[str, WebhookReceiver | MqttReceiver]:
 
 def receivers_file_slip(environ: Mapping[str, str] | None = None) -> str:
     """What to add where ALPR_ALERT_RECEIVERS is missing and ALPR_RECEIVERS_FILE, docker-compose.yml's name
-    for the host's receivers file, is set: it is read by no alpr command (common/config.COMPOSE_VARIABLES),
+    for the host's receivers file, is set: it is read by no alpr command (common/setting_environment.COMPOSE_VARIABLES),
     and a warning naming only ALPR_ALERT_RECEIVERS left its operator believing it read. Its value (a path)
     is not repeated."""
     environ = os.environ if environ is None else environ

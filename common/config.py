@@ -1,17 +1,17 @@
 """The one typed configuration: `ALPR_*` environment variables (and command-line overrides),
-validated at start. A misspelt variable or a bad value fails with a message naming it. The files
-`ALPR_X_FILE` variables name are read by common/setting_files.py; a validation error is told as one
-line by common/validation_errors.py."""
+validated at start. A misspelt variable or a bad value fails with a message naming it. The variables are
+read by common/setting_environment.py (the files `ALPR_X_FILE` variables name by common/setting_files.py);
+a validation error is told as one line by common/validation_errors.py. The checks only some commands make
+(a role's retention, the prune's) are common/setting_bounds.py's; the choice settings' names,
+common/setting_choices.py's; the default folders, common/data_folders.py's."""
 
 from __future__ import annotations
 
-import difflib
-import logging
 import os
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -25,69 +25,17 @@ from pydantic import (
     model_validator,
 )
 
-from common import defaults
+from common import defaults, setting_bounds
+from common.data_folders import default_keep_dir, default_model_dir, default_spool_dir
 from common.errors import ConfigError
 from common.regions import load_regions
 from common.server_urls import check_url
-from common.setting_files import JOB_KEY_FILE_TRAILER, read_setting_file
+from common.setting_choices import DetectorBackendName, OcrEngineName, OcrModelName
+from common.setting_environment import ENV_PREFIX, environment_values
 from common.validation_errors import format_errors
-
-ENV_PREFIX = "ALPR_"
-
-log = logging.getLogger(__name__)
-
-OcrEngineName = Literal["ppocr", "tesseract"]
-"""The OCR engines ALPR_OCR_ENGINE (and `--engine`) may name: the keys of ocr_worker/engines.py's ENGINES,
-the engines' table, which common cannot read (common knows no role), so tests/ocr_worker/test_engines.py
-holds the two equal. A new engine: its class in that table, its key here."""
-
-OCR_ENGINES: tuple[str, ...] = get_args(OcrEngineName)
-"""The same names, in that order (`--engine`'s choices)."""
-
-OcrModelName = Literal["v4", "v6", "plate"]
-"""The recognisers ALPR_OCR_MODEL (and `--ocr-model`) may name for the ppocr engine."""
-
-OCR_MODELS: tuple[str, ...] = get_args(OcrModelName)
-"""The same names, in that order (`--ocr-model`'s choices)."""
-
-DetectorBackendName = Literal["onnx", "onnx-int8", "torch"]
-"""The detector runtimes ALPR_DETECTOR_BACKEND (and `--backend`) may name."""
-
-DETECTOR_BACKENDS: tuple[str, ...] = get_args(DetectorBackendName)
-"""The same names, in that order (`--backend`'s choices)."""
 
 MIN_JOB_KEY_CHARS, MAX_JOB_KEY_CHARS = 16, 1024
 """How long ALPR_JOB_KEY may be: short keys are guessed, and every job is signed with it."""
-
-COMPOSE_VARIABLES = frozenset({
-    "ALPR_CAMERAS_FILE", "ALPR_SECRETS_DIR", "ALPR_RECEIVERS_FILE", "ALPR_ALERT_SECRETS_DIR",  # docker-compose.yml's
-    "ALPR_INGEST_MEMORY",
-    "ALPR_TESTS_REQUIRE_ALL", "ALPR_TEST_DATABASE_URL", "ALPR_BENCH_DATABASE_URL",  # the tests' and benchmarks'
-})  # fmt: skip
-"""Variables that are not settings (docker-compose.yml reads some on the host; the tests and benchmarks
-others): ignored here, not refused."""
-
-
-def data_folder(name: str) -> Path:
-    """The project's folder `name` in the user's data folder: $XDG_DATA_HOME/alpr/NAME or
-    ~/.local/share/alpr/NAME."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "alpr" / name
-
-
-def default_model_dir() -> Path:
-    """Where `alpr setup` puts the detector weights."""
-    return data_folder("models")
-
-
-def default_spool_dir() -> Path:
-    """Where ingest nodes spool frame records while Postgres is away."""
-    return data_folder("ledger").absolute()
-
-
-def default_keep_dir() -> Path:
-    """Where redactor workers keep frames by default."""
-    return data_folder("kept").absolute()
 
 
 def rounds_to_zero(text: str) -> bool:
@@ -384,76 +332,24 @@ class Settings(BaseModel):
         return self
 
     def within_retention(self, role: str) -> Settings:
-        """These settings as `role` runs with them: nothing it keeps of a car outlives the records of it (a
-        retention of 0 keeps them for ever: no bound). The redactor (`redact`) keeping frames (blurred at
-        their plates only: the car, its driver's face, the place) deletes them before their records are
-        pruned: an ALPR_KEEP_MAX_AGE_H set past ALPR_RETENTION_DAYS is refused (100,000 h kept frames 11
-        years past a 30-day retention: a review); one left unset is cut to the retention (`keep_age_cut_h`:
-        told in the redactor's start line). The sighting pool (`sight`) remembers a listed plate's passes for
-        twice ALPR_ALERT_REPEAT_S (sighting_worker/passes.prune): one set past half the retention is
-        refused. Checked at those roles' start alone: checked in every command's settings, a retention of 1
-        or 2 days with the default keep age (72 h) stopped every command, `alpr db prune` (Compose's prune
-        service sets the retention alone: nothing pruned, ever) and `alpr status` among them (a review). The
-        sighting pool's watch-read threshold is checked here too, before it reaches any server
-        (`early_match_min_confidence`: one below ALPR_OCR_MIN_CONFIDENCE refused)."""
-        if role == "sight":
-            self.early_match_min_confidence  # noqa: B018 (raises ConfigError where inconsistent)
-        if self.retention_days == 0:
+        """These settings as `role` runs with them: nothing it keeps of a car outlives the records of it; a
+        default keep age past the retention cut to it, one set past it refused (ConfigError)
+        (common/setting_bounds.keep_age_cut_to says which, and why)."""
+        cut_to_h = setting_bounds.keep_age_cut_to(self, role)
+        if cut_to_h is None:
             return self
-        retention_h = 24 * self.retention_days
-        if (
-            role == "sight"
-            and "alert_repeat_s" in self.model_fields_set
-            and 2 * self.alert_repeat_s > retention_h * 3600
-        ):
-            raise ConfigError(
-                f"{ENV_PREFIX}ALERT_REPEAT_S ({self.alert_repeat_s:g} s) must be at most half of"
-                f" {ENV_PREFIX}RETENTION_DAYS ({self.retention_days:g} days): the sighting pool remembers a listed"
-                " plate's passes for twice the repeat window, past the records it would outlive"
-            )
-        if role != "redact" or self.keep_frames == "none" or self.keep_max_age_h <= retention_h:
-            return self
-        if "keep_max_age_h" in self.model_fields_set:
-            raise ConfigError(
-                f"{ENV_PREFIX}KEEP_MAX_AGE_H ({self.keep_max_age_h:g} h) must be at most {ENV_PREFIX}RETENTION_DAYS"
-                f" ({self.retention_days:g} days = {retention_h:g} h): kept frames (cars, faces and places; only the"
-                " plates blurred) would outlive the records that name them; lower it, leave it unset (then it"
-                " follows the retention), or raise the retention"
-            )
-        cut = self.model_copy(update={"keep_max_age_h": retention_h})
+        cut = self.model_copy(update={"keep_max_age_h": cut_to_h})
         cut._keep_age_cut_from_h = self.keep_max_age_h
         return cut
 
     def alert_days(self) -> float:
-        """How long `alpr db prune` keeps a watch-list alert (0: without limit): ALPR_ALERT_RETENTION_DAYS, or
-        where it is unset ALERT_RETENTION_DAYS (365), but 0 where the plate data is kept without limit
-        (ALPR_RETENTION_DAYS or `--older-than-days` 0): a deployment that kept everything found its alerts,
-        and the evidence they cite, deleted after a year by an upgrade (a review). A value set applies."""
-        if "alert_retention_days" not in self.model_fields_set and self.retention_days == 0:
-            return 0.0
-        return self.alert_retention_days
+        """How long `alpr db prune` keeps a watch-list alert (0: without limit; common/setting_bounds.alert_days)."""
+        return setting_bounds.alert_days(self)
 
     def audit_days(self, plate_days_named: str = f"{ENV_PREFIX}RETENTION_DAYS") -> float:
-        """How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit):
-        ALPR_AUDIT_RETENTION_DAYS, refused (ConfigError) where set shorter than the plate data's retention
-        (`plate_days_named`: the setting, or `--older-than-days`, that gave it): the audit is how misuse of
-        a search is found, and must outlive the data searched. Unset, it is AUDIT_RETENTION_DAYS (730) or the
-        plate data's, the longer: a deployment keeping plate data 1000 days had its prune refuse to start
-        after an upgrade, its plate data kept past its retention (a review). Plate data kept without limit
-        keeps the audit without limit too. Checked by the prune alone, as `within_retention` is by its roles:
-        a check in every command's settings would stop the whole chain of a deployment that keeps plate
-        data longer."""
-        if self.retention_days == 0 or self.audit_retention_days == 0:
-            return 0.0
-        if "audit_retention_days" not in self.model_fields_set:
-            return max(self.audit_retention_days, self.retention_days)
-        if self.audit_retention_days < self.retention_days:
-            raise ConfigError(
-                f"{ENV_PREFIX}AUDIT_RETENTION_DAYS ({self.audit_retention_days:g} days) must be 0 (kept) or at least"
-                f" {plate_days_named} ({self.retention_days:g} days): the audit of plate searches and exports is"
-                " how misuse of a search is found, so it must outlive the plate data searched"
-            )
-        return self.audit_retention_days
+        """How long `alpr db prune` keeps the audit records of plate searches and exports (0: without limit;
+        refused where shorter than the plate data's retention: common/setting_bounds.audit_days)."""
+        return setting_bounds.audit_days(self, plate_days_named)
 
     @property
     def keep_age_cut_h(self) -> float | None:
@@ -463,26 +359,9 @@ class Settings(BaseModel):
 
     @property
     def early_match_min_confidence(self) -> float:
-        """The confidence at which a single read is matched against the watch-lists at once (an early
-        alert): ALPR_WATCH_READ_MIN_CONFIDENCE, or where unset WATCH_READ_MIN_CONFIDENCE (0.9) raised to
-        ALPR_OCR_MIN_CONFIDENCE when that is higher: an operator raising the trusted-read threshold to cut
-        false alerts cuts them on early alerts too. One set below ALPR_OCR_MIN_CONFIDENCE is refused
-        (ConfigError): an early alert is raised on one read, a sighting's on its voted plate at that
-        threshold, and a read matched at once below it raised an alert (a 0.92 misread, the threshold at
-        0.99) that the voted sighting would not have (a review). Refused here, where it is used (the
-        sighting pool's start: alpr/wiring.build_sighting_stage), not in every command's settings: `alpr db
-        prune`, `alpr export` and `alpr status` exited 2 on it, as they did on a keep age past the retention
-        (`within_retention`)."""
-        early = self.watch_read_min_confidence
-        if early is None:
-            return max(defaults.WATCH_READ_MIN_CONFIDENCE, self.ocr_min_confidence)
-        if early < self.ocr_min_confidence:
-            raise ConfigError(
-                f"{ENV_PREFIX}WATCH_READ_MIN_CONFIDENCE ({early:g}) must be at least {ENV_PREFIX}OCR_MIN_CONFIDENCE"
-                f" ({self.ocr_min_confidence:g}): a single read the trusted-read threshold refuses would raise an"
-                f" alert; raise it too, or leave it unset (it then follows {ENV_PREFIX}OCR_MIN_CONFIDENCE)"
-            )
-        return early
+        """The confidence at which a single read is matched against the watch-lists at once (an early alert;
+        refused where below ALPR_OCR_MIN_CONFIDENCE: common/setting_bounds.early_match_min_confidence)."""
+        return setting_bounds.early_match_min_confidence(self)
 
     @property
     def plain_link_host_names(self) -> frozenset[str]:
@@ -503,26 +382,10 @@ class Settings(BaseModel):
         cls, environ: Mapping[str, str] | None = None, flag_names: Mapping[str, str] | None = None, **overrides: object
     ) -> Settings:
         """Settings from ALPR_* variables (ALPR_X_FILE: the value of ALPR_X read from a file, as for
-        secrets), then non-None `overrides` (command-line flags) on top. A setting a flag gave is named
-        in an error by the flag (`flag_names`: setting -> `--flag`), not by its variable: `--fps -1` said
-        ALPR_SAMPLE_FPS, which the operator never set."""
-        environ = os.environ if environ is None else environ
-        warn_of_other_cases(environ, [ENV_PREFIX + field.upper() for field in cls.model_fields])
-        values: dict[str, object] = {}
-        for key, value in environ.items():
-            if key.startswith(ENV_PREFIX) and value != "" and key not in COMPOSE_VARIABLES:
-                name = key[len(ENV_PREFIX) :].lower()
-                if name.endswith("_file") and name not in cls.model_fields and name[:-5] in cls.model_fields:
-                    name, value = name[:-5], read_setting_file(key, value)
-                    if name == "job_key":  # an editor's trailing space is no part of a key (passwords are read
-                        value = value.rstrip(JOB_KEY_FILE_TRAILER)  # as they are: a server holds those whole)
-                    if not value:  # as an empty variable is: unset (a password of nothing failed at connect)
-                        raise ConfigError(f"{key}: the file it names is empty")
-                    if environ.get(key[:-5]):
-                        raise ConfigError(f"set {key[:-5]} or {key}, not both")
-                if name not in cls.model_fields:
-                    raise ConfigError(unknown_setting(key, [ENV_PREFIX + f.upper() for f in cls.model_fields]))
-                values[name] = value
+        secrets: common/setting_environment.py), then non-None `overrides` (command-line flags) on top. A
+        setting a flag gave is named in an error by the flag (`flag_names`: setting -> `--flag`), not by its
+        variable: `--fps -1` said ALPR_SAMPLE_FPS, which the operator never set."""
+        values = environment_values(os.environ if environ is None else environ, cls.model_fields)
         given = {k: v for k, v in overrides.items() if v is not None}
         values.update(given)
         try:
@@ -530,32 +393,3 @@ class Settings(BaseModel):
         except ValidationError as error:
             names = {field: flag for field, flag in (flag_names or {}).items() if field in given}
             raise ConfigError(f"invalid settings: {format_errors(error, ENV_PREFIX, names=names)}") from None
-
-
-SECRET_SETTINGS = ("redis_password", "database_password", "job_key")
-"""The settings that hold a secret: read from a file by their `_FILE` variable, as deployments do."""
-
-
-def warn_of_other_cases(environ: Mapping[str, str], known: list[str]) -> None:
-    """One WARNING per variable whose prefix is not in capitals (`alpr_sample_fps`) but that names a setting
-    (or an `_FILE` variable) once upper-cased: it was ignored without a word, and its operator believed it
-    applied. Named, never its value (it may be a secret); not refused (it may be another program's). One
-    beside its upper-case twin of the same value says nothing new: not warned of (one that differs is)."""
-    names = {*known, *(f"{variable}_FILE" for variable in known)}
-    for key, value in environ.items():
-        if key.startswith(ENV_PREFIX) or key.upper() not in names:
-            continue
-        if not environ.get(key.upper()):  # unset, or empty: taken for unset
-            log.warning("%s is not read: settings are read from upper-case variables only; set %s", key, key.upper())
-        elif environ[key.upper()] != value:
-            log.warning("%s is not read, and differs from %s, which is: settings are read from upper-case"
-                        " variables only", key, key.upper())  # fmt: skip
-
-
-def unknown_setting(variable: str, known: list[str]) -> str:
-    """The refusal of an unknown ALPR_ variable: the setting (or secret's `_FILE` variable) it is likely a
-    slip for first (the list of every known one, 53 names, hid it), then every known one."""
-    files = [f"{ENV_PREFIX}{name.upper()}_FILE" for name in SECRET_SETTINGS]
-    close = difflib.get_close_matches(variable, [*known, *files], n=1, cutoff=0.8)
-    guess = f" (did you mean {close[0]}?)" if close else ""
-    return f"unknown setting {variable}{guess}; known: {', '.join(known)}"

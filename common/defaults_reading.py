@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from common.config import DetectorBackendName, OcrEngineName, OcrModelName
+    from common.setting_choices import DetectorBackendName, OcrEngineName, OcrModelName
 
 DETECTOR_BACKEND: DetectorBackendName = "onnx"
 """Inference backend for the plate detector: `onnx` (ONNX Runtime), `onnx-int8` (ONNX Runtime on the model

@@ -20,9 +20,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from common.config import ENV_PREFIX, Settings
+from common.config import Settings
 from common.credentials import escape_controls
 from common.redis_json import json_object
+from common.setting_environment import ENV_PREFIX
 
 ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
     "ingest": ("sample_fps", "ocr_region", "jpeg_quality"),

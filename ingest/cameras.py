@@ -19,13 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from common import defaults
-from common.config import ENV_PREFIX, Settings
+from common.config import Settings
 from common.credentials import mask_url
 from common.errors import ConfigError, InputError
 from common.file_writers import refuse_if_others_may_change
 from common.jobs import Coordinate
 from common.readable_urls import holds_credentials, warn_if_others_may_read_credentials
 from common.regions import load_regions
+from common.setting_environment import ENV_PREFIX
 from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file, shown_path
 from common.validation_errors import format_errors

@@ -3,7 +3,7 @@ detectors by `type_key`: `ENGINES[key]` is the engine's class, and what differs 
 in it — how it is built from the reader's settings, how it recognises the located text lines, how
 calibration.json keys its fit, which recogniser file it reads. The reader (ocr_worker/core.py) and the
 commands hold an engine or its class and never ask which one it is. A new engine: a class that
-satisfies `OcrEngine`, a row in ENGINES, and its key in common/config.py's OcrEngineName (the names a
+satisfies `OcrEngine`, a row in ENGINES, and its key in common/setting_choices.py's OcrEngineName (the names a
 setting may give: common knows no role, so a test holds the two equal)."""
 
 from __future__ import annotations

@@ -8,14 +8,15 @@ from typing import get_args
 
 import pytest
 
-from common.config import OCR_ENGINES, Settings
+from common.config import Settings
+from common.setting_choices import OCR_ENGINES
 from ocr_worker.core import OcrSettings
 from ocr_worker.engines import ENGINES
 from ocr_worker.ppocr_engine import bundled_model_path
 
 
 def test_every_configurable_engine_is_in_the_table_under_its_own_key():
-    """common/config.py's OcrEngineName names the engines a setting may select (common cannot import this
+    """common/setting_choices.py's OcrEngineName names the engines a setting may select (common cannot import this
     table): the two lists agree, and the setting and `--engine` take that one."""
     assert get_args(Settings.model_fields["ocr_engine"].annotation) == OCR_ENGINES
     assert sorted(ENGINES) == sorted(OCR_ENGINES)
