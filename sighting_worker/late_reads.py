@@ -29,7 +29,7 @@ class RaisedBefore:
     read of it logged later still (a spool replayed after an outage, in batches) found none and raised a
     second alert (a fault review: two webhooks an hour late for one pass). A match captured before
     `behind_s`, the camera's cursor as the round found it, that no pass in the cursor holds is looked up
-    among the camera's alerts (`WatchMatcher.raised_passes`, sighting_worker/matching.py), as far as the
+    among the camera's alerts (`PassHolding.raised_passes`, sighting_worker/pass_holding.py), as far as the
     pass's logged sightings reach (`pass_span`)."""
 
     connection: psycopg.Connection
@@ -77,7 +77,7 @@ def group_late(
     no late read has joined them for LATE_SIGHTING_HOLD_S (`close_late`), so a pass whose reads come over
     several rounds is one late sighting. A read a logged sighting holds already is left out
     (`sighted_reads`). The track each read went to (read id -> its sighting's id), by which a pass alerted on
-    holds the reads of its car's track (`WatchMatcher.seen_in_pass`); the passes' tracks renamed where a
+    holds the reads of its car's track (`PassHolding.seen_in_pass`); the passes' tracks renamed where a
     held track's id changed. Counted in `result` (late_reads, late_by_s). `frame_interval` and
     `keep_alive`: the stage's (`SightingStage.camera_frame_interval`, `SightingStage.keep_alive`)."""
     if not late:
