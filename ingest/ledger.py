@@ -11,7 +11,8 @@ sighting pool groups no read past it, since a frame queued but not yet recorded 
 reads. Each camera the node claimed has one from its start, whether it samples or not (`claimed`); a
 node that stops takes its watermarks away (its cameras are sampled no more). A camera another node took
 from this one (`released`) keeps its watermark held before the frames it left here until their rows are
-written; then this node writes it no more and never deletes it: it is the new holder's.
+written; then this node writes it no more and never deletes it: it is the new holder's. The watermarks
+are kept by the ledger's `watermarks` (ingest/camera_watermarks.py).
 
 The spool, which keeps on disk what the ledger holds (each record as it is made, each frame as it is
 sampled: a node killed leaves them to the next) and adopts the files of nodes gone, is the ledger's
@@ -35,16 +36,12 @@ from common.db_writes import OUTAGES, DatabaseWriteError
 from common.frame_log import FrameLog, FrameRecord, LoggedFrame
 from common.jobs import FrameRef
 from common.metrics import Metrics
+from ingest.camera_watermarks import CameraWatermarks
 from ingest.ledger_spool import Spool
 from ingest.roi_hold import RoiHold
 from ingest.spool_files import remove_stale_parts
-from ingest.stream_lag import MAX_LAG_S
 
 log = logging.getLogger(__name__)
-
-WATERMARK_MARGIN_S = 1.0
-"""A camera with no frame waiting gets a watermark this far before now: a frame's capture time is taken
-a moment before the ledger hears of it."""
 
 
 class FrameLedger:
@@ -60,7 +57,6 @@ class FrameLedger:
         spool_dir: Path | None = None, spool_tag: str = "",
     ) -> None:  # fmt: skip
         self.open_log, self.metrics, self.capacity = open_log, metrics, capacity
-        self.now = now  # the clock the node dates its frames by: a watermark is a capture time
         self.frame_log: FrameLog | None = None
         self.buffer: deque[FrameRecord] = deque()
         self.lock = threading.Lock()
@@ -77,15 +73,10 @@ class FrameLedger:
         self.spool = Spool(spool_dir, self.buffer, self.in_flight, self.lock, capacity, spool_tag)
         self.write_began: float | None = None
         """When (monotonic) the write in progress began; None between writes."""
-        self.outstanding: dict[str, dict[str, float]] = {}
-        """Per camera, the frames sampled and not yet written (frame id -> capture time), oldest first."""
-        self.last_dates: dict[str, tuple[float, bool]] = {}
-        """Per camera whose next frame may be dated before now, its last frame's date (or the date it is
-        held at: `hold`) and whether it is recorded footage, or held (_watermarks)."""
+        self.watermarks = CameraWatermarks(now)
+        """Each camera's watermark, written with the rows (ingest/camera_watermarks.py); under the lock."""
         self.rois = RoiHold()
         """The regions of interest the records are buffered without, one a camera."""
-        self.let_go: set[str] = set()
-        """Cameras another node took from this one (`released`) with frames not yet written (`outstanding`)."""
         self.unrecorded: Counter[str] = Counter()
         """Per camera, the frames whose record could not be kept, all time (`alpr status` shows them)."""
         self.written_at = time.monotonic()
@@ -152,23 +143,16 @@ class FrameLedger:
         at its date after, for recorded footage or when the camera's next frame may be dated back
         (`dated_back`: a stream whose timestamps are trusted)."""
         with self.lock:
-            self.outstanding.setdefault(ref.camera_id, {})[ref.frame_id] = ref.captured_at_s
+            self.watermarks.sampled(ref, dated_back)
             self.spool.journal_sampled(ref)  # (until its record is made: a kill leaves it to the next node)
-            if ref.recorded or dated_back:
-                self.last_dates[ref.camera_id] = (ref.captured_at_s, ref.recorded)
-            else:
-                self.last_dates.pop(ref.camera_id, None)
 
     def claimed(self, camera_id: str, held_at_s: float = 0.0) -> None:
         """The camera is this node's (its claim, ingest/claims.py): its watermark is written from the next
-        write on and removed at the stop, whether or not it samples a frame. Written only once it sampled
-        one, a camera taken over from a node killed that sampled nothing (its footage all finished) left
-        the dead node's watermark in place, and the camera's sightings waited for it to go stale: the
-        frames' lifetime, 12 minutes (a chaos review). Until its first frame the watermark stays at or
-        before `held_at_s` (`hold`; 0: a moment ago), after which its frames will be dated."""
+        write on and removed at the stop, whether or not it samples a frame (CameraWatermarks.claimed says
+        why). Until its first frame the watermark stays at or before `held_at_s` (`hold`; 0: a moment ago),
+        after which its frames will be dated."""
         with self.lock:
-            self.outstanding.setdefault(camera_id, {})
-            self.let_go.discard(camera_id)
+            self.watermarks.claimed(camera_id)
         if held_at_s > 0:
             self.hold(camera_id, held_at_s)
 
@@ -176,31 +160,19 @@ class FrameLedger:
         """Keep the camera's watermark at or before `until_s` until its next frame is sampled or it ends:
         that frame will be dated no earlier, and the sighting pool groups nothing past the watermark."""
         with self.lock:
-            held = self.last_dates.get(camera_id)
-            if held is None or until_s < held[0]:
-                self.last_dates[camera_id] = (until_s, True)
+            self.watermarks.hold(camera_id, until_s)
 
     def ended(self, camera_id: str) -> None:
         """The camera samples no more frames (its file ended, it failed, or the node stops)."""
         with self.lock:
-            self.last_dates.pop(camera_id, None)
+            self.watermarks.ended(camera_id)
 
     def released(self, camera_id: str) -> None:
-        """Another node took the camera from this one, which samples it no more (IngestNode.lose): its frames
-        sampled here and not yet written hold its watermark before them until their rows are written, after
-        which this node writes it no more, and never deletes it (at its stop): it is the new holder's. Kept
-        as any other, it was written over by this node's moment ago, or deleted at its stop. Said again
-        once the camera's thread has ended (after its last frame); `claimed` takes the camera back."""
+        """Another node took the camera from this one, which samples it no more (IngestNode.lose): its
+        watermark is held before the frames it left here until their rows are written, then left to the new
+        holder (CameraWatermarks.released); `claimed` takes the camera back."""
         with self.lock:
-            self.last_dates.pop(camera_id, None)
-            self.let_go.add(camera_id)
-            self._forget_let_go()
-
-    def _forget_let_go(self) -> None:
-        """The cameras let go whose frames are all written: this ledger has no more to say of them. Under the lock."""
-        for camera_id in [c for c in self.let_go if not self.outstanding.get(c)]:
-            self.let_go.discard(camera_id)
-            self.outstanding.pop(camera_id, None)
+            self.watermarks.released(camera_id)
 
     def add(self, records: list[FrameRecord]) -> None:
         """Buffer records for the next write; beyond `capacity` they go unrecorded (counted, warned).
@@ -213,7 +185,7 @@ class FrameLedger:
             self.buffer.extend(records[:room])
             self.spool.journal(records, records[:room])
             overflow = records[room:]
-            self._settle(overflow)  # never written: they hold no watermark back
+            self.watermarks.settle(overflow)  # never written: they hold no watermark back
         self._count_unrecorded(overflow)
         if overflow and not self.overflowing:
             log.warning("frames log unreachable and %d records waiting: further frames go unrecorded", self.capacity)
@@ -236,7 +208,7 @@ class FrameLedger:
                 closing = self.closing.is_set() and not batch and not self.buffer
                 since_marks_s = time.monotonic() - self.marks_written
                 idle = not batch and not closing and since_marks_s < defaults.LEDGER_IDLE_WATERMARK_S
-                marks = {} if idle else self._watermarks(batch, closing)
+                marks = {} if idle else self.watermarks.marks(batch, closing)
             if not batch and not marks:
                 if self.closing.is_set():
                     return
@@ -257,7 +229,7 @@ class FrameLedger:
                 with self.lock:
                     self.written_at = time.monotonic()
                     self.write_began = None
-                    self._settle(batch)
+                    self.watermarks.settle(batch)
                     self.in_flight.clear()
                     if not self.buffer:  # every record of the spool and the adopted files written: they
                         self.spool.written()  # go, or it starts anew with the frames sampled not yet recorded
@@ -393,40 +365,6 @@ class FrameLedger:
         """A copy of `unrecorded` (other threads add to it)."""
         with self.lock:
             return self.unrecorded.copy()
-
-    def _settle(self, records: list[FrameRecord]) -> None:
-        """These frames' rows are written (or never will be). Under the lock."""
-        for record in records:
-            self.outstanding.get(record.frame.camera_id, {}).pop(record.frame.frame_id, None)
-        if self.let_go:
-            self._forget_let_go()
-
-    def _watermarks(self, batch: list[FrameRecord], closing: bool) -> dict[str, float | None]:
-        """Each camera's watermark once `batch` is written (None for every camera when the node is
-        closing with nothing left): its oldest frame still to write, else a moment ago, or its last frame's
-        date when that is earlier, as the next frame is dated after it but may be dated before now: by
-        the footage for recorded footage (which may run behind the clock), by the stream's timestamps
-        for a stream's frame read late (at most MAX_LAG_S before now: a stream that went silent holds
-        its watermark back no further). Frames of a stall, dated back into it, fell behind a watermark
-        already written, and their reads were never grouped (a review). A camera let go (`released`): its
-        oldest frame still to write alone, never None. Under the lock."""
-        if closing:
-            return dict.fromkeys(c for c in self.outstanding if c not in self.let_go)
-        written = {record.frame.frame_id for record in batch}
-        now_s = self.now()
-        marks: dict[str, float | None] = {}
-        for camera_id, frames in self.outstanding.items():
-            waiting = (captured_at_s for frame_id, captured_at_s in frames.items() if frame_id not in written)
-            if camera_id in self.let_go:  # another node's camera now: held before its frames left here alone
-                if (oldest_s := next(waiting, None)) is not None:
-                    marks[camera_id] = oldest_s
-                continue
-            settled_s = now_s - WATERMARK_MARGIN_S
-            if camera_id in self.last_dates:
-                last_s, recorded = self.last_dates[camera_id]
-                settled_s = min(settled_s, last_s if recorded else max(last_s, settled_s - MAX_LAG_S))
-            marks[camera_id] = next(waiting, settled_s)  # frames are sampled in order
-        return marks
 
     def close(self, timeout_s: float) -> int:
         """Write what is left (up to `timeout_s`); returns how many records could not be written, each

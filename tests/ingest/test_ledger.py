@@ -292,18 +292,18 @@ def test_a_streams_watermark_stays_at_its_last_frame_as_its_next_may_be_dated_ba
     for written in (stream, footage):
         ledger.sampled(written.frame, dated_back=True)  # a stream whose timestamps are trusted
         with ledger.lock:
-            ledger._settle([written])
+            ledger.watermarks.settle([written])
     now[0] += 3.0  # a stall: nothing sampled for 3 s
     with ledger.lock:
-        assert ledger._watermarks([], closing=False) == {"cam": now[0] - 3.2, "film": now[0] - 3603}
+        assert ledger.watermarks.marks([], closing=False) == {"cam": now[0] - 3.2, "film": now[0] - 3603}
     now[0] += 2 * MAX_LAG_S
     with ledger.lock:
-        marks = ledger._watermarks([], closing=False)
+        marks = ledger.watermarks.marks([], closing=False)
     assert marks["cam"] == pytest.approx(now[0] - 1 - MAX_LAG_S) and marks["film"] == now[0] - 3600 - 2 * MAX_LAG_S - 3
     ledger.ended("cam")
     ledger.ended("film")
     with ledger.lock:
-        assert ledger._watermarks([], closing=False) == {"cam": now[0] - 1, "film": now[0] - 1}
+        assert ledger.watermarks.marks([], closing=False) == {"cam": now[0] - 1, "film": now[0] - 1}
 
 
 def test_cameras_asking_what_is_finished_while_postgres_is_away_wait_for_one_attempt_at_most():

@@ -251,7 +251,7 @@ def test_a_file_camera_waits_for_room_and_every_frame_it_sampled_is_recorded_whe
     node = IngestNode([camera], settings, connection, connection, metrics, ledger)
     summary = node.run(max_seconds=3.0)
     assert summary.ingested["files"] == 0 and node.pending.empty()
-    assert all(not frames for frames in ledger.outstanding.values())  # every frame sampled has its row
+    assert all(not frames for frames in ledger.watermarks.outstanding.values())  # every frame sampled has its row
     with psycopg.connect(postgres_url) as db:
         rows = db.execute("SELECT frame_index, outcome, detail FROM frames ORDER BY frame_index").fetchall()
     assert [index for index, _, _ in rows] == list(range(len(rows))) and 4 <= len(rows) < 40
