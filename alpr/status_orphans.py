@@ -27,7 +27,7 @@ def clock(seconds: float) -> str:
 def orphan_lines(found: Orphans, lost_after_s: float) -> list[str]:
     """What status prints of `found` (nothing when every pending frame is in a job)."""
     if found.unknown:
-        return [f"  frames in no job: not counted ({found.unknown})"]
+        return [f"  frames in no job: not counted ({escape_controls(found.unknown)})"]
     lines = []
     if found.per_camera and found.recorded_s:
         first, last = (t + lost_after_s for t in found.recorded_s)
@@ -47,23 +47,26 @@ def orphan_lines(found: Orphans, lost_after_s: float) -> list[str]:
     return lines
 
 
-def print_orphans(settings: Settings, window_s: float) -> None:
+def read_orphans(settings: Settings, window_s: float) -> Orphans:
     """The frames of the last `window_s` seconds in the chain that no job holds, per camera; where the
-    queues' Redis or the frames log cannot be read, a line saying they were not counted."""
+    queues' Redis or the frames log cannot be read, `unknown` says why (URL credentials masked)."""
     from common.db import STATUS_SESSION_SETTINGS
 
     pool = None
     try:
         connection = reach_redis(settings)
         pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
-        found = find_orphans(pool, connection, window_s)
+        return find_orphans(pool, connection, window_s)
     except (ConfigError, redis.RedisError, psycopg.Error) as error:
-        print(f"  frames in no job: not counted ({escape_controls(mask_url(str(error)).splitlines()[0])})")
-        return
+        return Orphans(unknown=mask_url(str(error)).splitlines()[0])
     finally:
         if pool is not None:
             pool.close()
-    for line in orphan_lines(found, settings.frame_ttl_s + settings.job_timeout_s):
+
+
+def print_orphans(settings: Settings, window_s: float) -> None:
+    """`read_orphans`' count as status prints it, or a line saying it was not counted."""
+    for line in orphan_lines(read_orphans(settings, window_s), settings.frame_ttl_s + settings.job_timeout_s):
         print(line)
 
 
@@ -71,18 +74,7 @@ def orphans_document(settings: Settings, window_s: float) -> dict[str, Any]:
     """`print_orphans`'s count for `alpr status --json`: per camera the frames in no job, `lost_at` (ISO
     8601 UTC: when the sweep records the first of them lost; null with none), `all_examined`,
     `unreadable_jobs`, and `unknown`: why none were counted (null when they were)."""
-    from common.db import STATUS_SESSION_SETTINGS
-
-    pool = None
-    try:
-        connection = reach_redis(settings)
-        pool = database_pool(settings, "status", session_settings=STATUS_SESSION_SETTINGS)
-        found = find_orphans(pool, connection, window_s)
-    except (ConfigError, redis.RedisError, psycopg.Error) as error:
-        found = Orphans(unknown=mask_url(str(error)).splitlines()[0])
-    finally:
-        if pool is not None:
-            pool.close()
+    found = read_orphans(settings, window_s)
     lost_after_s = settings.frame_ttl_s + settings.job_timeout_s
     first_lost = datetime.fromtimestamp(found.recorded_s[0] + lost_after_s, UTC) if found.recorded_s else None
     return {
