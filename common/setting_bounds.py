@@ -2,7 +2,8 @@
 retention a role's keeping is bounded by at its start (the redactor's kept frames, the sighting pool's
 memory of passes), the alerts' and the audit's retention `alpr db prune` applies, and the sighting pool's
 early-match threshold. Made where used, not in every command's settings (a review: they stopped commands
-that never use them). common/config.py's Settings calls these from its methods of the same names."""
+that never use them). common/config.py's Settings calls these from its methods (`within_retention` calls
+`keep_age_cut_to`; the others share their names)."""
 
 from __future__ import annotations
 
