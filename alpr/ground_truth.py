@@ -9,6 +9,7 @@ import glob
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,10 +42,8 @@ def load_samples(folder: Path) -> tuple[list[Sample], bool]:
         samples = []
         rows = csv.reader(truth_lines(truth))
         try:
-            for number, row in enumerate(rows, start=1):
+            for number, row in label_rows(rows):
                 where = f"{truth}:{number}"
-                if not "".join(row).strip() or (number == 1 and row[0].strip().lower() in HEADER_NAMES):
-                    continue
                 if len(row) < 3:
                     raise InputError(f"{where}: expected file,region,PLATE")
                 samples.append(Sample(image_in(folder, row[0], where), plate_of(row[2], where), None))
@@ -84,6 +83,15 @@ def is_image(path: Path) -> bool:
 
 HEADER_NAMES = ("file", "filename", "image", "name")
 """A groundtruth.csv whose first row's first cell is one of these has a header row."""
+
+
+def label_rows(rows: Iterable[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """A groundtruth.csv's label rows, each with its number (from 1, counting every row): a blank row, and
+    a header row (the first, its first cell one of HEADER_NAMES), passed over. Lazy, as `rows` is: a
+    csv.Error reading them is raised to the caller, whose reader still says the line."""
+    for number, row in enumerate(rows, start=1):
+        if "".join(row).strip() and not (number == 1 and row[0].strip().lower() in HEADER_NAMES):
+            yield number, row
 
 
 def image_in(folder: Path, name: str, where: str) -> Path:
@@ -239,9 +247,7 @@ def of_us_states(folder: Path) -> bool:
     truth, named = folder / "groundtruth.csv", set()
     try:
         with truth.open(encoding="utf-8-sig", newline="") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
-                if not "".join(row).strip() or (number == 1 and row[0].strip().lower() in HEADER_NAMES):
-                    continue
+            for _number, row in label_rows(csv.reader(handle)):
                 state = row[1].strip().lower() if len(row) > 1 else ""
                 if state not in US_STATES:
                     return False
