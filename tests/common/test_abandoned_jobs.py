@@ -41,6 +41,19 @@ def minute_passed(connection: redis.Redis, queue: Queue, job_id: str) -> None:
     connection.hset(job.key, "enqueued_at", utcformat(job.enqueued_at - timedelta(seconds=61)))
 
 
+def job_its_worker_died_holding(redis_url: str, name: str, *when: str) -> tuple[redis.Redis, Queue, str]:
+    """A detect job `name` enqueued on the private Redis and taken by a real worker process that is SIGKILLed
+    holding it (tests.common.dying_worker; `when` its further arguments: none, killed before starting the job;
+    `started LEASE_S`, once started): the connection, the detect queue and the job's id."""
+    connection = redis.Redis.from_url(redis_url)
+    queue = stage_queue(connection, "detect")
+    job_id = enqueue(queue, detect_job(name), 60)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.common.dying_worker", redis_url, *when]
+    assert subprocess.Popen(command, cwd=REPO, env=env).wait(timeout=60) == -signal.SIGKILL
+    return connection, queue, job_id
+
+
 def hanging_worker(redis_url: str) -> subprocess.Popen:  # type: ignore[type-arg]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "tests.common.hanging_worker", redis_url, str(LEASE_S)]
@@ -84,12 +97,7 @@ def test_a_job_whose_worker_died_before_starting_it_is_counted_abandoned(redis_u
     it starts it: a worker killed in between leaves it there, with no lease to lapse. RQ's cleaning of that list
     fails it (or queues it again) a minute after first finding it, through the worker's failure handling, not
     its exception handlers: it was counted nowhere."""
-    connection = redis.Redis.from_url(redis_url)
-    queue = stage_queue(connection, "detect")
-    job_id = enqueue(queue, detect_job("lost"), 60)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    dying = subprocess.Popen([sys.executable, "-m", "tests.common.dying_worker", redis_url], cwd=REPO, env=env)
-    assert dying.wait(timeout=60) == -signal.SIGKILL
+    connection, queue, job_id = job_its_worker_died_holding(redis_url, "lost")
     assert queue.intermediate_queue.get_job_ids() == [job_id] and job_id not in queue.started_job_registry
     metrics = Metrics()
     survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
@@ -111,12 +119,7 @@ def test_a_job_left_in_the_intermediate_list_after_its_start_is_counted_once(red
     """Killed a step later, the job started (a lease) but not taken off the intermediate list: RQ's registry
     cleaning queues it again once its lease lapses (counted then), and its intermediate cleaning fails it again
     a minute later. It is one job abandoned once: not counted a second time."""
-    connection = redis.Redis.from_url(redis_url)
-    queue = stage_queue(connection, "detect")
-    job_id = enqueue(queue, detect_job("started"), 60)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "tests.common.dying_worker", redis_url, "started", str(LEASE_S)]
-    assert subprocess.Popen(command, cwd=REPO, env=env).wait(timeout=60) == -signal.SIGKILL
+    connection, queue, job_id = job_its_worker_died_holding(redis_url, "started", "started", str(LEASE_S))
     assert queue.intermediate_queue.get_job_ids() == [job_id] and job_id in queue.started_job_registry
     metrics = Metrics()
     survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
@@ -138,12 +141,7 @@ def test_a_job_left_in_the_intermediate_list_after_its_start_is_queued_once(mean
     """Killed once the job started but before it left the intermediate list: the registry cleaning queued it
     again (its lease lapsed), and the intermediate cleaning a minute later queued it a second time, spending a
     retry, and it ran twice (a review); one that had run meanwhile was failed or queued again once done."""
-    connection = redis.Redis.from_url(redis_url)
-    queue = stage_queue(connection, "detect")
-    job_id = enqueue(queue, detect_job("started"), 60)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "tests.common.dying_worker", redis_url, "started", str(LEASE_S)]
-    assert subprocess.Popen(command, cwd=REPO, env=env).wait(timeout=60) == -signal.SIGKILL
+    connection, queue, job_id = job_its_worker_died_holding(redis_url, "started", "started", str(LEASE_S))
     recorder, metrics = Recorder(), Metrics()
     survivor = StageWorker(queue, WorkerContext(recorder, metrics))  # type: ignore[arg-type]
     wait_for(lambda: queue.started_job_registry.get_expired_job_ids() != [], 30, "the killed worker's lease to lapse")
@@ -172,12 +170,7 @@ def test_a_live_worker_taking_a_job_once_lost_is_not_counted_abandoned(redis_url
     real loss, a live worker that had just taken the job queued again (moved it to the list, not yet started it)
     had it counted abandoned and queued again by the next cleaning (a review). The note is older than the job's
     latest queueing: the job is taken as first found now, and is counted only if it is still there a minute on."""
-    connection = redis.Redis.from_url(redis_url)
-    queue = stage_queue(connection, "detect")
-    job_id = enqueue(queue, detect_job("lost"), 60)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    dying = subprocess.Popen([sys.executable, "-m", "tests.common.dying_worker", redis_url], cwd=REPO, env=env)
-    assert dying.wait(timeout=60) == -signal.SIGKILL
+    connection, queue, job_id = job_its_worker_died_holding(redis_url, "lost")
     metrics = Metrics()
     survivor = StageWorker(queue, WorkerContext(Recorder(), metrics))  # type: ignore[arg-type]
     counted = lambda: metrics.registry.get_sample_value("alpr_jobs_total", {"stage": "detect", "outcome": "abandoned"})  # noqa: E731
