@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import re
-import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,13 @@ from common.errors import ConfigError, InputError
 from common.export_record import PlateExport, record_export
 from common.file_writers import refuse_if_others_may_change
 from common.plate_log import PlateLog, export_csv, open_plate_log
-from common.private_files import refuse_link, replaced_privately, sqlite_side_files, write_private
+from common.private_files import (
+    refuse_link,
+    replaced_privately,
+    sqlite_side_files,
+    unmade_folder,
+    write_private,
+)
 from common.sighting_log import SightingLog, export_sightings_csv, open_sighting_log
 from common.sqlite_log import check_run_log
 from common.text_files import shown_path
@@ -115,6 +120,7 @@ def run_source(source: str | None, source_file: Path | None) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from alpr.run_start import check_sqlite_log, sqlite_named
     from ingest.ffmpeg_open import rtsp_transport_problem
     from ingest.source_checks import uri_syntax_problem
     from ingest.sources import open_source
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.out is not None and (problem := out_problem(args.source, args.out)):
         raise InputError(problem)
     if not settings.database_url:
-        check_existing_run_log(settings.sqlite_path)
+        check_sqlite_log(settings.sqlite_path, sqlite_named(args))
     camera_id = args.camera_id or default_camera_id(args.source)
     if not CAMERA_ID.fullmatch(camera_id):
         raise InputError(f"--camera-id must be 1-64 letters, digits and _ . - (not first), got {camera_id[:80]!r}")
@@ -145,7 +151,7 @@ def run_opened(args: argparse.Namespace, settings: Settings, source: FrameSource
     """`alpr run` once its source is opened (`run` releases it): cores, --out, the logs, the frames, the summary."""
     from tqdm import tqdm
 
-    from alpr.run_start import made_out_folder, opened_logs
+    from alpr.run_start import made_out_folder, opened_logs, sqlite_named
     from alpr.source_passes import StopSignals
     from alpr.wiring import build_detector, build_pipeline, build_reader
 
@@ -160,7 +166,7 @@ def run_opened(args: argparse.Namespace, settings: Settings, source: FrameSource
         bar.set_postfix(plates=summary.plates_detected, fps=f"{summary.frames_per_second:.1f}")
 
     try:
-        with opened_logs(settings, out_made) as (plate_log, sighting_log), StopSignals() as stop:
+        with opened_logs(settings, out_made, sqlite_named(args)) as (plate_log, sighting_log), StopSignals() as stop:
             pipeline = build_pipeline(settings, cores, plate_log, sighting_log, args.roi)
             summary = pipeline.run(source, camera_id, args.out, on_frame, stop)  # SIGTERM, SIGINT: finished, exit 0
     finally:
@@ -184,19 +190,6 @@ def run_opened(args: argparse.Namespace, settings: Settings, source: FrameSource
     return 0
 
 
-def check_existing_run_log(sqlite_path: Path) -> None:
-    """ConfigError, before anything is created or changed, where `alpr run`'s SQLite log names a file that
-    is there and is not a log `alpr run` wrote (check_run_log): another program's database had the plate
-    tables written beside its own and was made 0600, where export, search and prune refuse it (a review).
-    A missing or empty file is a new log: created (or filled) as ever."""
-    try:
-        there = sqlite_path.lstat()
-    except FileNotFoundError:
-        return
-    if there.st_size or not stat.S_ISREG(there.st_mode):  # a link, a folder: refused by the check too
-        check_run_log(sqlite_path)
-
-
 def out_problem(source: str, out: Path) -> str | None:
     """What is wrong with `alpr run`'s --out folder for `source`, before anything is opened: a name that is
     not UTF-8 (the log keeps snapshots' paths as text), a file there (a bare FileExistsError after the
@@ -212,21 +205,6 @@ def out_problem(source: str, out: Path) -> str | None:
         return f"--out {out} cannot be made: {problem}: name another folder"
     if clash := written_over(Path(source), out):
         return f"the source {source} is {clash}, which the run writes: name another --out folder"
-    return None
-
-
-def unmade_folder(folder: Path) -> str | None:
-    """Why the missing `folder` cannot be made, where that is known before trying: the nearest path above it
-    that is there is a file (`/etc/hostname/x`: a bare `NotADirectoryError: [Errno 20] ...` was the message,
-    a review), or a folder this user may not write in; None otherwise (what fails only when tried, `/proc/x`,
-    is said by RedactedWriter)."""
-    if folder.exists():
-        return None
-    above = next((each for each in folder.absolute().parents if each.exists()), Path("/"))
-    if not above.is_dir():
-        return f"{above} is a file, not a folder"
-    if not os.access(above, os.W_OK | os.X_OK):
-        return f"this user may not write in {above}"
     return None
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from common.errors import InputError, OutputError
 from common.frame_store import encode_jpeg
-from common.private_files import create_private, make_private_folders, refuse_link, write_private
+from common.private_files import create_private, make_private_folders, refuse_link, unmade_because, write_private
 from common.shared_folders import refuse_shared_folder
 from common.types import Sighting
 from ingest.frame_source import SampledFrame
@@ -83,10 +83,8 @@ def make_out_folder(out_dir: Path, what: str, warn: bool = True, made: list[Path
     try:
         make_private_folders(out_dir, made)  # redacted frames still show cars, faces and places
     except OSError as error:  # `--out /proc/x`: a bare `FileNotFoundError: [Errno 2] ...` (a review)
-        failed = Path(error.filename or out_dir)
         raise OutputError(
-            f"--out {out_dir} cannot be made: no folder {failed.name} could be made in {failed.parent}"
-            f" ({error.strerror or error}): name another folder"
+            f"--out {out_dir} cannot be made: {unmade_because(error, out_dir)}: name another folder"
         ) from None
     refuse_shared_folder(out_dir, what, warn=False)  # made meanwhile by another user? (a review)
 

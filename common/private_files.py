@@ -58,6 +58,28 @@ def make_private_folders(path: Path, made: list[Path] | None = None) -> None:
         os.chmod(folder, FOLDER_MODE)  # whatever the umask
 
 
+def unmade_folder(path: Path) -> str | None:
+    """Why the missing `path` (a folder, or a file to make in one: a SQLite log) cannot be made, where that is
+    known before trying: the nearest path above it that is there is a file (`/etc/hostname/x`: a bare
+    `NotADirectoryError: [Errno 20] ...` was the message, a review), or a folder this user may not write in;
+    None otherwise (what fails only when tried, `/proc/x`, is said by `unmade_because`)."""
+    if path.exists():
+        return None
+    above = next((each for each in path.absolute().parents if each.exists()), Path("/"))
+    if not above.is_dir():
+        return f"{above} is a file, not a folder"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"this user may not write in {above}"
+    return None
+
+
+def unmade_because(error: OSError, folder: Path) -> str:
+    """Why make_private_folders(`folder`) failed with `error`, in words: `--out /proc/x` said a bare
+    `FileNotFoundError: [Errno 2] ...` (a review)."""
+    failed = Path(error.filename or folder)
+    return f"no folder {failed.name} could be made in {failed.parent} ({error.strerror or error})"
+
+
 def foreign_file(path: Path, uid: int) -> ConfigError:
     """The refusal of a file at `path` owned by user `uid`, not this process's."""
     return ConfigError(

@@ -2,7 +2,7 @@
 the real CLI: a SQLite file that is another program's database (plate tables were added beside its own and
 it was made 0600), and a Postgres schema not at this release's version (the run migrated it, out of order
 and without re-granting the roles, where every other command says to run `alpr db upgrade`); and the
---out folders it cannot make, said in words rather than as an exception's class (a review)."""
+--out folders and SQLite logs it cannot make, said in words rather than as an exception's class (a review)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,31 @@ def test_an_out_folder_that_cannot_be_made_is_said_in_words(out, says, tmp_path,
     assert main(["run", str(clip), "--out", out, "--sqlite", str(tmp_path / "r.sqlite"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"alpr: error: {says}") and "Error" not in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("flag", "log", "says"),
+    [
+        ("--sqlite", "/etc/hostname/x.sqlite", "/etc/hostname is a file, not a folder"),
+        ("--sqlite", "/proc/x/r.sqlite", "no folder x could be made in /proc (No such file or directory)"),
+        ("ALPR_SQLITE_PATH", "/etc/hostname/x.sqlite", "/etc/hostname is a file, not a folder"),
+    ],
+)
+def test_a_sqlite_log_that_cannot_be_made_is_said_in_words_and_nothing_is_left(
+    flag, log, says, tmp_path, capsys, monkeypatch
+):
+    """`--sqlite /etc/hostname/x.sqlite` ended with `NotADirectoryError: [Errno 20] Not a directory: ...`, and one in
+    /proc with a FileNotFoundError: said as --out's are, naming the flag or the variable that named the log, and
+    refused before the --out folder is made (or removed again)."""
+    monkeypatch.delenv("ALPR_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ALPR_SQLITE_PATH", raising=False)
+    clip, given = black_clip(tmp_path / "clip.mp4"), ["--sqlite", log] if flag == "--sqlite" else []
+    if flag == "ALPR_SQLITE_PATH":
+        monkeypatch.setenv("ALPR_SQLITE_PATH", log)
+    assert run(clip, tmp_path, *given) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"alpr: error: {flag} {log} cannot be made: {says}: name another file"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
 def test_an_empty_out_is_refused_and_nothing_written_in_the_working_folder(tmp_path, capsys, monkeypatch):
