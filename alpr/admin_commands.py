@@ -46,7 +46,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     pool = unchecked_pool(settings, "upgrade")
     if args.dry_run:
         try:
-            print_pending_migrations(pool, args)
+            print_pending_migrations(pool, args, settings)
         finally:
             pool.close()
         return 0
@@ -98,11 +98,13 @@ def set_database_audit_retention(pool: ConnectionPool, settings: Settings) -> st
     return "" if was is None else f"audit records: {describe(days)} (was: {describe(was)})\n"
 
 
-def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> None:
+def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace, settings: Settings) -> None:
     """`alpr db upgrade --dry-run`: the migrations an upgrade would apply and the tables each would lock (in
-    what mode: the chain's writes, or its reads too, wait for it), read from the schema's record alone;
-    nothing applied, nothing granted. Read so, it needs no more than SELECT: a preview before a
-    maintenance window."""
+    what mode: the chain's writes, or its reads too, wait for it), read from the schema's record alone, and
+    the audit retention it would write to the owner's table (common/audit_policy.py) beside the one the
+    database holds; nothing applied, written or granted. Read so, it needs no more than SELECT: a preview
+    before a maintenance window."""
+    from common.audit_policy import preview_audit_retention
     from common.grants import check_role_name
     from common.migrations import MIGRATION_LOCKS
     from common.schema_upgrade import check_server_version, newer_schema, pending_migrations, schema_version
@@ -119,6 +121,10 @@ def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace) -> 
         if locks := MIGRATION_LOCKS.get(version):
             waiting = ", ".join(f"{table} ({mode})" for table, mode in sorted(locks.items()))
             print(f"  migration {version} locks {waiting}")
+    try:
+        print(preview_audit_retention(pool, settings.audit_days()))
+    except ConfigError as refused:  # the upgrade leaves the database's as it is (set_database_audit_retention)
+        print(preview_audit_retention(pool, None, str(refused)))
     for flag, role in roles.items():
         print(f"then {flag} {role}: not granted in a dry run")
 

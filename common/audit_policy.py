@@ -82,6 +82,42 @@ def set_audit_retention(pool: ConnectionPool, days: float) -> float | None:
     return was if row is not None and row[1] and was != days else None
 
 
+def shown(days: float) -> str:
+    """An audit retention with its days, as `alpr db upgrade --dry-run` says it."""
+    return f"{days:g} days ({describe(days)})" if days else "0 (kept without limit)"
+
+
+def preview_audit_retention(pool: ConnectionPool, days: float | None, refused: str = "") -> str:
+    """What `alpr db upgrade --dry-run` says of the audit retention, in one line: the one the upgrade would write
+    (`days`, the settings'; None where they are refused, `refused` saying why: the upgrade leaves the database's as
+    it is) and the one the database holds, or that it has no table yet (migration 26 makes it). Read as
+    `set_audit_retention` reads it, without its turn taken or a row locked, nothing written: a role that may not
+    write it is told the upgrade would leave it (and warn), one that may not read it that it is not read."""
+    with pool.connection() as connection:
+        rights = connection.execute(
+            "SELECT has_table_privilege(t, 'SELECT'), has_table_privilege(t, 'UPDATE')"
+            " FROM (SELECT to_regclass(%s) AS t) AS policy WHERE t IS NOT NULL",
+            (AUDIT_POLICY,),
+        ).fetchone()
+        row = None
+        if rights and rights[0]:
+            row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY}").fetchone()
+    held = float(row[0]) if row else 0.0
+    if rights is None:
+        database = f"no {AUDIT_POLICY} table yet (migration 26 makes it, at 0: kept without limit)"
+    else:
+        database = shown(held) if rights[0] else f"nothing this role may read ({AUDIT_POLICY})"
+    if days is None:
+        return f"audit retention: the database's, {database}, left as it is: {refused}"
+    if row is not None and held == days and row[1]:
+        return f"audit retention: {shown(days)}, as the database holds: nothing to write"
+    said = f"the database {'has' if rights is None else 'holds' if rights[0] else 'says'} {database}"
+    if rights is not None and not rights[1]:
+        return (f"audit retention: the settings give {shown(days)}; {said}; only the schema's owner may write it:"
+                " the upgrade, as this role, would leave it as it is, with a warning")  # fmt: skip
+    return f"audit retention: would write {shown(days)}; {said}"
+
+
 def not_owners(database: str, days: float, differs: str) -> str:
     """What a role that may not set the retention is told of the database's (`database`, as said) and the
     settings' (`days`), which it `differs` from ("is not", or where not read "may not be")."""

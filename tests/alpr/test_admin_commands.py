@@ -73,6 +73,49 @@ def test_a_dry_run_upgrade_lists_what_it_would_apply_and_applies_nothing(postgre
         assert len(db.execute("SELECT version FROM schema_migrations").fetchall()) == recorded - 3  # nothing applied
 
 
+def audit_row(url: str) -> tuple | None:
+    with psycopg.connect(url) as db:
+        return db.execute("SELECT days, set_at FROM audit_retention").fetchone()
+
+
+def test_a_dry_run_upgrade_says_the_audit_retention_it_would_write_and_writes_none(postgres_url, monkeypatch, capsys):
+    """It listed the migrations alone: what the upgrade would write to the owner-only audit retention (migration
+    26), which lets the pruner delete the audit records past it, was learnt by running it (a review). It says the
+    one the settings give and the one the database holds (or that it has none yet), and writes nothing."""
+    for name in ("ALPR_RETENTION_DAYS", "ALPR_AUDIT_RETENTION_DAYS", "ALPR_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    command = ["db", "upgrade", "--dry-run", "--database-url", postgres_url]
+    monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "400")
+    assert main([*command, "--grant", "alpr_app"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == (
+        "audit retention: would write 400 days (deleted past 400 days, by no one sooner); the database has no"
+        " audit_retention table yet (migration 26 makes it, at 0: kept without limit)"
+    )
+    assert schema_tables(postgres_url) == set()
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    written = audit_row(postgres_url)
+    assert written is not None and written[0] == 400
+    capsys.readouterr()
+    monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "0")  # kept without limit from now on
+    assert main(command) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "audit retention: would write 0 (kept without limit); the database holds 400 days (deleted past 400 days,"
+        " by no one sooner)"
+    )
+    monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "400")
+    assert main(command) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "audit retention: 400 days (deleted past 400 days, by no one sooner), as the database holds: nothing to write"
+    )
+    monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "10")  # shorter than the plate data's 30: the upgrade refuses it
+    assert main(command) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith("audit retention: the database's, 400 days (deleted past 400 days, by no one sooner), left")
+    assert "ALPR_AUDIT_RETENTION_DAYS (10 days) must be 0 (kept) or at least ALPR_RETENTION_DAYS (30 days)" in said
+    assert audit_row(postgres_url) == written  # nothing written, set_at included
+
+
 def test_replay_says_which_stages_it_replays_unless_told(capsys):
     """Its help said "default: all"; alert deliveries are replayed only with `--stage alert` (README: failed
     alerts are sent again only when asked, within --max-age-h)."""
