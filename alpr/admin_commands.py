@@ -51,12 +51,12 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
             pool.close()
         return 0
     try:
-        applied = upgrade(pool)
+        applied = upgrade(pool, args.lock_wait_s)
         ahead = newer_schema(schema_version(pool))
-        granted = grant_to(pool, args.grant) if args.grant else False
+        granted = grant_to(pool, args.grant, args.lock_wait_s) if args.grant else False
         if args.grant_pruner:
-            grant_pruner(pool, args.grant_pruner)
-        audit_said = set_database_audit_retention(pool, settings)
+            grant_pruner(pool, args.grant_pruner, args.lock_wait_s)
+        audit_said = set_database_audit_retention(pool, settings, args.lock_wait_s)
     finally:
         pool.close()
     if applied or not ahead:
@@ -77,7 +77,7 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def set_database_audit_retention(pool: ConnectionPool, settings: Settings) -> str:
+def set_database_audit_retention(pool: ConnectionPool, settings: Settings, turn_wait_s: float | None = None) -> str:
     """The audit retention Postgres holds every delete of an audit record to (common/audit_policy.py) set from the
     settings (Settings.audit_days), as the owner: what to say of it, a line where the owner changed it, else "". A
     setting the prune refuses (shorter than the plate data's) leaves it as it was, said on stderr: the prune refuses
@@ -91,7 +91,7 @@ def set_database_audit_retention(pool: ConnectionPool, settings: Settings) -> st
         print(f"alpr: {refused}: the database's audit retention is left as it was", file=sys.stderr)
         return ""
     try:
-        was = set_audit_retention(pool, days)
+        was = set_audit_retention(pool, days, turn_wait_s)
     except NotOwnersToSetError as not_owners:  # the workers' or pruner's upgrade of a current schema: not refused
         print(f"alpr: warning: {not_owners}", file=sys.stderr)
         return ""

@@ -286,7 +286,13 @@ def _add_db_parser(sub: argparse._SubParsersAction) -> None:
     upgrade.add_argument("--database-url", help="postgresql://...")
     upgrade.add_argument(
         "--dry-run", action="store_true",
-        help="list the migrations not yet applied and the tables each locks; apply nothing, grant nothing",
+        help="list the migrations not yet applied and the tables each locks, and the audit retention it would"
+        " write beside the database's; apply, write and grant nothing",
+    )  # fmt: skip
+    upgrade.add_argument(
+        "--lock-wait", type=non_negative_at_most(YEAR_S), dest="lock_wait_s", metavar="SECONDS",
+        help="wait this long at most for the upgrade's turn (a Postgres advisory lock another session holds),"
+        f" naming who holds it, then give up (default {defaults.UPGRADE_TURN_WAIT_S:g}; 0: no limit)",
     )  # fmt: skip
     upgrade.add_argument(
         "--grant",

@@ -50,16 +50,17 @@ def read_audit_retention(pool: ConnectionPool) -> float:
     return days
 
 
-def set_audit_retention(pool: ConnectionPool, days: float) -> float | None:
+def set_audit_retention(pool: ConnectionPool, days: float, turn_wait_s: float | None = None) -> float | None:
     """Write `days` as the database's audit retention (the owner's act: `alpr db upgrade`); the retention it
     replaced where one was set before (the first, migration 26's 0 filled, is not told), or None (also where it
     was `days` already: nothing written). NotOwnersToSetError where it differs, or may not be read, and the role
     logged in may not change it (not the schema's owner): a role that may not write it, its settings the
     database's retention, is not refused (the retention was read FOR SHARE, which needs UPDATE: the workers' and the
     pruner's upgrade of a current schema failed, a review; upgrades take turns by wait_for_turn, and the UPDATE
-    locks the row). ConfigError where the schema has no policy (older than migration 26)."""
+    locks the row), waiting `turn_wait_s` at most for its turn (wait_for_turn). ConfigError where the schema has
+    no policy (older than migration 26)."""
     with pool.connection() as connection, connection.transaction():
-        wait_for_turn(connection)  # after any upgrade or grant of another process
+        wait_for_turn(connection, turn_wait_s)  # after any upgrade or grant of another process
         if connection.execute("SELECT to_regclass(%s)", (AUDIT_POLICY,)).fetchone() in (None, (None,)):
             raise ConfigError("alpr db upgrade: the schema has no audit retention to set (migration 26): upgrade it")
         try:

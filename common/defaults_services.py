@@ -55,6 +55,12 @@ DB_LOCK_TIMEOUT_S = 10.0
 (LockNotAvailable) and the write is tried again as through an outage, the log naming the lock: a table an
 operator locked (`LOCK TABLE frames`) held the OCR and redaction jobs silently until RQ's job timeout."""
 
+UPGRADE_TURN_WAIT_S = 60.0
+"""How long `alpr db upgrade` waits for its turn (a Postgres advisory lock, common/schema_upgrade.wait_for_turn)
+at each step that takes it (a migration, a grant, the audit retention) before it gives up naming the lock's
+holder (`--lock-wait`; 0: no limit). Any login may take an advisory lock, no right needed, and the owner's
+upgrade waited behind one for ever, silently (a review); another upgrade or grant holds it one step at a time."""
+
 STATUS_STATEMENT_TIMEOUT_S = 5.0
 """Longest any statement of `alpr status`'s frames-log part may run (Postgres's `statement_timeout`): behind
 a lock it hung until killed."""

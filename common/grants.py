@@ -46,7 +46,7 @@ each prune round. Given by name, not left to PUBLIC's default: a database that t
 refused every merge, and the changes piled up under `alpr status` (a review)."""
 
 
-def grant_to(pool: ConnectionPool, role: str) -> bool:
+def grant_to(pool: ConnectionPool, role: str, turn_wait_s: float | None = None) -> bool:
     """Give `role` what the chain's processes need and nothing more: read and add the rows of every table
     of the schema (and use its sequences), update only those of UPDATED and a frame's FRAMES_UPDATED,
     delete only those of DELETED_FROM, only add to the audit records (AUDIT_TABLES), never write the
@@ -62,11 +62,12 @@ def grant_to(pool: ConnectionPool, role: str) -> bool:
     a release rolled back, whose Compose `migrate` runs this at every `up`): the newer release's grants stand.
     Granted, the grant of ALL TABLES gave the role SELECT and INSERT on the newer release's tables this one
     knows nothing of, its owner-only records among them (a review: a million fake frames counted in through
-    frame_count_changes)."""
+    frame_count_changes). It waits `turn_wait_s` at most for its turn (schema_upgrade.wait_for_turn)."""
     check_role_name(role, "--grant")
     with pool.connection() as connection, connection.transaction():
-        wait_for_turn(connection)  # grants at once were refused ("tuple concurrently updated"), and Compose
-        check_role_exists(connection, role)  # waits on `migrate`: they take turns, after any upgrade
+        # grants at once were refused ("tuple concurrently updated"), and Compose waits on `migrate`: they take
+        wait_for_turn(connection, turn_wait_s)  # turns, after any upgrade
+        check_role_exists(connection, role)
         if newer_schema(version_in(connection)):
             return False
         schema_name = current_schema(connection)

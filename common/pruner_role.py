@@ -72,14 +72,15 @@ def pruner_rights_wanted(alerts: bool = True, audit: bool = True) -> set[tuple[s
     return wanted | (ALERT_RIGHTS if alerts else set()) | (AUDIT_RIGHTS if audit else set())
 
 
-def grant_pruner(pool: ConnectionPool, role: str) -> None:
+def grant_pruner(pool: ConnectionPool, role: str, turn_wait_s: float | None = None) -> None:
     """Give `role` the rights of pruner_rights_wanted and take back any other it was given on the
     schema's tables and sequences, in one transaction; run after the migrations, so tables added later
     are covered. ConfigError (nothing changed) when the role would still have more: a superuser, the
-    tables' owner, or one given them through PUBLIC or a role it is a member of."""
+    tables' owner, or one given them through PUBLIC or a role it is a member of. It waits `turn_wait_s` at most
+    for its turn (schema_upgrade.wait_for_turn)."""
     check_role_name(role, "--grant-pruner")
     with pool.connection() as connection, connection.transaction():
-        wait_for_turn(connection)  # one grant at a time, after any upgrade
+        wait_for_turn(connection, turn_wait_s)  # one grant at a time, after any upgrade
         check_role_exists(connection, role)
         schema_name = current_schema(connection)
         schema, name = sql.Identifier(schema_name), sql.Identifier(role)

@@ -8,13 +8,16 @@ schema needs (`check_server_version`) before anything is applied or run."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from common import defaults
 from common.backoff import Backoff
+from common.credentials import escape_controls
 from common.errors import ConfigError
 from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
 
@@ -26,8 +29,26 @@ ADVISORY_LOCK_ID = 720_417
 TAKE_TURN = "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"
 """Before the advisory lock is waited for (`wait_for_turn`): its wait bounded by nothing the session, the
 role or the database sets (`ALTER DATABASE alpr SET lock_timeout = '200ms'`, as managed Postgres often
-has): the holder is a migration that bounds its own table waits, or a grant, and a grant cut at 200 ms
-failed with a bare LockNotAvailable, an upgrade was told "a table is in use" and gave up (a review)."""
+has), by UPGRADE_TURN_WAIT_S alone (common/defaults_services.py): a grant cut at 200 ms failed with a
+bare LockNotAvailable, an upgrade was told "a table is in use" and gave up (a review)."""
+
+TURN_FIRST_TOLD_S = 1.0
+"""How long a wait for the turn lasts before a WARNING names who holds the lock (then every TURN_TOLD_EVERY_S)."""
+
+TURN_TOLD_EVERY_S = 10.0
+"""How often a WARNING names the lock's holder again while the wait for the turn goes on."""
+
+LOCK_HOLDERS = """
+    SELECT l.pid, a.usename, a.application_name, extract(epoch FROM clock_timestamp() - a.xact_start),
+           extract(epoch FROM clock_timestamp() - a.backend_start)
+    FROM pg_locks AS l LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = %(high)s AND l.objid::bigint = %(low)s
+    ORDER BY l.pid"""
+"""The sessions holding the advisory lock (`lock_holders`): pid, user, application, how long their transaction
+and session have been open (NULL where this role may not see them: pg_read_all_stats); never their query, which
+may hold plate text or a secret. One bigint key is held as classid (its high 32 bits) and objid, objsubid 1."""
 
 
 UPGRADE_LOCK_TIMEOUT = "5s"
@@ -76,7 +97,7 @@ class TableInUseError(Exception):
         self.version, self.table = version, table
 
 
-def upgrade(pool: ConnectionPool) -> list[int]:
+def upgrade(pool: ConnectionPool, turn_wait_s: float | None = None) -> list[int]:
     """Apply the migrations not yet applied, each in a transaction of its own with its schema_migrations
     row; returns their versions. A current schema is only read (a role that may not create in the schema,
     a worker's, runs `alpr run` on it).
@@ -90,7 +111,8 @@ def upgrade(pool: ConnectionPool) -> list[int]:
     nothing committed. An attempt waits at most UPGRADE_LOCK_TIMEOUT for a table (so does every write
     queued behind it), then the migration is tried again after a wait that doubles (UPGRADE_BACKOFF_S)
     and reset once one is applied, UPGRADE_ATTEMPTS times, then a ConfigError says which table and what
-    was applied. A server older than MINIMUM_SERVER_VERSION is refused first, nothing applied."""
+    was applied. A server older than MINIMUM_SERVER_VERSION is refused first, nothing applied. Each migration
+    waits `turn_wait_s` at most for its turn (`wait_for_turn`), then a ConfigError names who holds it."""
     check_server_version(pool)
     if _applied(pool) >= {version for version, _ in MIGRATIONS}:
         return []
@@ -98,7 +120,10 @@ def upgrade(pool: ConnectionPool) -> list[int]:
     backoff, started, attempts = Backoff(*UPGRADE_BACKOFF_S), time.monotonic(), 0
     while True:
         try:
-            version = _apply_next(pool)
+            version = _apply_next(pool, turn_wait_s)
+        except TurnNotTakenError as held:
+            kept = f"migrations {applied} were applied and stay" if applied else "nothing was applied"
+            raise ConfigError(TurnNotTakenError.said_with(held.waited_s, held.holders, kept)) from None
         except MigrationCanceledError as canceled:
             kept = f"migrations {applied} were applied and stay" if applied else "nothing was applied"
             raise ConfigError(
@@ -129,12 +154,99 @@ def upgrade(pool: ConnectionPool) -> list[int]:
         attempts = 0
 
 
-def wait_for_turn(connection: psycopg.Connection) -> None:
-    """Take the advisory lock (ADVISORY_LOCK_ID) for the transaction in hand, waiting for however long its
-    holder takes (TAKE_TURN: the transaction's lock and statement waits then unbounded, until it sets its
-    own): an upgrade or a grant of another process has it."""
+Holders = list[tuple[int | None, str]]
+"""The sessions holding the advisory lock (`lock_holders`): each one's pid (None: a prepared transaction), as said."""
+
+
+class TurnNotTakenError(ConfigError):
+    """`wait_for_turn` gave up: the advisory lock stayed held past the wait it was given (`waited_s`), by
+    `holders`. `said_with` is the message with what the upgrade had done before (`kept`)."""
+
+    def __init__(self, waited_s: float, holders: Holders) -> None:
+        super().__init__(self.said_with(waited_s, holders, "nothing was changed by this step"))
+        self.waited_s, self.holders = waited_s, holders
+
+    @staticmethod
+    def said_with(waited_s: float, holders: Holders, kept: str) -> str:
+        """What `alpr db upgrade` says when it gives up its turn: how long it waited, for what, held by whom,
+        what it had done (`kept`), and what to do."""
+        pids = [pid for pid, _ in holders if pid is not None]
+        ending = f"SELECT pg_terminate_backend({pids[0]}), as a superuser or its user" if pids else "its session"
+        return (
+            f"alpr db upgrade: gave up after {waited_s:g} s waiting for its turn (Postgres advisory lock"
+            f" {ADVISORY_LOCK_ID}, which upgrades and grants take turns by; any login may take it): held by"
+            f" {said_holders(holders)}; {kept}. Another `alpr db upgrade` or grant? Run it again once that has"
+            f" ended, or with a longer --lock-wait SECONDS (0: no limit); anything else: end it ({ending}), then"
+            " run it again"
+        )
+
+
+def wait_for_turn(connection: psycopg.Connection, wait_s: float | None = None) -> None:
+    """Take the advisory lock (ADVISORY_LOCK_ID) for the transaction in hand: an upgrade or a grant of another
+    process has it, or any other login (advisory locks need no right). Waited for `wait_s` seconds at most
+    (defaults.UPGRADE_TURN_WAIT_S unless given; 0: no limit), whatever lock or statement timeout the session,
+    the role or the database sets (TAKE_TURN: they are unbounded after it, until the transaction sets its
+    own); after TURN_FIRST_TOLD_S, then every TURN_TOLD_EVERY_S, a WARNING names who holds it
+    (`lock_holders`), and past `wait_s` TurnNotTakenError does, the transaction left usable (to be rolled
+    back: nothing done in it yet).
+
+    The wait is the lock's own (queued behind its holder, taken the moment it lets go), in slices bounded by
+    lock_timeout up to the next word or the end, each in a savepoint: a slice that times out is rolled back
+    to it, the transaction's lock, once a slice has it, kept to the transaction's end."""
+    wait_s = defaults.UPGRADE_TURN_WAIT_S if wait_s is None else wait_s
     connection.execute(TAKE_TURN)
-    connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+    started, tell_at = time.monotonic(), TURN_FIRST_TOLD_S
+    while True:
+        waited = time.monotonic() - started
+        slice_s = min(tell_at, wait_s or math.inf) - waited
+        connection.execute(f"SET LOCAL lock_timeout = {max(1, math.ceil(slice_s * 1000))}")  # in ms
+        try:
+            with connection.transaction():  # a savepoint: a slice timed out rolls back to it
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        except psycopg.errors.LockNotAvailable:
+            waited = time.monotonic() - started
+            holders = lock_holders(connection)
+            if wait_s and waited >= wait_s:
+                raise TurnNotTakenError(wait_s, holders) from None
+            if waited >= tell_at:
+                left = f"giving up in {wait_s - waited:.0f} s" if wait_s else "without limit (--lock-wait 0)"
+                log.warning("alpr db upgrade: waiting for its turn (Postgres advisory lock %d) %.0f s, held by %s;"
+                            " %s", ADVISORY_LOCK_ID, waited, said_holders(holders), left)  # fmt: skip
+                tell_at = waited + TURN_TOLD_EVERY_S
+            continue
+        connection.execute(TAKE_TURN)  # the transaction's own waits unbounded again, as before the slices
+        return
+
+
+def lock_holders(connection: psycopg.Connection) -> Holders:
+    """Who holds the advisory lock (LOCK_HOLDERS): each session's pid, with its user, application and how long
+    its transaction has been open (or, a lock the session holds outside any, how long it has been connected)
+    said; where this role may not see that (pg_read_all_stats, a superuser, or a member of the holder's role
+    may), that it is hidden: the wait says how long the lock has been held at least. The statistics snapshot is
+    taken afresh (Postgres keeps one per transaction). Never the query: it may hold plate text or a secret."""
+    connection.execute("SELECT pg_stat_clear_snapshot()")
+    rows = connection.execute(
+        LOCK_HOLDERS, {"high": ADVISORY_LOCK_ID >> 32, "low": ADVISORY_LOCK_ID & 0xFFFFFFFF}
+    ).fetchall()
+    holders: Holders = []
+    for pid, user, application, in_transaction_s, connected_s in rows:
+        if pid is None:
+            holders.append((None, "a prepared transaction (pg_prepared_xacts: COMMIT or ROLLBACK PREPARED ends it)"))
+            continue
+        if in_transaction_s is not None:
+            since = f"its transaction open {float(in_transaction_s):.0f} s"
+        elif connected_s is not None:
+            since = f"held by the session outside a transaction, connected {float(connected_s):.0f} s"
+        else:
+            since = "how long hidden from this role (pg_read_all_stats)"
+        holders.append((pid, f"pid {pid} (user {escape_controls(user or '(gone)')}, application"
+                             f" {escape_controls(application or '(none)')}, {since})"))  # fmt: skip
+    return holders
+
+
+def said_holders(holders: Holders) -> str:
+    """`holders` in one phrase (none: the holder let go between the wait and the look)."""
+    return ", ".join(said for _, said in holders) or "a session gone since (try again)"
 
 
 def not_the_owner(pool: ConnectionPool, refused: psycopg.Error, applied: list[int]) -> str:
@@ -192,7 +304,7 @@ def _applied(pool: ConnectionPool) -> set[int]:
         return {version for (version,) in connection.execute("SELECT version FROM schema_migrations")}
 
 
-def _apply_next(pool: ConnectionPool) -> int | None:
+def _apply_next(pool: ConnectionPool, turn_wait_s: float | None = None) -> int | None:
     """Apply the first migration not yet applied, with its schema_migrations row, in one transaction;
     returns its version, or None when there is none left. TableInUseError, the transaction rolled back, when
     one of its tables stays held past UPGRADE_LOCK_TIMEOUT.
@@ -203,9 +315,10 @@ def _apply_next(pool: ConnectionPool) -> int | None:
     (rolled back, the process killed, a frozen process's session ended by the server after
     idle_in_transaction_session_timeout), and never rides on a pooled connection back into the pool, as
     a session lock left behind by an exception would, holding every later upgrade and grant. The wait for
-    it is not bounded by any lock timeout, the database's included (`wait_for_turn`): the holder is a
-    migration that is itself bounded, or a grant; only the table locks after it are bounded, and only
-    their wait past UPGRADE_LOCK_TIMEOUT is told as a table in use.
+    it is bounded by `turn_wait_s` alone (`wait_for_turn`: UPGRADE_TURN_WAIT_S unless given), not by any lock
+    timeout, the database's included: its holder is a migration that is itself bounded, a grant, or any
+    login, named when given up; the table locks after it are bounded, and only their wait past
+    UPGRADE_LOCK_TIMEOUT is told as a table in use.
 
     Before the migration's SQL runs, each table it locks (MIGRATION_LOCKS) is asked for in turn, in a
     fixed order, in the mode the migration takes it, and let go again at once (a savepoint rolled back):
@@ -222,7 +335,7 @@ def _apply_next(pool: ConnectionPool) -> int | None:
         try:
             with connection.transaction():
                 connection.execute(UPGRADE_SESSION)
-                wait_for_turn(connection)
+                wait_for_turn(connection, turn_wait_s)
                 connection.execute(f"SET LOCAL lock_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
                 connection.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations"

@@ -1,0 +1,118 @@
+"""The turn `alpr db upgrade` takes (common/schema_upgrade.wait_for_turn: the advisory lock ADVISORY_LOCK_ID)
+held by another session, on the real Postgres: any login may hold an advisory lock, and the owner's upgrade
+waited behind it for ever, silently (a review). It waits a bounded time (UPGRADE_TURN_WAIT_S, --lock-wait),
+saying who holds the lock (pid, user, application, how long; never its query), then exits non-zero, nothing of
+that step done; it goes on where the holder lets go in time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+
+from alpr.cli import main
+from common import defaults
+from common.schema_upgrade import ADVISORY_LOCK_ID
+from tests.servers import PrivatePostgres
+
+PLATE = "AB12CDE"
+"""Text in the holder's query (pg_stat_activity.query), which nothing said of it may show."""
+
+
+@contextmanager
+def turn_held(url: str, seconds: float, application: str = "mallory-psql") -> Iterator[int]:
+    """Another session, `application`, holding the upgrade's advisory lock in its transaction for `seconds` at
+    most (less where the test ends first); yields its pid."""
+    held, done, pids = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with psycopg.connect(url, application_name=application) as other, other.transaction():
+            other.execute("SELECT pg_advisory_xact_lock(%s), %s AS plate", (ADVISORY_LOCK_ID, PLATE))
+            pids.append(other.info.backend_pid)
+            held.set()
+            done.wait(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield pids[0]
+    finally:
+        done.set()
+        holder.join()
+
+
+def schema_tables(url: str) -> set[str]:
+    with psycopg.connect(url) as db:
+        return {row[0] for row in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+
+
+def test_an_upgrade_behind_a_held_lock_gives_up_within_its_bound_naming_the_holder(postgres_url, monkeypatch, capsys):
+    """Its default bound (UPGRADE_TURN_WAIT_S, here 1 s: the holder lets go after 8 s, which the upgrade waited for)."""
+    monkeypatch.setattr(defaults, "UPGRADE_TURN_WAIT_S", 1.0, raising=False)
+    with turn_held(postgres_url, 8.0) as pid:
+        started = time.monotonic()
+        code = main(["db", "upgrade", "--database-url", postgres_url])
+        took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2 and took < 4, (code, took, err)
+    assert err.startswith("alpr: error: alpr db upgrade: gave up after 1 s waiting for its turn (Postgres advisory"
+                          f" lock {ADVISORY_LOCK_ID}"), err  # fmt: skip
+    assert f"held by pid {pid} (user postgres, application mallory-psql, its transaction open " in err
+    assert "nothing was applied" in err and "--lock-wait" in err and f"pg_terminate_backend({pid})" in err
+    assert PLATE not in err and "pg_advisory_xact_lock" not in err  # no query text
+    assert schema_tables(postgres_url) == set()  # not even the migrations' record made
+
+
+@pytest.mark.parametrize(("lock_wait", "giving_up"), [("5", "giving up in 4 s"), ("0", "without limit")])
+def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(lock_wait, giving_up, postgres_url, caplog):
+    """--lock-wait 5 (0: without limit); the holder lets go after 1.5 s; meanwhile a WARNING says who holds it."""
+    with turn_held(postgres_url, 1.5) as pid, caplog.at_level(logging.WARNING):
+        started = time.monotonic()
+        assert main(["db", "upgrade", "--lock-wait", lock_wait, "--database-url", postgres_url]) == 0
+        took = time.monotonic() - started
+    assert 1.4 < took < 4.5, took
+    waiting = [r.getMessage() for r in caplog.records if "waiting for its turn" in r.getMessage()]
+    assert len(waiting) == 1, caplog.text  # after 1 s, then every 10 s
+    assert f"held by pid {pid} (user postgres, application mallory-psql" in waiting[0] and giving_up in waiting[0]
+    assert PLATE not in caplog.text
+    assert "schema_migrations" in schema_tables(postgres_url)
+
+
+def test_another_login_holding_the_lock_is_named_to_the_owner_who_may_not_see_its_session(
+    private_postgres: PrivatePostgres, monkeypatch, capsys
+):
+    """The owner, no superuser, upgrading a current schema (its audit retention step takes the turn too) while
+    another login holds the lock: the owner may not see that session's start (pg_read_all_stats), only its pid,
+    user and application, and is told so. (And the workers' login's dry run is told it may not write the audit
+    retention its settings give: its upgrade would leave the database's, with a warning.)"""
+    for name in ("ALPR_RETENTION_DAYS", "ALPR_AUDIT_RETENTION_DAYS", "ALPR_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with psycopg.connect(private_postgres.url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE alpr_owner LOGIN; CREATE ROLE mallory LOGIN; CREATE ROLE alpr_app LOGIN")
+        admin.execute("CREATE SCHEMA alpr AUTHORIZATION alpr_owner")
+    owner = private_postgres.url.replace("postgres@", "alpr_owner@", 1) + "?options=-csearch_path%3Dalpr"
+    assert main(["db", "upgrade", "--grant", "alpr_app", "--database-url", owner]) == 0
+    workers = owner.replace("alpr_owner@", "alpr_app@", 1)
+    capsys.readouterr()
+    monkeypatch.setenv("ALPR_AUDIT_RETENTION_DAYS", "400")
+    assert main(["db", "upgrade", "--dry-run", "--database-url", workers]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "audit retention: the settings give 400 days (deleted past 400 days, by no one sooner); the database holds"
+        " 730 days (deleted past 730 days, by no one sooner); only the schema's owner may write it: the upgrade, as"
+        " this role, would leave it as it is, with a warning"
+    )
+    monkeypatch.delenv("ALPR_AUDIT_RETENTION_DAYS")
+    with turn_held(private_postgres.url.replace("postgres@", "mallory@", 1), 8.0, "nightly-report") as pid:
+        started = time.monotonic()
+        code = main(["db", "upgrade", "--lock-wait", "1.5", "--database-url", owner])
+        took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2 and took < 4.5, (code, took, err)
+    assert f"held by pid {pid} (user mallory, application nightly-report, how long hidden from this role" in err, err
+    assert PLATE not in err
