@@ -81,7 +81,7 @@ def shown(key: str | bytes) -> str:
 
 
 MAX_WORKER_KEY_BYTES = 512
-"""Longest worker key read from a queue's worker set (`rq:worker:` and a name of stage, host, pid, run)."""
+"""Longest worker key read from a queue's worker set (`rq:worker:` and a name of stage, host, pid, run, token)."""
 
 MAX_MEMBERS_LOOKED_AT = 100_000
 """The most members of a queue's worker set looked at (in Redis: only those naming a hash are sent)."""

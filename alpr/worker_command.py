@@ -8,12 +8,12 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import signal
 import socket
 import threading
 import time
 from dataclasses import replace
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -88,17 +88,23 @@ def run_workers(
 ) -> int:
     """RQ workers of the stage, one after another (a new one whenever Redis dropped the last, after a
     backoff where the last lasted under WORKER_STEADY_S), until a signal, or the end of a burst or of
-    --max-jobs."""
+    --max-jobs. One whose name RQ finds registered already is followed by the next, under a new name,
+    after a backoff of its own (`name_taken`)."""
     quick = worker_options(args.stage)
     restarts = Backoff(*defaults.RECONNECT_BACKOFF_S)
+    clashes = Backoff(*defaults.WORKER_NAME_CLASH_BACKOFF_S)
     for run in itertools.count():
-        name = f"{args.stage}-{socket.gethostname()}-{os.getpid()}-{run}"
+        name = worker_name(args.stage, run)
         queue = signed_queue(settings, connection, args.stage)
         rq_worker = StageWorker(queue, context, stop, name=name, **quick)
         log.info("worker %s ready", name)
-        started, delay = time.monotonic(), 0.0
+        started, delay, refused = time.monotonic(), 0.0, False
         try:
             rq_worker.work(burst=args.burst, max_jobs=args.max_jobs, logging_level="WARNING")
+        except ValueError:
+            if rq_worker.birth_date is not None:  # born: not RQ's refusal of its name
+                raise
+            delay, refused = name_taken(name, clashes), True
         except redis.RedisError as error:  # RQ's own start-up and shutdown bookkeeping raise these
             if time.monotonic() - started >= defaults.WORKER_STEADY_S:
                 restarts.reset()
@@ -115,10 +121,37 @@ def run_workers(
             rq_worker.release_control_channel()  # its teardown may not have run (a stop during its start)
         if delay:  # waited with our handlers in place: RQ's, raising StopRequested, ended the run before
             stop.wait(delay)
-        if stop.is_set() or args.burst or args.max_jobs is not None:
+        if stop.is_set():
+            return 0
+        if refused:  # never registered: its burst or its jobs are the next worker's
+            continue
+        clashes.reset()
+        if args.burst or args.max_jobs is not None:
             return 0
         wait_for_redis(connection, stop)
     return 0
+
+
+def worker_name(stage: str, run: int) -> str:
+    """An RQ worker's name: its stage, host, pid and run, and a random part. A container's worker is pid 1
+    on a hostname its restart keeps: without the random part, one restarted after a SIGKILL (the OOM
+    killer, `docker stop`'s grace run out) took the dead one's name, whose registration RQ keeps up to a
+    minute and a half, and RQ refused it; anyone who can write to Redis could forge the next name for good
+    (its pid and run are no secret: the names are listed in `rq:workers`)."""
+    return f"{stage}-{socket.gethostname()}-{os.getpid()}-{run}-{token_hex(defaults.WORKER_NAME_TOKEN_BYTES)}"
+
+
+def name_taken(name: str, clashes: Backoff) -> float:
+    """RQ refused worker `name` at its birth (ValueError: a registration of it there, no death recorded):
+    forged by a client of the queues' Redis, or, past belief, the same random part drawn. The refusal ended
+    the process (exit 1), which a supervisor restarted into the same refusal, loading its model each time
+    (a review); now the next worker takes a new name, after a wait that grows, from 1 s to a minute, while
+    names are refused in a row: a Redis that answers every name as taken gets a line a minute. Returns the
+    wait, in seconds."""
+    delay = clashes.next_delay()
+    log.warning("worker %s: its name is registered in Redis already (RQ refused it: forged by a client of"
+                " the queues' Redis?); the next worker takes a new name in %.0f s", name, delay)  # fmt: skip
+    return delay
 
 
 def worker_options(stage: str) -> dict[str, Any]:
@@ -146,7 +179,7 @@ def sighting_loop(stage: SightingStage, settings: Settings, stop: threading.Even
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     # containers run as pid 1 and may share a hostname: a random part keeps each worker its own entry
-    name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    name = f"{socket.gethostname()}-{os.getpid()}-{token_hex(defaults.WORKER_NAME_TOKEN_BYTES)}"
     connection = stage.alert_queue.connection
     log.info("sighting worker %s ready", name)
     try:

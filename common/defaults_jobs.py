@@ -26,6 +26,16 @@ WORKER_STEADY_S = 30.0
 backoff (RECONNECT_BACKOFF_S): a Redis that answers PING but refuses the worker's writes (full, or a
 read-only replica) had each pool start some 1,500 workers a second, one core busy, the log flooded."""
 
+WORKER_NAME_TOKEN_BYTES = 4
+"""Random bytes in an RQ worker's name (hex, after its stage, host, pid and run): a container's worker is
+pid 1 on a hostname kept across restarts, and one restarted after a SIGKILL took the dead one's name, whose
+registration RQ keeps up to a minute and a half: RQ refused the name and the process crash-looped."""
+
+WORKER_NAME_CLASH_BACKOFF_S = (1.0, 60.0)
+"""First and longest wait before a worker whose name RQ found registered already (forged in Redis: the
+random part makes a true clash unlikely past belief) tries again under a new one: a Redis that answers
+every name as taken gets a line a minute, not a busy core."""
+
 FAILURE_TTL_S = 7 * 24 * 3600
 """How long failed jobs stay in RQ's failed registry for inspection and replay: one week."""
 
