@@ -56,7 +56,7 @@ from common.errors import where_raised
 from common.jobs import AlertJob, parse_job
 from common.log_throttle import Throttle
 from common.metrics import Metrics
-from common.worker import StageResult
+from common.worker_context import StageResult
 
 log = logging.getLogger(__name__)
 

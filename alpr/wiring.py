@@ -23,7 +23,7 @@ from common.frame_store import FrameStore
 from common.metrics import Metrics
 from common.queues import StageName
 from common.redis_watch import watch_redis
-from common.worker import WorkerContext
+from common.worker_context import WorkerContext
 from detector_worker.core import DetectorSettings, PlateDetector
 from ocr_worker.core import OcrSettings, PlateReader
 

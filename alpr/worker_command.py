@@ -31,7 +31,8 @@ from common.metrics import Metrics
 from common.queues import QUEUED_STAGES, SIGHTING_WORKERS_KEY, beat_sighting_worker, leave, queue_keys
 from common.redis_watch import watch_redis
 from common.role_settings import role_settings
-from common.worker import StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import WorkerContext
 
 if TYPE_CHECKING:  # built by alpr/wiring.py; the sighting worker's modules load in its process only
     from sighting_worker.worker import SightingStage

@@ -26,7 +26,7 @@ from common.bounded_hash import read_within_bounds
 
 STAGE_JOB_FUNCTION = "alpr.stage"
 """The one function name a job may carry. It is never imported: a StageWorker hands each job a
-`JobRun` bound to its stage (common/worker.py), and that is what runs."""
+`JobRun` bound to its stage (common/worker_context.py), and that is what runs."""
 
 PERMANENT = "alpr_permanent"
 """Job meta key: why the job will always fail (never retried, not replayed)."""
@@ -58,7 +58,7 @@ class StageJob(Job):
     job's data names (a function, an instance, callbacks) is refused before it is imported."""
 
     run: Callable[[Any], Any] | None = None
-    """Set by the StageWorker running the job: its stage's handler (a common.worker.JobRun)."""
+    """Set by the StageWorker running the job: its stage's handler (a common.worker_context.JobRun)."""
 
     unreadable: str | None = None
     """Why RQ could not read this job's hash back (`restore`), or None."""

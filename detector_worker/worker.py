@@ -46,7 +46,7 @@ from common.log_throttle import Throttle
 from common.metrics import Metrics
 from common.queues import enqueue
 from common.time_budget import within_budget
-from common.worker import StageResult
+from common.worker_context import StageResult
 from detector_worker.core import PlateDetector, select_reads
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from common.plate_log import PlateLog
 from common.regions import load_regions
 from common.time_budget import within_budget
 from common.types import PlateRead
-from common.worker import StageResult
+from common.worker_context import StageResult
 from ocr_worker.core import PlateReader
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from common.frame_log import FrameLog, FrameRecord
 from common.frame_store import NOT_AS_STORED, BoundedRead, FrameStore, as_stored, decode_jpeg, encode_jpeg
 from common.jobs import DetectedFrame, RedactJob, parse_job, skip_detail
 from common.metrics import Metrics
-from common.worker import StageResult
+from common.worker_context import StageResult
 from redactor_worker.core import redact
 from redactor_worker.evidence import AlertEvidence
 from redactor_worker.kept_frames import (

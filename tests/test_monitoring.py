@@ -28,7 +28,7 @@ from common.jobs import SKIP_REASONS, StageName
 from common.metrics import Metrics
 from common.queues import QUEUE_NAMES, QUEUED_STAGES, queue_keys
 from common.redis_watch import REDIS_NAMES, REFUSAL_REASONS
-from common.worker import JobOutcome
+from common.worker_context import JobOutcome
 from ingest.camera_sampling import INGEST_SKIP_REASONS
 from sighting_worker.worker import ROUND_OUTCOMES
 from tests.conftest import unavailable

@@ -553,7 +553,8 @@ def test_an_idle_worker_does_its_duties_as_often_as_its_pool_asks(redis_url, sta
 
     from alpr.worker_command import worker_options
     from common.metrics import Metrics
-    from common.worker import StageWorker, WorkerContext
+    from common.worker import StageWorker
+    from common.worker_context import WorkerContext
 
     class Idle:
         name = stage

@@ -16,7 +16,7 @@ from redis.client import PubSubWorkerThread
 from alpr.worker_command import run_workers
 from common.config import Settings
 from common.metrics import Metrics
-from common.worker import StageResult, WorkerContext
+from common.worker_context import StageResult, WorkerContext
 from tests.helpers import wait_for
 
 

@@ -35,7 +35,7 @@ def main(url: str, when: str = "taken", lease_s: str = "") -> None:
     from common import defaults
     from common.metrics import Metrics
     from common.queues import stage_queue
-    from common.worker import WorkerContext
+    from common.worker_context import WorkerContext
     from tests.common.recording_stage import Recorder
 
     if lease_s:

@@ -38,7 +38,8 @@ def main(url: str, lease_s: str) -> None:
     defaults.JOB_LEASE_S = int(lease_s)  # read at each job: its lease lapses this long after the kill
     from common.metrics import Metrics
     from common.queues import stage_queue
-    from common.worker import StageWorker, WorkerContext
+    from common.worker import StageWorker
+    from common.worker_context import WorkerContext
 
     connection = redis.Redis.from_url(url)
     worker = StageWorker(stage_queue(connection, "detect"), WorkerContext(Hanging(connection), Metrics()))  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Any
 
 from common.frame_store import frame_key
 from common.jobs import DetectJob, FrameRef
-from common.worker import StageResult
+from common.worker_context import StageResult
 
 
 class Recorder:

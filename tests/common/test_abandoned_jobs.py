@@ -22,7 +22,8 @@ from rq.utils import utcformat
 from common import defaults
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
-from common.worker import StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import WorkerContext
 from tests.common.hanging_worker import HANGING_KEY
 from tests.common.recording_stage import Recorder, detect_job
 from tests.helpers import wait_for

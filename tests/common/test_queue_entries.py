@@ -11,7 +11,8 @@ import redis
 from common.metrics import Metrics
 from common.queue_entries import MOST_PER_CLEANING, STEP
 from common.queues import stage_queue
-from common.worker import StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import WorkerContext
 from tests.common.recording_stage import Recorder
 
 FORGED = 200_000

@@ -19,7 +19,8 @@ from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
 from common.replay import replay_failed
 from common.stage_job import JOB_HASH_FIELDS, PERMANENT, StageJob, field_bound
-from common.worker import StageResult, StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import StageResult, WorkerContext
 from tests.common.recording_stage import Recorder, detect_job
 
 CRAFTED: dict[str, dict[str, bytes | None]] = {

@@ -19,7 +19,8 @@ from rq.suspension import WORKERS_SUSPENDED
 
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
-from common.worker import StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import WorkerContext
 from tests.common.recording_stage import Recorder, detect_job
 
 RESCUE_S = 20

@@ -14,7 +14,8 @@ from rq import Retry
 from common.errors import InputError
 from common.metrics import Metrics
 from common.queues import enqueue, stage_queue
-from common.worker import StageResult, StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import StageResult, WorkerContext
 from tests.common.recording_stage import detect_job
 
 

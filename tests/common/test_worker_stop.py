@@ -11,7 +11,8 @@ import redis
 
 from common.metrics import Metrics
 from common.queues import stage_queue
-from common.worker import StageResult, StageWorker, WorkerContext
+from common.worker import StageWorker
+from common.worker_context import StageResult, WorkerContext
 
 
 class DutyInterruptedBySignal:
