@@ -18,7 +18,7 @@ import alpr.worker_command
 from alpr.worker_command import run_workers
 from common.config import Settings
 from common.metrics import Metrics
-from common.worker import WorkerContext
+from common.worker_context import WorkerContext
 from tests.common.recording_stage import Recorder
 
 

@@ -17,7 +17,7 @@ def test_a_stream_url_that_cannot_be_parsed_is_one_line_with_its_password_masked
 
 
 def test_a_camera_id_is_never_made_of_an_unparsable_url():
-    from alpr.commands import default_camera_id
+    from alpr.run_command import default_camera_id
     from common.errors import InputError
 
     with pytest.raises(InputError, match="not a valid URL") as refused:

@@ -240,14 +240,14 @@ def digest(where: str) -> str:
     ],
 )  # fmt: skip
 def test_a_camera_id_made_of_a_url_holds_no_credential(source, camera_id):
-    from alpr.commands import default_camera_id
+    from alpr.run_command import default_camera_id
 
     assert default_camera_id(source) == camera_id
     assert "hunter2" not in camera_id.lower() and "admin" not in camera_id
 
 
 def test_two_channels_of_one_recorder_are_two_cameras_and_their_token_changes_neither():
-    from alpr.commands import default_camera_id
+    from alpr.run_command import default_camera_id
 
     one, two = (default_camera_id(f"rtsp://nvr:554/cam/realmonitor?channel={c}&token=s3cret") for c in (1, 2))
     assert one != two and one.startswith("nvr_554_p")
