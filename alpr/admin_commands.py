@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 def db(args: argparse.Namespace, settings: Settings) -> int:
     """`alpr db upgrade` or `alpr db prune` (alpr/arguments.py gives each its own flags)."""
-    from common.grants import grant_to
-    from common.pruner_role import grant_pruner
-    from common.schema_upgrade import newer_schema, schema_version, upgrade
-
     if args.action == "prune" and args.sqlite_path is not None:
         return prune_sqlite(args, settings)
     if not settings.database_url:
@@ -43,6 +39,17 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
         return prune(args, settings)
     if args.grant and args.grant == args.grant_pruner:  # the pruner's grant takes back the workers' rights
         raise ConfigError(f"--grant and --grant-pruner name one role, {args.grant}: give the prune a role of its own")
+    return upgrade_schema(args, settings)
+
+
+def upgrade_schema(args: argparse.Namespace, settings: Settings) -> int:
+    """`alpr db upgrade`: the migrations, then --grant's and --grant-pruner's rights, then the audit retention,
+    each step waiting its turn (--lock-wait); or, with --dry-run, what it would do. A step that gives up its turn
+    says what the steps before it did (migrations applied stay)."""
+    from common.grants import grant_to
+    from common.pruner_role import grant_pruner
+    from common.schema_upgrade import TurnNotTakenError, newer_schema, schema_version, upgrade
+
     pool = unchecked_pool(settings, "upgrade")
     if args.dry_run:
         try:
@@ -53,10 +60,21 @@ def db(args: argparse.Namespace, settings: Settings) -> int:
     try:
         applied = upgrade(pool, args.lock_wait_s)
         ahead = newer_schema(schema_version(pool))
-        granted = grant_to(pool, args.grant, args.lock_wait_s) if args.grant else False
-        if args.grant_pruner:
-            grant_pruner(pool, args.grant_pruner, args.lock_wait_s)
-        audit_said = set_database_audit_retention(pool, settings, args.lock_wait_s)
+        step = f"--grant {args.grant}"
+        try:
+            granted = grant_to(pool, args.grant, args.lock_wait_s) if args.grant else False
+            step = f"--grant-pruner {args.grant_pruner}"
+            if args.grant_pruner:
+                grant_pruner(pool, args.grant_pruner, args.lock_wait_s)
+            step = "the audit retention"
+            audit_said = set_database_audit_retention(pool, settings, args.lock_wait_s)
+        except TurnNotTakenError as held:  # "nothing was changed by this step" hid the migrations applied before it
+            kept = f"migrations {applied} were applied and stay" if applied else "no migration was needed"
+            raise ConfigError(
+                TurnNotTakenError.said_with(
+                    held.waited_s, held.holders, f"{kept}; {step} not done, nor what follows it"
+                )
+            ) from None
     finally:
         pool.close()
     if applied or not ahead:

@@ -88,13 +88,20 @@ def shown(days: float) -> str:
     return f"{days:g} days ({describe(days)})" if days else "0 (kept without limit)"
 
 
+PREVIEW_LOCK_TIMEOUT = "5s"
+"""How long `alpr db upgrade --dry-run` waits for the audit retention's table before saying it is locked."""
+
+
 def preview_audit_retention(pool: ConnectionPool, days: float | None, refused: str = "") -> str:
     """What `alpr db upgrade --dry-run` says of the audit retention, in one line: the one the upgrade would write
     (`days`, the settings'; None where they are refused, `refused` saying why: the upgrade leaves the database's as
     it is) and the one the database holds, or that it has no table yet (migration 26 makes it). Read as
     `set_audit_retention` reads it, without its turn taken or a row locked, nothing written: a role that may not
-    write it is told the upgrade would leave it (and warn), one that may not read it that it is not read."""
-    with pool.connection() as connection:
+    write it is told the upgrade would leave it (and warn), one that may not read it that it is not read. Its read
+    waits PREVIEW_LOCK_TIMEOUT at most for the table (the upgrade's sessions wait without limit: the owner's
+    `LOCK TABLE` or `VACUUM FULL` of it hung the dry run, silently, a review), then says the table is locked."""
+    with pool.connection() as connection, connection.transaction():
+        connection.execute(f"SET LOCAL lock_timeout = '{PREVIEW_LOCK_TIMEOUT}'")
         rights = connection.execute(
             "SELECT has_table_privilege(t, 'SELECT'), has_table_privilege(t, 'UPDATE')"
             " FROM (SELECT to_regclass(%s) AS t) AS policy WHERE t IS NOT NULL",
@@ -102,7 +109,12 @@ def preview_audit_retention(pool: ConnectionPool, days: float | None, refused: s
         ).fetchone()
         row = None
         if rights and rights[0]:
-            row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY}").fetchone()
+            try:
+                with connection.transaction():  # a savepoint: the transaction ends cleanly after a lock timeout
+                    row = connection.execute(f"SELECT days, set_at IS NOT NULL FROM {AUDIT_POLICY}").fetchone()
+            except psycopg.errors.LockNotAvailable:
+                return (f"audit retention: not read: another session has held {AUDIT_POLICY} locked for"
+                        f" {PREVIEW_LOCK_TIMEOUT} (pg_locks says which); the upgrade would wait for it")  # fmt: skip
     held = float(row[0]) if row else 0.0
     if rights is None:
         database = f"no {AUDIT_POLICY} table yet (migration 26 makes it, at 0: kept without limit)"

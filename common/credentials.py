@@ -158,8 +158,12 @@ def shown_source(source: str) -> str:
     return escape_controls(f"{origin}/…" if parts.path.strip("/") or parts.query else origin)
 
 
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""What a log message may not carry as it is: line breaks and terminal escapes (a tab is left)."""
+CONTROL_CHARACTERS = re.compile(
+    r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""What a log message may not carry as it is: line breaks and terminal escapes (a tab is left), Unicode's line
+and paragraph separators (a line break to many log viewers) and its direction marks and overrides (U+202E turns
+the rest of a line around on screen: a role name holding one, printed by `alpr db upgrade`, a review)."""
 
 
 PIPELINE_COMMAND = re.compile(r"Command # (\d+) \(.*\) of pipeline caused error: ", re.DOTALL)

@@ -6,7 +6,7 @@ import sys
 import pytest
 import redis
 
-from common.credentials import MaskCredentials, mask_url, shown_source
+from common.credentials import MaskCredentials, escape_controls, mask_url, shown_source
 
 
 @pytest.mark.parametrize(
@@ -149,3 +149,10 @@ def test_a_url_whose_host_may_end_inside_its_credentials_is_shown_by_its_scheme_
     from common.credentials import url_origin
 
     assert shown_source(source) == shown and url_origin(source) == origin
+
+
+def test_unicode_line_separators_and_direction_overrides_are_written_out():
+    """A role name holding U+202E (the rest of the line shown reversed) or U+2028 (a line break to many log
+    viewers), printed by `alpr db upgrade` as the holder of its lock, went out as it was (a review); other
+    non-ASCII text is left as it is."""
+    assert escape_controls("ev\u202eil\u2028next\u2066x\u200fé 名") == "ev\\u202eil\\u2028next\\u2066x\\u200fé 名"

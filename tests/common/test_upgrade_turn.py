@@ -116,3 +116,45 @@ def test_another_login_holding_the_lock_is_named_to_the_owner_who_may_not_see_it
     assert code == 2 and took < 4.5, (code, took, err)
     assert f"held by pid {pid} (user mallory, application nightly-report, how long hidden from this role" in err, err
     assert PLATE not in err
+
+
+def test_a_step_after_the_migrations_that_gives_up_its_turn_says_the_migrations_applied_stay(
+    postgres_url, monkeypatch, capsys
+):
+    """The audit retention's step (as --grant's, --grant-pruner's) waits its turn too: given up after the
+    migrations were applied, it said "nothing was changed by this step", and no line said the schema had moved
+    (a review): the operator read that nothing changed. Another session takes the lock at that very step."""
+    import alpr.admin_commands as admin
+    from common.migrations import MIGRATIONS
+
+    real = admin.set_database_audit_retention
+
+    def behind_a_holder(*args: object) -> str:
+        with turn_held(postgres_url, 8.0):
+            return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(admin, "set_database_audit_retention", behind_a_holder)
+    code = main(["db", "upgrade", "--lock-wait", "1", "--database-url", postgres_url])
+    err = capsys.readouterr().err
+    applied = sorted(version for version, _ in MIGRATIONS)
+    assert code == 2, err
+    assert f"migrations {applied} were applied and stay; the audit retention not done, nor what follows it" in err, err
+    assert "nothing was changed by this step" not in err
+
+
+def test_a_dry_run_behind_a_locked_audit_retention_says_so_within_its_bound(postgres_url, monkeypatch, capsys):
+    """The owner's LOCK TABLE (or VACUUM FULL) of the audit retention hung the dry run without a word: the
+    upgrade's sessions wait without limit (a review). It waits PREVIEW_LOCK_TIMEOUT (here 300 ms), then says so."""
+    from common import audit_policy
+
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(audit_policy, "PREVIEW_LOCK_TIMEOUT", "300ms")
+    with psycopg.connect(postgres_url) as other, other.transaction():
+        other.execute("LOCK TABLE audit_retention IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        code = main(["db", "upgrade", "--dry-run", "--database-url", postgres_url])
+        took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert code == 0 and took < 3, (code, took, out)
+    assert "audit retention: not read: another session has held audit_retention locked for 300ms" in out, out
