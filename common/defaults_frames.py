@@ -37,10 +37,11 @@ simplejpeg, uninterruptible, and 10 MB would take some 10 minutes (a review)."""
 MAX_FRAME_BYTES = 32 * 1024 * 1024
 """Most bytes a stored frame may hold (an 8K frame at the chain's JPEG quality is a few MB): a bigger one
 is skipped unread (a JPEG's header says nothing of what follows it: a job could have a worker read
-gigabytes)."""
+gigabytes). An ingest node stores none bigger: such a frame is skipped there (too_large)."""
 
 MAX_JOB_FRAME_BYTES = 256 * 1024 * 1024
-"""Most stored bytes one job's frames may hold together; frames past it are skipped unread."""
+"""Most stored bytes one job's frames may hold together; frames past it are skipped unread. An ingest node
+closes a job before its frames pass it (ingest/job_packer.py)."""
 
 MAX_JOB_DATA_BYTES = 4 * 1024 * 1024
 """Most bytes a job's data (or its exc_info) may hold, compressed or once decompressed (the largest job

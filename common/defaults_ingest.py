@@ -129,6 +129,11 @@ case the node is killed before Postgres answers."""
 LEDGER_FINISHED_RETRY_S = 30.0
 """After the frames log could not say which frames are finished, how long a ledger does not ask again."""
 
+MAX_PENDING_FRAME_BYTES = 256 * 1024 * 1024
+"""Most JPEG bytes an ingest node's frames handed on but not packed yet may hold together (as many as one
+job's frames: MAX_JOB_FRAME_BYTES), beside their count (4 jobs' worth): a live camera's frame finding no room
+is skipped (node_busy), footage's waits. By count alone, 64 frames of an 8K noise camera held 1.5 GB."""
+
 CAPTURE_MEMORY_MB = 1024
 """Most resident memory (MB) one video's or camera's capture may hold (ingest/capture_process.py): FFmpeg
 bounds neither a stream part's declared length nor a mid-stream frame's size. A 4K stream's decoding

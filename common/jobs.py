@@ -42,9 +42,10 @@ SkipReason = Literal[
 ]  # fmt: skip
 """Why a sampled frame was skipped (the `reason` label of alpr_frames_skipped_total; its detail in the
 frames log reads with spaces): the chain full, the node's buffer full, the node stopping, Redis down,
-no JPEG can hold it, more pixels than MAX_FRAME_PIXELS, older than the maximum frame age at detection;
-claim_unsure counts the frames a live camera's rate would have given while its node waited for a round of
-claims to say it still holds the camera (ingest/camera_sampling.py: claim_told): never sampled, so never logged."""
+no JPEG can hold it, more pixels than MAX_FRAME_PIXELS or a JPEG over MAX_FRAME_BYTES, older than the
+maximum frame age at detection; claim_unsure counts the frames a live camera's rate would have given while
+its node waited for a round of claims to say it still holds the camera (ingest/camera_sampling.py:
+claim_told): never sampled, so never logged."""
 
 StageSkipReason = Literal[
     UnreadReason, "too_old", "over_job_pixel_budget", "over_job_time_budget", "named_twice_in_its_job",

@@ -1,10 +1,10 @@
 """An ingest node's frames to pack (`FrameHandOff`, a base of IngestNode in ingest/node.py): a camera
 thread numbers and dates a sampled frame and hands it on (`hand_on`) — encoded into the pending frames the
 node's main thread packs into jobs, or skipped and recorded with why (the chain full, Redis away, the
-node busy or stopping, an undecodable or unencodable image); footage's frame waits for room instead
-(`wait_for_room`), a file played in real time counting the frames its rate would have given meanwhile
-(`unsampled`); a camera taken over has its unsampled span counted at its first frame (`gap`); at the stop
-what is still pending is recorded as skipped (`drain_pending`)."""
+node busy or stopping, an undecodable or unencodable image, a JPEG over MAX_FRAME_BYTES: `too_big`); footage's
+frame waits for room instead (`wait_for_room`), a file played in real time counting the frames its rate
+would have given meanwhile (`unsampled`); a camera taken over has its unsampled span counted at its first
+frame (`gap`); at the stop what is still pending is recorded as skipped (`drain_pending`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from common import defaults
 from common.config import Settings
 from common.errors import InputError
 from common.frame_log import FrameRecord
@@ -27,6 +28,7 @@ from ingest.camera_run import CameraRun
 from ingest.frame_source import FrameSource, SampledFrame, UnreadFrame
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
+from ingest.pending_frames import PendingFrames
 
 if TYPE_CHECKING:
     from ingest.node import NodeSummary
@@ -48,7 +50,8 @@ class FrameHandOff:
     metrics: Metrics
     ledger: FrameLedger | None
     summary: NodeSummary
-    pending: queue.Queue[tuple[FrameRef, bytes]]
+    pending: PendingFrames
+    too_large_said: set[str]
     intake: threading.Condition
     closed: bool
     in_flight: int
@@ -84,6 +87,18 @@ class FrameHandOff:
         self.summary.skipped[ref.camera_id] += 1
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "corrupt", frame.detail)])
+
+    def too_big(self, ref: FrameRef, size: int) -> None:
+        """A frame whose JPEG is over MAX_FRAME_BYTES, which the workers leave unread: skipped as too_large
+        before it is stored, the camera warned of once. An 8K noise camera's frames (36 MB at quality 95) filled
+        Redis with 801 MB the detector never read (a review)."""
+        self.skip(ref, "too_large")
+        if ref.camera_id not in self.too_large_said:
+            self.too_large_said.add(ref.camera_id)
+            log.warning("camera %s: a frame of %d bytes as JPEG at quality %d, more than MAX_FRAME_BYTES (%d) that"
+                        " the workers read: skipped as too_large, as every such frame will be (lower"
+                        " ALPR_JPEG_QUALITY or the camera's resolution)", ref.camera_id, size,
+                        self.settings.jpeg_quality, defaults.MAX_FRAME_BYTES)  # fmt: skip
 
     def unsampled(self, run: CameraRun, count: int, reason: SkipReason) -> None:
         """`count` frames the camera's rate would have given, never sampled (held back: no frame id, so no
@@ -157,6 +172,9 @@ class FrameHandOff:
         except InputError:  # an image no JPEG can hold: recorded, the camera goes on
             self.skip(ref, "unencodable")
             return
+        if len(data) > defaults.MAX_FRAME_BYTES:  # no worker would read it: never stored
+            self.too_big(ref, len(data))
+            return
         digest = jpeg_digest(data)  # what every stage must find under its key, which ends with its start
         ref = ref.model_copy(update={"digest": digest, "key": stored_frame_key(frame_id, digest)})
         while True:
@@ -172,7 +190,7 @@ class FrameHandOff:
                 busy: SkipReason = "redis_unavailable" if away else "node_busy"
                 self.skip(ref, busy if source.is_live else "node_stopped")
                 return
-            self.wait_for_room(run, self.pending.full)  # a file's frame waits for room; then the stop is checked
+            self.wait_for_room(run, lambda: not self.pending.fits(len(data)))  # then the stop is checked
 
     def drain_pending(self) -> None:
         """Frames sampled but never packed into a job (the node stopping): recorded as skipped. Camera

@@ -1,16 +1,16 @@
 """Packing an ingest node's sampled frames into detect jobs, and the node's view of the chain's Redis.
 The camera threads put their frames (JPEG bytes and reference) among the frames to pack; `pack_jobs`
-gathers them into jobs — full at `frames_per_job`, or when the oldest has waited `max_batch_wait_ms` —
-and `flush` stores each job's frames in the frame store with a TTL and queues its frame references on
-the detect queue, waiting out a Redis outage (the cameras skip meanwhile, by `redis_down`). A batch the
-full frame store refuses (its maxmemory), or that would take the store within the reserve kept for the
-detectors' plate crops (`room`, ingest/store_room.py), is skipped as back-pressure, but for its recorded
-footage's frames (`realtime: false`), which are held and tried again with backoff (`held`; footage cameras
-wait meanwhile) until the store has room: footage waits, never skipped. Every QUEUE_DEPTH_REFRESH_S it reads
-the frame store's memory and how many jobs
-the chain's queues hold (`depth`, by which the cameras skip or wait), reports the frames skipped and
-unrecorded since (for `alpr status`) and compares the frames' clock with Redis's. The node
-(ingest/node.py) makes one JobPacker and runs `pack_jobs` on its main thread."""
+gathers them into jobs — full at `frames_per_job` or at MAX_JOB_FRAME_BYTES of JPEG, or when the oldest
+has waited `max_batch_wait_ms` — and `flush` stores each job's frames in the frame store with a TTL and
+queues its frame references on the detect queue, waiting out a Redis outage (the cameras skip meanwhile,
+by `redis_down`). A batch the full frame store refuses (its maxmemory), or that would take the store
+within the reserve kept for the detectors' plate crops (`room`, ingest/store_room.py), is skipped as
+back-pressure, but for its recorded footage's frames (`realtime: false`), which are held and tried again
+with backoff (`held`; footage cameras wait meanwhile) until the store has room: footage waits, never
+skipped. Every QUEUE_DEPTH_REFRESH_S it reads the frame store's memory and how many jobs the chain's
+queues hold (`depth`, by which the cameras skip or wait), reports the frames skipped and unrecorded
+since (for `alpr status`) and compares the frames' clock with Redis's. The node (ingest/node.py) makes
+one JobPacker and runs `pack_jobs` on its main thread."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ as it was before the packing had a module of its own."""
 
 CLOCK_DISAGREEMENT_S = 60.0
 """How far this host's clock may lie from Redis's before it is warned of."""
+
+
+def job_bytes(batch: list[tuple[FrameRef, bytes]]) -> int:
+    """The JPEG bytes a batch's frames hold together."""
+    return sum(len(data) for _, data in batch)
 
 
 class JobPacker:
@@ -109,8 +114,10 @@ class JobPacker:
         self.unrecorded_reported: Tally[str] = Tally()
 
     def pack_jobs(self, cameras: list[threading.Thread], deadline: float | None) -> None:
-        """Gather sampled frames into detect jobs: full at `frames_per_job`, or when the oldest frame
-        has waited `max_batch_wait_ms`; the rest goes out once the cameras have ended (every camera
+        """Gather sampled frames into detect jobs: full at `frames_per_job`, or at a frame that would take its
+        frames' bytes past MAX_JOB_FRAME_BYTES (which the detector reads of a job: a job of 16 8K noise frames held
+        380 MB, and the frames past 256 were skipped at detection), or when the oldest frame has waited
+        `max_batch_wait_ms`; the rest goes out once the cameras have ended (every camera
         claimed: one another node holds is stood by for). Past `deadline` (time.monotonic(); IngestNode.run's
         `max_seconds`) the node is stopped; meanwhile its claims are renewed (each round handed to `on_claims`:
         the cameras it wins, and those another node took from it, which alone stop) and the chain's depth read."""
@@ -131,19 +138,24 @@ class JobPacker:
                 last_depth = now
             if not self.stop.is_set() and (found := self.claims.renew()) is not None:
                 self.on_claims(found)
+            carried = None  # a frame the batch has no bytes left for: the next job's first
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
-                oldest = oldest if batch else time.monotonic()
-                batch.append(item)
-                self.in_hand = len(batch)
+                if batch and job_bytes(batch) + len(item[1]) > defaults.MAX_JOB_FRAME_BYTES:
+                    carried = item
+                else:
+                    oldest = oldest if batch else time.monotonic()
+                    batch.append(item)
+                    self.in_hand = len(batch)
             done = self.claims.all_held and not any(t.is_alive() for t in cameras)  # none stood by for
             ended = (self.stop.is_set() or done) and self.pending.empty()
-            full = len(batch) >= self.settings.frames_per_job
+            full = len(batch) >= self.settings.frames_per_job or carried is not None
             if batch and (full or ended or time.monotonic() - oldest >= wait_s):
                 if batch := self.behind_held(batch) if self.held else batch:  # footage goes behind the held
                     self.flush(batch)
-                batch = []
-                self.in_hand = 0  # queued now (the depth read after it counts it), held, or recorded skipped
+                batch = [carried] if carried else []
+                oldest = time.monotonic()
+                self.in_hand = len(batch)  # queued now (the depth read after it counts it), held, or recorded skipped
             if ended and not batch and not self.held:  # footage held for room is waited for
                 return
 

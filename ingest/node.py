@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import socket
 import threading
@@ -31,7 +30,6 @@ import redis
 
 from common import defaults
 from common.config import Settings
-from common.jobs import FrameRef
 from common.metrics import Metrics
 from common.roi import RoiWatch
 from common.role_settings import role_settings
@@ -43,6 +41,7 @@ from ingest.clock import CaptureClock
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
 from ingest.node_stop import NodeStop
+from ingest.pending_frames import PendingFrames
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,8 @@ class IngestNode(CameraSampling):
         self.register = register  # the cameras table's rows of the cameras this node claims (alpr/ingest_command.py)
         self.settings, self.metrics, self.ledger = settings, metrics, ledger
         self.queues = queues
-        self.pending: queue.Queue[tuple[FrameRef, bytes]] = queue.Queue(maxsize=settings.frames_per_job * 4)
+        self.pending = PendingFrames(settings.frames_per_job * 4, defaults.MAX_PENDING_FRAME_BYTES)
+        self.too_large_said: set[str] = set()  # cameras whose frame was refused over MAX_FRAME_BYTES (warned once)
         self.stop = NodeStop()  # the node's, which stops each camera's too (a camera lost stops alone)
         self.intake = threading.Condition()  # guards `closed` and `in_flight`
         self.closed = False  # pending drained: a camera thread that outlived the stop samples nothing more
