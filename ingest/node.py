@@ -36,6 +36,7 @@ from common.role_settings import role_settings
 from ingest.camera_fingerprint import camera_fingerprint
 from ingest.camera_sampling import CameraSampling
 from ingest.cameras import CameraConfig
+from ingest.capture_budget import warn_capture_memory
 from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import CaptureClock
 from ingest.job_packer import JobPacker
@@ -185,6 +186,7 @@ class IngestNode(CameraSampling):
         """Ingest until every camera has been claimed and has ended (files without loop), `max_seconds`, or
         stop(). Cameras other live nodes hold are claimed as they give them up (ingest/claims.py): meanwhile
         this node stands by for them, as for a camera another node took from it (`lose`)."""
+        warn_capture_memory(self.cameras, self.settings.capture_memory_mb)  # their bounds together
         found = self.claims.claim()
         if self.ledger:
             self.ledger.start()
