@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from alpr.connections import database_pool, reach_frame_store, reach_redis, signed_queue, unchecked_pool
+from alpr.deployment_check import check_deployment
 from alpr.start_warnings import check_job_key
 from common.config import Settings
 from common.credentials import escape_controls
@@ -337,6 +338,7 @@ def replay(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--max-age-h: only alert deliveries are replayed by age; give it with --stage alert")
     queues_redis = reach_redis(settings)
     check_job_key(settings, queues_redis, None)
+    check_deployment(settings, queues_redis, None)  # warns only
     if args.orphans:
         return replay_orphaned_frames(args, settings, queues_redis)
     if args.stage == "alert":

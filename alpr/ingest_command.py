@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 from alpr.connections import ingest_pool, reach_frame_store, reach_redis
+from alpr.deployment_check import check_deployment
 from alpr.start_warnings import check_job_key, warn_if_links_in_clear, warn_if_redis_open
 from alpr.wiring import frame_ledger
 from common import defaults
@@ -45,6 +46,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, "ingest")
+    deployment = check_deployment(settings, connection, "ingest")  # refused where Redis serves another one
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S, "ingest node")
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up: recorded footage waits a Redis outage out, shown here
@@ -58,7 +60,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
         register = functools.partial(register_claimed, settings)
     else:
         log.warning("no ALPR_DATABASE_URL: sampled frames are not recorded in the frames log (no loss accounting)")
-    node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock, register)
+    node = IngestNode(cameras, settings, connection, frames, metrics, ledger, clock, register, deployment)
     metrics.serve(settings.metrics_port, settings.metrics_address)  # once ready: a node failing at start answers none
     on_stop_signals(lambda *_: node.stop.set())
     summary = node.run(args.max_seconds)

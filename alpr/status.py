@@ -31,6 +31,7 @@ import redis
 from rq.serializers import JSONSerializer
 
 from alpr.connections import reach_redis
+from alpr.deployment_check import mixed_deployments
 from alpr.pool_settings import POOLS, PoolSettings, one_pool, pool_keys
 from alpr.pool_sizing import pool_work as pool_work  # where the tests and detector_worker read it
 from alpr.pool_sizing import print_pool_sizes
@@ -144,7 +145,11 @@ def print_chain(args: argparse.Namespace, settings: Settings) -> WrongTypes:
     queued: dict[StageName, int] = {stage: sum(counts[:2]) for stage in QUEUED_STAGES  # waiting + running: a backlog
                                     if (counts := rows[stage].counts)}  # fmt: skip
     types.read(pool_stats_keys(connection), partial(print_pool_sizes, connection, offered_fps, workers, queued), None)
-    print_pool_settings(guarded_pool_settings(connection, types, worker_keys))
+    pools = guarded_pool_settings(connection, types, worker_keys)
+    if deployments := mixed_deployments(pools):  # each takes the others' jobs (alpr/deployment_check.py)
+        print(f"roles of two deployments share this Redis (each takes the others' jobs; give each its own Redis or"
+              f" Redis database number): {deployments}")  # fmt: skip
+    print_pool_settings(pools)
     return types
 
 
@@ -211,7 +216,8 @@ def print_pool_settings(pools: list[PoolSettings]) -> None:
 
 def chain_document(settings: Settings) -> dict[str, Any]:
     """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the frame store's
-    memory (alpr/status_store.py), the roles whose job keys differ, and per pool its members' settings
+    memory (alpr/status_store.py), the roles whose job keys differ, the live members of two deployments
+    (`deployments_differ`), and per pool its members' settings
     (`mixed`: the pools whose members disagree)."""
     connection = reach_redis(settings)
     types = WrongTypes(connection)
@@ -229,6 +235,7 @@ def chain_document(settings: Settings) -> dict[str, Any]:
     document["frame_store"] = store_document(frame_ttls(settings, connection))
     document["job_keys_differ"] = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
     pools = [pool for pool in guarded_pool_settings(connection, types, worker_keys) if pool.members]
+    document["deployments_differ"] = mixed_deployments(pools)
     document["pools"] = {pool.pool: pool.as_dict() for pool in pools}
     document["mixed"] = [pool.pool for pool in pools if pool.mixed]
     document["unreadable_keys"] = dict(sorted(types.found.items()))

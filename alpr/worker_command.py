@@ -20,6 +20,7 @@ import redis
 from rq.exceptions import StopRequested
 
 from alpr.connections import reach_redis, signed_queue
+from alpr.deployment_check import check_deployment
 from alpr.start_warnings import check_job_key, warn_if_links_in_clear, warn_if_redis_open
 from alpr.wiring import build_sighting_stage, build_worker_context
 from common import defaults
@@ -51,18 +52,19 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     connection = reach_redis(settings)
     warn_if_redis_open(settings)
     check_job_key(settings, connection, args.stage)
+    deployment = check_deployment(settings, connection, args.stage)  # refused where Redis serves another one
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up{redis="queues"}
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))
     stop = threading.Event()
     if args.stage == "sight":
-        published = role_settings(settings, args.stage)  # with its heartbeats, and as a metric
+        published = role_settings(settings, args.stage, deployment=deployment)  # with its heartbeats; a metric
         metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
         stage = build_sighting_stage(settings, connection, metrics)
         metrics.serve(settings.metrics_port, settings.metrics_address)
-        return sighting_loop(stage, settings, stop, args.burst)
+        return sighting_loop(stage, settings, stop, args.burst, published.entry())
     context = build_worker_context(args.stage, settings, connection, metrics)
-    published = role_settings(settings, args.stage, found_facts(args.stage, settings))
+    published = role_settings(settings, args.stage, found_facts(args.stage, settings), deployment)
     metrics.settings_info.labels(pool=args.stage, fingerprint=published.fingerprint).set(1)
     context = replace(context, settings=published)
     stop = context.stop or stop
@@ -174,9 +176,12 @@ def wait_for_redis(connection: redis.Redis, stop: threading.Event) -> None:
             stop.wait(delay)
 
 
-def sighting_loop(stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool) -> int:
+def sighting_loop(
+    stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool, entry: str | None = None
+) -> int:
     """The sighting pool's loop: a round over the cameras every ALPR_SIGHTING_POLL_S until a signal
-    (one round with `burst`); a Postgres outage is waited out with backoff, the cursors where they were."""
+    (one round with `burst`); a Postgres outage is waited out with backoff, the cursors where they were.
+    `entry`: what its heartbeat publishes (`sighting_rounds`)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     # containers run as pid 1 and may share a hostname: a random part keeps each worker its own entry
@@ -184,7 +189,7 @@ def sighting_loop(stage: SightingStage, settings: Settings, stop: threading.Even
     connection = stage.alert_queue.connection
     log.info("sighting worker %s ready", name)
     try:
-        sighting_rounds(stage, settings, stop, burst, connection, name)
+        sighting_rounds(stage, settings, stop, burst, connection, name, entry)
     finally:
         with contextlib.suppress(redis.RedisError):  # stopped: no longer counted (a killed one ages out)
             leave(connection, SIGHTING_WORKERS_KEY, name)
@@ -210,17 +215,24 @@ def heartbeat(
 
 
 def sighting_rounds(
-    stage: SightingStage, settings: Settings, stop: threading.Event, burst: bool, connection: redis.Redis, name: str
+    stage: SightingStage,
+    settings: Settings,
+    stop: threading.Event,
+    burst: bool,
+    connection: redis.Redis,
+    name: str,
+    entry: str | None = None,
 ) -> None:
     """The rounds of `sighting_loop`; its heartbeat, every third of its TTL, on a thread of its own: a
     Redis that accepts and never answers held each beat for its whole timeout (30 s), and the rounds,
     which need no Redis, ran 4 times in 41 s instead of 200 (a review). The heartbeat ends with the rounds
-    (before the worker's entry is taken away: a beat after it left a ghost)."""
+    (before the worker's entry is taken away: a beat after it left a ghost). Each beat publishes `entry`
+    (its settings and deployment; by default its settings alone)."""
     done = threading.Event()
     round_began: list[float | None] = [None]
     beating = threading.Thread(
         target=heartbeat,
-        args=(connection, name, done, round_began, role_settings(settings, "sight").entry()),
+        args=(connection, name, done, round_began, entry or role_settings(settings, "sight").entry()),
         name="sighting-heartbeat",
         daemon=True,
     )

@@ -105,6 +105,13 @@ class Settings(BaseModel):
         description="Key every role signs its jobs with and checks them by (ALPR_JOB_KEY_FILE, its trailing spaces"
         " and line ends left out): only the chain's own jobs run; unset, whoever can write to Redis can queue jobs.",
     )  # fmt: skip
+    deployment: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="This deployment's name, published by each role in the queues' Redis beside the Postgres it logs"
+        " to: a role refuses to start where a live role of another deployment shares its Redis (a detector worker,"
+        " with no Postgres, is told apart by this name only).",
+    )
     frame_store_url: str | None = Field(
         None,
         pattern=r"^(rediss?|unix)://",

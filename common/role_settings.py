@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from common.config import Settings
 from common.credentials import escape_controls
+from common.deployment import Deployment, parse
 from common.redis_json import json_object
 from common.setting_environment import ENV_PREFIX
 
@@ -92,10 +93,15 @@ class RoleSettings:
     role: str
     values: dict[str, Any]
     fingerprint: str
+    deployment: Deployment | None = None
+    """The deployment it belongs to (common/deployment.py), published beside its settings, not in them."""
 
     def entry(self) -> str:
-        """The JSON a member publishes: {"fingerprint": ..., "settings": {...}}."""
-        return json.dumps({"fingerprint": self.fingerprint, "settings": self.values}, separators=(",", ":"))
+        """The JSON a member publishes: {"fingerprint": ..., "settings": {...}, "deployment": {...}}."""
+        fields: dict[str, Any] = {"fingerprint": self.fingerprint, "settings": self.values}
+        if self.deployment is not None:
+            fields["deployment"] = self.deployment.parts()
+        return json.dumps(fields, separators=(",", ":"))
 
 
 def fingerprint(values: dict[str, Any]) -> str:
@@ -104,12 +110,14 @@ def fingerprint(values: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
-def role_settings(settings: Settings, role: str, facts: dict[str, str] | None = None) -> RoleSettings:
+def role_settings(
+    settings: Settings, role: str, facts: dict[str, str] | None = None, deployment: Deployment | None = None
+) -> RoleSettings:
     """`role`'s settings that change its results, as its members publish them, and `facts` its process
     found that do too (the detector's weights file's digest: two hosts' files of one name, one of them made
-    by `alpr setup --calibrate` or replaced by hand, looked alike)."""
+    by `alpr setup --calibrate` or replaced by hand, looked alike); with the `deployment` it belongs to."""
     values = {name: published_value(getattr(settings, name)) for name in ROLE_SETTINGS[role]} | (facts or {})
-    return RoleSettings(role, values, fingerprint(values))
+    return RoleSettings(role, values, fingerprint(values), deployment)
 
 
 def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
@@ -124,7 +132,8 @@ def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
     safe = {
         escape_controls(str(k))[:64]: v for k, v in values.items() if isinstance(v, str | int | float | bool | None)
     }
-    return RoleSettings(role, {k: escape_controls(v) if isinstance(v, str) else v for k, v in safe.items()}, published)
+    values = {k: escape_controls(v) if isinstance(v, str) else v for k, v in safe.items()}
+    return RoleSettings(role, values, published, parse(fields.get("deployment")))
 
 
 def variable(name: str) -> str:

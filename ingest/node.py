@@ -30,6 +30,7 @@ import redis
 
 from common import defaults
 from common.config import Settings
+from common.deployment import Deployment
 from common.metrics import Metrics
 from common.roi import RoiWatch
 from common.role_settings import role_settings
@@ -84,6 +85,7 @@ class IngestNode(CameraSampling):
         ledger: FrameLedger | None,
         clock: CaptureClock | None = None,
         register: Callable[[list[CameraConfig]], None] | None = None,
+        deployment: Deployment | None = None,
     ):
         self.cameras = [c for c in cameras if c.enabled]
         self.register = register  # the cameras table's rows of the cameras this node claims (alpr/ingest_command.py)
@@ -102,7 +104,8 @@ class IngestNode(CameraSampling):
         # two nodes of one process (tests, an embedding) made in one millisecond had one id, one batch ids
         self.node_id = f"{host_part(socket.gethostname())}-{os.getpid()}-{int(time.time() * 1000)}-{token_hex(2)}"
         self.summary = NodeSummary()
-        published = role_settings(settings, "ingest")  # with each claim; and as a metric (common/role_settings.py)
+        # with each claim, with its deployment (common/deployment.py); and as a metric (common/role_settings.py)
+        published = role_settings(settings, "ingest", deployment=deployment)
         metrics.settings_info.labels(pool="ingest", fingerprint=published.fingerprint).set(1)
         key = settings.secret("job_key")
         fingerprints = {c.id: camera_fingerprint(c, key) for c in self.cameras}

@@ -1,0 +1,114 @@
+"""Which deployment a role belongs to: the Postgres it logs to (that server's system identifier, the
+database, the schema its tables are in) and ALPR_DEPLOYMENT where set. Every member of a pool publishes it
+with its heartbeat, beside its settings (common/role_settings.py). Two deployments pointed at one Redis did
+each other's work, silently: one's workers logged the other's frames and reads in their own Postgres,
+matched them against their own watch list and raised alerts under the other's camera ids, while the
+other's frames stayed pending, then `lost` (a review).
+
+Each part is published as a digest (a label and the value, SHA-256): it tells two values apart and names
+neither a database nor a schema; ALPR_DEPLOYMENT, a name chosen to be shown, is published as it is set.
+Two identities are compared part by part, on the parts both know: a detector worker, with no Postgres,
+differs from another only by ALPR_DEPLOYMENT."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from common.credentials import escape_controls
+
+log = logging.getLogger(__name__)
+
+PARTS: dict[str, str] = {
+    "name": "ALPR_DEPLOYMENT",
+    "server": "Postgres server",
+    "database": "database",
+    "schema": "schema",
+}
+"""The parts of an identity, each with how a message names it, in the order they are compared."""
+
+DIGEST_LABEL = "alpr deployment v1"
+"""Prefix of what a part's digest is made from (never the job key's nor the jobs' own format)."""
+
+DIGEST_CHARS = 12
+"""Hex characters of a part's digest (48 bits: two schemas never share one by chance)."""
+
+MAX_NAME_CHARS = 64
+"""Longest ALPR_DEPLOYMENT published or read back."""
+
+
+def digest(part: str, value: str) -> str:
+    """The published digest of `part`'s `value`."""
+    return hashlib.sha256(f"{DIGEST_LABEL}\0{part}\0{value}".encode()).hexdigest()[:DIGEST_CHARS]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A role's deployment, as published (None: a part the role does not know); `shown` says what this
+    process knows of its own in words, for its own messages only (never published)."""
+
+    name: str | None = None
+    server: str | None = None
+    database: str | None = None
+    schema: str | None = None
+    shown: str = field(default="", compare=False)
+
+    def parts(self) -> dict[str, str]:
+        """The parts known, as published."""
+        return {part: value for part in PARTS if (value := getattr(self, part)) is not None}
+
+    def differing(self, other: Deployment) -> list[str]:
+        """The parts both know whose values differ, named as a message names them."""
+        mine, theirs = self.parts(), other.parts()
+        return [PARTS[part] for part in PARTS if part in mine and part in theirs and mine[part] != theirs[part]]
+
+    def describe(self) -> str:
+        """`ALPR_DEPLOYMENT north, Postgres a1b2c3d4e5f6/...`: the parts known, for a message."""
+        parts = self.parts()
+        name = f"ALPR_DEPLOYMENT {parts.pop('name')}" if "name" in parts else ""
+        digests = "/".join(parts.get(part, "-") for part in ("server", "database", "schema"))
+        postgres = f"Postgres {digests}" if parts else ""
+        return ", ".join(text for text in (name, postgres) if text) or "no deployment known"
+
+
+def parse(value: Any) -> Deployment | None:
+    """A published identity as read back (a dict of parts); None for one the chain did not write."""
+    if not isinstance(value, dict):
+        return None
+    found = {part: value.get(part) for part in PARTS}
+    parts = {part: escape_controls(text[:MAX_NAME_CHARS]) for part, text in found.items() if isinstance(text, str)}
+    return Deployment(**parts) if parts else None
+
+
+def deployment_of(name: str | None, connection: psycopg.Connection[Any] | None) -> Deployment:
+    """This role's identity: ALPR_DEPLOYMENT `name`, and with a `connection` to the Postgres it logs to,
+    that server's system identifier (left out where this login may not read it), the current database
+    and the schema of the chain's tables (schema_migrations; the current schema before the first
+    migration)."""
+    name = name[:MAX_NAME_CHARS] if name else None
+    if connection is None:
+        return Deployment(name, shown=f"ALPR_DEPLOYMENT {name}" if name else "no Postgres, no ALPR_DEPLOYMENT")
+    row = connection.execute(
+        "SELECT current_database(), coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.oid = to_regclass('schema_migrations')), current_schema())"
+    ).fetchone()
+    database, schema = (str(row[0]), str(row[1] or "")) if row else ("", "")
+    server = None
+    try:
+        with connection.transaction():
+            found = connection.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+        server = digest("server", str(found[0])) if found else None
+    except psycopg.errors.InsufficientPrivilege:  # the server then goes uncompared: database and schema are
+        log.debug("pg_control_system() not readable by this login: the Postgres server is not compared")
+    shown = f"database {escape_controls(database)}, schema {escape_controls(schema)}"
+    return Deployment(
+        name,
+        server,
+        digest("database", database),
+        digest("schema", schema),
+        shown=(f"ALPR_DEPLOYMENT {name}, " if name else "") + shown,
+    )
