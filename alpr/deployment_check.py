@@ -1,12 +1,15 @@
 """At a role's start: whether the queues' Redis serves another deployment. The role's own identity
 (common/deployment.py) is compared with those the live members of every pool publish with their heartbeats
 (an RQ worker's registration, the sighting workers' and ingest nodes' entries: alpr/pool_settings.py); a
-role that differs from a live one refuses to start, a command only warns. Two deployments on one Redis
-(the default redis://127.0.0.1:6379/0 suffices) did each other's work, and no role said so (a review)."""
+role that differs from a live one refuses to start, a command only warns; one that differs only from
+the last role of a kind to start (its job-key entry, common/job_key.py) is warned of. Two deployments on
+one Redis (the default redis://127.0.0.1:6379/0 suffices) did each other's work, and no role said so (a
+review)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
 import redis
@@ -14,10 +17,11 @@ import redis
 from alpr.pool_settings import PoolSettings, pool_settings, shown_names
 from alpr.status_reads import registered_workers
 from common.config import Settings
-from common.credentials import mask_url
+from common.credentials import escape_controls, mask_url
 from common.deployment import Deployment, deployment_of
 from common.errors import ConfigError
-from common.queues import QUEUE_NAMES, QUEUED_STAGES
+from common.job_key import published as last_started
+from common.queues import QUEUE_NAMES, QUEUED_STAGES, redis_now
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ def check_deployment(settings: Settings, connection: redis.Redis, role: str | No
         log.warning("could not compare the deployment with the other roles' (%s)", mask_url(str(error)))
         return mine
     if not differing:
+        warn_if_last_started_differ(connection, mine, role)
         return mine
     named = ", ".join(entry.describe() for entry in differing[:MEMBERS_NAMED])
     more = f" and {len(differing) - MEMBERS_NAMED} more" if len(differing) > MEMBERS_NAMED else ""
@@ -104,6 +109,28 @@ def check_deployment(settings: Settings, connection: redis.Redis, role: str | No
         log.warning("%s", message)
         return mine
     raise ConfigError(message)
+
+
+def warn_if_last_started_differ(connection: redis.Redis, mine: Deployment, role: str | None) -> None:
+    """A WARNING for each role whose last to start on this Redis (its job-key entry: common/job_key.py) was
+    of another deployment, though no live member differs: an ingest node of it that ended left its jobs
+    queued, and this deployment's workers take them (the review's case). This role's own earlier run on
+    this host is left out (restarted with its deployment changed)."""
+    host = escape_controls(socket.gethostname()[:64])
+    try:
+        entries, now_s = last_started(connection), redis_now(connection)
+    except redis.RedisError as error:
+        log.warning("could not compare the deployment with the roles last started (%s)", mask_url(str(error)))
+        return
+    for entry in entries:
+        if entry.deployment is None or (entry.role == role and entry.host == host):
+            continue
+        if parts := mine.differing(entry.deployment):
+            log.warning("the last %s to start on the queues' Redis was of another deployment (%s; %s differ from"
+                        " this %s's, %s), though no live role publishes it now: the jobs it queued are taken by"
+                        " this deployment's roles, and any it queues again; give each deployment its own Redis or"
+                        " Redis database number (redis://host:6379/N in ALPR_REDIS_URL)", entry.describe(now_s),
+                        entry.deployment.describe(), " and ".join(parts), role or "command", mine.shown)  # fmt: skip
 
 
 def mixed_deployments(pools: list[PoolSettings]) -> str | None:

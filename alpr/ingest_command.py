@@ -45,8 +45,8 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     warn_if_links_in_clear(settings)  # before a start that may fail on that link
     connection = reach_redis(settings, timeout_s=defaults.INGEST_REDIS_TIMEOUT_S)
     warn_if_redis_open(settings)
-    check_job_key(settings, connection, "ingest")
     deployment = check_deployment(settings, connection, "ingest")  # refused where Redis serves another one
+    check_job_key(settings, connection, "ingest", deployment)  # published with the key's fingerprint
     frames = reach_frame_store(settings, connection, defaults.INGEST_REDIS_TIMEOUT_S, "ingest node")
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up: recorded footage waits a Redis outage out, shown here

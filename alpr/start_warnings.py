@@ -11,6 +11,7 @@ import redis
 
 from common.config import Settings
 from common.credentials import mask_url
+from common.deployment import Deployment
 from common.job_key import key_fingerprint, others_disagreeing, publish
 from common.plain_links import links_in_clear
 from common.queues import redis_now
@@ -19,9 +20,12 @@ from common.redis_open import accepts_no_password
 log = logging.getLogger(__name__)
 
 
-def check_job_key(settings: Settings, connection: redis.Redis, role: str | None) -> None:
+def check_job_key(
+    settings: Settings, connection: redis.Redis, role: str | None, deployment: Deployment | None = None
+) -> None:
     """A WARNING when no job key is set (ALPR_JOB_KEY): jobs are then neither signed nor checked. Then the
-    key's fingerprint is published for `role` in the queues' Redis (None: a command, which only compares),
+    key's fingerprint is published for `role` in the queues' Redis, with its `deployment` (None: a command,
+    which only compares),
     and an ERROR names the roles that published another key (or none): workers refuse every job signed
     with another key, and its frames are lost (a key file with a trailing space on one host lost them all,
     the ingest node saying nothing)."""
@@ -31,7 +35,7 @@ def check_job_key(settings: Settings, connection: redis.Redis, role: str | None)
                     " jobs the workers run (a forged redaction job can keep a plate sharp); set the same key in"
                     " every role (`docker compose` does)")  # fmt: skip
     try:
-        disagreeing = publish(connection, role, key) if role else others_disagreeing(connection, key)
+        disagreeing = publish(connection, role, key, deployment) if role else others_disagreeing(connection, key)
         now_s = redis_now(connection)
     except redis.RedisError as error:  # a check only: the role starts, and its workers still say so
         log.warning("could not compare the job key with the other roles' (%s)", mask_url(str(error)))

@@ -51,8 +51,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     warn_if_links_in_clear(settings)  # before a start that may fail on that link
     connection = reach_redis(settings)
     warn_if_redis_open(settings)
-    check_job_key(settings, connection, args.stage)
     deployment = check_deployment(settings, connection, args.stage)  # refused where Redis serves another one
+    check_job_key(settings, connection, args.stage, deployment)  # published with the key's fingerprint
     metrics = Metrics()
     watch_redis(connection, metrics)  # alpr_redis_up{redis="queues"}
     metrics.watch_queues(connection, queue_keys(QUEUED_STAGES))

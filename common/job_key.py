@@ -20,12 +20,14 @@ import redis
 
 from common.bounded_hash import read_within_bounds
 from common.credentials import escape_controls
+from common.deployment import Deployment, parse
 from common.queues import redis_now
 from common.redis_json import json_object
 
 FINGERPRINTS_KEY = "alpr:job-key:fingerprints"
-"""Redis hash: role -> JSON {fingerprint, host, at} of the job key it started with (the last to start
-of each role: a role restarted replaces its entry)."""
+"""Redis hash: role -> JSON {fingerprint, host, at, deployment} of the job key it started with, and of its
+deployment (common/deployment.py; none from an older version), the last to start of each role: a role
+restarted replaces its entry."""
 
 ROLES = ("ingest", "detect", "ocr", "redact", "sight", "alert")
 """The roles that queue or run jobs, each with its entry: only these are read back (a forged field of
@@ -59,6 +61,7 @@ class Published:
     fingerprint: str
     host: str
     at_s: float
+    deployment: Deployment | None = None
 
     def describe(self, now_s: float) -> str:
         """`ingest on cam-host (key 1a2b3c4d5e6f7a8b, 3 min ago)`; `(no job key, ...)` for NO_KEY."""
@@ -97,7 +100,8 @@ def parse_entry(role: str, value: bytes | str | None) -> Published | None:
         return None
     if not math.isfinite(at_s):
         return None
-    return Published(role, escape_controls(fingerprint[:FINGERPRINT_CHARS]), escape_controls(host[:64]), at_s)
+    fingerprint, host = escape_controls(fingerprint[:FINGERPRINT_CHARS]), escape_controls(host[:64])
+    return Published(role, fingerprint, host, at_s, parse(fields.get("deployment")))
 
 
 def others_disagreeing(
@@ -114,12 +118,16 @@ def others_disagreeing(
     ]
 
 
-def publish(connection: redis.Redis, role: str, key: str | None) -> list[Published]:
-    """Publish `role`'s fingerprint of `key`; returns the other roles' entries whose key differs, as
-    they were before this one was written."""
+def publish(
+    connection: redis.Redis, role: str, key: str | None, deployment: Deployment | None = None
+) -> list[Published]:
+    """Publish `role`'s fingerprint of `key`, with its `deployment`; returns the other roles' entries whose
+    key differs, as they were before this one was written."""
     host = socket.gethostname()
     disagreeing = others_disagreeing(connection, key, role, host)
-    entry = {"fingerprint": key_fingerprint(key), "host": host[:64], "at": redis_now(connection)}
+    entry: dict[str, object] = {"fingerprint": key_fingerprint(key), "host": host[:64], "at": redis_now(connection)}
+    if deployment is not None:
+        entry["deployment"] = deployment.parts()
     connection.hset(FINGERPRINTS_KEY, role, json.dumps(entry))
     return disagreeing
 

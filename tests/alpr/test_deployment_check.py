@@ -22,7 +22,6 @@ import psycopg
 import pytest
 
 from alpr.cli import main
-from alpr.deployment_check import own_deployment
 from common import defaults
 from common.config import Settings
 from common.queues import (
@@ -33,7 +32,6 @@ from common.queues import (
     leave,
     live_members,
 )
-from common.role_settings import role_settings
 
 EXIT_ERROR = 2
 """What `alpr` exits with on a refusal (alpr/cli.py: an AlprError)."""
@@ -121,6 +119,9 @@ def test_a_role_of_another_deployment_on_the_same_redis_is_refused_while_the_fir
         # a role of the same deployment starts
         assert main(["worker", "sight", "--burst", "--database-url", deployment_b]) == 0
         # two started at once pass each other's check: `alpr status` shows them
+        from alpr.deployment_check import own_deployment  # here: an older tree fails on the lines above
+        from common.role_settings import role_settings
+
         a_settings = Settings.load({"ALPR_DATABASE_URL": deployment_a, "ALPR_REDIS_URL": redis_url})
         entry = role_settings(a_settings, "sight", deployment=own_deployment(a_settings, "sight")).entry()
         beat_sighting_worker(connect_redis(redis_url), "a-sighting-worker", entry)
@@ -153,3 +154,30 @@ def test_a_detector_worker_without_postgres_is_told_apart_by_alpr_deployment(
         assert "ALPR_DEPLOYMENT north, Postgres " in said  # what the node published
     finally:
         stop_node(node)
+
+
+def test_a_role_started_after_another_deployments_ingest_node_ended_warns(
+    postgres_url, second_schema, redis_url, tmp_path, monkeypatch, caplog
+):
+    """The review's script: deployment B's node queued its footage and ended; deployment A's workers took
+    the jobs. Nothing of B is live, so A's roles start, saying at WARNING what the last node was."""
+    deployment_a, deployment_b = postgres_url, second_schema
+    for url in (deployment_a, deployment_b):
+        assert main(["db", "upgrade", "--database-url", url]) == 0
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((120, 160, 3), 90, np.uint8))
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(f"cameras:\n  - {{id: gate-1, source: {folder}, realtime: false}}\n")
+    monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
+    assert main(["ingest", "--cameras", str(cameras), "--database-url", deployment_b, "--max-seconds", "5"]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alpr.deployment_check"):
+        assert main(["worker", "sight", "--burst", "--database-url", deployment_a]) == 0
+    (said,) = [r.getMessage() for r in caplog.records if "another deployment" in r.getMessage()]
+    assert said.startswith("the last ingest on ") and "schema differ from this sight's" in said
+    assert "redis://host:6379/N" in said and deployment_b.split("%3D")[1] not in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alpr.deployment_check"):  # deployment B's own: nothing said
+        assert main(["worker", "sight", "--burst", "--database-url", deployment_b]) == 0
+    assert not [r for r in caplog.records if "another deployment" in r.getMessage()]
