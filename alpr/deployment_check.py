@@ -12,6 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
+import psycopg
 import redis
 
 from alpr.pool_settings import PoolSettings, pool_settings, shown_names
@@ -64,6 +65,10 @@ def own_deployment(settings: Settings, role: str | None) -> Deployment:
     try:
         with pool.connection() as connection:
             return deployment_of(settings.deployment, connection)
+    except psycopg.Error as error:  # a check only: the role's own pool tells what is wrong
+        log.warning("the deployment could not be read from Postgres (%s): only ALPR_DEPLOYMENT is compared with the"
+                    " other roles'", mask_url(str(error)[:200]))  # fmt: skip
+        return deployment_of(settings.deployment, None)
     finally:
         pool.close()
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from common.credentials import escape_controls
+
+if TYPE_CHECKING:  # imported where a connection is read (a detector worker's settings need no psycopg)
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def deployment_of(name: str | None, connection: psycopg.Connection[Any] | None) 
     that server's system identifier (left out where this login may not read it), the current database
     and the schema of the chain's tables (schema_migrations; the current schema before the first
     migration)."""
+    from psycopg.errors import InsufficientPrivilege
+
     name = name[:MAX_NAME_CHARS] if name else None
     if connection is None:
         return Deployment(name, shown=f"ALPR_DEPLOYMENT {name}" if name else "no Postgres, no ALPR_DEPLOYMENT")
@@ -102,7 +105,7 @@ def deployment_of(name: str | None, connection: psycopg.Connection[Any] | None) 
         with connection.transaction():
             found = connection.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
         server = digest("server", str(found[0])) if found else None
-    except psycopg.errors.InsufficientPrivilege:  # the server then goes uncompared: database and schema are
+    except InsufficientPrivilege:  # the server then goes uncompared: database and schema are
         log.debug("pg_control_system() not readable by this login: the Postgres server is not compared")
     shown = f"database {escape_controls(database)}, schema {escape_controls(schema)}"
     return Deployment(
