@@ -58,6 +58,18 @@ and a full queue of 64 jobs (1,024 frames) took minutes to work through at a few
 RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
+RECONNECT_JITTER = 0.5
+"""The most of each reconnect wait (RECONNECT_BACKOFF_S, CREDENTIALS_RETRY_S) an ingest node's camera cuts off
+at random: each wait is from half of it to all of it. Exact, 10 cameras behind one dead recorder all
+reconnected within the same second at 2.5, 6.5, 10.5, 16.5, 25.5 s, each attempt a child process (a review)."""
+
+CAMERA_START_SPREAD_S = 0.25
+"""Per camera of an ingest node, how far (seconds) the first opens of its cameras are spread at start (each
+camera's after a random wait up to this times the node's cameras less one): not all at the same instant."""
+
+CAMERA_START_SPREAD_MAX_S = 5.0
+"""The longest random wait before a camera's first open (CAMERA_START_SPREAD_S), however many cameras."""
+
 FOOTAGE_STALLED_PASSES = 3
 """Passes in a row of footage (a file, a video served over http://) cut short without getting further than
 the one before (its reader killed at the same frame, a connection dropping at the same byte) after which an
