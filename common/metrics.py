@@ -115,6 +115,10 @@ class Metrics:
             "alpr_camera_failed", "1 while a camera's source has failed for good (not retried), else 0.", ["camera"],
             registry=r,
         )  # fmt: skip
+        self.camera_ended = Gauge(
+            "alpr_camera_ended", "1 once a camera's footage (a file, or a URL declared `footage: true`) was read"
+            " to its end and is not read again, else 0.", ["camera"], registry=r,
+        )  # fmt: skip
         self.camera_claimed = Gauge(
             "alpr_camera_claimed", "1 while this ingest node holds the camera's claim (samples it), 0 while it stands"
             " by for it (another node holds it): a camera whose max over the nodes is 0 is sampled by none.",
@@ -344,6 +348,7 @@ class Metrics:
         for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
             counter.labels(camera=camera)
         self.camera_failed.labels(camera=camera).set(0)
+        self.camera_ended.labels(camera=camera).set(0)
         self.camera_settings_differ.labels(camera=camera).set(0)
         for counter in (self.camera_takeovers, self.camera_unsampled_seconds, self.camera_settings_changed):
             counter.labels(camera=camera)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 from typing import get_args
@@ -18,6 +19,7 @@ from typing import get_args
 import redis
 
 from common import defaults
+from common.backoff import Backoff
 from common.jobs import SkipReason
 from common.queues import CAMERA_STATE_KEY
 from ingest.camera_run import CameraRun, footage_tag, may_resume
@@ -29,6 +31,7 @@ from ingest.frame_handoff import PENDING_POLL_S, PENDING_WAIT_S, FrameHandOff
 from ingest.frame_source import FrameSource
 from ingest.node_stop import CameraStop, NodeStop
 from ingest.reconnect import SourceKeeper
+from ingest.source_checks import is_stream_uri
 
 log = logging.getLogger("ingest.node")
 """The node's logger: what a camera thread says is the node's, as it was before this module."""
@@ -47,21 +50,25 @@ class CameraSampling(FrameHandOff, FootageResume):
     stop: NodeStop
     states: dict[str, str]
     claims: CameraClaims
+    cameras: list[CameraConfig]
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
         """The camera's state for `alpr status` (connected, reconnecting, failed or ended), and whether it
-        failed for its metric (`alpr_camera_failed`: AlprCameraFailed; its error count alone said nothing)."""
+        failed for its metric (`alpr_camera_failed`: AlprCameraFailed; its error count alone said nothing)
+        or ended (`alpr_camera_ended`: a camera held that samples nothing is AlprCameraSilent, unless so)."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
         self.states[camera.id] = value  # written again with every depth refresh (refresh_depth)
-        self.metrics.camera_failed.labels(camera=self.metrics.camera(camera.id)).set(state == "failed")
+        label = self.metrics.camera(camera.id)
+        self.metrics.camera_failed.labels(camera=label).set(state == "failed")
+        self.metrics.camera_ended.labels(camera=label).set(state == "ended")
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(
         self, camera: CameraConfig, stop: CameraStop | None = None, before: threading.Thread | None = None
     ) -> None:
-        """Sample one camera until its footage ends (unless looping: a file, or a video served over
-        http://, which states its frames), the file fails, or the node stops. A live stream that drops,
+        """Sample one camera until its footage ends (unless looping: a file, or a URL declared `footage: true`),
+        the file fails, or the node stops. A live stream (any other stream URL) that drops,
         or ends (a camera closing the connection, or silent past the read timeout), is reopened with
         backoff, which starts afresh only after STABLE_STREAM_S connected: one WARNING when lost, one INFO
         when back; a camera that serves a frame per connection is not polled flat out. A URL that cannot
@@ -91,13 +98,7 @@ class CameraSampling(FrameHandOff, FootageResume):
             self.gap_from[camera.id] = (taken[0], max(taken[1], dated_until_s))
         run = CameraRun(camera, int(self.clock.now() * 1000), CameraClock(self.clock, dated_until_s),
                         last_captured_s=dated_until_s, stop=stop)  # fmt: skip
-        source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
-        keeper = SourceKeeper(
-            camera.source, camera.sample_fps, camera.id, stop, camera.loop,
-            on_state=lambda state, errors: None if stop.lost else self.set_state(camera, state, errors),
-            on_error=source_errors.inc,
-            logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
-        )  # fmt: skip
+        keeper = self.source_keeper(camera, stop)
 
         def read_pass(source: FrameSource) -> None:
             run.passes = keeper.passes
@@ -105,7 +106,23 @@ class CameraSampling(FrameHandOff, FootageResume):
             self.sample(run, source)
             report_unread(camera, source)
 
-        keeper.run(read_pass)
+        if not stop.wait(start_spread_s(len(self.cameras))):
+            keeper.run(read_pass)
+
+    def source_keeper(self, camera: CameraConfig, stop: CameraStop) -> SourceKeeper:
+        """What keeps the camera's source open: a stream URL not declared `footage: true` is a live camera
+        (a clip answered is a source error, never footage that ends); its reconnect waits, and those after
+        refused credentials, jittered (defaults.RECONNECT_JITTER: not in lockstep with the node's other
+        cameras behind one recorder)."""
+        source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
+        return SourceKeeper(
+            camera.source, camera.sample_fps, camera.id, stop, camera.loop,
+            on_state=lambda state, errors: None if stop.lost else self.set_state(camera, state, errors),
+            on_error=source_errors.inc,
+            logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
+            backoff=Backoff(*defaults.RECONNECT_BACKOFF_S, jitter=defaults.RECONNECT_JITTER),
+            live=is_stream_uri(camera.source) and not camera.footage, credentials_jitter=defaults.RECONNECT_JITTER,
+        )  # fmt: skip
 
     def dated_until(self, camera: CameraConfig) -> float:
         """The time the camera's frames are dated after: its last frame logged by the nodes before this
@@ -209,6 +226,14 @@ class CameraSampling(FrameHandOff, FootageResume):
         if held_back and (unsampled := int((time.monotonic() - began) * run.camera.sample_fps)):
             self.unsampled(run, unsampled, "claim_unsure")
         return True
+
+
+def start_spread_s(cameras: int, rng: random.Random | None = None) -> float:
+    """A random wait before a camera's first open, up to defaults.CAMERA_START_SPREAD_S per other camera of
+    the node (at most CAMERA_START_SPREAD_MAX_S): a node's cameras opened all at once at start (each open a
+    child process), and those behind one recorder hit it in the same instant (a review). A lone camera: none."""
+    longest_s = min(defaults.CAMERA_START_SPREAD_MAX_S, defaults.CAMERA_START_SPREAD_S * max(0, cameras - 1))
+    return (rng or random).uniform(0.0, longest_s) if longest_s > 0 else 0.0
 
 
 def report_unread(camera: CameraConfig, source: FrameSource) -> None:

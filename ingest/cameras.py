@@ -31,7 +31,7 @@ from common.strict_yaml import load_strict_yaml, shorten
 from common.text_files import read_text_file, shown_path
 from common.validation_errors import format_errors
 from ingest.ffmpeg_open import rtsp_transport_problem
-from ingest.source_checks import check_source, uri_syntax_problem
+from ingest.source_checks import check_source, is_stream_uri, uri_syntax_problem
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
 """A cameras file is a few lines per camera; anything larger is a mistake (or an attack on the parser)."""
@@ -76,6 +76,13 @@ class CameraConfig(BaseModel):
         " (false: recorded footage, read as fast as the chain takes it and waiting for it when full, never"
         " skipped, each frame dated by its time in the footage from the pass's start).",
     )
+    footage: bool = Field(
+        False,
+        description="Its URL serves recorded video (a file over http://), read as footage that ends (or loops),"
+        " not a live camera. A stream URL without it is a live camera: an answer stating a frame count (a"
+        " clip, a camera's boot video) is a source error, reconnected from with backoff, and the stream ending"
+        " is a drop. A file or folder source is footage whatever it says.",
+    )
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp",
         description="How an rtsp:// camera's packets come: over its RTSP connection (tcp), or as RTP over UDP"
@@ -91,6 +98,19 @@ class CameraConfig(BaseModel):
             raise ValueError(
                 "loop: true needs realtime: true (a looping file stands in for a live camera; recorded"
                 " footage, realtime: false, is read once, and looped it was dated ever further ahead of the clock)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def footage_urls_declared(self) -> CameraConfig:
+        """`loop: true` or `realtime: false` on a stream URL without `footage: true` is refused: both are for
+        footage, and a stream URL is a live camera unless declared footage (an answer stating a frame count
+        taken for footage ended a live camera's thread for good: a review)."""
+        if is_stream_uri(self.source) and not self.footage and (self.loop or not self.realtime):
+            said = "loop: true" if self.loop else "realtime: false"
+            raise ValueError(
+                f"{said} is for footage: a stream URL is a live camera unless declared `footage: true` (a video"
+                " file served over http://)"
             )
         return self
 

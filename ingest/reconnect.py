@@ -6,19 +6,20 @@ rebooting), where the node reconnected."""
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from common import defaults
-from common.backoff import Backoff
+from common.backoff import Backoff, jittered
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.frame_source import FootageKey, FrameSource
 from ingest.source_checks import is_stream_uri, uri_syntax_problem
 from ingest.sources import EntryKey, open_source
-from ingest.video_source import CredentialsRefusedError
+from ingest.video_source import CredentialsRefusedError, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,17 @@ class SourceKeeper:
     footage: FootageKey | None = None
     """Footage: what tells the footage last opened from other (`read_on`)."""
     backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
+    live: bool = False
+    """A live camera (an ingest node's stream-URL camera not declared `footage: true`): an open that states
+    a frame count (a clip: a camera's boot video, or an answer not the camera's) is a source error,
+    reconnected from with backoff, never footage: taken for footage, its end ended the camera's thread for
+    good, its claim kept, the live stream never read again, nothing counted (a review). False: the source
+    tells (a file, or `alpr run` of a video served over http://, is footage)."""
+    credentials_jitter: float = 0.0
+    """The most of each wait after refused credentials (defaults.CREDENTIALS_RETRY_S) cut off at random
+    (an ingest node's cameras: defaults.RECONNECT_JITTER; 0: exact)."""
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    """Where that jitter comes from (seeded in tests)."""
     memory_mb: int = defaults.CAPTURE_MEMORY_MB
     """Most memory (MB) the source's decoding may hold (ALPR_CAPTURE_MEMORY_MB)."""
     rtsp_transport: str = "tcp"
@@ -123,6 +135,8 @@ class SourceKeeper:
         while not self.stop.is_set():
             try:
                 source, first = first or self.open(), None
+                if self.live and not source.is_live:
+                    self.refuse_footage(source)
                 self.say_connected()
                 if not source.is_live:  # (its backoff starts afresh once a pass reaches its end: below)
                     self.read_on(source)
@@ -158,6 +172,17 @@ class SourceKeeper:
                 self.on_state("reconnecting", self.errors)
                 self.stop.wait(delay)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
+
+    def refuse_footage(self, source: FrameSource) -> None:
+        """A live camera's URL answered with footage (a video stating its frames): closed, and an InputError
+        (a source error, reconnected from with backoff, as a camera failing to answer is)."""
+        stated = source.frame_count if isinstance(source, VideoSource) else 0
+        source.close()
+        raise InputError(
+            f"the live camera's URL {shown_source(self.uri)} answered with a video stating {stated} frames, not"
+            " a live stream (a camera's boot clip, or an answer not the camera's; a URL serving recorded video"
+            " is declared `footage: true` in the cameras file)"
+        )
 
     def read_on(self, source: FrameSource) -> None:
         """Footage opened: read on from the frame the last pass reached (`resume_from`) where it is the
@@ -248,9 +273,9 @@ class SourceKeeper:
     def credentials_refused(self, error: CredentialsRefusedError) -> None:
         """The camera refused the credentials: said at ERROR (once until it is back), "failed" meanwhile,
         tried again after defaults.CREDENTIALS_RETRY_S."""
-        retry_s = defaults.CREDENTIALS_RETRY_S
+        retry_s = jittered(defaults.CREDENTIALS_RETRY_S, self.credentials_jitter, self.rng)
         if not self.refused:
-            self.logger.error("camera %s: %s: check the user and password in its URL; tried again every %.0f s",
+            self.logger.error("camera %s: %s: check the user and password in its URL; tried again in %.0f s",
                               self.name, mask_url(str(error)), retry_s)  # fmt: skip
         else:
             self.logger.debug("camera %s: credentials still refused; next attempt in %.0f s", self.name, retry_s)

@@ -729,7 +729,8 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
     each pass under new frame ids, so the same footage was logged and alerted on again and again (a
     review: in 40 s, 18 requests and 6 frames queued, one a pass). It is footage, as a file is: one pass
     sampled by its timestamps, then ended (no `loop`); played at its pace, or recorded footage
-    (`realtime: false`) dated by its own clock."""
+    (`realtime: false`) dated by its own clock. Such a camera is declared `footage: true`: a stream URL
+    without it is a live camera, which a clip never ends (tests/ingest/test_live_camera.py)."""
     from rq.serializers import JSONSerializer
 
     from common.jobs import DetectJob, parse_job
@@ -742,7 +743,7 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
     with served_video(clip) as (url, requests):
         list(open_source(url, 5).frames())
         one_pass = len(requests)  # FFmpeg's requests for one read of it (the index at its end, then the rest)
-        camera = CameraConfig(id="nvr", source=url, sample_fps=5, realtime=realtime)
+        camera = CameraConfig(id="nvr", source=url, sample_fps=5, realtime=realtime, footage=True)
         node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
         started = time.monotonic()
         summary = run_node(node, tmp_path / "no-fifo", timeout_s=30)
@@ -751,6 +752,7 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
     assert len(requests) == 2 * one_pass  # the node's one pass
     assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "nvr"}) == 0
     assert json.loads(connection.hget(CAMERA_STATE_KEY, "nvr") or b"{}").get("state") == "ended"
+    assert metrics.registry.get_sample_value("alpr_camera_ended", {"camera": "nvr"}) == 1  # (AlprCameraSilent)
     frames = []
     for job_id in stage_queue(connection, "detect").get_job_ids():
         job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
@@ -804,7 +806,7 @@ def test_footage_over_http_cut_short_is_read_on_not_ended(redis_url, tmp_path):
     connection = connect_redis(redis_url)
     metrics = Metrics()
     with http_server(CutOnce) as base:
-        camera = CameraConfig(id="nvr", source=f"{base}/{clip.name}", sample_fps=2, realtime=False)
+        camera = CameraConfig(id="nvr", source=f"{base}/{clip.name}", sample_fps=2, realtime=False, footage=True)
         node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
         summary = run_node(node, tmp_path / "no-fifo", timeout_s=60)
     assert len(requests) == 2 and json.loads(connection.hget(CAMERA_STATE_KEY, "nvr") or b"{}")["state"] == "ended"

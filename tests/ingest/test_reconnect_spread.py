@@ -1,0 +1,92 @@
+"""An ingest node's cameras do not reconnect in lockstep (a review: 10 cameras behind one dead recorder all
+hit it within the same second at 2.5, 6.5, 10.5, 16.5, 25.5 s, each attempt a child process): their first
+opens are spread at start, their reconnect waits and those after refused credentials jittered. Checked by
+bounds and seeded draws, not by timing."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import random
+import re
+import threading
+
+import pytest
+
+from common import defaults
+from common.config import Settings
+from common.metrics import Metrics
+from common.queues import connect_redis
+from ingest.camera_sampling import start_spread_s
+from ingest.cameras import CameraConfig
+from ingest.node import IngestNode
+from ingest.reconnect import SourceKeeper
+from tests.helpers import http_server
+
+
+def test_the_first_opens_of_a_nodes_cameras_are_spread_a_little_and_a_lone_camera_waits_not():
+    assert start_spread_s(1) == 0.0 and start_spread_s(0) == 0.0
+    longest = defaults.CAMERA_START_SPREAD_S * 9
+    waits = [start_spread_s(10, random.Random(seed)) for seed in range(10)]
+    assert all(0.0 <= wait <= longest for wait in waits) and len(set(waits)) == 10
+    assert max(waits) - min(waits) > longest / 4  # (these seeds: spread, not bunched)
+    assert waits == [start_spread_s(10, random.Random(seed)) for seed in range(10)]  # seeded: repeatable
+    many = [start_spread_s(1000, random.Random(seed)) for seed in range(50)]
+    assert max(many) <= defaults.CAMERA_START_SPREAD_MAX_S < 1000 * defaults.CAMERA_START_SPREAD_S
+
+
+def test_a_nodes_cameras_reconnect_jittered_not_in_lockstep(redis_url):
+    """The node's keepers: jittered backoffs, each camera's attempts at its own times (the exact schedule
+    put all ten at 1, 3, 7, 15, 31 s after the drop); live unless a file or declared footage."""
+    cameras = [CameraConfig(id=f"c{index}", source=f"http://127.0.0.1:9/cam{index}.mjpg") for index in range(10)]
+    others = [CameraConfig(id="rec", source="http://127.0.0.1:9/export.mp4", footage=True),
+              CameraConfig(id="file", source="/srv/video/depot.mp4")]  # fmt: skip
+    connection = connect_redis(redis_url)
+    node = IngestNode(cameras + others, Settings.load({}, redis_url=redis_url), connection, connection, Metrics(),
+                      None)  # fmt: skip
+    keepers = [node.source_keeper(camera, node.stop.camera(camera.id)) for camera in cameras + others]
+    assert [keeper.live for keeper in keepers] == [True] * 10 + [False, False]
+    schedules = []
+    for seed, keeper in enumerate(keepers[:10]):
+        assert keeper.backoff.jitter == keeper.credentials_jitter == defaults.RECONNECT_JITTER > 0
+        keeper.backoff.rng = random.Random(seed)
+        waits = [keeper.backoff.next_delay() for _ in range(5)]
+        exact = [min(defaults.RECONNECT_BACKOFF_S[1], defaults.RECONNECT_BACKOFF_S[0] * 2**n) for n in range(5)]
+        assert all((1 - defaults.RECONNECT_JITTER) * e <= w <= e for w, e in zip(waits, exact, strict=True))
+        schedules.append([sum(waits[: n + 1]) for n in range(5)])
+    for attempt in range(5):  # each attempt of the ten cameras spread over a second and more, not one instant
+        times = [schedule[attempt] for schedule in schedules]
+        assert max(times) - min(times) > 0.2 * (attempt + 1), (attempt, times)
+
+
+@pytest.fixture()
+def refusing_camera():  # type: ignore[no-untyped-def]
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base:
+        yield f"{base.replace('://', '://admin:WrongPass@')}/mjpeg"
+
+
+def test_the_retry_after_refused_credentials_is_jittered(refusing_camera, caplog):
+    """Each camera's next login after a refusal at its own time: CREDENTIALS_RETRY_S cut by a seeded random
+    share up to the jitter (the ERROR line says when), not every camera at the same instant."""
+    caplog.set_level(logging.ERROR, logger="ingest.reconnect")
+    said = []
+    for seed in (1, 2):
+        stop = threading.Event()
+        keeper = SourceKeeper(refusing_camera, 2.0, "gate", stop, credentials_jitter=0.5, rng=random.Random(seed),
+                              on_state=lambda state, errors, stop=stop: stop.set())  # fmt: skip
+        keeper.run(lambda source: None)
+        expected = defaults.CREDENTIALS_RETRY_S * random.Random(seed).uniform(0.5, 1.0)
+        line = caplog.records[-1].getMessage()
+        assert "WrongPass" not in line and (found := re.search(r"tried again in (\d+) s", line)), line
+        assert int(found.group(1)) == round(expected) and 150 <= round(expected) <= 300
+        said.append(int(found.group(1)))
+    assert said[0] != said[1]
