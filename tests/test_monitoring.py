@@ -227,7 +227,7 @@ def test_no_panel_plots_a_line_for_every_camera_and_reason():
 
 UNPLOTTED_ALERT_METRICS = frozenset({
     "alpr_alert_deliveries_pending", "alpr_alert_lane_waiting", "alpr_alerts_unrouted", "alpr_camera_claimed",
-    "alpr_camera_failed", "alpr_camera_settings_changed", "alpr_camera_settings_differ", "alpr_database_up",
+    "alpr_camera_settings_changed", "alpr_camera_settings_differ", "alpr_database_up",
     "alpr_ledger_unwritten_seconds", "alpr_prune_last_success_timestamp_seconds", "alpr_settings_info",
     "alpr_sighting_rounds", "alpr_watchlist_loaded_timestamp_seconds", "alpr_watchlist_refresh_seconds",
 })  # fmt: skip
