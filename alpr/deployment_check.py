@@ -4,7 +4,16 @@
 role that differs from a live one refuses to start, a command only warns; one that differs only from
 the last role of a kind to start (its job-key entry, common/job_key.py) is warned of. Two deployments on
 one Redis (the default redis://127.0.0.1:6379/0 suffices) did each other's work, and no role said so (a
-review)."""
+review).
+
+Anyone who can write to that Redis can publish a member, and a forged one (scored far in the future, or a
+registration with no TTL) made every role refuse to start, for good (a review). So a member counts only
+while it looks live as a real one does (common/queues.py live_members; `live_registrations`), and where
+this role has a job key only an entry signed with it (common/deployment.py) refuses its start: that is two
+deployments sharing one key, whose jobs cross silently; another is an ERROR. A role without a job key
+refuses for any live member (its Redis is trusted anyway: unsigned jobs are taken from it). Members that
+differ only by the Postgres server (the same database and schema: a dump restored, a cutover to a new
+cluster) are warned of: a rolling restart onto a moved Postgres stalled."""
 
 from __future__ import annotations
 
@@ -14,15 +23,20 @@ from dataclasses import dataclass
 
 import psycopg
 import redis
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
+from rq.utils import utcparse
+from rq.worker import Worker
 
-from alpr.pool_settings import PoolSettings, pool_settings, shown_names
-from alpr.status_reads import registered_workers
+from alpr.pool_settings import BEATING, PoolSettings, pool_settings, shown_names
+from alpr.status_reads import WORKER_FIELD_BYTES, registered_workers
+from common import defaults
+from common.bounded_hash import read_many_within_bounds
 from common.config import Settings
 from common.credentials import escape_controls, mask_url
-from common.deployment import Deployment, deployment_of
+from common.deployment import PARTS, Deployment, deployment_of, signed_with
 from common.errors import ConfigError
 from common.job_key import published as last_started
-from common.queues import QUEUE_NAMES, QUEUED_STAGES, redis_now
+from common.queues import QUEUE_NAMES, QUEUED_STAGES, SETTINGS_SUFFIX, redis_now
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +46,80 @@ OPEN_WAIT_S = 3.0
 MEMBERS_NAMED = 4
 """Differing members named in a message (the rest counted)."""
 
+REGISTRATION_TTL_S = max(defaults.WORKER_MAINTENANCE_S + 15, DEFAULT_JOB_MONITORING_INTERVAL) + 60
+"""The longest TTL a live worker's registration holds: RQ gives it its worker_ttl + 60 at each heartbeat
+(common/worker.py: worker_ttl is the maintenance interval + 15), its job monitoring interval + 60 while it
+runs a job."""
+
+REGISTRATION_SKEW_S = 5.0
+"""Slack on REGISTRATION_TTL_S where a registration's TTL is read."""
+
+HOST_CLOCK_SKEW_S = 120.0
+"""How far a worker host's clock, by which RQ writes `last_heartbeat`, may be from Redis's."""
+
+SERVER_ONLY = [PARTS["server"]]
+"""The parts differing where a member logs to the same database and schema on another Postgres server."""
+
 
 @dataclass(frozen=True)
 class Differing:
-    """A live member of another deployment: its pool, its name, its identity and the parts that differ."""
+    """A live member of another deployment: its pool, its name, the Redis key its entry is in, its
+    identity, the parts that differ, and whether its entry is vouched for (signed with this role's job
+    key, or this role has none)."""
 
     pool: str
     member: str
+    key: str
     deployment: Deployment
     parts: list[str]
+    vouched: bool = True
 
     def describe(self) -> str:
-        """`sight worker host-12-ab (ALPR_DEPLOYMENT north, Postgres .../...; schema differs)`."""
-        return f"{self.pool} {self.member} ({self.deployment.describe()}; {' and '.join(self.parts)} differ)"
+        """`sight host-12-ab (in alpr:sighting-workers:settings; ALPR_DEPLOYMENT north, Postgres ...;
+        schema differ)`."""
+        return (
+            f"{self.pool} {self.member} (in {self.key}; {self.deployment.describe()};"
+            f" {' and '.join(self.parts)} differ)"
+        )
+
+
+def entry_key(pool: str, member: str) -> str:
+    """The Redis key holding `pool` member `member`'s entry: its pool's hash of entries (a field named as
+    it), or an RQ worker's registration (its SETTINGS_FIELD)."""
+    if pool in BEATING:
+        return BEATING[pool][0] + SETTINGS_SUFFIX
+    return Worker.redis_worker_namespace_prefix + member
+
+
+def heartbeat_s(raw: bytes | None) -> float | None:
+    """A registration's `last_heartbeat` (RQ's date, UTC) in seconds since the epoch; None for none."""
+    try:
+        return utcparse(raw.decode()).timestamp() if raw else None
+    except (ValueError, UnicodeDecodeError, OverflowError):
+        return None
+
+
+def live_registrations(connection: redis.Redis, keys: list[str]) -> list[str]:
+    """The worker registrations among `keys` that look live as a real one does: a TTL of at most the
+    longest RQ gives one (REGISTRATION_TTL_S) and a last heartbeat within it (by the host's clock,
+    HOST_CLOCK_SKEW_S). A hash written with no TTL, listed in a queue's worker set, never lapsed."""
+    if not keys:
+        return []
+    now_s = redis_now(connection)
+    with connection.pipeline(transaction=False) as pipeline:
+        for key in keys:
+            pipeline.pttl(key)
+        ttls_ms = pipeline.execute()
+    beats = read_many_within_bounds(connection, keys, {"last_heartbeat": WORKER_FIELD_BYTES})
+    live = []
+    for key, ttl_ms, fields in zip(keys, ttls_ms, beats, strict=True):
+        if fields is None or fields.over or not 0 < ttl_ms <= (REGISTRATION_TTL_S + REGISTRATION_SKEW_S) * 1000:
+            continue
+        beat_s = heartbeat_s(fields.values.get("last_heartbeat"))
+        oldest_s = now_s - REGISTRATION_TTL_S - HOST_CLOCK_SKEW_S
+        if beat_s is not None and oldest_s <= beat_s <= now_s + HOST_CLOCK_SKEW_S:
+            live.append(key)
+    return live
 
 
 def own_deployment(settings: Settings, role: str | None) -> Deployment:
@@ -73,40 +148,70 @@ def own_deployment(settings: Settings, role: str | None) -> Deployment:
         pool.close()
 
 
-def live_differing(connection: redis.Redis, mine: Deployment) -> list[Differing]:
-    """The live members of every pool whose published identity differs from `mine` in a part both know."""
+def live_differing(connection: redis.Redis, mine: Deployment, job_key: str | None = None) -> list[Differing]:
+    """The live members of every pool whose published identity differs from `mine` in a part both know,
+    each vouched for where this role has no job key or its entry is signed with `job_key`."""
     worker_keys: dict[str, list[str]] = {
-        stage: registered_workers(connection, QUEUE_NAMES[stage]).keys for stage in QUEUED_STAGES
+        stage: live_registrations(connection, registered_workers(connection, QUEUE_NAMES[stage]).keys)
+        for stage in QUEUED_STAGES
     }
     found = []
     for pool in pool_settings(connection, worker_keys):
         for member, published in sorted(pool.members.items()):
-            theirs = published.deployment if published is not None else None
-            if theirs is not None and (parts := mine.differing(theirs)):
-                found.append(Differing(pool.pool, member, theirs, parts))
+            if published is None or published.deployment is None:
+                continue
+            theirs = published.deployment
+            if parts := mine.differing(theirs):
+                vouched = job_key is None or signed_with(job_key, pool.pool, theirs, published.signature)
+                found.append(Differing(pool.pool, member, entry_key(pool.pool, member), theirs, parts, vouched))
     return found
+
+
+def named(differing: list[Differing]) -> str:
+    """The first MEMBERS_NAMED of `differing` described, the rest counted."""
+    more = f" and {len(differing) - MEMBERS_NAMED} more" if len(differing) > MEMBERS_NAMED else ""
+    return ", ".join(entry.describe() for entry in differing[:MEMBERS_NAMED]) + more
 
 
 def check_deployment(settings: Settings, connection: redis.Redis, role: str | None) -> Deployment:
     """This role's identity, once compared with the live members' of the queues' Redis `connection`: a
-    ConfigError where one differs, naming what differs (a command, `role` None, warns only). A Redis that
-    cannot be read is warned of, and the role starts (its workers say so soon enough)."""
+    ConfigError where one vouched for differs, naming what differs and where (a command, `role` None, warns
+    only); an ERROR for one not vouched for, a WARNING for one on another Postgres server only. A Redis
+    that cannot be read is warned of, and the role starts (its workers say so soon enough)."""
     mine = own_deployment(settings, role)
     try:
-        differing = live_differing(connection, mine)
+        differing = live_differing(connection, mine, settings.secret("job_key"))
     except redis.RedisError as error:
         log.warning("could not compare the deployment with the other roles' (%s)", mask_url(str(error)))
         return mine
     if not differing:
         warn_if_last_started_differ(connection, mine, role)
         return mine
-    named = ", ".join(entry.describe() for entry in differing[:MEMBERS_NAMED])
-    more = f" and {len(differing) - MEMBERS_NAMED} more" if len(differing) > MEMBERS_NAMED else ""
+    this = f"this {role or 'command'}"
+    moved: list[Differing] = []
+    unvouched: list[Differing] = []
+    refusing: list[Differing] = []
+    for entry in differing:
+        (moved if entry.parts == SERVER_ONLY else refusing if entry.vouched else unvouched).append(entry)
+    if moved:
+        log.warning("live roles log to the same Postgres database and schema as %s (%s) on another server: %s. A"
+                    " Postgres moved while they run (a dump restored, a cutover to a new cluster)? If not, give"
+                    " each deployment its own Redis or Redis database number (redis://host:6379/N in"
+                    " ALPR_REDIS_URL)", this, mine.shown, named(moved))  # fmt: skip
+    if unvouched:
+        log.error("the queues' Redis (ALPR_REDIS_URL) lists live members of another deployment whose entries are"
+                  " not signed with %s's job key (ALPR_JOB_KEY): %s. Not refused: written by another client of"
+                  " Redis (delete those entries), or of a deployment with another job key (or an older version)"
+                  " on this Redis, whose jobs this deployment's workers refuse; give each deployment its own"
+                  " Redis or Redis database number (redis://host:6379/N in ALPR_REDIS_URL)",
+                  this, named(unvouched))  # fmt: skip
+    if not refusing:
+        return mine
     message = (
-        f"the queues' Redis (ALPR_REDIS_URL) serves another deployment: this {role or 'command'}"
-        f" ({mine.shown}; {mine.describe()}) differs from the live {named}{more}. Roles of two deployments on one"
-        " Redis take each other's jobs (frames logged, matched and alerted on in the wrong Postgres, the others"
-        " lost): give each deployment its own Redis or Redis database number (redis://host:6379/N in"
+        f"the queues' Redis (ALPR_REDIS_URL) serves another deployment: {this}"
+        f" ({mine.shown}; {mine.describe()}) differs from the live {named(refusing)}. Roles of two deployments on"
+        " one Redis take each other's jobs (frames logged, matched and alerted on in the wrong Postgres, the"
+        " others lost): give each deployment its own Redis or Redis database number (redis://host:6379/N in"
         " ALPR_REDIS_URL), or give this role the same Postgres database and schema (and ALPR_DEPLOYMENT) as the"
         " others. A member killed without stopping is listed until its heartbeat lapses"
     )

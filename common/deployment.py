@@ -8,12 +8,19 @@ other's frames stayed pending, then `lost` (a review).
 Each part is published as a digest (a label and the value, SHA-256): it tells two values apart and names
 neither a database nor a schema; ALPR_DEPLOYMENT, a name chosen to be shown, is published as it is set.
 Two identities are compared part by part, on the parts both know: a detector worker, with no Postgres,
-differs from another only by ALPR_DEPLOYMENT."""
+differs from another only by ALPR_DEPLOYMENT.
+
+Where a job key is set (ALPR_JOB_KEY), a member signs the identity it publishes (`signature`, an HMAC with
+that key, its pool bound in): anyone who can write to Redis can publish an identity, and one forged entry
+made every role refuse to start (a review); a role refuses only for an entry signed with its own key."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,13 @@ DIGEST_CHARS = 12
 
 MAX_NAME_CHARS = 64
 """Longest ALPR_DEPLOYMENT published or read back."""
+
+SIGNATURE_LABEL = "alpr deployment signature v1"
+"""What the job key is an HMAC key for, to sign a published identity (never the jobs' own format, nor the
+key's fingerprint)."""
+
+SIGNATURE = re.compile("[0-9a-f]{64}")
+"""A signature as the chain writes it (hex SHA-256 HMAC)."""
 
 
 def digest(part: str, value: str) -> str:
@@ -83,6 +97,25 @@ def parse(value: Any) -> Deployment | None:
     found = {part: value.get(part) for part in PARTS}
     parts = {part: escape_controls(text[:MAX_NAME_CHARS]) for part, text in found.items() if isinstance(text, str)}
     return Deployment(**parts) if parts else None
+
+
+def signature(key: str, pool: str, deployment: Deployment) -> str:
+    """The HMAC with job key `key` of `deployment`'s parts as pool `pool`'s member publishes them (its pool
+    bound in: an entry copied into another pool's is no longer signed)."""
+    text = json.dumps({"pool": pool, "parts": deployment.parts()}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key.encode(), f"{SIGNATURE_LABEL}\0{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def signed_with(key: str, pool: str, deployment: Deployment, published: str | None) -> bool:
+    """Whether `published` is the signature with `key` of pool `pool`'s member's `deployment`."""
+    return published is not None and hmac.compare_digest(published, signature(key, pool, deployment))
+
+
+def parse_signature(value: Any) -> str | None:
+    """A published identity's signature as read back (its `signature` field); None for none or one the
+    chain did not write."""
+    found = value.get("signature") if isinstance(value, dict) else None
+    return found if isinstance(found, str) and SIGNATURE.fullmatch(found) else None
 
 
 def deployment_of(name: str | None, connection: psycopg.Connection[Any] | None) -> Deployment:

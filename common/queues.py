@@ -147,11 +147,16 @@ MAX_MEMBERS_READ = 1000
 """The most live members of one pool whose settings `live_members` reads."""
 
 
+MEMBER_SCORE_SKEW_S = 5.0
+"""How far past Redis's clock a live member's score may lie: members are scored with Redis's own time
+(`beat_member`), so one scored later was written by another client, and never lapsed (a review)."""
+
+
 def live_members(connection: redis.Redis, members_key: str, ttl_s: float) -> list[str]:
-    """The names of the members whose heartbeat is at most `ttl_s` old (by Redis's clock), at most
-    MAX_MEMBERS_READ; a name that is not UTF-8 is no member of ours."""
+    """The names of the members whose heartbeat is at most `ttl_s` old (by Redis's clock) and not later
+    than it (MEMBER_SCORE_SKEW_S), at most MAX_MEMBERS_READ; a name that is not UTF-8 is no member of ours."""
     now = redis_now(connection)
-    found = connection.zrangebyscore(members_key, now - ttl_s, "+inf", start=0, num=MAX_MEMBERS_READ)
+    found = connection.zrangebyscore(members_key, now - ttl_s, now + MEMBER_SCORE_SKEW_S, start=0, num=MAX_MEMBERS_READ)
     names = []
     for name in found:
         try:

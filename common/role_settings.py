@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from common.config import Settings
 from common.credentials import escape_controls
-from common.deployment import Deployment, parse
+from common.deployment import Deployment, parse, parse_signature, signature
 from common.redis_json import json_object
 from common.setting_environment import ENV_PREFIX
 
@@ -95,12 +95,16 @@ class RoleSettings:
     fingerprint: str
     deployment: Deployment | None = None
     """The deployment it belongs to (common/deployment.py), published beside its settings, not in them."""
+    signature: str | None = None
+    """`deployment` signed with the member's job key (common/deployment.py); None without a key."""
 
     def entry(self) -> str:
-        """The JSON a member publishes: {"fingerprint": ..., "settings": {...}, "deployment": {...}}."""
+        """The JSON a member publishes: {"fingerprint": ..., "settings": {...}, "deployment": {...}}, the
+        deployment's `signature` among its parts where the member has a job key."""
         fields: dict[str, Any] = {"fingerprint": self.fingerprint, "settings": self.values}
         if self.deployment is not None:
-            fields["deployment"] = self.deployment.parts()
+            signed = {"signature": self.signature} if self.signature is not None else {}
+            fields["deployment"] = self.deployment.parts() | signed
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -115,9 +119,12 @@ def role_settings(
 ) -> RoleSettings:
     """`role`'s settings that change its results, as its members publish them, and `facts` its process
     found that do too (the detector's weights file's digest: two hosts' files of one name, one of them made
-    by `alpr setup --calibrate` or replaced by hand, looked alike); with the `deployment` it belongs to."""
+    by `alpr setup --calibrate` or replaced by hand, looked alike); with the `deployment` it belongs to,
+    signed with the job key where one is set."""
     values = {name: published_value(getattr(settings, name)) for name in ROLE_SETTINGS[role]} | (facts or {})
-    return RoleSettings(role, values, fingerprint(values), deployment)
+    key = settings.secret("job_key")
+    signed = signature(key, role, deployment) if key is not None and deployment is not None else None
+    return RoleSettings(role, values, fingerprint(values), deployment, signed)
 
 
 def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
@@ -133,7 +140,8 @@ def parse_entry(role: str, raw: bytes | str | None) -> RoleSettings | None:
         escape_controls(str(k))[:64]: v for k, v in values.items() if isinstance(v, str | int | float | bool | None)
     }
     values = {k: escape_controls(v) if isinstance(v, str) else v for k, v in safe.items()}
-    return RoleSettings(role, values, published, parse(fields.get("deployment")))
+    deployment = fields.get("deployment")
+    return RoleSettings(role, values, published, parse(deployment), parse_signature(deployment))
 
 
 def variable(name: str) -> str:

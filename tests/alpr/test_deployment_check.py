@@ -36,6 +36,9 @@ from common.queues import (
 EXIT_ERROR = 2
 """What `alpr` exits with on a refusal (alpr/cli.py: an AlprError)."""
 
+JOB_KEY = "a-job-key-both-deployments-share"
+"""ALPR_JOB_KEY of both deployments where they share one: their jobs cross silently (each signed with it)."""
+
 NODE_WAIT_S = 60.0
 """The longest wait for deployment B's ingest node to beat (a cold interpreter imports OpenCV and more)."""
 
@@ -101,7 +104,8 @@ def test_a_role_of_another_deployment_on_the_same_redis_is_refused_while_the_fir
     for url in (deployment_a, deployment_b):
         assert main(["db", "upgrade", "--database-url", url]) == 0
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
-    node = start_node(looping_camera(tmp_path), redis_url, deployment_b)
+    monkeypatch.setenv("ALPR_JOB_KEY", JOB_KEY)  # one key for both: B's node signs the identity it publishes
+    node = start_node(looping_camera(tmp_path), redis_url, deployment_b, {"ALPR_JOB_KEY": JOB_KEY})
     try:
         capsys.readouterr()
         # deployment A's sighting worker: the same database, another schema (the review's case)
@@ -109,7 +113,8 @@ def test_a_role_of_another_deployment_on_the_same_redis_is_refused_while_the_fir
         said = capsys.readouterr().err
         assert "the queues' Redis (ALPR_REDIS_URL) serves another deployment: this sight" in said
         assert "schema differ" in said and "database differ" not in said and "server differ" not in said
-        assert "the live ingest " in said and "redis://host:6379/N" in said
+        assert "the live ingest " in said and "(in alpr:ingest-nodes:settings; " in said
+        assert "redis://host:6379/N" in said
         assert redis_url not in said and deployment_b.split("%3D")[1] not in said  # B's schema never named
         # a command only warns
         caplog.clear()
@@ -142,6 +147,7 @@ def test_a_role_of_another_deployment_on_the_same_redis_is_refused_while_the_fir
 def test_a_detector_worker_without_postgres_is_told_apart_by_alpr_deployment(
     postgres_url, redis_url, settings, tmp_path, monkeypatch, capsys
 ):
+    """No job key anywhere: nothing is signed, and a live member of another deployment refuses a start."""
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     monkeypatch.setenv("ALPR_REDIS_URL", redis_url)
     node = start_node(looping_camera(tmp_path), redis_url, postgres_url, {"ALPR_DEPLOYMENT": "north"})
