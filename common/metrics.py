@@ -119,6 +119,12 @@ class Metrics:
             "alpr_camera_ended", "1 once a camera's footage (a file, or a URL declared `footage: true`) was read"
             " to its end and is not read again, else 0.", ["camera"], registry=r,
         )  # fmt: skip
+        self.camera_silent = Gauge(
+            "alpr_camera_silent", "1 while this ingest node holds the camera and it has sampled nothing (no frame"
+            " handed on, skipped or counted unsampled, not waiting for room) for 10 minutes, or three of its sample"
+            " intervals where longer; 0 once it ended or failed for good, and while stood by for or lost.",
+            ["camera"], registry=r,
+        )  # fmt: skip
         self.camera_claimed = Gauge(
             "alpr_camera_claimed", "1 while this ingest node holds the camera's claim (samples it), 0 while it stands"
             " by for it (another node holds it): a camera whose max over the nodes is 0 is sampled by none.",
@@ -349,6 +355,7 @@ class Metrics:
             counter.labels(camera=camera)
         self.camera_failed.labels(camera=camera).set(0)
         self.camera_ended.labels(camera=camera).set(0)
+        self.camera_silent.labels(camera=camera).set(0)  # (an ingest node's CameraSilence reads it at each scrape)
         self.camera_settings_differ.labels(camera=camera).set(0)
         for counter in (self.camera_takeovers, self.camera_unsampled_seconds, self.camera_settings_changed):
             counter.labels(camera=camera)

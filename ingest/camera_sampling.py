@@ -23,6 +23,7 @@ from common.backoff import Backoff
 from common.jobs import SkipReason
 from common.queues import CAMERA_STATE_KEY
 from ingest.camera_run import CameraRun, footage_tag, may_resume
+from ingest.camera_silence import CameraSilence
 from ingest.cameras import CameraConfig
 from ingest.claims import CameraClaims
 from ingest.clock import FOLLOW_WITHIN_S, CameraClock
@@ -51,16 +52,18 @@ class CameraSampling(FrameHandOff, FootageResume):
     states: dict[str, str]
     claims: CameraClaims
     cameras: list[CameraConfig]
+    silence: CameraSilence
 
     def set_state(self, camera: CameraConfig, state: str, errors: int = 0) -> None:
         """The camera's state for `alpr status` (connected, reconnecting, failed or ended), and whether it
         failed for its metric (`alpr_camera_failed`: AlprCameraFailed; its error count alone said nothing)
-        or ended (`alpr_camera_ended`: a camera held that samples nothing is AlprCameraSilent, unless so)."""
+        or ended (`alpr_camera_ended`); either way it samples nothing more and is not silent (CameraSilence)."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
         self.states[camera.id] = value  # written again with every depth refresh (refresh_depth)
         label = self.metrics.camera(camera.id)
         self.metrics.camera_failed.labels(camera=label).set(state == "failed")
         self.metrics.camera_ended.labels(camera=label).set(state == "ended")
+        self.silence.state(camera.id, state)
         with contextlib.suppress(redis.RedisError):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
@@ -75,7 +78,11 @@ class CameraSampling(FrameHandOff, FootageResume):
         be opened is retried so, footage or not.
 
         `stop` ends it: the node's stop, or the camera lost to another node (`lose`). A camera won back
-        waits for its thread of `before` to end (the frame it held recorded, its source closed)."""
+        waits for its thread of `before` to end (the frame it held recorded, its source closed).
+
+        From its start (IngestNode.claimed), the camera is silent (alpr_camera_silent) once it samples
+        nothing for long (ingest/camera_silence.py), this thread dead or alive, until it ends, fails for good
+        or is lost."""
         stop = stop or self.stop.camera(camera.id)
         while before is not None and before.is_alive() and not stop.is_set():
             before.join(PENDING_WAIT_S)

@@ -25,6 +25,7 @@ from common.jobs import FrameRef, SkipReason
 from common.metrics import Metrics
 from common.roi import RoiWatch
 from ingest.camera_run import CameraRun
+from ingest.camera_silence import CameraSilence
 from ingest.frame_source import FrameSource, SampledFrame, UnreadFrame
 from ingest.job_packer import JobPacker
 from ingest.ledger import FrameLedger
@@ -59,6 +60,7 @@ class FrameHandOff:
     roi_watch: RoiWatch
     gap_from: dict[str, tuple[str, float]]
     packer: JobPacker
+    silence: CameraSilence
 
     def gap(self, camera_id: str, first_s: float) -> None:
         """A camera taken over has sampled its first frame here (dated `first_s`): the span since its previous
@@ -106,6 +108,7 @@ class FrameHandOff:
         self.metrics.frames_skipped.labels(camera=self.metrics.camera(run.camera.id), reason=reason).inc(count)
         self.summary.skipped[run.camera.id] += count
         self.summary.unsampled[run.camera.id] += count
+        self.silence.heard(run.camera.id)
 
     def wait_for_room(self, run: CameraRun, busy: Callable[[], bool]) -> None:
         """Wait, PENDING_POLL_S at a time, while `busy` (a file's frame waiting for room among the frames to
@@ -117,6 +120,7 @@ class FrameHandOff:
         stand_in, interval_s = run.camera.realtime, 1.0 / run.camera.sample_fps
         away_s, last = 0.0, time.monotonic()
         while busy() and not run.stop.is_set():
+            self.silence.heard(run.camera.id)  # footage held back is alive (AlprCameraSilent)
             run.stop.wait(PENDING_POLL_S)
             now = time.monotonic()
             if stand_in and self.packer.redis_down:
@@ -142,6 +146,7 @@ class FrameHandOff:
         waits for the chain instead: it lost half its frames to a chain that merely had not caught up. It
         waits too while the packer holds footage the full frame store refused (JobPacker.holding)."""
         camera = run.camera
+        self.silence.heard(camera.id)  # sampled (AlprCameraSilent)
         offline = not source.is_live and not camera.realtime
         if not source.is_live:  # a file's frame waits for room before it is stamped: its age starts now
             self.wait_for_room(run, lambda: self.pending.full() or (

@@ -36,6 +36,7 @@ from common.roi import RoiWatch
 from common.role_settings import role_settings
 from ingest.camera_fingerprint import camera_fingerprint
 from ingest.camera_sampling import CameraSampling
+from ingest.camera_silence import CameraSilence
 from ingest.cameras import CameraConfig
 from ingest.capture_budget import warn_capture_memory
 from ingest.claims import CameraClaims, ClaimRound
@@ -114,8 +115,10 @@ class IngestNode(CameraSampling):
         self.camera_threads: dict[str, threading.Thread] = {}  # camera id -> its latest thread
         self.gap_from: dict[str, tuple[str, float]] = {}  # cameras taken over: (previous holder, its last sign)
         self.registering: list[threading.Thread] = []
+        self.silence = CameraSilence(metrics.camera_silent, metrics.camera)  # alpr_camera_silent, read at scrapes
         for camera in self.cameras:
             metrics.camera_claimed.labels(camera=metrics.camera(camera.id)).set(0)
+            self.silence.watch(camera.id)  # 0 while stood by for
         self.states: dict[str, str] = {}  # camera id -> its state for `alpr status`, as last set
         self.packer = JobPacker(
             settings, queues, frames, self.pending, node_id=self.node_id, clock=self.clock, metrics=metrics,
@@ -158,6 +161,7 @@ class IngestNode(CameraSampling):
             thread = threading.Thread(target=self.camera_loop, args=args, name=f"camera-{camera.id}", daemon=True)
             self.camera_threads[camera.id] = thread  # a camera lost, won back)
             self.threads.append(thread)
+            self.silence.hold(camera.id, camera.sample_fps)  # heard from as its thread starts (before a loss)
             thread.start()
 
     def lose(self, camera_id: str, owner: str, overwritten: bool = False) -> None:
@@ -183,7 +187,9 @@ class IngestNode(CameraSampling):
         self.states.pop(camera_id, None)  # (written again with every depth refresh: the new holder's now)
         label = self.metrics.camera(camera_id)
         self.metrics.camera_claimed.labels(camera=label).set(0)
-        self.metrics.camera_failed.labels(camera=label).set(0)  # its failure, if any, is the holder's to tell
+        self.silence.release(camera_id)  # its silence, its failure or its end, if any, are the holder's to tell
+        self.metrics.camera_failed.labels(camera=label).set(0)
+        self.metrics.camera_ended.labels(camera=label).set(0)
 
     def run(self, max_seconds: float | None = None) -> NodeSummary:
         """Ingest until every camera has been claimed and has ended (files without loop), `max_seconds`, or
@@ -201,6 +207,8 @@ class IngestNode(CameraSampling):
             deadline = time.monotonic() + defaults.CAMERA_STOP_S  # one wait for all: a supervisor's grace is short
             for thread in [*self.threads, *self.registering]:
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            for camera in self.cameras:  # sampled no longer: none silent (a thread stuck past the stop wait too)
+                self.silence.release(camera.id)
             self.drain_pending()
             if self.ledger:
                 self.ledger.close(defaults.LEDGER_CLOSE_S)

@@ -752,7 +752,7 @@ def test_a_video_served_over_http_is_footage_that_ends_not_a_stream_reopened_for
     assert len(requests) == 2 * one_pass  # the node's one pass
     assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "nvr"}) == 0
     assert json.loads(connection.hget(CAMERA_STATE_KEY, "nvr") or b"{}").get("state") == "ended"
-    assert metrics.registry.get_sample_value("alpr_camera_ended", {"camera": "nvr"}) == 1  # (AlprCameraSilent)
+    assert metrics.registry.get_sample_value("alpr_camera_ended", {"camera": "nvr"}) == 1  # (not silent: ended)
     frames = []
     for job_id in stage_queue(connection, "detect").get_job_ids():
         job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)

@@ -1,0 +1,95 @@
+"""Whether a camera an ingest node holds has gone silent (`CameraSilence`): the node itself decides, per
+camera, from the monotonic time its thread last sampled a frame (handed on, ingested or skipped, or counted
+unsampled) or last waited for room (recorded footage held back is alive), set when its camera loop starts.
+Exported as `alpr_camera_silent{camera}` (AlprCameraSilent), computed at each scrape: 1 while the node holds
+the camera and it has sampled nothing for `silent_after_s` — CAMERA_SILENT_S, or three of its sample
+intervals where those are longer — 0 once it ended or failed for good (their own metrics tell), and while
+it is stood by for or lost. A camera thread that died unexpectedly samples nothing and reads silent.
+
+The rule the node's series replaced judged silence from the counters at Prometheus (no frame ingested or
+skipped in 10 minutes): it fired on a camera sampled every 15 minutes (sample_fps may be as low as
+MIN_SAMPLE_FPS, a frame an hour) and on every recorded footage waiting for room through an outage of the
+chain (a review)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+CAMERA_SILENT_S = 600.0
+"""How long a camera an ingest node holds may sample nothing before it reads silent (alpr_camera_silent), or
+three of its sample intervals where those are longer (a camera sampled once in 15 minutes is not silent)."""
+
+SILENT_INTERVALS = 3
+"""The sample intervals a camera may sample nothing before it reads silent, where CAMERA_SILENT_S is shorter."""
+
+DONE_STATES = frozenset({"ended", "failed"})
+"""A camera's states after which it samples nothing and is not silent: alpr_camera_ended and alpr_camera_failed
+tell (AlprCameraFailed)."""
+
+
+def silent_after_s(sample_fps: float) -> float:
+    """How long a camera sampled at `sample_fps` may sample nothing before it reads silent."""
+    return max(CAMERA_SILENT_S, SILENT_INTERVALS / sample_fps)
+
+
+@dataclass
+class Heard:
+    """A camera the node holds: its metric label, its silence bound, when it last sampled, whether it is done."""
+
+    label: str
+    silent_after_s: float
+    last_s: float
+    done: bool = False
+
+
+class CameraSilence:
+    """The cameras this node holds and when each was last heard from; `alpr_camera_silent` read from them."""
+
+    def __init__(self, gauge: Gauge, label: Callable[[str], str], clock: Callable[[], float] = time.monotonic):
+        self.gauge, self.label, self.clock = gauge, label, clock
+        self.held: dict[str, Heard] = {}  # camera id -> its entry, while the node holds (samples) it
+        self.lock = threading.Lock()
+        self.watched: set[str] = set()  # the labels whose gauge reads `silent`
+
+    def watch(self, camera_id: str) -> None:
+        """Export the camera's gauge, read at each scrape (0 until the camera is held)."""
+        label = self.label(camera_id)
+        if label not in self.watched:
+            self.watched.add(label)
+            self.gauge.labels(camera=label).set_function(lambda: float(self.silent(label)))
+
+    def hold(self, camera_id: str, sample_fps: float) -> None:
+        """The node's thread for the camera starts: heard from now."""
+        self.watch(camera_id)
+        with self.lock:
+            self.held[camera_id] = Heard(self.label(camera_id), silent_after_s(sample_fps), self.clock())
+
+    def heard(self, camera_id: str) -> None:
+        """The camera sampled a frame, counted frames unsampled, or waits for room: alive now."""
+        entry = self.held.get(camera_id)
+        if entry is not None:
+            entry.last_s = self.clock()
+
+    def state(self, camera_id: str, state: str) -> None:
+        """The camera's state for `alpr status`: ended or failed for good, it is not silent; connected again, it
+        may be."""
+        entry = self.held.get(camera_id)
+        if entry is not None:
+            entry.done = state in DONE_STATES
+
+    def release(self, camera_id: str) -> None:
+        """The node holds the camera no longer (lost to another node, or the node stopped): not silent."""
+        with self.lock:
+            self.held.pop(camera_id, None)
+
+    def silent(self, label: str) -> bool:
+        """Whether a camera of the label (cameras past MAX_CAMERA_LABELS share one) the node holds is silent."""
+        now = self.clock()
+        with self.lock:
+            entries = [entry for entry in self.held.values() if entry.label == label]
+        return any(not entry.done and now - entry.last_s >= entry.silent_after_s for entry in entries)

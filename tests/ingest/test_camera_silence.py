@@ -1,0 +1,156 @@
+"""An ingest node decides whether a camera it holds is silent (alpr_camera_silent: AlprCameraSilent): a camera
+that serves nothing, or whose thread died, reads 1 after CAMERA_SILENT_S (patched down); a camera sampled
+at a rate slower than that, once it sampled a frame, and recorded footage held back waiting for room read 0;
+so does a camera lost to another node, whose alpr_camera_ended is reset too. Real IngestNode, real HTTP
+cameras and capture processes, a private Redis."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from common.config import Settings
+from common.metrics import Metrics
+from common.queues import connect_redis
+from ingest.cameras import CameraConfig
+from ingest.node import IngestNode
+from tests.helpers import http_server, mjpeg_camera, wait_for
+
+SILENT_S = 2.0
+"""CAMERA_SILENT_S in these tests."""
+
+
+@pytest.fixture(autouse=True)
+def silent_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", SILENT_S)
+
+
+def value(metrics: Metrics, name: str, camera: str = "cam") -> float | None:
+    return metrics.registry.get_sample_value(name, {"camera": camera})
+
+
+def start_node(
+    camera: CameraConfig, redis_url: str, *others: CameraConfig, **settings: int
+) -> tuple[IngestNode, Metrics, threading.Thread]:
+    """A node of the camera (and `others`), run in a thread for up to a minute."""
+    connection, metrics = connect_redis(redis_url), Metrics()
+    settings_ = Settings.load({}, redis_url=redis_url, **settings)
+    node = IngestNode([camera, *others], settings_, connection, connection, metrics, None)
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": 60}, daemon=True)
+    runner.start()
+    wait_for(lambda: value(metrics, "alpr_camera_claimed") == 1, 10, "the camera claimed")
+    return node, metrics, runner
+
+
+def stop_node(node: IngestNode, runner: threading.Thread) -> None:
+    node.stop.set()
+    runner.join(20)
+    assert not runner.is_alive()
+
+
+@pytest.fixture()
+def stalled_camera() -> Iterator[str]:
+    """A live camera's URL that answers nothing: it accepts the connection and stalls."""
+    released = threading.Event()
+
+    class Stalled(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            released.wait(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Stalled) as base:
+        yield f"{base}/video"
+        released.set()
+
+
+def test_a_camera_that_serves_nothing_reads_silent_and_a_lost_one_does_not(redis_url, stalled_camera):
+    node, metrics, runner = start_node(CameraConfig(id="cam", source=stalled_camera, sample_fps=5), redis_url)
+    try:
+        assert value(metrics, "alpr_camera_silent") == 0  # heard from as its thread started
+        wait_for(lambda: value(metrics, "alpr_camera_silent") == 1, 4 * SILENT_S, "the camera read silent")
+        assert value(metrics, "alpr_frames_ingested_total") == 0
+        metrics.camera_ended.labels(camera="cam").set(1)  # (what a node whose footage ended had set)
+        node.lose("cam", "ingest-2")  # another node took the camera over
+        assert value(metrics, "alpr_camera_silent") == 0 and value(metrics, "alpr_camera_claimed") == 0
+        assert value(metrics, "alpr_camera_ended") == 0  # its end, if any, is the new holder's to tell
+    finally:
+        stop_node(node, runner)
+
+
+def test_a_camera_whose_thread_died_reads_silent(redis_url, demo_clip, monkeypatch):
+    """The class of bug AlprCameraSilent exists for: the claim held, its thread gone, nothing sampled (the
+    node goes on with its other camera, a file played in a loop)."""
+    sample_camera = IngestNode.sample_camera
+
+    def dies_for_cam(node: IngestNode, camera: CameraConfig, *args: object) -> None:
+        if camera.id == "cam":
+            raise RuntimeError("a bug in the camera's thread")
+        sample_camera(node, camera, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(IngestNode, "sample_camera", dies_for_cam)
+    camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=5)
+    other = CameraConfig(id="other", source=str(demo_clip[0]), sample_fps=5, loop=True)
+    node, metrics, runner = start_node(camera, redis_url, other)
+    try:
+        wait_for(lambda: value(metrics, "alpr_camera_silent") == 1, 4 * SILENT_S, "the camera read silent")
+        assert not node.camera_threads["cam"].is_alive() and value(metrics, "alpr_camera_claimed") == 1
+        assert value(metrics, "alpr_camera_silent", "other") == 0
+    finally:
+        stop_node(node, runner)
+    assert value(metrics, "alpr_camera_silent") == 0  # the node stopped: it holds the camera no longer
+
+
+def test_a_camera_sampled_slower_than_the_silence_bound_is_not_silent_between_its_frames(redis_url):
+    """sample_fps may be as low as a frame an hour: a camera sampled every 10 s is silent only after 3 of
+    its intervals (30 s), not after CAMERA_SILENT_S (2 s here; 10 min in production, against a camera
+    sampled every 15 minutes: the alert fired 5 minutes of every 15)."""
+    jpeg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))[1].tobytes()
+    with mjpeg_camera([jpeg], fps=10) as url:
+        node, metrics, runner = start_node(CameraConfig(id="cam", source=url, sample_fps=0.1), redis_url)
+        try:
+            wait_for(lambda: (value(metrics, "alpr_frames_ingested_total") or 0) >= 1, 15, "its first frame")
+            time.sleep(2 * SILENT_S)
+            assert value(metrics, "alpr_frames_ingested_total") == 1  # nothing sampled for twice the bound
+            assert value(metrics, "alpr_camera_silent") == 0
+        finally:
+            stop_node(node, runner)
+
+
+def test_recorded_footage_held_back_for_room_is_not_silent(redis_url, demo_clip):
+    """Recorded footage (`realtime: false`) waits for the chain rather than skipping (nothing counted): with
+    no detector the queue fills, and it waits. It fired the alert on every archive camera through any
+    outage of the chain over 10 minutes."""
+    camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=10, realtime=False)
+    node, metrics, runner = start_node(camera, redis_url, max_queue_depth=2, frames_per_job=2)
+    try:
+        wait_for(lambda: (value(metrics, "alpr_frames_ingested_total") or 0) >= 1, 15, "its first frames")
+        deadline, held = time.monotonic() + 20, False
+        while not held and time.monotonic() < deadline:  # a span past the bound with nothing ingested
+            before = value(metrics, "alpr_frames_ingested_total")
+            time.sleep(1.5 * SILENT_S)
+            held = value(metrics, "alpr_frames_ingested_total") == before
+        skipped = sum(sample.value for family in metrics.registry.collect() if family.name == "alpr_frames_skipped"
+                      for sample in family.samples if sample.labels.get("camera") == "cam")  # fmt: skip
+        assert held and skipped == 0 and value(metrics, "alpr_camera_ended") == 0
+        assert value(metrics, "alpr_camera_silent") == 0
+    finally:
+        stop_node(node, runner)
+
+
+def test_a_node_that_loses_a_camera_whose_footage_ended_resets_its_ended(redis_url, demo_clip):
+    """lose() reset alpr_camera_failed but not alpr_camera_ended: the old node told the end for ever."""
+    connection, metrics = connect_redis(redis_url), Metrics()
+    camera = CameraConfig(id="cam", source=str(demo_clip[0]), sample_fps=2, realtime=False)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+    node.run(max_seconds=60)  # the footage read to its end
+    assert value(metrics, "alpr_camera_ended") == 1
+    node.lose("cam", "ingest-2")
+    assert value(metrics, "alpr_camera_ended") == 0
