@@ -108,6 +108,12 @@ class FrameSource:
         self.passed: dict[tuple[int, str | None], float] = {}
         """The frames passed over so far: (index, file tag) -> time in the file (a resume dates the rest by them)."""
 
+    def read_live(self) -> None:
+        """Read as a live camera's stream whatever the source stated (an ingest node's stream-URL camera not
+        declared `footage: true`): dated and sampled by arrival, and its end a drop (VideoSource: its stated
+        frame count dropped too)."""
+        self.is_live = True
+
     def note_failure(self, message: str) -> None:
         self.failure_count += 1
         if len(self.failures) < MAX_FAILURES_KEPT:

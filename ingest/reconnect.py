@@ -105,10 +105,11 @@ class SourceKeeper:
     backoff: Backoff = field(default_factory=lambda: Backoff(*defaults.RECONNECT_BACKOFF_S))
     live: bool = False
     """A live camera (an ingest node's stream-URL camera not declared `footage: true`): an open that states
-    a frame count (a clip: a camera's boot video, or an answer not the camera's) is a source error,
-    reconnected from with backoff, never footage: taken for footage, its end ended the camera's thread for
-    good, its claim kept, the live stream never read again, nothing counted (a review). False: the source
-    tells (a file, or `alpr run` of a video served over http://, is footage)."""
+    a frame count (a fragmented MP4 restream, a snapshot, a camera's boot clip) is read as a live stream
+    (`take_live`), its end a drop reconnected from with backoff, never footage: taken for footage, a boot
+    clip's end ended the camera's thread for good, its claim kept, the live stream never read again,
+    nothing counted (a review). False: the source tells (a file, or `alpr run` of a video served over
+    http://, is footage)."""
     credentials_jitter: float = 0.0
     """The most of each wait after refused credentials (defaults.CREDENTIALS_RETRY_S) cut off at random
     (an ingest node's cameras: defaults.RECONNECT_JITTER; 0: exact)."""
@@ -136,7 +137,7 @@ class SourceKeeper:
             try:
                 source, first = first or self.open(), None
                 if self.live and not source.is_live:
-                    self.refuse_footage(source)
+                    self.take_live(source)
                 self.say_connected()
                 if not source.is_live:  # (its backoff starts afresh once a pass reaches its end: below)
                     self.read_on(source)
@@ -173,16 +174,15 @@ class SourceKeeper:
                 self.stop.wait(delay)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
 
-    def refuse_footage(self, source: FrameSource) -> None:
-        """A live camera's URL answered with footage (a video stating its frames): closed, and an InputError
-        (a source error, reconnected from with backoff, as a camera failing to answer is)."""
+    def take_live(self, source: FrameSource) -> None:
+        """A live camera's URL answered stating a frame count: read as the live stream it is (FrameSource.
+        read_live). FFmpeg states one for a fragmented MP4 restream (go2rtc's /api/stream.mp4, an NVR's),
+        AVI through a pipe (0x40000000) and a snapshot URL's one JPEG: refused at every open, such cameras
+        gave no frame, for ever (a review). A camera's boot clip is read so too, and its end is a drop,
+        reconnected from with backoff: never footage that ends (its thread ended for good: a review)."""
         stated = source.frame_count if isinstance(source, VideoSource) else 0
-        source.close()
-        raise InputError(
-            f"the live camera's URL {shown_source(self.uri)} answered with a video stating {stated} frames, not"
-            " a live stream (a camera's boot clip, or an answer not the camera's; a URL serving recorded video"
-            " is declared `footage: true` in the cameras file)"
-        )
+        self.logger.debug("camera %s: its URL states %d frames: read as a live stream", self.name, stated)
+        source.read_live()
 
     def read_on(self, source: FrameSource) -> None:
         """Footage opened: read on from the frame the last pass reached (`resume_from`) where it is the

@@ -148,6 +148,13 @@ class VideoSource(FrameSource):
         self.read_ahead = False
         """Whether the first frame is grabbed ahead (`footage_key`): `samples()` takes it as its first grab."""
 
+    def read_live(self) -> None:
+        """A live camera's URL answered stating frames (a fragmented MP4 restream, AVI through a pipe,
+        a snapshot's one JPEG, a boot clip): read as a live stream, its stated count dropped (no footage
+        key, no resume, no "ended early"), its frames dated by arrival, its end a drop reconnected from."""
+        super().read_live()
+        self.frame_count = 0
+
     def close(self) -> None:
         self.capture.release()  # its reader process ended (a refusal after the open left it running: a review)
 

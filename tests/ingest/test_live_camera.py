@@ -1,8 +1,9 @@
 """A live camera stays live: an ingest node's stream-URL camera (not declared `footage: true`) whose URL
-answers a clip (a video stating its frames: a camera's boot clip, an answer not the camera's) counts a source
-error and reconnects with backoff, never taken for footage that ends (a review: the camera's thread ended
-for good, its claim kept, its live stream never read again, nothing counted). Real HTTP servers, real
-capture processes, a private Redis."""
+answers stating a frame count (a camera's boot clip, a fragmented-MP4 restream, a snapshot's one JPEG) is
+read as a live stream, its end a drop reconnected from with backoff, never footage that ends (a review: the
+camera's thread ended for good, its claim kept, its live stream never read again, nothing counted) nor an
+answer refused (a review: fragmented-MP4 and snapshot cameras refused at every open gave no frame, for
+ever). Real HTTP servers, real capture processes, a private Redis."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ingest.frame_source import FrameSource
 from ingest.node import IngestNode
 from ingest.reconnect import SourceKeeper
 from tests.helpers import http_server, wait_for
+from tests.ingest.fmp4 import fragment, frame_image, init_segment
 from tests.ingest.mkv import write_mjpeg_mkv
 
 
@@ -82,8 +84,8 @@ def gap_mkv(path: Path) -> bytes:
 def test_a_live_camera_whose_url_first_answers_a_clip_is_read_live(redis_url, tmp_path, clip):
     """The review's ended.py (a 1-second AVI: the camera's thread ended, its claim kept, the live stream
     never read again) and stalled.py (an MKV whose timestamps jump an hour: held "connected" with no frame
-    for that hour): the clip is a source error (counted, reconnected from with backoff), and the live
-    stream that follows is read, the camera's thread alive and "connected"."""
+    for that hour): the clip is read as live, its end a drop (a source error, reconnected from with
+    backoff), and the live stream that follows is read, the camera's thread alive and "connected"."""
     connection = connect_redis(redis_url)
     metrics = Metrics()
     data = clip_bytes(tmp_path / "boot.avi") if clip == "avi" else gap_mkv(tmp_path / "boot.mkv")
@@ -103,10 +105,16 @@ def test_a_live_camera_whose_url_first_answers_a_clip_is_read_live(redis_url, tm
     assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) == 1
 
 
-def test_a_live_cameras_url_that_answers_only_clips_reconnects_with_backoff_never_ends(tmp_path, caplog):
-    """Every answer a clip: each open a source error, said once at WARNING, "reconnecting", no pass read."""
+def test_a_live_cameras_url_that_answers_only_clips_is_read_live_and_reconnected_never_ended(tmp_path, caplog):
+    """Every answer a clip: each read as a live stream (no frame count, dated by arrival) whose end is a drop,
+    said once at WARNING and reconnected from with backoff: "connected" and "reconnecting" by turns, never
+    "ended" (the camera keeps being read live; taken for footage, its thread ended for good: a review)."""
     caplog.set_level(logging.DEBUG, logger="ingest.reconnect")
     stop, states, passes = threading.Event(), [], []
+
+    def read_pass(source: FrameSource) -> None:
+        assert source.is_live and getattr(source, "frame_count", None) == 0 and source.footage_key() is None
+        passes.append(sum(1 for _ in source.frames()))
 
     def counted() -> None:
         if keeper.errors >= 3:
@@ -115,11 +123,12 @@ def test_a_live_cameras_url_that_answers_only_clips_reconnects_with_backoff_neve
     with clip_then_live(clip_bytes(tmp_path / "boot.avi"), clips=None) as (url, answers):
         keeper = SourceKeeper(url, 5.0, "gate", stop, backoff=Backoff(0.01, 0.05), live=True, on_error=counted,
                               on_state=lambda state, errors: states.append(state))  # fmt: skip
-        keeper.run(lambda source: passes.append(source))
-    assert passes == [] and keeper.errors == 3 and set(states) == {"reconnecting"}, (passes, states)
-    assert len(answers) >= 3 and set(answers) == {"clip"}
+        assert keeper.run(read_pass) == "ended" and stop.is_set()  # (stopped by the test: no state told)
+    assert len(passes) == keeper.errors == 3 and all(frames >= 1 for frames in passes), passes
+    assert states == ["connected", "reconnecting"] * 3, states
+    assert len(answers) == 3 and set(answers) == {"clip"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "answered with a video stating 10 frames, not a live stream" in warnings[0]
+    assert len(warnings) == 1 and "the stream ended" in warnings[0], warnings
 
 
 def test_footage_served_over_http_is_still_read_as_footage_by_alpr_run_and_a_declared_camera(tmp_path):
@@ -145,3 +154,106 @@ def test_footage_settings_on_a_stream_url_need_it_declared_footage(rtsp, fields)
         CameraConfig(id="gate", source=source, **fields)
     assert CameraConfig(id="gate", source=source, footage=True, **fields).footage
     assert not CameraConfig(id="gate", source=source).footage  # a live camera by default
+
+
+@contextmanager
+def fmp4_camera() -> Iterator[tuple[str, list[int]]]:
+    """A live fragmented-MP4 camera (go2rtc's /api/stream.mp4): each connection its init segment, then a
+    fragment every 0.1 s (10 frames/s, a minute at most); yields its URL and the fragments each connection
+    was sent so far."""
+    sent: list[int] = []
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            sent.append(0)
+            connection = len(sent) - 1
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(init_segment(160, 120))
+                for index in range(600):
+                    self.wfile.write(fragment(index + 1, index * 100, 100, frame_image(index)))
+                    self.wfile.flush()
+                    sent[connection] += 1
+                    time.sleep(0.1)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base:
+        yield f"{base}/api/stream.mp4?src=gate", sent
+
+
+@contextmanager
+def snapshot_camera() -> Iterator[tuple[str, list[int]]]:
+    """A snapshot camera: each GET of /snapshot.jpg answers one fresh JPEG of a busy 320x240 scene (FFmpeg's
+    image2 states 1 frame; for a JPEG of a few hundred bytes, a flat grey, it states none); yields its URL
+    and the snapshots served."""
+    served: list[int] = []
+    scene = np.random.default_rng(7).integers(0, 256, (240, 320, 3), np.uint8)
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            jpeg = cv2.imencode(".jpg", np.roll(scene, len(served), axis=1))[1].tobytes()
+            served.append(len(jpeg))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.end_headers()
+            with suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(jpeg)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Camera) as base:
+        yield f"{base}/snapshot.jpg", served
+
+
+def run_node(redis_url: str, url: str, enough: int, seconds: float) -> tuple[IngestNode, Metrics, set[str]]:
+    """The real node on a private Redis sampling one live camera at `url` (5 frames/s) until it has queued
+    `enough` frames (within `seconds`); the camera's states (`alpr status`'s; "ended" too where its
+    alpr_camera_ended was 1) seen every 50 ms meanwhile, its thread alive throughout."""
+    connection = connect_redis(redis_url)
+    metrics = Metrics()
+    camera = CameraConfig(id="gate", source=url, sample_fps=5)
+    node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+    runner = threading.Thread(target=node.run, kwargs={"max_seconds": seconds + 10}, daemon=True)
+    states: set[str] = set()
+    runner.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while node.summary.ingested["gate"] < enough:
+            assert time.monotonic() < deadline, f"{enough} frames of the live camera not queued in {seconds} s"
+            time.sleep(0.05)
+            states.add(json.loads(connection.hget(CAMERA_STATE_KEY, "gate") or b'{"state": "none"}')["state"])
+            if metrics.registry.get_sample_value("alpr_camera_ended", {"camera": "gate"}):
+                states.add("ended")
+            assert node.camera_threads["gate"].is_alive(), states
+    finally:
+        node.stop.set()
+        runner.join(15)
+    return node, metrics, states
+
+
+def test_a_live_fragmented_mp4_camera_is_read_live(redis_url):
+    """go2rtc's /api/stream.mp4, an NVR's restream: FFmpeg states a frame count for it (41 here), and a
+    live camera's open that stated one was refused, every time: no frame, for ever (a review). Read live:
+    its frames queued at the sample rate, by arrival, one connection, "connected", no source error."""
+    with fmp4_camera() as (url, sent):
+        node, metrics, states = run_node(redis_url, url, enough=10, seconds=20)
+    assert node.summary.ingested["gate"] >= 10 and len(sent) == 1, sent
+    assert node.summary.ingested["gate"] <= sent[0] // 2 + 3  # 5 of its 10 frames/s: sampled by arrival
+    assert "connected" in states and not states & {"ended", "failed"}, states
+    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) in (None, 0.0)
+
+
+def test_a_snapshot_camera_is_read_live_one_frame_a_connection(redis_url):
+    """A /snapshot.jpg camera: FFmpeg's image2 states 1 frame, and the open was refused, every time (a
+    review). Read live: a frame each connection, each end a drop reconnected from with backoff (1 s
+    doubling, jittered), "connected" and "reconnecting" by turns, never "ended"."""
+    with snapshot_camera() as (url, served):
+        node, metrics, states = run_node(redis_url, url, enough=3, seconds=20)
+    assert node.summary.ingested["gate"] >= 3 and len(served) >= 3, served
+    assert {"connected", "reconnecting"} <= states and not states & {"ended", "failed"}, states
