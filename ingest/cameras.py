@@ -11,6 +11,7 @@ as "us" whatever the two said, while `alpr status` showed them in force (a revie
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from common.text_files import read_text_file, shown_path
 from common.validation_errors import format_errors
 from ingest.ffmpeg_open import rtsp_transport_problem
 from ingest.source_checks import check_source, is_stream_uri, uri_syntax_problem
+
+log = logging.getLogger(__name__)
 
 MAX_CAMERAS_FILE_BYTES = 1024 * 1024
 """A cameras file is a few lines per camera; anything larger is a mistake (or an attack on the parser)."""
@@ -79,9 +82,9 @@ class CameraConfig(BaseModel):
     footage: bool = Field(
         False,
         description="Its URL serves recorded video (a file over http://), read as footage that ends (or loops),"
-        " not a live camera. A stream URL without it is a live camera: an answer stating a frame count (a"
-        " clip, a camera's boot video) is a source error, reconnected from with backoff, and the stream ending"
-        " is a drop. A file or folder source is footage whatever it says.",
+        " not a live camera. A stream URL without it is a live camera: read live whatever it answers (a"
+        " fragmented MP4, a snapshot, a camera's boot clip stating a frame count), and the stream ending is a"
+        " drop, reconnected from with backoff. A file or folder source is footage whatever it says.",
     )
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp",
@@ -101,11 +104,21 @@ class CameraConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def footage_implied(cls, data: Any) -> Any:
+        """`loop: true` or `realtime: false` on a stream URL that says nothing of `footage` is footage
+        (`implies_footage`; parse_cameras warns): refused, a cameras file of the release before (which knew no
+        `footage`, and refuses it) stopped a node upgraded in a rolling upgrade (a review)."""
+        if isinstance(data, dict) and implies_footage(data):
+            return data | {"footage": True}
+        return data
+
     @model_validator(mode="after")
     def footage_urls_declared(self) -> CameraConfig:
-        """`loop: true` or `realtime: false` on a stream URL without `footage: true` is refused: both are for
-        footage, and a stream URL is a live camera unless declared footage (an answer stating a frame count
-        taken for footage ended a live camera's thread for good: a review)."""
+        """`loop: true` or `realtime: false` on a stream URL with `footage: false` is refused: both are for
+        footage, and a stream URL is a live camera unless footage (an answer stating a frame count taken
+        for footage ended a live camera's thread for good: a review)."""
         if is_stream_uri(self.source) and not self.footage and (self.loop or not self.realtime):
             said = "loop: true" if self.loop else "realtime: false"
             raise ValueError(
@@ -206,6 +219,10 @@ def parse_cameras(
             mistakes.append(f"camera {name}: {said}")
             continue
         cameras.append(camera)
+        if implies_footage(entry):
+            log.warning("camera %s: %s on a stream URL without `footage: true` is read as footage (deprecated:"
+                        " add `footage: true` once every ingest node runs this release)", name,
+                        "loop: true" if entry.get("loop") is True else "realtime: false")  # fmt: skip
         if check_sources and camera.enabled and len(mistakes) < MAX_MISTAKES_SHOWN:  # (a video is opened: bounded)
             try:
                 check_source(camera.source, settings.capture_memory_mb)
@@ -219,6 +236,15 @@ def parse_cameras(
         said = "; ".join(mistakes[:MAX_MISTAKES_SHOWN]) + (f"; and {more} more" if more > 0 else "")
         raise ConfigError(f"{origin}: {said}")
     return cameras
+
+
+def implies_footage(entry: dict[str, Any]) -> bool:
+    """Whether a cameras file's entry is footage by `loop: true` or `realtime: false` on a stream URL, its
+    `footage` unsaid: a file written for the release before `footage` (deprecated: declare `footage: true`
+    once every node runs this release; a node of the release before refuses the field)."""
+    source = entry.get("source")
+    footage_only = entry.get("loop") is True or entry.get("realtime") is False
+    return "footage" not in entry and footage_only and isinstance(source, str) and is_stream_uri(source)
 
 
 def with_settings(entry: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, str]]:

@@ -146,14 +146,30 @@ def test_footage_served_over_http_is_still_read_as_footage_by_alpr_run_and_a_dec
 
 
 @pytest.mark.parametrize(("rtsp", "fields"), [(True, {"loop": True}), (False, {"realtime": False})])
-def test_footage_settings_on_a_stream_url_need_it_declared_footage(rtsp, fields):
-    from pydantic import ValidationError
+def test_footage_settings_on_a_stream_url_imply_footage_with_a_warning(rtsp, fields, caplog):
+    """A rolling upgrade: a cameras file of the release before (no `footage`, which that release refuses)
+    with `loop: true` or `realtime: false` on a stream URL stopped an upgraded node (a review). It is
+    footage, with a WARNING (deprecated); `footage: false` with them is still refused."""
+    from common.config import Settings
+    from common.errors import ConfigError
+    from ingest.cameras import parse_cameras
 
+    caplog.set_level(logging.WARNING, logger="ingest.cameras")
     source = "rtsp://10.0.0.5/stream" if rtsp else "http://10.0.0.40/export.mp4"
-    with pytest.raises(ValidationError, match="is for footage: a stream URL is a live camera unless declared"):
-        CameraConfig(id="gate", source=source, **fields)
-    assert CameraConfig(id="gate", source=source, footage=True, **fields).footage
+    settings = Settings.load({})
+    entry = {"id": "gate", "source": source, **fields}
+    (camera,) = parse_cameras({"cameras": [entry]}, settings)
+    assert camera.footage and camera.loop == fields.get("loop", False)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "camera 'gate':" in said[0] and "deprecated: add `footage: true`" in said[0], said
+    assert "10.0.0" not in said[0]  # (the source is not quoted: a URL may hold a password)
+    caplog.clear()
+    assert parse_cameras({"cameras": [entry | {"footage": True}]}, settings)[0].footage
+    assert not caplog.records  # declared: nothing to say
+    with pytest.raises(ConfigError, match="is for footage: a stream URL is a live camera unless"):
+        parse_cameras({"cameras": [entry | {"footage": False}]}, settings)
     assert not CameraConfig(id="gate", source=source).footage  # a live camera by default
+    assert not CameraConfig(id="gate", source="/srv/video/depot.mp4", loop=True).footage  # a file: as it says
 
 
 @contextmanager
