@@ -19,6 +19,14 @@ def jittered(delay_s: float, jitter: float, rng: random.Random | None = None) ->
     return delay_s * (rng or random).uniform(1.0 - min(jitter, 1.0), 1.0)
 
 
+def stretched(delay_s: float, jitter: float, rng: random.Random | None = None) -> float:
+    """`delay_s` lengthened by a random share up to `jitter` (0: none; 0.5: uniformly from all of it to 1.5
+    times it): jitter for a wait that must not be shortened (a refused login retried: a camera's lockout)."""
+    if jitter <= 0:
+        return delay_s
+    return delay_s * (rng or random).uniform(1.0, 1.0 + jitter)
+
+
 @dataclass
 class Backoff:
     first_s: float

@@ -59,9 +59,11 @@ RECONNECT_BACKOFF_S = (1.0, 30.0)
 """First and longest wait before an ingest node reopens a dropped source."""
 
 RECONNECT_JITTER = 0.5
-"""The most of each reconnect wait (RECONNECT_BACKOFF_S, CREDENTIALS_RETRY_S) an ingest node's camera cuts off
-at random: each wait is from half of it to all of it. Exact, 10 cameras behind one dead recorder all
-reconnected within the same second at 2.5, 6.5, 10.5, 16.5, 25.5 s, each attempt a child process (a review)."""
+"""The most of each reconnect wait (RECONNECT_BACKOFF_S) an ingest node's camera cuts off at random: each wait
+is from half of it to all of it; the wait after refused credentials (CREDENTIALS_RETRY_S) is lengthened by as
+much instead (from all of it to 1.5 times it: never shorter, it guards against an account's lockout). Exact,
+10 cameras behind one dead recorder all reconnected within the same second at 2.5, 6.5, 10.5, 16.5, 25.5 s,
+each attempt a child process (a review)."""
 
 CAMERA_START_SPREAD_S = 0.25
 """Per camera of an ingest node, how far (seconds) the first opens of its cameras are spread at start (each
@@ -77,9 +79,10 @@ ingest node gives the camera up as failed: each pass resumes where the last stop
 again from its start as new footage, a transfer that always dropped halfway was queued for ever (a review)."""
 
 CREDENTIALS_RETRY_S = 300.0
-"""How long an ingest node (or `alpr run`) waits before it opens again a camera that refused its
-credentials (HTTP or RTSP 401/403): tried at the reconnect backoff, a wrong password logged in again
-every 30 s, 120 times an hour, enough for a camera to lock the account (a review)."""
+"""How long at least an ingest node (or `alpr run`) waits before it opens again a camera that refused its
+credentials (HTTP or RTSP 401/403; a node's cameras up to RECONNECT_JITTER longer, at random): tried at the
+reconnect backoff, a wrong password logged in again every 30 s, 120 times an hour, enough for a camera to
+lock the account (a review)."""
 
 STORE_FULL_RETRY_S = (0.5, 10.0)
 """First and longest wait before an ingest node tries again to store recorded footage's batch that the

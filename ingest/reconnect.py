@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from common import defaults
-from common.backoff import Backoff, jittered
+from common.backoff import Backoff, stretched
 from common.credentials import mask_url, shown_source
 from common.errors import InputError
 from ingest.frame_source import FootageKey, FrameSource
@@ -76,9 +76,10 @@ class SourceKeeper:
     (a review: reopened at once and read again from its start as new footage, a transfer that always dropped
     halfway was queued for ever, and a file whose reader was killed "ended", its rest unread). A file's
     failure, a malformed URL's, or anything but I/O, is logged at ERROR and not retried. A camera that
-    refuses the credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again only every
-    defaults.CREDENTIALS_RETRY_S: at the backoff a wrong password logged in 120 times an hour, enough for a
-    camera to lock the account, and the log said only "cannot connect" (a review)."""
+    refuses the credentials (401, 403) is said so at ERROR, "failed" meanwhile, and opened again only after
+    defaults.CREDENTIALS_RETRY_S or longer (`credentials_jitter`): at the backoff a wrong password logged in
+    120 times an hour, enough for a camera to lock the account, and the log said only "cannot connect" (a
+    review)."""
 
     uri: str
     sample_fps: float
@@ -111,8 +112,9 @@ class SourceKeeper:
     nothing counted (a review). False: the source tells (a file, or `alpr run` of a video served over
     http://, is footage)."""
     credentials_jitter: float = 0.0
-    """The most of each wait after refused credentials (defaults.CREDENTIALS_RETRY_S) cut off at random
-    (an ingest node's cameras: defaults.RECONNECT_JITTER; 0: exact)."""
+    """The most of each wait after refused credentials (defaults.CREDENTIALS_RETRY_S) lengthened by at random
+    (an ingest node's cameras: defaults.RECONNECT_JITTER, 300 to 450 s; 0: exact): never shortened, the
+    wait guards against the camera locking the account (cut by up to half, a review: 150 s)."""
     rng: random.Random = field(default_factory=random.Random, repr=False)
     """Where that jitter comes from (seeded in tests)."""
     memory_mb: int = defaults.CAPTURE_MEMORY_MB
@@ -272,8 +274,8 @@ class SourceKeeper:
 
     def credentials_refused(self, error: CredentialsRefusedError) -> None:
         """The camera refused the credentials: said at ERROR (once until it is back), "failed" meanwhile,
-        tried again after defaults.CREDENTIALS_RETRY_S."""
-        retry_s = jittered(defaults.CREDENTIALS_RETRY_S, self.credentials_jitter, self.rng)
+        tried again after defaults.CREDENTIALS_RETRY_S at least (lengthened at random: `credentials_jitter`)."""
+        retry_s = stretched(defaults.CREDENTIALS_RETRY_S, self.credentials_jitter, self.rng)
         if not self.refused:
             self.logger.error("camera %s: %s: check the user and password in its URL; tried again in %.0f s",
                               self.name, mask_url(str(error)), retry_s)  # fmt: skip

@@ -97,7 +97,7 @@ class FootageClock:
 
 class CredentialsRefusedError(InputError):
     """The camera refused the user and password its URL gives (HTTP or RTSP 401, 403): reopened only
-    every defaults.CREDENTIALS_RETRY_S (ingest/reconnect.py), never at the reconnect backoff."""
+    after defaults.CREDENTIALS_RETRY_S or longer (ingest/reconnect.py), never at the reconnect backoff."""
 
 
 class VideoSource(FrameSource):
