@@ -68,8 +68,9 @@ class CameraSampling(FrameHandOff, FootageResume):
             self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
 
     def camera_loop(
-        self, camera: CameraConfig, stop: CameraStop | None = None, before: threading.Thread | None = None
-    ) -> None:
+        self, camera: CameraConfig, stop: CameraStop | None = None, before: threading.Thread | None = None,
+        spread_s: float = 0.0,
+    ) -> None:  # fmt: skip
         """Sample one camera until its footage ends (unless looping: a file, or a URL declared `footage: true`),
         the file fails, or the node stops. A live stream (any other stream URL) that drops,
         or ends (a camera closing the connection, or silent past the read timeout), is reopened with
@@ -78,7 +79,8 @@ class CameraSampling(FrameHandOff, FootageResume):
         be opened is retried so, footage or not.
 
         `stop` ends it: the node's stop, or the camera lost to another node (`lose`). A camera won back
-        waits for its thread of `before` to end (the frame it held recorded, its source closed).
+        waits for its thread of `before` to end (the frame it held recorded, its source closed); its first open
+        waits `spread_s` (`start_spread_s`: the node's first claim round alone).
 
         From its start (IngestNode.claimed), the camera is silent (alpr_camera_silent) once it samples
         nothing for long (ingest/camera_silence.py), this thread dead or alive, until it ends, fails for good
@@ -87,7 +89,7 @@ class CameraSampling(FrameHandOff, FootageResume):
         while before is not None and before.is_alive() and not stop.is_set():
             before.join(PENDING_WAIT_S)
         try:
-            if not stop.is_set():
+            if not stop.is_set() and not stop.wait(spread_s):
                 self.sample_camera(camera, stop)
         finally:
             if self.ledger and stop.lost:  # its frames in hand recorded, its watermark is the new holder's
@@ -113,14 +115,13 @@ class CameraSampling(FrameHandOff, FootageResume):
             self.sample(run, source)
             report_unread(camera, source)
 
-        if not stop.wait(start_spread_s(len(self.cameras))):
-            keeper.run(read_pass)
+        keeper.run(read_pass)
 
     def source_keeper(self, camera: CameraConfig, stop: CameraStop) -> SourceKeeper:
         """What keeps the camera's source open: a stream URL not declared `footage: true` is a live camera
-        (a clip answered is a source error, never footage that ends); its reconnect waits, and those after
+        (read live whatever it answers, never footage that ends); its reconnect waits, and those after
         refused credentials, jittered (defaults.RECONNECT_JITTER: not in lockstep with the node's other
-        cameras behind one recorder)."""
+        cameras behind one recorder; the latter lengthened, never shortened)."""
         source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
         return SourceKeeper(
             camera.source, camera.sample_fps, camera.id, stop, camera.loop,
@@ -237,8 +238,9 @@ class CameraSampling(FrameHandOff, FootageResume):
 
 def start_spread_s(cameras: int, rng: random.Random | None = None) -> float:
     """A random wait before a camera's first open, up to defaults.CAMERA_START_SPREAD_S per other camera of
-    the node (at most CAMERA_START_SPREAD_MAX_S): a node's cameras opened all at once at start (each open a
-    child process), and those behind one recorder hit it in the same instant (a review). A lone camera: none."""
+    the node's first claim round (at most CAMERA_START_SPREAD_MAX_S): a node's cameras opened all at once at
+    start (each open a child process), and those behind one recorder hit it in the same instant (a review).
+    A lone camera: none. A camera won later (taken over, won back) waits none: it was dark meanwhile."""
     longest_s = min(defaults.CAMERA_START_SPREAD_MAX_S, defaults.CAMERA_START_SPREAD_S * max(0, cameras - 1))
     return (rng or random).uniform(0.0, longest_s) if longest_s > 0 else 0.0
 

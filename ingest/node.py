@@ -35,7 +35,7 @@ from common.metrics import Metrics
 from common.roi import RoiWatch
 from common.role_settings import role_settings
 from ingest.camera_fingerprint import camera_fingerprint
-from ingest.camera_sampling import CameraSampling
+from ingest.camera_sampling import CameraSampling, start_spread_s
 from ingest.camera_silence import CameraSilence
 from ingest.cameras import CameraConfig
 from ingest.capture_budget import warn_capture_memory
@@ -126,13 +126,15 @@ class IngestNode(CameraSampling):
             skip=self.skip, on_claims=self.claimed,
         )  # fmt: skip
 
-    def claimed(self, found: ClaimRound | None) -> None:
+    def claimed(self, found: ClaimRound | None, first_round: bool = False) -> None:
         """A round of claims (ingest/claims.py): each camera another node took from this one stops here
         (`lose`); each camera newly this node's registered in the cameras table, counted, and sampled from
         now on (every camera, presumed, where Redis could not say); a camera taken over has its unsampled
         span counted at its first frame (`gap`), and one whose previous holder gave it other settings is
         counted too; each camera another live node holds giving it other settings is shown
-        (alpr_camera_settings_differ). A node refused a camera writes nothing of it."""
+        (alpr_camera_settings_differ). A node refused a camera writes nothing of it. The cameras of the node's
+        `first_round` open spread at random (start_spread_s); one won later at once (a takeover, a camera won
+        back: it was dark meanwhile, and spread it waited up to CAMERA_START_SPREAD_MAX_S more: a review)."""
         for camera_id, owner in sorted(found.lost.items()) if found else []:
             self.lose(camera_id, owner, found is not None and camera_id in found.overwritten)
         won = [c for c in self.cameras if found is None or c.id in {w.camera for w in found.won}]
@@ -157,9 +159,10 @@ class IngestNode(CameraSampling):
         for camera in won:
             self.summary.lost.pop(camera.id, None)
             self.metrics.camera_claimed.labels(camera=self.metrics.camera(camera.id)).set(1)
-            args = (camera, self.stop.camera(camera.id), self.camera_threads.get(camera.id))  # (the thread before:
+            spread_s = start_spread_s(len(won)) if first_round else 0.0
+            args = (camera, self.stop.camera(camera.id), self.camera_threads.get(camera.id), spread_s)  # (the thread
             thread = threading.Thread(target=self.camera_loop, args=args, name=f"camera-{camera.id}", daemon=True)
-            self.camera_threads[camera.id] = thread  # a camera lost, won back)
+            self.camera_threads[camera.id] = thread  # before: a camera lost, won back)
             self.threads.append(thread)
             self.silence.hold(camera.id, camera.sample_fps)  # heard from as its thread starts (before a loss)
             thread.start()
@@ -199,7 +202,7 @@ class IngestNode(CameraSampling):
         found = self.claims.claim()
         if self.ledger:
             self.ledger.start()
-        self.claimed(found)
+        self.claimed(found, first_round=True)
         try:
             self.packer.pack_jobs(self.threads, time.monotonic() + max_seconds if max_seconds else None)
         finally:

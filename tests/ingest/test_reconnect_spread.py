@@ -10,6 +10,7 @@ import logging
 import random
 import re
 import threading
+import time
 
 import pytest
 
@@ -21,7 +22,7 @@ from ingest.camera_sampling import start_spread_s
 from ingest.cameras import CameraConfig
 from ingest.node import IngestNode
 from ingest.reconnect import SourceKeeper
-from tests.helpers import http_server
+from tests.helpers import http_server, wait_for
 
 
 def test_the_first_opens_of_a_nodes_cameras_are_spread_a_little_and_a_lone_camera_waits_not():
@@ -91,3 +92,39 @@ def test_the_retry_after_refused_credentials_is_jittered(refusing_camera, caplog
         assert int(found.group(1)) == round(expected) and 300 < round(expected) <= 450
         said.append(int(found.group(1)))
     assert said[0] != said[1]
+
+
+def test_only_the_nodes_first_claim_round_is_spread_a_camera_won_later_opens_at_once(redis_url, monkeypatch):
+    """The spread keeps a starting node's cameras from opening in one instant; a camera won in a later round
+    (taken over from a dead node, won back) waited it too, dark meanwhile up to CAMERA_START_SPREAD_MAX_S
+    more (a review). On a private Redis, through real rounds of claims (a spread of up to 600 s here, so
+    that a wait shows: seeded, the first round's draws are 374 and 445 s)."""
+    monkeypatch.setattr(defaults, "CAMERA_START_SPREAD_S", 600.0)
+    monkeypatch.setattr(defaults, "CAMERA_START_SPREAD_MAX_S", 600.0)
+    cameras = [CameraConfig(id=f"c{index}", source=f"http://127.0.0.1:9/cam{index}.mjpg") for index in range(2)]
+    connection = connect_redis(redis_url)
+    settings = Settings.load({}, redis_url=redis_url)
+
+    def opened(metrics: Metrics) -> list[float]:  # each camera's source errors: refused at once, once opened
+        return [metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": c.id}) or 0 for c in cameras]
+
+    first_metrics = Metrics()
+    first = IngestNode(cameras, settings, connection, connection, first_metrics, None)
+    random.seed(5)  # (start_spread_s draws from the module's generator)
+    runner = threading.Thread(target=first.run, kwargs={"max_seconds": 30}, daemon=True)
+    runner.start()
+    time.sleep(3)
+    assert opened(first_metrics) == [0, 0] and sorted(first.camera_threads) == ["c0", "c1"]  # spread: waiting
+    first.stop.set()
+    runner.join(15)  # its claims released
+    later_metrics = Metrics()
+    later = IngestNode(cameras, settings, connection, connection, later_metrics, None)
+    found = later.claims.claim()
+    assert found is not None and sorted(c.camera for c in found.won) == ["c0", "c1"]
+    try:
+        later.claimed(found)  # a round after the node's first, as its JobPacker hands them on
+        wait_for(lambda: min(opened(later_metrics)) >= 1, 10, "both cameras won later opened at once")
+    finally:
+        later.stop.set()
+        for thread in later.threads:
+            thread.join(10)
