@@ -28,8 +28,12 @@ from common.redis_json import json_object
 from ingest.cameras import CameraConfig
 from ingest.claim_scripts import FIELD_BOUND
 
-COMPARED = ("source", "sample_fps", "region", "roi", "enabled")
+COMPARED = ("source", "sample_fps", "region", "roi", "enabled", "footage")
 """The settings compared, in the order a difference is told."""
+
+COMPARED_WHERE_BOTH_NAME = ("footage",)
+"""Settings a node of an earlier release publishes none of: compared only where both fingerprints name them
+(an upgraded node taking a camera over from an older one told no difference that is not one)."""
 
 SCHEME_FIELD = "source_scheme"
 """The fingerprint's field naming how its source was digested; a fingerprint of an older version has none."""
@@ -49,7 +53,7 @@ def camera_fingerprint(camera: CameraConfig, key: str | None = None) -> str:
         digest, scheme = hashlib.sha256(mask_url(source).encode()).hexdigest(), MASKED_SCHEME
     roi = None if camera.roi is None else hashlib.sha256(json.dumps(camera.roi).encode()).hexdigest()[:16]
     fields = {"source": digest[:24], SCHEME_FIELD: scheme, "sample_fps": camera.sample_fps, "region": camera.region,
-              "roi": roi, "enabled": camera.enabled}  # fmt: skip
+              "roi": roi, "enabled": camera.enabled, "footage": camera.footage}  # fmt: skip
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
@@ -57,10 +61,12 @@ def differing(mine: str, theirs: str) -> list[str]:
     """The names of the settings that differ between two fingerprints (COMPARED order); none where the other
     is empty or unreadable (a node of an earlier version publishes none; anyone who can reach Redis may
     write one: JSON nested past the recursion limit stopped the node comparing it). The sources are
-    compared only where both fingerprints name one scheme (SCHEME_FIELD): else the source is unknown."""
+    compared only where both fingerprints name one scheme (SCHEME_FIELD): else the source is unknown; so is
+    `footage` where either names none (COMPARED_WHERE_BOTH_NAME)."""
     other, own = json_object(theirs, FIELD_BOUND), json_object(mine, FIELD_BOUND)
     if other is None or own is None:
         return []
     schemes = own.get(SCHEME_FIELD), other.get(SCHEME_FIELD)
     compared = [name for name in COMPARED if name != "source" or (schemes[0] is not None and len(set(schemes)) == 1)]
+    compared = [name for name in compared if name not in COMPARED_WHERE_BOTH_NAME or (name in own and name in other)]
     return [name for name in compared if own.get(name) != other.get(name)]

@@ -131,3 +131,21 @@ def test_a_node_standing_by_for_a_camera_its_live_holder_gives_other_settings_sh
             for thread in node.threads:
                 thread.join(10)
     assert shown == {"agreeing": 0, "disagreeing": 1}
+
+
+def test_footage_is_compared_but_an_older_nodes_fingerprint_without_it_differs_not():
+    """`footage` tells a live camera from recorded video at one URL: compared (an older fingerprint named
+    no such setting). A node of the release before publishes no `footage`: nothing differs for it, either
+    way round, while the other settings are still compared."""
+    source = "http://10.0.0.40/exports/2026-11-30.mp4"
+    live, footage = CameraConfig(id="cam-1", source=source), CameraConfig(id="cam-1", source=source, footage=True)
+    assert json.loads(camera_fingerprint(footage))["footage"] is True
+    assert differing(camera_fingerprint(live), camera_fingerprint(footage)) == ["footage"]
+    assert differing(camera_fingerprint(footage), camera_fingerprint(footage)) == []
+    before = json.loads(camera_fingerprint(live))
+    del before["footage"]  # a fingerprint of the release before: every field but footage
+    older = json.dumps(before, sort_keys=True, separators=(",", ":"))
+    for mine in (live, footage):
+        assert differing(camera_fingerprint(mine), older) == differing(older, camera_fingerprint(mine)) == []
+    slower = json.loads(older) | {"sample_fps": 2.0}
+    assert differing(camera_fingerprint(footage), json.dumps(slower)) == ["sample_fps"]
