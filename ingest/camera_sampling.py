@@ -110,6 +110,7 @@ class CameraSampling(FrameHandOff, FootageResume):
         keeper = self.source_keeper(camera, stop)
 
         def read_pass(source: FrameSource) -> None:
+            self.silence.reading(camera.id, lambda: source.reached)  # passing over finished footage is alive
             run.passes = keeper.passes
             run.tag = footage_tag(run, source)
             self.sample(run, source)

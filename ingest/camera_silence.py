@@ -45,6 +45,10 @@ class Heard:
     silent_after_s: float
     last_s: float
     done: bool = False
+    progress: Callable[[], int] | None = None
+    """How far its source has read (frames grabbed, sampled or not), looked at each scrape: footage a restarted
+    node passes over (finished by the node before) samples nothing for hours and is not silent (a review)."""
+    progress_seen: int | None = None
 
 
 class CameraSilence:
@@ -82,6 +86,12 @@ class CameraSilence:
         if entry is not None:
             entry.done = state in DONE_STATES
 
+    def reading(self, camera_id: str, progress: Callable[[], int]) -> None:
+        """The camera's source opened: `progress` says how far it has read (each change is being heard from)."""
+        entry = self.held.get(camera_id)
+        if entry is not None:
+            entry.progress, entry.progress_seen = progress, None
+
     def release(self, camera_id: str) -> None:
         """The node holds the camera no longer (lost to another node, or the node stopped): not silent."""
         with self.lock:
@@ -92,4 +102,7 @@ class CameraSilence:
         now = self.clock()
         with self.lock:
             entries = [entry for entry in self.held.values() if entry.label == label]
+        for entry in entries:
+            if entry.progress is not None and (reached := entry.progress()) != entry.progress_seen:
+                entry.last_s, entry.progress_seen = now, reached  # grabbing frames: alive, sampled or not
         return any(not entry.done and now - entry.last_s >= entry.silent_after_s for entry in entries)

@@ -111,6 +111,10 @@ class SourceKeeper:
     clip's end ended the camera's thread for good, its claim kept, the live stream never read again,
     nothing counted (a review). False: the source tells (a file, or `alpr run` of a video served over
     http://, is footage)."""
+    told_live: bool = False
+    """Whether the WARNING that its URL states frames as recorded video does was given (`take_live`: once): an
+    http:// recording left at the cameras file's defaults, footage before, is read as a live camera since
+    `footage: true` came, reconnected from at its end, and nothing said so above DEBUG (a review)."""
     credentials_jitter: float = 0.0
     """The most of each wait after refused credentials (defaults.CREDENTIALS_RETRY_S) lengthened by at random
     (an ingest node's cameras: defaults.RECONNECT_JITTER, 300 to 450 s; 0: exact): never shortened, the
@@ -183,7 +187,14 @@ class SourceKeeper:
         gave no frame, for ever (a review). A camera's boot clip is read so too, and its end is a drop,
         reconnected from with backoff: never footage that ends (its thread ended for good: a review)."""
         stated = source.frame_count if isinstance(source, VideoSource) else 0
-        self.logger.debug("camera %s: its URL states %d frames: read as a live stream", self.name, stated)
+        if stated > 1 and not self.told_live:  # a snapshot's one frame is no recording: said once a camera
+            self.told_live = True
+            self.logger.warning("camera %s: its URL states %d frames, as recorded video does (or a fragmented-MP4"
+                                " restream): read as a live camera, its end a drop reconnected from; if it is"
+                                " recorded video, declare `footage: true` in its cameras-file entry", self.name,
+                                stated)  # fmt: skip
+        else:
+            self.logger.debug("camera %s: its URL states %d frames: read as a live stream", self.name, stated)
         source.read_live()
 
     def read_on(self, source: FrameSource) -> None:

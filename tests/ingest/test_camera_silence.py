@@ -10,9 +10,11 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
+import psycopg
 import pytest
 
 from common.config import Settings
@@ -154,3 +156,53 @@ def test_a_node_that_loses_a_camera_whose_footage_ended_resets_its_ended(redis_u
     assert value(metrics, "alpr_camera_ended") == 1
     node.lose("cam", "ingest-2")
     assert value(metrics, "alpr_camera_ended") == 0
+
+
+def long_clip(path: Path, frames: int) -> Path:
+    """An mp4 of `frames` 720p frames at 30 frames/s, each numbered (grabbed at roughly 1,000 frames/s here)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (1280, 720))
+    base = np.tile(np.linspace(0, 255, 1280, dtype=np.uint8)[None, :, None], (720, 1, 3))
+    for index in range(frames):
+        frame = base.copy()
+        cv2.putText(frame, str(index), (100, 300), cv2.FONT_HERSHEY_SIMPLEX, 5, (255, 255, 255), 8)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_footage_a_restarted_node_passes_over_is_not_silent(redis_url, postgres_url, tmp_path, monkeypatch):
+    """A node restarted through recorded footage passes over the frames the node before finished, grabbing each
+    and sampling none: it read silent meanwhile (at the real bound, after some 5 hours of 30 frames/s footage
+    passed over: a review). Grabbing is being heard from (CameraSilence.reading)."""
+    from alpr.cli import main
+    from common.db import open_pool
+    from common.frame_log import FrameLog
+    from ingest.ledger import FrameLedger
+
+    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", 0.5)  # 0.6 s: 3 of its sample intervals
+    assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
+    camera = CameraConfig(id="cam", source=str(long_clip(tmp_path / "clip.mp4", 2400)), sample_fps=5, realtime=False)
+    connection = connect_redis(redis_url)
+
+    def node() -> tuple[IngestNode, Metrics]:
+        metrics = Metrics()
+        ledger = FrameLedger(lambda: FrameLog(open_pool(postgres_url, wait_s=3), patience_s=0), metrics, capacity=1000)
+        settings = Settings.load({}, redis_url=redis_url, max_queue_depth=1000, frames_per_job=2)
+        return IngestNode([camera], settings, connection, connection, metrics, ledger), metrics
+
+    first, _ = node()
+    first.run(max_seconds=60)
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE frames SET outcome = 'done' WHERE frame_index < 2300")  # finished by the node before
+    connection.flushall()
+    second, metrics = node()
+    runner = threading.Thread(target=second.run, kwargs={"max_seconds": 30}, daemon=True)
+    runner.start()
+    readings, started = [], time.monotonic()
+    while runner.is_alive() and time.monotonic() - started < 30:  # read as a scrape would, 5 times a second
+        readings.append((value(metrics, "alpr_camera_silent"), value(metrics, "alpr_frames_ingested_total")))
+        time.sleep(0.2)
+    runner.join(30)
+    passed_over = [reading for reading in readings if not reading[1]]
+    assert len(passed_over) * 0.2 > 1.0, passed_over  # the pass-over outlasted the bound (0.6 s)
+    assert all(silent != 1 for silent, _ in readings), readings

@@ -107,7 +107,9 @@ def test_a_live_camera_whose_url_first_answers_a_clip_is_read_live(redis_url, tm
 
 def test_a_live_cameras_url_that_answers_only_clips_is_read_live_and_reconnected_never_ended(tmp_path, caplog):
     """Every answer a clip: each read as a live stream (no frame count, dated by arrival) whose end is a drop,
-    said once at WARNING and reconnected from with backoff: "connected" and "reconnecting" by turns, never
+    said once at WARNING and reconnected from with backoff (and once, that its URL states frames as recorded
+    video does: an http:// recording left at the cameras file's defaults, footage before, said nothing):
+    "connected" and "reconnecting" by turns, never
     "ended" (the camera keeps being read live; taken for footage, its thread ended for good: a review)."""
     caplog.set_level(logging.DEBUG, logger="ingest.reconnect")
     stop, states, passes = threading.Event(), [], []
@@ -128,7 +130,10 @@ def test_a_live_cameras_url_that_answers_only_clips_is_read_live_and_reconnected
     assert states == ["connected", "reconnecting"] * 3, states
     assert len(answers) == 3 and set(answers) == {"clip"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "the stream ended" in warnings[0], warnings
+    ended = [w for w in warnings if "the stream ended" in w]
+    recorded = [w for w in warnings if "declare `footage: true`" in w]  # an http:// recording left at the
+    assert len(ended) == 1 and len(recorded) == 1 and len(warnings) == 2, warnings  # defaults: said once (a review)
+    assert "camera gate: its URL states 10 frames, as recorded video does" in recorded[0], recorded
 
 
 def test_footage_served_over_http_is_still_read_as_footage_by_alpr_run_and_a_declared_camera(tmp_path):
