@@ -130,7 +130,8 @@ class CameraSampling(FrameHandOff, FootageResume):
             on_error=source_errors.inc,
             logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
             backoff=Backoff(*defaults.RECONNECT_BACKOFF_S, jitter=defaults.RECONNECT_JITTER),
-            live=is_stream_uri(camera.source) and not camera.footage, credentials_jitter=defaults.RECONNECT_JITTER,
+            live=is_stream_uri(camera.source) and not camera.footage,
+            tell_recording="footage" not in camera.model_fields_set, credentials_jitter=defaults.RECONNECT_JITTER,
         )  # fmt: skip
 
     def dated_until(self, camera: CameraConfig) -> float:

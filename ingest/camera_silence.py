@@ -90,7 +90,8 @@ class CameraSilence:
         """The camera's source opened: `progress` says how far it has read (each change is being heard from)."""
         entry = self.held.get(camera_id)
         if entry is not None:
-            entry.progress, entry.progress_seen = progress, None
+            entry.progress, entry.progress_seen = progress, progress()  # a pass begun is no progress: a dead
+            # restream that opens and closes at each reconnect read 0 for ever (a review)
 
     def release(self, camera_id: str) -> None:
         """The node holds the camera no longer (lost to another node, or the node stopped): not silent."""

@@ -111,6 +111,9 @@ class SourceKeeper:
     clip's end ended the camera's thread for good, its claim kept, the live stream never read again,
     nothing counted (a review). False: the source tells (a file, or `alpr run` of a video served over
     http://, is footage)."""
+    tell_recording: bool = True
+    """Whether `take_live` warns of a URL stating frames as recorded video does: not where the cameras file says
+    `footage: false` (a fragmented-MP4 restream states them too, and was warned of at every start: a review)."""
     told_live: bool = False
     """Whether the WARNING that its URL states frames as recorded video does was given (`take_live`: once): an
     http:// recording left at the cameras file's defaults, footage before, is read as a live camera since
@@ -187,11 +190,12 @@ class SourceKeeper:
         gave no frame, for ever (a review). A camera's boot clip is read so too, and its end is a drop,
         reconnected from with backoff: never footage that ends (its thread ended for good: a review)."""
         stated = source.frame_count if isinstance(source, VideoSource) else 0
-        if stated > 1 and not self.told_live:  # a snapshot's one frame is no recording: said once a camera
+        if stated > 1 and self.tell_recording and not self.told_live:  # a snapshot's one frame is no recording
             self.told_live = True
             self.logger.warning("camera %s: its URL states %d frames, as recorded video does (or a fragmented-MP4"
                                 " restream): read as a live camera, its end a drop reconnected from; if it is"
-                                " recorded video, declare `footage: true` in its cameras-file entry", self.name,
+                                " recorded video, declare `footage: true` in its cameras-file entry (a live"
+                                " restream: `footage: false` says so, and this is not said)", self.name,
                                 stated)  # fmt: skip
         else:
             self.logger.debug("camera %s: its URL states %d frames: read as a live stream", self.name, stated)

@@ -23,6 +23,7 @@ from common.queues import connect_redis
 from ingest.cameras import CameraConfig
 from ingest.node import IngestNode
 from tests.helpers import http_server, mjpeg_camera, wait_for
+from tests.ingest.fmp4 import init_segment
 
 SILENT_S = 2.0
 """CAMERA_SILENT_S in these tests."""
@@ -206,3 +207,44 @@ def test_footage_a_restarted_node_passes_over_is_not_silent(redis_url, postgres_
     passed_over = [reading for reading in readings if not reading[1]]
     assert len(passed_over) * 0.2 > 1.0, passed_over  # the pass-over outlasted the bound (0.6 s)
     assert all(silent != 1 for silent, _ in readings), readings
+
+
+def test_a_restream_that_opens_and_gives_no_frame_at_each_reconnect_reads_silent(redis_url, monkeypatch):
+    """A go2rtc or NVR restream whose camera is dead answers its fragmented MP4's init segment and no frame, at
+    every reconnect: each pass begun was taken as progress (CameraSilence.reading), and it read 0 for ever (a
+    review). The bound and the backoff lowered in their real ratio (600 s against 1 to 30 s)."""
+    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", 3.0)
+    monkeypatch.setattr("common.defaults.RECONNECT_BACKOFF_S", (0.2, 1.0))
+    connections = []
+
+    class Restream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            connections.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            self.wfile.write(init_segment(160, 120))  # its camera dead: the init segment, no fragment, closed
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Restream) as base:
+        camera = CameraConfig(id="cam", source=f"{base}/api/stream.mp4", sample_fps=5)
+        node, metrics, runner = start_node(camera, redis_url)
+        try:
+            wait_for(lambda: value(metrics, "alpr_camera_silent") == 1, 15, "the dead restream read silent")
+            assert len(connections) >= 2 and not value(metrics, "alpr_frames_ingested_total")
+        finally:
+            stop_node(node, runner)
+
+
+def test_a_restream_declared_live_is_not_warned_of_as_a_recording(redis_url):
+    """A fragmented-MP4 restream states frames as a recording does: the WARNING that suggests `footage: true`
+    was given at every start even where the cameras file says `footage: false` (a review); left unset, it is."""
+    connection, metrics = connect_redis(redis_url), Metrics()
+    declared = CameraConfig(id="live", source="http://127.0.0.1:9/api/stream.mp4", sample_fps=5, footage=False)
+    unset = CameraConfig(id="unset", source="http://127.0.0.1:9/export.mp4", sample_fps=5)
+    node = IngestNode([declared, unset], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
+    keepers = {camera.id: node.source_keeper(camera, node.stop.camera(camera.id)) for camera in (declared, unset)}
+    assert keepers["live"].live and not keepers["live"].tell_recording
+    assert keepers["unset"].live and keepers["unset"].tell_recording
