@@ -8,7 +8,6 @@ read (`report_unread`)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -16,12 +15,9 @@ import threading
 import time
 from typing import get_args
 
-import redis
-
 from common import defaults
 from common.backoff import Backoff
 from common.jobs import SkipReason
-from common.queues import CAMERA_STATE_KEY
 from ingest.camera_run import CameraRun, footage_tag, may_resume
 from ingest.camera_silence import CameraSilence
 from ingest.cameras import CameraConfig
@@ -47,7 +43,6 @@ SCHEDULE_SLACK = 0.1
 class CameraSampling(FrameHandOff, FootageResume):
     """One camera's thread: its source, its frames' dates, its passes."""
 
-    queues: redis.Redis  # (each set by IngestNode.__init__)
     stop: NodeStop
     states: dict[str, str]
     claims: CameraClaims
@@ -59,13 +54,11 @@ class CameraSampling(FrameHandOff, FootageResume):
         failed for its metric (`alpr_camera_failed`: AlprCameraFailed; its error count alone said nothing)
         or ended (`alpr_camera_ended`); either way it samples nothing more and is not silent (CameraSilence)."""
         value = json.dumps({"state": state, "since": time.time(), "errors": errors})
-        self.states[camera.id] = value  # written again with every depth refresh (refresh_depth)
+        self.states[camera.id] = value  # written to Redis by the next depth refresh (refresh_depth), within 0.5 s
         label = self.metrics.camera(camera.id)
         self.metrics.camera_failed.labels(camera=label).set(state == "failed")
         self.metrics.camera_ended.labels(camera=label).set(state == "ended")
-        self.silence.state(camera.id, state)
-        with contextlib.suppress(redis.RedisError):
-            self.queues.hset(CAMERA_STATE_KEY, camera.id, value)
+        self.silence.state(camera.id, state)  # no Redis here: a camera thread never waits on it (a stop did)
 
     def camera_loop(
         self, camera: CameraConfig, stop: CameraStop | None = None, before: threading.Thread | None = None,

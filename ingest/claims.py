@@ -277,6 +277,10 @@ class CameraClaims:
                     " %.0f s of its holder stopping or dying", scope, whom, *(("them", "each") if len(new) > 1
                     else ("it", "it")), defaults.CAMERA_CLAIM_TTL_S + defaults.CAMERA_CLAIM_RENEW_S)  # fmt: skip
 
+    def stalled(self) -> bool:
+        """Whether the last round got no answer (Redis away, or silent past the connection's timeout)."""
+        return self.renewed_at > self.alive_at
+
     def unconfirmed(self) -> bool:
         """No round has answered for CAMERA_CLAIM_TTL_S (this node frozen, or its renewals stalled): its
         claims may have lapsed and another node taken a camera. False before any round has answered. A

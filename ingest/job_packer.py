@@ -104,7 +104,8 @@ class JobPacker:
         footage's share counts them: FrameHandOff.recorded_jobs_ahead)."""
         self.deadline: float | None = None  # monotonic; `run(max_seconds)`'s end
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory, or within the reserve
-        self.redis_gone = False  # Redis failed a write after the stop: the rest is recorded without trying
+        self.redis_gone = False  # Redis failed a round trip after the stop: the rest is recorded without trying
+        self.store_gone = False  # the frame store's own Redis did (ALPR_FRAME_STORE_URL): no more writes tried
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
         self.held: list[list[tuple[FrameRef, bytes]]] = []  # footage's batches the full store refused, in order
@@ -133,11 +134,14 @@ class JobPacker:
                 self.retry_held()
             if now - last_depth >= defaults.QUEUE_DEPTH_REFRESH_S:
                 if not (self.stop.is_set() or self.redis_gone):  # nothing more is stored: no read to wait on
-                    self.room.read()  # the frame store's memory: the crops' reserve
+                    self.unanswered_at_stop(store=self.room.read())  # its memory: the crops' reserve
                 self.refresh_depth()
                 last_depth = now
-            if not self.stop.is_set() and (found := self.claims.renew()) is not None:
-                self.on_claims(found)
+            if not self.stop.is_set():
+                began = self.claims.renewed_at
+                if (found := self.claims.renew()) is not None:
+                    self.on_claims(found)
+                self.unanswered_at_stop(queues=self.claims.renewed_at != began and self.claims.stalled())
             carried = None  # a frame the batch has no bytes left for: the next job's first
             with contextlib.suppress(queue.Empty):
                 item = self.pending.get(timeout=0.05)
@@ -158,6 +162,17 @@ class JobPacker:
                 self.in_hand = len(batch)  # queued now (the depth read after it counts it), held, or recorded skipped
             if ended and not batch and not self.held:  # footage held for room is waited for
                 return
+
+    def unanswered_at_stop(self, *, queues: bool = False, store: bool = False) -> None:
+        """A round trip to the `queues`' or the frame `store`'s Redis that got no answer, and the node stopped
+        meanwhile: nothing more is asked of it, the frames in hand recorded without trying. Each round trip
+        to a stalled Redis waits out its timeout (INGEST_REDIS_TIMEOUT_S): a stop that came during the
+        store's read then waited on the depth read and on the batch's write too, 28 s (CI), past a
+        supervisor's grace. A frame store of its own, stalled, stops the writes alone."""
+        if self.stop.is_set() and (queues or (store and not self.store_apart)):
+            self.redis_gone = True
+        elif self.stop.is_set() and store:
+            self.store_gone = True
 
     @property
     def holding(self) -> bool:
@@ -184,7 +199,7 @@ class JobPacker:
         while True:
             if self.stop.is_set() and self.redis_down:
                 self.redis_gone = True  # a round trip failed before the stop: it tries no more
-            if self.redis_gone:  # each batch blocked for Redis's timeouts again: a stop took minutes
+            if self.redis_gone or self.store_gone:  # each batch blocked for Redis's timeouts: a stop took minutes
                 for ref, _ in batch:
                     self.skip(ref, "redis_unavailable")
                 return
@@ -307,6 +322,7 @@ class JobPacker:
                 log.warning("Redis unavailable (%s): live cameras' frames are skipped as redis_unavailable, footage"
                             " waits, until it answers", mask_url(str(error)))  # fmt: skip
             self.redis_down = True
+            self.unanswered_at_stop(queues=isinstance(error, (redis.ConnectionError, redis.TimeoutError)))
             return
         if counted:
             self.skipped_reported.update(unreported)

@@ -44,13 +44,14 @@ class StoreRoom:
         self.unreadable = False  # INFO refused (an ACL): never asked again; the maxmemory's own refusal tells
         self.next_read_at = 0.0  # monotonic: no read before (the store's Redis was away at the last)
 
-    def read(self) -> None:
+    def read(self) -> bool:
         """Read the store's memory; the last known is kept while its Redis is away (the writes say so), and
-        not asked again for UNREACHED_RETRY_S. A Redis that refuses INFO (an ACL) is never asked again: each
+        not asked again for UNREACHED_RETRY_S; True where it was asked and did not answer (away, or stalled
+        past the connection's timeout). A Redis that refuses INFO (an ACL) is never asked again: each
         refusal is counted by the connection's watch, and AlprRedisRefusing (critical) fired for ever on a
         node that only could not keep the reserve (a diff review: 240 refusals in 2 minutes)."""
         if self.unreadable or time.monotonic() < self.next_read_at:
-            return
+            return False
         try:
             self.memory = store_memory(self.frames)
         except redis.ResponseError as error:
@@ -58,10 +59,12 @@ class StoreRoom:
                         " plate crops, and stores frames until its maxmemory (not asked again)", error)  # fmt: skip
             self.unreadable = True
             self.memory = StoreMemory(used_bytes=0, max_bytes=0)
+            return False
         except redis.RedisError:
             self.next_read_at = time.monotonic() + UNREACHED_RETRY_S
-            return
+            return True
         self.stored_bytes = 0
+        return False
 
     def stored(self, frames: list[tuple[str, bytes]]) -> None:
         """Frames (key, JPEG) this node has just stored: counted until the next read."""
