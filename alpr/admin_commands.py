@@ -49,7 +49,8 @@ def upgrade_schema(args: argparse.Namespace, settings: Settings) -> int:
     says what the steps before it did (migrations applied stay)."""
     from common.grants import grant_to
     from common.pruner_role import grant_pruner
-    from common.schema_upgrade import TurnNotTakenError, newer_schema, schema_version, upgrade
+    from common.schema_record import read_record
+    from common.schema_upgrade import TurnNotTakenError, newer_schema, upgrade
 
     pool = unchecked_pool(settings, "upgrade")
     if args.dry_run:
@@ -60,7 +61,9 @@ def upgrade_schema(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     try:
         applied = upgrade(pool, args.lock_wait_s)
-        ahead = newer_schema(schema_version(pool))
+        kept = f"migrations {applied} were applied and stay" if applied else "no migration was needed"
+        after = f"{kept}; the grants and the audit retention not done"
+        ahead = newer_schema(read_record(pool, args.lock_wait_s, "alpr db upgrade", after).version)
         step = f"--grant {args.grant}"
         try:
             granted = grant_to(pool, args.grant, args.lock_wait_s) if args.grant else False
@@ -70,7 +73,6 @@ def upgrade_schema(args: argparse.Namespace, settings: Settings) -> int:
             step = "the audit retention"
             audit_said = set_database_audit_retention(pool, settings, args.lock_wait_s)
         except TurnNotTakenError as held:  # "nothing was changed by this step" hid the migrations applied before it
-            kept = f"migrations {applied} were applied and stay" if applied else "no migration was needed"
             raise ConfigError(
                 TurnNotTakenError.said_with(
                     held.waited_s, held.holders, f"{kept}; {step} not done, nor what follows it"
@@ -122,18 +124,22 @@ def print_pending_migrations(pool: ConnectionPool, args: argparse.Namespace, set
     what mode: the chain's writes, or its reads too, wait for it), read from the schema's record alone, and
     the audit retention it would write to the owner's table (common/audit_policy.py) beside the one the
     database holds; nothing applied, written or granted. Read so, it needs no more than SELECT: a preview
-    before a maintenance window."""
+    before a maintenance window. The record's read waits --lock-wait at most for another session's lock on
+    it, as the upgrade's does (common/schema_record.py), then gives up naming its holder: it hung without
+    limit behind a `LOCK TABLE schema_migrations` (a review)."""
     from common.audit_policy import preview_audit_retention
     from common.grants import check_role_name
-    from common.migrations import MIGRATION_LOCKS
-    from common.schema_upgrade import check_server_version, newer_schema, pending_migrations, schema_version
+    from common.migrations import MIGRATION_LOCKS, MIGRATIONS
+    from common.schema_record import read_record
+    from common.schema_upgrade import check_server_version, newer_schema
 
     roles = {flag: role for flag, role in (("--grant", args.grant), ("--grant-pruner", args.grant_pruner)) if role}
     for flag, role in roles.items():
         check_role_name(role, flag)
     check_server_version(pool)  # what the upgrade would refuse
-    pending = pending_migrations(pool)
-    ahead = newer_schema(schema_version(pool))
+    record = read_record(pool, args.lock_wait_s, "alpr db upgrade --dry-run", "nothing was read or changed")
+    pending = [version for version, _ in MIGRATIONS if version not in record.applied]
+    ahead = newer_schema(record.version)
     print(f"would apply migrations {pending}" if pending else f"{ahead}; nothing to apply" if ahead else
           "schema already up to date; nothing to apply")  # fmt: skip
     for version in pending:

@@ -291,8 +291,9 @@ def _add_db_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     upgrade.add_argument(
         "--lock-wait", type=non_negative_at_most(YEAR_S), dest="lock_wait_s", metavar="SECONDS",
-        help="wait this long at most for the upgrade's turn (a Postgres advisory lock another session holds),"
-        f" naming who holds it, then give up (default {defaults.UPGRADE_TURN_WAIT_S:g}; 0: no limit)",
+        help="wait this long at most for the upgrade's turn (a Postgres advisory lock another session holds) and,"
+        " a dry run too, for the schema's record (schema_migrations) another session has locked, naming who holds"
+        f" it, then give up (default {defaults.UPGRADE_TURN_WAIT_S:g}; 0: no limit)",
     )  # fmt: skip
     upgrade.add_argument(
         "--grant",

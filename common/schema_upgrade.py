@@ -1,9 +1,9 @@
 """The schema upgrade (`alpr db upgrade`): the migrations of common/migrations.py applied in order, each in
 a transaction of its own under an advisory lock (several processes may upgrade at once), giving up a table a
-long reader holds and trying again later (`TableInUseError`, UPGRADE_*); what is left to apply
-(`pending_migrations`), and the check every role makes at start that the schema is current (`require_schema`),
-with a WARNING where it is newer than this release's (`newer_schema`); both refuse a server older than the
-schema needs (`check_server_version`) before anything is applied or run."""
+long reader holds and trying again later (`TableInUseError`, UPGRADE_*), its first read of what is applied
+bounded as its turn is (common/schema_record.py); and the check every role makes at start that the schema is
+current (`require_schema`), with a WARNING where it is newer than this release's (`newer_schema`); both refuse
+a server older than the schema needs (`check_server_version`) before anything is applied or run."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from psycopg_pool import ConnectionPool
 
 from common import defaults
 from common.backoff import Backoff
-from common.credentials import escape_controls
 from common.errors import ConfigError
 from common.migrations import LOCK_MODES, MIGRATION_LOCKS, MIGRATIONS
+from common.schema_record import Holders, holders_said, read_record, said_holders
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,11 @@ def upgrade(pool: ConnectionPool, turn_wait_s: float | None = None) -> list[int]
     queued behind it), then the migration is tried again after a wait that doubles (UPGRADE_BACKOFF_S)
     and reset once one is applied, UPGRADE_ATTEMPTS times, then a ConfigError says which table and what
     was applied. A server older than MINIMUM_SERVER_VERSION is refused first, nothing applied. Each migration
-    waits `turn_wait_s` at most for its turn (`wait_for_turn`), then a ConfigError names who holds it."""
+    waits `turn_wait_s` at most for its turn (`wait_for_turn`), then a ConfigError names who holds it; so does
+    the first read of what is applied (`read_record`) for a lock on the record."""
     check_server_version(pool)
-    if _applied(pool) >= {version for version, _ in MIGRATIONS}:
+    record = read_record(pool, turn_wait_s, "alpr db upgrade", "nothing was applied")
+    if record.applied >= {version for version, _ in MIGRATIONS}:
         return []
     applied: list[int] = []
     backoff, started, attempts = Backoff(*UPGRADE_BACKOFF_S), time.monotonic(), 0
@@ -152,10 +154,6 @@ def upgrade(pool: ConnectionPool, turn_wait_s: float | None = None) -> list[int]
         applied.append(version)
         backoff.reset()
         attempts = 0
-
-
-Holders = list[tuple[int | None, str]]
-"""The sessions holding the advisory lock (`lock_holders`): each one's pid (None: a prepared transaction), as said."""
 
 
 class TurnNotTakenError(ConfigError):
@@ -228,25 +226,7 @@ def lock_holders(connection: psycopg.Connection) -> Holders:
     rows = connection.execute(
         LOCK_HOLDERS, {"high": ADVISORY_LOCK_ID >> 32, "low": ADVISORY_LOCK_ID & 0xFFFFFFFF}
     ).fetchall()
-    holders: Holders = []
-    for pid, user, application, in_transaction_s, connected_s in rows:
-        if pid is None:
-            holders.append((None, "a prepared transaction (pg_prepared_xacts: COMMIT or ROLLBACK PREPARED ends it)"))
-            continue
-        if in_transaction_s is not None:
-            since = f"its transaction open {float(in_transaction_s):.0f} s"
-        elif connected_s is not None:
-            since = f"held by the session outside a transaction, connected {float(connected_s):.0f} s"
-        else:
-            since = "how long hidden from this role (pg_read_all_stats)"
-        holders.append((pid, f"pid {pid} (user {escape_controls(user or '(gone)')}, application"
-                             f" {escape_controls(application or '(none)')}, {since})"))  # fmt: skip
-    return holders
-
-
-def said_holders(holders: Holders) -> str:
-    """`holders` in one phrase (none: the holder let go between the wait and the look)."""
-    return ", ".join(said for _, said in holders) or "a session gone since (try again)"
+    return holders_said(rows)
 
 
 def not_the_owner(pool: ConnectionPool, refused: psycopg.Error, applied: list[int]) -> str:
@@ -287,21 +267,6 @@ def server_version_shown(number: int) -> str:
     if number >= 100000:
         return f"{number // 10000}.{number % 10000}"
     return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
-
-
-def pending_migrations(pool: ConnectionPool) -> list[int]:
-    """The versions of the migrations not yet applied, in order (what `upgrade` would apply), read only."""
-    applied = _applied(pool)
-    return [version for version, _ in MIGRATIONS if version not in applied]
-
-
-def _applied(pool: ConnectionPool) -> set[int]:
-    """The migrations applied (none where there is no schema_migrations table yet)."""
-    with pool.connection() as connection:
-        row = connection.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        if not row or not row[0]:
-            return set()
-        return {version for (version,) in connection.execute("SELECT version FROM schema_migrations")}
 
 
 def _apply_next(pool: ConnectionPool, turn_wait_s: float | None = None) -> int | None:
