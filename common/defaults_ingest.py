@@ -121,6 +121,14 @@ STABLE_STREAM_S = 30.0
 """A stream connected this long before it dropped or ended starts its reconnection backoff afresh; one
 that drops sooner keeps backing off (a camera closing every connection is not reopened flat out)."""
 
+CAMERA_SILENT_S = 600.0
+"""How long a camera an ingest node holds may sample nothing before it reads silent (alpr_camera_silent,
+ingest/camera_silence.py), or CAMERA_SILENT_INTERVALS of its sample intervals where those are longer (a camera
+sampled once in 15 minutes is not silent)."""
+
+CAMERA_SILENT_INTERVALS = 3
+"""The sample intervals a camera may sample nothing before it reads silent, where CAMERA_SILENT_S is shorter."""
+
 LEDGER_CAPACITY = 200_000
 """Frame records an ingest node holds while the frames log (Postgres) is unreachable: about 40 MB.
 Past it, frames are counted as unrecorded (alpr_frames_unrecorded_total)."""

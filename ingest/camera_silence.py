@@ -2,9 +2,10 @@
 camera, from the monotonic time its thread last sampled a frame (handed on, ingested or skipped, or counted
 unsampled) or last waited for room (recorded footage held back is alive), set when its camera loop starts.
 Exported as `alpr_camera_silent{camera}` (AlprCameraSilent), computed at each scrape: 1 while the node holds
-the camera and it has sampled nothing for `silent_after_s` — CAMERA_SILENT_S, or three of its sample
-intervals where those are longer — 0 once it ended or failed for good (their own metrics tell), and while
-it is stood by for or lost. A camera thread that died unexpectedly samples nothing and reads silent.
+the camera and it has sampled nothing for `silent_after_s` — CAMERA_SILENT_S, or CAMERA_SILENT_INTERVALS (3)
+of its sample intervals where those are longer (common/defaults_ingest.py) — 0 once it ended or failed for
+good (their own metrics tell), and while it is stood by for or lost. A camera thread that died unexpectedly
+samples nothing and reads silent.
 
 The rule the node's series replaced judged silence from the counters at Prometheus (no frame ingested or
 skipped in 10 minutes): it fired on a camera sampled every 15 minutes (sample_fps may be as low as
@@ -20,12 +21,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-CAMERA_SILENT_S = 600.0
-"""How long a camera an ingest node holds may sample nothing before it reads silent (alpr_camera_silent), or
-three of its sample intervals where those are longer (a camera sampled once in 15 minutes is not silent)."""
-
-SILENT_INTERVALS = 3
-"""The sample intervals a camera may sample nothing before it reads silent, where CAMERA_SILENT_S is shorter."""
+from common import defaults
 
 DONE_STATES = frozenset({"ended", "failed"})
 """A camera's states after which it samples nothing and is not silent: alpr_camera_ended and alpr_camera_failed
@@ -33,8 +29,9 @@ tell (AlprCameraFailed)."""
 
 
 def silent_after_s(sample_fps: float) -> float:
-    """How long a camera sampled at `sample_fps` may sample nothing before it reads silent."""
-    return max(CAMERA_SILENT_S, SILENT_INTERVALS / sample_fps)
+    """How long a camera sampled at `sample_fps` may sample nothing before it reads silent (defaults.CAMERA_SILENT_S,
+    or defaults.CAMERA_SILENT_INTERVALS of its sample intervals where those are longer)."""
+    return max(defaults.CAMERA_SILENT_S, defaults.CAMERA_SILENT_INTERVALS / sample_fps)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from common import defaults
 from common.config import Settings
 from common.metrics import Metrics
 from common.queues import connect_redis
@@ -31,7 +32,7 @@ SILENT_S = 2.0
 
 @pytest.fixture(autouse=True)
 def silent_soon(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", SILENT_S)
+    monkeypatch.setattr(defaults, "CAMERA_SILENT_S", SILENT_S)
 
 
 def value(metrics: Metrics, name: str, camera: str = "cam") -> float | None:
@@ -180,7 +181,7 @@ def test_footage_a_restarted_node_passes_over_is_not_silent(redis_url, postgres_
     from common.frame_log import FrameLog
     from ingest.ledger import FrameLedger
 
-    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", 0.5)  # 0.6 s: 3 of its sample intervals
+    monkeypatch.setattr(defaults, "CAMERA_SILENT_S", 0.5)  # 0.6 s: 3 of its sample intervals
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     camera = CameraConfig(id="cam", source=str(long_clip(tmp_path / "clip.mp4", 2400)), sample_fps=5, realtime=False)
     connection = connect_redis(redis_url)
@@ -213,7 +214,7 @@ def test_a_restream_that_opens_and_gives_no_frame_at_each_reconnect_reads_silent
     """A go2rtc or NVR restream whose camera is dead answers its fragmented MP4's init segment and no frame, at
     every reconnect: each pass begun was taken as progress (CameraSilence.reading), and it read 0 for ever (a
     review). The bound and the backoff lowered in their real ratio (600 s against 1 to 30 s)."""
-    monkeypatch.setattr("ingest.camera_silence.CAMERA_SILENT_S", 3.0)
+    monkeypatch.setattr(defaults, "CAMERA_SILENT_S", 3.0)
     monkeypatch.setattr("common.defaults.RECONNECT_BACKOFF_S", (0.2, 1.0))
     connections = []
 
