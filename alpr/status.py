@@ -4,9 +4,9 @@ keep (unrecorded: the frames log cannot show them); per pool the workers the fra
 roles whose job keys differ, if any (common/job_key.py); the frame store at or near its maxmemory
 (alpr/status_store.py); per pool whether its live members run with the same settings that change results
 (alpr/pool_settings.py); and, with a database, every sampled frame accounted for (or still in the chain).
-`--json`: the queues, the workers, the frame store's memory and the pools' settings as one JSON object
-(no rates nor the cameras' states), and with a database the accounting per camera
-(alpr/status_accounting.py) and the frames in no job.
+`--json`: the queues, the workers, the cameras their nodes judge silent, the frame store's memory and the
+pools' settings as one JSON object (no rates nor the other cameras' states), and with a database the
+accounting per camera (alpr/status_accounting.py) and the frames in no job.
 
 A pool whose members disagree is a warning: shown, told on stderr, and the exit status stays 0 (as a job
 key differing between roles is, or a listing cut at its most: alpr/status_reads.py); 2 says that the queues'
@@ -37,7 +37,7 @@ from alpr.pool_sizing import pool_work as pool_work  # where the tests and detec
 from alpr.pool_sizing import print_pool_sizes
 from alpr.pool_sizing import workers_needed as workers_needed
 from alpr.status_accounting import accounting_document, print_accounting
-from alpr.status_claims import read_claims
+from alpr.status_cameras import camera_states, shown_state, silent_document, silent_for, silent_meaning, text
 from alpr.status_orphans import orphans_document, print_orphans
 from alpr.status_reads import (
     MAX_CAMERAS_READ,
@@ -46,7 +46,6 @@ from alpr.status_reads import (
     WrongTypes,
     camera_fields,
     cut_short,
-    format_age,
     number,
     queue_row,
     tell_unread_members,
@@ -56,13 +55,12 @@ from alpr.status_store import store_document, store_room
 from common import queues
 from common.bounded_scan import Fields
 from common.config import Settings
-from common.credentials import escape_controls, mask_url
+from common.credentials import mask_url
 from common.errors import AlprError, ConfigError
 from common.job_key import FINGERPRINTS_KEY
 from common.job_key import disagreement as key_disagreement
 from common.jobs import DetectJob, StageName, parse_job
 from common.queues import QUEUED_STAGES, StageJob, stage_queue
-from common.redis_json import json_object
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,25 +157,23 @@ def print_cameras(
     """Per camera its state and its counts' rates over `interval_s` (`first` and `then`: each count's
     hash read, camera -> count); at most MAX_CAMERAS_READ cameras, the rest counted. The frames/s the
     cameras offer (queued + skipped)."""
-    stored = camera_fields(connection, types, queues.CAMERA_STATE_KEY, MAX_STATE_BYTES)
-    states = {k: camera_state(v) for k, v in stored.values.items()}
-    mark_cameras_without_node(connection, states)
+    stored, states = camera_states(connection, types)
     cameras = sorted({k for table in then for k in table.values} | set(states))  # shown by text(), looked up as is
     if cameras:
         print(f"\n{'camera':<20} {'state':<16} {'errors':>6} {'in fps':>7} {'skip fps':>8} {'out fps':>7} "
               f"{'queued':>8} {'skipped':>8} {'done':>8} {'unrecorded':>10}")  # fmt: skip
-    offered_fps = 0.0
+    offered_fps, now = 0.0, time.time()
     for key in cameras[:MAX_CAMERAS_READ]:
         rates = [(number(b.values.get(key)) - number(a.values.get(key))) / interval_s
                  for a, b in zip(first, then, strict=True)]  # fmt: skip
         totals = [int(number(table.values.get(key))) for table in then]
         state, camera = states.get(key, {}), text(key)
-        if "since" in state:
-            state["state"] = f"{state.get('state', '-')} {format_age(time.time() - number(state['since']))}"
         offered_fps += rates[0] + rates[1]  # the pools must keep up with what cameras offer, skipped too
-        print(f"{camera:<20} {state.get('state', '-'):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
+        print(f"{camera:<20} {shown_state(state, now):<16} {state.get('errors', 0):>6} {rates[0]:>7.1f} "
               f"{rates[1]:>8.1f} {rates[2]:>7.1f} {totals[0]:>8} {totals[1]:>8} {totals[2]:>8} "
               f"{totals[3]:>10}")  # fmt: skip
+    if any(silent_for(states.get(key, {}), now) is not None for key in cameras[:MAX_CAMERAS_READ]):
+        print(silent_meaning())
     for line in cut_short([*then, stored], len(cameras)):
         print(line)
     return offered_fps
@@ -215,10 +211,10 @@ def print_pool_settings(pools: list[PoolSettings]) -> None:
 
 
 def chain_document(settings: Settings) -> dict[str, Any]:
-    """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the frame store's
-    memory (alpr/status_store.py), the roles whose job keys differ, the live members of two deployments
-    (`deployments_differ`), and per pool its members' settings
-    (`mixed`: the pools whose members disagree)."""
+    """`alpr status --json`: per queue its jobs and workers, the live sighting workers, the cameras their nodes
+    judge silent (alpr/status_cameras.py), the frame store's memory (alpr/status_store.py), the roles whose
+    job keys differ, the live members of two deployments (`deployments_differ`), and per pool its members'
+    settings (`mixed`: the pools whose members disagree)."""
     connection = reach_redis(settings)
     types = WrongTypes(connection)
     document: dict[str, Any] = {"queues": {}}
@@ -232,6 +228,7 @@ def chain_document(settings: Settings) -> dict[str, Any]:
     document["sighting_workers"] = types.read(
         {queues.SIGHTING_WORKERS_KEY: "zset"}, partial(queues.live_sighting_workers, connection), None
     )
+    document["silent_cameras"] = silent_document(camera_states(connection, types)[1], time.time())
     document["frame_store"] = store_document(frame_ttls(settings, connection))
     document["job_keys_differ"] = types.read({FINGERPRINTS_KEY: "hash"}, partial(key_disagreement, connection), None)
     pools = [pool for pool in guarded_pool_settings(connection, types, worker_keys) if pool.members]
@@ -242,56 +239,12 @@ def chain_document(settings: Settings) -> dict[str, Any]:
     return document
 
 
-LIVE_STATES = ("connected", "reconnecting")
-"""A camera's states while its ingest node runs (the others, failed and ended, it leaves when done)."""
-
-NODE_GONE = "node gone"
-"""The state shown for a camera left live by a node whose claim on it lapsed (a node killed)."""
-
-
-def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[str, Any]]) -> None:
-    """A camera whose last state is live but that no node claims any more (ingest/claims.py: a claim
-    lapses CAMERA_CLAIM_TTL_S after a killed node's last renewal) shows NODE_GONE: it showed `connected`
-    for ever after its node was killed, the state having no expiry (a review). A claim no node could have
-    written (no expiry, past the claims' TTL: alpr/status_claims.py) holds it no more than none does."""
-    from ingest.claims import CLAIM_PREFIX
-
-    live = [camera for camera, state in states.items() if state.get("state") in LIVE_STATES]
-    claims = read_claims(connection, [CLAIM_PREFIX.encode() + camera for camera in live])
-    for camera, claim in zip(live, claims, strict=True):
-        if not claim.held:
-            states[camera]["state"] = NODE_GONE
-
-
 def print_unclaimed_cameras(connection: redis.Redis, types: WrongTypes) -> None:
     """The cameras no live ingest node claims (alpr/status_reads.py), listed when there are any."""
     unclaimed = unclaimed_cameras(connection, types)
     if unclaimed.cameras or unclaimed.too_long or not unclaimed.complete:
         print("\ncameras no live ingest node claims (sampled by none):")
         print("\n".join(unclaimed.lines()))
-
-
-def text(value: bytes | str) -> str:
-    """A Redis key or value as text to print: bytes that are not UTF-8 shown with replacement characters,
-    control characters written out (a camera named with a line break forged rows of the table, and
-    escape codes reached the operator's terminal: a security audit)."""
-    return escape_controls(value.decode(errors="replace") if isinstance(value, bytes) else value)
-
-
-MAX_STATE_BYTES = 1024
-"""Longest camera state read (ingest writes some 60 bytes: state, since, errors)."""
-
-
-def camera_state(value: bytes | str) -> dict[str, Any]:
-    """A camera's state as ingest writes it (JSON: state, since, errors); {} for anything else."""
-    parsed = json_object(value, MAX_STATE_BYTES)
-    if parsed is None:
-        return {}
-    return {
-        k: text(v) if isinstance(v, str) else v
-        for k, v in parsed.items()
-        if k in ("state", "since", "errors") and isinstance(v, str | int | float)
-    }
 
 
 def frame_ttls(settings: Settings, connection: redis.Redis) -> redis.Redis | None:

@@ -14,6 +14,7 @@ chain (a review)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +101,37 @@ class CameraSilence:
         now = self.clock()
         with self.lock:
             entries = [entry for entry in self.held.values() if entry.label == label]
-        for entry in entries:
-            if entry.progress is not None and (reached := entry.progress()) != entry.progress_seen:
-                entry.last_s, entry.progress_seen = now, reached  # grabbing frames: alive, sampled or not
-        return any(not entry.done and now - entry.last_s >= entry.silent_after_s for entry in entries)
+        return any(judged_silent(entry, now) for entry in entries)
+
+    def unheard(self) -> dict[str, float]:
+        """The cameras the node holds and judges silent (each by itself, as its alpr_camera_silent would be, not
+        by its label's), with how long each has sampled nothing: their state for `alpr status` says so
+        (`said_states`, written by ingest/job_packer.py's refresh_depth)."""
+        now = self.clock()
+        with self.lock:
+            held = list(self.held.items())
+        return {camera: now - entry.last_s for camera, entry in held if judged_silent(entry, now)}
+
+
+def judged_silent(entry: Heard, now: float) -> bool:
+    """Whether the camera of `entry` is silent at `now` (the monotonic clock's): neither failed nor ended, it
+    has sampled nothing for its bound; its source grabbing frames since last looked at is being heard from."""
+    if entry.progress is not None and (reached := entry.progress()) != entry.progress_seen:
+        entry.last_s, entry.progress_seen = now, reached  # grabbing frames: alive, sampled or not
+    return not entry.done and now - entry.last_s >= entry.silent_after_s
+
+
+NO_STATE_YET = "connecting"
+"""The state said of a silent camera whose thread has set none (it died, or its first open hangs)."""
+
+
+def said_states(states: dict[str, str], unheard: dict[str, float]) -> dict[str, str]:
+    """The cameras' states for `alpr status` (camera id -> JSON: state, since, errors), each camera its node
+    judges silent (`unheard`: how long it has sampled nothing) with `silent_since`, the wall-clock time it was
+    last heard from; one with no state yet (its thread died before setting one) said NO_STATE_YET. `alpr status`
+    showed nothing of a silent camera (a review)."""
+    said = dict(states)
+    for camera, unheard_s in unheard.items():
+        state = json.loads(states[camera]) if camera in states else {"state": NO_STATE_YET, "errors": 0}
+        said[camera] = json.dumps({**state, "silent_since": round(time.time() - unheard_s, 1)})
+    return said

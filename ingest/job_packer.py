@@ -43,6 +43,7 @@ from common.queues import (
     queue_keys,
     stage_queue,
 )  # fmt: skip
+from ingest.camera_silence import said_states
 from ingest.claims import CameraClaims, ClaimRound
 from ingest.clock import CaptureClock
 from ingest.ledger import FrameLedger
@@ -68,8 +69,9 @@ class JobPacker:
     """Packs the frames a node's camera threads sampled into detect jobs and hands them to the chain;
     knows how full the chain is (`depth`) and whether Redis answers (`redis_down`, `redis_gone`,
     `store_full`). What it shares with the node: the frames to pack (`pending`), the stop, the node's
-    summary and its cameras' states (written again with every depth refresh), its claims (renewed
-    while packing), and `skip`, by which a frame is counted and recorded as skipped."""
+    summary and its cameras' states (written again with every depth refresh, a silent camera's saying so:
+    `unheard`), its claims (renewed while packing), and `skip`, by which a frame is counted and recorded
+    as skipped."""
 
     def __init__(
         self,
@@ -88,11 +90,13 @@ class JobPacker:
         stop: threading.Event,
         skip: Callable[[FrameRef, SkipReason], None],
         on_claims: Callable[[ClaimRound], None] = lambda found: None,
+        unheard: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.settings, self.queues, self.pending = settings, queues, pending
         self.node_id, self.clock, self.metrics, self.ledger, self.claims = node_id, clock, metrics, ledger, claims
         self.summary, self.states, self.stop, self.skip = summary, states, stop, skip
         self.on_claims = on_claims  # a round of claims: cameras lost stop, those won start (IngestNode.claimed)
+        self.unheard = unheard  # the cameras judged silent: how long each has sampled nothing (CameraSilence)
         self.store = FrameStore(frames, settings.frame_ttl_s)
         self.store_apart = frames is not queues  # ALPR_FRAME_STORE_URL names a Redis of its own
         self.room = StoreRoom(frames)
@@ -305,7 +309,7 @@ class JobPacker:
             pipe.time()
             add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
                       pipeline=pipe)  # fmt: skip
-            states: dict[Any, Any] = dict(self.states)
+            states: dict[Any, Any] = said_states(dict(self.states), self.unheard())  # the silent ones said so
             if states:  # a restarted Redis had lost them: status showed a live camera as "-"
                 pipe.hset(CAMERA_STATE_KEY, mapping=states)
             answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest

@@ -123,7 +123,7 @@ class IngestNode(CameraSampling):
         self.packer = JobPacker(
             settings, queues, frames, self.pending, node_id=self.node_id, clock=self.clock, metrics=metrics,
             ledger=ledger, claims=self.claims, summary=self.summary, states=self.states, stop=self.stop,
-            skip=self.skip, on_claims=self.claimed,
+            skip=self.skip, on_claims=self.claimed, unheard=self.silence.unheard,
         )  # fmt: skip
 
     def claimed(self, found: ClaimRound | None, first_round: bool = False) -> None:

@@ -41,7 +41,7 @@ def said(run: subprocess.CompletedProcess[str]) -> list[str]:
         ("alpr:sighting-workers", "sorted set", True),
         (f"rq:workers:{QUEUE_NAMES['detect']}", "set", True),
         (HOLDER_PREFIX + "gate", "hash", False),  # `--json` reads no cameras
-        ("alpr:cameras:state", "hash", False),
+        ("alpr:cameras:state", "hash", True),  # `--json` reads it for the silent cameras
         ("alpr:stats:ingested", "hash", False),
     ],
 )
