@@ -111,6 +111,10 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.source_errors = Counter("alpr_source_errors", "Source open/read failures.", ["camera"], registry=r)
+        self.source_reopens = Counter(
+            "alpr_source_reopens", "Live connections a camera closed after serving frames (a snapshot URL's each"
+            " frame), reopened: not failures.", ["camera"], registry=r,
+        )  # fmt: skip
         self.camera_failed = Gauge(
             "alpr_camera_failed", "1 while a camera's source has failed for good (not retried), else 0.", ["camera"],
             registry=r,
@@ -351,7 +355,7 @@ class Metrics:
         """An ingest node's camera's series, exported at 0 before anything happens: a counter's series
         first scraped at 1 has no increase to alert on (its first failure, overflow or skip went unseen)."""
         camera = self.camera(camera_id)
-        for counter in (self.frames_ingested, self.source_errors, self.frames_unrecorded):
+        for counter in (self.frames_ingested, self.source_errors, self.source_reopens, self.frames_unrecorded):
             counter.labels(camera=camera)
         self.camera_failed.labels(camera=camera).set(0)
         self.camera_ended.labels(camera=camera).set(0)

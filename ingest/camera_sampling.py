@@ -116,11 +116,12 @@ class CameraSampling(FrameHandOff, FootageResume):
         (read live whatever it answers, never footage that ends); its reconnect waits, and those after
         refused credentials, jittered (defaults.RECONNECT_JITTER: not in lockstep with the node's other
         cameras behind one recorder; the latter lengthened, never shortened)."""
-        source_errors = self.metrics.source_errors.labels(camera=self.metrics.camera(camera.id))
+        label = self.metrics.camera(camera.id)
         return SourceKeeper(
             camera.source, camera.sample_fps, camera.id, stop, camera.loop,
             on_state=lambda state, errors: None if stop.lost else self.set_state(camera, state, errors),
-            on_error=source_errors.inc,
+            on_error=self.metrics.source_errors.labels(camera=label).inc,
+            on_reopen=self.metrics.source_reopens.labels(camera=label).inc,
             logger=log, memory_mb=self.settings.capture_memory_mb, rtsp_transport=camera.rtsp_transport,
             backoff=Backoff(*defaults.RECONNECT_BACKOFF_S, jitter=defaults.RECONNECT_JITTER),
             live=is_stream_uri(camera.source) and not camera.footage,

@@ -89,6 +89,10 @@ class FrameSource:
     """Whether the pass just read ended before the length the source stated: a file cut short, or a URL
     whose connection dropped (or a live stream whose length FFmpeg guessed from its size); not where its
     reader was stopped (`ended_because`): the file was not to blame."""
+    end_wait_s: float | None = None
+    """A video or stream read to its end: how long the grab that found its end waited (a camera closing the
+    connection: at once; a stream gone silent: FFmpeg's read timeout, 10 s); None before (ingest/reconnect.py
+    tells a live connection the camera closed after its frames from a drop by it)."""
     resume_from = 0
     """Footage: the frames from its start not sampled again (a pass resumed where the one before was cut
     short: ingest/reconnect.py); they are gone through, unsampled, so the same frames are sampled after."""

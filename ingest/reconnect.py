@@ -23,6 +23,11 @@ from ingest.video_source import CredentialsRefusedError, VideoSource
 
 log = logging.getLogger(__name__)
 
+CLOSED_WITHIN_S = defaults.STREAM_OPEN_TIMEOUT_MS / 2000
+"""The longest a live connection's end may be waited for after its last frame and be the camera's own close
+(a snapshot URL's after its one JPEG, a camera ending its streams: at once), not a drop: a stream gone silent
+ends only at FFmpeg's read timeout (defaults.STREAM_OPEN_TIMEOUT_MS, 10 s)."""
+
 SourceState = Literal["connected", "reconnecting", "failed", "ended"]
 """A camera's state as `alpr status` shows it: "reconnecting" and "failed" each follow a source error."""
 
@@ -57,17 +62,21 @@ def no_state(state: SourceState, errors: int) -> None:
 
 
 def no_error() -> None:
-    """The default `on_error`: nothing."""
+    """The default `on_error` and `on_reopen`: nothing."""
 
 
 @dataclass
 class SourceKeeper:
     """Opens `uri` and hands each pass of it to a reader (`run`) until it ends: footage (a file, a folder,
     a video served over http://, which states its length) at its end, unless `loop`; a live stream only
-    when `stop` is set. A stream that drops, or ends (a camera closing the connection, or silent past the
-    read timeout), or cannot be opened, is reopened with backoff (defaults.RECONNECT_BACKOFF_S), which
-    starts afresh only after defaults.STABLE_STREAM_S connected: one WARNING when lost, DEBUG while
-    still away, one INFO when back; a camera that serves a frame per connection is not polled flat out.
+    when `stop` is set. A live connection the camera closed after serving frames (a snapshot URL's one
+    JPEG, a camera ending its streams: `closed_by_camera`) is reopened without a source error, "connected"
+    still, a sample interval after the last open at the soonest (`reopen`: counted in `reopens`; as a
+    source error, a healthy snapshot camera paged AlprCameraFailing, read "reconnecting", and was sampled
+    at its growing backoff, 7 frames a minute at 2 frames/s). A stream that drops (silent past the read
+    timeout, no frame, its reader stopped), or cannot be opened, is reopened with backoff
+    (defaults.RECONNECT_BACKOFF_S), which starts afresh only after defaults.STABLE_STREAM_S connected (across
+    such reopens): one WARNING when lost, DEBUG while still away, one INFO when back.
     Footage whose pass is cut short (its reader killed or hung, a connection over http:// dropped) is opened
     again after the backoff's wait and read on from the frame reached where it is the same footage
     (`read_on`; `resume_from`: the same frame ids and dates, nothing read twice); its backoff starts afresh
@@ -91,12 +100,16 @@ class SourceKeeper:
     """Told each state (and the source errors so far) as it is entered."""
     on_error: Callable[[], None] = no_error
     """Told each source error as it happens (an ingest node's metric)."""
+    on_reopen: Callable[[], None] = no_error
+    """Told each live connection the camera closed after its frames, reopened (an ingest node's metric)."""
     logger: logging.Logger = log
     """Where its lines go: the caller's logger (an ingest node's lines are still ingest.node's)."""
     passes: int = 0
     """Passes of footage read to its end before the one being read (looped)."""
     errors: int = 0
     """Source errors so far: a drop, an open that failed, a pass cut short."""
+    reopens: int = 0
+    """Live connections the camera closed after serving frames, reopened (`reopen`): no source errors."""
     resume_from: int = 0
     """Footage: the frame its next pass reads on from (where the last was cut short; 0: its start)."""
     stalled: int = 0
@@ -107,7 +120,7 @@ class SourceKeeper:
     live: bool = False
     """A live camera (an ingest node's stream-URL camera not declared `footage: true`): an open that states
     a frame count (a fragmented MP4 restream, a snapshot, a camera's boot clip) is read as a live stream
-    (`take_live`), its end a drop reconnected from with backoff, never footage: taken for footage, a boot
+    (`take_live`), its end reopened (`reopen`), never footage: taken for footage, a boot
     clip's end ended the camera's thread for good, its claim kept, the live stream never read again,
     nothing counted (a review). False: the source tells (a file, or `alpr run` of a video served over
     http://, is footage)."""
@@ -142,17 +155,24 @@ class SourceKeeper:
         and so on until it ends ("ended") or fails for good ("failed"). A ReaderError out of `read_pass`
         lets its error out; any other error is the source's."""
         connected_at: float | None = None
+        reopening = False  # the camera closed the last connection after its frames: still "connected"
         while not self.stop.is_set():
+            opened_at = time.monotonic()
             try:
                 source, first = first or self.open(), None
                 if self.live and not source.is_live:
                     self.take_live(source)
-                self.say_connected()
+                self.say_connected(reopening)
                 if not source.is_live:  # (its backoff starts afresh once a pass reaches its end: below)
                     self.read_on(source)
-                connected_at = time.monotonic()
-                self.on_state("connected", self.errors)
+                if not reopening:
+                    connected_at = time.monotonic()
+                    self.on_state("connected", self.errors)
+                reopening = False
                 read_pass(source)
+                if self.reopen(source, opened_at):  # closed by the camera after its frames: no error
+                    reopening = True
+                    continue
                 self.pass_ended(source)
                 if self.stop.is_set() or (not self.loop and not source.is_live):  # footage: a file, or served
                     self.on_state("ended", self.errors)  # over http:// (reopened for ever, it was logged and
@@ -161,6 +181,7 @@ class SourceKeeper:
             except ReaderError as own:
                 raise own.error from own.error.__cause__
             except Exception as error:  # InputError, OSError, or a camera setting no frame can carry
+                reopening = False
                 if connected_at is not None and time.monotonic() - connected_at >= defaults.STABLE_STREAM_S:
                     self.backoff.reset()  # a drop after a good run starts the backoff afresh; a short one keeps it
                 connected_at = None
@@ -171,29 +192,34 @@ class SourceKeeper:
                     return "failed"
                 if isinstance(error, CredentialsRefusedError):
                     self.credentials_refused(error)
-                    continue
-                delay = self.backoff.next_delay()
-                if self.backoff.failures == 1:
-                    self.logger.warning("camera %s: %s; %s with backoff", self.name, mask_url(str(error)),
-                                        "read on from there" if isinstance(error, FootageCutShortError)
-                                        else "reconnecting")  # fmt: skip
                 else:
-                    self.logger.debug("camera %s: still unavailable; next attempt in %.0f s", self.name, delay)
-                self.on_state("reconnecting", self.errors)
-                self.stop.wait(delay)
+                    self.reconnect_after(error)
         return "ended"  # stopped while away: no state told (it stays "reconnecting", as it was)
+
+    def reconnect_after(self, error: Exception) -> None:
+        """A source error to retry: said at WARNING once an outage, at DEBUG while still away; "reconnecting"
+        through the backoff's wait."""
+        delay = self.backoff.next_delay()
+        if self.backoff.failures == 1:
+            self.logger.warning("camera %s: %s; %s with backoff", self.name, mask_url(str(error)),
+                                "read on from there" if isinstance(error, FootageCutShortError)
+                                else "reconnecting")  # fmt: skip
+        else:
+            self.logger.debug("camera %s: still unavailable; next attempt in %.0f s", self.name, delay)
+        self.on_state("reconnecting", self.errors)
+        self.stop.wait(delay)
 
     def take_live(self, source: FrameSource) -> None:
         """A live camera's URL answered stating a frame count: read as the live stream it is (FrameSource.
         read_live). FFmpeg states one for a fragmented MP4 restream (go2rtc's /api/stream.mp4, an NVR's),
         AVI through a pipe (0x40000000) and a snapshot URL's one JPEG: refused at every open, such cameras
-        gave no frame, for ever (a review). A camera's boot clip is read so too, and its end is a drop,
-        reconnected from with backoff: never footage that ends (its thread ended for good: a review)."""
+        gave no frame, for ever (a review). A camera's boot clip is read so too, and reopened at its end:
+        never footage that ends (its thread ended for good: a review)."""
         stated = source.frame_count if isinstance(source, VideoSource) else 0
         if stated > 1 and self.tell_recording and not self.told_live:  # a snapshot's one frame is no recording
             self.told_live = True
             self.logger.warning("camera %s: its URL states %d frames, as recorded video does (or a fragmented-MP4"
-                                " restream): read as a live camera, its end a drop reconnected from; if it is"
+                                " restream): read as a live camera, reopened at its end; if it is"
                                 " recorded video, declare `footage: true` in its cameras-file entry (a live"
                                 " restream: `footage: false` says so, and this is not said)", self.name,
                                 stated)  # fmt: skip
@@ -230,16 +256,43 @@ class SourceKeeper:
         told = all(k[1] is not None and k[2] for k in (key, self.footage))
         return key != self.footage if told else key[0] != self.footage[0]
 
+    @staticmethod
+    def closed_by_camera(source: FrameSource) -> bool:
+        """Whether a live connection read to its end was closed by the camera after serving frames, its end
+        found at once (CLOSED_WITHIN_S): not dropped (no frame, its reader stopped, silent past the read
+        timeout). A stream that ends after every frame or two reads so too: alive, reopened at its sample
+        rate; `alpr status`'s in fps and alpr_source_reopens_total show it."""
+        return (source.is_live and source.reached > 0 and source.ended_because is None
+                and source.end_wait_s is not None and source.end_wait_s < CLOSED_WITHIN_S)  # fmt: skip
+
+    def reopen(self, source: FrameSource, opened_at: float) -> bool:
+        """Whether a pass read is a live connection the camera closed after its frames (`closed_by_camera`),
+        to reopen: counted (`on_reopen`), neither a source error nor a backoff step; said at INFO the first
+        time and after a connection of STABLE_STREAM_S or longer (a long stream's end), at DEBUG else (each
+        snapshot's); reopened a sample interval after the last open at the soonest: a snapshot camera is
+        sampled at its rate, not polled flat out. False: not so closed, or stopped (meanwhile too)."""
+        if self.stop.is_set() or not self.closed_by_camera(source):
+            return False
+        self.reopens += 1
+        self.on_reopen()
+        lasted_s = time.monotonic() - opened_at
+        self.logger.log(
+            logging.INFO if self.reopens == 1 or lasted_s >= defaults.STABLE_STREAM_S else logging.DEBUG,
+            "camera %s: the camera closed the connection after %d frames (%.1f s): reopened, no error (a snapshot"
+            " URL serves a frame a connection)", self.name, source.reached, lasted_s,
+        )  # fmt: skip
+        return not self.stop.wait(max(0.0, opened_at + 1.0 / self.sample_fps - time.monotonic()))
+
     def pass_ended(self, source: FrameSource) -> None:
         """A pass read, unless stopped: a live stream's end is a drop (OSError); footage cut short is
         read on from where it stopped (FootageCutShortError); footage read to its end starts its backoff
         and its next pass afresh."""
         if self.stop.is_set():
             return
-        if source.is_live:  # closed by the camera, or silent past the read timeout
+        if source.is_live:  # not closed by the camera after its frames (`closed_by_camera`)
             raise OSError(
                 f"the stream ended ({source.ended_because})" if source.ended_because
-                else "the stream ended (closed by the camera, or no frame within the read timeout)"
+                else "the stream ended (no frame within the read timeout)"
             )  # fmt: skip
         if source.ended_because or (source.is_stream and source.ended_early):
             raise self.cut_short(source)  # read on from the frame reached, after the backoff
@@ -275,11 +328,14 @@ class SourceKeeper:
         )  # fmt: skip
         return FootageCutShortError(f"{why} at frame {source.reached}")
 
-    def say_connected(self) -> None:
-        """Opened: INFO after failed attempts (or refused credentials), or the first pass; DEBUG else."""
+    def say_connected(self, reopening: bool = False) -> None:
+        """Opened: INFO after failed attempts (or refused credentials), or the first pass; DEBUG else (a
+        connection the camera closed, `reopening`: each snapshot's)."""
         if self.refused:
             self.logger.info("camera %s: reconnected: its credentials accepted", self.name)
             self.refused = False
+        elif reopening:
+            self.logger.debug("camera %s: reopened", self.name)
         elif self.backoff.failures:
             self.logger.info("camera %s: reconnected after %d failed attempts", self.name,
                              self.backoff.failures)  # fmt: skip

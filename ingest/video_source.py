@@ -221,7 +221,7 @@ class VideoSource(FrameSource):
             )  # fmt: skip
         try:
             self.footage_key()  # (footage: its first frame grabbed ahead, if not yet: taken as the first grab)
-            while self.read_ahead or self.capture.grab():
+            while self.read_ahead or self.grabbed():
                 self.read_ahead = False
                 lag_s = 0.0
                 if self.is_live:  # sampled by capture time: the frames a stall held back are footage as any
@@ -261,6 +261,14 @@ class VideoSource(FrameSource):
             self.note_failure(
                 f"video {shown_source(self.uri)} ended early at frame {index} of {self.frame_count} (truncated?)"
             )
+
+    def grabbed(self) -> bool:
+        """The next frame grabbed; at the source's end, how long the grab that found it waited (`end_wait_s`)."""
+        began = time.monotonic()
+        if self.capture.grab():
+            return True
+        self.end_wait_s = time.monotonic() - began
+        return False
 
     def stamp_s(self) -> float | None:
         """The stream's own time of the frame just grabbed (its PTS, seconds), or None."""

@@ -1,6 +1,7 @@
 """A live camera stays live: an ingest node's stream-URL camera (not declared `footage: true`) whose URL
 answers stating a frame count (a camera's boot clip, a fragmented-MP4 restream, a snapshot's one JPEG) is
-read as a live stream, its end a drop reconnected from with backoff, never footage that ends (a review: the
+read as a live stream, reopened at its end (no source error: the camera closed it after its frames), never
+footage that ends (a review: the
 camera's thread ended for good, its claim kept, its live stream never read again, nothing counted) nor an
 answer refused (a review: fragmented-MP4 and snapshot cameras refused at every open gave no frame, for
 ever). Real HTTP servers, real capture processes, a private Redis."""
@@ -84,8 +85,9 @@ def gap_mkv(path: Path) -> bytes:
 def test_a_live_camera_whose_url_first_answers_a_clip_is_read_live(redis_url, tmp_path, clip):
     """The review's ended.py (a 1-second AVI: the camera's thread ended, its claim kept, the live stream
     never read again) and stalled.py (an MKV whose timestamps jump an hour: held "connected" with no frame
-    for that hour): the clip is read as live, its end a drop (a source error, reconnected from with
-    backoff), and the live stream that follows is read, the camera's thread alive and "connected"."""
+    for that hour): the clip is read as live, reopened at its end (the camera closed the connection after its
+    frames: no source error), and the live stream that follows is read, the camera's thread alive and
+    "connected"."""
     connection = connect_redis(redis_url)
     metrics = Metrics()
     data = clip_bytes(tmp_path / "boot.avi") if clip == "avi" else gap_mkv(tmp_path / "boot.mkv")
@@ -102,37 +104,35 @@ def test_a_live_camera_whose_url_first_answers_a_clip_is_read_live(redis_url, tm
             node.stop.set()
             runner.join(15)
     assert answers[0] == "clip" and "live" in answers, answers
-    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) == 1
+    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) == 0
+    assert metrics.registry.get_sample_value("alpr_source_reopens_total", {"camera": "gate"}) == 1
 
 
 def test_a_live_cameras_url_that_answers_only_clips_is_read_live_and_reconnected_never_ended(tmp_path, caplog):
-    """Every answer a clip: each read as a live stream (no frame count, dated by arrival) whose end is a drop,
-    said once at WARNING and reconnected from with backoff (and once, that its URL states frames as recorded
-    video does: an http:// recording left at the cameras file's defaults, footage before, said nothing):
-    "connected" and "reconnecting" by turns, never
-    "ended" (the camera keeps being read live; taken for footage, its thread ended for good: a review)."""
+    """Every answer a clip: each read as a live stream (no frame count, dated by arrival), reopened at its end
+    (closed by the camera after its frames: no source error), and said once at WARNING that its URL states
+    frames as recorded video does (an http:// recording left at the cameras file's defaults, footage before,
+    said nothing): "connected" throughout, never "ended" (the camera keeps being read live; taken for
+    footage, its thread ended for good: a review)."""
     caplog.set_level(logging.DEBUG, logger="ingest.reconnect")
     stop, states, passes = threading.Event(), [], []
 
     def read_pass(source: FrameSource) -> None:
         assert source.is_live and getattr(source, "frame_count", None) == 0 and source.footage_key() is None
         passes.append(sum(1 for _ in source.frames()))
-
-    def counted() -> None:
-        if keeper.errors >= 3:
+        if len(passes) == 3:
             stop.set()
 
     with clip_then_live(clip_bytes(tmp_path / "boot.avi"), clips=None) as (url, answers):
-        keeper = SourceKeeper(url, 5.0, "gate", stop, backoff=Backoff(0.01, 0.05), live=True, on_error=counted,
+        keeper = SourceKeeper(url, 5.0, "gate", stop, backoff=Backoff(0.01, 0.05), live=True,
                               on_state=lambda state, errors: states.append(state))  # fmt: skip
-        assert keeper.run(read_pass) == "ended" and stop.is_set()  # (stopped by the test: no state told)
-    assert len(passes) == keeper.errors == 3 and all(frames >= 1 for frames in passes), passes
-    assert states == ["connected", "reconnecting"] * 3, states
+        assert keeper.run(read_pass) == "ended" and stop.is_set()
+    assert len(passes) == 3 and keeper.reopens == 2 and keeper.errors == 0 and all(f >= 1 for f in passes), passes
+    assert states == ["connected", "ended"], states
     assert len(answers) == 3 and set(answers) == {"clip"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    ended = [w for w in warnings if "the stream ended" in w]
     recorded = [w for w in warnings if "declare `footage: true`" in w]  # an http:// recording left at the
-    assert len(ended) == 1 and len(recorded) == 1 and len(warnings) == 2, warnings  # defaults: said once (a review)
+    assert len(recorded) == 1 and len(warnings) == 1, warnings  # defaults: said once (a review)
     assert "camera gate: its URL states 10 frames, as recorded video does" in recorded[0], recorded
 
 
@@ -232,13 +232,15 @@ def snapshot_camera() -> Iterator[tuple[str, list[int]]]:
         yield f"{base}/snapshot.jpg", served
 
 
-def run_node(redis_url: str, url: str, enough: int, seconds: float) -> tuple[IngestNode, Metrics, set[str]]:
-    """The real node on a private Redis sampling one live camera at `url` (5 frames/s) until it has queued
+def run_node(
+    redis_url: str, url: str, enough: int, seconds: float, fps: float = 5.0
+) -> tuple[IngestNode, Metrics, set[str]]:
+    """The real node on a private Redis sampling one live camera at `url` (`fps` frames/s) until it has queued
     `enough` frames (within `seconds`); the camera's states (`alpr status`'s; "ended" too where its
     alpr_camera_ended was 1) seen every 50 ms meanwhile, its thread alive throughout."""
     connection = connect_redis(redis_url)
     metrics = Metrics()
-    camera = CameraConfig(id="gate", source=url, sample_fps=5)
+    camera = CameraConfig(id="gate", source=url, sample_fps=fps)
     node = IngestNode([camera], Settings.load({}, redis_url=redis_url), connection, connection, metrics, None)
     runner = threading.Thread(target=node.run, kwargs={"max_seconds": seconds + 10}, daemon=True)
     states: set[str] = set()
@@ -270,11 +272,19 @@ def test_a_live_fragmented_mp4_camera_is_read_live(redis_url):
     assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) in (None, 0.0)
 
 
-def test_a_snapshot_camera_is_read_live_one_frame_a_connection(redis_url):
-    """A /snapshot.jpg camera: FFmpeg's image2 states 1 frame, and the open was refused, every time (a
-    review). Read live: a frame each connection, each end a drop reconnected from with backoff (1 s
-    doubling, jittered), "connected" and "reconnecting" by turns, never "ended"."""
+def test_a_snapshot_camera_is_sampled_at_its_rate_never_counted_failing(redis_url):
+    """A /snapshot.jpg camera: FFmpeg's image2 states 1 frame; read live, a frame each connection. Each
+    connection's end was a drop (a review): a source error each (7 a minute: AlprCameraFailing, 3 in 10
+    minutes, paged a healthy camera), "reconnecting" between frames, and the growing backoff (1 s doubling to
+    30 s) sampled it at 7 frames a minute for its 120. Now each end is the camera's close after its frame:
+    reopened a sample interval after the last open, no source error, "connected" throughout, counted in
+    alpr_source_reopens_total: 10 frames at 2 frames/s in about 5 s, one connection each, not polled faster."""
     with snapshot_camera() as (url, served):
-        node, metrics, states = run_node(redis_url, url, enough=3, seconds=20)
-    assert node.summary.ingested["gate"] >= 3 and len(served) >= 3, served
-    assert {"connected", "reconnecting"} <= states and not states & {"ended", "failed"}, states
+        started = time.monotonic()
+        node, metrics, states = run_node(redis_url, url, enough=10, seconds=12, fps=2.0)
+        took = time.monotonic() - started
+    assert node.summary.ingested["gate"] >= 10 and len(served) <= node.summary.ingested["gate"] + 1, served
+    assert took >= 4.0, took  # 10 frames a sample interval (0.5 s) apart at the soonest
+    assert "connected" in states and not states & {"reconnecting", "ended", "failed"}, states
+    assert metrics.registry.get_sample_value("alpr_source_errors_total", {"camera": "gate"}) == 0
+    assert metrics.registry.get_sample_value("alpr_source_reopens_total", {"camera": "gate"}) >= 9
