@@ -224,22 +224,50 @@ class JobPacker:
                     continue
                 delay = backoff.next_delay()
                 log.warning("Redis unavailable (%s); retrying in %.0f s", mask_url(str(error)), delay)
-                self.stop.wait(
+                self.wait_out(
                     delay if self.deadline is None else min(delay, max(0.0, self.deadline - time.monotonic()))
                 )
+        self.queued(batch)
+
+    def queued(self, batch: list[tuple[FrameRef, bytes]]) -> None:
+        """The batch stored and its detect job queued: recorded pending, counted, the depth read again."""
         if self.store_full:
             log.info("the frame store has room again")
             self.store_full = False
         self.held_backoff.reset()
         if self.ledger:
             self.ledger.add([FrameRecord(ref, "pending") for ref, _ in batch])
-        with contextlib.suppress(redis.RedisError):  # statistics only: the job is queued
+        try:  # statistics only: the job is queued
             add_stats(self.queues, {STATS_INGESTED_KEY: dict(Tally(ref.camera_id for ref, _ in batch))})
+        except redis.RedisError as error:
+            self.unanswered_at_stop(queues=isinstance(error, (redis.ConnectionError, redis.TimeoutError)))
         self.summary.jobs += 1
         self.refresh_depth()  # back-pressure reacts to the job just queued, not half a second later
         for ref, _ in batch:
             self.metrics.frames_ingested.labels(camera=self.metrics.camera(ref.camera_id)).inc()
             self.summary.ingested[ref.camera_id] += 1
+
+    def wait_out(self, delay_s: float) -> None:
+        """Wait `delay_s` before a batch's next try (Redis away), or until the stop. Where the frame store is a
+        Redis of its own, the cameras' states still go to the queues' each QUEUE_DEPTH_REFRESH_S meanwhile: the
+        packer's depth reads write them, and none runs while it waits, so through a store's outage `alpr
+        status` showed every camera as the outage found it (a review: a failing camera's errors stuck at 1)."""
+        end = time.monotonic() + delay_s
+        writing = self.store_apart
+        while not self.stop.wait(max(0.0, min(defaults.QUEUE_DEPTH_REFRESH_S, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                return
+            if writing:
+                try:
+                    if states := self.said_states():
+                        self.queues.hset(CAMERA_STATE_KEY, mapping=states)
+                except redis.RedisError as error:  # the queues away too: not tried again in this wait
+                    writing = False
+                    self.unanswered_at_stop(queues=isinstance(error, (redis.ConnectionError, redis.TimeoutError)))
+
+    def said_states(self) -> dict[Any, Any]:
+        """The cameras' states for `alpr status`, the silent ones said so (ingest/camera_silence.py)."""
+        return said_states(dict(self.states), self.unheard())
 
     def behind_held(self, batch: list[tuple[FrameRef, bytes]]) -> list[tuple[FrameRef, bytes]]:
         """The batch's recorded footage put behind the footage held for room; its live frames returned."""
@@ -309,7 +337,7 @@ class JobPacker:
             pipe.time()
             add_stats(self.queues, {STATS_SKIPPED_KEY: dict(unreported), STATS_UNRECORDED_KEY: dict(unrecorded)},
                       pipeline=pipe)  # fmt: skip
-            states: dict[Any, Any] = said_states(dict(self.states), self.unheard())  # the silent ones said so
+            states = self.said_states()
             if states:  # a restarted Redis had lost them: status showed a live camera as "-"
                 pipe.hset(CAMERA_STATE_KEY, mapping=states)
             answers = pipe.execute(raise_on_error=False)  # a full store refuses the counts, not the rest

@@ -23,6 +23,7 @@ import redis
 from common.config import Settings
 from common.metrics import Metrics
 from common.queues import CAMERA_STATE_KEY, connect_redis
+from ingest import job_packer
 from ingest.cameras import CameraConfig
 from ingest.node import IngestNode
 from tests.helpers import wait_for
@@ -64,33 +65,49 @@ def footage_node(server: PrivateRedis, clip: Any) -> tuple[IngestNode, redis.Red
     return IngestNode([camera], settings, connection, connection, Metrics(), None), connection
 
 
-def stop_during(node: IngestNode, owner: Any, name: str, server: PrivateRedis) -> list[tuple[float, Any]]:
+def stop_during(
+    node: IngestNode, owner: Any, name: str, server: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[float, Any]]:
     """`owner.name` (a round trip of the packer's loop) wrapped: once jobs flow, Redis stalls and the node is
-    stopped while that call waits (the SIGTERM's moment). Returned: filled with (when the call returned, what)."""
-    real: Callable[[], Any] = getattr(owner, name)
+    stopped while that call waits (the SIGTERM's moment). Returned: filled with (when the call returned, what it
+    returned or raised)."""
+    real: Callable[..., Any] = getattr(owner, name)
     stopped: list[tuple[float, Any]] = []
 
-    def as_the_stop_comes() -> Any:
-        if node.summary.jobs < 2 or stopped:
-            return real()
+    def as_the_stop_comes(*args: Any, **kwargs: Any) -> Any:
+        if node.summary.jobs < 2 or stopped or kwargs.get("pipeline") is not None:  # (a pipeline's: no round trip)
+            return real(*args, **kwargs)
         assert server.process is not None
         os.kill(server.process.pid, signal.SIGSTOP)
         node.stop.set()
         if name == "renew":
             node.claims.next_round_at = 0.0  # the round due now, as one that began just before the stop
-        answer = real()
+        try:
+            answer = real(*args, **kwargs)
+        except redis.RedisError as error:
+            stopped.append((time.monotonic(), error))
+            raise
         stopped.append((time.monotonic(), answer))
         return answer
 
-    setattr(owner, name, as_the_stop_comes)
+    monkeypatch.setattr(owner, name, as_the_stop_comes)
     return stopped
 
 
-@pytest.mark.parametrize("call", ["the store's read", "the claims' renewal"])
-def test_a_stop_during_an_unanswered_round_trip_asks_that_redis_nothing_more(redis_server, demo_clip, call):
+CALLS = {
+    "the store's read": (lambda node: node.packer.room, "read"),
+    "the claims' renewal": (lambda node: node.claims, "renew"),
+    "the queued job's statistics": (lambda node: job_packer, "add_stats"),  # (a review: a second wait after it)
+}
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_a_stop_during_an_unanswered_round_trip_asks_that_redis_nothing_more(
+    redis_server, demo_clip, call, monkeypatch
+):
     node, connection = footage_node(redis_server, demo_clip)
-    owner, name = (node.packer.room, "read") if call == "the store's read" else (node.claims, "renew")
-    stopped = stop_during(node, owner, name, redis_server)
+    owner, name = CALLS[call][0](node), CALLS[call][1]
+    stopped = stop_during(node, owner, name, redis_server, monkeypatch)
     taken = taken_connections(connection)
     runner = threading.Thread(target=node.run, kwargs={"max_seconds": 60.0}, daemon=True)
     runner.start()
@@ -102,8 +119,8 @@ def test_a_stop_during_an_unanswered_round_trip_asks_that_redis_nothing_more(red
         assert redis_server.process is not None
         os.kill(redis_server.process.pid, signal.SIGCONT)
     stopped_at, answer = stopped[0]
-    unanswered = answer is True if name == "read" else node.claims.stalled()
-    assert unanswered  # the call did reach the stalled Redis, and waited its timeout out
+    unanswered = {"read": answer is True, "renew": node.claims.stalled(), "add_stats": isinstance(answer, Exception)}
+    assert unanswered[name]  # the call did reach the stalled Redis, and waited its timeout out
     after = [moment - stopped_at for moment in taken if moment > stopped_at]
     assert after == []  # (the depth read, then the batch's write, each waited 1 s more before)
 
