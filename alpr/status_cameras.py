@@ -46,7 +46,7 @@ def camera_state(value: bytes | str) -> dict[str, Any]:
     return {
         k: text(v) if isinstance(v, str) else v
         for k, v in parsed.items()
-        if k in STATE_FIELDS and isinstance(v, str | int | float)
+        if k in STATE_FIELDS and isinstance(v, str | int | float) and not isinstance(v, bool)  # (true: 1 s)
     }
 
 
@@ -73,11 +73,15 @@ def mark_cameras_without_node(connection: redis.Redis, states: dict[bytes, dict[
             states[camera]["state"] = NODE_GONE
 
 
+CLOCK_SKEW_S = 300.0
+"""How far ahead of this host's clock an ingest host's may run: a silence said to begin later is no time."""
+
+
 def silent_for(state: dict[str, Any], now: float) -> float | None:
     """How long a camera has sampled nothing, where its node (live, holding it) judges it silent; None where it
     does not say so, or says so of a camera not live (a node gone, failed, ended) or with no usable time."""
     since = number(state.get("silent_since"))
-    if state.get("state") not in LIVE_STATES or since <= 0:
+    if state.get("state") not in LIVE_STATES or since <= 0 or since > now + CLOCK_SKEW_S:  # (a forged future)
         return None
     return max(0.0, now - since)
 
