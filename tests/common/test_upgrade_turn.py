@@ -7,6 +7,7 @@ that step done; it goes on where the holder lets go in time."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +26,12 @@ PLATE = "AB12CDE"
 
 
 @contextmanager
-def turn_held(url: str, seconds: float, application: str = "mallory-psql") -> Iterator[int]:
+def turn_held(
+    url: str, seconds: float, application: str = "mallory-psql", let_go: threading.Event | None = None
+) -> Iterator[int]:
     """Another session, `application`, holding the upgrade's advisory lock in its transaction for `seconds` at
-    most (less where the test ends first); yields its pid."""
-    held, done, pids = threading.Event(), threading.Event(), []
+    most (less where `let_go` is set first, or the test ends first); yields its pid."""
+    held, done, pids = threading.Event(), let_go or threading.Event(), []
 
     def hold() -> None:
         with psycopg.connect(url, application_name=application) as other, other.transaction():
@@ -69,17 +72,51 @@ def test_an_upgrade_behind_a_held_lock_gives_up_within_its_bound_naming_the_hold
     assert schema_tables(postgres_url) == set()  # not even the migrations' record made
 
 
-@pytest.mark.parametrize(("lock_wait", "giving_up"), [("5", "giving up in 4 s"), ("0", "without limit")])
-def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(lock_wait, giving_up, postgres_url, caplog):
-    """--lock-wait 5 (0: without limit); the holder lets go after 1.5 s; meanwhile a WARNING says who holds it."""
-    with turn_held(postgres_url, 1.5) as pid, caplog.at_level(logging.WARNING):
-        started = time.monotonic()
-        assert main(["db", "upgrade", "--lock-wait", lock_wait, "--database-url", postgres_url]) == 0
-        took = time.monotonic() - started
-    assert 1.4 < took < 4.5, took
+class LetGoOnceTold(logging.Handler):
+    """Lets the holder go (`let_go`) once the upgrade's WARNING has said who holds its turn, noting when."""
+
+    def __init__(self, let_go: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.let_go, self.told_at = let_go, 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "waiting for its turn" in record.getMessage() and not self.let_go.is_set():
+            self.told_at = time.monotonic()
+            self.let_go.set()
+
+
+@pytest.mark.parametrize(("lock_wait", "giving_up"), [("5", r"giving up in [0-4] s"), ("0", "without limit")])
+def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(
+    lock_wait, giving_up, postgres_url, monkeypatch, caplog
+):
+    """--lock-wait 5 (0: without limit); the holder lets go once a WARNING has said who holds it (after 1 s of
+    waiting), and the upgrade takes its turn as it does: it waits on the lock itself, not in slices polled
+    (the next slice ends at the wait's 5 s, or the next word's 11 s). The holder let go 1.5 s after it took
+    the lock, and the upgrade's start (an argument parse, a connection: up to 1.4 s on a loaded machine)
+    counted against both: no WARNING yet when it let go, or the upgrade done past 4.5 s (a full run's flake)."""
+    import common.schema_upgrade
+
+    real_wait, turn_taken = common.schema_upgrade.wait_for_turn, []
+
+    def observed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_wait(*args, **kwargs)
+        turn_taken.append(time.monotonic())
+
+    monkeypatch.setattr(common.schema_upgrade, "wait_for_turn", observed)
+    let_go = threading.Event()
+    told = LetGoOnceTold(let_go)
+    logging.getLogger("common.schema_upgrade").addHandler(told)
+    try:
+        with turn_held(postgres_url, 30.0, let_go=let_go) as pid, caplog.at_level(logging.WARNING):
+            assert main(["db", "upgrade", "--lock-wait", lock_wait, "--database-url", postgres_url]) == 0
+    finally:
+        logging.getLogger("common.schema_upgrade").removeHandler(told)
+    assert told.told_at and turn_taken, caplog.text  # told while held; then its turn taken
+    assert 0 < turn_taken[0] - told.told_at < 2.0, turn_taken[0] - told.told_at  # as the holder let go
     waiting = [r.getMessage() for r in caplog.records if "waiting for its turn" in r.getMessage()]
     assert len(waiting) == 1, caplog.text  # after 1 s, then every 10 s
-    assert f"held by pid {pid} (user postgres, application mallory-psql" in waiting[0] and giving_up in waiting[0]
+    assert f"held by pid {pid} (user postgres, application mallory-psql" in waiting[0], waiting
+    assert re.search(giving_up, waiting[0]), waiting
     assert PLATE not in caplog.text
     assert "schema_migrations" in schema_tables(postgres_url)
 
