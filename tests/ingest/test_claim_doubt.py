@@ -36,7 +36,10 @@ def test_a_redis_refusing_the_rounds_of_claims_for_its_memory_stops_no_camera(re
     connection = connect_redis(redis_server.url)
     try:
         wait_for(lambda: min(counted(ingest).values()) > 0, 10, "the sampling")
-        connection.config_set("maxmemory", int(connection.info("memory")["used_memory"]))  # every write refused
+        # every write refused: half the memory in use, not all of it (Redis refuses a write only while its use is
+        # past maxmemory; the node, finding its frame store full, wrote no more, and under load the rounds of
+        # claims went through all along: `refused` read False in 3 runs of 3)
+        connection.config_set("maxmemory", int(connection.info("memory")["used_memory"]) // 2)
         time.sleep(TTL_S + 1)  # past the claims' TTL since the last round that took them
         before, began = counted(ingest), time.monotonic()
         time.sleep(4)
