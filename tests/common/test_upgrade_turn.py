@@ -73,27 +73,32 @@ def test_an_upgrade_behind_a_held_lock_gives_up_within_its_bound_naming_the_hold
 
 
 class LetGoOnceTold(logging.Handler):
-    """Lets the holder go (`let_go`) once the upgrade's WARNING has said who holds its turn, noting when."""
+    """Lets the holder go (`let_go`) a second after the upgrade's WARNING has said who holds its turn: within
+    the wait's next slice (a wait polled at each slice's end, not queued on the lock, would take its turn at
+    that end), noting when."""
 
     def __init__(self, let_go: threading.Event) -> None:
         super().__init__(logging.WARNING)
-        self.let_go, self.told_at = let_go, 0.0
+        self.let_go, self.let_go_at, self.timer = let_go, 0.0, threading.Timer(1.0, self.letting_go)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "waiting for its turn" in record.getMessage() and not self.let_go.is_set():
-            self.told_at = time.monotonic()
-            self.let_go.set()
+        if "waiting for its turn" in record.getMessage() and not self.timer.is_alive() and not self.let_go_at:
+            self.timer.start()
+
+    def letting_go(self) -> None:
+        self.let_go_at = time.monotonic()
+        self.let_go.set()
 
 
 @pytest.mark.parametrize(("lock_wait", "giving_up"), [("5", r"giving up in [0-4] s"), ("0", "without limit")])
 def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(
     lock_wait, giving_up, postgres_url, monkeypatch, caplog
 ):
-    """--lock-wait 5 (0: without limit); the holder lets go once a WARNING has said who holds it (after 1 s of
-    waiting), and the upgrade takes its turn as it does: it waits on the lock itself, not in slices polled
-    (the next slice ends at the wait's 5 s, or the next word's 11 s). The holder let go 1.5 s after it took
-    the lock, and the upgrade's start (an argument parse, a connection: up to 1.4 s on a loaded machine)
-    counted against both: no WARNING yet when it let go, or the upgrade done past 4.5 s (a full run's flake)."""
+    """--lock-wait 5 (0: without limit); the holder lets go a second after a WARNING has said who holds it
+    (after 1 s of waiting), and the upgrade takes its turn as it does: it waits on the lock itself, not in
+    slices polled (the next slice ends at the wait's 5 s, or the next word's 11 s). The holder let go 1.5 s
+    after it took the lock, and the upgrade's start (an argument parse, a connection: up to 1.4 s on a loaded
+    machine) counted against both: no WARNING yet when it let go, or the upgrade done past 4.5 s (flaky)."""
     import common.schema_upgrade
 
     real_wait, turn_taken = common.schema_upgrade.wait_for_turn, []
@@ -111,8 +116,10 @@ def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(
             assert main(["db", "upgrade", "--lock-wait", lock_wait, "--database-url", postgres_url]) == 0
     finally:
         logging.getLogger("common.schema_upgrade").removeHandler(told)
-    assert told.told_at and turn_taken, caplog.text  # told while held; then its turn taken
-    assert 0 < turn_taken[0] - told.told_at < 2.0, turn_taken[0] - told.told_at  # as the holder let go
+        told.timer.cancel()
+    assert told.let_go_at and turn_taken, caplog.text  # told while held, and let go; then its turn taken
+    taken_s = turn_taken[0] - told.let_go_at
+    assert 0 < taken_s < 2.0, taken_s  # as the holder let go: not at its slice's end, 3 s and more on
     waiting = [r.getMessage() for r in caplog.records if "waiting for its turn" in r.getMessage()]
     assert len(waiting) == 1, caplog.text  # after 1 s, then every 10 s
     assert f"held by pid {pid} (user postgres, application mallory-psql" in waiting[0], waiting
