@@ -146,7 +146,12 @@ def test_a_reader_stopped_with_its_process_group_is_not_said_to_have_crashed(dem
 
 
 def test_a_reader_that_stops_answering_is_stopped(demo_clip):
-    capture = IsolatedCapture(str(demo_clip[0]), wait_s=1.0)
+    """Opened within the default wait: the open's answer comes after the child's start (Python, cv2, FFmpeg's
+    open), which took over 1 s on a loaded machine: opened with wait_s=1.0, the capture was ended before the
+    test stopped its child (ProcessLookupError, 2 runs of 3). The grab then waits 1 s."""
+    capture = IsolatedCapture(str(demo_clip[0]))
+    assert capture.isOpened(), capture.ended_because
+    capture.wait_s = 1.0
     os.kill(capture._process.pid, signal.SIGSTOP)  # as FFmpeg hung past its own timeouts
     started = time.monotonic()
     assert capture.grab() is False
