@@ -181,7 +181,8 @@ def test_footage_a_restarted_node_passes_over_is_not_silent(redis_url, postgres_
     from common.frame_log import FrameLog
     from ingest.ledger import FrameLedger
 
-    monkeypatch.setattr(defaults, "CAMERA_SILENT_S", 0.5)  # 0.6 s: 3 of its sample intervals
+    monkeypatch.setattr(defaults, "CAMERA_SILENT_S", 1.0)  # (0.6 s, 3 sample intervals, read a capture child's
+    # start on a busy host as silence before its first frame, one run in two)
     assert main(["db", "upgrade", "--database-url", postgres_url]) == 0
     camera = CameraConfig(id="cam", source=str(long_clip(tmp_path / "clip.mp4", 2400)), sample_fps=5, realtime=False)
     connection = connect_redis(redis_url)
@@ -206,7 +207,7 @@ def test_footage_a_restarted_node_passes_over_is_not_silent(redis_url, postgres_
         time.sleep(0.2)
     runner.join(30)
     passed_over = [reading for reading in readings if not reading[1]]
-    assert len(passed_over) * 0.2 > 1.0, passed_over  # the pass-over outlasted the bound (0.6 s)
+    assert len(passed_over) * 0.2 > 1.2, passed_over  # the pass-over outlasted the bound (1 s; 1.8 s here)
     assert all(silent != 1 for silent, _ in readings), readings
 
 
