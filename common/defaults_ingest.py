@@ -117,6 +117,11 @@ cameras this long at most (ingest/claims.py)."""
 CAMERA_CLAIM_RENEW_S = 10.0
 """How often a running ingest node renews its claims on its cameras."""
 
+REOPEN_INTERVAL_S = 1.0
+"""The soonest a camera that closed its connection after serving its frames (a snapshot URL's one JPEG) is opened
+again after its last open, however high its sample_fps: each open starts a capture process (about 0.3 s of CPU),
+and at 5 frames/s one snapshot camera took 1.4 cores (a review)."""
+
 STABLE_STREAM_S = 30.0
 """A stream connected this long before it dropped or ended starts its reconnection backoff afresh; one
 that drops sooner keeps backing off (a camera closing every connection is not reopened flat out)."""

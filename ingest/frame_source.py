@@ -93,6 +93,8 @@ class FrameSource:
     """A video or stream read to its end: how long the grab that found its end waited (a camera closing the
     connection: at once; a stream gone silent: FFmpeg's read timeout, 10 s); None before (ingest/reconnect.py
     tells a live connection the camera closed after its frames from a drop by it)."""
+    stated_live = 0
+    """The frame count its answer stated, read live all the same (`read_live`: a snapshot URL's 1); 0: none."""
     resume_from = 0
     """Footage: the frames from its start not sampled again (a pass resumed where the one before was cut
     short: ingest/reconnect.py); they are gone through, unsampled, so the same frames are sampled after."""

@@ -257,31 +257,38 @@ class SourceKeeper:
         return key != self.footage if told else key[0] != self.footage[0]
 
     @staticmethod
-    def closed_by_camera(source: FrameSource) -> bool:
-        """Whether a live connection read to its end was closed by the camera after serving frames, its end
-        found at once (CLOSED_WITHIN_S): not dropped (no frame, its reader stopped, silent past the read
-        timeout). A stream that ends after every frame or two reads so too: alive, reopened at its sample
-        rate; `alpr status`'s in fps and alpr_source_reopens_total show it."""
-        return (source.is_live and source.reached > 0 and source.ended_because is None
+    def closed_by_camera(source: FrameSource, lasted_s: float) -> bool:
+        """Whether a live connection read to its end was closed by the camera after serving what it is, its
+        end found at once (CLOSED_WITHIN_S): the frames its answer stated, all of them (a snapshot URL's one
+        JPEG, a boot clip), or a stream of STABLE_STREAM_S or longer (a camera or NVR ending its sessions).
+        Not so a stream stating no count that ends within seconds (an MJPEG camera failing after each frame,
+        one reset as it crashes: as reopenings they read "connected", 0 errors and no alert while it gave 8%
+        of its frames, a review), nor one dropped (no frame, its reader stopped, silent past the read
+        timeout): source errors, reconnected from with backoff."""
+        stated = source.stated_live
+        served = (stated > 0 and source.reached >= stated) or lasted_s >= defaults.STABLE_STREAM_S
+        return (source.is_live and source.reached > 0 and served and source.ended_because is None
                 and source.end_wait_s is not None and source.end_wait_s < CLOSED_WITHIN_S)  # fmt: skip
 
     def reopen(self, source: FrameSource, opened_at: float) -> bool:
         """Whether a pass read is a live connection the camera closed after its frames (`closed_by_camera`),
         to reopen: counted (`on_reopen`), neither a source error nor a backoff step; said at INFO the first
         time and after a connection of STABLE_STREAM_S or longer (a long stream's end), at DEBUG else (each
-        snapshot's); reopened a sample interval after the last open at the soonest: a snapshot camera is
-        sampled at its rate, not polled flat out. False: not so closed, or stopped (meanwhile too)."""
-        if self.stop.is_set() or not self.closed_by_camera(source):
+        snapshot's); reopened a sample interval (REOPEN_INTERVAL_S at least) after the last open at the soonest:
+        a snapshot camera is not polled flat out. False: not so closed, or stopped (meanwhile too)."""
+        lasted_s = time.monotonic() - opened_at
+        if self.stop.is_set() or not self.closed_by_camera(source, lasted_s):
             return False
         self.reopens += 1
         self.on_reopen()
-        lasted_s = time.monotonic() - opened_at
         self.logger.log(
             logging.INFO if self.reopens == 1 or lasted_s >= defaults.STABLE_STREAM_S else logging.DEBUG,
             "camera %s: the camera closed the connection after %d frames (%.1f s): reopened, no error (a snapshot"
             " URL serves a frame a connection)", self.name, source.reached, lasted_s,
         )  # fmt: skip
-        return not self.stop.wait(max(0.0, opened_at + 1.0 / self.sample_fps - time.monotonic()))
+        return not self.stop.wait(
+            max(0.0, opened_at + max(1.0 / self.sample_fps, defaults.REOPEN_INTERVAL_S) - time.monotonic())
+        )
 
     def pass_ended(self, source: FrameSource) -> None:
         """A pass read, unless stopped: a live stream's end is a drop (OSError); footage cut short is
@@ -289,10 +296,10 @@ class SourceKeeper:
         and its next pass afresh."""
         if self.stop.is_set():
             return
-        if source.is_live:  # not closed by the camera after its frames (`closed_by_camera`)
+        if source.is_live:  # not closed by the camera after what it is (`closed_by_camera`)
             raise OSError(
                 f"the stream ended ({source.ended_because})" if source.ended_because
-                else "the stream ended (no frame within the read timeout)"
+                else "the stream ended (closed by the camera, or no frame within the read timeout)"
             )  # fmt: skip
         if source.ended_because or (source.is_stream and source.ended_early):
             raise self.cut_short(source)  # read on from the frame reached, after the backoff

@@ -153,7 +153,7 @@ class VideoSource(FrameSource):
         a snapshot's one JPEG, a boot clip): read as a live stream, its stated count dropped (no footage
         key, no resume, no "ended early"), its frames dated by arrival, its end a drop reconnected from."""
         super().read_live()
-        self.frame_count = 0
+        self.stated_live, self.frame_count = self.frame_count, 0
 
     def close(self) -> None:
         self.capture.release()  # its reader process ended (a refusal after the open left it running: a review)

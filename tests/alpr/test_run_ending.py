@@ -211,13 +211,12 @@ def test_a_snapshot_that_cannot_be_written_leaves_its_sighting_logged(tmp_path, 
     assert sightings[0] >= 3 and sightings[1] == 0  # every pass logged, none with a snapshot
 
 
-def test_a_stream_the_camera_closes_is_reopened_until_a_signal_ends_the_run(tmp_path, settings):
+def test_a_stream_the_camera_drops_is_reopened_with_backoff_until_a_signal_ends_the_run(tmp_path, settings):
     """A camera that closed its stream (a network blip, a reboot) ended `alpr run` (exit 2, "run it again
     to go on"): run as a service on one camera, it stopped reading until someone restarted it. It is
-    reopened, as an ingest node's camera is (the same code): closed by the camera after its frames, no
-    source error (a drop, silent or giving no frame, is one: tests/ingest/test_reconnect.py), said once at
-    INFO; the reopened stream's frames numbered and dated on (their reads no repeats of the first
-    connection's); a signal still ends it."""
+    reopened with backoff, as an ingest node's camera is (the same code): the drop logged once at WARNING,
+    the reconnection at INFO, the source errors counted in the summary; the reopened stream's frames
+    numbered and dated on (their reads no repeats of the first connection's); a signal still ends it."""
     log, out, output, connections = tmp_path / "reads.sqlite", tmp_path / "out", tmp_path / "output.txt", []
     with mjpeg_camera(car_frames(6), fps=10, per_connection=6, connections=connections) as url:
         args = ["-v", "run", url, "--camera-id", "gate", "--out", str(out), "--sqlite", str(log), "--fps", "5",
@@ -235,10 +234,11 @@ def test_a_stream_the_camera_closes_is_reopened_until_a_signal_ends_the_run(tmp_
             if process.poll() is None:
                 process.kill()
     printed = output.read_text()
-    assert "stopped by SIGTERM" in printed and "source errors" not in printed, printed
-    assert not [line for line in printed.splitlines() if line.startswith("WARNING")], printed
-    closed = "INFO alpr.standalone: camera gate: the camera closed the connection after 6 frames ("
-    assert printed.count(closed) == 1, printed  # the later closes at DEBUG
+    assert "stopped by SIGTERM" in printed and "the stream dropped, or a reopening failed" in printed, printed
+    warnings = [line for line in printed.splitlines() if line.startswith("WARNING")]
+    assert warnings == ["WARNING alpr.standalone: camera gate: the stream ended (closed by the camera, or no frame"
+                        " within the read timeout); reconnecting with backoff"], printed  # fmt: skip
+    assert "INFO alpr.standalone: camera gate: reconnected after 1 failed attempts" in printed, printed
     with sqlite3.connect(log) as db:
         reads = db.execute("SELECT frame_index, frame_id, captured_at FROM plate_reads ORDER BY frame_index").fetchall()
     assert len({frame_id for _, frame_id, _ in reads}) == len(reads) > 6  # none dropped as a repeat
@@ -270,8 +270,7 @@ def test_a_reopened_streams_frames_are_numbered_and_dated_on_and_the_runs_own_er
         with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
             keeper.run(passes.read)
     frames = [frame for batch in batches for frame in batch]
-    assert len(connections) >= 3 and keeper.reopens == len(connections) - 1  # the closes; not the log's error
-    assert keeper.errors == 0
+    assert len(connections) >= 3 and keeper.errors == len(connections) - 1  # the drops; not the log's error
     pairs = list(zip(frames, frames[1:], strict=False))
     assert all(earlier[0] < later[0] and earlier[1] < later[1] for earlier, later in pairs), frames
 
