@@ -5,8 +5,10 @@ of skipping: see `unavailable`."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from common.config import Settings
 from detector_worker.core import PlateDetector
 from detector_worker.weights import install_models
 from ocr_worker.core import PlateReader
+from tests.helpers import http_server
 from tests.servers import PrivatePostgres, PrivateRedis
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,3 +141,20 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("compose") / "secrets"
     run_make_secrets(str(folder))
     return folder
+
+
+@pytest.fixture()
+def stalled_camera() -> Iterator[str]:
+    """A live camera's URL that answers nothing: it accepts the connection and stalls."""
+    released = threading.Event()
+
+    class Stalled(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            released.wait(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Stalled) as base:
+        yield f"{base}/video"
+        released.set()

@@ -403,3 +403,35 @@ def user_alone_in_own_group() -> tuple[int, int]:
         if user.pw_uid != 0 and not group.gr_mem and not sharing:
             return user.pw_uid, user.pw_gid
     pytest.skip("no user of this host is alone in her own group")
+
+
+@contextmanager
+def lock_held(
+    url: str,
+    statements: list[tuple[str, tuple[object, ...]]],
+    seconds: float,
+    application: str = "mallory-psql",
+    let_go: threading.Event | None = None,
+) -> Iterator[int]:
+    """Another session, `application`, that runs `statements` (taking a lock) in its transaction and holds it for
+    `seconds` at most (less where `let_go` is set first, or the test ends first); yields its pid."""
+    import psycopg
+
+    held, done, pids = threading.Event(), let_go or threading.Event(), []
+
+    def hold() -> None:
+        with psycopg.connect(url, application_name=application) as other, other.transaction():
+            for sql, params in statements:
+                other.execute(sql, params)  # type: ignore[arg-type]
+            pids.append(other.info.backend_pid)
+            held.set()
+            done.wait(seconds)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield pids[0]
+    finally:
+        done.set()
+        holder.join()

@@ -7,11 +7,9 @@ the table or the JSON. Real IngestNode, a real HTTP camera that answers nothing,
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -23,24 +21,7 @@ from common.metrics import Metrics
 from ingest.cameras import CameraConfig
 from ingest.claims import CLAIM_PREFIX
 from ingest.node import IngestNode
-from tests.helpers import http_server, wait_for
-
-
-@pytest.fixture()
-def stalled_camera() -> Iterator[str]:
-    """A live camera's URL that answers nothing: it accepts the connection and stalls."""
-    released = threading.Event()
-
-    class Stalled(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            released.wait(60)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_server(Stalled) as base:
-        yield f"{base}/video"
-        released.set()
+from tests.helpers import wait_for
 
 
 def rows(out: str) -> dict[str, str]:

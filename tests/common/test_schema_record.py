@@ -7,7 +7,6 @@ done; each goes on where the holder lets go in time, whatever lock timeout the s
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import pytest
 
 from alpr.cli import main
 from common import defaults
+from tests.helpers import lock_held
 
 PLATE = "AB12CDE"
 """Text in the holder's query (pg_stat_activity.query), which nothing said of it may show."""
@@ -29,24 +29,9 @@ HELD_S = 8.0
 def record_locked(url: str, seconds: float, application: str = "mallory-psql") -> Iterator[int]:
     """Another session, `application`, holding schema_migrations in ACCESS EXCLUSIVE mode in its transaction for
     `seconds` at most (less where the test ends first); yields its pid."""
-    held, done, pids = threading.Event(), threading.Event(), []
-
-    def hold() -> None:
-        with psycopg.connect(url, application_name=application) as other, other.transaction():
-            other.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
-            other.execute("SELECT %s AS plate", (PLATE,))
-            pids.append(other.info.backend_pid)
-            held.set()
-            done.wait(seconds)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        yield pids[0]
-    finally:
-        done.set()
-        holder.join()
+    statements = [("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE", ()), ("SELECT %s AS plate", (PLATE,))]
+    with lock_held(url, statements, seconds, application) as pid:
+        yield pid
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from alpr.cli import main
 from common import defaults
 from common.schema_upgrade import ADVISORY_LOCK_ID
+from tests.helpers import lock_held
 from tests.servers import PrivatePostgres
 
 PLATE = "AB12CDE"
@@ -31,23 +32,9 @@ def turn_held(
 ) -> Iterator[int]:
     """Another session, `application`, holding the upgrade's advisory lock in its transaction for `seconds` at
     most (less where `let_go` is set first, or the test ends first); yields its pid."""
-    held, done, pids = threading.Event(), let_go or threading.Event(), []
-
-    def hold() -> None:
-        with psycopg.connect(url, application_name=application) as other, other.transaction():
-            other.execute("SELECT pg_advisory_xact_lock(%s), %s AS plate", (ADVISORY_LOCK_ID, PLATE))
-            pids.append(other.info.backend_pid)
-            held.set()
-            done.wait(seconds)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(10)
-        yield pids[0]
-    finally:
-        done.set()
-        holder.join()
+    lock = ("SELECT pg_advisory_xact_lock(%s), %s AS plate", (ADVISORY_LOCK_ID, PLATE))
+    with lock_held(url, [lock], seconds, application, let_go) as pid:
+        yield pid
 
 
 def schema_tables(url: str) -> set[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -56,23 +55,6 @@ def stop_node(node: IngestNode, runner: threading.Thread) -> None:
     node.stop.set()
     runner.join(20)
     assert not runner.is_alive()
-
-
-@pytest.fixture()
-def stalled_camera() -> Iterator[str]:
-    """A live camera's URL that answers nothing: it accepts the connection and stalls."""
-    released = threading.Event()
-
-    class Stalled(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            released.wait(60)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_server(Stalled) as base:
-        yield f"{base}/video"
-        released.set()
 
 
 def test_a_camera_that_serves_nothing_reads_silent_and_a_lost_one_does_not(redis_url, stalled_camera):
