@@ -65,6 +65,11 @@ def job_bytes(batch: list[tuple[FrameRef, bytes]]) -> int:
     return sum(len(data) for _, data in batch)
 
 
+STATES_RETRY_S = 60.0
+"""After a write of the cameras' states failed while a batch's retry was waited (`wait_out`: the queues' Redis
+away too), how long before the next: each to a frozen Redis waited its timeout, every retry (a review)."""
+
+
 class JobPacker:
     """Packs the frames a node's camera threads sampled into detect jobs and hands them to the chain;
     knows how full the chain is (`depth`) and whether Redis answers (`redis_down`, `redis_gone`,
@@ -110,6 +115,7 @@ class JobPacker:
         self.store_full = False  # the last job could not be stored: Redis at its maxmemory, or within the reserve
         self.redis_gone = False  # Redis failed a round trip after the stop: the rest is recorded without trying
         self.store_gone = False  # the frame store's own Redis did (ALPR_FRAME_STORE_URL): no more writes tried
+        self.states_retry_at = 0.0  # monotonic: no states written while a batch's retry is waited before (`wait_out`)
         self.redis_down = False  # the last round trip to Redis failed: frames skipped meanwhile say so
         self.clock_off = False  # the frames' time and Redis's clock disagree (warned once)
         self.held: list[list[tuple[FrameRef, bytes]]] = []  # footage's batches the full store refused, in order
@@ -253,16 +259,15 @@ class JobPacker:
         packer's depth reads write them, and none runs while it waits, so through a store's outage `alpr
         status` showed every camera as the outage found it (a review: a failing camera's errors stuck at 1)."""
         end = time.monotonic() + delay_s
-        writing = self.store_apart
         while not self.stop.wait(max(0.0, min(defaults.QUEUE_DEPTH_REFRESH_S, end - time.monotonic()))):
             if time.monotonic() >= end:
                 return
-            if writing:
+            if self.store_apart and time.monotonic() >= self.states_retry_at:
                 try:
                     if states := self.said_states():
                         self.queues.hset(CAMERA_STATE_KEY, mapping=states)
-                except redis.RedisError as error:  # the queues away too: not tried again in this wait
-                    writing = False
+                except redis.RedisError as error:  # the queues away too: not tried again for a while (each try
+                    self.states_retry_at = time.monotonic() + STATES_RETRY_S  # to a frozen one waits its timeout)
                     self.unanswered_at_stop(queues=isinstance(error, (redis.ConnectionError, redis.TimeoutError)))
 
     def said_states(self) -> dict[Any, Any]:

@@ -7,11 +7,14 @@ import base64
 import contextlib
 import http.server
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from tests.helpers import http_server
 
@@ -94,3 +97,17 @@ def take_queued_frames(connection: Any) -> list[Any]:
         job = StageJob.fetch(job_id, connection=connection, serializer=JSONSerializer)
         frames += parse_job(job.args[0], DetectJob).frames
     return frames
+
+
+def taken_connections(connection: redis.Redis) -> list[float]:
+    """When (time.monotonic()) each connection is taken from `connection`'s pool from now: a round trip begun."""
+    taken: list[float] = []
+    pool = connection.connection_pool
+    take = pool.get_connection
+
+    def get_connection(*args: Any, **kwargs: Any) -> Any:
+        taken.append(time.monotonic())
+        return take(*args, **kwargs)
+
+    pool.get_connection = get_connection  # type: ignore[method-assign]
+    return taken

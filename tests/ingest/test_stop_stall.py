@@ -27,24 +27,11 @@ from ingest import job_packer
 from ingest.cameras import CameraConfig
 from ingest.node import IngestNode
 from tests.helpers import wait_for
+from tests.ingest.helpers import taken_connections
 from tests.servers import PrivateRedis
 
 TIMEOUT_S = 1.0
 """The node's Redis timeout here (INGEST_REDIS_TIMEOUT_S, 10 s, in the product)."""
-
-
-def taken_connections(connection: redis.Redis) -> list[float]:
-    """When (time.monotonic()) each connection is taken from `connection`'s pool from now: a round trip begun."""
-    taken: list[float] = []
-    pool = connection.connection_pool
-    take = pool.get_connection
-
-    def get_connection(*args: Any, **kwargs: Any) -> Any:
-        taken.append(time.monotonic())
-        return take(*args, **kwargs)
-
-    pool.get_connection = get_connection  # type: ignore[method-assign]
-    return taken
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from ingest.cameras import CameraConfig
 from ingest.node import IngestNode
 from ingest.store_room import StoreRoom
 from tests.helpers import wait_for
+from tests.ingest.helpers import taken_connections
 from tests.servers import PrivateRedis
 
 
@@ -110,6 +111,47 @@ def test_a_frame_store_away_leaves_the_cameras_states_going_to_the_queues_redis(
             node.stop.set()
             runner.join(30)
         assert not runner.is_alive()
+    finally:
+        store_server.stop()
+        queues_server.stop()
+
+
+def test_a_frozen_queues_redis_is_not_written_the_states_at_each_retry_of_a_store_away(
+    tmp_path: Path, demo_clip
+) -> None:  # type: ignore[no-untyped-def]
+    """The frame store's own Redis away and the queues' frozen too: each batch's retry wrote the cameras' states
+    to the frozen queues' Redis first, waiting its timeout (1 s here, 10 s in the product) each time, so the
+    retries and a stop came that much later (a review: retries 5.5 s apart for 1 s and 2 s of backoff). After
+    one unanswered write, none for STATES_RETRY_S."""
+    (tmp_path / "queues").mkdir()
+    (tmp_path / "store").mkdir()
+    queues_server, store_server = PrivateRedis(tmp_path / "queues"), PrivateRedis(tmp_path / "store")
+    queues_server.start()
+    store_server.start()
+    try:
+        queues, frames = connect_redis(queues_server.url, timeout_s=1.0), connect_redis(store_server.url, timeout_s=1.0)
+        settings = Settings.load({}, redis_url=queues_server.url, frame_store_url=store_server.url, frames_per_job=2,
+                                 max_batch_wait_ms=50, max_queue_depth=256)  # fmt: skip
+        camera = CameraConfig(id="footage", source=str(demo_clip[0]), sample_fps=10, loop=True)
+        node = IngestNode([camera], settings, queues, frames, Metrics(), None)
+        runner = threading.Thread(target=node.run, kwargs={"max_seconds": 60.0}, daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: node.summary.jobs >= 2, 30, "jobs")
+            store_server.stop()  # refused at once: the packer waits each batch's retry out (1 s, 2 s, 4 s...)
+            wait_for(lambda: node.packer.redis_down, 15, "the store's outage met")
+            taken = taken_connections(queues)
+            assert queues_server.process is not None
+            os.kill(queues_server.process.pid, signal.SIGSTOP)
+            try:
+                time.sleep(9.0)  # three retries' waits at least
+            finally:
+                os.kill(queues_server.process.pid, signal.SIGCONT)
+        finally:
+            node.stop.set()
+            runner.join(30)
+        assert not runner.is_alive()
+        assert len(taken) == 1, taken  # one write went unanswered; none after it (one a retry before)
     finally:
         store_server.stop()
         queues_server.stop()
