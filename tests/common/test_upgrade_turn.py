@@ -19,7 +19,7 @@ import pytest
 from alpr.cli import main
 from common import defaults
 from common.schema_upgrade import ADVISORY_LOCK_ID
-from tests.helpers import lock_held
+from tests.helpers import LetGoOnceTold, lock_held
 from tests.servers import PrivatePostgres
 
 PLATE = "AB12CDE"
@@ -59,24 +59,6 @@ def test_an_upgrade_behind_a_held_lock_gives_up_within_its_bound_naming_the_hold
     assert schema_tables(postgres_url) == set()  # not even the migrations' record made
 
 
-class LetGoOnceTold(logging.Handler):
-    """Lets the holder go (`let_go`) a second after the upgrade's WARNING has said who holds its turn: within
-    the wait's next slice (a wait polled at each slice's end, not queued on the lock, would take its turn at
-    that end), noting when."""
-
-    def __init__(self, let_go: threading.Event) -> None:
-        super().__init__(logging.WARNING)
-        self.let_go, self.let_go_at, self.timer = let_go, 0.0, threading.Timer(1.0, self.letting_go)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "waiting for its turn" in record.getMessage() and not self.timer.is_alive() and not self.let_go_at:
-            self.timer.start()
-
-    def letting_go(self) -> None:
-        self.let_go_at = time.monotonic()
-        self.let_go.set()
-
-
 @pytest.mark.parametrize(("lock_wait", "giving_up"), [("5", r"giving up in [0-4] s"), ("0", "without limit")])
 def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(
     lock_wait, giving_up, postgres_url, monkeypatch, caplog
@@ -96,7 +78,7 @@ def test_an_upgrade_goes_on_when_the_holder_lets_go_within_its_wait(
 
     monkeypatch.setattr(common.schema_upgrade, "wait_for_turn", observed)
     let_go = threading.Event()
-    told = LetGoOnceTold(let_go)
+    told = LetGoOnceTold(let_go, "waiting for its turn")
     logging.getLogger("common.schema_upgrade").addHandler(told)
     try:
         with turn_held(postgres_url, 30.0, let_go=let_go) as pid, caplog.at_level(logging.WARNING):
