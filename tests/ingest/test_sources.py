@@ -511,14 +511,19 @@ class StallingStream:
     it buffered meanwhile all at once, and goes on."""
 
     def __init__(self) -> None:
-        arrivals = [i * 0.04 for i in range(11)] + [1.4] * 25 + [1.4 + i * 0.04 for i in range(1, 26)]
-        self.clock = iter([0.0, *arrivals])  # samples() reads its start, then one time per frame
-        self.left = len(arrivals)
+        self.arrivals = iter([i * 0.04 for i in range(11)] + [1.4] * 25 + [1.4 + i * 0.04 for i in range(1, 26)])
+        self.now = 0.0  # the clock the source reads (`monotonic`), however often: each grab moves it to its arrival
         self.ended_because = None
 
+    def monotonic(self) -> float:
+        return self.now
+
     def grab(self) -> bool:
-        self.left -= 1
-        return self.left >= 0
+        arrival = next(self.arrivals, None)
+        if arrival is None:
+            return False
+        self.now = arrival
+        return True
 
     def retrieve(self) -> tuple[bool, np.ndarray]:
         return True, np.zeros((8, 8, 3), np.uint8)
@@ -539,7 +544,7 @@ def test_a_stream_that_stalls_is_not_sampled_twice_at_once_after_it(tmp_path, mo
     source = VideoSource(str(write_video(tmp_path / "any.avi", "MJPG")), sample_fps=5)
     source.capture.release()
     source.capture, source.is_stream, source.is_live = stream, True, True  # type: ignore[assignment]
-    monkeypatch.setattr("ingest.video_source.time", SimpleNamespace(monotonic=lambda: next(stream.clock)))
+    monkeypatch.setattr("ingest.video_source.time", SimpleNamespace(monotonic=stream.monotonic))
     times = [frame.source_time_s for frame in source.samples()]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.1 - 1e-9, times
